@@ -1,0 +1,185 @@
+//! The `sendtime` command line. Each subcommand is a thin shell over the library.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::{Config, EnvCheck, Overrides};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "sendtime",
+    version,
+    about = "Send-time optimizer for HubSpot workflows",
+    long_about = "Send-time optimizer for HubSpot workflows.\n\n\
+        A HubSpot workflow's \"Send a webhook\" step posts a contact to sendtime; sendtime stores it, \
+        works out from the contact's past email engagement when it is most likely to read email, and \
+        at that moment enrolls it back into a HubSpot workflow (or adds it to a list). Everything is \
+        declared in one file, webhooks.toml."
+)]
+pub struct Cli {
+    /// The config file. Relative paths inside it resolve against its folder.
+    #[arg(
+        long,
+        global = true,
+        value_name = "PATH",
+        default_value = "webhooks.toml"
+    )]
+    pub config: PathBuf,
+
+    /// Data directory; overrides `server.data_dir` from the config.
+    #[arg(long = "data", global = true, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Check a config file and print what to paste into each HubSpot workflow.
+    ///
+    /// Exit status 0 when the file is valid, 1 when it is not. Every problem is printed on
+    /// stderr as PATH:LINE:COLUMN: message. Unset environment variables are only warnings
+    /// here, so the config repository's CI can run this without secrets.
+    Validate {
+        /// The config file to check (same as --config).
+        #[arg(value_name = "CONFIG")]
+        file: Option<PathBuf>,
+    },
+    /// Run the server: receive webhooks and, every tick, enroll the contacts that are due.
+    ///
+    /// Reloads the config when its file changes or on SIGHUP (an invalid new config is logged
+    /// and the running one stays in force). Stops cleanly on SIGINT or SIGTERM. Log level
+    /// follows RUST_LOG (default: info).
+    Serve {
+        /// Address to listen on; overrides `server.listen`.
+        #[arg(long, value_name = "ADDR")]
+        listen: Option<SocketAddr>,
+    },
+}
+
+/// Entry point for the binary.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let overrides = Overrides {
+        data_dir: cli.data_dir.clone(),
+        listen: None,
+    };
+    match cli.command {
+        Command::Validate { file } => validate(file.unwrap_or(cli.config), &overrides),
+        Command::Serve { listen } => {
+            init_logging();
+            let overrides = Overrides {
+                listen,
+                ..overrides
+            };
+            match crate::serve::run(cli.config, overrides) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    tracing::error!("{e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+}
+
+fn validate(path: PathBuf, overrides: &Overrides) -> ExitCode {
+    let loaded = match Config::load(&path, overrides, EnvCheck::Warn) {
+        Ok(loaded) => loaded,
+        Err(diags) => {
+            eprintln!("{diags}");
+            let n = diags.items.len();
+            eprintln!(
+                "{}: invalid: {n} problem{}",
+                path.display(),
+                if n == 1 { "" } else { "s" }
+            );
+            return ExitCode::FAILURE;
+        }
+    };
+    if !loaded.warnings.is_empty() {
+        eprintln!("{}", loaded.warnings);
+    }
+    print!("{}", details(&loaded.config));
+    ExitCode::SUCCESS
+}
+
+/// What a marketer pastes into each workflow's "Send a webhook" step.
+pub fn details(config: &Config) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{}: valid (config {}, {} connector{}, {} webhook{})",
+        config.path.display(),
+        config.identity,
+        config.connectors.len(),
+        if config.connectors.len() == 1 {
+            ""
+        } else {
+            "s"
+        },
+        config.webhooks.len(),
+        if config.webhooks.len() == 1 { "" } else { "s" },
+    );
+    for w in &config.webhooks {
+        let c = config
+            .connector(&w.connector)
+            .expect("validated: webhook connectors exist");
+        let _ = writeln!(out);
+        match &w.name {
+            Some(name) => {
+                let _ = writeln!(out, "{} ({name})", w.id);
+            }
+            None => {
+                let _ = writeln!(out, "{}", w.id);
+            }
+        }
+        let _ = writeln!(out, "  Webhook URL:  {}", config.webhook_url(w));
+        let _ = writeln!(out, "  Method:       POST");
+        let _ = writeln!(
+            out,
+            "  App ID:       {} (Use authentication -> Request signature)",
+            c.app_id
+        );
+        let _ = writeln!(out, "  Type:         {}", w.kind);
+        match (w.workflow_id, &w.list_id) {
+            (Some(wf), _) => {
+                let _ = writeln!(
+                    out,
+                    "  Enrolls into: workflow {wf} (connector {}, portal {})",
+                    c.id, c.portal_id
+                );
+            }
+            (None, Some(list)) => {
+                let _ = writeln!(
+                    out,
+                    "  Adds to list: {list} (connector {}, portal {})",
+                    c.id, c.portal_id
+                );
+            }
+            (None, None) => {}
+        }
+        if c.dry_run {
+            let _ = writeln!(
+                out,
+                "  Dry run:      yes (records what it would call; calls nothing)"
+            );
+        }
+    }
+    out
+}

@@ -1,0 +1,137 @@
+//! Config problems with the place they were found, printed the way compilers do
+//! (`PATH:LINE:COLUMN: message`) so editors and CI logs link straight to them.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Severity {
+    Error,
+    Warning,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Diagnostic {
+    pub severity: Severity,
+    /// 1-based line.
+    pub line: usize,
+    /// 1-based column, counted in characters.
+    pub column: usize,
+    pub message: String,
+}
+
+/// All problems found in one file, in source order.
+#[derive(Debug, Clone)]
+pub struct Diagnostics {
+    pub path: PathBuf,
+    pub items: Vec<Diagnostic>,
+}
+
+impl Diagnostics {
+    pub fn new(path: &Path) -> Self {
+        Self {
+            path: path.to_path_buf(),
+            items: Vec::new(),
+        }
+    }
+
+    /// A problem with the file as a whole (unreadable, not UTF-8): reported at 1:1.
+    pub fn whole_file(path: &Path, message: String) -> Self {
+        let mut d = Self::new(path);
+        d.items.push(Diagnostic {
+            severity: Severity::Error,
+            line: 1,
+            column: 1,
+            message,
+        });
+        d
+    }
+
+    /// Record a problem at byte `offset` of `text`.
+    pub fn push(&mut self, severity: Severity, text: &str, offset: usize, message: String) {
+        let (line, column) = line_column(text, offset);
+        self.items.push(Diagnostic {
+            severity,
+            line,
+            column,
+            message,
+        });
+    }
+
+    pub fn has_errors(&self) -> bool {
+        self.items.iter().any(|d| d.severity == Severity::Error)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+
+    /// Sort by position and drop exact repeats.
+    pub(crate) fn finish(&mut self) {
+        self.items.sort_by_key(|d| (d.line, d.column));
+        self.items.dedup();
+    }
+
+    /// One line per diagnostic, e.g. `webhooks.toml:12:1: unknown key ...`.
+    pub fn lines(&self) -> impl Iterator<Item = String> + '_ {
+        self.items.iter().map(|d| {
+            let level = match d.severity {
+                Severity::Error => "",
+                Severity::Warning => "warning: ",
+            };
+            format!(
+                "{}:{}:{}: {level}{}",
+                self.path.display(),
+                d.line,
+                d.column,
+                d.message
+            )
+        })
+    }
+}
+
+impl fmt::Display for Diagnostics {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, line) in self.lines().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            f.write_str(&line)?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for Diagnostics {}
+
+/// 1-based line and character column of byte `offset` in `text`.
+fn line_column(text: &str, offset: usize) -> (usize, usize) {
+    let offset = offset.min(text.len());
+    let before = &text[..floor_char_boundary(text, offset)];
+    let line = before.matches('\n').count() + 1;
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    let column = before[line_start..].chars().count() + 1;
+    (line, column)
+}
+
+fn floor_char_boundary(text: &str, mut i: usize) -> usize {
+    while !text.is_char_boundary(i) {
+        i -= 1;
+    }
+    i
+}
+
+#[cfg(test)]
+mod tests {
+    use super::line_column;
+
+    #[test]
+    fn columns_count_characters_not_bytes() {
+        let text = "a = 1\nné = 2\n";
+        assert_eq!(line_column(text, 0), (1, 1));
+        assert_eq!(line_column(text, 6), (2, 1));
+        // 'é' is two bytes; the space after it is column 3.
+        assert_eq!(line_column(text, 9), (2, 3));
+        assert_eq!(line_column(text, text.len()), (3, 1));
+    }
+}

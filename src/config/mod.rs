@@ -1,0 +1,217 @@
+//! `webhooks.toml`: the one declarative file that says which HubSpot accounts we talk to and
+//! which webhooks we accept. Parsing and validation live in [`parse`]; live reload in [`watch`].
+
+mod diagnostics;
+mod parse;
+mod watch;
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+
+pub use diagnostics::{Diagnostic, Diagnostics, Severity};
+pub use watch::{ConfigHandle, Watcher};
+
+/// The schema versions this build understands.
+pub const SUPPORTED_VERSION: i64 = 1;
+/// Default cap on a webhook body: real contact bodies are tens of KB; 1 MiB leaves room.
+pub const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
+/// Default cron: second 0 of every minute (tokio-cron-scheduler wants seconds first).
+pub const DEFAULT_CRON: &str = "0 * * * * *";
+/// HubSpot's production API.
+pub const DEFAULT_API_BASE: &str = "https://api.hubapi.com";
+
+/// A validated configuration. Built only by [`Config::load`] / [`Config::from_text`], so
+/// every value in it has passed the checks in [`parse`].
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub version: i64,
+    pub server: Server,
+    pub scheduler: Scheduler,
+    pub connectors: Vec<Connector>,
+    pub webhooks: Vec<Webhook>,
+    /// Short hash of the file's bytes: written on rows and logs so every decision can be
+    /// traced to the exact config that made it.
+    pub identity: String,
+    /// Where the config was read from (relative paths inside it resolve against its folder).
+    pub path: PathBuf,
+}
+
+#[derive(Debug, Clone)]
+pub struct Server {
+    pub listen: SocketAddr,
+    /// The URL HubSpot calls, without a trailing slash. Signatures v2/v3 cover it, so it must
+    /// be the public one, not the local listener.
+    pub public_url: String,
+    pub data_dir: PathBuf,
+    pub max_body_bytes: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct Scheduler {
+    pub cron: String,
+}
+
+/// One HubSpot account (portal) and the app whose secret signs its workflow webhooks.
+#[derive(Debug, Clone)]
+pub struct Connector {
+    pub id: String,
+    pub portal_id: u64,
+    pub app_id: u64,
+    pub client_secret_env: String,
+    pub access_token_env: String,
+    pub api_base: String,
+    pub requests_per_10s: u32,
+    pub requests_per_day: u32,
+    pub list_batch_size: usize,
+    pub dry_run: bool,
+    /// Accept posts without a signature. For local testing only; warned about loudly.
+    pub allow_unsigned: bool,
+}
+
+impl Connector {
+    /// The client secret from the environment, if set and non-empty.
+    pub fn client_secret(&self) -> Option<String> {
+        std::env::var(&self.client_secret_env)
+            .ok()
+            .filter(|s| !s.is_empty())
+    }
+
+    /// The API token from the environment, if set and non-empty.
+    pub fn access_token(&self) -> Option<String> {
+        std::env::var(&self.access_token_env)
+            .ok()
+            .filter(|s| !s.is_empty())
+    }
+}
+
+/// What happens to a contact posted to a webhook (DESIGN §3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum WebhookType {
+    Next24Hours,
+    NextWeekFrequencyOptimized,
+    NextWeek,
+    Immediate,
+    UpdateOnly,
+}
+
+impl WebhookType {
+    pub const ALL: [WebhookType; 5] = [
+        WebhookType::Next24Hours,
+        WebhookType::NextWeekFrequencyOptimized,
+        WebhookType::NextWeek,
+        WebhookType::Immediate,
+        WebhookType::UpdateOnly,
+    ];
+
+    /// The name used in `webhooks.toml` and on stored rows.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WebhookType::Next24Hours => "NEXT_24_HOURS",
+            WebhookType::NextWeekFrequencyOptimized => "NEXT_WEEK_FREQUENCY_OPTIMIZED",
+            WebhookType::NextWeek => "NEXT_WEEK",
+            WebhookType::Immediate => "IMMEDIATE",
+            WebhookType::UpdateOnly => "UPDATE_ONLY",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|t| t.as_str() == s)
+    }
+
+    /// Enrolling types call the workflow enrollment API; UPDATE_ONLY updates a list instead.
+    pub fn enrolls(self) -> bool {
+        self != WebhookType::UpdateOnly
+    }
+}
+
+impl fmt::Display for WebhookType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Webhook {
+    pub id: String,
+    pub name: Option<String>,
+    /// Resolved connector id (filled in when the file leaves it out and there is one connector).
+    pub connector: String,
+    pub kind: WebhookType,
+    pub workflow_id: Option<u64>,
+    pub list_id: Option<String>,
+}
+
+/// Command-line overrides that win over the file, on first load and on every reload.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    pub data_dir: Option<PathBuf>,
+    pub listen: Option<SocketAddr>,
+}
+
+/// How to treat connector env vars that are unset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EnvCheck {
+    /// `validate`: the config repo's CI has no secrets, so only warn.
+    Warn,
+    /// `serve`: a connector that calls HubSpot cannot run without them.
+    Require,
+}
+
+/// A config that parsed and validated, plus the warnings worth showing (e.g. unset env vars).
+#[derive(Debug)]
+pub struct Loaded {
+    pub config: Config,
+    pub warnings: Diagnostics,
+}
+
+impl Config {
+    /// Read, parse and validate the file at `path`. All problems come back at once.
+    pub fn load(path: &Path, overrides: &Overrides, env: EnvCheck) -> Result<Loaded, Diagnostics> {
+        let bytes = std::fs::read(path)
+            .map_err(|e| Diagnostics::whole_file(path, format!("cannot read config: {e}")))?;
+        let text = String::from_utf8(bytes).map_err(|e| {
+            Diagnostics::whole_file(path, format!("config is not valid UTF-8: {e}"))
+        })?;
+        Self::from_text(path, &text, overrides, env)
+    }
+
+    /// Parse and validate `text` as if read from `path`.
+    pub fn from_text(
+        path: &Path,
+        text: &str,
+        overrides: &Overrides,
+        env: EnvCheck,
+    ) -> Result<Loaded, Diagnostics> {
+        let mut loaded = parse::parse(path, text, env)?;
+        let config = &mut loaded.config;
+        if let Some(dir) = &overrides.data_dir {
+            config.server.data_dir = dir.clone();
+        }
+        if let Some(listen) = overrides.listen {
+            config.server.listen = listen;
+        }
+        Ok(loaded)
+    }
+
+    pub fn connector(&self, id: &str) -> Option<&Connector> {
+        self.connectors.iter().find(|c| c.id == id)
+    }
+
+    pub fn webhook(&self, id: &str) -> Option<&Webhook> {
+        self.webhooks.iter().find(|w| w.id == id)
+    }
+
+    /// The URL to paste into the HubSpot workflow's "Send a webhook" step.
+    pub fn webhook_url(&self, webhook: &Webhook) -> String {
+        format!("{}/hooks/{}", self.server.public_url, webhook.id)
+    }
+}
+
+/// The short content hash that identifies a config version.
+pub fn identity_of(bytes: &[u8]) -> String {
+    let digest = Sha256::digest(bytes);
+    hex::encode(&digest[..6])
+}

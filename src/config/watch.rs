@@ -1,0 +1,124 @@
+//! Live reload: the running server swaps in a new config when the file changes or on SIGHUP,
+//! and keeps the one in force when the new one is invalid.
+//!
+//! The watch is on the config's *directory*: git checkouts and Kubernetes ConfigMaps replace the
+//! file (rename-over, symlink swap), which leaves an inode watch looking at a file nobody uses.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use notify::{RecommendedWatcher, RecursiveMode, Watcher as _};
+use tokio::sync::mpsc;
+
+use super::{Config, EnvCheck, Overrides};
+
+/// The config in force. Readers take a cheap snapshot with `load()`; a reload swaps it whole,
+/// so a request never sees half of one config and half of another.
+pub type ConfigHandle = Arc<ArcSwap<Config>>;
+
+/// Quiet period after the last file event before reloading: editors and `git checkout` touch
+/// the file several times in a burst.
+const DEBOUNCE: Duration = Duration::from_millis(300);
+
+/// Keeps the directory watch alive; dropping it stops watching.
+pub struct Watcher {
+    _inner: RecommendedWatcher,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Watcher {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Watcher {
+    /// Watch `path`'s directory and listen for SIGHUP; reloads go into `handle`.
+    pub fn spawn(
+        handle: ConfigHandle,
+        path: PathBuf,
+        overrides: Overrides,
+    ) -> anyhow::Result<Self> {
+        let dir = match path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let mut inner = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+            if let Ok(event) = res
+                && !matches!(event.kind, notify::EventKind::Access(_))
+            {
+                let _ = tx.send(());
+            }
+        })?;
+        inner
+            .watch(&dir, RecursiveMode::NonRecursive)
+            .map_err(|e| {
+                anyhow::anyhow!("cannot watch {} for config changes: {e}", dir.display())
+            })?;
+
+        let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+        let task = tokio::spawn(async move {
+            loop {
+                let forced = tokio::select! {
+                    got = rx.recv() => {
+                        if got.is_none() { return; }
+                        // Let the burst settle.
+                        while let Ok(Some(())) = tokio::time::timeout(DEBOUNCE, rx.recv()).await {}
+                        false
+                    }
+                    _ = hup.recv() => {
+                        tracing::info!("SIGHUP: reloading config");
+                        true
+                    }
+                };
+                reload(&handle, &path, &overrides, forced);
+            }
+        });
+        Ok(Self {
+            _inner: inner,
+            task,
+        })
+    }
+}
+
+/// Load the file again and swap it in if it is valid and different (or `forced`).
+pub fn reload(handle: &ConfigHandle, path: &Path, overrides: &Overrides, forced: bool) {
+    let current = handle.load();
+    match Config::load(path, overrides, EnvCheck::Require) {
+        Ok(loaded) => {
+            if loaded.config.identity == current.identity && !forced {
+                return;
+            }
+            for line in loaded.warnings.lines() {
+                tracing::warn!("{line}");
+            }
+            if loaded.config.server.listen != current.server.listen {
+                tracing::warn!(
+                    old = %current.server.listen,
+                    new = %loaded.config.server.listen,
+                    "server.listen changed; the listener moves only on restart"
+                );
+            }
+            tracing::info!(
+                config = %loaded.config.identity,
+                previous = %current.identity,
+                webhooks = loaded.config.webhooks.len(),
+                "config loaded"
+            );
+            handle.store(Arc::new(loaded.config));
+        }
+        Err(diags) => {
+            tracing::error!(
+                config = %current.identity,
+                "new config rejected, keeping the one in force ({} problem(s))",
+                diags.items.len()
+            );
+            for line in diags.lines() {
+                tracing::error!("{line}");
+            }
+        }
+    }
+}

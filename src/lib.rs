@@ -1,0 +1,11 @@
+//! sendtime: receives HubSpot workflow webhooks, works out when each contact is most likely to
+//! read email, and enrolls it back into a HubSpot workflow at that moment.
+//!
+//! Data flows one way: [`receiver`] → [`store`] → plan → dispatch. [`config`] is read by all.
+
+pub mod cli;
+pub mod config;
+pub mod metrics;
+pub mod receiver;
+pub mod serve;
+pub mod store;

@@ -1,0 +1,116 @@
+//! Counters and histograms served on `GET /metrics` in Prometheus text format.
+
+use std::sync::Arc;
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+type Labels = Vec<(&'static str, String)>;
+
+/// Shared handles to every metric; cheap to clone.
+#[derive(Clone)]
+pub struct Metrics(Arc<Inner>);
+
+pub struct Inner {
+    registry: Registry,
+    /// Posts that reached a known webhook.
+    pub received: Counter,
+    /// Posts stored as new receipts.
+    pub accepted: Counter,
+    /// Repeats of a contact already pending on the same webhook (HubSpot retries).
+    pub duplicates: Counter,
+    rejected: Family<Labels, Counter>,
+    /// Seconds per group commit (log write + fdatasync).
+    pub commit_seconds: Histogram,
+    pending: Family<Labels, Gauge>,
+}
+
+impl std::ops::Deref for Metrics {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        &self.0
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("sendtime");
+        let received = Counter::default();
+        let accepted = Counter::default();
+        let duplicates = Counter::default();
+        let rejected = Family::<Labels, Counter>::default();
+        // 50 µs .. ~1.6 s
+        let commit_seconds = Histogram::new(exponential_buckets(0.000_05, 2.0, 16));
+        let pending = Family::<Labels, Gauge>::default();
+        registry.register(
+            "webhooks_received",
+            "Webhook posts to a known webhook id",
+            received.clone(),
+        );
+        registry.register(
+            "webhooks_accepted",
+            "Webhook posts stored durably as new receipts",
+            accepted.clone(),
+        );
+        registry.register(
+            "webhooks_duplicate",
+            "Posts for a contact already pending on the same webhook (answered 200, nothing stored)",
+            duplicates.clone(),
+        );
+        registry.register(
+            "webhooks_rejected",
+            "Posts refused, by reason",
+            rejected.clone(),
+        );
+        registry.register(
+            "store_commit_seconds",
+            "Time of one inbox group commit (log write and fdatasync)",
+            commit_seconds.clone(),
+        );
+        registry.register(
+            "pending_contacts",
+            "Receipts waiting to be dispatched, per webhook",
+            pending.clone(),
+        );
+        Self(Arc::new(Inner {
+            registry,
+            received,
+            accepted,
+            duplicates,
+            rejected,
+            commit_seconds,
+            pending,
+        }))
+    }
+
+    /// Count a refused post under a short reason label.
+    pub fn reject(&self, reason: &str) {
+        self.rejected
+            .get_or_create(&vec![("reason", reason.to_string())])
+            .inc();
+    }
+
+    /// The pending gauge of one webhook.
+    pub fn pending(&self, webhook: &str) -> Gauge {
+        self.pending
+            .get_or_create(&vec![("webhook", webhook.to_string())])
+            .clone()
+    }
+
+    /// Everything in Prometheus/OpenMetrics text format.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        encode(&mut out, &self.registry).expect("writing to a String cannot fail");
+        out
+    }
+}

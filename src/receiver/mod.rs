@@ -1,0 +1,252 @@
+//! `POST /hooks/{webhook_id}`: HubSpot's workflow webhooks in, durable receipts out.
+//!
+//! Checks run cheapest-first and nothing unauthenticated is parsed: unknown webhook (404),
+//! body size (413), signature (401), body (400), portal (401), then the store (200 once the
+//! receipt is durable; 503 when it cannot be, so HubSpot retries).
+
+pub mod payload;
+pub mod signature;
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{OriginalUri, Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde_json::json;
+use ulid::Ulid;
+
+use crate::config::ConfigHandle;
+use crate::metrics::Metrics;
+use crate::store::inbox::{Inbox, Receipt, StoreError, Stored};
+
+/// What the handlers share.
+#[derive(Clone)]
+pub struct AppState {
+    pub config: ConfigHandle,
+    pub inbox: Inbox,
+    pub metrics: Metrics,
+}
+
+/// The HTTP surface: webhooks, health, metrics, status.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/hooks/{webhook_id}", post(receive))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/metrics", get(metrics))
+        .route("/status", get(status))
+        .with_state(state)
+}
+
+fn reply(status: StatusCode, body: serde_json::Value) -> Response {
+    (status, axum::Json(body)).into_response()
+}
+
+fn refuse(state: &AppState, status: StatusCode, reason: &str, message: &str) -> Response {
+    state.metrics.reject(reason);
+    reply(
+        status,
+        json!({"status": "error", "reason": reason, "message": message}),
+    )
+}
+
+async fn receive(
+    State(state): State<AppState>,
+    Path(webhook_id): Path<String>,
+    OriginalUri(uri): OriginalUri,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let config = state.config.load_full();
+    let Some(webhook) = config.webhook(&webhook_id) else {
+        return refuse(
+            &state,
+            StatusCode::NOT_FOUND,
+            "unknown_webhook",
+            "no webhook with this id",
+        );
+    };
+    state.metrics.received.inc();
+    let connector = config
+        .connector(&webhook.connector)
+        .expect("validated: webhook connectors exist");
+
+    let limit = config.server.max_body_bytes;
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return too_large(&state, limit);
+    }
+    let body = match axum::body::to_bytes(body, limit).await {
+        Ok(b) => b,
+        Err(_) => return too_large(&state, limit),
+    };
+
+    let now_ms = now_ms();
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let sig_headers = signature::Headers {
+        v3: header("x-hubspot-signature-v3"),
+        timestamp: header("x-hubspot-request-timestamp"),
+        v1v2: header("x-hubspot-signature"),
+        version: header("x-hubspot-signature-version"),
+    };
+    let unsigned = sig_headers.v3.is_none() && sig_headers.v1v2.is_none();
+    let signature = if unsigned && connector.allow_unsigned {
+        tracing::warn!(
+            webhook = %webhook.id,
+            connector = %connector.id,
+            "accepting an UNSIGNED post: allow_unsigned is on (local testing only)"
+        );
+        "unsigned"
+    } else {
+        let Some(secret) = connector.client_secret() else {
+            // Our misconfiguration, not the sender's: 503 so HubSpot keeps the contact and retries.
+            tracing::error!(
+                connector = %connector.id,
+                "cannot verify a post: {} is not set", connector.client_secret_env
+            );
+            return refuse(
+                &state,
+                StatusCode::SERVICE_UNAVAILABLE,
+                "no_secret",
+                "this connector has no client secret configured",
+            );
+        };
+        // The URL HubSpot called: public_url plus the path and query as received.
+        let called = format!(
+            "{}{}",
+            config.server.public_url,
+            uri.path_and_query().map_or("/", |pq| pq.as_str())
+        );
+        match signature::verify(
+            secret.as_bytes(),
+            "POST",
+            &called,
+            &body,
+            sig_headers,
+            now_ms,
+        ) {
+            Ok(v) => v.as_str(),
+            Err(e) => {
+                return refuse(&state, StatusCode::UNAUTHORIZED, e.label(), &e.to_string());
+            }
+        }
+    };
+
+    let contact = match payload::parse(&body) {
+        Ok(c) => c,
+        Err(e) => {
+            let reason = match e {
+                payload::PayloadError::NotJson(_) => "bad_json",
+                payload::PayloadError::NoContact => "no_contact",
+            };
+            return refuse(&state, StatusCode::BAD_REQUEST, reason, &e.to_string());
+        }
+    };
+    if let Some(portal) = contact.portal_id
+        && portal != connector.portal_id as i64
+    {
+        return refuse(
+            &state,
+            StatusCode::UNAUTHORIZED,
+            "wrong_portal",
+            "the body's portal id is not this connector's portal",
+        );
+    }
+
+    let receipt = Receipt {
+        receipt_id: Ulid::generate().to_string(),
+        webhook_id: webhook.id.clone(),
+        webhook_type: webhook.kind.as_str().to_string(),
+        contact_id: contact.contact_id,
+        email: contact.email,
+        portal_id: contact.portal_id,
+        received_at_ms: now_ms,
+        signature: signature.to_string(),
+        config: config.identity.clone(),
+    };
+    match state.inbox.store(receipt).await {
+        Ok(Stored::New(id)) => {
+            state.metrics.accepted.inc();
+            reply(
+                StatusCode::OK,
+                json!({"status": "accepted", "receipt_id": id}),
+            )
+        }
+        Ok(Stored::Duplicate(id)) => {
+            state.metrics.duplicates.inc();
+            reply(
+                StatusCode::OK,
+                json!({"status": "duplicate", "receipt_id": id}),
+            )
+        }
+        Err(e) => {
+            let reason = match e {
+                StoreError::Busy => "store_busy",
+                StoreError::ShuttingDown => "shutting_down",
+                StoreError::Io => "store_error",
+            };
+            let mut resp = refuse(
+                &state,
+                StatusCode::SERVICE_UNAVAILABLE,
+                reason,
+                &e.to_string(),
+            );
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, header::HeaderValue::from_static("5"));
+            resp
+        }
+    }
+}
+
+fn too_large(state: &AppState, limit: usize) -> Response {
+    refuse(
+        state,
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "too_large",
+        &format!("body over the {limit}-byte limit (server.max_body_bytes)"),
+    )
+}
+
+async fn metrics(State(state): State<AppState>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        state.metrics.render(),
+    )
+        .into_response()
+}
+
+/// What is in force: the config identity and the webhooks it declares.
+async fn status(State(state): State<AppState>) -> Response {
+    let config = state.config.load();
+    let webhooks: Vec<_> = config
+        .webhooks
+        .iter()
+        .map(|w| {
+            json!({
+                "id": w.id,
+                "type": w.kind.as_str(),
+                "connector": w.connector,
+                "url": config.webhook_url(w),
+            })
+        })
+        .collect();
+    axum::Json(json!({
+        "config": config.identity,
+        "pending": state.inbox.pending_count(),
+        "webhooks": webhooks,
+    }))
+    .into_response()
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}

@@ -1,0 +1,229 @@
+//! Parquet datasets on disk (DESIGN §5): each dataset is a folder of immutable part files.
+//!
+//! A Parquet file cannot be appended in place, so every append is a new part written as
+//! `part-<ulid>.parquet.tmp`, fsync'd, renamed, and made durable with a directory fsync.
+//! Readers only ever see `*.parquet`, so a half-written part is never visible.
+
+pub mod inbox;
+pub mod wal;
+
+use std::collections::HashSet;
+use std::fs::{self, File};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use polars::prelude::*;
+use ulid::Ulid;
+
+const PART_EXT: &str = "parquet";
+
+/// Rows per part below which a part counts as small and is merged by [`Dataset::compact`].
+pub const SMALL_PART_ROWS: usize = 200_000;
+
+/// One dataset folder, e.g. `{data_dir}/inbox`.
+#[derive(Debug, Clone)]
+pub struct Dataset {
+    pub dir: PathBuf,
+    /// Where unreadable parts go: `{data_dir}/quarantine/{dataset}`.
+    quarantine: PathBuf,
+}
+
+impl Dataset {
+    /// Open (creating if needed) the dataset `name` under `data_dir`.
+    pub fn open(data_dir: &Path, name: &str) -> anyhow::Result<Self> {
+        let dir = data_dir.join(name);
+        fs::create_dir_all(&dir)
+            .with_context(|| format!("cannot create dataset folder {}", dir.display()))?;
+        Ok(Self {
+            dir,
+            quarantine: data_dir.join("quarantine").join(name),
+        })
+    }
+
+    /// The committed parts, oldest first (ULID names sort by creation time).
+    pub fn parts(&self) -> io::Result<Vec<PathBuf>> {
+        let mut parts: Vec<PathBuf> = fs::read_dir(&self.dir)?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|e| e == PART_EXT))
+            .collect();
+        parts.sort();
+        Ok(parts)
+    }
+
+    /// Path of the part with id `id`.
+    pub fn part_path(&self, id: Ulid) -> PathBuf {
+        self.dir.join(format!("part-{id}.{PART_EXT}"))
+    }
+
+    /// Write `df` durably as the part `id`: tmp file, fsync, rename, directory fsync.
+    pub fn write_part(&self, id: Ulid, df: &mut DataFrame) -> anyhow::Result<PathBuf> {
+        let path = self.part_path(id);
+        let tmp = path.with_extension(format!("{PART_EXT}.tmp"));
+        let result = (|| -> anyhow::Result<()> {
+            let mut file = File::create(&tmp)?;
+            ParquetWriter::new(&mut file)
+                .with_compression(ParquetCompression::Zstd(None))
+                .finish(df)?;
+            file.flush()?;
+            file.sync_all()?;
+            fs::rename(&tmp, &path)?;
+            sync_dir(&self.dir)?;
+            Ok(())
+        })();
+        if let Err(e) = result {
+            let _ = fs::remove_file(&tmp);
+            return Err(e.context(format!("cannot write part {}", path.display())));
+        }
+        Ok(path)
+    }
+
+    /// Read every part into one frame. Parts that cannot be read are quarantined (and
+    /// logged) rather than failing the whole read or silently dropping rows.
+    pub fn read_all(&self) -> anyhow::Result<Vec<(PathBuf, DataFrame)>> {
+        let mut out = Vec::new();
+        for path in self.parts()? {
+            match read_part(&path) {
+                Ok(df) => out.push((path, df)),
+                // Compaction removed it between listing and reading; its rows are in a newer part.
+                Err(e) if is_not_found(&e) => continue,
+                Err(e) => self.quarantine(&path, &e)?,
+            }
+        }
+        Ok(out)
+    }
+
+    /// Move an unreadable part aside so the server keeps serving and nobody loses the bytes.
+    pub fn quarantine(&self, path: &Path, why: &anyhow::Error) -> anyhow::Result<()> {
+        fs::create_dir_all(&self.quarantine)?;
+        let name = path.file_name().context("part without a file name")?;
+        let dest = self.quarantine.join(name);
+        fs::rename(path, &dest).with_context(|| {
+            format!("cannot move corrupt part {} to quarantine", path.display())
+        })?;
+        sync_dir(&self.dir)?;
+        tracing::error!(
+            part = %path.display(),
+            moved_to = %dest.display(),
+            "quarantined unreadable part: {why:#}"
+        );
+        Ok(())
+    }
+
+    /// Merge small parts into one, atomically for readers that de-duplicate on `key`.
+    ///
+    /// The merged part is durable before any source is removed, so no row is ever missing;
+    /// an intent file names the sources so a crash between the two steps is finished on the
+    /// next start instead of leaving rows doubled. `skip` names parts not to touch yet.
+    pub fn compact(&self, skip: &HashSet<PathBuf>) -> anyhow::Result<Option<PathBuf>> {
+        let mut sources = Vec::new();
+        let mut frames = Vec::new();
+        for path in self.parts()? {
+            if skip.contains(&path) {
+                continue;
+            }
+            match read_part(&path) {
+                Ok(df) if df.height() < SMALL_PART_ROWS => {
+                    sources.push(path);
+                    frames.push(df);
+                }
+                Ok(_) => {}
+                Err(e) if is_not_found(&e) => {}
+                Err(e) => self.quarantine(&path, &e)?,
+            }
+        }
+        if sources.len() < 2 {
+            return Ok(None);
+        }
+        let mut merged = concat_frames(frames)?;
+        let id = Ulid::generate();
+        let intent = self.dir.join(format!("compact-{id}.intent"));
+        let names: Vec<String> = sources
+            .iter()
+            .filter_map(|p| p.file_name()?.to_str().map(str::to_string))
+            .collect();
+        write_durably(&intent, names.join("\n").as_bytes())?;
+        let target = self.write_part(id, &mut merged)?;
+        for source in &sources {
+            remove_if_exists(source)?;
+        }
+        sync_dir(&self.dir)?;
+        remove_if_exists(&intent)?;
+        tracing::debug!(parts = sources.len(), rows = merged.height(), target = %target.display(), "compacted");
+        Ok(Some(target))
+    }
+
+    /// Finish or roll back compactions interrupted by a crash. Run before reading at start-up.
+    pub fn recover(&self) -> anyhow::Result<()> {
+        for entry in fs::read_dir(&self.dir)? {
+            let path = entry?.path();
+            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+            if name.ends_with(".tmp") {
+                fs::remove_file(&path)?;
+            } else if let Some(id) = name
+                .strip_prefix("compact-")
+                .and_then(|n| n.strip_suffix(".intent"))
+            {
+                let target = Ulid::from_string(id)
+                    .map(|id| self.part_path(id))
+                    .ok()
+                    .filter(|t| t.exists());
+                if target.is_some() {
+                    // The merged part is durable: drop the sources it replaces.
+                    for source in fs::read_to_string(&path)?.lines() {
+                        remove_if_exists(&self.dir.join(source))?;
+                    }
+                }
+                fs::remove_file(&path)?;
+            }
+        }
+        sync_dir(&self.dir)?;
+        Ok(())
+    }
+}
+
+/// Read one part file.
+pub fn read_part(path: &Path) -> anyhow::Result<DataFrame> {
+    let file = File::open(path)?;
+    Ok(ParquetReader::new(file).finish()?)
+}
+
+/// Stack frames with the same schema.
+pub fn concat_frames(frames: Vec<DataFrame>) -> anyhow::Result<DataFrame> {
+    let mut iter = frames.into_iter();
+    let Some(mut out) = iter.next() else {
+        anyhow::bail!("nothing to concatenate");
+    };
+    for df in iter {
+        out.vstack_mut_owned(df)?;
+    }
+    out.rechunk_mut();
+    Ok(out)
+}
+
+fn is_not_found(e: &anyhow::Error) -> bool {
+    e.downcast_ref::<io::Error>()
+        .is_some_and(|e| e.kind() == io::ErrorKind::NotFound)
+}
+
+fn remove_if_exists(path: &Path) -> io::Result<()> {
+    match fs::remove_file(path) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
+}
+
+/// Write a small file so that it survives power loss once this returns.
+pub fn write_durably(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    let mut f = File::create(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    fs::rename(&tmp, path)?;
+    sync_dir(path.parent().unwrap_or(Path::new(".")))
+}
+
+/// fsync a directory, making renames and creations in it durable.
+pub fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}

@@ -1,0 +1,488 @@
+//! The webhook receiver end to end: the real binary on an ephemeral port, real signed HTTP
+//! posts, and the inbox read back from its Parquet files with Polars.
+
+mod common;
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use common::Server;
+use polars::prelude::*;
+use reqwest::blocking::Client;
+use sendtime::receiver::signature::{sign_v1, sign_v2, sign_v3};
+
+const SECRET: &str = "test-client-secret";
+const PUBLIC: &str = "https://hooks.example.com";
+
+fn config(dir: &Path, extra_connector: &str) -> std::path::PathBuf {
+    let path = dir.join("webhooks.toml");
+    std::fs::write(
+        &path,
+        format!(
+            r#"version = 1
+
+[server]
+public_url = "{PUBLIC}"
+max_body_bytes = 65536
+
+[[connector]]
+id = "main"
+portal_id = 62515
+app_id = 54321
+client_secret_env = "TEST_SECRET"
+access_token_env = "TEST_TOKEN"
+dry_run = true
+{extra_connector}
+
+[[webhook]]
+id = "nurture"
+type = "NEXT_24_HOURS"
+workflow_id = 1
+
+[[webhook]]
+id = "big-list"
+type = "UPDATE_ONLY"
+list_id = "987"
+"#
+        ),
+    )
+    .unwrap();
+    path
+}
+
+fn start(dir: &Path) -> Server {
+    Server::start(
+        &config(dir, ""),
+        &dir.join("data"),
+        &[("TEST_SECRET", SECRET)],
+    )
+}
+
+fn contact_body(vid: i64, email: &str) -> Vec<u8> {
+    let template = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../shared/hubspot/contact-webhook.json"
+    ))
+    .unwrap();
+    template
+        .replace("9153674", &vid.to_string())
+        .replace("ada@example.com", email)
+        .into_bytes()
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+enum Sig {
+    V1,
+    V2,
+    V3,
+    V3At(i64),
+    None,
+    Raw(&'static str, &'static str),
+}
+
+fn post(server: &Server, webhook: &str, body: &[u8], sig: Sig) -> (u16, serde_json::Value) {
+    let path = format!("/hooks/{webhook}");
+    let called = format!("{PUBLIC}{path}");
+    let mut req = Client::new().post(server.url(&path)).body(body.to_vec());
+    req = match sig {
+        Sig::V1 => req
+            .header("X-HubSpot-Signature", sign_v1(SECRET.as_bytes(), body))
+            .header("X-HubSpot-Signature-Version", "v1"),
+        Sig::V2 => req
+            .header(
+                "X-HubSpot-Signature",
+                sign_v2(SECRET.as_bytes(), "POST", &called, body),
+            )
+            .header("X-HubSpot-Signature-Version", "v2"),
+        Sig::V3 | Sig::V3At(_) => {
+            let ts = match sig {
+                Sig::V3At(ts) => ts,
+                _ => now_ms(),
+            };
+            req.header(
+                "X-HubSpot-Signature-v3",
+                sign_v3(SECRET.as_bytes(), "POST", &called, body, ts),
+            )
+            .header("X-HubSpot-Request-Timestamp", ts.to_string())
+        }
+        Sig::None => req,
+        Sig::Raw(name, value) => req.header(name, value),
+    };
+    let resp = req.send().unwrap();
+    let status = resp.status().as_u16();
+    let text = resp.text().unwrap();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)),
+    )
+}
+
+/// The inbox as Polars sees it, after the server flushed on SIGTERM.
+fn inbox(dir: &Path) -> DataFrame {
+    let inbox = dir.join("data/inbox");
+    let mut frames = Vec::new();
+    for entry in std::fs::read_dir(&inbox).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "parquet") {
+            frames.push(
+                ParquetReader::new(std::fs::File::open(&path).unwrap())
+                    .finish()
+                    .unwrap(),
+            );
+        }
+    }
+    let mut iter = frames.into_iter();
+    let Some(mut df) = iter.next() else {
+        return DataFrame::empty();
+    };
+    for f in iter {
+        df.vstack_mut_owned(f).unwrap();
+    }
+    df
+}
+
+fn strings(df: &DataFrame, col: &str) -> Vec<String> {
+    df.column(col)
+        .unwrap()
+        .str()
+        .unwrap()
+        .iter()
+        .map(|v| v.unwrap_or("").to_string())
+        .collect()
+}
+
+fn stop(mut server: Server) -> String {
+    server.signal("TERM");
+    assert_eq!(
+        server.wait_exit(Duration::from_secs(20)),
+        Some(0),
+        "{}",
+        server.logs()
+    );
+    server.logs()
+}
+
+#[test]
+fn signed_posts_v1_v2_v3_are_stored_and_read_back_with_polars() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path());
+    let mut receipts = HashMap::new();
+    for (i, sig) in [Sig::V1, Sig::V2, Sig::V3].into_iter().enumerate() {
+        let vid = 100 + i as i64;
+        let (status, body) = post(
+            &server,
+            "nurture",
+            &contact_body(vid, &format!("c{vid}@example.com")),
+            sig,
+        );
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["status"], "accepted");
+        receipts.insert(body["receipt_id"].as_str().unwrap().to_string(), vid);
+    }
+    // A flat custom body, on the UPDATE_ONLY webhook.
+    let (status, body) = post(
+        &server,
+        "big-list",
+        br#"{"objectId": 555, "email": "flat@example.com"}"#,
+        Sig::V2,
+    );
+    assert_eq!(status, 200, "{body}");
+    receipts.insert(body["receipt_id"].as_str().unwrap().to_string(), 555);
+
+    let identity: serde_json::Value = reqwest::blocking::get(server.url("/status"))
+        .unwrap()
+        .json()
+        .unwrap();
+    let identity = identity["config"].as_str().unwrap().to_string();
+    stop(server);
+
+    let df = inbox(dir.path());
+    assert_eq!(df.height(), 4);
+    let ids = strings(&df, "receipt_id");
+    let sigs = strings(&df, "signature");
+    let types = strings(&df, "webhook_type");
+    let emails = strings(&df, "email");
+    let configs = strings(&df, "config");
+    let contacts: Vec<Option<i64>> = df
+        .column("contact_id")
+        .unwrap()
+        .i64()
+        .unwrap()
+        .iter()
+        .collect();
+    let portals: Vec<Option<i64>> = df
+        .column("portal_id")
+        .unwrap()
+        .i64()
+        .unwrap()
+        .iter()
+        .collect();
+    assert!(matches!(
+        df.column("received_at").unwrap().dtype(),
+        DataType::Datetime(TimeUnit::Milliseconds, _)
+    ));
+    let mut seen_sigs = Vec::new();
+    for i in 0..df.height() {
+        let vid = receipts[&ids[i]];
+        assert_eq!(contacts[i], Some(vid));
+        assert_eq!(configs[i], identity);
+        if vid == 555 {
+            assert_eq!(
+                (types[i].as_str(), emails[i].as_str(), portals[i]),
+                ("UPDATE_ONLY", "flat@example.com", None)
+            );
+        } else {
+            assert_eq!(types[i], "NEXT_24_HOURS");
+            assert_eq!(emails[i], format!("c{vid}@example.com"));
+            assert_eq!(portals[i], Some(62515));
+            seen_sigs.push(sigs[i].clone());
+        }
+    }
+    seen_sigs.sort();
+    assert_eq!(seen_sigs, ["v1", "v2", "v3"]);
+}
+
+#[test]
+fn every_rejection_has_its_status_and_stores_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path());
+    let good = contact_body(7, "seven@example.com");
+
+    assert_eq!(post(&server, "no-such-hook", &good, Sig::V2).0, 404);
+    let get = reqwest::blocking::get(server.url("/hooks/nurture")).unwrap();
+    assert_eq!(get.status().as_u16(), 405);
+
+    let big = format!(r#"{{"vid": 1, "padding": "{}"}}"#, "x".repeat(70_000)).into_bytes();
+    assert_eq!(post(&server, "nurture", &big, Sig::V2).0, 413);
+
+    let (status, body) = post(&server, "nurture", &good, Sig::None);
+    assert_eq!(status, 401);
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("missing signature"),
+        "{body}"
+    );
+    let (status, body) = post(
+        &server,
+        "nurture",
+        &good,
+        Sig::Raw("X-HubSpot-Signature", "deadbeef"),
+    );
+    assert_eq!(status, 401);
+    assert_eq!(body["message"], "signature does not match");
+    // The body never echoes a secret or the expected digest.
+    let expected = sign_v1(SECRET.as_bytes(), &good);
+    assert!(!body.to_string().contains(&expected) && !body.to_string().contains(SECRET));
+    assert_eq!(
+        post(&server, "nurture", &good, Sig::V3At(now_ms() - 6 * 60_000)).0,
+        401
+    );
+    assert_eq!(
+        post(&server, "nurture", &good, Sig::V3At(now_ms() + 6 * 60_000)).0,
+        401
+    );
+
+    let (status, body) = post(&server, "nurture", b"this is not json", Sig::V2);
+    assert_eq!(status, 400);
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("body is not a JSON object"),
+        "{body}"
+    );
+    let (status, body) = post(
+        &server,
+        "nurture",
+        br#"{"properties": {"firstname": {"value": "Ada"}}}"#,
+        Sig::V2,
+    );
+    assert_eq!(status, 400);
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("neither a contact id"),
+        "{body}"
+    );
+
+    let other_portal = String::from_utf8(good.clone())
+        .unwrap()
+        .replace("62515", "99999");
+    assert_eq!(
+        post(&server, "nurture", other_portal.as_bytes(), Sig::V2).0,
+        401
+    );
+
+    let metrics = reqwest::blocking::get(server.url("/metrics"))
+        .unwrap()
+        .text()
+        .unwrap();
+    for reason in [
+        "unknown_webhook",
+        "too_large",
+        "signature_missing",
+        "signature_mismatch",
+        "signature_stale",
+        "bad_json",
+        "no_contact",
+        "wrong_portal",
+    ] {
+        assert!(
+            metrics.contains(&format!(
+                "sendtime_webhooks_rejected_total{{reason=\"{reason}\"}}"
+            )),
+            "{reason} missing in\n{metrics}"
+        );
+    }
+    assert!(
+        metrics.contains("sendtime_webhooks_accepted_total 0"),
+        "{metrics}"
+    );
+    stop(server);
+    assert_eq!(inbox(dir.path()).height(), 0);
+}
+
+#[test]
+fn duplicates_answer_200_and_store_nothing_even_after_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path());
+    let body = contact_body(42, "dup@example.com");
+    let (s1, b1) = post(&server, "nurture", &body, Sig::V2);
+    let (s2, b2) = post(&server, "nurture", &body, Sig::V3);
+    assert_eq!((s1, s2), (200, 200));
+    assert_eq!(b1["status"], "accepted");
+    assert_eq!(b2["status"], "duplicate");
+    assert_eq!(b1["receipt_id"], b2["receipt_id"]);
+    // The same contact on another webhook is its own receipt.
+    let (_, b3) = post(&server, "big-list", &body, Sig::V2);
+    assert_eq!(b3["status"], "accepted");
+    let metrics = reqwest::blocking::get(server.url("/metrics"))
+        .unwrap()
+        .text()
+        .unwrap();
+    assert!(
+        metrics.contains("sendtime_webhooks_duplicate_total 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("sendtime_pending_contacts{webhook=\"nurture\"} 1"),
+        "{metrics}"
+    );
+    stop(server);
+
+    let server = start(dir.path());
+    let (_, b4) = post(&server, "nurture", &body, Sig::V1);
+    assert_eq!(b4["status"], "duplicate");
+    assert_eq!(b4["receipt_id"], b1["receipt_id"]);
+    stop(server);
+    assert_eq!(inbox(dir.path()).height(), 2);
+}
+
+#[test]
+fn unsigned_posts_only_where_allowed_and_always_warned() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), "allow_unsigned = true");
+    let server = Server::start(&cfg, &dir.path().join("data"), &[("TEST_SECRET", SECRET)]);
+    assert!(
+        server.logs().contains("allow_unsigned"),
+        "no start-up warning:\n{}",
+        server.logs()
+    );
+    let (status, _) = post(
+        &server,
+        "nurture",
+        &contact_body(1, "u@example.com"),
+        Sig::None,
+    );
+    assert_eq!(status, 200);
+    // A signature that is present is still checked.
+    let (status, _) = post(
+        &server,
+        "nurture",
+        &contact_body(2, "v@example.com"),
+        Sig::Raw("X-HubSpot-Signature", "00"),
+    );
+    assert_eq!(status, 401);
+    let logs = stop(server);
+    assert!(logs.contains("accepting an UNSIGNED post"), "{logs}");
+    assert_eq!(strings(&inbox(dir.path()), "signature"), ["unsigned"]);
+}
+
+#[test]
+fn no_secret_configured_is_503_so_hubspot_retries() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&config(dir.path(), ""), &dir.path().join("data"), &[]);
+    let (status, body) = post(
+        &server,
+        "nurture",
+        &contact_body(1, "a@example.com"),
+        Sig::V2,
+    );
+    assert_eq!(status, 503, "{body}");
+    stop(server);
+}
+
+#[test]
+fn a_torn_part_is_quarantined_and_the_server_keeps_serving() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path());
+    for vid in 1..=3 {
+        assert_eq!(
+            post(
+                &server,
+                "nurture",
+                &contact_body(vid, "t@example.com"),
+                Sig::V2
+            )
+            .0,
+            200
+        );
+    }
+    stop(server);
+    let part = std::fs::read_dir(dir.path().join("data/inbox"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|e| e == "parquet"))
+        .unwrap();
+    let len = std::fs::metadata(&part).unwrap().len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&part)
+        .unwrap()
+        .set_len(len / 2)
+        .unwrap();
+
+    let server = start(dir.path());
+    assert!(
+        server.logs().contains("quarantined unreadable part"),
+        "{}",
+        server.logs()
+    );
+    let moved = dir
+        .path()
+        .join("data/quarantine/inbox")
+        .join(part.file_name().unwrap());
+    assert!(moved.exists());
+    assert_eq!(std::fs::metadata(&moved).unwrap().len(), len / 2);
+    assert_eq!(
+        post(
+            &server,
+            "nurture",
+            &contact_body(9, "after@example.com"),
+            Sig::V2
+        )
+        .0,
+        200
+    );
+    stop(server);
+}

@@ -1,0 +1,160 @@
+//! Live reload of `webhooks.toml` in a running `sendtime serve`: an invalid file is logged and
+//! ignored; a valid one applies whether written in place or renamed over; SIGHUP reloads too.
+
+mod common;
+
+use std::path::Path;
+use std::time::Duration;
+
+use common::{Server, eventually};
+
+const VALID: &str = r#"version = 1
+
+[server]
+public_url = "https://hooks.example.com"
+
+[[connector]]
+id = "main"
+portal_id = 62515
+app_id = 54321
+client_secret_env = "HUBSPOT_CLIENT_SECRET"
+access_token_env = "HUBSPOT_ACCESS_TOKEN"
+dry_run = true
+
+[[webhook]]
+id = "first"
+type = "NEXT_24_HOURS"
+workflow_id = 1
+"#;
+
+fn status(server: &Server) -> serde_json::Value {
+    reqwest::blocking::get(server.url("/status"))
+        .unwrap()
+        .json()
+        .unwrap()
+}
+
+fn webhook_ids(server: &Server) -> Vec<String> {
+    status(server)["webhooks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w["id"].as_str().unwrap().to_string())
+        .collect()
+}
+
+fn wait_for_webhooks(server: &Server, want: &[&str]) {
+    let got = eventually(Duration::from_secs(10), || {
+        let ids = webhook_ids(server);
+        (ids == want).then_some(ids)
+    });
+    assert!(
+        got.is_some(),
+        "webhooks never became {want:?} (now {:?}); logs:\n{}",
+        webhook_ids(server),
+        server.logs()
+    );
+}
+
+fn with_webhook(id: &str) -> String {
+    format!("{VALID}\n[[webhook]]\nid = \"{id}\"\ntype = \"IMMEDIATE\"\nworkflow_id = 2\n")
+}
+
+#[test]
+fn reloads_on_change_keeps_old_config_when_invalid_and_on_sighup() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("webhooks.toml");
+    std::fs::write(&config, VALID).unwrap();
+    let server = Server::start(&config, &dir.path().join("data"), &[]);
+    let first_identity = status(&server)["config"].as_str().unwrap().to_string();
+    assert_eq!(webhook_ids(&server), ["first"]);
+
+    // 1. Invalid, written in place: logged with its position; the old config stays.
+    std::fs::write(
+        &config,
+        VALID.replace("workflow_id = 1", "workflow_id = 1\ncolour = 3"),
+    )
+    .unwrap();
+    let rejected = server.wait_log("new config rejected", Duration::from_secs(10));
+    assert!(rejected.is_some(), "logs:\n{}", server.logs());
+    let line = server
+        .wait_log("unknown key `colour`", Duration::from_secs(2))
+        .unwrap();
+    assert!(
+        line.contains("webhooks.toml:18:1: unknown key `colour` in [[webhook]] #1"),
+        "{line}"
+    );
+    assert_eq!(status(&server)["config"].as_str().unwrap(), first_identity);
+    assert_eq!(webhook_ids(&server), ["first"]);
+
+    // 2. Valid, written in place.
+    std::fs::write(&config, with_webhook("second")).unwrap();
+    wait_for_webhooks(&server, &["first", "second"]);
+
+    // 3. Valid, renamed over the file (what git and editors do): a new inode.
+    replace_atomically(&config, &with_webhook("third"));
+    wait_for_webhooks(&server, &["first", "third"]);
+    let renamed_identity = status(&server)["config"].as_str().unwrap().to_string();
+    assert_ne!(renamed_identity, first_identity);
+    // The identity is logged on every load.
+    assert!(
+        server
+            .logs()
+            .contains(&format!("config={renamed_identity}"))
+    );
+
+    // 4. SIGHUP reloads even without a file event.
+    let loads = server.logs().matches("config loaded").count();
+    server.signal("HUP");
+    assert!(
+        server
+            .wait_log_count("config loaded", loads + 1, Duration::from_secs(10))
+            .is_some(),
+        "logs:\n{}",
+        server.logs()
+    );
+    assert!(server.logs().contains("SIGHUP: reloading config"));
+}
+
+#[test]
+fn serve_refuses_unset_secrets_unless_dry_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("webhooks.toml");
+    std::fs::write(&config, VALID.replace("dry_run = true", "dry_run = false")).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sendtime"))
+        .arg("--config")
+        .arg(&config)
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .env_remove("HUBSPOT_CLIENT_SECRET")
+        .env_remove("HUBSPOT_ACCESS_TOKEN")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("webhooks.toml:10:21: environment variable HUBSPOT_CLIENT_SECRET (`client_secret_env` of connector `main`) is not set; set it, or set `dry_run = true`"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn sigterm_stops_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("webhooks.toml");
+    std::fs::write(&config, VALID).unwrap();
+    let mut server = Server::start(&config, &dir.path().join("data"), &[]);
+    server.signal("TERM");
+    assert_eq!(
+        server.wait_exit(Duration::from_secs(10)),
+        Some(0),
+        "logs:\n{}",
+        server.logs()
+    );
+    assert!(server.logs().contains("SIGTERM: shutting down"));
+}
+
+fn replace_atomically(path: &Path, text: &str) {
+    let tmp = path.with_extension("toml.new");
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}

@@ -1,0 +1,164 @@
+//! `sendtime validate` through the real binary: the shipped example passes and prints the
+//! HubSpot details; every file in `tests/configs/broken/` is rejected at the line, column and
+//! with the message its trailing `# expect:` comments name.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn sendtime() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_sendtime"));
+    // Unset-env-var warnings are not what these tests are about.
+    cmd.env("HUBSPOT_CLIENT_SECRET", "s")
+        .env("HUBSPOT_ACCESS_TOKEN", "t")
+        .env("EU_SECRET", "s")
+        .env("EU_TOKEN", "t");
+    cmd
+}
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+#[test]
+fn shipped_example_is_valid_and_prints_details() {
+    let out = sendtime()
+        .arg("validate")
+        .arg(repo().join("webhooks.toml"))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "stderr: {stderr}");
+    assert!(stdout.contains("valid (config "), "{stdout}");
+    assert!(
+        stdout.contains("Webhook URL:  https://hooks.example.com/hooks/nurture-step-2"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("App ID:       54321"), "{stdout}");
+    assert!(stdout.contains("Type:         UPDATE_ONLY"), "{stdout}");
+    assert!(stdout.contains("Adds to list: 987"), "{stdout}");
+    assert!(
+        stdout.contains("Enrolls into: workflow 1234567"),
+        "{stdout}"
+    );
+    for kind in [
+        "NEXT_24_HOURS",
+        "NEXT_WEEK_FREQUENCY_OPTIMIZED",
+        "NEXT_WEEK",
+        "IMMEDIATE",
+        "UPDATE_ONLY",
+    ] {
+        assert!(
+            stdout.contains(&format!("Type:         {kind}\n")),
+            "{kind}"
+        );
+    }
+}
+
+#[test]
+fn config_flag_and_default_path_work_too() {
+    let out = sendtime()
+        .current_dir(repo())
+        .arg("validate")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let out = sendtime()
+        .args(["--config", "webhooks.toml", "validate"])
+        .current_dir(repo())
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+}
+
+#[test]
+fn unset_env_vars_are_warnings_with_their_position() {
+    let out = Command::new(env!("CARGO_BIN_EXE_sendtime"))
+        .arg("validate")
+        .arg(repo().join("webhooks.toml"))
+        .env_remove("HUBSPOT_CLIENT_SECRET")
+        .env_remove("HUBSPOT_ACCESS_TOKEN")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let secret_line = line_of(&repo().join("webhooks.toml"), "client_secret_env =");
+    assert!(
+        stderr.contains(&format!(
+            "webhooks.toml:{secret_line}:21: warning: environment variable HUBSPOT_CLIENT_SECRET (`client_secret_env` of connector `main`) is not set"
+        )),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn missing_file_is_a_clear_error() {
+    let out = sendtime()
+        .args(["validate", "/nonexistent/webhooks.toml"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.starts_with("/nonexistent/webhooks.toml:1:1: cannot read config:"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn every_broken_config_is_rejected_where_it_is_broken() {
+    let dir = repo().join("tests/configs/broken");
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+        .collect();
+    files.sort();
+    assert!(files.len() >= 30, "the corpus has {} files", files.len());
+    let mut failures = Vec::new();
+    for file in &files {
+        let text = std::fs::read_to_string(file).unwrap();
+        let expected: Vec<String> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("# expect: "))
+            .map(|l| format!("{}:{l}", file.display()))
+            .collect();
+        assert!(
+            !expected.is_empty(),
+            "{} has no `# expect:` lines",
+            file.display()
+        );
+        let out = sendtime().arg("validate").arg(file).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let mut got: Vec<String> = stderr.lines().map(str::to_string).collect();
+        let summary = got.pop().unwrap_or_default();
+        if out.status.code() != Some(1)
+            || got != expected
+            || summary
+                != format!(
+                    "{}: invalid: {} problem{}",
+                    file.display(),
+                    expected.len(),
+                    if expected.len() == 1 { "" } else { "s" }
+                )
+        {
+            failures.push(format!(
+                "{}\n  expected:\n    {}\n  got (exit {:?}):\n    {}",
+                file.display(),
+                expected.join("\n    "),
+                out.status.code(),
+                stderr.lines().collect::<Vec<_>>().join("\n    ")
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+fn line_of(path: &Path, needle: &str) -> usize {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .position(|l| l.starts_with(needle))
+        .unwrap()
+        + 1
+}
