@@ -5,6 +5,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod events;
 pub mod metrics;
 pub mod receiver;
 pub mod serve;

@@ -1,0 +1,379 @@
+//! The engagement events dataset (`{data_dir}/events/`): what each contact did with our email,
+//! and when. Imported from HubSpot's email events API or a CSV; read by the model.
+//!
+//! Rows carry what the profile aggregation needs as small integers computed once at import
+//! (dense contact index, kind code, hour-of-week slot, day number), so building profiles over
+//! 100M events never parses a timestamp or hashes a string. Each part is sorted by contact.
+//! Contacts get their dense index from the `contacts/` dataset, a dictionary appended as new
+//! contacts appear.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use anyhow::Context;
+use polars::prelude::*;
+use ulid::Ulid;
+
+use crate::store::{Dataset, concat_frames};
+
+/// Milliseconds per hour and per day.
+pub const HOUR_MS: i64 = 3_600_000;
+pub const DAY_MS: i64 = 86_400_000;
+/// Hour-of-week slots; slot 0 is Monday 00:00–00:59 UTC.
+pub const SLOTS: usize = 168;
+
+/// What happened, as HubSpot names it. Stored as its `u8` code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[repr(u8)]
+pub enum Kind {
+    Sent = 0,
+    Dropped = 1,
+    Processed = 2,
+    Delivered = 3,
+    Deferred = 4,
+    Bounce = 5,
+    Open = 6,
+    Click = 7,
+    Print = 8,
+    Forward = 9,
+    StatusChange = 10,
+    SpamReport = 11,
+}
+
+impl Kind {
+    pub const ALL: [Kind; 12] = [
+        Kind::Sent,
+        Kind::Dropped,
+        Kind::Processed,
+        Kind::Delivered,
+        Kind::Deferred,
+        Kind::Bounce,
+        Kind::Open,
+        Kind::Click,
+        Kind::Print,
+        Kind::Forward,
+        Kind::StatusChange,
+        Kind::SpamReport,
+    ];
+
+    /// HubSpot's name (`OPEN`, `CLICK`, ...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Sent => "SENT",
+            Kind::Dropped => "DROPPED",
+            Kind::Processed => "PROCESSED",
+            Kind::Delivered => "DELIVERED",
+            Kind::Deferred => "DEFERRED",
+            Kind::Bounce => "BOUNCE",
+            Kind::Open => "OPEN",
+            Kind::Click => "CLICK",
+            Kind::Print => "PRINT",
+            Kind::Forward => "FORWARD",
+            Kind::StatusChange => "STATUSCHANGE",
+            Kind::SpamReport => "SPAMREPORT",
+        }
+    }
+
+    /// Case-insensitive parse of HubSpot's name.
+    pub fn parse(s: &str) -> Option<Kind> {
+        let s = s.trim();
+        Kind::ALL
+            .into_iter()
+            .find(|k| k.as_str().eq_ignore_ascii_case(s))
+    }
+
+    pub fn from_code(code: u8) -> Option<Kind> {
+        Kind::ALL.get(code as usize).copied()
+    }
+
+    /// Opens and clicks are what the model learns from.
+    pub fn is_engagement(self) -> bool {
+        matches!(self, Kind::Open | Kind::Click)
+    }
+}
+
+/// One engagement event as importers produce it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Event {
+    pub contact_id: Option<i64>,
+    pub email: Option<String>,
+    pub kind: Kind,
+    /// UTC, epoch milliseconds.
+    pub at_ms: i64,
+    /// HubSpot marks machine opens and bot clicks as filtered: kept, but not learned from.
+    pub filtered: bool,
+    /// Where it came from, e.g. `hubspot:main` or `csv:outspot-opens.csv`.
+    pub source: String,
+}
+
+impl Event {
+    /// The key that identifies the contact across sources: the lower-cased email when known,
+    /// else `#` and the HubSpot contact id.
+    pub fn contact_key(&self) -> Option<String> {
+        contact_key(self.contact_id, self.email.as_deref())
+    }
+}
+
+/// See [`Event::contact_key`].
+pub fn contact_key(contact_id: Option<i64>, email: Option<&str>) -> Option<String> {
+    match (email.map(str::trim).filter(|e| !e.is_empty()), contact_id) {
+        (Some(e), _) => Some(e.to_ascii_lowercase()),
+        (None, Some(id)) => Some(format!("#{id}")),
+        (None, None) => None,
+    }
+}
+
+/// Hour-of-week slot (0 = Monday 00:00 UTC) of an instant.
+pub fn slot_of(at_ms: i64) -> u8 {
+    let days = at_ms.div_euclid(DAY_MS);
+    // 1970-01-01 was a Thursday: weekday 3 counting Monday as 0.
+    let weekday = (days + 3).rem_euclid(7);
+    let hour = at_ms.rem_euclid(DAY_MS) / HOUR_MS;
+    (weekday * 24 + hour) as u8
+}
+
+/// Days since the Unix epoch.
+pub fn day_of(at_ms: i64) -> i32 {
+    at_ms.div_euclid(DAY_MS) as i32
+}
+
+/// The contact dictionary: contact key → dense index (0, 1, 2, ... in order of first sight).
+#[derive(Debug, Default, Clone)]
+pub struct Contacts {
+    pub keys: Vec<String>,
+    pub contact_ids: Vec<Option<i64>>,
+    index: HashMap<String, u32>,
+}
+
+impl Contacts {
+    /// Load the dictionary from `{data_dir}/contacts/`.
+    pub fn load(data_dir: &Path) -> anyhow::Result<Self> {
+        let dataset = Dataset::open(data_dir, "contacts")?;
+        let mut out = Contacts::default();
+        let frames: Vec<DataFrame> = dataset.read_all()?.into_iter().map(|(_, df)| df).collect();
+        if frames.is_empty() {
+            return Ok(out);
+        }
+        let mut df = concat_frames(frames)?;
+        df.sort_in_place(["contact"], SortMultipleOptions::default())?;
+        let idx = df.column("contact")?.u32()?.clone();
+        let keys = df.column("key")?.str()?.clone();
+        let ids = df.column("contact_id")?.i64()?.clone();
+        for ((i, k), id) in idx.iter().zip(keys.iter()).zip(ids.iter()) {
+            let (Some(i), Some(k)) = (i, k) else { continue };
+            if i as usize != out.keys.len() || out.index.contains_key(k) {
+                // Each index is written once, in order; anything else is a duplicate row from
+                // an interrupted compaction.
+                continue;
+            }
+            out.index.insert(k.to_string(), i);
+            out.keys.push(k.to_string());
+            out.contact_ids.push(id);
+        }
+        Ok(out)
+    }
+
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+
+    pub fn get(&self, key: &str) -> Option<u32> {
+        self.index.get(key).copied()
+    }
+
+    /// The dense index of a contact: its email first, then its HubSpot id.
+    pub fn find(&self, contact_id: Option<i64>, email: Option<&str>) -> Option<u32> {
+        email
+            .and_then(|e| contact_key(None, Some(e)))
+            .and_then(|k| self.get(&k))
+            .or_else(|| contact_id.and_then(|id| self.get(&format!("#{id}"))))
+    }
+
+    /// Index for `key`, adding it if new.
+    fn intern(&mut self, key: &str, contact_id: Option<i64>) -> u32 {
+        if let Some(i) = self.index.get(key) {
+            return *i;
+        }
+        let i = self.keys.len() as u32;
+        self.index.insert(key.to_string(), i);
+        self.keys.push(key.to_string());
+        self.contact_ids.push(contact_id);
+        i
+    }
+}
+
+/// Append events to `{data_dir}/events/` as one part sorted by contact, adding new contacts to
+/// the dictionary first (so every stored index resolves). Events without a contact are
+/// skipped and counted. Returns (stored, skipped).
+pub fn append(data_dir: &Path, events: &[Event]) -> anyhow::Result<(usize, usize)> {
+    let mut contacts = Contacts::load(data_dir)?;
+    let known = contacts.len();
+    let mut rows: Vec<(u32, &Event)> = Vec::with_capacity(events.len());
+    let mut skipped = 0;
+    for e in events {
+        match e.contact_key() {
+            Some(k) => rows.push((contacts.intern(&k, e.contact_id), e)),
+            None => skipped += 1,
+        }
+    }
+    if contacts.len() > known {
+        let new = known..contacts.len();
+        let mut df = DataFrame::new(
+            new.len(),
+            vec![
+                Column::new(
+                    "contact".into(),
+                    new.clone().map(|i| i as u32).collect::<Vec<_>>(),
+                ),
+                Column::new(
+                    "key".into(),
+                    contacts.keys[new.clone()]
+                        .iter()
+                        .map(String::as_str)
+                        .collect::<Vec<_>>(),
+                ),
+                Column::new("contact_id".into(), contacts.contact_ids[new].to_vec()),
+            ],
+        )?;
+        Dataset::open(data_dir, "contacts")?.write_part(Ulid::generate(), &mut df)?;
+    }
+    if rows.is_empty() {
+        return Ok((0, skipped));
+    }
+    rows.sort_by_key(|(c, e)| (*c, e.at_ms));
+    let mut df = frame(&rows)?;
+    Dataset::open(data_dir, "events")?
+        .write_part(Ulid::generate(), &mut df)
+        .context("cannot write events")?;
+    Ok((rows.len(), skipped))
+}
+
+fn frame(rows: &[(u32, &Event)]) -> anyhow::Result<DataFrame> {
+    let at = Column::new(
+        "at".into(),
+        rows.iter().map(|(_, e)| e.at_ms).collect::<Vec<_>>(),
+    )
+    .cast(&DataType::Datetime(TimeUnit::Milliseconds, None))?;
+    Ok(DataFrame::new(
+        rows.len(),
+        vec![
+            Column::new(
+                "contact".into(),
+                rows.iter().map(|(c, _)| *c).collect::<Vec<_>>(),
+            ),
+            Column::new(
+                "contact_id".into(),
+                rows.iter().map(|(_, e)| e.contact_id).collect::<Vec<_>>(),
+            ),
+            Column::new(
+                "email".into(),
+                rows.iter()
+                    .map(|(_, e)| e.email.as_deref())
+                    .collect::<Vec<_>>(),
+            ),
+            Column::new(
+                "kind".into(),
+                rows.iter().map(|(_, e)| e.kind as u8).collect::<Vec<_>>(),
+            ),
+            at,
+            Column::new(
+                "slot".into(),
+                rows.iter()
+                    .map(|(_, e)| slot_of(e.at_ms))
+                    .collect::<Vec<_>>(),
+            ),
+            Column::new(
+                "day".into(),
+                rows.iter()
+                    .map(|(_, e)| day_of(e.at_ms))
+                    .collect::<Vec<_>>(),
+            ),
+            Column::new(
+                "filtered".into(),
+                rows.iter().map(|(_, e)| e.filtered).collect::<Vec<_>>(),
+            ),
+            Column::new(
+                "source".into(),
+                rows.iter()
+                    .map(|(_, e)| e.source.as_str())
+                    .collect::<Vec<_>>(),
+            ),
+        ],
+    )?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slots_start_monday_midnight_utc_and_wrap_on_sunday() {
+        // 2024-01-01 was a Monday.
+        let monday = 1_704_067_200_000;
+        assert_eq!(slot_of(monday), 0);
+        assert_eq!(slot_of(monday + 13 * HOUR_MS + 59 * 60_000), 13);
+        assert_eq!(slot_of(monday + 6 * DAY_MS + 23 * HOUR_MS), 167);
+        assert_eq!(slot_of(monday + 7 * DAY_MS), 0);
+        assert_eq!(slot_of(monday - 1), 167);
+    }
+
+    #[test]
+    fn kinds_round_trip() {
+        for k in Kind::ALL {
+            assert_eq!(Kind::from_code(k as u8), Some(k));
+            assert_eq!(Kind::parse(&k.as_str().to_lowercase()), Some(k));
+        }
+        assert_eq!(Kind::parse("nope"), None);
+    }
+
+    #[test]
+    fn append_assigns_dense_indices_and_sorts_by_contact() {
+        let dir = tempfile::tempdir().unwrap();
+        let ev = |email: &str, at| Event {
+            contact_id: None,
+            email: Some(email.into()),
+            kind: Kind::Open,
+            at_ms: at,
+            filtered: false,
+            source: "test".into(),
+        };
+        append(
+            dir.path(),
+            &[ev("b@x.com", 5), ev("a@x.com", 3), ev("B@x.com", 1)],
+        )
+        .unwrap();
+        let (n, skipped) = append(
+            dir.path(),
+            &[
+                ev("a@x.com", 9),
+                Event {
+                    email: None,
+                    ..ev("", 1)
+                },
+            ],
+        )
+        .unwrap();
+        assert_eq!((n, skipped), (1, 1));
+        let contacts = Contacts::load(dir.path()).unwrap();
+        assert_eq!(contacts.keys, ["b@x.com", "a@x.com"]);
+        assert_eq!(contacts.find(None, Some("A@X.com")), Some(1));
+        let parts = Dataset::open(dir.path(), "events")
+            .unwrap()
+            .read_all()
+            .unwrap();
+        let first = &parts[0].1;
+        let c: Vec<_> = first
+            .column("contact")
+            .unwrap()
+            .u32()
+            .unwrap()
+            .iter()
+            .flatten()
+            .collect();
+        assert_eq!(c, [0, 0, 1]);
+    }
+}
