@@ -59,6 +59,51 @@ pub enum Command {
         #[arg(long, value_name = "ADDR")]
         listen: Option<SocketAddr>,
     },
+    /// Load engagement events (opens, clicks, sends, ...) into the events dataset.
+    Import {
+        #[command(subcommand)]
+        source: ImportSource,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ImportSource {
+    /// Pull email events from HubSpot's email events API, resuming where the last run stopped.
+    Hubspot(HubspotImportArgs),
+    /// Read events from a CSV file.
+    Csv(CsvImportArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct HubspotImportArgs {
+    /// Connector to import for (may be left out when there is one).
+    #[arg(long, value_name = "ID")]
+    pub connector: Option<String>,
+    /// Only events at or after this time (RFC 3339, e.g. 2026-01-01T00:00:00Z).
+    #[arg(long, value_name = "TIME")]
+    pub since: Option<String>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct CsvImportArgs {
+    /// The CSV file (with a header row).
+    #[arg(value_name = "FILE")]
+    pub file: PathBuf,
+    /// Column holding the contact: an email address or a HubSpot contact id.
+    #[arg(long, value_name = "COL")]
+    pub contact: String,
+    /// Column holding the event time (RFC 3339, "YYYY-MM-DD HH:MM:SS[.ffffff] [UTC]" or epoch ms).
+    #[arg(long, value_name = "COL")]
+    pub time: String,
+    /// Column holding the event kind (OPEN, CLICK, SENT, ...).
+    #[arg(long, value_name = "COL", conflicts_with = "kind_default")]
+    pub kind: Option<String>,
+    /// Kind for every row when the file has no kind column.
+    #[arg(long, value_name = "KIND", default_value = "OPEN")]
+    pub kind_default: String,
+    /// Check the file and show what would be imported; write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 /// Entry point for the binary.
@@ -84,6 +129,38 @@ pub fn main() -> ExitCode {
                 }
             }
         }
+        Command::Import { source } => report(import(&cli.config, &overrides, source)),
+    }
+}
+
+/// Print an error chain for a person and turn it into the exit status.
+fn report(result: anyhow::Result<()>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Load the config for a command that works on the data directory (secrets only warned about).
+fn load_config(path: &std::path::Path, overrides: &Overrides) -> anyhow::Result<Config> {
+    let loaded = Config::load(path, overrides, EnvCheck::Warn)
+        .map_err(|d| anyhow::anyhow!("config {} is invalid:\n{d}", path.display()))?;
+    Ok(loaded.config)
+}
+
+fn import(
+    path: &std::path::Path,
+    overrides: &Overrides,
+    source: ImportSource,
+) -> anyhow::Result<()> {
+    init_logging();
+    let config = load_config(path, overrides)?;
+    match source {
+        ImportSource::Hubspot(args) => crate::import::hubspot::run(&config, &args),
+        ImportSource::Csv(args) => crate::import::csv::run(&config.server.data_dir, &args),
     }
 }
 

@@ -95,6 +95,8 @@ impl Kind {
 /// One engagement event as importers produce it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Event {
+    /// The source's own id for the event (HubSpot's `id`), used to de-duplicate re-imports.
+    pub event_id: Option<String>,
     pub contact_id: Option<i64>,
     pub email: Option<String>,
     pub kind: Kind,
@@ -334,6 +336,7 @@ mod tests {
     fn append_assigns_dense_indices_and_sorts_by_contact() {
         let dir = tempfile::tempdir().unwrap();
         let ev = |email: &str, at| Event {
+            event_id: None,
             contact_id: None,
             email: Some(email.into()),
             kind: Kind::Open,
