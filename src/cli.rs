@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use crate::config::{Config, EnvCheck, Overrides};
+use crate::model::commands as model;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -63,6 +64,73 @@ pub enum Command {
     Import {
         #[command(subcommand)]
         source: ImportSource,
+    },
+    /// Show what the model knows about one contact and when each webhook type would enroll it.
+    ///
+    /// Prints the engagement class, a 7x24 heat map of the hours the contact reads email (UTC),
+    /// and the due time and reason for every webhook type if the contact were posted now.
+    Explain {
+        /// The contact: an email address or a HubSpot contact id.
+        contact: String,
+        /// Pretend it is this time instead of now.
+        #[arg(long, value_name = "TIME")]
+        at: Option<String>,
+    },
+    /// Write every contact's score for each of the 168 hour-of-week slots, for evaluation
+    /// outside sendtime.
+    ///
+    /// Long format `contact_id,slot,score`, slot 0 = Monday 00:00-00:59 UTC; the classes go to
+    /// FILE's sibling `<name>.classes.csv`. Only events before --as-of are used.
+    Predict {
+        #[arg(long, value_name = "TIME")]
+        as_of: String,
+        #[arg(long, value_name = "FILE.csv")]
+        out: PathBuf,
+    },
+    /// Evaluate the model on history: learn from events before --split, score the opens after.
+    ///
+    /// Reports hit@1, hit@3 and mean negative log-likelihood over hour-of-day and hour-of-week
+    /// slots, for contacts with history (warm) and without (cold), against baselines.
+    Backtest {
+        /// Train on events before this time, test on the ones after it.
+        #[arg(long, value_name = "TIME")]
+        split: String,
+        /// Read events from this CSV instead of the events dataset.
+        #[arg(long, value_name = "FILE")]
+        events: Option<PathBuf>,
+        /// Contact column of --events.
+        #[arg(long, value_name = "COL", default_value = "user_id")]
+        contact: String,
+        /// Time column of --events.
+        #[arg(long, value_name = "COL", default_value = "opened")]
+        time: String,
+        /// Tune the model's parameters on a validation split inside the training period first.
+        #[arg(long)]
+        tune: bool,
+        /// Length of that validation split, in days before --split.
+        #[arg(long, value_name = "DAYS", default_value_t = 90)]
+        validation_days: i64,
+        /// The hour (UTC) of the fixed-hour baseline.
+        #[arg(long, value_name = "HOUR", default_value_t = 9)]
+        fixed_hour: u8,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Generate synthetic, realistic engagement data (seeded) into a data directory.
+    Gen {
+        #[arg(long, value_name = "N")]
+        contacts: usize,
+        #[arg(long, value_name = "M")]
+        events: usize,
+        #[arg(long, value_name = "S", default_value_t = 1)]
+        seed: u64,
+        /// Data directory to write `events/` and `contacts/` into (must hold no contacts yet).
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+        /// The generated year ends at this time (default 2026-01-01).
+        #[arg(long, value_name = "TIME")]
+        end: Option<String>,
     },
 }
 
@@ -130,6 +198,37 @@ pub fn main() -> ExitCode {
             }
         }
         Command::Import { source } => report(import(&cli.config, &overrides, source)),
+        Command::Explain { contact, at } => report(
+            load_config(&cli.config, &overrides)
+                .and_then(|c| model::explain(&c, &contact, at.as_deref())),
+        ),
+        Command::Predict { as_of, out } => report(
+            load_config(&cli.config, &overrides).and_then(|c| model::predict(&c, &as_of, &out)),
+        ),
+        Command::Backtest {
+            split,
+            events,
+            contact,
+            time,
+            tune,
+            validation_days,
+            fixed_hour,
+            json,
+        } => report(load_config(&cli.config, &overrides).and_then(|c| {
+            let input = model::BacktestInput {
+                events_csv: events.as_deref(),
+                contact_col: &contact,
+                time_col: &time,
+            };
+            model::backtest(&c, &split, input, tune, validation_days, fixed_hour, json)
+        })),
+        Command::Gen {
+            contacts,
+            events,
+            seed,
+            out,
+            end,
+        } => report(model::generate(contacts, events, seed, &out, end.as_deref())),
     }
 }
 

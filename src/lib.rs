@@ -8,6 +8,7 @@ pub mod config;
 pub mod events;
 pub mod import;
 pub mod metrics;
+pub mod model;
 pub mod receiver;
 pub mod serve;
 pub mod store;

@@ -30,6 +30,8 @@ pub struct Config {
     pub version: i64,
     pub server: Server,
     pub scheduler: Scheduler,
+    /// Model parameters and engagement-class thresholds (`[model]`, all optional).
+    pub model: crate::model::ModelConfig,
     pub connectors: Vec<Connector>,
     pub webhooks: Vec<Webhook>,
     /// Short hash of the file's bytes: written on rows and logs so every decision can be

@@ -18,7 +18,27 @@ use super::{
     identity_of,
 };
 
-const TOP_KEYS: &[&str] = &["version", "server", "scheduler", "connector", "webhook"];
+const TOP_KEYS: &[&str] = &[
+    "version",
+    "server",
+    "scheduler",
+    "model",
+    "connector",
+    "webhook",
+];
+const MODEL_KEYS: &[&str] = &[
+    "half_life_days",
+    "click_weight",
+    "prior_strength",
+    "hour_bandwidth",
+    "day_pooling",
+    "evaluating_below",
+    "inactive_days",
+    "recent_days",
+    "passive_ratio",
+    "machine_per_day",
+    "machine_per_year",
+];
 const SERVER_KEYS: &[&str] = &["listen", "public_url", "data_dir", "max_body_bytes"];
 const SCHEDULER_KEYS: &[&str] = &["cron"];
 const CONNECTOR_KEYS: &[&str] = &[
@@ -275,6 +295,7 @@ fn read_document(
         .to_path_buf();
     let server = read_server(ctx, &top, &base_dir);
     let scheduler = read_scheduler(ctx, &top);
+    let model = read_model(ctx, &top);
     let connectors = read_array(ctx, &top, "connector")
         .into_iter()
         .filter_map(|(t, at, n)| read_connector(ctx, t, at, n))
@@ -330,6 +351,7 @@ fn read_document(
         version: version?,
         server: server?,
         scheduler: scheduler?,
+        model: model?,
         connectors: connectors.into_iter().map(|(c, _)| c).collect(),
         webhooks: webhooks.into_iter().map(|(w, _)| w).collect(),
         identity: identity_of(text.as_bytes()),
@@ -447,6 +469,68 @@ fn read_scheduler(ctx: &mut Ctx, top: &TableReader) -> Option<Scheduler> {
         None => None,
     };
     Some(Scheduler { cron: cron? })
+}
+
+fn read_model(ctx: &mut Ctx, top: &TableReader) -> Option<crate::model::ModelConfig> {
+    let mut model = crate::model::ModelConfig::default();
+    let (table, at) = match sub_table(ctx, top, "model") {
+        Ok(Some(t)) => t,
+        Ok(None) => return Some(model),
+        Err(()) => return None,
+    };
+    let r = TableReader::new(ctx, "[model]".into(), table, at, MODEL_KEYS);
+    let mut ok = true;
+    let p = &mut model.params;
+    let t = &mut model.thresholds;
+    for (key, slot, min, max) in [
+        ("half_life_days", &mut p.half_life_days, 1.0, 1e9),
+        ("click_weight", &mut p.click_weight, 0.0, 100.0),
+        ("prior_strength", &mut p.prior_strength, 0.0, 1e6),
+        ("hour_bandwidth", &mut p.hour_bandwidth, 0.0, 24.0),
+        ("day_pooling", &mut p.day_pooling, 0.0, 1.0),
+        ("passive_ratio", &mut t.passive_ratio, 0.0, 1.0),
+        ("machine_per_day", &mut t.machine_per_day, 1.0, 1e9),
+        ("machine_per_year", &mut t.machine_per_year, 1.0, 1e12),
+    ] {
+        if let Some(v) = r.get(key) {
+            match number(v.get_ref()) {
+                Some(n) if (min..=max).contains(&n) => *slot = n,
+                Some(n) => {
+                    ctx.error(
+                        v.span().start,
+                        format!("`{key}` in [model] must be between {min} and {max}, found {n}"),
+                    );
+                    ok = false;
+                }
+                None => {
+                    r.wrong_type(ctx, key, v, "a number");
+                    ok = false;
+                }
+            }
+        }
+    }
+    for (key, slot) in [
+        ("evaluating_below", &mut t.evaluating_below),
+        ("inactive_days", &mut t.inactive_days),
+        ("recent_days", &mut t.recent_days),
+    ] {
+        if r.get(key).is_some() {
+            match r.positive(ctx, key, 100_000) {
+                Some(n) => *slot = n as u32,
+                None => ok = false,
+            }
+        }
+    }
+    ok.then_some(model)
+}
+
+/// A TOML integer or float as f64.
+fn number(v: &DeValue) -> Option<f64> {
+    match v {
+        DeValue::Integer(i) => i64::from_str_radix(i.as_str(), i.radix()).ok().map(|n| n as f64),
+        DeValue::Float(f) => f.as_str().replace('_', "").parse().ok(),
+        _ => None,
+    }
 }
 
 /// The tables of `[[key]]`, each with its header offset and 1-based position.

@@ -1,0 +1,217 @@
+//! The model's commands: `explain`, `predict`, `backtest` and `gen`.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+
+use super::backtest::{self, Rows};
+use super::dataset;
+use super::plan::{Subject, format_ms, plan, slot_name};
+use super::synth;
+use crate::config::{Config, WebhookType};
+use crate::events::{SLOTS, contact_key, day_of};
+use crate::import::csv::{self as csv_import, Columns, parse_time};
+
+/// Parse a time given on the command line (RFC 3339, `YYYY-MM-DD[ HH:MM:SS]`, epoch ms).
+pub fn parse_cli_time(s: &str) -> anyhow::Result<i64> {
+    parse_time(s)
+        .or_else(|| parse_time(&format!("{s} 00:00:00")))
+        .with_context(|| format!("cannot read {s:?} as a time; use e.g. 2022-07-01 or 2022-07-01T00:00:00Z"))
+}
+
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+/// `sendtime explain CONTACT`: class, heat map, and what each webhook type would do now.
+pub fn explain(config: &Config, contact: &str, at: Option<&str>) -> anyhow::Result<()> {
+    let now = at.map(parse_cli_time).transpose()?.unwrap_or_else(now_ms);
+    let data_dir = &config.server.data_dir;
+    let built = dataset::build(data_dir, config.model, now)?;
+    let (id, email) = match contact.parse::<i64>() {
+        Ok(id) => (Some(id), None),
+        Err(_) => (None, Some(contact)),
+    };
+    let index = built.contacts.find(id, email);
+    let profile = built.profiles.profile(index, day_of(now));
+    let key = contact_key(id, email).unwrap_or_default();
+    let mut out = String::new();
+    use std::fmt::Write as _;
+    match index {
+        None => {
+            let _ = writeln!(
+                out,
+                "{contact}: no events in {}; treated as a new contact (class evaluating)",
+                data_dir.join("events").display()
+            );
+        }
+        Some(_) => {
+            let _ = writeln!(
+                out,
+                "{contact}: class {}, {} opens/clicks, last {}{}",
+                profile.class,
+                profile.engagements,
+                profile.last_day.map_or("never".into(), |d| format_ms(d as i64 * crate::events::DAY_MS)[..10].to_string()),
+                if profile.machine { "; MACHINE-LIKE: not learned from" } else { "" }
+            );
+        }
+    }
+    let _ = writeln!(out, "as of {}\n", format_ms(now));
+    out.push_str(&heat_map(&profile.scores));
+    let _ = writeln!(out);
+    for kind in WebhookType::ALL {
+        let p = plan(
+            kind,
+            now,
+            index.map(|_| &profile),
+            &built.profiles.population,
+            Subject {
+                contact: &key,
+                receipt: "explain",
+            },
+        );
+        let _ = writeln!(out, "{:<30} {}", kind.as_str(), format_ms(p.due_at_ms));
+        let _ = writeln!(out, "{:<30} {}", "", p.reason);
+    }
+    print!("{out}");
+    Ok(())
+}
+
+/// A 7×24 heat map of slot scores, darker = likelier.
+fn heat_map(scores: &[f64; SLOTS]) -> String {
+    const SHADES: [char; 5] = [' ', '░', '▒', '▓', '█'];
+    let max = scores.iter().cloned().fold(0.0, f64::max).max(1e-12);
+    let mut out = String::from("      UTC hour 0         6         12        18     23\n");
+    for (d, day) in ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"].iter().enumerate() {
+        out.push_str(&format!("      {day}     "));
+        for h in 0..24 {
+            let v = scores[d * 24 + h] / max;
+            out.push(SHADES[((v * 4.0).round() as usize).min(4)]);
+            out.push(SHADES[((v * 4.0).round() as usize).min(4)]);
+        }
+        out.push('\n');
+    }
+    let best = (0..SLOTS).max_by(|a, b| scores[*a].total_cmp(&scores[*b])).unwrap_or(0);
+    out.push_str(&format!("      best slot: {}\n", slot_name(best as u8)));
+    out
+}
+
+/// `sendtime predict`: every contact's slot scores as of a time, long format.
+pub fn predict(config: &Config, as_of: &str, out: &Path) -> anyhow::Result<()> {
+    let as_of = parse_cli_time(as_of)?;
+    let built = dataset::build(&config.server.data_dir, config.model, as_of)?;
+    let day = day_of(as_of);
+    let classes_path = classes_path(out);
+    let mut scores = std::io::BufWriter::new(
+        std::fs::File::create(out).with_context(|| format!("cannot create {}", out.display()))?,
+    );
+    let mut classes = std::io::BufWriter::new(
+        std::fs::File::create(&classes_path)
+            .with_context(|| format!("cannot create {}", classes_path.display()))?,
+    );
+    writeln!(scores, "contact_id,slot,score")?;
+    writeln!(classes, "contact_id,class,engagements,machine")?;
+    let mut n = 0;
+    for (c, seen) in built.seen.iter().enumerate() {
+        if !seen {
+            continue;
+        }
+        n += 1;
+        let key = built.contacts.keys[c].trim_start_matches('#');
+        let p = built.profiles.profile(Some(c as u32), day);
+        for (slot, score) in p.scores.iter().enumerate() {
+            writeln!(scores, "{key},{slot},{score:.6}")?;
+        }
+        writeln!(classes, "{key},{},{},{}", p.class, p.engagements, p.machine)?;
+    }
+    scores.flush()?;
+    classes.flush()?;
+    println!(
+        "wrote scores of {n} contacts to {} and their classes to {}",
+        out.display(),
+        classes_path.display()
+    );
+    Ok(())
+}
+
+fn classes_path(out: &Path) -> PathBuf {
+    let stem = out.file_stem().map_or_else(|| "predict".into(), |s| s.to_string_lossy().into_owned());
+    out.with_file_name(format!("{stem}.classes.csv"))
+}
+
+/// Where `backtest` reads its events.
+pub struct BacktestInput<'a> {
+    pub events_csv: Option<&'a Path>,
+    pub contact_col: &'a str,
+    pub time_col: &'a str,
+}
+
+/// `sendtime backtest`.
+pub fn backtest(
+    config: &Config,
+    split: &str,
+    input: BacktestInput<'_>,
+    tune: bool,
+    validation_days: i64,
+    fixed_hour: u8,
+    json: bool,
+) -> anyhow::Result<()> {
+    let split_ms = parse_cli_time(split)?;
+    anyhow::ensure!(fixed_hour < 24, "--fixed-hour must be 0..23");
+    let rows = match input.events_csv {
+        Some(file) => {
+            let events = csv_import::read(
+                file,
+                &Columns {
+                    contact: input.contact_col.into(),
+                    time: input.time_col.into(),
+                    kind: None,
+                    kind_default: crate::events::Kind::Open,
+                },
+            )?;
+            Rows::from_events(&events)
+        }
+        None => dataset::rows(&config.server.data_dir)?,
+    };
+    anyhow::ensure!(
+        rows.rows.iter().any(|r| r.at_ms < split_ms) && rows.rows.iter().any(|r| r.at_ms >= split_ms),
+        "no events on one side of the split {}; pick a time inside the data",
+        format_ms(split_ms)
+    );
+    let (model, tuning) = if tune {
+        let (m, t) = backtest::tune(config.model, &rows, split_ms, validation_days);
+        (m, Some(t))
+    } else {
+        (config.model, None)
+    };
+    let mut report = backtest::evaluate(model, &rows, split_ms, fixed_hour);
+    report.tuning = tuning;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", report.table());
+    }
+    Ok(())
+}
+
+/// `sendtime gen`.
+pub fn generate(contacts: usize, events: usize, seed: u64, out: &Path, end: Option<&str>) -> anyhow::Result<()> {
+    let end_ms = end.map(parse_cli_time).transpose()?.unwrap_or(1_767_225_600_000); // 2026-01-01
+    let started = std::time::Instant::now();
+    let n = synth::generate(
+        out,
+        synth::Spec {
+            contacts,
+            events,
+            seed,
+            end_ms,
+        },
+    )?;
+    println!(
+        "generated {n} events of {contacts} contacts (seed {seed}) in {:.1} s into {}",
+        started.elapsed().as_secs_f64(),
+        out.display()
+    );
+    Ok(())
+}

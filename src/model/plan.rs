@@ -1,0 +1,308 @@
+//! When to enroll a received contact: one pure function of the webhook type, the receipt time,
+//! what the model knows about the contact, and the population profile.
+
+use chrono::{DateTime, Utc};
+
+use super::profile::{Class, Profile};
+use crate::config::WebhookType;
+use crate::events::{HOUR_MS, SLOTS, slot_of};
+
+const MINUTE_MS: i64 = 60_000;
+
+/// A decided due time and why.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Plan {
+    /// When to call HubSpot (UTC, epoch ms); the first tick at or after it does.
+    pub due_at_ms: i64,
+    /// The hour-of-week slot chosen, when one was.
+    pub slot: Option<u8>,
+    /// One line a person can read: the rule applied and what it was based on.
+    pub reason: String,
+}
+
+/// Who the plan is for; the seed makes cold-contact draws and minute spreading reproducible.
+#[derive(Debug, Clone, Copy)]
+pub struct Subject<'a> {
+    /// The contact's key (email or `#id`).
+    pub contact: &'a str,
+    /// The receipt id: a contact posted twice gets independent (but reproducible) draws.
+    pub receipt: &'a str,
+}
+
+/// Decide the due time for one receipt.
+///
+/// `profile` is `None` for a contact the model has never seen. Contacts without usable history
+/// (none, or machine-like) get an hour drawn from the population profile inside the window,
+/// which spreads load and gathers unbiased data; the others get the window's best hour. The
+/// minute inside the hour is spread by a hash of the contact so a popular hour is not a spike.
+pub fn plan(
+    kind: WebhookType,
+    received_at_ms: i64,
+    profile: Option<&Profile>,
+    population: &[f64; SLOTS],
+    who: Subject<'_>,
+) -> Plan {
+    let hours = match kind {
+        WebhookType::Immediate => {
+            return Plan {
+                due_at_ms: received_at_ms,
+                slot: None,
+                reason: "IMMEDIATE: on the next tick".into(),
+            };
+        }
+        WebhookType::UpdateOnly => {
+            return Plan {
+                due_at_ms: received_at_ms,
+                slot: None,
+                reason: "UPDATE_ONLY: list membership updated on the next tick, in a batch".into(),
+            };
+        }
+        WebhookType::Next24Hours => 24,
+        WebhookType::NextWeek => 168,
+        WebhookType::NextWeekFrequencyOptimized => match profile.map(|p| p.class) {
+            Some(Class::Passive | Class::Inactive) => 168,
+            _ => 24,
+        },
+    };
+    let window = if hours == 24 { "24 hours" } else { "7 days" };
+    let class = profile.map_or("unknown", |p| p.class.as_str());
+    let why_window = match kind {
+        WebhookType::NextWeekFrequencyOptimized => {
+            format!("{kind} gives a {class} contact the next {window}")
+        }
+        _ => format!("{kind}: the next {window}"),
+    };
+
+    // Candidate hours: the hour of receipt (from receipt on) and the whole hours after it.
+    let first_hour = received_at_ms.div_euclid(HOUR_MS) * HOUR_MS;
+    let candidates: Vec<(i64, u8)> = (0..hours)
+        .map(|k| {
+            let start = first_hour + k * HOUR_MS;
+            (start, slot_of(start))
+        })
+        .collect();
+    let seed = fnv1a(&[who.contact.as_bytes(), b"\0", who.receipt.as_bytes()]);
+
+    let usable = profile.filter(|p| p.engagements > 0 && !p.machine);
+    let (start, slot, how) = match usable {
+        Some(p) => {
+            let (i, _) = candidates
+                .iter()
+                .enumerate()
+                .fold((0, f64::MIN), |best, (i, (_, s))| {
+                    let score = p.scores[*s as usize];
+                    if score > best.1 { (i, score) } else { best }
+                });
+            let (start, slot) = candidates[i];
+            let mean = candidates.iter().map(|(_, s)| p.scores[*s as usize]).sum::<f64>()
+                / candidates.len() as f64;
+            let how = format!(
+                "best hour for this {class} contact ({} opens/clicks): {} ({:.1}x the window's average)",
+                p.engagements,
+                slot_name(slot),
+                p.scores[slot as usize] / mean
+            );
+            (start, slot, how)
+        }
+        None => {
+            let weights: Vec<f64> = candidates.iter().map(|(_, s)| population[*s as usize]).collect();
+            let i = draw(&weights, seed);
+            let (start, slot) = candidates[i];
+            let who = match profile {
+                Some(p) if p.machine => "machine-like contact",
+                _ => "contact without history",
+            };
+            (
+                start,
+                slot,
+                format!("{who}: {} drawn from the population profile", slot_name(slot)),
+            )
+        }
+    };
+    let minute = (fnv1a(&[who.contact.as_bytes()]) % 60) as i64;
+    let due_at_ms = (start + minute * MINUTE_MS).max(received_at_ms);
+    Plan {
+        due_at_ms,
+        slot: Some(slot),
+        reason: format!("{why_window}; {how}; due {}", format_ms(due_at_ms)),
+    }
+}
+
+/// `Mon 09:00 UTC`-style name of a slot.
+pub fn slot_name(slot: u8) -> String {
+    const DAYS: [&str; 7] = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"];
+    format!("{} {:02}:00 UTC", DAYS[slot as usize / 24], slot % 24)
+}
+
+pub fn format_ms(ms: i64) -> String {
+    DateTime::<Utc>::from_timestamp_millis(ms)
+        .map_or_else(|| ms.to_string(), |t| t.format("%Y-%m-%d %H:%M UTC").to_string())
+}
+
+/// Index drawn with probability proportional to `weights`, from a 64-bit seed.
+fn draw(weights: &[f64], seed: u64) -> usize {
+    let total: f64 = weights.iter().sum();
+    if total <= 0.0 {
+        return (seed % weights.len() as u64) as usize;
+    }
+    // 53 random bits → uniform in [0, 1).
+    let u = (splitmix(seed) >> 11) as f64 / (1u64 << 53) as f64;
+    let mut acc = 0.0;
+    for (i, w) in weights.iter().enumerate() {
+        acc += w / total;
+        if u < acc {
+            return i;
+        }
+    }
+    weights.len() - 1
+}
+
+/// Stable 64-bit hash (FNV-1a): the same contact spreads to the same minute on every host.
+pub fn fnv1a(parts: &[&[u8]]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for part in parts {
+        for b in *part {
+            h ^= *b as u64;
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    h
+}
+
+fn splitmix(mut x: u64) -> u64 {
+    x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::events::DAY_MS;
+
+    /// 2024-01-07 was a Sunday.
+    const SUNDAY_MIDNIGHT: i64 = 1_704_585_600_000;
+    const WHO: Subject = Subject {
+        contact: "ada@example.com",
+        receipt: "01J0000000000000000000000",
+    };
+
+    fn profile_peaking_at(slot: usize, class: Class) -> Profile {
+        let mut scores = [0.5 / (SLOTS as f64 - 1.0); SLOTS];
+        scores[slot] = 0.5;
+        Profile {
+            class,
+            scores,
+            engagements: 20,
+            last_day: Some(0),
+            machine: false,
+        }
+    }
+
+    fn uniform() -> [f64; SLOTS] {
+        [1.0 / SLOTS as f64; SLOTS]
+    }
+
+    #[test]
+    fn immediate_and_update_only_go_on_the_next_tick() {
+        for kind in [WebhookType::Immediate, WebhookType::UpdateOnly] {
+            let p = plan(kind, 123_456, None, &uniform(), WHO);
+            assert_eq!(p.due_at_ms, 123_456);
+            assert_eq!(p.slot, None);
+        }
+    }
+
+    #[test]
+    fn next_24_hours_picks_the_best_slot_across_the_week_wrap() {
+        // Received Sunday 22:30; the contact's best slot is Monday 09:00 (slot 9).
+        let received = SUNDAY_MIDNIGHT + 22 * HOUR_MS + 30 * MINUTE_MS;
+        let prof = profile_peaking_at(9, Class::Active);
+        let p = plan(WebhookType::Next24Hours, received, Some(&prof), &uniform(), WHO);
+        assert_eq!(p.slot, Some(9));
+        let monday_9 = SUNDAY_MIDNIGHT + DAY_MS + 9 * HOUR_MS;
+        assert!(p.due_at_ms >= monday_9 && p.due_at_ms < monday_9 + HOUR_MS, "{}", p.reason);
+        assert!(p.reason.contains("Mon 09:00 UTC"), "{}", p.reason);
+        // Reproducible.
+        assert_eq!(plan(WebhookType::Next24Hours, received, Some(&prof), &uniform(), WHO), p);
+    }
+
+    #[test]
+    fn next_24_hours_never_leaves_its_window_even_when_the_best_slot_is_outside() {
+        // Best slot Wednesday 12:00 (slot 60); received Monday 10:00: outside 24 h.
+        let received = SUNDAY_MIDNIGHT + DAY_MS + 10 * HOUR_MS;
+        let prof = profile_peaking_at(60, Class::Active);
+        let p = plan(WebhookType::Next24Hours, received, Some(&prof), &uniform(), WHO);
+        assert!(p.due_at_ms >= received && p.due_at_ms < received + DAY_MS);
+        // NEXT_WEEK reaches it.
+        let p = plan(WebhookType::NextWeek, received, Some(&prof), &uniform(), WHO);
+        assert_eq!(p.slot, Some(60));
+        assert!(p.due_at_ms < received + 7 * DAY_MS);
+    }
+
+    #[test]
+    fn window_edges_receipt_hour_and_last_hour() {
+        // Best slot is the hour of receipt: the due time is not before the receipt.
+        let received = SUNDAY_MIDNIGHT + 22 * HOUR_MS + 59 * MINUTE_MS + 30_000;
+        let prof = profile_peaking_at(slot_of(received) as usize, Class::Active);
+        let p = plan(WebhookType::Next24Hours, received, Some(&prof), &uniform(), WHO);
+        assert!(p.due_at_ms >= received && p.due_at_ms < received + HOUR_MS);
+        // Best slot is the last whole hour of the window (received 10:00, best 09:00 next day).
+        let received = SUNDAY_MIDNIGHT + DAY_MS + 10 * HOUR_MS;
+        let prof = profile_peaking_at(24 + 9, Class::Active);
+        let p = plan(WebhookType::Next24Hours, received, Some(&prof), &uniform(), WHO);
+        assert_eq!(p.slot, Some(33));
+        assert!(p.due_at_ms >= received + 23 * HOUR_MS && p.due_at_ms < received + DAY_MS);
+    }
+
+    #[test]
+    fn frequency_optimized_waits_a_week_only_for_fading_contacts() {
+        let received = SUNDAY_MIDNIGHT + DAY_MS; // Monday 00:00
+        for (class, reach) in [
+            (Class::Active, DAY_MS),
+            (Class::Evaluating, DAY_MS),
+            (Class::Passive, 7 * DAY_MS),
+            (Class::Inactive, 7 * DAY_MS),
+        ] {
+            // Best slot Thursday 18:00: only reachable in a week.
+            let prof = profile_peaking_at(3 * 24 + 18, class);
+            let p = plan(WebhookType::NextWeekFrequencyOptimized, received, Some(&prof), &uniform(), WHO);
+            assert!(p.due_at_ms < received + reach, "{class}: {}", p.reason);
+            assert_eq!(p.slot == Some(90), reach > DAY_MS, "{class}: {}", p.reason);
+        }
+    }
+
+    #[test]
+    fn cold_contacts_draw_from_the_population_inside_the_window_reproducibly() {
+        let received = SUNDAY_MIDNIGHT + 20 * HOUR_MS;
+        let mut pop = [0.0001; SLOTS];
+        pop[24 + 7] = 1.0; // Monday 07:00 dominates
+        let mut seen = std::collections::HashSet::new();
+        for i in 0..200 {
+            let contact = format!("c{i}@example.com");
+            let who = Subject { contact: &contact, receipt: "r" };
+            let p = plan(WebhookType::Next24Hours, received, None, &pop, who);
+            assert!(p.due_at_ms >= received && p.due_at_ms < received + DAY_MS);
+            assert_eq!(plan(WebhookType::Next24Hours, received, None, &pop, who), p);
+            seen.insert(p.slot.unwrap());
+            assert!(p.reason.contains("without history"));
+        }
+        // Mostly the dominant hour, but drawn, not fixed.
+        assert!(seen.contains(&(24 + 7)));
+        // Minutes are spread across the hour.
+        let minutes: std::collections::HashSet<i64> = (0..200)
+            .map(|i| {
+                let contact = format!("c{i}@example.com");
+                let p = plan(WebhookType::Next24Hours, received, None, &pop, Subject { contact: &contact, receipt: "r" });
+                (p.due_at_ms / MINUTE_MS) % 60
+            })
+            .collect();
+        assert!(minutes.len() > 30);
+    }
+
+    #[test]
+    fn slot_names() {
+        assert_eq!(slot_name(0), "Mon 00:00 UTC");
+        assert_eq!(slot_name(167), "Sun 23:00 UTC");
+    }
+}

@@ -1,0 +1,283 @@
+//! `sendtime gen`: synthetic but realistic engagement data, seeded, for tests and benchmarks.
+//!
+//! Each contact lives in a time zone, has one or two preferred local reading hours, reads less
+//! at weekends, and opens a share of the campaigns sent to it; some contacts go quiet (the
+//! inactive tail) and a few are machines that open everything within seconds, at any hour.
+//! The same seed gives the same files on every machine and every version: the generator uses
+//! its own SplitMix64 stream rather than a library RNG whose streams may change.
+
+use std::path::Path;
+
+use anyhow::Context;
+use polars::prelude::*;
+use ulid::Ulid;
+
+use crate::events::{DAY_MS, HOUR_MS, Kind, day_of, slot_of};
+use crate::store::Dataset;
+
+/// What to generate.
+#[derive(Debug, Clone, Copy)]
+pub struct Spec {
+    pub contacts: usize,
+    pub events: usize,
+    pub seed: u64,
+    /// Last day covered (events span the year before it), epoch ms.
+    pub end_ms: i64,
+}
+
+/// Rows per part file.
+const PART_ROWS: usize = 2_000_000;
+
+/// The seeded random stream.
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Self {
+        Rng(seed ^ 0x5851_f42d_4c95_7f2d)
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in [0, 1).
+    pub fn f64(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next_u64() % n.max(1)
+    }
+
+    /// Standard normal (Box–Muller).
+    pub fn normal(&mut self) -> f64 {
+        let u = self.f64().max(1e-12);
+        let v = self.f64();
+        (-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos()
+    }
+}
+
+/// One synthetic contact's habits.
+struct Persona {
+    utc_offset_h: i64,
+    peaks: [f64; 2],
+    second_peak_share: f64,
+    weekend_factor: f64,
+    activity: f64,
+    machine: bool,
+    /// Engagement stops after this instant (the inactive tail), if set.
+    quits_at: Option<i64>,
+    clicks: f64,
+}
+
+impl Persona {
+    fn draw(rng: &mut Rng, start: i64, end: i64) -> Self {
+        // Time zones weighted toward Europe and the Americas.
+        const ZONES: [i64; 8] = [-8, -6, -5, -5, 0, 1, 1, 2];
+        // Reading habits in local time: early morning, commute, lunch, evening.
+        const HABITS: [f64; 6] = [6.5, 8.0, 9.5, 12.5, 19.0, 21.0];
+        let machine = rng.f64() < 0.005;
+        Self {
+            utc_offset_h: ZONES[rng.below(ZONES.len() as u64) as usize],
+            peaks: [
+                HABITS[rng.below(6) as usize] + rng.normal() * 0.7,
+                HABITS[rng.below(6) as usize] + rng.normal() * 0.7,
+            ],
+            second_peak_share: rng.f64() * 0.5,
+            weekend_factor: 0.3 + rng.f64() * 0.6,
+            activity: (rng.normal() * 0.9).exp(),
+            machine,
+            quits_at: (rng.f64() < 0.2).then(|| start + (rng.f64() * (end - start) as f64) as i64),
+            clicks: 0.05 + rng.f64() * 0.2,
+        }
+    }
+
+    /// When this contact opens a mail delivered at `delivered`, if at all.
+    fn open_after(&self, rng: &mut Rng, delivered: i64) -> i64 {
+        if self.machine {
+            return delivered + rng.below(30_000) as i64;
+        }
+        let peak = if rng.f64() < self.second_peak_share { self.peaks[1] } else { self.peaks[0] };
+        let local_hour = peak + rng.normal() * 1.0;
+        // The first time after delivery that the contact's local clock shows that hour
+        // (weekends are skipped with probability 1 - weekend_factor).
+        let offset = self.utc_offset_h * HOUR_MS;
+        let mut day = (delivered + offset).div_euclid(DAY_MS);
+        loop {
+            let at = day * DAY_MS + (local_hour * HOUR_MS as f64) as i64 - offset;
+            let weekday = (day + 3).rem_euclid(7);
+            let weekend = weekday >= 5;
+            if at > delivered && (!weekend || rng.f64() < self.weekend_factor) {
+                return at;
+            }
+            day += 1;
+        }
+    }
+}
+
+/// Generate into `{out}/events/` and `{out}/contacts/`. Returns the number of events written.
+pub fn generate(out: &Path, spec: Spec) -> anyhow::Result<usize> {
+    anyhow::ensure!(spec.contacts > 0, "--contacts must be at least 1");
+    let end = spec.end_ms;
+    let start = end - 365 * DAY_MS;
+    let contacts = Dataset::open(out, "contacts")?;
+    anyhow::ensure!(
+        contacts.parts()?.is_empty(),
+        "{} already holds data; generate into an empty folder",
+        out.display()
+    );
+    let events_ds = Dataset::open(out, "events")?;
+    let mut rng = Rng::new(spec.seed);
+    let personas: Vec<Persona> = (0..spec.contacts).map(|_| Persona::draw(&mut rng, start, end)).collect();
+    let total_activity: f64 = personas.iter().map(|p| p.activity * if p.machine { 40.0 } else { 1.0 }).sum();
+
+    // Campaigns: sent every Tuesday and Thursday at 14:00 UTC, with a jitter of an hour.
+    let mut sends = Vec::new();
+    let mut day = start.div_euclid(DAY_MS);
+    while day * DAY_MS < end {
+        let weekday = (day + 3).rem_euclid(7);
+        if weekday == 1 || weekday == 3 {
+            sends.push(day * DAY_MS + 14 * HOUR_MS + rng.below(HOUR_MS as u64) as i64);
+        }
+        day += 1;
+    }
+
+    let mut part = PartBuilder::default();
+    let mut written = 0usize;
+    for (c, p) in personas.iter().enumerate() {
+        let share = p.activity * if p.machine { 40.0 } else { 1.0 } / total_activity;
+        let n = (share * spec.events as f64).round() as usize;
+        let mut rows: Vec<(i64, Kind)> = Vec::with_capacity(n + 2);
+        for _ in 0..n {
+            let sent = sends[rng.below(sends.len() as u64) as usize];
+            let kind = match rng.f64() {
+                x if x < 0.25 => Kind::Delivered,
+                x if x < 0.25 + 0.75 * p.clicks => Kind::Click,
+                _ => Kind::Open,
+            };
+            let at = if kind == Kind::Delivered { sent + rng.below(60_000) as i64 } else { p.open_after(&mut rng, sent) };
+            // Quiet contacts stop engaging (deliveries go on).
+            if kind != Kind::Delivered && p.quits_at.is_some_and(|q| at > q) {
+                rows.push((sent, Kind::Delivered));
+                continue;
+            }
+            rows.push((at.min(end - 1), kind));
+        }
+        rows.sort_unstable_by_key(|r| r.0);
+        for (at, kind) in rows {
+            part.push(c as u32, kind, at, p.machine && rng.f64() < 0.5);
+        }
+        if part.len() >= PART_ROWS {
+            written += part.flush(&events_ds)?;
+        }
+    }
+    written += part.flush(&events_ds)?;
+
+    let mut dict = DataFrame::new(
+        spec.contacts,
+        vec![
+            Column::new("contact".into(), (0..spec.contacts as u32).collect::<Vec<_>>()),
+            Column::new(
+                "key".into(),
+                (0..spec.contacts).map(|c| format!("#{}", c + 1)).collect::<Vec<_>>(),
+            ),
+            Column::new("contact_id".into(), (0..spec.contacts as i64).map(|c| Some(c + 1)).collect::<Vec<_>>()),
+        ],
+    )?;
+    contacts.write_part(Ulid::generate(), &mut dict)?;
+    Ok(written)
+}
+
+/// Columns of one events part, in the events schema.
+#[derive(Default)]
+struct PartBuilder {
+    contact: Vec<u32>,
+    kind: Vec<u8>,
+    at: Vec<i64>,
+    filtered: Vec<bool>,
+}
+
+impl PartBuilder {
+    fn len(&self) -> usize {
+        self.contact.len()
+    }
+
+    fn push(&mut self, contact: u32, kind: Kind, at: i64, filtered: bool) {
+        self.contact.push(contact);
+        self.kind.push(kind as u8);
+        self.at.push(at);
+        self.filtered.push(filtered);
+    }
+
+    fn flush(&mut self, ds: &Dataset) -> anyhow::Result<usize> {
+        let n = self.len();
+        if n == 0 {
+            return Ok(0);
+        }
+        let contact_ids: Vec<i64> = self.contact.iter().map(|c| *c as i64 + 1).collect();
+        let slot: Vec<u8> = self.at.iter().map(|a| slot_of(*a)).collect();
+        let day: Vec<i32> = self.at.iter().map(|a| day_of(*a)).collect();
+        let at = Column::new("at".into(), std::mem::take(&mut self.at))
+            .cast(&DataType::Datetime(TimeUnit::Milliseconds, None))?;
+        let mut df = DataFrame::new(
+            n,
+            vec![
+                Column::new("contact".into(), std::mem::take(&mut self.contact)),
+                Column::full_null("event_id".into(), n, &DataType::String),
+                Column::new("contact_id".into(), contact_ids).cast(&DataType::Int64)?,
+                Column::full_null("email".into(), n, &DataType::String),
+                Column::new("kind".into(), std::mem::take(&mut self.kind)),
+                at,
+                Column::new("slot".into(), slot),
+                Column::new("day".into(), day),
+                Column::new("filtered".into(), std::mem::take(&mut self.filtered)),
+                Column::new_scalar("source".into(), Scalar::from(PlSmallStr::from("gen")), n),
+            ],
+        )?;
+        ds.write_part(Ulid::generate(), &mut df).context("cannot write generated events")?;
+        Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn same_seed_same_data_and_the_events_schema() {
+        let spec = Spec {
+            contacts: 50,
+            events: 2000,
+            seed: 7,
+            end_ms: 1_700_000_000_000,
+        };
+        let a = tempfile::tempdir().unwrap();
+        let b = tempfile::tempdir().unwrap();
+        let n = generate(a.path(), spec).unwrap();
+        assert!(n > 1500 && n < 2500, "{n}");
+        generate(b.path(), spec).unwrap();
+        let read = |d: &Path| Dataset::open(d, "events").unwrap().read_all().unwrap().remove(0).1;
+        let (da, db) = (read(a.path()), read(b.path()));
+        assert!(da.equals_missing(&db));
+        // Same columns and types as imported events.
+        let imported = tempfile::tempdir().unwrap();
+        crate::events::append(
+            imported.path(),
+            &[crate::events::Event {
+                event_id: None,
+                contact_id: Some(1),
+                email: None,
+                kind: Kind::Open,
+                at_ms: 0,
+                filtered: false,
+                source: "x".into(),
+            }],
+        )
+        .unwrap();
+        assert_eq!(read(imported.path()).schema(), da.schema());
+    }
+}
