@@ -64,6 +64,9 @@ pub enum Command {
         #[command(subcommand)]
         source: ImportSource,
     },
+    /// Run a local HubSpot stand-in (for trying sendtime without a HubSpot account).
+    #[command(name = "hubspot-standin", hide = true)]
+    HubspotStandin(crate::hubspot::standin::CliArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -130,6 +133,10 @@ pub fn main() -> ExitCode {
             }
         }
         Command::Import { source } => report(import(&cli.config, &overrides, source)),
+        Command::HubspotStandin(args) => {
+            init_logging();
+            report(crate::hubspot::standin::run_cli(args))
+        }
     }
 }
 
