@@ -85,6 +85,12 @@ pub struct HubspotImportArgs {
     /// Only events at or after this time (RFC 3339, e.g. 2026-01-01T00:00:00Z).
     #[arg(long, value_name = "TIME")]
     pub since: Option<String>,
+    /// Only events up to this time (RFC 3339; default: now).
+    #[arg(long, value_name = "TIME")]
+    pub until: Option<String>,
+    /// Events per API page (HubSpot allows at most 1000).
+    #[arg(long, value_name = "N", default_value_t = 1000, hide = true)]
+    pub page_size: u32,
 }
 
 #[derive(Debug, clap::Args)]
