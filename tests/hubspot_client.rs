@@ -12,10 +12,10 @@ fn event(i: usize, created: i64) -> EmailEvent {
     EmailEvent {
         id: format!("ev-{i}"),
         created,
-        kind: if i % 3 == 0 { "CLICK" } else { "OPEN" }.into(),
+        kind: if i.is_multiple_of(3) { "CLICK" } else { "OPEN" }.into(),
         recipient: Some(format!("person{}@example.com", i % 7)),
         email_campaign_id: Some(42),
-        filtered_event: i % 5 == 0,
+        filtered_event: i.is_multiple_of(5),
         extra: Default::default(),
     }
 }

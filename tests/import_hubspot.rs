@@ -25,7 +25,7 @@ fn events() -> Vec<EmailEvent> {
             kind: kinds[i % kinds.len()].into(),
             recipient: Some(format!("person{}@example.com", i % 300)),
             email_campaign_id: Some(7),
-            filtered_event: i % 10 == 0,
+            filtered_event: i.is_multiple_of(10),
             extra: Default::default(),
         })
         .collect();

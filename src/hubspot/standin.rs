@@ -577,27 +577,25 @@ impl World {
         let Ok(Query(q)) = Query::<HashMap<String, String>>::try_from_uri(uri) else {
             return error(StatusCode::BAD_REQUEST, "Invalid query string", None);
         };
-        let num = |k: &str| -> Result<Option<i64>, Response> {
+        let num = |k: &str| -> Result<Option<i64>, String> {
             q.get(k)
                 .map(|v| {
-                    v.parse::<i64>().map_err(|_| {
-                        error(
-                            StatusCode::BAD_REQUEST,
-                            &format!("{k} must be a number of milliseconds, got {v:?}"),
-                            None,
-                        )
-                    })
+                    v.parse::<i64>()
+                        .map_err(|_| format!("{k} must be a number, got {v:?}"))
                 })
                 .transpose()
         };
-        let (start, end, limit, offset) = match (
-            num("startTimestamp"),
-            num("endTimestamp"),
-            num("limit"),
-            num("offset"),
-        ) {
-            (Ok(s), Ok(e), Ok(l), Ok(o)) => (s, e, l, o),
-            (Err(r), ..) | (_, Err(r), ..) | (_, _, Err(r), _) | (.., Err(r)) => return r,
+        let parsed = (|| {
+            Ok::<_, String>((
+                num("startTimestamp")?,
+                num("endTimestamp")?,
+                num("limit")?,
+                num("offset")?,
+            ))
+        })();
+        let (start, end, limit, offset) = match parsed {
+            Ok(p) => p,
+            Err(message) => return error(StatusCode::BAD_REQUEST, &message, None),
         };
         let limit = limit
             .map(|l| (l.max(1) as usize).min(MAX_EVENTS_LIMIT))
