@@ -361,3 +361,54 @@ fn a_rejected_token_is_a_clear_error() {
     );
     assert!(!stderr.contains("wrong-token"), "{stderr}");
 }
+
+#[test]
+fn the_hidden_standin_subcommand_serves_events_with_its_limit() {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("events.json");
+    std::fs::write(
+        &file,
+        r#"{"events": [{"id": "a", "created": 1700000000000, "type": "OPEN", "recipient": "x@example.com"}]}"#,
+    )
+    .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sendtime"))
+        .args([
+            "hubspot-standin",
+            "--listen",
+            "127.0.0.1:0",
+            "--limit-per-10s",
+            "1",
+        ])
+        .arg("--events")
+        .arg(&file)
+        .env_remove("HUBSPOT_STANDIN_TOKEN")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let url = line
+        .split_whitespace()
+        .find(|w| w.starts_with("http://"))
+        .unwrap_or_else(|| panic!("no address in {line:?}"))
+        .to_string();
+    let http = reqwest::blocking::Client::new();
+    let get = || {
+        http.get(format!("{url}{EVENTS}"))
+            .bearer_auth(DEFAULT_TOKEN)
+            .send()
+            .unwrap()
+    };
+    let first = get();
+    assert_eq!(first.status(), 200);
+    let body: serde_json::Value = first.json().unwrap();
+    assert_eq!(body["events"][0]["id"], "a");
+    assert_eq!(body["hasMore"], false);
+    assert_eq!(get().status(), 429);
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
