@@ -412,3 +412,30 @@ fn the_hidden_standin_subcommand_serves_events_with_its_limit() {
     child.kill().unwrap();
     child.wait().unwrap();
 }
+
+#[test]
+fn a_saved_offset_hubspot_refuses_restarts_the_window_without_doubling() {
+    let s = setup(Options::default());
+    s.standin.inject(
+        Injection::next(Fault::Status {
+            status: 403,
+            message: "stop".into(),
+        })
+        .after(2)
+        .times(u64::MAX)
+        .on(EVENTS),
+    );
+    assert!(!s.import().status.success());
+    let path = sendtime::import::hubspot::state_path(&s.data, "main");
+    let mut state: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    assert_eq!(state["run"]["offset"], "500");
+    state["run"]["offset"] = "expired-cursor".into();
+    std::fs::write(&path, serde_json::to_vec(&state).unwrap()).unwrap();
+
+    s.standin.clear_faults();
+    let out = s.import();
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("refused the saved offset"));
+    assert_all_once(&stored(&s.data).0, &s);
+}

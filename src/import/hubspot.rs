@@ -235,6 +235,7 @@ impl Import {
         let mut known = self.stored_keys(cursor.start_ms, cursor.end_ms)?;
         let progress = Progress::new(&self.connector.id, cursor.start_ms, cursor.end_ms);
         let (mut new_total, mut dup_total, mut skipped_total) = (0u64, 0u64, 0u64);
+        let mut resuming_offset = cursor.offset.is_some();
         loop {
             let query = EventsQuery {
                 start_ms: Some(cursor.start_ms),
@@ -243,7 +244,21 @@ impl Import {
                 limit: self.page_size,
                 offset: cursor.offset.clone(),
             };
-            let page = self.fetch(&query).with_context(|| {
+            let page = match self.fetch(&query) {
+                // A saved offset HubSpot no longer accepts (they are opaque and may expire):
+                // start the window over; stored events are recognised, so nothing doubles.
+                Err(e) if resuming_offset && is_bad_request(&e) => {
+                    tracing::warn!(
+                        "HubSpot refused the saved offset ({e:#}); reading the window again from its newest event"
+                    );
+                    resuming_offset = false;
+                    cursor.offset = None;
+                    continue;
+                }
+                other => other,
+            };
+            resuming_offset = false;
+            let page = page.with_context(|| {
                 format!(
                     "import stopped at page {} (progress is saved: run the same command again \
                      to resume)",
@@ -397,6 +412,13 @@ impl Import {
             }
         }
     }
+}
+
+fn is_bad_request(e: &anyhow::Error) -> bool {
+    matches!(
+        e.downcast_ref::<ApiError>(),
+        Some(ApiError::Permanent { status: 400, .. })
+    )
 }
 
 /// Exponential backoff with jitter: attempt 1 waits 0.25–0.5 s, doubling up to the cap.
