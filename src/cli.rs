@@ -132,6 +132,9 @@ pub enum Command {
         #[arg(long, value_name = "TIME")]
         end: Option<String>,
     },
+    /// Run a local HubSpot stand-in (for trying sendtime without a HubSpot account).
+    #[command(name = "hubspot-standin", hide = true)]
+    HubspotStandin(crate::hubspot::standin::CliArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -150,6 +153,12 @@ pub struct HubspotImportArgs {
     /// Only events at or after this time (RFC 3339, e.g. 2026-01-01T00:00:00Z).
     #[arg(long, value_name = "TIME")]
     pub since: Option<String>,
+    /// Only events up to this time (RFC 3339; default: now).
+    #[arg(long, value_name = "TIME")]
+    pub until: Option<String>,
+    /// Events per API page (HubSpot allows at most 1000).
+    #[arg(long, value_name = "N", default_value_t = 1000, hide = true)]
+    pub page_size: u32,
 }
 
 #[derive(Debug, clap::Args)]
@@ -228,7 +237,17 @@ pub fn main() -> ExitCode {
             seed,
             out,
             end,
-        } => report(model::generate(contacts, events, seed, &out, end.as_deref())),
+        } => report(model::generate(
+            contacts,
+            events,
+            seed,
+            &out,
+            end.as_deref(),
+        )),
+        Command::HubspotStandin(args) => {
+            init_logging();
+            report(crate::hubspot::standin::run_cli(args))
+        }
     }
 }
 

@@ -268,6 +268,12 @@ fn frame(rows: &[(u32, &Event)]) -> anyhow::Result<DataFrame> {
                 rows.iter().map(|(c, _)| *c).collect::<Vec<_>>(),
             ),
             Column::new(
+                "event_id".into(),
+                rows.iter()
+                    .map(|(_, e)| e.event_id.as_deref())
+                    .collect::<Vec<_>>(),
+            ),
+            Column::new(
                 "contact_id".into(),
                 rows.iter().map(|(_, e)| e.contact_id).collect::<Vec<_>>(),
             ),

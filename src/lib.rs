@@ -6,6 +6,7 @@
 pub mod cli;
 pub mod config;
 pub mod events;
+pub mod hubspot;
 pub mod import;
 pub mod metrics;
 pub mod model;

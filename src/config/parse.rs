@@ -527,7 +527,9 @@ fn read_model(ctx: &mut Ctx, top: &TableReader) -> Option<crate::model::ModelCon
 /// A TOML integer or float as f64.
 fn number(v: &DeValue) -> Option<f64> {
     match v {
-        DeValue::Integer(i) => i64::from_str_radix(i.as_str(), i.radix()).ok().map(|n| n as f64),
+        DeValue::Integer(i) => i64::from_str_radix(i.as_str(), i.radix())
+            .ok()
+            .map(|n| n as f64),
         DeValue::Float(f) => f.as_str().replace('_', "").parse().ok(),
         _ => None,
     }

@@ -85,7 +85,8 @@ pub fn read(path: &Path, columns: &Columns) -> anyhow::Result<Vec<Event>> {
     let kind_col = columns.kind.as_deref().map(find).transpose()?;
     let source = format!(
         "csv:{}",
-        path.file_name().map_or_else(String::new, |n| n.to_string_lossy().into_owned())
+        path.file_name()
+            .map_or_else(String::new, |n| n.to_string_lossy().into_owned())
     );
 
     let mut events = Vec::new();
@@ -118,7 +119,11 @@ pub fn read(path: &Path, columns: &Columns) -> anyhow::Result<Vec<Event>> {
             if bad_count == 1 { "" } else { "s" },
             path.display(),
             bad.join("\n"),
-            if more > 0 { format!("\n... and {more} more") } else { String::new() }
+            if more > 0 {
+                format!("\n... and {more} more")
+            } else {
+                String::new()
+            }
         );
     }
     Ok(events)
@@ -157,7 +162,10 @@ fn parse_row(
         Some(c) => {
             let raw = r.get(c).unwrap_or("");
             Kind::parse(raw).ok_or_else(|| {
-                format!("unknown event kind {raw:?}; expected one of: {}", kind_names())
+                format!(
+                    "unknown event kind {raw:?}; expected one of: {}",
+                    kind_names()
+                )
             })?
         }
     };
@@ -178,7 +186,11 @@ pub fn parse_time(s: &str) -> Option<i64> {
     let s = s.trim();
     if let Ok(n) = s.parse::<i64>() {
         // Ten digits or fewer: seconds; more: milliseconds.
-        return Some(if n.abs() < 100_000_000_000 { n * 1000 } else { n });
+        return Some(if n.abs() < 100_000_000_000 {
+            n * 1000
+        } else {
+            n
+        });
     }
     if let Ok(t) = DateTime::parse_from_rfc3339(s) {
         return Some(t.timestamp_millis());
@@ -188,10 +200,14 @@ pub fn parse_time(s: &str) -> Option<i64> {
         .or_else(|| s.strip_suffix('Z'))
         .or_else(|| s.strip_suffix("+00:00"))
         .unwrap_or(s);
-    ["%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M"]
-        .iter()
-        .find_map(|f| NaiveDateTime::parse_from_str(naive, f).ok())
-        .map(|t| t.and_utc().timestamp_millis())
+    [
+        "%Y-%m-%d %H:%M:%S%.f",
+        "%Y-%m-%dT%H:%M:%S%.f",
+        "%Y-%m-%d %H:%M",
+    ]
+    .iter()
+    .find_map(|f| NaiveDateTime::parse_from_str(naive, f).ok())
+    .map(|t| t.and_utc().timestamp_millis())
 }
 
 fn kind_names() -> String {
@@ -208,7 +224,8 @@ struct Summary {
 
 impl Summary {
     fn of(events: &[Event]) -> Self {
-        let contacts: std::collections::HashSet<_> = events.iter().filter_map(Event::contact_key).collect();
+        let contacts: std::collections::HashSet<_> =
+            events.iter().filter_map(Event::contact_key).collect();
         Self {
             events: events.len(),
             contacts: contacts.len(),

@@ -1,9 +1,503 @@
 //! `sendtime import hubspot`: HubSpot's email events API into the events dataset.
+//!
+//! A run covers a fixed time window (`--since` or the end of the last complete run, minus an
+//! overlap for events HubSpot records late, up to `--until` or now) and pages through it newest
+//! first. Each page's new events are appended durably *before* the cursor that skips them is
+//! saved (`{data_dir}/state/hubspot-{connector}.json`), so a run stopped anywhere (kill -9,
+//! power loss, a daily limit) resumes at the page it was on. Events are keyed by HubSpot's
+//! (`id`, `created`) and checked against what the events dataset already holds, so a page
+//! fetched twice, or a window imported twice, never doubles an event.
+
+use std::collections::HashSet;
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use chrono::{DateTime, SecondsFormat, Utc};
+use indicatif::{ProgressBar, ProgressStyle};
+use polars::prelude::DataType;
+use serde::{Deserialize, Serialize};
 
 use crate::cli::HubspotImportArgs;
-use crate::config::Config;
+use crate::config::{Config, Connector};
+use crate::events::{self, Event, Kind};
+use crate::hubspot::client::{
+    ApiError, Client, EmailEvent, EventsPage, EventsQuery, MAX_EVENTS_PAGE, RatePolicy, TEN_SECONDS,
+};
+use crate::store::{self, Dataset};
+
+/// How far back a run re-reads before the previous run's end: HubSpot records some events
+/// (opens by clients that were offline, deferred deliveries) after their `created` time.
+pub const OVERLAP: Duration = Duration::from_secs(3 * 3600);
+/// Per-request timeout for the events API (large pages can take a while).
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+/// Consecutive failed attempts at one page before the run stops (its progress is saved).
+const MAX_ATTEMPTS: u32 = 8;
+const BACKOFF_BASE: Duration = Duration::from_millis(500);
+const BACKOFF_CAP: Duration = Duration::from_secs(30);
+const STATE_VERSION: u32 = 1;
+
+/// What the importer remembers between runs, per connector.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+struct State {
+    version: u32,
+    /// Every event created before this (epoch ms) has been imported.
+    complete_until_ms: Option<i64>,
+    /// The run in progress, if the last one did not finish.
+    run: Option<Cursor>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Cursor {
+    start_ms: i64,
+    end_ms: i64,
+    /// HubSpot's offset for the next page; `None` before the first page.
+    offset: Option<String>,
+    pages: u64,
+    stored: u64,
+}
 
 /// Run the import for one connector.
-pub fn run(_config: &Config, _args: &HubspotImportArgs) -> anyhow::Result<()> {
-    anyhow::bail!("import hubspot is not built yet")
+pub fn run(config: &Config, args: &HubspotImportArgs) -> anyhow::Result<()> {
+    let connector = pick_connector(config, args.connector.as_deref())?;
+    let client = Client::for_connector(connector, REQUEST_TIMEOUT)?;
+    let since = args
+        .since
+        .as_deref()
+        .map(|t| parse_time("--since", t))
+        .transpose()?;
+    let until = args
+        .until
+        .as_deref()
+        .map(|t| parse_time("--until", t))
+        .transpose()?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let mut import = Import {
+        data_dir: config.server.data_dir.clone(),
+        connector: connector.clone(),
+        source: format!("hubspot:{}", connector.id),
+        client,
+        rt,
+        page_size: args.page_size.clamp(1, MAX_EVENTS_PAGE),
+    };
+    import.run(since, until)
+}
+
+fn pick_connector<'c>(config: &'c Config, id: Option<&str>) -> anyhow::Result<&'c Connector> {
+    let ids = || {
+        config
+            .connectors
+            .iter()
+            .map(|c| c.id.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    match id {
+        Some(id) => config.connector(id).with_context(|| {
+            format!(
+                "no connector {id:?} in {}; it has: {}",
+                config.path.display(),
+                ids()
+            )
+        }),
+        None => match config.connectors.as_slice() {
+            [one] => Ok(one),
+            _ => bail!(
+                "{} has {} connectors ({}): say which with --connector ID",
+                config.path.display(),
+                config.connectors.len(),
+                ids()
+            ),
+        },
+    }
+}
+
+fn parse_time(flag: &str, text: &str) -> anyhow::Result<i64> {
+    DateTime::parse_from_rfc3339(text.trim())
+        .map(|t| t.timestamp_millis())
+        .with_context(|| {
+            format!("{flag} {text:?} is not an RFC 3339 time such as 2026-01-01T00:00:00Z")
+        })
+}
+
+fn show_time(ms: i64) -> String {
+    DateTime::<Utc>::from_timestamp_millis(ms)
+        .map(|t| t.to_rfc3339_opts(SecondsFormat::Secs, true))
+        .unwrap_or_else(|| format!("{ms} ms"))
+}
+
+struct Import {
+    data_dir: PathBuf,
+    connector: Connector,
+    source: String,
+    client: Client,
+    rt: tokio::runtime::Runtime,
+    page_size: u32,
+}
+
+impl Import {
+    fn state_path(&self) -> PathBuf {
+        state_path(&self.data_dir, &self.connector.id)
+    }
+
+    fn load_state(&self) -> anyhow::Result<State> {
+        let path = self.state_path();
+        match std::fs::read(&path) {
+            Ok(bytes) => {
+                let state: State = serde_json::from_slice(&bytes).with_context(|| {
+                    format!(
+                        "import state {} is unreadable; delete it to import the whole window again \
+                         (nothing is doubled: stored events are recognised)",
+                        path.display()
+                    )
+                })?;
+                if state.version != STATE_VERSION {
+                    bail!(
+                        "import state {} has version {}, this build knows {STATE_VERSION}",
+                        path.display(),
+                        state.version
+                    );
+                }
+                Ok(state)
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(State {
+                version: STATE_VERSION,
+                ..State::default()
+            }),
+            Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
+        }
+    }
+
+    fn save_state(&self, state: &State) -> anyhow::Result<()> {
+        let path = self.state_path();
+        let dir = path.parent().expect("state path has a folder");
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        let bytes = serde_json::to_vec_pretty(state).expect("state serializes");
+        store::write_durably(&path, &bytes)
+            .with_context(|| format!("cannot save import state {}", path.display()))
+    }
+
+    fn run(&mut self, since: Option<i64>, until: Option<i64>) -> anyhow::Result<()> {
+        let mut state = self.load_state()?;
+        let now = Utc::now().timestamp_millis();
+        let resumable = state.run.clone().filter(|r| {
+            since.is_none_or(|s| s == r.start_ms) && until.is_none_or(|u| u == r.end_ms)
+        });
+        let mut cursor = match resumable {
+            Some(c) => {
+                tracing::info!(
+                    connector = %self.connector.id,
+                    "resuming the interrupted import of {} .. {} after page {}",
+                    show_time(c.start_ms),
+                    show_time(c.end_ms),
+                    c.pages
+                );
+                c
+            }
+            None => {
+                if let Some(old) = &state.run {
+                    tracing::warn!(
+                        "an interrupted import of {} .. {} is replaced by the window asked for",
+                        show_time(old.start_ms),
+                        show_time(old.end_ms)
+                    );
+                }
+                let start = since.unwrap_or_else(|| {
+                    state
+                        .complete_until_ms
+                        .map_or(0, |t| t - OVERLAP.as_millis() as i64)
+                        .max(0)
+                });
+                let end = until.unwrap_or(now);
+                if start > end {
+                    bail!(
+                        "nothing to import: the window starts at {} after it ends at {}",
+                        show_time(start),
+                        show_time(end)
+                    );
+                }
+                Cursor {
+                    start_ms: start,
+                    end_ms: end,
+                    offset: None,
+                    pages: 0,
+                    stored: 0,
+                }
+            }
+        };
+        state.run = Some(cursor.clone());
+        self.save_state(&state)?;
+
+        let mut known = self.stored_keys(cursor.start_ms, cursor.end_ms)?;
+        let progress = Progress::new(&self.connector.id, cursor.start_ms, cursor.end_ms);
+        let (mut new_total, mut dup_total, mut skipped_total) = (0u64, 0u64, 0u64);
+        let mut resuming_offset = cursor.offset.is_some();
+        loop {
+            let query = EventsQuery {
+                start_ms: Some(cursor.start_ms),
+                end_ms: Some(cursor.end_ms),
+                event_type: None,
+                limit: self.page_size,
+                offset: cursor.offset.clone(),
+            };
+            let page = match self.fetch(&query) {
+                // A saved offset HubSpot no longer accepts (they are opaque and may expire):
+                // start the window over; stored events are recognised, so nothing doubles.
+                Err(e) if resuming_offset && is_bad_request(&e) => {
+                    tracing::warn!(
+                        "HubSpot refused the saved offset ({e:#}); reading the window again from its newest event"
+                    );
+                    resuming_offset = false;
+                    cursor.offset = None;
+                    continue;
+                }
+                other => other,
+            };
+            resuming_offset = false;
+            let page = page.with_context(|| {
+                format!(
+                    "import stopped at page {} (progress is saved: run the same command again \
+                     to resume)",
+                    cursor.pages + 1
+                )
+            })?;
+            let oldest = page.events.iter().map(|e| e.created).min();
+            let (fresh, dups, unknown) = self.convert(&page, &mut known);
+            let (stored, no_contact) = if fresh.is_empty() {
+                (0, 0)
+            } else {
+                events::append(&self.data_dir, &fresh).context("cannot store events")?
+            };
+            // Only now that the events are durable may the cursor move past them.
+            cursor.pages += 1;
+            cursor.stored += stored as u64;
+            cursor.offset = page.offset.clone();
+            state.run = Some(cursor.clone());
+            self.save_state(&state)?;
+
+            new_total += stored as u64;
+            dup_total += dups;
+            skipped_total += unknown + no_contact as u64;
+            progress.page(&cursor, page.events.len(), stored, dups, oldest);
+            if !page.has_more || page.events.is_empty() || page.offset.is_none() {
+                break;
+            }
+        }
+        state.complete_until_ms = Some(
+            state
+                .complete_until_ms
+                .map_or(cursor.end_ms, |t| t.max(cursor.end_ms)),
+        );
+        state.run = None;
+        self.save_state(&state)?;
+        progress.finish();
+        println!(
+            "imported {new_total} new event{} from HubSpot (connector {}) in {} page{}; \
+             {dup_total} already stored, {skipped_total} skipped; up to date until {}",
+            if new_total == 1 { "" } else { "s" },
+            self.connector.id,
+            cursor.pages,
+            if cursor.pages == 1 { "" } else { "s" },
+            show_time(cursor.end_ms),
+        );
+        Ok(())
+    }
+
+    /// The (id, created) of this connector's events already stored in the window.
+    fn stored_keys(&self, start_ms: i64, end_ms: i64) -> anyhow::Result<HashSet<(String, i64)>> {
+        let mut keys = HashSet::new();
+        let dataset = Dataset::open(&self.data_dir, "events")?;
+        for (path, df) in dataset.read_all()? {
+            let mut read = || -> anyhow::Result<()> {
+                let Ok(ids) = df.column("event_id") else {
+                    return Ok(()); // parts written before event ids were stored
+                };
+                let ids = ids.str()?;
+                let at = df.column("at")?.cast(&DataType::Int64)?;
+                let at = at.i64()?;
+                let source = df.column("source")?.str()?;
+                for ((id, at), src) in ids.iter().zip(at.iter()).zip(source.iter()) {
+                    if let (Some(id), Some(at), Some(src)) = (id, at, src)
+                        && src == self.source
+                        && (start_ms..=end_ms).contains(&at)
+                    {
+                        keys.insert((id.to_string(), at));
+                    }
+                }
+                Ok(())
+            };
+            read().with_context(|| format!("cannot read event ids from {}", path.display()))?;
+        }
+        Ok(keys)
+    }
+
+    /// This page's events not stored yet, as dataset rows; (new, duplicates, unknown kinds).
+    fn convert(
+        &self,
+        page: &EventsPage,
+        known: &mut HashSet<(String, i64)>,
+    ) -> (Vec<Event>, u64, u64) {
+        let (mut fresh, mut dups, mut unknown) = (Vec::new(), 0, 0);
+        for e in &page.events {
+            let Some(kind) = Kind::parse(&e.kind) else {
+                unknown += 1;
+                tracing::debug!(id = %e.id, kind = %e.kind, "skipping event of unknown type");
+                continue;
+            };
+            if !known.insert((e.id.clone(), e.created)) {
+                dups += 1;
+                continue;
+            }
+            fresh.push(to_event(e, kind, &self.source));
+        }
+        (fresh, dups, unknown)
+    }
+
+    /// One page, waiting out rate limits and retrying transient failures.
+    fn fetch(&self, query: &EventsQuery) -> anyhow::Result<EventsPage> {
+        let mut failures = 0u32;
+        let mut rate_limited = 0u32;
+        loop {
+            self.rt.block_on(self.client.ready());
+            let err = match self.rt.block_on(self.client.email_events(query)) {
+                Ok(page) => return Ok(page),
+                Err(e) => e,
+            };
+            match &err {
+                ApiError::RateLimited {
+                    policy: RatePolicy::Daily,
+                    message,
+                    ..
+                } => bail!(
+                    "HubSpot's daily API limit for connector {} is spent ({message}); \
+                     run the import again once it resets",
+                    self.connector.id
+                ),
+                ApiError::RateLimited { retry_after, .. } => {
+                    rate_limited += 1;
+                    if rate_limited > 30 {
+                        bail!("HubSpot kept answering 429 for 30 attempts: {err}");
+                    }
+                    let wait = retry_after.unwrap_or_else(|| {
+                        self.client
+                            .last_rate_limit()
+                            .and_then(|r| r.interval)
+                            .unwrap_or(TEN_SECONDS)
+                    });
+                    tracing::warn!("{err}; waiting {wait:?}");
+                    self.client.limiter().pause_for(wait);
+                }
+                ApiError::Transient { .. } => {
+                    failures += 1;
+                    if failures >= MAX_ATTEMPTS {
+                        return Err(err).context(format!("gave up after {failures} attempts"));
+                    }
+                    let wait = backoff(failures);
+                    tracing::warn!("{err}; retry {failures} in {wait:?}");
+                    std::thread::sleep(wait);
+                }
+                ApiError::Permanent { status: 401, .. } => {
+                    return Err(err).context(format!(
+                        "HubSpot rejected the token in {} (connector {})",
+                        self.connector.access_token_env, self.connector.id
+                    ));
+                }
+                ApiError::Permanent { .. } | ApiError::BatchTooLarge { .. } => {
+                    return Err(err.into());
+                }
+            }
+        }
+    }
+}
+
+fn is_bad_request(e: &anyhow::Error) -> bool {
+    matches!(
+        e.downcast_ref::<ApiError>(),
+        Some(ApiError::Permanent { status: 400, .. })
+    )
+}
+
+/// Exponential backoff with jitter: attempt 1 waits 0.25–0.5 s, doubling up to the cap.
+fn backoff(attempt: u32) -> Duration {
+    let full = BACKOFF_BASE
+        .saturating_mul(1 << attempt.saturating_sub(1).min(16))
+        .min(BACKOFF_CAP);
+    full.mul_f64(0.5 + fastrand::f64() * 0.5)
+}
+
+fn to_event(e: &EmailEvent, kind: Kind, source: &str) -> Event {
+    Event {
+        event_id: Some(e.id.clone()),
+        contact_id: None,
+        email: e.recipient.clone(),
+        kind,
+        at_ms: e.created,
+        filtered: e.filtered_event,
+        source: source.to_string(),
+    }
+}
+
+/// A bar on a terminal, plain log lines otherwise (CI, cron, pipes).
+struct Progress {
+    bar: Option<ProgressBar>,
+    end_ms: i64,
+}
+
+impl Progress {
+    fn new(connector: &str, start_ms: i64, end_ms: i64) -> Progress {
+        tracing::info!(
+            "importing HubSpot email events for connector {connector}: {} .. {}",
+            show_time(start_ms),
+            show_time(end_ms)
+        );
+        let bar = std::io::stderr().is_terminal().then(|| {
+            // Pages come newest first: progress is how far back from the end we have got.
+            let bar = ProgressBar::new(((end_ms - start_ms).max(1) / 1000) as u64);
+            bar.set_style(
+                ProgressStyle::with_template(
+                    "{spinner} [{elapsed_precise}] {wide_bar} {percent}% {msg}",
+                )
+                .expect("valid template"),
+            );
+            bar
+        });
+        Progress { bar, end_ms }
+    }
+
+    fn page(&self, cursor: &Cursor, got: usize, stored: usize, dups: u64, oldest: Option<i64>) {
+        let back_to = oldest.map(show_time).unwrap_or_else(|| "-".into());
+        match &self.bar {
+            Some(bar) => {
+                if let Some(o) = oldest {
+                    bar.set_position(((self.end_ms - o).max(0) / 1000) as u64);
+                }
+                bar.set_message(format!(
+                    "page {}, {} stored, back to {back_to}",
+                    cursor.pages, cursor.stored
+                ));
+            }
+            None => tracing::info!(
+                "page {}: {got} events, {stored} new, {dups} already stored; {} stored this run; back to {back_to}",
+                cursor.pages,
+                cursor.stored
+            ),
+        }
+    }
+
+    fn finish(&self) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
+    }
+}
+
+/// The state file of `connector` under `data_dir` (for tools and tests).
+pub fn state_path(data_dir: &Path, connector: &str) -> PathBuf {
+    data_dir
+        .join("state")
+        .join(format!("hubspot-{connector}.json"))
 }

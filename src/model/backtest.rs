@@ -62,7 +62,13 @@ impl Rows {
 pub fn build(config: ModelConfig, rows: &Rows, until_ms: i64) -> Profiles {
     let mut p = Profiles::new(config, rows.contacts, day_of(until_ms));
     for r in rows.rows.iter().filter(|r| r.at_ms < until_ms) {
-        p.add(r.contact, r.kind, slot_of(r.at_ms), day_of(r.at_ms), r.filtered);
+        p.add(
+            r.contact,
+            r.kind,
+            slot_of(r.at_ms),
+            day_of(r.at_ms),
+            r.filtered,
+        );
     }
     p.refresh_population();
     p
@@ -88,7 +94,7 @@ pub struct SlotScores {
 
 /// What a predictor says about one contact.
 enum Prediction {
-    Distribution([f64; SLOTS]),
+    Distribution(Box<[f64; SLOTS]>),
     /// Slots best first (hour-of-week), and hours best first (hour-of-day).
     Ranking(Vec<u8>, Vec<u8>),
 }
@@ -116,7 +122,7 @@ impl Tally {
                 }
                 self.nll[0] -= by_hour[hour].max(1e-12).ln();
                 self.nll[1] -= p[slot].max(1e-12).ln();
-                (top(p), top(&by_hour))
+                (top(&p[..]), top(&by_hour))
             }
             Prediction::Ranking(week, day) => {
                 self.ranked_only = true;
@@ -238,18 +244,25 @@ pub fn evaluate(config: ModelConfig, rows: &Rows, split_ms: i64, fixed_hour: u8)
     };
     // Mode: the contact's own most frequent slots/hours, ties and the rest by population.
     let mode = |c: &[f64; SLOTS]| {
-        let week: Vec<f64> = c.iter().zip(&population).map(|(n, p)| n + p * 1e-6).collect();
+        let week: Vec<f64> = c
+            .iter()
+            .zip(&population)
+            .map(|(n, p)| n + p * 1e-6)
+            .collect();
         let mut by_hour = [0.0; 24];
         for (s, n) in c.iter().enumerate() {
             by_hour[s % 24] += n;
         }
-        let day: Vec<f64> = by_hour.iter().zip(&pop_by_hour).map(|(n, p)| n + p * 1e-6).collect();
+        let day: Vec<f64> = by_hour
+            .iter()
+            .zip(&pop_by_hour)
+            .map(|(n, p)| n + p * 1e-6)
+            .collect();
         Prediction::Ranking(top(&week), top(&day))
     };
-    let fixed = Prediction::Ranking(
-        (1..=3).map(|d| d * 24 + fixed_hour).collect(),
-        (0..3).map(|k| (fixed_hour + k) % 24).collect(),
-    );
+    // Fixed: the hour on Tuesday, Wednesday and Thursday; the hour and the two after it.
+    let fixed_week: Vec<u8> = (1..=3).map(|d| d * 24 + fixed_hour).collect();
+    let fixed_day: Vec<u8> = (0..3).map(|k| (fixed_hour + k) % 24).collect();
 
     const NAMES: [&str; 5] = [
         "sendtime model",
@@ -269,20 +282,13 @@ pub fn evaluate(config: ModelConfig, rows: &Rows, split_ms: i64, fixed_hour: u8)
         if cache.as_ref().is_none_or(|(c, _)| *c != r.contact) {
             let c = Some(r.contact);
             let preds = vec![
-                Prediction::Distribution(model.scores(c, split_day)),
-                Prediction::Distribution(hist.scores(c, split_day)),
-                Prediction::Distribution(population),
-                counts.get(&r.contact).map_or_else(|| mode(&[0.0; SLOTS]), mode),
-                Prediction::Ranking(
-                    match &fixed {
-                        Prediction::Ranking(w, _) => w.clone(),
-                        _ => unreachable!(),
-                    },
-                    match &fixed {
-                        Prediction::Ranking(_, d) => d.clone(),
-                        _ => unreachable!(),
-                    },
-                ),
+                Prediction::Distribution(Box::new(model.scores(c, split_day))),
+                Prediction::Distribution(Box::new(hist.scores(c, split_day))),
+                Prediction::Distribution(Box::new(population)),
+                counts
+                    .get(&r.contact)
+                    .map_or_else(|| mode(&[0.0; SLOTS]), mode),
+                Prediction::Ranking(fixed_week.clone(), fixed_day.clone()),
             ];
             cache = Some((r.contact, preds));
         }
@@ -312,11 +318,21 @@ pub fn evaluate(config: ModelConfig, rows: &Rows, split_ms: i64, fixed_hour: u8)
 
 /// Pick parameters by warm hour-of-week log-likelihood on the last `validation_days` before
 /// `split_ms`, training on what comes before them. The test period is never looked at.
-pub fn tune(config: ModelConfig, rows: &Rows, split_ms: i64, validation_days: i64) -> (ModelConfig, Tuning) {
+pub fn tune(
+    config: ModelConfig,
+    rows: &Rows,
+    split_ms: i64,
+    validation_days: i64,
+) -> (ModelConfig, Tuning) {
     let val_split = split_ms - validation_days * DAY_MS;
     // Only the training period exists for tuning.
     let train = Rows {
-        rows: rows.rows.iter().copied().filter(|r| r.at_ms < split_ms).collect(),
+        rows: rows
+            .rows
+            .iter()
+            .copied()
+            .filter(|r| r.at_ms < split_ms)
+            .collect(),
         contacts: rows.contacts,
     };
     let mut best: Option<(f64, ModelConfig)> = None;
@@ -369,7 +385,11 @@ impl Report {
         let _ = writeln!(
             out,
             "model: half-life {} d, prior {} events, hour spread {} h, day pooling {}, click weight {}",
-            if p.half_life_days > 1e8 { "none".into() } else { p.half_life_days.to_string() },
+            if p.half_life_days > 1e8 {
+                "none".into()
+            } else {
+                p.half_life_days.to_string()
+            },
             p.prior_strength,
             p.hour_bandwidth,
             p.day_pooling,
@@ -384,7 +404,10 @@ impl Report {
         }
         for (group, rows) in [("warm", &self.warm), ("cold", &self.cold)] {
             let (events, contacts) = rows.first().map_or((0, 0), |(_, s)| (s.events, s.contacts));
-            let _ = writeln!(out, "\n{group} contacts: {contacts} contacts, {events} test events");
+            let _ = writeln!(
+                out,
+                "\n{group} contacts: {contacts} contacts, {events} test events"
+            );
             let _ = writeln!(
                 out,
                 "{:<30} {:>7} {:>7} {:>8}   {:>7} {:>7} {:>8}",
@@ -471,8 +494,8 @@ mod tests {
         assert!((pop.hour_of_day.hit_at_1 - 1.0 / 3.0).abs() < 1e-9);
         assert!((pop.hour_of_day.hit_at_3 - 2.0 / 3.0).abs() < 1e-9);
         // Population NLL over 24 hours: p(09) = p(20) = 0.99 * 0.5 + 0.01/24; p(15) = 0.01/24.
-        let p_hit = 0.99 * 0.5 + 0.01 / 24.0;
-        let p_miss = 0.01 / 24.0;
+        let p_hit: f64 = 0.99 * 0.5 + 0.01 / 24.0;
+        let p_miss: f64 = 0.01 / 24.0;
         let want = -(2.0 * p_hit.ln() + p_miss.ln()) / 3.0;
         assert!((pop.hour_of_day.nll.unwrap() - want).abs() < 1e-9);
         // The model ranks each contact's own hour first.

@@ -17,7 +17,9 @@ use crate::import::csv::{self as csv_import, Columns, parse_time};
 pub fn parse_cli_time(s: &str) -> anyhow::Result<i64> {
     parse_time(s)
         .or_else(|| parse_time(&format!("{s} 00:00:00")))
-        .with_context(|| format!("cannot read {s:?} as a time; use e.g. 2022-07-01 or 2022-07-01T00:00:00Z"))
+        .with_context(|| {
+            format!("cannot read {s:?} as a time; use e.g. 2022-07-01 or 2022-07-01T00:00:00Z")
+        })
 }
 
 fn now_ms() -> i64 {
@@ -52,8 +54,15 @@ pub fn explain(config: &Config, contact: &str, at: Option<&str>) -> anyhow::Resu
                 "{contact}: class {}, {} opens/clicks, last {}{}",
                 profile.class,
                 profile.engagements,
-                profile.last_day.map_or("never".into(), |d| format_ms(d as i64 * crate::events::DAY_MS)[..10].to_string()),
-                if profile.machine { "; MACHINE-LIKE: not learned from" } else { "" }
+                profile.last_day.map_or("never".into(), |d| format_ms(
+                    d as i64 * crate::events::DAY_MS
+                )[..10]
+                    .to_string()),
+                if profile.machine {
+                    "; MACHINE-LIKE: not learned from"
+                } else {
+                    ""
+                }
             );
         }
     }
@@ -83,7 +92,10 @@ fn heat_map(scores: &[f64; SLOTS]) -> String {
     const SHADES: [char; 5] = [' ', '░', '▒', '▓', '█'];
     let max = scores.iter().cloned().fold(0.0, f64::max).max(1e-12);
     let mut out = String::from("      UTC hour 0         6         12        18     23\n");
-    for (d, day) in ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"].iter().enumerate() {
+    for (d, day) in ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"]
+        .iter()
+        .enumerate()
+    {
         out.push_str(&format!("      {day}     "));
         for h in 0..24 {
             let v = scores[d * 24 + h] / max;
@@ -92,7 +104,9 @@ fn heat_map(scores: &[f64; SLOTS]) -> String {
         }
         out.push('\n');
     }
-    let best = (0..SLOTS).max_by(|a, b| scores[*a].total_cmp(&scores[*b])).unwrap_or(0);
+    let best = (0..SLOTS)
+        .max_by(|a, b| scores[*a].total_cmp(&scores[*b]))
+        .unwrap_or(0);
     out.push_str(&format!("      best slot: {}\n", slot_name(best as u8)));
     out
 }
@@ -136,7 +150,9 @@ pub fn predict(config: &Config, as_of: &str, out: &Path) -> anyhow::Result<()> {
 }
 
 fn classes_path(out: &Path) -> PathBuf {
-    let stem = out.file_stem().map_or_else(|| "predict".into(), |s| s.to_string_lossy().into_owned());
+    let stem = out
+        .file_stem()
+        .map_or_else(|| "predict".into(), |s| s.to_string_lossy().into_owned());
     out.with_file_name(format!("{stem}.classes.csv"))
 }
 
@@ -175,7 +191,8 @@ pub fn backtest(
         None => dataset::rows(&config.server.data_dir)?,
     };
     anyhow::ensure!(
-        rows.rows.iter().any(|r| r.at_ms < split_ms) && rows.rows.iter().any(|r| r.at_ms >= split_ms),
+        rows.rows.iter().any(|r| r.at_ms < split_ms)
+            && rows.rows.iter().any(|r| r.at_ms >= split_ms),
         "no events on one side of the split {}; pick a time inside the data",
         format_ms(split_ms)
     );
@@ -196,8 +213,17 @@ pub fn backtest(
 }
 
 /// `sendtime gen`.
-pub fn generate(contacts: usize, events: usize, seed: u64, out: &Path, end: Option<&str>) -> anyhow::Result<()> {
-    let end_ms = end.map(parse_cli_time).transpose()?.unwrap_or(1_767_225_600_000); // 2026-01-01
+pub fn generate(
+    contacts: usize,
+    events: usize,
+    seed: u64,
+    out: &Path,
+    end: Option<&str>,
+) -> anyhow::Result<()> {
+    let end_ms = end
+        .map(parse_cli_time)
+        .transpose()?
+        .unwrap_or(1_767_225_600_000); // 2026-01-01
     let started = std::time::Instant::now();
     let n = synth::generate(
         out,

@@ -34,7 +34,13 @@ pub fn build(data_dir: &Path, config: ModelConfig, as_of_ms: i64) -> anyhow::Res
         let f = df.column("filtered")?.bool()?;
         let at = df.column("at")?.cast(&DataType::Int64)?;
         let at = at.i64()?;
-        for ((((c, k), s), d), (f, at)) in c.iter().zip(k.iter()).zip(s.iter()).zip(d.iter()).zip(f.iter().zip(at.iter())) {
+        for ((((c, k), s), d), (f, at)) in c
+            .iter()
+            .zip(k.iter())
+            .zip(s.iter())
+            .zip(d.iter())
+            .zip(f.iter().zip(at.iter()))
+        {
             let (Some(c), Some(k), Some(s), Some(d), Some(at)) = (c, k, s, d, at) else {
                 continue;
             };

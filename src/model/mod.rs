@@ -12,9 +12,9 @@
 pub mod backtest;
 pub mod commands;
 pub mod dataset;
-pub mod synth;
 pub mod plan;
 pub mod profile;
+pub mod synth;
 
 pub use plan::{Plan, plan};
 pub use profile::{Class, Profile, Profiles};

@@ -315,12 +315,14 @@ impl Profiles {
     /// unknown and machine-like contacts).
     pub fn scores(&self, contact: Option<u32>, now_day: i32) -> [f64; SLOTS] {
         let p = &self.config.params;
-        let Some(c) = contact.filter(|c| (*c as usize) < self.len() && !self.is_machine(*c))
-        else {
+        let Some(c) = contact.filter(|c| (*c as usize) < self.len() && !self.is_machine(*c)) else {
             return self.population;
         };
         let f = 0.5f64.powf((now_day - self.reference_day) as f64 / p.half_life_days);
-        let raw: Vec<f64> = self.weights[c as usize].iter().map(|w| *w as f64 * f).collect();
+        let raw: Vec<f64> = self.weights[c as usize]
+            .iter()
+            .map(|w| *w as f64 * f)
+            .collect();
         let total: f64 = raw.iter().sum();
         if total <= 0.0 {
             return self.population;

@@ -101,7 +101,11 @@ impl Persona {
         if self.machine {
             return delivered + rng.below(30_000) as i64;
         }
-        let peak = if rng.f64() < self.second_peak_share { self.peaks[1] } else { self.peaks[0] };
+        let peak = if rng.f64() < self.second_peak_share {
+            self.peaks[1]
+        } else {
+            self.peaks[0]
+        };
         let local_hour = peak + rng.normal() * 1.0;
         // The first time after delivery that the contact's local clock shows that hour
         // (weekends are skipped with probability 1 - weekend_factor).
@@ -132,8 +136,13 @@ pub fn generate(out: &Path, spec: Spec) -> anyhow::Result<usize> {
     );
     let events_ds = Dataset::open(out, "events")?;
     let mut rng = Rng::new(spec.seed);
-    let personas: Vec<Persona> = (0..spec.contacts).map(|_| Persona::draw(&mut rng, start, end)).collect();
-    let total_activity: f64 = personas.iter().map(|p| p.activity * if p.machine { 40.0 } else { 1.0 }).sum();
+    let personas: Vec<Persona> = (0..spec.contacts)
+        .map(|_| Persona::draw(&mut rng, start, end))
+        .collect();
+    let total_activity: f64 = personas
+        .iter()
+        .map(|p| p.activity * if p.machine { 40.0 } else { 1.0 })
+        .sum();
 
     // Campaigns: sent every Tuesday and Thursday at 14:00 UTC, with a jitter of an hour.
     let mut sends = Vec::new();
@@ -159,7 +168,11 @@ pub fn generate(out: &Path, spec: Spec) -> anyhow::Result<usize> {
                 x if x < 0.25 + 0.75 * p.clicks => Kind::Click,
                 _ => Kind::Open,
             };
-            let at = if kind == Kind::Delivered { sent + rng.below(60_000) as i64 } else { p.open_after(&mut rng, sent) };
+            let at = if kind == Kind::Delivered {
+                sent + rng.below(60_000) as i64
+            } else {
+                p.open_after(&mut rng, sent)
+            };
             // Quiet contacts stop engaging (deliveries go on).
             if kind != Kind::Delivered && p.quits_at.is_some_and(|q| at > q) {
                 rows.push((sent, Kind::Delivered));
@@ -180,12 +193,22 @@ pub fn generate(out: &Path, spec: Spec) -> anyhow::Result<usize> {
     let mut dict = DataFrame::new(
         spec.contacts,
         vec![
-            Column::new("contact".into(), (0..spec.contacts as u32).collect::<Vec<_>>()),
+            Column::new(
+                "contact".into(),
+                (0..spec.contacts as u32).collect::<Vec<_>>(),
+            ),
             Column::new(
                 "key".into(),
-                (0..spec.contacts).map(|c| format!("#{}", c + 1)).collect::<Vec<_>>(),
+                (0..spec.contacts)
+                    .map(|c| format!("#{}", c + 1))
+                    .collect::<Vec<_>>(),
             ),
-            Column::new("contact_id".into(), (0..spec.contacts as i64).map(|c| Some(c + 1)).collect::<Vec<_>>()),
+            Column::new(
+                "contact_id".into(),
+                (0..spec.contacts as i64)
+                    .map(|c| Some(c + 1))
+                    .collect::<Vec<_>>(),
+            ),
         ],
     )?;
     contacts.write_part(Ulid::generate(), &mut dict)?;
@@ -238,7 +261,8 @@ impl PartBuilder {
                 Column::new_scalar("source".into(), Scalar::from(PlSmallStr::from("gen")), n),
             ],
         )?;
-        ds.write_part(Ulid::generate(), &mut df).context("cannot write generated events")?;
+        ds.write_part(Ulid::generate(), &mut df)
+            .context("cannot write generated events")?;
         Ok(n)
     }
 }
@@ -260,7 +284,14 @@ mod tests {
         let n = generate(a.path(), spec).unwrap();
         assert!(n > 1500 && n < 2500, "{n}");
         generate(b.path(), spec).unwrap();
-        let read = |d: &Path| Dataset::open(d, "events").unwrap().read_all().unwrap().remove(0).1;
+        let read = |d: &Path| {
+            Dataset::open(d, "events")
+                .unwrap()
+                .read_all()
+                .unwrap()
+                .remove(0)
+                .1
+        };
         let (da, db) = (read(a.path()), read(b.path()));
         assert!(da.equals_missing(&db));
         // Same columns and types as imported events.

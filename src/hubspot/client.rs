@@ -1,0 +1,717 @@
+//! A HubSpot API client for one connector (one account, one token).
+//!
+//! Every failure is sorted into an [`ApiError`] variant that says what the caller should do
+//! next (wait for the rate limit, retry with backoff, split the batch, or give up and record
+//! HubSpot's message), because the importer and the dispatcher decide on that, never on raw
+//! status codes. The client does not retry by itself: callers own their retry policy, so a
+//! dispatcher can keep other contacts moving while one waits.
+//!
+//! Rate limiting is cooperative: callers await [`Client::ready`] (the connector's [`Limiter`])
+//! before each call; every response's `X-HubSpot-RateLimit-*` headers are fed back into it so a
+//! nearly spent window slows everyone sharing the token down before HubSpot answers 429.
+
+use std::fmt;
+use std::num::NonZeroU32;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Context;
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+use reqwest::header::{AUTHORIZATION, HeaderMap, RETRY_AFTER};
+use reqwest::{Method, StatusCode, Url};
+use serde::{Deserialize, Serialize};
+use tokio::time::Instant;
+
+use crate::config::Connector;
+
+/// HubSpot closes its side after 30 s anyway; waiting longer only holds a slot.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+/// The length of HubSpot's rolling burst window.
+pub const TEN_SECONDS: Duration = Duration::from_secs(10);
+/// HubSpot's largest page for the email events API.
+pub const MAX_EVENTS_PAGE: u32 = 1000;
+
+/// Everything except RFC 3986 unreserved characters, so an email (`+`, `@`, `/`...) is one
+/// path segment whatever it contains.
+const PATH_SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+/// Which of HubSpot's limits a 429 came from: they call for very different waits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RatePolicy {
+    /// `TEN_SECONDLY_ROLLING`: the burst window; free again within seconds.
+    TenSecondly,
+    /// `DAILY`: the account's daily allowance; nothing more today.
+    Daily,
+}
+
+impl RatePolicy {
+    /// HubSpot's `policyName`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RatePolicy::TenSecondly => "TEN_SECONDLY_ROLLING",
+            RatePolicy::Daily => "DAILY",
+        }
+    }
+}
+
+impl fmt::Display for RatePolicy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The `X-HubSpot-RateLimit-*` headers of one response: what is left of the account's limits,
+/// as HubSpot counts them (our own limiter only knows about this process's calls).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RateLimit {
+    /// `X-HubSpot-RateLimit-Max`: calls allowed per interval.
+    pub max: Option<u32>,
+    /// `X-HubSpot-RateLimit-Remaining`: calls left in the current interval.
+    pub remaining: Option<u32>,
+    /// `X-HubSpot-RateLimit-Interval-Milliseconds`.
+    pub interval: Option<Duration>,
+    /// `X-HubSpot-RateLimit-Daily`: calls allowed per day.
+    pub daily: Option<u32>,
+    /// `X-HubSpot-RateLimit-Daily-Remaining`.
+    pub daily_remaining: Option<u32>,
+}
+
+impl RateLimit {
+    pub const MAX: &str = "x-hubspot-ratelimit-max";
+    pub const REMAINING: &str = "x-hubspot-ratelimit-remaining";
+    pub const INTERVAL_MS: &str = "x-hubspot-ratelimit-interval-milliseconds";
+    pub const DAILY: &str = "x-hubspot-ratelimit-daily";
+    pub const DAILY_REMAINING: &str = "x-hubspot-ratelimit-daily-remaining";
+
+    /// Read the headers; `None` when the response carries none of them (some endpoints and
+    /// error paths do not), so "unknown" is never mistaken for "zero left".
+    pub fn from_headers(headers: &HeaderMap) -> Option<RateLimit> {
+        let num = |name: &str| -> Option<u64> {
+            headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse().ok())
+        };
+        let clamp = |v: u64| v.min(u32::MAX as u64) as u32;
+        let rate = RateLimit {
+            max: num(Self::MAX).map(clamp),
+            remaining: num(Self::REMAINING).map(clamp),
+            interval: num(Self::INTERVAL_MS).map(Duration::from_millis),
+            daily: num(Self::DAILY).map(clamp),
+            daily_remaining: num(Self::DAILY_REMAINING).map(clamp),
+        };
+        (rate != RateLimit::default()).then_some(rate)
+    }
+}
+
+/// A failed call, sorted by what the caller should do about it.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ApiError {
+    /// 429: wait. `retry_after` is HubSpot's `Retry-After` when it sent one; otherwise wait
+    /// out the interval (ten-secondly) or stop for the day (daily).
+    #[error("HubSpot rate limit {policy} reached{}: {message}", retry_after.map(|d| format!(" (retry after {d:?})")).unwrap_or_default())]
+    RateLimited {
+        policy: RatePolicy,
+        retry_after: Option<Duration>,
+        message: String,
+    },
+    /// 5xx, connection failures, timeouts: retry with backoff. `may_have_reached` says the
+    /// request may have been received (and acted on) by HubSpot, e.g. a timeout after sending;
+    /// a retry of such a call is at-least-once.
+    #[error("HubSpot call failed ({}), worth retrying: {message}", status.map(|s| s.to_string()).unwrap_or_else(|| "no response".into()))]
+    Transient {
+        status: Option<u16>,
+        may_have_reached: bool,
+        message: String,
+    },
+    /// Other 4xx: retrying will not help; record HubSpot's message for a person.
+    #[error("HubSpot refused the call with {status}: {message}")]
+    Permanent {
+        status: u16,
+        message: String,
+        correlation_id: Option<String>,
+    },
+    /// A list call refused because the batch is too large: split it and try again.
+    #[error("HubSpot says a batch of {size} record ids is too large ({status}): {message}")]
+    BatchTooLarge {
+        size: usize,
+        status: u16,
+        message: String,
+    },
+}
+
+impl ApiError {
+    /// Whether the same call may succeed later (rate limits and transient failures).
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self,
+            ApiError::RateLimited { .. } | ApiError::Transient { .. }
+        )
+    }
+
+    /// The HTTP status HubSpot answered with, if it answered.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            ApiError::RateLimited { .. } => Some(429),
+            ApiError::Transient { status, .. } => *status,
+            ApiError::Permanent { status, .. } | ApiError::BatchTooLarge { status, .. } => {
+                Some(*status)
+            }
+        }
+    }
+}
+
+/// One email event as HubSpot's email events API returns it. Fields we do not use are kept
+/// in `extra` so the stand-in can serve, and tools can print, HubSpot's full shape.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EmailEvent {
+    /// HubSpot's event id (a string); unique together with `created`.
+    pub id: String,
+    /// Epoch milliseconds.
+    pub created: i64,
+    /// `OPEN`, `CLICK`, `SENT`, ...
+    #[serde(rename = "type")]
+    pub kind: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recipient: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email_campaign_id: Option<i64>,
+    /// Machine opens and bot clicks that HubSpot hides from its reports.
+    #[serde(default)]
+    pub filtered_event: bool,
+    #[serde(flatten)]
+    pub extra: serde_json::Map<String, serde_json::Value>,
+}
+
+/// One page of email events, newest first.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EventsPage {
+    #[serde(default)]
+    pub events: Vec<EmailEvent>,
+    #[serde(default)]
+    pub has_more: bool,
+    /// Opaque cursor for the next page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offset: Option<String>,
+}
+
+/// What to ask the email events API for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventsQuery {
+    /// Inclusive, epoch ms.
+    pub start_ms: Option<i64>,
+    /// Inclusive, epoch ms. Fixing it for a whole run keeps offsets stable while new events arrive.
+    pub end_ms: Option<i64>,
+    pub event_type: Option<String>,
+    pub limit: u32,
+    pub offset: Option<String>,
+}
+
+impl Default for EventsQuery {
+    fn default() -> Self {
+        EventsQuery {
+            start_ms: None,
+            end_ms: None,
+            event_type: None,
+            limit: MAX_EVENTS_PAGE,
+            offset: None,
+        }
+    }
+}
+
+/// A workflow a contact is enrolled in (enrollments read).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Workflow {
+    pub id: u64,
+    #[serde(default)]
+    pub name: String,
+    #[serde(flatten)]
+    pub extra: serde_json::Map<String, serde_json::Value>,
+}
+
+/// HubSpot's answer to a list membership add.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ListAddResult {
+    /// HubSpot's own schema spells it `recordsIdsAdded`; both spellings are accepted.
+    #[serde(default, rename = "recordsIdsAdded", alias = "recordIdsAdded")]
+    pub record_ids_added: Vec<String>,
+    #[serde(default)]
+    pub record_ids_missing: Vec<String>,
+    #[serde(default)]
+    pub record_ids_removed: Vec<String>,
+}
+
+/// HubSpot's error body: `{status, message, correlationId, errorType?, policyName?}`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ErrorBody {
+    message: Option<String>,
+    correlation_id: Option<String>,
+    policy_name: Option<String>,
+}
+
+/// Settings for one connector's client.
+#[derive(Debug, Clone)]
+pub struct ClientOptions {
+    /// Whole-request timeout (connect, send, wait, read).
+    pub timeout: Duration,
+    /// The account's burst limit per 10 s; the limiter stays under it.
+    pub requests_per_10s: u32,
+}
+
+impl Default for ClientOptions {
+    fn default() -> Self {
+        ClientOptions {
+            timeout: DEFAULT_TIMEOUT,
+            requests_per_10s: 100,
+        }
+    }
+}
+
+/// A HubSpot API client for one connector. Cheap to clone; clones share the limiter.
+#[derive(Clone)]
+pub struct Client {
+    http: reqwest::Client,
+    base: String,
+    /// Only ever put in the Authorization header; never in Debug output, errors or logs.
+    token: Arc<str>,
+    limiter: Arc<Limiter>,
+    last_rate: Arc<Mutex<Option<RateLimit>>>,
+}
+
+impl fmt::Debug for Client {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Client")
+            .field("base", &self.base)
+            .field("token", &"<redacted>")
+            .finish()
+    }
+}
+
+impl Client {
+    /// A client for `api_base` (e.g. `https://api.hubapi.com`) with `token`.
+    pub fn new(api_base: &str, token: &str, options: ClientOptions) -> anyhow::Result<Client> {
+        let base = api_base.trim_end_matches('/').to_string();
+        Url::parse(&base).with_context(|| format!("HubSpot api_base {base:?} is not a URL"))?;
+        let http = reqwest::Client::builder()
+            .timeout(options.timeout)
+            .user_agent(concat!("sendtime/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .context("cannot build the HTTP client")?;
+        Ok(Client {
+            http,
+            base,
+            token: token.into(),
+            limiter: Arc::new(Limiter::new(options.requests_per_10s)),
+            last_rate: Arc::new(Mutex::new(None)),
+        })
+    }
+
+    /// A client for `connector`, its token read from the env var the config names.
+    pub fn for_connector(connector: &Connector, timeout: Duration) -> anyhow::Result<Client> {
+        let token = connector.access_token().with_context(|| {
+            format!(
+                "connector {:?}: environment variable {} (access_token_env) is not set; \
+                 set it to the HubSpot private app token",
+                connector.id, connector.access_token_env
+            )
+        })?;
+        Client::new(
+            &connector.api_base,
+            &token,
+            ClientOptions {
+                timeout,
+                requests_per_10s: connector.requests_per_10s,
+            },
+        )
+    }
+
+    /// The limiter shared by every clone of this client.
+    pub fn limiter(&self) -> &Arc<Limiter> {
+        &self.limiter
+    }
+
+    /// Wait until the limiter allows one more call. Await this before every call.
+    pub async fn ready(&self) {
+        self.limiter.until_ready().await;
+    }
+
+    /// The rate-limit headers of the most recent response that had them.
+    pub fn last_rate_limit(&self) -> Option<RateLimit> {
+        *self.last_rate.lock().unwrap()
+    }
+
+    /// One page of email events (`GET /email/public/v1/events`), newest first.
+    pub async fn email_events(&self, query: &EventsQuery) -> Result<EventsPage, ApiError> {
+        let mut url = self.url("/email/public/v1/events");
+        {
+            let mut q = url.query_pairs_mut();
+            if let Some(s) = query.start_ms {
+                q.append_pair("startTimestamp", &s.to_string());
+            }
+            if let Some(e) = query.end_ms {
+                q.append_pair("endTimestamp", &e.to_string());
+            }
+            if let Some(t) = &query.event_type {
+                q.append_pair("eventType", t);
+            }
+            q.append_pair("limit", &query.limit.clamp(1, MAX_EVENTS_PAGE).to_string());
+            if let Some(o) = &query.offset {
+                q.append_pair("offset", o);
+            }
+        }
+        let resp = self.send(Method::GET, url, None, None).await?;
+        json_body(resp).await
+    }
+
+    /// Enroll a contact, by email, into a workflow
+    /// (`POST /automation/v2/workflows/{id}/enrollments/contacts/{email}`).
+    pub async fn enroll(&self, workflow_id: u64, email: &str) -> Result<(), ApiError> {
+        let email = utf8_percent_encode(email, PATH_SEGMENT);
+        let url = self.url(&format!(
+            "/automation/v2/workflows/{workflow_id}/enrollments/contacts/{email}"
+        ));
+        self.send(Method::POST, url, None, None).await?;
+        Ok(())
+    }
+
+    /// The workflows a contact (by vid) is currently enrolled in.
+    pub async fn enrollments(&self, vid: u64) -> Result<Vec<Workflow>, ApiError> {
+        let url = self.url(&format!(
+            "/automation/v2/workflows/enrollments/contacts/{vid}"
+        ));
+        let resp = self.send(Method::GET, url, None, None).await?;
+        json_body(resp).await
+    }
+
+    /// Add records to a MANUAL or SNAPSHOT list (`PUT /crm/v3/lists/{id}/memberships/add`).
+    /// Idempotent on HubSpot's side; a batch HubSpot finds too large comes back as
+    /// [`ApiError::BatchTooLarge`].
+    pub async fn add_to_list(
+        &self,
+        list_id: &str,
+        record_ids: &[String],
+    ) -> Result<ListAddResult, ApiError> {
+        let list = utf8_percent_encode(list_id, PATH_SEGMENT);
+        let url = self.url(&format!("/crm/v3/lists/{list}/memberships/add"));
+        let body = serde_json::to_vec(record_ids).expect("strings serialize");
+        let resp = self
+            .send(Method::PUT, url, Some(body), Some(record_ids.len()))
+            .await?;
+        let bytes = resp.bytes().await.map_err(transport)?;
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Ok(ListAddResult::default());
+        }
+        serde_json::from_slice(&bytes).map_err(|e| bad_body(&e))
+    }
+
+    fn url(&self, path: &str) -> Url {
+        Url::parse(&format!("{}{path}", self.base)).expect("base validated in Client::new")
+    }
+
+    /// Send one request; a non-2xx answer becomes the matching [`ApiError`].
+    async fn send(
+        &self,
+        method: Method,
+        url: Url,
+        json: Option<Vec<u8>>,
+        batch: Option<usize>,
+    ) -> Result<reqwest::Response, ApiError> {
+        let mut req = self
+            .http
+            .request(method, url)
+            .header(AUTHORIZATION, format!("Bearer {}", self.token));
+        if let Some(body) = json {
+            req = req
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .body(body);
+        }
+        let resp = req.send().await.map_err(transport)?;
+        if let Some(rate) = RateLimit::from_headers(resp.headers()) {
+            *self.last_rate.lock().unwrap() = Some(rate);
+            self.limiter.observe(&rate);
+        }
+        if resp.status().is_success() {
+            return Ok(resp);
+        }
+        Err(classify(resp, batch).await)
+    }
+}
+
+async fn json_body<T: serde::de::DeserializeOwned>(resp: reqwest::Response) -> Result<T, ApiError> {
+    let bytes = resp.bytes().await.map_err(transport)?;
+    serde_json::from_slice(&bytes).map_err(|e| bad_body(&e))
+}
+
+/// A 2xx whose body we cannot read: the call reached HubSpot, so a retry may repeat it.
+fn bad_body(e: &serde_json::Error) -> ApiError {
+    ApiError::Transient {
+        status: None,
+        may_have_reached: true,
+        message: format!("unexpected response body from HubSpot: {e}"),
+    }
+}
+
+/// A request that got no (complete) HTTP answer.
+fn transport(e: reqwest::Error) -> ApiError {
+    // A connect failure never reached HubSpot; anything later (timeout while waiting, the
+    // connection dropped mid-answer) may have been received and acted on.
+    let may_have_reached = !e.is_connect();
+    let what = if e.is_timeout() {
+        "timed out"
+    } else if e.is_connect() {
+        "could not connect"
+    } else {
+        "connection failed"
+    };
+    let e = e.without_url();
+    let mut message = format!("{what}: {e}");
+    let mut source = std::error::Error::source(&e);
+    while let Some(s) = source {
+        message.push_str(": ");
+        message.push_str(&s.to_string());
+        source = s.source();
+    }
+    ApiError::Transient {
+        status: None,
+        may_have_reached,
+        message,
+    }
+}
+
+/// Sort a non-2xx answer into what the caller should do.
+async fn classify(resp: reqwest::Response, batch: Option<usize>) -> ApiError {
+    let status = resp.status();
+    let retry_after = resp
+        .headers()
+        .get(RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .filter(|s| s.is_finite() && *s >= 0.0)
+        .map(Duration::from_secs_f64);
+    let text = resp.text().await.unwrap_or_default();
+    let body: ErrorBody = serde_json::from_str(&text).unwrap_or_default();
+    let message = body.message.clone().unwrap_or_else(|| {
+        let t = text.trim();
+        if t.is_empty() {
+            format!("HTTP {status} with no message")
+        } else {
+            t.chars().take(300).collect()
+        }
+    });
+    if status == StatusCode::TOO_MANY_REQUESTS {
+        let policy = match body.policy_name.as_deref() {
+            Some("DAILY") => RatePolicy::Daily,
+            _ => RatePolicy::TenSecondly,
+        };
+        return ApiError::RateLimited {
+            policy,
+            retry_after,
+            message,
+        };
+    }
+    if status.is_server_error() {
+        return ApiError::Transient {
+            status: Some(status.as_u16()),
+            may_have_reached: true,
+            message,
+        };
+    }
+    if let Some(size) = batch
+        && status.is_client_error()
+        && (status == StatusCode::PAYLOAD_TOO_LARGE || says_too_large(&message))
+    {
+        return ApiError::BatchTooLarge {
+            size,
+            status: status.as_u16(),
+            message,
+        };
+    }
+    ApiError::Permanent {
+        status: status.as_u16(),
+        message,
+        correlation_id: body.correlation_id,
+    }
+}
+
+fn says_too_large(message: &str) -> bool {
+    let m = message.to_ascii_lowercase();
+    [
+        "too large",
+        "too many",
+        "too big",
+        "exceeds the maximum",
+        "maximum batch",
+    ]
+    .iter()
+    .any(|p| m.contains(p))
+}
+
+/// Paces one connector's calls under its 10-second limit, and under what HubSpot's headers
+/// say is left (other tools may share the account's limit).
+pub struct Limiter {
+    gcra: DefaultDirectRateLimiter,
+    pace: Mutex<Pace>,
+}
+
+#[derive(Debug, Default)]
+struct Pace {
+    /// Nobody starts a call before this (set after a 429).
+    not_before: Option<Instant>,
+    /// Minimum gap between call starts while HubSpot says the window is nearly spent.
+    spacing: Option<Duration>,
+    last_start: Option<Instant>,
+}
+
+impl fmt::Debug for Limiter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Limiter").field("pace", &self.pace).finish()
+    }
+}
+
+impl Limiter {
+    /// A limiter for `requests_per_10s` calls in any rolling 10 seconds.
+    ///
+    /// A plain token bucket allows a full burst plus a window's refill inside one rolling
+    /// window (nearly twice the limit), so the burst is a tenth of the limit and the refill
+    /// rate the other nine tenths: no 10-second window ever sees more than the limit.
+    pub fn new(requests_per_10s: u32) -> Limiter {
+        let n = requests_per_10s.max(1);
+        let burst = (n / 10).max(1);
+        let refill = (n - burst).max(1);
+        let period = TEN_SECONDS / refill;
+        let quota = Quota::with_period(period)
+            .expect("period is positive")
+            .allow_burst(NonZeroU32::new(burst).expect("burst >= 1"));
+        Limiter {
+            gcra: RateLimiter::direct(quota),
+            pace: Mutex::new(Pace::default()),
+        }
+    }
+
+    /// Wait for permission to start one call.
+    pub async fn until_ready(&self) {
+        loop {
+            let wait_until = {
+                let pace = self.pace.lock().unwrap();
+                let spaced = match (pace.spacing, pace.last_start) {
+                    (Some(gap), Some(last)) => Some(last + gap),
+                    _ => None,
+                };
+                [pace.not_before, spaced].into_iter().flatten().max()
+            };
+            match wait_until {
+                Some(t) if t > Instant::now() => tokio::time::sleep_until(t).await,
+                _ => break,
+            }
+        }
+        self.gcra.until_ready().await;
+        self.pace.lock().unwrap().last_start = Some(Instant::now());
+    }
+
+    /// Hold every caller for `wait` (after a 429, so the whole connector backs off).
+    pub fn pause_for(&self, wait: Duration) {
+        let until = Instant::now() + wait;
+        let mut pace = self.pace.lock().unwrap();
+        if pace.not_before.is_none_or(|t| t < until) {
+            pace.not_before = Some(until);
+        }
+    }
+
+    /// Take HubSpot's view of the window into account: when a tenth or less of it is left,
+    /// spread the remaining calls over the interval instead of spending them at once.
+    pub fn observe(&self, rate: &RateLimit) {
+        let (Some(max), Some(remaining)) = (rate.max, rate.remaining) else {
+            return;
+        };
+        let interval = rate.interval.unwrap_or(TEN_SECONDS);
+        let mut pace = self.pace.lock().unwrap();
+        pace.spacing = (remaining <= max / 10).then(|| interval / (remaining + 1));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn list_add_accepts_both_spellings() {
+        let a: ListAddResult =
+            serde_json::from_str(r#"{"recordsIdsAdded":["1"],"recordIdsMissing":["9"]}"#).unwrap();
+        let b: ListAddResult = serde_json::from_str(r#"{"recordIdsAdded":["1"]}"#).unwrap();
+        assert_eq!(a.record_ids_added, ["1"]);
+        assert_eq!(a.record_ids_missing, ["9"]);
+        assert_eq!(b.record_ids_added, ["1"]);
+    }
+
+    #[test]
+    fn emails_are_one_path_segment() {
+        let e = utf8_percent_encode("a+b/c@x.com", PATH_SEGMENT).to_string();
+        assert_eq!(e, "a%2Bb%2Fc%40x.com");
+    }
+
+    #[test]
+    fn debug_never_shows_the_token() {
+        let c = Client::new(
+            "http://127.0.0.1:1",
+            "pat-secret-123",
+            ClientOptions::default(),
+        )
+        .unwrap();
+        assert!(!format!("{c:?}").contains("pat-secret-123"));
+    }
+
+    #[tokio::test]
+    async fn limiter_bursts_a_tenth_then_paces() {
+        let limiter = Limiter::new(100);
+        let start = Instant::now();
+        for _ in 0..10 {
+            limiter.until_ready().await;
+        }
+        assert!(start.elapsed() < Duration::from_millis(50));
+        for _ in 0..3 {
+            limiter.until_ready().await;
+        }
+        // 90 per 10 s after the burst: about 111 ms apart.
+        assert!(
+            start.elapsed() >= Duration::from_millis(250),
+            "{:?}",
+            start.elapsed()
+        );
+    }
+
+    #[tokio::test]
+    async fn limiter_spreads_calls_when_hubspot_says_the_window_is_nearly_spent() {
+        let limiter = Limiter::new(1000);
+        limiter.until_ready().await;
+        limiter.observe(&RateLimit {
+            max: Some(100),
+            remaining: Some(1),
+            interval: Some(Duration::from_millis(400)),
+            ..RateLimit::default()
+        });
+        let start = Instant::now();
+        limiter.until_ready().await;
+        assert!(
+            start.elapsed() >= Duration::from_millis(150),
+            "{:?}",
+            start.elapsed()
+        );
+        limiter.observe(&RateLimit {
+            max: Some(100),
+            remaining: Some(90),
+            ..RateLimit::default()
+        });
+        let start = Instant::now();
+        limiter.until_ready().await;
+        assert!(start.elapsed() < Duration::from_millis(50));
+    }
+}

@@ -1,0 +1,8 @@
+//! Talking to HubSpot's API: [`client`] is what the importer and the dispatcher call; [`standin`]
+//! is a local HubSpot that tests and benchmarks call instead, with HubSpot's shapes, limits and
+//! failures, so the real client code is what gets exercised.
+
+pub mod client;
+pub mod standin;
+
+pub use client::{ApiError, Client, ClientOptions, EmailEvent, EventsPage, RateLimit, RatePolicy};

@@ -1,0 +1,833 @@
+//! A local HubSpot stand-in: the four API calls sendtime makes, with HubSpot's request and
+//! response shapes, its bearer-token check, its rolling 10-second and daily limits (429 with
+//! HubSpot's body and the `X-HubSpot-RateLimit-*` headers on every answer), and the failures
+//! a real run meets (5xx, slow answers, dropped connections, batches that are too large).
+//!
+//! Tests, the dispatcher's tests and benchmarks run the real [`Client`](super::Client)
+//! against it over real HTTP, so what is tested is what runs against HubSpot. Every request is
+//! logged ([`StandIn::log`]) so tests can check what was called and when. It is also exposed
+//! as the hidden `sendtime hubspot-standin` subcommand for trying things by hand.
+
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use anyhow::Context;
+use axum::body::Body;
+use axum::extract::{Query, Request, State};
+use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use hyper_util::rt::TokioIo;
+use percent_encoding::percent_decode_str;
+use serde_json::json;
+use tokio::net::TcpListener;
+use tokio::sync::{Notify, oneshot};
+use tokio::time::Instant;
+use tower::ServiceExt;
+
+use super::client::{EmailEvent, RateLimit, RatePolicy, TEN_SECONDS};
+
+/// The token the stand-in accepts unless told otherwise.
+pub const DEFAULT_TOKEN: &str = "standin-token";
+/// HubSpot's default and largest events page.
+const DEFAULT_EVENTS_LIMIT: usize = 100;
+const MAX_EVENTS_LIMIT: usize = 1000;
+/// First contact id handed out to emails the stand-in has not seen.
+const FIRST_VID: u64 = 1001;
+const PORTAL_ID: u64 = 62515;
+
+/// How the stand-in behaves. `Default` is a well-behaved Professional account.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// The bearer token that is accepted; anything else gets HubSpot's 401.
+    pub token: String,
+    /// Requests allowed in any rolling 10 seconds before 429 `TEN_SECONDLY_ROLLING`.
+    pub limit_per_10s: u32,
+    /// Requests allowed in the stand-in's lifetime before 429 `DAILY`.
+    pub daily_limit: u32,
+    /// `Retry-After` sent with ten-secondly 429s (HubSpot often sends none).
+    pub retry_after: Option<Duration>,
+    /// Fraction of requests answered 502 at random.
+    pub error_rate: f64,
+    /// Fraction of requests answered only after `slow_by` (processed first, like a real
+    /// server that is slow to answer).
+    pub slow_rate: f64,
+    pub slow_by: Duration,
+    /// Fraction of requests whose connection is closed without an answer (not processed).
+    pub drop_rate: f64,
+    /// List adds with more record ids than this get a 400 "too large".
+    pub max_list_batch: Option<usize>,
+    /// Email events served by the events API (any order; served newest first).
+    pub events: Vec<EmailEvent>,
+    /// Workflows that exist; empty means every id exists.
+    pub workflows: Vec<u64>,
+    /// Seed for the random faults, so a failing run can be repeated.
+    pub seed: u64,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            token: DEFAULT_TOKEN.to_string(),
+            limit_per_10s: 190,
+            daily_limit: 1_000_000,
+            retry_after: None,
+            error_rate: 0.0,
+            slow_rate: 0.0,
+            slow_by: Duration::from_secs(2),
+            drop_rate: 0.0,
+            max_list_batch: None,
+            events: Vec::new(),
+            workflows: Vec::new(),
+            seed: 1,
+        }
+    }
+}
+
+/// A failure to answer with instead of the normal response.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Fault {
+    /// 429 with HubSpot's body for `policy`, with `Retry-After` when given.
+    RateLimited {
+        policy: RatePolicy,
+        retry_after: Option<Duration>,
+    },
+    /// Any status with HubSpot's error body (`{status, message, correlationId}`).
+    Status { status: u16, message: String },
+    /// Process normally, answer after this long.
+    Slow(Duration),
+    /// Close the connection without answering (and without processing).
+    Drop,
+}
+
+/// A scripted fault: let `skip` matching requests through, then fail the next `times`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Injection {
+    pub fault: Fault,
+    pub skip: u64,
+    pub times: u64,
+    /// Only requests whose path starts with this count (e.g. `/email/`).
+    pub path_prefix: Option<String>,
+}
+
+impl Injection {
+    /// Fail the very next matching request once.
+    pub fn next(fault: Fault) -> Injection {
+        Injection {
+            fault,
+            skip: 0,
+            times: 1,
+            path_prefix: None,
+        }
+    }
+
+    /// Fail `times` requests instead of one (`u64::MAX`: from then on).
+    pub fn times(self, times: u64) -> Injection {
+        Injection { times, ..self }
+    }
+
+    /// Let `skip` matching requests through first.
+    pub fn after(self, skip: u64) -> Injection {
+        Injection { skip, ..self }
+    }
+
+    /// Only requests whose path starts with `prefix`.
+    pub fn on(self, prefix: &str) -> Injection {
+        Injection {
+            path_prefix: Some(prefix.to_string()),
+            ..self
+        }
+    }
+}
+
+/// One request the stand-in received.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LogEntry {
+    /// Arrival order, from 0.
+    pub seq: u64,
+    pub method: String,
+    pub path: String,
+    pub query: Option<String>,
+    pub at: SystemTime,
+    /// The status answered; `None` when the connection was dropped instead.
+    pub status: Option<u16>,
+}
+
+struct Rule {
+    injection: Injection,
+    seen: u64,
+    applied: u64,
+}
+
+/// Everything the stand-in remembers.
+struct World {
+    options: Options,
+    /// Events sorted newest first.
+    events: Vec<EmailEvent>,
+    window: VecDeque<Instant>,
+    daily_used: u32,
+    rules: Vec<Rule>,
+    rng: fastrand::Rng,
+    vids: HashMap<String, u64>,
+    enrollments: HashMap<u64, BTreeSet<u64>>,
+    lists: HashMap<String, BTreeSet<String>>,
+    log: Vec<LogEntry>,
+}
+
+type Shared = Arc<Mutex<World>>;
+
+/// Inserted into each request so a handler can drop its connection.
+#[derive(Clone)]
+struct Killer(Arc<Notify>);
+
+/// A running stand-in. Stops when dropped.
+pub struct StandIn {
+    addr: SocketAddr,
+    world: Shared,
+    shutdown: Option<oneshot::Sender<()>>,
+}
+
+impl StandIn {
+    /// Start on an ephemeral port of 127.0.0.1.
+    pub async fn start(options: Options) -> std::io::Result<StandIn> {
+        StandIn::bind("127.0.0.1:0".parse().expect("valid address"), options).await
+    }
+
+    /// Start on `addr`.
+    pub async fn bind(addr: SocketAddr, options: Options) -> std::io::Result<StandIn> {
+        let listener = TcpListener::bind(addr).await?;
+        let addr = listener.local_addr()?;
+        let mut events = options.events.clone();
+        events.sort_by(|a, b| (b.created, &b.id).cmp(&(a.created, &a.id)));
+        let world = Arc::new(Mutex::new(World {
+            rng: fastrand::Rng::with_seed(options.seed),
+            options,
+            events,
+            window: VecDeque::new(),
+            daily_used: 0,
+            rules: Vec::new(),
+            vids: HashMap::new(),
+            enrollments: HashMap::new(),
+            lists: HashMap::new(),
+            log: Vec::new(),
+        }));
+        let router = axum::Router::new()
+            .fallback(handle)
+            .with_state(world.clone());
+        let (tx, mut rx) = oneshot::channel::<()>();
+        tokio::spawn(async move {
+            loop {
+                let stream = tokio::select! {
+                    _ = &mut rx => break,
+                    accepted = listener.accept() => match accepted {
+                        Ok((stream, _)) => stream,
+                        Err(_) => continue,
+                    },
+                };
+                let router = router.clone();
+                tokio::spawn(serve_connection(stream, router));
+            }
+        });
+        Ok(StandIn {
+            addr,
+            world,
+            shutdown: Some(tx),
+        })
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The base URL to put in a connector's `api_base`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Every request received so far, in arrival order.
+    pub fn log(&self) -> Vec<LogEntry> {
+        self.world.lock().unwrap().log.clone()
+    }
+
+    /// Add a scripted fault (rules are tried in the order added).
+    pub fn inject(&self, injection: Injection) {
+        self.world.lock().unwrap().rules.push(Rule {
+            injection,
+            seen: 0,
+            applied: 0,
+        });
+    }
+
+    /// Remove all scripted faults.
+    pub fn clear_faults(&self) {
+        self.world.lock().unwrap().rules.clear();
+    }
+
+    /// Change the rolling 10-second limit while running.
+    pub fn set_limit_per_10s(&self, limit: u32) {
+        self.world.lock().unwrap().options.limit_per_10s = limit;
+    }
+
+    /// Change the random fault rates while running.
+    pub fn set_fault_rates(&self, error_rate: f64, slow_rate: f64, drop_rate: f64) {
+        let mut w = self.world.lock().unwrap();
+        w.options.error_rate = error_rate;
+        w.options.slow_rate = slow_rate;
+        w.options.drop_rate = drop_rate;
+    }
+
+    /// The contact id the stand-in gave `email` when it was first enrolled.
+    pub fn vid_of(&self, email: &str) -> Option<u64> {
+        self.world
+            .lock()
+            .unwrap()
+            .vids
+            .get(&email.to_ascii_lowercase())
+            .copied()
+    }
+
+    /// Workflows `email` has been enrolled in.
+    pub fn enrollments_of(&self, email: &str) -> Vec<u64> {
+        let w = self.world.lock().unwrap();
+        w.vids
+            .get(&email.to_ascii_lowercase())
+            .and_then(|vid| w.enrollments.get(vid))
+            .map(|s| s.iter().copied().collect())
+            .unwrap_or_default()
+    }
+
+    /// Record ids in list `list_id`.
+    pub fn list_members(&self, list_id: &str) -> Vec<String> {
+        let w = self.world.lock().unwrap();
+        w.lists
+            .get(list_id)
+            .map(|s| s.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// Stop accepting connections.
+    pub fn stop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+impl Drop for StandIn {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Serve one connection with hyper directly (not `axum::serve`) so a handler can close it
+/// without answering, the way a crashed proxy or a reset does.
+async fn serve_connection(stream: tokio::net::TcpStream, router: axum::Router) {
+    let kill = Arc::new(Notify::new());
+    let k = kill.clone();
+    let service = hyper::service::service_fn(move |mut req: Request<hyper::body::Incoming>| {
+        req.extensions_mut().insert(Killer(k.clone()));
+        router.clone().oneshot(req.map(Body::new))
+    });
+    let conn = hyper::server::conn::http1::Builder::new()
+        .keep_alive(true)
+        .serve_connection(TokioIo::new(stream), service);
+    tokio::select! {
+        _ = conn => {}
+        _ = kill.notified() => {}
+    }
+}
+
+/// What the gate decided for one request.
+enum Gate {
+    Answer(Response),
+    Slow(Duration),
+    SlowAnswer(Response, Duration),
+    Drop,
+    Proceed,
+}
+
+async fn handle(State(world): State<Shared>, req: Request) -> Result<Response, Infallible> {
+    let received = SystemTime::now();
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let query = req.uri().query().map(str::to_string);
+    let killer = req.extensions().get::<Killer>().cloned();
+    let authorized = {
+        let token = world.lock().unwrap().options.token.clone();
+        req.headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .is_some_and(|t| t.trim() == token)
+    };
+    let uri = req.uri().clone();
+    let body = axum::body::to_bytes(req.into_body(), 64 * 1024 * 1024)
+        .await
+        .unwrap_or_default();
+
+    let (outcome, rate) = {
+        let mut w = world.lock().unwrap();
+        let seq = w.log.len() as u64;
+        let gate = if authorized {
+            w.gate(&path)
+        } else {
+            Gate::Answer(error(
+                StatusCode::UNAUTHORIZED,
+                "Authentication credentials not found. This API supports OAuth 2.0 authentication \
+                 and you can find more details at https://developers.hubspot.com/docs/methods/auth/oauth-overview",
+                Some("INVALID_AUTHENTICATION"),
+            ))
+        };
+        let outcome = match gate {
+            Gate::Proceed => Gate::Answer(w.route(&method, &path, &uri, &body)),
+            // Processed now, answered late: like a server that did the work but is slow to say so.
+            Gate::Slow(d) => Gate::SlowAnswer(w.route(&method, &path, &uri, &body), d),
+            other => other,
+        };
+        let status = match &outcome {
+            Gate::Answer(r) | Gate::SlowAnswer(r, _) => Some(r.status().as_u16()),
+            _ => None,
+        };
+        w.log.push(LogEntry {
+            seq,
+            method: method.to_string(),
+            path,
+            query,
+            at: received,
+            status,
+        });
+        (outcome, w.rate_headers())
+    };
+    match outcome {
+        Gate::Answer(resp) => Ok(with_rate(resp, rate)),
+        Gate::SlowAnswer(resp, d) => {
+            tokio::time::sleep(d).await;
+            Ok(with_rate(resp, rate))
+        }
+        Gate::Slow(_) | Gate::Drop | Gate::Proceed => {
+            if let Some(Killer(k)) = killer {
+                k.notify_one();
+            }
+            std::future::pending().await
+        }
+    }
+}
+
+impl World {
+    /// Scripted faults, then the limits, then random faults.
+    fn gate(&mut self, path: &str) -> Gate {
+        let mut scripted = None;
+        for rule in &mut self.rules {
+            if rule
+                .injection
+                .path_prefix
+                .as_deref()
+                .is_some_and(|p| !path.starts_with(p))
+            {
+                continue;
+            }
+            rule.seen += 1;
+            if rule.seen > rule.injection.skip && rule.applied < rule.injection.times {
+                rule.applied += 1;
+                scripted = Some(rule.injection.fault.clone());
+                break;
+            }
+        }
+        if let Some(fault) = scripted {
+            return self.fault(fault);
+        }
+        let now = Instant::now();
+        while self.window.front().is_some_and(|t| now - *t >= TEN_SECONDS) {
+            self.window.pop_front();
+        }
+        if self.window.len() >= self.options.limit_per_10s as usize {
+            let retry_after = self.options.retry_after;
+            return self.fault(Fault::RateLimited {
+                policy: RatePolicy::TenSecondly,
+                retry_after,
+            });
+        }
+        if self.daily_used >= self.options.daily_limit {
+            return self.fault(Fault::RateLimited {
+                policy: RatePolicy::Daily,
+                retry_after: None,
+            });
+        }
+        self.window.push_back(now);
+        self.daily_used += 1;
+        let roll = self.rng.f64();
+        let o = &self.options;
+        if roll < o.drop_rate {
+            Gate::Drop
+        } else if roll < o.drop_rate + o.error_rate {
+            self.fault(Fault::Status {
+                status: 502,
+                message: "Bad Gateway".into(),
+            })
+        } else if roll < o.drop_rate + o.error_rate + o.slow_rate {
+            Gate::Slow(o.slow_by)
+        } else {
+            Gate::Proceed
+        }
+    }
+
+    fn fault(&self, fault: Fault) -> Gate {
+        match fault {
+            Fault::RateLimited {
+                policy,
+                retry_after,
+            } => {
+                let message = match policy {
+                    RatePolicy::TenSecondly => format!(
+                        "You have reached your ten_secondly_rolling limit. ({} requests per 10 s)",
+                        self.options.limit_per_10s
+                    ),
+                    RatePolicy::Daily => "You have reached your daily limit.".to_string(),
+                };
+                let mut resp = (
+                    StatusCode::TOO_MANY_REQUESTS,
+                    axum::Json(json!({
+                        "status": "error",
+                        "message": message,
+                        "errorType": "RATE_LIMIT",
+                        "correlationId": correlation_id(),
+                        "policyName": policy.as_str(),
+                    })),
+                )
+                    .into_response();
+                if let Some(d) = retry_after {
+                    let secs = d
+                        .as_secs_f64()
+                        .ceil()
+                        .max(if d.is_zero() { 0.0 } else { 1.0 });
+                    resp.headers_mut()
+                        .insert(header::RETRY_AFTER, HeaderValue::from(secs as u64));
+                }
+                Gate::Answer(resp)
+            }
+            Fault::Status { status, message } => Gate::Answer(error(
+                StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+                &message,
+                None,
+            )),
+            Fault::Slow(d) => Gate::Slow(d),
+            Fault::Drop => Gate::Drop,
+        }
+    }
+
+    fn rate_headers(&self) -> RateLimit {
+        let max = self.options.limit_per_10s;
+        RateLimit {
+            max: Some(max),
+            remaining: Some(max.saturating_sub(self.window.len() as u32)),
+            interval: Some(TEN_SECONDS),
+            daily: Some(self.options.daily_limit),
+            daily_remaining: Some(self.options.daily_limit.saturating_sub(self.daily_used)),
+        }
+    }
+
+    fn route(
+        &mut self,
+        method: &Method,
+        path: &str,
+        uri: &axum::http::Uri,
+        body: &[u8],
+    ) -> Response {
+        let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+        match (method.clone(), segments.as_slice()) {
+            (Method::GET, ["email", "public", "v1", "events"]) => self.events_page(uri),
+            (
+                Method::POST,
+                [
+                    "automation",
+                    "v2",
+                    "workflows",
+                    wf,
+                    "enrollments",
+                    "contacts",
+                    email,
+                ],
+            ) => self.enroll(wf, email),
+            (
+                Method::GET,
+                [
+                    "automation",
+                    "v2",
+                    "workflows",
+                    "enrollments",
+                    "contacts",
+                    vid,
+                ],
+            ) => self.enrollments_read(vid),
+            (Method::PUT, ["crm", "v3", "lists", list, "memberships", "add"]) => {
+                self.list_add(list, body)
+            }
+            _ => error(
+                StatusCode::NOT_FOUND,
+                &format!("No endpoint {method} {path} in the HubSpot stand-in"),
+                None,
+            ),
+        }
+    }
+
+    fn events_page(&self, uri: &axum::http::Uri) -> Response {
+        let Ok(Query(q)) = Query::<HashMap<String, String>>::try_from_uri(uri) else {
+            return error(StatusCode::BAD_REQUEST, "Invalid query string", None);
+        };
+        let num = |k: &str| -> Result<Option<i64>, String> {
+            q.get(k)
+                .map(|v| {
+                    v.parse::<i64>()
+                        .map_err(|_| format!("{k} must be a number, got {v:?}"))
+                })
+                .transpose()
+        };
+        let parsed = (|| {
+            Ok::<_, String>((
+                num("startTimestamp")?,
+                num("endTimestamp")?,
+                num("limit")?,
+                num("offset")?,
+            ))
+        })();
+        let (start, end, limit, offset) = match parsed {
+            Ok(p) => p,
+            Err(message) => return error(StatusCode::BAD_REQUEST, &message, None),
+        };
+        let limit = limit
+            .map(|l| (l.max(1) as usize).min(MAX_EVENTS_LIMIT))
+            .unwrap_or(DEFAULT_EVENTS_LIMIT);
+        let offset = offset.unwrap_or(0).max(0) as usize;
+        let exclude_filtered = q.get("excludeFilteredEvents").is_some_and(|v| v == "true");
+        let event_type = q.get("eventType");
+        // Newest first: skip what is newer than `end`, stop at what is older than `start`.
+        let lo = end.map_or(0, |e| self.events.partition_point(|ev| ev.created > e));
+        let hi = start.map_or(self.events.len(), |s| {
+            self.events.partition_point(|ev| ev.created >= s)
+        });
+        let matching: Vec<&EmailEvent> = self.events[lo..hi.max(lo)]
+            .iter()
+            .filter(|e| event_type.is_none_or(|t| e.kind.eq_ignore_ascii_case(t)))
+            .filter(|e| !(exclude_filtered && e.filtered_event))
+            .collect();
+        let page: Vec<&EmailEvent> = matching.iter().skip(offset).take(limit).copied().collect();
+        let next = offset + page.len();
+        let has_more = next < matching.len();
+        axum::Json(json!({
+            "events": page,
+            "hasMore": has_more,
+            "offset": next.to_string(),
+        }))
+        .into_response()
+    }
+
+    fn enroll(&mut self, workflow: &str, email: &str) -> Response {
+        let Ok(workflow) = workflow.parse::<u64>() else {
+            return error(
+                StatusCode::NOT_FOUND,
+                &format!("Workflow {workflow:?} not found"),
+                None,
+            );
+        };
+        if !self.options.workflows.is_empty() && !self.options.workflows.contains(&workflow) {
+            return error(
+                StatusCode::NOT_FOUND,
+                &format!("Workflow {workflow} not found"),
+                None,
+            );
+        }
+        let email = percent_decode_str(email)
+            .decode_utf8_lossy()
+            .to_ascii_lowercase();
+        if !email.contains('@') || email.starts_with('@') || email.ends_with('@') {
+            return error(
+                StatusCode::BAD_REQUEST,
+                &format!("Invalid email address: {email:?}"),
+                None,
+            );
+        }
+        let next = FIRST_VID + self.vids.len() as u64;
+        let vid = *self.vids.entry(email).or_insert(next);
+        self.enrollments.entry(vid).or_default().insert(workflow);
+        StatusCode::NO_CONTENT.into_response()
+    }
+
+    fn enrollments_read(&self, vid: &str) -> Response {
+        let Ok(vid) = vid.parse::<u64>() else {
+            return error(
+                StatusCode::BAD_REQUEST,
+                &format!("Invalid contact id {vid:?}"),
+                None,
+            );
+        };
+        let workflows: Vec<_> = self
+            .enrollments
+            .get(&vid)
+            .into_iter()
+            .flatten()
+            .map(|id| {
+                json!({
+                    "id": id,
+                    "name": format!("Workflow {id}"),
+                    "type": "DRIP_DELAY",
+                    "enabled": true,
+                    "portalId": PORTAL_ID,
+                })
+            })
+            .collect();
+        axum::Json(workflows).into_response()
+    }
+
+    fn list_add(&mut self, list: &str, body: &[u8]) -> Response {
+        if list.parse::<u64>().is_err() {
+            return error(
+                StatusCode::BAD_REQUEST,
+                &format!("Invalid list id {list:?}: ILS list ids are numbers"),
+                None,
+            );
+        }
+        let ids: Vec<serde_json::Value> = match serde_json::from_slice(body) {
+            Ok(ids) => ids,
+            Err(e) => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    &format!("Invalid input JSON: expected an array of record ids: {e}"),
+                    None,
+                );
+            }
+        };
+        if let Some(max) = self.options.max_list_batch
+            && ids.len() > max
+        {
+            return error(
+                StatusCode::BAD_REQUEST,
+                &format!(
+                    "Request is too large: {} record ids sent, at most {max} allowed per call",
+                    ids.len()
+                ),
+                Some("VALIDATION_ERROR"),
+            );
+        }
+        let members = self.lists.entry(list.to_string()).or_default();
+        let (mut added, mut missing) = (Vec::new(), Vec::new());
+        for id in ids {
+            let id = match id {
+                serde_json::Value::String(s) => s,
+                other => other.to_string(),
+            };
+            if id.parse::<u64>().is_err() {
+                missing.push(id);
+            } else if members.insert(id.clone()) {
+                added.push(id);
+            }
+        }
+        axum::Json(json!({
+            "recordIdsMissing": missing,
+            "recordIdsRemoved": [],
+            "recordsIdsAdded": added,
+        }))
+        .into_response()
+    }
+}
+
+fn with_rate(mut resp: Response, rate: RateLimit) -> Response {
+    let h = resp.headers_mut();
+    let mut put = |name: &'static str, v: Option<u64>| {
+        if let Some(v) = v {
+            h.insert(name, HeaderValue::from(v));
+        }
+    };
+    put(RateLimit::MAX, rate.max.map(u64::from));
+    put(RateLimit::REMAINING, rate.remaining.map(u64::from));
+    put(
+        RateLimit::INTERVAL_MS,
+        rate.interval.map(|d| d.as_millis() as u64),
+    );
+    put(RateLimit::DAILY, rate.daily.map(u64::from));
+    put(
+        RateLimit::DAILY_REMAINING,
+        rate.daily_remaining.map(u64::from),
+    );
+    resp
+}
+
+/// HubSpot's error body.
+fn error(status: StatusCode, message: &str, category: Option<&str>) -> Response {
+    let mut body = json!({
+        "status": "error",
+        "message": message,
+        "correlationId": correlation_id(),
+    });
+    if let Some(c) = category {
+        body["category"] = json!(c);
+    }
+    (status, axum::Json(body)).into_response()
+}
+
+fn correlation_id() -> String {
+    ulid::Ulid::generate().to_string().to_ascii_lowercase()
+}
+
+/// `sendtime hubspot-standin`: run the stand-in by hand.
+#[derive(Debug, clap::Args)]
+pub struct CliArgs {
+    /// Address to listen on (port 0: any free port; the address is printed).
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:0")]
+    pub listen: SocketAddr,
+    /// Email events to serve: a JSON array of HubSpot events, or `{"events": [...]}`.
+    #[arg(long, value_name = "FILE.json")]
+    pub events: Option<PathBuf>,
+    /// Rolling 10-second request limit.
+    #[arg(long, value_name = "N", default_value_t = 190)]
+    pub limit_per_10s: u32,
+    /// Bearer token to accept.
+    #[arg(long, value_name = "TOKEN", env = "HUBSPOT_STANDIN_TOKEN", default_value = DEFAULT_TOKEN, hide_env_values = true)]
+    pub token: String,
+}
+
+/// Run the stand-in until Ctrl-C.
+pub fn run_cli(args: CliArgs) -> anyhow::Result<()> {
+    let events = match &args.events {
+        None => Vec::new(),
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read events file {}", path.display()))?;
+            #[derive(serde::Deserialize)]
+            #[serde(untagged)]
+            enum File {
+                List(Vec<EmailEvent>),
+                Page { events: Vec<EmailEvent> },
+            }
+            match serde_json::from_str::<File>(&text).with_context(|| {
+                format!(
+                    "{}: expected a JSON array of HubSpot email events or {{\"events\": [...]}}",
+                    path.display()
+                )
+            })? {
+                File::List(e) | File::Page { events: e } => e,
+            }
+        }
+    };
+    let options = Options {
+        token: args.token,
+        limit_per_10s: args.limit_per_10s,
+        events,
+        ..Options::default()
+    };
+    let rt = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    rt.block_on(async {
+        let n = options.events.len();
+        let standin = StandIn::bind(args.listen, options)
+            .await
+            .with_context(|| format!("cannot listen on {}", args.listen))?;
+        println!(
+            "HubSpot stand-in listening on {} ({n} email events)",
+            standin.url()
+        );
+        tokio::signal::ctrl_c().await?;
+        Ok(())
+    })
+}

@@ -1,0 +1,457 @@
+//! The HubSpot client against the local stand-in over real HTTP: every call's happy path, and
+//! every kind of failure sorted into the error the dispatcher acts on.
+
+use std::time::Duration;
+
+use sendtime::hubspot::client::{
+    ApiError, Client, ClientOptions, EmailEvent, EventsQuery, RateLimit, RatePolicy,
+};
+use sendtime::hubspot::standin::{DEFAULT_TOKEN, Fault, Injection, Options, StandIn};
+
+fn event(i: usize, created: i64) -> EmailEvent {
+    EmailEvent {
+        id: format!("ev-{i}"),
+        created,
+        kind: if i.is_multiple_of(3) { "CLICK" } else { "OPEN" }.into(),
+        recipient: Some(format!("person{}@example.com", i % 7)),
+        email_campaign_id: Some(42),
+        filtered_event: i.is_multiple_of(5),
+        extra: Default::default(),
+    }
+}
+
+fn client(standin: &StandIn) -> Client {
+    client_with(standin, Duration::from_secs(10))
+}
+
+fn client_with(standin: &StandIn, timeout: Duration) -> Client {
+    Client::new(
+        &standin.url(),
+        DEFAULT_TOKEN,
+        ClientOptions {
+            timeout,
+            requests_per_10s: 1000,
+        },
+    )
+    .unwrap()
+}
+
+async fn standin(options: Options) -> StandIn {
+    StandIn::start(options).await.unwrap()
+}
+
+#[tokio::test]
+async fn email_events_page_newest_first_within_the_window() {
+    let events: Vec<_> = (0..25).map(|i| event(i, 1_000 + i as i64 * 10)).collect();
+    let s = standin(Options {
+        events,
+        ..Options::default()
+    })
+    .await;
+    let c = client(&s);
+    let mut q = EventsQuery {
+        start_ms: Some(1_050),
+        end_ms: Some(1_200),
+        limit: 4,
+        ..EventsQuery::default()
+    };
+    let mut seen = Vec::new();
+    loop {
+        let page = c.email_events(&q).await.unwrap();
+        assert!(page.events.len() <= 4);
+        seen.extend(page.events.iter().map(|e| e.created));
+        if !page.has_more {
+            break;
+        }
+        q.offset = page.offset;
+    }
+    let want: Vec<i64> = (5..=20).rev().map(|i| 1_000 + i * 10).collect();
+    assert_eq!(seen, want);
+
+    let first = c
+        .email_events(&EventsQuery {
+            limit: 1,
+            ..EventsQuery::default()
+        })
+        .await
+        .unwrap();
+    let e = &first.events[0];
+    assert_eq!((e.id.as_str(), e.created), ("ev-24", 1_240));
+    assert_eq!(e.kind, "CLICK");
+    assert_eq!(e.email_campaign_id, Some(42));
+    assert!(first.has_more);
+
+    let clicks = c
+        .email_events(&EventsQuery {
+            event_type: Some("CLICK".into()),
+            ..EventsQuery::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(clicks.events.len(), 9);
+    assert!(!clicks.has_more);
+}
+
+#[tokio::test]
+async fn enroll_is_remembered_and_read_back() {
+    let s = standin(Options::default()).await;
+    let c = client(&s);
+    c.enroll(1234, "Ann+news/letter@example.com").await.unwrap();
+    c.enroll(77, "ann+news/letter@example.com").await.unwrap();
+    let vid = s
+        .vid_of("ann+news/letter@example.com")
+        .expect("contact created");
+    let workflows = c.enrollments(vid).await.unwrap();
+    let ids: Vec<u64> = workflows.iter().map(|w| w.id).collect();
+    assert_eq!(ids, [77, 1234]);
+    assert_eq!(workflows[1].name, "Workflow 1234");
+    assert!(c.enrollments(999_999).await.unwrap().is_empty());
+    let log = s.log();
+    assert_eq!(
+        log[0].path,
+        "/automation/v2/workflows/1234/enrollments/contacts/Ann%2Bnews%2Fletter%40example.com"
+    );
+    assert_eq!((log[0].method.as_str(), log[0].status), ("POST", Some(204)));
+}
+
+#[tokio::test]
+async fn list_add_reports_added_and_missing_and_is_idempotent() {
+    let s = standin(Options::default()).await;
+    let c = client(&s);
+    let ids = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    let r = c
+        .add_to_list("987", &ids(&["1", "2", "nope"]))
+        .await
+        .unwrap();
+    assert_eq!(r.record_ids_added, ["1", "2"]);
+    assert_eq!(r.record_ids_missing, ["nope"]);
+    let r = c.add_to_list("987", &ids(&["2", "3"])).await.unwrap();
+    assert_eq!(r.record_ids_added, ["3"]);
+    assert_eq!(s.list_members("987"), ["1", "2", "3"]);
+}
+
+#[tokio::test]
+async fn rate_limit_headers_are_parsed_from_every_response() {
+    let s = standin(Options {
+        limit_per_10s: 190,
+        daily_limit: 500_000,
+        ..Options::default()
+    })
+    .await;
+    let c = client(&s);
+    assert_eq!(c.last_rate_limit(), None);
+    c.enrollments(1).await.unwrap();
+    c.enrollments(1).await.unwrap();
+    assert_eq!(
+        c.last_rate_limit(),
+        Some(RateLimit {
+            max: Some(190),
+            remaining: Some(188),
+            interval: Some(Duration::from_secs(10)),
+            daily: Some(500_000),
+            daily_remaining: Some(499_998),
+        })
+    );
+    // Error answers carry them too.
+    s.inject(Injection::next(Fault::Status {
+        status: 500,
+        message: "boom".into(),
+    }));
+    c.enrollments(1).await.unwrap_err();
+    // Scripted faults are answered before the limits count the call.
+    assert_eq!(c.last_rate_limit().unwrap().remaining, Some(188));
+}
+
+#[tokio::test]
+async fn ten_secondly_429_with_and_without_retry_after() {
+    let s = standin(Options::default()).await;
+    let c = client(&s);
+    s.inject(Injection::next(Fault::RateLimited {
+        policy: RatePolicy::TenSecondly,
+        retry_after: Some(Duration::from_secs(3)),
+    }));
+    s.inject(Injection::next(Fault::RateLimited {
+        policy: RatePolicy::TenSecondly,
+        retry_after: None,
+    }));
+    match c.enroll(1, "a@example.com").await.unwrap_err() {
+        ApiError::RateLimited {
+            policy,
+            retry_after,
+            message,
+        } => {
+            assert_eq!(policy, RatePolicy::TenSecondly);
+            assert_eq!(retry_after, Some(Duration::from_secs(3)));
+            assert!(message.contains("ten_secondly_rolling"), "{message}");
+        }
+        other => panic!("expected RateLimited, got {other:?}"),
+    }
+    // Scripted rules apply in order: the first has been used up.
+    match c.enroll(1, "a@example.com").await.unwrap_err() {
+        ApiError::RateLimited {
+            policy: RatePolicy::TenSecondly,
+            retry_after: None,
+            ..
+        } => {}
+        other => panic!("expected RateLimited without Retry-After, got {other:?}"),
+    }
+    c.enroll(1, "a@example.com").await.unwrap();
+}
+
+#[tokio::test]
+async fn daily_limit_gives_a_daily_429() {
+    let s = standin(Options {
+        daily_limit: 2,
+        ..Options::default()
+    })
+    .await;
+    let c = client(&s);
+    c.enrollments(1).await.unwrap();
+    c.enrollments(1).await.unwrap();
+    let err = c.enrollments(1).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            ApiError::RateLimited {
+                policy: RatePolicy::Daily,
+                retry_after: None,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(err.is_retryable());
+    assert_eq!(c.last_rate_limit().unwrap().daily_remaining, Some(0));
+}
+
+#[tokio::test]
+async fn server_errors_are_transient_and_reached_hubspot() {
+    let s = standin(Options::default()).await;
+    let c = client(&s);
+    s.inject(Injection::next(Fault::Status {
+        status: 503,
+        message: "Service Unavailable".into(),
+    }));
+    let err = c.enroll(1, "a@example.com").await.unwrap_err();
+    assert_eq!(
+        err,
+        ApiError::Transient {
+            status: Some(503),
+            may_have_reached: true,
+            message: "Service Unavailable".into()
+        }
+    );
+    assert!(err.is_retryable());
+}
+
+#[tokio::test]
+async fn a_slow_answer_times_out_as_transient_that_may_have_reached_hubspot() {
+    let s = standin(Options::default()).await;
+    let c = client_with(&s, Duration::from_millis(300));
+    s.inject(Injection::next(Fault::Slow(Duration::from_secs(3))));
+    let err = c.enroll(5, "slow@example.com").await.unwrap_err();
+    match &err {
+        ApiError::Transient {
+            status: None,
+            may_have_reached: true,
+            message,
+        } => assert!(message.contains("timed out"), "{message}"),
+        other => panic!("expected a timeout, got {other:?}"),
+    }
+    // The stand-in did the work before answering late: a retry would be a repeat.
+    assert_eq!(s.enrollments_of("slow@example.com"), [5]);
+}
+
+#[tokio::test]
+async fn a_dropped_connection_is_transient() {
+    let s = standin(Options::default()).await;
+    let c = client(&s);
+    s.inject(Injection::next(Fault::Drop));
+    let err = c.enroll(5, "drop@example.com").await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            ApiError::Transient {
+                status: None,
+                may_have_reached: true,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert_eq!(s.log()[0].status, None);
+    assert!(s.enrollments_of("drop@example.com").is_empty());
+    c.enroll(5, "drop@example.com").await.unwrap();
+}
+
+#[tokio::test]
+async fn connection_refused_never_reached_hubspot() {
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let c = Client::new(
+        &format!("http://127.0.0.1:{port}"),
+        "t",
+        ClientOptions::default(),
+    )
+    .unwrap();
+    let err = c.enrollments(1).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            ApiError::Transient {
+                status: None,
+                may_have_reached: false,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+}
+
+#[tokio::test]
+async fn permanent_errors_carry_hubspots_message() {
+    let s = standin(Options {
+        workflows: vec![1],
+        ..Options::default()
+    })
+    .await;
+    let c = client(&s);
+    match c.enroll(2, "a@example.com").await.unwrap_err() {
+        ApiError::Permanent {
+            status,
+            message,
+            correlation_id,
+        } => {
+            assert_eq!(status, 404);
+            assert_eq!(message, "Workflow 2 not found");
+            assert!(correlation_id.is_some());
+        }
+        other => panic!("expected Permanent, got {other:?}"),
+    }
+    let wrong = Client::new(&s.url(), "not-the-token", ClientOptions::default()).unwrap();
+    let err = wrong.enrollments(1).await.unwrap_err();
+    assert!(!err.is_retryable());
+    assert_eq!(err.status(), Some(401));
+    assert!(
+        err.to_string()
+            .contains("Authentication credentials not found"),
+        "{err}"
+    );
+    assert!(!err.to_string().contains("not-the-token"));
+}
+
+#[tokio::test]
+async fn too_large_list_batches_are_classified_for_splitting() {
+    let s = standin(Options {
+        max_list_batch: Some(3),
+        ..Options::default()
+    })
+    .await;
+    let c = client(&s);
+    let ids: Vec<String> = (1..=4).map(|i| i.to_string()).collect();
+    match c.add_to_list("5", &ids).await.unwrap_err() {
+        ApiError::BatchTooLarge { size, status, .. } => assert_eq!((size, status), (4, 400)),
+        other => panic!("expected BatchTooLarge, got {other:?}"),
+    }
+    c.add_to_list("5", &ids[..3]).await.unwrap();
+    c.add_to_list("5", &ids[3..]).await.unwrap();
+    assert_eq!(s.list_members("5").len(), 4);
+    // The same 4xx on a call that is not a batch stays permanent.
+    s.inject(Injection::next(Fault::Status {
+        status: 400,
+        message: "Request is too large".into(),
+    }));
+    assert!(matches!(
+        c.enroll(1, "a@example.com").await.unwrap_err(),
+        ApiError::Permanent { status: 400, .. }
+    ));
+}
+
+#[tokio::test]
+async fn standin_rolling_limit_answers_hubspots_429_once_exceeded() {
+    let s = standin(Options {
+        limit_per_10s: 5,
+        ..Options::default()
+    })
+    .await;
+    let http = reqwest::Client::new();
+    let url = format!("{}/automation/v2/workflows/enrollments/contacts/1", s.url());
+    let mut statuses = Vec::new();
+    let mut last = None;
+    for _ in 0..7 {
+        let resp = http
+            .get(&url)
+            .bearer_auth(DEFAULT_TOKEN)
+            .send()
+            .await
+            .unwrap();
+        statuses.push(resp.status().as_u16());
+        last = Some(resp);
+    }
+    assert_eq!(statuses, [200, 200, 200, 200, 200, 429, 429]);
+    let resp = last.unwrap();
+    let h = resp.headers();
+    assert_eq!(h["x-hubspot-ratelimit-max"], "5");
+    assert_eq!(h["x-hubspot-ratelimit-remaining"], "0");
+    assert_eq!(h["x-hubspot-ratelimit-interval-milliseconds"], "10000");
+    assert!(h.get("retry-after").is_none());
+    let body: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(body["status"], "error");
+    assert_eq!(body["errorType"], "RATE_LIMIT");
+    assert_eq!(body["policyName"], "TEN_SECONDLY_ROLLING");
+    assert!(
+        body["correlationId"]
+            .as_str()
+            .is_some_and(|c| !c.is_empty())
+    );
+    assert!(body["message"].as_str().is_some());
+    // Rejected calls do not count: the window frees up ten seconds after the first call.
+    let first = s.log()[0].at;
+    let wait = Duration::from_secs(10).saturating_sub(first.elapsed().unwrap());
+    tokio::time::sleep(wait + Duration::from_millis(200)).await;
+    let resp = http
+        .get(&url)
+        .bearer_auth(DEFAULT_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+}
+
+#[tokio::test]
+async fn standin_rejects_a_missing_token_with_hubspots_401() {
+    let s = standin(Options::default()).await;
+    let resp = reqwest::get(format!("{}/email/public/v1/events", s.url()))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 401);
+    assert!(resp.headers().contains_key("x-hubspot-ratelimit-max"));
+    let body: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(body["status"], "error");
+    assert_eq!(body["category"], "INVALID_AUTHENTICATION");
+}
+
+#[tokio::test]
+async fn the_limiter_keeps_a_client_under_the_standins_limit() {
+    let s = standin(Options {
+        limit_per_10s: 20,
+        ..Options::default()
+    })
+    .await;
+    let c = Client::new(
+        &s.url(),
+        DEFAULT_TOKEN,
+        ClientOptions {
+            timeout: Duration::from_secs(5),
+            requests_per_10s: 20,
+        },
+    )
+    .unwrap();
+    for _ in 0..24 {
+        c.ready().await;
+        c.enrollments(1).await.unwrap();
+    }
+    assert!(s.log().iter().all(|e| e.status == Some(200)));
+}

@@ -1,0 +1,441 @@
+//! `sendtime import hubspot` through the real binary against the HubSpot stand-in: every
+//! event stored exactly once, through 429s, 5xx, an interrupted run, kill -9, and re-runs.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use sendtime::hubspot::client::{EmailEvent, RatePolicy};
+use sendtime::hubspot::standin::{DEFAULT_TOKEN, Fault, Injection, Options, StandIn};
+use sendtime::store::{Dataset, concat_frames};
+
+const TOKEN_ENV: &str = "HS_IMPORT_TEST_TOKEN";
+const EVENTS: &str = "/email/public/v1/events";
+const PAGE: &str = "250";
+
+/// 2,501 events over the last 30 days; one reuses an id at another time (a distinct event).
+fn events() -> Vec<EmailEvent> {
+    let now = chrono::Utc::now().timestamp_millis();
+    let kinds = ["OPEN", "CLICK", "SENT", "DELIVERED", "OPEN"];
+    let mut out: Vec<EmailEvent> = (0..2500)
+        .map(|i| EmailEvent {
+            id: format!("ev-{i:05}"),
+            created: now - 3_600_000 - (i as i64) * 1_000_000,
+            kind: kinds[i % kinds.len()].into(),
+            recipient: Some(format!("person{}@example.com", i % 300)),
+            email_campaign_id: Some(7),
+            filtered_event: i.is_multiple_of(10),
+            extra: Default::default(),
+        })
+        .collect();
+    let mut again = out[0].clone();
+    again.created -= 1;
+    out.push(again);
+    out
+}
+
+/// Panics with a short summary (not 2,500 keys) unless `got` holds exactly `setup`'s events.
+fn assert_all_once(got: &HashSet<(String, i64)>, setup: &Setup) {
+    let want: HashSet<(String, i64)> = setup
+        .events
+        .iter()
+        .map(|e| (e.id.clone(), e.created))
+        .collect();
+    let missing = want.difference(got).count();
+    let extra: Vec<_> = got.difference(&want).take(3).collect();
+    assert!(
+        missing == 0 && extra.is_empty(),
+        "{missing} events missing, unexpected: {extra:?} (stored {}, want {})",
+        got.len(),
+        want.len()
+    );
+}
+
+struct Setup {
+    _dir: tempfile::TempDir,
+    config: PathBuf,
+    data: PathBuf,
+    /// Runs the stand-in; dropped last.
+    _rt: tokio::runtime::Runtime,
+    standin: StandIn,
+    events: Vec<EmailEvent>,
+}
+
+fn setup(options: Options) -> Setup {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let events = events();
+    let standin = rt
+        .block_on(StandIn::start(Options {
+            events: events.clone(),
+            ..options
+        }))
+        .unwrap();
+    let config = dir.path().join("webhooks.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"version = 1
+[server]
+public_url = "https://hooks.example.com"
+[[connector]]
+id = "main"
+portal_id = 1
+app_id = 2
+client_secret_env = "HS_IMPORT_TEST_SECRET"
+access_token_env = "{TOKEN_ENV}"
+api_base = "{}"
+requests_per_10s = 190
+[[webhook]]
+id = "w"
+type = "IMMEDIATE"
+workflow_id = 3
+"#,
+            standin.url()
+        ),
+    )
+    .unwrap();
+    let data = dir.path().join("data");
+    Setup {
+        config,
+        data,
+        _dir: dir,
+        _rt: rt,
+        standin,
+        events,
+    }
+}
+
+impl Setup {
+    fn command(&self, token: Option<&str>) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_sendtime"));
+        cmd.arg("--config")
+            .arg(&self.config)
+            .arg("--data")
+            .arg(&self.data)
+            .args(["import", "hubspot", "--page-size", PAGE])
+            .env("RUST_LOG", "info")
+            .env_remove(TOKEN_ENV)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        if let Some(t) = token {
+            cmd.env(TOKEN_ENV, t);
+        }
+        cmd
+    }
+
+    fn import(&self) -> Output {
+        self.command(Some(DEFAULT_TOKEN)).output().unwrap()
+    }
+
+    fn events_requests(&self) -> Vec<sendtime::hubspot::standin::LogEntry> {
+        self.standin
+            .log()
+            .into_iter()
+            .filter(|e| e.path == EVENTS)
+            .collect()
+    }
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "status {:?}\nstdout:\n{}\nstderr:\n{}",
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// Every stored (event_id, at) with its multiplicity checked: panics on a double.
+fn stored(data: &Path) -> (HashSet<(String, i64)>, usize) {
+    let parts = Dataset::open(data, "events").unwrap().read_all().unwrap();
+    let n_parts = parts.len();
+    if parts.is_empty() {
+        return (HashSet::new(), 0);
+    }
+    let df = concat_frames(parts.into_iter().map(|(_, df)| df).collect()).unwrap();
+    let ids = df.column("event_id").unwrap().str().unwrap().clone();
+    let at = df
+        .column("at")
+        .unwrap()
+        .cast(&polars::prelude::DataType::Int64)
+        .unwrap();
+    let at = at.i64().unwrap();
+    let mut keys = HashSet::new();
+    for (id, at) in ids.iter().zip(at.iter()) {
+        let key = (id.unwrap().to_string(), at.unwrap());
+        assert!(keys.insert(key.clone()), "event {key:?} stored twice");
+    }
+    (keys, n_parts)
+}
+
+#[test]
+fn imports_every_event_once_through_429_and_5xx_and_reruns_add_nothing() {
+    let s = setup(Options::default());
+    s.standin.inject(
+        Injection::next(Fault::RateLimited {
+            policy: RatePolicy::TenSecondly,
+            retry_after: Some(Duration::from_secs(1)),
+        })
+        .after(2)
+        .on(EVENTS),
+    );
+    s.standin.inject(
+        Injection::next(Fault::Status {
+            status: 503,
+            message: "Service Unavailable".into(),
+        })
+        .after(5)
+        .on(EVENTS),
+    );
+    let out = s.import();
+    assert!(out.status.success(), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("imported 2501 new events"),
+        "{}",
+        text(&out)
+    );
+
+    let (keys, parts) = stored(&s.data);
+    assert_all_once(&keys, &s);
+    // The 429 was waited out (at least its Retry-After) before the page was asked again.
+    let log = s.events_requests();
+    let statuses: Vec<_> = log.iter().map(|e| e.status).collect();
+    assert_eq!(statuses.iter().filter(|s| **s == Some(429)).count(), 1);
+    assert_eq!(statuses.iter().filter(|s| **s == Some(503)).count(), 1);
+    let i429 = statuses.iter().position(|s| *s == Some(429)).unwrap();
+    let waited = log[i429 + 1].at.duration_since(log[i429].at).unwrap();
+    assert!(
+        waited >= Duration::from_millis(900),
+        "waited only {waited:?}"
+    );
+    assert_eq!(
+        log[i429 + 1].query,
+        log[i429].query,
+        "same page asked again"
+    );
+    assert_eq!(statuses.iter().filter(|s| **s == Some(200)).count(), 11);
+    assert!(
+        log.iter()
+            .all(|e| e.query.as_deref().unwrap().contains("limit=250")),
+        "{log:?}"
+    );
+
+    // filteredEvent and the kind made it into the rows.
+    let df = concat_frames(
+        Dataset::open(&s.data, "events")
+            .unwrap()
+            .read_all()
+            .unwrap()
+            .into_iter()
+            .map(|(_, df)| df)
+            .collect(),
+    )
+    .unwrap();
+    let filtered = df
+        .column("filtered")
+        .unwrap()
+        .bool()
+        .unwrap()
+        .sum()
+        .unwrap();
+    let want = s.events.iter().filter(|e| e.filtered_event).count();
+    assert_eq!(filtered as usize, want);
+    let sources: HashSet<_> = df
+        .column("source")
+        .unwrap()
+        .str()
+        .unwrap()
+        .iter()
+        .map(|s| s.unwrap().to_string())
+        .collect();
+    assert_eq!(sources, HashSet::from(["hubspot:main".to_string()]));
+
+    // Up to date: a re-run reads only the overlap and stores nothing.
+    let before = s.events_requests().len();
+    let out = s.import();
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("imported 0 new events"),
+        "{}",
+        text(&out)
+    );
+    let (again, parts_again) = stored(&s.data);
+    assert!(again == keys);
+    assert_eq!(parts_again, parts, "a run with nothing new writes no part");
+    let rerun = &s.events_requests()[before..];
+    assert_eq!(rerun.len(), 1, "only the recent overlap is re-read");
+
+    // An explicit --since re-reads everything and still doubles nothing.
+    let out = s
+        .command(Some(DEFAULT_TOKEN))
+        .args(["--since", "2000-01-01T00:00:00Z"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("imported 0 new events"));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("2501 already stored"));
+    assert!(stored(&s.data).0 == keys);
+}
+
+#[test]
+fn a_run_that_fails_after_some_pages_resumes_where_it_stopped() {
+    let s = setup(Options::default());
+    s.standin.inject(
+        Injection::next(Fault::Status {
+            status: 403,
+            message: "This app hasn't been granted all required scopes".into(),
+        })
+        .after(4)
+        .times(u64::MAX)
+        .on(EVENTS),
+    );
+    let out = s.import();
+    assert!(!out.status.success(), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("granted all required scopes"), "{stderr}");
+    assert!(stderr.contains("run the same command again"), "{stderr}");
+    assert!(!stderr.contains(DEFAULT_TOKEN), "token leaked: {stderr}");
+    assert_eq!(stored(&s.data).0.len(), 1000);
+
+    s.standin.clear_faults();
+    let before = s.events_requests().len();
+    let out = s.import();
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("resuming"));
+    let resumed = &s.events_requests()[before];
+    assert!(
+        resumed.query.as_deref().unwrap().contains("offset=1000"),
+        "{resumed:?}"
+    );
+    assert_all_once(&stored(&s.data).0, &s);
+}
+
+#[test]
+fn kill_9_mid_run_then_rerun_stores_every_event_once() {
+    let s = setup(Options {
+        slow_rate: 1.0,
+        slow_by: Duration::from_millis(150),
+        ..Options::default()
+    });
+    let mut child = s.command(Some(DEFAULT_TOKEN)).spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while s.events_requests().len() < 5 {
+        assert!(Instant::now() < deadline, "import never got going");
+        assert!(child.try_wait().unwrap().is_none(), "import ended early");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    let partial = stored(&s.data).0.len();
+    assert!(partial < 2501, "killed too late to test anything");
+
+    s.standin.set_fault_rates(0.0, 0.0, 0.0);
+    let out = s.import();
+    assert!(out.status.success(), "{}", text(&out));
+    assert_all_once(&stored(&s.data).0, &s);
+}
+
+#[test]
+fn a_missing_token_names_the_variable() {
+    let s = setup(Options::default());
+    let out = s.command(None).output().unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains(TOKEN_ENV), "{stderr}");
+    assert!(s.standin.log().is_empty());
+}
+
+#[test]
+fn a_rejected_token_is_a_clear_error() {
+    let s = setup(Options::default());
+    let out = s.command(Some("wrong-token")).output().unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("rejected the token in {TOKEN_ENV}")),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("wrong-token"), "{stderr}");
+}
+
+#[test]
+fn the_hidden_standin_subcommand_serves_events_with_its_limit() {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("events.json");
+    std::fs::write(
+        &file,
+        r#"{"events": [{"id": "a", "created": 1700000000000, "type": "OPEN", "recipient": "x@example.com"}]}"#,
+    )
+    .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sendtime"))
+        .args([
+            "hubspot-standin",
+            "--listen",
+            "127.0.0.1:0",
+            "--limit-per-10s",
+            "1",
+        ])
+        .arg("--events")
+        .arg(&file)
+        .env_remove("HUBSPOT_STANDIN_TOKEN")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let url = line
+        .split_whitespace()
+        .find(|w| w.starts_with("http://"))
+        .unwrap_or_else(|| panic!("no address in {line:?}"))
+        .to_string();
+    let http = reqwest::blocking::Client::new();
+    let get = || {
+        http.get(format!("{url}{EVENTS}"))
+            .bearer_auth(DEFAULT_TOKEN)
+            .send()
+            .unwrap()
+    };
+    let first = get();
+    assert_eq!(first.status(), 200);
+    let body: serde_json::Value = first.json().unwrap();
+    assert_eq!(body["events"][0]["id"], "a");
+    assert_eq!(body["hasMore"], false);
+    assert_eq!(get().status(), 429);
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
+#[test]
+fn a_saved_offset_hubspot_refuses_restarts_the_window_without_doubling() {
+    let s = setup(Options::default());
+    s.standin.inject(
+        Injection::next(Fault::Status {
+            status: 403,
+            message: "stop".into(),
+        })
+        .after(2)
+        .times(u64::MAX)
+        .on(EVENTS),
+    );
+    assert!(!s.import().status.success());
+    let path = sendtime::import::hubspot::state_path(&s.data, "main");
+    let mut state: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    assert_eq!(state["run"]["offset"], "500");
+    state["run"]["offset"] = "expired-cursor".into();
+    std::fs::write(&path, serde_json::to_vec(&state).unwrap()).unwrap();
+
+    s.standin.clear_faults();
+    let out = s.import();
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("refused the saved offset"));
+    assert_all_once(&stored(&s.data).0, &s);
+}
