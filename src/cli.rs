@@ -108,7 +108,7 @@ pub enum Command {
         #[arg(long)]
         tune: bool,
         /// Length of that validation split, in days before --split.
-        #[arg(long, value_name = "DAYS", default_value_t = 90)]
+        #[arg(long, value_name = "DAYS", default_value_t = 180)]
         validation_days: i64,
         /// The hour (UTC) of the fixed-hour baseline.
         #[arg(long, value_name = "HOUR", default_value_t = 9)]

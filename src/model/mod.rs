@@ -19,7 +19,8 @@ pub mod synth;
 pub use plan::{Plan, plan};
 pub use profile::{Class, Profile, Profiles};
 
-/// Knobs of the model. Defaults are the tuned values.
+/// Knobs of the model. Defaults are the values `backtest --tune` chose on the Outspot data
+/// (validation windows before 2022-07-01; see the README).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Params {
     /// Half-life of an event's weight, in days.
@@ -37,11 +38,11 @@ pub struct Params {
 impl Default for Params {
     fn default() -> Self {
         Self {
-            half_life_days: 120.0,
+            half_life_days: 240.0,
             click_weight: 2.0,
-            prior_strength: 4.0,
-            hour_bandwidth: 0.75,
-            day_pooling: 0.8,
+            prior_strength: 8.0,
+            hour_bandwidth: 1.0,
+            day_pooling: 0.9,
         }
     }
 }

@@ -257,24 +257,23 @@ impl Profiles {
         per_day > t.machine_per_day || s.engagements as f64 / years > t.machine_per_year
     }
 
-    /// Recompute the population profile from the contacts (machines excluded): the average
-    /// of each contact's own distribution, so heavy openers do not drown out everyone else.
+    /// Recompute the population profile: everyone's engagement pooled (machines excluded),
+    /// spread to neighbouring hours like a contact's, with a small uniform floor.
     pub fn refresh_population(&mut self) {
-        let mut sum = [0.0f64; SLOTS];
-        let mut n = 0usize;
+        let mut sum = vec![0.0f64; SLOTS];
         for (c, w) in self.weights.iter().enumerate() {
-            let total: f64 = w.iter().map(|x| *x as f64).sum();
-            if total <= 0.0 || self.is_machine(c as u32) {
+            if self.stats[c].engagements == 0 || self.is_machine(c as u32) {
                 continue;
             }
             for (a, b) in sum.iter_mut().zip(w) {
-                *a += *b as f64 / total;
+                *a += *b as f64;
             }
-            n += 1;
         }
+        let sum = spread_hours(&sum, self.config.params.hour_bandwidth);
+        let total: f64 = sum.iter().sum();
         let uniform = 1.0 / SLOTS as f64;
         for (p, s) in self.population.iter_mut().zip(&sum) {
-            let empirical = if n > 0 { s / n as f64 } else { uniform };
+            let empirical = if total > 0.0 { s / total } else { uniform };
             *p = (1.0 - UNIFORM_FLOOR) * empirical + UNIFORM_FLOOR * uniform;
         }
         for (d, w) in self.weekdays.iter_mut().enumerate() {
