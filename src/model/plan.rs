@@ -68,7 +68,7 @@ pub fn plan(
     let class = profile.map_or("unknown", |p| p.class.as_str());
     let why_window = match kind {
         WebhookType::NextWeekFrequencyOptimized => {
-            format!("{kind} gives a {class} contact the next {window}")
+            format!("{kind} gives {class} contacts the next {window}")
         }
         _ => format!("{kind}: the next {window}"),
     };
