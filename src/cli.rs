@@ -117,6 +117,13 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Bring the stored profiles up to date with the events dataset (only new event parts are
+    /// read), and print what changed.
+    Profiles {
+        /// Recompute from every event instead of updating.
+        #[arg(long)]
+        rebuild: bool,
+    },
     /// Generate synthetic, realistic engagement data (seeded) into a data directory.
     Gen {
         #[arg(long, value_name = "N")]
@@ -231,6 +238,9 @@ pub fn main() -> ExitCode {
             };
             model::backtest(&c, &split, input, tune, validation_days, fixed_hour, json)
         })),
+        Command::Profiles { rebuild } => {
+            report(load_config(&cli.config, &overrides).and_then(|c| model::profiles(&c, rebuild)))
+        }
         Command::Gen {
             contacts,
             events,

@@ -64,34 +64,73 @@ fn malformed_csv_is_refused_with_row_numbers_and_nothing_is_imported() {
     let data = dir.path().join("data");
     let out = sendtime(
         &data,
-        &["import", "csv", csv.to_str().unwrap(), "--contact", "user_id", "--time", "opened"],
+        &[
+            "import",
+            "csv",
+            csv.to_str().unwrap(),
+            "--contact",
+            "user_id",
+            "--time",
+            "opened",
+        ],
     );
     let (_, stderr) = text(&out);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("2 rows of"), "{stderr}");
     assert!(stderr.contains("nothing was imported"), "{stderr}");
-    assert!(stderr.contains("bad.csv:3: cannot parse time \"yesterday\" in column \"opened\""), "{stderr}");
-    assert!(stderr.contains("bad.csv:5: empty contact in column \"user_id\""), "{stderr}");
+    assert!(
+        stderr.contains("bad.csv:3: cannot parse time \"yesterday\" in column \"opened\""),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("bad.csv:5: empty contact in column \"user_id\""),
+        "{stderr}"
+    );
     assert_eq!(parts(&data.join("events")), 0);
 
     // A column that does not exist is named, with the ones that do.
-    let out = sendtime(&data, &["import", "csv", csv.to_str().unwrap(), "--contact", "user", "--time", "opened"]);
+    let out = sendtime(
+        &data,
+        &[
+            "import",
+            "csv",
+            csv.to_str().unwrap(),
+            "--contact",
+            "user",
+            "--time",
+            "opened",
+        ],
+    );
     let (_, stderr) = text(&out);
-    assert!(stderr.contains("no column named \"user\"; the header has: user_id, opened"), "{stderr}");
+    assert!(
+        stderr.contains("no column named \"user\"; the header has: user_id, opened"),
+        "{stderr}"
+    );
 }
 
 #[test]
 fn import_dry_run_explain_predict_and_backtest_on_the_sample() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let import = ["import", "csv", &sample(), "--contact", "user_id", "--time", "opened"];
+    let import = [
+        "import",
+        "csv",
+        &sample(),
+        "--contact",
+        "user_id",
+        "--time",
+        "opened",
+    ];
 
     let mut dry = import.to_vec();
     dry.push("--dry-run");
     let out = sendtime(&data, &dry);
     let (stdout, stderr) = text(&out);
     assert!(out.status.success(), "{stderr}");
-    assert!(stdout.starts_with("dry run: 2583 events of 150 contacts"), "{stdout}");
+    assert!(
+        stdout.starts_with("dry run: 2583 events of 150 contacts"),
+        "{stdout}"
+    );
     assert_eq!(parts(&data.join("events")), 0);
 
     let out = sendtime(&data, &import);
@@ -105,9 +144,18 @@ fn import_dry_run_explain_predict_and_backtest_on_the_sample() {
     let (stdout, stderr) = text(&out);
     assert!(out.status.success(), "{stderr}");
     assert!(stdout.starts_with("64705618: class "), "{stdout}");
-    assert!(stdout.contains("Mon     ") && stdout.contains("Sun     "), "{stdout}");
+    assert!(
+        stdout.contains("Mon     ") && stdout.contains("Sun     "),
+        "{stdout}"
+    );
     assert!(stdout.contains("best slot: "), "{stdout}");
-    for kind in ["NEXT_24_HOURS", "NEXT_WEEK_FREQUENCY_OPTIMIZED", "NEXT_WEEK", "IMMEDIATE", "UPDATE_ONLY"] {
+    for kind in [
+        "NEXT_24_HOURS",
+        "NEXT_WEEK_FREQUENCY_OPTIMIZED",
+        "NEXT_WEEK",
+        "IMMEDIATE",
+        "UPDATE_ONLY",
+    ] {
         assert!(stdout.contains(kind), "{kind} missing:\n{stdout}");
     }
     let out = sendtime(&data, &["explain", "nobody@example.com"]);
@@ -115,7 +163,16 @@ fn import_dry_run_explain_predict_and_backtest_on_the_sample() {
 
     // predict: 168 rows per contact seen before the cut-off, scores summing to 1.
     let csv = dir.path().join("scores.csv");
-    let out = sendtime(&data, &["predict", "--as-of", "2022-01-01", "--out", csv.to_str().unwrap()]);
+    let out = sendtime(
+        &data,
+        &[
+            "predict",
+            "--as-of",
+            "2022-01-01",
+            "--out",
+            csv.to_str().unwrap(),
+        ],
+    );
     assert!(out.status.success(), "{}", text(&out).1);
     let scores = std::fs::read_to_string(&csv).unwrap();
     let mut lines = scores.lines();
@@ -123,14 +180,23 @@ fn import_dry_run_explain_predict_and_backtest_on_the_sample() {
     let rows: Vec<(String, usize, f64)> = lines
         .map(|l| {
             let f: Vec<&str> = l.split(',').collect();
-            (f[0].to_string(), f[1].parse().unwrap(), f[2].parse().unwrap())
+            (
+                f[0].to_string(),
+                f[1].parse().unwrap(),
+                f[2].parse().unwrap(),
+            )
         })
         .collect();
     assert_eq!(rows.len() % 168, 0);
     let contacts = rows.len() / 168;
     assert!(contacts > 50 && contacts <= 150, "{contacts}");
     for chunk in rows.chunks(168) {
-        assert!(chunk.iter().enumerate().all(|(i, r)| r.1 == i && r.0 == chunk[0].0));
+        assert!(
+            chunk
+                .iter()
+                .enumerate()
+                .all(|(i, r)| r.1 == i && r.0 == chunk[0].0)
+        );
         let total: f64 = chunk.iter().map(|r| r.2).sum();
         assert!((total - 1.0).abs() < 1e-3, "{total}");
     }
@@ -159,17 +225,47 @@ fn gen_is_reproducible_and_the_model_learns_its_habits() {
     let a = dir.path().join("a");
     let b = dir.path().join("b");
     for out in [&a, &b] {
-        let o = sendtime(out, &["gen", "--contacts", "300", "--events", "30000", "--seed", "3", "--out", out.to_str().unwrap()]);
+        let o = sendtime(
+            out,
+            &[
+                "gen",
+                "--contacts",
+                "300",
+                "--events",
+                "30000",
+                "--seed",
+                "3",
+                "--out",
+                out.to_str().unwrap(),
+            ],
+        );
         assert!(o.status.success(), "{}", text(&o).1);
     }
     let read = |d: &Path| {
-        let mut files: Vec<_> = std::fs::read_dir(d.join("events")).unwrap().map(|e| e.unwrap().path()).collect();
+        let mut files: Vec<_> = std::fs::read_dir(d.join("events"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
         files.sort();
-        files.iter().map(|f| std::fs::read(f).unwrap().len()).collect::<Vec<_>>()
+        files
+            .iter()
+            .map(|f| std::fs::read(f).unwrap().len())
+            .collect::<Vec<_>>()
     };
     assert_eq!(read(&a), read(&b));
     // Refuses to write into a folder that already has data.
-    let o = sendtime(&a, &["gen", "--contacts", "3", "--events", "30", "--out", a.to_str().unwrap()]);
+    let o = sendtime(
+        &a,
+        &[
+            "gen",
+            "--contacts",
+            "3",
+            "--events",
+            "30",
+            "--out",
+            a.to_str().unwrap(),
+        ],
+    );
     assert_eq!(o.status.code(), Some(1));
 
     // Synthetic contacts have real habits: the model must beat the population clearly.
@@ -178,9 +274,17 @@ fn gen_is_reproducible_and_the_model_learns_its_habits() {
     assert!(o.status.success(), "{stderr}");
     let report: serde_json::Value = serde_json::from_str(&stdout).unwrap();
     let hit3 = |name: &str| {
-        report["warm"].as_array().unwrap().iter().find(|p| p[0] == name).unwrap()[1]["hour_of_day"]["hit_at_3"]
+        report["warm"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p[0] == name)
+            .unwrap()[1]["hour_of_day"]["hit_at_3"]
             .as_f64()
             .unwrap()
     };
-    assert!(hit3("sendtime model") > hit3("population best hours") + 0.1, "{stdout}");
+    assert!(
+        hit3("sendtime model") > hit3("population best hours") + 0.1,
+        "{stdout}"
+    );
 }

@@ -212,6 +212,33 @@ pub fn backtest(
     Ok(())
 }
 
+/// `sendtime profiles`.
+pub fn profiles(config: &Config, rebuild: bool) -> anyhow::Result<()> {
+    let (built, update) =
+        super::stored::update(&config.server.data_dir, config.model, now_ms(), rebuild)?;
+    let classes = {
+        let day = day_of(now_ms());
+        let mut n = std::collections::BTreeMap::new();
+        for c in 0..built.contacts.len() as u32 {
+            *n.entry(built.profiles.class(Some(c), day).as_str())
+                .or_insert(0usize) += 1;
+        }
+        n.iter()
+            .map(|(k, v)| format!("{v} {k}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    println!(
+        "profiles of {} contacts {} ({} event part{} read) in {:.2} s; {classes}",
+        update.contacts,
+        if update.rebuilt { "rebuilt" } else { "updated" },
+        update.new_parts,
+        if update.new_parts == 1 { "" } else { "s" },
+        update.seconds
+    );
+    Ok(())
+}
+
 /// `sendtime gen`.
 pub fn generate(
     contacts: usize,

@@ -1,9 +1,12 @@
 //! Profiles from the events dataset: the production path from Parquet parts to [`Profiles`].
 //!
-//! Only the small integer columns are read (`contact`, `kind`, `slot`, `day`, `filtered`, and
-//! `at` when a cut-off is asked for), and rows go straight into dense per-contact arrays.
+//! Only the small integer columns are read (`contact`, `kind`, `slot`, `day`, `filtered`; `at`
+//! only for parts that reach the cut-off day), and rows go straight from column slices into
+//! dense per-contact arrays: no hashing, no per-row allocation. Parts are decoded on a
+//! background thread while the previous one is being added, so decoding and adding overlap.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
 
 use polars::prelude::*;
 
@@ -11,7 +14,7 @@ use super::ModelConfig;
 use super::backtest::{Row, Rows};
 use super::profile::Profiles;
 use crate::events::{Contacts, day_of};
-use crate::store::{Dataset, read_part};
+use crate::store::Dataset;
 
 /// Everything known up to `as_of_ms`: the contact dictionary, the profiles as of that day,
 /// and which contacts had any event (of any kind) before it.
@@ -21,39 +24,25 @@ pub struct Built {
     pub seen: Vec<bool>,
 }
 
-/// Build profiles from every event before `as_of_ms`.
+const PROFILE_COLUMNS: [&str; 5] = ["contact", "kind", "slot", "day", "filtered"];
+
+/// Build profiles from every event before `as_of_ms`, as of that day.
 pub fn build(data_dir: &Path, config: ModelConfig, as_of_ms: i64) -> anyhow::Result<Built> {
+    build_at(data_dir, config, day_of(as_of_ms), as_of_ms)
+}
+
+/// Build profiles decayed to `reference_day` from every event before `as_of_ms`.
+pub fn build_at(
+    data_dir: &Path,
+    config: ModelConfig,
+    reference_day: i32,
+    as_of_ms: i64,
+) -> anyhow::Result<Built> {
     let contacts = Contacts::load(data_dir)?;
-    let mut profiles = Profiles::new(config, contacts.len(), day_of(as_of_ms));
+    let mut profiles = Profiles::new(config, contacts.len(), reference_day);
     let mut seen = vec![false; contacts.len()];
-    for_each_part(data_dir, |df| {
-        let c = df.column("contact")?.u32()?;
-        let k = df.column("kind")?.u8()?;
-        let s = df.column("slot")?.u8()?;
-        let d = df.column("day")?.i32()?;
-        let f = df.column("filtered")?.bool()?;
-        let at = df.column("at")?.cast(&DataType::Int64)?;
-        let at = at.i64()?;
-        for ((((c, k), s), d), (f, at)) in c
-            .iter()
-            .zip(k.iter())
-            .zip(s.iter())
-            .zip(d.iter())
-            .zip(f.iter().zip(at.iter()))
-        {
-            let (Some(c), Some(k), Some(s), Some(d), Some(at)) = (c, k, s, d, at) else {
-                continue;
-            };
-            if at >= as_of_ms {
-                continue;
-            }
-            if let Some(x) = seen.get_mut(c as usize) {
-                *x = true;
-            }
-            profiles.add(c, k, s, d, f.unwrap_or(false));
-        }
-        Ok(())
-    })?;
+    let parts = Dataset::open(data_dir, "events")?.parts()?;
+    add_parts(&parts, &mut profiles, &mut seen, as_of_ms)?;
     profiles.grow(contacts.len());
     profiles.refresh_population();
     Ok(Built {
@@ -63,11 +52,56 @@ pub fn build(data_dir: &Path, config: ModelConfig, as_of_ms: i64) -> anyhow::Res
     })
 }
 
+/// Add the events of `parts` before `as_of_ms` to `profiles`, marking each contact seen.
+pub fn add_parts(
+    parts: &[PathBuf],
+    profiles: &mut Profiles,
+    seen: &mut Vec<bool>,
+    as_of_ms: i64,
+) -> anyhow::Result<()> {
+    let cutoff_day = if as_of_ms == i64::MAX {
+        i32::MAX
+    } else {
+        day_of(as_of_ms)
+    };
+    for_each_part(parts, &PROFILE_COLUMNS, |path, mut df| {
+        df.rechunk_mut();
+        let c = df.column("contact")?.u32()?.cont_slice()?;
+        let k = df.column("kind")?.u8()?.cont_slice()?;
+        let s = df.column("slot")?.u8()?.cont_slice()?;
+        let d = df.column("day")?.i32()?.cont_slice()?;
+        let f = df.column("filtered")?.bool()?.rechunk().into_owned();
+        let filtered: Vec<bool> = f.iter().map(|v| v.unwrap_or(false)).collect();
+        // Exact cut-off only where a part reaches the cut-off day.
+        let at: Option<Vec<i64>> = if d.iter().any(|day| *day >= cutoff_day) {
+            let at = read_columns(path, &["at"])?;
+            let at = at.column("at")?.cast(&DataType::Int64)?;
+            Some(at.i64()?.iter().map(|v| v.unwrap_or(i64::MAX)).collect())
+        } else {
+            None
+        };
+        if let Some(max) = c.iter().max()
+            && *max as usize >= seen.len()
+        {
+            seen.resize(*max as usize + 1, false);
+        }
+        for i in 0..c.len() {
+            if at.as_ref().is_some_and(|at| at[i] >= as_of_ms) {
+                continue;
+            }
+            seen[c[i] as usize] = true;
+            profiles.add(c[i], k[i], s[i], d[i], filtered[i]);
+        }
+        Ok(())
+    })
+}
+
 /// Every event of the dataset as evaluation rows.
 pub fn rows(data_dir: &Path) -> anyhow::Result<Rows> {
     let contacts = Contacts::load(data_dir)?;
     let mut rows = Vec::new();
-    for_each_part(data_dir, |df| {
+    let parts = Dataset::open(data_dir, "events")?.parts()?;
+    for_each_part(&parts, &["contact", "kind", "filtered", "at"], |_, df| {
         let c = df.column("contact")?.u32()?;
         let k = df.column("kind")?.u8()?;
         let f = df.column("filtered")?.bool()?;
@@ -87,16 +121,45 @@ pub fn rows(data_dir: &Path) -> anyhow::Result<Rows> {
     Ok(Rows::new(rows, contacts.len()))
 }
 
+fn read_columns(path: &Path, columns: &[&str]) -> anyhow::Result<DataFrame> {
+    let file = std::fs::File::open(path)?;
+    Ok(ParquetReader::new(file)
+        .with_columns(Some(columns.iter().map(|c| c.to_string()).collect()))
+        .finish()?)
+}
+
+/// Decode parts (projected to `columns`) on a helper thread, one ahead of `f`.
 fn for_each_part(
-    data_dir: &Path,
-    mut f: impl FnMut(&DataFrame) -> PolarsResult<()>,
+    parts: &[PathBuf],
+    columns: &'static [&'static str],
+    mut f: impl FnMut(&Path, DataFrame) -> anyhow::Result<()>,
 ) -> anyhow::Result<()> {
-    let dataset = Dataset::open(data_dir, "events")?;
-    for path in dataset.parts()? {
-        match read_part(&path) {
-            Ok(df) => f(&df)?,
-            Err(e) => dataset.quarantine(&path, &e)?,
+    let (tx, rx) = mpsc::sync_channel::<(PathBuf, anyhow::Result<DataFrame>)>(1);
+    std::thread::scope(|scope| {
+        scope.spawn(move || {
+            for path in parts {
+                let df = read_columns(path, columns);
+                if tx.send((path.clone(), df)).is_err() {
+                    return;
+                }
+            }
+        });
+        for (path, df) in rx {
+            match df {
+                Ok(df) => f(&path, df)?,
+                Err(e)
+                    if e.downcast_ref::<std::io::Error>()
+                        .is_some_and(|e| e.kind() == std::io::ErrorKind::NotFound) => {}
+                Err(e) => {
+                    // Quarantine under the dataset the part belongs to.
+                    let data_dir = path
+                        .parent()
+                        .and_then(Path::parent)
+                        .unwrap_or(Path::new("."));
+                    Dataset::open(data_dir, "events")?.quarantine(&path, &e)?
+                }
+            }
         }
-    }
-    Ok(())
+        Ok(())
+    })
 }

@@ -1,0 +1,343 @@
+//! Stored profiles (`{data_dir}/profiles/`), updated incrementally as event parts arrive.
+//!
+//! Counts decayed to a fixed reference day are additive, so an update reads only the event
+//! parts it has not seen, and stores what they add as a sparse delta part (contact, slot,
+//! weight) plus a stats part; loading sums the deltas. A full rebuild happens only when the
+//! model's decay or click weight changes, an included event part disappears, or `--rebuild`
+//! asks for it. `state.json` (written durably, last) says which parts are included, so a crash
+//! mid-update leaves the previous state in force.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::Context;
+use polars::prelude::*;
+use serde::{Deserialize, Serialize};
+use ulid::Ulid;
+
+use super::ModelConfig;
+use super::dataset::{self, Built};
+use super::profile::{Profiles, Stats};
+use crate::events::{Contacts, SLOTS, day_of};
+use crate::store::{Dataset, read_part, write_durably};
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+struct State {
+    reference_day: i32,
+    half_life_days: f64,
+    click_weight: f64,
+    /// Event part file names already counted.
+    parts: Vec<String>,
+    /// Delta files (weights and stats) whose sum is the profiles.
+    deltas: Vec<String>,
+}
+
+/// What an update did, for logs and the `profiles` command.
+#[derive(Debug, Clone)]
+pub struct Update {
+    pub rebuilt: bool,
+    pub new_parts: usize,
+    pub contacts: usize,
+    pub seconds: f64,
+}
+
+/// Bring the stored profiles up to date with the events dataset and return them.
+pub fn update(
+    data_dir: &Path,
+    config: ModelConfig,
+    now_ms: i64,
+    rebuild: bool,
+) -> anyhow::Result<(Built, Update)> {
+    let started = Instant::now();
+    let dir = data_dir.join("profiles");
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let state_path = dir.join("state.json");
+    let events = Dataset::open(data_dir, "events")?;
+    let on_disk: Vec<String> = events
+        .parts()?
+        .iter()
+        .filter_map(|p| file_name(p))
+        .collect();
+    let state: Option<State> = std::fs::read(&state_path)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok());
+    let usable = state.filter(|s| {
+        !rebuild
+            && s.half_life_days == config.params.half_life_days
+            && s.click_weight == config.params.click_weight
+            && s.parts.iter().all(|p| on_disk.contains(p))
+    });
+
+    let Some(mut state) = usable else {
+        // Full rebuild from every event part.
+        let built = dataset::build_at(data_dir, config, day_of(now_ms), i64::MAX)?;
+        let delta = write_delta(&dir, &built.profiles, None)?;
+        let new = State {
+            reference_day: built.profiles.reference_day,
+            half_life_days: config.params.half_life_days,
+            click_weight: config.params.click_weight,
+            parts: on_disk.clone(),
+            deltas: vec![delta],
+        };
+        commit_state(&dir, &state_path, &new)?;
+        let contacts = built.contacts.len();
+        return Ok((
+            built,
+            Update {
+                rebuilt: true,
+                new_parts: on_disk.len(),
+                contacts,
+                seconds: started.elapsed().as_secs_f64(),
+            },
+        ));
+    };
+
+    let contacts = Contacts::load(data_dir)?;
+    let mut profiles = load(&dir, &state, config, contacts.len())?;
+    let included: HashSet<&String> = state.parts.iter().collect();
+    let new_parts: Vec<PathBuf> = on_disk
+        .iter()
+        .filter(|p| !included.contains(p))
+        .map(|p| events.dir.join(p))
+        .collect();
+    if !new_parts.is_empty() {
+        let mut delta = Profiles::new(config, contacts.len(), state.reference_day);
+        let mut touched = vec![false; contacts.len()];
+        dataset::add_parts(&new_parts, &mut delta, &mut touched, i64::MAX)?;
+        let name = write_delta(&dir, &delta, Some(&touched))?;
+        profiles.merge(&delta);
+        state
+            .parts
+            .extend(new_parts.iter().filter_map(|p| file_name(p)));
+        state.deltas.push(name);
+        commit_state(&dir, &state_path, &state)?;
+    }
+    profiles.refresh_population();
+    let seen = profiles.stats.iter().map(|s| s.engagements > 0).collect();
+    let n = contacts.len();
+    Ok((
+        Built {
+            contacts,
+            profiles,
+            seen,
+        },
+        Update {
+            rebuilt: false,
+            new_parts: new_parts.len(),
+            contacts: n,
+            seconds: started.elapsed().as_secs_f64(),
+        },
+    ))
+}
+
+fn file_name(p: &Path) -> Option<String> {
+    p.file_name()?.to_str().map(str::to_string)
+}
+
+/// Sum the stored deltas into dense profiles.
+fn load(
+    dir: &Path,
+    state: &State,
+    config: ModelConfig,
+    contacts: usize,
+) -> anyhow::Result<Profiles> {
+    let mut p = Profiles::new(config, contacts, state.reference_day);
+    for name in &state.deltas {
+        let w = read_part(&dir.join(format!("{name}.weights.parquet")))?;
+        let c = w.column("contact")?.u32()?;
+        let s = w.column("slot")?.u8()?;
+        let v = w.column("weight")?.f32()?;
+        for ((c, s), v) in c.iter().zip(s.iter()).zip(v.iter()) {
+            if let (Some(c), Some(s), Some(v)) = (c, s, v) {
+                p.grow(c as usize + 1);
+                p.weights[c as usize][s as usize] += v;
+            }
+        }
+        let st = read_part(&dir.join(format!("{name}.stats.parquet")))?;
+        let col = |n: &str| st.column(n).cloned();
+        let (c, e, a, f, l, fa, sl) = (
+            col("contact")?,
+            col("engagements")?,
+            col("active_days")?,
+            col("first_day")?,
+            col("last_day")?,
+            col("fast")?,
+            col("slow")?,
+        );
+        let it = c
+            .u32()?
+            .iter()
+            .zip(e.u32()?.iter())
+            .zip(a.u32()?.iter())
+            .zip(f.i32()?.iter())
+            .zip(l.i32()?.iter())
+            .zip(fa.f32()?.iter())
+            .zip(sl.f32()?.iter());
+        for ((((((c, e), a), f), l), fa), sl) in it {
+            let Some(c) = c else { continue };
+            p.grow(c as usize + 1);
+            p.stats[c as usize].merge(&Stats {
+                engagements: e.unwrap_or(0),
+                active_days: a.unwrap_or(0),
+                first_day: f.unwrap_or(i32::MAX),
+                last_day: l.unwrap_or(i32::MIN),
+                fast: fa.unwrap_or(0.0),
+                slow: sl.unwrap_or(0.0),
+            });
+        }
+    }
+    Ok(p)
+}
+
+/// Write the non-zero part of `p` (only `touched` contacts, if given) as a delta pair.
+fn write_delta(dir: &Path, p: &Profiles, touched: Option<&[bool]>) -> anyhow::Result<String> {
+    let name = format!("delta-{}", Ulid::generate());
+    let (mut wc, mut ws, mut wv) = (Vec::new(), Vec::new(), Vec::new());
+    let mut stats: Vec<(u32, Stats)> = Vec::new();
+    for (c, (w, s)) in p.weights.iter().zip(&p.stats).enumerate() {
+        if s.engagements == 0 || touched.is_some_and(|t| !t.get(c).copied().unwrap_or(false)) {
+            continue;
+        }
+        for (slot, v) in w.iter().enumerate().take(SLOTS) {
+            if *v != 0.0 {
+                wc.push(c as u32);
+                ws.push(slot as u8);
+                wv.push(*v);
+            }
+        }
+        stats.push((c as u32, *s));
+    }
+    let mut weights = DataFrame::new(
+        wc.len(),
+        vec![
+            Column::new("contact".into(), wc),
+            Column::new("slot".into(), ws),
+            Column::new("weight".into(), wv),
+        ],
+    )?;
+    let n = stats.len();
+    let mut st = DataFrame::new(
+        n,
+        vec![
+            Column::new(
+                "contact".into(),
+                stats.iter().map(|s| s.0).collect::<Vec<_>>(),
+            ),
+            Column::new(
+                "engagements".into(),
+                stats.iter().map(|s| s.1.engagements).collect::<Vec<_>>(),
+            ),
+            Column::new(
+                "active_days".into(),
+                stats.iter().map(|s| s.1.active_days).collect::<Vec<_>>(),
+            ),
+            Column::new(
+                "first_day".into(),
+                stats.iter().map(|s| s.1.first_day).collect::<Vec<_>>(),
+            ),
+            Column::new(
+                "last_day".into(),
+                stats.iter().map(|s| s.1.last_day).collect::<Vec<_>>(),
+            ),
+            Column::new(
+                "fast".into(),
+                stats.iter().map(|s| s.1.fast).collect::<Vec<_>>(),
+            ),
+            Column::new(
+                "slow".into(),
+                stats.iter().map(|s| s.1.slow).collect::<Vec<_>>(),
+            ),
+        ],
+    )?;
+    for (suffix, df) in [("weights", &mut weights), ("stats", &mut st)] {
+        let path = dir.join(format!("{name}.{suffix}.parquet"));
+        let mut file = std::fs::File::create(&path)?;
+        ParquetWriter::new(&mut file).finish(df)?;
+        file.sync_all()?;
+    }
+    Ok(name)
+}
+
+/// Make `state` the one in force, then remove delta files it no longer names.
+fn commit_state(dir: &Path, path: &Path, state: &State) -> anyhow::Result<()> {
+    crate::store::sync_dir(dir)?;
+    write_durably(path, &serde_json::to_vec_pretty(state)?)?;
+    let keep: HashSet<&str> = state.deltas.iter().map(String::as_str).collect();
+    for entry in std::fs::read_dir(dir)? {
+        let p = entry?.path();
+        let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        if let Some(delta) = name
+            .strip_suffix(".weights.parquet")
+            .or_else(|| name.strip_suffix(".stats.parquet"))
+            && !keep.contains(delta)
+        {
+            let _ = std::fs::remove_file(&p);
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::events::{Event, Kind, append};
+
+    fn ev(id: i64, at_ms: i64) -> Event {
+        Event {
+            event_id: None,
+            contact_id: Some(id),
+            email: None,
+            kind: Kind::Open,
+            at_ms,
+            filtered: false,
+            source: "t".into(),
+        }
+    }
+
+    #[test]
+    fn incremental_update_equals_a_full_rebuild() {
+        let dir = tempfile::tempdir().unwrap();
+        let now = 1_700_000_000_000;
+        let hour = 3_600_000;
+        append(
+            dir.path(),
+            &(0..50)
+                .map(|i| ev(i % 7, now - i * 5 * hour))
+                .collect::<Vec<_>>(),
+        )
+        .unwrap();
+        let cfg = ModelConfig::default();
+        let (_, first) = update(dir.path(), cfg, now, false).unwrap();
+        assert!(first.rebuilt);
+        append(
+            dir.path(),
+            &(0..30)
+                .map(|i| ev(i % 9, now - i * 3 * hour))
+                .collect::<Vec<_>>(),
+        )
+        .unwrap();
+        let (inc, second) = update(dir.path(), cfg, now, false).unwrap();
+        assert!(!second.rebuilt);
+        assert_eq!(second.new_parts, 1);
+        let (full, third) = update(dir.path(), cfg, now, true).unwrap();
+        assert!(third.rebuilt);
+        assert_eq!(inc.contacts.len(), full.contacts.len());
+        for c in 0..full.contacts.len() {
+            for s in 0..SLOTS {
+                let (a, b) = (inc.profiles.weights[c][s], full.profiles.weights[c][s]);
+                assert!(
+                    (a - b).abs() <= 1e-4 * b.abs().max(1.0),
+                    "{c}/{s}: {a} vs {b}"
+                );
+            }
+            assert_eq!(
+                inc.profiles.stats[c].engagements,
+                full.profiles.stats[c].engagements
+            );
+        }
+        // Nothing new: nothing rewritten.
+        let (_, fourth) = update(dir.path(), cfg, now, false).unwrap();
+        assert_eq!((fourth.rebuilt, fourth.new_parts), (false, 0));
+    }
+}
