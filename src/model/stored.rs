@@ -3,8 +3,8 @@
 //! Counts decayed to a fixed reference day are additive, so an update reads only the event
 //! parts it has not seen, and stores what they add as a sparse delta part (contact, slot,
 //! weight) plus a stats part; loading sums the deltas. A full rebuild happens only when the
-//! model's decay or click weight changes, an included event part disappears, or `--rebuild`
-//! asks for it. `state.json` (written durably, last) says which parts are included, so a crash
+//! model's decay or click weight changes, an included event part disappears, the reference day
+//! is more than 30 days old (decay is re-applied on that slower cadence), or `--rebuild` asks. `state.json` (written durably, last) says which parts are included, so a crash
 //! mid-update leaves the previous state in force.
 
 use std::collections::HashSet;
@@ -21,6 +21,10 @@ use super::dataset::{self, Built};
 use super::profile::{Profiles, Stats};
 use crate::events::{Contacts, SLOTS, day_of};
 use crate::store::{Dataset, read_part, write_durably};
+
+/// Counts are re-decayed (a full rebuild at today's reference day) this often, so weights of
+/// new events, which grow with their distance from the reference day, stay in range.
+const REBASE_DAYS: i32 = 30;
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 struct State {
@@ -64,6 +68,7 @@ pub fn update(
         .and_then(|b| serde_json::from_slice(&b).ok());
     let usable = state.filter(|s| {
         !rebuild
+            && day_of(now_ms) - s.reference_day <= REBASE_DAYS
             && s.half_life_days == config.params.half_life_days
             && s.click_weight == config.params.click_weight
             && s.parts.iter().all(|p| on_disk.contains(p))
