@@ -28,38 +28,48 @@ fi
 PY="$BENCH_DIR/venv/bin/python"
 VERSIONS=$("$PY" -c 'import duckdb, polars; print(f"duckdb {duckdb.__version__}, polars {polars.__version__}")')
 
-cat > "$BENCH_DIR/duck.py" <<PYEOF
+# Each engine runs the aggregation twice over: on the precomputed `slot` column, and deriving
+# the slot from the `at` timestamp (weekday * 24 + hour), as a query on plain event rows would.
+for variant in slot at; do
+  if [ $variant = slot ]; then DSLOT=slot; PSLOT="pl.col('slot')"; else
+    DSLOT='(isodow("at") - 1) * 24 + hour("at")'
+    PSLOT="((pl.col('at').dt.weekday() - 1) * 24 + pl.col('at').dt.hour())"
+  fi
+  cat > "$BENCH_DIR/duck-$variant.py" <<PYEOF
 import duckdb, sys
 con = duckdb.connect()
 n = con.execute("""
   SELECT count(*) FROM (
-    SELECT contact, slot, count(*) AS n
+    SELECT contact, $DSLOT AS s, count(*) AS n
     FROM read_parquet('$DATA/events/*.parquet')
     WHERE kind IN (6, 7) AND NOT filtered
-    GROUP BY contact, slot)""").fetchone()[0]
+    GROUP BY ALL)""").fetchone()[0]
 print(n, file=sys.stderr)
 PYEOF
-cat > "$BENCH_DIR/pl.py" <<PYEOF
+  cat > "$BENCH_DIR/pl-$variant.py" <<PYEOF
 import polars as pl, sys
 df = (pl.scan_parquet('$DATA/events/*.parquet')
         .filter(pl.col('kind').is_in([6, 7]) & ~pl.col('filtered'))
-        .group_by(['contact', 'slot']).len()
+        .group_by(['contact', $PSLOT.alias('s')]).len()
         .collect())
 print(df.height, file=sys.stderr)
 PYEOF
+done
 
 # One timed run: prints "seconds peak_kb".
 run() {
   /usr/bin/time -f "%e %M" -o "$BENCH_DIR/time.txt" "$@" >/dev/null 2>&1
   cat "$BENCH_DIR/time.txt"
 }
+ENGINES="sendtime sendtime+store duckdb-slot polars-slot duckdb-at polars-at"
 declare -A T M
 for i in $(seq "$RUNS"); do
-  for who in sendtime duckdb polars; do
+  for who in $ENGINES; do
     case $who in
-      sendtime) r=$(run "$BIN" --data "$DATA" profiles --rebuild) ;;
-      duckdb) r=$(run "$PY" "$BENCH_DIR/duck.py") ;;
-      polars) r=$(run "$PY" "$BENCH_DIR/pl.py") ;;
+      sendtime) r=$(run "$BIN" --data "$DATA" profiles --rebuild --dry-run) ;;
+      sendtime+store) r=$(run "$BIN" --data "$DATA" profiles --rebuild) ;;
+      duckdb-*) r=$(run "$PY" "$BENCH_DIR/duck-${who#*-}.py") ;;
+      polars-*) r=$(run "$PY" "$BENCH_DIR/pl-${who#*-}.py") ;;
     esac
     T[$who]="${T[$who]:-} ${r% *}"
     M[$who]="${M[$who]:-} ${r#* }"
@@ -69,9 +79,25 @@ done
 median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 echo "| engine | median s ($RUNS runs) | peak RSS MB |"
 echo "|---|---|---|"
-for who in sendtime duckdb polars; do
+for who in $ENGINES; do
   t=$(echo "${T[$who]}" | median); m=$(echo "${M[$who]}" | median)
   echo "| $who | $t | $((m / 1024)) |"
 done
 echo
 echo "$EVENTS events, $CONTACTS contacts ($VERSIONS, $(nproc) cores, $(date -u +%Y-%m-%d))"
+
+# Incremental update: 1M new events (a separately generated part for the same contacts) on top
+# of stored profiles; the rebuild before each run is not timed.
+NEW="$BENCH_DIR/gen-1000000-$CONTACTS"
+[ -d "$NEW/events" ] || "$BIN" gen --contacts "$CONTACTS" --events 1000000 --seed 2 --out "$NEW" >/dev/null
+INC=""
+for i in $(seq "$RUNS"); do
+  "$BIN" --data "$DATA" profiles --rebuild >/dev/null
+  cp "$NEW"/events/*.parquet "$DATA/events/"
+  s=$("$BIN" --data "$DATA" profiles | sed -n 's/.* in \([0-9.]*\) s (.*/\1/p')
+  for f in "$NEW"/events/*.parquet; do rm -f "$DATA/events/$(basename "$f")"; done
+  echo "incremental run $i: $s s" >&2
+  INC="$INC $s"
+done
+echo
+echo "Incremental update with 1,000,000 new events (in-process time, loading stored profiles included): median $(echo "$INC" | median) s"

@@ -123,6 +123,9 @@ pub enum Command {
         /// Recompute from every event instead of updating.
         #[arg(long)]
         rebuild: bool,
+        /// Build from every event in memory and report; store nothing.
+        #[arg(long)]
+        dry_run: bool,
     },
     /// Generate synthetic, realistic engagement data (seeded) into a data directory.
     Gen {
@@ -238,9 +241,10 @@ pub fn main() -> ExitCode {
             };
             model::backtest(&c, &split, input, tune, validation_days, fixed_hour, json)
         })),
-        Command::Profiles { rebuild } => {
-            report(load_config(&cli.config, &overrides).and_then(|c| model::profiles(&c, rebuild)))
-        }
+        Command::Profiles { rebuild, dry_run } => report(
+            load_config(&cli.config, &overrides)
+                .and_then(|c| model::profiles(&c, rebuild, dry_run)),
+        ),
         Command::Gen {
             contacts,
             events,

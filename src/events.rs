@@ -144,7 +144,8 @@ pub fn day_of(at_ms: i64) -> i32 {
 pub struct Contacts {
     pub keys: Vec<String>,
     pub contact_ids: Vec<Option<i64>>,
-    index: HashMap<String, u32>,
+    /// Key → index, built on first lookup: building profiles never needs it.
+    index: std::sync::OnceLock<HashMap<String, u32>>,
 }
 
 impl Contacts {
@@ -157,18 +158,22 @@ impl Contacts {
             return Ok(out);
         }
         let mut df = concat_frames(frames)?;
-        df.sort_in_place(["contact"], SortMultipleOptions::default())?;
+        // Parts are written in index order, so this is normally sorted already.
+        if !df.column("contact")?.u32()?.iter().is_sorted() {
+            df.sort_in_place(["contact"], SortMultipleOptions::default())?;
+        }
         let idx = df.column("contact")?.u32()?.clone();
         let keys = df.column("key")?.str()?.clone();
         let ids = df.column("contact_id")?.i64()?.clone();
+        out.keys.reserve(df.height());
+        out.contact_ids.reserve(df.height());
         for ((i, k), id) in idx.iter().zip(keys.iter()).zip(ids.iter()) {
             let (Some(i), Some(k)) = (i, k) else { continue };
-            if i as usize != out.keys.len() || out.index.contains_key(k) {
-                // Each index is written once, in order; anything else is a duplicate row from
-                // an interrupted compaction.
+            // Each index is written once, in order; a repeat is a duplicate row from an
+            // interrupted compaction.
+            if i as usize != out.keys.len() {
                 continue;
             }
-            out.index.insert(k.to_string(), i);
             out.keys.push(k.to_string());
             out.contact_ids.push(id);
         }
@@ -184,7 +189,17 @@ impl Contacts {
     }
 
     pub fn get(&self, key: &str) -> Option<u32> {
-        self.index.get(key).copied()
+        self.index().get(key).copied()
+    }
+
+    fn index(&self) -> &HashMap<String, u32> {
+        self.index.get_or_init(|| {
+            self.keys
+                .iter()
+                .enumerate()
+                .map(|(i, k)| (k.clone(), i as u32))
+                .collect()
+        })
     }
 
     /// The dense index of a contact: its email first, then its HubSpot id.
@@ -197,11 +212,13 @@ impl Contacts {
 
     /// Index for `key`, adding it if new.
     fn intern(&mut self, key: &str, contact_id: Option<i64>) -> u32 {
-        if let Some(i) = self.index.get(key) {
+        self.index();
+        let index = self.index.get_mut().expect("initialised above");
+        if let Some(i) = index.get(key) {
             return *i;
         }
         let i = self.keys.len() as u32;
-        self.index.insert(key.to_string(), i);
+        index.insert(key.to_string(), i);
         self.keys.push(key.to_string());
         self.contact_ids.push(contact_id);
         i

@@ -213,7 +213,23 @@ pub fn backtest(
 }
 
 /// `sendtime profiles`.
-pub fn profiles(config: &Config, rebuild: bool) -> anyhow::Result<()> {
+pub fn profiles(config: &Config, rebuild: bool, dry_run: bool) -> anyhow::Result<()> {
+    if dry_run {
+        let started = std::time::Instant::now();
+        let built = dataset::build_at(
+            &config.server.data_dir,
+            config.model,
+            day_of(now_ms()),
+            i64::MAX,
+        )?;
+        let engaged = built.profiles.stats.iter().filter(|s| s.engagements > 0).count();
+        println!(
+            "dry run: profiles of {} contacts ({engaged} with opens or clicks) built in {:.2} s; nothing stored",
+            built.contacts.len(),
+            started.elapsed().as_secs_f64()
+        );
+        return Ok(());
+    }
     let (built, update) =
         super::stored::update(&config.server.data_dir, config.model, now_ms(), rebuild)?;
     let classes = {
@@ -229,12 +245,14 @@ pub fn profiles(config: &Config, rebuild: bool) -> anyhow::Result<()> {
             .join(", ")
     };
     println!(
-        "profiles of {} contacts {} ({} event part{} read) in {:.2} s; {classes}",
+        "profiles of {} contacts {} ({} event part{} read) in {:.2} s ({:.2} s building, {:.2} s storing); {classes}",
         update.contacts,
         if update.rebuilt { "rebuilt" } else { "updated" },
         update.new_parts,
         if update.new_parts == 1 { "" } else { "s" },
-        update.seconds
+        update.seconds,
+        update.build_seconds,
+        update.seconds - update.build_seconds,
     );
     Ok(())
 }

@@ -38,12 +38,17 @@ pub fn build_at(
     reference_day: i32,
     as_of_ms: i64,
 ) -> anyhow::Result<Built> {
-    let contacts = Contacts::load(data_dir)?;
-    let mut profiles = Profiles::new(config, contacts.len(), reference_day);
-    let mut seen = vec![false; contacts.len()];
     let parts = Dataset::open(data_dir, "events")?.parts()?;
-    add_parts(&parts, &mut profiles, &mut seen, as_of_ms)?;
+    let mut profiles = Profiles::new(config, 0, reference_day);
+    let mut seen = Vec::new();
+    // The dictionary loads while the events are added: neither needs the other until the end.
+    let contacts = std::thread::scope(|scope| {
+        let contacts = scope.spawn(|| Contacts::load(data_dir));
+        add_parts(&parts, &mut profiles, &mut seen, as_of_ms)?;
+        contacts.join().expect("contact loading does not panic")
+    })?;
     profiles.grow(contacts.len());
+    seen.resize(contacts.len().max(seen.len()), false);
     profiles.refresh_population();
     Ok(Built {
         contacts,

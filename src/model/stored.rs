@@ -43,6 +43,9 @@ pub struct Update {
     pub rebuilt: bool,
     pub new_parts: usize,
     pub contacts: usize,
+    /// Reading events into profiles.
+    pub build_seconds: f64,
+    /// The whole update, storing included.
     pub seconds: f64,
 }
 
@@ -77,6 +80,7 @@ pub fn update(
     let Some(mut state) = usable else {
         // Full rebuild from every event part.
         let built = dataset::build_at(data_dir, config, day_of(now_ms), i64::MAX)?;
+        let build_seconds = started.elapsed().as_secs_f64();
         let delta = write_delta(&dir, &built.profiles, None)?;
         let new = State {
             reference_day: built.profiles.reference_day,
@@ -93,6 +97,7 @@ pub fn update(
                 rebuilt: true,
                 new_parts: on_disk.len(),
                 contacts,
+                build_seconds,
                 seconds: started.elapsed().as_secs_f64(),
             },
         ));
@@ -119,6 +124,7 @@ pub fn update(
         commit_state(&dir, &state_path, &state)?;
     }
     profiles.refresh_population();
+    let build_seconds = started.elapsed().as_secs_f64();
     let seen = profiles.stats.iter().map(|s| s.engagements > 0).collect();
     let n = contacts.len();
     Ok((
@@ -131,6 +137,7 @@ pub fn update(
             rebuilt: false,
             new_parts: new_parts.len(),
             contacts: n,
+            build_seconds,
             seconds: started.elapsed().as_secs_f64(),
         },
     ))
