@@ -12,7 +12,7 @@ use polars::prelude::*;
 
 use super::ModelConfig;
 use super::backtest::{Row, Rows};
-use super::profile::Profiles;
+use super::profile::{Delta, Profiles};
 use crate::events::{Contacts, day_of};
 use crate::store::Dataset;
 
@@ -39,12 +39,14 @@ pub fn build_at(
     as_of_ms: i64,
 ) -> anyhow::Result<Built> {
     let parts = Dataset::open(data_dir, "events")?.parts()?;
-    let mut profiles = Profiles::new(config, 0, reference_day);
-    let mut seen = Vec::new();
+    // Size the arrays once (from the dictionary's footers) instead of growing them part by part.
+    let expected = Contacts::count(data_dir)?;
+    let mut profiles = Profiles::new(config, expected, reference_day);
+    let mut seen = vec![false; expected];
     // The dictionary loads while the events are added: neither needs the other until the end.
     let contacts = std::thread::scope(|scope| {
         let contacts = scope.spawn(|| Contacts::load(data_dir));
-        add_parts(&parts, &mut profiles, &mut seen, as_of_ms)?;
+        add_parts(&parts, &mut profiles, &mut seen, as_of_ms, None)?;
         contacts.join().expect("contact loading does not panic")
     })?;
     profiles.grow(contacts.len());
@@ -63,6 +65,7 @@ pub fn add_parts(
     profiles: &mut Profiles,
     seen: &mut Vec<bool>,
     as_of_ms: i64,
+    mut delta: Option<&mut Delta>,
 ) -> anyhow::Result<()> {
     let cutoff_day = if as_of_ms == i64::MAX {
         i32::MAX
@@ -75,13 +78,20 @@ pub fn add_parts(
         let k = df.column("kind")?.u8()?.cont_slice()?;
         let s = df.column("slot")?.u8()?.cont_slice()?;
         let d = df.column("day")?.i32()?.cont_slice()?;
-        let f = df.column("filtered")?.bool()?.rechunk().into_owned();
-        let filtered: Vec<bool> = f.iter().map(|v| v.unwrap_or(false)).collect();
-        // Exact cut-off only where a part reaches the cut-off day.
-        let at: Option<Vec<i64>> = if d.iter().any(|day| *day >= cutoff_day) {
+        let filtered = df.column("filtered")?.bool()?;
+        // Per-row masks only where needed: filtered events, and a part that reaches the
+        // cut-off day (there the exact time decides).
+        let filtered: Option<Vec<bool>> = filtered.any().then(|| {
+            if filtered.null_count() == 0 {
+                filtered.downcast_iter().flat_map(|a| a.values_iter()).collect()
+            } else {
+                filtered.iter().map(|v| v.unwrap_or(false)).collect()
+            }
+        });
+        let skip: Option<Vec<bool>> = if d.iter().any(|day| *day >= cutoff_day) {
             let at = read_columns(path, &["at"])?;
             let at = at.column("at")?.cast(&DataType::Int64)?;
-            Some(at.i64()?.iter().map(|v| v.unwrap_or(i64::MAX)).collect())
+            Some(at.i64()?.iter().map(|at| at.is_none_or(|at| at >= as_of_ms)).collect())
         } else {
             None
         };
@@ -90,13 +100,16 @@ pub fn add_parts(
         {
             seen.resize(*max as usize + 1, false);
         }
-        for i in 0..c.len() {
-            if at.as_ref().is_some_and(|at| at[i] >= as_of_ms) {
-                continue;
-            }
-            seen[c[i] as usize] = true;
-            profiles.add(c[i], k[i], s[i], d[i], filtered[i]);
-        }
+        profiles.add_batch(
+            c,
+            k,
+            s,
+            d,
+            filtered.as_deref(),
+            skip.as_deref(),
+            seen,
+            delta.as_deref_mut(),
+        );
         Ok(())
     })
 }

@@ -85,6 +85,32 @@ impl Stats {
     }
 }
 
+/// What a batch of events added, sparsely: (contact, slot, weight) and per-contact stats.
+#[derive(Debug, Default, Clone)]
+pub struct Delta {
+    pub weights: Vec<(u32, u8, f32)>,
+    pub stats: Vec<(u32, Stats)>,
+}
+
+impl Delta {
+    /// Everything in `p`, as one delta (for storing a full rebuild).
+    pub fn of(p: &Profiles) -> Delta {
+        let mut d = Delta::default();
+        for (c, (w, s)) in p.weights.iter().zip(&p.stats).enumerate() {
+            if s.engagements == 0 {
+                continue;
+            }
+            for (slot, v) in w.iter().enumerate() {
+                if *v != 0.0 {
+                    d.weights.push((c as u32, slot as u8, *v));
+                }
+            }
+            d.stats.push((c as u32, *s));
+        }
+        d
+    }
+}
+
 /// What the model says about one contact at one moment.
 #[derive(Debug, Clone)]
 pub struct Profile {
@@ -120,6 +146,9 @@ struct DecayTables {
     model: Vec<f32>,
     fast: Vec<f32>,
     slow: Vec<f32>,
+    /// The three factors side by side, for the batch loop.
+    all: Vec<[f32; 3]>,
+    half_life: f64,
 }
 
 const TABLE_DAYS: usize = 20 * 366;
@@ -131,10 +160,29 @@ impl DecayTables {
                 .map(|d| 0.5f64.powf(d as f64 / hl) as f32)
                 .collect()
         };
+        let model: Vec<f32> = table(half_life);
+        let fast: Vec<f32> = table(FAST_HALF_LIFE);
+        let slow: Vec<f32> = table(SLOW_HALF_LIFE);
+        let all = (0..TABLE_DAYS).map(|d| [model[d], fast[d], slow[d]]).collect();
         Self {
-            model: table(half_life),
-            fast: table(FAST_HALF_LIFE),
-            slow: table(SLOW_HALF_LIFE),
+            model,
+            fast,
+            slow,
+            all,
+            half_life,
+        }
+    }
+
+    /// Model, fast and slow factors for an event `age` days before the reference day.
+    #[inline]
+    fn factors(&self, age: i32) -> [f32; 3] {
+        match usize::try_from(age) {
+            Ok(a) if a < self.all.len() => self.all[a],
+            _ => [
+                lookup(&self.model, age, self.half_life),
+                lookup(&self.fast, age, FAST_HALF_LIFE),
+                lookup(&self.slow, age, SLOW_HALF_LIFE),
+            ],
         }
     }
 }
@@ -154,7 +202,7 @@ impl Profiles {
         Self {
             config,
             reference_day,
-            weights: vec![[0.0; SLOTS]; contacts],
+            weights: zeroed_rows(contacts),
             stats: vec![Stats::default(); contacts],
             population: [1.0 / SLOTS as f64; SLOTS],
             weekdays: [1.0 / 7.0; 7],
@@ -210,37 +258,107 @@ impl Profiles {
         s.slow += lookup(&self.decay.slow, age, SLOW_HALF_LIFE);
     }
 
-    /// Add another set of profiles (same reference day and parameters) into this one.
-    pub fn merge(&mut self, other: &Profiles) {
-        assert_eq!(self.reference_day, other.reference_day);
-        self.grow(other.len());
-        for (c, (w, s)) in other.weights.iter().zip(&other.stats).enumerate() {
-            if s.engagements == 0 {
-                continue;
+    /// Add a batch of events given as columns (a Parquet part sorted by contact: each
+    /// contact's run is summed in registers). Rows where `skip` is true are left out
+    /// entirely; `filtered` rows count as seen but are not learned from; `seen` marks every
+    /// contact with a row that was not skipped. With `delta`, what the batch added is also
+    /// recorded sparsely (for storing an incremental update).
+    #[allow(clippy::too_many_arguments)]
+    pub fn add_batch(
+        &mut self,
+        contact: &[u32],
+        kind: &[u8],
+        slot: &[u8],
+        day: &[i32],
+        filtered: Option<&[bool]>,
+        skip: Option<&[bool]>,
+        seen: &mut [bool],
+        mut delta: Option<&mut Delta>,
+    ) {
+        let n = contact.len();
+        if let Some(max) = contact.iter().max() {
+            self.grow(*max as usize + 1);
+        }
+        let mut kind_weight = [0.0f32; 256];
+        kind_weight[Kind::Open as usize] = 1.0;
+        kind_weight[Kind::Click as usize] = self.config.params.click_weight as f32;
+        let Profiles {
+            weights,
+            stats,
+            prev_day,
+            decay,
+            reference_day,
+            ..
+        } = self;
+        // This run's own contribution, for `delta`.
+        let mut local = [0.0f32; SLOTS];
+        let mut local_slots: Vec<u8> = Vec::new();
+        let mut i = 0;
+        while i < n {
+            let c = contact[i] as usize;
+            let row = &mut weights[c];
+            let mut st = stats[c];
+            let mut prev = prev_day[c];
+            let mut add = Stats::default();
+            // Decay factors change only with the day: computed once per day of a run.
+            let mut factors = [0.0f32; 3];
+            let mut any = false;
+            while i < n && contact[i] as usize == c {
+                if skip.is_some_and(|m| m[i]) {
+                    i += 1;
+                    continue;
+                }
+                any = true;
+                let w = kind_weight[kind[i] as usize];
+                let s = slot[i] as usize;
+                if w != 0.0 && s < SLOTS && !filtered.is_some_and(|f| f[i]) {
+                    let d = day[i];
+                    if prev != d {
+                        add.active_days += 1;
+                        add.first_day = add.first_day.min(d);
+                        add.last_day = add.last_day.max(d);
+                        factors = decay.factors(*reference_day - d);
+                        prev = d;
+                    }
+                    let x = w * factors[0];
+                    row[s] += x;
+                    if delta.is_some() {
+                        if local[s] == 0.0 {
+                            local_slots.push(s as u8);
+                        }
+                        local[s] += x;
+                    }
+                    add.engagements += 1;
+                    add.fast += factors[1];
+                    add.slow += factors[2];
+                }
+                i += 1;
             }
-            for (a, b) in self.weights[c].iter_mut().zip(w) {
-                *a += b;
+            if add.engagements > 0 {
+                st.merge(&add);
+                stats[c] = st;
+                if let Some(delta) = delta.as_deref_mut() {
+                    for s in local_slots.drain(..) {
+                        delta.weights.push((c as u32, s, local[s as usize]));
+                        local[s as usize] = 0.0;
+                    }
+                    delta.stats.push((c as u32, add));
+                }
             }
-            self.stats[c].merge(s);
+            prev_day[c] = prev;
+            if any && let Some(x) = seen.get_mut(c) {
+                *x = true;
+            }
         }
     }
 
-    /// Move the reference day to `day`, decaying everything accordingly.
-    pub fn rebase(&mut self, day: i32) {
-        let age = (day - self.reference_day) as f64;
-        let f = 0.5f64.powf(age / self.config.params.half_life_days) as f32;
-        let ff = 0.5f64.powf(age / FAST_HALF_LIFE) as f32;
-        let fs = 0.5f64.powf(age / SLOW_HALF_LIFE) as f32;
-        for w in &mut self.weights {
-            for x in w.iter_mut() {
-                *x *= f;
-            }
+    /// Add one contact's counts and statistics (same reference day).
+    pub fn add_row(&mut self, contact: usize, weights: &[f32; SLOTS], stats: &Stats) {
+        self.grow(contact + 1);
+        for (a, b) in self.weights[contact].iter_mut().zip(weights) {
+            *a += b;
         }
-        for s in &mut self.stats {
-            s.fast *= ff;
-            s.slow *= fs;
-        }
-        self.reference_day = day;
+        self.stats[contact].merge(stats);
     }
 
     /// Whether a contact's volume or cadence is implausible for a person.
@@ -361,6 +479,13 @@ impl Profiles {
     }
 }
 
+/// `contacts` rows of zeros from one zeroed allocation: `vec![[0.0; 168]; n]` would write
+/// every byte (std only hands small arrays to calloc), where this lets the kernel supply
+/// zero pages as they are first touched.
+fn zeroed_rows(contacts: usize) -> Vec<[f32; SLOTS]> {
+    bytemuck::allocation::cast_vec(vec![0.0f32; contacts * SLOTS])
+}
+
 /// Spread counts to neighbouring hours with a Gaussian kernel (circular over the week).
 fn spread_hours(raw: &[f64], bandwidth: f64) -> Vec<f64> {
     if bandwidth <= 0.0 {
@@ -426,15 +551,14 @@ mod tests {
     }
 
     #[test]
-    fn decay_halves_per_half_life_and_rebase_is_consistent() {
+    fn decay_halves_per_half_life_and_later_events_weigh_more() {
         let mut a = profiles();
         let hl = a.config.params.half_life_days as i32;
         a.add(0, Kind::Open as u8, 5, 1000 - hl, false);
         assert!((a.weights[0][5] - 0.5).abs() < 1e-6);
-        let mut b = Profiles::new(ModelConfig::default(), 4, 1000 - hl);
-        b.add(0, Kind::Open as u8, 5, 1000 - hl, false);
-        b.rebase(1000);
-        assert!((b.weights[0][5] - a.weights[0][5]).abs() < 1e-6);
+        // An event one half-life after the reference day counts double: adding stays exact.
+        a.add(1, Kind::Open as u8, 5, 1000 + hl, false);
+        assert!((a.weights[1][5] - 2.0).abs() < 1e-5);
     }
 
     #[test]
@@ -462,6 +586,46 @@ mod tests {
         assert_eq!(p.class(Some(2), now), Class::Passive);
         assert_eq!(p.class(Some(3), now), Class::Inactive);
         assert_eq!(p.class(None, now), Class::Evaluating);
+    }
+
+    #[test]
+    fn batch_adding_equals_adding_one_by_one() {
+        let rows: Vec<(u32, u8, u8, i32, bool)> = (0..500u32)
+            .map(|i| (i / 50, [6u8, 7, 0, 3][(i % 4) as usize], (i * 7 % 168) as u8, 900 + (i % 40) as i32, i % 13 == 0))
+            .collect();
+        let mut one = profiles();
+        for (c, k, s, d, f) in &rows {
+            one.add(*c, *k, *s, *d, *f);
+        }
+        let mut batch = profiles();
+        let col = |f: fn(&(u32, u8, u8, i32, bool)) -> u32| rows.iter().map(f).collect::<Vec<_>>();
+        let c = col(|r| r.0);
+        let k: Vec<u8> = rows.iter().map(|r| r.1).collect();
+        let s: Vec<u8> = rows.iter().map(|r| r.2).collect();
+        let d: Vec<i32> = rows.iter().map(|r| r.3).collect();
+        let f: Vec<bool> = rows.iter().map(|r| r.4).collect();
+        let mut seen = vec![false; 10];
+        let mut delta = Delta::default();
+        batch.add_batch(&c, &k, &s, &d, Some(&f), None, &mut seen, Some(&mut delta));
+        assert_eq!(one.weights, batch.weights);
+        assert_eq!(one.stats, batch.stats);
+        // The recorded delta is exactly what was added.
+        let mut replay = profiles();
+        replay.grow(batch.len());
+        for (c, s, w) in &delta.weights {
+            replay.weights[*c as usize][*s as usize] += w;
+        }
+        for (c, st) in &delta.stats {
+            replay.stats[*c as usize].merge(st);
+        }
+        assert_eq!(replay.weights, batch.weights);
+        assert_eq!(replay.stats, batch.stats);
+        assert!(seen.iter().all(|x| *x));
+        // Skipped rows count for nothing, not even as seen.
+        let mut skipped = profiles();
+        let mut seen = vec![false; 10];
+        skipped.add_batch(&c, &k, &s, &d, None, Some(&vec![true; c.len()]), &mut seen, None);
+        assert!(skipped.stats.iter().all(|s| s.engagements == 0) && !seen.iter().any(|x| *x));
     }
 
     #[test]

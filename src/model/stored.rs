@@ -18,8 +18,8 @@ use ulid::Ulid;
 
 use super::ModelConfig;
 use super::dataset::{self, Built};
-use super::profile::{Profiles, Stats};
-use crate::events::{Contacts, SLOTS, day_of};
+use super::profile::{Delta, Profiles, Stats};
+use crate::events::{Contacts, day_of};
 use crate::store::{Dataset, read_part, write_durably};
 
 /// Counts are re-decayed (a full rebuild at today's reference day) this often, so weights of
@@ -56,91 +56,169 @@ pub fn update(
     now_ms: i64,
     rebuild: bool,
 ) -> anyhow::Result<(Built, Update)> {
-    let started = Instant::now();
-    let dir = data_dir.join("profiles");
-    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    let state_path = dir.join("state.json");
-    let events = Dataset::open(data_dir, "events")?;
-    let on_disk: Vec<String> = events
-        .parts()?
-        .iter()
-        .filter_map(|p| file_name(p))
-        .collect();
-    let state: Option<State> = std::fs::read(&state_path)
-        .ok()
-        .and_then(|b| serde_json::from_slice(&b).ok());
-    let usable = state.filter(|s| {
-        !rebuild
-            && day_of(now_ms) - s.reference_day <= REBASE_DAYS
-            && s.half_life_days == config.params.half_life_days
-            && s.click_weight == config.params.click_weight
-            && s.parts.iter().all(|p| on_disk.contains(p))
-    });
+    let (cache, update) = Cache::open(data_dir, config, now_ms, rebuild)?;
+    Ok((cache.built, update))
+}
 
-    let Some(mut state) = usable else {
-        // Full rebuild from every event part.
+/// Profiles kept in memory by a long-running process: [`Cache::refresh`] adds only event
+/// parts that appeared since, and stores what they added.
+pub struct Cache {
+    data_dir: PathBuf,
+    config: ModelConfig,
+    state: State,
+    pub built: Built,
+}
+
+impl Cache {
+    /// Load the stored profiles (rebuilding them when they cannot be used) and add new parts.
+    pub fn open(
+        data_dir: &Path,
+        config: ModelConfig,
+        now_ms: i64,
+        rebuild: bool,
+    ) -> anyhow::Result<(Cache, Update)> {
+        let started = Instant::now();
+        let dir = data_dir.join("profiles");
+        std::fs::create_dir_all(&dir)
+            .with_context(|| format!("cannot create {}", dir.display()))?;
+        let on_disk = event_parts(data_dir)?;
+        let state: Option<State> = std::fs::read(dir.join("state.json"))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok());
+        let usable = state.filter(|s| !rebuild && s.usable(config, now_ms, &on_disk));
+        let Some(state) = usable else {
+            return Self::rebuild(data_dir, config, now_ms, on_disk, started);
+        };
+        let contacts = Contacts::load(data_dir)?;
+        let profiles = load(&dir, &state, config, contacts.len())?;
+        let seen = profiles.stats.iter().map(|s| s.engagements > 0).collect();
+        let mut cache = Cache {
+            data_dir: data_dir.to_path_buf(),
+            config,
+            state,
+            built: Built {
+                contacts,
+                profiles,
+                seen,
+            },
+        };
+        let mut update = cache.add_new_parts(on_disk, started)?;
+        update.seconds = started.elapsed().as_secs_f64();
+        Ok((cache, update))
+    }
+
+    /// Add the event parts that appeared since the last refresh (or rebuild, when the stored
+    /// profiles can no longer be extended).
+    pub fn refresh(&mut self, now_ms: i64) -> anyhow::Result<Update> {
+        let started = Instant::now();
+        let on_disk = event_parts(&self.data_dir)?;
+        if !self.state.usable(self.config, now_ms, &on_disk) {
+            let (fresh, update) =
+                Self::rebuild(&self.data_dir, self.config, now_ms, on_disk, started)?;
+            *self = fresh;
+            return Ok(update);
+        }
+        self.add_new_parts(on_disk, started)
+    }
+
+    fn rebuild(
+        data_dir: &Path,
+        config: ModelConfig,
+        now_ms: i64,
+        on_disk: Vec<String>,
+        started: Instant,
+    ) -> anyhow::Result<(Cache, Update)> {
+        let dir = data_dir.join("profiles");
         let built = dataset::build_at(data_dir, config, day_of(now_ms), i64::MAX)?;
         let build_seconds = started.elapsed().as_secs_f64();
-        let delta = write_delta(&dir, &built.profiles, None)?;
-        let new = State {
+        let delta = write_delta(&dir, &Delta::of(&built.profiles))?;
+        let state = State {
             reference_day: built.profiles.reference_day,
             half_life_days: config.params.half_life_days,
             click_weight: config.params.click_weight,
             parts: on_disk.clone(),
             deltas: vec![delta],
         };
-        commit_state(&dir, &state_path, &new)?;
-        let contacts = built.contacts.len();
-        return Ok((
-            built,
-            Update {
-                rebuilt: true,
-                new_parts: on_disk.len(),
-                contacts,
-                build_seconds,
-                seconds: started.elapsed().as_secs_f64(),
-            },
-        ));
-    };
-
-    let contacts = Contacts::load(data_dir)?;
-    let mut profiles = load(&dir, &state, config, contacts.len())?;
-    let included: HashSet<&String> = state.parts.iter().collect();
-    let new_parts: Vec<PathBuf> = on_disk
-        .iter()
-        .filter(|p| !included.contains(p))
-        .map(|p| events.dir.join(p))
-        .collect();
-    if !new_parts.is_empty() {
-        let mut delta = Profiles::new(config, contacts.len(), state.reference_day);
-        let mut touched = vec![false; contacts.len()];
-        dataset::add_parts(&new_parts, &mut delta, &mut touched, i64::MAX)?;
-        let name = write_delta(&dir, &delta, Some(&touched))?;
-        profiles.merge(&delta);
-        state
-            .parts
-            .extend(new_parts.iter().filter_map(|p| file_name(p)));
-        state.deltas.push(name);
-        commit_state(&dir, &state_path, &state)?;
-    }
-    profiles.refresh_population();
-    let build_seconds = started.elapsed().as_secs_f64();
-    let seen = profiles.stats.iter().map(|s| s.engagements > 0).collect();
-    let n = contacts.len();
-    Ok((
-        Built {
-            contacts,
-            profiles,
-            seen,
-        },
-        Update {
-            rebuilt: false,
-            new_parts: new_parts.len(),
-            contacts: n,
+        commit_state(&dir, &state)?;
+        let update = Update {
+            rebuilt: true,
+            new_parts: on_disk.len(),
+            contacts: built.contacts.len(),
             build_seconds,
             seconds: started.elapsed().as_secs_f64(),
-        },
-    ))
+        };
+        let cache = Cache {
+            data_dir: data_dir.to_path_buf(),
+            config,
+            state,
+            built,
+        };
+        Ok((cache, update))
+    }
+
+    fn add_new_parts(&mut self, on_disk: Vec<String>, started: Instant) -> anyhow::Result<Update> {
+        let dir = self.data_dir.join("profiles");
+        let included: HashSet<&String> = self.state.parts.iter().collect();
+        let events_dir = self.data_dir.join("events");
+        let new_parts: Vec<PathBuf> = on_disk
+            .iter()
+            .filter(|p| !included.contains(p))
+            .map(|p| events_dir.join(p))
+            .collect();
+        let mut build_seconds = 0.0;
+        if !new_parts.is_empty() {
+            let built = &mut self.built;
+            if Contacts::count(&self.data_dir)? > built.contacts.len() {
+                built.contacts = Contacts::load(&self.data_dir)?;
+            }
+            let n = built.contacts.len();
+            built.profiles.grow(n);
+            built.seen.resize(n.max(built.seen.len()), false);
+            // New events go straight into the profiles in memory; what they added is kept
+            // sparsely for the stored delta.
+            let mut delta = Delta::default();
+            dataset::add_parts(
+                &new_parts,
+                &mut built.profiles,
+                &mut built.seen,
+                i64::MAX,
+                Some(&mut delta),
+            )?;
+            built.profiles.refresh_population();
+            build_seconds = started.elapsed().as_secs_f64();
+            let name = write_delta(&dir, &delta)?;
+            self.state
+                .parts
+                .extend(new_parts.iter().filter_map(|p| file_name(p)));
+            self.state.deltas.push(name);
+            commit_state(&dir, &self.state)?;
+        }
+        Ok(Update {
+            rebuilt: false,
+            new_parts: new_parts.len(),
+            contacts: self.built.contacts.len(),
+            build_seconds,
+            seconds: started.elapsed().as_secs_f64(),
+        })
+    }
+}
+
+impl State {
+    /// Whether these stored profiles can be extended rather than rebuilt.
+    fn usable(&self, config: ModelConfig, now_ms: i64, on_disk: &[String]) -> bool {
+        day_of(now_ms) - self.reference_day <= REBASE_DAYS
+            && self.half_life_days == config.params.half_life_days
+            && self.click_weight == config.params.click_weight
+            && self.parts.iter().all(|p| on_disk.contains(p))
+    }
+}
+
+fn event_parts(data_dir: &Path) -> anyhow::Result<Vec<String>> {
+    Ok(Dataset::open(data_dir, "events")?
+        .parts()?
+        .iter()
+        .filter_map(|p| file_name(p))
+        .collect())
 }
 
 fn file_name(p: &Path) -> Option<String> {
@@ -202,77 +280,45 @@ fn load(
     Ok(p)
 }
 
-/// Write the non-zero part of `p` (only `touched` contacts, if given) as a delta pair.
-fn write_delta(dir: &Path, p: &Profiles, touched: Option<&[bool]>) -> anyhow::Result<String> {
+/// Write a delta as its pair of Parquet files; returns the pair's name.
+fn write_delta(dir: &Path, delta: &Delta) -> anyhow::Result<String> {
     let name = format!("delta-{}", Ulid::generate());
-    let (mut wc, mut ws, mut wv) = (Vec::new(), Vec::new(), Vec::new());
-    let mut stats: Vec<(u32, Stats)> = Vec::new();
-    for (c, (w, s)) in p.weights.iter().zip(&p.stats).enumerate() {
-        if s.engagements == 0 || touched.is_some_and(|t| !t.get(c).copied().unwrap_or(false)) {
-            continue;
-        }
-        for (slot, v) in w.iter().enumerate().take(SLOTS) {
-            if *v != 0.0 {
-                wc.push(c as u32);
-                ws.push(slot as u8);
-                wv.push(*v);
-            }
-        }
-        stats.push((c as u32, *s));
-    }
+    let w = &delta.weights;
     let mut weights = DataFrame::new(
-        wc.len(),
+        w.len(),
         vec![
-            Column::new("contact".into(), wc),
-            Column::new("slot".into(), ws),
-            Column::new("weight".into(), wv),
+            Column::new("contact".into(), w.iter().map(|r| r.0).collect::<Vec<_>>()),
+            Column::new("slot".into(), w.iter().map(|r| r.1).collect::<Vec<_>>()),
+            Column::new("weight".into(), w.iter().map(|r| r.2).collect::<Vec<_>>()),
         ],
     )?;
-    let n = stats.len();
+    let stats = &delta.stats;
     let mut st = DataFrame::new(
-        n,
+        stats.len(),
         vec![
-            Column::new(
-                "contact".into(),
-                stats.iter().map(|s| s.0).collect::<Vec<_>>(),
-            ),
-            Column::new(
-                "engagements".into(),
-                stats.iter().map(|s| s.1.engagements).collect::<Vec<_>>(),
-            ),
-            Column::new(
-                "active_days".into(),
-                stats.iter().map(|s| s.1.active_days).collect::<Vec<_>>(),
-            ),
-            Column::new(
-                "first_day".into(),
-                stats.iter().map(|s| s.1.first_day).collect::<Vec<_>>(),
-            ),
-            Column::new(
-                "last_day".into(),
-                stats.iter().map(|s| s.1.last_day).collect::<Vec<_>>(),
-            ),
-            Column::new(
-                "fast".into(),
-                stats.iter().map(|s| s.1.fast).collect::<Vec<_>>(),
-            ),
-            Column::new(
-                "slow".into(),
-                stats.iter().map(|s| s.1.slow).collect::<Vec<_>>(),
-            ),
+            Column::new("contact".into(), stats.iter().map(|s| s.0).collect::<Vec<_>>()),
+            Column::new("engagements".into(), stats.iter().map(|s| s.1.engagements).collect::<Vec<_>>()),
+            Column::new("active_days".into(), stats.iter().map(|s| s.1.active_days).collect::<Vec<_>>()),
+            Column::new("first_day".into(), stats.iter().map(|s| s.1.first_day).collect::<Vec<_>>()),
+            Column::new("last_day".into(), stats.iter().map(|s| s.1.last_day).collect::<Vec<_>>()),
+            Column::new("fast".into(), stats.iter().map(|s| s.1.fast).collect::<Vec<_>>()),
+            Column::new("slow".into(), stats.iter().map(|s| s.1.slow).collect::<Vec<_>>()),
         ],
     )?;
     for (suffix, df) in [("weights", &mut weights), ("stats", &mut st)] {
         let path = dir.join(format!("{name}.{suffix}.parquet"));
         let mut file = std::fs::File::create(&path)?;
-        ParquetWriter::new(&mut file).finish(df)?;
+        ParquetWriter::new(&mut file)
+            .with_compression(ParquetCompression::Lz4Raw)
+            .finish(df)?;
         file.sync_all()?;
     }
     Ok(name)
 }
 
 /// Make `state` the one in force, then remove delta files it no longer names.
-fn commit_state(dir: &Path, path: &Path, state: &State) -> anyhow::Result<()> {
+fn commit_state(dir: &Path, state: &State) -> anyhow::Result<()> {
+    let path = &dir.join("state.json");
     crate::store::sync_dir(dir)?;
     write_durably(path, &serde_json::to_vec_pretty(state)?)?;
     let keep: HashSet<&str> = state.deltas.iter().map(String::as_str).collect();
@@ -293,7 +339,7 @@ fn commit_state(dir: &Path, path: &Path, state: &State) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::events::{Event, Kind, append};
+    use crate::events::{Event, Kind, SLOTS, append};
 
     fn ev(id: i64, at_ms: i64) -> Event {
         Event {

@@ -159,7 +159,9 @@ pub fn generate(out: &Path, spec: Spec) -> anyhow::Result<usize> {
     let mut written = 0usize;
     for (c, p) in personas.iter().enumerate() {
         let share = p.activity * if p.machine { 40.0 } else { 1.0 } / total_activity;
-        let n = (share * spec.events as f64).round() as usize;
+        // Stochastic rounding keeps the total on target when shares are tiny.
+        let expected = share * spec.events as f64;
+        let n = expected.floor() as usize + usize::from(rng.f64() < expected.fract());
         let mut rows: Vec<(i64, Kind)> = Vec::with_capacity(n + 2);
         for _ in 0..n {
             let sent = sends[rng.below(sends.len() as u64) as usize];
