@@ -479,7 +479,9 @@ impl Dispatcher {
             List(Arc<Link>, String, Vec<Pending>),
         }
         let mut jobs = Vec::new();
-        let mut lists: HashMap<(String, String), (Arc<Link>, usize, Vec<Pending>)> = HashMap::new();
+        // (connector, list) → (link, batch size, contacts)
+        type ListJobs = HashMap<(String, String), (Arc<Link>, usize, Vec<Pending>)>;
+        let mut lists: ListJobs = HashMap::new();
         let mut dry = Vec::new();
         let mut later = Vec::new();
         let mut newly_held: HashMap<String, usize> = HashMap::new();
