@@ -539,3 +539,192 @@ fn kill_9_mid_tick_loses_nothing_and_duplicates_only_calls_in_flight() {
         );
     }
 }
+
+#[test]
+fn a_removed_webhook_holds_its_contacts_and_a_changed_workflow_applies_to_the_rest() {
+    let rt = runtime();
+    let standin = rt.block_on(StandIn::start(Options::default())).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let a = Hook {
+        id: "step-a",
+        kind: "IMMEDIATE",
+        target: "workflow_id = 1",
+    };
+    let b = Hook {
+        id: "step-b",
+        kind: "IMMEDIATE",
+        target: "workflow_id = 2",
+    };
+    let b2 = Hook {
+        id: "step-b",
+        kind: "IMMEDIATE",
+        target: "workflow_id = 22",
+    };
+    let extra = "requests_per_10s = 150";
+    let config = write_config(dir.path(), &standin.url(), extra, &[&a, &b]);
+    let clock = dir.path().join("clock");
+    let t0 = now_ms();
+    set_clock(&clock, t0 - 60_000);
+    let server = start(&config, &data, Some(&clock), &[]);
+    for i in 0..3u64 {
+        for (hook, base) in [("step-a", 100), ("step-b", 200)] {
+            let email = format!("{hook}-{i}@example.com");
+            standin.add_contact(&email, base + i);
+            post(&server, hook, base + i, &email);
+        }
+    }
+    eventually(Duration::from_secs(30), || {
+        (plans(&data).len() == 6).then_some(())
+    })
+    .expect("planned");
+
+    // step-a leaves the config; step-b now enrolls into workflow 22.
+    write_config(dir.path(), &standin.url(), extra, &[&b2]);
+    server
+        .wait_log_count("config loaded", 2, Duration::from_secs(10))
+        .expect("reloaded");
+    let later = t0 + 3_600_000;
+    set_clock(&clock, later);
+    server
+        .wait_log(
+            "webhook is not in the config: its due contacts are held",
+            Duration::from_secs(20),
+        )
+        .unwrap_or_else(|| panic!("no held log; logs:\n{}", server.logs()));
+    let metrics = reqwest::blocking::get(server.url("/metrics"))
+        .unwrap()
+        .text()
+        .unwrap();
+    assert!(
+        metrics.contains("sendtime_dispatch_held{webhook=\"step-a\"} 3"),
+        "{metrics}"
+    );
+    eventually(Duration::from_secs(20), || {
+        let e = enrollments(&standin.log());
+        (0..3)
+            .all(|i| e.contains_key(&("22".into(), format!("step-b-{i}@example.com"))))
+            .then_some(())
+    })
+    .expect("step-b enrolled into its new workflow");
+    let enrolled = enrollments(&standin.log());
+    for i in 0..3 {
+        assert_eq!(
+            enrolled.get(&("22".into(), format!("step-b-{i}@example.com"))),
+            Some(&1)
+        );
+        assert!(
+            standin
+                .enrollments_of(&format!("step-a-{i}@example.com"))
+                .is_empty()
+        );
+    }
+    assert!(!enrolled.keys().any(|(wf, _)| wf == "2"), "{enrolled:?}");
+
+    // step-a returns: its held contacts go out on the next tick.
+    write_config(dir.path(), &standin.url(), extra, &[&a, &b2]);
+    server
+        .wait_log_count("config loaded", 3, Duration::from_secs(10))
+        .expect("reloaded");
+    let done = eventually(Duration::from_secs(20), || {
+        let e = enrollments(&standin.log());
+        (0..3)
+            .all(|i| e.get(&("1".into(), format!("step-a-{i}@example.com"))) == Some(&1))
+            .then_some(())
+    });
+    assert!(
+        done.is_some(),
+        "held contacts not sent; logs:\n{}",
+        server.logs()
+    );
+}
+
+#[test]
+fn the_shipped_config_runs_in_dry_run_without_credentials() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("webhooks.toml");
+    std::fs::copy(
+        concat!(env!("CARGO_MANIFEST_DIR"), "/webhooks.toml"),
+        &config,
+    )
+    .unwrap();
+    let data = dir.path().join("data");
+    let secret = "shipped-secret";
+    let mut server = Server::start(
+        &config,
+        &data,
+        &[
+            ("HUBSPOT_CLIENT_SECRET", secret),
+            ("HUBSPOT_ACCESS_TOKEN", ""),
+        ],
+    );
+    for (hook, vid, email) in [
+        ("fatigue-update", 11, "dry@example.com"),
+        ("big-list", 12, "list@example.com"),
+    ] {
+        let body = format!(
+            r#"{{"vid": {vid}, "portal-id": 62515, "properties": {{"email": {{"value": "{email}"}}}}}}"#
+        );
+        let path = format!("/hooks/{hook}");
+        let sig = sign_v2(
+            secret.as_bytes(),
+            "POST",
+            &format!("{PUBLIC}{path}"),
+            body.as_bytes(),
+        );
+        let resp = reqwest::blocking::Client::new()
+            .post(server.url(&path))
+            .header("X-HubSpot-Signature", sig)
+            .header("X-HubSpot-Signature-Version", "v2")
+            .body(body)
+            .send()
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), 200);
+    }
+    let tick = |now: &str| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_sendtime"))
+            .arg("--config")
+            .arg(&config)
+            .arg("--data")
+            .arg(&data)
+            .args(["tick", "--now", now])
+            .env("HUBSPOT_CLIENT_SECRET", secret)
+            .env_remove("HUBSPOT_ACCESS_TOKEN")
+            .output()
+            .unwrap()
+    };
+    // While serve dispatches from the folder, a second dispatcher is refused.
+    let refused = tick("2030-01-01T00:00:00Z");
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("another sendtime"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+    server.signal("TERM");
+    assert_eq!(server.wait_exit(Duration::from_secs(20)), Some(0));
+
+    let out = tick("2030-01-01T00:00:00Z");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("dry_run=2"), "{stdout}");
+    let rows = outcomes(&data);
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    assert!(rows.iter().all(|r| r.status == Status::DryRun));
+    let messages: Vec<&str> = rows.iter().filter_map(|r| r.message.as_deref()).collect();
+    assert!(
+        messages.contains(&"dry run: would enroll dry@example.com into workflow 1234570"),
+        "{messages:?}"
+    );
+    assert!(
+        messages.contains(&"dry run: would add record 12 to list 987"),
+        "{messages:?}"
+    );
+    // Nothing is left to do: a second tick is idle.
+    let again = tick("2030-01-01T00:01:00Z");
+    assert!(String::from_utf8_lossy(&again.stdout).contains("due=0"));
+}

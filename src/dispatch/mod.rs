@@ -98,6 +98,8 @@ pub struct Dispatcher {
     queue: BTreeSet<(i64, String)>,
     /// Webhook id → contacts whose webhook is missing from the config.
     held: HashMap<String, Vec<Pending>>,
+    /// Receipt ids in `held`.
+    held_ids: HashSet<String>,
     /// Receipts with a final outcome.
     done: HashSet<String>,
     seen_parts: HashSet<PathBuf>,
@@ -203,6 +205,7 @@ impl Dispatcher {
             items,
             queue,
             held: HashMap::new(),
+            held_ids: HashSet::new(),
             done,
             seen_parts: HashSet::new(),
             profiles: ProfileCache::new(data_dir),
@@ -384,11 +387,7 @@ impl Dispatcher {
     }
 
     fn is_held(&self, receipt_id: &str) -> bool {
-        !self.held.is_empty()
-            && self
-                .held
-                .values()
-                .any(|v| v.iter().any(|p| p.receipt_id == receipt_id))
+        self.held_ids.contains(receipt_id)
     }
 
     fn enqueue(&mut self, item: Pending) {
@@ -414,6 +413,7 @@ impl Dispatcher {
             );
             self.metrics.held(&webhook).set(0);
             for item in items {
+                self.held_ids.remove(&item.receipt_id);
                 self.enqueue(item);
             }
         }
@@ -488,6 +488,7 @@ impl Dispatcher {
         for item in due {
             let Some(webhook) = config.webhook(&item.webhook_id) else {
                 *newly_held.entry(item.webhook_id.clone()).or_default() += 1;
+                self.held_ids.insert(item.receipt_id.clone());
                 self.held
                     .entry(item.webhook_id.clone())
                     .or_default()
