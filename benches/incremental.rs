@@ -12,7 +12,10 @@ use sendtime::model::ModelConfig;
 use sendtime::model::stored::Cache;
 
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).filter(|a| a != "--bench").collect();
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| a != "--bench")
+        .collect();
     let data = PathBuf::from(args.first().expect("DATA_DIR"));
     let new = PathBuf::from(args.get(1).expect("NEW_EVENTS_DIR")).join("events");
     let runs: usize = args.get(2).and_then(|r| r.parse().ok()).unwrap_or(3);
@@ -37,7 +40,11 @@ fn main() {
         let update = cache.refresh(now).unwrap();
         let secs = started.elapsed().as_secs_f64();
         assert!(!update.rebuilt && update.new_parts == parts.len());
-        eprintln!("run {}: {secs:.3} s ({:.3} s before storing the delta)", run + 1, update.build_seconds);
+        eprintln!(
+            "run {}: {secs:.3} s ({:.3} s before storing the delta)",
+            run + 1,
+            update.build_seconds
+        );
         times.push(secs);
         for c in &copies {
             std::fs::remove_file(c).unwrap();
@@ -53,7 +60,9 @@ fn main() {
 
 fn rows_of(p: &Path) -> usize {
     use polars::prelude::*;
-    ParquetReader::new(std::fs::File::open(p).unwrap()).num_rows().unwrap()
+    ParquetReader::new(std::fs::File::open(p).unwrap())
+        .num_rows()
+        .unwrap()
 }
 
 fn contacts(data: &Path) -> usize {

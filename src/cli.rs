@@ -59,6 +59,19 @@ pub enum Command {
         /// Address to listen on; overrides `server.listen`.
         #[arg(long, value_name = "ADDR")]
         listen: Option<SocketAddr>,
+        /// Read the dispatcher's "now" from this file (epoch ms or RFC 3339; the system clock
+        /// while it is absent). For tests that jump hours ahead.
+        #[arg(long, value_name = "FILE", env = "SENDTIME_CLOCK_FILE", hide = true)]
+        clock_file: Option<PathBuf>,
+    },
+    /// Run the dispatcher once and exit: plan new contacts, enroll (or list) what is due.
+    ///
+    /// For hosts that prefer system cron to `serve`'s scheduler. Refuses to run while a
+    /// `serve` dispatches from the same data folder.
+    Tick {
+        /// Pretend it is this time (RFC 3339 or epoch ms) instead of now.
+        #[arg(long, value_name = "TIME")]
+        now: Option<String>,
     },
     /// Load engagement events (opens, clicks, sends, ...) into the events dataset.
     Import {
@@ -202,19 +215,24 @@ pub fn main() -> ExitCode {
     };
     match cli.command {
         Command::Validate { file } => validate(file.unwrap_or(cli.config), &overrides),
-        Command::Serve { listen } => {
+        Command::Serve { listen, clock_file } => {
             init_logging();
             let overrides = Overrides {
                 listen,
                 ..overrides
             };
-            match crate::serve::run(cli.config, overrides) {
+            let clock = clock_file.map_or(crate::clock::Clock::System, crate::clock::Clock::File);
+            match crate::serve::run(cli.config, overrides, clock) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     tracing::error!("{e:#}");
                     ExitCode::FAILURE
                 }
             }
+        }
+        Command::Tick { now } => {
+            init_logging();
+            report(tick(&cli.config, &overrides, now.as_deref()))
         }
         Command::Import { source } => report(import(&cli.config, &overrides, source)),
         Command::Explain { contact, at } => report(
@@ -281,6 +299,20 @@ fn load_config(path: &std::path::Path, overrides: &Overrides) -> anyhow::Result<
     let loaded = Config::load(path, overrides, EnvCheck::Warn)
         .map_err(|d| anyhow::anyhow!("config {} is invalid:\n{d}", path.display()))?;
     Ok(loaded.config)
+}
+
+fn tick(path: &std::path::Path, overrides: &Overrides, now: Option<&str>) -> anyhow::Result<()> {
+    let now = now
+        .map(|t| crate::clock::parse_instant(t).map_or_else(|| model::parse_cli_time(t), Ok))
+        .transpose()?;
+    let loaded = Config::load(path, overrides, EnvCheck::Require)
+        .map_err(|d| anyhow::anyhow!("config {} is invalid:\n{d}", path.display()))?;
+    for line in loaded.warnings.lines() {
+        tracing::warn!("{line}");
+    }
+    let report = crate::dispatch::run_once(&loaded.config, now)?;
+    println!("tick finished: {report}");
+    Ok(())
 }
 
 fn import(

@@ -4,12 +4,15 @@
 //! Data flows one way: [`receiver`] → [`store`] → plan → dispatch. [`config`] is read by all.
 
 pub mod cli;
+pub mod clock;
 pub mod config;
+pub mod dispatch;
 pub mod events;
 pub mod hubspot;
 pub mod import;
 pub mod metrics;
 pub mod model;
 pub mod receiver;
+pub mod scheduler;
 pub mod serve;
 pub mod store;

@@ -27,6 +27,15 @@ pub struct Inner {
     /// Seconds per group commit (log write + fdatasync).
     pub commit_seconds: Histogram,
     pending: Family<Labels, Gauge>,
+    outcomes: Family<Labels, Counter>,
+    held: Family<Labels, Gauge>,
+    paused: Family<Labels, Gauge>,
+    /// Seconds per dispatcher tick.
+    pub tick_seconds: Histogram,
+    /// Scheduled ticks not run because the previous tick was still running.
+    pub ticks_skipped: Counter,
+    /// Planned receipts not yet final (due or not).
+    pub queued: Gauge,
 }
 
 impl std::ops::Deref for Metrics {
@@ -52,6 +61,43 @@ impl Metrics {
         // 50 µs .. ~1.6 s
         let commit_seconds = Histogram::new(exponential_buckets(0.000_05, 2.0, 16));
         let pending = Family::<Labels, Gauge>::default();
+        let outcomes = Family::<Labels, Counter>::default();
+        let held = Family::<Labels, Gauge>::default();
+        let paused = Family::<Labels, Gauge>::default();
+        // 1 ms .. ~9 min
+        let tick_seconds = Histogram::new(exponential_buckets(0.001, 2.0, 20));
+        let ticks_skipped = Counter::default();
+        let queued = Gauge::default();
+        registry.register(
+            "dispatch_outcomes",
+            "Dispatcher call results by status (enrolled, listed, retrying, failed, dry-run)",
+            outcomes.clone(),
+        );
+        registry.register(
+            "dispatch_held",
+            "Contacts held because their webhook is no longer in the config (kept until it returns)",
+            held.clone(),
+        );
+        registry.register(
+            "connector_paused",
+            "1 while a connector is paused by HubSpot's daily API limit",
+            paused.clone(),
+        );
+        registry.register(
+            "tick_seconds",
+            "Duration of one dispatcher tick",
+            tick_seconds.clone(),
+        );
+        registry.register(
+            "ticks_skipped",
+            "Scheduled ticks skipped because the previous tick was still running",
+            ticks_skipped.clone(),
+        );
+        registry.register(
+            "dispatch_queued",
+            "Planned contacts not yet enrolled, listed or failed",
+            queued.clone(),
+        );
         registry.register(
             "webhooks_received",
             "Webhook posts to a known webhook id",
@@ -90,6 +136,12 @@ impl Metrics {
             rejected,
             commit_seconds,
             pending,
+            outcomes,
+            held,
+            paused,
+            tick_seconds,
+            ticks_skipped,
+            queued,
         }))
     }
 
@@ -104,6 +156,27 @@ impl Metrics {
     pub fn pending(&self, webhook: &str) -> Gauge {
         self.pending
             .get_or_create(&vec![("webhook", webhook.to_string())])
+            .clone()
+    }
+
+    /// The counter of dispatcher results with `status`.
+    pub fn outcome(&self, status: &str) -> Counter {
+        self.outcomes
+            .get_or_create(&vec![("status", status.to_string())])
+            .clone()
+    }
+
+    /// Contacts held for a webhook missing from the config.
+    pub fn held(&self, webhook: &str) -> Gauge {
+        self.held
+            .get_or_create(&vec![("webhook", webhook.to_string())])
+            .clone()
+    }
+
+    /// Whether a connector is paused by the daily limit (1) or not (0).
+    pub fn connector_paused(&self, connector: &str) -> Gauge {
+        self.paused
+            .get_or_create(&vec![("connector", connector.to_string())])
             .clone()
     }
 

@@ -6,21 +6,27 @@ use std::sync::Arc;
 use anyhow::Context;
 use arc_swap::ArcSwap;
 
+use tokio::sync::watch;
+
+use crate::clock::Clock;
 use crate::config::{Config, EnvCheck, Overrides, Watcher};
+use crate::dispatch::Dispatcher;
 use crate::metrics::Metrics;
 use crate::receiver::{self, AppState};
+use crate::scheduler;
 use crate::store::inbox::Inbox;
 
-/// Run the server until SIGINT or SIGTERM.
-pub fn run(config_path: PathBuf, overrides: Overrides) -> anyhow::Result<()> {
+/// Run the server until SIGINT or SIGTERM. `clock` is the dispatcher's "now" (the system
+/// clock but in tests).
+pub fn run(config_path: PathBuf, overrides: Overrides, clock: Clock) -> anyhow::Result<()> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")?
-        .block_on(serve(config_path, overrides))
+        .block_on(serve(config_path, overrides, clock))
 }
 
-async fn serve(config_path: PathBuf, overrides: Overrides) -> anyhow::Result<()> {
+async fn serve(config_path: PathBuf, overrides: Overrides, clock: Clock) -> anyhow::Result<()> {
     let loaded = Config::load(&config_path, &overrides, EnvCheck::Require).map_err(|diags| {
         anyhow::anyhow!(
             "config {} is invalid; fix these and start again:\n{diags}",
@@ -44,9 +50,26 @@ async fn serve(config_path: PathBuf, overrides: Overrides) -> anyhow::Result<()>
     let _watcher = Watcher::spawn(handle.clone(), config_path, overrides)?;
 
     let metrics = Metrics::new();
-    let (inbox, writer) =
-        tokio::task::block_in_place(|| Inbox::open(&data_dir, metrics.clone()))
-            .with_context(|| format!("cannot open the inbox in {}", data_dir.display()))?;
+    let mut dispatcher =
+        tokio::task::block_in_place(|| Dispatcher::open(&data_dir, metrics.clone(), clock))
+            .with_context(|| {
+                format!(
+                    "cannot load the dispatcher's state from {}",
+                    data_dir.display()
+                )
+            })?;
+    let (inbox, writer) = tokio::task::block_in_place(|| {
+        Inbox::open(&data_dir, metrics.clone(), &|id| dispatcher.is_finished(id))
+    })
+    .with_context(|| format!("cannot open the inbox in {}", data_dir.display()))?;
+    dispatcher.attach_inbox(inbox.clone());
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let scheduler = tokio::spawn(scheduler::run(
+        handle.clone(),
+        dispatcher,
+        metrics.clone(),
+        stop_rx,
+    ));
 
     let listener = tokio::net::TcpListener::bind(listen)
         .await
@@ -58,11 +81,21 @@ async fn serve(config_path: PathBuf, overrides: Overrides) -> anyhow::Result<()>
         inbox,
         metrics,
     });
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
+    let served = axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            shutdown_signal().await;
+            // The running tick finishes its calls in flight and records them; nothing new starts.
+            let _ = stop_tx.send(true);
+        })
         .await
-        .context("server failed")?;
-    // The router (and with it the last Inbox handle) is gone: let the writer flush.
+        .context("server failed");
+    match scheduler.await {
+        Ok(dispatcher) => tokio::task::block_in_place(|| dispatcher.close()),
+        Err(e) => tracing::error!("the scheduler task failed: {e}"),
+    }
+    served?;
+    // The router and the dispatcher (and with them every Inbox handle) are gone: let the
+    // writer flush.
     tokio::task::block_in_place(|| writer.shutdown());
     tracing::info!("stopped");
     Ok(())

@@ -222,7 +222,12 @@ pub fn profiles(config: &Config, rebuild: bool, dry_run: bool) -> anyhow::Result
             day_of(now_ms()),
             i64::MAX,
         )?;
-        let engaged = built.profiles.stats.iter().filter(|s| s.engagements > 0).count();
+        let engaged = built
+            .profiles
+            .stats
+            .iter()
+            .filter(|s| s.engagements > 0)
+            .count();
         println!(
             "dry run: profiles of {} contacts ({engaged} with opens or clicks) built in {:.2} s; nothing stored",
             built.contacts.len(),

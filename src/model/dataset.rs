@@ -83,7 +83,10 @@ pub fn add_parts(
         // cut-off day (there the exact time decides).
         let filtered: Option<Vec<bool>> = filtered.any().then(|| {
             if filtered.null_count() == 0 {
-                filtered.downcast_iter().flat_map(|a| a.values_iter()).collect()
+                filtered
+                    .downcast_iter()
+                    .flat_map(|a| a.values_iter())
+                    .collect()
             } else {
                 filtered.iter().map(|v| v.unwrap_or(false)).collect()
             }
@@ -91,7 +94,12 @@ pub fn add_parts(
         let skip: Option<Vec<bool>> = if d.iter().any(|day| *day >= cutoff_day) {
             let at = read_columns(path, &["at"])?;
             let at = at.column("at")?.cast(&DataType::Int64)?;
-            Some(at.i64()?.iter().map(|at| at.is_none_or(|at| at >= as_of_ms)).collect())
+            Some(
+                at.i64()?
+                    .iter()
+                    .map(|at| at.is_none_or(|at| at >= as_of_ms))
+                    .collect(),
+            )
         } else {
             None
         };

@@ -163,7 +163,9 @@ impl DecayTables {
         let model: Vec<f32> = table(half_life);
         let fast: Vec<f32> = table(FAST_HALF_LIFE);
         let slow: Vec<f32> = table(SLOW_HALF_LIFE);
-        let all = (0..TABLE_DAYS).map(|d| [model[d], fast[d], slow[d]]).collect();
+        let all = (0..TABLE_DAYS)
+            .map(|d| [model[d], fast[d], slow[d]])
+            .collect();
         Self {
             model,
             fast,
@@ -591,7 +593,15 @@ mod tests {
     #[test]
     fn batch_adding_equals_adding_one_by_one() {
         let rows: Vec<(u32, u8, u8, i32, bool)> = (0..500u32)
-            .map(|i| (i / 50, [6u8, 7, 0, 3][(i % 4) as usize], (i * 7 % 168) as u8, 900 + (i % 40) as i32, i % 13 == 0))
+            .map(|i| {
+                (
+                    i / 50,
+                    [6u8, 7, 0, 3][(i % 4) as usize],
+                    (i * 7 % 168) as u8,
+                    900 + (i % 40) as i32,
+                    i % 13 == 0,
+                )
+            })
             .collect();
         let mut one = profiles();
         for (c, k, s, d, f) in &rows {
@@ -624,7 +634,16 @@ mod tests {
         // Skipped rows count for nothing, not even as seen.
         let mut skipped = profiles();
         let mut seen = vec![false; 10];
-        skipped.add_batch(&c, &k, &s, &d, None, Some(&vec![true; c.len()]), &mut seen, None);
+        skipped.add_batch(
+            &c,
+            &k,
+            &s,
+            &d,
+            None,
+            Some(&vec![true; c.len()]),
+            &mut seen,
+            None,
+        );
         assert!(skipped.stats.iter().all(|s| s.engagements == 0) && !seen.iter().any(|x| *x));
     }
 

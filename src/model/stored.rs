@@ -296,13 +296,34 @@ fn write_delta(dir: &Path, delta: &Delta) -> anyhow::Result<String> {
     let mut st = DataFrame::new(
         stats.len(),
         vec![
-            Column::new("contact".into(), stats.iter().map(|s| s.0).collect::<Vec<_>>()),
-            Column::new("engagements".into(), stats.iter().map(|s| s.1.engagements).collect::<Vec<_>>()),
-            Column::new("active_days".into(), stats.iter().map(|s| s.1.active_days).collect::<Vec<_>>()),
-            Column::new("first_day".into(), stats.iter().map(|s| s.1.first_day).collect::<Vec<_>>()),
-            Column::new("last_day".into(), stats.iter().map(|s| s.1.last_day).collect::<Vec<_>>()),
-            Column::new("fast".into(), stats.iter().map(|s| s.1.fast).collect::<Vec<_>>()),
-            Column::new("slow".into(), stats.iter().map(|s| s.1.slow).collect::<Vec<_>>()),
+            Column::new(
+                "contact".into(),
+                stats.iter().map(|s| s.0).collect::<Vec<_>>(),
+            ),
+            Column::new(
+                "engagements".into(),
+                stats.iter().map(|s| s.1.engagements).collect::<Vec<_>>(),
+            ),
+            Column::new(
+                "active_days".into(),
+                stats.iter().map(|s| s.1.active_days).collect::<Vec<_>>(),
+            ),
+            Column::new(
+                "first_day".into(),
+                stats.iter().map(|s| s.1.first_day).collect::<Vec<_>>(),
+            ),
+            Column::new(
+                "last_day".into(),
+                stats.iter().map(|s| s.1.last_day).collect::<Vec<_>>(),
+            ),
+            Column::new(
+                "fast".into(),
+                stats.iter().map(|s| s.1.fast).collect::<Vec<_>>(),
+            ),
+            Column::new(
+                "slow".into(),
+                stats.iter().map(|s| s.1.slow).collect::<Vec<_>>(),
+            ),
         ],
     )?;
     for (suffix, df) in [("weights", &mut weights), ("stats", &mut st)] {

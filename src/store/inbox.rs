@@ -52,13 +52,18 @@ pub struct Receipt {
 impl Receipt {
     /// Who "the same contact" is for idempotency: the HubSpot id, else the email.
     pub fn pending_key(&self) -> PendingKey {
-        let contact = match (self.contact_id, &self.email) {
-            (Some(id), _) => id.to_string(),
-            (None, Some(email)) => email.to_ascii_lowercase(),
-            (None, None) => String::new(),
-        };
-        (self.webhook_id.clone(), contact)
+        pending_key(&self.webhook_id, self.contact_id, self.email.as_deref())
     }
+}
+
+/// See [`Receipt::pending_key`].
+pub fn pending_key(webhook_id: &str, contact_id: Option<i64>, email: Option<&str>) -> PendingKey {
+    let contact = match (contact_id, email) {
+        (Some(id), _) => id.to_string(),
+        (None, Some(email)) => email.to_ascii_lowercase(),
+        (None, None) => String::new(),
+    };
+    (webhook_id.to_string(), contact)
 }
 
 /// (webhook id, contact id or lower-cased email).
@@ -104,7 +109,14 @@ pub struct InboxWriter {
 impl Inbox {
     /// Recover the inbox under `data_dir` (quarantine torn parts, replay the log) and start
     /// the writer. Returns the handle and the writer to shut down at exit.
-    pub fn open(data_dir: &Path, metrics: Metrics) -> anyhow::Result<(Inbox, InboxWriter)> {
+    ///
+    /// `finished` says which receipts the dispatcher has finished with (enrolled, listed or
+    /// failed for good): they are not pending, so the same contact posted again is accepted.
+    pub fn open(
+        data_dir: &Path,
+        metrics: Metrics,
+        finished: &dyn Fn(&str) -> bool,
+    ) -> anyhow::Result<(Inbox, InboxWriter)> {
         let dataset = Dataset::open(data_dir, "inbox")?;
         let wal_dir = data_dir.join("wal");
         dataset.recover()?;
@@ -112,7 +124,7 @@ impl Inbox {
         rows.extend(replay_log(&dataset, &wal_dir)?);
 
         let mut pending = HashMap::new();
-        for r in &rows {
+        for r in rows.iter().filter(|r| !finished(&r.receipt_id)) {
             pending.insert(r.pending_key(), r.receipt_id.clone());
         }
         for (webhook, _) in pending.keys() {
@@ -158,6 +170,16 @@ impl Inbox {
             Err(TrySendError::Disconnected(_)) => return Err(StoreError::ShuttingDown),
         }
         rx.await.unwrap_or(Err(StoreError::ShuttingDown))
+    }
+
+    /// The dispatcher is done with `receipt_id` (enrolled, listed, failed for good): a later
+    /// post of the same contact to the same webhook is a new receipt, not a duplicate.
+    pub fn release(&self, key: &PendingKey, receipt_id: &str, metrics: &Metrics) {
+        let mut pending = self.pending.lock().unwrap();
+        if pending.get(key).is_some_and(|id| id == receipt_id) {
+            pending.remove(key);
+            metrics.pending(&key.0).dec();
+        }
     }
 
     /// Pending receipts per webhook.
@@ -405,6 +427,11 @@ pub fn read_receipts(dataset: &Dataset) -> anyhow::Result<Vec<Receipt>> {
         return Ok(Vec::new());
     }
     let df = concat_frames(frames)?;
+    receipts_from_frame(&df)
+}
+
+/// The receipts of one inbox frame (one part, or several stacked), each receipt id once.
+pub fn receipts_from_frame(df: &DataFrame) -> anyhow::Result<Vec<Receipt>> {
     let str_col = |name: &str| -> anyhow::Result<Vec<Option<String>>> {
         Ok(df
             .column(name)?

@@ -1,0 +1,734 @@
+//! The per-minute job (DESIGN §7): plan new receipts, take what is due, call HubSpot within its
+//! limits, record every call's outcome.
+//!
+//! State lives in memory between ticks (planned receipts, a queue ordered by due time, the set
+//! of finished receipts), built once at start-up from `plan/` and `outcomes/`. A tick lists the
+//! inbox folder and reads only parts it has not seen, so a tick with nothing new and nothing
+//! due costs a directory listing. `sendtime tick` builds the same state from disk and runs one.
+//!
+//! Delivery contract: at-least-once. Every call is preceded by a durable `attempting` row and
+//! followed by a durable result row; after a crash, receipts whose last call has no result are
+//! "in doubt" and their contact's enrollments are read before an enrollment is sent again.
+
+pub mod outcome_log;
+pub mod profiles;
+pub mod records;
+pub mod send;
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use tokio::sync::{Semaphore, watch};
+use tokio::task::JoinSet;
+use ulid::Ulid;
+
+use crate::clock::Clock;
+use crate::config::{Config, Connector, WebhookType};
+use crate::hubspot::client::DEFAULT_TIMEOUT;
+use crate::hubspot::{Client, ClientOptions};
+use crate::metrics::Metrics;
+use crate::model::plan::{Subject, plan};
+use crate::store::inbox::{Inbox, Receipt, pending_key, receipts_from_frame};
+use crate::store::{Dataset, read_part};
+
+use outcome_log::{OutcomeLog, OutcomeWriter};
+use profiles::ProfileCache;
+use records::{Action, OutcomeRow, PlanRow, Status, read_outcomes, read_plans};
+use send::{Ctx, Link, Next, Pending};
+
+/// Calls (or list batches) in flight at once across all connectors. Enough to keep a 250/10 s
+/// limit busy while HubSpot takes a few seconds per answer; the limiter does the pacing.
+pub const MAX_IN_FLIGHT: usize = 96;
+/// A retry that would wait longer than this is left to a later tick, so one tick stays short.
+pub const IN_TICK_RETRY_HORIZON: Duration = Duration::from_secs(30);
+/// Environment variable: HubSpot request timeout in milliseconds (default 30 s).
+pub const TIMEOUT_ENV: &str = "SENDTIME_HUBSPOT_TIMEOUT_MS";
+
+/// What one tick did.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TickReport {
+    /// The tick's clock.
+    pub now_ms: i64,
+    pub planned: usize,
+    pub due: usize,
+    pub enrolled: usize,
+    pub listed: usize,
+    pub failed: usize,
+    pub dry_run: usize,
+    /// Left queued for a later tick (retry wait, paused connector, shutdown).
+    pub requeued: usize,
+    /// Contacts of webhooks missing from the config.
+    pub held: usize,
+    /// Receipts planned and not yet final, after the tick.
+    pub queued: usize,
+    pub took: Duration,
+}
+
+impl std::fmt::Display for TickReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "now={} planned={} due={} enrolled={} listed={} failed={} dry_run={} requeued={} held={} queued={} took_ms={}",
+            self.now_ms,
+            self.planned,
+            self.due,
+            self.enrolled,
+            self.listed,
+            self.failed,
+            self.dry_run,
+            self.requeued,
+            self.held,
+            self.queued,
+            self.took.as_millis()
+        )
+    }
+}
+
+/// The dispatcher and its in-memory state.
+pub struct Dispatcher {
+    data_dir: PathBuf,
+    inbox_ds: Dataset,
+    plan_ds: Dataset,
+    /// Planned, not final, not held.
+    items: HashMap<String, Pending>,
+    /// (ready at, receipt id) for every entry of `items`.
+    queue: BTreeSet<(i64, String)>,
+    /// Webhook id → contacts whose webhook is missing from the config.
+    held: HashMap<String, Vec<Pending>>,
+    /// Receipt ids in `held`.
+    held_ids: HashSet<String>,
+    /// Receipts with a final outcome.
+    done: HashSet<String>,
+    seen_parts: HashSet<PathBuf>,
+    profiles: ProfileCache,
+    log: OutcomeLog,
+    writer: Option<OutcomeWriter>,
+    metrics: Metrics,
+    inbox: Option<Inbox>,
+    links: HashMap<String, (String, Arc<Link>)>,
+    clock: Clock,
+    _lock: std::fs::File,
+}
+
+impl Dispatcher {
+    /// Build the state from `plan/` and `outcomes/` under `data_dir`. Takes the data folder's
+    /// dispatch lock: two dispatchers on one folder would send twice.
+    pub fn open(data_dir: &Path, metrics: Metrics, clock: Clock) -> anyhow::Result<Dispatcher> {
+        std::fs::create_dir_all(data_dir)
+            .with_context(|| format!("cannot create data folder {}", data_dir.display()))?;
+        let lock_path = data_dir.join("dispatch.lock");
+        let lock = std::fs::File::create(&lock_path)
+            .with_context(|| format!("cannot create {}", lock_path.display()))?;
+        lock.try_lock().map_err(|_| {
+            anyhow::anyhow!(
+                "another sendtime (serve or tick) is dispatching from {}; stop it first \
+                 (two dispatchers on one data folder would enroll contacts twice)",
+                data_dir.display()
+            )
+        })?;
+        let plan_ds = Dataset::open(data_dir, "plan")?;
+        let outcomes_ds = Dataset::open(data_dir, "outcomes")?;
+        plan_ds.recover()?;
+        outcomes_ds.recover()?;
+
+        #[derive(Default)]
+        struct Seen {
+            started: u32,
+            finished: u32,
+            last_doubt: bool,
+            retry_at: Option<i64>,
+            last_attempt_started_at: i64,
+        }
+        let mut history: HashMap<String, Seen> = HashMap::new();
+        let mut done = HashSet::new();
+        for r in read_outcomes(&outcomes_ds)? {
+            if r.status.is_final() {
+                done.insert(r.receipt_id);
+                continue;
+            }
+            let h = history.entry(r.receipt_id).or_default();
+            if r.status == Status::Attempting {
+                h.started = h.started.max(r.attempts);
+                h.last_attempt_started_at = h.last_attempt_started_at.max(r.at_ms);
+            } else if r.attempts >= h.finished {
+                h.finished = r.attempts;
+                h.last_doubt = r.in_doubt;
+                h.retry_at = r.retry_at_ms;
+            }
+        }
+        let mut items = HashMap::new();
+        let mut queue = BTreeSet::new();
+        let mut in_flight = 0usize;
+        for p in read_plans(&plan_ds)? {
+            if done.contains(&p.receipt_id) || items.contains_key(&p.receipt_id) {
+                continue;
+            }
+            let h = history.remove(&p.receipt_id).unwrap_or_default();
+            let in_doubt = h.started > h.finished || h.last_doubt;
+            if h.started > h.finished {
+                in_flight += 1;
+            }
+            let ready = p.due_at_ms.max(h.retry_at.unwrap_or(i64::MIN));
+            let item = Pending {
+                receipt_id: p.receipt_id.clone(),
+                webhook_id: p.webhook_id,
+                contact_id: p.contact_id,
+                email: p.email,
+                due_at_ms: p.due_at_ms,
+                attempts: h.started.max(h.finished),
+                in_doubt,
+                ready_at_ms: ready,
+            };
+            queue.insert((ready, p.receipt_id.clone()));
+            items.insert(p.receipt_id, item);
+        }
+        if in_flight > 0 {
+            tracing::warn!(
+                calls = in_flight,
+                "calls were in flight when sendtime last stopped; their contacts' enrollments are checked before anything is sent again"
+            );
+        }
+        tracing::info!(
+            queued = items.len(),
+            finished = done.len(),
+            "dispatcher state loaded"
+        );
+        metrics.queued.set(items.len() as i64);
+        let (log, writer) = OutcomeLog::open(data_dir)?;
+        Ok(Dispatcher {
+            data_dir: data_dir.to_path_buf(),
+            inbox_ds: Dataset::open(data_dir, "inbox")?,
+            plan_ds,
+            items,
+            queue,
+            held: HashMap::new(),
+            held_ids: HashSet::new(),
+            done,
+            seen_parts: HashSet::new(),
+            profiles: ProfileCache::new(data_dir),
+            log,
+            writer: Some(writer),
+            metrics,
+            inbox: None,
+            links: HashMap::new(),
+            clock,
+            _lock: lock,
+        })
+    }
+
+    /// Whether the dispatcher is finished with a receipt (for the inbox's pending set).
+    pub fn is_finished(&self, receipt_id: &str) -> bool {
+        self.done.contains(receipt_id)
+    }
+
+    /// Let finished receipts leave the inbox's pending set (in `serve`).
+    pub fn attach_inbox(&mut self, inbox: Inbox) {
+        self.inbox = Some(inbox);
+    }
+
+    /// Planned receipts not yet final (held ones included).
+    pub fn queued(&self) -> usize {
+        self.items.len() + self.held.values().map(Vec::len).sum::<usize>()
+    }
+
+    /// Flush the outcome writer and stop it.
+    pub fn close(mut self) {
+        self.inbox = None;
+        let writer = self.writer.take();
+        drop(self);
+        if let Some(w) = writer {
+            w.shutdown();
+        }
+    }
+
+    /// One tick. `stop` turning true makes the tick finish the calls in flight, record them,
+    /// and leave the rest queued.
+    pub async fn tick(
+        &mut self,
+        config: &Config,
+        stop: watch::Receiver<bool>,
+    ) -> anyhow::Result<TickReport> {
+        let started = Instant::now();
+        let now = self.clock.now_ms();
+        let mut report = TickReport {
+            now_ms: now,
+            ..TickReport::default()
+        };
+        report.planned = tokio::task::block_in_place(|| self.plan_new(config, now))?;
+        self.unhold(config);
+        self.resume_connectors(now);
+
+        let mut due = Vec::new();
+        while let Some((t, _)) = self.queue.first() {
+            if *t > now {
+                break;
+            }
+            let (_, id) = self.queue.pop_first().expect("first exists");
+            if let Some(item) = self.items.remove(&id) {
+                due.push(item);
+            }
+        }
+        report.due = due.len();
+        if !due.is_empty() {
+            self.dispatch(config, due, now, stop, &mut report).await;
+        }
+        report.held = self.held.values().map(Vec::len).sum();
+        report.queued = self.queued();
+        report.took = started.elapsed();
+        self.metrics.queued.set(report.queued as i64);
+        self.metrics.tick_seconds.observe(report.took.as_secs_f64());
+        Ok(report)
+    }
+
+    /// Read inbox parts not seen yet; plan their new receipts and append the plans.
+    fn plan_new(&mut self, config: &Config, now: i64) -> anyhow::Result<usize> {
+        let parts = self
+            .inbox_ds
+            .parts()
+            .with_context(|| format!("cannot list {}", self.inbox_ds.dir.display()))?;
+        let listed: HashSet<PathBuf> = parts.iter().cloned().collect();
+        self.seen_parts.retain(|p| listed.contains(p));
+        let mut fresh: Vec<Receipt> = Vec::new();
+        let mut fresh_ids = HashSet::new();
+        for part in parts {
+            if self.seen_parts.contains(&part) {
+                continue;
+            }
+            let df = match read_part(&part) {
+                Ok(df) => df,
+                Err(e) => {
+                    let gone = e
+                        .downcast_ref::<std::io::Error>()
+                        .is_some_and(|e| e.kind() == std::io::ErrorKind::NotFound);
+                    if !gone {
+                        tracing::warn!(part = %part.display(), "cannot read inbox part (will try again next tick): {e:#}");
+                    }
+                    continue;
+                }
+            };
+            self.seen_parts.insert(part);
+            for r in receipts_from_frame(&df)? {
+                if self.done.contains(&r.receipt_id)
+                    || self.items.contains_key(&r.receipt_id)
+                    || self.is_held(&r.receipt_id)
+                    || !fresh_ids.insert(r.receipt_id.clone())
+                {
+                    continue;
+                }
+                fresh.push(r);
+            }
+        }
+        if fresh.is_empty() {
+            return Ok(0);
+        }
+        self.profiles
+            .refresh(config.model, now)
+            .context("cannot build contact profiles from the events dataset")?;
+        let population = self.profiles.population();
+        let rows: Vec<PlanRow> = fresh
+            .iter()
+            .map(|r| {
+                let kind = WebhookType::parse(&r.webhook_type)
+                    .or_else(|| config.webhook(&r.webhook_id).map(|w| w.kind))
+                    .unwrap_or(WebhookType::Immediate);
+                let profile = self.profiles.profile(r.contact_id, r.email.as_deref(), now);
+                let key = ProfileCache::subject_key(r.contact_id, r.email.as_deref());
+                let p = plan(
+                    kind,
+                    r.received_at_ms,
+                    profile.as_ref(),
+                    &population,
+                    Subject {
+                        contact: &key,
+                        receipt: &r.receipt_id,
+                    },
+                );
+                PlanRow {
+                    receipt_id: r.receipt_id.clone(),
+                    webhook_id: r.webhook_id.clone(),
+                    webhook_type: kind.as_str().to_string(),
+                    contact_id: r.contact_id,
+                    email: r.email.clone(),
+                    received_at_ms: r.received_at_ms,
+                    due_at_ms: p.due_at_ms,
+                    slot: p.slot,
+                    reason: p.reason,
+                    planned_at_ms: now,
+                }
+            })
+            .collect();
+        let mut df = records::plan_frame(&rows)?;
+        self.plan_ds
+            .write_part(Ulid::generate(), &mut df)
+            .context("cannot record plans")?;
+        for p in &rows {
+            tracing::debug!(receipt = %p.receipt_id, webhook = %p.webhook_id, due_at = p.due_at_ms, "planned: {}", p.reason);
+            let item = Pending {
+                receipt_id: p.receipt_id.clone(),
+                webhook_id: p.webhook_id.clone(),
+                contact_id: p.contact_id,
+                email: p.email.clone(),
+                due_at_ms: p.due_at_ms,
+                attempts: 0,
+                in_doubt: false,
+                ready_at_ms: p.due_at_ms,
+            };
+            self.enqueue(item);
+        }
+        if self.plan_ds.parts().map(|p| p.len()).unwrap_or(0) > 64
+            && let Err(e) = self.plan_ds.compact(&HashSet::new())
+        {
+            tracing::warn!("plan compaction failed (will retry): {e:#}");
+        }
+        Ok(rows.len())
+    }
+
+    fn is_held(&self, receipt_id: &str) -> bool {
+        self.held_ids.contains(receipt_id)
+    }
+
+    fn enqueue(&mut self, item: Pending) {
+        self.queue
+            .insert((item.ready_at_ms, item.receipt_id.clone()));
+        self.items.insert(item.receipt_id.clone(), item);
+    }
+
+    /// Contacts of a webhook that is back in the config go back in the queue.
+    fn unhold(&mut self, config: &Config) {
+        let back: Vec<String> = self
+            .held
+            .keys()
+            .filter(|w| config.webhook(w).is_some())
+            .cloned()
+            .collect();
+        for webhook in back {
+            let items = self.held.remove(&webhook).unwrap_or_default();
+            tracing::info!(
+                webhook = %webhook,
+                contacts = items.len(),
+                "webhook is back in the config: its held contacts are queued again"
+            );
+            self.metrics.held(&webhook).set(0);
+            for item in items {
+                self.held_ids.remove(&item.receipt_id);
+                self.enqueue(item);
+            }
+        }
+    }
+
+    fn resume_connectors(&mut self, now: i64) {
+        for (_, link) in self.links.values() {
+            let mut paused = link.paused_until.lock().unwrap();
+            if paused.is_some_and(|t| t <= now) {
+                *paused = None;
+                self.metrics.connector_paused(&link.id).set(0);
+                tracing::info!(connector = %link.id, "daily-limit pause over: sending again");
+            }
+        }
+    }
+
+    /// The connector's client, rebuilt when its settings change (its limiter is kept otherwise,
+    /// so pacing carries across ticks).
+    fn link(&mut self, connector: &Connector) -> anyhow::Result<Arc<Link>> {
+        let key = format!(
+            "{}|{}|{}",
+            connector.api_base, connector.access_token_env, connector.requests_per_10s
+        );
+        if let Some((k, link)) = self.links.get(&connector.id)
+            && *k == key
+        {
+            return Ok(link.clone());
+        }
+        let timeout = std::env::var(TIMEOUT_ENV)
+            .ok()
+            .and_then(|v| v.parse::<u64>().ok())
+            .map_or(DEFAULT_TIMEOUT, Duration::from_millis);
+        let token = connector.access_token().with_context(|| {
+            format!(
+                "connector {:?}: environment variable {} (access_token_env) is not set; \
+                 set it to the HubSpot private app token, or set dry_run = true",
+                connector.id, connector.access_token_env
+            )
+        })?;
+        let client = Client::new(
+            &connector.api_base,
+            &token,
+            ClientOptions {
+                timeout,
+                requests_per_10s: paced_limit(connector.requests_per_10s),
+            },
+        )?;
+        let link = Arc::new(Link::new(connector.id.clone(), client));
+        self.links.insert(connector.id.clone(), (key, link.clone()));
+        Ok(link)
+    }
+
+    async fn dispatch(
+        &mut self,
+        config: &Config,
+        due: Vec<Pending>,
+        now: i64,
+        stop: watch::Receiver<bool>,
+        report: &mut TickReport,
+    ) {
+        enum Job {
+            Enroll(Arc<Link>, u64, Pending),
+            List(Arc<Link>, String, Vec<Pending>),
+        }
+        let mut jobs = Vec::new();
+        // (connector, list) → (link, batch size, contacts)
+        type ListJobs = HashMap<(String, String), (Arc<Link>, usize, Vec<Pending>)>;
+        let mut lists: ListJobs = HashMap::new();
+        let mut dry = Vec::new();
+        let mut later = Vec::new();
+        let mut newly_held: HashMap<String, usize> = HashMap::new();
+        for item in due {
+            let Some(webhook) = config.webhook(&item.webhook_id) else {
+                *newly_held.entry(item.webhook_id.clone()).or_default() += 1;
+                self.held_ids.insert(item.receipt_id.clone());
+                self.held
+                    .entry(item.webhook_id.clone())
+                    .or_default()
+                    .push(item);
+                continue;
+            };
+            let connector = config
+                .connector(&webhook.connector)
+                .expect("validated: webhook connectors exist");
+            let (action, target) = match (&webhook.list_id, webhook.workflow_id) {
+                (Some(list), _) => (Action::ListAdd, list.clone()),
+                (None, Some(wf)) => (Action::Enroll, wf.to_string()),
+                (None, None) => unreachable!("validated: a webhook has a workflow or a list"),
+            };
+            if connector.dry_run {
+                dry.push(OutcomeRow {
+                    receipt_id: item.receipt_id.clone(),
+                    webhook_id: item.webhook_id.clone(),
+                    connector: connector.id.clone(),
+                    action,
+                    target: target.clone(),
+                    status: Status::DryRun,
+                    http_status: None,
+                    message: Some(dry_run_message(action, &item, &target)),
+                    attempts: 0,
+                    in_doubt: false,
+                    retry_at_ms: None,
+                    at_ms: now,
+                });
+                self.finish(&item, Status::DryRun, report);
+                continue;
+            }
+            let link = match self.link(connector) {
+                Ok(l) => l,
+                Err(e) => {
+                    tracing::error!("{e:#}");
+                    later.push((item, now + 60_000));
+                    continue;
+                }
+            };
+            if let Some(until) = link.paused_until().filter(|t| *t > now) {
+                later.push((item, until));
+                continue;
+            }
+            match action {
+                Action::Enroll => jobs.push(Job::Enroll(
+                    link,
+                    webhook.workflow_id.unwrap_or_default(),
+                    item,
+                )),
+                Action::ListAdd => {
+                    let batch = connector
+                        .list_batch_size
+                        .min(
+                            link.learned_batch
+                                .load(std::sync::atomic::Ordering::Relaxed),
+                        )
+                        .max(1);
+                    lists
+                        .entry((connector.id.clone(), target))
+                        .or_insert_with(|| (link, batch, Vec::new()))
+                        .2
+                        .push(item);
+                }
+            }
+        }
+        for (webhook, n) in newly_held {
+            let total = self.held.get(&webhook).map_or(0, Vec::len);
+            self.metrics.held(&webhook).set(total as i64);
+            tracing::warn!(
+                webhook = %webhook,
+                newly_held = n,
+                held = total,
+                "webhook is not in the config: its due contacts are held (not enrolled, not deleted) until it returns"
+            );
+        }
+        if !dry.is_empty() {
+            tracing::info!(
+                calls = dry.len(),
+                "dry run: recorded the calls it would make"
+            );
+            self.metrics
+                .outcome(Status::DryRun.as_str())
+                .inc_by(dry.len() as u64);
+            if let Err(e) = self.log.write(dry).await {
+                tracing::error!("{e:#}");
+            }
+        }
+        // List batches first: a few calls carry many contacts.
+        let mut list_jobs: Vec<Job> = Vec::new();
+        for ((_, list), (link, batch, mut items)) in lists {
+            while !items.is_empty() {
+                let rest = items.split_off(items.len().min(batch));
+                list_jobs.push(Job::List(link.clone(), list.clone(), items));
+                items = rest;
+            }
+        }
+        list_jobs.extend(jobs);
+        for (mut item, at) in later {
+            item.ready_at_ms = at;
+            report.requeued += 1;
+            self.enqueue(item);
+        }
+
+        let ctx = Arc::new(Ctx {
+            log: self.log.clone(),
+            clock: self.clock.clone(),
+            metrics: self.metrics.clone(),
+            stop: stop.clone(),
+            horizon: tokio::time::Instant::now() + IN_TICK_RETRY_HORIZON,
+        });
+        let slots = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
+        let mut set: JoinSet<Vec<(Pending, Next)>> = JoinSet::new();
+        let mut jobs = list_jobs.into_iter();
+        loop {
+            if *stop.borrow() {
+                break;
+            }
+            let Some(job) = jobs.next() else { break };
+            let permit = slots.clone().acquire_owned().await.expect("never closed");
+            let ctx = ctx.clone();
+            set.spawn(async move {
+                let out = match job {
+                    Job::Enroll(link, wf, item) => vec![send::enroll(ctx, link, wf, item).await],
+                    Job::List(link, list, items) => send::list_add(ctx, link, list, items).await,
+                };
+                drop(permit);
+                out
+            });
+            while let Some(done) = set.try_join_next() {
+                self.settle(done, report);
+            }
+        }
+        // Shutting down: what was not started stays queued, untouched.
+        for job in jobs {
+            let items = match job {
+                Job::Enroll(_, _, item) => vec![item],
+                Job::List(_, _, items) => items,
+            };
+            for item in items {
+                report.requeued += 1;
+                self.enqueue(item);
+            }
+        }
+        while let Some(done) = set.join_next().await {
+            self.settle(done, report);
+        }
+    }
+
+    fn settle(
+        &mut self,
+        done: Result<Vec<(Pending, Next)>, tokio::task::JoinError>,
+        report: &mut TickReport,
+    ) {
+        let results = match done {
+            Ok(r) => r,
+            Err(e) => {
+                // A panicked task's receipts are still in plan/ and come back on restart.
+                tracing::error!("a dispatch task failed: {e}");
+                return;
+            }
+        };
+        for (mut item, next) in results {
+            match next {
+                Next::Done(status) => self.finish(&item, status, report),
+                Next::Again(at) => {
+                    item.ready_at_ms = at;
+                    report.requeued += 1;
+                    self.enqueue(item);
+                }
+            }
+        }
+    }
+
+    fn finish(&mut self, item: &Pending, status: Status, report: &mut TickReport) {
+        match status {
+            Status::Enrolled => report.enrolled += 1,
+            Status::Listed => report.listed += 1,
+            Status::Failed => report.failed += 1,
+            Status::DryRun => report.dry_run += 1,
+            Status::Attempting | Status::Retrying => {}
+        }
+        self.done.insert(item.receipt_id.clone());
+        if let Some(inbox) = &self.inbox {
+            let key = pending_key(&item.webhook_id, item.contact_id, item.email.as_deref());
+            inbox.release(&key, &item.receipt_id, &self.metrics);
+        }
+    }
+
+    /// The data folder this dispatcher works on.
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+}
+
+/// The rate the dispatcher paces a connector at: 98% of its limit. HubSpot counts calls when
+/// they arrive, and the time between a permit and the arrival varies (the `attempting` fsync,
+/// connection set-up), so pacing at exactly the limit still draws the occasional 429; the
+/// benchmark against the stand-in showed it (BENCHMARKS.md).
+pub fn paced_limit(requests_per_10s: u32) -> u32 {
+    (requests_per_10s.saturating_mul(49) / 50).max(1)
+}
+
+fn dry_run_message(action: Action, item: &Pending, target: &str) -> String {
+    let who = item
+        .email
+        .clone()
+        .or(item.contact_id.map(|c| c.to_string()))
+        .unwrap_or_default();
+    match action {
+        Action::Enroll => format!("dry run: would enroll {who} into workflow {target}"),
+        Action::ListAdd => format!(
+            "dry run: would add record {} to list {target}",
+            item.contact_id.map(|c| c.to_string()).unwrap_or(who)
+        ),
+    }
+}
+
+/// `sendtime tick`: one tick from the state on disk, for hosts that prefer system cron.
+pub fn run_once(config: &Config, now_ms: Option<i64>) -> anyhow::Result<TickReport> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async {
+        let data_dir = &config.server.data_dir;
+        let metrics = Metrics::new();
+        let clock = now_ms.map_or(Clock::System, Clock::Fixed);
+        let mut dispatcher =
+            tokio::task::block_in_place(|| Dispatcher::open(data_dir, metrics.clone(), clock))?;
+        // Opening the inbox replays a log left by a stopped server, so its receipts count.
+        let (inbox, writer) = tokio::task::block_in_place(|| {
+            Inbox::open(data_dir, metrics.clone(), &|id| dispatcher.is_finished(id))
+        })
+        .with_context(|| format!("cannot open the inbox in {}", data_dir.display()))?;
+        drop(inbox);
+        tokio::task::block_in_place(|| writer.shutdown());
+        let (_stop_tx, stop) = watch::channel(false);
+        let report = dispatcher.tick(config, stop).await;
+        tokio::task::block_in_place(|| dispatcher.close());
+        report
+    })
+}

@@ -1,0 +1,542 @@
+//! Calling HubSpot for due contacts: one task per enrollment, one per list batch, each owning
+//! its retries so a contact that waits (backoff, a slow HubSpot) never holds up the others.
+//!
+//! Every call is bracketed by durable outcome rows: `attempting` before it goes out, the result
+//! after. A call whose answer was lost (timeout, dropped connection, 5xx) is "in doubt": before
+//! an enrollment is sent again, the contact's current enrollments are read, so a slow HubSpot
+//! does not cause a second email.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use super::outcome_log::OutcomeLog;
+use super::records::{Action, OutcomeRow, Status};
+use crate::clock::Clock;
+use crate::events::HOUR_MS;
+use crate::hubspot::{ApiError, Client, RatePolicy};
+use crate::metrics::Metrics;
+
+/// Calls per receipt after which a transient failure is recorded as final.
+pub const MAX_ATTEMPTS: u32 = 12;
+/// Backoff cap between transient retries.
+pub const MAX_BACKOFF: Duration = Duration::from_secs(300);
+
+/// A planned receipt waiting to be dispatched.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Pending {
+    pub receipt_id: String,
+    pub webhook_id: String,
+    pub contact_id: Option<i64>,
+    pub email: Option<String>,
+    pub due_at_ms: i64,
+    /// Calls made so far.
+    pub attempts: u32,
+    /// An earlier call may have reached HubSpot without an answer.
+    pub in_doubt: bool,
+    /// Not dispatched before this (the due time, or a retry's time).
+    pub ready_at_ms: i64,
+}
+
+/// What follows a task for one receipt.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Next {
+    /// Final: never dispatched again.
+    Done(Status),
+    /// Back in the queue until this instant (clock ms).
+    Again(i64),
+}
+
+/// One connector's client and what the dispatcher learned about it across ticks.
+pub struct Link {
+    pub id: String,
+    pub client: Client,
+    /// Set by a DAILY 429: nothing is sent through this connector before this (clock ms).
+    pub paused_until: Mutex<Option<i64>>,
+    /// Largest list batch HubSpot accepted after refusing a larger one.
+    pub learned_batch: AtomicUsize,
+}
+
+impl Link {
+    pub fn new(id: String, client: Client) -> Link {
+        Link {
+            id,
+            client,
+            paused_until: Mutex::new(None),
+            learned_batch: AtomicUsize::new(usize::MAX),
+        }
+    }
+
+    pub fn paused_until(&self) -> Option<i64> {
+        *self.paused_until.lock().unwrap()
+    }
+}
+
+/// What every task shares.
+pub struct Ctx {
+    pub log: OutcomeLog,
+    pub clock: Clock,
+    pub metrics: Metrics,
+    pub stop: watch::Receiver<bool>,
+    /// Retries that would wait past this are left to a later tick.
+    pub horizon: Instant,
+}
+
+enum Decision {
+    /// Wait this long here, then call again.
+    Retry(Duration),
+    /// Leave it to a later tick, from this instant (clock ms).
+    Later(i64),
+    GiveUp,
+}
+
+impl Ctx {
+    fn now(&self) -> i64 {
+        self.clock.now_ms()
+    }
+
+    /// Durably record rows; false when they could not be written (nothing is sent then).
+    async fn record(&self, rows: Vec<OutcomeRow>) -> bool {
+        for r in &rows {
+            if r.status != Status::Attempting {
+                self.metrics.outcome(r.status.as_str()).inc();
+            }
+        }
+        match self.log.write(rows).await {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::error!("{e:#}");
+                false
+            }
+        }
+    }
+
+    /// Why not to call now: stopping, or the connector is paused for the day.
+    fn halt(&self, link: &Link) -> Option<Next> {
+        if *self.stop.borrow() {
+            return Some(Next::Again(self.now()));
+        }
+        link.paused_until()
+            .filter(|t| *t > self.now())
+            .map(Next::Again)
+    }
+
+    /// Sleep `d` unless shutting down first; false when interrupted.
+    async fn sleep(&self, d: Duration) -> bool {
+        let mut stop = self.stop.clone();
+        if *stop.borrow() {
+            return false;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(d) => true,
+            _ = stop.changed() => false,
+        }
+    }
+
+    fn decide(&self, link: &Link, e: &ApiError, attempts: u32) -> Decision {
+        let fits = |d: Duration| Instant::now() + d <= self.horizon;
+        match e {
+            ApiError::RateLimited {
+                policy: RatePolicy::TenSecondly,
+                retry_after,
+                ..
+            } => {
+                let wait = retry_after.unwrap_or(crate::hubspot::client::TEN_SECONDS);
+                link.client.limiter().pause_for(wait);
+                if fits(wait) {
+                    Decision::Retry(wait)
+                } else {
+                    Decision::Later(self.now() + wait.as_millis() as i64)
+                }
+            }
+            ApiError::RateLimited {
+                policy: RatePolicy::Daily,
+                ..
+            } => {
+                // HubSpot resets the daily limit at midnight in the account's time zone, which
+                // we do not know; time-zone midnights fall on whole hours, so try again then.
+                let now = self.now();
+                let until = (now.div_euclid(HOUR_MS) + 1) * HOUR_MS;
+                let mut paused = link.paused_until.lock().unwrap();
+                if paused.is_none_or(|t| t < until) {
+                    if paused.is_none() {
+                        tracing::warn!(
+                            connector = %link.id,
+                            until = %crate::model::plan::format_ms(until),
+                            "HubSpot daily API limit reached: connector paused until the next hour, when it tries again; contacts stay queued"
+                        );
+                        self.metrics.connector_paused(&link.id).set(1);
+                    }
+                    *paused = Some(until);
+                }
+                Decision::Later(until)
+            }
+            ApiError::Transient { .. } => {
+                if attempts >= MAX_ATTEMPTS {
+                    return Decision::GiveUp;
+                }
+                let d = backoff(attempts);
+                if fits(d) {
+                    Decision::Retry(d)
+                } else {
+                    Decision::Later(self.now() + d.as_millis() as i64)
+                }
+            }
+            ApiError::Permanent { .. } | ApiError::BatchTooLarge { .. } => Decision::GiveUp,
+        }
+    }
+}
+
+/// Exponential backoff with jitter: about 1 s, 2 s, 4 s ... capped at [`MAX_BACKOFF`], each
+/// drawn from half to one and a half times that, so retries from many contacts spread out.
+pub fn backoff(attempts: u32) -> Duration {
+    let base = Duration::from_secs(1u64 << attempts.saturating_sub(1).min(16)).min(MAX_BACKOFF);
+    base.mul_f64(0.5 + fastrand::f64())
+}
+
+fn row(
+    item: &Pending,
+    link: &Link,
+    action: Action,
+    target: &str,
+    status: Status,
+    at_ms: i64,
+) -> OutcomeRow {
+    OutcomeRow {
+        receipt_id: item.receipt_id.clone(),
+        webhook_id: item.webhook_id.clone(),
+        connector: link.id.clone(),
+        action,
+        target: target.to_string(),
+        status,
+        http_status: None,
+        message: None,
+        attempts: item.attempts,
+        in_doubt: false,
+        retry_at_ms: None,
+        at_ms,
+    }
+}
+
+/// The row that records a failed call and what happens next.
+fn failure_row(
+    base: OutcomeRow,
+    e: &ApiError,
+    decision: &Decision,
+    now: i64,
+    in_doubt: bool,
+) -> OutcomeRow {
+    let (status, retry_at_ms) = match decision {
+        Decision::Retry(d) => (Status::Retrying, Some(now + d.as_millis() as i64)),
+        Decision::Later(t) => (Status::Retrying, Some(*t)),
+        Decision::GiveUp => (Status::Failed, None),
+    };
+    let mut message = e.to_string();
+    if matches!(decision, Decision::GiveUp) && e.is_retryable() {
+        message = format!("gave up after {} attempts: {message}", base.attempts);
+    }
+    OutcomeRow {
+        status,
+        http_status: e.status(),
+        message: Some(message),
+        in_doubt,
+        retry_at_ms,
+        ..base
+    }
+}
+
+fn may_have_reached(e: &ApiError) -> bool {
+    matches!(
+        e,
+        ApiError::Transient {
+            may_have_reached: true,
+            ..
+        }
+    )
+}
+
+/// Enroll one contact into `workflow`, retrying what is worth retrying.
+pub async fn enroll(
+    ctx: Arc<Ctx>,
+    link: Arc<Link>,
+    workflow: u64,
+    mut item: Pending,
+) -> (Pending, Next) {
+    let target = workflow.to_string();
+    let Some(email) = item.email.clone().filter(|e| !e.is_empty()) else {
+        let mut r = row(
+            &item,
+            &link,
+            Action::Enroll,
+            &target,
+            Status::Failed,
+            ctx.now(),
+        );
+        r.message = Some(
+            "the contact was posted without an email address, and HubSpot enrolls by email; \
+             include the email property in the workflow's webhook body"
+                .into(),
+        );
+        ctx.record(vec![r]).await;
+        return (item, Next::Done(Status::Failed));
+    };
+    loop {
+        if let Some(next) = ctx.halt(&link) {
+            return (item, next);
+        }
+        link.client.ready().await;
+        if let Some(next) = ctx.halt(&link) {
+            return (item, next);
+        }
+        if item.in_doubt
+            && let Some(vid) = item.contact_id.filter(|v| *v > 0)
+        {
+            match link.client.enrollments(vid as u64).await {
+                Ok(workflows) if workflows.iter().any(|w| w.id == workflow) => {
+                    let mut r = row(
+                        &item,
+                        &link,
+                        Action::Enroll,
+                        &target,
+                        Status::Enrolled,
+                        ctx.now(),
+                    );
+                    r.message = Some(
+                        "already enrolled: an earlier call whose answer was lost reached HubSpot \
+                         (found in the contact's current enrollments; not sent again)"
+                            .into(),
+                    );
+                    ctx.record(vec![r]).await;
+                    return (item, Next::Done(Status::Enrolled));
+                }
+                Ok(_) => {
+                    item.in_doubt = false;
+                    continue;
+                }
+                Err(e) => {
+                    let decision = ctx.decide(&link, &e, item.attempts.max(1));
+                    let decision = match decision {
+                        // Cannot check: keep it queued rather than risk a second email.
+                        Decision::GiveUp => {
+                            Decision::Later(ctx.now() + MAX_BACKOFF.as_millis() as i64)
+                        }
+                        d => d,
+                    };
+                    tracing::debug!(receipt = %item.receipt_id, "enrollments check failed: {e}");
+                    match decision {
+                        Decision::Retry(d) if ctx.sleep(d).await => continue,
+                        Decision::Later(t) => return (item, Next::Again(t)),
+                        _ => return (item, Next::Again(ctx.now())),
+                    }
+                }
+            }
+        }
+        item.attempts += 1;
+        let attempting = row(
+            &item,
+            &link,
+            Action::Enroll,
+            &target,
+            Status::Attempting,
+            ctx.now(),
+        );
+        if !ctx.record(vec![attempting]).await {
+            item.attempts -= 1;
+            return (item, Next::Again(ctx.now() + 60_000));
+        }
+        match link.client.enroll(workflow, &email).await {
+            Ok(()) => {
+                let mut r = row(
+                    &item,
+                    &link,
+                    Action::Enroll,
+                    &target,
+                    Status::Enrolled,
+                    ctx.now(),
+                );
+                r.http_status = Some(204);
+                item.in_doubt = false;
+                ctx.record(vec![r]).await;
+                return (item, Next::Done(Status::Enrolled));
+            }
+            Err(e) => {
+                let decision = ctx.decide(&link, &e, item.attempts);
+                item.in_doubt = may_have_reached(&e);
+                let base = row(
+                    &item,
+                    &link,
+                    Action::Enroll,
+                    &target,
+                    Status::Retrying,
+                    ctx.now(),
+                );
+                let r = failure_row(base, &e, &decision, ctx.now(), item.in_doubt);
+                if matches!(decision, Decision::GiveUp) {
+                    tracing::warn!(receipt = %item.receipt_id, webhook = %item.webhook_id, "enrollment failed: {e}");
+                }
+                ctx.record(vec![r]).await;
+                match decision {
+                    Decision::Retry(d) if ctx.sleep(d).await => continue,
+                    Decision::Retry(_) => return (item, Next::Again(ctx.now())),
+                    Decision::Later(t) => return (item, Next::Again(t)),
+                    Decision::GiveUp => return (item, Next::Done(Status::Failed)),
+                }
+            }
+        }
+    }
+}
+
+/// Add a batch of contacts to a list; a batch HubSpot finds too large is split and sent on.
+pub async fn list_add(
+    ctx: Arc<Ctx>,
+    link: Arc<Link>,
+    list_id: String,
+    items: Vec<Pending>,
+) -> Vec<(Pending, Next)> {
+    let mut out = Vec::with_capacity(items.len());
+    let (with_id, without): (Vec<Pending>, Vec<Pending>) =
+        items.into_iter().partition(|i| i.contact_id.is_some());
+    if !without.is_empty() {
+        let now = ctx.now();
+        let rows = without
+            .iter()
+            .map(|i| {
+                let mut r = row(i, &link, Action::ListAdd, &list_id, Status::Failed, now);
+                r.message = Some(
+                    "the contact was posted without a HubSpot record id, which list membership \
+                     needs; include the contact id in the workflow's webhook body"
+                        .into(),
+                );
+                r
+            })
+            .collect();
+        ctx.record(rows).await;
+        out.extend(without.into_iter().map(|i| (i, Next::Done(Status::Failed))));
+    }
+    let mut work = vec![with_id];
+    'chunks: while let Some(mut chunk) = work.pop() {
+        if chunk.is_empty() {
+            continue;
+        }
+        loop {
+            if let Some(next) = ctx.halt(&link) {
+                out.extend(chunk.into_iter().map(|i| (i, next)));
+                continue 'chunks;
+            }
+            link.client.ready().await;
+            if let Some(next) = ctx.halt(&link) {
+                out.extend(chunk.into_iter().map(|i| (i, next)));
+                continue 'chunks;
+            }
+            let now = ctx.now();
+            for i in &mut chunk {
+                i.attempts += 1;
+            }
+            let attempting = chunk
+                .iter()
+                .map(|i| row(i, &link, Action::ListAdd, &list_id, Status::Attempting, now))
+                .collect();
+            if !ctx.record(attempting).await {
+                out.extend(chunk.into_iter().map(|mut i| {
+                    i.attempts -= 1;
+                    (i, Next::Again(now + 60_000))
+                }));
+                continue 'chunks;
+            }
+            let ids: Vec<String> = chunk
+                .iter()
+                .map(|i| i.contact_id.unwrap_or_default().to_string())
+                .collect();
+            match link.client.add_to_list(&list_id, &ids).await {
+                Ok(result) => {
+                    let missing: std::collections::HashSet<&String> =
+                        result.record_ids_missing.iter().collect();
+                    let now = ctx.now();
+                    let mut rows = Vec::with_capacity(chunk.len());
+                    let mut nexts = Vec::with_capacity(chunk.len());
+                    for (i, id) in chunk.iter().zip(&ids) {
+                        let status = if missing.contains(id) {
+                            Status::Failed
+                        } else {
+                            Status::Listed
+                        };
+                        let mut r = row(i, &link, Action::ListAdd, &list_id, status, now);
+                        r.http_status = Some(200);
+                        if status == Status::Failed {
+                            r.message = Some(format!(
+                                "HubSpot reports record id {id} missing: no such contact in the account"
+                            ));
+                        }
+                        rows.push(r);
+                        nexts.push(Next::Done(status));
+                    }
+                    ctx.record(rows).await;
+                    out.extend(chunk.into_iter().zip(nexts));
+                    continue 'chunks;
+                }
+                Err(ApiError::BatchTooLarge { size, message, .. }) if chunk.len() > 1 => {
+                    let half = chunk.len() / 2;
+                    link.learned_batch.fetch_min(half.max(1), Ordering::Relaxed);
+                    tracing::warn!(
+                        connector = %link.id,
+                        list = %list_id,
+                        "HubSpot refused a list batch of {size} as too large ({message}); splitting it and sending batches of at most {half} from now on"
+                    );
+                    let now = ctx.now();
+                    let rows = chunk
+                        .iter()
+                        .map(|i| {
+                            let mut r =
+                                row(i, &link, Action::ListAdd, &list_id, Status::Retrying, now);
+                            r.http_status = Some(400);
+                            r.message =
+                                Some(format!("batch of {size} too large; split: {message}"));
+                            r.retry_at_ms = Some(now);
+                            r
+                        })
+                        .collect();
+                    ctx.record(rows).await;
+                    let second = chunk.split_off(half);
+                    work.push(second);
+                    work.push(chunk);
+                    continue 'chunks;
+                }
+                Err(e) => {
+                    let attempts = chunk.iter().map(|i| i.attempts).max().unwrap_or(1);
+                    let decision = ctx.decide(&link, &e, attempts);
+                    let now = ctx.now();
+                    let rows = chunk
+                        .iter()
+                        .map(|i| {
+                            let base =
+                                row(i, &link, Action::ListAdd, &list_id, Status::Retrying, now);
+                            failure_row(base, &e, &decision, now, false)
+                        })
+                        .collect();
+                    if matches!(decision, Decision::GiveUp) {
+                        tracing::warn!(connector = %link.id, list = %list_id, contacts = chunk.len(), "list add failed: {e}");
+                    }
+                    ctx.record(rows).await;
+                    match decision {
+                        Decision::Retry(d) if ctx.sleep(d).await => continue,
+                        Decision::Retry(_) => {
+                            let now = ctx.now();
+                            out.extend(chunk.into_iter().map(|i| (i, Next::Again(now))));
+                        }
+                        Decision::Later(t) => {
+                            out.extend(chunk.into_iter().map(|i| (i, Next::Again(t))))
+                        }
+                        Decision::GiveUp => {
+                            out.extend(chunk.into_iter().map(|i| (i, Next::Done(Status::Failed))))
+                        }
+                    }
+                    continue 'chunks;
+                }
+            }
+        }
+    }
+    out
+}

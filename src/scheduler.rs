@@ -1,0 +1,119 @@
+//! Runs the dispatcher's ticks inside `serve` at the times of `[scheduler] cron`.
+//!
+//! This is a small loop over `croner` rather than tokio-cron-scheduler: that crate's repeated
+//! jobs can stop firing for good once their computed next tick drifts into the past under load
+//! (mvniekerk/tokio-cron-scheduler#113, open), and it runs a job again while the previous run
+//! is still going unless the job guards itself. Here the next fire time is recomputed from the
+//! wall clock after every tick (no accumulated drift, a clock jump corrects itself), ticks run
+//! one after another in one task (they cannot overlap), and a tick that overruns makes the
+//! scheduled ticks it covered count as skipped, logged and in metrics. Skipping loses nothing:
+//! a tick takes everything due by its own "now".
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use croner::Cron;
+use tokio::sync::watch;
+
+use crate::config::{ConfigHandle, DEFAULT_CRON};
+use crate::dispatch::Dispatcher;
+use crate::metrics::Metrics;
+
+/// Parse a six-field (seconds first) cron expression, as the config validates it.
+pub fn parse_cron(expr: &str) -> anyhow::Result<Cron> {
+    croner::parser::CronParser::builder()
+        .seconds(croner::parser::Seconds::Required)
+        .dom_and_dow(true)
+        .build()
+        .parse(expr)
+        .map_err(|e| anyhow::anyhow!("cron expression {expr:?}: {e}"))
+}
+
+/// The first fire time strictly after `after`.
+fn next_after(cron: &Cron, after: DateTime<Utc>) -> DateTime<Utc> {
+    cron.find_next_occurrence(&after, false)
+        .unwrap_or(after + chrono::Duration::seconds(60))
+}
+
+/// Run ticks until `stop` turns true; the running tick finishes (and records its calls)
+/// first. Returns the dispatcher so the caller can close it.
+pub async fn run(
+    config: ConfigHandle,
+    mut dispatcher: Dispatcher,
+    metrics: Metrics,
+    mut stop: watch::Receiver<bool>,
+) -> Dispatcher {
+    let mut last_fire: Option<DateTime<Utc>> = None;
+    let mut cron_text = String::new();
+    let mut cron = parse_cron(DEFAULT_CRON).expect("the default cron parses");
+    loop {
+        let snapshot = config.load_full();
+        if snapshot.scheduler.cron != cron_text {
+            match parse_cron(&snapshot.scheduler.cron) {
+                Ok(c) => {
+                    tracing::info!(cron = %snapshot.scheduler.cron, "scheduler: ticks follow this cron expression");
+                    cron = c;
+                }
+                Err(e) => tracing::error!("{e:#}; keeping the previous schedule"),
+            }
+            cron_text = snapshot.scheduler.cron.clone();
+        }
+        let now = Utc::now();
+        let from = last_fire.map_or(now, |l| l.max(now));
+        let fire = next_after(&cron, from);
+        let wait = (fire - now).to_std().unwrap_or_default();
+        if *stop.borrow() {
+            break;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = stop.changed() => break,
+        }
+        // A timer can wake a hair early: never run the same fire time twice, never early.
+        let woke = Utc::now();
+        if woke < fire {
+            tokio::time::sleep((fire - woke).to_std().unwrap_or_default()).await;
+        }
+        last_fire = Some(fire);
+        let config_now: Arc<_> = config.load_full();
+        match dispatcher.tick(&config_now, stop.clone()).await {
+            Ok(report) => {
+                if report.due > 0 || report.planned > 0 {
+                    tracing::info!("tick finished: {report}");
+                } else {
+                    tracing::debug!("tick finished: {report}");
+                }
+            }
+            Err(e) => tracing::error!("tick failed (the next tick tries again): {e:#}"),
+        }
+        let finished = Utc::now();
+        let mut skipped = 0usize;
+        let mut t = fire;
+        while skipped < 100_000 {
+            t = next_after(&cron, t);
+            if t > finished {
+                break;
+            }
+            skipped += 1;
+        }
+        if skipped > 0 {
+            metrics.ticks_skipped.inc_by(skipped as u64);
+            tracing::warn!(
+                skipped,
+                took_s = (finished - fire).num_milliseconds() as f64 / 1000.0,
+                "tick ran past its next scheduled time: {skipped} scheduled tick(s) skipped (ticks never overlap; the next tick takes everything due by then)"
+            );
+            last_fire = Some(finished);
+        }
+    }
+    tracing::info!("scheduler stopped");
+    dispatcher
+}
+
+/// How long until `expr` next fires after now (for status pages and tests).
+pub fn until_next(expr: &str) -> anyhow::Result<Duration> {
+    let cron = parse_cron(expr)?;
+    let now = Utc::now();
+    Ok((next_after(&cron, now) - now).to_std().unwrap_or_default())
+}

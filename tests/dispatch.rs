@@ -1,0 +1,730 @@
+//! The dispatcher end to end: the real `sendtime serve` on an ephemeral port, signed webhooks
+//! of every type, events imported through the CLI, the HubSpot stand-in over real HTTP, and a
+//! clock file that moves the dispatcher's "now" forward without sleeping for hours.
+
+mod common;
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use common::{Server, eventually};
+use sendtime::dispatch::records::{OutcomeRow, PlanRow, Status, read_outcomes, read_plans};
+use sendtime::hubspot::standin::{LogEntry, Options, StandIn};
+use sendtime::receiver::signature::sign_v2;
+use sendtime::store::Dataset;
+
+const SECRET: &str = "dispatch-secret";
+const PUBLIC: &str = "https://hooks.example.com";
+const TOKEN: &str = "standin-token";
+const LOG: &str = "info,sendtime::scheduler=debug";
+
+struct Hook {
+    id: &'static str,
+    kind: &'static str,
+    target: &'static str,
+}
+
+const HOOKS: &[Hook] = &[
+    Hook {
+        id: "nurture",
+        kind: "NEXT_24_HOURS",
+        target: "workflow_id = 101",
+    },
+    Hook {
+        id: "winback",
+        kind: "NEXT_WEEK_FREQUENCY_OPTIMIZED",
+        target: "workflow_id = 102",
+    },
+    Hook {
+        id: "webinar",
+        kind: "NEXT_WEEK",
+        target: "workflow_id = 103",
+    },
+    Hook {
+        id: "fatigue",
+        kind: "IMMEDIATE",
+        target: "workflow_id = 104",
+    },
+    Hook {
+        id: "big-list",
+        kind: "UPDATE_ONLY",
+        target: "list_id = \"987\"",
+    },
+];
+
+fn write_config(dir: &Path, api_base: &str, extra: &str, hooks: &[&Hook]) -> PathBuf {
+    let mut text = format!(
+        r#"version = 1
+[server]
+public_url = "{PUBLIC}"
+[scheduler]
+cron = "* * * * * *"
+[[connector]]
+id = "main"
+portal_id = 62515
+app_id = 54321
+client_secret_env = "DISPATCH_SECRET"
+access_token_env = "DISPATCH_TOKEN"
+api_base = "{api_base}"
+{extra}
+"#
+    );
+    for h in hooks {
+        text.push_str(&format!(
+            "[[webhook]]\nid = \"{}\"\ntype = \"{}\"\n{}\n",
+            h.id, h.kind, h.target
+        ));
+    }
+    let path = dir.join("webhooks.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn start(config: &Path, data: &Path, clock: Option<&Path>, extra_env: &[(&str, &str)]) -> Server {
+    let clock = clock.map(|c| c.display().to_string());
+    let mut env = vec![
+        ("DISPATCH_SECRET", SECRET),
+        ("DISPATCH_TOKEN", TOKEN),
+        ("RUST_LOG", LOG),
+    ];
+    if let Some(c) = &clock {
+        env.push(("SENDTIME_CLOCK_FILE", c.as_str()));
+    }
+    env.extend_from_slice(extra_env);
+    Server::start(config, data, &env)
+}
+
+/// Post one contact, signed v2; the receipt id.
+fn post(server: &Server, webhook: &str, vid: u64, email: &str) -> String {
+    let body = format!(
+        r#"{{"vid": {vid}, "canonical-vid": {vid}, "portal-id": 62515, "properties": {{"email": {{"value": "{email}"}}}}}}"#
+    );
+    let path = format!("/hooks/{webhook}");
+    let sig = sign_v2(
+        SECRET.as_bytes(),
+        "POST",
+        &format!("{PUBLIC}{path}"),
+        body.as_bytes(),
+    );
+    let resp = reqwest::blocking::Client::new()
+        .post(server.url(&path))
+        .header("X-HubSpot-Signature", sig)
+        .header("X-HubSpot-Signature-Version", "v2")
+        .body(body)
+        .send()
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200, "post {webhook} {email}");
+    let v: serde_json::Value = resp.json().unwrap();
+    v["receipt_id"].as_str().unwrap().to_string()
+}
+
+fn set_clock(file: &Path, ms: i64) {
+    let tmp = file.with_extension("tmp");
+    std::fs::write(&tmp, ms.to_string()).unwrap();
+    std::fs::rename(&tmp, file).unwrap();
+}
+
+fn plans(data: &Path) -> Vec<PlanRow> {
+    read_plans(&Dataset::open(data, "plan").unwrap()).unwrap()
+}
+
+fn outcomes(data: &Path) -> Vec<OutcomeRow> {
+    read_outcomes(&Dataset::open(data, "outcomes").unwrap()).unwrap()
+}
+
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+/// Successful enrollments per (workflow, email) in the stand-in's log.
+fn enrollments(log: &[LogEntry]) -> HashMap<(String, String), usize> {
+    let mut out = HashMap::new();
+    for e in log {
+        if e.method != "POST" || e.status != Some(204) {
+            continue;
+        }
+        let parts: Vec<&str> = e.path.split('/').collect();
+        if let [
+            "",
+            "automation",
+            "v2",
+            "workflows",
+            wf,
+            "enrollments",
+            "contacts",
+            email,
+        ] = parts.as_slice()
+        {
+            *out.entry((wf.to_string(), email.replace("%40", "@")))
+                .or_default() += 1;
+        }
+    }
+    out
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// Opens at `hour` UTC on 12 past days for each of `emails`, imported with `sendtime import csv`.
+fn import_events(config: &Path, data: &Path, emails: &[(String, u32)]) {
+    let mut csv = String::from("email,opened\n");
+    let day = 86_400_000i64;
+    let today = now_ms() / day * day;
+    for (email, hour) in emails {
+        for d in 1..=12 {
+            let at = today - d * day + *hour as i64 * 3_600_000 + 10 * 60_000;
+            csv.push_str(&format!("{email},{at}\n"));
+        }
+    }
+    let file = data.parent().unwrap().join("opens.csv");
+    std::fs::write(&file, csv).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sendtime"))
+        .arg("--config")
+        .arg(config)
+        .arg("--data")
+        .arg(data)
+        .args(["import", "csv"])
+        .arg(&file)
+        .args(["--contact", "email", "--time", "opened"])
+        .env("DISPATCH_SECRET", SECRET)
+        .env("DISPATCH_TOKEN", TOKEN)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "import: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn every_contact_is_enrolled_or_listed_once_at_its_planned_minute() {
+    let rt = runtime();
+    let standin = rt
+        .block_on(StandIn::start(Options {
+            max_list_batch: Some(5),
+            ..Options::default()
+        }))
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let hooks: Vec<&Hook> = HOOKS.iter().collect();
+    let config = write_config(
+        dir.path(),
+        &standin.url(),
+        "requests_per_10s = 150\nlist_batch_size = 8",
+        &hooks,
+    );
+
+    // Contacts: 5 per enrolling webhook, 20 for the list. Half the enrolling ones have history.
+    let mut contacts: Vec<(&str, u64, String)> = Vec::new();
+    let mut vid = 5000u64;
+    for h in HOOKS {
+        let n = if h.kind == "UPDATE_ONLY" { 20 } else { 5 };
+        for i in 0..n {
+            vid += 1;
+            let email = format!("{}-{i}@example.com", h.id);
+            standin.add_contact(&email, vid);
+            contacts.push((h.id, vid, email));
+        }
+    }
+    let with_history: Vec<(String, u32)> = contacts
+        .iter()
+        .filter(|(h, v, _)| *h != "big-list" && v % 2 == 0)
+        .map(|(_, v, e)| (e.clone(), (v % 24) as u32))
+        .collect();
+    import_events(&config, &data, &with_history);
+
+    let clock = dir.path().join("clock");
+    let t0 = now_ms() / 60_000 * 60_000;
+    set_clock(&clock, t0);
+    let server = start(&config, &data, Some(&clock), &[]);
+    let mut receipts: HashMap<String, (&str, u64, String)> = HashMap::new();
+    for (hook, vid, email) in &contacts {
+        let id = post(&server, hook, *vid, email);
+        receipts.insert(id, (hook, *vid, email.clone()));
+    }
+
+    // Every receipt gets planned by a tick.
+    let planned = eventually(Duration::from_secs(30), || {
+        let p = plans(&data);
+        (p.len() == receipts.len()).then_some(p)
+    })
+    .unwrap_or_else(|| panic!("not everything planned; logs:\n{}", server.logs()));
+    let due: HashMap<String, i64> = planned
+        .iter()
+        .map(|p| (p.receipt_id.clone(), p.due_at_ms))
+        .collect();
+    for p in &planned {
+        let (hook, vid, _) = &receipts[&p.receipt_id];
+        let window = match *hook {
+            "nurture" => 24,
+            "webinar" | "winback" => 168,
+            _ => 0,
+        };
+        assert!(p.due_at_ms >= p.received_at_ms, "{p:?}");
+        assert!(
+            p.due_at_ms <= p.received_at_ms + window * 3_600_000,
+            "{p:?}"
+        );
+        if *hook == "nurture" && vid % 2 == 0 {
+            assert!(p.reason.contains("best hour"), "{}", p.reason);
+        }
+    }
+
+    // Walk the clock through every planned minute; after each tick, exactly the contacts due
+    // by then are enrolled (or listed), once.
+    // UPDATE_ONLY contacts are due as received; one step past the last of them lets them go
+    // out together, in batches.
+    let list_dues: Vec<i64> = receipts
+        .iter()
+        .filter(|(_, r)| r.0 == "big-list")
+        .map(|(id, _)| due[id])
+        .collect();
+    let (list_first, list_last) = (
+        *list_dues.iter().min().unwrap(),
+        *list_dues.iter().max().unwrap(),
+    );
+    let steps: BTreeSet<i64> = receipts
+        .iter()
+        .filter(|(_, r)| r.0 != "big-list")
+        .map(|(id, _)| due[id])
+        .chain([list_last])
+        .collect();
+    for step in steps {
+        set_clock(&clock, step);
+        server
+            .wait_log(&format!("now={step} "), Duration::from_secs(30))
+            .unwrap_or_else(|| panic!("no tick at {step}; logs:\n{}", server.logs()));
+        // The tick that logged it is done; give a following tick no chance to matter.
+        let log = standin.log();
+        let enrolled = enrollments(&log);
+        let members: HashSet<String> = standin.list_members("987").into_iter().collect();
+        for (id, (hook, vid, email)) in &receipts {
+            let is_due = due[id] <= step;
+            if *hook == "big-list" {
+                if step < list_first || step >= list_last {
+                    assert_eq!(
+                        members.contains(&vid.to_string()),
+                        is_due,
+                        "{email} at {step}"
+                    );
+                }
+                continue;
+            }
+            let wf = match *hook {
+                "nurture" => "101",
+                "winback" => "102",
+                "webinar" => "103",
+                _ => "104",
+            };
+            let n = enrolled
+                .get(&(wf.to_string(), email.clone()))
+                .copied()
+                .unwrap_or(0);
+            assert_eq!(n, usize::from(is_due), "{email} due {} at {step}", due[id]);
+        }
+    }
+
+    // UPDATE_ONLY: batches (never one call per contact), split when HubSpot said too large,
+    // and never an enrollment.
+    let log = standin.log();
+    let puts: Vec<&LogEntry> = log.iter().filter(|e| e.method == "PUT").collect();
+    assert!(
+        puts.iter().any(|e| e.status == Some(400)),
+        "a batch of 8 is refused"
+    );
+    let ok_puts = puts.iter().filter(|e| e.status == Some(200)).count();
+    assert!(
+        (4..20).contains(&ok_puts),
+        "{ok_puts} list calls for 20 contacts"
+    );
+    assert_eq!(standin.list_members("987").len(), 20);
+    assert!(
+        !log.iter()
+            .any(|e| e.method == "POST" && e.path.contains("big-list")),
+        "UPDATE_ONLY contacts are never enrolled"
+    );
+    // Outcomes: one final row per receipt, with the right status.
+    let finals: HashMap<String, Status> = outcomes(&data)
+        .into_iter()
+        .filter(|o| o.status.is_final())
+        .map(|o| (o.receipt_id, o.status))
+        .collect();
+    for (id, (hook, _, _)) in &receipts {
+        let want = if *hook == "big-list" {
+            Status::Listed
+        } else {
+            Status::Enrolled
+        };
+        assert_eq!(finals.get(id), Some(&want), "{id} {hook}");
+    }
+    // The same contact posted again after being enrolled is a new receipt, not a duplicate.
+    let (hook, vid, email) = receipts
+        .values()
+        .find(|r| r.0 == "fatigue")
+        .unwrap()
+        .clone();
+    let again = post(&server, hook, vid, &email);
+    assert!(!receipts.contains_key(&again));
+    drop(server);
+}
+
+#[test]
+fn faults_and_slow_answers_still_enroll_everyone_exactly_once() {
+    let rt = runtime();
+    let standin = rt
+        .block_on(StandIn::start(Options {
+            error_rate: 0.2,
+            slow_rate: 0.15,
+            slow_by: Duration::from_millis(1500),
+            seed: 7,
+            ..Options::default()
+        }))
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let config = write_config(
+        dir.path(),
+        &standin.url(),
+        "requests_per_10s = 150",
+        &[&HOOKS[3]],
+    );
+    let server = start(
+        &config,
+        &data,
+        None,
+        &[("SENDTIME_HUBSPOT_TIMEOUT_MS", "600")],
+    );
+    let emails: Vec<String> = (0..40).map(|i| format!("f{i}@example.com")).collect();
+    for (i, e) in emails.iter().enumerate() {
+        standin.add_contact(e, 7000 + i as u64);
+        post(&server, "fatigue", 7000 + i as u64, e);
+    }
+    let all = eventually(Duration::from_secs(120), || {
+        let finals = outcomes(&data)
+            .into_iter()
+            .filter(|o| o.status.is_final())
+            .count();
+        (finals >= emails.len()).then_some(())
+    });
+    if all.is_none() {
+        let rows = outcomes(&data);
+        let finals: HashSet<&String> = rows
+            .iter()
+            .filter(|r| r.status.is_final())
+            .map(|r| &r.receipt_id)
+            .collect();
+        let open: Vec<&OutcomeRow> = rows
+            .iter()
+            .filter(|r| !finals.contains(&r.receipt_id))
+            .collect();
+        let calls: Vec<String> = standin
+            .log()
+            .iter()
+            .map(|e| format!("{} {} {} {:?}", e.seq, e.method, e.path, e.status))
+            .collect();
+        panic!(
+            "not all final: {open:#?}\nstand-in:\n{}\nlogs:\n{}",
+            calls.join("\n"),
+            server.logs()
+        );
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    let log = standin.log();
+    let enrolled = enrollments(&log);
+    for e in &emails {
+        assert_eq!(
+            enrolled.get(&("104".to_string(), e.clone())).copied(),
+            Some(1),
+            "{e} enrolled exactly once"
+        );
+    }
+    // The faults really happened, and the unknown outcomes were checked, not re-sent blindly.
+    assert!(log.iter().any(|e| e.status == Some(502)));
+    let o = outcomes(&data);
+    assert!(o.iter().any(|r| r.status == Status::Retrying));
+    assert!(o.iter().all(|r| r.status != Status::Failed), "{o:?}");
+    assert!(
+        log.iter()
+            .any(|e| e.method == "GET" && e.path.contains("/enrollments/contacts/"))
+    );
+}
+
+#[test]
+fn kill_9_mid_tick_loses_nothing_and_duplicates_only_calls_in_flight() {
+    let rt = runtime();
+    let standin = rt
+        .block_on(StandIn::start(Options {
+            limit_per_10s: 100,
+            slow_rate: 0.3,
+            slow_by: Duration::from_millis(400),
+            ..Options::default()
+        }))
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let config = write_config(
+        dir.path(),
+        &standin.url(),
+        "requests_per_10s = 100",
+        &[&HOOKS[3]],
+    );
+    let emails: Vec<String> = (0..150).map(|i| format!("k{i}@example.com")).collect();
+    let mut server = start(&config, &data, None, &[]);
+    for (i, e) in emails.iter().enumerate() {
+        // Half the contacts carry an id (their enrollments can be checked), half only an email.
+        let vid = 9000 + i as u64;
+        standin.add_contact(e, vid);
+        post(&server, "fatigue", vid, e);
+    }
+    eventually(Duration::from_secs(60), || {
+        (enrollments(&standin.log()).len() >= 40).then_some(())
+    })
+    .expect("enrolling started");
+    server.child.kill().unwrap(); // SIGKILL
+    server.child.wait().unwrap();
+
+    // What the disk says was in flight: an attempting row without a result for that attempt.
+    let rows = outcomes(&data);
+    let mut started: HashMap<String, u32> = HashMap::new();
+    let mut finished: HashMap<String, u32> = HashMap::new();
+    for r in &rows {
+        let m = if r.status == Status::Attempting {
+            &mut started
+        } else {
+            &mut finished
+        };
+        let e = m.entry(r.receipt_id.clone()).or_default();
+        *e = (*e).max(r.attempts);
+    }
+    let in_flight: HashSet<String> = started
+        .iter()
+        .filter(|(id, n)| finished.get(*id).copied().unwrap_or(0) < **n)
+        .map(|(id, _)| id.clone())
+        .collect();
+    let receipt_email: HashMap<String, String> = plans(&data)
+        .into_iter()
+        .map(|p| (p.receipt_id, p.email.unwrap_or_default()))
+        .collect();
+    let in_flight_emails: HashSet<String> = in_flight
+        .iter()
+        .filter_map(|id| receipt_email.get(id).cloned())
+        .collect();
+
+    let server = start(&config, &data, None, &[]);
+    let done = eventually(Duration::from_secs(90), || {
+        let e = enrollments(&standin.log());
+        emails
+            .iter()
+            .all(|m| e.contains_key(&("104".to_string(), m.clone())))
+            .then_some(())
+    });
+    assert!(
+        done.is_some(),
+        "not everyone enrolled; logs:\n{}",
+        server.logs()
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    for ((_, email), n) in enrollments(&standin.log()) {
+        assert!(
+            n == 1 || in_flight_emails.contains(&email),
+            "{email} enrolled {n} times but was not in flight"
+        );
+    }
+}
+
+#[test]
+fn a_removed_webhook_holds_its_contacts_and_a_changed_workflow_applies_to_the_rest() {
+    let rt = runtime();
+    let standin = rt.block_on(StandIn::start(Options::default())).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let a = Hook {
+        id: "step-a",
+        kind: "IMMEDIATE",
+        target: "workflow_id = 1",
+    };
+    let b = Hook {
+        id: "step-b",
+        kind: "IMMEDIATE",
+        target: "workflow_id = 2",
+    };
+    let b2 = Hook {
+        id: "step-b",
+        kind: "IMMEDIATE",
+        target: "workflow_id = 22",
+    };
+    let extra = "requests_per_10s = 150";
+    let config = write_config(dir.path(), &standin.url(), extra, &[&a, &b]);
+    let clock = dir.path().join("clock");
+    let t0 = now_ms();
+    set_clock(&clock, t0 - 60_000);
+    let server = start(&config, &data, Some(&clock), &[]);
+    for i in 0..3u64 {
+        for (hook, base) in [("step-a", 100), ("step-b", 200)] {
+            let email = format!("{hook}-{i}@example.com");
+            standin.add_contact(&email, base + i);
+            post(&server, hook, base + i, &email);
+        }
+    }
+    eventually(Duration::from_secs(30), || {
+        (plans(&data).len() == 6).then_some(())
+    })
+    .expect("planned");
+
+    // step-a leaves the config; step-b now enrolls into workflow 22.
+    write_config(dir.path(), &standin.url(), extra, &[&b2]);
+    server
+        .wait_log_count("config loaded", 2, Duration::from_secs(10))
+        .expect("reloaded");
+    let later = t0 + 3_600_000;
+    set_clock(&clock, later);
+    server
+        .wait_log(
+            "webhook is not in the config: its due contacts are held",
+            Duration::from_secs(20),
+        )
+        .unwrap_or_else(|| panic!("no held log; logs:\n{}", server.logs()));
+    let metrics = reqwest::blocking::get(server.url("/metrics"))
+        .unwrap()
+        .text()
+        .unwrap();
+    assert!(
+        metrics.contains("sendtime_dispatch_held{webhook=\"step-a\"} 3"),
+        "{metrics}"
+    );
+    eventually(Duration::from_secs(20), || {
+        let e = enrollments(&standin.log());
+        (0..3)
+            .all(|i| e.contains_key(&("22".into(), format!("step-b-{i}@example.com"))))
+            .then_some(())
+    })
+    .expect("step-b enrolled into its new workflow");
+    let enrolled = enrollments(&standin.log());
+    for i in 0..3 {
+        assert_eq!(
+            enrolled.get(&("22".into(), format!("step-b-{i}@example.com"))),
+            Some(&1)
+        );
+        assert!(
+            standin
+                .enrollments_of(&format!("step-a-{i}@example.com"))
+                .is_empty()
+        );
+    }
+    assert!(!enrolled.keys().any(|(wf, _)| wf == "2"), "{enrolled:?}");
+
+    // step-a returns: its held contacts go out on the next tick.
+    write_config(dir.path(), &standin.url(), extra, &[&a, &b2]);
+    server
+        .wait_log_count("config loaded", 3, Duration::from_secs(10))
+        .expect("reloaded");
+    let done = eventually(Duration::from_secs(20), || {
+        let e = enrollments(&standin.log());
+        (0..3)
+            .all(|i| e.get(&("1".into(), format!("step-a-{i}@example.com"))) == Some(&1))
+            .then_some(())
+    });
+    assert!(
+        done.is_some(),
+        "held contacts not sent; logs:\n{}",
+        server.logs()
+    );
+}
+
+#[test]
+fn the_shipped_config_runs_in_dry_run_without_credentials() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("webhooks.toml");
+    std::fs::copy(
+        concat!(env!("CARGO_MANIFEST_DIR"), "/webhooks.toml"),
+        &config,
+    )
+    .unwrap();
+    let data = dir.path().join("data");
+    let secret = "shipped-secret";
+    let mut server = Server::start(
+        &config,
+        &data,
+        &[
+            ("HUBSPOT_CLIENT_SECRET", secret),
+            ("HUBSPOT_ACCESS_TOKEN", ""),
+        ],
+    );
+    for (hook, vid, email) in [
+        ("fatigue-update", 11, "dry@example.com"),
+        ("big-list", 12, "list@example.com"),
+    ] {
+        let body = format!(
+            r#"{{"vid": {vid}, "portal-id": 62515, "properties": {{"email": {{"value": "{email}"}}}}}}"#
+        );
+        let path = format!("/hooks/{hook}");
+        let sig = sign_v2(
+            secret.as_bytes(),
+            "POST",
+            &format!("{PUBLIC}{path}"),
+            body.as_bytes(),
+        );
+        let resp = reqwest::blocking::Client::new()
+            .post(server.url(&path))
+            .header("X-HubSpot-Signature", sig)
+            .header("X-HubSpot-Signature-Version", "v2")
+            .body(body)
+            .send()
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), 200);
+    }
+    let tick = |now: &str| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_sendtime"))
+            .arg("--config")
+            .arg(&config)
+            .arg("--data")
+            .arg(&data)
+            .args(["tick", "--now", now])
+            .env("HUBSPOT_CLIENT_SECRET", secret)
+            .env_remove("HUBSPOT_ACCESS_TOKEN")
+            .output()
+            .unwrap()
+    };
+    // While serve dispatches from the folder, a second dispatcher is refused.
+    let refused = tick("2030-01-01T00:00:00Z");
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("another sendtime"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+    server.signal("TERM");
+    assert_eq!(server.wait_exit(Duration::from_secs(20)), Some(0));
+
+    let out = tick("2030-01-01T00:00:00Z");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("dry_run=2"), "{stdout}");
+    let rows = outcomes(&data);
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    assert!(rows.iter().all(|r| r.status == Status::DryRun));
+    let messages: Vec<&str> = rows.iter().filter_map(|r| r.message.as_deref()).collect();
+    assert!(
+        messages.contains(&"dry run: would enroll dry@example.com into workflow 1234570"),
+        "{messages:?}"
+    );
+    assert!(
+        messages.contains(&"dry run: would add record 12 to list 987"),
+        "{messages:?}"
+    );
+    // Nothing is left to do: a second tick is idle.
+    let again = tick("2030-01-01T00:01:00Z");
+    assert!(String::from_utf8_lossy(&again.stdout).contains("due=0"));
+}
