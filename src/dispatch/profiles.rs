@@ -1,59 +1,53 @@
-//! The one place the dispatcher touches the model's profile building, cached between ticks.
+//! The one place the dispatcher touches the model's profiles, kept in memory between ticks.
 //!
-//! Building profiles reads every event, so it happens only when the events (or the contact
-//! dictionary) gain or lose a part file, not every minute. The model's owner may swap what
-//! [`model::dataset::build`] does; nothing else here depends on how.
+//! [`model::stored::Cache`] loads the stored profiles once and then adds only event parts that
+//! appeared since (storing what they added), so a tick after an import costs in proportion to
+//! the new events, not to all history.
 
 use std::path::{Path, PathBuf};
 
 use crate::events::{contact_key, day_of};
-use crate::model::{self, ModelConfig, Profile, dataset::Built};
-use crate::store::Dataset;
+use crate::model::dataset::Built;
+use crate::model::stored::{Cache, Update};
+use crate::model::{ModelConfig, Profile};
 
-/// Profiles as of the last change to the events dataset.
+/// Profiles as of the last event part seen.
 pub struct ProfileCache {
     data_dir: PathBuf,
-    key: Option<(Vec<PathBuf>, ModelConfigKey)>,
-    built: Option<Built>,
+    /// The cache and the model config it was built for (as comparable text: it holds floats).
+    cache: Option<(Cache, String)>,
 }
-
-/// The model config as comparable bits (it holds floats).
-type ModelConfigKey = String;
 
 impl ProfileCache {
     pub fn new(data_dir: &Path) -> ProfileCache {
         ProfileCache {
             data_dir: data_dir.to_path_buf(),
-            key: None,
-            built: None,
+            cache: None,
         }
     }
 
-    /// Rebuild if the events' part files or the model config changed since the last build.
+    /// Add new event parts (or rebuild when the model config changed).
     pub fn refresh(&mut self, config: ModelConfig, now_ms: i64) -> anyhow::Result<()> {
-        let mut parts = Vec::new();
-        for name in ["events", "contacts"] {
-            parts.extend(Dataset::open(&self.data_dir, name)?.parts()?);
-        }
-        let key = (parts, format!("{config:?}"));
-        if self.key.as_ref() == Some(&key) && self.built.is_some() {
-            return Ok(());
-        }
-        let started = std::time::Instant::now();
-        let built = model::dataset::build(&self.data_dir, config, now_ms)?;
-        tracing::info!(
-            contacts = built.contacts.len(),
-            took_ms = started.elapsed().as_millis() as u64,
-            "profiles rebuilt (events changed)"
-        );
-        self.built = Some(built);
-        self.key = Some(key);
+        let key = format!("{config:?}");
+        let update = match &mut self.cache {
+            Some((cache, k)) if *k == key => cache.refresh(now_ms)?,
+            _ => {
+                let (cache, update) = Cache::open(&self.data_dir, config, now_ms, false)?;
+                self.cache = Some((cache, key));
+                update
+            }
+        };
+        log(&update);
         Ok(())
+    }
+
+    fn built(&self) -> Option<&Built> {
+        self.cache.as_ref().map(|(c, _)| &c.built)
     }
 
     /// The population profile (uniform before any events exist).
     pub fn population(&self) -> [f64; crate::events::SLOTS] {
-        self.built.as_ref().map_or(
+        self.built().map_or(
             [1.0 / crate::events::SLOTS as f64; crate::events::SLOTS],
             |b| b.profiles.population,
         )
@@ -66,7 +60,7 @@ impl ProfileCache {
         email: Option<&str>,
         now_ms: i64,
     ) -> Option<Profile> {
-        let built = self.built.as_ref()?;
+        let built = self.built()?;
         let index = built.contacts.find(contact_id, email)?;
         Some(built.profiles.profile(Some(index), day_of(now_ms)))
     }
@@ -74,5 +68,17 @@ impl ProfileCache {
     /// The contact's key as the model seeds its draws with.
     pub fn subject_key(contact_id: Option<i64>, email: Option<&str>) -> String {
         contact_key(contact_id, email).unwrap_or_default()
+    }
+}
+
+fn log(update: &Update) {
+    if update.rebuilt || update.new_parts > 0 {
+        tracing::info!(
+            contacts = update.contacts,
+            new_parts = update.new_parts,
+            rebuilt = update.rebuilt,
+            took_ms = (update.seconds * 1000.0) as u64,
+            "profiles updated"
+        );
     }
 }

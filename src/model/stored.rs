@@ -90,7 +90,14 @@ impl Cache {
             return Self::rebuild(data_dir, config, now_ms, on_disk, started);
         };
         let contacts = Contacts::load(data_dir)?;
-        let profiles = load(&dir, &state, config, contacts.len())?;
+        let profiles = match load(&dir, &state, config, contacts.len()) {
+            Ok(p) => p,
+            Err(e) => {
+                // Stored profiles are derived data: rebuild rather than fail.
+                tracing::warn!("stored profiles unreadable, rebuilding: {e:#}");
+                return Self::rebuild(data_dir, config, now_ms, on_disk, started);
+            }
+        };
         let seen = profiles.stats.iter().map(|s| s.engagements > 0).collect();
         let mut cache = Cache {
             data_dir: data_dir.to_path_buf(),
