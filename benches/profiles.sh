@@ -85,17 +85,18 @@ for i in $(seq "$RUNS"); do
       duckdb-*) r=$(run "$PY" "$BENCH_DIR/duck-${who#*-}.py") ;;
       polars-*) r=$(run "$PY" "$BENCH_DIR/pl-${who#*-}.py") ;;
     esac
-    T[$who]="${T[$who]:-} ${r% *}"
-    M[$who]="${M[$who]:-} ${r#* }"
-    echo "run $i $who: ${r% *} s, ${r#* } KB peak" >&2
+    read -r t m u sy <<< "$r"
+    T[$who]="${T[$who]:-} $t"; M[$who]="${M[$who]:-} $m"; U[$who]="${U[$who]:-} $u"; S[$who]="${S[$who]:-} $sy"
+    echo "run $i $who: $t s wall, $u s user, $sy s sys, $m KB peak" >&2
   done
 done
 median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
-echo "| engine | median s ($RUNS runs) | peak RSS MB |"
-echo "|---|---|---|"
+echo "| engine | wall s, median of $RUNS | user s | sys s | peak RSS MB |"
+echo "|---|---|---|---|---|"
 for who in $ENGINES; do
   t=$(echo "${T[$who]}" | median); m=$(echo "${M[$who]}" | median)
-  echo "| $who | $t | $((m / 1024)) |"
+  u=$(echo "${U[$who]}" | median); sy=$(echo "${S[$who]}" | median)
+  echo "| $who | $t | $u | $sy | $((m / 1024)) |"
 done
 echo
 echo "$EVENTS events, $CONTACTS contacts ($VERSIONS, $(nproc) cores, $(date -u +%Y-%m-%d))"

@@ -15,6 +15,7 @@ pub mod profiles;
 pub mod records;
 pub mod send;
 
+use rayon::prelude::*;
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -328,13 +329,15 @@ impl Dispatcher {
             .refresh(config.model, now)
             .context("cannot build contact profiles from the events dataset")?;
         let population = self.profiles.population();
+        let profiles = &self.profiles;
+        // Planning is pure and per receipt: spread it over the cores.
         let rows: Vec<PlanRow> = fresh
-            .iter()
+            .par_iter()
             .map(|r| {
                 let kind = WebhookType::parse(&r.webhook_type)
                     .or_else(|| config.webhook(&r.webhook_id).map(|w| w.kind))
                     .unwrap_or(WebhookType::Immediate);
-                let profile = self.profiles.profile(r.contact_id, r.email.as_deref(), now);
+                let profile = profiles.profile(r.contact_id, r.email.as_deref(), now);
                 let key = ProfileCache::subject_key(r.contact_id, r.email.as_deref());
                 let p = plan(
                     kind,
@@ -458,7 +461,7 @@ impl Dispatcher {
             &token,
             ClientOptions {
                 timeout,
-                requests_per_10s: paced_limit(connector.requests_per_10s),
+                requests_per_10s: connector.requests_per_10s,
             },
         )?;
         let link = Arc::new(Link::new(connector.id.clone(), client));
@@ -682,14 +685,6 @@ impl Dispatcher {
     pub fn data_dir(&self) -> &Path {
         &self.data_dir
     }
-}
-
-/// The rate the dispatcher paces a connector at: 98% of its limit. HubSpot counts calls when
-/// they arrive, and the time between a permit and the arrival varies (the `attempting` fsync,
-/// connection set-up), so pacing at exactly the limit still draws the occasional 429; the
-/// benchmark against the stand-in showed it (BENCHMARKS.md).
-pub fn paced_limit(requests_per_10s: u32) -> u32 {
-    (requests_per_10s.saturating_mul(49) / 50).max(1)
 }
 
 fn dry_run_message(action: Action, item: &Pending, target: &str) -> String {
