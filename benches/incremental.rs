@@ -5,6 +5,10 @@
 //! `events/*.parquet` (generated for the same contacts) are copied into DATA_DIR's events for
 //! each run and removed after it. Prints the median refresh time.
 
+/// The same allocator as the `sendtime` binary, so the figures are the product's.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 

@@ -4,6 +4,10 @@
 //! `cargo bench --bench ingest [-- --requests N --connections C --rounds R]`
 //! Prints one Markdown table row per server with medians over the rounds, for BENCHMARKS.md.
 
+/// The same allocator as the `sendtime` binary, so the figures are the product's.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;

@@ -6,6 +6,10 @@
 //! connector is in dry-run; receipts are NEXT_WEEK posts received "now", so planning puts
 //! almost all of them in the future and the tick's time is planning and selecting.
 
+/// The same allocator as the `sendtime` binary, so the figures are the product's.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 

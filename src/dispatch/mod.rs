@@ -322,12 +322,14 @@ impl Dispatcher {
                 fresh.push(r);
             }
         }
-        if fresh.is_empty() {
-            return Ok(0);
-        }
+        // Kept current on every tick (cheap when no event part is new), so the first tick
+        // after start-up loads them and later ticks only add what was imported.
         self.profiles
             .refresh(config.model, now)
             .context("cannot build contact profiles from the events dataset")?;
+        if fresh.is_empty() {
+            return Ok(0);
+        }
         let population = self.profiles.population();
         let profiles = &self.profiles;
         // Planning is pure and per receipt: spread it over the cores.
@@ -367,13 +369,15 @@ impl Dispatcher {
         self.plan_ds
             .write_part(Ulid::generate(), &mut df)
             .context("cannot record plans")?;
-        for p in &rows {
+        let planned = rows.len();
+        self.items.reserve(planned);
+        for p in rows {
             tracing::debug!(receipt = %p.receipt_id, webhook = %p.webhook_id, due_at = p.due_at_ms, "planned: {}", p.reason);
             let item = Pending {
-                receipt_id: p.receipt_id.clone(),
-                webhook_id: p.webhook_id.clone(),
+                receipt_id: p.receipt_id,
+                webhook_id: p.webhook_id,
                 contact_id: p.contact_id,
-                email: p.email.clone(),
+                email: p.email,
                 due_at_ms: p.due_at_ms,
                 attempts: 0,
                 in_doubt: false,
@@ -386,7 +390,7 @@ impl Dispatcher {
         {
             tracing::warn!("plan compaction failed (will retry): {e:#}");
         }
-        Ok(rows.len())
+        Ok(planned)
     }
 
     fn is_held(&self, receipt_id: &str) -> bool {

@@ -144,9 +144,21 @@ pub fn slot_name(slot: u8) -> String {
 }
 
 pub fn format_ms(ms: i64) -> String {
+    use chrono::{Datelike, Timelike};
+    // Written out by hand: chrono's `format` parses its pattern on every call, and planning
+    // formats one time per receipt.
     DateTime::<Utc>::from_timestamp_millis(ms).map_or_else(
         || ms.to_string(),
-        |t| t.format("%Y-%m-%d %H:%M UTC").to_string(),
+        |t| {
+            format!(
+                "{:04}-{:02}-{:02} {:02}:{:02} UTC",
+                t.year(),
+                t.month(),
+                t.day(),
+                t.hour(),
+                t.minute()
+            )
+        },
     )
 }
 

@@ -241,46 +241,42 @@ fn load(
 ) -> anyhow::Result<Profiles> {
     let mut p = Profiles::new(config, contacts, state.reference_day);
     for name in &state.deltas {
-        let w = read_part(&dir.join(format!("{name}.weights.parquet")))?;
-        let c = w.column("contact")?.u32()?;
-        let s = w.column("slot")?.u8()?;
-        let v = w.column("weight")?.f32()?;
-        for ((c, s), v) in c.iter().zip(s.iter()).zip(v.iter()) {
-            if let (Some(c), Some(s), Some(v)) = (c, s, v) {
-                p.grow(c as usize + 1);
-                p.weights[c as usize][s as usize] += v;
-            }
+        let mut w = read_part(&dir.join(format!("{name}.weights.parquet")))?;
+        w.rechunk_mut();
+        let c = w.column("contact")?.u32()?.cont_slice()?;
+        let s = w.column("slot")?.u8()?.cont_slice()?;
+        let v = w.column("weight")?.f32()?.cont_slice()?;
+        if let Some(max) = c.iter().max() {
+            p.grow(*max as usize + 1);
         }
-        let st = read_part(&dir.join(format!("{name}.stats.parquet")))?;
-        let col = |n: &str| st.column(n).cloned();
-        let (c, e, a, f, l, fa, sl) = (
-            col("contact")?,
-            col("engagements")?,
-            col("active_days")?,
-            col("first_day")?,
-            col("last_day")?,
-            col("fast")?,
-            col("slow")?,
-        );
-        let it = c
-            .u32()?
-            .iter()
-            .zip(e.u32()?.iter())
-            .zip(a.u32()?.iter())
-            .zip(f.i32()?.iter())
-            .zip(l.i32()?.iter())
-            .zip(fa.f32()?.iter())
-            .zip(sl.f32()?.iter());
-        for ((((((c, e), a), f), l), fa), sl) in it {
-            let Some(c) = c else { continue };
-            p.grow(c as usize + 1);
-            p.stats[c as usize].merge(&Stats {
-                engagements: e.unwrap_or(0),
-                active_days: a.unwrap_or(0),
-                first_day: f.unwrap_or(i32::MAX),
-                last_day: l.unwrap_or(i32::MIN),
-                fast: fa.unwrap_or(0.0),
-                slow: sl.unwrap_or(0.0),
+        for ((c, s), v) in c.iter().zip(s).zip(v) {
+            p.weights[*c as usize][*s as usize] += v;
+        }
+        let mut st = read_part(&dir.join(format!("{name}.stats.parquet")))?;
+        st.rechunk_mut();
+        let u32s = |n: &str| -> anyhow::Result<Vec<u32>> {
+            Ok(st.column(n)?.u32()?.cont_slice()?.to_vec())
+        };
+        let i32s = |n: &str| -> anyhow::Result<Vec<i32>> {
+            Ok(st.column(n)?.i32()?.cont_slice()?.to_vec())
+        };
+        let f32s = |n: &str| -> anyhow::Result<Vec<f32>> {
+            Ok(st.column(n)?.f32()?.cont_slice()?.to_vec())
+        };
+        let (c, e, a) = (u32s("contact")?, u32s("engagements")?, u32s("active_days")?);
+        let (f, l) = (i32s("first_day")?, i32s("last_day")?);
+        let (fa, sl) = (f32s("fast")?, f32s("slow")?);
+        if let Some(max) = c.iter().max() {
+            p.grow(*max as usize + 1);
+        }
+        for i in 0..c.len() {
+            p.stats[c[i] as usize].merge(&Stats {
+                engagements: e[i],
+                active_days: a[i],
+                first_day: f[i],
+                last_day: l[i],
+                fast: fa[i],
+                slow: sl[i],
             });
         }
     }
