@@ -39,6 +39,7 @@ fn main() {
 
     let mut busy = Vec::new();
     let mut idle = Vec::new();
+    let mut steady = Vec::new();
     for run in 0..runs {
         let data = gen_dir.with_file_name(format!(
             "{}-tick",
@@ -63,13 +64,22 @@ fn main() {
         let report2 = rt.block_on(dispatcher.tick(&config, stop.clone())).unwrap();
         let idle_s = t.elapsed().as_secs_f64();
         assert_eq!((report2.planned, report2.due), (0, 0), "{report2}");
+        // Steady state: the 1M stay pending, a minute's worth of new posts arrives.
+        write_receipts_from(&data, receipts, STEADY, now, &config.identity);
+        let t = Instant::now();
+        let report3 = rt.block_on(dispatcher.tick(&config, stop.clone())).unwrap();
+        let steady_s = t.elapsed().as_secs_f64();
+        assert_eq!(report3.planned, STEADY, "{report3}");
         eprintln!(
-            "run {}: busy tick {busy_s:.3} s ({report}); idle tick {:.1} ms",
+            "run {}: busy tick {busy_s:.3} s ({report}); idle tick {:.1} ms; {STEADY} new with {} pending: {:.1} ms",
             run + 1,
-            idle_s * 1000.0
+            idle_s * 1000.0,
+            report2.queued,
+            steady_s * 1000.0
         );
         busy.push(busy_s);
         idle.push(idle_s);
+        steady.push(steady_s);
         dispatcher.close();
         let _ = std::fs::remove_dir_all(&data);
     }
@@ -78,10 +88,11 @@ fn main() {
         v[v.len() / 2]
     };
     println!(
-        "tick planning and selecting {receipts} new receipts (profiles of {} contacts): median {:.3} s; idle tick: median {:.1} ms ({runs} runs)",
+        "tick planning and selecting {receipts} new receipts (profiles of {} contacts): median {:.3} s; idle tick with them pending: median {:.1} ms; tick planning {STEADY} new with them pending: median {:.1} ms ({runs} runs)",
         sendtime::events::Contacts::count(&gen_dir).unwrap(),
         median(&mut busy),
-        median(&mut idle) * 1000.0
+        median(&mut idle) * 1000.0,
+        median(&mut steady) * 1000.0
     );
 }
 
@@ -115,9 +126,17 @@ workflow_id = 1
     .config
 }
 
+/// New receipts in the steady-state tick: a minute of posts at about 330 per second.
+const STEADY: usize = 20_000;
+
 /// One inbox part of `n` receipts for contacts `#1..#n` of the generated dictionary.
 fn write_receipts(data: &Path, n: usize, now: i64, identity: &str) {
-    let rows: Vec<Receipt> = (0..n)
+    write_receipts_from(data, 0, n, now, identity)
+}
+
+/// One inbox part of `n` receipts for contacts `#from+1..#from+n`.
+fn write_receipts_from(data: &Path, from: usize, n: usize, now: i64, identity: &str) {
+    let rows: Vec<Receipt> = (from..from + n)
         .map(|i| Receipt {
             receipt_id: format!("{:026}", i),
             webhook_id: "week".into(),

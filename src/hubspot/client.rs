@@ -628,15 +628,18 @@ impl Limiter {
         }
     }
 
-    /// Take HubSpot's view of the window into account: when a tenth or less of it is left,
-    /// spread the remaining calls over the interval instead of spending them at once.
+    /// Take HubSpot's view of the window into account: when less than the 2 % our own pacing
+    /// leaves is left, spread the remaining calls over the interval instead of spending them.
     pub fn observe(&self, rate: &RateLimit) {
         let (Some(max), Some(remaining)) = (rate.max, rate.remaining) else {
             return;
         };
         let interval = rate.interval.unwrap_or(TEN_SECONDS);
         let mut pace = self.pace.lock().unwrap();
-        pace.spacing = (remaining <= max / 10).then(|| interval / (remaining + 1));
+        // Our own pacing leaves about 2 % of the window unused; less than that left means
+        // someone else shares the limit (or the window drifted): spread what remains.
+        let reserve = (max / 50).max(1);
+        pace.spacing = (remaining < reserve).then(|| interval / (remaining + 1));
     }
 }
 
