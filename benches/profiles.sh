@@ -56,27 +56,25 @@ print(df.height, file=sys.stderr)
 PYEOF
 done
 
-# Equal footing before each run: the event files in the page cache, and free, compacted memory
-# not held by caches of earlier runs (the kernel otherwise reclaims cache or compacts pages while
-# the next engine allocates, billing that engine seconds of system time). Needs root.
+# Equal footing before each run: the event files in the page cache, and free memory not held by
+# caches of earlier runs (the kernel otherwise reclaims cache while the next engine allocates,
+# billing that engine seconds of system time). Needs root; skipped otherwise.
 prepare() {
   if [ -w /proc/sys/vm/drop_caches ]; then
     sync
     echo 1 > /proc/sys/vm/drop_caches
-    # Compact now, so no engine stalls on huge-page compaction in the middle of its run.
-    echo 1 > /proc/sys/vm/compact_memory 2>/dev/null || true
   fi
   cat "$DATA"/events/*.parquet "$DATA"/contacts/*.parquet > /dev/null
 }
 
-# One timed run: prints "seconds peak_kb".
+# One timed run: prints "seconds peak_kb user_s sys_s".
 run() {
   prepare
-  /usr/bin/time -f "%e %M" -o "$BENCH_DIR/time.txt" "$@" >/dev/null 2>&1
+  /usr/bin/time -f "%e %M %U %S" -o "$BENCH_DIR/time.txt" "$@" >/dev/null 2>&1
   cat "$BENCH_DIR/time.txt"
 }
 ENGINES="sendtime sendtime+store duckdb-slot polars-slot duckdb-at polars-at"
-declare -A T M
+declare -A T M U S
 for i in $(seq "$RUNS"); do
   for who in $ENGINES; do
     case $who in
