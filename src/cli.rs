@@ -95,8 +95,10 @@ pub enum Command {
     /// Long format `contact_id,slot,score`, slot 0 = Monday 00:00-00:59 UTC; the classes go to
     /// FILE's sibling `<name>.classes.csv`. Only events before --as-of are used.
     Predict {
+        /// Use only events before this time (RFC 3339 or YYYY-MM-DD, UTC).
         #[arg(long, value_name = "TIME")]
         as_of: String,
+        /// Where to write the scores; the classes go beside it.
         #[arg(long, value_name = "FILE.csv")]
         out: PathBuf,
     },
@@ -142,10 +144,13 @@ pub enum Command {
     },
     /// Generate synthetic, realistic engagement data (seeded) into a data directory.
     Gen {
+        /// How many contacts.
         #[arg(long, value_name = "N")]
         contacts: usize,
+        /// About how many events in all (spread by each contact's activity).
         #[arg(long, value_name = "M")]
         events: usize,
+        /// The seed: the same seed gives the same files.
         #[arg(long, value_name = "S", default_value_t = 1)]
         seed: u64,
         /// Data directory to write `events/` and `contacts/` into (must hold no contacts yet).
