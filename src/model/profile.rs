@@ -7,7 +7,7 @@
 
 use std::fmt;
 
-use super::{ModelConfig, Params, Thresholds};
+use super::{ModelConfig, Thresholds};
 use crate::events::{Kind, SLOTS};
 
 /// Half-lives of the two rate trackers that tell fading engagement from steady engagement.
@@ -367,15 +367,6 @@ impl Profiles {
         }
     }
 
-    /// Add one contact's counts and statistics (same reference day).
-    pub fn add_row(&mut self, contact: usize, weights: &[f32; SLOTS], stats: &Stats) {
-        self.grow(contact + 1);
-        for (a, b) in self.weights[contact].iter_mut().zip(weights) {
-            *a += b;
-        }
-        self.stats[contact].merge(stats);
-    }
-
     /// Whether a contact's volume or cadence is implausible for a person.
     pub fn is_machine(&self, contact: u32) -> bool {
         let Some(s) = self.stats.get(contact as usize) else {
@@ -486,11 +477,6 @@ impl Profiles {
             last_day: stats.filter(|s| s.engagements > 0).map(|s| s.last_day),
             machine,
         }
-    }
-
-    /// The parameters these profiles were built with.
-    pub fn params(&self) -> &Params {
-        &self.config.params
     }
 }
 
