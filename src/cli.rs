@@ -301,6 +301,11 @@ fn report(result: anyhow::Result<()>) -> ExitCode {
 
 /// Load the config for a command that works on the data directory (secrets only warned about).
 fn load_config(path: &std::path::Path, overrides: &Overrides) -> anyhow::Result<Config> {
+    anyhow::ensure!(
+        path.exists(),
+        "no config file at {}: run from the folder that holds webhooks.toml, or pass --config PATH",
+        path.display()
+    );
     let loaded = Config::load(path, overrides, EnvCheck::Warn)
         .map_err(|d| anyhow::anyhow!("config {} is invalid:\n{d}", path.display()))?;
     Ok(loaded.config)
