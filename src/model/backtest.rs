@@ -61,15 +61,17 @@ impl Rows {
 /// Profiles from every row before `until_ms`, as of that moment.
 pub fn build(config: ModelConfig, rows: &Rows, until_ms: i64) -> Profiles {
     let mut p = Profiles::new(config, rows.contacts, day_of(until_ms));
-    for r in rows.rows.iter().filter(|r| r.at_ms < until_ms) {
-        p.add(
-            r.contact,
-            r.kind,
-            slot_of(r.at_ms),
-            day_of(r.at_ms),
-            r.filtered,
-        );
+    let before = rows.rows.iter().filter(|r| r.at_ms < until_ms);
+    let (mut c, mut k, mut s, mut d, mut f) = (vec![], vec![], vec![], vec![], vec![]);
+    for r in before {
+        c.push(r.contact);
+        k.push(r.kind);
+        s.push(slot_of(r.at_ms));
+        d.push(day_of(r.at_ms));
+        f.push(r.filtered);
     }
+    // Rows are sorted by contact and time, as the batch path wants.
+    p.add_batch(&c, &k, &s, &d, Some(&f), None, &mut [], None);
     p.refresh_population();
     p
 }

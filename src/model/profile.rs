@@ -243,36 +243,6 @@ impl Profiles {
         }
     }
 
-    /// Add one event. The hot loop of profile building: no allocation, no hashing.
-    #[inline]
-    pub fn add(&mut self, contact: u32, kind: u8, slot: u8, day: i32, filtered: bool) {
-        let weight = match kind {
-            k if k == Kind::Open as u8 => 1.0,
-            k if k == Kind::Click as u8 => self.config.params.click_weight as f32,
-            _ => return,
-        };
-        if filtered || slot as usize >= SLOTS {
-            return;
-        }
-        let c = contact as usize;
-        if c >= self.weights.len() {
-            self.grow(c + 1);
-        }
-        let age = self.reference_day - day;
-        let hl = self.config.params.half_life_days;
-        self.weights[c][slot as usize] += weight * lookup(&self.decay.model, age, hl);
-        let s = &mut self.stats[c];
-        s.engagements += 1;
-        if self.prev_day[c] != day {
-            s.active_days += 1;
-            self.prev_day[c] = day;
-        }
-        s.first_day = s.first_day.min(day);
-        s.last_day = s.last_day.max(day);
-        s.fast += lookup(&self.decay.fast, age, FAST_HALF_LIFE);
-        s.slow += lookup(&self.decay.slow, age, SLOW_HALF_LIFE);
-    }
-
     /// Add a batch of events given as columns (a Parquet part sorted by contact: each
     /// contact's run is summed in registers). Rows where `skip` is true are left out
     /// entirely; `filtered` rows count as seen but are not learned from; `seen` marks every
@@ -512,8 +482,52 @@ fn spread_hours(raw: &[f64], bandwidth: f64) -> Vec<f64> {
 }
 
 #[cfg(test)]
+impl Profiles {
+    /// One event, through the batch path (tests build small histories row by row).
+    fn add(&mut self, contact: u32, kind: u8, slot: u8, day: i32, filtered: bool) {
+        self.add_batch(
+            &[contact],
+            &[kind],
+            &[slot],
+            &[day],
+            Some(&[filtered]),
+            None,
+            &mut [],
+            None,
+        );
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The accumulation rule written plainly, one event at a time: the oracle for the batch loop.
+    fn reference_add(p: &mut Profiles, contact: u32, kind: u8, slot: u8, day: i32, filtered: bool) {
+        let weight = match kind {
+            k if k == Kind::Open as u8 => 1.0,
+            k if k == Kind::Click as u8 => p.config.params.click_weight as f32,
+            _ => return,
+        };
+        if filtered || slot as usize >= SLOTS {
+            return;
+        }
+        let c = contact as usize;
+        p.grow(c + 1);
+        let age = p.reference_day - day;
+        let hl = p.config.params.half_life_days;
+        p.weights[c][slot as usize] += weight * lookup(&p.decay.model, age, hl);
+        let s = &mut p.stats[c];
+        s.engagements += 1;
+        if p.prev_day[c] != day {
+            s.active_days += 1;
+            p.prev_day[c] = day;
+        }
+        s.first_day = s.first_day.min(day);
+        s.last_day = s.last_day.max(day);
+        s.fast += lookup(&p.decay.fast, age, FAST_HALF_LIFE);
+        s.slow += lookup(&p.decay.slow, age, SLOW_HALF_LIFE);
+    }
 
     fn profiles() -> Profiles {
         Profiles::new(ModelConfig::default(), 4, 1000)
@@ -604,7 +618,7 @@ mod tests {
             .collect();
         let mut one = profiles();
         for (c, k, s, d, f) in &rows {
-            one.add(*c, *k, *s, *d, *f);
+            reference_add(&mut one, *c, *k, *s, *d, *f);
         }
         let mut batch = profiles();
         let col = |f: fn(&(u32, u8, u8, i32, bool)) -> u32| rows.iter().map(f).collect::<Vec<_>>();
