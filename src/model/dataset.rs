@@ -43,7 +43,6 @@ pub fn build_at(
     let expected = Contacts::count(data_dir)?;
     let mut profiles = Profiles::new(config, expected, reference_day);
     let mut seen = vec![false; expected];
-    profiles.prefault();
     // The dictionary loads while the events are added: neither needs the other until the end.
     let contacts = std::thread::scope(|scope| {
         let contacts = scope.spawn(|| Contacts::load(data_dir));

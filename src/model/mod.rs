@@ -14,6 +14,7 @@ pub mod commands;
 pub mod dataset;
 pub mod plan;
 pub mod profile;
+pub mod slots;
 pub mod stored;
 pub mod synth;
 

@@ -7,6 +7,7 @@
 
 use std::fmt;
 
+use super::slots::SlotWeights;
 use super::{ModelConfig, Thresholds};
 use crate::events::{Kind, SLOTS};
 
@@ -100,9 +101,9 @@ impl Delta {
             if s.engagements == 0 {
                 continue;
             }
-            for (slot, v) in w.iter().enumerate() {
-                if *v != 0.0 {
-                    d.weights.push((c as u32, slot as u8, *v));
+            for (slot, v) in w.iter() {
+                if v != 0.0 {
+                    d.weights.push((c as u32, slot as u8, v));
                 }
             }
             d.stats.push((c as u32, *s));
@@ -130,7 +131,7 @@ pub struct Profiles {
     pub config: ModelConfig,
     pub reference_day: i32,
     /// Per contact, decayed click-weighted engagement per slot.
-    pub weights: Vec<[f32; SLOTS]>,
+    pub weights: Vec<SlotWeights>,
     pub stats: Vec<Stats>,
     /// Normalised population profile (machines excluded), mixed with a uniform floor.
     pub population: [f64; SLOTS],
@@ -204,7 +205,7 @@ impl Profiles {
         Self {
             config,
             reference_day,
-            weights: zeroed_rows(contacts),
+            weights: rows(contacts),
             stats: vec![Stats::default(); contacts],
             population: [1.0 / SLOTS as f64; SLOTS],
             weekdays: [1.0 / 7.0; 7],
@@ -221,23 +222,10 @@ impl Profiles {
         self.weights.is_empty()
     }
 
-    /// Touch every page of the weight array from all cores at once. On virtual machines a
-    /// first touch can cost microseconds; taken in parallel up front, it no longer stalls the
-    /// single thread that adds events.
-    pub fn prefault(&mut self) {
-        use rayon::prelude::*;
-        // 4 KiB pages hold about six rows.
-        self.weights.par_chunks_mut(4096).for_each(|chunk| {
-            for row in chunk.iter_mut().step_by(6) {
-                row[0] = 0.0;
-            }
-        });
-    }
-
     /// Make room for contacts added to the dictionary since.
     pub fn grow(&mut self, contacts: usize) {
         if contacts > self.weights.len() {
-            self.weights.resize(contacts, [0.0; SLOTS]);
+            self.weights.resize(contacts, SlotWeights::default());
             self.stats.resize(contacts, Stats::default());
             self.prev_day.resize(contacts, i32::MIN);
         }
@@ -248,6 +236,9 @@ impl Profiles {
     /// entirely; `filtered` rows count as seen but are not learned from; `seen` marks every
     /// contact with a row that was not skipped. With `delta`, what the batch added is also
     /// recorded sparsely (for storing an incremental update).
+    ///
+    /// A large batch sorted by contact is cut into contact ranges added on all cores: the
+    /// ranges touch disjoint rows, so no locking, and the result is the same as in one pass.
     #[allow(clippy::too_many_arguments)]
     pub fn add_batch(
         &mut self,
@@ -258,81 +249,80 @@ impl Profiles {
         filtered: Option<&[bool]>,
         skip: Option<&[bool]>,
         seen: &mut [bool],
-        mut delta: Option<&mut Delta>,
+        delta: Option<&mut Delta>,
     ) {
+        use rayon::prelude::*;
         let n = contact.len();
-        if let Some(max) = contact.iter().max() {
-            self.grow(*max as usize + 1);
-        }
+        let Some(max) = contact.iter().max() else {
+            return;
+        };
+        self.grow(*max as usize + 1);
         let mut kind_weight = [0.0f32; 256];
         kind_weight[Kind::Open as usize] = 1.0;
         kind_weight[Kind::Click as usize] = self.config.params.click_weight as f32;
-        let Profiles {
-            weights,
-            stats,
-            prev_day,
-            decay,
-            reference_day,
-            ..
-        } = self;
-        // This run's own contribution, for `delta`.
-        let mut local = [0.0f32; SLOTS];
-        let mut local_slots: Vec<u8> = Vec::new();
-        let mut i = 0;
-        while i < n {
-            let c = contact[i] as usize;
-            let row = &mut weights[c];
-            let mut st = stats[c];
-            let mut prev = prev_day[c];
-            let mut add = Stats::default();
-            // Decay factors change only with the day: computed once per day of a run.
-            let mut factors = [0.0f32; 3];
-            let mut any = false;
-            while i < n && contact[i] as usize == c {
-                if skip.is_some_and(|m| m[i]) {
-                    i += 1;
-                    continue;
-                }
-                any = true;
-                let w = kind_weight[kind[i] as usize];
-                let s = slot[i] as usize;
-                if w != 0.0 && s < SLOTS && !filtered.is_some_and(|f| f[i]) {
-                    let d = day[i];
-                    if prev != d {
-                        add.active_days += 1;
-                        add.first_day = add.first_day.min(d);
-                        add.last_day = add.last_day.max(d);
-                        factors = decay.factors(*reference_day - d);
-                        prev = d;
-                    }
-                    let x = w * factors[0];
-                    row[s] += x;
-                    if delta.is_some() {
-                        if local[s] == 0.0 {
-                            local_slots.push(s as u8);
-                        }
-                        local[s] += x;
-                    }
-                    add.engagements += 1;
-                    add.fast += factors[1];
-                    add.slow += factors[2];
-                }
-                i += 1;
+        let adder = Adder {
+            kind_weight,
+            decay: &self.decay,
+            reference_day: self.reference_day,
+            kind,
+            slot,
+            day,
+            filtered,
+            skip,
+        };
+        // Row ranges that start and end on a contact boundary.
+        let pieces = if n >= PARALLEL_ROWS && contact.is_sorted() {
+            rayon::current_num_threads()
+        } else {
+            1
+        };
+        let mut bounds = vec![0];
+        for k in 1..pieces {
+            let from = contact[n * k / pieces];
+            let b = contact.partition_point(|c| *c <= from);
+            if b > *bounds.last().unwrap() && b < n {
+                bounds.push(b);
             }
-            if add.engagements > 0 {
-                st.merge(&add);
-                stats[c] = st;
-                if let Some(delta) = delta.as_deref_mut() {
-                    for s in local_slots.drain(..) {
-                        delta.weights.push((c as u32, s, local[s as usize]));
-                        local[s as usize] = 0.0;
-                    }
-                    delta.stats.push((c as u32, add));
-                }
-            }
-            prev_day[c] = prev;
-            if any && let Some(x) = seen.get_mut(c) {
-                *x = true;
+        }
+        bounds.push(n);
+        // The matching contact ranges of every per-contact array.
+        let mut jobs = Vec::with_capacity(bounds.len() - 1);
+        let (mut weights, mut stats) = (&mut self.weights[..], &mut self.stats[..]);
+        let (mut prev_day, mut seen) = (&mut self.prev_day[..], seen);
+        let mut base = 0;
+        for w in bounds.windows(2) {
+            let end = if w[1] == n {
+                weights.len() + base
+            } else {
+                contact[w[1]] as usize
+            };
+            let (w0, w1) = std::mem::take(&mut weights).split_at_mut(end - base);
+            let (s0, s1) = std::mem::take(&mut stats).split_at_mut(end - base);
+            let (p0, p1) = std::mem::take(&mut prev_day).split_at_mut(end - base);
+            let cut = (end - base).min(seen.len());
+            let (seen0, seen1) = std::mem::take(&mut seen).split_at_mut(cut);
+            jobs.push((
+                w[0]..w[1],
+                ContactRange {
+                    base,
+                    weights: w0,
+                    stats: s0,
+                    prev_day: p0,
+                    seen: seen0,
+                },
+            ));
+            (weights, stats, prev_day, seen) = (w1, s1, p1, seen1);
+            base = end;
+        }
+        let record = delta.is_some();
+        let parts: Vec<Option<Delta>> = jobs
+            .into_par_iter()
+            .map(|(rows, range)| adder.add(range, contact, rows, record))
+            .collect();
+        if let Some(delta) = delta {
+            for part in parts.into_iter().flatten() {
+                delta.weights.extend(part.weights);
+                delta.stats.extend(part.stats);
             }
         }
     }
@@ -359,8 +349,8 @@ impl Profiles {
             if self.stats[c].engagements == 0 || self.is_machine(c as u32) {
                 continue;
             }
-            for (a, b) in sum.iter_mut().zip(w) {
-                *a += *b as f64;
+            for (s, x) in w.iter() {
+                sum[s] += x as f64;
             }
         }
         let sum = spread_hours(&sum, self.config.params.hour_bandwidth);
@@ -413,6 +403,7 @@ impl Profiles {
         };
         let f = 0.5f64.powf((now_day - self.reference_day) as f64 / p.half_life_days);
         let raw: Vec<f64> = self.weights[c as usize]
+            .to_dense()
             .iter()
             .map(|w| *w as f64 * f)
             .collect();
@@ -450,12 +441,157 @@ impl Profiles {
     }
 }
 
-/// `contacts` rows of zeros from one zeroed allocation: `vec![[0.0; 168]; n]` would write
-/// every byte (std only hands small arrays to calloc), where this lets the kernel supply
-/// zero pages as they are first touched.
-fn zeroed_rows(contacts: usize) -> Vec<[f32; SLOTS]> {
-    bytemuck::allocation::cast_vec(vec![0.0f32; contacts * SLOTS])
+/// Batches smaller than this are added on one thread.
+const PARALLEL_ROWS: usize = 1 << 16;
+
+/// How many events ahead of the one being added its row is prefetched.
+const PREFETCH: usize = 16;
+
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn prefetch(row: *const SlotWeights) {
+    use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
+    let at = row as *const i8;
+    // SAFETY: a prefetch is a hint; it never faults, even on an address outside the array.
+    unsafe {
+        _mm_prefetch::<_MM_HINT_T0>(at);
+        _mm_prefetch::<_MM_HINT_T0>(at.wrapping_add(64));
+    }
 }
+
+#[cfg(not(target_arch = "x86_64"))]
+#[inline(always)]
+fn prefetch(_: *const SlotWeights) {}
+
+/// The per-contact arrays of one contact range, `base..base + weights.len()`.
+struct ContactRange<'a> {
+    base: usize,
+    weights: &'a mut [SlotWeights],
+    stats: &'a mut [Stats],
+    prev_day: &'a mut [i32],
+    seen: &'a mut [bool],
+}
+
+/// What every contact range of one batch shares.
+struct Adder<'a> {
+    kind_weight: [f32; 256],
+    decay: &'a DecayTables,
+    reference_day: i32,
+    kind: &'a [u8],
+    slot: &'a [u8],
+    day: &'a [i32],
+    filtered: Option<&'a [bool]>,
+    skip: Option<&'a [bool]>,
+}
+
+impl Adder<'_> {
+    /// Add `rows` (whose contacts all lie in `r`) to `r`; with `record`, return what was added.
+    fn add(
+        &self,
+        r: ContactRange<'_>,
+        contact: &[u32],
+        rows: std::ops::Range<usize>,
+        record: bool,
+    ) -> Option<Delta> {
+        let mut delta = record.then(Delta::default);
+        // This run's own contribution, for `delta`.
+        let mut local = [0.0f32; SLOTS];
+        let mut local_slots: Vec<u8> = Vec::new();
+        let (mut i, n) = (rows.start, rows.end);
+        let first_row = r.weights.as_ptr();
+        while i < n {
+            let c = contact[i] as usize;
+            let at = c - r.base;
+            let row = &mut r.weights[at];
+            let mut prev = r.prev_day[at];
+            let mut add = Stats::default();
+            // Decay factors change only with the day: computed once per day of a run.
+            let mut factors = [0.0f32; 3];
+            let mut any = false;
+            while i < n && contact[i] as usize == c {
+                if self.skip.is_some_and(|m| m[i]) {
+                    i += 1;
+                    continue;
+                }
+                any = true;
+                // Rows are far apart in a large array: ask for a later event's row now so
+                // it is in cache when its turn comes.
+                if let Some(&pc) = contact.get(i + PREFETCH) {
+                    prefetch(first_row.wrapping_add(pc as usize - r.base));
+                }
+                let w = self.kind_weight[self.kind[i] as usize];
+                let s = self.slot[i] as usize;
+                if w != 0.0 && s < SLOTS && !self.filtered.is_some_and(|f| f[i]) {
+                    let d = self.day[i];
+                    if prev != d {
+                        add.active_days += 1;
+                        add.first_day = add.first_day.min(d);
+                        add.last_day = add.last_day.max(d);
+                        factors = self.decay.factors(self.reference_day - d);
+                        prev = d;
+                    }
+                    let x = w * factors[0];
+                    row.add(s, x);
+                    if record {
+                        if local[s] == 0.0 {
+                            local_slots.push(s as u8);
+                        }
+                        local[s] += x;
+                    }
+                    add.engagements += 1;
+                    add.fast += factors[1];
+                    add.slow += factors[2];
+                }
+                i += 1;
+            }
+            if add.engagements > 0 {
+                r.stats[at].merge(&add);
+                if let Some(delta) = delta.as_mut() {
+                    for s in local_slots.drain(..) {
+                        delta.weights.push((c as u32, s, local[s as usize]));
+                        local[s as usize] = 0.0;
+                    }
+                    delta.stats.push((c as u32, add));
+                }
+            }
+            r.prev_day[at] = prev;
+            if any && let Some(x) = r.seen.get_mut(at) {
+                *x = true;
+            }
+        }
+        delta
+    }
+}
+
+/// `contacts` empty rows, in huge pages where the kernel offers them.
+fn rows(contacts: usize) -> Vec<SlotWeights> {
+    let mut rows = Vec::with_capacity(contacts);
+    advise_huge_pages(rows.spare_capacity_mut());
+    rows.resize(contacts, SlotWeights::default());
+    rows
+}
+
+#[cfg(target_os = "linux")]
+fn advise_huge_pages<T>(slice: &mut [T]) {
+    const HUGE: usize = 2 << 20;
+    let start = slice.as_mut_ptr() as usize;
+    let end = start + std::mem::size_of_val(slice);
+    let (first, last) = (start.next_multiple_of(HUGE), end / HUGE * HUGE);
+    if last > first {
+        // SAFETY: the range lies inside memory this slice owns; MADV_HUGEPAGE changes how
+        // pages are supplied, never their contents.
+        unsafe {
+            libc::madvise(
+                first as *mut libc::c_void,
+                last - first,
+                libc::MADV_HUGEPAGE,
+            )
+        };
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn advise_huge_pages<T>(_: &mut [T]) {}
 
 /// Spread counts to neighbouring hours with a Gaussian kernel (circular over the week).
 fn spread_hours(raw: &[f64], bandwidth: f64) -> Vec<f64> {
@@ -516,7 +652,7 @@ mod tests {
         p.grow(c + 1);
         let age = p.reference_day - day;
         let hl = p.config.params.half_life_days;
-        p.weights[c][slot as usize] += weight * lookup(&p.decay.model, age, hl);
+        p.weights[c].add(slot as usize, weight * lookup(&p.decay.model, age, hl));
         let s = &mut p.stats[c];
         s.engagements += 1;
         if p.prev_day[c] != day {
@@ -560,9 +696,9 @@ mod tests {
         p.add(0, Kind::Sent as u8, 1, 1000, false);
         p.add(0, Kind::Delivered as u8, 1, 1000, false);
         assert_eq!(p.stats[0].engagements, 0);
-        assert_eq!(p.weights[0][1], 0.0);
+        assert_eq!(p.weights[0].get(1), 0.0);
         p.add(0, Kind::Click as u8, 1, 1000, false);
-        assert_eq!(p.weights[0][1], 2.0);
+        assert_eq!(p.weights[0].get(1), 2.0);
     }
 
     #[test]
@@ -570,10 +706,10 @@ mod tests {
         let mut a = profiles();
         let hl = a.config.params.half_life_days as i32;
         a.add(0, Kind::Open as u8, 5, 1000 - hl, false);
-        assert!((a.weights[0][5] - 0.5).abs() < 1e-6);
+        assert!((a.weights[0].get(5) - 0.5).abs() < 1e-6);
         // An event one half-life after the reference day counts double: adding stays exact.
         a.add(1, Kind::Open as u8, 5, 1000 + hl, false);
-        assert!((a.weights[1][5] - 2.0).abs() < 1e-5);
+        assert!((a.weights[1].get(5) - 2.0).abs() < 1e-5);
     }
 
     #[test]
@@ -605,7 +741,14 @@ mod tests {
 
     #[test]
     fn batch_adding_equals_adding_one_by_one() {
-        let rows: Vec<(u32, u8, u8, i32, bool)> = (0..500u32)
+        // One pass, and a batch large enough to be cut into contact ranges (with `seen`
+        // shorter than the contact count, as a caller may pass it).
+        batch_equals_one_by_one(500, 10);
+        batch_equals_one_by_one(3 * PARALLEL_ROWS as u32, 1000);
+    }
+
+    fn batch_equals_one_by_one(n: u32, seen_len: usize) {
+        let rows: Vec<(u32, u8, u8, i32, bool)> = (0..n)
             .map(|i| {
                 (
                     i / 50,
@@ -627,7 +770,7 @@ mod tests {
         let s: Vec<u8> = rows.iter().map(|r| r.2).collect();
         let d: Vec<i32> = rows.iter().map(|r| r.3).collect();
         let f: Vec<bool> = rows.iter().map(|r| r.4).collect();
-        let mut seen = vec![false; 10];
+        let mut seen = vec![false; seen_len];
         let mut delta = Delta::default();
         batch.add_batch(&c, &k, &s, &d, Some(&f), None, &mut seen, Some(&mut delta));
         assert_eq!(one.weights, batch.weights);
@@ -636,7 +779,7 @@ mod tests {
         let mut replay = profiles();
         replay.grow(batch.len());
         for (c, s, w) in &delta.weights {
-            replay.weights[*c as usize][*s as usize] += w;
+            replay.weights[*c as usize].add(*s as usize, *w);
         }
         for (c, st) in &delta.stats {
             replay.stats[*c as usize].merge(st);
@@ -646,7 +789,7 @@ mod tests {
         assert!(seen.iter().all(|x| *x));
         // Skipped rows count for nothing, not even as seen.
         let mut skipped = profiles();
-        let mut seen = vec![false; 10];
+        let mut seen = vec![false; seen_len];
         skipped.add_batch(
             &c,
             &k,

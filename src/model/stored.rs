@@ -19,7 +19,7 @@ use ulid::Ulid;
 use super::ModelConfig;
 use super::dataset::{self, Built};
 use super::profile::{Delta, Profiles, Stats};
-use crate::events::{Contacts, day_of};
+use crate::events::{Contacts, SLOTS, day_of};
 use crate::store::{Dataset, read_part, write_durably};
 
 /// Counts are re-decayed (a full rebuild at today's reference day) this often, so weights of
@@ -250,7 +250,9 @@ fn load(
             p.grow(*max as usize + 1);
         }
         for ((c, s), v) in c.iter().zip(s).zip(v) {
-            p.weights[*c as usize][*s as usize] += v;
+            if (*s as usize) < SLOTS {
+                p.weights[*c as usize].add(*s as usize, *v);
+            }
         }
         let mut st = read_part(&dir.join(format!("{name}.stats.parquet")))?;
         st.rechunk_mut();
@@ -407,7 +409,10 @@ mod tests {
         assert_eq!(inc.contacts.len(), full.contacts.len());
         for c in 0..full.contacts.len() {
             for s in 0..SLOTS {
-                let (a, b) = (inc.profiles.weights[c][s], full.profiles.weights[c][s]);
+                let (a, b) = (
+                    inc.profiles.weights[c].get(s),
+                    full.profiles.weights[c].get(s),
+                );
                 assert!(
                     (a - b).abs() <= 1e-4 * b.abs().max(1.0),
                     "{c}/{s}: {a} vs {b}"
