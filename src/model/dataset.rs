@@ -2,7 +2,7 @@
 //!
 //! Only the small integer columns are read (`contact`, `kind`, `slot`, `day`, `filtered`; `at`
 //! only for parts that reach the cut-off day), and rows go straight from column slices into
-//! dense per-contact arrays: no hashing, no per-row allocation. Parts are decoded on a
+//! per-contact rows: no hashing, no per-row allocation. Parts are decoded on a
 //! background thread while the previous one is being added, so decoding and adding overlap.
 
 use std::path::{Path, PathBuf};

@@ -505,8 +505,10 @@ impl Adder<'_> {
             let row = &mut r.weights[at];
             let mut prev = r.prev_day[at];
             let mut add = Stats::default();
-            // Decay factors change only with the day: computed once per day of a run.
+            // Decay factors change only with the day: computed once per day of a run (not
+            // carried over from `prev`, which may come from an earlier batch).
             let mut factors = [0.0f32; 3];
+            let mut factors_day = None;
             let mut any = false;
             while i < n && contact[i] as usize == c {
                 if self.skip.is_some_and(|m| m[i]) {
@@ -527,8 +529,11 @@ impl Adder<'_> {
                         add.active_days += 1;
                         add.first_day = add.first_day.min(d);
                         add.last_day = add.last_day.max(d);
-                        factors = self.decay.factors(self.reference_day - d);
                         prev = d;
+                    }
+                    if factors_day != Some(d) {
+                        factors = self.decay.factors(self.reference_day - d);
+                        factors_day = Some(d);
                     }
                     let x = w * factors[0];
                     row.add(s, x);
@@ -801,6 +806,28 @@ mod tests {
             None,
         );
         assert!(skipped.stats.iter().all(|s| s.engagements == 0) && !seen.iter().any(|x| *x));
+    }
+
+    #[test]
+    fn a_day_continued_in_a_later_batch_still_counts() {
+        // Minute-by-minute updates: the same contact, the same day, two batches.
+        let mut p = profiles();
+        for slot in [9, 10] {
+            p.add_batch(
+                &[0],
+                &[Kind::Open as u8],
+                &[slot],
+                &[999],
+                None,
+                None,
+                &mut [],
+                None,
+            );
+        }
+        let decayed = 0.5f32.powf(1.0 / p.config.params.half_life_days as f32);
+        assert!((p.weights[0].get(9) - decayed).abs() < 1e-6);
+        assert_eq!(p.weights[0].get(10), p.weights[0].get(9));
+        assert_eq!((p.stats[0].engagements, p.stats[0].active_days), (2, 1));
     }
 
     #[test]
