@@ -444,25 +444,6 @@ impl Profiles {
 /// Batches smaller than this are added on one thread.
 const PARALLEL_ROWS: usize = 1 << 16;
 
-/// How many events ahead of the one being added its row is prefetched.
-const PREFETCH: usize = 16;
-
-#[cfg(target_arch = "x86_64")]
-#[inline(always)]
-fn prefetch(row: *const SlotWeights) {
-    use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
-    let at = row as *const i8;
-    // SAFETY: a prefetch is a hint; it never faults, even on an address outside the array.
-    unsafe {
-        _mm_prefetch::<_MM_HINT_T0>(at);
-        _mm_prefetch::<_MM_HINT_T0>(at.wrapping_add(64));
-    }
-}
-
-#[cfg(not(target_arch = "x86_64"))]
-#[inline(always)]
-fn prefetch(_: *const SlotWeights) {}
-
 /// The per-contact arrays of one contact range, `base..base + weights.len()`.
 struct ContactRange<'a> {
     base: usize,
@@ -486,6 +467,10 @@ struct Adder<'a> {
 
 impl Adder<'_> {
     /// Add `rows` (whose contacts all lie in `r`) to `r`; with `record`, return what was added.
+    ///
+    /// A contact's run of events is summed per slot in a small dense buffer (in L1 cache, no
+    /// search per event), and the row takes one addition per slot at the end of the run: the
+    /// same sums the stored deltas give when they are loaded.
     fn add(
         &self,
         r: ContactRange<'_>,
@@ -494,15 +479,13 @@ impl Adder<'_> {
         record: bool,
     ) -> Option<Delta> {
         let mut delta = record.then(Delta::default);
-        // This run's own contribution, for `delta`.
         let mut local = [0.0f32; SLOTS];
-        let mut local_slots: Vec<u8> = Vec::new();
+        // Which slots of `local` this run touched.
+        let mut touched = [0u64; SLOTS.div_ceil(64)];
         let (mut i, n) = (rows.start, rows.end);
-        let first_row = r.weights.as_ptr();
         while i < n {
             let c = contact[i] as usize;
             let at = c - r.base;
-            let row = &mut r.weights[at];
             let mut prev = r.prev_day[at];
             let mut add = Stats::default();
             // Decay factors change only with the day: computed once per day of a run (not
@@ -516,11 +499,6 @@ impl Adder<'_> {
                     continue;
                 }
                 any = true;
-                // Rows are far apart in a large array: ask for a later event's row now so
-                // it is in cache when its turn comes.
-                if let Some(&pc) = contact.get(i + PREFETCH) {
-                    prefetch(first_row.wrapping_add(pc as usize - r.base));
-                }
                 let w = self.kind_weight[self.kind[i] as usize];
                 let s = self.slot[i] as usize;
                 if w != 0.0 && s < SLOTS && !self.filtered.is_some_and(|f| f[i]) {
@@ -535,14 +513,8 @@ impl Adder<'_> {
                         factors = self.decay.factors(self.reference_day - d);
                         factors_day = Some(d);
                     }
-                    let x = w * factors[0];
-                    row.add(s, x);
-                    if record {
-                        if local[s] == 0.0 {
-                            local_slots.push(s as u8);
-                        }
-                        local[s] += x;
-                    }
+                    local[s] += w * factors[0];
+                    touched[s / 64] |= 1 << (s % 64);
                     add.engagements += 1;
                     add.fast += factors[1];
                     add.slow += factors[2];
@@ -550,12 +522,22 @@ impl Adder<'_> {
                 i += 1;
             }
             if add.engagements > 0 {
+                let row = &mut r.weights[at];
+                for (k, bits) in touched.iter_mut().enumerate() {
+                    while *bits != 0 {
+                        let s = k * 64 + bits.trailing_zeros() as usize;
+                        *bits &= *bits - 1;
+                        let x = std::mem::take(&mut local[s]);
+                        if x != 0.0 {
+                            row.add(s, x);
+                            if let Some(delta) = delta.as_mut() {
+                                delta.weights.push((c as u32, s as u8, x));
+                            }
+                        }
+                    }
+                }
                 r.stats[at].merge(&add);
                 if let Some(delta) = delta.as_mut() {
-                    for s in local_slots.drain(..) {
-                        delta.weights.push((c as u32, s, local[s as usize]));
-                        local[s as usize] = 0.0;
-                    }
                     delta.stats.push((c as u32, add));
                 }
             }
