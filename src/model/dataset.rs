@@ -73,25 +73,8 @@ pub fn add_parts(
         day_of(as_of_ms)
     };
     for_each_part(parts, &PROFILE_COLUMNS, |path, mut df| {
-        df.rechunk_mut();
-        let c = df.column("contact")?.u32()?.cont_slice()?;
-        let k = df.column("kind")?.u8()?.cont_slice()?;
-        let s = df.column("slot")?.u8()?.cont_slice()?;
-        let d = df.column("day")?.i32()?.cont_slice()?;
-        let filtered = df.column("filtered")?.bool()?;
-        // Per-row masks only where needed: filtered events, and a part that reaches the
-        // cut-off day (there the exact time decides).
-        let filtered: Option<Vec<bool>> = filtered.any().then(|| {
-            if filtered.null_count() == 0 {
-                filtered
-                    .downcast_iter()
-                    .flat_map(|a| a.values_iter())
-                    .collect()
-            } else {
-                filtered.iter().map(|v| v.unwrap_or(false)).collect()
-            }
-        });
-        let skip: Option<Vec<bool>> = if d.iter().any(|day| *day >= cutoff_day) {
+        // Rows before the cut-off: a part that reaches the cut-off day needs the exact time.
+        let skip: Option<Vec<bool>> = if df.column("day")?.i32()?.max() >= Some(cutoff_day) {
             let at = read_columns(path, &["at"])?;
             let at = at.column("at")?.cast(&DataType::Int64)?;
             Some(
@@ -103,21 +86,43 @@ pub fn add_parts(
         } else {
             None
         };
-        if let Some(max) = c.iter().max()
-            && *max as usize >= seen.len()
+        if let Some(max) = df.column("contact")?.u32()?.max()
+            && max as usize >= seen.len()
         {
-            seen.resize(*max as usize + 1, false);
+            seen.resize(max as usize + 1, false);
         }
-        profiles.add_batch(
-            c,
-            k,
-            s,
-            d,
-            filtered.as_deref(),
-            skip.as_deref(),
-            seen,
-            delta.as_deref_mut(),
-        );
+        // Row group by row group, as decoded: no copy into one buffer.
+        let mut offset = 0;
+        for chunk in df.split_chunks() {
+            let rows = offset..offset + chunk.height();
+            offset = rows.end;
+            let c = chunk.column("contact")?.u32()?.cont_slice()?;
+            let k = chunk.column("kind")?.u8()?.cont_slice()?;
+            let s = chunk.column("slot")?.u8()?.cont_slice()?;
+            let d = chunk.column("day")?.i32()?.cont_slice()?;
+            let filtered = chunk.column("filtered")?.bool()?;
+            // A mask only where some event is filtered.
+            let filtered: Option<Vec<bool>> = filtered.any().then(|| {
+                if filtered.null_count() == 0 {
+                    filtered
+                        .downcast_iter()
+                        .flat_map(|a| a.values_iter())
+                        .collect()
+                } else {
+                    filtered.iter().map(|v| v.unwrap_or(false)).collect()
+                }
+            });
+            profiles.add_batch(
+                c,
+                k,
+                s,
+                d,
+                filtered.as_deref(),
+                skip.as_ref().map(|m| &m[rows]),
+                seen,
+                delta.as_deref_mut(),
+            );
+        }
         Ok(())
     })
 }
