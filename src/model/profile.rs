@@ -205,7 +205,7 @@ impl Profiles {
         Self {
             config,
             reference_day,
-            weights: rows(contacts),
+            weights: vec![SlotWeights::default(); contacts],
             stats: vec![Stats::default(); contacts],
             population: [1.0 / SLOTS as f64; SLOTS],
             weekdays: [1.0 / 7.0; 7],
@@ -549,36 +549,6 @@ impl Adder<'_> {
         delta
     }
 }
-
-/// `contacts` empty rows, in huge pages where the kernel offers them.
-fn rows(contacts: usize) -> Vec<SlotWeights> {
-    let mut rows = Vec::with_capacity(contacts);
-    advise_huge_pages(rows.spare_capacity_mut());
-    rows.resize(contacts, SlotWeights::default());
-    rows
-}
-
-#[cfg(target_os = "linux")]
-fn advise_huge_pages<T>(slice: &mut [T]) {
-    const HUGE: usize = 2 << 20;
-    let start = slice.as_mut_ptr() as usize;
-    let end = start + std::mem::size_of_val(slice);
-    let (first, last) = (start.next_multiple_of(HUGE), end / HUGE * HUGE);
-    if last > first {
-        // SAFETY: the range lies inside memory this slice owns; MADV_HUGEPAGE changes how
-        // pages are supplied, never their contents.
-        unsafe {
-            libc::madvise(
-                first as *mut libc::c_void,
-                last - first,
-                libc::MADV_HUGEPAGE,
-            )
-        };
-    }
-}
-
-#[cfg(not(target_os = "linux"))]
-fn advise_huge_pages<T>(_: &mut [T]) {}
 
 /// Spread counts to neighbouring hours with a Gaussian kernel (circular over the week).
 fn spread_hours(raw: &[f64], bandwidth: f64) -> Vec<f64> {
