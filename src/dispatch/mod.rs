@@ -10,34 +10,42 @@
 //! followed by a durable result row; after a crash, receipts whose last call has no result are
 //! "in doubt" and their contact's enrollments are read before an enrollment is sent again.
 
+pub mod ids;
 pub mod outcome_log;
 pub mod profiles;
 pub mod records;
 pub mod send;
 
 use rayon::prelude::*;
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::cmp::Ordering;
+use std::collections::{BinaryHeap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use polars::prelude::{
+    Column, DataFrame, DataType, IntoColumn, ParquetReader, SerReader, StringChunkedBuilder,
+    TimeUnit,
+};
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 use ulid::Ulid;
 
 use crate::clock::Clock;
 use crate::config::{Config, Connector, WebhookType};
+use crate::events::day_of;
 use crate::hubspot::client::DEFAULT_TIMEOUT;
 use crate::hubspot::{Client, ClientOptions};
 use crate::metrics::Metrics;
-use crate::model::plan::{Subject, plan};
-use crate::store::inbox::{Inbox, Receipt, pending_key, receipts_from_frame};
-use crate::store::{Dataset, read_part};
+use crate::model::plan::{Subject, plan_into};
+use crate::store::Dataset;
+use crate::store::inbox::{Inbox, pending_key};
 
+use ids::{IdSet, ReceiptId};
 use outcome_log::{OutcomeLog, OutcomeWriter};
 use profiles::ProfileCache;
-use records::{Action, OutcomeRow, PlanRow, Status, read_outcomes, read_plans};
+use records::{Action, OutcomeRow, Status, read_outcomes, read_plans};
 use send::{Ctx, Link, Next, Pending};
 
 /// Calls (or list batches) in flight at once across all connectors. Enough to keep a 250/10 s
@@ -93,16 +101,16 @@ pub struct Dispatcher {
     data_dir: PathBuf,
     inbox_ds: Dataset,
     plan_ds: Dataset,
-    /// Planned, not final, not held.
-    items: HashMap<String, Pending>,
-    /// (ready at, receipt id) for every entry of `items`.
-    queue: BTreeSet<(i64, String)>,
+    /// Planned, not final, not held; earliest ready first.
+    queue: BinaryHeap<Queued>,
     /// Webhook id → contacts whose webhook is missing from the config.
     held: HashMap<String, Vec<Pending>>,
-    /// Receipt ids in `held`.
-    held_ids: HashSet<String>,
+    /// Receipts planned and not final: queued, held, or being called.
+    planned: IdSet,
     /// Receipts with a final outcome.
-    done: HashSet<String>,
+    done: IdSet,
+    /// One shared copy of each webhook id, so receipts carry no string of their own.
+    webhook_ids: HashSet<Arc<str>>,
     seen_parts: HashSet<PathBuf>,
     profiles: ProfileCache,
     log: OutcomeLog,
@@ -144,10 +152,10 @@ impl Dispatcher {
             last_attempt_started_at: i64,
         }
         let mut history: HashMap<String, Seen> = HashMap::new();
-        let mut done = HashSet::new();
+        let mut done = IdSet::default();
         for r in read_outcomes(&outcomes_ds)? {
             if r.status.is_final() {
-                done.insert(r.receipt_id);
+                done.insert(ReceiptId::new(&r.receipt_id));
                 continue;
             }
             let h = history.entry(r.receipt_id).or_default();
@@ -160,11 +168,13 @@ impl Dispatcher {
                 h.retry_at = r.retry_at_ms;
             }
         }
-        let mut items = HashMap::new();
-        let mut queue = BTreeSet::new();
+        let mut queue = Vec::new();
+        let mut planned = IdSet::default();
+        let mut webhook_ids = HashSet::new();
         let mut in_flight = 0usize;
         for p in read_plans(&plan_ds)? {
-            if done.contains(&p.receipt_id) || items.contains_key(&p.receipt_id) {
+            let id = ReceiptId::new(&p.receipt_id);
+            if done.contains(&id) || !planned.insert(id.clone()) {
                 continue;
             }
             let h = history.remove(&p.receipt_id).unwrap_or_default();
@@ -173,19 +183,18 @@ impl Dispatcher {
                 in_flight += 1;
             }
             let ready = p.due_at_ms.max(h.retry_at.unwrap_or(i64::MIN));
-            let item = Pending {
-                receipt_id: p.receipt_id.clone(),
-                webhook_id: p.webhook_id,
+            queue.push(Queued(Pending {
+                receipt_id: id,
+                webhook_id: intern(&mut webhook_ids, &p.webhook_id),
                 contact_id: p.contact_id,
-                email: p.email,
+                email: p.email.map(String::into_boxed_str),
                 due_at_ms: p.due_at_ms,
                 attempts: h.started.max(h.finished),
                 in_doubt,
                 ready_at_ms: ready,
-            };
-            queue.insert((ready, p.receipt_id.clone()));
-            items.insert(p.receipt_id, item);
+            }));
         }
+        let queue = BinaryHeap::from(queue);
         if in_flight > 0 {
             tracing::warn!(
                 calls = in_flight,
@@ -193,21 +202,21 @@ impl Dispatcher {
             );
         }
         tracing::info!(
-            queued = items.len(),
+            queued = queue.len(),
             finished = done.len(),
             "dispatcher state loaded"
         );
-        metrics.queued.set(items.len() as i64);
+        metrics.queued.set(queue.len() as i64);
         let (log, writer) = OutcomeLog::open(data_dir)?;
         Ok(Dispatcher {
             data_dir: data_dir.to_path_buf(),
             inbox_ds: Dataset::open(data_dir, "inbox")?,
             plan_ds,
-            items,
             queue,
             held: HashMap::new(),
-            held_ids: HashSet::new(),
+            planned,
             done,
+            webhook_ids,
             seen_parts: HashSet::new(),
             profiles: ProfileCache::new(data_dir),
             log,
@@ -222,7 +231,7 @@ impl Dispatcher {
 
     /// Whether the dispatcher is finished with a receipt (for the inbox's pending set).
     pub fn is_finished(&self, receipt_id: &str) -> bool {
-        self.done.contains(receipt_id)
+        self.done.contains(&ReceiptId::new(receipt_id))
     }
 
     /// Let finished receipts leave the inbox's pending set (in `serve`).
@@ -232,7 +241,7 @@ impl Dispatcher {
 
     /// Planned receipts not yet final (held ones included).
     pub fn queued(&self) -> usize {
-        self.items.len() + self.held.values().map(Vec::len).sum::<usize>()
+        self.queue.len() + self.held.values().map(Vec::len).sum::<usize>()
     }
 
     /// Flush the outcome writer and stop it.
@@ -263,14 +272,8 @@ impl Dispatcher {
         self.resume_connectors(now);
 
         let mut due = Vec::new();
-        while let Some((t, _)) = self.queue.first() {
-            if *t > now {
-                break;
-            }
-            let (_, id) = self.queue.pop_first().expect("first exists");
-            if let Some(item) = self.items.remove(&id) {
-                due.push(item);
-            }
+        while self.queue.peek().is_some_and(|q| q.0.ready_at_ms <= now) {
+            due.push(self.queue.pop().expect("peeked").0);
         }
         report.due = due.len();
         if !due.is_empty() {
@@ -285,6 +288,9 @@ impl Dispatcher {
     }
 
     /// Read inbox parts not seen yet; plan their new receipts and append the plans.
+    ///
+    /// A part counts as seen only once its receipts' plans are durable: if anything fails,
+    /// the next tick reads it again.
     fn plan_new(&mut self, config: &Config, now: i64) -> anyhow::Result<usize> {
         let parts = self
             .inbox_ds
@@ -292,13 +298,14 @@ impl Dispatcher {
             .with_context(|| format!("cannot list {}", self.inbox_ds.dir.display()))?;
         let listed: HashSet<PathBuf> = parts.iter().cloned().collect();
         self.seen_parts.retain(|p| listed.contains(p));
-        let mut fresh: Vec<Receipt> = Vec::new();
-        let mut fresh_ids = HashSet::new();
+        let mut fresh: Vec<Fresh> = Vec::new();
+        let mut read = Vec::new();
+        let mut result = Ok(());
         for part in parts {
             if self.seen_parts.contains(&part) {
                 continue;
             }
-            let df = match read_part(&part) {
+            let df = match read_inbox_part(&part) {
                 Ok(df) => df,
                 Err(e) => {
                     let gone = e
@@ -310,82 +317,54 @@ impl Dispatcher {
                     continue;
                 }
             };
-            self.seen_parts.insert(part);
-            for r in receipts_from_frame(&df)? {
-                if self.done.contains(&r.receipt_id)
-                    || self.items.contains_key(&r.receipt_id)
-                    || self.is_held(&r.receipt_id)
-                    || !fresh_ids.insert(r.receipt_id.clone())
-                {
-                    continue;
-                }
-                fresh.push(r);
+            result = self
+                .take_fresh(&df, &mut fresh)
+                .with_context(|| format!("cannot read receipts from {}", part.display()));
+            if result.is_err() {
+                break;
             }
+            read.push(part);
         }
-        // Kept current on every tick (cheap when no event part is new), so the first tick
-        // after start-up loads them and later ticks only add what was imported.
-        self.profiles
-            .refresh(config.model, now)
-            .context("cannot build contact profiles from the events dataset")?;
-        if fresh.is_empty() {
-            return Ok(0);
-        }
-        let population = self.profiles.population();
-        let profiles = &self.profiles;
-        // Planning is pure and per receipt: spread it over the cores.
-        let rows: Vec<PlanRow> = fresh
-            .par_iter()
-            .map(|r| {
-                let kind = WebhookType::parse(&r.webhook_type)
-                    .or_else(|| config.webhook(&r.webhook_id).map(|w| w.kind))
-                    .unwrap_or(WebhookType::Immediate);
-                let profile = profiles.profile(r.contact_id, r.email.as_deref(), now);
-                let key = ProfileCache::subject_key(r.contact_id, r.email.as_deref());
-                let p = plan(
-                    kind,
-                    r.received_at_ms,
-                    profile.as_ref(),
-                    &population,
-                    Subject {
-                        contact: &key,
-                        receipt: &r.receipt_id,
-                    },
-                );
-                PlanRow {
-                    receipt_id: r.receipt_id.clone(),
-                    webhook_id: r.webhook_id.clone(),
-                    webhook_type: kind.as_str().to_string(),
-                    contact_id: r.contact_id,
-                    email: r.email.clone(),
-                    received_at_ms: r.received_at_ms,
-                    due_at_ms: p.due_at_ms,
-                    slot: p.slot,
-                    reason: p.reason,
-                    planned_at_ms: now,
-                }
+        let result = result
+            .and_then(|()| {
+                // Kept current on every tick (cheap when no event part is new), so the first
+                // tick after start-up loads them and later ticks only add what was imported.
+                self.profiles
+                    .refresh(config.model, now)
+                    .context("cannot build contact profiles from the events dataset")
             })
-            .collect();
-        let mut df = records::plan_frame(&rows)?;
-        self.plan_ds
-            .write_part(Ulid::generate(), &mut df)
-            .context("cannot record plans")?;
-        let planned = rows.len();
-        self.items.reserve(planned);
-        for p in rows {
-            tracing::debug!(receipt = %p.receipt_id, webhook = %p.webhook_id, due_at = p.due_at_ms, "planned: {}", p.reason);
-            let item = Pending {
-                receipt_id: p.receipt_id,
-                webhook_id: p.webhook_id,
-                contact_id: p.contact_id,
-                email: p.email,
-                due_at_ms: p.due_at_ms,
-                attempts: 0,
-                in_doubt: false,
-                ready_at_ms: p.due_at_ms,
-            };
-            self.enqueue(item);
-        }
-        if self.plan_ds.parts().map(|p| p.len()).unwrap_or(0) > 64
+            .and_then(|()| self.record_plans(config, now, &fresh));
+        let dues = match result {
+            Ok(dues) => dues,
+            Err(e) => {
+                for f in &fresh {
+                    self.planned.remove(&f.receipt_id);
+                }
+                return Err(e);
+            }
+        };
+        self.seen_parts.extend(read);
+        let planned = fresh.len();
+        self.queue.reserve(planned);
+        let debug = tracing::enabled!(tracing::Level::DEBUG);
+        self.queue
+            .extend(fresh.into_iter().zip(dues).map(|(f, due_at_ms)| {
+                if debug {
+                    tracing::debug!(receipt = %f.receipt_id, webhook = %f.webhook_id, due_at = due_at_ms, "planned");
+                }
+                Queued(Pending {
+                    receipt_id: f.receipt_id,
+                    webhook_id: f.webhook_id,
+                    contact_id: f.contact_id,
+                    email: f.email,
+                    due_at_ms,
+                    attempts: 0,
+                    in_doubt: false,
+                    ready_at_ms: due_at_ms,
+                })
+            }));
+        if planned > 0
+            && self.plan_ds.parts().map(|p| p.len()).unwrap_or(0) > 64
             && let Err(e) = self.plan_ds.compact(&HashSet::new())
         {
             tracing::warn!("plan compaction failed (will retry): {e:#}");
@@ -393,14 +372,82 @@ impl Dispatcher {
         Ok(planned)
     }
 
-    fn is_held(&self, receipt_id: &str) -> bool {
-        self.held_ids.contains(receipt_id)
+    /// The receipts of an inbox part not planned or finished yet, read straight from its
+    /// columns; they count as planned from here on (the caller undoes that on failure).
+    fn take_fresh(&mut self, df: &DataFrame, fresh: &mut Vec<Fresh>) -> anyhow::Result<()> {
+        let ids = df.column("receipt_id")?.str()?;
+        let webhooks = df.column("webhook_id")?.str()?;
+        let types = df.column("webhook_type")?.str()?;
+        let contacts = df.column("contact_id")?.cast(&DataType::Int64)?;
+        let emails = df.column("email")?.str()?;
+        let received = df.column("received_at")?.cast(&DataType::Int64)?;
+        self.planned.reserve(df.height());
+        fresh.reserve(df.height());
+        // Parts hold long runs of one webhook and one type: look each up once per run.
+        let mut webhook: Option<Arc<str>> = None;
+        let mut kind: (Option<&str>, Option<WebhookType>) = (None, None);
+        let rows = ids
+            .iter()
+            .zip(webhooks.iter())
+            .zip(types.iter())
+            .zip(contacts.i64()?.iter())
+            .zip(emails.iter())
+            .zip(received.i64()?.iter());
+        for (((((id, w), t), contact_id), email), at) in rows {
+            let receipt_id = ReceiptId::new(id.unwrap_or_default());
+            if self.done.contains(&receipt_id) || !self.planned.insert(receipt_id.clone()) {
+                continue;
+            }
+            let w = w.unwrap_or_default();
+            let webhook_id = match &webhook {
+                Some(x) if **x == *w => x.clone(),
+                _ => webhook.insert(intern(&mut self.webhook_ids, w)).clone(),
+            };
+            if kind.0 != t {
+                kind = (t, t.and_then(WebhookType::parse));
+            }
+            fresh.push(Fresh {
+                receipt_id,
+                webhook_id,
+                kind: kind.1,
+                contact_id,
+                email: email.map(Box::from),
+                received_at_ms: at.unwrap_or_default(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Plan `fresh` over the cores and append the plans as one part; their due times.
+    fn record_plans(&self, config: &Config, now: i64, fresh: &[Fresh]) -> anyhow::Result<Vec<i64>> {
+        if fresh.is_empty() {
+            return Ok(Vec::new());
+        }
+        let population = self.profiles.population();
+        let profiles = &self.profiles;
+        // A few chunks per core; each becomes one row group of the part.
+        let chunk = fresh
+            .len()
+            .div_ceil(rayon::current_num_threads() * 4)
+            .max(PLAN_CHUNK_MIN);
+        let planned: Vec<(DataFrame, Vec<i64>)> = fresh
+            .par_chunks(chunk)
+            .map(|rows| plan_chunk(rows, config, profiles, &population, now))
+            .collect::<anyhow::Result<_>>()?;
+        let mut dues = Vec::with_capacity(fresh.len());
+        let mut frames = Vec::with_capacity(planned.len());
+        for (df, d) in planned {
+            frames.push(df);
+            dues.extend(d);
+        }
+        self.plan_ds
+            .write_part_frames(Ulid::generate(), &frames)
+            .context("cannot record plans")?;
+        Ok(dues)
     }
 
     fn enqueue(&mut self, item: Pending) {
-        self.queue
-            .insert((item.ready_at_ms, item.receipt_id.clone()));
-        self.items.insert(item.receipt_id.clone(), item);
+        self.queue.push(Queued(item));
     }
 
     /// Contacts of a webhook that is back in the config go back in the queue.
@@ -420,7 +467,6 @@ impl Dispatcher {
             );
             self.metrics.held(&webhook).set(0);
             for item in items {
-                self.held_ids.remove(&item.receipt_id);
                 self.enqueue(item);
             }
         }
@@ -494,10 +540,9 @@ impl Dispatcher {
         let mut newly_held: HashMap<String, usize> = HashMap::new();
         for item in due {
             let Some(webhook) = config.webhook(&item.webhook_id) else {
-                *newly_held.entry(item.webhook_id.clone()).or_default() += 1;
-                self.held_ids.insert(item.receipt_id.clone());
+                *newly_held.entry(item.webhook_id.to_string()).or_default() += 1;
                 self.held
-                    .entry(item.webhook_id.clone())
+                    .entry(item.webhook_id.to_string())
                     .or_default()
                     .push(item);
                 continue;
@@ -512,8 +557,8 @@ impl Dispatcher {
             };
             if connector.dry_run {
                 dry.push(OutcomeRow {
-                    receipt_id: item.receipt_id.clone(),
-                    webhook_id: item.webhook_id.clone(),
+                    receipt_id: item.receipt_id.to_string(),
+                    webhook_id: item.webhook_id.to_string(),
                     connector: connector.id.clone(),
                     action,
                     target: target.clone(),
@@ -678,10 +723,11 @@ impl Dispatcher {
             Status::DryRun => report.dry_run += 1,
             Status::Attempting | Status::Retrying => {}
         }
+        self.planned.remove(&item.receipt_id);
         self.done.insert(item.receipt_id.clone());
         if let Some(inbox) = &self.inbox {
             let key = pending_key(&item.webhook_id, item.contact_id, item.email.as_deref());
-            inbox.release(&key, &item.receipt_id, &self.metrics);
+            inbox.release(&key, &item.receipt_id.to_string(), &self.metrics);
         }
     }
 
@@ -694,7 +740,8 @@ impl Dispatcher {
 fn dry_run_message(action: Action, item: &Pending, target: &str) -> String {
     let who = item
         .email
-        .clone()
+        .as_deref()
+        .map(str::to_string)
         .or(item.contact_id.map(|c| c.to_string()))
         .unwrap_or_default();
     match action {
@@ -730,4 +777,147 @@ pub fn run_once(config: &Config, now_ms: Option<i64>) -> anyhow::Result<TickRepo
         tokio::task::block_in_place(|| dispatcher.close());
         report
     })
+}
+
+/// Smallest number of receipts planned by one task (and written as one row group).
+const PLAN_CHUNK_MIN: usize = 16_384;
+
+/// A receipt read from the inbox, about to be planned.
+struct Fresh {
+    receipt_id: ReceiptId,
+    webhook_id: Arc<str>,
+    /// The type stored with the receipt, when it names one.
+    kind: Option<WebhookType>,
+    contact_id: Option<i64>,
+    email: Option<Box<str>>,
+    received_at_ms: i64,
+}
+
+/// A queue entry: the heap puts the earliest ready time (then the lowest receipt id) on top.
+struct Queued(Pending);
+
+impl Queued {
+    fn key(&self) -> (i64, &ReceiptId) {
+        (self.0.ready_at_ms, &self.0.receipt_id)
+    }
+}
+
+impl PartialEq for Queued {
+    fn eq(&self, other: &Self) -> bool {
+        self.key() == other.key()
+    }
+}
+
+impl Eq for Queued {}
+
+impl PartialOrd for Queued {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Queued {
+    fn cmp(&self, other: &Self) -> Ordering {
+        other.key().cmp(&self.key())
+    }
+}
+
+/// The shared copy of a webhook id.
+fn intern(set: &mut HashSet<Arc<str>>, id: &str) -> Arc<str> {
+    if let Some(x) = set.get(id) {
+        return x.clone();
+    }
+    let x: Arc<str> = Arc::from(id);
+    set.insert(x.clone());
+    x
+}
+
+/// The inbox columns planning needs (not the signature or config identity).
+fn read_inbox_part(path: &Path) -> anyhow::Result<DataFrame> {
+    let file = std::fs::File::open(path)?;
+    let columns = [
+        "receipt_id",
+        "webhook_id",
+        "webhook_type",
+        "contact_id",
+        "email",
+        "received_at",
+    ];
+    Ok(ParquetReader::new(file)
+        .with_columns(Some(columns.iter().map(|c| c.to_string()).collect()))
+        .finish()?)
+}
+
+/// Plan one slice of receipts; its rows of `plan/` as a frame, and each receipt's due time.
+/// Columns are built directly (no per-row structs or strings): one reused buffer for keys and
+/// reasons.
+fn plan_chunk(
+    rows: &[Fresh],
+    config: &Config,
+    profiles: &ProfileCache,
+    population: &[f64; crate::events::SLOTS],
+    now: i64,
+) -> anyhow::Result<(DataFrame, Vec<i64>)> {
+    let n = rows.len();
+    let day = day_of(now);
+    let mut key = String::new();
+    let mut reason = String::new();
+    let mut ids = StringChunkedBuilder::new("receipt_id".into(), n);
+    let mut webhooks = StringChunkedBuilder::new("webhook_id".into(), n);
+    let mut types = StringChunkedBuilder::new("webhook_type".into(), n);
+    let mut emails = StringChunkedBuilder::new("email".into(), n);
+    let mut reasons = StringChunkedBuilder::new("reason".into(), n);
+    let mut contacts = Vec::with_capacity(n);
+    let mut received = Vec::with_capacity(n);
+    let mut dues = Vec::with_capacity(n);
+    let mut slots = Vec::with_capacity(n);
+    for r in rows {
+        let kind = r
+            .kind
+            .or_else(|| config.webhook(&r.webhook_id).map(|w| w.kind))
+            .unwrap_or(WebhookType::Immediate);
+        let profile = profiles.lookup(r.contact_id, r.email.as_deref(), day, &mut key);
+        let mut buf = [0u8; ulid::ULID_LEN];
+        let receipt = r.receipt_id.as_str(&mut buf);
+        reason.clear();
+        let (due, slot) = plan_into(
+            kind,
+            r.received_at_ms,
+            profile.as_ref(),
+            population,
+            Subject {
+                contact: &key,
+                receipt,
+            },
+            &mut reason,
+        );
+        ids.append_value(receipt);
+        webhooks.append_value(&*r.webhook_id);
+        types.append_value(kind.as_str());
+        emails.append_option(r.email.as_deref());
+        reasons.append_value(&reason);
+        contacts.push(r.contact_id);
+        received.push(r.received_at_ms);
+        dues.push(due);
+        slots.push(slot.map(i32::from));
+    }
+    let datetime = |name: &str, v: Vec<i64>| {
+        Column::new(name.into(), v).cast(&DataType::Datetime(TimeUnit::Milliseconds, None))
+    };
+    let df = DataFrame::new(
+        n,
+        vec![
+            ids.finish().into_column(),
+            webhooks.finish().into_column(),
+            types.finish().into_column(),
+            Column::new("contact_id".into(), contacts),
+            emails.finish().into_column(),
+            datetime("received_at", received)?,
+            datetime("due_at", dues.clone())?,
+            Column::new("slot".into(), slots),
+            reasons.finish().into_column(),
+            datetime("planned_at", vec![now; n])?,
+        ],
+    )?;
+    Ok((df, dues))
 }

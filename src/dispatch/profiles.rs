@@ -38,6 +38,10 @@ impl ProfileCache {
             }
         };
         log(&update);
+        // Planning looks contacts up by key: have the index ready before receipts arrive.
+        if let Some(built) = self.built() {
+            built.contacts.build_index();
+        }
         Ok(())
     }
 
@@ -65,6 +69,37 @@ impl ProfileCache {
         Some(built.profiles.profile(Some(index), day_of(now_ms)))
     }
 
+    /// [`Self::profile`] and [`Self::subject_key`] in one, writing the key into `key` (cleared
+    /// first): planning a million receipts reuses one buffer instead of allocating keys.
+    pub fn lookup(
+        &self,
+        contact_id: Option<i64>,
+        email: Option<&str>,
+        now_day: i32,
+        key: &mut String,
+    ) -> Option<Profile> {
+        use std::fmt::Write;
+        key.clear();
+        let email = email.map(str::trim).filter(|e| !e.is_empty());
+        match (email, contact_id) {
+            (Some(e), _) => key.extend(e.chars().map(|c| c.to_ascii_lowercase())),
+            (None, Some(id)) => {
+                let _ = write!(key, "#{id}");
+            }
+            (None, None) => {}
+        }
+        let built = self.built()?;
+        let index = match (email, contact_id) {
+            (Some(_), id) => built.contacts.get(key).or_else(|| {
+                let mut buf = [0u8; 24];
+                id.and_then(|id| built.contacts.get(id_key(id, &mut buf)))
+            }),
+            (None, Some(_)) => built.contacts.get(key),
+            (None, None) => None,
+        }?;
+        Some(built.profiles.profile(Some(index), now_day))
+    }
+
     /// The contact's key as the model seeds its draws with.
     pub fn subject_key(contact_id: Option<i64>, email: Option<&str>) -> String {
         contact_key(contact_id, email).unwrap_or_default()
@@ -81,4 +116,13 @@ fn log(update: &Update) {
             "profiles updated"
         );
     }
+}
+
+/// `#{id}` in a stack buffer.
+fn id_key(id: i64, buf: &mut [u8; 24]) -> &str {
+    use std::io::Write;
+    let mut cursor = std::io::Cursor::new(&mut buf[..]);
+    write!(cursor, "#{id}").expect("an i64 and '#' fit in 24 bytes");
+    let n = cursor.position() as usize;
+    std::str::from_utf8(&buf[..n]).expect("ASCII")
 }
