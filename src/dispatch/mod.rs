@@ -298,7 +298,7 @@ impl Dispatcher {
             .with_context(|| format!("cannot list {}", self.inbox_ds.dir.display()))?;
         let listed: HashSet<PathBuf> = parts.iter().cloned().collect();
         self.seen_parts.retain(|p| listed.contains(p));
-        let mut fresh: Vec<Fresh> = Vec::new();
+        let mut fresh = Fresh::default();
         let mut read = Vec::new();
         let mut result = Ok(());
         for part in parts {
@@ -333,36 +333,28 @@ impl Dispatcher {
                     .refresh(config.model, now)
                     .context("cannot build contact profiles from the events dataset")
             })
-            .and_then(|()| self.record_plans(config, now, &fresh));
-        let dues = match result {
-            Ok(dues) => dues,
-            Err(e) => {
-                for f in &fresh {
-                    self.planned.remove(&f.receipt_id);
-                }
-                return Err(e);
+            .and_then(|()| self.record_plans(config, now, &mut fresh));
+        if let Err(e) = result {
+            for item in &fresh.items {
+                self.planned.remove(&item.receipt_id);
             }
-        };
+            return Err(e);
+        }
         self.seen_parts.extend(read);
-        let planned = fresh.len();
-        self.queue.reserve(planned);
-        let debug = tracing::enabled!(tracing::Level::DEBUG);
-        self.queue
-            .extend(fresh.into_iter().zip(dues).map(|(f, due_at_ms)| {
-                if debug {
-                    tracing::debug!(receipt = %f.receipt_id, webhook = %f.webhook_id, due_at = due_at_ms, "planned");
-                }
-                Queued(Pending {
-                    receipt_id: f.receipt_id,
-                    webhook_id: f.webhook_id,
-                    contact_id: f.contact_id,
-                    email: f.email,
-                    due_at_ms,
-                    attempts: 0,
-                    in_doubt: false,
-                    ready_at_ms: due_at_ms,
-                })
-            }));
+        let planned = fresh.items.len();
+        if tracing::enabled!(tracing::Level::DEBUG) {
+            for p in &fresh.items {
+                tracing::debug!(receipt = %p.receipt_id, webhook = %p.webhook_id, due_at = p.due_at_ms, "planned");
+            }
+        }
+        // The planned receipts' vector becomes the heap's (no copy) when it is the larger.
+        let mut new: Vec<Queued> = fresh.items.into_iter().map(Queued).collect();
+        if new.len() > self.queue.len() {
+            new.extend(std::mem::take(&mut self.queue).into_vec());
+            self.queue = BinaryHeap::from(new);
+        } else {
+            self.queue.extend(new);
+        }
         if planned > 0
             && self.plan_ds.parts().map(|p| p.len()).unwrap_or(0) > 64
             && let Err(e) = self.plan_ds.compact(&HashSet::new())
@@ -374,76 +366,106 @@ impl Dispatcher {
 
     /// The receipts of an inbox part not planned or finished yet, read straight from its
     /// columns; they count as planned from here on (the caller undoes that on failure).
-    fn take_fresh(&mut self, df: &DataFrame, fresh: &mut Vec<Fresh>) -> anyhow::Result<()> {
+    /// Converting rows is spread over the cores (it mostly touches fresh memory, which costs
+    /// here); only the de-duplication against what is known runs on one.
+    fn take_fresh(&mut self, df: &DataFrame, fresh: &mut Fresh) -> anyhow::Result<()> {
+        let n = df.height();
         let ids = df.column("receipt_id")?.str()?;
         let webhooks = df.column("webhook_id")?.str()?;
         let types = df.column("webhook_type")?.str()?;
         let contacts = df.column("contact_id")?.cast(&DataType::Int64)?;
+        let contacts = contacts.i64()?;
         let emails = df.column("email")?.str()?;
         let received = df.column("received_at")?.cast(&DataType::Int64)?;
-        self.planned.reserve(df.height());
-        fresh.reserve(df.height());
-        // Parts hold long runs of one webhook and one type: look each up once per run.
-        let mut webhook: Option<Arc<str>> = None;
-        let mut kind: (Option<&str>, Option<WebhookType>) = (None, None);
-        let rows = ids
-            .iter()
-            .zip(webhooks.iter())
-            .zip(types.iter())
-            .zip(contacts.i64()?.iter())
-            .zip(emails.iter())
-            .zip(received.i64()?.iter());
-        for (((((id, w), t), contact_id), email), at) in rows {
-            let receipt_id = ReceiptId::new(id.unwrap_or_default());
-            if self.done.contains(&receipt_id) || !self.planned.insert(receipt_id.clone()) {
-                continue;
-            }
+        let received = received.i64()?;
+        // The part's few distinct webhook ids, shared (parts hold long runs of one).
+        let mut shared: Vec<Arc<str>> = Vec::new();
+        let mut last: Option<&str> = None;
+        for w in webhooks.iter() {
             let w = w.unwrap_or_default();
-            let webhook_id = match &webhook {
-                Some(x) if **x == *w => x.clone(),
-                _ => webhook.insert(intern(&mut self.webhook_ids, w)).clone(),
-            };
-            if kind.0 != t {
-                kind = (t, t.and_then(WebhookType::parse));
+            if last != Some(w) && !shared.iter().any(|x| **x == *w) {
+                shared.push(intern(&mut self.webhook_ids, w));
             }
-            fresh.push(Fresh {
-                receipt_id,
-                webhook_id,
-                kind: kind.1,
-                contact_id,
-                email: email.map(Box::from),
-                received_at_ms: at.unwrap_or_default(),
+            last = Some(w);
+        }
+        let start = fresh.items.len();
+        fresh.items.par_extend((0..n).into_par_iter().map(|i| {
+            let w = webhooks.get(i).unwrap_or_default();
+            Pending {
+                receipt_id: ReceiptId::new(ids.get(i).unwrap_or_default()),
+                webhook_id: shared
+                    .iter()
+                    .find(|x| ***x == *w)
+                    .expect("every webhook id of the part is shared above")
+                    .clone(),
+                contact_id: contacts.get(i),
+                email: emails.get(i).map(Box::from),
+                due_at_ms: 0,
+                attempts: 0,
+                in_doubt: false,
+                ready_at_ms: 0,
+            }
+        }));
+        fresh.meta.par_extend((0..n).into_par_iter().map(|i| {
+            (
+                types.get(i).and_then(WebhookType::parse),
+                received.get(i).unwrap_or_default(),
+            )
+        }));
+        self.planned.reserve(n);
+        let mut repeats = Vec::new();
+        for (i, item) in fresh.items[start..].iter().enumerate() {
+            let id = &item.receipt_id;
+            if self.done.contains(id) || !self.planned.insert(id.clone()) {
+                repeats.push(start + i);
+            }
+        }
+        // Rows already planned or finished (a compacted part repeats them): drop them.
+        if !repeats.is_empty() {
+            let mut drop = vec![false; fresh.items.len()];
+            for i in repeats {
+                drop[i] = true;
+            }
+            let mut i = 0;
+            fresh.items.retain(|_| {
+                i += 1;
+                !drop[i - 1]
+            });
+            let mut i = 0;
+            fresh.meta.retain(|_| {
+                i += 1;
+                !drop[i - 1]
             });
         }
         Ok(())
     }
 
-    /// Plan `fresh` over the cores and append the plans as one part; their due times.
-    fn record_plans(&self, config: &Config, now: i64, fresh: &[Fresh]) -> anyhow::Result<Vec<i64>> {
-        if fresh.is_empty() {
-            return Ok(Vec::new());
+    /// Plan `fresh` over the cores, setting each one's due time, and append the plans as one
+    /// part. Each task writes its slice's rows as a row group as soon as they are planned, so
+    /// the columns of one slice are freed (and their memory reused) before the next: fresh
+    /// pages cost a lot here.
+    fn record_plans(&self, config: &Config, now: i64, fresh: &mut Fresh) -> anyhow::Result<()> {
+        if fresh.items.is_empty() {
+            return Ok(());
         }
         let population = self.profiles.population();
         let profiles = &self.profiles;
-        // A few chunks per core; each becomes one row group of the part.
-        let chunk = fresh
-            .len()
-            .div_ceil(rayon::current_num_threads() * 4)
-            .max(PLAN_CHUNK_MIN);
-        let planned: Vec<(DataFrame, Vec<i64>)> = fresh
-            .par_chunks(chunk)
-            .map(|rows| plan_chunk(rows, config, profiles, &population, now))
-            .collect::<anyhow::Result<_>>()?;
-        let mut dues = Vec::with_capacity(fresh.len());
-        let mut frames = Vec::with_capacity(planned.len());
-        for (df, d) in planned {
-            frames.push(df);
-            dues.extend(d);
-        }
+        let schema = plan_chunk(&mut [], &[], config, profiles, &population, now)?
+            .schema()
+            .clone();
         self.plan_ds
-            .write_part_frames(Ulid::generate(), &frames)
+            .write_part_with(Ulid::generate(), &schema, |writer| {
+                fresh
+                    .items
+                    .par_chunks_mut(PLAN_CHUNK)
+                    .zip(fresh.meta.par_chunks(PLAN_CHUNK))
+                    .try_for_each(|(items, meta)| {
+                        let df = plan_chunk(items, meta, config, profiles, &population, now)?;
+                        writer(&df)
+                    })
+            })
             .context("cannot record plans")?;
-        Ok(dues)
+        Ok(())
     }
 
     fn enqueue(&mut self, item: Pending) {
@@ -779,18 +801,15 @@ pub fn run_once(config: &Config, now_ms: Option<i64>) -> anyhow::Result<TickRepo
     })
 }
 
-/// Smallest number of receipts planned by one task (and written as one row group).
-const PLAN_CHUNK_MIN: usize = 16_384;
+/// Receipts planned by one task and written as one row group of the plan part.
+const PLAN_CHUNK: usize = 32_768;
 
-/// A receipt read from the inbox, about to be planned.
+/// Receipts read from the inbox, about to be planned: the queue entries to be, and for each
+/// its stored webhook type (when it names one) and receipt time.
+#[derive(Default)]
 struct Fresh {
-    receipt_id: ReceiptId,
-    webhook_id: Arc<str>,
-    /// The type stored with the receipt, when it names one.
-    kind: Option<WebhookType>,
-    contact_id: Option<i64>,
-    email: Option<Box<str>>,
-    received_at_ms: i64,
+    items: Vec<Pending>,
+    meta: Vec<(Option<WebhookType>, i64)>,
 }
 
 /// A queue entry: the heap puts the earliest ready time (then the lowest receipt id) on top.
@@ -848,17 +867,18 @@ fn read_inbox_part(path: &Path) -> anyhow::Result<DataFrame> {
         .finish()?)
 }
 
-/// Plan one slice of receipts; its rows of `plan/` as a frame, and each receipt's due time.
+/// Plan one slice of receipts, setting their due times; their rows of `plan/` as a frame.
 /// Columns are built directly (no per-row structs or strings): one reused buffer for keys and
 /// reasons.
 fn plan_chunk(
-    rows: &[Fresh],
+    items: &mut [Pending],
+    meta: &[(Option<WebhookType>, i64)],
     config: &Config,
     profiles: &ProfileCache,
     population: &[f64; crate::events::SLOTS],
     now: i64,
-) -> anyhow::Result<(DataFrame, Vec<i64>)> {
-    let n = rows.len();
+) -> anyhow::Result<DataFrame> {
+    let n = items.len();
     let day = day_of(now);
     let mut key = String::new();
     let mut reason = String::new();
@@ -871,9 +891,8 @@ fn plan_chunk(
     let mut received = Vec::with_capacity(n);
     let mut dues = Vec::with_capacity(n);
     let mut slots = Vec::with_capacity(n);
-    for r in rows {
-        let kind = r
-            .kind
+    for (r, &(kind, received_at_ms)) in items.iter_mut().zip(meta) {
+        let kind = kind
             .or_else(|| config.webhook(&r.webhook_id).map(|w| w.kind))
             .unwrap_or(WebhookType::Immediate);
         let profile = profiles.lookup(r.contact_id, r.email.as_deref(), day, &mut key);
@@ -882,7 +901,7 @@ fn plan_chunk(
         reason.clear();
         let (due, slot) = plan_into(
             kind,
-            r.received_at_ms,
+            received_at_ms,
             profile.as_ref(),
             population,
             Subject {
@@ -897,9 +916,11 @@ fn plan_chunk(
         emails.append_option(r.email.as_deref());
         reasons.append_value(&reason);
         contacts.push(r.contact_id);
-        received.push(r.received_at_ms);
+        received.push(received_at_ms);
         dues.push(due);
         slots.push(slot.map(i32::from));
+        r.due_at_ms = due;
+        r.ready_at_ms = due;
     }
     let datetime = |name: &str, v: Vec<i64>| {
         Column::new(name.into(), v).cast(&DataType::Datetime(TimeUnit::Milliseconds, None))
@@ -913,11 +934,11 @@ fn plan_chunk(
             Column::new("contact_id".into(), contacts),
             emails.finish().into_column(),
             datetime("received_at", received)?,
-            datetime("due_at", dues.clone())?,
+            datetime("due_at", dues)?,
             Column::new("slot".into(), slots),
             reasons.finish().into_column(),
             datetime("planned_at", vec![now; n])?,
         ],
     )?;
-    Ok((df, dues))
+    Ok(df)
 }

@@ -105,8 +105,9 @@ pub fn plan_into(
     let start = match usable {
         Some(p) => {
             let (mut best, mut best_score, mut sum) = (0, f64::MIN, 0.0);
-            for k in 0..hours {
-                let score = p.scores[(first_slot + k) % SLOTS];
+            let slots = (first_slot..SLOTS).chain(0..first_slot).take(hours);
+            for (k, s) in slots.enumerate() {
+                let score = p.scores[s];
                 if score > best_score {
                     (best, best_score) = (k, score);
                 }
@@ -125,8 +126,9 @@ pub fn plan_into(
         }
         None => {
             let mut weights = [0.0f64; SLOTS];
-            for (k, w) in weights.iter_mut().take(hours).enumerate() {
-                *w = population[(first_slot + k) % SLOTS];
+            let slots = (first_slot..SLOTS).chain(0..first_slot);
+            for (w, s) in weights.iter_mut().take(hours).zip(slots) {
+                *w = population[s];
             }
             let (start, slot) = candidate(draw(&weights[..hours], seed));
             let who = match profile {

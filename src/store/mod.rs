@@ -67,19 +67,27 @@ impl Dataset {
         })
     }
 
-    /// Write `frames` (one schema, each a single chunk) durably as the part `id`, one row
-    /// group per frame: no copy into one frame first, unlike [`Dataset::write_part`].
-    pub fn write_part_frames(&self, id: Ulid, frames: &[DataFrame]) -> anyhow::Result<PathBuf> {
-        let Some(first) = frames.first() else {
-            anyhow::bail!("no rows to write as part {id}");
-        };
+    /// Write a part of `schema` durably as the part `id` from frames handed to the writer
+    /// function `fill` receives, one row group per frame. That function may be called from
+    /// several threads at once (row groups land in the order written), so producers can
+    /// write as they go instead of gathering every row first.
+    pub fn write_part_with(
+        &self,
+        id: Ulid,
+        schema: &Schema,
+        fill: impl FnOnce(&(dyn Fn(&DataFrame) -> anyhow::Result<()> + Sync)) -> anyhow::Result<()>,
+    ) -> anyhow::Result<PathBuf> {
         self.write_with(id, |file| {
-            let mut writer = ParquetWriter::new(file)
+            let writer = ParquetWriter::new(file)
                 .with_compression(ParquetCompression::Lz4Raw)
-                .batched(first.schema())?;
-            for df in frames {
-                writer.write_batch(df)?;
-            }
+                .batched(schema)?;
+            fill(&|df: &DataFrame| {
+                let groups = writer
+                    .encode_and_compress(df)
+                    .collect::<PolarsResult<Vec<_>>>()?;
+                writer.write_row_groups(groups)?;
+                Ok(())
+            })?;
             writer.finish()?;
             Ok(())
         })
