@@ -57,7 +57,7 @@ fn receipt(n: u64) -> Receipt {
         webhook_id: "week".into(),
         webhook_type: "NEXT_WEEK".into(),
         contact_id: Some(n as i64),
-        email: (n % 2 == 0).then(|| format!("c{n}@example.com")),
+        email: n.is_multiple_of(2).then(|| format!("c{n}@example.com")),
         portal_id: Some(1),
         received_at_ms: NOW,
         signature: "v2".into(),

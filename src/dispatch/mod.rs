@@ -537,6 +537,10 @@ impl Dispatcher {
             },
         )?;
         let link = Arc::new(Link::new(connector.id.clone(), client));
+        // New settings do not lift HubSpot's daily limit: keep a pause it imposed.
+        if let Some((_, old)) = self.links.get(&connector.id) {
+            *link.paused_until.lock().unwrap() = old.paused_until();
+        }
         self.links.insert(connector.id.clone(), (key, link.clone()));
         Ok(link)
     }
