@@ -90,11 +90,11 @@ impl ProfileCache {
         }
         let built = self.built()?;
         let index = match (email, contact_id) {
-            (Some(_), id) => built.contacts.get(key).or_else(|| {
-                let mut buf = [0u8; 24];
-                id.and_then(|id| built.contacts.get(id_key(id, &mut buf)))
-            }),
-            (None, Some(_)) => built.contacts.get(key),
+            (Some(_), id) => built
+                .contacts
+                .get(key)
+                .or_else(|| id.and_then(|id| built.contacts.get_id(id))),
+            (None, Some(id)) => built.contacts.get_id(id),
             (None, None) => None,
         }?;
         Some(built.profiles.profile(Some(index), now_day))
@@ -116,13 +116,4 @@ fn log(update: &Update) {
             "profiles updated"
         );
     }
-}
-
-/// `#{id}` in a stack buffer.
-fn id_key(id: i64, buf: &mut [u8; 24]) -> &str {
-    use std::io::Write;
-    let mut cursor = std::io::Cursor::new(&mut buf[..]);
-    write!(cursor, "#{id}").expect("an i64 and '#' fit in 24 bytes");
-    let n = cursor.position() as usize;
-    std::str::from_utf8(&buf[..n]).expect("ASCII")
 }

@@ -837,7 +837,12 @@ pub struct CliArgs {
     #[arg(long, value_name = "N", default_value_t = 1_000_000)]
     pub daily_limit: u32,
     /// The account's time zone as minutes east of UTC (e.g. -300 for UTC-05:00).
-    #[arg(long, value_name = "MINUTES", default_value_t = 0, allow_hyphen_values = true)]
+    #[arg(
+        long,
+        value_name = "MINUTES",
+        default_value_t = 0,
+        allow_hyphen_values = true
+    )]
     pub utc_offset_minutes: i32,
     /// Bearer token to accept.
     #[arg(long, value_name = "TOKEN", env = "HUBSPOT_STANDIN_TOKEN", default_value = DEFAULT_TOKEN, hide_env_values = true)]
