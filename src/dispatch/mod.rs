@@ -342,11 +342,6 @@ impl Dispatcher {
         }
         self.seen_parts.extend(read);
         let planned = fresh.items.len();
-        if tracing::enabled!(tracing::Level::DEBUG) {
-            for p in &fresh.items {
-                tracing::debug!(receipt = %p.receipt_id, webhook = %p.webhook_id, due_at = p.due_at_ms, "planned");
-            }
-        }
         // The planned receipts' vector becomes the heap's (no copy) when it is the larger.
         let mut new: Vec<Queued> = fresh.items.into_iter().map(Queued).collect();
         if new.len() > self.queue.len() {
@@ -884,6 +879,7 @@ fn plan_chunk(
 ) -> anyhow::Result<DataFrame> {
     let n = items.len();
     let day = day_of(now);
+    let debug = tracing::enabled!(tracing::Level::DEBUG);
     let mut key = String::new();
     let mut reason = String::new();
     let mut ids = StringChunkedBuilder::new("receipt_id".into(), n);
@@ -925,6 +921,9 @@ fn plan_chunk(
         slots.push(slot.map(i32::from));
         r.due_at_ms = due;
         r.ready_at_ms = due;
+        if debug {
+            tracing::debug!(receipt = %r.receipt_id, webhook = %r.webhook_id, due_at = due, "planned: {reason}");
+        }
     }
     let datetime = |name: &str, v: Vec<i64>| {
         Column::new(name.into(), v).cast(&DataType::Datetime(TimeUnit::Milliseconds, None))
