@@ -70,8 +70,8 @@ impl fmt::Debug for ReceiptId {
     }
 }
 
-/// Hash sets and maps of receipt ids use FxHash: SipHash's DoS resistance buys nothing for
-/// ids this process issued, and costs a third of a big tick's de-duplication.
+/// Sets of receipt ids use FxHash: SipHash's flooding resistance buys nothing for ids this
+/// process issued, and a big tick hashes a million of them.
 pub type IdSet = std::collections::HashSet<ReceiptId, BuildHasherDefault<rustc_hash::FxHasher>>;
 
 #[cfg(test)]
