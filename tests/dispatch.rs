@@ -865,3 +865,97 @@ fn a_daily_429_pauses_the_connector_until_the_limit_resets_and_loses_nothing() {
         "{daily_rows:?}"
     );
 }
+
+#[test]
+fn a_daily_pause_outlasts_the_process_so_sendtime_tick_does_not_call_again() {
+    const HOUR: i64 = 3_600_000;
+    let rt = runtime();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    // The stand-in's clock: the account (UTC-05:00) has 3 calls a day, and its day ends at
+    // 05:00 UTC.
+    let clock = dir.path().join("clock");
+    let day = (now_ms() / (24 * HOUR) + 1) * (24 * HOUR);
+    let t0 = day + 3 * HOUR + 30 * 60_000;
+    set_clock(&clock, t0);
+    let standin = rt
+        .block_on(StandIn::start(Options {
+            daily_limit: 3,
+            utc_offset_minutes: -300,
+            clock: sendtime::clock::Clock::File(clock.clone()),
+            ..Options::default()
+        }))
+        .unwrap();
+    let config = write_config(
+        dir.path(),
+        &standin.url(),
+        "requests_per_10s = 150",
+        &[&HOOKS[3]],
+    );
+    // `serve` only receives: its clock is a day behind, so nothing is due while it runs.
+    let serve_clock = dir.path().join("serve-clock");
+    set_clock(&serve_clock, now_ms() - 24 * HOUR);
+    let mut server = start(&config, &data, Some(&serve_clock), &[]);
+    let emails: Vec<String> = (0..5).map(|i| format!("t{i}@example.com")).collect();
+    for (i, e) in emails.iter().enumerate() {
+        standin.add_contact(e, 8100 + i as u64);
+        post(&server, "fatigue", 8100 + i as u64, e);
+    }
+    server.signal("TERM");
+    assert_eq!(server.wait_exit(Duration::from_secs(20)), Some(0));
+
+    let tick = |at: i64| {
+        set_clock(&clock, at);
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_sendtime"))
+            .arg("--config")
+            .arg(&config)
+            .arg("--data")
+            .arg(&data)
+            .args(["tick", "--now", &at.to_string()])
+            .env("DISPATCH_SECRET", SECRET)
+            .env("DISPATCH_TOKEN", TOKEN)
+            .env("RUST_LOG", "info")
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+        let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+        assert!(out.status.success(), "{stderr}");
+        (stdout, stderr)
+    };
+    let pause_file = data.join("state").join("dispatch-pause-main");
+
+    let (out, err) = tick(t0);
+    assert!(out.contains("enrolled=3 "), "{out}\n{err}");
+    assert!(err.contains("HubSpot daily API limit reached"), "{err}");
+    assert!(pause_file.exists());
+    let calls = standin.log().len();
+
+    // A minute later, a new process: it knows the pause and calls nothing.
+    let (out, err) = tick(t0 + 60_000);
+    assert!(
+        out.contains("enrolled=0 ") && out.contains("queued=2 "),
+        "{out}\n{err}"
+    );
+    assert!(err.contains("was reached before this run"), "{err}");
+    assert_eq!(standin.log().len(), calls, "no call while paused");
+
+    // At the next hour it tries again, and HubSpot's day is not over yet.
+    let (out, err) = tick(day + 4 * HOUR);
+    assert!(out.contains("enrolled=0 "), "{out}\n{err}");
+    assert!(standin.log().len() > calls);
+    assert!(pause_file.exists());
+
+    // The account's midnight: the rest go, once each; the pause is forgotten.
+    let (out, err) = tick(day + 5 * HOUR);
+    assert!(out.contains("enrolled=2 "), "{out}\n{err}");
+    assert!(!pause_file.exists());
+    let enrolled = enrollments(&standin.log());
+    for e in &emails {
+        assert_eq!(
+            enrolled.get(&("104".to_string(), e.clone())),
+            Some(&1),
+            "{e}"
+        );
+    }
+    assert!(outcomes(&data).iter().all(|r| r.status != Status::Failed));
+}

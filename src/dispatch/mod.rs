@@ -118,6 +118,8 @@ pub struct Dispatcher {
     metrics: Metrics,
     inbox: Option<Inbox>,
     links: HashMap<String, (String, Arc<Link>)>,
+    /// Daily-limit pauses as last written under `state/` (connector → until).
+    pauses_on_disk: HashMap<String, i64>,
     clock: Clock,
     _lock: std::fs::File,
 }
@@ -224,6 +226,7 @@ impl Dispatcher {
             metrics,
             inbox: None,
             links: HashMap::new(),
+            pauses_on_disk: HashMap::new(),
             clock,
             _lock: lock,
         })
@@ -279,6 +282,7 @@ impl Dispatcher {
         if !due.is_empty() {
             self.dispatch(config, due, now, stop, &mut report).await;
         }
+        self.store_pauses();
         report.held = self.held.values().map(Vec::len).sum();
         report.queued = self.queued();
         report.took = started.elapsed();
@@ -500,6 +504,58 @@ impl Dispatcher {
         }
     }
 
+    /// A daily-limit pause an earlier run recorded and that is not over yet.
+    fn stored_pause(&mut self, connector: &str) -> Option<i64> {
+        let path = pause_path(&self.data_dir, connector);
+        let until = std::fs::read_to_string(&path)
+            .ok()
+            .and_then(|t| t.trim().parse::<i64>().ok())?;
+        if until > self.clock.now_ms() {
+            self.pauses_on_disk.insert(connector.to_string(), until);
+            return Some(until);
+        }
+        let _ = std::fs::remove_file(&path);
+        None
+    }
+
+    /// Write each connector's daily-limit pause where the next process finds it (and remove
+    /// it once over), so a restart or the next `sendtime tick` does not spend a call on
+    /// learning again that the limit still holds.
+    fn store_pauses(&mut self) {
+        let changed: Vec<(String, Option<i64>)> = self
+            .links
+            .iter()
+            .map(|(id, (_, link))| (id.clone(), link.paused_until()))
+            .filter(|(id, p)| self.pauses_on_disk.get(id).copied() != *p)
+            .collect();
+        for (id, until) in changed {
+            let path = pause_path(&self.data_dir, &id);
+            let written = match until {
+                Some(t) => path
+                    .parent()
+                    .map_or(Ok(()), std::fs::create_dir_all)
+                    .and_then(|()| crate::store::write_durably(&path, t.to_string().as_bytes())),
+                None => match std::fs::remove_file(&path) {
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+                    _ => Ok(()),
+                },
+            };
+            match (written, until) {
+                (Ok(()), Some(t)) => {
+                    self.pauses_on_disk.insert(id, t);
+                }
+                (Ok(()), None) => {
+                    self.pauses_on_disk.remove(&id);
+                }
+                (Err(e), _) => tracing::warn!(
+                    connector = %id,
+                    "cannot record the daily-limit pause in {} (a restart would try HubSpot again before it ends): {e}",
+                    path.display()
+                ),
+            }
+        }
+    }
+
     /// The connector's client, rebuilt when its settings change (its limiter is kept otherwise,
     /// so pacing carries across ticks).
     fn link(&mut self, connector: &Connector) -> anyhow::Result<Arc<Link>> {
@@ -532,9 +588,18 @@ impl Dispatcher {
             },
         )?;
         let link = Arc::new(Link::new(connector.id.clone(), client));
-        // New settings do not lift HubSpot's daily limit: keep a pause it imposed.
+        // New settings do not lift HubSpot's daily limit: keep a pause it imposed, in this
+        // process or (`sendtime tick` runs once a minute) an earlier one.
         if let Some((_, old)) = self.links.get(&connector.id) {
             *link.paused_until.lock().unwrap() = old.paused_until();
+        } else if let Some(until) = self.stored_pause(&connector.id) {
+            *link.paused_until.lock().unwrap() = Some(until);
+            self.metrics.connector_paused(&connector.id).set(1);
+            tracing::warn!(
+                connector = %connector.id,
+                until = %crate::model::plan::format_ms(until),
+                "HubSpot's daily API limit was reached before this run: connector paused until then; contacts stay queued"
+            );
         }
         self.links.insert(connector.id.clone(), (key, link.clone()));
         Ok(link)
@@ -798,6 +863,13 @@ pub fn run_once(config: &Config, now_ms: Option<i64>) -> anyhow::Result<TickRepo
         tokio::task::block_in_place(|| dispatcher.close());
         report
     })
+}
+
+/// Where a connector's daily-limit pause (epoch ms, as text) outlasts the process.
+fn pause_path(data_dir: &Path, connector: &str) -> PathBuf {
+    data_dir
+        .join("state")
+        .join(format!("dispatch-pause-{connector}"))
 }
 
 /// Receipts planned by one task and written as one row group of the plan part.
