@@ -6,7 +6,6 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::events::{contact_key, day_of};
 use crate::model::dataset::Built;
 use crate::model::stored::{Cache, Update};
 use crate::model::{ModelConfig, Profile};
@@ -57,20 +56,10 @@ impl ProfileCache {
         )
     }
 
-    /// What the model knows about a contact on the day of `now_ms`; `None` for a stranger.
-    pub fn profile(
-        &self,
-        contact_id: Option<i64>,
-        email: Option<&str>,
-        now_ms: i64,
-    ) -> Option<Profile> {
-        let built = self.built()?;
-        let index = built.contacts.find(contact_id, email)?;
-        Some(built.profiles.profile(Some(index), day_of(now_ms)))
-    }
-
-    /// [`Self::profile`] and [`Self::subject_key`] in one, writing the key into `key` (cleared
-    /// first): planning a million receipts reuses one buffer instead of allocating keys.
+    /// What the model knows about a contact on `now_day` (`None` for a stranger), and in `key`
+    /// (cleared first) the contact's key as the model seeds its draws with
+    /// ([`crate::events::contact_key`]): planning a million receipts reuses one buffer instead of allocating
+    /// a key each. The contact is found by its email first, then by its HubSpot id.
     pub fn lookup(
         &self,
         contact_id: Option<i64>,
@@ -98,11 +87,6 @@ impl ProfileCache {
             (None, None) => None,
         }?;
         Some(built.profiles.profile(Some(index), now_day))
-    }
-
-    /// The contact's key as the model seeds its draws with.
-    pub fn subject_key(contact_id: Option<i64>, email: Option<&str>) -> String {
-        contact_key(contact_id, email).unwrap_or_default()
     }
 }
 

@@ -266,3 +266,51 @@ pub fn write_durably(path: &Path, bytes: &[u8]) -> io::Result<()> {
 pub fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rayon::prelude::*;
+
+    #[test]
+    fn frames_written_from_several_threads_become_one_part_with_every_row() {
+        let dir = tempfile::tempdir().unwrap();
+        let ds = Dataset::open(dir.path(), "rows").unwrap();
+        let frame = |from: i64, n: i64| {
+            let values: Vec<i64> = (from..from + n).collect();
+            let names: Vec<String> = values.iter().map(|v| format!("row {v}")).collect();
+            DataFrame::new(
+                n as usize,
+                vec![
+                    Column::new("v".into(), values),
+                    Column::new("name".into(), names),
+                ],
+            )
+            .unwrap()
+        };
+        let schema = frame(0, 0).schema().clone();
+        let path = ds
+            .write_part_with(Ulid::generate(), &schema, |write| {
+                (0..8i64)
+                    .into_par_iter()
+                    .try_for_each(|k| write(&frame(k * 1000, 1000)))
+            })
+            .unwrap();
+        assert_eq!(ds.parts().unwrap(), vec![path.clone()]);
+        let back = read_part(&path).unwrap();
+        let mut v: Vec<i64> = back
+            .column("v")
+            .unwrap()
+            .i64()
+            .unwrap()
+            .into_no_null_iter()
+            .collect();
+        v.sort_unstable();
+        assert_eq!(v, (0..8000).collect::<Vec<_>>());
+        let names = back.column("name").unwrap().str().unwrap();
+        let vs = back.column("v").unwrap().i64().unwrap();
+        for (n, v) in names.iter().zip(vs.into_no_null_iter()) {
+            assert_eq!(n, Some(format!("row {v}").as_str()));
+        }
+    }
+}
