@@ -144,8 +144,47 @@ pub fn day_of(at_ms: i64) -> i32 {
 pub struct Contacts {
     pub keys: Vec<String>,
     pub contact_ids: Vec<Option<i64>>,
-    /// Key → index, built on first lookup: building profiles never needs it.
-    index: std::sync::OnceLock<HashMap<String, u32>>,
+    /// Key → index, built on first lookup (or [`Contacts::build_index`]): building profiles
+    /// never needs it.
+    index: std::sync::OnceLock<KeyIndex>,
+}
+
+/// Key → dense index. `#{id}` keys (contacts known by HubSpot id only) are held by their
+/// number, so looking one up hashes an integer and touches one entry, with no key string per
+/// contact; other keys (emails) by their text. FxHash: keys come from our own data, so
+/// SipHash's flooding resistance buys nothing for its cost on millions of lookups.
+#[derive(Debug, Default, Clone)]
+struct KeyIndex {
+    ids: HashMap<i64, u32, rustc_hash::FxBuildHasher>,
+    text: HashMap<String, u32, rustc_hash::FxBuildHasher>,
+}
+
+impl KeyIndex {
+    fn get(&self, key: &str) -> Option<u32> {
+        match id_of_key(key) {
+            Some(id) => self.ids.get(&id).copied(),
+            None => self.text.get(key).copied(),
+        }
+    }
+
+    fn insert(&mut self, key: &str, index: u32) {
+        match id_of_key(key) {
+            Some(id) => self.ids.insert(id, index),
+            None => self.text.insert(key.to_string(), index),
+        };
+    }
+}
+
+/// The HubSpot id of a `#{id}` key, only when the key is exactly how [`contact_key`] writes
+/// it (`#007` is another key than `#7`).
+fn id_of_key(key: &str) -> Option<i64> {
+    use std::io::Write;
+    let id: i64 = key.strip_prefix('#')?.parse().ok()?;
+    let mut buf = [0u8; 24];
+    let mut cursor = std::io::Cursor::new(&mut buf[..]);
+    write!(cursor, "#{id}").ok()?;
+    let n = cursor.position() as usize;
+    (buf[..n] == *key.as_bytes()).then_some(id)
 }
 
 impl Contacts {
@@ -199,16 +238,29 @@ impl Contacts {
     }
 
     pub fn get(&self, key: &str) -> Option<u32> {
-        self.index().get(key).copied()
+        self.index().get(key)
     }
 
-    fn index(&self) -> &HashMap<String, u32> {
+    /// The index of the contact whose key is `#{id}` (known by HubSpot id only).
+    pub fn get_id(&self, id: i64) -> Option<u32> {
+        self.index().ids.get(&id).copied()
+    }
+
+    /// Build the key index now rather than on the first lookup (a noticeable part of a second
+    /// for millions of contacts), so a process that will plan receipts does it while loading,
+    /// not mid-tick.
+    pub fn build_index(&self) {
+        self.index();
+    }
+
+    fn index(&self) -> &KeyIndex {
         self.index.get_or_init(|| {
-            self.keys
-                .iter()
-                .enumerate()
-                .map(|(i, k)| (k.clone(), i as u32))
-                .collect()
+            let mut index = KeyIndex::default();
+            index.ids.reserve(self.keys.len());
+            for (i, k) in self.keys.iter().enumerate() {
+                index.insert(k, i as u32);
+            }
+            index
         })
     }
 
@@ -217,7 +269,7 @@ impl Contacts {
         email
             .and_then(|e| contact_key(None, Some(e)))
             .and_then(|k| self.get(&k))
-            .or_else(|| contact_id.and_then(|id| self.get(&format!("#{id}"))))
+            .or_else(|| contact_id.and_then(|id| self.get_id(id)))
     }
 
     /// Index for `key`, adding it if new.
@@ -225,10 +277,10 @@ impl Contacts {
         self.index();
         let index = self.index.get_mut().expect("initialised above");
         if let Some(i) = index.get(key) {
-            return *i;
+            return i;
         }
         let i = self.keys.len() as u32;
-        index.insert(key.to_string(), i);
+        index.insert(key, i);
         self.keys.push(key.to_string());
         self.contact_ids.push(contact_id);
         i
@@ -344,6 +396,30 @@ fn frame(rows: &[(u32, &Event)]) -> anyhow::Result<DataFrame> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn id_keys_are_looked_up_by_number_and_only_in_their_exact_spelling() {
+        let keys = ["#7", "#007", "ada@example.com", "#-3", "#+5", "#0"];
+        let mut c = Contacts {
+            keys: keys.iter().map(|k| k.to_string()).collect(),
+            contact_ids: vec![None; keys.len()],
+            ..Contacts::default()
+        };
+        for (i, k) in keys.iter().enumerate() {
+            assert_eq!(c.get(k), Some(i as u32), "{k}");
+        }
+        assert_eq!(c.get_id(7), Some(0));
+        assert_eq!(c.get_id(-3), Some(3));
+        assert_eq!(c.get_id(5), None, "#+5 is not how id 5 is keyed");
+        assert_eq!(c.get_id(0), Some(5));
+        assert_eq!(c.get("#8"), None);
+        assert_eq!(c.find(Some(7), Some("nobody@example.com")), Some(0));
+        assert_eq!(c.find(Some(7), Some("ADA@example.com")), Some(2));
+        // Interning after the index exists keeps both halves current.
+        assert_eq!(c.intern("#8", Some(8)), 6);
+        assert_eq!(c.intern("bob@example.com", None), 7);
+        assert_eq!((c.get_id(8), c.get("bob@example.com")), (Some(6), Some(7)));
+    }
 
     #[test]
     fn slots_start_monday_midnight_utc_and_wrap_on_sunday() {

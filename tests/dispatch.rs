@@ -728,3 +728,234 @@ fn the_shipped_config_runs_in_dry_run_without_credentials() {
     let again = tick("2030-01-01T00:01:00Z");
     assert!(String::from_utf8_lossy(&again.stdout).contains("due=0"));
 }
+
+#[test]
+fn a_daily_429_pauses_the_connector_until_the_limit_resets_and_loses_nothing() {
+    const HOUR: i64 = 3_600_000;
+    let rt = runtime();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let clock = dir.path().join("clock");
+    // 03:30 UTC tomorrow (after the posts' receipt times, so they are due): 22:30 the day
+    // before for the account, which is at UTC-05:00, so its daily limit resets at 05:00 UTC.
+    // The stand-in reads the same clock file as sendtime.
+    let day = (now_ms() / (24 * HOUR) + 1) * (24 * HOUR);
+    let t0 = day + 3 * HOUR + 30 * 60_000;
+    set_clock(&clock, t0);
+    let standin = rt
+        .block_on(StandIn::start(Options {
+            daily_limit: 8,
+            utc_offset_minutes: -300,
+            clock: sendtime::clock::Clock::File(clock.clone()),
+            ..Options::default()
+        }))
+        .unwrap();
+    let config = write_config(
+        dir.path(),
+        &standin.url(),
+        "requests_per_10s = 150",
+        &[&HOOKS[3]],
+    );
+    let server = start(&config, &data, Some(&clock), &[]);
+    let emails: Vec<String> = (0..12).map(|i| format!("d{i}@example.com")).collect();
+    let mut receipts = Vec::new();
+    for (i, e) in emails.iter().enumerate() {
+        standin.add_contact(e, 8000 + i as u64);
+        receipts.push(post(&server, "fatigue", 8000 + i as u64, e));
+    }
+    let metric = |value: u8| {
+        let text = reqwest::blocking::get(server.url("/metrics"))
+            .unwrap()
+            .text()
+            .unwrap();
+        text.contains(&format!(
+            "sendtime_connector_paused{{connector=\"main\"}} {value}"
+        ))
+    };
+    let enrolled = || {
+        let e = enrollments(&standin.log());
+        emails
+            .iter()
+            .filter(|m| e.contains_key(&("104".to_string(), m.to_string())))
+            .count()
+    };
+    let rate_limited = || {
+        standin
+            .log()
+            .iter()
+            .filter(|e| e.status == Some(429))
+            .count()
+    };
+
+    // The day's allowance goes on the first 8; the 9th call meets the DAILY 429.
+    let paused = "HubSpot daily API limit reached: connector paused until the next hour";
+    server
+        .wait_log(paused, Duration::from_secs(30))
+        .unwrap_or_else(|| panic!("no pause; logs:\n{}", server.logs()));
+    let until = sendtime::model::plan::format_ms(day + 4 * HOUR);
+    assert!(
+        server.logs().contains(&until),
+        "pause until {until}; logs:\n{}",
+        server.logs()
+    );
+    // The tick that met the 429 ends once its calls have; from then on, while paused, ticks
+    // go on (every second) and HubSpot hears nothing more.
+    let ticks = server.logs().matches("tick finished").count();
+    server
+        .wait_log_count("tick finished", ticks + 1, Duration::from_secs(20))
+        .expect("the tick ends");
+    assert_eq!(enrolled(), 8);
+    assert!(metric(1), "paused in the metrics");
+    let calls = standin.log().len();
+    let first_429s = rate_limited();
+    assert!(first_429s >= 1);
+    server
+        .wait_log_count("tick finished", ticks + 4, Duration::from_secs(20))
+        .expect("ticks go on");
+    assert_eq!(standin.log().len(), calls, "no calls while paused");
+
+    // At the next hour it tries again; HubSpot's day has not ended: paused again, one call.
+    set_clock(&clock, day + 4 * HOUR);
+    server
+        .wait_log_count(paused, 2, Duration::from_secs(30))
+        .unwrap_or_else(|| panic!("no second pause; logs:\n{}", server.logs()));
+    assert!(server.logs().contains("daily-limit pause over"));
+    let ticks = server.logs().matches("tick finished").count();
+    server
+        .wait_log_count("tick finished", ticks + 1, Duration::from_secs(20))
+        .expect("the tick ends");
+    assert_eq!(enrolled(), 8);
+    let retry_429s = rate_limited() - first_429s;
+    assert!(
+        (1..4).contains(&retry_429s),
+        "the retry stops at the first 429 (calls in flight aside): {retry_429s}"
+    );
+    assert!(metric(1));
+
+    // The account's midnight: everyone left goes, once.
+    set_clock(&clock, day + 5 * HOUR);
+    let all = eventually(Duration::from_secs(30), || {
+        (enrolled() == emails.len()).then_some(())
+    });
+    assert!(all.is_some(), "not all enrolled; logs:\n{}", server.logs());
+    eventually(Duration::from_secs(10), || metric(0).then_some(()))
+        .expect("the pause is over in the metrics");
+    std::thread::sleep(Duration::from_secs(2));
+    for ((wf, email), n) in enrollments(&standin.log()) {
+        assert_eq!((wf.as_str(), n), ("104", 1), "{email}");
+    }
+    let rows = outcomes(&data);
+    assert!(
+        rows.iter().all(|r| r.status != Status::Failed),
+        "nothing failed: {rows:?}"
+    );
+    let finals: HashMap<&str, Status> = rows
+        .iter()
+        .filter(|r| r.status.is_final())
+        .map(|r| (r.receipt_id.as_str(), r.status))
+        .collect();
+    for id in &receipts {
+        assert_eq!(finals.get(id.as_str()), Some(&Status::Enrolled), "{id}");
+    }
+    let daily_rows: Vec<&OutcomeRow> = rows.iter().filter(|r| r.http_status == Some(429)).collect();
+    assert_eq!(daily_rows.len(), rate_limited(), "{daily_rows:?}");
+    assert!(
+        daily_rows.iter().all(|r| r.status == Status::Retrying
+            && r.message.as_deref().is_some_and(|m| m.contains("daily"))),
+        "{daily_rows:?}"
+    );
+}
+
+#[test]
+fn a_daily_pause_outlasts_the_process_so_sendtime_tick_does_not_call_again() {
+    const HOUR: i64 = 3_600_000;
+    let rt = runtime();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    // The stand-in's clock: the account (UTC-05:00) has 3 calls a day, and its day ends at
+    // 05:00 UTC.
+    let clock = dir.path().join("clock");
+    let day = (now_ms() / (24 * HOUR) + 1) * (24 * HOUR);
+    let t0 = day + 3 * HOUR + 30 * 60_000;
+    set_clock(&clock, t0);
+    let standin = rt
+        .block_on(StandIn::start(Options {
+            daily_limit: 3,
+            utc_offset_minutes: -300,
+            clock: sendtime::clock::Clock::File(clock.clone()),
+            ..Options::default()
+        }))
+        .unwrap();
+    let config = write_config(
+        dir.path(),
+        &standin.url(),
+        "requests_per_10s = 150",
+        &[&HOOKS[3]],
+    );
+    // `serve` only receives: its clock is a day behind, so nothing is due while it runs.
+    let serve_clock = dir.path().join("serve-clock");
+    set_clock(&serve_clock, now_ms() - 24 * HOUR);
+    let mut server = start(&config, &data, Some(&serve_clock), &[]);
+    let emails: Vec<String> = (0..5).map(|i| format!("t{i}@example.com")).collect();
+    for (i, e) in emails.iter().enumerate() {
+        standin.add_contact(e, 8100 + i as u64);
+        post(&server, "fatigue", 8100 + i as u64, e);
+    }
+    server.signal("TERM");
+    assert_eq!(server.wait_exit(Duration::from_secs(20)), Some(0));
+
+    let tick = |at: i64| {
+        set_clock(&clock, at);
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_sendtime"))
+            .arg("--config")
+            .arg(&config)
+            .arg("--data")
+            .arg(&data)
+            .args(["tick", "--now", &at.to_string()])
+            .env("DISPATCH_SECRET", SECRET)
+            .env("DISPATCH_TOKEN", TOKEN)
+            .env("RUST_LOG", "info")
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+        let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+        assert!(out.status.success(), "{stderr}");
+        (stdout, stderr)
+    };
+    let pause_file = data.join("state").join("dispatch-pause-main");
+
+    let (out, err) = tick(t0);
+    assert!(out.contains("enrolled=3 "), "{out}\n{err}");
+    assert!(err.contains("HubSpot daily API limit reached"), "{err}");
+    assert!(pause_file.exists());
+    let calls = standin.log().len();
+
+    // A minute later, a new process: it knows the pause and calls nothing.
+    let (out, err) = tick(t0 + 60_000);
+    assert!(
+        out.contains("enrolled=0 ") && out.contains("queued=2 "),
+        "{out}\n{err}"
+    );
+    assert!(err.contains("was reached before this run"), "{err}");
+    assert_eq!(standin.log().len(), calls, "no call while paused");
+
+    // At the next hour it tries again, and HubSpot's day is not over yet.
+    let (out, err) = tick(day + 4 * HOUR);
+    assert!(out.contains("enrolled=0 "), "{out}\n{err}");
+    assert!(standin.log().len() > calls);
+    assert!(pause_file.exists());
+
+    // The account's midnight: the rest go, once each; the pause is forgotten.
+    let (out, err) = tick(day + 5 * HOUR);
+    assert!(out.contains("enrolled=2 "), "{out}\n{err}");
+    assert!(!pause_file.exists());
+    let enrolled = enrollments(&standin.log());
+    for e in &emails {
+        assert_eq!(
+            enrolled.get(&("104".to_string(), e.clone())),
+            Some(&1),
+            "{e}"
+        );
+    }
+    assert!(outcomes(&data).iter().all(|r| r.status != Status::Failed));
+}

@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use sendtime::clock::Clock;
 use sendtime::hubspot::client::{
     ApiError, Client, ClientOptions, EmailEvent, EventsQuery, RateLimit, RatePolicy,
 };
@@ -222,6 +223,47 @@ async fn daily_limit_gives_a_daily_429() {
     );
     assert!(err.is_retryable());
     assert_eq!(c.last_rate_limit().unwrap().daily_remaining, Some(0));
+}
+
+#[tokio::test]
+async fn the_daily_limit_resets_at_midnight_in_the_accounts_time_zone() {
+    const HOUR: i64 = 3_600_000;
+    // 2026-11-27 03:30 UTC: 22:30 the evening before for an account at UTC-05:00.
+    let start = 1_795_750_200_000;
+    let dir = tempfile::tempdir().unwrap();
+    let clock = dir.path().join("clock");
+    std::fs::write(&clock, start.to_string()).unwrap();
+    let s = standin(Options {
+        daily_limit: 2,
+        utc_offset_minutes: -300,
+        clock: Clock::File(clock.clone()),
+        ..Options::default()
+    })
+    .await;
+    let c = client(&s);
+    let daily = |r: Result<Vec<_>, ApiError>| {
+        matches!(
+            r,
+            Err(ApiError::RateLimited {
+                policy: RatePolicy::Daily,
+                ..
+            })
+        )
+    };
+    c.enrollments(1).await.unwrap();
+    c.enrollments(1).await.unwrap();
+    assert!(daily(c.enrollments(1).await));
+    // Midnight UTC has passed; the account's midnight (05:00 UTC) has not.
+    std::fs::write(&clock, (start + 90 * 60_000 - 1).to_string()).unwrap();
+    assert!(daily(c.enrollments(1).await));
+    std::fs::write(&clock, (start + 90 * 60_000).to_string()).unwrap();
+    c.enrollments(1).await.unwrap();
+    assert_eq!(c.last_rate_limit().unwrap().daily_remaining, Some(1));
+    c.enrollments(1).await.unwrap();
+    assert!(daily(c.enrollments(1).await));
+    // A clock that steps back does not hand out a second allowance for the same day.
+    std::fs::write(&clock, (start + HOUR).to_string()).unwrap();
+    assert!(daily(c.enrollments(1).await));
 }
 
 #[tokio::test]

@@ -10,34 +10,42 @@
 //! followed by a durable result row; after a crash, receipts whose last call has no result are
 //! "in doubt" and their contact's enrollments are read before an enrollment is sent again.
 
+pub mod ids;
 pub mod outcome_log;
 pub mod profiles;
 pub mod records;
 pub mod send;
 
 use rayon::prelude::*;
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::cmp::Ordering;
+use std::collections::{BinaryHeap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use polars::prelude::{
+    Column, DataFrame, DataType, IntoColumn, ParquetReader, SerReader, StringChunkedBuilder,
+    TimeUnit,
+};
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 use ulid::Ulid;
 
 use crate::clock::Clock;
 use crate::config::{Config, Connector, WebhookType};
+use crate::events::day_of;
 use crate::hubspot::client::DEFAULT_TIMEOUT;
 use crate::hubspot::{Client, ClientOptions};
 use crate::metrics::Metrics;
-use crate::model::plan::{Subject, plan};
-use crate::store::inbox::{Inbox, Receipt, pending_key, receipts_from_frame};
-use crate::store::{Dataset, read_part};
+use crate::model::plan::{Subject, plan_into};
+use crate::store::Dataset;
+use crate::store::inbox::{Inbox, pending_key};
 
+use ids::{IdSet, ReceiptId};
 use outcome_log::{OutcomeLog, OutcomeWriter};
 use profiles::ProfileCache;
-use records::{Action, OutcomeRow, PlanRow, Status, read_outcomes, read_plans};
+use records::{Action, OutcomeRow, Status, read_outcomes, read_plans};
 use send::{Ctx, Link, Next, Pending};
 
 /// Calls (or list batches) in flight at once across all connectors. Enough to keep a 250/10 s
@@ -93,16 +101,16 @@ pub struct Dispatcher {
     data_dir: PathBuf,
     inbox_ds: Dataset,
     plan_ds: Dataset,
-    /// Planned, not final, not held.
-    items: HashMap<String, Pending>,
-    /// (ready at, receipt id) for every entry of `items`.
-    queue: BTreeSet<(i64, String)>,
+    /// Planned, not final, not held; earliest ready first.
+    queue: BinaryHeap<Queued>,
     /// Webhook id → contacts whose webhook is missing from the config.
     held: HashMap<String, Vec<Pending>>,
-    /// Receipt ids in `held`.
-    held_ids: HashSet<String>,
+    /// Receipts planned and not final: queued, held, or being called.
+    planned: IdSet,
     /// Receipts with a final outcome.
-    done: HashSet<String>,
+    done: IdSet,
+    /// One shared copy of each webhook id, so receipts carry no string of their own.
+    webhook_ids: HashSet<Arc<str>>,
     seen_parts: HashSet<PathBuf>,
     profiles: ProfileCache,
     log: OutcomeLog,
@@ -110,6 +118,8 @@ pub struct Dispatcher {
     metrics: Metrics,
     inbox: Option<Inbox>,
     links: HashMap<String, (String, Arc<Link>)>,
+    /// Daily-limit pauses as last written under `state/` (connector → until).
+    pauses_on_disk: HashMap<String, i64>,
     clock: Clock,
     _lock: std::fs::File,
 }
@@ -144,10 +154,10 @@ impl Dispatcher {
             last_attempt_started_at: i64,
         }
         let mut history: HashMap<String, Seen> = HashMap::new();
-        let mut done = HashSet::new();
+        let mut done = IdSet::default();
         for r in read_outcomes(&outcomes_ds)? {
             if r.status.is_final() {
-                done.insert(r.receipt_id);
+                done.insert(ReceiptId::new(&r.receipt_id));
                 continue;
             }
             let h = history.entry(r.receipt_id).or_default();
@@ -160,11 +170,13 @@ impl Dispatcher {
                 h.retry_at = r.retry_at_ms;
             }
         }
-        let mut items = HashMap::new();
-        let mut queue = BTreeSet::new();
+        let mut queue = Vec::new();
+        let mut planned = IdSet::default();
+        let mut webhook_ids = HashSet::new();
         let mut in_flight = 0usize;
         for p in read_plans(&plan_ds)? {
-            if done.contains(&p.receipt_id) || items.contains_key(&p.receipt_id) {
+            let id = ReceiptId::new(&p.receipt_id);
+            if done.contains(&id) || !planned.insert(id.clone()) {
                 continue;
             }
             let h = history.remove(&p.receipt_id).unwrap_or_default();
@@ -173,19 +185,18 @@ impl Dispatcher {
                 in_flight += 1;
             }
             let ready = p.due_at_ms.max(h.retry_at.unwrap_or(i64::MIN));
-            let item = Pending {
-                receipt_id: p.receipt_id.clone(),
-                webhook_id: p.webhook_id,
+            queue.push(Queued(Pending {
+                receipt_id: id,
+                webhook_id: intern(&mut webhook_ids, &p.webhook_id),
                 contact_id: p.contact_id,
-                email: p.email,
+                email: p.email.map(String::into_boxed_str),
                 due_at_ms: p.due_at_ms,
                 attempts: h.started.max(h.finished),
                 in_doubt,
                 ready_at_ms: ready,
-            };
-            queue.insert((ready, p.receipt_id.clone()));
-            items.insert(p.receipt_id, item);
+            }));
         }
+        let queue = BinaryHeap::from(queue);
         if in_flight > 0 {
             tracing::warn!(
                 calls = in_flight,
@@ -193,21 +204,21 @@ impl Dispatcher {
             );
         }
         tracing::info!(
-            queued = items.len(),
+            queued = queue.len(),
             finished = done.len(),
             "dispatcher state loaded"
         );
-        metrics.queued.set(items.len() as i64);
+        metrics.queued.set(queue.len() as i64);
         let (log, writer) = OutcomeLog::open(data_dir)?;
         Ok(Dispatcher {
             data_dir: data_dir.to_path_buf(),
             inbox_ds: Dataset::open(data_dir, "inbox")?,
             plan_ds,
-            items,
             queue,
             held: HashMap::new(),
-            held_ids: HashSet::new(),
+            planned,
             done,
+            webhook_ids,
             seen_parts: HashSet::new(),
             profiles: ProfileCache::new(data_dir),
             log,
@@ -215,6 +226,7 @@ impl Dispatcher {
             metrics,
             inbox: None,
             links: HashMap::new(),
+            pauses_on_disk: HashMap::new(),
             clock,
             _lock: lock,
         })
@@ -222,7 +234,7 @@ impl Dispatcher {
 
     /// Whether the dispatcher is finished with a receipt (for the inbox's pending set).
     pub fn is_finished(&self, receipt_id: &str) -> bool {
-        self.done.contains(receipt_id)
+        self.done.contains(&ReceiptId::new(receipt_id))
     }
 
     /// Let finished receipts leave the inbox's pending set (in `serve`).
@@ -232,7 +244,7 @@ impl Dispatcher {
 
     /// Planned receipts not yet final (held ones included).
     pub fn queued(&self) -> usize {
-        self.items.len() + self.held.values().map(Vec::len).sum::<usize>()
+        self.queue.len() + self.held.values().map(Vec::len).sum::<usize>()
     }
 
     /// Flush the outcome writer and stop it.
@@ -263,19 +275,14 @@ impl Dispatcher {
         self.resume_connectors(now);
 
         let mut due = Vec::new();
-        while let Some((t, _)) = self.queue.first() {
-            if *t > now {
-                break;
-            }
-            let (_, id) = self.queue.pop_first().expect("first exists");
-            if let Some(item) = self.items.remove(&id) {
-                due.push(item);
-            }
+        while self.queue.peek().is_some_and(|q| q.0.ready_at_ms <= now) {
+            due.push(self.queue.pop().expect("peeked").0);
         }
         report.due = due.len();
         if !due.is_empty() {
             self.dispatch(config, due, now, stop, &mut report).await;
         }
+        self.store_pauses();
         report.held = self.held.values().map(Vec::len).sum();
         report.queued = self.queued();
         report.took = started.elapsed();
@@ -285,6 +292,9 @@ impl Dispatcher {
     }
 
     /// Read inbox parts not seen yet; plan their new receipts and append the plans.
+    ///
+    /// A part counts as seen only once its receipts' plans are durable: if anything fails,
+    /// the next tick reads it again.
     fn plan_new(&mut self, config: &Config, now: i64) -> anyhow::Result<usize> {
         let parts = self
             .inbox_ds
@@ -292,13 +302,14 @@ impl Dispatcher {
             .with_context(|| format!("cannot list {}", self.inbox_ds.dir.display()))?;
         let listed: HashSet<PathBuf> = parts.iter().cloned().collect();
         self.seen_parts.retain(|p| listed.contains(p));
-        let mut fresh: Vec<Receipt> = Vec::new();
-        let mut fresh_ids = HashSet::new();
+        let mut fresh = Fresh::default();
+        let mut read = Vec::new();
+        let mut result = Ok(());
         for part in parts {
             if self.seen_parts.contains(&part) {
                 continue;
             }
-            let df = match read_part(&part) {
+            let df = match read_inbox_part(&part) {
                 Ok(df) => df,
                 Err(e) => {
                     let gone = e
@@ -310,82 +321,41 @@ impl Dispatcher {
                     continue;
                 }
             };
-            self.seen_parts.insert(part);
-            for r in receipts_from_frame(&df)? {
-                if self.done.contains(&r.receipt_id)
-                    || self.items.contains_key(&r.receipt_id)
-                    || self.is_held(&r.receipt_id)
-                    || !fresh_ids.insert(r.receipt_id.clone())
-                {
-                    continue;
-                }
-                fresh.push(r);
+            result = self
+                .take_fresh(&df, &mut fresh)
+                .with_context(|| format!("cannot read receipts from {}", part.display()));
+            if result.is_err() {
+                break;
             }
+            read.push(part);
         }
-        // Kept current on every tick (cheap when no event part is new), so the first tick
-        // after start-up loads them and later ticks only add what was imported.
-        self.profiles
-            .refresh(config.model, now)
-            .context("cannot build contact profiles from the events dataset")?;
-        if fresh.is_empty() {
-            return Ok(0);
-        }
-        let population = self.profiles.population();
-        let profiles = &self.profiles;
-        // Planning is pure and per receipt: spread it over the cores.
-        let rows: Vec<PlanRow> = fresh
-            .par_iter()
-            .map(|r| {
-                let kind = WebhookType::parse(&r.webhook_type)
-                    .or_else(|| config.webhook(&r.webhook_id).map(|w| w.kind))
-                    .unwrap_or(WebhookType::Immediate);
-                let profile = profiles.profile(r.contact_id, r.email.as_deref(), now);
-                let key = ProfileCache::subject_key(r.contact_id, r.email.as_deref());
-                let p = plan(
-                    kind,
-                    r.received_at_ms,
-                    profile.as_ref(),
-                    &population,
-                    Subject {
-                        contact: &key,
-                        receipt: &r.receipt_id,
-                    },
-                );
-                PlanRow {
-                    receipt_id: r.receipt_id.clone(),
-                    webhook_id: r.webhook_id.clone(),
-                    webhook_type: kind.as_str().to_string(),
-                    contact_id: r.contact_id,
-                    email: r.email.clone(),
-                    received_at_ms: r.received_at_ms,
-                    due_at_ms: p.due_at_ms,
-                    slot: p.slot,
-                    reason: p.reason,
-                    planned_at_ms: now,
-                }
+        let result = result
+            .and_then(|()| {
+                // Kept current on every tick (cheap when no event part is new), so the first
+                // tick after start-up loads them and later ticks only add what was imported.
+                self.profiles
+                    .refresh(config.model, now)
+                    .context("cannot build contact profiles from the events dataset")
             })
-            .collect();
-        let mut df = records::plan_frame(&rows)?;
-        self.plan_ds
-            .write_part(Ulid::generate(), &mut df)
-            .context("cannot record plans")?;
-        let planned = rows.len();
-        self.items.reserve(planned);
-        for p in rows {
-            tracing::debug!(receipt = %p.receipt_id, webhook = %p.webhook_id, due_at = p.due_at_ms, "planned: {}", p.reason);
-            let item = Pending {
-                receipt_id: p.receipt_id,
-                webhook_id: p.webhook_id,
-                contact_id: p.contact_id,
-                email: p.email,
-                due_at_ms: p.due_at_ms,
-                attempts: 0,
-                in_doubt: false,
-                ready_at_ms: p.due_at_ms,
-            };
-            self.enqueue(item);
+            .and_then(|()| self.record_plans(config, now, &mut fresh));
+        if let Err(e) = result {
+            for item in &fresh.items {
+                self.planned.remove(&item.receipt_id);
+            }
+            return Err(e);
         }
-        if self.plan_ds.parts().map(|p| p.len()).unwrap_or(0) > 64
+        self.seen_parts.extend(read);
+        let planned = fresh.items.len();
+        // The planned receipts' vector becomes the heap's (no copy) when it is the larger.
+        let mut new: Vec<Queued> = fresh.items.into_iter().map(Queued).collect();
+        if new.len() > self.queue.len() {
+            new.extend(std::mem::take(&mut self.queue).into_vec());
+            self.queue = BinaryHeap::from(new);
+        } else {
+            self.queue.extend(new);
+        }
+        if planned > 0
+            && self.plan_ds.parts().map(|p| p.len()).unwrap_or(0) > 64
             && let Err(e) = self.plan_ds.compact(&HashSet::new())
         {
             tracing::warn!("plan compaction failed (will retry): {e:#}");
@@ -393,14 +363,112 @@ impl Dispatcher {
         Ok(planned)
     }
 
-    fn is_held(&self, receipt_id: &str) -> bool {
-        self.held_ids.contains(receipt_id)
+    /// The receipts of an inbox part not planned or finished yet, read straight from its
+    /// columns; they count as planned from here on (the caller undoes that on failure).
+    /// Converting rows is spread over the cores (it mostly touches fresh memory, which costs
+    /// here); only the de-duplication against what is known runs on one.
+    fn take_fresh(&mut self, df: &DataFrame, fresh: &mut Fresh) -> anyhow::Result<()> {
+        let n = df.height();
+        let ids = df.column("receipt_id")?.str()?;
+        let webhooks = df.column("webhook_id")?.str()?;
+        let types = df.column("webhook_type")?.str()?;
+        let contacts = df.column("contact_id")?.cast(&DataType::Int64)?;
+        let contacts = contacts.i64()?;
+        let emails = df.column("email")?.str()?;
+        let received = df.column("received_at")?.cast(&DataType::Int64)?;
+        let received = received.i64()?;
+        // The part's few distinct webhook ids, shared (parts hold long runs of one).
+        let mut shared: Vec<Arc<str>> = Vec::new();
+        let mut last: Option<&str> = None;
+        for w in webhooks.iter() {
+            let w = w.unwrap_or_default();
+            if last != Some(w) && !shared.iter().any(|x| **x == *w) {
+                shared.push(intern(&mut self.webhook_ids, w));
+            }
+            last = Some(w);
+        }
+        let start = fresh.items.len();
+        fresh.items.par_extend((0..n).into_par_iter().map(|i| {
+            let w = webhooks.get(i).unwrap_or_default();
+            Pending {
+                receipt_id: ReceiptId::new(ids.get(i).unwrap_or_default()),
+                webhook_id: shared
+                    .iter()
+                    .find(|x| ***x == *w)
+                    .expect("every webhook id of the part is shared above")
+                    .clone(),
+                contact_id: contacts.get(i),
+                email: emails.get(i).map(Box::from),
+                due_at_ms: 0,
+                attempts: 0,
+                in_doubt: false,
+                ready_at_ms: 0,
+            }
+        }));
+        fresh.meta.par_extend((0..n).into_par_iter().map(|i| {
+            (
+                types.get(i).and_then(WebhookType::parse),
+                received.get(i).unwrap_or_default(),
+            )
+        }));
+        self.planned.reserve(n);
+        let mut repeats = Vec::new();
+        for (i, item) in fresh.items[start..].iter().enumerate() {
+            let id = &item.receipt_id;
+            if self.done.contains(id) || !self.planned.insert(id.clone()) {
+                repeats.push(start + i);
+            }
+        }
+        // Rows already planned or finished (a compacted part repeats them): drop them.
+        if !repeats.is_empty() {
+            let mut drop = vec![false; fresh.items.len()];
+            for i in repeats {
+                drop[i] = true;
+            }
+            let mut i = 0;
+            fresh.items.retain(|_| {
+                i += 1;
+                !drop[i - 1]
+            });
+            let mut i = 0;
+            fresh.meta.retain(|_| {
+                i += 1;
+                !drop[i - 1]
+            });
+        }
+        Ok(())
+    }
+
+    /// Plan `fresh` over the cores, setting each one's due time, and append the plans as one
+    /// part. Each task writes its slice's rows as a row group as soon as they are planned, so
+    /// the columns of one slice are freed (and their memory reused) before the next: fresh
+    /// pages cost a lot here.
+    fn record_plans(&self, config: &Config, now: i64, fresh: &mut Fresh) -> anyhow::Result<()> {
+        if fresh.items.is_empty() {
+            return Ok(());
+        }
+        let population = self.profiles.population();
+        let profiles = &self.profiles;
+        let schema = plan_chunk(&mut [], &[], config, profiles, &population, now)?
+            .schema()
+            .clone();
+        self.plan_ds
+            .write_part_with(Ulid::generate(), &schema, |writer| {
+                fresh
+                    .items
+                    .par_chunks_mut(PLAN_CHUNK)
+                    .zip(fresh.meta.par_chunks(PLAN_CHUNK))
+                    .try_for_each(|(items, meta)| {
+                        let df = plan_chunk(items, meta, config, profiles, &population, now)?;
+                        writer(&df)
+                    })
+            })
+            .context("cannot record plans")?;
+        Ok(())
     }
 
     fn enqueue(&mut self, item: Pending) {
-        self.queue
-            .insert((item.ready_at_ms, item.receipt_id.clone()));
-        self.items.insert(item.receipt_id.clone(), item);
+        self.queue.push(Queued(item));
     }
 
     /// Contacts of a webhook that is back in the config go back in the queue.
@@ -420,7 +488,6 @@ impl Dispatcher {
             );
             self.metrics.held(&webhook).set(0);
             for item in items {
-                self.held_ids.remove(&item.receipt_id);
                 self.enqueue(item);
             }
         }
@@ -433,6 +500,58 @@ impl Dispatcher {
                 *paused = None;
                 self.metrics.connector_paused(&link.id).set(0);
                 tracing::info!(connector = %link.id, "daily-limit pause over: sending again");
+            }
+        }
+    }
+
+    /// A daily-limit pause an earlier run recorded and that is not over yet.
+    fn stored_pause(&mut self, connector: &str) -> Option<i64> {
+        let path = pause_path(&self.data_dir, connector);
+        let until = std::fs::read_to_string(&path)
+            .ok()
+            .and_then(|t| t.trim().parse::<i64>().ok())?;
+        if until > self.clock.now_ms() {
+            self.pauses_on_disk.insert(connector.to_string(), until);
+            return Some(until);
+        }
+        let _ = std::fs::remove_file(&path);
+        None
+    }
+
+    /// Write each connector's daily-limit pause where the next process finds it (and remove
+    /// it once over), so a restart or the next `sendtime tick` does not spend a call on
+    /// learning again that the limit still holds.
+    fn store_pauses(&mut self) {
+        let changed: Vec<(String, Option<i64>)> = self
+            .links
+            .iter()
+            .map(|(id, (_, link))| (id.clone(), link.paused_until()))
+            .filter(|(id, p)| self.pauses_on_disk.get(id).copied() != *p)
+            .collect();
+        for (id, until) in changed {
+            let path = pause_path(&self.data_dir, &id);
+            let written = match until {
+                Some(t) => path
+                    .parent()
+                    .map_or(Ok(()), std::fs::create_dir_all)
+                    .and_then(|()| crate::store::write_durably(&path, t.to_string().as_bytes())),
+                None => match std::fs::remove_file(&path) {
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+                    _ => Ok(()),
+                },
+            };
+            match (written, until) {
+                (Ok(()), Some(t)) => {
+                    self.pauses_on_disk.insert(id, t);
+                }
+                (Ok(()), None) => {
+                    self.pauses_on_disk.remove(&id);
+                }
+                (Err(e), _) => tracing::warn!(
+                    connector = %id,
+                    "cannot record the daily-limit pause in {} (a restart would try HubSpot again before it ends): {e}",
+                    path.display()
+                ),
             }
         }
     }
@@ -469,6 +588,19 @@ impl Dispatcher {
             },
         )?;
         let link = Arc::new(Link::new(connector.id.clone(), client));
+        // New settings do not lift HubSpot's daily limit: keep a pause it imposed, in this
+        // process or (`sendtime tick` runs once a minute) an earlier one.
+        if let Some((_, old)) = self.links.get(&connector.id) {
+            *link.paused_until.lock().unwrap() = old.paused_until();
+        } else if let Some(until) = self.stored_pause(&connector.id) {
+            *link.paused_until.lock().unwrap() = Some(until);
+            self.metrics.connector_paused(&connector.id).set(1);
+            tracing::warn!(
+                connector = %connector.id,
+                until = %crate::model::plan::format_ms(until),
+                "HubSpot's daily API limit was reached before this run: connector paused until then; contacts stay queued"
+            );
+        }
         self.links.insert(connector.id.clone(), (key, link.clone()));
         Ok(link)
     }
@@ -494,10 +626,9 @@ impl Dispatcher {
         let mut newly_held: HashMap<String, usize> = HashMap::new();
         for item in due {
             let Some(webhook) = config.webhook(&item.webhook_id) else {
-                *newly_held.entry(item.webhook_id.clone()).or_default() += 1;
-                self.held_ids.insert(item.receipt_id.clone());
+                *newly_held.entry(item.webhook_id.to_string()).or_default() += 1;
                 self.held
-                    .entry(item.webhook_id.clone())
+                    .entry(item.webhook_id.to_string())
                     .or_default()
                     .push(item);
                 continue;
@@ -512,8 +643,8 @@ impl Dispatcher {
             };
             if connector.dry_run {
                 dry.push(OutcomeRow {
-                    receipt_id: item.receipt_id.clone(),
-                    webhook_id: item.webhook_id.clone(),
+                    receipt_id: item.receipt_id.to_string(),
+                    webhook_id: item.webhook_id.to_string(),
                     connector: connector.id.clone(),
                     action,
                     target: target.clone(),
@@ -678,10 +809,11 @@ impl Dispatcher {
             Status::DryRun => report.dry_run += 1,
             Status::Attempting | Status::Retrying => {}
         }
+        self.planned.remove(&item.receipt_id);
         self.done.insert(item.receipt_id.clone());
         if let Some(inbox) = &self.inbox {
             let key = pending_key(&item.webhook_id, item.contact_id, item.email.as_deref());
-            inbox.release(&key, &item.receipt_id, &self.metrics);
+            inbox.release(&key, &item.receipt_id.to_string(), &self.metrics);
         }
     }
 
@@ -694,7 +826,8 @@ impl Dispatcher {
 fn dry_run_message(action: Action, item: &Pending, target: &str) -> String {
     let who = item
         .email
-        .clone()
+        .as_deref()
+        .map(str::to_string)
         .or(item.contact_id.map(|c| c.to_string()))
         .unwrap_or_default();
     match action {
@@ -730,4 +863,157 @@ pub fn run_once(config: &Config, now_ms: Option<i64>) -> anyhow::Result<TickRepo
         tokio::task::block_in_place(|| dispatcher.close());
         report
     })
+}
+
+/// Where a connector's daily-limit pause (epoch ms, as text) outlasts the process.
+fn pause_path(data_dir: &Path, connector: &str) -> PathBuf {
+    data_dir
+        .join("state")
+        .join(format!("dispatch-pause-{connector}"))
+}
+
+/// Receipts planned by one task and written as one row group of the plan part.
+const PLAN_CHUNK: usize = 32_768;
+
+/// Receipts read from the inbox, about to be planned: the queue entries to be, and for each
+/// its stored webhook type (when it names one) and receipt time.
+#[derive(Default)]
+struct Fresh {
+    items: Vec<Pending>,
+    meta: Vec<(Option<WebhookType>, i64)>,
+}
+
+/// A queue entry: the heap puts the earliest ready time (then the lowest receipt id) on top.
+struct Queued(Pending);
+
+impl Queued {
+    fn key(&self) -> (i64, &ReceiptId) {
+        (self.0.ready_at_ms, &self.0.receipt_id)
+    }
+}
+
+impl PartialEq for Queued {
+    fn eq(&self, other: &Self) -> bool {
+        self.key() == other.key()
+    }
+}
+
+impl Eq for Queued {}
+
+impl PartialOrd for Queued {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Queued {
+    fn cmp(&self, other: &Self) -> Ordering {
+        other.key().cmp(&self.key())
+    }
+}
+
+/// The shared copy of a webhook id.
+fn intern(set: &mut HashSet<Arc<str>>, id: &str) -> Arc<str> {
+    if let Some(x) = set.get(id) {
+        return x.clone();
+    }
+    let x: Arc<str> = Arc::from(id);
+    set.insert(x.clone());
+    x
+}
+
+/// The inbox columns planning needs (not the signature or config identity).
+fn read_inbox_part(path: &Path) -> anyhow::Result<DataFrame> {
+    let file = std::fs::File::open(path)?;
+    let columns = [
+        "receipt_id",
+        "webhook_id",
+        "webhook_type",
+        "contact_id",
+        "email",
+        "received_at",
+    ];
+    Ok(ParquetReader::new(file)
+        .with_columns(Some(columns.iter().map(|c| c.to_string()).collect()))
+        .finish()?)
+}
+
+/// Plan one slice of receipts, setting their due times; their rows of `plan/` as a frame.
+/// Columns are built directly (no per-row structs or strings): one reused buffer for keys and
+/// reasons.
+fn plan_chunk(
+    items: &mut [Pending],
+    meta: &[(Option<WebhookType>, i64)],
+    config: &Config,
+    profiles: &ProfileCache,
+    population: &[f64; crate::events::SLOTS],
+    now: i64,
+) -> anyhow::Result<DataFrame> {
+    let n = items.len();
+    let day = day_of(now);
+    let debug = tracing::enabled!(tracing::Level::DEBUG);
+    let mut key = String::new();
+    let mut reason = String::new();
+    let mut ids = StringChunkedBuilder::new("receipt_id".into(), n);
+    let mut webhooks = StringChunkedBuilder::new("webhook_id".into(), n);
+    let mut types = StringChunkedBuilder::new("webhook_type".into(), n);
+    let mut emails = StringChunkedBuilder::new("email".into(), n);
+    let mut reasons = StringChunkedBuilder::new("reason".into(), n);
+    let mut contacts = Vec::with_capacity(n);
+    let mut received = Vec::with_capacity(n);
+    let mut dues = Vec::with_capacity(n);
+    let mut slots = Vec::with_capacity(n);
+    for (r, &(kind, received_at_ms)) in items.iter_mut().zip(meta) {
+        let kind = kind
+            .or_else(|| config.webhook(&r.webhook_id).map(|w| w.kind))
+            .unwrap_or(WebhookType::Immediate);
+        let profile = profiles.lookup(r.contact_id, r.email.as_deref(), day, &mut key);
+        let mut buf = [0u8; ulid::ULID_LEN];
+        let receipt = r.receipt_id.as_str(&mut buf);
+        reason.clear();
+        let (due, slot) = plan_into(
+            kind,
+            received_at_ms,
+            profile.as_ref(),
+            population,
+            Subject {
+                contact: &key,
+                receipt,
+            },
+            &mut reason,
+        );
+        ids.append_value(receipt);
+        webhooks.append_value(&*r.webhook_id);
+        types.append_value(kind.as_str());
+        emails.append_option(r.email.as_deref());
+        reasons.append_value(&reason);
+        contacts.push(r.contact_id);
+        received.push(received_at_ms);
+        dues.push(due);
+        slots.push(slot.map(i32::from));
+        r.due_at_ms = due;
+        r.ready_at_ms = due;
+        if debug {
+            tracing::debug!(receipt = %r.receipt_id, webhook = %r.webhook_id, due_at = due, "planned: {reason}");
+        }
+    }
+    let datetime = |name: &str, v: Vec<i64>| {
+        Column::new(name.into(), v).cast(&DataType::Datetime(TimeUnit::Milliseconds, None))
+    };
+    let df = DataFrame::new(
+        n,
+        vec![
+            ids.finish().into_column(),
+            webhooks.finish().into_column(),
+            types.finish().into_column(),
+            Column::new("contact_id".into(), contacts),
+            emails.finish().into_column(),
+            datetime("received_at", received)?,
+            datetime("due_at", dues)?,
+            Column::new("slot".into(), slots),
+            reasons.finish().into_column(),
+            datetime("planned_at", vec![now; n])?,
+        ],
+    )?;
+    Ok(df)
 }

@@ -6,7 +6,6 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::events::{contact_key, day_of};
 use crate::model::dataset::Built;
 use crate::model::stored::{Cache, Update};
 use crate::model::{ModelConfig, Profile};
@@ -38,6 +37,10 @@ impl ProfileCache {
             }
         };
         log(&update);
+        // Planning looks contacts up by key: have the index ready before receipts arrive.
+        if let Some(built) = self.built() {
+            built.contacts.build_index();
+        }
         Ok(())
     }
 
@@ -53,21 +56,37 @@ impl ProfileCache {
         )
     }
 
-    /// What the model knows about a contact on the day of `now_ms`; `None` for a stranger.
-    pub fn profile(
+    /// What the model knows about a contact on `now_day` (`None` for a stranger), and in `key`
+    /// (cleared first) the contact's key as the model seeds its draws with
+    /// ([`crate::events::contact_key`]): planning a million receipts reuses one buffer instead of allocating
+    /// a key each. The contact is found by its email first, then by its HubSpot id.
+    pub fn lookup(
         &self,
         contact_id: Option<i64>,
         email: Option<&str>,
-        now_ms: i64,
+        now_day: i32,
+        key: &mut String,
     ) -> Option<Profile> {
+        use std::fmt::Write;
+        key.clear();
+        let email = email.map(str::trim).filter(|e| !e.is_empty());
+        match (email, contact_id) {
+            (Some(e), _) => key.extend(e.chars().map(|c| c.to_ascii_lowercase())),
+            (None, Some(id)) => {
+                let _ = write!(key, "#{id}");
+            }
+            (None, None) => {}
+        }
         let built = self.built()?;
-        let index = built.contacts.find(contact_id, email)?;
-        Some(built.profiles.profile(Some(index), day_of(now_ms)))
-    }
-
-    /// The contact's key as the model seeds its draws with.
-    pub fn subject_key(contact_id: Option<i64>, email: Option<&str>) -> String {
-        contact_key(contact_id, email).unwrap_or_default()
+        let index = match (email, contact_id) {
+            (Some(_), id) => built
+                .contacts
+                .get(key)
+                .or_else(|| id.and_then(|id| built.contacts.get_id(id))),
+            (None, Some(id)) => built.contacts.get_id(id),
+            (None, None) => None,
+        }?;
+        Some(built.profiles.profile(Some(index), now_day))
     }
 }
 

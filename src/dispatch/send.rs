@@ -13,6 +13,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
+use super::ids::ReceiptId;
 use super::outcome_log::OutcomeLog;
 use super::records::{Action, OutcomeRow, Status};
 use crate::clock::Clock;
@@ -25,13 +26,15 @@ pub const MAX_ATTEMPTS: u32 = 12;
 /// Backoff cap between transient retries.
 pub const MAX_BACKOFF: Duration = Duration::from_secs(300);
 
-/// A planned receipt waiting to be dispatched.
+/// A planned receipt waiting to be dispatched. Compact on purpose (no `String`s of its own):
+/// a million of these wait in memory between ticks.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Pending {
-    pub receipt_id: String,
-    pub webhook_id: String,
+    pub receipt_id: ReceiptId,
+    /// Shared with every receipt of the same webhook.
+    pub webhook_id: Arc<str>,
     pub contact_id: Option<i64>,
-    pub email: Option<String>,
+    pub email: Option<Box<str>>,
     pub due_at_ms: i64,
     /// Calls made so far.
     pub attempts: u32,
@@ -206,8 +209,8 @@ fn row(
     at_ms: i64,
 ) -> OutcomeRow {
     OutcomeRow {
-        receipt_id: item.receipt_id.clone(),
-        webhook_id: item.webhook_id.clone(),
+        receipt_id: item.receipt_id.to_string(),
+        webhook_id: item.webhook_id.to_string(),
         connector: link.id.clone(),
         action,
         target: target.to_string(),
@@ -266,7 +269,12 @@ pub async fn enroll(
     mut item: Pending,
 ) -> (Pending, Next) {
     let target = workflow.to_string();
-    let Some(email) = item.email.clone().filter(|e| !e.is_empty()) else {
+    let Some(email) = item
+        .email
+        .as_deref()
+        .filter(|e| !e.is_empty())
+        .map(str::to_string)
+    else {
         let mut r = row(
             &item,
             &link,

@@ -1,7 +1,8 @@
 //! A local HubSpot stand-in: the four API calls sendtime makes, with HubSpot's request and
 //! response shapes, its bearer-token check, its rolling 10-second and daily limits (429 with
-//! HubSpot's body and the `X-HubSpot-RateLimit-*` headers on every answer), and the failures
-//! a real run meets (5xx, slow answers, dropped connections, batches that are too large).
+//! HubSpot's body and the `X-HubSpot-RateLimit-*` headers on every answer; the daily count
+//! resets at midnight in the account's time zone, as HubSpot's does), and the failures a real
+//! run meets (5xx, slow answers, dropped connections, batches that are too large).
 //!
 //! Tests, the dispatcher's tests and benchmarks run the real [`Client`](super::Client)
 //! against it over real HTTP, so what is tested is what runs against HubSpot. Every request is
@@ -29,6 +30,8 @@ use tokio::time::Instant;
 use tower::ServiceExt;
 
 use super::client::{EmailEvent, RateLimit, RatePolicy, TEN_SECONDS};
+use crate::clock::Clock;
+use crate::events::DAY_MS;
 
 /// The token the stand-in accepts unless told otherwise.
 pub const DEFAULT_TOKEN: &str = "standin-token";
@@ -46,8 +49,16 @@ pub struct Options {
     pub token: String,
     /// Requests allowed in any rolling 10 seconds before 429 `TEN_SECONDLY_ROLLING`.
     pub limit_per_10s: u32,
-    /// Requests allowed in the stand-in's lifetime before 429 `DAILY`.
+    /// Requests allowed per day before 429 `DAILY`. The day is the account's: the count
+    /// resets at midnight at `utc_offset_minutes`, by `clock`.
     pub daily_limit: u32,
+    /// The account's time zone, as minutes east of UTC (HubSpot resets daily limits at
+    /// midnight in the account's time zone; a fixed offset, no daylight saving).
+    pub utc_offset_minutes: i32,
+    /// The stand-in's "now" for the daily reset, so a test can move it together with the
+    /// dispatcher's (e.g. the same clock file). The 10-second window always uses real time,
+    /// like the dispatcher's limiter.
+    pub clock: Clock,
     /// `Retry-After` sent with ten-secondly 429s (HubSpot often sends none).
     pub retry_after: Option<Duration>,
     /// Fraction of requests answered 502 at random.
@@ -74,6 +85,8 @@ impl Default for Options {
             token: DEFAULT_TOKEN.to_string(),
             limit_per_10s: 190,
             daily_limit: 1_000_000,
+            utc_offset_minutes: 0,
+            clock: Clock::System,
             retry_after: None,
             error_rate: 0.0,
             slow_rate: 0.0,
@@ -169,6 +182,8 @@ struct World {
     events: Vec<EmailEvent>,
     window: VecDeque<Instant>,
     daily_used: u32,
+    /// The account's day (days since 1970-01-01 in its time zone) `daily_used` counts.
+    daily_day: i64,
     rules: Vec<Rule>,
     rng: fastrand::Rng,
     vids: HashMap<String, u64>,
@@ -202,10 +217,12 @@ impl StandIn {
         let addr = listener.local_addr()?;
         let mut events = options.events.clone();
         events.sort_by(|a, b| (b.created, &b.id).cmp(&(a.created, &a.id)));
+        let daily_day = account_day(&options);
         let world = Arc::new(Mutex::new(World {
             rng: fastrand::Rng::with_seed(options.seed),
             options,
             events,
+            daily_day,
             window: VecDeque::new(),
             daily_used: 0,
             rules: Vec::new(),
@@ -460,6 +477,11 @@ impl World {
                 policy: RatePolicy::TenSecondly,
                 retry_after,
             });
+        }
+        let today = account_day(&self.options);
+        if today > self.daily_day {
+            self.daily_day = today;
+            self.daily_used = 0;
         }
         if self.daily_used >= self.options.daily_limit {
             return self.fault(Fault::RateLimited {
@@ -777,6 +799,11 @@ fn with_rate(mut resp: Response, rate: RateLimit) -> Response {
     resp
 }
 
+/// The account's current day number, by the stand-in's clock and the account's offset.
+fn account_day(options: &Options) -> i64 {
+    (options.clock.now_ms() + i64::from(options.utc_offset_minutes) * 60_000).div_euclid(DAY_MS)
+}
+
 /// HubSpot's error body.
 fn error(status: StatusCode, message: &str, category: Option<&str>) -> Response {
     let mut body = json!({
@@ -806,6 +833,17 @@ pub struct CliArgs {
     /// Rolling 10-second request limit.
     #[arg(long, value_name = "N", default_value_t = 190)]
     pub limit_per_10s: u32,
+    /// Requests per day before HubSpot's DAILY 429; resets at the account's midnight.
+    #[arg(long, value_name = "N", default_value_t = 1_000_000)]
+    pub daily_limit: u32,
+    /// The account's time zone as minutes east of UTC (e.g. -300 for UTC-05:00).
+    #[arg(
+        long,
+        value_name = "MINUTES",
+        default_value_t = 0,
+        allow_hyphen_values = true
+    )]
+    pub utc_offset_minutes: i32,
     /// Bearer token to accept.
     #[arg(long, value_name = "TOKEN", env = "HUBSPOT_STANDIN_TOKEN", default_value = DEFAULT_TOKEN, hide_env_values = true)]
     pub token: String,
@@ -837,6 +875,8 @@ pub fn run_cli(args: CliArgs) -> anyhow::Result<()> {
     let options = Options {
         token: args.token,
         limit_per_10s: args.limit_per_10s,
+        daily_limit: args.daily_limit,
+        utc_offset_minutes: args.utc_offset_minutes,
         events,
         ..Options::default()
     };

@@ -58,14 +58,52 @@ impl Dataset {
 
     /// Write `df` durably as the part `id`: tmp file, fsync, rename, directory fsync.
     pub fn write_part(&self, id: Ulid, df: &mut DataFrame) -> anyhow::Result<PathBuf> {
+        self.write_with(id, |file| {
+            ParquetWriter::new(file)
+                // LZ4: several times faster to write and read than zstd, for files a little larger.
+                .with_compression(ParquetCompression::Lz4Raw)
+                .finish(df)?;
+            Ok(())
+        })
+    }
+
+    /// Write a part of `schema` durably as the part `id` from frames handed to the writer
+    /// function `fill` receives, one row group per frame. That function may be called from
+    /// several threads at once (row groups land in the order written), so producers can
+    /// write as they go instead of gathering every row first.
+    pub fn write_part_with(
+        &self,
+        id: Ulid,
+        schema: &Schema,
+        fill: impl FnOnce(&(dyn Fn(&DataFrame) -> anyhow::Result<()> + Sync)) -> anyhow::Result<()>,
+    ) -> anyhow::Result<PathBuf> {
+        self.write_with(id, |file| {
+            let writer = ParquetWriter::new(file)
+                .with_compression(ParquetCompression::Lz4Raw)
+                .batched(schema)?;
+            fill(&|df: &DataFrame| {
+                let groups = writer
+                    .encode_and_compress(df)
+                    .collect::<PolarsResult<Vec<_>>>()?;
+                writer.write_row_groups(groups)?;
+                Ok(())
+            })?;
+            writer.finish()?;
+            Ok(())
+        })
+    }
+
+    /// Write a part through `write`: tmp file, fsync, rename, directory fsync.
+    fn write_with(
+        &self,
+        id: Ulid,
+        write: impl FnOnce(&mut File) -> anyhow::Result<()>,
+    ) -> anyhow::Result<PathBuf> {
         let path = self.part_path(id);
         let tmp = path.with_extension(format!("{PART_EXT}.tmp"));
         let result = (|| -> anyhow::Result<()> {
             let mut file = File::create(&tmp)?;
-            ParquetWriter::new(&mut file)
-                // LZ4: several times faster to write and read than zstd, for files a little larger.
-                .with_compression(ParquetCompression::Lz4Raw)
-                .finish(df)?;
+            write(&mut file)?;
             file.flush()?;
             file.sync_all()?;
             fs::rename(&tmp, &path)?;
@@ -227,4 +265,52 @@ pub fn write_durably(path: &Path, bytes: &[u8]) -> io::Result<()> {
 /// fsync a directory, making renames and creations in it durable.
 pub fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rayon::prelude::*;
+
+    #[test]
+    fn frames_written_from_several_threads_become_one_part_with_every_row() {
+        let dir = tempfile::tempdir().unwrap();
+        let ds = Dataset::open(dir.path(), "rows").unwrap();
+        let frame = |from: i64, n: i64| {
+            let values: Vec<i64> = (from..from + n).collect();
+            let names: Vec<String> = values.iter().map(|v| format!("row {v}")).collect();
+            DataFrame::new(
+                n as usize,
+                vec![
+                    Column::new("v".into(), values),
+                    Column::new("name".into(), names),
+                ],
+            )
+            .unwrap()
+        };
+        let schema = frame(0, 0).schema().clone();
+        let path = ds
+            .write_part_with(Ulid::generate(), &schema, |write| {
+                (0..8i64)
+                    .into_par_iter()
+                    .try_for_each(|k| write(&frame(k * 1000, 1000)))
+            })
+            .unwrap();
+        assert_eq!(ds.parts().unwrap(), vec![path.clone()]);
+        let back = read_part(&path).unwrap();
+        let mut v: Vec<i64> = back
+            .column("v")
+            .unwrap()
+            .i64()
+            .unwrap()
+            .into_no_null_iter()
+            .collect();
+        v.sort_unstable();
+        assert_eq!(v, (0..8000).collect::<Vec<_>>());
+        let names = back.column("name").unwrap().str().unwrap();
+        let vs = back.column("v").unwrap().i64().unwrap();
+        for (n, v) in names.iter().zip(vs.into_no_null_iter()) {
+            assert_eq!(n, Some(format!("row {v}").as_str()));
+        }
+    }
 }

@@ -1,0 +1,141 @@
+//! The dispatcher's in-memory state across ticks, through its library interface: inbox parts
+//! that repeat receipts (as a compaction's merged part does) plan nothing twice, finished
+//! receipts are never planned again, and the state rebuilt from disk matches.
+
+use std::path::Path;
+
+use sendtime::clock::Clock;
+use sendtime::config::{Config, EnvCheck, Overrides};
+use sendtime::dispatch::Dispatcher;
+use sendtime::dispatch::records::{Status, read_outcomes, read_plans};
+use sendtime::metrics::Metrics;
+use sendtime::store::Dataset;
+use sendtime::store::inbox::{Receipt, receipts_frame};
+
+const HOUR: i64 = 3_600_000;
+/// 2026-11-29 10:17 UTC.
+const NOW: i64 = 1_795_947_420_000;
+
+fn config(data: &Path) -> Config {
+    let text = format!(
+        r#"version = 1
+[server]
+public_url = "https://hooks.example.com"
+data_dir = "{}"
+[[connector]]
+id = "main"
+portal_id = 1
+app_id = 1
+client_secret_env = "TICK_STATE_SECRET"
+access_token_env = "TICK_STATE_TOKEN"
+dry_run = true
+[[webhook]]
+id = "week"
+type = "NEXT_WEEK"
+workflow_id = 7
+"#,
+        data.display()
+    );
+    Config::from_text(
+        &data.join("webhooks.toml"),
+        &text,
+        &Overrides::default(),
+        EnvCheck::Warn,
+    )
+    .unwrap()
+    .config
+}
+
+fn receipt(n: u64) -> Receipt {
+    Receipt {
+        // Canonical ULIDs, as the receiver issues them; one hand-written id besides.
+        receipt_id: if n == 99 {
+            "not-a-ulid".to_string()
+        } else {
+            ulid::Ulid::from_parts(NOW as u64, n as u128).to_string()
+        },
+        webhook_id: "week".into(),
+        webhook_type: "NEXT_WEEK".into(),
+        contact_id: Some(n as i64),
+        email: n.is_multiple_of(2).then(|| format!("c{n}@example.com")),
+        portal_id: Some(1),
+        received_at_ms: NOW,
+        signature: "v2".into(),
+        config: "test".into(),
+    }
+}
+
+fn write_inbox(data: &Path, ns: &[u64]) {
+    let rows: Vec<Receipt> = ns.iter().map(|n| receipt(*n)).collect();
+    let mut df = receipts_frame(&rows).unwrap();
+    Dataset::open(data, "inbox")
+        .unwrap()
+        .write_part(ulid::Ulid::generate(), &mut df)
+        .unwrap();
+}
+
+fn tick(d: &mut Dispatcher, config: &Config, rt: &tokio::runtime::Runtime) -> (usize, usize) {
+    let (_tx, stop) = tokio::sync::watch::channel(false);
+    let r = rt.block_on(d.tick(config, stop)).unwrap();
+    (r.planned, r.dry_run)
+}
+
+#[test]
+fn repeated_and_finished_receipts_are_never_planned_twice() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let config = config(&data);
+    let mut d = Dispatcher::open(&data, Metrics::new(), Clock::Fixed(NOW)).unwrap();
+
+    write_inbox(&data, &[1, 2, 3, 99]);
+    assert_eq!(tick(&mut d, &config, &rt), (4, 0));
+    // A merged part repeats receipts already planned, next to a new one (twice in it).
+    write_inbox(&data, &[2, 3, 99, 4, 4]);
+    assert_eq!(tick(&mut d, &config, &rt), (1, 0));
+    assert_eq!(d.queued(), 5);
+
+    let plans = read_plans(&Dataset::open(&data, "plan").unwrap()).unwrap();
+    let mut ids: Vec<&str> = plans.iter().map(|p| p.receipt_id.as_str()).collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!((plans.len(), ids.len()), (5, 5), "{plans:?}");
+    assert!(ids.contains(&"not-a-ulid"));
+    for p in &plans {
+        assert_eq!(p.webhook_type, "NEXT_WEEK");
+        assert_eq!(p.received_at_ms, NOW);
+        assert!((NOW..NOW + 168 * HOUR).contains(&p.due_at_ms), "{p:?}");
+        assert!(
+            p.reason
+                .starts_with("NEXT_WEEK: the next 7 days; contact without history: "),
+            "{}",
+            p.reason
+        );
+        let n: u64 = p.contact_id.unwrap() as u64;
+        assert_eq!(p.email, receipt(n).email);
+    }
+    drop(d);
+
+    // A week later every one is due; then the inbox repeats a finished receipt.
+    let later = NOW + 169 * HOUR;
+    let mut d = Dispatcher::open(&data, Metrics::new(), Clock::Fixed(later)).unwrap();
+    assert_eq!(d.queued(), 5, "the state rebuilt from disk");
+    assert_eq!(tick(&mut d, &config, &rt), (0, 5));
+    assert_eq!(d.queued(), 0);
+    write_inbox(&data, &[1, 99]);
+    assert_eq!(tick(&mut d, &config, &rt), (0, 0));
+    assert!(d.is_finished("not-a-ulid"));
+    assert!(d.is_finished(&receipt(1).receipt_id));
+    let finals = read_outcomes(&Dataset::open(&data, "outcomes").unwrap())
+        .unwrap()
+        .into_iter()
+        .filter(|o| o.status == Status::DryRun)
+        .count();
+    assert_eq!(finals, 5);
+    d.close();
+}
