@@ -139,6 +139,30 @@ fn import_dry_run_explain_predict_and_backtest_on_the_sample() {
     assert!(stdout.starts_with("imported 2583 events"), "{stdout}");
     assert_eq!(parts(&data.join("events")), 1);
 
+    // profiles: a dry run builds and stores nothing; then built and stored once, and a second
+    // run has no new part to read.
+    let out = sendtime(&data, &["profiles", "--rebuild", "--dry-run"]);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stdout.starts_with("dry run: profiles of 150 contacts (150 with opens or clicks)"),
+        "{stdout}"
+    );
+    assert!(!data.join("profiles").exists());
+    let out = sendtime(&data, &["profiles"]);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stdout.starts_with("profiles of 150 contacts rebuilt (1 event part read)"),
+        "{stdout}"
+    );
+    let out = sendtime(&data, &["profiles"]);
+    let (stdout, _) = text(&out);
+    assert!(
+        stdout.starts_with("profiles of 150 contacts updated (0 event parts read)"),
+        "{stdout}"
+    );
+
     // explain: class, heat map, and all five types with a reason.
     let out = sendtime(&data, &["explain", "64705618", "--at", "2022-07-01"]);
     let (stdout, stderr) = text(&out);

@@ -216,21 +216,17 @@ pub fn backtest(
 pub fn profiles(config: &Config, rebuild: bool, dry_run: bool) -> anyhow::Result<()> {
     if dry_run {
         let started = std::time::Instant::now();
-        let built = dataset::build_at(
+        // Only the profiles: the contact dictionary is for lookups, which a dry run makes none of.
+        let (profiles, _) = dataset::profiles_at(
             &config.server.data_dir,
             config.model,
             day_of(now_ms()),
             i64::MAX,
         )?;
-        let engaged = built
-            .profiles
-            .stats
-            .iter()
-            .filter(|s| s.engagements > 0)
-            .count();
+        let engaged = profiles.stats.iter().filter(|s| s.engagements > 0).count();
         println!(
             "dry run: profiles of {} contacts ({engaged} with opens or clicks) built in {:.2} s; nothing stored",
-            built.contacts.len(),
+            profiles.len(),
             started.elapsed().as_secs_f64()
         );
         return Ok(());

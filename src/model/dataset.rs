@@ -31,32 +31,48 @@ pub fn build(data_dir: &Path, config: ModelConfig, as_of_ms: i64) -> anyhow::Res
     build_at(data_dir, config, day_of(as_of_ms), as_of_ms)
 }
 
-/// Build profiles decayed to `reference_day` from every event before `as_of_ms`.
+/// Build profiles decayed to `reference_day` from every event before `as_of_ms`, with the
+/// contact dictionary.
 pub fn build_at(
     data_dir: &Path,
     config: ModelConfig,
     reference_day: i32,
     as_of_ms: i64,
 ) -> anyhow::Result<Built> {
-    let parts = Dataset::open(data_dir, "events")?.parts()?;
-    // Size the arrays once (from the dictionary's footers) instead of growing them part by part.
-    let expected = Contacts::count(data_dir)?;
-    let mut profiles = Profiles::new(config, expected, reference_day);
-    let mut seen = vec![false; expected];
     // The dictionary loads while the events are added: neither needs the other until the end.
-    let contacts = std::thread::scope(|scope| {
+    let (contacts, built) = std::thread::scope(|scope| {
         let contacts = scope.spawn(|| Contacts::load(data_dir));
-        add_parts(&parts, &mut profiles, &mut seen, as_of_ms, None)?;
-        contacts.join().expect("contact loading does not panic")
-    })?;
+        let built = profiles_at(data_dir, config, reference_day, as_of_ms);
+        (
+            contacts.join().expect("contact loading does not panic"),
+            built,
+        )
+    });
+    let (contacts, (mut profiles, mut seen)) = (contacts?, built?);
     profiles.grow(contacts.len());
     seen.resize(contacts.len().max(seen.len()), false);
-    profiles.refresh_population();
     Ok(Built {
         contacts,
         profiles,
         seen,
     })
+}
+
+/// Profiles decayed to `reference_day` from every event before `as_of_ms`, and which
+/// contacts had any event; sized from the dictionary's footers without loading it.
+pub fn profiles_at(
+    data_dir: &Path,
+    config: ModelConfig,
+    reference_day: i32,
+    as_of_ms: i64,
+) -> anyhow::Result<(Profiles, Vec<bool>)> {
+    let parts = Dataset::open(data_dir, "events")?.parts()?;
+    let expected = Contacts::count(data_dir)?;
+    let mut profiles = Profiles::new(config, expected, reference_day);
+    let mut seen = vec![false; expected];
+    add_parts(&parts, &mut profiles, &mut seen, as_of_ms, None)?;
+    profiles.refresh_population();
+    Ok((profiles, seen))
 }
 
 /// Add the events of `parts` before `as_of_ms` to `profiles`, marking each contact seen.
