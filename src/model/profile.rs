@@ -468,9 +468,11 @@ struct Adder<'a> {
 impl Adder<'_> {
     /// Add `rows` (whose contacts all lie in `r`) to `r`; with `record`, return what was added.
     ///
-    /// A contact's run of events is summed per slot in a small dense buffer (in L1 cache, no
-    /// search per event), and the row takes one addition per slot at the end of the run: the
-    /// same sums the stored deltas give when they are loaded.
+    /// Two passes: the first marks contacts seen and picks out, without branching, the rows
+    /// the model learns from (whether a row is an engagement is a coin flip the CPU cannot
+    /// predict); the second sums each contact's run of them per slot in a small dense buffer
+    /// (in L1 cache, no search per event), and the row takes one addition per slot at the end
+    /// of the run: the same sums the stored deltas give when they are loaded.
     fn add(
         &self,
         r: ContactRange<'_>,
@@ -478,13 +480,30 @@ impl Adder<'_> {
         rows: std::ops::Range<usize>,
         record: bool,
     ) -> Option<Delta> {
+        let mut learn = vec![0u32; rows.len()];
+        let mut n = 0;
+        for i in rows {
+            let skipped = self.skip.is_some_and(|m| m[i]);
+            if !skipped && let Some(x) = r.seen.get_mut(contact[i] as usize - r.base) {
+                *x = true;
+            }
+            let w = self.kind_weight[self.kind[i] as usize];
+            let keep = (w != 0.0)
+                & ((self.slot[i] as usize) < SLOTS)
+                & !skipped
+                & !self.filtered.is_some_and(|f| f[i]);
+            learn[n] = i as u32;
+            n += keep as usize;
+        }
+        let learn = &learn[..n];
+
         let mut delta = record.then(Delta::default);
         let mut local = [0.0f32; SLOTS];
         // Which slots of `local` this run touched.
         let mut touched = [0u64; SLOTS.div_ceil(64)];
-        let (mut i, n) = (rows.start, rows.end);
-        while i < n {
-            let c = contact[i] as usize;
+        let mut j = 0;
+        while j < learn.len() {
+            let c = contact[learn[j] as usize] as usize;
             let at = c - r.base;
             let mut prev = r.prev_day[at];
             let mut add = Stats::default();
@@ -492,59 +511,48 @@ impl Adder<'_> {
             // carried over from `prev`, which may come from an earlier batch).
             let mut factors = [0.0f32; 3];
             let mut factors_day = None;
-            let mut any = false;
-            while i < n && contact[i] as usize == c {
-                if self.skip.is_some_and(|m| m[i]) {
-                    i += 1;
-                    continue;
+            while let Some(&i) = learn.get(j)
+                && contact[i as usize] as usize == c
+            {
+                let i = i as usize;
+                let d = self.day[i];
+                if prev != d {
+                    add.active_days += 1;
+                    add.first_day = add.first_day.min(d);
+                    add.last_day = add.last_day.max(d);
+                    prev = d;
                 }
-                any = true;
-                let w = self.kind_weight[self.kind[i] as usize];
+                if factors_day != Some(d) {
+                    factors = self.decay.factors(self.reference_day - d);
+                    factors_day = Some(d);
+                }
                 let s = self.slot[i] as usize;
-                if w != 0.0 && s < SLOTS && !self.filtered.is_some_and(|f| f[i]) {
-                    let d = self.day[i];
-                    if prev != d {
-                        add.active_days += 1;
-                        add.first_day = add.first_day.min(d);
-                        add.last_day = add.last_day.max(d);
-                        prev = d;
-                    }
-                    if factors_day != Some(d) {
-                        factors = self.decay.factors(self.reference_day - d);
-                        factors_day = Some(d);
-                    }
-                    local[s] += w * factors[0];
-                    touched[s / 64] |= 1 << (s % 64);
-                    add.engagements += 1;
-                    add.fast += factors[1];
-                    add.slow += factors[2];
-                }
-                i += 1;
+                local[s] += self.kind_weight[self.kind[i] as usize] * factors[0];
+                touched[s / 64] |= 1 << (s % 64);
+                add.engagements += 1;
+                add.fast += factors[1];
+                add.slow += factors[2];
+                j += 1;
             }
-            if add.engagements > 0 {
-                let row = &mut r.weights[at];
-                for (k, bits) in touched.iter_mut().enumerate() {
-                    while *bits != 0 {
-                        let s = k * 64 + bits.trailing_zeros() as usize;
-                        *bits &= *bits - 1;
-                        let x = std::mem::take(&mut local[s]);
-                        if x != 0.0 {
-                            row.add(s, x);
-                            if let Some(delta) = delta.as_mut() {
-                                delta.weights.push((c as u32, s as u8, x));
-                            }
+            let row = &mut r.weights[at];
+            for (k, bits) in touched.iter_mut().enumerate() {
+                while *bits != 0 {
+                    let s = k * 64 + bits.trailing_zeros() as usize;
+                    *bits &= *bits - 1;
+                    let x = std::mem::take(&mut local[s]);
+                    if x != 0.0 {
+                        row.add(s, x);
+                        if let Some(delta) = delta.as_mut() {
+                            delta.weights.push((c as u32, s as u8, x));
                         }
                     }
                 }
-                r.stats[at].merge(&add);
-                if let Some(delta) = delta.as_mut() {
-                    delta.stats.push((c as u32, add));
-                }
+            }
+            r.stats[at].merge(&add);
+            if let Some(delta) = delta.as_mut() {
+                delta.stats.push((c as u32, add));
             }
             r.prev_day[at] = prev;
-            if any && let Some(x) = r.seen.get_mut(at) {
-                *x = true;
-            }
         }
         delta
     }
