@@ -71,7 +71,7 @@ pub fn build(config: ModelConfig, rows: &Rows, until_ms: i64) -> Profiles {
         f.push(r.filtered);
     }
     // Rows are sorted by contact and time, as the batch path wants.
-    p.add_batch(&c, &k, &s, &d, Some(&f), None, &mut [], None);
+    p.add_batch(&c, &k, &s, &d, Some(&f), None, &mut Vec::new(), None);
     p.refresh_population();
     p
 }

@@ -90,23 +90,19 @@ pub fn add_parts(
     };
     for_each_part(parts, &PROFILE_COLUMNS, |path, mut df| {
         // Rows before the cut-off: a part that reaches the cut-off day needs the exact time.
-        let skip: Option<Vec<bool>> = if df.column("day")?.i32()?.max() >= Some(cutoff_day) {
-            let at = read_columns(path, &["at"])?;
-            let at = at.column("at")?.cast(&DataType::Int64)?;
-            Some(
-                at.i64()?
-                    .iter()
-                    .map(|at| at.is_none_or(|at| at >= as_of_ms))
-                    .collect(),
-            )
-        } else {
-            None
-        };
-        if let Some(max) = df.column("contact")?.u32()?.max()
-            && max as usize >= seen.len()
-        {
-            seen.resize(max as usize + 1, false);
-        }
+        let skip: Option<Vec<bool>> =
+            if cutoff_day != i32::MAX && df.column("day")?.i32()?.max() >= Some(cutoff_day) {
+                let at = read_columns(path, &["at"])?;
+                let at = at.column("at")?.cast(&DataType::Int64)?;
+                Some(
+                    at.i64()?
+                        .iter()
+                        .map(|at| at.is_none_or(|at| at >= as_of_ms))
+                        .collect(),
+                )
+            } else {
+                None
+            };
         // Row group by row group, as decoded: no copy into one buffer.
         let mut offset = 0;
         for chunk in df.split_chunks() {

@@ -233,7 +233,8 @@ impl Profiles {
 
     /// Add a batch of events given as columns (a Parquet part sorted by contact: each
     /// contact's run is summed in registers). Rows where `skip` is true are left out
-    /// entirely; `filtered` rows count as seen but are not learned from; `seen` marks every
+    /// entirely; `filtered` rows count as seen but are not learned from; `seen` (grown to the
+    /// profiles' length) marks every
     /// contact with a row that was not skipped. With `delta`, what the batch added is also
     /// recorded sparsely (for storing an incremental update).
     ///
@@ -248,15 +249,24 @@ impl Profiles {
         day: &[i32],
         filtered: Option<&[bool]>,
         skip: Option<&[bool]>,
-        seen: &mut [bool],
+        seen: &mut Vec<bool>,
         delta: Option<&mut Delta>,
     ) {
         use rayon::prelude::*;
         let n = contact.len();
-        let Some(max) = contact.iter().max() else {
+        let sorted = contact.is_sorted();
+        let max = if sorted {
+            contact.last()
+        } else {
+            contact.iter().max()
+        };
+        let Some(max) = max else {
             return;
         };
         self.grow(*max as usize + 1);
+        if seen.len() < self.len() {
+            seen.resize(self.len(), false);
+        }
         let mut kind_weight = [0.0f32; 256];
         kind_weight[Kind::Open as usize] = 1.0;
         kind_weight[Kind::Click as usize] = self.config.params.click_weight as f32;
@@ -271,7 +281,7 @@ impl Profiles {
             skip,
         };
         // Row ranges that start and end on a contact boundary.
-        let pieces = if n >= PARALLEL_ROWS && contact.is_sorted() {
+        let pieces = if n >= PARALLEL_ROWS && sorted {
             rayon::current_num_threads()
         } else {
             1
@@ -288,7 +298,7 @@ impl Profiles {
         // The matching contact ranges of every per-contact array.
         let mut jobs = Vec::with_capacity(bounds.len() - 1);
         let (mut weights, mut stats) = (&mut self.weights[..], &mut self.stats[..]);
-        let (mut prev_day, mut seen) = (&mut self.prev_day[..], seen);
+        let (mut prev_day, mut seen) = (&mut self.prev_day[..], &mut seen[..]);
         let mut base = 0;
         for w in bounds.windows(2) {
             let end = if w[1] == n {
@@ -593,7 +603,7 @@ impl Profiles {
             &[day],
             Some(&[filtered]),
             None,
-            &mut [],
+            &mut Vec::new(),
             None,
         );
     }
@@ -780,7 +790,7 @@ mod tests {
                 &[999],
                 None,
                 None,
-                &mut [],
+                &mut Vec::new(),
                 None,
             );
         }
