@@ -102,7 +102,7 @@ pub fn plan_into(
     let seed = fnv1a(&[who.contact.as_bytes(), b"\0", who.receipt.as_bytes()]);
 
     let usable = profile.filter(|p| p.engagements > 0 && !p.machine);
-    let start = match usable {
+    let (start, slot) = match usable {
         Some(p) => {
             let (mut best, mut best_score, mut sum) = (0, f64::MIN, 0.0);
             let slots = (first_slot..SLOTS).chain(0..first_slot).take(hours);
@@ -143,7 +143,6 @@ pub fn plan_into(
             (start, slot)
         }
     };
-    let (start, slot) = start;
     let minute = (fnv1a(&[who.contact.as_bytes()]) % 60) as i64;
     let due_at_ms = (start + minute * MINUTE_MS).max(received_at_ms);
     let _ = write!(reason, "; due {}", UtcMinute(due_at_ms));

@@ -234,9 +234,8 @@ impl Profiles {
     /// Add a batch of events given as columns (a Parquet part sorted by contact: each
     /// contact's run is summed in registers). Rows where `skip` is true are left out
     /// entirely; `filtered` rows count as seen but are not learned from; `seen` (grown to the
-    /// profiles' length) marks every
-    /// contact with a row that was not skipped. With `delta`, what the batch added is also
-    /// recorded sparsely (for storing an incremental update).
+    /// profiles' length) marks every contact with a row that was not skipped. With `delta`,
+    /// what the batch added is also recorded sparsely (for storing an incremental update).
     ///
     /// A large batch sorted by contact is cut into contact ranges added on all cores: the
     /// ranges touch disjoint rows, so no locking, and the result is the same as in one pass.
@@ -309,8 +308,7 @@ impl Profiles {
             let (w0, w1) = std::mem::take(&mut weights).split_at_mut(end - base);
             let (s0, s1) = std::mem::take(&mut stats).split_at_mut(end - base);
             let (p0, p1) = std::mem::take(&mut prev_day).split_at_mut(end - base);
-            let cut = (end - base).min(seen.len());
-            let (seen0, seen1) = std::mem::take(&mut seen).split_at_mut(cut);
+            let (seen0, seen1) = std::mem::take(&mut seen).split_at_mut(end - base);
             jobs.push((
                 w[0]..w[1],
                 ContactRange {
