@@ -86,14 +86,33 @@ impl Stats {
     }
 }
 
-/// What a batch of events added, sparsely: (contact, slot, weight) and per-contact stats.
+/// What a batch of events added, sparsely: (contact, slot, weight) rows, kept as columns (the
+/// stored delta part's, so storing moves them rather than copying), and per-contact stats.
 #[derive(Debug, Default, Clone)]
 pub struct Delta {
-    pub weights: Vec<(u32, u8, f32)>,
+    pub contact: Vec<u32>,
+    pub slot: Vec<u8>,
+    pub weight: Vec<f32>,
     pub stats: Vec<(u32, Stats)>,
 }
 
 impl Delta {
+    fn push(&mut self, contact: u32, slot: u8, weight: f32) {
+        self.contact.push(contact);
+        self.slot.push(slot);
+        self.weight.push(weight);
+    }
+
+    /// The weight rows, as (contact, slot, weight).
+    #[cfg(test)]
+    fn weights(&self) -> impl Iterator<Item = (u32, u8, f32)> + '_ {
+        self.contact
+            .iter()
+            .zip(&self.slot)
+            .zip(&self.weight)
+            .map(|((c, s), w)| (*c, *s, *w))
+    }
+
     /// Everything in `p`, as one delta (for storing a full rebuild).
     pub fn of(p: &Profiles) -> Delta {
         let mut d = Delta::default();
@@ -103,7 +122,7 @@ impl Delta {
             }
             for (slot, v) in w.iter() {
                 if v != 0.0 {
-                    d.weights.push((c as u32, slot as u8, v));
+                    d.push(c as u32, slot as u8, v);
                 }
             }
             d.stats.push((c as u32, *s));
@@ -329,7 +348,9 @@ impl Profiles {
             .collect();
         if let Some(delta) = delta {
             for part in parts.into_iter().flatten() {
-                delta.weights.extend(part.weights);
+                delta.contact.extend(part.contact);
+                delta.slot.extend(part.slot);
+                delta.weight.extend(part.weight);
                 delta.stats.extend(part.stats);
             }
         }
@@ -551,7 +572,7 @@ impl Adder<'_> {
                     if x != 0.0 {
                         row.add(s, x);
                         if let Some(delta) = delta.as_mut() {
-                            delta.weights.push((c as u32, s as u8, x));
+                            delta.push(c as u32, s as u8, x);
                         }
                     }
                 }
@@ -751,8 +772,8 @@ mod tests {
         // The recorded delta is exactly what was added.
         let mut replay = profiles();
         replay.grow(batch.len());
-        for (c, s, w) in &delta.weights {
-            replay.weights[*c as usize].add(*s as usize, *w);
+        for (c, s, w) in delta.weights() {
+            replay.weights[c as usize].add(s as usize, w);
         }
         for (c, st) in &delta.stats {
             replay.stats[*c as usize].merge(st);

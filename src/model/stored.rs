@@ -138,7 +138,7 @@ impl Cache {
         let dir = data_dir.join("profiles");
         let built = dataset::build_at(data_dir, config, day_of(now_ms), i64::MAX)?;
         let build_seconds = started.elapsed().as_secs_f64();
-        let delta = write_delta(&dir, &Delta::of(&built.profiles))?;
+        let delta = write_delta(&dir, Delta::of(&built.profiles))?;
         let state = State {
             reference_day: built.profiles.reference_day,
             half_life_days: config.params.half_life_days,
@@ -193,7 +193,7 @@ impl Cache {
             )?;
             built.profiles.refresh_population();
             build_seconds = started.elapsed().as_secs_f64();
-            let name = write_delta(&dir, &delta)?;
+            let name = write_delta(&dir, delta)?;
             self.state
                 .parts
                 .extend(new_parts.iter().filter_map(|p| file_name(p)));
@@ -286,15 +286,14 @@ fn load(
 }
 
 /// Write a delta as its pair of Parquet files; returns the pair's name.
-fn write_delta(dir: &Path, delta: &Delta) -> anyhow::Result<String> {
+fn write_delta(dir: &Path, delta: Delta) -> anyhow::Result<String> {
     let name = format!("delta-{}", Ulid::generate());
-    let w = &delta.weights;
     let mut weights = DataFrame::new(
-        w.len(),
+        delta.contact.len(),
         vec![
-            Column::new("contact".into(), w.iter().map(|r| r.0).collect::<Vec<_>>()),
-            Column::new("slot".into(), w.iter().map(|r| r.1).collect::<Vec<_>>()),
-            Column::new("weight".into(), w.iter().map(|r| r.2).collect::<Vec<_>>()),
+            Column::new("contact".into(), delta.contact),
+            Column::new("slot".into(), delta.slot),
+            Column::new("weight".into(), delta.weight),
         ],
     )?;
     let stats = &delta.stats;
