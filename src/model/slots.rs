@@ -66,10 +66,7 @@ impl SlotWeights {
     pub fn get(&self, slot: usize) -> f32 {
         match &self.dense {
             Some(dense) => dense[slot],
-            None => self
-                .iter()
-                .find(|(s, _)| *s == slot)
-                .map_or(0.0, |(_, w)| w),
+            None => self.find(slot as u8).map_or(0.0, |i| self.weights[i]),
         }
     }
 
