@@ -241,6 +241,15 @@ fn import_dry_run_explain_predict_and_backtest_on_the_sample() {
         let h = s["hour_of_day"]["hit_at_3"].as_f64().unwrap();
         assert!((0.0..=1.0).contains(&h));
     }
+    assert!(report["evaluating"].is_array() && report["cold"].is_array());
+    // The model against each of the four baselines, each gain inside its interval.
+    let against = report["model_against"].as_array().unwrap();
+    assert_eq!(against.len(), 4, "{stdout}");
+    for c in against {
+        let gain = c["hit_at_3_gain"].as_f64().unwrap();
+        let [lo, hi] = [0, 1].map(|i| c["hit_at_3_interval"][i].as_f64().unwrap());
+        assert!(lo <= gain && gain <= hi, "{c}");
+    }
 }
 
 #[test]

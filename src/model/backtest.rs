@@ -101,10 +101,20 @@ enum Prediction {
     Ranking(Vec<u8>, Vec<u8>),
 }
 
+/// One contact's hour-of-day figures under one predictor: what the paired comparison
+/// resamples.
+#[derive(Debug, Clone, Copy, Default)]
+struct ContactTally {
+    events: u32,
+    hits_at_3: u32,
+    nll: f64,
+}
+
 #[derive(Default)]
 struct Tally {
     events: usize,
-    contacts: std::collections::HashSet<u32>,
+    /// Keyed by contact, in contact order, so predictors line up for pairing.
+    contacts: std::collections::BTreeMap<u32, ContactTally>,
     hits: [[usize; 2]; 2],
     nll: [f64; 2],
     ranked_only: bool,
@@ -115,14 +125,17 @@ impl Tally {
         let slot = slot_of(at_ms) as usize;
         let hour = slot % 24;
         self.events += 1;
-        self.contacts.insert(contact);
+        let mine = self.contacts.entry(contact).or_default();
+        mine.events += 1;
         let (week, day) = match prediction {
             Prediction::Distribution(p) => {
                 let mut by_hour = [0.0; 24];
                 for (s, v) in p.iter().enumerate() {
                     by_hour[s % 24] += v;
                 }
-                self.nll[0] -= by_hour[hour].max(1e-12).ln();
+                let nll = -by_hour[hour].max(1e-12).ln();
+                mine.nll += nll;
+                self.nll[0] += nll;
                 self.nll[1] -= p[slot].max(1e-12).ln();
                 (top(&p[..]), top(&by_hour))
             }
@@ -135,6 +148,9 @@ impl Tally {
             for (k, n) in [1, 3].into_iter().enumerate() {
                 if ranking.iter().take(n).any(|s| *s as usize == truth) {
                     self.hits[g][k] += 1;
+                    if (g, n) == (0, 3) {
+                        mine.hits_at_3 += 1;
+                    }
                 }
             }
         }
@@ -156,6 +172,67 @@ impl Tally {
     }
 }
 
+/// The model against one baseline on the same warm events, with 95% intervals from
+/// resampling contacts (a contact's opens are not independent of each other, so resampling
+/// events would overstate the certainty).
+#[derive(Debug, Clone, Serialize)]
+pub struct Comparison {
+    pub baseline: String,
+    /// The model's hour-of-day hit@3 minus the baseline's.
+    pub hit_at_3_gain: f64,
+    pub hit_at_3_interval: [f64; 2],
+    /// The baseline's hour-of-day NLL minus the model's, in nats per event (positive: the
+    /// model is better); absent for baselines that only rank.
+    pub nll_gain: Option<f64>,
+    pub nll_interval: Option<[f64; 2]>,
+}
+
+const RESAMPLES: usize = 2000;
+const RESAMPLE_SEED: u64 = 2022;
+
+/// None when there are no events to compare on.
+fn compare(model: &Tally, baseline: &Tally, name: &str) -> Option<Comparison> {
+    let pairs: Vec<(ContactTally, ContactTally)> = model
+        .contacts
+        .iter()
+        .map(|(c, m)| (*m, baseline.contacts[c]))
+        .collect();
+    if pairs.is_empty() {
+        return None;
+    }
+    let gains = |picked: &mut dyn Iterator<Item = &(ContactTally, ContactTally)>| {
+        let (mut events, mut hits, mut nll) = (0u64, 0i64, 0.0);
+        for (m, b) in picked {
+            events += u64::from(m.events);
+            hits += i64::from(m.hits_at_3) - i64::from(b.hits_at_3);
+            nll += b.nll - m.nll;
+        }
+        let n = events.max(1) as f64;
+        (hits as f64 / n, nll / n)
+    };
+    let (hit, nll) = gains(&mut pairs.iter());
+    let mut rng = fastrand::Rng::with_seed(RESAMPLE_SEED);
+    let (mut hits, mut nlls) = (Vec::with_capacity(RESAMPLES), Vec::with_capacity(RESAMPLES));
+    for _ in 0..RESAMPLES {
+        let (h, l) = gains(&mut (0..pairs.len()).map(|_| &pairs[rng.usize(..pairs.len())]));
+        hits.push(h);
+        nlls.push(l);
+    }
+    let interval = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        let at = |q: f64| v[((v.len() - 1) as f64 * q).round() as usize];
+        [at(0.025), at(0.975)]
+    };
+    let ranks_only = baseline.ranked_only;
+    Some(Comparison {
+        baseline: name.to_string(),
+        hit_at_3_gain: hit,
+        hit_at_3_interval: interval(hits),
+        nll_gain: (!ranks_only).then_some(nll),
+        nll_interval: (!ranks_only).then(|| interval(nlls)),
+    })
+}
+
 /// Indices best first (ties: lower index first).
 fn top(p: &[f64]) -> Vec<u8> {
     let mut idx: Vec<u8> = (0..p.len() as u8).collect();
@@ -163,15 +240,22 @@ fn top(p: &[f64]) -> Vec<u8> {
     idx
 }
 
-/// Results for the contacts with history (warm) and without (cold).
+/// Results for three groups of contacts, by their history before the split: warm (at least
+/// `evaluating_below` opens and clicks, so the product judges them on their own profile),
+/// evaluating (some history, less than that) and cold (none).
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
     pub split: String,
     pub params: ParamsReport,
     pub training_events: usize,
     pub excluded_machine_contacts: usize,
+    /// Opens and clicks before the split that make a contact warm.
+    pub warm_from: u32,
     pub warm: Vec<(String, Scores)>,
+    pub evaluating: Vec<(String, Scores)>,
     pub cold: Vec<(String, Scores)>,
+    /// The model against each baseline on the warm contacts.
+    pub model_against: Vec<Comparison>,
     pub tuning: Option<Tuning>,
 }
 
@@ -275,14 +359,20 @@ pub fn evaluate(config: ModelConfig, rows: &Rows, split_ms: i64, fixed_hour: u8)
         "contact's mode hour",
         "fixed hour",
     ];
-    let mut warm: Vec<Tally> = NAMES.iter().map(|_| Tally::default()).collect();
-    let mut cold: Vec<Tally> = NAMES.iter().map(|_| Tally::default()).collect();
+    let warm_from = config.thresholds.evaluating_below;
+    // Warm, evaluating, cold.
+    let mut groups: [Vec<Tally>; 3] =
+        std::array::from_fn(|_| NAMES.iter().map(|_| Tally::default()).collect());
     let mut cache: Option<(u32, Vec<Prediction>)> = None;
     for r in rows.engagements().filter(|r| r.at_ms >= split_ms) {
         if excluded.contains(&r.contact) {
             continue;
         }
-        let is_warm = counts.contains_key(&r.contact);
+        let group = match model.stats[r.contact as usize].engagements {
+            0 => 2,
+            n if n < warm_from => 1,
+            _ => 0,
+        };
         if cache.as_ref().is_none_or(|(c, _)| *c != r.contact) {
             let c = Some(r.contact);
             let preds = vec![
@@ -297,11 +387,17 @@ pub fn evaluate(config: ModelConfig, rows: &Rows, split_ms: i64, fixed_hour: u8)
             cache = Some((r.contact, preds));
         }
         let preds = &cache.as_ref().unwrap().1;
-        let group = if is_warm { &mut warm } else { &mut cold };
-        for (t, p) in group.iter_mut().zip(preds) {
+        for (t, p) in groups[group].iter_mut().zip(preds) {
             t.add(r.contact, p, r.at_ms);
         }
     }
+    let [warm, evaluating, cold] = groups;
+    let model_against = NAMES
+        .iter()
+        .zip(&warm)
+        .skip(1)
+        .filter_map(|(name, t)| compare(&warm[0], t, name))
+        .collect();
     let named = |tallies: Vec<Tally>| {
         NAMES
             .iter()
@@ -314,8 +410,11 @@ pub fn evaluate(config: ModelConfig, rows: &Rows, split_ms: i64, fixed_hour: u8)
         params: (&config.params).into(),
         training_events: rows.rows.iter().filter(|r| r.at_ms < split_ms).count(),
         excluded_machine_contacts: excluded.len(),
+        warm_from,
         warm: named(warm),
+        evaluating: named(evaluating),
         cold: named(cold),
+        model_against,
         tuning: None,
     }
 }
@@ -324,7 +423,8 @@ pub fn evaluate(config: ModelConfig, rows: &Rows, split_ms: i64, fixed_hour: u8)
 /// `days` each, ending at the split; each is predicted from the events before it.
 const WINDOWS: i64 = 4;
 
-/// Mean warm NLL (hour of day, hour of week) of the model over the validation windows.
+/// Mean warm NLL (hour of day, hour of week) of the model over the validation windows, warm
+/// judged as in [`evaluate`].
 fn validate(config: ModelConfig, train: &Rows, split_ms: i64, days: i64) -> (f64, f64) {
     let mut tally = Tally::default();
     for k in 1..=WINDOWS {
@@ -338,7 +438,8 @@ fn validate(config: ModelConfig, train: &Rows, split_ms: i64, days: i64) -> (f64
             .filter(|r| r.at_ms >= start && r.at_ms < end)
         {
             let c = r.contact;
-            if model.stats[c as usize].engagements == 0 || model.is_machine(c) {
+            let warm = model.stats[c as usize].engagements >= config.thresholds.evaluating_below;
+            if !warm || model.is_machine(c) {
                 continue;
             }
             if last.as_ref().is_none_or(|(lc, _)| *lc != c) {
@@ -461,12 +562,20 @@ impl Report {
                 t.validation_nll_hour_of_week
             );
         }
-        for (group, rows) in [("warm", &self.warm), ("cold", &self.cold)] {
+        let from = self.warm_from;
+        for (group, rows) in [
+            (
+                format!("warm ({from}+ opens/clicks before the split)"),
+                &self.warm,
+            ),
+            (
+                format!("evaluating (fewer than {from} before the split)"),
+                &self.evaluating,
+            ),
+            ("cold (none before the split)".to_string(), &self.cold),
+        ] {
             let (events, contacts) = rows.first().map_or((0, 0), |(_, s)| (s.events, s.contacts));
-            let _ = writeln!(
-                out,
-                "\n{group} contacts: {contacts} contacts, {events} test events"
-            );
+            let _ = writeln!(out, "\n{group}: {contacts} contacts, {events} test events");
             let _ = writeln!(
                 out,
                 "{:<30} {:>7} {:>7} {:>8}   {:>7} {:>7} {:>8}",
@@ -487,6 +596,30 @@ impl Report {
                 );
             }
         }
+        if !self.model_against.is_empty() {
+            let _ = writeln!(
+                out,
+                "\nsendtime model against each baseline, warm contacts, hour of day \
+                 (95% intervals from resampling contacts):"
+            );
+            let _ = writeln!(
+                out,
+                "{:<30} {:>7} {:>17}   {:>8} {:>17}",
+                "baseline", "hit@3 +", "interval", "NLL -", "interval"
+            );
+            let span = |i: [f64; 2]| format!("[{:+.3}, {:+.3}]", i[0], i[1]);
+            for c in &self.model_against {
+                let _ = writeln!(
+                    out,
+                    "{:<30} {:>+7.3} {:>17}   {:>8} {:>17}",
+                    c.baseline,
+                    c.hit_at_3_gain,
+                    span(c.hit_at_3_interval),
+                    c.nll_gain.map_or("-".into(), |v| format!("{v:+.3}")),
+                    c.nll_interval.map_or("-".into(), span),
+                );
+            }
+        }
         let _ = writeln!(
             out,
             "\nhod = hour of day (24 slots), how = hour of week (168 slots), UTC. Learning from past \
@@ -500,6 +633,7 @@ impl Report {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::Thresholds;
 
     fn row(contact: u32, at_ms: i64) -> Row {
         Row {
@@ -540,7 +674,11 @@ mod tests {
                 prior_strength: 0.5,
                 ..Params::default()
             },
-            ..ModelConfig::default()
+            // Any history makes a contact warm here; the default threshold is checked below.
+            thresholds: Thresholds {
+                evaluating_below: 1,
+                ..Thresholds::default()
+            },
         };
         let report = evaluate(config, &rows, split, 9);
         assert_eq!(report.training_events, 3);
@@ -576,5 +714,29 @@ mod tests {
         let cold = by(&report.cold, "sendtime model");
         assert_eq!((cold.events, cold.contacts), (1, 1));
         assert_eq!(cold.hour_of_day.hit_at_1, 1.0);
+        assert_eq!(by(&report.evaluating, "sendtime model").events, 0);
+        // The model (2/3 hit@3: 09 for contact 0, 20 for contact 1) against the fixed hours
+        // 09-11 (1/3): +1/3. Resampling the two contacts gives 0 (contact 0 twice: both hit
+        // its 09:00 open only), 1/3 or 1 (contact 1 twice), so the interval is [0, 1].
+        let fixed = report
+            .model_against
+            .iter()
+            .find(|c| c.baseline == "fixed hour")
+            .unwrap();
+        assert!((fixed.hit_at_3_gain - 1.0 / 3.0).abs() < 1e-9);
+        assert_eq!(fixed.hit_at_3_interval, [0.0, 1.0]);
+        assert!(fixed.nll_gain.is_none());
+
+        // With the default threshold (3 opens) contacts 0 and 1 are still evaluating.
+        let config = ModelConfig {
+            thresholds: Thresholds::default(),
+            ..config
+        };
+        let report = evaluate(config, &rows, split, 9);
+        let warm = by(&report.warm, "sendtime model");
+        let evaluating = by(&report.evaluating, "sendtime model");
+        assert_eq!((warm.events, evaluating.events), (0, 3));
+        assert_eq!(evaluating.contacts, 2);
+        assert_eq!(by(&report.cold, "sendtime model").events, 1);
     }
 }

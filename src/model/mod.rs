@@ -40,9 +40,9 @@ pub struct Params {
 impl Default for Params {
     fn default() -> Self {
         Self {
-            half_life_days: 240.0,
+            half_life_days: 480.0,
             click_weight: 2.0,
-            prior_strength: 8.0,
+            prior_strength: 12.0,
             hour_bandwidth: 1.0,
             day_pooling: 0.9,
         }
