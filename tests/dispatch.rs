@@ -729,33 +729,38 @@ fn the_shipped_config_runs_in_dry_run_without_credentials() {
     assert!(String::from_utf8_lossy(&again.stdout).contains("due=0"));
 }
 
+/// A stand-in whose account, at UTC-05:00, allows `daily_limit` calls a day, and a config for
+/// its `fatigue` webhook. Both read a clock file set to 03:30 UTC tomorrow (after any post's
+/// receipt time, so posts are due): 22:30 the day before for the account, whose daily limit
+/// resets at 05:00 UTC. Returns the stand-in, the config, the clock file and tomorrow 00:00 UTC.
+fn daily_limited(
+    rt: &tokio::runtime::Runtime,
+    dir: &Path,
+    daily_limit: u32,
+) -> (StandIn, PathBuf, PathBuf, i64) {
+    const HOUR: i64 = 3_600_000;
+    let clock = dir.join("clock");
+    let day = (now_ms() / (24 * HOUR) + 1) * (24 * HOUR);
+    set_clock(&clock, day + 3 * HOUR + 30 * 60_000);
+    let standin = rt
+        .block_on(StandIn::start(Options {
+            daily_limit,
+            utc_offset_minutes: -300,
+            clock: sendtime::clock::Clock::File(clock.clone()),
+            ..Options::default()
+        }))
+        .unwrap();
+    let config = write_config(dir, &standin.url(), "requests_per_10s = 150", &[&HOOKS[3]]);
+    (standin, config, clock, day)
+}
+
 #[test]
 fn a_daily_429_pauses_the_connector_until_the_limit_resets_and_loses_nothing() {
     const HOUR: i64 = 3_600_000;
     let rt = runtime();
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let clock = dir.path().join("clock");
-    // 03:30 UTC tomorrow (after the posts' receipt times, so they are due): 22:30 the day
-    // before for the account, which is at UTC-05:00, so its daily limit resets at 05:00 UTC.
-    // The stand-in reads the same clock file as sendtime.
-    let day = (now_ms() / (24 * HOUR) + 1) * (24 * HOUR);
-    let t0 = day + 3 * HOUR + 30 * 60_000;
-    set_clock(&clock, t0);
-    let standin = rt
-        .block_on(StandIn::start(Options {
-            daily_limit: 8,
-            utc_offset_minutes: -300,
-            clock: sendtime::clock::Clock::File(clock.clone()),
-            ..Options::default()
-        }))
-        .unwrap();
-    let config = write_config(
-        dir.path(),
-        &standin.url(),
-        "requests_per_10s = 150",
-        &[&HOOKS[3]],
-    );
+    let (standin, config, clock, day) = daily_limited(&rt, dir.path(), 8);
     let server = start(&config, &data, Some(&clock), &[]);
     let emails: Vec<String> = (0..12).map(|i| format!("d{i}@example.com")).collect();
     let mut receipts = Vec::new();
@@ -872,26 +877,8 @@ fn a_daily_pause_outlasts_the_process_so_sendtime_tick_does_not_call_again() {
     let rt = runtime();
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    // The stand-in's clock: the account (UTC-05:00) has 3 calls a day, and its day ends at
-    // 05:00 UTC.
-    let clock = dir.path().join("clock");
-    let day = (now_ms() / (24 * HOUR) + 1) * (24 * HOUR);
+    let (standin, config, clock, day) = daily_limited(&rt, dir.path(), 3);
     let t0 = day + 3 * HOUR + 30 * 60_000;
-    set_clock(&clock, t0);
-    let standin = rt
-        .block_on(StandIn::start(Options {
-            daily_limit: 3,
-            utc_offset_minutes: -300,
-            clock: sendtime::clock::Clock::File(clock.clone()),
-            ..Options::default()
-        }))
-        .unwrap();
-    let config = write_config(
-        dir.path(),
-        &standin.url(),
-        "requests_per_10s = 150",
-        &[&HOOKS[3]],
-    );
     // `serve` only receives: its clock is a day behind, so nothing is due while it runs.
     let serve_clock = dir.path().join("serve-clock");
     set_clock(&serve_clock, now_ms() - 24 * HOUR);
