@@ -44,7 +44,7 @@ pub fn explain(config: &Config, contact: &str, at: Option<&str>) -> anyhow::Resu
         None => {
             let _ = writeln!(
                 out,
-                "{contact}: no events in {}; treated as a new contact (class evaluating)",
+                "{contact}: no events for this contact in {}; treated as a new contact (class evaluating)",
                 data_dir.join("events").display()
             );
         }
@@ -87,27 +87,36 @@ pub fn explain(config: &Config, contact: &str, at: Option<&str>) -> anyhow::Resu
     Ok(())
 }
 
-/// A 7×24 heat map of slot scores, darker = likelier.
+/// A 7×24 heat map of slot scores, darker = likelier; two columns per hour, each label over
+/// the first column of its hour.
 fn heat_map(scores: &[f64; SLOTS]) -> String {
     const SHADES: [char; 5] = [' ', '░', '▒', '▓', '█'];
     let max = scores.iter().cloned().fold(0.0, f64::max).max(1e-12);
-    let mut out = String::from("      UTC hour 0         6         12        18     23\n");
+    let mut out = String::from("      UTC  ");
+    for h in (0..24).step_by(3) {
+        out.push_str(&format!("{h:<6}"));
+    }
+    out.truncate(out.trim_end().len());
+    out.push('\n');
     for (d, day) in ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"]
         .iter()
         .enumerate()
     {
-        out.push_str(&format!("      {day}     "));
+        out.push_str(&format!("      {day}  "));
         for h in 0..24 {
             let v = scores[d * 24 + h] / max;
-            out.push(SHADES[((v * 4.0).round() as usize).min(4)]);
-            out.push(SHADES[((v * 4.0).round() as usize).min(4)]);
+            let shade = SHADES[((v * 4.0).round() as usize).min(4)];
+            out.push(shade);
+            out.push(shade);
         }
         out.push('\n');
     }
-    let best = (0..SLOTS)
-        .max_by(|a, b| scores[*a].total_cmp(&scores[*b]))
-        .unwrap_or(0);
-    out.push_str(&format!("      best slot: {}\n", slot_name(best as u8)));
+    // The earliest of equal bests.
+    let best = (0..SLOTS).fold(0, |b, s| if scores[s] > scores[b] { s } else { b });
+    out.push_str(&format!(
+        "      ░ ▒ ▓ █ = about 1/4, 1/2, 3/4, all of the best slot's score; best slot: {}\n",
+        slot_name(best as u8)
+    ));
     out
 }
 
@@ -286,4 +295,32 @@ pub fn generate(
         out.display()
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Each hour label stands over its own hour's cells.
+    #[test]
+    fn heat_map_labels_sit_over_their_hours() {
+        let mut scores = [0.0; SLOTS];
+        for h in [0, 12, 21] {
+            scores[24 + h] = 1.0; // Tuesday
+        }
+        let map = heat_map(&scores);
+        let lines: Vec<&str> = map.lines().collect();
+        // The header is ASCII: byte offsets are columns.
+        let header = format!("{} ", lines[0]);
+        let label = |h: &str| header.find(&format!(" {h} ")).unwrap() + 1;
+        let tuesday: Vec<char> = lines[2].chars().collect();
+        assert!(lines[2].trim_start().starts_with("Tue"), "{map}");
+        let full: Vec<usize> = (0..tuesday.len()).filter(|i| tuesday[*i] == '█').collect();
+        assert_eq!(full.len(), 6, "{map}");
+        for (k, h) in ["0", "12", "21"].iter().enumerate() {
+            assert_eq!(full[2 * k], label(h), "hour {h}:\n{map}");
+            assert_eq!(full[2 * k + 1], full[2 * k] + 1);
+        }
+        assert!(map.contains("best slot: Tue 00:00"), "{map}");
+    }
 }
