@@ -333,6 +333,71 @@ pub fn append(data_dir: &Path, events: &[Event]) -> anyhow::Result<(usize, usize
     Ok((rows.len(), skipped))
 }
 
+/// The events that `{data_dir}/events/` does not hold yet, and how many it does. Only events
+/// without a HubSpot event id are compared (those with one are de-duplicated by id as they are
+/// imported): an event is held when a stored event without an id has the same contact, kind
+/// and time, counted row for row, so importing a file again adds nothing and importing a
+/// longer export of it adds only its new rows.
+pub fn not_yet_stored(data_dir: &Path, events: Vec<Event>) -> anyhow::Result<(Vec<Event>, usize)> {
+    let contacts = Contacts::load(data_dir)?;
+    let key = |e: &Event| {
+        if e.event_id.is_some() {
+            return None;
+        }
+        let contact = contacts.find(e.contact_id, e.email.as_deref())?;
+        Some((contact, e.kind as u8, e.at_ms))
+    };
+    // How many stored rows match each key of the new events.
+    let mut held: HashMap<(u32, u8, i64), u32> =
+        events.iter().filter_map(key).map(|k| (k, 0)).collect();
+    if held.is_empty() {
+        return Ok((events, 0));
+    }
+    let (lo, hi) = held.keys().fold((i64::MAX, i64::MIN), |(lo, hi), k| {
+        (lo.min(k.2), hi.max(k.2))
+    });
+    for path in Dataset::open(data_dir, "events")?.parts()? {
+        let count = |held: &mut HashMap<_, u32>| -> anyhow::Result<()> {
+            let mut reader = ParquetReader::new(std::fs::File::open(&path)?);
+            let mut columns = vec!["contact".to_string(), "kind".into(), "at".into()];
+            if reader.schema()?.contains("event_id") {
+                columns.push("event_id".into());
+            }
+            let df = reader.with_columns(Some(columns)).finish()?;
+            let ids = match df.column("event_id") {
+                Ok(c) => c.str()?.iter().map(|id| id.is_some()).collect(),
+                Err(_) => vec![false; df.height()], // written before event ids were stored
+            };
+            let c = df.column("contact")?.u32()?;
+            let k = df.column("kind")?.u8()?;
+            let at = df.column("at")?.cast(&DataType::Int64)?;
+            for (((c, k), at), has_id) in c.iter().zip(k.iter()).zip(at.i64()?.iter()).zip(ids) {
+                if let (Some(c), Some(k), Some(at), false) = (c, k, at, has_id)
+                    && (lo..=hi).contains(&at)
+                    && let Some(n) = held.get_mut(&(c, k, at))
+                {
+                    *n += 1;
+                }
+            }
+            Ok(())
+        };
+        count(&mut held).with_context(|| format!("cannot read {}", path.display()))?;
+    }
+    let mut stored = 0;
+    let fresh = events
+        .into_iter()
+        .filter(|e| match key(e).and_then(|k| held.get_mut(&k)) {
+            Some(n) if *n > 0 => {
+                *n -= 1;
+                stored += 1;
+                false
+            }
+            _ => true,
+        })
+        .collect();
+    Ok((fresh, stored))
+}
+
 fn frame(rows: &[(u32, &Event)]) -> anyhow::Result<DataFrame> {
     let at = Column::new(
         "at".into(),

@@ -50,43 +50,53 @@ fn sample() -> String {
 #[test]
 fn malformed_csv_is_refused_with_row_numbers_and_nothing_is_imported() {
     let dir = tempfile::tempdir().unwrap();
-    let csv = dir.path().join("bad.csv");
-    std::fs::write(
-        &csv,
-        "user_id,opened\n\
-         1,2022-03-18 15:28:01.000000 UTC\n\
-         2,yesterday\n\
-         3,2022-03-18 16:00:00 UTC\n\
-         ,2022-03-18 16:00:00 UTC\n\
-         5,2022-03-18 17:00:00 UTC\n",
-    )
-    .unwrap();
     let data = dir.path().join("data");
-    let out = sendtime(
-        &data,
-        &[
-            "import",
-            "csv",
-            csv.to_str().unwrap(),
-            "--contact",
-            "user_id",
-            "--time",
-            "opened",
-        ],
-    );
-    let (_, stderr) = text(&out);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
-    assert!(stderr.contains("2 rows of"), "{stderr}");
-    assert!(stderr.contains("nothing was imported"), "{stderr}");
-    assert!(
-        stderr.contains("bad.csv:3: cannot parse time \"yesterday\" in column \"opened\""),
-        "{stderr}"
-    );
-    assert!(
-        stderr.contains("bad.csv:5: empty contact in column \"user_id\""),
-        "{stderr}"
-    );
-    assert_eq!(parts(&data.join("events")), 0);
+    let rows = [
+        "user_id,opened",
+        "1,2022-03-18 15:28:01.000000 UTC",
+        "2,yesterday",
+        "3,2022-03-18 16:00:00 UTC",
+        ",2022-03-18 16:00:00 UTC",
+        "5,2022-03-18 17:00:00 UTC",
+        "6",
+    ];
+    // Line numbers are right with Unix and with Windows line endings.
+    for (name, eol) in [("bad.csv", "\n"), ("bad-crlf.csv", "\r\n")] {
+        let csv = dir.path().join(name);
+        std::fs::write(&csv, rows.join(eol) + eol).unwrap();
+        let out = sendtime(
+            &data,
+            &[
+                "import",
+                "csv",
+                csv.to_str().unwrap(),
+                "--contact",
+                "user_id",
+                "--time",
+                "opened",
+            ],
+        );
+        let (_, stderr) = text(&out);
+        assert_eq!(out.status.code(), Some(1), "{stderr}");
+        assert!(stderr.contains("3 rows of"), "{stderr}");
+        assert!(stderr.contains("nothing was imported"), "{stderr}");
+        assert!(
+            stderr.contains(&format!("{name}:7: 1 field where the header has 2")),
+            "{stderr}"
+        );
+        assert!(
+            stderr.contains(&format!(
+                "{name}:3: cannot parse time \"yesterday\" in column \"opened\""
+            )),
+            "{stderr}"
+        );
+        assert!(
+            stderr.contains(&format!("{name}:5: empty contact in column \"user_id\"")),
+            "{stderr}"
+        );
+        assert_eq!(parts(&data.join("events")), 0);
+    }
+    let csv = dir.path().join("bad.csv");
 
     // A column that does not exist is named, with the ones that do.
     let out = sendtime(
@@ -103,7 +113,9 @@ fn malformed_csv_is_refused_with_row_numbers_and_nothing_is_imported() {
     );
     let (_, stderr) = text(&out);
     assert!(
-        stderr.contains("no column named \"user\"; the header has: user_id, opened"),
+        stderr.contains(
+            "no column named \"user\" (given by --contact); the header has: user_id, opened"
+        ),
         "{stderr}"
     );
 }
@@ -138,6 +150,29 @@ fn import_dry_run_explain_predict_and_backtest_on_the_sample() {
     assert!(out.status.success(), "{stderr}");
     assert!(stdout.starts_with("imported 2583 events"), "{stdout}");
     assert_eq!(parts(&data.join("events")), 1);
+    // The same file again adds nothing; a longer export of it adds only its new rows.
+    let out = sendtime(&data, &import);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stdout.starts_with("nothing to import: all 2583 rows of "),
+        "{stdout}"
+    );
+    assert_eq!(parts(&data.join("events")), 1);
+    let longer = dir.path().join("longer.csv");
+    let mut text_of_sample = std::fs::read_to_string(sample()).unwrap();
+    text_of_sample.push_str("64705618,2023-03-01 09:15:00.000000 UTC\n");
+    std::fs::write(&longer, text_of_sample).unwrap();
+    let mut again = import.to_vec();
+    again[2] = longer.to_str().unwrap();
+    let out = sendtime(&data, &again);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stdout.starts_with("imported 1 events (1 events of 1 contacts")
+            && stdout.ends_with("; 2583 rows already stored, skipped\n"),
+        "{stdout}"
+    );
 
     // profiles: a dry run builds and stores nothing; then built and stored once, and a second
     // run has no new part to read.
@@ -153,7 +188,7 @@ fn import_dry_run_explain_predict_and_backtest_on_the_sample() {
     let (stdout, stderr) = text(&out);
     assert!(out.status.success(), "{stderr}");
     assert!(
-        stdout.starts_with("profiles of 150 contacts rebuilt (1 event part read)"),
+        stdout.starts_with("profiles of 150 contacts rebuilt (2 event parts read)"),
         "{stdout}"
     );
     let out = sendtime(&data, &["profiles"]);
@@ -169,7 +204,7 @@ fn import_dry_run_explain_predict_and_backtest_on_the_sample() {
     assert!(out.status.success(), "{stderr}");
     assert!(stdout.starts_with("64705618: class "), "{stdout}");
     assert!(
-        stdout.contains("Mon     ") && stdout.contains("Sun     "),
+        stdout.contains("\n      Mon  ") && stdout.contains("\n      Sun  "),
         "{stdout}"
     );
     assert!(stdout.contains("best slot: "), "{stdout}");

@@ -38,10 +38,22 @@ pub fn run(data_dir: &Path, args: &CsvImportArgs) -> anyhow::Result<()> {
         kind: args.kind.clone(),
         kind_default,
     };
-    let events = read(&args.file, &columns)?;
+    let (events, stored) = events::not_yet_stored(data_dir, read(&args.file, &columns)?)?;
     let summary = Summary::of(&events);
+    let already = if stored > 0 {
+        format!("; {stored} rows already stored, skipped")
+    } else {
+        String::new()
+    };
+    if events.is_empty() && stored > 0 {
+        println!(
+            "nothing to import: all {stored} rows of {} are already stored",
+            args.file.display()
+        );
+        return Ok(());
+    }
     if args.dry_run {
-        println!("dry run: {} would be imported; nothing written", summary);
+        println!("dry run: {summary} would be imported{already}; nothing written");
         for e in events.iter().take(5) {
             println!(
                 "  {} {} at {}",
@@ -52,10 +64,10 @@ pub fn run(data_dir: &Path, args: &CsvImportArgs) -> anyhow::Result<()> {
         }
         return Ok(());
     }
-    let (stored, skipped) = events::append(data_dir, &events)?;
+    let (new, skipped) = events::append(data_dir, &events)?;
     debug_assert_eq!(skipped, 0, "every row was checked to have a contact");
     println!(
-        "imported {stored} events ({summary}) into {}",
+        "imported {new} events ({summary}) into {}{already}",
         data_dir.join("events").display()
     );
     Ok(())
@@ -63,26 +75,38 @@ pub fn run(data_dir: &Path, args: &CsvImportArgs) -> anyhow::Result<()> {
 
 /// Parse every row of `path`, or fail listing the rows that cannot be read.
 pub fn read(path: &Path, columns: &Columns) -> anyhow::Result<Vec<Event>> {
+    let bytes = std::fs::read(path).with_context(|| format!("cannot open {}", path.display()))?;
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        anyhow::bail!(
+            "{} is empty: expected a header row naming the columns, then one row per event",
+            path.display()
+        );
+    }
     let mut reader = ::csv::ReaderBuilder::new()
         .trim(::csv::Trim::All)
-        .from_path(path)
-        .with_context(|| format!("cannot open {}", path.display()))?;
+        .from_reader(bytes.as_slice());
+    // Line numbers from byte offsets: the csv crate's own count is one short in CRLF files.
+    let mut lines = LineCounter::default();
     let headers = reader
         .headers()
         .with_context(|| format!("cannot read the header row of {}", path.display()))?
         .clone();
-    let find = |name: &str| {
+    let find = |flag: &str, name: &str| {
         headers.iter().position(|h| h == name).with_context(|| {
             format!(
-                "{}: no column named {name:?}; the header has: {}",
+                "{}: no column named {name:?} (given by {flag}); the header has: {}",
                 path.display(),
                 headers.iter().collect::<Vec<_>>().join(", ")
             )
         })
     };
-    let contact_col = find(&columns.contact)?;
-    let time_col = find(&columns.time)?;
-    let kind_col = columns.kind.as_deref().map(find).transpose()?;
+    let contact_col = find("--contact", &columns.contact)?;
+    let time_col = find("--time", &columns.time)?;
+    let kind_col = columns
+        .kind
+        .as_deref()
+        .map(|k| find("--kind", k))
+        .transpose()?;
     let source = format!(
         "csv:{}",
         path.file_name()
@@ -94,13 +118,21 @@ pub fn read(path: &Path, columns: &Columns) -> anyhow::Result<Vec<Event>> {
     let mut bad_count = 0usize;
     for (i, record) in reader.records().enumerate() {
         // Line numbers count the header as line 1.
-        let line = record
-            .as_ref()
-            .ok()
-            .and_then(|r| r.position().map(|p| p.line()))
-            .unwrap_or(i as u64 + 2);
+        let offset = match &record {
+            Ok(r) => r.position(),
+            Err(e) => e.position(),
+        };
+        let line = offset.map_or(i as u64 + 2, |p| lines.at(&bytes, p.byte() as usize));
         let parsed = record
-            .map_err(|e| e.to_string())
+            .map_err(|e| match e.kind() {
+                ::csv::ErrorKind::UnequalLengths {
+                    expected_len, len, ..
+                } => format!(
+                    "{len} field{} where the header has {expected_len}",
+                    if *len == 1 { "" } else { "s" }
+                ),
+                _ => e.to_string(),
+            })
             .and_then(|r| parse_row(&r, contact_col, time_col, kind_col, columns, &source));
         match parsed {
             Ok(e) => events.push(e),
@@ -127,6 +159,31 @@ pub fn read(path: &Path, columns: &Columns) -> anyhow::Result<Vec<Event>> {
         );
     }
     Ok(events)
+}
+
+/// Line numbers (from 1) of byte offsets visited in increasing order.
+#[derive(Default)]
+struct LineCounter {
+    offset: usize,
+    newlines: u64,
+}
+
+impl LineCounter {
+    fn at(&mut self, bytes: &[u8], mut offset: usize) -> u64 {
+        // After a CRLF the reported start is the LF: step to the record's first byte.
+        while matches!(bytes.get(offset), Some(b'\r' | b'\n')) {
+            offset += 1;
+        }
+        let offset = offset.min(bytes.len());
+        if offset >= self.offset {
+            self.newlines += bytes[self.offset..offset]
+                .iter()
+                .filter(|b| **b == b'\n')
+                .count() as u64;
+            self.offset = offset;
+        }
+        self.newlines + 1
+    }
 }
 
 fn parse_row(
