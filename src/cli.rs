@@ -105,7 +105,9 @@ pub enum Command {
     /// Evaluate the model on history: learn from events before --split, score the opens after.
     ///
     /// Reports hit@1, hit@3 and mean negative log-likelihood over hour-of-day and hour-of-week
-    /// slots, for contacts with history (warm) and without (cold), against baselines.
+    /// slots against baselines, for warm contacts (at least `evaluating_below` opens and clicks
+    /// before the split), evaluating ones (fewer) and cold ones (none), with 95% intervals for
+    /// the model's gain over each baseline.
     Backtest {
         /// Train on events before this time, test on the ones after it.
         #[arg(long, value_name = "TIME")]
@@ -119,6 +121,13 @@ pub enum Command {
         /// Time column of --events.
         #[arg(long, value_name = "COL", default_value = "opened")]
         time: String,
+        /// Event kind column of --events (OPEN, CLICK, SENT, ...); the model learns from opens
+        /// and clicks only.
+        #[arg(long, value_name = "COL", conflicts_with = "kind_default")]
+        kind: Option<String>,
+        /// Kind of every row of --events when it has no kind column.
+        #[arg(long, value_name = "KIND", default_value = "OPEN")]
+        kind_default: String,
         /// Tune the model's parameters on a validation split inside the training period first.
         #[arg(long)]
         tune: bool,
@@ -197,7 +206,8 @@ pub struct CsvImportArgs {
     /// Column holding the contact: an email address or a HubSpot contact id.
     #[arg(long, value_name = "COL")]
     pub contact: String,
-    /// Column holding the event time (RFC 3339, "YYYY-MM-DD HH:MM:SS[.ffffff] [UTC]" or epoch ms).
+    /// Column holding the event time: RFC 3339, "YYYY-MM-DD HH:MM:SS[.ffffff] [UTC]", or a
+    /// number of epoch seconds (up to 10 digits) or milliseconds.
     #[arg(long, value_name = "COL")]
     pub time: String,
     /// Column holding the event kind (OPEN, CLICK, SENT, ...).
@@ -252,6 +262,8 @@ pub fn main() -> ExitCode {
             events,
             contact,
             time,
+            kind,
+            kind_default,
             tune,
             validation_days,
             fixed_hour,
@@ -261,6 +273,8 @@ pub fn main() -> ExitCode {
                 events_csv: events.as_deref(),
                 contact_col: &contact,
                 time_col: &time,
+                kind_col: kind.as_deref(),
+                kind_default: &kind_default,
             };
             model::backtest(&c, &split, input, tune, validation_days, fixed_hour, json)
         })),

@@ -59,6 +59,7 @@ fn malformed_csv_is_refused_with_row_numbers_and_nothing_is_imported() {
         ",2022-03-18 16:00:00 UTC",
         "5,2022-03-18 17:00:00 UTC",
         "6",
+        "7,27795684",
     ];
     // Line numbers are right with Unix and with Windows line endings.
     for (name, eol) in [("bad.csv", "\n"), ("bad-crlf.csv", "\r\n")] {
@@ -78,7 +79,13 @@ fn malformed_csv_is_refused_with_row_numbers_and_nothing_is_imported() {
         );
         let (_, stderr) = text(&out);
         assert_eq!(out.status.code(), Some(1), "{stderr}");
-        assert!(stderr.contains("3 rows of"), "{stderr}");
+        assert!(stderr.contains("4 rows of"), "{stderr}");
+        assert!(
+            stderr.contains(&format!(
+                "{name}:8: time \"27795684\" in column \"opened\" is 1970-11-18"
+            )),
+            "{stderr}"
+        );
         assert!(stderr.contains("nothing was imported"), "{stderr}");
         assert!(
             stderr.contains(&format!("{name}:7: 1 field where the header has 2")),
@@ -355,4 +362,52 @@ fn gen_is_reproducible_and_the_model_learns_its_habits() {
         hit3("sendtime model") > hit3("population best hours") + 0.1,
         "{stdout}"
     );
+}
+
+#[test]
+fn backtest_reads_a_kind_column_and_learns_from_opens_and_clicks_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dir.path().join("kinds.csv");
+    let mut rows = String::from("email,when,type\n");
+    // Before the split: 3 sends, 2 opens and a click per contact; after it: one open each.
+    for c in 0..4 {
+        for (day, kind) in ["SENT", "OPEN", "SENT", "OPEN", "SENT", "CLICK"]
+            .iter()
+            .enumerate()
+        {
+            rows.push_str(&format!(
+                "c{c}@example.com,2024-01-{:02} 09:1{c}:00 UTC,{kind}\n",
+                day + 1
+            ));
+        }
+        rows.push_str(&format!("c{c}@example.com,2024-02-01 09:00:00 UTC,OPEN\n"));
+    }
+    std::fs::write(&csv, rows).unwrap();
+    let data = dir.path().join("data");
+    let run = |extra: &[&str]| {
+        let mut args = vec![
+            "backtest",
+            "--split",
+            "2024-01-15",
+            "--events",
+            csv.to_str().unwrap(),
+            "--contact",
+            "email",
+            "--time",
+            "when",
+            "--json",
+        ];
+        args.extend_from_slice(extra);
+        let out = sendtime(&data, &args);
+        let (stdout, stderr) = text(&out);
+        assert!(out.status.success(), "{stderr}");
+        serde_json::from_str::<serde_json::Value>(&stdout).unwrap()
+    };
+    // With the kind column: 3 opens and clicks per contact before the split, all warm.
+    let report = run(&["--kind", "type"]);
+    assert_eq!(report["training_events"], 12, "{report}");
+    assert_eq!(report["warm"][0][1]["contacts"], 4, "{report}");
+    // Without it every row is an open.
+    let report = run(&[]);
+    assert_eq!(report["training_events"], 24, "{report}");
 }

@@ -11,6 +11,8 @@ use chrono::{DateTime, NaiveDateTime};
 use crate::cli::CsvImportArgs;
 use crate::events::{self, Event, Kind};
 
+/// 2000-01-01: an email event before it is a misread column (an id taken for epoch seconds).
+const EARLIEST_MS: i64 = 946_684_800_000;
 /// Bad rows listed in one error before the rest are only counted.
 const MAX_LISTED: usize = 20;
 
@@ -23,21 +25,37 @@ pub struct Columns {
     pub kind_default: Kind,
 }
 
+impl Columns {
+    /// Columns as given on the command line, `kind_default` checked.
+    pub fn new(
+        contact: &str,
+        time: &str,
+        kind: Option<&str>,
+        kind_default: &str,
+    ) -> anyhow::Result<Self> {
+        let kind_default = Kind::parse(kind_default).with_context(|| {
+            format!(
+                "--kind-default {kind_default:?} is not an event kind; use one of: {}",
+                kind_names()
+            )
+        })?;
+        Ok(Self {
+            contact: contact.into(),
+            time: time.into(),
+            kind: kind.map(Into::into),
+            kind_default,
+        })
+    }
+}
+
 /// Import the CSV named in `args` into `data_dir`.
 pub fn run(data_dir: &Path, args: &CsvImportArgs) -> anyhow::Result<()> {
-    let kind_default = Kind::parse(&args.kind_default).with_context(|| {
-        format!(
-            "--kind-default {:?} is not an event kind; use one of: {}",
-            args.kind_default,
-            kind_names()
-        )
-    })?;
-    let columns = Columns {
-        contact: args.contact.clone(),
-        time: args.time.clone(),
-        kind: args.kind.clone(),
-        kind_default,
-    };
+    let columns = Columns::new(
+        &args.contact,
+        &args.time,
+        args.kind.as_deref(),
+        &args.kind_default,
+    )?;
     let (events, stored) = events::not_yet_stored(data_dir, read(&args.file, &columns)?)?;
     let summary = Summary::of(&events);
     let already = if stored > 0 {
@@ -210,10 +228,17 @@ fn parse_row(
     let raw_time = r.get(time_col).unwrap_or("");
     let at_ms = parse_time(raw_time).ok_or_else(|| {
         format!(
-            "cannot parse time {raw_time:?} in column {:?} (expected e.g. 2022-03-18 15:28:01 UTC, RFC 3339, or epoch milliseconds)",
+            "cannot parse time {raw_time:?} in column {:?} (expected e.g. 2022-03-18 15:28:01 UTC, RFC 3339, or epoch seconds or milliseconds)",
             columns.time
         )
     })?;
+    if at_ms < EARLIEST_MS {
+        return Err(format!(
+            "time {raw_time:?} in column {:?} is {}, before 2000: is that the time column?",
+            columns.time,
+            crate::model::plan::format_ms(at_ms)
+        ));
+    }
     let kind = match kind_col {
         None => columns.kind_default,
         Some(c) => {

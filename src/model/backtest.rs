@@ -247,6 +247,7 @@ fn top(p: &[f64]) -> Vec<u8> {
 pub struct Report {
     pub split: String,
     pub params: ParamsReport,
+    /// Opens and clicks (not filtered) before the split.
     pub training_events: usize,
     pub excluded_machine_contacts: usize,
     /// Opens and clicks before the split that make a contact warm.
@@ -408,7 +409,7 @@ pub fn evaluate(config: ModelConfig, rows: &Rows, split_ms: i64, fixed_hour: u8)
     Report {
         split: crate::model::plan::format_ms(split_ms),
         params: (&config.params).into(),
-        training_events: rows.rows.iter().filter(|r| r.at_ms < split_ms).count(),
+        training_events: rows.engagements().filter(|r| r.at_ms < split_ms).count(),
         excluded_machine_contacts: excluded.len(),
         warm_from,
         warm: named(warm),
@@ -535,7 +536,7 @@ impl Report {
         let mut out = String::new();
         let _ = writeln!(
             out,
-            "split {}; {} training events; {} machine-like contact(s) left out",
+            "split {}; {} opens and clicks before it; {} machine-like contact(s) left out",
             self.split, self.training_events, self.excluded_machine_contacts
         );
         let p = &self.params;

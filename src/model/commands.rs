@@ -170,6 +170,8 @@ pub struct BacktestInput<'a> {
     pub events_csv: Option<&'a Path>,
     pub contact_col: &'a str,
     pub time_col: &'a str,
+    pub kind_col: Option<&'a str>,
+    pub kind_default: &'a str,
 }
 
 /// `sendtime backtest`.
@@ -186,15 +188,13 @@ pub fn backtest(
     anyhow::ensure!(fixed_hour < 24, "--fixed-hour must be 0..23");
     let rows = match input.events_csv {
         Some(file) => {
-            let events = csv_import::read(
-                file,
-                &Columns {
-                    contact: input.contact_col.into(),
-                    time: input.time_col.into(),
-                    kind: None,
-                    kind_default: crate::events::Kind::Open,
-                },
+            let columns = Columns::new(
+                input.contact_col,
+                input.time_col,
+                input.kind_col,
+                input.kind_default,
             )?;
+            let events = csv_import::read(file, &columns)?;
             Rows::from_events(&events)
         }
         None => dataset::rows(&config.server.data_dir)?,
