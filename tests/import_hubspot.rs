@@ -297,7 +297,7 @@ fn a_run_that_fails_after_some_pages_resumes_where_it_stopped() {
     assert!(!out.status.success(), "{}", text(&out));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("granted all required scopes"), "{stderr}");
-    assert!(stderr.contains("run the same command again"), "{stderr}");
+    assert!(stderr.contains("the same command resumes"), "{stderr}");
     assert!(!stderr.contains(DEFAULT_TOKEN), "token leaked: {stderr}");
     assert_eq!(stored(&s.data).0.len(), 1000);
 

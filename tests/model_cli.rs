@@ -229,6 +229,27 @@ fn import_dry_run_explain_predict_and_backtest_on_the_sample() {
 
     // predict: 168 rows per contact seen before the cut-off, scores summing to 1.
     let csv = dir.path().join("scores.csv");
+    // ...but nothing before the data starts, or from a folder with no events, is an error
+    // that says so (and creates nothing).
+    let too_early = [
+        "predict",
+        "--as-of",
+        "2000-01-01",
+        "--out",
+        csv.to_str().unwrap(),
+    ];
+    let out = sendtime(&data, &too_early);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out).1.contains("no events before 2000-01-01"),
+        "{}",
+        text(&out).1
+    );
+    let empty = dir.path().join("empty");
+    let out = sendtime(&empty, &too_early);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out).1.contains("no events in "), "{}", text(&out).1);
+    assert!(!empty.exists() && !csv.exists());
     let out = sendtime(
         &data,
         &[

@@ -260,8 +260,8 @@ impl Import {
             resuming_offset = false;
             let page = page.with_context(|| {
                 format!(
-                    "import stopped at page {} (progress is saved: run the same command again \
-                     to resume)",
+                    "import stopped at page {} (progress is saved: once the cause below is \
+                     fixed, the same command resumes)",
                     cursor.pages + 1
                 )
             })?;
@@ -402,7 +402,8 @@ impl Import {
                 }
                 ApiError::Permanent { status: 401, .. } => {
                     return Err(err).context(format!(
-                        "HubSpot rejected the token in {} (connector {})",
+                        "HubSpot rejected the token in {} (connector {}): set it to a valid \
+                         private app token",
                         self.connector.access_token_env, self.connector.id
                     ));
                 }

@@ -28,6 +28,10 @@ fn now_ms() -> i64 {
 
 /// `sendtime explain CONTACT`: class, heat map, and what each webhook type would do now.
 pub fn explain(config: &Config, contact: &str, at: Option<&str>) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        !contact.trim().is_empty(),
+        "CONTACT is empty: give an email address or a HubSpot contact id"
+    );
     let now = at.map(parse_cli_time).transpose()?.unwrap_or_else(now_ms);
     let data_dir = &config.server.data_dir;
     let built = dataset::build(data_dir, config.model, now)?;
@@ -120,10 +124,32 @@ fn heat_map(scores: &[f64; SLOTS]) -> String {
     out
 }
 
+/// Fail unless `{data_dir}/events/` holds a part: a command that learns from events has
+/// nothing to say without them, and an empty answer would hide a wrong `--data`.
+fn require_events(data_dir: &Path) -> anyhow::Result<()> {
+    let dir = data_dir.join("events");
+    let any = std::fs::read_dir(&dir).is_ok_and(|mut d| {
+        d.any(|e| e.is_ok_and(|e| e.path().extension().is_some_and(|x| x == "parquet")))
+    });
+    anyhow::ensure!(
+        any,
+        "no events in {}: import some first (`sendtime import csv FILE ...` or `sendtime import hubspot`), or point --data at the folder that has them",
+        dir.display()
+    );
+    Ok(())
+}
+
 /// `sendtime predict`: every contact's slot scores as of a time, long format.
 pub fn predict(config: &Config, as_of: &str, out: &Path) -> anyhow::Result<()> {
     let as_of = parse_cli_time(as_of)?;
+    require_events(&config.server.data_dir)?;
     let built = dataset::build(&config.server.data_dir, config.model, as_of)?;
+    anyhow::ensure!(
+        built.seen.iter().any(|s| *s),
+        "no events before {} in {}: pick a later --as-of",
+        format_ms(as_of),
+        config.server.data_dir.join("events").display()
+    );
     let day = day_of(as_of);
     let classes_path = classes_path(out);
     let mut scores = std::io::BufWriter::new(
@@ -197,7 +223,10 @@ pub fn backtest(
             let events = csv_import::read(file, &columns)?;
             Rows::from_events(&events)
         }
-        None => dataset::rows(&config.server.data_dir)?,
+        None => {
+            require_events(&config.server.data_dir)?;
+            dataset::rows(&config.server.data_dir)?
+        }
     };
     anyhow::ensure!(
         rows.rows.iter().any(|r| r.at_ms < split_ms)
