@@ -871,6 +871,97 @@ fn a_daily_429_pauses_the_connector_until_the_limit_resets_and_loses_nothing() {
     );
 }
 
+/// Post five `fatigue` contacts (`{prefix}{i}@example.com`, ids from `first_vid`) to a `serve`
+/// that only receives (its clock is a day behind, so nothing is due while it runs), then stop
+/// it. Returns the emails.
+fn receive_only(
+    config: &Path,
+    data: &Path,
+    standin: &StandIn,
+    prefix: &str,
+    first_vid: u64,
+) -> Vec<String> {
+    let serve_clock = config.with_file_name("serve-clock");
+    set_clock(&serve_clock, now_ms() - 24 * 3_600_000);
+    let mut server = start(config, data, Some(&serve_clock), &[]);
+    let emails: Vec<String> = (0..5).map(|i| format!("{prefix}{i}@example.com")).collect();
+    for (i, e) in emails.iter().enumerate() {
+        standin.add_contact(e, first_vid + i as u64);
+        post(&server, "fatigue", first_vid + i as u64, e);
+    }
+    server.signal("TERM");
+    assert_eq!(server.wait_exit(Duration::from_secs(20)), Some(0));
+    emails
+}
+
+/// `sendtime tick --now at` with `token` as the connector's token: (stdout, stderr).
+fn tick_once(config: &Path, data: &Path, at: i64, token: &str) -> (String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sendtime"))
+        .arg("--config")
+        .arg(config)
+        .arg("--data")
+        .arg(data)
+        .args(["tick", "--now", &at.to_string()])
+        .env("DISPATCH_SECRET", SECRET)
+        .env("DISPATCH_TOKEN", token)
+        .env("RUST_LOG", "info")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(out.status.success(), "{stderr}");
+    (stdout, stderr)
+}
+
+#[test]
+fn a_refused_token_holds_the_queue_instead_of_failing_it() {
+    let rt = runtime();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let standin = rt.block_on(StandIn::start(Options::default())).unwrap();
+    let config = write_config(
+        dir.path(),
+        &standin.url(),
+        "requests_per_10s = 150",
+        &[&HOOKS[3]],
+    );
+    let emails = receive_only(&config, &data, &standin, "a", 8200);
+    let due = now_ms() + 2 * 24 * 3_600_000;
+
+    // HubSpot refuses the token: nothing fails, everything stays queued, one loud error.
+    let (out, err) = tick_once(&config, &data, due, "not-the-token");
+    assert!(
+        out.contains("enrolled=0 ") && out.contains("failed=0 ") && out.contains("queued=5 "),
+        "{out}\n{err}"
+    );
+    assert_eq!(
+        err.matches("HubSpot refused the connector's access token (401")
+            .count(),
+        1,
+        "{err}"
+    );
+    assert!(
+        !err.contains("not-the-token"),
+        "the token is never logged:\n{err}"
+    );
+    let refused = standin.log().len();
+    assert!((1..=5).contains(&refused), "{refused} calls");
+    assert!(outcomes(&data).iter().all(|r| r.status != Status::Failed));
+    // The pause is not kept for the next process: with the right token every contact goes,
+    // once.
+    assert!(!data.join("state").join("dispatch-pause-main").exists());
+    let (out, err) = tick_once(&config, &data, due + 60_000, TOKEN);
+    assert!(out.contains("enrolled=5 "), "{out}\n{err}");
+    let enrolled = enrollments(&standin.log());
+    for e in &emails {
+        assert_eq!(
+            enrolled.get(&("104".to_string(), e.clone())),
+            Some(&1),
+            "{e}"
+        );
+    }
+}
+
 #[test]
 fn a_daily_pause_outlasts_the_process_so_sendtime_tick_does_not_call_again() {
     const HOUR: i64 = 3_600_000;
@@ -879,35 +970,10 @@ fn a_daily_pause_outlasts_the_process_so_sendtime_tick_does_not_call_again() {
     let data = dir.path().join("data");
     let (standin, config, clock, day) = daily_limited(&rt, dir.path(), 3);
     let t0 = day + 3 * HOUR + 30 * 60_000;
-    // `serve` only receives: its clock is a day behind, so nothing is due while it runs.
-    let serve_clock = dir.path().join("serve-clock");
-    set_clock(&serve_clock, now_ms() - 24 * HOUR);
-    let mut server = start(&config, &data, Some(&serve_clock), &[]);
-    let emails: Vec<String> = (0..5).map(|i| format!("t{i}@example.com")).collect();
-    for (i, e) in emails.iter().enumerate() {
-        standin.add_contact(e, 8100 + i as u64);
-        post(&server, "fatigue", 8100 + i as u64, e);
-    }
-    server.signal("TERM");
-    assert_eq!(server.wait_exit(Duration::from_secs(20)), Some(0));
-
+    let emails = receive_only(&config, &data, &standin, "t", 8100);
     let tick = |at: i64| {
         set_clock(&clock, at);
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_sendtime"))
-            .arg("--config")
-            .arg(&config)
-            .arg("--data")
-            .arg(&data)
-            .args(["tick", "--now", &at.to_string()])
-            .env("DISPATCH_SECRET", SECRET)
-            .env("DISPATCH_TOKEN", TOKEN)
-            .env("RUST_LOG", "info")
-            .output()
-            .unwrap();
-        let stdout = String::from_utf8_lossy(&out.stdout).to_string();
-        let stderr = String::from_utf8_lossy(&out.stderr).to_string();
-        assert!(out.status.success(), "{stderr}");
-        (stdout, stderr)
+        tick_once(&config, &data, at, TOKEN)
     };
     let pause_file = data.join("state").join("dispatch-pause-main");
 

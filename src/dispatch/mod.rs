@@ -499,7 +499,15 @@ impl Dispatcher {
             if paused.is_some_and(|t| t <= now) {
                 *paused = None;
                 self.metrics.connector_paused(&link.id).set(0);
-                tracing::info!(connector = %link.id, "daily-limit pause over: sending again");
+                let why = if link
+                    .auth_pause
+                    .swap(false, std::sync::atomic::Ordering::Relaxed)
+                {
+                    "refused-token pause over: trying the token again"
+                } else {
+                    "daily-limit pause over: sending again"
+                };
+                tracing::info!(connector = %link.id, "{why}");
             }
         }
     }
@@ -525,7 +533,7 @@ impl Dispatcher {
         let changed: Vec<(String, Option<i64>)> = self
             .links
             .iter()
-            .map(|(id, (_, link))| (id.clone(), link.paused_until()))
+            .map(|(id, (_, link))| (id.clone(), link.daily_pause()))
             .filter(|(id, p)| self.pauses_on_disk.get(id).copied() != *p)
             .collect();
         for (id, until) in changed {
@@ -589,9 +597,14 @@ impl Dispatcher {
         )?;
         let link = Arc::new(Link::new(connector.id.clone(), client));
         // New settings do not lift HubSpot's daily limit: keep a pause it imposed, in this
-        // process or (`sendtime tick` runs once a minute) an earlier one.
+        // process or (`sendtime tick` runs once a minute) an earlier one. A refused-token
+        // pause is dropped: the new settings may name a token that works.
         if let Some((_, old)) = self.links.get(&connector.id) {
-            *link.paused_until.lock().unwrap() = old.paused_until();
+            let daily = old.daily_pause();
+            if daily.is_none() {
+                self.metrics.connector_paused(&connector.id).set(0);
+            }
+            *link.paused_until.lock().unwrap() = daily;
         } else if let Some(until) = self.stored_pause(&connector.id) {
             *link.paused_until.lock().unwrap() = Some(until);
             self.metrics.connector_paused(&connector.id).set(1);

@@ -25,6 +25,8 @@ use crate::metrics::Metrics;
 pub const MAX_ATTEMPTS: u32 = 12;
 /// Backoff cap between transient retries.
 pub const MAX_BACKOFF: Duration = Duration::from_secs(300);
+/// How long a connector whose token HubSpot refused waits before trying once more.
+pub const AUTH_PAUSE_MS: i64 = 5 * 60_000;
 
 /// A planned receipt waiting to be dispatched. Compact on purpose (no `String`s of its own):
 /// a million of these wait in memory between ticks.
@@ -57,8 +59,12 @@ pub enum Next {
 pub struct Link {
     pub id: String,
     pub client: Client,
-    /// Set by a DAILY 429: nothing is sent through this connector before this (clock ms).
+    /// Set by a DAILY 429 or a refused token: nothing is sent through this connector before
+    /// this (clock ms).
     pub paused_until: Mutex<Option<i64>>,
+    /// The pause is for a refused token, not the daily limit: it is not kept for the next
+    /// process or new settings, since a fixed token should work at once.
+    pub auth_pause: std::sync::atomic::AtomicBool,
     /// Largest list batch HubSpot accepted after refusing a larger one.
     pub learned_batch: AtomicUsize,
 }
@@ -69,12 +75,19 @@ impl Link {
             id,
             client,
             paused_until: Mutex::new(None),
+            auth_pause: std::sync::atomic::AtomicBool::new(false),
             learned_batch: AtomicUsize::new(usize::MAX),
         }
     }
 
     pub fn paused_until(&self) -> Option<i64> {
         *self.paused_until.lock().unwrap()
+    }
+
+    /// A daily-limit pause, the kind that outlasts the process.
+    pub fn daily_pause(&self) -> Option<i64> {
+        self.paused_until()
+            .filter(|_| !self.auth_pause.load(std::sync::atomic::Ordering::Relaxed))
     }
 }
 
@@ -174,8 +187,33 @@ impl Ctx {
                         self.metrics.connector_paused(&link.id).set(1);
                     }
                     *paused = Some(until);
+                    link.auth_pause
+                        .store(false, std::sync::atomic::Ordering::Relaxed);
                 }
                 Decision::Later(until)
+            }
+            // The token, not the contact: every call through this connector would fail the
+            // same way, so hold them all rather than fail the whole queue.
+            ApiError::Permanent {
+                status: status @ (401 | 403),
+                message,
+                ..
+            } => {
+                let until = self.now() + AUTH_PAUSE_MS;
+                let mut paused = link.paused_until.lock().unwrap();
+                if paused.is_none() {
+                    tracing::error!(
+                        connector = %link.id,
+                        until = %crate::model::plan::format_ms(until),
+                        "HubSpot refused the connector's access token ({status}: {message}): connector paused and contacts stay queued; set a valid private app token in the connector's access_token_env and restart (it tries once more at the time shown)"
+                    );
+                    self.metrics.connector_paused(&link.id).set(1);
+                    link.auth_pause
+                        .store(true, std::sync::atomic::Ordering::Relaxed);
+                    *paused = Some(until);
+                }
+                // Held by the pause while this process runs; not after it, like the pause.
+                Decision::Later(self.now())
             }
             ApiError::Transient { .. } => {
                 if attempts >= MAX_ATTEMPTS {
