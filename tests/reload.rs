@@ -86,6 +86,30 @@ fn reloads_on_change_keeps_old_config_when_invalid_and_on_sighup() {
     );
     assert_eq!(status(&server)["config"].as_str().unwrap(), first_identity);
     assert_eq!(webhook_ids(&server), ["first"]);
+    // Other files in the folder (a log kept beside the config) do not reload it, and the same
+    // invalid content written again is not reported again.
+    let changes = server.logs().matches("config file changed").count();
+    for i in 0..5 {
+        std::fs::write(dir.path().join("serve.log"), format!("line {i}\n")).unwrap();
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        server.logs().matches("config file changed").count(),
+        changes
+    );
+    std::fs::write(
+        &config,
+        VALID.replace("workflow_id = 1", "workflow_id = 1\ncolour = 3"),
+    )
+    .unwrap();
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(
+        server.logs().matches("new config rejected").count(),
+        1,
+        "logs:\n{}",
+        server.logs()
+    );
 
     // 2. Valid, written in place.
     std::fs::write(&config, with_webhook("second")).unwrap();

@@ -46,9 +46,20 @@ impl Watcher {
             _ => PathBuf::from("."),
         };
         let (tx, mut rx) = mpsc::unbounded_channel();
+        // Only the config file itself, or a ConfigMap's `..data` link swap, counts: other files
+        // in the folder (a log written there, an editor's swap file) must not trigger reloads.
+        let name = path
+            .file_name()
+            .map(|n| n.to_os_string())
+            .unwrap_or_default();
+        let ours = move |p: &PathBuf| {
+            p.file_name()
+                .is_some_and(|n| n == name || n.to_string_lossy().starts_with("..data"))
+        };
         let mut inner = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
             if let Ok(event) = res
                 && !matches!(event.kind, notify::EventKind::Access(_))
+                && event.paths.iter().any(&ours)
             {
                 let _ = tx.send(());
             }
@@ -61,12 +72,14 @@ impl Watcher {
 
         let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
         let task = tokio::spawn(async move {
+            let mut rejected = None;
             loop {
                 let forced = tokio::select! {
                     got = rx.recv() => {
                         if got.is_none() { return; }
                         // Let the burst settle.
                         while let Ok(Some(())) = tokio::time::timeout(DEBOUNCE, rx.recv()).await {}
+                        tracing::info!(path = %path.display(), "config file changed: reloading");
                         false
                     }
                     _ = hup.recv() => {
@@ -74,7 +87,7 @@ impl Watcher {
                         true
                     }
                 };
-                reload(&handle, &path, &overrides, forced);
+                reload(&handle, &path, &overrides, forced, &mut rejected);
             }
         });
         Ok(Self {
@@ -84,11 +97,25 @@ impl Watcher {
     }
 }
 
-/// Load the file again and swap it in if it is valid and different (or `forced`).
-pub fn reload(handle: &ConfigHandle, path: &Path, overrides: &Overrides, forced: bool) {
+/// Load the file again and swap it in if it is valid and different (or `forced`). An invalid
+/// file is reported once per content (`rejected` remembers the last one), unless `forced`.
+fn reload(
+    handle: &ConfigHandle,
+    path: &Path,
+    overrides: &Overrides,
+    forced: bool,
+    rejected: &mut Option<u64>,
+) {
     let current = handle.load();
+    let content = std::fs::read(path).ok().map(|bytes| {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        bytes.hash(&mut h);
+        h.finish()
+    });
     match Config::load(path, overrides, EnvCheck::Require) {
         Ok(loaded) => {
+            *rejected = None;
             if loaded.config.identity == current.identity && !forced {
                 return;
             }
@@ -111,6 +138,10 @@ pub fn reload(handle: &ConfigHandle, path: &Path, overrides: &Overrides, forced:
             handle.store(Arc::new(loaded.config));
         }
         Err(diags) => {
+            if !forced && content.is_some() && *rejected == content {
+                return;
+            }
+            *rejected = content;
             tracing::error!(
                 config = %current.identity,
                 "new config rejected, keeping the one in force ({} problem(s))",
