@@ -140,6 +140,27 @@ fn reloads_on_change_keeps_old_config_when_invalid_and_on_sighup() {
     assert!(server.logs().contains("SIGHUP: reloading config"));
 }
 
+/// A Kubernetes ConfigMap volume: `webhooks.toml` links to `..data/webhooks.toml`, and an update
+/// swaps the `..data` link to a new folder; the file itself never changes.
+#[test]
+fn reloads_when_a_configmap_swaps_its_data_link() {
+    use std::os::unix::fs::symlink;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::create_dir(d.join("..v1")).unwrap();
+    std::fs::write(d.join("..v1/webhooks.toml"), VALID).unwrap();
+    symlink("..v1", d.join("..data")).unwrap();
+    symlink("..data/webhooks.toml", d.join("webhooks.toml")).unwrap();
+    let server = Server::start(&d.join("webhooks.toml"), &d.join("data"), &[]);
+    assert_eq!(webhook_ids(&server), ["first"]);
+
+    std::fs::create_dir(d.join("..v2")).unwrap();
+    std::fs::write(d.join("..v2/webhooks.toml"), with_webhook("second")).unwrap();
+    symlink("..v2", d.join("..data_tmp")).unwrap();
+    std::fs::rename(d.join("..data_tmp"), d.join("..data")).unwrap();
+    wait_for_webhooks(&server, &["first", "second"]);
+}
+
 #[test]
 fn serve_refuses_unset_secrets_unless_dry_run() {
     let dir = tempfile::tempdir().unwrap();
