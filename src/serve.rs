@@ -80,6 +80,7 @@ async fn serve(config_path: PathBuf, overrides: Overrides, clock: Clock) -> anyh
         config: handle,
         inbox,
         metrics,
+        refusals: Default::default(),
     });
     let served = axum::serve(listener, app)
         .with_graceful_shutdown(async move {

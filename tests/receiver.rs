@@ -348,8 +348,40 @@ fn every_rejection_has_its_status_and_stores_nothing() {
         metrics.contains("sendtime_webhooks_accepted_total 0"),
         "{metrics}"
     );
-    stop(server);
+    let logs = stop(server);
     assert_eq!(inbox(dir.path()).height(), 0);
+    // Each refusal is logged with its webhook and reason; a bad signature with the URL it was
+    // checked against. The two stale v3 posts make one line: at most one a minute per reason.
+    let refused: Vec<&str> = logs
+        .lines()
+        .filter(|l| l.contains("refused a post"))
+        .collect();
+    for want in [
+        "webhook=\"(unknown)\" reason=\"unknown_webhook\" status=404",
+        "webhook=\"nurture\" reason=\"too_large\" status=413",
+        "webhook=\"nurture\" reason=\"signature_missing\" status=401",
+        "webhook=\"nurture\" reason=\"bad_json\" status=400",
+        "webhook=\"nurture\" reason=\"wrong_portal\" status=401",
+    ] {
+        assert!(refused.iter().any(|l| l.contains(want)), "{want}:\n{logs}");
+    }
+    let mismatch = refused
+        .iter()
+        .find(|l| l.contains("signature_mismatch"))
+        .unwrap();
+    assert!(
+        mismatch.contains("checked as POST https://hooks.example.com/hooks/nurture"),
+        "{mismatch}"
+    );
+    assert_eq!(
+        refused
+            .iter()
+            .filter(|l| l.contains("signature_stale"))
+            .count(),
+        1,
+        "{logs}"
+    );
+    assert!(!logs.contains(SECRET));
 }
 
 #[test]

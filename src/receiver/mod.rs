@@ -7,7 +7,9 @@
 pub mod payload;
 pub mod signature;
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use axum::Router;
 use axum::body::Body;
@@ -28,6 +30,47 @@ pub struct AppState {
     pub config: ConfigHandle,
     pub inbox: Inbox,
     pub metrics: Metrics,
+    pub refusals: Arc<RefusalLog>,
+}
+
+/// Refused posts, logged so that whoever wires a workflow sees why HubSpot got a 4xx, but at
+/// most once a minute per webhook and reason (a misconfigured workflow refuses every post).
+#[derive(Default)]
+pub struct RefusalLog(Mutex<HashMap<(String, String), (Instant, u64)>>);
+
+const REFUSAL_LOG_EVERY: Duration = Duration::from_secs(60);
+
+impl RefusalLog {
+    fn warn(&self, webhook: &str, reason: &str, status: StatusCode, message: &str) {
+        let mut seen = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        // Webhook ids come from the URL: bound what strangers can make us remember.
+        if seen.len() >= 1024 {
+            seen.clear();
+        }
+        let now = Instant::now();
+        let key = (webhook.to_string(), reason.to_string());
+        let suppressed = match seen.get_mut(&key) {
+            Some((last, n)) if now.duration_since(*last) < REFUSAL_LOG_EVERY => {
+                *n += 1;
+                return;
+            }
+            Some((last, n)) => {
+                *last = now;
+                std::mem::take(n)
+            }
+            None => {
+                seen.insert(key, (now, 0));
+                0
+            }
+        };
+        tracing::warn!(
+            webhook,
+            reason,
+            status = status.as_u16(),
+            suppressed,
+            "refused a post: {message}"
+        );
+    }
 }
 
 /// The HTTP surface: webhooks, health, metrics, status.
@@ -44,8 +87,21 @@ fn reply(status: StatusCode, body: serde_json::Value) -> Response {
     (status, axum::Json(body)).into_response()
 }
 
-fn refuse(state: &AppState, status: StatusCode, reason: &str, message: &str) -> Response {
+/// Answer with an error; `detail` goes to the log only (never a secret).
+fn refuse(
+    state: &AppState,
+    webhook: &str,
+    status: StatusCode,
+    reason: &str,
+    message: &str,
+    detail: &str,
+) -> Response {
     state.metrics.reject(reason);
+    if status.is_client_error() {
+        state
+            .refusals
+            .warn(webhook, reason, status, &format!("{message}{detail}"));
+    }
     reply(
         status,
         json!({"status": "error", "reason": reason, "message": message}),
@@ -61,11 +117,15 @@ async fn receive(
 ) -> Response {
     let config = state.config.load_full();
     let Some(webhook) = config.webhook(&webhook_id) else {
+        // Logged under one key, however many ids strangers try.
+        let shown: String = webhook_id.chars().take(64).collect();
         return refuse(
             &state,
+            "(unknown)",
             StatusCode::NOT_FOUND,
             "unknown_webhook",
             "no webhook with this id",
+            &format!(": {shown:?} (see `sendtime validate` for the configured ones)"),
         );
     };
     state.metrics.received.inc();
@@ -78,11 +138,11 @@ async fn receive(
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
     if declared.is_some_and(|n| n > limit) {
-        return too_large(&state, limit);
+        return too_large(&state, &webhook.id, limit);
     }
     let body = match axum::body::to_bytes(body, limit).await {
         Ok(b) => b,
-        Err(_) => return too_large(&state, limit),
+        Err(_) => return too_large(&state, &webhook.id, limit),
     };
 
     let now_ms = now_ms();
@@ -110,9 +170,11 @@ async fn receive(
             );
             return refuse(
                 &state,
+                &webhook.id,
                 StatusCode::SERVICE_UNAVAILABLE,
                 "no_secret",
                 "this connector has no client secret configured",
+                "",
             );
         };
         // The URL HubSpot called: public_url plus the path and query as received.
@@ -131,7 +193,17 @@ async fn receive(
         ) {
             Ok(v) => v.as_str(),
             Err(e) => {
-                return refuse(&state, StatusCode::UNAUTHORIZED, e.label(), &e.to_string());
+                // The URL checked against is what goes wrong when public_url is off.
+                return refuse(
+                    &state,
+                    &webhook.id,
+                    StatusCode::UNAUTHORIZED,
+                    e.label(),
+                    &e.to_string(),
+                    &format!(
+                        " (checked as POST {called}; is server.public_url the address HubSpot calls, and the connector's client secret its app's?)"
+                    ),
+                );
             }
         }
     };
@@ -143,7 +215,14 @@ async fn receive(
                 payload::PayloadError::NotJson(_) => "bad_json",
                 payload::PayloadError::NoContact => "no_contact",
             };
-            return refuse(&state, StatusCode::BAD_REQUEST, reason, &e.to_string());
+            return refuse(
+                &state,
+                &webhook.id,
+                StatusCode::BAD_REQUEST,
+                reason,
+                &e.to_string(),
+                "",
+            );
         }
     };
     if let Some(portal) = contact.portal_id
@@ -151,9 +230,14 @@ async fn receive(
     {
         return refuse(
             &state,
+            &webhook.id,
             StatusCode::UNAUTHORIZED,
             "wrong_portal",
             "the body's portal id is not this connector's portal",
+            &format!(
+                " ({portal}, connector {} has {})",
+                connector.id, connector.portal_id
+            ),
         );
     }
 
@@ -191,9 +275,11 @@ async fn receive(
             };
             let mut resp = refuse(
                 &state,
+                &webhook.id,
                 StatusCode::SERVICE_UNAVAILABLE,
                 reason,
                 &e.to_string(),
+                "",
             );
             resp.headers_mut()
                 .insert(header::RETRY_AFTER, header::HeaderValue::from_static("5"));
@@ -202,12 +288,14 @@ async fn receive(
     }
 }
 
-fn too_large(state: &AppState, limit: usize) -> Response {
+fn too_large(state: &AppState, webhook: &str, limit: usize) -> Response {
     refuse(
         state,
+        webhook,
         StatusCode::PAYLOAD_TOO_LARGE,
         "too_large",
         &format!("body over the {limit}-byte limit (server.max_body_bytes)"),
+        "",
     )
 }
 
