@@ -20,14 +20,19 @@ use crate::config::{ConfigHandle, DEFAULT_CRON};
 use crate::dispatch::Dispatcher;
 use crate::metrics::Metrics;
 
-/// Parse a six-field (seconds first) cron expression, as the config validates it.
-pub fn parse_cron(expr: &str) -> anyhow::Result<Cron> {
-    croner::parser::CronParser::builder()
+/// Parse a six-field (seconds first) cron expression that fires at some time after now; the
+/// error says why not, for the config's diagnostics.
+pub fn parse_cron(expr: &str) -> Result<Cron, String> {
+    let cron = croner::parser::CronParser::builder()
         .seconds(croner::parser::Seconds::Required)
         .dom_and_dow(true)
         .build()
         .parse(expr)
-        .map_err(|e| anyhow::anyhow!("cron expression {expr:?}: {e}"))
+        .map_err(|e| e.to_string().trim_end_matches('.').to_string())?;
+    match cron.find_next_occurrence(&Utc::now(), false) {
+        Ok(_) => Ok(cron),
+        Err(_) => Err("it never fires after now (check the day of month, month and year)".into()),
+    }
 }
 
 /// The first fire time strictly after `after`.
@@ -52,10 +57,17 @@ pub async fn run(
         if snapshot.scheduler.cron != cron_text {
             match parse_cron(&snapshot.scheduler.cron) {
                 Ok(c) => {
-                    tracing::info!(cron = %snapshot.scheduler.cron, "scheduler: ticks follow this cron expression");
+                    tracing::info!(
+                        cron = %snapshot.scheduler.cron,
+                        next = %next_after(&c, Utc::now()).format("%Y-%m-%d %H:%M:%S UTC"),
+                        "scheduler: ticks follow this cron expression"
+                    );
                     cron = c;
                 }
-                Err(e) => tracing::error!("{e:#}; keeping the previous schedule"),
+                Err(e) => tracing::error!(
+                    "cron expression {:?}: {e}; keeping the previous schedule",
+                    snapshot.scheduler.cron
+                ),
             }
             cron_text = snapshot.scheduler.cron.clone();
         }
@@ -113,7 +125,7 @@ pub async fn run(
 
 /// How long until `expr` next fires after now (for status pages and tests).
 pub fn until_next(expr: &str) -> anyhow::Result<Duration> {
-    let cron = parse_cron(expr)?;
+    let cron = parse_cron(expr).map_err(|e| anyhow::anyhow!("cron expression {expr:?}: {e}"))?;
     let now = Utc::now();
     Ok((next_after(&cron, now) - now).to_std().unwrap_or_default())
 }

@@ -863,13 +863,7 @@ fn check_http_url(raw: &str) -> Result<String, &'static str> {
 }
 
 fn check_cron(expr: &str) -> Result<(), String> {
-    croner::parser::CronParser::builder()
-        .seconds(croner::parser::Seconds::Required)
-        .dom_and_dow(true)
-        .build()
-        .parse(expr)
-        .map(|_| ())
-        .map_err(|e| e.to_string().trim_end_matches('.').to_string())
+    crate::scheduler::parse_cron(expr).map(|_| ())
 }
 
 pub(crate) fn is_url_safe_id(id: &str) -> bool {
