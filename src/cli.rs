@@ -47,7 +47,7 @@ pub enum Command {
     /// here, so the config repository's CI can run this without secrets.
     Validate {
         /// The config file to check (same as --config).
-        #[arg(value_name = "CONFIG")]
+        #[arg(value_name = "CONFIG", conflicts_with = "config")]
         file: Option<PathBuf>,
     },
     /// Run the server: receive webhooks and, every tick, enroll the contacts that are due.
@@ -314,12 +314,17 @@ fn report(result: anyhow::Result<()>) -> ExitCode {
 }
 
 /// Load the config for a command that works on the data directory (secrets only warned about).
-fn load_config(path: &std::path::Path, overrides: &Overrides) -> anyhow::Result<Config> {
+fn require_config_file(path: &std::path::Path) -> anyhow::Result<()> {
     anyhow::ensure!(
         path.exists(),
         "no config file at {}: run from the folder that holds webhooks.toml, or pass --config PATH",
         path.display()
     );
+    Ok(())
+}
+
+fn load_config(path: &std::path::Path, overrides: &Overrides) -> anyhow::Result<Config> {
+    require_config_file(path)?;
     let loaded = Config::load(path, overrides, EnvCheck::Warn)
         .map_err(|d| anyhow::anyhow!("config {} is invalid:\n{d}", path.display()))?;
     Ok(loaded.config)
@@ -329,7 +334,8 @@ fn tick(path: &std::path::Path, overrides: &Overrides, now: Option<&str>) -> any
     let now = now
         .map(|t| crate::clock::parse_instant(t).map_or_else(|| model::parse_cli_time(t), Ok))
         .transpose()?;
-    let loaded = Config::load(path, overrides, EnvCheck::Require)
+    require_config_file(path)?;
+    let loaded = Config::load(path, overrides, EnvCheck::RequireTokens)
         .map_err(|d| anyhow::anyhow!("config {} is invalid:\n{d}", path.display()))?;
     for line in loaded.warnings.lines() {
         tracing::warn!("{line}");
@@ -367,12 +373,7 @@ fn validate(path: PathBuf, overrides: &Overrides) -> ExitCode {
         Ok(loaded) => loaded,
         Err(diags) => {
             eprintln!("{diags}");
-            let n = diags.items.len();
-            eprintln!(
-                "{}: invalid: {n} problem{}",
-                path.display(),
-                if n == 1 { "" } else { "s" }
-            );
+            eprintln!("{}: invalid: {}", path.display(), diags.tally());
             return ExitCode::FAILURE;
         }
     };

@@ -62,6 +62,22 @@ impl Diagnostics {
         self.items.iter().any(|d| d.severity == Severity::Error)
     }
 
+    /// "2 errors, 1 warning": what a summary line says.
+    pub fn tally(&self) -> String {
+        let count = |sev: Severity, one: &str| {
+            let n = self.items.iter().filter(|d| d.severity == sev).count();
+            (n > 0).then(|| format!("{n} {one}{}", if n == 1 { "" } else { "s" }))
+        };
+        [
+            count(Severity::Error, "error"),
+            count(Severity::Warning, "warning"),
+        ]
+        .into_iter()
+        .flatten()
+        .collect::<Vec<_>>()
+        .join(", ")
+    }
+
     pub fn is_empty(&self) -> bool {
         self.items.is_empty()
     }

@@ -160,6 +160,8 @@ pub enum EnvCheck {
     Warn,
     /// `serve`: a connector that calls HubSpot cannot run without them.
     Require,
+    /// `tick`: it calls HubSpot but receives nothing, so only the access tokens are needed.
+    RequireTokens,
 }
 
 /// A config that parsed and validated, plus the warnings worth showing (e.g. unset env vars).

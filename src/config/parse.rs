@@ -326,19 +326,23 @@ fn read_document(
     );
 
     // Unset env vars are warnings for `validate` (the config repo's CI has no secrets) and
-    // errors for `serve`, except on dry-run connectors, which call nothing.
+    // errors for `serve` and `tick` (which needs only the tokens), except on dry-run
+    // connectors, which call nothing.
     for (c, _) in &connectors {
         for (key, name) in [
             ("client_secret_env", &c.client_secret_env),
             ("access_token_env", &c.access_token_env),
         ] {
+            if env == EnvCheck::RequireTokens && key == "client_secret_env" {
+                continue;
+            }
             if std::env::var(name).map_or(true, |v| v.is_empty()) {
                 let at = find_value(doc, "connector", &c.id, key).unwrap_or(0);
                 let message = format!(
                     "environment variable {name} (`{key}` of connector `{}`) is not set",
                     c.id
                 );
-                if env == EnvCheck::Require && !c.dry_run {
+                if env != EnvCheck::Warn && !c.dry_run {
                     ctx.error(at, format!("{message}; set it, or set `dry_run = true` to run without calling HubSpot"));
                 } else {
                     ctx.warning(at, message);
