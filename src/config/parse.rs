@@ -344,6 +344,11 @@ fn read_document(
                 );
                 if env != EnvCheck::Warn && !c.dry_run {
                     ctx.error(at, format!("{message}; set it, or set `dry_run = true` to run without calling HubSpot"));
+                } else if key == "client_secret_env" {
+                    ctx.warning(
+                        at,
+                        format!("{message}: posts to its webhooks are refused (503) until it is"),
+                    );
                 } else {
                     ctx.warning(at, message);
                 }
