@@ -315,6 +315,26 @@ fn every_rejection_has_its_status_and_stores_nothing() {
         "{body}"
     );
 
+    // A body without what the webhook's type needs: an email to enroll, a record id for a
+    // list.
+    let (status, body) = post(&server, "nurture", br#"{"vid": 12}"#, Sig::V2);
+    assert_eq!(
+        (status, body["reason"].as_str()),
+        (400, Some("no_email")),
+        "{body}"
+    );
+    let (status, body) = post(
+        &server,
+        "big-list",
+        br#"{"email": "x@example.com"}"#,
+        Sig::V2,
+    );
+    assert_eq!(
+        (status, body["reason"].as_str()),
+        (400, Some("no_record_id")),
+        "{body}"
+    );
+
     let other_portal = String::from_utf8(good.clone())
         .unwrap()
         .replace("62515", "99999");
@@ -335,6 +355,8 @@ fn every_rejection_has_its_status_and_stores_nothing() {
         "signature_stale",
         "bad_json",
         "no_contact",
+        "no_email",
+        "no_record_id",
         "wrong_portal",
     ] {
         assert!(

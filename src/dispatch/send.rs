@@ -326,6 +326,7 @@ pub async fn enroll(
              include the email property in the workflow's webhook body"
                 .into(),
         );
+        tracing::warn!(receipt = %item.receipt_id, webhook = %item.webhook_id, "enroll failed: the contact has no email address");
         ctx.record(vec![r]).await;
         return (item, Next::Done(Status::Failed));
     };
@@ -459,6 +460,7 @@ pub async fn list_add(
                 r
             })
             .collect();
+        tracing::warn!(list = %list_id, contacts = without.len(), "list add failed: contacts without a record id");
         ctx.record(rows).await;
         out.extend(without.into_iter().map(|i| (i, Next::Done(Status::Failed))));
     }

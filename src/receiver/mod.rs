@@ -1,8 +1,9 @@
 //! `POST /hooks/{webhook_id}`: HubSpot's workflow webhooks in, durable receipts out.
 //!
 //! Checks run cheapest-first and nothing unauthenticated is parsed: unknown webhook (404),
-//! body size (413), signature (401), body (400), portal (401), then the store (200 once the
-//! receipt is durable; 503 when it cannot be, so HubSpot retries).
+//! body size (413), signature (401), body (400, also when it lacks what the webhook's type
+//! needs: an email to enroll, a record id for a list), portal (401), then the store (200 once
+//! the receipt is durable; 503 when it cannot be, so HubSpot retries).
 
 pub mod payload;
 pub mod signature;
@@ -225,6 +226,31 @@ async fn receive(
             );
         }
     };
+    // What the dispatch will need: refused now, HubSpot shows why in the workflow's history;
+    // accepted, the contact could only fail later where nobody looks.
+    let missing = if webhook.kind.enrolls() {
+        contact.email.is_none().then_some((
+            "no_email",
+            "the body has no email address, which enrolling into a workflow needs (HubSpot \
+             enrolls by email); include the email property in the workflow's webhook",
+        ))
+    } else {
+        contact.contact_id.is_none().then_some((
+            "no_record_id",
+            "the body has no contact record id, which adding to a list needs; include the \
+             contact id (hs_object_id or vid) in the workflow's webhook",
+        ))
+    };
+    if let Some((reason, message)) = missing {
+        return refuse(
+            &state,
+            &webhook.id,
+            StatusCode::BAD_REQUEST,
+            reason,
+            message,
+            "",
+        );
+    }
     if let Some(portal) = contact.portal_id
         && portal != connector.portal_id as i64
     {
