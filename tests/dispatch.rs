@@ -300,7 +300,15 @@ fn every_contact_is_enrolled_or_listed_once_at_its_planned_minute() {
     for step in steps {
         set_clock(&clock, step);
         server
-            .wait_log(&format!("now={step} "), Duration::from_secs(30))
+            .wait_log(
+                &format!(
+                    "now={} ",
+                    chrono::DateTime::from_timestamp_millis(step)
+                        .unwrap()
+                        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+                ),
+                Duration::from_secs(30),
+            )
             .unwrap_or_else(|| panic!("no tick at {step}; logs:\n{}", server.logs()));
         // The tick that logged it is done; give a following tick no chance to matter.
         let log = standin.log();

@@ -81,7 +81,10 @@ impl std::fmt::Display for TickReport {
         write!(
             f,
             "now={} planned={} due={} enrolled={} listed={} failed={} dry_run={} requeued={} held={} queued={} took_ms={}",
-            self.now_ms,
+            chrono::DateTime::from_timestamp_millis(self.now_ms).map_or_else(
+                || self.now_ms.to_string(),
+                |t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+            ),
             self.planned,
             self.due,
             self.enrolled,
