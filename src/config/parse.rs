@@ -296,7 +296,21 @@ fn read_document(
     let server = read_server(ctx, &top, &base_dir);
     let scheduler = read_scheduler(ctx, &top);
     let model = read_model(ctx, &top);
-    let connectors = read_array(ctx, &top, "connector")
+    let connector_tables = read_array(ctx, &top, "connector");
+    // Ids as declared, valid connector or not: a webhook naming a connector that has its own
+    // errors gets no second, misleading "unknown connector".
+    let declared_ids: Vec<&str> = connector_tables
+        .iter()
+        .filter_map(|(t, _, _)| {
+            t.iter()
+                .find(|(k, _)| k.get_ref().as_ref() == "id")
+                .and_then(|(_, v)| match v.get_ref() {
+                    DeValue::String(s) => Some(s.as_ref()),
+                    _ => None,
+                })
+        })
+        .collect();
+    let connectors = connector_tables
         .into_iter()
         .filter_map(|(t, at, n)| read_connector(ctx, t, at, n))
         .collect::<Vec<_>>();
@@ -314,10 +328,9 @@ fn read_document(
         "connector",
     );
 
-    let connector_ids: Vec<&str> = connectors.iter().map(|(c, _)| c.id.as_str()).collect();
     let webhooks: Vec<(Webhook, usize)> = webhook_tables
         .into_iter()
-        .filter_map(|(t, at, n)| read_webhook(ctx, t, at, n, &connector_ids))
+        .filter_map(|(t, at, n)| read_webhook(ctx, t, at, n, &declared_ids))
         .collect();
     check_unique(
         ctx,
