@@ -651,9 +651,13 @@ fn a_removed_webhook_holds_its_contacts_and_a_changed_workflow_applies_to_the_re
 fn the_shipped_config_runs_in_dry_run_without_credentials() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("webhooks.toml");
-    std::fs::copy(
-        concat!(env!("CARGO_MANIFEST_DIR"), "/webhooks.toml"),
+    // As shipped, but with list batches of 2 so that the dry run shows the batching.
+    let shipped =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/webhooks.toml")).unwrap();
+    assert!(shipped.contains("list_batch_size = 2500"));
+    std::fs::write(
         &config,
+        shipped.replace("list_batch_size = 2500", "list_batch_size = 2"),
     )
     .unwrap();
     let data = dir.path().join("data");
@@ -669,6 +673,8 @@ fn the_shipped_config_runs_in_dry_run_without_credentials() {
     for (hook, vid, email) in [
         ("fatigue-update", 11, "dry@example.com"),
         ("big-list", 12, "list@example.com"),
+        ("big-list", 13, "list13@example.com"),
+        ("big-list", 14, "list14@example.com"),
     ] {
         let body = format!(
             r#"{{"vid": {vid}, "portal-id": 62515, "properties": {{"email": {{"value": "{email}"}}}}}}"#
@@ -719,17 +725,38 @@ fn the_shipped_config_runs_in_dry_run_without_credentials() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(stdout.contains("dry_run=2"), "{stdout}");
+    assert!(stdout.contains("dry_run=4"), "{stdout}");
     let rows = outcomes(&data);
-    assert_eq!(rows.len(), 2, "{rows:?}");
+    assert_eq!(rows.len(), 4, "{rows:?}");
     assert!(rows.iter().all(|r| r.status == Status::DryRun));
     let messages: Vec<&str> = rows.iter().filter_map(|r| r.message.as_deref()).collect();
     assert!(
         messages.contains(&"dry run: would enroll dry@example.com into workflow 1234570"),
         "{messages:?}"
     );
+    // Three list adds in batches of 2: two in the first batch, one in the second.
+    let batches: Vec<&str> = messages
+        .iter()
+        .filter(|m| m.starts_with("dry run: would add record "))
+        .map(|m| &m[m.find(" (batch").unwrap()..])
+        .collect();
+    assert_eq!(batches.len(), 3, "{messages:?}");
+    assert_eq!(
+        batches
+            .iter()
+            .filter(|b| **b == " (batch 1 of 2, 2 records)")
+            .count(),
+        2,
+        "{messages:?}"
+    );
     assert!(
-        messages.contains(&"dry run: would add record 12 to list 987"),
+        batches.contains(&" (batch 2 of 2, 1 record)"),
+        "{messages:?}"
+    );
+    assert!(
+        messages
+            .iter()
+            .any(|m| m.starts_with("dry run: would add record 12 to list 987 (batch ")),
         "{messages:?}"
     );
     // Nothing is left to do: a second tick is idle.

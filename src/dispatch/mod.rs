@@ -467,8 +467,10 @@ impl Dispatcher {
             );
         }
         if !dry.is_empty() {
+            let list_batches = number_dry_batches(&mut dry, config);
             tracing::info!(
                 calls = dry.len(),
+                list_batches,
                 "dry run: recorded the calls it would make"
             );
             self.metrics
@@ -584,6 +586,42 @@ impl Dispatcher {
     pub fn data_dir(&self) -> &Path {
         &self.data_dir
     }
+}
+
+/// Say in each dry-run list add which batch it would go in (batches of the connector's
+/// `list_batch_size`, per list), so a dry run previews the batching too. Returns the number
+/// of batches.
+fn number_dry_batches(dry: &mut [OutcomeRow], config: &Config) -> usize {
+    let mut lists: HashMap<(&str, &str), Vec<usize>> = HashMap::new();
+    for (i, r) in dry.iter().enumerate() {
+        if r.action == Action::ListAdd {
+            lists.entry((&r.connector, &r.target)).or_default().push(i);
+        }
+    }
+    let mut numbered: Vec<(usize, String)> = Vec::new();
+    let mut total = 0;
+    for ((connector, _), rows) in lists {
+        let size = config
+            .connector(connector)
+            .map_or(1, |c| c.list_batch_size.max(1));
+        let batches = rows.len().div_ceil(size);
+        total += batches;
+        for (k, chunk) in rows.chunks(size).enumerate() {
+            let n = chunk.len();
+            let note = format!(
+                " (batch {} of {batches}, {n} record{})",
+                k + 1,
+                if n == 1 { "" } else { "s" }
+            );
+            numbered.extend(chunk.iter().map(|&i| (i, note.clone())));
+        }
+    }
+    for (i, note) in numbered {
+        if let Some(m) = dry[i].message.as_mut() {
+            m.push_str(&note);
+        }
+    }
+    total
 }
 
 fn dry_run_message(action: Action, item: &Pending, target: &str) -> String {
