@@ -370,6 +370,18 @@ impl Profiles {
         per_day > t.machine_per_day || s.engagements as f64 / years > t.machine_per_year
     }
 
+    /// After summing stored counts and stats (instead of adding events): the population from
+    /// them, and each contact's last active day, so that the next batch's events on that day
+    /// are not counted as a new active day, the same as in one pass over all events.
+    pub fn loaded(&mut self) {
+        for (prev, s) in self.prev_day.iter_mut().zip(&self.stats) {
+            if s.engagements > 0 {
+                *prev = s.last_day;
+            }
+        }
+        self.refresh_population();
+    }
+
     /// Recompute the population profile: everyone's engagement pooled (machines excluded),
     /// spread to neighbouring hours like a contact's, with a small uniform floor.
     pub fn refresh_population(&mut self) {

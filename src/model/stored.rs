@@ -282,6 +282,7 @@ fn load(
             });
         }
     }
+    p.loaded();
     Ok(p)
 }
 
@@ -422,8 +423,43 @@ mod tests {
                 full.profiles.stats[c].engagements
             );
         }
-        // Nothing new: nothing rewritten.
-        let (_, fourth) = update(dir.path(), cfg, now, false).unwrap();
+        let close = |a: &[f64], b: &[f64]| a.iter().zip(b).all(|(x, y)| (x - y).abs() < 1e-6);
+        assert!(close(&inc.profiles.population, &full.profiles.population));
+        // Nothing new: nothing rewritten, and what is loaded is what a rebuild gives (the
+        // population too, not a flat one).
+        let (loaded, fourth) = update(dir.path(), cfg, now, false).unwrap();
         assert_eq!((fourth.rebuilt, fourth.new_parts), (false, 0));
+        assert!(close(
+            &loaded.profiles.population,
+            &full.profiles.population
+        ));
+        assert!(close(&loaded.profiles.weekdays, &full.profiles.weekdays));
+    }
+
+    /// Three imports on one day, each picked up by a new process (as `sendtime tick` under
+    /// cron does): one active day, as in a rebuild, so 60 opens that day make a machine.
+    #[test]
+    fn active_days_carry_across_processes() {
+        let dir = tempfile::tempdir().unwrap();
+        let now = 1_700_000_000_000;
+        let cfg = ModelConfig::default();
+        // Another contact, so there is a population.
+        append(dir.path(), &[ev(2, now - 86_400_000)]).unwrap();
+        for batch in 0..3 {
+            append(
+                dir.path(),
+                &(0..20)
+                    .map(|i| ev(1, now - 3_600_000 + batch * 20_000 + i * 500))
+                    .collect::<Vec<_>>(),
+            )
+            .unwrap();
+            update(dir.path(), cfg, now, false).unwrap();
+        }
+        let (inc, _) = update(dir.path(), cfg, now, false).unwrap();
+        let (full, _) = update(dir.path(), cfg, now, true).unwrap();
+        let c = inc.contacts.find(Some(1), None).unwrap();
+        assert_eq!(full.profiles.stats[c as usize].active_days, 1);
+        assert_eq!(inc.profiles.stats[c as usize].active_days, 1);
+        assert!(full.profiles.is_machine(c) && inc.profiles.is_machine(c));
     }
 }
