@@ -193,6 +193,11 @@ fn for_each_part(
                 Err(e)
                     if e.downcast_ref::<std::io::Error>()
                         .is_some_and(|e| e.kind() == std::io::ErrorKind::NotFound) => {}
+                // The file may be fine (out of file descriptors, permissions): fail, not
+                // quarantine.
+                Err(e) if crate::store::cannot_open(&e) => {
+                    return Err(e.context(format!("cannot open {}", path.display())));
+                }
                 Err(e) => {
                     // Quarantine under the dataset the part belongs to.
                     let data_dir = path

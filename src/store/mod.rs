@@ -117,8 +117,10 @@ impl Dataset {
         Ok(path)
     }
 
-    /// Read every part into one frame. Parts that cannot be read are quarantined (and
-    /// logged) rather than failing the whole read or silently dropping rows.
+    /// Read every part into one frame. Parts whose content cannot be decoded are quarantined
+    /// (and logged) rather than failing the whole read or silently dropping rows; a part that
+    /// cannot be opened (out of file descriptors, permissions) fails the read, since the
+    /// file may be fine and a later read will get it.
     pub fn read_all(&self) -> anyhow::Result<Vec<(PathBuf, DataFrame)>> {
         let mut out = Vec::new();
         for path in self.parts()? {
@@ -126,6 +128,9 @@ impl Dataset {
                 Ok(df) => out.push((path, df)),
                 // Compaction removed it between listing and reading; its rows are in a newer part.
                 Err(e) if is_not_found(&e) => continue,
+                Err(e) if cannot_open(&e) => {
+                    return Err(e.context(format!("cannot open {}", path.display())));
+                }
                 Err(e) => self.quarantine(&path, &e)?,
             }
         }
@@ -168,6 +173,10 @@ impl Dataset {
                 }
                 Ok(_) => {}
                 Err(e) if is_not_found(&e) => {}
+                // Maybe fine: left for a later compaction.
+                Err(e) if cannot_open(&e) => {
+                    tracing::warn!(part = %path.display(), "cannot open part to compact: {e:#}");
+                }
                 Err(e) => self.quarantine(&path, &e)?,
             }
         }
@@ -221,7 +230,7 @@ impl Dataset {
     }
 }
 
-/// Read one part file.
+/// Read one part file. An error opening it is an `io::Error`, one decoding it a Polars error.
 pub fn read_part(path: &Path) -> anyhow::Result<DataFrame> {
     let file = File::open(path)?;
     Ok(ParquetReader::new(file).finish()?)
@@ -243,6 +252,12 @@ pub fn concat_frames(frames: Vec<DataFrame>) -> anyhow::Result<DataFrame> {
 fn is_not_found(e: &anyhow::Error) -> bool {
     e.downcast_ref::<io::Error>()
         .is_some_and(|e| e.kind() == io::ErrorKind::NotFound)
+}
+
+/// An error of [`read_part`] opening the file (the machine's state), not decoding it (the
+/// file's content): decoding errors come as Polars errors.
+pub fn cannot_open(e: &anyhow::Error) -> bool {
+    e.downcast_ref::<io::Error>().is_some()
 }
 
 fn remove_if_exists(path: &Path) -> io::Result<()> {
@@ -271,6 +286,33 @@ pub fn sync_dir(dir: &Path) -> io::Result<()> {
 mod tests {
     use super::*;
     use rayon::prelude::*;
+
+    /// The file may be fine: only content that cannot be decoded goes to quarantine. (A link
+    /// to itself stands in for running out of file descriptors.)
+    #[test]
+    fn a_part_that_cannot_be_opened_is_not_quarantined() {
+        let dir = tempfile::tempdir().unwrap();
+        let ds = Dataset::open(dir.path(), "rows").unwrap();
+        let part = ds.part_path(Ulid::generate());
+        std::os::unix::fs::symlink(&part, &part).unwrap();
+        let err = ds.read_all().unwrap_err();
+        assert!(format!("{err:#}").contains("cannot open"), "{err:#}");
+        assert!(ds.compact(&HashSet::new()).unwrap().is_none());
+        assert!(part.symlink_metadata().is_ok(), "left in place");
+        assert!(!dir.path().join("quarantine").join("rows").exists());
+        // Content that is not Parquet is quarantined.
+        fs::remove_file(&part).unwrap();
+        fs::write(&part, b"not parquet").unwrap();
+        assert!(ds.read_all().unwrap().is_empty());
+        assert!(!part.exists());
+        assert!(
+            dir.path()
+                .join("quarantine")
+                .join("rows")
+                .join(part.file_name().unwrap())
+                .exists()
+        );
+    }
 
     #[test]
     fn frames_written_from_several_threads_become_one_part_with_every_row() {
