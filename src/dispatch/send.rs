@@ -289,6 +289,22 @@ fn failure_row(
     }
 }
 
+/// Done with `row`'s status once the row is durable; until then the contact stays queued
+/// (a minute later), so a disk that is full now cannot turn a call into one never recorded.
+async fn done_if_recorded(ctx: &Ctx, row: OutcomeRow, item: Pending) -> (Pending, Next) {
+    let status = row.status;
+    (item, final_if_recorded(ctx, vec![row], status).await)
+}
+
+/// [`done_if_recorded`] for rows that share one final status.
+async fn final_if_recorded(ctx: &Ctx, rows: Vec<OutcomeRow>, status: Status) -> Next {
+    if ctx.record(rows).await {
+        Next::Done(status)
+    } else {
+        Next::Again(ctx.now() + 60_000)
+    }
+}
+
 fn may_have_reached(e: &ApiError) -> bool {
     matches!(
         e,
@@ -327,8 +343,7 @@ pub async fn enroll(
                 .into(),
         );
         tracing::warn!(receipt = %item.receipt_id, webhook = %item.webhook_id, "enroll failed: the contact has no email address");
-        ctx.record(vec![r]).await;
-        return (item, Next::Done(Status::Failed));
+        return done_if_recorded(&ctx, r, item).await;
     };
     loop {
         if let Some(next) = ctx.halt(&link) {
@@ -356,27 +371,25 @@ pub async fn enroll(
                          (found in the contact's current enrollments; not sent again)"
                             .into(),
                     );
-                    ctx.record(vec![r]).await;
-                    return (item, Next::Done(Status::Enrolled));
+                    return done_if_recorded(&ctx, r, item).await;
                 }
                 Ok(_) => {
                     item.in_doubt = false;
                     continue;
                 }
                 Err(e) => {
-                    let decision = ctx.decide(&link, &e, item.attempts.max(1));
-                    let decision = match decision {
-                        // Cannot check: keep it queued rather than risk a second email.
-                        Decision::GiveUp => {
-                            Decision::Later(ctx.now() + MAX_BACKOFF.as_millis() as i64)
-                        }
-                        d => d,
-                    };
                     tracing::debug!(receipt = %item.receipt_id, "enrollments check failed: {e}");
-                    match decision {
+                    match ctx.decide(&link, &e, item.attempts.max(1)) {
                         Decision::Retry(d) if ctx.sleep(d).await => continue,
+                        Decision::Retry(_) => return (item, Next::Again(ctx.now())),
                         Decision::Later(t) => return (item, Next::Again(t)),
-                        _ => return (item, Next::Again(ctx.now())),
+                        // HubSpot will not answer the check (e.g. no such record id): what is
+                        // left is the at-least-once contract, so send.
+                        Decision::GiveUp => {
+                            tracing::warn!(receipt = %item.receipt_id, "cannot check whether an earlier call reached HubSpot ({e}); sending again (at-least-once)");
+                            item.in_doubt = false;
+                            continue;
+                        }
                     }
                 }
             }
@@ -405,9 +418,9 @@ pub async fn enroll(
                     ctx.now(),
                 );
                 r.http_status = Some(204);
-                item.in_doubt = false;
-                ctx.record(vec![r]).await;
-                return (item, Next::Done(Status::Enrolled));
+                // Until the row is durable the call stays in doubt, as after a crash.
+                item.in_doubt = true;
+                return done_if_recorded(&ctx, r, item).await;
             }
             Err(e) => {
                 let decision = ctx.decide(&link, &e, item.attempts);
@@ -423,13 +436,13 @@ pub async fn enroll(
                 let r = failure_row(base, &e, &decision, ctx.now(), item.in_doubt);
                 if matches!(decision, Decision::GiveUp) {
                     tracing::warn!(receipt = %item.receipt_id, webhook = %item.webhook_id, "enrollment failed: {e}");
+                    return done_if_recorded(&ctx, r, item).await;
                 }
                 ctx.record(vec![r]).await;
                 match decision {
                     Decision::Retry(d) if ctx.sleep(d).await => continue,
-                    Decision::Retry(_) => return (item, Next::Again(ctx.now())),
+                    Decision::Retry(_) | Decision::GiveUp => return (item, Next::Again(ctx.now())),
                     Decision::Later(t) => return (item, Next::Again(t)),
-                    Decision::GiveUp => return (item, Next::Done(Status::Failed)),
                 }
             }
         }
@@ -461,8 +474,8 @@ pub async fn list_add(
             })
             .collect();
         tracing::warn!(list = %list_id, contacts = without.len(), "list add failed: contacts without a record id");
-        ctx.record(rows).await;
-        out.extend(without.into_iter().map(|i| (i, Next::Done(Status::Failed))));
+        let next = final_if_recorded(&ctx, rows, Status::Failed).await;
+        out.extend(without.into_iter().map(|i| (i, next)));
     }
     let mut work = vec![with_id];
     'chunks: while let Some(mut chunk) = work.pop() {
@@ -521,7 +534,11 @@ pub async fn list_add(
                         rows.push(r);
                         nexts.push(Next::Done(status));
                     }
-                    ctx.record(rows).await;
+                    if !ctx.record(rows).await {
+                        // Not durable: in doubt, as after a crash (a list add is idempotent).
+                        let later = Next::Again(ctx.now() + 60_000);
+                        nexts.iter_mut().for_each(|n| *n = later);
+                    }
                     out.extend(chunk.into_iter().zip(nexts));
                     continue 'chunks;
                 }
@@ -566,6 +583,9 @@ pub async fn list_add(
                         .collect();
                     if matches!(decision, Decision::GiveUp) {
                         tracing::warn!(connector = %link.id, list = %list_id, contacts = chunk.len(), "list add failed: {e}");
+                        let next = final_if_recorded(&ctx, rows, Status::Failed).await;
+                        out.extend(chunk.into_iter().map(|i| (i, next)));
+                        continue 'chunks;
                     }
                     ctx.record(rows).await;
                     match decision {
@@ -577,9 +597,7 @@ pub async fn list_add(
                         Decision::Later(t) => {
                             out.extend(chunk.into_iter().map(|i| (i, Next::Again(t))))
                         }
-                        Decision::GiveUp => {
-                            out.extend(chunk.into_iter().map(|i| (i, Next::Done(Status::Failed))))
-                        }
+                        Decision::GiveUp => unreachable!("handled above"),
                     }
                     continue 'chunks;
                 }
