@@ -548,6 +548,95 @@ fn kill_9_mid_tick_loses_nothing_and_duplicates_only_calls_in_flight() {
     }
 }
 
+/// A call left unanswered by a crash enrolled the contact into workflow 104; `workflow_id` is
+/// 105 by the restart. The check before sending again finds the contact in 104 and sends
+/// nothing: one email, not two.
+#[test]
+fn an_unanswered_call_is_found_in_its_workflow_after_workflow_id_changed() {
+    use sendtime::dispatch::records::{Action, outcome_frame, plan_frame};
+    let rt = runtime();
+    let standin = rt.block_on(StandIn::start(Options::default())).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let email = "ada@example.com";
+    standin.add_contact(email, 8300);
+    // What the unanswered call did.
+    let client = sendtime::hubspot::Client::new(
+        &standin.url(),
+        TOKEN,
+        sendtime::hubspot::ClientOptions::default(),
+    )
+    .unwrap();
+    rt.block_on(client.enroll(104, email)).unwrap();
+    // What the disk says: planned, and an `attempting` row for 104 with no result.
+    let t = now_ms() - 60_000;
+    let receipt = ulid::Ulid::generate().to_string();
+    let plan = PlanRow {
+        receipt_id: receipt.clone(),
+        webhook_id: "fatigue".into(),
+        webhook_type: "IMMEDIATE".into(),
+        contact_id: Some(8300),
+        email: Some(email.into()),
+        received_at_ms: t,
+        due_at_ms: t,
+        slot: None,
+        reason: "immediately".into(),
+        planned_at_ms: t,
+    };
+    let attempting = OutcomeRow {
+        receipt_id: receipt.clone(),
+        webhook_id: "fatigue".into(),
+        connector: "main".into(),
+        action: Action::Enroll,
+        target: "104".into(),
+        status: Status::Attempting,
+        http_status: None,
+        message: None,
+        attempts: 1,
+        in_doubt: false,
+        retry_at_ms: None,
+        at_ms: t + 1000,
+    };
+    for (name, mut df) in [
+        ("plan", plan_frame(&[plan]).unwrap()),
+        ("outcomes", outcome_frame(&[attempting]).unwrap()),
+    ] {
+        Dataset::open(&data, name)
+            .unwrap()
+            .write_part(ulid::Ulid::generate(), &mut df)
+            .unwrap();
+    }
+    let config = write_config(
+        dir.path(),
+        &standin.url(),
+        "",
+        &[&Hook {
+            id: "fatigue",
+            kind: "IMMEDIATE",
+            target: "workflow_id = 105",
+        }],
+    );
+    let (out, err) = tick_once(&config, &data, now_ms(), TOKEN);
+    assert!(out.contains("enrolled=1 "), "{out}\n{err}");
+    let enrolled = enrollments(&standin.log());
+    assert_eq!(
+        enrolled.get(&("104".to_string(), email.to_string())),
+        Some(&1)
+    );
+    assert_eq!(enrolled.get(&("105".to_string(), email.to_string())), None);
+    let last = outcomes(&data)
+        .into_iter()
+        .find(|r| r.receipt_id == receipt && r.status == Status::Enrolled)
+        .unwrap();
+    assert_eq!(last.target, "104");
+    assert!(
+        last.message
+            .as_deref()
+            .is_some_and(|m| m.starts_with("already enrolled into workflow 104")),
+        "{last:?}"
+    );
+}
+
 #[test]
 fn a_removed_webhook_holds_its_contacts_and_a_changed_workflow_applies_to_the_rest() {
     let rt = runtime();

@@ -149,6 +149,8 @@ impl Dispatcher {
             last_doubt: bool,
             retry_at: Option<i64>,
             last_attempt_started_at: i64,
+            /// What the latest attempt called (a workflow id for an enrollment).
+            last_target: String,
         }
         let mut history: HashMap<String, Seen> = HashMap::new();
         let mut done = IdSet::default();
@@ -160,7 +162,10 @@ impl Dispatcher {
             let h = history.entry(r.receipt_id).or_default();
             if r.status == Status::Attempting {
                 h.started = h.started.max(r.attempts);
-                h.last_attempt_started_at = h.last_attempt_started_at.max(r.at_ms);
+                if r.at_ms >= h.last_attempt_started_at {
+                    h.last_attempt_started_at = r.at_ms;
+                    h.last_target = r.target;
+                }
             } else if r.attempts >= h.finished {
                 h.finished = r.attempts;
                 h.last_doubt = r.in_doubt;
@@ -190,6 +195,7 @@ impl Dispatcher {
                 due_at_ms: p.due_at_ms,
                 attempts: h.started.max(h.finished),
                 in_doubt,
+                doubt_workflow: in_doubt.then(|| h.last_target.parse().ok()).flatten(),
                 ready_at_ms: ready,
             }));
         }

@@ -145,6 +145,7 @@ impl Dispatcher {
                 due_at_ms: 0,
                 attempts: 0,
                 in_doubt: false,
+                doubt_workflow: None,
                 ready_at_ms: 0,
             }
         }));

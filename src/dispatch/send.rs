@@ -42,6 +42,9 @@ pub struct Pending {
     pub attempts: u32,
     /// An earlier call may have reached HubSpot without an answer.
     pub in_doubt: bool,
+    /// The workflow that unanswered call enrolled into, when it was an enrollment: the check
+    /// before sending again looks for it too, since `workflow_id` may have changed since.
+    pub doubt_workflow: Option<std::num::NonZeroU64>,
     /// Not dispatched before this (the due time, or a retry's time).
     pub ready_at_ms: i64,
 }
@@ -356,21 +359,32 @@ pub async fn enroll(
         if item.in_doubt
             && let Some(vid) = item.contact_id.filter(|v| *v > 0)
         {
+            let earlier = item.doubt_workflow.map(std::num::NonZeroU64::get);
             match link.client.enrollments(vid as u64).await {
-                Ok(workflows) if workflows.iter().any(|w| w.id == workflow) => {
+                Ok(ref workflows)
+                    if let Some(w) = workflows
+                        .iter()
+                        .find(|w| w.id == workflow || Some(w.id) == earlier) =>
+                {
                     let mut r = row(
                         &item,
                         &link,
                         Action::Enroll,
-                        &target,
+                        &w.id.to_string(),
                         Status::Enrolled,
                         ctx.now(),
                     );
-                    r.message = Some(
+                    r.message = Some(if w.id == workflow {
                         "already enrolled: an earlier call whose answer was lost reached HubSpot \
                          (found in the contact's current enrollments; not sent again)"
-                            .into(),
-                    );
+                            .into()
+                    } else {
+                        format!(
+                            "already enrolled into workflow {}, the workflow_id when an earlier \
+                             call whose answer was lost was made; not sent again to {workflow}",
+                            w.id
+                        )
+                    });
                     return done_if_recorded(&ctx, r, item).await;
                 }
                 Ok(_) => {
@@ -420,11 +434,15 @@ pub async fn enroll(
                 r.http_status = Some(204);
                 // Until the row is durable the call stays in doubt, as after a crash.
                 item.in_doubt = true;
+                item.doubt_workflow = std::num::NonZeroU64::new(workflow);
                 return done_if_recorded(&ctx, r, item).await;
             }
             Err(e) => {
                 let decision = ctx.decide(&link, &e, item.attempts);
                 item.in_doubt = may_have_reached(&e);
+                if item.in_doubt {
+                    item.doubt_workflow = std::num::NonZeroU64::new(workflow);
+                }
                 let base = row(
                     &item,
                     &link,
