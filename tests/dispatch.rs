@@ -995,20 +995,20 @@ fn a_daily_429_pauses_the_connector_until_the_limit_resets_and_loses_nothing() {
     );
 }
 
-/// Post five `fatigue` contacts (`{prefix}{i}@example.com`, ids from `first_vid`) to a `serve`
+/// Post `n` `fatigue` contacts (`{prefix}{i}@example.com`, ids from `first_vid`) to a `serve`
 /// that only receives (its clock is a day behind, so nothing is due while it runs), then stop
 /// it. Returns the emails.
 fn receive_only(
     config: &Path,
     data: &Path,
     standin: &StandIn,
-    prefix: &str,
+    (prefix, n): (&str, usize),
     first_vid: u64,
 ) -> Vec<String> {
     let serve_clock = config.with_file_name("serve-clock");
     set_clock(&serve_clock, now_ms() - 24 * 3_600_000);
     let mut server = start(config, data, Some(&serve_clock), &[]);
-    let emails: Vec<String> = (0..5).map(|i| format!("{prefix}{i}@example.com")).collect();
+    let emails: Vec<String> = (0..n).map(|i| format!("{prefix}{i}@example.com")).collect();
     for (i, e) in emails.iter().enumerate() {
         standin.add_contact(e, first_vid + i as u64);
         post(&server, "fatigue", first_vid + i as u64, e);
@@ -1050,7 +1050,7 @@ fn a_refused_token_holds_the_queue_instead_of_failing_it() {
         "requests_per_10s = 150",
         &[&HOOKS[3]],
     );
-    let emails = receive_only(&config, &data, &standin, "a", 8200);
+    let emails = receive_only(&config, &data, &standin, ("a", 5), 8200);
     let due = now_ms() + 2 * 24 * 3_600_000;
 
     // HubSpot refuses the token: nothing fails, everything stays queued, one loud error.
@@ -1087,6 +1087,42 @@ fn a_refused_token_holds_the_queue_instead_of_failing_it() {
     }
 }
 
+/// Refusals that are the connector's state (a bad token here) do not use up a contact's
+/// retries: after 13 ticks with a wrong token, a 502 is still just retried.
+#[test]
+fn refused_calls_do_not_use_up_the_retries() {
+    let rt = runtime();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let refusing = rt.block_on(StandIn::start(Options::default())).unwrap();
+    let config = write_config(dir.path(), &refusing.url(), "", &[&HOOKS[3]]);
+    receive_only(&config, &data, &refusing, ("r", 1), 8400);
+    let due = now_ms() + 2 * 24 * 3_600_000;
+    for k in 0..13 {
+        tick_once(&config, &data, due + k * 60_000, "not-the-token");
+    }
+    let calls = |d: &Path| {
+        outcomes(d)
+            .iter()
+            .filter(|r| r.status == Status::Attempting)
+            .map(|r| r.attempts)
+            .max()
+            .unwrap_or(0)
+    };
+    assert!(calls(&data) >= 13, "{} calls", calls(&data));
+    // The token is fixed, and HubSpot has a bad minute.
+    let failing = rt
+        .block_on(StandIn::start(Options {
+            error_rate: 1.0,
+            ..Options::default()
+        }))
+        .unwrap();
+    let config = write_config(dir.path(), &failing.url(), "", &[&HOOKS[3]]);
+    let (out, err) = tick_once(&config, &data, due + 14 * 60_000, TOKEN);
+    assert!(out.contains("failed=0 "), "{out}\n{err}");
+    assert!(outcomes(&data).iter().all(|r| r.status != Status::Failed));
+}
+
 #[test]
 fn a_daily_pause_outlasts_the_process_so_sendtime_tick_does_not_call_again() {
     const HOUR: i64 = 3_600_000;
@@ -1095,7 +1131,7 @@ fn a_daily_pause_outlasts_the_process_so_sendtime_tick_does_not_call_again() {
     let data = dir.path().join("data");
     let (standin, config, clock, day) = daily_limited(&rt, dir.path(), 3);
     let t0 = day + 3 * HOUR + 30 * 60_000;
-    let emails = receive_only(&config, &data, &standin, "t", 8100);
+    let emails = receive_only(&config, &data, &standin, ("t", 5), 8100);
     let tick = |at: i64| {
         set_clock(&clock, at);
         tick_once(&config, &data, at, TOKEN)

@@ -151,6 +151,8 @@ impl Dispatcher {
             last_attempt_started_at: i64,
             /// What the latest attempt called (a workflow id for an enrollment).
             last_target: String,
+            /// Attempts that failed in a way worth retrying (a set: rows may be seen twice).
+            failed: HashSet<u32>,
         }
         let mut history: HashMap<String, Seen> = HashMap::new();
         let mut done = IdSet::default();
@@ -166,7 +168,14 @@ impl Dispatcher {
                     h.last_attempt_started_at = r.at_ms;
                     h.last_target = r.target;
                 }
-            } else if r.attempts >= h.finished {
+            } else {
+                let transient = r.status == Status::Retrying
+                    && !matches!(r.http_status, Some(401 | 403 | 429 | 400));
+                if transient {
+                    h.failed.insert(r.attempts);
+                }
+            }
+            if r.status != Status::Attempting && r.attempts >= h.finished {
                 h.finished = r.attempts;
                 h.last_doubt = r.in_doubt;
                 h.retry_at = r.retry_at_ms;
@@ -194,6 +203,7 @@ impl Dispatcher {
                 email: p.email.map(String::into_boxed_str),
                 due_at_ms: p.due_at_ms,
                 attempts: h.started.max(h.finished),
+                failures: h.failed.len() as u32,
                 in_doubt,
                 doubt_workflow: in_doubt.then(|| h.last_target.parse().ok()).flatten(),
                 ready_at_ms: ready,

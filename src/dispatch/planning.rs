@@ -144,6 +144,7 @@ impl Dispatcher {
                 email: emails.get(i).map(Box::from),
                 due_at_ms: 0,
                 attempts: 0,
+                failures: 0,
                 in_doubt: false,
                 doubt_workflow: None,
                 ready_at_ms: 0,

@@ -21,7 +21,8 @@ use crate::events::HOUR_MS;
 use crate::hubspot::{ApiError, Client, RatePolicy};
 use crate::metrics::Metrics;
 
-/// Calls per receipt after which a transient failure is recorded as final.
+/// Transient failures (5xx, timeouts) of one receipt's calls after which the next is final;
+/// rate limits and refused tokens do not count.
 pub const MAX_ATTEMPTS: u32 = 12;
 /// Backoff cap between transient retries.
 pub const MAX_BACKOFF: Duration = Duration::from_secs(300);
@@ -40,6 +41,10 @@ pub struct Pending {
     pub due_at_ms: i64,
     /// Calls made so far.
     pub attempts: u32,
+    /// Calls that failed in a way worth retrying (5xx, timeouts): what [`MAX_ATTEMPTS`]
+    /// limits. Rate limits and refused tokens are the connector's state, not the contact's,
+    /// and do not count.
+    pub failures: u32,
     /// An earlier call may have reached HubSpot without an answer.
     pub in_doubt: bool,
     /// The workflow that unanswered call enrolled into, when it was an enrollment: the check
@@ -155,7 +160,9 @@ impl Ctx {
         }
     }
 
-    fn decide(&self, link: &Link, e: &ApiError, attempts: u32) -> Decision {
+    /// What to do after `e`; `failures` counts the transient failures so far, this one
+    /// included.
+    fn decide(&self, link: &Link, e: &ApiError, failures: u32) -> Decision {
         let fits = |d: Duration| Instant::now() + d <= self.horizon;
         match e {
             ApiError::RateLimited {
@@ -219,10 +226,10 @@ impl Ctx {
                 Decision::Later(self.now())
             }
             ApiError::Transient { .. } => {
-                if attempts >= MAX_ATTEMPTS {
+                if failures >= MAX_ATTEMPTS {
                     return Decision::GiveUp;
                 }
-                let d = backoff(attempts);
+                let d = backoff(failures);
                 if fits(d) {
                     Decision::Retry(d)
                 } else {
@@ -393,7 +400,7 @@ pub async fn enroll(
                 }
                 Err(e) => {
                     tracing::debug!(receipt = %item.receipt_id, "enrollments check failed: {e}");
-                    match ctx.decide(&link, &e, item.attempts.max(1)) {
+                    match ctx.decide(&link, &e, item.failures.max(1)) {
                         Decision::Retry(d) if ctx.sleep(d).await => continue,
                         Decision::Retry(_) => return (item, Next::Again(ctx.now())),
                         Decision::Later(t) => return (item, Next::Again(t)),
@@ -438,7 +445,8 @@ pub async fn enroll(
                 return done_if_recorded(&ctx, r, item).await;
             }
             Err(e) => {
-                let decision = ctx.decide(&link, &e, item.attempts);
+                item.failures += u32::from(matches!(e, ApiError::Transient { .. }));
+                let decision = ctx.decide(&link, &e, item.failures);
                 item.in_doubt = may_have_reached(&e);
                 if item.in_doubt {
                     item.doubt_workflow = std::num::NonZeroU64::new(workflow);
@@ -588,8 +596,11 @@ pub async fn list_add(
                     continue 'chunks;
                 }
                 Err(e) => {
-                    let attempts = chunk.iter().map(|i| i.attempts).max().unwrap_or(1);
-                    let decision = ctx.decide(&link, &e, attempts);
+                    if matches!(e, ApiError::Transient { .. }) {
+                        chunk.iter_mut().for_each(|i| i.failures += 1);
+                    }
+                    let failures = chunk.iter().map(|i| i.failures).max().unwrap_or(1);
+                    let decision = ctx.decide(&link, &e, failures);
                     let now = ctx.now();
                     let rows = chunk
                         .iter()
