@@ -203,7 +203,7 @@ impl Dispatcher {
                 email: p.email.map(String::into_boxed_str),
                 due_at_ms: p.due_at_ms,
                 attempts: h.started.max(h.finished),
-                failures: h.failed.len() as u32,
+                failures: h.failed.len().min(u8::MAX as usize) as u8,
                 in_doubt,
                 doubt_workflow: in_doubt.then(|| h.last_target.parse().ok()).flatten(),
                 ready_at_ms: ready,

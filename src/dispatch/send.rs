@@ -44,7 +44,7 @@ pub struct Pending {
     /// Calls that failed in a way worth retrying (5xx, timeouts): what [`MAX_ATTEMPTS`]
     /// limits. Rate limits and refused tokens are the connector's state, not the contact's,
     /// and do not count.
-    pub failures: u32,
+    pub failures: u8,
     /// An earlier call may have reached HubSpot without an answer.
     pub in_doubt: bool,
     /// The workflow that unanswered call enrolled into, when it was an enrollment: the check
@@ -400,7 +400,7 @@ pub async fn enroll(
                 }
                 Err(e) => {
                     tracing::debug!(receipt = %item.receipt_id, "enrollments check failed: {e}");
-                    match ctx.decide(&link, &e, item.failures.max(1)) {
+                    match ctx.decide(&link, &e, u32::from(item.failures.max(1))) {
                         Decision::Retry(d) if ctx.sleep(d).await => continue,
                         Decision::Retry(_) => return (item, Next::Again(ctx.now())),
                         Decision::Later(t) => return (item, Next::Again(t)),
@@ -445,8 +445,10 @@ pub async fn enroll(
                 return done_if_recorded(&ctx, r, item).await;
             }
             Err(e) => {
-                item.failures += u32::from(matches!(e, ApiError::Transient { .. }));
-                let decision = ctx.decide(&link, &e, item.failures);
+                if matches!(e, ApiError::Transient { .. }) {
+                    item.failures = item.failures.saturating_add(1);
+                }
+                let decision = ctx.decide(&link, &e, u32::from(item.failures));
                 item.in_doubt = may_have_reached(&e);
                 if item.in_doubt {
                     item.doubt_workflow = std::num::NonZeroU64::new(workflow);
@@ -597,10 +599,12 @@ pub async fn list_add(
                 }
                 Err(e) => {
                     if matches!(e, ApiError::Transient { .. }) {
-                        chunk.iter_mut().for_each(|i| i.failures += 1);
+                        chunk
+                            .iter_mut()
+                            .for_each(|i| i.failures = i.failures.saturating_add(1));
                     }
                     let failures = chunk.iter().map(|i| i.failures).max().unwrap_or(1);
-                    let decision = ctx.decide(&link, &e, failures);
+                    let decision = ctx.decide(&link, &e, u32::from(failures));
                     let now = ctx.now();
                     let rows = chunk
                         .iter()
