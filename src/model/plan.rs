@@ -74,13 +74,22 @@ pub fn plan_into(
         }
         WebhookType::Next24Hours => 24,
         WebhookType::NextWeek => 168,
-        WebhookType::NextWeekFrequencyOptimized => match profile.map(|p| p.class) {
-            Some(Class::Passive | Class::Inactive) => 168,
-            _ => 24,
-        },
+        // A machine-like contact's class was learned from its machine: it has no usable one.
+        WebhookType::NextWeekFrequencyOptimized => {
+            match profile.filter(|p| !p.machine).map(|p| p.class) {
+                Some(Class::Passive | Class::Inactive) => 168,
+                _ => 24,
+            }
+        }
     };
     let window = if hours == 24 { "24 hours" } else { "7 days" };
-    let class = profile.map_or("unknown", |p| p.class.as_str());
+    let class = profile.map_or("unknown", |p| {
+        if p.machine {
+            "machine-like"
+        } else {
+            p.class.as_str()
+        }
+    });
     // Writing to a String cannot fail.
     let _ = match kind {
         WebhookType::NextWeekFrequencyOptimized => {
@@ -143,8 +152,7 @@ pub fn plan_into(
             (start, slot)
         }
     };
-    let minute = (fnv1a(&[who.contact.as_bytes()]) % 60) as i64;
-    let due_at_ms = (start + minute * MINUTE_MS).max(received_at_ms);
+    let due_at_ms = due_in_hour(start, received_at_ms, who.contact);
     let _ = write!(reason, "; due {}", UtcMinute(due_at_ms));
     (due_at_ms, Some(slot))
 }
@@ -206,6 +214,19 @@ fn draw(weights: &[f64], seed: u64) -> usize {
         }
     }
     weights.len() - 1
+}
+
+/// The minute inside the hour starting at `start`, from a hash of the contact. In the hour of
+/// receipt, when the contact's minute is already past, it is spread over what is left of the
+/// hour instead, so a burst of posts does not become a burst of calls.
+fn due_in_hour(start: i64, received_at_ms: i64, contact: &str) -> i64 {
+    let hash = fnv1a(&[contact.as_bytes()]);
+    let due = start + (hash % 60) as i64 * MINUTE_MS;
+    if due >= received_at_ms {
+        return due;
+    }
+    let left = ((start + HOUR_MS - received_at_ms) / MINUTE_MS).max(1);
+    received_at_ms + (hash % left as u64) as i64 * MINUTE_MS
 }
 
 /// Stable 64-bit hash (FNV-1a): the same contact spreads to the same minute on every host.
@@ -373,6 +394,61 @@ mod tests {
     }
 
     #[test]
+    fn a_machine_like_contact_has_no_class_to_wait_a_week_for() {
+        let received = SUNDAY_MIDNIGHT + DAY_MS;
+        let mut prof = profile_peaking_at(3 * 24 + 18, Class::Inactive);
+        prof.machine = true;
+        let p = plan(
+            WebhookType::NextWeekFrequencyOptimized,
+            received,
+            Some(&prof),
+            &uniform(),
+            WHO,
+        );
+        assert!(p.due_at_ms < received + DAY_MS, "{}", p.reason);
+        assert!(
+            p.reason
+                .starts_with("NEXT_WEEK_FREQUENCY_OPTIMIZED gives machine-like contacts the next 24 hours; machine-like contact: "),
+            "{}",
+            p.reason
+        );
+    }
+
+    /// Posts arriving at 10:40 for contacts whose best hour is 10:00 are spread over the 20
+    /// minutes left, not all due at 10:40.
+    #[test]
+    fn in_the_hour_of_receipt_minutes_spread_over_what_is_left() {
+        let received = SUNDAY_MIDNIGHT + DAY_MS + 10 * HOUR_MS + 40 * MINUTE_MS; // Monday 10:40
+        let prof = profile_peaking_at(10, Class::Active);
+        let dues: Vec<i64> = (0..1000)
+            .map(|i| {
+                let contact = format!("c{i}@example.com");
+                let who = Subject {
+                    contact: &contact,
+                    receipt: "r",
+                };
+                plan(
+                    WebhookType::Next24Hours,
+                    received,
+                    Some(&prof),
+                    &uniform(),
+                    who,
+                )
+                .due_at_ms
+            })
+            .collect();
+        let hour_end = received + 20 * MINUTE_MS;
+        assert!(dues.iter().all(|d| (received..hour_end).contains(d)));
+        let at_receipt = dues.iter().filter(|d| **d == received).count();
+        assert!(
+            at_receipt < 150,
+            "{at_receipt} of 1000 due at the receipt time"
+        );
+        let minutes: std::collections::HashSet<i64> = dues.iter().map(|d| d / MINUTE_MS).collect();
+        assert_eq!(minutes.len(), 20);
+    }
+
+    #[test]
     fn cold_contacts_draw_from_the_population_inside_the_window_reproducibly() {
         let received = SUNDAY_MIDNIGHT + 20 * HOUR_MS;
         let mut pop = [0.01; SLOTS];
@@ -416,186 +492,5 @@ mod tests {
     fn slot_names() {
         assert_eq!(slot_name(0), "Mon 00:00 UTC");
         assert_eq!(slot_name(167), "Sun 23:00 UTC");
-    }
-}
-
-/// The planner as it was before `plan_into` (allocating its reason piece by piece), kept as
-/// the oracle the faster version must match byte for byte.
-#[cfg(test)]
-mod oracle {
-    use super::*;
-
-    fn old_plan(
-        kind: WebhookType,
-        received_at_ms: i64,
-        profile: Option<&Profile>,
-        population: &[f64; SLOTS],
-        who: Subject<'_>,
-    ) -> Plan {
-        let hours = match kind {
-            WebhookType::Immediate => {
-                return Plan {
-                    due_at_ms: received_at_ms,
-                    slot: None,
-                    reason: "IMMEDIATE: on the next tick".into(),
-                };
-            }
-            WebhookType::UpdateOnly => {
-                return Plan {
-                    due_at_ms: received_at_ms,
-                    slot: None,
-                    reason: "UPDATE_ONLY: list membership updated on the next tick, in a batch"
-                        .into(),
-                };
-            }
-            WebhookType::Next24Hours => 24,
-            WebhookType::NextWeek => 168,
-            WebhookType::NextWeekFrequencyOptimized => match profile.map(|p| p.class) {
-                Some(Class::Passive | Class::Inactive) => 168,
-                _ => 24,
-            },
-        };
-        let window = if hours == 24 { "24 hours" } else { "7 days" };
-        let class = profile.map_or("unknown", |p| p.class.as_str());
-        let why_window = match kind {
-            WebhookType::NextWeekFrequencyOptimized => {
-                format!("{kind} gives {class} contacts the next {window}")
-            }
-            _ => format!("{kind}: the next {window}"),
-        };
-
-        // Candidate hours: the hour of receipt (from receipt on) and the whole hours after it.
-        let first_hour = received_at_ms.div_euclid(HOUR_MS) * HOUR_MS;
-        let candidates: Vec<(i64, u8)> = (0..hours)
-            .map(|k| {
-                let start = first_hour + k * HOUR_MS;
-                (start, slot_of(start))
-            })
-            .collect();
-        let seed = fnv1a(&[who.contact.as_bytes(), b"\0", who.receipt.as_bytes()]);
-
-        let usable = profile.filter(|p| p.engagements > 0 && !p.machine);
-        let (start, slot, how) = match usable {
-            Some(p) => {
-                let (i, _) =
-                    candidates
-                        .iter()
-                        .enumerate()
-                        .fold((0, f64::MIN), |best, (i, (_, s))| {
-                            let score = p.scores[*s as usize];
-                            if score > best.1 { (i, score) } else { best }
-                        });
-                let (start, slot) = candidates[i];
-                let mean = candidates
-                    .iter()
-                    .map(|(_, s)| p.scores[*s as usize])
-                    .sum::<f64>()
-                    / candidates.len() as f64;
-                let how = format!(
-                    "best hour for this {class} contact ({} opens/clicks): {} ({:.1}x the window's average)",
-                    p.engagements,
-                    old_slot_name(slot),
-                    p.scores[slot as usize] / mean
-                );
-                (start, slot, how)
-            }
-            None => {
-                let weights: Vec<f64> = candidates
-                    .iter()
-                    .map(|(_, s)| population[*s as usize])
-                    .collect();
-                let i = draw(&weights, seed);
-                let (start, slot) = candidates[i];
-                let who = match profile {
-                    Some(p) if p.machine => "machine-like contact",
-                    _ => "contact without history",
-                };
-                (
-                    start,
-                    slot,
-                    format!(
-                        "{who}: {} drawn from the population profile",
-                        old_slot_name(slot)
-                    ),
-                )
-            }
-        };
-        let minute = (fnv1a(&[who.contact.as_bytes()]) % 60) as i64;
-        let due_at_ms = (start + minute * MINUTE_MS).max(received_at_ms);
-        Plan {
-            due_at_ms,
-            slot: Some(slot),
-            reason: format!("{why_window}; {how}; due {}", old_format_ms(due_at_ms)),
-        }
-    }
-
-    fn old_slot_name(slot: u8) -> String {
-        const DAYS: [&str; 7] = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"];
-        format!("{} {:02}:00 UTC", DAYS[slot as usize / 24], slot % 24)
-    }
-
-    fn old_format_ms(ms: i64) -> String {
-        use chrono::{Datelike, Timelike};
-        // Written out by hand: chrono's `format` parses its pattern on every call, and planning
-        // formats one time per receipt.
-        DateTime::<chrono::Utc>::from_timestamp_millis(ms).map_or_else(
-            || ms.to_string(),
-            |t| {
-                format!(
-                    "{:04}-{:02}-{:02} {:02}:{:02} UTC",
-                    t.year(),
-                    t.month(),
-                    t.day(),
-                    t.hour(),
-                    t.minute()
-                )
-            },
-        )
-    }
-
-    /// A small deterministic generator for the comparison's inputs.
-    fn next(x: &mut u64) -> u64 {
-        *x = splitmix(*x);
-        *x
-    }
-
-    #[test]
-    fn plan_into_writes_exactly_what_the_old_planner_did() {
-        let mut x = 42u64;
-        for i in 0..20_000u64 {
-            let kind = WebhookType::ALL[(next(&mut x) % 5) as usize];
-            let received = 1_700_000_000_000 + (next(&mut x) % (400 * 86_400_000)) as i64;
-            let mut population = [0.0; SLOTS];
-            for p in population.iter_mut() {
-                *p = (next(&mut x) % 1000) as f64 / 1000.0;
-            }
-            let profile = (i % 4 != 0).then(|| {
-                let mut scores = [0.0; SLOTS];
-                for s in scores.iter_mut() {
-                    *s = (next(&mut x) % 10_000) as f64 / 7.0;
-                }
-                Profile {
-                    class: [
-                        Class::Evaluating,
-                        Class::Active,
-                        Class::Passive,
-                        Class::Inactive,
-                    ][(next(&mut x) % 4) as usize],
-                    scores,
-                    engagements: (next(&mut x) % 40) as u32,
-                    last_day: None,
-                    machine: next(&mut x).is_multiple_of(7),
-                }
-            });
-            let contact = format!("#{}", next(&mut x) % 1_000_000);
-            let receipt = format!("{:026}", next(&mut x) % 1_000_000_000);
-            let who = Subject {
-                contact: &contact,
-                receipt: &receipt,
-            };
-            let old = old_plan(kind, received, profile.as_ref(), &population, who);
-            let new = plan(kind, received, profile.as_ref(), &population, who);
-            assert_eq!(new, old, "case {i}");
-        }
     }
 }
