@@ -1,7 +1,9 @@
 //! `sendtime serve`: wires config, receiver and scheduler together and runs until a signal.
 
+use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use arc_swap::ArcSwap;
@@ -81,15 +83,14 @@ async fn serve(config_path: PathBuf, overrides: Overrides, clock: Clock) -> anyh
         inbox,
         metrics,
         refusals: Default::default(),
+        bodies: Arc::new(tokio::sync::Semaphore::new(receiver::BODIES_IN_FLIGHT)),
     });
-    let served = axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
-            shutdown_signal().await;
-            // The running tick finishes its calls in flight and records them; nothing new starts.
-            let _ = stop_tx.send(true);
-        })
-        .await
-        .context("server failed");
+    let served = serve_http(listener, app, async move {
+        shutdown_signal().await;
+        // The running tick finishes its calls in flight and records them; nothing new starts.
+        let _ = stop_tx.send(true);
+    })
+    .await;
     match scheduler.await {
         Ok(dispatcher) => tokio::task::block_in_place(|| dispatcher.close()),
         Err(e) => tracing::error!("the scheduler task failed: {e}"),
@@ -99,6 +100,63 @@ async fn serve(config_path: PathBuf, overrides: Overrides, clock: Clock) -> anyh
     // writer flush.
     tokio::task::block_in_place(|| writer.shutdown());
     tracing::info!("stopped");
+    Ok(())
+}
+
+/// A client that has not sent its request headers by then is dropped (slowloris).
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long shutdown waits for open connections (a request being answered) before closing
+/// them.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// Serve `app` over HTTP/1.1 until `shutdown` resolves, then stop accepting and let open
+/// connections finish, up to [`SHUTDOWN_GRACE`]. Unlike `axum::serve`, headers must arrive
+/// within [`HEADER_READ_TIMEOUT`]; the body's own deadline is the receiver's.
+async fn serve_http(
+    listener: tokio::net::TcpListener,
+    app: axum::Router,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    use tower::ServiceExt as _;
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    // Out of file descriptors, say: wait rather than spin.
+                    tracing::warn!("cannot accept a connection: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let router = app.clone();
+        let service =
+            hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                router.clone().oneshot(req.map(axum::body::Body::new))
+            });
+        let conn = hyper::server::conn::http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(HEADER_READ_TIMEOUT)
+            .serve_connection(TokioIo::new(stream), service);
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!("connection closed: {e}");
+            }
+        });
+    }
+    drop(listener);
+    tokio::select! {
+        () = graceful.shutdown() => {}
+        () = tokio::time::sleep(SHUTDOWN_GRACE) => {
+            tracing::warn!("connections still open {SHUTDOWN_GRACE:?} after shutdown began: closing them");
+        }
+    }
     Ok(())
 }
 

@@ -540,3 +540,63 @@ fn a_torn_part_is_quarantined_and_the_server_keeps_serving() {
     );
     stop(server);
 }
+
+/// Slow clients are cut off: headers must arrive within 10 s and a body within 10 s more; an
+/// oversized chunked body (no Content-Length to refuse it by) still gets 413.
+#[test]
+fn slow_or_oversized_requests_are_cut_off() {
+    use std::io::{Read, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path());
+    let addr = server.url("").trim_start_matches("http://").to_string();
+    let connect = || {
+        let s = std::net::TcpStream::connect(&addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        s
+    };
+    // Headers that never end.
+    let mut slow_headers = connect();
+    slow_headers
+        .write_all(b"POST /hooks/nurture HTTP/1.1\r\nHost: x\r\n")
+        .unwrap();
+    // Headers, then a body that stops half way.
+    let mut slow_body = connect();
+    slow_body
+        .write_all(
+            b"POST /hooks/nurture HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"vid\":",
+        )
+        .unwrap();
+    let started = std::time::Instant::now();
+    let mut answer = String::new();
+    slow_body.read_to_string(&mut answer).ok();
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    let mut rest = Vec::new();
+    let n = slow_headers.read_to_end(&mut rest).unwrap_or(0);
+    assert!(started.elapsed() < Duration::from_secs(25));
+    assert!(
+        n == 0 || String::from_utf8_lossy(&rest).starts_with("HTTP/1.1 408"),
+        "{}",
+        String::from_utf8_lossy(&rest)
+    );
+
+    // Chunked, over max_body_bytes (64 KiB here).
+    let mut big = connect();
+    big.write_all(b"POST /hooks/nurture HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n")
+        .unwrap();
+    for _ in 0..20 {
+        let chunk = vec![b'x'; 8192];
+        if big
+            .write_all(format!("{:x}\r\n", chunk.len()).as_bytes())
+            .is_err()
+            || big.write_all(&chunk).is_err()
+            || big.write_all(b"\r\n").is_err()
+        {
+            break;
+        }
+    }
+    let mut answer = String::new();
+    big.read_to_string(&mut answer).ok();
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    let logs = stop(server);
+    assert!(logs.contains("reason=\"body_timeout\""), "{logs}");
+}

@@ -32,7 +32,17 @@ pub struct AppState {
     pub inbox: Inbox,
     pub metrics: Metrics,
     pub refusals: Arc<RefusalLog>,
+    /// Bodies being read at once: with `max_body_bytes` each, what bounds the memory that
+    /// unauthenticated clients can make us hold (bodies are read before their signature
+    /// can be checked).
+    pub bodies: Arc<tokio::sync::Semaphore>,
 }
+
+/// Bodies read at once (see [`AppState::bodies`]); more posts wait up to a second, then
+/// get 503 and HubSpot retries.
+pub const BODIES_IN_FLIGHT: usize = 128;
+/// A body not fully received by then gets 408 (HubSpot itself gives up after 30 s).
+const BODY_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Refused posts, logged so that whoever wires a workflow sees why HubSpot got a 4xx, but at
 /// most once a minute per webhook and reason (a misconfigured workflow refuses every post).
@@ -141,9 +151,50 @@ async fn receive(
     if declared.is_some_and(|n| n > limit) {
         return too_large(&state, &webhook.id, limit);
     }
-    let body = match axum::body::to_bytes(body, limit).await {
-        Ok(b) => b,
-        Err(_) => return too_large(&state, &webhook.id, limit),
+    let Ok(Ok(_permit)) =
+        tokio::time::timeout(Duration::from_secs(1), state.bodies.clone().acquire_owned()).await
+    else {
+        let mut resp = refuse(
+            &state,
+            &webhook.id,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "busy",
+            "too many posts being received at once",
+            "",
+        );
+        resp.headers_mut()
+            .insert(header::RETRY_AFTER, header::HeaderValue::from_static("5"));
+        return resp;
+    };
+    let body = match tokio::time::timeout(BODY_READ_TIMEOUT, axum::body::to_bytes(body, limit))
+        .await
+    {
+        Ok(Ok(b)) => b,
+        Ok(Err(e)) => {
+            let too_big = std::error::Error::source(&e)
+                .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
+            if too_big {
+                return too_large(&state, &webhook.id, limit);
+            }
+            return refuse(
+                &state,
+                &webhook.id,
+                StatusCode::BAD_REQUEST,
+                "bad_body",
+                "the body could not be read (malformed chunked encoding, or the client went away)",
+                &format!(": {e}"),
+            );
+        }
+        Err(_) => {
+            return refuse(
+                &state,
+                &webhook.id,
+                StatusCode::REQUEST_TIMEOUT,
+                "body_timeout",
+                &format!("the body did not arrive within {BODY_READ_TIMEOUT:?}"),
+                "",
+            );
+        }
     };
 
     let now_ms = now_ms();
