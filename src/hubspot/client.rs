@@ -18,7 +18,7 @@ use std::time::Duration;
 use anyhow::Context;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
-use reqwest::header::{AUTHORIZATION, HeaderMap, RETRY_AFTER};
+use reqwest::header::{HeaderMap, RETRY_AFTER};
 use reqwest::{Method, StatusCode, Url};
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
@@ -29,6 +29,9 @@ use crate::config::Connector;
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 /// The length of HubSpot's rolling burst window.
 pub const TEN_SECONDS: Duration = Duration::from_secs(10);
+/// The longest wait a response header (`Retry-After`, the rate-limit interval) is taken at:
+/// a larger value is a broken header, not a plan, and must not stall a connector for years.
+const MAX_HEADER_WAIT: Duration = Duration::from_secs(3600);
 /// HubSpot's largest page for the email events API.
 pub const MAX_EVENTS_PAGE: u32 = 1000;
 
@@ -101,7 +104,9 @@ impl RateLimit {
         let rate = RateLimit {
             max: num(Self::MAX).map(clamp),
             remaining: num(Self::REMAINING).map(clamp),
-            interval: num(Self::INTERVAL_MS).map(Duration::from_millis),
+            // HubSpot's windows are seconds to a day; anything longer is not a window.
+            interval: num(Self::INTERVAL_MS)
+                .map(|ms| Duration::from_millis(ms.min(MAX_HEADER_WAIT.as_millis() as u64))),
             daily: num(Self::DAILY).map(clamp),
             daily_remaining: num(Self::DAILY_REMAINING).map(clamp),
         };
@@ -425,10 +430,7 @@ impl Client {
         json: Option<Vec<u8>>,
         batch: Option<usize>,
     ) -> Result<reqwest::Response, ApiError> {
-        let mut req = self
-            .http
-            .request(method, url)
-            .header(AUTHORIZATION, format!("Bearer {}", self.token));
+        let mut req = self.http.request(method, url).bearer_auth(&self.token);
         if let Some(body) = json {
             req = req
                 .header(reqwest::header::CONTENT_TYPE, "application/json")
@@ -496,7 +498,7 @@ async fn classify(resp: reqwest::Response, batch: Option<usize>) -> ApiError {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<f64>().ok())
         .filter(|s| s.is_finite() && *s >= 0.0)
-        .map(Duration::from_secs_f64);
+        .map(|s| Duration::from_secs_f64(s.min(MAX_HEADER_WAIT.as_secs_f64())));
     let text = resp.text().await.unwrap_or_default();
     let body: ErrorBody = serde_json::from_str(&text).unwrap_or_default();
     let message = body.message.clone().unwrap_or_else(|| {
@@ -621,7 +623,7 @@ impl Limiter {
 
     /// Hold every caller for `wait` (after a 429, so the whole connector backs off).
     pub fn pause_for(&self, wait: Duration) {
-        let until = Instant::now() + wait;
+        let until = Instant::now() + wait.min(MAX_HEADER_WAIT);
         let mut pace = self.pace.lock().unwrap();
         if pace.not_before.is_none_or(|t| t < until) {
             pace.not_before = Some(until);
@@ -646,6 +648,23 @@ impl Limiter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A broken header must neither panic nor stall a connector for years.
+    #[test]
+    fn absurd_rate_limit_headers_are_capped() {
+        let mut h = HeaderMap::new();
+        h.insert(RateLimit::MAX, "190".parse().unwrap());
+        h.insert(RateLimit::REMAINING, "0".parse().unwrap());
+        h.insert(
+            RateLimit::INTERVAL_MS,
+            "18446744073709551615".parse().unwrap(),
+        );
+        let rate = RateLimit::from_headers(&h).unwrap();
+        assert_eq!(rate.interval, Some(MAX_HEADER_WAIT));
+        let limiter = Limiter::new(190);
+        limiter.observe(&rate);
+        limiter.pause_for(Duration::MAX);
+    }
 
     #[test]
     fn list_add_accepts_both_spellings() {

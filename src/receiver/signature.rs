@@ -86,7 +86,7 @@ pub fn verify(
             .trim()
             .parse()
             .map_err(|_| SignatureError::BadTimestamp)?;
-        if (now_ms - ts_ms).abs() > MAX_SKEW_MS {
+        if now_ms.abs_diff(ts_ms) > MAX_SKEW_MS as u64 {
             return Err(SignatureError::Stale);
         }
         let given = base64::engine::general_purpose::STANDARD
@@ -310,6 +310,15 @@ mod tests {
             v3(&sig, DOUBLE, &secs.to_string(), now),
             Err(SignatureError::Stale)
         );
+        // Extremes neither overflow nor wrap into the window.
+        for ts in [i64::MIN, i64::MAX, now - i64::MAX] {
+            let sig = sign_v3(SECRET, "POST", URI, DOUBLE, ts);
+            assert_eq!(
+                v3(&sig, DOUBLE, &ts.to_string(), now),
+                Err(SignatureError::Stale),
+                "{ts}"
+            );
+        }
     }
 
     #[test]
