@@ -265,6 +265,7 @@ fn plan_chunk(
         let (due, slot) = plan_into(
             kind,
             received_at_ms,
+            now,
             profile.as_ref(),
             population,
             Subject {

@@ -45,7 +45,15 @@ pub fn plan(
     who: Subject<'_>,
 ) -> Plan {
     let mut reason = String::new();
-    let (due_at_ms, slot) = plan_into(kind, received_at_ms, profile, population, who, &mut reason);
+    let (due_at_ms, slot) = plan_into(
+        kind,
+        received_at_ms,
+        received_at_ms,
+        profile,
+        population,
+        who,
+        &mut reason,
+    );
     Plan {
         due_at_ms,
         slot,
@@ -55,9 +63,14 @@ pub fn plan(
 
 /// [`plan`] that appends the reason to `reason` and returns (due at, slot): planning a million
 /// receipts then fills one reused buffer instead of allocating a handful of strings each.
+///
+/// `now_ms` is when the plan is made, normally the tick right after receipt. When it is later
+/// (the dispatcher was down), only the hours of the window still ahead are candidates, and a
+/// window already over means now.
 pub fn plan_into(
     kind: WebhookType,
     received_at_ms: i64,
+    now_ms: i64,
     profile: Option<&Profile>,
     population: &[f64; SLOTS],
     who: Subject<'_>,
@@ -83,6 +96,13 @@ pub fn plan_into(
         }
     };
     let window = if hours == 24 { "24 hours" } else { "7 days" };
+    // Candidate hours: the hour it is (from receipt, or from now when planned late) and the
+    // whole hours after it, up to the window's end; candidate k starts k hours after the first
+    // and falls in the slot k after the first's.
+    let from = received_at_ms.max(now_ms);
+    let first_hour = from.div_euclid(HOUR_MS) * HOUR_MS;
+    let window_end = received_at_ms.div_euclid(HOUR_MS) * HOUR_MS + hours as i64 * HOUR_MS;
+    let hours = ((window_end - first_hour) / HOUR_MS).max(0) as usize;
     let class = profile.map_or("unknown", |p| {
         if p.machine {
             "machine-like"
@@ -98,9 +118,14 @@ pub fn plan_into(
         _ => write!(reason, "{kind}: the next {window}; "),
     };
 
-    // Candidate hours: the hour of receipt (from receipt on) and the whole hours after it;
-    // candidate k starts k hours after the first and falls in the slot k after the first's.
-    let first_hour = received_at_ms.div_euclid(HOUR_MS) * HOUR_MS;
+    if hours == 0 {
+        let _ = write!(
+            reason,
+            "the window was over when planned; due now, {}",
+            UtcMinute(from)
+        );
+        return (from, None);
+    }
     let first_slot = slot_of(first_hour) as usize;
     let candidate = |k: usize| {
         (
@@ -152,7 +177,7 @@ pub fn plan_into(
             (start, slot)
         }
     };
-    let due_at_ms = due_in_hour(start, received_at_ms, who.contact);
+    let due_at_ms = due_in_hour(start, from, who.contact);
     let _ = write!(reason, "; due {}", UtcMinute(due_at_ms));
     (due_at_ms, Some(slot))
 }
@@ -391,6 +416,43 @@ mod tests {
             assert!(p.due_at_ms < received + reach, "{class}: {}", p.reason);
             assert_eq!(p.slot == Some(90), reach > DAY_MS, "{class}: {}", p.reason);
         }
+    }
+
+    /// Planned late (the dispatcher was down): the best hour still ahead in the window, not
+    /// one already past; a window already over means now.
+    #[test]
+    fn planned_late_only_hours_still_ahead_count() {
+        let monday = SUNDAY_MIDNIGHT + DAY_MS;
+        let received = monday + 8 * HOUR_MS;
+        let mut prof = profile_peaking_at(9, Class::Active); // Monday 09:00 best
+        prof.scores[22] = 0.3; // Monday 22:00 next
+        let at = |now: i64| {
+            let mut reason = String::new();
+            let (due, slot) = plan_into(
+                WebhookType::Next24Hours,
+                received,
+                now,
+                Some(&prof),
+                &uniform(),
+                WHO,
+                &mut reason,
+            );
+            (due, slot, reason)
+        };
+        let (due, slot, _) = at(received);
+        assert_eq!(slot, Some(9));
+        assert!(due >= monday + 9 * HOUR_MS && due < monday + 10 * HOUR_MS);
+        let now = monday + 20 * HOUR_MS;
+        let (due, slot, reason) = at(now);
+        assert_eq!(slot, Some(22), "{reason}");
+        assert!(due >= monday + 22 * HOUR_MS && due < monday + 23 * HOUR_MS);
+        let now = received + DAY_MS + 5 * MINUTE_MS;
+        let (due, slot, reason) = at(now);
+        assert_eq!((due, slot), (now, None));
+        assert!(
+            reason.contains("the window was over when planned"),
+            "{reason}"
+        );
     }
 
     #[test]
