@@ -6,7 +6,8 @@
 //! an enrollment is sent again, the contact's current enrollments are read, so a slow HubSpot
 //! does not cause a second email.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::num::NonZeroU64;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -49,7 +50,7 @@ pub struct Pending {
     pub in_doubt: bool,
     /// The workflow that unanswered call enrolled into, when it was an enrollment: the check
     /// before sending again looks for it too, since `workflow_id` may have changed since.
-    pub doubt_workflow: Option<std::num::NonZeroU64>,
+    pub doubt_workflow: Option<NonZeroU64>,
     /// Not dispatched before this (the due time, or a retry's time).
     pub ready_at_ms: i64,
 }
@@ -72,7 +73,7 @@ pub struct Link {
     pub paused_until: Mutex<Option<i64>>,
     /// The pause is for a refused token, not the daily limit: it is not kept for the next
     /// process or new settings, since a fixed token should work at once.
-    pub auth_pause: std::sync::atomic::AtomicBool,
+    pub auth_pause: AtomicBool,
     /// Largest list batch HubSpot accepted after refusing a larger one.
     pub learned_batch: AtomicUsize,
 }
@@ -83,7 +84,7 @@ impl Link {
             id,
             client,
             paused_until: Mutex::new(None),
-            auth_pause: std::sync::atomic::AtomicBool::new(false),
+            auth_pause: AtomicBool::new(false),
             learned_batch: AtomicUsize::new(usize::MAX),
         }
     }
@@ -95,7 +96,7 @@ impl Link {
     /// A daily-limit pause, the kind that outlasts the process.
     pub fn daily_pause(&self) -> Option<i64> {
         self.paused_until()
-            .filter(|_| !self.auth_pause.load(std::sync::atomic::Ordering::Relaxed))
+            .filter(|_| !self.auth_pause.load(Ordering::Relaxed))
     }
 }
 
@@ -197,8 +198,7 @@ impl Ctx {
                         self.metrics.connector_paused(&link.id).set(1);
                     }
                     *paused = Some(until);
-                    link.auth_pause
-                        .store(false, std::sync::atomic::Ordering::Relaxed);
+                    link.auth_pause.store(false, Ordering::Relaxed);
                 }
                 Decision::Later(until)
             }
@@ -218,8 +218,7 @@ impl Ctx {
                         "HubSpot refused the connector's access token ({status}: {message}): connector paused and contacts stay queued; set a valid private app token in the connector's access_token_env and restart (it tries once more at the time shown)"
                     );
                     self.metrics.connector_paused(&link.id).set(1);
-                    link.auth_pause
-                        .store(true, std::sync::atomic::Ordering::Relaxed);
+                    link.auth_pause.store(true, Ordering::Relaxed);
                     *paused = Some(until);
                 }
                 // Held by the pause while this process runs; not after it, like the pause.
@@ -366,7 +365,7 @@ pub async fn enroll(
         if item.in_doubt
             && let Some(vid) = item.contact_id.filter(|v| *v > 0)
         {
-            let earlier = item.doubt_workflow.map(std::num::NonZeroU64::get);
+            let earlier = item.doubt_workflow.map(NonZeroU64::get);
             match link.client.enrollments(vid as u64).await {
                 Ok(ref workflows)
                     if let Some(w) = workflows
@@ -441,7 +440,7 @@ pub async fn enroll(
                 r.http_status = Some(204);
                 // Until the row is durable the call stays in doubt, as after a crash.
                 item.in_doubt = true;
-                item.doubt_workflow = std::num::NonZeroU64::new(workflow);
+                item.doubt_workflow = NonZeroU64::new(workflow);
                 return done_if_recorded(&ctx, r, item).await;
             }
             Err(e) => {
@@ -451,7 +450,7 @@ pub async fn enroll(
                 let decision = ctx.decide(&link, &e, u32::from(item.failures));
                 item.in_doubt = may_have_reached(&e);
                 if item.in_doubt {
-                    item.doubt_workflow = std::num::NonZeroU64::new(workflow);
+                    item.doubt_workflow = NonZeroU64::new(workflow);
                 }
                 let base = row(
                     &item,
