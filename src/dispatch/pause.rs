@@ -3,20 +3,19 @@
 //! it; a refused token pauses only this process.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
 
 use super::Dispatcher;
 
 impl Dispatcher {
+    /// Lift the pauses that are over by `now`.
     pub(super) fn resume_connectors(&mut self, now: i64) {
         for (_, link) in self.links.values() {
             let mut paused = link.paused_until.lock().unwrap();
             if paused.is_some_and(|t| t <= now) {
                 *paused = None;
                 self.metrics.connector_paused(&link.id).set(0);
-                let why = if link
-                    .auth_pause
-                    .swap(false, std::sync::atomic::Ordering::Relaxed)
-                {
+                let why = if link.auth_pause.swap(false, Ordering::Relaxed) {
                     "refused-token pause over: trying the token again"
                 } else {
                     "daily-limit pause over: sending again"
