@@ -47,6 +47,19 @@ fn sample() -> String {
         .to_string()
 }
 
+/// `import csv FILE --contact CONTACT --time opened`.
+fn import_args<'a>(file: &'a str, contact: &'a str) -> [&'a str; 7] {
+    [
+        "import",
+        "csv",
+        file,
+        "--contact",
+        contact,
+        "--time",
+        "opened",
+    ]
+}
+
 #[test]
 fn malformed_csv_is_refused_with_row_numbers_and_nothing_is_imported() {
     let dir = tempfile::tempdir().unwrap();
@@ -65,18 +78,7 @@ fn malformed_csv_is_refused_with_row_numbers_and_nothing_is_imported() {
     for (name, eol) in [("bad.csv", "\n"), ("bad-crlf.csv", "\r\n")] {
         let csv = dir.path().join(name);
         std::fs::write(&csv, rows.join(eol) + eol).unwrap();
-        let out = sendtime(
-            &data,
-            &[
-                "import",
-                "csv",
-                csv.to_str().unwrap(),
-                "--contact",
-                "user_id",
-                "--time",
-                "opened",
-            ],
-        );
+        let out = sendtime(&data, &import_args(csv.to_str().unwrap(), "user_id"));
         let (_, stderr) = text(&out);
         assert_eq!(out.status.code(), Some(1), "{stderr}");
         assert!(stderr.contains("4 rows of"), "{stderr}");
@@ -106,18 +108,7 @@ fn malformed_csv_is_refused_with_row_numbers_and_nothing_is_imported() {
     let csv = dir.path().join("bad.csv");
 
     // A column that does not exist is named, with the ones that do.
-    let out = sendtime(
-        &data,
-        &[
-            "import",
-            "csv",
-            csv.to_str().unwrap(),
-            "--contact",
-            "user",
-            "--time",
-            "opened",
-        ],
-    );
+    let out = sendtime(&data, &import_args(csv.to_str().unwrap(), "user"));
     let (_, stderr) = text(&out);
     assert!(
         stderr.contains(
@@ -131,15 +122,8 @@ fn malformed_csv_is_refused_with_row_numbers_and_nothing_is_imported() {
 fn import_dry_run_explain_predict_and_backtest_on_the_sample() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let import = [
-        "import",
-        "csv",
-        &sample(),
-        "--contact",
-        "user_id",
-        "--time",
-        "opened",
-    ];
+    let sample_csv = sample();
+    let import = import_args(&sample_csv, "user_id");
 
     let mut dry = import.to_vec();
     dry.push("--dry-run");
@@ -167,7 +151,7 @@ fn import_dry_run_explain_predict_and_backtest_on_the_sample() {
     );
     assert_eq!(parts(&data.join("events")), 1);
     let longer = dir.path().join("longer.csv");
-    let mut text_of_sample = std::fs::read_to_string(sample()).unwrap();
+    let mut text_of_sample = std::fs::read_to_string(&sample_csv).unwrap();
     text_of_sample.push_str("64705618,2023-03-01 09:15:00.000000 UTC\n");
     std::fs::write(&longer, text_of_sample).unwrap();
     let mut again = import.to_vec();
