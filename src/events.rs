@@ -291,6 +291,15 @@ impl Contacts {
 /// the dictionary first (so every stored index resolves). Events without a contact are
 /// skipped and counted. Returns (stored, skipped).
 pub fn append(data_dir: &Path, events: &[Event]) -> anyhow::Result<(usize, usize)> {
+    // Appenders (two imports at once) take turns: each must see the dictionary as the one
+    // before left it, or two contacts get the same index.
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("cannot create {}", data_dir.display()))?;
+    let lock_path = data_dir.join("events.lock");
+    let lock = std::fs::File::create(&lock_path)
+        .with_context(|| format!("cannot create {}", lock_path.display()))?;
+    lock.lock()
+        .with_context(|| format!("cannot lock {}", lock_path.display()))?;
     let mut contacts = Contacts::load(data_dir)?;
     let known = contacts.len();
     let mut rows: Vec<(u32, &Event)> = Vec::with_capacity(events.len());
@@ -461,6 +470,39 @@ fn frame(rows: &[(u32, &Event)]) -> anyhow::Result<DataFrame> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Two imports appending at once (each with new contacts) lose no contact and give none
+    /// another's index.
+    #[test]
+    fn concurrent_appends_keep_every_contact() {
+        let dir = tempfile::tempdir().unwrap();
+        let event = |email: String| Event {
+            event_id: None,
+            contact_id: None,
+            email: Some(email),
+            kind: Kind::Open,
+            at_ms: 1_700_000_000_000,
+            filtered: false,
+            source: "t".into(),
+        };
+        std::thread::scope(|s| {
+            for t in 0..2 {
+                let dir = dir.path();
+                s.spawn(move || {
+                    for i in 0..40 {
+                        append(dir, &[event(format!("t{t}-{i}@example.com"))]).unwrap();
+                    }
+                });
+            }
+        });
+        let contacts = Contacts::load(dir.path()).unwrap();
+        assert_eq!(contacts.len(), 80);
+        for t in 0..2 {
+            for i in 0..40 {
+                assert!(contacts.get(&format!("t{t}-{i}@example.com")).is_some());
+            }
+        }
+    }
 
     #[test]
     fn id_keys_are_looked_up_by_number_and_only_in_their_exact_spelling() {

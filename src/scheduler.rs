@@ -35,6 +35,9 @@ pub fn parse_cron(expr: &str) -> Result<Cron, String> {
     }
 }
 
+/// The longest the scheduler sleeps before looking at the config and the clock again.
+const RECHECK: Duration = Duration::from_secs(60);
+
 /// The first fire time strictly after `after`.
 fn next_after(cron: &Cron, after: DateTime<Utc>) -> DateTime<Utc> {
     cron.find_next_occurrence(&after, false)
@@ -72,9 +75,17 @@ pub async fn run(
             cron_text = snapshot.scheduler.cron.clone();
         }
         let now = Utc::now();
+        // The wall clock stepped back (NTP correcting a wrong boot time): schedule from now,
+        // not from a fire time that is now far in the future.
+        if last_fire.is_some_and(|l| l > now + chrono::Duration::seconds(1)) {
+            tracing::warn!("the clock went back: scheduling from now");
+            last_fire = None;
+        }
         let from = last_fire.map_or(now, |l| l.max(now));
         let fire = next_after(&cron, from);
-        let wait = (fire - now).to_std().unwrap_or_default();
+        // Wake at least once a minute, so a changed cron expression (a reload) or a clock
+        // step is seen then, not at the old schedule's next fire.
+        let wait = (fire - now).to_std().unwrap_or_default().min(RECHECK);
         if *stop.borrow() {
             break;
         }
@@ -85,10 +96,15 @@ pub async fn run(
         // A timer can wake a hair early: never run the same fire time twice, never early.
         let woke = Utc::now();
         if woke < fire {
-            tokio::time::sleep((fire - woke).to_std().unwrap_or_default()).await;
+            let early = (fire - woke).to_std().unwrap_or_default();
+            if early > Duration::from_secs(1) {
+                continue; // the once-a-minute look
+            }
+            tokio::time::sleep(early).await;
         }
         last_fire = Some(fire);
         let config_now: Arc<_> = config.load_full();
+        let started = std::time::Instant::now();
         match dispatcher.tick(&config_now, stop.clone()).await {
             Ok(report) => {
                 if report.due > 0 || report.planned > 0 {
@@ -99,7 +115,8 @@ pub async fn run(
             }
             Err(e) => tracing::error!("tick failed (the next tick tries again): {e:#}"),
         }
-        let finished = Utc::now();
+        // By the monotonic clock: a wall-clock jump during the tick is not a slow tick.
+        let finished = fire + chrono::Duration::from_std(started.elapsed()).unwrap_or_default();
         let mut skipped = 0usize;
         let mut t = fire;
         while skipped < 100_000 {

@@ -29,7 +29,15 @@ impl ProfileCache {
     pub fn refresh(&mut self, config: ModelConfig, now_ms: i64) -> anyhow::Result<()> {
         let key = format!("{config:?}");
         let update = match &mut self.cache {
-            Some((cache, k)) if *k == key => cache.refresh(now_ms)?,
+            Some((cache, k)) if *k == key => match cache.refresh(now_ms) {
+                Ok(update) => update,
+                Err(e) => {
+                    // Some new parts may be in memory already, without being recorded as
+                    // read: start from the stored profiles next time, or they count twice.
+                    self.cache = None;
+                    return Err(e);
+                }
+            },
             _ => {
                 let (cache, update) = Cache::open(&self.data_dir, config, now_ms, false)?;
                 self.cache = Some((cache, key));

@@ -182,6 +182,23 @@ impl Import {
     }
 
     fn run(&mut self, since: Option<i64>, until: Option<i64>) -> anyhow::Result<()> {
+        // One run per connector at a time: two would resume the same cursor and store the
+        // same pages twice.
+        let lock_path = self.state_path().with_extension("lock");
+        if let Some(dir) = lock_path.parent() {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("cannot create {}", dir.display()))?;
+        }
+        let lock = std::fs::File::create(&lock_path)
+            .with_context(|| format!("cannot create {}", lock_path.display()))?;
+        lock.try_lock().map_err(|_| {
+            anyhow::anyhow!(
+                "another `sendtime import hubspot` for connector {} is running ({} is locked); \
+                 let it finish, then run again if needed",
+                self.connector.id,
+                lock_path.display()
+            )
+        })?;
         let mut state = self.load_state()?;
         let now = Utc::now().timestamp_millis();
         let resumable = state.run.clone().filter(|r| {
@@ -266,7 +283,8 @@ impl Import {
                 )
             })?;
             let oldest = page.events.iter().map(|e| e.created).min();
-            let (fresh, dups, unknown) = self.convert(&page, &mut known);
+            let (fresh, dups, unknown) =
+                self.convert(&page, (cursor.start_ms, cursor.end_ms), &mut known);
             let (stored, no_contact) = if fresh.is_empty() {
                 (0, 0)
             } else {
@@ -335,14 +353,22 @@ impl Import {
         Ok(keys)
     }
 
-    /// This page's events not stored yet, as dataset rows; (new, duplicates, unknown kinds).
+    /// This page's events not stored yet, as dataset rows; (new, duplicates, skipped: unknown
+    /// kinds and events outside the window `[start_ms, end_ms]`, which `known` cannot vouch
+    /// for and a later run's window will hold).
     fn convert(
         &self,
         page: &EventsPage,
+        (start_ms, end_ms): (i64, i64),
         known: &mut HashSet<(String, i64)>,
     ) -> (Vec<Event>, u64, u64) {
         let (mut fresh, mut dups, mut unknown) = (Vec::new(), 0, 0);
         for e in &page.events {
+            if !(start_ms..=end_ms).contains(&e.created) {
+                unknown += 1;
+                tracing::debug!(id = %e.id, created = e.created, "skipping event outside the window");
+                continue;
+            }
             let Some(kind) = Kind::parse(&e.kind) else {
                 unknown += 1;
                 tracing::debug!(id = %e.id, kind = %e.kind, "skipping event of unknown type");
