@@ -439,3 +439,30 @@ fn a_saved_offset_hubspot_refuses_restarts_the_window_without_doubling() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("refused the saved offset"));
     assert_all_once(&stored(&s.data).0, &s);
 }
+
+/// Two runs for one connector at once would resume the same cursor and store pages twice:
+/// the second is refused while the first holds the lock.
+#[test]
+fn a_second_run_for_the_same_connector_is_refused_while_one_runs() {
+    let s = setup(Options::default());
+    let state = s.data.join("state");
+    std::fs::create_dir_all(&state).unwrap();
+    let held = std::fs::File::create(state.join("hubspot-main.lock")).unwrap();
+    held.lock().unwrap();
+    let out = s.command(Some(DEFAULT_TOKEN)).output().unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("another `sendtime import hubspot` for connector main is running"),
+        "{stderr}"
+    );
+    assert!(s.standin.log().is_empty(), "nothing was called");
+    drop(held);
+    assert!(
+        s.command(Some(DEFAULT_TOKEN))
+            .output()
+            .unwrap()
+            .status
+            .success()
+    );
+}
