@@ -367,12 +367,7 @@ pub fn not_yet_stored(data_dir: &Path, events: Vec<Event>) -> anyhow::Result<(Ve
     });
     for path in Dataset::open(data_dir, "events")?.parts()? {
         let count = |held: &mut HashMap<_, u32>| -> anyhow::Result<()> {
-            let mut reader = ParquetReader::new(std::fs::File::open(&path)?);
-            let mut columns = vec!["contact".to_string(), "kind".into(), "at".into()];
-            if reader.schema()?.contains("event_id") {
-                columns.push("event_id".into());
-            }
-            let df = reader.with_columns(Some(columns)).finish()?;
+            let df = read_present_columns(&path, &["contact", "kind", "at", "event_id"])?;
             let ids = match df.column("event_id") {
                 Ok(c) => c.str()?.iter().map(|id| id.is_some()).collect(),
                 Err(_) => vec![false; df.height()], // written before event ids were stored
@@ -405,6 +400,20 @@ pub fn not_yet_stored(data_dir: &Path, events: Vec<Event>) -> anyhow::Result<(Ve
         })
         .collect();
     Ok((fresh, stored))
+}
+
+/// Those of `columns` that the events part at `path` has (parts written before a column
+/// existed lack it), and only those: reading whole parts of a large dataset to look at a few
+/// columns is what this avoids.
+pub fn read_present_columns(path: &Path, columns: &[&str]) -> anyhow::Result<DataFrame> {
+    let mut reader = ParquetReader::new(std::fs::File::open(path)?);
+    let schema = reader.schema()?;
+    let present = columns
+        .iter()
+        .filter(|c| schema.contains(c))
+        .map(|c| c.to_string())
+        .collect();
+    Ok(reader.with_columns(Some(present)).finish()?)
 }
 
 fn frame(rows: &[(u32, &Event)]) -> anyhow::Result<DataFrame> {

@@ -329,8 +329,9 @@ impl Import {
     fn stored_keys(&self, start_ms: i64, end_ms: i64) -> anyhow::Result<HashSet<(String, i64)>> {
         let mut keys = HashSet::new();
         let dataset = Dataset::open(&self.data_dir, "events")?;
-        for (path, df) in dataset.read_all()? {
+        for path in dataset.parts()? {
             let mut read = || -> anyhow::Result<()> {
+                let df = events::read_present_columns(&path, &["event_id", "at", "source"])?;
                 let Ok(ids) = df.column("event_id") else {
                     return Ok(()); // parts written before event ids were stored
                 };
