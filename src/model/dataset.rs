@@ -39,10 +39,23 @@ pub fn build_at(
     reference_day: i32,
     as_of_ms: i64,
 ) -> anyhow::Result<Built> {
+    let parts = Dataset::open(data_dir, "events")?.parts()?;
+    build_from(data_dir, config, reference_day, as_of_ms, &parts)
+}
+
+/// [`build_at`] from the given event parts: a caller that records which parts the profiles
+/// hold must build from exactly the list it records.
+pub fn build_from(
+    data_dir: &Path,
+    config: ModelConfig,
+    reference_day: i32,
+    as_of_ms: i64,
+    parts: &[PathBuf],
+) -> anyhow::Result<Built> {
     // The dictionary loads while the events are added: neither needs the other until the end.
     let (contacts, built) = std::thread::scope(|scope| {
         let contacts = scope.spawn(|| Contacts::load(data_dir));
-        let built = profiles_at(data_dir, config, reference_day, as_of_ms);
+        let built = profiles_from(data_dir, config, reference_day, as_of_ms, parts);
         (
             contacts.join().expect("contact loading does not panic"),
             built,
@@ -67,10 +80,20 @@ pub fn profiles_at(
     as_of_ms: i64,
 ) -> anyhow::Result<(Profiles, Vec<bool>)> {
     let parts = Dataset::open(data_dir, "events")?.parts()?;
+    profiles_from(data_dir, config, reference_day, as_of_ms, &parts)
+}
+
+fn profiles_from(
+    data_dir: &Path,
+    config: ModelConfig,
+    reference_day: i32,
+    as_of_ms: i64,
+    parts: &[PathBuf],
+) -> anyhow::Result<(Profiles, Vec<bool>)> {
     let expected = Contacts::count(data_dir)?;
     let mut profiles = Profiles::new(config, expected, reference_day);
     let mut seen = vec![false; expected];
-    add_parts(&parts, &mut profiles, &mut seen, as_of_ms, None)?;
+    add_parts(parts, &mut profiles, &mut seen, as_of_ms, None)?;
     profiles.refresh_population();
     Ok((profiles, seen))
 }

@@ -136,7 +136,11 @@ impl Cache {
         started: Instant,
     ) -> anyhow::Result<(Cache, Update)> {
         let dir = data_dir.join("profiles");
-        let built = dataset::build_at(data_dir, config, day_of(now_ms), i64::MAX)?;
+        // From exactly the parts the state will name: a part written since they were listed
+        // is left for the next update, not counted now and again then.
+        let events_dir = data_dir.join("events");
+        let parts: Vec<PathBuf> = on_disk.iter().map(|p| events_dir.join(p)).collect();
+        let built = dataset::build_from(data_dir, config, day_of(now_ms), i64::MAX, &parts)?;
         let build_seconds = started.elapsed().as_secs_f64();
         let delta = write_delta(&dir, Delta::of(&built.profiles))?;
         let state = State {
