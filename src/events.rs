@@ -210,9 +210,19 @@ impl Contacts {
             let (Some(i), Some(k)) = (i, k) else { continue };
             // Each index is written once, in order; a repeat is a duplicate row from an
             // interrupted compaction.
-            if i as usize != out.keys.len() {
+            if (i as usize) < out.keys.len() {
                 continue;
             }
+            // A gap: the part holding those indices is gone (quarantined?). Going on would
+            // give the next new contacts indices that events already use for others.
+            anyhow::ensure!(
+                i as usize == out.keys.len(),
+                "the contact dictionary in {} has no entry for index {} (next: {i}): a part is \
+                 missing, maybe moved to {}; put it back",
+                data_dir.join("contacts").display(),
+                out.keys.len(),
+                data_dir.join("quarantine").join("contacts").display()
+            );
             out.keys.push(k.to_string());
             out.contact_ids.push(id);
         }
@@ -479,6 +489,32 @@ fn frame(rows: &[(u32, &Event)]) -> anyhow::Result<DataFrame> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A dictionary part gone missing is an error, not indices silently reused.
+    #[test]
+    fn a_gap_in_the_dictionary_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        for i in 0..3 {
+            let e = Event {
+                event_id: None,
+                contact_id: Some(i),
+                email: None,
+                kind: Kind::Open,
+                at_ms: 1_700_000_000_000,
+                filtered: false,
+                source: "t".into(),
+            };
+            append(dir.path(), &[e]).unwrap();
+        }
+        assert_eq!(Contacts::load(dir.path()).unwrap().len(), 3);
+        let parts = Dataset::open(dir.path(), "contacts")
+            .unwrap()
+            .parts()
+            .unwrap();
+        std::fs::remove_file(&parts[1]).unwrap();
+        let err = Contacts::load(dir.path()).unwrap_err().to_string();
+        assert!(err.contains("has no entry for index 1 (next: 2)"), "{err}");
+    }
 
     /// Two imports appending at once (each with new contacts) lose no contact and give none
     /// another's index.
