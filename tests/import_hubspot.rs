@@ -466,3 +466,45 @@ fn a_second_run_for_the_same_connector_is_refused_while_one_runs() {
             .success()
     );
 }
+
+/// A window that starts after the last complete run ends leaves a gap: the mark of what is
+/// complete stays where it was, so the next default run starts there and fills it.
+#[test]
+fn a_later_window_does_not_skip_the_gap_before_it() {
+    let s = setup(Options::default());
+    let complete_until = || {
+        let text = std::fs::read_to_string(s.data.join("state/hubspot-main.json")).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        v["complete_until_ms"].as_i64()
+    };
+    let run = |args: &[&str]| {
+        let out = s.command(Some(DEFAULT_TOKEN)).args(args).output().unwrap();
+        assert!(out.status.success(), "{}", text(&out));
+    };
+    run(&[
+        "--since",
+        "2020-01-01T00:00:00Z",
+        "--until",
+        "2020-02-01T00:00:00Z",
+    ]);
+    let first = complete_until().unwrap();
+    run(&[
+        "--since",
+        "2020-03-01T00:00:00Z",
+        "--until",
+        "2020-04-01T00:00:00Z",
+    ]);
+    assert_eq!(
+        complete_until(),
+        Some(first),
+        "the gap is not marked complete"
+    );
+    // Contiguous: the mark moves on.
+    run(&[
+        "--since",
+        "2020-01-15T00:00:00Z",
+        "--until",
+        "2020-05-01T00:00:00Z",
+    ]);
+    assert!(complete_until().unwrap() > first);
+}

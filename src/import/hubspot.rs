@@ -305,11 +305,14 @@ impl Import {
                 break;
             }
         }
-        state.complete_until_ms = Some(
-            state
-                .complete_until_ms
-                .map_or(cursor.end_ms, |t| t.max(cursor.end_ms)),
-        );
+        // Contiguous with what was complete (or the first run): complete up to this window's
+        // end. A window that starts later leaves a gap the next default run fills from the old
+        // mark (the events of this window are recognised then, not stored twice).
+        state.complete_until_ms = Some(match state.complete_until_ms {
+            None => cursor.end_ms,
+            Some(t) if cursor.start_ms <= t => t.max(cursor.end_ms),
+            Some(t) => t,
+        });
         state.run = None;
         self.save_state(&state)?;
         progress.finish();
