@@ -66,8 +66,8 @@ pub enum Command {
     },
     /// Run the dispatcher once and exit: plan new contacts, enroll (or list) what is due.
     ///
-    /// For hosts that prefer system cron to `serve`'s scheduler. Refuses to run while a
-    /// `serve` dispatches from the same data folder.
+    /// For a data folder no `serve` is using (e.g. with `serve` stopped, or receipts copied
+    /// from elsewhere): `serve` always dispatches, and this refuses to run beside it.
     Tick {
         /// Pretend it is this time (RFC 3339 or epoch ms) instead of now.
         #[arg(long, value_name = "TIME")]
