@@ -14,7 +14,7 @@ use anyhow::Context;
 use polars::prelude::*;
 use ulid::Ulid;
 
-use crate::store::{Dataset, concat_frames};
+use crate::store::{Dataset, concat_frames, lock_file};
 
 /// Milliseconds per hour and per day.
 pub const HOUR_MS: i64 = 3_600_000;
@@ -303,11 +303,8 @@ impl Contacts {
 pub fn append(data_dir: &Path, events: &[Event]) -> anyhow::Result<(usize, usize)> {
     // Appenders (two imports at once) take turns: each must see the dictionary as the one
     // before left it, or two contacts get the same index.
-    std::fs::create_dir_all(data_dir)
-        .with_context(|| format!("cannot create {}", data_dir.display()))?;
     let lock_path = data_dir.join("events.lock");
-    let lock = std::fs::File::create(&lock_path)
-        .with_context(|| format!("cannot create {}", lock_path.display()))?;
+    let lock = lock_file(&lock_path)?;
     lock.lock()
         .with_context(|| format!("cannot lock {}", lock_path.display()))?;
     let mut contacts = Contacts::load(data_dir)?;

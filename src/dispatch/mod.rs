@@ -33,8 +33,8 @@ use crate::config::{Config, Connector};
 use crate::hubspot::client::DEFAULT_TIMEOUT;
 use crate::hubspot::{Client, ClientOptions};
 use crate::metrics::Metrics;
-use crate::store::Dataset;
 use crate::store::inbox::{Inbox, pending_key};
+use crate::store::{Dataset, lock_file};
 
 use ids::{IdSet, ReceiptId};
 use outcome_log::{OutcomeLog, OutcomeWriter};
@@ -125,11 +125,7 @@ impl Dispatcher {
     /// Build the state from `plan/` and `outcomes/` under `data_dir`. Takes the data folder's
     /// dispatch lock: two dispatchers on one folder would send twice.
     pub fn open(data_dir: &Path, metrics: Metrics, clock: Clock) -> anyhow::Result<Dispatcher> {
-        std::fs::create_dir_all(data_dir)
-            .with_context(|| format!("cannot create data folder {}", data_dir.display()))?;
-        let lock_path = data_dir.join("dispatch.lock");
-        let lock = std::fs::File::create(&lock_path)
-            .with_context(|| format!("cannot create {}", lock_path.display()))?;
+        let lock = lock_file(&data_dir.join("dispatch.lock"))?;
         lock.try_lock().map_err(|_| {
             anyhow::anyhow!(
                 "another sendtime (serve or tick) is dispatching from {}; stop it first \

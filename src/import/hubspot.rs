@@ -185,12 +185,7 @@ impl Import {
         // One run per connector at a time: two would resume the same cursor and store the
         // same pages twice.
         let lock_path = self.state_path().with_extension("lock");
-        if let Some(dir) = lock_path.parent() {
-            std::fs::create_dir_all(dir)
-                .with_context(|| format!("cannot create {}", dir.display()))?;
-        }
-        let lock = std::fs::File::create(&lock_path)
-            .with_context(|| format!("cannot create {}", lock_path.display()))?;
+        let lock = store::lock_file(&lock_path)?;
         lock.try_lock().map_err(|_| {
             anyhow::anyhow!(
                 "another `sendtime import hubspot` for connector {} is running ({} is locked); \
@@ -283,7 +278,7 @@ impl Import {
                 )
             })?;
             let oldest = page.events.iter().map(|e| e.created).min();
-            let (fresh, dups, unknown) =
+            let (fresh, dups, skipped) =
                 self.convert(&page, (cursor.start_ms, cursor.end_ms), &mut known);
             let (stored, no_contact) = if fresh.is_empty() {
                 (0, 0)
@@ -299,7 +294,7 @@ impl Import {
 
             new_total += stored as u64;
             dup_total += dups;
-            skipped_total += unknown + no_contact as u64;
+            skipped_total += skipped + no_contact as u64;
             progress.page(&cursor, page.events.len(), stored, dups, oldest);
             if !page.has_more || page.events.is_empty() || page.offset.is_none() {
                 break;
@@ -366,15 +361,15 @@ impl Import {
         (start_ms, end_ms): (i64, i64),
         known: &mut HashSet<(String, i64)>,
     ) -> (Vec<Event>, u64, u64) {
-        let (mut fresh, mut dups, mut unknown) = (Vec::new(), 0, 0);
+        let (mut fresh, mut dups, mut skipped) = (Vec::new(), 0, 0);
         for e in &page.events {
             if !(start_ms..=end_ms).contains(&e.created) {
-                unknown += 1;
+                skipped += 1;
                 tracing::debug!(id = %e.id, created = e.created, "skipping event outside the window");
                 continue;
             }
             let Some(kind) = Kind::parse(&e.kind) else {
-                unknown += 1;
+                skipped += 1;
                 tracing::debug!(id = %e.id, kind = %e.kind, "skipping event of unknown type");
                 continue;
             };
@@ -384,7 +379,7 @@ impl Import {
             }
             fresh.push(to_event(e, kind, &self.source));
         }
-        (fresh, dups, unknown)
+        (fresh, dups, skipped)
     }
 
     /// One page, waiting out rate limits and retrying transient failures.

@@ -230,6 +230,15 @@ impl Dataset {
     }
 }
 
+/// The lock file at `path`, created (with its folder) if needed, for `try_lock` or `lock`:
+/// the lock lasts while the returned file is open.
+pub fn lock_file(path: &Path) -> anyhow::Result<File> {
+    if let Some(dir) = path.parent() {
+        fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    File::create(path).with_context(|| format!("cannot create {}", path.display()))
+}
+
 /// Read one part file. An error opening it is an `io::Error`, one decoding it a Polars error.
 pub fn read_part(path: &Path) -> anyhow::Result<DataFrame> {
     let file = File::open(path)?;
