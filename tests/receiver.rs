@@ -62,7 +62,7 @@ fn start(dir: &Path) -> Server {
 fn contact_body(vid: i64, email: &str) -> Vec<u8> {
     let template = std::fs::read_to_string(concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/../shared/hubspot/contact-webhook.json"
+        "/tests/fixtures/hubspot/contact-webhook.json"
     ))
     .unwrap();
     template

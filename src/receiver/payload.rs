@@ -178,10 +178,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn contacts_v1_record_from_shared_example() {
+    fn contacts_v1_record_from_the_fixture() {
         let body = std::fs::read(concat!(
             env!("CARGO_MANIFEST_DIR"),
-            "/../shared/hubspot/contact-webhook.json"
+            "/tests/fixtures/hubspot/contact-webhook.json"
         ))
         .unwrap();
         assert_eq!(

@@ -1,4 +1,4 @@
-//! HubSpot request signatures v1, v2 and v3 (DESIGN §4).
+//! HubSpot request signatures v1, v2 and v3.
 //!
 //! Always over the raw body bytes and the URL HubSpot called; compared in constant time after
 //! a length check, so neither an empty signature nor a prefix ever verifies.
@@ -196,7 +196,7 @@ fn v3_uri(uri: &str) -> std::borrow::Cow<'_, str> {
 
 #[cfg(test)]
 mod tests {
-    //! Known answers from `shared/hubspot/signature-vectors.md`, plus the ways a check goes wrong.
+    //! Known answers from `tests/fixtures/hubspot/signature-vectors.md`, plus the ways a check goes wrong.
     use super::*;
 
     const SECRET: &[u8] = b"yyyyyyyy-yyyy-yyyy-yyyy-yyyyyyyyyyyy";
