@@ -70,5 +70,5 @@ fn rows_of(p: &Path) -> usize {
 }
 
 fn contacts(data: &Path) -> usize {
-    sendtime::events::Contacts::count(data).unwrap()
+    sendtime::datasets::contacts::Contacts::count(data).unwrap()
 }

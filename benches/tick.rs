@@ -14,11 +14,10 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use sendtime::clock::Clock;
-use sendtime::config::{Config, EnvCheck, Overrides};
+use sendtime::config::{Config, EnvCheck, Overrides, WebhookType};
+use sendtime::datasets::inbox::{self, Receipt};
 use sendtime::dispatch::Dispatcher;
 use sendtime::metrics::Metrics;
-use sendtime::store::Dataset;
-use sendtime::store::inbox::{Receipt, receipts_frame};
 
 fn main() {
     let args: Vec<String> = std::env::args()
@@ -89,7 +88,7 @@ fn main() {
     };
     println!(
         "tick planning and selecting {receipts} new receipts (profiles of {} contacts): median {:.3} s; idle tick with them pending: median {:.1} ms; tick planning {STEADY} new with them pending: median {:.1} ms ({runs} runs)",
-        sendtime::events::Contacts::count(&gen_dir).unwrap(),
+        sendtime::datasets::contacts::Contacts::count(&gen_dir).unwrap(),
         median(&mut busy),
         median(&mut idle) * 1000.0,
         median(&mut steady) * 1000.0
@@ -140,7 +139,7 @@ fn write_receipts_from(data: &Path, from: usize, n: usize, now: i64, identity: &
         .map(|i| Receipt {
             receipt_id: format!("{:026}", i),
             webhook_id: "week".into(),
-            webhook_type: "NEXT_WEEK".into(),
+            webhook_type: WebhookType::NextWeek,
             contact_id: Some(i as i64 + 1),
             email: None,
             portal_id: Some(1),
@@ -149,8 +148,8 @@ fn write_receipts_from(data: &Path, from: usize, n: usize, now: i64, identity: &
             config: identity.into(),
         })
         .collect();
-    let mut df = receipts_frame(&rows).unwrap();
-    Dataset::open(data, "inbox")
+    let mut df = inbox::frame(&rows).unwrap();
+    inbox::dataset(data)
         .unwrap()
         .write_part(ulid::Ulid::generate(), &mut df)
         .unwrap();

@@ -6,8 +6,10 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use crate::config::{Config, EnvCheck, Overrides};
+use crate::config::{Config, EnvCheck, Overrides, Target};
+use crate::import::csv::Columns;
 use crate::model::commands as model;
+use crate::time::parse_flag;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -59,7 +61,7 @@ pub enum Command {
         /// Address to listen on; overrides `server.listen`.
         #[arg(long, value_name = "ADDR")]
         listen: Option<SocketAddr>,
-        /// Read the dispatcher's "now" from this file (epoch ms or RFC 3339; the system clock
+        /// Read the dispatcher's "now" from this file (a TIME as for --now; the system clock
         /// while it is absent). For tests that jump hours ahead.
         #[arg(long, value_name = "FILE", env = "SENDTIME_CLOCK_FILE", hide = true)]
         clock_file: Option<PathBuf>,
@@ -69,7 +71,8 @@ pub enum Command {
     /// For a data folder no `serve` is using (e.g. with `serve` stopped, or receipts copied
     /// from elsewhere): `serve` always dispatches, and this refuses to run beside it.
     Tick {
-        /// Pretend it is this time (RFC 3339 or epoch ms) instead of now.
+        /// Pretend it is this time instead of now: a date (2030-01-01, midnight UTC), RFC 3339
+        /// (2030-01-01T09:30:00Z), "YYYY-MM-DD HH:MM:SS" (UTC), or epoch seconds or ms.
         #[arg(long, value_name = "TIME")]
         now: Option<String>,
     },
@@ -95,7 +98,7 @@ pub enum Command {
     /// Long format `contact_id,slot,score`, slot 0 = Monday 00:00-00:59 UTC; the classes go to
     /// FILE's sibling `<name>.classes.csv`. Only events before --as-of are used.
     Predict {
-        /// Use only events before this time (RFC 3339 or YYYY-MM-DD, UTC).
+        /// Use only events before this time (a date, RFC 3339 or epoch ms; UTC).
         #[arg(long, value_name = "TIME")]
         as_of: String,
         /// Where to write the scores; the classes go beside it.
@@ -187,10 +190,10 @@ pub struct HubspotImportArgs {
     /// Connector to import for (may be left out when there is one).
     #[arg(long, value_name = "ID")]
     pub connector: Option<String>,
-    /// Only events at or after this time (RFC 3339, e.g. 2026-01-01T00:00:00Z).
+    /// Only events at or after this time (a date, RFC 3339 or epoch ms; e.g. 2026-01-01T00:00:00Z).
     #[arg(long, value_name = "TIME")]
     pub since: Option<String>,
-    /// Only events up to this time (RFC 3339; default: now).
+    /// Only events up to this time (as --since; default: now).
     #[arg(long, value_name = "TIME")]
     pub until: Option<String>,
     /// Events per API page (HubSpot allows at most 1000).
@@ -206,7 +209,7 @@ pub struct CsvImportArgs {
     /// Column holding the contact: an email address or a HubSpot contact id.
     #[arg(long, value_name = "COL")]
     pub contact: String,
-    /// Column holding the event time: RFC 3339, "YYYY-MM-DD HH:MM:SS[.ffffff] [UTC]", or a
+    /// Column holding the event time: RFC 3339, "YYYY-MM-DD HH:MM:SS[.ffffff] [UTC]", a date, or a
     /// number of epoch seconds (up to 10 digits) or milliseconds.
     #[arg(long, value_name = "COL")]
     pub time: String,
@@ -250,13 +253,25 @@ pub fn main() -> ExitCode {
             report(tick(&cli.config, &overrides, now.as_deref()))
         }
         Command::Import { source } => report(import(&cli.config, &overrides, source)),
-        Command::Explain { contact, at } => report(
-            load_config(&cli.config, &overrides)
-                .and_then(|c| model::explain(&c, &contact, at.as_deref())),
-        ),
-        Command::Predict { as_of, out } => report(
-            load_config(&cli.config, &overrides).and_then(|c| model::predict(&c, &as_of, &out)),
-        ),
+        Command::HubspotStandin(args) => {
+            init_logging();
+            report(crate::hubspot::standin::run_cli(args))
+        }
+        model_command => report(model(model_command, &cli.config, &overrides)),
+    }
+}
+
+/// The model's commands: times are parsed here, so the library takes instants.
+fn model(command: Command, path: &std::path::Path, overrides: &Overrides) -> anyhow::Result<()> {
+    match command {
+        Command::Explain { contact, at } => {
+            let at = at.map(|t| parse_flag("--at", &t)).transpose()?;
+            model::explain(&load_config(path, overrides)?, &contact, at)
+        }
+        Command::Predict { as_of, out } => {
+            let as_of = parse_flag("--as-of", &as_of)?;
+            model::predict(&load_config(path, overrides)?, as_of, &out)
+        }
         Command::Backtest {
             split,
             events,
@@ -268,37 +283,45 @@ pub fn main() -> ExitCode {
             validation_days,
             fixed_hour,
             json,
-        } => report(load_config(&cli.config, &overrides).and_then(|c| {
-            let input = model::BacktestInput {
-                events_csv: events.as_deref(),
-                contact_col: &contact,
-                time_col: &time,
-                kind_col: kind.as_deref(),
-                kind_default: &kind_default,
+        } => {
+            let split_ms = parse_flag("--split", &split)?;
+            let events_csv = events
+                .map(|file| {
+                    let columns = Columns::new(&contact, &time, kind.as_deref(), &kind_default)?;
+                    anyhow::Ok((file, columns))
+                })
+                .transpose()?;
+            let options = model::BacktestOptions {
+                tune,
+                validation_days,
+                fixed_hour,
+                json,
             };
-            model::backtest(&c, &split, input, tune, validation_days, fixed_hour, json)
-        })),
-        Command::Profiles { rebuild, dry_run } => report(
-            load_config(&cli.config, &overrides)
-                .and_then(|c| model::profiles(&c, rebuild, dry_run)),
-        ),
+            model::backtest(
+                &load_config(path, overrides)?,
+                split_ms,
+                events_csv,
+                options,
+            )
+        }
+        Command::Profiles { rebuild, dry_run } => {
+            model::profiles(&load_config(path, overrides)?, rebuild, dry_run)
+        }
         Command::Gen {
             contacts,
             events,
             seed,
             out,
             end,
-        } => report(model::generate(
-            contacts,
-            events,
-            seed,
-            &out,
-            end.as_deref(),
-        )),
-        Command::HubspotStandin(args) => {
-            init_logging();
-            report(crate::hubspot::standin::run_cli(args))
+        } => {
+            let end = end.map(|t| parse_flag("--end", &t)).transpose()?;
+            model::generate(contacts, events, seed, &out, end)
         }
+        Command::Validate { .. }
+        | Command::Serve { .. }
+        | Command::Tick { .. }
+        | Command::Import { .. }
+        | Command::HubspotStandin(_) => unreachable!("handled by main"),
     }
 }
 
@@ -331,9 +354,7 @@ fn load_config(path: &std::path::Path, overrides: &Overrides) -> anyhow::Result<
 }
 
 fn tick(path: &std::path::Path, overrides: &Overrides, now: Option<&str>) -> anyhow::Result<()> {
-    let now = now
-        .map(|t| crate::clock::parse_instant(t).map_or_else(|| model::parse_cli_time(t), Ok))
-        .transpose()?;
+    let now = now.map(|t| parse_flag("--now", t)).transpose()?;
     require_config_file(path)?;
     let loaded = Config::load(path, overrides, EnvCheck::RequireTokens)
         .map_err(|d| anyhow::anyhow!("config {} is invalid:\n{d}", path.display()))?;
@@ -353,8 +374,24 @@ fn import(
     init_logging();
     let config = load_config(path, overrides)?;
     match source {
-        ImportSource::Hubspot(args) => crate::import::hubspot::run(&config, &args),
-        ImportSource::Csv(args) => crate::import::csv::run(&config.server.data_dir, &args),
+        ImportSource::Hubspot(args) => {
+            let request = crate::import::hubspot::Request {
+                connector: args.connector,
+                since_ms: args.since.map(|t| parse_flag("--since", &t)).transpose()?,
+                until_ms: args.until.map(|t| parse_flag("--until", &t)).transpose()?,
+                page_size: args.page_size,
+            };
+            crate::import::hubspot::run(&config, &request)
+        }
+        ImportSource::Csv(args) => {
+            let columns = Columns::new(
+                &args.contact,
+                &args.time,
+                args.kind.as_deref(),
+                &args.kind_default,
+            )?;
+            crate::import::csv::run(&config.server.data_dir, &args.file, &columns, args.dry_run)
+        }
     }
 }
 
@@ -423,23 +460,18 @@ pub fn details(config: &Config) -> String {
             c.app_id
         );
         let _ = writeln!(out, "  Type:         {}", w.kind);
-        match (w.workflow_id, &w.list_id) {
-            (Some(wf), _) => {
-                let _ = writeln!(
-                    out,
-                    "  Enrolls into: workflow {wf} (connector {}, portal {})",
-                    c.id, c.portal_id
-                );
-            }
-            (None, Some(list)) => {
-                let _ = writeln!(
-                    out,
-                    "  Adds to list: {list} (connector {}, portal {})",
-                    c.id, c.portal_id
-                );
-            }
-            (None, None) => {}
-        }
+        let _ = match &w.target {
+            Target::Workflow(wf) => writeln!(
+                out,
+                "  Enrolls into: workflow {wf} (connector {}, portal {})",
+                c.id, c.portal_id
+            ),
+            Target::List(list) => writeln!(
+                out,
+                "  Adds to list: {list} (connector {}, portal {})",
+                c.id, c.portal_id
+            ),
+        };
         if c.dry_run {
             let _ = writeln!(
                 out,

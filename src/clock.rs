@@ -7,12 +7,14 @@
 
 use std::path::PathBuf;
 
+use crate::time::{now_ms, parse_instant};
+
 /// Where "now" comes from.
 #[derive(Debug, Clone)]
 pub enum Clock {
     /// The system clock.
     System,
-    /// Read on every call from a file holding an instant (epoch ms or RFC 3339); the system
+    /// Read on every call from a file holding an instant ([`parse_instant`]); the system
     /// clock while the file is absent or unreadable. Tests rewrite the file to move time.
     File(PathBuf),
     /// A fixed instant (`sendtime tick --now`).
@@ -23,26 +25,12 @@ impl Clock {
     /// Epoch milliseconds.
     pub fn now_ms(&self) -> i64 {
         match self {
-            Clock::System => system_ms(),
+            Clock::System => now_ms(),
             Clock::Fixed(ms) => *ms,
             Clock::File(path) => std::fs::read_to_string(path)
                 .ok()
-                .and_then(|t| parse_instant(t.trim()))
-                .unwrap_or_else(system_ms),
+                .and_then(|t| parse_instant(&t))
+                .unwrap_or_else(now_ms),
         }
     }
-}
-
-fn system_ms() -> i64 {
-    chrono::Utc::now().timestamp_millis()
-}
-
-/// An instant as epoch milliseconds or RFC 3339.
-pub fn parse_instant(text: &str) -> Option<i64> {
-    if let Ok(ms) = text.parse::<i64>() {
-        return Some(ms);
-    }
-    chrono::DateTime::parse_from_rfc3339(text)
-        .ok()
-        .map(|t| t.timestamp_millis())
 }

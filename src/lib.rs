@@ -6,8 +6,8 @@
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod datasets;
 pub mod dispatch;
-pub mod events;
 pub mod hubspot;
 pub mod import;
 pub mod metrics;
@@ -16,3 +16,4 @@ pub mod receiver;
 pub mod scheduler;
 pub mod serve;
 pub mod store;
+pub mod time;

@@ -12,11 +12,11 @@ use tokio::sync::watch;
 
 use crate::clock::Clock;
 use crate::config::{Config, EnvCheck, Overrides, Watcher};
+use crate::datasets::inbox::Inbox;
 use crate::dispatch::Dispatcher;
 use crate::metrics::Metrics;
 use crate::receiver::{self, AppState};
 use crate::scheduler;
-use crate::store::inbox::Inbox;
 
 /// Run the server until SIGINT or SIGTERM. `clock` is the dispatcher's "now" (the system
 /// clock but in tests).
@@ -52,7 +52,7 @@ async fn serve(config_path: PathBuf, overrides: Overrides, clock: Clock) -> anyh
     let _watcher = Watcher::spawn(handle.clone(), config_path, overrides)?;
 
     let metrics = Metrics::new();
-    let mut dispatcher =
+    let dispatcher =
         tokio::task::block_in_place(|| Dispatcher::open(&data_dir, metrics.clone(), clock))
             .with_context(|| {
                 format!(
@@ -61,10 +61,9 @@ async fn serve(config_path: PathBuf, overrides: Overrides, clock: Clock) -> anyh
                 )
             })?;
     let (inbox, writer) = tokio::task::block_in_place(|| {
-        Inbox::open(&data_dir, metrics.clone(), &|id| dispatcher.is_finished(id))
+        Inbox::start(&data_dir, dispatcher.pending().clone(), metrics.clone())
     })
     .with_context(|| format!("cannot open the inbox in {}", data_dir.display()))?;
-    dispatcher.attach_inbox(inbox.clone());
     let (stop_tx, stop_rx) = watch::channel(false);
     let scheduler = tokio::spawn(scheduler::run(
         handle.clone(),

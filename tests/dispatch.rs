@@ -9,7 +9,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use common::{Server, eventually};
-use sendtime::dispatch::records::{OutcomeRow, PlanRow, Status, read_outcomes, read_plans};
+use sendtime::datasets::outcomes::{self, OutcomeRow, Status};
+use sendtime::datasets::plan::{self, PlanRow};
 use sendtime::hubspot::standin::{LogEntry, Options, StandIn};
 use sendtime::receiver::signature::sign_v2;
 use sendtime::store::Dataset;
@@ -126,11 +127,11 @@ fn set_clock(file: &Path, ms: i64) {
 }
 
 fn plans(data: &Path) -> Vec<PlanRow> {
-    read_plans(&Dataset::open(data, "plan").unwrap()).unwrap()
+    plan::read(&plan::dataset(data).unwrap()).unwrap()
 }
 
 fn outcomes(data: &Path) -> Vec<OutcomeRow> {
-    read_outcomes(&Dataset::open(data, "outcomes").unwrap()).unwrap()
+    outcomes::read(&outcomes::dataset(data).unwrap()).unwrap()
 }
 
 fn now_ms() -> i64 {
@@ -553,7 +554,7 @@ fn kill_9_mid_tick_loses_nothing_and_duplicates_only_calls_in_flight() {
 /// nothing: one email, not two.
 #[test]
 fn an_unanswered_call_is_found_in_its_workflow_after_workflow_id_changed() {
-    use sendtime::dispatch::records::{Action, outcome_frame, plan_frame};
+    use sendtime::datasets::outcomes::Action;
     let rt = runtime();
     let standin = rt.block_on(StandIn::start(Options::default())).unwrap();
     let dir = tempfile::tempdir().unwrap();
@@ -574,7 +575,7 @@ fn an_unanswered_call_is_found_in_its_workflow_after_workflow_id_changed() {
     let plan = PlanRow {
         receipt_id: receipt.clone(),
         webhook_id: "fatigue".into(),
-        webhook_type: "IMMEDIATE".into(),
+        webhook_type: sendtime::config::WebhookType::Immediate,
         contact_id: Some(8300),
         email: Some(email.into()),
         received_at_ms: t,
@@ -598,8 +599,8 @@ fn an_unanswered_call_is_found_in_its_workflow_after_workflow_id_changed() {
         at_ms: t + 1000,
     };
     for (name, mut df) in [
-        ("plan", plan_frame(&[plan]).unwrap()),
-        ("outcomes", outcome_frame(&[attempting]).unwrap()),
+        (plan::NAME, plan::frame(&[plan]).unwrap()),
+        (outcomes::NAME, outcomes::frame(&[attempting]).unwrap()),
     ] {
         Dataset::open(&data, name)
             .unwrap()
@@ -921,7 +922,7 @@ fn a_daily_429_pauses_the_connector_until_the_limit_resets_and_loses_nothing() {
     server
         .wait_log(paused, Duration::from_secs(30))
         .unwrap_or_else(|| panic!("no pause; logs:\n{}", server.logs()));
-    let until = sendtime::model::plan::format_ms(day + 4 * HOUR);
+    let until = sendtime::time::format_minute(day + 4 * HOUR);
     assert!(
         server.logs().contains(&until),
         "pause until {until}; logs:\n{}",

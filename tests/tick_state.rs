@@ -5,12 +5,12 @@
 use std::path::Path;
 
 use sendtime::clock::Clock;
-use sendtime::config::{Config, EnvCheck, Overrides};
+use sendtime::config::{Config, EnvCheck, Overrides, WebhookType};
+use sendtime::datasets::inbox::{self, Receipt};
+use sendtime::datasets::outcomes::{self, Status};
+use sendtime::datasets::plan;
 use sendtime::dispatch::Dispatcher;
-use sendtime::dispatch::records::{Status, read_outcomes, read_plans};
 use sendtime::metrics::Metrics;
-use sendtime::store::Dataset;
-use sendtime::store::inbox::{Receipt, receipts_frame};
 
 const HOUR: i64 = 3_600_000;
 /// 2026-11-29 10:17 UTC.
@@ -55,7 +55,7 @@ fn receipt(n: u64) -> Receipt {
             ulid::Ulid::from_parts(NOW as u64, n as u128).to_string()
         },
         webhook_id: "week".into(),
-        webhook_type: "NEXT_WEEK".into(),
+        webhook_type: WebhookType::NextWeek,
         contact_id: Some(n as i64),
         email: n.is_multiple_of(2).then(|| format!("c{n}@example.com")),
         portal_id: Some(1),
@@ -67,8 +67,8 @@ fn receipt(n: u64) -> Receipt {
 
 fn write_inbox(data: &Path, ns: &[u64]) {
     let rows: Vec<Receipt> = ns.iter().map(|n| receipt(*n)).collect();
-    let mut df = receipts_frame(&rows).unwrap();
-    Dataset::open(data, "inbox")
+    let mut df = inbox::frame(&rows).unwrap();
+    inbox::dataset(data)
         .unwrap()
         .write_part(ulid::Ulid::generate(), &mut df)
         .unwrap();
@@ -100,14 +100,14 @@ fn repeated_and_finished_receipts_are_never_planned_twice() {
     assert_eq!(tick(&mut d, &config, &rt), (1, 0));
     assert_eq!(d.queued(), 5);
 
-    let plans = read_plans(&Dataset::open(&data, "plan").unwrap()).unwrap();
+    let plans = plan::read(&plan::dataset(&data).unwrap()).unwrap();
     let mut ids: Vec<&str> = plans.iter().map(|p| p.receipt_id.as_str()).collect();
     ids.sort();
     ids.dedup();
     assert_eq!((plans.len(), ids.len()), (5, 5), "{plans:?}");
     assert!(ids.contains(&"not-a-ulid"));
     for p in &plans {
-        assert_eq!(p.webhook_type, "NEXT_WEEK");
+        assert_eq!(p.webhook_type, WebhookType::NextWeek);
         assert_eq!(p.received_at_ms, NOW);
         assert!((NOW..NOW + 168 * HOUR).contains(&p.due_at_ms), "{p:?}");
         assert!(
@@ -125,13 +125,20 @@ fn repeated_and_finished_receipts_are_never_planned_twice() {
     let later = NOW + 169 * HOUR;
     let mut d = Dispatcher::open(&data, Metrics::new(), Clock::Fixed(later)).unwrap();
     assert_eq!(d.queued(), 5, "the state rebuilt from disk");
+    assert_eq!(
+        d.pending().len(),
+        5,
+        "each contact waits once, repeats or not"
+    );
     assert_eq!(tick(&mut d, &config, &rt), (0, 5));
     assert_eq!(d.queued(), 0);
+    assert!(
+        d.pending().is_empty(),
+        "finished receipts leave the pending set"
+    );
     write_inbox(&data, &[1, 99]);
     assert_eq!(tick(&mut d, &config, &rt), (0, 0));
-    assert!(d.is_finished("not-a-ulid"));
-    assert!(d.is_finished(&receipt(1).receipt_id));
-    let finals = read_outcomes(&Dataset::open(&data, "outcomes").unwrap())
+    let finals = outcomes::read(&outcomes::dataset(&data).unwrap())
         .unwrap()
         .into_iter()
         .filter(|o| o.status == Status::DryRun)

@@ -89,13 +89,19 @@ impl Connector {
     }
 }
 
-/// What happens to a contact posted to a webhook (DESIGN §3).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// What happens to a contact posted to a webhook. Stored (inbox, plan, the inbox's log) by
+/// its name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum WebhookType {
+    #[serde(rename = "NEXT_24_HOURS")]
     Next24Hours,
+    #[serde(rename = "NEXT_WEEK_FREQUENCY_OPTIMIZED")]
     NextWeekFrequencyOptimized,
+    #[serde(rename = "NEXT_WEEK")]
     NextWeek,
+    #[serde(rename = "IMMEDIATE")]
     Immediate,
+    #[serde(rename = "UPDATE_ONLY")]
     UpdateOnly,
 }
 
@@ -142,8 +148,17 @@ pub struct Webhook {
     /// Resolved connector id (filled in when the file leaves it out and there is one connector).
     pub connector: String,
     pub kind: WebhookType,
-    pub workflow_id: Option<u64>,
-    pub list_id: Option<String>,
+    /// Where its contacts go; which one follows from `kind`.
+    pub target: Target,
+}
+
+/// Where a webhook's contacts go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// Enrolled into this workflow (`workflow_id`; every type but UPDATE_ONLY).
+    Workflow(u64),
+    /// Added to this list (`list_id`; UPDATE_ONLY).
+    List(String),
 }
 
 /// Command-line overrides that win over the file, on first load and on every reload.

@@ -14,7 +14,7 @@ use toml::de::{DeTable, DeValue};
 
 use super::{
     Config, Connector, DEFAULT_API_BASE, DEFAULT_CRON, DEFAULT_MAX_BODY_BYTES, Diagnostics,
-    EnvCheck, Loaded, SUPPORTED_VERSION, Scheduler, Server, Severity, Webhook, WebhookType,
+    EnvCheck, Loaded, SUPPORTED_VERSION, Scheduler, Server, Severity, Target, Webhook, WebhookType,
     identity_of,
 };
 
@@ -774,17 +774,18 @@ fn read_webhook(
     }
     let (id, id_at) = id?;
     let kind = kind?;
-    if kind.enrolls() && workflow_id.is_none() || !kind.enrolls() && list_id.is_none() {
-        return None;
-    }
+    let target = if kind.enrolls() {
+        Target::Workflow(workflow_id?)
+    } else {
+        Target::List(list_id?)
+    };
     Some((
         Webhook {
             id,
             name,
             connector: connector?,
             kind,
-            workflow_id: workflow_id.filter(|_| kind.enrolls()),
-            list_id,
+            target,
         },
         id_at,
     ))

@@ -7,20 +7,47 @@
 //! Contacts get their dense index from the `contacts/` dataset, a dictionary appended as new
 //! contacts appear.
 
-use std::collections::HashMap;
-use std::path::Path;
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
 
 use anyhow::Context;
 use polars::prelude::*;
 use ulid::Ulid;
 
-use crate::store::{Dataset, concat_frames, lock_file};
+use super::contacts::{self, Contacts, contact_key};
+use crate::store::{Dataset, cannot_open, is_not_found, lock_file};
+use crate::time::{day_of, slot_of};
 
-/// Milliseconds per hour and per day.
-pub const HOUR_MS: i64 = 3_600_000;
-pub const DAY_MS: i64 = 86_400_000;
-/// Hour-of-week slots; slot 0 is Monday 00:00–00:59 UTC.
-pub const SLOTS: usize = 168;
+/// The folder under the data directory.
+pub const NAME: &str = "events";
+
+/// Column names.
+pub mod col {
+    /// Dense index into the contact dictionary (`u32`).
+    pub const CONTACT: &str = "contact";
+    /// The source's own id for the event (HubSpot's `id`), when it has one.
+    pub const EVENT_ID: &str = "event_id";
+    pub const CONTACT_ID: &str = "contact_id";
+    pub const EMAIL: &str = "email";
+    /// [`super::Kind`] as its code (`u8`).
+    pub const KIND: &str = "kind";
+    /// UTC, a Parquet timestamp in milliseconds without a zone.
+    pub const AT: &str = "at";
+    /// Hour of week of `at` (`u8`).
+    pub const SLOT: &str = "slot";
+    /// Days since 1970-01-01 of `at` (`i32`).
+    pub const DAY: &str = "day";
+    /// Machine opens and bot clicks (`bool`).
+    pub const FILTERED: &str = "filtered";
+    /// Where it came from, e.g. `hubspot:main`.
+    pub const SOURCE: &str = "source";
+}
+
+/// The dataset under `data_dir`.
+pub fn dataset(data_dir: &Path) -> anyhow::Result<Dataset> {
+    Dataset::open(data_dir, NAME)
+}
 
 /// What happened, as HubSpot names it. Stored as its `u8` code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -116,187 +143,6 @@ impl Event {
     }
 }
 
-/// See [`Event::contact_key`].
-pub fn contact_key(contact_id: Option<i64>, email: Option<&str>) -> Option<String> {
-    match (email.map(str::trim).filter(|e| !e.is_empty()), contact_id) {
-        (Some(e), _) => Some(e.to_ascii_lowercase()),
-        (None, Some(id)) => Some(format!("#{id}")),
-        (None, None) => None,
-    }
-}
-
-/// Hour-of-week slot (0 = Monday 00:00 UTC) of an instant.
-pub fn slot_of(at_ms: i64) -> u8 {
-    let days = at_ms.div_euclid(DAY_MS);
-    // 1970-01-01 was a Thursday: weekday 3 counting Monday as 0.
-    let weekday = (days + 3).rem_euclid(7);
-    let hour = at_ms.rem_euclid(DAY_MS) / HOUR_MS;
-    (weekday * 24 + hour) as u8
-}
-
-/// Days since the Unix epoch.
-pub fn day_of(at_ms: i64) -> i32 {
-    at_ms.div_euclid(DAY_MS) as i32
-}
-
-/// The contact dictionary: contact key → dense index (0, 1, 2, ... in order of first sight).
-#[derive(Debug, Default, Clone)]
-pub struct Contacts {
-    pub keys: Vec<String>,
-    pub contact_ids: Vec<Option<i64>>,
-    /// Key → index, built on first lookup (or [`Contacts::build_index`]): building profiles
-    /// never needs it.
-    index: std::sync::OnceLock<KeyIndex>,
-}
-
-/// Key → dense index. `#{id}` keys (contacts known by HubSpot id only) are held by their
-/// number, so looking one up hashes an integer and touches one entry, with no key string per
-/// contact; other keys (emails) by their text. FxHash: keys come from our own data, so
-/// SipHash's flooding resistance buys nothing for its cost on millions of lookups.
-#[derive(Debug, Default, Clone)]
-struct KeyIndex {
-    ids: HashMap<i64, u32, rustc_hash::FxBuildHasher>,
-    text: HashMap<String, u32, rustc_hash::FxBuildHasher>,
-}
-
-impl KeyIndex {
-    fn get(&self, key: &str) -> Option<u32> {
-        match id_of_key(key) {
-            Some(id) => self.ids.get(&id).copied(),
-            None => self.text.get(key).copied(),
-        }
-    }
-
-    fn insert(&mut self, key: &str, index: u32) {
-        match id_of_key(key) {
-            Some(id) => self.ids.insert(id, index),
-            None => self.text.insert(key.to_string(), index),
-        };
-    }
-}
-
-/// The HubSpot id of a `#{id}` key, only when the key is exactly how [`contact_key`] writes
-/// it (`#007` is another key than `#7`).
-fn id_of_key(key: &str) -> Option<i64> {
-    use std::io::Write;
-    let id: i64 = key.strip_prefix('#')?.parse().ok()?;
-    let mut buf = [0u8; 24];
-    let mut cursor = std::io::Cursor::new(&mut buf[..]);
-    write!(cursor, "#{id}").ok()?;
-    let n = cursor.position() as usize;
-    (buf[..n] == *key.as_bytes()).then_some(id)
-}
-
-impl Contacts {
-    /// Load the dictionary from `{data_dir}/contacts/`.
-    pub fn load(data_dir: &Path) -> anyhow::Result<Self> {
-        let dataset = Dataset::open(data_dir, "contacts")?;
-        let mut out = Contacts::default();
-        let frames: Vec<DataFrame> = dataset.read_all()?.into_iter().map(|(_, df)| df).collect();
-        if frames.is_empty() {
-            return Ok(out);
-        }
-        let mut df = concat_frames(frames)?;
-        // Parts are written in index order, so this is normally sorted already.
-        if !df.column("contact")?.u32()?.iter().is_sorted() {
-            df.sort_in_place(["contact"], SortMultipleOptions::default())?;
-        }
-        let idx = df.column("contact")?.u32()?.clone();
-        let keys = df.column("key")?.str()?.clone();
-        let ids = df.column("contact_id")?.i64()?.clone();
-        out.keys.reserve(df.height());
-        out.contact_ids.reserve(df.height());
-        for ((i, k), id) in idx.iter().zip(keys.iter()).zip(ids.iter()) {
-            let (Some(i), Some(k)) = (i, k) else { continue };
-            // Each index is written once, in order; a repeat is a duplicate row from an
-            // interrupted compaction.
-            if (i as usize) < out.keys.len() {
-                continue;
-            }
-            // A gap: the part holding those indices is gone (quarantined?). Going on would
-            // give the next new contacts indices that events already use for others.
-            anyhow::ensure!(
-                i as usize == out.keys.len(),
-                "the contact dictionary in {} has no entry for index {} (next: {i}): a part is \
-                 missing, maybe moved to {}; put it back",
-                data_dir.join("contacts").display(),
-                out.keys.len(),
-                data_dir.join("quarantine").join("contacts").display()
-            );
-            out.keys.push(k.to_string());
-            out.contact_ids.push(id);
-        }
-        Ok(out)
-    }
-
-    pub fn len(&self) -> usize {
-        self.keys.len()
-    }
-
-    /// How many contacts the dictionary holds, from the parts' footers alone.
-    pub fn count(data_dir: &Path) -> anyhow::Result<usize> {
-        let mut n = 0;
-        for part in Dataset::open(data_dir, "contacts")?.parts()? {
-            let file = std::fs::File::open(&part)?;
-            n += ParquetReader::new(file).num_rows()?;
-        }
-        Ok(n)
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.keys.is_empty()
-    }
-
-    pub fn get(&self, key: &str) -> Option<u32> {
-        self.index().get(key)
-    }
-
-    /// The index of the contact whose key is `#{id}` (known by HubSpot id only).
-    pub fn get_id(&self, id: i64) -> Option<u32> {
-        self.index().ids.get(&id).copied()
-    }
-
-    /// Build the key index now rather than on the first lookup (a noticeable part of a second
-    /// for millions of contacts), so a process that will plan receipts does it while loading,
-    /// not mid-tick.
-    pub fn build_index(&self) {
-        self.index();
-    }
-
-    fn index(&self) -> &KeyIndex {
-        self.index.get_or_init(|| {
-            let mut index = KeyIndex::default();
-            index.ids.reserve(self.keys.len());
-            for (i, k) in self.keys.iter().enumerate() {
-                index.insert(k, i as u32);
-            }
-            index
-        })
-    }
-
-    /// The dense index of a contact: its email first, then its HubSpot id.
-    pub fn find(&self, contact_id: Option<i64>, email: Option<&str>) -> Option<u32> {
-        email
-            .and_then(|e| contact_key(None, Some(e)))
-            .and_then(|k| self.get(&k))
-            .or_else(|| contact_id.and_then(|id| self.get_id(id)))
-    }
-
-    /// Index for `key`, adding it if new.
-    fn intern(&mut self, key: &str, contact_id: Option<i64>) -> u32 {
-        self.index();
-        let index = self.index.get_mut().expect("initialised above");
-        if let Some(i) = index.get(key) {
-            return i;
-        }
-        let i = self.keys.len() as u32;
-        index.insert(key, i);
-        self.keys.push(key.to_string());
-        self.contact_ids.push(contact_id);
-        i
-    }
-}
-
 /// Append events to `{data_dir}/events/` as one part sorted by contact, adding new contacts to
 /// the dictionary first (so every stored index resolves). Events without a contact are
 /// skipped and counted. Returns (stored, skipped).
@@ -318,32 +164,33 @@ pub fn append(data_dir: &Path, events: &[Event]) -> anyhow::Result<(usize, usize
         }
     }
     if contacts.len() > known {
-        let new = known..contacts.len();
-        let mut df = DataFrame::new(
-            new.len(),
-            vec![
-                Column::new(
-                    "contact".into(),
-                    new.clone().map(|i| i as u32).collect::<Vec<_>>(),
-                ),
-                Column::new(
-                    "key".into(),
-                    contacts.keys[new.clone()]
-                        .iter()
-                        .map(String::as_str)
-                        .collect::<Vec<_>>(),
-                ),
-                Column::new("contact_id".into(), contacts.contact_ids[new].to_vec()),
-            ],
-        )?;
-        Dataset::open(data_dir, "contacts")?.write_part(Ulid::generate(), &mut df)?;
+        contacts::write(data_dir, &contacts, known..contacts.len())?;
     }
     if rows.is_empty() {
         return Ok((0, skipped));
     }
     rows.sort_by_key(|(c, e)| (*c, e.at_ms));
-    let mut df = frame(&rows)?;
-    Dataset::open(data_dir, "events")?
+    let mut df = PartColumns {
+        contact: rows.iter().map(|(c, _)| *c).collect(),
+        event_id: str_column(
+            col::EVENT_ID,
+            rows.iter().map(|(_, e)| e.event_id.as_deref()),
+        ),
+        contact_id: Column::new(
+            col::CONTACT_ID.into(),
+            rows.iter().map(|(_, e)| e.contact_id).collect::<Vec<_>>(),
+        ),
+        email: str_column(col::EMAIL, rows.iter().map(|(_, e)| e.email.as_deref())),
+        kind: rows.iter().map(|(_, e)| e.kind as u8).collect(),
+        at_ms: rows.iter().map(|(_, e)| e.at_ms).collect(),
+        filtered: rows.iter().map(|(_, e)| e.filtered).collect(),
+        source: str_column(
+            col::SOURCE,
+            rows.iter().map(|(_, e)| Some(e.source.as_str())),
+        ),
+    }
+    .into_frame()?;
+    dataset(data_dir)?
         .write_part(Ulid::generate(), &mut df)
         .context("cannot write events")?;
     Ok((rows.len(), skipped))
@@ -372,16 +219,17 @@ pub fn not_yet_stored(data_dir: &Path, events: Vec<Event>) -> anyhow::Result<(Ve
     let (lo, hi) = held.keys().fold((i64::MAX, i64::MIN), |(lo, hi), k| {
         (lo.min(k.2), hi.max(k.2))
     });
-    for path in Dataset::open(data_dir, "events")?.parts()? {
+    for path in dataset(data_dir)?.parts()? {
         let count = |held: &mut HashMap<_, u32>| -> anyhow::Result<()> {
-            let df = read_present_columns(&path, &["contact", "kind", "at", "event_id"])?;
-            let ids = match df.column("event_id") {
+            let df =
+                read_present_columns(&path, &[col::CONTACT, col::KIND, col::AT, col::EVENT_ID])?;
+            let ids = match df.column(col::EVENT_ID) {
                 Ok(c) => c.str()?.iter().map(|id| id.is_some()).collect(),
                 Err(_) => vec![false; df.height()], // written before event ids were stored
             };
-            let c = df.column("contact")?.u32()?;
-            let k = df.column("kind")?.u8()?;
-            let at = df.column("at")?.cast(&DataType::Int64)?;
+            let c = df.column(col::CONTACT)?.u32()?;
+            let k = df.column(col::KIND)?.u8()?;
+            let at = df.column(col::AT)?.cast(&DataType::Int64)?;
             for (((c, k), at), has_id) in c.iter().zip(k.iter()).zip(at.i64()?.iter()).zip(ids) {
                 if let (Some(c), Some(k), Some(at), false) = (c, k, at, has_id)
                     && (lo..=hi).contains(&at)
@@ -423,95 +271,129 @@ pub fn read_present_columns(path: &Path, columns: &[&str]) -> anyhow::Result<Dat
     Ok(reader.with_columns(Some(present)).finish()?)
 }
 
-fn frame(rows: &[(u32, &Event)]) -> anyhow::Result<DataFrame> {
-    let at = Column::new(
-        "at".into(),
-        rows.iter().map(|(_, e)| e.at_ms).collect::<Vec<_>>(),
-    )
-    .cast(&DataType::Datetime(TimeUnit::Milliseconds, None))?;
-    Ok(DataFrame::new(
-        rows.len(),
-        vec![
-            Column::new(
-                "contact".into(),
-                rows.iter().map(|(c, _)| *c).collect::<Vec<_>>(),
-            ),
-            Column::new(
-                "event_id".into(),
-                rows.iter()
-                    .map(|(_, e)| e.event_id.as_deref())
-                    .collect::<Vec<_>>(),
-            ),
-            Column::new(
-                "contact_id".into(),
-                rows.iter().map(|(_, e)| e.contact_id).collect::<Vec<_>>(),
-            ),
-            Column::new(
-                "email".into(),
-                rows.iter()
-                    .map(|(_, e)| e.email.as_deref())
-                    .collect::<Vec<_>>(),
-            ),
-            Column::new(
-                "kind".into(),
-                rows.iter().map(|(_, e)| e.kind as u8).collect::<Vec<_>>(),
-            ),
-            at,
-            Column::new(
-                "slot".into(),
-                rows.iter()
-                    .map(|(_, e)| slot_of(e.at_ms))
-                    .collect::<Vec<_>>(),
-            ),
-            Column::new(
-                "day".into(),
-                rows.iter()
-                    .map(|(_, e)| day_of(e.at_ms))
-                    .collect::<Vec<_>>(),
-            ),
-            Column::new(
-                "filtered".into(),
-                rows.iter().map(|(_, e)| e.filtered).collect::<Vec<_>>(),
-            ),
-            Column::new(
-                "source".into(),
-                rows.iter()
-                    .map(|(_, e)| e.source.as_str())
-                    .collect::<Vec<_>>(),
-            ),
-        ],
-    )?)
+/// The ids of `source`'s events stored with a time in `start_ms..=end_ms`, with that time:
+/// what a re-import of the window must not store again.
+pub fn stored_ids(
+    data_dir: &Path,
+    source: &str,
+    (start_ms, end_ms): (i64, i64),
+) -> anyhow::Result<HashSet<(String, i64)>> {
+    let mut keys = HashSet::new();
+    for path in dataset(data_dir)?.parts()? {
+        let mut read = || -> anyhow::Result<()> {
+            let df = read_present_columns(&path, &[col::EVENT_ID, col::AT, col::SOURCE])?;
+            let Ok(ids) = df.column(col::EVENT_ID) else {
+                return Ok(()); // parts written before event ids were stored
+            };
+            let ids = ids.str()?;
+            let at = df.column(col::AT)?.cast(&DataType::Int64)?;
+            let at = at.i64()?;
+            let sources = df.column(col::SOURCE)?.str()?;
+            for ((id, at), src) in ids.iter().zip(at.iter()).zip(sources.iter()) {
+                if let (Some(id), Some(at), Some(src)) = (id, at, src)
+                    && src == source
+                    && (start_ms..=end_ms).contains(&at)
+                {
+                    keys.insert((id.to_string(), at));
+                }
+            }
+            Ok(())
+        };
+        read().with_context(|| format!("cannot read event ids from {}", path.display()))?;
+    }
+    Ok(keys)
+}
+
+/// The columns of one events part as writers hold them; `slot` and `day` are derived from
+/// `at_ms` here, the one place that writes the events schema.
+pub struct PartColumns {
+    pub contact: Vec<u32>,
+    /// Strings, or all null ([`Column::full_null`]) for a source without ids.
+    pub event_id: Column,
+    pub contact_id: Column,
+    pub email: Column,
+    pub kind: Vec<u8>,
+    pub at_ms: Vec<i64>,
+    pub filtered: Vec<bool>,
+    pub source: Column,
+}
+
+impl PartColumns {
+    /// The part's frame, columns in schema order.
+    pub fn into_frame(self) -> anyhow::Result<DataFrame> {
+        let n = self.contact.len();
+        let slot: Vec<u8> = self.at_ms.iter().map(|a| slot_of(*a)).collect();
+        let day: Vec<i32> = self.at_ms.iter().map(|a| day_of(*a)).collect();
+        let at = Column::new(col::AT.into(), self.at_ms)
+            .cast(&DataType::Datetime(TimeUnit::Milliseconds, None))?;
+        let named = |c: Column, name: &str| c.with_name(name.into());
+        Ok(DataFrame::new(
+            n,
+            vec![
+                Column::new(col::CONTACT.into(), self.contact),
+                named(self.event_id, col::EVENT_ID),
+                named(self.contact_id, col::CONTACT_ID).cast(&DataType::Int64)?,
+                named(self.email, col::EMAIL),
+                Column::new(col::KIND.into(), self.kind),
+                at,
+                Column::new(col::SLOT.into(), slot),
+                Column::new(col::DAY.into(), day),
+                Column::new(col::FILTERED.into(), self.filtered),
+                named(self.source, col::SOURCE),
+            ],
+        )?)
+    }
+}
+
+fn str_column<'a>(name: &str, values: impl Iterator<Item = Option<&'a str>>) -> Column {
+    Column::new(name.into(), values.collect::<Vec<_>>())
+}
+
+/// Read `columns` of one part.
+pub fn read_columns(path: &Path, columns: &[&str]) -> anyhow::Result<DataFrame> {
+    let file = std::fs::File::open(path)?;
+    Ok(ParquetReader::new(file)
+        .with_columns(Some(columns.iter().map(|c| c.to_string()).collect()))
+        .finish()?)
+}
+
+/// Decode `parts` (projected to `columns`) on a helper thread, one ahead of `f`, so decoding
+/// and `f`'s work overlap. A part gone (compacted away) is skipped, one that cannot be
+/// opened fails (the file may be fine), one that cannot be decoded is quarantined.
+pub fn for_each_part(
+    data_dir: &Path,
+    parts: &[PathBuf],
+    columns: &[&str],
+    mut f: impl FnMut(&Path, DataFrame) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    let dataset = dataset(data_dir)?;
+    let (tx, rx) = mpsc::sync_channel::<(PathBuf, anyhow::Result<DataFrame>)>(1);
+    std::thread::scope(|scope| {
+        scope.spawn(move || {
+            for path in parts {
+                let df = read_columns(path, columns);
+                if tx.send((path.clone(), df)).is_err() {
+                    return;
+                }
+            }
+        });
+        for (path, df) in rx {
+            match df {
+                Ok(df) => f(&path, df)?,
+                Err(e) if is_not_found(&e) => {}
+                Err(e) if cannot_open(&e) => {
+                    return Err(e.context(format!("cannot open {}", path.display())));
+                }
+                Err(e) => dataset.quarantine(&path, &e)?,
+            }
+        }
+        Ok(())
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// A dictionary part gone missing is an error, not indices silently reused.
-    #[test]
-    fn a_gap_in_the_dictionary_is_an_error() {
-        let dir = tempfile::tempdir().unwrap();
-        for i in 0..3 {
-            let e = Event {
-                event_id: None,
-                contact_id: Some(i),
-                email: None,
-                kind: Kind::Open,
-                at_ms: 1_700_000_000_000,
-                filtered: false,
-                source: "t".into(),
-            };
-            append(dir.path(), &[e]).unwrap();
-        }
-        assert_eq!(Contacts::load(dir.path()).unwrap().len(), 3);
-        let parts = Dataset::open(dir.path(), "contacts")
-            .unwrap()
-            .parts()
-            .unwrap();
-        std::fs::remove_file(&parts[1]).unwrap();
-        let err = Contacts::load(dir.path()).unwrap_err().to_string();
-        assert!(err.contains("has no entry for index 1 (next: 2)"), "{err}");
-    }
 
     /// Two imports appending at once (each with new contacts) lose no contact and give none
     /// another's index.
@@ -544,41 +426,6 @@ mod tests {
                 assert!(contacts.get(&format!("t{t}-{i}@example.com")).is_some());
             }
         }
-    }
-
-    #[test]
-    fn id_keys_are_looked_up_by_number_and_only_in_their_exact_spelling() {
-        let keys = ["#7", "#007", "ada@example.com", "#-3", "#+5", "#0"];
-        let mut c = Contacts {
-            keys: keys.iter().map(|k| k.to_string()).collect(),
-            contact_ids: vec![None; keys.len()],
-            ..Contacts::default()
-        };
-        for (i, k) in keys.iter().enumerate() {
-            assert_eq!(c.get(k), Some(i as u32), "{k}");
-        }
-        assert_eq!(c.get_id(7), Some(0));
-        assert_eq!(c.get_id(-3), Some(3));
-        assert_eq!(c.get_id(5), None, "#+5 is not how id 5 is keyed");
-        assert_eq!(c.get_id(0), Some(5));
-        assert_eq!(c.get("#8"), None);
-        assert_eq!(c.find(Some(7), Some("nobody@example.com")), Some(0));
-        assert_eq!(c.find(Some(7), Some("ADA@example.com")), Some(2));
-        // Interning after the index exists keeps both halves current.
-        assert_eq!(c.intern("#8", Some(8)), 6);
-        assert_eq!(c.intern("bob@example.com", None), 7);
-        assert_eq!((c.get_id(8), c.get("bob@example.com")), (Some(6), Some(7)));
-    }
-
-    #[test]
-    fn slots_start_monday_midnight_utc_and_wrap_on_sunday() {
-        // 2024-01-01 was a Monday.
-        let monday = 1_704_067_200_000;
-        assert_eq!(slot_of(monday), 0);
-        assert_eq!(slot_of(monday + 13 * HOUR_MS + 59 * 60_000), 13);
-        assert_eq!(slot_of(monday + 6 * DAY_MS + 23 * HOUR_MS), 167);
-        assert_eq!(slot_of(monday + 7 * DAY_MS), 0);
-        assert_eq!(slot_of(monday - 1), 167);
     }
 
     #[test]
@@ -622,10 +469,7 @@ mod tests {
         let contacts = Contacts::load(dir.path()).unwrap();
         assert_eq!(contacts.keys, ["b@x.com", "a@x.com"]);
         assert_eq!(contacts.find(None, Some("A@X.com")), Some(1));
-        let parts = Dataset::open(dir.path(), "events")
-            .unwrap()
-            .read_all()
-            .unwrap();
+        let parts = dataset(dir.path()).unwrap().read_all().unwrap();
         let first = &parts[0].1;
         let c: Vec<_> = first
             .column("contact")

@@ -1,15 +1,16 @@
-//! The inbox dataset: one row per accepted webhook post, durable before HubSpot hears 2xx.
+//! The inbox dataset (`{data_dir}/inbox/`): one row per accepted webhook post, durable before
+//! HubSpot hears 2xx.
 //!
-//! One writer thread owns the write-ahead log. Request handlers hand it receipts over a bounded
-//! channel; it takes everything queued, checks each against the pending set (a HubSpot retry of
-//! a contact already waiting must not become a second enrollment), appends the new ones to the
-//! log with one fdatasync for the whole batch, and only then answers. Every second (or every
-//! [`FLUSH_ROWS`] rows) the logged rows become a Parquet part and the log segment is dropped.
+//! One writer thread owns the write-ahead log (`{data_dir}/wal/`). Request handlers hand it
+//! receipts over a bounded channel; it takes everything queued, checks each against the
+//! [`PendingSet`] (a HubSpot retry of a contact already waiting must not become a second
+//! enrollment), appends the new ones to the log with one fdatasync for the whole batch, and
+//! only then answers. Every second (or every [`FLUSH_ROWS`] rows) the logged rows become a
+//! Parquet part named after the log segment, and the segment is dropped.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, RecvTimeoutError, SyncSender, TrySendError};
-use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -18,9 +19,39 @@ use polars::prelude::*;
 use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
-use super::wal::{self, Segment};
-use super::{Dataset, concat_frames};
+use super::pending::{Contact, PendingSet};
+use super::{datetime_ms, stored_enum};
+use crate::config::WebhookType;
 use crate::metrics::Metrics;
+use crate::store::wal::{self, Segment};
+use crate::store::{Dataset, concat_frames, sync_dir};
+
+/// The folder under the data directory.
+pub const NAME: &str = "inbox";
+/// The write-ahead log's folder under the data directory.
+pub const WAL_DIR: &str = "wal";
+
+/// Column names, in schema order.
+pub mod col {
+    /// A ULID, issued on receipt.
+    pub const RECEIPT_ID: &str = "receipt_id";
+    pub const WEBHOOK_ID: &str = "webhook_id";
+    pub const WEBHOOK_TYPE: &str = "webhook_type";
+    pub const CONTACT_ID: &str = "contact_id";
+    pub const EMAIL: &str = "email";
+    pub const PORTAL_ID: &str = "portal_id";
+    /// UTC, a Parquet timestamp in milliseconds without a zone.
+    pub const RECEIVED_AT: &str = "received_at";
+    /// `v1`, `v2`, `v3` or `unsigned`.
+    pub const SIGNATURE: &str = "signature";
+    /// Identity of the config in force.
+    pub const CONFIG: &str = "config";
+}
+
+/// The dataset under `data_dir`.
+pub fn dataset(data_dir: &Path) -> anyhow::Result<Dataset> {
+    Dataset::open(data_dir, NAME)
+}
 
 /// Rows are written to Parquet at least this often.
 pub const FLUSH_INTERVAL: Duration = Duration::from_secs(1);
@@ -37,7 +68,7 @@ const WAL_PREFIX: &str = "inbox";
 pub struct Receipt {
     pub receipt_id: String,
     pub webhook_id: String,
-    pub webhook_type: String,
+    pub webhook_type: WebhookType,
     pub contact_id: Option<i64>,
     pub email: Option<String>,
     pub portal_id: Option<i64>,
@@ -50,24 +81,15 @@ pub struct Receipt {
 }
 
 impl Receipt {
-    /// Who "the same contact" is for idempotency: the HubSpot id, else the email.
-    pub fn pending_key(&self) -> PendingKey {
-        pending_key(&self.webhook_id, self.contact_id, self.email.as_deref())
+    /// The contact as the pending set knows it.
+    pub fn contact(&self) -> Contact<'_> {
+        Contact {
+            webhook_id: &self.webhook_id,
+            contact_id: self.contact_id,
+            email: self.email.as_deref(),
+        }
     }
 }
-
-/// See [`Receipt::pending_key`].
-pub fn pending_key(webhook_id: &str, contact_id: Option<i64>, email: Option<&str>) -> PendingKey {
-    let contact = match (contact_id, email) {
-        (Some(id), _) => id.to_string(),
-        (None, Some(email)) => email.to_ascii_lowercase(),
-        (None, None) => String::new(),
-    };
-    (webhook_id.to_string(), contact)
-}
-
-/// (webhook id, contact id or lower-cased email).
-pub type PendingKey = (String, String);
 
 /// What happened to a post.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -97,7 +119,7 @@ struct Request {
 #[derive(Clone)]
 pub struct Inbox {
     tx: SyncSender<Request>,
-    pending: Arc<Mutex<HashMap<PendingKey, String>>>,
+    pending: PendingSet,
 }
 
 /// Owns the writer thread; [`InboxWriter::shutdown`] flushes and joins it.
@@ -106,37 +128,27 @@ pub struct InboxWriter {
     compactor: Option<(SyncSender<()>, JoinHandle<()>)>,
 }
 
+/// Bring the inbox under `data_dir` to a readable state after a stop or a crash: finish or
+/// roll back interrupted compactions, and move what the write-ahead log holds into parts.
+/// Returns every receipt. Run before [`Inbox::start`], by the process that owns the folder.
+pub fn recover(data_dir: &Path) -> anyhow::Result<Vec<Receipt>> {
+    let dataset = dataset(data_dir)?;
+    dataset.recover()?;
+    let mut rows = read(&dataset)?;
+    rows.extend(replay_log(&dataset, &data_dir.join(WAL_DIR))?);
+    Ok(rows)
+}
+
 impl Inbox {
-    /// Recover the inbox under `data_dir` (quarantine torn parts, replay the log) and start
-    /// the writer. Returns the handle and the writer to shut down at exit.
-    ///
-    /// `finished` says which receipts the dispatcher has finished with (enrolled, listed or
-    /// failed for good): they are not pending, so the same contact posted again is accepted.
-    pub fn open(
+    /// Start the writer for the inbox under `data_dir` (after [`recover`]), checking posts
+    /// against `pending`. Returns the handle and the writer to shut down at exit.
+    pub fn start(
         data_dir: &Path,
+        pending: PendingSet,
         metrics: Metrics,
-        finished: &dyn Fn(&str) -> bool,
     ) -> anyhow::Result<(Inbox, InboxWriter)> {
-        let dataset = Dataset::open(data_dir, "inbox")?;
-        let wal_dir = data_dir.join("wal");
-        dataset.recover()?;
-        let mut rows = read_receipts(&dataset)?;
-        rows.extend(replay_log(&dataset, &wal_dir)?);
-
-        let mut pending = HashMap::new();
-        for r in rows.iter().filter(|r| !finished(&r.receipt_id)) {
-            pending.insert(r.pending_key(), r.receipt_id.clone());
-        }
-        for (webhook, _) in pending.keys() {
-            metrics.pending(webhook).inc();
-        }
-        tracing::info!(
-            receipts = rows.len(),
-            pending = pending.len(),
-            "inbox opened"
-        );
-        let pending = Arc::new(Mutex::new(pending));
-
+        let dataset = dataset(data_dir)?;
+        let wal_dir = data_dir.join(WAL_DIR);
         let segment = Segment::create(&wal_dir, WAL_PREFIX)
             .with_context(|| format!("cannot create a log segment in {}", wal_dir.display()))?;
         let (tx, rx) = mpsc::sync_channel(QUEUE);
@@ -172,19 +184,9 @@ impl Inbox {
         rx.await.unwrap_or(Err(StoreError::ShuttingDown))
     }
 
-    /// The dispatcher is done with `receipt_id` (enrolled, listed, failed for good): a later
-    /// post of the same contact to the same webhook is a new receipt, not a duplicate.
-    pub fn release(&self, key: &PendingKey, receipt_id: &str, metrics: &Metrics) {
-        let mut pending = self.pending.lock().unwrap();
-        if pending.get(key).is_some_and(|id| id == receipt_id) {
-            pending.remove(key);
-            metrics.pending(&key.0).dec();
-        }
-    }
-
-    /// Pending receipts per webhook.
+    /// Receipts pending, all webhooks.
     pub fn pending_count(&self) -> usize {
-        self.pending.lock().unwrap().len()
+        self.pending.len()
     }
 }
 
@@ -206,7 +208,7 @@ struct Writer {
     wal_dir: PathBuf,
     segment: Segment,
     unflushed: Vec<Receipt>,
-    pending: Arc<Mutex<HashMap<PendingKey, String>>>,
+    pending: PendingSet,
     metrics: Metrics,
 }
 
@@ -247,14 +249,10 @@ impl Writer {
         let started = Instant::now();
         let mut new = Vec::new();
         let mut replies = Vec::with_capacity(batch.len());
-        {
-            let mut pending = self.pending.lock().unwrap();
-            for Request { receipt, reply } in batch {
-                let key = receipt.pending_key();
-                if let Some(existing) = pending.get(&key) {
-                    replies.push((reply, Stored::Duplicate(existing.clone())));
-                } else {
-                    pending.insert(key, receipt.receipt_id.clone());
+        for Request { receipt, reply } in batch {
+            match self.pending.insert(receipt.contact(), &receipt.receipt_id) {
+                Err(existing) => replies.push((reply, Stored::Duplicate(existing))),
+                Ok(()) => {
                     replies.push((reply, Stored::New(receipt.receipt_id.clone())));
                     new.push(receipt);
                 }
@@ -277,11 +275,8 @@ impl Writer {
                 "cannot append to the inbox log {}: {e}",
                 self.segment.path.display()
             );
-            {
-                let mut pending = self.pending.lock().unwrap();
-                for r in &new {
-                    pending.remove(&r.pending_key());
-                }
+            for r in &new {
+                self.pending.release(r.contact(), &r.receipt_id);
             }
             // A duplicate of an earlier, durable receipt is still fine to acknowledge; a
             // duplicate of one in this failed batch is not.
@@ -293,9 +288,6 @@ impl Writer {
             // Move what the log holds into Parquet and start a clean segment, if the disk lets us.
             self.flush();
             return;
-        }
-        for r in &new {
-            self.metrics.pending(&r.webhook_id).inc();
         }
         self.unflushed.extend(new);
         for (reply, stored) in replies {
@@ -314,7 +306,7 @@ impl Writer {
             }
         };
         if !self.unflushed.is_empty() {
-            let written = receipts_frame(&self.unflushed)
+            let written = frame(&self.unflushed)
                 .and_then(|mut df| self.dataset.write_part(self.segment.id, &mut df));
             if let Err(e) = written {
                 tracing::error!("cannot flush the inbox to Parquet (rows stay in the log): {e:#}");
@@ -358,14 +350,14 @@ fn replay_log(dataset: &Dataset, wal_dir: &Path) -> anyhow::Result<Vec<Receipt>>
             .filter_map(|r| serde_json::from_slice(r).ok())
             .collect();
         if !receipts.is_empty() {
-            let mut df = receipts_frame(&receipts)?;
+            let mut df = frame(&receipts)?;
             dataset.write_part(id, &mut df)?;
             tracing::info!(segment = %path.display(), receipts = receipts.len(), "replayed inbox log");
         }
         std::fs::remove_file(&path)?;
         out.extend(receipts);
     }
-    super::sync_dir(wal_dir).ok();
+    sync_dir(wal_dir).ok();
     Ok(out)
 }
 
@@ -393,70 +385,52 @@ fn spawn_compactor(
     Ok((stop, handle))
 }
 
-/// Receipts as a Polars frame with the inbox schema.
-pub fn receipts_frame(rows: &[Receipt]) -> anyhow::Result<DataFrame> {
+/// Receipts as a frame in schema order: the one writer of the inbox schema.
+pub fn frame(rows: &[Receipt]) -> anyhow::Result<DataFrame> {
     let s = |name: &str, f: &dyn Fn(&Receipt) -> Option<&str>| {
         Column::new(name.into(), rows.iter().map(f).collect::<Vec<_>>())
     };
     let i = |name: &str, f: &dyn Fn(&Receipt) -> Option<i64>| {
         Column::new(name.into(), rows.iter().map(f).collect::<Vec<_>>())
     };
-    let received = i("received_at", &|r| Some(r.received_at_ms))
-        .cast(&DataType::Datetime(TimeUnit::Milliseconds, None))?;
     Ok(DataFrame::new(
         rows.len(),
         vec![
-            s("receipt_id", &|r| Some(&r.receipt_id)),
-            s("webhook_id", &|r| Some(&r.webhook_id)),
-            s("webhook_type", &|r| Some(&r.webhook_type)),
-            i("contact_id", &|r| r.contact_id),
-            s("email", &|r| r.email.as_deref()),
-            i("portal_id", &|r| r.portal_id),
-            received,
-            s("signature", &|r| Some(&r.signature)),
-            s("config", &|r| Some(&r.config)),
+            s(col::RECEIPT_ID, &|r| Some(&r.receipt_id)),
+            s(col::WEBHOOK_ID, &|r| Some(&r.webhook_id)),
+            s(col::WEBHOOK_TYPE, &|r| Some(r.webhook_type.as_str())),
+            i(col::CONTACT_ID, &|r| r.contact_id),
+            s(col::EMAIL, &|r| r.email.as_deref()),
+            i(col::PORTAL_ID, &|r| r.portal_id),
+            datetime_ms(
+                col::RECEIVED_AT,
+                rows.iter().map(|r| r.received_at_ms).collect(),
+            )?,
+            s(col::SIGNATURE, &|r| Some(&r.signature)),
+            s(col::CONFIG, &|r| Some(&r.config)),
         ],
     )?)
 }
 
-/// Every receipt in the inbox's Parquet parts, each once (a compaction in progress can show
-/// a row in two parts for a moment).
-pub fn read_receipts(dataset: &Dataset) -> anyhow::Result<Vec<Receipt>> {
+/// Every receipt in the inbox's parts, each once (a compaction in progress can show a row in
+/// two parts for a moment).
+pub fn read(dataset: &Dataset) -> anyhow::Result<Vec<Receipt>> {
     let frames: Vec<DataFrame> = dataset.read_all()?.into_iter().map(|(_, df)| df).collect();
     if frames.is_empty() {
         return Ok(Vec::new());
     }
     let df = concat_frames(frames)?;
-    receipts_from_frame(&df)
-}
-
-/// The receipts of one inbox frame (one part, or several stacked), each receipt id once.
-pub fn receipts_from_frame(df: &DataFrame) -> anyhow::Result<Vec<Receipt>> {
-    let str_col = |name: &str| -> anyhow::Result<Vec<Option<String>>> {
-        Ok(df
-            .column(name)?
-            .str()?
-            .iter()
-            .map(|v| v.map(str::to_string))
-            .collect())
-    };
-    let i64_col = |name: &str| -> anyhow::Result<Vec<Option<i64>>> {
-        Ok(df
-            .column(name)?
-            .cast(&DataType::Int64)?
-            .i64()?
-            .iter()
-            .collect())
-    };
-    let ids = str_col("receipt_id")?;
-    let webhooks = str_col("webhook_id")?;
-    let types = str_col("webhook_type")?;
-    let contacts = i64_col("contact_id")?;
-    let emails = str_col("email")?;
-    let portals = i64_col("portal_id")?;
-    let received = i64_col("received_at")?;
-    let sigs = str_col("signature")?;
-    let configs = str_col("config")?;
+    let strs = |name| super::strs(&df, name);
+    let ints = |name| super::ints(&df, name);
+    let ids = strs(col::RECEIPT_ID)?;
+    let webhooks = strs(col::WEBHOOK_ID)?;
+    let types = strs(col::WEBHOOK_TYPE)?;
+    let contacts = ints(col::CONTACT_ID)?;
+    let emails = strs(col::EMAIL)?;
+    let portals = ints(col::PORTAL_ID)?;
+    let received = ints(col::RECEIVED_AT)?;
+    let sigs = strs(col::SIGNATURE)?;
+    let configs = strs(col::CONFIG)?;
     let mut seen = HashSet::new();
     let mut out = Vec::with_capacity(ids.len());
     for i in 0..ids.len() {
@@ -467,7 +441,7 @@ pub fn receipts_from_frame(df: &DataFrame) -> anyhow::Result<Vec<Receipt>> {
         out.push(Receipt {
             receipt_id: id,
             webhook_id: webhooks[i].clone().unwrap_or_default(),
-            webhook_type: types[i].clone().unwrap_or_default(),
+            webhook_type: stored_enum(col::WEBHOOK_TYPE, types[i].as_deref(), WebhookType::parse)?,
             contact_id: contacts[i],
             email: emails[i].clone(),
             portal_id: portals[i],
@@ -477,4 +451,71 @@ pub fn receipts_from_frame(df: &DataFrame) -> anyhow::Result<Vec<Receipt>> {
         });
     }
     Ok(out)
+}
+
+/// The columns of one inbox part that planning needs (not the signature or config identity),
+/// as typed columns: planning reads them straight into its queue entries.
+pub struct PlanningColumns {
+    pub receipt_id: StringChunked,
+    pub webhook_id: StringChunked,
+    pub webhook_type: StringChunked,
+    pub contact_id: Int64Chunked,
+    pub email: StringChunked,
+    /// Epoch milliseconds.
+    pub received_at: Int64Chunked,
+}
+
+impl PlanningColumns {
+    /// Read them from the part at `path`. An error opening the file is an `io::Error`.
+    pub fn read(path: &Path) -> anyhow::Result<PlanningColumns> {
+        let file = std::fs::File::open(path)?;
+        let names = [
+            col::RECEIPT_ID,
+            col::WEBHOOK_ID,
+            col::WEBHOOK_TYPE,
+            col::CONTACT_ID,
+            col::EMAIL,
+            col::RECEIVED_AT,
+        ];
+        let df = ParquetReader::new(file)
+            .with_columns(Some(names.iter().map(|c| c.to_string()).collect()))
+            .finish()?;
+        let int = |name: &str| -> anyhow::Result<Int64Chunked> {
+            Ok(df.column(name)?.cast(&DataType::Int64)?.i64()?.clone())
+        };
+        Ok(PlanningColumns {
+            receipt_id: df.column(col::RECEIPT_ID)?.str()?.clone(),
+            webhook_id: df.column(col::WEBHOOK_ID)?.str()?.clone(),
+            webhook_type: df.column(col::WEBHOOK_TYPE)?.str()?.clone(),
+            contact_id: int(col::CONTACT_ID)?,
+            email: df.column(col::EMAIL)?.str()?.clone(),
+            received_at: int(col::RECEIVED_AT)?,
+        })
+    }
+
+    pub fn len(&self) -> usize {
+        self.receipt_id.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Each row's webhook type; a type this build does not know is an error.
+    pub fn webhook_types(&self) -> anyhow::Result<Vec<WebhookType>> {
+        // A part holds few distinct types: parse each once.
+        let mut known: Vec<(&str, WebhookType)> = Vec::new();
+        self.webhook_type
+            .iter()
+            .map(|t| {
+                let t = t.unwrap_or_default();
+                if let Some((_, k)) = known.iter().find(|(s, _)| *s == t) {
+                    return Ok(*k);
+                }
+                let k = stored_enum(col::WEBHOOK_TYPE, Some(t), WebhookType::parse)?;
+                known.push((t, k));
+                Ok(k)
+            })
+            .collect()
+    }
 }

@@ -1,10 +1,12 @@
-//! Group-committed appends to `outcomes/`: every call's `attempting` row is durable before the
-//! call goes out, and its result row before the receipt counts as done.
+//! The outcomes dataset (`{data_dir}/outcomes/`): one row per step of every receipt's
+//! dispatch (`attempting` before a call, its result after), so after a crash the rows alone
+//! say which calls were in flight. A receipt's latest row says where it stands.
 //!
-//! Calls run concurrently, so one writer thread takes whatever rows are queued, writes them as
-//! one Parquet part (tmp, fsync, rename, directory fsync) and then answers every caller: one
-//! fsync for many calls. Small parts are merged every so often so a long run does not leave
-//! thousands of files.
+//! Rows are appended by one writer thread ([`OutcomeLog`]) that group-commits: it takes
+//! whatever rows are queued, writes them as one part (tmp, fsync, rename, directory fsync) and
+//! then answers every caller, one fsync for many calls. Small parts are merged every so often
+//! so a long run does not leave thousands of files. Readers tolerate a row seen twice
+//! (compaction briefly shows rows in two parts): everything built from them is a set.
 
 use std::collections::HashSet;
 use std::path::Path;
@@ -12,11 +14,212 @@ use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use polars::prelude::*;
 use tokio::sync::oneshot;
 use ulid::Ulid;
 
-use super::records::{OutcomeRow, outcome_frame};
-use crate::store::Dataset;
+use super::{datetime_ms_opt, ints, stored_enum, strs};
+use crate::store::{Dataset, concat_frames};
+
+/// The folder under the data directory.
+pub const NAME: &str = "outcomes";
+
+/// Column names, in schema order.
+pub mod col {
+    pub const RECEIPT_ID: &str = "receipt_id";
+    pub const WEBHOOK_ID: &str = "webhook_id";
+    pub const CONNECTOR: &str = "connector";
+    /// [`super::Action`].
+    pub const ACTION: &str = "action";
+    /// The workflow id or list id called.
+    pub const TARGET: &str = "target";
+    /// [`super::Status`].
+    pub const STATUS: &str = "status";
+    pub const HTTP_STATUS: &str = "http_status";
+    pub const MESSAGE: &str = "message";
+    pub const ATTEMPTS: &str = "attempts";
+    pub const IN_DOUBT: &str = "in_doubt";
+    /// UTC, a Parquet timestamp in milliseconds without a zone (as `at`).
+    pub const RETRY_AT: &str = "retry_at";
+    pub const AT: &str = "at";
+}
+
+/// The dataset under `data_dir`.
+pub fn dataset(data_dir: &Path) -> anyhow::Result<Dataset> {
+    Dataset::open(data_dir, NAME)
+}
+
+/// Where a receipt's dispatch stands after one step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Status {
+    /// Written durably just before a call: with no later row, the call was in flight.
+    Attempting,
+    Enrolled,
+    Listed,
+    /// The call failed in a way worth retrying; `retry_at` says when.
+    Retrying,
+    /// HubSpot refused for good (or we gave up); `message` says why.
+    Failed,
+    /// The connector is in dry-run: this is what would have been called.
+    DryRun,
+}
+
+impl Status {
+    pub const ALL: [Status; 6] = [
+        Status::Attempting,
+        Status::Enrolled,
+        Status::Listed,
+        Status::Retrying,
+        Status::Failed,
+        Status::DryRun,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Attempting => "attempting",
+            Status::Enrolled => "enrolled",
+            Status::Listed => "listed",
+            Status::Retrying => "retrying",
+            Status::Failed => "failed",
+            Status::DryRun => "dry-run",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Status> {
+        Status::ALL.into_iter().find(|x| x.as_str() == s)
+    }
+
+    /// A final status ends the receipt: it is never dispatched again.
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            Status::Enrolled | Status::Listed | Status::Failed | Status::DryRun
+        )
+    }
+}
+
+/// What a call does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Action {
+    /// Workflow enrollment by email.
+    Enroll,
+    /// List membership add by record id (UPDATE_ONLY).
+    ListAdd,
+}
+
+impl Action {
+    pub const ALL: [Action; 2] = [Action::Enroll, Action::ListAdd];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Enroll => "enroll",
+            Action::ListAdd => "list_add",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Action> {
+        Action::ALL.into_iter().find(|x| x.as_str() == s)
+    }
+}
+
+/// One step of one receipt's dispatch.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutcomeRow {
+    pub receipt_id: String,
+    pub webhook_id: String,
+    pub connector: String,
+    pub action: Action,
+    /// The workflow id or list id called.
+    pub target: String,
+    pub status: Status,
+    /// HubSpot's HTTP status, when it answered.
+    pub http_status: Option<u16>,
+    /// HubSpot's message (failures), or what happened (e.g. found already enrolled).
+    pub message: Option<String>,
+    /// Calls made for this receipt so far, this one included.
+    pub attempts: u32,
+    /// The call may have reached HubSpot without a definite answer (timeout, 5xx): check the
+    /// contact's enrollments before sending again.
+    pub in_doubt: bool,
+    /// For `retrying`: not before this instant (epoch ms).
+    pub retry_at_ms: Option<i64>,
+    pub at_ms: i64,
+}
+
+/// Outcome rows as a frame in schema order: the one writer of the outcomes schema.
+pub fn frame(rows: &[OutcomeRow]) -> anyhow::Result<DataFrame> {
+    let s = |name: &str, f: &dyn Fn(&OutcomeRow) -> Option<&str>| {
+        Column::new(name.into(), rows.iter().map(f).collect::<Vec<_>>())
+    };
+    Ok(DataFrame::new(
+        rows.len(),
+        vec![
+            s(col::RECEIPT_ID, &|r| Some(&r.receipt_id)),
+            s(col::WEBHOOK_ID, &|r| Some(&r.webhook_id)),
+            s(col::CONNECTOR, &|r| Some(&r.connector)),
+            s(col::ACTION, &|r| Some(r.action.as_str())),
+            s(col::TARGET, &|r| Some(&r.target)),
+            s(col::STATUS, &|r| Some(r.status.as_str())),
+            Column::new(
+                col::HTTP_STATUS.into(),
+                rows.iter()
+                    .map(|r| r.http_status.map(i32::from))
+                    .collect::<Vec<_>>(),
+            ),
+            s(col::MESSAGE, &|r| r.message.as_deref()),
+            Column::new(
+                col::ATTEMPTS.into(),
+                rows.iter().map(|r| r.attempts as i32).collect::<Vec<_>>(),
+            ),
+            Column::new(
+                col::IN_DOUBT.into(),
+                rows.iter().map(|r| r.in_doubt).collect::<Vec<_>>(),
+            ),
+            datetime_ms_opt(col::RETRY_AT, rows.iter().map(|r| r.retry_at_ms).collect())?,
+            datetime_ms_opt(col::AT, rows.iter().map(|r| Some(r.at_ms)).collect())?,
+        ],
+    )?)
+}
+
+/// Every outcome row, in storage order. A status or action this build does not know is an
+/// error: read as some default, it could end a receipt that is not done or send it again.
+pub fn read(dataset: &Dataset) -> anyhow::Result<Vec<OutcomeRow>> {
+    let frames: Vec<DataFrame> = dataset.read_all()?.into_iter().map(|(_, df)| df).collect();
+    if frames.is_empty() {
+        return Ok(Vec::new());
+    }
+    let df = concat_frames(frames)?;
+    let ids = strs(&df, col::RECEIPT_ID)?;
+    let webhooks = strs(&df, col::WEBHOOK_ID)?;
+    let connectors = strs(&df, col::CONNECTOR)?;
+    let actions = strs(&df, col::ACTION)?;
+    let targets = strs(&df, col::TARGET)?;
+    let statuses = strs(&df, col::STATUS)?;
+    let http = ints(&df, col::HTTP_STATUS)?;
+    let messages = strs(&df, col::MESSAGE)?;
+    let attempts = ints(&df, col::ATTEMPTS)?;
+    let doubt: Vec<Option<bool>> = df.column(col::IN_DOUBT)?.bool()?.iter().collect();
+    let retry = ints(&df, col::RETRY_AT)?;
+    let at = ints(&df, col::AT)?;
+    (0..ids.len())
+        .map(|i| {
+            Ok(OutcomeRow {
+                receipt_id: ids[i].clone().unwrap_or_default(),
+                webhook_id: webhooks[i].clone().unwrap_or_default(),
+                connector: connectors[i].clone().unwrap_or_default(),
+                action: stored_enum(col::ACTION, actions[i].as_deref(), Action::parse)?,
+                target: targets[i].clone().unwrap_or_default(),
+                status: stored_enum(col::STATUS, statuses[i].as_deref(), Status::parse)?,
+                http_status: http[i].and_then(|s| u16::try_from(s).ok()),
+                message: messages[i].clone(),
+                attempts: attempts[i].unwrap_or_default().max(0) as u32,
+                in_doubt: doubt[i].unwrap_or(false),
+                retry_at_ms: retry[i],
+                at_ms: at[i].unwrap_or_default(),
+            })
+        })
+        .collect()
+}
 
 /// How long the writer waits for more rows after the first, to share one fsync.
 const LINGER: Duration = Duration::from_millis(5);
@@ -39,7 +242,7 @@ pub struct OutcomeWriter {
 impl OutcomeLog {
     /// Start the writer for `{data_dir}/outcomes`.
     pub fn open(data_dir: &Path) -> anyhow::Result<(OutcomeLog, OutcomeWriter)> {
-        let dataset = Dataset::open(data_dir, "outcomes")?;
+        let dataset = dataset(data_dir)?;
         let (tx, rx) = mpsc::channel();
         let thread = std::thread::Builder::new()
             .name("outcome-writer".into())
@@ -90,7 +293,7 @@ fn run(dataset: &Dataset, rx: Receiver<(Vec<OutcomeRow>, Reply)>) {
             }
         }
         let rows: Vec<OutcomeRow> = batch.iter().flat_map(|(r, _)| r.iter().cloned()).collect();
-        let result = outcome_frame(&rows)
+        let result = frame(&rows)
             .and_then(|mut df| dataset.write_part(Ulid::generate(), &mut df))
             .map(|_| ())
             .map_err(|e| format!("cannot record outcomes in {}: {e:#}", dataset.dir.display()));

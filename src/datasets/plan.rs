@@ -1,21 +1,49 @@
-//! The rows of `plan/` and `outcomes/`, and their Parquet frames.
+//! The plan dataset (`{data_dir}/plan/`): one row per receipt, written once when the receipt
+//! is planned, with its due time and why, and what dispatching it needs (so dispatching never
+//! goes back to the inbox).
 //!
-//! Both datasets are append-only logs: a plan row is written once per receipt; an outcome row
-//! is written for every step of every call (`attempting` before it, the result after it), so
-//! after a crash the rows alone say which calls were in flight. Readers must tolerate a row
-//! seen twice (compaction briefly shows rows in two parts): everything built from them is a set.
+//! Append-only; a compaction in progress can show a row in two parts for a moment, so readers
+//! build sets from it.
+
+use std::path::Path;
 
 use polars::prelude::*;
 
+use super::{datetime_ms, ints, stored_enum, strs};
+use crate::config::WebhookType;
 use crate::store::{Dataset, concat_frames};
 
-/// A decided due time for one receipt, with what is needed to dispatch it (so dispatching
-/// never has to go back to the inbox).
+/// The folder under the data directory.
+pub const NAME: &str = "plan";
+
+/// Column names, in schema order.
+pub mod col {
+    pub const RECEIPT_ID: &str = "receipt_id";
+    pub const WEBHOOK_ID: &str = "webhook_id";
+    pub const WEBHOOK_TYPE: &str = "webhook_type";
+    pub const CONTACT_ID: &str = "contact_id";
+    pub const EMAIL: &str = "email";
+    /// UTC, a Parquet timestamp in milliseconds without a zone (as every time below).
+    pub const RECEIVED_AT: &str = "received_at";
+    pub const DUE_AT: &str = "due_at";
+    /// Hour of week chosen (0 = Monday 00:00 UTC), when one was.
+    pub const SLOT: &str = "slot";
+    /// The rule applied, readable.
+    pub const REASON: &str = "reason";
+    pub const PLANNED_AT: &str = "planned_at";
+}
+
+/// The dataset under `data_dir`.
+pub fn dataset(data_dir: &Path) -> anyhow::Result<Dataset> {
+    Dataset::open(data_dir, NAME)
+}
+
+/// A decided due time for one receipt.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PlanRow {
     pub receipt_id: String,
     pub webhook_id: String,
-    pub webhook_type: String,
+    pub webhook_type: WebhookType,
     pub contact_id: Option<i64>,
     pub email: Option<String>,
     pub received_at_ms: i64,
@@ -25,287 +53,147 @@ pub struct PlanRow {
     pub planned_at_ms: i64,
 }
 
-/// Where a receipt's dispatch stands after one step.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Status {
-    /// Written durably just before a call: with no later row, the call was in flight.
-    Attempting,
-    Enrolled,
-    Listed,
-    /// The call failed in a way worth retrying; `retry_at` says when.
-    Retrying,
-    /// HubSpot refused for good (or we gave up); `message` says why.
-    Failed,
-    /// The connector is in dry-run: this is what would have been called.
-    DryRun,
+/// One plan row as the planner has it: borrowed, so planning a million receipts allocates no
+/// row of its own.
+#[derive(Debug, Clone, Copy)]
+pub struct Entry<'a> {
+    pub receipt_id: &'a str,
+    pub webhook_id: &'a str,
+    pub webhook_type: WebhookType,
+    pub contact_id: Option<i64>,
+    pub email: Option<&'a str>,
+    pub received_at_ms: i64,
+    pub due_at_ms: i64,
+    pub slot: Option<u8>,
+    pub reason: &'a str,
 }
 
-impl Status {
-    pub const ALL: [Status; 6] = [
-        Status::Attempting,
-        Status::Enrolled,
-        Status::Listed,
-        Status::Retrying,
-        Status::Failed,
-        Status::DryRun,
-    ];
+/// The columns of plan rows being written, all planned at one instant; the one writer of the
+/// plan schema.
+pub struct Columns {
+    ids: StringChunkedBuilder,
+    webhooks: StringChunkedBuilder,
+    types: StringChunkedBuilder,
+    emails: StringChunkedBuilder,
+    reasons: StringChunkedBuilder,
+    contacts: Vec<Option<i64>>,
+    received: Vec<i64>,
+    dues: Vec<i64>,
+    slots: Vec<Option<i32>>,
+    planned_at_ms: i64,
+}
 
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Status::Attempting => "attempting",
-            Status::Enrolled => "enrolled",
-            Status::Listed => "listed",
-            Status::Retrying => "retrying",
-            Status::Failed => "failed",
-            Status::DryRun => "dry-run",
+impl Columns {
+    pub fn with_capacity(n: usize, planned_at_ms: i64) -> Columns {
+        Columns {
+            ids: StringChunkedBuilder::new(col::RECEIPT_ID.into(), n),
+            webhooks: StringChunkedBuilder::new(col::WEBHOOK_ID.into(), n),
+            types: StringChunkedBuilder::new(col::WEBHOOK_TYPE.into(), n),
+            emails: StringChunkedBuilder::new(col::EMAIL.into(), n),
+            reasons: StringChunkedBuilder::new(col::REASON.into(), n),
+            contacts: Vec::with_capacity(n),
+            received: Vec::with_capacity(n),
+            dues: Vec::with_capacity(n),
+            slots: Vec::with_capacity(n),
+            planned_at_ms,
         }
     }
 
-    pub fn parse(s: &str) -> Option<Status> {
-        Status::ALL.into_iter().find(|x| x.as_str() == s)
+    pub fn push(&mut self, e: Entry<'_>) {
+        self.ids.append_value(e.receipt_id);
+        self.webhooks.append_value(e.webhook_id);
+        self.types.append_value(e.webhook_type.as_str());
+        self.emails.append_option(e.email);
+        self.reasons.append_value(e.reason);
+        self.contacts.push(e.contact_id);
+        self.received.push(e.received_at_ms);
+        self.dues.push(e.due_at_ms);
+        self.slots.push(e.slot.map(i32::from));
     }
 
-    /// A final status ends the receipt: it is never dispatched again.
-    pub fn is_final(self) -> bool {
-        matches!(
-            self,
-            Status::Enrolled | Status::Listed | Status::Failed | Status::DryRun
-        )
+    /// The rows as a frame in schema order.
+    pub fn finish(self) -> anyhow::Result<DataFrame> {
+        let n = self.contacts.len();
+        Ok(DataFrame::new(
+            n,
+            vec![
+                self.ids.finish().into_column(),
+                self.webhooks.finish().into_column(),
+                self.types.finish().into_column(),
+                Column::new(col::CONTACT_ID.into(), self.contacts),
+                self.emails.finish().into_column(),
+                datetime_ms(col::RECEIVED_AT, self.received)?,
+                datetime_ms(col::DUE_AT, self.dues)?,
+                Column::new(col::SLOT.into(), self.slots),
+                self.reasons.finish().into_column(),
+                datetime_ms(col::PLANNED_AT, vec![self.planned_at_ms; n])?,
+            ],
+        )?)
     }
 }
 
-/// What a call does.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Action {
-    /// Workflow enrollment by email.
-    Enroll,
-    /// List membership add by record id (UPDATE_ONLY).
-    ListAdd,
-}
-
-impl Action {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Action::Enroll => "enroll",
-            Action::ListAdd => "list_add",
+impl PlanRow {
+    pub fn entry(&self) -> Entry<'_> {
+        Entry {
+            receipt_id: &self.receipt_id,
+            webhook_id: &self.webhook_id,
+            webhook_type: self.webhook_type,
+            contact_id: self.contact_id,
+            email: self.email.as_deref(),
+            received_at_ms: self.received_at_ms,
+            due_at_ms: self.due_at_ms,
+            slot: self.slot,
+            reason: &self.reason,
         }
     }
 }
 
-/// One step of one receipt's dispatch.
-#[derive(Debug, Clone, PartialEq)]
-pub struct OutcomeRow {
-    pub receipt_id: String,
-    pub webhook_id: String,
-    pub connector: String,
-    pub action: Action,
-    /// The workflow id or list id called.
-    pub target: String,
-    pub status: Status,
-    /// HubSpot's HTTP status, when it answered.
-    pub http_status: Option<u16>,
-    /// HubSpot's message (failures), or what happened (e.g. found already enrolled).
-    pub message: Option<String>,
-    /// Calls made for this receipt so far, this one included.
-    pub attempts: u32,
-    /// The call may have reached HubSpot without a definite answer (timeout, 5xx): check the
-    /// contact's enrollments before sending again.
-    pub in_doubt: bool,
-    /// For `retrying`: not before this instant (epoch ms).
-    pub retry_at_ms: Option<i64>,
-    pub at_ms: i64,
+/// Plan rows planned at one instant (the first row's) as a frame.
+pub fn frame(rows: &[PlanRow]) -> anyhow::Result<DataFrame> {
+    let mut columns =
+        Columns::with_capacity(rows.len(), rows.first().map_or(0, |r| r.planned_at_ms));
+    for r in rows {
+        columns.push(r.entry());
+    }
+    columns.finish()
 }
 
-fn datetime(name: &str, values: Vec<Option<i64>>) -> PolarsResult<Column> {
-    Column::new(name.into(), values).cast(&DataType::Datetime(TimeUnit::Milliseconds, None))
-}
-
-/// Plan rows as a frame.
-pub fn plan_frame(rows: &[PlanRow]) -> anyhow::Result<DataFrame> {
-    Ok(DataFrame::new(
-        rows.len(),
-        vec![
-            Column::new(
-                "receipt_id".into(),
-                rows.iter()
-                    .map(|r| r.receipt_id.as_str())
-                    .collect::<Vec<_>>(),
-            ),
-            Column::new(
-                "webhook_id".into(),
-                rows.iter()
-                    .map(|r| r.webhook_id.as_str())
-                    .collect::<Vec<_>>(),
-            ),
-            Column::new(
-                "webhook_type".into(),
-                rows.iter()
-                    .map(|r| r.webhook_type.as_str())
-                    .collect::<Vec<_>>(),
-            ),
-            Column::new(
-                "contact_id".into(),
-                rows.iter().map(|r| r.contact_id).collect::<Vec<_>>(),
-            ),
-            Column::new(
-                "email".into(),
-                rows.iter().map(|r| r.email.as_deref()).collect::<Vec<_>>(),
-            ),
-            datetime(
-                "received_at",
-                rows.iter().map(|r| Some(r.received_at_ms)).collect(),
-            )?,
-            datetime("due_at", rows.iter().map(|r| Some(r.due_at_ms)).collect())?,
-            Column::new(
-                "slot".into(),
-                rows.iter()
-                    .map(|r| r.slot.map(i32::from))
-                    .collect::<Vec<_>>(),
-            ),
-            Column::new(
-                "reason".into(),
-                rows.iter().map(|r| r.reason.as_str()).collect::<Vec<_>>(),
-            ),
-            datetime(
-                "planned_at",
-                rows.iter().map(|r| Some(r.planned_at_ms)).collect(),
-            )?,
-        ],
-    )?)
-}
-
-/// Outcome rows as a frame.
-pub fn outcome_frame(rows: &[OutcomeRow]) -> anyhow::Result<DataFrame> {
-    let s = |name: &str, f: &dyn Fn(&OutcomeRow) -> Option<&str>| {
-        Column::new(name.into(), rows.iter().map(f).collect::<Vec<_>>())
-    };
-    Ok(DataFrame::new(
-        rows.len(),
-        vec![
-            s("receipt_id", &|r| Some(&r.receipt_id)),
-            s("webhook_id", &|r| Some(&r.webhook_id)),
-            s("connector", &|r| Some(&r.connector)),
-            s("action", &|r| Some(r.action.as_str())),
-            s("target", &|r| Some(&r.target)),
-            s("status", &|r| Some(r.status.as_str())),
-            Column::new(
-                "http_status".into(),
-                rows.iter()
-                    .map(|r| r.http_status.map(i32::from))
-                    .collect::<Vec<_>>(),
-            ),
-            s("message", &|r| r.message.as_deref()),
-            Column::new(
-                "attempts".into(),
-                rows.iter().map(|r| r.attempts as i32).collect::<Vec<_>>(),
-            ),
-            Column::new(
-                "in_doubt".into(),
-                rows.iter().map(|r| r.in_doubt).collect::<Vec<_>>(),
-            ),
-            datetime("retry_at", rows.iter().map(|r| r.retry_at_ms).collect())?,
-            datetime("at", rows.iter().map(|r| Some(r.at_ms)).collect())?,
-        ],
-    )?)
-}
-
-fn all_rows(dataset: &Dataset) -> anyhow::Result<Option<DataFrame>> {
+/// Every plan row (a receipt may appear twice while a compaction is in progress). A row whose
+/// webhook type this build does not know is an error: a default would send it the wrong way.
+pub fn read(dataset: &Dataset) -> anyhow::Result<Vec<PlanRow>> {
     let frames: Vec<DataFrame> = dataset.read_all()?.into_iter().map(|(_, df)| df).collect();
     if frames.is_empty() {
-        return Ok(None);
-    }
-    Ok(Some(concat_frames(frames)?))
-}
-
-fn strs(df: &DataFrame, name: &str) -> anyhow::Result<Vec<Option<String>>> {
-    Ok(df
-        .column(name)?
-        .str()?
-        .iter()
-        .map(|v| v.map(str::to_string))
-        .collect())
-}
-
-fn ints(df: &DataFrame, name: &str) -> anyhow::Result<Vec<Option<i64>>> {
-    Ok(df
-        .column(name)?
-        .cast(&DataType::Int64)?
-        .i64()?
-        .iter()
-        .collect())
-}
-
-/// Every plan row (a receipt may appear twice while a compaction is in progress).
-pub fn read_plans(dataset: &Dataset) -> anyhow::Result<Vec<PlanRow>> {
-    let Some(df) = all_rows(dataset)? else {
         return Ok(Vec::new());
-    };
-    let ids = strs(&df, "receipt_id")?;
-    let webhooks = strs(&df, "webhook_id")?;
-    let types = strs(&df, "webhook_type")?;
-    let contacts = ints(&df, "contact_id")?;
-    let emails = strs(&df, "email")?;
-    let received = ints(&df, "received_at")?;
-    let due = ints(&df, "due_at")?;
-    let slots = ints(&df, "slot")?;
-    let reasons = strs(&df, "reason")?;
-    let planned = ints(&df, "planned_at")?;
-    Ok((0..ids.len())
-        .map(|i| PlanRow {
-            receipt_id: ids[i].clone().unwrap_or_default(),
-            webhook_id: webhooks[i].clone().unwrap_or_default(),
-            webhook_type: types[i].clone().unwrap_or_default(),
-            contact_id: contacts[i],
-            email: emails[i].clone(),
-            received_at_ms: received[i].unwrap_or_default(),
-            due_at_ms: due[i].unwrap_or_default(),
-            slot: slots[i].and_then(|s| u8::try_from(s).ok()),
-            reason: reasons[i].clone().unwrap_or_default(),
-            planned_at_ms: planned[i].unwrap_or_default(),
+    }
+    let df = concat_frames(frames)?;
+    let ids = strs(&df, col::RECEIPT_ID)?;
+    let webhooks = strs(&df, col::WEBHOOK_ID)?;
+    let types = strs(&df, col::WEBHOOK_TYPE)?;
+    let contacts = ints(&df, col::CONTACT_ID)?;
+    let emails = strs(&df, col::EMAIL)?;
+    let received = ints(&df, col::RECEIVED_AT)?;
+    let due = ints(&df, col::DUE_AT)?;
+    let slots = ints(&df, col::SLOT)?;
+    let reasons = strs(&df, col::REASON)?;
+    let planned = ints(&df, col::PLANNED_AT)?;
+    (0..ids.len())
+        .map(|i| {
+            Ok(PlanRow {
+                receipt_id: ids[i].clone().unwrap_or_default(),
+                webhook_id: webhooks[i].clone().unwrap_or_default(),
+                webhook_type: stored_enum(
+                    col::WEBHOOK_TYPE,
+                    types[i].as_deref(),
+                    WebhookType::parse,
+                )?,
+                contact_id: contacts[i],
+                email: emails[i].clone(),
+                received_at_ms: received[i].unwrap_or_default(),
+                due_at_ms: due[i].unwrap_or_default(),
+                slot: slots[i].and_then(|s| u8::try_from(s).ok()),
+                reason: reasons[i].clone().unwrap_or_default(),
+                planned_at_ms: planned[i].unwrap_or_default(),
+            })
         })
-        .collect())
-}
-
-/// Every outcome row, in storage order.
-pub fn read_outcomes(dataset: &Dataset) -> anyhow::Result<Vec<OutcomeRow>> {
-    let Some(df) = all_rows(dataset)? else {
-        return Ok(Vec::new());
-    };
-    let ids = strs(&df, "receipt_id")?;
-    let webhooks = strs(&df, "webhook_id")?;
-    let connectors = strs(&df, "connector")?;
-    let actions = strs(&df, "action")?;
-    let targets = strs(&df, "target")?;
-    let statuses = strs(&df, "status")?;
-    let http = ints(&df, "http_status")?;
-    let messages = strs(&df, "message")?;
-    let attempts = ints(&df, "attempts")?;
-    let doubt: Vec<Option<bool>> = df.column("in_doubt")?.bool()?.iter().collect();
-    let retry = ints(&df, "retry_at")?;
-    let at = ints(&df, "at")?;
-    let mut out = Vec::with_capacity(ids.len());
-    for i in 0..ids.len() {
-        let Some(status) = statuses[i].as_deref().and_then(Status::parse) else {
-            continue;
-        };
-        out.push(OutcomeRow {
-            receipt_id: ids[i].clone().unwrap_or_default(),
-            webhook_id: webhooks[i].clone().unwrap_or_default(),
-            connector: connectors[i].clone().unwrap_or_default(),
-            action: if actions[i].as_deref() == Some("list_add") {
-                Action::ListAdd
-            } else {
-                Action::Enroll
-            },
-            target: targets[i].clone().unwrap_or_default(),
-            status,
-            http_status: http[i].and_then(|s| u16::try_from(s).ok()),
-            message: messages[i].clone(),
-            attempts: attempts[i].unwrap_or_default().max(0) as u32,
-            in_doubt: doubt[i].unwrap_or(false),
-            retry_at_ms: retry[i],
-            at_ms: at[i].unwrap_or_default(),
-        });
-    }
-    Ok(out)
+        .collect()
 }

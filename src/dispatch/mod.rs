@@ -1,4 +1,4 @@
-//! The per-minute job (DESIGN §7): plan new receipts, take what is due, call HubSpot within its
+//! The per-minute job: plan new receipts, take what is due, call HubSpot within its
 //! limits, record every call's outcome.
 //!
 //! State lives in memory between ticks (planned receipts, a queue ordered by due time, the set
@@ -11,11 +11,9 @@
 //! "in doubt" and their contact's enrollments are read before an enrollment is sent again.
 
 pub mod ids;
-pub mod outcome_log;
 mod pause;
 mod planning;
 pub mod profiles;
-pub mod records;
 pub mod send;
 
 use std::cmp::Ordering;
@@ -29,17 +27,18 @@ use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 
 use crate::clock::Clock;
-use crate::config::{Config, Connector};
+use crate::config::{Config, Connector, Target};
+use crate::datasets::outcomes::{self, Action, OutcomeLog, OutcomeRow, OutcomeWriter, Status};
+use crate::datasets::pending::{Contact, PendingSet};
+use crate::datasets::{inbox, plan};
 use crate::hubspot::client::DEFAULT_TIMEOUT;
 use crate::hubspot::{Client, ClientOptions};
 use crate::metrics::Metrics;
-use crate::store::inbox::{Inbox, pending_key};
 use crate::store::{Dataset, lock_file};
+use crate::time::{MINUTE_MS, format_rfc3339_ms};
 
 use ids::{IdSet, ReceiptId};
-use outcome_log::{OutcomeLog, OutcomeWriter};
 use profiles::ProfileCache;
-use records::{Action, OutcomeRow, Status, read_outcomes, read_plans};
 use send::{Ctx, Link, Next, Pending};
 
 /// Calls (or list batches) in flight at once across all connectors. Enough to keep a 250/10 s
@@ -75,10 +74,7 @@ impl std::fmt::Display for TickReport {
         write!(
             f,
             "now={} planned={} due={} enrolled={} listed={} failed={} dry_run={} requeued={} held={} queued={} took_ms={}",
-            chrono::DateTime::from_timestamp_millis(self.now_ms).map_or_else(
-                || self.now_ms.to_string(),
-                |t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
-            ),
+            format_rfc3339_ms(self.now_ms),
             self.planned,
             self.due,
             self.enrolled,
@@ -113,7 +109,8 @@ pub struct Dispatcher {
     log: OutcomeLog,
     writer: Option<OutcomeWriter>,
     metrics: Metrics,
-    inbox: Option<Inbox>,
+    /// Receipts not finished, shared with the receiver: finishing one releases it.
+    pending: PendingSet,
     links: HashMap<String, (String, Arc<Link>)>,
     /// Daily-limit pauses as last written under `state/` (connector → until).
     pauses_on_disk: HashMap<String, i64>,
@@ -122,8 +119,11 @@ pub struct Dispatcher {
 }
 
 impl Dispatcher {
-    /// Build the state from `plan/` and `outcomes/` under `data_dir`. Takes the data folder's
-    /// dispatch lock: two dispatchers on one folder would send twice.
+    /// Build the state from `plan/` and `outcomes/` under `data_dir`, recover the inbox (its
+    /// write-ahead log replayed into parts) and collect the receipts not finished into the
+    /// pending set that [`Dispatcher::pending`] hands to the receiver. Takes the data folder's
+    /// dispatch lock first: two dispatchers on one folder would send twice, and the inbox of
+    /// a running server is its own.
     pub fn open(data_dir: &Path, metrics: Metrics, clock: Clock) -> anyhow::Result<Dispatcher> {
         let lock = lock_file(&data_dir.join("dispatch.lock"))?;
         lock.try_lock().map_err(|_| {
@@ -133,8 +133,8 @@ impl Dispatcher {
                 data_dir.display()
             )
         })?;
-        let plan_ds = Dataset::open(data_dir, "plan")?;
-        let outcomes_ds = Dataset::open(data_dir, "outcomes")?;
+        let plan_ds = plan::dataset(data_dir)?;
+        let outcomes_ds = outcomes::dataset(data_dir)?;
         plan_ds.recover()?;
         outcomes_ds.recover()?;
 
@@ -152,7 +152,7 @@ impl Dispatcher {
         }
         let mut history: HashMap<String, Seen> = HashMap::new();
         let mut done = IdSet::default();
-        for r in read_outcomes(&outcomes_ds)? {
+        for r in outcomes::read(&outcomes_ds)? {
             if r.status.is_final() {
                 done.insert(ReceiptId::new(&r.receipt_id));
                 continue;
@@ -181,7 +181,7 @@ impl Dispatcher {
         let mut planned = IdSet::default();
         let mut webhook_ids = HashSet::new();
         let mut in_flight = 0usize;
-        for p in read_plans(&plan_ds)? {
+        for p in plan::read(&plan_ds)? {
             let id = ReceiptId::new(&p.receipt_id);
             if done.contains(&id) || !planned.insert(id.clone()) {
                 continue;
@@ -218,10 +218,24 @@ impl Dispatcher {
             "dispatcher state loaded"
         );
         metrics.queued.set(queue.len() as i64);
+        let receipts = inbox::recover(data_dir)
+            .with_context(|| format!("cannot recover the inbox in {}", data_dir.display()))?;
+        let pending = PendingSet::new(metrics.clone());
+        for r in &receipts {
+            if !done.contains(&ReceiptId::new(&r.receipt_id)) {
+                // Repeats (a receipt in two parts) keep the first.
+                let _ = pending.insert(r.contact(), &r.receipt_id);
+            }
+        }
+        tracing::info!(
+            receipts = receipts.len(),
+            pending = pending.len(),
+            "inbox recovered"
+        );
         let (log, writer) = OutcomeLog::open(data_dir)?;
         Ok(Dispatcher {
             data_dir: data_dir.to_path_buf(),
-            inbox_ds: Dataset::open(data_dir, "inbox")?,
+            inbox_ds: inbox::dataset(data_dir)?,
             plan_ds,
             queue,
             held: HashMap::new(),
@@ -233,7 +247,7 @@ impl Dispatcher {
             log,
             writer: Some(writer),
             metrics,
-            inbox: None,
+            pending,
             links: HashMap::new(),
             pauses_on_disk: HashMap::new(),
             clock,
@@ -241,14 +255,9 @@ impl Dispatcher {
         })
     }
 
-    /// Whether the dispatcher is finished with a receipt (for the inbox's pending set).
-    pub fn is_finished(&self, receipt_id: &str) -> bool {
-        self.done.contains(&ReceiptId::new(receipt_id))
-    }
-
-    /// Let finished receipts leave the inbox's pending set (in `serve`).
-    pub fn attach_inbox(&mut self, inbox: Inbox) {
-        self.inbox = Some(inbox);
+    /// The receipts not finished: the set the receiver checks posts against.
+    pub fn pending(&self) -> &PendingSet {
+        &self.pending
     }
 
     /// Planned receipts not yet final (held ones included).
@@ -258,7 +267,6 @@ impl Dispatcher {
 
     /// Flush the outcome writer and stop it.
     pub fn close(mut self) {
-        self.inbox = None;
         let writer = self.writer.take();
         drop(self);
         if let Some(w) = writer {
@@ -372,7 +380,7 @@ impl Dispatcher {
             self.metrics.connector_paused(&connector.id).set(1);
             tracing::warn!(
                 connector = %connector.id,
-                until = %crate::model::plan::format_ms(until),
+                until = %crate::time::format_minute(until),
                 "HubSpot's daily API limit was reached before this run: connector paused until then; contacts stay queued"
             );
         }
@@ -411,10 +419,9 @@ impl Dispatcher {
             let connector = config
                 .connector(&webhook.connector)
                 .expect("validated: webhook connectors exist");
-            let (action, target) = match (&webhook.list_id, webhook.workflow_id) {
-                (Some(list), _) => (Action::ListAdd, list.clone()),
-                (None, Some(wf)) => (Action::Enroll, wf.to_string()),
-                (None, None) => unreachable!("validated: a webhook has a workflow or a list"),
+            let (action, target) = match &webhook.target {
+                Target::List(list) => (Action::ListAdd, list.clone()),
+                Target::Workflow(wf) => (Action::Enroll, wf.to_string()),
             };
             if connector.dry_run {
                 dry.push(OutcomeRow {
@@ -438,7 +445,7 @@ impl Dispatcher {
                 Ok(l) => l,
                 Err(e) => {
                     tracing::error!("{e:#}");
-                    later.push((item, now + 60_000));
+                    later.push((item, now + MINUTE_MS));
                     continue;
                 }
             };
@@ -446,13 +453,9 @@ impl Dispatcher {
                 later.push((item, until));
                 continue;
             }
-            match action {
-                Action::Enroll => jobs.push(Job::Enroll(
-                    link,
-                    webhook.workflow_id.unwrap_or_default(),
-                    item,
-                )),
-                Action::ListAdd => {
+            match &webhook.target {
+                Target::Workflow(workflow) => jobs.push(Job::Enroll(link, *workflow, item)),
+                Target::List(_) => {
                     let batch = connector
                         .list_batch_size
                         .min(
@@ -588,10 +591,12 @@ impl Dispatcher {
         }
         self.planned.remove(&item.receipt_id);
         self.done.insert(item.receipt_id.clone());
-        if let Some(inbox) = &self.inbox {
-            let key = pending_key(&item.webhook_id, item.contact_id, item.email.as_deref());
-            inbox.release(&key, &item.receipt_id.to_string(), &self.metrics);
-        }
+        let contact = Contact {
+            webhook_id: &item.webhook_id,
+            contact_id: item.contact_id,
+            email: item.email.as_deref(),
+        };
+        self.pending.release(contact, &item.receipt_id.to_string());
     }
 
     /// The data folder this dispatcher works on.
@@ -662,15 +667,9 @@ pub fn run_once(config: &Config, now_ms: Option<i64>) -> anyhow::Result<TickRepo
         let data_dir = &config.server.data_dir;
         let metrics = Metrics::new();
         let clock = now_ms.map_or(Clock::System, Clock::Fixed);
+        // Opening replays the inbox log a stopped server left, so its receipts count.
         let mut dispatcher =
-            tokio::task::block_in_place(|| Dispatcher::open(data_dir, metrics.clone(), clock))?;
-        // Opening the inbox replays a log left by a stopped server, so its receipts count.
-        let (inbox, writer) = tokio::task::block_in_place(|| {
-            Inbox::open(data_dir, metrics.clone(), &|id| dispatcher.is_finished(id))
-        })
-        .with_context(|| format!("cannot open the inbox in {}", data_dir.display()))?;
-        drop(inbox);
-        tokio::task::block_in_place(|| writer.shutdown());
+            tokio::task::block_in_place(|| Dispatcher::open(data_dir, metrics, clock))?;
         let (_stop_tx, stop) = watch::channel(false);
         let report = dispatcher.tick(config, stop).await;
         tokio::task::block_in_place(|| dispatcher.close());

@@ -57,16 +57,16 @@ impl ProfileCache {
     }
 
     /// The population profile (uniform before any events exist).
-    pub fn population(&self) -> [f64; crate::events::SLOTS] {
-        self.built().map_or(
-            [1.0 / crate::events::SLOTS as f64; crate::events::SLOTS],
-            |b| b.profiles.population,
-        )
+    pub fn population(&self) -> [f64; crate::time::SLOTS] {
+        self.built()
+            .map_or([1.0 / crate::time::SLOTS as f64; crate::time::SLOTS], |b| {
+                b.profiles.population
+            })
     }
 
     /// What the model knows about a contact on `now_day` (`None` for a stranger), and in `key`
     /// (cleared first) the contact's key as the model seeds its draws with
-    /// ([`crate::events::contact_key`]): planning a million receipts reuses one buffer instead of allocating
+    /// ([`crate::datasets::contacts::contact_key`]): planning a million receipts reuses one buffer instead of allocating
     /// a key each. The contact is found by its email first, then by its HubSpot id.
     pub fn lookup(
         &self,

@@ -15,12 +15,11 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::ids::ReceiptId;
-use super::outcome_log::OutcomeLog;
-use super::records::{Action, OutcomeRow, Status};
 use crate::clock::Clock;
-use crate::events::HOUR_MS;
+use crate::datasets::outcomes::{Action, OutcomeLog, OutcomeRow, Status};
 use crate::hubspot::{ApiError, Client, RatePolicy};
 use crate::metrics::Metrics;
+use crate::time::{HOUR_MS, MINUTE_MS};
 
 /// Transient failures (5xx, timeouts) of one receipt's calls after which the next is final;
 /// rate limits and refused tokens do not count.
@@ -28,7 +27,7 @@ pub const MAX_ATTEMPTS: u32 = 12;
 /// Backoff cap between transient retries.
 pub const MAX_BACKOFF: Duration = Duration::from_secs(300);
 /// How long a connector whose token HubSpot refused waits before trying once more.
-pub const AUTH_PAUSE_MS: i64 = 5 * 60_000;
+pub const AUTH_PAUSE_MS: i64 = 5 * MINUTE_MS;
 
 /// A planned receipt waiting to be dispatched. Compact on purpose (no `String`s of its own):
 /// a million of these wait in memory between ticks.
@@ -192,7 +191,7 @@ impl Ctx {
                     if paused.is_none() {
                         tracing::warn!(
                             connector = %link.id,
-                            until = %crate::model::plan::format_ms(until),
+                            until = %crate::time::format_minute(until),
                             "HubSpot daily API limit reached: connector paused until the next hour, when it tries again; contacts stay queued"
                         );
                         self.metrics.connector_paused(&link.id).set(1);
@@ -214,7 +213,7 @@ impl Ctx {
                 if paused.is_none() {
                     tracing::error!(
                         connector = %link.id,
-                        until = %crate::model::plan::format_ms(until),
+                        until = %crate::time::format_minute(until),
                         "HubSpot refused the connector's access token ({status}: {message}): connector paused and contacts stay queued; set a valid private app token in the connector's access_token_env and restart (it tries once more at the time shown)"
                     );
                     self.metrics.connector_paused(&link.id).set(1);
@@ -310,7 +309,7 @@ async fn final_if_recorded(ctx: &Ctx, rows: Vec<OutcomeRow>, status: Status) -> 
     if ctx.record(rows).await {
         Next::Done(status)
     } else {
-        Next::Again(ctx.now() + 60_000)
+        Next::Again(ctx.now() + MINUTE_MS)
     }
 }
 
@@ -425,7 +424,7 @@ pub async fn enroll(
         );
         if !ctx.record(vec![attempting]).await {
             item.attempts -= 1;
-            return (item, Next::Again(ctx.now() + 60_000));
+            return (item, Next::Again(ctx.now() + MINUTE_MS));
         }
         match link.client.enroll(workflow, &email).await {
             Ok(()) => {
@@ -530,7 +529,7 @@ pub async fn list_add(
             if !ctx.record(attempting).await {
                 out.extend(chunk.into_iter().map(|mut i| {
                     i.attempts -= 1;
-                    (i, Next::Again(now + 60_000))
+                    (i, Next::Again(now + MINUTE_MS))
                 }));
                 continue 'chunks;
             }
@@ -563,7 +562,7 @@ pub async fn list_add(
                     }
                     if !ctx.record(rows).await {
                         // Not durable: in doubt, as after a crash (a list add is idempotent).
-                        let later = Next::Again(ctx.now() + 60_000);
+                        let later = Next::Again(ctx.now() + MINUTE_MS);
                         nexts.iter_mut().for_each(|n| *n = later);
                     }
                     out.extend(chunk.into_iter().zip(nexts));

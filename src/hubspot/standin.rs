@@ -31,7 +31,7 @@ use tower::ServiceExt;
 
 use super::client::{EmailEvent, RateLimit, RatePolicy, TEN_SECONDS};
 use crate::clock::Clock;
-use crate::events::DAY_MS;
+use crate::time::{DAY_MS, MINUTE_MS};
 
 /// The token the stand-in accepts unless told otherwise.
 pub const DEFAULT_TOKEN: &str = "standin-token";
@@ -801,7 +801,7 @@ fn with_rate(mut resp: Response, rate: RateLimit) -> Response {
 
 /// The account's current day number, by the stand-in's clock and the account's offset.
 fn account_day(options: &Options) -> i64 {
-    (options.clock.now_ms() + i64::from(options.utc_offset_minutes) * 60_000).div_euclid(DAY_MS)
+    (options.clock.now_ms() + i64::from(options.utc_offset_minutes) * MINUTE_MS).div_euclid(DAY_MS)
 }
 
 /// HubSpot's error body.

@@ -6,10 +6,9 @@
 use std::path::Path;
 
 use anyhow::Context;
-use chrono::{DateTime, NaiveDateTime};
 
-use crate::cli::CsvImportArgs;
-use crate::events::{self, Event, Kind};
+use crate::datasets::events::{self, Event, Kind};
+use crate::time::{Minute, format_minute, parse_instant};
 
 /// 2000-01-01: an email event before it is a misread column (an id taken for epoch seconds).
 const EARLIEST_MS: i64 = 946_684_800_000;
@@ -48,15 +47,9 @@ impl Columns {
     }
 }
 
-/// Import the CSV named in `args` into `data_dir`.
-pub fn run(data_dir: &Path, args: &CsvImportArgs) -> anyhow::Result<()> {
-    let columns = Columns::new(
-        &args.contact,
-        &args.time,
-        args.kind.as_deref(),
-        &args.kind_default,
-    )?;
-    let (events, stored) = events::not_yet_stored(data_dir, read(&args.file, &columns)?)?;
+/// Import the CSV `file` into `data_dir`; with `dry_run`, only show what would be imported.
+pub fn run(data_dir: &Path, file: &Path, columns: &Columns, dry_run: bool) -> anyhow::Result<()> {
+    let (events, stored) = events::not_yet_stored(data_dir, read(file, columns)?)?;
     let summary = Summary::of(&events);
     let already = if stored > 0 {
         format!("; {stored} rows already stored, skipped")
@@ -66,18 +59,18 @@ pub fn run(data_dir: &Path, args: &CsvImportArgs) -> anyhow::Result<()> {
     if events.is_empty() && stored > 0 {
         println!(
             "nothing to import: all {stored} rows of {} are already stored",
-            args.file.display()
+            file.display()
         );
         return Ok(());
     }
-    if args.dry_run {
+    if dry_run {
         println!("dry run: {summary} would be imported{already}; nothing written");
         for e in events.iter().take(5) {
             println!(
                 "  {} {} at {}",
                 e.contact_key().unwrap_or_default(),
                 e.kind.as_str(),
-                crate::model::plan::format_ms(e.at_ms)
+                format_minute(e.at_ms)
             );
         }
         return Ok(());
@@ -226,7 +219,7 @@ fn parse_row(
         ));
     };
     let raw_time = r.get(time_col).unwrap_or("");
-    let at_ms = parse_time(raw_time).ok_or_else(|| {
+    let at_ms = parse_instant(raw_time).ok_or_else(|| {
         format!(
             "cannot parse time {raw_time:?} in column {:?} (expected e.g. 2022-03-18 15:28:01 UTC, RFC 3339, or epoch seconds or milliseconds)",
             columns.time
@@ -236,7 +229,7 @@ fn parse_row(
         return Err(format!(
             "time {raw_time:?} in column {:?} is {}, before 2000: is that the time column?",
             columns.time,
-            crate::model::plan::format_ms(at_ms)
+            format_minute(at_ms)
         ));
     }
     let kind = match kind_col {
@@ -260,36 +253,6 @@ fn parse_row(
         filtered: false,
         source: source.to_string(),
     })
-}
-
-/// Times as exports write them: `2022-03-18 15:28:01.000000 UTC`, RFC 3339, or epoch
-/// seconds / milliseconds. Times without a zone are UTC.
-pub fn parse_time(s: &str) -> Option<i64> {
-    let s = s.trim();
-    if let Ok(n) = s.parse::<i64>() {
-        // Ten digits or fewer: seconds; more: milliseconds.
-        return Some(if n.abs() < 100_000_000_000 {
-            n * 1000
-        } else {
-            n
-        });
-    }
-    if let Ok(t) = DateTime::parse_from_rfc3339(s) {
-        return Some(t.timestamp_millis());
-    }
-    let naive = s
-        .strip_suffix(" UTC")
-        .or_else(|| s.strip_suffix('Z'))
-        .or_else(|| s.strip_suffix("+00:00"))
-        .unwrap_or(s);
-    [
-        "%Y-%m-%d %H:%M:%S%.f",
-        "%Y-%m-%dT%H:%M:%S%.f",
-        "%Y-%m-%d %H:%M",
-    ]
-    .iter()
-    .find_map(|f| NaiveDateTime::parse_from_str(naive, f).ok())
-    .map(|t| t.and_utc().timestamp_millis())
 }
 
 fn kind_names() -> String {
@@ -319,30 +282,10 @@ impl Summary {
 
 impl std::fmt::Display for Summary {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        use crate::model::plan::format_ms;
         write!(f, "{} events of {} contacts", self.events, self.contacts)?;
         if let (Some(a), Some(b)) = (self.first, self.last) {
-            write!(f, ", {} to {}", format_ms(a), format_ms(b))?;
+            write!(f, ", {} to {}", Minute(a), Minute(b))?;
         }
         Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::parse_time;
-
-    #[test]
-    fn time_formats() {
-        let want = Some(1_647_617_281_000);
-        assert_eq!(parse_time("2022-03-18 15:28:01.000000 UTC"), want);
-        assert_eq!(parse_time("2022-03-18 15:28:01 UTC"), want);
-        assert_eq!(parse_time("2022-03-18T15:28:01Z"), want);
-        assert_eq!(parse_time("2022-03-18T16:28:01+01:00"), want);
-        assert_eq!(parse_time("2022-03-18 15:28:01"), want);
-        assert_eq!(parse_time("1647617281000"), want);
-        assert_eq!(parse_time("1647617281"), want);
-        assert_eq!(parse_time("18/03/2022"), None);
-        assert_eq!(parse_time(""), None);
     }
 }

@@ -14,18 +14,16 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use chrono::{DateTime, SecondsFormat, Utc};
 use indicatif::{ProgressBar, ProgressStyle};
-use polars::prelude::DataType;
 use serde::{Deserialize, Serialize};
 
-use crate::cli::HubspotImportArgs;
 use crate::config::{Config, Connector};
-use crate::events::{self, Event, Kind};
+use crate::datasets::events::{self, Event, Kind};
 use crate::hubspot::client::{
     ApiError, Client, EmailEvent, EventsPage, EventsQuery, MAX_EVENTS_PAGE, RatePolicy, TEN_SECONDS,
 };
-use crate::store::{self, Dataset};
+use crate::store;
+use crate::time::{format_rfc3339, now_ms};
 
 /// How far back a run re-reads before the previous run's end: HubSpot records some events
 /// (opens by clients that were offline, deferred deliveries) after their `created` time.
@@ -58,20 +56,23 @@ struct Cursor {
     stored: u64,
 }
 
+/// What to import.
+#[derive(Debug, Clone, Default)]
+pub struct Request {
+    /// The connector; may be left out when the config has one.
+    pub connector: Option<String>,
+    /// Only events at or after this instant (default: where the last complete run ended).
+    pub since_ms: Option<i64>,
+    /// Only events up to this instant (default: now).
+    pub until_ms: Option<i64>,
+    /// Events per API page, at most [`MAX_EVENTS_PAGE`].
+    pub page_size: u32,
+}
+
 /// Run the import for one connector.
-pub fn run(config: &Config, args: &HubspotImportArgs) -> anyhow::Result<()> {
-    let connector = pick_connector(config, args.connector.as_deref())?;
+pub fn run(config: &Config, request: &Request) -> anyhow::Result<()> {
+    let connector = pick_connector(config, request.connector.as_deref())?;
     let client = Client::for_connector(connector, REQUEST_TIMEOUT)?;
-    let since = args
-        .since
-        .as_deref()
-        .map(|t| parse_time("--since", t))
-        .transpose()?;
-    let until = args
-        .until
-        .as_deref()
-        .map(|t| parse_time("--until", t))
-        .transpose()?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -82,9 +83,9 @@ pub fn run(config: &Config, args: &HubspotImportArgs) -> anyhow::Result<()> {
         source: format!("hubspot:{}", connector.id),
         client,
         rt,
-        page_size: args.page_size.clamp(1, MAX_EVENTS_PAGE),
+        page_size: request.page_size.clamp(1, MAX_EVENTS_PAGE),
     };
-    import.run(since, until)
+    import.run(request.since_ms, request.until_ms)
 }
 
 fn pick_connector<'c>(config: &'c Config, id: Option<&str>) -> anyhow::Result<&'c Connector> {
@@ -114,20 +115,6 @@ fn pick_connector<'c>(config: &'c Config, id: Option<&str>) -> anyhow::Result<&'
             ),
         },
     }
-}
-
-fn parse_time(flag: &str, text: &str) -> anyhow::Result<i64> {
-    DateTime::parse_from_rfc3339(text.trim())
-        .map(|t| t.timestamp_millis())
-        .with_context(|| {
-            format!("{flag} {text:?} is not an RFC 3339 time such as 2026-01-01T00:00:00Z")
-        })
-}
-
-fn show_time(ms: i64) -> String {
-    DateTime::<Utc>::from_timestamp_millis(ms)
-        .map(|t| t.to_rfc3339_opts(SecondsFormat::Secs, true))
-        .unwrap_or_else(|| format!("{ms} ms"))
 }
 
 struct Import {
@@ -195,7 +182,7 @@ impl Import {
             )
         })?;
         let mut state = self.load_state()?;
-        let now = Utc::now().timestamp_millis();
+        let now = now_ms();
         let resumable = state.run.clone().filter(|r| {
             since.is_none_or(|s| s == r.start_ms) && until.is_none_or(|u| u == r.end_ms)
         });
@@ -204,8 +191,8 @@ impl Import {
                 tracing::info!(
                     connector = %self.connector.id,
                     "resuming the interrupted import of {} .. {} after page {}",
-                    show_time(c.start_ms),
-                    show_time(c.end_ms),
+                    format_rfc3339(c.start_ms),
+                    format_rfc3339(c.end_ms),
                     c.pages
                 );
                 c
@@ -214,8 +201,8 @@ impl Import {
                 if let Some(old) = &state.run {
                     tracing::warn!(
                         "an interrupted import of {} .. {} is replaced by the window asked for",
-                        show_time(old.start_ms),
-                        show_time(old.end_ms)
+                        format_rfc3339(old.start_ms),
+                        format_rfc3339(old.end_ms)
                     );
                 }
                 let start = since.unwrap_or_else(|| {
@@ -228,8 +215,8 @@ impl Import {
                 if start > end {
                     bail!(
                         "nothing to import: the window starts at {} after it ends at {}",
-                        show_time(start),
-                        show_time(end)
+                        format_rfc3339(start),
+                        format_rfc3339(end)
                     );
                 }
                 Cursor {
@@ -244,7 +231,11 @@ impl Import {
         state.run = Some(cursor.clone());
         self.save_state(&state)?;
 
-        let mut known = self.stored_keys(cursor.start_ms, cursor.end_ms)?;
+        let mut known = events::stored_ids(
+            &self.data_dir,
+            &self.source,
+            (cursor.start_ms, cursor.end_ms),
+        )?;
         let progress = Progress::new(&self.connector.id, cursor.start_ms, cursor.end_ms);
         let (mut new_total, mut dup_total, mut skipped_total) = (0u64, 0u64, 0u64);
         let mut resuming_offset = cursor.offset.is_some();
@@ -318,38 +309,9 @@ impl Import {
             self.connector.id,
             cursor.pages,
             if cursor.pages == 1 { "" } else { "s" },
-            show_time(cursor.end_ms),
+            format_rfc3339(cursor.end_ms),
         );
         Ok(())
-    }
-
-    /// The (id, created) of this connector's events already stored in the window.
-    fn stored_keys(&self, start_ms: i64, end_ms: i64) -> anyhow::Result<HashSet<(String, i64)>> {
-        let mut keys = HashSet::new();
-        let dataset = Dataset::open(&self.data_dir, "events")?;
-        for path in dataset.parts()? {
-            let mut read = || -> anyhow::Result<()> {
-                let df = events::read_present_columns(&path, &["event_id", "at", "source"])?;
-                let Ok(ids) = df.column("event_id") else {
-                    return Ok(()); // parts written before event ids were stored
-                };
-                let ids = ids.str()?;
-                let at = df.column("at")?.cast(&DataType::Int64)?;
-                let at = at.i64()?;
-                let source = df.column("source")?.str()?;
-                for ((id, at), src) in ids.iter().zip(at.iter()).zip(source.iter()) {
-                    if let (Some(id), Some(at), Some(src)) = (id, at, src)
-                        && src == self.source
-                        && (start_ms..=end_ms).contains(&at)
-                    {
-                        keys.insert((id.to_string(), at));
-                    }
-                }
-                Ok(())
-            };
-            read().with_context(|| format!("cannot read event ids from {}", path.display()))?;
-        }
-        Ok(keys)
     }
 
     /// This page's events not stored yet, as dataset rows; (new, duplicates, skipped: unknown
@@ -477,8 +439,8 @@ impl Progress {
     fn new(connector: &str, start_ms: i64, end_ms: i64) -> Progress {
         tracing::info!(
             "importing HubSpot email events for connector {connector}: {} .. {}",
-            show_time(start_ms),
-            show_time(end_ms)
+            format_rfc3339(start_ms),
+            format_rfc3339(end_ms)
         );
         let bar = std::io::stderr().is_terminal().then(|| {
             // Pages come newest first: progress is how far back from the end we have got.
@@ -495,7 +457,7 @@ impl Progress {
     }
 
     fn page(&self, cursor: &Cursor, got: usize, stored: usize, dups: u64, oldest: Option<i64>) {
-        let back_to = oldest.map(show_time).unwrap_or_else(|| "-".into());
+        let back_to = oldest.map(format_rfc3339).unwrap_or_else(|| "-".into());
         match &self.bar {
             Some(bar) => {
                 if let Some(o) = oldest {

@@ -1,16 +1,20 @@
-//! Honest evaluation (DESIGN §6): build profiles from events before a split time, score the
+//! Honest evaluation: build profiles from events before a split time, score the
 //! opens and clicks after it, and compare with simple baselines on the same events.
 //!
 //! Parameters are tuned only on a validation split inside the training period; the test
 //! period is touched once, by the final evaluation.
 
 use std::collections::HashMap;
+use std::path::Path;
 
+use polars::prelude::DataType;
 use serde::Serialize;
 
 use super::profile::Profiles;
 use super::{ModelConfig, Params};
-use crate::events::{DAY_MS, Event, Kind, SLOTS, day_of, slot_of};
+use crate::datasets::contacts::Contacts;
+use crate::datasets::events::{self, Event, Kind, col};
+use crate::time::{DAY_MS, SLOTS, day_of, slot_of};
 
 /// One event, reduced to what evaluation needs.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -44,6 +48,32 @@ impl Rows {
             });
         }
         Self::new(rows, index.len())
+    }
+
+    /// Every event of the events dataset under `data_dir`.
+    pub fn from_dataset(data_dir: &Path) -> anyhow::Result<Self> {
+        let contacts = Contacts::load(data_dir)?;
+        let mut rows = Vec::new();
+        let parts = events::dataset(data_dir)?.parts()?;
+        let columns = [col::CONTACT, col::KIND, col::FILTERED, col::AT];
+        events::for_each_part(data_dir, &parts, &columns, |_, df| {
+            let c = df.column(col::CONTACT)?.u32()?;
+            let k = df.column(col::KIND)?.u8()?;
+            let f = df.column(col::FILTERED)?.bool()?;
+            let at = df.column(col::AT)?.cast(&DataType::Int64)?;
+            for (((c, k), f), at) in c.iter().zip(k.iter()).zip(f.iter()).zip(at.i64()?.iter()) {
+                if let (Some(contact), Some(kind), Some(at_ms)) = (c, k, at) {
+                    rows.push(Row {
+                        contact,
+                        kind,
+                        at_ms,
+                        filtered: f.unwrap_or(false),
+                    });
+                }
+            }
+            Ok(())
+        })?;
+        Ok(Self::new(rows, contacts.len()))
     }
 
     pub fn new(mut rows: Vec<Row>, contacts: usize) -> Self {
@@ -407,7 +437,7 @@ pub fn evaluate(config: ModelConfig, rows: &Rows, split_ms: i64, fixed_hour: u8)
             .collect()
     };
     Report {
-        split: crate::model::plan::format_ms(split_ms),
+        split: crate::time::format_minute(split_ms),
         params: (&config.params).into(),
         training_events: rows.engagements().filter(|r| r.at_ms < split_ms).count(),
         excluded_machine_contacts: excluded.len(),
@@ -519,7 +549,7 @@ pub fn tune(
         validation_split: format!(
             "{} windows of {days} days from {}",
             WINDOWS,
-            crate::model::plan::format_ms(split_ms - WINDOWS * days * DAY_MS)
+            crate::time::format_minute(split_ms - WINDOWS * days * DAY_MS)
         ),
         candidates,
         chosen: (&chosen.params).into(),

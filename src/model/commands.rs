@@ -7,32 +7,20 @@ use anyhow::Context;
 
 use super::backtest::{self, Rows};
 use super::dataset;
-use super::plan::{Subject, format_ms, plan, slot_name};
+use super::plan::{Subject, plan};
 use super::synth;
 use crate::config::{Config, WebhookType};
-use crate::events::{SLOTS, contact_key, day_of};
-use crate::import::csv::{self as csv_import, Columns, parse_time};
-
-/// Parse a time given on the command line (RFC 3339, `YYYY-MM-DD[ HH:MM:SS]`, epoch ms).
-pub fn parse_cli_time(s: &str) -> anyhow::Result<i64> {
-    parse_time(s)
-        .or_else(|| parse_time(&format!("{s} 00:00:00")))
-        .with_context(|| {
-            format!("cannot read {s:?} as a time; use e.g. 2022-07-01 or 2022-07-01T00:00:00Z")
-        })
-}
-
-fn now_ms() -> i64 {
-    chrono::Utc::now().timestamp_millis()
-}
+use crate::datasets::contacts::contact_key;
+use crate::import::csv::{self as csv_import, Columns};
+use crate::time::{DAY_MS, SLOTS, day_of, format_minute, now_ms, slot_name};
 
 /// `sendtime explain CONTACT`: class, heat map, and what each webhook type would do now.
-pub fn explain(config: &Config, contact: &str, at: Option<&str>) -> anyhow::Result<()> {
+pub fn explain(config: &Config, contact: &str, at: Option<i64>) -> anyhow::Result<()> {
     anyhow::ensure!(
         !contact.trim().is_empty(),
         "CONTACT is empty: give an email address or a HubSpot contact id"
     );
-    let now = at.map(parse_cli_time).transpose()?.unwrap_or_else(now_ms);
+    let now = at.unwrap_or_else(now_ms);
     let data_dir = &config.server.data_dir;
     let built = dataset::build(data_dir, config.model, now)?;
     let (id, email) = match contact.parse::<i64>() {
@@ -58,10 +46,10 @@ pub fn explain(config: &Config, contact: &str, at: Option<&str>) -> anyhow::Resu
                 "{contact}: class {}, {} opens/clicks, last {}{}",
                 profile.class,
                 profile.engagements,
-                profile.last_day.map_or("never".into(), |d| format_ms(
-                    d as i64 * crate::events::DAY_MS
-                )[..10]
-                    .to_string()),
+                profile
+                    .last_day
+                    .map_or("never".into(), |d| format_minute(d as i64 * DAY_MS)[..10]
+                        .to_string()),
                 if profile.machine {
                     "; MACHINE-LIKE: not learned from"
                 } else {
@@ -70,7 +58,7 @@ pub fn explain(config: &Config, contact: &str, at: Option<&str>) -> anyhow::Resu
             );
         }
     }
-    let _ = writeln!(out, "as of {}\n", format_ms(now));
+    let _ = writeln!(out, "as of {}\n", format_minute(now));
     out.push_str(&heat_map(&profile.scores));
     let _ = writeln!(out);
     for kind in WebhookType::ALL {
@@ -84,7 +72,7 @@ pub fn explain(config: &Config, contact: &str, at: Option<&str>) -> anyhow::Resu
                 receipt: "explain",
             },
         );
-        let _ = writeln!(out, "{:<30} {}", kind.as_str(), format_ms(p.due_at_ms));
+        let _ = writeln!(out, "{:<30} {}", kind.as_str(), format_minute(p.due_at_ms));
         let _ = writeln!(out, "{:<30} {}", "", p.reason);
     }
     print!("{out}");
@@ -140,14 +128,13 @@ fn require_events(data_dir: &Path) -> anyhow::Result<()> {
 }
 
 /// `sendtime predict`: every contact's slot scores as of a time, long format.
-pub fn predict(config: &Config, as_of: &str, out: &Path) -> anyhow::Result<()> {
-    let as_of = parse_cli_time(as_of)?;
+pub fn predict(config: &Config, as_of: i64, out: &Path) -> anyhow::Result<()> {
     require_events(&config.server.data_dir)?;
     let built = dataset::build(&config.server.data_dir, config.model, as_of)?;
     anyhow::ensure!(
         built.seen.iter().any(|s| *s),
         "no events before {} in {}: pick a later --as-of",
-        format_ms(as_of),
+        format_minute(as_of),
         config.server.data_dir.join("events").display()
     );
     let day = day_of(as_of);
@@ -191,48 +178,48 @@ fn classes_path(out: &Path) -> PathBuf {
     out.with_file_name(format!("{stem}.classes.csv"))
 }
 
-/// Where `backtest` reads its events.
-pub struct BacktestInput<'a> {
-    pub events_csv: Option<&'a Path>,
-    pub contact_col: &'a str,
-    pub time_col: &'a str,
-    pub kind_col: Option<&'a str>,
-    pub kind_default: &'a str,
+/// How `backtest` runs and reports.
+#[derive(Debug, Clone, Copy)]
+pub struct BacktestOptions {
+    /// Tune the parameters on validation windows inside the training period first.
+    pub tune: bool,
+    /// Days before the split that the validation windows cover.
+    pub validation_days: i64,
+    /// The hour (UTC) of the fixed-hour baseline.
+    pub fixed_hour: u8,
+    /// JSON instead of a table.
+    pub json: bool,
 }
 
-/// `sendtime backtest`.
+/// `sendtime backtest`: on the events of a CSV file when given, else on the events dataset.
 pub fn backtest(
     config: &Config,
-    split: &str,
-    input: BacktestInput<'_>,
-    tune: bool,
-    validation_days: i64,
-    fixed_hour: u8,
-    json: bool,
+    split_ms: i64,
+    events_csv: Option<(PathBuf, Columns)>,
+    options: BacktestOptions,
 ) -> anyhow::Result<()> {
-    let split_ms = parse_cli_time(split)?;
+    let BacktestOptions {
+        tune,
+        validation_days,
+        fixed_hour,
+        json,
+    } = options;
     anyhow::ensure!(fixed_hour < 24, "--fixed-hour must be 0..23");
-    let rows = match input.events_csv {
-        Some(file) => {
-            let columns = Columns::new(
-                input.contact_col,
-                input.time_col,
-                input.kind_col,
-                input.kind_default,
-            )?;
-            let events = csv_import::read(file, &columns)?;
+    let rows = match events_csv {
+        Some((file, columns)) => {
+            let events = csv_import::read(&file, &columns)?;
             Rows::from_events(&events)
         }
         None => {
             require_events(&config.server.data_dir)?;
-            dataset::rows(&config.server.data_dir)?
+            Rows::from_dataset(&config.server.data_dir)?
         }
     };
     anyhow::ensure!(
         rows.rows.iter().any(|r| r.at_ms < split_ms)
             && rows.rows.iter().any(|r| r.at_ms >= split_ms),
         "no events on one side of the split {}; pick a time inside the data",
-        format_ms(split_ms)
+        format_minute(split_ms)
     );
     let (model, tuning) = if tune {
         let (m, t) = backtest::tune(config.model, &rows, split_ms, validation_days);
@@ -302,12 +289,9 @@ pub fn generate(
     events: usize,
     seed: u64,
     out: &Path,
-    end: Option<&str>,
+    end_ms: Option<i64>,
 ) -> anyhow::Result<()> {
-    let end_ms = end
-        .map(parse_cli_time)
-        .transpose()?
-        .unwrap_or(1_767_225_600_000); // 2026-01-01
+    let end_ms = end_ms.unwrap_or(1_767_225_600_000); // 2026-01-01
     let started = std::time::Instant::now();
     let n = synth::generate(
         out,

@@ -6,15 +6,14 @@
 //! background thread while the previous one is being added, so decoding and adding overlap.
 
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
 
 use polars::prelude::*;
 
 use super::ModelConfig;
-use super::backtest::{Row, Rows};
 use super::profile::{Delta, Profiles};
-use crate::events::{Contacts, day_of};
-use crate::store::Dataset;
+use crate::datasets::contacts::Contacts;
+use crate::datasets::events::{self, col, for_each_part, read_columns};
+use crate::time::day_of;
 
 /// Everything known up to `as_of_ms`: the contact dictionary, the profiles as of that day,
 /// and which contacts had any event (of any kind) before it.
@@ -24,7 +23,7 @@ pub struct Built {
     pub seen: Vec<bool>,
 }
 
-const PROFILE_COLUMNS: [&str; 5] = ["contact", "kind", "slot", "day", "filtered"];
+const PROFILE_COLUMNS: [&str; 5] = [col::CONTACT, col::KIND, col::SLOT, col::DAY, col::FILTERED];
 
 /// Build profiles from every event before `as_of_ms`, as of that day.
 pub fn build(data_dir: &Path, config: ModelConfig, as_of_ms: i64) -> anyhow::Result<Built> {
@@ -39,7 +38,7 @@ pub fn build_at(
     reference_day: i32,
     as_of_ms: i64,
 ) -> anyhow::Result<Built> {
-    let parts = Dataset::open(data_dir, "events")?.parts()?;
+    let parts = events::dataset(data_dir)?.parts()?;
     build_from(data_dir, config, reference_day, as_of_ms, &parts)
 }
 
@@ -79,7 +78,7 @@ pub fn profiles_at(
     reference_day: i32,
     as_of_ms: i64,
 ) -> anyhow::Result<(Profiles, Vec<bool>)> {
-    let parts = Dataset::open(data_dir, "events")?.parts()?;
+    let parts = events::dataset(data_dir)?.parts()?;
     profiles_from(data_dir, config, reference_day, as_of_ms, &parts)
 }
 
@@ -93,13 +92,14 @@ fn profiles_from(
     let expected = Contacts::count(data_dir)?;
     let mut profiles = Profiles::new(config, expected, reference_day);
     let mut seen = vec![false; expected];
-    add_parts(parts, &mut profiles, &mut seen, as_of_ms, None)?;
+    add_parts(data_dir, parts, &mut profiles, &mut seen, as_of_ms, None)?;
     profiles.refresh_population();
     Ok((profiles, seen))
 }
 
 /// Add the events of `parts` before `as_of_ms` to `profiles`, marking each contact seen.
 pub fn add_parts(
+    data_dir: &Path,
     parts: &[PathBuf],
     profiles: &mut Profiles,
     seen: &mut Vec<bool>,
@@ -111,12 +111,12 @@ pub fn add_parts(
     } else {
         day_of(as_of_ms)
     };
-    for_each_part(parts, &PROFILE_COLUMNS, |path, mut df| {
+    for_each_part(data_dir, parts, &PROFILE_COLUMNS, |path, mut df| {
         // Rows before the cut-off: a part that reaches the cut-off day needs the exact time.
         let skip: Option<Vec<bool>> =
-            if cutoff_day != i32::MAX && df.column("day")?.i32()?.max() >= Some(cutoff_day) {
-                let at = read_columns(path, &["at"])?;
-                let at = at.column("at")?.cast(&DataType::Int64)?;
+            if cutoff_day != i32::MAX && df.column(col::DAY)?.i32()?.max() >= Some(cutoff_day) {
+                let at = read_columns(path, &[col::AT])?;
+                let at = at.column(col::AT)?.cast(&DataType::Int64)?;
                 Some(
                     at.i64()?
                         .iter()
@@ -131,11 +131,11 @@ pub fn add_parts(
         for chunk in df.split_chunks() {
             let rows = offset..offset + chunk.height();
             offset = rows.end;
-            let c = chunk.column("contact")?.u32()?.cont_slice()?;
-            let k = chunk.column("kind")?.u8()?.cont_slice()?;
-            let s = chunk.column("slot")?.u8()?.cont_slice()?;
-            let d = chunk.column("day")?.i32()?.cont_slice()?;
-            let filtered = chunk.column("filtered")?.bool()?;
+            let c = chunk.column(col::CONTACT)?.u32()?.cont_slice()?;
+            let k = chunk.column(col::KIND)?.u8()?.cont_slice()?;
+            let s = chunk.column(col::SLOT)?.u8()?.cont_slice()?;
+            let d = chunk.column(col::DAY)?.i32()?.cont_slice()?;
+            let filtered = chunk.column(col::FILTERED)?.bool()?;
             // A mask only where some event is filtered.
             let filtered: Option<Vec<bool>> = filtered.any().then(|| {
                 if filtered.null_count() == 0 {
@@ -157,79 +157,6 @@ pub fn add_parts(
                 seen,
                 delta.as_deref_mut(),
             );
-        }
-        Ok(())
-    })
-}
-
-/// Every event of the dataset as evaluation rows.
-pub fn rows(data_dir: &Path) -> anyhow::Result<Rows> {
-    let contacts = Contacts::load(data_dir)?;
-    let mut rows = Vec::new();
-    let parts = Dataset::open(data_dir, "events")?.parts()?;
-    for_each_part(&parts, &["contact", "kind", "filtered", "at"], |_, df| {
-        let c = df.column("contact")?.u32()?;
-        let k = df.column("kind")?.u8()?;
-        let f = df.column("filtered")?.bool()?;
-        let at = df.column("at")?.cast(&DataType::Int64)?;
-        for (((c, k), f), at) in c.iter().zip(k.iter()).zip(f.iter()).zip(at.i64()?.iter()) {
-            if let (Some(contact), Some(kind), Some(at_ms)) = (c, k, at) {
-                rows.push(Row {
-                    contact,
-                    kind,
-                    at_ms,
-                    filtered: f.unwrap_or(false),
-                });
-            }
-        }
-        Ok(())
-    })?;
-    Ok(Rows::new(rows, contacts.len()))
-}
-
-fn read_columns(path: &Path, columns: &[&str]) -> anyhow::Result<DataFrame> {
-    let file = std::fs::File::open(path)?;
-    Ok(ParquetReader::new(file)
-        .with_columns(Some(columns.iter().map(|c| c.to_string()).collect()))
-        .finish()?)
-}
-
-/// Decode parts (projected to `columns`) on a helper thread, one ahead of `f`.
-fn for_each_part(
-    parts: &[PathBuf],
-    columns: &'static [&'static str],
-    mut f: impl FnMut(&Path, DataFrame) -> anyhow::Result<()>,
-) -> anyhow::Result<()> {
-    let (tx, rx) = mpsc::sync_channel::<(PathBuf, anyhow::Result<DataFrame>)>(1);
-    std::thread::scope(|scope| {
-        scope.spawn(move || {
-            for path in parts {
-                let df = read_columns(path, columns);
-                if tx.send((path.clone(), df)).is_err() {
-                    return;
-                }
-            }
-        });
-        for (path, df) in rx {
-            match df {
-                Ok(df) => f(&path, df)?,
-                Err(e)
-                    if e.downcast_ref::<std::io::Error>()
-                        .is_some_and(|e| e.kind() == std::io::ErrorKind::NotFound) => {}
-                // The file may be fine (out of file descriptors, permissions): fail, not
-                // quarantine.
-                Err(e) if crate::store::cannot_open(&e) => {
-                    return Err(e.context(format!("cannot open {}", path.display())));
-                }
-                Err(e) => {
-                    // Quarantine under the dataset the part belongs to.
-                    let data_dir = path
-                        .parent()
-                        .and_then(Path::parent)
-                        .unwrap_or(Path::new("."));
-                    Dataset::open(data_dir, "events")?.quarantine(&path, &e)?
-                }
-            }
         }
         Ok(())
     })

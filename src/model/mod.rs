@@ -1,4 +1,4 @@
-//! The send-time model (DESIGN §6): per-contact engagement profiles over the 168 hour-of-week
+//! The send-time model: per-contact engagement profiles over the 168 hour-of-week
 //! slots, smoothed toward the population, and the planning rule that turns a profile into a
 //! due time for each webhook type.
 //!
@@ -49,7 +49,7 @@ impl Default for Params {
     }
 }
 
-/// Thresholds of the engagement classes (DESIGN §3).
+/// Thresholds of the engagement classes.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Thresholds {
     /// Fewer opens and clicks than this: still evaluating.

@@ -1,15 +1,11 @@
 //! When to enroll a received contact: one pure function of the webhook type, the receipt time,
 //! what the model knows about the contact, and the population profile.
 
-use std::fmt::{self, Write};
-
-use chrono::DateTime;
+use std::fmt::Write;
 
 use super::profile::{Class, Profile};
 use crate::config::WebhookType;
-use crate::events::{HOUR_MS, SLOTS, slot_of};
-
-const MINUTE_MS: i64 = 60_000;
+use crate::time::{HOUR_MS, MINUTE_MS, Minute, SLOTS, SlotName, slot_of};
 
 /// A decided due time and why.
 #[derive(Debug, Clone, PartialEq)]
@@ -122,7 +118,7 @@ pub fn plan_into(
         let _ = write!(
             reason,
             "the window was over when planned; due now, {}",
-            UtcMinute(from)
+            Minute(from)
         );
         return (from, None);
     }
@@ -178,49 +174,8 @@ pub fn plan_into(
         }
     };
     let due_at_ms = due_in_hour(start, from, who.contact);
-    let _ = write!(reason, "; due {}", UtcMinute(due_at_ms));
+    let _ = write!(reason, "; due {}", Minute(due_at_ms));
     (due_at_ms, Some(slot))
-}
-
-/// `Mon 09:00 UTC`-style name of a slot.
-pub fn slot_name(slot: u8) -> String {
-    SlotName(slot).to_string()
-}
-
-struct SlotName(u8);
-
-impl fmt::Display for SlotName {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        const DAYS: [&str; 7] = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"];
-        let slot = self.0;
-        write!(f, "{} {:02}:00 UTC", DAYS[slot as usize / 24], slot % 24)
-    }
-}
-
-pub fn format_ms(ms: i64) -> String {
-    UtcMinute(ms).to_string()
-}
-
-/// `2024-01-07 09:00 UTC`; written out by hand: chrono's `format` parses its pattern on every
-/// call, and planning formats one time per receipt.
-struct UtcMinute(i64);
-
-impl fmt::Display for UtcMinute {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        use chrono::{Datelike, Timelike};
-        match DateTime::<chrono::Utc>::from_timestamp_millis(self.0) {
-            None => write!(f, "{}", self.0),
-            Some(t) => write!(
-                f,
-                "{:04}-{:02}-{:02} {:02}:{:02} UTC",
-                t.year(),
-                t.month(),
-                t.day(),
-                t.hour(),
-                t.minute()
-            ),
-        }
-    }
 }
 
 /// Index drawn with probability proportional to `weights`, from a 64-bit seed.
@@ -276,7 +231,7 @@ fn splitmix(mut x: u64) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::events::DAY_MS;
+    use crate::time::DAY_MS;
 
     /// 2024-01-07 was a Sunday.
     const SUNDAY_MIDNIGHT: i64 = 1_704_585_600_000;
@@ -548,11 +503,5 @@ mod tests {
             })
             .collect();
         assert!(minutes.len() > 30);
-    }
-
-    #[test]
-    fn slot_names() {
-        assert_eq!(slot_name(0), "Mon 00:00 UTC");
-        assert_eq!(slot_name(167), "Sun 23:00 UTC");
     }
 }

@@ -9,7 +9,8 @@ use std::fmt;
 
 use super::slots::SlotWeights;
 use super::{ModelConfig, Thresholds};
-use crate::events::{Kind, SLOTS};
+use crate::datasets::events::Kind;
+use crate::time::SLOTS;
 
 /// Half-lives of the two rate trackers that tell fading engagement from steady engagement.
 const FAST_HALF_LIFE: f64 = 14.0;
@@ -17,7 +18,7 @@ const SLOW_HALF_LIFE: f64 = 365.0;
 /// Weight of a uniform floor mixed into the population profile so no slot is impossible.
 const UNIFORM_FLOOR: f64 = 0.01;
 
-/// Engagement class (DESIGN §3).
+/// Engagement class.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Class {
     /// Too little history to judge.

@@ -8,7 +8,7 @@
 
 use std::fmt;
 
-use crate::events::SLOTS;
+use crate::time::SLOTS;
 
 /// Slots kept in place before a row moves to a dense array.
 pub const INLINE: usize = 16;

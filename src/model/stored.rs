@@ -19,8 +19,10 @@ use ulid::Ulid;
 use super::ModelConfig;
 use super::dataset::{self, Built};
 use super::profile::{Delta, Profiles, Stats};
-use crate::events::{Contacts, SLOTS, day_of};
-use crate::store::{Dataset, read_part, write_durably};
+use crate::datasets::contacts::Contacts;
+use crate::datasets::events;
+use crate::store::{read_part, write_durably};
+use crate::time::{SLOTS, day_of};
 
 /// Counts are re-decayed (a full rebuild at today's reference day) this often, so weights of
 /// new events, which grow with their distance from the reference day, stay in range.
@@ -138,7 +140,7 @@ impl Cache {
         let dir = data_dir.join("profiles");
         // From exactly the parts the state will name: a part written since they were listed
         // is left for the next update, not counted now and again then.
-        let events_dir = data_dir.join("events");
+        let events_dir = data_dir.join(events::NAME);
         let parts: Vec<PathBuf> = on_disk.iter().map(|p| events_dir.join(p)).collect();
         let built = dataset::build_from(data_dir, config, day_of(now_ms), i64::MAX, &parts)?;
         let build_seconds = started.elapsed().as_secs_f64();
@@ -170,7 +172,7 @@ impl Cache {
     fn add_new_parts(&mut self, on_disk: Vec<String>, started: Instant) -> anyhow::Result<Update> {
         let dir = self.data_dir.join("profiles");
         let included: HashSet<&String> = self.state.parts.iter().collect();
-        let events_dir = self.data_dir.join("events");
+        let events_dir = self.data_dir.join(events::NAME);
         let new_parts: Vec<PathBuf> = on_disk
             .iter()
             .filter(|p| !included.contains(p))
@@ -189,6 +191,7 @@ impl Cache {
             // sparsely for the stored delta.
             let mut delta = Delta::default();
             dataset::add_parts(
+                &self.data_dir,
                 &new_parts,
                 &mut built.profiles,
                 &mut built.seen,
@@ -225,7 +228,7 @@ impl State {
 }
 
 fn event_parts(data_dir: &Path) -> anyhow::Result<Vec<String>> {
-    Ok(Dataset::open(data_dir, "events")?
+    Ok(events::dataset(data_dir)?
         .parts()?
         .iter()
         .filter_map(|p| file_name(p))
@@ -369,7 +372,8 @@ fn commit_state(dir: &Path, state: &State) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::events::{Event, Kind, SLOTS, append};
+    use crate::datasets::events::{Event, Kind, append};
+    use crate::time::SLOTS;
 
     fn ev(id: i64, at_ms: i64) -> Event {
         Event {

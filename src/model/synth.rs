@@ -12,8 +12,10 @@ use anyhow::Context;
 use polars::prelude::*;
 use ulid::Ulid;
 
-use crate::events::{DAY_MS, HOUR_MS, Kind, day_of, slot_of};
+use crate::datasets::contacts::{self, Contacts};
+use crate::datasets::events::{self, Kind, PartColumns};
 use crate::store::Dataset;
+use crate::time::{DAY_MS, HOUR_MS, MINUTE_MS};
 
 /// What to generate.
 #[derive(Debug, Clone, Copy)]
@@ -128,13 +130,13 @@ pub fn generate(out: &Path, spec: Spec) -> anyhow::Result<usize> {
     anyhow::ensure!(spec.contacts > 0, "--contacts must be at least 1");
     let end = spec.end_ms;
     let start = end - 365 * DAY_MS;
-    let contacts = Dataset::open(out, "contacts")?;
+    let dictionary = contacts::dataset(out)?;
     anyhow::ensure!(
-        contacts.parts()?.is_empty(),
+        dictionary.parts()?.is_empty(),
         "{} already holds data; generate into an empty folder",
         out.display()
     );
-    let events_ds = Dataset::open(out, "events")?;
+    let events_ds = events::dataset(out)?;
     let mut rng = Rng::new(spec.seed);
     let personas: Vec<Persona> = (0..spec.contacts)
         .map(|_| Persona::draw(&mut rng, start, end))
@@ -171,7 +173,7 @@ pub fn generate(out: &Path, spec: Spec) -> anyhow::Result<usize> {
                 _ => Kind::Open,
             };
             let at = if kind == Kind::Delivered {
-                sent + rng.below(60_000) as i64
+                sent + rng.below(MINUTE_MS as u64) as i64
             } else {
                 p.open_after(&mut rng, sent)
             };
@@ -192,28 +194,12 @@ pub fn generate(out: &Path, spec: Spec) -> anyhow::Result<usize> {
     }
     written += part.flush(&events_ds)?;
 
-    let mut dict = DataFrame::new(
-        spec.contacts,
-        vec![
-            Column::new(
-                "contact".into(),
-                (0..spec.contacts as u32).collect::<Vec<_>>(),
-            ),
-            Column::new(
-                "key".into(),
-                (0..spec.contacts)
-                    .map(|c| format!("#{}", c + 1))
-                    .collect::<Vec<_>>(),
-            ),
-            Column::new(
-                "contact_id".into(),
-                (0..spec.contacts as i64)
-                    .map(|c| Some(c + 1))
-                    .collect::<Vec<_>>(),
-            ),
-        ],
-    )?;
-    contacts.write_part(Ulid::generate(), &mut dict)?;
+    // Contact `c` is HubSpot id `c + 1`, known by id only.
+    let dict = Contacts::new(
+        (1..=spec.contacts).map(|id| format!("#{id}")).collect(),
+        (1..=spec.contacts as i64).map(Some).collect(),
+    );
+    contacts::write(out, &dict, 0..spec.contacts)?;
     Ok(written)
 }
 
@@ -244,25 +230,17 @@ impl PartBuilder {
             return Ok(0);
         }
         let contact_ids: Vec<i64> = self.contact.iter().map(|c| *c as i64 + 1).collect();
-        let slot: Vec<u8> = self.at.iter().map(|a| slot_of(*a)).collect();
-        let day: Vec<i32> = self.at.iter().map(|a| day_of(*a)).collect();
-        let at = Column::new("at".into(), std::mem::take(&mut self.at))
-            .cast(&DataType::Datetime(TimeUnit::Milliseconds, None))?;
-        let mut df = DataFrame::new(
-            n,
-            vec![
-                Column::new("contact".into(), std::mem::take(&mut self.contact)),
-                Column::full_null("event_id".into(), n, &DataType::String),
-                Column::new("contact_id".into(), contact_ids).cast(&DataType::Int64)?,
-                Column::full_null("email".into(), n, &DataType::String),
-                Column::new("kind".into(), std::mem::take(&mut self.kind)),
-                at,
-                Column::new("slot".into(), slot),
-                Column::new("day".into(), day),
-                Column::new("filtered".into(), std::mem::take(&mut self.filtered)),
-                Column::new_scalar("source".into(), Scalar::from(PlSmallStr::from("gen")), n),
-            ],
-        )?;
+        let mut df = PartColumns {
+            contact: std::mem::take(&mut self.contact),
+            event_id: Column::full_null("".into(), n, &DataType::String),
+            contact_id: Column::new("".into(), contact_ids),
+            email: Column::full_null("".into(), n, &DataType::String),
+            kind: std::mem::take(&mut self.kind),
+            at_ms: std::mem::take(&mut self.at),
+            filtered: std::mem::take(&mut self.filtered),
+            source: Column::new_scalar("".into(), Scalar::from(PlSmallStr::from("gen")), n),
+        }
+        .into_frame()?;
         ds.write_part(Ulid::generate(), &mut df)
             .context("cannot write generated events")?;
         Ok(n)
@@ -286,21 +264,14 @@ mod tests {
         let n = generate(a.path(), spec).unwrap();
         assert!(n > 1500 && n < 2500, "{n}");
         generate(b.path(), spec).unwrap();
-        let read = |d: &Path| {
-            Dataset::open(d, "events")
-                .unwrap()
-                .read_all()
-                .unwrap()
-                .remove(0)
-                .1
-        };
+        let read = |d: &Path| events::dataset(d).unwrap().read_all().unwrap().remove(0).1;
         let (da, db) = (read(a.path()), read(b.path()));
         assert!(da.equals_missing(&db));
         // Same columns and types as imported events.
         let imported = tempfile::tempdir().unwrap();
-        crate::events::append(
+        crate::datasets::events::append(
             imported.path(),
-            &[crate::events::Event {
+            &[crate::datasets::events::Event {
                 event_id: None,
                 contact_id: Some(1),
                 email: None,

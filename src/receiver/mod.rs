@@ -10,7 +10,7 @@ pub mod signature;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::Body;
@@ -22,8 +22,9 @@ use serde_json::json;
 use ulid::Ulid;
 
 use crate::config::ConfigHandle;
+use crate::datasets::inbox::{Inbox, Receipt, StoreError, Stored};
 use crate::metrics::Metrics;
-use crate::store::inbox::{Inbox, Receipt, StoreError, Stored};
+use crate::time::now_ms;
 
 /// What the handlers share.
 #[derive(Clone)]
@@ -321,7 +322,7 @@ async fn receive(
     let receipt = Receipt {
         receipt_id: Ulid::generate().to_string(),
         webhook_id: webhook.id.clone(),
-        webhook_type: webhook.kind.as_str().to_string(),
+        webhook_type: webhook.kind,
         contact_id: contact.contact_id,
         email: contact.email,
         portal_id: contact.portal_id,
@@ -408,10 +409,4 @@ async fn status(State(state): State<AppState>) -> Response {
         "webhooks": webhooks,
     }))
     .into_response()
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
 }

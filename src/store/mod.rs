@@ -1,10 +1,9 @@
-//! Parquet datasets on disk (DESIGN §5): each dataset is a folder of immutable part files.
+//! Parquet datasets on disk: each dataset is a folder of immutable part files.
 //!
 //! A Parquet file cannot be appended in place, so every append is a new part written as
 //! `part-<ulid>.parquet.tmp`, fsync'd, renamed, and made durable with a directory fsync.
 //! Readers only ever see `*.parquet`, so a half-written part is never visible.
 
-pub mod inbox;
 pub mod wal;
 
 use std::collections::HashSet;
@@ -39,6 +38,11 @@ impl Dataset {
             dir,
             quarantine: data_dir.join("quarantine").join(name),
         })
+    }
+
+    /// Where this dataset's unreadable parts are moved.
+    pub fn quarantine_dir(&self) -> &Path {
+        &self.quarantine
     }
 
     /// The committed parts, oldest first (ULID names sort by creation time).
@@ -258,7 +262,8 @@ pub fn concat_frames(frames: Vec<DataFrame>) -> anyhow::Result<DataFrame> {
     Ok(out)
 }
 
-fn is_not_found(e: &anyhow::Error) -> bool {
+/// An error of [`read_part`] for a file that is gone (compacted away since it was listed).
+pub fn is_not_found(e: &anyhow::Error) -> bool {
     e.downcast_ref::<io::Error>()
         .is_some_and(|e| e.kind() == io::ErrorKind::NotFound)
 }

@@ -1,0 +1,283 @@
+//! The contact dictionary (`{data_dir}/contacts/`): each contact key (a lower-cased email, or
+//! `#` and the HubSpot id) gets a dense index in order of first sight, which events carry
+//! instead of the key. Parts are written in index order and only appended to.
+
+use std::collections::HashMap;
+use std::ops::Range;
+use std::path::Path;
+
+use polars::prelude::*;
+use ulid::Ulid;
+
+use crate::store::{Dataset, concat_frames};
+
+/// The folder under the data directory.
+pub const NAME: &str = "contacts";
+
+/// Column names.
+pub mod col {
+    /// The dense index (`u32`).
+    pub const CONTACT: &str = "contact";
+    /// The contact key.
+    pub const KEY: &str = "key";
+    /// The HubSpot id, when known (`i64`).
+    pub const CONTACT_ID: &str = "contact_id";
+}
+
+/// The key that identifies a contact across sources: the lower-cased email when known, else
+/// `#` and the HubSpot contact id.
+pub fn contact_key(contact_id: Option<i64>, email: Option<&str>) -> Option<String> {
+    match (email.map(str::trim).filter(|e| !e.is_empty()), contact_id) {
+        (Some(e), _) => Some(e.to_ascii_lowercase()),
+        (None, Some(id)) => Some(format!("#{id}")),
+        (None, None) => None,
+    }
+}
+
+/// The dataset under `data_dir`.
+pub fn dataset(data_dir: &Path) -> anyhow::Result<Dataset> {
+    Dataset::open(data_dir, NAME)
+}
+
+/// The contact dictionary: contact key → dense index (0, 1, 2, ... in order of first sight).
+#[derive(Debug, Default, Clone)]
+pub struct Contacts {
+    pub keys: Vec<String>,
+    pub contact_ids: Vec<Option<i64>>,
+    /// Key → index, built on first lookup (or [`Contacts::build_index`]): building profiles
+    /// never needs it.
+    index: std::sync::OnceLock<KeyIndex>,
+}
+
+/// Key → dense index. `#{id}` keys (contacts known by HubSpot id only) are held by their
+/// number, so looking one up hashes an integer and touches one entry, with no key string per
+/// contact; other keys (emails) by their text. FxHash: keys come from our own data, so
+/// SipHash's flooding resistance buys nothing for its cost on millions of lookups.
+#[derive(Debug, Default, Clone)]
+struct KeyIndex {
+    ids: HashMap<i64, u32, rustc_hash::FxBuildHasher>,
+    text: HashMap<String, u32, rustc_hash::FxBuildHasher>,
+}
+
+impl KeyIndex {
+    fn get(&self, key: &str) -> Option<u32> {
+        match id_of_key(key) {
+            Some(id) => self.ids.get(&id).copied(),
+            None => self.text.get(key).copied(),
+        }
+    }
+
+    fn insert(&mut self, key: &str, index: u32) {
+        match id_of_key(key) {
+            Some(id) => self.ids.insert(id, index),
+            None => self.text.insert(key.to_string(), index),
+        };
+    }
+}
+
+/// The HubSpot id of a `#{id}` key, only when the key is exactly how [`contact_key`] writes
+/// it (`#007` is another key than `#7`).
+fn id_of_key(key: &str) -> Option<i64> {
+    use std::io::Write;
+    let id: i64 = key.strip_prefix('#')?.parse().ok()?;
+    let mut buf = [0u8; 24];
+    let mut cursor = std::io::Cursor::new(&mut buf[..]);
+    write!(cursor, "#{id}").ok()?;
+    let n = cursor.position() as usize;
+    (buf[..n] == *key.as_bytes()).then_some(id)
+}
+
+impl Contacts {
+    /// A dictionary of `keys` (index order) and their HubSpot ids.
+    pub fn new(keys: Vec<String>, contact_ids: Vec<Option<i64>>) -> Self {
+        Contacts {
+            keys,
+            contact_ids,
+            index: Default::default(),
+        }
+    }
+
+    /// Load the dictionary from `{data_dir}/contacts/`.
+    pub fn load(data_dir: &Path) -> anyhow::Result<Self> {
+        let dataset = dataset(data_dir)?;
+        let mut out = Contacts::default();
+        let frames: Vec<DataFrame> = dataset.read_all()?.into_iter().map(|(_, df)| df).collect();
+        if frames.is_empty() {
+            return Ok(out);
+        }
+        let mut df = concat_frames(frames)?;
+        // Parts are written in index order, so this is normally sorted already.
+        if !df.column(col::CONTACT)?.u32()?.iter().is_sorted() {
+            df.sort_in_place([col::CONTACT], SortMultipleOptions::default())?;
+        }
+        let idx = df.column(col::CONTACT)?.u32()?.clone();
+        let keys = df.column(col::KEY)?.str()?.clone();
+        let ids = df.column(col::CONTACT_ID)?.i64()?.clone();
+        out.keys.reserve(df.height());
+        out.contact_ids.reserve(df.height());
+        for ((i, k), id) in idx.iter().zip(keys.iter()).zip(ids.iter()) {
+            let (Some(i), Some(k)) = (i, k) else { continue };
+            // Each index is written once, in order; a repeat is a duplicate row from an
+            // interrupted compaction.
+            if (i as usize) < out.keys.len() {
+                continue;
+            }
+            // A gap: the part holding those indices is gone (quarantined?). Going on would
+            // give the next new contacts indices that events already use for others.
+            anyhow::ensure!(
+                i as usize == out.keys.len(),
+                "the contact dictionary in {} has no entry for index {} (next: {i}): a part is \
+                 missing, maybe moved to {}; put it back",
+                dataset.dir.display(),
+                out.keys.len(),
+                dataset.quarantine_dir().display()
+            );
+            out.keys.push(k.to_string());
+            out.contact_ids.push(id);
+        }
+        Ok(out)
+    }
+
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    /// How many contacts the dictionary holds, from the parts' footers alone.
+    pub fn count(data_dir: &Path) -> anyhow::Result<usize> {
+        let mut n = 0;
+        for part in dataset(data_dir)?.parts()? {
+            let file = std::fs::File::open(&part)?;
+            n += ParquetReader::new(file).num_rows()?;
+        }
+        Ok(n)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+
+    pub fn get(&self, key: &str) -> Option<u32> {
+        self.index().get(key)
+    }
+
+    /// The index of the contact whose key is `#{id}` (known by HubSpot id only).
+    pub fn get_id(&self, id: i64) -> Option<u32> {
+        self.index().ids.get(&id).copied()
+    }
+
+    /// Build the key index now rather than on the first lookup (a noticeable part of a second
+    /// for millions of contacts), so a process that will plan receipts does it while loading,
+    /// not mid-tick.
+    pub fn build_index(&self) {
+        self.index();
+    }
+
+    fn index(&self) -> &KeyIndex {
+        self.index.get_or_init(|| {
+            let mut index = KeyIndex::default();
+            index.ids.reserve(self.keys.len());
+            for (i, k) in self.keys.iter().enumerate() {
+                index.insert(k, i as u32);
+            }
+            index
+        })
+    }
+
+    /// The dense index of a contact: its email first, then its HubSpot id.
+    pub fn find(&self, contact_id: Option<i64>, email: Option<&str>) -> Option<u32> {
+        email
+            .and_then(|e| contact_key(None, Some(e)))
+            .and_then(|k| self.get(&k))
+            .or_else(|| contact_id.and_then(|id| self.get_id(id)))
+    }
+
+    /// Index for `key`, adding it if new.
+    pub(super) fn intern(&mut self, key: &str, contact_id: Option<i64>) -> u32 {
+        self.index();
+        let index = self.index.get_mut().expect("initialised above");
+        if let Some(i) = index.get(key) {
+            return i;
+        }
+        let i = self.keys.len() as u32;
+        index.insert(key, i);
+        self.keys.push(key.to_string());
+        self.contact_ids.push(contact_id);
+        i
+    }
+}
+
+/// Append the dictionary's entries `new` (indices not stored yet) as one part.
+pub fn write(data_dir: &Path, contacts: &Contacts, new: Range<usize>) -> anyhow::Result<()> {
+    let mut df = DataFrame::new(
+        new.len(),
+        vec![
+            Column::new(
+                col::CONTACT.into(),
+                new.clone().map(|i| i as u32).collect::<Vec<_>>(),
+            ),
+            Column::new(
+                col::KEY.into(),
+                contacts.keys[new.clone()]
+                    .iter()
+                    .map(String::as_str)
+                    .collect::<Vec<_>>(),
+            ),
+            Column::new(col::CONTACT_ID.into(), contacts.contact_ids[new].to_vec()),
+        ],
+    )?;
+    dataset(data_dir)?.write_part(Ulid::generate(), &mut df)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::datasets::events::{Event, Kind, append};
+
+    /// A dictionary part gone missing is an error, not indices silently reused.
+    #[test]
+    fn a_gap_in_the_dictionary_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        for i in 0..3 {
+            let e = Event {
+                event_id: None,
+                contact_id: Some(i),
+                email: None,
+                kind: Kind::Open,
+                at_ms: 1_700_000_000_000,
+                filtered: false,
+                source: "t".into(),
+            };
+            append(dir.path(), &[e]).unwrap();
+        }
+        assert_eq!(Contacts::load(dir.path()).unwrap().len(), 3);
+        let parts = dataset(dir.path()).unwrap().parts().unwrap();
+        std::fs::remove_file(&parts[1]).unwrap();
+        let err = Contacts::load(dir.path()).unwrap_err().to_string();
+        assert!(err.contains("has no entry for index 1 (next: 2)"), "{err}");
+    }
+
+    #[test]
+    fn id_keys_are_looked_up_by_number_and_only_in_their_exact_spelling() {
+        let keys = ["#7", "#007", "ada@example.com", "#-3", "#+5", "#0"];
+        let mut c = Contacts {
+            keys: keys.iter().map(|k| k.to_string()).collect(),
+            contact_ids: vec![None; keys.len()],
+            ..Contacts::default()
+        };
+        for (i, k) in keys.iter().enumerate() {
+            assert_eq!(c.get(k), Some(i as u32), "{k}");
+        }
+        assert_eq!(c.get_id(7), Some(0));
+        assert_eq!(c.get_id(-3), Some(3));
+        assert_eq!(c.get_id(5), None, "#+5 is not how id 5 is keyed");
+        assert_eq!(c.get_id(0), Some(5));
+        assert_eq!(c.get("#8"), None);
+        assert_eq!(c.find(Some(7), Some("nobody@example.com")), Some(0));
+        assert_eq!(c.find(Some(7), Some("ADA@example.com")), Some(2));
+        // Interning after the index exists keeps both halves current.
+        assert_eq!(c.intern("#8", Some(8)), 6);
+        assert_eq!(c.intern("bob@example.com", None), 7);
+        assert_eq!((c.get_id(8), c.get("bob@example.com")), (Some(6), Some(7)));
+    }
+}

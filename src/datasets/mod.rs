@@ -1,0 +1,64 @@
+//! The datasets sendtime keeps under its data folder, one module each: the folder's name, the
+//! column names, the row type, the writer and the reader. [`crate::store`] holds the generic
+//! machinery they share (parts, the write-ahead log, compaction, quarantine, locks, durable
+//! writes).
+//!
+//! Data flows one way: the receiver appends to [`inbox`]; the dispatcher reads new inbox
+//! parts, appends to [`plan`] and then to [`outcomes`] as it calls HubSpot. Importers append to
+//! [`events`] (giving new contacts an index in [`contacts`]), which the model reads.
+//! [`pending`] is the in-memory set of receipts not yet finished, shared by the receiver (to
+//! spot HubSpot's retries) and the dispatcher (which releases what it finishes).
+
+pub mod contacts;
+pub mod events;
+pub mod inbox;
+pub mod outcomes;
+pub mod pending;
+pub mod plan;
+
+use polars::prelude::*;
+
+/// A string column's values.
+fn strs(df: &DataFrame, name: &str) -> anyhow::Result<Vec<Option<String>>> {
+    Ok(df
+        .column(name)?
+        .str()?
+        .iter()
+        .map(|v| v.map(str::to_string))
+        .collect())
+}
+
+/// An integer or timestamp column's values as `i64`.
+fn ints(df: &DataFrame, name: &str) -> anyhow::Result<Vec<Option<i64>>> {
+    Ok(df
+        .column(name)?
+        .cast(&DataType::Int64)?
+        .i64()?
+        .iter()
+        .collect())
+}
+
+/// Epoch milliseconds as a Parquet timestamp (UTC, stored without a zone).
+fn datetime_ms(name: &str, values: Vec<i64>) -> PolarsResult<Column> {
+    Column::new(name.into(), values).cast(&DataType::Datetime(TimeUnit::Milliseconds, None))
+}
+
+/// [`datetime_ms`] with nulls.
+fn datetime_ms_opt(name: &str, values: Vec<Option<i64>>) -> PolarsResult<Column> {
+    Column::new(name.into(), values).cast(&DataType::Datetime(TimeUnit::Milliseconds, None))
+}
+
+/// A closed set's stored name read back; a name this build does not know is an error that
+/// says which, never a default.
+fn stored_enum<T>(
+    column: &str,
+    value: Option<&str>,
+    parse: impl Fn(&str) -> Option<T>,
+) -> anyhow::Result<T> {
+    let value = value.unwrap_or_default();
+    parse(value).ok_or_else(|| {
+        anyhow::anyhow!(
+            "stored {column} {value:?} is not one this sendtime knows (written by a newer version, or edited by hand?)"
+        )
+    })
+}

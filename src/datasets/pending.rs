@@ -1,0 +1,122 @@
+//! The receipts accepted and not yet finished, by webhook and contact: how the receiver knows
+//! that a post repeats one still waiting (HubSpot retries a post whose answer it did not get),
+//! so a retry never becomes a second enrollment. The dispatcher releases a receipt once it is
+//! finished (enrolled, listed, failed for good, dry run); after that, the same contact posted
+//! again is a new receipt.
+//!
+//! Shared by the inbox writer and the dispatcher; one lock, held for map operations only.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use crate::metrics::Metrics;
+
+/// The set, cheap to clone (clones share it). Counts each webhook's pending receipts in
+/// `sendtime_pending{webhook}`.
+#[derive(Clone)]
+pub struct PendingSet {
+    inner: Arc<Mutex<HashMap<Key, String>>>,
+    metrics: Metrics,
+}
+
+/// (webhook id, contact id or lower-cased email).
+type Key = (String, String);
+
+/// Who "the same contact" is: the HubSpot id, else the email.
+fn key(webhook_id: &str, contact_id: Option<i64>, email: Option<&str>) -> Key {
+    let contact = match (contact_id, email) {
+        (Some(id), _) => id.to_string(),
+        (None, Some(email)) => email.to_ascii_lowercase(),
+        (None, None) => String::new(),
+    };
+    (webhook_id.to_string(), contact)
+}
+
+/// A contact as the set knows it.
+#[derive(Debug, Clone, Copy)]
+pub struct Contact<'a> {
+    pub webhook_id: &'a str,
+    pub contact_id: Option<i64>,
+    pub email: Option<&'a str>,
+}
+
+impl PendingSet {
+    pub fn new(metrics: Metrics) -> PendingSet {
+        PendingSet {
+            inner: Arc::default(),
+            metrics,
+        }
+    }
+
+    /// Record `receipt_id` as pending for `contact`, unless one is already: then the earlier
+    /// receipt's id.
+    pub fn insert(&self, contact: Contact<'_>, receipt_id: &str) -> Result<(), String> {
+        let k = key(contact.webhook_id, contact.contact_id, contact.email);
+        let mut pending = self.inner.lock().unwrap();
+        if let Some(existing) = pending.get(&k) {
+            return Err(existing.clone());
+        }
+        pending.insert(k, receipt_id.to_string());
+        self.metrics.pending(contact.webhook_id).inc();
+        Ok(())
+    }
+
+    /// `receipt_id` is no longer pending for `contact` (finished, or never stored); a later
+    /// receipt of the same contact is left alone.
+    pub fn release(&self, contact: Contact<'_>, receipt_id: &str) {
+        let k = key(contact.webhook_id, contact.contact_id, contact.email);
+        let mut pending = self.inner.lock().unwrap();
+        if pending.get(&k).is_some_and(|id| id == receipt_id) {
+            pending.remove(&k);
+            self.metrics.pending(contact.webhook_id).dec();
+        }
+    }
+
+    /// Receipts pending, all webhooks.
+    pub fn len(&self) -> usize {
+        self.inner.lock().unwrap().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_contact_is_pending_once_per_webhook_until_its_receipt_is_released() {
+        let set = PendingSet::new(Metrics::new());
+        let ada = |webhook_id| Contact {
+            webhook_id,
+            contact_id: None,
+            email: Some("Ada@Example.com"),
+        };
+        assert_eq!(set.insert(ada("a"), "r1"), Ok(()));
+        let same = Contact {
+            email: Some("ada@example.com"),
+            ..ada("a")
+        };
+        assert_eq!(set.insert(same, "r2"), Err("r1".into()));
+        assert_eq!(set.insert(ada("b"), "r3"), Ok(()), "another webhook");
+        // Releasing another receipt of the contact leaves the pending one.
+        set.release(ada("a"), "r2");
+        assert_eq!(set.insert(ada("a"), "r4"), Err("r1".into()));
+        set.release(ada("a"), "r1");
+        assert_eq!(set.insert(ada("a"), "r4"), Ok(()));
+        assert_eq!(set.len(), 2);
+        // The HubSpot id, when known, is who the contact is.
+        let by_id = |email| Contact {
+            webhook_id: "a",
+            contact_id: Some(7),
+            email,
+        };
+        assert_eq!(set.insert(by_id(Some("x@example.com")), "r5"), Ok(()));
+        assert_eq!(
+            set.insert(by_id(Some("y@example.com")), "r6"),
+            Err("r5".into())
+        );
+    }
+}

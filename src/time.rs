@@ -1,0 +1,192 @@
+//! Time: its constants, the one parser for instants that people and files give us, the
+//! formats sendtime prints, and the system's "now".
+//!
+//! Inside sendtime every instant is UTC epoch milliseconds (`i64`); text exists only at the
+//! edges (flags, CSV files, the clock file, logs and messages), and it all goes through here.
+//! The dispatcher's injectable now is [`crate::clock`]'s, not [`now_ms`].
+
+use std::fmt;
+
+use chrono::{DateTime, Datelike, NaiveDate, NaiveDateTime, SecondsFormat, Timelike, Utc};
+
+pub const SECOND_MS: i64 = 1_000;
+pub const MINUTE_MS: i64 = 60 * SECOND_MS;
+pub const HOUR_MS: i64 = 60 * MINUTE_MS;
+pub const DAY_MS: i64 = 24 * HOUR_MS;
+/// Hour-of-week slots; slot 0 is Monday 00:00–00:59 UTC.
+pub const SLOTS: usize = 168;
+
+/// The system clock, epoch milliseconds.
+pub fn now_ms() -> i64 {
+    Utc::now().timestamp_millis()
+}
+
+/// Hour-of-week slot (0 = Monday 00:00 UTC) of an instant.
+pub fn slot_of(at_ms: i64) -> u8 {
+    let days = at_ms.div_euclid(DAY_MS);
+    // 1970-01-01 was a Thursday: weekday 3 counting Monday as 0.
+    let weekday = (days + 3).rem_euclid(7);
+    let hour = at_ms.rem_euclid(DAY_MS) / HOUR_MS;
+    (weekday * 24 + hour) as u8
+}
+
+/// Days since the Unix epoch.
+pub fn day_of(at_ms: i64) -> i32 {
+    at_ms.div_euclid(DAY_MS) as i32
+}
+
+/// An instant as people and exports write it: RFC 3339 (`2022-03-18T15:28:01Z`), a date and
+/// time without a zone (`2022-03-18 15:28:01[.ffffff][ UTC]`, taken as UTC), a date alone
+/// (`2022-07-01`, midnight UTC), or a number of epoch seconds (up to 10 digits) or
+/// milliseconds.
+pub fn parse_instant(text: &str) -> Option<i64> {
+    let s = text.trim();
+    if let Ok(n) = s.parse::<i64>() {
+        // Ten digits or fewer: seconds (until the year 5138); more: milliseconds.
+        return Some(if n.abs() < 100_000_000_000 {
+            n.checked_mul(SECOND_MS)?
+        } else {
+            n
+        });
+    }
+    if let Ok(t) = DateTime::parse_from_rfc3339(s) {
+        return Some(t.timestamp_millis());
+    }
+    let naive = s
+        .strip_suffix(" UTC")
+        .or_else(|| s.strip_suffix('Z'))
+        .or_else(|| s.strip_suffix("+00:00"))
+        .unwrap_or(s);
+    [
+        "%Y-%m-%d %H:%M:%S%.f",
+        "%Y-%m-%dT%H:%M:%S%.f",
+        "%Y-%m-%d %H:%M",
+    ]
+    .iter()
+    .find_map(|f| NaiveDateTime::parse_from_str(naive, f).ok())
+    .or_else(|| {
+        NaiveDate::parse_from_str(naive, "%Y-%m-%d")
+            .ok()?
+            .and_hms_opt(0, 0, 0)
+    })
+    .map(|t| t.and_utc().timestamp_millis())
+}
+
+/// [`parse_instant`] for a command-line flag: the error names the flag and shows the forms.
+pub fn parse_flag(flag: &str, text: &str) -> anyhow::Result<i64> {
+    parse_instant(text).ok_or_else(|| {
+        anyhow::anyhow!(
+            "{flag} {text:?} is not a time; use e.g. 2022-07-01, 2022-07-01T09:30:00Z or epoch milliseconds"
+        )
+    })
+}
+
+/// `2024-01-07 09:00 UTC`: how plans, reasons and messages show an instant.
+pub fn format_minute(ms: i64) -> String {
+    Minute(ms).to_string()
+}
+
+/// [`format_minute`] without allocating: written out by hand, since chrono's `format` parses
+/// its pattern on every call and planning formats one time per receipt.
+pub struct Minute(pub i64);
+
+impl fmt::Display for Minute {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match DateTime::<Utc>::from_timestamp_millis(self.0) {
+            None => write!(f, "{}", self.0),
+            Some(t) => write!(
+                f,
+                "{:04}-{:02}-{:02} {:02}:{:02} UTC",
+                t.year(),
+                t.month(),
+                t.day(),
+                t.hour(),
+                t.minute()
+            ),
+        }
+    }
+}
+
+/// RFC 3339 in UTC to the second (`2026-01-01T00:00:00Z`), as import windows are shown.
+pub fn format_rfc3339(ms: i64) -> String {
+    rfc3339(ms, SecondsFormat::Secs)
+}
+
+/// RFC 3339 in UTC to the millisecond, as a tick's "now" is logged.
+pub fn format_rfc3339_ms(ms: i64) -> String {
+    rfc3339(ms, SecondsFormat::Millis)
+}
+
+fn rfc3339(ms: i64, precision: SecondsFormat) -> String {
+    DateTime::<Utc>::from_timestamp_millis(ms).map_or_else(
+        || format!("{ms} ms"),
+        |t| t.to_rfc3339_opts(precision, true),
+    )
+}
+
+/// `Mon 09:00 UTC`: the name of an hour-of-week slot.
+pub fn slot_name(slot: u8) -> String {
+    SlotName(slot).to_string()
+}
+
+/// [`slot_name`] without allocating.
+pub struct SlotName(pub u8);
+
+impl fmt::Display for SlotName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        const DAYS: [&str; 7] = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"];
+        let slot = self.0;
+        write!(f, "{} {:02}:00 UTC", DAYS[slot as usize / 24], slot % 24)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn instants_in_every_accepted_form() {
+        let want = Some(1_647_617_281_000);
+        for text in [
+            "2022-03-18 15:28:01.000000 UTC",
+            "2022-03-18 15:28:01 UTC",
+            "2022-03-18T15:28:01Z",
+            "2022-03-18T16:28:01+01:00",
+            "2022-03-18 15:28:01",
+            " 2022-03-18T15:28:01 ",
+            "1647617281000",
+            "1647617281",
+        ] {
+            assert_eq!(parse_instant(text), want, "{text}");
+        }
+        assert_eq!(parse_instant("2022-07-01"), Some(1_656_633_600_000));
+        assert_eq!(parse_instant("2022-07-01 09:30"), Some(1_656_667_800_000));
+        for bad in ["18/03/2022", "", "2022-13-01", "tomorrow"] {
+            assert_eq!(parse_instant(bad), None, "{bad}");
+        }
+        let err = parse_flag("--split", "soon").unwrap_err().to_string();
+        assert!(err.starts_with("--split \"soon\" is not a time"), "{err}");
+    }
+
+    #[test]
+    fn formats() {
+        let t = 1_704_618_000_123; // 2024-01-07 09:00:00.123 UTC
+        assert_eq!(format_minute(t), "2024-01-07 09:00 UTC");
+        assert_eq!(format_rfc3339(t), "2024-01-07T09:00:00Z");
+        assert_eq!(format_rfc3339_ms(t), "2024-01-07T09:00:00.123Z");
+        assert_eq!(slot_name(0), "Mon 00:00 UTC");
+        assert_eq!(slot_name(167), "Sun 23:00 UTC");
+    }
+
+    #[test]
+    fn slots_start_monday_midnight_utc_and_wrap_on_sunday() {
+        // 2024-01-01 was a Monday.
+        let monday = 1_704_067_200_000;
+        assert_eq!(slot_of(monday), 0);
+        assert_eq!(slot_of(monday + 13 * HOUR_MS + 59 * MINUTE_MS), 13);
+        assert_eq!(slot_of(monday + 6 * DAY_MS + 23 * HOUR_MS), 167);
+        assert_eq!(slot_of(monday + 7 * DAY_MS), 0);
+        assert_eq!(slot_of(monday - 1), 167);
+        assert_eq!(day_of(monday - 1), day_of(monday) - 1);
+    }
+}
