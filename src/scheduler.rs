@@ -16,24 +16,9 @@ use chrono::{DateTime, Utc};
 use croner::Cron;
 use tokio::sync::watch;
 
-use crate::config::{ConfigHandle, DEFAULT_CRON};
+use crate::config::ConfigHandle;
 use crate::dispatch::Dispatcher;
 use crate::metrics::Metrics;
-
-/// Parse a six-field (seconds first) cron expression that fires at some time after now; the
-/// error says why not, for the config's diagnostics.
-pub fn parse_cron(expr: &str) -> Result<Cron, String> {
-    let cron = croner::parser::CronParser::builder()
-        .seconds(croner::parser::Seconds::Required)
-        .dom_and_dow(true)
-        .build()
-        .parse(expr)
-        .map_err(|e| e.to_string().trim_end_matches('.').to_string())?;
-    match cron.find_next_occurrence(&Utc::now(), false) {
-        Ok(_) => Ok(cron),
-        Err(_) => Err("it never fires after now (check the day of month, month and year)".into()),
-    }
-}
 
 /// The longest the scheduler sleeps before looking at the config and the clock again.
 const RECHECK: Duration = Duration::from_secs(60);
@@ -54,24 +39,16 @@ pub async fn run(
 ) -> Dispatcher {
     let mut last_fire: Option<DateTime<Utc>> = None;
     let mut cron_text = String::new();
-    let mut cron = parse_cron(DEFAULT_CRON).expect("the default cron parses");
     loop {
         let snapshot = config.load_full();
+        // Validated with the config: it parses and fires after now.
+        let cron = &snapshot.scheduler.schedule;
         if snapshot.scheduler.cron != cron_text {
-            match parse_cron(&snapshot.scheduler.cron) {
-                Ok(c) => {
-                    tracing::info!(
-                        cron = %snapshot.scheduler.cron,
-                        next = %next_after(&c, Utc::now()).format("%Y-%m-%d %H:%M:%S UTC"),
-                        "scheduler: ticks follow this cron expression"
-                    );
-                    cron = c;
-                }
-                Err(e) => tracing::error!(
-                    "cron expression {:?}: {e}; keeping the previous schedule",
-                    snapshot.scheduler.cron
-                ),
-            }
+            tracing::info!(
+                cron = %snapshot.scheduler.cron,
+                next = %next_after(cron, Utc::now()).format("%Y-%m-%d %H:%M:%S UTC"),
+                "scheduler: ticks follow this cron expression"
+            );
             cron_text = snapshot.scheduler.cron.clone();
         }
         let now = Utc::now();
@@ -82,7 +59,7 @@ pub async fn run(
             last_fire = None;
         }
         let from = last_fire.map_or(now, |l| l.max(now));
-        let fire = next_after(&cron, from);
+        let fire = next_after(cron, from);
         // Wake at least once a minute, so a changed cron expression (a reload) or a clock
         // step is seen then, not at the old schedule's next fire.
         let wait = (fire - now).to_std().unwrap_or_default().min(RECHECK);
@@ -120,7 +97,7 @@ pub async fn run(
         let mut skipped = 0usize;
         let mut t = fire;
         while skipped < 100_000 {
-            t = next_after(&cron, t);
+            t = next_after(cron, t);
             if t > finished {
                 break;
             }
@@ -138,11 +115,4 @@ pub async fn run(
     }
     tracing::info!("scheduler stopped");
     dispatcher
-}
-
-/// How long until `expr` next fires after now (for status pages and tests).
-pub fn until_next(expr: &str) -> anyhow::Result<Duration> {
-    let cron = parse_cron(expr).map_err(|e| anyhow::anyhow!("cron expression {expr:?}: {e}"))?;
-    let now = Utc::now();
-    Ok((next_after(&cron, now) - now).to_std().unwrap_or_default())
 }

@@ -53,7 +53,10 @@ pub struct Server {
 
 #[derive(Debug, Clone)]
 pub struct Scheduler {
+    /// The expression as written.
     pub cron: String,
+    /// It parsed, and it fires at some time after the config was loaded.
+    pub schedule: croner::Cron,
 }
 
 /// One HubSpot account (portal) and the app whose secret signs its workflow webhooks.

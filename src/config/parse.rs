@@ -464,19 +464,22 @@ fn read_server(ctx: &mut Ctx, top: &TableReader, base_dir: &Path) -> Option<Serv
 }
 
 fn read_scheduler(ctx: &mut Ctx, top: &TableReader) -> Option<Scheduler> {
+    let default = || {
+        let schedule = parse_cron(DEFAULT_CRON).expect("the default cron parses");
+        (DEFAULT_CRON.to_string(), schedule)
+    };
     let (table, at) = match sub_table(ctx, top, "scheduler") {
         Ok(Some(t)) => t,
         Ok(None) => {
-            return Some(Scheduler {
-                cron: DEFAULT_CRON.into(),
-            });
+            let (cron, schedule) = default();
+            return Some(Scheduler { cron, schedule });
         }
         Err(()) => return None,
     };
     let r = TableReader::new(ctx, "[scheduler]".into(), table, at, SCHEDULER_KEYS);
     let cron = match r.string(ctx, "cron") {
-        Some((s, at)) => match check_cron(&s) {
-            Ok(()) => Some(s),
+        Some((s, at)) => match parse_cron(&s) {
+            Ok(schedule) => Some((s, schedule)),
             Err(why) => {
                 ctx.error(
                     at,
@@ -487,10 +490,11 @@ fn read_scheduler(ctx: &mut Ctx, top: &TableReader) -> Option<Scheduler> {
                 None
             }
         },
-        None if r.get("cron").is_none() => Some(DEFAULT_CRON.into()),
+        None if r.get("cron").is_none() => Some(default()),
         None => None,
     };
-    Some(Scheduler { cron: cron? })
+    let (cron, schedule) = cron?;
+    Some(Scheduler { cron, schedule })
 }
 
 fn read_model(ctx: &mut Ctx, top: &TableReader) -> Option<crate::model::ModelConfig> {
@@ -885,8 +889,19 @@ fn check_http_url(raw: &str) -> Result<String, &'static str> {
     Ok(raw.trim_end_matches('/').to_string())
 }
 
-fn check_cron(expr: &str) -> Result<(), String> {
-    crate::scheduler::parse_cron(expr).map(|_| ())
+/// A six-field (seconds first) cron expression that fires at some time after now; the error
+/// says why not.
+fn parse_cron(expr: &str) -> Result<croner::Cron, String> {
+    let cron = croner::parser::CronParser::builder()
+        .seconds(croner::parser::Seconds::Required)
+        .dom_and_dow(true)
+        .build()
+        .parse(expr)
+        .map_err(|e| e.to_string().trim_end_matches('.').to_string())?;
+    match cron.find_next_occurrence(&chrono::Utc::now(), false) {
+        Ok(_) => Ok(cron),
+        Err(_) => Err("it never fires after now (check the day of month, month and year)".into()),
+    }
 }
 
 pub(crate) fn is_url_safe_id(id: &str) -> bool {

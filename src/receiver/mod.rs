@@ -6,11 +6,11 @@
 //! the receipt is durable; 503 when it cannot be, so HubSpot retries).
 
 pub mod payload;
+pub mod refusal;
 pub mod signature;
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
@@ -22,9 +22,10 @@ use serde_json::json;
 use ulid::Ulid;
 
 use crate::config::ConfigHandle;
-use crate::datasets::inbox::{Inbox, Receipt, StoreError, Stored};
+use crate::datasets::inbox::{Inbox, Receipt, Stored};
 use crate::metrics::Metrics;
 use crate::time::now_ms;
+use refusal::{BODY_READ_TIMEOUT, Refusal, RefusalLog};
 
 /// What the handlers share.
 #[derive(Clone)]
@@ -42,48 +43,8 @@ pub struct AppState {
 /// Bodies read at once (see [`AppState::bodies`]); more posts wait up to a second, then
 /// get 503 and HubSpot retries.
 pub const BODIES_IN_FLIGHT: usize = 128;
-/// A body not fully received by then gets 408 (HubSpot itself gives up after 30 s).
-const BODY_READ_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Refused posts, logged so that whoever wires a workflow sees why HubSpot got a 4xx, but at
-/// most once a minute per webhook and reason (a misconfigured workflow refuses every post).
-#[derive(Default)]
-pub struct RefusalLog(Mutex<HashMap<(String, String), (Instant, u64)>>);
-
-const REFUSAL_LOG_EVERY: Duration = Duration::from_secs(60);
-
-impl RefusalLog {
-    fn warn(&self, webhook: &str, reason: &str, status: StatusCode, message: &str) {
-        let mut seen = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        // Webhook ids come from the URL: bound what strangers can make us remember.
-        if seen.len() >= 1024 {
-            seen.clear();
-        }
-        let now = Instant::now();
-        let key = (webhook.to_string(), reason.to_string());
-        let suppressed = match seen.get_mut(&key) {
-            Some((last, n)) if now.duration_since(*last) < REFUSAL_LOG_EVERY => {
-                *n += 1;
-                return;
-            }
-            Some((last, n)) => {
-                *last = now;
-                std::mem::take(n)
-            }
-            None => {
-                seen.insert(key, (now, 0));
-                0
-            }
-        };
-        tracing::warn!(
-            webhook,
-            reason,
-            status = status.as_u16(),
-            suppressed,
-            "refused a post: {message}"
-        );
-    }
-}
+/// How long a post waits for one of the [`BODIES_IN_FLIGHT`] before it is refused as busy.
+const BODY_PERMIT_WAIT: Duration = Duration::from_secs(1);
 
 /// The HTTP surface: webhooks, health, metrics, status.
 pub fn router(state: AppState) -> Router {
@@ -95,31 +56,7 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-fn reply(status: StatusCode, body: serde_json::Value) -> Response {
-    (status, axum::Json(body)).into_response()
-}
-
-/// Answer with an error; `detail` goes to the log only (never a secret).
-fn refuse(
-    state: &AppState,
-    webhook: &str,
-    status: StatusCode,
-    reason: &str,
-    message: &str,
-    detail: &str,
-) -> Response {
-    state.metrics.reject(reason);
-    if status.is_client_error() {
-        state
-            .refusals
-            .warn(webhook, reason, status, &format!("{message}{detail}"));
-    }
-    reply(
-        status,
-        json!({"status": "error", "reason": reason, "message": message}),
-    )
-}
-
+/// `POST /hooks/{webhook_id}`: the receipt's id, or the refusal, counted and logged.
 async fn receive(
     State(state): State<AppState>,
     Path(webhook_id): Path<String>,
@@ -127,19 +64,41 @@ async fn receive(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
+    match accept(&state, &webhook_id, &uri, &headers, body).await {
+        Ok(stored) => {
+            let (status, id) = match stored {
+                Stored::New(id) => ("accepted", id),
+                Stored::Duplicate(id) => ("duplicate", id),
+            };
+            let body = json!({"status": status, "receipt_id": id});
+            (StatusCode::OK, axum::Json(body)).into_response()
+        }
+        Err(refusal) => {
+            // Unknown ids are logged under one key, however many strangers try.
+            let webhook = match &refusal {
+                Refusal::UnknownWebhook { .. } => "(unknown)",
+                _ => webhook_id.as_str(),
+            };
+            state.refusals.record(&state.metrics, webhook, &refusal);
+            refusal.into_response()
+        }
+    }
+}
+
+/// The checks, cheapest first, then the store.
+async fn accept(
+    state: &AppState,
+    webhook_id: &str,
+    uri: &axum::http::Uri,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Stored, Refusal> {
     let config = state.config.load_full();
-    let Some(webhook) = config.webhook(&webhook_id) else {
-        // Logged under one key, however many ids strangers try.
-        let shown: String = webhook_id.chars().take(64).collect();
-        return refuse(
-            &state,
-            "(unknown)",
-            StatusCode::NOT_FOUND,
-            "unknown_webhook",
-            "no webhook with this id",
-            &format!(": {shown:?} (see `sendtime validate` for the configured ones)"),
-        );
-    };
+    let webhook = config
+        .webhook(webhook_id)
+        .ok_or_else(|| Refusal::UnknownWebhook {
+            id: webhook_id.chars().take(64).collect(),
+        })?;
     state.metrics.received.inc();
     let connector = config
         .connector(&webhook.connector)
@@ -150,53 +109,27 @@ async fn receive(
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
     if declared.is_some_and(|n| n > limit) {
-        return too_large(&state, &webhook.id, limit);
+        return Err(Refusal::TooLarge { limit });
     }
     let Ok(Ok(_permit)) =
-        tokio::time::timeout(Duration::from_secs(1), state.bodies.clone().acquire_owned()).await
+        tokio::time::timeout(BODY_PERMIT_WAIT, state.bodies.clone().acquire_owned()).await
     else {
-        let mut resp = refuse(
-            &state,
-            &webhook.id,
-            StatusCode::SERVICE_UNAVAILABLE,
-            "busy",
-            "too many posts being received at once",
-            "",
-        );
-        resp.headers_mut()
-            .insert(header::RETRY_AFTER, header::HeaderValue::from_static("5"));
-        return resp;
+        return Err(Refusal::Busy);
     };
-    let body = match tokio::time::timeout(BODY_READ_TIMEOUT, axum::body::to_bytes(body, limit))
-        .await
-    {
-        Ok(Ok(b)) => b,
-        Ok(Err(e)) => {
-            let too_big = std::error::Error::source(&e)
-                .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
-            if too_big {
-                return too_large(&state, &webhook.id, limit);
+    let body =
+        match tokio::time::timeout(BODY_READ_TIMEOUT, axum::body::to_bytes(body, limit)).await {
+            Ok(Ok(b)) => b,
+            Ok(Err(e)) => {
+                let too_big = std::error::Error::source(&e)
+                    .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
+                return Err(if too_big {
+                    Refusal::TooLarge { limit }
+                } else {
+                    Refusal::BodyUnreadable { why: e.to_string() }
+                });
             }
-            return refuse(
-                &state,
-                &webhook.id,
-                StatusCode::BAD_REQUEST,
-                "bad_body",
-                "the body could not be read (malformed chunked encoding, or the client went away)",
-                &format!(": {e}"),
-            );
-        }
-        Err(_) => {
-            return refuse(
-                &state,
-                &webhook.id,
-                StatusCode::REQUEST_TIMEOUT,
-                "body_timeout",
-                &format!("the body did not arrive within {BODY_READ_TIMEOUT:?}"),
-                "",
-            );
-        }
-    };
+            Err(_) => return Err(Refusal::BodyTimeout),
+        };
 
     let now_ms = now_ms();
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
@@ -215,108 +148,48 @@ async fn receive(
         );
         "unsigned"
     } else {
-        let Some(secret) = connector.client_secret() else {
-            // Our misconfiguration, not the sender's: 503 so HubSpot keeps the contact and retries.
-            tracing::error!(
-                connector = %connector.id,
-                "cannot verify a post: {} is not set", connector.client_secret_env
-            );
-            return refuse(
-                &state,
-                &webhook.id,
-                StatusCode::SERVICE_UNAVAILABLE,
-                "no_secret",
-                "this connector has no client secret configured",
-                "",
-            );
-        };
+        let secret = connector.client_secret().ok_or_else(|| Refusal::NoSecret {
+            connector: connector.id.clone(),
+            env: connector.client_secret_env.clone(),
+        })?;
         // The URL HubSpot called: public_url plus the path and query as received.
         let called = format!(
             "{}{}",
             config.server.public_url,
             uri.path_and_query().map_or("/", |pq| pq.as_str())
         );
-        match signature::verify(
+        signature::verify(
             secret.as_bytes(),
             "POST",
             &called,
             &body,
             sig_headers,
             now_ms,
-        ) {
-            Ok(v) => v.as_str(),
-            Err(e) => {
-                // The URL checked against is what goes wrong when public_url is off.
-                return refuse(
-                    &state,
-                    &webhook.id,
-                    StatusCode::UNAUTHORIZED,
-                    e.label(),
-                    &e.to_string(),
-                    &format!(
-                        " (checked as POST {called}; is server.public_url the address HubSpot calls, and the connector's client secret its app's?)"
-                    ),
-                );
-            }
-        }
+        )
+        .map_err(|error| Refusal::Signature {
+            error,
+            checked: format!("POST {called}"),
+        })?
+        .as_str()
     };
 
-    let contact = match payload::parse(&body) {
-        Ok(c) => c,
-        Err(e) => {
-            let reason = match e {
-                payload::PayloadError::NotJson(_) => "bad_json",
-                payload::PayloadError::NoContact => "no_contact",
-            };
-            return refuse(
-                &state,
-                &webhook.id,
-                StatusCode::BAD_REQUEST,
-                reason,
-                &e.to_string(),
-                "",
-            );
-        }
-    };
+    let contact = payload::parse(&body)?;
     // What the dispatch will need: refused now, HubSpot shows why in the workflow's history;
     // accepted, the contact could only fail later where nobody looks.
-    let missing = if webhook.kind.enrolls() {
-        contact.email.is_none().then_some((
-            "no_email",
-            "the body has no email address, which enrolling into a workflow needs (HubSpot \
-             enrolls by email); include the email property in the workflow's webhook",
-        ))
-    } else {
-        contact.contact_id.is_none().then_some((
-            "no_record_id",
-            "the body has no contact record id, which adding to a list needs; include the \
-             contact id (hs_object_id or vid) in the workflow's webhook",
-        ))
-    };
-    if let Some((reason, message)) = missing {
-        return refuse(
-            &state,
-            &webhook.id,
-            StatusCode::BAD_REQUEST,
-            reason,
-            message,
-            "",
-        );
+    if webhook.kind.enrolls() && contact.email.is_none() {
+        return Err(Refusal::NoEmail);
+    }
+    if !webhook.kind.enrolls() && contact.contact_id.is_none() {
+        return Err(Refusal::NoRecordId);
     }
     if let Some(portal) = contact.portal_id
         && portal != connector.portal_id as i64
     {
-        return refuse(
-            &state,
-            &webhook.id,
-            StatusCode::UNAUTHORIZED,
-            "wrong_portal",
-            "the body's portal id is not this connector's portal",
-            &format!(
-                " ({portal}, connector {} has {})",
-                connector.id, connector.portal_id
-            ),
-        );
+        return Err(Refusal::WrongPortal {
+            portal,
+            connector: connector.id.clone(),
+            expected: connector.portal_id,
+        });
     }
 
     let receipt = Receipt {
@@ -330,51 +203,12 @@ async fn receive(
         signature: signature.to_string(),
         config: config.identity.clone(),
     };
-    match state.inbox.store(receipt).await {
-        Ok(Stored::New(id)) => {
-            state.metrics.accepted.inc();
-            reply(
-                StatusCode::OK,
-                json!({"status": "accepted", "receipt_id": id}),
-            )
-        }
-        Ok(Stored::Duplicate(id)) => {
-            state.metrics.duplicates.inc();
-            reply(
-                StatusCode::OK,
-                json!({"status": "duplicate", "receipt_id": id}),
-            )
-        }
-        Err(e) => {
-            let reason = match e {
-                StoreError::Busy => "store_busy",
-                StoreError::ShuttingDown => "shutting_down",
-                StoreError::Io => "store_error",
-            };
-            let mut resp = refuse(
-                &state,
-                &webhook.id,
-                StatusCode::SERVICE_UNAVAILABLE,
-                reason,
-                &e.to_string(),
-                "",
-            );
-            resp.headers_mut()
-                .insert(header::RETRY_AFTER, header::HeaderValue::from_static("5"));
-            resp
-        }
-    }
-}
-
-fn too_large(state: &AppState, webhook: &str, limit: usize) -> Response {
-    refuse(
-        state,
-        webhook,
-        StatusCode::PAYLOAD_TOO_LARGE,
-        "too_large",
-        &format!("body over the {limit}-byte limit (server.max_body_bytes)"),
-        "",
-    )
+    let stored = state.inbox.store(receipt).await?;
+    match &stored {
+        Stored::New(_) => state.metrics.accepted.inc(),
+        Stored::Duplicate(_) => state.metrics.duplicates.inc(),
+    };
+    Ok(stored)
 }
 
 async fn metrics(State(state): State<AppState>) -> Response {

@@ -1,0 +1,227 @@
+//! Why a post was not stored, as a type: each refusal knows its HTTP status, its reason label
+//! (the `reason` of `sendtime_webhooks_rejected_total` and of the JSON answer), the message
+//! HubSpot shows in the workflow's history, and what goes to our log only.
+//!
+//! 4xx tells HubSpot not to retry (the post itself is wrong); 503 asks it to retry, for
+//! anything on our side (no secret configured, the store busy or failing, shutting down).
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use super::payload::PayloadError;
+use super::signature::SignatureError;
+use crate::datasets::inbox::StoreError;
+use crate::metrics::Metrics;
+
+/// A body not fully received by then gets 408 (HubSpot itself gives up after 30 s).
+pub const BODY_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// What a 503 asks HubSpot to wait.
+const RETRY_AFTER_SECONDS: &str = "5";
+
+/// A refused post.
+#[derive(Debug, thiserror::Error)]
+pub enum Refusal {
+    #[error("no webhook with this id")]
+    UnknownWebhook {
+        /// The id asked for, cut to 64 characters (strangers choose it).
+        id: String,
+    },
+    #[error("body over the {limit}-byte limit (server.max_body_bytes)")]
+    TooLarge { limit: usize },
+    #[error("too many posts being received at once")]
+    Busy,
+    #[error("the body could not be read (malformed chunked encoding, or the client went away)")]
+    BodyUnreadable { why: String },
+    #[error("the body did not arrive within {BODY_READ_TIMEOUT:?}")]
+    BodyTimeout,
+    #[error("this connector has no client secret configured")]
+    NoSecret { connector: String, env: String },
+    #[error("{error}")]
+    Signature {
+        error: SignatureError,
+        /// The method and URL the signature was checked against.
+        checked: String,
+    },
+    #[error("{0}")]
+    Payload(PayloadError),
+    #[error(
+        "the body has no email address, which enrolling into a workflow needs (HubSpot \
+         enrolls by email); include the email property in the workflow's webhook"
+    )]
+    NoEmail,
+    #[error(
+        "the body has no contact record id, which adding to a list needs; include the \
+         contact id (hs_object_id or vid) in the workflow's webhook"
+    )]
+    NoRecordId,
+    #[error("the body's portal id is not this connector's portal")]
+    WrongPortal {
+        portal: i64,
+        connector: String,
+        expected: u64,
+    },
+    #[error("{0}")]
+    Store(StoreError),
+}
+
+impl Refusal {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Refusal::UnknownWebhook { .. } => StatusCode::NOT_FOUND,
+            Refusal::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Refusal::BodyUnreadable { .. }
+            | Refusal::Payload(_)
+            | Refusal::NoEmail
+            | Refusal::NoRecordId => StatusCode::BAD_REQUEST,
+            Refusal::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
+            Refusal::Signature { .. } | Refusal::WrongPortal { .. } => StatusCode::UNAUTHORIZED,
+            Refusal::Busy | Refusal::NoSecret { .. } | Refusal::Store(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+        }
+    }
+
+    /// Short label for metrics, logs and the answer's `reason`.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Refusal::UnknownWebhook { .. } => "unknown_webhook",
+            Refusal::TooLarge { .. } => "too_large",
+            Refusal::Busy => "busy",
+            Refusal::BodyUnreadable { .. } => "bad_body",
+            Refusal::BodyTimeout => "body_timeout",
+            Refusal::NoSecret { .. } => "no_secret",
+            Refusal::Signature { error, .. } => error.label(),
+            Refusal::Payload(PayloadError::NotJson(_)) => "bad_json",
+            Refusal::Payload(PayloadError::NoContact) => "no_contact",
+            Refusal::NoEmail => "no_email",
+            Refusal::NoRecordId => "no_record_id",
+            Refusal::WrongPortal { .. } => "wrong_portal",
+            Refusal::Store(StoreError::Busy) => "store_busy",
+            Refusal::Store(StoreError::ShuttingDown) => "shutting_down",
+            Refusal::Store(StoreError::Io) => "store_error",
+        }
+    }
+
+    /// What goes to the log after the message, never to the sender (it may say how we are
+    /// configured); never a secret.
+    pub fn detail(&self) -> String {
+        match self {
+            Refusal::UnknownWebhook { id } => {
+                format!(": {id:?} (see `sendtime validate` for the configured ones)")
+            }
+            Refusal::BodyUnreadable { why } => format!(": {why}"),
+            Refusal::Signature { checked, .. } => format!(
+                " (checked as {checked}; is server.public_url the address HubSpot calls, and the connector's client secret its app's?)"
+            ),
+            Refusal::WrongPortal {
+                portal,
+                connector,
+                expected,
+            } => format!(" ({portal}, connector {connector} has {expected})"),
+            Refusal::NoSecret { connector, env } => {
+                format!(" (connector {connector}: {env} is not set)")
+            }
+            _ => String::new(),
+        }
+    }
+
+    /// Logged on every post, not once a minute: our misconfiguration loses nothing (HubSpot
+    /// retries) but needs fixing now.
+    pub fn is_ours(&self) -> bool {
+        matches!(self, Refusal::NoSecret { .. })
+    }
+}
+
+impl From<StoreError> for Refusal {
+    fn from(e: StoreError) -> Self {
+        Refusal::Store(e)
+    }
+}
+
+impl From<PayloadError> for Refusal {
+    fn from(e: PayloadError) -> Self {
+        Refusal::Payload(e)
+    }
+}
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let body = json!({"status": "error", "reason": self.label(), "message": self.to_string()});
+        let mut response = (status, axum::Json(body)).into_response();
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            // HubSpot honours Retry-After on a 503.
+            response.headers_mut().insert(
+                header::RETRY_AFTER,
+                HeaderValue::from_static(RETRY_AFTER_SECONDS),
+            );
+        }
+        response
+    }
+}
+
+/// Refused posts, counted and logged in one place. The log says why HubSpot got a 4xx to
+/// whoever wires a workflow, but at most once a minute per webhook and reason (a
+/// misconfigured workflow refuses every post).
+#[derive(Default)]
+pub struct RefusalLog(Mutex<HashMap<LogKey, (Instant, u64)>>);
+
+/// (webhook id, reason label).
+type LogKey = (String, &'static str);
+
+const REFUSAL_LOG_EVERY: Duration = Duration::from_secs(60);
+
+impl RefusalLog {
+    /// Count `refusal` and log it (rate-limited) when it is worth a person's attention.
+    pub fn record(&self, metrics: &Metrics, webhook: &str, refusal: &Refusal) {
+        let reason = refusal.label();
+        metrics.reject(reason);
+        let status = refusal.status();
+        if refusal.is_ours() {
+            tracing::error!(
+                webhook,
+                reason,
+                status = status.as_u16(),
+                "refused a post: {refusal}{}",
+                refusal.detail()
+            );
+            return;
+        }
+        if !status.is_client_error() {
+            return;
+        }
+        let mut seen = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        // Webhook ids come from the URL: bound what strangers can make us remember.
+        if seen.len() >= 1024 {
+            seen.clear();
+        }
+        let now = Instant::now();
+        let suppressed = match seen.get_mut(&(webhook.to_string(), reason)) {
+            Some((last, n)) if now.duration_since(*last) < REFUSAL_LOG_EVERY => {
+                *n += 1;
+                return;
+            }
+            Some((last, n)) => {
+                *last = now;
+                std::mem::take(n)
+            }
+            None => {
+                seen.insert((webhook.to_string(), reason), (now, 0));
+                0
+            }
+        };
+        tracing::warn!(
+            webhook,
+            reason,
+            status = status.as_u16(),
+            suppressed,
+            "refused a post: {refusal}{}",
+            refusal.detail()
+        );
+    }
+}
