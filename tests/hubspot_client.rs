@@ -187,7 +187,9 @@ async fn ten_secondly_429_with_and_without_retry_after() {
         }
         other => panic!("expected RateLimited, got {other:?}"),
     }
-    // Scripted rules apply in order: the first has been used up.
+    // Scripted rules apply in order: the first has been used up. The client's next call
+    // waits out the Retry-After first (every caller of the connector does).
+    let started = std::time::Instant::now();
     match c.enroll(1, "a@example.com").await.unwrap_err() {
         ApiError::RateLimited {
             policy: RatePolicy::TenSecondly,
@@ -196,7 +198,11 @@ async fn ten_secondly_429_with_and_without_retry_after() {
         } => {}
         other => panic!("expected RateLimited without Retry-After, got {other:?}"),
     }
+    assert!(started.elapsed() >= Duration::from_millis(2900));
+    // Without Retry-After: the interval HubSpot's headers give (the stand-in's ten seconds).
+    let started = std::time::Instant::now();
     c.enroll(1, "a@example.com").await.unwrap();
+    assert!(started.elapsed() >= Duration::from_millis(9900));
 }
 
 #[tokio::test]
@@ -491,8 +497,8 @@ async fn the_limiter_keeps_a_client_under_the_standins_limit() {
         },
     )
     .unwrap();
+    // Every call waits for the limiter by itself.
     for _ in 0..24 {
-        c.ready().await;
         c.enrollments(1).await.unwrap();
     }
     assert!(s.log().iter().all(|e| e.status == Some(200)));

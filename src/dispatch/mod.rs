@@ -10,8 +10,8 @@
 //! followed by a durable result row; after a crash, receipts whose last call has no result are
 //! "in doubt" and their contact's enrollments are read before an enrollment is sent again.
 
+mod connector;
 pub mod ids;
-mod pause;
 mod planning;
 pub mod profiles;
 pub mod send;
@@ -27,27 +27,25 @@ use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 
 use crate::clock::Clock;
-use crate::config::{Config, Connector, Target};
+use crate::config::{Config, Target};
 use crate::datasets::outcomes::{self, Action, OutcomeLog, OutcomeRow, OutcomeWriter, Status};
 use crate::datasets::pending::{Contact, PendingSet};
 use crate::datasets::{inbox, plan};
-use crate::hubspot::client::DEFAULT_TIMEOUT;
-use crate::hubspot::{Client, ClientOptions};
 use crate::metrics::Metrics;
 use crate::store::{Dataset, lock_file};
 use crate::time::{MINUTE_MS, format_rfc3339_ms};
 
+use connector::Link;
+pub use connector::TIMEOUT_ENV;
 use ids::{IdSet, ReceiptId};
 use profiles::ProfileCache;
-use send::{Ctx, Link, Next, Pending};
+use send::{Ctx, Next, Pending};
 
 /// Calls (or list batches) in flight at once across all connectors. Enough to keep a 250/10 s
 /// limit busy while HubSpot takes a few seconds per answer; the limiter does the pacing.
 pub const MAX_IN_FLIGHT: usize = 96;
 /// A retry that would wait longer than this is left to a later tick, so one tick stays short.
 pub const IN_TICK_RETRY_HORIZON: Duration = Duration::from_secs(30);
-/// Environment variable: HubSpot request timeout in milliseconds (default 30 s).
-pub const TIMEOUT_ENV: &str = "SENDTIME_HUBSPOT_TIMEOUT_MS";
 
 /// What one tick did.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -334,60 +332,6 @@ impl Dispatcher {
         }
     }
 
-    /// The connector's client, rebuilt when its settings change (its limiter is kept otherwise,
-    /// so pacing carries across ticks).
-    fn link(&mut self, connector: &Connector) -> anyhow::Result<Arc<Link>> {
-        let key = format!(
-            "{}|{}|{}",
-            connector.api_base, connector.access_token_env, connector.requests_per_10s
-        );
-        if let Some((k, link)) = self.links.get(&connector.id)
-            && *k == key
-        {
-            return Ok(link.clone());
-        }
-        let timeout = std::env::var(TIMEOUT_ENV)
-            .ok()
-            .and_then(|v| v.parse::<u64>().ok())
-            .map_or(DEFAULT_TIMEOUT, Duration::from_millis);
-        let token = connector.access_token().with_context(|| {
-            format!(
-                "connector {:?}: environment variable {} (access_token_env) is not set; \
-                 set it to the HubSpot private app token, or set dry_run = true",
-                connector.id, connector.access_token_env
-            )
-        })?;
-        let client = Client::new(
-            &connector.api_base,
-            &token,
-            ClientOptions {
-                timeout,
-                requests_per_10s: connector.requests_per_10s,
-            },
-        )?;
-        let link = Arc::new(Link::new(connector.id.clone(), client));
-        // New settings do not lift HubSpot's daily limit: keep a pause it imposed, in this
-        // process or (`sendtime tick` runs once a minute) an earlier one. A refused-token
-        // pause is dropped: the new settings may name a token that works.
-        if let Some((_, old)) = self.links.get(&connector.id) {
-            let daily = old.daily_pause();
-            if daily.is_none() {
-                self.metrics.connector_paused(&connector.id).set(0);
-            }
-            *link.paused_until.lock().unwrap() = daily;
-        } else if let Some(until) = self.stored_pause(&connector.id) {
-            *link.paused_until.lock().unwrap() = Some(until);
-            self.metrics.connector_paused(&connector.id).set(1);
-            tracing::warn!(
-                connector = %connector.id,
-                until = %crate::time::format_minute(until),
-                "HubSpot's daily API limit was reached before this run: connector paused until then; contacts stay queued"
-            );
-        }
-        self.links.insert(connector.id.clone(), (key, link.clone()));
-        Ok(link)
-    }
-
     async fn dispatch(
         &mut self,
         config: &Config,
@@ -449,7 +393,7 @@ impl Dispatcher {
                     continue;
                 }
             };
-            if let Some(until) = link.paused_until().filter(|t| *t > now) {
+            if let Some(until) = link.paused_at(now) {
                 later.push((item, until));
                 continue;
             }

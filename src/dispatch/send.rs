@@ -7,27 +7,22 @@
 //! does not cause a second email.
 
 use std::num::NonZeroU64;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use tokio::sync::watch;
 use tokio::time::Instant;
 
+use super::connector::Link;
 use super::ids::ReceiptId;
 use crate::clock::Clock;
 use crate::datasets::outcomes::{Action, OutcomeLog, OutcomeRow, Status};
-use crate::hubspot::{ApiError, Client, RatePolicy};
+use crate::hubspot::client::Admitted;
+use crate::hubspot::policy::{self, Backoff};
+use crate::hubspot::{ApiError, RatePolicy};
 use crate::metrics::Metrics;
-use crate::time::{HOUR_MS, MINUTE_MS};
-
-/// Transient failures (5xx, timeouts) of one receipt's calls after which the next is final;
-/// rate limits and refused tokens do not count.
-pub const MAX_ATTEMPTS: u32 = 12;
-/// Backoff cap between transient retries.
-pub const MAX_BACKOFF: Duration = Duration::from_secs(300);
-/// How long a connector whose token HubSpot refused waits before trying once more.
-pub const AUTH_PAUSE_MS: i64 = 5 * MINUTE_MS;
+use crate::time::MINUTE_MS;
 
 /// A planned receipt waiting to be dispatched. Compact on purpose (no `String`s of its own):
 /// a million of these wait in memory between ticks.
@@ -41,8 +36,8 @@ pub struct Pending {
     pub due_at_ms: i64,
     /// Calls made so far.
     pub attempts: u32,
-    /// Calls that failed in a way worth retrying (5xx, timeouts): what [`MAX_ATTEMPTS`]
-    /// limits. Rate limits and refused tokens are the connector's state, not the contact's,
+    /// Calls that failed in a way worth retrying (5xx, timeouts): what
+    /// [`Backoff::DISPATCH`] limits. Rate limits and refused tokens are the connector's state, not the contact's,
     /// and do not count.
     pub failures: u8,
     /// An earlier call may have reached HubSpot without an answer.
@@ -61,42 +56,6 @@ pub enum Next {
     Done(Status),
     /// Back in the queue until this instant (clock ms).
     Again(i64),
-}
-
-/// One connector's client and what the dispatcher learned about it across ticks.
-pub struct Link {
-    pub id: String,
-    pub client: Client,
-    /// Set by a DAILY 429 or a refused token: nothing is sent through this connector before
-    /// this (clock ms).
-    pub paused_until: Mutex<Option<i64>>,
-    /// The pause is for a refused token, not the daily limit: it is not kept for the next
-    /// process or new settings, since a fixed token should work at once.
-    pub auth_pause: AtomicBool,
-    /// Largest list batch HubSpot accepted after refusing a larger one.
-    pub learned_batch: AtomicUsize,
-}
-
-impl Link {
-    pub fn new(id: String, client: Client) -> Link {
-        Link {
-            id,
-            client,
-            paused_until: Mutex::new(None),
-            auth_pause: AtomicBool::new(false),
-            learned_batch: AtomicUsize::new(usize::MAX),
-        }
-    }
-
-    pub fn paused_until(&self) -> Option<i64> {
-        *self.paused_until.lock().unwrap()
-    }
-
-    /// A daily-limit pause, the kind that outlasts the process.
-    pub fn daily_pause(&self) -> Option<i64> {
-        self.paused_until()
-            .filter(|_| !self.auth_pause.load(Ordering::Relaxed))
-    }
 }
 
 /// What every task shares.
@@ -138,14 +97,12 @@ impl Ctx {
         }
     }
 
-    /// Why not to call now: stopping, or the connector is paused for the day.
-    fn halt(&self, link: &Link) -> Option<Next> {
-        if *self.stop.borrow() {
-            return Some(Next::Again(self.now()));
-        }
-        link.paused_until()
-            .filter(|t| *t > self.now())
-            .map(Next::Again)
+    /// The limiter's permission for one call through `link`; when stopping, or the
+    /// connector is paused, before or after the wait: until when the work stays queued.
+    async fn admit<'l>(&self, link: &'l Link) -> Result<Admitted<'l>, Next> {
+        link.admit(|| self.now(), || *self.stop.borrow())
+            .await
+            .map_err(Next::Again)
     }
 
     /// Sleep `d` unless shutting down first; false when interrupted.
@@ -164,86 +121,41 @@ impl Ctx {
     /// included.
     fn decide(&self, link: &Link, e: &ApiError, failures: u32) -> Decision {
         let fits = |d: Duration| Instant::now() + d <= self.horizon;
+        let wait = |d: Duration| {
+            if fits(d) {
+                Decision::Retry(d)
+            } else {
+                Decision::Later(self.now() + d.as_millis() as i64)
+            }
+        };
         match e {
+            // The client holds the connector's limiter for this long already.
             ApiError::RateLimited {
                 policy: RatePolicy::TenSecondly,
                 retry_after,
                 ..
-            } => {
-                let wait = retry_after.unwrap_or(crate::hubspot::client::TEN_SECONDS);
-                link.client.limiter().pause_for(wait);
-                if fits(wait) {
-                    Decision::Retry(wait)
-                } else {
-                    Decision::Later(self.now() + wait.as_millis() as i64)
-                }
-            }
+            } => wait(policy::rate_limit_wait(
+                *retry_after,
+                link.client.last_rate_limit(),
+            )),
             ApiError::RateLimited {
                 policy: RatePolicy::Daily,
                 ..
-            } => {
-                // HubSpot resets the daily limit at midnight in the account's time zone, which
-                // we do not know; time-zone midnights fall on whole hours, so try again then.
-                let now = self.now();
-                let until = (now.div_euclid(HOUR_MS) + 1) * HOUR_MS;
-                let mut paused = link.paused_until.lock().unwrap();
-                if paused.is_none_or(|t| t < until) {
-                    if paused.is_none() {
-                        tracing::warn!(
-                            connector = %link.id,
-                            until = %crate::time::format_minute(until),
-                            "HubSpot daily API limit reached: connector paused until the next hour, when it tries again; contacts stay queued"
-                        );
-                        self.metrics.connector_paused(&link.id).set(1);
-                    }
-                    *paused = Some(until);
-                    link.auth_pause.store(false, Ordering::Relaxed);
-                }
-                Decision::Later(until)
-            }
-            // The token, not the contact: every call through this connector would fail the
-            // same way, so hold them all rather than fail the whole queue.
+            } => Decision::Later(link.pause_for_the_day(self.now(), &self.metrics)),
+            // The token, not the contact: held by the pause while this process runs.
             ApiError::Permanent {
                 status: status @ (401 | 403),
                 message,
                 ..
             } => {
-                let until = self.now() + AUTH_PAUSE_MS;
-                let mut paused = link.paused_until.lock().unwrap();
-                if paused.is_none() {
-                    tracing::error!(
-                        connector = %link.id,
-                        until = %crate::time::format_minute(until),
-                        "HubSpot refused the connector's access token ({status}: {message}): connector paused and contacts stay queued; set a valid private app token in the connector's access_token_env and restart (it tries once more at the time shown)"
-                    );
-                    self.metrics.connector_paused(&link.id).set(1);
-                    link.auth_pause.store(true, Ordering::Relaxed);
-                    *paused = Some(until);
-                }
-                // Held by the pause while this process runs; not after it, like the pause.
+                link.pause_for_the_token(self.now(), *status, message, &self.metrics);
                 Decision::Later(self.now())
             }
-            ApiError::Transient { .. } => {
-                if failures >= MAX_ATTEMPTS {
-                    return Decision::GiveUp;
-                }
-                let d = backoff(failures);
-                if fits(d) {
-                    Decision::Retry(d)
-                } else {
-                    Decision::Later(self.now() + d.as_millis() as i64)
-                }
-            }
+            ApiError::Transient { .. } if Backoff::DISPATCH.exhausted(failures) => Decision::GiveUp,
+            ApiError::Transient { .. } => wait(Backoff::DISPATCH.wait(failures)),
             ApiError::Permanent { .. } | ApiError::BatchTooLarge { .. } => Decision::GiveUp,
         }
     }
-}
-
-/// Exponential backoff with jitter: about 1 s, 2 s, 4 s ... capped at [`MAX_BACKOFF`], each
-/// drawn from half to one and a half times that, so retries from many contacts spread out.
-pub fn backoff(attempts: u32) -> Duration {
-    let base = Duration::from_secs(1u64 << attempts.saturating_sub(1).min(16)).min(MAX_BACKOFF);
-    base.mul_f64(0.5 + fastrand::f64())
 }
 
 fn row(
@@ -354,18 +266,15 @@ pub async fn enroll(
         return done_if_recorded(&ctx, r, item).await;
     };
     loop {
-        if let Some(next) = ctx.halt(&link) {
-            return (item, next);
-        }
-        link.client.ready().await;
-        if let Some(next) = ctx.halt(&link) {
-            return (item, next);
-        }
+        let call = match ctx.admit(&link).await {
+            Ok(call) => call,
+            Err(next) => return (item, next),
+        };
         if item.in_doubt
             && let Some(vid) = item.contact_id.filter(|v| *v > 0)
         {
             let earlier = item.doubt_workflow.map(NonZeroU64::get);
-            match link.client.enrollments(vid as u64).await {
+            match call.enrollments(vid as u64).await {
                 Ok(ref workflows)
                     if let Some(w) = workflows
                         .iter()
@@ -426,7 +335,7 @@ pub async fn enroll(
             item.attempts -= 1;
             return (item, Next::Again(ctx.now() + MINUTE_MS));
         }
-        match link.client.enroll(workflow, &email).await {
+        match call.enroll(workflow, &email).await {
             Ok(()) => {
                 let mut r = row(
                     &item,
@@ -509,15 +418,13 @@ pub async fn list_add(
             continue;
         }
         loop {
-            if let Some(next) = ctx.halt(&link) {
-                out.extend(chunk.into_iter().map(|i| (i, next)));
-                continue 'chunks;
-            }
-            link.client.ready().await;
-            if let Some(next) = ctx.halt(&link) {
-                out.extend(chunk.into_iter().map(|i| (i, next)));
-                continue 'chunks;
-            }
+            let call = match ctx.admit(&link).await {
+                Ok(call) => call,
+                Err(next) => {
+                    out.extend(chunk.into_iter().map(|i| (i, next)));
+                    continue 'chunks;
+                }
+            };
             let now = ctx.now();
             for i in &mut chunk {
                 i.attempts += 1;
@@ -537,7 +444,7 @@ pub async fn list_add(
                 .iter()
                 .map(|i| i.contact_id.unwrap_or_default().to_string())
                 .collect();
-            match link.client.add_to_list(&list_id, &ids).await {
+            match call.add_to_list(&list_id, &ids).await {
                 Ok(result) => {
                     let missing: std::collections::HashSet<&String> =
                         result.record_ids_missing.iter().collect();

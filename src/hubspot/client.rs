@@ -6,32 +6,27 @@
 //! status codes. The client does not retry by itself: callers own their retry policy, so a
 //! dispatcher can keep other contacts moving while one waits.
 //!
-//! Rate limiting is cooperative: callers await [`Client::ready`] (the connector's [`Limiter`])
-//! before each call; every response's `X-HubSpot-RateLimit-*` headers are fed back into it so a
-//! nearly spent window slows everyone sharing the token down before HubSpot answers 429.
+//! Every call first waits for the connector's [`Limiter`] (shared by every clone of the
+//! client), so no caller can forget it; every response's `X-HubSpot-RateLimit-*` headers are
+//! fed back into it so a nearly spent window slows everyone sharing the token down before
+//! HubSpot answers 429, and a ten-secondly 429 holds them all for the wait [`policy`] gives.
 
 use std::fmt;
-use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context;
-use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
-use reqwest::header::{HeaderMap, RETRY_AFTER};
+use reqwest::header::HeaderMap;
 use reqwest::{Method, StatusCode, Url};
 use serde::{Deserialize, Serialize};
-use tokio::time::Instant;
 
+use super::limiter::Limiter;
+use super::policy::{self, MAX_HEADER_WAIT};
 use crate::config::Connector;
 
 /// HubSpot closes its side after 30 s anyway; waiting longer only holds a slot.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
-/// The length of HubSpot's rolling burst window.
-pub const TEN_SECONDS: Duration = Duration::from_secs(10);
-/// The longest wait a response header (`Retry-After`, the rate-limit interval) is taken at:
-/// a larger value is a broken header, not a plan, and must not stall a connector for years.
-const MAX_HEADER_WAIT: Duration = Duration::from_secs(3600);
 /// HubSpot's largest page for the email events API.
 pub const MAX_EVENTS_PAGE: u32 = 1000;
 
@@ -325,7 +320,7 @@ impl Client {
         let token = connector.access_token().with_context(|| {
             format!(
                 "connector {:?}: environment variable {} (access_token_env) is not set; \
-                 set it to the HubSpot private app token",
+                 set it to the HubSpot access token (or, for the dispatcher, set dry_run = true)",
                 connector.id, connector.access_token_env
             )
         })?;
@@ -339,83 +334,42 @@ impl Client {
         )
     }
 
-    /// The limiter shared by every clone of this client.
-    pub fn limiter(&self) -> &Arc<Limiter> {
-        &self.limiter
-    }
-
-    /// Wait until the limiter allows one more call. Await this before every call.
-    pub async fn ready(&self) {
-        self.limiter.until_ready().await;
-    }
-
     /// The rate-limit headers of the most recent response that had them.
     pub fn last_rate_limit(&self) -> Option<RateLimit> {
         *self.last_rate.lock().unwrap()
     }
 
-    /// One page of email events (`GET /email/public/v1/events`), newest first.
+    /// Wait for the limiter's permission for one call. The client's own methods do this; a
+    /// caller that must act between the permission and the call (the dispatcher makes its
+    /// `attempting` row durable, and checks it should still call) takes the permission here
+    /// and calls through it.
+    pub async fn admit(&self) -> Admitted<'_> {
+        self.limiter.until_ready().await;
+        Admitted { client: self }
+    }
+
+    /// [`Admitted::email_events`], once admitted.
     pub async fn email_events(&self, query: &EventsQuery) -> Result<EventsPage, ApiError> {
-        let mut url = self.url("/email/public/v1/events");
-        {
-            let mut q = url.query_pairs_mut();
-            if let Some(s) = query.start_ms {
-                q.append_pair("startTimestamp", &s.to_string());
-            }
-            if let Some(e) = query.end_ms {
-                q.append_pair("endTimestamp", &e.to_string());
-            }
-            if let Some(t) = &query.event_type {
-                q.append_pair("eventType", t);
-            }
-            q.append_pair("limit", &query.limit.clamp(1, MAX_EVENTS_PAGE).to_string());
-            if let Some(o) = &query.offset {
-                q.append_pair("offset", o);
-            }
-        }
-        let resp = self.send(Method::GET, url, None, None).await?;
-        json_body(resp).await
+        self.admit().await.email_events(query).await
     }
 
-    /// Enroll a contact, by email, into a workflow
-    /// (`POST /automation/v2/workflows/{id}/enrollments/contacts/{email}`).
+    /// [`Admitted::enroll`], once admitted.
     pub async fn enroll(&self, workflow_id: u64, email: &str) -> Result<(), ApiError> {
-        let email = utf8_percent_encode(email, PATH_SEGMENT);
-        let url = self.url(&format!(
-            "/automation/v2/workflows/{workflow_id}/enrollments/contacts/{email}"
-        ));
-        self.send(Method::POST, url, None, None).await?;
-        Ok(())
+        self.admit().await.enroll(workflow_id, email).await
     }
 
-    /// The workflows a contact (by vid) is currently enrolled in.
+    /// [`Admitted::enrollments`], once admitted.
     pub async fn enrollments(&self, vid: u64) -> Result<Vec<Workflow>, ApiError> {
-        let url = self.url(&format!(
-            "/automation/v2/workflows/enrollments/contacts/{vid}"
-        ));
-        let resp = self.send(Method::GET, url, None, None).await?;
-        json_body(resp).await
+        self.admit().await.enrollments(vid).await
     }
 
-    /// Add records to a MANUAL or SNAPSHOT list (`PUT /crm/v3/lists/{id}/memberships/add`).
-    /// Idempotent on HubSpot's side; a batch HubSpot finds too large comes back as
-    /// [`ApiError::BatchTooLarge`].
+    /// [`Admitted::add_to_list`], once admitted.
     pub async fn add_to_list(
         &self,
         list_id: &str,
         record_ids: &[String],
     ) -> Result<ListAddResult, ApiError> {
-        let list = utf8_percent_encode(list_id, PATH_SEGMENT);
-        let url = self.url(&format!("/crm/v3/lists/{list}/memberships/add"));
-        let body = serde_json::to_vec(record_ids).expect("strings serialize");
-        let resp = self
-            .send(Method::PUT, url, Some(body), Some(record_ids.len()))
-            .await?;
-        let bytes = resp.bytes().await.map_err(transport)?;
-        if bytes.iter().all(u8::is_ascii_whitespace) {
-            return Ok(ListAddResult::default());
-        }
-        serde_json::from_slice(&bytes).map_err(|e| bad_body(&e))
+        self.admit().await.add_to_list(list_id, record_ids).await
     }
 
     fn url(&self, path: &str) -> Url {
@@ -444,7 +398,92 @@ impl Client {
         if resp.status().is_success() {
             return Ok(resp);
         }
-        Err(classify(resp, batch).await)
+        let error = classify(resp, batch).await;
+        if let ApiError::RateLimited {
+            policy: RatePolicy::TenSecondly,
+            retry_after,
+            ..
+        } = &error
+        {
+            // Everyone sharing the connector backs off, not only this caller.
+            let wait = policy::rate_limit_wait(*retry_after, self.last_rate_limit());
+            self.limiter.pause_for(wait);
+        }
+        Err(error)
+    }
+}
+
+/// One call the connector's limiter has admitted, spent by the call made through it.
+pub struct Admitted<'c> {
+    client: &'c Client,
+}
+
+impl Admitted<'_> {
+    /// One page of email events (`GET /email/public/v1/events`), newest first.
+    pub async fn email_events(self, query: &EventsQuery) -> Result<EventsPage, ApiError> {
+        let mut url = self.client.url("/email/public/v1/events");
+        {
+            let mut q = url.query_pairs_mut();
+            if let Some(s) = query.start_ms {
+                q.append_pair("startTimestamp", &s.to_string());
+            }
+            if let Some(e) = query.end_ms {
+                q.append_pair("endTimestamp", &e.to_string());
+            }
+            if let Some(t) = &query.event_type {
+                q.append_pair("eventType", t);
+            }
+            q.append_pair("limit", &query.limit.clamp(1, MAX_EVENTS_PAGE).to_string());
+            if let Some(o) = &query.offset {
+                q.append_pair("offset", o);
+            }
+        }
+        let resp = self.client.send(Method::GET, url, None, None).await?;
+        json_body(resp).await
+    }
+
+    /// Enroll a contact, by email, into a workflow
+    /// (`POST /automation/v2/workflows/{id}/enrollments/contacts/{email}`).
+    pub async fn enroll(self, workflow_id: u64, email: &str) -> Result<(), ApiError> {
+        let email = utf8_percent_encode(email, PATH_SEGMENT);
+        let url = self.client.url(&format!(
+            "/automation/v2/workflows/{workflow_id}/enrollments/contacts/{email}"
+        ));
+        self.client.send(Method::POST, url, None, None).await?;
+        Ok(())
+    }
+
+    /// The workflows a contact (by vid) is currently enrolled in.
+    pub async fn enrollments(self, vid: u64) -> Result<Vec<Workflow>, ApiError> {
+        let url = self.client.url(&format!(
+            "/automation/v2/workflows/enrollments/contacts/{vid}"
+        ));
+        let resp = self.client.send(Method::GET, url, None, None).await?;
+        json_body(resp).await
+    }
+
+    /// Add records to a MANUAL or SNAPSHOT list (`PUT /crm/v3/lists/{id}/memberships/add`).
+    /// Idempotent on HubSpot's side; a batch HubSpot finds too large comes back as
+    /// [`ApiError::BatchTooLarge`].
+    pub async fn add_to_list(
+        self,
+        list_id: &str,
+        record_ids: &[String],
+    ) -> Result<ListAddResult, ApiError> {
+        let list = utf8_percent_encode(list_id, PATH_SEGMENT);
+        let url = self
+            .client
+            .url(&format!("/crm/v3/lists/{list}/memberships/add"));
+        let body = serde_json::to_vec(record_ids).expect("strings serialize");
+        let resp = self
+            .client
+            .send(Method::PUT, url, Some(body), Some(record_ids.len()))
+            .await?;
+        let bytes = resp.bytes().await.map_err(transport)?;
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Ok(ListAddResult::default());
+        }
+        serde_json::from_slice(&bytes).map_err(|e| bad_body(&e))
     }
 }
 
@@ -492,13 +531,7 @@ fn transport(e: reqwest::Error) -> ApiError {
 /// Sort a non-2xx answer into what the caller should do.
 async fn classify(resp: reqwest::Response, batch: Option<usize>) -> ApiError {
     let status = resp.status();
-    let retry_after = resp
-        .headers()
-        .get(RETRY_AFTER)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<f64>().ok())
-        .filter(|s| s.is_finite() && *s >= 0.0)
-        .map(|s| Duration::from_secs_f64(s.min(MAX_HEADER_WAIT.as_secs_f64())));
+    let retry_after = policy::retry_after(resp.headers());
     let text = resp.text().await.unwrap_or_default();
     let body: ErrorBody = serde_json::from_str(&text).unwrap_or_default();
     let message = body.message.clone().unwrap_or_else(|| {
@@ -557,114 +590,9 @@ fn says_too_large(message: &str) -> bool {
     .any(|p| m.contains(p))
 }
 
-/// Paces one connector's calls under its 10-second limit, and under what HubSpot's headers
-/// say is left (other tools may share the account's limit).
-pub struct Limiter {
-    gcra: DefaultDirectRateLimiter,
-    pace: Mutex<Pace>,
-}
-
-#[derive(Debug, Default)]
-struct Pace {
-    /// Nobody starts a call before this (set after a 429).
-    not_before: Option<Instant>,
-    /// Minimum gap between call starts while HubSpot says the window is nearly spent.
-    spacing: Option<Duration>,
-    last_start: Option<Instant>,
-}
-
-impl fmt::Debug for Limiter {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Limiter").field("pace", &self.pace).finish()
-    }
-}
-
-impl Limiter {
-    /// A limiter for `requests_per_10s` calls in any rolling 10 seconds.
-    ///
-    /// A token bucket lets a full burst plus a window's refill into one rolling window, so
-    /// calls are paced instead (burst of one), at the limit less a 2 % margin (at least one
-    /// call): HubSpot counts when a call arrives, not when it was allowed, and the time between
-    /// the two varies by a few milliseconds. For 190 per 10 s that is 18.6 calls per second,
-    /// 97.9 % of the limit, and never more than 187 in a window.
-    pub fn new(requests_per_10s: u32) -> Limiter {
-        let n = requests_per_10s.max(1);
-        let margin = (n / 50).max(1);
-        let rate = n.saturating_sub(margin + 1).max(1);
-        let period = TEN_SECONDS / rate;
-        let quota = Quota::with_period(period)
-            .expect("period is positive")
-            .allow_burst(NonZeroU32::new(1).expect("1 > 0"));
-        Limiter {
-            gcra: RateLimiter::direct(quota),
-            pace: Mutex::new(Pace::default()),
-        }
-    }
-
-    /// Wait for permission to start one call.
-    pub async fn until_ready(&self) {
-        loop {
-            let wait_until = {
-                let pace = self.pace.lock().unwrap();
-                let spaced = match (pace.spacing, pace.last_start) {
-                    (Some(gap), Some(last)) => Some(last + gap),
-                    _ => None,
-                };
-                [pace.not_before, spaced].into_iter().flatten().max()
-            };
-            match wait_until {
-                Some(t) if t > Instant::now() => tokio::time::sleep_until(t).await,
-                _ => break,
-            }
-        }
-        self.gcra.until_ready().await;
-        self.pace.lock().unwrap().last_start = Some(Instant::now());
-    }
-
-    /// Hold every caller for `wait` (after a 429, so the whole connector backs off).
-    pub fn pause_for(&self, wait: Duration) {
-        let until = Instant::now() + wait.min(MAX_HEADER_WAIT);
-        let mut pace = self.pace.lock().unwrap();
-        if pace.not_before.is_none_or(|t| t < until) {
-            pace.not_before = Some(until);
-        }
-    }
-
-    /// Take HubSpot's view of the window into account: when less than the 2 % our own pacing
-    /// leaves is left, spread the remaining calls over the interval instead of spending them.
-    pub fn observe(&self, rate: &RateLimit) {
-        let (Some(max), Some(remaining)) = (rate.max, rate.remaining) else {
-            return;
-        };
-        let interval = rate.interval.unwrap_or(TEN_SECONDS);
-        let mut pace = self.pace.lock().unwrap();
-        // Our own pacing leaves about 2 % of the window unused; less than that left means
-        // someone else shares the limit (or the window drifted): spread what remains.
-        let reserve = (max / 50).max(1);
-        pace.spacing = (remaining < reserve).then(|| interval / (remaining + 1));
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// A broken header must neither panic nor stall a connector for years.
-    #[test]
-    fn absurd_rate_limit_headers_are_capped() {
-        let mut h = HeaderMap::new();
-        h.insert(RateLimit::MAX, "190".parse().unwrap());
-        h.insert(RateLimit::REMAINING, "0".parse().unwrap());
-        h.insert(
-            RateLimit::INTERVAL_MS,
-            "18446744073709551615".parse().unwrap(),
-        );
-        let rate = RateLimit::from_headers(&h).unwrap();
-        assert_eq!(rate.interval, Some(MAX_HEADER_WAIT));
-        let limiter = Limiter::new(190);
-        limiter.observe(&rate);
-        limiter.pause_for(Duration::MAX);
-    }
 
     #[test]
     fn list_add_accepts_both_spellings() {
@@ -691,49 +619,5 @@ mod tests {
         )
         .unwrap();
         assert!(!format!("{c:?}").contains("pat-secret-123"));
-    }
-
-    #[tokio::test]
-    async fn limiter_paces_at_the_limit_less_a_margin() {
-        // 100 per 10 s: 97 per 10 s paced, about 103 ms apart, no burst beyond the first.
-        let limiter = Limiter::new(100);
-        let start = Instant::now();
-        limiter.until_ready().await;
-        assert!(start.elapsed() < Duration::from_millis(50));
-        for _ in 0..4 {
-            limiter.until_ready().await;
-        }
-        let took = start.elapsed();
-        assert!(
-            took >= Duration::from_millis(400) && took < Duration::from_millis(600),
-            "{took:?}"
-        );
-    }
-
-    #[tokio::test]
-    async fn limiter_spreads_calls_when_hubspot_says_the_window_is_nearly_spent() {
-        let limiter = Limiter::new(1000);
-        limiter.until_ready().await;
-        limiter.observe(&RateLimit {
-            max: Some(100),
-            remaining: Some(1),
-            interval: Some(Duration::from_millis(400)),
-            ..RateLimit::default()
-        });
-        let start = Instant::now();
-        limiter.until_ready().await;
-        assert!(
-            start.elapsed() >= Duration::from_millis(150),
-            "{:?}",
-            start.elapsed()
-        );
-        limiter.observe(&RateLimit {
-            max: Some(100),
-            remaining: Some(90),
-            ..RateLimit::default()
-        });
-        let start = Instant::now();
-        limiter.until_ready().await;
-        assert!(start.elapsed() < Duration::from_millis(50));
     }
 }

@@ -1,8 +1,11 @@
-//! Talking to HubSpot's API: [`client`] is what the importer and the dispatcher call; [`standin`]
-//! is a local HubSpot that tests and benchmarks call instead, with HubSpot's shapes, limits and
+//! Talking to HubSpot's API: [`client`] is what the importer and the dispatcher call, paced by
+//! its [`limiter`], and [`policy`] says how long failures make them wait; [`standin`] is a
+//! local HubSpot that tests and benchmarks call instead, with HubSpot's shapes, limits and
 //! failures, so the real client code is what gets exercised.
 
 pub mod client;
+pub mod limiter;
+pub mod policy;
 pub mod standin;
 
 pub use client::{ApiError, Client, ClientOptions, EmailEvent, EventsPage, RateLimit, RatePolicy};

@@ -29,7 +29,8 @@ use tokio::sync::{Notify, oneshot};
 use tokio::time::Instant;
 use tower::ServiceExt;
 
-use super::client::{EmailEvent, RateLimit, RatePolicy, TEN_SECONDS};
+use super::client::{EmailEvent, RateLimit, RatePolicy};
+use super::policy::TEN_SECONDS;
 use crate::clock::Clock;
 use crate::time::{DAY_MS, MINUTE_MS};
 

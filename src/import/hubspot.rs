@@ -20,8 +20,9 @@ use serde::{Deserialize, Serialize};
 use crate::config::{Config, Connector};
 use crate::datasets::events::{self, Event, Kind};
 use crate::hubspot::client::{
-    ApiError, Client, EmailEvent, EventsPage, EventsQuery, MAX_EVENTS_PAGE, RatePolicy, TEN_SECONDS,
+    ApiError, Client, EmailEvent, EventsPage, EventsQuery, MAX_EVENTS_PAGE, RatePolicy,
 };
+use crate::hubspot::policy::Backoff;
 use crate::store;
 use crate::time::{format_rfc3339, now_ms};
 
@@ -30,10 +31,6 @@ use crate::time::{format_rfc3339, now_ms};
 pub const OVERLAP: Duration = Duration::from_secs(3 * 3600);
 /// Per-request timeout for the events API (large pages can take a while).
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
-/// Consecutive failed attempts at one page before the run stops (its progress is saved).
-const MAX_ATTEMPTS: u32 = 8;
-const BACKOFF_BASE: Duration = Duration::from_millis(500);
-const BACKOFF_CAP: Duration = Duration::from_secs(30);
 const STATE_VERSION: u32 = 1;
 
 /// What the importer remembers between runs, per connector.
@@ -349,7 +346,6 @@ impl Import {
         let mut failures = 0u32;
         let mut rate_limited = 0u32;
         loop {
-            self.rt.block_on(self.client.ready());
             let err = match self.rt.block_on(self.client.email_events(query)) {
                 Ok(page) => return Ok(page),
                 Err(e) => e,
@@ -364,26 +360,20 @@ impl Import {
                      run the import again once it resets",
                     self.connector.id
                 ),
-                ApiError::RateLimited { retry_after, .. } => {
+                ApiError::RateLimited { .. } => {
+                    // The client holds its limiter for the wait; the next call waits there.
                     rate_limited += 1;
                     if rate_limited > 30 {
                         bail!("HubSpot kept answering 429 for 30 attempts: {err}");
                     }
-                    let wait = retry_after.unwrap_or_else(|| {
-                        self.client
-                            .last_rate_limit()
-                            .and_then(|r| r.interval)
-                            .unwrap_or(TEN_SECONDS)
-                    });
-                    tracing::warn!("{err}; waiting {wait:?}");
-                    self.client.limiter().pause_for(wait);
+                    tracing::warn!("{err}; waiting");
                 }
                 ApiError::Transient { .. } => {
                     failures += 1;
-                    if failures >= MAX_ATTEMPTS {
+                    if Backoff::IMPORT.exhausted(failures) {
                         return Err(err).context(format!("gave up after {failures} attempts"));
                     }
-                    let wait = backoff(failures);
+                    let wait = Backoff::IMPORT.wait(failures);
                     tracing::warn!("{err}; retry {failures} in {wait:?}");
                     std::thread::sleep(wait);
                 }
@@ -407,14 +397,6 @@ fn is_bad_request(e: &anyhow::Error) -> bool {
         e.downcast_ref::<ApiError>(),
         Some(ApiError::Permanent { status: 400, .. })
     )
-}
-
-/// Exponential backoff with jitter: attempt 1 waits 0.25–0.5 s, doubling up to the cap.
-fn backoff(attempt: u32) -> Duration {
-    let full = BACKOFF_BASE
-        .saturating_mul(1 << attempt.saturating_sub(1).min(16))
-        .min(BACKOFF_CAP);
-    full.mul_f64(0.5 + fastrand::f64() * 0.5)
 }
 
 fn to_event(e: &EmailEvent, kind: Kind, source: &str) -> Event {

@@ -1,0 +1,261 @@
+//! A connector as the dispatcher keeps it across ticks ([`Link`]): its HubSpot client (whose
+//! limiter paces every call), what HubSpot taught it about list batches, and its pause.
+//!
+//! A DAILY 429 pauses a connector until HubSpot's day may be over ([`policy::daily_retry_at`]),
+//! and the pause is written under `state/` so the next process (a restart, the next `sendtime
+//! tick`) keeps it; a refused token pauses it for [`policy::REFUSED_TOKEN_PAUSE_MS`], in this
+//! process only, since a fixed token should work at once. Either way its contacts stay queued.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicUsize;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use super::Dispatcher;
+use crate::config::Connector;
+use crate::hubspot::client::{Admitted, DEFAULT_TIMEOUT};
+use crate::hubspot::{Client, policy};
+use crate::metrics::Metrics;
+use crate::time::format_minute;
+
+/// Environment variable: HubSpot request timeout in milliseconds (default 30 s).
+pub const TIMEOUT_ENV: &str = "SENDTIME_HUBSPOT_TIMEOUT_MS";
+
+/// Why a connector sends nothing for now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PauseReason {
+    /// HubSpot's daily allowance is spent; outlasts the process.
+    DailyLimit,
+    /// HubSpot refused the token (401, or 403 for a missing scope).
+    RefusedToken,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Pause {
+    /// Clock ms.
+    until: i64,
+    reason: PauseReason,
+}
+
+/// One connector's client and what the dispatcher learned about it across ticks.
+pub struct Link {
+    pub id: String,
+    pub client: Client,
+    pause: Mutex<Option<Pause>>,
+    /// Largest list batch HubSpot accepted after refusing a larger one.
+    pub learned_batch: AtomicUsize,
+}
+
+impl Link {
+    fn new(id: String, client: Client) -> Link {
+        Link {
+            id,
+            client,
+            pause: Mutex::new(None),
+            learned_batch: AtomicUsize::new(usize::MAX),
+        }
+    }
+
+    /// Until when nothing goes out through this connector (clock ms), if paused at `now`.
+    pub fn paused_at(&self, now: i64) -> Option<i64> {
+        self.pause
+            .lock()
+            .unwrap()
+            .map(|p| p.until)
+            .filter(|t| *t > now)
+    }
+
+    /// A daily-limit pause: the kind that outlasts the process.
+    fn daily_pause(&self) -> Option<i64> {
+        self.pause
+            .lock()
+            .unwrap()
+            .filter(|p| p.reason == PauseReason::DailyLimit)
+            .map(|p| p.until)
+    }
+
+    /// HubSpot answered a DAILY 429 at `now`: pause until the day may be over. Returns the
+    /// end of the pause.
+    pub fn pause_for_the_day(&self, now: i64, metrics: &Metrics) -> i64 {
+        let until = policy::daily_retry_at(now);
+        let mut pause = self.pause.lock().unwrap();
+        if pause.is_none_or(|p| p.until < until) {
+            if pause.is_none() {
+                tracing::warn!(
+                    connector = %self.id,
+                    until = %format_minute(until),
+                    "HubSpot daily API limit reached: connector paused until the next hour, when it tries again; contacts stay queued"
+                );
+                metrics.connector_paused(&self.id).set(1);
+            }
+            *pause = Some(Pause {
+                until,
+                reason: PauseReason::DailyLimit,
+            });
+        }
+        until
+    }
+
+    /// HubSpot refused the token at `now` (`status`, `message`): every call through this
+    /// connector would fail the same way, so hold them all rather than fail the queue.
+    pub fn pause_for_the_token(&self, now: i64, status: u16, message: &str, metrics: &Metrics) {
+        let until = now + policy::REFUSED_TOKEN_PAUSE_MS;
+        let mut pause = self.pause.lock().unwrap();
+        if pause.is_none() {
+            tracing::error!(
+                connector = %self.id,
+                until = %format_minute(until),
+                "HubSpot refused the connector's access token ({status}: {message}): connector paused and contacts stay queued; set a valid token in the connector's access_token_env and restart (it tries once more at the time shown)"
+            );
+            metrics.connector_paused(&self.id).set(1);
+            *pause = Some(Pause {
+                until,
+                reason: PauseReason::RefusedToken,
+            });
+        }
+    }
+
+    /// Wait for the limiter's permission for one call, unless the connector is paused (or
+    /// `stopping` says stop) before or after waiting: then until when (clock ms) the work
+    /// stays queued.
+    pub async fn admit(
+        &self,
+        now: impl Fn() -> i64,
+        stopping: impl Fn() -> bool,
+    ) -> Result<Admitted<'_>, i64> {
+        let halt = || {
+            if stopping() {
+                return Some(now());
+            }
+            self.paused_at(now())
+        };
+        if let Some(until) = halt() {
+            return Err(until);
+        }
+        let admitted = self.client.admit().await;
+        match halt() {
+            Some(until) => Err(until),
+            None => Ok(admitted),
+        }
+    }
+}
+
+impl Dispatcher {
+    /// The connector's link, rebuilt when its settings change (its limiter is kept otherwise,
+    /// so pacing carries across ticks).
+    pub(super) fn link(&mut self, connector: &Connector) -> anyhow::Result<Arc<Link>> {
+        let key = format!(
+            "{}|{}|{}",
+            connector.api_base, connector.access_token_env, connector.requests_per_10s
+        );
+        if let Some((k, link)) = self.links.get(&connector.id)
+            && *k == key
+        {
+            return Ok(link.clone());
+        }
+        let timeout = std::env::var(TIMEOUT_ENV)
+            .ok()
+            .and_then(|v| v.parse::<u64>().ok())
+            .map_or(DEFAULT_TIMEOUT, Duration::from_millis);
+        let client = Client::for_connector(connector, timeout)?;
+        let link = Arc::new(Link::new(connector.id.clone(), client));
+        // New settings do not lift HubSpot's daily limit: keep a pause it imposed, in this
+        // process or (`sendtime tick` runs once a minute) an earlier one. A refused-token
+        // pause is dropped: the new settings may name a token that works.
+        let daily = match self.links.get(&connector.id) {
+            Some((_, old)) => old.daily_pause(),
+            None => self.stored_pause(&connector.id).inspect(|until| {
+                tracing::warn!(
+                    connector = %connector.id,
+                    until = %format_minute(*until),
+                    "HubSpot's daily API limit was reached before this run: connector paused until then; contacts stay queued"
+                );
+            }),
+        };
+        *link.pause.lock().unwrap() = daily.map(|until| Pause {
+            until,
+            reason: PauseReason::DailyLimit,
+        });
+        self.metrics
+            .connector_paused(&connector.id)
+            .set(i64::from(daily.is_some()));
+        self.links.insert(connector.id.clone(), (key, link.clone()));
+        Ok(link)
+    }
+
+    /// Lift the pauses that are over by `now`.
+    pub(super) fn resume_connectors(&mut self, now: i64) {
+        for (_, link) in self.links.values() {
+            let mut pause = link.pause.lock().unwrap();
+            let Some(p) = pause.filter(|p| p.until <= now) else {
+                continue;
+            };
+            *pause = None;
+            self.metrics.connector_paused(&link.id).set(0);
+            let why = match p.reason {
+                PauseReason::RefusedToken => "refused-token pause over: trying the token again",
+                PauseReason::DailyLimit => "daily-limit pause over: sending again",
+            };
+            tracing::info!(connector = %link.id, "{why}");
+        }
+    }
+
+    /// A daily-limit pause an earlier run recorded and that is not over yet.
+    fn stored_pause(&mut self, connector: &str) -> Option<i64> {
+        let path = pause_path(&self.data_dir, connector);
+        let until = std::fs::read_to_string(&path)
+            .ok()
+            .and_then(|t| t.trim().parse::<i64>().ok())?;
+        if until > self.clock.now_ms() {
+            self.pauses_on_disk.insert(connector.to_string(), until);
+            return Some(until);
+        }
+        let _ = std::fs::remove_file(&path);
+        None
+    }
+
+    /// Write each connector's daily-limit pause where the next process finds it (and remove
+    /// it once over), so a restart or the next `sendtime tick` does not spend a call on
+    /// learning again that the limit still holds.
+    pub(super) fn store_pauses(&mut self) {
+        let changed: Vec<(String, Option<i64>)> = self
+            .links
+            .iter()
+            .map(|(id, (_, link))| (id.clone(), link.daily_pause()))
+            .filter(|(id, p)| self.pauses_on_disk.get(id).copied() != *p)
+            .collect();
+        for (id, until) in changed {
+            let path = pause_path(&self.data_dir, &id);
+            let written = match until {
+                Some(t) => path
+                    .parent()
+                    .map_or(Ok(()), std::fs::create_dir_all)
+                    .and_then(|()| crate::store::write_durably(&path, t.to_string().as_bytes())),
+                None => match std::fs::remove_file(&path) {
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+                    _ => Ok(()),
+                },
+            };
+            match (written, until) {
+                (Ok(()), Some(t)) => {
+                    self.pauses_on_disk.insert(id, t);
+                }
+                (Ok(()), None) => {
+                    self.pauses_on_disk.remove(&id);
+                }
+                (Err(e), _) => tracing::warn!(
+                    connector = %id,
+                    "cannot record the daily-limit pause in {} (a restart would try HubSpot again before it ends): {e}",
+                    path.display()
+                ),
+            }
+        }
+    }
+}
+
+/// Where a connector's daily-limit pause (epoch ms, as text) outlasts the process.
+fn pause_path(data_dir: &Path, connector: &str) -> PathBuf {
+    data_dir
+        .join("state")
+        .join(format!("dispatch-pause-{connector}"))
+}

@@ -1,0 +1,169 @@
+//! Pacing one connector's calls under HubSpot's 10-second limit, and under what HubSpot's
+//! headers say is left (other tools may share the account's limit). The [`super::Client`]
+//! holds one and waits on it before every call.
+
+use std::fmt;
+use std::num::NonZeroU32;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use tokio::time::Instant;
+
+use super::client::RateLimit;
+use super::policy::{MAX_HEADER_WAIT, TEN_SECONDS};
+
+/// Paces one connector's calls under its 10-second limit, and under what HubSpot's headers
+/// say is left (other tools may share the account's limit).
+pub struct Limiter {
+    gcra: DefaultDirectRateLimiter,
+    pace: Mutex<Pace>,
+}
+
+#[derive(Debug, Default)]
+struct Pace {
+    /// Nobody starts a call before this (set after a 429).
+    not_before: Option<Instant>,
+    /// Minimum gap between call starts while HubSpot says the window is nearly spent.
+    spacing: Option<Duration>,
+    last_start: Option<Instant>,
+}
+
+impl fmt::Debug for Limiter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Limiter").field("pace", &self.pace).finish()
+    }
+}
+
+impl Limiter {
+    /// A limiter for `requests_per_10s` calls in any rolling 10 seconds.
+    ///
+    /// A token bucket lets a full burst plus a window's refill into one rolling window, so
+    /// calls are paced instead (burst of one), at the limit less a 2 % margin (at least one
+    /// call): HubSpot counts when a call arrives, not when it was allowed, and the time between
+    /// the two varies by a few milliseconds. For 190 per 10 s that is 18.6 calls per second,
+    /// 97.9 % of the limit, and never more than 187 in a window.
+    pub fn new(requests_per_10s: u32) -> Limiter {
+        let n = requests_per_10s.max(1);
+        let margin = (n / 50).max(1);
+        let rate = n.saturating_sub(margin + 1).max(1);
+        let period = TEN_SECONDS / rate;
+        let quota = Quota::with_period(period)
+            .expect("period is positive")
+            .allow_burst(NonZeroU32::new(1).expect("1 > 0"));
+        Limiter {
+            gcra: RateLimiter::direct(quota),
+            pace: Mutex::new(Pace::default()),
+        }
+    }
+
+    /// Wait for permission to start one call.
+    pub async fn until_ready(&self) {
+        loop {
+            let wait_until = {
+                let pace = self.pace.lock().unwrap();
+                let spaced = match (pace.spacing, pace.last_start) {
+                    (Some(gap), Some(last)) => Some(last + gap),
+                    _ => None,
+                };
+                [pace.not_before, spaced].into_iter().flatten().max()
+            };
+            match wait_until {
+                Some(t) if t > Instant::now() => tokio::time::sleep_until(t).await,
+                _ => break,
+            }
+        }
+        self.gcra.until_ready().await;
+        self.pace.lock().unwrap().last_start = Some(Instant::now());
+    }
+
+    /// Hold every caller for `wait` (after a 429, so the whole connector backs off).
+    pub fn pause_for(&self, wait: Duration) {
+        let until = Instant::now() + wait.min(MAX_HEADER_WAIT);
+        let mut pace = self.pace.lock().unwrap();
+        if pace.not_before.is_none_or(|t| t < until) {
+            pace.not_before = Some(until);
+        }
+    }
+
+    /// Take HubSpot's view of the window into account: when less than the 2 % our own pacing
+    /// leaves is left, spread the remaining calls over the interval instead of spending them.
+    pub fn observe(&self, rate: &RateLimit) {
+        let (Some(max), Some(remaining)) = (rate.max, rate.remaining) else {
+            return;
+        };
+        let interval = rate.interval.unwrap_or(TEN_SECONDS);
+        let mut pace = self.pace.lock().unwrap();
+        // Our own pacing leaves about 2 % of the window unused; less than that left means
+        // someone else shares the limit (or the window drifted): spread what remains.
+        let reserve = (max / 50).max(1);
+        pace.spacing = (remaining < reserve).then(|| interval / (remaining + 1));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use reqwest::header::HeaderMap;
+
+    /// A broken header must neither panic nor stall a connector for years.
+    #[test]
+    fn absurd_rate_limit_headers_are_capped() {
+        let mut h = HeaderMap::new();
+        h.insert(RateLimit::MAX, "190".parse().unwrap());
+        h.insert(RateLimit::REMAINING, "0".parse().unwrap());
+        h.insert(
+            RateLimit::INTERVAL_MS,
+            "18446744073709551615".parse().unwrap(),
+        );
+        let rate = RateLimit::from_headers(&h).unwrap();
+        assert_eq!(rate.interval, Some(MAX_HEADER_WAIT));
+        let limiter = Limiter::new(190);
+        limiter.observe(&rate);
+        limiter.pause_for(Duration::MAX);
+    }
+
+    #[tokio::test]
+    async fn limiter_paces_at_the_limit_less_a_margin() {
+        // 100 per 10 s: 97 per 10 s paced, about 103 ms apart, no burst beyond the first.
+        let limiter = Limiter::new(100);
+        let start = Instant::now();
+        limiter.until_ready().await;
+        assert!(start.elapsed() < Duration::from_millis(50));
+        for _ in 0..4 {
+            limiter.until_ready().await;
+        }
+        let took = start.elapsed();
+        assert!(
+            took >= Duration::from_millis(400) && took < Duration::from_millis(600),
+            "{took:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn limiter_spreads_calls_when_hubspot_says_the_window_is_nearly_spent() {
+        let limiter = Limiter::new(1000);
+        limiter.until_ready().await;
+        limiter.observe(&RateLimit {
+            max: Some(100),
+            remaining: Some(1),
+            interval: Some(Duration::from_millis(400)),
+            ..RateLimit::default()
+        });
+        let start = Instant::now();
+        limiter.until_ready().await;
+        assert!(
+            start.elapsed() >= Duration::from_millis(150),
+            "{:?}",
+            start.elapsed()
+        );
+        limiter.observe(&RateLimit {
+            max: Some(100),
+            remaining: Some(90),
+            ..RateLimit::default()
+        });
+        let start = Instant::now();
+        limiter.until_ready().await;
+        assert!(start.elapsed() < Duration::from_millis(50));
+    }
+}

@@ -1,0 +1,170 @@
+//! How sendtime answers HubSpot's failures over time: how long to back off after a transient
+//! failure, how long a 429 holds a connector, when a spent daily allowance is worth trying
+//! again. One home for these rules, used by the importer and the dispatcher alike; the
+//! [`super::Client`] applies the 429 wait to its limiter itself, so every caller sharing the
+//! connector backs off.
+
+use std::time::Duration;
+
+use reqwest::header::{HeaderMap, RETRY_AFTER};
+
+use super::client::RateLimit;
+use crate::time::{HOUR_MS, MINUTE_MS};
+
+/// The length of HubSpot's rolling burst window: what a ten-secondly 429 waits when HubSpot
+/// says nothing more precise.
+pub const TEN_SECONDS: Duration = Duration::from_secs(10);
+/// The longest wait a response header (`Retry-After`, the rate-limit interval) is taken at:
+/// a larger value is a broken header, not a plan, and must not stall a connector for years.
+pub const MAX_HEADER_WAIT: Duration = Duration::from_secs(3600);
+/// How long a connector whose token HubSpot refused (401, or 403 for a missing scope) waits
+/// before trying once more.
+pub const REFUSED_TOKEN_PAUSE_MS: i64 = 5 * MINUTE_MS;
+
+/// Exponential backoff with jitter after transient failures (5xx, timeouts, dropped
+/// connections): `base`, twice that, four times ... capped at `cap`, each drawn from half to
+/// one and a half times that, so the retries of many callers spread out. 429s and refused
+/// tokens are not transient failures: they are the connector's state, and never count.
+#[derive(Debug, Clone, Copy)]
+pub struct Backoff {
+    pub base: Duration,
+    pub cap: Duration,
+    /// Transient failures after which the caller gives up.
+    pub give_up_after: u32,
+}
+
+impl Backoff {
+    /// The dispatcher's: each contact has its own task, so waiting long costs no other contact.
+    pub const DISPATCH: Backoff = Backoff {
+        base: Duration::from_secs(1),
+        cap: Duration::from_secs(300),
+        give_up_after: 12,
+    };
+    /// The importer's: one page at a time with someone watching, so it gives up sooner.
+    pub const IMPORT: Backoff = Backoff {
+        base: Duration::from_millis(500),
+        cap: Duration::from_secs(30),
+        give_up_after: 8,
+    };
+
+    /// The wait after the `failures`-th transient failure in a row (1 for the first).
+    pub fn wait(&self, failures: u32) -> Duration {
+        let full = self
+            .base
+            .saturating_mul(1 << failures.saturating_sub(1).min(16))
+            .min(self.cap);
+        full.mul_f64(0.5 + fastrand::f64())
+    }
+
+    /// Whether `failures` transient failures in a row are enough to give up.
+    pub fn exhausted(&self, failures: u32) -> bool {
+        failures >= self.give_up_after
+    }
+}
+
+/// How long a ten-secondly 429 holds the connector: HubSpot's `Retry-After` when it sent one,
+/// else the interval its rate-limit headers last reported, else ten seconds.
+pub fn rate_limit_wait(retry_after: Option<Duration>, last: Option<RateLimit>) -> Duration {
+    retry_after
+        .or_else(|| last.and_then(|r| r.interval))
+        .unwrap_or(TEN_SECONDS)
+        .min(MAX_HEADER_WAIT)
+}
+
+/// When a spent daily allowance is worth trying again: HubSpot resets it at midnight in the
+/// account's time zone, which sendtime does not know; every zone's midnight falls on a whole
+/// hour (give or take the rare half-hour zone), so at the next whole hour.
+pub fn daily_retry_at(now_ms: i64) -> i64 {
+    (now_ms.div_euclid(HOUR_MS) + 1) * HOUR_MS
+}
+
+/// `Retry-After` in either form HTTP allows: delta-seconds (`120`, fractions tolerated) or an
+/// HTTP-date (`Wed, 21 Oct 2015 07:28:00 GMT`, the wait until then by the system clock).
+/// Negative, unreadable or absurd values are not a wait.
+pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    let value = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
+    let wait = match value.parse::<f64>() {
+        Ok(s) if s.is_finite() && s >= 0.0 => Duration::from_secs_f64(s.min(1e9)),
+        Ok(_) => return None,
+        Err(_) => {
+            let at = chrono::DateTime::parse_from_rfc2822(value).ok()?;
+            (at.to_utc() - chrono::Utc::now())
+                .to_std()
+                .unwrap_or_default()
+        }
+    };
+    Some(wait.min(MAX_HEADER_WAIT))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(value: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(RETRY_AFTER, value.parse().unwrap());
+        h
+    }
+
+    #[test]
+    fn retry_after_in_both_forms() {
+        assert_eq!(retry_after(&headers("3")), Some(Duration::from_secs(3)));
+        assert_eq!(
+            retry_after(&headers("0.5")),
+            Some(Duration::from_millis(500))
+        );
+        assert_eq!(retry_after(&headers("99999999999")), Some(MAX_HEADER_WAIT));
+        assert_eq!(retry_after(&headers("-1")), None);
+        assert_eq!(retry_after(&headers("soon")), None);
+        assert_eq!(retry_after(&HeaderMap::new()), None);
+        let in_a_minute = chrono::Utc::now() + chrono::Duration::seconds(60);
+        let date = in_a_minute.format("%a, %d %b %Y %H:%M:%S GMT").to_string();
+        let wait = retry_after(&headers(&date)).unwrap();
+        assert!(
+            wait > Duration::from_secs(55) && wait <= Duration::from_secs(60),
+            "{wait:?}"
+        );
+        // A date in the past: go now.
+        assert_eq!(
+            retry_after(&headers("Wed, 21 Oct 2015 07:28:00 GMT")),
+            Some(Duration::ZERO)
+        );
+    }
+
+    #[test]
+    fn a_ten_secondly_429_waits_what_hubspot_said() {
+        let interval = RateLimit {
+            interval: Some(Duration::from_secs(7)),
+            ..RateLimit::default()
+        };
+        let s = Duration::from_secs;
+        assert_eq!(rate_limit_wait(Some(s(3)), Some(interval)), s(3));
+        assert_eq!(rate_limit_wait(None, Some(interval)), s(7));
+        assert_eq!(rate_limit_wait(None, None), TEN_SECONDS);
+        assert_eq!(rate_limit_wait(Some(s(1 << 40)), None), MAX_HEADER_WAIT);
+    }
+
+    #[test]
+    fn backoff_doubles_to_its_cap_with_jitter_and_gives_up_when_told() {
+        let b = Backoff::DISPATCH;
+        for failures in 1..=20 {
+            let full = (b.base * (1 << (failures - 1).min(16))).min(b.cap);
+            let w = b.wait(failures);
+            assert!(w >= full / 2 && w < full * 3 / 2, "{failures}: {w:?}");
+        }
+        assert!(!b.exhausted(11) && b.exhausted(12));
+        let i = Backoff::IMPORT;
+        assert!(i.wait(1) < Duration::from_millis(750));
+        assert!(i.wait(30) < Duration::from_secs(45));
+    }
+
+    #[test]
+    fn a_spent_day_is_tried_again_at_the_next_whole_hour() {
+        let t = 1_795_750_200_000; // 2026-11-27 03:30 UTC
+        assert_eq!(daily_retry_at(t), 1_795_752_000_000);
+        assert_eq!(
+            daily_retry_at(1_795_752_000_000),
+            1_795_752_000_000 + HOUR_MS
+        );
+    }
+}
