@@ -1,8 +1,12 @@
 //! `webhooks.toml`: the one declarative file that says which HubSpot accounts we talk to and
-//! which webhooks we accept. Parsing and validation live in [`parse`]; live reload in [`watch`].
+//! which webhooks we accept. The types and their defaults are here; [`read`] reads each table
+//! (types, ranges, defaults) with the machinery of [`reader`], [`validation`] runs the checks
+//! across tables as named passes, and [`watch`] reloads the file live.
 
 mod diagnostics;
-mod parse;
+mod read;
+mod reader;
+mod validation;
 mod watch;
 
 use std::fmt;
@@ -16,23 +20,20 @@ pub use watch::{ConfigHandle, Watcher};
 
 /// The schema versions this build understands.
 pub const SUPPORTED_VERSION: i64 = 1;
-/// Default cap on a webhook body: real contact bodies are tens of KB; 1 MiB leaves room.
-pub const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
-/// Default cron: second 0 of every minute (tokio-cron-scheduler wants seconds first).
-pub const DEFAULT_CRON: &str = "0 * * * * *";
-/// HubSpot's production API.
-pub const DEFAULT_API_BASE: &str = "https://api.hubapi.com";
 
 /// A validated configuration. Built only by [`Config::load`] / [`Config::from_text`], so
 /// every value in it has passed the checks in [`parse`].
 #[derive(Debug, Clone)]
 pub struct Config {
+    /// The schema version, [`SUPPORTED_VERSION`].
     pub version: i64,
     pub server: Server,
     pub scheduler: Scheduler,
     /// Model parameters and engagement-class thresholds (`[model]`, all optional).
     pub model: crate::model::ModelConfig,
+    /// At least one; ids unique.
     pub connectors: Vec<Connector>,
+    /// Ids unique; each names one of `connectors`.
     pub webhooks: Vec<Webhook>,
     /// Short hash of the file's bytes: written on rows and logs so every decision can be
     /// traced to the exact config that made it.
@@ -41,16 +42,33 @@ pub struct Config {
     pub path: PathBuf,
 }
 
+/// `[server]`: where the receiver listens and what it accepts.
 #[derive(Debug, Clone)]
 pub struct Server {
+    /// Address and port to listen on (`serve --listen` overrides it).
     pub listen: SocketAddr,
     /// The URL HubSpot calls, without a trailing slash. Signatures v2/v3 cover it, so it must
     /// be the public one, not the local listener.
     pub public_url: String,
+    /// Where the datasets live; relative paths in the file resolve against its folder.
     pub data_dir: PathBuf,
+    /// Larger posts get 413.
     pub max_body_bytes: usize,
 }
 
+impl Server {
+    /// Loopback: expose it on purpose, behind the proxy that HubSpot calls.
+    pub const DEFAULT_LISTEN: SocketAddr =
+        SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 8080);
+    /// Beside the config file.
+    pub const DEFAULT_DATA_DIR: &str = "data";
+    /// Real contact bodies are tens of KB; 1 MiB leaves room.
+    pub const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
+    /// Beyond 64 MiB a "webhook" is not a contact.
+    pub const MAX_MAX_BODY_BYTES: usize = 64 * 1024 * 1024;
+}
+
+/// `[scheduler]`: when the dispatcher runs.
 #[derive(Debug, Clone)]
 pub struct Scheduler {
     /// The expression as written.
@@ -59,21 +77,51 @@ pub struct Scheduler {
     pub schedule: croner::Cron,
 }
 
-/// One HubSpot account (portal) and the app whose secret signs its workflow webhooks.
+impl Scheduler {
+    /// Second 0 of every minute (seconds come first).
+    pub const DEFAULT_CRON: &str = "0 * * * * *";
+}
+
+/// `[[connector]]`: one HubSpot account (portal) and the app whose secret signs its workflow
+/// webhooks.
 #[derive(Debug, Clone)]
 pub struct Connector {
+    /// What webhooks name it by; URL-safe.
     pub id: String,
+    /// The HubSpot account; posts naming another portal get 401.
     pub portal_id: u64,
+    /// The app whose client secret signs the workflow's posts.
     pub app_id: u64,
+    /// The environment variable holding that app's client secret.
     pub client_secret_env: String,
+    /// The environment variable holding the token for API calls.
     pub access_token_env: String,
+    /// HubSpot's API base (a stand-in in tests), without a trailing slash.
     pub api_base: String,
+    /// The app's burst limit; the dispatcher paces a little under it.
     pub requests_per_10s: u32,
+    /// The account's daily limit, for reference: HubSpot's DAILY 429 is what pauses.
     pub requests_per_day: u32,
+    /// Record ids per list-membership call (UPDATE_ONLY).
     pub list_batch_size: usize,
+    /// Record what would be called; call nothing.
     pub dry_run: bool,
     /// Accept posts without a signature. For local testing only; warned about loudly.
     pub allow_unsigned: bool,
+}
+
+impl Connector {
+    /// HubSpot's production API.
+    pub const DEFAULT_API_BASE: &str = "https://api.hubapi.com";
+    /// HubSpot's burst limit for a private app on a Free or Starter account.
+    pub const DEFAULT_REQUESTS_PER_10S: u32 = 100;
+    pub const MAX_REQUESTS_PER_10S: u32 = 10_000;
+    /// HubSpot's daily limit for a Free or Starter account.
+    pub const DEFAULT_REQUESTS_PER_DAY: u32 = 250_000;
+    pub const MAX_REQUESTS_PER_DAY: u32 = 100_000_000;
+    /// A batch HubSpot refuses as too large is split and sent on anyway.
+    pub const DEFAULT_LIST_BATCH_SIZE: usize = 2500;
+    pub const MAX_LIST_BATCH_SIZE: usize = 100_000;
 }
 
 impl Connector {
@@ -144,12 +192,16 @@ impl fmt::Display for WebhookType {
     }
 }
 
+/// `[[webhook]]`: one URL a HubSpot workflow posts contacts to.
 #[derive(Debug, Clone)]
 pub struct Webhook {
+    /// The URL path segment; URL-safe, unique.
     pub id: String,
+    /// For people; we suggest the workflow's name.
     pub name: Option<String>,
     /// Resolved connector id (filled in when the file leaves it out and there is one connector).
     pub connector: String,
+    /// What happens to a posted contact.
     pub kind: WebhookType,
     /// Where its contacts go; which one follows from `kind`.
     pub target: Target,
@@ -207,7 +259,7 @@ impl Config {
         overrides: &Overrides,
         env: EnvCheck,
     ) -> Result<Loaded, Diagnostics> {
-        let mut loaded = parse::parse(path, text, env)?;
+        let mut loaded = read::parse(path, text, env)?;
         let config = &mut loaded.config;
         if let Some(dir) = &overrides.data_dir {
             config.server.data_dir = dir.clone();

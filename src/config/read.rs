@@ -1,0 +1,509 @@
+//! Reading `webhooks.toml` table by table: each key's kind, range and default. What holds
+//! across tables (ids unique, connectors named exist, targets that fit the type, secrets set)
+//! is [`super::validation`]'s; reading keeps the positions those checks point at.
+//!
+//! serde's `deny_unknown_fields` stops at the first error and silently stops working under
+//! `flatten`, so the file is parsed into toml's spanned document tree and every problem is
+//! collected with its line and column instead of stopping at the first.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use toml::de::{DeTable, DeValue};
+
+use super::reader::{Ctx, TableReader, closest, first_line, number, read_array, sub_table};
+use super::{
+    Config, Connector, Diagnostics, EnvCheck, Loaded, SUPPORTED_VERSION, Scheduler, Server,
+    WebhookType, identity_of, validation,
+};
+use crate::model::ModelConfig;
+
+/// A connector as read, with the positions the checks point at.
+pub(super) struct ConnectorDraft {
+    pub connector: Connector,
+    pub id_at: usize,
+    pub client_secret_env_at: usize,
+    pub access_token_env_at: usize,
+    /// Where `allow_unsigned = true` is, when it is.
+    pub allow_unsigned_at: Option<usize>,
+}
+
+/// A webhook as read: what it says, before the checks that need the other tables.
+pub(super) struct WebhookDraft {
+    /// `[[webhook]] #n`, for messages.
+    pub name_in_messages: String,
+    /// Its header.
+    pub at: usize,
+    pub id: Option<(String, usize)>,
+    pub name: Option<String>,
+    /// The connector it names, valid or not, and where.
+    pub connector: Option<(String, usize)>,
+    /// `connector` is present but not a string (already reported).
+    pub connector_unreadable: bool,
+    pub kind: Option<WebhookType>,
+    /// `workflow_id` and where its value is, when the key is present.
+    pub workflow_id: Option<u64>,
+    pub workflow_id_at: Option<usize>,
+    pub list_id: Option<String>,
+    pub list_id_at: Option<usize>,
+}
+
+/// The whole file as read.
+pub(super) struct Draft {
+    pub version: Option<i64>,
+    pub server: Option<Server>,
+    pub scheduler: Option<Scheduler>,
+    pub model: Option<ModelConfig>,
+    /// `[[connector]]` is present at all (even if not an array of tables).
+    pub connector_key: bool,
+    /// Connector ids as declared, valid connector or not: a webhook naming a connector that
+    /// has its own errors gets no second, misleading "unknown connector".
+    pub declared_connectors: Vec<String>,
+    pub connectors: Vec<ConnectorDraft>,
+    pub webhooks: Vec<WebhookDraft>,
+}
+
+/// Read and check `text` as the config at `path`. On success the warnings (e.g. unset env
+/// vars) come along.
+pub(super) fn parse(path: &Path, text: &str, env: EnvCheck) -> Result<Loaded, Diagnostics> {
+    let mut ctx = Ctx {
+        text,
+        diags: Diagnostics::new(path),
+    };
+    let (doc, syntax) = DeTable::parse_recoverable(text);
+    if !syntax.is_empty() {
+        for e in syntax {
+            let at = e.span().map_or(0, |s| s.start);
+            ctx.error(
+                at,
+                format!("TOML syntax error: {}", first_line(e.message())),
+            );
+        }
+        ctx.diags.finish();
+        return Err(ctx.diags);
+    }
+    let draft = read_document(&mut ctx, path, doc.get_ref());
+    let config = validation::check(&mut ctx, draft, env).map(|(draft, webhooks)| Config {
+        version: draft.version.expect("checked"),
+        server: draft.server.expect("checked"),
+        scheduler: draft.scheduler.expect("checked"),
+        model: draft.model.expect("checked"),
+        connectors: draft.connectors.into_iter().map(|c| c.connector).collect(),
+        webhooks,
+        identity: identity_of(text.as_bytes()),
+        path: path.to_path_buf(),
+    });
+    ctx.diags.finish();
+    match config {
+        Some(config) if !ctx.diags.has_errors() => Ok(Loaded {
+            config,
+            warnings: ctx.diags,
+        }),
+        _ => Err(ctx.diags),
+    }
+}
+
+fn read_document(ctx: &mut Ctx, path: &Path, doc: &DeTable) -> Draft {
+    let top = TableReader::new("the top level".into(), doc, 0);
+    let version = match top.integer(ctx, "version") {
+        Some((v, _)) if v == SUPPORTED_VERSION => Some(v),
+        Some((v, at)) => {
+            ctx.error(
+                at,
+                format!(
+                    "unsupported schema version {v}; this sendtime reads version = {SUPPORTED_VERSION}"
+                ),
+            );
+            None
+        }
+        None => {
+            if !top.has("version") {
+                ctx.error(
+                    0,
+                    format!(
+                        "missing required key `version` at the top level; add `version = {SUPPORTED_VERSION}` as the first line"
+                    ),
+                );
+            }
+            None
+        }
+    };
+    let base_dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let server = read_server(ctx, &top, base_dir);
+    let scheduler = read_scheduler(ctx, &top);
+    let model = read_model(ctx, &top);
+    let connector_tables = read_array(ctx, &top, "connector");
+    let declared_connectors = connector_tables
+        .iter()
+        .filter_map(|(t, _, _)| {
+            t.iter()
+                .find(|(k, _)| k.get_ref().as_ref() == "id")
+                .and_then(|(_, v)| v.get_ref().as_str().map(str::to_string))
+        })
+        .collect();
+    let connectors = connector_tables
+        .into_iter()
+        .filter_map(|(t, at, n)| read_connector(ctx, t, at, n))
+        .collect();
+    let webhooks = read_array(ctx, &top, "webhook")
+        .into_iter()
+        .map(|(t, at, n)| read_webhook(ctx, t, at, n))
+        .collect();
+    let connector_key = top.has("connector");
+    top.finish(ctx);
+    Draft {
+        version,
+        server,
+        scheduler,
+        model,
+        connector_key,
+        declared_connectors,
+        connectors,
+        webhooks,
+    }
+}
+
+fn read_server(ctx: &mut Ctx, top: &TableReader, base_dir: &Path) -> Option<Server> {
+    let (table, at) = match sub_table(ctx, top, "server") {
+        Ok(Some(t)) => t,
+        Ok(None) => {
+            ctx.error(
+                0,
+                "missing [server] table; it needs at least `public_url`, the URL HubSpot calls",
+            );
+            return None;
+        }
+        Err(()) => return None,
+    };
+    let r = TableReader::new("[server]".into(), table, at);
+    let listen = match r.string(ctx, "listen") {
+        Some((s, at)) => match s.parse::<SocketAddr>() {
+            Ok(a) => Some(a),
+            Err(_) => {
+                ctx.error(
+                    at,
+                    format!("`listen` must be an IP address and port such as \"127.0.0.1:8080\", found \"{s}\""),
+                );
+                None
+            }
+        },
+        None if !r.has("listen") => Some(Server::DEFAULT_LISTEN),
+        None => None,
+    };
+    let public_url = r.required(
+        ctx,
+        "public_url",
+        " (the URL HubSpot calls; request signatures are computed over it)",
+        |r, ctx| r.http_url(ctx, "public_url"),
+    );
+    let data_dir = match r.string(ctx, "data_dir") {
+        Some((s, at)) if s.trim().is_empty() => {
+            ctx.error(at, "`data_dir` must not be empty");
+            None
+        }
+        Some((s, _)) => Some(resolve(base_dir, &s)),
+        None if !r.has("data_dir") => Some(resolve(base_dir, Server::DEFAULT_DATA_DIR)),
+        None => None,
+    };
+    let max_body_bytes = r.positive_or(
+        ctx,
+        "max_body_bytes",
+        Server::MAX_MAX_BODY_BYTES as u64,
+        Server::DEFAULT_MAX_BODY_BYTES as u64,
+    );
+    r.finish(ctx);
+    Some(Server {
+        listen: listen?,
+        public_url: public_url?,
+        data_dir: data_dir?,
+        max_body_bytes: max_body_bytes? as usize,
+    })
+}
+
+fn read_scheduler(ctx: &mut Ctx, top: &TableReader) -> Option<Scheduler> {
+    let default = || {
+        let schedule = parse_cron(Scheduler::DEFAULT_CRON).expect("the default cron parses");
+        (Scheduler::DEFAULT_CRON.to_string(), schedule)
+    };
+    let (table, at) = match sub_table(ctx, top, "scheduler") {
+        Ok(Some(t)) => t,
+        Ok(None) => {
+            let (cron, schedule) = default();
+            return Some(Scheduler { cron, schedule });
+        }
+        Err(()) => return None,
+    };
+    let r = TableReader::new("[scheduler]".into(), table, at);
+    let cron = match r.string(ctx, "cron") {
+        Some((s, at)) => match parse_cron(&s) {
+            Ok(schedule) => Some((s, schedule)),
+            Err(why) => {
+                ctx.error(
+                    at,
+                    format!(
+                        "invalid cron expression \"{s}\": {why}; six fields, seconds first, e.g. \"{}\" for every minute",
+                        Scheduler::DEFAULT_CRON
+                    ),
+                );
+                None
+            }
+        },
+        None if !r.has("cron") => Some(default()),
+        None => None,
+    };
+    r.finish(ctx);
+    let (cron, schedule) = cron?;
+    Some(Scheduler { cron, schedule })
+}
+
+fn read_model(ctx: &mut Ctx, top: &TableReader) -> Option<ModelConfig> {
+    let mut model = ModelConfig::default();
+    let (table, at) = match sub_table(ctx, top, "model") {
+        Ok(Some(t)) => t,
+        Ok(None) => return Some(model),
+        Err(()) => return None,
+    };
+    let r = TableReader::new("[model]".into(), table, at);
+    let mut ok = true;
+    let p = &mut model.params;
+    let t = &mut model.thresholds;
+    for (key, slot, min, max) in [
+        ("half_life_days", &mut p.half_life_days, 1.0, 1e9),
+        ("click_weight", &mut p.click_weight, 0.0, 100.0),
+        ("prior_strength", &mut p.prior_strength, 0.0, 1e6),
+        ("hour_bandwidth", &mut p.hour_bandwidth, 0.0, 24.0),
+        ("day_pooling", &mut p.day_pooling, 0.0, 1.0),
+        ("passive_ratio", &mut t.passive_ratio, 0.0, 1.0),
+        ("machine_per_day", &mut t.machine_per_day, 1.0, 1e9),
+        ("machine_per_year", &mut t.machine_per_year, 1.0, 1e12),
+    ] {
+        if let Some(v) = r.get(key) {
+            match number(v.get_ref()) {
+                Some(n) if (min..=max).contains(&n) => *slot = n,
+                Some(n) => {
+                    ctx.error(
+                        v.span().start,
+                        format!("`{key}` in [model] must be between {min} and {max}, found {n}"),
+                    );
+                    ok = false;
+                }
+                None => {
+                    r.wrong_type(ctx, key, v, "a number");
+                    ok = false;
+                }
+            }
+        }
+    }
+    for (key, slot) in [
+        ("evaluating_below", &mut t.evaluating_below),
+        ("inactive_days", &mut t.inactive_days),
+        ("recent_days", &mut t.recent_days),
+    ] {
+        if r.has(key) {
+            match r.positive(ctx, key, 100_000) {
+                Some(n) => *slot = n as u32,
+                None => ok = false,
+            }
+        }
+    }
+    r.finish(ctx);
+    ok.then_some(model)
+}
+
+fn read_connector(ctx: &mut Ctx, table: &DeTable, at: usize, n: usize) -> Option<ConnectorDraft> {
+    let r = TableReader::new(format!("[[connector]] #{n}"), table, at);
+    let id = read_id(ctx, &r, "connector");
+    let portal_id = r.required(ctx, "portal_id", "", |r, ctx| {
+        r.positive(ctx, "portal_id", i64::MAX as u64)
+    });
+    let app_id = r.required(ctx, "app_id", "", |r, ctx| {
+        r.positive(ctx, "app_id", i64::MAX as u64)
+    });
+    let secret = r.required(ctx, "client_secret_env", "", |r, ctx| {
+        r.env_name(ctx, "client_secret_env")
+    });
+    let token = r.required(ctx, "access_token_env", "", |r, ctx| {
+        r.env_name(ctx, "access_token_env")
+    });
+    let api_base = match r.has("api_base") {
+        false => Some(Connector::DEFAULT_API_BASE.to_string()),
+        true => r.http_url(ctx, "api_base"),
+    };
+    let per_10s = r.positive_or(
+        ctx,
+        "requests_per_10s",
+        Connector::MAX_REQUESTS_PER_10S.into(),
+        Connector::DEFAULT_REQUESTS_PER_10S.into(),
+    );
+    let per_day = r.positive_or(
+        ctx,
+        "requests_per_day",
+        Connector::MAX_REQUESTS_PER_DAY.into(),
+        Connector::DEFAULT_REQUESTS_PER_DAY.into(),
+    );
+    let batch = r.positive_or(
+        ctx,
+        "list_batch_size",
+        Connector::MAX_LIST_BATCH_SIZE as u64,
+        Connector::DEFAULT_LIST_BATCH_SIZE as u64,
+    );
+    let dry_run = r.boolean_or(ctx, "dry_run", false);
+    let allow_unsigned = r.boolean_or(ctx, "allow_unsigned", false);
+    let allow_unsigned_at = r
+        .get("allow_unsigned")
+        .filter(|_| allow_unsigned == Some(true))
+        .map(|v| v.span().start);
+    r.finish(ctx);
+    let ((id, id_at), (client_secret_env, client_secret_env_at)) = (id?, secret?);
+    let (access_token_env, access_token_env_at) = token?;
+    Some(ConnectorDraft {
+        connector: Connector {
+            id,
+            portal_id: portal_id?,
+            app_id: app_id?,
+            client_secret_env,
+            access_token_env,
+            api_base: api_base?,
+            requests_per_10s: per_10s? as u32,
+            requests_per_day: per_day? as u32,
+            list_batch_size: batch? as usize,
+            dry_run: dry_run?,
+            allow_unsigned: allow_unsigned?,
+        },
+        id_at,
+        client_secret_env_at,
+        access_token_env_at,
+        allow_unsigned_at,
+    })
+}
+
+fn read_webhook(ctx: &mut Ctx, table: &DeTable, at: usize, n: usize) -> WebhookDraft {
+    let r = TableReader::new(format!("[[webhook]] #{n}"), table, at);
+    let id = read_id(ctx, &r, "webhook");
+    let name = r.string(ctx, "name").map(|(s, _)| s);
+    let connector = r.string(ctx, "connector");
+    let connector_unreadable = connector.is_none() && r.has("connector");
+    let names: Vec<&str> = WebhookType::ALL.iter().map(|t| t.as_str()).collect();
+    let kind = r.required(
+        ctx,
+        "type",
+        &format!(" (one of: {})", names.join(", ")),
+        |r, ctx| {
+            let (s, at) = r.string(ctx, "type")?;
+            let kind = WebhookType::parse(&s);
+            if kind.is_none() {
+                let hint = closest(&s.to_ascii_uppercase(), &names)
+                    .map(|c| format!("did you mean `{c}`? "))
+                    .unwrap_or_default();
+                ctx.error(
+                    at,
+                    format!(
+                        "unknown webhook type `{s}`; {hint}expected one of: {}",
+                        names.join(", ")
+                    ),
+                );
+            }
+            kind
+        },
+    );
+    let workflow_id = r.positive(ctx, "workflow_id", i64::MAX as u64);
+    let workflow_id_at = r.get("workflow_id").map(|v| v.span().start);
+    let list_id = r.get("list_id").and_then(|v| match v.get_ref() {
+        DeValue::String(s) if is_numeric_id(s) => Some(s.to_string()),
+        DeValue::Integer(i) if is_numeric_id(i.as_str()) && i.radix() == 10 => {
+            Some(i.as_str().to_string())
+        }
+        _ => {
+            r.wrong_type(ctx, "list_id", v, "a HubSpot list id such as \"987\"");
+            None
+        }
+    });
+    let list_id_at = r.get("list_id").map(|v| v.span().start);
+    let name_in_messages = r.name.clone();
+    r.finish(ctx);
+    WebhookDraft {
+        name_in_messages,
+        at,
+        id,
+        name,
+        connector,
+        connector_unreadable,
+        kind,
+        workflow_id,
+        workflow_id_at,
+        list_id,
+        list_id_at,
+    }
+}
+
+/// A required, URL-safe `id`.
+fn read_id(ctx: &mut Ctx, r: &TableReader, what: &str) -> Option<(String, usize)> {
+    let (id, at) = r.required(ctx, "id", "", |r, ctx| r.string(ctx, "id"))?;
+    if is_url_safe_id(&id) {
+        Some((id, at))
+    } else {
+        ctx.error(
+            at,
+            format!(
+                "{what} id \"{id}\" is not URL-safe; use 1 to 64 letters, digits, `-`, `_` or `.`, starting with a letter or digit"
+            ),
+        );
+        None
+    }
+}
+
+fn resolve(base: &Path, p: &str) -> PathBuf {
+    let p = Path::new(p);
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        base.join(p)
+    }
+}
+
+/// A six-field (seconds first) cron expression that fires at some time after now; the error
+/// says why not.
+fn parse_cron(expr: &str) -> Result<croner::Cron, String> {
+    let cron = croner::parser::CronParser::builder()
+        .seconds(croner::parser::Seconds::Required)
+        .dom_and_dow(true)
+        .build()
+        .parse(expr)
+        .map_err(|e| e.to_string().trim_end_matches('.').to_string())?;
+    match cron.find_next_occurrence(&chrono::Utc::now(), false) {
+        Ok(_) => Ok(cron),
+        Err(_) => Err("it never fires after now (check the day of month, month and year)".into()),
+    }
+}
+
+fn is_url_safe_id(id: &str) -> bool {
+    let b = id.as_bytes();
+    !b.is_empty()
+        && b.len() <= 64
+        && b[0].is_ascii_alphanumeric()
+        && b.iter()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'))
+}
+
+fn is_numeric_id(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 20 && s.bytes().all(|c| c.is_ascii_digit())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_must_be_url_safe() {
+        assert!(is_url_safe_id("nurture-step-2"));
+        assert!(is_url_safe_id("a.b_c"));
+        assert!(!is_url_safe_id(""));
+        assert!(!is_url_safe_id("-lead"));
+        assert!(!is_url_safe_id("has space"));
+        assert!(!is_url_safe_id("slash/y"));
+        assert!(!is_url_safe_id(&"x".repeat(65)));
+    }
+}

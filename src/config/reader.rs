@@ -1,0 +1,389 @@
+//! The machinery for reading `webhooks.toml` with every problem's position: [`Ctx`] collects
+//! problems, a [`TableReader`] reads one table's keys by kind and reports the ones nobody
+//! asked for. What the keys mean is [`super::read`]'s business.
+
+use std::cell::RefCell;
+
+use toml::Spanned;
+use toml::de::{DeTable, DeValue};
+
+use super::{Diagnostics, Severity};
+
+/// Keys people reach for that would put a secret in git.
+const INLINE_SECRET_KEYS: &[(&str, &str)] = &[
+    ("client_secret", "client_secret_env"),
+    ("secret", "client_secret_env"),
+    ("access_token", "access_token_env"),
+    ("token", "access_token_env"),
+    ("api_key", "access_token_env"),
+];
+
+/// Where problems are collected while reading one file.
+pub(super) struct Ctx<'t> {
+    pub text: &'t str,
+    pub diags: Diagnostics,
+}
+
+impl Ctx<'_> {
+    pub fn error(&mut self, at: usize, message: impl Into<String>) {
+        self.diags
+            .push(Severity::Error, self.text, at, message.into());
+    }
+
+    pub fn warning(&mut self, at: usize, message: impl Into<String>) {
+        self.diags
+            .push(Severity::Warning, self.text, at, message.into());
+    }
+}
+
+pub(super) type Value<'i> = Spanned<DeValue<'i>>;
+
+/// Reads the keys of one table, type-checking each. The keys it is asked for are the table's
+/// keys: [`TableReader::finish`] reports every other key as unknown, so a key is named once,
+/// where it is read.
+pub(super) struct TableReader<'a, 'i> {
+    /// How the table is named in messages, e.g. `[server]` or `[[webhook]] #2`.
+    pub name: String,
+    table: &'a DeTable<'i>,
+    /// Where "missing key" problems point: the table's header.
+    pub at: usize,
+    /// The keys asked for so far, in order (they are listed in that order).
+    known: RefCell<Vec<&'static str>>,
+}
+
+impl<'a, 'i> TableReader<'a, 'i> {
+    pub fn new(name: String, table: &'a DeTable<'i>, at: usize) -> Self {
+        Self {
+            name,
+            table,
+            at,
+            known: RefCell::default(),
+        }
+    }
+
+    /// Report the keys nobody asked for. Call once every key has been read.
+    pub fn finish(self, ctx: &mut Ctx) {
+        let known = self.known.into_inner();
+        for (key, _) in self.table.iter() {
+            let k = key.get_ref().as_ref();
+            if known.contains(&k) {
+                continue;
+            }
+            let hint = if let Some((_, env)) = INLINE_SECRET_KEYS.iter().find(|(s, _)| *s == k) {
+                format!(
+                    "; secrets never go in this file: name the environment variable that holds it with `{env}`"
+                )
+            } else if let Some(close) = closest(k, &known) {
+                format!("; did you mean `{close}`?")
+            } else {
+                format!("; expected one of: {}", known.join(", "))
+            };
+            ctx.error(
+                key.span().start,
+                format!("unknown key `{k}` in {}{hint}", self.name),
+            );
+        }
+    }
+
+    /// The value of `key`, which is one of this table's keys from now on.
+    pub fn get(&self, key: &'static str) -> Option<&'a Value<'i>> {
+        let mut known = self.known.borrow_mut();
+        if !known.contains(&key) {
+            known.push(key);
+        }
+        self.table
+            .iter()
+            .find(|(k, _)| k.get_ref().as_ref() == key)
+            .map(|(_, v)| v)
+    }
+
+    /// Whether `key` is present (whatever its value).
+    pub fn has(&self, key: &'static str) -> bool {
+        self.get(key).is_some()
+    }
+
+    pub fn missing(&self, ctx: &mut Ctx, key: &'static str, why: &str) {
+        ctx.error(
+            self.at,
+            format!("missing required key `{key}` in {}{why}", self.name),
+        );
+    }
+
+    pub fn wrong_type(&self, ctx: &mut Ctx, key: &'static str, v: &Value, expected: &str) {
+        ctx.error(
+            v.span().start,
+            format!(
+                "`{key}` in {} must be {expected}, found {}",
+                self.name,
+                describe(v.get_ref())
+            ),
+        );
+    }
+
+    pub fn string(&self, ctx: &mut Ctx, key: &'static str) -> Option<(String, usize)> {
+        let v = self.get(key)?;
+        match v.get_ref() {
+            DeValue::String(s) => Some((s.to_string(), v.span().start)),
+            _ => {
+                self.wrong_type(ctx, key, v, "a string");
+                None
+            }
+        }
+    }
+
+    pub fn integer(&self, ctx: &mut Ctx, key: &'static str) -> Option<(i64, usize)> {
+        let v = self.get(key)?;
+        match v.get_ref() {
+            DeValue::Integer(i) => match i64::from_str_radix(i.as_str(), i.radix()) {
+                Ok(n) => Some((n, v.span().start)),
+                Err(_) => {
+                    ctx.error(v.span().start, format!("`{key}` is out of range"));
+                    None
+                }
+            },
+            _ => {
+                self.wrong_type(ctx, key, v, "an integer");
+                None
+            }
+        }
+    }
+
+    /// A positive integer no larger than `max`.
+    pub fn positive(&self, ctx: &mut Ctx, key: &'static str, max: u64) -> Option<u64> {
+        let (n, at) = self.integer(ctx, key)?;
+        if n <= 0 || n as u64 > max {
+            ctx.error(
+                at,
+                format!(
+                    "`{key}` in {} must be between 1 and {max}, found {n}",
+                    self.name
+                ),
+            );
+            return None;
+        }
+        Some(n as u64)
+    }
+
+    pub fn boolean(&self, ctx: &mut Ctx, key: &'static str) -> Option<bool> {
+        let v = self.get(key)?;
+        match v.get_ref() {
+            DeValue::Boolean(b) => Some(*b),
+            _ => {
+                self.wrong_type(ctx, key, v, "true or false");
+                None
+            }
+        }
+    }
+
+    /// [`TableReader::positive`] with a default when the key is absent; `None` only when it
+    /// is present and wrong.
+    pub fn positive_or(
+        &self,
+        ctx: &mut Ctx,
+        key: &'static str,
+        max: u64,
+        default: u64,
+    ) -> Option<u64> {
+        match self.get(key) {
+            None => Some(default),
+            Some(_) => self.positive(ctx, key, max),
+        }
+    }
+
+    /// [`TableReader::boolean`] with a default when the key is absent.
+    pub fn boolean_or(&self, ctx: &mut Ctx, key: &'static str, default: bool) -> Option<bool> {
+        match self.get(key) {
+            None => Some(default),
+            Some(_) => self.boolean(ctx, key),
+        }
+    }
+
+    /// A key every table of this kind must have: its value when present (and of the right
+    /// kind, by `read`), else a "missing" error at the table's header.
+    pub fn required<T>(
+        &self,
+        ctx: &mut Ctx,
+        key: &'static str,
+        why: &str,
+        read: impl FnOnce(&Self, &mut Ctx) -> Option<T>,
+    ) -> Option<T> {
+        if !self.has(key) {
+            self.missing(ctx, key, why);
+            return None;
+        }
+        read(self, ctx)
+    }
+
+    /// An environment variable *name*, checked for shape (never its value).
+    pub fn env_name(&self, ctx: &mut Ctx, key: &'static str) -> Option<(String, usize)> {
+        let (name, at) = self.string(ctx, key)?;
+        if is_env_name(&name) {
+            Some((name, at))
+        } else {
+            ctx.error(
+                at,
+                format!(
+                    "`{key}` must name an environment variable (letters, digits and `_`, not starting with a digit), not hold a value; the secret itself belongs in that variable"
+                ),
+            );
+            None
+        }
+    }
+
+    /// An absolute http(s) URL, returned without a trailing slash.
+    pub fn http_url(&self, ctx: &mut Ctx, key: &'static str) -> Option<String> {
+        let (raw, at) = self.string(ctx, key)?;
+        match check_http_url(&raw) {
+            Ok(url) => Some(url),
+            Err(why) => {
+                ctx.error(at, format!("`{key}` {why}, found \"{raw}\""));
+                None
+            }
+        }
+    }
+}
+
+/// Reads `[name]` (a plain table) if present; `None` plus an error when it is not a table.
+pub(super) fn sub_table<'a, 'i>(
+    ctx: &mut Ctx,
+    top: &TableReader<'a, 'i>,
+    key: &'static str,
+) -> Result<Option<(&'a DeTable<'i>, usize)>, ()> {
+    let Some(v) = top.get(key) else {
+        return Ok(None);
+    };
+    match v.get_ref() {
+        DeValue::Table(t) => Ok(Some((t, v.span().start))),
+        other => {
+            ctx.error(
+                v.span().start,
+                format!(
+                    "`{key}` must be a table ([{key}]), found {}",
+                    describe(other)
+                ),
+            );
+            Err(())
+        }
+    }
+}
+
+/// The tables of `[[key]]`, each with its header offset and 1-based position.
+pub(super) fn read_array<'a, 'i>(
+    ctx: &mut Ctx,
+    top: &TableReader<'a, 'i>,
+    key: &'static str,
+) -> Vec<(&'a DeTable<'i>, usize, usize)> {
+    let Some(v) = top.get(key) else {
+        return Vec::new();
+    };
+    let DeValue::Array(items) = v.get_ref() else {
+        ctx.error(
+            v.span().start,
+            format!(
+                "`{key}` must be an array of tables: write each one under a [[{key}]] header, found {}",
+                describe(v.get_ref())
+            ),
+        );
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for (i, item) in items.iter().enumerate() {
+        match item.get_ref() {
+            DeValue::Table(t) => out.push((t, item.span().start, i + 1)),
+            other => ctx.error(
+                item.span().start,
+                format!("each `{key}` must be a table, found {}", describe(other)),
+            ),
+        }
+    }
+    out
+}
+
+/// A TOML integer or float as f64.
+pub(super) fn number(v: &DeValue) -> Option<f64> {
+    match v {
+        DeValue::Integer(i) => i64::from_str_radix(i.as_str(), i.radix())
+            .ok()
+            .map(|n| n as f64),
+        DeValue::Float(f) => f.as_str().replace('_', "").parse().ok(),
+        _ => None,
+    }
+}
+
+fn check_http_url(raw: &str) -> Result<String, &'static str> {
+    let url = reqwest::Url::parse(raw)
+        .map_err(|_| "must be an absolute http(s) URL such as \"https://hooks.example.com\"")?;
+    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+        return Err("must be an absolute http(s) URL such as \"https://hooks.example.com\"");
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err("must not carry a query or fragment");
+    }
+    Ok(raw.trim_end_matches('/').to_string())
+}
+
+fn is_env_name(s: &str) -> bool {
+    let b = s.as_bytes();
+    !b.is_empty()
+        && !b[0].is_ascii_digit()
+        && b.iter().all(|c| c.is_ascii_alphanumeric() || *c == b'_')
+}
+
+pub(super) fn describe(v: &DeValue) -> String {
+    match v {
+        DeValue::String(s) => format!("the string \"{s}\""),
+        DeValue::Integer(i) => format!("the integer {}", i.as_str()),
+        DeValue::Float(f) => format!("the float {}", f.as_str()),
+        DeValue::Boolean(b) => format!("the boolean {b}"),
+        DeValue::Datetime(d) => format!("the datetime {d}"),
+        DeValue::Array(_) => "an array".into(),
+        DeValue::Table(_) => "a table".into(),
+    }
+}
+
+pub(super) fn first_line(s: &str) -> &str {
+    s.lines().next().unwrap_or(s).trim()
+}
+
+/// The known key closest to a typo, if it is close enough to be a plausible suggestion.
+pub(super) fn closest<'k>(typo: &str, known: &[&'k str]) -> Option<&'k str> {
+    // `workflow` for `workflow_id`, `secret_env` for `client_secret_env`.
+    if let Some(k) = known
+        .iter()
+        .find(|k| typo.len() >= 4 && (k.starts_with(typo) || k.ends_with(typo)))
+    {
+        return Some(k);
+    }
+    known
+        .iter()
+        .map(|k| (edit_distance(typo, k), *k))
+        .filter(|(d, k)| *d <= 2.max(k.len() / 4))
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, k)| k)
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let cost = usize::from(ca != *cb);
+            cur.push((prev[j] + cost).min(prev[j + 1] + 1).min(cur[j] + 1));
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn suggestions_only_for_near_misses() {
+        let known = ["listen", "public_url", "data_dir", "max_body_bytes"];
+        assert_eq!(closest("lisen", &known), Some("listen"));
+        assert_eq!(closest("zzzzzz", &known), None);
+    }
+}

@@ -1,0 +1,218 @@
+//! The checks that need more than one key or table, as named passes over what
+//! [`super::read`] read, in the manner of vector's `config::validation`: each pass reports
+//! every problem it finds (errors and warnings apart, by severity) and none stops the others.
+
+use std::collections::HashMap;
+
+use super::read::{ConnectorDraft, Draft, WebhookDraft};
+use super::reader::Ctx;
+use super::{EnvCheck, Target, Webhook};
+
+/// Run every pass; the webhooks as configured when the draft holds everything a config needs
+/// (errors may still have been reported: the caller looks).
+pub(super) fn check(ctx: &mut Ctx, draft: Draft, env: EnvCheck) -> Option<(Draft, Vec<Webhook>)> {
+    check_connectors_declared(ctx, &draft);
+    check_unique(
+        ctx,
+        draft
+            .connectors
+            .iter()
+            .map(|c| (c.connector.id.as_str(), c.id_at)),
+        "connector",
+    );
+    let webhooks: Vec<(Webhook, usize)> = draft
+        .webhooks
+        .iter()
+        .filter_map(|w| {
+            let connector = check_webhook_connector(ctx, w, &draft.declared_connectors);
+            let target = check_webhook_target(ctx, w);
+            let (id, at) = w.id.clone()?;
+            Some((
+                Webhook {
+                    id,
+                    name: w.name.clone(),
+                    connector: connector?,
+                    kind: w.kind?,
+                    target: target?,
+                },
+                at,
+            ))
+        })
+        .collect();
+    check_unique(
+        ctx,
+        webhooks.iter().map(|(w, at)| (w.id.as_str(), *at)),
+        "webhook",
+    );
+    for c in &draft.connectors {
+        check_env(ctx, c, env);
+        warn_allow_unsigned(ctx, c);
+    }
+    let complete = draft.version.is_some()
+        && draft.server.is_some()
+        && draft.scheduler.is_some()
+        && draft.model.is_some();
+    complete.then(|| (draft, webhooks.into_iter().map(|(w, _)| w).collect()))
+}
+
+fn check_connectors_declared(ctx: &mut Ctx, draft: &Draft) {
+    if draft.connectors.is_empty() && !draft.connector_key {
+        ctx.error(
+            0,
+            "no [[connector]] defined; add one for the HubSpot account that sends the webhooks",
+        );
+    }
+}
+
+fn check_unique<'s>(ctx: &mut Ctx, ids: impl Iterator<Item = (&'s str, usize)>, what: &str) {
+    let mut seen: HashMap<&str, usize> = HashMap::new();
+    for (id, at) in ids {
+        if let Some(first) = seen.get(id) {
+            let line = ctx.text[..*first].matches('\n').count() + 1;
+            ctx.error(
+                at,
+                format!("duplicate {what} id \"{id}\" (first defined on line {line})"),
+            );
+        } else {
+            seen.insert(id, at);
+        }
+    }
+}
+
+/// The connector a webhook sends through: the one it names, or the only one there is.
+fn check_webhook_connector(ctx: &mut Ctx, w: &WebhookDraft, declared: &[String]) -> Option<String> {
+    match &w.connector {
+        Some((c, _)) if declared.contains(c) => Some(c.clone()),
+        Some((c, at)) => {
+            let list = if declared.is_empty() {
+                "(none)".to_string()
+            } else {
+                declared.join(", ")
+            };
+            ctx.error(
+                *at,
+                format!("unknown connector `{c}`; defined connectors: {list}"),
+            );
+            None
+        }
+        None if w.connector_unreadable => None,
+        None => match declared {
+            [only] => Some(only.clone()),
+            [] => None, // reported once, by check_connectors_declared
+            many => {
+                missing(
+                    ctx,
+                    w,
+                    "connector",
+                    &format!(" (there is more than one connector: {})", many.join(", ")),
+                );
+                None
+            }
+        },
+    }
+}
+
+/// What the webhook's type calls: a workflow to enroll into, or a list (UPDATE_ONLY); the
+/// other key is refused.
+fn check_webhook_target(ctx: &mut Ctx, w: &WebhookDraft) -> Option<Target> {
+    let kind = w.kind?;
+    if kind.enrolls() {
+        if w.workflow_id_at.is_none() {
+            missing(
+                ctx,
+                w,
+                "workflow_id",
+                &format!(" ({kind} webhooks enroll the contact into this HubSpot workflow)"),
+            );
+        }
+        if let Some(at) = w.list_id_at {
+            ctx.error(
+                at,
+                format!(
+                    "`list_id` is only used by UPDATE_ONLY webhooks; {kind} enrolls into `workflow_id`, so remove `list_id` or change `type`"
+                ),
+            );
+        }
+        w.workflow_id.map(Target::Workflow)
+    } else {
+        if let Some(at) = w.workflow_id_at {
+            ctx.error(
+                at,
+                "`workflow_id` is not allowed on UPDATE_ONLY webhooks, which update list membership and never enroll; remove it or change `type`",
+            );
+        }
+        if w.list_id_at.is_none() {
+            missing(
+                ctx,
+                w,
+                "list_id",
+                " (UPDATE_ONLY webhooks add the contact to this HubSpot list)",
+            );
+        }
+        w.list_id.clone().map(Target::List)
+    }
+}
+
+/// Unset env vars are warnings for `validate` (the config repo's CI has no secrets) and
+/// errors for `serve` and `tick` (which needs only the tokens), except on dry-run
+/// connectors, which call nothing.
+fn check_env(ctx: &mut Ctx, draft: &ConnectorDraft, env: EnvCheck) {
+    let c = &draft.connector;
+    for (key, name, at) in [
+        (
+            "client_secret_env",
+            &c.client_secret_env,
+            draft.client_secret_env_at,
+        ),
+        (
+            "access_token_env",
+            &c.access_token_env,
+            draft.access_token_env_at,
+        ),
+    ] {
+        if env == EnvCheck::RequireTokens && key == "client_secret_env" {
+            continue;
+        }
+        if std::env::var(name).is_ok_and(|v| !v.is_empty()) {
+            continue;
+        }
+        let message = format!(
+            "environment variable {name} (`{key}` of connector `{}`) is not set",
+            c.id
+        );
+        if env != EnvCheck::Warn && !c.dry_run {
+            ctx.error(
+                at,
+                format!(
+                    "{message}; set it, or set `dry_run = true` to run without calling HubSpot"
+                ),
+            );
+        } else if key == "client_secret_env" {
+            ctx.warning(
+                at,
+                format!("{message}: posts to its webhooks are refused (503) until it is"),
+            );
+        } else {
+            ctx.warning(at, message);
+        }
+    }
+}
+
+fn warn_allow_unsigned(ctx: &mut Ctx, draft: &ConnectorDraft) {
+    if let Some(at) = draft.allow_unsigned_at {
+        ctx.warning(
+            at,
+            "`allow_unsigned` is on: posts without a signature are accepted from anyone; for local testing only",
+        );
+    }
+}
+
+fn missing(ctx: &mut Ctx, w: &WebhookDraft, key: &str, why: &str) {
+    ctx.error(
+        w.at,
+        format!(
+            "missing required key `{key}` in {}{why}",
+            w.name_in_messages
+        ),
+    );
+}
