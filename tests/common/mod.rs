@@ -1,13 +1,70 @@
-//! Helpers shared by the integration tests: start the real `sendtime serve` on an ephemeral
-//! port, capture its logs, send it signals.
+//! Helpers shared by the integration tests: write a test config, start the real `sendtime
+//! serve` on an ephemeral port, capture its logs, send it signals, stop it.
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+/// The public URL of every test config (signatures are computed over it).
+pub const PUBLIC_URL: &str = "https://hooks.example.com";
+/// The portal and app of every test config's connector `main`.
+pub const PORTAL_ID: u64 = 62515;
+pub const APP_ID: u64 = 54321;
+
+/// A `[[webhook]]` of a test config; `target` is its `workflow_id` or `list_id` line.
+pub struct Hook {
+    pub id: &'static str,
+    pub kind: &'static str,
+    pub target: &'static str,
+}
+
+/// `webhooks.toml` for a test: `[server]` at [`PUBLIC_URL`], one connector `main` whose secret
+/// and token are read from `{env}_SECRET` and `{env}_TOKEN`, and `hooks`. The other fields are
+/// extra lines for `[server]`, for tables after it (`[scheduler]`, `[model]`) and for the
+/// connector.
+#[derive(Default)]
+pub struct TestConfig<'a> {
+    pub env: &'a str,
+    pub server: &'a str,
+    pub tables: &'a str,
+    pub connector: &'a str,
+    pub hooks: &'a [&'a Hook],
+}
+
+impl TestConfig<'_> {
+    pub fn text(&self) -> String {
+        let TestConfig {
+            env,
+            server,
+            tables,
+            connector,
+            hooks,
+        } = self;
+        let mut text = format!(
+            "version = 1\n[server]\npublic_url = \"{PUBLIC_URL}\"\n{server}\n{tables}\n\
+             [[connector]]\nid = \"main\"\nportal_id = {PORTAL_ID}\napp_id = {APP_ID}\n\
+             client_secret_env = \"{env}_SECRET\"\naccess_token_env = \"{env}_TOKEN\"\n{connector}\n"
+        );
+        for h in *hooks {
+            text.push_str(&format!(
+                "[[webhook]]\nid = \"{}\"\ntype = \"{}\"\n{}\n",
+                h.id, h.kind, h.target
+            ));
+        }
+        text
+    }
+
+    /// Write it as `dir/webhooks.toml`; its path.
+    pub fn write(&self, dir: &Path) -> PathBuf {
+        let path = dir.join("webhooks.toml");
+        std::fs::write(&path, self.text()).unwrap();
+        path
+    }
+}
 
 pub struct Server {
     pub child: Child,
@@ -96,6 +153,18 @@ impl Server {
             .status()
             .unwrap();
         assert!(status.success());
+    }
+
+    /// Stop it as an operator would (SIGTERM), check it exits cleanly, and return its logs.
+    pub fn stop(mut self) -> String {
+        self.signal("TERM");
+        assert_eq!(
+            self.wait_exit(Duration::from_secs(20)),
+            Some(0),
+            "{}",
+            self.logs()
+        );
+        self.logs()
     }
 
     /// Wait for the process to exit by itself; its exit code.
