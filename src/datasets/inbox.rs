@@ -130,13 +130,44 @@ pub struct InboxWriter {
 
 /// Bring the inbox under `data_dir` to a readable state after a stop or a crash: finish or
 /// roll back interrupted compactions, and move what the write-ahead log holds into parts.
-/// Returns every receipt. Run before [`Inbox::start`], by the process that owns the folder.
-pub fn recover(data_dir: &Path) -> anyhow::Result<Vec<Receipt>> {
+/// Returns every receipt's key. Run before [`Inbox::start`], by the process that owns the
+/// folder.
+pub fn recover(data_dir: &Path) -> anyhow::Result<Vec<ReceiptKey>> {
     let dataset = dataset(data_dir)?;
     dataset.recover()?;
-    let mut rows = read(&dataset)?;
-    rows.extend(replay_log(&dataset, &data_dir.join(WAL_DIR))?);
-    Ok(rows)
+    let mut keys = read_keys(&dataset)?;
+    let replayed = replay_log(&dataset, data_dir)?;
+    keys.extend(replayed.iter().map(ReceiptKey::of));
+    Ok(keys)
+}
+
+/// Who a receipt is for, as the pending set knows it: all a restart needs to know which
+/// contacts wait, whatever else the row holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReceiptKey {
+    pub receipt_id: String,
+    pub webhook_id: String,
+    pub contact_id: Option<i64>,
+    pub email: Option<String>,
+}
+
+impl ReceiptKey {
+    fn of(r: &Receipt) -> ReceiptKey {
+        ReceiptKey {
+            receipt_id: r.receipt_id.clone(),
+            webhook_id: r.webhook_id.clone(),
+            contact_id: r.contact_id,
+            email: r.email.clone(),
+        }
+    }
+
+    pub fn contact(&self) -> Contact<'_> {
+        Contact {
+            webhook_id: &self.webhook_id,
+            contact_id: self.contact_id,
+            email: self.email.as_deref(),
+        }
+    }
 }
 
 impl Inbox {
@@ -327,8 +358,11 @@ impl Writer {
 }
 
 /// At start-up: segments whose part exists were flushed already; the rest are replayed into
-/// their parts. Returns the replayed receipts.
-fn replay_log(dataset: &Dataset, wal_dir: &Path) -> anyhow::Result<Vec<Receipt>> {
+/// their parts. A segment holding a record that cannot be decoded (written by a newer
+/// version?) is moved to `quarantine/wal/` rather than deleted. Returns the replayed
+/// receipts.
+fn replay_log(dataset: &Dataset, data_dir: &Path) -> anyhow::Result<Vec<Receipt>> {
+    let wal_dir = &data_dir.join(WAL_DIR);
     let mut out = Vec::new();
     for (id, path) in wal::segments(wal_dir, WAL_PREFIX)? {
         if dataset.part_path(id).exists() {
@@ -354,7 +388,21 @@ fn replay_log(dataset: &Dataset, wal_dir: &Path) -> anyhow::Result<Vec<Receipt>>
             dataset.write_part(id, &mut df)?;
             tracing::info!(segment = %path.display(), receipts = receipts.len(), "replayed inbox log");
         }
-        std::fs::remove_file(&path)?;
+        let undecodable = replay.records.len() - receipts.len();
+        if undecodable > 0 {
+            let quarantine = data_dir.join("quarantine").join(WAL_DIR);
+            std::fs::create_dir_all(&quarantine)?;
+            let dest = quarantine.join(path.file_name().context("segment without a name")?);
+            std::fs::rename(&path, &dest)?;
+            tracing::error!(
+                segment = %path.display(),
+                moved_to = %dest.display(),
+                records = undecodable,
+                "inbox log records this sendtime cannot read (written by a newer version?) were kept aside, not replayed"
+            );
+        } else {
+            std::fs::remove_file(&path)?;
+        }
         out.extend(receipts);
     }
     sync_dir(wal_dir).ok();
@@ -412,43 +460,32 @@ pub fn frame(rows: &[Receipt]) -> anyhow::Result<DataFrame> {
     )?)
 }
 
-/// Every receipt in the inbox's parts, each once (a compaction in progress can show a row in
-/// two parts for a moment).
-pub fn read(dataset: &Dataset) -> anyhow::Result<Vec<Receipt>> {
+/// Every receipt's key in the inbox's parts, each once (a compaction in progress can show a
+/// row in two parts for a moment).
+pub fn read_keys(dataset: &Dataset) -> anyhow::Result<Vec<ReceiptKey>> {
     let frames: Vec<DataFrame> = dataset.read_all()?.into_iter().map(|(_, df)| df).collect();
     if frames.is_empty() {
         return Ok(Vec::new());
     }
     let df = concat_frames(frames)?;
-    let strs = |name| super::strs(&df, name);
-    let ints = |name| super::ints(&df, name);
-    let ids = strs(col::RECEIPT_ID)?;
-    let webhooks = strs(col::WEBHOOK_ID)?;
-    let types = strs(col::WEBHOOK_TYPE)?;
-    let contacts = ints(col::CONTACT_ID)?;
-    let emails = strs(col::EMAIL)?;
-    let portals = ints(col::PORTAL_ID)?;
-    let received = ints(col::RECEIVED_AT)?;
-    let sigs = strs(col::SIGNATURE)?;
-    let configs = strs(col::CONFIG)?;
+    let ids = super::strs(&df, col::RECEIPT_ID)?;
+    let webhooks = super::strs(&df, col::WEBHOOK_ID)?;
+    let contacts = super::ints(&df, col::CONTACT_ID)?;
+    let emails = super::strs(&df, col::EMAIL)?;
     let mut seen = HashSet::new();
     let mut out = Vec::with_capacity(ids.len());
-    for i in 0..ids.len() {
-        let id = ids[i].clone().unwrap_or_default();
-        if !seen.insert(id.clone()) {
-            continue;
+    for (((id, webhook_id), contact_id), email) in
+        ids.into_iter().zip(webhooks).zip(contacts).zip(emails)
+    {
+        let receipt_id = id.unwrap_or_default();
+        if seen.insert(receipt_id.clone()) {
+            out.push(ReceiptKey {
+                receipt_id,
+                webhook_id: webhook_id.unwrap_or_default(),
+                contact_id,
+                email,
+            });
         }
-        out.push(Receipt {
-            receipt_id: id,
-            webhook_id: webhooks[i].clone().unwrap_or_default(),
-            webhook_type: stored_enum(col::WEBHOOK_TYPE, types[i].as_deref(), WebhookType::parse)?,
-            contact_id: contacts[i],
-            email: emails[i].clone(),
-            portal_id: portals[i],
-            received_at_ms: received[i].unwrap_or_default(),
-            signature: sigs[i].clone().unwrap_or_default(),
-            config: configs[i].clone().unwrap_or_default(),
-        });
     }
     Ok(out)
 }
@@ -517,5 +554,54 @@ impl PlanningColumns {
                 Ok(k)
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn receipt(id: &str, email: &str) -> Receipt {
+        Receipt {
+            receipt_id: id.into(),
+            webhook_id: "w".into(),
+            webhook_type: WebhookType::NextWeek,
+            contact_id: None,
+            email: Some(email.into()),
+            portal_id: None,
+            received_at_ms: 1_700_000_000_000,
+            signature: "v2".into(),
+            config: "c".into(),
+        }
+    }
+
+    /// A log record this build cannot decode (a newer version's) is kept aside with its
+    /// segment, never deleted; the records it can read are replayed.
+    #[test]
+    fn a_log_record_that_cannot_be_decoded_is_kept_aside_not_lost() {
+        let dir = tempfile::tempdir().unwrap();
+        let wal_dir = dir.path().join(WAL_DIR);
+        let mut segment = Segment::create(&wal_dir, WAL_PREFIX).unwrap();
+        let good = serde_json::to_vec(&receipt("r1", "a@example.com")).unwrap();
+        let newer = String::from_utf8(serde_json::to_vec(&receipt("r2", "b@example.com")).unwrap())
+            .unwrap()
+            .replace("NEXT_WEEK", "NEXT_FORTNIGHT");
+        segment.append([good.as_slice(), newer.as_bytes()]).unwrap();
+        let name = segment.path.file_name().unwrap().to_owned();
+
+        let keys = recover(dir.path()).unwrap();
+        assert_eq!(
+            keys.iter()
+                .map(|k| k.receipt_id.as_str())
+                .collect::<Vec<_>>(),
+            ["r1"]
+        );
+        assert_eq!(read_keys(&dataset(dir.path()).unwrap()).unwrap(), keys);
+        assert!(!segment.path.exists());
+        let kept = dir.path().join("quarantine").join(WAL_DIR).join(name);
+        let records = wal::replay(&kept).unwrap().records;
+        assert_eq!(records.len(), 2, "the whole segment is kept");
+        // Recovering again finds nothing new and loses nothing.
+        assert_eq!(recover(dir.path()).unwrap(), keys);
     }
 }

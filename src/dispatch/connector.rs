@@ -47,7 +47,7 @@ pub struct Link {
 }
 
 impl Link {
-    fn new(id: String, client: Client) -> Link {
+    pub(super) fn new(id: String, client: Client) -> Link {
         Link {
             id,
             client,
@@ -258,4 +258,101 @@ fn pause_path(data_dir: &Path, connector: &str) -> PathBuf {
     data_dir
         .join("state")
         .join(format!("dispatch-pause-{connector}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::Clock;
+
+    const NOW: i64 = 1_795_750_200_000; // 2026-11-27 03:30 UTC
+    const NEXT_HOUR: i64 = 1_795_752_000_000;
+
+    fn connector(requests_per_10s: u32) -> Connector {
+        Connector {
+            id: "main".into(),
+            portal_id: 1,
+            app_id: 2,
+            client_secret_env: "UNUSED".into(),
+            // Any variable that is set: nothing is called.
+            access_token_env: "PATH".into(),
+            api_base: "http://127.0.0.1:9".into(),
+            requests_per_10s,
+            requests_per_day: 1000,
+            list_batch_size: 10,
+            dry_run: false,
+            allow_unsigned: false,
+        }
+    }
+
+    fn dispatcher(data: &Path, now: i64) -> Dispatcher {
+        Dispatcher::open(data, Metrics::new(), Clock::Fixed(now)).unwrap()
+    }
+
+    #[tokio::test]
+    async fn admission_is_refused_while_paused_or_stopping() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut d = dispatcher(dir.path(), NOW);
+        let link = d.link(&connector(100)).unwrap();
+        assert!(link.admit(|| NOW, || false).await.is_ok());
+        assert_eq!(link.admit(|| NOW, || true).await.err(), Some(NOW));
+        let metrics = Metrics::new();
+        assert_eq!(link.pause_for_the_day(NOW, &metrics), NEXT_HOUR);
+        assert_eq!(link.admit(|| NOW, || false).await.err(), Some(NEXT_HOUR));
+        assert!(link.admit(|| NEXT_HOUR, || false).await.is_ok());
+        d.close();
+    }
+
+    #[tokio::test]
+    async fn new_settings_keep_a_daily_pause_and_drop_a_refused_token_pause() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut d = dispatcher(dir.path(), NOW);
+        let metrics = Metrics::new();
+        let link = d.link(&connector(100)).unwrap();
+        link.pause_for_the_day(NOW, &metrics);
+        let rebuilt = d.link(&connector(150)).unwrap();
+        assert!(!Arc::ptr_eq(&link, &rebuilt), "new settings, new client");
+        assert_eq!(rebuilt.paused_at(NOW), Some(NEXT_HOUR));
+        rebuilt.pause_for_the_day(NEXT_HOUR, &metrics); // still spent at the next hour
+        let refused = d.link(&connector(100)).unwrap();
+        assert_eq!(refused.paused_at(NEXT_HOUR), Some(NEXT_HOUR + 3_600_000));
+        *refused.pause.lock().unwrap() = None;
+        refused.pause_for_the_token(NOW, 401, "bad token", &metrics);
+        assert!(refused.paused_at(NOW).is_some());
+        let fixed = d.link(&connector(150)).unwrap();
+        assert_eq!(fixed.paused_at(NOW), None, "a new token is tried at once");
+        d.close();
+    }
+
+    #[tokio::test]
+    async fn a_daily_pause_outlasts_the_process_and_is_forgotten_once_over() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = pause_path(dir.path(), "main");
+        let mut d = dispatcher(dir.path(), NOW);
+        let link = d.link(&connector(100)).unwrap();
+        link.pause_for_the_day(NOW, &d.metrics);
+        d.store_pauses();
+        assert_eq!(
+            std::fs::read_to_string(&file).unwrap(),
+            NEXT_HOUR.to_string()
+        );
+        d.close();
+        // The next process knows it.
+        let mut d = dispatcher(dir.path(), NOW + 60_000);
+        let link = d.link(&connector(100)).unwrap();
+        assert_eq!(link.paused_at(NOW + 60_000), Some(NEXT_HOUR));
+        // Over at the hour: lifted, and the file goes.
+        d.resume_connectors(NEXT_HOUR);
+        assert_eq!(link.paused_at(NOW), None);
+        d.store_pauses();
+        assert!(!file.exists());
+        d.close();
+        // A refused-token pause is this process's only.
+        let mut d = dispatcher(dir.path(), NOW);
+        let link = d.link(&connector(100)).unwrap();
+        link.pause_for_the_token(NOW, 401, "bad token", &d.metrics);
+        d.store_pauses();
+        assert!(!file.exists());
+        d.close();
+    }
 }

@@ -68,6 +68,7 @@ pub struct Ctx {
     pub horizon: Instant,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq)]
 enum Decision {
     /// Wait this long here, then call again.
     Retry(Duration),
@@ -543,4 +544,149 @@ pub async fn list_add(
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    //! What each of HubSpot's failures makes a call do next, without HubSpot.
+    use super::*;
+    use crate::hubspot::{Client, ClientOptions};
+
+    const NOW: i64 = 1_795_750_200_000; // 2026-11-27 03:30 UTC
+
+    fn ctx(data: &std::path::Path) -> (Ctx, crate::datasets::outcomes::OutcomeWriter) {
+        let (log, writer) = OutcomeLog::open(data).unwrap();
+        let (_tx, stop) = watch::channel(false);
+        let ctx = Ctx {
+            log,
+            clock: Clock::Fixed(NOW),
+            metrics: Metrics::new(),
+            stop,
+            horizon: Instant::now() + Duration::from_secs(30),
+        };
+        (ctx, writer)
+    }
+
+    fn link() -> Link {
+        // Never called: nothing listens there.
+        let client = Client::new("http://127.0.0.1:9", "t", ClientOptions::default()).unwrap();
+        Link::new("main".into(), client)
+    }
+
+    fn limited(policy: RatePolicy, retry_after: Option<Duration>) -> ApiError {
+        ApiError::RateLimited {
+            policy,
+            retry_after,
+            message: "limit".into(),
+        }
+    }
+
+    fn transient() -> ApiError {
+        ApiError::Transient {
+            status: Some(502),
+            may_have_reached: true,
+            message: "bad gateway".into(),
+        }
+    }
+
+    fn permanent(status: u16) -> ApiError {
+        ApiError::Permanent {
+            status,
+            message: "no".into(),
+            correlation_id: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_ten_secondly_429_waits_here_when_short_and_leaves_it_to_a_later_tick_when_long() {
+        let dir = tempfile::tempdir().unwrap();
+        let (ctx, _writer) = ctx(dir.path());
+        let link = link();
+        let s = Duration::from_secs;
+        let short = limited(RatePolicy::TenSecondly, Some(s(3)));
+        assert_eq!(ctx.decide(&link, &short, 0), Decision::Retry(s(3)));
+        let long = limited(RatePolicy::TenSecondly, Some(s(120)));
+        assert_eq!(ctx.decide(&link, &long, 0), Decision::Later(NOW + 120_000));
+        let silent = limited(RatePolicy::TenSecondly, None);
+        assert_eq!(ctx.decide(&link, &silent, 0), Decision::Retry(s(10)));
+        assert_eq!(link.paused_at(NOW), None, "the connector is not paused");
+    }
+
+    #[tokio::test]
+    async fn a_daily_429_pauses_the_connector_until_the_next_hour() {
+        let dir = tempfile::tempdir().unwrap();
+        let (ctx, _writer) = ctx(dir.path());
+        let link = link();
+        let next_hour = 1_795_752_000_000;
+        let daily = limited(RatePolicy::Daily, None);
+        assert_eq!(ctx.decide(&link, &daily, 0), Decision::Later(next_hour));
+        assert_eq!(link.paused_at(NOW), Some(next_hour));
+        assert_eq!(link.paused_at(next_hour), None, "over at the hour");
+        assert!(
+            ctx.metrics
+                .render()
+                .contains("sendtime_connector_paused{connector=\"main\"} 1")
+        );
+    }
+
+    #[tokio::test]
+    async fn a_refused_token_holds_the_connector_and_never_fails_the_contact() {
+        let dir = tempfile::tempdir().unwrap();
+        let (ctx, _writer) = ctx(dir.path());
+        for status in [401, 403] {
+            let link = link();
+            assert_eq!(
+                ctx.decide(&link, &permanent(status), 12),
+                Decision::Later(NOW)
+            );
+            let until = NOW + policy::REFUSED_TOKEN_PAUSE_MS;
+            assert_eq!(link.paused_at(NOW), Some(until));
+            // A second refusal does not push the pause further.
+            let later = Ctx {
+                clock: Clock::Fixed(NOW + 1000),
+                ..ctx.clone_for_test()
+            };
+            later.decide(&link, &permanent(status), 0);
+            assert_eq!(link.paused_at(NOW), Some(until));
+        }
+    }
+
+    #[tokio::test]
+    async fn transient_failures_back_off_until_the_twelfth_and_refusals_give_up_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let (ctx, _writer) = ctx(dir.path());
+        let link = link();
+        match ctx.decide(&link, &transient(), 1) {
+            Decision::Retry(d) => {
+                assert!(d >= Duration::from_millis(500) && d < Duration::from_millis(1500))
+            }
+            other => panic!("{other:?}"),
+        }
+        // The ninth waits minutes: past this tick's horizon.
+        match ctx.decide(&link, &transient(), 9) {
+            Decision::Later(t) => assert!(t >= NOW + 128_000, "{t}"),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(ctx.decide(&link, &transient(), 12), Decision::GiveUp);
+        assert_eq!(ctx.decide(&link, &permanent(400), 0), Decision::GiveUp);
+        let too_large = ApiError::BatchTooLarge {
+            size: 2,
+            status: 400,
+            message: "too large".into(),
+        };
+        assert_eq!(ctx.decide(&link, &too_large, 0), Decision::GiveUp);
+        assert_eq!(link.paused_at(NOW), None);
+    }
+
+    impl Ctx {
+        fn clone_for_test(&self) -> Ctx {
+            Ctx {
+                log: self.log.clone(),
+                clock: self.clock.clone(),
+                metrics: self.metrics.clone(),
+                stop: self.stop.clone(),
+                horizon: self.horizon,
+            }
+        }
+    }
 }
