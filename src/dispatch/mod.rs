@@ -150,7 +150,9 @@ impl Dispatcher {
         }
         let mut history: HashMap<String, Seen> = HashMap::new();
         let mut done = IdSet::default();
-        for r in outcomes::read(&outcomes_ds)? {
+        let rows = outcomes::read(&outcomes_ds)
+            .with_context(|| format!("cannot read {}", outcomes_ds.dir.display()))?;
+        for r in rows {
             if r.status.is_final() {
                 done.insert(ReceiptId::new(&r.receipt_id));
                 continue;
@@ -179,7 +181,9 @@ impl Dispatcher {
         let mut planned = IdSet::default();
         let mut webhook_ids = HashSet::new();
         let mut in_flight = 0usize;
-        for p in plan::read(&plan_ds)? {
+        let plans = plan::read(&plan_ds)
+            .with_context(|| format!("cannot read {}", plan_ds.dir.display()))?;
+        for p in plans {
             let id = ReceiptId::new(&p.receipt_id);
             if done.contains(&id) || !planned.insert(id.clone()) {
                 continue;
