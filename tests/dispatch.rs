@@ -8,7 +8,7 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use common::{Hook, PUBLIC_URL, Server, TestConfig, eventually};
+use common::{Hook, PUBLIC_URL, Server, TestConfig, eventually, runtime};
 use sendtime::datasets::outcomes::{self, OutcomeRow, Status};
 use sendtime::datasets::plan::{self, PlanRow};
 use sendtime::hubspot::standin::{LogEntry, Options, StandIn};
@@ -152,14 +152,6 @@ fn enrollments(log: &[LogEntry]) -> HashMap<(String, String), usize> {
         }
     }
     out
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
 }
 
 /// Opens at `hour` UTC on 12 past days for each of `emails`, imported with `sendtime import csv`.

@@ -6,7 +6,7 @@ mod common;
 
 use std::path::Path;
 
-use common::{Hook, TestConfig};
+use common::{Hook, TestConfig, runtime};
 use sendtime::clock::Clock;
 use sendtime::config::{Config, EnvCheck, Overrides, WebhookType};
 use sendtime::datasets::inbox::{self, Receipt};
@@ -78,11 +78,7 @@ fn tick(d: &mut Dispatcher, config: &Config, rt: &tokio::runtime::Runtime) -> (u
 
 #[test]
 fn repeated_and_finished_receipts_are_never_planned_twice() {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = runtime();
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     std::fs::create_dir_all(&data).unwrap();
@@ -147,11 +143,7 @@ fn repeated_and_finished_receipts_are_never_planned_twice() {
 /// planned with a guessed type: it is left for later, and the parts around it are planned.
 #[test]
 fn a_part_with_an_unknown_webhook_type_is_left_unplanned_and_the_rest_go_on() {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = runtime();
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     std::fs::create_dir_all(&data).unwrap();
