@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use polars::prelude::*;
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
@@ -538,22 +539,25 @@ impl PlanningColumns {
         self.len() == 0
     }
 
-    /// Each row's webhook type; a type this build does not know is an error.
-    pub fn webhook_types(&self) -> anyhow::Result<Vec<WebhookType>> {
-        // A part holds few distinct types: parse each once.
-        let mut known: Vec<(&str, WebhookType)> = Vec::new();
-        self.webhook_type
-            .iter()
-            .map(|t| {
-                let t = t.unwrap_or_default();
-                if let Some((_, k)) = known.iter().find(|(s, _)| *s == t) {
-                    return Ok(*k);
-                }
-                let k = stored_enum(col::WEBHOOK_TYPE, Some(t), WebhookType::parse)?;
-                known.push((t, k));
-                Ok(k)
-            })
-            .collect()
+    /// Row `i`'s webhook type, if this build knows it.
+    pub fn webhook_type(&self, i: usize) -> Option<WebhookType> {
+        self.webhook_type.get(i).and_then(WebhookType::parse)
+    }
+
+    /// An error naming a webhook type of the part that this build does not know, if any.
+    pub fn check_webhook_types(&self) -> anyhow::Result<()> {
+        let unknown = (0..self.len())
+            .into_par_iter()
+            .find_first(|&i| self.webhook_type(i).is_none());
+        match unknown {
+            None => Ok(()),
+            Some(i) => stored_enum(
+                col::WEBHOOK_TYPE,
+                self.webhook_type.get(i),
+                WebhookType::parse,
+            )
+            .map(|_| ()),
+        }
     }
 }
 

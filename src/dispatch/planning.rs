@@ -105,7 +105,7 @@ impl Dispatcher {
     /// here); only the de-duplication against what is known runs on one.
     fn take_fresh(&mut self, part: &PlanningColumns, fresh: &mut Fresh) -> anyhow::Result<()> {
         let n = part.len();
-        let types = part.webhook_types()?;
+        part.check_webhook_types()?;
         let ids = &part.receipt_id;
         let webhooks = &part.webhook_id;
         let contacts = &part.contact_id;
@@ -141,11 +141,10 @@ impl Dispatcher {
                 ready_at_ms: 0,
             }
         }));
-        fresh.meta.par_extend(
-            (0..n)
-                .into_par_iter()
-                .map(|i| (types[i], received.get(i).unwrap_or_default())),
-        );
+        fresh.meta.par_extend((0..n).into_par_iter().map(|i| {
+            let kind = part.webhook_type(i).expect("checked above");
+            (kind, received.get(i).unwrap_or_default())
+        }));
         self.planned.reserve(n);
         let mut repeats = Vec::new();
         for (i, item) in fresh.items[start..].iter().enumerate() {
