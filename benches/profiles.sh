@@ -4,6 +4,9 @@
 #
 #   benches/profiles.sh [EVENTS] [CONTACTS] [RUNS]      (default 100000000 2000000 3)
 #
+# With BASE_BIN=path/to/an/older/sendtime, that build's dry-run profile build runs alongside
+# as engine "sendtime-base", so a change is measured against the code before it in one run.
+#
 # Generated data (seeded) lives outside the repository, in $BENCH_DIR (default
 # /var/tmp/sendtime-bench); DuckDB and Polars are installed from PyPI into a venv there.
 set -euo pipefail
@@ -74,11 +77,13 @@ run() {
   cat "$BENCH_DIR/time.txt"
 }
 ENGINES="sendtime sendtime+store duckdb-slot polars-slot duckdb-at polars-at"
+[ -n "${BASE_BIN:-}" ] && ENGINES="sendtime-base $ENGINES"
 declare -A T M U S
 for i in $(seq "$RUNS"); do
   for who in $ENGINES; do
     case $who in
       sendtime) r=$(run "$BIN" --data "$DATA" profiles --rebuild --dry-run) ;;
+      sendtime-base) r=$(run "$BASE_BIN" --data "$DATA" profiles --rebuild --dry-run) ;;
       sendtime+store) r=$(run "$BIN" --data "$DATA" profiles --rebuild) ;;
       duckdb-*) r=$(run "$PY" "$BENCH_DIR/duck-${who#*-}.py") ;;
       polars-*) r=$(run "$PY" "$BENCH_DIR/pl-${who#*-}.py") ;;

@@ -174,7 +174,7 @@ pub enum Command {
     },
     /// Run a local HubSpot stand-in (for trying sendtime without a HubSpot account).
     #[command(name = "hubspot-standin", hide = true)]
-    HubspotStandin(crate::hubspot::standin::CliArgs),
+    HubspotStandin(StandinArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -224,6 +224,34 @@ pub struct CsvImportArgs {
     pub dry_run: bool,
 }
 
+/// `sendtime hubspot-standin`: run the stand-in by hand.
+#[derive(Debug, clap::Args)]
+pub struct StandinArgs {
+    /// Address to listen on (port 0: any free port; the address is printed).
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:0")]
+    pub listen: SocketAddr,
+    /// Email events to serve: a JSON array of HubSpot events, or `{"events": [...]}`.
+    #[arg(long, value_name = "FILE.json")]
+    pub events: Option<PathBuf>,
+    /// Rolling 10-second request limit.
+    #[arg(long, value_name = "N", default_value_t = 190)]
+    pub limit_per_10s: u32,
+    /// Requests per day before HubSpot's DAILY 429; resets at the account's midnight.
+    #[arg(long, value_name = "N", default_value_t = 1_000_000)]
+    pub daily_limit: u32,
+    /// The account's time zone as minutes east of UTC (e.g. -300 for UTC-05:00).
+    #[arg(
+        long,
+        value_name = "MINUTES",
+        default_value_t = 0,
+        allow_hyphen_values = true
+    )]
+    pub utc_offset_minutes: i32,
+    /// Bearer token to accept.
+    #[arg(long, value_name = "TOKEN", env = "HUBSPOT_STANDIN_TOKEN", default_value = crate::hubspot::standin::DEFAULT_TOKEN, hide_env_values = true)]
+    pub token: String,
+}
+
 /// Entry point for the binary.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -255,7 +283,18 @@ pub fn main() -> ExitCode {
         Command::Import { source } => report(import(&cli.config, &overrides, source)),
         Command::HubspotStandin(args) => {
             init_logging();
-            report(crate::hubspot::standin::run_cli(args))
+            let options = crate::hubspot::standin::Options {
+                token: args.token,
+                limit_per_10s: args.limit_per_10s,
+                daily_limit: args.daily_limit,
+                utc_offset_minutes: args.utc_offset_minutes,
+                ..Default::default()
+            };
+            report(crate::hubspot::standin::run_until_ctrl_c(
+                args.listen,
+                args.events.as_deref(),
+                options,
+            ))
         }
         model_command => report(model(model_command, &cli.config, &overrides)),
     }

@@ -12,7 +12,7 @@
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -822,37 +822,14 @@ fn correlation_id() -> String {
     ulid::Ulid::generate().to_string().to_ascii_lowercase()
 }
 
-/// `sendtime hubspot-standin`: run the stand-in by hand.
-#[derive(Debug, clap::Args)]
-pub struct CliArgs {
-    /// Address to listen on (port 0: any free port; the address is printed).
-    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:0")]
-    pub listen: SocketAddr,
-    /// Email events to serve: a JSON array of HubSpot events, or `{"events": [...]}`.
-    #[arg(long, value_name = "FILE.json")]
-    pub events: Option<PathBuf>,
-    /// Rolling 10-second request limit.
-    #[arg(long, value_name = "N", default_value_t = 190)]
-    pub limit_per_10s: u32,
-    /// Requests per day before HubSpot's DAILY 429; resets at the account's midnight.
-    #[arg(long, value_name = "N", default_value_t = 1_000_000)]
-    pub daily_limit: u32,
-    /// The account's time zone as minutes east of UTC (e.g. -300 for UTC-05:00).
-    #[arg(
-        long,
-        value_name = "MINUTES",
-        default_value_t = 0,
-        allow_hyphen_values = true
-    )]
-    pub utc_offset_minutes: i32,
-    /// Bearer token to accept.
-    #[arg(long, value_name = "TOKEN", env = "HUBSPOT_STANDIN_TOKEN", default_value = DEFAULT_TOKEN, hide_env_values = true)]
-    pub token: String,
-}
-
-/// Run the stand-in until Ctrl-C.
-pub fn run_cli(args: CliArgs) -> anyhow::Result<()> {
-    let events = match &args.events {
+/// `sendtime hubspot-standin`: run the stand-in on `listen` until Ctrl-C, serving the email
+/// events of `events_file` (a JSON array of HubSpot events, or `{"events": [...]}`).
+pub fn run_until_ctrl_c(
+    listen: SocketAddr,
+    events_file: Option<&Path>,
+    options: Options,
+) -> anyhow::Result<()> {
+    let events = match events_file {
         None => Vec::new(),
         Some(path) => {
             let text = std::fs::read_to_string(path)
@@ -873,20 +850,13 @@ pub fn run_cli(args: CliArgs) -> anyhow::Result<()> {
             }
         }
     };
-    let options = Options {
-        token: args.token,
-        limit_per_10s: args.limit_per_10s,
-        daily_limit: args.daily_limit,
-        utc_offset_minutes: args.utc_offset_minutes,
-        events,
-        ..Options::default()
-    };
+    let options = Options { events, ..options };
     let rt = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     rt.block_on(async {
         let n = options.events.len();
-        let standin = StandIn::bind(args.listen, options)
+        let standin = StandIn::bind(listen, options)
             .await
-            .with_context(|| format!("cannot listen on {}", args.listen))?;
+            .with_context(|| format!("cannot listen on {listen}"))?;
         println!(
             "HubSpot stand-in listening on {} ({n} email events)",
             standin.url()
