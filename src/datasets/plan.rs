@@ -66,10 +66,10 @@ pub struct Entry<'a> {
     pub due_at_ms: i64,
     pub slot: Option<u8>,
     pub reason: &'a str,
+    pub planned_at_ms: i64,
 }
 
-/// The columns of plan rows being written, all planned at one instant; the one writer of the
-/// plan schema.
+/// The columns of plan rows being written: the one writer of the plan schema.
 pub struct Columns {
     ids: StringChunkedBuilder,
     webhooks: StringChunkedBuilder,
@@ -80,11 +80,11 @@ pub struct Columns {
     received: Vec<i64>,
     dues: Vec<i64>,
     slots: Vec<Option<i32>>,
-    planned_at_ms: i64,
+    planned: Vec<i64>,
 }
 
 impl Columns {
-    pub fn with_capacity(n: usize, planned_at_ms: i64) -> Columns {
+    pub fn with_capacity(n: usize) -> Columns {
         Columns {
             ids: StringChunkedBuilder::new(col::RECEIPT_ID.into(), n),
             webhooks: StringChunkedBuilder::new(col::WEBHOOK_ID.into(), n),
@@ -95,7 +95,7 @@ impl Columns {
             received: Vec::with_capacity(n),
             dues: Vec::with_capacity(n),
             slots: Vec::with_capacity(n),
-            planned_at_ms,
+            planned: Vec::with_capacity(n),
         }
     }
 
@@ -109,6 +109,7 @@ impl Columns {
         self.received.push(e.received_at_ms);
         self.dues.push(e.due_at_ms);
         self.slots.push(e.slot.map(i32::from));
+        self.planned.push(e.planned_at_ms);
     }
 
     /// The rows as a frame in schema order.
@@ -126,7 +127,7 @@ impl Columns {
                 datetime_ms(col::DUE_AT, self.dues)?,
                 Column::new(col::SLOT.into(), self.slots),
                 self.reasons.finish().into_column(),
-                datetime_ms(col::PLANNED_AT, vec![self.planned_at_ms; n])?,
+                datetime_ms(col::PLANNED_AT, self.planned)?,
             ],
         )?)
     }
@@ -144,14 +145,14 @@ impl PlanRow {
             due_at_ms: self.due_at_ms,
             slot: self.slot,
             reason: &self.reason,
+            planned_at_ms: self.planned_at_ms,
         }
     }
 }
 
-/// Plan rows planned at one instant (the first row's) as a frame.
+/// Plan rows as a frame.
 pub fn frame(rows: &[PlanRow]) -> anyhow::Result<DataFrame> {
-    let mut columns =
-        Columns::with_capacity(rows.len(), rows.first().map_or(0, |r| r.planned_at_ms));
+    let mut columns = Columns::with_capacity(rows.len());
     for r in rows {
         columns.push(r.entry());
     }

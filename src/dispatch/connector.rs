@@ -264,6 +264,7 @@ fn pause_path(data_dir: &Path, connector: &str) -> PathBuf {
 mod tests {
     use super::*;
     use crate::clock::Clock;
+    use crate::time::MINUTE_MS;
 
     const NOW: i64 = 1_795_750_200_000; // 2026-11-27 03:30 UTC
     const NEXT_HOUR: i64 = 1_795_752_000_000;
@@ -315,7 +316,10 @@ mod tests {
         assert_eq!(rebuilt.paused_at(NOW), Some(NEXT_HOUR));
         rebuilt.pause_for_the_day(NEXT_HOUR, &metrics); // still spent at the next hour
         let refused = d.link(&connector(100)).unwrap();
-        assert_eq!(refused.paused_at(NEXT_HOUR), Some(NEXT_HOUR + 3_600_000));
+        assert_eq!(
+            refused.paused_at(NEXT_HOUR),
+            Some(NEXT_HOUR + crate::time::HOUR_MS)
+        );
         *refused.pause.lock().unwrap() = None;
         refused.pause_for_the_token(NOW, 401, "bad token", &metrics);
         assert!(refused.paused_at(NOW).is_some());
@@ -338,9 +342,9 @@ mod tests {
         );
         d.close();
         // The next process knows it.
-        let mut d = dispatcher(dir.path(), NOW + 60_000);
+        let mut d = dispatcher(dir.path(), NOW + MINUTE_MS);
         let link = d.link(&connector(100)).unwrap();
-        assert_eq!(link.paused_at(NOW + 60_000), Some(NEXT_HOUR));
+        assert_eq!(link.paused_at(NOW + MINUTE_MS), Some(NEXT_HOUR));
         // Over at the hour: lifted, and the file goes.
         d.resume_connectors(NEXT_HOUR);
         assert_eq!(link.paused_at(NOW), None);

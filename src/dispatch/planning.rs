@@ -216,7 +216,7 @@ fn plan_chunk(
     let debug = tracing::enabled!(tracing::Level::DEBUG);
     let mut key = String::new();
     let mut reason = String::new();
-    let mut rows = plan::Columns::with_capacity(items.len(), now);
+    let mut rows = plan::Columns::with_capacity(items.len());
     for (r, &(kind, received_at_ms)) in items.iter_mut().zip(meta) {
         let profile = profiles.lookup(r.contact_id, r.email.as_deref(), day, &mut key);
         let mut buf = [0u8; ulid::ULID_LEN];
@@ -244,6 +244,7 @@ fn plan_chunk(
             due_at_ms: due,
             slot,
             reason: &reason,
+            planned_at_ms: now,
         });
         r.due_at_ms = due;
         r.ready_at_ms = due;

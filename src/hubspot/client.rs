@@ -271,7 +271,7 @@ impl Default for ClientOptions {
     fn default() -> Self {
         ClientOptions {
             timeout: DEFAULT_TIMEOUT,
-            requests_per_10s: 100,
+            requests_per_10s: Connector::DEFAULT_REQUESTS_PER_10S,
         }
     }
 }

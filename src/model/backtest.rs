@@ -678,7 +678,7 @@ mod tests {
     /// A tiny data set whose figures are worked out by hand.
     #[test]
     fn figures_on_a_tiny_data_set_checked_by_hand() {
-        const H: i64 = 3_600_000;
+        const H: i64 = crate::time::HOUR_MS;
         // 2024-01-01 is a Monday; the split is Monday 2024-01-15 00:00.
         let monday = 1_704_067_200_000;
         let split = monday + 14 * DAY_MS;

@@ -391,7 +391,7 @@ mod tests {
     fn incremental_update_equals_a_full_rebuild() {
         let dir = tempfile::tempdir().unwrap();
         let now = 1_700_000_000_000;
-        let hour = 3_600_000;
+        let hour = crate::time::HOUR_MS;
         append(
             dir.path(),
             &(0..50)
@@ -452,12 +452,12 @@ mod tests {
         let now = 1_700_000_000_000;
         let cfg = ModelConfig::default();
         // Another contact, so there is a population.
-        append(dir.path(), &[ev(2, now - 86_400_000)]).unwrap();
+        append(dir.path(), &[ev(2, now - crate::time::DAY_MS)]).unwrap();
         for batch in 0..3 {
             append(
                 dir.path(),
                 &(0..20)
-                    .map(|i| ev(1, now - 3_600_000 + batch * 20_000 + i * 500))
+                    .map(|i| ev(1, now - crate::time::HOUR_MS + batch * 20_000 + i * 500))
                     .collect::<Vec<_>>(),
             )
             .unwrap();

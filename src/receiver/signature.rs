@@ -292,8 +292,8 @@ mod tests {
             (0, true),
             (-MAX_SKEW_MS, true),
             (MAX_SKEW_MS, true),
-            (-6 * 60_000, false),
-            (6 * 60_000, false),
+            (-6 * crate::time::MINUTE_MS, false),
+            (6 * crate::time::MINUTE_MS, false),
         ] {
             let ts = now + offset;
             let sig = sign_v3(SECRET, "POST", URI, DOUBLE, ts);
