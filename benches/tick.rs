@@ -146,6 +146,7 @@ fn write_receipts_from(data: &Path, from: usize, n: usize, now: i64, identity: &
             received_at_ms: now,
             signature: "v2".into(),
             config: identity.into(),
+            callback_id: None,
         })
         .collect();
     let mut df = inbox::frame(&rows).unwrap();

@@ -491,25 +491,42 @@ pub fn details(config: &Config) -> String {
                 let _ = writeln!(out, "{}", w.id);
             }
         }
-        let _ = writeln!(out, "  Webhook URL:  {}", config.webhook_url(w));
-        let _ = writeln!(out, "  Method:       POST");
-        let _ = writeln!(
-            out,
-            "  App ID:       {} (Use authentication -> Request signature)",
-            c.app_id
-        );
-        let _ = writeln!(out, "  Type:         {}", w.kind);
+        let webhook_lines = |out: &mut String| {
+            let _ = writeln!(out, "  Webhook URL:  {}", config.webhook_url(w));
+            let _ = writeln!(out, "  Method:       POST");
+            let _ = writeln!(
+                out,
+                "  App ID:       {} (Use authentication -> Request signature)",
+                c.app_id
+            );
+            let _ = writeln!(out, "  Type:         {}", w.kind);
+        };
+        let (portal, id) = (c.portal_id, &c.id);
         let _ = match &w.target {
-            Target::Workflow(wf) => writeln!(
+            Target::Callback => writeln!(
                 out,
-                "  Enrolls into: workflow {wf} (connector {}, portal {})",
-                c.id, c.portal_id
+                "  Action URL:   {} (the workflow action's actionUrl)\n  \
+                 App ID:       {} (its app; HubSpot signs executions with its client secret)\n  \
+                 Type:         {} unless the workflow chooses another delivery type\n  \
+                 Releases:     the contact in its workflow (connector {id}, portal {portal})",
+                config.action_url(w),
+                c.app_id,
+                w.kind,
             ),
-            Target::List(list) => writeln!(
-                out,
-                "  Adds to list: {list} (connector {}, portal {})",
-                c.id, c.portal_id
-            ),
+            Target::Workflow(wf) => {
+                webhook_lines(&mut out);
+                writeln!(
+                    out,
+                    "  Enrolls into: workflow {wf} (connector {id}, portal {portal})"
+                )
+            }
+            Target::List(list) => {
+                webhook_lines(&mut out);
+                writeln!(
+                    out,
+                    "  Adds to list: {list} (connector {id}, portal {portal})"
+                )
+            }
         };
         if c.dry_run {
             let _ = writeln!(

@@ -565,6 +565,7 @@ fn an_unanswered_call_is_found_in_its_workflow_after_workflow_id_changed() {
         slot: None,
         reason: "immediately".into(),
         planned_at_ms: t,
+        callback_id: None,
     };
     let attempting = OutcomeRow {
         receipt_id: receipt.clone(),

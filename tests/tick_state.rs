@@ -58,6 +58,7 @@ fn receipt(n: u64) -> Receipt {
         received_at_ms: NOW,
         signature: "v2".into(),
         config: "test".into(),
+        callback_id: None,
     }
 }
 

@@ -104,6 +104,8 @@ pub struct Connector {
     pub requests_per_day: u32,
     /// Record ids per list-membership call (UPDATE_ONLY).
     pub list_batch_size: usize,
+    /// Workflow-action callbacks per batch-complete call.
+    pub callback_batch_size: usize,
     /// Record what would be called; call nothing.
     pub dry_run: bool,
     /// Accept posts without a signature. For local testing only; warned about loudly.
@@ -122,6 +124,9 @@ impl Connector {
     /// A batch HubSpot refuses as too large is split and sent on anyway.
     pub const DEFAULT_LIST_BATCH_SIZE: usize = 2500;
     pub const MAX_LIST_BATCH_SIZE: usize = 100_000;
+    /// Callbacks completed per call of HubSpot's batch-complete endpoint.
+    pub const DEFAULT_CALLBACK_BATCH_SIZE: usize = 100;
+    pub const MAX_CALLBACK_BATCH_SIZE: usize = 100;
 }
 
 impl Connector {
@@ -192,7 +197,9 @@ impl fmt::Display for WebhookType {
     }
 }
 
-/// `[[webhook]]`: one URL a HubSpot workflow posts contacts to.
+/// `[[webhook]]` or `[[action]]`: one URL a HubSpot workflow posts contacts to (a "Send a
+/// webhook" step at `/hooks/{id}`, or sendtime's custom workflow action at `/actions/{id}`;
+/// the two share one id space).
 #[derive(Debug, Clone)]
 pub struct Webhook {
     /// The URL path segment; URL-safe, unique.
@@ -201,7 +208,8 @@ pub struct Webhook {
     pub name: Option<String>,
     /// Resolved connector id (filled in when the file leaves it out and there is one connector).
     pub connector: String,
-    /// What happens to a posted contact.
+    /// What happens to a posted contact (for an action, its `default_type`: the delivery type
+    /// chosen in the workflow editor wins).
     pub kind: WebhookType,
     /// Where its contacts go; which one follows from `kind`.
     pub target: Target,
@@ -214,6 +222,9 @@ pub enum Target {
     Workflow(u64),
     /// Added to this list (`list_id`; UPDATE_ONLY).
     List(String),
+    /// A workflow action (`[[action]]`): the contact waits inside its workflow, and its
+    /// callback is completed at the planned time.
+    Callback,
 }
 
 /// Command-line overrides that win over the file, on first load and on every reload.
@@ -274,8 +285,14 @@ impl Config {
         self.connectors.iter().find(|c| c.id == id)
     }
 
+    /// The webhook or action `id`.
     pub fn webhook(&self, id: &str) -> Option<&Webhook> {
         self.webhooks.iter().find(|w| w.id == id)
+    }
+
+    /// The URL HubSpot calls for an action: its `actionUrl`.
+    pub fn action_url(&self, action: &Webhook) -> String {
+        format!("{}/actions/{}", self.server.public_url, action.id)
     }
 
     /// The URL to paste into the HubSpot workflow's "Send a webhook" step.

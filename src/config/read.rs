@@ -30,8 +30,10 @@ pub(super) struct ConnectorDraft {
 
 /// A webhook as read: what it says, before the checks that need the other tables.
 pub(super) struct WebhookDraft {
-    /// `[[webhook]] #n`, for messages.
+    /// `[[webhook]] #n` or `[[action]] #n`, for messages.
     pub name_in_messages: String,
+    /// An `[[action]]`: completes a callback; no workflow or list of its own.
+    pub action: bool,
     /// Its header.
     pub at: usize,
     pub id: Option<(String, usize)>,
@@ -148,10 +150,15 @@ fn read_document(ctx: &mut Ctx, path: &Path, doc: &DeTable) -> Draft {
         .into_iter()
         .filter_map(|(t, at, n)| read_connector(ctx, t, at, n))
         .collect();
-    let webhooks = read_array(ctx, &top, "webhook")
+    let mut webhooks: Vec<WebhookDraft> = read_array(ctx, &top, "webhook")
         .into_iter()
         .map(|(t, at, n)| read_webhook(ctx, t, at, n))
         .collect();
+    webhooks.extend(
+        read_array(ctx, &top, "action")
+            .into_iter()
+            .map(|(t, at, n)| read_action(ctx, t, at, n)),
+    );
     let connector_key = top.has("connector");
     top.finish(ctx);
     Draft {
@@ -350,6 +357,12 @@ fn read_connector(ctx: &mut Ctx, table: &DeTable, at: usize, n: usize) -> Option
         Connector::MAX_LIST_BATCH_SIZE as u64,
         Connector::DEFAULT_LIST_BATCH_SIZE as u64,
     );
+    let callback_batch = r.positive_or(
+        ctx,
+        "callback_batch_size",
+        Connector::MAX_CALLBACK_BATCH_SIZE as u64,
+        Connector::DEFAULT_CALLBACK_BATCH_SIZE as u64,
+    );
     let dry_run = r.boolean_or(ctx, "dry_run", false);
     let allow_unsigned = r.boolean_or(ctx, "allow_unsigned", false);
     let allow_unsigned_at = r
@@ -370,6 +383,7 @@ fn read_connector(ctx: &mut Ctx, table: &DeTable, at: usize, n: usize) -> Option
             requests_per_10s: per_10s? as u32,
             requests_per_day: per_day? as u32,
             list_batch_size: batch? as usize,
+            callback_batch_size: callback_batch? as usize,
             dry_run: dry_run?,
             allow_unsigned: allow_unsigned?,
         },
@@ -426,6 +440,7 @@ fn read_webhook(ctx: &mut Ctx, table: &DeTable, at: usize, n: usize) -> WebhookD
     r.finish(ctx);
     WebhookDraft {
         name_in_messages,
+        action: false,
         at,
         id,
         name,
@@ -436,6 +451,57 @@ fn read_webhook(ctx: &mut Ctx, table: &DeTable, at: usize, n: usize) -> WebhookD
         workflow_id_at,
         list_id,
         list_id_at,
+    }
+}
+
+/// `[[action]]`: sendtime's custom workflow action. Its delivery type comes with each execution
+/// (the workflow editor's choice); `default_type` is used when an execution names none.
+fn read_action(ctx: &mut Ctx, table: &DeTable, at: usize, n: usize) -> WebhookDraft {
+    let r = TableReader::new(format!("[[action]] #{n}"), table, at);
+    let id = read_id(ctx, &r, "action");
+    let name = r.string(ctx, "name").map(|(s, _)| s);
+    let connector = r.string(ctx, "connector");
+    let connector_unreadable = connector.is_none() && r.has("connector");
+    let kind = match r.string(ctx, "default_type") {
+        None if r.has("default_type") => None,
+        None => Some(WebhookType::Next24Hours),
+        Some((s, at)) => {
+            let kind = WebhookType::parse(&s).filter(|k| k.enrolls());
+            if kind.is_none() {
+                let names: Vec<&str> = WebhookType::ALL
+                    .iter()
+                    .filter(|t| t.enrolls())
+                    .map(|t| t.as_str())
+                    .collect();
+                let hint = closest(&s.to_ascii_uppercase(), &names)
+                    .map(|c| format!("did you mean `{c}`? "))
+                    .unwrap_or_default();
+                ctx.error(
+                    at,
+                    format!(
+                        "`default_type` `{s}` is not a delivery type of a workflow action; {hint}expected one of: {}",
+                        names.join(", ")
+                    ),
+                );
+            }
+            kind
+        }
+    };
+    let name_in_messages = r.name.clone();
+    r.finish(ctx);
+    WebhookDraft {
+        name_in_messages,
+        action: true,
+        at,
+        id,
+        name,
+        connector,
+        connector_unreadable,
+        kind,
+        workflow_id: None,
+        workflow_id_at: None,
+        list_id: None,
+        list_id_at: None,
     }
 }
 

@@ -17,8 +17,7 @@ pub(super) fn check(ctx: &mut Ctx, draft: Draft, env: EnvCheck) -> Option<(Draft
         draft
             .connectors
             .iter()
-            .map(|c| (c.connector.id.as_str(), c.id_at)),
-        "connector",
+            .map(|c| (c.connector.id.as_str(), c.id_at, "connector")),
     );
     let webhooks: Vec<(Webhook, usize)> = draft
         .webhooks
@@ -39,10 +38,17 @@ pub(super) fn check(ctx: &mut Ctx, draft: Draft, env: EnvCheck) -> Option<(Draft
             ))
         })
         .collect();
+    // Webhooks and actions share one URL space.
     check_unique(
         ctx,
-        webhooks.iter().map(|(w, at)| (w.id.as_str(), *at)),
-        "webhook",
+        webhooks.iter().map(|(w, at)| {
+            let what = if w.target == Target::Callback {
+                "action"
+            } else {
+                "webhook"
+            };
+            (w.id.as_str(), *at, what)
+        }),
     );
     for c in &draft.connectors {
         check_env(ctx, c, env);
@@ -64,9 +70,10 @@ fn check_connectors_declared(ctx: &mut Ctx, draft: &Draft) {
     }
 }
 
-fn check_unique<'s>(ctx: &mut Ctx, ids: impl Iterator<Item = (&'s str, usize)>, what: &str) {
+/// Each (id, where, what it is) once.
+fn check_unique<'s>(ctx: &mut Ctx, ids: impl Iterator<Item = (&'s str, usize, &'s str)>) {
     let mut seen: HashMap<&str, usize> = HashMap::new();
-    for (id, at) in ids {
+    for (id, at, what) in ids {
         if let Some(first) = seen.get(id) {
             let line = ctx.text[..*first].matches('\n').count() + 1;
             ctx.error(
@@ -116,6 +123,9 @@ fn check_webhook_connector(ctx: &mut Ctx, w: &WebhookDraft, declared: &[String])
 /// other key is refused.
 fn check_webhook_target(ctx: &mut Ctx, w: &WebhookDraft) -> Option<Target> {
     let kind = w.kind?;
+    if w.action {
+        return Some(Target::Callback);
+    }
     if kind.enrolls() {
         if w.workflow_id_at.is_none() {
             missing(

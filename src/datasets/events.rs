@@ -16,7 +16,7 @@ use polars::prelude::*;
 use ulid::Ulid;
 
 use super::contacts::{self, Contacts, contact_key};
-use crate::store::{Dataset, cannot_open, is_not_found, lock_file};
+use crate::store::{Dataset, cannot_open, is_not_found, lock_file, read_present_columns};
 use crate::time::{day_of, slot_of};
 
 /// The folder under the data directory.
@@ -255,20 +255,6 @@ pub fn not_yet_stored(data_dir: &Path, events: Vec<Event>) -> anyhow::Result<(Ve
         })
         .collect();
     Ok((fresh, stored))
-}
-
-/// Those of `columns` that the events part at `path` has (parts written before a column
-/// existed lack it), and only those: reading whole parts of a large dataset to look at a few
-/// columns is what this avoids.
-pub fn read_present_columns(path: &Path, columns: &[&str]) -> anyhow::Result<DataFrame> {
-    let mut reader = ParquetReader::new(std::fs::File::open(path)?);
-    let schema = reader.schema()?;
-    let present = columns
-        .iter()
-        .filter(|c| schema.contains(c))
-        .map(|c| c.to_string())
-        .collect();
-    Ok(reader.with_columns(Some(present)).finish()?)
 }
 
 /// The ids of `source`'s events stored with a time in `start_ms..=end_ms`, with that time:

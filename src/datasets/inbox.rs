@@ -25,7 +25,7 @@ use super::{datetime_ms, stored_enum};
 use crate::config::WebhookType;
 use crate::metrics::Metrics;
 use crate::store::wal::{self, Segment};
-use crate::store::{Dataset, concat_frames, sync_dir};
+use crate::store::{Dataset, concat_frames, read_columns_or_null, sync_dir};
 
 /// The folder under the data directory.
 pub const NAME: &str = "inbox";
@@ -47,6 +47,8 @@ pub mod col {
     pub const SIGNATURE: &str = "signature";
     /// Identity of the config in force.
     pub const CONFIG: &str = "config";
+    /// A workflow action's callback id (null for webhooks, and absent from older parts).
+    pub const CALLBACK_ID: &str = "callback_id";
 }
 
 /// The dataset under `data_dir`.
@@ -79,6 +81,9 @@ pub struct Receipt {
     pub signature: String,
     /// Identity of the config in force when the post was accepted.
     pub config: String,
+    /// A workflow action's execution: the callback that releases the contact.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub callback_id: Option<String>,
 }
 
 impl Receipt {
@@ -88,6 +93,7 @@ impl Receipt {
             webhook_id: &self.webhook_id,
             contact_id: self.contact_id,
             email: self.email.as_deref(),
+            callback_id: self.callback_id.as_deref(),
         }
     }
 }
@@ -150,6 +156,7 @@ pub struct ReceiptKey {
     pub webhook_id: String,
     pub contact_id: Option<i64>,
     pub email: Option<String>,
+    pub callback_id: Option<String>,
 }
 
 impl ReceiptKey {
@@ -159,6 +166,7 @@ impl ReceiptKey {
             webhook_id: r.webhook_id.clone(),
             contact_id: r.contact_id,
             email: r.email.clone(),
+            callback_id: r.callback_id.clone(),
         }
     }
 
@@ -167,6 +175,7 @@ impl ReceiptKey {
             webhook_id: &self.webhook_id,
             contact_id: self.contact_id,
             email: self.email.as_deref(),
+            callback_id: self.callback_id.as_deref(),
         }
     }
 }
@@ -457,6 +466,7 @@ pub fn frame(rows: &[Receipt]) -> anyhow::Result<DataFrame> {
             )?,
             s(col::SIGNATURE, &|r| Some(&r.signature)),
             s(col::CONFIG, &|r| Some(&r.config)),
+            s(col::CALLBACK_ID, &|r| r.callback_id.as_deref()),
         ],
     )?)
 }
@@ -473,10 +483,15 @@ pub fn read_keys(dataset: &Dataset) -> anyhow::Result<Vec<ReceiptKey>> {
     let webhooks = super::strs(&df, col::WEBHOOK_ID)?;
     let contacts = super::ints(&df, col::CONTACT_ID)?;
     let emails = super::strs(&df, col::EMAIL)?;
+    let callbacks = super::strs(&df, col::CALLBACK_ID)?;
     let mut seen = HashSet::new();
     let mut out = Vec::with_capacity(ids.len());
-    for (((id, webhook_id), contact_id), email) in
-        ids.into_iter().zip(webhooks).zip(contacts).zip(emails)
+    for ((((id, webhook_id), contact_id), email), callback_id) in ids
+        .into_iter()
+        .zip(webhooks)
+        .zip(contacts)
+        .zip(emails)
+        .zip(callbacks)
     {
         let receipt_id = id.unwrap_or_default();
         if seen.insert(receipt_id.clone()) {
@@ -485,6 +500,7 @@ pub fn read_keys(dataset: &Dataset) -> anyhow::Result<Vec<ReceiptKey>> {
                 webhook_id: webhook_id.unwrap_or_default(),
                 contact_id,
                 email,
+                callback_id,
             });
         }
     }
@@ -501,23 +517,25 @@ pub struct PlanningColumns {
     pub email: StringChunked,
     /// Epoch milliseconds.
     pub received_at: Int64Chunked,
+    pub callback_id: StringChunked,
 }
 
 impl PlanningColumns {
     /// Read them from the part at `path`. An error opening the file is an `io::Error`.
     pub fn read(path: &Path) -> anyhow::Result<PlanningColumns> {
-        let file = std::fs::File::open(path)?;
-        let names = [
-            col::RECEIPT_ID,
-            col::WEBHOOK_ID,
-            col::WEBHOOK_TYPE,
-            col::CONTACT_ID,
-            col::EMAIL,
-            col::RECEIVED_AT,
-        ];
-        let df = ParquetReader::new(file)
-            .with_columns(Some(names.iter().map(|c| c.to_string()).collect()))
-            .finish()?;
+        let text = || DataType::String;
+        let df = read_columns_or_null(
+            path,
+            &[
+                (col::RECEIPT_ID, text()),
+                (col::WEBHOOK_ID, text()),
+                (col::WEBHOOK_TYPE, text()),
+                (col::CONTACT_ID, DataType::Int64),
+                (col::EMAIL, text()),
+                (col::RECEIVED_AT, DataType::Int64),
+                (col::CALLBACK_ID, text()),
+            ],
+        )?;
         let int = |name: &str| -> anyhow::Result<Int64Chunked> {
             Ok(df.column(name)?.cast(&DataType::Int64)?.i64()?.clone())
         };
@@ -528,6 +546,7 @@ impl PlanningColumns {
             contact_id: int(col::CONTACT_ID)?,
             email: df.column(col::EMAIL)?.str()?.clone(),
             received_at: int(col::RECEIVED_AT)?,
+            callback_id: df.column(col::CALLBACK_ID)?.str()?.clone(),
         })
     }
 
@@ -576,6 +595,7 @@ mod tests {
             received_at_ms: 1_700_000_000_000,
             signature: "v2".into(),
             config: "c".into(),
+            callback_id: None,
         }
     }
 

@@ -28,6 +28,14 @@ fn strs(df: &DataFrame, name: &str) -> anyhow::Result<Vec<Option<String>>> {
         .collect())
 }
 
+/// [`strs`] of a column added later: all null in parts written before it.
+fn strs_or_null(df: &DataFrame, name: &str) -> anyhow::Result<Vec<Option<String>>> {
+    if df.column(name).is_err() {
+        return Ok(vec![None; df.height()]);
+    }
+    strs(df, name)
+}
+
 /// An integer or timestamp column's values as `i64`.
 fn ints(df: &DataFrame, name: &str) -> anyhow::Result<Vec<Option<i64>>> {
     Ok(df

@@ -31,7 +31,7 @@ pub mod col {
     pub const CONNECTOR: &str = "connector";
     /// [`super::Action`].
     pub const ACTION: &str = "action";
-    /// The workflow id or list id called.
+    /// The workflow id, list id or callback id called.
     pub const TARGET: &str = "target";
     /// [`super::Status`].
     pub const STATUS: &str = "status";
@@ -56,6 +56,8 @@ pub enum Status {
     Attempting,
     Enrolled,
     Listed,
+    /// A workflow action's callback completed: the contact went on in its workflow.
+    Completed,
     /// The call failed in a way worth retrying; `retry_at` says when.
     Retrying,
     /// HubSpot refused for good (or we gave up); `message` says why.
@@ -65,10 +67,11 @@ pub enum Status {
 }
 
 impl Status {
-    pub const ALL: [Status; 6] = [
+    pub const ALL: [Status; 7] = [
         Status::Attempting,
         Status::Enrolled,
         Status::Listed,
+        Status::Completed,
         Status::Retrying,
         Status::Failed,
         Status::DryRun,
@@ -79,6 +82,7 @@ impl Status {
             Status::Attempting => "attempting",
             Status::Enrolled => "enrolled",
             Status::Listed => "listed",
+            Status::Completed => "completed",
             Status::Retrying => "retrying",
             Status::Failed => "failed",
             Status::DryRun => "dry-run",
@@ -93,7 +97,7 @@ impl Status {
     pub fn is_final(self) -> bool {
         matches!(
             self,
-            Status::Enrolled | Status::Listed | Status::Failed | Status::DryRun
+            Status::Enrolled | Status::Listed | Status::Completed | Status::Failed | Status::DryRun
         )
     }
 }
@@ -105,15 +109,18 @@ pub enum Action {
     Enroll,
     /// List membership add by record id (UPDATE_ONLY).
     ListAdd,
+    /// A workflow action's callback completed (the target is the callback id).
+    Complete,
 }
 
 impl Action {
-    pub const ALL: [Action; 2] = [Action::Enroll, Action::ListAdd];
+    pub const ALL: [Action; 3] = [Action::Enroll, Action::ListAdd, Action::Complete];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Action::Enroll => "enroll",
             Action::ListAdd => "list_add",
+            Action::Complete => "complete",
         }
     }
 
@@ -129,7 +136,7 @@ pub struct OutcomeRow {
     pub webhook_id: String,
     pub connector: String,
     pub action: Action,
-    /// The workflow id or list id called.
+    /// The workflow id, list id or callback id called.
     pub target: String,
     pub status: Status,
     /// HubSpot's HTTP status, when it answered.

@@ -19,18 +19,8 @@ pub struct PendingSet {
     metrics: Metrics,
 }
 
-/// (webhook id, contact id or lower-cased email).
+/// (webhook or action id, the callback id, else the contact id, else the lower-cased email).
 type Key = (String, String);
-
-/// Who "the same contact" is: the HubSpot id, else the email.
-fn key(webhook_id: &str, contact_id: Option<i64>, email: Option<&str>) -> Key {
-    let contact = match (contact_id, email) {
-        (Some(id), _) => id.to_string(),
-        (None, Some(email)) => email.to_ascii_lowercase(),
-        (None, None) => String::new(),
-    };
-    (webhook_id.to_string(), contact)
-}
 
 /// A contact as the set knows it.
 #[derive(Debug, Clone, Copy)]
@@ -38,6 +28,22 @@ pub struct Contact<'a> {
     pub webhook_id: &'a str,
     pub contact_id: Option<i64>,
     pub email: Option<&'a str>,
+    /// A workflow action's execution: HubSpot's retry of it repeats its callback id.
+    pub callback_id: Option<&'a str>,
+}
+
+impl Contact<'_> {
+    /// Who "the same contact" is: the execution for an action, else the HubSpot id, else the
+    /// email.
+    fn key(&self) -> Key {
+        let who = match (self.callback_id, self.contact_id, self.email) {
+            (Some(callback), _, _) => format!("callback {callback}"),
+            (None, Some(id), _) => id.to_string(),
+            (None, None, Some(email)) => email.to_ascii_lowercase(),
+            (None, None, None) => String::new(),
+        };
+        (self.webhook_id.to_string(), who)
+    }
 }
 
 impl PendingSet {
@@ -51,7 +57,7 @@ impl PendingSet {
     /// Record `receipt_id` as pending for `contact`, unless one is already: then the earlier
     /// receipt's id.
     pub fn insert(&self, contact: Contact<'_>, receipt_id: &str) -> Result<(), String> {
-        let k = key(contact.webhook_id, contact.contact_id, contact.email);
+        let k = contact.key();
         let mut pending = self.inner.lock().unwrap();
         if let Some(existing) = pending.get(&k) {
             return Err(existing.clone());
@@ -64,7 +70,7 @@ impl PendingSet {
     /// `receipt_id` is no longer pending for `contact` (finished, or never stored); a later
     /// receipt of the same contact is left alone.
     pub fn release(&self, contact: Contact<'_>, receipt_id: &str) {
-        let k = key(contact.webhook_id, contact.contact_id, contact.email);
+        let k = contact.key();
         let mut pending = self.inner.lock().unwrap();
         if pending.get(&k).is_some_and(|id| id == receipt_id) {
             pending.remove(&k);
@@ -93,6 +99,7 @@ mod tests {
             webhook_id,
             contact_id: None,
             email: Some("Ada@Example.com"),
+            callback_id: None,
         };
         assert_eq!(set.insert(ada("a"), "r1"), Ok(()));
         let same = Contact {
@@ -112,11 +119,21 @@ mod tests {
             webhook_id: "a",
             contact_id: Some(7),
             email,
+            callback_id: None,
         };
         assert_eq!(set.insert(by_id(Some("x@example.com")), "r5"), Ok(()));
         assert_eq!(
             set.insert(by_id(Some("y@example.com")), "r6"),
             Err("r5".into())
         );
+        // An action's executions are told apart by callback: the same contact may wait in
+        // two workflows at once.
+        let execution = |callback_id| Contact {
+            callback_id: Some(callback_id),
+            ..by_id(None)
+        };
+        assert_eq!(set.insert(execution("cb-1"), "r7"), Ok(()));
+        assert_eq!(set.insert(execution("cb-2"), "r8"), Ok(()));
+        assert_eq!(set.insert(execution("cb-1"), "r9"), Err("r7".into()));
     }
 }

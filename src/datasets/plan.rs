@@ -9,7 +9,7 @@ use std::path::Path;
 
 use polars::prelude::*;
 
-use super::{datetime_ms, ints, stored_enum, strs};
+use super::{datetime_ms, ints, stored_enum, strs, strs_or_null};
 use crate::config::WebhookType;
 use crate::store::{Dataset, concat_frames};
 
@@ -31,6 +31,8 @@ pub mod col {
     /// The rule applied, readable.
     pub const REASON: &str = "reason";
     pub const PLANNED_AT: &str = "planned_at";
+    /// A workflow action's callback id (null for webhooks, and absent from older parts).
+    pub const CALLBACK_ID: &str = "callback_id";
 }
 
 /// The dataset under `data_dir`.
@@ -51,6 +53,7 @@ pub struct PlanRow {
     pub slot: Option<u8>,
     pub reason: String,
     pub planned_at_ms: i64,
+    pub callback_id: Option<String>,
 }
 
 /// One plan row as the planner has it: borrowed, so planning a million receipts allocates no
@@ -67,6 +70,7 @@ pub struct Entry<'a> {
     pub slot: Option<u8>,
     pub reason: &'a str,
     pub planned_at_ms: i64,
+    pub callback_id: Option<&'a str>,
 }
 
 /// The columns of plan rows being written: the one writer of the plan schema.
@@ -76,6 +80,7 @@ pub struct Columns {
     types: StringChunkedBuilder,
     emails: StringChunkedBuilder,
     reasons: StringChunkedBuilder,
+    callbacks: StringChunkedBuilder,
     contacts: Vec<Option<i64>>,
     received: Vec<i64>,
     dues: Vec<i64>,
@@ -91,6 +96,7 @@ impl Columns {
             types: StringChunkedBuilder::new(col::WEBHOOK_TYPE.into(), n),
             emails: StringChunkedBuilder::new(col::EMAIL.into(), n),
             reasons: StringChunkedBuilder::new(col::REASON.into(), n),
+            callbacks: StringChunkedBuilder::new(col::CALLBACK_ID.into(), n),
             contacts: Vec::with_capacity(n),
             received: Vec::with_capacity(n),
             dues: Vec::with_capacity(n),
@@ -105,6 +111,7 @@ impl Columns {
         self.types.append_value(e.webhook_type.as_str());
         self.emails.append_option(e.email);
         self.reasons.append_value(e.reason);
+        self.callbacks.append_option(e.callback_id);
         self.contacts.push(e.contact_id);
         self.received.push(e.received_at_ms);
         self.dues.push(e.due_at_ms);
@@ -128,6 +135,7 @@ impl Columns {
                 Column::new(col::SLOT.into(), self.slots),
                 self.reasons.finish().into_column(),
                 datetime_ms(col::PLANNED_AT, self.planned)?,
+                self.callbacks.finish().into_column(),
             ],
         )?)
     }
@@ -146,6 +154,7 @@ impl PlanRow {
             slot: self.slot,
             reason: &self.reason,
             planned_at_ms: self.planned_at_ms,
+            callback_id: self.callback_id.as_deref(),
         }
     }
 }
@@ -177,6 +186,7 @@ pub fn read(dataset: &Dataset) -> anyhow::Result<Vec<PlanRow>> {
     let slots = ints(&df, col::SLOT)?;
     let reasons = strs(&df, col::REASON)?;
     let planned = ints(&df, col::PLANNED_AT)?;
+    let callbacks = strs_or_null(&df, col::CALLBACK_ID)?;
     (0..ids.len())
         .map(|i| {
             Ok(PlanRow {
@@ -194,6 +204,7 @@ pub fn read(dataset: &Dataset) -> anyhow::Result<Vec<PlanRow>> {
                 slot: slots[i].and_then(|s| u8::try_from(s).ok()),
                 reason: reasons[i].clone().unwrap_or_default(),
                 planned_at_ms: planned[i].unwrap_or_default(),
+                callback_id: callbacks[i].clone(),
             })
         })
         .collect()

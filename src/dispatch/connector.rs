@@ -281,6 +281,7 @@ mod tests {
             requests_per_10s,
             requests_per_day: 1000,
             list_batch_size: 10,
+            callback_batch_size: 100,
             dry_run: false,
             allow_unsigned: false,
         }

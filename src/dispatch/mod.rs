@@ -56,6 +56,8 @@ pub struct TickReport {
     pub due: usize,
     pub enrolled: usize,
     pub listed: usize,
+    /// Workflow-action callbacks completed.
+    pub completed: usize,
     pub failed: usize,
     pub dry_run: usize,
     /// Left queued for a later tick (retry wait, paused connector, shutdown).
@@ -71,12 +73,13 @@ impl std::fmt::Display for TickReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "now={} planned={} due={} enrolled={} listed={} failed={} dry_run={} requeued={} held={} queued={} took_ms={}",
+            "now={} planned={} due={} enrolled={} listed={} completed={} failed={} dry_run={} requeued={} held={} queued={} took_ms={}",
             format_rfc3339_ms(self.now_ms),
             self.planned,
             self.due,
             self.enrolled,
             self.listed,
+            self.completed,
             self.failed,
             self.dry_run,
             self.requeued,
@@ -199,6 +202,7 @@ impl Dispatcher {
                 webhook_id: intern(&mut webhook_ids, &p.webhook_id),
                 contact_id: p.contact_id,
                 email: p.email.map(String::into_boxed_str),
+                callback_id: p.callback_id.map(String::into_boxed_str),
                 due_at_ms: p.due_at_ms,
                 attempts: h.started.max(h.finished),
                 failures: h.failed.len().min(u8::MAX as usize) as u8,
@@ -347,11 +351,13 @@ impl Dispatcher {
         enum Job {
             Enroll(Arc<Link>, u64, Pending),
             List(Arc<Link>, String, Vec<Pending>),
+            Complete(Arc<Link>, Vec<Pending>),
         }
         let mut jobs = Vec::new();
-        // (connector, list) → (link, batch size, contacts)
-        type ListJobs = HashMap<(String, String), (Arc<Link>, usize, Vec<Pending>)>;
-        let mut lists: ListJobs = HashMap::new();
+        // (connector, list or "" for callbacks) → (link, batch size, contacts)
+        type BatchJobs = HashMap<(String, String), (Arc<Link>, usize, Vec<Pending>)>;
+        let mut lists: BatchJobs = HashMap::new();
+        let mut callbacks: BatchJobs = HashMap::new();
         let mut dry = Vec::new();
         let mut later = Vec::new();
         let mut newly_held: HashMap<String, usize> = HashMap::new();
@@ -370,6 +376,10 @@ impl Dispatcher {
             let (action, target) = match &webhook.target {
                 Target::List(list) => (Action::ListAdd, list.clone()),
                 Target::Workflow(wf) => (Action::Enroll, wf.to_string()),
+                Target::Callback => (
+                    Action::Complete,
+                    item.callback_id.as_deref().unwrap_or_default().to_string(),
+                ),
             };
             if connector.dry_run {
                 dry.push(OutcomeRow {
@@ -417,6 +427,14 @@ impl Dispatcher {
                         .2
                         .push(item);
                 }
+                Target::Callback => {
+                    let batch = connector.callback_batch_size.max(1);
+                    callbacks
+                        .entry((connector.id.clone(), String::new()))
+                        .or_insert_with(|| (link, batch, Vec::new()))
+                        .2
+                        .push(item);
+                }
             }
         }
         for (webhook, n) in newly_held {
@@ -443,13 +461,16 @@ impl Dispatcher {
                 tracing::error!("{e:#}");
             }
         }
-        // List batches first: a few calls carry many contacts.
+        // Batches first: a few calls carry many contacts.
         let mut list_jobs: Vec<Job> = Vec::new();
-        for ((_, list), (link, batch, mut items)) in lists {
-            while !items.is_empty() {
-                let rest = items.split_off(items.len().min(batch));
-                list_jobs.push(Job::List(link.clone(), list.clone(), items));
-                items = rest;
+        for ((_, list), (link, batch, items)) in lists {
+            for chunk in into_batches(items, batch) {
+                list_jobs.push(Job::List(link.clone(), list.clone(), chunk));
+            }
+        }
+        for (_, (link, batch, items)) in callbacks {
+            for chunk in into_batches(items, batch) {
+                list_jobs.push(Job::Complete(link.clone(), chunk));
             }
         }
         list_jobs.extend(jobs);
@@ -480,6 +501,7 @@ impl Dispatcher {
                 let out = match job {
                     Job::Enroll(link, wf, item) => vec![send::enroll(ctx, link, wf, item).await],
                     Job::List(link, list, items) => send::list_add(ctx, link, list, items).await,
+                    Job::Complete(link, items) => send::complete(ctx, link, items).await,
                 };
                 drop(permit);
                 out
@@ -492,7 +514,7 @@ impl Dispatcher {
         for job in jobs {
             let items = match job {
                 Job::Enroll(_, _, item) => vec![item],
-                Job::List(_, _, items) => items,
+                Job::List(_, _, items) | Job::Complete(_, items) => items,
             };
             for item in items {
                 report.requeued += 1;
@@ -533,6 +555,7 @@ impl Dispatcher {
         match status {
             Status::Enrolled => report.enrolled += 1,
             Status::Listed => report.listed += 1,
+            Status::Completed => report.completed += 1,
             Status::Failed => report.failed += 1,
             Status::DryRun => report.dry_run += 1,
             Status::Attempting | Status::Retrying => {}
@@ -543,6 +566,7 @@ impl Dispatcher {
             webhook_id: &item.webhook_id,
             contact_id: item.contact_id,
             email: item.email.as_deref(),
+            callback_id: item.callback_id.as_deref(),
         };
         self.pending.release(contact, &item.receipt_id.to_string());
     }
@@ -557,24 +581,37 @@ impl Dispatcher {
 /// `list_batch_size`, per list), so a dry run previews the batching too. Returns the number
 /// of batches.
 fn number_dry_batches(dry: &mut [OutcomeRow], config: &Config) -> usize {
-    let mut lists: HashMap<(&str, &str), Vec<usize>> = HashMap::new();
+    // (connector, list or "" for callbacks, action) → rows
+    let mut batches: HashMap<(&str, &str, Action), Vec<usize>> = HashMap::new();
     for (i, r) in dry.iter().enumerate() {
-        if r.action == Action::ListAdd {
-            lists.entry((&r.connector, &r.target)).or_default().push(i);
+        match r.action {
+            Action::ListAdd => batches.entry((&r.connector, &r.target, r.action)),
+            Action::Complete => batches.entry((&r.connector, "", r.action)),
+            Action::Enroll => continue,
         }
+        .or_default()
+        .push(i);
     }
     let mut numbered: Vec<(usize, String)> = Vec::new();
     let mut total = 0;
-    for ((connector, _), rows) in lists {
-        let size = config
-            .connector(connector)
-            .map_or(1, |c| c.list_batch_size.max(1));
+    for ((connector, _, action), rows) in batches {
+        let size = config.connector(connector).map_or(1, |c| {
+            match action {
+                Action::Complete => c.callback_batch_size,
+                _ => c.list_batch_size,
+            }
+            .max(1)
+        });
         let batches = rows.len().div_ceil(size);
         total += batches;
         for (k, chunk) in rows.chunks(size).enumerate() {
             let n = chunk.len();
+            let what = match action {
+                Action::Complete => "callback",
+                _ => "record",
+            };
             let note = format!(
-                " (batch {} of {batches}, {n} record{})",
+                " (batch {} of {batches}, {n} {what}{})",
                 k + 1,
                 if n == 1 { "" } else { "s" }
             );
@@ -602,7 +639,21 @@ fn dry_run_message(action: Action, item: &Pending, target: &str) -> String {
             "dry run: would add record {} to list {target}",
             item.contact_id.map(|c| c.to_string()).unwrap_or(who)
         ),
+        Action::Complete => {
+            format!("dry run: would complete callback {target} (contact {who}), releasing it")
+        }
     }
+}
+
+/// `items` in batches of at most `size`.
+fn into_batches(mut items: Vec<Pending>, size: usize) -> Vec<Vec<Pending>> {
+    let mut out = Vec::new();
+    while !items.is_empty() {
+        let rest = items.split_off(items.len().min(size));
+        out.push(items);
+        items = rest;
+    }
+    out
 }
 
 /// `sendtime tick`: one tick from the state on disk, for hosts that prefer system cron.

@@ -133,6 +133,7 @@ impl Dispatcher {
                     .clone(),
                 contact_id: contacts.get(i),
                 email: emails.get(i).map(Box::from),
+                callback_id: part.callback_id.get(i).map(Box::from),
                 due_at_ms: 0,
                 attempts: 0,
                 failures: 0,
@@ -245,6 +246,7 @@ fn plan_chunk(
             slot,
             reason: &reason,
             planned_at_ms: now,
+            callback_id: r.callback_id.as_deref(),
         });
         r.due_at_ms = due;
         r.ready_at_ms = due;

@@ -18,7 +18,7 @@ use super::connector::Link;
 use super::ids::ReceiptId;
 use crate::clock::Clock;
 use crate::datasets::outcomes::{Action, OutcomeLog, OutcomeRow, Status};
-use crate::hubspot::client::Admitted;
+use crate::hubspot::client::{Admitted, Completion};
 use crate::hubspot::policy::{self, Backoff};
 use crate::hubspot::{ApiError, RatePolicy};
 use crate::metrics::Metrics;
@@ -33,6 +33,8 @@ pub struct Pending {
     pub webhook_id: Arc<str>,
     pub contact_id: Option<i64>,
     pub email: Option<Box<str>>,
+    /// A workflow action's execution: the callback that releases the contact.
+    pub callback_id: Option<Box<str>>,
     pub due_at_ms: i64,
     /// Calls made so far.
     pub attempts: u32,
@@ -526,6 +528,206 @@ pub async fn list_add(
                         out.extend(chunk.into_iter().map(|i| (i, next)));
                         continue 'chunks;
                     }
+                    ctx.record(rows).await;
+                    match decision {
+                        Decision::Retry(d) if ctx.sleep(d).await => continue,
+                        Decision::Retry(_) => {
+                            let now = ctx.now();
+                            out.extend(chunk.into_iter().map(|i| (i, Next::Again(now))));
+                        }
+                        Decision::Later(t) => {
+                            out.extend(chunk.into_iter().map(|i| (i, Next::Again(t))))
+                        }
+                        Decision::GiveUp => unreachable!("handled above"),
+                    }
+                    continue 'chunks;
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Complete a batch of workflow-action callbacks: the contacts go on in their workflows. A
+/// batch HubSpot refuses (too large, or naming a callback it does not take) is split in
+/// halves until the callback at fault is alone, so one bad callback fails no other.
+pub async fn complete(ctx: Arc<Ctx>, link: Arc<Link>, items: Vec<Pending>) -> Vec<(Pending, Next)> {
+    let mut out = Vec::with_capacity(items.len());
+    let (with_id, without): (Vec<Pending>, Vec<Pending>) =
+        items.into_iter().partition(|i| i.callback_id.is_some());
+    if !without.is_empty() {
+        let now = ctx.now();
+        let rows = without
+            .iter()
+            .map(|i| {
+                let mut r = row(i, &link, Action::Complete, "", Status::Failed, now);
+                r.message = Some("the receipt has no callback id to complete".into());
+                r
+            })
+            .collect();
+        let next = final_if_recorded(&ctx, rows, Status::Failed).await;
+        out.extend(without.into_iter().map(|i| (i, next)));
+    }
+    let callback = |i: &Pending| i.callback_id.as_deref().unwrap_or_default().to_string();
+    let mut work = vec![with_id];
+    'chunks: while let Some(mut chunk) = work.pop() {
+        if chunk.is_empty() {
+            continue;
+        }
+        loop {
+            let call = match ctx.admit(&link).await {
+                Ok(call) => call,
+                Err(next) => {
+                    out.extend(chunk.into_iter().map(|i| (i, next)));
+                    continue 'chunks;
+                }
+            };
+            let now = ctx.now();
+            for i in &mut chunk {
+                i.attempts += 1;
+            }
+            let attempting = chunk
+                .iter()
+                .map(|i| {
+                    row(
+                        i,
+                        &link,
+                        Action::Complete,
+                        &callback(i),
+                        Status::Attempting,
+                        now,
+                    )
+                })
+                .collect();
+            if !ctx.record(attempting).await {
+                out.extend(chunk.into_iter().map(|mut i| {
+                    i.attempts -= 1;
+                    (i, Next::Again(now + MINUTE_MS))
+                }));
+                continue 'chunks;
+            }
+            let completions: Vec<Completion> = chunk
+                .iter()
+                .map(|i| Completion::released(callback(i), i.due_at_ms, now))
+                .collect();
+            match call.complete_callbacks(&completions).await {
+                Ok(()) => {
+                    let now = ctx.now();
+                    let rows = chunk
+                        .iter()
+                        .map(|i| {
+                            let mut r = row(
+                                i,
+                                &link,
+                                Action::Complete,
+                                &callback(i),
+                                Status::Completed,
+                                now,
+                            );
+                            r.http_status = Some(204);
+                            r
+                        })
+                        .collect();
+                    let next = final_if_recorded(&ctx, rows, Status::Completed).await;
+                    out.extend(chunk.into_iter().map(|i| (i, next)));
+                    continue 'chunks;
+                }
+                Err(
+                    ref e @ (ApiError::BatchTooLarge { .. }
+                    | ApiError::Permanent {
+                        status: 400 | 402 | 404..=499,
+                        ..
+                    }),
+                ) if chunk.len() > 1 => {
+                    let half = chunk.len() / 2;
+                    tracing::warn!(
+                        connector = %link.id,
+                        callbacks = chunk.len(),
+                        "HubSpot refused a batch of callbacks ({e}); splitting it to find the one at fault"
+                    );
+                    let now = ctx.now();
+                    let rows = chunk
+                        .iter()
+                        .map(|i| {
+                            let base = row(
+                                i,
+                                &link,
+                                Action::Complete,
+                                &callback(i),
+                                Status::Retrying,
+                                now,
+                            );
+                            OutcomeRow {
+                                http_status: e.status(),
+                                message: Some(format!(
+                                    "batch of {} refused; split: {e}",
+                                    chunk.len()
+                                )),
+                                retry_at_ms: Some(now),
+                                ..base
+                            }
+                        })
+                        .collect();
+                    ctx.record(rows).await;
+                    let second = chunk.split_off(half);
+                    work.push(second);
+                    work.push(chunk);
+                    continue 'chunks;
+                }
+                Err(e) => {
+                    if matches!(e, ApiError::Transient { .. }) {
+                        chunk
+                            .iter_mut()
+                            .for_each(|i| i.failures = i.failures.saturating_add(1));
+                    }
+                    if may_have_reached(&e) {
+                        chunk.iter_mut().for_each(|i| i.in_doubt = true);
+                    }
+                    let failures = chunk.iter().map(|i| i.failures).max().unwrap_or(1);
+                    let decision = ctx.decide(&link, &e, u32::from(failures));
+                    let now = ctx.now();
+                    if matches!(decision, Decision::GiveUp) {
+                        // A lone callback HubSpot will not complete. When an earlier call for
+                        // it went unanswered, that call completed it: done, not failed.
+                        let rows: Vec<(OutcomeRow, Status)> = chunk
+                            .iter()
+                            .map(|i| {
+                                let base =
+                                    row(i, &link, Action::Complete, &callback(i), Status::Retrying, now);
+                                let mut r = failure_row(base, &e, &decision, now, i.in_doubt);
+                                let status = if i.in_doubt && !e.is_retryable() {
+                                    r.status = Status::Completed;
+                                    r.message = Some(format!(
+                                        "HubSpot refused to complete it again ({e}): an earlier call whose answer was lost had completed it"
+                                    ));
+                                    Status::Completed
+                                } else {
+                                    Status::Failed
+                                };
+                                (r, status)
+                            })
+                            .collect();
+                        tracing::warn!(connector = %link.id, callbacks = chunk.len(), "completing callbacks failed: {e}");
+                        for ((r, status), item) in rows.into_iter().zip(chunk) {
+                            let next = final_if_recorded(&ctx, vec![r], status).await;
+                            out.push((item, next));
+                        }
+                        continue 'chunks;
+                    }
+                    let rows = chunk
+                        .iter()
+                        .map(|i| {
+                            let base = row(
+                                i,
+                                &link,
+                                Action::Complete,
+                                &callback(i),
+                                Status::Retrying,
+                                now,
+                            );
+                            failure_row(base, &e, &decision, now, i.in_doubt)
+                        })
+                        .collect();
                     ctx.record(rows).await;
                     match decision {
                         Decision::Retry(d) if ctx.sleep(d).await => continue,

@@ -25,6 +25,9 @@ use super::limiter::Limiter;
 use super::policy::{self, MAX_HEADER_WAIT};
 use crate::config::Connector;
 
+/// HubSpot's batch completion of workflow-action callbacks (the date-versioned successor of
+/// `/automation/v4/actions/callbacks/complete`, which HubSpot stops supporting in 2027).
+pub const CALLBACKS_COMPLETE: &str = "/automation/actions/callbacks/2026-03/complete";
 /// HubSpot closes its side after 30 s anyway; waiting longer only holds a slot.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 /// HubSpot's largest page for the email events API.
@@ -249,6 +252,42 @@ pub struct ListAddResult {
     pub record_ids_removed: Vec<String>,
 }
 
+/// One workflow-action callback to complete, with the output fields the workflow can branch
+/// on after the action.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Completion {
+    pub callback_id: String,
+    pub output_fields: serde_json::Map<String, serde_json::Value>,
+    /// Required by the date-versioned API; sendtime sends none.
+    #[serde(default)]
+    pub typed_outputs: serde_json::Map<String, serde_json::Value>,
+}
+
+impl Completion {
+    /// The contact goes on (`hs_execution_state: SUCCESS`), with the slot it was planned for,
+    /// the planned time and the release time.
+    pub fn released(callback_id: String, due_at_ms: i64, now_ms: i64) -> Completion {
+        let mut fields = serde_json::Map::new();
+        let mut put = |k: &str, v: String| fields.insert(k.into(), v.into());
+        put("hs_execution_state", "SUCCESS".into());
+        put(
+            "sendtime_slot",
+            crate::time::slot_name(crate::time::slot_of(due_at_ms)),
+        );
+        put(
+            "sendtime_planned_at",
+            crate::time::format_rfc3339(due_at_ms),
+        );
+        put("sendtime_released_at", crate::time::format_rfc3339(now_ms));
+        Completion {
+            callback_id,
+            output_fields: fields,
+            typed_outputs: serde_json::Map::new(),
+        }
+    }
+}
+
 /// HubSpot's error body: `{status, message, correlationId, errorType?, policyName?}`.
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -363,6 +402,11 @@ impl Client {
         self.admit().await.enrollments(vid).await
     }
 
+    /// [`Admitted::complete_callbacks`], once admitted.
+    pub async fn complete_callbacks(&self, completions: &[Completion]) -> Result<(), ApiError> {
+        self.admit().await.complete_callbacks(completions).await
+    }
+
     /// [`Admitted::add_to_list`], once admitted.
     pub async fn add_to_list(
         &self,
@@ -460,6 +504,20 @@ impl Admitted<'_> {
         ));
         let resp = self.client.send(Method::GET, url, None, None).await?;
         json_body(resp).await
+    }
+
+    /// Complete workflow-action callbacks in one call
+    /// (`POST /automation/actions/callbacks/2026-03/complete`, HubSpot's date-versioned path;
+    /// 204 on success). HubSpot answers for the batch as a whole; a batch it finds too large
+    /// comes back as [`ApiError::BatchTooLarge`].
+    pub async fn complete_callbacks(self, completions: &[Completion]) -> Result<(), ApiError> {
+        let url = self.client.url(CALLBACKS_COMPLETE);
+        let body = serde_json::to_vec(&serde_json::json!({ "inputs": completions }))
+            .expect("completions serialize");
+        self.client
+            .send(Method::POST, url, Some(body), Some(completions.len()))
+            .await?;
+        Ok(())
     }
 
     /// Add records to a MANUAL or SNAPSHOT list (`PUT /crm/v3/lists/{id}/memberships/add`).

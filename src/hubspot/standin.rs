@@ -190,6 +190,9 @@ struct World {
     vids: HashMap<String, u64>,
     enrollments: HashMap<u64, BTreeSet<u64>>,
     lists: HashMap<String, BTreeSet<String>>,
+    /// Workflow-action callbacks HubSpot holds: `None` while blocked, the output fields once
+    /// completed.
+    callbacks: HashMap<String, Option<serde_json::Value>>,
     log: Vec<LogEntry>,
 }
 
@@ -230,6 +233,7 @@ impl StandIn {
             vids: HashMap::new(),
             enrollments: HashMap::new(),
             lists: HashMap::new(),
+            callbacks: HashMap::new(),
             log: Vec::new(),
         }));
         let router = axum::Router::new()
@@ -338,6 +342,27 @@ impl StandIn {
     }
 
     /// Stop accepting connections.
+    /// A workflow execution HubSpot is holding (blocked) under `callback_id`.
+    pub fn add_callback(&self, callback_id: &str) {
+        self.world
+            .lock()
+            .unwrap()
+            .callbacks
+            .insert(callback_id.to_string(), None);
+    }
+
+    /// The output fields `callback_id` was completed with; `None` while it is blocked or
+    /// unknown.
+    pub fn completion(&self, callback_id: &str) -> Option<serde_json::Value> {
+        self.world
+            .lock()
+            .unwrap()
+            .callbacks
+            .get(callback_id)
+            .cloned()
+            .flatten()
+    }
+
     pub fn stop(&mut self) {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
@@ -611,6 +636,31 @@ impl World {
             (Method::PUT, ["crm", "v3", "lists", list, "memberships", "add"]) => {
                 self.list_add(list, body)
             }
+            (
+                Method::POST,
+                ["automation", "actions", "callbacks", "2026-03", "complete"]
+                | ["automation", "v4", "actions", "callbacks", "complete"],
+            ) => self.complete_callbacks(body),
+            (
+                Method::POST,
+                [
+                    "automation",
+                    "actions",
+                    "callbacks",
+                    "2026-03",
+                    id,
+                    "complete",
+                ]
+                | ["automation", "v4", "actions", "callbacks", id, "complete"],
+            ) => {
+                let Ok(mut input) = serde_json::from_slice::<serde_json::Value>(body) else {
+                    return error(StatusCode::BAD_REQUEST, "Invalid input JSON", None);
+                };
+                input["callbackId"] = json!(id);
+                self.complete_callbacks(
+                    &serde_json::to_vec(&json!({ "inputs": [input] })).unwrap_or_default(),
+                )
+            }
             _ => error(
                 StatusCode::NOT_FOUND,
                 &format!("No endpoint {method} {path} in the HubSpot stand-in"),
@@ -778,6 +828,70 @@ impl World {
         .into_response()
     }
 }
+
+impl World {
+    /// Complete callbacks, all or none: 204. HubSpot's docs give a batch no per-callback
+    /// results and do not say how an unknown or already completed callback is answered; the
+    /// stand-in refuses the whole batch (400, naming them), and batches of more than
+    /// [`MAX_CALLBACK_BATCH`].
+    fn complete_callbacks(&mut self, body: &[u8]) -> Response {
+        #[derive(serde::Deserialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Input {
+            callback_id: String,
+            #[serde(default)]
+            output_fields: serde_json::Value,
+        }
+        #[derive(serde::Deserialize)]
+        struct Batch {
+            inputs: Vec<Input>,
+        }
+        let batch: Batch = match serde_json::from_slice(body) {
+            Ok(b) => b,
+            Err(e) => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    &format!("Invalid input JSON: expected {{\"inputs\": [...]}}: {e}"),
+                    Some("VALIDATION_ERROR"),
+                );
+            }
+        };
+        if batch.inputs.len() > MAX_CALLBACK_BATCH {
+            return error(
+                StatusCode::BAD_REQUEST,
+                &format!(
+                    "Request is too large: {} callbacks sent, at most {MAX_CALLBACK_BATCH} allowed per call",
+                    batch.inputs.len()
+                ),
+                Some("VALIDATION_ERROR"),
+            );
+        }
+        let refused: Vec<String> = batch
+            .inputs
+            .iter()
+            .filter_map(|i| match self.callbacks.get(&i.callback_id) {
+                None => Some(format!("{} (not found)", i.callback_id)),
+                Some(Some(_)) => Some(format!("{} (already completed)", i.callback_id)),
+                Some(None) => None,
+            })
+            .collect();
+        if !refused.is_empty() {
+            return error(
+                StatusCode::BAD_REQUEST,
+                &format!("Cannot complete callbacks: {}", refused.join(", ")),
+                Some("VALIDATION_ERROR"),
+            );
+        }
+        for input in batch.inputs {
+            self.callbacks
+                .insert(input.callback_id, Some(input.output_fields));
+        }
+        StatusCode::NO_CONTENT.into_response()
+    }
+}
+
+/// The most callbacks the stand-in completes in one call.
+pub const MAX_CALLBACK_BATCH: usize = 100;
 
 fn with_rate(mut resp: Response, rate: RateLimit) -> Response {
     let h = resp.headers_mut();

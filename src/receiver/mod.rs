@@ -5,6 +5,7 @@
 //! needs: an email to enroll, a record id for a list), portal (401), then the store (200 once
 //! the receipt is durable; 503 when it cannot be, so HubSpot retries).
 
+pub mod execution;
 pub mod payload;
 pub mod refusal;
 pub mod signature;
@@ -21,7 +22,7 @@ use axum::routing::{get, post};
 use serde_json::json;
 use ulid::Ulid;
 
-use crate::config::ConfigHandle;
+use crate::config::{Config, ConfigHandle, Connector, Target, Webhook, WebhookType};
 use crate::datasets::inbox::{Inbox, Receipt, Stored};
 use crate::metrics::Metrics;
 use crate::time::now_ms;
@@ -50,6 +51,7 @@ const BODY_PERMIT_WAIT: Duration = Duration::from_secs(1);
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/hooks/{webhook_id}", post(receive))
+        .route("/actions/{action_id}", post(receive_action))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/metrics", get(metrics))
         .route("/status", get(status))
@@ -64,7 +66,11 @@ async fn receive(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    match accept(&state, &webhook_id, &uri, &headers, body).await {
+    let accepted = async {
+        let post = authenticate(&state, Route::Hook, &webhook_id, &uri, &headers, body).await?;
+        accept_contact(&state, post).await
+    };
+    match accepted.await {
         Ok(stored) => {
             let (status, id) = match stored {
                 Stored::New(id) => ("accepted", id),
@@ -73,36 +79,87 @@ async fn receive(
             let body = json!({"status": status, "receipt_id": id});
             (StatusCode::OK, axum::Json(body)).into_response()
         }
-        Err(refusal) => {
-            // Unknown ids are logged under one key, however many strangers try.
-            let webhook = match &refusal {
-                Refusal::UnknownWebhook { .. } => "(unknown)",
-                _ => webhook_id.as_str(),
-            };
-            state.refusals.record(&state.metrics, webhook, &refusal);
-            refusal.into_response()
-        }
+        Err(refusal) => refused(&state, &webhook_id, refusal),
     }
 }
 
-/// The checks, cheapest first, then the store.
-async fn accept(
+/// `POST /actions/{action_id}`: a custom workflow action's execution. Once the receipt is
+/// durable, HubSpot hears BLOCK: the contact waits in its workflow until the dispatcher
+/// completes the callback at the planned time.
+async fn receive_action(
+    State(state): State<AppState>,
+    Path(action_id): Path<String>,
+    OriginalUri(uri): OriginalUri,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let accepted = async {
+        let post = authenticate(&state, Route::Action, &action_id, &uri, &headers, body).await?;
+        accept_execution(&state, post).await
+    };
+    match accepted.await {
+        Ok(kind) => {
+            let body = json!({"outputFields": {
+                "hs_execution_state": "BLOCK",
+                "hs_expiration_duration": execution::expiration(kind),
+            }});
+            (StatusCode::OK, axum::Json(body)).into_response()
+        }
+        Err(refusal) => refused(&state, &action_id, refusal),
+    }
+}
+
+/// Count and log a refusal, and answer with it.
+fn refused(state: &AppState, id: &str, refusal: Refusal) -> Response {
+    // Unknown ids are logged under one key, however many strangers try.
+    let webhook = match &refusal {
+        Refusal::UnknownWebhook { .. } => "(unknown)",
+        _ => id,
+    };
+    state.refusals.record(&state.metrics, webhook, &refusal);
+    refusal.into_response()
+}
+
+/// Which URL a post came to: webhooks and actions share one id space, each at its own path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Route {
+    Hook,
+    Action,
+}
+
+/// A post whose endpoint exists, whose body was read within the limits and whose signature
+/// holds.
+struct Authenticated {
+    config: Arc<Config>,
+    webhook: Webhook,
+    connector: Connector,
+    body: axum::body::Bytes,
+    signature: &'static str,
+    now_ms: i64,
+}
+
+/// The checks every post passes, cheapest first: the endpoint, the size, the signature.
+async fn authenticate(
     state: &AppState,
-    webhook_id: &str,
+    route: Route,
+    id: &str,
     uri: &axum::http::Uri,
     headers: &HeaderMap,
     body: Body,
-) -> Result<Stored, Refusal> {
+) -> Result<Authenticated, Refusal> {
     let config = state.config.load_full();
     let webhook = config
-        .webhook(webhook_id)
+        .webhook(id)
+        .filter(|w| (w.target == Target::Callback) == (route == Route::Action))
         .ok_or_else(|| Refusal::UnknownWebhook {
-            id: webhook_id.chars().take(64).collect(),
-        })?;
+            id: id.chars().take(64).collect(),
+        })?
+        .clone();
     state.metrics.received.inc();
     let connector = config
         .connector(&webhook.connector)
-        .expect("validated: webhook connectors exist");
+        .expect("validated: webhook connectors exist")
+        .clone();
 
     let limit = config.server.max_body_bytes;
     let declared = headers
@@ -172,7 +229,48 @@ async fn accept(
         })?
         .as_str()
     };
+    Ok(Authenticated {
+        config,
+        webhook,
+        connector,
+        body,
+        signature,
+        now_ms,
+    })
+}
 
+/// A portal id in the body must be the connector's.
+fn check_portal(portal: Option<i64>, connector: &Connector) -> Result<(), Refusal> {
+    match portal {
+        Some(portal) if portal != connector.portal_id as i64 => Err(Refusal::WrongPortal {
+            portal,
+            connector: connector.id.clone(),
+            expected: connector.portal_id,
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// Store a receipt; count what became of it.
+async fn store(state: &AppState, receipt: Receipt) -> Result<Stored, Refusal> {
+    let stored = state.inbox.store(receipt).await?;
+    match &stored {
+        Stored::New(_) => state.metrics.accepted.inc(),
+        Stored::Duplicate(_) => state.metrics.duplicates.inc(),
+    };
+    Ok(stored)
+}
+
+/// A webhook's contact: checked for what its dispatch will need, then stored.
+async fn accept_contact(state: &AppState, post: Authenticated) -> Result<Stored, Refusal> {
+    let Authenticated {
+        config,
+        webhook,
+        connector,
+        body,
+        signature,
+        now_ms,
+    } = post;
     let contact = payload::parse(&body)?;
     // What the dispatch will need: refused now, HubSpot shows why in the workflow's history;
     // accepted, the contact could only fail later where nobody looks.
@@ -182,16 +280,7 @@ async fn accept(
     if !webhook.kind.enrolls() && contact.contact_id.is_none() {
         return Err(Refusal::NoRecordId);
     }
-    if let Some(portal) = contact.portal_id
-        && portal != connector.portal_id as i64
-    {
-        return Err(Refusal::WrongPortal {
-            portal,
-            connector: connector.id.clone(),
-            expected: connector.portal_id,
-        });
-    }
-
+    check_portal(contact.portal_id, &connector)?;
     let receipt = Receipt {
         receipt_id: Ulid::generate().to_string(),
         webhook_id: webhook.id.clone(),
@@ -202,13 +291,40 @@ async fn accept(
         received_at_ms: now_ms,
         signature: signature.to_string(),
         config: config.identity.clone(),
+        callback_id: None,
     };
-    let stored = state.inbox.store(receipt).await?;
-    match &stored {
-        Stored::New(_) => state.metrics.accepted.inc(),
-        Stored::Duplicate(_) => state.metrics.duplicates.inc(),
+    store(state, receipt).await
+}
+
+/// An action's execution: stored with its callback; the delivery type it was planned with.
+/// A repeat of a callback already waiting (HubSpot retries) stores nothing and gets the same
+/// answer.
+async fn accept_execution(state: &AppState, post: Authenticated) -> Result<WebhookType, Refusal> {
+    let Authenticated {
+        config,
+        webhook,
+        connector,
+        body,
+        signature,
+        now_ms,
+    } = post;
+    let execution = execution::parse(&body)?;
+    check_portal(execution.portal_id, &connector)?;
+    let kind = execution.delivery_type.unwrap_or(webhook.kind);
+    let receipt = Receipt {
+        receipt_id: Ulid::generate().to_string(),
+        webhook_id: webhook.id.clone(),
+        webhook_type: kind,
+        contact_id: execution.contact_id,
+        email: execution.email,
+        portal_id: execution.portal_id,
+        received_at_ms: now_ms,
+        signature: signature.to_string(),
+        config: config.identity.clone(),
+        callback_id: Some(execution.callback_id),
     };
-    Ok(stored)
+    store(state, receipt).await?;
+    Ok(kind)
 }
 
 async fn metrics(State(state): State<AppState>) -> Response {

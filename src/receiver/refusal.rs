@@ -13,6 +13,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
+use super::execution::ExecutionError;
 use super::payload::PayloadError;
 use super::signature::SignatureError;
 use crate::datasets::inbox::StoreError;
@@ -49,6 +50,8 @@ pub enum Refusal {
     },
     #[error("{0}")]
     Payload(PayloadError),
+    #[error("{0}")]
+    Execution(ExecutionError),
     #[error(
         "the body has no email address, which enrolling into a workflow needs (HubSpot \
          enrolls by email); include the email property in the workflow's webhook"
@@ -76,6 +79,7 @@ impl Refusal {
             Refusal::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Refusal::BodyUnreadable { .. }
             | Refusal::Payload(_)
+            | Refusal::Execution(_)
             | Refusal::NoEmail
             | Refusal::NoRecordId => StatusCode::BAD_REQUEST,
             Refusal::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
@@ -98,6 +102,10 @@ impl Refusal {
             Refusal::Signature { error, .. } => error.label(),
             Refusal::Payload(PayloadError::NotJson(_)) => "bad_json",
             Refusal::Payload(PayloadError::NoContact) => "no_contact",
+            Refusal::Execution(ExecutionError::NotJson(_)) => "bad_json",
+            Refusal::Execution(ExecutionError::NoCallback) => "no_callback",
+            Refusal::Execution(ExecutionError::NotContact(_)) => "not_a_contact",
+            Refusal::Execution(ExecutionError::UnknownDeliveryType(_)) => "unknown_delivery_type",
             Refusal::NoEmail => "no_email",
             Refusal::NoRecordId => "no_record_id",
             Refusal::WrongPortal { .. } => "wrong_portal",
@@ -140,6 +148,12 @@ impl Refusal {
 impl From<StoreError> for Refusal {
     fn from(e: StoreError) -> Self {
         Refusal::Store(e)
+    }
+}
+
+impl From<ExecutionError> for Refusal {
+    fn from(e: ExecutionError) -> Self {
+        Refusal::Execution(e)
     }
 }
 

@@ -249,8 +249,29 @@ pub fn read_part(path: &Path) -> anyhow::Result<DataFrame> {
     Ok(ParquetReader::new(file).finish()?)
 }
 
-/// Stack frames with the same schema.
-pub fn concat_frames(frames: Vec<DataFrame>) -> anyhow::Result<DataFrame> {
+/// Stack frames. Parts written before a column was added lack it: such frames get the column
+/// as nulls, so old and new parts read (and merge) as one.
+pub fn concat_frames(mut frames: Vec<DataFrame>) -> anyhow::Result<DataFrame> {
+    let mut columns: Vec<(PlSmallStr, DataType)> = Vec::new();
+    for df in &frames {
+        for (name, dtype) in df.schema().iter() {
+            if !columns.iter().any(|(n, _)| n == name) {
+                columns.push((name.clone(), dtype.clone()));
+            }
+        }
+    }
+    for df in &mut frames {
+        if df.width() == columns.len() {
+            continue;
+        }
+        let height = df.height();
+        for (name, dtype) in &columns {
+            if df.column(name).is_err() {
+                df.with_column(Column::full_null(name.clone(), height, dtype))?;
+            }
+        }
+        *df = df.select(columns.iter().map(|(n, _)| n.clone()))?;
+    }
     let mut iter = frames.into_iter();
     let Some(mut out) = iter.next() else {
         anyhow::bail!("nothing to concatenate");
@@ -260,6 +281,37 @@ pub fn concat_frames(frames: Vec<DataFrame>) -> anyhow::Result<DataFrame> {
     }
     out.rechunk_mut();
     Ok(out)
+}
+
+/// Those of `columns` that the part at `path` has (parts written before a column existed
+/// lack it), and only those: reading whole parts of a large dataset to look at a few
+/// columns is what this avoids.
+pub fn read_present_columns(path: &Path, columns: &[&str]) -> anyhow::Result<DataFrame> {
+    let mut reader = ParquetReader::new(std::fs::File::open(path)?);
+    let schema = reader.schema()?;
+    let present = columns
+        .iter()
+        .filter(|c| schema.contains(c))
+        .map(|c| c.to_string())
+        .collect();
+    Ok(reader.with_columns(Some(present)).finish()?)
+}
+
+/// [`read_present_columns`], with the absent ones as nulls of `dtype`: for a reader that
+/// needs a column added later.
+pub fn read_columns_or_null(
+    path: &Path,
+    columns: &[(&str, DataType)],
+) -> anyhow::Result<DataFrame> {
+    let names: Vec<&str> = columns.iter().map(|(n, _)| *n).collect();
+    let mut df = read_present_columns(path, &names)?;
+    let height = df.height();
+    for (name, dtype) in columns {
+        if df.column(name).is_err() {
+            df.with_column(Column::full_null((*name).into(), height, dtype))?;
+        }
+    }
+    Ok(df)
 }
 
 /// An error of [`read_part`] for a file that is gone (compacted away since it was listed).

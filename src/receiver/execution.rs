@@ -1,0 +1,198 @@
+//! The body of a custom workflow action's execution: what HubSpot posts to the action's URL
+//! when a contact reaches the action in a workflow.
+//!
+//! `{"callbackId", "origin": {"portalId", "actionDefinitionId", ...}, "context": {"workflowId",
+//! ...}, "object": {"objectId", "objectType", "properties": {...}}, "inputFields": {...}}`;
+//! unknown fields are skipped (HubSpot adds some). The delivery type chosen in the workflow
+//! editor arrives as the input field [`DELIVERY_TYPE_FIELD`].
+
+use std::collections::HashMap;
+
+use serde::Deserialize;
+
+use crate::config::WebhookType;
+
+/// The action's input field that carries the delivery type.
+pub const DELIVERY_TYPE_FIELD: &str = "delivery_type";
+
+/// What sendtime needs of an execution.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Execution {
+    pub callback_id: String,
+    pub portal_id: Option<i64>,
+    pub workflow_id: Option<i64>,
+    /// The contact's record id.
+    pub contact_id: Option<i64>,
+    pub email: Option<String>,
+    /// The delivery type chosen in the workflow editor, when one was.
+    pub delivery_type: Option<WebhookType>,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ExecutionError {
+    #[error("body is not a workflow action execution: {0}")]
+    NotJson(String),
+    #[error("the execution has no callbackId")]
+    NoCallback,
+    #[error(
+        "the execution is for a {0} record; this action releases contacts only (object type CONTACT)"
+    )]
+    NotContact(String),
+    #[error(
+        "unknown delivery type {0:?} in the input field `delivery_type`; expected one of: NEXT_24_HOURS, NEXT_WEEK_FREQUENCY_OPTIMIZED, NEXT_WEEK, IMMEDIATE"
+    )]
+    UnknownDeliveryType(String),
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Body {
+    #[serde(default)]
+    callback_id: Option<String>,
+    #[serde(default)]
+    origin: Option<Origin>,
+    #[serde(default)]
+    context: Option<Context>,
+    #[serde(default)]
+    object: Option<Object>,
+    #[serde(default)]
+    input_fields: HashMap<String, serde_json::Value>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Origin {
+    #[serde(default)]
+    portal_id: Option<i64>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Context {
+    #[serde(default)]
+    workflow_id: Option<i64>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Object {
+    #[serde(default)]
+    object_id: Option<i64>,
+    #[serde(default)]
+    object_type: Option<String>,
+    #[serde(default)]
+    properties: HashMap<String, serde_json::Value>,
+}
+
+/// Read an execution body; only contact executions with a callback id are taken.
+pub fn parse(body: &[u8]) -> Result<Execution, ExecutionError> {
+    let b: Body =
+        serde_json::from_slice(body).map_err(|e| ExecutionError::NotJson(e.to_string()))?;
+    let callback_id = b
+        .callback_id
+        .filter(|c| !c.trim().is_empty())
+        .ok_or(ExecutionError::NoCallback)?;
+    let object = b.object.unwrap_or(Object {
+        object_id: None,
+        object_type: None,
+        properties: HashMap::new(),
+    });
+    match object.object_type.as_deref() {
+        Some(t) if t.eq_ignore_ascii_case("CONTACT") => {}
+        other => {
+            return Err(ExecutionError::NotContact(
+                other.unwrap_or("(no object type)").to_string(),
+            ));
+        }
+    }
+    let delivery_type = match b.input_fields.get(DELIVERY_TYPE_FIELD) {
+        None | Some(serde_json::Value::Null) => None,
+        Some(v) => {
+            let text = v.as_str().map_or_else(|| v.to_string(), str::to_string);
+            let kind = WebhookType::parse(text.trim()).filter(|k| k.enrolls());
+            Some(kind.ok_or(ExecutionError::UnknownDeliveryType(text))?)
+        }
+    };
+    let email = object
+        .properties
+        .get("email")
+        .and_then(|v| v.as_str())
+        .map(str::trim)
+        .filter(|e| !e.is_empty())
+        .map(str::to_string);
+    Ok(Execution {
+        callback_id,
+        portal_id: b.origin.and_then(|o| o.portal_id),
+        workflow_id: b.context.and_then(|c| c.workflow_id),
+        contact_id: object.object_id,
+        email,
+        delivery_type,
+    })
+}
+
+/// How long HubSpot should hold the contact before moving on without us: past the end of the
+/// type's window, with a day to spare for a dispatcher that was down (ISO-8601 duration).
+pub fn expiration(kind: WebhookType) -> &'static str {
+    match kind {
+        WebhookType::Immediate => "P1D",
+        WebhookType::Next24Hours => "P2D",
+        WebhookType::NextWeek
+        | WebhookType::NextWeekFrequencyOptimized
+        | WebhookType::UpdateOnly => "P8D",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EXAMPLE: &str = r#"{
+      "callbackId": "ap-102670506-56776413549-7-0",
+      "origin": {"portalId": 62515, "actionDefinitionId": 10646, "actionDefinitionVersion": 1,
+                 "extensionDefinitionId": 1, "extensionDefinitionVersionId": 1},
+      "context": {"source": "WORKFLOWS", "workflowId": 123456},
+      "object": {"objectId": 9153674, "objectType": "CONTACT",
+                 "properties": {"email": "ada@example.com", "hs_timezone": "europe_slash_brussels"}},
+      "inputFields": {"delivery_type": "NEXT_WEEK"}
+    }"#;
+
+    #[test]
+    fn hubspots_example_execution() {
+        assert_eq!(
+            parse(EXAMPLE.as_bytes()).unwrap(),
+            Execution {
+                callback_id: "ap-102670506-56776413549-7-0".into(),
+                portal_id: Some(62515),
+                workflow_id: Some(123456),
+                contact_id: Some(9153674),
+                email: Some("ada@example.com".into()),
+                delivery_type: Some(WebhookType::NextWeek),
+            }
+        );
+    }
+
+    #[test]
+    fn refusals_say_what_is_wrong() {
+        let with = |from: &str, to: &str| parse(EXAMPLE.replace(from, to).as_bytes());
+        assert_eq!(
+            with("\"CONTACT\"", "\"DEAL\"").unwrap_err(),
+            ExecutionError::NotContact("DEAL".into())
+        );
+        assert_eq!(
+            with("\"NEXT_WEEK\"", "\"UPDATE_ONLY\"").unwrap_err(),
+            ExecutionError::UnknownDeliveryType("UPDATE_ONLY".into())
+        );
+        assert_eq!(
+            with("\"callbackId\": \"ap-102670506-56776413549-7-0\",", "").unwrap_err(),
+            ExecutionError::NoCallback
+        );
+        assert!(matches!(parse(b"[1]"), Err(ExecutionError::NotJson(_))));
+        // No delivery type chosen: the action's default applies.
+        assert_eq!(
+            with("{\"delivery_type\": \"NEXT_WEEK\"}", "{}")
+                .unwrap()
+                .delivery_type,
+            None
+        );
+    }
+}

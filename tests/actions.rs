@@ -1,0 +1,250 @@
+//! Workflow-action delivery end to end, through the real binary and the HubSpot stand-in: a
+//! signed execution is answered BLOCK once durable, a retried one is stored once, and each
+//! callback is completed (in batches) at its planned time.
+
+mod common;
+
+use std::path::Path;
+use std::time::Duration;
+
+use common::{PORTAL_ID, PUBLIC_URL, Server, TestConfig, eventually, runtime};
+use sendtime::datasets::outcomes::{self, Action, Status};
+use sendtime::datasets::plan;
+use sendtime::hubspot::standin::{Options, StandIn};
+use sendtime::receiver::signature::sign_v2;
+
+const SECRET: &str = "action-secret";
+const TOKEN: &str = "standin-token";
+const COMPLETE: &str = "/automation/actions/callbacks/2026-03/complete";
+
+fn write_config(dir: &Path, api_base: &str) -> std::path::PathBuf {
+    TestConfig {
+        env: "ACTIONS",
+        tables: "[scheduler]\ncron = \"* * * * * *\"\n\
+                 [[action]]\nid = \"send-time\"\nname = \"Send at the best time\"",
+        connector: &format!("api_base = \"{api_base}\""),
+        ..TestConfig::default()
+    }
+    .write(dir)
+}
+
+fn start(config: &Path, data: &Path, clock: &Path) -> Server {
+    let clock = clock.display().to_string();
+    Server::start(
+        config,
+        data,
+        &[
+            ("ACTIONS_SECRET", SECRET),
+            ("ACTIONS_TOKEN", TOKEN),
+            ("SENDTIME_CLOCK_FILE", clock.as_str()),
+        ],
+    )
+}
+
+fn set_clock(file: &Path, ms: i64) {
+    let tmp = file.with_extension("tmp");
+    std::fs::write(&tmp, ms.to_string()).unwrap();
+    std::fs::rename(&tmp, file).unwrap();
+}
+
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+/// Post HubSpot's execution of the action for contact `vid`, signed v2: (status, answer).
+fn execute(server: &Server, callback: &str, vid: u64, delivery: &str) -> (u16, serde_json::Value) {
+    let path = "/actions/send-time";
+    let body = serde_json::json!({
+        "callbackId": callback,
+        "origin": {"portalId": PORTAL_ID, "actionDefinitionId": 10646, "actionDefinitionVersion": 1},
+        "context": {"source": "WORKFLOWS", "workflowId": 123456},
+        "object": {"objectId": vid, "objectType": "CONTACT",
+                   "properties": {"email": format!("c{vid}@example.com")}},
+        "inputFields": {"delivery_type": delivery}
+    })
+    .to_string();
+    let signature = sign_v2(
+        SECRET.as_bytes(),
+        "POST",
+        &format!("{PUBLIC_URL}{path}"),
+        body.as_bytes(),
+    );
+    let resp = reqwest::blocking::Client::new()
+        .post(server.url(path))
+        .header("X-HubSpot-Signature", signature)
+        .header("X-HubSpot-Signature-Version", "v2")
+        .header("Content-Type", "application/json")
+        .body(body)
+        .send()
+        .unwrap();
+    let status = resp.status().as_u16();
+    (status, resp.json().unwrap_or_default())
+}
+
+fn complete_calls(standin: &StandIn) -> Vec<u16> {
+    standin
+        .log()
+        .iter()
+        .filter(|e| e.path == COMPLETE)
+        .filter_map(|e| e.status)
+        .collect()
+}
+
+#[test]
+fn executions_are_blocked_then_completed_in_batches_at_their_time() {
+    let rt = runtime();
+    let standin = rt
+        .block_on(StandIn::start(Options {
+            token: TOKEN.into(),
+            ..Options::default()
+        }))
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let config = write_config(dir.path(), &standin.url());
+    let clock = dir.path().join("clock");
+    // The dispatcher's clock a day behind: what is received is not due yet.
+    let t0 = now_ms();
+    set_clock(&clock, t0 - 86_400_000);
+    let server = start(&config, &data, &clock);
+
+    // 250 executions to release at once, and one for the next 24 hours.
+    for i in 0..250u64 {
+        let callback = format!("cb-{i}");
+        standin.add_callback(&callback);
+        let (status, answer) = execute(&server, &callback, 1000 + i, "IMMEDIATE");
+        assert_eq!(status, 200, "{answer}");
+        assert_eq!(answer["outputFields"]["hs_execution_state"], "BLOCK");
+        assert_eq!(answer["outputFields"]["hs_expiration_duration"], "P1D");
+    }
+    standin.add_callback("cb-day");
+    let (status, answer) = execute(&server, "cb-day", 2000, "NEXT_24_HOURS");
+    assert_eq!(
+        (status, &answer["outputFields"]["hs_expiration_duration"]),
+        (200, &"P2D".into())
+    );
+    // HubSpot retries an execution whose answer it lost: the same answer, nothing stored.
+    let (status, again) = execute(&server, "cb-0", 1000, "IMMEDIATE");
+    assert_eq!((status, &again), (200, &answer_for("P1D")));
+    // A delivery type the action does not offer is refused with a message.
+    let (status, refused) = execute(&server, "cb-x", 3000, "UPDATE_ONLY");
+    assert_eq!(status, 400, "{refused}");
+    assert_eq!(refused["reason"], "unknown_delivery_type");
+
+    let planned = eventually(Duration::from_secs(20), || {
+        let rows = plan::read(&plan::dataset(&data).unwrap()).unwrap();
+        (rows.len() == 251).then_some(rows)
+    })
+    .unwrap_or_else(|| panic!("not all planned; logs:\n{}", server.logs()));
+    let day = planned
+        .iter()
+        .find(|p| p.callback_id.as_deref() == Some("cb-day"))
+        .unwrap();
+    assert!(day.due_at_ms > day.received_at_ms && day.due_at_ms <= day.received_at_ms + 86_400_000);
+    assert!(complete_calls(&standin).is_empty(), "nothing is due yet");
+
+    // The IMMEDIATE ones fall due together: 100 + 100 + 50.
+    set_clock(&clock, t0 + 60_000);
+    eventually(Duration::from_secs(30), || {
+        (0..250)
+            .all(|i| standin.completion(&format!("cb-{i}")).is_some())
+            .then_some(())
+    })
+    .unwrap_or_else(|| panic!("not all completed; logs:\n{}", server.logs()));
+    assert_eq!(complete_calls(&standin), [204, 204, 204]);
+    let fields = standin.completion("cb-7").unwrap();
+    assert_eq!(fields["hs_execution_state"], "SUCCESS");
+    assert!(
+        fields["sendtime_slot"]
+            .as_str()
+            .unwrap()
+            .ends_with(":00 UTC")
+    );
+    assert!(
+        standin.completion("cb-day").is_none(),
+        "not before its time"
+    );
+
+    // The 24-hour one at its planned minute, not before.
+    set_clock(&clock, day.due_at_ms - 60_000);
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(standin.completion("cb-day").is_none());
+    set_clock(&clock, day.due_at_ms);
+    eventually(Duration::from_secs(20), || standin.completion("cb-day"))
+        .unwrap_or_else(|| panic!("cb-day not completed; logs:\n{}", server.logs()));
+    server.stop();
+
+    let rows = outcomes::read(&outcomes::dataset(&data).unwrap()).unwrap();
+    let completed: Vec<_> = rows
+        .iter()
+        .filter(|r| r.status == Status::Completed)
+        .collect();
+    assert_eq!(completed.len(), 251, "one final row per receipt");
+    assert!(completed.iter().all(|r| r.action == Action::Complete));
+    let mut targets: Vec<&str> = completed.iter().map(|r| r.target.as_str()).collect();
+    targets.sort();
+    targets.dedup();
+    assert_eq!(targets.len(), 251, "each callback once");
+}
+
+fn answer_for(expiration: &str) -> serde_json::Value {
+    serde_json::json!({"outputFields": {
+        "hs_execution_state": "BLOCK",
+        "hs_expiration_duration": expiration,
+    }})
+}
+
+/// A callback HubSpot no longer takes fails alone: its batch is split and the others are
+/// completed.
+#[test]
+fn a_callback_hubspot_refuses_fails_alone() {
+    let rt = runtime();
+    let standin = rt
+        .block_on(StandIn::start(Options {
+            token: TOKEN.into(),
+            ..Options::default()
+        }))
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let config = write_config(dir.path(), &standin.url());
+    let clock = dir.path().join("clock");
+    let t0 = now_ms();
+    set_clock(&clock, t0 - 86_400_000);
+    let server = start(&config, &data, &clock);
+    for i in 0..5u64 {
+        let callback = format!("ok-{i}");
+        standin.add_callback(&callback);
+        assert_eq!(execute(&server, &callback, 10 + i, "IMMEDIATE").0, 200);
+    }
+    // Expired on HubSpot's side (the stand-in does not know it).
+    assert_eq!(execute(&server, "gone", 99, "IMMEDIATE").0, 200);
+    eventually(Duration::from_secs(20), || {
+        (plan::read(&plan::dataset(&data).unwrap()).unwrap().len() == 6).then_some(())
+    })
+    .expect("planned");
+    set_clock(&clock, t0 + 60_000);
+    let rows = eventually(Duration::from_secs(30), || {
+        let rows = outcomes::read(&outcomes::dataset(&data).unwrap()).unwrap();
+        let finals = rows.iter().filter(|r| r.status.is_final()).count();
+        (finals == 6).then_some(rows)
+    })
+    .unwrap_or_else(|| panic!("not all final; logs:\n{}", server.logs()));
+    for i in 0..5 {
+        assert!(standin.completion(&format!("ok-{i}")).is_some());
+    }
+    let gone = rows
+        .iter()
+        .find(|r| r.target == "gone" && r.status.is_final())
+        .unwrap();
+    assert_eq!(gone.status, Status::Failed);
+    assert_eq!(gone.http_status, Some(400));
+    assert!(
+        gone.message
+            .as_deref()
+            .unwrap()
+            .contains("gone (not found)"),
+        "{gone:?}"
+    );
+    server.stop();
+}
