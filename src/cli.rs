@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 use crate::config::{Config, EnvCheck, Overrides, Target};
@@ -172,9 +173,29 @@ pub enum Command {
         #[arg(long, value_name = "TIME")]
         end: Option<String>,
     },
+    /// What to register in HubSpot.
+    Hubspot {
+        #[command(subcommand)]
+        what: HubspotCommand,
+    },
     /// Run a local HubSpot stand-in (for trying sendtime without a HubSpot account).
     #[command(name = "hubspot-standin", hide = true)]
     HubspotStandin(StandinArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum HubspotCommand {
+    /// Print the JSON definition of a workflow action (`[[action]]`) for HubSpot's
+    /// create-action-definition API, and the curl line that registers it.
+    ///
+    /// The definition names the action's URL (from `public_url`), its delivery-type input
+    /// field and the output fields a workflow can branch on. Run it after `validate`; register
+    /// once per app, again when `public_url` changes.
+    ActionDefinition {
+        /// The action's id (may be left out when the config has one action).
+        #[arg(value_name = "ACTION_ID")]
+        action: Option<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -296,6 +317,12 @@ pub fn main() -> ExitCode {
                 options,
             ))
         }
+        Command::Hubspot {
+            what: HubspotCommand::ActionDefinition { action },
+        } => report(
+            load_config(&cli.config, &overrides)
+                .and_then(|c| action_definition(&c, action.as_deref())),
+        ),
         model_command => report(model(model_command, &cli.config, &overrides)),
     }
 }
@@ -360,8 +387,56 @@ fn model(command: Command, path: &std::path::Path, overrides: &Overrides) -> any
         | Command::Serve { .. }
         | Command::Tick { .. }
         | Command::Import { .. }
+        | Command::Hubspot { .. }
         | Command::HubspotStandin(_) => unreachable!("handled by main"),
     }
+}
+
+/// `sendtime hubspot action-definition`: the definition's JSON, then how to register it.
+fn action_definition(config: &Config, id: Option<&str>) -> anyhow::Result<()> {
+    let actions: Vec<_> = config
+        .webhooks
+        .iter()
+        .filter(|w| w.target == Target::Callback)
+        .collect();
+    let action = match (id, actions.as_slice()) {
+        (Some(id), _) => actions
+            .iter()
+            .find(|a| a.id == id)
+            .copied()
+            .with_context(|| {
+                format!(
+                    "no [[action]] {id:?} in {}; it has: {}",
+                    config.path.display(),
+                    actions
+                        .iter()
+                        .map(|a| a.id.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            })?,
+        (None, [one]) => one,
+        (None, []) => anyhow::bail!(
+            "{} declares no [[action]]; add one (see the README, \"Wiring the workflow action\")",
+            config.path.display()
+        ),
+        (None, _) => anyhow::bail!("{} has several actions: name one", config.path.display()),
+    };
+    let connector = config
+        .connector(&action.connector)
+        .expect("validated: webhook connectors exist");
+    let body = crate::hubspot::action::definition(config, action);
+    println!("{}", serde_json::to_string_pretty(&body)?);
+    eprintln!(
+        "\nSave the JSON above as action.json and register it for app {app}:\n  \
+         curl -X POST \"{base}/automation/v4/actions/{app}?hapikey=$HUBSPOT_DEVELOPER_API_KEY\" \\\n    \
+         -H 'Content-Type: application/json' -d @action.json\n\
+         (HubSpot's legacy path with the developer account's API key; for an app on HubSpot's \
+         developer platform, declare the same fields in the project's workflow-action file)",
+        app = connector.app_id,
+        base = connector.api_base,
+    );
+    Ok(())
 }
 
 /// Print an error chain for a person and turn it into the exit status.

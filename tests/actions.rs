@@ -248,3 +248,136 @@ fn a_callback_hubspot_refuses_fails_alone() {
     );
     server.stop();
 }
+
+/// `validate`, `/status` and `hubspot action-definition` name the action's URL.
+#[test]
+fn the_action_url_is_shown_where_it_is_wired() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), "http://127.0.0.1:9");
+    let run = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_sendtime"))
+            .arg("--config")
+            .arg(&config)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let url = format!("{PUBLIC_URL}/actions/send-time");
+    let validated = run(&["validate"]);
+    assert!(validated.status.success());
+    let stdout = String::from_utf8_lossy(&validated.stdout);
+    assert!(stdout.contains(&format!("Action URL:   {url}")), "{stdout}");
+    let defined = run(&["hubspot", "action-definition"]);
+    assert!(
+        defined.status.success(),
+        "{}",
+        String::from_utf8_lossy(&defined.stderr)
+    );
+    let body: serde_json::Value = serde_json::from_slice(&defined.stdout).unwrap();
+    assert_eq!(body["actionUrl"], url.as_str());
+    assert_eq!(body["objectTypes"], serde_json::json!(["CONTACT"]));
+    let field = &body["inputFields"][0]["typeDefinition"];
+    assert_eq!(field["name"], "delivery_type");
+    let values: Vec<&str> = field["options"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["value"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        values,
+        [
+            "NEXT_24_HOURS",
+            "NEXT_WEEK_FREQUENCY_OPTIMIZED",
+            "NEXT_WEEK",
+            "IMMEDIATE"
+        ]
+    );
+    assert_eq!(body["labels"]["en"]["actionName"], "Send at the best time");
+    let unknown = run(&["hubspot", "action-definition", "nope"]);
+    assert!(!unknown.status.success());
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("no [[action]] \"nope\""));
+
+    let data = dir.path().join("data");
+    let clock = dir.path().join("clock");
+    let server = start(&config, &data, &clock);
+    let status: serde_json::Value = reqwest::blocking::get(server.url("/status"))
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(status["actions"][0]["url"], url.as_str());
+    assert_eq!(status["webhooks"], serde_json::json!([]));
+    server.stop();
+}
+
+/// kill -9 while a batch completion is unanswered (HubSpot did complete it): after the
+/// restart every callback is completed again, HubSpot's refusal of the second completion is
+/// taken as done, and each receipt ends with one final outcome.
+#[test]
+fn kill_9_during_an_unanswered_completion_ends_with_one_final_outcome_each() {
+    use sendtime::hubspot::standin::{Fault, Injection};
+    let rt = runtime();
+    let standin = rt
+        .block_on(StandIn::start(Options {
+            token: TOKEN.into(),
+            ..Options::default()
+        }))
+        .unwrap();
+    // The first completion is carried out, and answered only after a minute.
+    standin.inject(Injection::next(Fault::Slow(Duration::from_secs(60))).on(COMPLETE));
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let config = write_config(dir.path(), &standin.url());
+    let clock = dir.path().join("clock");
+    let t0 = now_ms();
+    set_clock(&clock, t0 - 86_400_000);
+    let mut server = start(&config, &data, &clock);
+    let callbacks = ["cb-a", "cb-b", "cb-c"];
+    for (i, cb) in callbacks.iter().enumerate() {
+        standin.add_callback(cb);
+        assert_eq!(execute(&server, cb, 500 + i as u64, "IMMEDIATE").0, 200);
+    }
+    eventually(Duration::from_secs(20), || {
+        (plan::read(&plan::dataset(&data).unwrap()).unwrap().len() == 3).then_some(())
+    })
+    .expect("planned");
+    set_clock(&clock, t0 + 60_000);
+    eventually(Duration::from_secs(20), || {
+        let attempting = outcomes::read(&outcomes::dataset(&data).unwrap())
+            .unwrap()
+            .iter()
+            .filter(|r| r.status == Status::Attempting)
+            .count();
+        (attempting == 3 && callbacks.iter().all(|cb| standin.completion(cb).is_some()))
+            .then_some(())
+    })
+    .unwrap_or_else(|| panic!("the completion was not sent; logs:\n{}", server.logs()));
+    server.child.kill().unwrap(); // SIGKILL, the answer still on its way
+    server.child.wait().unwrap();
+    drop(server);
+
+    let server = start(&config, &data, &clock);
+    let rows = eventually(Duration::from_secs(30), || {
+        let rows = outcomes::read(&outcomes::dataset(&data).unwrap()).unwrap();
+        (rows.iter().filter(|r| r.status.is_final()).count() >= 3).then_some(rows)
+    })
+    .unwrap_or_else(|| panic!("not completed after the restart; logs:\n{}", server.logs()));
+    server.stop();
+    for cb in callbacks {
+        let finals: Vec<_> = rows
+            .iter()
+            .filter(|r| r.target == cb && r.status.is_final())
+            .collect();
+        assert_eq!(finals.len(), 1, "{cb}: {finals:?}");
+        assert_eq!(finals[0].status, Status::Completed, "{:?}", finals[0]);
+        assert!(
+            finals[0]
+                .message
+                .as_deref()
+                .unwrap_or_default()
+                .contains("earlier call"),
+            "{:?}",
+            finals[0]
+        );
+    }
+}

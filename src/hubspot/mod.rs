@@ -3,6 +3,7 @@
 //! local HubSpot that tests and benchmarks call instead, with HubSpot's shapes, limits and
 //! failures, so the real client code is what gets exercised.
 
+pub mod action;
 pub mod client;
 pub mod limiter;
 pub mod policy;

@@ -341,22 +341,31 @@ async fn metrics(State(state): State<AppState>) -> Response {
 /// What is in force: the config identity and the webhooks it declares.
 async fn status(State(state): State<AppState>) -> Response {
     let config = state.config.load();
-    let webhooks: Vec<_> = config
+    let endpoint = |w: &Webhook, url: String| {
+        json!({
+            "id": w.id,
+            "type": w.kind.as_str(),
+            "connector": w.connector,
+            "url": url,
+        })
+    };
+    let (actions, webhooks): (Vec<&Webhook>, Vec<&Webhook>) = config
         .webhooks
         .iter()
-        .map(|w| {
-            json!({
-                "id": w.id,
-                "type": w.kind.as_str(),
-                "connector": w.connector,
-                "url": config.webhook_url(w),
-            })
-        })
+        .partition(|w| w.target == Target::Callback);
+    let webhooks: Vec<_> = webhooks
+        .into_iter()
+        .map(|w| endpoint(w, config.webhook_url(w)))
+        .collect();
+    let actions: Vec<_> = actions
+        .into_iter()
+        .map(|w| endpoint(w, config.action_url(w)))
         .collect();
     axum::Json(json!({
         "config": config.identity,
         "pending": state.inbox.pending_count(),
         "webhooks": webhooks,
+        "actions": actions,
     }))
     .into_response()
 }

@@ -1,0 +1,74 @@
+//! sendtime's custom workflow action as HubSpot's create-action-definition API takes it: the
+//! URL HubSpot posts executions to, the delivery-type input field, the output fields a
+//! workflow can branch on, and the contact property to include in each execution.
+
+use serde_json::{Value, json};
+
+use crate::config::{Config, Webhook, WebhookType};
+use crate::receiver::execution::DELIVERY_TYPE_FIELD;
+
+/// Output fields set when a callback is completed (see
+/// [`crate::hubspot::client::Completion::released`]).
+pub const OUTPUT_FIELDS: [(&str, &str); 3] = [
+    ("sendtime_slot", "Planned hour (UTC)"),
+    ("sendtime_planned_at", "Planned time"),
+    ("sendtime_released_at", "Released at"),
+];
+
+/// How each delivery type reads in the workflow editor.
+fn label(kind: WebhookType) -> &'static str {
+    match kind {
+        WebhookType::Next24Hours => "Best time in the next 24 hours",
+        WebhookType::NextWeekFrequencyOptimized => {
+            "Best time in the next 24 hours; the next 7 days for passive or inactive contacts"
+        }
+        WebhookType::NextWeek => "Best time in the next 7 days",
+        WebhookType::Immediate => "Right away (no wait)",
+        WebhookType::UpdateOnly => "",
+    }
+}
+
+/// The definition's JSON body for `action`.
+pub fn definition(config: &Config, action: &Webhook) -> Value {
+    let options: Vec<Value> = WebhookType::ALL
+        .into_iter()
+        .filter(|k| k.enrolls())
+        .map(|k| json!({"label": label(k), "value": k.as_str()}))
+        .collect();
+    let outputs: Vec<Value> = OUTPUT_FIELDS
+        .iter()
+        .map(|(name, _)| {
+            json!({"typeDefinition": {"name": name, "type": "string", "fieldType": "text"}})
+        })
+        .collect();
+    let output_labels: serde_json::Map<String, Value> = OUTPUT_FIELDS
+        .iter()
+        .map(|(name, label)| (name.to_string(), json!(label)))
+        .collect();
+    json!({
+        "actionUrl": config.action_url(action),
+        "published": true,
+        "objectTypes": ["CONTACT"],
+        "objectRequestOptions": {"properties": ["email"]},
+        "inputFields": [{
+            "typeDefinition": {
+                "name": DELIVERY_TYPE_FIELD,
+                "type": "enumeration",
+                "fieldType": "select",
+                "options": options,
+            },
+            "supportedValueTypes": ["STATIC_VALUE"],
+            "isRequired": false,
+        }],
+        "outputFields": outputs,
+        "functions": [],
+        "labels": {"en": {
+            "actionName": action.name.as_deref().unwrap_or("Send at the best time (sendtime)"),
+            "actionDescription": "Holds the contact here until the hour it is most likely to read email, then lets it go on.",
+            "appDisplayName": "sendtime",
+            "inputFieldLabels": {DELIVERY_TYPE_FIELD: "Delivery"},
+            "inputFieldDescriptions": {DELIVERY_TYPE_FIELD: format!("When to let the contact go on; left empty: {}", label(action.kind))},
+            "outputFieldLabels": output_labels,
+        }},
+    })
+}
