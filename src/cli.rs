@@ -538,20 +538,21 @@ fn validate(path: PathBuf, overrides: &Overrides) -> ExitCode {
 /// What a marketer pastes into each workflow's "Send a webhook" step.
 pub fn details(config: &Config) -> String {
     use std::fmt::Write;
+    let count = |n: usize, what: &str| format!("{n} {what}{}", if n == 1 { "" } else { "s" });
+    let webhooks = config
+        .webhooks
+        .iter()
+        .filter(|w| w.target != Target::Callback)
+        .count();
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{}: valid (config {}, {} connector{}, {} webhook{})",
+        "{}: valid (config {}, {}, {}, {})",
         config.path.display(),
         config.identity,
-        config.connectors.len(),
-        if config.connectors.len() == 1 {
-            ""
-        } else {
-            "s"
-        },
-        config.webhooks.len(),
-        if config.webhooks.len() == 1 { "" } else { "s" },
+        count(config.connectors.len(), "connector"),
+        count(webhooks, "webhook"),
+        count(config.webhooks.len() - webhooks, "action"),
     );
     for w in &config.webhooks {
         let c = config
