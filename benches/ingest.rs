@@ -37,6 +37,7 @@ fn main() {
 
     eprintln!("generating {requests} signed bodies...");
     let bodies = Arc::new(make_requests(requests));
+    let executions = Arc::new(make_executions(requests));
     let avg_kb = bodies.iter().map(|(b, _)| b.len()).sum::<usize>() / bodies.len() / 1024;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -45,6 +46,7 @@ fn main() {
 
     let mut bare_runs = Vec::new();
     let mut full_runs = Vec::new();
+    let mut action_runs = Vec::new();
     for round in 0..rounds {
         eprintln!("round {}/{rounds}", round + 1);
         {
@@ -58,16 +60,33 @@ fn main() {
             let _guard = Kill(child);
             full_runs.push(rt.block_on(load(&addr, "/hooks/bench", bodies.clone(), connections)));
         }
+        {
+            let dir = tempfile::tempdir().unwrap();
+            let (child, addr) = start_sendtime(dir.path());
+            let _guard = Kill(child);
+            action_runs.push(rt.block_on(load(
+                &addr,
+                "/actions/bench-action",
+                executions.clone(),
+                connections,
+            )));
+        }
         eprintln!("  bare     {:?}", bare_runs.last().unwrap());
         eprintln!("  sendtime {:?}", full_runs.last().unwrap());
+        eprintln!("  actions  {:?}", action_runs.last().unwrap());
     }
     let bare = Run::median(&bare_runs);
     let full = Run::median(&full_runs);
+    let actions = Run::median(&action_runs);
     println!("| server | req/s (median of {rounds}) | p50 ms | p99 ms | non-2xx |");
     println!("|---|---|---|---|---|");
     for (name, r) in [
         ("bare axum, 204", &bare),
         ("sendtime serve (verify v2, parse, fsync)", &full),
+        (
+            "sendtime serve, workflow-action executions (~0.4 KB; verify v2, parse, fsync, BLOCK)",
+            &actions,
+        ),
     ] {
         println!(
             "| {name} | {:.0} | {:.2} | {:.2} | {} |",
@@ -172,6 +191,22 @@ async fn load(
     }
 }
 
+/// Workflow-action executions as HubSpot posts them, each with its own callback.
+fn make_executions(n: usize) -> Vec<(Vec<u8>, String)> {
+    let uri = format!("{PUBLIC}/actions/bench-action");
+    (0..n)
+        .map(|i| {
+            let vid = 1_000_000 + i as u64;
+            let body = format!(
+                r#"{{"callbackId":"ap-62515-{vid}-7-0","origin":{{"portalId":62515,"actionDefinitionId":10646,"actionDefinitionVersion":1}},"context":{{"source":"WORKFLOWS","workflowId":123456}},"object":{{"objectId":{vid},"objectType":"CONTACT","properties":{{"email":"c{vid}@example.com"}}}},"inputFields":{{"delivery_type":"NEXT_24_HOURS"}}}}"#
+            )
+            .into_bytes();
+            let sig = sign_v2(SECRET.as_bytes(), "POST", &uri, &body);
+            (body, sig)
+        })
+        .collect()
+}
+
 /// Realistic Contacts v1 bodies: ~150 properties each with a version history, 20–40 KB.
 fn make_requests(n: usize) -> Vec<(Vec<u8>, String)> {
     let uri = format!("{PUBLIC}/hooks/bench");
@@ -240,7 +275,7 @@ fn start_sendtime(dir: &Path) -> (Child, String) {
     std::fs::write(
         &config,
         format!(
-            "version = 1\n[server]\npublic_url = \"{PUBLIC}\"\n[[connector]]\nid = \"main\"\nportal_id = 62515\napp_id = 1\nclient_secret_env = \"BENCH_SECRET\"\naccess_token_env = \"BENCH_TOKEN\"\ndry_run = true\n[[webhook]]\nid = \"bench\"\ntype = \"NEXT_24_HOURS\"\nworkflow_id = 1\n"
+            "version = 1\n[server]\npublic_url = \"{PUBLIC}\"\n[[connector]]\nid = \"main\"\nportal_id = 62515\napp_id = 1\nclient_secret_env = \"BENCH_SECRET\"\naccess_token_env = \"BENCH_TOKEN\"\ndry_run = true\n[[webhook]]\nid = \"bench\"\ntype = \"NEXT_24_HOURS\"\nworkflow_id = 1\n[[action]]\nid = \"bench-action\"\n"
         ),
     )
     .unwrap();

@@ -645,15 +645,16 @@ fn dry_run_message(action: Action, item: &Pending, target: &str) -> String {
     }
 }
 
-/// `items` in batches of at most `size`.
-fn into_batches(mut items: Vec<Pending>, size: usize) -> Vec<Vec<Pending>> {
-    let mut out = Vec::new();
-    while !items.is_empty() {
-        let rest = items.split_off(items.len().min(size));
-        out.push(items);
-        items = rest;
-    }
-    out
+/// `items` in batches of at most `size`, each holding only its own items: split off from one
+/// vector, every batch would keep the capacity of all that followed it (for 500,000 contacts
+/// in batches of 100, gigabytes).
+fn into_batches(items: Vec<Pending>, size: usize) -> Vec<Vec<Pending>> {
+    let mut items = items.into_iter();
+    std::iter::from_fn(|| {
+        let batch: Vec<Pending> = items.by_ref().take(size).collect();
+        (!batch.is_empty()).then_some(batch)
+    })
+    .collect()
 }
 
 /// `sendtime tick`: one tick from the state on disk, for hosts that prefer system cron.
@@ -713,4 +714,40 @@ fn intern(set: &mut HashSet<Arc<str>>, id: &str) -> Arc<str> {
     let x: Arc<str> = Arc::from(id);
     set.insert(x.clone());
     x
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pending(n: u64) -> Pending {
+        Pending {
+            receipt_id: ReceiptId::new(&format!("r{n}")),
+            webhook_id: Arc::from("w"),
+            contact_id: Some(n as i64),
+            email: None,
+            callback_id: None,
+            due_at_ms: 0,
+            attempts: 0,
+            failures: 0,
+            in_doubt: false,
+            doubt_workflow: None,
+            ready_at_ms: 0,
+        }
+    }
+
+    #[test]
+    fn batches_keep_order_and_only_their_own_capacity() {
+        let items: Vec<Pending> = (0..1050).map(pending).collect();
+        let batches = into_batches(items, 100);
+        assert_eq!(batches.len(), 11);
+        assert!(batches.iter().all(|b| b.capacity() <= 100));
+        assert_eq!(batches[10].len(), 50);
+        let ids: Vec<i64> = batches
+            .iter()
+            .flatten()
+            .filter_map(|p| p.contact_id)
+            .collect();
+        assert_eq!(ids, (0..1050).collect::<Vec<_>>());
+    }
 }

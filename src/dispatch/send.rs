@@ -108,6 +108,42 @@ impl Ctx {
             .map_err(Next::Again)
     }
 
+    /// Make a batch's `attempting` rows durable before its call, its attempts counted; when
+    /// they cannot be, the batch waits a minute, uncounted.
+    async fn attempting(
+        &self,
+        batch: &mut [Pending],
+        row_of: impl Fn(&Pending, i64) -> OutcomeRow,
+    ) -> Result<(), Next> {
+        let now = self.now();
+        batch.iter_mut().for_each(|i| i.attempts += 1);
+        if self
+            .record(batch.iter().map(|i| row_of(i, now)).collect())
+            .await
+        {
+            return Ok(());
+        }
+        batch.iter_mut().for_each(|i| i.attempts -= 1);
+        Err(Next::Again(now + MINUTE_MS))
+    }
+
+    /// After a batch's retryable failure is recorded: the batch back, to call again after
+    /// waiting here, or `None` with it left to a later tick in `out`.
+    async fn wait_or_requeue(
+        &self,
+        decision: &Decision,
+        batch: Vec<Pending>,
+        out: &mut Vec<(Pending, Next)>,
+    ) -> Option<Vec<Pending>> {
+        let next = match decision {
+            Decision::Retry(d) if self.sleep(*d).await => return Some(batch),
+            Decision::Retry(_) | Decision::GiveUp => Next::Again(self.now()),
+            Decision::Later(t) => Next::Again(*t),
+        };
+        out.extend(batch.into_iter().map(|i| (i, next)));
+        None
+    }
+
     /// Sleep `d` unless shutting down first; false when interrupted.
     async fn sleep(&self, d: Duration) -> bool {
         let mut stop = self.stop.clone();
@@ -428,19 +464,11 @@ pub async fn list_add(
                     continue 'chunks;
                 }
             };
-            let now = ctx.now();
-            for i in &mut chunk {
-                i.attempts += 1;
-            }
-            let attempting = chunk
-                .iter()
-                .map(|i| row(i, &link, Action::ListAdd, &list_id, Status::Attempting, now))
-                .collect();
-            if !ctx.record(attempting).await {
-                out.extend(chunk.into_iter().map(|mut i| {
-                    i.attempts -= 1;
-                    (i, Next::Again(now + MINUTE_MS))
-                }));
+            let attempting = |i: &Pending, now| {
+                row(i, &link, Action::ListAdd, &list_id, Status::Attempting, now)
+            };
+            if let Err(next) = ctx.attempting(&mut chunk, attempting).await {
+                out.extend(chunk.into_iter().map(|i| (i, next)));
                 continue 'chunks;
             }
             let ids: Vec<String> = chunk
@@ -529,18 +557,13 @@ pub async fn list_add(
                         continue 'chunks;
                     }
                     ctx.record(rows).await;
-                    match decision {
-                        Decision::Retry(d) if ctx.sleep(d).await => continue,
-                        Decision::Retry(_) => {
-                            let now = ctx.now();
-                            out.extend(chunk.into_iter().map(|i| (i, Next::Again(now))));
+                    match ctx.wait_or_requeue(&decision, chunk, &mut out).await {
+                        Some(again) => {
+                            chunk = again;
+                            continue;
                         }
-                        Decision::Later(t) => {
-                            out.extend(chunk.into_iter().map(|i| (i, Next::Again(t))))
-                        }
-                        Decision::GiveUp => unreachable!("handled above"),
+                        None => continue 'chunks,
                     }
-                    continue 'chunks;
                 }
             }
         }
@@ -582,30 +605,21 @@ pub async fn complete(ctx: Arc<Ctx>, link: Arc<Link>, items: Vec<Pending>) -> Ve
                     continue 'chunks;
                 }
             };
-            let now = ctx.now();
-            for i in &mut chunk {
-                i.attempts += 1;
-            }
-            let attempting = chunk
-                .iter()
-                .map(|i| {
-                    row(
-                        i,
-                        &link,
-                        Action::Complete,
-                        &callback(i),
-                        Status::Attempting,
-                        now,
-                    )
-                })
-                .collect();
-            if !ctx.record(attempting).await {
-                out.extend(chunk.into_iter().map(|mut i| {
-                    i.attempts -= 1;
-                    (i, Next::Again(now + MINUTE_MS))
-                }));
+            let attempting = |i: &Pending, now| {
+                row(
+                    i,
+                    &link,
+                    Action::Complete,
+                    &callback(i),
+                    Status::Attempting,
+                    now,
+                )
+            };
+            if let Err(next) = ctx.attempting(&mut chunk, attempting).await {
+                out.extend(chunk.into_iter().map(|i| (i, next)));
                 continue 'chunks;
             }
+            let now = ctx.now();
             let completions: Vec<Completion> = chunk
                 .iter()
                 .map(|i| Completion::released(callback(i), i.due_at_ms, now))
@@ -729,18 +743,13 @@ pub async fn complete(ctx: Arc<Ctx>, link: Arc<Link>, items: Vec<Pending>) -> Ve
                         })
                         .collect();
                     ctx.record(rows).await;
-                    match decision {
-                        Decision::Retry(d) if ctx.sleep(d).await => continue,
-                        Decision::Retry(_) => {
-                            let now = ctx.now();
-                            out.extend(chunk.into_iter().map(|i| (i, Next::Again(now))));
+                    match ctx.wait_or_requeue(&decision, chunk, &mut out).await {
+                        Some(again) => {
+                            chunk = again;
+                            continue;
                         }
-                        Decision::Later(t) => {
-                            out.extend(chunk.into_iter().map(|i| (i, Next::Again(t))))
-                        }
-                        Decision::GiveUp => unreachable!("handled above"),
+                        None => continue 'chunks,
                     }
-                    continue 'chunks;
                 }
             }
         }
