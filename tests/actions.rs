@@ -10,7 +10,7 @@ use std::time::Duration;
 use common::{PORTAL_ID, PUBLIC_URL, Server, TestConfig, eventually, runtime};
 use sendtime::datasets::outcomes::{self, Action, Status};
 use sendtime::datasets::plan;
-use sendtime::hubspot::standin::{Options, StandIn};
+use sendtime::hubspot::standin::{Options, StandIn, WorkflowRun};
 use sendtime::receiver::signature::sign_v2;
 
 const SECRET: &str = "action-secret";
@@ -212,10 +212,24 @@ fn a_callback_hubspot_refuses_fails_alone() {
     let t0 = now_ms();
     set_clock(&clock, t0 - 86_400_000);
     let server = start(&config, &data, &clock);
-    for i in 0..5u64 {
-        let callback = format!("ok-{i}");
-        standin.add_callback(&callback);
-        assert_eq!(execute(&server, &callback, 10 + i, "IMMEDIATE").0, 200);
+    // The stand-in plays a workflow that reaches the action for five contacts.
+    let action_url = format!("{PUBLIC_URL}/actions/send-time");
+    let send_to = server.url("/actions/send-time");
+    let run = WorkflowRun {
+        action_url: &action_url,
+        send_to: &send_to,
+        client_secret: SECRET,
+        portal_id: PORTAL_ID,
+        workflow_id: 77,
+        delivery_type: "IMMEDIATE",
+    };
+    let emails: Vec<String> = (0..5).map(|i| format!("w{i}@example.com")).collect();
+    let contacts: Vec<(u64, &str)> = (0..5)
+        .map(|i| (10 + i as u64, emails[i].as_str()))
+        .collect();
+    let played = rt.block_on(standin.play_workflow(&run, &contacts)).unwrap();
+    for (_, answer) in &played {
+        assert_eq!(answer["outputFields"]["hs_execution_state"], "BLOCK");
     }
     // Expired on HubSpot's side (the stand-in does not know it).
     assert_eq!(execute(&server, "gone", 99, "IMMEDIATE").0, 200);
@@ -230,8 +244,8 @@ fn a_callback_hubspot_refuses_fails_alone() {
         (finals == 6).then_some(rows)
     })
     .unwrap_or_else(|| panic!("not all final; logs:\n{}", server.logs()));
-    for i in 0..5 {
-        assert!(standin.completion(&format!("ok-{i}")).is_some());
+    for (callback, _) in &played {
+        assert!(standin.completion(callback).is_some(), "{callback}");
     }
     let gone = rows
         .iter()

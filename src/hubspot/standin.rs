@@ -101,6 +101,21 @@ impl Default for Options {
     }
 }
 
+/// A workflow for [`StandIn::play_workflow`] to play.
+#[derive(Debug, Clone)]
+pub struct WorkflowRun<'a> {
+    /// The action's URL as HubSpot knows it (signatures cover it).
+    pub action_url: &'a str,
+    /// Where to post (the local address of the same endpoint).
+    pub send_to: &'a str,
+    /// The app's client secret that signs executions.
+    pub client_secret: &'a str,
+    pub portal_id: u64,
+    pub workflow_id: u64,
+    /// The delivery type chosen in the workflow editor.
+    pub delivery_type: &'a str,
+}
+
 /// A failure to answer with instead of the normal response.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Fault {
@@ -361,6 +376,52 @@ impl StandIn {
             .get(callback_id)
             .cloned()
             .flatten()
+    }
+
+    /// Play a workflow that reaches a custom action: post a signed (v2) execution of the
+    /// action at `action_url` (as `public_url` names it; sent to `send_to`) for each contact,
+    /// holding its callback as HubSpot does. Returns each contact's callback id and the answer.
+    pub async fn play_workflow(
+        &self,
+        execution: &WorkflowRun<'_>,
+        contacts: &[(u64, &str)],
+    ) -> anyhow::Result<Vec<(String, serde_json::Value)>> {
+        let http = reqwest::Client::new();
+        let mut out = Vec::with_capacity(contacts.len());
+        for (vid, email) in contacts {
+            let callback = format!(
+                "ap-{}-{}-{vid}-0",
+                execution.portal_id, execution.workflow_id
+            );
+            self.add_callback(&callback);
+            let body = json!({
+                "callbackId": callback,
+                "origin": {"portalId": execution.portal_id, "actionDefinitionId": 1, "actionDefinitionVersion": 1},
+                "context": {"source": "WORKFLOWS", "workflowId": execution.workflow_id},
+                "object": {"objectId": vid, "objectType": "CONTACT", "properties": {"email": email}},
+                "inputFields": {"delivery_type": execution.delivery_type},
+            })
+            .to_string();
+            let signature = crate::receiver::signature::sign_v2(
+                execution.client_secret.as_bytes(),
+                "POST",
+                execution.action_url,
+                body.as_bytes(),
+            );
+            let answer: serde_json::Value = http
+                .post(execution.send_to)
+                .header("X-HubSpot-Signature", signature)
+                .header("X-HubSpot-Signature-Version", "v2")
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(body)
+                .send()
+                .await?
+                .error_for_status()?
+                .json()
+                .await?;
+            out.push((callback, answer));
+        }
+        Ok(out)
     }
 
     pub fn stop(&mut self) {
