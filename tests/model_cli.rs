@@ -208,6 +208,11 @@ fn import_dry_run_explain_predict_and_backtest_on_the_sample() {
     ] {
         assert!(stdout.contains(kind), "{kind} missing:\n{stdout}");
     }
+    // The shipped config's workflow action.
+    assert!(
+        stdout.contains("action send-time: released as its delivery type above (NEXT_24_HOURS"),
+        "{stdout}"
+    );
     let out = sendtime(&data, &["explain", "nobody@example.com"]);
     assert!(text(&out).0.contains("no events"), "{}", text(&out).0);
 

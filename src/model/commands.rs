@@ -75,6 +75,18 @@ pub fn explain(config: &Config, contact: &str, at: Option<i64>) -> anyhow::Resul
         let _ = writeln!(out, "{:<30} {}", kind.as_str(), format_minute(p.due_at_ms));
         let _ = writeln!(out, "{:<30} {}", "", p.reason);
     }
+    // A workflow action releases the contact at its delivery type's time above.
+    for action in config
+        .webhooks
+        .iter()
+        .filter(|w| w.target == crate::config::Target::Callback)
+    {
+        let _ = writeln!(
+            out,
+            "action {}: released as its delivery type above ({} when the workflow chooses none)",
+            action.id, action.kind
+        );
+    }
     print!("{out}");
     Ok(())
 }
