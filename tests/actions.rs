@@ -81,6 +81,40 @@ fn execute(server: &Server, callback: &str, vid: u64, delivery: &str) -> (u16, s
     (status, resp.json().unwrap_or_default())
 }
 
+/// A stand-in, a data folder, a config calling the stand-in, a clock file.
+struct Setup {
+    rt: tokio::runtime::Runtime,
+    standin: StandIn,
+    dir: tempfile::TempDir,
+    data: std::path::PathBuf,
+    config: std::path::PathBuf,
+    clock: std::path::PathBuf,
+}
+
+impl Setup {
+    fn new() -> Setup {
+        let rt = runtime();
+        let standin = rt
+            .block_on(StandIn::start(Options {
+                token: TOKEN.into(),
+                ..Options::default()
+            }))
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let config = write_config(dir.path(), &standin.url());
+        let clock = dir.path().join("clock");
+        Setup {
+            rt,
+            standin,
+            dir,
+            data,
+            config,
+            clock,
+        }
+    }
+}
+
 fn complete_calls(standin: &StandIn) -> Vec<u16> {
     standin
         .log()
@@ -92,17 +126,14 @@ fn complete_calls(standin: &StandIn) -> Vec<u16> {
 
 #[test]
 fn executions_are_blocked_then_completed_in_batches_at_their_time() {
-    let rt = runtime();
-    let standin = rt
-        .block_on(StandIn::start(Options {
-            token: TOKEN.into(),
-            ..Options::default()
-        }))
-        .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let config = write_config(dir.path(), &standin.url());
-    let clock = dir.path().join("clock");
+    let Setup {
+        rt: _rt,
+        standin,
+        dir: _dir,
+        data,
+        config,
+        clock,
+    } = Setup::new();
     // The dispatcher's clock a day behind: what is received is not due yet.
     let t0 = now_ms();
     set_clock(&clock, t0 - 86_400_000);
@@ -198,17 +229,14 @@ fn answer_for(expiration: &str) -> serde_json::Value {
 /// completed.
 #[test]
 fn a_callback_hubspot_refuses_fails_alone() {
-    let rt = runtime();
-    let standin = rt
-        .block_on(StandIn::start(Options {
-            token: TOKEN.into(),
-            ..Options::default()
-        }))
-        .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let config = write_config(dir.path(), &standin.url());
-    let clock = dir.path().join("clock");
+    let Setup {
+        rt,
+        standin,
+        dir: _dir,
+        data,
+        config,
+        clock,
+    } = Setup::new();
     let t0 = now_ms();
     set_clock(&clock, t0 - 86_400_000);
     let server = start(&config, &data, &clock);
@@ -330,19 +358,16 @@ fn the_action_url_is_shown_where_it_is_wired() {
 #[test]
 fn kill_9_during_an_unanswered_completion_ends_with_one_final_outcome_each() {
     use sendtime::hubspot::standin::{Fault, Injection};
-    let rt = runtime();
-    let standin = rt
-        .block_on(StandIn::start(Options {
-            token: TOKEN.into(),
-            ..Options::default()
-        }))
-        .unwrap();
+    let Setup {
+        rt: _rt,
+        standin,
+        dir: _dir,
+        data,
+        config,
+        clock,
+    } = Setup::new();
     // The first completion is carried out, and answered only after a minute.
     standin.inject(Injection::next(Fault::Slow(Duration::from_secs(60))).on(COMPLETE));
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let config = write_config(dir.path(), &standin.url());
-    let clock = dir.path().join("clock");
     let t0 = now_ms();
     set_clock(&clock, t0 - 86_400_000);
     let mut server = start(&config, &data, &clock);

@@ -108,6 +108,19 @@ impl Ctx {
             .map_err(Next::Again)
     }
 
+    /// A batch's call, ready to go: admitted by the limiter, and its `attempting` rows
+    /// durable.
+    async fn start_batch<'l>(
+        &self,
+        link: &'l Link,
+        batch: &mut [Pending],
+        row_of: impl Fn(&Pending, i64) -> OutcomeRow,
+    ) -> Result<Admitted<'l>, Next> {
+        let call = self.admit(link).await?;
+        self.attempting(batch, row_of).await?;
+        Ok(call)
+    }
+
     /// Make a batch's `attempting` rows durable before its call, its attempts counted; when
     /// they cannot be, the batch waits a minute, uncounted.
     async fn attempting(
@@ -457,20 +470,16 @@ pub async fn list_add(
             continue;
         }
         loop {
-            let call = match ctx.admit(&link).await {
+            let attempting = |i: &Pending, now| {
+                row(i, &link, Action::ListAdd, &list_id, Status::Attempting, now)
+            };
+            let call = match ctx.start_batch(&link, &mut chunk, attempting).await {
                 Ok(call) => call,
                 Err(next) => {
                     out.extend(chunk.into_iter().map(|i| (i, next)));
                     continue 'chunks;
                 }
             };
-            let attempting = |i: &Pending, now| {
-                row(i, &link, Action::ListAdd, &list_id, Status::Attempting, now)
-            };
-            if let Err(next) = ctx.attempting(&mut chunk, attempting).await {
-                out.extend(chunk.into_iter().map(|i| (i, next)));
-                continue 'chunks;
-            }
             let ids: Vec<String> = chunk
                 .iter()
                 .map(|i| i.contact_id.unwrap_or_default().to_string())
@@ -598,13 +607,6 @@ pub async fn complete(ctx: Arc<Ctx>, link: Arc<Link>, items: Vec<Pending>) -> Ve
             continue;
         }
         loop {
-            let call = match ctx.admit(&link).await {
-                Ok(call) => call,
-                Err(next) => {
-                    out.extend(chunk.into_iter().map(|i| (i, next)));
-                    continue 'chunks;
-                }
-            };
             let attempting = |i: &Pending, now| {
                 row(
                     i,
@@ -615,10 +617,13 @@ pub async fn complete(ctx: Arc<Ctx>, link: Arc<Link>, items: Vec<Pending>) -> Ve
                     now,
                 )
             };
-            if let Err(next) = ctx.attempting(&mut chunk, attempting).await {
-                out.extend(chunk.into_iter().map(|i| (i, next)));
-                continue 'chunks;
-            }
+            let call = match ctx.start_batch(&link, &mut chunk, attempting).await {
+                Ok(call) => call,
+                Err(next) => {
+                    out.extend(chunk.into_iter().map(|i| (i, next)));
+                    continue 'chunks;
+                }
+            };
             let now = ctx.now();
             let completions: Vec<Completion> = chunk
                 .iter()
