@@ -82,7 +82,7 @@ async fn serve(config_path: PathBuf, overrides: Overrides, clock: Clock) -> anyh
         inbox,
         metrics,
         refusals: Default::default(),
-        bodies: Arc::new(tokio::sync::Semaphore::new(receiver::BODIES_IN_FLIGHT)),
+        bodies: receiver::body::budget(),
     });
     let served = serve_http(listener, app, async move {
         shutdown_signal().await;

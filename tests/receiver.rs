@@ -571,3 +571,36 @@ fn slow_or_oversized_requests_are_cut_off() {
     let logs = server.stop();
     assert!(logs.contains("reason=\"body_timeout\""), "{logs}");
 }
+
+/// Strangers who send the headers of a large post and then a byte at a time cannot starve
+/// signed posts: the body budget counts bytes received, not bodies begun.
+#[test]
+fn a_flood_of_stalled_bodies_does_not_block_signed_posts() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path());
+    let addr = server.url("").trim_start_matches("http://").to_string();
+    let flood: Vec<std::net::TcpStream> = (0..400)
+        .map(|_| {
+            let mut s = std::net::TcpStream::connect(&addr).unwrap();
+            s.write_all(
+                b"POST /hooks/nurture HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 60000\r\n\r\n{",
+            )
+            .unwrap();
+            s
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    for vid in 0..10 {
+        let (status, body) = post(
+            &server,
+            "nurture",
+            &contact_body(70_000 + vid, &format!("f{vid}@example.com")),
+            Sig::V2,
+        );
+        assert_eq!(status, 200, "signed post {vid} during the flood: {body}");
+    }
+    drop(flood);
+    server.stop();
+    assert_eq!(inbox(dir.path()).height(), 10);
+}

@@ -5,13 +5,13 @@
 //! needs: an email to enroll, a record id for a list), portal (401), then the store (200 once
 //! the receipt is durable; 503 when it cannot be, so HubSpot retries).
 
+pub mod body;
 pub mod execution;
 pub mod payload;
 pub mod refusal;
 pub mod signature;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
@@ -26,7 +26,7 @@ use crate::config::{Config, ConfigHandle, Connector, Target, Webhook, WebhookTyp
 use crate::datasets::inbox::{Inbox, Receipt, Stored};
 use crate::metrics::Metrics;
 use crate::time::now_ms;
-use refusal::{BODY_READ_TIMEOUT, Refusal, RefusalLog};
+use refusal::{Refusal, RefusalLog};
 
 /// What the handlers share.
 #[derive(Clone)]
@@ -35,17 +35,11 @@ pub struct AppState {
     pub inbox: Inbox,
     pub metrics: Metrics,
     pub refusals: Arc<RefusalLog>,
-    /// Bodies being read at once: with `max_body_bytes` each, what bounds the memory that
-    /// unauthenticated clients can make us hold (bodies are read before their signature
-    /// can be checked).
+    /// Bytes of bodies held at once ([`body::budget`]): what bounds the memory that
+    /// unauthenticated clients can make us hold (bodies are read before their signature can
+    /// be checked).
     pub bodies: Arc<tokio::sync::Semaphore>,
 }
-
-/// Bodies read at once (see [`AppState::bodies`]); more posts wait up to a second, then
-/// get 503 and HubSpot retries.
-pub const BODIES_IN_FLIGHT: usize = 128;
-/// How long a post waits for one of the [`BODIES_IN_FLIGHT`] before it is refused as busy.
-const BODY_PERMIT_WAIT: Duration = Duration::from_secs(1);
 
 /// The HTTP surface: webhooks, health, metrics, status.
 pub fn router(state: AppState) -> Router {
@@ -133,7 +127,8 @@ struct Authenticated {
     config: Arc<Config>,
     webhook: Webhook,
     connector: Connector,
-    body: axum::body::Bytes,
+    /// The body, its bytes counted in the budget until the post is answered.
+    body: body::Received,
     signature: &'static str,
     now_ms: i64,
 }
@@ -168,25 +163,8 @@ async fn authenticate(
     if declared.is_some_and(|n| n > limit) {
         return Err(Refusal::TooLarge { limit });
     }
-    let Ok(Ok(_permit)) =
-        tokio::time::timeout(BODY_PERMIT_WAIT, state.bodies.clone().acquire_owned()).await
-    else {
-        return Err(Refusal::Busy);
-    };
-    let body =
-        match tokio::time::timeout(BODY_READ_TIMEOUT, axum::body::to_bytes(body, limit)).await {
-            Ok(Ok(b)) => b,
-            Ok(Err(e)) => {
-                let too_big = std::error::Error::source(&e)
-                    .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
-                return Err(if too_big {
-                    Refusal::TooLarge { limit }
-                } else {
-                    Refusal::BodyUnreadable { why: e.to_string() }
-                });
-            }
-            Err(_) => return Err(Refusal::BodyTimeout),
-        };
+    let received = body::read(body, limit, &state.bodies).await?;
+    let body = &received.bytes;
 
     let now_ms = now_ms();
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
@@ -219,7 +197,7 @@ async fn authenticate(
             secret.as_bytes(),
             "POST",
             &called,
-            &body,
+            body,
             sig_headers,
             now_ms,
         )
@@ -233,7 +211,7 @@ async fn authenticate(
         config,
         webhook,
         connector,
-        body,
+        body: received,
         signature,
         now_ms,
     })
@@ -271,7 +249,7 @@ async fn accept_contact(state: &AppState, post: Authenticated) -> Result<Stored,
         signature,
         now_ms,
     } = post;
-    let contact = payload::parse(&body)?;
+    let contact = payload::parse(&body.bytes)?;
     // What the dispatch will need: refused now, HubSpot shows why in the workflow's history;
     // accepted, the contact could only fail later where nobody looks.
     if webhook.kind.enrolls() && contact.email.is_none() {
@@ -308,7 +286,7 @@ async fn accept_execution(state: &AppState, post: Authenticated) -> Result<Webho
         signature,
         now_ms,
     } = post;
-    let execution = execution::parse(&body)?;
+    let execution = execution::parse(&body.bytes)?;
     check_portal(execution.portal_id, &connector)?;
     let kind = execution.delivery_type.unwrap_or(webhook.kind);
     let receipt = Receipt {
