@@ -604,3 +604,39 @@ fn a_flood_of_stalled_bodies_does_not_block_signed_posts() {
     server.stop();
     assert_eq!(inbox(dir.path()).height(), 10);
 }
+
+/// A portal id that is present must be the connector's and a valid integer; with
+/// `require_portal_id`, one must be present.
+#[test]
+fn a_malformed_or_missing_portal_id_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), "require_portal_id = true");
+    let server = Server::start(&cfg, &dir.path().join("data"), &[("TEST_SECRET", SECRET)]);
+    let with_portal = |vid: i64, portal: &str| {
+        String::from_utf8(contact_body(vid, &format!("p{vid}@example.com")))
+            .unwrap()
+            .replace("\"portal-id\": 62515", &format!("\"portal-id\": {portal}"))
+            .into_bytes()
+    };
+    for (vid, portal) in [
+        (1, "99999.0"),
+        (2, "62516.5"),
+        (3, "\"99999x\""),
+        (4, "62515.0"),
+    ] {
+        let (status, body) = post(&server, "nurture", &with_portal(vid, portal), Sig::V2);
+        assert_eq!(status, 401, "{portal}: {body}");
+        assert_eq!(body["reason"], "wrong_portal");
+    }
+    let none = String::from_utf8(contact_body(5, "p5@example.com"))
+        .unwrap()
+        .replace("\"portal-id\": 62515,", "")
+        .into_bytes();
+    assert_eq!(post(&server, "nurture", &none, Sig::V2).0, 401, "required");
+    assert_eq!(
+        post(&server, "nurture", &with_portal(6, "\"62515\""), Sig::V2).0,
+        200
+    );
+    server.stop();
+    assert_eq!(inbox(dir.path()).height(), 1);
+}

@@ -110,6 +110,8 @@ pub struct Connector {
     pub dry_run: bool,
     /// Accept posts without a signature. For local testing only; warned about loudly.
     pub allow_unsigned: bool,
+    /// Refuse (401) a post whose body names no portal.
+    pub require_portal_id: bool,
 }
 
 impl Connector {

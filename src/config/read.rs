@@ -365,6 +365,7 @@ fn read_connector(ctx: &mut Ctx, table: &DeTable, at: usize, n: usize) -> Option
     );
     let dry_run = r.boolean_or(ctx, "dry_run", false);
     let allow_unsigned = r.boolean_or(ctx, "allow_unsigned", false);
+    let require_portal_id = r.boolean_or(ctx, "require_portal_id", false);
     let allow_unsigned_at = r
         .get("allow_unsigned")
         .filter(|_| allow_unsigned == Some(true))
@@ -386,6 +387,7 @@ fn read_connector(ctx: &mut Ctx, table: &DeTable, at: usize, n: usize) -> Option
             callback_batch_size: callback_batch? as usize,
             dry_run: dry_run?,
             allow_unsigned: allow_unsigned?,
+            require_portal_id: require_portal_id?,
         },
         id_at,
         client_secret_env_at,

@@ -284,6 +284,7 @@ mod tests {
             callback_batch_size: 100,
             dry_run: false,
             allow_unsigned: false,
+            require_portal_id: false,
         }
     }
 

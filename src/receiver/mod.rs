@@ -26,6 +26,7 @@ use crate::config::{Config, ConfigHandle, Connector, Target, Webhook, WebhookTyp
 use crate::datasets::inbox::{Inbox, Receipt, Stored};
 use crate::metrics::Metrics;
 use crate::time::now_ms;
+use payload::Portal;
 use refusal::{Refusal, RefusalLog};
 
 /// What the handlers share.
@@ -217,15 +218,20 @@ async fn authenticate(
     })
 }
 
-/// A portal id in the body must be the connector's.
-fn check_portal(portal: Option<i64>, connector: &Connector) -> Result<(), Refusal> {
+/// A portal id in the body must be the connector's, and a valid one; the connector may
+/// require one.
+fn check_portal(portal: &Portal, connector: &Connector) -> Result<(), Refusal> {
+    let wrong = |named: String| Refusal::WrongPortal {
+        named,
+        connector: connector.id.clone(),
+        expected: connector.portal_id,
+    };
     match portal {
-        Some(portal) if portal != connector.portal_id as i64 => Err(Refusal::WrongPortal {
-            portal,
-            connector: connector.id.clone(),
-            expected: connector.portal_id,
-        }),
-        _ => Ok(()),
+        Portal::Id(id) if *id == connector.portal_id as i64 => Ok(()),
+        Portal::Id(id) => Err(wrong(id.to_string())),
+        Portal::Invalid(text) => Err(wrong(format!("{text:?}, not a portal id"))),
+        Portal::Absent if connector.require_portal_id => Err(wrong("none".into())),
+        Portal::Absent => Ok(()),
     }
 }
 
@@ -258,14 +264,17 @@ async fn accept_contact(state: &AppState, post: Authenticated) -> Result<Stored,
     if !webhook.kind.enrolls() && contact.contact_id.is_none() {
         return Err(Refusal::NoRecordId);
     }
-    check_portal(contact.portal_id, &connector)?;
+    check_portal(&contact.portal, &connector)?;
     let receipt = Receipt {
         receipt_id: Ulid::generate().to_string(),
         webhook_id: webhook.id.clone(),
         webhook_type: webhook.kind,
         contact_id: contact.contact_id,
         email: contact.email,
-        portal_id: contact.portal_id,
+        portal_id: match contact.portal {
+            Portal::Id(id) => Some(id),
+            _ => None,
+        },
         received_at_ms: now_ms,
         signature: signature.to_string(),
         config: config.identity.clone(),
@@ -287,7 +296,8 @@ async fn accept_execution(state: &AppState, post: Authenticated) -> Result<Webho
         now_ms,
     } = post;
     let execution = execution::parse(&body.bytes)?;
-    check_portal(execution.portal_id, &connector)?;
+    let portal = execution.portal_id.map_or(Portal::Absent, Portal::Id);
+    check_portal(&portal, &connector)?;
     let kind = execution.delivery_type.unwrap_or(webhook.kind);
     let receipt = Receipt {
         receipt_id: Ulid::generate().to_string(),

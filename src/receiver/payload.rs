@@ -12,7 +12,18 @@ use serde::de::{self, Deserializer, IgnoredAny};
 pub struct Contact {
     pub contact_id: Option<i64>,
     pub email: Option<String>,
-    pub portal_id: Option<i64>,
+    pub portal: Portal,
+}
+
+/// The portal a body names: unlike a contact id, one that is present must be a valid
+/// integer, or the portal check could be slipped past (`99999.0`, `"99999x"`).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Portal {
+    #[default]
+    Absent,
+    Id(i64),
+    /// Present, but not an integer: as written.
+    Invalid(String),
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -32,10 +43,10 @@ struct Body<'a> {
     canonical_vid: Option<i64>,
     #[serde(default, deserialize_with = "id")]
     vid: Option<i64>,
-    #[serde(rename = "portal-id", default, deserialize_with = "id")]
-    portal_id: Option<i64>,
-    #[serde(rename = "portalId", default, deserialize_with = "id")]
-    portal_id_flat: Option<i64>,
+    #[serde(rename = "portal-id", default, deserialize_with = "portal")]
+    portal_id: Portal,
+    #[serde(rename = "portalId", default, deserialize_with = "portal")]
+    portal_id_flat: Portal,
     #[serde(rename = "objectId", default, deserialize_with = "id")]
     object_id: Option<i64>,
     #[serde(default, deserialize_with = "id")]
@@ -120,8 +131,37 @@ pub fn parse(body: &[u8]) -> Result<Contact, PayloadError> {
     Ok(Contact {
         contact_id,
         email,
-        portal_id: b.portal_id.or(b.portal_id_flat),
+        portal: match b.portal_id {
+            Portal::Absent => b.portal_id_flat,
+            named => named,
+        },
     })
+}
+
+/// A portal id: an integer, or a string of digits; anything else present is [`Portal::Invalid`].
+fn portal<'de, D: Deserializer<'de>>(d: D) -> Result<Portal, D::Error> {
+    let v = serde_json::Value::deserialize(d)?;
+    Ok(portal_of(&v))
+}
+
+fn portal_of(v: &serde_json::Value) -> Portal {
+    use serde_json::Value;
+    match v {
+        Value::Null => Portal::Absent,
+        Value::Number(n) => n
+            .as_i64()
+            .map_or_else(|| Portal::Invalid(n.to_string()), Portal::Id),
+        Value::String(s) => {
+            let t = s.trim();
+            match t.parse::<i64>() {
+                Ok(id) if t.bytes().all(|c| c.is_ascii_digit()) => Portal::Id(id),
+                _ => Portal::Invalid(s.chars().take(40).collect()),
+            }
+        }
+        // `{"value": "62515"}`: a property object in a customized body.
+        Value::Object(o) => o.get("value").map_or(Portal::Absent, portal_of),
+        other => Portal::Invalid(other.to_string().chars().take(40).collect()),
+    }
 }
 
 /// An id sent as a JSON number or as a string of digits (property values are strings).
@@ -189,9 +229,33 @@ mod tests {
             Contact {
                 contact_id: Some(9153674),
                 email: Some("ada@example.com".into()),
-                portal_id: Some(62515),
+                portal: Portal::Id(62515),
             }
         );
+    }
+
+    #[test]
+    fn a_portal_id_that_is_present_must_be_an_integer() {
+        let portal = |json: &str| {
+            parse(format!(r#"{{"vid": 1, "portal-id": {json}}}"#).as_bytes())
+                .unwrap()
+                .portal
+        };
+        assert_eq!(portal("62515"), Portal::Id(62515));
+        assert_eq!(portal(r#""62515""#), Portal::Id(62515));
+        assert_eq!(portal(r#"{"value": "62515"}"#), Portal::Id(62515));
+        assert_eq!(portal("null"), Portal::Absent);
+        for bad in [
+            "99999.0",
+            "62516.5",
+            r#""99999x""#,
+            r#""-1 ""#,
+            "true",
+            "[62515]",
+        ] {
+            assert!(matches!(portal(bad), Portal::Invalid(_)), "{bad}");
+        }
+        assert_eq!(parse(br#"{"vid": 1}"#).unwrap().portal, Portal::Absent);
     }
 
     #[test]
@@ -216,7 +280,7 @@ mod tests {
         let c = parse(br#"{"objectId": "77", "email": "x@example.com", "portalId": 9}"#).unwrap();
         assert_eq!(c.contact_id, Some(77));
         assert_eq!(c.email.as_deref(), Some("x@example.com"));
-        assert_eq!(c.portal_id, Some(9));
+        assert_eq!(c.portal, Portal::Id(9));
         let c = parse(br#"{"hs_object_id": 88}"#).unwrap();
         assert_eq!(c.contact_id, Some(88));
         let c = parse(br#"{"hs_object_id": {"value": "99"}}"#).unwrap();

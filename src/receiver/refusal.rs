@@ -64,7 +64,8 @@ pub enum Refusal {
     NoRecordId,
     #[error("the body's portal id is not this connector's portal")]
     WrongPortal {
-        portal: i64,
+        /// What the body names: a portal id, or what stands where one should.
+        named: String,
         connector: String,
         expected: u64,
     },
@@ -127,10 +128,10 @@ impl Refusal {
                 " (checked as {checked}; is server.public_url the address HubSpot calls, and the connector's client secret its app's?)"
             ),
             Refusal::WrongPortal {
-                portal,
+                named,
                 connector,
                 expected,
-            } => format!(" ({portal}, connector {connector} has {expected})"),
+            } => format!(" ({named}; connector {connector} has {expected})"),
             Refusal::NoSecret { connector, env } => {
                 format!(" (connector {connector}: {env} is not set)")
             }
