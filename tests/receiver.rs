@@ -640,3 +640,58 @@ fn a_malformed_or_missing_portal_id_is_refused() {
     server.stop();
     assert_eq!(inbox(dir.path()).height(), 1);
 }
+
+/// A bad byte in the middle of the write-ahead log loses only its own record: the records
+/// after it are replayed, and the segment is kept aside, not deleted.
+#[test]
+fn a_damaged_log_frame_loses_only_itself_and_the_segment_is_kept() {
+    use sendtime::config::WebhookType;
+    use sendtime::datasets::inbox::{Receipt, WAL_DIR};
+    use sendtime::store::wal::Segment;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let wal = data.join(WAL_DIR);
+    // What a server acknowledged and then lost power before writing it as Parquet.
+    let mut segment = Segment::create(&wal, "inbox").unwrap();
+    let records: Vec<Vec<u8>> = (0..256)
+        .map(|i| {
+            serde_json::to_vec(&Receipt {
+                receipt_id: ulid::Ulid::generate().to_string(),
+                webhook_id: "nurture".into(),
+                webhook_type: WebhookType::Next24Hours,
+                contact_id: Some(i),
+                email: Some(format!("w{i}@example.com")),
+                portal_id: Some(62515),
+                received_at_ms: now_ms(),
+                signature: "v2".into(),
+                config: "c".into(),
+                callback_id: None,
+            })
+            .unwrap()
+        })
+        .collect();
+    segment.append(records.iter().map(Vec::as_slice)).unwrap();
+    let name = segment.path.file_name().unwrap().to_owned();
+    drop(segment);
+    // Flip one byte inside record 85's payload.
+    let offset: usize = records[..85].iter().map(|r| 8 + r.len()).sum::<usize>() + 8 + 20;
+    let path = wal.join(&name);
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[offset] ^= 0x01;
+    std::fs::write(&path, bytes).unwrap();
+
+    let server = start(dir.path());
+    server.stop();
+    let contacts: Vec<i64> = inbox(dir.path())
+        .column("contact_id")
+        .unwrap()
+        .i64()
+        .unwrap()
+        .into_no_null_iter()
+        .collect();
+    assert_eq!(contacts.len(), 255, "every record but the damaged one");
+    assert!(!contacts.contains(&85));
+    assert!(contacts.contains(&86) && contacts.contains(&255));
+    assert!(data.join("quarantine").join(WAL_DIR).join(&name).exists());
+    assert!(!path.exists());
+}

@@ -381,13 +381,6 @@ fn replay_log(dataset: &Dataset, data_dir: &Path) -> anyhow::Result<Vec<Receipt>
         }
         let replay = wal::replay(&path)
             .with_context(|| format!("cannot read inbox log {}", path.display()))?;
-        if replay.torn_bytes > 0 {
-            tracing::warn!(
-                segment = %path.display(),
-                bytes = replay.torn_bytes,
-                "inbox log ends in a torn write (a crash mid-append); those posts were never acknowledged"
-            );
-        }
         let receipts: Vec<Receipt> = replay
             .records
             .iter()
@@ -399,17 +392,37 @@ fn replay_log(dataset: &Dataset, data_dir: &Path) -> anyhow::Result<Vec<Receipt>
             tracing::info!(segment = %path.display(), receipts = receipts.len(), "replayed inbox log");
         }
         let undecodable = replay.records.len() - receipts.len();
-        if undecodable > 0 {
+        if undecodable > 0 || !replay.skipped.is_empty() {
+            // Never deleted: what could not be read may be an acknowledged contact.
             let quarantine = data_dir.join("quarantine").join(WAL_DIR);
             std::fs::create_dir_all(&quarantine)?;
             let dest = quarantine.join(path.file_name().context("segment without a name")?);
             std::fs::rename(&path, &dest)?;
-            tracing::error!(
-                segment = %path.display(),
-                moved_to = %dest.display(),
-                records = undecodable,
-                "inbox log records this sendtime cannot read (written by a newer version?) were kept aside, not replayed"
-            );
+            if undecodable > 0 {
+                tracing::error!(
+                    segment = %path.display(),
+                    moved_to = %dest.display(),
+                    records = undecodable,
+                    "inbox log records this sendtime cannot read (written by a newer version?) were kept aside, not replayed"
+                );
+            }
+            if replay.only_torn_tail() {
+                tracing::warn!(
+                    segment = %path.display(),
+                    moved_to = %dest.display(),
+                    bytes = replay.skipped_bytes(),
+                    replayed = receipts.len(),
+                    "inbox log ends in a torn write (a crash mid-append; those posts were never acknowledged); the segment is kept aside"
+                );
+            } else if !replay.skipped.is_empty() {
+                tracing::error!(
+                    segment = %path.display(),
+                    moved_to = %dest.display(),
+                    skipped = ?replay.skipped,
+                    replayed = receipts.len(),
+                    "inbox log is damaged: the byte ranges (offset, length) shown were skipped and every intact record around them replayed; the segment is kept aside for inspection"
+                );
+            }
         } else {
             std::fs::remove_file(&path)?;
         }

@@ -5,7 +5,9 @@
 //! deleted; on start-up a segment whose part exists is already flushed, one without is replayed.
 //!
 //! Frame: `len: u32 LE | crc32(payload): u32 LE | payload`. A torn tail (crash mid-write) fails
-//! its length or checksum and ends the replay; its requests were never acknowledged.
+//! its length or checksum; its requests were never acknowledged. A bad frame anywhere else is
+//! damage (a flipped bit, a bad block): replay skips it and looks for the next frame whose
+//! checksum holds, so one bad byte does not lose every acknowledged receipt after it.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
@@ -120,33 +122,58 @@ pub fn segments(dir: &Path, prefix: &str) -> io::Result<Vec<(Ulid, PathBuf)>> {
     Ok(out)
 }
 
-/// What a segment holds: its intact records, and whether a torn tail followed them.
+/// What a segment holds: its intact records, and the byte ranges that were not whole frames.
 pub struct Replay {
     pub records: Vec<Vec<u8>>,
-    pub torn_bytes: usize,
+    /// (offset, length) of each run of bytes skipped, in file order.
+    pub skipped: Vec<(usize, usize)>,
+    pub len: usize,
 }
 
-/// Read the intact records of a segment.
+impl Replay {
+    /// Only the end was bad: a crash mid-append, whose requests were never acknowledged.
+    pub fn only_torn_tail(&self) -> bool {
+        matches!(self.skipped.as_slice(), [(at, n)] if at + n == self.len)
+    }
+
+    pub fn skipped_bytes(&self) -> usize {
+        self.skipped.iter().map(|(_, n)| n).sum()
+    }
+}
+
+/// The whole frame at `at`, if its length fits and its checksum holds.
+fn frame_at(bytes: &[u8], at: usize) -> Option<&[u8]> {
+    let header = bytes.get(at..at + 8)?;
+    let len = u32::from_le_bytes(header[..4].try_into().ok()?) as usize;
+    let crc = u32::from_le_bytes(header[4..].try_into().ok()?);
+    let payload = bytes.get(at + 8..(at + 8).checked_add(len)?)?;
+    // An empty record is never written: a run of zeros is not a frame.
+    (len > 0 && crc32fast::hash(payload) == crc).then_some(payload)
+}
+
+/// Read the intact records of a segment, skipping damaged bytes to the next intact frame.
 pub fn replay(path: &Path) -> io::Result<Replay> {
     let mut bytes = Vec::new();
     File::open(path)?.read_to_end(&mut bytes)?;
     let mut records = Vec::new();
+    let mut skipped: Vec<(usize, usize)> = Vec::new();
     let mut at = 0;
-    while bytes.len() - at >= 8 {
-        let len = u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
-        let crc = u32::from_le_bytes(bytes[at + 4..at + 8].try_into().unwrap());
-        let Some(payload) = bytes.get(at + 8..at + 8 + len) else {
-            break;
-        };
-        if crc32fast::hash(payload) != crc {
-            break;
+    while at < bytes.len() {
+        if let Some(payload) = frame_at(&bytes, at) {
+            records.push(payload.to_vec());
+            at += 8 + payload.len();
+            continue;
         }
-        records.push(payload.to_vec());
-        at += 8 + len;
+        let next = (at + 1..bytes.len())
+            .find(|&i| frame_at(&bytes, i).is_some())
+            .unwrap_or(bytes.len());
+        skipped.push((at, next - at));
+        at = next;
     }
     Ok(Replay {
         records,
-        torn_bytes: bytes.len() - at,
+        skipped,
+        len: bytes.len(),
     })
 }
 
@@ -167,7 +194,7 @@ mod tests {
             r.records,
             vec![b"one".to_vec(), b"two".to_vec(), b"three".to_vec()]
         );
-        assert_eq!(r.torn_bytes, 0);
+        assert!(r.skipped.is_empty());
 
         // Cut the last record in half: the first two survive, the tail is reported.
         let len = fs::metadata(&path).unwrap().len();
@@ -179,13 +206,17 @@ mod tests {
             .unwrap();
         let r = replay(&path).unwrap();
         assert_eq!(r.records, vec![b"one".to_vec(), b"two".to_vec()]);
-        assert_eq!(r.torn_bytes, 10);
+        assert_eq!(r.skipped, [(22, 10)]);
+        assert!(r.only_torn_tail());
 
-        // A flipped byte fails the checksum.
+        // A flipped byte fails one frame's checksum; the frames after it are found again.
         let mut bytes = fs::read(&path).unwrap();
         bytes[9] ^= 0xff;
         fs::write(&path, bytes).unwrap();
-        assert_eq!(replay(&path).unwrap().records.len(), 0);
+        let r = replay(&path).unwrap();
+        assert_eq!(r.records, vec![b"two".to_vec()]);
+        assert_eq!(r.skipped, [(0, 11), (22, 10)]);
+        assert!(!r.only_torn_tail());
 
         assert_eq!(segments(dir.path(), "inbox").unwrap().len(), 1);
         assert_eq!(segments(dir.path(), "plan").unwrap().len(), 0);
