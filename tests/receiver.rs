@@ -695,3 +695,63 @@ fn a_damaged_log_frame_loses_only_itself_and_the_segment_is_kept() {
     assert!(data.join("quarantine").join(WAL_DIR).join(&name).exists());
     assert!(!path.exists());
 }
+
+/// What is not an email address is refused (400), and a signature header that is not text
+/// is a bad signature, never an absent one: no downgrade to v1, no pass as unsigned.
+#[test]
+fn odd_emails_and_non_text_signature_headers_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), "allow_unsigned = true");
+    let server = Server::start(&cfg, &dir.path().join("data"), &[("TEST_SECRET", SECRET)]);
+    for (vid, email) in [
+        (1, ".."),
+        (2, "a@b\r\nX-Injected: 1"),
+        (3, "no-at-sign"),
+        (4, "../x@example.com"),
+    ] {
+        let body = String::from_utf8(contact_body(vid, "ada@example.com"))
+            .unwrap()
+            .replace(
+                "ada@example.com",
+                &email.replace('\r', "\\r").replace('\n', "\\n"),
+            )
+            .into_bytes();
+        let (status, answer) = post(&server, "nurture", &body, Sig::V2);
+        assert_eq!(status, 400, "{email:?}: {answer}");
+        assert_eq!(answer["reason"], "bad_email", "{email:?}");
+    }
+    let good = contact_body(10, "sig@example.com");
+    let garbage = reqwest::header::HeaderValue::from_bytes(b"\xff\xfe\xfd").unwrap();
+    let send = |extra: &[(&str, reqwest::header::HeaderValue)], v1: bool| {
+        let mut req = Client::new()
+            .post(server.url("/hooks/nurture"))
+            .body(good.clone());
+        if v1 {
+            req = req
+                .header("X-HubSpot-Signature", sign_v1(SECRET.as_bytes(), &good))
+                .header("X-HubSpot-Signature-Version", "v1");
+        }
+        for (name, value) in extra {
+            req = req.header(*name, value.clone());
+        }
+        let resp = req.send().unwrap();
+        let status = resp.status().as_u16();
+        (status, resp.json::<serde_json::Value>().unwrap())
+    };
+    // A good v1 signature beside a v3 header of non-text bytes: not a v1 post.
+    let (status, answer) = send(&[("X-HubSpot-Signature-v3", garbage.clone())], true);
+    assert_eq!(
+        (status, answer["reason"].as_str()),
+        (401, Some("signature_malformed"))
+    );
+    // With allow_unsigned, a non-text signature does not pass as unsigned.
+    let (status, answer) = send(&[("X-HubSpot-Signature", garbage)], false);
+    assert_eq!(
+        (status, answer["reason"].as_str()),
+        (401, Some("signature_malformed"))
+    );
+    // Still accepted: the good v1 post alone.
+    assert_eq!(send(&[], true).0, 200);
+    server.stop();
+    assert_eq!(inbox(dir.path()).height(), 1);
+}

@@ -24,6 +24,29 @@ pub mod col {
     pub const CONTACT_ID: &str = "contact_id";
 }
 
+/// Whether `s` is an email address as sendtime takes one (from a webhook, an execution, a CSV
+/// import): one `@` between a local part of at most 64 and a domain with a dot, at most 254 in
+/// all, nothing but visible characters. Enough to keep out what is no address (`..` once
+/// became a path segment of an enrollment call) without judging HubSpot's own validation.
+pub fn is_email_address(s: &str) -> bool {
+    let Some((local, domain)) = s.split_once('@') else {
+        return false;
+    };
+    !local.is_empty()
+        && local.len() <= 64
+        && s.len() <= 254
+        && domain.contains('.')
+        && !domain.contains('@')
+        && !domain.starts_with('.')
+        && !domain.ends_with('.')
+        && !domain.contains("..")
+        && s.chars()
+            .all(|c| c.is_alphanumeric() || c.is_ascii_punctuation())
+        && !s.contains([
+            '/', '\\', '?', '#', '%', '"', '<', '>', '(', ')', ',', ';', ':', '[', ']',
+        ])
+}
+
 /// The key that identifies a contact across sources: the lower-cased email when known, else
 /// `#` and the HubSpot contact id.
 pub fn contact_key(contact_id: Option<i64>, email: Option<&str>) -> Option<String> {
@@ -255,6 +278,35 @@ mod tests {
         std::fs::remove_file(&parts[1]).unwrap();
         let err = Contacts::load(dir.path()).unwrap_err().to_string();
         assert!(err.contains("has no entry for index 1 (next: 2)"), "{err}");
+    }
+
+    #[test]
+    fn addresses_and_what_is_not_one() {
+        for ok in [
+            "ada@example.com",
+            "a.b+tag@mail.example.co.uk",
+            "o'neil@example.ie",
+            "jo@exämple.de",
+        ] {
+            assert!(is_email_address(ok), "{ok}");
+        }
+        let long = format!("{}@example.com", "a".repeat(65));
+        for bad in [
+            "..",
+            "ada",
+            "@example.com",
+            "ada@",
+            "ada@localhost",
+            "a@b@example.com",
+            "ada@example..com",
+            "ada @example.com",
+            "ada@example.com\r\nX: y",
+            "ada\0@example.com",
+            "../../x@example.com",
+            long.as_str(),
+        ] {
+            assert!(!is_email_address(bad), "{bad:?}");
+        }
     }
 
     #[test]

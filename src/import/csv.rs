@@ -7,6 +7,7 @@ use std::path::Path;
 
 use anyhow::Context;
 
+use crate::datasets::contacts::is_email_address;
 use crate::datasets::events::{self, Event, Kind};
 use crate::time::{Minute, format_minute, parse_instant};
 
@@ -206,8 +207,13 @@ fn parse_row(
     source: &str,
 ) -> Result<Event, String> {
     let contact = r.get(contact_col).unwrap_or("");
-    let (contact_id, email) = if contact.contains('@') {
+    let (contact_id, email) = if is_email_address(contact) {
         (None, Some(contact.to_string()))
+    } else if contact.contains('@') {
+        return Err(format!(
+            "contact {contact:?} in column {:?} is not an email address",
+            columns.contact
+        ));
     } else if let Ok(id) = contact.parse::<i64>() {
         (Some(id), None)
     } else if contact.is_empty() {

@@ -23,6 +23,7 @@ use serde_json::json;
 use ulid::Ulid;
 
 use crate::config::{Config, ConfigHandle, Connector, Target, Webhook, WebhookType};
+use crate::datasets::contacts::is_email_address;
 use crate::datasets::inbox::{Inbox, Receipt, Stored};
 use crate::metrics::Metrics;
 use crate::time::now_ms;
@@ -168,12 +169,29 @@ async fn authenticate(
     let body = &received.bytes;
 
     let now_ms = now_ms();
-    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    // A signature header that is present but not text is a bad signature, never an absent
+    // one (which would downgrade to another version, or pass as unsigned).
+    // The URL HubSpot called: public_url plus the path and query as received.
+    let called = format!(
+        "{}{}",
+        config.server.public_url,
+        uri.path_and_query().map_or("/", |pq| pq.as_str())
+    );
+    let header = |name: &str| -> Result<Option<&str>, Refusal> {
+        headers
+            .get(name)
+            .map(|v| v.to_str())
+            .transpose()
+            .map_err(|_| Refusal::Signature {
+                error: signature::SignatureError::Malformed,
+                checked: format!("POST {called}"),
+            })
+    };
     let sig_headers = signature::Headers {
-        v3: header("x-hubspot-signature-v3"),
-        timestamp: header("x-hubspot-request-timestamp"),
-        v1v2: header("x-hubspot-signature"),
-        version: header("x-hubspot-signature-version"),
+        v3: header("x-hubspot-signature-v3")?,
+        timestamp: header("x-hubspot-request-timestamp")?,
+        v1v2: header("x-hubspot-signature")?,
+        version: header("x-hubspot-signature-version")?,
     };
     let unsigned = sig_headers.v3.is_none() && sig_headers.v1v2.is_none();
     let signature = if unsigned && connector.allow_unsigned {
@@ -188,12 +206,6 @@ async fn authenticate(
             connector: connector.id.clone(),
             env: connector.client_secret_env.clone(),
         })?;
-        // The URL HubSpot called: public_url plus the path and query as received.
-        let called = format!(
-            "{}{}",
-            config.server.public_url,
-            uri.path_and_query().map_or("/", |pq| pq.as_str())
-        );
         signature::verify(
             secret.as_bytes(),
             "POST",
@@ -258,6 +270,13 @@ async fn accept_contact(state: &AppState, post: Authenticated) -> Result<Stored,
     let contact = payload::parse(&body.bytes)?;
     // What the dispatch will need: refused now, HubSpot shows why in the workflow's history;
     // accepted, the contact could only fail later where nobody looks.
+    if contact
+        .email
+        .as_deref()
+        .is_some_and(|e| !is_email_address(e))
+    {
+        return Err(Refusal::BadEmail);
+    }
     if webhook.kind.enrolls() && contact.email.is_none() {
         return Err(Refusal::NoEmail);
     }
@@ -304,7 +323,9 @@ async fn accept_execution(state: &AppState, post: Authenticated) -> Result<Webho
         webhook_id: webhook.id.clone(),
         webhook_type: kind,
         contact_id: execution.contact_id,
-        email: execution.email,
+        // Not needed to release the contact: an odd value is dropped, not a reason to fail
+        // the workflow's action.
+        email: execution.email.filter(|e| is_email_address(e)),
         portal_id: execution.portal_id,
         received_at_ms: now_ms,
         signature: signature.to_string(),

@@ -57,6 +57,8 @@ pub enum Refusal {
          enrolls by email); include the email property in the workflow's webhook"
     )]
     NoEmail,
+    #[error("the body's email is not an email address")]
+    BadEmail,
     #[error(
         "the body has no contact record id, which adding to a list needs; include the \
          contact id (hs_object_id or vid) in the workflow's webhook"
@@ -82,6 +84,7 @@ impl Refusal {
             | Refusal::Payload(_)
             | Refusal::Execution(_)
             | Refusal::NoEmail
+            | Refusal::BadEmail
             | Refusal::NoRecordId => StatusCode::BAD_REQUEST,
             Refusal::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             Refusal::Signature { .. } | Refusal::WrongPortal { .. } => StatusCode::UNAUTHORIZED,
@@ -108,6 +111,7 @@ impl Refusal {
             Refusal::Execution(ExecutionError::NotContact(_)) => "not_a_contact",
             Refusal::Execution(ExecutionError::UnknownDeliveryType(_)) => "unknown_delivery_type",
             Refusal::NoEmail => "no_email",
+            Refusal::BadEmail => "bad_email",
             Refusal::NoRecordId => "no_record_id",
             Refusal::WrongPortal { .. } => "wrong_portal",
             Refusal::Store(StoreError::Busy) => "store_busy",

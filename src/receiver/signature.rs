@@ -42,6 +42,8 @@ pub enum SignatureError {
     Stale,
     #[error("signature does not match")]
     Mismatch,
+    #[error("a signature header holds bytes that are not text")]
+    Malformed,
 }
 
 impl SignatureError {
@@ -53,6 +55,7 @@ impl SignatureError {
             SignatureError::BadTimestamp => "signature_timestamp",
             SignatureError::Stale => "signature_stale",
             SignatureError::Mismatch => "signature_mismatch",
+            SignatureError::Malformed => "signature_malformed",
         }
     }
 }
