@@ -755,3 +755,44 @@ fn odd_emails_and_non_text_signature_headers_are_refused() {
     server.stop();
     assert_eq!(inbox(dir.path()).height(), 1);
 }
+
+/// With `min_signature_version`, weaker signatures are refused: a captured v1 post (it signs
+/// only the body) can no longer be replayed to another webhook of the connector.
+#[test]
+fn weaker_signatures_than_the_connectors_minimum_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), "min_signature_version = \"v2\"");
+    let server = Server::start(&cfg, &dir.path().join("data"), &[("TEST_SECRET", SECRET)]);
+    let (status, answer) = post(
+        &server,
+        "nurture",
+        &contact_body(1, "m1@example.com"),
+        Sig::V1,
+    );
+    assert_eq!(
+        (status, answer["reason"].as_str()),
+        (401, Some("signature_too_weak"))
+    );
+    assert_eq!(
+        post(
+            &server,
+            "nurture",
+            &contact_body(2, "m2@example.com"),
+            Sig::V2
+        )
+        .0,
+        200
+    );
+    assert_eq!(
+        post(
+            &server,
+            "nurture",
+            &contact_body(3, "m3@example.com"),
+            Sig::V3
+        )
+        .0,
+        200
+    );
+    server.stop();
+    assert_eq!(inbox(dir.path()).height(), 2);
+}

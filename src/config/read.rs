@@ -17,6 +17,7 @@ use super::{
     WebhookType, identity_of, validation,
 };
 use crate::model::ModelConfig;
+use crate::receiver::signature::Version;
 
 /// A connector as read, with the positions the checks point at.
 pub(super) struct ConnectorDraft {
@@ -366,6 +367,22 @@ fn read_connector(ctx: &mut Ctx, table: &DeTable, at: usize, n: usize) -> Option
     let dry_run = r.boolean_or(ctx, "dry_run", false);
     let allow_unsigned = r.boolean_or(ctx, "allow_unsigned", false);
     let require_portal_id = r.boolean_or(ctx, "require_portal_id", false);
+    let min_signature_version = match r.string(ctx, "min_signature_version") {
+        None if r.has("min_signature_version") => None,
+        None => Some(Version::V1),
+        Some((s, at)) => {
+            let v = Version::parse(&s);
+            if v.is_none() {
+                ctx.error(
+                    at,
+                    format!(
+                        "`min_signature_version` must be \"v1\", \"v2\" or \"v3\", found \"{s}\""
+                    ),
+                );
+            }
+            v
+        }
+    };
     let allow_unsigned_at = r
         .get("allow_unsigned")
         .filter(|_| allow_unsigned == Some(true))
@@ -388,6 +405,7 @@ fn read_connector(ctx: &mut Ctx, table: &DeTable, at: usize, n: usize) -> Option
             dry_run: dry_run?,
             allow_unsigned: allow_unsigned?,
             require_portal_id: require_portal_id?,
+            min_signature_version: min_signature_version?,
         },
         id_at,
         client_secret_env_at,

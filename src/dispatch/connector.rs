@@ -285,6 +285,7 @@ mod tests {
             dry_run: false,
             allow_unsigned: false,
             require_portal_id: false,
+            min_signature_version: crate::receiver::signature::Version::V1,
         }
     }
 

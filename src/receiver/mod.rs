@@ -206,7 +206,11 @@ async fn authenticate(
             connector: connector.id.clone(),
             env: connector.client_secret_env.clone(),
         })?;
-        signature::verify(
+        let refused = |error| Refusal::Signature {
+            error,
+            checked: format!("POST {called}"),
+        };
+        let version = signature::verify(
             secret.as_bytes(),
             "POST",
             &called,
@@ -214,11 +218,13 @@ async fn authenticate(
             sig_headers,
             now_ms,
         )
-        .map_err(|error| Refusal::Signature {
-            error,
-            checked: format!("POST {called}"),
-        })?
-        .as_str()
+        .map_err(refused)?;
+        if version < connector.min_signature_version {
+            return Err(refused(signature::SignatureError::TooWeak(
+                version.as_str(),
+            )));
+        }
+        version.as_str()
     };
     Ok(Authenticated {
         config,

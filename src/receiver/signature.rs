@@ -11,7 +11,9 @@ use subtle::ConstantTimeEq;
 /// How far a v3 timestamp may be from our clock, either way.
 pub const MAX_SKEW_MS: i64 = 5 * 60 * 1000;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// A signature version; later versions sign more (v1 the body; v2 also the method and URL;
+/// v3 also a timestamp), so they compare greater.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Version {
     V1,
     V2,
@@ -19,6 +21,12 @@ pub enum Version {
 }
 
 impl Version {
+    pub const ALL: [Version; 3] = [Version::V1, Version::V2, Version::V3];
+
+    pub fn parse(s: &str) -> Option<Version> {
+        Version::ALL.into_iter().find(|v| v.as_str() == s)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Version::V1 => "v1",
@@ -44,6 +52,8 @@ pub enum SignatureError {
     Mismatch,
     #[error("a signature header holds bytes that are not text")]
     Malformed,
+    #[error("signature version {0} is weaker than this connector accepts (min_signature_version)")]
+    TooWeak(&'static str),
 }
 
 impl SignatureError {
@@ -56,6 +66,7 @@ impl SignatureError {
             SignatureError::Stale => "signature_stale",
             SignatureError::Mismatch => "signature_mismatch",
             SignatureError::Malformed => "signature_malformed",
+            SignatureError::TooWeak(_) => "signature_too_weak",
         }
     }
 }
