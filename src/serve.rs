@@ -102,6 +102,12 @@ async fn serve(config_path: PathBuf, overrides: Overrides, clock: Clock) -> anyh
     Ok(())
 }
 
+/// Connections served at once: with [`MAX_HEADER_BYTES`] each, what bounds the memory that
+/// clients who never finish their headers can hold.
+pub const MAX_CONNECTIONS: usize = 2048;
+/// The largest request head (and read buffer) a connection may hold; a longer one is answered
+/// 431. HubSpot's heads are a few KB.
+pub const MAX_HEADER_BYTES: usize = 64 * 1024;
 /// A client that has not sent its request headers by then is dropped (slowloris).
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long shutdown waits for open connections (a request being answered) before closing
@@ -120,7 +126,13 @@ async fn serve_http(
     use tower::ServiceExt as _;
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let mut shutdown = std::pin::pin!(shutdown);
+    let connections = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     loop {
+        // At the cap, new connections wait in the kernel's backlog until one closes.
+        let slot = tokio::select! {
+            slot = connections.clone().acquire_owned() => slot.expect("never closed"),
+            () = &mut shutdown => break,
+        };
         let stream = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => stream,
@@ -141,12 +153,14 @@ async fn serve_http(
         let conn = hyper::server::conn::http1::Builder::new()
             .timer(TokioTimer::new())
             .header_read_timeout(HEADER_READ_TIMEOUT)
+            .max_buf_size(MAX_HEADER_BYTES)
             .serve_connection(TokioIo::new(stream), service);
         let conn = graceful.watch(conn);
         tokio::spawn(async move {
             if let Err(e) = conn.await {
                 tracing::debug!("connection closed: {e}");
             }
+            drop(slot);
         });
     }
     drop(listener);

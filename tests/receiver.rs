@@ -796,3 +796,35 @@ fn weaker_signatures_than_the_connectors_minimum_are_refused() {
     server.stop();
     assert_eq!(inbox(dir.path()).height(), 2);
 }
+
+/// A request head longer than the 64 KiB cap is answered 431 at once, instead of being held
+/// in memory until the header deadline (each such connection could hold ~400 KB).
+#[test]
+fn an_oversized_request_head_is_refused_at_once() {
+    use std::io::{Read, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path());
+    let addr = server.url("").trim_start_matches("http://").to_string();
+    let mut s = std::net::TcpStream::connect(&addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(b"POST /hooks/nurture HTTP/1.1\r\nHost: x\r\nX-Big: ")
+        .unwrap();
+    let line = vec![b'a'; 100 * 1024];
+    let _ = s.write_all(&line);
+    let mut answer = vec![0u8; 64];
+    let n = s.read(&mut answer).unwrap_or(0);
+    let answer = String::from_utf8_lossy(&answer[..n]).to_string();
+    assert!(answer.starts_with("HTTP/1.1 431"), "{answer:?}");
+    // The server goes on serving.
+    assert_eq!(
+        post(
+            &server,
+            "nurture",
+            &contact_body(1, "h@example.com"),
+            Sig::V2
+        )
+        .0,
+        200
+    );
+    server.stop();
+}
