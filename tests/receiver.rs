@@ -452,14 +452,23 @@ fn unsigned_posts_only_where_allowed_and_always_warned() {
 fn no_secret_configured_is_503_so_hubspot_retries() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(&config(dir.path(), ""), &dir.path().join("data"), &[]);
-    let (status, body) = post(
-        &server,
-        "nurture",
-        &contact_body(1, "a@example.com"),
-        Sig::V2,
-    );
-    assert_eq!(status, 503, "{body}");
-    server.stop();
+    for vid in 1..=5 {
+        let (status, body) = post(
+            &server,
+            "nurture",
+            &contact_body(vid, "a@example.com"),
+            Sig::V2,
+        );
+        assert_eq!(status, 503, "{body}");
+        assert_eq!(body["reason"], "no_secret");
+    }
+    let logs = server.stop();
+    // One error line, not one per post (the log is what this promise is about).
+    let errors = logs
+        .lines()
+        .filter(|l| l.contains("reason=\"no_secret\""))
+        .count();
+    assert_eq!(errors, 1, "{logs}");
 }
 
 #[test]

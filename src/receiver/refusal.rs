@@ -143,8 +143,9 @@ impl Refusal {
         }
     }
 
-    /// Logged on every post, not once a minute: our misconfiguration loses nothing (HubSpot
-    /// retries) but needs fixing now.
+    /// Our misconfiguration, not the sender's: logged as an error (once a minute, like every
+    /// refusal, with the count of those suppressed), since it loses nothing (HubSpot retries)
+    /// but needs fixing now.
     pub fn is_ours(&self) -> bool {
         matches!(self, Refusal::NoSecret { .. })
     }
@@ -201,17 +202,7 @@ impl RefusalLog {
         let reason = refusal.label();
         metrics.reject(reason);
         let status = refusal.status();
-        if refusal.is_ours() {
-            tracing::error!(
-                webhook,
-                reason,
-                status = status.as_u16(),
-                "refused a post: {refusal}{}",
-                refusal.detail()
-            );
-            return;
-        }
-        if !status.is_client_error() {
+        if !refusal.is_ours() && !status.is_client_error() {
             return;
         }
         let mut seen = self.0.lock().unwrap_or_else(|e| e.into_inner());
@@ -234,13 +225,24 @@ impl RefusalLog {
                 0
             }
         };
-        tracing::warn!(
-            webhook,
-            reason,
-            status = status.as_u16(),
-            suppressed,
-            "refused a post: {refusal}{}",
-            refusal.detail()
-        );
+        if refusal.is_ours() {
+            tracing::error!(
+                webhook,
+                reason,
+                status = status.as_u16(),
+                suppressed,
+                "refused a post: {refusal}{}",
+                refusal.detail()
+            );
+        } else {
+            tracing::warn!(
+                webhook,
+                reason,
+                status = status.as_u16(),
+                suppressed,
+                "refused a post: {refusal}{}",
+                refusal.detail()
+            );
+        }
     }
 }
