@@ -16,4 +16,5 @@ pub mod receiver;
 pub mod scheduler;
 pub mod serve;
 pub mod store;
+pub mod throttle;
 pub mod time;

@@ -26,6 +26,7 @@ use crate::config::WebhookType;
 use crate::metrics::Metrics;
 use crate::store::wal::{self, Segment};
 use crate::store::{Dataset, concat_frames, read_columns_or_null, sync_dir};
+use crate::throttle::Throttle;
 
 /// The folder under the data directory.
 pub const NAME: &str = "inbox";
@@ -200,6 +201,8 @@ impl Inbox {
             unflushed: Vec::new(),
             pending: pending.clone(),
             metrics,
+            append_errors: Throttle::default(),
+            flush_errors: Throttle::default(),
         };
         let thread = std::thread::Builder::new()
             .name("inbox-writer".into())
@@ -251,6 +254,9 @@ struct Writer {
     unflushed: Vec<Receipt>,
     pending: PendingSet,
     metrics: Metrics,
+    /// A full disk fails every commit and flush: logged once a minute, not each time.
+    append_errors: Throttle,
+    flush_errors: Throttle,
 }
 
 impl Writer {
@@ -312,10 +318,13 @@ impl Writer {
             .commit_seconds
             .observe(started.elapsed().as_secs_f64());
         if let Err(e) = result {
-            tracing::error!(
-                "cannot append to the inbox log {}: {e}",
-                self.segment.path.display()
-            );
+            if let Some(suppressed) = self.append_errors.due() {
+                tracing::error!(
+                    suppressed,
+                    "cannot append to the inbox log {} (posts get 503 and HubSpot retries): {e}",
+                    self.segment.path.display()
+                );
+            }
             for r in &new {
                 self.pending.release(r.contact(), &r.receipt_id);
             }
@@ -342,7 +351,12 @@ impl Writer {
         let next = match Segment::create(&self.wal_dir, WAL_PREFIX) {
             Ok(s) => s,
             Err(e) => {
-                tracing::error!("cannot start a new inbox log segment (will retry): {e}");
+                if let Some(suppressed) = self.flush_errors.due() {
+                    tracing::error!(
+                        suppressed,
+                        "cannot start a new inbox log segment (will retry): {e}"
+                    );
+                }
                 return;
             }
         };
@@ -350,7 +364,12 @@ impl Writer {
             let written = frame(&self.unflushed)
                 .and_then(|mut df| self.dataset.write_part(self.segment.id, &mut df));
             if let Err(e) = written {
-                tracing::error!("cannot flush the inbox to Parquet (rows stay in the log): {e:#}");
+                if let Some(suppressed) = self.flush_errors.due() {
+                    tracing::error!(
+                        suppressed,
+                        "cannot flush the inbox to Parquet (rows stay in the log): {e:#}"
+                    );
+                }
                 let _ = std::fs::remove_file(&next.path);
                 return;
             }

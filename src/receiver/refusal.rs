@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -18,6 +18,7 @@ use super::payload::PayloadError;
 use super::signature::SignatureError;
 use crate::datasets::inbox::StoreError;
 use crate::metrics::Metrics;
+use crate::throttle::Throttle;
 
 /// A body not fully received by then gets 408 (HubSpot itself gives up after 30 s).
 pub const BODY_READ_TIMEOUT: Duration = Duration::from_secs(10);
@@ -189,12 +190,10 @@ impl IntoResponse for Refusal {
 /// whoever wires a workflow, but at most once a minute per webhook and reason (a
 /// misconfigured workflow refuses every post).
 #[derive(Default)]
-pub struct RefusalLog(Mutex<HashMap<LogKey, (Instant, u64)>>);
+pub struct RefusalLog(Mutex<HashMap<LogKey, Throttle>>);
 
 /// (webhook id, reason label).
 type LogKey = (String, &'static str);
-
-const REFUSAL_LOG_EVERY: Duration = Duration::from_secs(60);
 
 impl RefusalLog {
     /// Count `refusal` and log it (rate-limited) when it is worth a person's attention.
@@ -210,20 +209,8 @@ impl RefusalLog {
         if seen.len() >= 1024 {
             seen.clear();
         }
-        let now = Instant::now();
-        let suppressed = match seen.get_mut(&(webhook.to_string(), reason)) {
-            Some((last, n)) if now.duration_since(*last) < REFUSAL_LOG_EVERY => {
-                *n += 1;
-                return;
-            }
-            Some((last, n)) => {
-                *last = now;
-                std::mem::take(n)
-            }
-            None => {
-                seen.insert((webhook.to_string(), reason), (now, 0));
-                0
-            }
+        let Some(suppressed) = seen.entry((webhook.to_string(), reason)).or_default().due() else {
+            return;
         };
         if refusal.is_ours() {
             tracing::error!(
