@@ -675,6 +675,7 @@ fn a_damaged_log_frame_loses_only_itself_and_the_segment_is_kept() {
                 signature: "v2".into(),
                 config: "c".into(),
                 callback_id: None,
+                body_sha256: None,
             })
             .unwrap()
         })
@@ -836,4 +837,66 @@ fn an_oversized_request_head_is_refused_at_once() {
         200
     );
     server.stop();
+}
+
+/// A post repeated after its contact was sent (HubSpot's retry of a lost 200, or a captured
+/// post replayed) is a duplicate for three days, across a restart; the same body to another
+/// webhook is a new receipt.
+#[test]
+fn a_replay_after_the_contact_was_sent_is_a_duplicate() {
+    use sendtime::datasets::outcomes::{self, Status};
+    let dir = tempfile::tempdir().unwrap();
+    let hooks: &[&Hook] = &[
+        &Hook {
+            id: "now",
+            kind: "IMMEDIATE",
+            target: "workflow_id = 1",
+        },
+        &Hook {
+            id: "other",
+            kind: "IMMEDIATE",
+            target: "workflow_id = 2",
+        },
+    ];
+    let cfg = TestConfig {
+        env: "TEST",
+        tables: "[scheduler]\ncron = \"* * * * * *\"",
+        connector: "dry_run = true",
+        hooks,
+        ..TestConfig::default()
+    }
+    .write(dir.path());
+    let data = dir.path().join("data");
+    let start = || Server::start(&cfg, &data, &[("TEST_SECRET", SECRET)]);
+    let server = start();
+    let body = contact_body(42, "replay@example.com");
+    let (status, first) = post(&server, "now", &body, Sig::V2);
+    assert_eq!((status, first["status"].as_str()), (200, Some("accepted")));
+    let sent = common::eventually(Duration::from_secs(20), || {
+        let rows = outcomes::read(&outcomes::dataset(&data).ok()?).ok()?;
+        rows.iter()
+            .any(|r| r.status == Status::DryRun)
+            .then_some(())
+    });
+    assert!(sent.is_some(), "not dispatched; logs:\n{}", server.logs());
+    let (status, again) = post(&server, "now", &body, Sig::V2);
+    assert_eq!((status, again["status"].as_str()), (200, Some("duplicate")));
+    assert_eq!(again["receipt_id"], first["receipt_id"]);
+    server.stop();
+
+    let server = start();
+    let (status, again) = post(&server, "now", &body, Sig::V2);
+    assert_eq!(
+        (status, again["status"].as_str()),
+        (200, Some("duplicate")),
+        "after a restart"
+    );
+    let (status, other) = post(&server, "other", &body, Sig::V2);
+    assert_eq!(
+        (status, other["status"].as_str()),
+        (200, Some("accepted")),
+        "another webhook"
+    );
+    server.stop();
+    assert_eq!(inbox(dir.path()).height(), 2);
 }

@@ -20,7 +20,7 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
-use super::pending::{Contact, PendingSet};
+use super::pending::{Body, Contact, PendingSet};
 use super::{datetime_ms, stored_enum};
 use crate::config::WebhookType;
 use crate::metrics::Metrics;
@@ -50,6 +50,8 @@ pub mod col {
     pub const CONFIG: &str = "config";
     /// A workflow action's callback id (null for webhooks, and absent from older parts).
     pub const CALLBACK_ID: &str = "callback_id";
+    /// SHA-256 of the post's body, hex (absent from older parts).
+    pub const BODY_SHA256: &str = "body_sha256";
 }
 
 /// The dataset under `data_dir`.
@@ -85,6 +87,9 @@ pub struct Receipt {
     /// A workflow action's execution: the callback that releases the contact.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub callback_id: Option<String>,
+    /// SHA-256 of the post's body (hex): a replay of it is recognised for three days.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body_sha256: Option<String>,
 }
 
 impl Receipt {
@@ -95,6 +100,10 @@ impl Receipt {
             contact_id: self.contact_id,
             email: self.email.as_deref(),
             callback_id: self.callback_id.as_deref(),
+            body: self.body_sha256.as_deref().map(|sha256| Body {
+                sha256,
+                received_at_ms: self.received_at_ms,
+            }),
         }
     }
 }
@@ -158,6 +167,8 @@ pub struct ReceiptKey {
     pub contact_id: Option<i64>,
     pub email: Option<String>,
     pub callback_id: Option<String>,
+    pub body_sha256: Option<String>,
+    pub received_at_ms: i64,
 }
 
 impl ReceiptKey {
@@ -168,6 +179,8 @@ impl ReceiptKey {
             contact_id: r.contact_id,
             email: r.email.clone(),
             callback_id: r.callback_id.clone(),
+            body_sha256: r.body_sha256.clone(),
+            received_at_ms: r.received_at_ms,
         }
     }
 
@@ -177,6 +190,10 @@ impl ReceiptKey {
             contact_id: self.contact_id,
             email: self.email.as_deref(),
             callback_id: self.callback_id.as_deref(),
+            body: self.body_sha256.as_deref().map(|sha256| Body {
+                sha256,
+                received_at_ms: self.received_at_ms,
+            }),
         }
     }
 }
@@ -326,7 +343,7 @@ impl Writer {
                 );
             }
             for r in &new {
-                self.pending.release(r.contact(), &r.receipt_id);
+                self.pending.withdraw(r.contact(), &r.receipt_id);
             }
             // A duplicate of an earlier, durable receipt is still fine to acknowledge; a
             // duplicate of one in this failed batch is not.
@@ -499,6 +516,7 @@ pub fn frame(rows: &[Receipt]) -> anyhow::Result<DataFrame> {
             s(col::SIGNATURE, &|r| Some(&r.signature)),
             s(col::CONFIG, &|r| Some(&r.config)),
             s(col::CALLBACK_ID, &|r| r.callback_id.as_deref()),
+            s(col::BODY_SHA256, &|r| r.body_sha256.as_deref()),
         ],
     )?)
 }
@@ -515,24 +533,22 @@ pub fn read_keys(dataset: &Dataset) -> anyhow::Result<Vec<ReceiptKey>> {
     let webhooks = super::strs(&df, col::WEBHOOK_ID)?;
     let contacts = super::ints(&df, col::CONTACT_ID)?;
     let emails = super::strs(&df, col::EMAIL)?;
-    let callbacks = super::strs(&df, col::CALLBACK_ID)?;
+    let callbacks = super::strs_or_null(&df, col::CALLBACK_ID)?;
+    let bodies = super::strs_or_null(&df, col::BODY_SHA256)?;
+    let received = super::ints(&df, col::RECEIVED_AT)?;
     let mut seen = HashSet::new();
     let mut out = Vec::with_capacity(ids.len());
-    for ((((id, webhook_id), contact_id), email), callback_id) in ids
-        .into_iter()
-        .zip(webhooks)
-        .zip(contacts)
-        .zip(emails)
-        .zip(callbacks)
-    {
+    for (i, id) in ids.into_iter().enumerate() {
         let receipt_id = id.unwrap_or_default();
         if seen.insert(receipt_id.clone()) {
             out.push(ReceiptKey {
                 receipt_id,
-                webhook_id: webhook_id.unwrap_or_default(),
-                contact_id,
-                email,
-                callback_id,
+                webhook_id: webhooks[i].clone().unwrap_or_default(),
+                contact_id: contacts[i],
+                email: emails[i].clone(),
+                callback_id: callbacks[i].clone(),
+                body_sha256: bodies[i].clone(),
+                received_at_ms: received[i].unwrap_or_default(),
             });
         }
     }
@@ -628,6 +644,7 @@ mod tests {
             signature: "v2".into(),
             config: "c".into(),
             callback_id: None,
+            body_sha256: None,
         }
     }
 

@@ -4,19 +4,45 @@
 //! finished (enrolled, listed, failed for good, dry run); after that, the same contact posted
 //! again is a new receipt.
 //!
+//! It also remembers, for [`REPLAY_WINDOW_MS`], each post's body by webhook: the same body
+//! posted to the same webhook again within that span (HubSpot's retry of a post whose 200 it
+//! lost, or a captured post replayed) is a duplicate even once its contact was sent. The same
+//! body to another webhook is a new receipt.
+//!
 //! Shared by the inbox writer and the dispatcher; one lock, held for map operations only.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
 use crate::metrics::Metrics;
+use crate::time::DAY_MS;
+
+/// How long a post's body is remembered: HubSpot retries a webhook for up to three days.
+pub const REPLAY_WINDOW_MS: i64 = 3 * DAY_MS;
 
 /// The set, cheap to clone (clones share it). Counts each webhook's pending receipts in
 /// `sendtime_pending{webhook}`.
 #[derive(Clone)]
 pub struct PendingSet {
-    inner: Arc<Mutex<HashMap<Key, String>>>,
+    inner: Arc<Mutex<State>>,
     metrics: Metrics,
+}
+
+#[derive(Default)]
+struct State {
+    pending: HashMap<Key, String>,
+    /// (webhook id, body's SHA-256) → the receipt that body was stored as.
+    recent: HashMap<(String, String), String>,
+    /// When each of `recent` was received, oldest first (about: start-up adds them in part
+    /// order), to forget them after the window.
+    expiry: VecDeque<(i64, (String, String))>,
+}
+
+/// A post's body, for replays: its SHA-256 (hex) and when it was received.
+#[derive(Debug, Clone, Copy)]
+pub struct Body<'a> {
+    pub sha256: &'a str,
+    pub received_at_ms: i64,
 }
 
 /// (webhook or action id, the callback id, else the contact id, else the lower-cased email).
@@ -30,6 +56,8 @@ pub struct Contact<'a> {
     pub email: Option<&'a str>,
     /// A workflow action's execution: HubSpot's retry of it repeats its callback id.
     pub callback_id: Option<&'a str>,
+    /// The post's body, when known (not needed to release).
+    pub body: Option<Body<'a>>,
 }
 
 impl Contact<'_> {
@@ -54,37 +82,83 @@ impl PendingSet {
         }
     }
 
-    /// Record `receipt_id` as pending for `contact`, unless one is already: then the earlier
-    /// receipt's id.
+    /// Record `receipt_id` as pending for `contact`, unless one is already, or its body was
+    /// posted to the same webhook within [`REPLAY_WINDOW_MS`]: then the earlier receipt's id.
     pub fn insert(&self, contact: Contact<'_>, receipt_id: &str) -> Result<(), String> {
         let k = contact.key();
-        let mut pending = self.inner.lock().unwrap();
-        if let Some(existing) = pending.get(&k) {
+        let mut state = self.inner.lock().unwrap();
+        if let Some(existing) = state.pending.get(&k) {
             return Err(existing.clone());
         }
-        pending.insert(k, receipt_id.to_string());
+        if let Some(body) = contact.body
+            && let Some(existing) = state
+                .recent
+                .get(&(contact.webhook_id.to_string(), body.sha256.to_string()))
+        {
+            return Err(existing.clone());
+        }
+        state.pending.insert(k, receipt_id.to_string());
+        state.remember(contact, receipt_id);
         self.metrics.pending(contact.webhook_id).inc();
         Ok(())
+    }
+
+    /// Remember the body of a receipt that is already finished (at start-up), so a replay of
+    /// it within the window is still a duplicate.
+    pub fn remember(&self, contact: Contact<'_>, receipt_id: &str) {
+        self.inner.lock().unwrap().remember(contact, receipt_id);
     }
 
     /// `receipt_id` is no longer pending for `contact` (finished, or never stored); a later
     /// receipt of the same contact is left alone.
     pub fn release(&self, contact: Contact<'_>, receipt_id: &str) {
         let k = contact.key();
-        let mut pending = self.inner.lock().unwrap();
-        if pending.get(&k).is_some_and(|id| id == receipt_id) {
-            pending.remove(&k);
+        let mut state = self.inner.lock().unwrap();
+        if state.pending.get(&k).is_some_and(|id| id == receipt_id) {
+            state.pending.remove(&k);
             self.metrics.pending(contact.webhook_id).dec();
+        }
+    }
+
+    /// `receipt_id` could not be stored: forget it entirely, so HubSpot's retry of the post
+    /// is a new receipt.
+    pub fn withdraw(&self, contact: Contact<'_>, receipt_id: &str) {
+        self.release(contact, receipt_id);
+        if let Some(body) = contact.body {
+            let key = (contact.webhook_id.to_string(), body.sha256.to_string());
+            let mut state = self.inner.lock().unwrap();
+            if state.recent.get(&key).is_some_and(|id| id == receipt_id) {
+                state.recent.remove(&key);
+            }
         }
     }
 
     /// Receipts pending, all webhooks.
     pub fn len(&self) -> usize {
-        self.inner.lock().unwrap().len()
+        self.inner.lock().unwrap().pending.len()
     }
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+impl State {
+    /// Remember `contact`'s body (if known and recent) as `receipt_id`'s, and forget the
+    /// bodies that left the window.
+    fn remember(&mut self, contact: Contact<'_>, receipt_id: &str) {
+        let Some(body) = contact.body else { return };
+        let horizon = body.received_at_ms - REPLAY_WINDOW_MS;
+        while self.expiry.front().is_some_and(|(at, _)| *at < horizon) {
+            let (_, key) = self.expiry.pop_front().expect("checked");
+            self.recent.remove(&key);
+        }
+        let key = (contact.webhook_id.to_string(), body.sha256.to_string());
+        if self.recent.contains_key(&key) {
+            return;
+        }
+        self.recent.insert(key.clone(), receipt_id.to_string());
+        self.expiry.push_back((body.received_at_ms, key));
     }
 }
 
@@ -100,6 +174,7 @@ mod tests {
             contact_id: None,
             email: Some("Ada@Example.com"),
             callback_id: None,
+            body: None,
         };
         assert_eq!(set.insert(ada("a"), "r1"), Ok(()));
         let same = Contact {
@@ -120,6 +195,7 @@ mod tests {
             contact_id: Some(7),
             email,
             callback_id: None,
+            body: None,
         };
         assert_eq!(set.insert(by_id(Some("x@example.com")), "r5"), Ok(()));
         assert_eq!(

@@ -228,7 +228,9 @@ impl Dispatcher {
             .with_context(|| format!("cannot recover the inbox in {}", data_dir.display()))?;
         let pending = PendingSet::new(metrics.clone());
         for r in &receipts {
-            if !done.contains(&ReceiptId::new(&r.receipt_id)) {
+            if done.contains(&ReceiptId::new(&r.receipt_id)) {
+                pending.remember(r.contact(), &r.receipt_id);
+            } else {
                 // Repeats (a receipt in two parts) keep the first.
                 let _ = pending.insert(r.contact(), &r.receipt_id);
             }
@@ -567,6 +569,7 @@ impl Dispatcher {
             contact_id: item.contact_id,
             email: item.email.as_deref(),
             callback_id: item.callback_id.as_deref(),
+            body: None,
         };
         self.pending.release(contact, &item.receipt_id.to_string());
     }

@@ -33,6 +33,14 @@ pub struct Received {
     pub _held: Option<OwnedSemaphorePermit>,
 }
 
+impl Received {
+    /// The body's SHA-256, hex: how a replayed post is recognised.
+    pub fn sha256(&self) -> String {
+        use sha2::Digest;
+        hex::encode(sha2::Sha256::digest(&self.bytes))
+    }
+}
+
 /// Read `body`, at most `limit` bytes, within [`BODY_READ_TIMEOUT`], taking budget as bytes
 /// arrive.
 pub async fn read(body: Body, limit: usize, budget: &Arc<Semaphore>) -> Result<Received, Refusal> {

@@ -304,6 +304,7 @@ async fn accept_contact(state: &AppState, post: Authenticated) -> Result<Stored,
         signature: signature.to_string(),
         config: config.identity.clone(),
         callback_id: None,
+        body_sha256: Some(body.sha256()),
     };
     store(state, receipt).await
 }
@@ -337,6 +338,7 @@ async fn accept_execution(state: &AppState, post: Authenticated) -> Result<Webho
         signature: signature.to_string(),
         config: config.identity.clone(),
         callback_id: Some(execution.callback_id),
+        body_sha256: Some(body.sha256()),
     };
     store(state, receipt).await?;
     Ok(kind)
