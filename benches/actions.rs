@@ -141,7 +141,7 @@ fn write_receipts(data: &Path, n: usize, now: i64, identity: &str) {
             signature: "v2".into(),
             config: identity.into(),
             callback_id: Some(callback(i)),
-            body_sha256: None,
+            body_hash: None,
         })
         .collect();
     let mut df = inbox::frame(&rows).unwrap();

@@ -147,7 +147,7 @@ fn write_receipts_from(data: &Path, from: usize, n: usize, now: i64, identity: &
             signature: "v2".into(),
             config: identity.into(),
             callback_id: None,
-            body_sha256: None,
+            body_hash: None,
         })
         .collect();
     let mut df = inbox::frame(&rows).unwrap();

@@ -675,7 +675,7 @@ fn a_damaged_log_frame_loses_only_itself_and_the_segment_is_kept() {
                 signature: "v2".into(),
                 config: "c".into(),
                 callback_id: None,
-                body_sha256: None,
+                body_hash: None,
             })
             .unwrap()
         })

@@ -59,7 +59,7 @@ fn receipt(n: u64) -> Receipt {
         signature: "v2".into(),
         config: "test".into(),
         callback_id: None,
-        body_sha256: None,
+        body_hash: None,
     }
 }
 

@@ -50,8 +50,8 @@ pub mod col {
     pub const CONFIG: &str = "config";
     /// A workflow action's callback id (null for webhooks, and absent from older parts).
     pub const CALLBACK_ID: &str = "callback_id";
-    /// SHA-256 of the post's body, hex (absent from older parts).
-    pub const BODY_SHA256: &str = "body_sha256";
+    /// XXH3-128 of the post's body, hex (absent from older parts).
+    pub const BODY_HASH: &str = "body_hash";
 }
 
 /// The dataset under `data_dir`.
@@ -87,9 +87,9 @@ pub struct Receipt {
     /// A workflow action's execution: the callback that releases the contact.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub callback_id: Option<String>,
-    /// SHA-256 of the post's body (hex): a replay of it is recognised for three days.
+    /// XXH3-128 of the post's body (hex): a replay of it is recognised for three days.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub body_sha256: Option<String>,
+    pub body_hash: Option<String>,
 }
 
 impl Receipt {
@@ -100,8 +100,8 @@ impl Receipt {
             contact_id: self.contact_id,
             email: self.email.as_deref(),
             callback_id: self.callback_id.as_deref(),
-            body: self.body_sha256.as_deref().map(|sha256| Body {
-                sha256,
+            body: self.body_hash.as_deref().map(|hash| Body {
+                hash,
                 received_at_ms: self.received_at_ms,
             }),
         }
@@ -167,7 +167,7 @@ pub struct ReceiptKey {
     pub contact_id: Option<i64>,
     pub email: Option<String>,
     pub callback_id: Option<String>,
-    pub body_sha256: Option<String>,
+    pub body_hash: Option<String>,
     pub received_at_ms: i64,
 }
 
@@ -179,7 +179,7 @@ impl ReceiptKey {
             contact_id: r.contact_id,
             email: r.email.clone(),
             callback_id: r.callback_id.clone(),
-            body_sha256: r.body_sha256.clone(),
+            body_hash: r.body_hash.clone(),
             received_at_ms: r.received_at_ms,
         }
     }
@@ -190,8 +190,8 @@ impl ReceiptKey {
             contact_id: self.contact_id,
             email: self.email.as_deref(),
             callback_id: self.callback_id.as_deref(),
-            body: self.body_sha256.as_deref().map(|sha256| Body {
-                sha256,
+            body: self.body_hash.as_deref().map(|hash| Body {
+                hash,
                 received_at_ms: self.received_at_ms,
             }),
         }
@@ -516,7 +516,7 @@ pub fn frame(rows: &[Receipt]) -> anyhow::Result<DataFrame> {
             s(col::SIGNATURE, &|r| Some(&r.signature)),
             s(col::CONFIG, &|r| Some(&r.config)),
             s(col::CALLBACK_ID, &|r| r.callback_id.as_deref()),
-            s(col::BODY_SHA256, &|r| r.body_sha256.as_deref()),
+            s(col::BODY_HASH, &|r| r.body_hash.as_deref()),
         ],
     )?)
 }
@@ -534,7 +534,7 @@ pub fn read_keys(dataset: &Dataset) -> anyhow::Result<Vec<ReceiptKey>> {
     let contacts = super::ints(&df, col::CONTACT_ID)?;
     let emails = super::strs(&df, col::EMAIL)?;
     let callbacks = super::strs_or_null(&df, col::CALLBACK_ID)?;
-    let bodies = super::strs_or_null(&df, col::BODY_SHA256)?;
+    let bodies = super::strs_or_null(&df, col::BODY_HASH)?;
     let received = super::ints(&df, col::RECEIVED_AT)?;
     let mut seen = HashSet::new();
     let mut out = Vec::with_capacity(ids.len());
@@ -547,7 +547,7 @@ pub fn read_keys(dataset: &Dataset) -> anyhow::Result<Vec<ReceiptKey>> {
                 contact_id: contacts[i],
                 email: emails[i].clone(),
                 callback_id: callbacks[i].clone(),
-                body_sha256: bodies[i].clone(),
+                body_hash: bodies[i].clone(),
                 received_at_ms: received[i].unwrap_or_default(),
             });
         }
@@ -644,7 +644,7 @@ mod tests {
             signature: "v2".into(),
             config: "c".into(),
             callback_id: None,
-            body_sha256: None,
+            body_hash: None,
         }
     }
 

@@ -31,17 +31,17 @@ pub struct PendingSet {
 #[derive(Default)]
 struct State {
     pending: HashMap<Key, String>,
-    /// (webhook id, body's SHA-256) → the receipt that body was stored as.
+    /// (webhook id, body's hash) → the receipt that body was stored as.
     recent: HashMap<(String, String), String>,
     /// When each of `recent` was received, oldest first (about: start-up adds them in part
     /// order), to forget them after the window.
     expiry: VecDeque<(i64, (String, String))>,
 }
 
-/// A post's body, for replays: its SHA-256 (hex) and when it was received.
+/// A post's body, for replays: its hash (hex) and when it was received.
 #[derive(Debug, Clone, Copy)]
 pub struct Body<'a> {
-    pub sha256: &'a str,
+    pub hash: &'a str,
     pub received_at_ms: i64,
 }
 
@@ -93,7 +93,7 @@ impl PendingSet {
         if let Some(body) = contact.body
             && let Some(existing) = state
                 .recent
-                .get(&(contact.webhook_id.to_string(), body.sha256.to_string()))
+                .get(&(contact.webhook_id.to_string(), body.hash.to_string()))
         {
             return Err(existing.clone());
         }
@@ -125,7 +125,7 @@ impl PendingSet {
     pub fn withdraw(&self, contact: Contact<'_>, receipt_id: &str) {
         self.release(contact, receipt_id);
         if let Some(body) = contact.body {
-            let key = (contact.webhook_id.to_string(), body.sha256.to_string());
+            let key = (contact.webhook_id.to_string(), body.hash.to_string());
             let mut state = self.inner.lock().unwrap();
             if state.recent.get(&key).is_some_and(|id| id == receipt_id) {
                 state.recent.remove(&key);
@@ -153,7 +153,7 @@ impl State {
             let (_, key) = self.expiry.pop_front().expect("checked");
             self.recent.remove(&key);
         }
-        let key = (contact.webhook_id.to_string(), body.sha256.to_string());
+        let key = (contact.webhook_id.to_string(), body.hash.to_string());
         if self.recent.contains_key(&key) {
             return;
         }

@@ -165,7 +165,7 @@ async fn authenticate(
     if declared.is_some_and(|n| n > limit) {
         return Err(Refusal::TooLarge { limit });
     }
-    let received = body::read(body, limit, &state.bodies).await?;
+    let received = body::read(body, limit, declared, &state.bodies).await?;
     let body = &received.bytes;
 
     let now_ms = now_ms();
@@ -304,7 +304,7 @@ async fn accept_contact(state: &AppState, post: Authenticated) -> Result<Stored,
         signature: signature.to_string(),
         config: config.identity.clone(),
         callback_id: None,
-        body_sha256: Some(body.sha256()),
+        body_hash: Some(body.hash()),
     };
     store(state, receipt).await
 }
@@ -338,7 +338,7 @@ async fn accept_execution(state: &AppState, post: Authenticated) -> Result<Webho
         signature: signature.to_string(),
         config: config.identity.clone(),
         callback_id: Some(execution.callback_id),
-        body_sha256: Some(body.sha256()),
+        body_hash: Some(body.hash()),
     };
     store(state, receipt).await?;
     Ok(kind)
