@@ -149,5 +149,7 @@ fn start(server: &str, dir: &Path) -> (Child, String) {
             return (child, addr);
         }
     }
+    let _ = child.kill();
+    let _ = child.wait();
     panic!("server exited before listening");
 }
