@@ -1,7 +1,9 @@
-//! sendtime: receives HubSpot workflow webhooks, works out when each contact is most likely to
-//! read email, and enrolls it back into a HubSpot workflow at that moment.
+//! sendtime: receives contacts from HubSpot workflows (its custom workflow action, or a "Send
+//! a webhook" step), works out when each is most likely to read email, and at that moment
+//! sends it on: releases it from the action, enrolls it into a workflow, or adds it to a list.
 //!
-//! Data flows one way: [`receiver`] → [`store`] → plan → dispatch. [`config`] is read by all.
+//! Data flows one way: [`receiver`] → [`datasets`] (inbox → plan → outcomes) → [`dispatch`],
+//! on the machinery of [`store`]. [`config`] is read by all.
 
 pub mod cli;
 pub mod clock;

@@ -1,9 +1,11 @@
-//! `POST /hooks/{webhook_id}`: HubSpot's workflow webhooks in, durable receipts out.
+//! `POST /hooks/{webhook_id}` and `POST /actions/{action_id}`: HubSpot's workflow webhooks and
+//! workflow-action executions in, durable receipts out.
 //!
-//! Checks run cheapest-first and nothing unauthenticated is parsed: unknown webhook (404),
-//! body size (413), signature (401), body (400, also when it lacks what the webhook's type
-//! needs: an email to enroll, a record id for a list), portal (401), then the store (200 once
-//! the receipt is durable; 503 when it cannot be, so HubSpot retries).
+//! Checks run cheapest-first and nothing unauthenticated is parsed: unknown webhook or action
+//! (404), body size (413, within the body budget), signature (401), body (400, also when it
+//! lacks what the webhook's type needs: an email to enroll, a record id for a list), portal
+//! (401), then the store (200 once the receipt is durable, BLOCK for an action; 503 when it
+//! cannot be, so HubSpot retries).
 
 pub mod body;
 pub mod execution;
