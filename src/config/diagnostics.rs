@@ -47,9 +47,8 @@ impl Diagnostics {
         d
     }
 
-    /// Record a problem at byte `offset` of `text`.
-    pub fn push(&mut self, severity: Severity, text: &str, offset: usize, message: String) {
-        let (line, column) = line_column(text, offset);
+    /// Record a problem at `(line, column)` (see [`Lines`]).
+    pub fn push(&mut self, severity: Severity, (line, column): (usize, usize), message: String) {
         self.items.push(Diagnostic {
             severity,
             line,
@@ -120,14 +119,34 @@ impl fmt::Display for Diagnostics {
 
 impl std::error::Error for Diagnostics {}
 
-/// 1-based line and character column of byte `offset` in `text`.
+/// Where each line of a text starts, found once: a position is then a binary search away, so
+/// a file with thousands of problems is reported in linear time, not quadratic.
+pub struct Lines<'t> {
+    text: &'t str,
+    starts: Vec<usize>,
+}
+
+impl<'t> Lines<'t> {
+    pub fn new(text: &'t str) -> Self {
+        let starts = std::iter::once(0)
+            .chain(text.match_indices('\n').map(|(i, _)| i + 1))
+            .collect();
+        Lines { text, starts }
+    }
+
+    /// 1-based line and character column of byte `offset`.
+    pub fn line_column(&self, offset: usize) -> (usize, usize) {
+        let offset = floor_char_boundary(self.text, offset.min(self.text.len()));
+        let line = self.starts.partition_point(|&s| s <= offset);
+        let start = self.starts[line - 1];
+        let column = self.text[start..offset].chars().count() + 1;
+        (line, column)
+    }
+}
+
+#[cfg(test)]
 fn line_column(text: &str, offset: usize) -> (usize, usize) {
-    let offset = offset.min(text.len());
-    let before = &text[..floor_char_boundary(text, offset)];
-    let line = before.matches('\n').count() + 1;
-    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
-    let column = before[line_start..].chars().count() + 1;
-    (line, column)
+    Lines::new(text).line_column(offset)
 }
 
 fn floor_char_boundary(text: &str, mut i: usize) -> usize {

@@ -20,6 +20,8 @@ pub use watch::{ConfigHandle, Watcher};
 
 /// The schema versions this build understands.
 pub const SUPPORTED_VERSION: i64 = 1;
+/// A larger config file is refused: thousands of webhooks fit in a fraction of this.
+pub const MAX_CONFIG_BYTES: u64 = 4 * 1024 * 1024;
 
 /// A validated configuration. Built only by [`Config::load`] / [`Config::from_text`], so
 /// every value in it has passed the checks in [`parse`].
@@ -260,8 +262,16 @@ pub struct Loaded {
 impl Config {
     /// Read, parse and validate the file at `path`. All problems come back at once.
     pub fn load(path: &Path, overrides: &Overrides, env: EnvCheck) -> Result<Loaded, Diagnostics> {
-        let bytes = std::fs::read(path)
-            .map_err(|e| Diagnostics::whole_file(path, format!("cannot read config: {e}")))?;
+        let cannot_read =
+            |e: std::io::Error| Diagnostics::whole_file(path, format!("cannot read config: {e}"));
+        let size = std::fs::metadata(path).map_err(cannot_read)?.len();
+        if size > MAX_CONFIG_BYTES {
+            return Err(Diagnostics::whole_file(
+                path,
+                format!("config is {size} bytes; at most {MAX_CONFIG_BYTES} are read"),
+            ));
+        }
+        let bytes = std::fs::read(path).map_err(cannot_read)?;
         let text = String::from_utf8(bytes).map_err(|e| {
             Diagnostics::whole_file(path, format!("config is not valid UTF-8: {e}"))
         })?;

@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 
 use toml::de::{DeTable, DeValue};
 
+use super::diagnostics::Lines;
 use super::reader::{Ctx, TableReader, closest, first_line, number, read_array, sub_table};
 use super::{
     Config, Connector, Diagnostics, EnvCheck, Loaded, SUPPORTED_VERSION, Scheduler, Server,
@@ -70,7 +71,7 @@ pub(super) struct Draft {
 /// vars) come along.
 pub(super) fn parse(path: &Path, text: &str, env: EnvCheck) -> Result<Loaded, Diagnostics> {
     let mut ctx = Ctx {
-        text,
+        lines: Lines::new(text),
         diags: Diagnostics::new(path),
     };
     let (doc, syntax) = DeTable::parse_recoverable(text);

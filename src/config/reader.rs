@@ -7,6 +7,7 @@ use std::cell::RefCell;
 use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
+use super::diagnostics::Lines;
 use super::{Diagnostics, Severity};
 
 /// Keys people reach for that would put a secret in git.
@@ -20,19 +21,19 @@ const INLINE_SECRET_KEYS: &[(&str, &str)] = &[
 
 /// Where problems are collected while reading one file.
 pub(super) struct Ctx<'t> {
-    pub text: &'t str,
+    pub lines: Lines<'t>,
     pub diags: Diagnostics,
 }
 
 impl Ctx<'_> {
     pub fn error(&mut self, at: usize, message: impl Into<String>) {
-        self.diags
-            .push(Severity::Error, self.text, at, message.into());
+        let at = self.lines.line_column(at);
+        self.diags.push(Severity::Error, at, message.into());
     }
 
     pub fn warning(&mut self, at: usize, message: impl Into<String>) {
-        self.diags
-            .push(Severity::Warning, self.text, at, message.into());
+        let at = self.lines.line_column(at);
+        self.diags.push(Severity::Warning, at, message.into());
     }
 }
 

@@ -75,7 +75,7 @@ fn check_unique<'s>(ctx: &mut Ctx, ids: impl Iterator<Item = (&'s str, usize, &'
     let mut seen: HashMap<&str, usize> = HashMap::new();
     for (id, at, what) in ids {
         if let Some(first) = seen.get(id) {
-            let line = ctx.text[..*first].matches('\n').count() + 1;
+            let (line, _) = ctx.lines.line_column(*first);
             ctx.error(
                 at,
                 format!("duplicate {what} id \"{id}\" (first defined on line {line})"),

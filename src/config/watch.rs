@@ -87,7 +87,11 @@ impl Watcher {
                         true
                     }
                 };
-                reload(&handle, &path, &overrides, forced, &mut rejected);
+                // Reading and checking a large file takes a while: off the async workers, so
+                // posts are not kept waiting meanwhile.
+                tokio::task::block_in_place(|| {
+                    reload(&handle, &path, &overrides, forced, &mut rejected)
+                });
             }
         });
         Ok(Self {
