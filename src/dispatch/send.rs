@@ -169,6 +169,18 @@ impl Ctx {
         }
     }
 
+    /// What to do after `e` failed a call for `batch`: a transient failure is counted on each
+    /// of its contacts, and the one that has failed most decides.
+    fn decide_after(&self, link: &Link, e: &ApiError, batch: &mut [Pending]) -> Decision {
+        if matches!(e, ApiError::Transient { .. }) {
+            batch
+                .iter_mut()
+                .for_each(|i| i.failures = i.failures.saturating_add(1));
+        }
+        let failures = batch.iter().map(|i| i.failures).max().unwrap_or(1);
+        self.decide(link, e, u32::from(failures))
+    }
+
     /// What to do after `e`; `failures` counts the transient failures so far, this one
     /// included.
     fn decide(&self, link: &Link, e: &ApiError, failures: u32) -> Decision {
@@ -404,10 +416,7 @@ pub async fn enroll(
                 return done_if_recorded(&ctx, r, item).await;
             }
             Err(e) => {
-                if matches!(e, ApiError::Transient { .. }) {
-                    item.failures = item.failures.saturating_add(1);
-                }
-                let decision = ctx.decide(&link, &e, u32::from(item.failures));
+                let decision = ctx.decide_after(&link, &e, std::slice::from_mut(&mut item));
                 item.in_doubt = may_have_reached(&e);
                 if item.in_doubt {
                     item.doubt_workflow = NonZeroU64::new(workflow);
@@ -543,13 +552,7 @@ pub async fn list_add(
                     continue 'chunks;
                 }
                 Err(e) => {
-                    if matches!(e, ApiError::Transient { .. }) {
-                        chunk
-                            .iter_mut()
-                            .for_each(|i| i.failures = i.failures.saturating_add(1));
-                    }
-                    let failures = chunk.iter().map(|i| i.failures).max().unwrap_or(1);
-                    let decision = ctx.decide(&link, &e, u32::from(failures));
+                    let decision = ctx.decide_after(&link, &e, &mut chunk);
                     let now = ctx.now();
                     let rows = chunk
                         .iter()
@@ -694,16 +697,10 @@ pub async fn complete(ctx: Arc<Ctx>, link: Arc<Link>, items: Vec<Pending>) -> Ve
                     continue 'chunks;
                 }
                 Err(e) => {
-                    if matches!(e, ApiError::Transient { .. }) {
-                        chunk
-                            .iter_mut()
-                            .for_each(|i| i.failures = i.failures.saturating_add(1));
-                    }
                     if may_have_reached(&e) {
                         chunk.iter_mut().for_each(|i| i.in_doubt = true);
                     }
-                    let failures = chunk.iter().map(|i| i.failures).max().unwrap_or(1);
-                    let decision = ctx.decide(&link, &e, u32::from(failures));
+                    let decision = ctx.decide_after(&link, &e, &mut chunk);
                     let now = ctx.now();
                     if matches!(decision, Decision::GiveUp) {
                         // A lone callback HubSpot will not complete. When an earlier call for
