@@ -428,20 +428,8 @@ fn read_webhook(ctx: &mut Ctx, table: &DeTable, at: usize, n: usize) -> WebhookD
         &format!(" (one of: {})", names.join(", ")),
         |r, ctx| {
             let (s, at) = r.string(ctx, "type")?;
-            let kind = WebhookType::parse(&s);
-            if kind.is_none() {
-                let hint = closest(&s.to_ascii_uppercase(), &names)
-                    .map(|c| format!("did you mean `{c}`? "))
-                    .unwrap_or_default();
-                ctx.error(
-                    at,
-                    format!(
-                        "unknown webhook type `{s}`; {hint}expected one of: {}",
-                        names.join(", ")
-                    ),
-                );
-            }
-            kind
+            let problem = format!("unknown webhook type `{s}`");
+            webhook_type(ctx, &s, at, |_| true, &problem)
         },
     );
     let workflow_id = r.positive(ctx, "workflow_id", i64::MAX as u64);
@@ -487,25 +475,9 @@ fn read_action(ctx: &mut Ctx, table: &DeTable, at: usize, n: usize) -> WebhookDr
         None if r.has("default_type") => None,
         None => Some(WebhookType::Next24Hours),
         Some((s, at)) => {
-            let kind = WebhookType::parse(&s).filter(|k| k.enrolls());
-            if kind.is_none() {
-                let names: Vec<&str> = WebhookType::ALL
-                    .iter()
-                    .filter(|t| t.enrolls())
-                    .map(|t| t.as_str())
-                    .collect();
-                let hint = closest(&s.to_ascii_uppercase(), &names)
-                    .map(|c| format!("did you mean `{c}`? "))
-                    .unwrap_or_default();
-                ctx.error(
-                    at,
-                    format!(
-                        "`default_type` `{s}` is not a delivery type of a workflow action; {hint}expected one of: {}",
-                        names.join(", ")
-                    ),
-                );
-            }
-            kind
+            let problem =
+                format!("`default_type` `{s}` is not a delivery type of a workflow action");
+            webhook_type(ctx, &s, at, WebhookType::enrolls, &problem)
         }
     };
     let name_in_messages = r.name.clone();
@@ -524,6 +496,33 @@ fn read_action(ctx: &mut Ctx, table: &DeTable, at: usize, n: usize) -> WebhookDr
         list_id: None,
         list_id_at: None,
     }
+}
+
+/// `s` as a webhook type that `accepts`; else an error at `at` that says `problem`, the closest
+/// accepted name and all of them.
+fn webhook_type(
+    ctx: &mut Ctx,
+    s: &str,
+    at: usize,
+    accepts: fn(WebhookType) -> bool,
+    problem: &str,
+) -> Option<WebhookType> {
+    let kind = WebhookType::parse(s).filter(|&k| accepts(k));
+    if kind.is_none() {
+        let names: Vec<&str> = WebhookType::ALL
+            .iter()
+            .filter(|&&t| accepts(t))
+            .map(|t| t.as_str())
+            .collect();
+        let hint = closest(&s.to_ascii_uppercase(), &names)
+            .map(|c| format!("did you mean `{c}`? "))
+            .unwrap_or_default();
+        ctx.error(
+            at,
+            format!("{problem}; {hint}expected one of: {}", names.join(", ")),
+        );
+    }
+    kind
 }
 
 /// A required, URL-safe `id`.
