@@ -142,6 +142,7 @@ fn write_receipts(data: &Path, n: usize, now: i64, identity: &str) {
             config: identity.into(),
             callback_id: Some(callback(i)),
             body_hash: None,
+            time_zone: None,
         })
         .collect();
     let mut df = inbox::frame(&rows).unwrap();

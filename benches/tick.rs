@@ -148,6 +148,7 @@ fn write_receipts_from(data: &Path, from: usize, n: usize, now: i64, identity: &
             config: identity.into(),
             callback_id: None,
             body_hash: None,
+            time_zone: None,
         })
         .collect();
     let mut df = inbox::frame(&rows).unwrap();

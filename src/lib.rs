@@ -6,12 +6,14 @@
 //! on the machinery of [`store`]. [`config`] is read by all.
 
 pub mod cli;
+pub mod capacity;
 pub mod clock;
 pub mod config;
 pub mod datasets;
 pub mod dispatch;
 pub mod hubspot;
 pub mod import;
+pub mod local_time;
 pub mod metrics;
 pub mod model;
 pub mod receiver;

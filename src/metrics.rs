@@ -9,6 +9,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+use crate::capacity::Forecast;
+
 type Labels = Vec<(&'static str, String)>;
 
 /// Shared handles to every metric; cheap to clone.
@@ -36,6 +38,11 @@ pub struct Inner {
     pub ticks_skipped: Counter,
     /// Planned receipts not yet final (due or not).
     pub queued: Gauge,
+    planned_calls: Family<Labels, Gauge>,
+    capacity_per_hour: Family<Labels, Gauge>,
+    plan_moves: Family<Labels, Counter>,
+    /// The dispatcher's latest forecast, for `/status`.
+    forecast: std::sync::Mutex<Arc<Forecast>>,
 }
 
 impl std::ops::Deref for Metrics {
@@ -68,6 +75,24 @@ impl Metrics {
         let tick_seconds = Histogram::new(exponential_buckets(0.001, 2.0, 20));
         let ticks_skipped = Counter::default();
         let queued = Gauge::default();
+        let planned_calls = Family::<Labels, Gauge>::default();
+        let capacity_per_hour = Family::<Labels, Gauge>::default();
+        let plan_moves = Family::<Labels, Counter>::default();
+        registry.register(
+            "planned_calls",
+            "HubSpot calls planned per connector in the hour that starts `hours_ahead` hours from this one (next 7 days)",
+            planned_calls.clone(),
+        );
+        registry.register(
+            "capacity_calls_per_hour",
+            "HubSpot calls per hour that planning may fill, per connector",
+            capacity_per_hour.clone(),
+        );
+        registry.register(
+            "plan_moves",
+            "Receipts not planned at their preferred time: capacity (another hour of the window), spilled (past a full window), quiet (quiet hours leave no minute in the window)",
+            plan_moves.clone(),
+        );
         registry.register(
             "dispatch_outcomes",
             "Dispatcher call results by status (enrolled, listed, retrying, failed, dry-run)",
@@ -142,6 +167,10 @@ impl Metrics {
             tick_seconds,
             ticks_skipped,
             queued,
+            planned_calls,
+            capacity_per_hour,
+            plan_moves,
+            forecast: Default::default(),
         }))
     }
 
@@ -178,6 +207,39 @@ impl Metrics {
         self.paused
             .get_or_create(&vec![("connector", connector.to_string())])
             .clone()
+    }
+
+    /// Count a receipt planned away from its preferred time on `connector`.
+    pub fn plan_move(&self, connector: &str, kind: &str) -> Counter {
+        self.plan_moves
+            .get_or_create(&vec![
+                ("connector", connector.to_string()),
+                ("move", kind.to_string()),
+            ])
+            .clone()
+    }
+
+    /// Publish the dispatcher's forecast of planned calls against capacity.
+    pub fn set_forecast(&self, forecast: Forecast) {
+        for c in &forecast.connectors {
+            self.capacity_per_hour
+                .get_or_create(&vec![("connector", c.connector.clone())])
+                .set(c.capacity_per_hour as i64);
+            for (h, n) in c.planned_per_hour.iter().enumerate() {
+                self.planned_calls
+                    .get_or_create(&vec![
+                        ("connector", c.connector.clone()),
+                        ("hours_ahead", h.to_string()),
+                    ])
+                    .set(*n as i64);
+            }
+        }
+        *self.forecast.lock().unwrap() = Arc::new(forecast);
+    }
+
+    /// The latest forecast (empty before the first tick).
+    pub fn forecast(&self) -> Arc<Forecast> {
+        self.forecast.lock().unwrap().clone()
     }
 
     /// Everything in Prometheus/OpenMetrics text format.

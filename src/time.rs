@@ -107,6 +107,32 @@ impl fmt::Display for Minute {
     }
 }
 
+/// A span written as a whole number of minutes, hours or days: `90m`, `36h`, `7d` (how
+/// delivery windows are written).
+pub fn parse_span(text: &str) -> Option<i64> {
+    let text = text.trim();
+    let (digits, unit) = text.split_at(text.len().checked_sub(1)?);
+    let n: i64 = digits.parse().ok().filter(|n| *n > 0)?;
+    let unit = match unit {
+        "m" => MINUTE_MS,
+        "h" => HOUR_MS,
+        "d" => DAY_MS,
+        _ => return None,
+    };
+    n.checked_mul(unit)
+}
+
+/// A span as [`parse_span`] reads it, in the largest unit that divides it.
+pub fn format_span(ms: i64) -> String {
+    if ms % DAY_MS == 0 {
+        format!("{}d", ms / DAY_MS)
+    } else if ms % HOUR_MS == 0 {
+        format!("{}h", ms / HOUR_MS)
+    } else {
+        format!("{}m", ms / MINUTE_MS)
+    }
+}
+
 /// RFC 3339 in UTC to the second (`2026-01-01T00:00:00Z`), as import windows are shown.
 pub fn format_rfc3339(ms: i64) -> String {
     rfc3339(ms, SecondsFormat::Secs)

@@ -676,6 +676,7 @@ fn a_damaged_log_frame_loses_only_itself_and_the_segment_is_kept() {
                 config: "c".into(),
                 callback_id: None,
                 body_hash: None,
+                time_zone: None,
             })
             .unwrap()
         })

@@ -60,6 +60,7 @@ fn receipt(n: u64) -> Receipt {
         config: "test".into(),
         callback_id: None,
         body_hash: None,
+        time_zone: None,
     }
 }
 

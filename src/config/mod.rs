@@ -18,6 +18,8 @@ use sha2::{Digest, Sha256};
 pub use diagnostics::{Diagnostic, Diagnostics, Severity};
 pub use watch::{ConfigHandle, Watcher};
 
+use crate::local_time::QuietHours;
+
 /// The schema versions this build understands.
 pub const SUPPORTED_VERSION: i64 = 1;
 /// A larger config file is refused: thousands of webhooks fit in a fraction of this.
@@ -117,6 +119,16 @@ pub struct Connector {
     /// Refuse (401) posts signed with an older version: v1 signs only the body, so a captured
     /// v1 post can be replayed to any webhook of the connector.
     pub min_signature_version: crate::receiver::signature::Version,
+    /// The most calls per day (in `time_zone`) that planning may use, so sendtime can share
+    /// the account's daily allowance with other integrations; unlimited when absent.
+    pub daily_budget: Option<u32>,
+    /// The account's zone: its day for `daily_budget`, and the zone of contacts whose own is
+    /// unknown. UTC when absent.
+    pub time_zone: Option<chrono_tz::Tz>,
+    /// The contact property (in posted bodies) that holds the contact's zone.
+    pub time_zone_property: String,
+    /// Quiet hours for the connector's webhooks and actions that set none.
+    pub quiet_hours: Option<QuietHours>,
 }
 
 impl Connector {
@@ -220,6 +232,17 @@ pub struct Webhook {
     pub kind: WebhookType,
     /// Where its contacts go; which one follows from `kind`.
     pub target: Target,
+    /// How long after receipt a timed contact may wait (`window`); the type's default when
+    /// absent (24 hours, 7 days).
+    pub window: Option<i64>,
+    /// No timed send in this local range of the contact's day (its own or its connector's).
+    pub quiet_hours: Option<QuietHours>,
+}
+
+impl Webhook {
+    /// The shortest and longest `window`.
+    pub const MIN_WINDOW_MS: i64 = crate::time::HOUR_MS;
+    pub const MAX_WINDOW_MS: i64 = 7 * crate::time::DAY_MS;
 }
 
 /// Where a webhook's contacts go.

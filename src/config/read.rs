@@ -15,8 +15,10 @@ use super::diagnostics::Lines;
 use super::reader::{Ctx, TableReader, closest, first_line, number, read_array, sub_table};
 use super::{
     Config, Connector, Diagnostics, EnvCheck, Loaded, SUPPORTED_VERSION, Scheduler, Server,
-    WebhookType, identity_of, validation,
+    Webhook, WebhookType, identity_of, validation,
 };
+use crate::local_time::{DEFAULT_ZONE_PROPERTY, QuietHours, parse_zone};
+use crate::time::parse_span;
 use crate::model::ModelConfig;
 use crate::receiver::signature::Version;
 
@@ -50,6 +52,12 @@ pub(super) struct WebhookDraft {
     pub workflow_id_at: Option<usize>,
     pub list_id: Option<String>,
     pub list_id_at: Option<usize>,
+    /// `window` (outer `None`: present and wrong, reported).
+    pub window: Option<Option<i64>>,
+    /// `quiet_hours`, likewise.
+    pub quiet_hours: Option<Option<QuietHours>>,
+    /// Where `window` or `quiet_hours` is, when either is.
+    pub timing_at: Option<usize>,
 }
 
 /// The whole file as read.
@@ -384,6 +392,27 @@ fn read_connector(ctx: &mut Ctx, table: &DeTable, at: usize, n: usize) -> Option
             v
         }
     };
+    let daily_budget = match r.has("daily_budget") {
+        false => Some(None),
+        true => r
+            .positive(ctx, "daily_budget", Connector::MAX_REQUESTS_PER_DAY.into())
+            .map(|n| Some(n as u32)),
+    };
+    let time_zone = r.parsed(ctx, "time_zone", |s| {
+        parse_zone(s).ok_or_else(|| {
+            format!("unknown time zone \"{s}\"; use an IANA name such as \"America/New_York\"")
+        })
+    });
+    let time_zone_property = match r.string(ctx, "time_zone_property") {
+        None if r.has("time_zone_property") => None,
+        None => Some(DEFAULT_ZONE_PROPERTY.to_string()),
+        Some((s, at)) if s.is_empty() || s.len() > 100 => {
+            ctx.error(at, "`time_zone_property` must name a contact property (1 to 100 characters)");
+            None
+        }
+        Some((s, _)) => Some(s),
+    };
+    let quiet_hours = r.parsed(ctx, "quiet_hours", QuietHours::parse);
     let allow_unsigned_at = r
         .get("allow_unsigned")
         .filter(|_| allow_unsigned == Some(true))
@@ -407,6 +436,10 @@ fn read_connector(ctx: &mut Ctx, table: &DeTable, at: usize, n: usize) -> Option
             allow_unsigned: allow_unsigned?,
             require_portal_id: require_portal_id?,
             min_signature_version: min_signature_version?,
+            daily_budget: daily_budget?,
+            time_zone: time_zone?,
+            time_zone_property: time_zone_property?,
+            quiet_hours: quiet_hours?,
         },
         id_at,
         client_secret_env_at,
@@ -445,6 +478,7 @@ fn read_webhook(ctx: &mut Ctx, table: &DeTable, at: usize, n: usize) -> WebhookD
         }
     });
     let list_id_at = r.get("list_id").map(|v| v.span().start);
+    let (window, quiet_hours, timing_at) = read_timing(ctx, &r);
     let name_in_messages = r.name.clone();
     r.finish(ctx);
     WebhookDraft {
@@ -460,6 +494,9 @@ fn read_webhook(ctx: &mut Ctx, table: &DeTable, at: usize, n: usize) -> WebhookD
         workflow_id_at,
         list_id,
         list_id_at,
+        window,
+        quiet_hours,
+        timing_at,
     }
 }
 
@@ -480,6 +517,7 @@ fn read_action(ctx: &mut Ctx, table: &DeTable, at: usize, n: usize) -> WebhookDr
             webhook_type(ctx, &s, at, WebhookType::enrolls, &problem)
         }
     };
+    let (window, quiet_hours, timing_at) = read_timing(ctx, &r);
     let name_in_messages = r.name.clone();
     r.finish(ctx);
     WebhookDraft {
@@ -495,7 +533,32 @@ fn read_action(ctx: &mut Ctx, table: &DeTable, at: usize, n: usize) -> WebhookDr
         workflow_id_at: None,
         list_id: None,
         list_id_at: None,
+        window,
+        quiet_hours,
+        timing_at,
     }
+}
+
+/// `window` and `quiet_hours` of a webhook or action, and where the first of them is.
+fn read_timing(
+    ctx: &mut Ctx,
+    r: &TableReader,
+) -> (Option<Option<i64>>, Option<Option<QuietHours>>, Option<usize>) {
+    let window = r.parsed(ctx, "window", |s| {
+        let span = parse_span(s).ok_or_else(|| {
+            format!("\"{s}\" is not a span such as \"90m\", \"36h\" or \"7d\"")
+        })?;
+        if (Webhook::MIN_WINDOW_MS..=Webhook::MAX_WINDOW_MS).contains(&span) {
+            Ok(span)
+        } else {
+            Err(format!("\"{s}\" is outside 1h to 7d"))
+        }
+    });
+    let quiet_hours = r.parsed(ctx, "quiet_hours", QuietHours::parse);
+    let at = ["window", "quiet_hours"]
+        .into_iter()
+        .find_map(|k| r.get(k).map(|v| v.span().start));
+    (window, quiet_hours, at)
 }
 
 /// `s` as a webhook type that `accepts`; else an error at `at` that says `problem`, the closest

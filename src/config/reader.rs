@@ -199,6 +199,27 @@ impl<'a, 'i> TableReader<'a, 'i> {
         }
     }
 
+    /// An optional string key read by `parse`: `Some(None)` when absent, `None` when present
+    /// and wrong (the error, at the value, says why in `parse`'s words).
+    pub fn parsed<T>(
+        &self,
+        ctx: &mut Ctx,
+        key: &'static str,
+        parse: impl FnOnce(&str) -> Result<T, String>,
+    ) -> Option<Option<T>> {
+        if !self.has(key) {
+            return Some(None);
+        }
+        let (text, at) = self.string(ctx, key)?;
+        match parse(&text) {
+            Ok(v) => Some(Some(v)),
+            Err(why) => {
+                ctx.error(at, format!("`{key}` in {}: {why}", self.name));
+                None
+            }
+        }
+    }
+
     /// A key every table of this kind must have: its value when present (and of the right
     /// kind, by `read`), else a "missing" error at the table's header.
     pub fn required<T>(

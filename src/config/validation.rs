@@ -6,7 +6,7 @@ use std::collections::HashMap;
 
 use super::read::{ConnectorDraft, Draft, WebhookDraft};
 use super::reader::Ctx;
-use super::{EnvCheck, Target, Webhook};
+use super::{EnvCheck, Target, Webhook, WebhookType};
 
 /// Run every pass; the webhooks as configured when the draft holds everything a config needs
 /// (errors may still have been reported: the caller looks).
@@ -25,14 +25,23 @@ pub(super) fn check(ctx: &mut Ctx, draft: Draft, env: EnvCheck) -> Option<(Draft
         .filter_map(|w| {
             let connector = check_webhook_connector(ctx, w, &draft.declared_connectors);
             let target = check_webhook_target(ctx, w);
+            check_timing(ctx, w);
             let (id, at) = w.id.clone()?;
+            let connector = connector?;
+            let inherited = draft
+                .connectors
+                .iter()
+                .find(|c| c.connector.id == connector)
+                .and_then(|c| c.connector.quiet_hours);
             Some((
                 Webhook {
                     id,
                     name: w.name.clone(),
-                    connector: connector?,
+                    connector,
                     kind: w.kind?,
                     target: target?,
+                    window: w.window?,
+                    quiet_hours: w.quiet_hours?.or(inherited),
                 },
                 at,
             ))
@@ -59,6 +68,22 @@ pub(super) fn check(ctx: &mut Ctx, draft: Draft, env: EnvCheck) -> Option<(Draft
         && draft.scheduler.is_some()
         && draft.model.is_some();
     complete.then(|| (draft, webhooks.into_iter().map(|(w, _)| w).collect()))
+}
+
+/// A webhook whose contacts go on the next tick has no window to shape (an action's
+/// executions may choose a timed type, so its keys always apply).
+fn check_timing(ctx: &mut Ctx, w: &WebhookDraft) {
+    if let (false, Some(kind), Some(at)) = (w.action, w.kind, w.timing_at)
+        && matches!(kind, WebhookType::Immediate | WebhookType::UpdateOnly)
+    {
+        ctx.error(
+            at,
+            format!(
+                "{}: `window` and `quiet_hours` apply to timed types; {kind} goes on the next tick",
+                w.name_in_messages
+            ),
+        );
+    }
 }
 
 fn check_connectors_declared(ctx: &mut Ctx, draft: &Draft) {

@@ -52,6 +52,8 @@ pub mod col {
     pub const CALLBACK_ID: &str = "callback_id";
     /// XXH3-128 of the post's body, hex (absent from older parts).
     pub const BODY_HASH: &str = "body_hash";
+    /// The contact's time zone as posted (absent from older parts).
+    pub const TIME_ZONE: &str = "time_zone";
 }
 
 /// The dataset under `data_dir`.
@@ -90,6 +92,9 @@ pub struct Receipt {
     /// XXH3-128 of the post's body (hex): a replay of it is recognised for three days.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub body_hash: Option<String>,
+    /// The contact's time zone as posted (HubSpot's `america_slash_new_york`), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_zone: Option<String>,
 }
 
 impl Receipt {
@@ -517,6 +522,7 @@ pub fn frame(rows: &[Receipt]) -> anyhow::Result<DataFrame> {
             s(col::CONFIG, &|r| Some(&r.config)),
             s(col::CALLBACK_ID, &|r| r.callback_id.as_deref()),
             s(col::BODY_HASH, &|r| r.body_hash.as_deref()),
+            s(col::TIME_ZONE, &|r| r.time_zone.as_deref()),
         ],
     )?)
 }
@@ -566,6 +572,7 @@ pub struct PlanningColumns {
     /// Epoch milliseconds.
     pub received_at: Int64Chunked,
     pub callback_id: StringChunked,
+    pub time_zone: StringChunked,
 }
 
 impl PlanningColumns {
@@ -582,6 +589,7 @@ impl PlanningColumns {
                 (col::EMAIL, text()),
                 (col::RECEIVED_AT, DataType::Int64),
                 (col::CALLBACK_ID, text()),
+                (col::TIME_ZONE, text()),
             ],
         )?;
         let int = |name: &str| -> anyhow::Result<Int64Chunked> {
@@ -595,6 +603,7 @@ impl PlanningColumns {
             email: df.column(col::EMAIL)?.str()?.clone(),
             received_at: int(col::RECEIVED_AT)?,
             callback_id: df.column(col::CALLBACK_ID)?.str()?.clone(),
+            time_zone: df.column(col::TIME_ZONE)?.str()?.clone(),
         })
     }
 
@@ -645,6 +654,7 @@ mod tests {
             config: "c".into(),
             callback_id: None,
             body_hash: None,
+            time_zone: None,
         }
     }
 

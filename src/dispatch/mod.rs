@@ -10,6 +10,7 @@
 //! followed by a durable result row; after a crash, receipts whose last call has no result are
 //! "in doubt" and their contact's enrollments are read before an enrollment is sent again.
 
+mod capacity;
 mod connector;
 pub mod ids;
 mod planning;
@@ -113,6 +114,8 @@ pub struct Dispatcher {
     /// Receipts not finished, shared with the receiver: finishing one releases it.
     pending: PendingSet,
     links: HashMap<String, (String, Arc<Link>)>,
+    /// The connectors' planned sends, for the config they were built for.
+    capacity: Option<capacity::Capacities>,
     /// Daily-limit pauses as last written under `state/` (connector → until).
     pauses_on_disk: HashMap<String, i64>,
     clock: Clock,
@@ -257,6 +260,7 @@ impl Dispatcher {
             metrics,
             pending,
             links: HashMap::new(),
+            capacity: None,
             pauses_on_disk: HashMap::new(),
             clock,
             _lock: lock,
@@ -296,6 +300,7 @@ impl Dispatcher {
             ..TickReport::default()
         };
         report.planned = tokio::task::block_in_place(|| self.plan_new(config, now))?;
+        self.publish_forecast(config, now);
         self.unhold(config);
         self.resume_connectors(now);
 

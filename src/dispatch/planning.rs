@@ -3,7 +3,7 @@
 //! before the parts count as read.
 
 use rayon::prelude::*;
-use std::collections::{BinaryHeap, HashSet};
+use std::collections::{BinaryHeap, HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -11,6 +11,7 @@ use anyhow::Context;
 use polars::prelude::DataFrame;
 use ulid::Ulid;
 
+use super::capacity::Route;
 use super::ids::ReceiptId;
 use super::profiles::ProfileCache;
 use super::send::Pending;
@@ -18,18 +19,36 @@ use super::{Dispatcher, Queued, intern};
 use crate::config::{Config, WebhookType};
 use crate::datasets::inbox::PlanningColumns;
 use crate::datasets::plan::{self, Entry};
-use crate::model::plan::{Subject, plan_into};
-use crate::time::day_of;
+use crate::capacity::{Placed, Request, assign};
+use crate::local_time::{Local, Masks, parse_zone};
+use crate::model::plan::{
+    Grounds, Move, Subject, describe, minute_hash, prefer, score, window,
+};
+use crate::time::{DAY_MS, HOUR_MS, day_of, slot_of};
+
+use chrono_tz::Tz;
 
 /// Receipts planned by one task and written as one row group of the plan part.
 const PLAN_CHUNK: usize = 32_768;
+/// Hours of quiet-hour masks worked out ahead for a batch: the longest window, planned a day
+/// late, and a day to spill into.
+const MASK_HOURS: usize = ((9 * DAY_MS) / HOUR_MS) as usize;
 
 /// Receipts read from the inbox, about to be planned: the queue entries to be, and for each
-/// its stored webhook type and receipt time.
+/// what planning reads besides.
 #[derive(Default)]
 struct Fresh {
     items: Vec<Pending>,
-    meta: Vec<(WebhookType, i64)>,
+    meta: Vec<Meta>,
+}
+
+/// A fresh receipt's stored webhook type, receipt time, and its contact's zone when the post
+/// named a known one.
+#[derive(Debug, Clone, Copy)]
+struct Meta {
+    kind: WebhookType,
+    received_at_ms: i64,
+    zone: Option<Tz>,
 }
 
 impl Dispatcher {
@@ -72,7 +91,7 @@ impl Dispatcher {
                 // Profiles are kept current on every tick (cheap when no event part is new), so
                 // the first tick after start-up loads them and later ticks only add what was
                 // imported.
-                self.record_plans(now, &mut fresh)
+                self.record_plans(config, now, &mut fresh)
             });
         if let Err(e) = result {
             for item in &fresh.items {
@@ -142,9 +161,10 @@ impl Dispatcher {
                 ready_at_ms: 0,
             }
         }));
-        fresh.meta.par_extend((0..n).into_par_iter().map(|i| {
-            let kind = part.webhook_type(i).expect("checked above");
-            (kind, received.get(i).unwrap_or_default())
+        fresh.meta.par_extend((0..n).into_par_iter().map(|i| Meta {
+            kind: part.webhook_type(i).expect("checked above"),
+            received_at_ms: received.get(i).unwrap_or_default(),
+            zone: part.time_zone.get(i).and_then(parse_zone),
         }));
         self.planned.reserve(n);
         let mut repeats = Vec::new();
@@ -174,41 +194,164 @@ impl Dispatcher {
         Ok(())
     }
 
-    /// Plan `fresh` over the cores, setting each one's due time, and append the plans as one
-    /// part. Each task writes its slice's rows as a row group as soon as they are planned, so
-    /// the columns of one slice are freed (and their memory reused) before the next: fresh
-    /// pages cost a lot here.
-    fn record_plans(&self, now: i64, fresh: &mut Fresh) -> anyhow::Result<()> {
+    /// Plan `fresh`, setting each one's due time, and append the plans as one part.
+    ///
+    /// Each receipt's preferred hour is worked out on both cores; then, on one, the receipts
+    /// are placed in what their connectors have left, those that lose most by moving first
+    /// ([`crate::capacity::assign`]); then each slice's rows are built and written as a row
+    /// group of the part as soon as they are ready (fresh pages cost a lot here).
+    fn record_plans(&mut self, config: &Config, now: i64, fresh: &mut Fresh) -> anyhow::Result<()> {
         if fresh.items.is_empty() {
             return Ok(());
         }
+        let mut caps = {
+            self.capacities(config, now);
+            self.capacity.take().expect("built above")
+        };
+        let routes = caps.routes(config);
+        let unrouted = caps.unrouted();
+        let route_of = |item: &Pending| *routes.get(&*item.webhook_id).unwrap_or(&unrouted);
+        let local_of = |route: &Route, meta: &Meta| {
+            route
+                .quiet
+                .map(|q| (meta.zone.unwrap_or(route.zone), q))
+        };
         let population = self.profiles.population();
         let profiles = &self.profiles;
-        let schema = plan_chunk(&mut [], &[], profiles, &population, now)?
-            .schema()
-            .clone();
-        self.plan_ds
+        let day = day_of(now);
+        let locals: HashSet<Local> = fresh
+            .items
+            .par_iter()
+            .zip(&fresh.meta)
+            .filter_map(|(item, meta)| local_of(&route_of(item), meta))
+            .collect();
+        let masks = Masks::build(locals, now, MASK_HOURS);
+        let requests: Vec<Request> = fresh
+            .items
+            .par_iter()
+            .zip(&fresh.meta)
+            .map_init(String::new, |key, (item, meta)| {
+                let route = route_of(item);
+                let profile = profiles.lookup(item.contact_id, item.email.as_deref(), day, key);
+                let window = window(
+                    meta.kind,
+                    meta.received_at_ms,
+                    now,
+                    route.window,
+                    profile.as_ref(),
+                );
+                let local = local_of(&route, meta);
+                let mut buf = [0u8; ulid::ULID_LEN];
+                let who = Subject {
+                    contact: key,
+                    receipt: item.receipt_id.as_str(&mut buf),
+                };
+                let preferred = window.as_ref().and_then(|w| {
+                    prefer(w, profile.as_ref(), &population, who, |k| {
+                        w.minutes(k) & masks.allowed(local, w.hour(k)) != 0
+                    })
+                });
+                Request {
+                    ledger: route.ledger,
+                    cost: route.cost,
+                    window,
+                    from: meta.received_at_ms.max(now),
+                    preferred: preferred.map(|p| p.k),
+                    regret: preferred.map_or(0.0, |p| p.regret),
+                    hash: minute_hash(key),
+                    local,
+                }
+            })
+            .collect();
+        let mut key = String::new();
+        let placed = assign(&requests, &mut caps.ledgers, &masks, |i, out| {
+            let item = &fresh.items[i];
+            let Some(w) = requests[i].window else { return };
+            let profile = profiles.lookup(item.contact_id, item.email.as_deref(), day, &mut key);
+            let scores: Vec<f64> = (0..w.hours)
+                .map(|k| score(&w, k, profile.as_ref(), &population))
+                .collect();
+            out.extend(0..w.hours);
+            out.sort_by(|a, b| scores[*b].total_cmp(&scores[*a]));
+        });
+        self.count_moves(&fresh.items, &placed, &route_of);
+        let schema = plan::Columns::with_capacity(0).finish()?.schema().clone();
+        let result = self
+            .plan_ds
             .write_part_with(Ulid::generate(), &schema, |writer| {
                 fresh
                     .items
                     .par_chunks_mut(PLAN_CHUNK)
                     .zip(fresh.meta.par_chunks(PLAN_CHUNK))
-                    .try_for_each(|(items, meta)| {
-                        let df = plan_chunk(items, meta, profiles, &population, now)?;
+                    .zip(requests.par_chunks(PLAN_CHUNK))
+                    .zip(placed.par_chunks(PLAN_CHUNK))
+                    .try_for_each(|(((items, meta), requests), placed)| {
+                        let chunk = Chunk {
+                            meta,
+                            requests,
+                            placed,
+                            route_of: &route_of,
+                        };
+                        let df = plan_chunk(items, chunk, profiles, &population, now)?;
                         writer(&df)
                     })
             })
-            .context("cannot record plans")?;
+            .context("cannot record plans");
+        drop(routes);
+        if result.is_ok() {
+            self.capacity = Some(caps);
+        }
+        // A failed write leaves the ledgers without this batch's bookings: the next tick
+        // rebuilds them from the queue.
+        result?;
         Ok(())
+    }
+
+    /// Count and log the receipts planned away from their preferred time, per connector.
+    fn count_moves<'r>(
+        &self,
+        items: &[Pending],
+        placed: &[Placed],
+        route_of: &dyn Fn(&Pending) -> Route<'r>,
+    ) {
+        let mut spilled: HashMap<&str, usize> = HashMap::new();
+        for (item, p) in items.iter().zip(placed) {
+            let kind = match p.moved {
+                Move::None => continue,
+                Move::Capacity { .. } => "capacity",
+                Move::Spilled => "spilled",
+                Move::Quiet => "quiet",
+            };
+            let connector = route_of(item).connector;
+            self.metrics.plan_move(connector, kind).inc();
+            if p.moved == Move::Spilled {
+                *spilled.entry(connector).or_default() += 1;
+            }
+        }
+        for (connector, n) in spilled {
+            tracing::warn!(
+                connector,
+                contacts = n,
+                "contacts planned past their window: every minute of it is full on this connector (raise requests_per_10s or daily_budget, or widen the window)"
+            );
+        }
     }
 }
 
-/// Plan one slice of receipts, setting their due times; their rows of `plan/` as a frame.
-/// Columns are built directly (no per-row structs or strings): one reused buffer for keys and
-/// reasons.
+/// What planning one slice reads besides its queue entries.
+struct Chunk<'a, 'r> {
+    meta: &'a [Meta],
+    requests: &'a [Request],
+    placed: &'a [Placed],
+    route_of: &'a (dyn Fn(&Pending) -> Route<'r> + Sync),
+}
+
+/// Set one slice's due times from where its receipts were placed; its rows of `plan/` as a
+/// frame. Columns are built directly (no per-row structs or strings): one reused buffer for
+/// keys and reasons.
 fn plan_chunk(
     items: &mut [Pending],
-    meta: &[(WebhookType, i64)],
+    chunk: Chunk<'_, '_>,
     profiles: &ProfileCache,
     population: &[f64; crate::time::SLOTS],
     now: i64,
@@ -218,30 +361,43 @@ fn plan_chunk(
     let mut key = String::new();
     let mut reason = String::new();
     let mut rows = plan::Columns::with_capacity(items.len());
-    for (r, &(kind, received_at_ms)) in items.iter_mut().zip(meta) {
+    for (i, r) in items.iter_mut().enumerate() {
+        let (meta, request, placed) = (&chunk.meta[i], &chunk.requests[i], chunk.placed[i]);
         let profile = profiles.lookup(r.contact_id, r.email.as_deref(), day, &mut key);
         let mut buf = [0u8; ulid::ULID_LEN];
         let receipt = r.receipt_id.as_str(&mut buf);
+        // A next-tick receipt that fits keeps its receipt time as its due time.
+        let due = match (request.window, placed.moved) {
+            (None, Move::None) => meta.received_at_ms,
+            _ => placed.due,
+        };
+        let slot = request.window.map(|w| match placed.k {
+            Some(k) => w.slot(k),
+            None => slot_of(due),
+        });
         reason.clear();
-        let (due, slot) = plan_into(
-            kind,
-            received_at_ms,
-            now,
-            profile.as_ref(),
+        let context = Grounds {
+            kind: meta.kind,
+            profile: profile.as_ref(),
             population,
-            Subject {
-                contact: &key,
-                receipt,
-            },
+            quiet: request.local.map(|(zone, quiet)| (quiet, zone)),
+            connector: (chunk.route_of)(r).connector,
+        };
+        describe(
+            &context,
+            request.window.as_ref(),
+            placed.k,
+            placed.moved,
+            due,
             &mut reason,
         );
         rows.push(Entry {
             receipt_id: receipt,
             webhook_id: &r.webhook_id,
-            webhook_type: kind,
+            webhook_type: meta.kind,
             contact_id: r.contact_id,
             email: r.email.as_deref(),
-            received_at_ms,
+            received_at_ms: meta.received_at_ms,
             due_at_ms: due,
             slot,
             reason: &reason,

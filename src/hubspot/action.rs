@@ -30,6 +30,12 @@ fn label(kind: WebhookType) -> &'static str {
 
 /// The definition's JSON body for `action`.
 pub fn definition(config: &Config, action: &Webhook) -> Value {
+    // The contact's zone, for quiet hours in its local time.
+    let zone_property = config
+        .connector(&action.connector)
+        .map_or(crate::local_time::DEFAULT_ZONE_PROPERTY, |c| {
+            c.time_zone_property.as_str()
+        });
     let options: Vec<Value> = WebhookType::ALL
         .into_iter()
         .filter(|k| k.enrolls())
@@ -49,7 +55,7 @@ pub fn definition(config: &Config, action: &Webhook) -> Value {
         "actionUrl": config.action_url(action),
         "published": true,
         "objectTypes": ["CONTACT"],
-        "objectRequestOptions": {"properties": ["email"]},
+        "objectRequestOptions": {"properties": ["email", zone_property]},
         "inputFields": [{
             "typeDefinition": {
                 "name": DELIVERY_TYPE_FIELD,

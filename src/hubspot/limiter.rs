@@ -44,10 +44,7 @@ impl Limiter {
     /// the two varies by a few milliseconds. For 190 per 10 s that is 18.6 calls per second,
     /// 97.9 % of the limit, and never more than 187 in a window.
     pub fn new(requests_per_10s: u32) -> Limiter {
-        let n = requests_per_10s.max(1);
-        let margin = (n / 50).max(1);
-        let rate = n.saturating_sub(margin + 1).max(1);
-        let period = TEN_SECONDS / rate;
+        let period = TEN_SECONDS / Self::paced_per_10s(requests_per_10s);
         let quota = Quota::with_period(period)
             .expect("period is positive")
             .allow_burst(NonZeroU32::new(1).expect("1 > 0"));
@@ -55,6 +52,14 @@ impl Limiter {
             gcra: RateLimiter::direct(quota),
             pace: Mutex::new(Pace::default()),
         }
+    }
+
+    /// Calls started per 10 seconds under a limit of `requests_per_10s`: the limit less a 2 %
+    /// margin (at least one call). Planning counts capacity from this, so the two agree.
+    pub fn paced_per_10s(requests_per_10s: u32) -> u32 {
+        let n = requests_per_10s.max(1);
+        let margin = (n / 50).max(1);
+        n.saturating_sub(margin + 1).max(1)
     }
 
     /// Wait for permission to start one call.

@@ -5,7 +5,10 @@ use std::fmt::Write;
 
 use super::profile::{Class, Profile};
 use crate::config::WebhookType;
-use crate::time::{HOUR_MS, MINUTE_MS, Minute, SLOTS, SlotName, slot_of};
+use crate::time::{DAY_MS, HOUR_MS, MINUTE_MS, Minute, SLOTS, SlotName, format_span, slot_of};
+
+/// The longest default window.
+const WEEK_MS: i64 = 7 * DAY_MS;
 
 /// A decided due time and why.
 #[derive(Debug, Clone, PartialEq)]
@@ -27,12 +30,339 @@ pub struct Subject<'a> {
     pub receipt: &'a str,
 }
 
-/// Decide the due time for one receipt.
+/// Where a timed receipt may go: the hours from when it is planned to the end of its window.
+/// Candidate k is the k-th hour from the one `from` falls in; the first and last may be cut.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Window {
+    /// Earliest due time: the receipt, or now when planned late.
+    pub from: i64,
+    /// The window's end (exclusive): the receipt plus its span.
+    pub end: i64,
+    /// The start of the hour `from` is in.
+    pub first_hour: i64,
+    /// Candidate hours; 0 when the window was over when planned.
+    pub hours: usize,
+    /// The window's length.
+    pub span: i64,
+}
+
+impl Window {
+    /// The start of candidate hour `k`.
+    pub fn hour(&self, k: usize) -> i64 {
+        self.first_hour + k as i64 * HOUR_MS
+    }
+
+    /// The hour-of-week slot of candidate `k`.
+    pub fn slot(&self, k: usize) -> u8 {
+        ((slot_of(self.first_hour) as usize + k) % SLOTS) as u8
+    }
+
+    /// The minutes of candidate `k` that overlap the window: bit m is minute m.
+    pub fn minutes(&self, k: usize) -> u64 {
+        let start = self.hour(k);
+        let first = ((self.from - start).max(0) / MINUTE_MS).min(60);
+        let last = ((self.end - start + MINUTE_MS - 1) / MINUTE_MS).clamp(0, 60);
+        if last <= first {
+            return 0;
+        }
+        let upto = if last == 60 { u64::MAX } else { (1u64 << last) - 1 };
+        upto & !((1u64 << first) - 1) & ((1u64 << 60) - 1)
+    }
+
+    /// When minute `m` of candidate `k` is due: its start, or `from` inside the first minute.
+    pub fn due(&self, k: usize, m: u32) -> i64 {
+        (self.hour(k) + m as i64 * MINUTE_MS).max(self.from)
+    }
+
+    fn label(&self) -> String {
+        match self.span {
+            DAY_MS => "24 hours".into(),
+            WEEK_MS => "7 days".into(),
+            span => format_span(span),
+        }
+    }
+}
+
+/// The window of a receipt of `kind`, or `None` for the types that go on the next tick.
 ///
-/// `profile` is `None` for a contact the model has never seen. Contacts without usable history
-/// (none, or machine-like) get an hour drawn from the population profile inside the window,
-/// which spreads load and gathers unbiased data; the others get the window's best hour. The
-/// minute inside the hour is spread by a hash of the contact so a popular hour is not a spike.
+/// `span` overrides the type's default window (24 hours, 7 days); for
+/// NEXT_WEEK_FREQUENCY_OPTIMIZED it is the long window given to fading contacts, and the others
+/// get at most 24 hours of it. `now_ms` is when the plan is made, normally the tick right after
+/// receipt; when later (the dispatcher was down), only the hours still ahead are candidates.
+pub fn window(
+    kind: WebhookType,
+    received_at_ms: i64,
+    now_ms: i64,
+    span: Option<i64>,
+    profile: Option<&Profile>,
+) -> Option<Window> {
+    let span = match kind {
+        WebhookType::Immediate | WebhookType::UpdateOnly => return None,
+        WebhookType::Next24Hours => span.unwrap_or(DAY_MS),
+        WebhookType::NextWeek => span.unwrap_or(WEEK_MS),
+        // A machine-like contact's class was learned from its machine: it has no usable one.
+        WebhookType::NextWeekFrequencyOptimized => {
+            let long = span.unwrap_or(WEEK_MS);
+            match profile.filter(|p| !p.machine).map(|p| p.class) {
+                Some(Class::Passive | Class::Inactive) => long,
+                _ => long.min(DAY_MS),
+            }
+        }
+    };
+    let from = received_at_ms.max(now_ms);
+    let first_hour = from.div_euclid(HOUR_MS) * HOUR_MS;
+    let end = received_at_ms + span;
+    let hours = if end > from {
+        ((end - first_hour + HOUR_MS - 1) / HOUR_MS) as usize
+    } else {
+        0
+    };
+    Some(Window {
+        from,
+        end,
+        first_hour,
+        hours,
+        span,
+    })
+}
+
+/// The contact's history, when it is worth following (engagements, not machine-like).
+fn usable(profile: Option<&Profile>) -> Option<&Profile> {
+    profile.filter(|p| p.engagements > 0 && !p.machine)
+}
+
+/// Predicted engagement in candidate `k`: the contact's own share of that hour, or the
+/// population's for a contact without usable history.
+pub fn score(
+    window: &Window,
+    k: usize,
+    profile: Option<&Profile>,
+    population: &[f64; SLOTS],
+) -> f64 {
+    let slot = window.slot(k) as usize;
+    usable(profile).map_or(population[slot], |p| p.scores[slot])
+}
+
+/// The hour a contact would choose, and what it loses by going to its next choice instead.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Preference {
+    /// The candidate hour.
+    pub k: usize,
+    /// Its score less the next best open hour's (0 for a contact without history, whose hour
+    /// is a draw: any hour serves it as well).
+    pub regret: f64,
+}
+
+/// The contact's preferred hour among the candidates `open` leaves (none open: `None`).
+///
+/// Contacts without usable history (none, or machine-like) get an hour drawn from the
+/// population profile, which spreads load and gathers unbiased data; the others get their best.
+pub fn prefer(
+    window: &Window,
+    profile: Option<&Profile>,
+    population: &[f64; SLOTS],
+    who: Subject<'_>,
+    open: impl Fn(usize) -> bool,
+) -> Option<Preference> {
+    match usable(profile) {
+        Some(p) => {
+            let (mut best, mut first, mut second) = (None, f64::MIN, f64::MIN);
+            for k in (0..window.hours).filter(|&k| open(k)) {
+                let score = p.scores[window.slot(k) as usize];
+                if score > first {
+                    (best, second, first) = (Some(k), first, score);
+                } else if score > second {
+                    second = score;
+                }
+            }
+            let regret = if second == f64::MIN {
+                first
+            } else {
+                first - second
+            };
+            best.map(|k| Preference { k, regret })
+        }
+        None => {
+            let mut weights = [0.0f64; SLOTS + 1];
+            let weights = &mut weights[..window.hours.min(SLOTS + 1)];
+            let mut any = false;
+            for (k, w) in weights.iter_mut().enumerate() {
+                if open(k) {
+                    *w = population[window.slot(k) as usize].max(f64::MIN_POSITIVE);
+                    any = true;
+                }
+            }
+            let seed = fnv1a(&[who.contact.as_bytes(), b"\0", who.receipt.as_bytes()]);
+            any.then(|| Preference {
+                k: draw(weights, seed),
+                regret: 0.0,
+            })
+        }
+    }
+}
+
+/// The hash that spreads a contact over the minutes of an hour, the same on every host.
+pub fn minute_hash(contact: &str) -> u64 {
+    fnv1a(&[contact.as_bytes()])
+}
+
+/// The contact's own minute among `minutes` (bit m = minute m; not empty), from its
+/// [`minute_hash`]: a popular hour is spread over its minutes; when that minute is not open
+/// (the hour of receipt is partly past) the contact is spread over the minutes that are, so a
+/// burst of posts does not become a burst of calls.
+pub fn minute_in(minutes: u64, hash: u64) -> u32 {
+    let own = (hash % 60) as u32;
+    if minutes & (1 << own) != 0 {
+        return own;
+    }
+    let mut rest = minutes;
+    for _ in 0..hash % (minutes.count_ones() as u64).max(1) {
+        rest &= rest - 1;
+    }
+    rest.trailing_zeros()
+}
+
+/// Why a receipt was planned where it was, beyond its own preference.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Move {
+    /// Its preferred hour and minute.
+    None,
+    /// Its preferred hour was full on its connector; another hour of the window was taken.
+    Capacity { preferred: usize },
+    /// Every hour of the window was full: the first minute with room after it.
+    Spilled,
+    /// Quiet hours leave no minute in the window: the first allowed minute after it.
+    Quiet,
+}
+
+/// What a reason names besides the plan itself.
+pub struct Grounds<'a> {
+    pub kind: WebhookType,
+    pub profile: Option<&'a Profile>,
+    pub population: &'a [f64; SLOTS],
+    /// The contact's quiet hours and zone, when it has them.
+    pub quiet: Option<(crate::local_time::QuietHours, chrono_tz::Tz)>,
+    /// The connector, when capacity moved the receipt.
+    pub connector: &'a str,
+}
+
+/// Append why a receipt with `window` is due at `due` in candidate `k` (none: outside it) to
+/// `reason`, the text every plan row carries.
+pub fn describe(
+    ctx: &Grounds<'_>,
+    window: Option<&Window>,
+    k: Option<usize>,
+    moved: Move,
+    due: i64,
+    reason: &mut String,
+) {
+    let kind = ctx.kind;
+    let Some(window) = window else {
+        let _ = match kind {
+            WebhookType::UpdateOnly => {
+                write!(reason, "UPDATE_ONLY: list membership updated on the next tick, in a batch")
+            }
+            _ => write!(reason, "IMMEDIATE: on the next tick"),
+        };
+        if moved != Move::None {
+            let _ = write!(
+                reason,
+                "; the minutes before are full on connector {}: due {}",
+                ctx.connector,
+                Minute(due)
+            );
+        }
+        return;
+    };
+    let class = ctx.profile.map_or("unknown", |p| {
+        if p.machine {
+            "machine-like"
+        } else {
+            p.class.as_str()
+        }
+    });
+    let label = window.label();
+    let _ = match kind {
+        WebhookType::NextWeekFrequencyOptimized => {
+            write!(reason, "{kind} gives {class} contacts the next {label}; ")
+        }
+        _ => write!(reason, "{kind}: the next {label}; "),
+    };
+    if let Some((quiet, zone)) = ctx.quiet {
+        let _ = write!(reason, "quiet hours {quiet} in {zone}; ");
+    }
+    if window.hours == 0 {
+        let _ = write!(
+            reason,
+            "the window was over when planned; due now, {}",
+            Minute(due)
+        );
+        return;
+    }
+    let ratio = |k: usize| {
+        let sum: f64 = (0..window.hours)
+            .map(|j| score(window, j, ctx.profile, ctx.population))
+            .sum();
+        score(window, k, ctx.profile, ctx.population) / (sum / window.hours as f64)
+    };
+    let named = match moved {
+        Move::Capacity { preferred } => Some(preferred),
+        _ => k,
+    };
+    if let Some(named) = named {
+        match usable(ctx.profile) {
+            Some(p) => {
+                let _ = write!(
+                    reason,
+                    "best hour for this {class} contact ({} opens/clicks): {} ({:.1}x the window's average)",
+                    p.engagements,
+                    SlotName(window.slot(named)),
+                    ratio(named)
+                );
+            }
+            None => {
+                let who = match ctx.profile {
+                    Some(p) if p.machine => "machine-like contact",
+                    _ => "contact without history",
+                };
+                let _ = write!(
+                    reason,
+                    "{who}: {} drawn from the population profile",
+                    SlotName(window.slot(named))
+                );
+            }
+        }
+    }
+    match (moved, k) {
+        (Move::Capacity { .. }, Some(k)) => {
+            let _ = write!(
+                reason,
+                "; that hour is full on connector {}: moved to {} ({:.1}x)",
+                ctx.connector,
+                SlotName(window.slot(k)),
+                ratio(k)
+            );
+        }
+        (Move::Spilled, _) => {
+            let _ = write!(
+                reason,
+                "; every hour of the window is full on connector {}: spilled past the window",
+                ctx.connector
+            );
+        }
+        (Move::Quiet, _) => {
+            reason.push_str(
+                "; quiet hours leave no minute in the window: the first allowed minute after it",
+            );
+        }
+        _ => {}
+    }
+    let _ = write!(reason, "; due {}", Minute(due));
+}
+
+/// Decide the due time for one receipt, as if its connector had room at any minute.
+///
+/// `profile` is `None` for a contact the model has never seen.
 pub fn plan(
     kind: WebhookType,
     received_at_ms: i64,
@@ -57,12 +387,8 @@ pub fn plan(
     }
 }
 
-/// [`plan`] that appends the reason to `reason` and returns (due at, slot): planning a million
-/// receipts then fills one reused buffer instead of allocating a handful of strings each.
-///
-/// `now_ms` is when the plan is made, normally the tick right after receipt. When it is later
-/// (the dispatcher was down), only the hours of the window still ahead are candidates, and a
-/// window already over means now.
+/// [`plan`] planned at `now_ms` (later than the receipt when the dispatcher was down; a window
+/// already over means now), appending the reason to `reason`; returns (due at, slot).
 pub fn plan_into(
     kind: WebhookType,
     received_at_ms: i64,
@@ -72,110 +398,27 @@ pub fn plan_into(
     who: Subject<'_>,
     reason: &mut String,
 ) -> (i64, Option<u8>) {
-    let hours = match kind {
-        WebhookType::Immediate => {
-            reason.push_str("IMMEDIATE: on the next tick");
-            return (received_at_ms, None);
-        }
-        WebhookType::UpdateOnly => {
-            reason.push_str("UPDATE_ONLY: list membership updated on the next tick, in a batch");
-            return (received_at_ms, None);
-        }
-        WebhookType::Next24Hours => 24,
-        WebhookType::NextWeek => 168,
-        // A machine-like contact's class was learned from its machine: it has no usable one.
-        WebhookType::NextWeekFrequencyOptimized => {
-            match profile.filter(|p| !p.machine).map(|p| p.class) {
-                Some(Class::Passive | Class::Inactive) => 168,
-                _ => 24,
-            }
-        }
+    let ctx = Grounds {
+        kind,
+        profile,
+        population,
+        quiet: None,
+        connector: "",
     };
-    let window = if hours == 24 { "24 hours" } else { "7 days" };
-    // Candidate hours: the hour it is (from receipt, or from now when planned late) and the
-    // whole hours after it, up to the window's end; candidate k starts k hours after the first
-    // and falls in the slot k after the first's.
-    let from = received_at_ms.max(now_ms);
-    let first_hour = from.div_euclid(HOUR_MS) * HOUR_MS;
-    let window_end = received_at_ms.div_euclid(HOUR_MS) * HOUR_MS + hours as i64 * HOUR_MS;
-    let hours = ((window_end - first_hour) / HOUR_MS).max(0) as usize;
-    let class = profile.map_or("unknown", |p| {
-        if p.machine {
-            "machine-like"
-        } else {
-            p.class.as_str()
-        }
+    let Some(window) = window(kind, received_at_ms, now_ms, None, profile) else {
+        describe(&ctx, None, None, Move::None, received_at_ms, reason);
+        return (received_at_ms, None);
+    };
+    let chosen = prefer(&window, profile, population, who, |k| {
+        window.minutes(k) != 0
     });
-    // Writing to a String cannot fail.
-    let _ = match kind {
-        WebhookType::NextWeekFrequencyOptimized => {
-            write!(reason, "{kind} gives {class} contacts the next {window}; ")
-        }
-        _ => write!(reason, "{kind}: the next {window}; "),
+    let Some(Preference { k, .. }) = chosen else {
+        describe(&ctx, Some(&window), None, Move::None, window.from, reason);
+        return (window.from, None);
     };
-
-    if hours == 0 {
-        let _ = write!(
-            reason,
-            "the window was over when planned; due now, {}",
-            Minute(from)
-        );
-        return (from, None);
-    }
-    let first_slot = slot_of(first_hour) as usize;
-    let candidate = |k: usize| {
-        (
-            first_hour + k as i64 * HOUR_MS,
-            ((first_slot + k) % SLOTS) as u8,
-        )
-    };
-    let seed = fnv1a(&[who.contact.as_bytes(), b"\0", who.receipt.as_bytes()]);
-
-    let usable = profile.filter(|p| p.engagements > 0 && !p.machine);
-    let (start, slot) = match usable {
-        Some(p) => {
-            let (mut best, mut best_score, mut sum) = (0, f64::MIN, 0.0);
-            let slots = (first_slot..SLOTS).chain(0..first_slot).take(hours);
-            for (k, s) in slots.enumerate() {
-                let score = p.scores[s];
-                if score > best_score {
-                    (best, best_score) = (k, score);
-                }
-                sum += score;
-            }
-            let (start, slot) = candidate(best);
-            let mean = sum / hours as f64;
-            let _ = write!(
-                reason,
-                "best hour for this {class} contact ({} opens/clicks): {} ({:.1}x the window's average)",
-                p.engagements,
-                SlotName(slot),
-                p.scores[slot as usize] / mean
-            );
-            (start, slot)
-        }
-        None => {
-            let mut weights = [0.0f64; SLOTS];
-            let slots = (first_slot..SLOTS).chain(0..first_slot);
-            for (w, s) in weights.iter_mut().take(hours).zip(slots) {
-                *w = population[s];
-            }
-            let (start, slot) = candidate(draw(&weights[..hours], seed));
-            let who = match profile {
-                Some(p) if p.machine => "machine-like contact",
-                _ => "contact without history",
-            };
-            let _ = write!(
-                reason,
-                "{who}: {} drawn from the population profile",
-                SlotName(slot)
-            );
-            (start, slot)
-        }
-    };
-    let due_at_ms = due_in_hour(start, from, who.contact);
-    let _ = write!(reason, "; due {}", Minute(due_at_ms));
-    (due_at_ms, Some(slot))
+    let due = window.due(k, minute_in(window.minutes(k), minute_hash(who.contact)));
+    describe(&ctx, Some(&window), Some(k), Move::None, due, reason);
+    (due, Some(window.slot(k)))
 }
 
 /// Index drawn with probability proportional to `weights`, from a 64-bit seed.
@@ -194,19 +437,6 @@ fn draw(weights: &[f64], seed: u64) -> usize {
         }
     }
     weights.len() - 1
-}
-
-/// The minute inside the hour starting at `start`, from a hash of the contact. In the hour of
-/// receipt, when the contact's minute is already past, it is spread over what is left of the
-/// hour instead, so a burst of posts does not become a burst of calls.
-fn due_in_hour(start: i64, received_at_ms: i64, contact: &str) -> i64 {
-    let hash = fnv1a(&[contact.as_bytes()]);
-    let due = start + (hash % 60) as i64 * MINUTE_MS;
-    if due >= received_at_ms {
-        return due;
-    }
-    let left = ((start + HOUR_MS - received_at_ms) / MINUTE_MS).max(1);
-    received_at_ms + (hash % left as u64) as i64 * MINUTE_MS
 }
 
 /// Stable 64-bit hash (FNV-1a): the same contact spreads to the same minute on every host.

@@ -24,6 +24,8 @@ pub struct Execution {
     /// The contact's record id.
     pub contact_id: Option<i64>,
     pub email: Option<String>,
+    /// The contact's time zone as HubSpot gives it (`america_slash_new_york`).
+    pub time_zone: Option<String>,
     /// The delivery type chosen in the workflow editor, when one was.
     pub delivery_type: Option<WebhookType>,
 }
@@ -84,8 +86,9 @@ struct Object {
     properties: HashMap<String, serde_json::Value>,
 }
 
-/// Read an execution body; only contact executions with a callback id are taken.
-pub fn parse(body: &[u8]) -> Result<Execution, ExecutionError> {
+/// Read an execution body; only contact executions with a callback id are taken. The
+/// contact's zone is read from the object property `zone_property`.
+pub fn parse(body: &[u8], zone_property: &str) -> Result<Execution, ExecutionError> {
     let b: Body =
         serde_json::from_slice(body).map_err(|e| ExecutionError::NotJson(e.to_string()))?;
     let callback_id = b
@@ -120,8 +123,16 @@ pub fn parse(body: &[u8]) -> Result<Execution, ExecutionError> {
         .map(str::trim)
         .filter(|e| !e.is_empty())
         .map(str::to_string);
+    let time_zone = object
+        .properties
+        .get(zone_property)
+        .and_then(|v| v.as_str())
+        .map(str::trim)
+        .filter(|z| !z.is_empty() && z.len() <= crate::local_time::MAX_ZONE_CHARS)
+        .map(str::to_string);
     Ok(Execution {
         callback_id,
+        time_zone,
         portal_id: b.origin.and_then(|o| o.portal_id),
         workflow_id: b.context.and_then(|c| c.workflow_id),
         contact_id: object.object_id,
@@ -146,6 +157,10 @@ pub fn expiration(kind: WebhookType) -> &'static str {
 mod tests {
     use super::*;
 
+    fn parse(body: &[u8]) -> Result<Execution, ExecutionError> {
+        super::parse(body, crate::local_time::DEFAULT_ZONE_PROPERTY)
+    }
+
     const EXAMPLE: &str = r#"{
       "callbackId": "ap-102670506-56776413549-7-0",
       "origin": {"portalId": 62515, "actionDefinitionId": 10646, "actionDefinitionVersion": 1,
@@ -166,6 +181,7 @@ mod tests {
                 workflow_id: Some(123456),
                 contact_id: Some(9153674),
                 email: Some("ada@example.com".into()),
+                time_zone: Some("europe_slash_brussels".into()),
                 delivery_type: Some(WebhookType::NextWeek),
             }
         );

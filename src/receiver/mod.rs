@@ -275,7 +275,7 @@ async fn accept_contact(state: &AppState, post: Authenticated) -> Result<Stored,
         signature,
         now_ms,
     } = post;
-    let contact = payload::parse(&body.bytes)?;
+    let contact = payload::parse(&body.bytes, &connector.time_zone_property)?;
     // What the dispatch will need: refused now, HubSpot shows why in the workflow's history;
     // accepted, the contact could only fail later where nobody looks.
     if contact
@@ -307,6 +307,7 @@ async fn accept_contact(state: &AppState, post: Authenticated) -> Result<Stored,
         config: config.identity.clone(),
         callback_id: None,
         body_hash: Some(body.hash()),
+        time_zone: contact.time_zone,
     };
     store(state, receipt).await
 }
@@ -323,7 +324,7 @@ async fn accept_execution(state: &AppState, post: Authenticated) -> Result<Webho
         signature,
         now_ms,
     } = post;
-    let execution = execution::parse(&body.bytes)?;
+    let execution = execution::parse(&body.bytes, &connector.time_zone_property)?;
     let portal = execution.portal_id.map_or(Portal::Absent, Portal::Id);
     check_portal(&portal, &connector)?;
     let kind = execution.delivery_type.unwrap_or(webhook.kind);
@@ -341,6 +342,7 @@ async fn accept_execution(state: &AppState, post: Authenticated) -> Result<Webho
         config: config.identity.clone(),
         callback_id: Some(execution.callback_id),
         body_hash: Some(body.hash()),
+        time_zone: execution.time_zone,
     };
     store(state, receipt).await?;
     Ok(kind)
@@ -385,6 +387,7 @@ async fn status(State(state): State<AppState>) -> Response {
         "pending": state.inbox.pending_count(),
         "webhooks": webhooks,
         "actions": actions,
+        "capacity": *state.metrics.forecast(),
     }))
     .into_response()
 }

@@ -4,14 +4,20 @@
 //! the few fields we use into borrowed types and let serde skip the rest, which is several
 //! times faster than building a `serde_json::Value`.
 
+use std::borrow::Cow;
+
 use serde::Deserialize;
 use serde::de::{self, Deserializer, IgnoredAny};
+
+use crate::local_time::MAX_ZONE_CHARS;
 
 /// Who the webhook is about.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Contact {
     pub contact_id: Option<i64>,
     pub email: Option<String>,
+    /// The contact's time zone as the body gives it (HubSpot writes `america_slash_new_york`).
+    pub time_zone: Option<String>,
     pub portal: Portal,
 }
 
@@ -36,40 +42,151 @@ pub enum PayloadError {
     NoContact,
 }
 
-/// Contacts v1 record fields plus the flat fields of customized bodies.
-#[derive(Deserialize)]
+/// Contacts v1 record fields plus the flat fields of customized bodies. Read by [`BodySeed`]:
+/// the zone property's name comes from the config.
+#[derive(Default)]
 struct Body<'a> {
-    #[serde(rename = "canonical-vid", default, deserialize_with = "id")]
     canonical_vid: Option<i64>,
-    #[serde(default, deserialize_with = "id")]
     vid: Option<i64>,
-    #[serde(rename = "portal-id", default, deserialize_with = "portal")]
     portal_id: Portal,
-    #[serde(rename = "portalId", default, deserialize_with = "portal")]
     portal_id_flat: Portal,
-    #[serde(rename = "objectId", default, deserialize_with = "id")]
     object_id: Option<i64>,
-    #[serde(default, deserialize_with = "id")]
     hs_object_id: Option<i64>,
-    #[serde(default, borrow)]
-    email: Option<std::borrow::Cow<'a, str>>,
-    #[serde(default, borrow)]
+    email: Option<Cow<'a, str>>,
+    /// The zone property as a flat field.
+    zone: Option<Cow<'a, str>>,
     properties: Option<Properties<'a>>,
-    #[serde(rename = "identity-profiles", default, borrow)]
     identity_profiles: Option<Vec<IdentityProfile<'a>>>,
 }
 
-#[derive(Deserialize)]
+#[derive(Default)]
 struct Properties<'a> {
-    #[serde(default, borrow)]
     email: Option<Property<'a>>,
+    zone: Option<Property<'a>>,
 }
 
 /// `{"value": "…", "versions": […]}`; the history is skipped unread.
 #[derive(Deserialize)]
 struct Property<'a> {
     #[serde(default, borrow)]
-    value: Option<std::borrow::Cow<'a, str>>,
+    value: Option<Cow<'a, str>>,
+}
+
+/// A flat field: a string, or a property object in a customized body.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Flat<'a> {
+    #[serde(borrow)]
+    Text(Cow<'a, str>),
+    #[serde(borrow)]
+    Property(Property<'a>),
+    Other(IgnoredAny),
+}
+
+impl<'a> Flat<'a> {
+    fn text(self) -> Option<Cow<'a, str>> {
+        match self {
+            Flat::Text(t) => Some(t),
+            Flat::Property(p) => p.value,
+            Flat::Other(_) => None,
+        }
+    }
+}
+
+struct Id(Option<i64>);
+impl<'de> Deserialize<'de> for Id {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        id(d).map(Id)
+    }
+}
+
+struct PortalField(Portal);
+impl<'de> Deserialize<'de> for PortalField {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        portal(d).map(PortalField)
+    }
+}
+
+/// Reads a [`Body`], keeping the property named `zone` besides the fixed fields.
+struct BodySeed<'z> {
+    zone: &'z str,
+}
+
+impl<'de> de::DeserializeSeed<'de> for BodySeed<'_> {
+    type Value = Body<'de>;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Body<'de>, D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> de::Visitor<'de> for BodySeed<'_> {
+    type Value = Body<'de>;
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON object")
+    }
+    fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<Body<'de>, A::Error> {
+        let mut b = Body::default();
+        while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+            match key.as_ref() {
+                "canonical-vid" => b.canonical_vid = map.next_value::<Id>()?.0,
+                "vid" => b.vid = map.next_value::<Id>()?.0,
+                "portal-id" => b.portal_id = map.next_value::<PortalField>()?.0,
+                "portalId" => b.portal_id_flat = map.next_value::<PortalField>()?.0,
+                "objectId" => b.object_id = map.next_value::<Id>()?.0,
+                "hs_object_id" => b.hs_object_id = map.next_value::<Id>()?.0,
+                "email" => b.email = map.next_value::<Option<Cow<'de, str>>>()?,
+                "properties" => {
+                    b.properties = map.next_value_seed(PropertiesSeed { zone: self.zone })?
+                }
+                "identity-profiles" => b.identity_profiles = map.next_value()?,
+                k if k == self.zone => b.zone = map.next_value::<Flat>()?.text(),
+                _ => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(b)
+    }
+}
+
+struct PropertiesSeed<'z> {
+    zone: &'z str,
+}
+
+impl<'de> de::DeserializeSeed<'de> for PropertiesSeed<'_> {
+    type Value = Option<Properties<'de>>;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_option(self)
+    }
+}
+
+impl<'de> de::Visitor<'de> for PropertiesSeed<'_> {
+    type Value = Option<Properties<'de>>;
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("an object of contact properties")
+    }
+    fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_map(self)
+    }
+    fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut p = Properties::default();
+        while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+            match key.as_ref() {
+                "email" => p.email = map.next_value()?,
+                k if k == self.zone => p.zone = map.next_value()?,
+                _ => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(Some(p))
+    }
 }
 
 #[derive(Deserialize)]
@@ -83,18 +200,21 @@ struct Identity<'a> {
     #[serde(rename = "type", default, borrow)]
     kind: Option<std::borrow::Cow<'a, str>>,
     #[serde(default, borrow)]
-    value: Option<std::borrow::Cow<'a, str>>,
+    value: Option<Cow<'a, str>>,
     #[serde(rename = "is-primary", default)]
     is_primary: bool,
 }
 
-/// Parse the contact out of a webhook body.
-pub fn parse(body: &[u8]) -> Result<Contact, PayloadError> {
+/// Parse the contact out of a webhook body; its zone from the property `zone_property`.
+pub fn parse(body: &[u8], zone_property: &str) -> Result<Contact, PayloadError> {
     // serde would read a struct from a JSON array too; a contact is always an object.
     if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
         return Err(PayloadError::NotJson("expected `{`".into()));
     }
-    let b: Body = serde_json::from_slice(body).map_err(|e| PayloadError::NotJson(e.to_string()))?;
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let mut b = de::DeserializeSeed::deserialize(BodySeed { zone: zone_property }, &mut de)
+        .and_then(|b| de.end().map(|()| b))
+        .map_err(|e| PayloadError::NotJson(e.to_string()))?;
     let contact_id = b
         .canonical_vid
         .or(b.vid)
@@ -128,9 +248,18 @@ pub fn parse(body: &[u8]) -> Result<Contact, PayloadError> {
     if contact_id.is_none() && email.is_none() {
         return Err(PayloadError::NoContact);
     }
+    let time_zone = b
+        .properties
+        .as_mut()
+        .and_then(|p| p.zone.take())
+        .and_then(|p| p.value)
+        .or(b.zone.take())
+        .map(|z| z.trim().to_string())
+        .filter(|z| !z.is_empty() && z.len() <= MAX_ZONE_CHARS);
     Ok(Contact {
         contact_id,
         email,
+        time_zone,
         portal: match b.portal_id {
             Portal::Absent => b.portal_id_flat,
             named => named,
@@ -216,6 +345,24 @@ fn id<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn parse(body: &[u8]) -> Result<Contact, PayloadError> {
+        super::parse(body, crate::local_time::DEFAULT_ZONE_PROPERTY)
+    }
+
+    #[test]
+    fn the_zone_property_as_a_v1_property_or_a_flat_field() {
+        let v1 = br#"{"vid": 1, "properties": {"hs_timezone": {"value": "europe_slash_brussels", "versions": []}, "email": {"value": "a@example.com"}}}"#;
+        assert_eq!(
+            parse(v1).unwrap().time_zone.as_deref(),
+            Some("europe_slash_brussels")
+        );
+        let flat = br#"{"vid": 1, "tz": "America/New_York"}"#;
+        assert_eq!(super::parse(flat, "tz").unwrap().time_zone.as_deref(), Some("America/New_York"));
+        assert_eq!(parse(flat).unwrap().time_zone, None);
+        let long = format!(r#"{{"vid": 1, "hs_timezone": "{}"}}"#, "x".repeat(65));
+        assert_eq!(parse(long.as_bytes()).unwrap().time_zone, None);
+    }
 
     #[test]
     fn contacts_v1_record_from_the_fixture() {

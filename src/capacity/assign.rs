@@ -1,0 +1,164 @@
+//! Placing a batch of new receipts in what their connectors have left, greedily by regret:
+//! the receipts that lose most by leaving their preferred hour choose first, and a receipt
+//! whose hour is full takes its next-best hour with room inside its window. Only when the
+//! whole window is full does it go past it.
+
+use super::Ledger;
+use crate::local_time::{Local, Masks, WHOLE_HOUR};
+use crate::model::plan::{Move, Window, minute_in};
+use crate::time::MINUTE_MS;
+
+/// One receipt to place.
+#[derive(Debug, Clone)]
+pub struct Request {
+    /// Its connector's ledger (an index into the ledgers given to [`assign`]).
+    pub ledger: usize,
+    /// What sending it costs ([`super::cost`]).
+    pub cost: u64,
+    /// Its window; `None` for the types that go on the next tick, from `from`.
+    pub window: Option<Window>,
+    pub from: i64,
+    /// Its preferred candidate hour (none: no minute of the window is open to it).
+    pub preferred: Option<usize>,
+    /// What it loses by leaving its preferred hour ([`crate::model::plan::Preference`]).
+    pub regret: f64,
+    /// [`crate::model::plan::minute_hash`] of its contact.
+    pub hash: u64,
+    /// Its quiet hours and zone, when it has them.
+    pub local: Option<Local>,
+}
+
+/// Where a receipt went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Placed {
+    pub due: i64,
+    /// The candidate hour of its window it went in (none: outside the window, or no window).
+    pub k: Option<usize>,
+    pub moved: Move,
+}
+
+/// Place every request, booking each in its ledger. `rank(i, out)` puts request `i`'s
+/// candidate hours in `out`, best first; it is called only for receipts whose preferred hour
+/// is full (it looks the contact up again, which costs as much as planning it did).
+pub fn assign(
+    requests: &[Request],
+    ledgers: &mut [Ledger],
+    masks: &Masks,
+    mut rank: impl FnMut(usize, &mut Vec<usize>),
+) -> Vec<Placed> {
+    let mut order: Vec<usize> = (0..requests.len()).collect();
+    // Next-tick receipts have no choice: they go first. Then by regret, largest first.
+    let key = |r: &Request| match r.window {
+        None => f64::INFINITY,
+        Some(_) => r.regret,
+    };
+    order.sort_by(|&a, &b| key(&requests[b]).total_cmp(&key(&requests[a])));
+    let mut placed = vec![
+        Placed {
+            due: 0,
+            k: None,
+            moved: Move::None,
+        };
+        requests.len()
+    ];
+    let mut ranked = Vec::new();
+    for i in order {
+        let r = &requests[i];
+        let ledger = &mut ledgers[r.ledger];
+        let allowed = |hour: i64| masks.allowed(r.local, hour);
+        let p = place(r, ledger, &allowed, || {
+            ranked.clear();
+            rank(i, &mut ranked);
+            &ranked
+        });
+        ledger.book(p.due, r.cost);
+        placed[i] = p;
+    }
+    placed
+}
+
+fn place<'a>(
+    r: &Request,
+    ledger: &Ledger,
+    allowed: &dyn Fn(i64) -> u64,
+    ranked: impl FnOnce() -> &'a Vec<usize>,
+) -> Placed {
+    // The first minute with room from `from` on (outside quiet hours when `quiet`).
+    let first_fit = |from: i64, quiet: bool| {
+        ledger
+            .first_fit(from, r.cost, |h| if quiet { allowed(h) } else { WHOLE_HOUR })
+            .unwrap_or(from)
+    };
+    let outside = |due: i64, moved: Move| Placed { due, k: None, moved };
+    let later = |from: i64, due: i64| {
+        if due.div_euclid(MINUTE_MS) > from.div_euclid(MINUTE_MS) {
+            Move::Spilled
+        } else {
+            Move::None
+        }
+    };
+    let Some(window) = r.window else {
+        let due = first_fit(r.from, false);
+        return outside(due, later(r.from, due));
+    };
+    if window.hours == 0 {
+        let due = first_fit(window.from, true);
+        return outside(due, later(window.from, due));
+    }
+    let Some(preferred) = r.preferred else {
+        return outside(first_fit(window.end, true), Move::Quiet);
+    };
+    if let Some(due) = in_hour(r, ledger, &window, preferred, allowed) {
+        return Placed {
+            due,
+            k: Some(preferred),
+            moved: Move::None,
+        };
+    }
+    for &k in ranked() {
+        if k == preferred {
+            continue;
+        }
+        if let Some(due) = in_hour(r, ledger, &window, k, allowed) {
+            return Placed {
+                due,
+                k: Some(k),
+                moved: Move::Capacity { preferred },
+            };
+        }
+    }
+    outside(first_fit(window.end, true), Move::Spilled)
+}
+
+/// The first minute of candidate `k` with room, from the contact's own minute on (wrapping
+/// round the hour): its due time.
+fn in_hour(
+    r: &Request,
+    ledger: &Ledger,
+    window: &Window,
+    k: usize,
+    allowed: &dyn Fn(i64) -> u64,
+) -> Option<i64> {
+    let hour = window.hour(k);
+    if !ledger.hour_fits(hour, r.cost) {
+        return None;
+    }
+    let open = window.minutes(k) & allowed(hour);
+    if open == 0 {
+        return None;
+    }
+    let start = minute_in(open, r.hash);
+    let from_start = open & !((1u64 << start) - 1);
+    let before = open & ((1u64 << start) - 1);
+    for mut mask in [from_start, before] {
+        while mask != 0 {
+            let m = mask.trailing_zeros();
+            let due = window.due(k, m);
+            if ledger.fits(due, r.cost) {
+                return Some(due);
+            }
+            mask &= mask - 1;
+        }
+    }
+    None
+}

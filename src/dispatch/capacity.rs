@@ -1,0 +1,167 @@
+//! The dispatcher's view of its connectors' capacity: one [`Ledger`] per connector, built from
+//! the queue when the config changes (what no longer fits is moved later, so dispatch stays
+//! within the new limits), and what each webhook's receipts cost.
+
+use std::collections::HashMap;
+
+use chrono_tz::Tz;
+
+use super::{Dispatcher, Queued};
+use crate::capacity::{CALL, Capacity, Ledger, cost};
+use crate::config::{Config, Webhook};
+use crate::local_time::{QuietHours, WHOLE_HOUR};
+use crate::capacity::{ConnectorForecast, Forecast};
+use crate::time::{HOUR_MS, MINUTE_MS, SLOTS};
+
+/// How a webhook's receipts are planned.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Route<'c> {
+    /// Its connector's ledger.
+    pub ledger: usize,
+    pub connector: &'c str,
+    pub cost: u64,
+    pub window: Option<i64>,
+    pub quiet: Option<QuietHours>,
+    /// The zone of contacts whose own is unknown.
+    pub zone: Tz,
+}
+
+/// Ledgers for the config they were built for.
+pub(super) struct Capacities {
+    identity: String,
+    /// By connector, in config order; the last one (unlimited) takes the receipts of webhooks
+    /// missing from the config (they are held at dispatch, not sent).
+    pub ledgers: Vec<Ledger>,
+    ids: Vec<String>,
+}
+
+impl Capacities {
+    fn new(config: &Config) -> Capacities {
+        let mut ledgers: Vec<Ledger> = config
+            .connectors
+            .iter()
+            .map(|c| Ledger::new(Capacity::of(c)))
+            .collect();
+        ledgers.push(Ledger::new(Capacity {
+            per_minute: u64::MAX / 4,
+            per_day: None,
+            day_zone: Tz::UTC,
+        }));
+        Capacities {
+            identity: config.identity.clone(),
+            ledgers,
+            ids: config.connectors.iter().map(|c| c.id.clone()).collect(),
+        }
+    }
+
+    /// How the receipts of each webhook of `config` are planned.
+    pub fn routes<'c>(&self, config: &'c Config) -> HashMap<&'c str, Route<'c>> {
+        config
+            .webhooks
+            .iter()
+            .map(|w| (w.id.as_str(), self.route(config, w)))
+            .collect()
+    }
+
+    fn route<'c>(&self, config: &'c Config, w: &'c Webhook) -> Route<'c> {
+        let index = config
+            .connectors
+            .iter()
+            .position(|c| c.id == w.connector)
+            .expect("validated: webhook connectors exist");
+        let connector = &config.connectors[index];
+        Route {
+            ledger: index,
+            connector: &connector.id,
+            cost: cost(&w.target, connector),
+            window: w.window,
+            quiet: w.quiet_hours,
+            zone: connector.time_zone.unwrap_or(Tz::UTC),
+        }
+    }
+
+    /// The route of receipts whose webhook is missing from the config.
+    pub fn unrouted(&self) -> Route<'static> {
+        Route {
+            ledger: self.ledgers.len() - 1,
+            connector: "",
+            cost: CALL,
+            window: None,
+            quiet: None,
+            zone: Tz::UTC,
+        }
+    }
+
+    /// Planned calls per hour for the next 7 days, per connector.
+    pub fn forecast(&self, now: i64) -> Forecast {
+        let from = now.div_euclid(HOUR_MS) * HOUR_MS;
+        Forecast {
+            from_ms: from,
+            connectors: self
+                .ids
+                .iter()
+                .zip(&self.ledgers)
+                .map(|(id, l)| ConnectorForecast {
+                    connector: id.clone(),
+                    capacity_per_hour: l.capacity.calls_per_hour(),
+                    daily_budget: l.capacity.per_day.map(|d| d / CALL),
+                    planned_per_hour: l.per_hour(from, SLOTS),
+                })
+                .collect(),
+        }
+    }
+}
+
+impl Dispatcher {
+    /// Ledgers for `config`: kept while the config is the same; otherwise built again from
+    /// the queue, in due order, and a queued receipt that no longer fits its minute (limits
+    /// were lowered, or it is overdue) is moved to the first minute with room.
+    pub(super) fn capacities(&mut self, config: &Config, now: i64) -> &mut Capacities {
+        let current = self
+            .capacity
+            .as_ref()
+            .is_some_and(|c| c.identity == config.identity);
+        if !current {
+            let mut caps = Capacities::new(config);
+            let routes = caps.routes(config);
+            let mut items = std::mem::take(&mut self.queue).into_vec();
+            items.sort_unstable();
+            items.reverse();
+            let mut moved = 0usize;
+            for Queued(item) in &mut items {
+                let route = routes.get(&*item.webhook_id);
+                let Some(route) = route else { continue };
+                let ledger = &mut caps.ledgers[route.ledger];
+                let at = item.ready_at_ms.max(now);
+                let to = if ledger.fits(at, route.cost) {
+                    at
+                } else {
+                    ledger
+                        .first_fit(at, route.cost, |_| WHOLE_HOUR)
+                        .unwrap_or(at)
+                };
+                if to.div_euclid(MINUTE_MS) != at.div_euclid(MINUTE_MS) {
+                    item.ready_at_ms = to;
+                    moved += 1;
+                }
+                ledger.book(to, route.cost);
+            }
+            drop(routes);
+            if moved > 0 {
+                tracing::warn!(
+                    moved,
+                    "queued contacts moved later: their minutes are past or beyond what the connectors can send"
+                );
+            }
+            self.queue = items.into();
+            self.capacity = Some(caps);
+        }
+        self.capacity.as_mut().expect("set above")
+    }
+
+    /// Publish the next 7 days' planned calls against capacity (`/status`, `/metrics`).
+    pub(super) fn publish_forecast(&mut self, config: &Config, now: i64) {
+        let forecast = self.capacities(config, now).forecast(now);
+        self.metrics.set_forecast(forecast);
+    }
+}
