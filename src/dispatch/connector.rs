@@ -286,6 +286,10 @@ mod tests {
             allow_unsigned: false,
             require_portal_id: false,
             min_signature_version: crate::receiver::signature::Version::V1,
+            daily_budget: None,
+            time_zone: None,
+            time_zone_property: crate::local_time::DEFAULT_ZONE_PROPERTY.into(),
+            quiet_hours: None,
         }
     }
 

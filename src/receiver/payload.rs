@@ -376,6 +376,7 @@ mod tests {
             Contact {
                 contact_id: Some(9153674),
                 email: Some("ada@example.com".into()),
+                time_zone: None,
                 portal: Portal::Id(62515),
             }
         );
