@@ -5,8 +5,8 @@
 //! Data flows one way: [`receiver`] → [`datasets`] (inbox → plan → outcomes) → [`dispatch`],
 //! on the machinery of [`store`]. [`config`] is read by all.
 
-pub mod cli;
 pub mod capacity;
+pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod datasets;

@@ -86,10 +86,18 @@ fn place<'a>(
     // The first minute with room from `from` on (outside quiet hours when `quiet`).
     let first_fit = |from: i64, quiet: bool| {
         ledger
-            .first_fit(from, r.cost, |h| if quiet { allowed(h) } else { WHOLE_HOUR })
+            .first_fit(
+                from,
+                r.cost,
+                |h| if quiet { allowed(h) } else { WHOLE_HOUR },
+            )
             .unwrap_or(from)
     };
-    let outside = |due: i64, moved: Move| Placed { due, k: None, moved };
+    let outside = |due: i64, moved: Move| Placed {
+        due,
+        k: None,
+        moved,
+    };
     let later = |from: i64, due: i64| {
         if due.div_euclid(MINUTE_MS) > from.div_euclid(MINUTE_MS) {
             Move::Spilled

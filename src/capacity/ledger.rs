@@ -53,9 +53,10 @@ impl Ledger {
     pub fn fits(&self, at_ms: i64, cost: u64) -> bool {
         let minute = at_ms.div_euclid(MINUTE_MS);
         self.minutes.get(&minute).copied().unwrap_or(0) + cost <= self.capacity.per_minute
-            && self.capacity.per_day.is_none_or(|d| {
-                self.days.get(&self.day(at_ms)).copied().unwrap_or(0) + cost <= d
-            })
+            && self
+                .capacity
+                .per_day
+                .is_none_or(|d| self.days.get(&self.day(at_ms)).copied().unwrap_or(0) + cost <= d)
     }
 
     /// Book `cost` in the minute `at_ms` is in.

@@ -18,9 +18,9 @@ use super::{
     Webhook, WebhookType, identity_of, validation,
 };
 use crate::local_time::{DEFAULT_ZONE_PROPERTY, QuietHours, parse_zone};
-use crate::time::parse_span;
 use crate::model::ModelConfig;
 use crate::receiver::signature::Version;
+use crate::time::parse_span;
 
 /// A connector as read, with the positions the checks point at.
 pub(super) struct ConnectorDraft {
@@ -407,7 +407,10 @@ fn read_connector(ctx: &mut Ctx, table: &DeTable, at: usize, n: usize) -> Option
         None if r.has("time_zone_property") => None,
         None => Some(DEFAULT_ZONE_PROPERTY.to_string()),
         Some((s, at)) if s.is_empty() || s.len() > 100 => {
-            ctx.error(at, "`time_zone_property` must name a contact property (1 to 100 characters)");
+            ctx.error(
+                at,
+                "`time_zone_property` must name a contact property (1 to 100 characters)",
+            );
             None
         }
         Some((s, _)) => Some(s),
@@ -543,11 +546,14 @@ fn read_action(ctx: &mut Ctx, table: &DeTable, at: usize, n: usize) -> WebhookDr
 fn read_timing(
     ctx: &mut Ctx,
     r: &TableReader,
-) -> (Option<Option<i64>>, Option<Option<QuietHours>>, Option<usize>) {
+) -> (
+    Option<Option<i64>>,
+    Option<Option<QuietHours>>,
+    Option<usize>,
+) {
     let window = r.parsed(ctx, "window", |s| {
-        let span = parse_span(s).ok_or_else(|| {
-            format!("\"{s}\" is not a span such as \"90m\", \"36h\" or \"7d\"")
-        })?;
+        let span = parse_span(s)
+            .ok_or_else(|| format!("\"{s}\" is not a span such as \"90m\", \"36h\" or \"7d\""))?;
         if (Webhook::MIN_WINDOW_MS..=Webhook::MAX_WINDOW_MS).contains(&span) {
             Ok(span)
         } else {

@@ -8,9 +8,9 @@ use chrono_tz::Tz;
 
 use super::{Dispatcher, Queued};
 use crate::capacity::{CALL, Capacity, Ledger, cost};
+use crate::capacity::{ConnectorForecast, Forecast};
 use crate::config::{Config, Webhook};
 use crate::local_time::{QuietHours, WHOLE_HOUR};
-use crate::capacity::{ConnectorForecast, Forecast};
 use crate::time::{HOUR_MS, MINUTE_MS, SLOTS};
 
 /// How a webhook's receipts are planned.

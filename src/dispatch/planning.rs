@@ -16,14 +16,12 @@ use super::ids::ReceiptId;
 use super::profiles::ProfileCache;
 use super::send::Pending;
 use super::{Dispatcher, Queued, intern};
+use crate::capacity::{Placed, Request, assign};
 use crate::config::{Config, WebhookType};
 use crate::datasets::inbox::PlanningColumns;
 use crate::datasets::plan::{self, Entry};
-use crate::capacity::{Placed, Request, assign};
 use crate::local_time::{Local, Masks, parse_zone};
-use crate::model::plan::{
-    Grounds, Move, Subject, describe, minute_hash, prefer, score, window,
-};
+use crate::model::plan::{Grounds, Move, Subject, describe, minute_hash, prefer, score, window};
 use crate::time::{DAY_MS, HOUR_MS, day_of, slot_of};
 
 use chrono_tz::Tz;
@@ -211,11 +209,8 @@ impl Dispatcher {
         let routes = caps.routes(config);
         let unrouted = caps.unrouted();
         let route_of = |item: &Pending| *routes.get(&*item.webhook_id).unwrap_or(&unrouted);
-        let local_of = |route: &Route, meta: &Meta| {
-            route
-                .quiet
-                .map(|q| (meta.zone.unwrap_or(route.zone), q))
-        };
+        let local_of =
+            |route: &Route, meta: &Meta| route.quiet.map(|q| (meta.zone.unwrap_or(route.zone), q));
         let population = self.profiles.population();
         let profiles = &self.profiles;
         let day = day_of(now);

@@ -65,7 +65,11 @@ impl Window {
         if last <= first {
             return 0;
         }
-        let upto = if last == 60 { u64::MAX } else { (1u64 << last) - 1 };
+        let upto = if last == 60 {
+            u64::MAX
+        } else {
+            (1u64 << last) - 1
+        };
         upto & !((1u64 << first) - 1) & ((1u64 << 60) - 1)
     }
 
@@ -260,7 +264,10 @@ pub fn describe(
     let Some(window) = window else {
         let _ = match kind {
             WebhookType::UpdateOnly => {
-                write!(reason, "UPDATE_ONLY: list membership updated on the next tick, in a batch")
+                write!(
+                    reason,
+                    "UPDATE_ONLY: list membership updated on the next tick, in a batch"
+                )
             }
             _ => write!(reason, "IMMEDIATE: on the next tick"),
         };

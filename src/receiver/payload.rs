@@ -212,9 +212,14 @@ pub fn parse(body: &[u8], zone_property: &str) -> Result<Contact, PayloadError> 
         return Err(PayloadError::NotJson("expected `{`".into()));
     }
     let mut de = serde_json::Deserializer::from_slice(body);
-    let mut b = de::DeserializeSeed::deserialize(BodySeed { zone: zone_property }, &mut de)
-        .and_then(|b| de.end().map(|()| b))
-        .map_err(|e| PayloadError::NotJson(e.to_string()))?;
+    let mut b = de::DeserializeSeed::deserialize(
+        BodySeed {
+            zone: zone_property,
+        },
+        &mut de,
+    )
+    .and_then(|b| de.end().map(|()| b))
+    .map_err(|e| PayloadError::NotJson(e.to_string()))?;
     let contact_id = b
         .canonical_vid
         .or(b.vid)
@@ -358,7 +363,10 @@ mod tests {
             Some("europe_slash_brussels")
         );
         let flat = br#"{"vid": 1, "tz": "America/New_York"}"#;
-        assert_eq!(super::parse(flat, "tz").unwrap().time_zone.as_deref(), Some("America/New_York"));
+        assert_eq!(
+            super::parse(flat, "tz").unwrap().time_zone.as_deref(),
+            Some("America/New_York")
+        );
         assert_eq!(parse(flat).unwrap().time_zone, None);
         let long = format!(r#"{{"vid": 1, "hs_timezone": "{}"}}"#, "x".repeat(65));
         assert_eq!(parse(long.as_bytes()).unwrap().time_zone, None);

@@ -1,0 +1,346 @@
+//! Planning within what HubSpot can take, through the real binary: a crowd of contacts that
+//! all prefer one hour is spread over the minutes the connector can send (and its daily
+//! budget), inside each contact's window or marked as spilled, and the stand-in never answers
+//! 429; quiet hours hold in each contact's own zone across a daylight-saving change.
+
+mod common;
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::Duration;
+
+use chrono::{DateTime, Timelike};
+use chrono_tz::Tz;
+use common::{Hook, PUBLIC_URL, Server, TestConfig, eventually, runtime};
+use sendtime::datasets::inbox::{self, Receipt};
+use sendtime::datasets::plan::{self, PlanRow};
+use sendtime::hubspot::standin::{Options, StandIn};
+use sendtime::receiver::signature::sign_v2;
+
+const SECRET: &str = "capacity-secret";
+const TOKEN: &str = "standin-token";
+const MINUTE: i64 = 60_000;
+const HOUR: i64 = 3_600_000;
+const DAY: i64 = 86_400_000;
+
+fn plans(data: &Path) -> Vec<PlanRow> {
+    plan::read(&plan::dataset(data).unwrap()).unwrap()
+}
+
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+fn sendtime(config: &Path, data: &Path, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_sendtime"))
+        .arg("--config")
+        .arg(config)
+        .arg("--data")
+        .arg(data)
+        .args(args)
+        .env("CAPACITY_SECRET", SECRET)
+        .env("CAPACITY_TOKEN", TOKEN)
+        .output()
+        .unwrap()
+}
+
+/// Opens at `hour` UTC on 12 past days for each of `emails`, through `sendtime import csv`.
+fn import_opens(config: &Path, data: &Path, emails: &[String], hour: i64) {
+    let mut csv = String::from("email,opened\n");
+    let today = now_ms() / DAY * DAY;
+    for email in emails {
+        for d in 1..=12 {
+            csv.push_str(&format!(
+                "{email},{}\n",
+                today - d * DAY + hour * HOUR + 10 * MINUTE
+            ));
+        }
+    }
+    let file = data.parent().unwrap().join("opens.csv");
+    std::fs::write(&file, csv).unwrap();
+    let file = file.display().to_string();
+    let out = sendtime(
+        config,
+        data,
+        &[
+            "import",
+            "csv",
+            &file,
+            "--contact",
+            "email",
+            "--time",
+            "opened",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn post(client: &reqwest::blocking::Client, server: &Server, vid: u64, email: &str) {
+    let body = format!(
+        r#"{{"vid": {vid}, "portal-id": 62515, "properties": {{"email": {{"value": "{email}"}}}}}}"#
+    );
+    let path = "/hooks/crowd";
+    let sig = sign_v2(
+        SECRET.as_bytes(),
+        "POST",
+        &format!("{PUBLIC_URL}{path}"),
+        body.as_bytes(),
+    );
+    let resp = client
+        .post(server.url(path))
+        .header("X-HubSpot-Signature", sig)
+        .header("X-HubSpot-Signature-Version", "v2")
+        .body(body)
+        .send()
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+}
+
+/// 1,500 contacts who all open at one hour, through a connector that may send 3 calls per
+/// 10 s (16.2 planned per minute, 90 % of its pace) and 600 per day.
+#[test]
+fn a_crowded_hour_is_spread_within_capacity_and_nothing_is_rate_limited() {
+    const CONTACTS: u64 = 1500;
+    const PER_MINUTE: usize = 16;
+    const BUDGET: usize = 600;
+    let rt = runtime();
+    let standin = rt
+        .block_on(StandIn::start(Options {
+            limit_per_10s: 5,
+            ..Options::default()
+        }))
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let config = TestConfig {
+        env: "CAPACITY",
+        tables: "[scheduler]\ncron = \"* * * * * *\"",
+        connector: &format!(
+            "api_base = \"{}\"\nrequests_per_10s = 5\ndaily_budget = {BUDGET}",
+            standin.url()
+        ),
+        hooks: &[&Hook {
+            id: "crowd",
+            kind: "NEXT_24_HOURS",
+            target: "workflow_id = 101",
+        }],
+        ..TestConfig::default()
+    }
+    .write(dir.path());
+    let emails: Vec<String> = (0..CONTACTS).map(|i| format!("c{i}@example.com")).collect();
+    for (i, e) in emails.iter().enumerate() {
+        standin.add_contact(e, 10_000 + i as u64);
+    }
+    // Everyone's best hour is three hours from now.
+    let best_hour = (now_ms() / HOUR + 3) % 24;
+    import_opens(&config, &data, &emails, best_hour);
+
+    let clock = dir.path().join("clock");
+    let t0 = now_ms() / MINUTE * MINUTE;
+    std::fs::write(&clock, t0.to_string()).unwrap();
+    let clock_file = clock.display().to_string();
+    let server = Server::start(
+        &config,
+        &data,
+        &[
+            ("CAPACITY_SECRET", SECRET),
+            ("CAPACITY_TOKEN", TOKEN),
+            ("SENDTIME_CLOCK_FILE", clock_file.as_str()),
+        ],
+    );
+    let client = reqwest::blocking::Client::new();
+    for (i, e) in emails.iter().enumerate() {
+        post(&client, &server, 10_000 + i as u64, e);
+    }
+    let planned = eventually(Duration::from_secs(60), || {
+        let p = plans(&data);
+        (p.len() == CONTACTS as usize).then_some(p)
+    })
+    .unwrap_or_else(|| panic!("not everything planned; logs:\n{}", server.logs()));
+
+    let mut per_minute: HashMap<i64, usize> = HashMap::new();
+    let mut per_day: HashMap<i64, usize> = HashMap::new();
+    let (mut moved, mut spilled, mut best) = (0, 0, 0);
+    for p in &planned {
+        *per_minute.entry(p.due_at_ms / MINUTE).or_default() += 1;
+        *per_day.entry(p.due_at_ms / DAY).or_default() += 1;
+        assert!(p.due_at_ms >= p.received_at_ms, "{p:?}");
+        if p.reason.contains("spilled past the window") {
+            spilled += 1;
+            assert!(p.due_at_ms >= p.received_at_ms + DAY, "{p:?}");
+            continue;
+        }
+        assert!(p.due_at_ms < p.received_at_ms + DAY, "{p:?}");
+        if p.reason
+            .contains("that hour is full on connector main: moved to")
+        {
+            moved += 1;
+        } else if (p.due_at_ms / HOUR) % 24 == best_hour {
+            best += 1;
+        }
+    }
+    let busiest = per_minute.values().max().copied().unwrap();
+    assert!(busiest <= PER_MINUTE, "{busiest} planned in one minute");
+    let busiest_day = per_day.values().max().copied().unwrap();
+    assert!(busiest_day <= BUDGET, "{busiest_day} planned in one day");
+    // The best hour takes all its day's budget allows (it could take 972); the rest went to
+    // other hours of the window, and what the budget left no room for went past it.
+    assert_eq!(best, BUDGET, "{per_day:?}");
+    assert!(moved > 0 && spilled > 0, "moved {moved}, spilled {spilled}");
+    assert_eq!(
+        moved + spilled + best,
+        CONTACTS as usize,
+        "every contact is at its best hour, moved in its window or spilled"
+    );
+
+    // What the dispatcher publishes agrees with plan/.
+    let status: serde_json::Value = client
+        .get(server.url("/status"))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let forecast = &status["capacity"]["connectors"][0];
+    assert_eq!(forecast["connector"], "main");
+    assert_eq!(forecast["capacity_per_hour"], 972);
+    let hours: Vec<u64> = serde_json::from_value(forecast["planned_per_hour"].clone()).unwrap();
+    assert_eq!(hours.len(), 168);
+    assert_eq!(hours.iter().sum::<u64>(), CONTACTS);
+    let metrics = client
+        .get(server.url("/metrics"))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    let moves = |kind: &str| {
+        let prefix = format!("sendtime_plan_moves_total{{connector=\"main\",move=\"{kind}\"}} ");
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(prefix.as_str()))
+            .and_then(|v| v.parse::<usize>().ok())
+    };
+    assert_eq!(moves("capacity"), Some(moved), "{metrics}");
+    assert_eq!(moves("spilled"), Some(spilled), "{metrics}");
+
+    // The first planned minute is sent at the connector's pace: no 429.
+    let first = planned.iter().map(|p| p.due_at_ms).min().unwrap();
+    let due: Vec<&PlanRow> = planned.iter().filter(|p| p.due_at_ms == first).collect();
+    std::fs::write(&clock, first.to_string()).unwrap();
+    let log = eventually(Duration::from_secs(90), || {
+        let log = standin.log();
+        let enrolled = log
+            .iter()
+            .filter(|e| e.method == "POST" && e.status == Some(204))
+            .count();
+        (enrolled == due.len()).then_some(log)
+    })
+    .unwrap_or_else(|| panic!("first minute not sent; logs:\n{}", server.logs()));
+    assert!(log.iter().all(|e| e.status != Some(429)), "{log:?}");
+    server.stop();
+}
+
+fn receipt(n: u64, zone: &str, received_at_ms: i64) -> Receipt {
+    Receipt {
+        receipt_id: ulid::Ulid::generate().to_string(),
+        webhook_id: "weekly".into(),
+        webhook_type: sendtime::config::WebhookType::NextWeek,
+        contact_id: Some(n as i64),
+        email: Some(format!("z{n}@example.com")),
+        portal_id: Some(62515),
+        received_at_ms,
+        signature: "v2".into(),
+        config: "test".into(),
+        callback_id: None,
+        body_hash: None,
+        time_zone: Some(zone.into()),
+    }
+}
+
+/// Contacts in Brussels received the day before Europe's clocks go back (2026-10-25), and in
+/// New York the day before America's (2026-11-01), with quiet hours 21:00-08:00: every plan
+/// falls outside them in the contact's own zone, on both sides of each change.
+#[test]
+fn quiet_hours_hold_in_each_contacts_zone_across_daylight_saving() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let config = TestConfig {
+        env: "CAPACITY",
+        connector: "dry_run = true\nquiet_hours = \"21:00-08:00\"\ntime_zone = \"Asia/Tokyo\"",
+        hooks: &[&Hook {
+            id: "weekly",
+            kind: "NEXT_WEEK",
+            target: "workflow_id = 7",
+        }],
+        ..TestConfig::default()
+    }
+    .write(dir.path());
+    let brussels_received = 1_793_016_000_000; // 2026-10-24 12:00 UTC
+    let brussels_change = 1_793_062_800_000; // 2026-10-25 01:00 UTC
+    let new_york_received = 1_793_620_800_000; // 2026-10-31 12:00 UTC
+    let new_york_change = 1_793_685_600_000; // 2026-11-01 06:00 UTC
+    let mut rows = Vec::new();
+    for n in 0..300 {
+        rows.push(receipt(n, "europe_slash_brussels", brussels_received));
+        rows.push(receipt(1000 + n, "America/New_York", new_york_received));
+        // No zone of its own: the connector's.
+        let mut r = receipt(2000 + n, "", brussels_received);
+        r.time_zone = None;
+        rows.push(r);
+    }
+    let mut df = inbox::frame(&rows).unwrap();
+    inbox::dataset(&data)
+        .unwrap()
+        .write_part(ulid::Ulid::generate(), &mut df)
+        .unwrap();
+    let out = sendtime(&config, &data, &["tick", "--now", "2026-10-24T12:00:00Z"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let planned = plans(&data);
+    assert_eq!(planned.len(), rows.len());
+    let mut sides: HashMap<(&str, bool), usize> = HashMap::new();
+    for p in &planned {
+        let n = p.contact_id.unwrap();
+        let (zone, change): (Tz, i64) = match n {
+            0..1000 => (Tz::Europe__Brussels, brussels_change),
+            1000..2000 => (Tz::America__New_York, new_york_change),
+            _ => (Tz::Asia__Tokyo, brussels_change),
+        };
+        assert!(
+            (p.received_at_ms..p.received_at_ms + 7 * DAY).contains(&p.due_at_ms),
+            "{p:?}"
+        );
+        let local = DateTime::from_timestamp_millis(p.due_at_ms)
+            .unwrap()
+            .with_timezone(&zone);
+        assert!(
+            (8..21).contains(&local.hour()),
+            "{p:?} is due at {local} in {zone}"
+        );
+        assert!(
+            p.reason
+                .contains(&format!("quiet hours 21:00-08:00 in {}", zone.name())),
+            "{}",
+            p.reason
+        );
+        *sides
+            .entry((zone.name(), p.due_at_ms >= change))
+            .or_default() += 1;
+    }
+    for zone in ["Europe/Brussels", "America/New_York"] {
+        for after in [false, true] {
+            assert!(
+                sides.get(&(zone, after)).copied().unwrap_or(0) > 20,
+                "{zone}: {sides:?}"
+            );
+        }
+    }
+}
