@@ -335,12 +335,94 @@ fn quiet_hours_hold_in_each_contacts_zone_across_daylight_saving() {
             .entry((zone.name(), p.due_at_ms >= change))
             .or_default() += 1;
     }
+    // `explain` shows the contact's plan and why.
+    let out = sendtime(
+        &config,
+        &data,
+        &["explain", "5", "--at", "2026-10-24T12:00:00Z"],
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let plan5 = planned.iter().find(|p| p.contact_id == Some(5)).unwrap();
+    assert!(text.contains("planned receipts: 1"), "{text}");
+    assert!(text.contains(&plan5.reason), "{text}");
     for zone in ["Europe/Brussels", "America/New_York"] {
         for after in [false, true] {
             assert!(
-                sides.get(&(zone, after)).copied().unwrap_or(0) > 20,
+                sides.get(&(zone, after)).copied().unwrap_or(0) > 5,
                 "{zone}: {sides:?}"
             );
         }
     }
+}
+
+/// Lower limits after planning: the queue is spread again so that no hour holds more than
+/// the connector can now send, and nothing is lost.
+#[test]
+fn lowered_limits_spread_what_is_queued() {
+    use sendtime::clock::Clock;
+    use sendtime::config::{Config, EnvCheck, Overrides};
+    use sendtime::dispatch::Dispatcher;
+    use sendtime::metrics::Metrics;
+
+    const NOW: i64 = 1_795_947_420_000; // 2026-11-29 10:17 UTC
+    let rt = runtime();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let config = |per_10s: u32| -> Config {
+        let text = TestConfig {
+            env: "CAPACITY",
+            server: &format!("data_dir = \"{}\"", data.display()),
+            connector: &format!("dry_run = true\nrequests_per_10s = {per_10s}"),
+            hooks: &[&Hook {
+                id: "weekly",
+                kind: "NEXT_WEEK",
+                target: "workflow_id = 7\nwindow = \"2h\"",
+            }],
+            ..TestConfig::default()
+        }
+        .text();
+        Config::from_text(
+            &data.join("webhooks.toml"),
+            &text,
+            &Overrides::default(),
+            EnvCheck::Warn,
+        )
+        .unwrap()
+        .config
+    };
+    let rows: Vec<Receipt> = (0..3000)
+        .map(|n| {
+            let mut r = receipt(n, "", NOW + MINUTE);
+            r.time_zone = None;
+            r
+        })
+        .collect();
+    let mut df = inbox::frame(&rows).unwrap();
+    inbox::dataset(&data)
+        .unwrap()
+        .write_part(ulid::Ulid::generate(), &mut df)
+        .unwrap();
+    let metrics = Metrics::new();
+    let mut d = Dispatcher::open(&data, metrics.clone(), Clock::Fixed(NOW)).unwrap();
+    let (_tx, stop) = tokio::sync::watch::channel(false);
+    let report = rt.block_on(d.tick(&config(100), stop.clone())).unwrap();
+    assert_eq!((report.planned, report.queued), (3000, 3000));
+    let hours = |m: &Metrics| m.forecast().connectors[0].planned_per_hour.clone();
+    let before = hours(&metrics);
+    assert!(before.iter().any(|&n| n > 972), "{before:?}");
+
+    // 5 per 10 s: 972 calls an hour may be planned.
+    let report = rt.block_on(d.tick(&config(5), stop)).unwrap();
+    assert_eq!(report.queued, 3000);
+    let after = hours(&metrics);
+    assert_eq!(metrics.forecast().connectors[0].capacity_per_hour, 972);
+    assert!(after.iter().all(|&n| n <= 972), "{after:?}");
+    assert_eq!(after.iter().sum::<u64>(), 3000);
+    d.close();
 }

@@ -87,7 +87,46 @@ pub fn explain(config: &Config, contact: &str, at: Option<i64>) -> anyhow::Resul
             action.id, action.kind
         );
     }
+    planned_receipts(data_dir, id, email, &mut out)?;
     print!("{out}");
+    Ok(())
+}
+
+/// The contact's receipts in `plan/`, newest last (at most the ten latest), with the reasons
+/// that say where capacity and quiet hours moved them.
+fn planned_receipts(
+    data_dir: &std::path::Path,
+    id: Option<i64>,
+    email: Option<&str>,
+    out: &mut String,
+) -> anyhow::Result<()> {
+    use std::fmt::Write as _;
+    let dataset = crate::datasets::plan::dataset(data_dir)?;
+    let mut rows: Vec<_> = crate::datasets::plan::read(&dataset)?
+        .into_iter()
+        .filter(|p| match (id, email) {
+            (Some(id), _) => p.contact_id == Some(id),
+            (None, Some(e)) => p
+                .email
+                .as_deref()
+                .is_some_and(|pe| pe.eq_ignore_ascii_case(e.trim())),
+            (None, None) => false,
+        })
+        .collect();
+    rows.sort_by_key(|p| (p.planned_at_ms, p.received_at_ms));
+    rows.dedup_by(|a, b| a.receipt_id == b.receipt_id);
+    let _ = writeln!(out, "\nplanned receipts: {}", rows.len());
+    for p in rows.iter().skip(rows.len().saturating_sub(10)) {
+        let _ = writeln!(
+            out,
+            "{} {} received {}, due {}\n  {}",
+            p.webhook_id,
+            p.webhook_type,
+            format_minute(p.received_at_ms),
+            format_minute(p.due_at_ms),
+            p.reason
+        );
+    }
     Ok(())
 }
 
