@@ -3,9 +3,11 @@
 //! whose hour is full takes its next-best hour with room inside its window. Only when the
 //! whole window is full does it go past it.
 
+use rayon::prelude::*;
+
 use super::Ledger;
 use crate::local_time::{Local, Masks, WHOLE_HOUR};
-use crate::model::plan::{Move, Window, minute_in};
+use crate::model::plan::{Move, Preference, Window, minute_in};
 use crate::time::MINUTE_MS;
 
 /// One receipt to place.
@@ -18,10 +20,9 @@ pub struct Request {
     /// Its window; `None` for the types that go on the next tick, from `from`.
     pub window: Option<Window>,
     pub from: i64,
-    /// Its preferred candidate hour (none: no minute of the window is open to it).
-    pub preferred: Option<usize>,
-    /// What it loses by leaving its preferred hour ([`crate::model::plan::Preference`]).
-    pub regret: f64,
+    /// Its preferred candidate hour and next choices (none: no minute of the window is open
+    /// to it).
+    pub preference: Option<Preference>,
     /// [`crate::model::plan::minute_hash`] of its contact.
     pub hash: u64,
     /// Its quiet hours and zone, when it has them.
@@ -39,20 +40,23 @@ pub struct Placed {
 
 /// Place every request, booking each in its ledger. `rank(i, out)` puts request `i`'s
 /// candidate hours in `out`, best first; it is called only for receipts whose preferred hour
-/// is full (it looks the contact up again, which costs as much as planning it did).
+/// and next choices are full (it looks the contact up again, which costs as much as planning it did).
 pub fn assign(
     requests: &[Request],
     ledgers: &mut [Ledger],
     masks: &Masks,
     mut rank: impl FnMut(usize, &mut Vec<usize>),
 ) -> Vec<Placed> {
-    let mut order: Vec<usize> = (0..requests.len()).collect();
     // Next-tick receipts have no choice: they go first. Then by regret, largest first.
-    let key = |r: &Request| match r.window {
-        None => f64::INFINITY,
-        Some(_) => r.regret,
-    };
-    order.sort_by(|&a, &b| key(&requests[b]).total_cmp(&key(&requests[a])));
+    let mut order: Vec<(f64, u32)> = requests
+        .par_iter()
+        .enumerate()
+        .map(|(i, r)| match (r.window, r.preference) {
+            (None, _) => (f64::INFINITY, i as u32),
+            (Some(_), p) => (p.map_or(0.0, |p| p.regret), i as u32),
+        })
+        .collect();
+    order.par_sort_unstable_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
     let mut placed = vec![
         Placed {
             due: 0,
@@ -62,7 +66,8 @@ pub fn assign(
         requests.len()
     ];
     let mut ranked = Vec::new();
-    for i in order {
+    for (_, i) in order {
+        let i = i as usize;
         let r = &requests[i];
         let ledger = &mut ledgers[r.ledger];
         let allowed = |hour: i64| masks.allowed(r.local, hour);
@@ -113,9 +118,10 @@ fn place<'a>(
         let due = first_fit(window.from, true);
         return outside(due, later(window.from, due));
     }
-    let Some(preferred) = r.preferred else {
+    let Some(preference) = r.preference else {
         return outside(first_fit(window.end, true), Move::Quiet);
     };
+    let preferred = preference.k;
     if let Some(due) = in_hour(r, ledger, &window, preferred, allowed) {
         return Placed {
             due,
@@ -123,15 +129,23 @@ fn place<'a>(
             moved: Move::None,
         };
     }
-    for &k in ranked() {
-        if k == preferred {
-            continue;
-        }
+    let moved = Move::Capacity { preferred };
+    for k in preference.next() {
         if let Some(due) = in_hour(r, ledger, &window, k, allowed) {
             return Placed {
                 due,
                 k: Some(k),
-                moved: Move::Capacity { preferred },
+                moved,
+            };
+        }
+    }
+    // Its next choices are full too: rank every hour of its window.
+    for &k in ranked() {
+        if let Some(due) = in_hour(r, ledger, &window, k, allowed) {
+            return Placed {
+                due,
+                k: Some(k),
+                moved,
             };
         }
     }

@@ -241,18 +241,19 @@ impl Dispatcher {
                     contact: key,
                     receipt: item.receipt_id.as_str(&mut buf),
                 };
-                let preferred = window.as_ref().and_then(|w| {
-                    prefer(w, profile.as_ref(), &population, who, |k| {
+                // Without quiet hours every candidate has open minutes.
+                let preferred = window.as_ref().and_then(|w| match local {
+                    None => prefer(w, profile.as_ref(), &population, who, |_| true),
+                    Some(_) => prefer(w, profile.as_ref(), &population, who, |k| {
                         w.minutes(k) & masks.allowed(local, w.hour(k)) != 0
-                    })
+                    }),
                 });
                 Request {
                     ledger: route.ledger,
                     cost: route.cost,
                     window,
                     from: meta.received_at_ms.max(now),
-                    preferred: preferred.map(|p| p.k),
-                    regret: preferred.map_or(0.0, |p| p.regret),
+                    preference: preferred,
                     hash: minute_hash(key),
                     local,
                 }

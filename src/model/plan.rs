@@ -44,6 +44,8 @@ pub struct Window {
     pub hours: usize,
     /// The window's length.
     pub span: i64,
+    /// The hour-of-week slot of the first candidate.
+    pub first_slot: u8,
 }
 
 impl Window {
@@ -54,7 +56,7 @@ impl Window {
 
     /// The hour-of-week slot of candidate `k`.
     pub fn slot(&self, k: usize) -> u8 {
-        ((slot_of(self.first_hour) as usize + k) % SLOTS) as u8
+        ((self.first_slot as usize + k) % SLOTS) as u8
     }
 
     /// The minutes of candidate `k` that overlap the window: bit m is minute m.
@@ -127,6 +129,7 @@ pub fn window(
         first_hour,
         hours,
         span,
+        first_slot: slot_of(first_hour),
     })
 }
 
@@ -147,7 +150,12 @@ pub fn score(
     usable(profile).map_or(population[slot], |p| p.scores[slot])
 }
 
-/// The hour a contact would choose, and what it loses by going to its next choice instead.
+/// How many next choices a [`Preference`] carries: enough that a full hour rarely means
+/// looking the contact up again.
+pub const NEXT_CHOICES: usize = 7;
+
+/// The hour a contact would choose, what it loses by going to its next choice instead, and
+/// its next choices.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Preference {
     /// The candidate hour.
@@ -155,6 +163,18 @@ pub struct Preference {
     /// Its score less the next best open hour's (0 for a contact without history, whose hour
     /// is a draw: any hour serves it as well).
     pub regret: f64,
+    /// The next open candidates, best first (`u8`: a window has at most 169 hours); the
+    /// first `next_len` are set.
+    pub next: [u8; NEXT_CHOICES],
+    pub next_len: u8,
+}
+
+impl Preference {
+    pub fn next(&self) -> impl Iterator<Item = usize> + '_ {
+        self.next[..self.next_len as usize]
+            .iter()
+            .map(|&k| k as usize)
+    }
 }
 
 /// The contact's preferred hour among the candidates `open` leaves (none open: `None`).
@@ -168,41 +188,61 @@ pub fn prefer(
     who: Subject<'_>,
     open: impl Fn(usize) -> bool,
 ) -> Option<Preference> {
-    match usable(profile) {
-        Some(p) => {
-            let (mut best, mut first, mut second) = (None, f64::MIN, f64::MIN);
-            for k in (0..window.hours).filter(|&k| open(k)) {
-                let score = p.scores[window.slot(k) as usize];
-                if score > first {
-                    (best, second, first) = (Some(k), first, score);
-                } else if score > second {
-                    second = score;
-                }
-            }
-            let regret = if second == f64::MIN {
-                first
-            } else {
-                first - second
-            };
-            best.map(|k| Preference { k, regret })
+    // The best open candidates, best first.
+    let mut top = [(0usize, f64::MIN); NEXT_CHOICES + 1];
+    let mut len = 0;
+    let mut any = false;
+    let mut weights = [0.0f64; SLOTS + 1];
+    let weights = &mut weights[..window.hours.min(SLOTS + 1)];
+    let scores = usable(profile).map_or(population, |p| &p.scores);
+    for (k, w) in weights.iter_mut().enumerate() {
+        if !open(k) {
+            continue;
         }
-        None => {
-            let mut weights = [0.0f64; SLOTS + 1];
-            let weights = &mut weights[..window.hours.min(SLOTS + 1)];
-            let mut any = false;
-            for (k, w) in weights.iter_mut().enumerate() {
-                if open(k) {
-                    *w = population[window.slot(k) as usize].max(f64::MIN_POSITIVE);
-                    any = true;
-                }
+        any = true;
+        let s = scores[window.slot(k) as usize];
+        *w = s.max(f64::MIN_POSITIVE);
+        if len < top.len() || s > top[len - 1].1 {
+            let mut i = len.min(top.len() - 1);
+            while i > 0 && top[i - 1].1 < s {
+                top[i] = top[i - 1];
+                i -= 1;
             }
-            let seed = fnv1a(&[who.contact.as_bytes(), b"\0", who.receipt.as_bytes()]);
-            any.then(|| Preference {
-                k: draw(weights, seed),
-                regret: 0.0,
-            })
+            top[i] = (k, s);
+            len = (len + 1).min(top.len());
         }
     }
+    if !any {
+        return None;
+    }
+    let (k, regret) = match usable(profile) {
+        Some(_) => (
+            top[0].0,
+            if len > 1 {
+                top[0].1 - top[1].1
+            } else {
+                top[0].1
+            },
+        ),
+        None => {
+            let seed = fnv1a(&[who.contact.as_bytes(), b"\0", who.receipt.as_bytes()]);
+            (draw(weights, seed), 0.0)
+        }
+    };
+    let mut next = [0u8; NEXT_CHOICES];
+    let mut next_len = 0;
+    for &(j, _) in &top[..len] {
+        if j != k && next_len < NEXT_CHOICES {
+            next[next_len] = j as u8;
+            next_len += 1;
+        }
+    }
+    Some(Preference {
+        k,
+        regret,
+        next,
+        next_len: next_len as u8,
+    })
 }
 
 /// The hash that spreads a contact over the minutes of an hour, the same on every host.
@@ -306,12 +346,11 @@ pub fn describe(
         );
         return;
     }
-    let ratio = |k: usize| {
-        let sum: f64 = (0..window.hours)
-            .map(|j| score(window, j, ctx.profile, ctx.population))
-            .sum();
-        score(window, k, ctx.profile, ctx.population) / (sum / window.hours as f64)
-    };
+    let mean = (0..window.hours)
+        .map(|j| score(window, j, ctx.profile, ctx.population))
+        .sum::<f64>()
+        / window.hours as f64;
+    let ratio = |k: usize| score(window, k, ctx.profile, ctx.population) / mean;
     let named = match moved {
         Move::Capacity { preferred } => Some(preferred),
         _ => k,
