@@ -604,6 +604,23 @@ pub fn details(config: &Config) -> String {
                 )
             }
         };
+        if let Some(window) = w.window {
+            let _ = writeln!(
+                out,
+                "  Window:       {} after receipt",
+                crate::time::format_span(window)
+            );
+        }
+        if let Some(quiet) = w.quiet_hours {
+            let zone = c
+                .time_zone
+                .map_or("UTC".to_string(), |z| z.name().to_string());
+            let _ = writeln!(
+                out,
+                "  Quiet hours:  {quiet} in the contact's zone (`{}`; else {zone})",
+                c.time_zone_property
+            );
+        }
         if c.dry_run {
             let _ = writeln!(
                 out,

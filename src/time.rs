@@ -124,7 +124,7 @@ pub fn parse_span(text: &str) -> Option<i64> {
 
 /// A span as [`parse_span`] reads it, in the largest unit that divides it.
 pub fn format_span(ms: i64) -> String {
-    if ms % DAY_MS == 0 {
+    if ms % DAY_MS == 0 && ms > DAY_MS {
         format!("{}d", ms / DAY_MS)
     } else if ms % HOUR_MS == 0 {
         format!("{}h", ms / HOUR_MS)

@@ -204,6 +204,11 @@ impl WebhookType {
         Self::ALL.into_iter().find(|t| t.as_str() == s)
     }
 
+    /// Timed types wait for a time inside a window; the others go on the next tick.
+    pub fn timed(self) -> bool {
+        !matches!(self, WebhookType::Immediate | WebhookType::UpdateOnly)
+    }
+
     /// Enrolling types call the workflow enrollment API; UPDATE_ONLY updates a list instead.
     pub fn enrolls(self) -> bool {
         self != WebhookType::UpdateOnly

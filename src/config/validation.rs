@@ -6,7 +6,7 @@ use std::collections::HashMap;
 
 use super::read::{ConnectorDraft, Draft, WebhookDraft};
 use super::reader::Ctx;
-use super::{EnvCheck, Target, Webhook, WebhookType};
+use super::{EnvCheck, Target, Webhook};
 
 /// Run every pass; the webhooks as configured when the draft holds everything a config needs
 /// (errors may still have been reported: the caller looks).
@@ -41,7 +41,10 @@ pub(super) fn check(ctx: &mut Ctx, draft: Draft, env: EnvCheck) -> Option<(Draft
                     kind: w.kind?,
                     target: target?,
                     window: w.window?,
-                    quiet_hours: w.quiet_hours?.or(inherited),
+                    // Next-tick webhooks have no window for quiet hours to shape.
+                    quiet_hours: w
+                        .quiet_hours?
+                        .or(inherited.filter(|_| w.action || w.kind.is_some_and(|k| k.timed()))),
                 },
                 at,
             ))
@@ -74,7 +77,7 @@ pub(super) fn check(ctx: &mut Ctx, draft: Draft, env: EnvCheck) -> Option<(Draft
 /// executions may choose a timed type, so its keys always apply).
 fn check_timing(ctx: &mut Ctx, w: &WebhookDraft) {
     if let (false, Some(kind), Some(at)) = (w.action, w.kind, w.timing_at)
-        && matches!(kind, WebhookType::Immediate | WebhookType::UpdateOnly)
+        && !kind.timed()
     {
         ctx.error(
             at,
