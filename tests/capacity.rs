@@ -365,7 +365,7 @@ fn quiet_hours_hold_in_each_contacts_zone_across_daylight_saving() {
 #[test]
 fn lowered_limits_spread_what_is_queued() {
     use sendtime::clock::Clock;
-    use sendtime::config::{Config, EnvCheck, Overrides};
+    use sendtime::config::Config;
     use sendtime::dispatch::Dispatcher;
     use sendtime::metrics::Metrics;
 
@@ -375,7 +375,7 @@ fn lowered_limits_spread_what_is_queued() {
     let data = dir.path().join("data");
     std::fs::create_dir_all(&data).unwrap();
     let config = |per_10s: u32| -> Config {
-        let text = TestConfig {
+        TestConfig {
             env: "CAPACITY",
             server: &format!("data_dir = \"{}\"", data.display()),
             connector: &format!("dry_run = true\nrequests_per_10s = {per_10s}"),
@@ -386,15 +386,7 @@ fn lowered_limits_spread_what_is_queued() {
             }],
             ..TestConfig::default()
         }
-        .text();
-        Config::from_text(
-            &data.join("webhooks.toml"),
-            &text,
-            &Overrides::default(),
-            EnvCheck::Warn,
-        )
-        .unwrap()
-        .config
+        .config(&data)
     };
     let rows: Vec<Receipt> = (0..3000)
         .map(|n| {

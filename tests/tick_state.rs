@@ -8,7 +8,7 @@ use std::path::Path;
 
 use common::{Hook, TestConfig, runtime};
 use sendtime::clock::Clock;
-use sendtime::config::{Config, EnvCheck, Overrides, WebhookType};
+use sendtime::config::{Config, WebhookType};
 use sendtime::datasets::inbox::{self, Receipt};
 use sendtime::datasets::outcomes::{self, Status};
 use sendtime::datasets::plan;
@@ -20,7 +20,7 @@ const HOUR: i64 = 3_600_000;
 const NOW: i64 = 1_795_947_420_000;
 
 fn config(data: &Path) -> Config {
-    let text = TestConfig {
+    TestConfig {
         env: "TICK_STATE",
         server: &format!("data_dir = \"{}\"", data.display()),
         connector: "dry_run = true",
@@ -31,15 +31,7 @@ fn config(data: &Path) -> Config {
         }],
         ..TestConfig::default()
     }
-    .text();
-    Config::from_text(
-        &data.join("webhooks.toml"),
-        &text,
-        &Overrides::default(),
-        EnvCheck::Warn,
-    )
-    .unwrap()
-    .config
+    .config(data)
 }
 
 fn receipt(n: u64) -> Receipt {

@@ -58,6 +58,21 @@ impl TestConfig<'_> {
         text
     }
 
+    /// It as a validated config read from `dir/webhooks.toml` (not written), for tests that
+    /// drive the library.
+    #[allow(dead_code)]
+    pub fn config(&self, dir: &Path) -> sendtime::config::Config {
+        use sendtime::config::{Config, EnvCheck, Overrides};
+        Config::from_text(
+            &dir.join("webhooks.toml"),
+            &self.text(),
+            &Overrides::default(),
+            EnvCheck::Warn,
+        )
+        .unwrap()
+        .config
+    }
+
     /// Write it as `dir/webhooks.toml`; its path.
     pub fn write(&self, dir: &Path) -> PathBuf {
         let path = dir.join("webhooks.toml");
