@@ -129,23 +129,16 @@ fn place<'a>(
             moved: Move::None,
         };
     }
-    let moved = Move::Capacity { preferred };
-    for k in preference.next() {
+    // Its next choices; when they are full too, every hour of its window, ranked.
+    let others = preference
+        .next()
+        .chain(std::iter::once_with(ranked).flat_map(|all| all.iter().copied()));
+    for k in others {
         if let Some(due) = in_hour(r, ledger, &window, k, allowed) {
             return Placed {
                 due,
                 k: Some(k),
-                moved,
-            };
-        }
-    }
-    // Its next choices are full too: rank every hour of its window.
-    for &k in ranked() {
-        if let Some(due) = in_hour(r, ledger, &window, k, allowed) {
-            return Placed {
-                due,
-                k: Some(k),
-                moved,
+                moved: Move::Capacity { preferred },
             };
         }
     }
