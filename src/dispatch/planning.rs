@@ -376,7 +376,7 @@ fn plan_chunk(
             kind: meta.kind,
             profile: profile.as_ref(),
             population,
-            quiet: request.local.map(|(zone, quiet)| (quiet, zone)),
+            quiet: request.local,
             connector: (chunk.route_of)(r).connector,
         };
         describe(

@@ -1,5 +1,8 @@
-//! When to enroll a received contact: one pure function of the webhook type, the receipt time,
-//! what the model knows about the contact, and the population profile.
+//! When a received contact would like to be sent, from the webhook type, the receipt time,
+//! what the model knows about the contact and the population profile: its window, its
+//! preferred hour and next choices, and the reason every plan row carries. Fitting many
+//! receipts into what a connector can send is [`crate::capacity`]'s; [`plan`] is one receipt
+//! alone (as `explain` shows it).
 
 use std::fmt::Write;
 
@@ -285,7 +288,7 @@ pub struct Grounds<'a> {
     pub profile: Option<&'a Profile>,
     pub population: &'a [f64; SLOTS],
     /// The contact's quiet hours and zone, when it has them.
-    pub quiet: Option<(crate::local_time::QuietHours, chrono_tz::Tz)>,
+    pub quiet: Option<crate::local_time::Local>,
     /// The connector, when capacity moved the receipt.
     pub connector: &'a str,
 }
@@ -335,7 +338,7 @@ pub fn describe(
         }
         _ => write!(reason, "{kind}: the next {label}; "),
     };
-    if let Some((quiet, zone)) = ctx.quiet {
+    if let Some((zone, quiet)) = ctx.quiet {
         let _ = write!(reason, "quiet hours {quiet} in {zone}; ");
     }
     if window.hours == 0 {
