@@ -614,6 +614,78 @@ fn a_flood_of_stalled_bodies_does_not_block_signed_posts() {
     assert_eq!(inbox(dir.path()).height(), 10);
 }
 
+/// Overload that HubSpot understands: when the bodies being received (posts with a well-formed
+/// signature header, which are read before it can be checked) hold the whole budget, a signed
+/// post gets 429 with `Retry-After` (HubSpot retries a 429 at that pace; it never
+/// retries other 4xx), and once the load is gone the same post is stored.
+#[test]
+fn overload_answers_429_with_retry_after() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = TestConfig {
+        env: "TEST",
+        server: "max_body_bytes = 2097152",
+        connector: "dry_run = true",
+        hooks: HOOKS,
+        ..TestConfig::default()
+    }
+    .write(dir.path());
+    let server = Server::start(&cfg, &dir.path().join("data"), &[("TEST_SECRET", SECRET)]);
+    let addr = server.url("").trim_start_matches("http://").to_string();
+    // Stalled bodies that hold all of the budget but 10 bytes.
+    let budget = sendtime::receiver::body::BODY_BUDGET_BYTES - 10;
+    let sizes: Vec<usize> = (0..budget.div_ceil(1_000_000))
+        .map(|i| (budget - i * 1_000_000).min(1_000_000))
+        .collect();
+    let load: Vec<std::net::TcpStream> = sizes
+        .iter()
+        .map(|&n| {
+            let mut s = std::net::TcpStream::connect(&addr).unwrap();
+            s.write_all(
+                format!(
+                    "POST /hooks/nurture HTTP/1.1\r\nHost: x\r\nContent-Length: 2000000\r\n\
+                     X-HubSpot-Signature: {}\r\nX-HubSpot-Signature-Version: v2\r\n\r\n",
+                    "0".repeat(64)
+                )
+                .as_bytes(),
+            )
+            .unwrap();
+            s.write_all(&vec![b' '; n]).unwrap();
+            s
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(700));
+    let body = contact_body(80_000, "busy@example.com");
+    let path = "/hooks/nurture";
+    let signed = || {
+        Client::new()
+            .post(server.url(path))
+            .header(
+                "X-HubSpot-Signature",
+                sign_v2(
+                    SECRET.as_bytes(),
+                    "POST",
+                    &format!("{PUBLIC_URL}{path}"),
+                    &body,
+                ),
+            )
+            .header("X-HubSpot-Signature-Version", "v2")
+            .body(body.clone())
+            .send()
+            .unwrap()
+    };
+    let busy = signed();
+    assert_eq!(busy.status().as_u16(), 429);
+    assert_eq!(busy.headers()["retry-after"], "5");
+    let answer: serde_json::Value = busy.json().unwrap();
+    assert_eq!(answer["reason"], "busy");
+    drop(load);
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(signed().status().as_u16(), 200);
+    server.stop();
+    assert_eq!(inbox(dir.path()).height(), 1);
+}
+
 /// A portal id that is present must be the connector's and a valid integer; with
 /// `require_portal_id`, one must be present.
 #[test]

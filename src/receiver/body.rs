@@ -19,7 +19,7 @@ use super::refusal::{BODY_READ_TIMEOUT, Refusal};
 /// receiver hold for bodies.
 pub const BODY_BUDGET_BYTES: usize = 128 * 1024 * 1024;
 /// How long a post waits for budget when the budget is spent before it is refused as busy
-/// (503, which HubSpot retries).
+/// (429 with `Retry-After`, which HubSpot retries).
 const BUDGET_WAIT: Duration = Duration::from_secs(1);
 
 /// The shared budget.

@@ -2,8 +2,11 @@
 //! (the `reason` of `sendtime_webhooks_rejected_total` and of the JSON answer), the message
 //! HubSpot shows in the workflow's history, and what goes to our log only.
 //!
-//! 4xx tells HubSpot not to retry (the post itself is wrong); 503 asks it to retry, for
-//! anything on our side (no secret configured, the store busy or failing, shutting down).
+//! 4xx tells HubSpot not to retry (the post itself is wrong), but for 429: overload (bodies
+//! in flight, the store's queue full, shutting down) asks it to come back after `Retry-After`,
+//! the one answer HubSpot retries on its own schedule at our pace. 503 asks it to retry, on
+//! its 5xx schedule (over three days), for what is wrong on our side (no secret configured, a
+//! store error).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -22,7 +25,8 @@ use crate::throttle::Throttle;
 
 /// A body not fully received by then gets 408 (HubSpot itself gives up after 30 s).
 pub const BODY_READ_TIMEOUT: Duration = Duration::from_secs(10);
-/// What a 503 asks HubSpot to wait.
+/// What a 429 or 503 asks HubSpot to wait, in seconds: HubSpot's documentation of workflow
+/// actions reads `Retry-After` in seconds (its workflow-webhook page names no unit).
 const RETRY_AFTER_SECONDS: &str = "5";
 
 /// A refused post.
@@ -89,7 +93,10 @@ impl Refusal {
             | Refusal::NoRecordId => StatusCode::BAD_REQUEST,
             Refusal::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             Refusal::Signature { .. } | Refusal::WrongPortal { .. } => StatusCode::UNAUTHORIZED,
-            Refusal::Busy | Refusal::NoSecret { .. } | Refusal::Store(_) => {
+            Refusal::Busy
+            | Refusal::Store(StoreError::Busy)
+            | Refusal::Store(StoreError::ShuttingDown) => StatusCode::TOO_MANY_REQUESTS,
+            Refusal::NoSecret { .. } | Refusal::Store(StoreError::Io) => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
         }
@@ -175,8 +182,10 @@ impl IntoResponse for Refusal {
         let status = self.status();
         let body = json!({"status": "error", "reason": self.label(), "message": self.to_string()});
         let mut response = (status, axum::Json(body)).into_response();
-        if status == StatusCode::SERVICE_UNAVAILABLE {
-            // HubSpot honours Retry-After on a 503.
+        if matches!(
+            status,
+            StatusCode::SERVICE_UNAVAILABLE | StatusCode::TOO_MANY_REQUESTS
+        ) {
             response.headers_mut().insert(
                 header::RETRY_AFTER,
                 HeaderValue::from_static(RETRY_AFTER_SECONDS),
