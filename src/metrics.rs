@@ -41,6 +41,7 @@ pub struct Inner {
     planned_calls: Family<Labels, Gauge>,
     capacity_per_hour: Family<Labels, Gauge>,
     plan_moves: Family<Labels, Counter>,
+    secrets: Family<Labels, Counter>,
     /// The dispatcher's latest forecast, for `/status`.
     forecast: std::sync::Mutex<Arc<Forecast>>,
 }
@@ -78,6 +79,12 @@ impl Metrics {
         let planned_calls = Family::<Labels, Gauge>::default();
         let capacity_per_hour = Family::<Labels, Gauge>::default();
         let plan_moves = Family::<Labels, Counter>::default();
+        let secrets = Family::<Labels, Counter>::default();
+        registry.register(
+            "signature_secret",
+            "Signed posts accepted, by the connector and the environment variable of the client secret that verified them (during a rotation, the older one should fall to zero)",
+            secrets.clone(),
+        );
         registry.register(
             "planned_calls",
             "HubSpot calls planned per connector in the hour that starts `hours_ahead` hours from this one (next 7 days)",
@@ -170,6 +177,7 @@ impl Metrics {
             planned_calls,
             capacity_per_hour,
             plan_moves,
+            secrets,
             forecast: Default::default(),
         }))
     }
@@ -215,6 +223,16 @@ impl Metrics {
             .get_or_create(&vec![
                 ("connector", connector.to_string()),
                 ("move", kind.to_string()),
+            ])
+            .clone()
+    }
+
+    /// Count a post verified by the secret in `env` of `connector`.
+    pub fn secret_matched(&self, connector: &str, env: &str) -> Counter {
+        self.secrets
+            .get_or_create(&vec![
+                ("connector", connector.to_string()),
+                ("secret_env", env.to_string()),
             ])
             .clone()
     }

@@ -82,6 +82,7 @@ async fn serve(config_path: PathBuf, overrides: Overrides, clock: Clock) -> anyh
         inbox,
         metrics,
         refusals: Default::default(),
+        older_secrets: Default::default(),
         bodies: receiver::body::budget(),
     });
     let served = serve_http(listener, app, async move {

@@ -686,6 +686,89 @@ fn overload_answers_429_with_retry_after() {
     assert_eq!(inbox(dir.path()).height(), 1);
 }
 
+/// A client-secret rotation: while `client_secret_env` names the new secret and the old one,
+/// posts signed with either are stored (a metric says which verified them); once the old one
+/// is removed, a post signed with it alone is refused.
+#[test]
+fn a_rotated_secret_is_accepted_until_it_is_removed() {
+    const NEW: &str = "the-new-client-secret";
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let write = |secrets: &str| {
+        let text = TestConfig {
+            env: "TEST",
+            connector: "dry_run = true",
+            hooks: HOOKS,
+            ..TestConfig::default()
+        }
+        .text()
+        .replace(
+            "client_secret_env = \"TEST_SECRET\"",
+            &format!("client_secret_env = {secrets}"),
+        );
+        let path = dir.path().join("webhooks.toml");
+        std::fs::write(&path, text).unwrap();
+        path
+    };
+    let signed_with = |server: &Server, secret: &str, vid: i64| {
+        let path = "/hooks/nurture";
+        let body = contact_body(vid, &format!("r{vid}@example.com"));
+        let sig = sign_v2(
+            secret.as_bytes(),
+            "POST",
+            &format!("{PUBLIC_URL}{path}"),
+            &body,
+        );
+        Client::new()
+            .post(server.url(path))
+            .header("X-HubSpot-Signature", sig)
+            .header("X-HubSpot-Signature-Version", "v2")
+            .body(body)
+            .send()
+            .unwrap()
+            .status()
+            .as_u16()
+    };
+    let env = [("TEST_SECRET_NEW", NEW), ("TEST_SECRET", SECRET)];
+    let config = write(r#"["TEST_SECRET_NEW", "TEST_SECRET"]"#);
+    let server = Server::start(&config, &data, &env);
+    assert_eq!(
+        signed_with(&server, SECRET, 1),
+        200,
+        "old secret during rotation"
+    );
+    assert_eq!(
+        signed_with(&server, NEW, 2),
+        200,
+        "new secret during rotation"
+    );
+    assert_eq!(signed_with(&server, "neither", 3), 401);
+    let metrics = Client::new()
+        .get(server.url("/metrics"))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    for name in ["TEST_SECRET_NEW", "TEST_SECRET"] {
+        let line = format!(
+            "sendtime_signature_secret_total{{connector=\"main\",secret_env=\"{name}\"}} 1"
+        );
+        assert!(metrics.contains(&line), "{line} in\n{metrics}");
+    }
+    server.stop();
+
+    let config = write(r#"["TEST_SECRET_NEW"]"#);
+    let server = Server::start(&config, &data, &env);
+    assert_eq!(
+        signed_with(&server, SECRET, 4),
+        401,
+        "old secret after rotation"
+    );
+    assert_eq!(signed_with(&server, NEW, 5), 200);
+    server.stop();
+    assert_eq!(inbox(dir.path()).height(), 3);
+}
+
 /// A portal id that is present must be the connector's and a valid integer; with
 /// `require_portal_id`, one must be present.
 #[test]

@@ -96,8 +96,9 @@ pub struct Connector {
     pub portal_id: u64,
     /// The app whose client secret signs the workflow's posts.
     pub app_id: u64,
-    /// The environment variable holding that app's client secret.
-    pub client_secret_env: String,
+    /// The environment variables holding that app's client secret, current first: during a
+    /// rotation a post signed with any of them is accepted.
+    pub client_secret_env: Vec<String>,
     /// The environment variable holding the token for API calls.
     pub access_token_env: String,
     /// HubSpot's API base (a stand-in in tests), without a trailing slash.
@@ -149,11 +150,16 @@ impl Connector {
 }
 
 impl Connector {
-    /// The client secret from the environment, if set and non-empty.
-    pub fn client_secret(&self) -> Option<String> {
-        std::env::var(&self.client_secret_env)
-            .ok()
-            .filter(|s| !s.is_empty())
+    /// The client secrets set in the environment (non-empty), current first, each with the
+    /// name of its variable.
+    pub fn client_secrets(&self) -> Vec<(&str, String)> {
+        self.client_secret_env
+            .iter()
+            .filter_map(|name| {
+                let value = std::env::var(name).ok().filter(|s| !s.is_empty())?;
+                Some((name.as_str(), value))
+            })
+            .collect()
     }
 
     /// The API token from the environment, if set and non-empty.

@@ -26,7 +26,8 @@ use crate::time::parse_span;
 pub(super) struct ConnectorDraft {
     pub connector: Connector,
     pub id_at: usize,
-    pub client_secret_env_at: usize,
+    /// Where each of `client_secret_env`'s names is.
+    pub client_secret_env_at: Vec<usize>,
     pub access_token_env_at: usize,
     /// Where `allow_unsigned = true` is, when it is.
     pub allow_unsigned_at: Option<usize>,
@@ -340,7 +341,7 @@ fn read_connector(ctx: &mut Ctx, table: &DeTable, at: usize, n: usize) -> Option
         r.positive(ctx, "app_id", i64::MAX as u64)
     });
     let secret = r.required(ctx, "client_secret_env", "", |r, ctx| {
-        r.env_name(ctx, "client_secret_env")
+        r.env_names(ctx, "client_secret_env")
     });
     let token = r.required(ctx, "access_token_env", "", |r, ctx| {
         r.env_name(ctx, "access_token_env")
@@ -421,7 +422,8 @@ fn read_connector(ctx: &mut Ctx, table: &DeTable, at: usize, n: usize) -> Option
         .filter(|_| allow_unsigned == Some(true))
         .map(|v| v.span().start);
     r.finish(ctx);
-    let ((id, id_at), (client_secret_env, client_secret_env_at)) = (id?, secret?);
+    let ((id, id_at), secrets) = (id?, secret?);
+    let (client_secret_env, client_secret_env_at) = secrets.into_iter().unzip();
     let (access_token_env, access_token_env_at) = token?;
     Some(ConnectorDraft {
         connector: Connector {

@@ -252,6 +252,40 @@ impl<'a, 'i> TableReader<'a, 'i> {
         }
     }
 
+    /// One environment variable name, or an array of them (at least one, at most 8), each
+    /// checked as [`TableReader::env_name`] checks one; with where each is.
+    pub fn env_names(&self, ctx: &mut Ctx, key: &'static str) -> Option<Vec<(String, usize)>> {
+        let v = self.get(key)?;
+        let DeValue::Array(items) = v.get_ref() else {
+            return self.env_name(ctx, key).map(|one| vec![one]);
+        };
+        if items.is_empty() || items.len() > 8 {
+            ctx.error(
+                v.span().start,
+                format!("`{key}` must name 1 to 8 environment variables, current first"),
+            );
+            return None;
+        }
+        let mut names = Vec::new();
+        let mut ok = true;
+        for item in items {
+            let at = item.span().start;
+            match item.get_ref() {
+                DeValue::String(s) if is_env_name(s) => names.push((s.to_string(), at)),
+                _ => {
+                    ctx.error(
+                        at,
+                        format!(
+                            "`{key}` must name environment variables (letters, digits and `_`, not starting with a digit), not hold values"
+                        ),
+                    );
+                    ok = false;
+                }
+            }
+        }
+        ok.then_some(names)
+    }
+
     /// An absolute http(s) URL, returned without a trailing slash.
     pub fn http_url(&self, ctx: &mut Ctx, key: &'static str) -> Option<String> {
         let (raw, at) = self.string(ctx, key)?;

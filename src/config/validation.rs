@@ -196,19 +196,34 @@ fn check_webhook_target(ctx: &mut Ctx, w: &WebhookDraft) -> Option<Target> {
 /// connectors, which call nothing.
 fn check_env(ctx: &mut Ctx, draft: &ConnectorDraft, env: EnvCheck) {
     let c = &draft.connector;
-    for (key, name, at) in [
-        (
-            "client_secret_env",
-            &c.client_secret_env,
-            draft.client_secret_env_at,
-        ),
-        (
-            "access_token_env",
-            &c.access_token_env,
-            draft.access_token_env_at,
-        ),
-    ] {
+    let secrets = c
+        .client_secret_env
+        .iter()
+        .zip(&draft.client_secret_env_at)
+        .enumerate()
+        .map(|(i, (name, at))| ("client_secret_env", name, *at, i > 0));
+    let token = std::iter::once((
+        "access_token_env",
+        &c.access_token_env,
+        draft.access_token_env_at,
+        false,
+    ));
+    for (key, name, at, older) in secrets.chain(token) {
         if env == EnvCheck::RequireTokens && key == "client_secret_env" {
+            continue;
+        }
+        if older && std::env::var(name).is_ok_and(|v| !v.is_empty()) {
+            continue;
+        }
+        if older {
+            // A secret being rotated out may already be gone.
+            ctx.warning(
+                at,
+                format!(
+                    "environment variable {name} (an older secret of connector `{}`) is not set: posts signed with it are refused",
+                    c.id
+                ),
+            );
             continue;
         }
         if std::env::var(name).is_ok_and(|v| !v.is_empty()) {

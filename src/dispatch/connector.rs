@@ -274,7 +274,7 @@ mod tests {
             id: "main".into(),
             portal_id: 1,
             app_id: 2,
-            client_secret_env: "UNUSED".into(),
+            client_secret_env: vec!["UNUSED".into()],
             // Any variable that is set: nothing is called.
             access_token_env: "PATH".into(),
             api_base: "http://127.0.0.1:9".into(),

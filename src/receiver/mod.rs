@@ -13,6 +13,7 @@ pub mod payload;
 pub mod refusal;
 pub mod signature;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::Router;
@@ -43,6 +44,8 @@ pub struct AppState {
     /// unauthenticated clients can make us hold (bodies are read before their signature can
     /// be checked).
     pub bodies: Arc<tokio::sync::Semaphore>,
+    /// Connector → when a post signed with an older (rotated-out) secret was last logged.
+    pub older_secrets: Arc<std::sync::Mutex<HashMap<String, crate::throttle::Throttle>>>,
 }
 
 /// The HTTP surface: webhooks, health, metrics, status.
@@ -204,23 +207,46 @@ async fn authenticate(
         );
         "unsigned"
     } else {
-        let secret = connector.client_secret().ok_or_else(|| Refusal::NoSecret {
-            connector: connector.id.clone(),
-            env: connector.client_secret_env.clone(),
-        })?;
+        let secrets = connector.client_secrets();
+        if secrets.is_empty() {
+            return Err(Refusal::NoSecret {
+                connector: connector.id.clone(),
+                env: connector.client_secret_env.join(", "),
+            });
+        }
         let refused = |error| Refusal::Signature {
             error,
             checked: format!("POST {called}"),
         };
-        let version = signature::verify(
-            secret.as_bytes(),
-            "POST",
-            &called,
-            body,
-            sig_headers,
-            now_ms,
-        )
-        .map_err(refused)?;
+        // Current secret first; during a rotation an older one may still sign HubSpot's posts.
+        // A post no secret verifies is refused with what the current one found.
+        let mut first_error = None;
+        let mut matched = None;
+        for (i, (name, secret)) in secrets.iter().enumerate() {
+            match signature::verify(
+                secret.as_bytes(),
+                "POST",
+                &called,
+                body,
+                sig_headers,
+                now_ms,
+            ) {
+                Ok(version) => {
+                    matched = Some((i, *name, version));
+                    break;
+                }
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        let Some((i, name, version)) = matched else {
+            return Err(refused(first_error.expect("at least one secret was tried")));
+        };
+        state.metrics.secret_matched(&connector.id, name).inc();
+        if i > 0 {
+            older_secret_used(state, &connector.id, name);
+        }
         if version < connector.min_signature_version {
             return Err(refused(signature::SignatureError::TooWeak(
                 version.as_str(),
@@ -236,6 +262,20 @@ async fn authenticate(
         signature,
         now_ms,
     })
+}
+
+/// Warn (at most once a minute per connector) that HubSpot still signs with a secret being
+/// rotated out: the rotation is not finished until this stops.
+fn older_secret_used(state: &AppState, connector: &str, name: &str) {
+    let mut warnings = state.older_secrets.lock().unwrap();
+    if let Some(suppressed) = warnings.entry(connector.to_string()).or_default().due() {
+        tracing::warn!(
+            connector,
+            secret_env = name,
+            suppressed,
+            "a post was signed with an older client secret, not the current (first) one: keep it until this stops, then remove it from client_secret_env"
+        );
+    }
 }
 
 /// A portal id in the body must be the connector's, and a valid one; the connector may
