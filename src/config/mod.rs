@@ -99,8 +99,8 @@ pub struct Connector {
     /// The environment variables holding that app's client secret, current first: during a
     /// rotation a post signed with any of them is accepted.
     pub client_secret_env: Vec<String>,
-    /// The environment variable holding the token for API calls.
-    pub access_token_env: String,
+    /// How API calls authenticate (`auth`).
+    pub credentials: Credentials,
     /// HubSpot's API base (a stand-in in tests), without a trailing slash.
     pub api_base: String,
     /// The app's burst limit; the dispatcher paces a little under it.
@@ -155,19 +155,51 @@ impl Connector {
     pub fn client_secrets(&self) -> Vec<(&str, String)> {
         self.client_secret_env
             .iter()
-            .filter_map(|name| {
-                let value = std::env::var(name).ok().filter(|s| !s.is_empty())?;
-                Some((name.as_str(), value))
-            })
+            .filter_map(|name| Some((name.as_str(), env_value(name)?)))
             .collect()
     }
+}
 
-    /// The API token from the environment, if set and non-empty.
-    pub fn access_token(&self) -> Option<String> {
-        std::env::var(&self.access_token_env)
-            .ok()
-            .filter(|s| !s.is_empty())
+/// How a connector's API calls authenticate.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Credentials {
+    /// `auth = "static"`: a token that does not expire, from `access_token_env` (a
+    /// developer-platform app's static token, a service key, or a legacy private app's token).
+    Static { access_token_env: String },
+    /// `auth = "oauth"`: an installed app's refresh token (`refresh_token_env`) and client id
+    /// (`client_id_env`), with the app's client secret; access tokens (30 minutes) are obtained
+    /// and refreshed before they expire.
+    OAuth {
+        client_id_env: String,
+        refresh_token_env: String,
+    },
+}
+
+impl Credentials {
+    /// `auth`'s values.
+    pub const STATIC: &str = "static";
+    pub const OAUTH: &str = "oauth";
+
+    /// The environment variables the credentials are read from, with their keys.
+    pub fn env_names(&self) -> Vec<(&'static str, &str)> {
+        match self {
+            Credentials::Static { access_token_env } => {
+                vec![("access_token_env", access_token_env)]
+            }
+            Credentials::OAuth {
+                client_id_env,
+                refresh_token_env,
+            } => vec![
+                ("client_id_env", client_id_env),
+                ("refresh_token_env", refresh_token_env),
+            ],
+        }
     }
+}
+
+/// An environment variable's value, if set and non-empty.
+pub fn env_value(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|s| !s.is_empty())
 }
 
 /// What happens to a contact posted to a webhook. Stored (inbox, plan, the inbox's log) by

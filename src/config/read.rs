@@ -14,7 +14,7 @@ use toml::de::{DeTable, DeValue};
 use super::diagnostics::Lines;
 use super::reader::{Ctx, TableReader, closest, first_line, number, read_array, sub_table};
 use super::{
-    Config, Connector, Diagnostics, EnvCheck, Loaded, SUPPORTED_VERSION, Scheduler, Server,
+    Config, Connector, Credentials, Diagnostics, EnvCheck, Loaded, SUPPORTED_VERSION, Scheduler, Server,
     Webhook, WebhookType, identity_of, validation,
 };
 use crate::local_time::{DEFAULT_ZONE_PROPERTY, QuietHours, parse_zone};
@@ -28,7 +28,8 @@ pub(super) struct ConnectorDraft {
     pub id_at: usize,
     /// Where each of `client_secret_env`'s names is.
     pub client_secret_env_at: Vec<usize>,
-    pub access_token_env_at: usize,
+    /// Where each of the credentials' env var names is, in [`Credentials::env_names`] order.
+    pub credentials_at: Vec<usize>,
     /// Where `allow_unsigned = true` is, when it is.
     pub allow_unsigned_at: Option<usize>,
 }
@@ -343,9 +344,7 @@ fn read_connector(ctx: &mut Ctx, table: &DeTable, at: usize, n: usize) -> Option
     let secret = r.required(ctx, "client_secret_env", "", |r, ctx| {
         r.env_names(ctx, "client_secret_env")
     });
-    let token = r.required(ctx, "access_token_env", "", |r, ctx| {
-        r.env_name(ctx, "access_token_env")
-    });
+    let credentials = read_credentials(ctx, &r);
     let api_base = match r.has("api_base") {
         false => Some(Connector::DEFAULT_API_BASE.to_string()),
         true => r.http_url(ctx, "api_base"),
@@ -424,14 +423,14 @@ fn read_connector(ctx: &mut Ctx, table: &DeTable, at: usize, n: usize) -> Option
     r.finish(ctx);
     let ((id, id_at), secrets) = (id?, secret?);
     let (client_secret_env, client_secret_env_at) = secrets.into_iter().unzip();
-    let (access_token_env, access_token_env_at) = token?;
+    let (credentials, credentials_at) = credentials?;
     Some(ConnectorDraft {
         connector: Connector {
             id,
             portal_id: portal_id?,
             app_id: app_id?,
             client_secret_env,
-            access_token_env,
+            credentials,
             api_base: api_base?,
             requests_per_10s: per_10s? as u32,
             requests_per_day: per_day? as u32,
@@ -448,9 +447,67 @@ fn read_connector(ctx: &mut Ctx, table: &DeTable, at: usize, n: usize) -> Option
         },
         id_at,
         client_secret_env_at,
-        access_token_env_at,
+        credentials_at,
         allow_unsigned_at,
     })
+}
+
+/// `auth` and the env var names it needs, with where each name is.
+fn read_credentials(ctx: &mut Ctx, r: &TableReader) -> Option<(Credentials, Vec<usize>)> {
+    let auth = match r.string(ctx, "auth") {
+        None if r.has("auth") => return None,
+        None => Credentials::STATIC.to_string(),
+        Some((s, at)) => {
+            if s != Credentials::STATIC && s != Credentials::OAUTH {
+                ctx.error(
+                    at,
+                    format!("`auth` must be \"static\" or \"oauth\", found \"{s}\""),
+                );
+                return None;
+            }
+            s
+        }
+    };
+    let (needed, refused): (&[&'static str], &[&'static str]) = if auth == Credentials::OAUTH {
+        (&["client_id_env", "refresh_token_env"], &["access_token_env"])
+    } else {
+        (&["access_token_env"], &["client_id_env", "refresh_token_env"])
+    };
+    for key in refused {
+        if let Some(v) = r.get(key) {
+            ctx.error(
+                v.span().start,
+                format!("`{key}` does not apply with auth = \"{auth}\"; remove it"),
+            );
+        }
+    }
+    let why = if auth == Credentials::OAUTH {
+        " (auth = \"oauth\")"
+    } else {
+        " (the token for API calls; or set auth = \"oauth\")"
+    };
+    let names: Vec<Option<(String, usize)>> = needed
+        .iter()
+        .map(|key| r.required(ctx, key, why, |r, ctx| r.env_name(ctx, key)))
+        .collect();
+    if !refused.iter().all(|k| !r.has(k)) {
+        return None;
+    }
+    let names: Vec<(String, usize)> = names.into_iter().collect::<Option<_>>()?;
+    let at = names.iter().map(|(_, at)| *at).collect();
+    let mut names = names.into_iter().map(|(n, _)| n);
+    let mut next = || names.next().expect("one per needed key");
+    let credentials = if auth == Credentials::OAUTH {
+        Credentials::OAuth {
+            client_id_env: next(),
+            refresh_token_env: next(),
+        }
+    } else {
+        Credentials::Static {
+            access_token_env: next(),
+        }
+    };
+    Some((credentials, at))
 }
 
 fn read_webhook(ctx: &mut Ctx, table: &DeTable, at: usize, n: usize) -> WebhookDraft {

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 
 use super::read::{ConnectorDraft, Draft, WebhookDraft};
 use super::reader::Ctx;
-use super::{EnvCheck, Target, Webhook};
+use super::{Credentials, EnvCheck, Target, Webhook};
 
 /// Run every pass; the webhooks as configured when the draft holds everything a config needs
 /// (errors may still have been reported: the caller looks).
@@ -201,15 +201,16 @@ fn check_env(ctx: &mut Ctx, draft: &ConnectorDraft, env: EnvCheck) {
         .iter()
         .zip(&draft.client_secret_env_at)
         .enumerate()
-        .map(|(i, (name, at))| ("client_secret_env", name, *at, i > 0));
-    let token = std::iter::once((
-        "access_token_env",
-        &c.access_token_env,
-        draft.access_token_env_at,
-        false,
-    ));
-    for (key, name, at, older) in secrets.chain(token) {
-        if env == EnvCheck::RequireTokens && key == "client_secret_env" {
+        .map(|(i, (name, at))| ("client_secret_env", name.as_str(), *at, i > 0));
+    let names = c.credentials.env_names();
+    let tokens = names
+        .iter()
+        .zip(&draft.credentials_at)
+        .map(|((key, name), at)| (*key, *name, *at, false));
+    // OAuth refreshes with the app's client secret, so `tick` needs it too.
+    let oauth = matches!(c.credentials, Credentials::OAuth { .. });
+    for (key, name, at, older) in secrets.chain(tokens) {
+        if env == EnvCheck::RequireTokens && key == "client_secret_env" && !oauth {
             continue;
         }
         if older && std::env::var(name).is_ok_and(|v| !v.is_empty()) {

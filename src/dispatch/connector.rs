@@ -105,7 +105,7 @@ impl Link {
             tracing::error!(
                 connector = %self.id,
                 until = %format_minute(until),
-                "HubSpot refused the connector's access token ({status}: {message}): connector paused and contacts stay queued; set a valid token in the connector's access_token_env and restart (it tries once more at the time shown)"
+                "HubSpot refused the connector's credentials ({status}: {message}): connector paused and contacts stay queued; set a valid token (access_token_env, or for OAuth refresh_token_env and client_id_env) and restart (it tries once more at the time shown)"
             );
             metrics.connector_paused(&self.id).set(1);
             *pause = Some(Pause {
@@ -146,7 +146,7 @@ impl Dispatcher {
     pub(super) fn link(&mut self, connector: &Connector) -> anyhow::Result<Arc<Link>> {
         let key = format!(
             "{}|{}|{}",
-            connector.api_base, connector.access_token_env, connector.requests_per_10s
+            connector.api_base, connector.credentials.env_names().iter().map(|(_, n)| *n).collect::<Vec<_>>().join(","), connector.requests_per_10s
         );
         if let Some((k, link)) = self.links.get(&connector.id)
             && *k == key
@@ -276,7 +276,9 @@ mod tests {
             app_id: 2,
             client_secret_env: vec!["UNUSED".into()],
             // Any variable that is set: nothing is called.
-            access_token_env: "PATH".into(),
+            credentials: crate::config::Credentials::Static {
+                access_token_env: "PATH".into(),
+            },
             api_base: "http://127.0.0.1:9".into(),
             requests_per_10s,
             requests_per_day: 1000,

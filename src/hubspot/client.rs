@@ -21,6 +21,7 @@ use reqwest::header::HeaderMap;
 use reqwest::{Method, StatusCode, Url};
 use serde::{Deserialize, Serialize};
 
+use super::auth::Auth;
 use super::limiter::Limiter;
 use super::policy::{self, MAX_HEADER_WAIT};
 use crate::config::Connector;
@@ -321,7 +322,7 @@ pub struct Client {
     http: reqwest::Client,
     base: String,
     /// Only ever put in the Authorization header; never in Debug output, errors or logs.
-    token: Arc<str>,
+    auth: Arc<Auth>,
     limiter: Arc<Limiter>,
     last_rate: Arc<Mutex<Option<RateLimit>>>,
 }
@@ -330,14 +331,19 @@ impl fmt::Debug for Client {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Client")
             .field("base", &self.base)
-            .field("token", &"<redacted>")
+            .field("auth", &self.auth)
             .finish()
     }
 }
 
 impl Client {
-    /// A client for `api_base` (e.g. `https://api.hubapi.com`) with `token`.
+    /// A client for `api_base` (e.g. `https://api.hubapi.com`) with a static `token`.
     pub fn new(api_base: &str, token: &str, options: ClientOptions) -> anyhow::Result<Client> {
+        Client::with_auth(api_base, Auth::Static(token.into()), options)
+    }
+
+    /// A client for `api_base` that authenticates with `auth`.
+    pub fn with_auth(api_base: &str, auth: Auth, options: ClientOptions) -> anyhow::Result<Client> {
         let base = api_base.trim_end_matches('/').to_string();
         Url::parse(&base).with_context(|| format!("HubSpot api_base {base:?} is not a URL"))?;
         let http = reqwest::Client::builder()
@@ -348,24 +354,17 @@ impl Client {
         Ok(Client {
             http,
             base,
-            token: token.into(),
+            auth: Arc::new(auth),
             limiter: Arc::new(Limiter::new(options.requests_per_10s)),
             last_rate: Arc::new(Mutex::new(None)),
         })
     }
 
-    /// A client for `connector`, its token read from the env var the config names.
+    /// A client for `connector`, its credentials read from the env vars the config names.
     pub fn for_connector(connector: &Connector, timeout: Duration) -> anyhow::Result<Client> {
-        let token = connector.access_token().with_context(|| {
-            format!(
-                "connector {:?}: environment variable {} (access_token_env) is not set; \
-                 set it to the HubSpot access token (or, for the dispatcher, set dry_run = true)",
-                connector.id, connector.access_token_env
-            )
-        })?;
-        Client::new(
+        Client::with_auth(
             &connector.api_base,
-            &token,
+            Auth::for_connector(connector)?,
             ClientOptions {
                 timeout,
                 requests_per_10s: connector.requests_per_10s,
@@ -428,13 +427,23 @@ impl Client {
         json: Option<Vec<u8>>,
         batch: Option<usize>,
     ) -> Result<reqwest::Response, ApiError> {
-        let mut req = self.http.request(method, url).bearer_auth(&self.token);
-        if let Some(body) = json {
-            req = req
-                .header(reqwest::header::CONTENT_TYPE, "application/json")
-                .body(body);
+        let request = |token: &str| {
+            let mut req = self.http.request(method.clone(), url.clone()).bearer_auth(token);
+            if let Some(body) = &json {
+                req = req
+                    .header(reqwest::header::CONTENT_TYPE, "application/json")
+                    .body(body.clone());
+            }
+            req
+        };
+        let token = self.auth.bearer(&self.http, &self.base, None).await?;
+        let mut resp = request(&token).send().await.map_err(transport)?;
+        if resp.status() == StatusCode::UNAUTHORIZED && self.auth.refreshes() {
+            // An access token HubSpot no longer takes (revoked, or its clock ahead of ours):
+            // one refresh and one retry before the refusal counts.
+            let fresh = self.auth.bearer(&self.http, &self.base, Some(&token)).await?;
+            resp = request(&fresh).send().await.map_err(transport)?;
         }
-        let resp = req.send().await.map_err(transport)?;
         if let Some(rate) = RateLimit::from_headers(resp.headers()) {
             *self.last_rate.lock().unwrap() = Some(rate);
             self.limiter.observe(&rate);
@@ -560,7 +569,7 @@ fn bad_body(e: &serde_json::Error) -> ApiError {
 }
 
 /// A request that got no (complete) HTTP answer.
-fn transport(e: reqwest::Error) -> ApiError {
+pub(super) fn transport(e: reqwest::Error) -> ApiError {
     // A connect failure never reached HubSpot; anything later (timeout while waiting, the
     // connection dropped mid-answer) may have been received and acted on.
     let may_have_reached = !e.is_connect();

@@ -4,6 +4,7 @@
 //! failures, so the real client code is what gets exercised.
 
 pub mod action;
+pub mod auth;
 pub mod client;
 pub mod limiter;
 pub mod policy;

@@ -379,9 +379,16 @@ impl Import {
                 }
                 ApiError::Permanent { status: 401, .. } => {
                     return Err(err).context(format!(
-                        "HubSpot rejected the token in {} (connector {}): set it to a valid \
-                         private app token",
-                        self.connector.access_token_env, self.connector.id
+                        "HubSpot rejected the credentials of connector {} ({}): set a valid \
+                         token",
+                        self.connector.id,
+                        self.connector
+                            .credentials
+                            .env_names()
+                            .iter()
+                            .map(|(_, n)| *n)
+                            .collect::<Vec<_>>()
+                            .join(", ")
                     ));
                 }
                 ApiError::Permanent { .. } | ApiError::BatchTooLarge { .. } => {

@@ -1,0 +1,206 @@
+//! How a connector's calls authenticate: a static token, or OAuth access tokens obtained with
+//! the refresh token and refreshed before they expire (HubSpot's last 30 minutes), one refresh
+//! at a time per connector. A refresh token HubSpot rotates is kept for the process's life.
+//! Tokens are never logged: they appear only in the Authorization header and the refresh form.
+
+use std::fmt;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::Deserialize;
+use tokio::time::Instant;
+
+use super::client::{ApiError, transport};
+use crate::config::{Connector, Credentials, env_value};
+
+/// HubSpot's date-versioned token endpoint (v1, `/oauth/v1/token`, is retired on 2027-02-16).
+pub const TOKEN_PATH: &str = "/oauth/2026-03/token";
+/// Refresh this long before a token expires at most (a sixth of its life when shorter).
+const REFRESH_MARGIN: Duration = Duration::from_secs(300);
+
+/// A connector's credentials, as its client uses them.
+pub enum Auth {
+    Static(Arc<str>),
+    OAuth(OAuth),
+}
+
+/// What refreshing needs, and the access token in use.
+pub struct OAuth {
+    client_id: String,
+    client_secret: String,
+    /// The latest refresh token (HubSpot may hand out a new one with each refresh).
+    refresh_token: Mutex<String>,
+    /// Held while refreshing, so a connector refreshes once however many calls wait.
+    current: tokio::sync::Mutex<Option<Access>>,
+}
+
+struct Access {
+    token: Arc<str>,
+    refresh_at: Instant,
+}
+
+/// HubSpot's token answer (the standard OAuth fields; its older docs show camelCase).
+#[derive(Deserialize)]
+struct TokenAnswer {
+    #[serde(alias = "accessToken")]
+    access_token: String,
+    #[serde(default, alias = "refreshToken")]
+    refresh_token: Option<String>,
+    #[serde(alias = "expiresIn")]
+    expires_in: u64,
+}
+
+impl fmt::Debug for Auth {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Auth::Static(_) => f.write_str("Static(<redacted>)"),
+            Auth::OAuth(o) => f
+                .debug_struct("OAuth")
+                .field("client_id", &o.client_id)
+                .finish_non_exhaustive(),
+        }
+    }
+}
+
+impl Auth {
+    /// OAuth credentials: the app's client id and secret and an installation's refresh token.
+    pub fn oauth(client_id: &str, client_secret: &str, refresh_token: &str) -> Auth {
+        Auth::OAuth(OAuth {
+            client_id: client_id.to_string(),
+            client_secret: client_secret.to_string(),
+            refresh_token: Mutex::new(refresh_token.to_string()),
+            current: tokio::sync::Mutex::new(None),
+        })
+    }
+
+    /// The connector's credentials, read from the environment variables its config names;
+    /// the error names the one that is not set.
+    pub fn for_connector(connector: &Connector) -> anyhow::Result<Auth> {
+        let value = |key: &str, name: &str| {
+            env_value(name).ok_or_else(|| {
+                anyhow::anyhow!(
+                    "connector {:?}: environment variable {name} ({key}) is not set \
+                     (or, for the dispatcher, set dry_run = true)",
+                    connector.id
+                )
+            })
+        };
+        Ok(match &connector.credentials {
+            Credentials::Static { access_token_env } => Auth::Static(
+                value("access_token_env", access_token_env)?.into(),
+            ),
+            Credentials::OAuth {
+                client_id_env,
+                refresh_token_env,
+            } => {
+                let secret = connector
+                    .client_secrets()
+                    .into_iter()
+                    .next()
+                    .map(|(_, s)| s)
+                    .ok_or_else(|| {
+                        anyhow::anyhow!(
+                            "connector {:?}: OAuth needs the app's client secret in {}",
+                            connector.id,
+                            connector.client_secret_env[0]
+                        )
+                    })?;
+                Auth::oauth(
+                    &value("client_id_env", client_id_env)?,
+                    &secret,
+                    &value("refresh_token_env", refresh_token_env)?,
+                )
+            }
+        })
+    }
+
+    /// Whether a refused token (401) may be cured by refreshing it.
+    pub fn refreshes(&self) -> bool {
+        matches!(self, Auth::OAuth(_))
+    }
+
+    /// The token to send. `refused` is a token HubSpot just answered 401 to: a new one is
+    /// obtained unless another call already replaced it.
+    pub async fn bearer(
+        &self,
+        http: &reqwest::Client,
+        base: &str,
+        refused: Option<&str>,
+    ) -> Result<Arc<str>, ApiError> {
+        let oauth = match self {
+            Auth::Static(token) => return Ok(token.clone()),
+            Auth::OAuth(oauth) => oauth,
+        };
+        let mut current = oauth.current.lock().await;
+        if let Some(access) = current.as_ref()
+            && access.refresh_at > Instant::now()
+            && refused != Some(&*access.token)
+        {
+            return Ok(access.token.clone());
+        }
+        let access = oauth.refresh(http, base).await?;
+        let token = access.token.clone();
+        *current = Some(access);
+        Ok(token)
+    }
+}
+
+impl OAuth {
+    async fn refresh(&self, http: &reqwest::Client, base: &str) -> Result<Access, ApiError> {
+        let refresh_token = self.refresh_token.lock().unwrap().clone();
+        let form = [
+            ("grant_type", "refresh_token"),
+            ("client_id", self.client_id.as_str()),
+            ("client_secret", self.client_secret.as_str()),
+            ("refresh_token", refresh_token.as_str()),
+        ];
+        let started = Instant::now();
+        let resp = http
+            .post(format!("{base}{TOKEN_PATH}"))
+            .form(&form)
+            .send()
+            .await
+            .map_err(transport)?;
+        let status = resp.status();
+        let text = resp.text().await.map_err(transport)?;
+        if !status.is_success() {
+            let message: String = text.trim().chars().take(300).collect();
+            return Err(if status.is_server_error() || status.as_u16() == 429 {
+                ApiError::Transient {
+                    status: Some(status.as_u16()),
+                    may_have_reached: false,
+                    message: format!("refreshing the OAuth access token: {message}"),
+                }
+            } else {
+                // A refresh token or client credentials HubSpot refuses: the connector's
+                // credentials are wrong, as with a refused static token.
+                ApiError::Permanent {
+                    status: 401,
+                    message: format!(
+                        "HubSpot refused to refresh the OAuth access token ({status}): {message}"
+                    ),
+                    correlation_id: None,
+                }
+            });
+        }
+        let answer: TokenAnswer =
+            serde_json::from_str(&text).map_err(|e| ApiError::Transient {
+                status: None,
+                may_have_reached: false,
+                message: format!("unexpected answer from HubSpot's token endpoint: {e}"),
+            })?;
+        if let Some(rotated) = answer.refresh_token.filter(|t| !t.is_empty()) {
+            *self.refresh_token.lock().unwrap() = rotated;
+        }
+        let life = Duration::from_secs(answer.expires_in);
+        let margin = REFRESH_MARGIN.min(life / 6);
+        tracing::info!(
+            expires_in_s = answer.expires_in,
+            "OAuth access token refreshed"
+        );
+        Ok(Access {
+            token: answer.access_token.into(),
+            refresh_at: started + life - margin,
+        })
+    }
+}
