@@ -14,8 +14,8 @@ use toml::de::{DeTable, DeValue};
 use super::diagnostics::Lines;
 use super::reader::{Ctx, TableReader, closest, first_line, number, read_array, sub_table};
 use super::{
-    Config, Connector, Credentials, Diagnostics, EnvCheck, Loaded, SUPPORTED_VERSION, Scheduler, Server,
-    Webhook, WebhookType, identity_of, validation,
+    Config, Connector, Credentials, Diagnostics, EnvCheck, Loaded, SUPPORTED_VERSION, Scheduler,
+    Server, Webhook, WebhookType, identity_of, validation,
 };
 use crate::local_time::{DEFAULT_ZONE_PROPERTY, QuietHours, parse_zone};
 use crate::model::ModelConfig;
@@ -469,9 +469,15 @@ fn read_credentials(ctx: &mut Ctx, r: &TableReader) -> Option<(Credentials, Vec<
         }
     };
     let (needed, refused): (&[&'static str], &[&'static str]) = if auth == Credentials::OAUTH {
-        (&["client_id_env", "refresh_token_env"], &["access_token_env"])
+        (
+            &["client_id_env", "refresh_token_env"],
+            &["access_token_env"],
+        )
     } else {
-        (&["access_token_env"], &["client_id_env", "refresh_token_env"])
+        (
+            &["access_token_env"],
+            &["client_id_env", "refresh_token_env"],
+        )
     };
     for key in refused {
         if let Some(v) = r.get(key) {

@@ -86,9 +86,9 @@ impl Auth {
             })
         };
         Ok(match &connector.credentials {
-            Credentials::Static { access_token_env } => Auth::Static(
-                value("access_token_env", access_token_env)?.into(),
-            ),
+            Credentials::Static { access_token_env } => {
+                Auth::Static(value("access_token_env", access_token_env)?.into())
+            }
             Credentials::OAuth {
                 client_id_env,
                 refresh_token_env,
@@ -183,12 +183,11 @@ impl OAuth {
                 }
             });
         }
-        let answer: TokenAnswer =
-            serde_json::from_str(&text).map_err(|e| ApiError::Transient {
-                status: None,
-                may_have_reached: false,
-                message: format!("unexpected answer from HubSpot's token endpoint: {e}"),
-            })?;
+        let answer: TokenAnswer = serde_json::from_str(&text).map_err(|e| ApiError::Transient {
+            status: None,
+            may_have_reached: false,
+            message: format!("unexpected answer from HubSpot's token endpoint: {e}"),
+        })?;
         if let Some(rotated) = answer.refresh_token.filter(|t| !t.is_empty()) {
             *self.refresh_token.lock().unwrap() = rotated;
         }

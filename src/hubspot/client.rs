@@ -428,7 +428,10 @@ impl Client {
         batch: Option<usize>,
     ) -> Result<reqwest::Response, ApiError> {
         let request = |token: &str| {
-            let mut req = self.http.request(method.clone(), url.clone()).bearer_auth(token);
+            let mut req = self
+                .http
+                .request(method.clone(), url.clone())
+                .bearer_auth(token);
             if let Some(body) = &json {
                 req = req
                     .header(reqwest::header::CONTENT_TYPE, "application/json")
@@ -441,7 +444,10 @@ impl Client {
         if resp.status() == StatusCode::UNAUTHORIZED && self.auth.refreshes() {
             // An access token HubSpot no longer takes (revoked, or its clock ahead of ours):
             // one refresh and one retry before the refusal counts.
-            let fresh = self.auth.bearer(&self.http, &self.base, Some(&token)).await?;
+            let fresh = self
+                .auth
+                .bearer(&self.http, &self.base, Some(&token))
+                .await?;
             resp = request(&fresh).send().await.map_err(transport)?;
         }
         if let Some(rate) = RateLimit::from_headers(resp.headers()) {

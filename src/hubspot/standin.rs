@@ -29,6 +29,7 @@ use tokio::sync::{Notify, oneshot};
 use tokio::time::Instant;
 use tower::ServiceExt;
 
+use super::auth::TOKEN_PATH;
 use super::client::{EmailEvent, RateLimit, RatePolicy};
 use super::policy::TEN_SECONDS;
 use crate::clock::Clock;
@@ -78,6 +79,21 @@ pub struct Options {
     pub workflows: Vec<u64>,
     /// Seed for the random faults, so a failing run can be repeated.
     pub seed: u64,
+    /// An installed OAuth app: the token endpoint issues access tokens for it.
+    pub oauth: Option<OAuthApp>,
+}
+
+/// An OAuth app installed in the account, as HubSpot's token endpoint knows it.
+#[derive(Debug, Clone)]
+pub struct OAuthApp {
+    pub client_id: String,
+    pub client_secret: String,
+    /// The refresh token the installation gave.
+    pub refresh_token: String,
+    /// How long an access token works (HubSpot: 30 minutes; shortened in tests).
+    pub lifetime: Duration,
+    /// Hand out a new refresh token with each refresh; the old one stops working.
+    pub rotate: bool,
 }
 
 impl Default for Options {
@@ -97,6 +113,7 @@ impl Default for Options {
             events: Vec::new(),
             workflows: Vec::new(),
             seed: 1,
+            oauth: None,
         }
     }
 }
@@ -208,6 +225,10 @@ struct World {
     /// Workflow-action callbacks HubSpot holds: `None` while blocked, the output fields once
     /// completed.
     callbacks: HashMap<String, Option<serde_json::Value>>,
+    /// OAuth access tokens issued and when each stops working.
+    issued: Vec<(String, Instant)>,
+    /// The refresh token that works now (rotated when the app says so).
+    refresh_token: Option<String>,
     log: Vec<LogEntry>,
 }
 
@@ -237,6 +258,7 @@ impl StandIn {
         let mut events = options.events.clone();
         events.sort_by(|a, b| (b.created, &b.id).cmp(&(a.created, &a.id)));
         let daily_day = account_day(&options);
+        let options_refresh = options.oauth.as_ref().map(|o| o.refresh_token.clone());
         let world = Arc::new(Mutex::new(World {
             rng: fastrand::Rng::with_seed(options.seed),
             options,
@@ -249,6 +271,8 @@ impl StandIn {
             enrollments: HashMap::new(),
             lists: HashMap::new(),
             callbacks: HashMap::new(),
+            issued: Vec::new(),
+            refresh_token: options_refresh,
             log: Vec::new(),
         }));
         let router = axum::Router::new()
@@ -470,31 +494,39 @@ async fn handle(State(world): State<Shared>, req: Request) -> Result<Response, I
     let path = req.uri().path().to_string();
     let query = req.uri().query().map(str::to_string);
     let killer = req.extensions().get::<Killer>().cloned();
-    let authorized = {
-        let token = world.lock().unwrap().options.token.clone();
-        req.headers()
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .is_some_and(|t| t.trim() == token)
-    };
+    let bearer = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(|t| t.trim().to_string());
     let uri = req.uri().clone();
     let body = axum::body::to_bytes(req.into_body(), 64 * 1024 * 1024)
         .await
         .unwrap_or_default();
+    if method == Method::POST && path == TOKEN_PATH {
+        let mut w = world.lock().unwrap();
+        let resp = w.token_endpoint(&body);
+        let seq = w.log.len() as u64;
+        let status = Some(resp.status().as_u16());
+        w.log.push(LogEntry {
+            seq,
+            method: method.to_string(),
+            path,
+            query,
+            at: received,
+            status,
+        });
+        return Ok(resp);
+    }
+    let (authorized, oauth) = world.lock().unwrap().authorize(bearer.as_deref());
 
     let (outcome, rate) = {
         let mut w = world.lock().unwrap();
         let seq = w.log.len() as u64;
-        let gate = if authorized {
-            w.gate(&path)
-        } else {
-            Gate::Answer(error(
-                StatusCode::UNAUTHORIZED,
-                "Authentication credentials not found. This API supports OAuth 2.0 authentication \
-                 and you can find more details at https://developers.hubspot.com/docs/methods/auth/oauth-overview",
-                Some("INVALID_AUTHENTICATION"),
-            ))
+        let gate = match authorized {
+            Ok(()) => w.gate(&path),
+            Err(refusal) => Gate::Answer(refusal),
         };
         let outcome = match gate {
             Gate::Proceed => Gate::Answer(w.route(&method, &path, &uri, &body)),
@@ -514,7 +546,12 @@ async fn handle(State(world): State<Shared>, req: Request) -> Result<Response, I
             at: received,
             status,
         });
-        (outcome, w.rate_headers())
+        let mut rate = w.rate_headers();
+        if oauth {
+            // HubSpot sends no daily-limit headers to OAuth apps.
+            (rate.daily, rate.daily_remaining) = (None, None);
+        }
+        (outcome, rate)
     };
     match outcome {
         Gate::Answer(resp) => Ok(with_rate(resp, rate)),
@@ -532,6 +569,88 @@ async fn handle(State(world): State<Shared>, req: Request) -> Result<Response, I
 }
 
 impl World {
+    /// Whether `bearer` may call: the account's static token, or an OAuth access token
+    /// issued and not expired (and whether it is one); else HubSpot's 401.
+    fn authorize(&mut self, bearer: Option<&str>) -> (Result<(), Response>, bool) {
+        let Some(token) = bearer else {
+            return (Err(unauthenticated()), false);
+        };
+        if token == self.options.token {
+            return (Ok(()), false);
+        }
+        let now = Instant::now();
+        match self.issued.iter().find(|(t, _)| t == token) {
+            Some((_, until)) if *until > now => (Ok(()), true),
+            Some((_, until)) => {
+                let ago = now.duration_since(*until).as_secs();
+                let message =
+                    format!("The OAuth token used to make this call expired {ago} second(s) ago.");
+                (
+                    Err(error(
+                        StatusCode::UNAUTHORIZED,
+                        &message,
+                        Some("EXPIRED_AUTHENTICATION"),
+                    )),
+                    true,
+                )
+            }
+            None => (Err(unauthenticated()), false),
+        }
+    }
+
+    /// `POST /oauth/2026-03/token` with a refresh token: a new access token (and, when the
+    /// app rotates them, a new refresh token); HubSpot's 400 for anything it does not know.
+    fn token_endpoint(&mut self, body: &[u8]) -> Response {
+        let form: HashMap<String, String> = String::from_utf8_lossy(body)
+            .split('&')
+            .filter_map(|pair| {
+                let (k, v) = pair.split_once('=')?;
+                let decode = |s: &str| {
+                    percent_encoding::percent_decode_str(&s.replace('+', " "))
+                        .decode_utf8_lossy()
+                        .into_owned()
+                };
+                Some((decode(k), decode(v)))
+            })
+            .collect();
+        let field = |k: &str| form.get(k).map(String::as_str);
+        let bad = |message: &str| {
+            let body = json!({
+                "status": "BAD_REFRESH_TOKEN",
+                "message": message,
+                "correlationId": correlation_id(),
+            });
+            (StatusCode::BAD_REQUEST, axum::Json(body)).into_response()
+        };
+        let Some(app) = self.options.oauth.clone() else {
+            return bad("no OAuth app is installed in this account");
+        };
+        if field("grant_type") != Some("refresh_token")
+            || field("client_id") != Some(app.client_id.as_str())
+            || field("client_secret") != Some(app.client_secret.as_str())
+        {
+            return bad("missing or unknown client id, client secret or grant type");
+        }
+        if field("refresh_token") != self.refresh_token.as_deref() {
+            return bad("missing or unknown refresh token");
+        }
+        let n = self.issued.len() + 1;
+        let access = format!("oauth-access-{n}-{}", self.rng.u64(..));
+        let now = Instant::now();
+        self.issued.retain(|(_, until)| *until + TEN_SECONDS > now);
+        self.issued.push((access.clone(), now + app.lifetime));
+        if app.rotate {
+            self.refresh_token = Some(format!("oauth-refresh-{n}-{}", self.rng.u64(..)));
+        }
+        let body = json!({
+            "token_type": "bearer",
+            "access_token": access,
+            "refresh_token": self.refresh_token,
+            "expires_in": app.lifetime.as_secs(),
+        });
+        (StatusCode::OK, axum::Json(body)).into_response()
+    }
+
     /// Scripted faults, then the limits, then random faults.
     fn gate(&mut self, path: &str) -> Gate {
         let mut scripted = None;
@@ -953,6 +1072,16 @@ impl World {
 
 /// The most callbacks the stand-in completes in one call.
 pub const MAX_CALLBACK_BATCH: usize = 100;
+
+/// HubSpot's 401 for a missing or unknown token.
+fn unauthenticated() -> Response {
+    error(
+        StatusCode::UNAUTHORIZED,
+        "Authentication credentials not found. This API supports OAuth 2.0 authentication \
+         and you can find more details at https://developers.hubspot.com/docs/methods/auth/oauth-overview",
+        Some("INVALID_AUTHENTICATION"),
+    )
+}
 
 fn with_rate(mut resp: Response, rate: RateLimit) -> Response {
     let h = resp.headers_mut();

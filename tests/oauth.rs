@@ -1,0 +1,126 @@
+//! OAuth connectors through the real binary and the stand-in: access tokens that live a few
+//! seconds are refreshed before they expire (HubSpot's live 30 minutes), the refresh token
+//! HubSpot rotates is followed, and no contact's outcome ever sees a 401.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Hook, PUBLIC_URL, Server, TestConfig, eventually, runtime};
+use sendtime::datasets::outcomes::{self, Status};
+use sendtime::hubspot::auth::TOKEN_PATH;
+use sendtime::hubspot::standin::{Fault, Injection, OAuthApp, Options, StandIn};
+use sendtime::receiver::signature::sign_v2;
+
+const SECRET: &str = "oauth-app-secret";
+
+#[test]
+fn a_run_of_several_token_lifetimes_enrolls_everyone_without_a_401() {
+    let rt = runtime();
+    let standin = rt
+        .block_on(StandIn::start(Options {
+            oauth: Some(OAuthApp {
+                client_id: "app-client-id".into(),
+                client_secret: SECRET.into(),
+                refresh_token: "first-refresh-token".into(),
+                lifetime: Duration::from_secs(3),
+                rotate: true,
+            }),
+            ..Options::default()
+        }))
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let config = TestConfig {
+        env: "OAUTH",
+        tables: "[scheduler]\ncron = \"* * * * * *\"",
+        connector: &format!(
+            "api_base = \"{}\"\nauth = \"oauth\"\nclient_id_env = \"OAUTH_CLIENT_ID\"\nrefresh_token_env = \"OAUTH_REFRESH\"",
+            standin.url()
+        ),
+        hooks: &[&Hook {
+            id: "now",
+            kind: "IMMEDIATE",
+            target: "workflow_id = 101",
+        }],
+        ..TestConfig::default()
+    }
+    .text()
+    .replace("access_token_env = \"OAUTH_TOKEN\"\n", "");
+    std::fs::write(dir.path().join("webhooks.toml"), &config).unwrap();
+    let server = Server::start(
+        &dir.path().join("webhooks.toml"),
+        &data,
+        &[
+            ("OAUTH_SECRET", SECRET),
+            ("OAUTH_CLIENT_ID", "app-client-id"),
+            ("OAUTH_REFRESH", "first-refresh-token"),
+        ],
+    );
+    // HubSpot refuses one call's token (revoked, clocks apart): one refresh, one retry.
+    standin.inject(
+        Injection::next(Fault::Status {
+            status: 401,
+            message: "The OAuth token used to make this call expired 0 second(s) ago.".into(),
+        })
+        .on("/automation"),
+    );
+    // Posts over about 12 s: four token lifetimes.
+    let client = reqwest::blocking::Client::new();
+    let mut posted = 0;
+    for round in 0..12 {
+        for i in 0..3 {
+            let vid = 100 + round * 3 + i;
+            let email = format!("o{vid}@example.com");
+            standin.add_contact(&email, vid);
+            let body = format!(
+                r#"{{"vid": {vid}, "portal-id": 62515, "properties": {{"email": {{"value": "{email}"}}}}}}"#
+            );
+            let path = "/hooks/now";
+            let sig = sign_v2(
+                SECRET.as_bytes(),
+                "POST",
+                &format!("{PUBLIC_URL}{path}"),
+                body.as_bytes(),
+            );
+            let resp = client
+                .post(server.url(path))
+                .header("X-HubSpot-Signature", sig)
+                .header("X-HubSpot-Signature-Version", "v2")
+                .body(body)
+                .send()
+                .unwrap();
+            assert_eq!(resp.status().as_u16(), 200);
+            posted += 1;
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    let rows = eventually(Duration::from_secs(30), || {
+        let rows = outcomes::read(&outcomes::dataset(&data).unwrap()).unwrap();
+        let enrolled = rows.iter().filter(|r| r.status == Status::Enrolled).count();
+        (enrolled == posted).then_some(rows)
+    })
+    .unwrap_or_else(|| panic!("not everyone enrolled; logs:\n{}", server.logs()));
+    assert!(
+        rows.iter().all(|r| r.http_status != Some(401)),
+        "a 401 reached an outcome: {rows:?}"
+    );
+    let log = standin.log();
+    let refreshes = log
+        .iter()
+        .filter(|e| e.path == TOKEN_PATH && e.status == Some(200))
+        .count();
+    assert!(refreshes >= 4, "{refreshes} refreshes in {log:?}");
+    // Refreshed before expiry, with the rotated refresh token: the only 401 is the injected one.
+    let refused: Vec<_> = log
+        .iter()
+        .filter(|e| matches!(e.status, Some(401 | 400)))
+        .collect();
+    assert_eq!(refused.len(), 1, "{refused:?}");
+    let logs = server.stop();
+    assert!(!logs.contains("oauth-access-"), "a token was logged");
+    assert!(
+        !logs.contains("oauth-refresh-"),
+        "a refresh token was logged"
+    );
+}
