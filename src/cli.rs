@@ -495,7 +495,7 @@ fn import(
                 until_ms: args.until.map(|t| parse_flag("--until", &t)).transpose()?,
                 page_size: args.page_size,
             };
-            crate::import::hubspot::run(&config, &request)
+            crate::import::hubspot::run(&config, &request).map(|_| ())
         }
         ImportSource::Csv(args) => {
             let columns = Columns::new(

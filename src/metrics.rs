@@ -13,6 +13,17 @@ use crate::capacity::Forecast;
 
 type Labels = Vec<(&'static str, String)>;
 
+/// A connector's scheduled imports, as `/status` shows them.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct ImportStatus {
+    pub last_run_at_ms: Option<i64>,
+    pub last_success_at_ms: Option<i64>,
+    /// Every event created before this is imported.
+    pub complete_until_ms: Option<i64>,
+    pub last_new_events: u64,
+    pub last_error: Option<String>,
+}
+
 /// Shared handles to every metric; cheap to clone.
 #[derive(Clone)]
 pub struct Metrics(Arc<Inner>);
@@ -42,6 +53,10 @@ pub struct Inner {
     capacity_per_hour: Family<Labels, Gauge>,
     plan_moves: Family<Labels, Counter>,
     secrets: Family<Labels, Counter>,
+    import_runs: Family<Labels, Counter>,
+    import_lag: Family<Labels, Gauge>,
+    /// Per connector, what its scheduled imports did (for `/status`).
+    imports: std::sync::Mutex<std::collections::BTreeMap<String, ImportStatus>>,
     /// The dispatcher's latest forecast, for `/status`.
     forecast: std::sync::Mutex<Arc<Forecast>>,
 }
@@ -80,6 +95,18 @@ impl Metrics {
         let capacity_per_hour = Family::<Labels, Gauge>::default();
         let plan_moves = Family::<Labels, Counter>::default();
         let secrets = Family::<Labels, Counter>::default();
+        let import_runs = Family::<Labels, Counter>::default();
+        let import_lag = Family::<Labels, Gauge>::default();
+        registry.register(
+            "import_runs",
+            "Scheduled HubSpot email-event imports inside serve, by connector and result (ok, error)",
+            import_runs.clone(),
+        );
+        registry.register(
+            "import_lag_seconds",
+            "Seconds between the last successful scheduled import's end and the newest event it covers (how stale profiles can be), at that import",
+            import_lag.clone(),
+        );
         registry.register(
             "signature_secret",
             "Signed posts accepted, by the connector and the environment variable of the client secret that verified them (during a rotation, the older one should fall to zero)",
@@ -178,6 +205,9 @@ impl Metrics {
             capacity_per_hour,
             plan_moves,
             secrets,
+            import_runs,
+            import_lag,
+            imports: Default::default(),
             forecast: Default::default(),
         }))
     }
@@ -235,6 +265,35 @@ impl Metrics {
                 ("secret_env", env.to_string()),
             ])
             .clone()
+    }
+
+    /// Record a scheduled import of `connector` that finished at `at_ms`.
+    pub fn import_finished(
+        &self,
+        connector: &str,
+        at_ms: i64,
+        result: Result<&crate::import::hubspot::Summary, String>,
+    ) {
+        let label = if result.is_ok() { "ok" } else { "error" };
+        self.import_runs
+            .get_or_create(&vec![
+                ("connector", connector.to_string()),
+                ("result", label.to_string()),
+            ])
+            .inc();
+        if let Ok(summary) = &result {
+            self.import_lag
+                .get_or_create(&vec![("connector", connector.to_string())])
+                .set((at_ms - summary.complete_until_ms).max(0) / 1000);
+        }
+        let mut imports = self.imports.lock().unwrap();
+        let status = crate::import::scheduled::status(imports.get(connector), at_ms, result);
+        imports.insert(connector.to_string(), status);
+    }
+
+    /// What the scheduled imports did, per connector.
+    pub fn imports(&self) -> std::collections::BTreeMap<String, ImportStatus> {
+        self.imports.lock().unwrap().clone()
     }
 
     /// Publish the dispatcher's forecast of planned calls against capacity.

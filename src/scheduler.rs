@@ -21,10 +21,10 @@ use crate::dispatch::Dispatcher;
 use crate::metrics::Metrics;
 
 /// The longest the scheduler sleeps before looking at the config and the clock again.
-const RECHECK: Duration = Duration::from_secs(60);
+pub const RECHECK: Duration = Duration::from_secs(60);
 
 /// The first fire time strictly after `after`.
-fn next_after(cron: &Cron, after: DateTime<Utc>) -> DateTime<Utc> {
+pub fn next_after(cron: &Cron, after: DateTime<Utc>) -> DateTime<Utc> {
     cron.find_next_occurrence(&after, false)
         .unwrap_or(after + chrono::Duration::seconds(60))
 }

@@ -65,6 +65,11 @@ async fn serve(config_path: PathBuf, overrides: Overrides, clock: Clock) -> anyh
     })
     .with_context(|| format!("cannot open the inbox in {}", data_dir.display()))?;
     let (stop_tx, stop_rx) = watch::channel(false);
+    let imports = tokio::spawn(crate::import::scheduled::run(
+        handle.clone(),
+        metrics.clone(),
+        stop_rx.clone(),
+    ));
     let scheduler = tokio::spawn(scheduler::run(
         handle.clone(),
         dispatcher,
@@ -91,6 +96,8 @@ async fn serve(config_path: PathBuf, overrides: Overrides, clock: Clock) -> anyh
         let _ = stop_tx.send(true);
     })
     .await;
+    // An import stops after its page; one waiting on HubSpot is left (its cursor is saved).
+    let _ = tokio::time::timeout(SHUTDOWN_GRACE, imports).await;
     match scheduler.await {
         Ok(dispatcher) => tokio::task::block_in_place(|| dispatcher.close()),
         Err(e) => tracing::error!("the scheduler task failed: {e}"),

@@ -1035,7 +1035,7 @@ fn a_refused_token_holds_the_queue_instead_of_failing_it() {
         "{out}\n{err}"
     );
     assert_eq!(
-        err.matches("HubSpot refused the connector's access token (401")
+        err.matches("HubSpot refused the connector's credentials (401")
             .count(),
         1,
         "{err}"

@@ -1,6 +1,8 @@
 //! `sendtime import hubspot` through the real binary against the HubSpot stand-in: every
 //! event stored exactly once, through 429s, 5xx, an interrupted run, kill -9, and re-runs.
 
+mod common;
+
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -507,4 +509,121 @@ fn a_later_window_does_not_skip_the_gap_before_it() {
         "2020-05-01T00:00:00Z",
     ]);
     assert!(complete_until().unwrap() > first);
+}
+
+/// `serve` imports HubSpot's email events on its own schedule (`[import] cron`): a contact whose
+/// opens are only in HubSpot is planned at its own best hour, with no manual import, and
+/// `/status` and the metrics show the import.
+#[test]
+fn serve_keeps_profiles_current_from_hubspot_events() {
+    use common::{Hook, PUBLIC_URL, Server, TestConfig, eventually};
+    use sendtime::receiver::signature::sign_v2;
+    let now = chrono::Utc::now().timestamp_millis();
+    let day = 86_400_000i64;
+    let best_hour = (now / 3_600_000 + 5) % 24;
+    let opens: Vec<EmailEvent> = (1..=12)
+        .map(|d| EmailEvent {
+            id: format!("fresh-{d}"),
+            created: (now / day - d) * day + best_hour * 3_600_000 + 600_000,
+            kind: "OPEN".into(),
+            recipient: Some("fresh@example.com".into()),
+            email_campaign_id: Some(7),
+            filtered_event: false,
+            extra: Default::default(),
+        })
+        .collect();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let standin = rt
+        .block_on(StandIn::start(Options {
+            events: opens,
+            ..Options::default()
+        }))
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = TestConfig {
+        env: "FRESH",
+        tables: "[scheduler]\ncron = \"* * * * * *\"\n[import]\ncron = \"*/2 * * * * *\"",
+        connector: &format!("api_base = \"{}\"", standin.url()),
+        hooks: &[&Hook {
+            id: "nurture",
+            kind: "NEXT_24_HOURS",
+            target: "workflow_id = 101",
+        }],
+        ..TestConfig::default()
+    }
+    .write(dir.path());
+    let data = dir.path().join("data");
+    let server = Server::start(
+        &config,
+        &data,
+        &[
+            ("FRESH_SECRET", "fresh-secret"),
+            ("FRESH_TOKEN", DEFAULT_TOKEN),
+        ],
+    );
+    let client = reqwest::blocking::Client::new();
+    let status = eventually(Duration::from_secs(30), || {
+        let s: serde_json::Value = client.get(server.url("/status")).send().ok()?.json().ok()?;
+        s["imports"]["main"]["last_success_at_ms"]
+            .as_i64()
+            .map(|_| s)
+    })
+    .unwrap_or_else(|| panic!("no scheduled import; logs:\n{}", server.logs()));
+    assert_eq!(
+        status["imports"]["main"]["last_error"],
+        serde_json::Value::Null
+    );
+    assert!(
+        status["imports"]["main"]["complete_until_ms"]
+            .as_i64()
+            .unwrap()
+            >= now - 60_000
+    );
+    let metrics = client
+        .get(server.url("/metrics"))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    assert!(
+        metrics.contains("sendtime_import_runs_total{connector=\"main\",result=\"ok\"}"),
+        "{metrics}"
+    );
+
+    // Posted now, the contact is planned from the imported opens.
+    let body = r#"{"vid": 5, "portal-id": 62515, "properties": {"email": {"value": "fresh@example.com"}}}"#;
+    let path = "/hooks/nurture";
+    let sig = sign_v2(
+        b"fresh-secret",
+        "POST",
+        &format!("{PUBLIC_URL}{path}"),
+        body.as_bytes(),
+    );
+    let resp = client
+        .post(server.url(path))
+        .header("X-HubSpot-Signature", sig)
+        .header("X-HubSpot-Signature-Version", "v2")
+        .body(body)
+        .send()
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    let plan = eventually(Duration::from_secs(20), || {
+        sendtime::datasets::plan::read(&sendtime::datasets::plan::dataset(&data).unwrap())
+            .ok()?
+            .into_iter()
+            .next()
+    })
+    .unwrap();
+    assert!(
+        plan.reason.contains("(12 opens/clicks)"),
+        "planned without the imported history: {}",
+        plan.reason
+    );
+    assert_eq!(
+        (plan.due_at_ms / 3_600_000) % 24,
+        best_hour,
+        "{}",
+        plan.reason
+    );
+    server.stop();
 }

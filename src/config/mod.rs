@@ -33,6 +33,8 @@ pub struct Config {
     pub version: i64,
     pub server: Server,
     pub scheduler: Scheduler,
+    /// `serve`'s own HubSpot import (`[import]`).
+    pub import: ImportSchedule,
     /// Model parameters and engagement-class thresholds (`[model]`, all optional).
     pub model: crate::model::ModelConfig,
     /// At least one; ids unique.
@@ -84,6 +86,23 @@ pub struct Scheduler {
 impl Scheduler {
     /// Second 0 of every minute (seconds come first).
     pub const DEFAULT_CRON: &str = "0 * * * * *";
+}
+
+/// `[import]`: `serve` imports new HubSpot email events for each connector on this schedule,
+/// so profiles stay current without a separate cron job.
+#[derive(Debug, Clone)]
+pub struct ImportSchedule {
+    /// `false`: no import inside `serve` (run `sendtime import hubspot` yourself).
+    pub enabled: bool,
+    /// The expression as written.
+    pub cron: String,
+    /// It parsed, and it fires at some time after the config was loaded.
+    pub schedule: croner::Cron,
+}
+
+impl ImportSchedule {
+    /// Every 15 minutes, at second 0.
+    pub const DEFAULT_CRON: &str = "0 */15 * * * *";
 }
 
 /// `[[connector]]`: one HubSpot account (portal) and the app whose secret signs its workflow

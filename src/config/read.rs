@@ -14,8 +14,8 @@ use toml::de::{DeTable, DeValue};
 use super::diagnostics::Lines;
 use super::reader::{Ctx, TableReader, closest, first_line, number, read_array, sub_table};
 use super::{
-    Config, Connector, Credentials, Diagnostics, EnvCheck, Loaded, SUPPORTED_VERSION, Scheduler,
-    Server, Webhook, WebhookType, identity_of, validation,
+    Config, Connector, Credentials, Diagnostics, EnvCheck, ImportSchedule, Loaded,
+    SUPPORTED_VERSION, Scheduler, Server, Webhook, WebhookType, identity_of, validation,
 };
 use crate::local_time::{DEFAULT_ZONE_PROPERTY, QuietHours, parse_zone};
 use crate::model::ModelConfig;
@@ -67,6 +67,7 @@ pub(super) struct Draft {
     pub version: Option<i64>,
     pub server: Option<Server>,
     pub scheduler: Option<Scheduler>,
+    pub import: Option<ImportSchedule>,
     pub model: Option<ModelConfig>,
     /// `[[connector]]` is present at all (even if not an array of tables).
     pub connector_key: bool,
@@ -101,6 +102,7 @@ pub(super) fn parse(path: &Path, text: &str, env: EnvCheck) -> Result<Loaded, Di
         version: draft.version.expect("checked"),
         server: draft.server.expect("checked"),
         scheduler: draft.scheduler.expect("checked"),
+        import: draft.import.expect("checked"),
         model: draft.model.expect("checked"),
         connectors: draft.connectors.into_iter().map(|c| c.connector).collect(),
         webhooks,
@@ -148,6 +150,7 @@ fn read_document(ctx: &mut Ctx, path: &Path, doc: &DeTable) -> Draft {
         .unwrap_or(Path::new("."));
     let server = read_server(ctx, &top, base_dir);
     let scheduler = read_scheduler(ctx, &top);
+    let import = read_import(ctx, &top);
     let model = read_model(ctx, &top);
     let connector_tables = read_array(ctx, &top, "connector");
     let declared_connectors = connector_tables
@@ -177,6 +180,7 @@ fn read_document(ctx: &mut Ctx, path: &Path, doc: &DeTable) -> Draft {
         version,
         server,
         scheduler,
+        import,
         model,
         connector_key,
         declared_connectors,
@@ -243,10 +247,7 @@ fn read_server(ctx: &mut Ctx, top: &TableReader, base_dir: &Path) -> Option<Serv
 }
 
 fn read_scheduler(ctx: &mut Ctx, top: &TableReader) -> Option<Scheduler> {
-    let default = || {
-        let schedule = parse_cron(Scheduler::DEFAULT_CRON).expect("the default cron parses");
-        (Scheduler::DEFAULT_CRON.to_string(), schedule)
-    };
+    let default = || default_cron(Scheduler::DEFAULT_CRON);
     let (table, at) = match sub_table(ctx, top, "scheduler") {
         Ok(Some(t)) => t,
         Ok(None) => {
@@ -256,7 +257,45 @@ fn read_scheduler(ctx: &mut Ctx, top: &TableReader) -> Option<Scheduler> {
         Err(()) => return None,
     };
     let r = TableReader::new("[scheduler]".into(), table, at);
-    let cron = match r.string(ctx, "cron") {
+    let cron = read_cron(ctx, &r, Scheduler::DEFAULT_CRON);
+    r.finish(ctx);
+    let (cron, schedule) = cron?;
+    Some(Scheduler { cron, schedule })
+}
+
+fn read_import(ctx: &mut Ctx, top: &TableReader) -> Option<ImportSchedule> {
+    let (table, at) = match sub_table(ctx, top, "import") {
+        Ok(Some(t)) => t,
+        Ok(None) => {
+            let (cron, schedule) = default_cron(ImportSchedule::DEFAULT_CRON);
+            return Some(ImportSchedule {
+                enabled: true,
+                cron,
+                schedule,
+            });
+        }
+        Err(()) => return None,
+    };
+    let r = TableReader::new("[import]".into(), table, at);
+    let enabled = r.boolean_or(ctx, "enabled", true);
+    let cron = read_cron(ctx, &r, ImportSchedule::DEFAULT_CRON);
+    r.finish(ctx);
+    let (cron, schedule) = cron?;
+    Some(ImportSchedule {
+        enabled: enabled?,
+        cron,
+        schedule,
+    })
+}
+
+fn default_cron(expr: &str) -> (String, croner::Cron) {
+    let schedule = parse_cron(expr).expect("the default cron parses");
+    (expr.to_string(), schedule)
+}
+
+/// A table's `cron`, or `default` when it has none.
+fn read_cron(ctx: &mut Ctx, r: &TableReader, default: &str) -> Option<(String, croner::Cron)> {
+    match r.string(ctx, "cron") {
         Some((s, at)) => match parse_cron(&s) {
             Ok(schedule) => Some((s, schedule)),
             Err(why) => {
@@ -270,12 +309,9 @@ fn read_scheduler(ctx: &mut Ctx, top: &TableReader) -> Option<Scheduler> {
                 None
             }
         },
-        None if !r.has("cron") => Some(default()),
+        None if !r.has("cron") => Some(default_cron(default)),
         None => None,
-    };
-    r.finish(ctx);
-    let (cron, schedule) = cron?;
-    Some(Scheduler { cron, schedule })
+    }
 }
 
 fn read_model(ctx: &mut Ctx, top: &TableReader) -> Option<ModelConfig> {

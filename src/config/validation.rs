@@ -69,6 +69,7 @@ pub(super) fn check(ctx: &mut Ctx, draft: Draft, env: EnvCheck) -> Option<(Draft
     let complete = draft.version.is_some()
         && draft.server.is_some()
         && draft.scheduler.is_some()
+        && draft.import.is_some()
         && draft.model.is_some();
     complete.then(|| (draft, webhooks.into_iter().map(|(w, _)| w).collect()))
 }

@@ -66,23 +66,64 @@ pub struct Request {
     pub page_size: u32,
 }
 
-/// Run the import for one connector.
-pub fn run(config: &Config, request: &Request) -> anyhow::Result<()> {
+/// What a run did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Summary {
+    /// New events stored.
+    pub stored: u64,
+    /// Events of the window already stored, and events skipped (unknown kinds, outside it).
+    pub already_stored: u64,
+    pub skipped: u64,
+    /// Every event created before this (epoch ms) is imported.
+    pub complete_until_ms: i64,
+    pub pages: u64,
+}
+
+/// Run the import for one connector (`sendtime import hubspot`), at the connector's full pace.
+pub fn run(config: &Config, request: &Request) -> anyhow::Result<Summary> {
     let connector = pick_connector(config, request.connector.as_deref())?;
     let client = Client::for_connector(connector, REQUEST_TIMEOUT)?;
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
-    let mut import = Import {
-        data_dir: config.server.data_dir.clone(),
-        connector: connector.clone(),
-        source: format!("hubspot:{}", connector.id),
-        client,
-        rt,
-        page_size: request.page_size.clamp(1, MAX_EVENTS_PAGE),
-    };
-    import.run(request.since_ms, request.until_ms)
+    let page_size = request.page_size.clamp(1, MAX_EVENTS_PAGE);
+    let summary = Import::new(config, connector, client, page_size)?
+        .run(request.since_ms, request.until_ms)?;
+    println!(
+        "imported {} new event{} from HubSpot (connector {}) in {} page{}; {} already stored, \
+         {} skipped; up to date until {}",
+        summary.stored,
+        if summary.stored == 1 { "" } else { "s" },
+        connector.id,
+        summary.pages,
+        if summary.pages == 1 { "" } else { "s" },
+        summary.already_stored,
+        summary.skipped,
+        format_rfc3339(summary.complete_until_ms),
+    );
+    Ok(summary)
+}
+
+/// The import `serve` runs on its schedule: from where the last run ended to now, paced at
+/// the share of the connector's limit that planning leaves ([`crate::capacity`]), so the
+/// dispatcher's sends come first.
+/// `stop` is asked after each page: once it says yes, the run ends there (its cursor saved, so
+/// the next run resumes).
+pub fn run_in_background(
+    config: &Config,
+    connector: &Connector,
+    stop: impl Fn() -> bool + Send + 'static,
+) -> anyhow::Result<Summary> {
+    let reserve =
+        connector.requests_per_10s as u64 * (100 - crate::capacity::PLAN_SHARE_PERCENT) / 100;
+    let client = Client::with_auth(
+        &connector.api_base,
+        crate::hubspot::auth::Auth::for_connector(connector)?,
+        crate::hubspot::client::ClientOptions {
+            timeout: REQUEST_TIMEOUT,
+            requests_per_10s: (reserve as u32).max(1),
+        },
+    )?;
+    let mut import = Import::new(config, connector, client, MAX_EVENTS_PAGE)?;
+    import.stop = Box::new(stop);
+    import.run(None, None)
 }
 
 fn pick_connector<'c>(config: &'c Config, id: Option<&str>) -> anyhow::Result<&'c Connector> {
@@ -121,9 +162,32 @@ struct Import {
     client: Client,
     rt: tokio::runtime::Runtime,
     page_size: u32,
+    /// Asked after each page: stop there (the process is shutting down).
+    stop: Box<dyn Fn() -> bool + Send>,
 }
 
 impl Import {
+    fn new(
+        config: &Config,
+        connector: &Connector,
+        client: Client,
+        page_size: u32,
+    ) -> anyhow::Result<Import> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("cannot start the async runtime")?;
+        Ok(Import {
+            data_dir: config.server.data_dir.clone(),
+            connector: connector.clone(),
+            source: format!("hubspot:{}", connector.id),
+            client,
+            rt,
+            page_size,
+            stop: Box::new(|| false),
+        })
+    }
+
     fn state_path(&self) -> PathBuf {
         state_path(&self.data_dir, &self.connector.id)
     }
@@ -165,7 +229,7 @@ impl Import {
             .with_context(|| format!("cannot save import state {}", path.display()))
     }
 
-    fn run(&mut self, since: Option<i64>, until: Option<i64>) -> anyhow::Result<()> {
+    fn run(&mut self, since: Option<i64>, until: Option<i64>) -> anyhow::Result<Summary> {
         // One run per connector at a time: two would resume the same cursor and store the
         // same pages twice.
         let lock_path = self.state_path().with_extension("lock");
@@ -287,6 +351,12 @@ impl Import {
             if !page.has_more || page.events.is_empty() || page.offset.is_none() {
                 break;
             }
+            if (self.stop)() {
+                bail!(
+                    "stopped after page {} (shutting down); the next run resumes there",
+                    cursor.pages
+                );
+            }
         }
         // Contiguous with what was complete (or the first run): complete up to this window's
         // end. A window that starts later leaves a gap the next default run fills from the old
@@ -299,16 +369,22 @@ impl Import {
         state.run = None;
         self.save_state(&state)?;
         progress.finish();
-        println!(
-            "imported {new_total} new event{} from HubSpot (connector {}) in {} page{}; \
-             {dup_total} already stored, {skipped_total} skipped; up to date until {}",
-            if new_total == 1 { "" } else { "s" },
-            self.connector.id,
-            cursor.pages,
-            if cursor.pages == 1 { "" } else { "s" },
-            format_rfc3339(cursor.end_ms),
+        tracing::info!(
+            connector = %self.connector.id,
+            new = new_total,
+            already_stored = dup_total,
+            skipped = skipped_total,
+            pages = cursor.pages,
+            "HubSpot import complete up to {}",
+            format_rfc3339(cursor.end_ms)
         );
-        Ok(())
+        Ok(Summary {
+            stored: new_total,
+            already_stored: dup_total,
+            skipped: skipped_total,
+            complete_until_ms: state.complete_until_ms.unwrap_or(cursor.end_ms),
+            pages: cursor.pages,
+        })
     }
 
     /// This page's events not stored yet, as dataset rows; (new, duplicates, skipped: unknown
@@ -379,16 +455,15 @@ impl Import {
                 }
                 ApiError::Permanent { status: 401, .. } => {
                     return Err(err).context(format!(
-                        "HubSpot rejected the credentials of connector {} ({}): set a valid \
-                         token",
-                        self.connector.id,
+                        "HubSpot rejected the token in {} (connector {}): set a valid one",
                         self.connector
                             .credentials
                             .env_names()
                             .iter()
                             .map(|(_, n)| *n)
                             .collect::<Vec<_>>()
-                            .join(", ")
+                            .join(" and "),
+                        self.connector.id,
                     ));
                 }
                 ApiError::Permanent { .. } | ApiError::BatchTooLarge { .. } => {

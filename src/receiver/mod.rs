@@ -428,6 +428,7 @@ async fn status(State(state): State<AppState>) -> Response {
         "webhooks": webhooks,
         "actions": actions,
         "capacity": *state.metrics.forecast(),
+        "imports": state.metrics.imports(),
     }))
     .into_response()
 }

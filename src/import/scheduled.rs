@@ -1,0 +1,97 @@
+//! The HubSpot import inside `serve`: at the times of `[import] cron`, each connector that
+//! calls HubSpot (not in `dry_run`) imports the email events since its last run (the same
+//! code and cursor as `sendtime import hubspot`, paced at the share planning leaves). The
+//! dispatcher's profiles take the new event parts on its next tick.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use tokio::sync::watch;
+
+use crate::config::ConfigHandle;
+use crate::metrics::{ImportStatus, Metrics};
+use crate::scheduler::{RECHECK, next_after};
+use crate::time::now_ms;
+
+/// Run imports until `stop` turns true (a run in progress finishes its page first).
+pub async fn run(config: ConfigHandle, metrics: Metrics, mut stop: watch::Receiver<bool>) {
+    let mut last_fire: Option<DateTime<Utc>> = None;
+    loop {
+        let snapshot = config.load_full();
+        let now = Utc::now();
+        let fire = next_after(
+            &snapshot.import.schedule,
+            last_fire.map_or(now, |l| l.max(now)),
+        );
+        let wait = (fire - now).to_std().unwrap_or_default().min(RECHECK);
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = stop.changed() => break,
+        }
+        if *stop.borrow() {
+            break;
+        }
+        let snapshot = config.load_full();
+        if !snapshot.import.enabled || Utc::now() + chrono::Duration::seconds(1) < fire {
+            continue; // disabled, or the once-a-minute look at the config
+        }
+        last_fire = Some(fire);
+        for connector in snapshot.connectors.iter().filter(|c| !c.dry_run) {
+            let (config, c) = (snapshot.clone(), connector.clone());
+            let stopping = stop.clone();
+            let started = std::time::Instant::now();
+            let result = tokio::task::spawn_blocking(move || {
+                crate::import::hubspot::run_in_background(&config, &c, move || *stopping.borrow())
+            })
+            .await;
+            let result = match result {
+                Ok(r) => r,
+                Err(e) => Err(anyhow::anyhow!("the import task failed: {e}")),
+            };
+            let at = now_ms();
+            match &result {
+                Ok(summary) => tracing::info!(
+                    connector = %connector.id,
+                    new = summary.stored,
+                    took_ms = started.elapsed().as_millis() as u64,
+                    "scheduled HubSpot import done"
+                ),
+                Err(e) => tracing::warn!(
+                    connector = %connector.id,
+                    "scheduled HubSpot import failed (the next run resumes where it stopped): {e:#}"
+                ),
+            }
+            metrics.import_finished(
+                &connector.id,
+                at,
+                result.as_ref().map_err(|e| format!("{e:#}")),
+            );
+            if *stop.borrow() {
+                break;
+            }
+        }
+        // A run that took longer than the schedule's period starts the next one after it.
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tracing::info!("import scheduler stopped");
+}
+
+/// What `/status` shows for a connector's imports.
+pub fn status(
+    previous: Option<&ImportStatus>,
+    at_ms: i64,
+    result: Result<&crate::import::hubspot::Summary, String>,
+) -> ImportStatus {
+    let mut s = previous.cloned().unwrap_or_default();
+    s.last_run_at_ms = Some(at_ms);
+    match result {
+        Ok(summary) => {
+            s.last_success_at_ms = Some(at_ms);
+            s.complete_until_ms = Some(summary.complete_until_ms);
+            s.last_new_events = summary.stored;
+            s.last_error = None;
+        }
+        Err(e) => s.last_error = Some(e),
+    }
+    s
+}
