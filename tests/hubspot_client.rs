@@ -97,22 +97,29 @@ async fn email_events_page_newest_first_within_the_window() {
 async fn enroll_is_remembered_and_read_back() {
     let s = standin(Options::default()).await;
     let c = client(&s);
+    // Only existing contacts can be enrolled.
+    match c.enroll(1234, "nobody@example.com").await.unwrap_err() {
+        ApiError::Permanent { status: 404, .. } => {}
+        other => panic!("expected HubSpot's 404, got {other:?}"),
+    }
+    s.add_contact("ann+news/letter@example.com", 4242);
     c.enroll(1234, "Ann+news/letter@example.com").await.unwrap();
     c.enroll(77, "ann+news/letter@example.com").await.unwrap();
     let vid = s
         .vid_of("ann+news/letter@example.com")
-        .expect("contact created");
+        .expect("contact exists");
     let workflows = c.enrollments(vid).await.unwrap();
     let ids: Vec<u64> = workflows.iter().map(|w| w.id).collect();
     assert_eq!(ids, [77, 1234]);
     assert_eq!(workflows[1].name, "Workflow 1234");
     assert!(c.enrollments(999_999).await.unwrap().is_empty());
     let log = s.log();
+    assert_eq!(log[0].status, Some(404));
     assert_eq!(
-        log[0].path,
+        log[1].path,
         "/automation/v2/workflows/1234/enrollments/contacts/Ann%2Bnews%2Fletter%40example.com"
     );
-    assert_eq!((log[0].method.as_str(), log[0].status), ("POST", Some(204)));
+    assert_eq!((log[1].method.as_str(), log[1].status), ("POST", Some(204)));
 }
 
 #[tokio::test]
@@ -167,6 +174,7 @@ async fn rate_limit_headers_are_parsed_from_every_response() {
 async fn ten_secondly_429_with_and_without_retry_after() {
     let s = standin(Options::default()).await;
     let c = client(&s);
+    s.add_contact("a@example.com", 1);
     s.inject(Injection::next(Fault::RateLimited {
         policy: RatePolicy::TenSecondly,
         retry_after: Some(Duration::from_secs(3)),
@@ -296,6 +304,7 @@ async fn server_errors_are_transient_and_reached_hubspot() {
 async fn a_slow_answer_times_out_as_transient_that_may_have_reached_hubspot() {
     let s = standin(Options::default()).await;
     let c = client_with(&s, Duration::from_millis(300));
+    s.add_contact("slow@example.com", 1);
     s.inject(Injection::next(Fault::Slow(Duration::from_secs(3))));
     let err = c.enroll(5, "slow@example.com").await.unwrap_err();
     match &err {
@@ -314,6 +323,7 @@ async fn a_slow_answer_times_out_as_transient_that_may_have_reached_hubspot() {
 async fn a_dropped_connection_is_transient() {
     let s = standin(Options::default()).await;
     let c = client(&s);
+    s.add_contact("drop@example.com", 2);
     s.inject(Injection::next(Fault::Drop));
     let err = c.enroll(5, "drop@example.com").await.unwrap_err();
     assert!(
@@ -502,4 +512,80 @@ async fn the_limiter_keeps_a_client_under_the_standins_limit() {
         c.enrollments(1).await.unwrap();
     }
     assert!(s.log().iter().all(|e| e.status == Some(200)));
+}
+
+/// An HTML 403 comes from something in front of HubSpot's API (an edge block), not from
+/// HubSpot refusing the token: it is worth retrying and must not pause the connector.
+#[tokio::test]
+async fn an_html_403_from_the_edge_is_transient_not_a_refused_token() {
+    let s = standin(Options::default()).await;
+    let c = client(&s);
+    s.add_contact("edge@example.com", 3);
+    s.inject(Injection::next(Fault::Html(403)));
+    match c.enroll(5, "edge@example.com").await.unwrap_err() {
+        ApiError::Transient {
+            status: Some(403),
+            may_have_reached: false,
+            ..
+        } => {}
+        other => panic!("expected a transient 403, got {other:?}"),
+    }
+    c.enroll(5, "edge@example.com").await.unwrap();
+}
+
+/// HubSpot's own answers: a token without the scope a call needs gets `MISSING_SCOPES` (a
+/// refused token), a DYNAMIC list refuses membership changes, an unknown route is an HTML 404.
+#[tokio::test]
+async fn missing_scopes_dynamic_lists_and_unknown_routes_answer_as_hubspot_does() {
+    let s = standin(Options {
+        scopes: Some(vec!["content".into(), "crm.lists.write".into()]),
+        lists: vec![
+            ("987".into(), sendtime::hubspot::standin::ListKind::Dynamic),
+            ("988".into(), sendtime::hubspot::standin::ListKind::Snapshot),
+        ],
+        ..Options::default()
+    })
+    .await;
+    let c = client(&s);
+    s.add_contact("scoped@example.com", 4);
+    match c.enroll(5, "scoped@example.com").await.unwrap_err() {
+        ApiError::Permanent {
+            status: 403,
+            message,
+            ..
+        } => assert!(message.contains("required scopes"), "{message}"),
+        other => panic!("expected MISSING_SCOPES, got {other:?}"),
+    }
+    match c.add_to_list("987", &["4".into()]).await.unwrap_err() {
+        ApiError::Permanent {
+            status: 400,
+            message,
+            ..
+        } => assert!(message.contains("DYNAMIC"), "{message}"),
+        other => panic!("expected a refused DYNAMIC list, got {other:?}"),
+    }
+    assert_eq!(
+        c.add_to_list("988", &["4".into()])
+            .await
+            .unwrap()
+            .record_ids_added,
+        ["4"]
+    );
+    match c.add_to_list("999", &["4".into()]).await.unwrap_err() {
+        ApiError::Permanent { status: 404, .. } => {}
+        other => panic!("expected a missing list, got {other:?}"),
+    }
+    let resp = reqwest::Client::new()
+        .get(format!("{}/no/such/route", s.url()))
+        .bearer_auth(sendtime::hubspot::standin::DEFAULT_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 404);
+    assert!(
+        resp.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html")
+    );
 }

@@ -16,31 +16,21 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context;
-use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use reqwest::header::HeaderMap;
 use reqwest::{Method, StatusCode, Url};
 use serde::{Deserialize, Serialize};
 
 use super::auth::Auth;
 use super::limiter::Limiter;
+use super::paths;
 use super::policy::{self, MAX_HEADER_WAIT};
 use crate::config::Connector;
 
-/// HubSpot's batch completion of workflow-action callbacks (the date-versioned successor of
-/// `/automation/v4/actions/callbacks/complete`, which HubSpot stops supporting in 2027).
-pub const CALLBACKS_COMPLETE: &str = "/automation/actions/callbacks/2026-03/complete";
+pub use super::paths::CALLBACKS_COMPLETE;
 /// HubSpot closes its side after 30 s anyway; waiting longer only holds a slot.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 /// HubSpot's largest page for the email events API.
 pub const MAX_EVENTS_PAGE: u32 = 1000;
-
-/// Everything except RFC 3986 unreserved characters, so an email (`+`, `@`, `/`...) is one
-/// path segment whatever it contains.
-const PATH_SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
-    .remove(b'-')
-    .remove(b'.')
-    .remove(b'_')
-    .remove(b'~');
 
 /// Which of HubSpot's limits a 429 came from: they call for very different waits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -480,7 +470,7 @@ pub struct Admitted<'c> {
 impl Admitted<'_> {
     /// One page of email events (`GET /email/public/v1/events`), newest first.
     pub async fn email_events(self, query: &EventsQuery) -> Result<EventsPage, ApiError> {
-        let mut url = self.client.url("/email/public/v1/events");
+        let mut url = self.client.url(paths::EMAIL_EVENTS);
         {
             let mut q = url.query_pairs_mut();
             if let Some(s) = query.start_ms {
@@ -504,19 +494,14 @@ impl Admitted<'_> {
     /// Enroll a contact, by email, into a workflow
     /// (`POST /automation/v2/workflows/{id}/enrollments/contacts/{email}`).
     pub async fn enroll(self, workflow_id: u64, email: &str) -> Result<(), ApiError> {
-        let email = utf8_percent_encode(email, PATH_SEGMENT);
-        let url = self.client.url(&format!(
-            "/automation/v2/workflows/{workflow_id}/enrollments/contacts/{email}"
-        ));
+        let url = self.client.url(&paths::enroll(workflow_id, email));
         self.client.send(Method::POST, url, None, None).await?;
         Ok(())
     }
 
     /// The workflows a contact (by vid) is currently enrolled in.
     pub async fn enrollments(self, vid: u64) -> Result<Vec<Workflow>, ApiError> {
-        let url = self.client.url(&format!(
-            "/automation/v2/workflows/enrollments/contacts/{vid}"
-        ));
+        let url = self.client.url(&paths::enrollments(vid));
         let resp = self.client.send(Method::GET, url, None, None).await?;
         json_body(resp).await
     }
@@ -526,7 +511,7 @@ impl Admitted<'_> {
     /// 204 on success). HubSpot answers for the batch as a whole; a batch it finds too large
     /// comes back as [`ApiError::BatchTooLarge`].
     pub async fn complete_callbacks(self, completions: &[Completion]) -> Result<(), ApiError> {
-        let url = self.client.url(CALLBACKS_COMPLETE);
+        let url = self.client.url(paths::CALLBACKS_COMPLETE);
         let body = serde_json::to_vec(&serde_json::json!({ "inputs": completions }))
             .expect("completions serialize");
         self.client
@@ -535,7 +520,7 @@ impl Admitted<'_> {
         Ok(())
     }
 
-    /// Add records to a MANUAL or SNAPSHOT list (`PUT /crm/v3/lists/{id}/memberships/add`).
+    /// Add records to a MANUAL or SNAPSHOT list (`PUT /crm/lists/2026-03/{id}/memberships/add`).
     /// Idempotent on HubSpot's side; a batch HubSpot finds too large comes back as
     /// [`ApiError::BatchTooLarge`].
     pub async fn add_to_list(
@@ -543,10 +528,7 @@ impl Admitted<'_> {
         list_id: &str,
         record_ids: &[String],
     ) -> Result<ListAddResult, ApiError> {
-        let list = utf8_percent_encode(list_id, PATH_SEGMENT);
-        let url = self
-            .client
-            .url(&format!("/crm/v3/lists/{list}/memberships/add"));
+        let url = self.client.url(&paths::list_add(list_id));
         let body = serde_json::to_vec(record_ids).expect("strings serialize");
         let resp = self
             .client
@@ -606,7 +588,21 @@ async fn classify(resp: reqwest::Response, batch: Option<usize>) -> ApiError {
     let status = resp.status();
     let retry_after = policy::retry_after(resp.headers());
     let text = resp.text().await.unwrap_or_default();
-    let body: ErrorBody = serde_json::from_str(&text).unwrap_or_default();
+    let parsed = serde_json::from_str::<ErrorBody>(&text);
+    // A 401 or 403 that is not HubSpot's JSON comes from something in front of the API (an
+    // edge block, a proxy), not from HubSpot refusing the token: worth retrying, not a reason
+    // to pause the connector.
+    if parsed.is_err() && matches!(status.as_u16(), 401 | 403) {
+        return ApiError::Transient {
+            status: Some(status.as_u16()),
+            may_have_reached: false,
+            message: format!(
+                "HTTP {status} that is not HubSpot's API answer (an HTML page from an edge or proxy): {}",
+                text.trim().chars().take(120).collect::<String>()
+            ),
+        };
+    }
+    let body: ErrorBody = parsed.unwrap_or_default();
     let message = body.message.clone().unwrap_or_else(|| {
         let t = text.trim();
         if t.is_empty() {
@@ -675,12 +671,6 @@ mod tests {
         assert_eq!(a.record_ids_added, ["1"]);
         assert_eq!(a.record_ids_missing, ["9"]);
         assert_eq!(b.record_ids_added, ["1"]);
-    }
-
-    #[test]
-    fn emails_are_one_path_segment() {
-        let e = utf8_percent_encode("a+b/c@x.com", PATH_SEGMENT).to_string();
-        assert_eq!(e, "a%2Bb%2Fc%40x.com");
     }
 
     #[test]

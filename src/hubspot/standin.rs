@@ -40,8 +40,6 @@ pub const DEFAULT_TOKEN: &str = "standin-token";
 /// HubSpot's default and largest events page.
 const DEFAULT_EVENTS_LIMIT: usize = 100;
 const MAX_EVENTS_LIMIT: usize = 1000;
-/// First contact id handed out to emails the stand-in has not seen.
-const FIRST_VID: u64 = 1001;
 const PORTAL_ID: u64 = 62515;
 
 /// How the stand-in behaves. `Default` is a well-behaved Professional account.
@@ -81,6 +79,37 @@ pub struct Options {
     pub seed: u64,
     /// An installed OAuth app: the token endpoint issues access tokens for it.
     pub oauth: Option<OAuthApp>,
+    /// Lists that exist and how they are processed; empty means every numeric list id is a
+    /// MANUAL contact list.
+    pub lists: Vec<(String, ListKind)>,
+    /// The scopes the token was granted; `None` means every scope. A call that needs another
+    /// gets HubSpot's `MISSING_SCOPES` 403.
+    pub scopes: Option<Vec<String>>,
+    /// The workflow editor's flow ids and the legacy workflow id each maps to.
+    pub flow_ids: Vec<(u64, u64)>,
+    /// The developer API key that lists the app's action definitions, and the action URLs
+    /// registered for the app.
+    pub developer_api_key: String,
+    pub action_urls: Vec<String>,
+}
+
+/// How a list's membership is kept (HubSpot's `processingType`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListKind {
+    Manual,
+    Snapshot,
+    /// Filter-based: HubSpot refuses manual membership changes.
+    Dynamic,
+}
+
+impl ListKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ListKind::Manual => "MANUAL",
+            ListKind::Snapshot => "SNAPSHOT",
+            ListKind::Dynamic => "DYNAMIC",
+        }
+    }
 }
 
 /// An OAuth app installed in the account, as HubSpot's token endpoint knows it.
@@ -114,6 +143,11 @@ impl Default for Options {
             workflows: Vec::new(),
             seed: 1,
             oauth: None,
+            lists: Vec::new(),
+            scopes: None,
+            flow_ids: Vec::new(),
+            developer_api_key: "developer-api-key".to_string(),
+            action_urls: Vec::new(),
         }
     }
 }
@@ -147,6 +181,8 @@ pub enum Fault {
     Slow(Duration),
     /// Close the connection without answering (and without processing).
     Drop,
+    /// An HTML page with this status, as an edge proxy (not HubSpot's API) answers.
+    Html(u16),
 }
 
 /// A scripted fault: let `skip` matching requests through, then fail the next `times`.
@@ -524,9 +560,11 @@ async fn handle(State(world): State<Shared>, req: Request) -> Result<Response, I
     let (outcome, rate) = {
         let mut w = world.lock().unwrap();
         let seq = w.log.len() as u64;
-        let gate = match authorized {
-            Ok(()) => w.gate(&path),
-            Err(refusal) => Gate::Answer(refusal),
+        // A refused call counts toward the limits too, as at HubSpot.
+        let gate = match (authorized, w.gate(&path)) {
+            (Ok(()), gate) => gate,
+            (Err(refusal), Gate::Proceed) => Gate::Answer(refusal),
+            (Err(_), limited) => limited,
         };
         let outcome = match gate {
             Gate::Proceed => Gate::Answer(w.route(&method, &path, &uri, &body)),
@@ -766,6 +804,9 @@ impl World {
             )),
             Fault::Slow(d) => Gate::Slow(d),
             Fault::Drop => Gate::Drop,
+            Fault::Html(status) => Gate::Answer(html(
+                StatusCode::from_u16(status).unwrap_or(StatusCode::FORBIDDEN),
+            )),
         }
     }
 
@@ -788,7 +829,27 @@ impl World {
         body: &[u8],
     ) -> Response {
         let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+        if let Some(scope) = required_scope(method, &segments)
+            && self
+                .options
+                .scopes
+                .as_ref()
+                .is_some_and(|granted| !granted.iter().any(|g| g == scope))
+        {
+            return missing_scope(scope);
+        }
         match (method.clone(), segments.as_slice()) {
+            (Method::GET, ["account-info", "v3", "details"]) => self.account_details(),
+            (Method::GET, ["automation", "v3", "workflows", id]) => self.workflow(id),
+            (Method::POST, ["automation", "v4", "workflow-id-mappings", "batch", "read"]) => {
+                self.workflow_id_mappings(body)
+            }
+            (Method::GET, ["automation", "v4", "actions", app]) => {
+                self.action_definitions(app, uri)
+            }
+            (Method::GET, ["crm", "lists", "2026-03", list] | ["crm", "v3", "lists", list]) => {
+                self.list(list)
+            }
             (Method::GET, ["email", "public", "v1", "events"]) => self.events_page(uri),
             (
                 Method::POST,
@@ -813,9 +874,11 @@ impl World {
                     vid,
                 ],
             ) => self.enrollments_read(vid),
-            (Method::PUT, ["crm", "v3", "lists", list, "memberships", "add"]) => {
-                self.list_add(list, body)
-            }
+            (
+                Method::PUT,
+                ["crm", "v3", "lists", list, "memberships", "add"]
+                | ["crm", "lists", "2026-03", list, "memberships", "add"],
+            ) => self.list_add(list, body),
             (
                 Method::POST,
                 ["automation", "actions", "callbacks", "2026-03", "complete"]
@@ -841,10 +904,139 @@ impl World {
                     &serde_json::to_vec(&json!({ "inputs": [input] })).unwrap_or_default(),
                 )
             }
+            // HubSpot answers an unknown route with its HTML 404 page, not JSON.
+            _ => html(StatusCode::NOT_FOUND),
+        }
+    }
+
+    fn account_details(&self) -> Response {
+        let offset_ms = i64::from(self.options.utc_offset_minutes) * MINUTE_MS;
+        let body = json!({
+            "portalId": PORTAL_ID,
+            "accountType": "STANDARD",
+            "timeZone": "UTC",
+            "companyCurrency": "USD",
+            "additionalCurrencies": [],
+            "utcOffset": format!("{:+03}:{:02}", offset_ms / 3_600_000, (offset_ms.abs() / 60_000) % 60),
+            "utcOffsetMilliseconds": offset_ms,
+            "uiDomain": "app.hubspot.com",
+            "dataHostingLocation": "na1",
+        });
+        (StatusCode::OK, axum::Json(body)).into_response()
+    }
+
+    fn workflow_exists(&self, id: u64) -> bool {
+        self.options.workflows.is_empty() || self.options.workflows.contains(&id)
+    }
+
+    /// A legacy workflow, by its workflow id; a flow id is not one.
+    fn workflow(&self, id: &str) -> Response {
+        match id.parse::<u64>() {
+            Ok(id)
+                if self.workflow_exists(id)
+                    && !self.options.flow_ids.iter().any(|(flow, _)| *flow == id) =>
+            {
+                let body = json!({
+                    "id": id,
+                    "name": format!("Workflow {id}"),
+                    "type": "DRIP_DELAY",
+                    "enabled": true,
+                    "portalId": PORTAL_ID,
+                });
+                (StatusCode::OK, axum::Json(body)).into_response()
+            }
             _ => error(
                 StatusCode::NOT_FOUND,
-                &format!("No endpoint {method} {path} in the HubSpot stand-in"),
-                None,
+                &format!("Workflow {id} not found"),
+                Some("OBJECT_NOT_FOUND"),
+            ),
+        }
+    }
+
+    fn workflow_id_mappings(&self, body: &[u8]) -> Response {
+        let Ok(input) = serde_json::from_slice::<serde_json::Value>(body) else {
+            return error(StatusCode::BAD_REQUEST, "Invalid input JSON", None);
+        };
+        let results: Vec<serde_json::Value> = input["inputs"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|i| {
+                let num = |k: &str| {
+                    i[k].as_u64()
+                        .or_else(|| i[k].as_str().and_then(|s| s.parse().ok()))
+                };
+                self.options
+                    .flow_ids
+                    .iter()
+                    .find(|(flow, wf)| match i["type"].as_str() {
+                        Some("FLOW_ID") => num("flowId") == Some(*flow),
+                        Some("WORKFLOW_ID") => num("workflowId") == Some(*wf),
+                        _ => false,
+                    })
+            })
+            .map(|(flow, wf)| json!({"flowId": flow, "workflowId": wf}))
+            .collect();
+        let now = crate::time::format_rfc3339(self.options.clock.now_ms());
+        let body = json!({
+            "status": "COMPLETE",
+            "results": results,
+            "startedAt": now,
+            "completedAt": now,
+        });
+        (StatusCode::OK, axum::Json(body)).into_response()
+    }
+
+    /// The app's action definitions, with the developer API key (`hapikey`).
+    fn action_definitions(&self, app: &str, uri: &axum::http::Uri) -> Response {
+        let key = uri
+            .query()
+            .into_iter()
+            .flat_map(|q| q.split('&'))
+            .find_map(|p| p.strip_prefix("hapikey="));
+        if key != Some(self.options.developer_api_key.as_str()) {
+            return unauthenticated();
+        }
+        let results: Vec<serde_json::Value> = self
+            .options
+            .action_urls
+            .iter()
+            .enumerate()
+            .map(|(i, url)| {
+                json!({"id": (10_646 + i).to_string(), "appId": app, "actionUrl": url, "published": true})
+            })
+            .collect();
+        (StatusCode::OK, axum::Json(json!({ "results": results }))).into_response()
+    }
+
+    /// The list's kind, if it exists.
+    fn list_kind(&self, list: &str) -> Option<ListKind> {
+        if self.options.lists.is_empty() {
+            return list.parse::<u64>().is_ok().then_some(ListKind::Manual);
+        }
+        self.options
+            .lists
+            .iter()
+            .find(|(id, _)| id == list)
+            .map(|(_, kind)| *kind)
+    }
+
+    fn list(&self, list: &str) -> Response {
+        match self.list_kind(list) {
+            Some(kind) => {
+                let body = json!({"list": {
+                    "listId": list,
+                    "name": format!("List {list}"),
+                    "processingType": kind.as_str(),
+                    "objectTypeId": "0-1",
+                    "size": self.lists.get(list).map_or(0, |m| m.len()),
+                }});
+                (StatusCode::OK, axum::Json(body)).into_response()
+            }
+            None => error(
+                StatusCode::NOT_FOUND,
+                &format!("List {list} does not exist."),
+                Some("OBJECT_NOT_FOUND"),
             ),
         }
     }
@@ -925,8 +1117,14 @@ impl World {
                 None,
             );
         }
-        let next = FIRST_VID + self.vids.len() as u64;
-        let vid = *self.vids.entry(email).or_insert(next);
+        // Only contacts that exist can be enrolled: HubSpot answers 404 for any other email.
+        let Some(&vid) = self.vids.get(&email) else {
+            return error(
+                StatusCode::NOT_FOUND,
+                &format!("Contact with email {email} does not exist"),
+                Some("OBJECT_NOT_FOUND"),
+            );
+        };
         self.enrollments.entry(vid).or_default().insert(workflow);
         StatusCode::NO_CONTENT.into_response()
     }
@@ -964,6 +1162,25 @@ impl World {
                 &format!("Invalid list id {list:?}: ILS list ids are numbers"),
                 None,
             );
+        }
+        match self.list_kind(list) {
+            None => {
+                return error(
+                    StatusCode::NOT_FOUND,
+                    &format!("List {list} does not exist."),
+                    Some("OBJECT_NOT_FOUND"),
+                );
+            }
+            Some(ListKind::Dynamic) => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    &format!(
+                        "List {list} has processingType DYNAMIC: memberships can only be changed for MANUAL or SNAPSHOT lists."
+                    ),
+                    Some("VALIDATION_ERROR"),
+                );
+            }
+            Some(_) => {}
         }
         let ids: Vec<serde_json::Value> = match serde_json::from_slice(body) {
             Ok(ids) => ids,
@@ -1072,6 +1289,50 @@ impl World {
 
 /// The most callbacks the stand-in completes in one call.
 pub const MAX_CALLBACK_BATCH: usize = 100;
+
+/// The scope a route needs (`None`: any token will do).
+fn required_scope(method: &Method, segments: &[&str]) -> Option<&'static str> {
+    match segments {
+        ["email", ..] => Some("content"),
+        ["automation", ..] => Some("automation"),
+        ["crm", "lists", ..] | ["crm", "v3", "lists", ..] => Some(if *method == Method::GET {
+            "crm.lists.read"
+        } else {
+            "crm.lists.write"
+        }),
+        _ => None,
+    }
+}
+
+/// HubSpot's 403 for a token without a scope the call needs.
+fn missing_scope(scope: &str) -> Response {
+    let body = json!({
+        "status": "error",
+        "message": "This app hasn't been granted all required scopes to make this call. Read more about required scopes here: https://developers.hubspot.com/scopes.",
+        "correlationId": correlation_id(),
+        "errors": [{
+            "message": "One or more of the following scopes are required.",
+            "context": {"requiredGranularScopes": [scope]},
+        }],
+        "links": {"scopes": "https://developers.hubspot.com/scopes"},
+        "category": "MISSING_SCOPES",
+    });
+    (StatusCode::FORBIDDEN, axum::Json(body)).into_response()
+}
+
+/// An HTML error page, as HubSpot's edge serves for unknown routes and blocked requests.
+fn html(status: StatusCode) -> Response {
+    let page = format!(
+        "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{status}</title></head>\
+         <body><h1>{status}</h1><p>The page you were looking for could not be served.</p></body></html>"
+    );
+    (
+        status,
+        [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+        page,
+    )
+        .into_response()
+}
 
 /// HubSpot's 401 for a missing or unknown token.
 fn unauthenticated() -> Response {
