@@ -52,6 +52,13 @@ pub enum Command {
         /// The config file to check (same as --config).
         #[arg(value_name = "CONFIG", conflicts_with = "config")]
         file: Option<PathBuf>,
+        /// Also check the config against each connector's live HubSpot account (needs its
+        /// credentials): the token works for `portal_id`, each workflow id exists (a flow id
+        /// from the workflow editor names the id to paste), each list accepts membership
+        /// changes, the token has the scopes the config needs, each action is registered
+        /// (with HUBSPOT_DEVELOPER_API_KEY). One line per check; exit 1 on any failure.
+        #[arg(long)]
+        online: bool,
     },
     /// Run the server: receive webhooks and, every tick, enroll the contacts that are due.
     ///
@@ -281,7 +288,9 @@ pub fn main() -> ExitCode {
         listen: None,
     };
     match cli.command {
-        Command::Validate { file } => validate(file.unwrap_or(cli.config), &overrides),
+        Command::Validate { file, online } => {
+            validate(file.unwrap_or(cli.config), &overrides, online)
+        }
         Command::Serve { listen, clock_file } => {
             init_logging();
             let overrides = Overrides {
@@ -519,7 +528,7 @@ fn init_logging() {
         .init();
 }
 
-fn validate(path: PathBuf, overrides: &Overrides) -> ExitCode {
+fn validate(path: PathBuf, overrides: &Overrides, online: bool) -> ExitCode {
     let loaded = match Config::load(&path, overrides, EnvCheck::Warn) {
         Ok(loaded) => loaded,
         Err(diags) => {
@@ -532,6 +541,33 @@ fn validate(path: PathBuf, overrides: &Overrides) -> ExitCode {
         eprintln!("{}", loaded.warnings);
     }
     print!("{}", details(&loaded.config));
+    if !online {
+        return ExitCode::SUCCESS;
+    }
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let checks = rt.block_on(crate::hubspot::online::check(&loaded.config));
+    println!("\nonline checks:");
+    for c in &checks {
+        println!("{c}");
+    }
+    let failed = checks.iter().filter(|c| c.failed()).count();
+    if failed > 0 {
+        eprintln!(
+            "{}: {failed} online check{} failed",
+            path.display(),
+            if failed == 1 { "" } else { "s" }
+        );
+        return ExitCode::FAILURE;
+    }
     ExitCode::SUCCESS
 }
 

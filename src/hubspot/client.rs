@@ -396,6 +396,28 @@ impl Client {
         self.admit().await.complete_callbacks(completions).await
     }
 
+    /// `GET path` (with its query), once admitted: HubSpot's JSON answer, for checks that
+    /// read a field or two (`validate --online`).
+    pub async fn get_json(&self, path: &str) -> Result<serde_json::Value, ApiError> {
+        self.admit().await;
+        let resp = self.send(Method::GET, self.url(path), None, None).await?;
+        json_body(resp).await
+    }
+
+    /// `POST path` with a JSON body, once admitted: HubSpot's JSON answer.
+    pub async fn post_json(
+        &self,
+        path: &str,
+        body: &serde_json::Value,
+    ) -> Result<serde_json::Value, ApiError> {
+        self.admit().await;
+        let body = serde_json::to_vec(body).expect("values serialize");
+        let resp = self
+            .send(Method::POST, self.url(path), Some(body), None)
+            .await?;
+        json_body(resp).await
+    }
+
     /// [`Admitted::add_to_list`], once admitted.
     pub async fn add_to_list(
         &self,

@@ -7,6 +7,7 @@ pub mod action;
 pub mod auth;
 pub mod client;
 pub mod limiter;
+pub mod online;
 pub mod paths;
 pub mod policy;
 pub mod standin;

@@ -993,8 +993,9 @@ impl World {
             .query()
             .into_iter()
             .flat_map(|q| q.split('&'))
-            .find_map(|p| p.strip_prefix("hapikey="));
-        if key != Some(self.options.developer_api_key.as_str()) {
+            .find_map(|p| p.strip_prefix("hapikey="))
+            .map(|k| percent_decode_str(k).decode_utf8_lossy().into_owned());
+        if key.as_deref() != Some(self.options.developer_api_key.as_str()) {
             return unauthenticated();
         }
         let results: Vec<serde_json::Value> = self

@@ -1,0 +1,246 @@
+//! `sendtime validate --online`: the config checked against the live account, one line per
+//! check, so a workflow id pasted from the workflow editor (a flow id), a DYNAMIC list or a
+//! token without a scope is found before contacts fail at dispatch.
+
+use std::fmt;
+
+use super::client::{ApiError, Client};
+use super::paths;
+use crate::config::{Config, Connector, Target};
+
+/// The environment variable holding the developer API key that lists an app's workflow
+/// actions (HubSpot's action definitions API takes no app token).
+pub const DEVELOPER_API_KEY_ENV: &str = "HUBSPOT_DEVELOPER_API_KEY";
+
+/// What one check found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    Ok(String),
+    Fail(String),
+    /// Not checked, and why (not a failure).
+    Skip(String),
+}
+
+/// One line of the report.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Check {
+    pub connector: String,
+    /// What was checked: `account`, `workflow 123`, `list 987`, `email events`, `action x`.
+    pub subject: String,
+    pub verdict: Verdict,
+}
+
+impl Check {
+    pub fn failed(&self) -> bool {
+        matches!(self.verdict, Verdict::Fail(_))
+    }
+}
+
+impl fmt::Display for Check {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (tag, text) = match &self.verdict {
+            Verdict::Ok(t) => ("ok  ", t),
+            Verdict::Fail(t) => ("FAIL", t),
+            Verdict::Skip(t) => ("skip", t),
+        };
+        write!(f, "{tag} {} {}: {text}", self.connector, self.subject)
+    }
+}
+
+/// Every check for every connector of `config`.
+pub async fn check(config: &Config) -> Vec<Check> {
+    let mut out = Vec::new();
+    for connector in &config.connectors {
+        check_connector(config, connector, &mut out).await;
+    }
+    out
+}
+
+async fn check_connector(config: &Config, connector: &Connector, out: &mut Vec<Check>) {
+    let mut push = |subject: String, verdict: Verdict| {
+        out.push(Check {
+            connector: connector.id.clone(),
+            subject,
+            verdict,
+        })
+    };
+    let client = match Client::for_connector(connector, super::client::DEFAULT_TIMEOUT) {
+        Ok(c) => c,
+        Err(e) => {
+            push("credentials".into(), Verdict::Fail(format!("{e:#}")));
+            return;
+        }
+    };
+    // The token works, and for this account.
+    match client.get_json(paths::ACCOUNT_DETAILS).await {
+        Ok(details) => {
+            let portal = details["portalId"].as_u64();
+            if portal == Some(connector.portal_id) {
+                push(
+                    "account".into(),
+                    Verdict::Ok(format!(
+                        "the token works for portal {}",
+                        connector.portal_id
+                    )),
+                );
+            } else {
+                push(
+                    "account".into(),
+                    Verdict::Fail(format!(
+                        "the token belongs to portal {}, not portal_id {}",
+                        portal.map_or("?".into(), |p| p.to_string()),
+                        connector.portal_id
+                    )),
+                );
+                return;
+            }
+        }
+        Err(e) => {
+            push(
+                "account".into(),
+                Verdict::Fail(format!("HubSpot refused the token: {e}")),
+            );
+            return;
+        }
+    }
+    let endpoints: Vec<_> = config
+        .webhooks
+        .iter()
+        .filter(|w| w.connector == connector.id)
+        .collect();
+    for w in &endpoints {
+        match &w.target {
+            Target::Workflow(id) => {
+                let verdict = workflow(&client, *id).await;
+                push(format!("webhook {} workflow {id}", w.id), verdict);
+            }
+            Target::List(id) => {
+                let verdict = list(&client, id).await;
+                push(format!("webhook {} list {id}", w.id), verdict);
+            }
+            Target::Callback => {
+                let verdict = action(config, connector, &client, w).await;
+                push(format!("action {}", w.id), verdict);
+            }
+        }
+    }
+    if config.import.enabled && !connector.dry_run {
+        let verdict = match client
+            .get_json(&format!("{}?limit=1", paths::EMAIL_EVENTS))
+            .await
+        {
+            Ok(_) => Verdict::Ok("readable (the scheduled import can run)".into()),
+            Err(e) => Verdict::Fail(scope_or(&e, "content", "cannot read email events")),
+        };
+        push("email events".into(), verdict);
+    }
+}
+
+/// A legacy workflow id that exists; a flow id from the workflow editor names the id to paste.
+async fn workflow(client: &Client, id: u64) -> Verdict {
+    match client.get_json(&paths::workflow(id)).await {
+        Ok(w) => Verdict::Ok(format!(
+            "exists ({})",
+            w["name"].as_str().unwrap_or("unnamed")
+        )),
+        Err(ApiError::Permanent { status: 404, .. }) => {
+            let mapped = client
+                .post_json(
+                    paths::WORKFLOW_ID_MAPPINGS,
+                    &serde_json::json!({"inputs": [{"type": "FLOW_ID", "flowId": id.to_string()}]}),
+                )
+                .await
+                .ok()
+                .and_then(|m| m["results"].get(0).and_then(|r| r["workflowId"].as_u64()));
+            match mapped {
+                Some(workflow_id) => Verdict::Fail(format!(
+                    "{id} is a flow id (the number in the workflow editor's URL); enrollment \
+                     takes the workflow id: set workflow_id = {workflow_id}"
+                )),
+                None => Verdict::Fail(format!("no workflow {id} in this account")),
+            }
+        }
+        Err(e) => Verdict::Fail(scope_or(&e, "automation", "cannot read the workflow")),
+    }
+}
+
+/// A contact list that exists and accepts manual membership changes.
+async fn list(client: &Client, id: &str) -> Verdict {
+    match client.get_json(&paths::list(id)).await {
+        Ok(answer) => {
+            let list = &answer["list"];
+            let kind = list["processingType"].as_str().unwrap_or("?");
+            if list["objectTypeId"].as_str().is_some_and(|t| t != "0-1") {
+                return Verdict::Fail(format!("list {id} is not a contact list"));
+            }
+            match kind {
+                "MANUAL" | "SNAPSHOT" => Verdict::Ok(format!(
+                    "exists ({}, {kind}): accepts membership changes",
+                    list["name"].as_str().unwrap_or("unnamed")
+                )),
+                other => Verdict::Fail(format!(
+                    "list {id} is {other}: HubSpot accepts manual membership changes only for MANUAL or SNAPSHOT lists"
+                )),
+            }
+        }
+        Err(ApiError::Permanent { status: 404, .. }) => {
+            Verdict::Fail(format!("no list {id} in this account (ILS list ids)"))
+        }
+        Err(e) => Verdict::Fail(scope_or(&e, "crm.lists.read", "cannot read the list")),
+    }
+}
+
+/// The action registered for the connector's app with the URL `validate` prints.
+async fn action(
+    config: &Config,
+    connector: &Connector,
+    client: &Client,
+    action: &crate::config::Webhook,
+) -> Verdict {
+    let Some(key) = crate::config::env_value(DEVELOPER_API_KEY_ENV) else {
+        return Verdict::Skip(format!(
+            "set {DEVELOPER_API_KEY_ENV} to check that it is registered"
+        ));
+    };
+    let url = config.action_url(action);
+    let path = format!(
+        "{}?hapikey={}",
+        paths::action_definitions(connector.app_id),
+        percent_encoding::utf8_percent_encode(&key, percent_encoding::NON_ALPHANUMERIC)
+    );
+    match client.get_json(&path).await {
+        Ok(defs) => {
+            let registered = defs["results"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|d| d["actionUrl"].as_str() == Some(url.as_str()));
+            if registered {
+                Verdict::Ok(format!("registered for app {} at {url}", connector.app_id))
+            } else {
+                Verdict::Fail(format!(
+                    "no action of app {} posts to {url}; register it with `sendtime hubspot action-definition`",
+                    connector.app_id
+                ))
+            }
+        }
+        Err(e) => Verdict::Fail(format!(
+            "cannot list app {}'s actions: {e}",
+            connector.app_id
+        )),
+    }
+}
+
+/// A missing scope named as such; any other failure as `what` and HubSpot's answer.
+fn scope_or(e: &ApiError, scope: &str, what: &str) -> String {
+    match e {
+        ApiError::Permanent {
+            status: 403,
+            message,
+            ..
+        } if message.contains("scope") => {
+            format!("the token lacks the scope `{scope}` ({what})")
+        }
+        other => format!("{what}: {other}"),
+    }
+}

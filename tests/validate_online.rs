@@ -1,0 +1,105 @@
+//! `sendtime validate --online` through the real binary against the stand-in: a correct
+//! account passes, and each kind of misconfiguration is reported by name with exit 1.
+
+mod common;
+
+use common::{Hook, TestConfig};
+use sendtime::hubspot::standin::{DEFAULT_TOKEN, ListKind, Options, StandIn};
+
+const APP_URL: &str = "https://hooks.example.com/actions/send-time";
+
+fn validate_online(dir: &std::path::Path, connector: &str, portal_id: u64) -> (bool, String) {
+    let config = TestConfig {
+        env: "ONLINE",
+        connector,
+        hooks: &[
+            &Hook {
+                id: "nurture",
+                kind: "NEXT_24_HOURS",
+                target: "workflow_id = 101",
+            },
+            &Hook {
+                id: "big-list",
+                kind: "UPDATE_ONLY",
+                target: "list_id = \"987\"",
+            },
+        ],
+        tables: "[import]\nenabled = true",
+        ..TestConfig::default()
+    }
+    .text()
+    .replace("portal_id = 62515", &format!("portal_id = {portal_id}"))
+        + "[[action]]\nid = \"send-time\"\n";
+    let path = dir.join("webhooks.toml");
+    std::fs::write(&path, config).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sendtime"))
+        .args(["validate", "--online"])
+        .arg(&path)
+        .env("ONLINE_SECRET", "s")
+        .env("ONLINE_TOKEN", DEFAULT_TOKEN)
+        .env("HUBSPOT_DEVELOPER_API_KEY", "developer-api-key")
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+#[test]
+fn a_correct_account_passes_and_each_misconfiguration_is_named() {
+    let rt = common::runtime();
+    let dir = tempfile::tempdir().unwrap();
+    let good = rt
+        .block_on(StandIn::start(Options {
+            lists: vec![("987".into(), ListKind::Manual)],
+            action_urls: vec![APP_URL.into()],
+            ..Options::default()
+        }))
+        .unwrap();
+    let (ok, text) = validate_online(dir.path(), &format!("api_base = \"{}\"", good.url()), 62515);
+    assert!(ok, "{text}");
+    for line in [
+        "ok   main account: the token works for portal 62515",
+        "ok   main webhook nurture workflow 101: exists",
+        "ok   main webhook big-list list 987: exists",
+        "ok   main action send-time: registered for app",
+        "ok   main email events: readable",
+    ] {
+        assert!(text.contains(line), "{line}\n{text}");
+    }
+
+    // A flow id pasted as the workflow id, a DYNAMIC list, a token without `content`, an
+    // action registered elsewhere.
+    let bad = rt
+        .block_on(StandIn::start(Options {
+            lists: vec![("987".into(), ListKind::Dynamic)],
+            flow_ids: vec![(101, 5551)],
+            scopes: Some(vec!["automation".into(), "crm.lists.read".into()]),
+            action_urls: vec!["https://elsewhere.example.com/a".into()],
+            ..Options::default()
+        }))
+        .unwrap();
+    let (ok, text) = validate_online(dir.path(), &format!("api_base = \"{}\"", bad.url()), 62515);
+    assert!(!ok, "{text}");
+    for line in [
+        "FAIL main webhook nurture workflow 101: 101 is a flow id",
+        "set workflow_id = 5551",
+        "FAIL main webhook big-list list 987: list 987 is DYNAMIC",
+        "FAIL main action send-time: no action of app",
+        "FAIL main email events: the token lacks the scope `content`",
+        "4 online checks failed",
+    ] {
+        assert!(text.contains(line), "{line}\n{text}");
+    }
+
+    // The token of another account.
+    let (ok, text) = validate_online(dir.path(), &format!("api_base = \"{}\"", good.url()), 99999);
+    assert!(!ok, "{text}");
+    assert!(
+        text.contains("the token belongs to portal 62515, not portal_id 99999"),
+        "{text}"
+    );
+}
