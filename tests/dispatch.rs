@@ -840,6 +840,7 @@ fn daily_limited(
     rt: &tokio::runtime::Runtime,
     dir: &Path,
     daily_limit: u32,
+    usage_api: bool,
 ) -> (StandIn, PathBuf, PathBuf, i64) {
     const HOUR: i64 = 3_600_000;
     let clock = dir.join("clock");
@@ -850,6 +851,7 @@ fn daily_limited(
             daily_limit,
             utc_offset_minutes: -300,
             clock: sendtime::clock::Clock::File(clock.clone()),
+            usage_api,
             ..Options::default()
         }))
         .unwrap();
@@ -863,7 +865,8 @@ fn a_daily_429_pauses_the_connector_until_the_limit_resets_and_loses_nothing() {
     let rt = runtime();
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let (standin, config, clock, day) = daily_limited(&rt, dir.path(), 8);
+    // Without the usage endpoint: the hourly probe.
+    let (standin, config, clock, day) = daily_limited(&rt, dir.path(), 8, false);
     let server = start(&config, &data, Some(&clock), &[]);
     let emails: Vec<String> = (0..12).map(|i| format!("d{i}@example.com")).collect();
     let mut receipts = Vec::new();
@@ -1104,7 +1107,8 @@ fn a_daily_pause_outlasts_the_process_so_sendtime_tick_does_not_call_again() {
     let rt = runtime();
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let (standin, config, clock, day) = daily_limited(&rt, dir.path(), 3);
+    // Without the usage endpoint: the hourly probe.
+    let (standin, config, clock, day) = daily_limited(&rt, dir.path(), 3, false);
     let t0 = day + 3 * HOUR + 30 * 60_000;
     let emails = receive_only(&config, &data, &standin, ("t", 5), 8100);
     let tick = |at: i64| {
@@ -1149,4 +1153,48 @@ fn a_daily_pause_outlasts_the_process_so_sendtime_tick_does_not_call_again() {
         );
     }
     assert!(outcomes(&data).iter().all(|r| r.status != Status::Failed));
+}
+
+/// With HubSpot's daily usage endpoint, a DAILY 429 pauses until the reset it reports (the
+/// account's midnight) instead of probing every hour.
+#[test]
+fn a_daily_pause_lasts_until_the_reset_hubspot_reports() {
+    const HOUR: i64 = 3_600_000;
+    let rt = runtime();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let (standin, config, clock, day) = daily_limited(&rt, dir.path(), 3, true);
+    let t0 = day + 3 * HOUR + 30 * 60_000;
+    let emails = receive_only(&config, &data, &standin, ("r", 5), 8300);
+    let tick = |at: i64| {
+        set_clock(&clock, at);
+        tick_once(&config, &data, at, TOKEN)
+    };
+    let pause_file = data.join("state").join("dispatch-pause-main");
+
+    let (out, err) = tick(t0);
+    assert!(out.contains("enrolled=3 "), "{out}\n{err}");
+    // The account is at UTC-5: its midnight is 05:00 UTC; a minute more for clocks apart.
+    let reset = day + 5 * HOUR + 60_000;
+    assert_eq!(
+        std::fs::read_to_string(&pause_file).unwrap(),
+        reset.to_string(),
+        "paused until the reported reset"
+    );
+    let calls = standin.log().len();
+    // The next whole hour is no longer a probe.
+    let (out, err) = tick(day + 4 * HOUR);
+    assert!(out.contains("enrolled=0 "), "{out}\n{err}");
+    assert_eq!(standin.log().len(), calls, "no call before the reset");
+    let (out, err) = tick(reset);
+    assert!(out.contains("enrolled=2 "), "{out}\n{err}");
+    assert!(!pause_file.exists());
+    let enrolled = enrollments(&standin.log());
+    for e in &emails {
+        assert_eq!(
+            enrolled.get(&("104".to_string(), e.clone())),
+            Some(&1),
+            "{e}"
+        );
+    }
 }

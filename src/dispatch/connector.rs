@@ -16,7 +16,7 @@ use crate::config::Connector;
 use crate::hubspot::client::{Admitted, DEFAULT_TIMEOUT};
 use crate::hubspot::{Client, policy};
 use crate::metrics::Metrics;
-use crate::time::format_minute;
+use crate::time::{MINUTE_MS, format_minute};
 
 /// Environment variable: HubSpot request timeout in milliseconds (default 30 s).
 pub const TIMEOUT_ENV: &str = "SENDTIME_HUBSPOT_TIMEOUT_MS";
@@ -35,6 +35,8 @@ struct Pause {
     /// Clock ms.
     until: i64,
     reason: PauseReason,
+    /// HubSpot was asked when its daily limit resets (once per daily pause).
+    asked: bool,
 }
 
 /// One connector's client and what the dispatcher learned about it across ticks.
@@ -74,26 +76,62 @@ impl Link {
             .map(|p| p.until)
     }
 
-    /// HubSpot answered a DAILY 429 at `now`: pause until the day may be over. Returns the
-    /// end of the pause.
+    /// HubSpot answered a DAILY 429 at `now`: pause until the day may be over (the next
+    /// whole hour, unless [`Link::learn_daily_reset`] learns when). Returns the end of the
+    /// pause as known now.
     pub fn pause_for_the_day(&self, now: i64, metrics: &Metrics) -> i64 {
         let until = policy::daily_retry_at(now);
         let mut pause = self.pause.lock().unwrap();
-        if pause.is_none_or(|p| p.until < until) {
-            if pause.is_none() {
-                tracing::warn!(
-                    connector = %self.id,
-                    until = %format_minute(until),
-                    "HubSpot daily API limit reached: connector paused until the next hour, when it tries again; contacts stay queued"
-                );
-                metrics.connector_paused(&self.id).set(1);
+        match pause.as_mut() {
+            Some(p) if p.until >= until => p.until,
+            other => {
+                if other.is_none() {
+                    tracing::warn!(
+                        connector = %self.id,
+                        until = %format_minute(until),
+                        "HubSpot daily API limit reached: connector paused; contacts stay queued"
+                    );
+                    metrics.connector_paused(&self.id).set(1);
+                }
+                *pause = Some(Pause {
+                    until,
+                    reason: PauseReason::DailyLimit,
+                    asked: false,
+                });
+                until
             }
-            *pause = Some(Pause {
-                until,
-                reason: PauseReason::DailyLimit,
-            });
         }
-        until
+    }
+
+    /// Ask HubSpot, once per daily pause, when its daily limit resets (its daily API usage):
+    /// once it says, the pause lasts until then (a minute after, for clocks apart) instead of
+    /// probing every hour.
+    pub async fn learn_daily_reset(&self, now: i64) {
+        let ask = match self.pause.lock().unwrap().as_mut() {
+            Some(p) if p.reason == PauseReason::DailyLimit && !p.asked => {
+                p.asked = true;
+                true
+            }
+            _ => false,
+        };
+        if !ask {
+            return;
+        }
+        let Some(reset) = self.client.daily_reset_at().await else {
+            return;
+        };
+        let until = reset + MINUTE_MS;
+        if until <= now {
+            return;
+        }
+        if let Some(p) = self.pause.lock().unwrap().as_mut() {
+            p.until = until;
+            tracing::info!(
+                connector = %self.id,
+                until = %format_minute(until),
+                "HubSpot reports when its daily limit resets: connector paused until then"
+            );
+        }
     }
 
     /// HubSpot refused the token at `now` (`status`, `message`): every call through this
@@ -111,6 +149,7 @@ impl Link {
             *pause = Some(Pause {
                 until,
                 reason: PauseReason::RefusedToken,
+                asked: false,
             });
         }
     }
@@ -180,7 +219,9 @@ impl Dispatcher {
                 );
             }),
         };
+        // A pause from before was asked about already, when HubSpot could say.
         *link.pause.lock().unwrap() = daily.map(|until| Pause {
+            asked: true,
             until,
             reason: PauseReason::DailyLimit,
         });

@@ -312,6 +312,9 @@ impl Dispatcher {
         if !due.is_empty() {
             self.dispatch(config, due, now, stop, &mut report).await;
         }
+        for (_, link) in self.links.values() {
+            link.learn_daily_reset(now).await;
+        }
         self.store_pauses();
         report.held = self.held.values().map(Vec::len).sum();
         report.queued = self.queued();

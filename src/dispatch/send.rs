@@ -780,10 +780,10 @@ mod tests {
         (ctx, writer)
     }
 
-    fn link() -> Link {
+    fn link() -> Arc<Link> {
         // Never called: nothing listens there.
         let client = Client::new("http://127.0.0.1:9", "t", ClientOptions::default()).unwrap();
-        Link::new("main".into(), client)
+        Arc::new(Link::new("main".into(), client))
     }
 
     fn limited(policy: RatePolicy, retry_after: Option<Duration>) -> ApiError {

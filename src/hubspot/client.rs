@@ -418,6 +418,19 @@ impl Client {
         json_body(resp).await
     }
 
+    /// When HubSpot says the account's daily allowance resets (epoch ms), from its daily
+    /// API usage; `None` when it does not say (or cannot be asked).
+    pub async fn daily_reset_at(&self) -> Option<i64> {
+        let usage = self.get_json(paths::API_USAGE_DAILY).await.ok()?;
+        usage["results"]
+            .as_array()?
+            .iter()
+            .filter_map(|r| r["resetsAt"].as_str())
+            .filter_map(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+            .map(|t| t.timestamp_millis())
+            .max()
+    }
+
     /// [`Admitted::add_to_list`], once admitted.
     pub async fn add_to_list(
         &self,

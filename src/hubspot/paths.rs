@@ -60,8 +60,11 @@ pub fn list_add(list_id: &str) -> String {
     format!("/crm/lists/2026-03/{}/memberships/add", segment(list_id))
 }
 
-/// The account the token belongs to (v3).
-pub const ACCOUNT_DETAILS: &str = "/account-info/v3/details";
+/// The account the token belongs to (date-versioned).
+pub const ACCOUNT_DETAILS: &str = "/account-info/2026-03/details";
+
+/// The account's daily API usage and when it resets (date-versioned).
+pub const API_USAGE_DAILY: &str = "/account-info/2026-03/api-usage/daily/private-apps";
 
 #[cfg(test)]
 mod tests {

@@ -87,6 +87,9 @@ pub struct Options {
     pub scopes: Option<Vec<String>>,
     /// The workflow editor's flow ids and the legacy workflow id each maps to.
     pub flow_ids: Vec<(u64, u64)>,
+    /// Whether the account's daily usage endpoint answers (it tells when the daily limit
+    /// resets); when not, it is an HTML 404.
+    pub usage_api: bool,
     /// The developer API key that lists the app's action definitions, and the action URLs
     /// registered for the app.
     pub developer_api_key: String,
@@ -146,6 +149,7 @@ impl Default for Options {
             lists: Vec::new(),
             scopes: None,
             flow_ids: Vec::new(),
+            usage_api: true,
             developer_api_key: "developer-api-key".to_string(),
             action_urls: Vec::new(),
         }
@@ -727,14 +731,17 @@ impl World {
             self.daily_day = today;
             self.daily_used = 0;
         }
-        if self.daily_used >= self.options.daily_limit {
+        // Account information answers when the allowance is spent (it is how a client learns
+        // when it resets); it does not count toward it.
+        let counted = !path.starts_with("/account-info/");
+        if counted && self.daily_used >= self.options.daily_limit {
             return self.fault(Fault::RateLimited {
                 policy: RatePolicy::Daily,
                 retry_after: None,
             });
         }
         self.window.push_back(now);
-        self.daily_used += 1;
+        self.daily_used += u32::from(counted);
         // Each request's roll is a well-mixed hash of the seed and its arrival number: fastrand's
         // consecutive draws showed runs (one contact retried alone got 502 on every other
         // call), which real random faults do not.
@@ -839,7 +846,17 @@ impl World {
             return missing_scope(scope);
         }
         match (method.clone(), segments.as_slice()) {
-            (Method::GET, ["account-info", "v3", "details"]) => self.account_details(),
+            (Method::GET, ["account-info", "v3" | "2026-03", "details"]) => self.account_details(),
+            (
+                Method::GET,
+                [
+                    "account-info",
+                    "v3" | "2026-03",
+                    "api-usage",
+                    "daily",
+                    "private-apps",
+                ],
+            ) if self.options.usage_api => self.daily_usage(),
             (Method::GET, ["automation", "v3", "workflows", id]) => self.workflow(id),
             (Method::POST, ["automation", "v4", "workflow-id-mappings", "batch", "read"]) => {
                 self.workflow_id_mappings(body)
@@ -907,6 +924,21 @@ impl World {
             // HubSpot answers an unknown route with its HTML 404 page, not JSON.
             _ => html(StatusCode::NOT_FOUND),
         }
+    }
+
+    /// The daily allowance: used, limit, and when it resets (the account's next midnight).
+    fn daily_usage(&self) -> Response {
+        let offset = i64::from(self.options.utc_offset_minutes) * MINUTE_MS;
+        let resets = (account_day(&self.options) + 1) * DAY_MS - offset;
+        let body = json!({"results": [{
+            "name": "private-apps-api-calls-daily",
+            "usageLimit": self.options.daily_limit,
+            "currentUsage": self.daily_used,
+            "collectedAt": crate::time::format_rfc3339(self.options.clock.now_ms()),
+            "fetchStatus": "SUCCESS",
+            "resetsAt": crate::time::format_rfc3339(resets),
+        }]});
+        (StatusCode::OK, axum::Json(body)).into_response()
     }
 
     fn account_details(&self) -> Response {
