@@ -589,3 +589,44 @@ async fn missing_scopes_dynamic_lists_and_unknown_routes_answer_as_hubspot_does(
             .starts_with("text/html")
     );
 }
+
+/// As at HubSpot, refused calls count toward the ten-second limit, and OAuth apps get no
+/// daily-limit headers.
+#[tokio::test]
+async fn refused_calls_count_and_oauth_answers_carry_no_daily_headers() {
+    use sendtime::hubspot::auth::Auth;
+    use sendtime::hubspot::standin::OAuthApp;
+    let s = standin(Options {
+        limit_per_10s: 3,
+        oauth: Some(OAuthApp {
+            client_id: "id".into(),
+            client_secret: "secret".into(),
+            refresh_token: "refresh".into(),
+            lifetime: Duration::from_secs(1800),
+            rotate: false,
+        }),
+        ..Options::default()
+    })
+    .await;
+    let wrong = Client::new(&s.url(), "wrong-token", ClientOptions::default()).unwrap();
+    for _ in 0..3 {
+        match wrong.enrollments(1).await.unwrap_err() {
+            ApiError::Permanent { status: 401, .. } => {}
+            other => panic!("expected 401, got {other:?}"),
+        }
+    }
+    match client(&s).enrollments(1).await.unwrap_err() {
+        ApiError::RateLimited { .. } => {}
+        other => panic!("refused calls did not count: {other:?}"),
+    }
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let oauth = Client::with_auth(
+        &s.url(),
+        Auth::oauth("id", "secret", "refresh"),
+        ClientOptions::default(),
+    )
+    .unwrap();
+    oauth.enrollments(1).await.unwrap();
+    let rate = oauth.last_rate_limit().unwrap();
+    assert!(rate.max.is_some() && rate.daily.is_none(), "{rate:?}");
+}
