@@ -769,6 +769,65 @@ fn a_rotated_secret_is_accepted_until_it_is_removed() {
     assert_eq!(inbox(dir.path()).height(), 3);
 }
 
+/// A part whose bytes changed after it was written (one flipped bit) is never read as if it
+/// were fine: it is quarantined with its checksum, and the other parts are read as before.
+#[test]
+fn a_flipped_bit_in_a_part_is_caught_by_its_checksum_and_quarantined() {
+    let dir = tempfile::tempdir().unwrap();
+    let parts = |d: &Path| -> Vec<std::path::PathBuf> {
+        let mut v: Vec<_> = std::fs::read_dir(d)
+            .map(|r| r.filter_map(|e| e.ok().map(|e| e.path())).collect())
+            .unwrap_or_default();
+        v.retain(|p: &std::path::PathBuf| p.extension().is_some_and(|e| e == "parquet"));
+        v.sort();
+        v
+    };
+    let inbox_dir = dir.path().join("data/inbox");
+    for round in 0..2 {
+        let server = start(dir.path());
+        for vid in 0..5 {
+            let vid = 90_000 + round * 10 + vid;
+            let (status, body) = post(
+                &server,
+                "nurture",
+                &contact_body(vid, &format!("b{vid}@example.com")),
+                Sig::V2,
+            );
+            assert_eq!(status, 200, "{body}");
+        }
+        server.stop();
+    }
+    let written = parts(&inbox_dir);
+    assert_eq!(written.len(), 2, "{written:?}");
+    for p in &written {
+        assert!(p.with_extension("xxh3").exists(), "{p:?} has its checksum");
+    }
+    // One bit in the middle of the first part.
+    let victim = written[0].clone();
+    let mut bytes = std::fs::read(&victim).unwrap();
+    let at = bytes.len() / 2;
+    bytes[at] ^= 0x04;
+    std::fs::write(&victim, bytes).unwrap();
+
+    let server = start(dir.path());
+    let quarantined = dir
+        .path()
+        .join("data/quarantine/inbox")
+        .join(victim.file_name().unwrap());
+    assert!(quarantined.exists(), "{}", server.logs());
+    assert!(quarantined.with_extension("xxh3").exists());
+    assert_eq!(parts(&inbox_dir), [written[1].clone()]);
+    // The other part's receipts are still pending: a repeat post is a duplicate.
+    let (status, body) = post(
+        &server,
+        "nurture",
+        &contact_body(90_010, "b90010@example.com"),
+        Sig::V2,
+    );
+    assert_eq!((status, body["status"].as_str()), (200, Some("duplicate")));
+    server.stop();
+}
+
 /// A portal id that is present must be the connector's and a valid integer; with
 /// `require_portal_id`, one must be present.
 #[test]

@@ -337,6 +337,7 @@ fn str_column<'a>(name: &str, values: impl Iterator<Item = Option<&'a str>>) -> 
 
 /// Read `columns` of one part.
 pub fn read_columns(path: &Path, columns: &[&str]) -> anyhow::Result<DataFrame> {
+    crate::store::checksum::verify(path)?;
     let file = std::fs::File::open(path)?;
     Ok(ParquetReader::new(file)
         .with_columns(Some(columns.iter().map(|c| c.to_string()).collect()))

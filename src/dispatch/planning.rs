@@ -76,6 +76,16 @@ impl Dispatcher {
             match read_part {
                 Ok(()) => read.push(part),
                 Err(e) if crate::store::is_not_found(&e) => {}
+                // Bytes that changed since the part was written: set aside, never planned
+                // from (its receipts could be anyone's).
+                Err(e)
+                    if e.downcast_ref::<crate::store::checksum::Mismatch>()
+                        .is_some() =>
+                {
+                    if let Err(q) = self.inbox_ds.quarantine(&part, &e) {
+                        tracing::error!(part = %part.display(), "{e:#}; and it cannot be quarantined: {q:#}");
+                    }
+                }
                 Err(e) => {
                     tracing::warn!(part = %part.display(), "cannot read inbox part (will try again next tick): {e:#}");
                 }

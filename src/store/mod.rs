@@ -2,8 +2,10 @@
 //!
 //! A Parquet file cannot be appended in place, so every append is a new part written as
 //! `part-<ulid>.parquet.tmp`, fsync'd, renamed, and made durable with a directory fsync.
-//! Readers only ever see `*.parquet`, so a half-written part is never visible.
+//! Readers only ever see `*.parquet`, so a half-written part is never visible. Each part's
+//! checksum ([`checksum`]) is durable before the part is, and is checked before it is read.
 
+pub mod checksum;
 pub mod wal;
 
 use std::collections::HashSet;
@@ -60,7 +62,7 @@ impl Dataset {
         self.dir.join(format!("part-{id}.{PART_EXT}"))
     }
 
-    /// Write `df` durably as the part `id`: tmp file, fsync, rename, directory fsync.
+    /// Write `df` durably as the part `id`: tmp file, fsync, checksum, rename, directory fsync.
     pub fn write_part(&self, id: Ulid, df: &mut DataFrame) -> anyhow::Result<PathBuf> {
         self.write_with(id, |file| {
             ParquetWriter::new(file)
@@ -97,19 +99,26 @@ impl Dataset {
         })
     }
 
-    /// Write a part through `write`: tmp file, fsync, rename, directory fsync.
+    /// Write a part through `write`: tmp file, fsync, its checksum (durable), rename,
+    /// directory fsync.
     fn write_with(
         &self,
         id: Ulid,
-        write: impl FnOnce(&mut File) -> anyhow::Result<()>,
+        write: impl FnOnce(&mut checksum::Hashing) -> anyhow::Result<()>,
     ) -> anyhow::Result<PathBuf> {
         let path = self.part_path(id);
         let tmp = path.with_extension(format!("{PART_EXT}.tmp"));
         let result = (|| -> anyhow::Result<()> {
             let mut file = File::create(&tmp)?;
-            write(&mut file)?;
-            file.flush()?;
+            let mut hashing = checksum::Hashing::new(&mut file);
+            write(&mut hashing)?;
+            hashing.flush()?;
+            let digest = hashing.digest();
             file.sync_all()?;
+            write_durably(
+                &checksum::path_of(&path),
+                format!("{digest:016x}\n").as_bytes(),
+            )?;
             fs::rename(&tmp, &path)?;
             sync_dir(&self.dir)?;
             Ok(())
@@ -149,6 +158,11 @@ impl Dataset {
         fs::rename(path, &dest).with_context(|| {
             format!("cannot move corrupt part {} to quarantine", path.display())
         })?;
+        // Its checksum goes with it: the evidence of what the bytes were.
+        let sum = checksum::path_of(path);
+        if sum.exists() {
+            fs::rename(&sum, checksum::path_of(&dest))?;
+        }
         sync_dir(&self.dir)?;
         tracing::error!(
             part = %path.display(),
@@ -198,6 +212,7 @@ impl Dataset {
         let target = self.write_part(id, &mut merged)?;
         for source in &sources {
             remove_if_exists(source)?;
+            remove_if_exists(&checksum::path_of(source))?;
         }
         sync_dir(&self.dir)?;
         remove_if_exists(&intent)?;
@@ -223,9 +238,16 @@ impl Dataset {
                 if target.is_some() {
                     // The merged part is durable: drop the sources it replaces.
                     for source in fs::read_to_string(&path)?.lines() {
-                        remove_if_exists(&self.dir.join(source))?;
+                        let source = self.dir.join(source);
+                        remove_if_exists(&source)?;
+                        remove_if_exists(&checksum::path_of(&source))?;
                     }
                 }
+                fs::remove_file(&path)?;
+            } else if name.ends_with(&format!(".{}", checksum::EXT))
+                && !path.with_extension(PART_EXT).exists()
+            {
+                // A checksum whose part never became visible (a crash in between).
                 fs::remove_file(&path)?;
             }
         }
@@ -245,6 +267,7 @@ pub fn lock_file(path: &Path) -> anyhow::Result<File> {
 
 /// Read one part file. An error opening it is an `io::Error`, one decoding it a Polars error.
 pub fn read_part(path: &Path) -> anyhow::Result<DataFrame> {
+    checksum::verify(path)?;
     let file = File::open(path)?;
     Ok(ParquetReader::new(file).finish()?)
 }
@@ -287,6 +310,7 @@ pub fn concat_frames(mut frames: Vec<DataFrame>) -> anyhow::Result<DataFrame> {
 /// lack it), and only those: reading whole parts of a large dataset to look at a few
 /// columns is what this avoids.
 pub fn read_present_columns(path: &Path, columns: &[&str]) -> anyhow::Result<DataFrame> {
+    checksum::verify(path)?;
     let mut reader = ParquetReader::new(std::fs::File::open(path)?);
     let schema = reader.schema()?;
     let present = columns
