@@ -11,11 +11,10 @@ use std::time::Duration;
 
 use chrono::{DateTime, Timelike};
 use chrono_tz::Tz;
-use common::{Hook, PUBLIC_URL, Server, TestConfig, eventually, runtime};
+use common::{Hook, Server, TestConfig, contact_body, eventually, post_signed, runtime};
 use sendtime::datasets::inbox::{self, Receipt};
 use sendtime::datasets::plan::{self, PlanRow};
 use sendtime::hubspot::standin::{Options, StandIn};
-use sendtime::receiver::signature::sign_v2;
 
 const SECRET: &str = "capacity-secret";
 const TOKEN: &str = "standin-token";
@@ -79,27 +78,6 @@ fn import_opens(config: &Path, data: &Path, emails: &[String], hour: i64) {
     );
 }
 
-fn post(client: &reqwest::blocking::Client, server: &Server, vid: u64, email: &str) {
-    let body = format!(
-        r#"{{"vid": {vid}, "portal-id": 62515, "properties": {{"email": {{"value": "{email}"}}}}}}"#
-    );
-    let path = "/hooks/crowd";
-    let sig = sign_v2(
-        SECRET.as_bytes(),
-        "POST",
-        &format!("{PUBLIC_URL}{path}"),
-        body.as_bytes(),
-    );
-    let resp = client
-        .post(server.url(path))
-        .header("X-HubSpot-Signature", sig)
-        .header("X-HubSpot-Signature-Version", "v2")
-        .body(body)
-        .send()
-        .unwrap();
-    assert_eq!(resp.status().as_u16(), 200);
-}
-
 /// 1,500 contacts who all open at one hour, through a connector that may send 3 calls per
 /// 10 s (16.2 planned per minute, 90 % of its pace) and 600 per day.
 #[test]
@@ -154,7 +132,11 @@ fn a_crowded_hour_is_spread_within_capacity_and_nothing_is_rate_limited() {
     );
     let client = reqwest::blocking::Client::new();
     for (i, e) in emails.iter().enumerate() {
-        post(&client, &server, 10_000 + i as u64, e);
+        let body = contact_body(10_000 + i as u64, e);
+        assert_eq!(
+            post_signed(&client, &server, SECRET, "/hooks/crowd", body),
+            200
+        );
     }
     let planned = eventually(Duration::from_secs(60), || {
         let p = plans(&data);

@@ -516,8 +516,7 @@ fn a_later_window_does_not_skip_the_gap_before_it() {
 /// `/status` and the metrics show the import.
 #[test]
 fn serve_keeps_profiles_current_from_hubspot_events() {
-    use common::{Hook, PUBLIC_URL, Server, TestConfig, eventually};
-    use sendtime::receiver::signature::sign_v2;
+    use common::{Hook, Server, TestConfig, eventually};
     let now = chrono::Utc::now().timestamp_millis();
     let day = 86_400_000i64;
     let best_hour = (now / 3_600_000 + 5) % 24;
@@ -591,22 +590,11 @@ fn serve_keeps_profiles_current_from_hubspot_events() {
     );
 
     // Posted now, the contact is planned from the imported opens.
-    let body = r#"{"vid": 5, "portal-id": 62515, "properties": {"email": {"value": "fresh@example.com"}}}"#;
-    let path = "/hooks/nurture";
-    let sig = sign_v2(
-        b"fresh-secret",
-        "POST",
-        &format!("{PUBLIC_URL}{path}"),
-        body.as_bytes(),
+    let body = common::contact_body(5, "fresh@example.com");
+    assert_eq!(
+        common::post_signed(&client, &server, "fresh-secret", "/hooks/nurture", body),
+        200
     );
-    let resp = client
-        .post(server.url(path))
-        .header("X-HubSpot-Signature", sig)
-        .header("X-HubSpot-Signature-Version", "v2")
-        .body(body)
-        .send()
-        .unwrap();
-    assert_eq!(resp.status().as_u16(), 200);
     let plan = eventually(Duration::from_secs(20), || {
         sendtime::datasets::plan::read(&sendtime::datasets::plan::dataset(&data).unwrap())
             .ok()?

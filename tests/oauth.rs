@@ -6,11 +6,10 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Hook, PUBLIC_URL, Server, TestConfig, eventually, runtime};
+use common::{Hook, Server, TestConfig, contact_body, eventually, post_signed, runtime};
 use sendtime::datasets::outcomes::{self, Status};
 use sendtime::hubspot::auth::TOKEN_PATH;
 use sendtime::hubspot::standin::{Fault, Injection, OAuthApp, Options, StandIn};
-use sendtime::receiver::signature::sign_v2;
 
 const SECRET: &str = "oauth-app-secret";
 
@@ -73,24 +72,11 @@ fn a_run_of_several_token_lifetimes_enrolls_everyone_without_a_401() {
             let vid = 100 + round * 3 + i;
             let email = format!("o{vid}@example.com");
             standin.add_contact(&email, vid);
-            let body = format!(
-                r#"{{"vid": {vid}, "portal-id": 62515, "properties": {{"email": {{"value": "{email}"}}}}}}"#
+            let body = contact_body(vid, &email);
+            assert_eq!(
+                post_signed(&client, &server, SECRET, "/hooks/now", body),
+                200
             );
-            let path = "/hooks/now";
-            let sig = sign_v2(
-                SECRET.as_bytes(),
-                "POST",
-                &format!("{PUBLIC_URL}{path}"),
-                body.as_bytes(),
-            );
-            let resp = client
-                .post(server.url(path))
-                .header("X-HubSpot-Signature", sig)
-                .header("X-HubSpot-Signature-Version", "v2")
-                .body(body)
-                .send()
-                .unwrap();
-            assert_eq!(resp.status().as_u16(), 200);
             posted += 1;
         }
         std::thread::sleep(Duration::from_secs(1));

@@ -211,6 +211,41 @@ impl Drop for Server {
     }
 }
 
+/// A contact record body as HubSpot's "Send a webhook" step posts it (the fields sendtime
+/// reads).
+#[allow(dead_code)]
+pub fn contact_body(vid: u64, email: &str) -> String {
+    format!(
+        r#"{{"vid": {vid}, "portal-id": {PORTAL_ID}, "properties": {{"email": {{"value": "{email}"}}}}}}"#
+    )
+}
+
+/// Post `body` to `path` signed v2 with `secret`, as HubSpot does: the HTTP status.
+#[allow(dead_code)]
+pub fn post_signed(
+    client: &reqwest::blocking::Client,
+    server: &Server,
+    secret: &str,
+    path: &str,
+    body: String,
+) -> u16 {
+    let sig = sendtime::receiver::signature::sign_v2(
+        secret.as_bytes(),
+        "POST",
+        &format!("{PUBLIC_URL}{path}"),
+        body.as_bytes(),
+    );
+    client
+        .post(server.url(path))
+        .header("X-HubSpot-Signature", sig)
+        .header("X-HubSpot-Signature-Version", "v2")
+        .body(body)
+        .send()
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
 /// Poll `f` until it returns `Some`, or give up after `timeout`.
 pub fn eventually<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
     let deadline = Instant::now() + timeout;
