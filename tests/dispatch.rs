@@ -1198,3 +1198,79 @@ fn a_daily_pause_lasts_until_the_reset_hubspot_reports() {
         );
     }
 }
+
+/// Start-up reads what is pending and recent, not all history: finished receipts older than
+/// the replay window are moved to `archive/` (kept, not deleted), and what is pending stays.
+#[test]
+fn finished_receipts_past_the_replay_window_move_to_the_archive() {
+    const DAY: i64 = 86_400_000;
+    let rt = runtime();
+    let standin = rt.block_on(StandIn::start(Options::default())).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let config = write_config(
+        dir.path(),
+        &standin.url(),
+        "dry_run = true",
+        &[&HOOKS[3], &HOOKS[2]],
+    );
+    let clock = dir.path().join("clock");
+    let t0 = now_ms();
+    set_clock(&clock, t0);
+    let server = start(&config, &data, Some(&clock), &[]);
+    let old: Vec<String> = (0..20)
+        .map(|i| post(&server, "fatigue", 7000 + i, &format!("old{i}@example.com")))
+        .collect();
+    set_clock(&clock, now_ms() + 60_000);
+    eventually(Duration::from_secs(30), || {
+        let done = outcomes(&data)
+            .iter()
+            .filter(|r| r.status == Status::DryRun)
+            .count();
+        (done == old.len()).then_some(())
+    })
+    .unwrap_or_else(|| panic!("not dispatched; logs:\n{}", server.logs()));
+    server.stop();
+
+    // Four days on: the 20 are settled. Five new ones wait a week.
+    set_clock(&clock, t0 + 4 * DAY);
+    let server = start(&config, &data, Some(&clock), &[]);
+    let new: Vec<String> = (0..5)
+        .map(|i| post(&server, "webinar", 7100 + i, &format!("new{i}@example.com")))
+        .collect();
+    eventually(Duration::from_secs(30), || {
+        (plans(&data).len() == new.len()).then_some(())
+    })
+    .unwrap_or_else(|| panic!("not planned; logs:\n{}", server.logs()));
+    server.stop();
+
+    let archive = data.join("archive");
+    let archived_plans = plan::read(&Dataset::open(&archive, "plan").unwrap()).unwrap();
+    let mut ids: Vec<String> = archived_plans.into_iter().map(|p| p.receipt_id).collect();
+    ids.sort();
+    let mut want = old.clone();
+    want.sort();
+    assert_eq!(ids, want, "every settled receipt's plan is archived");
+    let archived_outcomes = outcomes::read(&Dataset::open(&archive, "outcomes").unwrap()).unwrap();
+    assert!(
+        archived_outcomes
+            .iter()
+            .all(|r| old.contains(&r.receipt_id))
+    );
+    assert_eq!(archived_outcomes.len(), old.len());
+    let live_inbox: Vec<String> =
+        sendtime::datasets::inbox::read_keys(&sendtime::datasets::inbox::dataset(&data).unwrap())
+            .unwrap()
+            .into_iter()
+            .map(|k| k.receipt_id)
+            .collect();
+    assert_eq!(live_inbox.len(), new.len(), "{live_inbox:?}");
+    assert!(live_inbox.iter().all(|id| new.contains(id)));
+    assert!(outcomes(&data).is_empty());
+
+    // A restart reads only those; the five are still pending (a repeat is a duplicate).
+    let server = start(&config, &data, Some(&clock), &[]);
+    let again = post(&server, "webinar", 7100, "new0@example.com");
+    assert_eq!(again, new[0], "still pending after the restart");
+    server.stop();
+}

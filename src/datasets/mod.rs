@@ -9,6 +9,10 @@
 //! [`pending`] is the in-memory set of receipts not yet finished, shared by the receiver (to
 //! spot HubSpot's retries) and the dispatcher (which releases what it finishes).
 
+/// Where finished receipts past the replay window go (`{data_dir}/archive/{inbox,plan,outcomes}`),
+/// out of what start-up reads; kept, never deleted.
+pub const ARCHIVE: &str = "archive";
+
 pub mod contacts;
 pub mod events;
 pub mod inbox;

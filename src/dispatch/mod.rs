@@ -189,9 +189,19 @@ impl Dispatcher {
         let mut in_flight = 0usize;
         let plans = plan::read(&plan_ds)
             .with_context(|| format!("cannot read {}", plan_ds.dir.display()))?;
+        // Finished receipts past the replay window: moved out of the datasets read at start-up,
+        // so the next start reads what is pending and recent, not all history.
+        let settled_before = clock.now_ms() - crate::datasets::pending::REPLAY_WINDOW_MS;
+        let mut settled: HashSet<String> = HashSet::new();
         for p in plans {
             let id = ReceiptId::new(&p.receipt_id);
-            if done.contains(&id) || !planned.insert(id.clone()) {
+            if done.contains(&id) {
+                if p.received_at_ms < settled_before {
+                    settled.insert(p.receipt_id);
+                }
+                continue;
+            }
+            if !planned.insert(id.clone()) {
                 continue;
             }
             let h = history.remove(&p.receipt_id).unwrap_or_default();
@@ -227,8 +237,17 @@ impl Dispatcher {
             "dispatcher state loaded"
         );
         metrics.queued.set(queue.len() as i64);
-        let receipts = inbox::recover(data_dir)
+        let mut receipts = inbox::recover(data_dir)
             .with_context(|| format!("cannot recover the inbox in {}", data_dir.display()))?;
+        if !settled.is_empty() {
+            let moved = archive_settled(data_dir, &settled)?;
+            receipts.retain(|r| !settled.contains(&r.receipt_id));
+            tracing::info!(
+                receipts = settled.len(),
+                rows = moved,
+                "finished receipts older than the replay window moved to archive/"
+            );
+        }
         let pending = PendingSet::new(metrics.clone());
         for r in &receipts {
             if done.contains(&ReceiptId::new(&r.receipt_id)) {
@@ -715,6 +734,36 @@ impl Ord for Queued {
     fn cmp(&self, other: &Self) -> Ordering {
         other.key().cmp(&self.key())
     }
+}
+
+/// Move the inbox, plan and outcome rows of `settled` receipts to `{data_dir}/archive/`; the
+/// rows moved.
+fn archive_settled(data_dir: &Path, settled: &HashSet<String>) -> anyhow::Result<usize> {
+    let archive_dir = data_dir.join(crate::datasets::ARCHIVE);
+    let mut moved = 0;
+    for (dataset, id_column) in [
+        (inbox::dataset(data_dir)?, inbox::col::RECEIPT_ID),
+        (plan::dataset(data_dir)?, plan::col::RECEIPT_ID),
+        (outcomes::dataset(data_dir)?, outcomes::col::RECEIPT_ID),
+    ] {
+        let name = dataset
+            .dir
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default()
+            .to_string();
+        let archive = Dataset::open(&archive_dir, &name)?;
+        moved += dataset
+            .move_rows(&archive, |df| {
+                let ids = df.column(id_column)?.str()?;
+                Ok(ids
+                    .iter()
+                    .map(|id| id.is_some_and(|id| settled.contains(id)))
+                    .collect())
+            })
+            .with_context(|| format!("cannot archive settled rows of {}", dataset.dir.display()))?;
+    }
+    Ok(moved)
 }
 
 /// The shared copy of a webhook id.

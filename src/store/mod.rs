@@ -220,6 +220,44 @@ impl Dataset {
         Ok(Some(target))
     }
 
+    /// Move the rows `archived` picks out of every part into a part of `archive`, leaving the
+    /// others in a new part here; the number of rows moved.
+    ///
+    /// Both new parts are durable before the old one goes, so a crash in between leaves rows
+    /// in both places, never in neither (readers here de-duplicate by receipt).
+    pub fn move_rows(
+        &self,
+        archive: &Dataset,
+        archived: impl Fn(&DataFrame) -> anyhow::Result<BooleanChunked>,
+    ) -> anyhow::Result<usize> {
+        let mut moved = 0;
+        for path in self.parts()? {
+            let df = match read_part(&path) {
+                Ok(df) => df,
+                Err(e) if is_not_found(&e) => continue,
+                Err(e) if cannot_open(&e) => return Err(e),
+                Err(e) => {
+                    self.quarantine(&path, &e)?;
+                    continue;
+                }
+            };
+            let mask = archived(&df)?;
+            let n = mask.sum().unwrap_or(0) as usize;
+            if n == 0 {
+                continue;
+            }
+            archive.write_part(Ulid::generate(), &mut df.filter(&mask)?)?;
+            if n < df.height() {
+                self.write_part(Ulid::generate(), &mut df.filter(&!&mask)?)?;
+            }
+            remove_if_exists(&path)?;
+            remove_if_exists(&checksum::path_of(&path))?;
+            sync_dir(&self.dir)?;
+            moved += n;
+        }
+        Ok(moved)
+    }
+
     /// Finish or roll back compactions interrupted by a crash. Run before reading at start-up.
     pub fn recover(&self) -> anyhow::Result<()> {
         for entry in fs::read_dir(&self.dir)? {
