@@ -898,8 +898,11 @@ fn a_damaged_log_frame_loses_only_itself_and_the_segment_is_kept() {
     segment.append(records.iter().map(Vec::as_slice)).unwrap();
     let name = segment.path.file_name().unwrap().to_owned();
     drop(segment);
-    // Flip one byte inside record 85's payload.
-    let offset: usize = records[..85].iter().map(|r| 8 + r.len()).sum::<usize>() + 8 + 20;
+    // Flip one byte inside record 85's payload (past the segment's magic).
+    let offset: usize = sendtime::store::wal::MAGIC.len()
+        + records[..85].iter().map(|r| 8 + r.len()).sum::<usize>()
+        + 8
+        + 20;
     let path = wal.join(&name);
     let mut bytes = std::fs::read(&path).unwrap();
     bytes[offset] ^= 0x01;
@@ -919,6 +922,64 @@ fn a_damaged_log_frame_loses_only_itself_and_the_segment_is_kept() {
     assert!(contacts.contains(&86) && contacts.contains(&255));
     assert!(data.join("quarantine").join(WAL_DIR).join(&name).exists());
     assert!(!path.exists());
+}
+
+/// A log segment cut exactly at a frame boundary looks like a shorter, intact log to any frame
+/// check; its allocation gives it away: the records before the cut are replayed, the segment is
+/// kept aside, and an error says acknowledged posts may be lost.
+#[test]
+fn a_log_cut_at_a_frame_boundary_is_detected_and_kept() {
+    use sendtime::config::WebhookType;
+    use sendtime::datasets::inbox::{Receipt, WAL_DIR};
+    use sendtime::store::wal::{MAGIC, Segment};
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let wal = data.join(WAL_DIR);
+    let mut segment = Segment::create(&wal, "inbox").unwrap();
+    let records: Vec<Vec<u8>> = (0..256)
+        .map(|i| {
+            serde_json::to_vec(&Receipt {
+                receipt_id: ulid::Ulid::generate().to_string(),
+                webhook_id: "nurture".into(),
+                webhook_type: WebhookType::Next24Hours,
+                contact_id: Some(i),
+                email: Some(format!("c{i}@example.com")),
+                portal_id: Some(62515),
+                received_at_ms: now_ms(),
+                signature: "v2".into(),
+                config: "c".into(),
+                callback_id: None,
+                body_hash: None,
+                time_zone: None,
+            })
+            .unwrap()
+        })
+        .collect();
+    segment.append(records.iter().map(Vec::as_slice)).unwrap();
+    let path = segment.path.clone();
+    drop(segment);
+    let boundary = MAGIC.len() + records[..128].iter().map(|r| 8 + r.len()).sum::<usize>();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_len(boundary as u64)
+        .unwrap();
+
+    let server = start(dir.path());
+    server.stop();
+    assert_eq!(
+        inbox(dir.path()).height(),
+        128,
+        "the records before the cut"
+    );
+    assert!(
+        data.join("quarantine")
+            .join(WAL_DIR)
+            .join(path.file_name().unwrap())
+            .exists(),
+        "the cut segment is kept"
+    );
 }
 
 /// What is not an email address is refused (400), and a signature header that is not text

@@ -433,7 +433,7 @@ fn replay_log(dataset: &Dataset, data_dir: &Path) -> anyhow::Result<Vec<Receipt>
             tracing::info!(segment = %path.display(), receipts = receipts.len(), "replayed inbox log");
         }
         let undecodable = replay.records.len() - receipts.len();
-        if undecodable > 0 || !replay.skipped.is_empty() {
+        if undecodable > 0 || !replay.skipped.is_empty() || replay.cut {
             // Never deleted: what could not be read may be an acknowledged contact.
             let quarantine = data_dir.join("quarantine").join(WAL_DIR);
             std::fs::create_dir_all(&quarantine)?;
@@ -445,6 +445,14 @@ fn replay_log(dataset: &Dataset, data_dir: &Path) -> anyhow::Result<Vec<Receipt>
                     moved_to = %dest.display(),
                     records = undecodable,
                     "inbox log records this sendtime cannot read (written by a newer version?) were kept aside, not replayed"
+                );
+            }
+            if replay.cut {
+                tracing::error!(
+                    segment = %path.display(),
+                    moved_to = %dest.display(),
+                    replayed = receipts.len(),
+                    "inbox log was cut short (it is shorter than it was allocated): acknowledged posts after the cut may be lost; every record before it was replayed and the segment is kept aside"
                 );
             }
             if replay.only_torn_tail() {

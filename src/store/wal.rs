@@ -8,14 +8,26 @@
 //! its length or checksum; its requests were never acknowledged. A bad frame anywhere else is
 //! damage (a flipped bit, a bad block): replay skips it and looks for the next frame whose
 //! checksum holds, so one bad byte does not lose every acknowledged receipt after it.
+//!
+//! A segment starts with [`MAGIC`] and is allocated in steps of [`STEP`] bytes (zeros past the
+//! last frame), its size made durable with its data. A crash leaves a whole number of steps; a
+//! segment cut short (even exactly at a frame boundary, which no frame check can see) does
+//! not, so the cut is found and reported instead of passing as a shorter log. Segments written
+//! before this format (no magic) are read as before.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use ulid::Ulid;
 
 use super::sync_dir;
+
+/// The first bytes of a preallocated segment.
+pub const MAGIC: &[u8; 8] = b"stwal\x002\n";
+/// A segment's size is always a whole number of these.
+pub const STEP: u64 = 4 * 1024 * 1024;
 
 /// An open segment being appended to.
 pub struct Segment {
@@ -23,8 +35,10 @@ pub struct Segment {
     pub path: PathBuf,
     file: File,
     buf: Vec<u8>,
-    /// Bytes of whole, durable frames.
+    /// Bytes of the magic and of whole, durable frames: where the next frame goes.
     len: u64,
+    /// The file's size: a whole number of [`STEP`]s.
+    allocated: u64,
     /// A failed append could not be cut back: appending after a torn frame would hide the
     /// new frames from replay, so this segment takes no more.
     poisoned: bool,
@@ -38,15 +52,19 @@ impl Segment {
         let path = segment_path(dir, prefix, id);
         let file = OpenOptions::new()
             .create_new(true)
-            .append(true)
+            .write(true)
             .open(&path)?;
+        file.write_all_at(MAGIC, 0)?;
+        file.set_len(STEP)?;
+        file.sync_all()?;
         sync_dir(dir)?;
         Ok(Self {
             id,
             path,
             file,
             buf: Vec::new(),
-            len: 0,
+            len: MAGIC.len() as u64,
+            allocated: STEP,
             poisoned: false,
         })
     }
@@ -66,25 +84,36 @@ impl Segment {
                 "log segment unusable after an earlier write error",
             ));
         }
-        let result = self
-            .file
-            .write_all(&self.buf)
-            .and_then(|()| self.file.sync_data());
+        let end = self.len + self.buf.len() as u64;
+        let allocated = end.div_ceil(STEP).max(1) * STEP;
+        let result = (|| {
+            if allocated > self.allocated {
+                self.file.set_len(allocated)?;
+            }
+            self.file.write_all_at(&self.buf, self.len)?;
+            // Data and, when it grew, the size with it.
+            self.file.sync_data()
+        })();
         match result {
             Ok(()) => {
-                self.len += self.buf.len() as u64;
+                self.len = end;
+                self.allocated = self.allocated.max(allocated);
                 Ok(())
             }
             Err(e) => {
-                // Cut off whatever part of the batch reached the file.
+                // Zero whatever part of the batch reached the file (cut it, then restore the
+                // allocation).
+                let size = self.allocated.max(allocated);
                 if self
                     .file
                     .set_len(self.len)
+                    .and_then(|()| self.file.set_len(size))
                     .and_then(|()| self.file.sync_data())
                     .is_err()
                 {
                     self.poisoned = true;
                 }
+                self.allocated = size;
                 Err(e)
             }
         }
@@ -127,7 +156,11 @@ pub struct Replay {
     pub records: Vec<Vec<u8>>,
     /// (offset, length) of each run of bytes skipped, in file order.
     pub skipped: Vec<(usize, usize)>,
+    /// Where the log ends (the zeros a preallocated segment holds past it are not log).
     pub len: usize,
+    /// The segment is shorter than it was allocated: it was cut, and records past the cut
+    /// (acknowledged ones among them) are gone.
+    pub cut: bool,
 }
 
 impl Replay {
@@ -155,17 +188,29 @@ fn frame_at(bytes: &[u8], at: usize) -> Option<&[u8]> {
 pub fn replay(path: &Path) -> io::Result<Replay> {
     let mut bytes = Vec::new();
     File::open(path)?.read_to_end(&mut bytes)?;
+    let (mut at, mut end, mut cut) = (0, bytes.len(), false);
+    if bytes.starts_with(MAGIC) {
+        at = MAGIC.len();
+        cut = !(bytes.len() as u64).is_multiple_of(STEP);
+        // Past the last byte written is allocation, not log (no frame ends in a zero byte:
+        // records are JSON).
+        end = bytes
+            .iter()
+            .rposition(|b| *b != 0)
+            .map_or(at, |i| i + 1)
+            .max(at);
+    }
+    let bytes = &bytes[..end];
     let mut records = Vec::new();
     let mut skipped: Vec<(usize, usize)> = Vec::new();
-    let mut at = 0;
     while at < bytes.len() {
-        if let Some(payload) = frame_at(&bytes, at) {
+        if let Some(payload) = frame_at(bytes, at) {
             records.push(payload.to_vec());
             at += 8 + payload.len();
             continue;
         }
         let next = (at + 1..bytes.len())
-            .find(|&i| frame_at(&bytes, i).is_some())
+            .find(|&i| frame_at(bytes, i).is_some())
             .unwrap_or(bytes.len());
         skipped.push((at, next - at));
         at = next;
@@ -174,6 +219,7 @@ pub fn replay(path: &Path) -> io::Result<Replay> {
         records,
         skipped,
         len: bytes.len(),
+        cut,
     })
 }
 
@@ -196,27 +242,34 @@ mod tests {
         );
         assert!(r.skipped.is_empty());
 
-        // Cut the last record in half: the first two survive, the tail is reported.
-        let len = fs::metadata(&path).unwrap().len();
-        OpenOptions::new()
-            .write(true)
-            .open(&path)
-            .unwrap()
-            .set_len(len - 3)
-            .unwrap();
+        assert!(!r.cut);
+        assert_eq!(fs::metadata(&path).unwrap().len(), STEP);
+
+        // A torn write: the last record half there, zeros after it (the allocation stays).
+        let mut bytes = fs::read(&path).unwrap();
+        bytes[40..43].fill(0);
+        fs::write(&path, &bytes).unwrap();
         let r = replay(&path).unwrap();
         assert_eq!(r.records, vec![b"one".to_vec(), b"two".to_vec()]);
-        assert_eq!(r.skipped, [(22, 10)]);
-        assert!(r.only_torn_tail());
+        assert_eq!(r.skipped, [(30, 10)]);
+        assert!(r.only_torn_tail() && !r.cut);
 
         // A flipped byte fails one frame's checksum; the frames after it are found again.
-        let mut bytes = fs::read(&path).unwrap();
-        bytes[9] ^= 0xff;
-        fs::write(&path, bytes).unwrap();
+        bytes[8 + 9] ^= 0xff;
+        fs::write(&path, &bytes).unwrap();
         let r = replay(&path).unwrap();
         assert_eq!(r.records, vec![b"two".to_vec()]);
-        assert_eq!(r.skipped, [(0, 11), (22, 10)]);
+        assert_eq!(r.skipped, [(8, 11), (30, 10)]);
         assert!(!r.only_torn_tail());
+
+        // Cut exactly after the second frame: every frame left checks out, but the segment
+        // is shorter than it was allocated.
+        bytes[8 + 9] ^= 0xff;
+        bytes.truncate(8 + 22);
+        fs::write(&path, &bytes).unwrap();
+        let r = replay(&path).unwrap();
+        assert_eq!(r.records, vec![b"one".to_vec(), b"two".to_vec()]);
+        assert!(r.skipped.is_empty() && r.cut);
 
         assert_eq!(segments(dir.path(), "inbox").unwrap().len(), 1);
         assert_eq!(segments(dir.path(), "plan").unwrap().len(), 0);
