@@ -84,6 +84,24 @@ pub enum Command {
         #[arg(long, value_name = "TIME")]
         now: Option<String>,
     },
+    /// Pause a webhook, action or connector: its contacts are held (not lost) until `resume`,
+    /// across restarts, while receiving goes on. Without ID, list what is paused.
+    ///
+    /// Works beside a running `serve` (it reads the pause every tick).
+    Pause {
+        /// The webhook, action or connector id.
+        id: Option<String>,
+        /// ID names a connector (where a webhook has the same id).
+        #[arg(long)]
+        connector: bool,
+    },
+    /// Lift a pause set with `sendtime pause`: the held contacts go at their planned times (or
+    /// within a minute, if those are past).
+    Resume {
+        id: String,
+        #[arg(long)]
+        connector: bool,
+    },
     /// Load engagement events (opens, clicks, sends, ...) into the events dataset.
     Import {
         #[command(subcommand)]
@@ -311,6 +329,12 @@ pub fn main() -> ExitCode {
             report(tick(&cli.config, &overrides, now.as_deref()))
         }
         Command::Import { source } => report(import(&cli.config, &overrides, source)),
+        Command::Pause { id, connector } => {
+            report(pause(&cli.config, &overrides, id, connector, true))
+        }
+        Command::Resume { id, connector } => {
+            report(pause(&cli.config, &overrides, Some(id), connector, false))
+        }
         Command::HubspotStandin(args) => {
             init_logging();
             let options = crate::hubspot::standin::Options {
@@ -396,9 +420,44 @@ fn model(command: Command, path: &std::path::Path, overrides: &Overrides) -> any
         | Command::Serve { .. }
         | Command::Tick { .. }
         | Command::Import { .. }
+        | Command::Pause { .. }
+        | Command::Resume { .. }
         | Command::Hubspot { .. }
         | Command::HubspotStandin(_) => unreachable!("handled by main"),
     }
+}
+
+/// `sendtime pause [ID]` and `sendtime resume ID`.
+fn pause(
+    path: &std::path::Path,
+    overrides: &Overrides,
+    id: Option<String>,
+    connector: bool,
+    on: bool,
+) -> anyhow::Result<()> {
+    let config = load_config(path, overrides)?;
+    let Some(id) = id else {
+        let pauses = crate::pauses::read(&config.server.data_dir)?;
+        if pauses.paused.is_empty() {
+            println!("nothing is paused");
+        }
+        for (id, p) in &pauses.paused {
+            println!(
+                "{id} ({:?}) paused since {}",
+                p.kind,
+                crate::time::format_minute(p.since_ms)
+            );
+        }
+        return Ok(());
+    };
+    let kind = crate::pauses::set(&config, &id, connector, on, crate::time::now_ms())?;
+    let what = format!("{kind:?}").to_lowercase();
+    if on {
+        println!("{what} {id} paused: its contacts are held until `sendtime resume {id}`");
+    } else {
+        println!("{what} {id} resumed");
+    }
+    Ok(())
 }
 
 /// `sendtime hubspot action-definition`: the definition's JSON, then how to register it.

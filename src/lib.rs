@@ -16,6 +16,7 @@ pub mod import;
 pub mod local_time;
 pub mod metrics;
 pub mod model;
+pub mod pauses;
 pub mod receiver;
 pub mod scheduler;
 pub mod serve;

@@ -54,7 +54,10 @@ pub struct Inner {
     plan_moves: Family<Labels, Counter>,
     secrets: Family<Labels, Counter>,
     import_runs: Family<Labels, Counter>,
+    operator_paused: Family<Labels, Gauge>,
     import_lag: Family<Labels, Gauge>,
+    /// Ids ever shown as operator-paused, with their kind.
+    operator_ids: std::sync::Mutex<std::collections::BTreeSet<(String, String)>>,
     /// Per connector, what its scheduled imports did (for `/status`).
     imports: std::sync::Mutex<std::collections::BTreeMap<String, ImportStatus>>,
     /// The dispatcher's latest forecast, for `/status`.
@@ -96,6 +99,12 @@ impl Metrics {
         let plan_moves = Family::<Labels, Counter>::default();
         let secrets = Family::<Labels, Counter>::default();
         let import_runs = Family::<Labels, Counter>::default();
+        let operator_paused = Family::<Labels, Gauge>::default();
+        registry.register(
+            "operator_paused",
+            "1 while an operator has paused this webhook, action or connector (sendtime pause); its contacts are held",
+            operator_paused.clone(),
+        );
         let import_lag = Family::<Labels, Gauge>::default();
         registry.register(
             "import_runs",
@@ -206,8 +215,10 @@ impl Metrics {
             plan_moves,
             secrets,
             import_runs,
+            operator_paused,
             import_lag,
             imports: Default::default(),
+            operator_ids: Default::default(),
             forecast: Default::default(),
         }))
     }
@@ -265,6 +276,25 @@ impl Metrics {
                 ("secret_env", env.to_string()),
             ])
             .clone()
+    }
+
+    /// Show the operator pauses in force (1) and those lifted (0).
+    pub fn set_operator_pauses(&self, pauses: &crate::pauses::Pauses) {
+        // Every id seen so far goes to 0 unless still paused: a family cannot forget a label.
+        let mut seen = self.operator_ids.lock().unwrap();
+        for (id, pause) in &pauses.paused {
+            let kind = format!("{:?}", pause.kind).to_lowercase();
+            seen.insert((id.clone(), kind));
+        }
+        for (id, kind) in seen.iter() {
+            let on = pauses
+                .paused
+                .get(id)
+                .is_some_and(|p| format!("{:?}", p.kind).to_lowercase() == *kind);
+            self.operator_paused
+                .get_or_create(&vec![("id", id.clone()), ("kind", kind.clone())])
+                .set(i64::from(on));
+        }
     }
 
     /// Record a scheduled import of `connector` that finished at `at_ms`.

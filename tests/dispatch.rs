@@ -1274,3 +1274,81 @@ fn finished_receipts_past_the_replay_window_move_to_the_archive() {
     assert_eq!(again, new[0], "still pending after the restart");
     server.stop();
 }
+
+/// `sendtime pause ID` beside a running `serve`: the webhook's contacts are received and held,
+/// across a restart, and go once `sendtime resume ID` lifts it; `/status` and the metrics show it.
+#[test]
+fn a_paused_webhook_holds_its_contacts_until_resumed_across_a_restart() {
+    let rt = runtime();
+    let standin = rt.block_on(StandIn::start(Options::default())).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let config = write_config(dir.path(), &standin.url(), "", &[&HOOKS[3]]);
+    let cli = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_sendtime"))
+            .arg("--config")
+            .arg(&config)
+            .arg("--data")
+            .arg(&data)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    let clock = dir.path().join("clock");
+    set_clock(&clock, now_ms());
+    let server = start(&config, &data, Some(&clock), &[]);
+    assert!(cli(&["pause", "fatigue"]).contains("webhook fatigue paused"));
+    let emails: Vec<String> = (0..3).map(|i| format!("p{i}@example.com")).collect();
+    for (i, e) in emails.iter().enumerate() {
+        standin.add_contact(e, 6100 + i as u64);
+        post(&server, "fatigue", 6100 + i as u64, e);
+    }
+    set_clock(&clock, now_ms() + 60_000);
+    let status = eventually(Duration::from_secs(20), || {
+        let s: serde_json::Value = reqwest::blocking::get(server.url("/status"))
+            .ok()?
+            .json()
+            .ok()?;
+        (plans(&data).len() == 3).then_some(s)
+    })
+    .unwrap_or_else(|| panic!("not planned; logs:\n{}", server.logs()));
+    assert_eq!(status["paused"]["fatigue"]["kind"], "webhook");
+    let ticks = server.logs().matches("tick finished").count();
+    server
+        .wait_log_count("tick finished", ticks + 3, Duration::from_secs(20))
+        .expect("ticks go on");
+    assert!(enrollments(&standin.log()).is_empty(), "held while paused");
+    let metrics = reqwest::blocking::get(server.url("/metrics"))
+        .unwrap()
+        .text()
+        .unwrap();
+    assert!(
+        metrics.contains("sendtime_operator_paused{id=\"fatigue\",kind=\"webhook\"} 1"),
+        "{metrics}"
+    );
+    server.stop();
+
+    // The pause outlasts the process.
+    let server = start(&config, &data, Some(&clock), &[]);
+    let ticks = server.logs().matches("tick finished").count();
+    server
+        .wait_log_count("tick finished", ticks + 3, Duration::from_secs(20))
+        .expect("ticks go on");
+    assert!(enrollments(&standin.log()).is_empty(), "held after a restart");
+    assert!(cli(&["pause"]).contains("fatigue (Webhook) paused since"));
+
+    assert!(cli(&["resume", "fatigue"]).contains("webhook fatigue resumed"));
+    // Held contacts are looked at again each minute.
+    set_clock(&clock, now_ms() + 180_000);
+    eventually(Duration::from_secs(30), || {
+        let e = enrollments(&standin.log());
+        emails
+            .iter()
+            .all(|m| e.get(&("104".to_string(), m.clone())) == Some(&1))
+            .then_some(())
+    })
+    .unwrap_or_else(|| panic!("not enrolled after resume; logs:\n{}", server.logs()));
+    server.stop();
+}

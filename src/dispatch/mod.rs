@@ -390,6 +390,11 @@ impl Dispatcher {
         let mut dry = Vec::new();
         let mut later = Vec::new();
         let mut newly_held: HashMap<String, usize> = HashMap::new();
+        let pauses = crate::pauses::read(&self.data_dir).unwrap_or_else(|e| {
+            tracing::error!("{e:#}; no operator pause is applied until it is fixed");
+            crate::pauses::Pauses::default()
+        });
+        self.metrics.set_operator_pauses(&pauses);
         for item in due {
             let Some(webhook) = config.webhook(&item.webhook_id) else {
                 *newly_held.entry(item.webhook_id.to_string()).or_default() += 1;
@@ -402,6 +407,11 @@ impl Dispatcher {
             let connector = config
                 .connector(&webhook.connector)
                 .expect("validated: webhook connectors exist");
+            // Paused by an operator: held in the queue, looked at again next minute.
+            if pauses.holds(&webhook.id, &connector.id) {
+                later.push((item, now + MINUTE_MS));
+                continue;
+            }
             let (action, target) = match &webhook.target {
                 Target::List(list) => (Action::ListAdd, list.clone()),
                 Target::Workflow(wf) => (Action::Enroll, wf.to_string()),

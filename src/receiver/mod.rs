@@ -429,6 +429,9 @@ async fn status(State(state): State<AppState>) -> Response {
         "actions": actions,
         "capacity": *state.metrics.forecast(),
         "imports": state.metrics.imports(),
+        "paused": crate::pauses::read(&config.server.data_dir)
+            .map(|p| p.paused)
+            .unwrap_or_default(),
     }))
     .into_response()
 }
