@@ -102,6 +102,10 @@ pub enum Command {
         #[arg(long)]
         connector: bool,
     },
+    /// Print the JSON Schema of webhooks.toml (the repository ships it as webhooks.schema.json;
+    /// name it on the config's first line, `#:schema ./webhooks.schema.json`, and editors with
+    /// Taplo / Even Better TOML complete and check the file as you type).
+    Schema,
     /// Load engagement events (opens, clicks, sends, ...) into the events dataset.
     Import {
         #[command(subcommand)]
@@ -329,6 +333,14 @@ pub fn main() -> ExitCode {
             report(tick(&cli.config, &overrides, now.as_deref()))
         }
         Command::Import { source } => report(import(&cli.config, &overrides, source)),
+        Command::Schema => {
+            let schema = crate::config::schema::schema();
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&schema).expect("values serialize")
+            );
+            ExitCode::SUCCESS
+        }
         Command::Pause { id, connector } => {
             report(pause(&cli.config, &overrides, id, connector, true))
         }
@@ -420,6 +432,7 @@ fn model(command: Command, path: &std::path::Path, overrides: &Overrides) -> any
         | Command::Serve { .. }
         | Command::Tick { .. }
         | Command::Import { .. }
+        | Command::Schema
         | Command::Pause { .. }
         | Command::Resume { .. }
         | Command::Hubspot { .. }

@@ -1293,7 +1293,11 @@ fn a_paused_webhook_holds_its_contacts_until_resumed_across_a_restart() {
             .args(args)
             .output()
             .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8_lossy(&out.stdout).to_string()
     };
     let clock = dir.path().join("clock");
@@ -1336,7 +1340,10 @@ fn a_paused_webhook_holds_its_contacts_until_resumed_across_a_restart() {
     server
         .wait_log_count("tick finished", ticks + 3, Duration::from_secs(20))
         .expect("ticks go on");
-    assert!(enrollments(&standin.log()).is_empty(), "held after a restart");
+    assert!(
+        enrollments(&standin.log()).is_empty(),
+        "held after a restart"
+    );
     assert!(cli(&["pause"]).contains("fatigue (Webhook) paused since"));
 
     assert!(cli(&["resume", "fatigue"]).contains("webhook fatigue resumed"));

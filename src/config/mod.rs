@@ -6,6 +6,7 @@
 mod diagnostics;
 mod read;
 mod reader;
+pub mod schema;
 mod validation;
 mod watch;
 

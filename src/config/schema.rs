@@ -1,0 +1,498 @@
+//! The JSON Schema of `webhooks.toml` (`sendtime schema`, shipped as `webhooks.schema.json`),
+//! for editors (Taplo / Even Better TOML) to complete and check the file as it is typed.
+//! Defaults come from the same constants the reader uses; `tests/schema.rs` proves the schema
+//! and the reader agree on every key, type, range and default.
+
+use serde_json::{Map, Value, json};
+
+use super::{Connector, ImportSchedule, Scheduler, Server, WebhookType};
+use crate::model::ModelConfig;
+
+/// What the shipped config names on its first line.
+pub const FILE: &str = "webhooks.schema.json";
+
+fn string(doc: &str) -> Value {
+    json!({"type": "string", "description": doc})
+}
+
+fn with_default(mut v: Value, default: Value) -> Value {
+    v["default"] = default;
+    v
+}
+
+fn integer(doc: &str, min: u64, max: u64) -> Value {
+    json!({"type": "integer", "minimum": min, "maximum": max, "description": doc})
+}
+
+fn number(doc: &str, min: f64, max: f64, default: f64) -> Value {
+    json!({"type": "number", "minimum": min, "maximum": max, "default": default, "description": doc})
+}
+
+fn boolean(doc: &str, default: bool) -> Value {
+    json!({"type": "boolean", "default": default, "description": doc})
+}
+
+fn choice(doc: &str, values: &[&str]) -> Value {
+    json!({"type": "string", "enum": values, "description": doc})
+}
+
+fn table(doc: &str, properties: Vec<(&str, Value)>, required: &[&str]) -> Value {
+    let properties: Map<String, Value> = properties
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+    json!({
+        "type": "object",
+        "description": doc,
+        "additionalProperties": false,
+        "required": required,
+        "properties": properties,
+    })
+}
+
+const ID_PATTERN: &str = "^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$";
+const ENV_PATTERN: &str = "^[A-Za-z_][A-Za-z0-9_]*$";
+const SPAN_PATTERN: &str = "^[1-9][0-9]*[mhd]$";
+const QUIET_PATTERN: &str = "^[0-9]{1,2}:[0-9]{2}-[0-9]{1,2}:[0-9]{2}$";
+
+fn id(doc: &str) -> Value {
+    json!({"type": "string", "pattern": ID_PATTERN, "description": doc})
+}
+
+fn env_name(doc: &str) -> Value {
+    json!({"type": "string", "pattern": ENV_PATTERN, "description": doc})
+}
+
+fn window() -> Value {
+    json!({"type": "string", "pattern": SPAN_PATTERN,
+           "description": "How long after receipt a timed contact may wait: 90m, 36h or 7d, 1h to 7d; the type's default when absent (24 hours, 7 days)"})
+}
+
+fn quiet_hours(doc: &str) -> Value {
+    json!({"type": "string", "pattern": QUIET_PATTERN, "description": doc})
+}
+
+fn types(accepted: impl Fn(WebhookType) -> bool) -> Vec<&'static str> {
+    WebhookType::ALL
+        .into_iter()
+        .filter(|t| accepted(*t))
+        .map(WebhookType::as_str)
+        .collect()
+}
+
+/// The schema, as JSON.
+pub fn schema() -> Value {
+    let model = ModelConfig::default();
+    let (p, t) = (&model.params, &model.thresholds);
+    let server = table(
+        "Where the receiver listens and what it accepts.",
+        vec![
+            (
+                "listen",
+                with_default(
+                    string("Address and port to listen on (serve --listen overrides it)."),
+                    json!(Server::DEFAULT_LISTEN.to_string()),
+                ),
+            ),
+            (
+                "public_url",
+                json!({"type": "string", "format": "uri", "pattern": "^https?://", "description": "The URL HubSpot calls, without a trailing slash; signatures v2/v3 cover it."}),
+            ),
+            (
+                "data_dir",
+                with_default(
+                    string("Where the datasets live, relative to this file (--data overrides it)."),
+                    json!(Server::DEFAULT_DATA_DIR),
+                ),
+            ),
+            (
+                "max_body_bytes",
+                with_default(
+                    integer(
+                        "Larger posts get 413.",
+                        1,
+                        Server::MAX_MAX_BODY_BYTES as u64,
+                    ),
+                    json!(Server::DEFAULT_MAX_BODY_BYTES),
+                ),
+            ),
+        ],
+        &["public_url"],
+    );
+    let scheduler = table(
+        "When the dispatcher runs.",
+        vec![(
+            "cron",
+            with_default(
+                string("Cron expression, six fields, seconds first."),
+                json!(Scheduler::DEFAULT_CRON),
+            ),
+        )],
+        &[],
+    );
+    let import = table(
+        "serve's own HubSpot email-event import.",
+        vec![
+            (
+                "enabled",
+                boolean(
+                    "Import inside serve for each connector not in dry_run.",
+                    true,
+                ),
+            ),
+            (
+                "cron",
+                with_default(
+                    string("When it runs: cron, seconds first."),
+                    json!(ImportSchedule::DEFAULT_CRON),
+                ),
+            ),
+        ],
+        &[],
+    );
+    let model = table(
+        "Model parameters and engagement-class thresholds.",
+        vec![
+            (
+                "half_life_days",
+                number(
+                    "Half-life of an event's weight, in days.",
+                    1.0,
+                    1e9,
+                    p.half_life_days,
+                ),
+            ),
+            (
+                "click_weight",
+                number(
+                    "A click counts this many opens.",
+                    0.0,
+                    100.0,
+                    p.click_weight,
+                ),
+            ),
+            (
+                "prior_strength",
+                number(
+                    "Population prior, in pseudo-events.",
+                    0.0,
+                    1e6,
+                    p.prior_strength,
+                ),
+            ),
+            (
+                "hour_bandwidth",
+                number(
+                    "Spread to neighbouring hours (sigma, hours).",
+                    0.0,
+                    24.0,
+                    p.hour_bandwidth,
+                ),
+            ),
+            (
+                "day_pooling",
+                number(
+                    "Share of counts pooled across weekdays.",
+                    0.0,
+                    1.0,
+                    p.day_pooling,
+                ),
+            ),
+            (
+                "passive_ratio",
+                number(
+                    "Recent rate below this share of the long-run rate: passive.",
+                    0.0,
+                    1.0,
+                    t.passive_ratio,
+                ),
+            ),
+            (
+                "machine_per_day",
+                number(
+                    "More events a day than this: machine-like.",
+                    1.0,
+                    1e9,
+                    t.machine_per_day,
+                ),
+            ),
+            (
+                "machine_per_year",
+                number(
+                    "More events a year than this: machine-like.",
+                    1.0,
+                    1e12,
+                    t.machine_per_year,
+                ),
+            ),
+            (
+                "evaluating_below",
+                with_default(
+                    integer("Fewer opens and clicks than this: evaluating.", 1, 100_000),
+                    json!(t.evaluating_below),
+                ),
+            ),
+            (
+                "inactive_days",
+                with_default(
+                    integer("No open or click for this many days: inactive.", 1, 100_000),
+                    json!(t.inactive_days),
+                ),
+            ),
+            (
+                "recent_days",
+                with_default(
+                    integer("Window of recent engagement, in days.", 1, 100_000),
+                    json!(t.recent_days),
+                ),
+            ),
+        ],
+        &[],
+    );
+    let max_id = i64::MAX as u64;
+    let connector = table(
+        "One HubSpot account and the app whose secret signs its posts.",
+        vec![
+            ("id", id("What webhooks name it by; URL-safe.")),
+            (
+                "portal_id",
+                integer(
+                    "The HubSpot account; posts naming another get 401.",
+                    1,
+                    max_id,
+                ),
+            ),
+            (
+                "app_id",
+                integer(
+                    "The app whose client secret signs the workflow's posts.",
+                    1,
+                    max_id,
+                ),
+            ),
+            (
+                "client_secret_env",
+                json!({"description": "The environment variable(s) holding the app's client secret, current first.",
+                "anyOf": [{"type": "string", "pattern": ENV_PATTERN},
+                          {"type": "array", "minItems": 1, "maxItems": 8, "items": {"type": "string", "pattern": ENV_PATTERN}}]}),
+            ),
+            (
+                "auth",
+                with_default(
+                    choice("How API calls authenticate.", &["static", "oauth"]),
+                    json!("static"),
+                ),
+            ),
+            (
+                "client_id_env",
+                env_name(
+                    "With auth = \"oauth\": the environment variable holding the app's client id.",
+                ),
+            ),
+            (
+                "refresh_token_env",
+                env_name(
+                    "With auth = \"oauth\": the environment variable holding the installation's refresh token.",
+                ),
+            ),
+            (
+                "access_token_env",
+                env_name(
+                    "With auth = \"static\" (required then): the environment variable holding the token for API calls.",
+                ),
+            ),
+            (
+                "api_base",
+                with_default(
+                    json!({"type": "string", "pattern": "^https?://", "description": "HubSpot's API base (a stand-in in tests)."}),
+                    json!(Connector::DEFAULT_API_BASE),
+                ),
+            ),
+            (
+                "requests_per_10s",
+                with_default(
+                    integer(
+                        "The app's burst limit; the dispatcher paces a little under it.",
+                        1,
+                        Connector::MAX_REQUESTS_PER_10S.into(),
+                    ),
+                    json!(Connector::DEFAULT_REQUESTS_PER_10S),
+                ),
+            ),
+            (
+                "requests_per_day",
+                with_default(
+                    integer(
+                        "The account's daily limit, for reference.",
+                        1,
+                        Connector::MAX_REQUESTS_PER_DAY.into(),
+                    ),
+                    json!(Connector::DEFAULT_REQUESTS_PER_DAY),
+                ),
+            ),
+            (
+                "list_batch_size",
+                with_default(
+                    integer(
+                        "Record ids per list-membership call.",
+                        1,
+                        Connector::MAX_LIST_BATCH_SIZE as u64,
+                    ),
+                    json!(Connector::DEFAULT_LIST_BATCH_SIZE),
+                ),
+            ),
+            (
+                "callback_batch_size",
+                with_default(
+                    integer(
+                        "Workflow-action callbacks per batch-complete call.",
+                        1,
+                        Connector::MAX_CALLBACK_BATCH_SIZE as u64,
+                    ),
+                    json!(Connector::DEFAULT_CALLBACK_BATCH_SIZE),
+                ),
+            ),
+            (
+                "dry_run",
+                boolean("Record what would be called; call nothing.", false),
+            ),
+            (
+                "allow_unsigned",
+                boolean("Accept unsigned posts: local testing only.", false),
+            ),
+            (
+                "require_portal_id",
+                boolean("Refuse a post whose body names no portal.", false),
+            ),
+            (
+                "min_signature_version",
+                with_default(
+                    choice(
+                        "Refuse posts signed with an older version.",
+                        &["v1", "v2", "v3"],
+                    ),
+                    json!("v1"),
+                ),
+            ),
+            (
+                "daily_budget",
+                integer(
+                    "The most calls a day that planning may use.",
+                    1,
+                    Connector::MAX_REQUESTS_PER_DAY.into(),
+                ),
+            ),
+            (
+                "time_zone",
+                string(
+                    "The account's IANA zone: the day of daily_budget, and contacts' zone when theirs is unknown.",
+                ),
+            ),
+            (
+                "time_zone_property",
+                with_default(
+                    string("The contact property holding the contact's zone."),
+                    json!(crate::local_time::DEFAULT_ZONE_PROPERTY),
+                ),
+            ),
+            (
+                "quiet_hours",
+                quiet_hours(
+                    "Default quiet hours (HH:MM-HH:MM, the contact's local time) for its webhooks and actions.",
+                ),
+            ),
+        ],
+        &["id", "portal_id", "app_id", "client_secret_env"],
+    );
+    let webhook = table(
+        "A HubSpot workflow's \"Send a webhook\" step: {public_url}/hooks/{id}.",
+        vec![
+            (
+                "id",
+                id("The URL path segment; unique across webhooks and actions."),
+            ),
+            (
+                "name",
+                string("For people; we suggest the workflow's name."),
+            ),
+            (
+                "connector",
+                string("The connector id; may be left out when there is one."),
+            ),
+            (
+                "type",
+                choice("What happens to a posted contact.", &types(|_| true)),
+            ),
+            (
+                "workflow_id",
+                integer(
+                    "The workflow to enroll into (every type but UPDATE_ONLY).",
+                    1,
+                    max_id,
+                ),
+            ),
+            (
+                "list_id",
+                json!({"description": "The list to add to (UPDATE_ONLY).", "anyOf": [{"type": "string", "pattern": "^[0-9]{1,20}$"}, {"type": "integer", "minimum": 0}]}),
+            ),
+            ("window", window()),
+            (
+                "quiet_hours",
+                quiet_hours("No send in this range of the contact's local day (HH:MM-HH:MM)."),
+            ),
+        ],
+        &["id", "type"],
+    );
+    let action = table(
+        "sendtime's custom workflow action: {public_url}/actions/{id}.",
+        vec![
+            (
+                "id",
+                id("The action's URL path segment; unique across webhooks and actions."),
+            ),
+            ("name", string("The action's name in the workflow editor.")),
+            (
+                "connector",
+                string(
+                    "The connector whose app owns the action; may be left out when there is one.",
+                ),
+            ),
+            (
+                "default_type",
+                with_default(
+                    choice(
+                        "The delivery type when the workflow chooses none.",
+                        &types(WebhookType::enrolls),
+                    ),
+                    json!(WebhookType::Next24Hours.as_str()),
+                ),
+            ),
+            ("window", window()),
+            (
+                "quiet_hours",
+                quiet_hours("No send in this range of the contact's local day (HH:MM-HH:MM)."),
+            ),
+        ],
+        &["id"],
+    );
+    let mut root = table(
+        "sendtime's webhooks.toml",
+        vec![
+            (
+                "version",
+                json!({"type": "integer", "const": super::SUPPORTED_VERSION, "description": "The schema version."}),
+            ),
+            ("server", server),
+            ("scheduler", scheduler),
+            ("import", import),
+            ("model", model),
+            ("connector", json!({"type": "array", "items": connector})),
+            ("webhook", json!({"type": "array", "items": webhook})),
+            ("action", json!({"type": "array", "items": action})),
+        ],
+        &["version", "server", "connector"],
+    );
+    root["$schema"] = json!("http://json-schema.org/draft-07/schema#");
+    root["title"] = json!("webhooks.toml");
+    root
+}
