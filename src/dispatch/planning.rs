@@ -322,11 +322,8 @@ impl Dispatcher {
     ) {
         let mut spilled: HashMap<&str, usize> = HashMap::new();
         for (item, p) in items.iter().zip(placed) {
-            let kind = match p.moved {
-                Move::None => continue,
-                Move::Capacity { .. } => "capacity",
-                Move::Spilled => "spilled",
-                Move::Quiet => "quiet",
+            let Some(kind) = p.moved.label() else {
+                continue;
             };
             let connector = route_of(item).connector;
             self.metrics.plan_move(connector, kind).inc();

@@ -282,6 +282,18 @@ pub enum Move {
     Quiet,
 }
 
+impl Move {
+    /// The metric label of a move (`None` for [`Move::None`]).
+    pub fn label(self) -> Option<&'static str> {
+        match self {
+            Move::None => None,
+            Move::Capacity { .. } => Some("capacity"),
+            Move::Spilled => Some("spilled"),
+            Move::Quiet => Some("quiet"),
+        }
+    }
+}
+
 /// What a reason names besides the plan itself.
 pub struct Grounds<'a> {
     pub kind: WebhookType,
