@@ -133,7 +133,13 @@ fn start(server: &str, dir: &Path) -> (Child, String) {
     let mut child = Command::new(server)
         .arg("--config")
         .arg(&config)
-        .args(["serve", "--listen", "127.0.0.1:0"])
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+        ])
         .env("FLOOD_SECRET", SECRET)
         .env("RUST_LOG", "warn,sendtime::serve=info")
         .stderr(Stdio::piped())

@@ -282,7 +282,13 @@ fn start_sendtime(dir: &Path) -> (Child, String) {
     let child = Command::new(env!("CARGO_BIN_EXE_sendtime"))
         .arg("--config")
         .arg(&config)
-        .args(["serve", "--listen", "127.0.0.1:0"])
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+        ])
         .env("BENCH_SECRET", SECRET)
         .env("RUST_LOG", "warn,sendtime::serve=info")
         .stderr(Stdio::piped())

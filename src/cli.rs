@@ -69,6 +69,10 @@ pub enum Command {
         /// Address to listen on; overrides `server.listen`.
         #[arg(long, value_name = "ADDR")]
         listen: Option<SocketAddr>,
+        /// Address of the admin surface (`/status`, `/metrics`); overrides
+        /// `server.admin_listen`.
+        #[arg(long, value_name = "ADDR")]
+        admin_listen: Option<SocketAddr>,
         /// Read the dispatcher's "now" from this file (a TIME as for --now; the system clock
         /// while it is absent). For tests that jump hours ahead.
         #[arg(long, value_name = "FILE", env = "SENDTIME_CLOCK_FILE", hide = true)]
@@ -307,16 +311,21 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let overrides = Overrides {
         data_dir: cli.data_dir.clone(),
-        listen: None,
+        ..Overrides::default()
     };
     match cli.command {
         Command::Validate { file, online } => {
             validate(file.unwrap_or(cli.config), &overrides, online)
         }
-        Command::Serve { listen, clock_file } => {
+        Command::Serve {
+            listen,
+            admin_listen,
+            clock_file,
+        } => {
             init_logging();
             let overrides = Overrides {
                 listen,
+                admin_listen,
                 ..overrides
             };
             let clock = clock_file.map_or(crate::clock::Clock::System, crate::clock::Clock::File);

@@ -65,6 +65,7 @@ async fn serve(config_path: PathBuf, overrides: Overrides, clock: Clock) -> anyh
     })
     .with_context(|| format!("cannot open the inbox in {}", data_dir.display()))?;
     let (stop_tx, stop_rx) = watch::channel(false);
+    let stop_rx_admin = stop_rx.clone();
     let imports = tokio::spawn(crate::import::scheduled::run(
         handle.clone(),
         metrics.clone(),
@@ -82,20 +83,40 @@ async fn serve(config_path: PathBuf, overrides: Overrides, clock: Clock) -> anyh
         .with_context(|| format!("cannot listen on {listen}"))?;
     tracing::info!("listening on {}", listener.local_addr()?);
 
-    let app = receiver::router(AppState {
+    let state = AppState {
         config: handle,
         inbox,
         metrics,
         refusals: Default::default(),
         older_secrets: Default::default(),
         bodies: receiver::body::budget(),
-    });
+    };
+    let admin_listen = state.config.load().server.admin_listen;
+    let admin_listener = tokio::net::TcpListener::bind(admin_listen)
+        .await
+        .with_context(|| format!("cannot listen on {admin_listen} (server.admin_listen)"))?;
+    tracing::info!(
+        "admin surface (/status, /metrics) on {}",
+        admin_listener.local_addr()?
+    );
+    let mut admin_stop = stop_rx_admin;
+    let admin = tokio::spawn(serve_http(
+        admin_listener,
+        receiver::admin_router(state.clone()),
+        async move {
+            let _ = admin_stop.changed().await;
+        },
+    ));
+    let app = receiver::router(state);
     let served = serve_http(listener, app, async move {
         shutdown_signal().await;
         // The running tick finishes its calls in flight and records them; nothing new starts.
         let _ = stop_tx.send(true);
     })
     .await;
+    if let Ok(Err(e)) = admin.await {
+        tracing::error!("the admin surface failed: {e:#}");
+    }
     // An import stops after its page; one waiting on HubSpot is left (its cursor is saved).
     let _ = tokio::time::timeout(SHUTDOWN_GRACE, imports).await;
     match scheduler.await {

@@ -343,7 +343,7 @@ fn the_action_url_is_shown_where_it_is_wired() {
     let data = dir.path().join("data");
     let clock = dir.path().join("clock");
     let server = start(&config, &data, &clock);
-    let status: serde_json::Value = reqwest::blocking::get(server.url("/status"))
+    let status: serde_json::Value = reqwest::blocking::get(server.admin_url("/status"))
         .unwrap()
         .json()
         .unwrap();

@@ -181,7 +181,7 @@ fn a_crowded_hour_is_spread_within_capacity_and_nothing_is_rate_limited() {
 
     // What the dispatcher publishes agrees with plan/.
     let status: serde_json::Value = client
-        .get(server.url("/status"))
+        .get(server.admin_url("/status"))
         .send()
         .unwrap()
         .json()
@@ -193,7 +193,7 @@ fn a_crowded_hour_is_spread_within_capacity_and_nothing_is_rate_limited() {
     assert_eq!(hours.len(), 168);
     assert_eq!(hours.iter().sum::<u64>(), CONTACTS);
     let metrics = client
-        .get(server.url("/metrics"))
+        .get(server.admin_url("/metrics"))
         .send()
         .unwrap()
         .text()

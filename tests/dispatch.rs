@@ -107,7 +107,7 @@ fn set_clock(file: &Path, ms: i64) {
 fn wait_for_config(server: &Server, path: &Path) {
     let identity = sendtime::config::identity_of(&std::fs::read(path).unwrap());
     eventually(Duration::from_secs(10), || {
-        let status: serde_json::Value = reqwest::blocking::get(server.url("/status"))
+        let status: serde_json::Value = reqwest::blocking::get(server.admin_url("/status"))
             .ok()?
             .json()
             .ok()?;
@@ -670,7 +670,7 @@ fn a_removed_webhook_holds_its_contacts_and_a_changed_workflow_applies_to_the_re
     let later = t0 + 3_600_000;
     set_clock(&clock, later);
     eventually(Duration::from_secs(20), || {
-        let metrics = reqwest::blocking::get(server.url("/metrics"))
+        let metrics = reqwest::blocking::get(server.admin_url("/metrics"))
             .ok()?
             .text()
             .ok()?;
@@ -875,7 +875,7 @@ fn a_daily_429_pauses_the_connector_until_the_limit_resets_and_loses_nothing() {
         receipts.push(post(&server, "fatigue", 8000 + i as u64, e));
     }
     let metric = |value: u8| {
-        let text = reqwest::blocking::get(server.url("/metrics"))
+        let text = reqwest::blocking::get(server.admin_url("/metrics"))
             .unwrap()
             .text()
             .unwrap();
@@ -1311,7 +1311,7 @@ fn a_paused_webhook_holds_its_contacts_until_resumed_across_a_restart() {
     }
     set_clock(&clock, now_ms() + 60_000);
     let status = eventually(Duration::from_secs(20), || {
-        let s: serde_json::Value = reqwest::blocking::get(server.url("/status"))
+        let s: serde_json::Value = reqwest::blocking::get(server.admin_url("/status"))
             .ok()?
             .json()
             .ok()?;
@@ -1324,7 +1324,7 @@ fn a_paused_webhook_holds_its_contacts_until_resumed_across_a_restart() {
         .wait_log_count("tick finished", ticks + 3, Duration::from_secs(20))
         .expect("ticks go on");
     assert!(enrollments(&standin.log()).is_empty(), "held while paused");
-    let metrics = reqwest::blocking::get(server.url("/metrics"))
+    let metrics = reqwest::blocking::get(server.admin_url("/metrics"))
         .unwrap()
         .text()
         .unwrap();

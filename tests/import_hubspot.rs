@@ -562,7 +562,12 @@ fn serve_keeps_profiles_current_from_hubspot_events() {
     );
     let client = reqwest::blocking::Client::new();
     let status = eventually(Duration::from_secs(30), || {
-        let s: serde_json::Value = client.get(server.url("/status")).send().ok()?.json().ok()?;
+        let s: serde_json::Value = client
+            .get(server.admin_url("/status"))
+            .send()
+            .ok()?
+            .json()
+            .ok()?;
         s["imports"]["main"]["last_success_at_ms"]
             .as_i64()
             .map(|_| s)
@@ -579,7 +584,7 @@ fn serve_keeps_profiles_current_from_hubspot_events() {
             >= now - 60_000
     );
     let metrics = client
-        .get(server.url("/metrics"))
+        .get(server.admin_url("/metrics"))
         .send()
         .unwrap()
         .text()

@@ -172,7 +172,7 @@ fn signed_posts_v1_v2_v3_are_stored_and_read_back_with_polars() {
     assert_eq!(status, 200, "{body}");
     receipts.insert(body["receipt_id"].as_str().unwrap().to_string(), 555);
 
-    let identity: serde_json::Value = reqwest::blocking::get(server.url("/status"))
+    let identity: serde_json::Value = reqwest::blocking::get(server.admin_url("/status"))
         .unwrap()
         .json()
         .unwrap();
@@ -319,7 +319,7 @@ fn every_rejection_has_its_status_and_stores_nothing() {
         401
     );
 
-    let metrics = reqwest::blocking::get(server.url("/metrics"))
+    let metrics = reqwest::blocking::get(server.admin_url("/metrics"))
         .unwrap()
         .text()
         .unwrap();
@@ -396,7 +396,7 @@ fn duplicates_answer_200_and_store_nothing_even_after_a_restart() {
     // The same contact on another webhook is its own receipt.
     let (_, b3) = post(&server, "big-list", &body, Sig::V2);
     assert_eq!(b3["status"], "accepted");
-    let metrics = reqwest::blocking::get(server.url("/metrics"))
+    let metrics = reqwest::blocking::get(server.admin_url("/metrics"))
         .unwrap()
         .text()
         .unwrap();
@@ -744,7 +744,7 @@ fn a_rotated_secret_is_accepted_until_it_is_removed() {
     );
     assert_eq!(signed_with(&server, "neither", 3), 401);
     let metrics = Client::new()
-        .get(server.url("/metrics"))
+        .get(server.admin_url("/metrics"))
         .send()
         .unwrap()
         .text()
@@ -825,6 +825,27 @@ fn a_flipped_bit_in_a_part_is_caught_by_its_checksum_and_quarantined() {
         Sig::V2,
     );
     assert_eq!((status, body["status"].as_str()), (200, Some("duplicate")));
+    server.stop();
+}
+
+/// The admin surface is never on the public listener: `/status` and `/metrics` answer only on
+/// `admin_listen`; the public one serves webhooks, actions and `/healthz`.
+#[test]
+fn status_and_metrics_are_only_on_the_admin_listener() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path());
+    let get = |url: String| reqwest::blocking::get(url).unwrap().status().as_u16();
+    for path in ["/status", "/metrics"] {
+        assert_eq!(get(server.url(path)), 404, "public {path}");
+        assert_eq!(get(server.admin_url(path)), 200, "admin {path}");
+    }
+    assert_eq!(get(server.url("/healthz")), 200);
+    assert_eq!(get(server.admin_url("/healthz")), 200);
+    assert_eq!(
+        get(server.admin_url("/hooks/nurture")),
+        404,
+        "no webhooks on admin"
+    );
     server.stop();
 }
 

@@ -28,7 +28,7 @@ workflow_id = 1
 "#;
 
 fn status(server: &Server) -> serde_json::Value {
-    reqwest::blocking::get(server.url("/status"))
+    reqwest::blocking::get(server.admin_url("/status"))
         .unwrap()
         .json()
         .unwrap()
@@ -169,7 +169,13 @@ fn serve_refuses_unset_secrets_unless_dry_run() {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_sendtime"))
         .arg("--config")
         .arg(&config)
-        .args(["serve", "--listen", "127.0.0.1:0"])
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+        ])
         .env_remove("HUBSPOT_CLIENT_SECRET")
         .env_remove("HUBSPOT_ACCESS_TOKEN")
         .output()

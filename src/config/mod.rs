@@ -52,8 +52,12 @@ pub struct Config {
 /// `[server]`: where the receiver listens and what it accepts.
 #[derive(Debug, Clone)]
 pub struct Server {
-    /// Address and port to listen on (`serve --listen` overrides it).
+    /// Address and port to listen on (`serve --listen` overrides it): the public surface,
+    /// `/hooks/`, `/actions/` and `/healthz` only.
     pub listen: SocketAddr,
+    /// The admin surface (`/status`, `/metrics`): never on the public listener
+    /// (`serve --admin-listen` overrides it).
+    pub admin_listen: SocketAddr,
     /// The URL HubSpot calls, without a trailing slash. Signatures v2/v3 cover it, so it must
     /// be the public one, not the local listener.
     pub public_url: String,
@@ -67,6 +71,9 @@ impl Server {
     /// Loopback: expose it on purpose, behind the proxy that HubSpot calls.
     pub const DEFAULT_LISTEN: SocketAddr =
         SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 8080);
+    /// Loopback, beside the public port.
+    pub const DEFAULT_ADMIN_LISTEN: SocketAddr =
+        SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 8081);
     /// Beside the config file.
     pub const DEFAULT_DATA_DIR: &str = "data";
     /// Real contact bodies are tens of KB; 1 MiB leaves room.
@@ -325,6 +332,7 @@ pub enum Target {
 pub struct Overrides {
     pub data_dir: Option<PathBuf>,
     pub listen: Option<SocketAddr>,
+    pub admin_listen: Option<SocketAddr>,
 }
 
 /// How to treat connector env vars that are unset.
@@ -378,6 +386,9 @@ impl Config {
         }
         if let Some(listen) = overrides.listen {
             config.server.listen = listen;
+        }
+        if let Some(listen) = overrides.admin_listen {
+            config.server.admin_listen = listen;
         }
         Ok(loaded)
     }

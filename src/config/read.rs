@@ -216,6 +216,20 @@ fn read_server(ctx: &mut Ctx, top: &TableReader, base_dir: &Path) -> Option<Serv
         None if !r.has("listen") => Some(Server::DEFAULT_LISTEN),
         None => None,
     };
+    let admin_listen = match r.string(ctx, "admin_listen") {
+        Some((s, at)) => match s.parse::<SocketAddr>() {
+            Ok(a) => Some(a),
+            Err(_) => {
+                ctx.error(
+                    at,
+                    format!("`admin_listen` must be an IP address and port such as \"127.0.0.1:8081\", found \"{s}\""),
+                );
+                None
+            }
+        },
+        None if !r.has("admin_listen") => Some(Server::DEFAULT_ADMIN_LISTEN),
+        None => None,
+    };
     let public_url = r.required(
         ctx,
         "public_url",
@@ -240,6 +254,7 @@ fn read_server(ctx: &mut Ctx, top: &TableReader, base_dir: &Path) -> Option<Serv
     r.finish(ctx);
     Some(Server {
         listen: listen?,
+        admin_listen: admin_listen?,
         public_url: public_url?,
         data_dir: data_dir?,
         max_body_bytes: max_body_bytes? as usize,

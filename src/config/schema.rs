@@ -95,6 +95,15 @@ pub fn schema() -> Value {
                 ),
             ),
             (
+                "admin_listen",
+                with_default(
+                    string(
+                        "The admin surface (/status, /metrics), never the public listener (serve --admin-listen overrides it).",
+                    ),
+                    json!(Server::DEFAULT_ADMIN_LISTEN.to_string()),
+                ),
+            ),
+            (
                 "public_url",
                 json!({"type": "string", "format": "uri", "pattern": "^https?://", "description": "The URL HubSpot calls, without a trailing slash; signatures v2/v3 cover it."}),
             ),

@@ -48,11 +48,19 @@ pub struct AppState {
     pub older_secrets: Arc<std::sync::Mutex<HashMap<String, crate::throttle::Throttle>>>,
 }
 
-/// The HTTP surface: webhooks, health, metrics, status.
+/// The public HTTP surface, the one HubSpot calls: webhooks, actions, health.
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/hooks/{webhook_id}", post(receive))
         .route("/actions/{action_id}", post(receive_action))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .with_state(state)
+}
+
+/// The admin surface, on its own listener: status, metrics, health. It names webhook ids and
+/// volumes, so it is never served where HubSpot (or anyone) calls.
+pub fn admin_router(state: AppState) -> Router {
+    Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/metrics", get(metrics))
         .route("/status", get(status))

@@ -91,6 +91,8 @@ impl TestConfig<'_> {
 pub struct Server {
     pub child: Child,
     pub addr: SocketAddr,
+    /// The admin surface (`/status`, `/metrics`).
+    pub admin_addr: SocketAddr,
     logs: Arc<Mutex<String>>,
 }
 
@@ -102,7 +104,13 @@ impl Server {
             .arg(config)
             .arg("--data")
             .arg(data)
-            .args(["serve", "--listen", "127.0.0.1:0"])
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--admin-listen",
+                "127.0.0.1:0",
+            ])
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -125,6 +133,7 @@ impl Server {
         let mut server = Server {
             child,
             addr: "0.0.0.0:0".parse().unwrap(),
+            admin_addr: "0.0.0.0:0".parse().unwrap(),
             logs,
         };
         let line = server
@@ -132,6 +141,14 @@ impl Server {
             .unwrap_or_else(|| panic!("server did not start; logs:\n{}", server.logs()));
         let addr = line.rsplit("listening on ").next().unwrap().trim();
         server.addr = addr.parse().expect("listen address in log");
+        let line = server
+            .wait_log(
+                "admin surface (/status, /metrics) on ",
+                Duration::from_secs(30),
+            )
+            .unwrap_or_else(|| panic!("no admin surface; logs:\n{}", server.logs()));
+        let addr = line.rsplit(" on ").next().unwrap().trim();
+        server.admin_addr = addr.parse().expect("admin address in log");
         server
     }
 
@@ -166,6 +183,12 @@ impl Server {
 
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.addr, path)
+    }
+
+    /// A URL on the admin surface.
+    #[allow(dead_code)]
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://{}{}", self.admin_addr, path)
     }
 
     pub fn signal(&self, sig: &str) {
