@@ -115,14 +115,6 @@ impl Ledger {
             })
             .collect()
     }
-
-    /// Booked in the busiest minute, and that minute (epoch ms); for benchmarks and checks.
-    pub fn busiest_minute(&self) -> Option<(i64, u64)> {
-        self.minutes
-            .iter()
-            .max_by_key(|(m, booked)| (**booked, -**m))
-            .map(|(m, booked)| (m * MINUTE_MS, *booked))
-    }
 }
 
 #[cfg(test)]
