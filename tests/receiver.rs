@@ -711,23 +711,8 @@ fn a_rotated_secret_is_accepted_until_it_is_removed() {
         path
     };
     let signed_with = |server: &Server, secret: &str, vid: i64| {
-        let path = "/hooks/nurture";
-        let body = contact_body(vid, &format!("r{vid}@example.com"));
-        let sig = sign_v2(
-            secret.as_bytes(),
-            "POST",
-            &format!("{PUBLIC_URL}{path}"),
-            &body,
-        );
-        Client::new()
-            .post(server.url(path))
-            .header("X-HubSpot-Signature", sig)
-            .header("X-HubSpot-Signature-Version", "v2")
-            .body(body)
-            .send()
-            .unwrap()
-            .status()
-            .as_u16()
+        let body = String::from_utf8(contact_body(vid, &format!("r{vid}@example.com"))).unwrap();
+        common::post_signed(&Client::new(), server, secret, "/hooks/nurture", body)
     };
     let env = [("TEST_SECRET_NEW", NEW), ("TEST_SECRET", SECRET)];
     let config = write(r#"["TEST_SECRET_NEW", "TEST_SECRET"]"#);
@@ -889,33 +874,14 @@ fn a_malformed_or_missing_portal_id_is_refused() {
 /// after it are replayed, and the segment is kept aside, not deleted.
 #[test]
 fn a_damaged_log_frame_loses_only_itself_and_the_segment_is_kept() {
-    use sendtime::config::WebhookType;
-    use sendtime::datasets::inbox::{Receipt, WAL_DIR};
+    use sendtime::datasets::inbox::WAL_DIR;
     use sendtime::store::wal::Segment;
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let wal = data.join(WAL_DIR);
     // What a server acknowledged and then lost power before writing it as Parquet.
     let mut segment = Segment::create(&wal, "inbox").unwrap();
-    let records: Vec<Vec<u8>> = (0..256)
-        .map(|i| {
-            serde_json::to_vec(&Receipt {
-                receipt_id: ulid::Ulid::generate().to_string(),
-                webhook_id: "nurture".into(),
-                webhook_type: WebhookType::Next24Hours,
-                contact_id: Some(i),
-                email: Some(format!("w{i}@example.com")),
-                portal_id: Some(62515),
-                received_at_ms: now_ms(),
-                signature: "v2".into(),
-                config: "c".into(),
-                callback_id: None,
-                body_hash: None,
-                time_zone: None,
-            })
-            .unwrap()
-        })
-        .collect();
+    let records = log_records(256, "w");
     segment.append(records.iter().map(Vec::as_slice)).unwrap();
     let name = segment.path.file_name().unwrap().to_owned();
     drop(segment);
@@ -945,26 +911,19 @@ fn a_damaged_log_frame_loses_only_itself_and_the_segment_is_kept() {
     assert!(!path.exists());
 }
 
-/// A log segment cut exactly at a frame boundary looks like a shorter, intact log to any frame
-/// check; its allocation gives it away: the records before the cut are replayed, the segment is
-/// kept aside, and an error says acknowledged posts may be lost.
-#[test]
-fn a_log_cut_at_a_frame_boundary_is_detected_and_kept() {
+/// `n` receipts as the inbox's write-ahead log holds them: what a server acknowledged and
+/// then lost power before writing as Parquet.
+fn log_records(n: i64, prefix: &str) -> Vec<Vec<u8>> {
     use sendtime::config::WebhookType;
-    use sendtime::datasets::inbox::{Receipt, WAL_DIR};
-    use sendtime::store::wal::{MAGIC, Segment};
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let wal = data.join(WAL_DIR);
-    let mut segment = Segment::create(&wal, "inbox").unwrap();
-    let records: Vec<Vec<u8>> = (0..256)
+    use sendtime::datasets::inbox::Receipt;
+    (0..n)
         .map(|i| {
             serde_json::to_vec(&Receipt {
                 receipt_id: ulid::Ulid::generate().to_string(),
                 webhook_id: "nurture".into(),
                 webhook_type: WebhookType::Next24Hours,
                 contact_id: Some(i),
-                email: Some(format!("c{i}@example.com")),
+                email: Some(format!("{prefix}{i}@example.com")),
                 portal_id: Some(62515),
                 received_at_ms: now_ms(),
                 signature: "v2".into(),
@@ -975,7 +934,21 @@ fn a_log_cut_at_a_frame_boundary_is_detected_and_kept() {
             })
             .unwrap()
         })
-        .collect();
+        .collect()
+}
+
+/// A log segment cut exactly at a frame boundary looks like a shorter, intact log to any frame
+/// check; its allocation gives it away: the records before the cut are replayed, the segment is
+/// kept aside, and an error says acknowledged posts may be lost.
+#[test]
+fn a_log_cut_at_a_frame_boundary_is_detected_and_kept() {
+    use sendtime::datasets::inbox::WAL_DIR;
+    use sendtime::store::wal::{MAGIC, Segment};
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let wal = data.join(WAL_DIR);
+    let mut segment = Segment::create(&wal, "inbox").unwrap();
+    let records = log_records(256, "c");
     segment.append(records.iter().map(Vec::as_slice)).unwrap();
     let path = segment.path.clone();
     drop(segment);
