@@ -78,6 +78,21 @@ pub enum Command {
         #[arg(long, value_name = "FILE", env = "SENDTIME_CLOCK_FILE", hide = true)]
         clock_file: Option<PathBuf>,
     },
+    /// See it work with no HubSpot account and no setup: `serve` on a temporary data folder
+    /// with synthetic engagement, an in-process HubSpot stand-in, a simulated workflow posting
+    /// signed contacts of every type and executing the action, and a faster clock. Prints the
+    /// status and metrics URLs; stops on Ctrl-C.
+    Demo {
+        /// How many times faster than real time the dispatcher's clock runs.
+        #[arg(long, default_value_t = 720)]
+        speed: u32,
+        /// Address to listen on (default 127.0.0.1:8080).
+        #[arg(long, value_name = "ADDR")]
+        listen: Option<SocketAddr>,
+        /// Address of the admin surface (default 127.0.0.1:8081).
+        #[arg(long, value_name = "ADDR")]
+        admin_listen: Option<SocketAddr>,
+    },
     /// Run the dispatcher once and exit: plan new contacts, enroll (or list) what is due.
     ///
     /// For a data folder no `serve` is using (e.g. with `serve` stopped, or receipts copied
@@ -342,6 +357,20 @@ pub fn main() -> ExitCode {
             report(tick(&cli.config, &overrides, now.as_deref()))
         }
         Command::Import { source } => report(import(&cli.config, &overrides, source)),
+        Command::Demo {
+            speed,
+            listen,
+            admin_listen,
+        } => {
+            init_logging();
+            match crate::demo::run(speed, listen, admin_listen) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    tracing::error!("{e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Schema => {
             let schema = crate::config::schema::schema();
             println!(
@@ -442,6 +471,7 @@ fn model(command: Command, path: &std::path::Path, overrides: &Overrides) -> any
         | Command::Tick { .. }
         | Command::Import { .. }
         | Command::Schema
+        | Command::Demo { .. }
         | Command::Pause { .. }
         | Command::Resume { .. }
         | Command::Hubspot { .. }

@@ -19,6 +19,9 @@ pub enum Clock {
     File(PathBuf),
     /// A fixed instant (`sendtime tick --now`).
     Fixed(i64),
+    /// Time running `speed` times faster than the system clock from `origin_ms` (`sendtime
+    /// demo`: a day of sends in minutes).
+    Scaled { origin_ms: i64, speed: u32 },
 }
 
 impl Clock {
@@ -27,6 +30,9 @@ impl Clock {
         match self {
             Clock::System => now_ms(),
             Clock::Fixed(ms) => *ms,
+            Clock::Scaled { origin_ms, speed } => {
+                origin_ms + (now_ms() - origin_ms) * i64::from(*speed)
+            }
             Clock::File(path) => std::fs::read_to_string(path)
                 .ok()
                 .and_then(|t| parse_instant(&t))

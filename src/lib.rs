@@ -10,6 +10,7 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod datasets;
+pub mod demo;
 pub mod dispatch;
 pub mod hubspot;
 pub mod import;

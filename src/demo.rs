@@ -1,0 +1,164 @@
+//! `sendtime demo`: the whole loop with no account and no setup. A temporary data folder gets
+//! synthetic engagement for 2,000 contacts; a HubSpot stand-in runs in-process; a simulated
+//! workflow posts signed contacts to a webhook of every type and executes the workflow action;
+//! `serve` runs on it with a clock `speed` times faster, ticking every second, so a day of
+//! sends passes in minutes.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+
+use crate::clock::Clock;
+use crate::config::{Overrides, Server};
+use crate::hubspot::standin::{DEFAULT_TOKEN, Options, StandIn, WorkflowRun};
+use crate::receiver::signature::sign_v2;
+use crate::time::now_ms;
+
+const SECRET: &str = "sendtime-demo-secret";
+const PUBLIC_URL: &str = "https://demo.sendtime.invalid";
+const CONTACTS: u64 = 2_000;
+const WEBHOOKS: [(&str, &str, &str); 5] = [
+    ("nurture", "NEXT_24_HOURS", "workflow_id = 101"),
+    (
+        "win-back",
+        "NEXT_WEEK_FREQUENCY_OPTIMIZED",
+        "workflow_id = 102",
+    ),
+    ("webinar", "NEXT_WEEK", "workflow_id = 103"),
+    ("fatigue", "IMMEDIATE", "workflow_id = 104"),
+    ("newsletter", "UPDATE_ONLY", "list_id = \"987\""),
+];
+
+/// Run the demo until Ctrl-C (or SIGTERM). `listen` and `admin_listen` as for `serve`.
+pub fn run(
+    speed: u32,
+    listen: Option<SocketAddr>,
+    admin_listen: Option<SocketAddr>,
+) -> anyhow::Result<()> {
+    let dir = std::env::temp_dir().join(format!("sendtime-demo-{}", ulid::Ulid::generate()));
+    let data = dir.join("data");
+    std::fs::create_dir_all(&data).with_context(|| format!("cannot create {}", dir.display()))?;
+    let events = crate::model::synth::generate(
+        &data,
+        crate::model::synth::Spec {
+            contacts: CONTACTS as usize,
+            events: 60_000,
+            seed: 1,
+            end_ms: now_ms(),
+        },
+    )?;
+    // The stand-in and the simulated workflow run on their own small runtime.
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let standin = rt.block_on(StandIn::start(Options::default()))?;
+    for id in 1..=CONTACTS {
+        standin.add_contact(&email(id), id);
+    }
+    let listen = listen.unwrap_or(Server::DEFAULT_LISTEN);
+    let admin = admin_listen.unwrap_or(Server::DEFAULT_ADMIN_LISTEN);
+    let config = write_config(&dir, &standin.url(), listen)?;
+    println!(
+        "sendtime demo: {events} engagement events of {CONTACTS} contacts in {}\n\
+         the HubSpot stand-in at {}; a simulated workflow posts to http://{listen}\n\
+         status: http://{admin}/status   metrics: http://{admin}/metrics\n\
+         the clock runs {speed}x; Ctrl-C stops it",
+        data.display(),
+        standin.url()
+    );
+    rt.spawn(simulate(standin, listen));
+    let overrides = Overrides {
+        data_dir: Some(data),
+        listen: Some(listen),
+        admin_listen: Some(admin),
+    };
+    let clock = Clock::Scaled {
+        origin_ms: now_ms(),
+        speed: speed.max(1),
+    };
+    let result = crate::serve::run(config, overrides, clock);
+    rt.shutdown_background();
+    result
+}
+
+fn email(id: u64) -> String {
+    format!("contact{id}@example.com")
+}
+
+fn write_config(
+    dir: &std::path::Path,
+    api_base: &str,
+    listen: SocketAddr,
+) -> anyhow::Result<PathBuf> {
+    let mut text = format!(
+        "version = 1\n[server]\npublic_url = \"{PUBLIC_URL}\"\nlisten = \"{listen}\"\n\
+         [scheduler]\ncron = \"* * * * * *\"\n[import]\nenabled = false\n\
+         [[connector]]\nid = \"demo\"\nportal_id = 62515\napp_id = 1\n\
+         client_secret_env = \"SENDTIME_DEMO_SECRET\"\naccess_token_env = \"SENDTIME_DEMO_TOKEN\"\n\
+         api_base = \"{api_base}\"\nquiet_hours = \"22:00-07:00\"\n"
+    );
+    for (id, kind, target) in WEBHOOKS {
+        text.push_str(&format!(
+            "[[webhook]]\nid = \"{id}\"\ntype = \"{kind}\"\n{target}\n"
+        ));
+    }
+    text.push_str("[[action]]\nid = \"send-time\"\n");
+    let path = dir.join("webhooks.toml");
+    std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))?;
+    // SAFETY: called before any thread reads the environment: the only other threads are the
+    // stand-in's runtime's, which never read it.
+    unsafe {
+        std::env::set_var("SENDTIME_DEMO_SECRET", SECRET);
+        std::env::set_var("SENDTIME_DEMO_TOKEN", DEFAULT_TOKEN);
+    }
+    Ok(path)
+}
+
+/// Post a signed contact to a webhook every 200 ms, round the webhooks, and execute the
+/// workflow action for a contact every second.
+async fn simulate(standin: StandIn, listen: SocketAddr) {
+    let http = reqwest::Client::new();
+    let action_url = format!("{PUBLIC_URL}/actions/send-time");
+    let send_to = format!("http://{listen}/actions/send-time");
+    let mut n: u64 = 0;
+    loop {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        n += 1;
+        let id = 1 + (n * 7919) % CONTACTS;
+        let (webhook, _, _) = WEBHOOKS[(n % WEBHOOKS.len() as u64) as usize];
+        let body = format!(
+            r#"{{"vid": {id}, "portal-id": 62515, "properties": {{"email": {{"value": "{}"}}}}}}"#,
+            email(id)
+        );
+        let path = format!("/hooks/{webhook}");
+        let sig = sign_v2(
+            SECRET.as_bytes(),
+            "POST",
+            &format!("{PUBLIC_URL}{path}"),
+            body.as_bytes(),
+        );
+        let _ = http
+            .post(format!("http://{listen}{path}"))
+            .header("X-HubSpot-Signature", sig)
+            .header("X-HubSpot-Signature-Version", "v2")
+            .body(body)
+            .send()
+            .await;
+        if n.is_multiple_of(5) {
+            let run = WorkflowRun {
+                action_url: &action_url,
+                send_to: &send_to,
+                client_secret: SECRET,
+                portal_id: 62515,
+                workflow_id: 123,
+                delivery_type: "NEXT_24_HOURS",
+            };
+            let email = email(id);
+            let _ = standin.play_workflow(&run, &[(id, email.as_str())]).await;
+        }
+    }
+}

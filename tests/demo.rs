@@ -1,0 +1,75 @@
+//! `sendtime demo` through the real binary: with no account and no setup, contacts of every
+//! kind are received, planned and sent on (enrolled, listed, released) within a minute of real
+//! time, and it stops cleanly.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[test]
+fn the_demo_sends_every_kind_of_contact_and_stops_cleanly() {
+    let (public, admin) = (free_port(), free_port());
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sendtime"))
+        .args(["demo", "--speed", "3600"])
+        .args(["--listen", &format!("127.0.0.1:{public}")])
+        .args(["--admin-listen", &format!("127.0.0.1:{admin}")])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = BufReader::new(child.stdout.take().unwrap());
+    let printed: Vec<String> = stdout.lines().take(4).map(Result::unwrap).collect();
+    let status_url = format!("http://127.0.0.1:{admin}/status");
+    assert!(
+        printed.iter().any(|l| l.contains(&status_url)),
+        "{printed:?}"
+    );
+    let count = |metrics: &str, status: &str| -> u64 {
+        let prefix = format!("sendtime_dispatch_outcomes_total{{status=\"{status}\"}} ");
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(prefix.as_str()))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let mut last = String::new();
+    loop {
+        if let Ok(resp) = reqwest::blocking::get(format!("http://127.0.0.1:{admin}/metrics")) {
+            last = resp.text().unwrap_or_default();
+            if ["enrolled", "listed", "completed"]
+                .iter()
+                .all(|s| count(&last, s) > 0)
+            {
+                break;
+            }
+        }
+        assert!(Instant::now() < deadline, "not every kind sent:\n{last}");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let status: serde_json::Value = reqwest::blocking::get(&status_url).unwrap().json().unwrap();
+    assert_eq!(status["webhooks"].as_array().unwrap().len(), 5);
+    Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let code = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s.code();
+        }
+        assert!(Instant::now() < deadline, "the demo did not stop");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(code, Some(0));
+}
