@@ -37,6 +37,13 @@ pub fn run(
     listen: Option<SocketAddr>,
     admin_listen: Option<SocketAddr>,
 ) -> anyhow::Result<()> {
+    // The config names its secrets by environment variable, as every config does.
+    // SAFETY: first thing the demo does, while the process has one thread (nothing has
+    // spawned one yet: no runtime, no thread pool), so nothing reads the environment meanwhile.
+    unsafe {
+        std::env::set_var("SENDTIME_DEMO_SECRET", SECRET);
+        std::env::set_var("SENDTIME_DEMO_TOKEN", DEFAULT_TOKEN);
+    }
     let dir = std::env::temp_dir().join(format!("sendtime-demo-{}", ulid::Ulid::generate()));
     let data = dir.join("data");
     std::fs::create_dir_all(&data).with_context(|| format!("cannot create {}", dir.display()))?;
@@ -109,12 +116,6 @@ fn write_config(
     text.push_str("[[action]]\nid = \"send-time\"\n");
     let path = dir.join("webhooks.toml");
     std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))?;
-    // SAFETY: called before any thread reads the environment: the only other threads are the
-    // stand-in's runtime's, which never read it.
-    unsafe {
-        std::env::set_var("SENDTIME_DEMO_SECRET", SECRET);
-        std::env::set_var("SENDTIME_DEMO_TOKEN", DEFAULT_TOKEN);
-    }
     Ok(path)
 }
 
