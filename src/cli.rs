@@ -503,7 +503,7 @@ fn pause(
         return Ok(());
     };
     let kind = crate::pauses::set(&config, &id, connector, on, crate::time::now_ms())?;
-    let what = format!("{kind:?}").to_lowercase();
+    let what = kind.as_str();
     if on {
         println!("{what} {id} paused: its contacts are held until `sendtime resume {id}`");
     } else {

@@ -57,7 +57,7 @@ pub struct Inner {
     operator_paused: Family<Labels, Gauge>,
     import_lag: Family<Labels, Gauge>,
     /// Ids ever shown as operator-paused, with their kind.
-    operator_ids: std::sync::Mutex<std::collections::BTreeSet<(String, String)>>,
+    operator_ids: std::sync::Mutex<std::collections::BTreeSet<(String, &'static str)>>,
     /// Per connector, what its scheduled imports did (for `/status`).
     imports: std::sync::Mutex<std::collections::BTreeMap<String, ImportStatus>>,
     /// The dispatcher's latest forecast, for `/status`.
@@ -283,16 +283,15 @@ impl Metrics {
         // Every id seen so far goes to 0 unless still paused: a family cannot forget a label.
         let mut seen = self.operator_ids.lock().unwrap();
         for (id, pause) in &pauses.paused {
-            let kind = format!("{:?}", pause.kind).to_lowercase();
-            seen.insert((id.clone(), kind));
+            seen.insert((id.clone(), pause.kind.as_str()));
         }
         for (id, kind) in seen.iter() {
             let on = pauses
                 .paused
                 .get(id)
-                .is_some_and(|p| format!("{:?}", p.kind).to_lowercase() == *kind);
+                .is_some_and(|p| p.kind.as_str() == *kind);
             self.operator_paused
-                .get_or_create(&vec![("id", id.clone()), ("kind", kind.clone())])
+                .get_or_create(&vec![("id", id.clone()), ("kind", kind.to_string())])
                 .set(i64::from(on));
         }
     }

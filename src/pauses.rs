@@ -22,6 +22,17 @@ pub enum Kind {
     Connector,
 }
 
+impl Kind {
+    /// As stored, labelled in metrics and printed: `webhook`, `action`, `connector`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Webhook => "webhook",
+            Kind::Action => "action",
+            Kind::Connector => "connector",
+        }
+    }
+}
+
 /// One pause.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Pause {

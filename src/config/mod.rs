@@ -207,6 +207,12 @@ impl Credentials {
     pub const STATIC: &str = "static";
     pub const OAUTH: &str = "oauth";
 
+    /// The variables the credentials are read from, for messages: `A` or `A and B`.
+    pub fn describe(&self) -> String {
+        let names: Vec<&str> = self.env_names().into_iter().map(|(_, n)| n).collect();
+        names.join(" and ")
+    }
+
     /// The environment variables the credentials are read from, with their keys.
     pub fn env_names(&self) -> Vec<(&'static str, &str)> {
         match self {

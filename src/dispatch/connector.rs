@@ -184,16 +184,8 @@ impl Dispatcher {
     /// so pacing carries across ticks).
     pub(super) fn link(&mut self, connector: &Connector) -> anyhow::Result<Arc<Link>> {
         let key = format!(
-            "{}|{}|{}",
-            connector.api_base,
-            connector
-                .credentials
-                .env_names()
-                .iter()
-                .map(|(_, n)| *n)
-                .collect::<Vec<_>>()
-                .join(","),
-            connector.requests_per_10s
+            "{}|{:?}|{}",
+            connector.api_base, connector.credentials, connector.requests_per_10s
         );
         if let Some((k, link)) = self.links.get(&connector.id)
             && *k == key

@@ -456,13 +456,7 @@ impl Import {
                 ApiError::Permanent { status: 401, .. } => {
                     return Err(err).context(format!(
                         "HubSpot rejected the token in {} (connector {}): set a valid one",
-                        self.connector
-                            .credentials
-                            .env_names()
-                            .iter()
-                            .map(|(_, n)| *n)
-                            .collect::<Vec<_>>()
-                            .join(" and "),
+                        self.connector.credentials.describe(),
                         self.connector.id,
                     ));
                 }

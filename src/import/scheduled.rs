@@ -3,8 +3,6 @@
 //! code and cursor as `sendtime import hubspot`, paced at the share planning leaves). The
 //! dispatcher's profiles take the new event parts on its next tick.
 
-use std::time::Duration;
-
 use chrono::{DateTime, Utc};
 use tokio::sync::watch;
 
@@ -70,8 +68,6 @@ pub async fn run(config: ConfigHandle, metrics: Metrics, mut stop: watch::Receiv
                 break;
             }
         }
-        // A run that took longer than the schedule's period starts the next one after it.
-        tokio::time::sleep(Duration::from_millis(10)).await;
     }
     tracing::info!("import scheduler stopped");
 }
