@@ -72,7 +72,7 @@ pub fn run(
     println!(
         "sendtime demo: {events} engagement events of {CONTACTS} contacts in {}\n\
          the HubSpot stand-in at {}; a simulated workflow posts to http://{listen}\n\
-         status: http://{admin}/status   metrics: http://{admin}/metrics\n\
+         dashboard: http://{admin}/   status: http://{admin}/status   metrics: http://{admin}/metrics\n\
          the clock runs {speed}x; Ctrl-C stops it",
         data.display(),
         standin.url()

@@ -5,6 +5,7 @@
 //! Data flows one way: [`receiver`] → [`datasets`] (inbox → plan → outcomes) → [`dispatch`],
 //! on the machinery of [`store`]. [`config`] is read by all.
 
+pub mod admin;
 pub mod capacity;
 pub mod cli;
 pub mod clock;

@@ -62,6 +62,8 @@ pub struct Inner {
     imports: std::sync::Mutex<std::collections::BTreeMap<String, ImportStatus>>,
     /// The dispatcher's latest forecast, for `/status`.
     forecast: std::sync::Mutex<Arc<Forecast>>,
+    /// What `/status` and the dashboard show beyond the metrics.
+    pub board: crate::admin::board::Board,
 }
 
 impl std::ops::Deref for Metrics {
@@ -220,6 +222,7 @@ impl Metrics {
             imports: Default::default(),
             operator_ids: Default::default(),
             forecast: Default::default(),
+            board: Default::default(),
         }))
     }
 

@@ -19,6 +19,14 @@ use tokio::sync::watch;
 use crate::config::ConfigHandle;
 use crate::dispatch::Dispatcher;
 use crate::metrics::Metrics;
+use crate::model::explain::Explanation;
+
+/// A contact lookup from the dashboard: answered between ticks from the dispatcher's
+/// profiles in memory (building them from disk would take as long as a start-up).
+pub struct Lookup {
+    pub contact: String,
+    pub reply: tokio::sync::oneshot::Sender<anyhow::Result<Explanation>>,
+}
 
 /// The longest the scheduler sleeps before looking at the config and the clock again.
 pub const RECHECK: Duration = Duration::from_secs(60);
@@ -29,13 +37,14 @@ pub fn next_after(cron: &Cron, after: DateTime<Utc>) -> DateTime<Utc> {
         .unwrap_or(after + chrono::Duration::seconds(60))
 }
 
-/// Run ticks until `stop` turns true; the running tick finishes (and records its calls)
-/// first. Returns the dispatcher so the caller can close it.
+/// Run ticks until `stop` turns true, and answer `lookups` between them; the running tick
+/// finishes (and records its calls) first. Returns the dispatcher so the caller can close it.
 pub async fn run(
     config: ConfigHandle,
     mut dispatcher: Dispatcher,
     metrics: Metrics,
     mut stop: watch::Receiver<bool>,
+    mut lookups: tokio::sync::mpsc::Receiver<Lookup>,
 ) -> Dispatcher {
     let mut last_fire: Option<DateTime<Utc>> = None;
     let mut cron_text = String::new();
@@ -69,6 +78,13 @@ pub async fn run(
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
             _ = stop.changed() => break,
+            Some(lookup) = lookups.recv() => {
+                let answer = tokio::task::block_in_place(|| {
+                    dispatcher.explain(&config.load(), &lookup.contact)
+                });
+                let _ = lookup.reply.send(answer);
+                continue;
+            }
         }
         // A timer can wake a hair early: never run the same fire time twice, never early.
         let woke = Utc::now();

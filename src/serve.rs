@@ -10,6 +10,7 @@ use arc_swap::ArcSwap;
 
 use tokio::sync::watch;
 
+use crate::admin::{self, AdminState};
 use crate::clock::Clock;
 use crate::config::{Config, EnvCheck, Overrides, Watcher};
 use crate::datasets::inbox::Inbox;
@@ -53,7 +54,7 @@ async fn serve(config_path: PathBuf, overrides: Overrides, clock: Clock) -> anyh
 
     let metrics = Metrics::new();
     let dispatcher =
-        tokio::task::block_in_place(|| Dispatcher::open(&data_dir, metrics.clone(), clock))
+        tokio::task::block_in_place(|| Dispatcher::open(&data_dir, metrics.clone(), clock.clone()))
             .with_context(|| {
                 format!(
                     "cannot load the dispatcher's state from {}",
@@ -71,11 +72,13 @@ async fn serve(config_path: PathBuf, overrides: Overrides, clock: Clock) -> anyh
         metrics.clone(),
         stop_rx.clone(),
     ));
+    let (lookups_tx, lookups_rx) = tokio::sync::mpsc::channel(8);
     let scheduler = tokio::spawn(scheduler::run(
         handle.clone(),
         dispatcher,
         metrics.clone(),
         stop_rx,
+        lookups_rx,
     ));
 
     let listener = tokio::net::TcpListener::bind(listen)
@@ -91,18 +94,25 @@ async fn serve(config_path: PathBuf, overrides: Overrides, clock: Clock) -> anyh
         older_secrets: Default::default(),
         bodies: receiver::body::budget(),
     };
+    let admin_state = AdminState::new(
+        state.config.clone(),
+        state.metrics.clone(),
+        state.inbox.clone(),
+        clock,
+        lookups_tx,
+    )?;
     let admin_listen = state.config.load().server.admin_listen;
     let admin_listener = tokio::net::TcpListener::bind(admin_listen)
         .await
         .with_context(|| format!("cannot listen on {admin_listen} (server.admin_listen)"))?;
     tracing::info!(
-        "admin surface (/status, /metrics) on {}",
+        "admin surface (dashboard, /status, /metrics) on {}",
         admin_listener.local_addr()?
     );
     let mut admin_stop = stop_rx_admin;
     let admin = tokio::spawn(serve_http(
         admin_listener,
-        receiver::admin_router(state.clone()),
+        admin::router(admin_state),
         async move {
             let _ = admin_stop.changed().await;
         },

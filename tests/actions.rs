@@ -7,7 +7,7 @@ mod common;
 use std::path::Path;
 use std::time::Duration;
 
-use common::{PORTAL_ID, PUBLIC_URL, Server, TestConfig, eventually, runtime};
+use common::{PORTAL_ID, PUBLIC_URL, Server, TestConfig, eventually, runtime, set_clock};
 use sendtime::datasets::outcomes::{self, Action, Status};
 use sendtime::datasets::plan;
 use sendtime::hubspot::standin::{Options, StandIn, WorkflowRun};
@@ -39,12 +39,6 @@ fn start(config: &Path, data: &Path, clock: &Path) -> Server {
             ("SENDTIME_CLOCK_FILE", clock.as_str()),
         ],
     )
-}
-
-fn set_clock(file: &Path, ms: i64) {
-    let tmp = file.with_extension("tmp");
-    std::fs::write(&tmp, ms.to_string()).unwrap();
-    std::fs::rename(&tmp, file).unwrap();
 }
 
 fn now_ms() -> i64 {

@@ -8,7 +8,7 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use common::{Hook, PUBLIC_URL, Server, TestConfig, eventually, runtime};
+use common::{Hook, PUBLIC_URL, Server, TestConfig, enrollments, eventually, runtime, set_clock};
 use sendtime::datasets::outcomes::{self, OutcomeRow, Status};
 use sendtime::datasets::plan::{self, PlanRow};
 use sendtime::hubspot::standin::{LogEntry, Options, StandIn};
@@ -97,12 +97,6 @@ fn post(server: &Server, webhook: &str, vid: u64, email: &str) -> String {
     v["receipt_id"].as_str().unwrap().to_string()
 }
 
-fn set_clock(file: &Path, ms: i64) {
-    let tmp = file.with_extension("tmp");
-    std::fs::write(&tmp, ms.to_string()).unwrap();
-    std::fs::rename(&tmp, file).unwrap();
-}
-
 /// Wait until the server runs the config now in `path` (its identity on `/status`).
 fn wait_for_config(server: &Server, path: &Path) {
     let identity = sendtime::config::identity_of(&std::fs::read(path).unwrap());
@@ -126,32 +120,6 @@ fn outcomes(data: &Path) -> Vec<OutcomeRow> {
 
 fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
-}
-
-/// Successful enrollments per (workflow, email) in the stand-in's log.
-fn enrollments(log: &[LogEntry]) -> HashMap<(String, String), usize> {
-    let mut out = HashMap::new();
-    for e in log {
-        if e.method != "POST" || e.status != Some(204) {
-            continue;
-        }
-        let parts: Vec<&str> = e.path.split('/').collect();
-        if let [
-            "",
-            "automation",
-            "v2",
-            "workflows",
-            wf,
-            "enrollments",
-            "contacts",
-            email,
-        ] = parts.as_slice()
-        {
-            *out.entry((wf.to_string(), email.replace("%40", "@")))
-                .or_default() += 1;
-        }
-    }
-    out
 }
 
 /// Opens at `hour` UTC on 12 past days for each of `emails`, imported with `sendtime import csv`.

@@ -58,6 +58,9 @@ pub struct Server {
     /// The admin surface (`/status`, `/metrics`): never on the public listener
     /// (`serve --admin-listen` overrides it).
     pub admin_listen: SocketAddr,
+    /// The environment variable holding the admin surface's bearer token; unset, the admin
+    /// surface takes anyone who can reach it (loopback by default).
+    pub admin_token_env: Option<String>,
     /// The URL HubSpot calls, without a trailing slash. Signatures v2/v3 cover it, so it must
     /// be the public one, not the local listener.
     pub public_url: String,

@@ -230,6 +230,19 @@ fn read_server(ctx: &mut Ctx, top: &TableReader, base_dir: &Path) -> Option<Serv
         None if !r.has("admin_listen") => Some(Server::DEFAULT_ADMIN_LISTEN),
         None => None,
     };
+    let admin_token_env = r.env_name(ctx, "admin_token_env");
+    if let Some(addr) = admin_listen
+        && !addr.ip().is_loopback()
+        && admin_token_env.is_none()
+    {
+        let at = r.get("admin_listen").map_or(0, |v| v.span().start);
+        ctx.warning(
+            at,
+            format!(
+                "`admin_listen` {addr} is reachable from other machines and the admin surface (status, metrics, the dashboard, pause and resume) has no token: set `admin_token_env` to a variable holding a long random token"
+            ),
+        );
+    }
     let public_url = r.required(
         ctx,
         "public_url",
@@ -255,6 +268,7 @@ fn read_server(ctx: &mut Ctx, top: &TableReader, base_dir: &Path) -> Option<Serv
     Some(Server {
         listen: listen?,
         admin_listen: admin_listen?,
+        admin_token_env: admin_token_env.map(|(name, _)| name),
         public_url: public_url?,
         data_dir: data_dir?,
         max_body_bytes: max_body_bytes? as usize,

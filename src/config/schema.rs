@@ -98,9 +98,15 @@ pub fn schema() -> Value {
                 "admin_listen",
                 with_default(
                     string(
-                        "The admin surface (/status, /metrics), never the public listener (serve --admin-listen overrides it).",
+                        "The admin surface (the dashboard, /status, /metrics), never the public listener (serve --admin-listen overrides it).",
                     ),
                     json!(Server::DEFAULT_ADMIN_LISTEN.to_string()),
+                ),
+            ),
+            (
+                "admin_token_env",
+                env_name(
+                    "The environment variable holding the admin surface's bearer token; needed when admin_listen is not loopback.",
                 ),
             ),
             (

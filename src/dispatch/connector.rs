@@ -48,6 +48,16 @@ pub struct Link {
     pub learned_batch: AtomicUsize,
 }
 
+impl PauseReason {
+    /// As `/status` shows it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PauseReason::DailyLimit => "daily_limit",
+            PauseReason::RefusedToken => "refused_token",
+        }
+    }
+}
+
 impl Link {
     pub(super) fn new(id: String, client: Client) -> Link {
         Link {
@@ -60,11 +70,16 @@ impl Link {
 
     /// Until when nothing goes out through this connector (clock ms), if paused at `now`.
     pub fn paused_at(&self, now: i64) -> Option<i64> {
+        self.pause_at(now).map(|(until, _)| until)
+    }
+
+    /// Until when and why nothing goes out, if paused at `now`.
+    pub fn pause_at(&self, now: i64) -> Option<(i64, PauseReason)> {
         self.pause
             .lock()
             .unwrap()
-            .map(|p| p.until)
-            .filter(|t| *t > now)
+            .filter(|p| p.until > now)
+            .map(|p| (p.until, p.reason))
     }
 
     /// A daily-limit pause: the kind that outlasts the process.

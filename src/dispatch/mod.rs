@@ -11,7 +11,7 @@
 //! "in doubt" and their contact's enrollments are read before an enrollment is sent again.
 
 mod capacity;
-mod connector;
+pub mod connector;
 pub mod ids;
 mod planning;
 pub mod profiles;
@@ -319,6 +319,9 @@ impl Dispatcher {
             ..TickReport::default()
         };
         report.planned = tokio::task::block_in_place(|| self.plan_new(config, now))?;
+        self.metrics
+            .board
+            .set_population(&self.profiles.population());
         self.publish_forecast(config, now);
         self.unhold(config);
         self.resume_connectors(now);
@@ -335,12 +338,29 @@ impl Dispatcher {
             link.learn_daily_reset(now).await;
         }
         self.store_pauses();
+        self.metrics
+            .board
+            .set_links(self.links.values().map(|(_, link)| link));
         report.held = self.held.values().map(Vec::len).sum();
         report.queued = self.queued();
         report.took = started.elapsed();
         self.metrics.queued.set(report.queued as i64);
         self.metrics.tick_seconds.observe(report.took.as_secs_f64());
         Ok(report)
+    }
+
+    /// What the model knows and would do for `contact` now, from the profiles in memory.
+    pub fn explain(
+        &self,
+        config: &Config,
+        contact: &str,
+    ) -> anyhow::Result<crate::model::explain::Explanation> {
+        crate::model::explain::Explanation::new(
+            config,
+            self.profiles.built(),
+            contact,
+            self.clock.now_ms(),
+        )
     }
 
     fn enqueue(&mut self, item: Pending) {
@@ -496,6 +516,7 @@ impl Dispatcher {
             self.metrics
                 .outcome(Status::DryRun.as_str())
                 .inc_by(dry.len() as u64);
+            self.metrics.board.outcomes(&dry);
             if let Err(e) = self.log.write(dry).await {
                 tracing::error!("{e:#}");
             }

@@ -52,7 +52,8 @@ impl ProfileCache {
         Ok(())
     }
 
-    fn built(&self) -> Option<&Built> {
+    /// The profiles and contacts, once built.
+    pub fn built(&self) -> Option<&Built> {
         self.cache.as_ref().map(|(c, _)| &c.built)
     }
 

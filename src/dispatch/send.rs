@@ -91,6 +91,7 @@ impl Ctx {
                 self.metrics.outcome(r.status.as_str()).inc();
             }
         }
+        self.metrics.board.outcomes(&rows);
         match self.log.write(rows).await {
             Ok(()) => true,
             Err(e) => {

@@ -367,6 +367,11 @@ impl Client {
         *self.last_rate.lock().unwrap()
     }
 
+    /// Calls this client started in the last ten seconds.
+    pub fn calls_last_10s(&self) -> usize {
+        self.limiter.calls_in_window()
+    }
+
     /// Wait for the limiter's permission for one call. The client's own methods do this; a
     /// caller that must act between the permission and the call (the dispatcher makes its
     /// `attempting` row durable, and checks it should still call) takes the permission here

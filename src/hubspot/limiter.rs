@@ -27,6 +27,21 @@ struct Pace {
     /// Minimum gap between call starts while HubSpot says the window is nearly spent.
     spacing: Option<Duration>,
     last_start: Option<Instant>,
+    /// Call starts in the last ten seconds (at most the paced limit), for the dashboard.
+    recent: std::collections::VecDeque<Instant>,
+}
+
+impl Pace {
+    /// Drop the starts that are out of the window ending at `now`.
+    fn forget_before(&mut self, now: Instant) {
+        while self
+            .recent
+            .front()
+            .is_some_and(|t| now.duration_since(*t) >= TEN_SECONDS)
+        {
+            self.recent.pop_front();
+        }
+    }
 }
 
 impl fmt::Debug for Limiter {
@@ -79,7 +94,18 @@ impl Limiter {
             }
         }
         self.gcra.until_ready().await;
-        self.pace.lock().unwrap().last_start = Some(Instant::now());
+        let now = Instant::now();
+        let mut pace = self.pace.lock().unwrap();
+        pace.last_start = Some(now);
+        pace.forget_before(now);
+        pace.recent.push_back(now);
+    }
+
+    /// Calls started in the last ten seconds.
+    pub fn calls_in_window(&self) -> usize {
+        let mut pace = self.pace.lock().unwrap();
+        pace.forget_before(Instant::now());
+        pace.recent.len()
     }
 
     /// Hold every caller for `wait` (after a 429, so the whole connector backs off).

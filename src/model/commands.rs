@@ -7,160 +7,20 @@ use anyhow::Context;
 
 use super::backtest::{self, Rows};
 use super::dataset;
-use super::plan::{Subject, plan};
+use super::explain::Explanation;
 use super::synth;
-use crate::config::{Config, WebhookType};
-use crate::datasets::contacts::contact_key;
+use crate::config::Config;
 use crate::import::csv::{self as csv_import, Columns};
-use crate::time::{DAY_MS, SLOTS, day_of, format_minute, now_ms, slot_name};
+use crate::time::{day_of, format_minute, now_ms};
 
 /// `sendtime explain CONTACT`: class, heat map, and what each webhook type would do now.
 pub fn explain(config: &Config, contact: &str, at: Option<i64>) -> anyhow::Result<()> {
-    anyhow::ensure!(
-        !contact.trim().is_empty(),
-        "CONTACT is empty: give an email address or a HubSpot contact id"
-    );
     let now = at.unwrap_or_else(now_ms);
     let data_dir = &config.server.data_dir;
     let built = dataset::build(data_dir, config.model, now)?;
-    let (id, email) = match contact.parse::<i64>() {
-        Ok(id) => (Some(id), None),
-        Err(_) => (None, Some(contact)),
-    };
-    let index = built.contacts.find(id, email);
-    let profile = built.profiles.profile(index, day_of(now));
-    let key = contact_key(id, email).unwrap_or_default();
-    let mut out = String::new();
-    use std::fmt::Write as _;
-    match index {
-        None => {
-            let _ = writeln!(
-                out,
-                "{contact}: no events for this contact in {}; treated as a new contact (class evaluating)",
-                data_dir.join("events").display()
-            );
-        }
-        Some(_) => {
-            let _ = writeln!(
-                out,
-                "{contact}: class {}, {} opens/clicks, last {}{}",
-                profile.class,
-                profile.engagements,
-                profile
-                    .last_day
-                    .map_or("never".into(), |d| format_minute(d as i64 * DAY_MS)[..10]
-                        .to_string()),
-                if profile.machine {
-                    "; MACHINE-LIKE: not learned from"
-                } else {
-                    ""
-                }
-            );
-        }
-    }
-    let _ = writeln!(out, "as of {}\n", format_minute(now));
-    out.push_str(&heat_map(&profile.scores));
-    let _ = writeln!(out);
-    for kind in WebhookType::ALL {
-        let p = plan(
-            kind,
-            now,
-            index.map(|_| &profile),
-            &built.profiles.population,
-            Subject {
-                contact: &key,
-                receipt: "explain",
-            },
-        );
-        let _ = writeln!(out, "{:<30} {}", kind.as_str(), format_minute(p.due_at_ms));
-        let _ = writeln!(out, "{:<30} {}", "", p.reason);
-    }
-    // A workflow action releases the contact at its delivery type's time above.
-    for action in config
-        .webhooks
-        .iter()
-        .filter(|w| w.target == crate::config::Target::Callback)
-    {
-        let _ = writeln!(
-            out,
-            "action {}: released as its delivery type above ({} when the workflow chooses none)",
-            action.id, action.kind
-        );
-    }
-    planned_receipts(data_dir, id, email, &mut out)?;
-    print!("{out}");
+    let explanation = Explanation::new(config, Some(&built), contact, now)?;
+    print!("{}", explanation.text(&data_dir.join("events")));
     Ok(())
-}
-
-/// The contact's receipts in `plan/`, newest last (at most the ten latest), with the reasons
-/// that say where capacity and quiet hours moved them.
-fn planned_receipts(
-    data_dir: &std::path::Path,
-    id: Option<i64>,
-    email: Option<&str>,
-    out: &mut String,
-) -> anyhow::Result<()> {
-    use std::fmt::Write as _;
-    let dataset = crate::datasets::plan::dataset(data_dir)?;
-    let mut rows: Vec<_> = crate::datasets::plan::read(&dataset)?
-        .into_iter()
-        .filter(|p| match (id, email) {
-            (Some(id), _) => p.contact_id == Some(id),
-            (None, Some(e)) => p
-                .email
-                .as_deref()
-                .is_some_and(|pe| pe.eq_ignore_ascii_case(e.trim())),
-            (None, None) => false,
-        })
-        .collect();
-    rows.sort_by_key(|p| (p.planned_at_ms, p.received_at_ms));
-    rows.dedup_by(|a, b| a.receipt_id == b.receipt_id);
-    let _ = writeln!(out, "\nplanned receipts: {}", rows.len());
-    for p in rows.iter().skip(rows.len().saturating_sub(10)) {
-        let _ = writeln!(
-            out,
-            "{} {} received {}, due {}\n  {}",
-            p.webhook_id,
-            p.webhook_type,
-            format_minute(p.received_at_ms),
-            format_minute(p.due_at_ms),
-            p.reason
-        );
-    }
-    Ok(())
-}
-
-/// A 7×24 heat map of slot scores, darker = likelier; two columns per hour, each label over
-/// the first column of its hour.
-fn heat_map(scores: &[f64; SLOTS]) -> String {
-    const SHADES: [char; 5] = [' ', '░', '▒', '▓', '█'];
-    let max = scores.iter().cloned().fold(0.0, f64::max).max(1e-12);
-    let mut out = String::from("      UTC  ");
-    for h in (0..24).step_by(3) {
-        out.push_str(&format!("{h:<6}"));
-    }
-    out.truncate(out.trim_end().len());
-    out.push('\n');
-    for (d, day) in ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"]
-        .iter()
-        .enumerate()
-    {
-        out.push_str(&format!("      {day}  "));
-        for h in 0..24 {
-            let v = scores[d * 24 + h] / max;
-            let shade = SHADES[((v * 4.0).round() as usize).min(4)];
-            out.push(shade);
-            out.push(shade);
-        }
-        out.push('\n');
-    }
-    // The earliest of equal bests.
-    let best = (0..SLOTS).fold(0, |b, s| if scores[s] > scores[b] { s } else { b });
-    out.push_str(&format!(
-        "      ░ ▒ ▓ █ = about 1/4, 1/2, 3/4, all of the best slot's score; best slot: {}\n",
-        slot_name(best as u8)
-    ));
-    out
 }
 
 /// Fail unless `{data_dir}/events/` holds a part: a command that learns from events has
@@ -359,32 +219,4 @@ pub fn generate(
         out.display()
     );
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Each hour label stands over its own hour's cells.
-    #[test]
-    fn heat_map_labels_sit_over_their_hours() {
-        let mut scores = [0.0; SLOTS];
-        for h in [0, 12, 21] {
-            scores[24 + h] = 1.0; // Tuesday
-        }
-        let map = heat_map(&scores);
-        let lines: Vec<&str> = map.lines().collect();
-        // The header is ASCII: byte offsets are columns.
-        let header = format!("{} ", lines[0]);
-        let label = |h: &str| header.find(&format!(" {h} ")).unwrap() + 1;
-        let tuesday: Vec<char> = lines[2].chars().collect();
-        assert!(lines[2].trim_start().starts_with("Tue"), "{map}");
-        let full: Vec<usize> = (0..tuesday.len()).filter(|i| tuesday[*i] == '█').collect();
-        assert_eq!(full.len(), 6, "{map}");
-        for (k, h) in ["0", "12", "21"].iter().enumerate() {
-            assert_eq!(full[2 * k], label(h), "hour {h}:\n{map}");
-            assert_eq!(full[2 * k + 1], full[2 * k] + 1);
-        }
-        assert!(map.contains("best slot: Tue 00:00"), "{map}");
-    }
 }

@@ -12,6 +12,7 @@
 pub mod backtest;
 pub mod commands;
 pub mod dataset;
+pub mod explain;
 pub mod plan;
 pub mod profile;
 pub mod slots;

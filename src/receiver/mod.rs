@@ -25,6 +25,7 @@ use axum::routing::{get, post};
 use serde_json::json;
 use ulid::Ulid;
 
+use crate::admin::board::{Post, UNKNOWN};
 use crate::config::{Config, ConfigHandle, Connector, Target, Webhook, WebhookType};
 use crate::datasets::contacts::is_email_address;
 use crate::datasets::inbox::{Inbox, Receipt, Stored};
@@ -54,16 +55,6 @@ pub fn router(state: AppState) -> Router {
         .route("/hooks/{webhook_id}", post(receive))
         .route("/actions/{action_id}", post(receive_action))
         .route("/healthz", get(|| async { "ok\n" }))
-        .with_state(state)
-}
-
-/// The admin surface, on its own listener: status, metrics, health. It names webhook ids and
-/// volumes, so it is never served where HubSpot (or anyone) calls.
-pub fn admin_router(state: AppState) -> Router {
-    Router::new()
-        .route("/healthz", get(|| async { "ok\n" }))
-        .route("/metrics", get(metrics))
-        .route("/status", get(status))
         .with_state(state)
 }
 
@@ -122,10 +113,15 @@ async fn receive_action(
 fn refused(state: &AppState, id: &str, refusal: Refusal) -> Response {
     // Unknown ids are logged under one key, however many strangers try.
     let webhook = match &refusal {
-        Refusal::UnknownWebhook { .. } => "(unknown)",
+        Refusal::UnknownWebhook { .. } => UNKNOWN,
+        _ if state.config.load().webhook(id).is_none() => UNKNOWN,
         _ => id,
     };
     state.refusals.record(&state.metrics, webhook, &refusal);
+    state
+        .metrics
+        .board
+        .post(webhook, Post::Refused(refusal.label()));
     refusal.into_response()
 }
 
@@ -305,11 +301,19 @@ fn check_portal(portal: &Portal, connector: &Connector) -> Result<(), Refusal> {
 
 /// Store a receipt; count what became of it.
 async fn store(state: &AppState, receipt: Receipt) -> Result<Stored, Refusal> {
+    let webhook = receipt.webhook_id.clone();
     let stored = state.inbox.store(receipt).await?;
-    match &stored {
-        Stored::New(_) => state.metrics.accepted.inc(),
-        Stored::Duplicate(_) => state.metrics.duplicates.inc(),
+    let post = match &stored {
+        Stored::New(_) => {
+            state.metrics.accepted.inc();
+            Post::Accepted
+        }
+        Stored::Duplicate(_) => {
+            state.metrics.duplicates.inc();
+            Post::Duplicate
+        }
     };
+    state.metrics.board.post(&webhook, post);
     Ok(stored)
 }
 
@@ -394,52 +398,4 @@ async fn accept_execution(state: &AppState, post: Authenticated) -> Result<Webho
     };
     store(state, receipt).await?;
     Ok(kind)
-}
-
-async fn metrics(State(state): State<AppState>) -> Response {
-    (
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        state.metrics.render(),
-    )
-        .into_response()
-}
-
-/// What is in force: the config identity and the webhooks it declares.
-async fn status(State(state): State<AppState>) -> Response {
-    let config = state.config.load();
-    let endpoint = |w: &Webhook, url: String| {
-        json!({
-            "id": w.id,
-            "type": w.kind.as_str(),
-            "connector": w.connector,
-            "url": url,
-        })
-    };
-    let (actions, webhooks): (Vec<&Webhook>, Vec<&Webhook>) = config
-        .webhooks
-        .iter()
-        .partition(|w| w.target == Target::Callback);
-    let webhooks: Vec<_> = webhooks
-        .into_iter()
-        .map(|w| endpoint(w, config.webhook_url(w)))
-        .collect();
-    let actions: Vec<_> = actions
-        .into_iter()
-        .map(|w| endpoint(w, config.action_url(w)))
-        .collect();
-    axum::Json(json!({
-        "config": config.identity,
-        "pending": state.inbox.pending_count(),
-        "webhooks": webhooks,
-        "actions": actions,
-        "capacity": *state.metrics.forecast(),
-        "imports": state.metrics.imports(),
-        "paused": crate::pauses::read(&config.server.data_dir)
-            .map(|p| p.paused)
-            .unwrap_or_default(),
-    }))
-    .into_response()
 }

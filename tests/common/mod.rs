@@ -143,7 +143,7 @@ impl Server {
         server.addr = addr.parse().expect("listen address in log");
         let line = server
             .wait_log(
-                "admin surface (/status, /metrics) on ",
+                "admin surface (dashboard, /status, /metrics) on ",
                 Duration::from_secs(30),
             )
             .unwrap_or_else(|| panic!("no admin surface; logs:\n{}", server.logs()));
@@ -290,4 +290,39 @@ pub fn runtime() -> tokio::runtime::Runtime {
         .enable_all()
         .build()
         .unwrap()
+}
+
+/// Move the dispatcher's "now" (`SENDTIME_CLOCK_FILE`) to `ms`, atomically.
+pub fn set_clock(file: &Path, ms: i64) {
+    let tmp = file.with_extension("tmp");
+    std::fs::write(&tmp, ms.to_string()).unwrap();
+    std::fs::rename(&tmp, file).unwrap();
+}
+
+/// Successful enrollments per (workflow, email) in the stand-in's log.
+pub fn enrollments(
+    log: &[sendtime::hubspot::standin::LogEntry],
+) -> std::collections::HashMap<(String, String), usize> {
+    let mut out = std::collections::HashMap::new();
+    for e in log {
+        if e.method != "POST" || e.status != Some(204) {
+            continue;
+        }
+        let parts: Vec<&str> = e.path.split('/').collect();
+        if let [
+            "",
+            "automation",
+            "v2",
+            "workflows",
+            wf,
+            "enrollments",
+            "contacts",
+            email,
+        ] = parts.as_slice()
+        {
+            *out.entry((wf.to_string(), email.replace("%40", "@")))
+                .or_default() += 1;
+        }
+    }
+    out
 }

@@ -1,0 +1,313 @@
+// The sendtime dashboard: draws what /status says, every two seconds. Text goes in through
+// textContent only: ids, messages and contacts come from outside.
+"use strict";
+
+const DAYS = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"];
+const REFRESH_MS = 2000;
+const $ = (selector) => document.querySelector(selector);
+
+// A token in the address (#token=...) is taken once, kept for this tab, and removed from it.
+let token = sessionStorage.getItem("sendtime-token") || "";
+if (location.hash.startsWith("#token=")) {
+  token = decodeURIComponent(location.hash.slice("#token=".length));
+  sessionStorage.setItem("sendtime-token", token);
+  history.replaceState(null, "", location.pathname);
+}
+
+async function api(path, options = {}) {
+  const headers = Object.assign({}, options.headers || {});
+  if (token) headers.Authorization = "Bearer " + token;
+  const response = await fetch(path, Object.assign({}, options, { headers, cache: "no-store" }));
+  const body = await response.json().catch(() => ({}));
+  if (response.status === 401) {
+    $("#auth").hidden = false;
+    throw new Error(body.message || "this admin surface needs its token");
+  }
+  if (!response.ok) throw new Error(body.message || response.status + " " + response.statusText);
+  return body;
+}
+
+function el(tag, text, className) {
+  const node = document.createElement(tag);
+  if (text !== undefined && text !== null) node.textContent = String(text);
+  if (className) node.className = className;
+  return node;
+}
+
+function row(cells) {
+  const tr = document.createElement("tr");
+  for (const cell of cells) tr.append(cell instanceof Node ? cell : el("td", cell));
+  return tr;
+}
+
+function num(value) {
+  return el("td", Number(value || 0).toLocaleString("en-US"), "num");
+}
+
+function time(ms) {
+  if (ms === null || ms === undefined) return "–";
+  return new Date(ms).toISOString().slice(0, 16).replace("T", " ") + " UTC";
+}
+
+function slotName(slot) {
+  return DAYS[Math.floor(slot / 24)] + " " + String(slot % 24).padStart(2, "0") + ":00 UTC";
+}
+
+/// A 7×24 table of slot scores into `table`, each cell carrying its value.
+function drawHeat(table, scores) {
+  table.replaceChildren();
+  const head = document.createElement("tr");
+  head.append(el("th", "UTC"));
+  for (let h = 0; h < 24; h++) head.append(el("th", h % 3 === 0 ? h : ""));
+  table.append(head);
+  const max = Math.max(...scores, 1e-12);
+  for (let d = 0; d < 7; d++) {
+    const tr = document.createElement("tr");
+    tr.append(el("th", DAYS[d]));
+    for (let h = 0; h < 24; h++) {
+      const slot = d * 24 + h;
+      const value = scores[slot];
+      const td = el("td");
+      td.dataset.slot = slot;
+      td.dataset.value = String(value);
+      td.title = slotName(slot) + ": " + (value * 100).toFixed(2) + "%";
+      td.style.background = "hsl(212, 75%, " + (96 - 58 * (value / max)).toFixed(1) + "%)";
+      tr.append(td);
+    }
+    table.append(tr);
+  }
+  let best = 0;
+  scores.forEach((v, s) => { if (v > scores[best]) best = s; });
+  return best;
+}
+
+const SVG = "http://www.w3.org/2000/svg";
+function svg(tag, attrs) {
+  const node = document.createElementNS(SVG, tag);
+  for (const [k, v] of Object.entries(attrs)) node.setAttribute(k, v);
+  return node;
+}
+
+/// One chart per connector: planned calls per hour against its capacity.
+function drawForecast(capacity) {
+  const box = $("#forecast");
+  box.replaceChildren();
+  let total = 0;
+  const from = capacity.from_ms;
+  for (const c of capacity.connectors || []) {
+    const planned = c.planned_per_hour;
+    const sum = planned.reduce((a, b) => a + b, 0);
+    total += sum;
+    const wrap = el("div", null, "forecast");
+    wrap.dataset.connector = c.connector;
+    const busiest = Math.max(...planned, 0);
+    // Drawn to the busiest hour: a capacity far above it would flatten every bar.
+    const scale = Math.max(busiest, 1) * 1.15;
+    const capShown = c.capacity_per_hour <= scale;
+    const caption = el("p", null, "note");
+    caption.append(el("strong", c.connector), ": ");
+    const sumNode = el("span", sum.toLocaleString("en-US"), "planned-total");
+    sumNode.dataset.value = String(sum);
+    caption.append(sumNode, " calls planned; busiest hour " + busiest.toLocaleString("en-US") +
+      " against a capacity of " + c.capacity_per_hour.toLocaleString("en-US") + " per hour" +
+      (capShown ? "" : " (far above: not drawn)") +
+      (c.daily_budget ? "; daily budget " + c.daily_budget.toLocaleString("en-US") : ""));
+    wrap.append(caption);
+    const width = 6 * planned.length, height = 140, top = 12, bottom = 18;
+    const y = (v) => top + (height - top - bottom) * (1 - v / scale);
+    const chart = svg("svg", { width, height, viewBox: "0 0 " + width + " " + height, role: "img",
+      "aria-label": "planned calls per hour for " + c.connector });
+    planned.forEach((v, i) => {
+      if (i % 24 === 0) {
+        chart.append(svg("line", { x1: i * 6, x2: i * 6, y1: top, y2: height - bottom, class: "day" }));
+        const label = svg("text", { x: i * 6 + 2, y: height - 4 });
+        label.textContent = time(from + i * 3600e3).slice(0, 10);
+        chart.append(label);
+      }
+      if (v > 0) {
+        const bar = svg("rect", { x: i * 6, y: y(v), width: 5, height: y(0) - y(v),
+          class: v > c.capacity_per_hour ? "bar over" : "bar" });
+        const tip = svg("title", {});
+        tip.textContent = time(from + i * 3600e3) + ": " + v + " calls";
+        bar.append(tip);
+        chart.append(bar);
+      }
+    });
+    if (capShown) {
+      const cap = y(c.capacity_per_hour);
+      chart.append(svg("line", { x1: 0, x2: width, y1: cap, y2: cap, class: "cap" }));
+    }
+    wrap.append(chart);
+    box.append(wrap);
+  }
+  if (!box.childElementCount) box.append(el("p", "Nothing planned yet: the first tick draws it.", "note"));
+  $("#queue-total").textContent = total.toLocaleString("en-US");
+  $("#queue-total").dataset.value = String(total);
+}
+
+function pauseButton(id, paused, connector) {
+  const button = el("button", paused ? "Resume" : "Pause", paused ? "resume" : "pause");
+  button.dataset.id = id;
+  button.dataset.action = paused ? "resume" : "pause";
+  button.addEventListener("click", async () => {
+    button.disabled = true;
+    try {
+      await api("/" + button.dataset.action, {
+        method: "POST",
+        headers: { "Content-Type": "application/json" },
+        body: JSON.stringify({ id, connector }),
+      });
+      await refresh();
+    } catch (e) {
+      showError(e);
+    } finally {
+      button.disabled = false;
+    }
+  });
+  return button;
+}
+
+function drawConnectors(connectors) {
+  const body = $("#connectors tbody");
+  body.replaceChildren();
+  for (const c of connectors) {
+    const state = c.dry_run ? el("td", "dry run", "state-dry")
+      : c.paused ? el("td", "paused: " + c.paused.replace("_", " ") +
+          (c.paused_until_ms ? " until " + time(c.paused_until_ms) : ""), "state-paused")
+      : el("td", "sending", "state-sending");
+    const daily = c.daily_limit ? (c.daily_limit - c.daily_remaining).toLocaleString("en-US") +
+      " of " + c.daily_limit.toLocaleString("en-US") : "–";
+    const err = c.last_error ? time(c.last_error.at_ms) + " " + (c.last_error.http_status || "") +
+      " " + c.last_error.message : "–";
+    const imp = c.last_import ? (c.last_import.last_error ? "failed: " + c.last_import.last_error
+      : time(c.last_import.last_success_at_ms) + ", " + c.last_import.last_new_events + " new events") : "–";
+    const tr = row([el("td", c.id), state,
+      el("td", c.calls_last_10s + " / " + c.paced_per_10s + " (limit " + c.limit_per_10s + ")", "num"),
+      el("td", daily), el("td", err, "msg"), el("td", imp, "msg"),
+      el("td")]);
+    tr.lastChild.append(pauseButton(c.id, c.paused === "operator", true));
+    tr.dataset.connector = c.id;
+    body.append(tr);
+  }
+}
+
+function drawEndpoints(status) {
+  const body = $("#endpoints tbody");
+  body.replaceChildren();
+  let sent = 0, failed = 0;
+  const all = status.webhooks.map((w) => [w, "webhook"]).concat(status.actions.map((a) => [a, "action"]));
+  for (const [e, kind] of all) {
+    const c = e.counts;
+    const refusedTotal = Object.values(c.refused).reduce((a, b) => a + b, 0);
+    const refused = Object.entries(c.refused).map(([k, v]) => k.replaceAll("_", " ") + " " + v).join(", ");
+    sent += c.sent;
+    failed += c.failed;
+    const cells = {
+      received: num(c.accepted + c.duplicates + refusedTotal),
+      refused: el("td", refused || "–", "msg"),
+      pending: num(e.pending),
+      held: num(e.held),
+      sent: num(c.sent),
+      failed: num(c.failed),
+    };
+    for (const [name, td] of Object.entries(cells)) td.classList.add(name);
+    const state = e.paused ? el("td", "paused", "state-paused") : el("td", "sending", "state-sending");
+    const idCell = el("td", e.id);
+    idCell.title = kind + " at " + e.url;
+    const tr = row([idCell, el("td", kind === "action" ? "action, " + e.type : e.type), el("td", e.connector),
+      cells.received, cells.refused, cells.pending, cells.held, cells.sent, cells.failed, state, el("td")]);
+    tr.lastChild.append(pauseButton(e.id, e.paused, false));
+    tr.dataset.endpoint = e.id;
+    body.append(tr);
+  }
+  $("#sent-total").textContent = sent.toLocaleString("en-US");
+  $("#failed-total").textContent = failed.toLocaleString("en-US");
+  const unknown = Object.values(status.unknown || {}).reduce((a, b) => a + b, 0);
+  $("#unknown").textContent = unknown ? unknown + " posts to ids that are not configured were refused." : "";
+}
+
+function drawOutcomes(outcomes) {
+  const body = $("#outcomes tbody");
+  body.replaceChildren();
+  for (const o of outcomes.slice(0, 20)) {
+    body.append(row([time(o.at_ms), o.webhook, o.connector, o.action.replace("_", " "), o.target,
+      el("td", o.status, "status-" + o.status), o.http_status || "", el("td", o.message || "", "msg")]));
+  }
+  if (!outcomes.length) body.append(row([el("td", "No calls yet.", "note")]));
+}
+
+function showError(e) {
+  $("#error").textContent = e.message;
+  $("#error").hidden = false;
+}
+
+async function refresh() {
+  try {
+    const status = await api("/status");
+    $("#error").hidden = true;
+    $("#config").textContent = status.config;
+    $("#now").textContent = time(status.now_ms);
+    $("#pending").textContent = Number(status.pending).toLocaleString("en-US");
+    $("#pending").dataset.value = String(status.pending);
+    if (status.population) {
+      const best = drawHeat($("#heatmap"), status.population);
+      $("#heat-best").textContent = "Best hour: " + slotName(best);
+    }
+    drawForecast(status.capacity);
+    drawConnectors(status.connectors);
+    drawEndpoints(status);
+    drawOutcomes(status.outcomes);
+    $("#live").textContent = "updated " + new Date().toLocaleTimeString();
+    $("#live").className = "live ok";
+    document.body.dataset.updated = String(Date.now());
+  } catch (e) {
+    $("#live").className = "live stale";
+    showError(e);
+  }
+}
+
+async function lookup(event) {
+  event.preventDefault();
+  const out = $("#lookup-result");
+  out.replaceChildren(el("p", "Looking up…", "note"));
+  try {
+    const x = await api("/contact?q=" + encodeURIComponent($("#lookup").value));
+    out.replaceChildren();
+    const summary = x.known
+      ? x.contact + ": class " + x.class + ", " + x.engagements + " opens/clicks, last " +
+        (x.last_engaged || "never") + (x.machine ? "; machine-like: not learned from" : "")
+      : x.contact + ": no events for this contact; planned as a new contact (class evaluating)";
+    const p = el("p", summary);
+    p.id = "lookup-summary";
+    out.append(p);
+    const heat = el("table", null, "heat");
+    heat.id = "lookup-heat";
+    drawHeat(heat, x.scores);
+    out.append(heat, el("p", "Best hour: " + x.best_slot, "note"));
+    const plans = el("table", null, "grid");
+    plans.append(row([el("th", "webhook type"), el("th", "would go at"), el("th", "why")]));
+    for (const plan of x.plans) plans.append(row([plan.webhook_type, time(plan.due_at_ms), el("td", plan.reason, "msg")]));
+    out.append(plans);
+    out.append(el("h3", "Planned receipts: " + x.receipts_total));
+    const receipts = el("table", null, "grid");
+    receipts.id = "lookup-receipts";
+    for (const r of x.receipts) {
+      receipts.append(row([r.webhook, r.webhook_type, "received " + time(r.received_at_ms),
+        "due " + time(r.due_at_ms), el("td", r.reason, "msg")]));
+    }
+    out.append(receipts);
+  } catch (e) {
+    out.replaceChildren(el("p", e.message, "error"));
+  }
+}
+
+$("#auth").addEventListener("submit", (event) => {
+  event.preventDefault();
+  token = $("#token").value.trim();
+  sessionStorage.setItem("sendtime-token", token);
+  $("#auth").hidden = true;
+  refresh();
+});
+$("#lookup-form").addEventListener("submit", lookup);
+refresh();
+setInterval(refresh, REFRESH_MS);

@@ -1,0 +1,71 @@
+//! Why the admin surface refuses a request, as the HTTP answer it becomes (a JSON body with a
+//! stable `error` label and a message saying what to do).
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    #[error(
+        "this admin surface needs `Authorization: Bearer <token>`, the token in server.admin_token_env"
+    )]
+    Unauthorized,
+    #[error(
+        "requests must name this machine in their Host header (loopback or the admin address); set server.admin_token_env to serve other names"
+    )]
+    ForeignHost,
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("the dispatcher did not answer in time (a long tick?); try again")]
+    Busy,
+    #[error("{0:#}")]
+    Internal(anyhow::Error),
+}
+
+impl AdminError {
+    /// Stable, for scripts and the dashboard.
+    pub fn label(&self) -> &'static str {
+        match self {
+            AdminError::Unauthorized => "unauthorized",
+            AdminError::ForeignHost => "foreign_host",
+            AdminError::NotFound(_) => "not_found",
+            AdminError::BadRequest(_) => "bad_request",
+            AdminError::Busy => "busy",
+            AdminError::Internal(_) => "internal",
+        }
+    }
+
+    pub fn status(&self) -> StatusCode {
+        match self {
+            AdminError::Unauthorized => StatusCode::UNAUTHORIZED,
+            AdminError::ForeignHost => StatusCode::MISDIRECTED_REQUEST,
+            AdminError::NotFound(_) => StatusCode::NOT_FOUND,
+            AdminError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            AdminError::Busy => StatusCode::SERVICE_UNAVAILABLE,
+            AdminError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+impl IntoResponse for AdminError {
+    fn into_response(self) -> Response {
+        if let AdminError::Internal(e) = &self {
+            tracing::error!("admin request failed: {e:#}");
+        }
+        let mut response = (
+            self.status(),
+            axum::Json(json!({"error": self.label(), "message": self.to_string()})),
+        )
+            .into_response();
+        if matches!(self, AdminError::Unauthorized) {
+            response.headers_mut().insert(
+                axum::http::header::WWW_AUTHENTICATE,
+                axum::http::HeaderValue::from_static("Bearer"),
+            );
+        }
+        response
+    }
+}

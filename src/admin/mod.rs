@@ -1,0 +1,261 @@
+//! The admin surface, on its own listener (`[server] admin_listen`), never where HubSpot
+//! calls: the dashboard at `/`, `/status`, `/metrics`, a contact lookup, and pause and resume.
+//!
+//! With `admin_token_env` set, every request but `/healthz` needs `Authorization: Bearer
+//! <token>` (the page itself holds no data: its script asks for the token and sends it). Without
+//! one, requests must name this machine in `Host` (so a web page cannot reach it through DNS
+//! rebinding), and pause and resume take JSON only (so a cross-site form cannot post them).
+
+pub mod board;
+mod error;
+mod page;
+mod status;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{Query, Request, State};
+use axum::http::{HeaderMap, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde::Deserialize;
+use serde_json::json;
+use subtle::ConstantTimeEq;
+use tokio::sync::{mpsc, oneshot};
+
+pub use error::AdminError;
+
+use crate::clock::Clock;
+use crate::config::ConfigHandle;
+use crate::datasets::inbox::Inbox;
+use crate::metrics::Metrics;
+use crate::scheduler::Lookup;
+
+/// How long a contact lookup waits for the dispatcher (it answers between ticks).
+const LOOKUP_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// What the admin handlers share.
+#[derive(Clone)]
+pub struct AdminState {
+    pub config: ConfigHandle,
+    pub metrics: Metrics,
+    pub inbox: Inbox,
+    /// The dispatcher's "now".
+    pub clock: Clock,
+    pub lookups: mpsc::Sender<Lookup>,
+    /// Read from `admin_token_env` at start-up.
+    token: Option<Arc<str>>,
+}
+
+impl AdminState {
+    /// The admin state; fails when `admin_token_env` names a variable that is unset or empty.
+    pub fn new(
+        config: ConfigHandle,
+        metrics: Metrics,
+        inbox: Inbox,
+        clock: Clock,
+        lookups: mpsc::Sender<Lookup>,
+    ) -> anyhow::Result<AdminState> {
+        let token = match &config.load().server.admin_token_env {
+            Some(env) => {
+                let token = std::env::var(env).unwrap_or_default();
+                anyhow::ensure!(
+                    !token.trim().is_empty(),
+                    "server.admin_token_env names {env}, which is not set: set it to a long random token, or remove the key"
+                );
+                Some(Arc::from(token.trim()))
+            }
+            None => None,
+        };
+        Ok(AdminState {
+            config,
+            metrics,
+            inbox,
+            clock,
+            lookups,
+            token,
+        })
+    }
+}
+
+/// The admin router.
+pub fn router(state: AdminState) -> Router {
+    Router::new()
+        .route("/", get(page::index))
+        .route("/dashboard.js", get(page::script))
+        .route("/dashboard.css", get(page::style))
+        .route("/metrics", get(metrics))
+        .route("/status", get(status))
+        .route("/contact", get(contact))
+        .route("/pause", post(pause))
+        .route("/resume", post(resume))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), guard))
+        // Health checks carry no token.
+        .route("/healthz", get(|| async { "ok\n" }))
+        .with_state(state)
+}
+
+/// The token, or (without one) a Host that names this machine. The page and its assets need
+/// no token: they hold no data, and a browser cannot add the header to a navigation.
+async fn guard(
+    State(state): State<AdminState>,
+    request: Request,
+    next: Next,
+) -> Result<Response, AdminError> {
+    let headers = request.headers();
+    match &state.token {
+        Some(token) => {
+            let public = matches!(
+                request.uri().path(),
+                "/" | "/dashboard.js" | "/dashboard.css"
+            );
+            if !public && !bearer_matches(headers, token) {
+                return Err(AdminError::Unauthorized);
+            }
+        }
+        None => {
+            if !host_is_local(headers, state.config.load().server.admin_listen) {
+                return Err(AdminError::ForeignHost);
+            }
+        }
+    }
+    Ok(next.run(request).await)
+}
+
+/// `Authorization: Bearer <token>`, compared in constant time.
+fn bearer_matches(headers: &HeaderMap, token: &str) -> bool {
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or_default()
+        .trim();
+    given.len() == token.len() && bool::from(given.as_bytes().ct_eq(token.as_bytes()))
+}
+
+/// A Host of `localhost`, a loopback address, or the admin listener's own address.
+fn host_is_local(headers: &HeaderMap, admin: std::net::SocketAddr) -> bool {
+    let Some(host) = headers.get(header::HOST).and_then(|h| h.to_str().ok()) else {
+        return false;
+    };
+    // Without the port: `[::1]:8081`, `127.0.0.1:8081`, `localhost`.
+    let name = match host.rsplit_once(':') {
+        Some((name, port)) if !name.ends_with(':') && port.bytes().all(|b| b.is_ascii_digit()) => {
+            name
+        }
+        _ => host,
+    };
+    let name = name.trim_start_matches('[').trim_end_matches(']');
+    if name.eq_ignore_ascii_case("localhost") {
+        return true;
+    }
+    name.parse::<std::net::IpAddr>()
+        .is_ok_and(|ip| ip.is_loopback() || ip == admin.ip())
+}
+
+async fn metrics(State(state): State<AdminState>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        state.metrics.render(),
+    )
+        .into_response()
+}
+
+async fn status(State(state): State<AdminState>) -> Response {
+    axum::Json(status::status(&state)).into_response()
+}
+
+#[derive(Deserialize)]
+struct ContactQuery {
+    /// An email address or a HubSpot contact id.
+    q: String,
+}
+
+/// `GET /contact?q=`: what `sendtime explain` shows, from the profiles in memory.
+async fn contact(
+    State(state): State<AdminState>,
+    Query(query): Query<ContactQuery>,
+) -> Result<Response, AdminError> {
+    let contact = query.q.trim();
+    if contact.is_empty() || contact.len() > 320 {
+        return Err(AdminError::BadRequest(
+            "q must be an email address or a HubSpot contact id".into(),
+        ));
+    }
+    let (reply, answer) = oneshot::channel();
+    let lookup = Lookup {
+        contact: contact.to_string(),
+        reply,
+    };
+    let answered = tokio::time::timeout(LOOKUP_TIMEOUT, async {
+        state.lookups.send(lookup).await.ok()?;
+        answer.await.ok()
+    })
+    .await;
+    match answered {
+        Ok(Some(explanation)) => {
+            Ok(axum::Json(explanation.map_err(AdminError::Internal)?).into_response())
+        }
+        _ => Err(AdminError::Busy),
+    }
+}
+
+/// The body of `POST /pause` and `POST /resume`.
+#[derive(Deserialize)]
+struct Target {
+    /// A webhook, action or connector id.
+    id: String,
+    /// `id` names a connector even where a webhook has the same id.
+    #[serde(default)]
+    connector: bool,
+}
+
+async fn pause(
+    State(state): State<AdminState>,
+    axum::Json(target): axum::Json<Target>,
+) -> Result<Response, AdminError> {
+    set_pause(&state, target, true).await
+}
+
+async fn resume(
+    State(state): State<AdminState>,
+    axum::Json(target): axum::Json<Target>,
+) -> Result<Response, AdminError> {
+    set_pause(&state, target, false).await
+}
+
+/// What `sendtime pause` and `sendtime resume` do; the dispatcher sees it at its next tick.
+async fn set_pause(state: &AdminState, target: Target, on: bool) -> Result<Response, AdminError> {
+    let config = state.config.load_full();
+    let known = if target.connector {
+        config.connector(&target.id).is_some()
+    } else {
+        config.webhook(&target.id).is_some() || config.connector(&target.id).is_some()
+    };
+    if !known {
+        return Err(AdminError::NotFound(format!(
+            "no webhook, action or connector {:?} in the config",
+            target.id
+        )));
+    }
+    let now = crate::time::now_ms();
+    let kind = tokio::task::spawn_blocking(move || {
+        crate::pauses::set(&config, &target.id, target.connector, on, now)
+            .map(|kind| (target.id, kind))
+    })
+    .await
+    .map_err(|e| AdminError::Internal(e.into()))?;
+    let (id, kind) = kind.map_err(AdminError::Internal)?;
+    tracing::info!(
+        id,
+        kind = kind.as_str(),
+        paused = on,
+        "set from the dashboard"
+    );
+    Ok(axum::Json(json!({"id": id, "kind": kind.as_str(), "paused": on})).into_response())
+}

@@ -1,0 +1,128 @@
+//! `GET /status`: everything the dashboard draws, as JSON, so a script sees what a person
+//! sees. Built on each request from the config, the metrics and the [`super::board::Board`].
+
+use serde::Serialize;
+use serde_json::{Value, json};
+
+use super::AdminState;
+use crate::config::{Config, Target, Webhook};
+use crate::hubspot::limiter::Limiter;
+use crate::pauses::Pauses;
+
+/// A connector as the dashboard shows it.
+#[derive(Debug, Serialize)]
+struct ConnectorStatus {
+    id: String,
+    dry_run: bool,
+    /// HubSpot's limit per rolling 10 s, and what sendtime paces to under it.
+    limit_per_10s: u32,
+    paced_per_10s: u32,
+    /// Calls this process started in the last 10 s.
+    calls_last_10s: usize,
+    /// Why nothing goes out now, if so: `operator`, `daily_limit` or `refused_token`.
+    paused: Option<&'static str>,
+    /// Until when a HubSpot-imposed pause lasts (clock ms).
+    paused_until_ms: Option<i64>,
+    /// From HubSpot's latest daily headers (OAuth apps get none).
+    daily_limit: Option<u32>,
+    daily_remaining: Option<u32>,
+    last_error: Option<super::board::LastError>,
+    last_import: Option<crate::metrics::ImportStatus>,
+}
+
+/// The status document.
+pub fn status(state: &AdminState) -> Value {
+    let config = state.config.load();
+    let board = &state.metrics.board;
+    let pauses = crate::pauses::read(&config.server.data_dir).unwrap_or_else(|e| {
+        tracing::warn!("{e:#}");
+        Pauses::default()
+    });
+    let (actions, webhooks): (Vec<&Webhook>, Vec<&Webhook>) = config
+        .webhooks
+        .iter()
+        .partition(|w| w.target == Target::Callback);
+    let now = state.clock.now_ms();
+    let connectors = connectors(&config, state, &pauses, now);
+    let endpoint = |w: &Webhook, url: String| {
+        let pending = state.metrics.pending(&w.id).get();
+        let paused = pauses.holds(&w.id, &w.connector);
+        // While it or its connector is paused, nothing of it goes out: all it has waits.
+        let connector_paused = connectors
+            .iter()
+            .any(|c| c.id == w.connector && c.paused.is_some());
+        json!({
+            "id": w.id,
+            "type": w.kind.as_str(),
+            "connector": w.connector,
+            "url": url,
+            "pending": pending,
+            "paused": paused,
+            "held": if paused || connector_paused { pending } else { 0 },
+            "counts": board.tally(&w.id),
+        })
+    };
+    let webhooks: Vec<_> = webhooks
+        .into_iter()
+        .map(|w| endpoint(w, config.webhook_url(w)))
+        .collect();
+    let actions: Vec<_> = actions
+        .into_iter()
+        .map(|w| endpoint(w, config.action_url(w)))
+        .collect();
+    json!({
+        "config": config.identity,
+        "now_ms": now,
+        "pending": state.inbox.pending_count(),
+        "queued": state.metrics.queued.get(),
+        "webhooks": webhooks,
+        "actions": actions,
+        "unknown": board.tally(super::board::UNKNOWN).refused,
+        "connectors": connectors,
+        "capacity": *state.metrics.forecast(),
+        "population": board.population().map(|p| p.to_vec()),
+        "outcomes": board.latest(),
+        "imports": state.metrics.imports(),
+        "paused": pauses.paused,
+    })
+}
+
+fn connectors(
+    config: &Config,
+    state: &AdminState,
+    pauses: &Pauses,
+    now: i64,
+) -> Vec<ConnectorStatus> {
+    let board = &state.metrics.board;
+    let imports = state.metrics.imports();
+    config
+        .connectors
+        .iter()
+        .map(|c| {
+            let link = board.link(&c.id);
+            let hubspot_pause = link.as_ref().and_then(|l| l.pause_at(now));
+            let rate = link.as_ref().and_then(|l| l.client.last_rate_limit());
+            let operator = pauses
+                .paused
+                .get(&c.id)
+                .is_some_and(|p| p.kind == crate::pauses::Kind::Connector);
+            ConnectorStatus {
+                id: c.id.clone(),
+                dry_run: c.dry_run,
+                limit_per_10s: c.requests_per_10s,
+                paced_per_10s: Limiter::paced_per_10s(c.requests_per_10s),
+                calls_last_10s: link.as_ref().map_or(0, |l| l.client.calls_last_10s()),
+                paused: if operator {
+                    Some("operator")
+                } else {
+                    hubspot_pause.map(|(_, why)| why.as_str())
+                },
+                paused_until_ms: hubspot_pause.map(|(until, _)| until),
+                daily_limit: rate.and_then(|r| r.daily),
+                daily_remaining: rate.and_then(|r| r.daily_remaining),
+                last_error: board.last_error(&c.id),
+                last_import: imports.get(&c.id).cloned(),
+            }
+        })
+        .collect()
+}

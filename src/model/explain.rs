@@ -1,0 +1,292 @@
+//! What the model knows and would do for one contact: `sendtime explain` prints it, and the
+//! dashboard's contact lookup shows it, from the same [`Explanation`].
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use serde::Serialize;
+
+use super::dataset::Built;
+use super::plan::{Subject, plan};
+use crate::config::{Config, Target, WebhookType};
+use crate::datasets::contacts::contact_key;
+use crate::time::{DAY_MS, SLOTS, day_of, format_minute, slot_name};
+
+/// Planned receipts shown per contact (the latest).
+const RECEIPTS_SHOWN: usize = 10;
+
+/// One contact as the model sees it at `as_of_ms`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Explanation {
+    /// As asked: an email address or a HubSpot contact id.
+    pub contact: String,
+    pub as_of_ms: i64,
+    /// The contact has events; otherwise it is planned as a new contact.
+    pub known: bool,
+    pub class: &'static str,
+    /// Opens and clicks learned from.
+    pub engagements: u32,
+    /// The day of the last engagement (`YYYY-MM-DD`).
+    pub last_engaged: Option<String>,
+    /// Machine-like volume or cadence: not learned from.
+    pub machine: bool,
+    /// Probability per hour-of-week slot, Monday 00:00 UTC first.
+    pub scores: Vec<f64>,
+    pub best_slot: String,
+    /// What each webhook type would do now.
+    pub plans: Vec<TypePlan>,
+    /// The workflow actions: each releases at its delivery type's time, its own type's when
+    /// the workflow chooses none.
+    pub actions: Vec<ActionType>,
+    /// Receipts of the contact in `plan/`.
+    pub receipts_total: usize,
+    /// The latest of them, oldest first.
+    pub receipts: Vec<PlannedReceipt>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct TypePlan {
+    pub webhook_type: &'static str,
+    pub due_at_ms: i64,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ActionType {
+    pub id: String,
+    pub webhook_type: &'static str,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PlannedReceipt {
+    pub webhook: String,
+    pub webhook_type: &'static str,
+    pub received_at_ms: i64,
+    pub due_at_ms: i64,
+    pub reason: String,
+}
+
+impl Explanation {
+    /// Explain `contact` (an email or a HubSpot id) at `now` from `built` (none: no events yet).
+    pub fn new(
+        config: &Config,
+        built: Option<&Built>,
+        contact: &str,
+        now: i64,
+    ) -> anyhow::Result<Explanation> {
+        let contact = contact.trim();
+        anyhow::ensure!(
+            !contact.is_empty(),
+            "CONTACT is empty: give an email address or a HubSpot contact id"
+        );
+        let (id, email) = match contact.parse::<i64>() {
+            Ok(id) => (Some(id), None),
+            Err(_) => (None, Some(contact)),
+        };
+        let index = built.and_then(|b| b.contacts.find(id, email));
+        let uniform = [1.0 / SLOTS as f64; SLOTS];
+        let population = built.map_or(&uniform, |b| &b.profiles.population);
+        let profile = built.map(|b| b.profiles.profile(index, day_of(now)));
+        let key = contact_key(id, email).unwrap_or_default();
+        let scores = profile.as_ref().map_or(uniform, |p| p.scores);
+        let plans = WebhookType::ALL
+            .into_iter()
+            .map(|kind| {
+                let p = plan(
+                    kind,
+                    now,
+                    profile.as_ref().filter(|_| index.is_some()),
+                    population,
+                    Subject {
+                        contact: &key,
+                        receipt: "explain",
+                    },
+                );
+                TypePlan {
+                    webhook_type: kind.as_str(),
+                    due_at_ms: p.due_at_ms,
+                    reason: p.reason,
+                }
+            })
+            .collect();
+        let (receipts_total, receipts) = planned_receipts(&config.server.data_dir, id, email)?;
+        Ok(Explanation {
+            contact: contact.to_string(),
+            as_of_ms: now,
+            known: index.is_some(),
+            class: profile.as_ref().map_or("evaluating", |p| p.class.as_str()),
+            engagements: profile.as_ref().map_or(0, |p| p.engagements),
+            last_engaged: profile
+                .as_ref()
+                .and_then(|p| p.last_day)
+                .map(|d| format_minute(d as i64 * DAY_MS)[..10].to_string()),
+            machine: profile.as_ref().is_some_and(|p| p.machine),
+            best_slot: slot_name(best_slot(&scores) as u8),
+            scores: scores.to_vec(),
+            plans,
+            actions: config
+                .webhooks
+                .iter()
+                .filter(|w| w.target == Target::Callback)
+                .map(|w| ActionType {
+                    id: w.id.clone(),
+                    webhook_type: w.kind.as_str(),
+                })
+                .collect(),
+            receipts_total,
+            receipts,
+        })
+    }
+
+    /// As `sendtime explain` prints it; `events_dir` is named when the contact has no events.
+    pub fn text(&self, events_dir: &Path) -> String {
+        let mut out = String::new();
+        let contact = &self.contact;
+        if self.known {
+            let _ = writeln!(
+                out,
+                "{contact}: class {}, {} opens/clicks, last {}{}",
+                self.class,
+                self.engagements,
+                self.last_engaged.as_deref().unwrap_or("never"),
+                if self.machine {
+                    "; MACHINE-LIKE: not learned from"
+                } else {
+                    ""
+                }
+            );
+        } else {
+            let _ = writeln!(
+                out,
+                "{contact}: no events for this contact in {}; treated as a new contact (class evaluating)",
+                events_dir.display()
+            );
+        }
+        let _ = writeln!(out, "as of {}\n", format_minute(self.as_of_ms));
+        out.push_str(&heat_map(&self.scores, &self.best_slot));
+        let _ = writeln!(out);
+        for p in &self.plans {
+            let _ = writeln!(out, "{:<30} {}", p.webhook_type, format_minute(p.due_at_ms));
+            let _ = writeln!(out, "{:<30} {}", "", p.reason);
+        }
+        for a in &self.actions {
+            let _ = writeln!(
+                out,
+                "action {}: released as its delivery type above ({} when the workflow chooses none)",
+                a.id, a.webhook_type
+            );
+        }
+        let _ = writeln!(out, "\nplanned receipts: {}", self.receipts_total);
+        for p in &self.receipts {
+            let _ = writeln!(
+                out,
+                "{} {} received {}, due {}\n  {}",
+                p.webhook,
+                p.webhook_type,
+                format_minute(p.received_at_ms),
+                format_minute(p.due_at_ms),
+                p.reason
+            );
+        }
+        out
+    }
+}
+
+/// The earliest of equal bests.
+fn best_slot(scores: &[f64; SLOTS]) -> usize {
+    (0..SLOTS).fold(0, |b, s| if scores[s] > scores[b] { s } else { b })
+}
+
+/// The contact's receipts in `plan/`: how many, and the latest [`RECEIPTS_SHOWN`] with the
+/// reasons that say where capacity and quiet hours moved them.
+fn planned_receipts(
+    data_dir: &Path,
+    id: Option<i64>,
+    email: Option<&str>,
+) -> anyhow::Result<(usize, Vec<PlannedReceipt>)> {
+    let dataset = crate::datasets::plan::dataset(data_dir)?;
+    let mut rows: Vec<_> = crate::datasets::plan::read(&dataset)?
+        .into_iter()
+        .filter(|p| match (id, email) {
+            (Some(id), _) => p.contact_id == Some(id),
+            (None, Some(e)) => p
+                .email
+                .as_deref()
+                .is_some_and(|pe| pe.eq_ignore_ascii_case(e.trim())),
+            (None, None) => false,
+        })
+        .collect();
+    rows.sort_by_key(|p| (p.planned_at_ms, p.received_at_ms));
+    rows.dedup_by(|a, b| a.receipt_id == b.receipt_id);
+    let total = rows.len();
+    let shown = rows
+        .into_iter()
+        .skip(total.saturating_sub(RECEIPTS_SHOWN))
+        .map(|p| PlannedReceipt {
+            webhook: p.webhook_id,
+            webhook_type: p.webhook_type.as_str(),
+            received_at_ms: p.received_at_ms,
+            due_at_ms: p.due_at_ms,
+            reason: p.reason,
+        })
+        .collect();
+    Ok((total, shown))
+}
+
+/// A 7×24 heat map of slot scores, darker = likelier; two columns per hour, each label over
+/// the first column of its hour.
+fn heat_map(scores: &[f64], best: &str) -> String {
+    const SHADES: [char; 5] = [' ', '░', '▒', '▓', '█'];
+    let max = scores.iter().cloned().fold(0.0, f64::max).max(1e-12);
+    let mut out = String::from("      UTC  ");
+    for h in (0..24).step_by(3) {
+        out.push_str(&format!("{h:<6}"));
+    }
+    out.truncate(out.trim_end().len());
+    out.push('\n');
+    for (d, day) in ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"]
+        .iter()
+        .enumerate()
+    {
+        out.push_str(&format!("      {day}  "));
+        for h in 0..24 {
+            let v = scores[d * 24 + h] / max;
+            let shade = SHADES[((v * 4.0).round() as usize).min(4)];
+            out.push(shade);
+            out.push(shade);
+        }
+        out.push('\n');
+    }
+    out.push_str(&format!(
+        "      ░ ▒ ▓ █ = about 1/4, 1/2, 3/4, all of the best slot's score; best slot: {best}\n"
+    ));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Each hour label stands over its own hour's cells.
+    #[test]
+    fn heat_map_labels_sit_over_their_hours() {
+        let mut scores = [0.0; SLOTS];
+        for h in [0, 12, 21] {
+            scores[24 + h] = 1.0; // Tuesday
+        }
+        let map = heat_map(&scores, &slot_name(best_slot(&scores) as u8));
+        let lines: Vec<&str> = map.lines().collect();
+        // The header is ASCII: byte offsets are columns.
+        let header = format!("{} ", lines[0]);
+        let label = |h: &str| header.find(&format!(" {h} ")).unwrap() + 1;
+        let tuesday: Vec<char> = lines[2].chars().collect();
+        assert!(lines[2].trim_start().starts_with("Tue"), "{map}");
+        let full: Vec<usize> = (0..tuesday.len()).filter(|i| tuesday[*i] == '█').collect();
+        assert_eq!(full.len(), 6, "{map}");
+        for (k, h) in ["0", "12", "21"].iter().enumerate() {
+            assert_eq!(full[2 * k], label(h), "hour {h}:\n{map}");
+            assert_eq!(full[2 * k + 1], full[2 * k] + 1);
+        }
+        assert!(map.contains("best slot: Tue 00:00"), "{map}");
+    }
+}

@@ -1,0 +1,549 @@
+//! The dashboard in a real browser: Debian's headless Chromium driven over WebDriver
+//! (chromedriver; `.ci/run` installs both) against the real `sendtime serve`, with engagement
+//! imported through the CLI, contacts posted signed, and the HubSpot stand-in over real HTTP.
+//! Also the admin surface's guards over plain HTTP.
+
+mod common;
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::{Hook, Server, TestConfig, enrollments, eventually, post_signed, runtime, set_clock};
+use fantoccini::{Client, ClientBuilder, Locator};
+use sendtime::hubspot::standin::{Options, StandIn};
+use serde_json::{Value, json};
+
+const SECRET: &str = "dashboard-secret";
+const TOKEN: &str = "standin-token";
+
+const HOOKS: &[Hook] = &[
+    Hook {
+        id: "nurture",
+        kind: "NEXT_24_HOURS",
+        target: "workflow_id = 101",
+    },
+    Hook {
+        id: "fatigue",
+        kind: "IMMEDIATE",
+        target: "workflow_id = 104",
+    },
+];
+
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+fn write_config(dir: &Path, api_base: &str, server: &str) -> PathBuf {
+    TestConfig {
+        env: "DASH",
+        server,
+        tables: "[scheduler]\ncron = \"* * * * * *\"",
+        connector: &format!("api_base = \"{api_base}\""),
+        hooks: &HOOKS.iter().collect::<Vec<_>>(),
+    }
+    .write(dir)
+}
+
+fn sendtime(config: &Path, data: &Path, args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_sendtime"))
+        .arg("--config")
+        .arg(config)
+        .arg("--data")
+        .arg(data)
+        .args(args)
+        .env("DASH_SECRET", SECRET)
+        .env("DASH_TOKEN", TOKEN)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "sendtime {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Opens of 40 contacts over the last four weeks, most on Tuesdays at 15:00 UTC.
+fn import_engagement(config: &Path, data: &Path) {
+    let day = 86_400_000i64;
+    let today = now_ms() / day * day;
+    let mut csv = String::from("email,opened\n");
+    for c in 0..40 {
+        for d in 1..=28 {
+            let at = today - d * day;
+            // 1970-01-01 was a Thursday: Tuesday is weekday 1 counting Monday as 0.
+            let weekday = (at / day + 3).rem_euclid(7);
+            let hour = if weekday == 1 { 15 } else { 9 + (c + d) % 3 };
+            csv.push_str(&format!(
+                "reader{c}@example.com,{}\n",
+                at + hour * 3_600_000 + 5 * 60_000
+            ));
+        }
+    }
+    let file = data.parent().unwrap().join("opens.csv");
+    std::fs::write(&file, csv).unwrap();
+    let file = file.display().to_string();
+    sendtime(
+        config,
+        data,
+        &[
+            "import",
+            "csv",
+            &file,
+            "--contact",
+            "email",
+            "--time",
+            "opened",
+        ],
+    );
+}
+
+fn status(server: &Server) -> Value {
+    reqwest::blocking::get(server.admin_url("/status"))
+        .unwrap()
+        .json()
+        .unwrap()
+}
+
+/// Dispatcher ticks run so far.
+fn ticks(server: &Server) -> u64 {
+    let metrics = reqwest::blocking::get(server.admin_url("/metrics"))
+        .unwrap()
+        .text()
+        .unwrap();
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("sendtime_tick_seconds_count "))
+        .map_or(0, |n| n.trim().parse().unwrap())
+}
+
+fn endpoint<'s>(status: &'s Value, id: &str) -> &'s Value {
+    status["webhooks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|w| w["id"] == id)
+        .unwrap()
+}
+
+/// chromedriver on a free port, stopped on drop.
+struct Driver {
+    child: Child,
+    url: String,
+}
+
+impl Driver {
+    fn start() -> Driver {
+        let binary =
+            std::env::var("CHROMEDRIVER").unwrap_or_else(|_| "/usr/bin/chromedriver".into());
+        assert!(
+            Path::new(&binary).exists(),
+            "{binary} is missing: install Debian's chromium and chromium-driver (.ci/run does), or set CHROMEDRIVER"
+        );
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = Command::new(binary)
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start chromedriver");
+        let url = format!("http://127.0.0.1:{port}");
+        eventually(Duration::from_secs(20), || {
+            reqwest::blocking::get(format!("{url}/status"))
+                .ok()
+                .filter(|r| r.status().is_success())
+        })
+        .expect("chromedriver answers");
+        Driver { child, url }
+    }
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A headless Chromium session: no network beyond loopback, a fresh profile.
+async fn browser(driver: &Driver, profile: &Path) -> Client {
+    let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+    let options = json!({
+        "binary": chromium,
+        "args": [
+            "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+            "--disable-quic", "--no-first-run", "--disable-background-networking",
+            "--disable-component-update", "--disable-sync", "--window-size=1400,2200",
+            format!("--user-data-dir={}", profile.display()),
+        ],
+    });
+    let mut caps = serde_json::Map::new();
+    caps.insert("goog:chromeOptions".into(), options);
+    // chromedriver is on loopback: plain HTTP, no TLS stack.
+    ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+        .capabilities(caps)
+        .connect(&driver.url)
+        .await
+        .expect("a Chromium session")
+}
+
+/// Evaluate `script` (which returns a value) in the page until `ready` accepts it.
+fn until_page<T>(
+    rt: &tokio::runtime::Runtime,
+    page: &Client,
+    script: &str,
+    what: &str,
+    mut ready: impl FnMut(Value) -> Option<T>,
+) -> T {
+    eventually(Duration::from_secs(30), || {
+        let v = rt.block_on(page.execute(script, vec![])).ok()?;
+        ready(v)
+    })
+    .unwrap_or_else(|| {
+        let last = rt.block_on(page.execute(script, vec![]));
+        let error = rt.block_on(page.execute(
+            "return document.querySelector('#error').textContent;",
+            vec![],
+        ));
+        panic!("the dashboard never showed {what}; last: {last:?}; its error line: {error:?}")
+    })
+}
+
+fn click(rt: &tokio::runtime::Runtime, page: &Client, selector: &str) {
+    rt.block_on(async {
+        page.find(Locator::Css(selector))
+            .await
+            .unwrap_or_else(|e| panic!("{selector}: {e}"))
+            .click()
+            .await
+            .unwrap()
+    });
+}
+
+/// The page draws the heat map and the queue with `/status`'s numbers; pausing a webhook from
+/// it holds that webhook's contacts (nothing reaches HubSpot) until it is resumed there; the
+/// contact lookup explains a contact; a screenshot is saved.
+#[test]
+fn the_dashboard_shows_status_and_pauses_and_resumes_a_webhook_in_a_real_browser() {
+    let rt = runtime();
+    let standin = rt.block_on(StandIn::start(Options::default())).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let config = write_config(dir.path(), &standin.url(), "");
+    import_engagement(&config, &data);
+    let clock = dir.path().join("clock");
+    set_clock(&clock, now_ms());
+    let clock_env = clock.display().to_string();
+    let server = Server::start(
+        &config,
+        &data,
+        &[
+            ("DASH_SECRET", SECRET),
+            ("DASH_TOKEN", TOKEN),
+            ("SENDTIME_CLOCK_FILE", &clock_env),
+        ],
+    );
+    let http = reqwest::blocking::Client::new();
+    for i in 0..5u64 {
+        let email = format!("reader{i}@example.com");
+        standin.add_contact(&email, 7000 + i);
+        let body = common::contact_body(7000 + i, &email);
+        assert_eq!(
+            post_signed(&http, &server, SECRET, "/hooks/nurture", body),
+            200
+        );
+    }
+    // Planned, so the queue has something to draw.
+    let before = eventually(Duration::from_secs(20), || {
+        let s = status(&server);
+        let planned: u64 = s["capacity"]["connectors"][0]["planned_per_hour"]
+            .as_array()?
+            .iter()
+            .map(|v| v.as_u64().unwrap())
+            .sum();
+        (planned == 5 && s["population"].is_array()).then_some(s)
+    })
+    .unwrap_or_else(|| panic!("not planned; logs:\n{}", server.logs()));
+
+    let driver = Driver::start();
+    let page = rt.block_on(browser(&driver, &dir.path().join("chromium")));
+    rt.block_on(page.goto(&server.admin_url("/"))).unwrap();
+
+    // The heat map: 168 cells, each with the population's value from /status.
+    let cells: Vec<f64> = until_page(
+        &rt,
+        &page,
+        "return [...document.querySelectorAll('#heatmap td')].map(td => Number(td.dataset.value));",
+        "the heat map",
+        |v| {
+            let cells: Vec<f64> = serde_json::from_value(v).ok()?;
+            (cells.len() == 168).then_some(cells)
+        },
+    );
+    let population: Vec<f64> = serde_json::from_value(before["population"].clone()).unwrap();
+    for (slot, (shown, known)) in cells.iter().zip(&population).enumerate() {
+        assert!(
+            (shown - known).abs() < 1e-12,
+            "slot {slot}: {shown} vs {known}"
+        );
+    }
+    let best = (0..168).fold(0, |b, s| if population[s] > population[b] { s } else { b });
+    assert_eq!(
+        best % 24,
+        15,
+        "the imported habit is the population's best hour"
+    );
+    let best_text = until_page(
+        &rt,
+        &page,
+        "return document.querySelector('#heat-best').textContent;",
+        "the best hour",
+        |v| v.as_str().filter(|t| !t.is_empty()).map(str::to_string),
+    );
+    assert_eq!(best_text, "Best hour: Tue 15:00 UTC");
+
+    // The queue: the planned calls /status reports, and the webhook's pending contacts.
+    let queue = until_page(
+        &rt,
+        &page,
+        "return [document.querySelector('#queue-total').dataset.value, \
+         document.querySelector('tr[data-endpoint=nurture] td.pending').textContent];",
+        "the queue",
+        |v| (v[0] == "5").then_some(v),
+    );
+    assert_eq!(
+        queue[1],
+        endpoint(&before, "nurture")["pending"].to_string()
+    );
+
+    // Pause `fatigue` from the page; its contacts are received and held.
+    click(
+        &rt,
+        &page,
+        "tr[data-endpoint=fatigue] button[data-action=pause]",
+    );
+    eventually(Duration::from_secs(10), || {
+        (endpoint(&status(&server), "fatigue")["paused"] == true).then_some(())
+    })
+    .expect("paused from the dashboard");
+    for i in 0..3u64 {
+        let email = format!("held{i}@example.com");
+        standin.add_contact(&email, 7100 + i);
+        let body = common::contact_body(7100 + i, &email);
+        assert_eq!(
+            post_signed(&http, &server, SECRET, "/hooks/fatigue", body),
+            200
+        );
+    }
+    // Due, and three ticks later still held.
+    set_clock(&clock, now_ms() + 60_000);
+    let ticks = ticks(&server);
+    eventually(Duration::from_secs(20), || {
+        (self::ticks(&server) >= ticks + 3).then_some(())
+    })
+    .expect("ticks go on");
+    until_page(
+        &rt,
+        &page,
+        "const r = document.querySelector('tr[data-endpoint=fatigue]'); \
+         return [r.querySelector('td.held').textContent, r.querySelector('td.pending').textContent, \
+         r.querySelector('button').dataset.action];",
+        "three contacts held",
+        |v| (v == json!(["3", "3", "resume"])).then_some(()),
+    );
+    assert!(
+        !enrollments(&standin.log())
+            .keys()
+            .any(|(wf, _)| wf == "104"),
+        "nothing reaches HubSpot while paused"
+    );
+    let shot = rt.block_on(page.screenshot()).unwrap();
+    assert!(shot.starts_with(b"\x89PNG"), "a PNG screenshot");
+    let saved = Path::new(env!("CARGO_TARGET_TMPDIR")).join("dashboard.png");
+    std::fs::write(&saved, &shot).unwrap();
+    eprintln!("screenshot: {}", saved.display());
+
+    // Resume from the page; the held contacts go out.
+    click(
+        &rt,
+        &page,
+        "tr[data-endpoint=fatigue] button[data-action=resume]",
+    );
+    eventually(Duration::from_secs(10), || {
+        (endpoint(&status(&server), "fatigue")["paused"] == false).then_some(())
+    })
+    .expect("resumed from the dashboard");
+    set_clock(&clock, now_ms() + 180_000);
+    until_page(
+        &rt,
+        &page,
+        "return document.querySelector('tr[data-endpoint=fatigue] td.sent').textContent;",
+        "three contacts sent",
+        |v| (v == "3").then_some(()),
+    );
+    let sent = enrollments(&standin.log());
+    for i in 0..3 {
+        assert_eq!(
+            sent.get(&("104".to_string(), format!("held{i}@example.com"))),
+            Some(&1)
+        );
+    }
+    let latest = until_page(
+        &rt,
+        &page,
+        "return [...document.querySelectorAll('#outcomes tbody tr')].map(r => r.textContent);",
+        "the latest outcomes",
+        |v| {
+            let rows: Vec<String> = serde_json::from_value(v).ok()?;
+            (rows
+                .iter()
+                .filter(|r| r.contains("fatigue") && r.contains("enrolled"))
+                .count()
+                == 3)
+                .then_some(rows)
+        },
+    );
+    assert!(latest.len() >= 3);
+
+    // The contact lookup explains a contact from the profiles in memory.
+    rt.block_on(async {
+        let input = page.find(Locator::Css("#lookup")).await.unwrap();
+        input.send_keys("reader3@example.com").await.unwrap();
+        page.find(Locator::Css("#lookup-form button"))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+    });
+    let summary = until_page(
+        &rt,
+        &page,
+        "const s = document.querySelector('#lookup-summary'); \
+         return s ? [s.textContent, document.querySelectorAll('#lookup-heat td').length, \
+         document.querySelectorAll('#lookup-receipts tr').length] : null;",
+        "the contact lookup",
+        |v| v.is_array().then_some(v),
+    );
+    assert!(
+        summary[0]
+            .as_str()
+            .unwrap()
+            .starts_with("reader3@example.com: class "),
+        "{summary}"
+    );
+    assert_eq!(summary[1], 168);
+    assert_eq!(summary[2], 1, "its one planned receipt");
+    rt.block_on(page.close()).unwrap();
+    server.stop();
+}
+
+/// With `admin_token_env`, data needs the bearer token (the page itself does not); without it,
+/// a foreign Host is refused; pause and resume take JSON only and name known ids.
+#[test]
+fn the_admin_surface_guards_its_data_and_its_buttons() {
+    let rt = runtime();
+    let standin = rt.block_on(StandIn::start(Options::default())).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let config = write_config(
+        dir.path(),
+        &standin.url(),
+        "admin_token_env = \"DASH_ADMIN\"",
+    );
+    let env = [
+        ("DASH_SECRET", SECRET),
+        ("DASH_TOKEN", TOKEN),
+        ("DASH_ADMIN", "a-long-random-admin-token"),
+    ];
+    let server = Server::start(&config, &data, &env);
+    let http = reqwest::blocking::Client::new();
+    let get = |path: &str, token: Option<&str>| {
+        let mut req = http.get(server.admin_url(path));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        req.send().unwrap()
+    };
+    for path in ["/status", "/metrics", "/contact?q=a@example.com"] {
+        let r = get(path, None);
+        assert_eq!(r.status(), 401, "{path}");
+        assert_eq!(r.headers()["www-authenticate"], "Bearer");
+        let body: Value = r.json().unwrap();
+        assert_eq!(body["error"], "unauthorized");
+        assert_eq!(get(path, Some("a-long-random-admin-tokeX")).status(), 401);
+    }
+    assert_eq!(
+        get("/status", Some("a-long-random-admin-token")).status(),
+        200
+    );
+    for path in ["/", "/dashboard.js", "/dashboard.css", "/healthz"] {
+        assert_eq!(get(path, None).status(), 200, "{path}");
+    }
+    let page = get("/", None);
+    assert!(
+        page.headers()["content-security-policy"]
+            .to_str()
+            .unwrap()
+            .starts_with("default-src 'self'")
+    );
+    let post = |path: &str, body: Value| {
+        http.post(server.admin_url(path))
+            .bearer_auth("a-long-random-admin-token")
+            .json(&body)
+            .send()
+            .unwrap()
+    };
+    let r = post("/pause", json!({"id": "fatigue"}));
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        r.json::<Value>().unwrap(),
+        json!({"id": "fatigue", "kind": "webhook", "paused": true})
+    );
+    let paused = sendtime(&config, &data, &["pause"]);
+    assert!(
+        paused.contains("fatigue (Webhook) paused since"),
+        "{paused}"
+    );
+    assert_eq!(post("/pause", json!({"id": "nope"})).status(), 404);
+    assert_eq!(post("/resume", json!({"id": "fatigue"})).status(), 200);
+    assert!(!sendtime(&config, &data, &["pause"]).contains("fatigue"));
+    // A cross-site form cannot post: JSON only.
+    let form = http
+        .post(server.admin_url("/pause"))
+        .bearer_auth("a-long-random-admin-token")
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("id=fatigue")
+        .send()
+        .unwrap();
+    assert_eq!(form.status(), 415);
+    server.stop();
+
+    // Without a token: loopback names only (no DNS rebinding).
+    let config = write_config(dir.path(), &standin.url(), "");
+    let server = Server::start(&config, &data, &env[..2]);
+    let status = |host: &str| {
+        http.get(server.admin_url("/status"))
+            .header("host", host)
+            .send()
+            .unwrap()
+            .status()
+    };
+    assert_eq!(status("evil.example.com"), 421);
+    assert_eq!(
+        status(&format!("evil.example.com:{}", server.admin_addr.port())),
+        421
+    );
+    assert_eq!(status(&server.admin_addr.to_string()), 200);
+    assert_eq!(
+        status(&format!("localhost:{}", server.admin_addr.port())),
+        200
+    );
+    server.stop();
+}
