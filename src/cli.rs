@@ -209,8 +209,8 @@ pub enum Command {
         #[arg(long, value_name = "N")]
         contacts: usize,
         /// About how many events in all (spread by each contact's activity).
-        #[arg(long, value_name = "M")]
-        events: usize,
+        #[arg(long, value_name = "M", required_unless_present = "respond")]
+        events: Option<usize>,
         /// The seed: the same seed gives the same files.
         #[arg(long, value_name = "S", default_value_t = 1)]
         seed: u64,
@@ -220,6 +220,28 @@ pub enum Command {
         /// The generated year ends at this time (default 2026-01-01).
         #[arg(long, value_name = "TIME")]
         end: Option<String>,
+        /// Instead of a year of history, draw the responses of the contacts generated with the
+        /// same --contacts, --seed and --end to the sends recorded in --out (by sendtime serve
+        /// or tick) and store them as events: an open soon after the send, likelier the more
+        /// the contact reads at that local time, so lift can be measured where the truth is
+        /// known.
+        #[arg(long)]
+        respond: bool,
+        /// With --respond: the chance of an open does not depend on when the mail arrives.
+        #[arg(long, requires = "respond")]
+        flat: bool,
+        /// With --respond: only sends at or after this time.
+        #[arg(long, value_name = "TIME", requires = "respond")]
+        since: Option<String>,
+        /// With --respond: which independent draw of the responses (the same number gives the
+        /// same responses to the same sends).
+        #[arg(long, value_name = "N", default_value_t = 0, requires = "respond")]
+        draw: u64,
+    },
+    /// Reports on what sendtime did.
+    Report {
+        #[command(subcommand)]
+        what: ReportCommand,
     },
     /// What to register in HubSpot.
     Hubspot {
@@ -229,6 +251,30 @@ pub enum Command {
     /// Run a local HubSpot stand-in (for trying sendtime without a HubSpot account).
     #[command(name = "hubspot-standin", hide = true)]
     HubspotStandin(StandinArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ReportCommand {
+    /// Did sending at the planned time help? Optimized sends against held-out ones (a
+    /// webhook's or action's `holdout` share, sent at receipt as without sendtime): the share
+    /// opened and clicked within 24 and 72 hours of the send, from the email events imported
+    /// since, with the difference, a bootstrap 95% interval and the sample sizes. A verdict
+    /// is given only when the interval excludes zero.
+    Lift {
+        /// Only sends at or after this time.
+        #[arg(long, value_name = "TIME")]
+        since: Option<String>,
+        /// Only this webhook or action.
+        #[arg(long, value_name = "ID")]
+        webhook: Option<String>,
+        /// Count a send once its whole window ended before this time (default now): import
+        /// the events up to it first.
+        #[arg(long, value_name = "TIME")]
+        as_of: Option<String>,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -453,6 +499,39 @@ fn model(command: Command, path: &std::path::Path, overrides: &Overrides) -> any
                 options,
             )
         }
+        Command::Report {
+            what:
+                ReportCommand::Lift {
+                    since,
+                    webhook,
+                    as_of,
+                    json,
+                },
+        } => {
+            let options = crate::lift::report::Options {
+                since_ms: since.map(|t| parse_flag("--since", &t)).transpose()?,
+                webhook,
+                as_of_ms: as_of
+                    .map(|t| parse_flag("--as-of", &t))
+                    .transpose()?
+                    .unwrap_or_else(crate::time::now_ms),
+            };
+            let config = load_config(path, overrides)?;
+            if let Some(w) = &options.webhook {
+                anyhow::ensure!(
+                    config.webhook(w).is_some(),
+                    "no webhook or action {w:?} in {}",
+                    config.path.display()
+                );
+            }
+            let lift = crate::lift::report::lift(&config.server.data_dir, &options)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&lift)?);
+            } else {
+                print!("{}", lift.text());
+            }
+            Ok(())
+        }
         Command::Profiles { rebuild, dry_run } => {
             model::profiles(&load_config(path, overrides)?, rebuild, dry_run)
         }
@@ -462,9 +541,22 @@ fn model(command: Command, path: &std::path::Path, overrides: &Overrides) -> any
             seed,
             out,
             end,
+            respond,
+            flat,
+            since,
+            draw,
         } => {
             let end = end.map(|t| parse_flag("--end", &t)).transpose()?;
-            model::generate(contacts, events, seed, &out, end)
+            if respond {
+                let since = since.map(|t| parse_flag("--since", &t)).transpose()?;
+                let response = if flat {
+                    crate::model::synth::Response::Flat
+                } else {
+                    crate::model::synth::Response::Habit
+                };
+                return model::respond(contacts, seed, end, &out, since, response, draw);
+            }
+            model::generate(contacts, events.unwrap_or_default(), seed, &out, end)
         }
         Command::Validate { .. }
         | Command::Serve { .. }

@@ -15,6 +15,7 @@ pub mod demo;
 pub mod dispatch;
 pub mod hubspot;
 pub mod import;
+pub mod lift;
 pub mod local_time;
 pub mod metrics;
 pub mod model;

@@ -538,6 +538,7 @@ fn an_unanswered_call_is_found_in_its_workflow_after_workflow_id_changed() {
         reason: "immediately".into(),
         planned_at_ms: t,
         callback_id: None,
+        holdout: false,
     };
     let attempting = OutcomeRow {
         receipt_id: receipt.clone(),
@@ -552,6 +553,7 @@ fn an_unanswered_call_is_found_in_its_workflow_after_workflow_id_changed() {
         in_doubt: false,
         retry_at_ms: None,
         at_ms: t + 1000,
+        holdout: false,
     };
     for (name, mut df) in [
         (plan::NAME, plan::frame(&[plan]).unwrap()),

@@ -316,9 +316,13 @@ pub struct Webhook {
     pub window: Option<i64>,
     /// No timed send in this local range of the contact's day (its own or its connector's).
     pub quiet_hours: Option<QuietHours>,
+    /// The share of receipts held out: sent at receipt, as without sendtime, to measure lift.
+    pub holdout: f64,
 }
 
 impl Webhook {
+    /// Half at most: more would optimise fewer contacts than it measures.
+    pub const MAX_HOLDOUT: f64 = 0.5;
     /// The shortest and longest `window`.
     pub const MIN_WINDOW_MS: i64 = crate::time::HOUR_MS;
     pub const MAX_WINDOW_MS: i64 = 7 * crate::time::DAY_MS;

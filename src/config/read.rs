@@ -60,6 +60,8 @@ pub(super) struct WebhookDraft {
     pub quiet_hours: Option<Option<QuietHours>>,
     /// Where `window` or `quiet_hours` is, when either is.
     pub timing_at: Option<usize>,
+    /// `holdout` (`None`: present and wrong, reported).
+    pub holdout: Option<f64>,
 }
 
 /// The whole file as read.
@@ -612,6 +614,7 @@ fn read_webhook(ctx: &mut Ctx, table: &DeTable, at: usize, n: usize) -> WebhookD
     });
     let list_id_at = r.get("list_id").map(|v| v.span().start);
     let (window, quiet_hours, timing_at) = read_timing(ctx, &r);
+    let holdout = read_holdout(ctx, &r);
     let name_in_messages = r.name.clone();
     r.finish(ctx);
     WebhookDraft {
@@ -630,6 +633,7 @@ fn read_webhook(ctx: &mut Ctx, table: &DeTable, at: usize, n: usize) -> WebhookD
         window,
         quiet_hours,
         timing_at,
+        holdout,
     }
 }
 
@@ -651,6 +655,7 @@ fn read_action(ctx: &mut Ctx, table: &DeTable, at: usize, n: usize) -> WebhookDr
         }
     };
     let (window, quiet_hours, timing_at) = read_timing(ctx, &r);
+    let holdout = read_holdout(ctx, &r);
     let name_in_messages = r.name.clone();
     r.finish(ctx);
     WebhookDraft {
@@ -669,6 +674,31 @@ fn read_action(ctx: &mut Ctx, table: &DeTable, at: usize, n: usize) -> WebhookDr
         window,
         quiet_hours,
         timing_at,
+        holdout,
+    }
+}
+
+/// `holdout`: the share of receipts sent at receipt, to measure lift against (0 when absent).
+fn read_holdout(ctx: &mut Ctx, r: &TableReader) -> Option<f64> {
+    let Some(v) = r.get("holdout") else {
+        return Some(0.0);
+    };
+    match number(v.get_ref()) {
+        Some(n) if (0.0..=Webhook::MAX_HOLDOUT).contains(&n) => Some(n),
+        Some(n) => {
+            ctx.error(
+                v.span().start,
+                format!(
+                    "`holdout` must be a share between 0 and {}, found {n}",
+                    Webhook::MAX_HOLDOUT
+                ),
+            );
+            None
+        }
+        None => {
+            r.wrong_type(ctx, "holdout", v, "a share such as 0.1");
+            None
+        }
     }
 }
 

@@ -5,7 +5,7 @@
 
 use serde_json::{Map, Value, json};
 
-use super::{Connector, ImportSchedule, Scheduler, Server, WebhookType};
+use super::{Connector, ImportSchedule, Scheduler, Server, Webhook, WebhookType};
 use crate::model::ModelConfig;
 
 /// What the shipped config names on its first line.
@@ -26,6 +26,15 @@ fn integer(doc: &str, min: u64, max: u64) -> Value {
 
 fn number(doc: &str, min: f64, max: f64, default: f64) -> Value {
     json!({"type": "number", "minimum": min, "maximum": max, "default": default, "description": doc})
+}
+
+fn holdout() -> Value {
+    number(
+        "The share of receipts sent at receipt, as without sendtime, to measure lift (sendtime report lift).",
+        0.0,
+        Webhook::MAX_HOLDOUT,
+        0.0,
+    )
 }
 
 fn boolean(doc: &str, default: bool) -> Value {
@@ -455,6 +464,7 @@ pub fn schema() -> Value {
                 "quiet_hours",
                 quiet_hours("No send in this range of the contact's local day (HH:MM-HH:MM)."),
             ),
+            ("holdout", holdout()),
         ],
         &["id", "type"],
     );
@@ -487,6 +497,7 @@ pub fn schema() -> Value {
                 "quiet_hours",
                 quiet_hours("No send in this range of the contact's local day (HH:MM-HH:MM)."),
             ),
+            ("holdout", holdout()),
         ],
         &["id"],
     );

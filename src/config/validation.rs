@@ -45,6 +45,7 @@ pub(super) fn check(ctx: &mut Ctx, draft: Draft, env: EnvCheck) -> Option<(Draft
                     quiet_hours: w
                         .quiet_hours?
                         .or(inherited.filter(|_| w.action || w.kind.is_some_and(|k| k.timed()))),
+                    holdout: w.holdout?,
                 },
                 at,
             ))

@@ -40,6 +40,14 @@ fn strs_or_null(df: &DataFrame, name: &str) -> anyhow::Result<Vec<Option<String>
     strs(df, name)
 }
 
+/// A boolean column added later: false in parts written before it (and for nulls).
+fn bools_or_false(df: &DataFrame, name: &str) -> anyhow::Result<Vec<bool>> {
+    match df.column(name) {
+        Ok(c) => Ok(c.bool()?.iter().map(|v| v.unwrap_or(false)).collect()),
+        Err(_) => Ok(vec![false; df.height()]),
+    }
+}
+
 /// An integer or timestamp column's values as `i64`.
 fn ints(df: &DataFrame, name: &str) -> anyhow::Result<Vec<Option<i64>>> {
     Ok(df

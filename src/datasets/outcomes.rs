@@ -18,7 +18,7 @@ use polars::prelude::*;
 use tokio::sync::oneshot;
 use ulid::Ulid;
 
-use super::{datetime_ms_opt, ints, stored_enum, strs};
+use super::{bools_or_false, datetime_ms_opt, ints, stored_enum, strs};
 use crate::store::{Dataset, concat_frames};
 
 /// The folder under the data directory.
@@ -42,6 +42,8 @@ pub mod col {
     /// UTC, a Parquet timestamp in milliseconds without a zone (as `at`).
     pub const RETRY_AT: &str = "retry_at";
     pub const AT: &str = "at";
+    /// The receipt was held out (see the plan's `holdout`); absent from older parts: false.
+    pub const HOLDOUT: &str = "holdout";
 }
 
 /// The dataset under `data_dir`.
@@ -151,6 +153,8 @@ pub struct OutcomeRow {
     /// For `retrying`: not before this instant (epoch ms).
     pub retry_at_ms: Option<i64>,
     pub at_ms: i64,
+    /// Held out: sent at receipt to measure lift.
+    pub holdout: bool,
 }
 
 /// Outcome rows as a frame in schema order: the one writer of the outcomes schema.
@@ -184,6 +188,10 @@ pub fn frame(rows: &[OutcomeRow]) -> anyhow::Result<DataFrame> {
             ),
             datetime_ms_opt(col::RETRY_AT, rows.iter().map(|r| r.retry_at_ms).collect())?,
             datetime_ms_opt(col::AT, rows.iter().map(|r| Some(r.at_ms)).collect())?,
+            Column::new(
+                col::HOLDOUT.into(),
+                rows.iter().map(|r| r.holdout).collect::<Vec<_>>(),
+            ),
         ],
     )?)
 }
@@ -208,6 +216,7 @@ pub fn read(dataset: &Dataset) -> anyhow::Result<Vec<OutcomeRow>> {
     let doubt: Vec<Option<bool>> = df.column(col::IN_DOUBT)?.bool()?.iter().collect();
     let retry = ints(&df, col::RETRY_AT)?;
     let at = ints(&df, col::AT)?;
+    let holdouts = bools_or_false(&df, col::HOLDOUT)?;
     (0..ids.len())
         .map(|i| {
             Ok(OutcomeRow {
@@ -223,6 +232,7 @@ pub fn read(dataset: &Dataset) -> anyhow::Result<Vec<OutcomeRow>> {
                 in_doubt: doubt[i].unwrap_or(false),
                 retry_at_ms: retry[i],
                 at_ms: at[i].unwrap_or_default(),
+                holdout: holdouts[i],
             })
         })
         .collect()

@@ -9,7 +9,7 @@ use std::path::Path;
 
 use polars::prelude::*;
 
-use super::{datetime_ms, ints, stored_enum, strs, strs_or_null};
+use super::{bools_or_false, datetime_ms, ints, stored_enum, strs, strs_or_null};
 use crate::config::WebhookType;
 use crate::store::{Dataset, concat_frames};
 
@@ -33,6 +33,9 @@ pub mod col {
     pub const PLANNED_AT: &str = "planned_at";
     /// A workflow action's callback id (null for webhooks, and absent from older parts).
     pub const CALLBACK_ID: &str = "callback_id";
+    /// Held out (`holdout`): sent at receipt, as without sendtime, to measure lift (absent
+    /// from older parts: false).
+    pub const HOLDOUT: &str = "holdout";
 }
 
 /// The dataset under `data_dir`.
@@ -54,6 +57,7 @@ pub struct PlanRow {
     pub reason: String,
     pub planned_at_ms: i64,
     pub callback_id: Option<String>,
+    pub holdout: bool,
 }
 
 /// One plan row as the planner has it: borrowed, so planning a million receipts allocates no
@@ -71,6 +75,7 @@ pub struct Entry<'a> {
     pub reason: &'a str,
     pub planned_at_ms: i64,
     pub callback_id: Option<&'a str>,
+    pub holdout: bool,
 }
 
 /// The columns of plan rows being written: the one writer of the plan schema.
@@ -86,6 +91,7 @@ pub struct Columns {
     dues: Vec<i64>,
     slots: Vec<Option<i32>>,
     planned: Vec<i64>,
+    holdouts: Vec<bool>,
 }
 
 impl Columns {
@@ -102,6 +108,7 @@ impl Columns {
             dues: Vec::with_capacity(n),
             slots: Vec::with_capacity(n),
             planned: Vec::with_capacity(n),
+            holdouts: Vec::with_capacity(n),
         }
     }
 
@@ -117,6 +124,7 @@ impl Columns {
         self.dues.push(e.due_at_ms);
         self.slots.push(e.slot.map(i32::from));
         self.planned.push(e.planned_at_ms);
+        self.holdouts.push(e.holdout);
     }
 
     /// The rows as a frame in schema order.
@@ -136,6 +144,7 @@ impl Columns {
                 self.reasons.finish().into_column(),
                 datetime_ms(col::PLANNED_AT, self.planned)?,
                 self.callbacks.finish().into_column(),
+                Column::new(col::HOLDOUT.into(), self.holdouts),
             ],
         )?)
     }
@@ -155,6 +164,7 @@ impl PlanRow {
             reason: &self.reason,
             planned_at_ms: self.planned_at_ms,
             callback_id: self.callback_id.as_deref(),
+            holdout: self.holdout,
         }
     }
 }
@@ -187,6 +197,7 @@ pub fn read(dataset: &Dataset) -> anyhow::Result<Vec<PlanRow>> {
     let reasons = strs(&df, col::REASON)?;
     let planned = ints(&df, col::PLANNED_AT)?;
     let callbacks = strs_or_null(&df, col::CALLBACK_ID)?;
+    let holdouts = bools_or_false(&df, col::HOLDOUT)?;
     (0..ids.len())
         .map(|i| {
             Ok(PlanRow {
@@ -205,6 +216,7 @@ pub fn read(dataset: &Dataset) -> anyhow::Result<Vec<PlanRow>> {
                 reason: reasons[i].clone().unwrap_or_default(),
                 planned_at_ms: planned[i].unwrap_or_default(),
                 callback_id: callbacks[i].clone(),
+                holdout: holdouts[i],
             })
         })
         .collect()

@@ -222,6 +222,7 @@ impl Dispatcher {
                 in_doubt,
                 doubt_workflow: in_doubt.then(|| h.last_target.parse().ok()).flatten(),
                 ready_at_ms: ready,
+                holdout: p.holdout,
             }));
         }
         let queue = BinaryHeap::from(queue);
@@ -454,6 +455,7 @@ impl Dispatcher {
                     in_doubt: false,
                     retry_at_ms: None,
                     at_ms: now,
+                    holdout: item.holdout,
                 });
                 self.finish(&item, Status::DryRun, report);
                 continue;
@@ -824,6 +826,7 @@ mod tests {
             in_doubt: false,
             doubt_workflow: None,
             ready_at_ms: 0,
+            holdout: false,
         }
     }
 

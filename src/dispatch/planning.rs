@@ -167,6 +167,7 @@ impl Dispatcher {
                 in_doubt: false,
                 doubt_workflow: None,
                 ready_at_ms: 0,
+                holdout: false,
             }
         }));
         fresh.meta.par_extend((0..n).into_par_iter().map(|i| Meta {
@@ -224,6 +225,20 @@ impl Dispatcher {
         let population = self.profiles.population();
         let profiles = &self.profiles;
         let day = day_of(now);
+        // Held-out receipts go at receipt, as without sendtime (capacity permitting).
+        let shares: HashMap<&str, f64> = config
+            .webhooks
+            .iter()
+            .filter(|w| w.holdout > 0.0)
+            .map(|w| (w.id.as_str(), w.holdout))
+            .collect();
+        if !shares.is_empty() {
+            fresh.items.par_iter_mut().for_each(|item| {
+                let share = shares.get(&*item.webhook_id).copied().unwrap_or(0.0);
+                let mut buf = [0u8; ulid::ULID_LEN];
+                item.holdout = crate::lift::held_out(item.receipt_id.as_str(&mut buf), share);
+            });
+        }
         let locals: HashSet<Local> = fresh
             .items
             .par_iter()
@@ -244,7 +259,8 @@ impl Dispatcher {
                     now,
                     route.window,
                     profile.as_ref(),
-                );
+                )
+                .filter(|_| !item.holdout);
                 let local = local_of(&route, meta);
                 let mut buf = [0u8; ulid::ULID_LEN];
                 let who = Subject {
@@ -385,6 +401,7 @@ fn plan_chunk(
             population,
             quiet: request.local,
             connector: (chunk.route_of)(r).connector,
+            holdout: r.holdout,
         };
         describe(
             &context,
@@ -406,6 +423,7 @@ fn plan_chunk(
             reason: &reason,
             planned_at_ms: now,
             callback_id: r.callback_id.as_deref(),
+            holdout: r.holdout,
         });
         r.due_at_ms = due;
         r.ready_at_ms = due;

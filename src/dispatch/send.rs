@@ -49,6 +49,8 @@ pub struct Pending {
     pub doubt_workflow: Option<NonZeroU64>,
     /// Not dispatched before this (the due time, or a retry's time).
     pub ready_at_ms: i64,
+    /// Held out: sent at receipt to measure lift; its outcome rows say so.
+    pub holdout: bool,
 }
 
 /// What follows a task for one receipt.
@@ -244,6 +246,7 @@ fn row(
         in_doubt: false,
         retry_at_ms: None,
         at_ms,
+        holdout: item.holdout,
     }
 }
 

@@ -195,6 +195,49 @@ pub fn profiles(config: &Config, rebuild: bool, dry_run: bool) -> anyhow::Result
 }
 
 /// `sendtime gen`.
+/// Where `gen`'s year ends unless `--end` says: 2026-01-01.
+const DEFAULT_GEN_END_MS: i64 = 1_767_225_600_000;
+
+/// `sendtime gen --respond`: draw (`draw` picks one of many independent draws) the responses
+/// of the contacts generated with this spec to the sends recorded in `out` since `since_ms`,
+/// and store them as events.
+pub fn respond(
+    contacts: usize,
+    seed: u64,
+    end_ms: Option<i64>,
+    out: &Path,
+    since_ms: Option<i64>,
+    response: synth::Response,
+    draw: u64,
+) -> anyhow::Result<()> {
+    let spec = synth::Spec {
+        contacts,
+        events: 0,
+        seed,
+        end_ms: end_ms.unwrap_or(DEFAULT_GEN_END_MS),
+    };
+    let sends: Vec<(i64, i64, u64)> = crate::lift::report::sent(out, since_ms, None)?
+        .into_iter()
+        .filter_map(|s| {
+            let seed = xxhash_rust::xxh3::xxh3_64_with_seed(s.receipt_id.as_bytes(), draw);
+            Some((s.contact_id?, s.at_ms, seed))
+        })
+        .collect();
+    anyhow::ensure!(
+        !sends.is_empty(),
+        "no sends recorded in {}: dispatch some first (sendtime serve or tick)",
+        out.display()
+    );
+    let events = synth::respond(spec, &sends, response)?;
+    let (new, _) = crate::datasets::events::append(out, &events)?;
+    println!(
+        "{new} response events ({response:?}) to {} sends stored in {}",
+        sends.len(),
+        out.display()
+    );
+    Ok(())
+}
+
 pub fn generate(
     contacts: usize,
     events: usize,
@@ -202,7 +245,7 @@ pub fn generate(
     out: &Path,
     end_ms: Option<i64>,
 ) -> anyhow::Result<()> {
-    let end_ms = end_ms.unwrap_or(1_767_225_600_000); // 2026-01-01
+    let end_ms = end_ms.unwrap_or(DEFAULT_GEN_END_MS);
     let started = std::time::Instant::now();
     let n = synth::generate(
         out,

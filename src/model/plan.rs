@@ -303,6 +303,8 @@ pub struct Grounds<'a> {
     pub quiet: Option<crate::local_time::Local>,
     /// The connector, when capacity moved the receipt.
     pub connector: &'a str,
+    /// Held out to measure lift: sent at receipt whatever its type.
+    pub holdout: bool,
 }
 
 /// Append why a receipt with `window` is due at `due` in candidate `k` (none: outside it) to
@@ -318,6 +320,10 @@ pub fn describe(
     let kind = ctx.kind;
     let Some(window) = window else {
         let _ = match kind {
+            _ if ctx.holdout => write!(
+                reason,
+                "HOLDOUT: sent at receipt, as without sendtime, to measure lift (sendtime report lift)"
+            ),
             WebhookType::UpdateOnly => {
                 write!(
                     reason,
@@ -465,6 +471,7 @@ pub fn plan_into(
         population,
         quiet: None,
         connector: "",
+        holdout: false,
     };
     let Some(window) = window(kind, received_at_ms, now_ms, None, profile) else {
         describe(&ctx, None, None, Move::None, received_at_ms, reason);

@@ -125,6 +125,102 @@ impl Persona {
     }
 }
 
+/// The contacts' habits: the generator's first draws, so the same spec gives them back.
+fn personas(rng: &mut Rng, contacts: usize, start: i64, end: i64) -> Vec<Persona> {
+    (0..contacts)
+        .map(|_| Persona::draw(rng, start, end))
+        .collect()
+}
+
+/// How a synthetic contact answers a mail sent at a given time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Response {
+    /// Send time matters: a mail is opened when it arrives while the contact reads, with a
+    /// chance in proportion to how likely it reads at that local time (its habits' density).
+    Habit,
+    /// Send time does not matter: the same chance whenever it arrives.
+    Flat,
+}
+
+/// Chance of opening a mail that arrives at the contact's likeliest reading time.
+const OPEN_AT_PEAK: f64 = 0.7;
+/// The chance under [`Response::Flat`].
+const OPEN_FLAT: f64 = 0.3;
+
+impl Persona {
+    /// How likely the contact reads at `at`, against its likeliest time (0 to 1): its two
+    /// habits as normal curves of an hour around their local hours, less at weekends.
+    fn reading(&self, at: i64) -> f64 {
+        let density = |hour: f64| {
+            let near = |peak: f64| {
+                let d = (hour - peak).rem_euclid(24.0);
+                let d = d.min(24.0 - d);
+                (-0.5 * d * d).exp()
+            };
+            (1.0 - self.second_peak_share) * near(self.peaks[0])
+                + self.second_peak_share * near(self.peaks[1])
+        };
+        let local = at + self.utc_offset_h * HOUR_MS;
+        let hour = local.rem_euclid(DAY_MS) as f64 / HOUR_MS as f64;
+        let weekend = (local.div_euclid(DAY_MS) + 3).rem_euclid(7) >= 5;
+        let best = (0..96)
+            .map(|q| density(q as f64 / 4.0))
+            .fold(0.0, f64::max)
+            .max(1e-12);
+        density(hour) / best * if weekend { self.weekend_factor } else { 1.0 }
+    }
+}
+
+/// Draw each synthetic contact's response to the mails sent to it: `sends` are (HubSpot id,
+/// send time, a per-send seed), for contacts generated with `spec`. Returns the events: an
+/// open within half an hour of the send, and sometimes a click a minute after it.
+pub fn respond(
+    spec: Spec,
+    sends: &[(i64, i64, u64)],
+    response: Response,
+) -> anyhow::Result<Vec<events::Event>> {
+    let start = spec.end_ms - 365 * DAY_MS;
+    let personas = personas(&mut Rng::new(spec.seed), spec.contacts, start, spec.end_ms);
+    let mut out = Vec::new();
+    for &(id, sent, seed) in sends {
+        let persona = usize::try_from(id - 1)
+            .ok()
+            .and_then(|c| personas.get(c))
+            .with_context(|| {
+                format!(
+                    "contact {id} was not generated with --contacts {}: respond with the spec that generated the data",
+                    spec.contacts
+                )
+            })?;
+        if persona.machine || persona.quits_at.is_some_and(|q| q < sent) {
+            continue;
+        }
+        let mut rng = Rng::new(spec.seed ^ seed);
+        let chance = match response {
+            Response::Flat => OPEN_FLAT,
+            Response::Habit => OPEN_AT_PEAK * persona.reading(sent),
+        };
+        if rng.f64() >= chance {
+            continue;
+        }
+        let open_at = sent + rng.below(30 * MINUTE_MS as u64) as i64;
+        let event = |kind, at_ms| events::Event {
+            event_id: None,
+            contact_id: Some(id),
+            email: None,
+            kind,
+            at_ms,
+            filtered: false,
+            source: "gen-respond".into(),
+        };
+        out.push(event(Kind::Open, open_at));
+        if rng.f64() < persona.clicks {
+            out.push(event(Kind::Click, open_at + MINUTE_MS));
+        }
+    }
+    Ok(out)
+}
+
 /// Generate into `{out}/events/` and `{out}/contacts/`. Returns the number of events written.
 pub fn generate(out: &Path, spec: Spec) -> anyhow::Result<usize> {
     anyhow::ensure!(spec.contacts > 0, "--contacts must be at least 1");
@@ -138,9 +234,7 @@ pub fn generate(out: &Path, spec: Spec) -> anyhow::Result<usize> {
     );
     let events_ds = events::dataset(out)?;
     let mut rng = Rng::new(spec.seed);
-    let personas: Vec<Persona> = (0..spec.contacts)
-        .map(|_| Persona::draw(&mut rng, start, end))
-        .collect();
+    let personas = personas(&mut rng, spec.contacts, start, end);
     let total_activity: f64 = personas
         .iter()
         .map(|p| p.activity * if p.machine { 40.0 } else { 1.0 })

@@ -1,0 +1,382 @@
+//! `sendtime report lift`: the sends of optimized and held-out receipts joined, by contact,
+//! with the email events imported afterwards; open and click rates within 24 and 72 hours of
+//! each send, their difference with a bootstrap 95 % interval, and a verdict only when that
+//! interval excludes zero.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use serde::Serialize;
+
+use crate::datasets::contacts::Contacts;
+use crate::datasets::events::{self, Kind};
+use crate::datasets::outcomes::{self, Status};
+use crate::datasets::plan;
+use crate::model::synth::Rng;
+use crate::store::{Dataset, read_present_columns};
+use crate::time::{HOUR_MS, format_minute};
+
+/// Bootstrap resamples; enough for a stable 95 % interval.
+const RESAMPLES: usize = 4000;
+/// The bootstrap's seed: the same data gives the same interval.
+const SEED: u64 = 20_261_130;
+/// Hours after a send within which an open or click counts.
+const WINDOWS_H: [i64; 2] = [24, 72];
+
+/// What to report on.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// Sends at or after this (epoch ms).
+    pub since_ms: Option<i64>,
+    /// Only this webhook or action.
+    pub webhook: Option<String>,
+    /// A send counts once its whole window is before this (default now): later engagement is
+    /// not imported yet.
+    pub as_of_ms: i64,
+}
+
+/// One group's count for one metric.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Share {
+    /// Sends whose window is complete.
+    pub sends: u64,
+    /// Of them, those engaged within it.
+    pub engaged: u64,
+    pub rate: f64,
+}
+
+/// One metric: optimized against held out.
+#[derive(Debug, Clone, Serialize)]
+pub struct Metric {
+    /// `opened` (an open or a click) or `clicked`.
+    pub metric: &'static str,
+    pub window_hours: i64,
+    pub optimized: Share,
+    pub holdout: Share,
+    /// Optimized rate less held-out rate.
+    pub difference: f64,
+    /// Bootstrap 95 % interval of the difference (none without sends in both groups).
+    pub interval: Option<[f64; 2]>,
+    /// `optimized_better` or `holdout_better` when the interval excludes zero.
+    pub verdict: Option<&'static str>,
+}
+
+/// The whole report.
+#[derive(Debug, Clone, Serialize)]
+pub struct Lift {
+    pub since_ms: Option<i64>,
+    pub as_of_ms: i64,
+    pub webhook: Option<String>,
+    /// Sends found, per group, whatever their windows.
+    pub optimized_sends: u64,
+    pub holdout_sends: u64,
+    pub metrics: Vec<Metric>,
+}
+
+/// One send of a receipt: who, when, and whether it was held out.
+#[derive(Debug, Clone)]
+pub struct Sent {
+    pub receipt_id: String,
+    pub contact_id: Option<i64>,
+    pub email: Option<String>,
+    pub at_ms: i64,
+    pub holdout: bool,
+}
+
+/// A send with its contact's index in the dictionary.
+struct Send {
+    contact: Option<u32>,
+    at_ms: i64,
+    holdout: bool,
+}
+
+/// Build the report from the data folder.
+pub fn lift(data_dir: &Path, options: &Options) -> anyhow::Result<Lift> {
+    let contacts = Contacts::load(data_dir)?;
+    let sends: Vec<Send> = sent(data_dir, options.since_ms, options.webhook.as_deref())?
+        .into_iter()
+        .map(|s| Send {
+            contact: contacts.find(s.contact_id, s.email.as_deref()),
+            at_ms: s.at_ms,
+            holdout: s.holdout,
+        })
+        .collect();
+    let engagement = engagement(data_dir, &sends)?;
+    let mut metrics = Vec::new();
+    for (metric, clicks_only) in [("opened", false), ("clicked", true)] {
+        for hours in WINDOWS_H {
+            let mut groups = [(0u64, 0u64); 2]; // [optimized, holdout]: (sends, engaged)
+            for s in &sends {
+                let end = s.at_ms + hours * HOUR_MS;
+                if end > options.as_of_ms {
+                    continue;
+                }
+                let engaged = s
+                    .contact
+                    .and_then(|c| engagement.get(&c))
+                    .is_some_and(|ev| {
+                        ev.iter().any(|(at, kind)| {
+                            *at >= s.at_ms && *at < end && (!clicks_only || *kind == Kind::Click)
+                        })
+                    });
+                let g = &mut groups[usize::from(s.holdout)];
+                g.0 += 1;
+                g.1 += u64::from(engaged);
+            }
+            metrics.push(compare(metric, hours, groups[0], groups[1]));
+        }
+    }
+    Ok(Lift {
+        since_ms: options.since_ms,
+        as_of_ms: options.as_of_ms,
+        webhook: options.webhook.clone(),
+        optimized_sends: sends.iter().filter(|s| !s.holdout).count() as u64,
+        holdout_sends: sends.iter().filter(|s| s.holdout).count() as u64,
+        metrics,
+    })
+}
+
+fn share((sends, engaged): (u64, u64)) -> Share {
+    Share {
+        sends,
+        engaged,
+        rate: if sends == 0 {
+            0.0
+        } else {
+            engaged as f64 / sends as f64
+        },
+    }
+}
+
+/// The difference of two shares with its bootstrap interval: resampling each group's sends
+/// with replacement is drawing its engaged count from a binomial at its observed rate.
+fn compare(metric: &'static str, hours: i64, optimized: (u64, u64), holdout: (u64, u64)) -> Metric {
+    let (a, b) = (share(optimized), share(holdout));
+    let difference = a.rate - b.rate;
+    let interval = (a.sends > 0 && b.sends > 0).then(|| {
+        let mut rng = Rng::new(SEED ^ hours as u64 ^ metric.len() as u64);
+        let mut diffs: Vec<f64> = (0..RESAMPLES)
+            .map(|_| {
+                binomial(&mut rng, a.sends, a.rate) / a.sends as f64
+                    - binomial(&mut rng, b.sends, b.rate) / b.sends as f64
+            })
+            .collect();
+        diffs.sort_by(f64::total_cmp);
+        let at = |q: f64| diffs[((q * RESAMPLES as f64) as usize).min(RESAMPLES - 1)];
+        [at(0.025), at(0.975)]
+    });
+    let verdict = interval.and_then(|[lo, hi]| {
+        if lo > 0.0 {
+            Some("optimized_better")
+        } else if hi < 0.0 {
+            Some("holdout_better")
+        } else {
+            None
+        }
+    });
+    Metric {
+        metric,
+        window_hours: hours,
+        optimized: a,
+        holdout: b,
+        difference,
+        interval,
+        verdict,
+    }
+}
+
+/// A binomial draw: exact (a sum of trials) for small groups, the normal approximation with
+/// continuity clamped to [0, n] beyond, where it is within a fraction of a send.
+fn binomial(rng: &mut Rng, n: u64, p: f64) -> f64 {
+    if n <= 2000 {
+        return (0..n).filter(|_| rng.f64() < p).count() as f64;
+    }
+    let (mean, sd) = (n as f64 * p, (n as f64 * p * (1.0 - p)).sqrt());
+    (mean + sd * rng.normal()).round().clamp(0.0, n as f64)
+}
+
+/// Every send (enrolled, listed or completed) of a planned receipt, live and archived, at or
+/// after `since_ms`, of `webhook` if given.
+pub fn sent(
+    data_dir: &Path,
+    since_ms: Option<i64>,
+    webhook: Option<&str>,
+) -> anyhow::Result<Vec<Sent>> {
+    let archive = data_dir.join(crate::datasets::ARCHIVE);
+    let mut sent: HashMap<String, i64> = HashMap::new();
+    for ds in [
+        outcomes::dataset(data_dir)?,
+        Dataset::open(&archive, outcomes::NAME)?,
+    ] {
+        for r in outcomes::read(&ds)? {
+            if matches!(
+                r.status,
+                Status::Enrolled | Status::Listed | Status::Completed
+            ) && webhook.is_none_or(|w| w == r.webhook_id)
+                && since_ms.is_none_or(|t| r.at_ms >= t)
+            {
+                sent.entry(r.receipt_id).or_insert(r.at_ms);
+            }
+        }
+    }
+    let mut out = Vec::with_capacity(sent.len());
+    for ds in [
+        plan::dataset(data_dir)?,
+        Dataset::open(&archive, plan::NAME)?,
+    ] {
+        for p in plan::read(&ds)? {
+            if let Some(at_ms) = sent.remove(&p.receipt_id) {
+                out.push(Sent {
+                    receipt_id: p.receipt_id,
+                    contact_id: p.contact_id,
+                    email: p.email,
+                    at_ms,
+                    holdout: p.holdout,
+                });
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The opens and clicks (not filtered as machine or bot) of the sends' contacts.
+fn engagement(data_dir: &Path, sends: &[Send]) -> anyhow::Result<HashMap<u32, Vec<(i64, Kind)>>> {
+    let first = sends.iter().map(|s| s.at_ms).min().unwrap_or(i64::MAX);
+    let mut out: HashMap<u32, Vec<(i64, Kind)>> = sends
+        .iter()
+        .filter_map(|s| s.contact)
+        .map(|c| (c, Vec::new()))
+        .collect();
+    if out.is_empty() {
+        return Ok(out);
+    }
+    use events::col;
+    for path in events::dataset(data_dir)?.parts()? {
+        let df = read_present_columns(&path, &[col::CONTACT, col::KIND, col::AT, col::FILTERED])?;
+        let contact = df.column(col::CONTACT)?.u32()?;
+        let kind = df.column(col::KIND)?.u8()?;
+        let at = df
+            .column(col::AT)?
+            .cast(&polars::prelude::DataType::Int64)?;
+        let filtered = df.column(col::FILTERED)?.bool()?;
+        for (((c, k), at), f) in contact
+            .iter()
+            .zip(kind.iter())
+            .zip(at.i64()?.iter())
+            .zip(filtered.iter())
+        {
+            let (Some(c), Some(k), Some(at)) = (c, k, at) else {
+                continue;
+            };
+            if f == Some(true) || at < first {
+                continue;
+            }
+            let Some(kind) = Kind::from_code(k).filter(|k| k.is_engagement()) else {
+                continue;
+            };
+            if let Some(v) = out.get_mut(&c) {
+                v.push((at, kind));
+            }
+        }
+    }
+    Ok(out)
+}
+
+impl Lift {
+    /// As `sendtime report lift` prints it.
+    pub fn text(&self) -> String {
+        use std::fmt::Write as _;
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "lift of {}{}, as of {}: {} optimized sends, {} held out",
+            self.webhook
+                .as_deref()
+                .unwrap_or("every webhook and action"),
+            self.since_ms
+                .map_or(String::new(), |t| format!(" since {}", format_minute(t))),
+            format_minute(self.as_of_ms),
+            self.optimized_sends,
+            self.holdout_sends
+        );
+        if self.holdout_sends == 0 {
+            let _ = writeln!(
+                out,
+                "nothing held out: set `holdout = 0.1` (a share) on a webhook or action to measure lift"
+            );
+        }
+        let _ = writeln!(
+            out,
+            "\n{:<22} {:>20} {:>20} {:>28}",
+            "", "optimized", "held out", "difference (95% interval)"
+        );
+        for m in &self.metrics {
+            let pct = |s: &Share| format!("{:.1}% of {}", s.rate * 100.0, s.sends);
+            let diff = match m.interval {
+                Some([lo, hi]) => format!(
+                    "{:+.1} pts [{:+.1}, {:+.1}]",
+                    m.difference * 100.0,
+                    lo * 100.0,
+                    hi * 100.0
+                ),
+                None => "no sends to compare".into(),
+            };
+            let _ = writeln!(
+                out,
+                "{:<22} {:>20} {:>20} {:>28}",
+                format!("{} within {} h", m.metric, m.window_hours),
+                pct(&m.optimized),
+                pct(&m.holdout),
+                diff
+            );
+        }
+        let _ = writeln!(out);
+        for m in &self.metrics {
+            let what = format!("{} within {} h", m.metric, m.window_hours);
+            let _ = match m.verdict {
+                Some("optimized_better") => writeln!(
+                    out,
+                    "{what}: optimized sends did better ({:+.1} points; the interval excludes zero)",
+                    m.difference * 100.0
+                ),
+                Some(_) => writeln!(
+                    out,
+                    "{what}: held-out sends did better ({:+.1} points; the interval excludes zero)",
+                    m.difference * 100.0
+                ),
+                None => writeln!(
+                    out,
+                    "{what}: no verdict (the interval includes zero, or there is nothing to compare): more sends are needed to tell"
+                ),
+            };
+        }
+        let _ = writeln!(
+            out,
+            "\nA send counts once its window ended before {} and its events are imported (sendtime import ...).",
+            format_minute(self.as_of_ms)
+        );
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_interval_excludes_zero_only_for_a_real_difference() {
+        let same = compare("opened", 24, (400, 120), (400, 118));
+        let [lo, hi] = same.interval.unwrap();
+        assert!(lo < 0.0 && hi > 0.0, "{lo} {hi}");
+        assert_eq!(same.verdict, None);
+        let better = compare("opened", 24, (400, 200), (400, 120));
+        let [lo, hi] = better.interval.unwrap();
+        assert!(lo > 0.1 && hi < 0.3, "{lo} {hi}");
+        assert_eq!(better.verdict, Some("optimized_better"));
+        // Large groups use the normal approximation; the interval narrows with size.
+        let big = compare("opened", 24, (100_000, 30_500), (100_000, 30_000));
+        let [lo, hi] = big.interval.unwrap();
+        assert!(lo > 0.0 && hi - lo < 0.01, "{lo} {hi}");
+        assert!(compare("opened", 24, (10, 5), (0, 0)).interval.is_none());
+    }
+}

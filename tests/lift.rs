@@ -1,0 +1,261 @@
+//! Holdouts and `sendtime report lift` where the truth is known: a synthetic year (`gen`), the
+//! real `serve` dispatching to the HubSpot stand-in with half the receipts held out, the
+//! contacts' responses drawn by `gen --respond` from their habits, then the report.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use common::{Hook, Server, TestConfig, eventually, post_signed, runtime, set_clock};
+use sendtime::hubspot::standin::{Options, StandIn};
+use serde_json::Value;
+
+const SECRET: &str = "lift-secret";
+const TOKEN: &str = "standin-token";
+const CONTACTS: u64 = 800;
+const SEED: &str = "5";
+const HOUR: i64 = 3_600_000;
+
+fn sendtime(config: &Path, data: &Path, args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_sendtime"))
+        .arg("--config")
+        .arg(config)
+        .arg("--data")
+        .arg(data)
+        .args(args)
+        .env("LIFT_SECRET", SECRET)
+        .env("LIFT_TOKEN", TOKEN)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "sendtime {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+fn sent(server: &Server) -> u64 {
+    let status: Value = reqwest::blocking::get(server.admin_url("/status"))
+        .unwrap()
+        .json()
+        .unwrap();
+    status["webhooks"][0]["counts"]["sent"].as_u64().unwrap()
+}
+
+fn ticks(server: &Server) -> u64 {
+    let metrics = reqwest::blocking::get(server.admin_url("/metrics"))
+        .unwrap()
+        .text()
+        .unwrap();
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("sendtime_tick_seconds_count "))
+        .map_or(0, |n| n.trim().parse().unwrap())
+}
+
+/// A year of habits, 800 contacts posted to a NEXT_24_HOURS webhook holding out half, and a
+/// day of dispatching; the data folder and the time the sends started.
+fn dispatched_world(dir: &Path) -> (PathBuf, PathBuf, i64, String) {
+    let rt = runtime();
+    let standin = rt
+        .block_on(StandIn::start(Options {
+            limit_per_10s: 1000,
+            ..Options::default()
+        }))
+        .unwrap();
+    let data = dir.join("data");
+    let hooks = [&Hook {
+        id: "nurture",
+        kind: "NEXT_24_HOURS",
+        target: "workflow_id = 101\nholdout = 0.5",
+    }];
+    let config = TestConfig {
+        env: "LIFT",
+        tables: "[scheduler]\ncron = \"* * * * * *\"",
+        connector: &format!("api_base = \"{}\"\nrequests_per_10s = 1000", standin.url()),
+        hooks: &hooks,
+        ..TestConfig::default()
+    }
+    .write(dir);
+    let start = chrono::Utc::now().timestamp_millis();
+    let end = start.to_string();
+    let contacts = CONTACTS.to_string();
+    sendtime(
+        &config,
+        &data,
+        &[
+            "gen",
+            "--contacts",
+            &contacts,
+            "--events",
+            "80000",
+            "--seed",
+            SEED,
+            "--end",
+            &end,
+            "--out",
+            data.to_str().unwrap(),
+        ],
+    );
+    let clock = dir.join("clock");
+    set_clock(&clock, start);
+    let clock_env = clock.display().to_string();
+    let server = Server::start(
+        &config,
+        &data,
+        &[
+            ("LIFT_SECRET", SECRET),
+            ("LIFT_TOKEN", TOKEN),
+            ("SENDTIME_CLOCK_FILE", &clock_env),
+        ],
+    );
+    let http = reqwest::blocking::Client::new();
+    for id in 1..=CONTACTS {
+        let email = format!("c{id}@example.com");
+        standin.add_contact(&email, id);
+        let body = common::contact_body(id, &email);
+        assert_eq!(
+            post_signed(&http, &server, SECRET, "/hooks/nurture", body),
+            200
+        );
+    }
+    // A day passes, an hour every two ticks.
+    for h in 1..=25 {
+        set_clock(&clock, start + h * HOUR);
+        let t = ticks(&server);
+        eventually(Duration::from_secs(30), || {
+            (ticks(&server) >= t + 2).then_some(())
+        })
+        .expect("ticks go on");
+    }
+    eventually(Duration::from_secs(60), || {
+        (sent(&server) == CONTACTS).then_some(())
+    })
+    .unwrap_or_else(|| panic!("not all sent: {}; logs:\n{}", sent(&server), server.logs()));
+    server.stop();
+    (config, data, start, end)
+}
+
+fn respond(config: &Path, data: &Path, end: &str, extra: &[&str]) {
+    let contacts = CONTACTS.to_string();
+    let mut args = vec![
+        "gen",
+        "--respond",
+        "--contacts",
+        &contacts,
+        "--seed",
+        SEED,
+        "--end",
+        end,
+        "--out",
+        data.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    sendtime(config, data, &args);
+}
+
+fn lift(config: &Path, data: &Path, start: i64) -> Value {
+    let as_of = (start + 5 * 24 * HOUR).to_string();
+    let out = sendtime(
+        config,
+        data,
+        &["report", "lift", "--as-of", &as_of, "--json"],
+    );
+    serde_json::from_str(&out).unwrap()
+}
+
+fn metric<'v>(lift: &'v Value, name: &str, hours: i64) -> &'v Value {
+    lift["metrics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["metric"] == name && m["window_hours"] == hours)
+        .unwrap()
+}
+
+/// Where a mail that waits is buried, optimized sends are opened more, with an interval that
+/// excludes zero; where send time does not matter, the intervals cover zero (as a 95 % interval
+/// should: in most of several independent draws); the share held out is the one configured.
+#[test]
+fn lift_has_the_right_sign_where_send_time_matters_and_covers_zero_where_it_does_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let (config, data, start, end) = dispatched_world(dir.path());
+    let flat_worlds: Vec<PathBuf> = (0..8)
+        .map(|i| {
+            let copy = dir.path().join(format!("flat{i}"));
+            copy_dir(&data, &copy);
+            copy
+        })
+        .collect();
+
+    respond(&config, &data, &end, &[]);
+    let habit = lift(&config, &data, start);
+    let (optimized, holdout) = (
+        habit["optimized_sends"].as_u64().unwrap(),
+        habit["holdout_sends"].as_u64().unwrap(),
+    );
+    assert_eq!(optimized + holdout, CONTACTS);
+    let share = holdout as f64 / CONTACTS as f64;
+    let sd = (0.25 / CONTACTS as f64).sqrt();
+    assert!(
+        (share - 0.5).abs() < 4.0 * sd,
+        "held out {holdout} of {CONTACTS}"
+    );
+    let opened = metric(&habit, "opened", 24);
+    assert_eq!(opened["optimized"]["sends"], optimized, "{habit}");
+    assert_eq!(opened["verdict"], "optimized_better", "{habit}");
+    assert!(opened["difference"].as_f64().unwrap() > 0.0);
+    assert!(opened["interval"][0].as_f64().unwrap() > 0.0);
+
+    let mut covered = 0;
+    for (i, world) in flat_worlds.iter().enumerate() {
+        let draw = i.to_string();
+        respond(&config, world, &end, &["--flat", "--draw", &draw]);
+        let flat = lift(&config, world, start);
+        let m = metric(&flat, "opened", 24);
+        let (lo, hi) = (
+            m["interval"][0].as_f64().unwrap(),
+            m["interval"][1].as_f64().unwrap(),
+        );
+        if lo <= 0.0 && hi >= 0.0 {
+            assert!(m["verdict"].is_null(), "{flat}");
+            covered += 1;
+        }
+    }
+    // Each covers zero with probability 0.95: five or more of eight fail once in 2,500 runs.
+    assert!(
+        covered >= 5,
+        "only {covered} of 8 flat worlds' intervals cover zero"
+    );
+    let text = sendtime(
+        &config,
+        &data,
+        &[
+            "report",
+            "lift",
+            "--as-of",
+            &(start + 5 * 24 * HOUR).to_string(),
+        ],
+    );
+    assert!(
+        text.contains("opened within 24 h: optimized sends did better"),
+        "{text}"
+    );
+    eprintln!("{text}");
+}
