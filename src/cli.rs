@@ -860,6 +860,13 @@ pub fn details(config: &Config) -> String {
                 c.time_zone_property
             );
         }
+        if w.holdout > 0.0 {
+            let _ = writeln!(
+                out,
+                "  Holdout:      {:.0}% of receipts sent at receipt, to measure lift (sendtime report lift)",
+                w.holdout * 100.0
+            );
+        }
         if c.dry_run {
             let _ = writeln!(
                 out,
