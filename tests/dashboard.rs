@@ -440,6 +440,21 @@ fn the_dashboard_shows_status_and_pauses_and_resumes_a_webhook_in_a_real_browser
     );
     assert_eq!(summary[1], 168);
     assert_eq!(summary[2], 1, "its one planned receipt");
+
+    // Lift: the sends so far, none held out, so nothing to compare yet.
+    click(&rt, &page, "#lift-button");
+    let lift = until_page(
+        &rt,
+        &page,
+        "return [...document.querySelectorAll('#lift-table tr')].map(r => r.textContent);",
+        "the lift table",
+        |v| {
+            let rows: Vec<String> = serde_json::from_value(v).ok()?;
+            (rows.len() == 5).then_some(rows)
+        },
+    );
+    assert!(lift[1].starts_with("opened within 24 h"), "{lift:?}");
+    assert!(lift[1].contains("nothing to compare"), "{lift:?}");
     rt.block_on(page.close()).unwrap();
     server.stop();
 }

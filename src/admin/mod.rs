@@ -89,6 +89,7 @@ pub fn router(state: AdminState) -> Router {
         .route("/metrics", get(metrics))
         .route("/status", get(status))
         .route("/contact", get(contact))
+        .route("/lift", get(lift))
         .route("/pause", post(pause))
         .route("/resume", post(resume))
         .layer(axum::middleware::from_fn_with_state(state.clone(), guard))
@@ -203,6 +204,20 @@ async fn contact(
         }
         _ => Err(AdminError::Busy),
     }
+}
+
+/// `GET /lift`: `sendtime report lift` as of now, over every webhook and action.
+async fn lift(State(state): State<AdminState>) -> Result<Response, AdminError> {
+    let data_dir = state.config.load().server.data_dir.clone();
+    let options = crate::lift::report::Options {
+        as_of_ms: state.clock.now_ms(),
+        ..Default::default()
+    };
+    let lift = tokio::task::spawn_blocking(move || crate::lift::report::lift(&data_dir, &options))
+        .await
+        .map_err(|e| AdminError::Internal(e.into()))?
+        .map_err(AdminError::Internal)?;
+    Ok(axum::Json(lift).into_response())
 }
 
 /// The body of `POST /pause` and `POST /resume`.

@@ -308,6 +308,33 @@ $("#auth").addEventListener("submit", (event) => {
   $("#auth").hidden = true;
   refresh();
 });
+async function measureLift() {
+  const out = $("#lift-result");
+  out.replaceChildren(el("p", "Measuring…", "note"));
+  try {
+    const lift = await api("/lift");
+    out.replaceChildren(el("p", lift.optimized_sends + " optimized sends, " + lift.holdout_sends + " held out.", "note"));
+    const table = el("table", null, "grid");
+    table.id = "lift-table";
+    table.append(row([el("th", ""), el("th", "optimized"), el("th", "held out"),
+      el("th", "difference (95% interval)"), el("th", "verdict")]));
+    const pct = (s) => (s.rate * 100).toFixed(1) + "% of " + s.sends;
+    for (const m of lift.metrics) {
+      const diff = m.interval
+        ? (m.difference * 100).toFixed(1) + " pts [" + (m.interval[0] * 100).toFixed(1) + ", " +
+          (m.interval[1] * 100).toFixed(1) + "]"
+        : "nothing to compare";
+      const verdict = m.verdict === "optimized_better" ? "optimized better"
+        : m.verdict === "holdout_better" ? "held out better" : "no verdict yet";
+      table.append(row([m.metric + " within " + m.window_hours + " h", pct(m.optimized), pct(m.holdout), diff, verdict]));
+    }
+    out.append(table);
+  } catch (e) {
+    out.replaceChildren(el("p", e.message, "error"));
+  }
+}
+
+$("#lift-button").addEventListener("click", measureLift);
 $("#lookup-form").addEventListener("submit", lookup);
 refresh();
 setInterval(refresh, REFRESH_MS);
