@@ -230,6 +230,10 @@ pub enum Command {
         /// With --respond: the chance of an open does not depend on when the mail arrives.
         #[arg(long, requires = "respond")]
         flat: bool,
+        /// Contacts have no habits of their own: every open's hour is drawn from the whole
+        /// population's (a data set where personal history predicts nothing).
+        #[arg(long, conflicts_with = "respond")]
+        no_habits: bool,
         /// With --respond: only sends at or after this time.
         #[arg(long, value_name = "TIME", requires = "respond")]
         since: Option<String>,
@@ -545,6 +549,7 @@ fn model(command: Command, path: &std::path::Path, overrides: &Overrides) -> any
             flat,
             since,
             draw,
+            no_habits,
         } => {
             let end = end.map(|t| parse_flag("--end", &t)).transpose()?;
             if respond {
@@ -556,7 +561,14 @@ fn model(command: Command, path: &std::path::Path, overrides: &Overrides) -> any
                 };
                 return model::respond(contacts, seed, end, &out, since, response, draw);
             }
-            model::generate(contacts, events.unwrap_or_default(), seed, &out, end)
+            model::generate(
+                contacts,
+                events.unwrap_or_default(),
+                seed,
+                &out,
+                end,
+                !no_habits,
+            )
         }
         Command::Validate { .. }
         | Command::Serve { .. }

@@ -54,6 +54,7 @@ pub fn run(
             events: 60_000,
             seed: 1,
             end_ms: now_ms(),
+            habits: true,
         },
     )?;
     // The stand-in and the simulated workflow run on their own small runtime.

@@ -356,12 +356,56 @@ fn read_model(ctx: &mut Ctx, top: &TableReader) -> Option<ModelConfig> {
     let mut ok = true;
     let p = &mut model.params;
     let t = &mut model.thresholds;
+    let auto = &mut model.auto;
+    // Fitted to the account's data unless the file gives a number.
+    for (key, slot, on, min, max) in [
+        (
+            "prior_strength",
+            &mut p.prior_strength,
+            &mut auto.prior_strength,
+            0.0,
+            1e6,
+        ),
+        (
+            "hour_bandwidth",
+            &mut p.hour_bandwidth,
+            &mut auto.hour_bandwidth,
+            0.0,
+            24.0,
+        ),
+        (
+            "day_pooling",
+            &mut p.day_pooling,
+            &mut auto.day_pooling,
+            0.0,
+            1.0,
+        ),
+    ] {
+        let Some(v) = r.get(key) else { continue };
+        match (v.get_ref(), number(v.get_ref())) {
+            (DeValue::String(s), _) if s.as_ref() == "auto" => *on = true,
+            (_, Some(n)) if (min..=max).contains(&n) => {
+                *slot = n;
+                *on = false;
+            }
+            (_, Some(n)) => {
+                ctx.error(
+                    v.span().start,
+                    format!(
+                        "`{key}` in [model] must be \"auto\" or between {min} and {max}, found {n}"
+                    ),
+                );
+                ok = false;
+            }
+            (_, None) => {
+                r.wrong_type(ctx, key, v, "\"auto\" or a number");
+                ok = false;
+            }
+        }
+    }
     for (key, slot, min, max) in [
         ("half_life_days", &mut p.half_life_days, 1.0, 1e9),
         ("click_weight", &mut p.click_weight, 0.0, 100.0),
-        ("prior_strength", &mut p.prior_strength, 0.0, 1e6),
-        ("hour_bandwidth", &mut p.hour_bandwidth, 0.0, 24.0),
-        ("day_pooling", &mut p.day_pooling, 0.0, 1.0),
         ("passive_ratio", &mut t.passive_ratio, 0.0, 1.0),
         ("machine_per_day", &mut t.machine_per_day, 1.0, 1e9),
         ("machine_per_year", &mut t.machine_per_year, 1.0, 1e12),

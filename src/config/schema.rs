@@ -37,6 +37,18 @@ fn holdout() -> Value {
     )
 }
 
+/// A knob the account's data fits (`"auto"`, the default) or the file fixes.
+fn auto_or_number(doc: &str, min: f64, max: f64) -> Value {
+    json!({
+        "description": doc,
+        "default": "auto",
+        "anyOf": [
+            {"type": "number", "minimum": min, "maximum": max},
+            {"const": "auto"},
+        ],
+    })
+}
+
 fn boolean(doc: &str, default: bool) -> Value {
     json!({"type": "boolean", "default": default, "description": doc})
 }
@@ -197,29 +209,26 @@ pub fn schema() -> Value {
             ),
             (
                 "prior_strength",
-                number(
-                    "Population prior, in pseudo-events.",
+                auto_or_number(
+                    "Population prior, in pseudo-events; \"auto\": fitted to the account's data.",
                     0.0,
                     1e6,
-                    p.prior_strength,
                 ),
             ),
             (
                 "hour_bandwidth",
-                number(
-                    "Spread to neighbouring hours (sigma, hours).",
+                auto_or_number(
+                    "Spread to neighbouring hours (sigma, hours); \"auto\": fitted to the account's data.",
                     0.0,
                     24.0,
-                    p.hour_bandwidth,
                 ),
             ),
             (
                 "day_pooling",
-                number(
-                    "Share of counts pooled across weekdays.",
+                auto_or_number(
+                    "Share of counts pooled across weekdays; \"auto\": fitted to the account's data.",
                     0.0,
                     1.0,
-                    p.day_pooling,
                 ),
             ),
             (

@@ -11,7 +11,7 @@ use polars::prelude::DataType;
 use serde::Serialize;
 
 use super::profile::Profiles;
-use super::{ModelConfig, Params};
+use super::{ModelConfig, Params, calibrate};
 use crate::datasets::contacts::Contacts;
 use crate::datasets::events::{self, Event, Kind, col};
 use crate::time::{DAY_MS, SLOTS, day_of, slot_of};
@@ -103,6 +103,19 @@ pub fn build(config: ModelConfig, rows: &Rows, until_ms: i64) -> Profiles {
     // Rows are sorted by contact and time, as the batch path wants.
     p.add_batch(&c, &k, &s, &d, Some(&f), None, &mut Vec::new(), None);
     p.refresh_population();
+    if config.auto.any() && until_ms != i64::MAX {
+        // Fitted on the latest weeks before `until_ms`, as a profile build does.
+        let end_day = day_of(until_ms);
+        let mut recent = calibrate::Recent::since(end_day - calibrate::VALIDATION_DAYS);
+        for i in 0..c.len() {
+            let engagement = Kind::from_code(k[i]).is_some_and(Kind::is_engagement);
+            if d[i] >= recent.since_day && !f[i] && engagement {
+                recent.events.push((c[i], s[i], d[i], k[i]));
+            }
+        }
+        let fit = calibrate::fit(&p, &recent, config.auto, end_day);
+        p.apply_fit(fit);
+    }
     p
 }
 
@@ -276,7 +289,9 @@ fn top(p: &[f64]) -> Vec<u8> {
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
     pub split: String,
+    /// The knobs used: the file's, or those fitted on the training period's latest weeks.
     pub params: ParamsReport,
+    pub fit: Option<calibrate::Fit>,
     /// Opens and clicks (not filtered) before the split.
     pub training_events: usize,
     pub excluded_machine_contacts: usize,
@@ -287,6 +302,9 @@ pub struct Report {
     pub cold: Vec<(String, Scores)>,
     /// The model against each baseline on the warm contacts.
     pub model_against: Vec<Comparison>,
+    /// Whether the model does at least as well as the population's best hours on the warm
+    /// contacts (hour of day, hit@3 and NLL): what it must never fall below.
+    pub never_worse_than_population: Option<bool>,
     pub tuning: Option<Tuning>,
 }
 
@@ -333,17 +351,28 @@ fn histogram_params(base: &Params) -> Params {
     }
 }
 
+/// The baseline the model must never fall below.
+const POPULATION_BASELINE: &str = "population best hours";
+
 /// Evaluate the model and the baselines on events after `split_ms`.
 pub fn evaluate(config: ModelConfig, rows: &Rows, split_ms: i64, fixed_hour: u8) -> Report {
     let split_day = day_of(split_ms);
     let model = build(config, rows, split_ms);
     let hist_cfg = ModelConfig {
         params: histogram_params(&config.params),
+        auto: calibrate::Auto::NONE,
         ..config
     };
     let hist = build(hist_cfg, rows, split_ms);
     // Machine-like contacts are left out of the evaluation, judged on all their events.
-    let everything = build(config, rows, i64::MAX);
+    let everything = build(
+        ModelConfig {
+            auto: calibrate::Auto::NONE,
+            ..config
+        },
+        rows,
+        i64::MAX,
+    );
     let excluded: std::collections::HashSet<u32> = (0..rows.contacts as u32)
         .filter(|c| everything.is_machine(*c))
         .collect();
@@ -386,7 +415,7 @@ pub fn evaluate(config: ModelConfig, rows: &Rows, split_ms: i64, fixed_hour: u8)
     const NAMES: [&str; 5] = [
         "sendtime model",
         "histogram + population prior",
-        "population best hours",
+        POPULATION_BASELINE,
         "contact's mode hour",
         "fixed hour",
     ];
@@ -423,7 +452,7 @@ pub fn evaluate(config: ModelConfig, rows: &Rows, split_ms: i64, fixed_hour: u8)
         }
     }
     let [warm, evaluating, cold] = groups;
-    let model_against = NAMES
+    let model_against: Vec<Comparison> = NAMES
         .iter()
         .zip(&warm)
         .skip(1)
@@ -438,13 +467,18 @@ pub fn evaluate(config: ModelConfig, rows: &Rows, split_ms: i64, fixed_hour: u8)
     };
     Report {
         split: crate::time::format_minute(split_ms),
-        params: (&config.params).into(),
+        params: (&model.config.params).into(),
+        fit: model.fit,
         training_events: rows.engagements().filter(|r| r.at_ms < split_ms).count(),
         excluded_machine_contacts: excluded.len(),
         warm_from,
         warm: named(warm),
         evaluating: named(evaluating),
         cold: named(cold),
+        never_worse_than_population: model_against
+            .iter()
+            .find(|c| c.baseline == POPULATION_BASELINE)
+            .map(|c| c.hit_at_3_gain >= -1e-9 && c.nll_gain.is_none_or(|g| g >= -1e-9)),
         model_against,
         tuning: None,
     }
@@ -496,6 +530,11 @@ pub fn tune(
     split_ms: i64,
     validation_days: i64,
 ) -> (ModelConfig, Tuning) {
+    // The grid picks every knob here: nothing fitted on top.
+    let config = ModelConfig {
+        auto: calibrate::Auto::NONE,
+        ..config
+    };
     let days = (validation_days / WINDOWS).max(7);
     let train = Rows {
         rows: rows
@@ -583,6 +622,9 @@ impl Report {
             p.day_pooling,
             p.click_weight
         );
+        if let Some(fit) = &self.fit {
+            let _ = writeln!(out, "knobs {}", fit.describe());
+        }
         if let Some(t) = &self.tuning {
             let _ = writeln!(
                 out,
@@ -651,6 +693,13 @@ impl Report {
                 );
             }
         }
+        if let Some(holds) = self.never_worse_than_population {
+            let _ = writeln!(
+                out,
+                "\nnever worse than the population's best hours (warm, hour of day, hit@3 and NLL): {}",
+                if holds { "holds" } else { "DOES NOT HOLD" }
+            );
+        }
         let _ = writeln!(
             out,
             "\nhod = hour of day (24 slots), how = hour of week (168 slots), UTC. Learning from past \
@@ -709,6 +758,12 @@ mod tests {
             thresholds: Thresholds {
                 evaluating_below: 1,
                 ..Thresholds::default()
+            },
+            // The file's values, by hand.
+            auto: crate::model::calibrate::Auto {
+                prior_strength: false,
+                hour_bandwidth: false,
+                day_pooling: false,
             },
         };
         let report = evaluate(config, &rows, split, 9);

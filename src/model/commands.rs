@@ -191,6 +191,9 @@ pub fn profiles(config: &Config, rebuild: bool, dry_run: bool) -> anyhow::Result
         update.build_seconds,
         update.seconds - update.build_seconds,
     );
+    if let Some(fit) = built.profiles.fit {
+        println!("model knobs {}", fit.describe());
+    }
     Ok(())
 }
 
@@ -215,6 +218,7 @@ pub fn respond(
         events: 0,
         seed,
         end_ms: end_ms.unwrap_or(DEFAULT_GEN_END_MS),
+        habits: true,
     };
     let sends: Vec<(i64, i64, u64)> = crate::lift::report::sent(out, since_ms, None)?
         .into_iter()
@@ -244,6 +248,7 @@ pub fn generate(
     seed: u64,
     out: &Path,
     end_ms: Option<i64>,
+    habits: bool,
 ) -> anyhow::Result<()> {
     let end_ms = end_ms.unwrap_or(DEFAULT_GEN_END_MS);
     let started = std::time::Instant::now();
@@ -254,6 +259,7 @@ pub fn generate(
             events,
             seed,
             end_ms,
+            habits,
         },
     )?;
     println!(

@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 
 use polars::prelude::*;
 
-use super::ModelConfig;
 use super::profile::{Delta, Profiles};
+use super::{ModelConfig, calibrate};
 use crate::datasets::contacts::Contacts;
 use crate::datasets::events::{self, col, for_each_part, read_columns};
 use crate::time::day_of;
@@ -92,8 +92,24 @@ fn profiles_from(
     let expected = Contacts::count(data_dir)?;
     let mut profiles = Profiles::new(config, expected, reference_day);
     let mut seen = vec![false; expected];
-    add_parts(data_dir, parts, &mut profiles, &mut seen, as_of_ms, None)?;
-    profiles.refresh_population();
+    // The latest weeks before the build's end, kept aside (as well as counted) to fit on.
+    let end_day = if as_of_ms == i64::MAX {
+        reference_day
+    } else {
+        day_of(as_of_ms)
+    };
+    let mut recent = calibrate::Recent::since(end_day - calibrate::VALIDATION_DAYS);
+    add_parts(
+        data_dir,
+        parts,
+        &mut profiles,
+        &mut seen,
+        as_of_ms,
+        None,
+        Some(&mut recent),
+    )?;
+    let fit = calibrate::fit(&profiles, &recent, config.auto, end_day);
+    profiles.apply_fit(fit);
     Ok((profiles, seen))
 }
 
@@ -105,6 +121,7 @@ pub fn add_parts(
     seen: &mut Vec<bool>,
     as_of_ms: i64,
     mut delta: Option<&mut Delta>,
+    mut recent: Option<&mut calibrate::Recent>,
 ) -> anyhow::Result<()> {
     let cutoff_day = if as_of_ms == i64::MAX {
         i32::MAX
@@ -147,13 +164,27 @@ pub fn add_parts(
                     filtered.iter().map(|v| v.unwrap_or(false)).collect()
                 }
             });
+            let skip = skip.as_ref().map(|m| &m[rows]);
+            if let Some(r) = recent.as_deref_mut()
+                && d.iter().any(|day| *day >= r.since_day)
+            {
+                for i in 0..c.len() {
+                    let kept = d[i] >= r.since_day
+                        && !filtered.as_ref().is_some_and(|f| f[i])
+                        && !skip.is_some_and(|m| m[i])
+                        && events::Kind::from_code(k[i]).is_some_and(events::Kind::is_engagement);
+                    if kept {
+                        r.events.push((c[i], s[i], d[i], k[i]));
+                    }
+                }
+            }
             profiles.add_batch(
                 c,
                 k,
                 s,
                 d,
                 filtered.as_deref(),
-                skip.as_ref().map(|m| &m[rows]),
+                skip,
                 seen,
                 delta.as_deref_mut(),
             );

@@ -42,6 +42,8 @@ pub struct Explanation {
     pub receipts_total: usize,
     /// The latest of them, oldest first.
     pub receipts: Vec<PlannedReceipt>,
+    /// How the model's knobs were fitted to the account's data.
+    pub fit: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -135,6 +137,7 @@ impl Explanation {
                 .collect(),
             receipts_total,
             receipts,
+            fit: built.and_then(|b| b.profiles.fit).map(|f| f.describe()),
         })
     }
 
@@ -162,7 +165,11 @@ impl Explanation {
                 events_dir.display()
             );
         }
-        let _ = writeln!(out, "as of {}\n", format_minute(self.as_of_ms));
+        let _ = writeln!(out, "as of {}", format_minute(self.as_of_ms));
+        if let Some(fit) = &self.fit {
+            let _ = writeln!(out, "model knobs {fit}");
+        }
+        let _ = writeln!(out);
         out.push_str(&heat_map(&self.scores, &self.best_slot));
         let _ = writeln!(out);
         for p in &self.plans {

@@ -10,6 +10,7 @@
 //! (`sendtime backtest --tune`); see the README's model section.
 
 pub mod backtest;
+pub mod calibrate;
 pub mod commands;
 pub mod dataset;
 pub mod explain;
@@ -83,6 +84,8 @@ impl Default for Thresholds {
 /// Everything the model needs from the config.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct ModelConfig {
+    /// The file's values (the defaults); those `auto` names are fitted when profiles are built.
     pub params: Params,
     pub thresholds: Thresholds,
+    pub auto: calibrate::Auto,
 }

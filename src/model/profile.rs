@@ -16,7 +16,7 @@ use crate::time::SLOTS;
 const FAST_HALF_LIFE: f64 = 14.0;
 const SLOW_HALF_LIFE: f64 = 365.0;
 /// Weight of a uniform floor mixed into the population profile so no slot is impossible.
-const UNIFORM_FLOOR: f64 = 0.01;
+pub(super) const UNIFORM_FLOOR: f64 = 0.01;
 
 /// Engagement class.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -157,6 +157,8 @@ pub struct Profiles {
     pub population: [f64; SLOTS],
     /// Share of the population's engagement on each weekday (Monday first).
     pub weekdays: [f64; 7],
+    /// The knobs fitted to the account's data, once they were (see [`super::calibrate`]).
+    pub fit: Option<super::calibrate::Fit>,
     decay: DecayTables,
     prev_day: Vec<i32>,
 }
@@ -229,6 +231,7 @@ impl Profiles {
             stats: vec![Stats::default(); contacts],
             population: [1.0 / SLOTS as f64; SLOTS],
             weekdays: [1.0 / 7.0; 7],
+            fit: None,
             decay: DecayTables::new(config.params.half_life_days),
             prev_day: vec![i32::MIN; contacts],
         }
@@ -386,6 +389,12 @@ impl Profiles {
     /// Recompute the population profile: everyone's engagement pooled (machines excluded),
     /// spread to neighbouring hours like a contact's, with a small uniform floor.
     pub fn refresh_population(&mut self) {
+        (self.population, self.weekdays) =
+            population_of(&self.population_counts(), self.config.params.hour_bandwidth);
+    }
+
+    /// Everyone's engagement pooled per slot (machines excluded).
+    pub(super) fn population_counts(&self) -> Vec<f64> {
         let mut sum = vec![0.0f64; SLOTS];
         for (c, w) in self.weights.iter().enumerate() {
             if self.stats[c].engagements == 0 || self.is_machine(c as u32) {
@@ -395,16 +404,14 @@ impl Profiles {
                 sum[s] += x as f64;
             }
         }
-        let sum = spread_hours(&sum, self.config.params.hour_bandwidth);
-        let total: f64 = sum.iter().sum();
-        let uniform = 1.0 / SLOTS as f64;
-        for (p, s) in self.population.iter_mut().zip(&sum) {
-            let empirical = if total > 0.0 { s / total } else { uniform };
-            *p = (1.0 - UNIFORM_FLOOR) * empirical + UNIFORM_FLOOR * uniform;
-        }
-        for (d, w) in self.weekdays.iter_mut().enumerate() {
-            *w = self.population[d * 24..(d + 1) * 24].iter().sum();
-        }
+        sum
+    }
+
+    /// Score with the knobs `fit` chose (when it could fit), and keep it to show.
+    pub fn apply_fit(&mut self, fit: super::calibrate::Fit) {
+        fit.apply(&mut self.config.params);
+        self.fit = Some(fit);
+        self.refresh_population();
     }
 
     /// Engagement class of a contact on day `now_day`.
@@ -440,6 +447,11 @@ impl Profiles {
     /// unknown and machine-like contacts).
     pub fn scores(&self, contact: Option<u32>, now_day: i32) -> [f64; SLOTS] {
         let p = &self.config.params;
+        // A prior that strong is the population's profile (what the fit picks where personal
+        // habits predict nothing): exactly, not nearly.
+        if p.prior_strength >= super::calibrate::POPULATION_PRIOR {
+            return self.population;
+        }
         let Some(c) = contact.filter(|c| (*c as usize) < self.len() && !self.is_machine(*c)) else {
             return self.population;
         };
@@ -601,7 +613,25 @@ impl Adder<'_> {
 }
 
 /// Spread counts to neighbouring hours with a Gaussian kernel (circular over the week).
-fn spread_hours(raw: &[f64], bandwidth: f64) -> Vec<f64> {
+/// The population profile from pooled counts, spread at `bandwidth` like a contact's, with a
+/// small uniform floor; and its share on each weekday (Monday first).
+pub(super) fn population_of(counts: &[f64], bandwidth: f64) -> ([f64; SLOTS], [f64; 7]) {
+    let sum = spread_hours(counts, bandwidth);
+    let total: f64 = sum.iter().sum();
+    let uniform = 1.0 / SLOTS as f64;
+    let mut population = [0.0; SLOTS];
+    for (p, s) in population.iter_mut().zip(&sum) {
+        let empirical = if total > 0.0 { s / total } else { uniform };
+        *p = (1.0 - UNIFORM_FLOOR) * empirical + UNIFORM_FLOOR * uniform;
+    }
+    let mut weekdays = [0.0; 7];
+    for (d, w) in weekdays.iter_mut().enumerate() {
+        *w = population[d * 24..(d + 1) * 24].iter().sum();
+    }
+    (population, weekdays)
+}
+
+pub(super) fn spread_hours(raw: &[f64], bandwidth: f64) -> Vec<f64> {
     if bandwidth <= 0.0 {
         return raw.to_vec();
     }

@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 use ulid::Ulid;
 
 use super::ModelConfig;
+use super::calibrate::Fit;
 use super::dataset::{self, Built};
 use super::profile::{Delta, Profiles, Stats};
 use crate::datasets::contacts::Contacts;
@@ -37,6 +38,11 @@ struct State {
     parts: Vec<String>,
     /// Delta files (weights and stats) whose sum is the profiles.
     deltas: Vec<String>,
+    /// The knobs fitted at the last rebuild, and for which `[model]` settings.
+    #[serde(default)]
+    fit: Option<Fit>,
+    #[serde(default)]
+    fit_for: String,
 }
 
 /// What an update did, for logs and the `profiles` command.
@@ -151,6 +157,8 @@ impl Cache {
             click_weight: config.params.click_weight,
             parts: on_disk.clone(),
             deltas: vec![delta],
+            fit: built.profiles.fit,
+            fit_for: fit_for(config),
         };
         commit_state(&dir, &state)?;
         let update = Update {
@@ -197,6 +205,7 @@ impl Cache {
                 &mut built.seen,
                 i64::MAX,
                 Some(&mut delta),
+                None,
             )?;
             built.profiles.refresh_population();
             build_seconds = started.elapsed().as_secs_f64();
@@ -223,6 +232,7 @@ impl State {
         day_of(now_ms) - self.reference_day <= REBASE_DAYS
             && self.half_life_days == config.params.half_life_days
             && self.click_weight == config.params.click_weight
+            && self.fit_for == fit_for(config)
             && self.parts.iter().all(|p| on_disk.contains(p))
     }
 }
@@ -290,7 +300,19 @@ fn load(
         }
     }
     p.loaded();
+    if let Some(fit) = state.fit {
+        p.apply_fit(fit);
+    }
     Ok(p)
+}
+
+/// The `[model]` settings a fit depends on: other ones fit again (on a rebuild).
+fn fit_for(config: ModelConfig) -> String {
+    let p = config.params;
+    format!(
+        "{:?} {} {} {}",
+        config.auto, p.prior_strength, p.hour_bandwidth, p.day_pooling
+    )
 }
 
 /// Write a delta as its pair of Parquet files; returns the pair's name.

@@ -25,6 +25,9 @@ pub struct Spec {
     pub seed: u64,
     /// Last day covered (events span the year before it), epoch ms.
     pub end_ms: i64,
+    /// Each contact opens at its own habitual hours; without, every open's hour is drawn from
+    /// the whole population's (so a contact's history says nothing of its own).
+    pub habits: bool,
 }
 
 /// Rows per part file.
@@ -268,8 +271,10 @@ pub fn generate(out: &Path, spec: Spec) -> anyhow::Result<usize> {
             };
             let at = if kind == Kind::Delivered {
                 sent + rng.below(MINUTE_MS as u64) as i64
-            } else {
+            } else if spec.habits {
                 p.open_after(&mut rng, sent)
+            } else {
+                personas[rng.below(personas.len() as u64) as usize].open_after(&mut rng, sent)
             };
             // Quiet contacts stop engaging (deliveries go on).
             if kind != Kind::Delivered && p.quits_at.is_some_and(|q| at > q) {
@@ -352,6 +357,7 @@ mod tests {
             events: 2000,
             seed: 7,
             end_ms: 1_700_000_000_000,
+            habits: true,
         };
         let a = tempfile::tempdir().unwrap();
         let b = tempfile::tempdir().unwrap();

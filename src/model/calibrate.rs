@@ -1,0 +1,343 @@
+//! Fitting the model's knobs to the account's own data: how much a contact's own history is
+//! trusted against the population (`prior_strength`), how far counts spread to neighbouring
+//! hours (`hour_bandwidth`) and how much is pooled across weekdays (`day_pooling`).
+//!
+//! A time split inside the history: the latest [`VALIDATION_DAYS`] of opens and clicks are kept
+//! aside while profiles are built, the profiles without them are scored on them for each
+//! candidate, and the candidate with the lowest log loss wins. The population alone is one of the
+//! candidates, so where personal habits are weak the fit converges to it. With too little data
+//! the file's values (the defaults) are kept, and the fit says so.
+
+use std::collections::HashMap;
+
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use super::Params;
+use super::profile::{Profiles, population_of, spread_hours};
+use crate::datasets::events::Kind;
+use crate::time::SLOTS;
+
+/// Days of the latest history kept aside to fit on.
+pub const VALIDATION_DAYS: i32 = 28;
+/// Fewer validation opens and clicks (of contacts with earlier history) than this: no fit.
+const MIN_EVENTS: usize = 200;
+/// At most this many validation events are scored (a seeded choice of contacts beyond it), so
+/// the fit costs little whatever the account's size.
+const MAX_EVENTS: usize = 400_000;
+/// A prior this strong is the population's profile.
+pub const POPULATION_PRIOR: f64 = 1e6;
+
+const PRIORS: [f64; 15] = [
+    1.0,
+    2.0,
+    4.0,
+    8.0,
+    12.0,
+    16.0,
+    24.0,
+    32.0,
+    48.0,
+    64.0,
+    96.0,
+    128.0,
+    256.0,
+    1024.0,
+    POPULATION_PRIOR,
+];
+const BANDWIDTHS: [f64; 3] = [0.5, 1.0, 2.0];
+const POOLINGS: [f64; 5] = [0.0, 0.5, 0.7, 0.9, 1.0];
+
+/// A contact's validation events (slot, weight) and its counts without them.
+type Held = (u32, Vec<(u8, f64)>, [f64; SLOTS]);
+
+/// Which knobs the data sets (`"auto"` in `[model]`) rather than the file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Auto {
+    pub prior_strength: bool,
+    pub hour_bandwidth: bool,
+    pub day_pooling: bool,
+}
+
+impl Default for Auto {
+    fn default() -> Self {
+        Auto {
+            prior_strength: true,
+            hour_bandwidth: true,
+            day_pooling: true,
+        }
+    }
+}
+
+impl Auto {
+    /// Every knob as the file says.
+    pub const NONE: Auto = Auto {
+        prior_strength: false,
+        hour_bandwidth: false,
+        day_pooling: false,
+    };
+
+    pub fn any(self) -> bool {
+        self.prior_strength || self.hour_bandwidth || self.day_pooling
+    }
+}
+
+/// Opens and clicks of the validation days, gathered while profiles are built.
+#[derive(Debug, Default)]
+pub struct Recent {
+    /// First day kept aside.
+    pub since_day: i32,
+    /// (contact, slot, day, kind code).
+    pub events: Vec<(u32, u8, i32, u8)>,
+}
+
+impl Recent {
+    pub fn since(since_day: i32) -> Recent {
+        Recent {
+            since_day,
+            events: Vec::new(),
+        }
+    }
+}
+
+/// What the fit chose and how it scored, stored with the profiles.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Fit {
+    /// False: too little data, the file's values are used.
+    pub fitted: bool,
+    /// Some candidate beat the file's values beyond noise (else they are kept).
+    #[serde(default)]
+    pub changed: bool,
+    pub prior_strength: f64,
+    pub hour_bandwidth: f64,
+    pub day_pooling: f64,
+    /// Validation opens and clicks scored, and their contacts.
+    pub events: u64,
+    pub contacts: u64,
+    /// Mean log loss per validation event (when fitted): with the chosen knobs, with the
+    /// file's, and with the population alone.
+    pub loss: Option<f64>,
+    pub file_loss: Option<f64>,
+    pub population_loss: Option<f64>,
+}
+
+impl Fit {
+    /// The knobs to score with: the fitted ones over `params`.
+    pub fn apply(&self, params: &mut Params) {
+        if self.fitted {
+            params.prior_strength = self.prior_strength;
+            params.hour_bandwidth = self.hour_bandwidth;
+            params.day_pooling = self.day_pooling;
+        }
+    }
+
+    /// One line for `profiles`, `explain` and `backtest`.
+    pub fn describe(&self) -> String {
+        if !self.fitted {
+            return format!(
+                "not fitted: {} validation opens/clicks of contacts with earlier history in the last {VALIDATION_DAYS} days (at least {MIN_EVENTS} needed); the [model] values are used",
+                self.events
+            );
+        }
+        let kept = if self.changed {
+            ""
+        } else {
+            " (the [model] values: no candidate beat them by more than twice its standard error)"
+        };
+        let prior = if self.prior_strength >= POPULATION_PRIOR {
+            "population only (personal habits did not predict the last weeks)".to_string()
+        } else {
+            format!("{}", self.prior_strength)
+        };
+        format!(
+            "fitted on the last {VALIDATION_DAYS} days ({} opens/clicks of {} contacts): prior_strength {prior}, hour_bandwidth {}, day_pooling {}{kept}; log loss {:.3} (the [model] values {:.3}, the population alone {:.3})",
+            self.events,
+            self.contacts,
+            self.hour_bandwidth,
+            self.day_pooling,
+            self.loss.unwrap_or_default(),
+            self.file_loss.unwrap_or_default(),
+            self.population_loss.unwrap_or_default()
+        )
+    }
+}
+
+/// The candidates for each knob: the file's value when it is fixed.
+fn candidates(auto: Auto, params: &Params) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
+    let pick = |on: bool, grid: &[f64], fixed: f64| {
+        if on { grid.to_vec() } else { vec![fixed] }
+    };
+    (
+        pick(auto.prior_strength, &PRIORS, params.prior_strength),
+        pick(auto.hour_bandwidth, &BANDWIDTHS, params.hour_bandwidth),
+        pick(auto.day_pooling, &POOLINGS, params.day_pooling),
+    )
+}
+
+/// Fit the knobs `auto` names to `recent`, against `profiles` (built with `recent`'s events
+/// included: they are taken out here) as of `now_day`.
+pub fn fit(profiles: &Profiles, recent: &Recent, auto: Auto, now_day: i32) -> Fit {
+    let params = profiles.config.params;
+    let decay =
+        |day: i32| 0.5f64.powf((profiles.reference_day - day) as f64 / params.half_life_days);
+    let weight = |kind: u8| {
+        if kind == Kind::Click as u8 {
+            params.click_weight
+        } else {
+            1.0
+        }
+    };
+    // The validation events of each contact that is not a machine.
+    let mut by_contact: HashMap<u32, Vec<(u8, f64)>> = HashMap::new();
+    for &(c, s, d, k) in &recent.events {
+        if (c as usize) < profiles.len() && (s as usize) < SLOTS && !profiles.is_machine(c) {
+            by_contact
+                .entry(c)
+                .or_default()
+                .push((s, weight(k) * decay(d)));
+        }
+    }
+    // The population without the validation events.
+    let mut population_counts = profiles.population_counts();
+    for events in by_contact.values() {
+        for &(s, w) in events {
+            population_counts[s as usize] = (population_counts[s as usize] - w).max(0.0);
+        }
+    }
+    // Contacts with history before the validation days, in a seeded order, up to the cap.
+    let mut contacts: Vec<Held> = by_contact
+        .into_iter()
+        .filter_map(|(c, events)| {
+            let mut train = [0.0f64; SLOTS];
+            for (s, x) in profiles.weights[c as usize].iter() {
+                train[s] = x as f64;
+            }
+            for &(s, w) in &events {
+                train[s as usize] = (train[s as usize] - w).max(0.0);
+            }
+            (train.iter().sum::<f64>() > 1e-6).then_some((c, events, train))
+        })
+        .collect();
+    contacts.sort_unstable_by_key(|(c, _, _)| xxhash_rust::xxh3::xxh3_64(&c.to_le_bytes()));
+    let mut kept = 0usize;
+    contacts.retain(|(_, e, _)| {
+        kept += e.len();
+        kept - e.len() < MAX_EVENTS
+    });
+    let events: usize = contacts.iter().map(|(_, e, _)| e.len()).sum();
+    let not_fitted = |events: usize, contacts: usize| Fit {
+        fitted: false,
+        changed: false,
+        prior_strength: params.prior_strength,
+        hour_bandwidth: params.hour_bandwidth,
+        day_pooling: params.day_pooling,
+        events: events as u64,
+        contacts: contacts as u64,
+        loss: None,
+        file_loss: None,
+        population_loss: None,
+    };
+    if !auto.any() || events < MIN_EVENTS {
+        return not_fitted(events, contacts.len());
+    }
+    let (priors, bandwidths, poolings) = candidates(auto, &params);
+    // Scores decay to `now_day` as `Profiles::scores` does.
+    let age = 0.5f64.powf((now_day - profiles.reference_day) as f64 / params.half_life_days);
+    let mut grid: Vec<(f64, f64, f64)> = Vec::new();
+    for &b in &bandwidths {
+        for &p in &poolings {
+            for &a in &priors {
+                grid.push((b, p, a));
+            }
+        }
+    }
+    // Also the file's own values, to report against.
+    let file = (
+        params.hour_bandwidth,
+        params.day_pooling,
+        params.prior_strength,
+    );
+    grid.push(file);
+    let mut populations: HashMap<u64, ([f64; SLOTS], [f64; 7])> = HashMap::new();
+    for &b in bandwidths.iter().chain([&params.hour_bandwidth]) {
+        populations
+            .entry(b.to_bits())
+            .or_insert_with(|| population_of(&population_counts, b));
+    }
+    // Per candidate: the loss summed over events, and the squares of each contact's loss less
+    // the file's (contacts, not events, are the independent units).
+    let g_n = grid.len();
+    let file_g = g_n - 1;
+    let sums: Vec<f64> = contacts
+        .par_iter()
+        .fold(
+            || vec![0.0f64; 2 * g_n + 1],
+            |mut acc, (_, events, train)| {
+                let raw: Vec<f64> = train.iter().map(|w| w * age).collect();
+                let total: f64 = raw.iter().sum();
+                let mut spread_by = HashMap::new();
+                let mut contact = vec![0.0f64; g_n];
+                for (g, &(b, p, a)) in grid.iter().enumerate() {
+                    let (pop, weekdays) = &populations[&b.to_bits()];
+                    let (spread, by_hour) = spread_by.entry(b.to_bits()).or_insert_with(|| {
+                        let spread = spread_hours(&raw, b);
+                        let mut by_hour = [0.0f64; 24];
+                        for (s, w) in spread.iter().enumerate() {
+                            by_hour[s % 24] += w;
+                        }
+                        (spread, by_hour)
+                    });
+                    for &(s, _) in events {
+                        let s = s as usize;
+                        let pooled = by_hour[s % 24] * weekdays[s / 24];
+                        let counts = (1.0 - p) * spread[s] + p * pooled;
+                        let score = (counts + a * pop[s]) / (total + a);
+                        contact[g] -= score.max(1e-300).ln();
+                    }
+                }
+                for g in 0..g_n {
+                    acc[g] += contact[g];
+                    let d = contact[g] - contact[file_g];
+                    acc[g_n + g] += d * d;
+                }
+                let (pop, _) = &populations[&params.hour_bandwidth.to_bits()];
+                for &(s, _) in events {
+                    acc[2 * g_n] -= pop[s as usize].max(1e-300).ln();
+                }
+                acc
+            },
+        )
+        .reduce(
+            || vec![0.0f64; 2 * g_n + 1],
+            |a, b| a.iter().zip(&b).map(|(x, y)| x + y).collect(),
+        );
+    let n = events as f64;
+    let c = contacts.len() as f64;
+    // A candidate replaces the file's values only when it beats them by more than twice the
+    // standard error of the difference: a small account's last weeks are too few to move on
+    // noise. The lowest loss among those wins.
+    let beats_file = |g: usize| {
+        let gain = sums[file_g] - sums[g];
+        let mean = -gain / c;
+        let var = (sums[g_n + g] / c - mean * mean).max(0.0);
+        gain > 2.0 * (c * var).sqrt()
+    };
+    let best = (0..file_g)
+        .filter(|g| beats_file(*g))
+        .min_by(|i, j| sums[*i].total_cmp(&sums[*j]))
+        .unwrap_or(file_g);
+    let loss = &sums;
+    let (b, p, a) = grid[best];
+    Fit {
+        fitted: true,
+        changed: best != file_g,
+        prior_strength: a,
+        hour_bandwidth: b,
+        day_pooling: p,
+        events: events as u64,
+        contacts: contacts.len() as u64,
+        loss: Some(loss[best] / n),
+        file_loss: Some(loss[file_g] / n),
+        population_loss: Some(loss[2 * g_n] / n),
+    }
+}
