@@ -110,7 +110,7 @@ pub fn build(config: ModelConfig, rows: &Rows, until_ms: i64) -> Profiles {
         for i in 0..c.len() {
             let engagement = Kind::from_code(k[i]).is_some_and(Kind::is_engagement);
             if d[i] >= recent.since_day && !f[i] && engagement {
-                recent.events.push((c[i], s[i], d[i], k[i]));
+                recent.push(c[i], s[i], d[i], k[i]);
             }
         }
         let fit = calibrate::fit(&p, &recent, config.auto, end_day);

@@ -82,13 +82,22 @@ impl Auto {
     }
 }
 
-/// Opens and clicks of the validation days, gathered while profiles are built.
-#[derive(Debug, Default)]
+/// Opens and clicks of the validation days, gathered while profiles are built: of a seeded
+/// sample of contacts that shrinks as needed to hold at most about `2 * MAX_EVENTS` events,
+/// so memory and the fit's time stay bounded whatever the account's size.
+#[derive(Debug)]
 pub struct Recent {
     /// First day kept aside.
     pub since_day: i32,
     /// (contact, slot, day, kind code).
     pub events: Vec<(u32, u8, i32, u8)>,
+    /// Contacts whose [`sample_key`] is below this are kept.
+    below: u32,
+}
+
+/// A contact's place in the sample (a multiplicative hash: every contact equally likely).
+fn sample_key(contact: u32) -> u32 {
+    ((contact as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 40) as u32
 }
 
 impl Recent {
@@ -96,6 +105,25 @@ impl Recent {
         Recent {
             since_day,
             events: Vec::new(),
+            below: u32::MAX,
+        }
+    }
+
+    /// Keep one validation event, if its contact is in the sample.
+    pub fn push(&mut self, contact: u32, slot: u8, day: i32, kind: u8) {
+        if sample_key(contact) >= self.below {
+            return;
+        }
+        self.events.push((contact, slot, day, kind));
+        if self.events.len() >= 2 * MAX_EVENTS {
+            // Halve the sample: drop the contacts in its upper half.
+            let below = if self.below == u32::MAX {
+                1 << 23
+            } else {
+                self.below / 2
+            };
+            self.below = below.max(1);
+            self.events.retain(|e| sample_key(e.0) < below);
         }
     }
 }

@@ -174,7 +174,7 @@ pub fn add_parts(
                         && !skip.is_some_and(|m| m[i])
                         && events::Kind::from_code(k[i]).is_some_and(events::Kind::is_engagement);
                     if kept {
-                        r.events.push((c[i], s[i], d[i], k[i]));
+                        r.push(c[i], s[i], d[i], k[i]);
                     }
                 }
             }
