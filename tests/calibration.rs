@@ -3,26 +3,15 @@
 //! than the population's best hours. Synthetic data sets from `sendtime gen`, judged by
 //! `sendtime backtest` through the binary.
 
+mod common;
+
 use std::path::Path;
-use std::process::Command;
 
 use serde_json::Value;
 
 fn sendtime(data: &Path, args: &[&str]) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_sendtime"))
-        .arg("--config")
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("webhooks.toml"))
-        .arg("--data")
-        .arg(data)
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "sendtime {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    let config = Path::new(env!("CARGO_MANIFEST_DIR")).join("webhooks.toml");
+    common::sendtime(&config, data, args, &[])
 }
 
 /// A year of 3,000 synthetic contacts, with or without habits of their own, backtested at a

@@ -10,13 +10,17 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::{Hook, Server, TestConfig, enrollments, eventually, post_signed, runtime, set_clock};
+use common::{
+    Hook, Server, TestConfig, enrollments, eventually, post_signed, runtime, sendtime, set_clock,
+    ticks,
+};
 use fantoccini::{Client, ClientBuilder, Locator};
 use sendtime::hubspot::standin::{Options, StandIn};
 use serde_json::{Value, json};
 
 const SECRET: &str = "dashboard-secret";
 const TOKEN: &str = "standin-token";
+const ENV: &[(&str, &str)] = &[("DASH_SECRET", SECRET), ("DASH_TOKEN", TOKEN)];
 
 const HOOKS: &[Hook] = &[
     Hook {
@@ -44,25 +48,6 @@ fn write_config(dir: &Path, api_base: &str, server: &str) -> PathBuf {
         hooks: &HOOKS.iter().collect::<Vec<_>>(),
     }
     .write(dir)
-}
-
-fn sendtime(config: &Path, data: &Path, args: &[&str]) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_sendtime"))
-        .arg("--config")
-        .arg(config)
-        .arg("--data")
-        .arg(data)
-        .args(args)
-        .env("DASH_SECRET", SECRET)
-        .env("DASH_TOKEN", TOKEN)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "sendtime {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// Opens of 40 contacts over the last four weeks, most on Tuesdays at 15:00 UTC.
@@ -97,6 +82,7 @@ fn import_engagement(config: &Path, data: &Path) {
             "--time",
             "opened",
         ],
+        ENV,
     );
 }
 
@@ -105,18 +91,6 @@ fn status(server: &Server) -> Value {
         .unwrap()
         .json()
         .unwrap()
-}
-
-/// Dispatcher ticks run so far.
-fn ticks(server: &Server) -> u64 {
-    let metrics = reqwest::blocking::get(server.admin_url("/metrics"))
-        .unwrap()
-        .text()
-        .unwrap();
-    metrics
-        .lines()
-        .find_map(|l| l.strip_prefix("sendtime_tick_seconds_count "))
-        .map_or(0, |n| n.trim().parse().unwrap())
 }
 
 fn endpoint<'s>(status: &'s Value, id: &str) -> &'s Value {
@@ -521,14 +495,14 @@ fn the_admin_surface_guards_its_data_and_its_buttons() {
         r.json::<Value>().unwrap(),
         json!({"id": "fatigue", "kind": "webhook", "paused": true})
     );
-    let paused = sendtime(&config, &data, &["pause"]);
+    let paused = sendtime(&config, &data, &["pause"], ENV);
     assert!(
         paused.contains("fatigue (Webhook) paused since"),
         "{paused}"
     );
     assert_eq!(post("/pause", json!({"id": "nope"})).status(), 404);
     assert_eq!(post("/resume", json!({"id": "fatigue"})).status(), 200);
-    assert!(!sendtime(&config, &data, &["pause"]).contains("fatigue"));
+    assert!(!sendtime(&config, &data, &["pause"], ENV).contains("fatigue"));
     // A cross-site form cannot post: JSON only.
     let form = http
         .post(server.admin_url("/pause"))

@@ -1254,22 +1254,7 @@ fn a_paused_webhook_holds_its_contacts_until_resumed_across_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let config = write_config(dir.path(), &standin.url(), "", &[&HOOKS[3]]);
-    let cli = |args: &[&str]| {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_sendtime"))
-            .arg("--config")
-            .arg(&config)
-            .arg("--data")
-            .arg(&data)
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).to_string()
-    };
+    let cli = |args: &[&str]| common::sendtime(&config, &data, args, &[]);
     let clock = dir.path().join("clock");
     set_clock(&clock, now_ms());
     let server = start(&config, &data, Some(&clock), &[]);

@@ -5,37 +5,20 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
-use common::{Hook, Server, TestConfig, eventually, post_signed, runtime, set_clock};
+use common::{
+    Hook, Server, TestConfig, eventually, post_signed, runtime, sendtime, set_clock, ticks,
+};
 use sendtime::hubspot::standin::{Options, StandIn};
 use serde_json::Value;
 
 const SECRET: &str = "lift-secret";
 const TOKEN: &str = "standin-token";
+const ENV: &[(&str, &str)] = &[("LIFT_SECRET", SECRET), ("LIFT_TOKEN", TOKEN)];
 const CONTACTS: u64 = 800;
 const SEED: &str = "5";
 const HOUR: i64 = 3_600_000;
-
-fn sendtime(config: &Path, data: &Path, args: &[&str]) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_sendtime"))
-        .arg("--config")
-        .arg(config)
-        .arg("--data")
-        .arg(data)
-        .args(args)
-        .env("LIFT_SECRET", SECRET)
-        .env("LIFT_TOKEN", TOKEN)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "sendtime {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
 fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
@@ -56,17 +39,6 @@ fn sent(server: &Server) -> u64 {
         .json()
         .unwrap();
     status["webhooks"][0]["counts"]["sent"].as_u64().unwrap()
-}
-
-fn ticks(server: &Server) -> u64 {
-    let metrics = reqwest::blocking::get(server.admin_url("/metrics"))
-        .unwrap()
-        .text()
-        .unwrap();
-    metrics
-        .lines()
-        .find_map(|l| l.strip_prefix("sendtime_tick_seconds_count "))
-        .map_or(0, |n| n.trim().parse().unwrap())
 }
 
 /// A year of habits, 800 contacts posted to a NEXT_24_HOURS webhook holding out half, and a
@@ -112,6 +84,7 @@ fn dispatched_world(dir: &Path) -> (PathBuf, PathBuf, i64, String) {
             "--out",
             data.to_str().unwrap(),
         ],
+        ENV,
     );
     let clock = dir.join("clock");
     set_clock(&clock, start);
@@ -119,11 +92,7 @@ fn dispatched_world(dir: &Path) -> (PathBuf, PathBuf, i64, String) {
     let server = Server::start(
         &config,
         &data,
-        &[
-            ("LIFT_SECRET", SECRET),
-            ("LIFT_TOKEN", TOKEN),
-            ("SENDTIME_CLOCK_FILE", &clock_env),
-        ],
+        &[ENV, &[("SENDTIME_CLOCK_FILE", clock_env.as_str())]].concat(),
     );
     let http = reqwest::blocking::Client::new();
     for id in 1..=CONTACTS {
@@ -167,7 +136,7 @@ fn respond(config: &Path, data: &Path, end: &str, extra: &[&str]) {
         data.to_str().unwrap(),
     ];
     args.extend_from_slice(extra);
-    sendtime(config, data, &args);
+    sendtime(config, data, &args, ENV);
 }
 
 fn lift(config: &Path, data: &Path, start: i64) -> Value {
@@ -176,6 +145,7 @@ fn lift(config: &Path, data: &Path, start: i64) -> Value {
         config,
         data,
         &["report", "lift", "--as-of", &as_of, "--json"],
+        ENV,
     );
     serde_json::from_str(&out).unwrap()
 }
@@ -252,6 +222,7 @@ fn lift_has_the_right_sign_where_send_time_matters_and_covers_zero_where_it_does
             "--as-of",
             &(start + 5 * 24 * HOUR).to_string(),
         ],
+        ENV,
     );
     assert!(
         text.contains("opened within 24 h: optimized sends did better"),

@@ -373,13 +373,6 @@ fn read_model(ctx: &mut Ctx, top: &TableReader) -> Option<ModelConfig> {
             0.0,
             24.0,
         ),
-        (
-            "day_pooling",
-            &mut p.day_pooling,
-            &mut auto.day_pooling,
-            0.0,
-            1.0,
-        ),
     ] {
         let Some(v) = r.get(key) else { continue };
         match (v.get_ref(), number(v.get_ref())) {
@@ -406,6 +399,7 @@ fn read_model(ctx: &mut Ctx, top: &TableReader) -> Option<ModelConfig> {
     for (key, slot, min, max) in [
         ("half_life_days", &mut p.half_life_days, 1.0, 1e9),
         ("click_weight", &mut p.click_weight, 0.0, 100.0),
+        ("day_pooling", &mut p.day_pooling, 0.0, 1.0),
         ("passive_ratio", &mut t.passive_ratio, 0.0, 1.0),
         ("machine_per_day", &mut t.machine_per_day, 1.0, 1e9),
         ("machine_per_year", &mut t.machine_per_year, 1.0, 1e12),

@@ -225,10 +225,11 @@ pub fn schema() -> Value {
             ),
             (
                 "day_pooling",
-                auto_or_number(
-                    "Share of counts pooled across weekdays; \"auto\": fitted to the account's data.",
+                number(
+                    "Share of counts pooled across weekdays.",
                     0.0,
                     1.0,
+                    p.day_pooling,
                 ),
             ),
             (

@@ -760,11 +760,7 @@ mod tests {
                 ..Thresholds::default()
             },
             // The file's values, by hand.
-            auto: crate::model::calibrate::Auto {
-                prior_strength: false,
-                hour_bandwidth: false,
-                day_pooling: false,
-            },
+            auto: crate::model::calibrate::Auto::NONE,
         };
         let report = evaluate(config, &rows, split, 9);
         assert_eq!(report.training_events, 3);

@@ -1,12 +1,14 @@
 //! Fitting the model's knobs to the account's own data: how much a contact's own history is
-//! trusted against the population (`prior_strength`), how far counts spread to neighbouring
-//! hours (`hour_bandwidth`) and how much is pooled across weekdays (`day_pooling`).
+//! trusted against the population (`prior_strength`) and how far counts spread to neighbouring
+//! hours (`hour_bandwidth`).
 //!
 //! A time split inside the history: the latest [`VALIDATION_DAYS`] of opens and clicks are kept
 //! aside while profiles are built, the profiles without them are scored on them for each
-//! candidate, and the candidate with the lowest log loss wins. The population alone is one of the
-//! candidates, so where personal habits are weak the fit converges to it. With too little data
-//! the file's values (the defaults) are kept, and the fit says so.
+//! candidate by hour of day (what planning inside a window needs; hour-of-week scores mostly
+//! learn the weekdays mail was sent on), and the candidate with the lowest log loss wins. The
+//! population alone is one of the candidates, so where personal habits are weak the fit
+//! converges to it. With too little data the file's values (the defaults) are kept, and the fit
+//! says so. `day_pooling` is not fitted: it does not change hour-of-day scores.
 
 use std::collections::HashMap;
 
@@ -46,7 +48,6 @@ const PRIORS: [f64; 15] = [
     POPULATION_PRIOR,
 ];
 const BANDWIDTHS: [f64; 3] = [0.5, 1.0, 2.0];
-const POOLINGS: [f64; 5] = [0.0, 0.5, 0.7, 0.9, 1.0];
 
 /// A contact's validation events (slot, weight) and its counts without them.
 type Held = (u32, Vec<(u8, f64)>, [f64; SLOTS]);
@@ -56,7 +57,6 @@ type Held = (u32, Vec<(u8, f64)>, [f64; SLOTS]);
 pub struct Auto {
     pub prior_strength: bool,
     pub hour_bandwidth: bool,
-    pub day_pooling: bool,
 }
 
 impl Default for Auto {
@@ -64,7 +64,6 @@ impl Default for Auto {
         Auto {
             prior_strength: true,
             hour_bandwidth: true,
-            day_pooling: true,
         }
     }
 }
@@ -74,11 +73,10 @@ impl Auto {
     pub const NONE: Auto = Auto {
         prior_strength: false,
         hour_bandwidth: false,
-        day_pooling: false,
     };
 
     pub fn any(self) -> bool {
-        self.prior_strength || self.hour_bandwidth || self.day_pooling
+        self.prior_strength || self.hour_bandwidth
     }
 }
 
@@ -138,7 +136,6 @@ pub struct Fit {
     pub changed: bool,
     pub prior_strength: f64,
     pub hour_bandwidth: f64,
-    pub day_pooling: f64,
     /// Validation opens and clicks scored, and their contacts.
     pub events: u64,
     pub contacts: u64,
@@ -155,7 +152,6 @@ impl Fit {
         if self.fitted {
             params.prior_strength = self.prior_strength;
             params.hour_bandwidth = self.hour_bandwidth;
-            params.day_pooling = self.day_pooling;
         }
     }
 
@@ -178,11 +174,10 @@ impl Fit {
             format!("{}", self.prior_strength)
         };
         format!(
-            "fitted on the last {VALIDATION_DAYS} days ({} opens/clicks of {} contacts): prior_strength {prior}, hour_bandwidth {}, day_pooling {}{kept}; log loss {:.3} (the [model] values {:.3}, the population alone {:.3})",
+            "fitted on the last {VALIDATION_DAYS} days ({} opens/clicks of {} contacts): prior_strength {prior}, hour_bandwidth {}{kept}; hour-of-day log loss {:.3} (the [model] values {:.3}, the population alone {:.3})",
             self.events,
             self.contacts,
             self.hour_bandwidth,
-            self.day_pooling,
             self.loss.unwrap_or_default(),
             self.file_loss.unwrap_or_default(),
             self.population_loss.unwrap_or_default()
@@ -191,14 +186,13 @@ impl Fit {
 }
 
 /// The candidates for each knob: the file's value when it is fixed.
-fn candidates(auto: Auto, params: &Params) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
+fn candidates(auto: Auto, params: &Params) -> (Vec<f64>, Vec<f64>) {
     let pick = |on: bool, grid: &[f64], fixed: f64| {
         if on { grid.to_vec() } else { vec![fixed] }
     };
     (
         pick(auto.prior_strength, &PRIORS, params.prior_strength),
         pick(auto.hour_bandwidth, &BANDWIDTHS, params.hour_bandwidth),
-        pick(auto.day_pooling, &POOLINGS, params.day_pooling),
     )
 }
 
@@ -258,7 +252,6 @@ pub fn fit(profiles: &Profiles, recent: &Recent, auto: Auto, now_day: i32) -> Fi
         changed: false,
         prior_strength: params.prior_strength,
         hour_bandwidth: params.hour_bandwidth,
-        day_pooling: params.day_pooling,
         events: events as u64,
         contacts: contacts as u64,
         loss: None,
@@ -268,29 +261,28 @@ pub fn fit(profiles: &Profiles, recent: &Recent, auto: Auto, now_day: i32) -> Fi
     if !auto.any() || events < MIN_EVENTS {
         return not_fitted(events, contacts.len());
     }
-    let (priors, bandwidths, poolings) = candidates(auto, &params);
+    let (priors, bandwidths) = candidates(auto, &params);
     // Scores decay to `now_day` as `Profiles::scores` does.
     let age = 0.5f64.powf((now_day - profiles.reference_day) as f64 / params.half_life_days);
-    let mut grid: Vec<(f64, f64, f64)> = Vec::new();
+    let mut grid: Vec<(f64, f64)> = Vec::new();
     for &b in &bandwidths {
-        for &p in &poolings {
-            for &a in &priors {
-                grid.push((b, p, a));
-            }
+        for &a in &priors {
+            grid.push((b, a));
         }
     }
     // Also the file's own values, to report against.
-    let file = (
-        params.hour_bandwidth,
-        params.day_pooling,
-        params.prior_strength,
-    );
-    grid.push(file);
-    let mut populations: HashMap<u64, ([f64; SLOTS], [f64; 7])> = HashMap::new();
+    grid.push((params.hour_bandwidth, params.prior_strength));
+    // The population by hour of day, at each bandwidth.
+    let mut populations: HashMap<u64, [f64; 24]> = HashMap::new();
     for &b in bandwidths.iter().chain([&params.hour_bandwidth]) {
-        populations
-            .entry(b.to_bits())
-            .or_insert_with(|| population_of(&population_counts, b));
+        populations.entry(b.to_bits()).or_insert_with(|| {
+            let (pop, _) = population_of(&population_counts, b);
+            let mut by_hour = [0.0f64; 24];
+            for (s, p) in pop.iter().enumerate() {
+                by_hour[s % 24] += p;
+            }
+            by_hour
+        });
     }
     // Per candidate: the loss summed over events, and the squares of each contact's loss less
     // the file's (contacts, not events, are the independent units).
@@ -303,23 +295,21 @@ pub fn fit(profiles: &Profiles, recent: &Recent, auto: Auto, now_day: i32) -> Fi
             |mut acc, (_, events, train)| {
                 let raw: Vec<f64> = train.iter().map(|w| w * age).collect();
                 let total: f64 = raw.iter().sum();
-                let mut spread_by = HashMap::new();
+                let mut by_hour_at = HashMap::new();
                 let mut contact = vec![0.0f64; g_n];
-                for (g, &(b, p, a)) in grid.iter().enumerate() {
-                    let (pop, weekdays) = &populations[&b.to_bits()];
-                    let (spread, by_hour) = spread_by.entry(b.to_bits()).or_insert_with(|| {
-                        let spread = spread_hours(&raw, b);
+                for (g, &(b, a)) in grid.iter().enumerate() {
+                    let pop = &populations[&b.to_bits()];
+                    // Hour-of-day scores do not depend on pooling across weekdays.
+                    let by_hour = by_hour_at.entry(b.to_bits()).or_insert_with(|| {
                         let mut by_hour = [0.0f64; 24];
-                        for (s, w) in spread.iter().enumerate() {
+                        for (s, w) in spread_hours(&raw, b).iter().enumerate() {
                             by_hour[s % 24] += w;
                         }
-                        (spread, by_hour)
+                        by_hour
                     });
                     for &(s, _) in events {
-                        let s = s as usize;
-                        let pooled = by_hour[s % 24] * weekdays[s / 24];
-                        let counts = (1.0 - p) * spread[s] + p * pooled;
-                        let score = (counts + a * pop[s]) / (total + a);
+                        let h = s as usize % 24;
+                        let score = (by_hour[h] + a * pop[h]) / (total + a);
                         contact[g] -= score.max(1e-300).ln();
                     }
                 }
@@ -328,9 +318,9 @@ pub fn fit(profiles: &Profiles, recent: &Recent, auto: Auto, now_day: i32) -> Fi
                     let d = contact[g] - contact[file_g];
                     acc[g_n + g] += d * d;
                 }
-                let (pop, _) = &populations[&params.hour_bandwidth.to_bits()];
+                let pop = &populations[&params.hour_bandwidth.to_bits()];
                 for &(s, _) in events {
-                    acc[2 * g_n] -= pop[s as usize].max(1e-300).ln();
+                    acc[2 * g_n] -= pop[s as usize % 24].max(1e-300).ln();
                 }
                 acc
             },
@@ -355,13 +345,12 @@ pub fn fit(profiles: &Profiles, recent: &Recent, auto: Auto, now_day: i32) -> Fi
         .min_by(|i, j| sums[*i].total_cmp(&sums[*j]))
         .unwrap_or(file_g);
     let loss = &sums;
-    let (b, p, a) = grid[best];
+    let (b, a) = grid[best];
     Fit {
         fitted: true,
         changed: best != file_g,
         prior_strength: a,
         hour_bandwidth: b,
-        day_pooling: p,
         events: events as u64,
         contacts: contacts.len() as u64,
         loss: Some(loss[best] / n),

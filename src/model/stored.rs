@@ -310,8 +310,8 @@ fn load(
 fn fit_for(config: ModelConfig) -> String {
     let p = config.params;
     format!(
-        "{:?} {} {} {}",
-        config.auto, p.prior_strength, p.hour_bandwidth, p.day_pooling
+        "{:?} {} {}",
+        config.auto, p.prior_strength, p.hour_bandwidth
     )
 }
 

@@ -326,3 +326,35 @@ pub fn enrollments(
     }
     out
 }
+
+/// Run `sendtime --config CONFIG --data DATA ARGS` with `env` set; its standard output, or a
+/// panic that shows its standard error.
+pub fn sendtime(config: &Path, data: &Path, args: &[&str], env: &[(&str, &str)]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_sendtime"))
+        .arg("--config")
+        .arg(config)
+        .arg("--data")
+        .arg(data)
+        .args(args)
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "sendtime {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Dispatcher ticks the server has run so far (its `/metrics`).
+pub fn ticks(server: &Server) -> u64 {
+    let metrics = reqwest::blocking::get(server.admin_url("/metrics"))
+        .unwrap()
+        .text()
+        .unwrap();
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("sendtime_tick_seconds_count "))
+        .map_or(0, |n| n.trim().parse().unwrap())
+}
