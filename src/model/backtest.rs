@@ -106,14 +106,13 @@ pub fn build(config: ModelConfig, rows: &Rows, until_ms: i64) -> Profiles {
     if config.auto.any() && until_ms != i64::MAX {
         // Fitted on the latest weeks before `until_ms`, as a profile build does.
         let end_day = day_of(until_ms);
-        let mut recent = calibrate::Recent::since(end_day - calibrate::VALIDATION_DAYS);
+        let mut recent = calibrate::Recent::default();
         for i in 0..c.len() {
-            let engagement = Kind::from_code(k[i]).is_some_and(Kind::is_engagement);
-            if d[i] >= recent.since_day && !f[i] && engagement {
+            if !f[i] && Kind::from_code(k[i]).is_some_and(Kind::is_engagement) {
                 recent.push(c[i], s[i], d[i], k[i]);
             }
         }
-        let fit = calibrate::fit(&p, &recent, config.auto, end_day);
+        let fit = calibrate::fit(&p, recent, config.auto, end_day);
         p.apply_fit(fit);
     }
     p

@@ -80,15 +80,16 @@ impl Auto {
     }
 }
 
-/// Opens and clicks of the validation days, gathered while profiles are built: of a seeded
-/// sample of contacts that shrinks as needed to hold at most about `2 * MAX_EVENTS` events,
-/// so memory and the fit's time stay bounded whatever the account's size.
+/// Opens and clicks of the validation days (the [`VALIDATION_DAYS`] up to the newest one seen),
+/// gathered while profiles are built, in whatever order parts come: of a seeded sample of
+/// contacts that shrinks as needed to hold at most about `2 * MAX_EVENTS` events, so memory and
+/// the fit's time stay bounded whatever the account's size.
 #[derive(Debug)]
 pub struct Recent {
-    /// First day kept aside.
-    pub since_day: i32,
+    /// The newest day seen.
+    newest: i32,
     /// (contact, slot, day, kind code).
-    pub events: Vec<(u32, u8, i32, u8)>,
+    events: Vec<(u32, u8, i32, u8)>,
     /// Contacts whose [`sample_key`] is below this are kept.
     below: u32,
 }
@@ -98,30 +99,44 @@ fn sample_key(contact: u32) -> u32 {
     ((contact as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 40) as u32
 }
 
-impl Recent {
-    pub fn since(since_day: i32) -> Recent {
+impl Default for Recent {
+    fn default() -> Self {
         Recent {
-            since_day,
+            newest: i32::MIN,
             events: Vec::new(),
             below: u32::MAX,
         }
     }
+}
 
-    /// Keep one validation event, if its contact is in the sample.
+impl Recent {
+    /// The first day of the validation days as known so far (it only moves later).
+    pub fn first_day(&self) -> i32 {
+        self.newest.saturating_sub(VALIDATION_DAYS - 1)
+    }
+
+    /// Keep one open or click, if it may be in the validation days and its contact is in the
+    /// sample.
     pub fn push(&mut self, contact: u32, slot: u8, day: i32, kind: u8) {
-        if sample_key(contact) >= self.below {
+        if day < self.first_day() || sample_key(contact) >= self.below {
             return;
         }
+        self.newest = self.newest.max(day);
         self.events.push((contact, slot, day, kind));
         if self.events.len() >= 2 * MAX_EVENTS {
-            // Halve the sample: drop the contacts in its upper half.
-            let below = if self.below == u32::MAX {
-                1 << 23
-            } else {
-                self.below / 2
-            };
-            self.below = below.max(1);
-            self.events.retain(|e| sample_key(e.0) < below);
+            // Forget what the window has moved past; if that is not enough, halve the sample:
+            // drop the contacts in its upper half.
+            let first = self.first_day();
+            self.events.retain(|e| e.2 >= first);
+            if self.events.len() >= MAX_EVENTS {
+                let below = if self.below == u32::MAX {
+                    1 << 23
+                } else {
+                    self.below / 2
+                };
+                self.below = below.max(1);
+                self.events.retain(|e| sample_key(e.0) < below);
+            }
         }
     }
 }
@@ -198,7 +213,9 @@ fn candidates(auto: Auto, params: &Params) -> (Vec<f64>, Vec<f64>) {
 
 /// Fit the knobs `auto` names to `recent`, against `profiles` (built with `recent`'s events
 /// included: they are taken out here) as of `now_day`.
-pub fn fit(profiles: &Profiles, recent: &Recent, auto: Auto, now_day: i32) -> Fit {
+pub fn fit(profiles: &Profiles, mut recent: Recent, auto: Auto, now_day: i32) -> Fit {
+    let first = recent.first_day();
+    recent.events.retain(|e| e.2 >= first);
     let params = profiles.config.params;
     let decay =
         |day: i32| 0.5f64.powf((profiles.reference_day - day) as f64 / params.half_life_days);

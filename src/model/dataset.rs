@@ -92,13 +92,13 @@ fn profiles_from(
     let expected = Contacts::count(data_dir)?;
     let mut profiles = Profiles::new(config, expected, reference_day);
     let mut seen = vec![false; expected];
-    // The latest weeks before the build's end, kept aside (as well as counted) to fit on.
+    // The latest weeks of events, kept aside (as well as counted) to fit on.
     let end_day = if as_of_ms == i64::MAX {
         reference_day
     } else {
         day_of(as_of_ms)
     };
-    let mut recent = calibrate::Recent::since(end_day - calibrate::VALIDATION_DAYS);
+    let mut recent = calibrate::Recent::default();
     add_parts(
         data_dir,
         parts,
@@ -108,7 +108,7 @@ fn profiles_from(
         None,
         Some(&mut recent),
     )?;
-    let fit = calibrate::fit(&profiles, &recent, config.auto, end_day);
+    let fit = calibrate::fit(&profiles, recent, config.auto, end_day);
     profiles.apply_fit(fit);
     Ok((profiles, seen))
 }
@@ -166,10 +166,10 @@ pub fn add_parts(
             });
             let skip = skip.as_ref().map(|m| &m[rows]);
             if let Some(r) = recent.as_deref_mut()
-                && d.iter().any(|day| *day >= r.since_day)
+                && d.iter().any(|day| *day >= r.first_day())
             {
                 for i in 0..c.len() {
-                    let kept = d[i] >= r.since_day
+                    let kept = d[i] >= r.first_day()
                         && !filtered.as_ref().is_some_and(|f| f[i])
                         && !skip.is_some_and(|m| m[i])
                         && events::Kind::from_code(k[i]).is_some_and(events::Kind::is_engagement);
