@@ -21,8 +21,8 @@ use crate::dispatch::Dispatcher;
 use crate::metrics::Metrics;
 use crate::model::explain::Explanation;
 
-/// A contact lookup from the dashboard: answered between ticks from the dispatcher's
-/// profiles in memory (building them from disk would take as long as a start-up).
+/// A contact lookup from the dashboard: its profile part answered between ticks from the
+/// dispatcher's profiles in memory (building them from disk would take as long as a start-up).
 pub struct Lookup {
     pub contact: String,
     pub reply: tokio::sync::oneshot::Sender<anyhow::Result<Explanation>>,
@@ -79,10 +79,11 @@ pub async fn run(
             _ = tokio::time::sleep(wait) => {}
             _ = stop.changed() => break,
             Some(lookup) = lookups.recv() => {
-                let answer = tokio::task::block_in_place(|| {
-                    dispatcher.explain(&config.load(), &lookup.contact)
-                });
-                let _ = lookup.reply.send(answer);
+                // One that timed out while a tick ran is not worked out for nobody.
+                if !lookup.reply.is_closed() {
+                    let answer = dispatcher.explain(&config.load(), &lookup.contact);
+                    let _ = lookup.reply.send(answer);
+                }
                 continue;
             }
         }

@@ -65,6 +65,15 @@ async fn serve(config_path: PathBuf, overrides: Overrides, clock: Clock) -> anyh
         Inbox::start(&data_dir, dispatcher.pending().clone(), metrics.clone())
     })
     .with_context(|| format!("cannot open the inbox in {}", data_dir.display()))?;
+    // Before anything starts: a missing admin token stops here.
+    let (lookups_tx, lookups_rx) = tokio::sync::mpsc::channel(8);
+    let admin_state = AdminState::new(
+        handle.clone(),
+        metrics.clone(),
+        inbox.clone(),
+        clock,
+        lookups_tx,
+    )?;
     let (stop_tx, stop_rx) = watch::channel(false);
     let stop_rx_admin = stop_rx.clone();
     let imports = tokio::spawn(crate::import::scheduled::run(
@@ -72,7 +81,6 @@ async fn serve(config_path: PathBuf, overrides: Overrides, clock: Clock) -> anyh
         metrics.clone(),
         stop_rx.clone(),
     ));
-    let (lookups_tx, lookups_rx) = tokio::sync::mpsc::channel(8);
     let scheduler = tokio::spawn(scheduler::run(
         handle.clone(),
         dispatcher,
@@ -94,13 +102,6 @@ async fn serve(config_path: PathBuf, overrides: Overrides, clock: Clock) -> anyh
         older_secrets: Default::default(),
         bodies: receiver::body::budget(),
     };
-    let admin_state = AdminState::new(
-        state.config.clone(),
-        state.metrics.clone(),
-        state.inbox.clone(),
-        clock,
-        lookups_tx,
-    )?;
     let admin_listen = state.config.load().server.admin_listen;
     let admin_listener = tokio::net::TcpListener::bind(admin_listen)
         .await

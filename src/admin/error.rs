@@ -15,12 +15,16 @@ pub enum AdminError {
         "requests must name this machine in their Host header (loopback or the admin address); set server.admin_token_env to serve other names"
     )]
     ForeignHost,
+    #[error(
+        "requests from other sites' pages are refused (Sec-Fetch-Site): open the dashboard itself"
+    )]
+    CrossSite,
     #[error("{0}")]
     NotFound(String),
     #[error("{0}")]
     BadRequest(String),
-    #[error("the dispatcher did not answer in time (a long tick?); try again")]
-    Busy,
+    #[error("{0}; try again")]
+    Busy(&'static str),
     #[error("{0:#}")]
     Internal(anyhow::Error),
 }
@@ -31,9 +35,10 @@ impl AdminError {
         match self {
             AdminError::Unauthorized => "unauthorized",
             AdminError::ForeignHost => "foreign_host",
+            AdminError::CrossSite => "cross_site",
             AdminError::NotFound(_) => "not_found",
             AdminError::BadRequest(_) => "bad_request",
-            AdminError::Busy => "busy",
+            AdminError::Busy(_) => "busy",
             AdminError::Internal(_) => "internal",
         }
     }
@@ -42,9 +47,10 @@ impl AdminError {
         match self {
             AdminError::Unauthorized => StatusCode::UNAUTHORIZED,
             AdminError::ForeignHost => StatusCode::MISDIRECTED_REQUEST,
+            AdminError::CrossSite => StatusCode::FORBIDDEN,
             AdminError::NotFound(_) => StatusCode::NOT_FOUND,
             AdminError::BadRequest(_) => StatusCode::BAD_REQUEST,
-            AdminError::Busy => StatusCode::SERVICE_UNAVAILABLE,
+            AdminError::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
             AdminError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }

@@ -5,6 +5,7 @@
 //! <token>` (the page itself holds no data: its script asks for the token and sends it). Without
 //! one, requests must name this machine in `Host` (so a web page cannot reach it through DNS
 //! rebinding), and pause and resume take JSON only (so a cross-site form cannot post them).
+//! Either way, a request a browser marks as sent by another site's page is refused.
 
 pub mod board;
 mod error;
@@ -47,6 +48,8 @@ pub struct AdminState {
     pub lookups: mpsc::Sender<Lookup>,
     /// Read from `admin_token_env` at start-up.
     token: Option<Arc<str>>,
+    /// One lift report at a time: each reads every send and event.
+    lift: Arc<tokio::sync::Semaphore>,
 }
 
 impl AdminState {
@@ -76,6 +79,7 @@ impl AdminState {
             clock,
             lookups,
             token,
+            lift: Arc::new(tokio::sync::Semaphore::new(1)),
         })
     }
 }
@@ -106,6 +110,15 @@ async fn guard(
     next: Next,
 ) -> Result<Response, AdminError> {
     let headers = request.headers();
+    // A page of another site may make the browser send requests here (an image, a form): a
+    // browser says so, and such requests are refused whatever they carry.
+    let site = headers
+        .get("sec-fetch-site")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("none");
+    if matches!(site, "cross-site" | "same-site") {
+        return Err(AdminError::CrossSite);
+    }
     match &state.token {
         Some(token) => {
             let public = matches!(
@@ -198,16 +211,29 @@ async fn contact(
         answer.await.ok()
     })
     .await;
-    match answered {
-        Ok(Some(explanation)) => {
-            Ok(axum::Json(explanation.map_err(AdminError::Internal)?).into_response())
+    let explanation = match answered {
+        Ok(Some(explanation)) => explanation.map_err(AdminError::Internal)?,
+        _ => {
+            return Err(AdminError::Busy(
+                "the dispatcher did not answer in time (a long tick?)",
+            ));
         }
-        _ => Err(AdminError::Busy),
-    }
+    };
+    let data_dir = state.config.load().server.data_dir.clone();
+    let explanation = tokio::task::spawn_blocking(move || explanation.with_receipts(&data_dir))
+        .await
+        .map_err(|e| AdminError::Internal(e.into()))?
+        .map_err(AdminError::Internal)?;
+    Ok(axum::Json(explanation).into_response())
 }
 
 /// `GET /lift`: `sendtime report lift` as of now, over every webhook and action.
 async fn lift(State(state): State<AdminState>) -> Result<Response, AdminError> {
+    let _running = state
+        .lift
+        .clone()
+        .try_acquire_owned()
+        .map_err(|_| AdminError::Busy("a lift report is being made"))?;
     let data_dir = state.config.load().server.data_dir.clone();
     let options = crate::lift::report::Options {
         as_of_ms: state.clock.now_ms(),

@@ -46,7 +46,11 @@ pub fn status(state: &AdminState) -> Value {
     let connectors = connectors(&config, state, &pauses, now);
     let endpoint = |w: &Webhook, url: String| {
         let pending = state.metrics.pending(&w.id).get();
-        let paused = pauses.holds(&w.id, &w.connector);
+        // Its own pause (what its Resume button lifts), and its connector's.
+        let paused = pauses
+            .paused
+            .get(&w.id)
+            .is_some_and(|p| p.kind != crate::pauses::Kind::Connector);
         // While it or its connector is paused, nothing of it goes out: all it has waits.
         let connector_paused = connectors
             .iter()
@@ -58,6 +62,7 @@ pub fn status(state: &AdminState) -> Value {
             "url": url,
             "pending": pending,
             "paused": paused,
+            "connector_paused": connector_paused,
             "held": if paused || connector_paused { pending } else { 0 },
             "counts": board.tally(&w.id),
         })

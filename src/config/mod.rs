@@ -59,7 +59,8 @@ pub struct Server {
     /// (`serve --admin-listen` overrides it).
     pub admin_listen: SocketAddr,
     /// The environment variable holding the admin surface's bearer token; unset, the admin
-    /// surface takes anyone who can reach it (loopback by default).
+    /// surface takes any request that reaches it (loopback by default) and names this machine
+    /// in `Host`.
     pub admin_token_env: Option<String>,
     /// The URL HubSpot calls, without a trailing slash. Signatures v2/v3 cover it, so it must
     /// be the public one, not the local listener.

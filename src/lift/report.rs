@@ -1,7 +1,11 @@
 //! `sendtime report lift`: the sends of optimized and held-out receipts joined, by contact,
 //! with the email events imported afterwards; open and click rates within 24 and 72 hours of
 //! each send, their difference with a bootstrap 95 % interval, and a verdict only when that
-//! interval excludes zero.
+//! interval excludes zero and each group has [`MIN_SENDS`].
+//!
+//! Only like is compared with like: sends of webhooks that hold receipts out, from each one's
+//! first held-out send on (a webhook without a holdout, or the weeks before one was set, are
+//! other workflows, audiences and dates).
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -14,7 +18,7 @@ use crate::datasets::outcomes::{self, Status};
 use crate::datasets::plan;
 use crate::model::synth::Rng;
 use crate::store::{Dataset, read_present_columns};
-use crate::time::{HOUR_MS, format_minute};
+use crate::time::{DAY_MS, HOUR_MS, format_minute};
 
 /// Bootstrap resamples; enough for a stable 95 % interval.
 const RESAMPLES: usize = 4000;
@@ -22,6 +26,8 @@ const RESAMPLES: usize = 4000;
 const SEED: u64 = 20_261_130;
 /// Hours after a send within which an open or click counts.
 const WINDOWS_H: [i64; 2] = [24, 72];
+/// Fewer sends than this in either group: no verdict, whatever the interval.
+pub const MIN_SENDS: u64 = 30;
 
 /// What to report on.
 #[derive(Debug, Clone, Default)]
@@ -30,8 +36,8 @@ pub struct Options {
     pub since_ms: Option<i64>,
     /// Only this webhook or action.
     pub webhook: Option<String>,
-    /// A send counts once its whole window is before this (default now): later engagement is
-    /// not imported yet.
+    /// A send counts once its whole window is before this (default now): import the events
+    /// up to it first, or later engagement counts as none.
     pub as_of_ms: i64,
 }
 
@@ -66,6 +72,8 @@ pub struct Metric {
 pub struct Lift {
     pub since_ms: Option<i64>,
     pub as_of_ms: i64,
+    /// The newest event imported: windows after it are counted as not engaged.
+    pub newest_event_ms: Option<i64>,
     pub webhook: Option<String>,
     /// Sends found, per group, whatever their windows.
     pub optimized_sends: u64,
@@ -77,6 +85,7 @@ pub struct Lift {
 #[derive(Debug, Clone)]
 pub struct Sent {
     pub receipt_id: String,
+    pub webhook: String,
     pub contact_id: Option<i64>,
     pub email: Option<String>,
     pub at_ms: i64,
@@ -93,22 +102,35 @@ struct Send {
 /// Build the report from the data folder.
 pub fn lift(data_dir: &Path, options: &Options) -> anyhow::Result<Lift> {
     let contacts = Contacts::load(data_dir)?;
-    let sends: Vec<Send> = sent(data_dir, options.since_ms, options.webhook.as_deref())?
-        .into_iter()
+    let all = sent(data_dir, options.since_ms, options.webhook.as_deref())?;
+    // Each webhook's first held-out send: its sends are compared from then on.
+    let mut first_holdout: HashMap<&str, i64> = HashMap::new();
+    for s in all.iter().filter(|s| s.holdout) {
+        let t = first_holdout.entry(&s.webhook).or_insert(s.at_ms);
+        *t = (*t).min(s.at_ms);
+    }
+    let sends: Vec<Send> = all
+        .iter()
+        .filter(|s| {
+            first_holdout
+                .get(s.webhook.as_str())
+                .is_some_and(|t| s.at_ms >= *t)
+        })
         .map(|s| Send {
             contact: contacts.find(s.contact_id, s.email.as_deref()),
             at_ms: s.at_ms,
             holdout: s.holdout,
         })
         .collect();
-    let engagement = engagement(data_dir, &sends)?;
+    let (engagement, newest_event_ms) = engagement(data_dir, &sends)?;
+    let as_of_ms = options.as_of_ms;
     let mut metrics = Vec::new();
     for (metric, clicks_only) in [("opened", false), ("clicked", true)] {
         for hours in WINDOWS_H {
             let mut groups = [(0u64, 0u64); 2]; // [optimized, holdout]: (sends, engaged)
             for s in &sends {
                 let end = s.at_ms + hours * HOUR_MS;
-                if end > options.as_of_ms {
+                if end > as_of_ms {
                     continue;
                 }
                 let engaged = s
@@ -128,7 +150,8 @@ pub fn lift(data_dir: &Path, options: &Options) -> anyhow::Result<Lift> {
     }
     Ok(Lift {
         since_ms: options.since_ms,
-        as_of_ms: options.as_of_ms,
+        as_of_ms,
+        newest_event_ms,
         webhook: options.webhook.clone(),
         optimized_sends: sends.iter().filter(|s| !s.holdout).count() as u64,
         holdout_sends: sends.iter().filter(|s| s.holdout).count() as u64,
@@ -148,24 +171,29 @@ fn share((sends, engaged): (u64, u64)) -> Share {
     }
 }
 
-/// The difference of two shares with its bootstrap interval: resampling each group's sends
-/// with replacement is drawing its engaged count from a binomial at its observed rate.
+/// The difference of two shares with its bootstrap interval. Resampling a group's sends with
+/// replacement is drawing its engaged count from a binomial; at the rate with one success and
+/// one failure added (Agresti and Caffo's adjustment), so a group that engaged never (or
+/// always) still varies, and 0 of 20 does not pass for certainty.
 fn compare(metric: &'static str, hours: i64, optimized: (u64, u64), holdout: (u64, u64)) -> Metric {
     let (a, b) = (share(optimized), share(holdout));
     let difference = a.rate - b.rate;
+    let adjusted = |s: &Share| (s.engaged + 1) as f64 / (s.sends + 2) as f64;
     let interval = (a.sends > 0 && b.sends > 0).then(|| {
         let mut rng = Rng::new(SEED ^ hours as u64 ^ metric.len() as u64);
+        let (pa, pb) = (adjusted(&a), adjusted(&b));
         let mut diffs: Vec<f64> = (0..RESAMPLES)
             .map(|_| {
-                binomial(&mut rng, a.sends, a.rate) / a.sends as f64
-                    - binomial(&mut rng, b.sends, b.rate) / b.sends as f64
+                binomial(&mut rng, a.sends, pa) / a.sends as f64
+                    - binomial(&mut rng, b.sends, pb) / b.sends as f64
             })
             .collect();
         diffs.sort_by(f64::total_cmp);
         let at = |q: f64| diffs[((q * RESAMPLES as f64) as usize).min(RESAMPLES - 1)];
         [at(0.025), at(0.975)]
     });
-    let verdict = interval.and_then(|[lo, hi]| {
+    let enough = a.sends >= MIN_SENDS && b.sends >= MIN_SENDS;
+    let verdict = interval.filter(|_| enough).and_then(|[lo, hi]| {
         if lo > 0.0 {
             Some("optimized_better")
         } else if hi < 0.0 {
@@ -215,7 +243,8 @@ pub fn sent(
             ) && webhook.is_none_or(|w| w == r.webhook_id)
                 && since_ms.is_none_or(|t| r.at_ms >= t)
             {
-                sent.entry(r.receipt_id).or_insert(r.at_ms);
+                let at = sent.entry(r.receipt_id).or_insert(r.at_ms);
+                *at = (*at).min(r.at_ms);
             }
         }
     }
@@ -228,6 +257,7 @@ pub fn sent(
             if let Some(at_ms) = sent.remove(&p.receipt_id) {
                 out.push(Sent {
                     receipt_id: p.receipt_id,
+                    webhook: p.webhook_id,
                     contact_id: p.contact_id,
                     email: p.email,
                     at_ms,
@@ -239,16 +269,20 @@ pub fn sent(
     Ok(out)
 }
 
-/// The opens and clicks (not filtered as machine or bot) of the sends' contacts.
-fn engagement(data_dir: &Path, sends: &[Send]) -> anyhow::Result<HashMap<u32, Vec<(i64, Kind)>>> {
+/// Contact index → its opens and clicks (not filtered as machine or bot) from the first send on.
+type Engagement = HashMap<u32, Vec<(i64, Kind)>>;
+
+/// The sends' contacts' engagement, and the newest event imported (anyone's, any kind).
+fn engagement(data_dir: &Path, sends: &[Send]) -> anyhow::Result<(Engagement, Option<i64>)> {
     let first = sends.iter().map(|s| s.at_ms).min().unwrap_or(i64::MAX);
-    let mut out: HashMap<u32, Vec<(i64, Kind)>> = sends
+    let mut out: Engagement = sends
         .iter()
         .filter_map(|s| s.contact)
         .map(|c| (c, Vec::new()))
         .collect();
+    let mut newest = None;
     if out.is_empty() {
-        return Ok(out);
+        return Ok((out, newest));
     }
     use events::col;
     for path in events::dataset(data_dir)?.parts()? {
@@ -268,6 +302,7 @@ fn engagement(data_dir: &Path, sends: &[Send]) -> anyhow::Result<HashMap<u32, Ve
             let (Some(c), Some(k), Some(at)) = (c, k, at) else {
                 continue;
             };
+            newest = newest.max(Some(at));
             if f == Some(true) || at < first {
                 continue;
             }
@@ -279,7 +314,7 @@ fn engagement(data_dir: &Path, sends: &[Send]) -> anyhow::Result<HashMap<u32, Ve
             }
         }
     }
-    Ok(out)
+    Ok((out, newest))
 }
 
 impl Lift {
@@ -355,6 +390,17 @@ impl Lift {
             "\nA send counts once its window ended before {} and its events are imported (sendtime import ...).",
             format_minute(self.as_of_ms)
         );
+        if let Some(newest) = self.newest_event_ms.filter(|t| *t < self.as_of_ms - DAY_MS) {
+            let _ = writeln!(
+                out,
+                "The newest imported event is from {}: import the events since, or pass --as-of, or later windows count as not engaged.",
+                format_minute(newest)
+            );
+        }
+        let _ = writeln!(
+            out,
+            "Only webhooks with a holdout are compared, from their first held-out send on; each send counts once, as if independent of the contact's other sends."
+        );
         out
     }
 }
@@ -378,5 +424,10 @@ mod tests {
         let [lo, hi] = big.interval.unwrap();
         assert!(lo > 0.0 && hi - lo < 0.01, "{lo} {hi}");
         assert!(compare("opened", 24, (10, 5), (0, 0)).interval.is_none());
+        // A group that never engaged is not certainty: 0 of 60 against 6 of 400 covers zero,
+        // and fewer than MIN_SENDS sends give no verdict at all.
+        let [lo, _] = compare("opened", 24, (400, 6), (60, 0)).interval.unwrap();
+        assert!(lo < 0.0, "{lo}");
+        assert_eq!(compare("opened", 24, (400, 200), (20, 0)).verdict, None);
     }
 }

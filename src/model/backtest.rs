@@ -106,13 +106,13 @@ pub fn build(config: ModelConfig, rows: &Rows, until_ms: i64) -> Profiles {
     if config.auto.any() && until_ms != i64::MAX {
         // Fitted on the latest weeks before `until_ms`, as a profile build does.
         let end_day = day_of(until_ms);
-        let mut recent = calibrate::Recent::default();
+        let mut recent = calibrate::Recent::until(end_day);
         for i in 0..c.len() {
             if !f[i] && Kind::from_code(k[i]).is_some_and(Kind::is_engagement) {
                 recent.push(c[i], s[i], d[i], k[i]);
             }
         }
-        let fit = calibrate::fit(&p, recent, config.auto, end_day);
+        let fit = calibrate::fit(&p, recent, config.auto);
         p.apply_fit(fit);
     }
     p

@@ -86,8 +86,13 @@ impl Auto {
 /// the fit's time stay bounded whatever the account's size.
 #[derive(Debug)]
 pub struct Recent {
+    /// Days after this are not looked at (the build's end).
+    end_day: i32,
     /// The newest day seen.
     newest: i32,
+    /// Every contact's validation opens and clicks per (slot, day, kind), sampled or not: what
+    /// comes out of the population's counts.
+    totals: HashMap<(u8, i32, u8), u32>,
     /// (contact, slot, day, kind code).
     events: Vec<(u32, u8, i32, u8)>,
     /// Contacts whose [`sample_key`] is below this are kept.
@@ -99,17 +104,18 @@ fn sample_key(contact: u32) -> u32 {
     ((contact as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 40) as u32
 }
 
-impl Default for Recent {
-    fn default() -> Self {
+impl Recent {
+    /// Gather the validation days of a build that ends on `end_day`.
+    pub fn until(end_day: i32) -> Recent {
         Recent {
+            end_day,
             newest: i32::MIN,
+            totals: HashMap::new(),
             events: Vec::new(),
             below: u32::MAX,
         }
     }
-}
 
-impl Recent {
     /// The first day of the validation days as known so far (it only moves later).
     pub fn first_day(&self) -> i32 {
         self.newest.saturating_sub(VALIDATION_DAYS - 1)
@@ -118,16 +124,21 @@ impl Recent {
     /// Keep one open or click, if it may be in the validation days and its contact is in the
     /// sample.
     pub fn push(&mut self, contact: u32, slot: u8, day: i32, kind: u8) {
-        if day < self.first_day() || sample_key(contact) >= self.below {
+        if day < self.first_day() || day > self.end_day {
             return;
         }
         self.newest = self.newest.max(day);
+        *self.totals.entry((slot, day, kind)).or_default() += 1;
+        if sample_key(contact) >= self.below {
+            return;
+        }
         self.events.push((contact, slot, day, kind));
         if self.events.len() >= 2 * MAX_EVENTS {
             // Forget what the window has moved past; if that is not enough, halve the sample:
             // drop the contacts in its upper half.
             let first = self.first_day();
             self.events.retain(|e| e.2 >= first);
+            self.totals.retain(|k, _| k.1 >= first);
             if self.events.len() >= MAX_EVENTS {
                 let below = if self.below == u32::MAX {
                     1 << 23
@@ -181,7 +192,7 @@ impl Fit {
         let kept = if self.changed {
             ""
         } else {
-            " (the [model] values: no candidate beat them by more than twice its standard error)"
+            " (the [model] values: no candidate beat them by more than three standard errors)"
         };
         let prior = if self.prior_strength >= POPULATION_PRIOR {
             "population only (personal habits did not predict the last weeks)".to_string()
@@ -213,9 +224,10 @@ fn candidates(auto: Auto, params: &Params) -> (Vec<f64>, Vec<f64>) {
 
 /// Fit the knobs `auto` names to `recent`, against `profiles` (built with `recent`'s events
 /// included: they are taken out here) as of `now_day`.
-pub fn fit(profiles: &Profiles, mut recent: Recent, auto: Auto, now_day: i32) -> Fit {
+pub fn fit(profiles: &Profiles, mut recent: Recent, auto: Auto) -> Fit {
     let first = recent.first_day();
     recent.events.retain(|e| e.2 >= first);
+    recent.totals.retain(|k, _| k.1 >= first);
     let params = profiles.config.params;
     let decay =
         |day: i32| 0.5f64.powf((profiles.reference_day - day) as f64 / params.half_life_days);
@@ -236,11 +248,11 @@ pub fn fit(profiles: &Profiles, mut recent: Recent, auto: Auto, now_day: i32) ->
                 .push((s, weight(k) * decay(d)));
         }
     }
-    // The population without the validation events.
+    // The population without anyone's validation events.
     let mut population_counts = profiles.population_counts();
-    for events in by_contact.values() {
-        for &(s, w) in events {
-            population_counts[s as usize] = (population_counts[s as usize] - w).max(0.0);
+    for (&(s, d, k), &n) in &recent.totals {
+        if let Some(x) = population_counts.get_mut(s as usize) {
+            *x = (*x - n as f64 * weight(k) * decay(d)).max(0.0);
         }
     }
     // Contacts with history before the validation days, in a seeded order, up to the cap.
@@ -254,7 +266,8 @@ pub fn fit(profiles: &Profiles, mut recent: Recent, auto: Auto, now_day: i32) ->
             for &(s, w) in &events {
                 train[s as usize] = (train[s as usize] - w).max(0.0);
             }
-            (train.iter().sum::<f64>() > 1e-6).then_some((c, events, train))
+            let earlier = profiles.stats[c as usize].first_day < first;
+            earlier.then_some((c, events, train))
         })
         .collect();
     contacts.sort_unstable_by_key(|(c, _, _)| xxhash_rust::xxh3::xxh3_64(&c.to_le_bytes()));
@@ -279,8 +292,8 @@ pub fn fit(profiles: &Profiles, mut recent: Recent, auto: Auto, now_day: i32) ->
         return not_fitted(events, contacts.len());
     }
     let (priors, bandwidths) = candidates(auto, &params);
-    // Scores decay to `now_day` as `Profiles::scores` does.
-    let age = 0.5f64.powf((now_day - profiles.reference_day) as f64 / params.half_life_days);
+    // Scored as of the first validation day, as `Profiles::scores` decays counts to a day.
+    let age = 0.5f64.powf((first - profiles.reference_day) as f64 / params.half_life_days);
     let mut grid: Vec<(f64, f64)> = Vec::new();
     for &b in &bandwidths {
         for &a in &priors {
@@ -348,14 +361,15 @@ pub fn fit(profiles: &Profiles, mut recent: Recent, auto: Auto, now_day: i32) ->
         );
     let n = events as f64;
     let c = contacts.len() as f64;
-    // A candidate replaces the file's values only when it beats them by more than twice the
-    // standard error of the difference: a small account's last weeks are too few to move on
-    // noise. The lowest loss among those wins.
+    // A candidate replaces the file's values only when it beats them by more than three
+    // standard errors of the difference (dozens of candidates are tried: two would let noise
+    // through): a small account's last weeks are too few to move on. The lowest loss among
+    // those wins.
     let beats_file = |g: usize| {
         let gain = sums[file_g] - sums[g];
         let mean = -gain / c;
         let var = (sums[g_n + g] / c - mean * mean).max(0.0);
-        gain > 2.0 * (c * var).sqrt()
+        gain > 3.0 * (c * var).sqrt()
     };
     let best = (0..file_g)
         .filter(|g| beats_file(*g))

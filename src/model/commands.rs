@@ -18,7 +18,8 @@ pub fn explain(config: &Config, contact: &str, at: Option<i64>) -> anyhow::Resul
     let now = at.unwrap_or_else(now_ms);
     let data_dir = &config.server.data_dir;
     let built = dataset::build(data_dir, config.model, now)?;
-    let explanation = Explanation::new(config, Some(&built), contact, now)?;
+    let explanation =
+        Explanation::new(config, Some(&built), contact, now)?.with_receipts(data_dir)?;
     print!("{}", explanation.text(&data_dir.join("events")));
     Ok(())
 }
@@ -197,7 +198,6 @@ pub fn profiles(config: &Config, rebuild: bool, dry_run: bool) -> anyhow::Result
     Ok(())
 }
 
-/// `sendtime gen`.
 /// Where `gen`'s year ends unless `--end` says: 2026-01-01.
 const DEFAULT_GEN_END_MS: i64 = 1_767_225_600_000;
 
@@ -242,6 +242,7 @@ pub fn respond(
     Ok(())
 }
 
+/// `sendtime gen`.
 pub fn generate(
     contacts: usize,
     events: usize,

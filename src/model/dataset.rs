@@ -98,7 +98,7 @@ fn profiles_from(
     } else {
         day_of(as_of_ms)
     };
-    let mut recent = calibrate::Recent::default();
+    let mut recent = calibrate::Recent::until(end_day);
     add_parts(
         data_dir,
         parts,
@@ -106,10 +106,14 @@ fn profiles_from(
         &mut seen,
         as_of_ms,
         None,
-        Some(&mut recent),
+        config.auto.any().then_some(&mut recent),
     )?;
-    let fit = calibrate::fit(&profiles, recent, config.auto, end_day);
-    profiles.apply_fit(fit);
+    if config.auto.any() {
+        let fit = calibrate::fit(&profiles, recent, config.auto);
+        profiles.apply_fit(fit);
+    } else {
+        profiles.refresh_population();
+    }
     Ok((profiles, seen))
 }
 

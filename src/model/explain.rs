@@ -69,7 +69,8 @@ pub struct PlannedReceipt {
 }
 
 impl Explanation {
-    /// Explain `contact` (an email or a HubSpot id) at `now` from `built` (none: no events yet).
+    /// Explain `contact` (an email or a HubSpot id) at `now` from `built` (none: no events yet);
+    /// its planned receipts come from [`Explanation::with_receipts`].
     pub fn new(
         config: &Config,
         built: Option<&Built>,
@@ -111,7 +112,6 @@ impl Explanation {
                 }
             })
             .collect();
-        let (receipts_total, receipts) = planned_receipts(&config.server.data_dir, id, email)?;
         Ok(Explanation {
             contact: contact.to_string(),
             as_of_ms: now,
@@ -135,10 +135,21 @@ impl Explanation {
                     webhook_type: w.kind.as_str(),
                 })
                 .collect(),
-            receipts_total,
-            receipts,
+            receipts_total: 0,
+            receipts: Vec::new(),
             fit: built.and_then(|b| b.profiles.fit).map(|f| f.describe()),
         })
+    }
+
+    /// Add the contact's receipts in `plan/` (a read of the whole dataset: kept apart so that
+    /// the dispatcher, which answers the profile part, does not wait on it).
+    pub fn with_receipts(mut self, data_dir: &Path) -> anyhow::Result<Explanation> {
+        let (id, email) = match self.contact.parse::<i64>() {
+            Ok(id) => (Some(id), None),
+            Err(_) => (None, Some(self.contact.as_str())),
+        };
+        (self.receipts_total, self.receipts) = planned_receipts(data_dir, id, email)?;
+        Ok(self)
     }
 
     /// As `sendtime explain` prints it; `events_dir` is named when the contact has no events.

@@ -211,7 +211,9 @@ function drawEndpoints(status) {
       failed: num(c.failed),
     };
     for (const [name, td] of Object.entries(cells)) td.classList.add(name);
-    const state = e.paused ? el("td", "paused", "state-paused") : el("td", "sending", "state-sending");
+    const state = e.paused ? el("td", "paused", "state-paused")
+      : e.connector_paused ? el("td", "held: connector paused", "state-paused")
+      : el("td", "sending", "state-sending");
     const idCell = el("td", e.id);
     idCell.title = kind + " at " + e.url;
     const tr = row([idCell, el("td", kind === "action" ? "action, " + e.type : e.type), el("td", e.connector),
