@@ -472,6 +472,14 @@ fn the_admin_surface_guards_its_data_and_its_buttons() {
         get("/status", Some("a-long-random-admin-token")).status(),
         200
     );
+    // A request another site's page made the browser send is refused, token or not.
+    let cross = http
+        .get(server.admin_url("/lift"))
+        .bearer_auth("a-long-random-admin-token")
+        .header("sec-fetch-site", "cross-site")
+        .send()
+        .unwrap();
+    assert_eq!(cross.status(), 403);
     for path in ["/", "/dashboard.js", "/dashboard.css", "/healthz"] {
         assert_eq!(get(path, None).status(), 200, "{path}");
     }
