@@ -26,7 +26,9 @@ pub const VALIDATION_DAYS: i32 = 28;
 const MIN_EVENTS: usize = 200;
 /// At most this many validation events are scored (a seeded choice of contacts beyond it), so
 /// the fit costs little whatever the account's size.
-const MAX_EVENTS: usize = 400_000;
+const MAX_EVENTS: usize = 100_000;
+/// Days in the ring of per-day totals: more than the validation days.
+const TOTAL_DAYS: usize = 32;
 /// A prior this strong is the population's profile.
 pub const POPULATION_PRIOR: f64 = 1e6;
 
@@ -48,9 +50,6 @@ const PRIORS: [f64; 15] = [
     POPULATION_PRIOR,
 ];
 const BANDWIDTHS: [f64; 3] = [0.5, 1.0, 2.0];
-
-/// A contact's validation events (slot, weight) and its counts without them.
-type Held = (u32, Vec<(u8, f64)>, [f64; SLOTS]);
 
 /// Which knobs the data sets (`"auto"` in `[model]`) rather than the file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -90,9 +89,10 @@ pub struct Recent {
     end_day: i32,
     /// The newest day seen.
     newest: i32,
-    /// Every contact's validation opens and clicks per (slot, day, kind), sampled or not: what
-    /// comes out of the population's counts.
-    totals: HashMap<(u8, i32, u8), u32>,
+    /// Every contact's validation opens and clicks, sampled or not, per day (a ring of days,
+    /// each with its day) and slot, opens then clicks: what comes out of the population's
+    /// counts.
+    totals: Vec<(i32, [u32; 2 * SLOTS])>,
     /// (contact, slot, day, kind code).
     events: Vec<(u32, u8, i32, u8)>,
     /// Contacts whose [`sample_key`] is below this are kept.
@@ -110,7 +110,7 @@ impl Recent {
         Recent {
             end_day,
             newest: i32::MIN,
-            totals: HashMap::new(),
+            totals: vec![(i32::MIN, [0; 2 * SLOTS]); TOTAL_DAYS],
             events: Vec::new(),
             below: u32::MAX,
         }
@@ -128,7 +128,14 @@ impl Recent {
             return;
         }
         self.newest = self.newest.max(day);
-        *self.totals.entry((slot, day, kind)).or_default() += 1;
+        let ring = &mut self.totals[day.rem_euclid(TOTAL_DAYS as i32) as usize];
+        if ring.0 != day {
+            *ring = (day, [0; 2 * SLOTS]);
+        }
+        let click = usize::from(kind == Kind::Click as u8);
+        if let Some(n) = ring.1.get_mut(click * SLOTS + slot as usize) {
+            *n += 1;
+        }
         if sample_key(contact) >= self.below {
             return;
         }
@@ -138,7 +145,6 @@ impl Recent {
             // drop the contacts in its upper half.
             let first = self.first_day();
             self.events.retain(|e| e.2 >= first);
-            self.totals.retain(|k, _| k.1 >= first);
             if self.events.len() >= MAX_EVENTS {
                 let below = if self.below == u32::MAX {
                     1 << 23
@@ -227,7 +233,6 @@ fn candidates(auto: Auto, params: &Params) -> (Vec<f64>, Vec<f64>) {
 pub fn fit(profiles: &Profiles, mut recent: Recent, auto: Auto) -> Fit {
     let first = recent.first_day();
     recent.events.retain(|e| e.2 >= first);
-    recent.totals.retain(|k, _| k.1 >= first);
     let params = profiles.config.params;
     let decay =
         |day: i32| 0.5f64.powf((profiles.reference_day - day) as f64 / params.half_life_days);
@@ -250,33 +255,25 @@ pub fn fit(profiles: &Profiles, mut recent: Recent, auto: Auto) -> Fit {
     }
     // The population without anyone's validation events.
     let mut population_counts = profiles.population_counts();
-    for (&(s, d, k), &n) in &recent.totals {
-        if let Some(x) = population_counts.get_mut(s as usize) {
-            *x = (*x - n as f64 * weight(k) * decay(d)).max(0.0);
+    for (d, counts) in recent.totals.iter().filter(|(d, _)| *d >= first) {
+        for (i, &n) in counts.iter().enumerate().filter(|(_, n)| **n > 0) {
+            let kind = if i < SLOTS { Kind::Open } else { Kind::Click };
+            let x = &mut population_counts[i % SLOTS];
+            *x = (*x - n as f64 * weight(kind as u8) * decay(*d)).max(0.0);
         }
     }
     // Contacts with history before the validation days, in a seeded order, up to the cap.
-    let mut contacts: Vec<Held> = by_contact
+    let mut contacts: Vec<(u32, Vec<(u8, f64)>)> = by_contact
         .into_iter()
-        .filter_map(|(c, events)| {
-            let mut train = [0.0f64; SLOTS];
-            for (s, x) in profiles.weights[c as usize].iter() {
-                train[s] = x as f64;
-            }
-            for &(s, w) in &events {
-                train[s as usize] = (train[s as usize] - w).max(0.0);
-            }
-            let earlier = profiles.stats[c as usize].first_day < first;
-            earlier.then_some((c, events, train))
-        })
+        .filter(|(c, _)| profiles.stats[*c as usize].first_day < first)
         .collect();
-    contacts.sort_unstable_by_key(|(c, _, _)| xxhash_rust::xxh3::xxh3_64(&c.to_le_bytes()));
+    contacts.sort_unstable_by_key(|(c, _)| xxhash_rust::xxh3::xxh3_64(&c.to_le_bytes()));
     let mut kept = 0usize;
-    contacts.retain(|(_, e, _)| {
+    contacts.retain(|(_, e)| {
         kept += e.len();
         kept - e.len() < MAX_EVENTS
     });
-    let events: usize = contacts.iter().map(|(_, e, _)| e.len()).sum();
+    let events: usize = contacts.iter().map(|(_, e)| e.len()).sum();
     let not_fitted = |events: usize, contacts: usize| Fit {
         fitted: false,
         changed: false,
@@ -322,8 +319,16 @@ pub fn fit(profiles: &Profiles, mut recent: Recent, auto: Auto) -> Fit {
         .par_iter()
         .fold(
             || vec![0.0f64; 2 * g_n + 1],
-            |mut acc, (_, events, train)| {
-                let raw: Vec<f64> = train.iter().map(|w| w * age).collect();
+            |mut acc, (c, events)| {
+                // The contact's counts without its validation events.
+                let mut raw = [0.0f64; SLOTS];
+                for (s, x) in profiles.weights[*c as usize].iter() {
+                    raw[s] = x as f64;
+                }
+                for &(s, w) in events {
+                    raw[s as usize] = (raw[s as usize] - w).max(0.0);
+                }
+                raw.iter_mut().for_each(|w| *w *= age);
                 let total: f64 = raw.iter().sum();
                 let mut by_hour_at = HashMap::new();
                 let mut contact = vec![0.0f64; g_n];
