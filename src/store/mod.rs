@@ -18,6 +18,8 @@ use polars::prelude::*;
 use ulid::Ulid;
 
 const PART_EXT: &str = "parquet";
+/// A list of parts being published together, hidden from readers while it exists.
+const PENDING_EXT: &str = "pending";
 
 /// Rows per part below which a part counts as small and is merged by [`Dataset::compact`].
 pub const SMALL_PART_ROWS: usize = 200_000;
@@ -48,10 +50,25 @@ impl Dataset {
     }
 
     /// The committed parts, oldest first (ULID names sort by creation time).
+    ///
+    /// Parts named in a `*.pending` file are being published together ([`publish`]) and stay
+    /// hidden until that file is gone. Pending files are read before the parts are listed:
+    /// one removed in between had all its parts in place already.
     pub fn parts(&self) -> io::Result<Vec<PathBuf>> {
+        let mut pending = HashSet::new();
+        for entry in fs::read_dir(&self.dir)? {
+            let path = entry?.path();
+            if path.extension().is_some_and(|e| e == PENDING_EXT) {
+                match fs::read_to_string(&path) {
+                    Ok(names) => pending.extend(names.lines().map(|n| self.dir.join(n))),
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(e),
+                }
+            }
+        }
         let mut parts: Vec<PathBuf> = fs::read_dir(&self.dir)?
             .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.extension().is_some_and(|e| e == PART_EXT))
+            .filter(|p| p.extension().is_some_and(|e| e == PART_EXT) && !pending.contains(p))
             .collect();
         parts.sort();
         Ok(parts)
@@ -291,6 +308,54 @@ impl Dataset {
         }
         sync_dir(&self.dir)?;
         Ok(())
+    }
+}
+
+/// Make the parts of `staging` (a dataset folder written by one writer, e.g. one import) parts
+/// of `target` all at once: readers of `target` see none of them or all. A pending file
+/// naming them is made durable first and removed last, so a crash in between leaves them
+/// hidden until [`finish_publishing`] moves the rest in. The staging folder is removed.
+pub fn publish(staging: &Dataset, target: &Dataset) -> anyhow::Result<usize> {
+    let parts = staging.parts()?;
+    let names: Vec<String> = parts
+        .iter()
+        .filter_map(|p| p.file_name()?.to_str().map(str::to_string))
+        .collect();
+    let staging_name = staging
+        .dir
+        .file_name()
+        .and_then(|n| n.to_str())
+        .context("staging folder without a name")?;
+    let pending = target.dir.join(format!("{staging_name}.{PENDING_EXT}"));
+    write_durably(&pending, names.join("\n").as_bytes())?;
+    finish_publishing(&pending, &staging.dir, &target.dir)?;
+    Ok(parts.len())
+}
+
+/// Move the parts a pending file names (those still in `staging_dir`, with their checksums)
+/// into `target_dir`, then remove the pending file and the staging folder.
+pub fn finish_publishing(
+    pending: &Path,
+    staging_dir: &Path,
+    target_dir: &Path,
+) -> anyhow::Result<()> {
+    for name in fs::read_to_string(pending)?.lines() {
+        let from = staging_dir.join(name);
+        let to = target_dir.join(name);
+        // The checksum first: a part is never without it.
+        if checksum::path_of(&from).exists() {
+            fs::rename(checksum::path_of(&from), checksum::path_of(&to))?;
+        }
+        if from.exists() {
+            fs::rename(&from, &to)?;
+        }
+    }
+    sync_dir(target_dir)?;
+    fs::remove_file(pending)?;
+    sync_dir(target_dir)?;
+    match fs::remove_dir_all(staging_dir) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e.into()),
+        _ => Ok(()),
     }
 }
 
