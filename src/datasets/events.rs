@@ -216,6 +216,30 @@ pub struct Staged {
     published: bool,
 }
 
+/// Columns the same in every row of a bulk import, `rows` long, sliced for each part.
+pub struct Constant {
+    null_text: Column,
+    source: Column,
+}
+
+impl Constant {
+    pub fn new(source: &str, rows: usize) -> Self {
+        let materialized = |c: Column| c.as_materialized_series().clone().into_column();
+        Self {
+            null_text: materialized(Column::full_null(
+                PlSmallStr::EMPTY,
+                rows,
+                &DataType::String,
+            )),
+            source: materialized(Column::new_scalar(
+                col::SOURCE.into(),
+                PlSmallStr::from(source).into(),
+                rows,
+            )),
+        }
+    }
+}
+
 /// Staging folders are `events/.import-<ulid>`: not parts, so readers pass them by.
 const STAGING_PREFIX: &str = ".import-";
 
@@ -255,14 +279,10 @@ impl Staged {
         })
     }
 
-    /// Stage `rows` as one part sorted by contact and time; `contacts` holds every contact
-    /// they name, `source` says where they came from.
-    pub fn write(
-        &mut self,
-        rows: &mut [Row],
-        contacts: &Contacts,
-        source: &str,
-    ) -> anyhow::Result<()> {
+    /// The columns of `rows` as one part, sorted by contact and time; `contacts` holds every
+    /// contact they name. The columns every row of an import shares are sliced from
+    /// `constant`, made once, rather than filled again for each part.
+    pub fn columns(rows: &mut [Row], contacts: &Contacts, constant: &Constant) -> PartColumns {
         use rayon::prelude::*;
         rows.par_sort_unstable();
         let n = rows.len();
@@ -273,24 +293,36 @@ impl Staged {
         let email = if rows.iter().any(|r| email(r.0).is_some()) {
             str_column(col::EMAIL, rows.iter().map(|r| email(r.0)))
         } else {
-            Column::full_null(col::EMAIL.into(), n, &DataType::String)
+            constant.null_text.slice(0, n)
         };
-        let mut df = PartColumns {
-            contact: rows.iter().map(|r| r.0).collect(),
-            event_id: Column::full_null(col::EVENT_ID.into(), n, &DataType::String),
-            contact_id: Column::new(
+        let ids: Vec<Option<i64>> = rows
+            .iter()
+            .map(|r| contacts.contact_ids[r.0 as usize])
+            .collect();
+        let contact_id = if ids.iter().all(Option::is_some) {
+            Column::new(
                 col::CONTACT_ID.into(),
-                rows.iter()
-                    .map(|r| contacts.contact_ids[r.0 as usize])
-                    .collect::<Vec<_>>(),
-            ),
+                ids.into_iter().flatten().collect::<Vec<_>>(),
+            )
+        } else {
+            Column::new(col::CONTACT_ID.into(), ids)
+        };
+        PartColumns {
+            contact: rows.iter().map(|r| r.0).collect(),
+            event_id: constant.null_text.slice(0, n),
+            contact_id,
             email,
             kind: rows.iter().map(|r| r.2).collect(),
             at_ms: rows.iter().map(|r| r.1).collect(),
             filtered: vec![false; n],
-            source: Column::new_scalar(col::SOURCE.into(), PlSmallStr::from(source).into(), n),
+            source: constant.source.slice(0, n),
         }
-        .into_frame()?;
+    }
+
+    /// Stage `columns` as one part. Takes `&self`: parts can be written on another thread
+    /// while the next is gathered.
+    pub fn write(&self, columns: PartColumns) -> anyhow::Result<()> {
+        let mut df = columns.into_frame()?;
         self.staging
             .write_part(Ulid::generate(), &mut df)
             .context("cannot write events")?;

@@ -18,7 +18,7 @@ use std::sync::mpsc;
 use anyhow::Context;
 
 use crate::datasets::contacts::{self, Contacts, is_email_address};
-use crate::datasets::events::{self, Kind, Row, Staged, Stored};
+use crate::datasets::events::{self, Constant, Kind, PartColumns, Row, Staged, Stored};
 use crate::time::{Minute, format_minute, parse_instant};
 
 /// 2000-01-01: an email event before it is a misread column (an id taken for epoch seconds).
@@ -186,7 +186,7 @@ pub fn run(
     let mut contacts = Contacts::load(data_dir)?;
     let known = contacts.len();
     let mut stored = Stored::load(data_dir)?;
-    let mut staged = if options.dry_run {
+    let staged = if options.dry_run {
         None
     } else {
         Some(Staged::start(data_dir)?)
@@ -199,6 +199,8 @@ pub fn run(
     let mut bad_count = 0usize;
 
     std::thread::scope(|scope| -> anyhow::Result<()> {
+        // Three stages on their own threads: the reader parses, this thread interns and
+        // gathers parts, the writer encodes and writes them.
         let (tx, rx) = mpsc::sync_channel(4);
         let reading = &mut reader;
         scope.spawn(move || {
@@ -210,6 +212,28 @@ pub fn run(
                 }
             }
         });
+        let (to_writer, parts) = mpsc::sync_channel::<PartColumns>(1);
+        let staged = staged.as_ref();
+        let writer = scope.spawn(move || -> anyhow::Result<()> {
+            for columns in parts {
+                staged
+                    .expect("parts are sent only to be written")
+                    .write(columns)?;
+            }
+            Ok(())
+        });
+        let mut constant = None;
+        let mut flush = |part: &mut Vec<Row>, contacts: &Contacts| -> bool {
+            if part.is_empty() || staged.is_none() {
+                part.clear();
+                return true;
+            }
+            let constant = constant.get_or_insert_with(|| Constant::new(source, part.len()));
+            let columns = Staged::columns(part, contacts, constant);
+            part.clear();
+            to_writer.send(columns).is_ok()
+        };
+        let mut writing = true;
         for batch in rx {
             let Some(batch) = batch? else { break };
             if !batch.bad.is_empty() || bad_count > 0 {
@@ -218,6 +242,9 @@ pub fn run(
                 bad.extend(batch.bad.into_iter().take(room));
                 // Nothing will be imported: check the rest, stage nothing more.
                 continue;
+            }
+            if !writing {
+                break; // the writer failed: its error says why
             }
             for row in batch.rows {
                 let contact = match &row.contact {
@@ -236,14 +263,15 @@ pub fn run(
                 }
                 part.push((contact, row.at_ms, kind));
                 if part.len() >= part_rows {
-                    if let Some(staged) = &mut staged {
-                        staged.write(&mut part, &contacts, source)?;
-                    }
-                    part.clear();
+                    writing = flush(&mut part, &contacts);
                 }
             }
         }
-        Ok(())
+        if bad_count == 0 && writing {
+            flush(&mut part, &contacts);
+        }
+        drop(to_writer); // the writer stops when the parts are all sent
+        writer.join().expect("the writer does not panic")
     })?;
 
     if bad_count > 0 {
@@ -280,7 +308,7 @@ pub fn run(
         );
         return Ok(());
     }
-    let Some(mut staged) = staged else {
+    let Some(staged) = staged else {
         println!("dry run: {summary} would be imported{already}; nothing written");
         for (contact, at_ms, kind) in first {
             println!(
@@ -292,9 +320,6 @@ pub fn run(
         }
         return Ok(());
     };
-    if !part.is_empty() {
-        staged.write(&mut part, &contacts, source)?;
-    }
     // New contacts first: every index a visible event carries resolves.
     if contacts.len() > known {
         contacts::write(data_dir, &contacts, known..contacts.len())?;

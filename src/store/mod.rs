@@ -507,6 +507,52 @@ mod tests {
         );
     }
 
+    /// Parts published together are seen all or none: a crash after the pending file and one
+    /// part moved leaves all of them hidden, and finishing the publish shows all.
+    #[test]
+    fn parts_published_together_are_hidden_until_all_are_in() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = Dataset::open(dir.path(), "rows").unwrap();
+        let staging = Dataset::open(dir.path(), "rows/.import-a").unwrap();
+        for v in 0..3i64 {
+            let mut df = DataFrame::new(1, vec![Column::new("v".into(), [v])]).unwrap();
+            staging.write_part(Ulid::generate(), &mut df).unwrap();
+        }
+        let names: Vec<String> = staging
+            .parts()
+            .unwrap()
+            .iter()
+            .map(|p| p.file_name().unwrap().to_str().unwrap().to_string())
+            .collect();
+        let pending = target.dir.join(".import-a.pending");
+        write_durably(&pending, names.join("\n").as_bytes()).unwrap();
+        let moved = staging.dir.join(&names[1]);
+        fs::rename(
+            checksum::path_of(&moved),
+            checksum::path_of(&target.dir.join(&names[1])),
+        )
+        .unwrap();
+        fs::rename(&moved, target.dir.join(&names[1])).unwrap();
+        assert!(
+            target.parts().unwrap().is_empty(),
+            "none visible mid-publish"
+        );
+        finish_publishing(&pending, &staging.dir, &target.dir).unwrap();
+        let parts = target.parts().unwrap();
+        assert_eq!(parts.len(), 3);
+        for part in &parts {
+            read_part(part).unwrap(); // checksum beside it
+        }
+        assert!(!pending.exists() && !staging.dir.exists());
+
+        let staging = Dataset::open(dir.path(), "rows/.import-b").unwrap();
+        let mut df = DataFrame::new(1, vec![Column::new("v".into(), [9i64])]).unwrap();
+        staging.write_part(Ulid::generate(), &mut df).unwrap();
+        assert_eq!(publish(&staging, &target).unwrap(), 1);
+        assert_eq!(target.parts().unwrap().len(), 4);
+        assert!(!staging.dir.exists());
+    }
+
     #[test]
     fn frames_written_from_several_threads_become_one_part_with_every_row() {
         let dir = tempfile::tempdir().unwrap();
