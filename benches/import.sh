@@ -52,6 +52,7 @@ if [ ! -s "$PARQUET" ]; then
   if [ $HAVE_DUCKDB = yes ]; then
     "$PY" -c "
 import duckdb
+duckdb.sql('SET enable_progress_bar = false')
 duckdb.sql(\"\"\"COPY (SELECT * FROM read_csv('$CSV', header = true,
   columns = {'contact': 'BIGINT', 'time': 'TIMESTAMP', 'kind': 'VARCHAR'}))
   TO '$PARQUET.tmp' (FORMAT parquet)\"\"\")"
