@@ -295,17 +295,15 @@ impl Staged {
         } else {
             constant.null_text.slice(0, n)
         };
-        let ids: Vec<Option<i64>> = rows
-            .iter()
-            .map(|r| contacts.contact_ids[r.0 as usize])
-            .collect();
-        let contact_id = if ids.iter().all(Option::is_some) {
+        let id = |r: &Row| contacts.contact_ids[r.0 as usize];
+        let contact_id = if rows.iter().all(|r| id(r).is_some()) {
+            let ids: Vec<i64> = rows.iter().filter_map(id).collect();
+            Column::new(col::CONTACT_ID.into(), ids)
+        } else {
             Column::new(
                 col::CONTACT_ID.into(),
-                ids.into_iter().flatten().collect::<Vec<_>>(),
+                rows.iter().map(id).collect::<Vec<_>>(),
             )
-        } else {
-            Column::new(col::CONTACT_ID.into(), ids)
         };
         PartColumns {
             contact: rows.iter().map(|r| r.0).collect(),

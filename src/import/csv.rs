@@ -32,15 +32,12 @@ pub fn read(path: &Path, columns: &Columns) -> anyhow::Result<Vec<Event>> {
     let mut events = Vec::new();
     let mut bad = Vec::new();
     let mut bad_count = 0;
-    while let Some(batch) = reader.next_batch()? {
+    let mut batch = Batch::default();
+    while reader.next_batch(&mut batch)? {
         bad_count += batch.bad.len();
-        bad.extend(
-            batch
-                .bad
-                .into_iter()
-                .take(20usize.saturating_sub(bad.len())),
-        );
-        events.extend(batch.rows.into_iter().map(|r| {
+        let room = 20usize.saturating_sub(bad.len());
+        bad.extend(batch.bad.drain(..).take(room));
+        events.extend(batch.rows.drain(..).map(|r| {
             let (contact_id, email) = match r.contact {
                 Contact::Id(id) => (Some(id), None),
                 Contact::Email(e) => (None, Some(e)),
@@ -91,7 +88,7 @@ impl CsvReader {
     pub fn open(path: &Path, columns: &Columns) -> anyhow::Result<Self> {
         let file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
         let mut reader = ::csv::ReaderBuilder::new()
-            .trim(::csv::Trim::All)
+            .trim(::csv::Trim::Headers) // fields are trimmed as parsed, only those read
             .buffer_capacity(BUFFER)
             .from_reader(file);
         let headers = reader
@@ -132,7 +129,9 @@ impl CsvReader {
     fn parse(&self) -> Result<Parsed, String> {
         let field = |i: usize| {
             let bytes = self.record.get(i).unwrap_or_default();
-            std::str::from_utf8(bytes).map_err(|_| format!("field {} is not UTF-8", i + 1))
+            std::str::from_utf8(bytes)
+                .map(str::trim)
+                .map_err(|_| format!("field {} is not UTF-8", i + 1))
         };
         let contact = self.columns.contact(field(self.contact)?)?;
         let at_ms = self.columns.time(field(self.time)?)?;
@@ -149,14 +148,12 @@ impl CsvReader {
 }
 
 impl Reader for CsvReader {
-    fn next_batch(&mut self) -> anyhow::Result<Option<Batch>> {
+    fn next_batch(&mut self, batch: &mut Batch) -> anyhow::Result<bool> {
         if self.done {
-            return Ok(None);
+            return Ok(false);
         }
-        let mut batch = Batch {
-            rows: Vec::with_capacity(BATCH_ROWS),
-            bad: Vec::new(),
-        };
+        batch.rows.clear();
+        batch.bad.clear();
         while batch.rows.len() + batch.bad.len() < BATCH_ROWS {
             match self.reader.read_byte_record(&mut self.record) {
                 Ok(false) => {
@@ -189,7 +186,7 @@ impl Reader for CsvReader {
                 }
             }
         }
-        Ok(Some(batch))
+        Ok(true)
     }
 
     /// Line numbers from byte offsets, counting the header as line 1 (the csv crate's own

@@ -146,9 +146,9 @@ pub struct Batch {
 
 /// A file format's reader: batches of rows, in file order.
 pub trait Reader: Send {
-    /// The next batch, or `None` at the end. An error is the file's, not a row's: the import
-    /// stops.
-    fn next_batch(&mut self) -> anyhow::Result<Option<Batch>>;
+    /// Fill `batch` (empty, its room kept from earlier batches) with the next rows; false at
+    /// the end. An error is the file's, not a row's: the import stops.
+    fn next_batch(&mut self, batch: &mut Batch) -> anyhow::Result<bool>;
 
     /// Where the rows at `positions` (ascending, as batches gave them) are, as
     /// `file:line` or `file: row N`.
@@ -191,7 +191,7 @@ pub fn run(
     } else {
         Some(Staged::start(data_dir)?)
     };
-    let mut part: Vec<Row> = Vec::new();
+    let mut part: Vec<Row> = Vec::with_capacity(part_rows.min(PART_ROWS));
     let mut summary = Summary::default();
     let mut first: Vec<Row> = Vec::new();
     let mut skipped = 0usize;
@@ -202,10 +202,15 @@ pub fn run(
         // Three stages on their own threads: the reader parses, this thread interns and
         // gathers parts, the writer encodes and writes them.
         let (tx, rx) = mpsc::sync_channel(4);
+        // Batches go back to the reader to be filled again: no fresh memory per batch.
+        let (recycle, recycled) = mpsc::sync_channel::<Batch>(8);
         let reading = &mut reader;
         scope.spawn(move || {
             loop {
-                let next = reading.next_batch();
+                let mut batch = recycled.try_recv().unwrap_or_default();
+                let next = reading
+                    .next_batch(&mut batch)
+                    .map(|more| more.then_some(batch));
                 let last = !matches!(next, Ok(Some(_)));
                 if tx.send(next).is_err() || last {
                     return;
@@ -235,18 +240,18 @@ pub fn run(
         };
         let mut writing = true;
         for batch in rx {
-            let Some(batch) = batch? else { break };
+            let Some(mut batch) = batch? else { break };
             if !batch.bad.is_empty() || bad_count > 0 {
                 bad_count += batch.bad.len();
                 let room = MAX_LISTED.saturating_sub(bad.len());
-                bad.extend(batch.bad.into_iter().take(room));
+                bad.extend(batch.bad.drain(..).take(room));
                 // Nothing will be imported: check the rest, stage nothing more.
                 continue;
             }
             if !writing {
                 break; // the writer failed: its error says why
             }
-            for row in batch.rows {
+            for row in batch.rows.drain(..) {
                 let contact = match &row.contact {
                     Contact::Id(id) => contacts.intern_id(*id),
                     Contact::Email(email) => contacts.intern(email, None),
@@ -266,6 +271,7 @@ pub fn run(
                     writing = flush(&mut part, &contacts);
                 }
             }
+            let _ = recycle.try_send(batch);
         }
         if bad_count == 0 && writing {
             flush(&mut part, &contacts);

@@ -86,7 +86,7 @@ impl ParquetFile {
     }
 
     /// Parse a decoded slice whose first row is row `first` of the file (from 0).
-    fn parse(&self, df: &DataFrame, first: usize) -> anyhow::Result<Batch> {
+    fn parse(&self, df: &DataFrame, first: usize, batch: &mut Batch) -> anyhow::Result<()> {
         let n = df.height();
         let contacts = self.contacts(df.column(&self.columns.contact)?)?;
         let times = self.times(df.column(&self.columns.time)?)?;
@@ -111,10 +111,9 @@ impl ParquetFile {
                 )
             }
         };
-        let mut batch = Batch {
-            rows: Vec::with_capacity(n),
-            bad: Vec::new(),
-        };
+        batch.rows.clear();
+        batch.bad.clear();
+        batch.rows.reserve(n);
         for (i, (contact, at_ms)) in contacts.into_iter().zip(times).enumerate() {
             let kind = match &kinds {
                 None => Ok(self.columns.kind_default),
@@ -131,7 +130,7 @@ impl ParquetFile {
                 }
             }
         }
-        Ok(batch)
+        Ok(())
     }
 
     fn contacts(&self, column: &Column) -> anyhow::Result<Vec<Result<Contact, String>>> {
@@ -217,9 +216,9 @@ impl ParquetFile {
 }
 
 impl Reader for ParquetFile {
-    fn next_batch(&mut self) -> anyhow::Result<Option<Batch>> {
+    fn next_batch(&mut self, batch: &mut Batch) -> anyhow::Result<bool> {
         let Some((offset, len)) = self.slices.next() else {
-            return Ok(None);
+            return Ok(false);
         };
         let file = File::open(&self.path)
             .with_context(|| format!("cannot open {}", self.path.display()))?;
@@ -231,7 +230,8 @@ impl Reader for ParquetFile {
             .finish();
         let df =
             anyhow::Context::with_context(df, || format!("cannot read {}", self.path.display()))?;
-        self.parse(&df, offset).map(Some)
+        self.parse(&df, offset, batch)?;
+        Ok(true)
     }
 
     fn locate(&self, rows: &[u64]) -> anyhow::Result<Vec<String>> {
