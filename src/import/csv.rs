@@ -75,7 +75,9 @@ pub fn read(path: &Path, columns: &Columns) -> anyhow::Result<Vec<Event>> {
 pub struct CsvReader {
     path: PathBuf,
     reader: ::csv::Reader<File>,
-    record: ::csv::ByteRecord,
+    /// One batch of records, tokenized in order, then parsed on all cores.
+    records: Vec<::csv::ByteRecord>,
+    parsed: Vec<Result<Parsed, String>>,
     columns: Columns,
     contact: usize,
     time: usize,
@@ -120,15 +122,16 @@ impl CsvReader {
                 .transpose()?,
             path: path.to_path_buf(),
             reader,
-            record: ::csv::ByteRecord::new(),
+            records: Vec::new(),
+            parsed: Vec::new(),
             columns: columns.clone(),
             done: false,
         })
     }
 
-    fn parse(&self) -> Result<Parsed, String> {
+    fn parse(&self, record: &::csv::ByteRecord) -> Result<Parsed, String> {
         let field = |i: usize| {
-            let bytes = self.record.get(i).unwrap_or_default();
+            let bytes = record.get(i).unwrap_or_default();
             std::str::from_utf8(bytes)
                 .map(str::trim)
                 .map_err(|_| format!("field {} is not UTF-8", i + 1))
@@ -152,21 +155,20 @@ impl Reader for CsvReader {
         if self.done {
             return Ok(false);
         }
+        use rayon::prelude::*;
         batch.rows.clear();
         batch.bad.clear();
-        while batch.rows.len() + batch.bad.len() < BATCH_ROWS {
-            match self.reader.read_byte_record(&mut self.record) {
+        let mut n = 0;
+        while n + batch.bad.len() < BATCH_ROWS {
+            if self.records.len() == n {
+                self.records.push(::csv::ByteRecord::new());
+            }
+            match self.reader.read_byte_record(&mut self.records[n]) {
                 Ok(false) => {
                     self.done = true;
                     break;
                 }
-                Ok(true) => {
-                    let offset = self.record.position().map_or(0, |p| p.byte());
-                    match self.parse() {
-                        Ok(row) => batch.rows.push(row),
-                        Err(why) => batch.bad.push((offset, why)),
-                    }
-                }
+                Ok(true) => n += 1,
                 Err(e) => {
                     let offset = e.position().map_or(0, |p| p.byte());
                     let why = match e.kind() {
@@ -185,6 +187,24 @@ impl Reader for CsvReader {
                     batch.bad.push((offset, why));
                 }
             }
+        }
+        let mut parsed = std::mem::take(&mut self.parsed);
+        self.records[..n]
+            .par_iter()
+            .map(|r| self.parse(r))
+            .collect_into_vec(&mut parsed);
+        let bad_records = batch.bad.len();
+        for (record, row) in self.records.iter().zip(parsed.drain(..)) {
+            match row {
+                Ok(row) => batch.rows.push(row),
+                Err(why) => batch
+                    .bad
+                    .push((record.position().map_or(0, |p| p.byte()), why)),
+            }
+        }
+        self.parsed = parsed;
+        if bad_records > 0 {
+            batch.bad.sort_by_key(|(offset, _)| *offset); // in file order
         }
         Ok(true)
     }
