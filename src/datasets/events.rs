@@ -282,9 +282,8 @@ impl Staged {
     /// The columns of `rows` as one part, sorted by contact and time; `contacts` holds every
     /// contact they name. The columns every row of an import shares are sliced from
     /// `constant`, made once, rather than filled again for each part.
-    pub fn columns(rows: &mut [Row], contacts: &Contacts, constant: &Constant) -> PartColumns {
-        use rayon::prelude::*;
-        rows.par_sort_unstable();
+    pub fn columns(rows: &[Row], contacts: &Contacts, constant: &Constant) -> PartColumns {
+        let rows = sorted(rows);
         let n = rows.len();
         let email = |c: u32| {
             let key = contacts.keys[c as usize].as_str();
@@ -340,6 +339,35 @@ impl Drop for Staged {
             let _ = std::fs::remove_dir_all(&self.staging.dir);
         }
     }
+}
+
+/// `rows` sorted by contact, then time and kind: a counting sort on the dense contact index
+/// (linear; a comparison sort of millions of rows took an eighth of an import), then each
+/// contact's few rows sorted.
+fn sorted(rows: &[Row]) -> Vec<Row> {
+    let Some(max) = rows.iter().map(|r| r.0).max() else {
+        return Vec::new();
+    };
+    let mut starts = vec![0usize; max as usize + 2];
+    for r in rows {
+        starts[r.0 as usize + 1] += 1;
+    }
+    for i in 1..starts.len() {
+        starts[i] += starts[i - 1];
+    }
+    let mut next = starts.clone();
+    let mut out = vec![(0, 0, 0); rows.len()];
+    for r in rows {
+        let at = &mut next[r.0 as usize];
+        out[*at] = *r;
+        *at += 1;
+    }
+    for run in starts.windows(2) {
+        if run[1] - run[0] > 1 {
+            out[run[0]..run[1]].sort_unstable();
+        }
+    }
+    out
 }
 
 /// Events stored without a source id, as (contact, kind, time) and how many of each: what a
@@ -576,6 +604,22 @@ mod tests {
                 assert!(contacts.get(&format!("t{t}-{i}@example.com")).is_some());
             }
         }
+    }
+
+    #[test]
+    fn rows_sort_by_contact_then_time_and_kind() {
+        let rows = [
+            (3, 5, 6),
+            (0, 9, 7),
+            (3, 1, 7),
+            (0, 9, 6),
+            (1, 4, 6),
+            (3, 1, 6),
+        ];
+        let mut want = rows.to_vec();
+        want.sort_unstable();
+        assert_eq!(sorted(&rows), want);
+        assert!(sorted(&[]).is_empty());
     }
 
     #[test]
