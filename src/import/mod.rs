@@ -183,14 +183,15 @@ pub fn run(
     } else {
         Some(events::lock(data_dir)?)
     };
-    let mut contacts = Contacts::load(data_dir)?;
-    let known = contacts.len();
-    let mut stored = Stored::load(data_dir)?;
+    // First, as it finishes an interrupted publish: what is stored includes those parts.
     let staged = if options.dry_run {
         None
     } else {
         Some(Staged::start(data_dir)?)
     };
+    let mut contacts = Contacts::load(data_dir)?;
+    let known = contacts.len();
+    let mut stored = Stored::load(data_dir)?;
     let mut part: Vec<Row> = Vec::with_capacity(part_rows.min(PART_ROWS));
     let mut summary = Summary::default();
     let mut first: Vec<Row> = Vec::new();
