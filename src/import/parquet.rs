@@ -164,8 +164,11 @@ impl ParquetFile {
         let name = &self.columns.time;
         let missing = || format!("no time in column {name:?}");
         let check = |at_ms: Option<i64>, raw: &dyn Fn() -> String| {
-            let at_ms = at_ms.ok_or_else(missing)?;
-            self.columns.check_time(at_ms, &raw())
+            match at_ms.ok_or_else(missing)? {
+                at_ms if at_ms >= super::EARLIEST_MS => Ok(at_ms),
+                // The raw value is written out only for the message.
+                at_ms => self.columns.check_time(at_ms, &raw()),
+            }
         };
         let physical = || -> anyhow::Result<Vec<Option<i64>>> {
             Ok(column.cast(&DataType::Int64)?.i64()?.iter().collect())
