@@ -300,8 +300,10 @@ pub enum HubspotCommand {
 pub enum ImportSource {
     /// Pull email events from HubSpot's email events API, resuming where the last run stopped.
     Hubspot(HubspotImportArgs),
-    /// Read events from a CSV file.
-    Csv(CsvImportArgs),
+    /// Read events from a CSV file, streaming: memory stays bounded whatever its size.
+    Csv(FileImportArgs),
+    /// Read events from a Parquet file (a warehouse export), streaming, as a CSV file.
+    Parquet(FileImportArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -321,15 +323,15 @@ pub struct HubspotImportArgs {
 }
 
 #[derive(Debug, clap::Args)]
-pub struct CsvImportArgs {
-    /// The CSV file (with a header row).
+pub struct FileImportArgs {
+    /// The file (a CSV file with a header row).
     #[arg(value_name = "FILE")]
     pub file: PathBuf,
     /// Column holding the contact: an email address or a HubSpot contact id.
     #[arg(long, value_name = "COL")]
     pub contact: String,
     /// Column holding the event time: RFC 3339, "YYYY-MM-DD HH:MM:SS[.ffffff] [UTC]", a date, or a
-    /// number of epoch seconds (up to 10 digits) or milliseconds.
+    /// number of epoch seconds (up to 10 digits) or milliseconds; in Parquet also a timestamp.
     #[arg(long, value_name = "COL")]
     pub time: String,
     /// Column holding the event kind (OPEN, CLICK, SENT, ...).
@@ -341,6 +343,9 @@ pub struct CsvImportArgs {
     /// Check the file and show what would be imported; write nothing.
     #[arg(long)]
     pub dry_run: bool,
+    /// Rows per events part written (tests make it small to cross part boundaries).
+    #[arg(long, value_name = "N", default_value_t = crate::import::PART_ROWS, hide = true)]
+    pub part_rows: usize,
 }
 
 /// `sendtime hubspot-standin`: run the stand-in by hand.
@@ -711,6 +716,7 @@ fn import(
 ) -> anyhow::Result<()> {
     init_logging();
     let config = load_config(path, overrides)?;
+    let csv = matches!(source, ImportSource::Csv(_));
     match source {
         ImportSource::Hubspot(args) => {
             let request = crate::import::hubspot::Request {
@@ -721,14 +727,23 @@ fn import(
             };
             crate::import::hubspot::run(&config, &request).map(|_| ())
         }
-        ImportSource::Csv(args) => {
+        ImportSource::Csv(args) | ImportSource::Parquet(args) => {
             let columns = Columns::new(
                 &args.contact,
                 &args.time,
                 args.kind.as_deref(),
                 &args.kind_default,
             )?;
-            crate::import::csv::run(&config.server.data_dir, &args.file, &columns, args.dry_run)
+            let options = crate::import::Options {
+                dry_run: args.dry_run,
+                part_rows: args.part_rows,
+            };
+            let data_dir = &config.server.data_dir;
+            if csv {
+                crate::import::csv::run(data_dir, &args.file, &columns, options)
+            } else {
+                crate::import::parquet::run(data_dir, &args.file, &columns, options)
+            }
         }
     }
 }

@@ -214,8 +214,22 @@ impl Contacts {
             .or_else(|| contact_id.and_then(|id| self.get_id(id)))
     }
 
+    /// Index of the contact known by HubSpot id `id` alone (key `#{id}`), adding it if new:
+    /// [`Contacts::intern`] without formatting and re-parsing the key, for bulk imports.
+    pub fn intern_id(&mut self, id: i64) -> u32 {
+        self.index();
+        let index = self.index.get_mut().expect("initialised above");
+        let next = self.keys.len() as u32;
+        let i = *index.ids.entry(id).or_insert(next);
+        if i == next {
+            self.keys.push(format!("#{id}"));
+            self.contact_ids.push(Some(id));
+        }
+        i
+    }
+
     /// Index for `key`, adding it if new.
-    pub(super) fn intern(&mut self, key: &str, contact_id: Option<i64>) -> u32 {
+    pub fn intern(&mut self, key: &str, contact_id: Option<i64>) -> u32 {
         self.index();
         let index = self.index.get_mut().expect("initialised above");
         if let Some(i) = index.get(key) {
@@ -331,5 +345,7 @@ mod tests {
         assert_eq!(c.intern("#8", Some(8)), 6);
         assert_eq!(c.intern("bob@example.com", None), 7);
         assert_eq!((c.get_id(8), c.get("bob@example.com")), (Some(6), Some(7)));
+        assert_eq!((c.intern_id(8), c.intern_id(9)), (6, 8));
+        assert_eq!((c.get("#9"), c.keys[8].as_str()), (Some(8), "#9"));
     }
 }

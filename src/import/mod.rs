@@ -1,5 +1,387 @@
-//! Importers that fill the events dataset: HubSpot's email events API and CSV files.
+//! Importers that fill the events dataset: HubSpot's email events API, and files (CSV,
+//! Parquet) through one bulk importer with a reader per format.
+//!
+//! A file import streams: a reader thread parses batches of rows while this one interns
+//! contacts, drops rows already stored and stages parts of at most `part_rows` rows, so
+//! memory stays bounded whatever the file's size. The whole file is checked before anything
+//! is visible: one unreadable row means nothing is imported (the staged parts are removed),
+//! and the error lists the bad rows by line (CSV) or row (Parquet) so they can be fixed.
 
 pub mod csv;
 pub mod hubspot;
+pub mod parquet;
 pub mod scheduled;
+
+use std::path::Path;
+use std::sync::mpsc;
+
+use anyhow::Context;
+
+use crate::datasets::contacts::{self, Contacts, is_email_address};
+use crate::datasets::events::{self, Constant, Kind, PartColumns, Row, Staged, Stored};
+use crate::time::{Minute, format_minute, parse_instant};
+
+/// 2000-01-01: an email event before it is a misread column (an id taken for epoch seconds).
+const EARLIEST_MS: i64 = 946_684_800_000;
+/// Bad rows listed in one error before the rest are only counted.
+const MAX_LISTED: usize = 20;
+/// Rows per events part unless told otherwise: about 60 MB of columns to sort and encode.
+pub const PART_ROWS: usize = 4_000_000;
+/// Rows a reader hands over at a time.
+pub(crate) const BATCH_ROWS: usize = 65_536;
+
+/// Which columns hold what, and the kind of rows without a kind column.
+#[derive(Debug, Clone)]
+pub struct Columns {
+    pub contact: String,
+    pub time: String,
+    pub kind: Option<String>,
+    pub kind_default: Kind,
+}
+
+impl Columns {
+    /// Columns as given on the command line, `kind_default` checked.
+    pub fn new(
+        contact: &str,
+        time: &str,
+        kind: Option<&str>,
+        kind_default: &str,
+    ) -> anyhow::Result<Self> {
+        let kind_default = Kind::parse(kind_default).with_context(|| {
+            format!(
+                "--kind-default {kind_default:?} is not an event kind; use one of: {}",
+                kind_names()
+            )
+        })?;
+        Ok(Self {
+            contact: contact.into(),
+            time: time.into(),
+            kind: kind.map(Into::into),
+            kind_default,
+        })
+    }
+
+    /// The contact in `text`: an email address or a numeric HubSpot id.
+    pub fn contact(&self, text: &str) -> Result<Contact, String> {
+        if let Ok(id) = text.parse::<i64>() {
+            Ok(Contact::Id(id))
+        } else if is_email_address(text) {
+            Ok(Contact::Email(text.to_ascii_lowercase()))
+        } else if text.contains('@') {
+            Err(format!(
+                "contact {text:?} in column {:?} is not an email address",
+                self.contact
+            ))
+        } else if text.is_empty() {
+            Err(format!("empty contact in column {:?}", self.contact))
+        } else {
+            Err(format!(
+                "contact {text:?} in column {:?} is neither an email nor a numeric contact id",
+                self.contact
+            ))
+        }
+    }
+
+    /// The time in `text`, in any form [`parse_instant`] reads.
+    pub fn time(&self, text: &str) -> Result<i64, String> {
+        let at_ms = parse_instant(text).ok_or_else(|| {
+            format!(
+                "cannot parse time {text:?} in column {:?} (expected e.g. 2022-03-18 15:28:01 UTC, RFC 3339, or epoch seconds or milliseconds)",
+                self.time
+            )
+        })?;
+        self.check_time(at_ms, text)
+    }
+
+    /// `at_ms` unless it is too early to be an email event (`raw` is what the file held).
+    pub fn check_time(&self, at_ms: i64, raw: &str) -> Result<i64, String> {
+        if at_ms < EARLIEST_MS {
+            return Err(format!(
+                "time {raw:?} in column {:?} is {}, before 2000: is that the time column?",
+                self.time,
+                format_minute(at_ms)
+            ));
+        }
+        Ok(at_ms)
+    }
+
+    /// The kind in `text` (HubSpot's name, any case).
+    pub fn kind(text: &str) -> Result<Kind, String> {
+        Kind::parse(text).ok_or_else(|| {
+            format!(
+                "unknown event kind {text:?}; expected one of: {}",
+                kind_names()
+            )
+        })
+    }
+}
+
+fn kind_names() -> String {
+    Kind::ALL.map(Kind::as_str).join(", ")
+}
+
+/// A row's contact as a file names it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Contact {
+    Id(i64),
+    /// Lower-cased: the dictionary's key.
+    Email(String),
+}
+
+/// One row of a file, parsed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Parsed {
+    pub contact: Contact,
+    pub kind: Kind,
+    pub at_ms: i64,
+}
+
+/// Rows a reader parsed, and those it could not, by where they are (a reader's own
+/// position, turned into text by [`Reader::locate`]).
+#[derive(Debug, Default)]
+pub struct Batch {
+    pub rows: Vec<Parsed>,
+    pub bad: Vec<(u64, String)>,
+}
+
+/// A file format's reader: batches of rows, in file order.
+pub trait Reader: Send {
+    /// Fill `batch` (empty, its room kept from earlier batches) with the next rows; false at
+    /// the end. An error is the file's, not a row's: the import stops.
+    fn next_batch(&mut self, batch: &mut Batch) -> anyhow::Result<bool>;
+
+    /// Where the rows at `positions` (ascending, as batches gave them) are, as
+    /// `file:line` or `file: row N`.
+    fn locate(&self, positions: &[u64]) -> anyhow::Result<Vec<String>>;
+
+    /// The file, for messages.
+    fn path(&self) -> &Path;
+}
+
+/// How an import runs.
+#[derive(Debug, Clone, Copy)]
+pub struct Options {
+    /// Show what would be imported; write nothing.
+    pub dry_run: bool,
+    /// Rows per events part.
+    pub part_rows: usize,
+}
+
+/// Import what `reader` reads into `data_dir`, with `source` recorded on every event (e.g.
+/// `csv:opens.csv`).
+pub fn run(
+    data_dir: &Path,
+    mut reader: impl Reader,
+    source: &str,
+    options: Options,
+) -> anyhow::Result<()> {
+    let path = reader.path().to_path_buf();
+    let part_rows = options.part_rows.max(1);
+    // Held to the end: the dictionary must be as this import leaves it when the next starts.
+    let _lock = if options.dry_run {
+        None
+    } else {
+        Some(events::lock(data_dir)?)
+    };
+    // First, as it finishes an interrupted publish: what is stored includes those parts.
+    let staged = if options.dry_run {
+        None
+    } else {
+        Some(Staged::start(data_dir)?)
+    };
+    let mut contacts = Contacts::load(data_dir)?;
+    let known = contacts.len();
+    let mut stored = Stored::load(data_dir)?;
+    let mut part: Vec<Row> = Vec::with_capacity(part_rows.min(PART_ROWS));
+    let mut summary = Summary::default();
+    let mut first: Vec<Row> = Vec::new();
+    let mut skipped = 0usize;
+    let mut bad: Vec<(u64, String)> = Vec::new();
+    let mut bad_count = 0usize;
+
+    std::thread::scope(|scope| -> anyhow::Result<()> {
+        // Three stages on their own threads: the reader parses, this thread interns and
+        // gathers parts, the writer encodes and writes them.
+        let (tx, rx) = mpsc::sync_channel(4);
+        // Batches go back to the reader to be filled again: no fresh memory per batch.
+        let (recycle, recycled) = mpsc::sync_channel::<Batch>(8);
+        let reading = &mut reader;
+        scope.spawn(move || {
+            loop {
+                let mut batch = recycled.try_recv().unwrap_or_default();
+                let next = reading
+                    .next_batch(&mut batch)
+                    .map(|more| more.then_some(batch));
+                let last = !matches!(next, Ok(Some(_)));
+                if tx.send(next).is_err() || last {
+                    return;
+                }
+            }
+        });
+        let (to_writer, parts) = mpsc::sync_channel::<PartColumns>(1);
+        let staged = staged.as_ref();
+        let writer = scope.spawn(move || -> anyhow::Result<()> {
+            for columns in parts {
+                staged
+                    .expect("parts are sent only to be written")
+                    .write(columns)?;
+            }
+            Ok(())
+        });
+        let mut constant = None;
+        let mut flush = |part: &mut Vec<Row>, contacts: &Contacts| -> bool {
+            if part.is_empty() || staged.is_none() {
+                part.clear();
+                return true;
+            }
+            let constant = constant.get_or_insert_with(|| Constant::new(source, part.len()));
+            let columns = Staged::columns(part, contacts, constant);
+            part.clear();
+            to_writer.send(columns).is_ok()
+        };
+        let mut writing = true;
+        for batch in rx {
+            let Some(mut batch) = batch? else { break };
+            if !batch.bad.is_empty() || bad_count > 0 {
+                bad_count += batch.bad.len();
+                let room = MAX_LISTED.saturating_sub(bad.len());
+                bad.extend(batch.bad.drain(..).take(room));
+                // Nothing will be imported: check the rest, stage nothing more.
+                continue;
+            }
+            if !writing {
+                break; // the writer failed: its error says why
+            }
+            for row in batch.rows.drain(..) {
+                let contact = match &row.contact {
+                    Contact::Id(id) => contacts.intern_id(*id),
+                    Contact::Email(email) => contacts.intern(email, None),
+                };
+                let kind = row.kind as u8;
+                // Only contacts known before can have stored events.
+                if (contact as usize) < known && stored.take(contact, kind, row.at_ms) {
+                    skipped += 1;
+                    continue;
+                }
+                summary.add(contact, row.at_ms);
+                if first.len() < 5 {
+                    first.push((contact, row.at_ms, kind));
+                }
+                part.push((contact, row.at_ms, kind));
+                if part.len() >= part_rows {
+                    writing = flush(&mut part, &contacts);
+                }
+            }
+            let _ = recycle.try_send(batch);
+        }
+        if bad_count == 0 && writing {
+            flush(&mut part, &contacts);
+        }
+        drop(to_writer); // the writer stops when the parts are all sent
+        writer.join().expect("the writer does not panic")
+    })?;
+
+    if bad_count > 0 {
+        drop(staged);
+        let positions: Vec<u64> = bad.iter().map(|(at, _)| *at).collect();
+        let places = reader.locate(&positions)?;
+        let listed: Vec<String> = places
+            .iter()
+            .zip(&bad)
+            .map(|(place, (_, why))| format!("{place}: {why}"))
+            .collect();
+        let more = bad_count.saturating_sub(listed.len());
+        anyhow::bail!(
+            "{bad_count} row{} of {} cannot be read; nothing was imported:\n{}{}",
+            if bad_count == 1 { "" } else { "s" },
+            path.display(),
+            listed.join("\n"),
+            if more > 0 {
+                format!("\n... and {more} more")
+            } else {
+                String::new()
+            }
+        );
+    }
+    let already = if skipped > 0 {
+        format!("; {skipped} rows already stored, skipped")
+    } else {
+        String::new()
+    };
+    if summary.events == 0 && skipped > 0 {
+        println!(
+            "nothing to import: all {skipped} rows of {} are already stored",
+            path.display()
+        );
+        return Ok(());
+    }
+    let Some(staged) = staged else {
+        println!("dry run: {summary} would be imported{already}; nothing written");
+        for (contact, at_ms, kind) in first {
+            println!(
+                "  {} {} at {}",
+                contacts.keys[contact as usize],
+                Kind::from_code(kind).map_or("?", Kind::as_str),
+                format_minute(at_ms)
+            );
+        }
+        return Ok(());
+    };
+    // New contacts first: every index a visible event carries resolves.
+    if contacts.len() > known {
+        contacts::write(data_dir, &contacts, known..contacts.len())?;
+    }
+    staged.publish()?;
+    println!(
+        "imported {} events ({summary}) into {}{already}",
+        summary.events,
+        data_dir.join(events::NAME).display()
+    );
+    Ok(())
+}
+
+/// Counts shown after an import or a dry run.
+#[derive(Default)]
+struct Summary {
+    events: usize,
+    contacts: usize,
+    /// Contacts seen, by dense index.
+    seen: Vec<bool>,
+    first: Option<i64>,
+    last: Option<i64>,
+}
+
+impl Summary {
+    fn add(&mut self, contact: u32, at_ms: i64) {
+        self.events += 1;
+        let c = contact as usize;
+        if c >= self.seen.len() {
+            self.seen.resize((c + 1).next_power_of_two(), false);
+        }
+        if !self.seen[c] {
+            self.seen[c] = true;
+            self.contacts += 1;
+        }
+        self.first = Some(self.first.map_or(at_ms, |f| f.min(at_ms)));
+        self.last = Some(self.last.map_or(at_ms, |l| l.max(at_ms)));
+    }
+}
+
+impl std::fmt::Display for Summary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} events of {} contacts", self.events, self.contacts)?;
+        if let (Some(a), Some(b)) = (self.first, self.last) {
+            write!(f, ", {} to {}", Minute(a), Minute(b))?;
+        }
+        Ok(())
+    }
+}
+
+/// The file name as `source` records it: `csv:opens.csv`.
+pub fn source_of(format: &str, path: &Path) -> String {
+    format!(
+        "{format}:{}",
+        path.file_name()
+            .map_or_else(String::new, |n| n.to_string_lossy().into_owned())
+    )
+}

@@ -18,6 +18,8 @@ use polars::prelude::*;
 use ulid::Ulid;
 
 const PART_EXT: &str = "parquet";
+/// A list of parts being published together, hidden from readers while it exists.
+const PENDING_EXT: &str = "pending";
 
 /// Rows per part below which a part counts as small and is merged by [`Dataset::compact`].
 pub const SMALL_PART_ROWS: usize = 200_000;
@@ -48,10 +50,25 @@ impl Dataset {
     }
 
     /// The committed parts, oldest first (ULID names sort by creation time).
+    ///
+    /// Parts named in a `*.pending` file are being published together ([`publish`]) and stay
+    /// hidden until that file is gone. Pending files are read before the parts are listed:
+    /// one removed in between had all its parts in place already.
     pub fn parts(&self) -> io::Result<Vec<PathBuf>> {
+        let mut pending = HashSet::new();
+        for entry in fs::read_dir(&self.dir)? {
+            let path = entry?.path();
+            if path.extension().is_some_and(|e| e == PENDING_EXT) {
+                match fs::read_to_string(&path) {
+                    Ok(names) => pending.extend(names.lines().map(|n| self.dir.join(n))),
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(e),
+                }
+            }
+        }
         let mut parts: Vec<PathBuf> = fs::read_dir(&self.dir)?
             .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.extension().is_some_and(|e| e == PART_EXT))
+            .filter(|p| p.extension().is_some_and(|e| e == PART_EXT) && !pending.contains(p))
             .collect();
         parts.sort();
         Ok(parts)
@@ -294,6 +311,54 @@ impl Dataset {
     }
 }
 
+/// Make the parts of `staging` (a dataset folder written by one writer, e.g. one import) parts
+/// of `target` all at once: readers of `target` see none of them or all. A pending file
+/// naming them is made durable first and removed last, so a crash in between leaves them
+/// hidden until [`finish_publishing`] moves the rest in. The staging folder is removed.
+pub fn publish(staging: &Dataset, target: &Dataset) -> anyhow::Result<usize> {
+    let parts = staging.parts()?;
+    let names: Vec<String> = parts
+        .iter()
+        .filter_map(|p| p.file_name()?.to_str().map(str::to_string))
+        .collect();
+    let staging_name = staging
+        .dir
+        .file_name()
+        .and_then(|n| n.to_str())
+        .context("staging folder without a name")?;
+    let pending = target.dir.join(format!("{staging_name}.{PENDING_EXT}"));
+    write_durably(&pending, names.join("\n").as_bytes())?;
+    finish_publishing(&pending, &staging.dir, &target.dir)?;
+    Ok(parts.len())
+}
+
+/// Move the parts a pending file names (those still in `staging_dir`, with their checksums)
+/// into `target_dir`, then remove the pending file and the staging folder.
+pub fn finish_publishing(
+    pending: &Path,
+    staging_dir: &Path,
+    target_dir: &Path,
+) -> anyhow::Result<()> {
+    for name in fs::read_to_string(pending)?.lines() {
+        let from = staging_dir.join(name);
+        let to = target_dir.join(name);
+        // The checksum first: a part is never without it.
+        if checksum::path_of(&from).exists() {
+            fs::rename(checksum::path_of(&from), checksum::path_of(&to))?;
+        }
+        if from.exists() {
+            fs::rename(&from, &to)?;
+        }
+    }
+    sync_dir(target_dir)?;
+    fs::remove_file(pending)?;
+    sync_dir(target_dir)?;
+    match fs::remove_dir_all(staging_dir) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e.into()),
+        _ => Ok(()),
+    }
+}
+
 /// The lock file at `path`, created (with its folder) if needed, for `try_lock` or `lock`:
 /// the lock lasts while the returned file is open.
 pub fn lock_file(path: &Path) -> anyhow::Result<File> {
@@ -440,6 +505,52 @@ mod tests {
                 .join(part.file_name().unwrap())
                 .exists()
         );
+    }
+
+    /// Parts published together are seen all or none: a crash after the pending file and one
+    /// part moved leaves all of them hidden, and finishing the publish shows all.
+    #[test]
+    fn parts_published_together_are_hidden_until_all_are_in() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = Dataset::open(dir.path(), "rows").unwrap();
+        let staging = Dataset::open(dir.path(), "rows/.import-a").unwrap();
+        for v in 0..3i64 {
+            let mut df = DataFrame::new(1, vec![Column::new("v".into(), [v])]).unwrap();
+            staging.write_part(Ulid::generate(), &mut df).unwrap();
+        }
+        let names: Vec<String> = staging
+            .parts()
+            .unwrap()
+            .iter()
+            .map(|p| p.file_name().unwrap().to_str().unwrap().to_string())
+            .collect();
+        let pending = target.dir.join(".import-a.pending");
+        write_durably(&pending, names.join("\n").as_bytes()).unwrap();
+        let moved = staging.dir.join(&names[1]);
+        fs::rename(
+            checksum::path_of(&moved),
+            checksum::path_of(&target.dir.join(&names[1])),
+        )
+        .unwrap();
+        fs::rename(&moved, target.dir.join(&names[1])).unwrap();
+        assert!(
+            target.parts().unwrap().is_empty(),
+            "none visible mid-publish"
+        );
+        finish_publishing(&pending, &staging.dir, &target.dir).unwrap();
+        let parts = target.parts().unwrap();
+        assert_eq!(parts.len(), 3);
+        for part in &parts {
+            read_part(part).unwrap(); // checksum beside it
+        }
+        assert!(!pending.exists() && !staging.dir.exists());
+
+        let staging = Dataset::open(dir.path(), "rows/.import-b").unwrap();
+        let mut df = DataFrame::new(1, vec![Column::new("v".into(), [9i64])]).unwrap();
+        staging.write_part(Ulid::generate(), &mut df).unwrap();
+        assert_eq!(publish(&staging, &target).unwrap(), 1);
+        assert_eq!(target.parts().unwrap().len(), 4);
+        assert!(!staging.dir.exists());
     }
 
     #[test]

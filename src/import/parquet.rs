@@ -1,0 +1,250 @@
+//! `sendtime import parquet`: engagement events from a Parquet file (a warehouse export),
+//! read a row group or so at a time.
+//!
+//! A time column may be a timestamp (any unit, with or without a zone: stored as UTC), a
+//! date, an integer (epoch seconds or milliseconds, as text times are read) or text; a contact
+//! column integers (HubSpot ids) or text, as in a CSV file.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use polars::prelude::*;
+
+use super::{Batch, Columns, Contact, Options, Parsed, Reader};
+use crate::time::{DAY_MS, epoch_number};
+
+/// Rows decoded at a time when a row group is larger.
+const SLICE_ROWS: usize = 1 << 20;
+
+/// Import the Parquet `file` into `data_dir`.
+pub fn run(
+    data_dir: &Path,
+    file: &Path,
+    columns: &Columns,
+    options: Options,
+) -> anyhow::Result<()> {
+    let reader = ParquetFile::open(file, columns)?;
+    super::run(
+        data_dir,
+        reader,
+        &super::source_of("parquet", file),
+        options,
+    )
+}
+
+/// A Parquet file read in slices of whole row groups (or of [`SLICE_ROWS`] within a larger
+/// one), each decoded on its own, so only one is in memory at a time.
+pub struct ParquetFile {
+    path: PathBuf,
+    metadata: std::sync::Arc<polars::io::parquet::read::FileMetadata>,
+    columns: Columns,
+    names: Vec<String>,
+    slices: std::vec::IntoIter<(usize, usize)>,
+}
+
+impl ParquetFile {
+    /// Open `path` and find `columns` in its schema.
+    pub fn open(path: &Path, columns: &Columns) -> anyhow::Result<Self> {
+        let cannot_read = || format!("cannot read {} as Parquet", path.display());
+        let file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+        let mut reader = ParquetReader::new(file);
+        let schema = anyhow::Context::with_context(reader.schema(), cannot_read)?;
+        let metadata = anyhow::Context::with_context(reader.get_metadata(), cannot_read)?.clone();
+        let mut names = vec![columns.contact.clone(), columns.time.clone()];
+        names.extend(columns.kind.clone());
+        for (flag, name) in ["--contact", "--time", "--kind"].iter().zip(&names) {
+            if !schema.contains(name) {
+                anyhow::bail!(
+                    "{}: no column named {name:?} (given by {flag}); the file has: {}",
+                    path.display(),
+                    schema
+                        .iter_names()
+                        .map(|n| n.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                );
+            }
+        }
+        let mut slices = Vec::new();
+        let mut offset = 0;
+        for group in &metadata.row_groups {
+            let end = offset + group.num_rows();
+            while offset < end {
+                let len = (end - offset).min(SLICE_ROWS);
+                slices.push((offset, len));
+                offset += len;
+            }
+        }
+        Ok(Self {
+            path: path.to_path_buf(),
+            metadata,
+            columns: columns.clone(),
+            names,
+            slices: slices.into_iter(),
+        })
+    }
+
+    /// Parse a decoded slice whose first row is row `first` of the file (from 0).
+    fn parse(&self, df: &DataFrame, first: usize, batch: &mut Batch) -> anyhow::Result<()> {
+        let n = df.height();
+        let contacts = self.contacts(df.column(&self.columns.contact)?)?;
+        let times = self.times(df.column(&self.columns.time)?)?;
+        let kinds: Option<Vec<Result<_, String>>> = match &self.columns.kind {
+            None => None,
+            Some(name) => {
+                let column = df.column(name)?;
+                let text = column.str().map_err(|_| {
+                    anyhow::anyhow!(
+                        "{}: column {name:?} (given by --kind) is {}: expected text (OPEN, CLICK, ...)",
+                        self.path.display(),
+                        column.dtype()
+                    )
+                })?;
+                Some(
+                    text.iter()
+                        .map(|k| {
+                            k.ok_or_else(|| format!("no kind in column {name:?}"))
+                                .and_then(Columns::kind)
+                        })
+                        .collect(),
+                )
+            }
+        };
+        batch.rows.clear();
+        batch.bad.clear();
+        batch.rows.reserve(n);
+        for (i, (contact, at_ms)) in contacts.into_iter().zip(times).enumerate() {
+            let kind = match &kinds {
+                None => Ok(self.columns.kind_default),
+                Some(kinds) => kinds[i].clone(),
+            };
+            match (contact, at_ms, kind) {
+                (Ok(contact), Ok(at_ms), Ok(kind)) => batch.rows.push(Parsed {
+                    contact,
+                    kind,
+                    at_ms,
+                }),
+                (Err(why), _, _) | (_, Err(why), _) | (_, _, Err(why)) => {
+                    batch.bad.push(((first + i) as u64, why))
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn contacts(&self, column: &Column) -> anyhow::Result<Vec<Result<Contact, String>>> {
+        let name = &self.columns.contact;
+        let missing = || format!("no contact in column {name:?}");
+        if column.dtype().is_integer() {
+            let ids = column.cast(&DataType::Int64)?;
+            return Ok(ids
+                .i64()?
+                .iter()
+                .map(|id| id.map(Contact::Id).ok_or_else(missing))
+                .collect());
+        }
+        match column.str() {
+            Ok(text) => Ok(text
+                .iter()
+                .map(|c| {
+                    c.ok_or_else(missing)
+                        .and_then(|c| self.columns.contact(c.trim()))
+                })
+                .collect()),
+            Err(_) => anyhow::bail!(
+                "{}: column {name:?} (given by --contact) is {}: expected integers (HubSpot contact ids) or text (emails or ids)",
+                self.path.display(),
+                column.dtype()
+            ),
+        }
+    }
+
+    fn times(&self, column: &Column) -> anyhow::Result<Vec<Result<i64, String>>> {
+        let name = &self.columns.time;
+        let missing = || format!("no time in column {name:?}");
+        let check = |at_ms: Option<i64>, raw: &dyn Fn() -> String| {
+            match at_ms.ok_or_else(missing)? {
+                at_ms if at_ms >= super::EARLIEST_MS => Ok(at_ms),
+                // The raw value is written out only for the message.
+                at_ms => self.columns.check_time(at_ms, &raw()),
+            }
+        };
+        let physical = || -> anyhow::Result<Vec<Option<i64>>> {
+            Ok(column.cast(&DataType::Int64)?.i64()?.iter().collect())
+        };
+        let from_units = |per_ms: i64| -> anyhow::Result<Vec<Result<i64, String>>> {
+            Ok(physical()?
+                .into_iter()
+                .map(|t| {
+                    check(t.map(|t| t.div_euclid(per_ms)), &|| {
+                        t.map_or_else(String::new, |t| t.to_string())
+                    })
+                })
+                .collect())
+        };
+        match column.dtype() {
+            DataType::Datetime(unit, _) => from_units(match unit {
+                TimeUnit::Nanoseconds => 1_000_000,
+                TimeUnit::Microseconds => 1_000,
+                TimeUnit::Milliseconds => 1,
+            }),
+            DataType::Date => Ok(physical()?
+                .into_iter()
+                .map(|d| check(d.map(|d| d * DAY_MS), &|| format!("{d:?} days")))
+                .collect()),
+            t if t.is_integer() => Ok(physical()?
+                .into_iter()
+                .map(|n| {
+                    let at_ms = match n {
+                        Some(n) => Some(epoch_number(n).ok_or_else(|| {
+                            format!("time {n} in column {name:?} is out of range")
+                        })?),
+                        None => None,
+                    };
+                    check(at_ms, &|| n.map_or_else(String::new, |n| n.to_string()))
+                })
+                .collect()),
+            DataType::String => Ok(column
+                .str()?
+                .iter()
+                .map(|t| t.ok_or_else(missing).and_then(|t| self.columns.time(t)))
+                .collect()),
+            other => anyhow::bail!(
+                "{}: column {name:?} (given by --time) is {other}: expected a timestamp, epoch seconds or milliseconds, or text",
+                self.path.display()
+            ),
+        }
+    }
+}
+
+impl Reader for ParquetFile {
+    fn next_batch(&mut self, batch: &mut Batch) -> anyhow::Result<bool> {
+        let Some((offset, len)) = self.slices.next() else {
+            return Ok(false);
+        };
+        let file = File::open(&self.path)
+            .with_context(|| format!("cannot open {}", self.path.display()))?;
+        let mut reader = ParquetReader::new(file);
+        reader.set_metadata(self.metadata.clone());
+        let df = reader
+            .with_columns(Some(self.names.clone()))
+            .with_slice(Some((offset, len)))
+            .finish();
+        let df =
+            anyhow::Context::with_context(df, || format!("cannot read {}", self.path.display()))?;
+        self.parse(&df, offset, batch)?;
+        Ok(true)
+    }
+
+    fn locate(&self, rows: &[u64]) -> anyhow::Result<Vec<String>> {
+        Ok(rows
+            .iter()
+            .map(|r| format!("{}: row {}", self.path.display(), r + 1))
+            .collect())
+    }
+
+    fn path(&self) -> &Path {
+        &self.path
+    }
+}

@@ -1,0 +1,437 @@
+//! `sendtime import csv` and `import parquet` through the real binary, on files the tests
+//! write: parts of bounded size, re-imports de-duplicated, a bad row anywhere means nothing
+//! is imported, and Parquet time columns of every type.
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+use polars::prelude::*;
+
+fn sendtime(data: &Path, args: &[&str]) -> Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_sendtime"))
+        .arg("--config")
+        .arg(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("webhooks.toml"))
+        .arg("--data")
+        .arg(data)
+        .args(args)
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap()
+}
+
+fn ok(o: &Output) -> String {
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{stderr}");
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn failed(o: &Output) -> String {
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn files(dir: &Path, ext: &str) -> Vec<PathBuf> {
+    let mut out: Vec<PathBuf> = std::fs::read_dir(dir).map_or(vec![], |d| {
+        d.map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|x| x == ext))
+            .collect()
+    });
+    out.sort();
+    out
+}
+
+/// Every stored event as (contact key, kind code, at ms, slot), sorted.
+fn stored(data: &Path) -> Vec<(String, u8, i64, u8)> {
+    let mut keys = Vec::new();
+    for part in files(&data.join("contacts"), "parquet") {
+        let df = ParquetReader::new(std::fs::File::open(part).unwrap())
+            .finish()
+            .unwrap();
+        let idx = df.column("contact").unwrap().u32().unwrap().clone();
+        let key = df.column("key").unwrap().str().unwrap().clone();
+        for (i, k) in idx.into_no_null_iter().zip(key.iter().flatten()) {
+            if keys.len() <= i as usize {
+                keys.resize(i as usize + 1, String::new());
+            }
+            keys[i as usize] = k.to_string();
+        }
+    }
+    let mut rows = Vec::new();
+    for part in files(&data.join("events"), "parquet") {
+        let df = ParquetReader::new(std::fs::File::open(part).unwrap())
+            .finish()
+            .unwrap();
+        let c = df.column("contact").unwrap().u32().unwrap().clone();
+        let k = df.column("kind").unwrap().u8().unwrap().clone();
+        let at = df.column("at").unwrap().cast(&DataType::Int64).unwrap();
+        let s = df.column("slot").unwrap().u8().unwrap().clone();
+        let at = at.i64().unwrap();
+        for (((c, k), at), s) in c
+            .into_no_null_iter()
+            .zip(k.into_no_null_iter())
+            .zip(at.into_no_null_iter())
+            .zip(s.into_no_null_iter())
+        {
+            rows.push((keys[c as usize].clone(), k, at, s));
+        }
+    }
+    rows.sort();
+    rows
+}
+
+/// Row `i` of the generated export: contact, RFC 3339 time, kind.
+fn row(i: usize) -> String {
+    let contact = if i.is_multiple_of(7) {
+        format!("Reader{}@Example.com", i % 50)
+    } else {
+        format!("{}", 1000 + i % 300)
+    };
+    // 2025-01-06 (a Monday) 00:00 UTC plus i * 37 minutes.
+    let t = 1_736_121_600 + i as i64 * 37 * 60;
+    let time = chrono_free_rfc3339(t);
+    let kind = ["OPEN", "click", "DELIVERED"][i % 3];
+    format!("{contact},{time},{kind}")
+}
+
+/// `YYYY-MM-DDTHH:MM:SSZ` of epoch seconds (days from civil, Howard Hinnant's algorithm), so
+/// the test does not share the parser it checks.
+fn chrono_free_rfc3339(t: i64) -> String {
+    let (days, secs) = (t.div_euclid(86_400), t.rem_euclid(86_400));
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        secs / 3600,
+        secs / 60 % 60,
+        secs % 60
+    )
+}
+
+fn export(path: &Path, rows: std::ops::Range<usize>) {
+    let mut text = String::from("contact,time,kind\n");
+    for i in rows {
+        text.push_str(&row(i));
+        text.push('\n');
+    }
+    std::fs::write(path, text).unwrap();
+}
+
+fn csv_import<'a>(file: &'a str, part_rows: &'a str) -> Vec<&'a str> {
+    vec![
+        "import",
+        "csv",
+        file,
+        "--contact",
+        "contact",
+        "--time",
+        "time",
+        "--kind",
+        "kind",
+        "--part-rows",
+        part_rows,
+    ]
+}
+
+#[test]
+fn csv_imports_in_parts_adds_only_what_is_new_and_refuses_a_bad_row_anywhere() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let events = data.join("events");
+    let csv = dir.path().join("export.csv");
+    export(&csv, 0..4500);
+    let file = csv.to_str().unwrap();
+
+    let out = ok(&sendtime(&data, &csv_import(file, "1000")));
+    assert!(
+        out.starts_with(
+            "imported 4500 events (4500 events of 350 contacts, 2025-01-06 00:00 UTC to "
+        ),
+        "{out}"
+    );
+    assert_eq!(
+        files(&events, "parquet").len(),
+        5,
+        "parts of at most 1000 rows"
+    );
+    let rows = stored(&data);
+    assert_eq!(rows.len(), 4500);
+    // Row 0: an email (lower-cased), Monday 00:00, OPEN (6), slot 0; row 1: id 1001 at 00:37,
+    // CLICK (7); row 100: id 1100 at +3700 min, Wednesday 13:40.
+    assert!(rows.contains(&("reader0@example.com".into(), 6, 1_736_121_600_000, 0)));
+    assert!(rows.contains(&("#1001".into(), 7, 1_736_123_820_000, 0)));
+    assert!(rows.contains(&("#1100".into(), 7, 1_736_343_600_000, 24 + 24 + 13)));
+
+    // The same file again adds nothing; a longer export adds only its new rows.
+    let out = ok(&sendtime(&data, &csv_import(file, "1000")));
+    assert!(
+        out.starts_with("nothing to import: all 4500 rows of "),
+        "{out}"
+    );
+    assert_eq!(stored(&data).len(), 4500);
+    export(&csv, 0..4600);
+    let out = ok(&sendtime(&data, &csv_import(file, "1000")));
+    assert!(
+        out.starts_with("imported 100 events (100 events of ")
+            && out.ends_with("; 4500 rows already stored, skipped\n"),
+        "{out}"
+    );
+    assert_eq!(stored(&data).len(), 4600);
+    assert_eq!(files(&events, "parquet").len(), 6);
+
+    // A bad row after several parts' worth of good ones (and more than a reader's batch):
+    // nothing of the file is imported, nothing is left staged, the row is named by its line.
+    let before = stored(&data);
+    let contacts_before = files(&data.join("contacts"), "parquet");
+    let mut text = String::from("contact,time,kind\n");
+    for i in 5000..75_000 {
+        text.push_str(&row(i));
+        text.push('\n');
+    }
+    text.push_str("1234,2025-02-30T10:00:00Z,OPEN\n");
+    text.push_str(&row(8001));
+    text.push('\n');
+    let bad = dir.path().join("bad.csv");
+    std::fs::write(&bad, text).unwrap();
+    let err = failed(&sendtime(
+        &data,
+        &csv_import(bad.to_str().unwrap(), "20000"),
+    ));
+    assert!(err.contains("1 row of"), "{err}");
+    assert!(
+        err.contains(
+            "bad.csv:70002: cannot parse time \"2025-02-30T10:00:00Z\" in column \"time\""
+        ),
+        "{err}"
+    );
+    assert!(err.contains("nothing was imported"), "{err}");
+    assert_eq!(stored(&data), before);
+    assert_eq!(files(&data.join("contacts"), "parquet"), contacts_before);
+    let left: Vec<_> = std::fs::read_dir(&events)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(".import-") || n.ends_with(".pending"))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+}
+
+/// A Parquet export with a time column of each type the importer takes, all the same instants.
+fn parquet_export(path: &Path, n: usize) {
+    let base_s = 1_736_121_600i64; // 2025-01-06T00:00:00Z, a Monday
+    let secs: Vec<i64> = (0..n as i64).map(|i| base_s + i * 3_700).collect();
+    let col = |name: &str, v: Vec<i64>| Column::new(name.into(), v);
+    let ts = |name: &str, per_s: i64, unit| {
+        col(name, secs.iter().map(|s| s * per_s).collect())
+            .cast(&DataType::Datetime(unit, None))
+            .unwrap()
+    };
+    let mut df = DataFrame::new(
+        n,
+        vec![
+            col("hs_id", (0..n as i64).map(|i| 5000 + i % 40).collect()),
+            ts("at_ns", 1_000_000_000, TimeUnit::Nanoseconds),
+            ts("at_us", 1_000_000, TimeUnit::Microseconds),
+            ts("at_ms", 1_000, TimeUnit::Milliseconds),
+            col("epoch_s", secs.clone()),
+            col("epoch_ms", secs.iter().map(|s| s * 1000).collect()),
+            Column::new(
+                "at_text".into(),
+                secs.iter()
+                    .map(|s| chrono_free_rfc3339(*s))
+                    .collect::<Vec<_>>(),
+            ),
+            Column::new(
+                "what".into(),
+                (0..n).map(|i| ["OPEN", "CLICK"][i % 2]).collect::<Vec<_>>(),
+            ),
+        ],
+    )
+    .unwrap();
+    ParquetWriter::new(std::fs::File::create(path).unwrap())
+        .with_row_group_size(Some(1000))
+        .finish(&mut df)
+        .unwrap();
+}
+
+#[test]
+fn parquet_imports_every_time_type_with_the_same_rules() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("export.parquet");
+    parquet_export(&file, 2500);
+    let path = file.to_str().unwrap();
+    let mut first: Option<Vec<(String, u8, i64, u8)>> = None;
+    for time in ["at_ns", "at_us", "at_ms", "epoch_s", "epoch_ms", "at_text"] {
+        let data = dir.path().join(time);
+        let args = [
+            "import",
+            "parquet",
+            path,
+            "--contact",
+            "hs_id",
+            "--time",
+            time,
+            "--kind",
+            "what",
+            "--part-rows",
+            "1000",
+        ];
+        let out = ok(&sendtime(&data, &args));
+        assert!(
+            out.starts_with(
+                "imported 2500 events (2500 events of 40 contacts, 2025-01-06 00:00 UTC to "
+            ),
+            "{time}: {out}"
+        );
+        assert_eq!(files(&data.join("events"), "parquet").len(), 3);
+        let rows = stored(&data);
+        assert_eq!(rows.len(), 2500);
+        assert!(rows.contains(&("#5000".into(), 6, 1_736_121_600_000, 0)));
+        // Row 1: 01:01:40 on the Monday, a click.
+        assert!(rows.contains(&("#5001".into(), 7, 1_736_125_300_000, 1)));
+        match &first {
+            None => first = Some(rows),
+            Some(f) => assert_eq!(&rows, f, "{time}"),
+        }
+        // Again: nothing new.
+        let out = ok(&sendtime(&data, &args));
+        assert!(out.starts_with("nothing to import: all 2500 rows"), "{out}");
+    }
+
+    // Without a kind column every row takes --kind-default.
+    let data = dir.path().join("default-kind");
+    let out = ok(&sendtime(
+        &data,
+        &[
+            "import",
+            "parquet",
+            path,
+            "--contact",
+            "hs_id",
+            "--time",
+            "at_us",
+            "--kind-default",
+            "DELIVERED",
+        ],
+    ));
+    assert!(out.starts_with("imported 2500 events"), "{out}");
+    assert!(stored(&data).iter().all(|r| r.1 == 3));
+
+    // A bad row (a null time) is named by its row number and nothing is imported.
+    let mut df = ParquetReader::new(std::fs::File::open(&file).unwrap())
+        .finish()
+        .unwrap();
+    let at: Vec<Option<i64>> = (0..2500i64)
+        .map(|i| (i != 2100).then_some(1_736_121_600 + i))
+        .collect();
+    df.with_column(Column::new("epoch_s".into(), at)).unwrap();
+    let bad = dir.path().join("bad.parquet");
+    ParquetWriter::new(std::fs::File::create(&bad).unwrap())
+        .with_row_group_size(Some(1000))
+        .finish(&mut df)
+        .unwrap();
+    let data = dir.path().join("bad");
+    let err = failed(&sendtime(
+        &data,
+        &[
+            "import",
+            "parquet",
+            bad.to_str().unwrap(),
+            "--contact",
+            "hs_id",
+            "--time",
+            "epoch_s",
+            "--part-rows",
+            "1000",
+        ],
+    ));
+    assert!(
+        err.contains("bad.parquet: row 2101: no time in column \"epoch_s\""),
+        "{err}"
+    );
+    assert!(err.contains("nothing was imported"), "{err}");
+    assert!(stored(&data).is_empty());
+
+    // A column of another type is refused with what it should be.
+    let err = failed(&sendtime(
+        &data,
+        &[
+            "import",
+            "parquet",
+            path,
+            "--contact",
+            "at_us",
+            "--time",
+            "epoch_s",
+        ],
+    ));
+    assert!(
+        err.contains("column \"at_us\" (given by --contact) is datetime"),
+        "{err}"
+    );
+}
+
+/// A crash while an import's parts were being published leaves them hidden, none of them
+/// half-visible; the next import finishes the publish, and removes what a crash before
+/// publishing left staged.
+#[test]
+fn an_interrupted_publish_is_hidden_then_finished_by_the_next_import() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let events = data.join("events");
+    let csv = dir.path().join("export.csv");
+    export(&csv, 0..100);
+    let file = csv.to_str().unwrap();
+    ok(&sendtime(&data, &csv_import(file, "50")));
+    let parts = files(&events, "parquet");
+    assert_eq!(parts.len(), 2);
+
+    // As a crash leaves it: both parts named in a pending file, one already moved in.
+    let staging = events.join(".import-01TESTPUBLISH");
+    std::fs::create_dir(&staging).unwrap();
+    let mut names = Vec::new();
+    for part in &parts {
+        let name = part.file_name().unwrap().to_str().unwrap().to_string();
+        for f in [part.clone(), part.with_extension("xxh3")] {
+            std::fs::rename(&f, staging.join(f.file_name().unwrap())).unwrap();
+        }
+        names.push(name);
+    }
+    std::fs::write(
+        events.join(".import-01TESTPUBLISH.pending"),
+        names.join("\n"),
+    )
+    .unwrap();
+    for f in [names[0].clone(), names[0].replace(".parquet", ".xxh3")] {
+        std::fs::rename(staging.join(&f), events.join(&f)).unwrap();
+    }
+    // And a staging folder from an import that died before publishing.
+    let abandoned = events.join(".import-01TESTABANDONED");
+    std::fs::create_dir(&abandoned).unwrap();
+    std::fs::write(abandoned.join("part-x.parquet.tmp"), b"half").unwrap();
+
+    let mut dry = csv_import(file, "50");
+    dry.push("--dry-run");
+    let out = ok(&sendtime(&data, &dry));
+    assert!(
+        out.starts_with("dry run: 100 events of"),
+        "none of the parts is visible: {out}"
+    );
+
+    let out = ok(&sendtime(&data, &csv_import(file, "50")));
+    assert!(out.starts_with("nothing to import: all 100 rows"), "{out}");
+    assert_eq!(stored(&data).len(), 100);
+    assert_eq!(files(&events, "parquet").len(), 2);
+    assert!(!staging.exists() && !abandoned.exists());
+    assert!(!events.join(".import-01TESTPUBLISH.pending").exists());
+}
