@@ -35,7 +35,7 @@ pub fn read(path: &Path, columns: &Columns) -> anyhow::Result<Vec<Event>> {
     let mut batch = Batch::default();
     while reader.next_batch(&mut batch)? {
         bad_count += batch.bad.len();
-        let room = 20usize.saturating_sub(bad.len());
+        let room = super::MAX_LISTED.saturating_sub(bad.len());
         bad.extend(batch.bad.drain(..).take(room));
         events.extend(batch.rows.drain(..).map(|r| {
             let (contact_id, email) = match r.contact {
@@ -54,19 +54,7 @@ pub fn read(path: &Path, columns: &Columns) -> anyhow::Result<Vec<Event>> {
         }));
     }
     if bad_count > 0 {
-        let positions: Vec<u64> = bad.iter().map(|(at, _)| *at).collect();
-        let places = reader.locate(&positions)?;
-        let listed: Vec<String> = places
-            .iter()
-            .zip(&bad)
-            .map(|(place, (_, why))| format!("{place}: {why}"))
-            .collect();
-        anyhow::bail!(
-            "{bad_count} row{} of {} cannot be read:\n{}",
-            if bad_count == 1 { "" } else { "s" },
-            path.display(),
-            listed.join("\n")
-        );
+        return Err(super::bad_rows(&reader, &bad, bad_count, ""));
     }
     Ok(events)
 }

@@ -283,25 +283,7 @@ pub fn run(
 
     if bad_count > 0 {
         drop(staged);
-        let positions: Vec<u64> = bad.iter().map(|(at, _)| *at).collect();
-        let places = reader.locate(&positions)?;
-        let listed: Vec<String> = places
-            .iter()
-            .zip(&bad)
-            .map(|(place, (_, why))| format!("{place}: {why}"))
-            .collect();
-        let more = bad_count.saturating_sub(listed.len());
-        anyhow::bail!(
-            "{bad_count} row{} of {} cannot be read; nothing was imported:\n{}{}",
-            if bad_count == 1 { "" } else { "s" },
-            path.display(),
-            listed.join("\n"),
-            if more > 0 {
-                format!("\n... and {more} more")
-            } else {
-                String::new()
-            }
-        );
+        return Err(bad_rows(&reader, &bad, bad_count, "; nothing was imported"));
     }
     let already = if skipped > 0 {
         format!("; {skipped} rows already stored, skipped")
@@ -375,6 +357,38 @@ impl std::fmt::Display for Summary {
         }
         Ok(())
     }
+}
+
+/// The error for `count` unreadable rows, the first of them (`bad`: position and why) listed
+/// where the reader locates them; `outcome` says what became of the file.
+fn bad_rows<R: Reader>(
+    reader: &R,
+    bad: &[(u64, String)],
+    count: usize,
+    outcome: &str,
+) -> anyhow::Error {
+    let positions: Vec<u64> = bad.iter().map(|(at, _)| *at).collect();
+    let places = match reader.locate(&positions) {
+        Ok(p) => p,
+        Err(e) => return e,
+    };
+    let listed: Vec<String> = places
+        .iter()
+        .zip(bad)
+        .map(|(place, (_, why))| format!("{place}: {why}"))
+        .collect();
+    let more = count.saturating_sub(listed.len());
+    anyhow::anyhow!(
+        "{count} row{} of {} cannot be read{outcome}:\n{}{}",
+        if count == 1 { "" } else { "s" },
+        reader.path().display(),
+        listed.join("\n"),
+        if more > 0 {
+            format!("\n... and {more} more")
+        } else {
+            String::new()
+        }
+    )
 }
 
 /// The file name as `source` records it: `csv:opens.csv`.
