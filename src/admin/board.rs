@@ -65,6 +65,71 @@ pub struct Latest {
     pub message: Option<String>,
 }
 
+/// What a batch of outcome rows adds to the board: made before the rows are written (they go
+/// to the writer), published once they are durable, so a failed write shows nothing.
+#[derive(Debug, Default)]
+pub struct Outcomes {
+    /// Per webhook: sent, failed, retrying, dry run.
+    tallies: Vec<(String, [u64; 4])>,
+    /// Each connector's last failed call in the batch.
+    errors: Vec<(String, LastError)>,
+    /// The batch's latest rows, newest first.
+    latest: Vec<Latest>,
+}
+
+impl Outcomes {
+    pub fn of(rows: &[OutcomeRow]) -> Outcomes {
+        let mut tallies: std::collections::HashMap<&str, [u64; 4]> = Default::default();
+        let mut errors: std::collections::HashMap<&str, &OutcomeRow> = Default::default();
+        let done = || rows.iter().filter(|r| r.status != Status::Attempting);
+        for r in done() {
+            let at = match r.status {
+                Status::Enrolled | Status::Listed | Status::Completed => 0,
+                Status::Failed => 1,
+                Status::Retrying => 2,
+                Status::DryRun | Status::Attempting => 3,
+            };
+            tallies.entry(&r.webhook_id).or_default()[at] += 1;
+            if matches!(r.status, Status::Failed | Status::Retrying) {
+                errors.insert(&r.connector, r);
+            }
+        }
+        Outcomes {
+            tallies: tallies
+                .into_iter()
+                .map(|(w, t)| (w.to_string(), t))
+                .collect(),
+            errors: errors
+                .into_iter()
+                .map(|(c, r)| {
+                    let error = LastError {
+                        at_ms: r.at_ms,
+                        webhook: r.webhook_id.clone(),
+                        http_status: r.http_status,
+                        message: r.message.clone().unwrap_or_default(),
+                    };
+                    (c.to_string(), error)
+                })
+                .collect(),
+            latest: done()
+                .rev()
+                .take(LATEST)
+                .map(|r| Latest {
+                    at_ms: r.at_ms,
+                    receipt_id: r.receipt_id.clone(),
+                    webhook: r.webhook_id.clone(),
+                    connector: r.connector.clone(),
+                    action: r.action.as_str(),
+                    target: r.target.clone(),
+                    status: r.status.as_str(),
+                    http_status: r.http_status,
+                    message: r.message.clone(),
+                })
+                .collect(),
+        }
+    }
+}
+
 #[derive(Default)]
 struct State {
     endpoints: BTreeMap<String, Tally>,
@@ -94,43 +159,23 @@ impl Board {
         }
     }
 
-    /// Count the dispatcher's outcome rows, keep the latest, and each connector's last error.
-    pub fn outcomes(&self, rows: &[OutcomeRow]) {
+    /// Publish what a batch of outcome rows added, once the rows are durable.
+    pub fn publish(&self, outcomes: Outcomes) {
         let mut state = self.state();
-        for r in rows.iter().filter(|r| r.status != Status::Attempting) {
-            let tally = state.endpoints.entry(r.webhook_id.clone()).or_default();
-            match r.status {
-                Status::Enrolled | Status::Listed | Status::Completed => tally.sent += 1,
-                Status::Failed => tally.failed += 1,
-                Status::Retrying => tally.retrying += 1,
-                Status::DryRun => tally.dry_run += 1,
-                Status::Attempting => {}
-            }
-            if matches!(r.status, Status::Failed | Status::Retrying) {
-                state.errors.insert(
-                    r.connector.clone(),
-                    LastError {
-                        at_ms: r.at_ms,
-                        webhook: r.webhook_id.clone(),
-                        http_status: r.http_status,
-                        message: r.message.clone().unwrap_or_default(),
-                    },
-                );
-            }
+        for (webhook, [sent, failed, retrying, dry_run]) in outcomes.tallies {
+            let tally = state.endpoints.entry(webhook).or_default();
+            tally.sent += sent;
+            tally.failed += failed;
+            tally.retrying += retrying;
+            tally.dry_run += dry_run;
+        }
+        state.errors.extend(outcomes.errors);
+        // Oldest first, so the newest ends up in front.
+        for latest in outcomes.latest.into_iter().rev() {
             if state.latest.len() == LATEST {
                 state.latest.pop_back();
             }
-            state.latest.push_front(Latest {
-                at_ms: r.at_ms,
-                receipt_id: r.receipt_id.clone(),
-                webhook: r.webhook_id.clone(),
-                connector: r.connector.clone(),
-                action: r.action.as_str(),
-                target: r.target.clone(),
-                status: r.status.as_str(),
-                http_status: r.http_status,
-                message: r.message.clone(),
-            });
+            state.latest.push_front(latest);
         }
     }
 
@@ -166,5 +211,57 @@ impl Board {
 
     pub fn population(&self) -> Option<Arc<[f64]>> {
         self.state().population.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::datasets::outcomes::Action;
+
+    fn row(n: i64, webhook: &str, status: Status) -> OutcomeRow {
+        OutcomeRow {
+            receipt_id: format!("r{n}"),
+            webhook_id: webhook.into(),
+            connector: "main".into(),
+            action: Action::Enroll,
+            target: "101".into(),
+            status,
+            http_status: (status == Status::Failed).then_some(400),
+            message: (status == Status::Failed).then(|| "no such workflow".into()),
+            attempts: 1,
+            in_doubt: false,
+            retry_at_ms: None,
+            at_ms: n,
+            holdout: false,
+        }
+    }
+
+    #[test]
+    fn published_outcomes_count_per_webhook_and_keep_the_latest_first() {
+        let board = Board::default();
+        let mut rows: Vec<OutcomeRow> = (0..60)
+            .map(|n| row(n, if n % 2 == 0 { "a" } else { "b" }, Status::Enrolled))
+            .collect();
+        rows.push(row(60, "a", Status::Attempting));
+        rows.push(row(61, "b", Status::Failed));
+        let outcomes = Outcomes::of(&rows);
+        // Nothing shows before the rows are durable.
+        assert_eq!(board.tally("a").sent, 0);
+        board.publish(outcomes);
+        assert_eq!(board.tally("a").sent, 30);
+        assert_eq!((board.tally("b").sent, board.tally("b").failed), (30, 1));
+        let latest = board.latest();
+        assert_eq!(latest.len(), LATEST);
+        assert_eq!(
+            latest[0].receipt_id, "r61",
+            "newest first, attempts left out"
+        );
+        assert_eq!(latest[1].receipt_id, "r59");
+        let error = board.last_error("main").unwrap();
+        assert_eq!(
+            (error.http_status, error.message.as_str()),
+            (Some(400), "no such workflow")
+        );
     }
 }

@@ -518,9 +518,10 @@ impl Dispatcher {
             self.metrics
                 .outcome(Status::DryRun.as_str())
                 .inc_by(dry.len() as u64);
-            self.metrics.board.outcomes(&dry);
-            if let Err(e) = self.log.write(dry).await {
-                tracing::error!("{e:#}");
+            let board = crate::admin::board::Outcomes::of(&dry);
+            match self.log.write(dry).await {
+                Ok(()) => self.metrics.board.publish(board),
+                Err(e) => tracing::error!("{e:#}"),
             }
         }
         // Batches first: a few calls carry many contacts.

@@ -93,9 +93,12 @@ impl Ctx {
                 self.metrics.outcome(r.status.as_str()).inc();
             }
         }
-        self.metrics.board.outcomes(&rows);
+        let board = crate::admin::board::Outcomes::of(&rows);
         match self.log.write(rows).await {
-            Ok(()) => true,
+            Ok(()) => {
+                self.metrics.board.publish(board);
+                true
+            }
             Err(e) => {
                 tracing::error!("{e:#}");
                 false
