@@ -17,7 +17,7 @@ use crate::datasets::events::{self, Kind};
 use crate::datasets::outcomes::{self, Status};
 use crate::datasets::plan;
 use crate::model::synth::Rng;
-use crate::store::{Dataset, read_present_columns};
+use crate::store::Dataset;
 use crate::time::{DAY_MS, HOUR_MS, format_minute};
 
 /// Bootstrap resamples; enough for a stable 95 % interval.
@@ -285,8 +285,9 @@ fn engagement(data_dir: &Path, sends: &[Send]) -> anyhow::Result<(Engagement, Op
         return Ok((out, newest));
     }
     use events::col;
-    for path in events::dataset(data_dir)?.parts()? {
-        let df = read_present_columns(&path, &[col::CONTACT, col::KIND, col::AT, col::FILTERED])?;
+    let parts = events::dataset(data_dir)?.parts()?;
+    let columns = [col::CONTACT, col::KIND, col::AT, col::FILTERED];
+    events::for_each_part(data_dir, &parts, &columns, |_, df| {
         let contact = df.column(col::CONTACT)?.u32()?;
         let kind = df.column(col::KIND)?.u8()?;
         let at = df
@@ -313,7 +314,8 @@ fn engagement(data_dir: &Path, sends: &[Send]) -> anyhow::Result<(Engagement, Op
                 v.push((at, kind));
             }
         }
-    }
+        Ok(())
+    })?;
     Ok((out, newest))
 }
 
