@@ -82,10 +82,7 @@ impl Explanation {
             !contact.is_empty(),
             "CONTACT is empty: give an email address or a HubSpot contact id"
         );
-        let (id, email) = match contact.parse::<i64>() {
-            Ok(id) => (Some(id), None),
-            Err(_) => (None, Some(contact)),
-        };
+        let (id, email) = id_or_email(contact);
         let index = built.and_then(|b| b.contacts.find(id, email));
         let uniform = [1.0 / SLOTS as f64; SLOTS];
         let population = built.map_or(&uniform, |b| &b.profiles.population);
@@ -144,10 +141,7 @@ impl Explanation {
     /// Add the contact's receipts in `plan/` (a read of the whole dataset: kept apart so that
     /// the dispatcher, which answers the profile part, does not wait on it).
     pub fn with_receipts(mut self, data_dir: &Path) -> anyhow::Result<Explanation> {
-        let (id, email) = match self.contact.parse::<i64>() {
-            Ok(id) => (Some(id), None),
-            Err(_) => (None, Some(self.contact.as_str())),
-        };
+        let (id, email) = id_or_email(&self.contact);
         (self.receipts_total, self.receipts) = planned_receipts(data_dir, id, email)?;
         Ok(self)
     }
@@ -207,6 +201,14 @@ impl Explanation {
             );
         }
         out
+    }
+}
+
+/// A contact as asked: a HubSpot id when it is a number, else an email address.
+fn id_or_email(contact: &str) -> (Option<i64>, Option<&str>) {
+    match contact.parse::<i64>() {
+        Ok(id) => (Some(id), None),
+        Err(_) => (None, Some(contact)),
     }
 }
 
