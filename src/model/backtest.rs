@@ -102,7 +102,6 @@ pub fn build(config: ModelConfig, rows: &Rows, until_ms: i64) -> Profiles {
     }
     // Rows are sorted by contact and time, as the batch path wants.
     p.add_batch(&c, &k, &s, &d, Some(&f), None, &mut Vec::new(), None);
-    p.refresh_population();
     if config.auto.any() && until_ms != i64::MAX {
         // Fitted on the latest weeks before `until_ms`, as a profile build does.
         let end_day = day_of(until_ms);
@@ -112,8 +111,11 @@ pub fn build(config: ModelConfig, rows: &Rows, until_ms: i64) -> Profiles {
                 recent.push(c[i], s[i], d[i], k[i]);
             }
         }
-        let fit = calibrate::fit(&p, recent, config.auto);
-        p.apply_fit(fit);
+        let counts = p.population_counts();
+        let fit = calibrate::fit(&p, &counts, recent, config.auto);
+        p.apply_fit(fit, &counts);
+    } else {
+        p.refresh_population();
     }
     p
 }

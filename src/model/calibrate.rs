@@ -230,7 +230,8 @@ fn candidates(auto: Auto, params: &Params) -> (Vec<f64>, Vec<f64>) {
 
 /// Fit the knobs `auto` names to `recent`, against `profiles` (built with `recent`'s events
 /// included: they are taken out here) as of `now_day`.
-pub fn fit(profiles: &Profiles, mut recent: Recent, auto: Auto) -> Fit {
+/// `counts` are the profiles' population counts ([`Profiles::population_counts`]).
+pub fn fit(profiles: &Profiles, counts: &[f64], mut recent: Recent, auto: Auto) -> Fit {
     let first = recent.first_day();
     recent.events.retain(|e| e.2 >= first);
     let params = profiles.config.params;
@@ -254,7 +255,7 @@ pub fn fit(profiles: &Profiles, mut recent: Recent, auto: Auto) -> Fit {
         }
     }
     // The population without anyone's validation events.
-    let mut population_counts = profiles.population_counts();
+    let mut population_counts = counts.to_vec();
     for (d, counts) in recent.totals.iter().filter(|(d, _)| *d >= first) {
         for (i, &n) in counts.iter().enumerate().filter(|(_, n)| **n > 0) {
             let kind = if i < SLOTS { Kind::Open } else { Kind::Click };
@@ -267,7 +268,7 @@ pub fn fit(profiles: &Profiles, mut recent: Recent, auto: Auto) -> Fit {
         .into_iter()
         .filter(|(c, _)| profiles.stats[*c as usize].first_day < first)
         .collect();
-    contacts.sort_unstable_by_key(|(c, _)| xxhash_rust::xxh3::xxh3_64(&c.to_le_bytes()));
+    contacts.sort_unstable_by_key(|(c, _)| (sample_key(*c), *c));
     let mut kept = 0usize;
     contacts.retain(|(_, e)| {
         kept += e.len();

@@ -109,8 +109,9 @@ fn profiles_from(
         config.auto.any().then_some(&mut recent),
     )?;
     if config.auto.any() {
-        let fit = calibrate::fit(&profiles, recent, config.auto);
-        profiles.apply_fit(fit);
+        let counts = profiles.population_counts();
+        let fit = calibrate::fit(&profiles, &counts, recent, config.auto);
+        profiles.apply_fit(fit, &counts);
     } else {
         profiles.refresh_population();
     }

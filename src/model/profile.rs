@@ -407,11 +407,18 @@ impl Profiles {
         sum
     }
 
-    /// Score with the knobs `fit` chose (when it could fit), and keep it to show.
-    pub fn apply_fit(&mut self, fit: super::calibrate::Fit) {
+    /// Score with the knobs `fit` chose (when it could fit), and keep it to show; the
+    /// population is the caller's to refresh.
+    pub fn set_fit(&mut self, fit: super::calibrate::Fit) {
         fit.apply(&mut self.config.params);
         self.fit = Some(fit);
-        self.refresh_population();
+    }
+
+    /// [`Profiles::set_fit`], with the population from `counts` ([`Profiles::population_counts`],
+    /// which the fit read too) at the fitted bandwidth.
+    pub fn apply_fit(&mut self, fit: super::calibrate::Fit, counts: &[f64]) {
+        self.set_fit(fit);
+        (self.population, self.weekdays) = population_of(counts, self.config.params.hour_bandwidth);
     }
 
     /// Engagement class of a contact on day `now_day`.

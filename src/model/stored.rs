@@ -299,10 +299,11 @@ fn load(
             });
         }
     }
-    p.loaded();
+    // The fitted bandwidth before the population is made, once.
     if let Some(fit) = state.fit {
-        p.apply_fit(fit);
+        p.set_fit(fit);
     }
+    p.loaded();
     Ok(p)
 }
 
