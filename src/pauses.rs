@@ -71,6 +71,18 @@ pub fn read(data_dir: &Path) -> anyhow::Result<Pauses> {
     }
 }
 
+/// What `id` names in `config` (with `connector`, only a connector), if anything.
+pub fn kind_of(config: &Config, id: &str, connector: bool) -> Option<Kind> {
+    if connector {
+        return config.connector(id).map(|_| Kind::Connector);
+    }
+    match config.webhook(id) {
+        Some(w) if w.target == Target::Callback => Some(Kind::Action),
+        Some(_) => Some(Kind::Webhook),
+        None => config.connector(id).map(|_| Kind::Connector),
+    }
+}
+
 /// Pause (`on`) or resume the webhook, action or connector `id` of `config`; what it is.
 /// With `connector`, `id` names a connector even where a webhook has the same id.
 pub fn set(
@@ -80,22 +92,14 @@ pub fn set(
     on: bool,
     now_ms: i64,
 ) -> anyhow::Result<Kind> {
-    let kind = if connector {
-        config
-            .connector(id)
-            .map(|_| Kind::Connector)
-            .with_context(|| format!("no connector {id:?} in {}", config.path.display()))?
-    } else {
-        match config.webhook(id) {
-            Some(w) if w.target == Target::Callback => Kind::Action,
-            Some(_) => Kind::Webhook,
-            None if config.connector(id).is_some() => Kind::Connector,
-            None => anyhow::bail!(
-                "no webhook, action or connector {id:?} in {}",
-                config.path.display()
-            ),
-        }
-    };
+    let kind = kind_of(config, id, connector).with_context(|| {
+        let what = if connector {
+            "connector"
+        } else {
+            "webhook, action or connector"
+        };
+        format!("no {what} {id:?} in {}", config.path.display())
+    })?;
     let data_dir = &config.server.data_dir;
     let file = path(data_dir);
     let lock = lock_file(&file.with_extension("lock"))?;

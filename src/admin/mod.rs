@@ -273,12 +273,7 @@ async fn resume(
 /// What `sendtime pause` and `sendtime resume` do; the dispatcher sees it at its next tick.
 async fn set_pause(state: &AdminState, target: Target, on: bool) -> Result<Response, AdminError> {
     let config = state.config.load_full();
-    let known = if target.connector {
-        config.connector(&target.id).is_some()
-    } else {
-        config.webhook(&target.id).is_some() || config.connector(&target.id).is_some()
-    };
-    if !known {
+    if crate::pauses::kind_of(&config, &target.id, target.connector).is_none() {
         return Err(AdminError::NotFound(format!(
             "no webhook, action or connector {:?} in the config",
             target.id
