@@ -5,7 +5,10 @@
 #   benches/profiles.sh [EVENTS] [CONTACTS] [RUNS]      (default 100000000 2000000 3)
 #
 # With BASE_BIN=path/to/an/older/sendtime, that build's dry-run profile build runs alongside
-# as engine "sendtime-base", so a change is measured against the code before it in one run.
+# as engine "sendtime-base", so a change is measured against the code before it in one run
+# (BASE_CONFIG names a config that build reads, when the shipped one is newer than it).
+# With FIXED_CONFIG=path/to/a/webhooks.toml whose [model] gives numbers instead of "auto",
+# engine "sendtime-fixed" builds without the fit, so the fit's cost is measured too.
 #
 # Generated data (seeded) lives outside the repository, in $BENCH_DIR (default
 # /var/tmp/sendtime-bench); DuckDB and Polars are installed from PyPI into a venv there.
@@ -78,12 +81,14 @@ run() {
 }
 ENGINES="sendtime sendtime+store duckdb-slot polars-slot duckdb-at polars-at"
 [ -n "${BASE_BIN:-}" ] && ENGINES="sendtime-base $ENGINES"
+[ -n "${FIXED_CONFIG:-}" ] && ENGINES="sendtime-fixed $ENGINES"
 declare -A T M U S
 for i in $(seq "$RUNS"); do
   for who in $ENGINES; do
     case $who in
       sendtime) r=$(run "$BIN" --data "$DATA" profiles --rebuild --dry-run) ;;
-      sendtime-base) r=$(run "$BASE_BIN" --data "$DATA" profiles --rebuild --dry-run) ;;
+      sendtime-base) r=$(run "$BASE_BIN" ${BASE_CONFIG:+--config "$BASE_CONFIG"} --data "$DATA" profiles --rebuild --dry-run) ;;
+      sendtime-fixed) r=$(run "$BIN" --config "$FIXED_CONFIG" --data "$DATA" profiles --rebuild --dry-run) ;;
       sendtime+store) r=$(run "$BIN" --data "$DATA" profiles --rebuild) ;;
       duckdb-*) r=$(run "$PY" "$BENCH_DIR/duck-${who#*-}.py") ;;
       polars-*) r=$(run "$PY" "$BENCH_DIR/pl-${who#*-}.py") ;;
