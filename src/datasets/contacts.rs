@@ -82,6 +82,30 @@ struct KeyIndex {
     text: HashMap<String, u32, rustc_hash::FxBuildHasher>,
 }
 
+/// The dictionary's keys as they were at [`Contacts::snapshot`].
+#[derive(Debug, Default)]
+pub struct Snapshot(KeyIndex);
+
+impl Snapshot {
+    /// The index of the contact known by HubSpot id `id` alone (key `#{id}`).
+    pub fn get_id(&self, id: i64) -> Option<u32> {
+        self.0.ids.get(&id).copied()
+    }
+
+    /// The index of `key` (an email address, lower-cased, or `#{id}`).
+    pub fn get(&self, key: &str) -> Option<u32> {
+        self.0.get(key)
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.ids.len() + self.0.text.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
 impl KeyIndex {
     fn get(&self, key: &str) -> Option<u32> {
         match id_of_key(key) {
@@ -212,6 +236,12 @@ impl Contacts {
             .and_then(|e| contact_key(None, Some(e)))
             .and_then(|k| self.get(&k))
             .or_else(|| contact_id.and_then(|id| self.get_id(id)))
+    }
+
+    /// A copy of the key index as it is now, for lookups on other threads while this
+    /// dictionary grows.
+    pub fn snapshot(&self) -> Snapshot {
+        Snapshot(self.index().clone())
     }
 
     /// Index of the contact known by HubSpot id `id` alone (key `#{id}`), adding it if new:

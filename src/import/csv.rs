@@ -1,16 +1,21 @@
 //! `sendtime import csv`: engagement events from a CSV file, read as it streams.
 
 use std::fs::File;
-use std::io::{BufReader, Read};
+use std::io::{BufReader, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 
 pub use super::Columns;
-use super::{BATCH_ROWS, Batch, Contact, Options, Parsed, Reader};
+use super::{Batch, Contact, Options, Parsed, Reader};
 use crate::datasets::events::Event;
 
-/// Bytes read from the file at a time.
+/// Bytes read from the file at a time; a batch is the whole records they hold.
+const CHUNK: usize = 4 << 20;
+/// Longer records are refused: most likely a quote left open, which would otherwise take the
+/// rest of the file into one field.
+const MAX_RECORD: usize = 256 << 20;
+/// Buffer for reading the file again to find line numbers.
 const BUFFER: usize = 1 << 20;
 
 /// Import the CSV `file` into `data_dir`.
@@ -59,18 +64,26 @@ pub fn read(path: &Path, columns: &Columns) -> anyhow::Result<Vec<Event>> {
     Ok(events)
 }
 
-/// A CSV file read record by record into one reused buffer.
+/// A CSV file read in chunks of whole records, each chunk split into pieces that are
+/// tokenized and parsed on all cores, rows kept in file order.
 pub struct CsvReader {
     path: PathBuf,
-    reader: ::csv::Reader<File>,
-    /// One batch of records, tokenized in order, then parsed on all cores.
-    records: Vec<::csv::ByteRecord>,
-    parsed: Vec<Result<Parsed, String>>,
+    file: File,
+    /// Bytes read and not parsed yet: whole records, then the start of the next one.
+    buf: Vec<u8>,
+    /// Where `buf` starts in the file.
+    offset: u64,
+    eof: bool,
+    /// Bytes to read at a time ([`CHUNK`]; smaller in tests).
+    chunk: usize,
+    /// Fields in the header: every record must have as many.
+    fields: usize,
+    /// What each piece of a chunk parsed, reused from chunk to chunk.
+    pieces: Vec<Batch>,
     columns: Columns,
     contact: usize,
     time: usize,
     kind: Option<usize>,
-    done: bool,
 }
 
 impl CsvReader {
@@ -79,7 +92,6 @@ impl CsvReader {
         let file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
         let mut reader = ::csv::ReaderBuilder::new()
             .trim(::csv::Trim::Headers) // fields are trimmed as parsed, only those read
-            .buffer_capacity(BUFFER)
             .from_reader(file);
         let headers = reader
             .headers()
@@ -100,6 +112,11 @@ impl CsvReader {
                 )
             })
         };
+        // Records are read from here on in chunks, not through this reader.
+        let offset = reader.position().byte();
+        let mut file = reader.into_inner();
+        file.seek(SeekFrom::Start(offset))
+            .with_context(|| format!("cannot read {}", path.display()))?;
         Ok(Self {
             contact: find("--contact", &columns.contact)?,
             time: find("--time", &columns.time)?,
@@ -108,13 +125,70 @@ impl CsvReader {
                 .as_deref()
                 .map(|k| find("--kind", k))
                 .transpose()?,
+            fields: headers.len(),
             path: path.to_path_buf(),
-            reader,
-            records: Vec::new(),
-            parsed: Vec::new(),
+            file,
+            buf: Vec::with_capacity(CHUNK),
+            offset,
+            eof: false,
+            chunk: CHUNK,
+            pieces: Vec::new(),
             columns: columns.clone(),
-            done: false,
         })
+    }
+
+    /// Read until `buf` holds at least `want` bytes or the file ends.
+    fn fill(&mut self, want: usize) -> anyhow::Result<()> {
+        while !self.eof && self.buf.len() < want {
+            let len = self.buf.len();
+            self.buf.resize(want, 0);
+            let n = self
+                .file
+                .read(&mut self.buf[len..])
+                .with_context(|| format!("cannot read {}", self.path.display()));
+            self.buf.truncate(len + *n.as_ref().unwrap_or(&0));
+            self.eof = n? == 0;
+        }
+        Ok(())
+    }
+
+    /// Tokenize and parse the whole records of `piece`, which starts at `start` in the file.
+    fn parse_piece(&self, piece: &[u8], start: u64, out: &mut Batch) {
+        out.rows.clear();
+        out.bad.clear();
+        let mut reader = ::csv::ReaderBuilder::new()
+            .has_headers(false)
+            .flexible(true) // checked here, against the header rather than the first record
+            .from_reader(piece);
+        let mut record = ::csv::ByteRecord::new();
+        loop {
+            let at = start + reader.position().byte();
+            match reader.read_byte_record(&mut record) {
+                Ok(false) => return,
+                Ok(true) => {
+                    let at = start + record.position().map_or(0, |p| p.byte());
+                    let parsed = if record.len() == self.fields {
+                        self.parse(&record)
+                    } else {
+                        Err(format!(
+                            "{} field{} where the header has {}",
+                            record.len(),
+                            if record.len() == 1 { "" } else { "s" },
+                            self.fields
+                        ))
+                    };
+                    match parsed {
+                        Ok(row) => out.rows.push(row),
+                        Err(why) => out.bad.push((at, why)),
+                    }
+                }
+                // Reading bytes from memory, with any number of fields allowed: not expected.
+                Err(e) => {
+                    out.bad.push((at, e.to_string()));
+                    return;
+                }
+            }
+        }
     }
 
     fn parse(&self, record: &::csv::ByteRecord) -> Result<Parsed, String> {
@@ -140,60 +214,48 @@ impl CsvReader {
 
 impl Reader for CsvReader {
     fn next_batch(&mut self, batch: &mut Batch) -> anyhow::Result<bool> {
-        if self.done {
-            return Ok(false);
-        }
         use rayon::prelude::*;
         batch.rows.clear();
         batch.bad.clear();
-        let mut n = 0;
-        while n + batch.bad.len() < BATCH_ROWS {
-            if self.records.len() == n {
-                self.records.push(::csv::ByteRecord::new());
+        let mut want = self.chunk;
+        let ends = loop {
+            self.fill(want)?;
+            if self.buf.is_empty() {
+                return Ok(false);
             }
-            match self.reader.read_byte_record(&mut self.records[n]) {
-                Ok(false) => {
-                    self.done = true;
-                    break;
-                }
-                Ok(true) => n += 1,
-                Err(e) => {
-                    let offset = e.position().map_or(0, |p| p.byte());
-                    let why = match e.kind() {
-                        ::csv::ErrorKind::Io(_) => {
-                            return Err(anyhow::Error::new(e)
-                                .context(format!("cannot read {}", self.path.display())));
-                        }
-                        ::csv::ErrorKind::UnequalLengths {
-                            expected_len, len, ..
-                        } => format!(
-                            "{len} field{} where the header has {expected_len}",
-                            if *len == 1 { "" } else { "s" }
-                        ),
-                        _ => e.to_string(),
-                    };
-                    batch.bad.push((offset, why));
-                }
+            let pieces = rayon::current_num_threads() * 2;
+            let ends = record_ends(&self.buf, pieces, self.eof);
+            if !ends.is_empty() {
+                break ends;
             }
-        }
-        let mut parsed = std::mem::take(&mut self.parsed);
-        self.records[..n]
-            .par_iter()
-            .map(|r| self.parse(r))
-            .collect_into_vec(&mut parsed);
-        let bad_records = batch.bad.len();
-        for (record, row) in self.records.iter().zip(parsed.drain(..)) {
-            match row {
-                Ok(row) => batch.rows.push(row),
-                Err(why) => batch
-                    .bad
-                    .push((record.position().map_or(0, |p| p.byte()), why)),
+            // Not one whole record yet: a long one, or a quote left open.
+            if want >= MAX_RECORD.max(self.chunk) {
+                let line = self.locate(&[self.offset])?.remove(0);
+                anyhow::bail!(
+                    "{line}: a record longer than {} MB: is a quote (\") left open?",
+                    MAX_RECORD >> 20
+                );
             }
+            want *= 2;
+        };
+        self.pieces.resize_with(ends.len(), Batch::default);
+        let mut pieces = std::mem::take(&mut self.pieces);
+        let starts = std::iter::once(0).chain(ends.iter().copied());
+        let spans: Vec<(usize, usize)> = starts.zip(ends.iter().copied()).collect();
+        pieces
+            .par_iter_mut()
+            .zip(&spans)
+            .for_each(|(out, &(a, b))| {
+                self.parse_piece(&self.buf[a..b], self.offset + a as u64, out)
+            });
+        for piece in &mut pieces {
+            batch.rows.append(&mut piece.rows);
+            batch.bad.append(&mut piece.bad);
         }
-        self.parsed = parsed;
-        if bad_records > 0 {
-            batch.bad.sort_by_key(|(offset, _)| *offset); // in file order
-        }
+        self.pieces = pieces;
+        let used = *ends.last().expect("not empty");
+        self.buf.drain(..used);
+        self.offset += used as u64;
         Ok(true)
     }
 
@@ -227,5 +289,127 @@ impl Reader for CsvReader {
 
     fn path(&self) -> &Path {
         &self.path
+    }
+}
+
+/// Where records end in `buf`, about `pieces` of them spread evenly, the last one the end of
+/// the last whole record (all of `buf` at the end of the file); empty when `buf` holds no
+/// whole record. A line break inside quotes is part of a field, so quotes are followed when
+/// there are any (`""` inside a quoted field toggles twice).
+fn record_ends(buf: &[u8], pieces: usize, eof: bool) -> Vec<usize> {
+    let len = buf.len();
+    let mut ends = Vec::with_capacity(pieces + 1);
+    let mut last = None;
+    if memchr::memchr(b'"', buf).is_none()
+        && let Some(newline) = memchr::memrchr(b'\n', buf)
+    {
+        for k in 1..pieces {
+            let from = (len * k / pieces).max(ends.last().copied().unwrap_or(0));
+            match memchr::memchr(b'\n', buf.get(from..newline).unwrap_or_default()) {
+                Some(i) => ends.push(from + i + 1),
+                None => break,
+            }
+        }
+        last = Some(newline + 1);
+    } else {
+        let mut quoted = false;
+        for i in memchr::memchr3_iter(b'"', b'\n', b'\r', buf) {
+            match buf[i] {
+                b'"' => quoted = !quoted,
+                _ if quoted => {}
+                // CRLF ends at the LF; a CR at the very end may yet be followed by one.
+                b'\r' if buf.get(i + 1).is_none_or(|&b| b == b'\n') => {}
+                _ => {
+                    if i + 1 >= len * (ends.len() + 1) / pieces {
+                        ends.push(i + 1);
+                    }
+                    last = Some(i + 1);
+                }
+            }
+        }
+    }
+    let last = if eof { Some(len) } else { last };
+    if let Some(last) = last
+        && ends.last() != Some(&last)
+    {
+        ends.push(last);
+    }
+    ends
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_end_at_line_breaks_outside_quotes() {
+        // Pieces end at line breaks; the last end is the last whole record's.
+        assert_eq!(record_ends(b"aaaa\nb\nc\npart", 2, false), vec![7, 9]);
+        assert_eq!(record_ends(b"aaaa\nb\nc\npart", 2, true), vec![7, 13]);
+        // A line break inside quotes is part of the field; `""` is a quote inside one.
+        // (Many pieces: every record end is one.)
+        assert_eq!(record_ends(b"x,\"a\nb\"\ny\n", 16, false), vec![8, 10]);
+        assert_eq!(record_ends(b"x,\"a\"\"\nb\"\n", 16, false), vec![10]);
+        assert_eq!(
+            record_ends(b"x,\"open\nstill", 16, false),
+            Vec::<usize>::new()
+        );
+        // CRLF ends after the LF; a CR alone ends a record, unless it is the last byte read.
+        assert_eq!(record_ends(b"a\r\nb\r\n", 16, false), vec![3, 6]);
+        assert_eq!(record_ends(b"a\rb\r", 16, false), vec![2]);
+        assert_eq!(record_ends(b"a\rb\r", 16, true), vec![2, 4]);
+        assert_eq!(record_ends(b"no end yet", 4, false), Vec::<usize>::new());
+    }
+
+    #[test]
+    fn rows_are_the_same_whatever_the_chunk_size() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("opens.csv");
+        let mut text = String::from("\u{feff}contact,time,note,kind\r\n");
+        for i in 0..500 {
+            let note = match i % 5 {
+                0 => "\"a, quoted\nnote with \"\"quotes\"\"\"".to_string(),
+                1 => String::new(),
+                2 => "\"\"".to_string(),
+                _ => format!("n{i}"),
+            };
+            let end = if i % 3 == 0 { "\r\n" } else { "\n" };
+            let kind = if i % 7 == 0 { "click" } else { "OPEN" };
+            text += &format!(
+                "{},2025-01-{:02}T10:00:00Z,{note},{kind}{end}",
+                100 + i,
+                1 + i % 28
+            );
+            if i == 250 {
+                text += "oops,not a time,,OPEN\n\n";
+            }
+        }
+        std::fs::write(&path, &text).unwrap();
+        let columns = Columns::new("contact", "time", Some("kind"), "OPEN").unwrap();
+        let read = |chunk: usize| {
+            let mut reader = CsvReader::open(&path, &columns).unwrap();
+            reader.chunk = chunk;
+            let (mut rows, mut bad) = (Vec::new(), Vec::new());
+            let mut batch = Batch::default();
+            while reader.next_batch(&mut batch).unwrap() {
+                rows.append(&mut batch.rows);
+                bad.append(&mut batch.bad);
+            }
+            let offsets: Vec<u64> = bad.iter().map(|(at, _)| *at).collect();
+            (rows, reader.locate(&offsets).unwrap())
+        };
+        let (rows, bad) = read(CHUNK);
+        assert_eq!(rows.len(), 500);
+        assert_eq!(rows[499].contact, Contact::Id(599));
+        assert_eq!(rows[7].kind, crate::datasets::events::Kind::Click);
+        // Line 1 is the header; records 0..=250 take 251 lines plus one more for each
+        // quoted note (i % 5 == 0: 51 of them).
+        assert_eq!(
+            bad,
+            vec![format!("{}:{}", path.display(), 1 + 251 + 51 + 1)]
+        );
+        for chunk in [1, 7, 64, 1000] {
+            assert_eq!(read(chunk), (rows.clone(), bad.clone()), "chunk {chunk}");
+        }
     }
 }

@@ -28,16 +28,17 @@ pub struct Mismatch {
     pub actual: u64,
 }
 
-/// A writer that hashes what goes through it.
+/// A writer that hashes what goes through it, buffered: Parquet writers hand over pages
+/// and headers in many small pieces (tens of thousands of system calls for a part).
 pub struct Hashing<'f> {
-    inner: &'f mut File,
+    inner: io::BufWriter<&'f mut File>,
     hasher: Xxh3,
 }
 
 impl<'f> Hashing<'f> {
     pub fn new(inner: &'f mut File) -> Self {
         Hashing {
-            inner,
+            inner: io::BufWriter::with_capacity(1 << 20, inner),
             hasher: Xxh3::new(),
         }
     }

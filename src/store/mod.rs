@@ -131,6 +131,7 @@ impl Dataset {
             write(&mut hashing)?;
             hashing.flush()?;
             let digest = hashing.digest();
+            drop(hashing);
             file.sync_all()?;
             write_durably(
                 &checksum::path_of(&path),
