@@ -104,9 +104,13 @@ impl Kind {
     /// Case-insensitive parse of HubSpot's name.
     pub fn parse(s: &str) -> Option<Kind> {
         let s = s.trim();
-        Kind::ALL
-            .into_iter()
-            .find(|k| k.as_str().eq_ignore_ascii_case(s))
+        // HubSpot's spelling first: an import compares every row's kind.
+        let exact = Kind::ALL.into_iter().find(|k| k.as_str() == s);
+        exact.or_else(|| {
+            Kind::ALL
+                .into_iter()
+                .find(|k| k.as_str().eq_ignore_ascii_case(s))
+        })
     }
 
     pub fn from_code(code: u8) -> Option<Kind> {

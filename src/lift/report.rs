@@ -127,8 +127,9 @@ pub fn lift(data_dir: &Path, options: &Options) -> anyhow::Result<Lift> {
     let mut metrics = Vec::new();
     for (metric, clicks_only) in [("opened", false), ("clicked", true)] {
         for hours in WINDOWS_H {
-            let mut groups = [(0u64, 0u64); 2]; // [optimized, holdout]: (sends, engaged)
-            for s in &sends {
+            // [optimized, holdout]: per contact (a send without one alone), sends and engaged.
+            let mut groups: [HashMap<Result<u32, usize>, Cluster>; 2] = Default::default();
+            for (i, s) in sends.iter().enumerate() {
                 let end = s.at_ms + hours * HOUR_MS;
                 if end > as_of_ms {
                     continue;
@@ -141,11 +142,14 @@ pub fn lift(data_dir: &Path, options: &Options) -> anyhow::Result<Lift> {
                             *at >= s.at_ms && *at < end && (!clicks_only || *kind == Kind::Click)
                         })
                     });
-                let g = &mut groups[usize::from(s.holdout)];
-                g.0 += 1;
-                g.1 += u64::from(engaged);
+                let c = groups[usize::from(s.holdout)]
+                    .entry(s.contact.ok_or(i))
+                    .or_default();
+                c.0 += 1;
+                c.1 += u64::from(engaged);
             }
-            metrics.push(compare(metric, hours, groups[0], groups[1]));
+            let [optimized, holdout] = groups.map(|g| g.into_values().collect::<Vec<_>>());
+            metrics.push(compare(metric, hours, &optimized, &holdout));
         }
     }
     Ok(Lift {
@@ -171,22 +175,27 @@ fn share((sends, engaged): (u64, u64)) -> Share {
     }
 }
 
-/// The difference of two shares with its bootstrap interval. Resampling a group's sends with
-/// replacement is drawing its engaged count from a binomial; at the rate with one success and
-/// one failure added (Agresti and Caffo's adjustment), so a group that engaged never (or
-/// always) still varies, and 0 of 20 does not pass for certainty.
-fn compare(metric: &'static str, hours: i64, optimized: (u64, u64), holdout: (u64, u64)) -> Metric {
-    let (a, b) = (share(optimized), share(holdout));
+/// One contact's sends in a group and how many of them engaged within the window: what the
+/// bootstrap resamples, since a contact's sends are not independent of each other.
+type Cluster = (u64, u64);
+
+/// Resample contacts, not sends, when a group has at most this many; beyond, the normal
+/// approximation of the same (a ratio estimator with its cluster-robust variance).
+const EXACT_CLUSTERS: usize = 2000;
+
+/// The difference of two shares with its bootstrap interval, resampling each group's
+/// contacts with replacement. Each group gets one more contact with one engaged send and one
+/// not (Agresti and Caffo's adjustment), so a group that engaged never (or always) still
+/// varies, and 0 of 20 does not pass for certainty.
+fn compare(metric: &'static str, hours: i64, optimized: &[Cluster], holdout: &[Cluster]) -> Metric {
+    let total = |g: &[Cluster]| g.iter().fold((0, 0), |t, c| (t.0 + c.0, t.1 + c.1));
+    let (a, b) = (share(total(optimized)), share(total(holdout)));
     let difference = a.rate - b.rate;
-    let adjusted = |s: &Share| (s.engaged + 1) as f64 / (s.sends + 2) as f64;
     let interval = (a.sends > 0 && b.sends > 0).then(|| {
         let mut rng = Rng::new(SEED ^ hours as u64 ^ metric.len() as u64);
-        let (pa, pb) = (adjusted(&a), adjusted(&b));
+        let (ga, gb) = (Resampled::new(optimized), Resampled::new(holdout));
         let mut diffs: Vec<f64> = (0..RESAMPLES)
-            .map(|_| {
-                binomial(&mut rng, a.sends, pa) / a.sends as f64
-                    - binomial(&mut rng, b.sends, pb) / b.sends as f64
-            })
+            .map(|_| ga.draw(&mut rng) - gb.draw(&mut rng))
             .collect();
         diffs.sort_by(f64::total_cmp);
         let at = |q: f64| diffs[((q * RESAMPLES as f64) as usize).min(RESAMPLES - 1)];
@@ -213,14 +222,48 @@ fn compare(metric: &'static str, hours: i64, optimized: (u64, u64), holdout: (u6
     }
 }
 
-/// A binomial draw: exact (a sum of trials) for small groups, the normal approximation with
-/// continuity clamped to [0, n] beyond, where it is within a fraction of a send.
-fn binomial(rng: &mut Rng, n: u64, p: f64) -> f64 {
-    if n <= 2000 {
-        return (0..n).filter(|_| rng.f64() < p).count() as f64;
+/// One group's rate, drawn again as a bootstrap resample of its contacts.
+enum Resampled {
+    /// The contacts, the adjustment's one included, drawn from with replacement.
+    Exact(Vec<Cluster>),
+    /// The rate and its cluster-robust standard error.
+    Normal { rate: f64, se: f64 },
+}
+
+impl Resampled {
+    fn new(clusters: &[Cluster]) -> Self {
+        let mut all = clusters.to_vec();
+        all.push((2, 1));
+        if all.len() <= EXACT_CLUSTERS {
+            return Self::Exact(all);
+        }
+        let n = all.len() as f64;
+        let (sends, engaged) = all
+            .iter()
+            .fold((0.0, 0.0), |t, c| (t.0 + c.0 as f64, t.1 + c.1 as f64));
+        let rate = engaged / sends;
+        let spread: f64 = all
+            .iter()
+            .map(|&(s, e)| (e as f64 - rate * s as f64).powi(2))
+            .sum();
+        let se = (n / (n - 1.0) * spread).sqrt() / sends;
+        Self::Normal { rate, se }
     }
-    let (mean, sd) = (n as f64 * p, (n as f64 * p * (1.0 - p)).sqrt());
-    (mean + sd * rng.normal()).round().clamp(0.0, n as f64)
+
+    fn draw(&self, rng: &mut Rng) -> f64 {
+        match self {
+            Self::Exact(all) => {
+                let (mut sends, mut engaged) = (0, 0);
+                for _ in 0..all.len() {
+                    let c = all[rng.below(all.len() as u64) as usize];
+                    sends += c.0;
+                    engaged += c.1;
+                }
+                engaged as f64 / sends as f64
+            }
+            Self::Normal { rate, se } => (rate + se * rng.normal()).clamp(0.0, 1.0),
+        }
+    }
 }
 
 /// Every send (enrolled, listed or completed) of a planned receipt, live and archived, at or
@@ -411,25 +454,77 @@ impl Lift {
 mod tests {
     use super::*;
 
+    /// `sends` contacts with one send each, `engaged` of them engaged.
+    fn singles(sends: u64, engaged: u64) -> Vec<Cluster> {
+        (0..sends).map(|i| (1, u64::from(i < engaged))).collect()
+    }
+
     #[test]
     fn the_interval_excludes_zero_only_for_a_real_difference() {
-        let same = compare("opened", 24, (400, 120), (400, 118));
+        let same = compare("opened", 24, &singles(400, 120), &singles(400, 118));
         let [lo, hi] = same.interval.unwrap();
         assert!(lo < 0.0 && hi > 0.0, "{lo} {hi}");
         assert_eq!(same.verdict, None);
-        let better = compare("opened", 24, (400, 200), (400, 120));
+        let better = compare("opened", 24, &singles(400, 200), &singles(400, 120));
         let [lo, hi] = better.interval.unwrap();
         assert!(lo > 0.1 && hi < 0.3, "{lo} {hi}");
         assert_eq!(better.verdict, Some("optimized_better"));
         // Large groups use the normal approximation; the interval narrows with size.
-        let big = compare("opened", 24, (100_000, 30_500), (100_000, 30_000));
+        let big = compare(
+            "opened",
+            24,
+            &singles(100_000, 30_500),
+            &singles(100_000, 30_000),
+        );
         let [lo, hi] = big.interval.unwrap();
         assert!(lo > 0.0 && hi - lo < 0.01, "{lo} {hi}");
-        assert!(compare("opened", 24, (10, 5), (0, 0)).interval.is_none());
+        assert!(
+            compare("opened", 24, &singles(10, 5), &[])
+                .interval
+                .is_none()
+        );
         // A group that never engaged is not certainty: 0 of 60 against 6 of 400 covers zero,
         // and fewer than MIN_SENDS sends give no verdict at all.
-        let [lo, _] = compare("opened", 24, (400, 6), (60, 0)).interval.unwrap();
+        let [lo, _] = compare("opened", 24, &singles(400, 6), &singles(60, 0))
+            .interval
+            .unwrap();
         assert!(lo < 0.0, "{lo}");
-        assert_eq!(compare("opened", 24, (400, 200), (20, 0)).verdict, None);
+        assert_eq!(
+            compare("opened", 24, &singles(400, 200), &singles(20, 0)).verdict,
+            None
+        );
+    }
+
+    #[test]
+    fn contacts_with_many_sends_widen_the_interval() {
+        // The same 400 sends and rates, as 40 contacts of 10 sends that all engage or none.
+        let lumped = |contacts: u64, engaged: u64| -> Vec<Cluster> {
+            (0..contacts)
+                .map(|i| (10, if i < engaged { 10 } else { 0 }))
+                .collect()
+        };
+        let width = |m: Metric| m.interval.map(|[lo, hi]| hi - lo).unwrap();
+        let independent = width(compare(
+            "opened",
+            24,
+            &singles(400, 200),
+            &singles(400, 140),
+        ));
+        let clustered = width(compare("opened", 24, &lumped(40, 20), &lumped(40, 14)));
+        assert!(clustered > 2.5 * independent, "{clustered} {independent}");
+        // Beyond the exact resampling, the normal approximation keeps the clustering.
+        let independent = width(compare(
+            "opened",
+            24,
+            &singles(40_000, 20_000),
+            &singles(40_000, 14_000),
+        ));
+        let clustered = width(compare(
+            "opened",
+            24,
+            &lumped(4_000, 2_000),
+            &lumped(4_000, 1_400),
+        ));
+        assert!(clustered > 2.5 * independent, "{clustered} {independent}");
     }
 }
