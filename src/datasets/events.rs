@@ -352,7 +352,8 @@ fn sorted(rows: &[Row]) -> Vec<Row> {
     let Some(max) = rows.iter().map(|r| r.0).max() else {
         return Vec::new();
     };
-    let mut starts = vec![0usize; max as usize + 2];
+    // u32: a part's rows are counted in u32 (the rows' contact index is one too).
+    let mut starts = vec![0u32; max as usize + 2];
     for r in rows {
         starts[r.0 as usize + 1] += 1;
     }
@@ -363,12 +364,12 @@ fn sorted(rows: &[Row]) -> Vec<Row> {
     let mut out = vec![(0, 0, 0); rows.len()];
     for r in rows {
         let at = &mut next[r.0 as usize];
-        out[*at] = *r;
+        out[*at as usize] = *r;
         *at += 1;
     }
     for run in starts.windows(2) {
         if run[1] - run[0] > 1 {
-            out[run[0]..run[1]].sort_unstable();
+            out[run[0] as usize..run[1] as usize].sort_unstable();
         }
     }
     out

@@ -8,7 +8,8 @@ use anyhow::Context;
 
 pub use super::Columns;
 use super::{Batch, Contact, Options, Parsed, Reader};
-use crate::datasets::events::Event;
+use crate::datasets::events::{Event, Kind};
+use crate::time::parse_utc_seconds;
 
 /// Bytes read from the file at a time; a batch is the whole records they hold.
 const CHUNK: usize = 4 << 20;
@@ -198,11 +199,26 @@ impl CsvReader {
                 .map(str::trim)
                 .map_err(|_| format!("field {} is not UTF-8", i + 1))
         };
-        let contact = self.columns.contact(field(self.contact)?)?;
-        let at_ms = self.columns.time(field(self.time)?)?;
+        // The forms exports write (digits, `YYYY-MM-DDTHH:MM:SSZ`, HubSpot's kind names) are
+        // read from the bytes; anything else through the general rules and their messages.
+        let bytes = |i: usize| record.get(i).unwrap_or_default();
+        let contact = match digits(bytes(self.contact)) {
+            Some(id) => Contact::Id(id),
+            None => self.columns.contact(field(self.contact)?)?,
+        };
+        let at_ms = match parse_utc_seconds(bytes(self.time)) {
+            Some(at_ms) if at_ms >= super::EARLIEST_MS => at_ms,
+            _ => self.columns.time(field(self.time)?)?,
+        };
         let kind = match self.kind {
             None => self.columns.kind_default,
-            Some(c) => Columns::kind(field(c)?)?,
+            Some(c) => match Kind::ALL
+                .into_iter()
+                .find(|k| k.as_str().as_bytes() == bytes(c))
+            {
+                Some(kind) => kind,
+                None => Columns::kind(field(c)?)?,
+            },
         };
         Ok(Parsed {
             contact,
@@ -223,7 +239,8 @@ impl Reader for CsvReader {
             if self.buf.is_empty() {
                 return Ok(false);
             }
-            let pieces = rayon::current_num_threads() * 2;
+            // Several pieces a thread: one slow piece holds up the chunk less.
+            let pieces = rayon::current_num_threads() * 4;
             let ends = record_ends(&self.buf, pieces, self.eof);
             if !ends.is_empty() {
                 break ends;
@@ -290,6 +307,16 @@ impl Reader for CsvReader {
     fn path(&self) -> &Path {
         &self.path
     }
+}
+
+/// A contact id written as 1 to 18 digits, nothing else.
+fn digits(b: &[u8]) -> Option<i64> {
+    if b.is_empty() || b.len() > 18 {
+        return None;
+    }
+    b.iter().try_fold(0i64, |n, d| {
+        d.is_ascii_digit().then(|| n * 10 + i64::from(d - b'0'))
+    })
 }
 
 /// Where records end in `buf`, about `pieces` of them spread evenly, the last one the end of
@@ -359,6 +386,43 @@ mod tests {
         assert_eq!(record_ends(b"a\rb\r", 16, false), vec![2]);
         assert_eq!(record_ends(b"a\rb\r", 16, true), vec![2, 4]);
         assert_eq!(record_ends(b"no end yet", 4, false), Vec::<usize>::new());
+    }
+
+    #[test]
+    fn forms_outside_the_fast_paths_follow_the_general_rules() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("opens.csv");
+        std::fs::write(
+            &path,
+            "contact,time,kind\n\
+             0042,2025-01-01T10:00:00Z,OPEN\n\
+             \" 43 \",2025-01-01 10:00:00 UTC, open \n\
+             Ann@Example.com,1735725600,Click\n\
+             44,1999-12-31T23:59:59Z,OPEN\n\
+             1234567890123456789,2025-01-01T10:00:00Z,OPEN\n",
+        )
+        .unwrap();
+        let columns = Columns::new("contact", "time", Some("kind"), "OPEN").unwrap();
+        let mut reader = CsvReader::open(&path, &columns).unwrap();
+        let mut batch = Batch::default();
+        assert!(reader.next_batch(&mut batch).unwrap());
+        let at = 1_735_725_600_000;
+        let row = |contact, kind| Parsed {
+            contact,
+            kind,
+            at_ms: at,
+        };
+        assert_eq!(
+            batch.rows,
+            vec![
+                row(Contact::Id(42), Kind::Open),
+                row(Contact::Id(43), Kind::Open),
+                row(Contact::Email("ann@example.com".into()), Kind::Click),
+                row(Contact::Id(1_234_567_890_123_456_789), Kind::Open),
+            ]
+        );
+        assert_eq!(batch.bad.len(), 1);
+        assert!(batch.bad[0].1.contains("before 2000"), "{:?}", batch.bad);
     }
 
     #[test]

@@ -362,8 +362,8 @@ pub fn run(
 struct Summary {
     events: usize,
     contacts: usize,
-    /// Contacts seen, by dense index.
-    seen: Vec<bool>,
+    /// Contacts seen, a bit per dense index: small enough to stay in cache for millions.
+    seen: Vec<u64>,
     first: Option<i64>,
     last: Option<i64>,
 }
@@ -371,12 +371,12 @@ struct Summary {
 impl Summary {
     fn add(&mut self, contact: u32, at_ms: i64) {
         self.events += 1;
-        let c = contact as usize;
-        if c >= self.seen.len() {
-            self.seen.resize((c + 1).next_power_of_two(), false);
+        let (word, bit) = (contact as usize / 64, 1 << (contact % 64));
+        if word >= self.seen.len() {
+            self.seen.resize((word + 1).next_power_of_two(), 0);
         }
-        if !self.seen[c] {
-            self.seen[c] = true;
+        if self.seen[word] & bit == 0 {
+            self.seen[word] |= bit;
             self.contacts += 1;
         }
         self.first = Some(self.first.map_or(at_ms, |f| f.min(at_ms)));
