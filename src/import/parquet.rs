@@ -16,6 +16,8 @@ use crate::time::{DAY_MS, epoch_number};
 
 /// Rows decoded at a time when a row group is larger.
 const SLICE_ROWS: usize = 1 << 20;
+/// Rows of smaller row groups gathered into one batch, their groups decoded on all cores.
+const BATCH_ROWS: usize = 1 << 18;
 
 /// Import the Parquet `file` into `data_dir`.
 pub fn run(
@@ -34,13 +36,16 @@ pub fn run(
 }
 
 /// A Parquet file read in slices of whole row groups (or of [`SLICE_ROWS`] within a larger
-/// one), each decoded on its own, so only one is in memory at a time.
+/// one), each decoded on its own; a batch is one slice or several of up to [`BATCH_ROWS`]
+/// rows in all, decoded and parsed on all cores.
 pub struct ParquetFile {
     path: PathBuf,
     metadata: std::sync::Arc<polars::io::parquet::read::FileMetadata>,
     columns: Columns,
     names: Vec<String>,
-    slices: std::vec::IntoIter<(usize, usize)>,
+    slices: std::iter::Peekable<std::vec::IntoIter<(usize, usize)>>,
+    /// What each slice of a batch parsed, reused from batch to batch.
+    pieces: Vec<Batch>,
 }
 
 impl ParquetFile {
@@ -81,8 +86,24 @@ impl ParquetFile {
             metadata,
             columns: columns.clone(),
             names,
-            slices: slices.into_iter(),
+            slices: slices.into_iter().peekable(),
+            pieces: Vec::new(),
         })
+    }
+
+    /// Decode and parse the `len` rows from row `offset` (from 0) into `out`.
+    fn read_slice(&self, offset: usize, len: usize, out: &mut Batch) -> anyhow::Result<()> {
+        let file = File::open(&self.path)
+            .with_context(|| format!("cannot open {}", self.path.display()))?;
+        let mut reader = ParquetReader::new(file);
+        reader.set_metadata(self.metadata.clone());
+        let df = reader
+            .with_columns(Some(self.names.clone()))
+            .with_slice(Some((offset, len)))
+            .finish();
+        let df =
+            anyhow::Context::with_context(df, || format!("cannot read {}", self.path.display()))?;
+        self.parse(&df, offset, out)
     }
 
     /// Parse a decoded slice whose first row is row `first` of the file (from 0).
@@ -220,20 +241,34 @@ impl ParquetFile {
 
 impl Reader for ParquetFile {
     fn next_batch(&mut self, batch: &mut Batch) -> anyhow::Result<bool> {
-        let Some((offset, len)) = self.slices.next() else {
+        use rayon::prelude::*;
+        batch.rows.clear();
+        batch.bad.clear();
+        let mut slices = Vec::new();
+        let mut rows = 0;
+        while let Some(&(offset, len)) = self.slices.peek() {
+            if !slices.is_empty() && rows + len > BATCH_ROWS {
+                break;
+            }
+            slices.push((offset, len));
+            rows += len;
+            self.slices.next();
+        }
+        if slices.is_empty() {
             return Ok(false);
-        };
-        let file = File::open(&self.path)
-            .with_context(|| format!("cannot open {}", self.path.display()))?;
-        let mut reader = ParquetReader::new(file);
-        reader.set_metadata(self.metadata.clone());
-        let df = reader
-            .with_columns(Some(self.names.clone()))
-            .with_slice(Some((offset, len)))
-            .finish();
-        let df =
-            anyhow::Context::with_context(df, || format!("cannot read {}", self.path.display()))?;
-        self.parse(&df, offset, batch)?;
+        }
+        self.pieces.resize_with(slices.len(), Batch::default);
+        let mut pieces = std::mem::take(&mut self.pieces);
+        let read = pieces
+            .par_iter_mut()
+            .zip(&slices)
+            .try_for_each(|(out, &(offset, len))| self.read_slice(offset, len, out));
+        for piece in &mut pieces {
+            batch.rows.append(&mut piece.rows);
+            batch.bad.append(&mut piece.bad);
+        }
+        self.pieces = pieces;
+        read?;
         Ok(true)
     }
 
