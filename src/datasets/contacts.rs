@@ -238,6 +238,11 @@ impl Contacts {
             .or_else(|| contact_id.and_then(|id| self.get_id(id)))
     }
 
+    /// Whether any contact is keyed by email (the rest are known by HubSpot id alone).
+    pub fn has_emails(&self) -> bool {
+        !self.index().text.is_empty()
+    }
+
     /// A copy of the key index as it is now, for lookups on other threads while this
     /// dictionary grows.
     pub fn snapshot(&self) -> Snapshot {

@@ -221,10 +221,11 @@ pub fn run(
     let mut bad: Vec<(u64, String)> = Vec::new();
     let mut bad_count = 0usize;
 
-    // Taken again when the dictionary has grown by an eighth: copies of it add up to a few
-    // times its size, and few rows wait for the main thread to intern them.
+    // Taken again once an eighth of its size in rows have missed it (and the dictionary has
+    // grown): copies cost a few times a miss per contact, and few rows wait for this thread
+    // to intern them, early on (new contacts) and later (contacts found since the last copy).
     let snapshot = Mutex::new(Arc::new(contacts.snapshot()));
-    let mut snapshot_len = known;
+    let (mut snapshot_len, mut missed) = (known, 0);
 
     std::thread::scope(|scope| -> anyhow::Result<()> {
         // Three stages on their own threads: the reader parses, this thread interns and
@@ -283,6 +284,7 @@ pub fn run(
                 break; // the writer failed: its error says why
             }
             for (row, index) in batch.rows.drain(..).zip(batch.known.drain(..)) {
+                missed += usize::from(index == NEW);
                 let contact = match &row.contact {
                     _ if index != NEW => index,
                     Contact::Id(id) => contacts.intern_id(*id),
@@ -303,8 +305,8 @@ pub fn run(
                     writing = flush(&mut part, &contacts);
                 }
             }
-            if contacts.len() - snapshot_len > snapshot_len / 8 {
-                snapshot_len = contacts.len();
+            if contacts.len() > snapshot_len && missed > snapshot_len / 8 {
+                (snapshot_len, missed) = (contacts.len(), 0);
                 *snapshot.lock().expect("not poisoned") = Arc::new(contacts.snapshot());
             }
             let _ = recycle.try_send(batch);
