@@ -136,6 +136,14 @@ for who in $ENGINES; do
   u=$(echo "${U[$who]}" | median); sy=$(echo "${S[$who]}" | median)
   echo "| $who | $t | $u | $sy | $((m / 1024)) |"
 done
+# Side by side: the median over rounds of sendtime's wall time over DuckDB's in the same round.
+for fmt in csv parquet; do
+  [ -n "${T[sendtime-$fmt]:-}" ] && [ -n "${T[duckdb-$fmt]:-}" ] || continue
+  ratio=$(paste <(echo "${T[sendtime-$fmt]}" | tr ' ' '\n' | grep -v '^$') \
+                <(echo "${T[duckdb-$fmt]}" | tr ' ' '\n' | grep -v '^$') |
+          awk '{printf "%.3f\n", $1 / $2}' | tr '\n' ' ' | median)
+  echo "sendtime / DuckDB, $fmt: median of per-round wall-time ratios $ratio"
+done
 VERSIONS=$("$PY" -c 'import importlib.metadata as m
 print(", ".join(f"{p} {m.version(p)}" for p in ("duckdb", "polars") if __import__("importlib.util").util.find_spec(p)))')
 echo
