@@ -96,14 +96,6 @@ impl Snapshot {
     pub fn get(&self, key: &str) -> Option<u32> {
         self.0.get(key)
     }
-
-    pub fn len(&self) -> usize {
-        self.0.ids.len() + self.0.text.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
 }
 
 impl KeyIndex {

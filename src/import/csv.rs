@@ -144,19 +144,25 @@ impl CsvReader {
         while !self.eof && self.buf.len() < want {
             let len = self.buf.len();
             self.buf.resize(want, 0);
-            let n = self
-                .file
-                .read(&mut self.buf[len..])
-                .with_context(|| format!("cannot read {}", self.path.display()));
-            self.buf.truncate(len + *n.as_ref().unwrap_or(&0));
-            self.eof = n? == 0;
+            let read = self.file.read(&mut self.buf[len..]);
+            self.buf.truncate(len + read.as_ref().map_or(0, |n| *n));
+            match read {
+                Ok(n) => self.eof = n == 0,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    return Err(anyhow::Error::new(e)
+                        .context(format!("cannot read {}", self.path.display())));
+                }
+            }
         }
         Ok(())
     }
 
     /// Tokenize and parse the whole records of `piece`, which starts at `start` in the file,
-    /// with the csv crate's own tokenizer, straight from memory.
-    fn parse_piece(&self, piece: &[u8], start: u64, out: &mut Batch) {
+    /// with the csv crate's own tokenizer, straight from memory; where the last whole record
+    /// ends. With `last` (the file ends with the piece) a final record without a line break
+    /// is whole too.
+    fn parse_piece(&self, piece: &[u8], start: u64, last: bool, out: &mut Batch) -> usize {
         use ::csv_core::ReadRecordResult as Read;
         out.rows.clear();
         out.bad.clear();
@@ -175,16 +181,12 @@ impl CsvReader {
             data_len += ndata;
             ends_len += nends;
             match result {
+                // Not the file's end: what follows the last record is read again later.
+                Read::InputEmpty if !last && input.is_empty() => return record_at,
                 // All given: asked again with nothing, it ends the last record.
-                Read::InputEmpty => continue,
-                Read::OutputFull => {
-                    data.resize(data.len() * 2, 0);
-                    continue;
-                }
-                Read::OutputEndsFull => {
-                    ends.resize(ends.len() * 2, 0);
-                    continue;
-                }
+                Read::InputEmpty => {}
+                Read::OutputFull => data.resize(data.len() * 2, 0),
+                Read::OutputEndsFull => ends.resize(ends.len() * 2, 0),
                 Read::Record => {
                     let fields = Fields {
                         data: &data[..data_len],
@@ -204,11 +206,38 @@ impl CsvReader {
                         Err(why) => out.bad.push((start + record_at as u64, why)),
                     }
                     (record_at, data_len, ends_len) = (consumed, 0, 0);
-                    continue;
                 }
-                Read::End => return,
+                Read::End => return consumed,
             }
         }
+    }
+
+    /// Parse the pieces of `buf` that end at `ends` on all cores, into `self.pieces`; where
+    /// the last ends, or none when a piece did not end where a record does (or `ends` is
+    /// empty).
+    fn parse_pieces(&mut self, ends: &[usize]) -> Option<usize> {
+        use rayon::prelude::*;
+        let spans: Vec<(usize, usize)> = std::iter::once(0)
+            .chain(ends.iter().copied())
+            .zip(ends.iter().copied())
+            .collect();
+        self.pieces.resize_with(spans.len(), Batch::default);
+        let mut pieces = std::mem::take(&mut self.pieces);
+        let (buf, eof) = (&self.buf, self.eof);
+        let clean = pieces
+            .par_iter_mut()
+            .zip(&spans)
+            .map(|(out, &(a, b))| {
+                let piece = &buf[a..b];
+                let used =
+                    self.parse_piece(piece, self.offset + a as u64, eof && b == buf.len(), out);
+                // Only line breaks after the last record: the tokenizer ended the piece at a
+                // record's end, as the cut assumed.
+                piece[used..].iter().all(|c| matches!(c, b'\r' | b'\n'))
+            })
+            .collect::<Vec<bool>>();
+        self.pieces = pieces;
+        (!ends.is_empty() && clean.iter().all(|c| *c)).then(|| ends[ends.len() - 1])
     }
 
     fn parse(&self, record: &Fields) -> Result<Parsed, String> {
@@ -249,20 +278,27 @@ impl CsvReader {
 
 impl Reader for CsvReader {
     fn next_batch(&mut self, batch: &mut Batch) -> anyhow::Result<bool> {
-        use rayon::prelude::*;
         batch.rows.clear();
         batch.bad.clear();
         let mut want = self.chunk;
-        let ends = loop {
+        let used = loop {
             self.fill(want)?;
             if self.buf.is_empty() {
                 return Ok(false);
             }
             // Several pieces a thread: one slow piece holds up the chunk less.
-            let pieces = rayon::current_num_threads() * 4;
-            let ends = record_ends(&self.buf, pieces, self.eof);
-            if !ends.is_empty() {
-                break ends;
+            let ends = record_ends(&self.buf, rayon::current_num_threads() * 4, self.eof);
+            if let Some(used) = self.parse_pieces(&ends) {
+                break used;
+            }
+            // The pieces were cut inside a quoted field (a quote inside an unquoted field is
+            // data, and misled the count): the chunk is read again in one piece.
+            self.pieces.resize_with(1, Batch::default);
+            let mut piece = std::mem::take(&mut self.pieces[0]);
+            let used = self.parse_piece(&self.buf, self.offset, self.eof, &mut piece);
+            self.pieces[0] = piece;
+            if used > 0 {
+                break used;
             }
             // Not one whole record yet: a long one, or a quote left open.
             if want >= MAX_RECORD.max(self.chunk) {
@@ -274,22 +310,10 @@ impl Reader for CsvReader {
             }
             want *= 2;
         };
-        self.pieces.resize_with(ends.len(), Batch::default);
-        let mut pieces = std::mem::take(&mut self.pieces);
-        let starts = std::iter::once(0).chain(ends.iter().copied());
-        let spans: Vec<(usize, usize)> = starts.zip(ends.iter().copied()).collect();
-        pieces
-            .par_iter_mut()
-            .zip(&spans)
-            .for_each(|(out, &(a, b))| {
-                self.parse_piece(&self.buf[a..b], self.offset + a as u64, out)
-            });
-        for piece in &mut pieces {
+        for piece in &mut self.pieces {
             batch.rows.append(&mut piece.rows);
             batch.bad.append(&mut piece.bad);
         }
-        self.pieces = pieces;
-        let used = *ends.last().expect("not empty");
         self.buf.drain(..used);
         self.offset += used as u64;
         Ok(true)
@@ -455,6 +479,41 @@ mod tests {
         );
         assert_eq!(batch.bad.len(), 1);
         assert!(batch.bad[0].1.contains("before 2000"), "{:?}", batch.bad);
+    }
+
+    #[test]
+    fn a_stray_quote_does_not_split_a_quoted_line_break() {
+        // A quote inside an unquoted field is data to the tokenizer; counting quotes alone
+        // would take the line break inside "multi\nline" for a record's end.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("opens.csv");
+        let mut text = String::from("contact,note,time\n");
+        for i in 0..40 {
+            text += &format!("{},5'10\" tall,2025-01-01T10:00:00Z\n", 100 + i);
+            text += &format!("{},\"multi\nline\",2025-01-01T10:00:00Z\n", 200 + i);
+        }
+        std::fs::write(&path, &text).unwrap();
+        let columns = Columns::new("contact", "time", None, "OPEN").unwrap();
+        for chunk in [CHUNK, 1, 16, 50, 90, 200] {
+            let mut reader = CsvReader::open(&path, &columns).unwrap();
+            reader.chunk = chunk;
+            let (mut rows, mut bad) = (Vec::new(), Vec::new());
+            let mut batch = Batch::default();
+            while reader.next_batch(&mut batch).unwrap() {
+                rows.append(&mut batch.rows);
+                bad.append(&mut batch.bad);
+            }
+            assert!(bad.is_empty(), "chunk {chunk}: {bad:?}");
+            let ids: Vec<i64> = rows
+                .iter()
+                .map(|r| match r.contact {
+                    Contact::Id(id) => id,
+                    Contact::Email(_) => 0,
+                })
+                .collect();
+            let want: Vec<i64> = (0..40).flat_map(|i| [100 + i, 200 + i]).collect();
+            assert_eq!(ids, want, "chunk {chunk}");
+        }
     }
 
     #[test]

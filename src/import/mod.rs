@@ -221,9 +221,9 @@ pub fn run(
     let mut bad: Vec<(u64, String)> = Vec::new();
     let mut bad_count = 0usize;
 
-    // Taken again once an eighth of its size in rows have missed it (and the dictionary has
-    // grown): copies cost a few times a miss per contact, and few rows wait for this thread
-    // to intern them, early on (new contacts) and later (contacts found since the last copy).
+    // Taken again once the rows that missed it reach an eighth of its size (and the
+    // dictionary has grown): copying costs about what a few misses per contact do, so copies
+    // stay a small share, and few rows are left for this thread to intern.
     let snapshot = Mutex::new(Arc::new(contacts.snapshot()));
     let (mut snapshot_len, mut missed) = (known, 0);
 
