@@ -176,6 +176,8 @@ fn lift_has_the_right_sign_where_send_time_matters_and_covers_zero_where_it_does
 
     respond(&config, &data, &end, &[]);
     let habit = lift(&config, &data, start);
+    // Seeded: the same data gives the same report, intervals included.
+    assert_eq!(lift(&config, &data, start), habit);
     let (optimized, holdout) = (
         habit["optimized_sends"].as_u64().unwrap(),
         habit["holdout_sends"].as_u64().unwrap(),

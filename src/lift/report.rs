@@ -7,7 +7,7 @@
 //! first held-out send on (a webhook without a holdout, or the weeks before one was set, are
 //! other workflows, audiences and dates).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
 use serde::Serialize;
@@ -127,8 +127,9 @@ pub fn lift(data_dir: &Path, options: &Options) -> anyhow::Result<Lift> {
     let mut metrics = Vec::new();
     for (metric, clicks_only) in [("opened", false), ("clicked", true)] {
         for hours in WINDOWS_H {
-            // [optimized, holdout]: per contact (a send without one alone), sends and engaged.
-            let mut groups: [HashMap<Result<u32, usize>, Cluster>; 2] = Default::default();
+            // [optimized, holdout]: per contact (a send without one alone), sends and engaged;
+            // ordered, so that the seeded bootstrap draws the same contacts each time.
+            let mut groups: [BTreeMap<Result<u32, usize>, Cluster>; 2] = Default::default();
             for (i, s) in sends.iter().enumerate() {
                 let end = s.at_ms + hours * HOUR_MS;
                 if end > as_of_ms {
