@@ -63,6 +63,12 @@ impl SlotWeights {
         (hit != 0).then(|| hit.trailing_zeros() as usize / 8)
     }
 
+    /// Where `slot`'s weight is held when the row is dense (to prefetch it).
+    #[inline]
+    pub fn dense_slot(&self, slot: usize) -> Option<&f32> {
+        self.dense.as_ref().map(|d| &d[slot % SLOTS])
+    }
+
     pub fn get(&self, slot: usize) -> f32 {
         match &self.dense {
             Some(dense) => dense[slot],
