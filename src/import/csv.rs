@@ -424,6 +424,23 @@ fn record_ends(buf: &[u8], pieces: usize, eof: bool) -> Vec<usize> {
 mod tests {
     use super::*;
 
+    /// Every row of `path` and every bad one, read `chunk` bytes at a time.
+    fn read_in_chunks(
+        path: &Path,
+        columns: &Columns,
+        chunk: usize,
+    ) -> (CsvReader, Vec<Parsed>, Vec<(u64, String)>) {
+        let mut reader = CsvReader::open(path, columns).unwrap();
+        reader.chunk = chunk;
+        let (mut rows, mut bad) = (Vec::new(), Vec::new());
+        let mut batch = Batch::default();
+        while reader.next_batch(&mut batch).unwrap() {
+            rows.append(&mut batch.rows);
+            bad.append(&mut batch.bad);
+        }
+        (reader, rows, bad)
+    }
+
     #[test]
     fn records_end_at_line_breaks_outside_quotes() {
         // Pieces end at line breaks; the last end is the last whole record's.
@@ -495,14 +512,7 @@ mod tests {
         std::fs::write(&path, &text).unwrap();
         let columns = Columns::new("contact", "time", None, "OPEN").unwrap();
         for chunk in [CHUNK, 1, 16, 50, 90, 200] {
-            let mut reader = CsvReader::open(&path, &columns).unwrap();
-            reader.chunk = chunk;
-            let (mut rows, mut bad) = (Vec::new(), Vec::new());
-            let mut batch = Batch::default();
-            while reader.next_batch(&mut batch).unwrap() {
-                rows.append(&mut batch.rows);
-                bad.append(&mut batch.bad);
-            }
+            let (_, rows, bad) = read_in_chunks(&path, &columns, chunk);
             assert!(bad.is_empty(), "chunk {chunk}: {bad:?}");
             let ids: Vec<i64> = rows
                 .iter()
@@ -543,14 +553,7 @@ mod tests {
         std::fs::write(&path, &text).unwrap();
         let columns = Columns::new("contact", "time", Some("kind"), "OPEN").unwrap();
         let read = |chunk: usize| {
-            let mut reader = CsvReader::open(&path, &columns).unwrap();
-            reader.chunk = chunk;
-            let (mut rows, mut bad) = (Vec::new(), Vec::new());
-            let mut batch = Batch::default();
-            while reader.next_batch(&mut batch).unwrap() {
-                rows.append(&mut batch.rows);
-                bad.append(&mut batch.bad);
-            }
+            let (reader, rows, bad) = read_in_chunks(&path, &columns, chunk);
             let offsets: Vec<u64> = bad.iter().map(|(at, _)| *at).collect();
             (rows, reader.locate(&offsets).unwrap())
         };
