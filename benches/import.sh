@@ -14,6 +14,7 @@
 # to a python that has them); rows of an engine that is missing are skipped, saying so.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source benches/lib.sh
 EVENTS=${1:-10000000}
 CONTACTS=${2:-200000}
 RUNS=${3:-3}
@@ -113,7 +114,6 @@ else
 fi
 IMPORT=("$BIN" --config webhooks.toml --data "$STORE" import)
 COLS=(--contact contact --time time --kind kind)
-declare -A T M U S
 for i in $(seq "$RUNS"); do
   for who in $ENGINES; do
     case $who in
@@ -122,20 +122,12 @@ for i in $(seq "$RUNS"); do
       duckdb-*) r=$(run "$BENCH_DIR/events-$EVENTS-$CONTACTS.${who#*-}" "$PY" "$BENCH_DIR/duck.py" "${who#*-}") ;;
       polars-*) r=$(run "$BENCH_DIR/events-$EVENTS-$CONTACTS.${who#*-}" "$PY" "$BENCH_DIR/pl.py" "${who#*-}") ;;
     esac
-    read -r t m u sy <<< "$r"
-    T[$who]="${T[$who]:-} $t"; M[$who]="${M[$who]:-} $m"; U[$who]="${U[$who]:-} $u"; S[$who]="${S[$who]:-} $sy"
+    record "$who" "$r"
     echo "run $i $who: $t s wall, $u s user, $sy s sys, $m KB peak; $(head -c 200 "$BENCH_DIR/out.txt" "$BENCH_DIR/err.txt" | tr '\n' ' ')" >&2
   done
 done
 rm -rf "$STORE"
-median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
-echo "| engine | wall s, median of $RUNS | user s | sys s | peak RSS MB |"
-echo "|---|---|---|---|---|"
-for who in $ENGINES; do
-  t=$(echo "${T[$who]}" | median); m=$(echo "${M[$who]}" | median)
-  u=$(echo "${U[$who]}" | median); sy=$(echo "${S[$who]}" | median)
-  echo "| $who | $t | $u | $sy | $((m / 1024)) |"
-done
+table "$RUNS" $ENGINES
 # Side by side: the median over rounds of sendtime's wall time over DuckDB's in the same round.
 for fmt in csv parquet; do
   [ -n "${T[sendtime-$fmt]:-}" ] && [ -n "${T[duckdb-$fmt]:-}" ] || continue

@@ -14,6 +14,7 @@
 # /var/tmp/sendtime-bench); DuckDB and Polars are installed from PyPI into a venv there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source benches/lib.sh
 EVENTS=${1:-100000000}
 CONTACTS=${2:-2000000}
 RUNS=${3:-3}
@@ -82,7 +83,6 @@ run() {
 ENGINES="sendtime sendtime+store duckdb-slot polars-slot duckdb-at polars-at"
 [ -n "${BASE_BIN:-}" ] && ENGINES="sendtime-base $ENGINES"
 [ -n "${FIXED_CONFIG:-}" ] && ENGINES="sendtime-fixed $ENGINES"
-declare -A T M U S
 for i in $(seq "$RUNS"); do
   for who in $ENGINES; do
     case $who in
@@ -93,19 +93,11 @@ for i in $(seq "$RUNS"); do
       duckdb-*) r=$(run "$PY" "$BENCH_DIR/duck-${who#*-}.py") ;;
       polars-*) r=$(run "$PY" "$BENCH_DIR/pl-${who#*-}.py") ;;
     esac
-    read -r t m u sy <<< "$r"
-    T[$who]="${T[$who]:-} $t"; M[$who]="${M[$who]:-} $m"; U[$who]="${U[$who]:-} $u"; S[$who]="${S[$who]:-} $sy"
+    record "$who" "$r"
     echo "run $i $who: $t s wall, $u s user, $sy s sys, $m KB peak" >&2
   done
 done
-median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
-echo "| engine | wall s, median of $RUNS | user s | sys s | peak RSS MB |"
-echo "|---|---|---|---|---|"
-for who in $ENGINES; do
-  t=$(echo "${T[$who]}" | median); m=$(echo "${M[$who]}" | median)
-  u=$(echo "${U[$who]}" | median); sy=$(echo "${S[$who]}" | median)
-  echo "| $who | $t | $u | $sy | $((m / 1024)) |"
-done
+table "$RUNS" $ENGINES
 echo
 echo "$EVENTS events, $CONTACTS contacts ($VERSIONS, $(nproc) cores, $(date -u +%Y-%m-%d))"
 

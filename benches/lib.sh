@@ -1,0 +1,28 @@
+# Shared by the benchmark scripts (sourced): one timed run's figures collected per engine, and
+# the table of their medians.
+
+# Per engine: wall seconds, peak RSS (KB), user and system seconds of every run so far.
+declare -A T M U S
+
+# record WHO "seconds peak_kb user_s sys_s": add one run to WHO's figures; sets t m u sy.
+record() {
+  read -r t m u sy <<< "$2"
+  T[$1]="${T[$1]:-} $t"; M[$1]="${M[$1]:-} $m"; U[$1]="${U[$1]:-} $u"; S[$1]="${S[$1]:-} $sy"
+}
+
+# The median of the numbers on standard input, separated by spaces or lines.
+median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+
+# table RUNS ENGINE...: the markdown table of each engine's medians.
+table() {
+  local runs=$1 who
+  shift
+  echo "| engine | wall s, median of $runs | user s | sys s | peak RSS MB |"
+  echo "|---|---|---|---|---|"
+  for who in "$@"; do
+    local t m u sy
+    t=$(echo "${T[$who]}" | median); m=$(echo "${M[$who]}" | median)
+    u=$(echo "${U[$who]}" | median); sy=$(echo "${S[$who]}" | median)
+    echo "| $who | $t | $u | $sy | $((m / 1024)) |"
+  done
+}
