@@ -742,9 +742,11 @@ fn import(
             };
             let data_dir = &config.server.data_dir;
             if csv {
-                crate::import::csv::run(data_dir, &args.file, &columns, options)
+                let reader = crate::import::csv::CsvReader::open(&args.file, &columns)?;
+                crate::import::run(data_dir, reader, options)
             } else {
-                crate::import::parquet::run(data_dir, &args.file, &columns, options)
+                let reader = crate::import::parquet::ParquetFile::open(&args.file, &columns)?;
+                crate::import::run(data_dir, reader, options)
             }
         }
     }

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 
 pub use super::Columns;
-use super::{Batch, Contact, Options, Parsed, Reader};
+use super::{Batch, Contact, Parsed, Reader};
 use crate::datasets::events::{Event, Kind};
 use crate::time::parse_utc_seconds;
 
@@ -20,22 +20,11 @@ const MAX_RECORD: usize = 256 << 20;
 /// Buffer for reading the file again to find line numbers.
 const BUFFER: usize = 1 << 20;
 
-/// Import the CSV `file` into `data_dir`.
-pub fn run(
-    data_dir: &Path,
-    file: &Path,
-    columns: &Columns,
-    options: Options,
-) -> anyhow::Result<()> {
-    let reader = CsvReader::open(file, columns)?;
-    super::run(data_dir, reader, &super::source_of("csv", file), options)
-}
-
 /// Parse every row of `path` into events (for a backtest on a file), or fail listing the rows
 /// that cannot be read.
 pub fn read(path: &Path, columns: &Columns) -> anyhow::Result<Vec<Event>> {
-    let source = super::source_of("csv", path);
     let mut reader = CsvReader::open(path, columns)?;
+    let source = super::source_of(&reader);
     let mut events = Vec::new();
     let mut bad = Vec::new();
     let mut bad_count = 0;
@@ -349,6 +338,10 @@ impl Reader for CsvReader {
 
     fn path(&self) -> &Path {
         &self.path
+    }
+
+    fn format(&self) -> &'static str {
+        "csv"
     }
 }
 

@@ -178,6 +178,9 @@ pub trait Reader: Send {
 
     /// The file, for messages.
     fn path(&self) -> &Path;
+
+    /// The format's name, as `source` records it (`csv`).
+    fn format(&self) -> &'static str;
 }
 
 /// How an import runs.
@@ -189,15 +192,10 @@ pub struct Options {
     pub part_rows: usize,
 }
 
-/// Import what `reader` reads into `data_dir`, with `source` recorded on every event (e.g.
-/// `csv:opens.csv`).
-pub fn run(
-    data_dir: &Path,
-    mut reader: impl Reader,
-    source: &str,
-    options: Options,
-) -> anyhow::Result<()> {
+/// Import what `reader` reads into `data_dir`, with its [`source_of`] recorded on every event.
+pub fn run(data_dir: &Path, mut reader: impl Reader, options: Options) -> anyhow::Result<()> {
     let path = reader.path().to_path_buf();
+    let source = &source_of(&reader);
     let part_rows = options.part_rows.max(1);
     // Held to the end: the dictionary must be as this import leaves it when the next starts.
     let _lock = if options.dry_run {
@@ -428,11 +426,14 @@ fn bad_rows<R: Reader>(
     )
 }
 
-/// The file name as `source` records it: `csv:opens.csv`.
-pub fn source_of(format: &str, path: &Path) -> String {
+/// The file as `source` records it: `csv:opens.csv`.
+pub fn source_of(reader: &impl Reader) -> String {
     format!(
-        "{format}:{}",
-        path.file_name()
+        "{}:{}",
+        reader.format(),
+        reader
+            .path()
+            .file_name()
             .map_or_else(String::new, |n| n.to_string_lossy().into_owned())
     )
 }

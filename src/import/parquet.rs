@@ -11,29 +11,13 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use polars::prelude::*;
 
-use super::{Batch, Columns, Contact, Options, Parsed, Reader};
+use super::{Batch, Columns, Contact, Parsed, Reader};
 use crate::time::{DAY_MS, epoch_number};
 
 /// Rows decoded at a time when a row group is larger.
 const SLICE_ROWS: usize = 1 << 20;
 /// Rows of smaller row groups gathered into one batch, their groups decoded on all cores.
 const BATCH_ROWS: usize = 1 << 18;
-
-/// Import the Parquet `file` into `data_dir`.
-pub fn run(
-    data_dir: &Path,
-    file: &Path,
-    columns: &Columns,
-    options: Options,
-) -> anyhow::Result<()> {
-    let reader = ParquetFile::open(file, columns)?;
-    super::run(
-        data_dir,
-        reader,
-        &super::source_of("parquet", file),
-        options,
-    )
-}
 
 /// A Parquet file read in slices of whole row groups (or of [`SLICE_ROWS`] within a larger
 /// one), each decoded on its own; a batch is one slice or several of up to [`BATCH_ROWS`]
@@ -281,5 +265,9 @@ impl Reader for ParquetFile {
 
     fn path(&self) -> &Path {
         &self.path
+    }
+
+    fn format(&self) -> &'static str {
+        "parquet"
     }
 }
