@@ -10,8 +10,7 @@ use std::path::Path;
 use serde_json::Value;
 
 fn sendtime(data: &Path, args: &[&str]) -> String {
-    let config = Path::new(env!("CARGO_MANIFEST_DIR")).join("webhooks.toml");
-    common::sendtime(&config, data, args, &[])
+    common::sendtime(&common::shipped_config(), data, args, &[])
 }
 
 /// A year of 3,000 synthetic contacts, with or without habits of their own, backtested at a

@@ -2,21 +2,15 @@
 //! write: parts of bounded size, re-imports de-duplicated, a bad row anywhere means nothing
 //! is imported, and Parquet time columns of every type.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
 use polars::prelude::*;
 
 fn sendtime(data: &Path, args: &[&str]) -> Output {
-    std::process::Command::new(env!("CARGO_BIN_EXE_sendtime"))
-        .arg("--config")
-        .arg(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("webhooks.toml"))
-        .arg("--data")
-        .arg(data)
-        .args(args)
-        .env_remove("RUST_LOG")
-        .output()
-        .unwrap()
+    common::run(&common::shipped_config(), data, args, &[])
 }
 
 fn ok(o: &Output) -> String {

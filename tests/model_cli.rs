@@ -1,23 +1,17 @@
 //! The model's commands through the real binary: `import csv`, `explain`, `predict`,
 //! `backtest` and `gen`, on real files.
 
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
 fn sendtime(data: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_sendtime"))
-        .arg("--config")
-        .arg(repo().join("webhooks.toml"))
-        .arg("--data")
-        .arg(data)
-        .args(args)
-        .env_remove("RUST_LOG")
-        .output()
-        .unwrap()
+    common::run(&common::shipped_config(), data, args, &[])
 }
 
 fn text(o: &Output) -> (String, String) {

@@ -5,7 +5,7 @@
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -327,18 +327,29 @@ pub fn enrollments(
     out
 }
 
-/// Run `sendtime --config CONFIG --data DATA ARGS` with `env` set; its standard output, or a
-/// panic that shows its standard error.
-pub fn sendtime(config: &Path, data: &Path, args: &[&str], env: &[(&str, &str)]) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_sendtime"))
+/// The repository's own `webhooks.toml`.
+pub fn shipped_config() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("webhooks.toml")
+}
+
+/// Run `sendtime --config CONFIG --data DATA ARGS` with `env` set (and the caller's `RUST_LOG`
+/// not), to its end.
+pub fn run(config: &Path, data: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_sendtime"))
         .arg("--config")
         .arg(config)
         .arg("--data")
         .arg(data)
         .args(args)
+        .env_remove("RUST_LOG")
         .envs(env.iter().copied())
         .output()
-        .unwrap();
+        .unwrap()
+}
+
+/// [`run`]: its standard output, or a panic that shows its standard error.
+pub fn sendtime(config: &Path, data: &Path, args: &[&str], env: &[(&str, &str)]) -> String {
+    let out = run(config, data, args, env);
     assert!(
         out.status.success(),
         "sendtime {args:?}: {}",
