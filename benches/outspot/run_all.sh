@@ -6,7 +6,8 @@
 set -e
 cd "$(dirname "$0")"
 PY=${PY:-python3}
-export OUTSPOT_CSV=${OUTSPOT_CSV:-$(pwd)/../../../shared/data/outspot-opens.csv}
+: "${OUTSPOT_CSV:?set OUTSPOT_CSV to Outspot's opens (user_id,opened): they are not in this repository}"
+export OUTSPOT_CSV
 BIN=${SENDTIME:-${CARGO_TARGET_DIR:-../../target}/release/sendtime}
 OUT=${OUT:-/tmp/sendtime-outspot}
 mkdir -p "$OUT"

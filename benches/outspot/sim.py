@@ -10,12 +10,15 @@ import polars as pl
 DAY = 86400
 import os
 
-DATA = os.environ.get("OUTSPOT_CSV", os.path.join(os.path.dirname(__file__), "../../../shared/data/outspot-opens.csv"))
+# Outspot's opens (`user_id,opened`); not in this repository.
+DATA = os.environ.get("OUTSPOT_CSV")
 SPLIT = 1656633600  # 2022-07-01 00:00 UTC
 FLOOR = 0.01
 
 
 def load(path=DATA):
+    if not path:
+        raise SystemExit("set OUTSPOT_CSV to Outspot's opens (user_id,opened): they are not in this repository")
     df = pl.read_csv(path, schema_overrides={"user_id": pl.Utf8})
     df = df.with_columns(
         pl.col("opened").str.replace(" UTC", "").str.to_datetime("%Y-%m-%d %H:%M:%S%.f", time_unit="ms")
