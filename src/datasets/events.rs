@@ -106,12 +106,18 @@ impl Kind {
     pub fn parse(s: &str) -> Option<Kind> {
         let s = s.trim();
         // HubSpot's spelling first: an import compares every row's kind.
-        let exact = Kind::ALL.into_iter().find(|k| k.as_str() == s);
-        exact.or_else(|| {
+        Kind::exact(s.as_bytes()).or_else(|| {
             Kind::ALL
                 .into_iter()
                 .find(|k| k.as_str().eq_ignore_ascii_case(s))
         })
+    }
+
+    /// The kind spelled exactly as HubSpot does (`OPEN`), from bytes not yet checked as text.
+    pub fn exact(name: &[u8]) -> Option<Kind> {
+        Kind::ALL
+            .into_iter()
+            .find(|k| k.as_str().as_bytes() == name)
     }
 
     pub fn from_code(code: u8) -> Option<Kind> {

@@ -249,10 +249,7 @@ impl CsvReader {
         };
         let kind = match self.kind {
             None => self.columns.kind_default,
-            Some(c) => match Kind::ALL
-                .into_iter()
-                .find(|k| k.as_str().as_bytes() == bytes(c))
-            {
+            Some(c) => match Kind::exact(bytes(c)) {
                 Some(kind) => kind,
                 None => Columns::kind(field(c)?)?,
             },
