@@ -348,6 +348,11 @@ pub struct FileImportArgs {
     /// 1.3× faster for 100M rows).
     #[arg(long, value_name = "N", default_value_t = crate::import::PART_ROWS)]
     pub part_rows: usize,
+    /// Memory for checking rows against the events already stored, in MB (8 bytes per stored
+    /// event without a source id): a store with more is checked in several passes over FILE.
+    #[arg(long, value_name = "MB", default_value_t = crate::import::stored::BUDGET_MB as f64,
+          value_parser = megabytes)]
+    pub dedup_memory: f64,
 }
 
 /// `sendtime hubspot-standin`: run the stand-in by hand.
@@ -739,16 +744,27 @@ fn import(
             let options = crate::import::Options {
                 dry_run: args.dry_run,
                 part_rows: args.part_rows,
+                dedup_budget: (args.dedup_memory * (1 << 20) as f64) as usize,
             };
             let data_dir = &config.server.data_dir;
             if csv {
-                let reader = crate::import::csv::CsvReader::open(&args.file, &columns)?;
-                crate::import::run(data_dir, reader, options)
+                let open = || crate::import::csv::CsvReader::open(&args.file, &columns);
+                crate::import::run(data_dir, open, options)
             } else {
-                let reader = crate::import::parquet::ParquetFile::open(&args.file, &columns)?;
-                crate::import::run(data_dir, reader, options)
+                let open = || crate::import::parquet::ParquetFile::open(&args.file, &columns);
+                crate::import::run(data_dir, open, options)
             }
         }
+    }
+}
+
+/// A memory size in MB, more than 0 (a fraction is fine).
+fn megabytes(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(mb) if mb > 0.0 && mb.is_finite() => Ok(mb),
+        _ => Err(format!(
+            "{text:?} is not a number of megabytes above 0, e.g. 384 or 0.5"
+        )),
     }
 }
 

@@ -435,3 +435,62 @@ fn an_interrupted_publish_is_hidden_then_finished_by_the_next_import() {
     assert!(!staging.exists() && !abandoned.exists());
     assert!(!events.join(".import-01TESTPUBLISH.pending").exists());
 }
+
+/// With less memory for the stored events than they need, a longer export is checked in several
+/// passes over the file and stores exactly what one pass stores: its new rows, the rows it
+/// holds more often than the store, and new contacts' rows, each once.
+#[test]
+fn a_store_larger_than_the_dedup_memory_is_checked_in_passes_to_the_same_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let (one, passes) = (dir.path().join("one"), dir.path().join("passes"));
+    let csv = dir.path().join("export.csv");
+    export(&csv, 0..4500);
+    let file = csv.to_str().unwrap();
+    for data in [&one, &passes] {
+        ok(&sendtime(data, &csv_import(file, "1000")));
+    }
+    let mut text = std::fs::read_to_string(&csv).unwrap();
+    for i in [10, 10, 4499] {
+        text.push_str(&row(i)); // each stored once, now in the file once more: three new rows
+        text.push('\n');
+    }
+    for i in 4500..4600 {
+        text.push_str(&row(i));
+        text.push('\n');
+        text.push_str(&format!(
+            "new{i}@example.com,{}\n",
+            &row(i)[row(i).find(',').unwrap() + 1..]
+        ));
+    }
+    std::fs::write(&csv, text).unwrap();
+    let whole = ok(&sendtime(&one, &csv_import(file, "1000")));
+    let mut args = csv_import(file, "1000");
+    // 4500 stored events take 36 KB: about four passes.
+    args.extend(["--dedup-memory", "0.01"]);
+    let split = ok(&sendtime(&passes, &args));
+    assert!(
+        whole.starts_with("imported 203 events (203 events of ")
+            && whole.ends_with("; 4500 rows already stored, skipped\n"),
+        "{whole}"
+    );
+    assert_eq!(
+        split,
+        whole.replace(one.to_str().unwrap(), passes.to_str().unwrap())
+    );
+    let rows = stored(&passes);
+    assert_eq!(rows.len(), 4500 + 203);
+    assert_eq!(rows, stored(&one));
+    let tens = rows
+        .iter()
+        .filter(|r| r.2 == 1_736_121_600_000 + 10 * 37 * 60_000);
+    assert_eq!(tens.count(), 3);
+
+    let mut args = csv_import(file, "1000");
+    args.extend(["--dedup-memory", "0"]);
+    assert!(failed_usage(&sendtime(&passes, &args)).contains("not a number of megabytes above 0"));
+}
+
+fn failed_usage(o: &Output) -> String {
+    assert_eq!(o.status.code(), Some(2));
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}

@@ -11,6 +11,7 @@ pub mod csv;
 pub mod hubspot;
 pub mod parquet;
 pub mod scheduled;
+pub mod stored;
 
 use std::path::Path;
 use std::sync::{Arc, Mutex, mpsc};
@@ -18,8 +19,9 @@ use std::sync::{Arc, Mutex, mpsc};
 use anyhow::Context;
 
 use crate::datasets::contacts::{self, Contacts, Snapshot, is_email_address};
-use crate::datasets::events::{self, Constant, Kind, PartColumns, Row, Staged, Stored};
+use crate::datasets::events::{self, Constant, Kind, PartColumns, Row, Staged};
 use crate::time::{Minute, format_minute, parse_instant};
+use stored::Stored;
 
 /// 2000-01-01: an email event before it is a misread column (an id taken for epoch seconds).
 const EARLIEST_MS: i64 = 946_684_800_000;
@@ -146,22 +148,34 @@ pub struct Batch {
     known: Vec<u32>,
 }
 
-/// In [`Batch::known`]: a contact the snapshot did not have.
+/// In [`Batch::known`]: a contact the snapshot did not have (so new in this import).
 const NEW: u32 = u32::MAX;
 
 impl Batch {
     /// Look every row's contact up in `snapshot`, on all cores: interning then hashes only
     /// the contacts new since the snapshot, one row at a time in file order, so indices are
     /// what interning every row in order would give.
-    fn resolve(&mut self, snapshot: &Snapshot) {
+    ///
+    /// A row of a contact known before the import is checked against the stored events in
+    /// `pass` ([`STORED`] when it matches one), or left to the pass that has them ([`LATER`]);
+    /// a new contact's row is the first pass's, and [`LATER`] in the others.
+    fn resolve(&mut self, snapshot: &Snapshot, pass: &Pass) {
         use rayon::prelude::*;
         self.rows
             .par_iter()
-            .map(|row| match &row.contact {
-                Contact::Id(id) => snapshot.get_id(*id),
-                Contact::Email(email) => snapshot.get(email),
+            .map(|row| {
+                let index = match &row.contact {
+                    Contact::Id(id) => snapshot.get_id(*id),
+                    Contact::Email(email) => snapshot.get(email),
+                };
+                match index {
+                    Some(i) if i < pass.known && !pass.stored.covers(i) => LATER,
+                    Some(i) if pass.stored.take(i, row.kind as u8, row.at_ms) => STORED,
+                    Some(i) if i < pass.known || pass.first => i,
+                    None if pass.first => NEW,
+                    _ => LATER,
+                }
             })
-            .map(|index| index.unwrap_or(NEW))
             .collect_into_vec(&mut self.known);
     }
 }
@@ -190,10 +204,32 @@ pub struct Options {
     pub dry_run: bool,
     /// Rows per events part.
     pub part_rows: usize,
+    /// Bytes for the index of stored events that rows are checked against.
+    pub dedup_budget: usize,
 }
 
-/// Import what `reader` reads into `data_dir`, with its [`source_of`] recorded on every event.
-pub fn run(data_dir: &Path, mut reader: impl Reader, options: Options) -> anyhow::Result<()> {
+/// In [`Batch::known`]: a row that matched a stored event.
+const STORED: u32 = u32::MAX - 1;
+/// In [`Batch::known`]: a row left to another pass over the file.
+const LATER: u32 = u32::MAX - 2;
+
+/// One read of the file: the rows of contacts known before the import whose stored events are
+/// in `stored`, and in the first pass also the rows of new contacts.
+struct Pass {
+    stored: Stored,
+    first: bool,
+    known: u32,
+}
+
+/// Import what `open` reads into `data_dir`, with its [`source_of`] recorded on every event.
+/// The file is read once, or once per range of contacts when the stored events that rows are
+/// checked against do not fit `options.dedup_budget`.
+pub fn run<R: Reader>(
+    data_dir: &Path,
+    open: impl Fn() -> anyhow::Result<R>,
+    options: Options,
+) -> anyhow::Result<()> {
+    let mut reader = open()?;
     let path = reader.path().to_path_buf();
     let source = &source_of(&reader);
     let part_rows = options.part_rows.max(1);
@@ -211,7 +247,7 @@ pub fn run(data_dir: &Path, mut reader: impl Reader, options: Options) -> anyhow
     };
     let mut contacts = Contacts::load(data_dir)?;
     let known = contacts.len();
-    let mut stored = Stored::load(data_dir)?;
+    let plan = stored::plan(data_dir, known as u32, options.dedup_budget)?;
     let mut part: Vec<Row> = Vec::with_capacity(part_rows.min(PART_ROWS));
     let mut summary = Summary::default();
     let mut first: Vec<Row> = Vec::new();
@@ -219,34 +255,7 @@ pub fn run(data_dir: &Path, mut reader: impl Reader, options: Options) -> anyhow
     let mut bad: Vec<(u64, String)> = Vec::new();
     let mut bad_count = 0usize;
 
-    // Taken again once the rows that missed it reach an eighth of its size (and the
-    // dictionary has grown): copying costs about what a few misses per contact do, so copies
-    // stay a small share, and few rows are left for this thread to intern.
-    let snapshot = Mutex::new(Arc::new(contacts.snapshot()));
-    let (mut snapshot_len, mut missed) = (known, 0);
-
-    std::thread::scope(|scope| -> anyhow::Result<()> {
-        // Three stages on their own threads: the reader parses, this thread interns and
-        // gathers parts, the writer encodes and writes them.
-        let (tx, rx) = mpsc::sync_channel(4);
-        // Batches go back to the reader to be filled again: no fresh memory per batch.
-        let (recycle, recycled) = mpsc::sync_channel::<Batch>(8);
-        let reading = &mut reader;
-        let snapshot = &snapshot;
-        scope.spawn(move || {
-            loop {
-                let mut batch = recycled.try_recv().unwrap_or_default();
-                let next = reading.next_batch(&mut batch).map(|more| {
-                    let snapshot = snapshot.lock().expect("not poisoned").clone();
-                    batch.resolve(&snapshot);
-                    more.then_some(batch)
-                });
-                let last = !matches!(next, Ok(Some(_)));
-                if tx.send(next).is_err() || last {
-                    return;
-                }
-            }
-        });
+    let reader = std::thread::scope(|scope| -> anyhow::Result<R> {
         let (to_writer, parts) = mpsc::sync_channel::<PartColumns>(1);
         let staged = staged.as_ref();
         let writer = scope.spawn(move || -> anyhow::Result<()> {
@@ -269,51 +278,98 @@ pub fn run(data_dir: &Path, mut reader: impl Reader, options: Options) -> anyhow
             to_writer.send(columns).is_ok()
         };
         let mut writing = true;
-        for batch in rx {
-            let Some(mut batch) = batch? else { break };
-            if !batch.bad.is_empty() || bad_count > 0 {
-                bad_count += batch.bad.len();
-                let room = MAX_LISTED.saturating_sub(bad.len());
-                bad.extend(batch.bad.drain(..).take(room));
-                // Nothing will be imported: check the rest, stage nothing more.
-                continue;
+        for (n, range) in plan.ranges.iter().enumerate() {
+            if n > 0 {
+                if bad_count > 0 || !writing {
+                    break;
+                }
+                reader = open()?;
             }
-            if !writing {
-                break; // the writer failed: its error says why
-            }
-            for (row, index) in batch.rows.drain(..).zip(batch.known.drain(..)) {
-                missed += usize::from(index == NEW);
-                let contact = match &row.contact {
-                    _ if index != NEW => index,
-                    Contact::Id(id) => contacts.intern_id(*id),
-                    Contact::Email(email) => contacts.intern(email, None),
-                };
-                let kind = row.kind as u8;
-                // Only contacts known before can have stored events.
-                if (contact as usize) < known && stored.take(contact, kind, row.at_ms) {
-                    skipped += 1;
+            let pass = Arc::new(Pass {
+                stored: Stored::load(data_dir, &plan, range.clone())?,
+                first: n == 0,
+                known: known as u32,
+            });
+            // Taken again once the rows that missed it reach an eighth of its size (and the
+            // dictionary has grown): copying costs about what a few misses per contact do, so
+            // copies stay a small share, and few rows are left for this thread to intern.
+            let snapshot = Arc::new(Mutex::new(Arc::new(contacts.snapshot())));
+            let (mut snapshot_len, mut missed) = (contacts.len(), 0);
+            // The reader parses on its own thread, this one interns and gathers parts, the
+            // writer encodes and writes them.
+            let (tx, rx) = mpsc::sync_channel(4);
+            // Batches go back to the reader to be filled again: no fresh memory per batch.
+            let (recycle, recycled) = mpsc::sync_channel::<Batch>(8);
+            let reading = scope.spawn({
+                let (snapshot, pass) = (snapshot.clone(), pass.clone());
+                move || {
+                    loop {
+                        let mut batch = recycled.try_recv().unwrap_or_default();
+                        let next = reader.next_batch(&mut batch).map(|more| {
+                            let snapshot = snapshot.lock().expect("not poisoned").clone();
+                            batch.resolve(&snapshot, &pass);
+                            more.then_some(batch)
+                        });
+                        let last = !matches!(next, Ok(Some(_)));
+                        if tx.send(next).is_err() || last {
+                            return reader;
+                        }
+                    }
+                }
+            });
+            for batch in rx {
+                let Some(mut batch) = batch? else { break };
+                if !batch.bad.is_empty() || bad_count > 0 {
+                    bad_count += batch.bad.len();
+                    let room = MAX_LISTED.saturating_sub(bad.len());
+                    bad.extend(batch.bad.drain(..).take(room));
+                    // Nothing will be imported: check the rest, stage nothing more.
                     continue;
                 }
-                summary.add(contact, row.at_ms);
-                if first.len() < 5 {
-                    first.push((contact, row.at_ms, kind));
+                if !writing {
+                    break; // the writer failed: its error says why
                 }
-                part.push((contact, row.at_ms, kind));
-                if part.len() >= part_rows {
-                    writing = flush(&mut part, &contacts);
+                for (row, index) in batch.rows.drain(..).zip(batch.known.drain(..)) {
+                    let contact = match (&row.contact, index) {
+                        (_, STORED) => {
+                            skipped += 1;
+                            continue;
+                        }
+                        (_, LATER) => continue,
+                        (Contact::Id(id), NEW) => {
+                            missed += 1;
+                            contacts.intern_id(*id)
+                        }
+                        (Contact::Email(email), NEW) => {
+                            missed += 1;
+                            contacts.intern(email, None)
+                        }
+                        (_, index) => index,
+                    };
+                    let kind = row.kind as u8;
+                    summary.add(contact, row.at_ms);
+                    if first.len() < 5 {
+                        first.push((contact, row.at_ms, kind));
+                    }
+                    part.push((contact, row.at_ms, kind));
+                    if part.len() >= part_rows {
+                        writing = flush(&mut part, &contacts);
+                    }
                 }
+                if contacts.len() > snapshot_len && missed > snapshot_len / 8 {
+                    (snapshot_len, missed) = (contacts.len(), 0);
+                    *snapshot.lock().expect("not poisoned") = Arc::new(contacts.snapshot());
+                }
+                let _ = recycle.try_send(batch);
             }
-            if contacts.len() > snapshot_len && missed > snapshot_len / 8 {
-                (snapshot_len, missed) = (contacts.len(), 0);
-                *snapshot.lock().expect("not poisoned") = Arc::new(contacts.snapshot());
-            }
-            let _ = recycle.try_send(batch);
+            reader = reading.join().expect("the reader does not panic");
         }
         if bad_count == 0 && writing {
             flush(&mut part, &contacts);
         }
         drop(to_writer); // the writer stops when the parts are all sent
-        writer.join().expect("the writer does not panic")
+        writer.join().expect("the writer does not panic")?;
+        Ok(reader)
     })?;
 
     if bad_count > 0 {
