@@ -20,6 +20,7 @@ pub mod local_time;
 pub mod metrics;
 pub mod model;
 pub mod pauses;
+pub mod prefetch;
 pub mod receiver;
 pub mod scheduler;
 pub mod serve;

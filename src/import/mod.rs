@@ -164,19 +164,35 @@ impl Batch {
         self.rows
             .par_iter()
             .map(|row| {
-                let index = match &row.contact {
+                match &row.contact {
                     Contact::Id(id) => snapshot.get_id(*id),
                     Contact::Email(email) => snapshot.get(email),
-                };
-                match index {
-                    Some(i) if i < pass.known && !pass.stored.covers(i) => LATER,
-                    Some(i) if pass.stored.take(i, row.kind as u8, row.at_ms) => STORED,
-                    Some(i) if i < pass.known || pass.first => i,
-                    None if pass.first => NEW,
-                    _ => LATER,
                 }
+                .unwrap_or(NEW)
             })
             .collect_into_vec(&mut self.known);
+        // Each row's stored events are far from the last row's: looked for a few rows ahead.
+        const CHUNK: usize = 4096;
+        self.known
+            .par_chunks_mut(CHUNK)
+            .zip(self.rows.par_chunks(CHUNK))
+            .for_each(|(known, rows)| {
+                for i in 0..known.len() {
+                    if let Some(&ahead) = known.get(i + 16) {
+                        pass.stored.prefetch_start(ahead);
+                    }
+                    if let Some(&ahead) = known.get(i + 8) {
+                        pass.stored.prefetch_run(ahead);
+                    }
+                    let (index, row) = (known[i], &rows[i]);
+                    known[i] = match index {
+                        i if i < pass.known && !pass.stored.covers(i) => LATER,
+                        i if pass.stored.take(i, row.kind as u8, row.at_ms) => STORED,
+                        i if i < pass.known || pass.first => i,
+                        _ => LATER,
+                    };
+                }
+            });
     }
 }
 

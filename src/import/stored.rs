@@ -15,6 +15,7 @@ use polars::prelude::*;
 use rayon::prelude::*;
 
 use crate::datasets::events::{self, col};
+use crate::prefetch::prefetch;
 use crate::store::read_present_columns;
 
 /// Memory for the index unless told otherwise: with the rest of a 100M-row import (about
@@ -39,18 +40,18 @@ pub struct Plan {
 /// its own).
 pub fn plan(data_dir: &Path, known: u32, budget: usize) -> anyhow::Result<Plan> {
     let mut counts = vec![0u32; known as usize];
-    scan(data_dir, &[col::CONTACT, col::EVENT_ID], |df, unsourced| {
-        let contacts = df.column(col::CONTACT)?.u32()?;
-        for (contact, unsourced) in contacts.iter().zip(unsourced) {
-            if let (Some(c), true) = (contact, unsourced)
+    scan(data_dir, |rows| {
+        for (i, &c) in rows.contacts.iter().enumerate() {
+            if rows.unsourced(i)
                 && let Some(n) = counts.get_mut(c as usize)
             {
                 *n = n.saturating_add(1);
             }
         }
-        Ok(())
     })?;
     let mut ranges = Vec::new();
+    // A range's keys are counted in u32 (where each contact's run starts).
+    let budget = budget.min(u32::MAX as usize * EVENT_BYTES);
     let (mut start, mut bytes) = (0u32, 0usize);
     for (contact, &n) in (0u32..).zip(&counts) {
         let more = CONTACT_BYTES + n as usize * EVENT_BYTES;
@@ -97,30 +98,20 @@ impl Stored {
         let mut keys = vec![0u64; total as usize];
         if total > 0 {
             let mut next: Vec<u32> = starts[..counts.len()].to_vec();
-            let columns = [col::CONTACT, col::KIND, col::AT, col::EVENT_ID];
-            scan(data_dir, &columns, |df, unsourced| {
-                let contacts = df.column(col::CONTACT)?.u32()?;
-                let kinds = df.column(col::KIND)?.u8()?;
-                let at = df.column(col::AT)?.cast(&DataType::Int64)?;
-                let rows = contacts.iter().zip(kinds.iter()).zip(at.i64()?.iter());
-                for (((c, k), at), unsourced) in rows.zip(unsourced) {
-                    let (Some(c), Some(k), Some(at), true) = (c, k, at, unsourced) else {
-                        continue;
-                    };
-                    if !range.contains(&c) {
+            scan(data_dir, |rows| {
+                for (i, &c) in rows.contacts.iter().enumerate() {
+                    if !range.contains(&c) || !rows.unsourced(i) {
                         continue;
                     }
-                    let at_index = &mut next[(c - range.start) as usize];
-                    // A part written meanwhile (another import) can add events beyond the count.
-                    let end = starts[(c - range.start) as usize + 1];
-                    if *at_index < end
-                        && let Some(key) = key(k, at)
+                    let run = (c - range.start) as usize;
+                    // A part written meanwhile can add events beyond the count.
+                    if next[run] < starts[run + 1]
+                        && let Some(key) = key(rows.kinds[i], rows.at[i])
                     {
-                        keys[*at_index as usize] = key;
-                        *at_index += 1;
+                        keys[next[run] as usize] = key;
+                        next[run] += 1;
                     }
                 }
-                Ok(())
             })?;
             // A run not filled to its count (a part compacted away meanwhile) keeps zeros,
             // which sort first and match no row.
@@ -145,6 +136,27 @@ impl Stored {
         self.contacts.contains(&contact)
     }
 
+    /// Start loading where `contact`'s run begins: a step before [`Stored::prefetch_run`].
+    pub fn prefetch_start(&self, contact: u32) {
+        if let Some(start) = self
+            .starts
+            .get(contact.wrapping_sub(self.contacts.start) as usize)
+        {
+            prefetch(start);
+        }
+    }
+
+    /// Start loading the middle of `contact`'s run, where [`Stored::take`] looks first.
+    pub fn prefetch_run(&self, contact: u32) {
+        if self.covers(contact) {
+            let i = (contact - self.contacts.start) as usize;
+            let middle = (self.starts[i] + self.starts[i + 1]) / 2;
+            if let Some(key) = self.keys.get(middle as usize) {
+                prefetch(key);
+            }
+        }
+    }
+
     /// Whether a stored event not matched yet has this contact, kind and time; it is then
     /// matched, so a row counts against one stored event only. Safe from many threads.
     pub fn take(&self, contact: u32, kind: u8, at_ms: i64) -> bool {
@@ -161,21 +173,45 @@ impl Stored {
     }
 }
 
-/// Call `f` with every stored part (projected to `columns`, `event_id` among them) and which of
-/// its rows have no source id.
-fn scan(
-    data_dir: &Path,
-    columns: &[&str],
-    mut f: impl FnMut(&DataFrame, Vec<bool>) -> anyhow::Result<()>,
-) -> anyhow::Result<()> {
+/// One row group of a stored part.
+struct Rows<'a> {
+    contacts: &'a [u32],
+    kinds: &'a [u8],
+    at: &'a [i64],
+    /// Which rows have no source id; `None`: all of them.
+    unsourced: Option<&'a [bool]>,
+}
+
+impl Rows<'_> {
+    fn unsourced(&self, i: usize) -> bool {
+        self.unsourced.is_none_or(|u| u[i])
+    }
+}
+
+/// Call `f` with every row group of the stored parts that has events without a source id.
+fn scan(data_dir: &Path, mut f: impl FnMut(Rows<'_>)) -> anyhow::Result<()> {
+    let columns = [col::CONTACT, col::KIND, col::AT, col::EVENT_ID];
     for path in events::dataset(data_dir)?.parts()? {
         let mut read = || -> anyhow::Result<()> {
-            let df = read_present_columns(&path, columns)?;
-            let unsourced = match df.column(col::EVENT_ID) {
-                Ok(ids) => ids.is_null().iter().map(|n| n == Some(true)).collect(),
-                Err(_) => vec![true; df.height()], // written before event ids were stored
-            };
-            f(&df, unsourced)
+            let mut df = read_present_columns(&path, &columns)?;
+            // Row group by row group, as decoded: no copy into one buffer.
+            for chunk in df.split_chunks() {
+                let unsourced: Option<Vec<bool>> = match chunk.column(col::EVENT_ID) {
+                    Ok(ids) if ids.null_count() == 0 => continue, // all from an API
+                    Ok(ids) if ids.null_count() < ids.len() => {
+                        Some(ids.is_null().iter().map(|n| n == Some(true)).collect())
+                    }
+                    _ => None, // all without, or written before event ids were stored
+                };
+                let at = chunk.column(col::AT)?.cast(&DataType::Int64)?;
+                f(Rows {
+                    contacts: chunk.column(col::CONTACT)?.u32()?.cont_slice()?,
+                    kinds: chunk.column(col::KIND)?.u8()?.cont_slice()?,
+                    at: at.i64()?.cont_slice()?,
+                    unsourced: unsourced.as_deref(),
+                });
+            }
+            Ok(())
         };
         read().with_context(|| format!("cannot read {}", path.display()))?;
     }

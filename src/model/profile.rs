@@ -10,6 +10,7 @@ use std::fmt;
 use super::slots::SlotWeights;
 use super::{ModelConfig, Thresholds};
 use crate::datasets::events::Kind;
+use crate::prefetch::prefetch;
 use crate::time::SLOTS;
 
 /// Half-lives of the two rate trackers that tell fading engagement from steady engagement.
@@ -516,19 +517,6 @@ struct ContactRange<'a> {
 
 /// How far ahead [`Adder::add`] asks for a contact's state, in rows.
 const PREFETCH_ROWS: usize = 16;
-
-/// Ask the CPU to start loading `x` into its cache: a hint, with no effect on any result.
-#[inline(always)]
-fn prefetch<T>(x: &T) {
-    #[cfg(target_arch = "x86_64")]
-    // SAFETY: a prefetch reads nothing into the program and cannot fault.
-    unsafe {
-        use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
-        _mm_prefetch::<_MM_HINT_T0>((x as *const T).cast());
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = x;
-}
 
 /// What every contact range of one batch shares.
 struct Adder<'a> {
