@@ -1,9 +1,10 @@
 //! Importers that fill the events dataset: HubSpot's email events API, and files (CSV,
 //! Parquet) through one bulk importer with a reader per format.
 //!
-//! A file import streams: a reader thread parses batches of rows while this one interns
-//! contacts, drops rows already stored and stages parts of at most `part_rows` rows, so
-//! memory stays bounded whatever the file's size. The whole file is checked before anything
+//! A file import streams: a reader thread parses batches of rows and checks them against the
+//! events already stored ([`stored`]) while this one interns contacts and stages parts of at
+//! most `part_rows` rows, so memory stays bounded whatever the file's size; a store whose
+//! events do not fit the memory for that check is checked in several passes over the file. The whole file is checked before anything
 //! is visible: one unreadable row means nothing is imported (the staged parts are removed),
 //! and the error lists the bad rows by line (CSV) or row (Parquet) so they can be fixed.
 
