@@ -1,7 +1,7 @@
 //! The `sendtime` command line. Each subcommand is a thin shell over the library.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
@@ -744,15 +744,15 @@ fn import(
             let options = crate::import::Options {
                 dry_run: args.dry_run,
                 part_rows: args.part_rows,
-                dedup_budget: (args.dedup_memory * (1 << 20) as f64) as usize,
+                dedup_budget: (args.dedup_memory * crate::import::stored::MB as f64) as usize,
             };
             let data_dir = &config.server.data_dir;
             if csv {
-                let open = || crate::import::csv::CsvReader::open(&args.file, &columns);
-                crate::import::run(data_dir, open, options)
+                let open = |path: &Path| crate::import::csv::CsvReader::open(path, &columns);
+                crate::import::run(data_dir, &args.file, open, options)
             } else {
-                let open = || crate::import::parquet::ParquetFile::open(&args.file, &columns);
-                crate::import::run(data_dir, open, options)
+                let open = |path: &Path| crate::import::parquet::ParquetFile::open(path, &columns);
+                crate::import::run(data_dir, &args.file, open, options)
             }
         }
     }

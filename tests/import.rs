@@ -494,3 +494,34 @@ fn failed_usage(o: &Output) -> String {
     assert_eq!(o.status.code(), Some(2));
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
+
+/// A pipe cannot be read in place or again: it is refused, saying so, and nothing is imported.
+#[test]
+fn a_pipe_is_refused_with_what_to_do_instead() {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sendtime"))
+        .arg("--config")
+        .arg(common::shipped_config())
+        .arg("--data")
+        .arg(&data)
+        .args(csv_import("/dev/stdin", "1000"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    // Refused before the pipe is read: its far end may be closed while this writes.
+    let writer = std::thread::spawn(move || drop(stdin.write_all(row(0).as_bytes())));
+    let err = failed(&child.wait_with_output().unwrap());
+    writer.join().unwrap();
+    assert!(
+        err.contains("/dev/stdin is not a regular file")
+            && err.contains("save a pipe's output to a file first"),
+        "{err}"
+    );
+    assert!(files(&data.join("events"), "parquet").is_empty());
+}

@@ -243,11 +243,21 @@ struct Pass {
 /// checked against do not fit `options.dedup_budget`.
 pub fn run<R: Reader>(
     data_dir: &Path,
-    open: impl Fn() -> anyhow::Result<R>,
+    path: &Path,
+    open: impl Fn(&Path) -> anyhow::Result<R>,
     options: Options,
 ) -> anyhow::Result<()> {
-    let mut reader = open()?;
-    let path = reader.path().to_path_buf();
+    // The same rows each time it is read: a file, not a pipe, and unchanged until the end.
+    let file =
+        std::fs::metadata(path).with_context(|| format!("cannot open {}", path.display()))?;
+    anyhow::ensure!(
+        file.is_file(),
+        "{} is not a regular file: an import reads its file in place, and may read it more than \
+         once (save a pipe's output to a file first)",
+        path.display()
+    );
+    let unchanged = (file.len(), file.modified().ok());
+    let mut reader = open(path)?;
     let source = &source_of(&reader);
     let part_rows = options.part_rows.max(1);
     // Held to the end: the dictionary must be as this import leaves it when the next starts.
@@ -300,7 +310,14 @@ pub fn run<R: Reader>(
                 if bad_count > 0 || !writing {
                     break;
                 }
-                reader = open()?;
+                let file = std::fs::metadata(path)?;
+                anyhow::ensure!(
+                    (file.len(), file.modified().ok()) == unchanged,
+                    "{} changed while it was being imported (it is read once per range of \
+                     contacts); nothing was imported",
+                    path.display()
+                );
+                reader = open(path)?;
             }
             let pass = Arc::new(Pass {
                 stored: Stored::load(data_dir, &plan, range.clone())?,

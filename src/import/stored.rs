@@ -21,6 +21,8 @@ use crate::store::read_present_columns;
 /// Memory for the index unless told otherwise: with the rest of a 100M-row import (about
 /// 0.55 GB) it stays under 1 GB.
 pub const BUDGET_MB: usize = 384;
+/// `--dedup-memory` counts in these.
+pub const MB: usize = 1 << 20;
 /// Bytes per contact in an index: where its run starts.
 const CONTACT_BYTES: usize = 4;
 /// Bytes per stored event in an index.
@@ -33,6 +35,8 @@ const TAKEN: u64 = 1;
 pub struct Plan {
     counts: Vec<u32>,
     pub ranges: Vec<Range<u32>>,
+    /// What one range of all of them would take.
+    pub bytes: usize,
 }
 
 /// Count the stored events of contacts `0..known` and split those contacts into ranges whose
@@ -52,7 +56,7 @@ pub fn plan(data_dir: &Path, known: u32, budget: usize) -> anyhow::Result<Plan> 
     let mut ranges = Vec::new();
     // A range's keys are counted in u32 (where each contact's run starts).
     let budget = budget.min(u32::MAX as usize * EVENT_BYTES);
-    let (mut start, mut bytes) = (0u32, 0usize);
+    let (mut start, mut bytes, mut total) = (0u32, 0usize, 0usize);
     for (contact, &n) in (0u32..).zip(&counts) {
         let more = CONTACT_BYTES + n as usize * EVENT_BYTES;
         if bytes + more > budget && contact > start {
@@ -60,9 +64,14 @@ pub fn plan(data_dir: &Path, known: u32, budget: usize) -> anyhow::Result<Plan> 
             (start, bytes) = (contact, 0);
         }
         bytes += more;
+        total += more;
     }
     ranges.push(start..known);
-    Ok(Plan { counts, ranges })
+    Ok(Plan {
+        counts,
+        ranges,
+        bytes: total,
+    })
 }
 
 /// The stored events of one range of contacts.
