@@ -3,10 +3,11 @@
 //!
 //! A file import streams: a reader thread parses batches of rows and checks them against the
 //! events already stored ([`stored`]) while this one interns contacts and stages parts of at
-//! most `part_rows` rows, so memory stays bounded whatever the file's size; a store whose
-//! events do not fit the memory for that check is checked in several passes over the file. The whole file is checked before anything
-//! is visible: one unreadable row means nothing is imported (the staged parts are removed),
-//! and the error lists the bad rows by line (CSV) or row (Parquet) so they can be fixed.
+//! most `part_rows` rows, so memory stays bounded whatever the file's size (a store too large
+//! for the memory of that check is checked in several passes over the file). The whole file
+//! is checked before anything is visible: one unreadable row means nothing is imported (the
+//! staged parts are removed), and the error lists the bad rows by line (CSV) or row (Parquet)
+//! so they can be fixed.
 
 pub mod csv;
 pub mod hubspot;
@@ -238,7 +239,8 @@ struct Pass {
     known: u32,
 }
 
-/// Import what `open` reads into `data_dir`, with its [`source_of`] recorded on every event.
+/// Import the file at `path`, read by what `open` makes of it, into `data_dir`, with its
+/// [`source_of`] recorded on every event.
 /// The file is read once, or once per range of contacts when the stored events that rows are
 /// checked against do not fit `options.dedup_budget`.
 pub fn run<R: Reader>(
