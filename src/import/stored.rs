@@ -35,8 +35,6 @@ const TAKEN: u64 = 1;
 pub struct Plan {
     counts: Vec<u32>,
     pub ranges: Vec<Range<u32>>,
-    /// What one range of all of them would take.
-    pub bytes: usize,
 }
 
 /// Count the stored events of contacts `0..known` and split those contacts into ranges whose
@@ -56,7 +54,7 @@ pub fn plan(data_dir: &Path, known: u32, budget: usize) -> anyhow::Result<Plan> 
     let mut ranges = Vec::new();
     // A range's keys are counted in u32 (where each contact's run starts).
     let budget = budget.min(u32::MAX as usize * EVENT_BYTES);
-    let (mut start, mut bytes, mut total) = (0u32, 0usize, 0usize);
+    let (mut start, mut bytes) = (0u32, 0usize);
     for (contact, &n) in (0u32..).zip(&counts) {
         let more = CONTACT_BYTES + n as usize * EVENT_BYTES;
         if bytes + more > budget && contact > start {
@@ -64,14 +62,9 @@ pub fn plan(data_dir: &Path, known: u32, budget: usize) -> anyhow::Result<Plan> 
             (start, bytes) = (contact, 0);
         }
         bytes += more;
-        total += more;
     }
     ranges.push(start..known);
-    Ok(Plan {
-        counts,
-        ranges,
-        bytes: total,
-    })
+    Ok(Plan { counts, ranges })
 }
 
 /// The stored events of one range of contacts.
