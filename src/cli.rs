@@ -320,6 +320,11 @@ pub struct HubspotImportArgs {
     /// Events per API page (HubSpot allows at most 1000).
     #[arg(long, value_name = "N", default_value_t = 1000, hide = true)]
     pub page_size: u32,
+    /// Memory for the ids of the window's events already stored or met, in MB (about 32 bytes
+    /// each): beyond it, they are read back from the store a time slice at a time.
+    #[arg(long, value_name = "MB", default_value_t = crate::import::stored::BUDGET_MB as f64,
+          value_parser = megabytes)]
+    pub dedup_memory: f64,
 }
 
 #[derive(Debug, clap::Args)]
@@ -731,6 +736,7 @@ fn import(
                 since_ms: args.since.map(|t| parse_flag("--since", &t)).transpose()?,
                 until_ms: args.until.map(|t| parse_flag("--until", &t)).transpose()?,
                 page_size: args.page_size,
+                dedup_budget: megabytes_to_bytes(args.dedup_memory),
             };
             crate::import::hubspot::run(&config, &request).map(|_| ())
         }
@@ -744,7 +750,7 @@ fn import(
             let options = crate::import::Options {
                 dry_run: args.dry_run,
                 part_rows: args.part_rows,
-                dedup_budget: (args.dedup_memory * crate::import::stored::MB as f64) as usize,
+                dedup_budget: megabytes_to_bytes(args.dedup_memory),
             };
             let data_dir = &config.server.data_dir;
             if csv {
@@ -766,6 +772,10 @@ fn megabytes(text: &str) -> Result<f64, String> {
             "{text:?} is not a number of megabytes above 0, e.g. 384 or 0.5"
         )),
     }
+}
+
+fn megabytes_to_bytes(mb: f64) -> usize {
+    (mb * crate::import::stored::MB as f64) as usize
 }
 
 fn init_logging() {

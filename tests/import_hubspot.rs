@@ -341,6 +341,41 @@ fn kill_9_mid_run_then_rerun_stores_every_event_once() {
     assert_all_once(&stored(&s.data).0, &s);
 }
 
+/// With room for about 30 ids, a run holds the window's ids a time slice at a time: a first
+/// import stores every event once, and a re-read of the whole window recognises every one.
+#[test]
+fn a_window_with_more_ids_than_the_dedup_memory_still_stores_each_event_once() {
+    let s = setup(Options::default());
+    let run = |args: &[&str]| {
+        let out = s
+            .command(Some(DEFAULT_TOKEN))
+            .args(["--dedup-memory", "0.001"])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", text(&out));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert!(run(&[]).contains("imported 2501 new events"));
+    let (keys, parts) = stored(&s.data);
+    assert_all_once(&keys, &s);
+
+    let again = run(&["--since", "2000-01-01T00:00:00Z"]);
+    assert!(again.contains("imported 0 new events"), "{again}");
+    assert!(again.contains("2501 already stored"), "{again}");
+    let (keys_again, parts_again) = stored(&s.data);
+    assert!(keys_again == keys);
+    assert_eq!(parts_again, parts);
+
+    let out = s
+        .command(Some(DEFAULT_TOKEN))
+        .args(["--dedup-memory", "0"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not a number of megabytes above 0"));
+}
+
 #[test]
 fn a_missing_token_names_the_variable() {
     let s = setup(Options::default());

@@ -8,6 +8,7 @@
 //! contacts appear.
 
 use std::collections::HashSet;
+use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 
@@ -389,38 +390,38 @@ fn sorted(rows: &[Row]) -> Vec<Row> {
     out
 }
 
-/// The ids of `source`'s events stored with a time in `start_ms..=end_ms`, with that time:
-/// what a re-import of the window must not store again.
-pub fn stored_ids(
-    data_dir: &Path,
+/// Calls `each(id, at_ms)` for every event of `source` stored with an id in the part at `path`
+/// and a time in `window`; returns the earliest and latest of those times (`None`: it has
+/// none). What a re-import of the window must not store again ([`crate::import::seen`]).
+pub fn ids_in_part(
+    path: &Path,
     source: &str,
-    (start_ms, end_ms): (i64, i64),
-) -> anyhow::Result<HashSet<(String, i64)>> {
-    let mut keys = HashSet::new();
-    for path in dataset(data_dir)?.parts()? {
-        let mut read = || -> anyhow::Result<()> {
-            let df = read_present_columns(&path, &[col::EVENT_ID, col::AT, col::SOURCE])?;
-            let Ok(ids) = df.column(col::EVENT_ID) else {
-                return Ok(()); // parts written before event ids were stored
-            };
-            let ids = ids.str()?;
-            let at = df.column(col::AT)?.cast(&DataType::Int64)?;
-            let at = at.i64()?;
-            let sources = df.column(col::SOURCE)?.cast(&DataType::String)?;
-            let sources = sources.str()?;
-            for ((id, at), src) in ids.iter().zip(at.iter()).zip(sources.iter()) {
-                if let (Some(id), Some(at), Some(src)) = (id, at, src)
-                    && src == source
-                    && (start_ms..=end_ms).contains(&at)
-                {
-                    keys.insert((id.to_string(), at));
-                }
-            }
-            Ok(())
+    window: RangeInclusive<i64>,
+    mut each: impl FnMut(&str, i64),
+) -> anyhow::Result<Option<(i64, i64)>> {
+    let mut read = || -> anyhow::Result<Option<(i64, i64)>> {
+        let df = read_present_columns(path, &[col::EVENT_ID, col::AT, col::SOURCE])?;
+        let Ok(ids) = df.column(col::EVENT_ID) else {
+            return Ok(None); // parts written before event ids were stored
         };
-        read().with_context(|| format!("cannot read event ids from {}", path.display()))?;
-    }
-    Ok(keys)
+        let ids = ids.str()?;
+        let at = df.column(col::AT)?.cast(&DataType::Int64)?;
+        let at = at.i64()?;
+        let sources = df.column(col::SOURCE)?.cast(&DataType::String)?;
+        let sources = sources.str()?;
+        let mut span: Option<(i64, i64)> = None;
+        for ((id, at), src) in ids.iter().zip(at.iter()).zip(sources.iter()) {
+            if let (Some(id), Some(at), Some(src)) = (id, at, src)
+                && src == source
+                && window.contains(&at)
+            {
+                span = Some(span.map_or((at, at), |(lo, hi)| (lo.min(at), hi.max(at))));
+                each(id, at);
+            }
+        }
+        Ok(span)
+    };
+    read().with_context(|| format!("cannot read event ids from {}", path.display()))
 }
 
 /// The columns of one events part as writers hold them; `slot` and `day` are derived from
@@ -642,8 +643,14 @@ mod tests {
             source: "hubspot:main".into(),
         };
         append(dir.path(), &[api]).unwrap();
-        let ids = stored_ids(dir.path(), "hubspot:main", (0, i64::MAX)).unwrap();
-        assert_eq!(ids, HashSet::from([("e1".to_string(), 1_700_000_000_000)]));
+        let mut ids = Vec::new();
+        for part in dataset(dir.path()).unwrap().parts().unwrap() {
+            ids_in_part(&part, "hubspot:main", 0..=i64::MAX, |id, at| {
+                ids.push((id.to_string(), at))
+            })
+            .unwrap();
+        }
+        assert_eq!(ids, [("e1".to_string(), 1_700_000_000_000)]);
         let mut sources = Vec::new();
         for (_, df) in dataset(dir.path()).unwrap().read_all().unwrap() {
             let text = df.column(col::SOURCE).unwrap().cast(&DataType::String);

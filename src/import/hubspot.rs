@@ -5,10 +5,10 @@
 //! first. Each page's new events are appended durably *before* the cursor that skips them is
 //! saved (`{data_dir}/state/hubspot-{connector}.json`), so a run stopped anywhere (kill -9,
 //! power loss, a daily limit) resumes at the page it was on. Events are keyed by HubSpot's
-//! (`id`, `created`) and checked against what the events dataset already holds, so a page
-//! fetched twice, or a window imported twice, never doubles an event.
+//! (`id`, `created`) and checked against what the events dataset already holds ([`Seen`], in
+//! bounded memory), so a page fetched twice, or a window imported twice, never doubles an
+//! event.
 
-use std::collections::HashSet;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -23,6 +23,8 @@ use crate::hubspot::client::{
     ApiError, Client, EmailEvent, EventsPage, EventsQuery, MAX_EVENTS_PAGE, RatePolicy,
 };
 use crate::hubspot::policy::Backoff;
+use crate::import::seen::Seen;
+use crate::import::stored::{BUDGET_MB, MB};
 use crate::store;
 use crate::time::{format_rfc3339, now_ms};
 
@@ -64,6 +66,8 @@ pub struct Request {
     pub until_ms: Option<i64>,
     /// Events per API page, at most [`MAX_EVENTS_PAGE`].
     pub page_size: u32,
+    /// Memory for the ids of the window's events, in bytes ([`Seen`]).
+    pub dedup_budget: usize,
 }
 
 /// What a run did.
@@ -84,7 +88,7 @@ pub fn run(config: &Config, request: &Request) -> anyhow::Result<Summary> {
     let connector = pick_connector(config, request.connector.as_deref())?;
     let client = Client::for_connector(connector, REQUEST_TIMEOUT)?;
     let page_size = request.page_size.clamp(1, MAX_EVENTS_PAGE);
-    let summary = Import::new(config, connector, client, page_size)?
+    let summary = Import::new(config, connector, client, page_size, request.dedup_budget)?
         .run(request.since_ms, request.until_ms)?;
     println!(
         "imported {} new event{} from HubSpot (connector {}) in {} page{}; {} already stored, \
@@ -121,7 +125,7 @@ pub fn run_in_background(
             requests_per_10s: (reserve as u32).max(1),
         },
     )?;
-    let mut import = Import::new(config, connector, client, MAX_EVENTS_PAGE)?;
+    let mut import = Import::new(config, connector, client, MAX_EVENTS_PAGE, BUDGET_MB * MB)?;
     import.stop = Box::new(stop);
     import.run(None, None)
 }
@@ -162,6 +166,7 @@ struct Import {
     client: Client,
     rt: tokio::runtime::Runtime,
     page_size: u32,
+    dedup_budget: usize,
     /// Asked after each page: stop there (the process is shutting down).
     stop: Box<dyn Fn() -> bool + Send>,
 }
@@ -172,6 +177,7 @@ impl Import {
         connector: &Connector,
         client: Client,
         page_size: u32,
+        dedup_budget: usize,
     ) -> anyhow::Result<Import> {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -184,6 +190,7 @@ impl Import {
             client,
             rt,
             page_size,
+            dedup_budget,
             stop: Box::new(|| false),
         })
     }
@@ -292,10 +299,11 @@ impl Import {
         state.run = Some(cursor.clone());
         self.save_state(&state)?;
 
-        let mut known = events::stored_ids(
+        let mut seen = Seen::load(
             &self.data_dir,
             &self.source,
             (cursor.start_ms, cursor.end_ms),
+            self.dedup_budget,
         )?;
         let progress = Progress::new(&self.connector.id, cursor.start_ms, cursor.end_ms);
         let (mut new_total, mut dup_total, mut skipped_total) = (0u64, 0u64, 0u64);
@@ -331,12 +339,15 @@ impl Import {
             })?;
             let oldest = page.events.iter().map(|e| e.created).min();
             let (fresh, dups, skipped) =
-                self.convert(&page, (cursor.start_ms, cursor.end_ms), &mut known);
+                self.convert(&page, (cursor.start_ms, cursor.end_ms), &mut seen)?;
             let (stored, no_contact) = if fresh.is_empty() {
                 (0, 0)
             } else {
                 events::append(&self.data_dir, &fresh).context("cannot store events")?
             };
+            if let Some(oldest) = oldest {
+                seen.trim(oldest.clamp(cursor.start_ms, cursor.end_ms));
+            }
             // Only now that the events are durable may the cursor move past them.
             cursor.pages += 1;
             cursor.stored += stored as u64;
@@ -388,14 +399,14 @@ impl Import {
     }
 
     /// This page's events not stored yet, as dataset rows; (new, duplicates, skipped: unknown
-    /// kinds and events outside the window `[start_ms, end_ms]`, which `known` cannot vouch
+    /// kinds and events outside the window `[start_ms, end_ms]`, which `seen` cannot vouch
     /// for and a later run's window will hold).
     fn convert(
         &self,
         page: &EventsPage,
         (start_ms, end_ms): (i64, i64),
-        known: &mut HashSet<(String, i64)>,
-    ) -> (Vec<Event>, u64, u64) {
+        seen: &mut Seen,
+    ) -> anyhow::Result<(Vec<Event>, u64, u64)> {
         let (mut fresh, mut dups, mut skipped) = (Vec::new(), 0, 0);
         for e in &page.events {
             if !(start_ms..=end_ms).contains(&e.created) {
@@ -408,13 +419,13 @@ impl Import {
                 tracing::debug!(id = %e.id, kind = %e.kind, "skipping event of unknown type");
                 continue;
             };
-            if !known.insert((e.id.clone(), e.created)) {
+            if !seen.insert(&e.id, e.created)? {
                 dups += 1;
                 continue;
             }
             fresh.push(to_event(e, kind, &self.source));
         }
-        (fresh, dups, skipped)
+        Ok((fresh, dups, skipped))
     }
 
     /// One page, waiting out rate limits and retrying transient failures.

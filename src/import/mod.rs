@@ -13,6 +13,7 @@ pub mod csv;
 pub mod hubspot;
 pub mod parquet;
 pub mod scheduled;
+pub mod seen;
 pub mod stored;
 
 use std::path::Path;
