@@ -1,8 +1,9 @@
 #!/bin/sh
 # The Outspot model study of issue 15 (REPORT.md), rerun in seconds; builds nothing.
 #   OUTSPOT_CSV=path/to/outspot-opens.csv PY=python-with-numpy-and-polars benches/outspot/run_all.sh
-# The test period is read only by replicate.py (the current model and the baselines, to check
-# the replication against `sendtime backtest`); no variant is scored on it.
+# The test period is read by replicate.py (the current model and the baselines, to check the
+# replication against `sendtime backtest`) and by v5_test.py (the two variants that passed the
+# third study's rule on validation, REPORT-v5.md); no other variant is scored on it.
 set -e
 cd "$(dirname "$0")"
 PY=${PY:-python3}
@@ -16,3 +17,5 @@ mkdir -p "$OUT"
 "$PY" v2.py | tee "$OUT/v2.out"   # fitting procedures (nested: each fit sees only data before its window)
 "$PY" v3.py | tee "$OUT/v3.out"   # scoring-time variants (fixed values, small grids)
 "$PY" v4.py | tee "$OUT/v4.out"   # weekday-conditioned prior; early/late window split
+"$PY" v5.py | tee "$OUT/v5.out"   # third study: per-contact trust, per-contact prior, day counts
+"$PY" v5_test.py | tee -a "$OUT/v5.out"   # the two that passed, on the test period
