@@ -159,8 +159,49 @@ impl Event {
 /// the dictionary first (so every stored index resolves). Events without a contact are
 /// skipped and counted. Returns (stored, skipped).
 pub fn append(data_dir: &Path, events: &[Event]) -> anyhow::Result<(usize, usize)> {
-    let _lock = lock(data_dir)?;
-    let mut contacts = Contacts::load(data_dir)?;
+    Appender::new(data_dir).append(events)
+}
+
+/// [`append`] batch after batch (the HubSpot import's pages), keeping the contact dictionary
+/// between batches: loading it for each made a first import quadratic in its pages. It is
+/// loaded again when someone else has changed it.
+pub struct Appender {
+    data_dir: PathBuf,
+    contacts: Contacts,
+    /// The dictionary's parts as this appender left them; `None`: load it.
+    parts: Option<Vec<PathBuf>>,
+}
+
+impl Appender {
+    pub fn new(data_dir: &Path) -> Self {
+        Appender {
+            data_dir: data_dir.to_path_buf(),
+            contacts: Contacts::default(),
+            parts: None,
+        }
+    }
+
+    /// [`append`] `events`.
+    pub fn append(&mut self, events: &[Event]) -> anyhow::Result<(usize, usize)> {
+        let _lock = lock(&self.data_dir)?;
+        let dictionary = contacts::dataset(&self.data_dir)?;
+        // Taken, so that a failure below leaves the dictionary to be loaded again.
+        let left = self.parts.take();
+        if left.as_ref() != Some(&dictionary.parts()?) {
+            self.contacts = Contacts::load(&self.data_dir)?;
+        }
+        let done = write(&self.data_dir, &mut self.contacts, events)?;
+        self.parts = Some(dictionary.parts()?);
+        Ok(done)
+    }
+}
+
+/// [`append`] with the dictionary loaded, under the lock.
+fn write(
+    data_dir: &Path,
+    contacts: &mut Contacts,
+    events: &[Event],
+) -> anyhow::Result<(usize, usize)> {
     let known = contacts.len();
     let mut rows: Vec<(u32, &Event)> = Vec::with_capacity(events.len());
     let mut skipped = 0;
@@ -171,7 +212,7 @@ pub fn append(data_dir: &Path, events: &[Event]) -> anyhow::Result<(usize, usize
         }
     }
     if contacts.len() > known {
-        contacts::write(data_dir, &contacts, known..contacts.len())?;
+        contacts::write(data_dir, contacts, known..contacts.len())?;
     }
     if rows.is_empty() {
         return Ok((0, skipped));
@@ -617,6 +658,50 @@ mod tests {
             .flatten()
             .collect();
         assert_eq!(c, [0, 0, 1]);
+    }
+
+    /// An appender keeps its dictionary between batches, but another writer's contacts (here
+    /// a second appender) are seen before its next batch: no two contacts share an index.
+    #[test]
+    fn an_appender_sees_contacts_another_writer_added() {
+        let dir = tempfile::tempdir().unwrap();
+        let event = |email: &str| Event {
+            event_id: None,
+            contact_id: None,
+            email: Some(email.into()),
+            kind: Kind::Open,
+            at_ms: 1_700_000_000_000,
+            filtered: false,
+            source: "test".into(),
+        };
+        let mut a = Appender::new(dir.path());
+        let mut b = Appender::new(dir.path());
+        a.append(&[event("a@x.com")]).unwrap();
+        b.append(&[event("b@x.com")]).unwrap();
+        a.append(&[event("c@x.com"), event("a@x.com")]).unwrap();
+        b.append(&[event("d@x.com")]).unwrap();
+        let contacts = Contacts::load(dir.path()).unwrap();
+        assert_eq!(contacts.keys, ["a@x.com", "b@x.com", "c@x.com", "d@x.com"]);
+        let mut rows: Vec<(String, u32)> = Vec::new();
+        for (_, df) in dataset(dir.path()).unwrap().read_all().unwrap() {
+            let emails = df.column(col::EMAIL).unwrap().str().unwrap().clone();
+            let idx = df.column(col::CONTACT).unwrap().u32().unwrap().clone();
+            rows.extend(
+                emails
+                    .iter()
+                    .zip(idx.iter())
+                    .map(|(e, i)| (e.unwrap().into(), i.unwrap())),
+            );
+        }
+        rows.sort();
+        let want = [
+            ("a@x.com", 0),
+            ("a@x.com", 0),
+            ("b@x.com", 1),
+            ("c@x.com", 2),
+            ("d@x.com", 3),
+        ];
+        assert_eq!(rows, want.map(|(e, i)| (e.to_string(), i)));
     }
 
     #[test]

@@ -305,6 +305,7 @@ impl Import {
             (cursor.start_ms, cursor.end_ms),
             self.dedup_budget,
         )?;
+        let mut appender = events::Appender::new(&self.data_dir);
         let progress = Progress::new(&self.connector.id, cursor.start_ms, cursor.end_ms);
         let (mut new_total, mut dup_total, mut skipped_total) = (0u64, 0u64, 0u64);
         let mut resuming_offset = cursor.offset.is_some();
@@ -343,7 +344,7 @@ impl Import {
             let (stored, no_contact) = if fresh.is_empty() {
                 (0, 0)
             } else {
-                events::append(&self.data_dir, &fresh).context("cannot store events")?
+                appender.append(&fresh).context("cannot store events")?
             };
             if let Some(oldest) = oldest {
                 seen.trim(oldest.clamp(cursor.start_ms, cursor.end_ms));
