@@ -8,7 +8,8 @@
 #
 # Each MB is a `--dedup-memory`: below about 32 bytes per event of the window, the ids are held
 # a time slice at a time. OTHER_BIN=path adds that binary's first import and re-import (e.g. a
-# build of an earlier commit, which has no --dedup-memory).
+# build of an earlier commit, which has no --dedup-memory); OTHER=reimport keeps only the latter
+# (before 0ee7a51 a first import was quadratic in its pages: half an hour for 10M events).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source benches/lib.sh
@@ -88,7 +89,9 @@ echo "stored: $(cat "$BENCH_DIR/out.txt")"
 
 ENGINES=""
 for mb in "${BUDGETS[@]}"; do ENGINES="$ENGINES first-$mb reimport-$mb"; done
-[ -n "${OTHER_BIN:-}" ] && ENGINES="$ENGINES other-first other-reimport"
+if [ -n "${OTHER_BIN:-}" ]; then
+  for what in ${OTHER:-first reimport}; do ENGINES="$ENGINES other-$what"; done
+fi
 for i in $(seq "$RUNS"); do
   for who in $ENGINES; do
     case $who in
