@@ -16,8 +16,12 @@ use std::path::{Path, PathBuf};
 
 use crate::datasets::events;
 
-/// Bytes an id takes while held: its 16-byte key and its share of the hash table.
-pub const ID_BYTES: usize = 32;
+/// Memory for ids unless told otherwise, in MB (917,504 ids between trims). A smaller budget
+/// cost no time in `benches/hubspot_import.sh` (the import's parts each hold one page, so a
+/// slice's read skips almost all of them), and `serve` runs this import too.
+pub const BUDGET_MB: usize = 64;
+/// Bytes per slot of the id table: a 16-byte key and a control byte.
+const SLOT_BYTES: usize = 17;
 /// Slices at most in a window (its `stored` and `held` flags take 5 bytes each).
 const MAX_SLICES: u64 = 1 << 20;
 /// The shortest slice.
@@ -46,6 +50,15 @@ pub struct Seen {
     parts: HashMap<PathBuf, Option<(i64, i64)>>,
 }
 
+/// Ids held between trims for `bytes` of memory. The table's slots (a power of two, at most
+/// 7/8 full) take at most `bytes` even while it grows into them (the table before, half the
+/// size, lives until the move ends), and half of them are left for a slice read and a page.
+fn ids_for(bytes: usize) -> usize {
+    let slots = (bytes * 2 / 3 / SLOT_BYTES).max(2);
+    let slots = 1usize << slots.ilog2();
+    (slots / 8 * 7 / 2).max(1)
+}
+
 impl Seen {
     /// What `source` has stored in `start_ms..=end_ms`, within about `budget_bytes` of ids:
     /// one pass over the store, holding every id when they fit.
@@ -69,7 +82,7 @@ impl Seen {
             held: vec![false; slices],
             keys: HashSet::new(),
             hasher: RandomState::new(),
-            budget: (budget_bytes / ID_BYTES).max(1),
+            budget: ids_for(budget_bytes),
             parts: HashMap::new(),
         };
         let mut fits = true;
@@ -126,7 +139,8 @@ impl Seen {
         if self.keys.len() > self.budget {
             keep(self, &|s| s == at);
         }
-        self.keys.shrink_to(self.budget);
+        // Without the slots of the ids let go, the table would grow past its budget.
+        self.keys.shrink_to_fit();
     }
 
     /// Ids held now (for tests and logs).
@@ -134,14 +148,14 @@ impl Seen {
         self.keys.len()
     }
 
-    /// Read `slice` and the older slices not held after it, as many as half the budget's
-    /// worth of stored ids (the run is heading that way).
+    /// Read `slice`, and the older slices not held after it (the run is heading that way) while
+    /// the ids held stay within one and a half budgets: with a page, the table's slots.
     fn read(&mut self, slice: usize) -> anyhow::Result<()> {
         let mut first = slice;
         let mut ids = self.stored[slice] as usize;
         while first > 0 && !self.held[first - 1] {
             let more = self.stored[first - 1] as usize;
-            if ids + more > self.budget / 2 {
+            if self.keys.len() + ids + more > self.budget * 3 / 2 {
                 break;
             }
             ids += more;
@@ -218,9 +232,10 @@ mod tests {
         for chunk in stored.chunks(50) {
             append(dir.path(), chunk).unwrap();
         }
-        let budget = 40;
         let window = (0, 700 * HOUR);
-        let mut seen = Seen::load(dir.path(), "hubspot:main", window, budget * ID_BYTES).unwrap();
+        let mut seen = Seen::load(dir.path(), "hubspot:main", window, 3_300).unwrap();
+        let budget = seen.budget;
+        assert_eq!(budget, 56);
         assert_eq!(seen.held(), 0, "400 ids do not fit: none are held");
         // Pages of 25, newest first within each, the pages shuffled and three fetched again.
         let newest_first: Vec<i64> = (0..600).rev().collect();
@@ -239,8 +254,12 @@ mod tests {
             }
             append(dir.path(), &fresh).unwrap();
             new.extend(fresh.iter().map(|e| e.at_ms / HOUR));
+            assert!(
+                seen.keys.capacity() <= 2 * budget,
+                "the table grew past its slots"
+            );
             seen.trim(page.last().unwrap() * HOUR);
-            assert!(seen.held() <= budget + 25, "{} ids held", seen.held());
+            assert!(seen.held() <= budget, "{} ids held", seen.held());
         }
         new.sort();
         let want: Vec<i64> = (0..600).filter(|i| i % 3 == 0).collect();
