@@ -320,8 +320,8 @@ pub struct HubspotImportArgs {
     /// Events per API page (HubSpot allows at most 1000).
     #[arg(long, value_name = "N", default_value_t = 1000, hide = true)]
     pub page_size: u32,
-    /// Memory for the ids of the window's events already stored or met, in MB (64 hold
-    /// 917,504): a window with more is checked a time slice at a time, read back from the store.
+    /// Memory for the ids of the window's events already stored or met, in MB (64 hold about
+    /// 2.8M): a window with more is checked a time slice at a time, read back from the store.
     #[arg(long, value_name = "MB", default_value_t = crate::import::seen::BUDGET_MB as f64,
           value_parser = megabytes)]
     pub dedup_memory: f64,

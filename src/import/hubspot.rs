@@ -388,6 +388,7 @@ impl Import {
             already_stored = dup_total,
             skipped = skipped_total,
             pages = cursor.pages,
+            store_reads = seen.reads(),
             "HubSpot import complete up to {}",
             format_rfc3339(cursor.end_ms)
         );

@@ -4,32 +4,28 @@
 //!
 //! A run pages through its window newest first. Holding every id of the window would grow
 //! with it (a first import of a large account meets tens of millions). So the window is cut
-//! into time slices: a slice's ids are read from the store when an event falls in it, and
-//! once the ids held pass the budget, the slices the run has moved past are let go. An event
-//! that falls in a slice let go reads it again, so pages in any order are still checked
-//! against everything stored.
+//! into time slices: a slice's ids are read from the store when an event falls in it (with the
+//! older slices after it, up to the budget), and after each page the slices the run has moved
+//! past are let go. An event that falls in a slice let go reads it again, so pages in any order
+//! are still checked against everything stored.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::hash::{BuildHasher, RandomState};
-use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
 
 use crate::datasets::events;
 
-/// Memory for ids unless told otherwise, in MB (917,504 ids between trims). A smaller budget
-/// cost no time in `benches/hubspot_import.sh` (the import's parts each hold one page, so a
-/// slice's read skips almost all of them), and `serve` runs this import too.
+/// Memory for ids unless told otherwise, in MB (about 2.8M ids). A smaller budget cost no
+/// time in `benches/hubspot_import.sh` (the import's parts each hold one page, so a slice's
+/// read skips almost all of them), and `serve` runs this import too.
 pub const BUDGET_MB: usize = 64;
-/// Bytes per slot of the id table: a 16-byte key and a control byte.
-const SLOT_BYTES: usize = 17;
+/// Bytes an id takes at most while held: 8 bytes and a control byte per slot of its slice's
+/// table, which is at least 7/16 full.
+const ID_BYTES: usize = 24;
 /// Slices at most in a window (its `stored` and `held` flags take 5 bytes each).
 const MAX_SLICES: u64 = 1 << 20;
 /// The shortest slice.
 const MIN_SLICE_MS: u64 = 60_000;
-
-/// An event as held: its `created` time and a hash of its id, keyed per run so that no id can
-/// be chosen to collide. Two events are taken for one only if both agree.
-type Key = (i64, u64);
 
 pub struct Seen {
     data_dir: PathBuf,
@@ -39,24 +35,21 @@ pub struct Seen {
     slice_ms: i64,
     /// Events stored per slice, kept current as the run stores more: how much a read holds.
     stored: Vec<u32>,
-    /// Slices whose stored ids are all in `keys`.
+    /// Slices whose stored ids are all in `slices`.
     held: Vec<bool>,
-    keys: HashSet<Key>,
+    /// Per slice held, a hash of each event's id and time, keyed per run so that no id can be
+    /// chosen to collide.
+    slices: BTreeMap<usize, HashSet<u64>>,
+    /// Ids in `slices`.
+    ids: usize,
     hasher: RandomState,
-    /// Ids held before slices are let go.
+    /// Ids held at most after a trim, and what a read fills up to.
     budget: usize,
+    /// Reads of the store after the first.
+    reads: usize,
     /// Each part's earliest and latest time of the window's events (`None`: it has none);
     /// parts never change once written, so a read of a slice skips those outside it.
     parts: HashMap<PathBuf, Option<(i64, i64)>>,
-}
-
-/// Ids held between trims for `bytes` of memory. The table's slots (a power of two, at most
-/// 7/8 full) take at most `bytes` even while it grows into them (the table before, half the
-/// size, lives until the move ends), and half of them are left for a slice read and a page.
-fn ids_for(bytes: usize) -> usize {
-    let slots = (bytes * 2 / 3 / SLOT_BYTES).max(2);
-    let slots = 1usize << slots.ilog2();
-    (slots / 8 * 7 / 2).max(1)
 }
 
 impl Seen {
@@ -70,19 +63,20 @@ impl Seen {
     ) -> anyhow::Result<Seen> {
         let width = (end_ms.saturating_sub(start_ms).saturating_add(1).max(1)) as u64;
         let slice_ms = width.div_ceil(MAX_SLICES).max(MIN_SLICE_MS);
-        let slices = width.div_ceil(slice_ms) as usize;
-        let slice_ms = slice_ms as i64;
+        let count = width.div_ceil(slice_ms) as usize;
         let mut seen = Seen {
             data_dir: data_dir.to_path_buf(),
             source: source.to_string(),
             start_ms,
             end_ms,
-            slice_ms,
-            stored: vec![0; slices],
-            held: vec![false; slices],
-            keys: HashSet::new(),
+            slice_ms: slice_ms as i64,
+            stored: vec![0; count],
+            held: vec![false; count],
+            slices: BTreeMap::new(),
+            ids: 0,
             hasher: RandomState::new(),
-            budget: ids_for(budget_bytes),
+            budget: (budget_bytes / ID_BYTES).max(1),
+            reads: 0,
             parts: HashMap::new(),
         };
         let mut fits = true;
@@ -91,8 +85,8 @@ impl Seen {
                 let slice = seen.slice(at);
                 seen.stored[slice] = seen.stored[slice].saturating_add(1);
                 if fits {
-                    seen.keys.insert(seen.key(id, at));
-                    fits = seen.keys.len() <= seen.budget;
+                    seen.hold(slice, id, at);
+                    fits = seen.ids <= seen.budget;
                 }
             })?;
             seen.parts.insert(path, span);
@@ -100,7 +94,8 @@ impl Seen {
         if fits {
             seen.held.fill(true);
         } else {
-            seen.keys = HashSet::new();
+            seen.slices.clear();
+            seen.ids = 0;
         }
         Ok(seen)
     }
@@ -112,78 +107,90 @@ impl Seen {
         if !self.held[slice] {
             self.read(slice)?;
         }
-        let new = self.keys.insert(self.key(id, created));
+        let new = self.hold(slice, id, created);
         if new {
             self.stored[slice] = self.stored[slice].saturating_add(1);
         }
         Ok(new)
     }
 
-    /// Once the events met so far are stored: over budget, let go of the slices after
-    /// `position` (the page's oldest event; pages come newest first), and if that is not
-    /// enough, of all but `position`'s own.
+    /// Once the page's events are stored: let go of the slices after `position` (the page's
+    /// oldest event; pages come newest first), and if more than the budget is still held, of
+    /// all but `position`'s own.
     pub fn trim(&mut self, position: i64) {
-        if self.keys.len() <= self.budget {
-            return;
-        }
         let at = self.slice(position);
-        let keep = |seen: &mut Seen, keep: &dyn Fn(usize) -> bool| {
-            let (start, slice_ms) = (seen.start_ms, seen.slice_ms);
-            seen.keys
-                .retain(|&(t, _)| keep(((t - start) / slice_ms) as usize));
-            for (i, held) in seen.held.iter_mut().enumerate() {
-                *held &= keep(i);
+        let passed = self.slices.split_off(&(at + 1));
+        self.let_go(passed);
+        if self.ids > self.budget {
+            let mine = self.slices.remove(&at);
+            let rest = std::mem::take(&mut self.slices);
+            self.let_go(rest);
+            if let Some(mine) = mine {
+                self.slices.insert(at, mine);
             }
-        };
-        keep(self, &|s| s <= at);
-        if self.keys.len() > self.budget {
-            keep(self, &|s| s == at);
         }
-        // Without the slots of the ids let go, the table would grow past its budget.
-        self.keys.shrink_to_fit();
     }
 
-    /// Ids held now (for tests and logs).
+    /// Ids held now.
     pub fn held(&self) -> usize {
-        self.keys.len()
+        self.ids
     }
 
-    /// Read `slice`, and the older slices not held after it (the run is heading that way) while
-    /// the ids held stay within one and a half budgets: with a page, the table's slots.
+    /// Reads of the store after the first.
+    pub fn reads(&self) -> usize {
+        self.reads
+    }
+
+    fn let_go(&mut self, slices: BTreeMap<usize, HashSet<u64>>) {
+        for (slice, ids) in slices {
+            self.ids -= ids.len();
+            self.held[slice] = false;
+        }
+    }
+
+    fn hold(&mut self, slice: usize, id: &str, at: i64) -> bool {
+        let new = self
+            .slices
+            .entry(slice)
+            .or_default()
+            .insert(self.hasher.hash_one((id, at)));
+        self.ids += new as usize;
+        new
+    }
+
+    /// Read `slice`, and the older slices not held after it (the run is heading that way)
+    /// while the ids held stay within the budget.
     fn read(&mut self, slice: usize) -> anyhow::Result<()> {
         let mut first = slice;
         let mut ids = self.stored[slice] as usize;
         while first > 0 && !self.held[first - 1] {
             let more = self.stored[first - 1] as usize;
-            if self.keys.len() + ids + more > self.budget * 3 / 2 {
+            if self.ids + ids + more > self.budget {
                 break;
             }
             ids += more;
             first -= 1;
         }
+        self.held[first..=slice].fill(true);
+        if ids == 0 {
+            return Ok(());
+        }
+        self.reads += 1;
         let from = self.start_ms + first as i64 * self.slice_ms;
         let to = (self.start_ms + (slice as i64 + 1) * self.slice_ms - 1).min(self.end_ms);
-        if ids > 0 {
-            self.read_ids(from..=to)?;
-        }
-        self.held[first..=slice].fill(true);
-        Ok(())
-    }
-
-    fn read_ids(&mut self, range: RangeInclusive<i64>) -> anyhow::Result<()> {
-        let window = self.start_ms..=self.end_ms;
+        let (window, range) = (self.start_ms..=self.end_ms, from..=to);
+        let source = self.source.clone();
         for path in events::dataset(&self.data_dir)?.parts()? {
             let known = self.parts.get(&path).copied();
             if let Some(span) = known {
                 let Some((lo, hi)) = span else { continue };
-                if hi < *range.start() || lo > *range.end() {
+                if hi < from || lo > to {
                     continue;
                 }
             }
-            let (keys, hasher) = (&mut self.keys, &self.hasher);
-            let span = events::ids_in_part(&path, &self.source, window.clone(), |id, at| {
+            let span = events::ids_in_part(&path, &source, window.clone(), |id, at| {
                 if range.contains(&at) {
-                    keys.insert((at, hasher.hash_one(id)));
+                    self.hold(self.slice(at), id, at);
                 }
             })?;
             if known.is_none() {
@@ -196,10 +203,6 @@ impl Seen {
     fn slice(&self, at: i64) -> usize {
         debug_assert!((self.start_ms..=self.end_ms).contains(&at));
         ((at - self.start_ms) / self.slice_ms) as usize
-    }
-
-    fn key(&self, id: &str, created: i64) -> Key {
-        (created, self.hasher.hash_one(id))
     }
 }
 
@@ -233,7 +236,7 @@ mod tests {
             append(dir.path(), chunk).unwrap();
         }
         let window = (0, 700 * HOUR);
-        let mut seen = Seen::load(dir.path(), "hubspot:main", window, 3_300).unwrap();
+        let mut seen = Seen::load(dir.path(), "hubspot:main", window, 56 * ID_BYTES).unwrap();
         let budget = seen.budget;
         assert_eq!(budget, 56);
         assert_eq!(seen.held(), 0, "400 ids do not fit: none are held");
@@ -255,8 +258,9 @@ mod tests {
             append(dir.path(), &fresh).unwrap();
             new.extend(fresh.iter().map(|e| e.at_ms / HOUR));
             assert!(
-                seen.keys.capacity() <= 2 * budget,
-                "the table grew past its slots"
+                seen.held() <= budget + 25,
+                "{} ids held before the trim",
+                seen.held()
             );
             seen.trim(page.last().unwrap() * HOUR);
             assert!(seen.held() <= budget, "{} ids held", seen.held());
@@ -264,8 +268,32 @@ mod tests {
         new.sort();
         let want: Vec<i64> = (0..600).filter(|i| i % 3 == 0).collect();
         assert_eq!(new, want);
+        assert!(seen.reads() > 0);
         // Another source's events with the same ids are not this source's.
         let other = Seen::load(dir.path(), "hubspot:other", window, 1 << 20).unwrap();
         assert_eq!(other.held(), 0);
+    }
+
+    /// Pages in order, newest first, over a store of twenty budgets: each slice is read once,
+    /// in reads of about a budget each, not once per page.
+    #[test]
+    fn a_run_newest_first_reads_the_store_in_few_large_reads() {
+        let dir = tempfile::tempdir().unwrap();
+        let stored: Vec<Event> = (0..1_200).map(event).collect();
+        for chunk in stored.chunks(20) {
+            append(dir.path(), chunk).unwrap();
+        }
+        let window = (0, 1_300 * HOUR);
+        let mut seen = Seen::load(dir.path(), "hubspot:main", window, 56 * ID_BYTES).unwrap();
+        assert_eq!(seen.budget, 56);
+        let newest_first: Vec<i64> = (0..1_200).rev().collect();
+        for page in newest_first.chunks(10) {
+            for &i in page {
+                assert!(!seen.insert(&format!("e{i}"), i * HOUR).unwrap());
+            }
+            seen.trim(page.last().unwrap() * HOUR);
+        }
+        // 1,200 stored ids, a budget of 56: at least 22 reads; one per page would be 120.
+        assert!(seen.reads() <= 1_200 / 56 * 2 + 2, "{} reads", seen.reads());
     }
 }
