@@ -1118,7 +1118,8 @@ impl World {
                 Box::new(
                     window
                         .iter()
-                        .filter(|e| event_type.is_none_or(|t| e.kind.eq_ignore_ascii_case(t)))
+                        // HubSpot: "Only return events of the specified type (case-sensitive)".
+                        .filter(|e| event_type.is_none_or(|t| e.kind == *t))
                         .filter(|e| !(exclude_filtered && e.filtered_event))
                         .skip(offset),
                 )
