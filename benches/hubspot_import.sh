@@ -4,7 +4,7 @@
 # import) and into the store that already holds them (re-import: every event recognised);
 # alternating, medians of RUNS; wall time and peak RSS from /usr/bin/time.
 #
-#   benches/hubspot_import.sh [EVENTS] [CONTACTS] [RUNS] [MB ...]   (default 1000000 100000 3 384 8)
+#   benches/hubspot_import.sh [EVENTS] [CONTACTS] [RUNS] [MB ...]   (default 1000000 100000 3 64 8)
 #
 # Each MB is a `--dedup-memory`: below about 32 bytes per event of the window, the ids are held
 # a time slice at a time. OTHER_BIN=path adds that binary's first import and re-import (e.g. a
@@ -13,21 +13,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source benches/lib.sh
-EVENTS=${1:-1000000}
-CONTACTS=${2:-100000}
-RUNS=${3:-3}
-shift $(( $# < 3 ? $# : 3 ))
-BUDGETS=("${@:-384 8}")
+setup 1000000 100000 /dev/shm/sendtime-hubspot-bench "$@"
+BUDGETS=("${REST[@]:-64 8}")
 read -ra BUDGETS <<< "${BUDGETS[*]}"
-BENCH_DIR=${BENCH_DIR:-/dev/shm/sendtime-hubspot-bench}
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/cache/sendtime-release}"
-BIN="$CARGO_TARGET_DIR/release/sendtime"
-mkdir -p "$BENCH_DIR"
 JSON="$BENCH_DIR/events-$EVENTS-$CONTACTS.json"
 FRESH="$BENCH_DIR/fresh"
 STORE="$BENCH_DIR/store"
-
-cargo build --release --quiet
 
 # EVENTS events over the year before 2026-11-01, newest first, as HubSpot's events API has them.
 if [ ! -s "$JSON" ]; then

@@ -15,19 +15,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source benches/lib.sh
-EVENTS=${1:-10000000}
-CONTACTS=${2:-200000}
-RUNS=${3:-3}
-BENCH_DIR=${BENCH_DIR:-/dev/shm/sendtime-import-bench}
+setup 10000000 200000 /dev/shm/sendtime-import-bench "$@"
 PY=${PY:-python3}
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/cache/sendtime-release}"
-BIN="$CARGO_TARGET_DIR/release/sendtime"
-mkdir -p "$BENCH_DIR"
 CSV="$BENCH_DIR/events-$EVENTS-$CONTACTS.csv"
 PARQUET="$BENCH_DIR/events-$EVENTS-$CONTACTS.parquet"
 STORE="$BENCH_DIR/store"
-
-cargo build --release --quiet
 
 has() { "$PY" -c "import $1" 2>/dev/null; }
 HAVE_DUCKDB=$(has duckdb && echo yes || echo no)

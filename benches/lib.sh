@@ -1,5 +1,24 @@
-# Shared by the benchmark scripts (sourced): one timed run's figures collected per engine, and
-# the table of their medians.
+# Shared by the benchmark scripts (sourced): their arguments and release build, one timed run's
+# figures collected per engine, and the table of their medians.
+
+# setup EVENTS CONTACTS DIR "$@": EVENTS, CONTACTS and RUNS (default 3) from the script's first
+# three arguments (defaults: the first two given here), the rest in REST; BENCH_DIR (default
+# DIR, created); BIN, the release build, built now (in CARGO_TARGET_DIR, default
+# /var/cache/sendtime-release).
+setup() {
+  local events=$1 contacts=$2 dir=$3
+  shift 3
+  EVENTS=${1:-$events}
+  CONTACTS=${2:-$contacts}
+  RUNS=${3:-3}
+  shift $(( $# < 3 ? $# : 3 ))
+  REST=("$@")
+  BENCH_DIR=${BENCH_DIR:-$dir}
+  mkdir -p "$BENCH_DIR"
+  export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/cache/sendtime-release}"
+  BIN="$CARGO_TARGET_DIR/release/sendtime"
+  cargo build --release --quiet
+}
 
 # Per engine: wall seconds, peak RSS (KB), user and system seconds of every run so far.
 declare -A T M U S

@@ -15,16 +15,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source benches/lib.sh
-EVENTS=${1:-100000000}
-CONTACTS=${2:-2000000}
-RUNS=${3:-3}
-BENCH_DIR=${BENCH_DIR:-/var/tmp/sendtime-bench}
+setup 100000000 2000000 /var/tmp/sendtime-bench "$@"
 DATA="$BENCH_DIR/gen-$EVENTS-$CONTACTS"
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/cache/sendtime-release}"
-BIN="$CARGO_TARGET_DIR/release/sendtime"
-mkdir -p "$BENCH_DIR"
-
-cargo build --release --quiet
 if [ ! -d "$DATA/events" ]; then
   "$BIN" gen --contacts "$CONTACTS" --events "$EVENTS" --seed 1 --out "$DATA"
 fi

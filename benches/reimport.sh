@@ -11,21 +11,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source benches/lib.sh
-EVENTS=${1:-10000000}
-CONTACTS=${2:-200000}
-RUNS=${3:-3}
-shift $(( $# < 3 ? $# : 3 ))
-BUDGETS=("${@:-384 1024}")
+setup 10000000 200000 /dev/shm/sendtime-import-bench "$@"
+BUDGETS=("${REST[@]:-384 1024}")
 read -ra BUDGETS <<< "${BUDGETS[*]}"
-BENCH_DIR=${BENCH_DIR:-/dev/shm/sendtime-import-bench}
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/cache/sendtime-release}"
-BIN="$CARGO_TARGET_DIR/release/sendtime"
 CSV="$BENCH_DIR/events-$EVENTS-$CONTACTS.csv"
 [ -s "$CSV" ] || { echo "no $CSV: run benches/import.sh $EVENTS $CONTACTS 1 first" >&2; exit 1; }
 FRESH="$BENCH_DIR/reimport-fresh"
 STORE="$BENCH_DIR/reimport-store"
-
-cargo build --release --quiet
 
 COLS=(--contact contact --time time --kind kind)
 # run STORE BIN [ARG...]: one timed import of the CSV into STORE, ARGs added to the import;
