@@ -6,7 +6,7 @@
 #
 #   benches/hubspot_import.sh [EVENTS] [CONTACTS] [RUNS] [MB ...]   (default 1000000 100000 3 64 8)
 #
-# Each MB is a `--dedup-memory`: below about 32 bytes per event of the window, the ids are held
+# Each MB is a `--dedup-memory`: below about 24 bytes per event of the window, the ids are held
 # a time slice at a time. OTHER_BIN=path adds that binary's first import and re-import (e.g. a
 # build of an earlier commit, which has no --dedup-memory); OTHER=reimport keeps only the latter
 # (before 0ee7a51 a first import was quadratic in its pages: half an hour for 10M events).
@@ -68,11 +68,7 @@ WINDOW=(--since 2000-01-01T00:00:00Z --until 2026-11-30T00:00:00Z)
 run() {
   local store=$1 bin=$2
   shift 2
-  /usr/bin/time -f "%e %M %U %S" -o "$BENCH_DIR/time.txt" \
-    "$bin" --config "$BENCH_DIR/webhooks.toml" --data "$store" import hubspot "${WINDOW[@]}" "$@" \
-    >"$BENCH_DIR/out.txt" 2>"$BENCH_DIR/err.txt" || {
-    echo "failed: $*" >&2; tail -5 "$BENCH_DIR/err.txt" >&2; exit 1; }
-  cat "$BENCH_DIR/time.txt"
+  timed "$bin" --config "$BENCH_DIR/webhooks.toml" --data "$store" import hubspot "${WINDOW[@]}" "$@"
 }
 rm -rf "$STORE"
 run "$STORE" "$BIN" > /dev/null

@@ -90,9 +90,7 @@ run() {
   cat "$1" > /dev/null
   shift
   rm -rf "$STORE"
-  /usr/bin/time -f "%e %M %U %S" -o "$BENCH_DIR/time.txt" "$@" >"$BENCH_DIR/out.txt" 2>"$BENCH_DIR/err.txt" || {
-    echo "failed: $*" >&2; cat "$BENCH_DIR/err.txt" >&2; exit 1; }
-  cat "$BENCH_DIR/time.txt"
+  timed "$@"
 }
 ENGINES="sendtime-csv"
 [ $HAVE_DUCKDB = yes ] && ENGINES="$ENGINES duckdb-csv"

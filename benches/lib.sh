@@ -20,6 +20,15 @@ setup() {
   cargo build --release --quiet
 }
 
+# timed CMD...: run CMD once, its output in $BENCH_DIR/out.txt and err.txt (a failure stops the
+# script, showing the error); prints "seconds peak_kb user_s sys_s" from /usr/bin/time.
+timed() {
+  /usr/bin/time -f "%e %M %U %S" -o "$BENCH_DIR/time.txt" "$@" \
+    >"$BENCH_DIR/out.txt" 2>"$BENCH_DIR/err.txt" || {
+    echo "failed: $*" >&2; tail -20 "$BENCH_DIR/err.txt" >&2; exit 1; }
+  cat "$BENCH_DIR/time.txt"
+}
+
 # Per engine: wall seconds, peak RSS (KB), user and system seconds of every run so far.
 declare -A T M U S
 

@@ -26,11 +26,7 @@ run() {
   local store=$1 bin=$2
   shift 2
   cat "$CSV" > /dev/null
-  /usr/bin/time -f "%e %M %U %S" -o "$BENCH_DIR/time.txt" \
-    "$bin" --config webhooks.toml --data "$store" import csv "$CSV" "${COLS[@]}" "$@" \
-    >"$BENCH_DIR/out.txt" 2>"$BENCH_DIR/err.txt" || {
-    echo "failed: $*" >&2; cat "$BENCH_DIR/err.txt" >&2; exit 1; }
-  cat "$BENCH_DIR/time.txt"
+  timed "$bin" --config webhooks.toml --data "$store" import csv "$CSV" "${COLS[@]}" "$@"
 }
 rm -rf "$STORE"
 run "$STORE" "$BIN" > /dev/null
