@@ -441,6 +441,12 @@ pub fn ids_in_part(
     mut each: impl FnMut(&str, i64),
 ) -> anyhow::Result<Option<(i64, i64)>> {
     let mut read = || -> anyhow::Result<Option<(i64, i64)>> {
+        let footer = ParquetReader::new(std::fs::File::open(path)?)
+            .get_metadata()?
+            .clone();
+        if !may_hold_ids(&footer, &window) {
+            return Ok(None);
+        }
         let df = read_present_columns(path, &[col::EVENT_ID, col::AT, col::SOURCE])?;
         let Ok(ids) = df.column(col::EVENT_ID) else {
             return Ok(None); // parts written before event ids were stored
@@ -463,6 +469,37 @@ pub fn ids_in_part(
         Ok(span)
     };
     read().with_context(|| format!("cannot read event ids from {}", path.display()))
+}
+
+/// Whether a part's footer allows an event with an id and a time in `window`: some row group
+/// has ids (not all null) and times overlapping it. Parts of a bulk import (no ids) and parts
+/// of other times are passed by without reading their rows, so a run over the last hours
+/// does not read a store of 100M rows. The footer is read unverified: the rows are verified
+/// ([`read_present_columns`]) when they are read.
+fn may_hold_ids(
+    footer: &polars::io::parquet::read::FileMetadata,
+    window: &RangeInclusive<i64>,
+) -> bool {
+    use polars_parquet::parquet::statistics::Statistics;
+    footer.row_groups.iter().any(|group| {
+        let stats = |name: &str| {
+            let column = group.columns_under_root_iter(name)?.next()?;
+            Some(column.statistics(&footer.footer_buf).and_then(Result::ok))
+        };
+        let ids = match stats(col::EVENT_ID) {
+            None => false, // parts written before event ids were stored
+            Some(Some(s)) => s.null_count() != Some(group.num_rows() as i64),
+            Some(None) => true,
+        };
+        let times = match stats(col::AT) {
+            Some(Some(Statistics::Int64(s))) => match (s.min_value, s.max_value) {
+                (Some(lo), Some(hi)) => lo <= *window.end() && hi >= *window.start(),
+                _ => true,
+            },
+            _ => true,
+        };
+        ids && times
+    })
 }
 
 /// The columns of one events part as writers hold them; `slot` and `day` are derived from
@@ -702,6 +739,45 @@ mod tests {
             ("d@x.com", 3),
         ];
         assert_eq!(rows, want.map(|(e, i)| (e.to_string(), i)));
+    }
+
+    /// A part whose footer says it has no ids, or none in the window, is passed by without
+    /// its rows being read: here a damaged checksum shows whether they were.
+    #[test]
+    fn parts_without_ids_in_the_window_are_not_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let event = |id: Option<&str>, at_ms: i64| Event {
+            event_id: id.map(String::from),
+            contact_id: None,
+            email: Some("a@x.com".into()),
+            kind: Kind::Open,
+            at_ms,
+            filtered: false,
+            source: "hubspot:main".into(),
+        };
+        const DAY: i64 = 86_400_000;
+        let t = 1_700_000_000_000;
+        append(dir.path(), &[event(Some("old"), t - 10 * DAY)]).unwrap();
+        append(dir.path(), &[event(None, t)]).unwrap();
+        append(dir.path(), &[event(Some("new"), t)]).unwrap();
+        let parts = dataset(dir.path()).unwrap().parts().unwrap();
+        for part in &parts[..2] {
+            std::fs::write(part.with_extension("xxh3"), "0").unwrap();
+        }
+        let ids = |part: &Path, window: RangeInclusive<i64>| {
+            let mut ids = Vec::new();
+            ids_in_part(part, "hubspot:main", window, |id, _| {
+                ids.push(id.to_string())
+            })
+            .map(|_| ids)
+        };
+        let today = t - DAY..=t + DAY;
+        assert!(ids(&parts[0], today.clone()).unwrap().is_empty());
+        assert!(ids(&parts[1], today.clone()).unwrap().is_empty());
+        assert_eq!(ids(&parts[2], today).unwrap(), ["new"]);
+        // Over its time, the damaged part with ids is read, and its damage found.
+        let err = ids(&parts[0], t - 11 * DAY..=t).unwrap_err();
+        assert!(format!("{err:#}").contains("checksum"), "{err:#}");
     }
 
     #[test]
