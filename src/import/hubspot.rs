@@ -23,8 +23,7 @@ use crate::hubspot::client::{
     ApiError, Client, EmailEvent, EventsPage, EventsQuery, MAX_EVENTS_PAGE, RatePolicy,
 };
 use crate::hubspot::policy::Backoff;
-use crate::import::seen::BUDGET_MB;
-use crate::import::seen::Seen;
+use crate::import::seen::{BUDGET_MB, Seen};
 use crate::import::stored::MB;
 use crate::store;
 use crate::time::{format_rfc3339, now_ms};
