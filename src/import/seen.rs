@@ -131,11 +131,6 @@ impl Seen {
         }
     }
 
-    /// Ids held now.
-    pub fn held(&self) -> usize {
-        self.ids
-    }
-
     /// Reads of the store after the first.
     pub fn reads(&self) -> usize {
         self.reads
@@ -239,7 +234,7 @@ mod tests {
         let mut seen = Seen::load(dir.path(), "hubspot:main", window, 56 * ID_BYTES).unwrap();
         let budget = seen.budget;
         assert_eq!(budget, 56);
-        assert_eq!(seen.held(), 0, "400 ids do not fit: none are held");
+        assert_eq!(seen.ids, 0, "400 ids do not fit: none are held");
         // Pages of 25, newest first within each, the pages shuffled and three fetched again.
         let newest_first: Vec<i64> = (0..600).rev().collect();
         let mut pages: Vec<&[i64]> = newest_first.chunks(25).collect();
@@ -258,12 +253,12 @@ mod tests {
             append(dir.path(), &fresh).unwrap();
             new.extend(fresh.iter().map(|e| e.at_ms / HOUR));
             assert!(
-                seen.held() <= budget + 25,
+                seen.ids <= budget + 25,
                 "{} ids held before the trim",
-                seen.held()
+                seen.ids
             );
             seen.trim(page.last().unwrap() * HOUR);
-            assert!(seen.held() <= budget, "{} ids held", seen.held());
+            assert!(seen.ids <= budget, "{} ids held", seen.ids);
         }
         new.sort();
         let want: Vec<i64> = (0..600).filter(|i| i % 3 == 0).collect();
@@ -271,7 +266,7 @@ mod tests {
         assert!(seen.reads() > 0);
         // Another source's events with the same ids are not this source's.
         let other = Seen::load(dir.path(), "hubspot:other", window, 1 << 20).unwrap();
-        assert_eq!(other.held(), 0);
+        assert_eq!(other.ids, 0);
     }
 
     /// Pages in order, newest first, over a store of twenty budgets: each slice is read once,
