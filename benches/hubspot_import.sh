@@ -35,32 +35,7 @@ if [ ! -s "$JSON" ]; then
   mv "$JSON.tmp" "$JSON"
 fi
 
-"$BIN" hubspot-standin --events "$JSON" --limit-per-10s 1000000 --daily-limit 4000000000 \
-  > "$BENCH_DIR/standin.txt" 2>/dev/null &
-STANDIN=$!
-trap 'kill $STANDIN 2>/dev/null || true' EXIT
-until URL=$(grep -o 'http://[^ ]*' "$BENCH_DIR/standin.txt"); do
-  kill -0 $STANDIN || { echo "the stand-in did not start" >&2; exit 1; }
-  sleep 0.2
-done
-cat > "$BENCH_DIR/webhooks.toml" <<EOF
-version = 1
-[server]
-public_url = "https://hooks.example.com"
-[[connector]]
-id = "main"
-portal_id = 1
-app_id = 2
-client_secret_env = "HS_BENCH_SECRET"
-access_token_env = "HS_BENCH_TOKEN"
-api_base = "$URL"
-requests_per_10s = 10000
-[[webhook]]
-id = "w"
-type = "IMMEDIATE"
-workflow_id = 3
-EOF
-export HS_BENCH_TOKEN=standin-token HS_BENCH_SECRET=unused
+standin "$JSON"
 WINDOW=(--since 2000-01-01T00:00:00Z --until 2026-11-30T00:00:00Z)
 
 # run STORE BIN [ARG...]: one timed import into STORE, ARGs added; prints
