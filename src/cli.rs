@@ -189,6 +189,12 @@ pub enum Command {
         /// The hour (UTC) of the fixed-hour baseline.
         #[arg(long, value_name = "HOUR", default_value_t = 9)]
         fixed_hour: u8,
+        /// Learn again every DAYS days of the test period, as `serve` does when it imports
+        /// events: each step is scored by profiles (and baselines) rebuilt from every event
+        /// before the step, the knobs fitted again. Without it the profiles are built once, at
+        /// the split. Contacts keep the group of their history before the split.
+        #[arg(long, value_name = "DAYS", value_parser = clap::value_parser!(u32).range(1..=3650))]
+        relearn: Option<u32>,
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
@@ -498,6 +504,7 @@ fn model(command: Command, path: &std::path::Path, overrides: &Overrides) -> any
             tune,
             validation_days,
             fixed_hour,
+            relearn,
             json,
         } => {
             let split_ms = parse_flag("--split", &split)?;
@@ -511,6 +518,7 @@ fn model(command: Command, path: &std::path::Path, overrides: &Overrides) -> any
                 tune,
                 validation_days,
                 fixed_hour,
+                relearn_days: relearn,
                 json,
             };
             model::backtest(

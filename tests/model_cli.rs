@@ -296,6 +296,34 @@ fn import_dry_run_explain_predict_and_backtest_on_the_sample() {
         let [lo, hi] = [0, 1].map(|i| c["hit_at_3_interval"][i].as_f64().unwrap());
         assert!(lo <= gain && gain <= hi, "{c}");
     }
+
+    // Relearning every 30 days scores the same events, in steps.
+    let out = sendtime(
+        &data,
+        &[
+            "backtest",
+            "--split",
+            "2022-07-01",
+            "--relearn",
+            "30",
+            "--json",
+        ],
+    );
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    let relearnt: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(relearnt["warm"][0][1]["events"].as_u64(), Some(events));
+    assert_eq!(relearnt["relearn"]["every_days"], 30);
+    assert!(
+        relearnt["relearn"]["steps"].as_u64().unwrap() > 1,
+        "{stdout}"
+    );
+    assert!(report["relearn"].is_null());
+    let out = sendtime(
+        &data,
+        &["backtest", "--split", "2022-07-01", "--relearn", "0"],
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out).1);
 }
 
 #[test]

@@ -293,6 +293,8 @@ pub struct Report {
     /// The knobs used: the file's, or those fitted on the training period's latest weeks.
     pub params: ParamsReport,
     pub fit: Option<calibrate::Fit>,
+    /// How the predictors learnt again during the test period, when they did.
+    pub relearn: Option<Relearn>,
     /// Opens and clicks (not filtered) before the split.
     pub training_events: usize,
     pub excluded_machine_contacts: usize,
@@ -307,6 +309,16 @@ pub struct Report {
     /// contacts (hour of day, hit@3 and NLL): what it must never fall below.
     pub never_worse_than_population: Option<bool>,
     pub tuning: Option<Tuning>,
+}
+
+/// Learning again during the test period (`--relearn`).
+#[derive(Debug, Clone, Serialize)]
+pub struct Relearn {
+    pub every_days: u32,
+    /// Steps scored, each by predictors built from every event before its start.
+    pub steps: usize,
+    /// Steps at which the fit replaced the `[model]` values.
+    pub fits_changed: usize,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -355,16 +367,99 @@ fn histogram_params(base: &Params) -> Params {
 /// The baseline the model must never fall below.
 const POPULATION_BASELINE: &str = "population best hours";
 
-/// Evaluate the model and the baselines on events after `split_ms`.
-pub fn evaluate(config: ModelConfig, rows: &Rows, split_ms: i64, fixed_hour: u8) -> Report {
-    let split_day = day_of(split_ms);
-    let model = build(config, rows, split_ms);
-    let hist_cfg = ModelConfig {
-        params: histogram_params(&config.params),
-        auto: calibrate::Auto::NONE,
-        ..config
-    };
-    let hist = build(hist_cfg, rows, split_ms);
+/// The predictors' names, the model first.
+const NAMES: [&str; 5] = [
+    "sendtime model",
+    "histogram + population prior",
+    POPULATION_BASELINE,
+    "contact's mode hour",
+    "fixed hour",
+];
+
+/// What every predictor knows at one moment: learnt from the events before it only.
+struct Predictors {
+    day: i32,
+    model: Profiles,
+    hist: Profiles,
+    /// Raw counts per contact, for the mode-hour baseline.
+    counts: HashMap<u32, [f64; SLOTS]>,
+    pop_by_hour: [f64; 24],
+}
+
+impl Predictors {
+    fn at(config: ModelConfig, rows: &Rows, at_ms: i64) -> Self {
+        let hist_cfg = ModelConfig {
+            params: histogram_params(&config.params),
+            auto: calibrate::Auto::NONE,
+            ..config
+        };
+        let model = build(config, rows, at_ms);
+        let mut counts: HashMap<u32, [f64; SLOTS]> = HashMap::new();
+        for r in rows.engagements().filter(|r| r.at_ms < at_ms) {
+            counts.entry(r.contact).or_insert([0.0; SLOTS])[slot_of(r.at_ms) as usize] += 1.0;
+        }
+        let mut pop_by_hour = [0.0; 24];
+        for (s, v) in model.population.iter().enumerate() {
+            pop_by_hour[s % 24] += v;
+        }
+        Self {
+            day: day_of(at_ms),
+            hist: build(hist_cfg, rows, at_ms),
+            model,
+            counts,
+            pop_by_hour,
+        }
+    }
+
+    /// One prediction per name in [`NAMES`].
+    fn predict(&self, contact: u32, fixed_hour: u8) -> Vec<Prediction> {
+        let c = Some(contact);
+        let population = self.model.population;
+        // Mode: the contact's own most frequent slots/hours, ties and the rest by population.
+        let mode = |n: &[f64; SLOTS]| {
+            let week: Vec<f64> = n
+                .iter()
+                .zip(&population)
+                .map(|(n, p)| n + p * 1e-6)
+                .collect();
+            let mut by_hour = [0.0; 24];
+            for (s, n) in n.iter().enumerate() {
+                by_hour[s % 24] += n;
+            }
+            let day: Vec<f64> = by_hour
+                .iter()
+                .zip(&self.pop_by_hour)
+                .map(|(n, p)| n + p * 1e-6)
+                .collect();
+            Prediction::Ranking(top(&week), top(&day))
+        };
+        // Fixed: the hour on Tuesday, Wednesday and Thursday; the hour and the two after it.
+        let fixed_week: Vec<u8> = (1..=3).map(|d| d * 24 + fixed_hour).collect();
+        let fixed_day: Vec<u8> = (0..3).map(|k| (fixed_hour + k) % 24).collect();
+        vec![
+            Prediction::Distribution(Box::new(self.model.scores(c, self.day))),
+            Prediction::Distribution(Box::new(self.hist.scores(c, self.day))),
+            Prediction::Distribution(Box::new(population)),
+            self.counts
+                .get(&contact)
+                .map_or_else(|| mode(&[0.0; SLOTS]), mode),
+            Prediction::Ranking(fixed_week, fixed_day),
+        ]
+    }
+}
+
+/// Evaluate the model and the baselines on events after `split_ms`. With `relearn_days`,
+/// every predictor learns again from the events before each step of that many days, as
+/// `serve`'s imports keep profiles current; contacts keep the group of their history before
+/// the split, so both ways score the same events.
+pub fn evaluate(
+    config: ModelConfig,
+    rows: &Rows,
+    split_ms: i64,
+    fixed_hour: u8,
+    relearn_days: Option<u32>,
+) -> Report {
+    let at_split = Predictors::at(config, rows, split_ms);
     // Machine-like contacts are left out of the evaluation, judged on all their events.
     let everything = build(
         ModelConfig {
@@ -377,79 +472,60 @@ pub fn evaluate(config: ModelConfig, rows: &Rows, split_ms: i64, fixed_hour: u8)
     let excluded: std::collections::HashSet<u32> = (0..rows.contacts as u32)
         .filter(|c| everything.is_machine(*c))
         .collect();
-
-    // Raw training counts per contact, for the mode-hour baseline.
-    let mut counts: HashMap<u32, [f64; SLOTS]> = HashMap::new();
-    for r in rows.engagements().filter(|r| r.at_ms < split_ms) {
-        counts.entry(r.contact).or_insert([0.0; SLOTS])[slot_of(r.at_ms) as usize] += 1.0;
-    }
-    let population = model.population;
-    let pop_by_hour = {
-        let mut h = [0.0; 24];
-        for (s, v) in population.iter().enumerate() {
-            h[s % 24] += v;
-        }
-        h
+    let group_of: Vec<usize> = {
+        let warm_from = config.thresholds.evaluating_below;
+        (0..rows.contacts)
+            .map(|c| match at_split.model.stats[c].engagements {
+                0 => 2,
+                n if n < warm_from => 1,
+                _ => 0,
+            })
+            .collect()
     };
-    // Mode: the contact's own most frequent slots/hours, ties and the rest by population.
-    let mode = |c: &[f64; SLOTS]| {
-        let week: Vec<f64> = c
-            .iter()
-            .zip(&population)
-            .map(|(n, p)| n + p * 1e-6)
-            .collect();
-        let mut by_hour = [0.0; 24];
-        for (s, n) in c.iter().enumerate() {
-            by_hour[s % 24] += n;
-        }
-        let day: Vec<f64> = by_hour
-            .iter()
-            .zip(&pop_by_hour)
-            .map(|(n, p)| n + p * 1e-6)
-            .collect();
-        Prediction::Ranking(top(&week), top(&day))
+    // Step starts: the split, then every `relearn_days` until the last event.
+    let last_ms = rows.rows.iter().map(|r| r.at_ms).max().unwrap_or(split_ms);
+    let starts: Vec<i64> = match relearn_days {
+        Some(days) => (0..)
+            .map(|k| split_ms + k * i64::from(days.max(1)) * DAY_MS)
+            .take_while(|t| *t <= last_ms)
+            .collect(),
+        None => vec![split_ms],
     };
-    // Fixed: the hour on Tuesday, Wednesday and Thursday; the hour and the two after it.
-    let fixed_week: Vec<u8> = (1..=3).map(|d| d * 24 + fixed_hour).collect();
-    let fixed_day: Vec<u8> = (0..3).map(|k| (fixed_hour + k) % 24).collect();
+    let mut relearn = relearn_days.map(|every_days| Relearn {
+        every_days,
+        steps: starts.len(),
+        fits_changed: 0,
+    });
 
-    const NAMES: [&str; 5] = [
-        "sendtime model",
-        "histogram + population prior",
-        POPULATION_BASELINE,
-        "contact's mode hour",
-        "fixed hour",
-    ];
-    let warm_from = config.thresholds.evaluating_below;
     // Warm, evaluating, cold.
     let mut groups: [Vec<Tally>; 3] =
         std::array::from_fn(|_| NAMES.iter().map(|_| Tally::default()).collect());
-    let mut cache: Option<(u32, Vec<Prediction>)> = None;
-    for r in rows.engagements().filter(|r| r.at_ms >= split_ms) {
-        if excluded.contains(&r.contact) {
-            continue;
-        }
-        let group = match model.stats[r.contact as usize].engagements {
-            0 => 2,
-            n if n < warm_from => 1,
-            _ => 0,
+    let mut later = None;
+    for (i, &start) in starts.iter().enumerate() {
+        let end = starts.get(i + 1).copied().unwrap_or(i64::MAX);
+        let now = if i == 0 {
+            &at_split
+        } else {
+            later.insert(Predictors::at(config, rows, start))
         };
-        if cache.as_ref().is_none_or(|(c, _)| *c != r.contact) {
-            let c = Some(r.contact);
-            let preds = vec![
-                Prediction::Distribution(Box::new(model.scores(c, split_day))),
-                Prediction::Distribution(Box::new(hist.scores(c, split_day))),
-                Prediction::Distribution(Box::new(population)),
-                counts
-                    .get(&r.contact)
-                    .map_or_else(|| mode(&[0.0; SLOTS]), mode),
-                Prediction::Ranking(fixed_week.clone(), fixed_day.clone()),
-            ];
-            cache = Some((r.contact, preds));
+        if let (Some(r), Some(fit)) = (relearn.as_mut(), &now.model.fit) {
+            r.fits_changed += usize::from(fit.changed);
         }
-        let preds = &cache.as_ref().unwrap().1;
-        for (t, p) in groups[group].iter_mut().zip(preds) {
-            t.add(r.contact, p, r.at_ms);
+        let mut cache: Option<(u32, Vec<Prediction>)> = None;
+        for r in rows
+            .engagements()
+            .filter(|r| r.at_ms >= start && r.at_ms < end)
+        {
+            if excluded.contains(&r.contact) {
+                continue;
+            }
+            if cache.as_ref().is_none_or(|(c, _)| *c != r.contact) {
+                cache = Some((r.contact, now.predict(r.contact, fixed_hour)));
+            }
+            let preds = &cache.as_ref().unwrap().1;
+            for (t, p) in groups[group_of[r.contact as usize]].iter_mut().zip(preds) {
+                t.add(r.contact, p, r.at_ms);
+            }
         }
     }
     let [warm, evaluating, cold] = groups;
@@ -468,11 +544,12 @@ pub fn evaluate(config: ModelConfig, rows: &Rows, split_ms: i64, fixed_hour: u8)
     };
     Report {
         split: crate::time::format_minute(split_ms),
-        params: (&model.config.params).into(),
-        fit: model.fit,
+        params: (&at_split.model.config.params).into(),
+        fit: at_split.model.fit,
+        relearn,
         training_events: rows.engagements().filter(|r| r.at_ms < split_ms).count(),
         excluded_machine_contacts: excluded.len(),
-        warm_from,
+        warm_from: config.thresholds.evaluating_below,
         warm: named(warm),
         evaluating: named(evaluating),
         cold: named(cold),
@@ -626,6 +703,23 @@ impl Report {
         if let Some(fit) = &self.fit {
             let _ = writeln!(out, "knobs {}", fit.describe());
         }
+        if let Some(r) = &self.relearn {
+            let refits = if self.fit.is_some() {
+                format!(
+                    ", the knobs fitted again at each (the [model] values replaced at {})",
+                    r.fits_changed
+                )
+            } else {
+                String::new()
+            };
+            let _ = writeln!(
+                out,
+                "relearnt every {} day(s) of the test period, as serve's imports keep profiles current: \
+                 {} steps, each predictor built from every event before the step{refits}; \
+                 contacts grouped by their history before the split",
+                r.every_days, r.steps
+            );
+        }
         if let Some(t) = &self.tuning {
             let _ = writeln!(
                 out,
@@ -763,7 +857,7 @@ mod tests {
             // The file's values, by hand.
             auto: crate::model::calibrate::Auto::NONE,
         };
-        let report = evaluate(config, &rows, split, 9);
+        let report = evaluate(config, &rows, split, 9, None);
         assert_eq!(report.training_events, 3);
         let by = |group: &[(String, Scores)], name: &str| {
             group.iter().find(|(n, _)| n == name).unwrap().1.clone()
@@ -815,11 +909,85 @@ mod tests {
             thresholds: Thresholds::default(),
             ..config
         };
-        let report = evaluate(config, &rows, split, 9);
+        let report = evaluate(config, &rows, split, 9, None);
         let warm = by(&report.warm, "sendtime model");
         let evaluating = by(&report.evaluating, "sendtime model");
         assert_eq!((warm.events, evaluating.events), (0, 3));
         assert_eq!(evaluating.contacts, 2);
         assert_eq!(by(&report.cold, "sendtime model").events, 1);
+    }
+
+    /// Relearning scores each step with what came before it, and nothing after.
+    #[test]
+    fn relearning_scores_each_step_with_the_events_before_it_only() {
+        const H: i64 = crate::time::HOUR_MS;
+        let monday = 1_704_067_200_000;
+        let split = monday + 14 * DAY_MS;
+        let mut rows = vec![
+            // Contact 0 opened at 09:00 once before the split; after it, twice at 20:00 in
+            // the first week and three times at 20:00 in the second.
+            row(0, monday + 9 * H),
+            row(0, split + 20 * H),
+            row(0, split + DAY_MS + 20 * H),
+        ];
+        rows.extend((0..3).map(|d| row(0, split + (7 + d) * DAY_MS + 20 * H)));
+        // Contact 1 is new after the split: 03:00 in the first week and in the second.
+        rows.push(row(1, split + 2 * DAY_MS + 3 * H));
+        rows.push(row(1, split + 8 * DAY_MS + 3 * H));
+        // Contact 2 opened at 09:00 before the split; after it, at a new hour each day
+        // (10:00, 11:00, ...), more often each day (2, 3, ... times): whatever a step learnt
+        // from its own day would rank that day's hour first.
+        rows.push(row(2, monday + 9 * H));
+        for d in 0..5 {
+            for m in 0..2 + d {
+                rows.push(row(
+                    2,
+                    split + (21 + d) * DAY_MS + (10 + d) * H + m * 60_000,
+                ));
+            }
+        }
+        let rows = Rows::new(rows, 3);
+        let config = ModelConfig {
+            params: Params {
+                half_life_days: 1e9,
+                hour_bandwidth: 0.0,
+                prior_strength: 0.5,
+                ..Params::default()
+            },
+            thresholds: Thresholds {
+                evaluating_below: 1,
+                ..Thresholds::default()
+            },
+            auto: crate::model::calibrate::Auto::NONE,
+        };
+        let model = |relearn: Option<u32>, group: usize| {
+            let r = evaluate(config, &rows, split, 9, relearn);
+            let g = [&r.warm, &r.evaluating, &r.cold][group];
+            (r.relearn.clone(), g[0].1.clone())
+        };
+        // Frozen at the split: contact 0 is predicted at 09:00 (0 of 5 first hours right),
+        // contact 2 too (0 of 20); contact 1 by the population, 09:00 (0 of 2).
+        let (none, warm) = model(None, 0);
+        assert!(none.is_none());
+        assert_eq!((warm.events, warm.hour_of_day.hit_at_1), (25, 0.0));
+        let (_, cold) = model(None, 2);
+        assert_eq!((cold.events, cold.hour_of_day.hit_at_1), (2, 0.0));
+        // Weekly: in the second week contact 0 has 20:00 twice against 09:00 once (3 of 5
+        // right), and contact 1 has its 03:00 (1 of 2). Contact 1 stays cold: groups are
+        // judged at the split.
+        let (relearn, warm) = model(Some(7), 0);
+        let relearn = relearn.unwrap();
+        // Steps start at the split and 7, 14, 21 days after it; the last event is day 25.
+        assert_eq!((relearn.every_days, relearn.steps), (7, 4));
+        assert_eq!(warm.events, 25);
+        assert!((warm.hour_of_day.hit_at_1 - 3.0 / 25.0).abs() < 1e-9);
+        let (_, cold) = model(Some(7), 2);
+        assert_eq!((cold.events, cold.hour_of_day.hit_at_1), (2, 0.5));
+        // Daily: each of contact 2's days is scored before it is learnt from, so its new
+        // hour is never first (0 of 20; 20 if a step saw its own day). Contact 0 is as
+        // weekly: on its second day, 20:00 once ties 09:00 and the population ranks 09:00.
+        let (relearn, warm) = model(Some(1), 0);
+        assert_eq!(relearn.unwrap().steps, 26);
+        assert!((warm.hour_of_day.hit_at_1 - 3.0 / 25.0).abs() < 1e-9);
     }
 }

@@ -99,6 +99,8 @@ pub struct BacktestOptions {
     pub validation_days: i64,
     /// The hour (UTC) of the fixed-hour baseline.
     pub fixed_hour: u8,
+    /// Learn again every this many days of the test period (else once, at the split).
+    pub relearn_days: Option<u32>,
     /// JSON instead of a table.
     pub json: bool,
 }
@@ -114,6 +116,7 @@ pub fn backtest(
         tune,
         validation_days,
         fixed_hour,
+        relearn_days,
         json,
     } = options;
     anyhow::ensure!(fixed_hour < 24, "--fixed-hour must be 0..23");
@@ -139,7 +142,7 @@ pub fn backtest(
     } else {
         (config.model, None)
     };
-    let mut report = backtest::evaluate(model, &rows, split_ms, fixed_hour);
+    let mut report = backtest::evaluate(model, &rows, split_ms, fixed_hour, relearn_days);
     report.tuning = tuning;
     if json {
         println!("{}", serde_json::to_string_pretty(&report)?);
