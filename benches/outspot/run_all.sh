@@ -1,8 +1,9 @@
 #!/bin/sh
 # The Outspot model study of issue 15 (REPORT.md), rerun in seconds; builds nothing.
 #   OUTSPOT_CSV=path/to/outspot-opens.csv PY=python-with-numpy-and-polars benches/outspot/run_all.sh
-# The test period is read by replicate.py (the current model and the baselines, to check the
-# replication against `sendtime backtest`) and by v5_test.py (the two variants that passed the
+# The test period is read by replicate.py and relearn.py (the current model and the baselines,
+# to check the replication against `sendtime backtest`, frozen and with --relearn) and by
+# v5_test.py (the two variants that passed the
 # third study's rule on validation, REPORT-v5.md); no other variant is scored on it.
 set -e
 cd "$(dirname "$0")"
@@ -14,6 +15,7 @@ OUT=${OUT:-/tmp/sendtime-outspot}
 mkdir -p "$OUT"
 "$BIN" --config ../../webhooks.toml backtest --split 2022-07-01 --events "$OUTSPOT_CSV" > "$OUT/ref_table.txt"
 "$PY" replicate.py | tee "$OUT/replicate.out"
+"$PY" relearn.py | tee "$OUT/relearn.out"   # backtest --relearn 30/7/1, with intervals on the model's own figures
 "$PY" v2.py | tee "$OUT/v2.out"   # fitting procedures (nested: each fit sees only data before its window)
 "$PY" v3.py | tee "$OUT/v3.out"   # scoring-time variants (fixed values, small grids)
 "$PY" v4.py | tee "$OUT/v4.out"   # weekday-conditioned prior; early/late window split
