@@ -3,8 +3,8 @@
 #   OUTSPOT_CSV=path/to/outspot-opens.csv PY=python-with-numpy-and-polars benches/outspot/run_all.sh
 # The test period is read by replicate.py and relearn.py (the current model and the baselines,
 # to check the replication against `sendtime backtest`, frozen and with --relearn) and by
-# v5_test.py (the two variants that passed the
-# third study's rule on validation, REPORT-v5.md); no other variant is scored on it.
+# v5_test.py (the two variants that passed the third study's rule on validation,
+# REPORT-v5.md); no other variant is scored on it.
 set -e
 cd "$(dirname "$0")"
 PY=${PY:-python3}
