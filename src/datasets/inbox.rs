@@ -392,6 +392,11 @@ impl Writer {
                         "cannot flush the inbox to Parquet (rows stay in the log): {e:#}"
                     );
                 }
+                // The part may be in place (a folder fsync failed after the rename) while
+                // this segment takes more rows: take it back, so that a part named after the
+                // segment means the segment is flushed. Should that fail too, start-up still
+                // replays what the part lacks.
+                let _ = self.dataset.remove_part(self.segment.id);
                 let _ = std::fs::remove_file(&next.path);
                 return;
             }
@@ -408,28 +413,39 @@ impl Writer {
     }
 }
 
-/// At start-up: segments whose part exists were flushed already; the rest are replayed into
-/// their parts. A segment holding a record that cannot be decoded (written by a newer
-/// version?) is moved to `quarantine/wal/` rather than deleted. Returns the replayed
-/// receipts.
+/// At start-up: every segment's receipts that are not in the part named after it are
+/// replayed into a part (a segment whose part exists was flushed, unless a flush published
+/// its part and failed after, while the segment took more rows). A segment holding a record
+/// that cannot be decoded (written by a newer version?) is moved to `quarantine/wal/` rather
+/// than deleted. Returns the replayed receipts.
 fn replay_log(dataset: &Dataset, data_dir: &Path) -> anyhow::Result<Vec<Receipt>> {
     let wal_dir = &data_dir.join(WAL_DIR);
     let mut out = Vec::new();
     for (id, path) in wal::segments(wal_dir, WAL_PREFIX)? {
-        if dataset.part_path(id).exists() {
-            std::fs::remove_file(&path)?;
-            continue;
-        }
         let replay = wal::replay(&path)
             .with_context(|| format!("cannot read inbox log {}", path.display()))?;
-        let receipts: Vec<Receipt> = replay
+        let mut receipts: Vec<Receipt> = replay
             .records
             .iter()
             .filter_map(|r| serde_json::from_slice(r).ok())
             .collect();
+        let part = dataset.part_path(id);
+        let part_id = if part.exists() {
+            let df = read_columns_or_null(&part, &[(col::RECEIPT_ID, DataType::String)])?;
+            let flushed: HashSet<&str> = df
+                .column(col::RECEIPT_ID)?
+                .str()?
+                .iter()
+                .flatten()
+                .collect();
+            receipts.retain(|r| !flushed.contains(r.receipt_id.as_str()));
+            ulid::Ulid::generate()
+        } else {
+            id
+        };
         if !receipts.is_empty() {
             let mut df = frame(&receipts)?;
-            dataset.write_part(id, &mut df)?;
+            dataset.write_part(part_id, &mut df)?;
             tracing::info!(segment = %path.display(), receipts = receipts.len(), "replayed inbox log");
         }
         let undecodable = replay.records.len() - receipts.len();
@@ -694,5 +710,37 @@ mod tests {
         assert_eq!(records.len(), 2, "the whole segment is kept");
         // Recovering again finds nothing new and loses nothing.
         assert_eq!(recover(dir.path()).unwrap(), keys);
+    }
+
+    /// A flush that published its part and then failed (its folder fsync) leaves the writer
+    /// appending to the same segment: the receipts after it are in the log only, and a crash
+    /// must not take the part for proof that the whole segment is flushed.
+    #[test]
+    fn receipts_logged_after_a_part_of_their_segment_was_written_are_replayed() {
+        let dir = tempfile::tempdir().unwrap();
+        let wal_dir = dir.path().join(WAL_DIR);
+        let mut segment = Segment::create(&wal_dir, WAL_PREFIX).unwrap();
+        let r1 = receipt("r1", "a@example.com");
+        segment
+            .append([serde_json::to_vec(&r1).unwrap().as_slice()])
+            .unwrap();
+        dataset(dir.path())
+            .unwrap()
+            .write_part(segment.id, &mut frame(std::slice::from_ref(&r1)).unwrap())
+            .unwrap();
+        let r2 = serde_json::to_vec(&receipt("r2", "b@example.com")).unwrap();
+        segment.append([r2.as_slice()]).unwrap();
+
+        let ids = |keys: &[ReceiptKey]| {
+            let mut ids: Vec<String> = keys.iter().map(|k| k.receipt_id.clone()).collect();
+            ids.sort();
+            ids
+        };
+        let keys = recover(dir.path()).unwrap();
+        assert_eq!(ids(&keys), ["r1", "r2"]);
+        assert!(!segment.path.exists());
+        let stored = read_keys(&dataset(dir.path()).unwrap()).unwrap();
+        assert_eq!(ids(&stored), ["r1", "r2"], "each receipt stored once");
+        assert_eq!(ids(&recover(dir.path()).unwrap()), ["r1", "r2"]);
     }
 }

@@ -79,6 +79,12 @@ impl Dataset {
         self.dir.join(format!("part-{id}.{PART_EXT}"))
     }
 
+    /// Remove the part `id` (and its checksum) if it exists, durably.
+    pub fn remove_part(&self, id: Ulid) -> io::Result<()> {
+        remove_part_files(&self.part_path(id))?;
+        sync_dir(&self.dir)
+    }
+
     /// Write `df` durably as the part `id`: tmp file, fsync, checksum, rename, directory fsync.
     pub fn write_part(&self, id: Ulid, df: &mut DataFrame) -> anyhow::Result<PathBuf> {
         self.write_with(id, |file| {
@@ -229,8 +235,7 @@ impl Dataset {
         write_durably(&intent, names.join("\n").as_bytes())?;
         let target = self.write_part(id, &mut merged)?;
         for source in &sources {
-            remove_if_exists(source)?;
-            remove_if_exists(&checksum::path_of(source))?;
+            remove_part_files(source)?;
         }
         sync_dir(&self.dir)?;
         remove_if_exists(&intent)?;
@@ -268,8 +273,7 @@ impl Dataset {
             if n < df.height() {
                 self.write_part(Ulid::generate(), &mut df.filter(&!&mask)?)?;
             }
-            remove_if_exists(&path)?;
-            remove_if_exists(&checksum::path_of(&path))?;
+            remove_part_files(&path)?;
             sync_dir(&self.dir)?;
             moved += n;
         }
@@ -295,8 +299,7 @@ impl Dataset {
                     // The merged part is durable: drop the sources it replaces.
                     for source in fs::read_to_string(&path)?.lines() {
                         let source = self.dir.join(source);
-                        remove_if_exists(&source)?;
-                        remove_if_exists(&checksum::path_of(&source))?;
+                        remove_part_files(&source)?;
                     }
                 }
                 fs::remove_file(&path)?;
@@ -452,6 +455,12 @@ pub fn is_not_found(e: &anyhow::Error) -> bool {
 /// file's content): decoding errors come as Polars errors.
 pub fn cannot_open(e: &anyhow::Error) -> bool {
     e.downcast_ref::<io::Error>().is_some()
+}
+
+/// Remove a part and its checksum, whichever exist.
+fn remove_part_files(part: &Path) -> io::Result<()> {
+    remove_if_exists(part)?;
+    remove_if_exists(&checksum::path_of(part))
 }
 
 fn remove_if_exists(path: &Path) -> io::Result<()> {
