@@ -10,6 +10,7 @@ use std::collections::HashMap;
 
 use serde::Deserialize;
 
+use super::payload::{Portal, portal_of};
 use crate::config::WebhookType;
 
 /// The action's input field that carries the delivery type.
@@ -19,7 +20,7 @@ pub const DELIVERY_TYPE_FIELD: &str = "delivery_type";
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Execution {
     pub callback_id: String,
-    pub portal_id: Option<i64>,
+    pub portal: Portal,
     pub workflow_id: Option<i64>,
     /// The contact's record id.
     pub contact_id: Option<i64>,
@@ -64,21 +65,22 @@ struct Body {
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct Origin {
+    /// Checked as a webhook body's is: a number or a string of digits, anything else invalid.
     #[serde(default)]
-    portal_id: Option<i64>,
+    portal_id: serde_json::Value,
 }
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct Context {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::payload::id")]
     workflow_id: Option<i64>,
 }
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct Object {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::payload::id")]
     object_id: Option<i64>,
     #[serde(default)]
     object_type: Option<String>,
@@ -109,7 +111,9 @@ pub fn parse(body: &[u8], zone_property: &str) -> Result<Execution, ExecutionErr
         }
     }
     let delivery_type = match b.input_fields.get(DELIVERY_TYPE_FIELD) {
+        // Left empty in the workflow editor: the action's default.
         None | Some(serde_json::Value::Null) => None,
+        Some(serde_json::Value::String(t)) if t.trim().is_empty() => None,
         Some(v) => {
             let text = v.as_str().map_or_else(|| v.to_string(), str::to_string);
             let kind = WebhookType::parse(text.trim()).filter(|k| k.enrolls());
@@ -133,7 +137,7 @@ pub fn parse(body: &[u8], zone_property: &str) -> Result<Execution, ExecutionErr
     Ok(Execution {
         callback_id,
         time_zone,
-        portal_id: b.origin.and_then(|o| o.portal_id),
+        portal: b.origin.map_or(Portal::Absent, |o| portal_of(&o.portal_id)),
         workflow_id: b.context.and_then(|c| c.workflow_id),
         contact_id: object.object_id,
         email,
@@ -177,7 +181,7 @@ mod tests {
             parse(EXAMPLE.as_bytes()).unwrap(),
             Execution {
                 callback_id: "ap-102670506-56776413549-7-0".into(),
-                portal_id: Some(62515),
+                portal: Portal::Id(62515),
                 workflow_id: Some(123456),
                 contact_id: Some(9153674),
                 email: Some("ada@example.com".into()),
@@ -204,11 +208,27 @@ mod tests {
         );
         assert!(matches!(parse(b"[1]"), Err(ExecutionError::NotJson(_))));
         // No delivery type chosen: the action's default applies.
-        assert_eq!(
-            with("{\"delivery_type\": \"NEXT_WEEK\"}", "{}")
-                .unwrap()
-                .delivery_type,
-            None
-        );
+        for none in [
+            "{}",
+            "{\"delivery_type\": \"\"}",
+            "{\"delivery_type\": \" \"}",
+        ] {
+            let e = with("{\"delivery_type\": \"NEXT_WEEK\"}", none).unwrap();
+            assert_eq!(e.delivery_type, None, "{none}");
+        }
+    }
+
+    /// Ids sent as strings of digits are read; a portal that is not an id is invalid (the
+    /// portal check refuses it), never absent.
+    #[test]
+    fn ids_as_strings() {
+        let with = |from: &str, to: &str| parse(EXAMPLE.replace(from, to).as_bytes()).unwrap();
+        assert_eq!(with("62515,", "\"62515\",").portal, Portal::Id(62515));
+        assert_eq!(with("9153674,", "\"9153674\",").contact_id, Some(9153674));
+        assert_eq!(with("123456}", "\"123456\"}").workflow_id, Some(123456));
+        assert!(matches!(
+            with("62515,", "\"62515x\",").portal,
+            Portal::Invalid(_)
+        ));
     }
 }

@@ -19,7 +19,7 @@ use std::sync::Arc;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{OriginalUri, Path, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde_json::json;
@@ -79,7 +79,7 @@ async fn receive(
             let body = json!({"status": status, "receipt_id": id});
             (StatusCode::OK, axum::Json(body)).into_response()
         }
-        Err(refusal) => refused(&state, &webhook_id, refusal),
+        Err(refusal) => refused(&state, Route::Hook, &webhook_id, refusal),
     }
 }
 
@@ -105,12 +105,12 @@ async fn receive_action(
             }});
             (StatusCode::OK, axum::Json(body)).into_response()
         }
-        Err(refusal) => refused(&state, &action_id, refusal),
+        Err(refusal) => refused(&state, Route::Action, &action_id, refusal),
     }
 }
 
 /// Count and log a refusal, and answer with it.
-fn refused(state: &AppState, id: &str, refusal: Refusal) -> Response {
+fn refused(state: &AppState, route: Route, id: &str, refusal: Refusal) -> Response {
     // Unknown ids are logged under one key, however many strangers try.
     let webhook = match &refusal {
         Refusal::UnknownWebhook { .. } => UNKNOWN,
@@ -122,7 +122,7 @@ fn refused(state: &AppState, id: &str, refusal: Refusal) -> Response {
         .metrics
         .board
         .post(webhook, Post::Refused(refusal.label()));
-    refusal.into_response()
+    refusal.into_response(route.retry_after())
 }
 
 /// Which URL a post came to: webhooks and actions share one id space, each at its own path.
@@ -130,6 +130,17 @@ fn refused(state: &AppState, id: &str, refusal: Refusal) -> Response {
 enum Route {
     Hook,
     Action,
+}
+
+impl Route {
+    /// Five seconds, in the unit each caller reads: HubSpot's knowledge base says workflow
+    /// webhooks read `Retry-After` in milliseconds, its custom-action guide says seconds.
+    fn retry_after(self) -> HeaderValue {
+        HeaderValue::from_static(match self {
+            Route::Hook => "5000",
+            Route::Action => "5",
+        })
+    }
 }
 
 /// A post whose endpoint exists, whose body was read within the limits and whose signature
@@ -186,6 +197,17 @@ async fn authenticate(
         config.server.public_url,
         uri.path_and_query().map_or("/", |pq| pq.as_str())
     );
+    // For the log: a workflow may put an API key in the query.
+    let checked = || {
+        let query = uri.query().map_or(String::new(), |q| {
+            let names: Vec<&str> = q
+                .split('&')
+                .map(|p| p.split('=').next().unwrap_or(""))
+                .collect();
+            format!("?{}=…", names.join("=…&"))
+        });
+        format!("POST {}{}{query}", config.server.public_url, uri.path())
+    };
     let header = |name: &str| -> Result<Option<&str>, Refusal> {
         headers
             .get(name)
@@ -193,7 +215,7 @@ async fn authenticate(
             .transpose()
             .map_err(|_| Refusal::Signature {
                 error: signature::SignatureError::Malformed,
-                checked: format!("POST {called}"),
+                checked: checked(),
             })
     };
     let sig_headers = signature::Headers {
@@ -220,7 +242,7 @@ async fn authenticate(
         }
         let refused = |error| Refusal::Signature {
             error,
-            checked: format!("POST {called}"),
+            checked: checked(),
         };
         // Current secret first; during a rotation an older one may still sign HubSpot's posts.
         // A post no secret verifies is refused with what the current one found.
@@ -327,15 +349,19 @@ async fn accept_contact(state: &AppState, post: Authenticated) -> Result<Stored,
         signature,
         now_ms,
     } = post;
-    let contact = payload::parse(&body.bytes, &connector.time_zone_property)?;
+    let mut contact = payload::parse(&body.bytes, &connector.time_zone_property)?;
     // What the dispatch will need: refused now, HubSpot shows why in the workflow's history;
-    // accepted, the contact could only fail later where nobody looks.
+    // accepted, the contact could only fail later where nobody looks. A list add needs only
+    // the record id: an odd email is dropped there, not a reason to refuse.
     if contact
         .email
         .as_deref()
         .is_some_and(|e| !is_email_address(e))
     {
-        return Err(Refusal::BadEmail);
+        if webhook.kind.enrolls() {
+            return Err(Refusal::BadEmail);
+        }
+        contact.email = None;
     }
     if webhook.kind.enrolls() && contact.email.is_none() {
         return Err(Refusal::NoEmail);
@@ -350,10 +376,7 @@ async fn accept_contact(state: &AppState, post: Authenticated) -> Result<Stored,
         webhook_type: webhook.kind,
         contact_id: contact.contact_id,
         email: contact.email,
-        portal_id: match contact.portal {
-            Portal::Id(id) => Some(id),
-            _ => None,
-        },
+        portal_id: contact.portal.id(),
         received_at_ms: now_ms,
         signature: signature.to_string(),
         config: config.identity.clone(),
@@ -377,8 +400,7 @@ async fn accept_execution(state: &AppState, post: Authenticated) -> Result<Webho
         now_ms,
     } = post;
     let execution = execution::parse(&body.bytes, &connector.time_zone_property)?;
-    let portal = execution.portal_id.map_or(Portal::Absent, Portal::Id);
-    check_portal(&portal, &connector)?;
+    check_portal(&execution.portal, &connector)?;
     let kind = execution.delivery_type.unwrap_or(webhook.kind);
     let receipt = Receipt {
         receipt_id: Ulid::generate().to_string(),
@@ -388,7 +410,7 @@ async fn accept_execution(state: &AppState, post: Authenticated) -> Result<Webho
         // Not needed to release the contact: an odd value is dropped, not a reason to fail
         // the workflow's action.
         email: execution.email.filter(|e| is_email_address(e)),
-        portal_id: execution.portal_id,
+        portal_id: execution.portal.id(),
         received_at_ms: now_ms,
         signature: signature.to_string(),
         config: config.identity.clone(),

@@ -32,6 +32,16 @@ pub enum Portal {
     Invalid(String),
 }
 
+impl Portal {
+    /// The id, when a valid one is named.
+    pub fn id(&self) -> Option<i64> {
+        match self {
+            Portal::Id(id) => Some(*id),
+            _ => None,
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum PayloadError {
     #[error("body is not a JSON object: {0}")]
@@ -59,10 +69,13 @@ struct Body<'a> {
     identity_profiles: Option<Vec<IdentityProfile<'a>>>,
 }
 
+/// The properties read, each as a v1 property object or a plain value (the CRM objects'
+/// shape).
 #[derive(Default)]
 struct Properties<'a> {
-    email: Option<Property<'a>>,
-    zone: Option<Property<'a>>,
+    email: Option<Cow<'a, str>>,
+    zone: Option<Cow<'a, str>>,
+    hs_object_id: Option<i64>,
 }
 
 /// `{"value": "…", "versions": […]}`; the history is skipped unread.
@@ -72,7 +85,9 @@ struct Property<'a> {
     value: Option<Cow<'a, str>>,
 }
 
-/// A flat field: a string, or a property object in a customized body.
+/// A text field: a string, or a property object; of any other type it counts as absent (an
+/// optional field's odd type is no reason to refuse the contact, which HubSpot would not send
+/// again).
 #[derive(Deserialize)]
 #[serde(untagged)]
 enum Flat<'a> {
@@ -134,7 +149,7 @@ impl<'de> de::Visitor<'de> for BodySeed<'_> {
                 "portalId" => b.portal_id_flat = map.next_value::<PortalField>()?.0,
                 "objectId" => b.object_id = map.next_value::<Id>()?.0,
                 "hs_object_id" => b.hs_object_id = map.next_value::<Id>()?.0,
-                "email" => b.email = map.next_value::<Option<Cow<'de, str>>>()?,
+                "email" => b.email = map.next_value::<Flat>()?.text(),
                 "properties" => {
                     b.properties = map.next_value_seed(PropertiesSeed { zone: self.zone })?
                 }
@@ -178,8 +193,9 @@ impl<'de> de::Visitor<'de> for PropertiesSeed<'_> {
         let mut p = Properties::default();
         while let Some(key) = map.next_key::<Cow<'de, str>>()? {
             match key.as_ref() {
-                "email" => p.email = map.next_value()?,
-                k if k == self.zone => p.zone = map.next_value()?,
+                "email" => p.email = map.next_value::<Flat>()?.text(),
+                "hs_object_id" => p.hs_object_id = map.next_value::<Id>()?.0,
+                k if k == self.zone => p.zone = map.next_value::<Flat>()?.text(),
                 _ => {
                     map.next_value::<IgnoredAny>()?;
                 }
@@ -225,6 +241,7 @@ pub fn parse(body: &[u8], zone_property: &str) -> Result<Contact, PayloadError> 
         .or(b.vid)
         .or(b.object_id)
         .or(b.hs_object_id)
+        .or(b.properties.as_ref().and_then(|p| p.hs_object_id))
         .filter(|id| *id > 0);
     let primary_email = || {
         let profiles = b.identity_profiles.as_ref()?;
@@ -244,8 +261,7 @@ pub fn parse(body: &[u8], zone_property: &str) -> Result<Contact, PayloadError> 
     let email = b
         .properties
         .as_ref()
-        .and_then(|p| p.email.as_ref())
-        .and_then(|p| p.value.clone())
+        .and_then(|p| p.email.clone())
         .or_else(primary_email)
         .or_else(|| b.email.clone())
         .map(|e| e.trim().to_string())
@@ -257,7 +273,6 @@ pub fn parse(body: &[u8], zone_property: &str) -> Result<Contact, PayloadError> 
         .properties
         .as_mut()
         .and_then(|p| p.zone.take())
-        .and_then(|p| p.value)
         .or(b.zone.take())
         .map(|z| z.trim().to_string())
         .filter(|z| !z.is_empty() && z.len() <= MAX_ZONE_CHARS);
@@ -278,7 +293,7 @@ fn portal<'de, D: Deserializer<'de>>(d: D) -> Result<Portal, D::Error> {
     Ok(portal_of(&v))
 }
 
-fn portal_of(v: &serde_json::Value) -> Portal {
+pub(super) fn portal_of(v: &serde_json::Value) -> Portal {
     use serde_json::Value;
     match v {
         Value::Null => Portal::Absent,
@@ -298,8 +313,9 @@ fn portal_of(v: &serde_json::Value) -> Portal {
     }
 }
 
-/// An id sent as a JSON number or as a string of digits (property values are strings).
-fn id<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
+/// An id sent as a JSON number or as a string of digits (property values are strings);
+/// anything else counts as absent.
+pub(super) fn id<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
     struct V;
     impl<'de> de::Visitor<'de> for V {
         type Value = Option<i64>;
@@ -313,6 +329,13 @@ fn id<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
             i64::try_from(v).map(Some).map_err(E::custom)
         }
         fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+            while seq.next_element::<IgnoredAny>()?.is_some() {}
             Ok(None)
         }
         fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
@@ -457,6 +480,30 @@ mod tests {
         assert_eq!(parse(br#"{"email": "  "}"#), Err(PayloadError::NoContact));
         assert!(matches!(parse(b"not json"), Err(PayloadError::NotJson(_))));
         assert!(matches!(parse(b"[1,2]"), Err(PayloadError::NotJson(_))));
+    }
+
+    /// An optional field of an unexpected type is absent, not a reason to refuse the contact
+    /// (HubSpot does not send a refused contact again).
+    #[test]
+    fn fields_of_other_shapes_or_odd_types_are_read_or_skipped() {
+        // The zone as a plain value inside v1 properties.
+        let c = parse(br#"{"vid": 4, "properties": {"email": {"value": "d@example.com"}, "hs_timezone": "europe_slash_brussels"}}"#).unwrap();
+        assert_eq!(c.email.as_deref(), Some("d@example.com"));
+        assert_eq!(c.time_zone.as_deref(), Some("europe_slash_brussels"));
+        // The CRM objects' shape: plain property values, the id among them.
+        let c =
+            parse(br#"{"id": "2", "properties": {"email": "b@example.com", "hs_object_id": "2"}}"#)
+                .unwrap();
+        assert_eq!(
+            (c.contact_id, c.email.as_deref()),
+            (Some(2), Some("b@example.com"))
+        );
+        // A flat email as a property object.
+        let c = parse(br#"{"hs_object_id": 3, "email": {"value": "c@example.com"}}"#).unwrap();
+        assert_eq!(c.email.as_deref(), Some("c@example.com"));
+        // Odd types count as absent.
+        let c = parse(br#"{"vid": [1], "hs_object_id": true, "objectId": 6, "email": 5, "properties": {"email": false, "hs_timezone": 3}}"#).unwrap();
+        assert_eq!((c.contact_id, c.email, c.time_zone), (Some(6), None, None));
     }
 
     #[test]

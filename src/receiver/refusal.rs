@@ -23,11 +23,9 @@ use crate::datasets::inbox::StoreError;
 use crate::metrics::Metrics;
 use crate::throttle::Throttle;
 
-/// A body not fully received by then gets 408 (HubSpot itself gives up after 30 s).
+/// A body not fully received by then gets 429, so HubSpot sends it again (it gives up on a
+/// request itself after 30 s, and retries no other 4xx).
 pub const BODY_READ_TIMEOUT: Duration = Duration::from_secs(10);
-/// What a 429 or 503 asks HubSpot to wait, in seconds: HubSpot's documentation of workflow
-/// actions reads `Retry-After` in seconds (its workflow-webhook page names no unit).
-const RETRY_AFTER_SECONDS: &str = "5";
 
 /// A refused post.
 #[derive(Debug, thiserror::Error)]
@@ -50,7 +48,8 @@ pub enum Refusal {
     #[error("{error}")]
     Signature {
         error: SignatureError,
-        /// The method and URL the signature was checked against.
+        /// The method and URL the signature was checked against, query values left out (a
+        /// workflow may put an API key there).
         checked: String,
     },
     #[error("{0}")]
@@ -91,9 +90,9 @@ impl Refusal {
             | Refusal::NoEmail
             | Refusal::BadEmail
             | Refusal::NoRecordId => StatusCode::BAD_REQUEST,
-            Refusal::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             Refusal::Signature { .. } | Refusal::WrongPortal { .. } => StatusCode::UNAUTHORIZED,
             Refusal::Busy
+            | Refusal::BodyTimeout
             | Refusal::Store(StoreError::Busy)
             | Refusal::Store(StoreError::ShuttingDown) => StatusCode::TOO_MANY_REQUESTS,
             Refusal::NoSecret { .. } | Refusal::Store(StoreError::Io) => {
@@ -177,8 +176,10 @@ impl From<PayloadError> for Refusal {
     }
 }
 
-impl IntoResponse for Refusal {
-    fn into_response(self) -> Response {
+impl Refusal {
+    /// The answer: a 429 or 503 asks HubSpot to come back after `retry_after` (whose unit
+    /// depends on who calls, see [`super::Route`]).
+    pub fn into_response(self, retry_after: HeaderValue) -> Response {
         let status = self.status();
         let body = json!({"status": "error", "reason": self.label(), "message": self.to_string()});
         let mut response = (status, axum::Json(body)).into_response();
@@ -186,10 +187,9 @@ impl IntoResponse for Refusal {
             status,
             StatusCode::SERVICE_UNAVAILABLE | StatusCode::TOO_MANY_REQUESTS
         ) {
-            response.headers_mut().insert(
-                header::RETRY_AFTER,
-                HeaderValue::from_static(RETRY_AFTER_SECONDS),
-            );
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, retry_after);
         }
         response
     }
