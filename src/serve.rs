@@ -114,12 +114,13 @@ async fn serve(config_path: PathBuf, overrides: Overrides, clock: Clock) -> anyh
     let admin = tokio::spawn(serve_http(
         admin_listener,
         admin::router(admin_state),
+        ADMIN_CONNECTIONS,
         async move {
             let _ = admin_stop.changed().await;
         },
     ));
     let app = receiver::router(state);
-    let served = serve_http(listener, app, async move {
+    let served = serve_http(listener, app, connection_cap(), async move {
         shutdown_signal().await;
         // The running tick finishes its calls in flight and records them; nothing new starts.
         let _ = stop_tx.send(true);
@@ -145,6 +146,34 @@ async fn serve(config_path: PathBuf, overrides: Overrides, clock: Clock) -> anyh
 /// Connections served at once: with [`MAX_HEADER_BYTES`] each, what bounds the memory that
 /// clients who never finish their headers can hold.
 pub const MAX_CONNECTIONS: usize = 2048;
+/// The admin surface's (operators and a metrics scraper).
+const ADMIN_CONNECTIONS: usize = 64;
+/// Open files kept for all but the public listener's connections: the store's parts and log,
+/// HubSpot calls, the admin surface.
+const RESERVED_FILES: u64 = 512;
+
+/// Raise the open-file soft limit to the hard one (many systems start at 1,024, fewer than
+/// [`MAX_CONNECTIONS`]), and serve no more connections than leave [`RESERVED_FILES`] free:
+/// strangers holding connections open must not leave the inbox unable to open its files.
+fn connection_cap() -> usize {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => {
+            let cap = limit
+                .saturating_sub(RESERVED_FILES)
+                .clamp(16, MAX_CONNECTIONS as u64);
+            if cap < MAX_CONNECTIONS as u64 {
+                tracing::warn!(
+                    "the open-file limit is {limit}: serving at most {cap} connections at once (raise the hard limit, `ulimit -Hn`, for {MAX_CONNECTIONS})"
+                );
+            }
+            cap as usize
+        }
+        Err(e) => {
+            tracing::warn!("cannot read or raise the open-file limit: {e}");
+            MAX_CONNECTIONS
+        }
+    }
+}
 /// The largest request head (and read buffer) a connection may hold; a longer one is answered
 /// 431. HubSpot's heads are a few KB.
 pub const MAX_HEADER_BYTES: usize = 64 * 1024;
@@ -160,13 +189,15 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 async fn serve_http(
     listener: tokio::net::TcpListener,
     app: axum::Router,
+    max_connections: usize,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
     use hyper_util::rt::{TokioIo, TokioTimer};
     use tower::ServiceExt as _;
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let mut shutdown = std::pin::pin!(shutdown);
-    let connections = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    let connections = Arc::new(tokio::sync::Semaphore::new(max_connections));
+    let mut accept_errors = crate::throttle::Throttle::default();
     loop {
         // At the cap, new connections wait in the kernel's backlog until one closes.
         let slot = tokio::select! {
@@ -178,7 +209,9 @@ async fn serve_http(
                 Ok((stream, _)) => stream,
                 Err(e) => {
                     // Out of file descriptors, say: wait rather than spin.
-                    tracing::warn!("cannot accept a connection: {e}");
+                    if let Some(suppressed) = accept_errors.due() {
+                        tracing::warn!(suppressed, "cannot accept a connection: {e}");
+                    }
                     tokio::time::sleep(Duration::from_millis(100)).await;
                     continue;
                 }
