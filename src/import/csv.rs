@@ -244,7 +244,7 @@ impl CsvReader {
             None => self.columns.contact(field(self.contact)?)?,
         };
         let at_ms = match parse_utc_seconds(bytes(self.time)) {
-            Some(at_ms) if at_ms >= super::EARLIEST_MS => at_ms,
+            Some(at_ms) if self.columns.plausible(at_ms) => at_ms,
             _ => self.columns.time(field(self.time)?)?,
         };
         let kind = match self.kind {
@@ -462,6 +462,8 @@ mod tests {
              \" 43 \",2025-01-01 10:00:00 UTC, open \n\
              Ann@Example.com,1735725600,Click\n\
              44,1999-12-31T23:59:59Z,OPEN\n\
+             45,1735725600000000,OPEN\n\
+             46,2100-01-04T03:00:00Z,OPEN\n\
              1234567890123456789,2025-01-01T10:00:00Z,OPEN\n",
         )
         .unwrap();
@@ -484,8 +486,12 @@ mod tests {
                 row(Contact::Id(1_234_567_890_123_456_789), Kind::Open),
             ]
         );
-        assert_eq!(batch.bad.len(), 1);
+        // Too early, and in the future (epoch microseconds read as milliseconds, a year
+        // far off): refused, not imported to swamp every profile.
+        assert_eq!(batch.bad.len(), 3);
         assert!(batch.bad[0].1.contains("before 2000"), "{:?}", batch.bad);
+        assert!(batch.bad[1].1.contains("in the future"), "{:?}", batch.bad);
+        assert!(batch.bad[2].1.contains("in the future"), "{:?}", batch.bad);
     }
 
     #[test]

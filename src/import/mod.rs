@@ -28,6 +28,9 @@ use stored::Stored;
 
 /// 2000-01-01: an email event before it is a misread column (an id taken for epoch seconds).
 const EARLIEST_MS: i64 = 946_684_800_000;
+/// An event more than this after now is a misread time too (epoch microseconds taken for
+/// milliseconds land in the year 56972); a day's slack for a clock a little behind.
+const AHEAD_MS: i64 = crate::time::DAY_MS;
 /// Bad rows listed in one error before the rest are only counted.
 const MAX_LISTED: usize = 20;
 /// Rows per events part unless told otherwise: about 15 MB of columns to sort and encode.
@@ -42,6 +45,8 @@ pub struct Columns {
     pub time: String,
     pub kind: Option<String>,
     pub kind_default: Kind,
+    /// The latest time an event may have: now, when the import began, and [`AHEAD_MS`].
+    pub latest_ms: i64,
 }
 
 impl Columns {
@@ -63,6 +68,7 @@ impl Columns {
             time: time.into(),
             kind: kind.map(Into::into),
             kind_default,
+            latest_ms: crate::time::now_ms() + AHEAD_MS,
         })
     }
 
@@ -98,11 +104,24 @@ impl Columns {
         self.check_time(at_ms, text)
     }
 
-    /// `at_ms` unless it is too early to be an email event (`raw` is what the file held).
+    /// Whether `at_ms` can be an email event's time: after 2000, not in the future.
+    pub fn plausible(&self, at_ms: i64) -> bool {
+        (EARLIEST_MS..=self.latest_ms).contains(&at_ms)
+    }
+
+    /// `at_ms` unless it is too early or too late to be an email event (`raw` is what the
+    /// file held).
     pub fn check_time(&self, at_ms: i64, raw: &str) -> Result<i64, String> {
         if at_ms < EARLIEST_MS {
             return Err(format!(
                 "time {raw:?} in column {:?} is {}, before 2000: is that the time column?",
+                self.time,
+                format_minute(at_ms)
+            ));
+        }
+        if at_ms > self.latest_ms {
+            return Err(format!(
+                "time {raw:?} in column {:?} is {}, in the future: is it in another unit (microseconds, nanoseconds)?",
                 self.time,
                 format_minute(at_ms)
             ));

@@ -170,7 +170,7 @@ impl ParquetFile {
         let missing = || format!("no time in column {name:?}");
         let check = |at_ms: Option<i64>, raw: &dyn Fn() -> String| {
             match at_ms.ok_or_else(missing)? {
-                at_ms if at_ms >= super::EARLIEST_MS => Ok(at_ms),
+                at_ms if self.columns.plausible(at_ms) => Ok(at_ms),
                 // The raw value is written out only for the message.
                 at_ms => self.columns.check_time(at_ms, &raw()),
             }

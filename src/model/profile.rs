@@ -213,12 +213,17 @@ impl DecayTables {
     }
 }
 
+/// Profiles are decayed to a new reference day at least every 30 days, so a real event is at
+/// most this far after it; a later one (a misread time) weighs as one this far after, rather
+/// than enough to swamp every other event (or overflow).
+const MAX_DAYS_AHEAD: i32 = 31;
+
 fn lookup(table: &[f32], age: i32, half_life: f64) -> f32 {
     match usize::try_from(age) {
         Ok(a) if a < table.len() => table[a],
         Ok(_) => 0.0,
         // Events after the reference day weigh more than 1: exact, and rare.
-        Err(_) => 0.5f64.powf(age as f64 / half_life) as f32,
+        Err(_) => 0.5f64.powf(age.max(-MAX_DAYS_AHEAD) as f64 / half_life) as f32,
     }
 }
 
@@ -730,6 +735,29 @@ mod tests {
 
     fn profiles() -> Profiles {
         Profiles::new(ModelConfig::default(), 4, 1000)
+    }
+
+    /// An event dated far after the reference day (a misread time that got in) weighs as one
+    /// a month after it: the population stays a distribution led by the real opens.
+    #[test]
+    fn an_event_far_in_the_future_does_not_swamp_the_population() {
+        let mut p = profiles();
+        for d in 0..10 {
+            p.add(0, Kind::Open as u8, 9, 1000 - d * 7, false);
+            p.add(1, Kind::Open as u8, 9, 1000 - d * 7, false);
+        }
+        p.add(2, Kind::Open as u8, 3, 1000 + 20_000, false);
+        p.refresh_population();
+        assert!(p.population.iter().all(|v| v.is_finite()));
+        assert!((p.population.iter().sum::<f64>() - 1.0).abs() < 1e-9);
+        assert!(
+            p.population[9] > 5.0 * p.population[3],
+            "{:?}",
+            p.population
+        );
+        for c in 0..3 {
+            assert!(p.scores(Some(c), 1000).iter().all(|v| v.is_finite()));
+        }
     }
 
     #[test]

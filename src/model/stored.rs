@@ -227,13 +227,16 @@ impl Cache {
 }
 
 impl State {
-    /// Whether these stored profiles can be extended rather than rebuilt.
+    /// Whether these stored profiles can be extended rather than rebuilt: decayed to a day
+    /// at most [`REBASE_DAYS`] ago (never a later one, which a run with a clock ahead, `tick
+    /// --now`, leaves behind), with the same knobs, from parts all still there.
     fn usable(&self, config: ModelConfig, now_ms: i64, on_disk: &[String]) -> bool {
-        day_of(now_ms) - self.reference_day <= REBASE_DAYS
+        let on_disk: HashSet<&str> = on_disk.iter().map(String::as_str).collect();
+        (0..=REBASE_DAYS).contains(&(day_of(now_ms) - self.reference_day))
             && self.half_life_days == config.params.half_life_days
             && self.click_weight == config.params.click_weight
             && self.fit_for == fit_for(config)
-            && self.parts.iter().all(|p| on_disk.contains(p))
+            && self.parts.iter().all(|p| on_disk.contains(p.as_str()))
     }
 }
 
@@ -465,6 +468,23 @@ mod tests {
             &full.profiles.population
         ));
         assert!(close(&loaded.profiles.weekdays, &full.profiles.weekdays));
+    }
+
+    /// Profiles stored by a run whose clock was ahead (`tick --now` years on) are rebuilt
+    /// when the clock is right again, not extended: decayed to a future day, every contact's
+    /// recent rate would look passive.
+    #[test]
+    fn profiles_decayed_to_a_later_day_are_rebuilt() {
+        let dir = tempfile::tempdir().unwrap();
+        let now = 1_700_000_000_000;
+        append(dir.path(), &[ev(1, now - crate::time::DAY_MS)]).unwrap();
+        let cfg = ModelConfig::default();
+        let ahead = now + 6 * 365 * crate::time::DAY_MS;
+        let (future, _) = update(dir.path(), cfg, ahead, false).unwrap();
+        assert_eq!(future.profiles.reference_day, day_of(ahead));
+        let (back, u) = update(dir.path(), cfg, now, false).unwrap();
+        assert!(u.rebuilt);
+        assert_eq!(back.profiles.reference_day, day_of(now));
     }
 
     /// Three imports on one day, each picked up by a new process (as `sendtime tick` under
