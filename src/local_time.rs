@@ -61,12 +61,17 @@ pub struct QuietHours {
 }
 
 impl QuietHours {
-    /// `HH:MM-HH:MM`; the error says what is wrong.
+    /// `HH:MM-HH:MM` (exactly the schema's `^[0-9]{1,2}:[0-9]{2}-[0-9]{1,2}:[0-9]{2}$`); the
+    /// error says what is wrong.
     pub fn parse(text: &str) -> Result<QuietHours, String> {
         let minute = |t: &str| -> Option<u16> {
-            let (h, m) = t.trim().split_once(':')?;
+            let (h, m) = t.split_once(':')?;
+            let digits = |d: &str| d.bytes().all(|b| b.is_ascii_digit());
+            if !(1..=2).contains(&h.len()) || m.len() != 2 || !digits(h) || !digits(m) {
+                return None;
+            }
             let (h, m): (u16, u16) = (h.parse().ok()?, m.parse().ok()?);
-            (h < 24 && m < 60 && !t.trim().starts_with('+')).then_some(h * 60 + m)
+            (h < 24 && m < 60).then_some(h * 60 + m)
         };
         let (start, end) = text
             .split_once('-')

@@ -137,18 +137,19 @@ impl fmt::Display for Minute {
 }
 
 /// A span written as a whole number of minutes, hours or days: `90m`, `36h`, `7d` (how
-/// delivery windows are written).
+/// delivery windows are written); exactly the schema's `^[1-9][0-9]*[mhd]$`.
 pub fn parse_span(text: &str) -> Option<i64> {
-    let text = text.trim();
-    let (digits, unit) = text.split_at(text.len().checked_sub(1)?);
-    let n: i64 = digits.parse().ok().filter(|n| *n > 0)?;
-    let unit = match unit {
-        "m" => MINUTE_MS,
-        "h" => HOUR_MS,
-        "d" => DAY_MS,
+    let unit = match text.bytes().last()? {
+        b'm' => MINUTE_MS,
+        b'h' => HOUR_MS,
+        b'd' => DAY_MS,
         _ => return None,
     };
-    n.checked_mul(unit)
+    let digits = &text[..text.len() - 1];
+    if digits.starts_with('0') || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse::<i64>().ok()?.checked_mul(unit)
 }
 
 /// A span as [`parse_span`] reads it, in the largest unit that divides it.

@@ -282,6 +282,22 @@ fn types_ranges_choices_and_defaults_agree() {
                 "{what} below {min}"
             );
         }
+        // Patterns: values the schema refuses, the reader refuses too (a stray space, a sign,
+        // a character that is not ASCII).
+        if let Some(pattern) = spec["pattern"].as_str() {
+            let mut near = vec![format!(" {}", good.trim_matches('"'))];
+            if pattern == "^[1-9][0-9]*[mhd]$" {
+                near.extend(["+24h", "024h", "24é", "24 h", "24h "].map(String::from));
+            }
+            if pattern.starts_with("^[0-9]{1,2}:") {
+                near.extend(
+                    ["7:5-22:00", "22:00 - 07:00", "22:00-07:00 ", "+7:00-22:00"].map(String::from),
+                );
+            }
+            for v in near {
+                assert!(with(&format!("{v:?}")).is_err(), "{what} = {v:?} was read");
+            }
+        }
         // Choices: each one read (where the rest of the table allows it), another refused.
         if let Some(values) = spec["enum"].as_array() {
             for v in values {

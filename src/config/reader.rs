@@ -367,6 +367,11 @@ pub(super) fn number(v: &DeValue) -> Option<f64> {
 }
 
 fn check_http_url(raw: &str) -> Result<String, &'static str> {
+    // A URL parser drops a stray space at either end (and encodes one inside), but signatures
+    // are checked over this text as written: one space would refuse every post.
+    if raw.chars().any(char::is_whitespace) {
+        return Err("must not contain spaces (check both ends of the string)");
+    }
     let url = reqwest::Url::parse(raw)
         .map_err(|_| "must be an absolute http(s) URL such as \"https://hooks.example.com\"")?;
     if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
