@@ -32,6 +32,16 @@ struct Pace {
 }
 
 impl Pace {
+    /// When the next call may start, if not now: after a 429's pause, and spaced out while
+    /// HubSpot says the window is nearly spent.
+    fn wait_until(&self) -> Option<Instant> {
+        let spaced = match (self.spacing, self.last_start) {
+            (Some(gap), Some(last)) => Some(last + gap),
+            _ => None,
+        };
+        [self.not_before, spaced].into_iter().flatten().max()
+    }
+
     /// Drop the starts that are out of the window ending at `now`.
     fn forget_before(&mut self, now: Instant) {
         while self
@@ -80,25 +90,24 @@ impl Limiter {
     /// Wait for permission to start one call.
     pub async fn until_ready(&self) {
         loop {
-            let wait_until = {
-                let pace = self.pace.lock().unwrap();
-                let spaced = match (pace.spacing, pace.last_start) {
-                    (Some(gap), Some(last)) => Some(last + gap),
-                    _ => None,
-                };
-                [pace.not_before, spaced].into_iter().flatten().max()
-            };
-            match wait_until {
-                Some(t) if t > Instant::now() => tokio::time::sleep_until(t).await,
-                _ => break,
+            let wait_until = self.pace.lock().unwrap().wait_until();
+            if let Some(t) = wait_until.filter(|t| *t > Instant::now()) {
+                tokio::time::sleep_until(t).await;
+                continue;
             }
+            self.gcra.until_ready().await;
+            let now = Instant::now();
+            let mut pace = self.pace.lock().unwrap();
+            // A 429 (or HubSpot's headers) may have held the connector while this call
+            // waited its turn: every waiting caller honours it, not only those to come.
+            if pace.wait_until().is_some_and(|t| t > now) {
+                continue;
+            }
+            pace.last_start = Some(now);
+            pace.forget_before(now);
+            pace.recent.push_back(now);
+            return;
         }
-        self.gcra.until_ready().await;
-        let now = Instant::now();
-        let mut pace = self.pace.lock().unwrap();
-        pace.last_start = Some(now);
-        pace.forget_before(now);
-        pace.recent.push_back(now);
     }
 
     /// Calls started in the last ten seconds.
@@ -169,6 +178,34 @@ mod tests {
             took >= Duration::from_millis(400) && took < Duration::from_millis(600),
             "{took:?}"
         );
+    }
+
+    /// A 429 holds the callers already waiting their turn too, not only later ones.
+    #[tokio::test]
+    async fn a_pause_holds_callers_already_waiting() {
+        let limiter = std::sync::Arc::new(Limiter::new(100));
+        let start = Instant::now();
+        limiter.until_ready().await;
+        let waiting: Vec<_> = (0..2)
+            .map(|_| {
+                let l = limiter.clone();
+                tokio::spawn(async move {
+                    l.until_ready().await;
+                    Instant::now()
+                })
+            })
+            .collect();
+        // Both now wait on the pacing (about 103 ms apart); a 429 holds everyone for 1 s.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        limiter.pause_for(Duration::from_secs(1));
+        for w in waiting {
+            let started = w.await.unwrap();
+            assert!(
+                started.duration_since(start) >= Duration::from_secs(1),
+                "{:?}",
+                started.duration_since(start)
+            );
+        }
     }
 
     #[tokio::test]
