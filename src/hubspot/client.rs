@@ -295,6 +295,12 @@ pub struct ClientOptions {
     pub timeout: Duration,
     /// The account's burst limit per 10 s; the limiter stays under it.
     pub requests_per_10s: u32,
+    /// The connector whose account this client calls: this process's clients of one account
+    /// pace on one limiter ([`Limiter::for_account`]). None: a limiter of its own.
+    pub account: Option<String>,
+    /// This client's own cap within the account's pace, per 10 s (the scheduled import's
+    /// share, leaving the rest to sends).
+    pub share_per_10s: Option<u32>,
 }
 
 impl Default for ClientOptions {
@@ -302,6 +308,8 @@ impl Default for ClientOptions {
         ClientOptions {
             timeout: DEFAULT_TIMEOUT,
             requests_per_10s: Connector::DEFAULT_REQUESTS_PER_10S,
+            account: None,
+            share_per_10s: None,
         }
     }
 }
@@ -313,7 +321,10 @@ pub struct Client {
     base: String,
     /// Only ever put in the Authorization header; never in Debug output, errors or logs.
     auth: Arc<Auth>,
+    /// The account's pace, shared with this process's other clients of it.
     limiter: Arc<Limiter>,
+    /// This client's share of it, if capped.
+    share: Option<Arc<Limiter>>,
     last_rate: Arc<Mutex<Option<RateLimit>>>,
 }
 
@@ -345,7 +356,11 @@ impl Client {
             http,
             base,
             auth: Arc::new(auth),
-            limiter: Arc::new(Limiter::new(options.requests_per_10s)),
+            limiter: match &options.account {
+                Some(account) => Limiter::for_account(account, options.requests_per_10s),
+                None => Arc::new(Limiter::new(options.requests_per_10s)),
+            },
+            share: options.share_per_10s.map(|n| Arc::new(Limiter::new(n))),
             last_rate: Arc::new(Mutex::new(None)),
         })
     }
@@ -358,6 +373,8 @@ impl Client {
             ClientOptions {
                 timeout,
                 requests_per_10s: connector.requests_per_10s,
+                account: Some(connector.id.clone()),
+                share_per_10s: None,
             },
         )
     }
@@ -377,6 +394,9 @@ impl Client {
     /// `attempting` row durable, and checks it should still call) takes the permission here
     /// and calls through it.
     pub async fn admit(&self) -> Admitted<'_> {
+        if let Some(share) = &self.share {
+            share.until_ready().await;
+        }
         self.limiter.until_ready().await;
         Admitted { client: self }
     }

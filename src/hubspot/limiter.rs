@@ -2,9 +2,10 @@
 //! headers say is left (other tools may share the account's limit). The [`super::Client`]
 //! holds one and waits on it before every call.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::num::NonZeroU32;
-use std::sync::Mutex;
+use std::sync::{Arc, LazyLock, Mutex, Weak};
 use std::time::Duration;
 
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
@@ -54,6 +55,14 @@ impl Pace {
     }
 }
 
+/// The limiters in use in this process, by account: see [`Limiter::for_account`]. Keyed by
+/// the config's connectors, never by outsiders' data; entries nobody holds are dropped.
+static ACCOUNTS: LazyLock<Mutex<HashMap<Account, Weak<Limiter>>>> =
+    LazyLock::new(Default::default);
+
+/// A connector's id and its limit per 10 s.
+type Account = (String, u32);
+
 impl fmt::Debug for Limiter {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Limiter").field("pace", &self.pace).finish()
@@ -77,6 +86,21 @@ impl Limiter {
             gcra: RateLimiter::direct(quota),
             pace: Mutex::new(Pace::default()),
         }
+    }
+
+    /// The limiter every client of the account `account` (a connector's id) in this process
+    /// paces on: HubSpot counts the dispatcher's calls and the scheduled import's against one
+    /// limit, and holds them all after a 429.
+    pub fn for_account(account: &str, requests_per_10s: u32) -> Arc<Limiter> {
+        let mut accounts = ACCOUNTS.lock().unwrap();
+        accounts.retain(|_, l| l.strong_count() > 0);
+        let key = (account.to_string(), requests_per_10s);
+        if let Some(limiter) = accounts.get(&key).and_then(Weak::upgrade) {
+            return limiter;
+        }
+        let limiter = Arc::new(Limiter::new(requests_per_10s));
+        accounts.insert(key, Arc::downgrade(&limiter));
+        limiter
     }
 
     /// Calls started per 10 seconds under a limit of `requests_per_10s`: the limit less a 2 %
@@ -178,6 +202,16 @@ mod tests {
             took >= Duration::from_millis(400) && took < Duration::from_millis(600),
             "{took:?}"
         );
+    }
+
+    /// One account, one limiter, while anyone holds it.
+    #[test]
+    fn clients_of_one_account_share_its_limiter() {
+        let a = Limiter::for_account("limiter-test", 100);
+        let b = Limiter::for_account("limiter-test", 100);
+        assert!(Arc::ptr_eq(&a, &b));
+        assert!(!Arc::ptr_eq(&a, &Limiter::for_account("limiter-test", 190)));
+        assert!(!Arc::ptr_eq(&a, &Limiter::for_account("other", 100)));
     }
 
     /// A 429 holds the callers already waiting their turn too, not only later ones.

@@ -105,9 +105,9 @@ pub fn run(config: &Config, request: &Request) -> anyhow::Result<Summary> {
     Ok(summary)
 }
 
-/// The import `serve` runs on its schedule: from where the last run ended to now, paced at
-/// the share of the connector's limit that planning leaves ([`crate::capacity`]), so the
-/// dispatcher's sends come first.
+/// The import `serve` runs on its schedule: from where the last run ended to now, at most at
+/// the share of the connector's limit that planning leaves ([`crate::capacity`]), and on the
+/// same limiter as the dispatcher's sends, so that together they stay under HubSpot's limit.
 /// `stop` is asked after each page: once it says yes, the run ends there (its cursor saved, so
 /// the next run resumes).
 pub fn run_in_background(
@@ -122,7 +122,9 @@ pub fn run_in_background(
         crate::hubspot::auth::Auth::for_connector(connector)?,
         crate::hubspot::client::ClientOptions {
             timeout: REQUEST_TIMEOUT,
-            requests_per_10s: (reserve as u32).max(1),
+            requests_per_10s: connector.requests_per_10s,
+            account: Some(connector.id.clone()),
+            share_per_10s: Some((reserve as u32).max(1)),
         },
     )?;
     let mut import = Import::new(config, connector, client, MAX_EVENTS_PAGE, BUDGET_MB * MB)?;
