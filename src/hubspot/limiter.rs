@@ -57,8 +57,7 @@ impl Pace {
 
 /// The limiters in use in this process, by account: see [`Limiter::for_account`]. Keyed by
 /// the config's connectors, never by outsiders' data; entries nobody holds are dropped.
-static ACCOUNTS: LazyLock<Mutex<HashMap<Account, Weak<Limiter>>>> =
-    LazyLock::new(Default::default);
+static ACCOUNTS: LazyLock<Mutex<HashMap<Account, Weak<Limiter>>>> = LazyLock::new(Default::default);
 
 /// A connector's id and its limit per 10 s.
 type Account = (String, u32);

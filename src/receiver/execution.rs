@@ -146,14 +146,21 @@ pub fn parse(body: &[u8], zone_property: &str) -> Result<Execution, ExecutionErr
 }
 
 /// How long HubSpot should hold the contact before moving on without us: past the end of the
-/// type's window, with a day to spare for a dispatcher that was down (ISO-8601 duration).
-pub fn expiration(kind: WebhookType) -> &'static str {
-    match kind {
-        WebhookType::Immediate => "P1D",
-        WebhookType::Next24Hours => "P2D",
-        WebhookType::NextWeek
-        | WebhookType::NextWeekFrequencyOptimized
-        | WebhookType::UpdateOnly => "P8D",
+/// longest window a receipt of `kind` can be planned in (the action's `window`, else the
+/// type's), with a day to spare for a dispatcher that was down (ISO-8601 duration).
+pub fn expiration(kind: WebhookType, window_ms: Option<i64>) -> String {
+    use crate::time::{DAY_MS, HOUR_MS};
+    let longest = match kind {
+        WebhookType::Immediate | WebhookType::UpdateOnly => 0,
+        WebhookType::Next24Hours => window_ms.unwrap_or(DAY_MS),
+        WebhookType::NextWeek | WebhookType::NextWeekFrequencyOptimized => {
+            window_ms.unwrap_or(7 * DAY_MS)
+        }
+    };
+    let hours = (longest + DAY_MS + HOUR_MS - 1) / HOUR_MS;
+    match (hours / 24, hours % 24) {
+        (days, 0) => format!("P{days}D"),
+        (days, hours) => format!("P{days}DT{hours}H"),
     }
 }
 
@@ -216,6 +223,31 @@ mod tests {
             let e = with("{\"delivery_type\": \"NEXT_WEEK\"}", none).unwrap();
             assert_eq!(e.delivery_type, None, "{none}");
         }
+    }
+
+    /// The hold outlasts the longest window the contact can be planned in, by a day.
+    #[test]
+    fn the_hold_outlasts_the_window() {
+        use crate::time::{DAY_MS, HOUR_MS};
+        assert_eq!(expiration(WebhookType::Immediate, Some(7 * DAY_MS)), "P1D");
+        assert_eq!(expiration(WebhookType::Next24Hours, None), "P2D");
+        assert_eq!(expiration(WebhookType::NextWeek, None), "P8D");
+        assert_eq!(
+            expiration(WebhookType::NextWeekFrequencyOptimized, None),
+            "P8D"
+        );
+        assert_eq!(
+            expiration(WebhookType::Next24Hours, Some(7 * DAY_MS)),
+            "P8D"
+        );
+        assert_eq!(
+            expiration(WebhookType::Next24Hours, Some(36 * HOUR_MS)),
+            "P2DT12H"
+        );
+        assert_eq!(
+            expiration(WebhookType::NextWeek, Some(90 * 60_000)),
+            "P1DT2H"
+        );
     }
 
     /// Ids sent as strings of digits are read; a portal that is not an id is invalid (the

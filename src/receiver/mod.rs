@@ -98,10 +98,10 @@ async fn receive_action(
         accept_execution(&state, post).await
     };
     match accepted.await {
-        Ok(kind) => {
+        Ok((kind, window)) => {
             let body = json!({"outputFields": {
                 "hs_execution_state": "BLOCK",
-                "hs_expiration_duration": execution::expiration(kind),
+                "hs_expiration_duration": execution::expiration(kind, window),
             }});
             (StatusCode::OK, axum::Json(body)).into_response()
         }
@@ -387,10 +387,13 @@ async fn accept_contact(state: &AppState, post: Authenticated) -> Result<Stored,
     store(state, receipt).await
 }
 
-/// An action's execution: stored with its callback; the delivery type it was planned with.
-/// A repeat of a callback already waiting (HubSpot retries) stores nothing and gets the same
-/// answer.
-async fn accept_execution(state: &AppState, post: Authenticated) -> Result<WebhookType, Refusal> {
+/// An action's execution: stored with its callback; the delivery type it was planned with,
+/// and the action's window. A repeat of a callback already waiting (HubSpot retries) stores
+/// nothing and gets the same answer.
+async fn accept_execution(
+    state: &AppState,
+    post: Authenticated,
+) -> Result<(WebhookType, Option<i64>), Refusal> {
     let Authenticated {
         config,
         webhook,
@@ -419,5 +422,5 @@ async fn accept_execution(state: &AppState, post: Authenticated) -> Result<Webho
         time_zone: execution.time_zone,
     };
     store(state, receipt).await?;
-    Ok(kind)
+    Ok((kind, webhook.window))
 }
