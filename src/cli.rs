@@ -619,13 +619,13 @@ fn pause(
     let config = load_config(path, overrides)?;
     let Some(id) = id else {
         let pauses = crate::pauses::read(&config.server.data_dir)?;
-        if pauses.paused.is_empty() {
+        if pauses.is_empty() {
             println!("nothing is paused");
         }
-        for (id, p) in &pauses.paused {
+        for (id, p) in pauses.iter() {
             println!(
-                "{id} ({:?}) paused since {}",
-                p.kind,
+                "{id} ({}) paused since {}",
+                p.kind.as_str(),
                 crate::time::format_minute(p.since_ms)
             );
         }

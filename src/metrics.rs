@@ -285,14 +285,13 @@ impl Metrics {
     pub fn set_operator_pauses(&self, pauses: &crate::pauses::Pauses) {
         // Every id seen so far goes to 0 unless still paused: a family cannot forget a label.
         let mut seen = self.operator_ids.lock().unwrap();
-        for (id, pause) in &pauses.paused {
+        for (id, pause) in pauses.iter() {
             seen.insert((id.clone(), pause.kind.as_str()));
         }
         for (id, kind) in seen.iter() {
             let on = pauses
-                .paused
-                .get(id)
-                .is_some_and(|p| p.kind.as_str() == *kind);
+                .iter()
+                .any(|(i, p)| i == id && p.kind.as_str() == *kind);
             self.operator_paused
                 .get_or_create(&vec![("id", id.clone()), ("kind", kind.to_string())])
                 .set(i64::from(on));

@@ -1,11 +1,13 @@
 //! Pauses an operator sets (`sendtime pause ID`, `sendtime resume ID`) on a webhook, an action
 //! or a connector: `{data_dir}/state/pauses.json`, written durably under a lock by the CLI,
-//! read by the dispatcher on every tick (a paused endpoint's contacts are held in the queue,
-//! receiving goes on) and shown on `/status` and in the metrics. A pause lasts until resumed,
+//! read by the dispatcher on every tick and before each call (a paused endpoint's contacts are
+//! held in the queue, receiving goes on) and shown on `/status` and in the metrics. A pause lasts until resumed,
 //! across restarts.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
 
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
@@ -41,18 +43,41 @@ pub struct Pause {
     pub since_ms: i64,
 }
 
-/// Every pause in force, by id.
+/// Every pause in force, by id: webhooks and actions share one id space, connectors have
+/// their own (a connector may have a webhook's id).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Pauses {
+    /// Webhooks and actions.
     pub paused: BTreeMap<String, Pause>,
+    #[serde(default)]
+    pub connectors: BTreeMap<String, Pause>,
+    /// The file could not be read: it may pause anything, so everything is held.
+    #[serde(skip)]
+    pub unreadable: bool,
 }
 
 impl Pauses {
     /// Whether contacts of `webhook` (on `connector`) are held.
     pub fn holds(&self, webhook: &str, connector: &str) -> bool {
-        let is =
-            |id: &str, kinds: &[Kind]| self.paused.get(id).is_some_and(|p| kinds.contains(&p.kind));
-        is(webhook, &[Kind::Webhook, Kind::Action]) || is(connector, &[Kind::Connector])
+        self.unreadable
+            || self.paused.contains_key(webhook)
+            || self.connectors.contains_key(connector)
+    }
+
+    /// Every pause, endpoints first.
+    pub fn iter(&self) -> impl Iterator<Item = (&String, &Pause)> {
+        self.paused.iter().chain(&self.connectors)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.paused.is_empty() && self.connectors.is_empty()
+    }
+
+    fn map_mut(&mut self, kind: Kind) -> &mut BTreeMap<String, Pause> {
+        match kind {
+            Kind::Connector => &mut self.connectors,
+            Kind::Webhook | Kind::Action => &mut self.paused,
+        }
     }
 }
 
@@ -64,11 +89,65 @@ fn path(data_dir: &Path) -> PathBuf {
 pub fn read(data_dir: &Path) -> anyhow::Result<Pauses> {
     let path = path(data_dir);
     match std::fs::read(&path) {
-        Ok(bytes) => serde_json::from_slice(&bytes)
-            .with_context(|| format!("{} is unreadable; fix or delete it", path.display())),
+        Ok(bytes) => {
+            let mut pauses: Pauses = serde_json::from_slice(&bytes)
+                .with_context(|| format!("{} is unreadable; fix or delete it", path.display()))?;
+            // Files from before connectors had their own map kept them with the endpoints.
+            let (connectors, endpoints) = std::mem::take(&mut pauses.paused)
+                .into_iter()
+                .partition(|(_, p)| p.kind == Kind::Connector);
+            pauses.paused = endpoints;
+            pauses.connectors.extend::<BTreeMap<_, _>>(connectors);
+            Ok(pauses)
+        }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Pauses::default()),
         Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
     }
+}
+
+/// The pauses in force for the dispatcher: an unreadable file holds every contact (logged)
+/// rather than lifting the pauses it may hold.
+pub fn read_or_hold(data_dir: &Path) -> Pauses {
+    read(data_dir).unwrap_or_else(|e| {
+        tracing::error!("{e:#}: every contact is held until it is fixed");
+        Pauses {
+            unreadable: true,
+            ..Pauses::default()
+        }
+    })
+}
+
+/// The pauses as the file says now, read again only when it changed: a running tick asks
+/// before each call, so a pause set meanwhile holds what has not gone out yet.
+pub struct Watch {
+    data_dir: PathBuf,
+    seen: Mutex<(Option<SystemTime>, Arc<Pauses>)>,
+}
+
+impl Watch {
+    pub fn new(data_dir: &Path) -> Watch {
+        let modified = modified(data_dir);
+        Watch {
+            data_dir: data_dir.to_path_buf(),
+            seen: Mutex::new((modified, Arc::new(read_or_hold(data_dir)))),
+        }
+    }
+
+    /// The pauses in force now.
+    pub fn current(&self) -> Arc<Pauses> {
+        let modified = modified(&self.data_dir);
+        let mut seen = self.seen.lock().unwrap();
+        if seen.0 != modified {
+            *seen = (modified, Arc::new(read_or_hold(&self.data_dir)));
+        }
+        seen.1.clone()
+    }
+}
+
+fn modified(data_dir: &Path) -> Option<SystemTime> {
+    std::fs::metadata(path(data_dir))
+        .and_then(|m| m.modified())
+        .ok()
 }
 
 /// What `id` names in `config` (with `connector`, only a connector), if anything.
@@ -106,15 +185,73 @@ pub fn set(
     lock.lock()
         .with_context(|| format!("cannot lock {}", file.display()))?;
     let mut pauses = read(data_dir)?;
+    let map = pauses.map_mut(kind);
     if on {
-        pauses.paused.entry(id.to_string()).or_insert(Pause {
+        map.entry(id.to_string()).or_insert(Pause {
             kind,
             since_ms: now_ms,
         });
     } else {
-        pauses.paused.remove(id);
+        map.remove(id);
     }
     let bytes = serde_json::to_vec_pretty(&pauses).expect("pauses serialize");
     write_durably(&file, &bytes).with_context(|| format!("cannot write {}", file.display()))?;
     Ok(kind)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A connector with a webhook's id is paused and resumed on its own.
+    #[test]
+    fn a_connector_and_a_webhook_with_one_id_are_paused_apart() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("webhooks.toml");
+        std::fs::write(
+            &path,
+            format!(
+                "version = 1\n[server]\npublic_url = \"https://h.example.com\"\ndata_dir = {:?}\n\
+                 [[connector]]\nid = \"main\"\nportal_id = 1\napp_id = 1\n\
+                 client_secret_env = \"S\"\naccess_token_env = \"T\"\n\
+                 [[webhook]]\nid = \"main\"\ntype = \"NEXT_WEEK\"\nworkflow_id = 1\n",
+                dir.path().join("data")
+            ),
+        )
+        .unwrap();
+        let config = Config::load(&path, &Default::default(), crate::config::EnvCheck::Warn)
+            .unwrap()
+            .config;
+        let data = &config.server.data_dir;
+        assert_eq!(set(&config, "main", false, true, 1).unwrap(), Kind::Webhook);
+        assert_eq!(
+            set(&config, "main", true, true, 2).unwrap(),
+            Kind::Connector
+        );
+        let p = read(data).unwrap();
+        assert!(p.paused.contains_key("main") && p.connectors.contains_key("main"));
+        // Another webhook of the connector is held by the connector's pause.
+        assert!(p.holds("other", "main"));
+        set(&config, "main", true, false, 3).unwrap();
+        let p = read(data).unwrap();
+        assert!(!p.connectors.contains_key("main"));
+        assert!(p.paused.contains_key("main"), "the webhook's pause stays");
+        assert!(!p.holds("other", "main") && p.holds("main", "main"));
+    }
+
+    /// A file written before connectors had their own map still reads.
+    #[test]
+    fn older_files_keep_their_connector_pauses() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("state")).unwrap();
+        std::fs::write(
+            path(dir.path()),
+            r#"{"paused": {"main": {"kind": "connector", "since_ms": 1}, "w": {"kind": "webhook", "since_ms": 2}}}"#,
+        )
+        .unwrap();
+        let p = read(dir.path()).unwrap();
+        assert!(p.connectors.contains_key("main") && !p.paused.contains_key("main"));
+        assert!(p.paused.contains_key("w"));
+        assert!(p.holds("x", "main") && p.holds("w", "other"));
+    }
 }

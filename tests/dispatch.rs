@@ -1299,7 +1299,7 @@ fn a_paused_webhook_holds_its_contacts_until_resumed_across_a_restart() {
         enrollments(&standin.log()).is_empty(),
         "held after a restart"
     );
-    assert!(cli(&["pause"]).contains("fatigue (Webhook) paused since"));
+    assert!(cli(&["pause"]).contains("fatigue (webhook) paused since"));
 
     assert!(cli(&["resume", "fatigue"]).contains("webhook fatigue resumed"));
     // Held contacts are looked at again each minute.
@@ -1312,5 +1312,63 @@ fn a_paused_webhook_holds_its_contacts_until_resumed_across_a_restart() {
             .then_some(())
     })
     .unwrap_or_else(|| panic!("not enrolled after resume; logs:\n{}", server.logs()));
+    server.stop();
+}
+
+/// A pause set while a tick is sending holds what has not gone out yet: the calls still
+/// waiting on the limiter check it, not only the next tick. Once resumed, every contact is
+/// enrolled once.
+#[test]
+fn a_pause_set_during_a_tick_holds_the_calls_not_yet_made() {
+    let rt = runtime();
+    let standin = rt.block_on(StandIn::start(Options::default())).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    // 10 per 10 s: paced at 8, one call every 1.25 s.
+    let config = write_config(
+        dir.path(),
+        &standin.url(),
+        "requests_per_10s = 10",
+        &[&HOOKS[3]],
+    );
+    let cli = |args: &[&str]| common::sendtime(&config, &data, args, &[]);
+    let clock = dir.path().join("clock");
+    set_clock(&clock, now_ms());
+    let server = start(&config, &data, Some(&clock), &[]);
+    let emails: Vec<String> = (0..8).map(|i| format!("mid{i}@example.com")).collect();
+    for (i, e) in emails.iter().enumerate() {
+        standin.add_contact(e, 7300 + i as u64);
+        post(&server, "fatigue", 7300 + i as u64, e);
+    }
+    set_clock(&clock, now_ms() + 2_000);
+    let enrolled = || enrollments(&standin.log()).values().sum::<usize>();
+    eventually(Duration::from_secs(20), || (enrolled() >= 1).then_some(()))
+        .unwrap_or_else(|| panic!("nothing enrolled; logs:\n{}", server.logs()));
+    assert!(cli(&["pause", "fatigue"]).contains("webhook fatigue paused"));
+    let at_pause = enrolled();
+    // Without the check, the tick's remaining calls go on, one every 1.25 s.
+    std::thread::sleep(Duration::from_secs(5));
+    let after = enrolled();
+    assert!(
+        after <= at_pause + 1,
+        "{at_pause} enrolled at the pause, {after} five seconds later"
+    );
+    assert!(after < emails.len());
+    assert!(cli(&["resume", "fatigue"]).contains("webhook fatigue resumed"));
+    // Held contacts are looked at again each minute.
+    set_clock(&clock, now_ms() + 180_000);
+    eventually(Duration::from_secs(60), || {
+        let e = enrollments(&standin.log());
+        emails
+            .iter()
+            .all(|m| e.get(&("104".to_string(), m.clone())) == Some(&1))
+            .then_some(())
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "not all enrolled once after resume; logs:\n{}",
+            server.logs()
+        )
+    });
     server.stop();
 }

@@ -47,10 +47,7 @@ pub fn status(state: &AdminState) -> Value {
     let endpoint = |w: &Webhook, url: String| {
         let pending = state.metrics.pending(&w.id).get();
         // Its own pause (what its Resume button lifts), and its connector's.
-        let paused = pauses
-            .paused
-            .get(&w.id)
-            .is_some_and(|p| p.kind != crate::pauses::Kind::Connector);
+        let paused = pauses.paused.contains_key(&w.id);
         // While it or its connector is paused, nothing of it goes out: all it has waits.
         let connector_paused = connectors
             .iter()
@@ -89,6 +86,7 @@ pub fn status(state: &AdminState) -> Value {
         "outcomes": board.latest(),
         "imports": state.metrics.imports(),
         "paused": pauses.paused,
+        "paused_connectors": pauses.connectors,
     })
 }
 
@@ -107,10 +105,7 @@ fn connectors(
             let link = board.link(&c.id);
             let hubspot_pause = link.as_ref().and_then(|l| l.pause_at(now));
             let rate = link.as_ref().and_then(|l| l.client.last_rate_limit());
-            let operator = pauses
-                .paused
-                .get(&c.id)
-                .is_some_and(|p| p.kind == crate::pauses::Kind::Connector);
+            let operator = pauses.connectors.contains_key(&c.id);
             ConnectorStatus {
                 id: c.id.clone(),
                 dry_run: c.dry_run,

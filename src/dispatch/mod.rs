@@ -411,10 +411,8 @@ impl Dispatcher {
         let mut dry = Vec::new();
         let mut later = Vec::new();
         let mut newly_held: HashMap<String, usize> = HashMap::new();
-        let pauses = crate::pauses::read(&self.data_dir).unwrap_or_else(|e| {
-            tracing::error!("{e:#}; no operator pause is applied until it is fixed");
-            crate::pauses::Pauses::default()
-        });
+        let watch = Arc::new(crate::pauses::Watch::new(&self.data_dir));
+        let pauses = watch.current();
         self.metrics.set_operator_pauses(&pauses);
         for item in due {
             let Some(webhook) = config.webhook(&item.webhook_id) else {
@@ -549,6 +547,7 @@ impl Dispatcher {
             metrics: self.metrics.clone(),
             stop: stop.clone(),
             horizon: tokio::time::Instant::now() + IN_TICK_RETRY_HORIZON,
+            pauses: watch,
         });
         let slots = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
         let mut set: JoinSet<Vec<(Pending, Next)>> = JoinSet::new();

@@ -70,6 +70,8 @@ pub struct Ctx {
     pub stop: watch::Receiver<bool>,
     /// Retries that would wait past this are left to a later tick.
     pub horizon: Instant,
+    /// Operator pauses, as they are now: one set during the tick holds what has not gone out.
+    pub pauses: Arc<crate::pauses::Watch>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -106,12 +108,27 @@ impl Ctx {
         }
     }
 
-    /// The limiter's permission for one call through `link`; when stopping, or the
-    /// connector is paused, before or after the wait: until when the work stays queued.
-    async fn admit<'l>(&self, link: &'l Link) -> Result<Admitted<'l>, Next> {
-        link.admit(|| self.now(), || *self.stop.borrow())
+    /// The limiter's permission for one call through `link` for contacts of `webhooks`;
+    /// when stopping, or the connector is paused (by HubSpot, or by an operator, who may also
+    /// have paused every one of `webhooks`), before or after the wait: until when the work
+    /// stays queued.
+    async fn admit<'l>(&self, link: &'l Link, webhooks: &[&str]) -> Result<Admitted<'l>, Next> {
+        let held = || {
+            let pauses = self.pauses.current();
+            webhooks.iter().all(|w| pauses.holds(w, &link.id))
+        };
+        let later = || Next::Again(self.now() + crate::time::MINUTE_MS);
+        if held() {
+            return Err(later());
+        }
+        let call = link
+            .admit(|| self.now(), || *self.stop.borrow())
             .await
-            .map_err(Next::Again)
+            .map_err(Next::Again)?;
+        if held() {
+            return Err(later());
+        }
+        Ok(call)
     }
 
     /// A batch's call, ready to go: admitted by the limiter, and its `attempting` rows
@@ -122,7 +139,8 @@ impl Ctx {
         batch: &mut [Pending],
         row_of: impl Fn(&Pending, i64) -> OutcomeRow,
     ) -> Result<Admitted<'l>, Next> {
-        let call = self.admit(link).await?;
+        let webhooks: Vec<&str> = batch.iter().map(|i| i.webhook_id.as_ref()).collect();
+        let call = self.admit(link, &webhooks).await?;
         self.attempting(batch, row_of).await?;
         Ok(call)
     }
@@ -337,7 +355,7 @@ pub async fn enroll(
         return done_if_recorded(&ctx, r, item).await;
     };
     loop {
-        let call = match ctx.admit(&link).await {
+        let call = match ctx.admit(&link, &[&item.webhook_id]).await {
             Ok(call) => call,
             Err(next) => return (item, next),
         };
@@ -783,6 +801,7 @@ mod tests {
             metrics: Metrics::new(),
             stop,
             horizon: Instant::now() + Duration::from_secs(30),
+            pauses: Arc::new(crate::pauses::Watch::new(data)),
         };
         (ctx, writer)
     }
@@ -906,6 +925,7 @@ mod tests {
                 metrics: self.metrics.clone(),
                 stop: self.stop.clone(),
                 horizon: self.horizon,
+                pauses: self.pauses.clone(),
             }
         }
     }
