@@ -505,7 +505,7 @@ fn the_admin_surface_guards_its_data_and_its_buttons() {
     );
     let paused = sendtime(&config, &data, &["pause"], ENV);
     assert!(
-        paused.contains("fatigue (Webhook) paused since"),
+        paused.contains("fatigue (webhook) paused since"),
         "{paused}"
     );
     assert_eq!(post("/pause", json!({"id": "nope"})).status(), 404);
