@@ -99,6 +99,29 @@ fn unset_env_vars_are_warnings_with_their_position() {
     );
 }
 
+/// An admin token variable that is not set is a warning: `serve` would refuse to start.
+#[test]
+fn an_unset_admin_token_variable_is_a_warning() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("webhooks.toml");
+    let text = std::fs::read_to_string(
+        repo().join("tests/configs/broken/admin-listen-same-as-listen.toml"),
+    )
+    .unwrap()
+    .replace(
+        "admin_listen = \"127.0.0.1:8080\"",
+        "admin_listen = \"127.0.0.1:8081\"\nadmin_token_env = \"SENDTIME_TEST_UNSET_TOKEN\"",
+    );
+    std::fs::write(&path, text).unwrap();
+    let out = sendtime().arg("validate").arg(&path).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(":7:19: warning: environment variable SENDTIME_TEST_UNSET_TOKEN (`admin_token_env`) is not set"),
+        "{stderr}"
+    );
+}
+
 #[test]
 fn missing_file_is_a_clear_error() {
     let out = sendtime()

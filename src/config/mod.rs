@@ -404,6 +404,29 @@ impl Config {
         if let Some(listen) = overrides.admin_listen {
             config.server.admin_listen = listen;
         }
+        let server = &config.server;
+        if server.listen == server.admin_listen {
+            return Err(Diagnostics::whole_file(
+                path,
+                format!(
+                    "the admin surface and the public listener are both on {}: the admin surface is never served to HubSpot's side; give `admin_listen` (or --admin-listen) another port",
+                    server.listen
+                ),
+            ));
+        }
+        // The file's own address is checked where it is read; a flag's only here.
+        if let Some(addr) = overrides.admin_listen
+            && !addr.ip().is_loopback()
+            && server.admin_token_env.is_none()
+        {
+            loaded.warnings.push(
+                Severity::Warning,
+                (1, 1),
+                format!(
+                    "--admin-listen {addr} is reachable from other machines and the admin surface (status, metrics, the dashboard, pause and resume) has no token: set `admin_token_env` to a variable holding a long random token"
+                ),
+            );
+        }
         Ok(loaded)
     }
 

@@ -233,6 +233,16 @@ fn read_server(ctx: &mut Ctx, top: &TableReader, base_dir: &Path) -> Option<Serv
         None => None,
     };
     let admin_token_env = r.env_name(ctx, "admin_token_env");
+    if let Some((name, at)) = &admin_token_env
+        && std::env::var(name).map_or(true, |v| v.trim().is_empty())
+    {
+        ctx.warning(
+            *at,
+            format!(
+                "environment variable {name} (`admin_token_env`) is not set: `serve` refuses to start without it"
+            ),
+        );
+    }
     if let Some(addr) = admin_listen
         && !addr.ip().is_loopback()
         && admin_token_env.is_none()

@@ -118,7 +118,7 @@ fn reload(
         h.finish()
     });
     match Config::load(path, overrides, EnvCheck::Require) {
-        Ok(loaded) => {
+        Ok(mut loaded) => {
             *rejected = None;
             if loaded.config.identity == current.identity && !forced {
                 return;
@@ -126,12 +126,32 @@ fn reload(
             for line in loaded.warnings.lines() {
                 tracing::warn!("{line}");
             }
-            if loaded.config.server.listen != current.server.listen {
+            // What the running process was started with stays until a restart: a data
+            // folder half switched would split pauses, imports and the dispatcher's state.
+            let server = &mut loaded.config.server;
+            if server.listen != current.server.listen {
                 tracing::warn!(
                     old = %current.server.listen,
-                    new = %loaded.config.server.listen,
+                    new = %server.listen,
                     "server.listen changed; the listener moves only on restart"
                 );
+                server.listen = current.server.listen;
+            }
+            if server.admin_listen != current.server.admin_listen {
+                tracing::warn!(
+                    old = %current.server.admin_listen,
+                    new = %server.admin_listen,
+                    "server.admin_listen changed; the admin surface moves only on restart"
+                );
+                server.admin_listen = current.server.admin_listen;
+            }
+            if server.data_dir != current.server.data_dir {
+                tracing::warn!(
+                    old = %current.server.data_dir.display(),
+                    new = %server.data_dir.display(),
+                    "server.data_dir changed; it applies only on restart (the old one is used until then)"
+                );
+                server.data_dir = current.server.data_dir.clone();
             }
             tracing::info!(
                 config = %loaded.config.identity,

@@ -798,9 +798,15 @@ mod tests {
         let hl = a.config.params.half_life_days as i32;
         a.add(0, Kind::Open as u8, 5, 1000 - hl, false);
         assert!((a.weights[0].get(5) - 0.5).abs() < 1e-6);
-        // An event one half-life after the reference day counts double: adding stays exact.
-        a.add(1, Kind::Open as u8, 5, 1000 + hl, false);
-        assert!((a.weights[1].get(5) - 2.0).abs() < 1e-5);
+        // An event after the reference day (profiles are decayed to a new one at least every
+        // 30 days) counts more, exactly: adding stays exact.
+        a.add(1, Kind::Open as u8, 5, 1000 + 30, false);
+        let ahead = 0.5f64.powf(-30.0 / f64::from(hl)) as f32;
+        assert!((a.weights[1].get(5) - ahead).abs() < 1e-6);
+        // One further ahead than that is a misread time: it weighs as one 31 days ahead.
+        a.add(2, Kind::Open as u8, 5, 1000 + hl, false);
+        let most = 0.5f64.powf(-31.0 / f64::from(hl)) as f32;
+        assert!((a.weights[2].get(5) - most).abs() < 1e-6);
     }
 
     #[test]
