@@ -405,7 +405,8 @@ impl Config {
             config.server.admin_listen = listen;
         }
         let server = &config.server;
-        if server.listen == server.admin_listen {
+        // Port 0 picks a free port for each (tests do).
+        if server.listen == server.admin_listen && server.listen.port() != 0 {
             return Err(Diagnostics::whole_file(
                 path,
                 format!(

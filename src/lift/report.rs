@@ -3,9 +3,10 @@
 //! each send, their difference with a bootstrap 95 % interval, and a verdict only when that
 //! interval excludes zero and each group has [`MIN_SENDS`].
 //!
-//! Only like is compared with like: sends of webhooks that hold receipts out, from each one's
-//! first held-out send on (a webhook without a holdout, or the weeks before one was set, are
-//! other workflows, audiences and dates).
+//! Only like is compared with like: sends of webhooks that hold receipts out, of the receipts
+//! each received between its first and its last held-out receipt (a webhook without a
+//! holdout, or the weeks before one was set or after it was lifted, are other workflows,
+//! audiences and dates).
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -88,6 +89,7 @@ pub struct Sent {
     pub webhook: String,
     pub contact_id: Option<i64>,
     pub email: Option<String>,
+    pub received_at_ms: i64,
     pub at_ms: i64,
     pub holdout: bool,
 }
@@ -99,23 +101,27 @@ struct Send {
     holdout: bool,
 }
 
+/// The sends compared: of each webhook with a holdout, those of the receipts it received
+/// between its first and its last held-out one.
+fn compared(all: &[Sent]) -> impl Iterator<Item = &Sent> {
+    let mut held_out: HashMap<&str, (i64, i64)> = HashMap::new();
+    for s in all.iter().filter(|s| s.holdout) {
+        let t = s.received_at_ms;
+        let span = held_out.entry(&s.webhook).or_insert((t, t));
+        *span = (span.0.min(t), span.1.max(t));
+    }
+    all.iter().filter(move |s| {
+        held_out
+            .get(s.webhook.as_str())
+            .is_some_and(|(first, last)| (*first..=*last).contains(&s.received_at_ms))
+    })
+}
+
 /// Build the report from the data folder.
 pub fn lift(data_dir: &Path, options: &Options) -> anyhow::Result<Lift> {
     let contacts = Contacts::load(data_dir)?;
     let all = sent(data_dir, options.since_ms, options.webhook.as_deref())?;
-    // Each webhook's first held-out send: its sends are compared from then on.
-    let mut first_holdout: HashMap<&str, i64> = HashMap::new();
-    for s in all.iter().filter(|s| s.holdout) {
-        let t = first_holdout.entry(&s.webhook).or_insert(s.at_ms);
-        *t = (*t).min(s.at_ms);
-    }
-    let sends: Vec<Send> = all
-        .iter()
-        .filter(|s| {
-            first_holdout
-                .get(s.webhook.as_str())
-                .is_some_and(|t| s.at_ms >= *t)
-        })
+    let sends: Vec<Send> = compared(&all)
         .map(|s| Send {
             contact: contacts.find(s.contact_id, s.email.as_deref()),
             at_ms: s.at_ms,
@@ -304,6 +310,7 @@ pub fn sent(
                     webhook: p.webhook_id,
                     contact_id: p.contact_id,
                     email: p.email,
+                    received_at_ms: p.received_at_ms,
                     at_ms,
                     holdout: p.holdout,
                 });
@@ -445,7 +452,7 @@ impl Lift {
         }
         let _ = writeln!(
             out,
-            "Only webhooks with a holdout are compared, from their first held-out send on; each send counts once, as if independent of the contact's other sends."
+            "Only webhooks with a holdout are compared, on the receipts between their first and last held-out ones; the interval resamples contacts, since one contact's sends are not independent."
         );
         out
     }
@@ -494,6 +501,33 @@ mod tests {
             compare("opened", 24, &singles(400, 200), &singles(20, 0)).verdict,
             None
         );
+    }
+
+    /// A holdout set for a week and lifted: only that week's receipts are compared, and a
+    /// webhook that never held any out is not compared at all.
+    #[test]
+    fn only_receipts_of_the_held_out_period_are_compared() {
+        let day = crate::time::DAY_MS;
+        let send = |webhook: &str, day_n: i64, holdout: bool| Sent {
+            receipt_id: format!("{webhook}-{day_n}-{holdout}"),
+            webhook: webhook.into(),
+            contact_id: Some(day_n),
+            email: None,
+            received_at_ms: day_n * day,
+            // Optimized sends go out days after receipt.
+            at_ms: day_n * day + if holdout { 0 } else { 3 * day },
+            holdout,
+        };
+        let mut all = vec![send("w", 0, false)];
+        all.extend((1..=7).flat_map(|d| [send("w", d, true), send("w", d, false)]));
+        all.extend((8..=28).map(|d| send("w", d, false)));
+        all.extend((0..28).map(|d| send("never", d, false)));
+        let ids: Vec<&str> = compared(&all).map(|s| s.receipt_id.as_str()).collect();
+        assert_eq!(ids.len(), 14, "{ids:?}");
+        assert!(ids.iter().all(|id| {
+            let d: i64 = id.split('-').nth(1).unwrap().parse().unwrap();
+            id.starts_with("w-") && (1..=7).contains(&d)
+        }));
     }
 
     #[test]
