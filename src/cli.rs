@@ -133,7 +133,9 @@ pub enum Command {
     /// Show what the model knows about one contact and when each webhook type would enroll it.
     ///
     /// Prints the engagement class, a 7x24 heat map of the hours the contact reads email (UTC),
-    /// and the due time and reason for every webhook type if the contact were posted now.
+    /// the due time and reason for every webhook type if the contact were posted now (in the
+    /// type's default window: a webhook's own `window`, quiet hours, holdout and capacity also
+    /// shape real plans), and the contact's planned receipts.
     Explain {
         /// The contact: an email address or a HubSpot contact id.
         contact: String,
@@ -184,7 +186,8 @@ pub enum Command {
         #[arg(long)]
         tune: bool,
         /// Length of that validation split, in days before --split.
-        #[arg(long, value_name = "DAYS", default_value_t = 180)]
+        #[arg(long, value_name = "DAYS", default_value_t = 180,
+            value_parser = clap::value_parser!(i64).range(7..=3650))]
         validation_days: i64,
         /// The hour (UTC) of the fixed-hour baseline.
         #[arg(long, value_name = "HOUR", default_value_t = 9)]
@@ -357,7 +360,8 @@ pub struct FileImportArgs {
     /// Rows per events part written. Larger parts import more slowly but make a full profile
     /// build over an export whose contacts are spread through it faster (4000000: about
     /// 1.3× faster for 100M rows).
-    #[arg(long, value_name = "N", default_value_t = crate::import::PART_ROWS)]
+    #[arg(long, value_name = "N", default_value_t = crate::import::PART_ROWS,
+        value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=100_000_000))]
     pub part_rows: usize,
     /// Memory for checking rows against the events already stored, in MB (8 bytes per stored
     /// event without a source id): a store with more is checked in several passes over FILE.
@@ -577,6 +581,16 @@ fn model(command: Command, path: &std::path::Path, overrides: &Overrides) -> any
             no_habits,
         } => {
             let end = end.map(|t| parse_flag("--end", &t)).transpose()?;
+            // A year of events before it must be dates people read email on.
+            const YEAR_2001_MS: i64 = 978_307_200_000;
+            const YEAR_2200_MS: i64 = 7_258_118_400_000;
+            if let Some(end) = end {
+                anyhow::ensure!(
+                    (YEAR_2001_MS..YEAR_2200_MS).contains(&end),
+                    "--end {} is not between 2001 and 2200",
+                    crate::time::format_minute(end)
+                );
+            }
             if respond {
                 let since = since.map(|t| parse_flag("--since", &t)).transpose()?;
                 let response = if flat {

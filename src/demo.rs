@@ -90,6 +90,10 @@ pub fn run(
     };
     let result = crate::serve::run(config, overrides, clock);
     rt.shutdown_background();
+    // Temporary: a demo run a day leaves nothing behind.
+    if let Err(e) = std::fs::remove_dir_all(&dir) {
+        tracing::warn!("cannot remove the demo's folder {}: {e}", dir.display());
+    }
     result
 }
 

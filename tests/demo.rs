@@ -33,6 +33,14 @@ fn the_demo_sends_every_kind_of_contact_and_stops_cleanly() {
         printed.iter().any(|l| l.contains(&status_url)),
         "{printed:?}"
     );
+    // "... engagement events of 2000 contacts in {data folder}": its parent is the demo's.
+    let data = printed
+        .iter()
+        .find_map(|l| l.split(" contacts in ").nth(1))
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| panic!("{printed:?}"));
+    let folder = data.parent().unwrap().to_path_buf();
+    assert!(folder.exists());
     let count = |metrics: &str, status: &str| -> u64 {
         let prefix = format!("sendtime_dispatch_outcomes_total{{status=\"{status}\"}} ");
         metrics
@@ -72,4 +80,5 @@ fn the_demo_sends_every_kind_of_contact_and_stops_cleanly() {
         std::thread::sleep(Duration::from_millis(100));
     };
     assert_eq!(code, Some(0));
+    assert!(!folder.exists(), "{} left behind", folder.display());
 }

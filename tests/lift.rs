@@ -182,12 +182,18 @@ fn lift_has_the_right_sign_where_send_time_matters_and_covers_zero_where_it_does
         habit["optimized_sends"].as_u64().unwrap(),
         habit["holdout_sends"].as_u64().unwrap(),
     );
-    assert_eq!(optimized + holdout, CONTACTS);
-    let share = holdout as f64 / CONTACTS as f64;
-    let sd = (0.25 / CONTACTS as f64).sqrt();
+    // Receipts before the first held-out one or after the last are not compared: at a share of
+    // a half, one or two at each end.
+    let compared = optimized + holdout;
+    assert!(
+        (CONTACTS - 10..=CONTACTS).contains(&compared),
+        "{compared} of {CONTACTS} compared"
+    );
+    let share = holdout as f64 / compared as f64;
+    let sd = (0.25 / compared as f64).sqrt();
     assert!(
         (share - 0.5).abs() < 4.0 * sd,
-        "held out {holdout} of {CONTACTS}"
+        "held out {holdout} of {compared}"
     );
     let opened = metric(&habit, "opened", 24);
     assert_eq!(opened["optimized"]["sends"], optimized, "{habit}");

@@ -177,6 +177,10 @@ impl Explanation {
         let _ = writeln!(out);
         out.push_str(&heat_map(&self.scores, &self.best_slot));
         let _ = writeln!(out);
+        let _ = writeln!(
+            out,
+            "if posted now, by type, in the type's own window (a webhook's `window`, quiet hours, holdout and capacity also shape its plans: see the planned receipts below)"
+        );
         for p in &self.plans {
             let _ = writeln!(out, "{:<30} {}", p.webhook_type, format_minute(p.due_at_ms));
             let _ = writeln!(out, "{:<30} {}", "", p.reason);
