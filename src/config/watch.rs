@@ -101,6 +101,20 @@ impl Watcher {
     }
 }
 
+/// A setting that applies only on restart: changed in the file, it is logged and the running
+/// value kept.
+fn keep<T: PartialEq + Clone + std::fmt::Debug>(key: &str, new: &mut T, old: &T) {
+    if new != old {
+        tracing::warn!(
+            key,
+            old = ?old,
+            new = ?new,
+            "changed in the file; it applies on restart (the running value is kept until then)"
+        );
+        *new = old.clone();
+    }
+}
+
 /// Load the file again and swap it in if it is valid and different (or `forced`). An invalid
 /// file is reported once per content (`rejected` remembers the last one), unless `forced`.
 fn reload(
@@ -128,31 +142,14 @@ fn reload(
             }
             // What the running process was started with stays until a restart: a data
             // folder half switched would split pauses, imports and the dispatcher's state.
-            let server = &mut loaded.config.server;
-            if server.listen != current.server.listen {
-                tracing::warn!(
-                    old = %current.server.listen,
-                    new = %server.listen,
-                    "server.listen changed; the listener moves only on restart"
-                );
-                server.listen = current.server.listen;
-            }
-            if server.admin_listen != current.server.admin_listen {
-                tracing::warn!(
-                    old = %current.server.admin_listen,
-                    new = %server.admin_listen,
-                    "server.admin_listen changed; the admin surface moves only on restart"
-                );
-                server.admin_listen = current.server.admin_listen;
-            }
-            if server.data_dir != current.server.data_dir {
-                tracing::warn!(
-                    old = %current.server.data_dir.display(),
-                    new = %server.data_dir.display(),
-                    "server.data_dir changed; it applies only on restart (the old one is used until then)"
-                );
-                server.data_dir = current.server.data_dir.clone();
-            }
+            let (new, old) = (&mut loaded.config.server, &current.server);
+            keep("server.listen", &mut new.listen, &old.listen);
+            keep(
+                "server.admin_listen",
+                &mut new.admin_listen,
+                &old.admin_listen,
+            );
+            keep("server.data_dir", &mut new.data_dir, &old.data_dir);
             tracing::info!(
                 config = %loaded.config.identity,
                 previous = %current.identity,

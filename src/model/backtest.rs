@@ -819,6 +819,24 @@ mod tests {
         }
     }
 
+    /// No decay, no spreading and a weak prior, the file's values (no fit), any history
+    /// warm: figures that can be worked out by hand.
+    fn by_hand() -> ModelConfig {
+        ModelConfig {
+            params: Params {
+                half_life_days: 1e9,
+                hour_bandwidth: 0.0,
+                prior_strength: 0.5,
+                ..Params::default()
+            },
+            thresholds: Thresholds {
+                evaluating_below: 1,
+                ..Thresholds::default()
+            },
+            auto: crate::model::calibrate::Auto::NONE,
+        }
+    }
+
     /// A tiny data set whose figures are worked out by hand.
     #[test]
     fn figures_on_a_tiny_data_set_checked_by_hand() {
@@ -841,22 +859,8 @@ mod tests {
             ],
             3,
         );
-        // No decay and no spreading, so the figures can be worked out by hand.
-        let config = ModelConfig {
-            params: Params {
-                half_life_days: 1e9,
-                hour_bandwidth: 0.0,
-                prior_strength: 0.5,
-                ..Params::default()
-            },
-            // Any history makes a contact warm here; the default threshold is checked below.
-            thresholds: Thresholds {
-                evaluating_below: 1,
-                ..Thresholds::default()
-            },
-            // The file's values, by hand.
-            auto: crate::model::calibrate::Auto::NONE,
-        };
+        // Any history makes a contact warm here; the default threshold is checked below.
+        let config = by_hand();
         let report = evaluate(config, &rows, split, 9, None);
         assert_eq!(report.training_events, 3);
         let by = |group: &[(String, Scores)], name: &str| {
@@ -947,19 +951,7 @@ mod tests {
             }
         }
         let rows = Rows::new(rows, 3);
-        let config = ModelConfig {
-            params: Params {
-                half_life_days: 1e9,
-                hour_bandwidth: 0.0,
-                prior_strength: 0.5,
-                ..Params::default()
-            },
-            thresholds: Thresholds {
-                evaluating_below: 1,
-                ..Thresholds::default()
-            },
-            auto: crate::model::calibrate::Auto::NONE,
-        };
+        let config = by_hand();
         let model = |relearn: Option<u32>, group: usize| {
             let r = evaluate(config, &rows, split, 9, relearn);
             let g = [&r.warm, &r.evaluating, &r.cold][group];
