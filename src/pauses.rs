@@ -171,7 +171,27 @@ pub fn set(
     on: bool,
     now_ms: i64,
 ) -> anyhow::Result<Kind> {
-    let kind = kind_of(config, id, connector).with_context(|| {
+    let data_dir = &config.server.data_dir;
+    let file = path(data_dir);
+    let lock = lock_file(&file.with_extension("lock"))?;
+    lock.lock()
+        .with_context(|| format!("cannot lock {}", file.display()))?;
+    let mut pauses = read(data_dir)?;
+    // A pause of something since removed from the config can still be lifted (before a
+    // connector of the same id is taken for what `id` names).
+    let map = if connector {
+        &pauses.connectors
+    } else {
+        &pauses.paused
+    };
+    let stale = map.get(id).map(|p| p.kind).filter(|_| !on);
+    let named = kind_of(config, id, connector);
+    let kind = match named {
+        Some(Kind::Connector) if !connector => stale.or(named),
+        Some(k) => Some(k),
+        None => stale,
+    }
+    .with_context(|| {
         let what = if connector {
             "connector"
         } else {
@@ -179,12 +199,6 @@ pub fn set(
         };
         format!("no {what} {id:?} in {}", config.path.display())
     })?;
-    let data_dir = &config.server.data_dir;
-    let file = path(data_dir);
-    let lock = lock_file(&file.with_extension("lock"))?;
-    lock.lock()
-        .with_context(|| format!("cannot lock {}", file.display()))?;
-    let mut pauses = read(data_dir)?;
     let map = pauses.map_mut(kind);
     if on {
         map.entry(id.to_string()).or_insert(Pause {
@@ -237,6 +251,19 @@ mod tests {
         assert!(!p.connectors.contains_key("main"));
         assert!(p.paused.contains_key("main"), "the webhook's pause stays");
         assert!(!p.holds("other", "main") && p.holds("main", "main"));
+        // The webhook leaves the config: its pause can still be lifted, not set again.
+        let text = std::fs::read_to_string(&path).unwrap();
+        let without = text.replace("id = \"main\"\ntype", "id = \"other\"\ntype");
+        std::fs::write(&path, without).unwrap();
+        let config = Config::load(&path, &Default::default(), crate::config::EnvCheck::Warn)
+            .unwrap()
+            .config;
+        assert_eq!(
+            set(&config, "main", false, false, 4).unwrap(),
+            Kind::Webhook
+        );
+        assert!(read(data).unwrap().paused.is_empty());
+        assert!(set(&config, "main", false, true, 5).is_ok_and(|k| k == Kind::Connector));
     }
 
     /// A file written before connectors had their own map still reads.

@@ -122,6 +122,33 @@ fn an_unset_admin_token_variable_is_a_warning() {
     );
 }
 
+/// A holdout where both groups go at receipt measures nothing: a warning.
+#[test]
+fn a_holdout_on_a_type_sent_at_receipt_is_a_warning() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("webhooks.toml");
+    let text = std::fs::read_to_string(
+        repo().join("tests/configs/broken/admin-listen-same-as-listen.toml"),
+    )
+    .unwrap()
+    .replace(
+        "admin_listen = \"127.0.0.1:8080\"",
+        "admin_listen = \"127.0.0.1:8081\"",
+    )
+    .replace(
+        "type = \"NEXT_24_HOURS\"",
+        "type = \"IMMEDIATE\"\nholdout = 0.1",
+    );
+    std::fs::write(&path, text).unwrap();
+    let out = sendtime().arg("validate").arg(&path).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(":18:11: warning: [[webhook]] #1: `holdout` on IMMEDIATE compares two groups sent at receipt alike"),
+        "{stderr}"
+    );
+}
+
 #[test]
 fn missing_file_is_a_clear_error() {
     let out = sendtime()

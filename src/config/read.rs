@@ -663,6 +663,18 @@ fn read_webhook(ctx: &mut Ctx, table: &DeTable, at: usize, n: usize) -> WebhookD
     let list_id_at = r.get("list_id").map(|v| v.span().start);
     let (window, quiet_hours, timing_at) = read_timing(ctx, &r);
     let holdout = read_holdout(ctx, &r);
+    if let (Some(k), Some(h), Some(v)) = (kind, holdout, r.get("holdout"))
+        && h > 0.0
+        && !k.timed()
+    {
+        ctx.warning(
+            v.span().start,
+            format!(
+                "{}: `holdout` on {k} compares two groups sent at receipt alike: its lift measures nothing",
+                r.name
+            ),
+        );
+    }
     let name_in_messages = r.name.clone();
     r.finish(ctx);
     WebhookDraft {
