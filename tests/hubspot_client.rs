@@ -632,3 +632,35 @@ async fn refused_calls_count_and_oauth_answers_carry_no_daily_headers() {
     let rate = oauth.last_rate_limit().unwrap();
     assert!(rate.max.is_some() && rate.daily.is_none(), "{rate:?}");
 }
+
+/// The stand-in holds callback completions to HubSpot's 2026-03 reference: `typedOutputs` is
+/// required, so a client that dropped it would fail here, not in production.
+#[tokio::test]
+async fn a_completion_without_typed_outputs_is_refused() {
+    let s = standin(Options::default()).await;
+    s.add_callback("cb-1");
+    let http = reqwest::Client::new();
+    let post = |body: serde_json::Value| {
+        http.post(format!(
+            "{}/automation/actions/callbacks/2026-03/complete",
+            s.url()
+        ))
+        .bearer_auth(DEFAULT_TOKEN)
+        .json(&body)
+        .send()
+    };
+    let without = post(serde_json::json!({"inputs": [
+        {"callbackId": "cb-1", "outputFields": {"hs_execution_state": "SUCCESS"}}
+    ]}))
+    .await
+    .unwrap();
+    assert_eq!(without.status().as_u16(), 400);
+    assert!(s.completion("cb-1").is_none());
+    let with = post(serde_json::json!({"inputs": [
+        {"callbackId": "cb-1", "outputFields": {"hs_execution_state": "SUCCESS"}, "typedOutputs": {}}
+    ]}))
+    .await
+    .unwrap();
+    assert_eq!(with.status().as_u16(), 204);
+    assert!(s.completion("cb-1").is_some());
+}

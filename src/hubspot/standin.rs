@@ -1281,6 +1281,9 @@ impl World {
             callback_id: String,
             #[serde(default)]
             output_fields: serde_json::Value,
+            /// Required by HubSpot's 2026-03 reference: an input without it is refused.
+            #[allow(dead_code)]
+            typed_outputs: serde_json::Value,
         }
         #[derive(serde::Deserialize)]
         struct Batch {
