@@ -1282,8 +1282,8 @@ impl World {
             #[serde(default)]
             output_fields: serde_json::Value,
             /// Required by HubSpot's 2026-03 reference: an input without it is refused.
-            #[allow(dead_code)]
-            typed_outputs: serde_json::Value,
+            #[serde(rename = "typedOutputs")]
+            _typed_outputs: serde::de::IgnoredAny,
         }
         #[derive(serde::Deserialize)]
         struct Batch {
