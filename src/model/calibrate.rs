@@ -254,13 +254,24 @@ pub fn fit(profiles: &Profiles, counts: &[f64], mut recent: Recent, auto: Auto) 
                 .push((s, weight(k) * decay(d)));
         }
     }
-    // The population without anyone's validation events.
+    // The population without anyone's validation events. Unsampled, every event is at hand,
+    // and only those the population counted come out (machine-like contacts' never went
+    // in); sampled, the day totals of everyone's come out.
     let mut population_counts = counts.to_vec();
-    for (d, counts) in recent.totals.iter().filter(|(d, _)| *d >= first) {
-        for (i, &n) in counts.iter().enumerate().filter(|(_, n)| **n > 0) {
-            let kind = if i < SLOTS { Kind::Open } else { Kind::Click };
-            let x = &mut population_counts[i % SLOTS];
-            *x = (*x - n as f64 * weight(kind as u8) * decay(*d)).max(0.0);
+    if recent.below == u32::MAX {
+        for &(c, s, d, k) in &recent.events {
+            if (c as usize) < profiles.len() && (s as usize) < SLOTS && !profiles.is_machine(c) {
+                let x = &mut population_counts[s as usize];
+                *x = (*x - weight(k) * decay(d)).max(0.0);
+            }
+        }
+    } else {
+        for (d, counts) in recent.totals.iter().filter(|(d, _)| *d >= first) {
+            for (i, &n) in counts.iter().enumerate().filter(|(_, n)| **n > 0) {
+                let kind = if i < SLOTS { Kind::Open } else { Kind::Click };
+                let x = &mut population_counts[i % SLOTS];
+                *x = (*x - n as f64 * weight(kind as u8) * decay(*d)).max(0.0);
+            }
         }
     }
     // Contacts with history before the validation days, in a seeded order, up to the cap.
@@ -393,5 +404,41 @@ pub fn fit(profiles: &Profiles, counts: &[f64], mut recent: Recent, auto: Auto) 
         loss: Some(loss[best] / n),
         file_loss: Some(loss[file_g] / n),
         population_loss: Some(loss[2 * g_n] / n),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::model::ModelConfig;
+    use crate::model::backtest::{Row, Rows, build};
+    use crate::time::{DAY_MS, HOUR_MS};
+
+    /// A machine-like contact's opens never enter the population, so they are not taken out
+    /// of it either: the fit is the same with or without one.
+    #[test]
+    fn a_machine_like_contact_leaves_the_fit_as_it_was() {
+        let until = 1_767_225_600_000; // 2026-01-01
+        let open = |contact: u32, at_ms: i64| Row {
+            contact,
+            kind: crate::datasets::events::Kind::Open as u8,
+            at_ms,
+            filtered: false,
+        };
+        // 60 people who each read at their own hour, every day for 90 days.
+        let mut rows: Vec<Row> = (0..60u32)
+            .flat_map(|c| {
+                (1..=90).map(move |d| open(c, until - d * DAY_MS + i64::from(c % 24) * HOUR_MS))
+            })
+            .collect();
+        let people = Rows::new(rows.clone(), 60);
+        // A scanner: 100 opens a day at 18:00 for the last 28 days.
+        rows.extend((1..=28).flat_map(|d| {
+            (0..100).map(move |m| open(60, until - d * DAY_MS + 18 * HOUR_MS + m * 1_000))
+        }));
+        let with_scanner = Rows::new(rows, 61);
+        let fit = |rows: &Rows| build(ModelConfig::default(), rows, until).fit.unwrap();
+        let (a, b) = (fit(&people), fit(&with_scanner));
+        assert!(a.fitted);
+        assert_eq!(a, b);
     }
 }
