@@ -59,6 +59,17 @@ impl Ledger {
                 .is_none_or(|d| self.days.get(&self.day(at_ms)).copied().unwrap_or(0) + cost <= d)
     }
 
+    /// Let go of what lies before `now_ms`: nothing is booked in the past, so only the
+    /// current minute, hour and day on are ever looked at (a running `serve` kept every past
+    /// minute).
+    pub fn forget_before(&mut self, now_ms: i64) {
+        let (minute, hour) = (now_ms.div_euclid(MINUTE_MS), now_ms.div_euclid(HOUR_MS));
+        let day = self.day(now_ms);
+        self.minutes.retain(|m, _| *m >= minute);
+        self.hours.retain(|h, _| *h >= hour);
+        self.days.retain(|d, _| *d >= day);
+    }
+
     /// Book `cost` in the minute `at_ms` is in.
     pub fn book(&mut self, at_ms: i64, cost: u64) {
         *self.minutes.entry(at_ms.div_euclid(MINUTE_MS)).or_default() += cost;
@@ -160,6 +171,28 @@ mod tests {
         }
         assert_eq!(days, [0, 0, 0, 1, 1]);
         assert_eq!(l.per_hour(0, 2), [3, 0]);
+    }
+
+    /// Past minutes are let go, and what is booked from now on still counts: the current
+    /// minute, hour and day keep their bookings.
+    #[test]
+    fn the_past_is_let_go_and_the_present_kept() {
+        let mut l = ledger(1, Some(3));
+        let day = crate::time::DAY_MS;
+        for at in [MINUTE_MS, 2 * HOUR_MS, day + 5 * MINUTE_MS] {
+            l.book(at, CALL);
+        }
+        let now = 2 * HOUR_MS + 30_000;
+        l.forget_before(now);
+        assert_eq!((l.minutes.len(), l.hours.len(), l.days.len()), (2, 2, 2));
+        // The current minute is full, and today has one call left of three.
+        assert!(!l.fits(now, CALL));
+        assert_eq!(
+            l.first_fit(now, CALL, |_| WHOLE_HOUR),
+            Some(2 * HOUR_MS + MINUTE_MS)
+        );
+        l.book(2 * HOUR_MS + MINUTE_MS, CALL);
+        assert_eq!(l.first_fit(now, CALL, |_| WHOLE_HOUR), Some(day));
     }
 
     #[test]

@@ -156,7 +156,11 @@ impl Dispatcher {
             self.queue = items.into();
             self.capacity = Some(caps);
         }
-        self.capacity.as_mut().expect("set above")
+        let caps = self.capacity.as_mut().expect("set above");
+        for ledger in &mut caps.ledgers {
+            ledger.forget_before(now);
+        }
+        caps
     }
 
     /// Publish the next 7 days' planned calls against capacity (`/status`, `/metrics`).
