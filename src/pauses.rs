@@ -1,8 +1,8 @@
 //! Pauses an operator sets (`sendtime pause ID`, `sendtime resume ID`) on a webhook, an action
 //! or a connector: `{data_dir}/state/pauses.json`, written durably under a lock by the CLI,
 //! read by the dispatcher on every tick and before each call (a paused endpoint's contacts are
-//! held in the queue, receiving goes on) and shown on `/status` and in the metrics. A pause lasts until resumed,
-//! across restarts.
+//! held in the queue, receiving goes on) and shown on `/status` and in the metrics. A pause
+//! lasts until resumed, across restarts.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
