@@ -99,23 +99,36 @@ fn unset_env_vars_are_warnings_with_their_position() {
     );
 }
 
-/// An admin token variable that is not set is a warning: `serve` would refuse to start.
-#[test]
-fn an_unset_admin_token_variable_is_a_warning() {
+/// `validate`'s stderr for the corpus' two-listener config with its admin surface moved to
+/// another port and `edits` (from, to) made; the config must stay valid.
+fn warnings_of(edits: &[(&str, &str)]) -> String {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("webhooks.toml");
-    let text = std::fs::read_to_string(
+    let mut text = std::fs::read_to_string(
         repo().join("tests/configs/broken/admin-listen-same-as-listen.toml"),
     )
     .unwrap()
     .replace(
         "admin_listen = \"127.0.0.1:8080\"",
-        "admin_listen = \"127.0.0.1:8081\"\nadmin_token_env = \"SENDTIME_TEST_UNSET_TOKEN\"",
+        "admin_listen = \"127.0.0.1:8081\"",
     );
+    for (from, to) in edits {
+        text = text.replace(from, to);
+    }
     std::fs::write(&path, text).unwrap();
     let out = sendtime().arg("validate").arg(&path).output().unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(out.status.success(), "{stderr}");
+    stderr
+}
+
+/// An admin token variable that is not set is a warning: `serve` would refuse to start.
+#[test]
+fn an_unset_admin_token_variable_is_a_warning() {
+    let stderr = warnings_of(&[(
+        "admin_listen = \"127.0.0.1:8081\"",
+        "admin_listen = \"127.0.0.1:8081\"\nadmin_token_env = \"SENDTIME_TEST_UNSET_TOKEN\"",
+    )]);
     assert!(
         stderr.contains(":7:19: warning: environment variable SENDTIME_TEST_UNSET_TOKEN (`admin_token_env`) is not set"),
         "{stderr}"
@@ -125,24 +138,10 @@ fn an_unset_admin_token_variable_is_a_warning() {
 /// A holdout where both groups go at receipt measures nothing: a warning.
 #[test]
 fn a_holdout_on_a_type_sent_at_receipt_is_a_warning() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("webhooks.toml");
-    let text = std::fs::read_to_string(
-        repo().join("tests/configs/broken/admin-listen-same-as-listen.toml"),
-    )
-    .unwrap()
-    .replace(
-        "admin_listen = \"127.0.0.1:8080\"",
-        "admin_listen = \"127.0.0.1:8081\"",
-    )
-    .replace(
+    let stderr = warnings_of(&[(
         "type = \"NEXT_24_HOURS\"",
         "type = \"IMMEDIATE\"\nholdout = 0.1",
-    );
-    std::fs::write(&path, text).unwrap();
-    let out = sendtime().arg("validate").arg(&path).output().unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stderr}");
+    )]);
     assert!(
         stderr.contains(":18:11: warning: [[webhook]] #1: `holdout` on IMMEDIATE compares two groups sent at receipt alike"),
         "{stderr}"

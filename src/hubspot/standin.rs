@@ -269,7 +269,38 @@ struct World {
     issued: Vec<(String, Instant)>,
     /// The refresh token that works now (rotated when the app says so).
     refresh_token: Option<String>,
+    /// The latest requests ([`LOG_LIMIT`] at most: a demo runs for hours).
     log: Vec<LogEntry>,
+    /// Requests received, ever: the next one's `seq`.
+    received: u64,
+}
+
+/// Requests the log keeps; past it, the older half is let go.
+const LOG_LIMIT: usize = 1_000_000;
+
+impl World {
+    /// Log a request: its `seq` is its place among all received.
+    fn record(
+        &mut self,
+        method: &Method,
+        path: String,
+        query: Option<String>,
+        at: SystemTime,
+        status: Option<u16>,
+    ) {
+        if self.log.len() >= LOG_LIMIT {
+            self.log.drain(..LOG_LIMIT / 2);
+        }
+        self.log.push(LogEntry {
+            seq: self.received,
+            method: method.to_string(),
+            path,
+            query,
+            at,
+            status,
+        });
+        self.received += 1;
+    }
 }
 
 type Shared = Arc<Mutex<World>>;
@@ -314,6 +345,7 @@ impl StandIn {
             issued: Vec::new(),
             refresh_token: options_refresh,
             log: Vec::new(),
+            received: 0,
         }));
         let router = axum::Router::new()
             .fallback(handle)
@@ -348,7 +380,7 @@ impl StandIn {
         format!("http://{}", self.addr)
     }
 
-    /// Every request received so far, in arrival order.
+    /// Every request received so far (the latest million), in arrival order.
     pub fn log(&self) -> Vec<LogEntry> {
         self.world.lock().unwrap().log.clone()
     }
@@ -547,23 +579,13 @@ async fn handle(State(world): State<Shared>, req: Request) -> Result<Response, I
     if method == Method::POST && path == TOKEN_PATH {
         let mut w = world.lock().unwrap();
         let resp = w.token_endpoint(&body);
-        let seq = w.log.len() as u64;
-        let status = Some(resp.status().as_u16());
-        w.log.push(LogEntry {
-            seq,
-            method: method.to_string(),
-            path,
-            query,
-            at: received,
-            status,
-        });
+        w.record(&method, path, query, received, Some(resp.status().as_u16()));
         return Ok(resp);
     }
     let (authorized, oauth) = world.lock().unwrap().authorize(bearer.as_deref());
 
     let (outcome, rate) = {
         let mut w = world.lock().unwrap();
-        let seq = w.log.len() as u64;
         // A refused call counts toward the limits too, as at HubSpot.
         let gate = match (authorized, w.gate(&path)) {
             (Ok(()), gate) => gate,
@@ -580,14 +602,7 @@ async fn handle(State(world): State<Shared>, req: Request) -> Result<Response, I
             Gate::Answer(r) | Gate::SlowAnswer(r, _) => Some(r.status().as_u16()),
             _ => None,
         };
-        w.log.push(LogEntry {
-            seq,
-            method: method.to_string(),
-            path,
-            query,
-            at: received,
-            status,
-        });
+        w.record(&method, path, query, received, status);
         let mut rate = w.rate_headers();
         if oauth {
             // HubSpot sends no daily-limit headers to OAuth apps.
@@ -749,7 +764,7 @@ impl World {
             let mut x = self
                 .rng
                 .u64(..)
-                .wrapping_add((self.log.len() as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15));
+                .wrapping_add(self.received.wrapping_mul(0x9e37_79b9_7f4a_7c15));
             x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
             x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
             x ^= x >> 31;
