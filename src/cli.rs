@@ -194,8 +194,9 @@ pub enum Command {
         fixed_hour: u8,
         /// Learn again every DAYS days of the test period, as `serve` does when it imports
         /// events: each step is scored by profiles (and baselines) rebuilt from every event
-        /// before the step, the knobs fitted again. Without it the profiles are built once, at
-        /// the split. Contacts keep the group of their history before the split.
+        /// before the step, the knobs fitted again (each step costs a profile build). Without it
+        /// the profiles are built once, at the split. Contacts keep the group of their history
+        /// before the split.
         #[arg(long, value_name = "DAYS", value_parser = clap::value_parser!(u32).range(1..=3650))]
         relearn: Option<u32>,
         /// Print JSON instead of a table.
