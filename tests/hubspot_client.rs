@@ -32,7 +32,6 @@ fn client_with(standin: &StandIn, timeout: Duration) -> Client {
         ClientOptions {
             timeout,
             requests_per_10s: 1000,
-            ..ClientOptions::default()
         },
     )
     .unwrap()
@@ -505,7 +504,6 @@ async fn the_limiter_keeps_a_client_under_the_standins_limit() {
         ClientOptions {
             timeout: Duration::from_secs(5),
             requests_per_10s: 20,
-            ..ClientOptions::default()
         },
     )
     .unwrap();

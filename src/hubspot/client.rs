@@ -295,12 +295,6 @@ pub struct ClientOptions {
     pub timeout: Duration,
     /// The account's burst limit per 10 s; the limiter stays under it.
     pub requests_per_10s: u32,
-    /// The connector whose account this client calls: this process's clients of one account
-    /// pace on one limiter ([`Limiter::for_account`]). None: a limiter of its own.
-    pub account: Option<String>,
-    /// This client's own cap within the account's pace, per 10 s (the scheduled import's
-    /// share, leaving the rest to sends).
-    pub share_per_10s: Option<u32>,
 }
 
 impl Default for ClientOptions {
@@ -308,8 +302,6 @@ impl Default for ClientOptions {
         ClientOptions {
             timeout: DEFAULT_TIMEOUT,
             requests_per_10s: Connector::DEFAULT_REQUESTS_PER_10S,
-            account: None,
-            share_per_10s: None,
         }
     }
 }
@@ -343,12 +335,22 @@ impl Client {
         Client::with_auth(api_base, Auth::Static(token.into()), options)
     }
 
-    /// A client for `api_base` that authenticates with `auth`.
+    /// A client for `api_base` that authenticates with `auth`, on a limiter of its own.
     pub fn with_auth(api_base: &str, auth: Auth, options: ClientOptions) -> anyhow::Result<Client> {
+        let limiter = Arc::new(Limiter::new(options.requests_per_10s));
+        Client::with_limiter(api_base, auth, options.timeout, limiter)
+    }
+
+    fn with_limiter(
+        api_base: &str,
+        auth: Auth,
+        timeout: Duration,
+        limiter: Arc<Limiter>,
+    ) -> anyhow::Result<Client> {
         let base = api_base.trim_end_matches('/').to_string();
         Url::parse(&base).with_context(|| format!("HubSpot api_base {base:?} is not a URL"))?;
         let http = reqwest::Client::builder()
-            .timeout(options.timeout)
+            .timeout(timeout)
             .user_agent(concat!("sendtime/", env!("CARGO_PKG_VERSION")))
             .build()
             .context("cannot build the HTTP client")?;
@@ -356,27 +358,29 @@ impl Client {
             http,
             base,
             auth: Arc::new(auth),
-            limiter: match &options.account {
-                Some(account) => Limiter::for_account(account, options.requests_per_10s),
-                None => Arc::new(Limiter::new(options.requests_per_10s)),
-            },
-            share: options.share_per_10s.map(|n| Arc::new(Limiter::new(n))),
+            limiter,
+            share: None,
             last_rate: Arc::new(Mutex::new(None)),
         })
     }
 
-    /// A client for `connector`, its credentials read from the env vars the config names.
+    /// A client for `connector`, its credentials read from the env vars the config names. It
+    /// paces on the limiter this process's other clients of the connector use
+    /// ([`Limiter::for_account`]).
     pub fn for_connector(connector: &Connector, timeout: Duration) -> anyhow::Result<Client> {
-        Client::with_auth(
+        Client::with_limiter(
             &connector.api_base,
             Auth::for_connector(connector)?,
-            ClientOptions {
-                timeout,
-                requests_per_10s: connector.requests_per_10s,
-                account: Some(connector.id.clone()),
-                share_per_10s: None,
-            },
+            timeout,
+            Limiter::for_account(&connector.id, connector.requests_per_10s),
         )
+    }
+
+    /// This client's calls capped at `per_10s` within the account's pace (the scheduled
+    /// import's share, leaving the rest to sends).
+    pub fn with_share(mut self, per_10s: u32) -> Client {
+        self.share = Some(Arc::new(Limiter::new(per_10s)));
+        self
     }
 
     /// The rate-limit headers of the most recent response that had them.

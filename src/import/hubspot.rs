@@ -117,16 +117,8 @@ pub fn run_in_background(
 ) -> anyhow::Result<Summary> {
     let reserve =
         connector.requests_per_10s as u64 * (100 - crate::capacity::PLAN_SHARE_PERCENT) / 100;
-    let client = Client::with_auth(
-        &connector.api_base,
-        crate::hubspot::auth::Auth::for_connector(connector)?,
-        crate::hubspot::client::ClientOptions {
-            timeout: REQUEST_TIMEOUT,
-            requests_per_10s: connector.requests_per_10s,
-            account: Some(connector.id.clone()),
-            share_per_10s: Some((reserve as u32).max(1)),
-        },
-    )?;
+    let client =
+        Client::for_connector(connector, REQUEST_TIMEOUT)?.with_share((reserve as u32).max(1));
     let mut import = Import::new(config, connector, client, MAX_EVENTS_PAGE, BUDGET_MB * MB)?;
     import.stop = Box::new(stop);
     import.run(None, None)
