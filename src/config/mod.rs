@@ -416,17 +416,10 @@ impl Config {
             ));
         }
         // The file's own address is checked where it is read; a flag's only here.
-        if let Some(addr) = overrides.admin_listen
-            && !addr.ip().is_loopback()
-            && server.admin_token_env.is_none()
-        {
-            loaded.warnings.push(
-                Severity::Warning,
-                (1, 1),
-                format!(
-                    "--admin-listen {addr} is reachable from other machines and the admin surface (status, metrics, the dashboard, pause and resume) has no token: set `admin_token_env` to a variable holding a long random token"
-                ),
-            );
+        if let Some(warning) = overrides.admin_listen.and_then(|addr| {
+            read::exposed_admin("--admin-listen", addr, server.admin_token_env.is_some())
+        }) {
+            loaded.warnings.push(Severity::Warning, (1, 1), warning);
         }
         Ok(loaded)
     }

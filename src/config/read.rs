@@ -243,17 +243,10 @@ fn read_server(ctx: &mut Ctx, top: &TableReader, base_dir: &Path) -> Option<Serv
             ),
         );
     }
-    if let Some(addr) = admin_listen
-        && !addr.ip().is_loopback()
-        && admin_token_env.is_none()
+    if let Some(warning) = admin_listen
+        .and_then(|addr| exposed_admin("`admin_listen`", addr, admin_token_env.is_some()))
     {
-        let at = r.get("admin_listen").map_or(0, |v| v.span().start);
-        ctx.warning(
-            at,
-            format!(
-                "`admin_listen` {addr} is reachable from other machines and the admin surface (status, metrics, the dashboard, pause and resume) has no token: set `admin_token_env` to a variable holding a long random token"
-            ),
-        );
+        ctx.warning(r.get("admin_listen").map_or(0, |v| v.span().start), warning);
     }
     let public_url = r.required(
         ctx,
@@ -284,6 +277,16 @@ fn read_server(ctx: &mut Ctx, top: &TableReader, base_dir: &Path) -> Option<Serv
         public_url: public_url?,
         data_dir: data_dir?,
         max_body_bytes: max_body_bytes? as usize,
+    })
+}
+
+/// The warning for an admin surface at `addr` (named as `what`) that other machines reach
+/// without a token, if it is one.
+pub(super) fn exposed_admin(what: &str, addr: SocketAddr, token: bool) -> Option<String> {
+    (!addr.ip().is_loopback() && !token).then(|| {
+        format!(
+            "{what} {addr} is reachable from other machines and the admin surface (status, metrics, the dashboard, pause and resume) has no token: set `admin_token_env` to a variable holding a long random token"
+        )
     })
 }
 
