@@ -92,6 +92,18 @@ impl Window {
     }
 }
 
+/// The longest a receipt of `kind` may wait: `span`, else the type's default (24 hours, 7
+/// days); `None` for the types that go on the next tick.
+pub fn longest_wait(kind: WebhookType, span: Option<i64>) -> Option<i64> {
+    match kind {
+        WebhookType::Immediate | WebhookType::UpdateOnly => None,
+        WebhookType::Next24Hours => Some(span.unwrap_or(DAY_MS)),
+        WebhookType::NextWeek | WebhookType::NextWeekFrequencyOptimized => {
+            Some(span.unwrap_or(WEEK_MS))
+        }
+    }
+}
+
 /// The window of a receipt of `kind`, or `None` for the types that go on the next tick.
 ///
 /// `span` overrides the type's default window (24 hours, 7 days); for
@@ -105,18 +117,16 @@ pub fn window(
     span: Option<i64>,
     profile: Option<&Profile>,
 ) -> Option<Window> {
+    let long = longest_wait(kind, span)?;
     let span = match kind {
-        WebhookType::Immediate | WebhookType::UpdateOnly => return None,
-        WebhookType::Next24Hours => span.unwrap_or(DAY_MS),
-        WebhookType::NextWeek => span.unwrap_or(WEEK_MS),
         // A machine-like contact's class was learned from its machine: it has no usable one.
         WebhookType::NextWeekFrequencyOptimized => {
-            let long = span.unwrap_or(WEEK_MS);
             match profile.filter(|p| !p.machine).map(|p| p.class) {
                 Some(Class::Passive | Class::Inactive) => long,
                 _ => long.min(DAY_MS),
             }
         }
+        _ => long,
     };
     let from = received_at_ms.max(now_ms);
     let first_hour = from.div_euclid(HOUR_MS) * HOUR_MS;

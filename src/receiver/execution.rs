@@ -150,13 +150,7 @@ pub fn parse(body: &[u8], zone_property: &str) -> Result<Execution, ExecutionErr
 /// type's), with a day to spare for a dispatcher that was down (ISO-8601 duration).
 pub fn expiration(kind: WebhookType, window_ms: Option<i64>) -> String {
     use crate::time::{DAY_MS, HOUR_MS};
-    let longest = match kind {
-        WebhookType::Immediate | WebhookType::UpdateOnly => 0,
-        WebhookType::Next24Hours => window_ms.unwrap_or(DAY_MS),
-        WebhookType::NextWeek | WebhookType::NextWeekFrequencyOptimized => {
-            window_ms.unwrap_or(7 * DAY_MS)
-        }
-    };
+    let longest = crate::model::plan::longest_wait(kind, window_ms).unwrap_or(0);
     let hours = (longest + DAY_MS + HOUR_MS - 1) / HOUR_MS;
     match (hours / 24, hours % 24) {
         (days, 0) => format!("P{days}D"),
