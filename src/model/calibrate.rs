@@ -244,28 +244,24 @@ pub fn fit(profiles: &Profiles, counts: &[f64], mut recent: Recent, auto: Auto) 
             1.0
         }
     };
-    // The validation events of each contact that is not a machine.
+    // The validation events of each contact that is not a machine, and the population without
+    // anyone's. Unsampled, every event is at hand, and only those the population counted come
+    // out of it (machine-like contacts' never went in); sampled, the day totals of everyone's
+    // come out.
     let mut by_contact: HashMap<u32, Vec<(u8, f64)>> = HashMap::new();
+    let mut population_counts = counts.to_vec();
+    let unsampled = recent.below == u32::MAX;
     for &(c, s, d, k) in &recent.events {
         if (c as usize) < profiles.len() && (s as usize) < SLOTS && !profiles.is_machine(c) {
-            by_contact
-                .entry(c)
-                .or_default()
-                .push((s, weight(k) * decay(d)));
-        }
-    }
-    // The population without anyone's validation events. Unsampled, every event is at hand,
-    // and only those the population counted come out (machine-like contacts' never went
-    // in); sampled, the day totals of everyone's come out.
-    let mut population_counts = counts.to_vec();
-    if recent.below == u32::MAX {
-        for &(c, s, d, k) in &recent.events {
-            if (c as usize) < profiles.len() && (s as usize) < SLOTS && !profiles.is_machine(c) {
+            let w = weight(k) * decay(d);
+            by_contact.entry(c).or_default().push((s, w));
+            if unsampled {
                 let x = &mut population_counts[s as usize];
-                *x = (*x - weight(k) * decay(d)).max(0.0);
+                *x = (*x - w).max(0.0);
             }
         }
-    } else {
+    }
+    if !unsampled {
         for (d, counts) in recent.totals.iter().filter(|(d, _)| *d >= first) {
             for (i, &n) in counts.iter().enumerate().filter(|(_, n)| **n > 0) {
                 let kind = if i < SLOTS { Kind::Open } else { Kind::Click };

@@ -213,10 +213,11 @@ impl DecayTables {
     }
 }
 
-/// Profiles are decayed to a new reference day at least every 30 days, so a real event is at
-/// most this far after it; a later one (a misread time) weighs as one this far after, rather
-/// than enough to swamp every other event (or overflow).
-const MAX_DAYS_AHEAD: i32 = 31;
+/// Stored profiles are decayed to a new reference day at least every
+/// [`REBASE_DAYS`](super::stored::REBASE_DAYS), so a real event is at most this far after it;
+/// a later one (a misread time) weighs as one this far after, rather than enough to swamp
+/// every other event (or overflow).
+const MAX_DAYS_AHEAD: i32 = super::stored::REBASE_DAYS + 1;
 
 fn lookup(table: &[f32], age: i32, half_life: f64) -> f32 {
     match usize::try_from(age) {

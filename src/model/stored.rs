@@ -27,7 +27,7 @@ use crate::time::{SLOTS, day_of};
 
 /// Counts are re-decayed (a full rebuild at today's reference day) this often, so weights of
 /// new events, which grow with their distance from the reference day, stay in range.
-const REBASE_DAYS: i32 = 30;
+pub(super) const REBASE_DAYS: i32 = 30;
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 struct State {
