@@ -152,6 +152,15 @@ const ADMIN_CONNECTIONS: usize = 64;
 /// HubSpot calls, the admin surface.
 const RESERVED_FILES: u64 = 512;
 
+/// The largest request head (and read buffer) a connection may hold; a longer one is answered
+/// 431. HubSpot's heads are a few KB.
+pub const MAX_HEADER_BYTES: usize = 64 * 1024;
+/// A client that has not sent its request headers by then is dropped (slowloris).
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long shutdown waits for open connections (a request being answered) before closing
+/// them.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
 /// Raise the open-file soft limit to the hard one (many systems start at 1,024, fewer than
 /// [`MAX_CONNECTIONS`]), and serve no more connections than leave [`RESERVED_FILES`] free:
 /// strangers holding connections open must not leave the inbox unable to open its files.
@@ -174,14 +183,6 @@ fn connection_cap() -> usize {
         }
     }
 }
-/// The largest request head (and read buffer) a connection may hold; a longer one is answered
-/// 431. HubSpot's heads are a few KB.
-pub const MAX_HEADER_BYTES: usize = 64 * 1024;
-/// A client that has not sent its request headers by then is dropped (slowloris).
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long shutdown waits for open connections (a request being answered) before closing
-/// them.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 /// Serve `app` over HTTP/1.1 until `shutdown` resolves, then stop accepting and let open
 /// connections finish, up to [`SHUTDOWN_GRACE`]. Unlike `axum::serve`, headers must arrive
