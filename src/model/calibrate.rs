@@ -435,6 +435,18 @@ mod tests {
         let fit = |rows: &Rows| build(ModelConfig::default(), rows, until).fit.unwrap();
         let (a, b) = (fit(&people), fit(&with_scanner));
         assert!(a.fitted);
-        assert_eq!(a, b);
+        // Sums over contacts run in parallel, so losses may differ in the last bits.
+        let near = |x: Option<f64>, y: Option<f64>| match (x, y) {
+            (Some(x), Some(y)) => (x - y).abs() <= 1e-9 * x.abs().max(1.0),
+            (x, y) => x == y,
+        };
+        assert!(
+            near(a.loss, b.loss) && near(a.file_loss, b.file_loss),
+            "{a:?} {b:?}"
+        );
+        assert!(near(a.population_loss, b.population_loss), "{a:?} {b:?}");
+        let exact = |f: &super::Fit| (f.fitted, f.changed, f.prior_strength, f.hour_bandwidth);
+        assert_eq!(exact(&a), exact(&b));
+        assert_eq!((a.events, a.contacts), (b.events, b.contacts));
     }
 }
