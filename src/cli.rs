@@ -377,9 +377,14 @@ pub struct StandinArgs {
     /// Address to listen on (port 0: any free port; the address is printed).
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:0")]
     pub listen: SocketAddr,
-    /// Email events to serve: a JSON array of HubSpot events, or `{"events": [...]}`.
+    /// Email events to serve: a JSON array of HubSpot events, or `{"events": [...]}`. Their
+    /// recipients become the account's contacts.
     #[arg(long, value_name = "FILE.json")]
     pub events: Option<PathBuf>,
+    /// More contacts the account holds, so that enrolling them by email works (HubSpot answers
+    /// 404 for an unknown email): one `email` or `email,id` per line.
+    #[arg(long, value_name = "FILE")]
+    pub contacts: Option<PathBuf>,
     /// Rolling 10-second request limit.
     #[arg(long, value_name = "N", default_value_t = 190)]
     pub limit_per_10s: u32,
@@ -475,6 +480,7 @@ pub fn main() -> ExitCode {
             report(crate::hubspot::standin::run_until_ctrl_c(
                 args.listen,
                 args.events.as_deref(),
+                args.contacts.as_deref(),
                 options,
             ))
         }

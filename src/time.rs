@@ -30,6 +30,15 @@ pub fn slot_of(at_ms: i64) -> u8 {
     (weekday * 24 + hour) as u8
 }
 
+/// Hour-of-week values folded into the 24 hours of the day (slot `s` is hour `s % 24`).
+pub fn hours_of_day(week: &[f64]) -> [f64; 24] {
+    let mut day = [0.0; 24];
+    for (s, v) in week.iter().enumerate() {
+        day[s % 24] += v;
+    }
+    day
+}
+
 /// Days since the Unix epoch.
 pub fn day_of(at_ms: i64) -> i32 {
     at_ms.div_euclid(DAY_MS) as i32

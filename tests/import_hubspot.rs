@@ -399,26 +399,12 @@ fn a_rejected_token_is_a_clear_error() {
     assert!(!stderr.contains("wrong-token"), "{stderr}");
 }
 
-#[test]
-fn the_hidden_standin_subcommand_serves_events_with_its_limit() {
+/// Runs `sendtime hubspot-standin` with `args`; its child process and the address it prints.
+fn hidden_standin(args: &[&std::ffi::OsStr]) -> (std::process::Child, String) {
     use std::io::{BufRead, BufReader};
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("events.json");
-    std::fs::write(
-        &file,
-        r#"{"events": [{"id": "a", "created": 1700000000000, "type": "OPEN", "recipient": "x@example.com"}]}"#,
-    )
-    .unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_sendtime"))
-        .args([
-            "hubspot-standin",
-            "--listen",
-            "127.0.0.1:0",
-            "--limit-per-10s",
-            "1",
-        ])
-        .arg("--events")
-        .arg(&file)
+        .args(["hubspot-standin", "--listen", "127.0.0.1:0"])
+        .args(args)
         .env_remove("HUBSPOT_STANDIN_TOKEN")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -433,6 +419,22 @@ fn the_hidden_standin_subcommand_serves_events_with_its_limit() {
         .find(|w| w.starts_with("http://"))
         .unwrap_or_else(|| panic!("no address in {line:?}"))
         .to_string();
+    (child, url)
+}
+
+const ONE_EVENT: &str = r#"{"events": [{"id": "a", "created": 1700000000000, "type": "OPEN", "recipient": "x@example.com"}]}"#;
+
+#[test]
+fn the_hidden_standin_subcommand_serves_events_with_its_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("events.json");
+    std::fs::write(&file, ONE_EVENT).unwrap();
+    let (mut child, url) = hidden_standin(&[
+        "--limit-per-10s".as_ref(),
+        "1".as_ref(),
+        "--events".as_ref(),
+        file.as_os_str(),
+    ]);
     let http = reqwest::blocking::Client::new();
     let get = || {
         http.get(format!("{url}{EVENTS}"))
@@ -448,6 +450,58 @@ fn the_hidden_standin_subcommand_serves_events_with_its_limit() {
     assert_eq!(get().status(), 429);
     child.kill().unwrap();
     child.wait().unwrap();
+}
+
+/// Enrolling needs a contact: the events' recipients and the `--contacts` file's are known
+/// (with the ids given there), any other email gets HubSpot's 404.
+#[test]
+fn the_hidden_standin_knows_the_recipients_and_the_contacts_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let (events, contacts) = (dir.path().join("events.json"), dir.path().join("contacts"));
+    std::fs::write(&events, ONE_EVENT).unwrap();
+    std::fs::write(&contacts, "ann@example.com,501\n\nbob@example.com\n").unwrap();
+    let (mut child, url) = hidden_standin(&[
+        "--events".as_ref(),
+        events.as_os_str(),
+        "--contacts".as_ref(),
+        contacts.as_os_str(),
+    ]);
+    let http = reqwest::blocking::Client::new();
+    let enroll = |email: &str| {
+        http.post(format!(
+            "{url}/automation/v2/workflows/42/enrollments/contacts/{email}"
+        ))
+        .bearer_auth(DEFAULT_TOKEN)
+        .send()
+        .unwrap()
+        .status()
+    };
+    for known in ["x@example.com", "ann@example.com", "bob@example.com"] {
+        assert_eq!(enroll(known), 204, "{known}");
+    }
+    assert_eq!(enroll("nobody@example.com"), 404);
+    let read: serde_json::Value = http
+        .get(format!(
+            "{url}/automation/v2/workflows/enrollments/contacts/501"
+        ))
+        .bearer_auth(DEFAULT_TOKEN)
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(read[0]["id"], 42, "{read}");
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    // A line that is neither `email` nor `email,id` is refused, naming the line.
+    std::fs::write(&contacts, "ann@example.com,-3\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_sendtime"))
+        .args(["hubspot-standin", "--contacts"])
+        .arg(&contacts)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("line 1"));
 }
 
 #[test]

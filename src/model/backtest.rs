@@ -14,7 +14,7 @@ use super::profile::Profiles;
 use super::{ModelConfig, Params, calibrate};
 use crate::datasets::contacts::Contacts;
 use crate::datasets::events::{self, Event, Kind, col};
-use crate::time::{DAY_MS, SLOTS, day_of, slot_of};
+use crate::time::{DAY_MS, SLOTS, day_of, hours_of_day, slot_of};
 
 /// One event, reduced to what evaluation needs.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -173,10 +173,7 @@ impl Tally {
         mine.events += 1;
         let (week, day) = match prediction {
             Prediction::Distribution(p) => {
-                let mut by_hour = [0.0; 24];
-                for (s, v) in p.iter().enumerate() {
-                    by_hour[s % 24] += v;
-                }
+                let by_hour = hours_of_day(&p[..]);
                 let nll = -by_hour[hour].max(1e-12).ln();
                 mine.nll += nll;
                 self.nll[0] += nll;
@@ -398,10 +395,7 @@ impl Predictors {
         for r in rows.engagements().filter(|r| r.at_ms < at_ms) {
             counts.entry(r.contact).or_insert([0.0; SLOTS])[slot_of(r.at_ms) as usize] += 1.0;
         }
-        let mut pop_by_hour = [0.0; 24];
-        for (s, v) in model.population.iter().enumerate() {
-            pop_by_hour[s % 24] += v;
-        }
+        let pop_by_hour = hours_of_day(&model.population);
         Self {
             day: day_of(at_ms),
             hist: build(hist_cfg, rows, at_ms),
@@ -422,11 +416,7 @@ impl Predictors {
                 .zip(&population)
                 .map(|(n, p)| n + p * 1e-6)
                 .collect();
-            let mut by_hour = [0.0; 24];
-            for (s, n) in n.iter().enumerate() {
-                by_hour[s % 24] += n;
-            }
-            let day: Vec<f64> = by_hour
+            let day: Vec<f64> = hours_of_day(n)
                 .iter()
                 .zip(&self.pop_by_hour)
                 .map(|(n, p)| n + p * 1e-6)

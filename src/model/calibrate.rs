@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use super::Params;
 use super::profile::{Profiles, population_of, spread_hours};
 use crate::datasets::events::Kind;
-use crate::time::SLOTS;
+use crate::time::{SLOTS, hours_of_day};
 
 /// Days of the latest history kept aside to fit on.
 pub const VALIDATION_DAYS: i32 = 28;
@@ -310,14 +310,9 @@ pub fn fit(profiles: &Profiles, counts: &[f64], mut recent: Recent, auto: Auto) 
     // The population by hour of day, at each bandwidth.
     let mut populations: HashMap<u64, [f64; 24]> = HashMap::new();
     for &b in bandwidths.iter().chain([&params.hour_bandwidth]) {
-        populations.entry(b.to_bits()).or_insert_with(|| {
-            let (pop, _) = population_of(&population_counts, b);
-            let mut by_hour = [0.0f64; 24];
-            for (s, p) in pop.iter().enumerate() {
-                by_hour[s % 24] += p;
-            }
-            by_hour
-        });
+        populations
+            .entry(b.to_bits())
+            .or_insert_with(|| hours_of_day(&population_of(&population_counts, b).0));
     }
     // Per candidate: the loss summed over events, and the squares of each contact's loss less
     // the file's (contacts, not events, are the independent units).
@@ -343,13 +338,9 @@ pub fn fit(profiles: &Profiles, counts: &[f64], mut recent: Recent, auto: Auto) 
                 for (g, &(b, a)) in grid.iter().enumerate() {
                     let pop = &populations[&b.to_bits()];
                     // Hour-of-day scores do not depend on pooling across weekdays.
-                    let by_hour = by_hour_at.entry(b.to_bits()).or_insert_with(|| {
-                        let mut by_hour = [0.0f64; 24];
-                        for (s, w) in spread_hours(&raw, b).iter().enumerate() {
-                            by_hour[s % 24] += w;
-                        }
-                        by_hour
-                    });
+                    let by_hour = by_hour_at
+                        .entry(b.to_bits())
+                        .or_insert_with(|| hours_of_day(&spread_hours(&raw, b)));
                     for &(s, _) in events {
                         let h = s as usize % 24;
                         let score = (by_hour[h] + a * pop[h]) / (total + a);

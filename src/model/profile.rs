@@ -11,7 +11,7 @@ use super::slots::SlotWeights;
 use super::{ModelConfig, Thresholds};
 use crate::datasets::events::Kind;
 use crate::prefetch::prefetch;
-use crate::time::SLOTS;
+use crate::time::{SLOTS, hours_of_day};
 
 /// Half-lives of the two rate trackers that tell fading engagement from steady engagement.
 const FAST_HALF_LIFE: f64 = 14.0;
@@ -482,10 +482,7 @@ impl Profiles {
         let spread = spread_hours(&raw, p.hour_bandwidth);
         // Pool across weekdays: the contact's hour-of-day habit, laid over the population's
         // weekly rhythm.
-        let mut by_hour = [0.0f64; 24];
-        for (s, w) in spread.iter().enumerate() {
-            by_hour[s % 24] += w;
-        }
+        let by_hour = hours_of_day(&spread);
         let mut out = [0.0f64; SLOTS];
         for (s, o) in out.iter_mut().enumerate() {
             let pooled = by_hour[s % 24] * self.weekdays[s / 24];

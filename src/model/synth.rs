@@ -3,8 +3,9 @@
 //! Each contact lives in a time zone, has one or two preferred local reading hours, reads less
 //! at weekends, and opens a share of the campaigns sent to it; some contacts go quiet (the
 //! inactive tail) and a few are machines that open everything within seconds, at any hour.
-//! The same seed gives the same files on every machine and every version: the generator uses
-//! its own SplitMix64 stream rather than a library RNG whose streams may change.
+//! The same seed gives the same files on every machine and, unless its rules change, every
+//! version: the generator uses its own SplitMix64 stream rather than a library RNG whose
+//! streams may change.
 
 use std::path::Path;
 
@@ -249,7 +250,10 @@ pub fn generate(out: &Path, spec: Spec) -> anyhow::Result<usize> {
     while day * DAY_MS < end {
         let weekday = (day + 3).rem_euclid(7);
         if weekday == 1 || weekday == 3 {
-            sends.push(day * DAY_MS + 14 * HOUR_MS + rng.below(HOUR_MS as u64) as i64);
+            let sent = day * DAY_MS + 14 * HOUR_MS + rng.below(HOUR_MS as u64) as i64;
+            if sent < end - MINUTE_MS {
+                sends.push(sent);
+            }
         }
         day += 1;
     }
@@ -276,12 +280,13 @@ pub fn generate(out: &Path, spec: Spec) -> anyhow::Result<usize> {
             } else {
                 personas[rng.below(personas.len() as u64) as usize].open_after(&mut rng, sent)
             };
-            // Quiet contacts stop engaging (deliveries go on).
-            if kind != Kind::Delivered && p.quits_at.is_some_and(|q| at > q) {
+            // Quiet contacts stop engaging (deliveries go on), and an open after the end
+            // has not happened yet: the mail is only delivered.
+            if kind != Kind::Delivered && (at >= end || p.quits_at.is_some_and(|q| at > q)) {
                 rows.push((sent, Kind::Delivered));
                 continue;
             }
-            rows.push((at.min(end - 1), kind));
+            rows.push((at, kind));
         }
         rows.sort_unstable_by_key(|r| r.0);
         for (at, kind) in rows {
@@ -383,5 +388,41 @@ mod tests {
         )
         .unwrap();
         assert_eq!(read(imported.path()).schema(), da.schema());
+    }
+
+    /// The data end at `end_ms`, as an export would: opens that would come later are left
+    /// out, not piled into its last millisecond. This end is a Tuesday at 22:13 UTC, hours
+    /// after that day's campaign.
+    #[test]
+    fn nothing_lies_at_or_after_the_end() {
+        let end_ms = 1_700_000_000_000;
+        let spec = Spec {
+            contacts: 300,
+            events: 30_000,
+            seed: 3,
+            end_ms,
+            habits: true,
+        };
+        let dir = tempfile::tempdir().unwrap();
+        generate(dir.path(), spec).unwrap();
+        let df = events::dataset(dir.path()).unwrap().read_all().unwrap();
+        let at: Vec<i64> = df
+            .iter()
+            .flat_map(|(_, f)| {
+                let at = f.column(events::col::AT).unwrap();
+                let at = at.cast(&DataType::Int64).unwrap();
+                at.i64().unwrap().into_no_null_iter().collect::<Vec<_>>()
+            })
+            .collect();
+        let last_hour = at.iter().filter(|&&t| t >= end_ms - HOUR_MS).count();
+        let hour_before = at
+            .iter()
+            .filter(|&&t| (end_ms - 2 * HOUR_MS..end_ms - HOUR_MS).contains(&t))
+            .count();
+        assert!(at.iter().all(|&t| t < end_ms));
+        assert!(
+            last_hour <= 2 * hour_before + 10,
+            "{last_hour} {hour_before}"
+        );
     }
 }
