@@ -47,6 +47,9 @@ pub async fn run(
     mut lookups: tokio::sync::mpsc::Receiver<Lookup>,
 ) -> Dispatcher {
     let mut last_fire: Option<DateTime<Utc>> = None;
+    // The fire time being waited for, kept across a lookup or a once-a-minute look: worked out
+    // again from a later now, it would be skipped.
+    let mut waiting: Option<DateTime<Utc>> = None;
     let mut cron_text = String::new();
     loop {
         let snapshot = config.load_full();
@@ -59,6 +62,7 @@ pub async fn run(
                 "scheduler: ticks follow this cron expression"
             );
             cron_text = snapshot.scheduler.cron.clone();
+            waiting = None;
         }
         let now = Utc::now();
         // The wall clock stepped back (NTP correcting a wrong boot time): schedule from now,
@@ -68,7 +72,12 @@ pub async fn run(
             last_fire = None;
         }
         let from = last_fire.map_or(now, |l| l.max(now));
-        let fire = next_after(cron, from);
+        // A kept fire time is never later than the next one from now (the clock went back).
+        let fire = match waiting {
+            Some(w) if w <= next_after(cron, now) => w,
+            _ => next_after(cron, from),
+        };
+        waiting = Some(fire);
         // Wake at least once a minute, so a changed cron expression (a reload) or a clock
         // step is seen then, not at the old schedule's next fire.
         let wait = (fire - now).to_std().unwrap_or_default().min(RECHECK);
@@ -96,6 +105,7 @@ pub async fn run(
             }
             tokio::time::sleep(early).await;
         }
+        waiting = None;
         last_fire = Some(fire);
         let config_now: Arc<_> = config.load_full();
         let started = std::time::Instant::now();

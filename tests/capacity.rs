@@ -400,3 +400,95 @@ fn lowered_limits_spread_what_is_queued() {
     assert_eq!(after.iter().sum::<u64>(), 3000);
     d.close();
 }
+
+/// A daily budget counts the calls already made today. `sendtime tick` (a restart each time)
+/// does not start the day afresh, and list adds that trickle in one a minute cost a call each:
+/// what the budget has no room for today is planned for tomorrow.
+#[test]
+fn the_daily_budget_counts_calls_made_before_a_restart_and_each_small_batch() {
+    use sendtime::config::WebhookType;
+
+    const NOW: i64 = 1_795_947_420_000; // 2026-11-29 10:17 UTC
+    let tomorrow = NOW / DAY * DAY + DAY;
+    let rt = runtime();
+    let standin = rt.block_on(StandIn::start(Options::default())).unwrap();
+    for n in 0..100 {
+        standin.add_contact(&format!("z{n}@example.com"), n);
+    }
+    let run = |budget: u32, hook: &Hook, kind: WebhookType, batches: &[(u64, u64, i64)]| {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let config = TestConfig {
+            env: "CAPACITY",
+            connector: &format!("api_base = \"{}\"\ndaily_budget = {budget}", standin.url()),
+            hooks: &[hook],
+            ..TestConfig::default()
+        }
+        .write(dir.path());
+        // Contacts from..to received at `at`, then a tick at `at` (a process of its own).
+        for &(from, to, at) in batches {
+            let rows: Vec<Receipt> = (from..to)
+                .map(|n| Receipt {
+                    webhook_id: hook.id.into(),
+                    webhook_type: kind,
+                    time_zone: None,
+                    ..receipt(n, "", at)
+                })
+                .collect();
+            let mut df = inbox::frame(&rows).unwrap();
+            std::fs::create_dir_all(&data).unwrap();
+            inbox::dataset(&data)
+                .unwrap()
+                .write_part(ulid::Ulid::generate(), &mut df)
+                .unwrap();
+            let now = sendtime::time::format_rfc3339_ms(at);
+            let out = sendtime(&config, &data, &["tick", "--now", &now]);
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        plans(&data)
+    };
+
+    // 20 enrollments at 10:17, then 20 more a minute later in a new process.
+    let now_hook = Hook {
+        id: "now",
+        kind: "IMMEDIATE",
+        target: "workflow_id = 7",
+    };
+    let planned = run(
+        20,
+        &now_hook,
+        WebhookType::Immediate,
+        &[(0, 20, NOW), (20, 40, NOW + MINUTE)],
+    );
+    let enrolled = common::enrollments(&standin.log()).values().sum::<usize>();
+    assert_eq!(enrolled, 20, "the day's budget is spent by the first 20");
+    let later: Vec<&PlanRow> = planned
+        .iter()
+        .filter(|p| p.contact_id >= Some(20))
+        .collect();
+    assert_eq!(later.len(), 20);
+    assert!(later.iter().all(|p| p.due_at_ms >= tomorrow), "{later:?}");
+
+    // One list add a minute for ten minutes: ten calls, of which the budget allows three.
+    let list_hook = Hook {
+        id: "list",
+        kind: "UPDATE_ONLY",
+        target: "list_id = \"9\"",
+    };
+    let ticks: Vec<(u64, u64, i64)> = (0..10)
+        .map(|k| (50 + k, 51 + k, NOW + k as i64 * MINUTE))
+        .collect();
+    let planned = run(3, &list_hook, WebhookType::UpdateOnly, &ticks);
+    let calls = standin
+        .log()
+        .iter()
+        .filter(|e| e.method == "PUT" && e.path.contains("/memberships/add"))
+        .count();
+    assert_eq!(calls, 3, "{:?}", standin.log());
+    let today = planned.iter().filter(|p| p.due_at_ms < tomorrow).count();
+    assert_eq!((today, planned.len()), (3, 10), "{planned:?}");
+}

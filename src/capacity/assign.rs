@@ -5,7 +5,7 @@
 
 use rayon::prelude::*;
 
-use super::Ledger;
+use super::{Cost, Ledger};
 use crate::local_time::{Local, Masks, WHOLE_HOUR};
 use crate::model::plan::{Move, Preference, Window, minute_in};
 use crate::time::MINUTE_MS;
@@ -16,10 +16,13 @@ pub struct Request {
     /// Its connector's ledger (an index into the ledgers given to [`assign`]).
     pub ledger: usize,
     /// What sending it costs ([`super::cost`]).
-    pub cost: u64,
+    pub cost: Cost,
     /// Its window; `None` for the types that go on the next tick, from `from`.
     pub window: Option<Window>,
     pub from: i64,
+    /// The latest it may go, whatever the capacity: a workflow action's contact is moved on by
+    /// HubSpot when its block expires.
+    pub deadline: Option<i64>,
     /// Its preferred candidate hour and next choices (none: no minute of the window is open
     /// to it).
     pub preference: Option<Preference>,
@@ -71,11 +74,16 @@ pub fn assign(
         let r = &requests[i];
         let ledger = &mut ledgers[r.ledger];
         let allowed = |hour: i64| masks.allowed(r.local, hour);
-        let p = place(r, ledger, &allowed, || {
+        let mut p = place(r, ledger, &allowed, || {
             ranked.clear();
             rank(i, &mut ranked);
             &ranked
         });
+        if let Some(deadline) = r.deadline
+            && p.due > deadline
+        {
+            p.due = deadline.max(r.from);
+        }
         ledger.book(p.due, r.cost);
         placed[i] = p;
     }
@@ -155,7 +163,7 @@ fn in_hour(
     allowed: &dyn Fn(i64) -> u64,
 ) -> Option<i64> {
     let hour = window.hour(k);
-    if !ledger.hour_fits(hour, r.cost) {
+    if !ledger.hour_fits(hour) {
         return None;
     }
     let open = window.minutes(k) & allowed(hour);
@@ -176,4 +184,44 @@ fn in_hour(
         }
     }
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono_tz::Tz;
+
+    use super::*;
+    use crate::capacity::{CALL, Capacity};
+    use crate::time::HOUR_MS;
+
+    /// A workflow action's contact goes by its deadline even when capacity has no room then:
+    /// HubSpot would move it on without us after.
+    #[test]
+    fn a_deadline_wins_over_a_full_day() {
+        let mut ledgers = vec![Ledger::new(Capacity {
+            per_minute: 10 * CALL,
+            per_day: Some(CALL),
+            day_zone: Tz::UTC,
+        })];
+        ledgers[0].book(0, Cost::Call);
+        let request = |deadline| Request {
+            ledger: 0,
+            cost: Cost::Call,
+            window: None,
+            from: HOUR_MS,
+            deadline,
+            preference: None,
+            hash: 0,
+            local: None,
+        };
+        let masks = Masks::build([], 0, 1);
+        let placed = assign(
+            &[request(None), request(Some(12 * HOUR_MS))],
+            &mut ledgers,
+            &masks,
+            |_, _| {},
+        );
+        assert_eq!(placed[0].due, 24 * HOUR_MS);
+        assert_eq!(placed[1].due, 12 * HOUR_MS);
+    }
 }

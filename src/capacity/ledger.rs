@@ -4,9 +4,9 @@
 
 use rustc_hash::FxHashMap;
 
-use super::{CALL, Capacity};
-use crate::local_time::{WHOLE_HOUR, local_day};
-use crate::time::{HOUR_MS, MINUTE_MS};
+use super::{CALL, Capacity, Cost};
+use crate::local_time::{WHOLE_HOUR, local_day, offset_ms};
+use crate::time::{DAY_MS, HOUR_MS, MINUTE_MS};
 
 /// How far past its start a search for a free minute goes before giving up: a backlog that
 /// does not fit in this much time is a configuration problem, not a plan.
@@ -22,6 +22,8 @@ pub struct Ledger {
     hours: FxHashMap<i64, u64>,
     /// Day in the capacity's zone → booked.
     days: FxHashMap<i64, u64>,
+    /// (Epoch minute, batch) → contacts booked in that minute's batch ([`Cost::Batched`]).
+    batches: FxHashMap<(i64, u64), u64>,
 }
 
 impl Ledger {
@@ -31,6 +33,7 @@ impl Ledger {
             minutes: FxHashMap::default(),
             hours: FxHashMap::default(),
             days: FxHashMap::default(),
+            batches: FxHashMap::default(),
         }
     }
 
@@ -38,25 +41,53 @@ impl Ledger {
         local_day(self.capacity.day_zone, at_ms)
     }
 
-    /// Whether the hour starting at `hour_ms` has room for `cost` in some minute.
-    pub fn hour_fits(&self, hour_ms: i64, cost: u64) -> bool {
+    /// What booking `cost` in `minute` adds: a batched contact that joins the minute's batch
+    /// adds nothing.
+    fn charge(&self, minute: i64, cost: Cost) -> u64 {
+        match cost {
+            Cost::Call => CALL,
+            Cost::Batched { batch, size } => {
+                let n = self.batches.get(&(minute, batch)).copied().unwrap_or(0);
+                if n % size == 0 { CALL } else { 0 }
+            }
+        }
+    }
+
+    /// Whether the day of the hour starting at `hour_ms` is full for a new call, and all of
+    /// the hour is in that day.
+    fn day_full(&self, hour_ms: i64) -> bool {
+        self.capacity.per_day.is_some_and(|d| {
+            let day = self.day(hour_ms);
+            self.days.get(&day).copied().unwrap_or(0) + CALL > d
+                && self.day(hour_ms + HOUR_MS - MINUTE_MS) == day
+        })
+    }
+
+    /// Whether the hour starting at `hour_ms` may have room for a new call in some minute (a
+    /// batched contact might still join a batch of a full hour; it is placed elsewhere).
+    pub fn hour_fits(&self, hour_ms: i64) -> bool {
         let booked = self.hours.get(&(hour_ms / HOUR_MS)).copied().unwrap_or(0);
-        booked + cost <= self.capacity.per_minute * 60
-            && self.capacity.per_day.is_none_or(|d| {
-                // Checked per minute below; here only a day already full is skipped.
-                self.days.get(&self.day(hour_ms)).copied().unwrap_or(0) + cost <= d
-                    || self.day(hour_ms + HOUR_MS - MINUTE_MS) != self.day(hour_ms)
-            })
+        booked + CALL <= self.capacity.per_minute.saturating_mul(60) && !self.day_full(hour_ms)
     }
 
     /// Whether the minute `at_ms` is in has room for `cost`, and its day too.
-    pub fn fits(&self, at_ms: i64, cost: u64) -> bool {
+    pub fn fits(&self, at_ms: i64, cost: Cost) -> bool {
         let minute = at_ms.div_euclid(MINUTE_MS);
-        self.minutes.get(&minute).copied().unwrap_or(0) + cost <= self.capacity.per_minute
+        let charge = self.charge(minute, cost);
+        self.minutes.get(&minute).copied().unwrap_or(0) + charge <= self.capacity.per_minute
             && self
                 .capacity
                 .per_day
-                .is_none_or(|d| self.days.get(&self.day(at_ms)).copied().unwrap_or(0) + cost <= d)
+                .is_none_or(|d| self.days.get(&self.day(at_ms)).copied().unwrap_or(0) + charge <= d)
+    }
+
+    /// Count calls already made on the day `at_ms` is in (the budget is the day's, whoever
+    /// planned them: a restart or a new config does not make them new).
+    pub fn spent(&mut self, at_ms: i64, calls: u64) {
+        if self.capacity.per_day.is_some() {
+            let day = self.day(at_ms);
+            *self.days.entry(day).or_default() += calls * CALL;
+        }
     }
 
     /// Let go of what lies before `now_ms`: nothing is booked in the past, so only the
@@ -68,16 +99,31 @@ impl Ledger {
         self.minutes.retain(|m, _| *m >= minute);
         self.hours.retain(|h, _| *h >= hour);
         self.days.retain(|d, _| *d >= day);
+        self.batches.retain(|(m, _), _| *m >= minute);
     }
 
     /// Book `cost` in the minute `at_ms` is in.
-    pub fn book(&mut self, at_ms: i64, cost: u64) {
-        *self.minutes.entry(at_ms.div_euclid(MINUTE_MS)).or_default() += cost;
-        *self.hours.entry(at_ms.div_euclid(HOUR_MS)).or_default() += cost;
+    pub fn book(&mut self, at_ms: i64, cost: Cost) {
+        let minute = at_ms.div_euclid(MINUTE_MS);
+        let charge = self.charge(minute, cost);
+        if let Cost::Batched { batch, .. } = cost {
+            *self.batches.entry((minute, batch)).or_default() += 1;
+        }
+        *self.minutes.entry(minute).or_default() += charge;
+        *self.hours.entry(at_ms.div_euclid(HOUR_MS)).or_default() += charge;
         if self.capacity.per_day.is_some() {
             let day = self.day(at_ms);
-            *self.days.entry(day).or_default() += cost;
+            *self.days.entry(day).or_default() += charge;
         }
+    }
+
+    /// The hour to look at after `hour_ms`, whose day is full: the last whole hour before
+    /// that day's local midnight (a daylight-saving change moves it by at most an hour), so
+    /// a long spill does not look at every hour of every full day.
+    fn after_full_day(&self, hour_ms: i64) -> i64 {
+        let zone = self.capacity.day_zone;
+        let midnight = (self.day(hour_ms) + 1) * DAY_MS - offset_ms(zone, hour_ms);
+        (midnight.div_euclid(HOUR_MS) * HOUR_MS - HOUR_MS).max(hour_ms + HOUR_MS)
     }
 
     /// The first minute at or after `from_ms` with room for `cost` among those `allowed`
@@ -87,17 +133,22 @@ impl Ledger {
     pub fn first_fit(
         &self,
         from_ms: i64,
-        cost: u64,
+        cost: Cost,
         mut allowed: impl FnMut(i64) -> u64,
     ) -> Option<i64> {
         let first_hour = from_ms.div_euclid(HOUR_MS) * HOUR_MS;
-        for h in 0..SEARCH_HOURS {
-            let hour = first_hour + h * HOUR_MS;
-            if !self.hour_fits(hour, cost) {
+        let mut hour = first_hour;
+        while hour < first_hour + SEARCH_HOURS * HOUR_MS {
+            if self.day_full(hour) {
+                hour = self.after_full_day(hour);
+                continue;
+            }
+            if !self.hour_fits(hour) {
+                hour += HOUR_MS;
                 continue;
             }
             let mut mask = allowed(hour) & WHOLE_HOUR;
-            if h == 0 {
+            if hour == first_hour {
                 let past = (from_ms - hour) / MINUTE_MS;
                 mask &= !((1u64 << past) - 1);
             }
@@ -109,6 +160,7 @@ impl Ledger {
                 }
                 mask &= mask - 1;
             }
+            hour += HOUR_MS;
         }
         None
     }
@@ -146,18 +198,20 @@ mod tests {
         let mut l = ledger(2, None);
         let from = 10 * HOUR_MS + 30 * MINUTE_MS + 5_000;
         for expected in [from, from, 10 * HOUR_MS + 31 * MINUTE_MS] {
-            let at = l.first_fit(from, CALL, |_| WHOLE_HOUR).unwrap();
+            let at = l.first_fit(from, Cost::Call, |_| WHOLE_HOUR).unwrap();
             assert_eq!(at, expected);
-            l.book(at, CALL);
+            l.book(at, Cost::Call);
         }
-        // Half-calls share a minute two to one.
+        // Batches of two share a minute's call; a third contact needs a second call.
         let mut l = ledger(1, None);
+        let pair = Cost::Batched { batch: 2, size: 2 };
         for _ in 0..2 {
-            let at = l.first_fit(0, CALL / 2, |_| WHOLE_HOUR).unwrap();
+            let at = l.first_fit(0, pair, |_| WHOLE_HOUR).unwrap();
             assert_eq!(at, 0);
-            l.book(at, CALL / 2);
+            l.book(at, pair);
         }
-        assert!(!l.fits(0, 1));
+        assert!(!l.fits(0, pair));
+        assert_eq!(l.first_fit(0, pair, |_| WHOLE_HOUR), Some(MINUTE_MS));
     }
 
     #[test]
@@ -165,12 +219,46 @@ mod tests {
         let mut l = ledger(100, Some(3));
         let mut days = Vec::new();
         for _ in 0..5 {
-            let at = l.first_fit(0, CALL, |_| WHOLE_HOUR).unwrap();
-            l.book(at, CALL);
+            let at = l.first_fit(0, Cost::Call, |_| WHOLE_HOUR).unwrap();
+            l.book(at, Cost::Call);
             days.push(at / crate::time::DAY_MS);
         }
         assert_eq!(days, [0, 0, 0, 1, 1]);
         assert_eq!(l.per_hour(0, 2), [3, 0]);
+    }
+
+    /// A batch sent alone costs a whole call: list adds one a minute spend a daily budget
+    /// of three in three minutes.
+    #[test]
+    fn each_minutes_batch_pays_a_call() {
+        let mut l = ledger(100, Some(3));
+        let list = Cost::Batched {
+            batch: 8,
+            size: 2500,
+        };
+        let due: Vec<i64> = (0..10)
+            .map(|k| {
+                let at = l.first_fit(k * MINUTE_MS, list, |_| WHOLE_HOUR).unwrap();
+                l.book(at, list);
+                at
+            })
+            .collect();
+        assert_eq!(due[..3], [0, MINUTE_MS, 2 * MINUTE_MS]);
+        // The seven others share one batch, at the next day's first minute.
+        assert!(
+            due[3..].iter().all(|&at| at == crate::time::DAY_MS),
+            "{due:?}"
+        );
+        // Ten calls: two more on day 1, three on days 2 and 3, two on day 4, which has room
+        // for the next one.
+        for _ in 0..10 {
+            let at = l.first_fit(0, Cost::Call, |_| WHOLE_HOUR).unwrap();
+            l.book(at, Cost::Call);
+        }
+        assert_eq!(
+            l.first_fit(0, Cost::Call, |_| WHOLE_HOUR),
+            Some(4 * crate::time::DAY_MS)
+        );
     }
 
     /// Past minutes are let go, and what is booked from now on still counts: the current
@@ -180,25 +268,25 @@ mod tests {
         let mut l = ledger(1, Some(3));
         let day = crate::time::DAY_MS;
         for at in [MINUTE_MS, 2 * HOUR_MS, day + 5 * MINUTE_MS] {
-            l.book(at, CALL);
+            l.book(at, Cost::Call);
         }
         let now = 2 * HOUR_MS + 30_000;
         l.forget_before(now);
         assert_eq!((l.minutes.len(), l.hours.len(), l.days.len()), (2, 2, 2));
         // The current minute is full, and today has one call left of three.
-        assert!(!l.fits(now, CALL));
+        assert!(!l.fits(now, Cost::Call));
         assert_eq!(
-            l.first_fit(now, CALL, |_| WHOLE_HOUR),
+            l.first_fit(now, Cost::Call, |_| WHOLE_HOUR),
             Some(2 * HOUR_MS + MINUTE_MS)
         );
-        l.book(2 * HOUR_MS + MINUTE_MS, CALL);
-        assert_eq!(l.first_fit(now, CALL, |_| WHOLE_HOUR), Some(day));
+        l.book(2 * HOUR_MS + MINUTE_MS, Cost::Call);
+        assert_eq!(l.first_fit(now, Cost::Call, |_| WHOLE_HOUR), Some(day));
     }
 
     #[test]
     fn only_allowed_minutes_are_taken() {
         let l = ledger(1, None);
-        let at = l.first_fit(0, CALL, |h| if h == 0 { 0 } else { 1 << 45 });
+        let at = l.first_fit(0, Cost::Call, |h| if h == 0 { 0 } else { 1 << 45 });
         assert_eq!(at, Some(HOUR_MS + 45 * MINUTE_MS));
     }
 }

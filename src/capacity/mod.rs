@@ -1,9 +1,13 @@
 //! How many HubSpot calls each connector can take, and what each delivery costs, so that plans
 //! never ask for more than the dispatcher can send: [`ledger`] books planned sends per minute
-//! and per day, [`assign`] places a batch of new receipts in what is left.
+//! and per day, [`assign`] places a batch of new receipts in what is left, and [`spent`]
+//! remembers the calls already made.
 
 pub mod assign;
 pub mod ledger;
+pub mod spent;
+
+use std::hash::BuildHasher;
 
 use chrono_tz::Tz;
 
@@ -12,9 +16,9 @@ use crate::hubspot::limiter::Limiter;
 
 pub use assign::{Placed, Request, assign};
 pub use ledger::Ledger;
+pub use spent::Spent;
 
-/// One call in the units capacity is counted in: a contact added to a list in batches of
-/// 2,500 costs 400 of them, so list and callback batches share a minute with enrollments.
+/// One call in the units capacity is counted in.
 pub const CALL: u64 = 1_000_000;
 /// The share (percent) of the dispatcher's pace that planning may fill: the rest is left for
 /// retries, reading the enrollments of contacts in doubt, and the HubSpot import.
@@ -45,17 +49,37 @@ impl Capacity {
 
     /// Whole calls per hour that may be planned.
     pub fn calls_per_hour(&self) -> u64 {
-        self.per_minute * 60 / CALL
+        self.per_minute.saturating_mul(60) / CALL
     }
 }
 
-/// What sending one contact to `target` costs on `connector`: a call per enrollment, a share
-/// of a batch call for lists and callbacks (rounded up, so a minute never holds more).
-pub fn cost(target: &Target, connector: &Connector) -> u64 {
+/// What sending one contact costs on its connector.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cost {
+    /// A call of its own: an enrollment.
+    Call,
+    /// A place in a batch call of up to `size` contacts to `batch` (a list, or the
+    /// connector's callbacks). The dispatcher sends a minute's contacts of one batch together,
+    /// so the first of each minute's batch pays the call and the next `size - 1` ride along:
+    /// list adds that trickle in one a minute cost a call each, as they do at HubSpot.
+    Batched { batch: u64, size: u64 },
+}
+
+/// The batch of a connector's workflow-action callbacks (lists are keyed by their id's hash).
+const CALLBACKS: u64 = u64::MAX;
+
+/// What sending one contact to `target` costs on `connector`.
+pub fn cost(target: &Target, connector: &Connector) -> Cost {
     match target {
-        Target::Workflow(_) => CALL,
-        Target::List(_) => CALL.div_ceil(connector.list_batch_size as u64),
-        Target::Callback => CALL.div_ceil(connector.callback_batch_size as u64),
+        Target::Workflow(_) => Cost::Call,
+        Target::List(list) => Cost::Batched {
+            batch: rustc_hash::FxBuildHasher.hash_one(list) & !1,
+            size: connector.list_batch_size.max(1) as u64,
+        },
+        Target::Callback => Cost::Batched {
+            batch: CALLBACKS,
+            size: connector.callback_batch_size.max(1) as u64,
+        },
     }
 }
 

@@ -7,9 +7,9 @@ use std::collections::HashMap;
 use chrono_tz::Tz;
 
 use super::{Dispatcher, Queued};
-use crate::capacity::{CALL, Capacity, Ledger, cost};
+use crate::capacity::{CALL, Capacity, Cost, Ledger, cost};
 use crate::capacity::{ConnectorForecast, Forecast};
-use crate::config::{Config, Webhook};
+use crate::config::{Config, Target, Webhook};
 use crate::local_time::{QuietHours, WHOLE_HOUR};
 use crate::time::{HOUR_MS, MINUTE_MS, SLOTS};
 
@@ -19,11 +19,13 @@ pub(super) struct Route<'c> {
     /// Its connector's ledger.
     pub ledger: usize,
     pub connector: &'c str,
-    pub cost: u64,
+    pub cost: Cost,
     pub window: Option<i64>,
     pub quiet: Option<QuietHours>,
     /// The zone of contacts whose own is unknown.
     pub zone: Tz,
+    /// A workflow action: HubSpot holds its contacts only so long ([`crate::model::plan::hold`]).
+    pub holds: bool,
 }
 
 /// Ledgers for the config they were built for.
@@ -77,6 +79,7 @@ impl Capacities {
             window: w.window,
             quiet: w.quiet_hours,
             zone: connector.time_zone.unwrap_or(Tz::UTC),
+            holds: w.target == Target::Callback,
         }
     }
 
@@ -85,10 +88,11 @@ impl Capacities {
         Route {
             ledger: self.ledgers.len() - 1,
             connector: "",
-            cost: CALL,
+            cost: Cost::Call,
             window: None,
             quiet: None,
             zone: Tz::UTC,
+            holds: false,
         }
     }
 
@@ -123,6 +127,10 @@ impl Dispatcher {
             .is_some_and(|c| c.identity == config.identity);
         if !current {
             let mut caps = Capacities::new(config);
+            for (ledger, c) in caps.ledgers.iter_mut().zip(&config.connectors) {
+                let zone = ledger.capacity.day_zone;
+                ledger.spent(now, self.spent.today(&c.id, zone, now));
+            }
             let routes = caps.routes(config);
             let mut items = std::mem::take(&mut self.queue).into_vec();
             items.sort_unstable();

@@ -27,6 +27,7 @@ use anyhow::Context;
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 
+use crate::capacity::Spent;
 use crate::clock::Clock;
 use crate::config::{Config, Target};
 use crate::datasets::outcomes::{self, Action, OutcomeLog, OutcomeRow, OutcomeWriter, Status};
@@ -114,8 +115,11 @@ pub struct Dispatcher {
     /// Receipts not finished, shared with the receiver: finishing one releases it.
     pending: PendingSet,
     links: HashMap<String, (String, Arc<Link>)>,
-    /// The connectors' planned sends, for the config they were built for.
+    /// The connectors' planned sends, for the config they were built for; `None` to book the
+    /// queue again (a new config, or receipts back in the queue at another time).
     capacity: Option<capacity::Capacities>,
+    /// Calls made in the last two days, which a daily budget counts when the ledgers are built again.
+    spent: Spent,
     /// Daily-limit pauses as last written under `state/` (connector → until).
     pauses_on_disk: HashMap<String, i64>,
     clock: Clock,
@@ -158,6 +162,7 @@ impl Dispatcher {
         let mut done = IdSet::default();
         let rows = outcomes::read(&outcomes_ds)
             .with_context(|| format!("cannot read {}", outcomes_ds.dir.display()))?;
+        let spent = spent_by(&rows, clock.now_ms());
         for r in rows {
             if r.status.is_final() {
                 done.insert(ReceiptId::new(&r.receipt_id));
@@ -281,6 +286,7 @@ impl Dispatcher {
             pending,
             links: HashMap::new(),
             capacity: None,
+            spent,
             pauses_on_disk: HashMap::new(),
             clock,
             _lock: lock,
@@ -368,6 +374,13 @@ impl Dispatcher {
         self.queue.push(Queued(item));
     }
 
+    /// Back in the queue at a time it was not booked for: the ledgers are built again from the
+    /// queue before the next planning, so it counts where it now stands.
+    fn requeue(&mut self, item: Pending) {
+        self.capacity = None;
+        self.enqueue(item);
+    }
+
     /// Contacts of a webhook that is back in the config go back in the queue.
     fn unhold(&mut self, config: &Config) {
         let back: Vec<String> = self
@@ -385,7 +398,7 @@ impl Dispatcher {
             );
             self.metrics.held(&webhook).set(0);
             for item in items {
-                self.enqueue(item);
+                self.requeue(item);
             }
         }
     }
@@ -538,7 +551,7 @@ impl Dispatcher {
         for (mut item, at) in later {
             item.ready_at_ms = at;
             report.requeued += 1;
-            self.enqueue(item);
+            self.requeue(item);
         }
 
         let ctx = Arc::new(Ctx {
@@ -548,6 +561,7 @@ impl Dispatcher {
             stop: stop.clone(),
             horizon: tokio::time::Instant::now() + IN_TICK_RETRY_HORIZON,
             pauses: watch,
+            calls: Default::default(),
         });
         let slots = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
         let mut set: JoinSet<Vec<(Pending, Next)>> = JoinSet::new();
@@ -586,6 +600,10 @@ impl Dispatcher {
         while let Some(done) = set.join_next().await {
             self.settle(done, report);
         }
+        for (connector, at) in ctx.calls.lock().expect("not poisoned").drain(..) {
+            self.spent.record(&connector, at);
+        }
+        self.spent.forget_before(now);
     }
 
     fn settle(
@@ -607,7 +625,7 @@ impl Dispatcher {
                 Next::Again(at) => {
                     item.ready_at_ms = at;
                     report.requeued += 1;
-                    self.enqueue(item);
+                    self.requeue(item);
                 }
             }
         }
@@ -638,6 +656,23 @@ impl Dispatcher {
     pub fn data_dir(&self) -> &Path {
         &self.data_dir
     }
+}
+
+/// The calls that `attempting` rows of the last two days record: one per enrollment, one per
+/// batch (a batch's rows share their connector, action and instant).
+fn spent_by(rows: &[OutcomeRow], now: i64) -> Spent {
+    let mut spent = Spent::default();
+    let mut batches = HashSet::new();
+    for r in rows {
+        if r.status != Status::Attempting || r.at_ms < now - 2 * crate::time::DAY_MS {
+            continue;
+        }
+        if r.action == Action::Enroll || batches.insert((&r.connector, r.action, r.at_ms)) {
+            spent.record(&r.connector, r.at_ms);
+        }
+    }
+    spent.forget_before(now);
+    spent
 }
 
 /// Say in each dry-run list add which batch it would go in (batches of the connector's

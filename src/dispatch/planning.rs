@@ -21,8 +21,10 @@ use crate::config::{Config, WebhookType};
 use crate::datasets::inbox::PlanningColumns;
 use crate::datasets::plan::{self, Entry};
 use crate::local_time::{Local, Masks, parse_zone};
-use crate::model::plan::{Grounds, Move, Subject, describe, minute_hash, prefer, score, window};
-use crate::time::{DAY_MS, HOUR_MS, day_of, slot_of};
+use crate::model::plan::{
+    Grounds, Move, Subject, describe, hold, minute_hash, prefer, score, window,
+};
+use crate::time::{DAY_MS, HOUR_MS, MINUTE_MS, day_of, slot_of};
 
 use chrono_tz::Tz;
 
@@ -279,6 +281,10 @@ impl Dispatcher {
                     cost: route.cost,
                     window,
                     from: meta.received_at_ms.max(now),
+                    // A minute before HubSpot would move the contact on without us.
+                    deadline: route
+                        .holds
+                        .then(|| meta.received_at_ms + hold(meta.kind, route.window) - MINUTE_MS),
                     preference: preferred,
                     hash: minute_hash(key),
                     local,

@@ -72,6 +72,8 @@ pub struct Ctx {
     pub horizon: Instant,
     /// Operator pauses, as they are now: one set during the tick holds what has not gone out.
     pub pauses: Arc<crate::pauses::Watch>,
+    /// The calls made (connector, instant), for the daily budget.
+    pub calls: std::sync::Mutex<Vec<(String, i64)>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -142,6 +144,8 @@ impl Ctx {
         let webhooks: Vec<&str> = batch.iter().map(|i| i.webhook_id.as_ref()).collect();
         let call = self.admit(link, &webhooks).await?;
         self.attempting(batch, row_of).await?;
+        let made = (link.id.clone(), self.now());
+        self.calls.lock().expect("not poisoned").push(made);
         Ok(call)
     }
 
@@ -802,6 +806,7 @@ mod tests {
             stop,
             horizon: Instant::now() + Duration::from_secs(30),
             pauses: Arc::new(crate::pauses::Watch::new(data)),
+            calls: Default::default(),
         };
         (ctx, writer)
     }
@@ -926,6 +931,7 @@ mod tests {
                 stop: self.stop.clone(),
                 horizon: self.horizon,
                 pauses: self.pauses.clone(),
+                calls: Default::default(),
             }
         }
     }

@@ -104,6 +104,12 @@ pub fn longest_wait(kind: WebhookType, span: Option<i64>) -> Option<i64> {
     }
 }
 
+/// How long HubSpot is asked to hold a workflow action's contact: past the longest window a
+/// receipt of `kind` can be planned in, with a day to spare for a dispatcher that was down.
+pub fn hold(kind: WebhookType, span: Option<i64>) -> i64 {
+    longest_wait(kind, span).unwrap_or(0) + DAY_MS
+}
+
 /// The window of a receipt of `kind`, or `None` for the types that go on the next tick.
 ///
 /// `span` overrides the type's default window (24 hours, 7 days); for

@@ -145,13 +145,10 @@ pub fn parse(body: &[u8], zone_property: &str) -> Result<Execution, ExecutionErr
     })
 }
 
-/// How long HubSpot should hold the contact before moving on without us: past the end of the
-/// longest window a receipt of `kind` can be planned in (the action's `window`, else the
-/// type's), with a day to spare for a dispatcher that was down (ISO-8601 duration).
+/// [`crate::model::plan::hold`] as HubSpot takes it: an ISO-8601 duration in whole hours.
 pub fn expiration(kind: WebhookType, window_ms: Option<i64>) -> String {
-    use crate::time::{DAY_MS, HOUR_MS};
-    let longest = crate::model::plan::longest_wait(kind, window_ms).unwrap_or(0);
-    let hours = (longest + DAY_MS + HOUR_MS - 1) / HOUR_MS;
+    use crate::time::HOUR_MS;
+    let hours = (crate::model::plan::hold(kind, window_ms) + HOUR_MS - 1) / HOUR_MS;
     match (hours / 24, hours % 24) {
         (days, 0) => format!("P{days}D"),
         (days, hours) => format!("P{days}DT{hours}H"),

@@ -1,0 +1,78 @@
+//! Calls the dispatcher has made, per connector and minute, for the last two days. A ledger
+//! built again (at start-up, for a new config, or after receipts went back in the queue)
+//! books only what is queued; a connector's daily budget must also count what already went
+//! out today.
+
+use std::collections::{BTreeMap, HashMap};
+
+use chrono_tz::Tz;
+
+use crate::local_time::local_day;
+use crate::time::{DAY_MS, MINUTE_MS};
+
+/// How long calls are kept: the account's day, in any zone, lies within the last two.
+const KEEP_MS: i64 = 2 * DAY_MS;
+
+#[derive(Debug, Default)]
+pub struct Spent {
+    /// Connector → epoch minute → calls.
+    calls: HashMap<String, BTreeMap<i64, u64>>,
+}
+
+impl Spent {
+    pub fn record(&mut self, connector: &str, at_ms: i64) {
+        let minutes = match self.calls.get_mut(connector) {
+            Some(m) => m,
+            None => self.calls.entry(connector.to_string()).or_default(),
+        };
+        *minutes.entry(at_ms.div_euclid(MINUTE_MS)).or_default() += 1;
+    }
+
+    /// Calls made through `connector` on the day (in `zone`) that `now_ms` is in.
+    pub fn today(&self, connector: &str, zone: Tz, now_ms: i64) -> u64 {
+        let day = local_day(zone, now_ms);
+        self.calls.get(connector).map_or(0, |minutes| {
+            minutes
+                .range((now_ms - KEEP_MS).div_euclid(MINUTE_MS)..)
+                .filter(|(m, _)| local_day(zone, *m * MINUTE_MS) == day)
+                .map(|(_, n)| n)
+                .sum()
+        })
+    }
+
+    /// Let go of calls older than two days.
+    pub fn forget_before(&mut self, now_ms: i64) {
+        let first = (now_ms - KEEP_MS).div_euclid(MINUTE_MS);
+        for minutes in self.calls.values_mut() {
+            *minutes = minutes.split_off(&first);
+        }
+        self.calls.retain(|_, m| !m.is_empty());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::time::HOUR_MS;
+
+    #[test]
+    fn today_is_the_accounts_day() {
+        let mut s = Spent::default();
+        // 2026-01-01 23:30 UTC is 2026-01-01 18:30 in New York, 2026-01-02 in Tokyo.
+        let late = 1_767_225_600_000 + 23 * HOUR_MS + 30 * MINUTE_MS;
+        s.record("a", late);
+        s.record("a", late + HOUR_MS);
+        let (ny, tokyo): (Tz, Tz) = (
+            "America/New_York".parse().unwrap(),
+            "Asia/Tokyo".parse().unwrap(),
+        );
+        assert_eq!(s.today("a", Tz::UTC, late), 1);
+        assert_eq!(s.today("a", ny, late + HOUR_MS), 2);
+        assert_eq!(s.today("a", tokyo, late + HOUR_MS), 2);
+        assert_eq!(s.today("b", Tz::UTC, late), 0);
+        s.forget_before(late + 2 * DAY_MS + 30 * MINUTE_MS);
+        assert_eq!(s.calls["a"].len(), 1);
+        s.forget_before(late + 3 * DAY_MS);
+        assert!(s.calls.is_empty());
+    }
+}
