@@ -88,6 +88,17 @@ async fn serve(config_path: PathBuf, overrides: Overrides, clock: Clock) -> anyh
         stop_rx,
         lookups_rx,
     ));
+    // A scheduler that ends on its own (a panic) would leave posts answered 200 and nothing
+    // sent: serve stops instead, so that its supervisor starts it again.
+    let scheduler_ended = Arc::new(tokio::sync::Notify::new());
+    let scheduler = {
+        let ended = scheduler_ended.clone();
+        tokio::spawn(async move {
+            let out = scheduler.await;
+            ended.notify_one();
+            out
+        })
+    };
 
     let listener = tokio::net::TcpListener::bind(listen)
         .await
@@ -121,7 +132,10 @@ async fn serve(config_path: PathBuf, overrides: Overrides, clock: Clock) -> anyh
     ));
     let app = receiver::router(state);
     let served = serve_http(listener, app, connection_cap(), async move {
-        shutdown_signal().await;
+        tokio::select! {
+            _ = shutdown_signal() => {}
+            _ = scheduler_ended.notified() => {}
+        }
         // The running tick finishes its calls in flight and records them; nothing new starts.
         let _ = stop_tx.send(true);
     })
@@ -131,14 +145,20 @@ async fn serve(config_path: PathBuf, overrides: Overrides, clock: Clock) -> anyh
     }
     // An import stops after its page; one waiting on HubSpot is left (its cursor is saved).
     let _ = tokio::time::timeout(SHUTDOWN_GRACE, imports).await;
-    match scheduler.await {
-        Ok(dispatcher) => tokio::task::block_in_place(|| dispatcher.close()),
-        Err(e) => tracing::error!("the scheduler task failed: {e}"),
-    }
+    let failed = match scheduler.await {
+        Ok(Ok(dispatcher)) => {
+            tokio::task::block_in_place(|| dispatcher.close());
+            None
+        }
+        Ok(Err(e)) | Err(e) => Some(e),
+    };
     served?;
     // The router and the dispatcher (and with them every Inbox handle) are gone: let the
     // writer flush.
     tokio::task::block_in_place(|| writer.shutdown());
+    if let Some(e) = failed {
+        anyhow::bail!("the scheduler failed, so serve stopped (the inbox is on disk): {e}");
+    }
     tracing::info!("stopped");
     Ok(())
 }

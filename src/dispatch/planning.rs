@@ -69,9 +69,14 @@ impl Dispatcher {
             if self.seen_parts.contains(&part) {
                 continue;
             }
-            // A part that cannot be read now (or holds a receipt this build cannot plan) is
-            // left for the next tick; the others go on.
+            // A part that cannot be read now is left for the next tick; the others go on.
             let read_part = PlanningColumns::read(&part).and_then(|columns| {
+                if let Err(e) = columns.check_webhook_types() {
+                    tracing::warn!(
+                        part = %part.display(),
+                        "{e:#}: its receipts of that type are left unplanned (a build that knows the type plans them when it starts); the others are planned"
+                    );
+                }
                 self.take_fresh(&columns, &mut fresh)
                     .with_context(|| format!("cannot read receipts from {}", part.display()))
             });
@@ -133,8 +138,12 @@ impl Dispatcher {
     /// Converting rows is spread over the cores (it mostly touches fresh memory, which costs
     /// here); only the de-duplication against what is known runs on one.
     fn take_fresh(&mut self, part: &PlanningColumns, fresh: &mut Fresh) -> anyhow::Result<()> {
-        let n = part.len();
-        part.check_webhook_types()?;
+        // Rows of a webhook type this build does not know are not taken (never read as a
+        // default); a compaction may have merged them with anyone's.
+        let rows: Vec<usize> = (0..part.len())
+            .into_par_iter()
+            .filter(|&i| part.webhook_type(i).is_some())
+            .collect();
         let ids = &part.receipt_id;
         let webhooks = &part.webhook_id;
         let contacts = &part.contact_id;
@@ -151,7 +160,7 @@ impl Dispatcher {
             last = Some(w);
         }
         let start = fresh.items.len();
-        fresh.items.par_extend((0..n).into_par_iter().map(|i| {
+        fresh.items.par_extend(rows.par_iter().map(|&i| {
             let w = webhooks.get(i).unwrap_or_default();
             Pending {
                 receipt_id: ReceiptId::new(ids.get(i).unwrap_or_default()),
@@ -172,12 +181,12 @@ impl Dispatcher {
                 holdout: false,
             }
         }));
-        fresh.meta.par_extend((0..n).into_par_iter().map(|i| Meta {
-            kind: part.webhook_type(i).expect("checked above"),
+        fresh.meta.par_extend(rows.par_iter().map(|&i| Meta {
+            kind: part.webhook_type(i).expect("filtered above"),
             received_at_ms: received.get(i).unwrap_or_default(),
             zone: part.time_zone.get(i).and_then(parse_zone),
         }));
-        self.planned.reserve(n);
+        self.planned.reserve(rows.len());
         let mut repeats = Vec::new();
         for (i, item) in fresh.items[start..].iter().enumerate() {
             let id = &item.receipt_id;
