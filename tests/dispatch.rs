@@ -1372,3 +1372,38 @@ fn a_pause_set_during_a_tick_holds_the_calls_not_yet_made() {
     });
     server.stop();
 }
+
+/// Outcome parts that fail their checksum are set aside, and with them the record of what
+/// went out: the receipts they held are checked at HubSpot before anything is sent again, so
+/// contacts already enrolled are not enrolled twice.
+#[test]
+fn receipts_whose_outcomes_were_quarantined_are_checked_not_sent_again() {
+    let rt = runtime();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let standin = rt.block_on(StandIn::start(Options::default())).unwrap();
+    let config = write_config(dir.path(), &standin.url(), "", &[&HOOKS[3]]);
+    let emails = receive_only(&config, &data, &standin, ("q", 3), 8300);
+    let due = now_ms() + 2 * 24 * 3_600_000;
+    let (out, err) = tick_once(&config, &data, due, TOKEN);
+    assert!(out.contains("enrolled=3 "), "{out}\n{err}");
+
+    let ds = outcomes::dataset(&data).unwrap();
+    for part in ds.parts().unwrap() {
+        let mut bytes = std::fs::read(&part).unwrap();
+        let middle = bytes.len() / 2;
+        bytes[middle] ^= 0xff;
+        std::fs::write(&part, bytes).unwrap();
+    }
+    let (out, err) = tick_once(&config, &data, due + 60_000, TOKEN);
+    assert!(out.contains("enrolled=3 "), "{out}\n{err}");
+    let enrolled = enrollments(&standin.log());
+    for e in &emails {
+        assert_eq!(
+            enrolled.get(&("104".to_string(), e.clone())),
+            Some(&1),
+            "{e}"
+        );
+    }
+    assert!(ds.quarantine_dir().read_dir().unwrap().count() > 0);
+}

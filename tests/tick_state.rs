@@ -165,7 +165,11 @@ fn a_receipt_of_an_unknown_webhook_type_is_left_unplanned_and_the_rest_go_on() {
     assert_eq!(tick(&mut d, &config, &rt), (0, 0));
     d.close();
     let mut d = Dispatcher::open(&data, Metrics::new(), Clock::Fixed(NOW)).unwrap();
-    assert_eq!(tick(&mut d, &config, &rt), (0, 0), "after a restart, still unknown");
+    assert_eq!(
+        tick(&mut d, &config, &rt),
+        (0, 0),
+        "after a restart, still unknown"
+    );
     let mut planned: Vec<i64> = plan::read(&plan::dataset(&data).unwrap())
         .unwrap()
         .iter()

@@ -141,6 +141,16 @@ impl Contacts {
         let dataset = dataset(data_dir)?;
         let mut out = Contacts::default();
         let frames: Vec<DataFrame> = dataset.read_all()?.into_iter().map(|(_, df)| df).collect();
+        // Without a part, even the last, new contacts would get indices that events already
+        // use for others.
+        anyhow::ensure!(
+            dataset.quarantined_until()?.is_none(),
+            "a part of the contact dictionary is in {} (it could not be read): contacts would be \
+             mixed up without it. Restore it from a backup into {}, or move it away if it was \
+             put back already",
+            dataset.quarantine_dir().display(),
+            dataset.dir.display()
+        );
         if frames.is_empty() {
             return Ok(out);
         }
@@ -319,6 +329,37 @@ mod tests {
         std::fs::remove_file(&parts[1]).unwrap();
         let err = Contacts::load(dir.path()).unwrap_err().to_string();
         assert!(err.contains("has no entry for index 1 (next: 2)"), "{err}");
+    }
+
+    /// The last part unreadable: it is quarantined and the load refused. It used to return
+    /// the contacts before it, and the next import gave its indices to others.
+    #[test]
+    fn an_unreadable_last_part_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        for i in 0..3 {
+            let e = Event {
+                event_id: None,
+                contact_id: Some(i),
+                email: None,
+                kind: Kind::Open,
+                at_ms: 1_700_000_000_000,
+                filtered: false,
+                source: "t".into(),
+            };
+            append(dir.path(), &[e]).unwrap();
+        }
+        let parts = dataset(dir.path()).unwrap().parts().unwrap();
+        let last = parts.last().unwrap();
+        let mut bytes = std::fs::read(last).unwrap();
+        let middle = bytes.len() / 2;
+        bytes[middle] ^= 0xff;
+        std::fs::write(last, bytes).unwrap();
+        let err = Contacts::load(dir.path()).unwrap_err().to_string();
+        assert!(err.contains("quarantine/contacts"), "{err}");
+        assert!(
+            Contacts::load(dir.path()).is_err(),
+            "still, once it is set aside"
+        );
     }
 
     #[test]

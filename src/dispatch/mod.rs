@@ -163,6 +163,9 @@ impl Dispatcher {
         let rows = outcomes::read(&outcomes_ds)
             .with_context(|| format!("cannot read {}", outcomes_ds.dir.display()))?;
         let spent = spent_by(&rows, clock.now_ms());
+        // Outcome rows set aside as unreadable may have recorded any receipt received before
+        // them: those without a final row here are checked before they are sent again.
+        let doubt_before = outcomes_ds.quarantined_until()?.unwrap_or(i64::MIN);
         for r in rows {
             if r.status.is_final() {
                 done.insert(ReceiptId::new(&r.receipt_id));
@@ -192,6 +195,7 @@ impl Dispatcher {
         let mut planned = IdSet::default();
         let mut webhook_ids = HashSet::new();
         let mut in_flight = 0usize;
+        let mut lost_rows_doubt = 0usize;
         let plans = plan::read(&plan_ds)
             .with_context(|| format!("cannot read {}", plan_ds.dir.display()))?;
         // Finished receipts past the replay window: moved out of the datasets read at start-up,
@@ -210,10 +214,12 @@ impl Dispatcher {
                 continue;
             }
             let h = history.remove(&p.receipt_id).unwrap_or_default();
-            let in_doubt = h.started > h.finished || h.last_doubt;
+            let lost_rows = p.received_at_ms <= doubt_before;
+            let in_doubt = h.started > h.finished || h.last_doubt || lost_rows;
             if h.started > h.finished {
                 in_flight += 1;
             }
+            lost_rows_doubt += usize::from(lost_rows);
             let ready = p.due_at_ms.max(h.retry_at.unwrap_or(i64::MIN));
             queue.push(Queued(Pending {
                 receipt_id: id,
@@ -231,6 +237,13 @@ impl Dispatcher {
             }));
         }
         let queue = BinaryHeap::from(queue);
+        if lost_rows_doubt > 0 {
+            tracing::warn!(
+                receipts = lost_rows_doubt,
+                quarantine = %outcomes_ds.quarantine_dir().display(),
+                "outcome parts are in quarantine: receipts received before them without a final outcome are checked at HubSpot before anything is sent (they may have gone already)"
+            );
+        }
         if in_flight > 0 {
             tracing::warn!(
                 calls = in_flight,

@@ -49,6 +49,29 @@ impl Dataset {
         &self.quarantine
     }
 
+    /// When the newest part in quarantine was written (epoch ms, from its ULID name), if any:
+    /// rows written before then may be missing from what this dataset reads.
+    pub fn quarantined_until(&self) -> io::Result<Option<i64>> {
+        let entries = match fs::read_dir(&self.quarantine) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let mut newest = None;
+        for entry in entries {
+            let name = entry?.file_name();
+            let id = name
+                .to_str()
+                .and_then(|n| n.strip_prefix("part-"))
+                .and_then(|n| n.strip_suffix(&format!(".{PART_EXT}")))
+                .and_then(|id| Ulid::from_string(id).ok());
+            if let Some(id) = id {
+                newest = newest.max(Some(id.timestamp_ms() as i64));
+            }
+        }
+        Ok(newest)
+    }
+
     /// The committed parts, oldest first (ULID names sort by creation time).
     ///
     /// Parts named in a `*.pending` file are being published together ([`publish`]) and stay
