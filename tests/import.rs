@@ -256,6 +256,13 @@ fn parquet_export(path: &Path, n: usize) {
                 "what".into(),
                 (0..n).map(|i| ["OPEN", "CLICK"][i % 2]).collect::<Vec<_>>(),
             ),
+            // The same, stored as categories (as pandas and Polars write categoricals).
+            Column::new(
+                "what_cat".into(),
+                (0..n).map(|i| ["OPEN", "CLICK"][i % 2]).collect::<Vec<_>>(),
+            )
+            .cast(&DataType::from_categories(Categories::global()))
+            .unwrap(),
         ],
     )
     .unwrap();
@@ -308,6 +315,25 @@ fn parquet_imports_every_time_type_with_the_same_rules() {
         let out = ok(&sendtime(&data, &args));
         assert!(out.starts_with("nothing to import: all 2500 rows"), "{out}");
     }
+
+    // Kinds stored as categories read as their text.
+    let data = dir.path().join("categories");
+    let out = ok(&sendtime(
+        &data,
+        &[
+            "import",
+            "parquet",
+            path,
+            "--contact",
+            "hs_id",
+            "--time",
+            "at_ms",
+            "--kind",
+            "what_cat",
+        ],
+    ));
+    assert!(out.starts_with("imported 2500 events"), "{out}");
+    assert_eq!(Some(stored(&data)), first);
 
     // Without a kind column every row takes --kind-default.
     let data = dir.path().join("default-kind");

@@ -709,3 +709,32 @@ fn serve_keeps_profiles_current_from_hubspot_events() {
     );
     server.stop();
 }
+
+/// Pages of odd but real shape: an event without a type (HubSpot's UNBOUNCE events have
+/// none) is skipped, not a page that cannot be read; an empty page that says there is more
+/// goes on to the next one.
+#[test]
+fn an_event_without_a_type_and_an_empty_page_with_more_do_not_stop_the_import() {
+    let s = setup(Options::default());
+    let created = chrono::Utc::now().timestamp_millis() - 7_200_000;
+    for (offset, events) in [
+        (
+            "00",
+            serde_json::json!([{"id": "unbounce-1", "created": created}]),
+        ),
+        ("0", serde_json::json!([])),
+    ] {
+        s.standin.inject(
+            Injection::next(Fault::Json(
+                serde_json::json!({"hasMore": true, "offset": offset, "events": events}),
+            ))
+            .on(EVENTS),
+        );
+    }
+    let out = s.import();
+    assert!(out.status.success(), "{}", text(&out));
+    let (got, _) = stored(&s.data);
+    assert_all_once(&got, &s);
+    let pages = s.events_requests().len();
+    assert_eq!(pages, 2 + 2501usize.div_ceil(250), "{pages} requests");
+}

@@ -169,8 +169,9 @@ pub struct EmailEvent {
     pub id: String,
     /// Epoch milliseconds.
     pub created: i64,
-    /// `OPEN`, `CLICK`, `SENT`, ...
-    #[serde(rename = "type")]
+    /// `OPEN`, `CLICK`, `SENT`, ...; empty when absent (HubSpot's UNBOUNCE events have no
+    /// type): a type sendtime does not learn from, not a page it cannot read.
+    #[serde(rename = "type", default)]
     pub kind: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub recipient: Option<String>,

@@ -187,6 +187,8 @@ pub enum Fault {
     Drop,
     /// An HTML page with this status, as an edge proxy (not HubSpot's API) answers.
     Html(u16),
+    /// 200 with this JSON body instead of the stand-in's own (a page of odd but real shape).
+    Json(serde_json::Value),
 }
 
 /// A scripted fault: let `skip` matching requests through, then fail the next `times`.
@@ -829,6 +831,7 @@ impl World {
             Fault::Html(status) => Gate::Answer(html(
                 StatusCode::from_u16(status).unwrap_or(StatusCode::FORBIDDEN),
             )),
+            Fault::Json(body) => Gate::Answer((StatusCode::OK, axum::Json(body)).into_response()),
         }
     }
 

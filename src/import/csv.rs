@@ -95,13 +95,27 @@ impl CsvReader {
             );
         }
         let find = |flag: &str, name: &str| {
-            headers.iter().position(|h| h == name).with_context(|| {
-                format!(
+            let at: Vec<usize> = (0..headers.len())
+                .filter(|&i| &headers[i] == name)
+                .collect();
+            match at[..] {
+                [i] => Ok(i),
+                [] => anyhow::bail!(
                     "{}: no column named {name:?} (given by {flag}); the header has: {}",
                     path.display(),
                     headers.iter().collect::<Vec<_>>().join(", ")
-                )
-            })
+                ),
+                _ => anyhow::bail!(
+                    "{}: the header names {name:?} (given by {flag}) {} times, at columns {}: \
+                     rename all but one",
+                    path.display(),
+                    at.len(),
+                    at.iter()
+                        .map(|i| (i + 1).to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            }
         };
         // Records are read from here on in chunks, not through this reader.
         let offset = reader.position().byte();
@@ -429,6 +443,17 @@ mod tests {
             bad.append(&mut batch.bad);
         }
         (reader, rows, bad)
+    }
+
+    /// A column named twice would be read from its first place, silently: refused.
+    #[test]
+    fn a_column_named_twice_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("twice.csv");
+        std::fs::write(&path, "contact,time,time\n1,2024-01-01T10:00:00Z,bad\n").unwrap();
+        let columns = Columns::new("contact", "time", None, "OPEN").unwrap();
+        let err = CsvReader::open(&path, &columns).err().unwrap().to_string();
+        assert!(err.contains("2 times, at columns 2, 3"), "{err}");
     }
 
     #[test]

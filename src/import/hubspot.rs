@@ -354,7 +354,14 @@ impl Import {
             dup_total += dups;
             skipped_total += skipped + no_contact as u64;
             progress.page(&cursor, page.events.len(), stored, dups, oldest);
-            if !page.has_more || page.events.is_empty() || page.offset.is_none() {
+            // An empty page may still say there is more: only `hasMore` ends the window.
+            if !page.has_more || page.offset.is_none() {
+                break;
+            }
+            if page.offset == query.offset {
+                tracing::warn!(
+                    "HubSpot answered the offset it was given as the next one: the window ends here"
+                );
                 break;
             }
             if (self.stop)() {

@@ -279,6 +279,16 @@ pub fn run<R: Reader>(
         path.display()
     );
     let unchanged = (file.len(), file.modified().ok());
+    let check_unchanged = || -> anyhow::Result<()> {
+        let file = std::fs::metadata(path)?;
+        anyhow::ensure!(
+            (file.len(), file.modified().ok()) == unchanged,
+            "{} changed while it was being imported; nothing was imported (import it once it \
+             is complete)",
+            path.display()
+        );
+        Ok(())
+    };
     let mut reader = open(path)?;
     let source = &source_of(&reader);
     let part_rows = options.part_rows.max(1);
@@ -332,13 +342,7 @@ pub fn run<R: Reader>(
                 if bad_count > 0 || !writing {
                     break;
                 }
-                let file = std::fs::metadata(path)?;
-                anyhow::ensure!(
-                    (file.len(), file.modified().ok()) == unchanged,
-                    "{} changed while it was being imported (it is read once per range of \
-                     contacts); nothing was imported",
-                    path.display()
-                );
+                check_unchanged()?;
                 reader = open(path)?;
             }
             let pass = Arc::new(Pass {
@@ -432,6 +436,8 @@ pub fn run<R: Reader>(
         drop(staged);
         return Err(bad_rows(&reader, &bad, bad_count, "; nothing was imported"));
     }
+    // A file still being written: the last line read may be cut short.
+    check_unchanged()?;
     let already = if skipped > 0 {
         format!("; {skipped} rows already stored, skipped")
     } else {

@@ -93,12 +93,21 @@ impl ParquetFile {
     /// Parse a decoded slice whose first row is row `first` of the file (from 0).
     fn parse(&self, df: &DataFrame, first: usize, batch: &mut Batch) -> anyhow::Result<()> {
         let n = df.height();
-        let contacts = self.contacts(df.column(&self.columns.contact)?)?;
-        let times = self.times(df.column(&self.columns.time)?)?;
+        // Text stored as categories (pandas' and Polars' categoricals and enums) is text.
+        let column = |name: &str| -> anyhow::Result<Column> {
+            let c = df.column(name)?;
+            Ok(if c.dtype().is_categorical() || c.dtype().is_enum() {
+                c.cast(&DataType::String)?
+            } else {
+                c.clone()
+            })
+        };
+        let contacts = self.contacts(&column(&self.columns.contact)?)?;
+        let times = self.times(&column(&self.columns.time)?)?;
         let kinds: Option<Vec<Result<_, String>>> = match &self.columns.kind {
             None => None,
             Some(name) => {
-                let column = df.column(name)?;
+                let column = column(name)?;
                 let text = column.str().map_err(|_| {
                     anyhow::anyhow!(
                         "{}: column {name:?} (given by --kind) is {}: expected text (OPEN, CLICK, ...)",
