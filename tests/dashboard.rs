@@ -434,7 +434,8 @@ fn the_dashboard_shows_status_and_pauses_and_resumes_a_webhook_in_a_real_browser
 }
 
 /// With `admin_token_env`, data needs the bearer token (the page itself does not); without it,
-/// a foreign Host is refused; pause and resume take JSON only and name known ids.
+/// a foreign Host is refused; pause and resume take JSON only and name known ids; refusals
+/// are JSON.
 #[test]
 fn the_admin_surface_guards_its_data_and_its_buttons() {
     let rt = runtime();
@@ -520,6 +521,28 @@ fn the_admin_surface_guards_its_data_and_its_buttons() {
         .send()
         .unwrap();
     assert_eq!(form.status(), 415);
+    // Every refusal is JSON with its label: a typo'd key, a huge id, a missing parameter,
+    // an unknown path, a wrong method.
+    let refusals = [
+        (
+            post("/pause", json!({"id": "fatigue", "conector": true})),
+            422,
+        ),
+        (post("/pause", json!({"id": "x".repeat(100_000)})), 400),
+        (get("/contact", Some("a-long-random-admin-token")), 400),
+        (get("/nowhere", Some("a-long-random-admin-token")), 404),
+        (post("/status", json!({})), 405),
+    ];
+    for (r, status) in refusals {
+        assert_eq!(r.status(), status);
+        let body: Value = r.json().unwrap();
+        assert!(
+            body["error"].is_string() && body["message"].is_string(),
+            "{body}"
+        );
+        assert!(body.to_string().len() < 1000, "the id is not echoed back");
+    }
+    assert!(!sendtime(&config, &data, &["pause"], ENV).contains("fatigue"));
     server.stop();
 
     // Without a token: loopback names only (no DNS rebinding).

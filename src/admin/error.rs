@@ -23,6 +23,12 @@ pub enum AdminError {
     NotFound(String),
     #[error("{0}")]
     BadRequest(String),
+    /// A request the extractors refused (no JSON, too large, a missing parameter), with
+    /// their status.
+    #[error("{1}")]
+    Unreadable(StatusCode, String),
+    #[error("this path takes another method (GET for data, POST for /pause and /resume)")]
+    MethodNotAllowed,
     #[error("{0}; try again")]
     Busy(&'static str),
     #[error("{0:#}")]
@@ -38,6 +44,8 @@ impl AdminError {
             AdminError::CrossSite => "cross_site",
             AdminError::NotFound(_) => "not_found",
             AdminError::BadRequest(_) => "bad_request",
+            AdminError::Unreadable(..) => "bad_request",
+            AdminError::MethodNotAllowed => "method_not_allowed",
             AdminError::Busy(_) => "busy",
             AdminError::Internal(_) => "internal",
         }
@@ -50,6 +58,8 @@ impl AdminError {
             AdminError::CrossSite => StatusCode::FORBIDDEN,
             AdminError::NotFound(_) => StatusCode::NOT_FOUND,
             AdminError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            AdminError::Unreadable(status, _) => *status,
+            AdminError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             AdminError::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
             AdminError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }

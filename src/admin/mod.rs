@@ -16,6 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
+use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{Query, Request, State};
 use axum::http::{HeaderMap, header};
 use axum::middleware::Next;
@@ -50,7 +51,14 @@ pub struct AdminState {
     token: Option<Arc<str>>,
     /// One lift report at a time: each reads every send and event.
     lift: Arc<tokio::sync::Semaphore>,
+    /// Contact lookups reading `plan/` at once.
+    lookups_reading: Arc<tokio::sync::Semaphore>,
 }
+
+/// Contact lookups that may read `plan/` at once: each reads all of it.
+const LOOKUPS_AT_ONCE: usize = 2;
+/// The longest id `POST /pause` and `/resume` take (config ids are at most 64 characters).
+const MAX_ID_LEN: usize = 128;
 
 impl AdminState {
     /// The admin state; fails when `admin_token_env` names a variable that is unset or empty.
@@ -80,6 +88,7 @@ impl AdminState {
             lookups,
             token,
             lift: Arc::new(tokio::sync::Semaphore::new(1)),
+            lookups_reading: Arc::new(tokio::sync::Semaphore::new(LOOKUPS_AT_ONCE)),
         })
     }
 }
@@ -96,6 +105,8 @@ pub fn router(state: AdminState) -> Router {
         .route("/lift", get(lift))
         .route("/pause", post(pause))
         .route("/resume", post(resume))
+        .fallback(|| async { AdminError::NotFound("no such page on the admin surface".into()) })
+        .method_not_allowed_fallback(|| async { AdminError::MethodNotAllowed })
         .layer(axum::middleware::from_fn_with_state(state.clone(), guard))
         // Health checks carry no token.
         .route("/healthz", get(|| async { "ok\n" }))
@@ -193,8 +204,14 @@ struct ContactQuery {
 /// `GET /contact?q=`: what `sendtime explain` shows, from the profiles in memory.
 async fn contact(
     State(state): State<AdminState>,
-    Query(query): Query<ContactQuery>,
+    query: Result<Query<ContactQuery>, QueryRejection>,
 ) -> Result<Response, AdminError> {
+    let Query(query) = query.map_err(|e| {
+        AdminError::Unreadable(
+            e.status(),
+            format!("{}; ask for ?q=EMAIL_OR_ID", e.body_text()),
+        )
+    })?;
     let contact = query.q.trim();
     if contact.is_empty() || contact.len() > 320 {
         return Err(AdminError::BadRequest(
@@ -219,17 +236,26 @@ async fn contact(
             ));
         }
     };
+    let reading = state
+        .lookups_reading
+        .clone()
+        .try_acquire_owned()
+        .map_err(|_| AdminError::Busy("other contact lookups are reading the plans"))?;
     let data_dir = state.config.load().server.data_dir.clone();
-    let explanation = tokio::task::spawn_blocking(move || explanation.with_receipts(&data_dir))
-        .await
-        .map_err(|e| AdminError::Internal(e.into()))?
-        .map_err(AdminError::Internal)?;
+    // The permit goes with the work: a client that hangs up does not free it early.
+    let explanation = tokio::task::spawn_blocking(move || {
+        let _reading = reading;
+        explanation.with_receipts(&data_dir)
+    })
+    .await
+    .map_err(|e| AdminError::Internal(e.into()))?
+    .map_err(AdminError::Internal)?;
     Ok(axum::Json(explanation).into_response())
 }
 
 /// `GET /lift`: `sendtime report lift` as of now, over every webhook and action.
 async fn lift(State(state): State<AdminState>) -> Result<Response, AdminError> {
-    let _running = state
+    let running = state
         .lift
         .clone()
         .try_acquire_owned()
@@ -239,15 +265,20 @@ async fn lift(State(state): State<AdminState>) -> Result<Response, AdminError> {
         as_of_ms: state.clock.now_ms(),
         ..Default::default()
     };
-    let lift = tokio::task::spawn_blocking(move || crate::lift::report::lift(&data_dir, &options))
-        .await
-        .map_err(|e| AdminError::Internal(e.into()))?
-        .map_err(AdminError::Internal)?;
+    // The permit goes with the work: a client that hangs up does not free it early.
+    let lift = tokio::task::spawn_blocking(move || {
+        let _running = running;
+        crate::lift::report::lift(&data_dir, &options)
+    })
+    .await
+    .map_err(|e| AdminError::Internal(e.into()))?
+    .map_err(AdminError::Internal)?;
     Ok(axum::Json(lift).into_response())
 }
 
 /// The body of `POST /pause` and `POST /resume`.
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct Target {
     /// A webhook, action or connector id.
     id: String,
@@ -258,20 +289,39 @@ struct Target {
 
 async fn pause(
     State(state): State<AdminState>,
-    axum::Json(target): axum::Json<Target>,
+    target: Result<axum::Json<Target>, JsonRejection>,
 ) -> Result<Response, AdminError> {
     set_pause(&state, target, true).await
 }
 
 async fn resume(
     State(state): State<AdminState>,
-    axum::Json(target): axum::Json<Target>,
+    target: Result<axum::Json<Target>, JsonRejection>,
 ) -> Result<Response, AdminError> {
     set_pause(&state, target, false).await
 }
 
 /// What `sendtime pause` and `sendtime resume` do; the dispatcher sees it at its next tick.
-async fn set_pause(state: &AdminState, target: Target, on: bool) -> Result<Response, AdminError> {
+async fn set_pause(
+    state: &AdminState,
+    target: Result<axum::Json<Target>, JsonRejection>,
+    on: bool,
+) -> Result<Response, AdminError> {
+    let axum::Json(target) = target.map_err(|e| {
+        AdminError::Unreadable(
+            e.status(),
+            format!(
+                "{}; send {{\"id\": \"...\", \"connector\": false}} as application/json",
+                e.body_text()
+            ),
+        )
+    })?;
+    if target.id.len() > MAX_ID_LEN {
+        return Err(AdminError::BadRequest(format!(
+            "id is {} bytes: ids are at most 64 characters",
+            target.id.len()
+        )));
+    }
     let config = state.config.load_full();
     if crate::pauses::kind_of(&config, &target.id, target.connector).is_none() {
         return Err(AdminError::NotFound(format!(

@@ -416,10 +416,10 @@ impl Config {
             ));
         }
         // The file's own address is checked where it is read; a flag's only here.
-        if let Some(warning) = overrides.admin_listen.and_then(|addr| {
+        if let Some(error) = overrides.admin_listen.and_then(|addr| {
             read::exposed_admin("--admin-listen", addr, server.admin_token_env.is_some())
         }) {
-            loaded.warnings.push(Severity::Warning, (1, 1), warning);
+            return Err(Diagnostics::whole_file(path, error));
         }
         Ok(loaded)
     }

@@ -243,10 +243,10 @@ fn read_server(ctx: &mut Ctx, top: &TableReader, base_dir: &Path) -> Option<Serv
             ),
         );
     }
-    if let Some(warning) = admin_listen
+    if let Some(error) = admin_listen
         .and_then(|addr| exposed_admin("`admin_listen`", addr, admin_token_env.is_some()))
     {
-        ctx.warning(r.get("admin_listen").map_or(0, |v| v.span().start), warning);
+        ctx.error(r.get("admin_listen").map_or(0, |v| v.span().start), error);
     }
     let public_url = r.required(
         ctx,
@@ -280,12 +280,12 @@ fn read_server(ctx: &mut Ctx, top: &TableReader, base_dir: &Path) -> Option<Serv
     })
 }
 
-/// The warning for an admin surface at `addr` (named as `what`) that other machines reach
-/// without a token, if it is one.
+/// The error for an admin surface at `addr` (named as `what`) that other machines would reach
+/// without a token, if it is one: its Host check is no login, anyone can send `localhost`.
 pub(super) fn exposed_admin(what: &str, addr: SocketAddr, token: bool) -> Option<String> {
     (!addr.ip().is_loopback() && !token).then(|| {
         format!(
-            "{what} {addr} is reachable from other machines and the admin surface (status, metrics, the dashboard, pause and resume) has no token: set `admin_token_env` to a variable holding a long random token"
+            "{what} {addr} is reachable from other machines, and the admin surface (status, metrics, the dashboard, pause and resume) has no token: set `admin_token_env` to a variable holding a long random token, or listen on loopback"
         )
     })
 }
