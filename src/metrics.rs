@@ -150,7 +150,7 @@ impl Metrics {
         );
         registry.register(
             "connector_paused",
-            "1 while a connector is paused by HubSpot's daily API limit",
+            "1 while a connector is paused by HubSpot (its daily API limit, or a refused token)",
             paused.clone(),
         );
         registry.register(
@@ -329,6 +329,21 @@ impl Metrics {
 
     /// Publish the dispatcher's forecast of planned calls against capacity.
     pub fn set_forecast(&self, forecast: Forecast) {
+        // A connector gone from the config leaves no gauges at their last values.
+        let old = self.forecast();
+        for gone in old.connectors.iter().filter(|o| {
+            !forecast
+                .connectors
+                .iter()
+                .any(|c| c.connector == o.connector)
+        }) {
+            let connector = ("connector", gone.connector.clone());
+            self.capacity_per_hour.remove(&vec![connector.clone()]);
+            for h in 0..gone.planned_per_hour.len() {
+                self.planned_calls
+                    .remove(&vec![connector.clone(), ("hours_ahead", h.to_string())]);
+            }
+        }
         for c in &forecast.connectors {
             self.capacity_per_hour
                 .get_or_create(&vec![("connector", c.connector.clone())])

@@ -179,3 +179,46 @@ fn a_receipt_of_an_unknown_webhook_type_is_left_unplanned_and_the_rest_go_on() {
     assert_eq!(planned, [1, 2, 4, 5]);
     d.close();
 }
+
+/// Events imported by HubSpot id know no email: a contact looked up by the email its
+/// receipts were posted with is explained from the profile planning used (the id they
+/// carry), on the dashboard (the queue) and in `sendtime explain` (plan/).
+#[test]
+fn a_contact_looked_up_by_email_is_found_by_the_id_its_receipts_carry() {
+    use sendtime::model::explain::{Explanation, posted_id};
+    use sendtime::model::synth::{Spec, generate};
+
+    let rt = runtime();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let spec = Spec {
+        contacts: 10,
+        events: 2000,
+        seed: 1,
+        end_ms: NOW - HOUR,
+        habits: true,
+    };
+    generate(&data, spec).unwrap();
+    let config = config(&data);
+    write_inbox(&data, &[4]);
+    let mut d = Dispatcher::open(&data, Metrics::new(), Clock::Fixed(NOW)).unwrap();
+    assert_eq!(tick(&mut d, &config, &rt), (1, 0));
+    // Receipt 4 carries id 4 and c4@example.com; generated contact 4 is "#4".
+    let on_dashboard = d.explain(&config, "C4@example.com").unwrap();
+    assert!(
+        on_dashboard.known && on_dashboard.engagements > 0,
+        "{on_dashboard:?}"
+    );
+    let id = posted_id(&data, "c4@example.com").unwrap();
+    assert_eq!(id, Some(4));
+    let built = sendtime::model::dataset::build(&data, config.model, NOW).unwrap();
+    let cli = Explanation::new(&config, Some(&built), "c4@example.com", id, NOW).unwrap();
+    assert_eq!(
+        (cli.known, cli.engagements),
+        (true, on_dashboard.engagements)
+    );
+    let unknown = d.explain(&config, "nobody@example.com").unwrap();
+    assert!(!unknown.known);
+    d.close();
+}

@@ -21,7 +21,7 @@ struct ConnectorStatus {
     calls_last_10s: usize,
     /// Why nothing goes out now, if so: `operator`, `daily_limit` or `refused_token`.
     paused: Option<&'static str>,
-    /// Until when a HubSpot-imposed pause lasts (clock ms).
+    /// Until when a HubSpot-imposed pause lasts (clock ms), when that is the reason shown.
     paused_until_ms: Option<i64>,
     /// From HubSpot's latest daily headers (OAuth apps get none).
     daily_limit: Option<u32>,
@@ -117,7 +117,8 @@ fn connectors(
                 } else {
                     hubspot_pause.map(|(_, why)| why.as_str())
                 },
-                paused_until_ms: hubspot_pause.map(|(until, _)| until),
+                // An operator's pause has no end; HubSpot's under it is not what shows.
+                paused_until_ms: hubspot_pause.filter(|_| !operator).map(|(until, _)| until),
                 daily_limit: rate.and_then(|r| r.daily),
                 daily_remaining: rate.and_then(|r| r.daily_remaining),
                 last_error: board.last_error(&c.id),

@@ -65,6 +65,9 @@ pub fn dataset(data_dir: &Path) -> anyhow::Result<Dataset> {
 pub const FLUSH_INTERVAL: Duration = Duration::from_secs(1);
 /// ...or as soon as this many are waiting.
 pub const FLUSH_ROWS: usize = 50_000;
+/// Receipts logged but not yet in Parquet past which new posts are refused (503, HubSpot
+/// retries): flushes keep failing, and each retry encodes the whole backlog.
+const MAX_UNFLUSHED: usize = 4 * FLUSH_ROWS;
 /// Requests waiting for the writer before new ones get 503 (HubSpot retries).
 const QUEUE: usize = 16_384;
 /// Largest batch committed with one fdatasync.
@@ -315,6 +318,19 @@ impl Writer {
 
     /// Group commit: one log write and one fdatasync for every new receipt in the batch.
     fn commit(&mut self, batch: Vec<Request>) {
+        if self.unflushed.len() >= MAX_UNFLUSHED {
+            if let Some(suppressed) = self.append_errors.due() {
+                tracing::error!(
+                    suppressed,
+                    backlog = self.unflushed.len(),
+                    "the inbox cannot be flushed to Parquet: new posts get 503 (HubSpot retries) until it can"
+                );
+            }
+            for Request { reply, .. } in batch {
+                let _ = reply.send(Err(StoreError::Io));
+            }
+            return;
+        }
         let started = Instant::now();
         let mut new = Vec::new();
         let mut replies = Vec::with_capacity(batch.len());
@@ -402,7 +418,9 @@ impl Writer {
             }
         }
         let old = std::mem::replace(&mut self.segment, next);
-        if let Err(e) = std::fs::remove_file(&old.path) {
+        // Durably gone before the compactor may merge (and remove) its part, or a power loss
+        // could bring the segment back without it.
+        if let Err(e) = std::fs::remove_file(&old.path).and_then(|()| sync_dir(&self.wal_dir)) {
             tracing::warn!(
                 "cannot remove flushed log segment {}: {e}",
                 old.path.display()
@@ -429,6 +447,7 @@ fn replay_log(dataset: &Dataset, data_dir: &Path) -> anyhow::Result<Vec<Receipt>
             .iter()
             .filter_map(|r| serde_json::from_slice(r).ok())
             .collect();
+        let undecodable = replay.records.len() - receipts.len();
         let part = dataset.part_path(id);
         let part_id = if part.exists() {
             let df = read_columns_or_null(&part, &[(col::RECEIPT_ID, DataType::String)])?;
@@ -448,7 +467,6 @@ fn replay_log(dataset: &Dataset, data_dir: &Path) -> anyhow::Result<Vec<Receipt>
             dataset.write_part(part_id, &mut df)?;
             tracing::info!(segment = %path.display(), receipts = receipts.len(), "replayed inbox log");
         }
-        let undecodable = replay.records.len() - receipts.len();
         if undecodable > 0 || !replay.skipped.is_empty() || replay.cut {
             // Never deleted: what could not be read may be an acknowledged contact.
             let quarantine = data_dir.join("quarantine").join(WAL_DIR);
@@ -508,11 +526,17 @@ fn spawn_compactor(
             while let Err(RecvTimeoutError::Timeout) = rx.recv_timeout(Duration::from_secs(10)) {
                 // A part whose log segment still exists may be replayed after a crash: leave
                 // it alone until the segment is gone, or its rows could come back twice.
-                let skip: HashSet<PathBuf> = wal::segments(&wal_dir, WAL_PREFIX)
-                    .unwrap_or_default()
-                    .into_iter()
-                    .map(|(id, _)| dataset.part_path(id))
-                    .collect();
+                let skip: HashSet<PathBuf> = match wal::segments(&wal_dir, WAL_PREFIX) {
+                    Ok(segments) => segments
+                        .into_iter()
+                        .map(|(id, _)| dataset.part_path(id))
+                        .collect(),
+                    // Not knowing which parts are safe, touch none this round.
+                    Err(e) => {
+                        tracing::warn!("cannot list the inbox log (compaction waits): {e}");
+                        continue;
+                    }
+                };
                 if let Err(e) = dataset.compact(&skip) {
                     tracing::warn!("inbox compaction failed (will retry): {e:#}");
                 }

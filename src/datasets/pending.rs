@@ -33,9 +33,10 @@ struct State {
     pending: HashMap<Key, String>,
     /// (webhook id, body's hash) → the receipt that body was stored as.
     recent: HashMap<(String, String), String>,
-    /// When each of `recent` was received, oldest first (about: start-up adds them in part
-    /// order), to forget them after the window.
-    expiry: VecDeque<(i64, (String, String))>,
+    /// When each of `recent` was received, and as which receipt, oldest first (about: start-up
+    /// adds them in part order), to forget them after the window: an entry withdrawn and
+    /// stored again by a later receipt is that receipt's, and expires with it.
+    expiry: VecDeque<(i64, (String, String), String)>,
 }
 
 /// A post's body, for replays: its hash (hex) and when it was received.
@@ -149,16 +150,19 @@ impl State {
     fn remember(&mut self, contact: Contact<'_>, receipt_id: &str) {
         let Some(body) = contact.body else { return };
         let horizon = body.received_at_ms - REPLAY_WINDOW_MS;
-        while self.expiry.front().is_some_and(|(at, _)| *at < horizon) {
-            let (_, key) = self.expiry.pop_front().expect("checked");
-            self.recent.remove(&key);
+        while self.expiry.front().is_some_and(|(at, ..)| *at < horizon) {
+            let (_, key, receipt) = self.expiry.pop_front().expect("checked");
+            if self.recent.get(&key) == Some(&receipt) {
+                self.recent.remove(&key);
+            }
         }
         let key = (contact.webhook_id.to_string(), body.hash.to_string());
         if self.recent.contains_key(&key) {
             return;
         }
         self.recent.insert(key.clone(), receipt_id.to_string());
-        self.expiry.push_back((body.received_at_ms, key));
+        self.expiry
+            .push_back((body.received_at_ms, key, receipt_id.to_string()));
     }
 }
 
@@ -211,5 +215,34 @@ mod tests {
         assert_eq!(set.insert(execution("cb-1"), "r7"), Ok(()));
         assert_eq!(set.insert(execution("cb-2"), "r8"), Ok(()));
         assert_eq!(set.insert(execution("cb-1"), "r9"), Err("r7".into()));
+    }
+
+    /// A body whose first receipt could not be stored, stored again by HubSpot's retry an
+    /// hour later, is remembered for the retry's whole window, not the first post's.
+    #[test]
+    fn a_withdrawn_body_stored_again_expires_with_its_new_receipt() {
+        let set = PendingSet::new(Metrics::new());
+        let post = |email, hash, received_at_ms| Contact {
+            webhook_id: "a",
+            contact_id: None,
+            email: Some(email),
+            callback_id: None,
+            body: Some(Body {
+                hash,
+                received_at_ms,
+            }),
+        };
+        let hour = crate::time::HOUR_MS;
+        assert_eq!(set.insert(post("ada@x.com", "b1", 0), "r1"), Ok(()));
+        set.withdraw(post("ada@x.com", "b1", 0), "r1");
+        assert_eq!(set.insert(post("ada@x.com", "b1", hour), "r2"), Ok(()));
+        set.release(post("ada@x.com", "b1", hour), "r2");
+        // Another post moves the window past the first receipt, not the second.
+        let later = REPLAY_WINDOW_MS + hour / 2;
+        assert_eq!(set.insert(post("bob@x.com", "b2", later), "r3"), Ok(()));
+        assert_eq!(
+            set.insert(post("ada@x.com", "b1", later), "r4"),
+            Err("r2".into())
+        );
     }
 }

@@ -375,10 +375,24 @@ impl Dispatcher {
         config: &Config,
         contact: &str,
     ) -> anyhow::Result<crate::model::explain::Explanation> {
+        // The id a queued or held receipt of that email carries, as planning used it.
+        let email = contact.trim();
+        let posted_id = self
+            .queue
+            .iter()
+            .map(|q| &q.0)
+            .chain(self.held.values().flatten())
+            .filter(|p| {
+                p.email
+                    .as_deref()
+                    .is_some_and(|e| e.eq_ignore_ascii_case(email))
+            })
+            .find_map(|p| p.contact_id);
         crate::model::explain::Explanation::new(
             config,
             self.profiles.built(),
             contact,
+            posted_id,
             self.clock.now_ms(),
         )
     }

@@ -47,13 +47,14 @@ impl Backoff {
         give_up_after: 8,
     };
 
-    /// The wait after the `failures`-th transient failure in a row (1 for the first).
+    /// The wait after the `failures`-th transient failure in a row (1 for the first), jittered
+    /// and never past the cap.
     pub fn wait(&self, failures: u32) -> Duration {
         let full = self
             .base
             .saturating_mul(1 << failures.saturating_sub(1).min(16))
             .min(self.cap);
-        full.mul_f64(0.5 + fastrand::f64())
+        full.mul_f64(0.5 + fastrand::f64()).min(self.cap)
     }
 
     /// Whether `failures` transient failures in a row are enough to give up.

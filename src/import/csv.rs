@@ -515,8 +515,16 @@ mod tests {
         // far off): refused, not imported to swamp every profile.
         assert_eq!(batch.bad.len(), 3);
         assert!(batch.bad[0].1.contains("before 2000"), "{:?}", batch.bad);
-        assert!(batch.bad[1].1.contains("in the future"), "{:?}", batch.bad);
-        assert!(batch.bad[2].1.contains("in the future"), "{:?}", batch.bad);
+        assert!(
+            batch.bad[1].1.contains("more than a day from now"),
+            "{:?}",
+            batch.bad
+        );
+        assert!(
+            batch.bad[2].1.contains("more than a day from now"),
+            "{:?}",
+            batch.bad
+        );
     }
 
     #[test]

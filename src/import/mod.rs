@@ -121,7 +121,7 @@ impl Columns {
         }
         if at_ms > self.latest_ms {
             return Err(format!(
-                "time {raw:?} in column {:?} is {}, in the future: is it in another unit (microseconds, nanoseconds)?",
+                "time {raw:?} in column {:?} is {}, more than a day from now: a wrong clock or time zone, or another unit (microseconds, nanoseconds)?",
                 self.time,
                 format_minute(at_ms)
             ));

@@ -18,8 +18,9 @@ pub fn explain(config: &Config, contact: &str, at: Option<i64>) -> anyhow::Resul
     let now = at.unwrap_or_else(now_ms);
     let data_dir = &config.server.data_dir;
     let built = dataset::build(data_dir, config.model, now)?;
+    let posted_id = super::explain::posted_id(data_dir, contact)?;
     let explanation =
-        Explanation::new(config, Some(&built), contact, now)?.with_receipts(data_dir)?;
+        Explanation::new(config, Some(&built), contact, posted_id, now)?.with_receipts(data_dir)?;
     print!("{}", explanation.text(&data_dir.join("events")));
     Ok(())
 }

@@ -70,11 +70,14 @@ pub struct PlannedReceipt {
 
 impl Explanation {
     /// Explain `contact` (an email or a HubSpot id) at `now` from `built` (none: no events yet);
-    /// its planned receipts come from [`Explanation::with_receipts`].
+    /// its planned receipts come from [`Explanation::with_receipts`]. `posted_id` is the
+    /// HubSpot id a receipt posted with that email carried, if any: planning looks profiles
+    /// up by id first, so the explanation does too (events imported by id know no email).
     pub fn new(
         config: &Config,
         built: Option<&Built>,
         contact: &str,
+        posted_id: Option<i64>,
         now: i64,
     ) -> anyhow::Result<Explanation> {
         let contact = contact.trim();
@@ -83,6 +86,7 @@ impl Explanation {
             "CONTACT is empty: give an email address or a HubSpot contact id"
         );
         let (id, email) = id_or_email(contact);
+        let id = id.or(posted_id);
         let index = built.and_then(|b| b.contacts.find(id, email));
         let uniform = [1.0 / SLOTS as f64; SLOTS];
         let population = built.map_or(&uniform, |b| &b.profiles.population);
@@ -206,6 +210,23 @@ impl Explanation {
         }
         out
     }
+}
+
+/// The HubSpot id that `contact`'s latest planned receipt carries, when `contact` is an email.
+pub fn posted_id(data_dir: &Path, contact: &str) -> anyhow::Result<Option<i64>> {
+    let (None, Some(email)) = id_or_email(contact.trim()) else {
+        return Ok(None);
+    };
+    let dataset = crate::datasets::plan::dataset(data_dir)?;
+    Ok(crate::datasets::plan::read(&dataset)?
+        .into_iter()
+        .filter(|p| {
+            p.email
+                .as_deref()
+                .is_some_and(|e| e.eq_ignore_ascii_case(email))
+        })
+        .max_by_key(|p| p.planned_at_ms)
+        .and_then(|p| p.contact_id))
 }
 
 /// A contact as asked: a HubSpot id when it is a number, else an email address.

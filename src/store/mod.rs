@@ -23,6 +23,8 @@ const PENDING_EXT: &str = "pending";
 
 /// Rows per part below which a part counts as small and is merged by [`Dataset::compact`].
 pub const SMALL_PART_ROWS: usize = 200_000;
+/// How much larger than the smaller parts together a part may be and still join a compaction.
+const MERGE_RATIO: usize = 4;
 
 /// One dataset folder, e.g. `{data_dir}/inbox`.
 #[derive(Debug, Clone)]
@@ -224,19 +226,48 @@ impl Dataset {
     /// The merged part is durable before any source is removed, so no row is ever missing;
     /// an intent file names the sources so a crash between the two steps is finished on the
     /// next start instead of leaving rows doubled. `skip` names parts not to touch yet.
+    ///
+    /// Parts are sized from their footers. The largest small parts sit out while each is more
+    /// than [`MERGE_RATIO`] times the rows of the smaller ones together: a growing merged part
+    /// is rewritten once the newcomers add up to a share of it, not on every round.
     pub fn compact(&self, skip: &HashSet<PathBuf>) -> anyhow::Result<Option<PathBuf>> {
-        let mut sources = Vec::new();
-        let mut frames = Vec::new();
+        let mut small: Vec<(usize, PathBuf)> = Vec::new();
         for path in self.parts()? {
             if skip.contains(&path) {
                 continue;
             }
+            // A footer that cannot be read leaves the part to the full read below, which
+            // quarantines it if it is damaged.
+            let rows = File::open(&path)
+                .ok()
+                .and_then(|f| ParquetReader::new(f).num_rows().ok())
+                .unwrap_or(0);
+            if rows < SMALL_PART_ROWS {
+                small.push((rows, path));
+            }
+        }
+        small.sort();
+        let mut rest: usize = small.iter().map(|(rows, _)| rows).sum();
+        while let Some((largest, _)) = small.last() {
+            rest -= largest;
+            if *largest <= MERGE_RATIO * rest.max(1) {
+                break;
+            }
+            small.pop();
+        }
+        if small.len() < 2 {
+            return Ok(None);
+        }
+        // Merged in the order they were written (ULID names).
+        small.sort_by(|a, b| a.1.cmp(&b.1));
+        let mut sources = Vec::new();
+        let mut frames = Vec::new();
+        for (_, path) in small {
             match read_part(&path) {
-                Ok(df) if df.height() < SMALL_PART_ROWS => {
+                Ok(df) => {
                     sources.push(path);
                     frames.push(df);
                 }
-                Ok(_) => {}
                 Err(e) if is_not_found(&e) => {}
                 // Maybe fine: left for a later compaction.
                 Err(e) if cannot_open(&e) => {
@@ -538,6 +569,30 @@ mod tests {
                 .join(part.file_name().unwrap())
                 .exists()
         );
+    }
+
+    /// A merged part that dwarfs the newcomers is left alone until they add up to a quarter
+    /// of it; the newcomers are merged among themselves meanwhile.
+    #[test]
+    fn a_large_part_waits_for_the_small_ones_to_add_up() {
+        let dir = tempfile::tempdir().unwrap();
+        let ds = Dataset::open(dir.path(), "rows").unwrap();
+        let write = |n: usize| {
+            let mut df = df!("x" => vec![1i64; n]).unwrap();
+            ds.write_part(Ulid::generate(), &mut df).unwrap()
+        };
+        let rows = |p: &Path| read_part(p).unwrap().height();
+        let big = write(100_000);
+        write(10);
+        write(10);
+        let merged = ds.compact(&HashSet::new()).unwrap().unwrap();
+        assert_eq!(rows(&merged), 20);
+        assert!(big.exists());
+        assert!(ds.compact(&HashSet::new()).unwrap().is_none());
+        write(30_000);
+        let merged = ds.compact(&HashSet::new()).unwrap().unwrap();
+        assert_eq!(rows(&merged), 130_020);
+        assert_eq!(ds.parts().unwrap(), [merged]);
     }
 
     /// Parts published together are seen all or none: a crash after the pending file and one

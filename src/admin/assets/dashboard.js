@@ -175,8 +175,9 @@ function drawConnectors(connectors) {
       : c.paused ? el("td", "paused: " + c.paused.replace("_", " ") +
           (c.paused_until_ms ? " until " + time(c.paused_until_ms) : ""), "state-paused")
       : el("td", "sending", "state-sending");
-    const daily = c.daily_limit ? (c.daily_limit - c.daily_remaining).toLocaleString("en-US") +
-      " of " + c.daily_limit.toLocaleString("en-US") : "–";
+    const daily = c.daily_limit != null && c.daily_remaining != null
+      ? (c.daily_limit - c.daily_remaining).toLocaleString("en-US") +
+        " of " + c.daily_limit.toLocaleString("en-US") : "–";
     const err = c.last_error ? time(c.last_error.at_ms) + " " + (c.last_error.http_status || "") +
       " " + c.last_error.message : "–";
     const imp = c.last_import ? (c.last_import.last_error ? "failed: " + c.last_import.last_error
