@@ -552,3 +552,37 @@ fn a_pipe_is_refused_with_what_to_do_instead() {
     );
     assert!(files(&data.join("events"), "parquet").is_empty());
 }
+
+/// What a writer that crashed left in `events/` and `contacts/` (a temporary file, the
+/// checksum of a part never published) is cleared by the next import, and nothing else.
+#[test]
+fn an_import_clears_what_a_crashed_writer_left() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let file = dir.path().join("export.csv");
+    export(&file, 0..100);
+    ok(&sendtime(
+        &data,
+        &csv_import(file.to_str().unwrap(), "1000"),
+    ));
+    let parts_before = files(&data.join("events"), "parquet");
+    let left = [
+        data.join("events/part-01KB0000000000000000000000.parquet.tmp"),
+        data.join("events/part-01KB0000000000000000000000.xxh3"),
+        data.join("contacts/part-01KB0000000000000000000001.parquet.tmp"),
+    ];
+    for f in &left {
+        std::fs::write(f, b"left by a crash").unwrap();
+    }
+    export(&file, 100..200);
+    ok(&sendtime(
+        &data,
+        &csv_import(file.to_str().unwrap(), "1000"),
+    ));
+    for f in &left {
+        assert!(!f.exists(), "{}", f.display());
+    }
+    let parts_after = files(&data.join("events"), "parquet");
+    assert_eq!(parts_after.len(), parts_before.len() + 1);
+    assert_eq!(stored(&data).len(), 200);
+}

@@ -255,6 +255,13 @@ pub fn lock(data_dir: &Path) -> anyhow::Result<std::fs::File> {
     Ok(lock)
 }
 
+/// Clear what writers that crashed left in `events/` and `contacts/` (temporary files,
+/// checksums of parts never published). Hold [`lock`]: a writer at work has such files too.
+pub fn recover_locked(data_dir: &Path) -> anyhow::Result<()> {
+    dataset(data_dir)?.recover()?;
+    contacts::dataset(data_dir)?.recover()
+}
+
 /// One row of a bulk import: (dense contact index, time in epoch ms, kind code). Ordered as
 /// parts are sorted.
 pub type Row = (u32, i64, u8);

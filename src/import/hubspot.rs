@@ -299,6 +299,10 @@ impl Import {
             (cursor.start_ms, cursor.end_ms),
             self.dedup_budget,
         )?;
+        {
+            let _lock = events::lock(&self.data_dir)?;
+            events::recover_locked(&self.data_dir)?;
+        }
         let mut appender = events::Appender::new(&self.data_dir);
         let progress = Progress::new(&self.connector.id, cursor.start_ms, cursor.end_ms);
         let (mut new_total, mut dup_total, mut skipped_total) = (0u64, 0u64, 0u64);

@@ -296,7 +296,9 @@ pub fn run<R: Reader>(
     let _lock = if options.dry_run {
         None
     } else {
-        Some(events::lock(data_dir)?)
+        let lock = events::lock(data_dir)?;
+        events::recover_locked(data_dir)?;
+        Some(lock)
     };
     // First, as it finishes an interrupted publish: what is stored includes those parts.
     let staged = if options.dry_run {

@@ -77,9 +77,28 @@ impl Dataset {
     /// The committed parts, oldest first (ULID names sort by creation time).
     ///
     /// Parts named in a `*.pending` file are being published together ([`publish`]) and stay
-    /// hidden until that file is gone. Pending files are read before the parts are listed:
-    /// one removed in between had all its parts in place already.
+    /// hidden until that file is gone. Pending files are read before and after the parts are
+    /// listed, until both agree: a publish that started or ended while listing could
+    /// otherwise show some of its parts.
     pub fn parts(&self) -> io::Result<Vec<PathBuf>> {
+        let mut pending = self.pending()?;
+        loop {
+            let mut parts: Vec<PathBuf> = fs::read_dir(&self.dir)?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.extension().is_some_and(|e| e == PART_EXT))
+                .collect();
+            let after = self.pending()?;
+            if after == pending {
+                parts.retain(|p| !pending.contains(p));
+                parts.sort();
+                return Ok(parts);
+            }
+            pending = after;
+        }
+    }
+
+    /// The parts that `*.pending` files name.
+    fn pending(&self) -> io::Result<HashSet<PathBuf>> {
         let mut pending = HashSet::new();
         for entry in fs::read_dir(&self.dir)? {
             let path = entry?.path();
@@ -91,12 +110,7 @@ impl Dataset {
                 }
             }
         }
-        let mut parts: Vec<PathBuf> = fs::read_dir(&self.dir)?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.extension().is_some_and(|e| e == PART_EXT) && !pending.contains(p))
-            .collect();
-        parts.sort();
-        Ok(parts)
+        Ok(pending)
     }
 
     /// Path of the part with id `id`.
@@ -184,19 +198,30 @@ impl Dataset {
     /// cannot be opened (out of file descriptors, permissions) fails the read, since the
     /// file may be fine and a later read will get it.
     pub fn read_all(&self) -> anyhow::Result<Vec<(PathBuf, DataFrame)>> {
-        let mut out = Vec::new();
-        for path in self.parts()? {
-            match read_part(&path) {
-                Ok(df) => out.push((path, df)),
-                // Compaction removed it between listing and reading; its rows are in a newer part.
-                Err(e) if is_not_found(&e) => continue,
-                Err(e) if cannot_open(&e) => {
-                    return Err(e.context(format!("cannot open {}", path.display())));
+        let mut out: Vec<(PathBuf, DataFrame)> = Vec::new();
+        let mut seen = HashSet::new();
+        loop {
+            // A part that compaction removed after the listing: its rows are in a newer part,
+            // which a second listing finds.
+            let mut vanished = false;
+            for path in self.parts()? {
+                if !seen.insert(path.clone()) {
+                    continue;
                 }
-                Err(e) => self.quarantine(&path, &e)?,
+                match read_part(&path) {
+                    Ok(df) => out.push((path, df)),
+                    Err(e) if is_not_found(&e) => vanished = true,
+                    Err(e) if cannot_open(&e) => {
+                        return Err(e.context(format!("cannot open {}", path.display())));
+                    }
+                    Err(e) => self.quarantine(&path, &e)?,
+                }
+            }
+            if !vanished {
+                out.sort_by(|a, b| a.0.cmp(&b.0));
+                return Ok(out);
             }
         }
-        Ok(out)
     }
 
     /// Move an unreadable part aside so the server keeps serving and nobody loses the bytes.
