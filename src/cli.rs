@@ -446,6 +446,12 @@ pub fn main() -> ExitCode {
             admin_listen,
         } => {
             init_logging();
+            if cli.data_dir.is_some() {
+                tracing::error!(
+                    "demo makes its own config and data in a temporary folder, removed when it stops: drop --data (`sendtime serve` runs on yours)"
+                );
+                return ExitCode::from(2);
+            }
             match crate::demo::run(speed, listen, admin_listen) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {

@@ -469,10 +469,17 @@ fn the_admin_surface_guards_its_data_and_its_buttons() {
         assert_eq!(body["error"], "unauthorized");
         assert_eq!(get(path, Some("a-long-random-admin-tokeX")).status(), 401);
     }
-    assert_eq!(
-        get("/status", Some("a-long-random-admin-token")).status(),
-        200
-    );
+    let r = get("/status", Some("a-long-random-admin-token"));
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["cache-control"], "no-store");
+    assert_eq!(r.headers()["x-content-type-options"], "nosniff");
+    // The scheme's name in any case.
+    let lower = http
+        .get(server.admin_url("/status"))
+        .header("authorization", "bearer a-long-random-admin-token")
+        .send()
+        .unwrap();
+    assert_eq!(lower.status(), 200);
     // A request another site's page made the browser send is refused, token or not.
     let cross = http
         .get(server.admin_url("/lift"))
