@@ -297,6 +297,21 @@ impl OutcomeWriter {
 }
 
 fn run(dataset: &Dataset, rx: Receiver<(Vec<OutcomeRow>, Reply)>) {
+    // Compaction on a thread of its own: the calls waiting on their `attempting` rows do not
+    // wait for it. It merges only committed parts, so writes go on beside it.
+    let (kick, kicked) = std::sync::mpsc::sync_channel::<()>(1);
+    let compactor = {
+        let dataset = dataset.clone();
+        std::thread::Builder::new()
+            .name("outcomes-compactor".into())
+            .spawn(move || {
+                for () in kicked {
+                    if let Err(e) = dataset.compact(&HashSet::new()) {
+                        tracing::warn!("outcomes compaction failed (will retry): {e:#}");
+                    }
+                }
+            })
+    };
     let mut writes = 0usize;
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
@@ -321,10 +336,16 @@ fn run(dataset: &Dataset, rx: Receiver<(Vec<OutcomeRow>, Reply)>) {
             let _ = reply.send(result.clone());
         }
         writes += 1;
-        if writes.is_multiple_of(COMPACT_EVERY)
-            && let Err(e) = dataset.compact(&HashSet::new())
-        {
-            tracing::warn!("outcomes compaction failed (will retry): {e:#}");
+        if writes.is_multiple_of(COMPACT_EVERY) {
+            // One already waiting will see these parts too.
+            let _ = kick.try_send(());
         }
+    }
+    drop(kick);
+    match compactor {
+        Ok(t) => {
+            let _ = t.join();
+        }
+        Err(e) => tracing::warn!("cannot start the outcomes compactor: {e}"),
     }
 }
