@@ -321,24 +321,29 @@ impl Reader for CsvReader {
 
     /// Line numbers from byte offsets, counting the header as line 1 (the csv crate's own
     /// count is one short in CRLF files), by reading the file again: only a failed import
-    /// asks.
+    /// asks. A line ends at LF, CRLF or a lone CR, as records do.
     fn locate(&self, offsets: &[u64]) -> anyhow::Result<Vec<String>> {
         let file = File::open(&self.path)
             .with_context(|| format!("cannot open {}", self.path.display()))?;
         let mut bytes = BufReader::with_capacity(BUFFER, file).bytes().peekable();
-        let (mut at, mut newlines) = (0u64, 0u64);
+        let (mut at, mut newlines, mut prev) = (0u64, 0u64, 0u8);
+        let ends = |b: u8, prev: &mut u8| {
+            let end = b == b'\r' || (b == b'\n' && *prev != b'\r');
+            *prev = b;
+            u64::from(end)
+        };
         let mut out = Vec::with_capacity(offsets.len());
         for &offset in offsets {
             while at < offset {
                 match bytes.next().transpose()? {
-                    Some(b) => newlines += u64::from(b == b'\n'),
+                    Some(b) => newlines += ends(b, &mut prev),
                     None => break,
                 }
                 at += 1;
             }
             // After a CRLF the reported start is the LF: step to the record's first byte.
             while let Some(Ok(b @ (b'\r' | b'\n'))) = bytes.peek() {
-                newlines += u64::from(*b == b'\n');
+                newlines += ends(*b, &mut prev);
                 bytes.next();
                 at += 1;
             }
@@ -443,6 +448,30 @@ mod tests {
             bad.append(&mut batch.bad);
         }
         (reader, rows, bad)
+    }
+
+    /// Lines end at LF, CRLF or a lone CR (old Mac files), where records do.
+    #[test]
+    fn bad_rows_are_located_by_line_whatever_ends_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let columns = Columns::new("contact", "time", None, "OPEN").unwrap();
+        for end in ["\n", "\r\n", "\r"] {
+            let path = dir.path().join("ends.csv");
+            let lines = [
+                "contact,time",
+                "1,2024-01-01T10:00:00Z",
+                "2,bad",
+                "3,2024-01-01T10:00:00Z",
+                "4,bad",
+            ];
+            std::fs::write(&path, lines.join(end) + end).unwrap();
+            let (reader, rows, bad) = read_in_chunks(&path, &columns, CHUNK);
+            assert_eq!(rows.len(), 2, "{end:?}");
+            let at: Vec<u64> = bad.iter().map(|b| b.0).collect();
+            let places = reader.locate(&at).unwrap();
+            let want = [3, 5].map(|n| format!("{}:{n}", path.display()));
+            assert_eq!(places, want, "{end:?}");
+        }
     }
 
     /// A column named twice would be read from its first place, silently: refused.
