@@ -83,16 +83,20 @@ fn main() {
 /// engagement lost against unconstrained plans.
 fn quality(data: &Path, config: &Config, now: i64) -> String {
     let plans = plan::read(&plan::dataset(data).unwrap()).unwrap();
-    let mut per_minute: HashMap<i64, f64> = HashMap::new();
+    let mut per_minute: HashMap<i64, usize> = HashMap::new();
     let connector = &config.connectors[0];
-    let cost = match config.webhooks[0].target {
-        sendtime::config::Target::Callback => 1.0 / connector.callback_batch_size as f64,
-        _ => 1.0,
+    // Calls: a minute's callbacks go in batches.
+    let batch = match config.webhooks[0].target {
+        sendtime::config::Target::Callback => connector.callback_batch_size,
+        _ => 1,
     };
     for p in &plans {
-        *per_minute.entry(p.due_at_ms / MINUTE_MS).or_default() += cost;
+        *per_minute.entry(p.due_at_ms / MINUTE_MS).or_default() += 1;
     }
-    let busiest = per_minute.values().copied().fold(0.0, f64::max);
+    let busiest = per_minute
+        .values()
+        .map(|n| n.div_ceil(batch) as f64)
+        .fold(0.0, f64::max);
     let capacity = sendtime::capacity::Capacity::of(connector);
     let per_minute_cap = capacity.per_minute as f64 / sendtime::capacity::CALL as f64;
     let (cache, _) = sendtime::model::stored::Cache::open(data, config.model, now, false).unwrap();

@@ -492,3 +492,175 @@ fn the_daily_budget_counts_calls_made_before_a_restart_and_each_small_batch() {
     let today = planned.iter().filter(|p| p.due_at_ms < tomorrow).count();
     assert_eq!((today, planned.len()), (3, 10), "{planned:?}");
 }
+
+/// In one `serve`, a reload builds the ledgers again: the day's enrollments already made
+/// still count (they are no longer in the queue), so what the budget has no room for after
+/// it is planned for tomorrow.
+#[test]
+fn a_reload_keeps_the_calls_made_today_in_the_daily_budget() {
+    let rt = runtime();
+    let standin = rt.block_on(StandIn::start(Options::default())).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let hook = Hook {
+        id: "now",
+        kind: "IMMEDIATE",
+        target: "workflow_id = 7",
+    };
+    // The account's zone puts its day's end some twelve hours away, whatever the hour now.
+    let t0 = now_ms() + MINUTE;
+    let offset = (12 - (t0 / HOUR) % 24).rem_euclid(24);
+    let offset = if offset > 12 { offset - 24 } else { offset };
+    let zone = match offset {
+        0 => "Etc/UTC".to_string(),
+        o if o > 0 => format!("Etc/GMT-{o}"),
+        o => format!("Etc/GMT+{}", -o),
+    };
+    let tomorrow = ((t0 + offset * HOUR) / DAY + 1) * DAY - offset * HOUR;
+    let config = TestConfig {
+        env: "CAPACITY",
+        tables: "[scheduler]\ncron = \"* * * * * *\"",
+        connector: &format!(
+            "api_base = \"{}\"\ndaily_budget = 20\ntime_zone = \"{zone}\"",
+            standin.url()
+        ),
+        hooks: &[&hook],
+        ..TestConfig::default()
+    }
+    .write(dir.path());
+    let clock = dir.path().join("clock");
+    common::set_clock(&clock, t0);
+    let clock_file = clock.display().to_string();
+    let server = Server::start(
+        &config,
+        &data,
+        &[
+            ("CAPACITY_SECRET", SECRET),
+            ("CAPACITY_TOKEN", TOKEN),
+            ("SENDTIME_CLOCK_FILE", clock_file.as_str()),
+        ],
+    );
+    let client = reqwest::blocking::Client::new();
+    let post = |from: u64, to: u64| {
+        for n in from..to {
+            let email = format!("r{n}@example.com");
+            standin.add_contact(&email, 7000 + n);
+            let body = contact_body(7000 + n, &email);
+            assert_eq!(
+                post_signed(&client, &server, SECRET, "/hooks/now", body),
+                200
+            );
+        }
+    };
+    let enrolled = || common::enrollments(&standin.log()).values().sum::<usize>();
+    post(0, 20);
+    eventually(Duration::from_secs(30), || (enrolled() == 20).then_some(()))
+        .unwrap_or_else(|| panic!("not enrolled; logs:\n{}", server.logs()));
+
+    // A comment is a new config: the ledgers are built again.
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str("# reloaded\n");
+    std::fs::write(&config, &text).unwrap();
+    let identity = sendtime::config::identity_of(text.as_bytes());
+    eventually(Duration::from_secs(10), || {
+        let status: serde_json::Value = client
+            .get(server.admin_url("/status"))
+            .send()
+            .ok()?
+            .json()
+            .ok()?;
+        (status["config"] == identity.as_str()).then_some(())
+    })
+    .unwrap_or_else(|| panic!("config not reloaded; logs:\n{}", server.logs()));
+    common::set_clock(&clock, now_ms() + MINUTE);
+    post(20, 40);
+    let later = eventually(Duration::from_secs(30), || {
+        let p: Vec<PlanRow> = plans(&data)
+            .into_iter()
+            .filter(|p| p.contact_id >= Some(7020))
+            .collect();
+        (p.len() == 20).then_some(p)
+    })
+    .unwrap_or_else(|| panic!("not planned; logs:\n{}", server.logs()));
+    assert!(later.iter().all(|p| p.due_at_ms >= tomorrow), "{later:?}");
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(enrolled(), 20);
+    server.stop();
+}
+
+/// An operator's pause holds its webhook's contacts without taking the connector's minutes
+/// from the others, and when it ends what it held is spread over the minutes the connector
+/// can send, not sent at once.
+#[test]
+fn a_paused_webhook_leaves_the_connector_to_the_others_and_is_spread_when_resumed() {
+    use sendtime::clock::Clock;
+    use sendtime::config::WebhookType;
+    use sendtime::dispatch::Dispatcher;
+    use sendtime::metrics::Metrics;
+
+    const NOW: i64 = 1_795_947_420_000; // 2026-11-29 10:17 UTC
+    let rt = runtime();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let (a, b) = (
+        Hook {
+            id: "a",
+            kind: "IMMEDIATE",
+            target: "workflow_id = 1",
+        },
+        Hook {
+            id: "b",
+            kind: "IMMEDIATE",
+            target: "workflow_id = 2",
+        },
+    );
+    let config = TestConfig {
+        env: "CAPACITY",
+        server: &format!("data_dir = \"{}\"", data.display()),
+        connector: "dry_run = true\nrequests_per_10s = 5",
+        hooks: &[&a, &b],
+        ..TestConfig::default()
+    }
+    .config(&data);
+    let per_minute = sendtime::capacity::Capacity::of(&config.connectors[0]).per_minute
+        / sendtime::capacity::CALL;
+    let write = |webhook: &str, ns: std::ops::Range<u64>, at: i64| {
+        let rows: Vec<Receipt> = ns
+            .map(|n| Receipt {
+                webhook_id: webhook.into(),
+                webhook_type: WebhookType::Immediate,
+                time_zone: None,
+                ..receipt(n, "", at)
+            })
+            .collect();
+        let mut df = inbox::frame(&rows).unwrap();
+        inbox::dataset(&data)
+            .unwrap()
+            .write_part(ulid::Ulid::generate(), &mut df)
+            .unwrap();
+    };
+    let clock = dir.path().join("clock");
+    common::set_clock(&clock, NOW);
+    let mut d = Dispatcher::open(&data, Metrics::new(), Clock::File(clock.clone())).unwrap();
+    let mut tick_at = |at: i64| {
+        common::set_clock(&clock, at);
+        let (_tx, stop) = tokio::sync::watch::channel(false);
+        rt.block_on(d.tick(&config, stop)).unwrap()
+    };
+    sendtime::pauses::set(&config, "a", false, true, NOW).unwrap();
+    write("a", 0..200, NOW);
+    assert_eq!(tick_at(NOW).dry_run, 0, "a is paused");
+    assert_eq!(tick_at(NOW + MINUTE).dry_run, 0);
+    // b's contacts go at once: a's held ones do not fill the minutes.
+    write("b", 1000..1010, NOW + 2 * MINUTE);
+    assert_eq!(tick_at(NOW + 2 * MINUTE).dry_run, 10);
+    sendtime::pauses::set(&config, "a", false, false, NOW + 3 * MINUTE).unwrap();
+    let mut sent = 0;
+    for k in 3..30 {
+        let report = tick_at(NOW + k * MINUTE);
+        assert!(report.dry_run as u64 <= per_minute, "{report}");
+        sent += report.dry_run;
+    }
+    assert_eq!(sent, 200);
+}

@@ -966,6 +966,18 @@ fn receive_only(
     emails
 }
 
+/// Each of `emails` enrolled into `workflow` exactly once, by the stand-in's log.
+fn enrolled_once(standin: &StandIn, workflow: &str, emails: &[String]) {
+    let enrolled = enrollments(&standin.log());
+    for e in emails {
+        assert_eq!(
+            enrolled.get(&(workflow.to_string(), e.clone())),
+            Some(&1),
+            "{e}"
+        );
+    }
+}
+
 /// `sendtime tick --now at` with `token` as the connector's token: (stdout, stderr). It is
 /// given no client secret: a tick receives nothing, so it needs none.
 fn tick_once(config: &Path, data: &Path, at: i64, token: &str) -> (String, String) {
@@ -1025,14 +1037,7 @@ fn a_refused_token_holds_the_queue_instead_of_failing_it() {
     assert!(!data.join("state").join("dispatch-pause-main").exists());
     let (out, err) = tick_once(&config, &data, due + 60_000, TOKEN);
     assert!(out.contains("enrolled=5 "), "{out}\n{err}");
-    let enrolled = enrollments(&standin.log());
-    for e in &emails {
-        assert_eq!(
-            enrolled.get(&("104".to_string(), e.clone())),
-            Some(&1),
-            "{e}"
-        );
-    }
+    enrolled_once(&standin, "104", &emails);
 }
 
 /// Refusals that are the connector's state (a bad token here) do not use up a contact's
@@ -1114,14 +1119,7 @@ fn a_daily_pause_outlasts_the_process_so_sendtime_tick_does_not_call_again() {
     let (out, err) = tick(day + 5 * HOUR);
     assert!(out.contains("enrolled=2 "), "{out}\n{err}");
     assert!(!pause_file.exists());
-    let enrolled = enrollments(&standin.log());
-    for e in &emails {
-        assert_eq!(
-            enrolled.get(&("104".to_string(), e.clone())),
-            Some(&1),
-            "{e}"
-        );
-    }
+    enrolled_once(&standin, "104", &emails);
     assert!(outcomes(&data).iter().all(|r| r.status != Status::Failed));
 }
 
@@ -1159,14 +1157,7 @@ fn a_daily_pause_lasts_until_the_reset_hubspot_reports() {
     let (out, err) = tick(reset);
     assert!(out.contains("enrolled=2 "), "{out}\n{err}");
     assert!(!pause_file.exists());
-    let enrolled = enrollments(&standin.log());
-    for e in &emails {
-        assert_eq!(
-            enrolled.get(&("104".to_string(), e.clone())),
-            Some(&1),
-            "{e}"
-        );
-    }
+    enrolled_once(&standin, "104", &emails);
 }
 
 /// Start-up reads what is pending and recent, not all history: finished receipts older than
@@ -1397,13 +1388,6 @@ fn receipts_whose_outcomes_were_quarantined_are_checked_not_sent_again() {
     }
     let (out, err) = tick_once(&config, &data, due + 60_000, TOKEN);
     assert!(out.contains("enrolled=3 "), "{out}\n{err}");
-    let enrolled = enrollments(&standin.log());
-    for e in &emails {
-        assert_eq!(
-            enrolled.get(&("104".to_string(), e.clone())),
-            Some(&1),
-            "{e}"
-        );
-    }
+    enrolled_once(&standin, "104", &emails);
     assert!(ds.quarantine_dir().read_dir().unwrap().count() > 0);
 }

@@ -81,13 +81,18 @@ impl Ledger {
                 .is_none_or(|d| self.days.get(&self.day(at_ms)).copied().unwrap_or(0) + charge <= d)
     }
 
-    /// Count calls already made on the day `at_ms` is in (the budget is the day's, whoever
-    /// planned them: a restart or a new config does not make them new).
-    pub fn spent(&mut self, at_ms: i64, calls: u64) {
+    /// Count the calls already made on the day `now_ms` is in, and in its minute (the budget
+    /// is the day's, whoever planned them: a restart or a new config does not make them new).
+    pub fn spent(&mut self, now_ms: i64, today: u64, this_minute: u64) {
         if self.capacity.per_day.is_some() {
-            let day = self.day(at_ms);
-            *self.days.entry(day).or_default() += calls * CALL;
+            let day = self.day(now_ms);
+            *self.days.entry(day).or_default() += today * CALL;
         }
+        *self
+            .minutes
+            .entry(now_ms.div_euclid(MINUTE_MS))
+            .or_default() += this_minute * CALL;
+        *self.hours.entry(now_ms.div_euclid(HOUR_MS)).or_default() += this_minute * CALL;
     }
 
     /// Let go of what lies before `now_ms`: nothing is booked in the past, so only the

@@ -20,12 +20,12 @@ pub struct Spent {
 }
 
 impl Spent {
-    pub fn record(&mut self, connector: &str, at_ms: i64) {
+    pub fn record(&mut self, connector: &str, at_ms: i64, calls: u64) {
         let minutes = match self.calls.get_mut(connector) {
             Some(m) => m,
             None => self.calls.entry(connector.to_string()).or_default(),
         };
-        *minutes.entry(at_ms.div_euclid(MINUTE_MS)).or_default() += 1;
+        *minutes.entry(at_ms.div_euclid(MINUTE_MS)).or_default() += calls;
     }
 
     /// Calls made through `connector` on the day (in `zone`) that `now_ms` is in.
@@ -38,6 +38,15 @@ impl Spent {
                 .map(|(_, n)| n)
                 .sum()
         })
+    }
+
+    /// Calls made through `connector` in the minute `now_ms` is in.
+    pub fn this_minute(&self, connector: &str, now_ms: i64) -> u64 {
+        self.calls
+            .get(connector)
+            .and_then(|m| m.get(&now_ms.div_euclid(MINUTE_MS)))
+            .copied()
+            .unwrap_or(0)
     }
 
     /// Let go of calls older than two days.
@@ -60,8 +69,8 @@ mod tests {
         let mut s = Spent::default();
         // 2026-01-01 23:30 UTC is 2026-01-01 18:30 in New York, 2026-01-02 in Tokyo.
         let late = 1_767_225_600_000 + 23 * HOUR_MS + 30 * MINUTE_MS;
-        s.record("a", late);
-        s.record("a", late + HOUR_MS);
+        s.record("a", late, 1);
+        s.record("a", late + HOUR_MS, 1);
         let (ny, tokyo): (Tz, Tz) = (
             "America/New_York".parse().unwrap(),
             "Asia/Tokyo".parse().unwrap(),

@@ -308,9 +308,8 @@ mod tests {
     use super::*;
     use crate::datasets::events::{Event, Kind, append};
 
-    /// A dictionary part gone missing is an error, not indices silently reused.
-    #[test]
-    fn a_gap_in_the_dictionary_is_an_error() {
+    /// A folder whose dictionary has three parts, a contact each.
+    fn three_parts() -> tempfile::TempDir {
         let dir = tempfile::tempdir().unwrap();
         for i in 0..3 {
             let e = Event {
@@ -324,6 +323,13 @@ mod tests {
             };
             append(dir.path(), &[e]).unwrap();
         }
+        dir
+    }
+
+    /// A dictionary part gone missing is an error, not indices silently reused.
+    #[test]
+    fn a_gap_in_the_dictionary_is_an_error() {
+        let dir = three_parts();
         assert_eq!(Contacts::load(dir.path()).unwrap().len(), 3);
         let parts = dataset(dir.path()).unwrap().parts().unwrap();
         std::fs::remove_file(&parts[1]).unwrap();
@@ -335,19 +341,7 @@ mod tests {
     /// the contacts before it, and the next import gave its indices to others.
     #[test]
     fn an_unreadable_last_part_is_an_error() {
-        let dir = tempfile::tempdir().unwrap();
-        for i in 0..3 {
-            let e = Event {
-                event_id: None,
-                contact_id: Some(i),
-                email: None,
-                kind: Kind::Open,
-                at_ms: 1_700_000_000_000,
-                filtered: false,
-                source: "t".into(),
-            };
-            append(dir.path(), &[e]).unwrap();
-        }
+        let dir = three_parts();
         let parts = dataset(dir.path()).unwrap().parts().unwrap();
         let last = parts.last().unwrap();
         let mut bytes = std::fs::read(last).unwrap();

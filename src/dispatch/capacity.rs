@@ -118,8 +118,11 @@ impl Capacities {
 
 impl Dispatcher {
     /// Ledgers for `config`: kept while the config is the same; otherwise built again from
-    /// the queue, in due order, and a queued receipt that no longer fits its minute (limits
-    /// were lowered, or it is overdue) is moved to the first minute with room.
+    /// the calls made today and the queue, in due order, and a queued receipt that no longer
+    /// fits its minute (limits were lowered, or it is overdue) is moved to the first minute
+    /// with room. Receipts an operator's pause holds are left out (they are booked when it
+    /// ends), and a workflow action's stay where they are: planning put them before their
+    /// block expires.
     pub(super) fn capacities(&mut self, config: &Config, now: i64) -> &mut Capacities {
         let current = self
             .capacity
@@ -129,7 +132,11 @@ impl Dispatcher {
             let mut caps = Capacities::new(config);
             for (ledger, c) in caps.ledgers.iter_mut().zip(&config.connectors) {
                 let zone = ledger.capacity.day_zone;
-                ledger.spent(now, self.spent.today(&c.id, zone, now));
+                ledger.spent(
+                    now,
+                    self.spent.today(&c.id, zone, now),
+                    self.spent.this_minute(&c.id, now),
+                );
             }
             let routes = caps.routes(config);
             let mut items = std::mem::take(&mut self.queue).into_vec();
@@ -139,9 +146,12 @@ impl Dispatcher {
             for Queued(item) in &mut items {
                 let route = routes.get(&*item.webhook_id);
                 let Some(route) = route else { continue };
+                if self.pauses.holds(&item.webhook_id, route.connector) {
+                    continue;
+                }
                 let ledger = &mut caps.ledgers[route.ledger];
                 let at = item.ready_at_ms.max(now);
-                let to = if ledger.fits(at, route.cost) {
+                let to = if route.holds || ledger.fits(at, route.cost) {
                     at
                 } else {
                     ledger

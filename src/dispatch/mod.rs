@@ -120,6 +120,9 @@ pub struct Dispatcher {
     capacity: Option<capacity::Capacities>,
     /// Calls made in the last two days, which a daily budget counts when the ledgers are built again.
     spent: Spent,
+    /// Operators' pauses as of the last tick: a change builds the ledgers again (what a pause
+    /// held is spread when it ends).
+    pauses: Arc<crate::pauses::Pauses>,
     /// Daily-limit pauses as last written under `state/` (connector → until).
     pauses_on_disk: HashMap<String, i64>,
     clock: Clock,
@@ -300,6 +303,7 @@ impl Dispatcher {
             links: HashMap::new(),
             capacity: None,
             spent,
+            pauses: Default::default(),
             pauses_on_disk: HashMap::new(),
             clock,
             _lock: lock,
@@ -338,6 +342,11 @@ impl Dispatcher {
             now_ms: now,
             ..TickReport::default()
         };
+        let pauses = Arc::new(crate::pauses::read_or_hold(&self.data_dir));
+        if pauses != self.pauses {
+            self.pauses = pauses;
+            self.capacity = None;
+        }
         report.planned = tokio::task::block_in_place(|| self.plan_new(config, now))?;
         self.metrics
             .board
@@ -401,8 +410,9 @@ impl Dispatcher {
         self.queue.push(Queued(item));
     }
 
-    /// Back in the queue at a time it was not booked for: the ledgers are built again from the
-    /// queue before the next planning, so it counts where it now stands.
+    /// Back in the queue at a time it was not booked for (a retry, HubSpot's pause, a webhook
+    /// back in the config): the ledgers are built again from the queue before the next
+    /// planning, so it counts where it now stands.
     fn requeue(&mut self, item: Pending) {
         self.capacity = None;
         self.enqueue(item);
@@ -454,7 +464,7 @@ impl Dispatcher {
         let watch = Arc::new(crate::pauses::Watch::new(&self.data_dir));
         let pauses = watch.current();
         self.metrics.set_operator_pauses(&pauses);
-        for item in due {
+        for mut item in due {
             let Some(webhook) = config.webhook(&item.webhook_id) else {
                 *newly_held.entry(item.webhook_id.to_string()).or_default() += 1;
                 self.held
@@ -466,9 +476,12 @@ impl Dispatcher {
             let connector = config
                 .connector(&webhook.connector)
                 .expect("validated: webhook connectors exist");
-            // Paused by an operator: held in the queue, looked at again next minute.
+            // Paused by an operator: held in the queue, looked at again next minute (not booked:
+            // when the pause ends, the ledgers are built again and spread what it held).
             if pauses.holds(&webhook.id, &connector.id) {
-                later.push((item, now + MINUTE_MS));
+                item.ready_at_ms = now + MINUTE_MS;
+                report.requeued += 1;
+                self.enqueue(item);
                 continue;
             }
             let (action, target) = match &webhook.target {
@@ -628,7 +641,7 @@ impl Dispatcher {
             self.settle(done, report);
         }
         for (connector, at) in ctx.calls.lock().expect("not poisoned").drain(..) {
-            self.spent.record(&connector, at);
+            self.spent.record(&connector, at, 1);
         }
         self.spent.forget_before(now);
     }
@@ -653,6 +666,11 @@ impl Dispatcher {
                     item.ready_at_ms = at;
                     report.requeued += 1;
                     self.requeue(item);
+                }
+                Next::Held(at) => {
+                    item.ready_at_ms = at;
+                    report.requeued += 1;
+                    self.enqueue(item);
                 }
             }
         }
@@ -685,18 +703,43 @@ impl Dispatcher {
     }
 }
 
-/// The calls that `attempting` rows of the last two days record: one per enrollment, one per
-/// batch (a batch's rows share their connector, action and instant).
+/// The calls that `attempting` rows of the last two days record: one per enrollment attempt
+/// (rows read twice after a crash count once), and per batch: a list's rows of one instant,
+/// and a connector's callback rows of one instant in calls of at most 100 (HubSpot's
+/// largest batch; the rows name each callback, not the call).
 fn spent_by(rows: &[OutcomeRow], now: i64) -> Spent {
-    let mut spent = Spent::default();
-    let mut batches = HashSet::new();
+    let mut attempts = HashSet::new();
+    let mut batches: HashMap<(&str, Action, &str, i64), u64> = HashMap::new();
     for r in rows {
         if r.status != Status::Attempting || r.at_ms < now - 2 * crate::time::DAY_MS {
             continue;
         }
-        if r.action == Action::Enroll || batches.insert((&r.connector, r.action, r.at_ms)) {
-            spent.record(&r.connector, r.at_ms);
+        match r.action {
+            Action::Enroll => {
+                if attempts.insert((&r.receipt_id, r.attempts)) {
+                    *batches
+                        .entry((&r.connector, r.action, &r.receipt_id, r.at_ms))
+                        .or_default() = 1;
+                }
+            }
+            Action::ListAdd => {
+                batches.insert((&r.connector, r.action, &r.target, r.at_ms), 1);
+            }
+            Action::Complete => {
+                *batches
+                    .entry((&r.connector, r.action, "", r.at_ms))
+                    .or_default() += 1;
+            }
         }
+    }
+    let mut spent = Spent::default();
+    for ((connector, action, _, at_ms), n) in batches {
+        let calls = if action == Action::Complete {
+            n.div_ceil(100)
+        } else {
+            n
+        };
+        spent.record(connector, at_ms, calls);
     }
     spent.forget_before(now);
     spent

@@ -230,7 +230,15 @@ impl Dispatcher {
         };
         let routes = caps.routes(config);
         let unrouted = caps.unrouted();
-        let route_of = |item: &Pending| *routes.get(&*item.webhook_id).unwrap_or(&unrouted);
+        let pauses = self.pauses.clone();
+        let route_of = |item: &Pending| {
+            let mut route = *routes.get(&*item.webhook_id).unwrap_or(&unrouted);
+            // Held by an operator's pause: planned at its best time, booked when it ends.
+            if pauses.holds(&item.webhook_id, route.connector) {
+                route.ledger = unrouted.ledger;
+            }
+            route
+        };
         let local_of =
             |route: &Route, meta: &Meta| route.quiet.map(|q| (meta.zone.unwrap_or(route.zone), q));
         let population = self.profiles.population();

@@ -60,6 +60,9 @@ pub enum Next {
     Done(Status),
     /// Back in the queue until this instant (clock ms).
     Again(i64),
+    /// Held by an operator's pause: looked at again from this instant, and not booked in the
+    /// connector's capacity meanwhile.
+    Held(i64),
 }
 
 /// What every task shares.
@@ -119,7 +122,7 @@ impl Ctx {
             let pauses = self.pauses.current();
             webhooks.iter().all(|w| pauses.holds(w, &link.id))
         };
-        let later = || Next::Again(self.now() + crate::time::MINUTE_MS);
+        let later = || Next::Held(self.now() + crate::time::MINUTE_MS);
         if held() {
             return Err(later());
         }
@@ -143,9 +146,7 @@ impl Ctx {
     ) -> Result<Admitted<'l>, Next> {
         let webhooks: Vec<&str> = batch.iter().map(|i| i.webhook_id.as_ref()).collect();
         let call = self.admit(link, &webhooks).await?;
-        self.attempting(batch, row_of).await?;
-        let made = (link.id.clone(), self.now());
-        self.calls.lock().expect("not poisoned").push(made);
+        self.attempting(link, batch, row_of).await?;
         Ok(call)
     }
 
@@ -153,6 +154,7 @@ impl Ctx {
     /// they cannot be, the batch waits a minute, uncounted.
     async fn attempting(
         &self,
+        link: &Link,
         batch: &mut [Pending],
         row_of: impl Fn(&Pending, i64) -> OutcomeRow,
     ) -> Result<(), Next> {
@@ -162,6 +164,9 @@ impl Ctx {
             .record(batch.iter().map(|i| row_of(i, now)).collect())
             .await
         {
+            // The call about to be made, for the daily budget.
+            let made = (link.id.clone(), now);
+            self.calls.lock().expect("not poisoned").push(made);
             return Ok(());
         }
         batch.iter_mut().for_each(|i| i.attempts -= 1);
@@ -415,18 +420,13 @@ pub async fn enroll(
                 }
             }
         }
-        item.attempts += 1;
-        let attempting = row(
-            &item,
-            &link,
-            Action::Enroll,
-            &target,
-            Status::Attempting,
-            ctx.now(),
-        );
-        if !ctx.record(vec![attempting]).await {
-            item.attempts -= 1;
-            return (item, Next::Again(ctx.now() + MINUTE_MS));
+        let attempting =
+            |i: &Pending, now| row(i, &link, Action::Enroll, &target, Status::Attempting, now);
+        if let Err(next) = ctx
+            .attempting(&link, std::slice::from_mut(&mut item), attempting)
+            .await
+        {
+            return (item, next);
         }
         match call.enroll(workflow, &email).await {
             Ok(()) => {

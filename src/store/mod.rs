@@ -361,6 +361,9 @@ impl Dataset {
 
     /// Finish or roll back compactions interrupted by a crash. Run before reading at start-up.
     pub fn recover(&self) -> anyhow::Result<()> {
+        // A publish that a crash interrupted moves each checksum in before its part: those
+        // are finished by the next publisher, not removed here.
+        let publishing = self.pending()?;
         for entry in fs::read_dir(&self.dir)? {
             let path = entry?.path();
             let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
@@ -384,6 +387,7 @@ impl Dataset {
                 fs::remove_file(&path)?;
             } else if name.ends_with(&format!(".{}", checksum::EXT))
                 && !path.with_extension(PART_EXT).exists()
+                && !publishing.contains(&path.with_extension(PART_EXT))
             {
                 // A checksum whose part never became visible (a crash in between).
                 fs::remove_file(&path)?;
