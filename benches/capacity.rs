@@ -3,8 +3,10 @@
 //! requests per 10 s, once as enrollments (one call each: capacity binds) and once as
 //! workflow-action callbacks (a hundredth of a call each: it should not).
 //!
-//! `cargo bench --bench capacity -- GEN_DIR [RECEIPTS] [RUNS]`: GEN_DIR is a `sendtime gen`
-//! output. Reports the planning tick's time, the busiest planned minute against capacity, the
+//! `cargo bench --bench capacity -- GEN_DIR [RECEIPTS] [RUNS] [auto]`: GEN_DIR is a `sendtime
+//! gen` output. The model's knobs are fixed at the values before they were fitted (prior 12,
+//! σ 1 h), whose preferences crowd a few hours; `auto` fits them as `serve` does (on generated
+//! data, personal hours that spread the crowd). Reports the planning tick's time, the busiest planned minute against capacity, the
 //! share of receipts planned in one of their contact's three best hours of the window, and the
 //! predicted engagement lost against planning each alone (no capacity).
 
@@ -32,6 +34,7 @@ fn main() {
     let gen_dir = PathBuf::from(args.first().expect("GEN_DIR"));
     let receipts: usize = args.get(1).and_then(|v| v.parse().ok()).unwrap_or(500_000);
     let runs: usize = args.get(2).and_then(|v| v.parse().ok()).unwrap_or(3);
+    let fitted = args.get(3).is_some_and(|a| a == "auto");
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -50,7 +53,7 @@ fn main() {
             for ds in ["events", "contacts"] {
                 link_dir(&gen_dir.join(ds), &data.join(ds));
             }
-            let config = config(&data, delivery);
+            let config = config(&data, delivery, fitted);
             let mut dispatcher =
                 Dispatcher::open(&data, Metrics::new(), Clock::Fixed(now + MINUTE_MS)).unwrap();
             let (_, stop) = tokio::sync::watch::channel(false);
@@ -143,7 +146,12 @@ fn quality(data: &Path, config: &Config, now: i64) -> String {
     )
 }
 
-fn config(data: &Path, delivery: &str) -> Config {
+fn config(data: &Path, delivery: &str, fitted: bool) -> Config {
+    let model = if fitted {
+        ""
+    } else {
+        "[model]\nprior_strength = 12\nhour_bandwidth = 1.0\n"
+    };
     let endpoint = match delivery {
         "action" => "[[action]]\nid = \"send\"\n",
         _ => "[[webhook]]\nid = \"send\"\ntype = \"NEXT_24_HOURS\"\nworkflow_id = 1\n",
@@ -153,7 +161,7 @@ fn config(data: &Path, delivery: &str) -> Config {
 [server]
 public_url = "https://hooks.example.com"
 data_dir = "{}"
-[[connector]]
+{model}[[connector]]
 id = "main"
 portal_id = 1
 app_id = 1
