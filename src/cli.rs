@@ -114,10 +114,12 @@ pub enum Command {
         #[arg(long)]
         connector: bool,
     },
-    /// Lift a pause set with `sendtime pause`: the held contacts go at their planned times (or
-    /// within a minute, if those are past).
+    /// Lift a pause set with `sendtime pause`: the held contacts go at their planned times, or,
+    /// if those are past, spread over the minutes the connector can send.
     Resume {
+        /// The webhook, action or connector id.
         id: String,
+        /// ID names a connector (where a webhook has the same id).
         #[arg(long)]
         connector: bool,
     },
@@ -149,7 +151,7 @@ pub enum Command {
     /// Long format `contact_id,slot,score`, slot 0 = Monday 00:00-00:59 UTC; the classes go to
     /// FILE's sibling `<name>.classes.csv`. Only events before --as-of are used.
     Predict {
-        /// Use only events before this time (a date, RFC 3339 or epoch ms; UTC).
+        /// Use only events before this time (any TIME form, e.g. 2026-01-01 or RFC 3339; UTC).
         #[arg(long, value_name = "TIME")]
         as_of: String,
         /// Where to write the scores; the classes go beside it.
@@ -321,7 +323,7 @@ pub struct HubspotImportArgs {
     /// Connector to import for (may be left out when there is one).
     #[arg(long, value_name = "ID")]
     pub connector: Option<String>,
-    /// Only events at or after this time (a date, RFC 3339 or epoch ms; e.g. 2026-01-01T00:00:00Z).
+    /// Only events at or after this time (any TIME form; e.g. 2026-01-01T00:00:00Z).
     #[arg(long, value_name = "TIME")]
     pub since: Option<String>,
     /// Only events up to this time (as --since; default: now).
@@ -339,7 +341,7 @@ pub struct HubspotImportArgs {
 
 #[derive(Debug, clap::Args)]
 pub struct FileImportArgs {
-    /// The file (a CSV file with a header row).
+    /// The file: a CSV file with a header row, or a Parquet file.
     #[arg(value_name = "FILE")]
     pub file: PathBuf,
     /// Column holding the contact: an email address or a HubSpot contact id.
@@ -816,8 +818,10 @@ fn megabytes_to_bytes(mb: f64) -> usize {
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // A log pipe that closes (a shipper that died) must not take the server down with it.
     tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .log_internal_errors(false)
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();

@@ -136,8 +136,9 @@ async fn simulate(standin: StandIn, listen: SocketAddr) {
         n += 1;
         let id = 1 + (n * 7919) % CONTACTS;
         let (webhook, _, _) = WEBHOOKS[(n % WEBHOOKS.len() as u64) as usize];
+        // Numbered: after a pass over every contact, the same body again would be a replay.
         let body = format!(
-            r#"{{"vid": {id}, "portal-id": 62515, "properties": {{"email": {{"value": "{}"}}}}}}"#,
+            r#"{{"vid": {id}, "portal-id": 62515, "demo-post": {n}, "properties": {{"email": {{"value": "{}"}}}}}}"#,
             email(id)
         );
         let path = format!("/hooks/{webhook}");

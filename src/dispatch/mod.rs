@@ -343,6 +343,8 @@ impl Dispatcher {
             ..TickReport::default()
         };
         let pauses = Arc::new(crate::pauses::read_or_hold(&self.data_dir));
+        // Every tick, due contacts or not.
+        self.metrics.set_operator_pauses(&pauses);
         if pauses != self.pauses {
             self.pauses = pauses;
             self.capacity = None;
@@ -463,7 +465,6 @@ impl Dispatcher {
         let mut newly_held: HashMap<String, usize> = HashMap::new();
         let watch = Arc::new(crate::pauses::Watch::new(&self.data_dir));
         let pauses = watch.current();
-        self.metrics.set_operator_pauses(&pauses);
         for mut item in due {
             let Some(webhook) = config.webhook(&item.webhook_id) else {
                 *newly_held.entry(item.webhook_id.to_string()).or_default() += 1;
