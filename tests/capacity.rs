@@ -242,6 +242,31 @@ fn receipt(n: u64, zone: &str, received_at_ms: i64) -> Receipt {
     }
 }
 
+/// Receipts `ns` of `webhook` received at `at`, zone unknown.
+fn receipts_of(
+    webhook: &str,
+    kind: sendtime::config::WebhookType,
+    ns: std::ops::Range<u64>,
+    at: i64,
+) -> Vec<Receipt> {
+    ns.map(|n| Receipt {
+        webhook_id: webhook.into(),
+        webhook_type: kind,
+        time_zone: None,
+        ..receipt(n, "", at)
+    })
+    .collect()
+}
+
+/// `rows` as one inbox part, as the receiver writes them.
+fn write_inbox(data: &Path, rows: &[Receipt]) {
+    let mut df = inbox::frame(rows).unwrap();
+    inbox::dataset(data)
+        .unwrap()
+        .write_part(ulid::Ulid::generate(), &mut df)
+        .unwrap();
+}
+
 /// Contacts in Brussels received the day before Europe's clocks go back (2026-10-25), and in
 /// New York the day before America's (2026-11-01), with quiet hours 21:00-08:00: every plan
 /// falls outside them in the contact's own zone, on both sides of each change.
@@ -274,11 +299,7 @@ fn quiet_hours_hold_in_each_contacts_zone_across_daylight_saving() {
         r.time_zone = None;
         rows.push(r);
     }
-    let mut df = inbox::frame(&rows).unwrap();
-    inbox::dataset(&data)
-        .unwrap()
-        .write_part(ulid::Ulid::generate(), &mut df)
-        .unwrap();
+    write_inbox(&data, &rows);
     let out = sendtime(&config, &data, &["tick", "--now", "2026-10-24T12:00:00Z"]);
     assert!(
         out.status.success(),
@@ -377,11 +398,7 @@ fn lowered_limits_spread_what_is_queued() {
             r
         })
         .collect();
-    let mut df = inbox::frame(&rows).unwrap();
-    inbox::dataset(&data)
-        .unwrap()
-        .write_part(ulid::Ulid::generate(), &mut df)
-        .unwrap();
+    write_inbox(&data, &rows);
     let metrics = Metrics::new();
     let mut d = Dispatcher::open(&data, metrics.clone(), Clock::Fixed(NOW)).unwrap();
     let (_tx, stop) = tokio::sync::watch::channel(false);
@@ -427,20 +444,8 @@ fn the_daily_budget_counts_calls_made_before_a_restart_and_each_small_batch() {
         .write(dir.path());
         // Contacts from..to received at `at`, then a tick at `at` (a process of its own).
         for &(from, to, at) in batches {
-            let rows: Vec<Receipt> = (from..to)
-                .map(|n| Receipt {
-                    webhook_id: hook.id.into(),
-                    webhook_type: kind,
-                    time_zone: None,
-                    ..receipt(n, "", at)
-                })
-                .collect();
-            let mut df = inbox::frame(&rows).unwrap();
             std::fs::create_dir_all(&data).unwrap();
-            inbox::dataset(&data)
-                .unwrap()
-                .write_part(ulid::Ulid::generate(), &mut df)
-                .unwrap();
+            write_inbox(&data, &receipts_of(hook.id, kind, from..to, at));
             let now = sendtime::time::format_rfc3339_ms(at);
             let out = sendtime(&config, &data, &["tick", "--now", &now]);
             assert!(
@@ -626,19 +631,7 @@ fn a_paused_webhook_leaves_the_connector_to_the_others_and_is_spread_when_resume
     let per_minute = sendtime::capacity::Capacity::of(&config.connectors[0]).per_minute
         / sendtime::capacity::CALL;
     let write = |webhook: &str, ns: std::ops::Range<u64>, at: i64| {
-        let rows: Vec<Receipt> = ns
-            .map(|n| Receipt {
-                webhook_id: webhook.into(),
-                webhook_type: WebhookType::Immediate,
-                time_zone: None,
-                ..receipt(n, "", at)
-            })
-            .collect();
-        let mut df = inbox::frame(&rows).unwrap();
-        inbox::dataset(&data)
-            .unwrap()
-            .write_part(ulid::Ulid::generate(), &mut df)
-            .unwrap();
+        write_inbox(&data, &receipts_of(webhook, WebhookType::Immediate, ns, at));
     };
     let clock = dir.path().join("clock");
     common::set_clock(&clock, NOW);

@@ -66,8 +66,13 @@ impl Ledger {
     /// Whether the hour starting at `hour_ms` may have room for a new call in some minute (a
     /// batched contact might still join a batch of a full hour; it is placed elsewhere).
     pub fn hour_fits(&self, hour_ms: i64) -> bool {
+        self.hour_has_room(hour_ms) && !self.day_full(hour_ms)
+    }
+
+    /// [`Ledger::hour_fits`] but for the day.
+    fn hour_has_room(&self, hour_ms: i64) -> bool {
         let booked = self.hours.get(&(hour_ms / HOUR_MS)).copied().unwrap_or(0);
-        booked + CALL <= self.capacity.per_minute.saturating_mul(60) && !self.day_full(hour_ms)
+        booked + CALL <= self.capacity.per_minute.saturating_mul(60)
     }
 
     /// Whether the minute `at_ms` is in has room for `cost`, and its day too.
@@ -148,7 +153,7 @@ impl Ledger {
                 hour = self.after_full_day(hour);
                 continue;
             }
-            if !self.hour_fits(hour) {
+            if !self.hour_has_room(hour) {
                 hour += HOUR_MS;
                 continue;
             }

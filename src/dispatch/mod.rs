@@ -342,7 +342,9 @@ impl Dispatcher {
             now_ms: now,
             ..TickReport::default()
         };
-        let pauses = Arc::new(crate::pauses::read_or_hold(&self.data_dir));
+        // Read once here; the tick's calls ask it again only if the file changes meanwhile.
+        let watch = Arc::new(crate::pauses::Watch::new(&self.data_dir));
+        let pauses = watch.current();
         // Every tick, due contacts or not.
         self.metrics.set_operator_pauses(&pauses);
         if pauses != self.pauses {
@@ -363,7 +365,8 @@ impl Dispatcher {
         }
         report.due = due.len();
         if !due.is_empty() {
-            self.dispatch(config, due, now, stop, &mut report).await;
+            self.dispatch(config, due, now, stop, watch, &mut report)
+                .await;
         }
         for (_, link) in self.links.values() {
             link.learn_daily_reset(now).await;
@@ -448,6 +451,7 @@ impl Dispatcher {
         due: Vec<Pending>,
         now: i64,
         stop: watch::Receiver<bool>,
+        pauses_now: Arc<crate::pauses::Watch>,
         report: &mut TickReport,
     ) {
         enum Job {
@@ -463,8 +467,7 @@ impl Dispatcher {
         let mut dry = Vec::new();
         let mut later = Vec::new();
         let mut newly_held: HashMap<String, usize> = HashMap::new();
-        let watch = Arc::new(crate::pauses::Watch::new(&self.data_dir));
-        let pauses = watch.current();
+        let pauses = pauses_now.current();
         for mut item in due {
             let Some(webhook) = config.webhook(&item.webhook_id) else {
                 *newly_held.entry(item.webhook_id.to_string()).or_default() += 1;
@@ -601,7 +604,7 @@ impl Dispatcher {
             metrics: self.metrics.clone(),
             stop: stop.clone(),
             horizon: tokio::time::Instant::now() + IN_TICK_RETRY_HORIZON,
-            pauses: watch,
+            pauses: pauses_now,
             calls: Default::default(),
         });
         let slots = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
@@ -709,8 +712,10 @@ impl Dispatcher {
 /// and a connector's callback rows of one instant in calls of at most 100 (HubSpot's
 /// largest batch; the rows name each callback, not the call).
 fn spent_by(rows: &[OutcomeRow], now: i64) -> Spent {
+    let mut spent = Spent::default();
     let mut attempts = HashSet::new();
-    let mut batches: HashMap<(&str, Action, &str, i64), u64> = HashMap::new();
+    // (connector, list or "" for callbacks, instant) → rows
+    let mut batches: HashMap<(&str, &str, i64), u64> = HashMap::new();
     for r in rows {
         if r.status != Status::Attempting || r.at_ms < now - 2 * crate::time::DAY_MS {
             continue;
@@ -718,28 +723,20 @@ fn spent_by(rows: &[OutcomeRow], now: i64) -> Spent {
         match r.action {
             Action::Enroll => {
                 if attempts.insert((&r.receipt_id, r.attempts)) {
-                    *batches
-                        .entry((&r.connector, r.action, &r.receipt_id, r.at_ms))
-                        .or_default() = 1;
+                    spent.record(&r.connector, r.at_ms, 1);
                 }
             }
             Action::ListAdd => {
-                batches.insert((&r.connector, r.action, &r.target, r.at_ms), 1);
+                batches.insert((&r.connector, &r.target, r.at_ms), 1);
             }
             Action::Complete => {
-                *batches
-                    .entry((&r.connector, r.action, "", r.at_ms))
-                    .or_default() += 1;
+                *batches.entry((&r.connector, "", r.at_ms)).or_default() += 1;
             }
         }
     }
-    let mut spent = Spent::default();
-    for ((connector, action, _, at_ms), n) in batches {
-        let calls = if action == Action::Complete {
-            n.div_ceil(100)
-        } else {
-            n
-        };
+    for ((connector, list, at_ms), n) in batches {
+        // A list's rows of one instant were one call; callbacks go 100 to a call.
+        let calls = if list.is_empty() { n.div_ceil(100) } else { n };
         spent.record(connector, at_ms, calls);
     }
     spent.forget_before(now);
