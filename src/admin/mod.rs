@@ -329,7 +329,7 @@ async fn set_pause(
     })?;
     if target.id.len() > MAX_ID_LEN {
         return Err(AdminError::BadRequest(format!(
-            "id is {} bytes: ids given here are at most 128 bytes (config ids at most 64 characters)",
+            "id is {} bytes: ids given here are at most {MAX_ID_LEN} bytes (config ids at most 64 characters)",
             target.id.len()
         )));
     }
