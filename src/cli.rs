@@ -409,6 +409,16 @@ pub struct StandinArgs {
 /// Entry point for the binary.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    if !matches!(
+        cli.command,
+        Command::Serve { .. }
+            | Command::Demo { .. }
+            | Command::Tick { .. }
+            | Command::Import { .. }
+            | Command::HubspotStandin(_)
+    ) {
+        quiet_on_closed_stdout();
+    }
     let overrides = Overrides {
         data_dir: cli.data_dir.clone(),
         ..Overrides::default()
@@ -507,11 +517,11 @@ fn model(command: Command, path: &std::path::Path, overrides: &Overrides) -> any
     match command {
         Command::Explain { contact, at } => {
             let at = at.map(|t| parse_flag("--at", &t)).transpose()?;
-            model::explain(&load_config(path, overrides)?, &contact, at)
+            model::explain(&load_config_with_data(path, overrides)?, &contact, at)
         }
         Command::Predict { as_of, out } => {
             let as_of = parse_flag("--as-of", &as_of)?;
-            model::predict(&load_config(path, overrides)?, as_of, &out)
+            model::predict(&load_config_with_data(path, overrides)?, as_of, &out)
         }
         Command::Backtest {
             split,
@@ -564,7 +574,7 @@ fn model(command: Command, path: &std::path::Path, overrides: &Overrides) -> any
                     .transpose()?
                     .unwrap_or_else(crate::time::now_ms),
             };
-            let config = load_config(path, overrides)?;
+            let config = load_config_with_data(path, overrides)?;
             if let Some(w) = &options.webhook {
                 anyhow::ensure!(
                     config.webhook(w).is_some(),
@@ -581,7 +591,7 @@ fn model(command: Command, path: &std::path::Path, overrides: &Overrides) -> any
             Ok(())
         }
         Command::Profiles { rebuild, dry_run } => {
-            model::profiles(&load_config(path, overrides)?, rebuild, dry_run)
+            model::profiles(&load_config_with_data(path, overrides)?, rebuild, dry_run)
         }
         Command::Gen {
             contacts,
@@ -645,7 +655,7 @@ fn pause(
     connector: bool,
     on: bool,
 ) -> anyhow::Result<()> {
-    let config = load_config(path, overrides)?;
+    let config = load_config_with_data(path, overrides)?;
     let Some(id) = id else {
         let pauses = crate::pauses::read(&config.server.data_dir)?;
         if pauses.is_empty() {
@@ -717,6 +727,16 @@ fn action_definition(config: &Config, id: Option<&str>) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A command whose reader goes away (`sendtime report lift | head`) ends quietly, as Unix tools
+/// do: Rust ignores SIGPIPE, so `println!` would panic. Commands that receive, send or import
+/// keep ignoring it: a closed log pipe must not stop them half way.
+fn quiet_on_closed_stdout() {
+    // SAFETY: called before any thread starts; it restores the signal's default action.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
 /// Print an error chain for a person and turn it into the exit status.
 fn report(result: anyhow::Result<()>) -> ExitCode {
     match result {
@@ -745,6 +765,25 @@ fn load_config(path: &std::path::Path, overrides: &Overrides) -> anyhow::Result<
     Ok(loaded.config)
 }
 
+/// Load the config for a command that reads (or pauses) what `serve` or `import` stored: a
+/// mistyped `--data` must not read an empty folder made on the spot and report nothing.
+fn load_config_with_data(path: &std::path::Path, overrides: &Overrides) -> anyhow::Result<Config> {
+    let config = load_config(path, overrides)?;
+    require_data_dir(&config)?;
+    Ok(config)
+}
+
+fn require_data_dir(config: &Config) -> anyhow::Result<()> {
+    let dir = &config.server.data_dir;
+    anyhow::ensure!(
+        dir.is_dir(),
+        "no data directory at {}: check --data or server.data_dir in {} (`serve` and `import` create it)",
+        dir.display(),
+        config.path.display()
+    );
+    Ok(())
+}
+
 fn tick(path: &std::path::Path, overrides: &Overrides, now: Option<&str>) -> anyhow::Result<()> {
     let now = now.map(|t| parse_flag("--now", t)).transpose()?;
     require_config_file(path)?;
@@ -753,6 +792,7 @@ fn tick(path: &std::path::Path, overrides: &Overrides, now: Option<&str>) -> any
     for line in loaded.warnings.lines() {
         tracing::warn!("{line}");
     }
+    require_data_dir(&loaded.config)?;
     let report = crate::dispatch::run_once(&loaded.config, now)?;
     println!("tick finished: {report}");
     Ok(())

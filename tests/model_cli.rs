@@ -443,3 +443,48 @@ fn backtest_reads_a_kind_column_and_learns_from_opens_and_clicks_only() {
     let report = run(&[]);
     assert_eq!(report["training_events"], 24, "{report}");
 }
+
+#[test]
+fn a_mistyped_data_directory_is_refused_not_created() {
+    let dir = tempfile::tempdir().unwrap();
+    let typo = dir.path().join("dta");
+    let commands: [&[&str]; 6] = [
+        &["explain", "123"],
+        &["profiles"],
+        &["report", "lift"],
+        &["pause"],
+        &["pause", "nurture-step-2"],
+        &["tick"],
+    ];
+    let env = [
+        ("HUBSPOT_ACCESS_TOKEN", "t"),
+        ("HUBSPOT_CLIENT_SECRET", "s"),
+    ];
+    for args in commands {
+        let out = common::run(&common::shipped_config(), &typo, args, &env);
+        let (_, err) = text(&out);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+        assert!(err.contains("no data directory at"), "{args:?}: {err}");
+        assert!(!typo.exists(), "{args:?} created {}", typo.display());
+    }
+}
+
+#[test]
+fn a_reader_that_goes_away_ends_a_printing_command_quietly() {
+    use std::os::unix::process::ExitStatusExt;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_sendtime"))
+        .arg("schema")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The reader is gone before the command writes a byte.
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.signal(), Some(13), "{out:?}"); // SIGPIPE, as `head` leaves `cat`
+    assert!(
+        out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
