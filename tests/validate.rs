@@ -93,10 +93,49 @@ fn unset_env_vars_are_warnings_with_their_position() {
     let secret_line = line_of(&repo().join("webhooks.toml"), "client_secret_env =");
     assert!(
         stderr.contains(&format!(
-            "webhooks.toml:{secret_line}:21: warning: environment variable HUBSPOT_CLIENT_SECRET (`client_secret_env` of connector `main`) is not set"
+            "webhooks.toml:{secret_line}:21: warning: environment variable HUBSPOT_CLIENT_SECRET (`client_secret_env` of connector `main`) is not set: posts to its webhooks are refused (503) until it is"
         )),
         "{stderr}"
     );
+    assert!(stderr.contains("HUBSPOT_ACCESS_TOKEN (`access_token_env` of connector `main`) is not set (not needed while `dry_run` is on)"), "{stderr}");
+
+    // Calling HubSpot for real, the same config is one `serve` would refuse: the warning says so.
+    let dir = tempfile::tempdir().unwrap();
+    let live = dir.path().join("webhooks.toml");
+    let text = std::fs::read_to_string(repo().join("webhooks.toml")).unwrap();
+    assert!(text.contains("\ndry_run = true\n"));
+    std::fs::write(
+        &live,
+        text.replace("\ndry_run = true\n", "\ndry_run = false\n"),
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_sendtime"))
+        .arg("validate")
+        .arg(&live)
+        .env_remove("HUBSPOT_CLIENT_SECRET")
+        .env_remove("HUBSPOT_ACCESS_TOKEN")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("HUBSPOT_CLIENT_SECRET (`client_secret_env` of connector `main`) is not set: `serve` refuses to start without it"), "{stderr}");
+    assert!(stderr.contains("HUBSPOT_ACCESS_TOKEN (`access_token_env` of connector `main`) is not set: `serve` and `tick` refuse to start without it"), "{stderr}");
+
+    // Accepting unsigned posts, a dry-run connector takes them without the secret.
+    std::fs::write(
+        &live,
+        text.replace("\nallow_unsigned = false\n", "\nallow_unsigned = true\n"),
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_sendtime"))
+        .arg("validate")
+        .arg(&live)
+        .env_remove("HUBSPOT_CLIENT_SECRET")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("is not set: signed posts to its webhooks are refused (503) until it is (unsigned ones are accepted: `allow_unsigned`)"), "{stderr}");
 }
 
 /// `validate`'s stderr for the corpus' two-listener config with its admin surface moved to

@@ -243,13 +243,22 @@ fn check_env(ctx: &mut Ctx, draft: &ConnectorDraft, env: EnvCheck) {
                     "{message}; set it, or set `dry_run = true` to run without calling HubSpot"
                 ),
             );
+        } else if !c.dry_run {
+            let who = if key == "client_secret_env" && !oauth {
+                "`serve` refuses"
+            } else {
+                "`serve` and `tick` refuse"
+            };
+            ctx.warning(at, format!("{message}: {who} to start without it"));
         } else if key == "client_secret_env" {
-            ctx.warning(
-                at,
-                format!("{message}: posts to its webhooks are refused (503) until it is"),
-            );
+            let posts = if c.allow_unsigned {
+                "signed posts to its webhooks are refused (503) until it is (unsigned ones are accepted: `allow_unsigned`)"
+            } else {
+                "posts to its webhooks are refused (503) until it is"
+            };
+            ctx.warning(at, format!("{message}: {posts}"));
         } else {
-            ctx.warning(at, message);
+            ctx.warning(at, format!("{message} (not needed while `dry_run` is on)"));
         }
     }
 }
