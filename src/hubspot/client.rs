@@ -12,6 +12,7 @@
 //! HubSpot answers 429, and a ten-secondly 429 holds them all for the wait [`policy`] gives.
 
 use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -319,6 +320,32 @@ pub struct Client {
     /// This client's share of it, if capped.
     share: Option<Arc<Limiter>>,
     last_rate: Arc<Mutex<Option<RateLimit>>>,
+    /// Who the log names: the connector, or the API base.
+    label: Arc<str>,
+    outage: Arc<Outage>,
+}
+
+/// Whether HubSpot has stopped answering, so that an outage is logged when it starts and when
+/// it ends, not at every call (each failed call is in outcomes and `/status`).
+#[derive(Debug, Default)]
+struct Outage(AtomicBool);
+
+/// What a call's result changed about an [`Outage`].
+#[derive(Debug, PartialEq, Eq)]
+enum OutageChange {
+    Began,
+    Ended,
+}
+
+impl Outage {
+    /// `unanswered`: the call got no answer, or a 5xx. Any other answer ends the outage.
+    fn observe(&self, unanswered: bool) -> Option<OutageChange> {
+        match (self.0.swap(unanswered, Ordering::Relaxed), unanswered) {
+            (false, true) => Some(OutageChange::Began),
+            (true, false) => Some(OutageChange::Ended),
+            _ => None,
+        }
+    }
 }
 
 impl fmt::Debug for Client {
@@ -357,11 +384,13 @@ impl Client {
             .context("cannot build the HTTP client")?;
         Ok(Client {
             http,
-            base,
             auth: Arc::new(auth),
             limiter,
             share: None,
             last_rate: Arc::new(Mutex::new(None)),
+            label: base.as_str().into(),
+            base,
+            outage: Arc::default(),
         })
     }
 
@@ -369,12 +398,14 @@ impl Client {
     /// paces on the limiter this process's other clients of the connector use
     /// ([`Limiter::for_account`]).
     pub fn for_connector(connector: &Connector, timeout: Duration) -> anyhow::Result<Client> {
-        Client::with_limiter(
+        let mut client = Client::with_limiter(
             &connector.api_base,
             Auth::for_connector(connector)?,
             timeout,
             Limiter::for_account(&connector.id, connector.requests_per_10s),
-        )
+        )?;
+        client.label = format!("connector {}", connector.id).into();
+        Ok(client)
     }
 
     /// This client's calls capped at `per_10s` within the account's pace (the scheduled
@@ -476,6 +507,28 @@ impl Client {
 
     /// Send one request; a non-2xx answer becomes the matching [`ApiError`].
     async fn send(
+        &self,
+        method: Method,
+        url: Url,
+        json: Option<Vec<u8>>,
+        batch: Option<usize>,
+    ) -> Result<reqwest::Response, ApiError> {
+        let result = self.call(method, url, json, batch).await;
+        let unanswered = matches!(result, Err(ApiError::Transient { .. }));
+        match (self.outage.observe(unanswered), &result) {
+            (Some(OutageChange::Began), Err(e)) => tracing::warn!(
+                "HubSpot is not answering {}: {e}; calls are retried with backoff (logged again when it answers)",
+                self.label
+            ),
+            (Some(OutageChange::Ended), _) => {
+                tracing::info!("HubSpot answers {} again", self.label)
+            }
+            _ => {}
+        }
+        result
+    }
+
+    async fn call(
         &self,
         method: Method,
         url: Url,
@@ -727,6 +780,26 @@ fn says_too_large(message: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_outage_is_reported_when_it_begins_and_when_it_ends() {
+        let outage = Outage::default();
+        let calls = [false, true, true, true, false, false, true];
+        let changes: Vec<_> = calls.iter().map(|&u| outage.observe(u)).collect();
+        use OutageChange::*;
+        assert_eq!(
+            changes,
+            [
+                None,
+                Some(Began),
+                None,
+                None,
+                Some(Ended),
+                None,
+                Some(Began)
+            ]
+        );
+    }
 
     #[test]
     fn list_add_accepts_both_spellings() {
