@@ -398,6 +398,30 @@ async fn permanent_errors_carry_hubspots_message() {
         "{err}"
     );
     assert!(!err.to_string().contains("not-the-token"));
+    // A message of any length is kept to 300 characters: it lands in every outcome row.
+    s.inject(Injection::next(Fault::Status {
+        status: 400,
+        message: "é".repeat(100_000),
+    }));
+    match c.enroll(1, "a@example.com").await.unwrap_err() {
+        ApiError::Permanent { message, .. } => {
+            assert_eq!(message, "é".repeat(300));
+        }
+        other => panic!("expected Permanent, got {other:?}"),
+    }
+    // A successful answer far larger than any of HubSpot's is refused, not read whole.
+    let events: Vec<serde_json::Value> = (0..1000)
+        .map(|i| serde_json::json!({"id": format!("e{i}"), "filler": "x".repeat(40_000)}))
+        .collect();
+    s.inject(Injection::next(Fault::Json(
+        serde_json::json!({"events": events, "hasMore": false}),
+    )));
+    match c.email_events(&EventsQuery::default()).await.unwrap_err() {
+        ApiError::Transient { message, .. } => {
+            assert!(message.contains("larger than 32 MB"), "{message}")
+        }
+        other => panic!("expected Transient, got {other:?}"),
+    }
 }
 
 #[tokio::test]

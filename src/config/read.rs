@@ -280,6 +280,20 @@ fn read_server(ctx: &mut Ctx, top: &TableReader, base_dir: &Path) -> Option<Serv
     })
 }
 
+/// Whether an http(s) URL names this machine (`localhost` or a loopback address).
+fn loopback_url(url: &str) -> bool {
+    let Ok(url) = reqwest::Url::parse(url) else {
+        return false;
+    };
+    let host = url.host_str().unwrap_or_default();
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
 /// The error for an admin surface at `addr` (named as `what`) that other machines would reach
 /// without a token, if it is one: its Host check is no login, anyone can send `localhost`.
 pub(super) fn exposed_admin(what: &str, addr: SocketAddr, token: bool) -> Option<String> {
@@ -465,7 +479,16 @@ fn read_connector(ctx: &mut Ctx, table: &DeTable, at: usize, n: usize) -> Option
     let credentials = read_credentials(ctx, &r);
     let api_base = match r.has("api_base") {
         false => Some(Connector::DEFAULT_API_BASE.to_string()),
-        true => r.http_url(ctx, "api_base"),
+        true => r.http_url(ctx, "api_base").filter(|url| {
+            let plain = !url.starts_with("https://") && !loopback_url(url);
+            if plain {
+                ctx.error(
+                    r.get("api_base").map_or(0, |v| v.span().start),
+                    format!("`api_base` carries the connector's token and client secret, so it must be https (http only to this machine, e.g. a stand-in at http://127.0.0.1:PORT), found \"{url}\""),
+                );
+            }
+            !plain
+        }),
     };
     let per_10s = r.positive_or(
         ctx,

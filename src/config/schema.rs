@@ -338,7 +338,7 @@ pub fn schema() -> Value {
             (
                 "api_base",
                 with_default(
-                    json!({"type": "string", "pattern": "^https?://", "description": "HubSpot's API base (a stand-in in tests)."}),
+                    json!({"type": "string", "pattern": "^https?://", "description": "HubSpot's API base (a stand-in in tests): https, or http to this machine only (localhost, a loopback address)."}),
                     json!(Connector::DEFAULT_API_BASE),
                 ),
             ),

@@ -16,7 +16,7 @@ use crate::config::Connector;
 use crate::hubspot::client::{Admitted, DEFAULT_TIMEOUT};
 use crate::hubspot::{Client, policy};
 use crate::metrics::Metrics;
-use crate::time::{MINUTE_MS, format_minute};
+use crate::time::format_minute;
 
 /// Environment variable: HubSpot request timeout in milliseconds (default 30 s).
 pub const TIMEOUT_ENV: &str = "SENDTIME_HUBSPOT_TIMEOUT_MS";
@@ -135,10 +135,9 @@ impl Link {
         let Some(reset) = self.client.daily_reset_at().await else {
             return;
         };
-        let until = reset + MINUTE_MS;
-        if until <= now {
+        let Some(until) = policy::daily_reset_pause_until(now, reset) else {
             return;
-        }
+        };
         if let Some(p) = self.pause.lock().unwrap().as_mut() {
             p.until = until;
             tracing::info!(

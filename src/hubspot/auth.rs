@@ -10,13 +10,17 @@ use std::time::Duration;
 use serde::Deserialize;
 use tokio::time::Instant;
 
-use super::client::{ApiError, transport};
+use super::client::{ApiError, read_at_most, transport};
 use crate::config::{Connector, Credentials, env_value};
 
 /// HubSpot's date-versioned token endpoint (v1, `/oauth/v1/token`, is retired on 2027-02-16).
 pub const TOKEN_PATH: &str = "/oauth/2026-03/token";
 /// Refresh this long before a token expires at most (a sixth of its life when shorter).
 const REFRESH_MARGIN: Duration = Duration::from_secs(300);
+/// The token lives HubSpot reports are taken within these bounds (seconds): at most one
+/// refresh a second, whatever it says.
+const MIN_TOKEN_LIFE_S: u64 = 1;
+const MAX_TOKEN_LIFE_S: u64 = 24 * 3600;
 
 /// A connector's credentials, as its client uses them.
 pub enum Auth {
@@ -162,7 +166,9 @@ impl OAuth {
             .await
             .map_err(transport)?;
         let status = resp.status();
-        let text = resp.text().await.map_err(transport)?;
+        // A token answer is a few hundred bytes.
+        let (bytes, _) = read_at_most(resp, 64 << 10).await.map_err(transport)?;
+        let text = String::from_utf8_lossy(&bytes);
         if !status.is_success() {
             let message: String = text.trim().chars().take(300).collect();
             return Err(if status.is_server_error() || status.as_u16() == 429 {
@@ -191,7 +197,9 @@ impl OAuth {
         if let Some(rotated) = answer.refresh_token.filter(|t| !t.is_empty()) {
             *self.refresh_token.lock().unwrap() = rotated;
         }
-        let life = Duration::from_secs(answer.expires_in);
+        // HubSpot's last 30 minutes; a broken answer must neither overflow the clock nor make
+        // every call refresh.
+        let life = Duration::from_secs(answer.expires_in.clamp(MIN_TOKEN_LIFE_S, MAX_TOKEN_LIFE_S));
         let margin = REFRESH_MARGIN.min(life / 6);
         tracing::info!(
             expires_in_s = answer.expires_in,

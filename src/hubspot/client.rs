@@ -380,6 +380,10 @@ impl Client {
         let http = reqwest::Client::builder()
             .timeout(timeout)
             .user_agent(concat!("sendtime/", env!("CARGO_PKG_VERSION")))
+            // HubSpot's API answers where it is asked; a redirect would resend the body (the
+            // OAuth form holds the client secret) to wherever it points.
+            .redirect(reqwest::redirect::Policy::none())
+            .referer(false)
             .build()
             .context("cannot build the HTTP client")?;
         Ok(Client {
@@ -652,7 +656,7 @@ impl Admitted<'_> {
             .client
             .send(Method::PUT, url, Some(body), Some(record_ids.len()))
             .await?;
-        let bytes = resp.bytes().await.map_err(transport)?;
+        let bytes = answer_body(resp).await?;
         if bytes.iter().all(u8::is_ascii_whitespace) {
             return Ok(ListAddResult::default());
         }
@@ -660,8 +664,51 @@ impl Admitted<'_> {
     }
 }
 
+/// The most of a successful answer read: a page of 1,000 email events is a few MB.
+const MAX_ANSWER_BYTES: usize = 32 << 20;
+/// The most of an error answer read: its message is all that is kept.
+const MAX_ERROR_BYTES: usize = 1 << 20;
+/// Of HubSpot's message for a failed call, this many characters are kept: it lands in every
+/// outcome row of the call, and in `/status`.
+const MESSAGE_CHARS: usize = 300;
+
+/// Up to `cap` bytes of `resp`'s body, and whether there was more.
+pub(super) async fn read_at_most(
+    mut resp: reqwest::Response,
+    cap: usize,
+) -> Result<(Vec<u8>, bool), reqwest::Error> {
+    let mut body = Vec::new();
+    while let Some(chunk) = resp.chunk().await? {
+        let room = cap - body.len();
+        if chunk.len() > room {
+            body.extend_from_slice(&chunk[..room]);
+            return Ok((body, true));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok((body, false))
+}
+
+/// A 2xx answer's body, refused when larger than any HubSpot answer.
+async fn answer_body(resp: reqwest::Response) -> Result<Vec<u8>, ApiError> {
+    match read_at_most(resp, MAX_ANSWER_BYTES)
+        .await
+        .map_err(transport)?
+    {
+        (_, true) => Err(ApiError::Transient {
+            status: None,
+            may_have_reached: true,
+            message: format!(
+                "HubSpot's answer is larger than {} MB: not an answer this client expects",
+                MAX_ANSWER_BYTES >> 20
+            ),
+        }),
+        (bytes, false) => Ok(bytes),
+    }
+}
+
 async fn json_body<T: serde::de::DeserializeOwned>(resp: reqwest::Response) -> Result<T, ApiError> {
-    let bytes = resp.bytes().await.map_err(transport)?;
+    let bytes = answer_body(resp).await?;
     serde_json::from_slice(&bytes).map_err(|e| bad_body(&e))
 }
 
@@ -705,7 +752,10 @@ pub(super) fn transport(e: reqwest::Error) -> ApiError {
 async fn classify(resp: reqwest::Response, batch: Option<usize>) -> ApiError {
     let status = resp.status();
     let retry_after = policy::retry_after(resp.headers());
-    let text = resp.text().await.unwrap_or_default();
+    let (bytes, _) = read_at_most(resp, MAX_ERROR_BYTES)
+        .await
+        .unwrap_or_default();
+    let text = String::from_utf8_lossy(&bytes);
     let parsed = serde_json::from_str::<ErrorBody>(&text);
     // A 401 or 403 that is not HubSpot's JSON comes from something in front of the API (an
     // edge block, a proxy), not from HubSpot refusing the token: worth retrying, not a reason
@@ -721,14 +771,10 @@ async fn classify(resp: reqwest::Response, batch: Option<usize>) -> ApiError {
         };
     }
     let body: ErrorBody = parsed.unwrap_or_default();
-    let message = body.message.clone().unwrap_or_else(|| {
-        let t = text.trim();
-        if t.is_empty() {
-            format!("HTTP {status} with no message")
-        } else {
-            t.chars().take(300).collect()
-        }
-    });
+    let message = match body.message.as_deref().unwrap_or(text.trim()) {
+        "" => format!("HTTP {status} with no message"),
+        m => m.chars().take(MESSAGE_CHARS).collect(),
+    };
     if status == StatusCode::TOO_MANY_REQUESTS {
         let policy = match body.policy_name.as_deref() {
             Some("DAILY") => RatePolicy::Daily,

@@ -79,6 +79,17 @@ pub fn daily_retry_at(now_ms: i64) -> i64 {
     (now_ms.div_euclid(HOUR_MS) + 1) * HOUR_MS
 }
 
+/// When a spent daily allowance resets, given HubSpot's word for it (its daily API usage's
+/// `resetsAt`): a minute after, for clocks apart, and never more than a day and an hour
+/// away, since a midnight is never further (a broken answer must not stall a connector).
+/// `None` when that is already past.
+pub fn daily_reset_pause_until(now_ms: i64, resets_at_ms: i64) -> Option<i64> {
+    let until = resets_at_ms
+        .saturating_add(MINUTE_MS)
+        .min(now_ms + 25 * HOUR_MS);
+    (until > now_ms).then_some(until)
+}
+
 /// `Retry-After` in either form HTTP allows: delta-seconds (`120`, fractions tolerated) or an
 /// HTTP-date (`Wed, 21 Oct 2015 07:28:00 GMT`, the wait until then by the system clock).
 /// Negative, unreadable or absurd values are not a wait.
@@ -100,6 +111,20 @@ pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_reset_time_is_taken_within_a_day_and_an_hour() {
+        let now = 1_700_000_000_000;
+        assert_eq!(
+            daily_reset_pause_until(now, now + 3 * HOUR_MS),
+            Some(now + 3 * HOUR_MS + MINUTE_MS)
+        );
+        assert_eq!(
+            daily_reset_pause_until(now, i64::MAX),
+            Some(now + 25 * HOUR_MS)
+        );
+        assert_eq!(daily_reset_pause_until(now, now - 2 * MINUTE_MS), None);
+    }
 
     fn headers(value: &str) -> HeaderMap {
         let mut h = HeaderMap::new();

@@ -11,10 +11,13 @@ use std::collections::HashMap;
 use serde::Deserialize;
 
 use super::payload::{Portal, portal_of};
+use super::refusal::{ECHOED_CHARS, clip};
 use crate::config::WebhookType;
 
 /// The action's input field that carries the delivery type.
 pub const DELIVERY_TYPE_FIELD: &str = "delivery_type";
+/// HubSpot's callback ids are a few dozen characters; this one is stored and sent back.
+pub const MAX_CALLBACK_ID: usize = 256;
 
 /// What sendtime needs of an execution.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,6 +40,10 @@ pub enum ExecutionError {
     NotJson(String),
     #[error("the execution has no callbackId")]
     NoCallback,
+    #[error(
+        "the execution's callbackId is {0} bytes long; HubSpot's are far shorter (at most {MAX_CALLBACK_ID} taken)"
+    )]
+    CallbackTooLong(usize),
     #[error(
         "the execution is for a {0} record; this action releases contacts only (object type CONTACT)"
     )]
@@ -91,12 +98,16 @@ struct Object {
 /// Read an execution body; only contact executions with a callback id are taken. The
 /// contact's zone is read from the object property `zone_property`.
 pub fn parse(body: &[u8], zone_property: &str) -> Result<Execution, ExecutionError> {
-    let b: Body =
-        serde_json::from_slice(body).map_err(|e| ExecutionError::NotJson(e.to_string()))?;
+    // serde's message quotes a mistyped value whole.
+    let b: Body = serde_json::from_slice(body)
+        .map_err(|e| ExecutionError::NotJson(clip(&e.to_string(), 4 * ECHOED_CHARS)))?;
     let callback_id = b
         .callback_id
         .filter(|c| !c.trim().is_empty())
         .ok_or(ExecutionError::NoCallback)?;
+    if callback_id.len() > MAX_CALLBACK_ID {
+        return Err(ExecutionError::CallbackTooLong(callback_id.len()));
+    }
     let object = b.object.unwrap_or(Object {
         object_id: None,
         object_type: None,
@@ -105,9 +116,10 @@ pub fn parse(body: &[u8], zone_property: &str) -> Result<Execution, ExecutionErr
     match object.object_type.as_deref() {
         Some(t) if t.eq_ignore_ascii_case("CONTACT") => {}
         other => {
-            return Err(ExecutionError::NotContact(
-                other.unwrap_or("(no object type)").to_string(),
-            ));
+            return Err(ExecutionError::NotContact(clip(
+                other.unwrap_or("(no object type)"),
+                ECHOED_CHARS,
+            )));
         }
     }
     let delivery_type = match b.input_fields.get(DELIVERY_TYPE_FIELD) {
@@ -117,7 +129,9 @@ pub fn parse(body: &[u8], zone_property: &str) -> Result<Execution, ExecutionErr
         Some(v) => {
             let text = v.as_str().map_or_else(|| v.to_string(), str::to_string);
             let kind = WebhookType::parse(text.trim()).filter(|k| k.enrolls());
-            Some(kind.ok_or(ExecutionError::UnknownDeliveryType(text))?)
+            Some(
+                kind.ok_or_else(|| ExecutionError::UnknownDeliveryType(clip(&text, ECHOED_CHARS)))?,
+            )
         }
     };
     let email = object
@@ -205,6 +219,35 @@ mod tests {
             ExecutionError::NoCallback
         );
         assert!(matches!(parse(b"[1]"), Err(ExecutionError::NotJson(_))));
+        // Strangers' long values are bounded, stored or echoed.
+        let long = "x".repeat(10_000);
+        let callback = format!("\"{}\"", "a".repeat(MAX_CALLBACK_ID + 1));
+        assert_eq!(
+            with("\"ap-102670506-56776413549-7-0\"", &callback).unwrap_err(),
+            ExecutionError::CallbackTooLong(MAX_CALLBACK_ID + 1)
+        );
+        let at_most = format!("\"{}\"", "a".repeat(MAX_CALLBACK_ID));
+        assert!(with("\"ap-102670506-56776413549-7-0\"", &at_most).is_ok());
+        let ExecutionError::NotContact(echoed) =
+            with("\"CONTACT\"", &format!("\"{long}\"")).unwrap_err()
+        else {
+            panic!("not refused as another object type")
+        };
+        assert_eq!(echoed.chars().count(), ECHOED_CHARS + 1);
+        let ExecutionError::UnknownDeliveryType(echoed) =
+            with("\"NEXT_WEEK\"", &format!("\"{long}\"")).unwrap_err()
+        else {
+            panic!("not refused as a delivery type")
+        };
+        assert_eq!(echoed.chars().count(), ECHOED_CHARS + 1);
+        let ExecutionError::NotJson(echoed) = with(
+            "{\"source\": \"WORKFLOWS\", \"workflowId\": 123456}",
+            &format!("\"{long}\""),
+        )
+        .unwrap_err() else {
+            panic!("not refused as JSON")
+        };
+        assert_eq!(echoed.chars().count(), 4 * ECHOED_CHARS + 1, "{echoed}");
         // No delivery type chosen: the action's default applies.
         for none in [
             "{}",

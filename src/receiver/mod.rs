@@ -199,13 +199,7 @@ async fn authenticate(
     );
     // For the log: a workflow may put an API key in the query.
     let checked = || {
-        let query = uri.query().map_or(String::new(), |q| {
-            let names: Vec<&str> = q
-                .split('&')
-                .map(|p| p.split('=').next().unwrap_or(""))
-                .collect();
-            format!("?{}=…", names.join("=…&"))
-        });
+        let query = uri.query().map_or(String::new(), redacted_query);
         format!("POST {}{}{query}", config.server.public_url, uri.path())
     };
     let header = |name: &str| -> Result<Option<&str>, Refusal> {
@@ -337,6 +331,30 @@ async fn store(state: &AppState, receipt: Receipt) -> Result<Stored, Refusal> {
     };
     state.metrics.board.post(&webhook, post);
     Ok(stored)
+}
+
+/// A query for the log: the names of the first few `name=value` parameters, values left out
+/// (a workflow may put an API key in the query, even bare, with no `=`).
+fn redacted_query(query: &str) -> String {
+    const SHOWN: usize = 8;
+    let plain = |n: &str| {
+        (1..=32).contains(&n.len())
+            && n.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"_-.".contains(&b))
+    };
+    let params: Vec<&str> = query.split('&').collect();
+    let mut shown: Vec<String> = params
+        .iter()
+        .take(SHOWN)
+        .map(|p| match p.split_once('=') {
+            Some((name, _)) if plain(name) => format!("{name}=…"),
+            _ => "…".to_string(),
+        })
+        .collect();
+    if params.len() > SHOWN {
+        shown.push(format!("({} more)", params.len() - SHOWN));
+    }
+    format!("?{}", shown.join("&"))
 }
 
 /// A webhook's contact: checked for what its dispatch will need, then stored.

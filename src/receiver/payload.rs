@@ -9,6 +9,7 @@ use std::borrow::Cow;
 use serde::Deserialize;
 use serde::de::{self, Deserializer, IgnoredAny};
 
+use super::refusal::{ECHOED_CHARS, clip};
 use crate::local_time::MAX_ZONE_CHARS;
 
 /// Who the webhook is about.
@@ -235,7 +236,8 @@ pub fn parse(body: &[u8], zone_property: &str) -> Result<Contact, PayloadError> 
         &mut de,
     )
     .and_then(|b| de.end().map(|()| b))
-    .map_err(|e| PayloadError::NotJson(e.to_string()))?;
+    // serde's message quotes a mistyped value whole.
+    .map_err(|e| PayloadError::NotJson(clip(&e.to_string(), 4 * ECHOED_CHARS)))?;
     let contact_id = b
         .canonical_vid
         .or(b.vid)
@@ -480,6 +482,11 @@ mod tests {
         assert_eq!(parse(br#"{"email": "  "}"#), Err(PayloadError::NoContact));
         assert!(matches!(parse(b"not json"), Err(PayloadError::NotJson(_))));
         assert!(matches!(parse(b"[1,2]"), Err(PayloadError::NotJson(_))));
+        let long = format!(r#"{{"properties": "{}"}}"#, "x".repeat(10_000));
+        let Err(PayloadError::NotJson(echoed)) = parse(long.as_bytes()) else {
+            panic!("properties that are no object are not JSON we take")
+        };
+        assert_eq!(echoed.chars().count(), 4 * ECHOED_CHARS + 1, "{echoed}");
     }
 
     /// An optional field of an unexpected type is absent, not a reason to refuse the contact

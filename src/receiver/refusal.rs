@@ -115,6 +115,7 @@ impl Refusal {
             Refusal::Payload(PayloadError::NoContact) => "no_contact",
             Refusal::Execution(ExecutionError::NotJson(_)) => "bad_json",
             Refusal::Execution(ExecutionError::NoCallback) => "no_callback",
+            Refusal::Execution(ExecutionError::CallbackTooLong(_)) => "callback_too_long",
             Refusal::Execution(ExecutionError::NotContact(_)) => "not_a_contact",
             Refusal::Execution(ExecutionError::UnknownDeliveryType(_)) => "unknown_delivery_type",
             Refusal::NoEmail => "no_email",
@@ -161,6 +162,17 @@ impl Refusal {
 impl From<StoreError> for Refusal {
     fn from(e: StoreError) -> Self {
         Refusal::Store(e)
+    }
+}
+
+/// Of a stranger's value echoed in a refusal (and its log line), this many characters are kept.
+pub(super) const ECHOED_CHARS: usize = 64;
+
+/// The first `chars` characters of `text`, marked when cut.
+pub(super) fn clip(text: &str, chars: usize) -> String {
+    match text.char_indices().nth(chars) {
+        Some((end, _)) => format!("{}…", &text[..end]),
+        None => text.to_string(),
     }
 }
 
