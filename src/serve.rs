@@ -110,7 +110,7 @@ async fn serve(config_path: PathBuf, overrides: Overrides, clock: Clock) -> anyh
         inbox,
         metrics,
         refusals: Default::default(),
-        older_secrets: Default::default(),
+        warnings: Default::default(),
         bodies: receiver::body::budget(),
     };
     let admin_listen = state.config.load().server.admin_listen;

@@ -415,9 +415,17 @@ impl Config {
                 ),
             ));
         }
-        // The file's own address is checked where it is read; a flag's only here.
+        // The file's own addresses are checked where they are read; the flags' only here.
         if let Some(error) = overrides.admin_listen.and_then(|addr| {
             read::exposed_admin("--admin-listen", addr, server.admin_token_env.is_some())
+        }) {
+            return Err(Diagnostics::whole_file(path, error));
+        }
+        if let Some(error) = overrides.listen.and_then(|addr| {
+            config
+                .connectors
+                .iter()
+                .find_map(|c| validation::exposed_unsigned("--listen", addr, c))
         }) {
             return Err(Diagnostics::whole_file(path, error));
         }

@@ -392,7 +392,10 @@ pub fn schema() -> Value {
             ),
             (
                 "allow_unsigned",
-                boolean("Accept unsigned posts: local testing only.", false),
+                boolean(
+                    "Accept unsigned posts: local testing only (an error on a listener other machines reach, unless dry_run).",
+                    false,
+                ),
             ),
             (
                 "require_portal_id",

@@ -3,10 +3,11 @@
 //! every problem it finds (errors and warnings apart, by severity) and none stops the others.
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 
 use super::read::{ConnectorDraft, Draft, WebhookDraft};
 use super::reader::Ctx;
-use super::{Credentials, EnvCheck, Target, Webhook};
+use super::{Connector, Credentials, EnvCheck, Target, Webhook};
 
 /// Run every pass; the webhooks as configured when the draft holds everything a config needs
 /// (errors may still have been reported: the caller looks).
@@ -63,9 +64,10 @@ pub(super) fn check(ctx: &mut Ctx, draft: Draft, env: EnvCheck) -> Option<(Draft
             (w.id.as_str(), *at, what)
         }),
     );
+    let listen = draft.server.as_ref().map(|s| s.listen);
     for c in &draft.connectors {
         check_env(ctx, c, env);
-        warn_allow_unsigned(ctx, c);
+        check_allow_unsigned(ctx, c, listen);
     }
     let complete = draft.version.is_some()
         && draft.server.is_some()
@@ -263,13 +265,29 @@ fn check_env(ctx: &mut Ctx, draft: &ConnectorDraft, env: EnvCheck) {
     }
 }
 
-fn warn_allow_unsigned(ctx: &mut Ctx, draft: &ConnectorDraft) {
-    if let Some(at) = draft.allow_unsigned_at {
-        ctx.warning(
+fn check_allow_unsigned(ctx: &mut Ctx, draft: &ConnectorDraft, listen: Option<SocketAddr>) {
+    let Some(at) = draft.allow_unsigned_at else {
+        return;
+    };
+    match listen.and_then(|addr| exposed_unsigned("`listen`", addr, &draft.connector)) {
+        Some(error) => ctx.error(at, error),
+        None => ctx.warning(
             at,
             "`allow_unsigned` is on: posts without a signature are accepted from anyone; for local testing only",
-        );
+        ),
     }
+}
+
+/// The error for a connector that takes unsigned posts on a listener at `addr` (named as
+/// `what`) that other machines reach, and calls HubSpot for them, if it is one: anyone could
+/// enroll any email in the account's workflows.
+pub(super) fn exposed_unsigned(what: &str, addr: SocketAddr, c: &Connector) -> Option<String> {
+    (c.allow_unsigned && !c.dry_run && !addr.ip().is_loopback()).then(|| {
+        format!(
+            "connector `{}` has `allow_unsigned` on and calls HubSpot, on {what} {addr}, which other machines reach: anyone could enroll any contact; listen on 127.0.0.1, set `dry_run = true`, or turn `allow_unsigned` off",
+            c.id
+        )
+    })
 }
 
 fn missing(ctx: &mut Ctx, w: &WebhookDraft, key: &str, why: &str) {

@@ -45,8 +45,17 @@ pub struct AppState {
     /// unauthenticated clients can make us hold (bodies are read before their signature can
     /// be checked).
     pub bodies: Arc<tokio::sync::Semaphore>,
-    /// Connector → when a post signed with an older (rotated-out) secret was last logged.
-    pub older_secrets: Arc<std::sync::Mutex<HashMap<String, crate::throttle::Throttle>>>,
+    /// Per connector, when each warning that every post could repeat was last logged.
+    pub warnings: Arc<std::sync::Mutex<HashMap<(String, PostWarning), crate::throttle::Throttle>>>,
+}
+
+/// A warning about posts that are taken, logged at most once a minute per connector.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PostWarning {
+    /// Signed with a secret being rotated out.
+    OlderSecret,
+    /// Taken unsigned (`allow_unsigned`).
+    Unsigned,
 }
 
 /// The public HTTP surface, the one HubSpot calls: webhooks, actions, health.
@@ -220,11 +229,14 @@ async fn authenticate(
     };
     let unsigned = sig_headers.v3.is_none() && sig_headers.v1v2.is_none();
     let signature = if unsigned && connector.allow_unsigned {
-        tracing::warn!(
-            webhook = %webhook.id,
-            connector = %connector.id,
-            "accepting an UNSIGNED post: allow_unsigned is on (local testing only)"
-        );
+        if let Some(suppressed) = due(&state, &connector.id, PostWarning::Unsigned) {
+            tracing::warn!(
+                webhook = %webhook.id,
+                connector = %connector.id,
+                suppressed,
+                "accepting an UNSIGNED post: allow_unsigned is on (local testing only)"
+            );
+        }
         "unsigned"
     } else {
         let secrets = connector.client_secrets();
@@ -287,8 +299,7 @@ async fn authenticate(
 /// Warn (at most once a minute per connector) that HubSpot still signs with a secret being
 /// rotated out: the rotation is not finished until this stops.
 fn older_secret_used(state: &AppState, connector: &str, name: &str) {
-    let mut warnings = state.older_secrets.lock().unwrap();
-    if let Some(suppressed) = warnings.entry(connector.to_string()).or_default().due() {
+    if let Some(suppressed) = due(state, connector, PostWarning::OlderSecret) {
         tracing::warn!(
             connector,
             secret_env = name,
@@ -296,6 +307,15 @@ fn older_secret_used(state: &AppState, connector: &str, name: &str) {
             "a post was signed with an older client secret, not the current (first) one: keep it until this stops, then remove it from client_secret_env"
         );
     }
+}
+
+/// Whether `warning` is due for `connector` ([`crate::throttle::Throttle::due`]).
+fn due(state: &AppState, connector: &str, warning: PostWarning) -> Option<u64> {
+    let mut warnings = state.warnings.lock().unwrap();
+    warnings
+        .entry((connector.to_string(), warning))
+        .or_default()
+        .due()
 }
 
 /// A portal id in the body must be the connector's, and a valid one; the connector may
