@@ -447,6 +447,14 @@ fn the_admin_surface_guards_its_data_and_its_buttons() {
         &standin.url(),
         "admin_token_env = \"DASH_ADMIN\"",
     );
+    // A token short enough to guess is refused at start.
+    let short = [
+        ("DASH_SECRET", SECRET),
+        ("DASH_TOKEN", TOKEN),
+        ("DASH_ADMIN", "hunter2"),
+    ];
+    let refused = common::run(&config, &data, &["serve"], &short);
+    assert_eq!(refused.status.code(), Some(1));
     let env = [
         ("DASH_SECRET", SECRET),
         ("DASH_TOKEN", TOKEN),

@@ -24,6 +24,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::Deserialize;
 use serde_json::json;
+use sha2::Digest;
 use subtle::ConstantTimeEq;
 use tokio::sync::{mpsc, oneshot};
 
@@ -59,6 +60,8 @@ pub struct AdminState {
 const LOOKUPS_AT_ONCE: usize = 2;
 /// The longest id `POST /pause` and `/resume` take (config ids are at most 64 characters).
 const MAX_ID_LEN: usize = 128;
+/// The shortest admin token `serve` starts with.
+const MIN_TOKEN_CHARS: usize = 16;
 
 impl AdminState {
     /// The admin state; fails when `admin_token_env` names a variable that is unset or empty.
@@ -72,11 +75,17 @@ impl AdminState {
         let token = match &config.load().server.admin_token_env {
             Some(env) => {
                 let token = std::env::var(env).unwrap_or_default();
+                let token = token.trim();
                 anyhow::ensure!(
-                    !token.trim().is_empty(),
-                    "server.admin_token_env names {env}, which is not set: set it to a long random token, or remove the key"
+                    !token.is_empty(),
+                    "server.admin_token_env names {env}, which is not set: set it to a long random token (e.g. `openssl rand -hex 32`), or remove the key"
                 );
-                Some(Arc::from(token.trim()))
+                // Nothing slows guesses down; only length does.
+                anyhow::ensure!(
+                    token.chars().count() >= MIN_TOKEN_CHARS,
+                    "the admin token in {env} is shorter than {MIN_TOKEN_CHARS} characters: anyone who reaches the admin port could guess it; use a long random one (e.g. `openssl rand -hex 32`)"
+                );
+                Some(Arc::from(token))
             }
             None => None,
         };
@@ -168,7 +177,9 @@ fn bearer_matches(headers: &HeaderMap, token: &str) -> bool {
         .and_then(|v| v.split_once(' '))
         .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
         .map_or("", |(_, token)| token.trim());
-    given.len() == token.len() && bool::from(given.as_bytes().ct_eq(token.as_bytes()))
+    // Digests are compared, so that not even the token's length shows in the time taken.
+    let digest = |t: &str| sha2::Sha256::digest(t.as_bytes());
+    bool::from(digest(given).ct_eq(&digest(token)))
 }
 
 /// A Host of `localhost`, a loopback address, or the admin listener's own address.
