@@ -617,6 +617,11 @@ fn model(command: Command, path: &std::path::Path, overrides: &Overrides) -> any
                 );
             }
             if respond {
+                anyhow::ensure!(
+                    out.is_dir(),
+                    "no data directory at {}: --respond answers the sends recorded there; give --out the folder `serve` ran on",
+                    out.display()
+                );
                 let since = since.map(|t| parse_flag("--since", &t)).transpose()?;
                 let response = if flat {
                     crate::model::synth::Response::Flat
@@ -625,6 +630,7 @@ fn model(command: Command, path: &std::path::Path, overrides: &Overrides) -> any
                 };
                 return model::respond(contacts, seed, end, &out, since, response, draw);
             }
+            crate::store::create_data_dir(&out)?;
             model::generate(
                 contacts,
                 events.unwrap_or_default(),
@@ -805,6 +811,7 @@ fn import(
 ) -> anyhow::Result<()> {
     init_logging();
     let config = load_config(path, overrides)?;
+    crate::store::create_data_dir(&config.server.data_dir)?;
     let csv = matches!(source, ImportSource::Csv(_));
     match source {
         ImportSource::Hubspot(args) => {

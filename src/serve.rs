@@ -40,6 +40,7 @@ async fn serve(config_path: PathBuf, overrides: Overrides, clock: Clock) -> anyh
         tracing::warn!("{line}");
     }
     let config = loaded.config;
+    crate::store::create_data_dir(&config.server.data_dir)?;
     tracing::info!(
         config = %config.identity,
         path = %config_path.display(),

@@ -231,7 +231,16 @@ fn import_dry_run_explain_predict_and_backtest_on_the_sample() {
     let empty = dir.path().join("empty");
     let out = sendtime(&empty, &too_early);
     assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out).1.contains("no data directory at"),
+        "{}",
+        text(&out).1
+    );
+    std::fs::create_dir(&empty).unwrap();
+    let out = sendtime(&empty, &too_early);
+    assert_eq!(out.status.code(), Some(1));
     assert!(text(&out).1.contains("no events in "), "{}", text(&out).1);
+    std::fs::remove_dir(&empty).unwrap();
     assert!(!empty.exists() && !csv.exists());
     let out = sendtime(
         &data,
@@ -487,4 +496,15 @@ fn a_reader_that_goes_away_ends_a_printing_command_quietly() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+#[test]
+fn a_data_directory_made_by_an_import_is_its_owners_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("nested/data");
+    let out = sendtime(&data, &import_args(&sample(), "user_id"));
+    assert!(out.status.success(), "{}", text(&out).1);
+    let mode = std::fs::metadata(&data).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o700, "{mode:o}");
 }

@@ -37,6 +37,7 @@ pub struct Dataset {
 impl Dataset {
     /// Open (creating if needed) the dataset `name` under `data_dir`.
     pub fn open(data_dir: &Path, name: &str) -> anyhow::Result<Self> {
+        create_data_dir(data_dir)?;
         let dir = data_dir.join(name);
         fs::create_dir_all(&dir)
             .with_context(|| format!("cannot create dataset folder {}", dir.display()))?;
@@ -444,6 +445,20 @@ pub fn finish_publishing(
         Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e.into()),
         _ => Ok(()),
     }
+}
+
+/// The data directory, created if needed readable by its owner only: it holds contacts'
+/// emails. One that exists keeps the permissions it has.
+pub fn create_data_dir(dir: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    if dir.is_dir() {
+        return Ok(());
+    }
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .with_context(|| format!("cannot create the data directory {}", dir.display()))
 }
 
 /// The lock file at `path`, created (with its folder) if needed, for `try_lock` or `lock`:
