@@ -229,7 +229,7 @@ async fn authenticate(
     };
     let unsigned = sig_headers.v3.is_none() && sig_headers.v1v2.is_none();
     let signature = if unsigned && connector.allow_unsigned {
-        if let Some(suppressed) = due(&state, &connector.id, PostWarning::Unsigned) {
+        if let Some(suppressed) = due(state, &connector.id, PostWarning::Unsigned) {
             tracing::warn!(
                 webhook = %webhook.id,
                 connector = %connector.id,
