@@ -99,7 +99,10 @@ pub enum Command {
     /// from elsewhere): `serve` always dispatches, and this refuses to run beside it.
     Tick {
         /// Pretend it is this time instead of now: a date (2030-01-01, midnight UTC), RFC 3339
-        /// (2030-01-01T09:30:00Z), "YYYY-MM-DD HH:MM:SS" (UTC), or epoch seconds or ms.
+        /// (2030-01-01T09:30:00Z), "YYYY-MM-DD HH:MM:SS" (UTC), or epoch seconds or ms. A
+        /// testing knob, for a copy of the data folder: what is due by then is really sent
+        /// (unless `dry_run`), and finished receipts received more than three days before it
+        /// are archived, so a repeat of their posts is no longer a duplicate.
         #[arg(long, value_name = "TIME")]
         now: Option<String>,
     },
@@ -187,8 +190,9 @@ pub enum Command {
         /// Tune the model's parameters on a validation split inside the training period first.
         #[arg(long)]
         tune: bool,
-        /// Length of that validation split, in days before --split.
-        #[arg(long, value_name = "DAYS", default_value_t = 180,
+        /// With --tune: length of that validation split, in days before --split, cut into 4
+        /// windows of at least 7 days each (so at least 28 days in all).
+        #[arg(long, value_name = "DAYS", default_value_t = 180, requires = "tune",
             value_parser = clap::value_parser!(i64).range(7..=3650))]
         validation_days: i64,
         /// The hour (UTC) of the fixed-hour baseline.

@@ -333,6 +333,34 @@ fn import_dry_run_explain_predict_and_backtest_on_the_sample() {
         &["backtest", "--split", "2022-07-01", "--relearn", "0"],
     );
     assert_eq!(out.status.code(), Some(2), "{}", text(&out).1);
+    // Nothing to score, or to tune on, is an error, not a table of zeros.
+    let sample = sample();
+    let refusals: [(&[&str], &str); 2] = [
+        (
+            &[
+                "--events",
+                &sample,
+                "--contact",
+                "user_id",
+                "--time",
+                "opened",
+                "--kind-default",
+                "SENT",
+            ],
+            "no opens or clicks after the split",
+        ),
+        (
+            &["--tune", "--validation-days", "3650"],
+            "before the first event",
+        ),
+    ];
+    for (args, says) in refusals {
+        let mut all = vec!["backtest", "--split", "2022-07-01"];
+        all.extend_from_slice(args);
+        let out = sendtime(&data, &all);
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        assert!(text(&out).1.contains(says), "{args:?}: {}", text(&out).1);
+    }
 }
 
 #[test]

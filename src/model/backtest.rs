@@ -202,7 +202,7 @@ impl Tally {
         let slot = |g: usize| SlotScores {
             hit_at_1: self.hits[g][0] as f64 / n,
             hit_at_3: self.hits[g][1] as f64 / n,
-            nll: (!self.ranked_only).then_some(self.nll[g] / n),
+            nll: (!self.ranked_only && self.events > 0).then_some(self.nll[g] / n),
         };
         Scores {
             events: self.events,
@@ -597,7 +597,7 @@ pub fn tune(
     rows: &Rows,
     split_ms: i64,
     validation_days: i64,
-) -> (ModelConfig, Tuning) {
+) -> anyhow::Result<(ModelConfig, Tuning)> {
     // The grid picks every knob here: nothing fitted on top.
     let config = ModelConfig {
         auto: calibrate::Auto::NONE,
@@ -613,6 +613,14 @@ pub fn tune(
             .collect(),
         contacts: rows.contacts,
     };
+    let from = split_ms - WINDOWS * days * DAY_MS;
+    let first = train.rows.iter().map(|r| r.at_ms).min().unwrap_or(split_ms);
+    anyhow::ensure!(
+        from >= first,
+        "the validation windows ({WINDOWS} of {days} days) would start {}, before the first event ({}): give --validation-days fewer days",
+        crate::time::format_minute(from),
+        crate::time::format_minute(first)
+    );
     let mut candidates = 0;
     let mut best = (f64::INFINITY, config);
     for half_life_days in [60.0, 120.0, 240.0, 480.0, 1e9] {
@@ -635,6 +643,10 @@ pub fn tune(
             }
         }
     }
+    anyhow::ensure!(
+        best.0.is_finite(),
+        "the validation windows ({WINDOWS} of {days} days before the split) hold no opens or clicks of warm contacts to tune on: give --validation-days more days, or --split a later time"
+    );
     let mut chosen = best.1;
     let mut best_week = f64::INFINITY;
     for day_pooling in [0.0, 0.25, 0.5, 0.75, 0.9, 1.0] {
@@ -656,17 +668,26 @@ pub fn tune(
         validation_split: format!(
             "{} windows of {days} days from {}",
             WINDOWS,
-            crate::time::format_minute(split_ms - WINDOWS * days * DAY_MS)
+            crate::time::format_minute(from)
         ),
         candidates,
         chosen: (&chosen.params).into(),
         validation_nll_hour_of_day: best.0,
         validation_nll_hour_of_week: best_week,
     };
-    (chosen, tuning)
+    Ok((chosen, tuning))
 }
 
 impl Report {
+    /// Opens and clicks after the split that were scored, in every group.
+    pub fn test_events(&self) -> usize {
+        [&self.warm, &self.evaluating, &self.cold]
+            .iter()
+            .filter_map(|rows| rows.first())
+            .map(|(_, s)| s.events)
+            .sum()
+    }
+
     /// A table for a terminal.
     pub fn table(&self) -> String {
         use std::fmt::Write;
@@ -679,11 +700,11 @@ impl Report {
         let p = &self.params;
         let _ = writeln!(
             out,
-            "model: half-life {} d, prior {} events, hour spread {} h, day pooling {}, click weight {}",
+            "model: {}, prior {} events, hour spread {} h, day pooling {}, click weight {}",
             if p.half_life_days > 1e8 {
-                "none".into()
+                "no decay".into()
             } else {
-                p.half_life_days.to_string()
+                format!("half-life {} d", p.half_life_days)
             },
             p.prior_strength,
             p.hour_bandwidth,
@@ -734,6 +755,9 @@ impl Report {
         ] {
             let (events, contacts) = rows.first().map_or((0, 0), |(_, s)| (s.events, s.contacts));
             let _ = writeln!(out, "\n{group}: {contacts} contacts, {events} test events");
+            if events == 0 {
+                continue;
+            }
             let _ = writeln!(
                 out,
                 "{:<30} {:>7} {:>7} {:>8}   {:>7} {:>7} {:>8}",

@@ -138,12 +138,17 @@ pub fn backtest(
         format_minute(split_ms)
     );
     let (model, tuning) = if tune {
-        let (m, t) = backtest::tune(config.model, &rows, split_ms, validation_days);
+        let (m, t) = backtest::tune(config.model, &rows, split_ms, validation_days)?;
         (m, Some(t))
     } else {
         (config.model, None)
     };
     let mut report = backtest::evaluate(model, &rows, split_ms, fixed_hour, relearn_days);
+    anyhow::ensure!(
+        report.test_events() > 0,
+        "no opens or clicks after the split {} to score (the events after it are of other kinds: check --kind and --kind-default)",
+        format_minute(split_ms)
+    );
     report.tuning = tuning;
     if json {
         println!("{}", serde_json::to_string_pretty(&report)?);
