@@ -102,4 +102,18 @@ fn a_correct_account_passes_and_each_misconfiguration_is_named() {
         text.contains("the token belongs to portal 62515, not portal_id 99999"),
         "{text}"
     );
+
+    // HubSpot out of reach is not a refused token.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let gone = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
+    let (ok, text) = validate_online(dir.path(), &format!("api_base = \"{gone}\""), 62515);
+    assert!(!ok, "{text}");
+    assert!(
+        text.contains(&format!(
+            "FAIL main account: could not reach HubSpot at {gone}"
+        )),
+        "{text}"
+    );
+    assert!(!text.contains("refused the token"), "{text}");
 }

@@ -98,7 +98,16 @@ async fn check_connector(config: &Config, connector: &Connector, out: &mut Vec<C
         Err(e) => {
             push(
                 "account".into(),
-                Verdict::Fail(format!("HubSpot refused the token: {e}")),
+                Verdict::Fail(match &e {
+                    ApiError::Permanent {
+                        status: 401 | 403, ..
+                    } => format!("HubSpot refused the token: {e}"),
+                    ApiError::Transient { status: None, .. } => format!(
+                        "could not reach HubSpot at {} (the token was not checked): {e}",
+                        connector.api_base
+                    ),
+                    _ => format!("the token could not be checked: {e}"),
+                }),
             );
             return;
         }
