@@ -82,9 +82,14 @@ impl Auth {
     pub fn for_connector(connector: &Connector) -> anyhow::Result<Auth> {
         let value = |key: &str, name: &str| {
             env_value(name).ok_or_else(|| {
+                // Only the dispatcher can do without: a dry run sends nothing.
+                let hint = if connector.dry_run {
+                    "; `dry_run` spares only the sending"
+                } else {
+                    " (sending alone can do without it, with dry_run = true)"
+                };
                 anyhow::anyhow!(
-                    "connector {:?}: environment variable {name} ({key}) is not set \
-                     (or, for the dispatcher, set dry_run = true)",
+                    "connector {:?}: environment variable {name} ({key}) is not set: reading from HubSpot needs it{hint}",
                     connector.id
                 )
             })
