@@ -680,12 +680,18 @@ fn pause(
         }
         return Ok(());
     };
-    let kind = crate::pauses::set(&config, &id, connector, on, crate::time::now_ms())?;
+    let (kind, was) = crate::pauses::set(&config, &id, connector, on, crate::time::now_ms())?;
     let what = kind.as_str();
-    if on {
-        println!("{what} {id} paused: its contacts are held until `sendtime resume {id}`");
-    } else {
-        println!("{what} {id} resumed");
+    match (on, was) {
+        (true, None) => {
+            println!("{what} {id} paused: its contacts are held until `sendtime resume {id}`")
+        }
+        (true, Some(since)) => println!(
+            "{what} {id} was already paused, since {}: its contacts are held until `sendtime resume {id}`",
+            crate::time::format_minute(since)
+        ),
+        (false, Some(_)) => println!("{what} {id} resumed"),
+        (false, None) => println!("{what} {id} was not paused: nothing to resume"),
     }
     Ok(())
 }

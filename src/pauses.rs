@@ -162,15 +162,16 @@ pub fn kind_of(config: &Config, id: &str, connector: bool) -> Option<Kind> {
     }
 }
 
-/// Pause (`on`) or resume the webhook, action or connector `id` of `config`; what it is.
-/// With `connector`, `id` names a connector even where a webhook has the same id.
+/// Pause (`on`) or resume the webhook, action or connector `id` of `config`: what it is, and
+/// since when it was paused before, if it was. With `connector`, `id` names a connector even
+/// where a webhook has the same id.
 pub fn set(
     config: &Config,
     id: &str,
     connector: bool,
     on: bool,
     now_ms: i64,
-) -> anyhow::Result<Kind> {
+) -> anyhow::Result<(Kind, Option<i64>)> {
     let data_dir = &config.server.data_dir;
     let file = path(data_dir);
     let lock = lock_file(&file.with_extension("lock"))?;
@@ -200,6 +201,7 @@ pub fn set(
         format!("no {what} {id:?} in {}", config.path.display())
     })?;
     let map = pauses.map_mut(kind);
+    let was = map.get(id).map(|p| p.since_ms);
     if on {
         map.entry(id.to_string()).or_insert(Pause {
             kind,
@@ -208,9 +210,11 @@ pub fn set(
     } else {
         map.remove(id);
     }
-    let bytes = serde_json::to_vec_pretty(&pauses).expect("pauses serialize");
-    write_durably(&file, &bytes).with_context(|| format!("cannot write {}", file.display()))?;
-    Ok(kind)
+    if was.is_some() != on {
+        let bytes = serde_json::to_vec_pretty(&pauses).expect("pauses serialize");
+        write_durably(&file, &bytes).with_context(|| format!("cannot write {}", file.display()))?;
+    }
+    Ok((kind, was))
 }
 
 #[cfg(test)]
@@ -237,10 +241,18 @@ mod tests {
             .unwrap()
             .config;
         let data = &config.server.data_dir;
-        assert_eq!(set(&config, "main", false, true, 1).unwrap(), Kind::Webhook);
+        assert_eq!(
+            set(&config, "main", false, true, 1).unwrap(),
+            (Kind::Webhook, None)
+        );
         assert_eq!(
             set(&config, "main", true, true, 2).unwrap(),
-            Kind::Connector
+            (Kind::Connector, None)
+        );
+        // Paused again: the first pause's time stays.
+        assert_eq!(
+            set(&config, "main", false, true, 7).unwrap(),
+            (Kind::Webhook, Some(1))
         );
         let p = read(data).unwrap();
         assert!(p.paused.contains_key("main") && p.connectors.contains_key("main"));
@@ -260,10 +272,10 @@ mod tests {
             .config;
         assert_eq!(
             set(&config, "main", false, false, 4).unwrap(),
-            Kind::Webhook
+            (Kind::Webhook, Some(1))
         );
         assert!(read(data).unwrap().paused.is_empty());
-        assert!(set(&config, "main", false, true, 5).is_ok_and(|k| k == Kind::Connector));
+        assert!(set(&config, "main", false, true, 5).is_ok_and(|(k, _)| k == Kind::Connector));
     }
 
     /// A file written before connectors had their own map still reads.

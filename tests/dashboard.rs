@@ -517,7 +517,13 @@ fn the_admin_surface_guards_its_data_and_its_buttons() {
     assert_eq!(r.status(), 200);
     assert_eq!(
         r.json::<Value>().unwrap(),
-        json!({"id": "fatigue", "kind": "webhook", "paused": true})
+        json!({"id": "fatigue", "kind": "webhook", "paused": true, "changed": true})
+    );
+    assert_eq!(
+        post("/pause", json!({"id": "fatigue"}))
+            .json::<Value>()
+            .unwrap()["changed"],
+        false
     );
     let paused = sendtime(&config, &data, &["pause"], ENV);
     assert!(

@@ -1291,8 +1291,10 @@ fn a_paused_webhook_holds_its_contacts_until_resumed_across_a_restart() {
         "held after a restart"
     );
     assert!(cli(&["pause"]).contains("fatigue (webhook) paused since"));
+    assert!(cli(&["pause", "fatigue"]).contains("webhook fatigue was already paused, since"));
 
     assert!(cli(&["resume", "fatigue"]).contains("webhook fatigue resumed"));
+    assert!(cli(&["resume", "fatigue"]).contains("webhook fatigue was not paused"));
     // Held contacts are looked at again each minute.
     set_clock(&clock, now_ms() + 180_000);
     eventually(Duration::from_secs(30), || {

@@ -354,16 +354,22 @@ async fn set_pause(
     let now = crate::time::now_ms();
     let kind = tokio::task::spawn_blocking(move || {
         crate::pauses::set(&config, &target.id, target.connector, on, now)
-            .map(|kind| (target.id, kind))
+            .map(|(kind, was)| (target.id, kind, was))
     })
     .await
     .map_err(|e| AdminError::Internal(e.into()))?;
-    let (id, kind) = kind.map_err(AdminError::Internal)?;
+    let (id, kind, was) = kind.map_err(AdminError::Internal)?;
     tracing::info!(
         id,
         kind = kind.as_str(),
         paused = on,
         "set from the dashboard"
     );
-    Ok(axum::Json(json!({"id": id, "kind": kind.as_str(), "paused": on})).into_response())
+    Ok(axum::Json(json!({
+        "id": id,
+        "kind": kind.as_str(),
+        "paused": on,
+        "changed": was.is_some() != on,
+    }))
+    .into_response())
 }
