@@ -29,7 +29,7 @@ pub struct Cli {
         long,
         global = true,
         value_name = "PATH",
-        default_value = "webhooks.toml"
+        default_value = DEFAULT_CONFIG
     )]
     pub config: PathBuf,
 
@@ -40,6 +40,9 @@ pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
 }
+
+/// The config file read when `--config` is not given.
+const DEFAULT_CONFIG: &str = "webhooks.toml";
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
@@ -67,11 +70,11 @@ pub enum Command {
     /// follows RUST_LOG (default: info).
     Serve {
         /// Address to listen on; overrides `server.listen`.
-        #[arg(long, value_name = "ADDR")]
+        #[arg(long, value_name = "ADDR", value_parser = socket_addr)]
         listen: Option<SocketAddr>,
         /// Address of the admin surface (`/status`, `/metrics`); overrides
         /// `server.admin_listen`.
-        #[arg(long, value_name = "ADDR")]
+        #[arg(long, value_name = "ADDR", value_parser = socket_addr)]
         admin_listen: Option<SocketAddr>,
         /// Read the dispatcher's "now" from this file (a TIME as for --now; the system clock
         /// while it is absent). For tests that jump hours ahead.
@@ -83,14 +86,15 @@ pub enum Command {
     /// signed contacts of every type and executing the action, and a faster clock. Prints the
     /// status and metrics URLs; stops on Ctrl-C.
     Demo {
-        /// How many times faster than real time the dispatcher's clock runs.
-        #[arg(long, default_value_t = 720)]
+        /// How many times faster than real time the dispatcher's clock runs (1 to 100000).
+        #[arg(long, default_value_t = 720,
+            value_parser = clap::value_parser!(u32).range(1..=100_000))]
         speed: u32,
         /// Address to listen on (default 127.0.0.1:8080).
-        #[arg(long, value_name = "ADDR")]
+        #[arg(long, value_name = "ADDR", value_parser = socket_addr)]
         listen: Option<SocketAddr>,
         /// Address of the admin surface (default 127.0.0.1:8081).
-        #[arg(long, value_name = "ADDR")]
+        #[arg(long, value_name = "ADDR", value_parser = socket_addr)]
         admin_listen: Option<SocketAddr>,
     },
     /// Run the dispatcher once and exit: plan new contacts, enroll (or list) what is due.
@@ -224,7 +228,8 @@ pub enum Command {
         /// How many contacts.
         #[arg(long, value_name = "N")]
         contacts: usize,
-        /// About how many events in all (spread by each contact's activity).
+        /// About how many events in all (spread by each contact's activity). Required, but
+        /// with --respond.
         #[arg(long, value_name = "M", required_unless_present = "respond")]
         events: Option<usize>,
         /// The seed: the same seed gives the same files.
@@ -345,7 +350,7 @@ pub struct HubspotImportArgs {
 
 #[derive(Debug, clap::Args)]
 pub struct FileImportArgs {
-    /// The file: a CSV file with a header row, or a Parquet file.
+    /// The file: for `import csv`, CSV with a header row; for `import parquet`, Parquet.
     #[arg(value_name = "FILE")]
     pub file: PathBuf,
     /// Column holding the contact: an email address or a HubSpot contact id.
@@ -381,7 +386,7 @@ pub struct FileImportArgs {
 #[derive(Debug, clap::Args)]
 pub struct StandinArgs {
     /// Address to listen on (port 0: any free port; the address is printed).
-    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:0")]
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:0", value_parser = socket_addr)]
     pub listen: SocketAddr,
     /// Email events to serve: a JSON array of HubSpot events, or `{"events": [...]}`. Their
     /// recipients become the account's contacts.
@@ -462,9 +467,9 @@ pub fn main() -> ExitCode {
             admin_listen,
         } => {
             init_logging();
-            if cli.data_dir.is_some() {
+            if cli.data_dir.is_some() || cli.config != Path::new(DEFAULT_CONFIG) {
                 tracing::error!(
-                    "demo makes its own config and data in a temporary folder, removed when it stops: drop --data (`sendtime serve` runs on yours)"
+                    "demo makes its own config and data in a temporary folder, removed when it stops: drop --config and --data (`sendtime serve` runs on yours)"
                 );
                 return ExitCode::from(2);
             }
@@ -541,12 +546,24 @@ fn model(command: Command, path: &std::path::Path, overrides: &Overrides) -> any
             json,
         } => {
             let split_ms = parse_flag("--split", &split)?;
-            let events_csv = events
-                .map(|file| {
+            // A file of events needs no data directory, nor a config when there is none (the
+            // `[model]` defaults serve).
+            let (knobs, events) = match events {
+                Some(file) => {
                     let columns = Columns::new(&contact, &time, kind.as_deref(), &kind_default)?;
-                    anyhow::Ok((file, columns))
-                })
-                .transpose()?;
+                    let knobs = if !path.exists() && path == Path::new(DEFAULT_CONFIG) {
+                        crate::model::ModelConfig::default()
+                    } else {
+                        load_config(path, overrides)?.model
+                    };
+                    (knobs, model::Events::Csv(file, columns))
+                }
+                None => {
+                    let config = load_config_with_data(path, overrides)?;
+                    let data_dir = config.server.data_dir;
+                    (config.model, model::Events::Dataset(data_dir))
+                }
+            };
             let options = model::BacktestOptions {
                 tune,
                 validation_days,
@@ -554,12 +571,7 @@ fn model(command: Command, path: &std::path::Path, overrides: &Overrides) -> any
                 relearn_days: relearn,
                 json,
             };
-            model::backtest(
-                &load_config(path, overrides)?,
-                split_ms,
-                events_csv,
-                options,
-            )
+            model::backtest(knobs, events, split_ms, options)
         }
         Command::Report {
             what:
@@ -609,6 +621,10 @@ fn model(command: Command, path: &std::path::Path, overrides: &Overrides) -> any
             draw,
             no_habits,
         } => {
+            anyhow::ensure!(
+                overrides.data_dir.as_ref().is_none_or(|d| *d == out),
+                "gen writes into the folder given by --out, not --data: drop --data"
+            );
             let end = end.map(|t| parse_flag("--end", &t)).transpose()?;
             // A year of events before it must be dates people read email on.
             const YEAR_2001_MS: i64 = 978_307_200_000;
@@ -821,7 +837,6 @@ fn import(
 ) -> anyhow::Result<()> {
     init_logging();
     let config = load_config(path, overrides)?;
-    crate::store::create_data_dir(&config.server.data_dir)?;
     let csv = matches!(source, ImportSource::Csv(_));
     match source {
         ImportSource::Hubspot(args) => {
@@ -832,6 +847,7 @@ fn import(
                 page_size: args.page_size,
                 dedup_budget: megabytes_to_bytes(args.dedup_memory),
             };
+            crate::store::create_data_dir(&config.server.data_dir)?;
             crate::import::hubspot::run(&config, &request).map(|_| ())
         }
         ImportSource::Csv(args) | ImportSource::Parquet(args) => {
@@ -846,15 +862,40 @@ fn import(
                 part_rows: args.part_rows,
                 dedup_budget: megabytes_to_bytes(args.dedup_memory),
             };
-            let data_dir = &config.server.data_dir;
-            if csv {
+            // A dry run writes nothing: with no data directory yet, it checks the file against
+            // an empty one of its own, removed after.
+            let scratch = (args.dry_run && !config.server.data_dir.exists()).then(|| {
+                std::env::temp_dir().join(format!("sendtime-dry-run-{}", ulid::Ulid::generate()))
+            });
+            let data_dir = scratch.as_ref().unwrap_or(&config.server.data_dir);
+            crate::store::create_data_dir(data_dir)?;
+            let result = if csv {
                 let open = |path: &Path| crate::import::csv::CsvReader::open(path, &columns);
                 crate::import::run(data_dir, &args.file, open, options)
             } else {
                 let open = |path: &Path| crate::import::parquet::ParquetFile::open(path, &columns);
                 crate::import::run(data_dir, &args.file, open, options)
+            };
+            if let Some(dir) = scratch {
+                let _ = std::fs::remove_dir_all(dir);
             }
+            result
         }
+    }
+}
+
+/// An address to listen on: `IP:PORT`, or a host name this machine resolves (`localhost:8080`).
+fn socket_addr(text: &str) -> Result<SocketAddr, String> {
+    use std::net::ToSocketAddrs;
+    if let Ok(addr) = text.parse() {
+        return Ok(addr);
+    }
+    let resolved = text.to_socket_addrs().map(|mut all| all.next());
+    match resolved {
+        Ok(Some(addr)) => Ok(addr),
+        _ => Err(format!(
+            "{text:?} is not an address to listen on: give IP:PORT (127.0.0.1:8080, [::1]:8080) or HOST:PORT (localhost:8080)"
+        )),
     }
 }
 

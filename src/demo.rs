@@ -44,6 +44,14 @@ pub fn run(
         std::env::set_var("SENDTIME_DEMO_SECRET", SECRET);
         std::env::set_var("SENDTIME_DEMO_TOKEN", DEFAULT_TOKEN);
     }
+    let listen = listen.unwrap_or(Server::DEFAULT_LISTEN);
+    let admin = admin_listen.unwrap_or(Server::DEFAULT_ADMIN_LISTEN);
+    // First: a port in use is the likeliest way for the demo to fail, and it should fail
+    // before it prints the addresses or leaves a folder behind.
+    for (addr, flag) in [(listen, "--listen"), (admin, "--admin-listen")] {
+        std::net::TcpListener::bind(addr)
+            .with_context(|| format!("cannot listen on {addr}: choose another with {flag}"))?;
+    }
     let dir = std::env::temp_dir().join(format!("sendtime-demo-{}", ulid::Ulid::generate()));
     let data = dir.join("data");
     std::fs::create_dir_all(&data).with_context(|| format!("cannot create {}", dir.display()))?;
@@ -67,8 +75,6 @@ pub fn run(
     for id in 1..=CONTACTS {
         standin.add_contact(&email(id), id);
     }
-    let listen = listen.unwrap_or(Server::DEFAULT_LISTEN);
-    let admin = admin_listen.unwrap_or(Server::DEFAULT_ADMIN_LISTEN);
     let config = write_config(&dir, &standin.url(), listen)?;
     println!(
         "sendtime demo: {events} engagement events of {CONTACTS} contacts in {}\n\

@@ -15,6 +15,8 @@ pub const HOUR_MS: i64 = 60 * MINUTE_MS;
 pub const DAY_MS: i64 = 24 * HOUR_MS;
 /// Hour-of-week slots; slot 0 is Monday 00:00–00:59 UTC.
 pub const SLOTS: usize = 168;
+/// 2000-01-01 00:00 UTC: no email event, and no plan, is earlier.
+pub const YEAR_2000_MS: i64 = 946_684_800_000;
 
 /// The system clock, epoch milliseconds.
 pub fn now_ms() -> i64 {

@@ -797,6 +797,17 @@ fn the_shipped_config_runs_in_dry_run_without_credentials() {
             .any(|m| m.starts_with("dry run: would add record 12 to list 987 (batch ")),
         "{messages:?}"
     );
+    // `explain` tells what became of the contact's receipt.
+    let explained = common::sendtime(
+        &config,
+        &data,
+        &["explain", "dry@example.com"],
+        &[("HUBSPOT_CLIENT_SECRET", secret)],
+    );
+    assert!(
+        explained.contains("\n  dry-run at 2030-01-01 00:00 UTC\n"),
+        "{explained}"
+    );
     // Nothing is left to do: a second tick is idle.
     let again = tick("2030-01-01T00:01:00Z");
     assert!(String::from_utf8_lossy(&again.stdout).contains("due=0"));

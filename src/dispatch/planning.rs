@@ -374,7 +374,7 @@ impl Dispatcher {
             tracing::warn!(
                 connector,
                 contacts = n,
-                "contacts planned past their window: every minute of it is full on this connector (raise requests_per_10s or daily_budget, or widen the window)"
+                "contacts planned past their window: every minute of it is full on this connector (raise requests_per_10s or daily_budget, or widen the `window` of its timed webhooks)"
             );
         }
     }

@@ -81,6 +81,11 @@ impl CsvReader {
     /// Open `path` and find `columns` in its header row.
     pub fn open(path: &Path, columns: &Columns) -> anyhow::Result<Self> {
         let file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+        anyhow::ensure!(
+            !super::parquet::is_parquet(&file),
+            "{} is a Parquet file: use `sendtime import parquet`",
+            path.display()
+        );
         let mut reader = ::csv::ReaderBuilder::new()
             .trim(::csv::Trim::Headers) // fields are trimmed as parsed, only those read
             .from_reader(file);

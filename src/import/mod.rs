@@ -26,8 +26,8 @@ use crate::datasets::events::{self, Constant, Kind, PartColumns, Row, Staged};
 use crate::time::{Minute, format_minute, parse_instant};
 use stored::Stored;
 
-/// 2000-01-01: an email event before it is a misread column (an id taken for epoch seconds).
-const EARLIEST_MS: i64 = 946_684_800_000;
+/// An email event before 2000 is a misread column (an id taken for epoch seconds).
+const EARLIEST_MS: i64 = crate::time::YEAR_2000_MS;
 /// An event more than this after now is a misread time too (epoch microseconds taken for
 /// milliseconds land in the year 56972); a day's slack for a clock a little behind.
 const AHEAD_MS: i64 = crate::time::DAY_MS;

@@ -19,6 +19,13 @@ const SLICE_ROWS: usize = 1 << 20;
 /// Rows of smaller row groups gathered into one batch, their groups decoded on all cores.
 const BATCH_ROWS: usize = 1 << 18;
 
+/// Whether `file` starts with Parquet's magic bytes (read without moving its cursor).
+pub fn is_parquet(file: &File) -> bool {
+    use std::os::unix::fs::FileExt;
+    let mut magic = [0u8; 4];
+    file.read_exact_at(&mut magic, 0).is_ok() && &magic == b"PAR1"
+}
+
 /// A Parquet file read in slices of whole row groups (or of [`SLICE_ROWS`] within a larger
 /// one), each decoded on its own; a batch is one slice or several of up to [`BATCH_ROWS`]
 /// rows in all, decoded and parsed on all cores.
@@ -37,6 +44,11 @@ impl ParquetFile {
     pub fn open(path: &Path, columns: &Columns) -> anyhow::Result<Self> {
         let cannot_read = || format!("cannot read {} as Parquet", path.display());
         let file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+        anyhow::ensure!(
+            is_parquet(&file),
+            "{} is not a Parquet file (it does not start with PAR1): for a CSV file, use `sendtime import csv`",
+            path.display()
+        );
         let mut reader = ParquetReader::new(file);
         let schema = anyhow::Context::with_context(reader.schema(), cannot_read)?;
         let metadata = anyhow::Context::with_context(reader.get_metadata(), cannot_read)?.clone();

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 
+use super::ModelConfig;
 use super::backtest::{self, Rows};
 use super::dataset;
 use super::explain::Explanation;
@@ -15,7 +16,17 @@ use crate::time::{day_of, format_minute, now_ms};
 
 /// `sendtime explain CONTACT`: class, heat map, and what each webhook type would do now.
 pub fn explain(config: &Config, contact: &str, at: Option<i64>) -> anyhow::Result<()> {
+    let contact = contact.trim();
+    anyhow::ensure!(
+        contact.parse::<i64>().is_ok() || crate::datasets::contacts::is_email_address(contact),
+        "{contact:?} is neither an email address nor a HubSpot contact id (a number)"
+    );
     let now = at.unwrap_or_else(now_ms);
+    anyhow::ensure!(
+        (crate::time::YEAR_2000_MS..now_ms() + 366 * crate::time::DAY_MS).contains(&now),
+        "--at {} is not a time sendtime plans at: give one from 2000 to a year from now",
+        format_minute(now)
+    );
     let data_dir = &config.server.data_dir;
     let built = dataset::build(data_dir, config.model, now)?;
     let posted_id = super::explain::posted_id(data_dir, contact)?;
@@ -107,10 +118,18 @@ pub struct BacktestOptions {
 }
 
 /// `sendtime backtest`: on the events of a CSV file when given, else on the events dataset.
+/// Where `backtest` reads events from.
+pub enum Events {
+    /// A CSV file, read with these columns.
+    Csv(PathBuf, Columns),
+    /// The events dataset of this data directory.
+    Dataset(PathBuf),
+}
+
 pub fn backtest(
-    config: &Config,
+    model: ModelConfig,
+    events: Events,
     split_ms: i64,
-    events_csv: Option<(PathBuf, Columns)>,
     options: BacktestOptions,
 ) -> anyhow::Result<()> {
     let BacktestOptions {
@@ -121,14 +140,11 @@ pub fn backtest(
         json,
     } = options;
     anyhow::ensure!(fixed_hour < 24, "--fixed-hour must be 0..23");
-    let rows = match events_csv {
-        Some((file, columns)) => {
-            let events = csv_import::read(&file, &columns)?;
-            Rows::from_events(&events)
-        }
-        None => {
-            require_events(&config.server.data_dir)?;
-            Rows::from_dataset(&config.server.data_dir)?
+    let rows = match events {
+        Events::Csv(file, columns) => Rows::from_events(&csv_import::read(&file, &columns)?),
+        Events::Dataset(data_dir) => {
+            require_events(&data_dir)?;
+            Rows::from_dataset(&data_dir)?
         }
     };
     anyhow::ensure!(
@@ -138,10 +154,10 @@ pub fn backtest(
         format_minute(split_ms)
     );
     let (model, tuning) = if tune {
-        let (m, t) = backtest::tune(config.model, &rows, split_ms, validation_days)?;
+        let (m, t) = backtest::tune(model, &rows, split_ms, validation_days)?;
         (m, Some(t))
     } else {
-        (config.model, None)
+        (model, None)
     };
     let mut report = backtest::evaluate(model, &rows, split_ms, fixed_hour, relearn_days);
     anyhow::ensure!(

@@ -1,6 +1,7 @@
 //! What the model knows and would do for one contact: `sendtime explain` prints it, and the
 //! dashboard's contact lookup shows it, from the same [`Explanation`].
 
+use std::collections::{HashMap, HashSet};
 use std::fmt::Write as _;
 use std::path::Path;
 
@@ -10,9 +11,10 @@ use super::dataset::Built;
 use super::plan::{Subject, plan};
 use crate::config::{Config, Target, WebhookType};
 use crate::datasets::contacts::contact_key;
+use crate::datasets::outcomes::{OutcomeRow, Status};
 use crate::time::{DAY_MS, SLOTS, day_of, format_minute, slot_name};
 
-/// Planned receipts shown per contact (the latest).
+/// Planned receipts shown per contact (the latest), each with its outcome.
 const RECEIPTS_SHOWN: usize = 10;
 
 /// One contact as the model sees it at `as_of_ms`.
@@ -66,6 +68,8 @@ pub struct PlannedReceipt {
     pub received_at_ms: i64,
     pub due_at_ms: i64,
     pub reason: String,
+    /// What became of it, from its latest outcome row; none yet: it waits for its time.
+    pub outcome: Option<String>,
 }
 
 impl Explanation {
@@ -200,12 +204,13 @@ impl Explanation {
         for p in &self.receipts {
             let _ = writeln!(
                 out,
-                "{} {} received {}, due {}\n  {}",
+                "{} {} received {}, due {}\n  {}\n  {}",
                 p.webhook,
                 p.webhook_type,
                 format_minute(p.received_at_ms),
                 format_minute(p.due_at_ms),
-                p.reason
+                p.reason,
+                p.outcome.as_deref().unwrap_or("waiting for its time")
             );
         }
         out
@@ -264,10 +269,15 @@ fn planned_receipts(
     rows.sort_by_key(|p| (p.planned_at_ms, p.received_at_ms));
     rows.dedup_by(|a, b| a.receipt_id == b.receipt_id);
     let total = rows.len();
-    let shown = rows
+    let rows: Vec<_> = rows
         .into_iter()
         .skip(total.saturating_sub(RECEIPTS_SHOWN))
+        .collect();
+    let mut outcomes = latest_outcomes(data_dir, rows.iter().map(|p| p.receipt_id.as_str()))?;
+    let shown = rows
+        .into_iter()
         .map(|p| PlannedReceipt {
+            outcome: outcomes.remove(&p.receipt_id).map(|o| describe(&o)),
             webhook: p.webhook_id,
             webhook_type: p.webhook_type.as_str(),
             received_at_ms: p.received_at_ms,
@@ -276,6 +286,54 @@ fn planned_receipts(
         })
         .collect();
     Ok((total, shown))
+}
+
+/// The latest outcome row of each of `receipts` that has one.
+fn latest_outcomes<'r>(
+    data_dir: &Path,
+    receipts: impl Iterator<Item = &'r str>,
+) -> anyhow::Result<HashMap<String, OutcomeRow>> {
+    let wanted: HashSet<&str> = receipts.collect();
+    let mut latest: HashMap<String, OutcomeRow> = HashMap::new();
+    let dataset = crate::datasets::outcomes::dataset(data_dir)?;
+    for row in crate::datasets::outcomes::read(&dataset)? {
+        if !wanted.contains(row.receipt_id.as_str()) {
+            continue;
+        }
+        match latest.get(&row.receipt_id) {
+            Some(seen) if (seen.at_ms, seen.attempts) > (row.at_ms, row.attempts) => {}
+            _ => {
+                latest.insert(row.receipt_id.clone(), row);
+            }
+        }
+    }
+    Ok(latest)
+}
+
+/// An outcome row for a person: what happened, when, and HubSpot's word when it failed.
+fn describe(o: &OutcomeRow) -> String {
+    let at = format_minute(o.at_ms);
+    let why = |what: &str| {
+        let status = o.http_status.map_or(String::new(), |s| format!(" ({s})"));
+        let message = o
+            .message
+            .as_deref()
+            .map_or(String::new(), |m| format!(": {m}"));
+        format!("{what}{status} at {at}{message}")
+    };
+    match o.status {
+        Status::Attempting => format!("a call was under way at {at}"),
+        Status::Retrying => {
+            let next = o.retry_at_ms.map_or(String::new(), |t| {
+                format!(", again at {}", format_minute(t))
+            });
+            format!("{}{next}", why("failed, retrying"))
+        }
+        Status::Failed => why("failed for good"),
+        Status::Enrolled | Status::Listed | Status::Completed | Status::DryRun => {
+            format!("{} at {at}", o.status.as_str())
+        }
+    }
 }
 
 /// A 7×24 heat map of slot scores, darker = likelier; two columns per hour, each label over
