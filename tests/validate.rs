@@ -81,15 +81,19 @@ fn config_flag_and_default_path_work_too() {
 
 #[test]
 fn unset_env_vars_are_warnings_with_their_position() {
-    let out = Command::new(env!("CARGO_BIN_EXE_sendtime"))
-        .arg("validate")
-        .arg(repo().join("webhooks.toml"))
-        .env_remove("HUBSPOT_CLIENT_SECRET")
-        .env_remove("HUBSPOT_ACCESS_TOKEN")
-        .output()
-        .unwrap();
-    assert!(out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    // `validate` on `path` with the connector's secret and token unset: its stderr.
+    let unset = |path: &Path| {
+        let out = Command::new(env!("CARGO_BIN_EXE_sendtime"))
+            .arg("validate")
+            .arg(path)
+            .env_remove("HUBSPOT_CLIENT_SECRET")
+            .env_remove("HUBSPOT_ACCESS_TOKEN")
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let stderr = unset(&repo().join("webhooks.toml"));
     let secret_line = line_of(&repo().join("webhooks.toml"), "client_secret_env =");
     assert!(
         stderr.contains(&format!(
@@ -103,21 +107,13 @@ fn unset_env_vars_are_warnings_with_their_position() {
     let dir = tempfile::tempdir().unwrap();
     let live = dir.path().join("webhooks.toml");
     let text = std::fs::read_to_string(repo().join("webhooks.toml")).unwrap();
-    assert!(text.contains("\ndry_run = true\n"));
+    assert!(text.contains("\ndry_run = true\n") && text.contains("\nallow_unsigned = false\n"));
     std::fs::write(
         &live,
         text.replace("\ndry_run = true\n", "\ndry_run = false\n"),
     )
     .unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_sendtime"))
-        .arg("validate")
-        .arg(&live)
-        .env_remove("HUBSPOT_CLIENT_SECRET")
-        .env_remove("HUBSPOT_ACCESS_TOKEN")
-        .output()
-        .unwrap();
-    assert!(out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stderr = unset(&live);
     assert!(stderr.contains("HUBSPOT_CLIENT_SECRET (`client_secret_env` of connector `main`) is not set: `serve` refuses to start without it"), "{stderr}");
     assert!(stderr.contains("HUBSPOT_ACCESS_TOKEN (`access_token_env` of connector `main`) is not set: `serve` and `tick` refuse to start without it"), "{stderr}");
 
@@ -127,14 +123,7 @@ fn unset_env_vars_are_warnings_with_their_position() {
         text.replace("\nallow_unsigned = false\n", "\nallow_unsigned = true\n"),
     )
     .unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_sendtime"))
-        .arg("validate")
-        .arg(&live)
-        .env_remove("HUBSPOT_CLIENT_SECRET")
-        .output()
-        .unwrap();
-    assert!(out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stderr = unset(&live);
     assert!(stderr.contains("is not set: signed posts to its webhooks are refused (503) until it is (unsigned ones are accepted: `allow_unsigned`)"), "{stderr}");
 }
 

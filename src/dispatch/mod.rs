@@ -29,7 +29,7 @@ use tokio::task::JoinSet;
 
 use crate::capacity::Spent;
 use crate::clock::Clock;
-use crate::config::{Config, Target};
+use crate::config::{Config, Connector, Target};
 use crate::datasets::outcomes::{self, Action, OutcomeLog, OutcomeRow, OutcomeWriter, Status};
 use crate::datasets::pending::{Contact, PendingSet};
 use crate::datasets::{inbox, plan};
@@ -735,8 +735,12 @@ fn spent_by(rows: &[OutcomeRow], now: i64) -> Spent {
         }
     }
     for ((connector, list, at_ms), n) in batches {
-        // A list's rows of one instant were one call; callbacks go 100 to a call.
-        let calls = if list.is_empty() { n.div_ceil(100) } else { n };
+        // A list's rows of one instant were one call; callbacks go up to 100 to a call.
+        let calls = if list.is_empty() {
+            n.div_ceil(Connector::MAX_CALLBACK_BATCH_SIZE as u64)
+        } else {
+            n
+        };
         spent.record(connector, at_ms, calls);
     }
     spent.forget_before(now);

@@ -10,7 +10,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use tokio::time::Instant;
 
-use super::client::{ApiError, read_at_most, transport};
+use super::client::{ApiError, MESSAGE_CHARS, read_at_most, transport};
 use crate::config::{Connector, Credentials, env_value};
 
 /// HubSpot's date-versioned token endpoint (v1, `/oauth/v1/token`, is retired on 2027-02-16).
@@ -175,7 +175,7 @@ impl OAuth {
         let (bytes, _) = read_at_most(resp, 64 << 10).await.map_err(transport)?;
         let text = String::from_utf8_lossy(&bytes);
         if !status.is_success() {
-            let message: String = text.trim().chars().take(300).collect();
+            let message: String = text.trim().chars().take(MESSAGE_CHARS).collect();
             return Err(if status.is_server_error() || status.as_u16() == 429 {
                 ApiError::Transient {
                     status: Some(status.as_u16()),

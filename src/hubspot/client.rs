@@ -670,7 +670,7 @@ const MAX_ANSWER_BYTES: usize = 32 << 20;
 const MAX_ERROR_BYTES: usize = 1 << 20;
 /// Of HubSpot's message for a failed call, this many characters are kept: it lands in every
 /// outcome row of the call, and in `/status`.
-const MESSAGE_CHARS: usize = 300;
+pub(super) const MESSAGE_CHARS: usize = 300;
 
 /// Up to `cap` bytes of `resp`'s body, and whether there was more.
 pub(super) async fn read_at_most(

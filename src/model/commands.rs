@@ -117,7 +117,6 @@ pub struct BacktestOptions {
     pub json: bool,
 }
 
-/// `sendtime backtest`: on the events of a CSV file when given, else on the events dataset.
 /// Where `backtest` reads events from.
 pub enum Events {
     /// A CSV file, read with these columns.
@@ -126,6 +125,7 @@ pub enum Events {
     Dataset(PathBuf),
 }
 
+/// `sendtime backtest`: on the events of a CSV file when given, else on the events dataset.
 pub fn backtest(
     model: ModelConfig,
     events: Events,

@@ -37,7 +37,6 @@ pub struct Dataset {
 impl Dataset {
     /// Open (creating if needed) the dataset `name` under `data_dir`.
     pub fn open(data_dir: &Path, name: &str) -> anyhow::Result<Self> {
-        create_data_dir(data_dir)?;
         let dir = data_dir.join(name);
         fs::create_dir_all(&dir)
             .with_context(|| format!("cannot create dataset folder {}", dir.display()))?;
@@ -448,7 +447,8 @@ pub fn finish_publishing(
 }
 
 /// The data directory, created if needed readable by its owner only: it holds contacts'
-/// emails. One that exists keeps the permissions it has.
+/// emails. One that exists keeps the permissions it has. Called by the commands that may
+/// create it (`serve`, `import`, `gen`) before anything else writes there.
 pub fn create_data_dir(dir: &Path) -> anyhow::Result<()> {
     use std::os::unix::fs::DirBuilderExt;
     if dir.is_dir() {
