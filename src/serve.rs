@@ -50,6 +50,7 @@ async fn serve(config_path: PathBuf, overrides: Overrides, clock: Clock) -> anyh
     );
     let listen = config.server.listen;
     let data_dir = config.server.data_dir.clone();
+    let ratchet = Arc::new(receiver::ratchet::Ratchet::open(&data_dir)?);
     let handle = Arc::new(ArcSwap::from_pointee(config));
     let _watcher = Watcher::spawn(handle.clone(), config_path, overrides)?;
 
@@ -111,6 +112,7 @@ async fn serve(config_path: PathBuf, overrides: Overrides, clock: Clock) -> anyh
         inbox,
         metrics,
         refusals: Default::default(),
+        ratchet,
         warnings: Default::default(),
         bodies: receiver::body::budget(),
     };

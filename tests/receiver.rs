@@ -428,7 +428,7 @@ fn duplicates_answer_200_and_store_nothing_even_after_a_restart() {
     server.stop();
 
     let server = start(dir.path());
-    let (_, b4) = post(&server, "nurture", &body, Sig::V1);
+    let (_, b4) = post(&server, "nurture", &body, Sig::V3);
     assert_eq!(b4["status"], "duplicate");
     assert_eq!(b4["receipt_id"], b1["receipt_id"]);
     server.stop();
@@ -1021,7 +1021,7 @@ fn odd_emails_and_non_text_signature_headers_are_refused() {
                 &email.replace('\r', "\\r").replace('\n', "\\n"),
             )
             .into_bytes();
-        let (status, answer) = post(&server, "nurture", &body, Sig::V2);
+        let (status, answer) = post(&server, "nurture", &body, Sig::V1);
         assert_eq!(status, 400, "{email:?}: {answer}");
         assert_eq!(answer["reason"], "bad_email", "{email:?}");
     }
@@ -1123,6 +1123,45 @@ fn weaker_signatures_than_the_connectors_minimum_are_refused() {
     );
     server.stop();
     assert_eq!(inbox(dir.path()).height(), 2);
+}
+
+/// By default (`"auto"`) an endpoint that has taken a v3-signed post refuses posts carrying
+/// only an older signature (a captured post with its v3 headers stripped), after a restart
+/// too; other endpoints are not affected, and a fixed `min_signature_version` lifts it.
+#[test]
+fn a_post_stripped_to_an_older_signature_is_refused_once_a_stronger_one_was_taken() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path());
+    let body = |vid: i64| contact_body(vid, &format!("r{vid}@example.com"));
+    assert_eq!(post(&server, "nurture", &body(1), Sig::V1).0, 200);
+    assert_eq!(post(&server, "nurture", &body(2), Sig::V3).0, 200);
+    let (status, answer) = post(&server, "nurture", &body(3), Sig::V1);
+    assert_eq!(
+        (status, answer["reason"].as_str()),
+        (401, Some("signature_downgrade"))
+    );
+    assert_eq!(post(&server, "nurture", &body(4), Sig::V2).0, 401);
+    assert_eq!(post(&server, "big-list", &body(5), Sig::V1).0, 200);
+    server.stop();
+
+    let server = start(dir.path());
+    assert_eq!(post(&server, "nurture", &body(6), Sig::V1).0, 401);
+    assert_eq!(post(&server, "nurture", &body(7), Sig::V3).0, 200);
+    server.stop();
+
+    let cfg = config(dir.path(), "min_signature_version = \"v1\"");
+    let server = Server::start(&cfg, &dir.path().join("data"), &[("TEST_SECRET", SECRET)]);
+    assert_eq!(post(&server, "nurture", &body(8), Sig::V1).0, 200);
+    server.stop();
+    let mut contacts: Vec<i64> = inbox(dir.path())
+        .column("contact_id")
+        .unwrap()
+        .i64()
+        .unwrap()
+        .into_no_null_iter()
+        .collect();
+    contacts.sort();
+    assert_eq!(contacts, [1, 2, 5, 7, 8]);
 }
 
 /// A request head longer than the 64 KiB cap is answered 431 at once, instead of being held

@@ -149,8 +149,9 @@ pub struct Connector {
     /// Refuse (401) a post whose body names no portal.
     pub require_portal_id: bool,
     /// Refuse (401) posts signed with an older version: v1 signs only the body, so a captured
-    /// v1 post can be replayed to any webhook of the connector.
-    pub min_signature_version: crate::receiver::signature::Version,
+    /// v1 post can be replayed to any webhook of the connector. `"auto"`: per endpoint, the
+    /// strongest it has taken.
+    pub min_signature_version: crate::receiver::signature::Floor,
     /// The most calls per day (in `time_zone`) that planning may use, so sendtime can share
     /// the account's daily allowance with other integrations; unlimited when absent.
     pub daily_budget: Option<u32>,

@@ -19,7 +19,7 @@ use super::{
 };
 use crate::local_time::{DEFAULT_ZONE_PROPERTY, QuietHours, parse_zone};
 use crate::model::ModelConfig;
-use crate::receiver::signature::Version;
+use crate::receiver::signature::{Floor, Version};
 use crate::time::parse_span;
 
 /// A connector as read, with the positions the checks point at.
@@ -519,14 +519,15 @@ fn read_connector(ctx: &mut Ctx, table: &DeTable, at: usize, n: usize) -> Option
     let require_portal_id = r.boolean_or(ctx, "require_portal_id", false);
     let min_signature_version = match r.string(ctx, "min_signature_version") {
         None if r.has("min_signature_version") => None,
-        None => Some(Version::V1),
+        None => Some(Floor::Auto),
+        Some((s, _)) if s == "auto" => Some(Floor::Auto),
         Some((s, at)) => {
-            let v = Version::parse(&s);
+            let v = Version::parse(&s).map(Floor::At);
             if v.is_none() {
                 ctx.error(
                     at,
                     format!(
-                        "`min_signature_version` must be \"v1\", \"v2\" or \"v3\", found \"{s}\""
+                        "`min_signature_version` must be \"auto\", \"v1\", \"v2\" or \"v3\", found \"{s}\""
                     ),
                 );
             }

@@ -405,10 +405,10 @@ pub fn schema() -> Value {
                 "min_signature_version",
                 with_default(
                     choice(
-                        "Refuse posts signed with an older version.",
-                        &["v1", "v2", "v3"],
+                        "Refuse posts signed with an older version; \"auto\": per endpoint, older than the strongest it has taken.",
+                        &["auto", "v1", "v2", "v3"],
                     ),
-                    json!("v1"),
+                    json!("auto"),
                 ),
             ),
             (

@@ -342,7 +342,7 @@ mod tests {
             dry_run: false,
             allow_unsigned: false,
             require_portal_id: false,
-            min_signature_version: crate::receiver::signature::Version::V1,
+            min_signature_version: crate::receiver::signature::Floor::Auto,
             daily_budget: None,
             time_zone: None,
             time_zone_property: crate::local_time::DEFAULT_ZONE_PROPERTY.into(),

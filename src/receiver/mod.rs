@@ -10,6 +10,7 @@
 pub mod body;
 pub mod execution;
 pub mod payload;
+pub mod ratchet;
 pub mod refusal;
 pub mod signature;
 
@@ -41,6 +42,8 @@ pub struct AppState {
     pub inbox: Inbox,
     pub metrics: Metrics,
     pub refusals: Arc<RefusalLog>,
+    /// The strongest signature version each endpoint has taken (`min_signature_version`).
+    pub ratchet: Arc<ratchet::Ratchet>,
     /// Bytes of bodies held at once ([`body::budget`]): what bounds the memory that
     /// unauthenticated clients can make us hold (bodies are read before their signature can
     /// be checked).
@@ -279,11 +282,7 @@ async fn authenticate(
         if i > 0 {
             older_secret_used(state, &connector.id, name);
         }
-        if version < connector.min_signature_version {
-            return Err(refused(signature::SignatureError::TooWeak(
-                version.as_str(),
-            )));
-        }
+        check_floor(state, &connector, &webhook.id, version, now_ms, refused)?;
         version.as_str()
     };
     Ok(Authenticated {
@@ -294,6 +293,33 @@ async fn authenticate(
         signature,
         now_ms,
     })
+}
+
+/// A verified `version` against the connector's floor: a fixed one, or with `"auto"` the
+/// strongest the endpoint has taken (raised, durably, by this post).
+fn check_floor(
+    state: &AppState,
+    connector: &Connector,
+    endpoint: &str,
+    version: signature::Version,
+    now_ms: i64,
+    refused: impl Fn(signature::SignatureError) -> Refusal,
+) -> Result<(), Refusal> {
+    use signature::{Floor, SignatureError};
+    match connector.min_signature_version {
+        Floor::At(min) if version < min => Err(refused(SignatureError::TooWeak(version.as_str()))),
+        Floor::At(_) => Ok(()),
+        Floor::Auto => match state.ratchet.seen(endpoint) {
+            Some(seen) if version < seen.version => Err(refused(SignatureError::Downgraded {
+                carried: version.as_str(),
+                seen: seen.version.as_str(),
+            })),
+            _ => state.ratchet.raise(endpoint, version, now_ms).map_err(|e| {
+                tracing::error!(endpoint, "cannot record the signature version: {e}");
+                Refusal::Store(crate::datasets::inbox::StoreError::Io)
+            }),
+        },
+    }
 }
 
 /// Warn (at most once a minute per connector) that HubSpot still signs with a secret being

@@ -13,7 +13,10 @@ pub const MAX_SKEW_MS: i64 = 5 * 60 * 1000;
 
 /// A signature version; later versions sign more (v1 the body; v2 also the method and URL;
 /// v3 also a timestamp), so they compare greater.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
 pub enum Version {
     V1,
     V2,
@@ -36,6 +39,16 @@ impl Version {
     }
 }
 
+/// The weakest version a connector's endpoints take (`min_signature_version`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Floor {
+    /// Per endpoint, the strongest version it has taken ([`super::ratchet`]): HubSpot sends
+    /// the older versions beside the newer, so a post without them was stripped.
+    Auto,
+    /// This version, whatever the endpoint has seen.
+    At(Version),
+}
+
 /// Why a request was refused. The text goes back to the caller: it never contains the
 /// secret or the expected digest.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -54,6 +67,13 @@ pub enum SignatureError {
     Malformed,
     #[error("signature version {0} is weaker than this connector accepts (min_signature_version)")]
     TooWeak(&'static str),
+    #[error(
+        "signed with {carried} only, but this endpoint has taken {seen}-signed posts: refused as a possible replay (set min_signature_version if the sender changed)"
+    )]
+    Downgraded {
+        carried: &'static str,
+        seen: &'static str,
+    },
 }
 
 impl SignatureError {
@@ -67,6 +87,7 @@ impl SignatureError {
             SignatureError::Mismatch => "signature_mismatch",
             SignatureError::Malformed => "signature_malformed",
             SignatureError::TooWeak(_) => "signature_too_weak",
+            SignatureError::Downgraded { .. } => "signature_downgrade",
         }
     }
 }
