@@ -847,8 +847,12 @@ fn import(
                 page_size: args.page_size,
                 dedup_budget: megabytes_to_bytes(args.dedup_memory),
             };
-            crate::store::create_data_dir(&config.server.data_dir)?;
-            crate::import::hubspot::run(&config, &request).map(|_| ())
+            let created = crate::store::create_data_dir(&config.server.data_dir)?;
+            let result = crate::import::hubspot::run(&config, &request).map(|_| ());
+            if result.is_err() && created {
+                crate::store::remove_if_unused(&config.server.data_dir);
+            }
+            result
         }
         ImportSource::Csv(args) | ImportSource::Parquet(args) => {
             let columns = Columns::new(
@@ -868,7 +872,7 @@ fn import(
                 std::env::temp_dir().join(format!("sendtime-dry-run-{}", ulid::Ulid::generate()))
             });
             let data_dir = scratch.as_ref().unwrap_or(&config.server.data_dir);
-            crate::store::create_data_dir(data_dir)?;
+            let created = crate::store::create_data_dir(data_dir)?;
             let result = if csv {
                 let open = |path: &Path| crate::import::csv::CsvReader::open(path, &columns);
                 crate::import::run(data_dir, &args.file, open, options)
@@ -878,6 +882,8 @@ fn import(
             };
             if let Some(dir) = scratch {
                 let _ = std::fs::remove_dir_all(dir);
+            } else if result.is_err() && created {
+                crate::store::remove_if_unused(data_dir);
             }
             result
         }

@@ -586,3 +586,28 @@ fn an_import_clears_what_a_crashed_writer_left() {
     assert_eq!(parts_after.len(), parts_before.len() + 1);
     assert_eq!(stored(&data).len(), 200);
 }
+
+/// A first import that fails leaves no data directory behind (a mistyped `--data` is no
+/// trace); one into a directory that exists keeps it.
+#[test]
+fn a_failed_first_import_leaves_no_data_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.csv");
+    std::fs::write(
+        &bad,
+        format!(
+            "contact,time,kind\n{}\n1234,2025-02-30T10:00:00Z,OPEN\n",
+            row(1)
+        ),
+    )
+    .unwrap();
+    let fresh = dir.path().join("fresh");
+    let err = failed(&sendtime(&fresh, &csv_import(bad.to_str().unwrap(), "10")));
+    assert!(err.contains("nothing was imported"), "{err}");
+    assert!(!fresh.exists());
+
+    let kept = dir.path().join("kept");
+    std::fs::create_dir(&kept).unwrap();
+    failed(&sendtime(&kept, &csv_import(bad.to_str().unwrap(), "10")));
+    assert!(kept.is_dir());
+}

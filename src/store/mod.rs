@@ -448,17 +448,42 @@ pub fn finish_publishing(
 
 /// The data directory, created if needed readable by its owner only: it holds contacts'
 /// emails. One that exists keeps the permissions it has. Called by the commands that may
-/// create it (`serve`, `import`, `gen`) before anything else writes there.
-pub fn create_data_dir(dir: &Path) -> anyhow::Result<()> {
+/// create it (`serve`, `import`, `gen`) before anything else writes there. Whether it was
+/// created.
+pub fn create_data_dir(dir: &Path) -> anyhow::Result<bool> {
     use std::os::unix::fs::DirBuilderExt;
     if dir.is_dir() {
-        return Ok(());
+        return Ok(false);
     }
     fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
         .create(dir)
-        .with_context(|| format!("cannot create the data directory {}", dir.display()))
+        .with_context(|| format!("cannot create the data directory {}", dir.display()))?;
+    Ok(true)
+}
+
+/// Remove a data directory a failed command created, when it holds nothing but folders and
+/// lock files: a mistyped `--data` leaves no trace, a partial import (HubSpot's pages are
+/// kept as they come) is kept.
+pub fn remove_if_unused(dir: &Path) {
+    fn unused(dir: &Path) -> io::Result<bool> {
+        for entry in fs::read_dir(dir)? {
+            let entry = entry?;
+            let path = entry.path();
+            let used = match entry.file_type()? {
+                t if t.is_dir() => !unused(&path)?,
+                _ => path.extension().is_none_or(|e| e != "lock"),
+            };
+            if used {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+    if unused(dir).unwrap_or(false) {
+        let _ = fs::remove_dir_all(dir);
+    }
 }
 
 /// The lock file at `path`, created (with its folder) if needed, for `try_lock` or `lock`:
