@@ -105,8 +105,8 @@ pub enum Command {
         /// Pretend it is this time instead of now: a date (2030-01-01, midnight UTC), RFC 3339
         /// (2030-01-01T09:30:00Z), "YYYY-MM-DD HH:MM:SS" (UTC), or epoch seconds or ms. A
         /// testing knob, for a copy of the data folder: what is due by then is really sent
-        /// (unless `dry_run`), and finished receipts received more than three days before it
-        /// are archived, so a repeat of their posts is no longer a duplicate.
+        /// (unless `dry_run`). Archiving keeps to the real clock: a future TIME does not end
+        /// the replay protection of receipts just received.
         #[arg(long, value_name = "TIME")]
         now: Option<String>,
     },

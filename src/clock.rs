@@ -39,4 +39,15 @@ impl Clock {
                 .unwrap_or_else(now_ms),
         }
     }
+
+    /// "Now" for the replay window, which real posts arrive in: a fixed instant (`tick
+    /// --now`, run on real data) is taken no later than the system clock, so a future one
+    /// does not end the replay protection of receipts just received. Simulated clocks (a
+    /// file, a scaled demo) move the whole world, and are taken as they are.
+    pub fn replay_now_ms(&self) -> i64 {
+        match self {
+            Clock::Fixed(ms) => (*ms).min(now_ms()),
+            _ => self.now_ms(),
+        }
+    }
 }

@@ -1240,13 +1240,16 @@ fn a_replay_after_the_contact_was_sent_is_a_duplicate() {
     assert_eq!((status, again["status"].as_str()), (200, Some("duplicate")));
     assert_eq!(again["receipt_id"], first["receipt_id"]);
     server.stop();
+    // A tick told it is a week later archives nothing received in real time just now.
+    let week_on = (now_ms() + 7 * 86_400_000).to_string();
+    common::sendtime(&cfg, &data, &["tick", "--now", &week_on], &[]);
 
     let server = start();
     let (status, again) = post(&server, "now", &body, Sig::V2);
     assert_eq!(
         (status, again["status"].as_str()),
         (200, Some("duplicate")),
-        "after a restart"
+        "after a restart and a tick a week on"
     );
     let (status, other) = post(&server, "other", &body, Sig::V2);
     assert_eq!(

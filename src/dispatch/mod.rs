@@ -203,7 +203,7 @@ impl Dispatcher {
             .with_context(|| format!("cannot read {}", plan_ds.dir.display()))?;
         // Finished receipts past the replay window: moved out of the datasets read at start-up,
         // so the next start reads what is pending and recent, not all history.
-        let settled_before = clock.now_ms() - crate::datasets::pending::REPLAY_WINDOW_MS;
+        let settled_before = clock.replay_now_ms() - crate::datasets::pending::REPLAY_WINDOW_MS;
         let mut settled: HashSet<String> = HashSet::new();
         for p in plans {
             let id = ReceiptId::new(&p.receipt_id);
