@@ -1244,6 +1244,15 @@ fn finished_receipts_past_the_replay_window_move_to_the_archive() {
     let server = start(&config, &data, Some(&clock), &[]);
     let again = post(&server, "webinar", 7100, "new0@example.com");
     assert_eq!(again, new[0], "still pending after the restart");
+    // The dashboard's lookup (as `explain`) still shows an archived receipt and its outcome.
+    let looked: serde_json::Value =
+        reqwest::blocking::get(server.admin_url("/contact?q=old3@example.com"))
+            .unwrap()
+            .json()
+            .unwrap();
+    assert_eq!(looked["receipts_total"], 1, "{looked}");
+    let outcome = looked["receipts"][0]["outcome"].as_str().unwrap_or("");
+    assert!(outcome.starts_with("dry-run at "), "{looked}");
     server.stop();
 }
 

@@ -51,6 +51,14 @@ pub fn dataset(data_dir: &Path) -> anyhow::Result<Dataset> {
     Dataset::open(data_dir, NAME)
 }
 
+/// Every row kept under `data_dir`: the live dataset's, then the archive's
+/// ([`super::ARCHIVE`]).
+pub fn read_kept(data_dir: &Path) -> anyhow::Result<Vec<OutcomeRow>> {
+    let mut rows = read(&dataset(data_dir)?)?;
+    rows.extend(read(&Dataset::open(&data_dir.join(super::ARCHIVE), NAME)?)?);
+    Ok(rows)
+}
+
 /// Where a receipt's dispatch stands after one step.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Status {

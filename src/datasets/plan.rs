@@ -43,6 +43,14 @@ pub fn dataset(data_dir: &Path) -> anyhow::Result<Dataset> {
     Dataset::open(data_dir, NAME)
 }
 
+/// Every row kept under `data_dir`: the live dataset's, then the archive's
+/// ([`super::ARCHIVE`]).
+pub fn read_kept(data_dir: &Path) -> anyhow::Result<Vec<PlanRow>> {
+    let mut rows = read(&dataset(data_dir)?)?;
+    rows.extend(read(&Dataset::open(&data_dir.join(super::ARCHIVE), NAME)?)?);
+    Ok(rows)
+}
+
 /// A decided due time for one receipt.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PlanRow {

@@ -18,7 +18,6 @@ use crate::datasets::events::{self, Kind};
 use crate::datasets::outcomes::{self, Status};
 use crate::datasets::plan;
 use crate::model::synth::Rng;
-use crate::store::Dataset;
 use crate::time::{DAY_MS, HOUR_MS, format_minute};
 
 /// Bootstrap resamples; enough for a stable 95 % interval.
@@ -280,41 +279,30 @@ pub fn sent(
     since_ms: Option<i64>,
     webhook: Option<&str>,
 ) -> anyhow::Result<Vec<Sent>> {
-    let archive = data_dir.join(crate::datasets::ARCHIVE);
     let mut sent: HashMap<String, i64> = HashMap::new();
-    for ds in [
-        outcomes::dataset(data_dir)?,
-        Dataset::open(&archive, outcomes::NAME)?,
-    ] {
-        for r in outcomes::read(&ds)? {
-            if matches!(
-                r.status,
-                Status::Enrolled | Status::Listed | Status::Completed
-            ) && webhook.is_none_or(|w| w == r.webhook_id)
-                && since_ms.is_none_or(|t| r.at_ms >= t)
-            {
-                let at = sent.entry(r.receipt_id).or_insert(r.at_ms);
-                *at = (*at).min(r.at_ms);
-            }
+    for r in outcomes::read_kept(data_dir)? {
+        if matches!(
+            r.status,
+            Status::Enrolled | Status::Listed | Status::Completed
+        ) && webhook.is_none_or(|w| w == r.webhook_id)
+            && since_ms.is_none_or(|t| r.at_ms >= t)
+        {
+            let at = sent.entry(r.receipt_id).or_insert(r.at_ms);
+            *at = (*at).min(r.at_ms);
         }
     }
     let mut out = Vec::with_capacity(sent.len());
-    for ds in [
-        plan::dataset(data_dir)?,
-        Dataset::open(&archive, plan::NAME)?,
-    ] {
-        for p in plan::read(&ds)? {
-            if let Some(at_ms) = sent.remove(&p.receipt_id) {
-                out.push(Sent {
-                    receipt_id: p.receipt_id,
-                    webhook: p.webhook_id,
-                    contact_id: p.contact_id,
-                    email: p.email,
-                    received_at_ms: p.received_at_ms,
-                    at_ms,
-                    holdout: p.holdout,
-                });
-            }
+    for p in plan::read_kept(data_dir)? {
+        if let Some(at_ms) = sent.remove(&p.receipt_id) {
+            out.push(Sent {
+                receipt_id: p.receipt_id,
+                webhook: p.webhook_id,
+                contact_id: p.contact_id,
+                email: p.email,
+                received_at_ms: p.received_at_ms,
+                at_ms,
+                holdout: p.holdout,
+            });
         }
     }
     Ok(out)

@@ -40,7 +40,7 @@ pub struct Explanation {
     /// The workflow actions: each releases at its delivery type's time, its own type's when
     /// the workflow chooses none.
     pub actions: Vec<ActionType>,
-    /// Receipts of the contact in `plan/`.
+    /// Receipts of the contact in `plan/`, live and archived.
     pub receipts_total: usize,
     /// The latest of them, oldest first.
     pub receipts: Vec<PlannedReceipt>,
@@ -146,8 +146,8 @@ impl Explanation {
         })
     }
 
-    /// Add the contact's receipts in `plan/` (a read of the whole dataset: kept apart so that
-    /// the dispatcher, which answers the profile part, does not wait on it).
+    /// Add the contact's receipts in `plan/`, live and archived (a read of the whole dataset:
+    /// kept apart so that the dispatcher, which answers the profile part, does not wait on it).
     pub fn with_receipts(mut self, data_dir: &Path) -> anyhow::Result<Explanation> {
         let (id, email) = id_or_email(&self.contact);
         (self.receipts_total, self.receipts) = planned_receipts(data_dir, id, email)?;
@@ -222,8 +222,7 @@ pub fn posted_id(data_dir: &Path, contact: &str) -> anyhow::Result<Option<i64>> 
     let (None, Some(email)) = id_or_email(contact.trim()) else {
         return Ok(None);
     };
-    let dataset = crate::datasets::plan::dataset(data_dir)?;
-    Ok(crate::datasets::plan::read(&dataset)?
+    Ok(crate::datasets::plan::read_kept(data_dir)?
         .into_iter()
         .filter(|p| {
             p.email
@@ -254,8 +253,7 @@ fn planned_receipts(
     id: Option<i64>,
     email: Option<&str>,
 ) -> anyhow::Result<(usize, Vec<PlannedReceipt>)> {
-    let dataset = crate::datasets::plan::dataset(data_dir)?;
-    let mut rows: Vec<_> = crate::datasets::plan::read(&dataset)?
+    let mut rows: Vec<_> = crate::datasets::plan::read_kept(data_dir)?
         .into_iter()
         .filter(|p| match (id, email) {
             (Some(id), _) => p.contact_id == Some(id),
@@ -295,8 +293,7 @@ fn latest_outcomes<'r>(
 ) -> anyhow::Result<HashMap<String, OutcomeRow>> {
     let wanted: HashSet<&str> = receipts.collect();
     let mut latest: HashMap<String, OutcomeRow> = HashMap::new();
-    let dataset = crate::datasets::outcomes::dataset(data_dir)?;
-    for row in crate::datasets::outcomes::read(&dataset)? {
+    for row in crate::datasets::outcomes::read_kept(data_dir)? {
         if !wanted.contains(row.receipt_id.as_str()) {
             continue;
         }
