@@ -1,15 +1,16 @@
 //! Reading a post's body within a memory budget shared by every post.
 //!
 //! Bodies are read before their signature can be checked, so strangers can make the server
-//! hold whatever they send. The budget counts bytes *received*, not bodies begun: a client
-//! that sends headers and then a byte at a time holds a byte of it, not a body's worth, so
-//! slow or stalled clients cannot starve signed posts of memory. The bytes stay counted until
-//! the post has been answered.
+//! hold whatever they send. The budget counts the memory allocated for bytes *received*, not
+//! bodies begun: a client that sends headers and then a byte at a time holds a few bytes of
+//! it, not a body's worth, so slow or stalled clients cannot starve signed posts of memory.
+//! It counts the buffer's capacity, not its length, so the budget is what is held. The bytes
+//! stay counted until the post has been answered.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::body::{Body, Bytes};
+use axum::body::Body;
 use http_body_util::BodyExt;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
@@ -29,7 +30,7 @@ pub fn budget() -> Arc<Semaphore> {
 
 /// A body read whole, and its share of the budget (released when dropped).
 pub struct Received {
-    pub bytes: Bytes,
+    pub bytes: Vec<u8>,
     pub _held: Option<OwnedSemaphorePermit>,
 }
 
@@ -42,56 +43,108 @@ impl Received {
     }
 }
 
-/// Memory reserved up front for a body of a declared length, at most: more is taken as it
-/// arrives (a declared length costs the sender nothing).
-const RESERVE_AT_MOST: usize = 64 * 1024;
-
 /// Read `body`, at most `limit` bytes, within [`BODY_READ_TIMEOUT`], taking budget as bytes
-/// arrive. `declared` is the Content-Length, when sent.
+/// arrive. `declared` is the Content-Length, when sent: the buffer grows no larger than it.
 pub async fn read(
     body: Body,
     limit: usize,
     declared: Option<usize>,
     budget: &Arc<Semaphore>,
 ) -> Result<Received, Refusal> {
-    let reserve = declared.unwrap_or(0).min(limit).min(RESERVE_AT_MOST);
-    tokio::time::timeout(BODY_READ_TIMEOUT, read_within(body, limit, reserve, budget))
+    let cap = declared.unwrap_or(limit).min(limit);
+    tokio::time::timeout(BODY_READ_TIMEOUT, read_within(body, limit, cap, budget))
         .await
         .map_err(|_| Refusal::BodyTimeout)?
 }
 
+/// Read into a buffer that at least doubles as it grows (to `cap` at most, unless more
+/// arrives), taking budget for each growth before it is allocated.
 async fn read_within(
     mut body: Body,
     limit: usize,
-    reserve: usize,
+    cap: usize,
     budget: &Arc<Semaphore>,
 ) -> Result<Received, Refusal> {
-    let mut bytes = Vec::with_capacity(reserve);
+    let mut bytes: Vec<u8> = Vec::new();
     let mut held: Option<OwnedSemaphorePermit> = None;
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|e| Refusal::BodyUnreadable { why: e.to_string() })?;
         let Ok(data) = frame.into_data() else {
             continue; // trailers
         };
-        if bytes.len() + data.len() > limit {
+        let needed = bytes.len() + data.len();
+        if needed > limit {
             return Err(Refusal::TooLarge { limit });
         }
-        if data.is_empty() {
-            continue;
-        }
-        let n = u32::try_from(data.len()).map_err(|_| Refusal::TooLarge { limit })?;
-        let permit = tokio::time::timeout(BUDGET_WAIT, budget.clone().acquire_many_owned(n))
-            .await
-            .map_err(|_| Refusal::Busy)?
-            .map_err(|_| Refusal::Busy)?;
-        match held.as_mut() {
-            Some(h) => h.merge(permit),
-            None => held = Some(permit),
+        if needed > bytes.capacity() {
+            let grown = needed.max((2 * bytes.capacity()).min(cap));
+            take(budget, grown - bytes.capacity(), &mut held).await?;
+            bytes.reserve_exact(grown - bytes.len());
+            // The allocator may give more than asked: that is counted too.
+            let counted = held.as_ref().map_or(0, |h| h.num_permits());
+            if bytes.capacity() > counted {
+                take(budget, bytes.capacity() - counted, &mut held).await?;
+            }
         }
         bytes.extend_from_slice(&data);
     }
-    Ok(Received {
-        bytes: Bytes::from(bytes),
-        _held: held,
-    })
+    Ok(Received { bytes, _held: held })
+}
+
+/// Add `n` bytes of budget to `held`, waiting [`BUDGET_WAIT`] at most.
+async fn take(
+    budget: &Arc<Semaphore>,
+    n: usize,
+    held: &mut Option<OwnedSemaphorePermit>,
+) -> Result<(), Refusal> {
+    let n = u32::try_from(n).unwrap_or(u32::MAX);
+    let permit = tokio::time::timeout(BUDGET_WAIT, budget.clone().acquire_many_owned(n))
+        .await
+        .map_err(|_| Refusal::Busy)?
+        .map_err(|_| Refusal::Busy)?;
+    match held {
+        Some(h) => h.merge(permit),
+        None => *held = Some(permit),
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chunked(chunks: usize, size: usize) -> Body {
+        let frames =
+            (0..chunks).map(move |_| Ok::<_, std::io::Error>(axum::body::Bytes::from(vec![7u8; size])));
+        Body::from_stream(futures_util::stream::iter(frames))
+    }
+
+    /// What is counted covers the buffer's growth (at most twice what arrived), never less
+    /// than what arrived, and all of it comes back once the body is dropped.
+    #[tokio::test]
+    async fn the_budget_counts_the_buffer_and_is_given_back() {
+        let budget = Arc::new(Semaphore::new(1 << 20));
+        for (chunks, size, declared) in [(1000, 100, None), (3, 30_000, Some(90_000)), (1, 5, None)]
+        {
+            let body = read(chunked(chunks, size), 1 << 20, declared, &budget)
+                .await
+                .unwrap();
+            let (len, held) = (chunks * size, body.bytes.capacity());
+            let counted = (1 << 20) - budget.available_permits();
+            assert_eq!(body.bytes.len(), len);
+            assert!(counted >= held, "{held} bytes held, {counted} counted");
+            assert!(counted <= 2 * len, "{len} bytes, {counted} counted");
+            drop(body);
+            assert_eq!(budget.available_permits(), 1 << 20);
+        }
+    }
+
+    /// A body the budget cannot hold is refused as busy, and nothing stays counted.
+    #[tokio::test]
+    async fn a_body_past_the_budget_is_busy() {
+        let budget = Arc::new(Semaphore::new(10_000));
+        let err = read(chunked(30, 1000), 1 << 20, None, &budget).await.err();
+        assert!(matches!(err, Some(Refusal::Busy)), "{err:?}");
+        assert_eq!(budget.available_permits(), 10_000);
+    }
 }
