@@ -7,8 +7,11 @@
 //! wall clock after every tick (no accumulated drift, a clock jump corrects itself), ticks run
 //! one after another in one task (they cannot overlap), and a tick that overruns makes the
 //! scheduled ticks it covered count as skipped, logged and in metrics. Skipping loses nothing:
-//! a tick takes everything due by its own "now".
+//! a tick takes everything due by its own "now". The last fire time a tick ran for is kept
+//! (`{data_dir}/state/scheduler.json`): a start after a fire that was missed while `serve` was
+//! down ticks at once, so a sparse cron (a tick a day) does not wait for its next time.
 
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -37,6 +40,37 @@ pub fn next_after(cron: &Cron, after: DateTime<Utc>) -> DateTime<Utc> {
         .unwrap_or(after + chrono::Duration::seconds(60))
 }
 
+fn last_fire_path(data_dir: &Path) -> PathBuf {
+    data_dir.join("state").join("scheduler.json")
+}
+
+/// The last fire time a tick ran for, as kept.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct LastFire {
+    last_fire_ms: i64,
+}
+
+fn read_last_fire(data_dir: &Path) -> Option<DateTime<Utc>> {
+    let bytes = std::fs::read(last_fire_path(data_dir)).ok()?;
+    let kept: LastFire = serde_json::from_slice(&bytes).ok()?;
+    DateTime::from_timestamp_millis(kept.last_fire_ms)
+}
+
+fn write_last_fire(data_dir: &Path, fire: DateTime<Utc>) {
+    let kept = LastFire {
+        last_fire_ms: fire.timestamp_millis(),
+    };
+    let bytes = serde_json::to_vec(&kept).expect("plain values");
+    let path = last_fire_path(data_dir);
+    let written = std::fs::create_dir_all(data_dir.join("state"))
+        .and_then(|()| crate::store::write_durably(&path, &bytes));
+    if let Err(e) = written {
+        tracing::warn!(
+            "cannot record the tick's fire time (a fire missed while stopped may not be caught up): {e}"
+        );
+    }
+}
+
 /// Run ticks until `stop` turns true, and answer `lookups` between them; the running tick
 /// finishes (and records its calls) first. Returns the dispatcher so the caller can close it.
 pub async fn run(
@@ -51,6 +85,10 @@ pub async fn run(
     // again from a later now, it would be skipped.
     let mut waiting: Option<DateTime<Utc>> = None;
     let mut cron_text = String::new();
+    let data_dir = dispatcher.data_dir().to_path_buf();
+    // A fire time passed since the last tick ran (serve was down then): tick at once.
+    let mut catch_up = read_last_fire(&data_dir)
+        .is_some_and(|l| next_after(&config.load().scheduler.schedule, l) <= Utc::now());
     loop {
         let snapshot = config.load_full();
         // Validated with the config: it parses and fires after now.
@@ -70,6 +108,10 @@ pub async fn run(
         if last_fire.is_some_and(|l| l > now + chrono::Duration::seconds(1)) {
             tracing::warn!("the clock went back: scheduling from now");
             last_fire = None;
+        }
+        if std::mem::take(&mut catch_up) {
+            tracing::info!("scheduler: a scheduled tick was missed while stopped; ticking now");
+            waiting = Some(now);
         }
         let from = last_fire.map_or(now, |l| l.max(now));
         // A kept fire time is never later than the next one from now (the clock went back).
@@ -139,6 +181,7 @@ pub async fn run(
             );
             last_fire = Some(finished);
         }
+        write_last_fire(&data_dir, last_fire.unwrap_or(fire));
     }
     tracing::info!("scheduler stopped");
     dispatcher

@@ -114,8 +114,8 @@ mod tests {
     use super::*;
 
     fn chunked(chunks: usize, size: usize) -> Body {
-        let frames =
-            (0..chunks).map(move |_| Ok::<_, std::io::Error>(axum::body::Bytes::from(vec![7u8; size])));
+        let frames = (0..chunks)
+            .map(move |_| Ok::<_, std::io::Error>(axum::body::Bytes::from(vec![7u8; size])));
         Body::from_stream(futures_util::stream::iter(frames))
     }
 
