@@ -657,3 +657,58 @@ fn a_paused_webhook_leaves_the_connector_to_the_others_and_is_spread_when_resume
     }
     assert_eq!(sent, 200);
 }
+
+/// Contacts whose time came while nothing ran (a stopped `serve`) still keep their quiet
+/// hours: a tick in the middle of their night sends none of them, the first one after 08:00
+/// in their own zone sends them all.
+#[test]
+fn overdue_contacts_wait_out_their_quiet_hours() {
+    use sendtime::datasets::outcomes::{self, Status};
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let config = TestConfig {
+        env: "CAPACITY",
+        connector: "dry_run = true\nquiet_hours = \"21:00-08:00\"",
+        hooks: &[&Hook {
+            id: "weekly",
+            kind: "NEXT_WEEK",
+            target: "workflow_id = 7",
+        }],
+        ..TestConfig::default()
+    }
+    .write(dir.path());
+    let received = 1_793_631_600_000; // 2026-11-02 15:00 UTC, 10:00 in New York
+    let rows: Vec<Receipt> = (0..50)
+        .map(|n| receipt(n, "America/New_York", received))
+        .collect();
+    write_inbox(&data, &rows);
+    let tick = |at: &str| {
+        let out = sendtime(&config, &data, &["tick", "--now", at]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let sent = || {
+        outcomes::read(&outcomes::dataset(&data).unwrap())
+            .unwrap()
+            .into_iter()
+            .filter(|r| r.status == Status::DryRun)
+            .collect::<Vec<_>>()
+    };
+    tick("2026-11-02T15:00:00Z");
+    assert_eq!(plans(&data).len(), rows.len());
+    assert!(
+        plans(&data)
+            .iter()
+            .all(|p| p.due_at_ms < received + 7 * DAY)
+    );
+    assert!(sent().is_empty());
+    // A week on, all overdue: 02:00 in New York holds them, 08:30 sends them.
+    tick("2026-11-10T07:00:00Z");
+    assert_eq!(sent().len(), 0);
+    tick("2026-11-10T13:30:00Z");
+    assert_eq!(sent().len(), rows.len());
+}

@@ -539,6 +539,7 @@ fn an_unanswered_call_is_found_in_its_workflow_after_workflow_id_changed() {
         planned_at_ms: t,
         callback_id: None,
         holdout: false,
+        time_zone: None,
     };
     let attempting = OutcomeRow {
         receipt_id: receipt.clone(),

@@ -11,7 +11,9 @@ use polars::prelude::*;
 
 use super::{bools_or_false, datetime_ms, ints, stored_enum, strs, strs_or_null};
 use crate::config::WebhookType;
+use crate::local_time::parse_zone;
 use crate::store::{Dataset, concat_frames};
+use chrono_tz::Tz;
 
 /// The folder under the data directory.
 pub const NAME: &str = "plan";
@@ -36,6 +38,9 @@ pub mod col {
     /// Held out (`holdout`): sent at receipt, as without sendtime, to measure lift (absent
     /// from older parts: false).
     pub const HOLDOUT: &str = "holdout";
+    /// The contact's zone as posted (IANA name), which its quiet hours are in; null when the
+    /// post named none (the connector's zone), and in older parts.
+    pub const TIME_ZONE: &str = "time_zone";
 }
 
 /// The dataset under `data_dir`.
@@ -66,6 +71,7 @@ pub struct PlanRow {
     pub planned_at_ms: i64,
     pub callback_id: Option<String>,
     pub holdout: bool,
+    pub time_zone: Option<Tz>,
 }
 
 /// One plan row as the planner has it: borrowed, so planning a million receipts allocates no
@@ -84,6 +90,7 @@ pub struct Entry<'a> {
     pub planned_at_ms: i64,
     pub callback_id: Option<&'a str>,
     pub holdout: bool,
+    pub time_zone: Option<Tz>,
 }
 
 /// The columns of plan rows being written: the one writer of the plan schema.
@@ -94,6 +101,7 @@ pub struct Columns {
     emails: StringChunkedBuilder,
     reasons: StringChunkedBuilder,
     callbacks: StringChunkedBuilder,
+    zones: StringChunkedBuilder,
     contacts: Vec<Option<i64>>,
     received: Vec<i64>,
     dues: Vec<i64>,
@@ -111,6 +119,7 @@ impl Columns {
             emails: StringChunkedBuilder::new(col::EMAIL.into(), n),
             reasons: StringChunkedBuilder::new(col::REASON.into(), n),
             callbacks: StringChunkedBuilder::new(col::CALLBACK_ID.into(), n),
+            zones: StringChunkedBuilder::new(col::TIME_ZONE.into(), n),
             contacts: Vec::with_capacity(n),
             received: Vec::with_capacity(n),
             dues: Vec::with_capacity(n),
@@ -127,6 +136,7 @@ impl Columns {
         self.emails.append_option(e.email);
         self.reasons.append_value(e.reason);
         self.callbacks.append_option(e.callback_id);
+        self.zones.append_option(e.time_zone.map(|z| z.name()));
         self.contacts.push(e.contact_id);
         self.received.push(e.received_at_ms);
         self.dues.push(e.due_at_ms);
@@ -153,6 +163,7 @@ impl Columns {
                 datetime_ms(col::PLANNED_AT, self.planned)?,
                 self.callbacks.finish().into_column(),
                 Column::new(col::HOLDOUT.into(), self.holdouts),
+                self.zones.finish().into_column(),
             ],
         )?)
     }
@@ -173,6 +184,7 @@ impl PlanRow {
             planned_at_ms: self.planned_at_ms,
             callback_id: self.callback_id.as_deref(),
             holdout: self.holdout,
+            time_zone: self.time_zone,
         }
     }
 }
@@ -206,6 +218,7 @@ pub fn read(dataset: &Dataset) -> anyhow::Result<Vec<PlanRow>> {
     let planned = ints(&df, col::PLANNED_AT)?;
     let callbacks = strs_or_null(&df, col::CALLBACK_ID)?;
     let holdouts = bools_or_false(&df, col::HOLDOUT)?;
+    let zones = strs_or_null(&df, col::TIME_ZONE)?;
     (0..ids.len())
         .map(|i| {
             Ok(PlanRow {
@@ -225,6 +238,7 @@ pub fn read(dataset: &Dataset) -> anyhow::Result<Vec<PlanRow>> {
                 planned_at_ms: planned[i].unwrap_or_default(),
                 callback_id: callbacks[i].clone(),
                 holdout: holdouts[i],
+                time_zone: zones[i].as_deref().and_then(parse_zone),
             })
         })
         .collect()

@@ -10,8 +10,12 @@ use super::{Dispatcher, Queued};
 use crate::capacity::{CALL, Capacity, Cost, Ledger, cost};
 use crate::capacity::{ConnectorForecast, Forecast};
 use crate::config::{Config, Target, Webhook};
-use crate::local_time::{QuietHours, WHOLE_HOUR};
+use crate::local_time::{Local, Masks, QuietHours};
 use crate::time::{HOUR_MS, MINUTE_MS, SLOTS};
+
+/// Hours of quiet-hour masks worked out ahead when the ledgers are built again: contacts are
+/// moved a few hours at most (later hours are worked out as they are looked at).
+const REBUILD_MASK_HOURS: usize = 48;
 
 /// How a webhook's receipts are planned.
 #[derive(Debug, Clone, Copy)]
@@ -26,6 +30,14 @@ pub(super) struct Route<'c> {
     pub zone: Tz,
     /// A workflow action: HubSpot holds its contacts only so long ([`crate::model::plan::hold`]).
     pub holds: bool,
+}
+
+impl Route<'_> {
+    /// The quiet hours of a contact whose posted zone is `zone` (none: the connector's), in
+    /// that zone; none without quiet hours.
+    pub fn local(&self, zone: Option<Tz>) -> Option<Local> {
+        self.quiet.map(|q| (zone.unwrap_or(self.zone), q))
+    }
 }
 
 /// Ledgers for the config they were built for.
@@ -142,6 +154,10 @@ impl Dispatcher {
             let mut items = std::mem::take(&mut self.queue).into_vec();
             items.sort_unstable();
             items.reverse();
+            let locals = items
+                .iter()
+                .filter_map(|Queued(item)| routes.get(&*item.webhook_id)?.local(item.zone));
+            let masks = Masks::build(locals.collect::<Vec<_>>(), now, REBUILD_MASK_HOURS);
             let mut moved = 0usize;
             for Queued(item) in &mut items {
                 let route = routes.get(&*item.webhook_id);
@@ -151,11 +167,13 @@ impl Dispatcher {
                 }
                 let ledger = &mut caps.ledgers[route.ledger];
                 let at = item.ready_at_ms.max(now);
-                let to = if route.holds || ledger.fits(at, route.cost) {
+                let local = route.local(item.zone);
+                // Overdue or moved, a contact still keeps its quiet hours.
+                let to = if route.holds || (local.is_none() && ledger.fits(at, route.cost)) {
                     at
                 } else {
                     ledger
-                        .first_fit(at, route.cost, |_| WHOLE_HOUR)
+                        .first_fit(at, route.cost, |h| masks.allowed(local, h))
                         .unwrap_or(at)
                 };
                 if to.div_euclid(MINUTE_MS) != at.div_euclid(MINUTE_MS) {
@@ -168,7 +186,7 @@ impl Dispatcher {
             if moved > 0 {
                 tracing::warn!(
                     moved,
-                    "queued contacts moved later: their minutes are past or beyond what the connectors can send"
+                    "queued contacts moved later: their minutes are past (overdue, kept out of quiet hours) or beyond what the connectors can send"
                 );
             }
             self.queue = items.into();

@@ -237,6 +237,7 @@ impl Dispatcher {
                 doubt_workflow: in_doubt.then(|| h.last_target.parse().ok()).flatten(),
                 ready_at_ms: ready,
                 holdout: p.holdout,
+                zone: p.time_zone,
             }));
         }
         let queue = BinaryHeap::from(queue);
@@ -934,6 +935,7 @@ mod tests {
             doubt_workflow: None,
             ready_at_ms: 0,
             holdout: false,
+            zone: None,
         }
     }
 

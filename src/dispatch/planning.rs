@@ -26,8 +26,6 @@ use crate::model::plan::{
 };
 use crate::time::{DAY_MS, HOUR_MS, MINUTE_MS, day_of, slot_of};
 
-use chrono_tz::Tz;
-
 /// Receipts planned by one task and written as one row group of the plan part.
 const PLAN_CHUNK: usize = 32_768;
 /// Hours of quiet-hour masks worked out ahead for a batch: the longest window, planned a day
@@ -42,13 +40,11 @@ struct Fresh {
     meta: Vec<Meta>,
 }
 
-/// A fresh receipt's stored webhook type, receipt time, and its contact's zone when the post
-/// named a known one.
+/// A fresh receipt's stored webhook type and receipt time.
 #[derive(Debug, Clone, Copy)]
 struct Meta {
     kind: WebhookType,
     received_at_ms: i64,
-    zone: Option<Tz>,
 }
 
 impl Dispatcher {
@@ -179,12 +175,12 @@ impl Dispatcher {
                 doubt_workflow: None,
                 ready_at_ms: 0,
                 holdout: false,
+                zone: part.time_zone.get(i).and_then(parse_zone),
             }
         }));
         fresh.meta.par_extend(rows.par_iter().map(|&i| Meta {
             kind: part.webhook_type(i).expect("filtered above"),
             received_at_ms: received.get(i).unwrap_or_default(),
-            zone: part.time_zone.get(i).and_then(parse_zone),
         }));
         self.planned.reserve(rows.len());
         let mut repeats = Vec::new();
@@ -239,8 +235,6 @@ impl Dispatcher {
             }
             route
         };
-        let local_of =
-            |route: &Route, meta: &Meta| route.quiet.map(|q| (meta.zone.unwrap_or(route.zone), q));
         let population = self.profiles.population();
         let profiles = &self.profiles;
         let day = day_of(now);
@@ -262,7 +256,7 @@ impl Dispatcher {
             .items
             .par_iter()
             .zip(&fresh.meta)
-            .filter_map(|(item, meta)| local_of(&route_of(item), meta))
+            .filter_map(|(item, _)| route_of(item).local(item.zone))
             .collect();
         let masks = Masks::build(locals, now, MASK_HOURS);
         let requests: Vec<Request> = fresh
@@ -280,7 +274,7 @@ impl Dispatcher {
                     profile.as_ref(),
                 )
                 .filter(|_| !item.holdout);
-                let local = local_of(&route, meta);
+                let local = route.local(item.zone);
                 let mut buf = [0u8; ulid::ULID_LEN];
                 let who = Subject {
                     contact: key,
@@ -447,6 +441,7 @@ fn plan_chunk(
             planned_at_ms: now,
             callback_id: r.callback_id.as_deref(),
             holdout: r.holdout,
+            time_zone: r.zone,
         });
         r.due_at_ms = due;
         r.ready_at_ms = due;
