@@ -41,9 +41,10 @@ impl Clock {
     }
 
     /// "Now" for the replay window, which real posts arrive in: a fixed instant (`tick
-    /// --now`, run on real data) is taken no later than the system clock, so a future one
-    /// does not end the replay protection of receipts just received. Simulated clocks (a
-    /// file, a scaled demo) move the whole world, and are taken as they are.
+    /// --now`, an operator's knob run on real data) is taken no later than the system clock,
+    /// so a future one does not end the replay protection of receipts just received. The
+    /// test clocks (a file, a scaled demo) are taken as they are: tests move days ahead to
+    /// see receipts archived.
     pub fn replay_now_ms(&self) -> i64 {
         match self {
             Clock::Fixed(ms) => (*ms).min(now_ms()),

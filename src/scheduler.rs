@@ -151,7 +151,11 @@ pub async fn run(
         last_fire = Some(fire);
         let config_now: Arc<_> = config.load_full();
         let started = std::time::Instant::now();
-        match dispatcher.tick(&config_now, stop.clone()).await {
+        let ticked = dispatcher.tick(&config_now, stop.clone()).await;
+        // Only a tick that ran whole counts as run: one that failed or was cut short by a
+        // stop is caught up at the next start.
+        let ran = ticked.is_ok() && !*stop.borrow();
+        match ticked {
             Ok(report) => {
                 if report.due > 0 || report.planned > 0 {
                     tracing::info!("tick finished: {report}");
@@ -181,7 +185,9 @@ pub async fn run(
             );
             last_fire = Some(finished);
         }
-        write_last_fire(&data_dir, last_fire.unwrap_or(fire));
+        if ran {
+            write_last_fire(&data_dir, last_fire.unwrap_or(fire));
+        }
     }
     tracing::info!("scheduler stopped");
     dispatcher

@@ -52,7 +52,11 @@ pub fn dataset(data_dir: &Path) -> anyhow::Result<Dataset> {
 /// ([`super::ARCHIVE`]).
 pub fn read_kept(data_dir: &Path) -> anyhow::Result<Vec<PlanRow>> {
     let mut rows = read(&dataset(data_dir)?)?;
-    rows.extend(read(&Dataset::open(&data_dir.join(super::ARCHIVE), NAME)?)?);
+    let archive = data_dir.join(super::ARCHIVE);
+    // A read makes no archive folder where none was made yet.
+    if archive.join(NAME).is_dir() {
+        rows.extend(read(&Dataset::open(&archive, NAME)?)?);
+    }
     Ok(rows)
 }
 

@@ -264,7 +264,14 @@ fn planned_receipts(
             (None, None) => false,
         })
         .collect();
-    rows.sort_by_key(|p| (p.planned_at_ms, p.received_at_ms));
+    // A row read twice (live and archived during a move) sorts next to itself.
+    rows.sort_by(|a, b| {
+        (a.planned_at_ms, a.received_at_ms, &a.receipt_id).cmp(&(
+            b.planned_at_ms,
+            b.received_at_ms,
+            &b.receipt_id,
+        ))
+    });
     rows.dedup_by(|a, b| a.receipt_id == b.receipt_id);
     let total = rows.len();
     let rows: Vec<_> = rows

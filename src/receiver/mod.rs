@@ -163,7 +163,8 @@ struct Authenticated {
     connector: Connector,
     /// The body, its bytes counted in the budget until the post is answered.
     body: body::Received,
-    signature: &'static str,
+    /// The version that verified; none: taken unsigned (`allow_unsigned`).
+    signature: Option<signature::Version>,
     now_ms: i64,
 }
 
@@ -240,7 +241,7 @@ async fn authenticate(
                 "accepting an UNSIGNED post: allow_unsigned is on (local testing only)"
             );
         }
-        "unsigned"
+        None
     } else {
         let secrets = connector.client_secrets();
         if secrets.is_empty() {
@@ -282,8 +283,8 @@ async fn authenticate(
         if i > 0 {
             older_secret_used(state, &connector.id, name);
         }
-        check_floor(state, &connector, &webhook.id, version, now_ms, refused)?;
-        version.as_str()
+        check_floor(state, &connector, &webhook.id, version, refused)?;
+        Some(version)
     };
     Ok(Authenticated {
         config,
@@ -296,29 +297,54 @@ async fn authenticate(
 }
 
 /// A verified `version` against the connector's floor: a fixed one, or with `"auto"` the
-/// strongest the endpoint has taken (raised, durably, by this post).
+/// strongest the endpoint has taken.
 fn check_floor(
     state: &AppState,
     connector: &Connector,
     endpoint: &str,
     version: signature::Version,
-    now_ms: i64,
     refused: impl Fn(signature::SignatureError) -> Refusal,
 ) -> Result<(), Refusal> {
     use signature::{Floor, SignatureError};
-    match connector.min_signature_version {
-        Floor::At(min) if version < min => Err(refused(SignatureError::TooWeak(version.as_str()))),
-        Floor::At(_) => Ok(()),
+    let floor = match connector.min_signature_version {
+        Floor::At(min) if version < min => SignatureError::TooWeak(version.as_str()),
         Floor::Auto => match state.ratchet.seen(endpoint) {
-            Some(seen) if version < seen.version => Err(refused(SignatureError::Downgraded {
+            Some(seen) if version < seen.version => SignatureError::Downgraded {
                 carried: version.as_str(),
                 seen: seen.version.as_str(),
-            })),
-            _ => state.ratchet.raise(endpoint, version, now_ms).map_err(|e| {
-                tracing::error!(endpoint, "cannot record the signature version: {e}");
-                Refusal::Store(crate::datasets::inbox::StoreError::Io)
-            }),
+            },
+            _ => return Ok(()),
         },
+        Floor::At(_) => return Ok(()),
+    };
+    Err(refused(floor))
+}
+
+/// After a post was taken: with `"auto"`, record the version it was signed with. Only then,
+/// so that a post refused for its body or portal cannot raise what an endpoint takes. The
+/// contact is stored already: a failed write is logged, not refused.
+async fn raise_floor(
+    state: &AppState,
+    connector: &Connector,
+    endpoint: &str,
+    signature: Option<signature::Version>,
+    now_ms: i64,
+) {
+    let (Some(version), signature::Floor::Auto) = (signature, connector.min_signature_version)
+    else {
+        return;
+    };
+    if state
+        .ratchet
+        .seen(endpoint)
+        .is_some_and(|s| s.version >= version)
+    {
+        return;
+    }
+    let (ratchet, id) = (state.ratchet.clone(), endpoint.to_string());
+    let raised = tokio::task::spawn_blocking(move || ratchet.raise(&id, version, now_ms)).await;
+    if let Ok(Err(e)) | Err(e) = raised.map_err(std::io::Error::other) {
+        tracing::error!(endpoint, "cannot record the signature version: {e}");
     }
 }
 
@@ -442,13 +468,15 @@ async fn accept_contact(state: &AppState, post: Authenticated) -> Result<Stored,
         email: contact.email,
         portal_id: contact.portal.id(),
         received_at_ms: now_ms,
-        signature: signature.to_string(),
+        signature: signature.map_or("unsigned", |v| v.as_str()).to_string(),
         config: config.identity.clone(),
         callback_id: None,
         body_hash: Some(body.hash()),
         time_zone: contact.time_zone,
     };
-    store(state, receipt).await
+    let stored = store(state, receipt).await?;
+    raise_floor(state, &connector, &webhook.id, signature, now_ms).await;
+    Ok(stored)
 }
 
 /// An action's execution: stored with its callback; the delivery type it was planned with,
@@ -479,12 +507,13 @@ async fn accept_execution(
         email: execution.email.filter(|e| is_email_address(e)),
         portal_id: execution.portal.id(),
         received_at_ms: now_ms,
-        signature: signature.to_string(),
+        signature: signature.map_or("unsigned", |v| v.as_str()).to_string(),
         config: config.identity.clone(),
         callback_id: Some(execution.callback_id),
         body_hash: Some(body.hash()),
         time_zone: execution.time_zone,
     };
     store(state, receipt).await?;
+    raise_floor(state, &connector, &webhook.id, signature, now_ms).await;
     Ok((kind, webhook.window))
 }

@@ -4,7 +4,7 @@
 //! the newer, never instead of them.
 //!
 //! `{data_dir}/state/signatures.json`, written durably the first time an endpoint takes a
-//! stronger version (rarely: once or twice per endpoint), kept across restarts. Keyed by the
+//! post with a stronger version (rarely: once or twice per endpoint), kept across restarts. Keyed by the
 //! config's endpoint ids, after the signature verified: strangers cannot grow it.
 
 use std::collections::BTreeMap;
@@ -15,7 +15,7 @@ use anyhow::Context;
 use serde::{Deserialize, Serialize};
 
 use super::signature::Version;
-use crate::store::write_durably;
+use crate::store::{sync_dir, write_durably};
 
 /// The strongest version an endpoint has taken, and since when.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -56,9 +56,8 @@ impl Ratchet {
         self.seen.lock().unwrap().get(endpoint).copied()
     }
 
-    /// Record that `endpoint` took a post signed with `version`; written to disk when that
-    /// is stronger than before. On a write error the post is refused (503, HubSpot retries):
-    /// taken, the next stripped one would pass.
+    /// Record that `endpoint` took a post signed with `version`; written to disk (blocking)
+    /// when that is stronger than before.
     pub fn raise(&self, endpoint: &str, version: Version, now_ms: i64) -> std::io::Result<()> {
         let mut seen = self.seen.lock().unwrap();
         if seen.get(endpoint).is_some_and(|s| s.version >= version) {
@@ -73,8 +72,10 @@ impl Ratchet {
             },
         );
         let bytes = serde_json::to_vec_pretty(&next).expect("a map of plain values");
-        if let Some(dir) = self.path.parent() {
+        let dir = self.path.parent().expect("under the data directory");
+        if !dir.is_dir() {
             std::fs::create_dir_all(dir)?;
+            sync_dir(dir.parent().expect("under the data directory"))?;
         }
         write_durably(&self.path, &bytes)?;
         *seen = next;

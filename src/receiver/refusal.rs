@@ -136,6 +136,10 @@ impl Refusal {
                 format!(": {id:?} (see `sendtime validate` for the configured ones)")
             }
             Refusal::BodyUnreadable { why } => format!(": {why}"),
+            Refusal::Signature {
+                error: SignatureError::TooWeak(_) | SignatureError::Downgraded { .. },
+                checked,
+            } => format!(" (checked as {checked}; see min_signature_version)"),
             Refusal::Signature { checked, .. } => format!(
                 " (checked as {checked}; is server.public_url the address HubSpot calls, and the connector's client secret its app's?)"
             ),

@@ -448,41 +448,59 @@ pub fn finish_publishing(
 
 /// The data directory, created if needed readable by its owner only: it holds contacts'
 /// emails. One that exists keeps the permissions it has. Called by the commands that may
-/// create it (`serve`, `import`, `gen`) before anything else writes there. Whether it was
-/// created.
+/// create it (`serve`, `import`, `gen`) before anything else writes there. Whether this call
+/// created it (of two at once, one does).
 pub fn create_data_dir(dir: &Path) -> anyhow::Result<bool> {
     use std::os::unix::fs::DirBuilderExt;
-    if dir.is_dir() {
-        return Ok(false);
+    let cannot = || format!("cannot create the data directory {}", dir.display());
+    if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+        fs::create_dir_all(parent).with_context(cannot)?;
     }
-    fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .with_context(|| format!("cannot create the data directory {}", dir.display()))?;
-    Ok(true)
+    match fs::DirBuilder::new().mode(0o700).create(dir) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists && dir.is_dir() => Ok(false),
+        Err(e) => Err(e).with_context(cannot),
+    }
 }
 
 /// Remove a data directory a failed command created, when it holds nothing but folders and
-/// lock files: a mistyped `--data` leaves no trace, a partial import (HubSpot's pages are
-/// kept as they come) is kept.
+/// lock files nobody holds: a mistyped `--data` leaves no trace, a partial import (HubSpot's
+/// pages are kept as they come) is kept, and so is a folder another process started using.
 pub fn remove_if_unused(dir: &Path) {
-    fn unused(dir: &Path) -> io::Result<bool> {
-        for entry in fs::read_dir(dir)? {
-            let entry = entry?;
+    /// Folders deepest first, and lock files; `None` when anything else is there.
+    fn contents(dir: &Path, dirs: &mut Vec<PathBuf>, locks: &mut Vec<PathBuf>) -> Option<()> {
+        for entry in fs::read_dir(dir).ok()? {
+            let entry = entry.ok()?;
             let path = entry.path();
-            let used = match entry.file_type()? {
-                t if t.is_dir() => !unused(&path)?,
-                _ => path.extension().is_none_or(|e| e != "lock"),
-            };
-            if used {
-                return Ok(false);
+            if entry.file_type().ok()?.is_dir() {
+                contents(&path, dirs, locks)?;
+            } else if path.extension().is_some_and(|e| e == "lock") {
+                locks.push(path);
+            } else {
+                return None;
             }
         }
-        Ok(true)
+        dirs.push(dir.to_path_buf());
+        Some(())
     }
-    if unused(dir).unwrap_or(false) {
-        let _ = fs::remove_dir_all(dir);
+    let (mut dirs, mut locks) = (Vec::new(), Vec::new());
+    if contents(dir, &mut dirs, &mut locks).is_none() {
+        return;
+    }
+    // Held while they are removed: a lock another process holds keeps everything.
+    let mut held = Vec::new();
+    for path in &locks {
+        match File::open(path).map(|f| f.try_lock().map(|()| f)) {
+            Ok(Ok(f)) => held.push(f),
+            _ => return,
+        }
+    }
+    for path in &locks {
+        let _ = fs::remove_file(path);
+    }
+    // A folder something was written to since is not empty: it stays.
+    for d in &dirs {
+        let _ = fs::remove_dir(d);
     }
 }
 
@@ -612,6 +630,34 @@ pub fn sync_dir(dir: &Path) -> io::Result<()> {
 mod tests {
     use super::*;
     use rayon::prelude::*;
+
+    /// Only folders and lock files nobody holds are removed; data, or a held lock, keeps all.
+    #[test]
+    fn an_unused_data_directory_is_removed_and_a_used_one_kept() {
+        let root = tempfile::tempdir().unwrap();
+        let make = |name: &str| {
+            let dir = root.path().join(name);
+            assert!(create_data_dir(&dir).unwrap());
+            assert!(!create_data_dir(&dir).unwrap(), "made once");
+            fs::create_dir_all(dir.join("events/.staging")).unwrap();
+            fs::write(dir.join("events.lock"), b"").unwrap();
+            dir
+        };
+        let unused = make("unused");
+        remove_if_unused(&unused);
+        assert!(!unused.exists());
+
+        let with_data = make("data");
+        fs::write(with_data.join("events/part-1.parquet"), b"x").unwrap();
+        remove_if_unused(&with_data);
+        assert!(with_data.join("events/part-1.parquet").exists());
+
+        let in_use = make("in-use");
+        let lock = lock_file(&in_use.join("events.lock")).unwrap();
+        lock.try_lock().unwrap();
+        remove_if_unused(&in_use);
+        assert!(in_use.join("events.lock").exists());
+    }
 
     /// The file may be fine: only content that cannot be decoded goes to quarantine. (A link
     /// to itself stands in for running out of file descriptors.)
