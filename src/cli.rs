@@ -920,8 +920,13 @@ fn megabytes_to_bytes(mb: f64) -> usize {
 }
 
 fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+    let mut filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // The config watcher's file events, unless asked for by name: at trace, a log file beside
+    // the config would log its own writes, without end.
+    if !std::env::var("RUST_LOG").is_ok_and(|v| v.contains("notify")) {
+        filter = filter.add_directive("notify=info".parse().expect("a valid directive"));
+    }
     // A log pipe that closes (a shipper that died) must not take the server down with it.
     tracing_subscriber::fmt()
         .with_env_filter(filter)
