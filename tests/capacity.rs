@@ -267,6 +267,22 @@ fn write_inbox(data: &Path, rows: &[Receipt]) {
         .unwrap();
 }
 
+/// A dry-run connector with quiet hours 21:00-08:00 (and `extra`), and its NEXT_WEEK
+/// webhook `weekly`, which [`receipt`] posts to.
+fn quiet_config(dir: &Path, extra: &str) -> std::path::PathBuf {
+    TestConfig {
+        env: "CAPACITY",
+        connector: &format!("dry_run = true\nquiet_hours = \"21:00-08:00\"\n{extra}"),
+        hooks: &[&Hook {
+            id: "weekly",
+            kind: "NEXT_WEEK",
+            target: "workflow_id = 7",
+        }],
+        ..TestConfig::default()
+    }
+    .write(dir)
+}
+
 /// Contacts in Brussels received the day before Europe's clocks go back (2026-10-25), and in
 /// New York the day before America's (2026-11-01), with quiet hours 21:00-08:00: every plan
 /// falls outside them in the contact's own zone, on both sides of each change.
@@ -275,17 +291,7 @@ fn quiet_hours_hold_in_each_contacts_zone_across_daylight_saving() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     std::fs::create_dir_all(&data).unwrap();
-    let config = TestConfig {
-        env: "CAPACITY",
-        connector: "dry_run = true\nquiet_hours = \"21:00-08:00\"\ntime_zone = \"Asia/Tokyo\"",
-        hooks: &[&Hook {
-            id: "weekly",
-            kind: "NEXT_WEEK",
-            target: "workflow_id = 7",
-        }],
-        ..TestConfig::default()
-    }
-    .write(dir.path());
+    let config = quiet_config(dir.path(), "time_zone = \"Asia/Tokyo\"");
     let brussels_received = 1_793_016_000_000; // 2026-10-24 12:00 UTC
     let brussels_change = 1_793_062_800_000; // 2026-10-25 01:00 UTC
     let new_york_received = 1_793_620_800_000; // 2026-10-31 12:00 UTC
@@ -667,17 +673,7 @@ fn overdue_contacts_wait_out_their_quiet_hours() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     std::fs::create_dir_all(&data).unwrap();
-    let config = TestConfig {
-        env: "CAPACITY",
-        connector: "dry_run = true\nquiet_hours = \"21:00-08:00\"",
-        hooks: &[&Hook {
-            id: "weekly",
-            kind: "NEXT_WEEK",
-            target: "workflow_id = 7",
-        }],
-        ..TestConfig::default()
-    }
-    .write(dir.path());
+    let config = quiet_config(dir.path(), "");
     let received = 1_793_631_600_000; // 2026-11-02 15:00 UTC, 10:00 in New York
     let rows: Vec<Receipt> = (0..50)
         .map(|n| receipt(n, "America/New_York", received))

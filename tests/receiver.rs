@@ -135,6 +135,17 @@ fn inbox(dir: &Path) -> DataFrame {
     df
 }
 
+/// The inbox's contact ids, in storage order.
+fn contact_ids(dir: &Path) -> Vec<i64> {
+    inbox(dir)
+        .column("contact_id")
+        .unwrap()
+        .i64()
+        .unwrap()
+        .into_no_null_iter()
+        .collect()
+}
+
 fn strings(df: &DataFrame, col: &str) -> Vec<String> {
     df.column(col)
         .unwrap()
@@ -924,13 +935,7 @@ fn a_damaged_log_frame_loses_only_itself_and_the_segment_is_kept() {
 
     let server = start(dir.path());
     server.stop();
-    let contacts: Vec<i64> = inbox(dir.path())
-        .column("contact_id")
-        .unwrap()
-        .i64()
-        .unwrap()
-        .into_no_null_iter()
-        .collect();
+    let contacts = contact_ids(dir.path());
     assert_eq!(contacts.len(), 255, "every record but the damaged one");
     assert!(!contacts.contains(&85));
     assert!(contacts.contains(&86) && contacts.contains(&255));
@@ -1160,13 +1165,7 @@ fn a_post_stripped_to_an_older_signature_is_refused_once_a_stronger_one_was_take
     let server = Server::start(&cfg, &dir.path().join("data"), &[("TEST_SECRET", SECRET)]);
     assert_eq!(post(&server, "nurture", &body(8), Sig::V1).0, 200);
     server.stop();
-    let mut contacts: Vec<i64> = inbox(dir.path())
-        .column("contact_id")
-        .unwrap()
-        .i64()
-        .unwrap()
-        .into_no_null_iter()
-        .collect();
+    let mut contacts = contact_ids(dir.path());
     contacts.sort();
     assert_eq!(contacts, [1, 2, 5, 7, 8]);
 }
