@@ -342,8 +342,11 @@ async fn raise_floor(
         return;
     }
     let (ratchet, id) = (state.ratchet.clone(), endpoint.to_string());
-    let raised = tokio::task::spawn_blocking(move || ratchet.raise(&id, version, now_ms)).await;
-    if let Ok(Err(e)) | Err(e) = raised.map_err(std::io::Error::other) {
+    let raised = tokio::task::spawn_blocking(move || ratchet.raise(&id, version, now_ms))
+        .await
+        .map_err(std::io::Error::other)
+        .and_then(|written| written);
+    if let Err(e) = raised {
         tracing::error!(endpoint, "cannot record the signature version: {e}");
     }
 }

@@ -4,8 +4,8 @@
 //! the newer, never instead of them.
 //!
 //! `{data_dir}/state/signatures.json`, written durably the first time an endpoint takes a
-//! post with a stronger version (rarely: once or twice per endpoint), kept across restarts. Keyed by the
-//! config's endpoint ids, after the signature verified: strangers cannot grow it.
+//! post with a stronger version (rarely: once or twice per endpoint), kept across restarts.
+//! Keyed by the config's endpoint ids, once a post is stored: strangers cannot grow it.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
