@@ -286,14 +286,15 @@ pub enum ReportCommand {
     /// since, with the difference, a bootstrap 95% interval and the sample sizes. A verdict
     /// is given only when the interval excludes zero.
     Lift {
-        /// Only sends at or after this time.
+        /// Only receipts received at or after this time (both groups alike).
         #[arg(long, value_name = "TIME")]
         since: Option<String>,
         /// Only this webhook or action.
         #[arg(long, value_name = "ID")]
         webhook: Option<String>,
-        /// Count a send once its whole window ended before this time (default now): import
-        /// the events up to it first.
+        /// Engagement is known up to this time: a receipt counts once its windows ended
+        /// before it. Default: now, or, where `serve` imports from HubSpot, until when every
+        /// connector's events are imported. After `import csv`, give the export's end.
         #[arg(long, value_name = "TIME")]
         as_of: Option<String>,
         /// Print JSON instead of a table.
@@ -582,15 +583,15 @@ fn model(command: Command, path: &std::path::Path, overrides: &Overrides) -> any
                     json,
                 },
         } => {
+            let config = load_config_with_data(path, overrides)?;
             let options = crate::lift::report::Options {
                 since_ms: since.map(|t| parse_flag("--since", &t)).transpose()?,
                 webhook,
-                as_of_ms: as_of
-                    .map(|t| parse_flag("--as-of", &t))
-                    .transpose()?
-                    .unwrap_or_else(crate::time::now_ms),
+                as_of_ms: match as_of {
+                    Some(t) => parse_flag("--as-of", &t)?,
+                    None => crate::lift::report::default_as_of(&config, crate::time::now_ms()),
+                },
             };
-            let config = load_config_with_data(path, overrides)?;
             if let Some(w) = &options.webhook {
                 anyhow::ensure!(
                     config.webhook(w).is_some(),

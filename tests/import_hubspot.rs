@@ -598,6 +598,11 @@ fn a_later_window_does_not_skip_the_gap_before_it() {
         "2020-05-01T00:00:00Z",
     ]);
     assert!(complete_until().unwrap() > first);
+    // `report lift` knows engagement up to there, not up to now.
+    let out = common::run(&s.config, &s.data, &["report", "lift", "--json"], &[]);
+    assert!(out.status.success(), "{}", text(&out));
+    let lift: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(lift["as_of_ms"].as_i64(), complete_until());
 }
 
 /// `serve` imports HubSpot's email events on its own schedule (`[import] cron`): a contact whose

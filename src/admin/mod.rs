@@ -282,9 +282,10 @@ async fn lift(State(state): State<AdminState>) -> Result<Response, AdminError> {
         .clone()
         .try_acquire_owned()
         .map_err(|_| AdminError::Busy("a lift report is being made"))?;
-    let data_dir = state.config.load().server.data_dir.clone();
+    let config = state.config.load_full();
+    let data_dir = config.server.data_dir.clone();
     let options = crate::lift::report::Options {
-        as_of_ms: state.clock.now_ms(),
+        as_of_ms: crate::lift::report::default_as_of(&config, state.clock.now_ms()),
         ..Default::default()
     };
     // The permit goes with the work: a client that hangs up does not free it early.

@@ -559,6 +559,16 @@ impl Progress {
     }
 }
 
+/// Until when `connector`'s events are all imported from HubSpot (the last complete run's
+/// end), if an import ever completed.
+pub fn complete_until(data_dir: &Path, connector: &str) -> Option<i64> {
+    let bytes = std::fs::read(state_path(data_dir, connector)).ok()?;
+    serde_json::from_slice::<State>(&bytes)
+        .ok()
+        .filter(|s| s.version == STATE_VERSION)?
+        .complete_until_ms
+}
+
 /// The state file of `connector` under `data_dir` (for tools and tests).
 pub fn state_path(data_dir: &Path, connector: &str) -> PathBuf {
     data_dir

@@ -32,13 +32,25 @@ pub const MIN_SENDS: u64 = 30;
 /// What to report on.
 #[derive(Debug, Clone, Default)]
 pub struct Options {
-    /// Sends at or after this (epoch ms).
+    /// Receipts received at or after this (epoch ms): by receipt, not send, so that both
+    /// groups start from the same receipts.
     pub since_ms: Option<i64>,
     /// Only this webhook or action.
     pub webhook: Option<String>,
-    /// A send counts once its whole window is before this (default now): import the events
-    /// up to it first, or later engagement counts as none.
+    /// Engagement is known up to this ([`default_as_of`]): a receipt counts once its
+    /// windows end before it, or later engagement would count as none.
     pub as_of_ms: i64,
+}
+
+/// Until when engagement is known by default: `now`, or, where `serve` imports from HubSpot,
+/// the earliest instant up to which a connector's events are all imported.
+pub fn default_as_of(config: &crate::config::Config, now: i64) -> i64 {
+    let data_dir = &config.server.data_dir;
+    config
+        .connectors
+        .iter()
+        .filter_map(|c| crate::import::hubspot::complete_until(data_dir, &c.id))
+        .fold(now, i64::min)
 }
 
 /// One group's count for one metric.
@@ -98,6 +110,12 @@ struct Send {
     contact: Option<u32>,
     at_ms: i64,
     holdout: bool,
+    /// Receipt time plus the longest wait any send of its webhook had: windows are counted
+    /// from here, the same rule for both groups (by send time, an optimized send, later,
+    /// would be left out where its held-out twin is in).
+    counted_from_ms: i64,
+    /// The contact's next send, if any: engagement after it is that send's.
+    next_ms: Option<i64>,
 }
 
 /// The sends compared: of each webhook with a holdout, those of the receipts it received
@@ -119,14 +137,31 @@ fn compared(all: &[Sent]) -> impl Iterator<Item = &Sent> {
 /// Build the report from the data folder.
 pub fn lift(data_dir: &Path, options: &Options) -> anyhow::Result<Lift> {
     let contacts = Contacts::load(data_dir)?;
-    let all = sent(data_dir, options.since_ms, options.webhook.as_deref())?;
-    let sends: Vec<Send> = compared(&all)
+    let mut all = sent(data_dir, options.webhook.as_deref())?;
+    all.retain(|s| options.since_ms.is_none_or(|t| s.received_at_ms >= t));
+    let mut wait: HashMap<&str, i64> = HashMap::new();
+    for s in compared(&all) {
+        let w = wait.entry(&s.webhook).or_default();
+        *w = (*w).max(s.at_ms - s.received_at_ms);
+    }
+    let mut sends: Vec<Send> = compared(&all)
         .map(|s| Send {
             contact: contacts.find(s.contact_id, s.email.as_deref()),
             at_ms: s.at_ms,
             holdout: s.holdout,
+            counted_from_ms: s.received_at_ms + wait[s.webhook.as_str()],
+            next_ms: None,
         })
         .collect();
+    let mut by_contact: Vec<usize> = (0..sends.len())
+        .filter(|&i| sends[i].contact.is_some())
+        .collect();
+    by_contact.sort_by_key(|&i| (sends[i].contact, sends[i].at_ms));
+    for pair in by_contact.windows(2) {
+        if sends[pair[0]].contact == sends[pair[1]].contact {
+            sends[pair[0]].next_ms = Some(sends[pair[1]].at_ms);
+        }
+    }
     let (engagement, newest_event_ms) = engagement(data_dir, &sends)?;
     let as_of_ms = options.as_of_ms;
     let mut metrics = Vec::new();
@@ -136,10 +171,10 @@ pub fn lift(data_dir: &Path, options: &Options) -> anyhow::Result<Lift> {
             // ordered, so that the seeded bootstrap draws the same contacts each time.
             let mut groups: [BTreeMap<Result<u32, usize>, Cluster>; 2] = Default::default();
             for (i, s) in sends.iter().enumerate() {
-                let end = s.at_ms + hours * HOUR_MS;
-                if end > as_of_ms {
+                if s.counted_from_ms + hours * HOUR_MS > as_of_ms {
                     continue;
                 }
+                let end = (s.at_ms + hours * HOUR_MS).min(s.next_ms.unwrap_or(i64::MAX));
                 let engaged = s
                     .contact
                     .and_then(|c| engagement.get(&c))
@@ -272,20 +307,15 @@ impl Resampled {
     }
 }
 
-/// Every send (enrolled, listed or completed) of a planned receipt, live and archived, at or
-/// after `since_ms`, of `webhook` if given.
-pub fn sent(
-    data_dir: &Path,
-    since_ms: Option<i64>,
-    webhook: Option<&str>,
-) -> anyhow::Result<Vec<Sent>> {
+/// Every send (enrolled, listed or completed) of a planned receipt, live and archived, of
+/// `webhook` if given, at its first.
+pub fn sent(data_dir: &Path, webhook: Option<&str>) -> anyhow::Result<Vec<Sent>> {
     let mut sent: HashMap<String, i64> = HashMap::new();
     for r in outcomes::read_kept(data_dir)? {
         if matches!(
             r.status,
             Status::Enrolled | Status::Listed | Status::Completed
         ) && webhook.is_none_or(|w| w == r.webhook_id)
-            && since_ms.is_none_or(|t| r.at_ms >= t)
         {
             let at = sent.entry(r.receipt_id).or_insert(r.at_ms);
             *at = (*at).min(r.at_ms);
@@ -428,7 +458,7 @@ impl Lift {
         }
         let _ = writeln!(
             out,
-            "\nA send counts once its window ended before {} and its events are imported (sendtime import ...).",
+            "\nA receipt counts once its windows, from its receipt plus the longest wait of its webhook's sends, ended before {}, up to which events are known (imported).",
             format_minute(self.as_of_ms)
         );
         if let Some(newest) = self.newest_event_ms.filter(|t| *t < self.as_of_ms - DAY_MS) {
@@ -440,7 +470,7 @@ impl Lift {
         }
         let _ = writeln!(
             out,
-            "Only webhooks with a holdout are compared, on the receipts between their first and last held-out ones; the interval resamples contacts, since one contact's sends are not independent."
+            "Only webhooks with a holdout are compared, on the receipts between their first and last held-out ones; a send's window ends at the contact's next send; the interval resamples contacts, since one contact's sends are not independent."
         );
         out
     }
@@ -449,6 +479,127 @@ impl Lift {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::datasets::outcomes::{Action, OutcomeRow};
+    use crate::datasets::plan::PlanRow;
+
+    const T: i64 = 1_790_000_000_000;
+
+    /// A data folder whose webhook `w` sent `sends` (receipt, contact, received, sent,
+    /// held out), and whose contacts opened at `opens` (contact, time).
+    fn world(sends: &[(&str, i64, i64, i64, bool)], opens: &[(i64, i64)]) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path();
+        let plans: Vec<PlanRow> = sends
+            .iter()
+            .map(|&(id, contact, received, _, holdout)| PlanRow {
+                receipt_id: id.into(),
+                webhook_id: "w".into(),
+                webhook_type: crate::config::WebhookType::Next24Hours,
+                contact_id: Some(contact),
+                email: None,
+                received_at_ms: received,
+                due_at_ms: received,
+                slot: None,
+                reason: String::new(),
+                planned_at_ms: received,
+                callback_id: None,
+                holdout,
+                time_zone: None,
+            })
+            .collect();
+        let done: Vec<OutcomeRow> = sends
+            .iter()
+            .map(|&(id, _, _, at_ms, holdout)| OutcomeRow {
+                receipt_id: id.into(),
+                webhook_id: "w".into(),
+                connector: "c".into(),
+                action: Action::Enroll,
+                target: "1".into(),
+                status: Status::Enrolled,
+                http_status: Some(204),
+                message: None,
+                attempts: 1,
+                in_doubt: false,
+                retry_at_ms: None,
+                at_ms,
+                holdout,
+            })
+            .collect();
+        let part = ulid::Ulid::generate();
+        plan::dataset(data)
+            .unwrap()
+            .write_part(part, &mut plan::frame(&plans).unwrap())
+            .unwrap();
+        outcomes::dataset(data)
+            .unwrap()
+            .write_part(part, &mut outcomes::frame(&done).unwrap())
+            .unwrap();
+        let events: Vec<events::Event> = opens
+            .iter()
+            .map(|&(contact, at_ms)| events::Event {
+                event_id: None,
+                contact_id: Some(contact),
+                email: None,
+                kind: Kind::Open,
+                at_ms,
+                filtered: false,
+                source: "test".into(),
+            })
+            .collect();
+        events::append(data, &events).unwrap();
+        dir
+    }
+
+    fn opened_24h(lift: &Lift) -> &Metric {
+        &lift.metrics[0]
+    }
+
+    /// Contact 1 is held out at T, then sent (optimized) at T+2h; it opens at T+5h: that
+    /// open is the later send's, not the held-out one's, whose window ends at T+2h.
+    #[test]
+    fn a_window_ends_at_the_contacts_next_send() {
+        let h = HOUR_MS;
+        let dir = world(
+            &[
+                ("r1", 1, T, T, true),
+                ("r2", 1, T + h, T + 2 * h, false),
+                ("r3", 2, T + 3 * h, T + 3 * h, true),
+            ],
+            &[(1, T + 5 * h), (2, T - 10 * DAY_MS)],
+        );
+        let options = Options {
+            as_of_ms: T + 10 * DAY_MS,
+            ..Options::default()
+        };
+        let m = opened_24h(&lift(dir.path(), &options).unwrap()).clone();
+        assert_eq!((m.optimized.sends, m.optimized.engaged), (1, 1));
+        assert_eq!((m.holdout.sends, m.holdout.engaged), (2, 0));
+    }
+
+    /// Windows are counted from receipt plus the webhook's longest wait (1 h here), for both
+    /// groups: r3's own window ended by the cutoff, but a receipt of its time sent after the
+    /// longest wait would not have, so it is not counted yet. `--since` is by receipt too.
+    #[test]
+    fn receipts_count_by_their_receipt_time_not_their_send_time() {
+        let h = HOUR_MS;
+        let dir = world(
+            &[
+                ("r1", 1, T, T, true),
+                ("r2", 1, T + h, T + 2 * h, false),
+                ("r3", 2, T + 3 * h, T + 3 * h, true),
+            ],
+            &[(2, T - 10 * DAY_MS)],
+        );
+        let mut options = Options {
+            as_of_ms: T + 27 * h,
+            ..Options::default()
+        };
+        let m = opened_24h(&lift(dir.path(), &options).unwrap()).clone();
+        assert_eq!((m.optimized.sends, m.holdout.sends), (1, 1));
+        options.since_ms = Some(T + 3 * h);
+        let all = lift(dir.path(), &options).unwrap();
+        assert_eq!((all.optimized_sends, all.holdout_sends), (0, 1));
+    }
 
     /// `sends` contacts with one send each, `engaged` of them engaged.
     fn singles(sends: u64, engaged: u64) -> Vec<Cluster> {
