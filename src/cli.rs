@@ -850,8 +850,8 @@ fn import(
             };
             let created = crate::store::create_data_dir(&config.server.data_dir)?;
             let result = crate::import::hubspot::run(&config, &request).map(|_| ());
-            if result.is_err() && created {
-                crate::store::remove_if_unused(&config.server.data_dir);
+            if let (Err(_), Some(created)) = (&result, created) {
+                crate::store::remove_if_unused(&created);
             }
             result
         }
@@ -883,8 +883,8 @@ fn import(
             };
             if let Some(dir) = scratch {
                 let _ = std::fs::remove_dir_all(dir);
-            } else if result.is_err() && created {
-                crate::store::remove_if_unused(data_dir);
+            } else if let (Err(_), Some(created)) = (&result, created) {
+                crate::store::remove_if_unused(&created);
             }
             result
         }

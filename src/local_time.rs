@@ -115,6 +115,22 @@ impl QuietHours {
     }
 }
 
+impl QuietHours {
+    /// The first minute at or after `from_ms` that is not quiet for a contact in `zone`
+    /// (`from_ms` itself when it is not), looking two days ahead.
+    pub fn next_allowed(self, zone: Tz, from_ms: i64) -> Option<i64> {
+        let first_hour = from_ms.div_euclid(HOUR_MS) * HOUR_MS;
+        (0..48).find_map(|h| {
+            let hour = first_hour + h * HOUR_MS;
+            let mut mask = self.allowed(zone, hour);
+            if h == 0 {
+                mask &= !((1u64 << ((from_ms - hour) / MINUTE_MS)) - 1);
+            }
+            (mask != 0).then(|| (hour + i64::from(mask.trailing_zeros()) * MINUTE_MS).max(from_ms))
+        })
+    }
+}
+
 impl fmt::Display for QuietHours {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(

@@ -28,6 +28,8 @@ use crate::model::explain::Explanation;
 /// dispatcher's profiles in memory (building them from disk would take as long as a start-up).
 pub struct Lookup {
     pub contact: String,
+    /// The id the email's receipts on disk carry (queued ones are known to the dispatcher).
+    pub posted_id: Option<i64>,
     pub reply: tokio::sync::oneshot::Sender<anyhow::Result<Explanation>>,
 }
 
@@ -51,9 +53,18 @@ struct LastFire {
 }
 
 fn read_last_fire(data_dir: &Path) -> Option<DateTime<Utc>> {
-    let bytes = std::fs::read(last_fire_path(data_dir)).ok()?;
-    let kept: LastFire = serde_json::from_slice(&bytes).ok()?;
-    DateTime::from_timestamp_millis(kept.last_fire_ms)
+    let path = last_fire_path(data_dir);
+    let bytes = std::fs::read(&path).ok()?;
+    let kept = serde_json::from_slice::<LastFire>(&bytes)
+        .ok()
+        .and_then(|k| DateTime::from_timestamp_millis(k.last_fire_ms));
+    if kept.is_none() {
+        tracing::warn!(
+            path = %path.display(),
+            "the last tick's fire time is unreadable: a fire missed while stopped is not caught up this start"
+        );
+    }
+    kept
 }
 
 fn write_last_fire(data_dir: &Path, fire: DateTime<Utc>) {
@@ -132,7 +143,7 @@ pub async fn run(
             Some(lookup) = lookups.recv() => {
                 // One that timed out while a tick ran is not worked out for nobody.
                 if !lookup.reply.is_closed() {
-                    let answer = dispatcher.explain(&config.load(), &lookup.contact);
+                    let answer = dispatcher.explain(&config.load(), &lookup.contact, lookup.posted_id);
                     let _ = lookup.reply.send(answer);
                 }
                 continue;

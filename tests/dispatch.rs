@@ -1205,6 +1205,26 @@ fn finished_receipts_past_the_replay_window_move_to_the_archive() {
     .unwrap_or_else(|| panic!("not dispatched; logs:\n{}", server.logs()));
     server.stop();
 
+    // Opens of old3's contact id, imported by id: the lookup by email finds them through the
+    // id its (archived) receipt carries.
+    let opens = dir.path().join("opens.csv");
+    std::fs::write(
+        &opens,
+        "contact,time\n7003,2026-01-05T09:10:00Z\n7003,2026-01-12T09:20:00Z\n",
+    )
+    .unwrap();
+    let imported = opens.to_str().unwrap();
+    let args = [
+        "import",
+        "csv",
+        imported,
+        "--contact",
+        "contact",
+        "--time",
+        "time",
+    ];
+    common::sendtime(&config, &data, &args, &[]);
+
     // Four days on: the 20 are settled. Five new ones wait a week.
     set_clock(&clock, t0 + 4 * DAY);
     let server = start(&config, &data, Some(&clock), &[]);
@@ -1245,12 +1265,19 @@ fn finished_receipts_past_the_replay_window_move_to_the_archive() {
     let server = start(&config, &data, Some(&clock), &[]);
     let again = post(&server, "webinar", 7100, "new0@example.com");
     assert_eq!(again, new[0], "still pending after the restart");
-    // The dashboard's lookup (as `explain`) still shows an archived receipt and its outcome.
-    let looked: serde_json::Value =
+    // The dashboard's lookup (as `explain`) still shows an archived receipt and its outcome,
+    // and the profile of the id it carries, once the first tick has loaded the profiles.
+    let lookup = || -> serde_json::Value {
         reqwest::blocking::get(server.admin_url("/contact?q=old3@example.com"))
             .unwrap()
             .json()
-            .unwrap();
+            .unwrap()
+    };
+    eventually(Duration::from_secs(20), || {
+        (lookup()["known"] == true).then_some(())
+    })
+    .unwrap_or_else(|| panic!("not known: {}", lookup()));
+    let looked = lookup();
     assert_eq!(looked["receipts_total"], 1, "{looked}");
     let outcome = looked["receipts"][0]["outcome"].as_str().unwrap_or("");
     assert!(outcome.starts_with("dry-run at "), "{looked}");
@@ -1459,4 +1486,52 @@ fn a_tick_missed_while_stopped_runs_at_the_next_start() {
     let kept: serde_json::Value =
         serde_json::from_slice(&std::fs::read(data.join("state/scheduler.json")).unwrap()).unwrap();
     assert!(kept["last_fire_ms"].as_i64().unwrap() > two_days_ago);
+}
+
+/// A running `serve` whose clock jumps past its contacts' due times into the night (a host
+/// suspended, a sparse cron) sends none of them in their quiet hours; they go in the morning.
+#[test]
+fn a_running_serve_holds_overdue_contacts_through_their_quiet_hours() {
+    const DAY: i64 = 86_400_000;
+    const HOUR: i64 = 3_600_000;
+    let rt = runtime();
+    let standin = rt.block_on(StandIn::start(Options::default())).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let config = write_config(
+        dir.path(),
+        &standin.url(),
+        "dry_run = true\nquiet_hours = \"21:00-08:00\"",
+        &[&HOOKS[2]],
+    );
+    let clock = dir.path().join("clock");
+    set_clock(&clock, now_ms());
+    let server = start(&config, &data, Some(&clock), &[]);
+    for i in 0..10 {
+        post(
+            &server,
+            "webinar",
+            7300 + i,
+            &format!("night{i}@example.com"),
+        );
+    }
+    eventually(Duration::from_secs(30), || {
+        (plans(&data).len() == 10).then_some(())
+    })
+    .unwrap_or_else(|| panic!("not planned; logs:\n{}", server.logs()));
+    let sent = || {
+        outcomes(&data)
+            .iter()
+            .filter(|r| r.status == Status::DryRun)
+            .count()
+    };
+    // Eight days on, all overdue, at 02:00 UTC: held.
+    let day8 = (now_ms() / DAY + 8) * DAY;
+    set_clock(&clock, day8 + 2 * HOUR);
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(sent(), 0, "logs:\n{}", server.logs());
+    set_clock(&clock, day8 + 8 * HOUR + HOUR / 2);
+    eventually(Duration::from_secs(30), || (sent() == 10).then_some(()))
+        .unwrap_or_else(|| panic!("not sent in the morning; logs:\n{}", server.logs()));
+    server.stop();
 }

@@ -240,9 +240,26 @@ async fn contact(
             "q must be an email address or a HubSpot contact id".into(),
         ));
     }
+    // The receipts on disk first: they name the id an email was posted with.
+    let reading = state
+        .lookups_reading
+        .clone()
+        .try_acquire_owned()
+        .map_err(|_| AdminError::Busy("other contact lookups are reading the plans"))?;
+    let data_dir = state.config.load().server.data_dir.clone();
+    let asked = contact.to_string();
+    // The permit goes with the work: a client that hangs up does not free it early.
+    let receipts = tokio::task::spawn_blocking(move || {
+        let _reading = reading;
+        crate::model::explain::receipts(&data_dir, &asked)
+    })
+    .await
+    .map_err(|e| AdminError::Internal(e.into()))?
+    .map_err(AdminError::Internal)?;
     let (reply, answer) = oneshot::channel();
     let lookup = Lookup {
         contact: contact.to_string(),
+        posted_id: receipts.posted_id,
         reply,
     };
     let answered = tokio::time::timeout(LOOKUP_TIMEOUT, async {
@@ -258,21 +275,7 @@ async fn contact(
             ));
         }
     };
-    let reading = state
-        .lookups_reading
-        .clone()
-        .try_acquire_owned()
-        .map_err(|_| AdminError::Busy("other contact lookups are reading the plans"))?;
-    let data_dir = state.config.load().server.data_dir.clone();
-    // The permit goes with the work: a client that hangs up does not free it early.
-    let explanation = tokio::task::spawn_blocking(move || {
-        let _reading = reading;
-        explanation.with_receipts(&data_dir)
-    })
-    .await
-    .map_err(|e| AdminError::Internal(e.into()))?
-    .map_err(AdminError::Internal)?;
-    Ok(axum::Json(explanation).into_response())
+    Ok(axum::Json(explanation.with_receipts(receipts)).into_response())
 }
 
 /// `GET /lift`: `sendtime report lift` as of now, over every webhook and action.

@@ -360,9 +360,23 @@ impl Dispatcher {
         self.unhold(config);
         self.resume_connectors(now);
 
-        let mut due = Vec::new();
+        let (mut due, mut quiet) = (Vec::new(), Vec::new());
         while self.queue.peek().is_some_and(|q| q.0.ready_at_ms <= now) {
-            due.push(self.queue.pop().expect("peeked").0);
+            let mut item = self.queue.pop().expect("peeked").0;
+            match quiet_until(config, &item, now) {
+                Some(later) => {
+                    item.ready_at_ms = later;
+                    quiet.push(item);
+                }
+                None => due.push(item),
+            }
+        }
+        if !quiet.is_empty() {
+            tracing::info!(
+                contacts = quiet.len(),
+                "due contacts wait out their quiet hours (they came due while nothing ran, or between two ticks)"
+            );
+            quiet.into_iter().for_each(|item| self.requeue(item));
         }
         report.due = due.len();
         if !due.is_empty() {
@@ -389,8 +403,10 @@ impl Dispatcher {
         &self,
         config: &Config,
         contact: &str,
+        on_disk: Option<i64>,
     ) -> anyhow::Result<crate::model::explain::Explanation> {
-        // The id a queued or held receipt of that email carries, as planning used it.
+        // The id a queued or held receipt of that email carries, as planning used it; else
+        // the one its receipts on disk carry (finished, or archived).
         let email = contact.trim();
         let posted_id = self
             .queue
@@ -402,7 +418,8 @@ impl Dispatcher {
                     .as_deref()
                     .is_some_and(|e| e.eq_ignore_ascii_case(email))
             })
-            .find_map(|p| p.contact_id);
+            .find_map(|p| p.contact_id)
+            .or(on_disk);
         crate::model::explain::Explanation::new(
             config,
             self.profiles.built(),
@@ -706,6 +723,25 @@ impl Dispatcher {
     pub fn data_dir(&self) -> &Path {
         &self.data_dir
     }
+}
+
+/// When a due contact may go, if `now` is in its quiet hours: one that came due while
+/// nothing ran (or between the ticks of a sparse cron) waits for its morning. Timed sends
+/// only, not held out; a workflow action's contact goes, since HubSpot holds it only so long.
+fn quiet_until(config: &Config, item: &Pending, now: i64) -> Option<i64> {
+    let webhook = config.webhook(&item.webhook_id)?;
+    if item.holdout || webhook.target == Target::Callback || !webhook.kind.timed() {
+        return None;
+    }
+    let zone = item.zone.or_else(|| {
+        config
+            .connector(&webhook.connector)
+            .and_then(|c| c.time_zone)
+    });
+    webhook
+        .quiet_hours?
+        .next_allowed(zone.unwrap_or(chrono_tz::Tz::UTC), now)
+        .filter(|t| *t > now)
 }
 
 /// The calls that `attempting` rows of the last two days record: one per enrollment attempt

@@ -29,9 +29,9 @@ pub fn explain(config: &Config, contact: &str, at: Option<i64>) -> anyhow::Resul
     );
     let data_dir = &config.server.data_dir;
     let built = dataset::build(data_dir, config.model, now)?;
-    let posted_id = super::explain::posted_id(data_dir, contact)?;
-    let explanation =
-        Explanation::new(config, Some(&built), contact, posted_id, now)?.with_receipts(data_dir)?;
+    let receipts = super::explain::receipts(data_dir, contact)?;
+    let explanation = Explanation::new(config, Some(&built), contact, receipts.posted_id, now)?
+        .with_receipts(receipts);
     print!("{}", explanation.text(&data_dir.join("events")));
     Ok(())
 }

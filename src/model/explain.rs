@@ -146,12 +146,10 @@ impl Explanation {
         })
     }
 
-    /// Add the contact's receipts in `plan/`, live and archived (a read of the whole dataset:
-    /// kept apart so that the dispatcher, which answers the profile part, does not wait on it).
-    pub fn with_receipts(mut self, data_dir: &Path) -> anyhow::Result<Explanation> {
-        let (id, email) = id_or_email(&self.contact);
-        (self.receipts_total, self.receipts) = planned_receipts(data_dir, id, email)?;
-        Ok(self)
+    /// Add the contact's receipts ([`receipts`]).
+    pub fn with_receipts(mut self, receipts: Receipts) -> Explanation {
+        (self.receipts_total, self.receipts) = (receipts.total, receipts.shown);
+        self
     }
 
     /// As `sendtime explain` prints it; `events_dir` is named when the contact has no events.
@@ -217,20 +215,14 @@ impl Explanation {
     }
 }
 
-/// The HubSpot id that `contact`'s latest planned receipt carries, when `contact` is an email.
-pub fn posted_id(data_dir: &Path, contact: &str) -> anyhow::Result<Option<i64>> {
-    let (None, Some(email)) = id_or_email(contact.trim()) else {
-        return Ok(None);
-    };
-    Ok(crate::datasets::plan::read_kept(data_dir)?
-        .into_iter()
-        .filter(|p| {
-            p.email
-                .as_deref()
-                .is_some_and(|e| e.eq_ignore_ascii_case(email))
-        })
-        .max_by_key(|p| p.planned_at_ms)
-        .and_then(|p| p.contact_id))
+/// A contact's receipts in `plan/`, live and archived.
+pub struct Receipts {
+    pub total: usize,
+    /// The latest [`RECEIPTS_SHOWN`], oldest first, with what became of each.
+    pub shown: Vec<PlannedReceipt>,
+    /// For an email, the HubSpot id its latest receipt carries: planning looks profiles up
+    /// by id first, so the explanation does too (events imported by id know no email).
+    pub posted_id: Option<i64>,
 }
 
 /// A contact as asked: a HubSpot id when it is a number, else an email address.
@@ -246,13 +238,11 @@ fn best_slot(scores: &[f64; SLOTS]) -> usize {
     (0..SLOTS).fold(0, |b, s| if scores[s] > scores[b] { s } else { b })
 }
 
-/// The contact's receipts in `plan/`: how many, and the latest [`RECEIPTS_SHOWN`] with the
-/// reasons that say where capacity and quiet hours moved them.
-fn planned_receipts(
-    data_dir: &Path,
-    id: Option<i64>,
-    email: Option<&str>,
-) -> anyhow::Result<(usize, Vec<PlannedReceipt>)> {
+/// The contact's (an email or a HubSpot id) receipts in `plan/`, live and archived (a read of
+/// both datasets whole: kept apart so that the dispatcher, which answers the profile part,
+/// does not wait on it), with the reasons that say where capacity and quiet hours moved them.
+pub fn receipts(data_dir: &Path, contact: &str) -> anyhow::Result<Receipts> {
+    let (id, email) = id_or_email(contact.trim());
     let mut rows: Vec<_> = crate::datasets::plan::read_kept(data_dir)?
         .into_iter()
         .filter(|p| match (id, email) {
@@ -273,6 +263,9 @@ fn planned_receipts(
         ))
     });
     rows.dedup_by(|a, b| a.receipt_id == b.receipt_id);
+    let posted_id = email
+        .and_then(|_| rows.iter().max_by_key(|p| p.planned_at_ms))
+        .and_then(|p| p.contact_id);
     let total = rows.len();
     let rows: Vec<_> = rows
         .into_iter()
@@ -290,7 +283,11 @@ fn planned_receipts(
             reason: p.reason,
         })
         .collect();
-    Ok((total, shown))
+    Ok(Receipts {
+        total,
+        shown,
+        posted_id,
+    })
 }
 
 /// The latest outcome row of each of `receipts` that has one.

@@ -448,19 +448,29 @@ pub fn finish_publishing(
 
 /// The data directory, created if needed readable by its owner only: it holds contacts'
 /// emails. One that exists keeps the permissions it has. Called by the commands that may
-/// create it (`serve`, `import`, `gen`) before anything else writes there. Whether this call
-/// created it (of two at once, one does).
-pub fn create_data_dir(dir: &Path) -> anyhow::Result<bool> {
+/// create it (`serve`, `import`, `gen`) before anything else writes there. The topmost
+/// folder this call created (the directory, or a parent that did not exist), if any: of two
+/// calls at once, one creates each.
+pub fn create_data_dir(dir: &Path) -> anyhow::Result<Option<PathBuf>> {
     use std::os::unix::fs::DirBuilderExt;
     let cannot = || format!("cannot create the data directory {}", dir.display());
-    if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
-        fs::create_dir_all(parent).with_context(cannot)?;
+    let missing: Vec<&Path> = dir
+        .ancestors()
+        .take_while(|p| !p.as_os_str().is_empty() && !p.exists())
+        .collect();
+    let mut topmost = None;
+    for (i, folder) in missing.iter().enumerate().rev() {
+        let mode = if i == 0 { 0o700 } else { 0o777 };
+        match fs::DirBuilder::new().mode(mode).create(folder) {
+            Ok(()) => {
+                topmost.get_or_insert_with(|| folder.to_path_buf());
+            }
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists && folder.is_dir() => {}
+            Err(e) => return Err(e).with_context(cannot),
+        }
     }
-    match fs::DirBuilder::new().mode(0o700).create(dir) {
-        Ok(()) => Ok(true),
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists && dir.is_dir() => Ok(false),
-        Err(e) => Err(e).with_context(cannot),
-    }
+    anyhow::ensure!(dir.is_dir(), "{}: not a directory", cannot());
+    Ok(topmost)
 }
 
 /// Remove a data directory a failed command created, when it holds nothing but folders and
@@ -637,8 +647,8 @@ mod tests {
         let root = tempfile::tempdir().unwrap();
         let make = |name: &str| {
             let dir = root.path().join(name);
-            assert!(create_data_dir(&dir).unwrap());
-            assert!(!create_data_dir(&dir).unwrap(), "made once");
+            assert_eq!(create_data_dir(&dir).unwrap(), Some(dir.clone()));
+            assert_eq!(create_data_dir(&dir).unwrap(), None, "made once");
             fs::create_dir_all(dir.join("events/.staging")).unwrap();
             fs::write(dir.join("events.lock"), b"").unwrap();
             dir
@@ -651,6 +661,14 @@ mod tests {
         fs::write(with_data.join("events/part-1.parquet"), b"x").unwrap();
         remove_if_unused(&with_data);
         assert!(with_data.join("events/part-1.parquet").exists());
+
+        let nested = root.path().join("a/b/data");
+        assert_eq!(
+            create_data_dir(&nested).unwrap(),
+            Some(root.path().join("a"))
+        );
+        remove_if_unused(&root.path().join("a"));
+        assert!(!root.path().join("a").exists());
 
         let in_use = make("in-use");
         let lock = lock_file(&in_use.join("events.lock")).unwrap();
