@@ -118,6 +118,14 @@ fn outcomes(data: &Path) -> Vec<OutcomeRow> {
     outcomes::read(&outcomes::dataset(data).unwrap()).unwrap()
 }
 
+/// How many receipts a dry run has recorded as sent.
+fn dry_runs(data: &Path) -> usize {
+    outcomes(data)
+        .iter()
+        .filter(|r| r.status == Status::DryRun)
+        .count()
+}
+
 fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
@@ -1196,11 +1204,7 @@ fn finished_receipts_past_the_replay_window_move_to_the_archive() {
         .collect();
     set_clock(&clock, now_ms() + 60_000);
     eventually(Duration::from_secs(30), || {
-        let done = outcomes(&data)
-            .iter()
-            .filter(|r| r.status == Status::DryRun)
-            .count();
-        (done == old.len()).then_some(())
+        (dry_runs(&data) == old.len()).then_some(())
     })
     .unwrap_or_else(|| panic!("not dispatched; logs:\n{}", server.logs()));
     server.stop();
@@ -1475,10 +1479,7 @@ fn a_tick_missed_while_stopped_runs_at_the_next_start() {
     .unwrap();
     let server = start(&config("0 0 0 * * *"), &data, None, &[]);
     let sent = eventually(Duration::from_secs(20), || {
-        outcomes(&data)
-            .iter()
-            .any(|r| r.status == Status::DryRun)
-            .then_some(())
+        (dry_runs(&data) > 0).then_some(())
     });
     assert!(sent.is_some(), "not caught up; logs:\n{}", server.logs());
     server.stop();
@@ -1519,12 +1520,7 @@ fn a_running_serve_holds_overdue_contacts_through_their_quiet_hours() {
         (plans(&data).len() == 10).then_some(())
     })
     .unwrap_or_else(|| panic!("not planned; logs:\n{}", server.logs()));
-    let sent = || {
-        outcomes(&data)
-            .iter()
-            .filter(|r| r.status == Status::DryRun)
-            .count()
-    };
+    let sent = || dry_runs(&data);
     // Eight days on, all overdue, at 02:00 UTC: held.
     let day8 = (now_ms() / DAY + 8) * DAY;
     set_clock(&clock, day8 + 2 * HOUR);

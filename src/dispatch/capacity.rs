@@ -30,6 +30,8 @@ pub(super) struct Route<'c> {
     pub zone: Tz,
     /// A workflow action: HubSpot holds its contacts only so long ([`crate::model::plan::hold`]).
     pub holds: bool,
+    /// A timed type: quiet hours apply (not to IMMEDIATE and UPDATE_ONLY).
+    pub timed: bool,
 }
 
 impl Route<'_> {
@@ -92,6 +94,7 @@ impl Capacities {
             quiet: w.quiet_hours,
             zone: connector.time_zone.unwrap_or(Tz::UTC),
             holds: w.target == Target::Callback,
+            timed: w.kind.timed(),
         }
     }
 
@@ -105,6 +108,7 @@ impl Capacities {
             quiet: None,
             zone: Tz::UTC,
             holds: false,
+            timed: false,
         }
     }
 
@@ -167,8 +171,11 @@ impl Dispatcher {
                 }
                 let ledger = &mut caps.ledgers[route.ledger];
                 let at = item.ready_at_ms.max(now);
-                let local = route.local(item.zone);
-                // Overdue or moved, a contact still keeps its quiet hours.
+                // Overdue or moved, a timed send still keeps its contact's quiet hours (as
+                // planned: held-out receipts go at receipt, whatever the hour).
+                let local = route
+                    .local(item.zone)
+                    .filter(|_| route.timed && !item.holdout);
                 let to = if route.holds || (local.is_none() && ledger.fits(at, route.cost)) {
                     at
                 } else {
