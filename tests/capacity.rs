@@ -708,3 +708,64 @@ fn overdue_contacts_wait_out_their_quiet_hours() {
     tick("2026-11-10T13:30:00Z");
     assert_eq!(sent().len(), rows.len());
 }
+
+/// A workflow action's overdue contacts wait out their quiet hours too, but only while HubSpot
+/// still holds them: one whose hold ends before the morning is released at night.
+#[test]
+fn overdue_actions_wait_out_quiet_hours_within_their_hold() {
+    use sendtime::config::WebhookType;
+    use sendtime::datasets::outcomes::{self, Status};
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let config = TestConfig {
+        env: "CAPACITY",
+        tables: "[[action]]\nid = \"act\"",
+        connector: "dry_run = true\nquiet_hours = \"21:00-08:00\"",
+        ..TestConfig::default()
+    }
+    .write(dir.path());
+    let action = |n: u64, kind: WebhookType, received: i64| Receipt {
+        webhook_id: "act".into(),
+        webhook_type: kind,
+        callback_id: Some(format!("cb-{n}")),
+        ..receipt(n, "America/New_York", received)
+    };
+    // Held a week and a day from 2026-11-02 15:00 UTC: still held on 11-10 at 13:00 UTC
+    // (08:00 in New York); held two days from 11-08 10:00 UTC: released by 11-10 09:59 UTC.
+    let mut rows: Vec<Receipt> = (0..20)
+        .map(|n| action(n, WebhookType::NextWeek, 1_793_631_600_000))
+        .collect();
+    rows.extend((100..110).map(|n| action(n, WebhookType::Next24Hours, 1_794_132_000_000)));
+    write_inbox(&data, &rows);
+    let tick = |at: &str| {
+        let out = sendtime(&config, &data, &["tick", "--now", at]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let released = || {
+        let mut ids: Vec<i64> = outcomes::read(&outcomes::dataset(&data).unwrap())
+            .unwrap()
+            .into_iter()
+            .filter(|r| r.status == Status::DryRun)
+            .filter_map(|r| {
+                plans(&data)
+                    .into_iter()
+                    .find(|p| p.receipt_id == r.receipt_id)?
+                    .contact_id
+            })
+            .collect();
+        ids.sort();
+        ids
+    };
+    tick("2026-11-08T10:00:00Z");
+    assert_eq!(plans(&data).len(), rows.len());
+    // 02:00 in New York, all overdue: only those HubSpot would not hold till morning go.
+    tick("2026-11-10T07:00:00Z");
+    assert_eq!(released(), (100..110).collect::<Vec<i64>>());
+    tick("2026-11-10T13:30:00Z");
+    assert_eq!(released().len(), rows.len());
+}

@@ -30,8 +30,6 @@ pub(super) struct Route<'c> {
     pub zone: Tz,
     /// A workflow action: HubSpot holds its contacts only so long ([`crate::model::plan::hold`]).
     pub holds: bool,
-    /// A timed type: quiet hours apply (not to IMMEDIATE and UPDATE_ONLY).
-    pub timed: bool,
 }
 
 impl Route<'_> {
@@ -94,7 +92,6 @@ impl Capacities {
             quiet: w.quiet_hours,
             zone: connector.time_zone.unwrap_or(Tz::UTC),
             holds: w.target == Target::Callback,
-            timed: w.kind.timed(),
         }
     }
 
@@ -108,7 +105,6 @@ impl Capacities {
             quiet: None,
             zone: Tz::UTC,
             holds: false,
-            timed: false,
         }
     }
 
@@ -175,7 +171,7 @@ impl Dispatcher {
                 // planned: held-out receipts go at receipt, whatever the hour).
                 let local = route
                     .local(item.zone)
-                    .filter(|_| route.timed && !item.holdout);
+                    .filter(|_| item.webhook_type.timed() && !item.holdout);
                 let to = if route.holds || (local.is_none() && ledger.fits(at, route.cost)) {
                     at
                 } else {

@@ -238,6 +238,8 @@ impl Dispatcher {
                 ready_at_ms: ready,
                 holdout: p.holdout,
                 zone: p.time_zone,
+                webhook_type: p.webhook_type,
+                received_at_ms: p.received_at_ms,
             }));
         }
         let queue = BinaryHeap::from(queue);
@@ -727,10 +729,10 @@ impl Dispatcher {
 
 /// When a due contact may go, if `now` is in its quiet hours: one that came due while
 /// nothing ran (or between the ticks of a sparse cron) waits for its morning. Timed sends
-/// only, not held out; a workflow action's contact goes, since HubSpot holds it only so long.
+/// only, not held out; a workflow action's contact only while HubSpot still holds it.
 fn quiet_until(config: &Config, item: &Pending, now: i64) -> Option<i64> {
     let webhook = config.webhook(&item.webhook_id)?;
-    if item.holdout || webhook.target == Target::Callback || !webhook.kind.timed() {
+    if item.holdout || !item.webhook_type.timed() {
         return None;
     }
     let zone = item.zone.or_else(|| {
@@ -738,10 +740,12 @@ fn quiet_until(config: &Config, item: &Pending, now: i64) -> Option<i64> {
             .connector(&webhook.connector)
             .and_then(|c| c.time_zone)
     });
+    let release_by =
+        (webhook.target == Target::Callback).then(|| planning::release_by(item, webhook.window));
     webhook
         .quiet_hours?
         .next_allowed(zone.unwrap_or(chrono_tz::Tz::UTC), now)
-        .filter(|t| *t > now)
+        .filter(|t| *t > now && release_by.is_none_or(|r| *t <= r))
 }
 
 /// The calls that `attempting` rows of the last two days record: one per enrollment attempt
@@ -972,6 +976,8 @@ mod tests {
             ready_at_ms: 0,
             holdout: false,
             zone: None,
+            webhook_type: crate::config::WebhookType::Immediate,
+            received_at_ms: 0,
         }
     }
 

@@ -17,7 +17,7 @@ use super::profiles::ProfileCache;
 use super::send::Pending;
 use super::{Dispatcher, Queued, intern};
 use crate::capacity::{Placed, Request, assign};
-use crate::config::{Config, WebhookType};
+use crate::config::Config;
 use crate::datasets::inbox::PlanningColumns;
 use crate::datasets::plan::{self, Entry};
 use crate::local_time::{Local, Masks, parse_zone};
@@ -37,14 +37,6 @@ const MASK_HOURS: usize = ((9 * DAY_MS) / HOUR_MS) as usize;
 #[derive(Default)]
 struct Fresh {
     items: Vec<Pending>,
-    meta: Vec<Meta>,
-}
-
-/// A fresh receipt's stored webhook type and receipt time.
-#[derive(Debug, Clone, Copy)]
-struct Meta {
-    kind: WebhookType,
-    received_at_ms: i64,
 }
 
 impl Dispatcher {
@@ -176,11 +168,9 @@ impl Dispatcher {
                 ready_at_ms: 0,
                 holdout: false,
                 zone: part.time_zone.get(i).and_then(parse_zone),
+                webhook_type: part.webhook_type(i).expect("filtered above"),
+                received_at_ms: received.get(i).unwrap_or_default(),
             }
-        }));
-        fresh.meta.par_extend(rows.par_iter().map(|&i| Meta {
-            kind: part.webhook_type(i).expect("filtered above"),
-            received_at_ms: received.get(i).unwrap_or_default(),
         }));
         self.planned.reserve(rows.len());
         let mut repeats = Vec::new();
@@ -198,11 +188,6 @@ impl Dispatcher {
             }
             let mut i = 0;
             fresh.items.retain(|_| {
-                i += 1;
-                !drop[i - 1]
-            });
-            let mut i = 0;
-            fresh.meta.retain(|_| {
                 i += 1;
                 !drop[i - 1]
             });
@@ -255,20 +240,18 @@ impl Dispatcher {
         let locals: HashSet<Local> = fresh
             .items
             .par_iter()
-            .zip(&fresh.meta)
-            .filter_map(|(item, _)| route_of(item).local(item.zone))
+            .filter_map(|item| route_of(item).local(item.zone))
             .collect();
         let masks = Masks::build(locals, now, MASK_HOURS);
         let requests: Vec<Request> = fresh
             .items
             .par_iter()
-            .zip(&fresh.meta)
-            .map_init(String::new, |key, (item, meta)| {
+            .map_init(String::new, |key, item| {
                 let route = route_of(item);
                 let profile = profiles.lookup(item.contact_id, item.email.as_deref(), day, key);
                 let window = window(
-                    meta.kind,
-                    meta.received_at_ms,
+                    item.webhook_type,
+                    item.received_at_ms,
                     now,
                     route.window,
                     profile.as_ref(),
@@ -291,11 +274,9 @@ impl Dispatcher {
                     ledger: route.ledger,
                     cost: route.cost,
                     window,
-                    from: meta.received_at_ms.max(now),
+                    from: item.received_at_ms.max(now),
                     // A minute before HubSpot would move the contact on without us.
-                    deadline: route
-                        .holds
-                        .then(|| meta.received_at_ms + hold(meta.kind, route.window) - MINUTE_MS),
+                    deadline: route.holds.then(|| release_by(item, route.window)),
                     preference: preferred,
                     hash: minute_hash(key),
                     local,
@@ -321,12 +302,10 @@ impl Dispatcher {
                 fresh
                     .items
                     .par_chunks_mut(PLAN_CHUNK)
-                    .zip(fresh.meta.par_chunks(PLAN_CHUNK))
                     .zip(requests.par_chunks(PLAN_CHUNK))
                     .zip(placed.par_chunks(PLAN_CHUNK))
-                    .try_for_each(|(((items, meta), requests), placed)| {
+                    .try_for_each(|((items, requests), placed)| {
                         let chunk = Chunk {
-                            meta,
                             requests,
                             placed,
                             route_of: &route_of,
@@ -374,9 +353,14 @@ impl Dispatcher {
     }
 }
 
+/// When a workflow action's contact must be released by: a minute before HubSpot would move
+/// it on without us ([`hold`]).
+pub(super) fn release_by(item: &Pending, window: Option<i64>) -> i64 {
+    item.received_at_ms + hold(item.webhook_type, window) - MINUTE_MS
+}
+
 /// What planning one slice reads besides its queue entries.
 struct Chunk<'a, 'r> {
-    meta: &'a [Meta],
     requests: &'a [Request],
     placed: &'a [Placed],
     route_of: &'a (dyn Fn(&Pending) -> Route<'r> + Sync),
@@ -398,13 +382,13 @@ fn plan_chunk(
     let mut reason = String::new();
     let mut rows = plan::Columns::with_capacity(items.len());
     for (i, r) in items.iter_mut().enumerate() {
-        let (meta, request, placed) = (&chunk.meta[i], &chunk.requests[i], chunk.placed[i]);
+        let (request, placed) = (&chunk.requests[i], chunk.placed[i]);
         let profile = profiles.lookup(r.contact_id, r.email.as_deref(), day, &mut key);
         let mut buf = [0u8; ulid::ULID_LEN];
         let receipt = r.receipt_id.as_str(&mut buf);
         // A next-tick receipt that fits keeps its receipt time as its due time.
         let due = match (request.window, placed.moved) {
-            (None, Move::None) => meta.received_at_ms,
+            (None, Move::None) => r.received_at_ms,
             _ => placed.due,
         };
         let slot = request.window.map(|w| match placed.k {
@@ -413,7 +397,7 @@ fn plan_chunk(
         });
         reason.clear();
         let context = Grounds {
-            kind: meta.kind,
+            kind: r.webhook_type,
             profile: profile.as_ref(),
             population,
             quiet: request.local,
@@ -431,10 +415,10 @@ fn plan_chunk(
         rows.push(Entry {
             receipt_id: receipt,
             webhook_id: &r.webhook_id,
-            webhook_type: meta.kind,
+            webhook_type: r.webhook_type,
             contact_id: r.contact_id,
             email: r.email.as_deref(),
-            received_at_ms: meta.received_at_ms,
+            received_at_ms: r.received_at_ms,
             due_at_ms: due,
             slot,
             reason: &reason,

@@ -53,6 +53,9 @@ pub struct Pending {
     pub holdout: bool,
     /// The contact's zone as posted, which its quiet hours are in; none: the connector's.
     pub zone: Option<chrono_tz::Tz>,
+    /// As stored (for an action, the delivery type its execution chose).
+    pub webhook_type: crate::config::WebhookType,
+    pub received_at_ms: i64,
 }
 
 /// What follows a task for one receipt.
