@@ -702,11 +702,32 @@ fn overdue_contacts_wait_out_their_quiet_hours() {
             .all(|p| p.due_at_ms < received + 7 * DAY)
     );
     assert!(sent().is_empty());
+    // Five more of that time, first planned a week on: their window is over (late, not a
+    // lack of capacity), and they wait for the morning too.
+    let late: Vec<Receipt> = (200..205)
+        .map(|n| receipt(n, "America/New_York", received))
+        .collect();
+    write_inbox(&data, &late);
     // A week on, all overdue: 02:00 in New York holds them, 08:30 sends them.
     tick("2026-11-10T07:00:00Z");
     assert_eq!(sent().len(), 0);
+    let planned = plans(&data);
+    let late_reasons: Vec<&str> = planned
+        .iter()
+        .filter(|p| p.contact_id.is_some_and(|c| c >= 200))
+        .map(|p| p.reason.as_str())
+        .collect();
+    assert_eq!(late_reasons.len(), late.len());
+    assert!(
+        late_reasons
+            .iter()
+            .all(|r| r.contains("the window was over when planned")
+                && !r.contains("spilled")
+                && !r.contains("due now")),
+        "{late_reasons:?}"
+    );
     tick("2026-11-10T13:30:00Z");
-    assert_eq!(sent().len(), rows.len());
+    assert_eq!(sent().len(), rows.len() + late.len());
 }
 
 /// A workflow action's overdue contacts wait out their quiet hours too, but only while HubSpot

@@ -123,8 +123,7 @@ fn place<'a>(
         return outside(due, later(r.from, due));
     };
     if window.hours == 0 {
-        let due = first_fit(window.from, true);
-        return outside(due, later(window.from, due));
+        return outside(first_fit(window.from, true), Move::Late);
     }
     let Some(preference) = r.preference else {
         return outside(first_fit(window.end, true), Move::Quiet);

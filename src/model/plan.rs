@@ -296,6 +296,9 @@ pub enum Move {
     Spilled,
     /// Quiet hours leave no minute in the window: the first allowed minute after it.
     Quiet,
+    /// The window was over when it was planned (sendtime was not running): the first
+    /// allowed minute with room.
+    Late,
 }
 
 impl Move {
@@ -306,6 +309,7 @@ impl Move {
             Move::Capacity { .. } => Some("capacity"),
             Move::Spilled => Some("spilled"),
             Move::Quiet => Some("quiet"),
+            Move::Late => Some("late"),
         }
     }
 }
@@ -378,7 +382,7 @@ pub fn describe(
     if window.hours == 0 {
         let _ = write!(
             reason,
-            "the window was over when planned; due now, {}",
+            "the window was over when planned: the first minute with room, {}",
             Minute(due)
         );
         return;
