@@ -32,13 +32,6 @@ const PLAN_CHUNK: usize = 32_768;
 /// late, and a day to spill into.
 const MASK_HOURS: usize = ((9 * DAY_MS) / HOUR_MS) as usize;
 
-/// Receipts read from the inbox, about to be planned: the queue entries to be, and for each
-/// what planning reads besides.
-#[derive(Default)]
-struct Fresh {
-    items: Vec<Pending>,
-}
-
 impl Dispatcher {
     /// Read inbox parts not seen yet; plan their new receipts and append the plans.
     ///
@@ -51,7 +44,8 @@ impl Dispatcher {
             .with_context(|| format!("cannot list {}", self.inbox_ds.dir.display()))?;
         let listed: HashSet<PathBuf> = parts.iter().cloned().collect();
         self.seen_parts.retain(|p| listed.contains(p));
-        let mut fresh = Fresh::default();
+        // Receipts read from the inbox, about to be planned: the queue entries to be.
+        let mut fresh: Vec<Pending> = Vec::new();
         let mut read = Vec::new();
         for part in parts {
             if self.seen_parts.contains(&part) {
@@ -97,15 +91,15 @@ impl Dispatcher {
                 self.record_plans(config, now, &mut fresh)
             });
         if let Err(e) = result {
-            for item in &fresh.items {
+            for item in &fresh {
                 self.planned.remove(&item.receipt_id);
             }
             return Err(e);
         }
         self.seen_parts.extend(read);
-        let planned = fresh.items.len();
+        let planned = fresh.len();
         // The planned receipts' vector becomes the heap's (no copy) when it is the larger.
-        let mut new: Vec<Queued> = fresh.items.into_iter().map(Queued).collect();
+        let mut new: Vec<Queued> = fresh.into_iter().map(Queued).collect();
         if new.len() > self.queue.len() {
             new.extend(std::mem::take(&mut self.queue).into_vec());
             self.queue = BinaryHeap::from(new);
@@ -125,7 +119,11 @@ impl Dispatcher {
     /// columns; they count as planned from here on (the caller undoes that on failure).
     /// Converting rows is spread over the cores (it mostly touches fresh memory, which costs
     /// here); only the de-duplication against what is known runs on one.
-    fn take_fresh(&mut self, part: &PlanningColumns, fresh: &mut Fresh) -> anyhow::Result<()> {
+    fn take_fresh(
+        &mut self,
+        part: &PlanningColumns,
+        fresh: &mut Vec<Pending>,
+    ) -> anyhow::Result<()> {
         // Rows of a webhook type this build does not know are not taken (never read as a
         // default); a compaction may have merged them with anyone's.
         let rows: Vec<usize> = (0..part.len())
@@ -147,8 +145,8 @@ impl Dispatcher {
             }
             last = Some(w);
         }
-        let start = fresh.items.len();
-        fresh.items.par_extend(rows.par_iter().map(|&i| {
+        let start = fresh.len();
+        fresh.par_extend(rows.par_iter().map(|&i| {
             let w = webhooks.get(i).unwrap_or_default();
             Pending {
                 receipt_id: ReceiptId::new(ids.get(i).unwrap_or_default()),
@@ -174,7 +172,7 @@ impl Dispatcher {
         }));
         self.planned.reserve(rows.len());
         let mut repeats = Vec::new();
-        for (i, item) in fresh.items[start..].iter().enumerate() {
+        for (i, item) in fresh[start..].iter().enumerate() {
             let id = &item.receipt_id;
             if self.done.contains(id) || !self.planned.insert(id.clone()) {
                 repeats.push(start + i);
@@ -182,12 +180,12 @@ impl Dispatcher {
         }
         // Rows already planned or finished (a compacted part repeats them): drop them.
         if !repeats.is_empty() {
-            let mut drop = vec![false; fresh.items.len()];
+            let mut drop = vec![false; fresh.len()];
             for i in repeats {
                 drop[i] = true;
             }
             let mut i = 0;
-            fresh.items.retain(|_| {
+            fresh.retain(|_| {
                 i += 1;
                 !drop[i - 1]
             });
@@ -201,8 +199,13 @@ impl Dispatcher {
     /// are placed in what their connectors have left, those that lose most by moving first
     /// ([`crate::capacity::assign`]); then each slice's rows are built and written as a row
     /// group of the part as soon as they are ready (fresh pages cost a lot here).
-    fn record_plans(&mut self, config: &Config, now: i64, fresh: &mut Fresh) -> anyhow::Result<()> {
-        if fresh.items.is_empty() {
+    fn record_plans(
+        &mut self,
+        config: &Config,
+        now: i64,
+        fresh: &mut Vec<Pending>,
+    ) -> anyhow::Result<()> {
+        if fresh.is_empty() {
             return Ok(());
         }
         let mut caps = {
@@ -231,20 +234,18 @@ impl Dispatcher {
             .map(|w| (w.id.as_str(), w.holdout))
             .collect();
         if !shares.is_empty() {
-            fresh.items.par_iter_mut().for_each(|item| {
+            fresh.par_iter_mut().for_each(|item| {
                 let share = shares.get(&*item.webhook_id).copied().unwrap_or(0.0);
                 let mut buf = [0u8; ulid::ULID_LEN];
                 item.holdout = crate::lift::held_out(item.receipt_id.as_str(&mut buf), share);
             });
         }
         let locals: HashSet<Local> = fresh
-            .items
             .par_iter()
             .filter_map(|item| route_of(item).local(item.zone))
             .collect();
         let masks = Masks::build(locals, now, MASK_HOURS);
         let requests: Vec<Request> = fresh
-            .items
             .par_iter()
             .map_init(String::new, |key, item| {
                 let route = route_of(item);
@@ -285,7 +286,7 @@ impl Dispatcher {
             .collect();
         let mut key = String::new();
         let placed = assign(&requests, &mut caps.ledgers, &masks, |i, out| {
-            let item = &fresh.items[i];
+            let item = &fresh[i];
             let Some(w) = requests[i].window else { return };
             let profile = profiles.lookup(item.contact_id, item.email.as_deref(), day, &mut key);
             let scores: Vec<f64> = (0..w.hours)
@@ -294,13 +295,12 @@ impl Dispatcher {
             out.extend(0..w.hours);
             out.sort_by(|a, b| scores[*b].total_cmp(&scores[*a]));
         });
-        self.count_moves(&fresh.items, &placed, &route_of);
+        self.count_moves(fresh, &placed, &route_of);
         let schema = plan::Columns::with_capacity(0).finish()?.schema().clone();
         let result = self
             .plan_ds
             .write_part_with(Ulid::generate(), &schema, |writer| {
                 fresh
-                    .items
                     .par_chunks_mut(PLAN_CHUNK)
                     .zip(requests.par_chunks(PLAN_CHUNK))
                     .zip(placed.par_chunks(PLAN_CHUNK))
