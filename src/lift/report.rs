@@ -87,21 +87,26 @@ pub struct Lift {
     /// The newest event imported: windows after it are counted as not engaged.
     pub newest_event_ms: Option<i64>,
     pub webhook: Option<String>,
+    /// Receipts compared, per group, sent or not: a group whose receipts were sent less
+    /// (failed, still waiting) is compared on fewer of them.
+    pub optimized_receipts: u64,
+    pub holdout_receipts: u64,
     /// Sends found, per group, whatever their windows.
     pub optimized_sends: u64,
     pub holdout_sends: u64,
     pub metrics: Vec<Metric>,
 }
 
-/// One send of a receipt: who, when, and whether it was held out.
+/// A planned receipt: who, whether it was held out, and when it was sent, if it was.
 #[derive(Debug, Clone)]
-pub struct Sent {
+pub struct Planned {
     pub receipt_id: String,
     pub webhook: String,
     pub contact_id: Option<i64>,
     pub email: Option<String>,
     pub received_at_ms: i64,
-    pub at_ms: i64,
+    /// Its first send (enrolled, listed or completed); none: not sent (waiting, failed).
+    pub sent_at_ms: Option<i64>,
     pub holdout: bool,
 }
 
@@ -118,9 +123,9 @@ struct Send {
     next_ms: Option<i64>,
 }
 
-/// The sends compared: of each webhook with a holdout, those of the receipts it received
-/// between its first and its last held-out one.
-fn compared(all: &[Sent]) -> impl Iterator<Item = &Sent> {
+/// The receipts compared: of each webhook with a holdout, those it received between its first
+/// and its last held-out one.
+fn compared(all: &[Planned]) -> impl Iterator<Item = &Planned> {
     let mut held_out: HashMap<&str, (i64, i64)> = HashMap::new();
     for s in all.iter().filter(|s| s.holdout) {
         let t = s.received_at_ms;
@@ -137,20 +142,26 @@ fn compared(all: &[Sent]) -> impl Iterator<Item = &Sent> {
 /// Build the report from the data folder.
 pub fn lift(data_dir: &Path, options: &Options) -> anyhow::Result<Lift> {
     let contacts = Contacts::load(data_dir)?;
-    let mut all = sent(data_dir, options.webhook.as_deref())?;
+    let mut all = planned(data_dir, options.webhook.as_deref())?;
     all.retain(|s| options.since_ms.is_none_or(|t| s.received_at_ms >= t));
     let mut wait: HashMap<&str, i64> = HashMap::new();
+    let mut receipts = [0u64; 2];
     for s in compared(&all) {
-        let w = wait.entry(&s.webhook).or_default();
-        *w = (*w).max(s.at_ms - s.received_at_ms);
+        receipts[usize::from(s.holdout)] += 1;
+        if let Some(at) = s.sent_at_ms {
+            let w = wait.entry(&s.webhook).or_default();
+            *w = (*w).max(at - s.received_at_ms);
+        }
     }
     let mut sends: Vec<Send> = compared(&all)
-        .map(|s| Send {
-            contact: contacts.find(s.contact_id, s.email.as_deref()),
-            at_ms: s.at_ms,
-            holdout: s.holdout,
-            counted_from_ms: s.received_at_ms + wait[s.webhook.as_str()],
-            next_ms: None,
+        .filter_map(|s| {
+            Some(Send {
+                contact: contacts.find(s.contact_id, s.email.as_deref()),
+                at_ms: s.sent_at_ms?,
+                holdout: s.holdout,
+                counted_from_ms: s.received_at_ms + wait[s.webhook.as_str()],
+                next_ms: None,
+            })
         })
         .collect();
     let mut by_contact: Vec<usize> = (0..sends.len())
@@ -198,6 +209,8 @@ pub fn lift(data_dir: &Path, options: &Options) -> anyhow::Result<Lift> {
         as_of_ms,
         newest_event_ms,
         webhook: options.webhook.clone(),
+        optimized_receipts: receipts[0],
+        holdout_receipts: receipts[1],
         optimized_sends: sends.iter().filter(|s| !s.holdout).count() as u64,
         holdout_sends: sends.iter().filter(|s| s.holdout).count() as u64,
         metrics,
@@ -307,9 +320,9 @@ impl Resampled {
     }
 }
 
-/// Every send (enrolled, listed or completed) of a planned receipt, live and archived, of
-/// `webhook` if given, at its first.
-pub fn sent(data_dir: &Path, webhook: Option<&str>) -> anyhow::Result<Vec<Sent>> {
+/// Every planned receipt, live and archived, of `webhook` if given, with its first send
+/// (enrolled, listed or completed) if any.
+pub fn planned(data_dir: &Path, webhook: Option<&str>) -> anyhow::Result<Vec<Planned>> {
     let mut sent: HashMap<String, i64> = HashMap::new();
     for r in outcomes::read_kept(data_dir)? {
         if matches!(
@@ -322,18 +335,21 @@ pub fn sent(data_dir: &Path, webhook: Option<&str>) -> anyhow::Result<Vec<Sent>>
         }
     }
     let mut out = Vec::with_capacity(sent.len());
+    // A row read twice (a compaction, a move to the archive) counts once.
+    let mut seen = std::collections::HashSet::new();
     for p in plan::read_kept(data_dir)? {
-        if let Some(at_ms) = sent.remove(&p.receipt_id) {
-            out.push(Sent {
-                receipt_id: p.receipt_id,
-                webhook: p.webhook_id,
-                contact_id: p.contact_id,
-                email: p.email,
-                received_at_ms: p.received_at_ms,
-                at_ms,
-                holdout: p.holdout,
-            });
+        if webhook.is_some_and(|w| w != p.webhook_id) || !seen.insert(p.receipt_id.clone()) {
+            continue;
         }
+        out.push(Planned {
+            sent_at_ms: sent.get(&p.receipt_id).copied(),
+            receipt_id: p.receipt_id,
+            webhook: p.webhook_id,
+            contact_id: p.contact_id,
+            email: p.email,
+            received_at_ms: p.received_at_ms,
+            holdout: p.holdout,
+        });
     }
     Ok(out)
 }
@@ -395,7 +411,7 @@ impl Lift {
         let mut out = String::new();
         let _ = writeln!(
             out,
-            "lift of {}{}, as of {}: {} optimized sends, {} held out",
+            "lift of {}{}, as of {}: {} optimized sends (of {} receipts), {} held out (of {})",
             self.webhook
                 .as_deref()
                 .unwrap_or("every webhook and action"),
@@ -403,7 +419,9 @@ impl Lift {
                 .map_or(String::new(), |t| format!(" since {}", format_minute(t))),
             format_minute(self.as_of_ms),
             self.optimized_sends,
-            self.holdout_sends
+            self.optimized_receipts,
+            self.holdout_sends,
+            self.holdout_receipts
         );
         if self.holdout_sends == 0 {
             let _ = writeln!(
@@ -576,6 +594,47 @@ mod tests {
         assert_eq!((m.holdout.sends, m.holdout.engaged), (2, 0));
     }
 
+    /// A receipt planned and never sent (failed, still waiting) is counted among its group's
+    /// receipts, not its sends: a group that loses more of them shows it.
+    #[test]
+    fn receipts_never_sent_are_counted_apart_from_sends() {
+        let h = HOUR_MS;
+        let dir = world(
+            &[
+                ("r1", 1, T, T, true),
+                ("r2", 1, T + h, T + 2 * h, false),
+                ("r3", 2, T + 3 * h, T + 3 * h, true),
+            ],
+            &[(2, T - 10 * DAY_MS)],
+        );
+        let unsent = PlanRow {
+            receipt_id: "r4".into(),
+            webhook_id: "w".into(),
+            webhook_type: crate::config::WebhookType::Next24Hours,
+            contact_id: Some(3),
+            email: None,
+            received_at_ms: T + 2 * h,
+            due_at_ms: T + 2 * h,
+            slot: None,
+            reason: String::new(),
+            planned_at_ms: T + 2 * h,
+            callback_id: None,
+            holdout: false,
+            time_zone: None,
+        };
+        plan::dataset(dir.path())
+            .unwrap()
+            .write_part(ulid::Ulid::generate(), &mut plan::frame(&[unsent]).unwrap())
+            .unwrap();
+        let options = Options {
+            as_of_ms: T + 10 * DAY_MS,
+            ..Options::default()
+        };
+        let all = lift(dir.path(), &options).unwrap();
+        assert_eq!((all.optimized_receipts, all.optimized_sends), (2, 1));
+        assert_eq!((all.holdout_receipts, all.holdout_sends), (2, 2));
+    }
+
     /// Windows are counted from receipt plus the webhook's longest wait (1 h here), for both
     /// groups: r3's own window ended by the cutoff, but a receipt of its time sent after the
     /// longest wait would not have, so it is not counted yet. `--since` is by receipt too.
@@ -599,6 +658,7 @@ mod tests {
         options.since_ms = Some(T + 3 * h);
         let all = lift(dir.path(), &options).unwrap();
         assert_eq!((all.optimized_sends, all.holdout_sends), (0, 1));
+        assert_eq!((all.optimized_receipts, all.holdout_receipts), (0, 1));
     }
 
     /// `sends` contacts with one send each, `engaged` of them engaged.
@@ -647,14 +707,14 @@ mod tests {
     #[test]
     fn only_receipts_of_the_held_out_period_are_compared() {
         let day = crate::time::DAY_MS;
-        let send = |webhook: &str, day_n: i64, holdout: bool| Sent {
+        let send = |webhook: &str, day_n: i64, holdout: bool| Planned {
             receipt_id: format!("{webhook}-{day_n}-{holdout}"),
             webhook: webhook.into(),
             contact_id: Some(day_n),
             email: None,
             received_at_ms: day_n * day,
             // Optimized sends go out days after receipt.
-            at_ms: day_n * day + if holdout { 0 } else { 3 * day },
+            sent_at_ms: Some(day_n * day + if holdout { 0 } else { 3 * day }),
             holdout,
         };
         let mut all = vec![send("w", 0, false)];

@@ -245,12 +245,14 @@ pub fn respond(
         end_ms: end_ms.unwrap_or(DEFAULT_GEN_END_MS),
         habits: true,
     };
-    let sends: Vec<(i64, i64, u64)> = crate::lift::report::sent(out, None)?
+    let sends: Vec<(i64, i64, u64)> = crate::lift::report::planned(out, None)?
         .into_iter()
-        .filter(|s| since_ms.is_none_or(|t| s.at_ms >= t))
         .filter_map(|s| {
+            let at = s
+                .sent_at_ms
+                .filter(|at| since_ms.is_none_or(|t| *at >= t))?;
             let seed = xxhash_rust::xxh3::xxh3_64_with_seed(s.receipt_id.as_bytes(), draw);
-            Some((s.contact_id?, s.at_ms, seed))
+            Some((s.contact_id?, at, seed))
         })
         .collect();
     anyhow::ensure!(

@@ -317,7 +317,8 @@ async function measureLift() {
   out.replaceChildren(el("p", "Measuring…", "note"));
   try {
     const lift = await api("/lift");
-    out.replaceChildren(el("p", lift.optimized_sends + " optimized sends, " + lift.holdout_sends + " held out.", "note"));
+    out.replaceChildren(el("p", lift.optimized_sends + " optimized sends (of " + lift.optimized_receipts + " receipts), " +
+      lift.holdout_sends + " held out (of " + lift.holdout_receipts + ").", "note"));
     const table = el("table", null, "grid");
     table.id = "lift-table";
     table.append(row([el("th", ""), el("th", "optimized"), el("th", "held out"),
