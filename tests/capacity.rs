@@ -43,6 +43,33 @@ fn sendtime(config: &Path, data: &Path, args: &[&str]) -> std::process::Output {
         .unwrap()
 }
 
+/// `sendtime tick --now at`, which must succeed.
+fn tick_at(config: &Path, data: &Path, at: &str) {
+    let out = sendtime(config, data, &["tick", "--now", at]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The contact ids of the receipts a dry run released, sorted.
+fn released(data: &Path) -> Vec<i64> {
+    use sendtime::datasets::outcomes::{self, Status};
+    let contacts: HashMap<String, Option<i64>> = plans(data)
+        .into_iter()
+        .map(|p| (p.receipt_id, p.contact_id))
+        .collect();
+    let mut ids: Vec<i64> = outcomes::read(&outcomes::dataset(data).unwrap())
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.status == Status::DryRun)
+        .filter_map(|r| *contacts.get(&r.receipt_id)?)
+        .collect();
+    ids.sort();
+    ids
+}
+
 /// Opens at `hour` UTC on 12 past days for each of `emails`, through `sendtime import csv`.
 fn import_opens(config: &Path, data: &Path, emails: &[String], hour: i64) {
     let mut csv = String::from("email,opened\n");
@@ -306,12 +333,7 @@ fn quiet_hours_hold_in_each_contacts_zone_across_daylight_saving() {
         rows.push(r);
     }
     write_inbox(&data, &rows);
-    let out = sendtime(&config, &data, &["tick", "--now", "2026-10-24T12:00:00Z"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    tick_at(&config, &data, "2026-10-24T12:00:00Z");
 
     let planned = plans(&data);
     assert_eq!(planned.len(), rows.len());
@@ -453,12 +475,7 @@ fn the_daily_budget_counts_calls_made_before_a_restart_and_each_small_batch() {
             std::fs::create_dir_all(&data).unwrap();
             write_inbox(&data, &receipts_of(hook.id, kind, from..to, at));
             let now = sendtime::time::format_rfc3339_ms(at);
-            let out = sendtime(&config, &data, &["tick", "--now", &now]);
-            assert!(
-                out.status.success(),
-                "{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
+            tick_at(&config, &data, &now);
         }
         plans(&data)
     };
@@ -669,7 +686,6 @@ fn a_paused_webhook_leaves_the_connector_to_the_others_and_is_spread_when_resume
 /// in their own zone sends them all.
 #[test]
 fn overdue_contacts_wait_out_their_quiet_hours() {
-    use sendtime::datasets::outcomes::{self, Status};
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     std::fs::create_dir_all(&data).unwrap();
@@ -679,21 +695,8 @@ fn overdue_contacts_wait_out_their_quiet_hours() {
         .map(|n| receipt(n, "America/New_York", received))
         .collect();
     write_inbox(&data, &rows);
-    let tick = |at: &str| {
-        let out = sendtime(&config, &data, &["tick", "--now", at]);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
-    let sent = || {
-        outcomes::read(&outcomes::dataset(&data).unwrap())
-            .unwrap()
-            .into_iter()
-            .filter(|r| r.status == Status::DryRun)
-            .collect::<Vec<_>>()
-    };
+    let tick = |at: &str| tick_at(&config, &data, at);
+    let sent = || released(&data);
     tick("2026-11-02T15:00:00Z");
     assert_eq!(plans(&data).len(), rows.len());
     assert!(
@@ -735,7 +738,6 @@ fn overdue_contacts_wait_out_their_quiet_hours() {
 #[test]
 fn overdue_actions_wait_out_quiet_hours_within_their_hold() {
     use sendtime::config::WebhookType;
-    use sendtime::datasets::outcomes::{self, Status};
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     std::fs::create_dir_all(&data).unwrap();
@@ -759,29 +761,8 @@ fn overdue_actions_wait_out_quiet_hours_within_their_hold() {
         .collect();
     rows.extend((100..110).map(|n| action(n, WebhookType::Next24Hours, 1_794_132_000_000)));
     write_inbox(&data, &rows);
-    let tick = |at: &str| {
-        let out = sendtime(&config, &data, &["tick", "--now", at]);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
-    let released = || {
-        let mut ids: Vec<i64> = outcomes::read(&outcomes::dataset(&data).unwrap())
-            .unwrap()
-            .into_iter()
-            .filter(|r| r.status == Status::DryRun)
-            .filter_map(|r| {
-                plans(&data)
-                    .into_iter()
-                    .find(|p| p.receipt_id == r.receipt_id)?
-                    .contact_id
-            })
-            .collect();
-        ids.sort();
-        ids
-    };
+    let tick = |at: &str| tick_at(&config, &data, at);
+    let released = || released(&data);
     tick("2026-11-08T10:00:00Z");
     assert_eq!(plans(&data).len(), rows.len());
     // 02:00 in New York, all overdue: only those HubSpot would not hold till morning go.

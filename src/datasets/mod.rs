@@ -20,7 +20,26 @@ pub mod outcomes;
 pub mod pending;
 pub mod plan;
 
+use std::path::Path;
+
 use polars::prelude::*;
+
+use crate::store::Dataset;
+
+/// Every row of dataset `name` kept under `data_dir` as `read` reads them: the live
+/// dataset's, then the archive's. A read makes no archive folder where none was made yet.
+fn read_kept<T>(
+    data_dir: &Path,
+    name: &str,
+    read: impl Fn(&Dataset) -> anyhow::Result<Vec<T>>,
+) -> anyhow::Result<Vec<T>> {
+    let mut rows = read(&Dataset::open(data_dir, name)?)?;
+    let archive = data_dir.join(ARCHIVE);
+    if archive.join(name).is_dir() {
+        rows.extend(read(&Dataset::open(&archive, name)?)?);
+    }
+    Ok(rows)
+}
 
 /// A string column's values.
 fn strs(df: &DataFrame, name: &str) -> anyhow::Result<Vec<Option<String>>> {

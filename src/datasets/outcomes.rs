@@ -54,13 +54,7 @@ pub fn dataset(data_dir: &Path) -> anyhow::Result<Dataset> {
 /// Every row kept under `data_dir`: the live dataset's, then the archive's
 /// ([`super::ARCHIVE`]).
 pub fn read_kept(data_dir: &Path) -> anyhow::Result<Vec<OutcomeRow>> {
-    let mut rows = read(&dataset(data_dir)?)?;
-    let archive = data_dir.join(super::ARCHIVE);
-    // A read makes no archive folder where none was made yet.
-    if archive.join(NAME).is_dir() {
-        rows.extend(read(&Dataset::open(&archive, NAME)?)?);
-    }
-    Ok(rows)
+    super::read_kept(data_dir, NAME, read)
 }
 
 /// Where a receipt's dispatch stands after one step.

@@ -6,6 +6,7 @@ use std::collections::HashMap;
 
 use chrono_tz::Tz;
 
+use super::send::Pending;
 use super::{Dispatcher, Queued};
 use crate::capacity::{CALL, Capacity, Cost, Ledger, cost};
 use crate::capacity::{ConnectorForecast, Forecast};
@@ -37,6 +38,32 @@ impl Route<'_> {
     /// that zone; none without quiet hours.
     pub fn local(&self, zone: Option<Tz>) -> Option<Local> {
         self.quiet.map(|q| (zone.unwrap_or(self.zone), q))
+    }
+
+    /// The quiet hours that hold a queued `item` back, in its zone: those of timed sends, not
+    /// held out (those go at receipt, as without sendtime).
+    pub fn quiet_for(&self, item: &Pending) -> Option<Local> {
+        self.local(item.zone)
+            .filter(|_| item.webhook_type.timed() && !item.holdout)
+    }
+}
+
+/// How the receipts of webhook `w` of `config` are planned.
+pub(super) fn route<'c>(config: &'c Config, w: &'c Webhook) -> Route<'c> {
+    let index = config
+        .connectors
+        .iter()
+        .position(|c| c.id == w.connector)
+        .expect("validated: webhook connectors exist");
+    let connector = &config.connectors[index];
+    Route {
+        ledger: index,
+        connector: &connector.id,
+        cost: cost(&w.target, connector),
+        window: w.window,
+        quiet: w.quiet_hours,
+        zone: connector.time_zone.unwrap_or(Tz::UTC),
+        holds: w.target == Target::Callback,
     }
 }
 
@@ -73,26 +100,8 @@ impl Capacities {
         config
             .webhooks
             .iter()
-            .map(|w| (w.id.as_str(), self.route(config, w)))
+            .map(|w| (w.id.as_str(), route(config, w)))
             .collect()
-    }
-
-    fn route<'c>(&self, config: &'c Config, w: &'c Webhook) -> Route<'c> {
-        let index = config
-            .connectors
-            .iter()
-            .position(|c| c.id == w.connector)
-            .expect("validated: webhook connectors exist");
-        let connector = &config.connectors[index];
-        Route {
-            ledger: index,
-            connector: &connector.id,
-            cost: cost(&w.target, connector),
-            window: w.window,
-            quiet: w.quiet_hours,
-            zone: connector.time_zone.unwrap_or(Tz::UTC),
-            holds: w.target == Target::Callback,
-        }
     }
 
     /// The route of receipts whose webhook is missing from the config.
@@ -156,7 +165,7 @@ impl Dispatcher {
             items.reverse();
             let locals = items
                 .iter()
-                .filter_map(|Queued(item)| routes.get(&*item.webhook_id)?.local(item.zone));
+                .filter_map(|Queued(item)| routes.get(&*item.webhook_id)?.quiet_for(item));
             let masks = Masks::build(locals.collect::<Vec<_>>(), now, REBUILD_MASK_HOURS);
             let mut moved = 0usize;
             for Queued(item) in &mut items {
@@ -167,11 +176,8 @@ impl Dispatcher {
                 }
                 let ledger = &mut caps.ledgers[route.ledger];
                 let at = item.ready_at_ms.max(now);
-                // Overdue or moved, a timed send still keeps its contact's quiet hours (as
-                // planned: held-out receipts go at receipt, whatever the hour).
-                let local = route
-                    .local(item.zone)
-                    .filter(|_| item.webhook_type.timed() && !item.holdout);
+                // Overdue or moved, a timed send still keeps its contact's quiet hours.
+                let local = route.quiet_for(item);
                 let to = if route.holds || (local.is_none() && ledger.fits(at, route.cost)) {
                     at
                 } else {

@@ -731,20 +731,13 @@ impl Dispatcher {
 /// nothing ran (or between the ticks of a sparse cron) waits for its morning. Timed sends
 /// only, not held out; a workflow action's contact only while HubSpot still holds it.
 fn quiet_until(config: &Config, item: &Pending, now: i64) -> Option<i64> {
-    let webhook = config.webhook(&item.webhook_id)?;
-    if item.holdout || !item.webhook_type.timed() {
-        return None;
-    }
-    let zone = item.zone.or_else(|| {
-        config
-            .connector(&webhook.connector)
-            .and_then(|c| c.time_zone)
-    });
-    let release_by =
-        (webhook.target == Target::Callback).then(|| planning::release_by(item, webhook.window));
-    webhook
-        .quiet_hours?
-        .next_allowed(zone.unwrap_or(chrono_tz::Tz::UTC), now)
+    let route = capacity::route(config, config.webhook(&item.webhook_id)?);
+    let (zone, quiet) = route.quiet_for(item)?;
+    let release_by = route
+        .holds
+        .then(|| planning::release_by(item, route.window));
+    quiet
+        .next_allowed(zone, now)
         .filter(|t| *t > now && release_by.is_none_or(|r| *t <= r))
 }
 

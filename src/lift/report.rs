@@ -144,16 +144,18 @@ pub fn lift(data_dir: &Path, options: &Options) -> anyhow::Result<Lift> {
     let contacts = Contacts::load(data_dir)?;
     let mut all = planned(data_dir, options.webhook.as_deref())?;
     all.retain(|s| options.since_ms.is_none_or(|t| s.received_at_ms >= t));
+    let compared: Vec<&Planned> = compared(&all).collect();
     let mut wait: HashMap<&str, i64> = HashMap::new();
     let mut receipts = [0u64; 2];
-    for s in compared(&all) {
+    for s in &compared {
         receipts[usize::from(s.holdout)] += 1;
         if let Some(at) = s.sent_at_ms {
             let w = wait.entry(&s.webhook).or_default();
             *w = (*w).max(at - s.received_at_ms);
         }
     }
-    let mut sends: Vec<Send> = compared(&all)
+    let mut sends: Vec<Send> = compared
+        .iter()
         .filter_map(|s| {
             Some(Send {
                 contact: contacts.find(s.contact_id, s.email.as_deref()),
@@ -502,9 +504,20 @@ mod tests {
 
     const T: i64 = 1_790_000_000_000;
 
-    /// A data folder whose webhook `w` sent `sends` (receipt, contact, received, sent,
-    /// held out), and whose contacts opened at `opens` (contact, time).
-    fn world(sends: &[(&str, i64, i64, i64, bool)], opens: &[(i64, i64)]) -> tempfile::TempDir {
+    /// A receipt of webhook `w`: id, contact, received, sent (none: never), held out.
+    type Given = (&'static str, i64, i64, Option<i64>, bool);
+
+    /// Contact 1 held out at T, then sent (optimized) at T+2h, received at T+1h; contact 2
+    /// held out at T+3h.
+    const THREE: [Given; 3] = [
+        ("r1", 1, T, Some(T), true),
+        ("r2", 1, T + HOUR_MS, Some(T + 2 * HOUR_MS), false),
+        ("r3", 2, T + 3 * HOUR_MS, Some(T + 3 * HOUR_MS), true),
+    ];
+
+    /// A data folder whose webhook `w` planned `sends` and sent those with a time, and whose
+    /// contacts opened at `opens` (contact, time).
+    fn world(sends: &[Given], opens: &[(i64, i64)]) -> tempfile::TempDir {
         let dir = tempfile::tempdir().unwrap();
         let data = dir.path();
         let plans: Vec<PlanRow> = sends
@@ -527,7 +540,8 @@ mod tests {
             .collect();
         let done: Vec<OutcomeRow> = sends
             .iter()
-            .map(|&(id, _, _, at_ms, holdout)| OutcomeRow {
+            .filter_map(|&(id, _, _, at_ms, holdout)| Some((id, at_ms?, holdout)))
+            .map(|(id, at_ms, holdout)| OutcomeRow {
                 receipt_id: id.into(),
                 webhook_id: "w".into(),
                 connector: "c".into(),
@@ -576,15 +590,7 @@ mod tests {
     /// open is the later send's, not the held-out one's, whose window ends at T+2h.
     #[test]
     fn a_window_ends_at_the_contacts_next_send() {
-        let h = HOUR_MS;
-        let dir = world(
-            &[
-                ("r1", 1, T, T, true),
-                ("r2", 1, T + h, T + 2 * h, false),
-                ("r3", 2, T + 3 * h, T + 3 * h, true),
-            ],
-            &[(1, T + 5 * h), (2, T - 10 * DAY_MS)],
-        );
+        let dir = world(&THREE, &[(1, T + 5 * HOUR_MS), (2, T - 10 * DAY_MS)]);
         let options = Options {
             as_of_ms: T + 10 * DAY_MS,
             ..Options::default()
@@ -598,34 +604,9 @@ mod tests {
     /// receipts, not its sends: a group that loses more of them shows it.
     #[test]
     fn receipts_never_sent_are_counted_apart_from_sends() {
-        let h = HOUR_MS;
-        let dir = world(
-            &[
-                ("r1", 1, T, T, true),
-                ("r2", 1, T + h, T + 2 * h, false),
-                ("r3", 2, T + 3 * h, T + 3 * h, true),
-            ],
-            &[(2, T - 10 * DAY_MS)],
-        );
-        let unsent = PlanRow {
-            receipt_id: "r4".into(),
-            webhook_id: "w".into(),
-            webhook_type: crate::config::WebhookType::Next24Hours,
-            contact_id: Some(3),
-            email: None,
-            received_at_ms: T + 2 * h,
-            due_at_ms: T + 2 * h,
-            slot: None,
-            reason: String::new(),
-            planned_at_ms: T + 2 * h,
-            callback_id: None,
-            holdout: false,
-            time_zone: None,
-        };
-        plan::dataset(dir.path())
-            .unwrap()
-            .write_part(ulid::Ulid::generate(), &mut plan::frame(&[unsent]).unwrap())
-            .unwrap();
+        let mut given = THREE.to_vec();
+        given.push(("r4", 3, T + 2 * HOUR_MS, None, false));
+        let dir = world(&given, &[(2, T - 10 * DAY_MS)]);
         let options = Options {
             as_of_ms: T + 10 * DAY_MS,
             ..Options::default()
@@ -641,14 +622,7 @@ mod tests {
     #[test]
     fn receipts_count_by_their_receipt_time_not_their_send_time() {
         let h = HOUR_MS;
-        let dir = world(
-            &[
-                ("r1", 1, T, T, true),
-                ("r2", 1, T + h, T + 2 * h, false),
-                ("r3", 2, T + 3 * h, T + 3 * h, true),
-            ],
-            &[(2, T - 10 * DAY_MS)],
-        );
+        let dir = world(&THREE, &[(2, T - 10 * DAY_MS)]);
         let mut options = Options {
             as_of_ms: T + 27 * h,
             ..Options::default()

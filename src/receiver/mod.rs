@@ -334,6 +334,7 @@ async fn raise_floor(
     else {
         return;
     };
+    // Most posts raise nothing: no blocking task for them.
     if state
         .ratchet
         .seen(endpoint)
