@@ -446,6 +446,8 @@ fn duplicates_answer_200_and_store_nothing_even_after_a_restart() {
     assert_eq!(inbox(dir.path()).height(), 2);
 }
 
+/// `allow_unsigned` takes unsigned posts, warned about, until the endpoint has taken a signed
+/// one (with `min_signature_version = "auto"`).
 #[test]
 fn unsigned_posts_only_where_allowed_and_always_warned() {
     let dir = tempfile::tempdir().unwrap();
@@ -471,9 +473,39 @@ fn unsigned_posts_only_where_allowed_and_always_warned() {
         Sig::Raw("X-HubSpot-Signature", "00"),
     );
     assert_eq!(status, 401);
+    // Once the endpoint has taken a signed post, an unsigned one is a replay stripped of its
+    // signature headers; another endpoint still takes them.
+    let body = contact_body(3, "w@example.com");
+    assert_eq!(post(&server, "nurture", &body, Sig::V1).0, 200);
+    let (status, answer) = post(
+        &server,
+        "nurture",
+        &contact_body(4, "x@example.com"),
+        Sig::None,
+    );
+    assert_eq!(
+        (status, answer["reason"].as_str()),
+        (401, Some("signature_downgrade"))
+    );
+    let other = contact_body(5, "y@example.com");
+    assert_eq!(post(&server, "big-list", &other, Sig::None).0, 200);
     let logs = server.stop();
     assert!(logs.contains("accepting an UNSIGNED post"), "{logs}");
-    assert_eq!(strings(&inbox(dir.path()), "signature"), ["unsigned"]);
+    let rows = inbox(dir.path());
+    let mut stored: Vec<(String, String)> = strings(&rows, "webhook_id")
+        .into_iter()
+        .zip(strings(&rows, "signature"))
+        .collect();
+    stored.sort();
+    assert_eq!(
+        stored,
+        [
+            ("big-list", "unsigned"),
+            ("nurture", "unsigned"),
+            ("nurture", "v1")
+        ]
+        .map(|(w, s)| (w.to_string(), s.to_string()))
+    );
 }
 
 #[test]

@@ -233,6 +233,17 @@ async fn authenticate(
     };
     let unsigned = sig_headers.v3.is_none() && sig_headers.v1v2.is_none();
     let signature = if unsigned && connector.allow_unsigned {
+        // Once the endpoint has taken a signed post, one stripped of every signature header
+        // is a replay like one stripped to v1.
+        if let (signature::Floor::Auto, Some(seen)) = (
+            connector.min_signature_version,
+            state.ratchet.seen(&webhook.id),
+        ) {
+            return Err(Refusal::Signature {
+                error: signature::SignatureError::Stripped(seen.version.as_str()),
+                checked: checked(),
+            });
+        }
         if let Some(suppressed) = due(state, &connector.id, PostWarning::Unsigned) {
             tracing::warn!(
                 webhook = %webhook.id,

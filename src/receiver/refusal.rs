@@ -137,7 +137,10 @@ impl Refusal {
             }
             Refusal::BodyUnreadable { why } => format!(": {why}"),
             Refusal::Signature {
-                error: SignatureError::TooWeak(_) | SignatureError::Downgraded { .. },
+                error:
+                    SignatureError::TooWeak(_)
+                    | SignatureError::Downgraded { .. }
+                    | SignatureError::Stripped(_),
                 checked,
             } => format!(" (checked as {checked}; see min_signature_version)"),
             Refusal::Signature { checked, .. } => format!(

@@ -74,6 +74,10 @@ pub enum SignatureError {
         carried: &'static str,
         seen: &'static str,
     },
+    #[error(
+        "unsigned, but this endpoint has taken {0}-signed posts: refused as a possible replay, though allow_unsigned is on (set min_signature_version = \"v1\" to take unsigned posts beside signed ones)"
+    )]
+    Stripped(&'static str),
 }
 
 impl SignatureError {
@@ -87,7 +91,9 @@ impl SignatureError {
             SignatureError::Mismatch => "signature_mismatch",
             SignatureError::Malformed => "signature_malformed",
             SignatureError::TooWeak(_) => "signature_too_weak",
-            SignatureError::Downgraded { .. } => "signature_downgrade",
+            SignatureError::Downgraded { .. } | SignatureError::Stripped(_) => {
+                "signature_downgrade"
+            }
         }
     }
 }
