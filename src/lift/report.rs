@@ -3,8 +3,8 @@
 //! each send, their difference with a bootstrap 95 % interval, and a verdict only when that
 //! interval excludes zero and each group has [`MIN_SENDS`].
 //!
-//! Only like is compared with like: sends of webhooks that hold receipts out, of the receipts
-//! each received between its first and its last held-out receipt (a webhook without a
+//! Only like is compared with like: each webhook that holds receipts out with itself, on the
+//! receipts it received between its first and its last held-out receipt (a webhook without a
 //! holdout, or the weeks before one was set or after it was lifted, are other workflows,
 //! audiences and dates).
 
@@ -53,13 +53,15 @@ pub fn default_as_of(config: &crate::config::Config, now: i64) -> i64 {
         .fold(now, i64::min)
 }
 
-/// One group's count for one metric.
+/// One group's count for one metric, over the webhooks compared ([`compare`]).
 #[derive(Debug, Clone, Copy, Serialize)]
 pub struct Share {
     /// Sends whose window is complete.
     pub sends: u64,
     /// Of them, those engaged within it.
     pub engaged: u64,
+    /// Each webhook's share engaged, weighted by its sends in both groups (for one webhook,
+    /// `engaged / sends`).
     pub rate: f64,
 }
 
@@ -112,6 +114,8 @@ pub struct Planned {
 
 /// A send with its contact's index in the dictionary.
 struct Send {
+    /// Its webhook, as an index: each webhook is compared with itself ([`compare`]).
+    stratum: usize,
     contact: Option<u32>,
     at_ms: i64,
     holdout: bool,
@@ -154,10 +158,13 @@ pub fn lift(data_dir: &Path, options: &Options) -> anyhow::Result<Lift> {
             *w = (*w).max(at - s.received_at_ms);
         }
     }
+    let mut strata: HashMap<&str, usize> = HashMap::new();
     let mut sends: Vec<Send> = compared
         .iter()
         .filter_map(|s| {
+            let next = strata.len();
             Some(Send {
+                stratum: *strata.entry(&s.webhook).or_insert(next),
                 contact: contacts.find(s.contact_id, s.email.as_deref()),
                 at_ms: s.sent_at_ms?,
                 holdout: s.holdout,
@@ -180,9 +187,11 @@ pub fn lift(data_dir: &Path, options: &Options) -> anyhow::Result<Lift> {
     let mut metrics = Vec::new();
     for (metric, clicks_only) in [("opened", false), ("clicked", true)] {
         for hours in WINDOWS_H {
-            // [optimized, holdout]: per contact (a send without one alone), sends and engaged;
-            // ordered, so that the seeded bootstrap draws the same contacts each time.
-            let mut groups: [BTreeMap<Result<u32, usize>, Cluster>; 2] = Default::default();
+            // Per webhook, [optimized, holdout]: per contact (a send without one alone), sends
+            // and engaged; ordered, so that the seeded bootstrap draws the same contacts each
+            // time.
+            let mut groups: Vec<[BTreeMap<Result<u32, usize>, Cluster>; 2]> = Vec::new();
+            groups.resize_with(strata.len(), Default::default);
             for (i, s) in sends.iter().enumerate() {
                 if s.counted_from_ms + hours * HOUR_MS > as_of_ms {
                     continue;
@@ -196,14 +205,17 @@ pub fn lift(data_dir: &Path, options: &Options) -> anyhow::Result<Lift> {
                             *at >= s.at_ms && *at < end && (!clicks_only || *kind == Kind::Click)
                         })
                     });
-                let c = groups[usize::from(s.holdout)]
+                let c = groups[s.stratum][usize::from(s.holdout)]
                     .entry(s.contact.ok_or(i))
                     .or_default();
                 c.0 += 1;
                 c.1 += u64::from(engaged);
             }
-            let [optimized, holdout] = groups.map(|g| g.into_values().collect::<Vec<_>>());
-            metrics.push(compare(metric, hours, &optimized, &holdout));
+            let groups: Vec<Stratum> = groups
+                .into_iter()
+                .map(|g| g.map(|g| g.into_values().collect()))
+                .collect();
+            metrics.push(compare(metric, hours, &groups));
         }
     }
     Ok(Lift {
@@ -239,19 +251,69 @@ type Cluster = (u64, u64);
 /// approximation of the same (a ratio estimator with its cluster-robust variance).
 const EXACT_CLUSTERS: usize = 2000;
 
-/// The difference of two shares with its bootstrap interval, resampling each group's
-/// contacts with replacement. Each group gets one more contact with one engaged send and one
-/// not (Agresti and Caffo's adjustment), so a group that engaged never (or always) still
+/// One webhook's sends whose windows are complete, [optimized, holdout], per contact.
+type Stratum = [Vec<Cluster>; 2];
+
+/// The difference of the groups' rates with its bootstrap interval.
+///
+/// Each webhook is compared with itself, and the differences are weighted by its sends in
+/// both groups: pooled, webhooks that hold out different shares would set one webhook's
+/// audience against another's (Simpson's paradox). A webhook with sends in one group only has
+/// nothing to compare and is left out. The bootstrap resamples each group's contacts, within
+/// each webhook, with replacement. Each group gets one more contact with one engaged send and
+/// one not (Agresti and Caffo's adjustment), so a group that engaged never (or always) still
 /// varies, and 0 of 20 does not pass for certainty.
-fn compare(metric: &'static str, hours: i64, optimized: &[Cluster], holdout: &[Cluster]) -> Metric {
+fn compare(metric: &'static str, hours: i64, strata: &[Stratum]) -> Metric {
     let total = |g: &[Cluster]| g.iter().fold((0, 0), |t, c| (t.0 + c.0, t.1 + c.1));
-    let (a, b) = (share(total(optimized)), share(total(holdout)));
+    let both: Vec<&Stratum> = strata
+        .iter()
+        .filter(|s| s.iter().all(|g| total(g).0 > 0))
+        .collect();
+    // Counted over the webhooks compared; with none, over all (there is nothing to compare).
+    let counted: Vec<&Stratum> = if both.is_empty() {
+        strata.iter().collect()
+    } else {
+        both.clone()
+    };
+    let [mut a, mut b] = [0, 1].map(|g| {
+        share(
+            counted
+                .iter()
+                .map(|s| total(&s[g]))
+                .fold((0, 0), |t, c| (t.0 + c.0, t.1 + c.1)),
+        )
+    });
+    let weights: Vec<f64> = both
+        .iter()
+        .map(|s| (total(&s[0]).0 + total(&s[1]).0) as f64)
+        .collect();
+    let weight: f64 = weights.iter().sum();
+    if !both.is_empty() {
+        let rate = |g: usize| {
+            both.iter()
+                .zip(&weights)
+                .map(|(s, w)| w * share(total(&s[g])).rate)
+                .sum::<f64>()
+                / weight
+        };
+        (a.rate, b.rate) = (rate(0), rate(1));
+    }
     let difference = a.rate - b.rate;
-    let interval = (a.sends > 0 && b.sends > 0).then(|| {
+    let interval = (!both.is_empty()).then(|| {
         let mut rng = Rng::new(SEED ^ hours as u64 ^ metric.len() as u64);
-        let (ga, gb) = (Resampled::new(optimized), Resampled::new(holdout));
+        let cells: Vec<[Resampled; 2]> = both
+            .iter()
+            .map(|s| [Resampled::new(&s[0]), Resampled::new(&s[1])])
+            .collect();
         let mut diffs: Vec<f64> = (0..RESAMPLES)
-            .map(|_| ga.draw(&mut rng) - gb.draw(&mut rng))
+            .map(|_| {
+                cells
+                    .iter()
+                    .zip(&weights)
+                    .map(|([ga, gb], w)| w * (ga.draw(&mut rng) - gb.draw(&mut rng)))
+                    .sum::<f64>()
+                    / weight
+            })
             .collect();
         diffs.sort_by(f64::total_cmp);
         let at = |q: f64| diffs[((q * RESAMPLES as f64) as usize).min(RESAMPLES - 1)];
@@ -490,7 +552,7 @@ impl Lift {
         }
         let _ = writeln!(
             out,
-            "Only webhooks with a holdout are compared, on the receipts between their first and last held-out ones; a send's window ends at the contact's next send; the interval resamples contacts, since one contact's sends are not independent."
+            "Only webhooks with a holdout are compared, each with itself (weighted by its sends), on the receipts between their first and last held-out ones; a send's window ends at the contact's next send; the interval resamples contacts, since one contact's sends are not independent."
         );
         out
     }
@@ -635,6 +697,11 @@ mod tests {
         assert_eq!((all.optimized_receipts, all.holdout_receipts), (0, 1));
     }
 
+    /// The comparison of one webhook's two groups.
+    fn one_webhook(metric: &'static str, hours: i64, a: &[Cluster], b: &[Cluster]) -> Metric {
+        compare(metric, hours, &[[a.to_vec(), b.to_vec()]])
+    }
+
     /// `sends` contacts with one send each, `engaged` of them engaged.
     fn singles(sends: u64, engaged: u64) -> Vec<Cluster> {
         (0..sends).map(|i| (1, u64::from(i < engaged))).collect()
@@ -642,16 +709,16 @@ mod tests {
 
     #[test]
     fn the_interval_excludes_zero_only_for_a_real_difference() {
-        let same = compare("opened", 24, &singles(400, 120), &singles(400, 118));
+        let same = one_webhook("opened", 24, &singles(400, 120), &singles(400, 118));
         let [lo, hi] = same.interval.unwrap();
         assert!(lo < 0.0 && hi > 0.0, "{lo} {hi}");
         assert_eq!(same.verdict, None);
-        let better = compare("opened", 24, &singles(400, 200), &singles(400, 120));
+        let better = one_webhook("opened", 24, &singles(400, 200), &singles(400, 120));
         let [lo, hi] = better.interval.unwrap();
         assert!(lo > 0.1 && hi < 0.3, "{lo} {hi}");
         assert_eq!(better.verdict, Some("optimized_better"));
         // Large groups use the normal approximation; the interval narrows with size.
-        let big = compare(
+        let big = one_webhook(
             "opened",
             24,
             &singles(100_000, 30_500),
@@ -660,20 +727,47 @@ mod tests {
         let [lo, hi] = big.interval.unwrap();
         assert!(lo > 0.0 && hi - lo < 0.01, "{lo} {hi}");
         assert!(
-            compare("opened", 24, &singles(10, 5), &[])
+            one_webhook("opened", 24, &singles(10, 5), &[])
                 .interval
                 .is_none()
         );
         // A group that never engaged is not certainty: 0 of 60 against 6 of 400 covers zero,
         // and fewer than MIN_SENDS sends give no verdict at all.
-        let [lo, _] = compare("opened", 24, &singles(400, 6), &singles(60, 0))
+        let [lo, _] = one_webhook("opened", 24, &singles(400, 6), &singles(60, 0))
             .interval
             .unwrap();
         assert!(lo < 0.0, "{lo}");
         assert_eq!(
-            compare("opened", 24, &singles(400, 200), &singles(20, 0)).verdict,
+            one_webhook("opened", 24, &singles(400, 200), &singles(20, 0)).verdict,
             None
         );
+    }
+
+    /// Two webhooks, each the same for both groups, one holding out half its receipts and
+    /// one a twentieth, with different audiences (10 % and 50 % engaged). Pooled, the held-out
+    /// group is mostly the first webhook's audience and optimized sends would look 22 points
+    /// better; each webhook compared with itself, there is no difference.
+    #[test]
+    fn webhooks_holding_out_different_shares_are_each_compared_with_themselves() {
+        let strata = [
+            [singles(500, 50), singles(500, 50)],
+            [singles(950, 475), singles(50, 25)],
+        ];
+        let m = compare("opened", 24, &strata);
+        assert!(m.difference.abs() < 1e-9, "{}", m.difference);
+        let [lo, hi] = m.interval.unwrap();
+        assert!(lo < 0.0 && hi > 0.0, "{lo} {hi}");
+        assert_eq!(m.verdict, None);
+        assert_eq!((m.optimized.sends, m.holdout.sends), (1450, 550));
+        assert!((m.optimized.rate - m.holdout.rate).abs() < 1e-9);
+        // A webhook with sends in one group only is left out of the counts and the rates.
+        let strata = [
+            [singles(100, 10), singles(100, 30)],
+            [singles(300, 300), vec![]],
+        ];
+        let m = compare("opened", 24, &strata);
+        assert_eq!((m.optimized.sends, m.optimized.engaged), (100, 10));
+        assert!((m.difference + 0.2).abs() < 1e-9, "{}", m.difference);
     }
 
     /// A holdout set for a week and lifted: only that week's receipts are compared, and a
@@ -712,22 +806,22 @@ mod tests {
                 .collect()
         };
         let width = |m: Metric| m.interval.map(|[lo, hi]| hi - lo).unwrap();
-        let independent = width(compare(
+        let independent = width(one_webhook(
             "opened",
             24,
             &singles(400, 200),
             &singles(400, 140),
         ));
-        let clustered = width(compare("opened", 24, &lumped(40, 20), &lumped(40, 14)));
+        let clustered = width(one_webhook("opened", 24, &lumped(40, 20), &lumped(40, 14)));
         assert!(clustered > 2.5 * independent, "{clustered} {independent}");
         // Beyond the exact resampling, the normal approximation keeps the clustering.
-        let independent = width(compare(
+        let independent = width(one_webhook(
             "opened",
             24,
             &singles(40_000, 20_000),
             &singles(40_000, 14_000),
         ));
-        let clustered = width(compare(
+        let clustered = width(one_webhook(
             "opened",
             24,
             &lumped(4_000, 2_000),
