@@ -9,7 +9,8 @@
 //! scheduled ticks it covered count as skipped, logged and in metrics. Skipping loses nothing:
 //! a tick takes everything due by its own "now". The last fire time a tick ran for is kept
 //! (`{data_dir}/state/scheduler.json`): a start after a fire that was missed while `serve` was
-//! down ticks at once, so a sparse cron (a tick a day) does not wait for its next time.
+//! down ticks at once, so a sparse cron (a tick a day) does not wait for its next time, and so
+//! does a start without that record (whether a fire was missed is unknown).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -52,6 +53,8 @@ struct LastFire {
     last_fire_ms: i64,
 }
 
+/// The last fire time kept; none when there is no record (a new data folder, or one last run
+/// by a version that kept none) or it is unreadable, so whether a fire was missed is unknown.
 fn read_last_fire(data_dir: &Path) -> Option<DateTime<Utc>> {
     let path = last_fire_path(data_dir);
     let bytes = std::fs::read(&path).ok()?;
@@ -61,7 +64,7 @@ fn read_last_fire(data_dir: &Path) -> Option<DateTime<Utc>> {
     if kept.is_none() {
         tracing::warn!(
             path = %path.display(),
-            "the last tick's fire time is unreadable: a fire missed while stopped is not caught up this start"
+            "the last tick's fire time is unreadable: ticking at once, in case a fire was missed while stopped"
         );
     }
     kept
@@ -97,9 +100,10 @@ pub async fn run(
     let mut waiting: Option<DateTime<Utc>> = None;
     let mut cron_text = String::new();
     let data_dir = dispatcher.data_dir().to_path_buf();
-    // A fire time passed since the last tick ran (serve was down then): tick at once.
+    // A fire time passed since the last tick ran (serve was down then), or, with no record of
+    // one, it may have: tick at once. A tick with nothing due does nothing.
     let mut catch_up = read_last_fire(&data_dir)
-        .is_some_and(|l| next_after(&config.load().scheduler.schedule, l) <= Utc::now());
+        .is_none_or(|l| next_after(&config.load().scheduler.schedule, l) <= Utc::now());
     loop {
         let snapshot = config.load_full();
         // Validated with the config: it parses and fires after now.
