@@ -93,6 +93,9 @@ pub struct Lift {
     /// (failed, still waiting) is compared on fewer of them.
     pub optimized_receipts: u64,
     pub holdout_receipts: u64,
+    /// Receipts of IMMEDIATE and UPDATE_ONLY deliveries, left out when every webhook is
+    /// reported on: both groups go at receipt.
+    pub untimed_receipts: u64,
     /// Sends found, per group, whatever their windows.
     pub optimized_sends: u64,
     pub holdout_sends: u64,
@@ -110,6 +113,9 @@ pub struct Planned {
     /// Its first send (enrolled, listed or completed); none: not sent (waiting, failed).
     pub sent_at_ms: Option<i64>,
     pub holdout: bool,
+    /// Of a timed type: held out or not, an untimed one (IMMEDIATE, UPDATE_ONLY) goes at
+    /// receipt.
+    pub timed: bool,
 }
 
 /// A send with its contact's index in the dictionary.
@@ -148,6 +154,15 @@ pub fn lift(data_dir: &Path, options: &Options) -> anyhow::Result<Lift> {
     let contacts = Contacts::load(data_dir)?;
     let mut all = planned(data_dir, options.webhook.as_deref())?;
     all.retain(|s| options.since_ms.is_none_or(|t| s.received_at_ms >= t));
+    // Where both groups go at receipt, nothing is measured but noise that would dilute the
+    // rest; a webhook named alone is compared whole (an A/A check for untimed ones).
+    let untimed = if options.webhook.is_none() {
+        let before = all.len();
+        all.retain(|s| s.timed);
+        (before - all.len()) as u64
+    } else {
+        0
+    };
     let compared: Vec<&Planned> = compared(&all).collect();
     let mut wait: HashMap<&str, i64> = HashMap::new();
     let mut receipts = [0u64; 2];
@@ -225,6 +240,7 @@ pub fn lift(data_dir: &Path, options: &Options) -> anyhow::Result<Lift> {
         webhook: options.webhook.clone(),
         optimized_receipts: receipts[0],
         holdout_receipts: receipts[1],
+        untimed_receipts: untimed,
         optimized_sends: sends.iter().filter(|s| !s.holdout).count() as u64,
         holdout_sends: sends.iter().filter(|s| s.holdout).count() as u64,
         metrics,
@@ -413,6 +429,7 @@ pub fn planned(data_dir: &Path, webhook: Option<&str>) -> anyhow::Result<Vec<Pla
             email: p.email,
             received_at_ms: p.received_at_ms,
             holdout: p.holdout,
+            timed: p.webhook_type.timed(),
         });
     }
     Ok(out)
@@ -487,6 +504,13 @@ impl Lift {
             self.holdout_sends,
             self.holdout_receipts
         );
+        if self.untimed_receipts > 0 {
+            let _ = writeln!(
+                out,
+                "{} receipts of IMMEDIATE and UPDATE_ONLY deliveries left out: both groups go at receipt (name such a webhook with --webhook for an A/A check)",
+                self.untimed_receipts
+            );
+        }
         if self.holdout_sends == 0 {
             let _ = writeln!(
                 out,
@@ -561,6 +585,7 @@ impl Lift {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::WebhookType;
     use crate::datasets::outcomes::{Action, OutcomeRow};
     use crate::datasets::plan::PlanRow;
 
@@ -582,12 +607,31 @@ mod tests {
     fn world(sends: &[Given], opens: &[(i64, i64)]) -> tempfile::TempDir {
         let dir = tempfile::tempdir().unwrap();
         let data = dir.path();
+        receipts(data, "w", WebhookType::Next24Hours, sends);
+        let events: Vec<events::Event> = opens
+            .iter()
+            .map(|&(contact, at_ms)| events::Event {
+                event_id: None,
+                contact_id: Some(contact),
+                email: None,
+                kind: Kind::Open,
+                at_ms,
+                filtered: false,
+                source: "test".into(),
+            })
+            .collect();
+        events::append(data, &events).unwrap();
+        dir
+    }
+
+    /// `sends` planned by `webhook`, of type `kind`, and sent, those with a time.
+    fn receipts(data: &Path, webhook: &str, kind: WebhookType, sends: &[Given]) {
         let plans: Vec<PlanRow> = sends
             .iter()
             .map(|&(id, contact, received, _, holdout)| PlanRow {
                 receipt_id: id.into(),
-                webhook_id: "w".into(),
-                webhook_type: crate::config::WebhookType::Next24Hours,
+                webhook_id: webhook.into(),
+                webhook_type: kind,
                 contact_id: Some(contact),
                 email: None,
                 received_at_ms: received,
@@ -605,7 +649,7 @@ mod tests {
             .filter_map(|&(id, _, _, at_ms, holdout)| Some((id, at_ms?, holdout)))
             .map(|(id, at_ms, holdout)| OutcomeRow {
                 receipt_id: id.into(),
-                webhook_id: "w".into(),
+                webhook_id: webhook.into(),
                 connector: "c".into(),
                 action: Action::Enroll,
                 target: "1".into(),
@@ -628,20 +672,6 @@ mod tests {
             .unwrap()
             .write_part(part, &mut outcomes::frame(&done).unwrap())
             .unwrap();
-        let events: Vec<events::Event> = opens
-            .iter()
-            .map(|&(contact, at_ms)| events::Event {
-                event_id: None,
-                contact_id: Some(contact),
-                email: None,
-                kind: Kind::Open,
-                at_ms,
-                filtered: false,
-                source: "test".into(),
-            })
-            .collect();
-        events::append(data, &events).unwrap();
-        dir
     }
 
     fn opened_24h(lift: &Lift) -> &Metric {
@@ -676,6 +706,31 @@ mod tests {
         let all = lift(dir.path(), &options).unwrap();
         assert_eq!((all.optimized_receipts, all.optimized_sends), (2, 1));
         assert_eq!((all.holdout_receipts, all.holdout_sends), (2, 2));
+    }
+
+    /// An IMMEDIATE webhook's receipts go at receipt in both groups: left out of the report
+    /// on every webhook (counted apart), compared when it is named (an A/A check).
+    #[test]
+    fn untimed_deliveries_are_left_out_unless_named() {
+        let dir = world(&THREE, &[(3, T + 10 * HOUR_MS)]);
+        let now: [Given; 2] = [
+            ("i1", 3, T + 9 * HOUR_MS, Some(T + 9 * HOUR_MS), true),
+            ("i2", 4, T + 9 * HOUR_MS, Some(T + 9 * HOUR_MS), false),
+        ];
+        receipts(dir.path(), "now", WebhookType::Immediate, &now);
+        let mut options = Options {
+            as_of_ms: T + 10 * DAY_MS,
+            ..Options::default()
+        };
+        let all = lift(dir.path(), &options).unwrap();
+        assert_eq!(all.untimed_receipts, 2);
+        assert_eq!((all.optimized_receipts, all.holdout_receipts), (1, 2));
+        assert_eq!(opened_24h(&all).holdout.engaged, 0);
+        options.webhook = Some("now".into());
+        let named = lift(dir.path(), &options).unwrap();
+        assert_eq!(named.untimed_receipts, 0);
+        assert_eq!((named.optimized_receipts, named.holdout_receipts), (1, 1));
+        assert_eq!(opened_24h(&named).holdout.engaged, 1);
     }
 
     /// Windows are counted from receipt plus the webhook's longest wait (1 h here), for both
@@ -784,6 +839,7 @@ mod tests {
             // Optimized sends go out days after receipt.
             sent_at_ms: Some(day_n * day + if holdout { 0 } else { 3 * day }),
             holdout,
+            timed: true,
         };
         let mut all = vec![send("w", 0, false)];
         all.extend((1..=7).flat_map(|d| [send("w", d, true), send("w", d, false)]));

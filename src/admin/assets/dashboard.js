@@ -318,7 +318,9 @@ async function measureLift() {
   try {
     const lift = await api("/lift");
     out.replaceChildren(el("p", lift.optimized_sends + " optimized sends (of " + lift.optimized_receipts + " receipts), " +
-      lift.holdout_sends + " held out (of " + lift.holdout_receipts + ").", "note"));
+      lift.holdout_sends + " held out (of " + lift.holdout_receipts + ")." +
+      (lift.untimed_receipts ? " " + lift.untimed_receipts +
+        " receipts of IMMEDIATE and UPDATE_ONLY deliveries left out (both groups go at receipt)." : ""), "note"));
     const table = el("table", null, "grid");
     table.id = "lift-table";
     table.append(row([el("th", ""), el("th", "optimized"), el("th", "held out"),
