@@ -41,6 +41,32 @@ fn read_kept<T>(
     Ok(rows)
 }
 
+/// The rows kept (as [`read_kept`]) that `keep` selects, read a part at a time and converted
+/// by `rows` only where selected: the archive grows without end, and a lookup wants a few.
+fn read_kept_where<T>(
+    data_dir: &Path,
+    name: &str,
+    keep: impl Fn(&DataFrame) -> anyhow::Result<BooleanChunked>,
+    rows: impl Fn(&DataFrame) -> anyhow::Result<Vec<T>>,
+) -> anyhow::Result<Vec<T>> {
+    let mut out = Vec::new();
+    let mut read = |dataset: Dataset| {
+        dataset.read_each(|_, df| {
+            let kept = df.filter(&keep(&df)?)?;
+            if kept.height() > 0 {
+                out.extend(rows(&kept)?);
+            }
+            Ok(())
+        })
+    };
+    read(Dataset::open(data_dir, name)?)?;
+    let archive = data_dir.join(ARCHIVE);
+    if archive.join(name).is_dir() {
+        read(Dataset::open(&archive, name)?)?;
+    }
+    Ok(out)
+}
+
 /// A string column's values.
 fn strs(df: &DataFrame, name: &str) -> anyhow::Result<Vec<Option<String>>> {
     Ok(df

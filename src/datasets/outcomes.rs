@@ -57,6 +57,26 @@ pub fn read_kept(data_dir: &Path) -> anyhow::Result<Vec<OutcomeRow>> {
     super::read_kept(data_dir, NAME, read)
 }
 
+/// The rows kept of `receipts`, read a part at a time: a lookup's read of the whole archive.
+pub fn read_kept_of_receipts(
+    data_dir: &Path,
+    receipts: &HashSet<&str>,
+) -> anyhow::Result<Vec<OutcomeRow>> {
+    super::read_kept_where(
+        data_dir,
+        NAME,
+        |df| {
+            Ok(df
+                .column(col::RECEIPT_ID)?
+                .str()?
+                .iter()
+                .map(|r| r.is_some_and(|r| receipts.contains(r)))
+                .collect())
+        },
+        rows,
+    )
+}
+
 /// Where a receipt's dispatch stands after one step.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Status {
@@ -209,20 +229,24 @@ pub fn read(dataset: &Dataset) -> anyhow::Result<Vec<OutcomeRow>> {
     if frames.is_empty() {
         return Ok(Vec::new());
     }
-    let df = concat_frames(frames)?;
-    let ids = strs(&df, col::RECEIPT_ID)?;
-    let webhooks = strs(&df, col::WEBHOOK_ID)?;
-    let connectors = strs(&df, col::CONNECTOR)?;
-    let actions = strs(&df, col::ACTION)?;
-    let targets = strs(&df, col::TARGET)?;
-    let statuses = strs(&df, col::STATUS)?;
-    let http = ints(&df, col::HTTP_STATUS)?;
-    let messages = strs(&df, col::MESSAGE)?;
-    let attempts = ints(&df, col::ATTEMPTS)?;
+    rows(&concat_frames(frames)?)
+}
+
+/// The rows of one frame.
+fn rows(df: &DataFrame) -> anyhow::Result<Vec<OutcomeRow>> {
+    let ids = strs(df, col::RECEIPT_ID)?;
+    let webhooks = strs(df, col::WEBHOOK_ID)?;
+    let connectors = strs(df, col::CONNECTOR)?;
+    let actions = strs(df, col::ACTION)?;
+    let targets = strs(df, col::TARGET)?;
+    let statuses = strs(df, col::STATUS)?;
+    let http = ints(df, col::HTTP_STATUS)?;
+    let messages = strs(df, col::MESSAGE)?;
+    let attempts = ints(df, col::ATTEMPTS)?;
     let doubt: Vec<Option<bool>> = df.column(col::IN_DOUBT)?.bool()?.iter().collect();
-    let retry = ints(&df, col::RETRY_AT)?;
-    let at = ints(&df, col::AT)?;
-    let holdouts = bools_or_false(&df, col::HOLDOUT)?;
+    let retry = ints(df, col::RETRY_AT)?;
+    let at = ints(df, col::AT)?;
+    let holdouts = bools_or_false(df, col::HOLDOUT)?;
     (0..ids.len())
         .map(|i| {
             Ok(OutcomeRow {

@@ -54,6 +54,37 @@ pub fn read_kept(data_dir: &Path) -> anyhow::Result<Vec<PlanRow>> {
     super::read_kept(data_dir, NAME, read)
 }
 
+/// The rows kept of the contact with HubSpot id `id` or, without one, with `email` (in any
+/// case), read a part at a time: a lookup's read of the whole archive.
+pub fn read_kept_of_contact(
+    data_dir: &Path,
+    id: Option<i64>,
+    email: Option<&str>,
+) -> anyhow::Result<Vec<PlanRow>> {
+    super::read_kept_where(
+        data_dir,
+        NAME,
+        |df| {
+            Ok(match (id, email) {
+                (Some(id), _) => df
+                    .column(col::CONTACT_ID)?
+                    .i64()?
+                    .iter()
+                    .map(|c| c == Some(id))
+                    .collect(),
+                (None, Some(e)) => df
+                    .column(col::EMAIL)?
+                    .str()?
+                    .iter()
+                    .map(|pe| pe.is_some_and(|pe| pe.eq_ignore_ascii_case(e.trim())))
+                    .collect(),
+                (None, None) => BooleanChunked::full("".into(), false, df.height()),
+            })
+        },
+        rows,
+    )
+}
+
 /// A decided due time for one receipt.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PlanRow {
@@ -203,20 +234,24 @@ pub fn read(dataset: &Dataset) -> anyhow::Result<Vec<PlanRow>> {
     if frames.is_empty() {
         return Ok(Vec::new());
     }
-    let df = concat_frames(frames)?;
-    let ids = strs(&df, col::RECEIPT_ID)?;
-    let webhooks = strs(&df, col::WEBHOOK_ID)?;
-    let types = strs(&df, col::WEBHOOK_TYPE)?;
-    let contacts = ints(&df, col::CONTACT_ID)?;
-    let emails = strs(&df, col::EMAIL)?;
-    let received = ints(&df, col::RECEIVED_AT)?;
-    let due = ints(&df, col::DUE_AT)?;
-    let slots = ints(&df, col::SLOT)?;
-    let reasons = strs(&df, col::REASON)?;
-    let planned = ints(&df, col::PLANNED_AT)?;
-    let callbacks = strs_or_null(&df, col::CALLBACK_ID)?;
-    let holdouts = bools_or_false(&df, col::HOLDOUT)?;
-    let zones = strs_or_null(&df, col::TIME_ZONE)?;
+    rows(&concat_frames(frames)?)
+}
+
+/// The rows of one frame.
+fn rows(df: &DataFrame) -> anyhow::Result<Vec<PlanRow>> {
+    let ids = strs(df, col::RECEIPT_ID)?;
+    let webhooks = strs(df, col::WEBHOOK_ID)?;
+    let types = strs(df, col::WEBHOOK_TYPE)?;
+    let contacts = ints(df, col::CONTACT_ID)?;
+    let emails = strs(df, col::EMAIL)?;
+    let received = ints(df, col::RECEIVED_AT)?;
+    let due = ints(df, col::DUE_AT)?;
+    let slots = ints(df, col::SLOT)?;
+    let reasons = strs(df, col::REASON)?;
+    let planned = ints(df, col::PLANNED_AT)?;
+    let callbacks = strs_or_null(df, col::CALLBACK_ID)?;
+    let holdouts = bools_or_false(df, col::HOLDOUT)?;
+    let zones = strs_or_null(df, col::TIME_ZONE)?;
     (0..ids.len())
         .map(|i| {
             Ok(PlanRow {

@@ -239,21 +239,12 @@ fn best_slot(scores: &[f64; SLOTS]) -> usize {
 }
 
 /// The contact's (an email or a HubSpot id) receipts in `plan/`, live and archived (a read of
-/// both datasets whole: kept apart so that the dispatcher, which answers the profile part,
-/// does not wait on it), with the reasons that say where capacity and quiet hours moved them.
+/// every part, one at a time, keeping the contact's rows: kept apart so that the dispatcher,
+/// which answers the profile part, does not wait on it), with the reasons that say where
+/// capacity and quiet hours moved them.
 pub fn receipts(data_dir: &Path, contact: &str) -> anyhow::Result<Receipts> {
     let (id, email) = id_or_email(contact.trim());
-    let mut rows: Vec<_> = crate::datasets::plan::read_kept(data_dir)?
-        .into_iter()
-        .filter(|p| match (id, email) {
-            (Some(id), _) => p.contact_id == Some(id),
-            (None, Some(e)) => p
-                .email
-                .as_deref()
-                .is_some_and(|pe| pe.eq_ignore_ascii_case(e.trim())),
-            (None, None) => false,
-        })
-        .collect();
+    let mut rows = crate::datasets::plan::read_kept_of_contact(data_dir, id, email)?;
     // A row read twice (live and archived during a move) sorts next to itself.
     rows.sort_by(|a, b| {
         (a.planned_at_ms, a.received_at_ms, &a.receipt_id).cmp(&(
@@ -297,10 +288,7 @@ fn latest_outcomes<'r>(
 ) -> anyhow::Result<HashMap<String, OutcomeRow>> {
     let wanted: HashSet<&str> = receipts.collect();
     let mut latest: HashMap<String, OutcomeRow> = HashMap::new();
-    for row in crate::datasets::outcomes::read_kept(data_dir)? {
-        if !wanted.contains(row.receipt_id.as_str()) {
-            continue;
-        }
+    for row in crate::datasets::outcomes::read_kept_of_receipts(data_dir, &wanted)? {
         match latest.get(&row.receipt_id) {
             Some(seen) if (seen.at_ms, seen.attempts) > (row.at_ms, row.attempts) => {}
             _ => {

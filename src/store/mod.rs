@@ -199,6 +199,19 @@ impl Dataset {
     /// file may be fine and a later read will get it.
     pub fn read_all(&self) -> anyhow::Result<Vec<(PathBuf, DataFrame)>> {
         let mut out: Vec<(PathBuf, DataFrame)> = Vec::new();
+        self.read_each(|path, df| {
+            out.push((path.to_path_buf(), df));
+            Ok(())
+        })?;
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(out)
+    }
+
+    /// [`Self::read_all`] one part at a time, for a reader that keeps only some rows of each.
+    pub fn read_each(
+        &self,
+        mut f: impl FnMut(&Path, DataFrame) -> anyhow::Result<()>,
+    ) -> anyhow::Result<()> {
         let mut seen = HashSet::new();
         loop {
             // A part that compaction removed after the listing: its rows are in a newer part,
@@ -209,7 +222,7 @@ impl Dataset {
                     continue;
                 }
                 match read_part(&path) {
-                    Ok(df) => out.push((path, df)),
+                    Ok(df) => f(&path, df)?,
                     Err(e) if is_not_found(&e) => vanished = true,
                     Err(e) if cannot_open(&e) => {
                         return Err(e.context(format!("cannot open {}", path.display())));
@@ -218,8 +231,7 @@ impl Dataset {
                 }
             }
             if !vanished {
-                out.sort_by(|a, b| a.0.cmp(&b.0));
-                return Ok(out);
+                return Ok(());
             }
         }
     }
