@@ -20,8 +20,6 @@ use sendtime::config::WebhookType;
 use sendtime::datasets::outcomes::{self, Action, OutcomeRow, Status};
 use sendtime::datasets::plan::{self, PlanRow};
 
-/// The contact looked up: one of those in the middle of the archive.
-const CONTACT: i64 = 12_345;
 const PARTS: usize = 10;
 const RECEIPTS_PER_CONTACT: usize = 5;
 const T: i64 = 1_790_000_000_000;
@@ -36,7 +34,7 @@ fn main() {
     match mode.as_str() {
         "gen" => generate(dir, args.get(2).expect("ROWS").parse().expect("ROWS")),
         "whole" | "parts" => {
-            let email = format!("c{CONTACT}@example.com");
+            let email = std::fs::read_to_string(dir.join(LOOKED_UP)).expect("run gen first");
             let started = Instant::now();
             let found = if mode == "whole" {
                 whole(dir, &email)
@@ -77,9 +75,20 @@ fn whole(dir: &Path, email: &str) -> usize {
     done.len()
 }
 
+/// The file naming the email looked up: a contact in the middle of the archive.
+const LOOKED_UP: &str = "looked-up.txt";
+
 fn generate(dir: &Path, rows: usize) {
+    assert!(
+        rows >= PARTS * RECEIPTS_PER_CONTACT,
+        "at least {} rows",
+        PARTS * RECEIPTS_PER_CONTACT
+    );
     let archive = dir.join(sendtime::datasets::ARCHIVE);
     let per_part = rows / PARTS;
+    let middle = (per_part * PARTS / 2 / RECEIPTS_PER_CONTACT) as i64;
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(dir.join(LOOKED_UP), format!("c{middle}@example.com")).unwrap();
     for part in 0..PARTS {
         let plans: Vec<PlanRow> = (part * per_part..(part + 1) * per_part)
             .map(|i| {

@@ -10,7 +10,9 @@ cd "$(dirname "$0")/.."
 ROWS=${1:-1000000}
 RUNS=${2:-5}
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/cache/sendtime-release}"
-BIN=$(cargo bench --bench lookup --no-run 2>&1 | grep -o '(/[^)]*lookup-[0-9a-f]*)' | tr -d '()')
+BUILT=$(cargo bench --bench lookup --no-run 2>&1) || { echo "$BUILT" >&2; exit 1; }
+BIN=$(echo "$BUILT" | grep -o '([^)]*lookup-[0-9a-f]*)' | tr -d '()') || {
+  echo "no bench executable in cargo's output:" >&2; echo "$BUILT" >&2; exit 1; }
 DIR=$(mktemp -d "${TMPDIR:-/tmp}/lookup-bench.XXXXXX")
 trap 'rm -rf "$DIR"' EXIT
 "$BIN" gen "$DIR/data" "$ROWS"

@@ -102,8 +102,9 @@ pub async fn run(
     let data_dir = dispatcher.data_dir().to_path_buf();
     // A fire time passed since the last tick ran (serve was down then), or, with no record of
     // one, it may have: tick at once. A tick with nothing due does nothing.
-    let mut catch_up = read_last_fire(&data_dir)
-        .is_none_or(|l| next_after(&config.load().scheduler.schedule, l) <= Utc::now());
+    let last_run = read_last_fire(&data_dir);
+    let mut catch_up =
+        last_run.is_none_or(|l| next_after(&config.load().scheduler.schedule, l) <= Utc::now());
     loop {
         let snapshot = config.load_full();
         // Validated with the config: it parses and fires after now.
@@ -125,7 +126,13 @@ pub async fn run(
             last_fire = None;
         }
         if std::mem::take(&mut catch_up) {
-            tracing::info!("scheduler: a scheduled tick was missed while stopped; ticking now");
+            if last_run.is_some() {
+                tracing::info!("scheduler: a scheduled tick was missed while stopped; ticking now");
+            } else {
+                tracing::info!(
+                    "scheduler: no record of the last tick (a new data folder, or the first start of this version); ticking now"
+                );
+            }
             waiting = Some(now);
         }
         let from = last_fire.map_or(now, |l| l.max(now));

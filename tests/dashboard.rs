@@ -428,7 +428,10 @@ fn the_dashboard_shows_status_and_pauses_and_resumes_a_webhook_in_a_real_browser
         },
     );
     assert!(lift[1].starts_with("opened within 24 h"), "{lift:?}");
-    assert!(lift[1].contains("nothing to compare"), "{lift:?}");
+    assert!(
+        lift[1].contains("no webhook sent in both groups"),
+        "{lift:?}"
+    );
     rt.block_on(page.close()).unwrap();
     server.stop();
 }

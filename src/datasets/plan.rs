@@ -65,9 +65,10 @@ pub fn read_kept_of_contact(
         data_dir,
         NAME,
         |df| {
-            Ok(match (id, email) {
+            Ok(match (id, email.map(str::trim)) {
                 (Some(id), _) => df
                     .column(col::CONTACT_ID)?
+                    .cast(&DataType::Int64)?
                     .i64()?
                     .iter()
                     .map(|c| c == Some(id))
@@ -76,7 +77,7 @@ pub fn read_kept_of_contact(
                     .column(col::EMAIL)?
                     .str()?
                     .iter()
-                    .map(|pe| pe.is_some_and(|pe| pe.eq_ignore_ascii_case(e.trim())))
+                    .map(|pe| pe.is_some_and(|pe| pe.eq_ignore_ascii_case(e)))
                     .collect(),
                 (None, None) => BooleanChunked::full("".into(), false, df.height()),
             })

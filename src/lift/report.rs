@@ -73,8 +73,8 @@ pub struct Metric {
     pub window_hours: i64,
     pub optimized: Share,
     pub holdout: Share,
-    /// Optimized rate less held-out rate.
-    pub difference: f64,
+    /// Optimized rate less held-out rate; none when no webhook has sends in both groups.
+    pub difference: Option<f64>,
     /// Bootstrap 95 % interval of the difference (none without sends in both groups).
     pub interval: Option<[f64; 2]>,
     /// `optimized_better` or `holdout_better` when the interval excludes zero.
@@ -93,8 +93,8 @@ pub struct Lift {
     /// (failed, still waiting) is compared on fewer of them.
     pub optimized_receipts: u64,
     pub holdout_receipts: u64,
-    /// Receipts of IMMEDIATE and UPDATE_ONLY deliveries, left out when every webhook is
-    /// reported on: both groups go at receipt.
+    /// Receipts of IMMEDIATE and UPDATE_ONLY deliveries that would have been compared, left
+    /// out when every webhook is reported on: both groups go at receipt.
     pub untimed_receipts: u64,
     /// Sends found, per group, whatever their windows.
     pub optimized_sends: u64,
@@ -157,9 +157,9 @@ pub fn lift(data_dir: &Path, options: &Options) -> anyhow::Result<Lift> {
     // Where both groups go at receipt, nothing is measured but noise that would dilute the
     // rest; a webhook named alone is compared whole (an A/A check for untimed ones).
     let untimed = if options.webhook.is_none() {
-        let before = all.len();
-        all.retain(|s| s.timed);
-        (before - all.len()) as u64
+        let (timed, untimed): (Vec<Planned>, Vec<Planned>) = all.into_iter().partition(|s| s.timed);
+        all = timed;
+        compared(&untimed).count() as u64
     } else {
         0
     };
@@ -277,8 +277,8 @@ type Stratum = [Vec<Cluster>; 2];
 /// audience against another's (Simpson's paradox). A webhook with sends in one group only has
 /// nothing to compare and is left out. The bootstrap resamples each group's contacts, within
 /// each webhook, with replacement. Each group gets one more contact with one engaged send and
-/// one not (Agresti and Caffo's adjustment), so a group that engaged never (or always) still
-/// varies, and 0 of 20 does not pass for certainty.
+/// one not (Agresti and Caffo's adjustment; shared among the webhooks by weight), so a group
+/// that engaged never (or always) still varies, and 0 of 20 does not pass for certainty.
 fn compare(metric: &'static str, hours: i64, strata: &[Stratum]) -> Metric {
     let total = |g: &[Cluster]| g.iter().fold((0, 0), |t, c| (t.0 + c.0, t.1 + c.1));
     let both: Vec<&Stratum> = strata
@@ -314,12 +314,13 @@ fn compare(metric: &'static str, hours: i64, strata: &[Stratum]) -> Metric {
         };
         (a.rate, b.rate) = (rate(0), rate(1));
     }
-    let difference = a.rate - b.rate;
+    let difference = (!both.is_empty()).then_some(a.rate - b.rate);
     let interval = (!both.is_empty()).then(|| {
         let mut rng = Rng::new(SEED ^ hours as u64 ^ metric.len() as u64);
         let cells: Vec<[Resampled; 2]> = both
             .iter()
-            .map(|s| [Resampled::new(&s[0]), Resampled::new(&s[1])])
+            .zip(&weights)
+            .map(|(s, w)| [0, 1].map(|g| Resampled::new(&s[g], w / weight)))
             .collect();
         let mut diffs: Vec<f64> = (0..RESAMPLES)
             .map(|_| {
@@ -358,28 +359,30 @@ fn compare(metric: &'static str, hours: i64, strata: &[Stratum]) -> Metric {
 
 /// One group's rate, drawn again as a bootstrap resample of its contacts.
 enum Resampled {
-    /// The contacts, the adjustment's one included, drawn from with replacement.
-    Exact(Vec<Cluster>),
+    /// The contacts (sends, engaged), the adjustment's one included, drawn from with
+    /// replacement.
+    Exact(Vec<(f64, f64)>),
     /// The rate and its cluster-robust standard error.
     Normal { rate: f64, se: f64 },
 }
 
 impl Resampled {
-    fn new(clusters: &[Cluster]) -> Self {
-        let mut all = clusters.to_vec();
-        all.push((2, 1));
+    /// `clusters` with the adjustment's contact scaled by `share`, the webhook's share of the
+    /// weight, so that each group gets one such contact over all webhooks: one per webhook
+    /// would pull many small groups towards 50 % and shift the interval off the estimate.
+    fn new(clusters: &[Cluster], share: f64) -> Self {
+        let mut all: Vec<(f64, f64)> = clusters
+            .iter()
+            .map(|&(s, e)| (s as f64, e as f64))
+            .collect();
+        all.push((2.0 * share, share));
         if all.len() <= EXACT_CLUSTERS {
             return Self::Exact(all);
         }
         let n = all.len() as f64;
-        let (sends, engaged) = all
-            .iter()
-            .fold((0.0, 0.0), |t, c| (t.0 + c.0 as f64, t.1 + c.1 as f64));
+        let (sends, engaged) = all.iter().fold((0.0, 0.0), |t, c| (t.0 + c.0, t.1 + c.1));
         let rate = engaged / sends;
-        let spread: f64 = all
-            .iter()
-            .map(|&(s, e)| (e as f64 - rate * s as f64).powi(2))
-            .sum();
+        let spread: f64 = all.iter().map(|&(s, e)| (e - rate * s).powi(2)).sum();
         let se = (n / (n - 1.0) * spread).sqrt() / sends;
         Self::Normal { rate, se }
     }
@@ -387,13 +390,13 @@ impl Resampled {
     fn draw(&self, rng: &mut Rng) -> f64 {
         match self {
             Self::Exact(all) => {
-                let (mut sends, mut engaged) = (0, 0);
+                let (mut sends, mut engaged) = (0.0, 0.0);
                 for _ in 0..all.len() {
                     let c = all[rng.below(all.len() as u64) as usize];
                     sends += c.0;
                     engaged += c.1;
                 }
-                engaged as f64 / sends as f64
+                engaged / sends
             }
             Self::Normal { rate, se } => (rate + se * rng.normal()).clamp(0.0, 1.0),
         }
@@ -524,14 +527,14 @@ impl Lift {
         );
         for m in &self.metrics {
             let pct = |s: &Share| format!("{:.1}% of {}", s.rate * 100.0, s.sends);
-            let diff = match m.interval {
-                Some([lo, hi]) => format!(
+            let diff = match (m.difference, m.interval) {
+                (Some(d), Some([lo, hi])) => format!(
                     "{:+.1} pts [{:+.1}, {:+.1}]",
-                    m.difference * 100.0,
+                    d * 100.0,
                     lo * 100.0,
                     hi * 100.0
                 ),
-                None => "no sends to compare".into(),
+                _ => "no webhook sent in both groups".into(),
             };
             let _ = writeln!(
                 out,
@@ -545,16 +548,15 @@ impl Lift {
         let _ = writeln!(out);
         for m in &self.metrics {
             let what = format!("{} within {} h", m.metric, m.window_hours);
+            let points = m.difference.unwrap_or_default() * 100.0;
             let _ = match m.verdict {
                 Some("optimized_better") => writeln!(
                     out,
-                    "{what}: optimized sends did better ({:+.1} points; the interval excludes zero)",
-                    m.difference * 100.0
+                    "{what}: optimized sends did better ({points:+.1} points; the interval excludes zero)"
                 ),
                 Some(_) => writeln!(
                     out,
-                    "{what}: held-out sends did better ({:+.1} points; the interval excludes zero)",
-                    m.difference * 100.0
+                    "{what}: held-out sends did better ({points:+.1} points; the interval excludes zero)"
                 ),
                 None => writeln!(
                     out,
@@ -809,7 +811,7 @@ mod tests {
             [singles(950, 475), singles(50, 25)],
         ];
         let m = compare("opened", 24, &strata);
-        assert!(m.difference.abs() < 1e-9, "{}", m.difference);
+        assert!(m.difference.unwrap().abs() < 1e-9, "{:?}", m.difference);
         let [lo, hi] = m.interval.unwrap();
         assert!(lo < 0.0 && hi > 0.0, "{lo} {hi}");
         assert_eq!(m.verdict, None);
@@ -822,7 +824,26 @@ mod tests {
         ];
         let m = compare("opened", 24, &strata);
         assert_eq!((m.optimized.sends, m.optimized.engaged), (100, 10));
-        assert!((m.difference + 0.2).abs() < 1e-9, "{}", m.difference);
+        assert!(
+            (m.difference.unwrap() + 0.2).abs() < 1e-9,
+            "{:?}",
+            m.difference
+        );
+        // With no webhook in both groups there is no difference, pooled or not.
+        let m = compare(
+            "opened",
+            24,
+            &[[singles(100, 10), vec![]], [vec![], singles(100, 30)]],
+        );
+        assert_eq!((m.difference, m.interval), (None, None));
+        // Many webhooks each holding out a few sends, at a rate far from 50 %: the
+        // adjustment, shared among them, does not pull the interval off zero.
+        let strata: Vec<Stratum> = (0..20)
+            .map(|_| [singles(400, 40), singles(20, 2)])
+            .collect();
+        let m = compare("opened", 24, &strata);
+        let [lo, hi] = m.interval.unwrap();
+        assert!(lo < 0.0 && hi > 0.0, "{lo} {hi}");
     }
 
     /// A holdout set for a week and lifted: only that week's receipts are compared, and a

@@ -288,6 +288,9 @@ fn latest_outcomes<'r>(
 ) -> anyhow::Result<HashMap<String, OutcomeRow>> {
     let wanted: HashSet<&str> = receipts.collect();
     let mut latest: HashMap<String, OutcomeRow> = HashMap::new();
+    if wanted.is_empty() {
+        return Ok(latest);
+    }
     for row in crate::datasets::outcomes::read_kept_of_receipts(data_dir, &wanted)? {
         match latest.get(&row.receipt_id) {
             Some(seen) if (seen.at_ms, seen.attempts) > (row.at_ms, row.attempts) => {}
