@@ -4,7 +4,8 @@
 //! `cargo bench --bench tick -- GEN_DIR [RECEIPTS] [RUNS]`: GEN_DIR is a `sendtime gen` output
 //! (its `events/` and `contacts/` are hard-linked into a scratch data folder next to it). The
 //! connector is in dry-run; receipts are NEXT_WEEK posts received "now", so planning puts
-//! almost all of them in the future and the tick's time is planning and selecting.
+//! almost all of them in the future and the tick's time is planning and selecting. They are
+//! received at the real now, or at `TICK_NOW` (RFC 3339) if set.
 
 /// The same allocator as the `sendtime` binary, so the figures are the product's.
 #[global_allocator]
@@ -30,7 +31,15 @@ fn main() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(1_000_000);
     let runs: usize = args.get(2).and_then(|v| v.parse().ok()).unwrap_or(3);
-    let now = chrono::Utc::now().timestamp_millis();
+    // Planning depends on where "now" falls in the contacts' weeks: TICK_NOW (RFC 3339) fixes it.
+    let now = std::env::var("TICK_NOW").map_or_else(
+        |_| chrono::Utc::now().timestamp_millis(),
+        |t| {
+            chrono::DateTime::parse_from_rfc3339(&t)
+                .expect("TICK_NOW: an RFC 3339 time")
+                .timestamp_millis()
+        },
+    );
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
