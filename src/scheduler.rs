@@ -101,7 +101,7 @@ pub async fn run(
     let mut cron_text = String::new();
     let data_dir = dispatcher.data_dir().to_path_buf();
     // A fire time passed since the last tick ran (serve was down then), or, with no record of
-    // one, it may have: tick at once. A tick with nothing due does nothing.
+    // one, it may have: tick at once. An extra tick sends nothing that is not due.
     let last_run = read_last_fire(&data_dir);
     let mut catch_up =
         last_run.is_none_or(|l| next_after(&config.load().scheduler.schedule, l) <= Utc::now());

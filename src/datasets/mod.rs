@@ -26,17 +26,26 @@ use polars::prelude::*;
 
 use crate::store::Dataset;
 
-/// Every row of dataset `name` kept under `data_dir` as `read` reads them: the live
-/// dataset's, then the archive's. A read makes no archive folder where none was made yet.
+/// Dataset `name` under `data_dir`, then its archive if one was made: a read makes no archive
+/// folder where none was made yet.
+fn kept(data_dir: &Path, name: &str) -> anyhow::Result<Vec<Dataset>> {
+    let mut kept = vec![Dataset::open(data_dir, name)?];
+    let archive = data_dir.join(ARCHIVE);
+    if archive.join(name).is_dir() {
+        kept.push(Dataset::open(&archive, name)?);
+    }
+    Ok(kept)
+}
+
+/// Every row of dataset `name` kept ([`kept`]) as `read` reads them.
 fn read_kept<T>(
     data_dir: &Path,
     name: &str,
     read: impl Fn(&Dataset) -> anyhow::Result<Vec<T>>,
 ) -> anyhow::Result<Vec<T>> {
-    let mut rows = read(&Dataset::open(data_dir, name)?)?;
-    let archive = data_dir.join(ARCHIVE);
-    if archive.join(name).is_dir() {
-        rows.extend(read(&Dataset::open(&archive, name)?)?);
+    let mut rows = Vec::new();
+    for dataset in kept(data_dir, name)? {
+        rows.extend(read(&dataset)?);
     }
     Ok(rows)
 }
@@ -50,19 +59,14 @@ fn read_kept_where<T>(
     rows: impl Fn(&DataFrame) -> anyhow::Result<Vec<T>>,
 ) -> anyhow::Result<Vec<T>> {
     let mut out = Vec::new();
-    let mut read = |dataset: Dataset| {
+    for dataset in kept(data_dir, name)? {
         dataset.read_each(|_, df| {
-            let kept = df.filter(&keep(&df)?)?;
-            if kept.height() > 0 {
-                out.extend(rows(&kept)?);
+            let selected = df.filter(&keep(&df)?)?;
+            if selected.height() > 0 {
+                out.extend(rows(&selected)?);
             }
             Ok(())
-        })
-    };
-    read(Dataset::open(data_dir, name)?)?;
-    let archive = data_dir.join(ARCHIVE);
-    if archive.join(name).is_dir() {
-        read(Dataset::open(&archive, name)?)?;
+        })?;
     }
     Ok(out)
 }

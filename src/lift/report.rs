@@ -280,35 +280,33 @@ type Stratum = [Vec<Cluster>; 2];
 /// one not (Agresti and Caffo's adjustment; shared among the webhooks by weight), so a group
 /// that engaged never (or always) still varies, and 0 of 20 does not pass for certainty.
 fn compare(metric: &'static str, hours: i64, strata: &[Stratum]) -> Metric {
-    let total = |g: &[Cluster]| g.iter().fold((0, 0), |t, c| (t.0 + c.0, t.1 + c.1));
-    let both: Vec<&Stratum> = strata
+    let add = |t: (u64, u64), c: &Cluster| (t.0 + c.0, t.1 + c.1);
+    // Each webhook's [optimized, holdout] totals; the webhooks with sends in both groups.
+    let totals: Vec<[(u64, u64); 2]> = strata
         .iter()
-        .filter(|s| s.iter().all(|g| total(g).0 > 0))
+        .map(|s| s.each_ref().map(|g| g.iter().fold((0, 0), add)))
+        .collect();
+    let both: Vec<usize> = (0..strata.len())
+        .filter(|&k| totals[k].iter().all(|t| t.0 > 0))
         .collect();
     // Counted over the webhooks compared; with none, over all (there is nothing to compare).
-    let counted: Vec<&Stratum> = if both.is_empty() {
-        strata.iter().collect()
+    let counted: Vec<usize> = if both.is_empty() {
+        (0..strata.len()).collect()
     } else {
         both.clone()
     };
-    let [mut a, mut b] = [0, 1].map(|g| {
-        share(
-            counted
-                .iter()
-                .map(|s| total(&s[g]))
-                .fold((0, 0), |t, c| (t.0 + c.0, t.1 + c.1)),
-        )
-    });
+    let [mut a, mut b] =
+        [0, 1].map(|g| share(counted.iter().map(|&k| &totals[k][g]).fold((0, 0), add)));
     let weights: Vec<f64> = both
         .iter()
-        .map(|s| (total(&s[0]).0 + total(&s[1]).0) as f64)
+        .map(|&k| (totals[k][0].0 + totals[k][1].0) as f64)
         .collect();
     let weight: f64 = weights.iter().sum();
     if !both.is_empty() {
         let rate = |g: usize| {
             both.iter()
                 .zip(&weights)
-                .map(|(s, w)| w * share(total(&s[g])).rate)
+                .map(|(&k, w)| w * share(totals[k][g]).rate)
                 .sum::<f64>()
                 / weight
         };
@@ -320,7 +318,7 @@ fn compare(metric: &'static str, hours: i64, strata: &[Stratum]) -> Metric {
         let cells: Vec<[Resampled; 2]> = both
             .iter()
             .zip(&weights)
-            .map(|(s, w)| [0, 1].map(|g| Resampled::new(&s[g], w / weight)))
+            .map(|(&k, w)| strata[k].each_ref().map(|g| Resampled::new(g, w / weight)))
             .collect();
         let mut diffs: Vec<f64> = (0..RESAMPLES)
             .map(|_| {

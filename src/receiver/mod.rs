@@ -232,18 +232,12 @@ async fn authenticate(
         version: header("x-hubspot-signature-version")?,
     };
     let unsigned = sig_headers.v3.is_none() && sig_headers.v1v2.is_none();
+    let refused = |error| Refusal::Signature {
+        error,
+        checked: checked(),
+    };
     let signature = if unsigned && connector.allow_unsigned {
-        // Once the endpoint has taken a signed post, one stripped of every signature header
-        // is a replay like one stripped to v1.
-        if let (signature::Floor::Auto, Some(seen)) = (
-            connector.min_signature_version,
-            state.ratchet.seen(&webhook.id),
-        ) {
-            return Err(Refusal::Signature {
-                error: signature::SignatureError::Stripped(seen.version.as_str()),
-                checked: checked(),
-            });
-        }
+        check_floor(state, &connector, &webhook.id, None, refused)?;
         if let Some(suppressed) = due(state, &connector.id, PostWarning::Unsigned) {
             tracing::warn!(
                 webhook = %webhook.id,
@@ -261,10 +255,6 @@ async fn authenticate(
                 env: connector.client_secret_env.join(", "),
             });
         }
-        let refused = |error| Refusal::Signature {
-            error,
-            checked: checked(),
-        };
         // Current secret first; during a rotation an older one may still sign HubSpot's posts.
         // A post no secret verifies is refused with what the current one found.
         let mut first_error = None;
@@ -294,7 +284,7 @@ async fn authenticate(
         if i > 0 {
             older_secret_used(state, &connector.id, name);
         }
-        check_floor(state, &connector, &webhook.id, version, refused)?;
+        check_floor(state, &connector, &webhook.id, Some(version), refused)?;
         Some(version)
     };
     Ok(Authenticated {
@@ -307,26 +297,28 @@ async fn authenticate(
     })
 }
 
-/// A verified `version` against the connector's floor: a fixed one, or with `"auto"` the
-/// strongest the endpoint has taken.
+/// A verified `version` (none: unsigned, taken with `allow_unsigned`) against the connector's
+/// floor: a fixed one (which unsigned posts bypass, as before), or with `"auto"` the strongest
+/// the endpoint has taken, which a post stripped of every signature header is weaker than.
 fn check_floor(
     state: &AppState,
     connector: &Connector,
     endpoint: &str,
-    version: signature::Version,
+    version: Option<signature::Version>,
     refused: impl Fn(signature::SignatureError) -> Refusal,
 ) -> Result<(), Refusal> {
     use signature::{Floor, SignatureError};
-    let floor = match connector.min_signature_version {
-        Floor::At(min) if version < min => SignatureError::TooWeak(version.as_str()),
-        Floor::Auto => match state.ratchet.seen(endpoint) {
-            Some(seen) if version < seen.version => SignatureError::Downgraded {
-                carried: version.as_str(),
+    let floor = match (connector.min_signature_version, version) {
+        (Floor::At(min), Some(v)) if v < min => SignatureError::TooWeak(v.as_str()),
+        (Floor::Auto, _) => match (state.ratchet.seen(endpoint), version) {
+            (Some(seen), None) => SignatureError::Stripped(seen.version.as_str()),
+            (Some(seen), Some(v)) if v < seen.version => SignatureError::Downgraded {
+                carried: v.as_str(),
                 seen: seen.version.as_str(),
             },
             _ => return Ok(()),
         },
-        Floor::At(_) => return Ok(()),
+        (Floor::At(_), _) => return Ok(()),
     };
     Err(refused(floor))
 }
