@@ -6,6 +6,9 @@
 //! connector is in dry-run; receipts are NEXT_WEEK posts received "now", so planning puts
 //! almost all of them in the future and the tick's time is planning and selecting. They are
 //! received at the real now, or at `TICK_NOW` (RFC 3339) if set.
+//!
+//! To profile the busy tick alone: `mkfifo ctl; perf record -D -1 --control fifo:ctl -- BENCH
+//! ...` with `PERF_CTL=ctl`, which is told `enable` before that tick and `disable` after.
 
 /// The same allocator as the `sendtime` binary, so the figures are the product's.
 #[global_allocator]
@@ -64,9 +67,11 @@ fn main() {
         rt.block_on(dispatcher.tick(&config, stop.clone())).unwrap();
         write_receipts(&data, receipts, now, &config.identity);
 
+        perf_control("enable");
         let t = Instant::now();
         let report = rt.block_on(dispatcher.tick(&config, stop.clone())).unwrap();
         let busy_s = t.elapsed().as_secs_f64();
+        perf_control("disable");
         assert_eq!(report.planned, receipts, "{report}");
         let t = Instant::now();
         let report2 = rt.block_on(dispatcher.tick(&config, stop.clone())).unwrap();
@@ -165,6 +170,13 @@ fn write_receipts_from(data: &Path, from: usize, n: usize, now: i64, identity: &
         .unwrap()
         .write_part(ulid::Ulid::generate(), &mut df)
         .unwrap();
+}
+
+/// Tell `perf record --control fifo:...` to start or stop sampling, when `PERF_CTL` names its fifo.
+fn perf_control(command: &str) {
+    if let Ok(fifo) = std::env::var("PERF_CTL") {
+        std::fs::write(fifo, format!("{command}\n")).expect("PERF_CTL: perf's control fifo");
+    }
 }
 
 fn link_dir(from: &Path, to: &Path) {

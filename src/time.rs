@@ -134,6 +134,16 @@ impl fmt::Display for Minute {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match DateTime::<Utc>::from_timestamp_millis(self.0) {
             None => write!(f, "{}", self.0),
+            // The digits go straight into place: padded formatting costs several times more.
+            Some(t) if (0..=9999).contains(&t.year()) => {
+                let mut out = *b"0000-00-00 00:00 UTC";
+                put_digits(&mut out[0..4], t.year() as u32);
+                put_digits(&mut out[5..7], t.month());
+                put_digits(&mut out[8..10], t.day());
+                put_digits(&mut out[11..13], t.hour());
+                put_digits(&mut out[14..16], t.minute());
+                f.write_str(std::str::from_utf8(&out).expect("ASCII digits"))
+            }
             Some(t) => write!(
                 f,
                 "{:04}-{:02}-{:02} {:02}:{:02} UTC",
@@ -203,7 +213,18 @@ impl fmt::Display for SlotName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         const DAYS: [&str; 7] = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"];
         let slot = self.0;
-        write!(f, "{} {:02}:00 UTC", DAYS[slot as usize / 24], slot % 24)
+        let mut out = *b"Mon 00:00 UTC";
+        out[..3].copy_from_slice(DAYS[slot as usize / 24 % 7].as_bytes());
+        put_digits(&mut out[4..6], u32::from(slot % 24));
+        f.write_str(std::str::from_utf8(&out).expect("ASCII"))
+    }
+}
+
+/// `n` in decimal, zero-padded to fill `out` (its lowest digits when it is longer).
+fn put_digits(out: &mut [u8], mut n: u32) {
+    for b in out.iter_mut().rev() {
+        *b = b'0' + (n % 10) as u8;
+        n /= 10;
     }
 }
 
@@ -255,6 +276,35 @@ mod tests {
         assert_eq!(format_rfc3339_ms(t), "2024-01-07T09:00:00.123Z");
         assert_eq!(slot_name(0), "Mon 00:00 UTC");
         assert_eq!(slot_name(167), "Sun 23:00 UTC");
+        assert_eq!(slot_name(37), "Tue 13:00 UTC");
+    }
+
+    /// Minutes written digit by digit read as padded formatting writes them, before year 0
+    /// and after year 9999 (where padded formatting is kept) included.
+    #[test]
+    fn minutes_written_by_digits_as_by_padding() {
+        let padded = |ms: i64| {
+            let t = DateTime::<Utc>::from_timestamp_millis(ms).unwrap();
+            format!(
+                "{:04}-{:02}-{:02} {:02}:{:02} UTC",
+                t.year(),
+                t.month(),
+                t.day(),
+                t.hour(),
+                t.minute()
+            )
+        };
+        let mut ms = -62_167_219_200_000 - 3_600_000; // an hour before 0000-01-01
+        while ms < 253_402_300_800_000 + 3_600_000 {
+            assert_eq!(format_minute(ms), padded(ms), "{ms}");
+            ms += 7_777_777_777; // about 90 days, an uneven step: every hour and minute comes up
+        }
+        for ms in [0, -1, 1_704_618_000_123, 253_402_300_799_999] {
+            assert_eq!(format_minute(ms), padded(ms), "{ms}");
+        }
+        assert_eq!(format_minute(-1), "1969-12-31 23:59 UTC");
+        assert_eq!(format_minute(-62_167_219_200_001), "-001-12-31 23:59 UTC");
+        assert_eq!(format_minute(253_402_300_800_000), "10000-01-01 00:00 UTC");
     }
 
     #[test]

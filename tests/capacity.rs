@@ -188,6 +188,15 @@ fn a_crowded_hour_is_spread_within_capacity_and_nothing_is_rate_limited() {
             .contains("that hour is full on connector main: moved to")
         {
             moved += 1;
+            // The reason rates the hour it was moved to no higher than the one it preferred.
+            let ratio = |after: &str, before: &str| -> f64 {
+                let rest = &p.reason[p.reason.find(after).unwrap()..];
+                let rest = &rest[..rest.find(before).unwrap()];
+                rest[rest.rfind('(').unwrap() + 1..].parse().unwrap()
+            };
+            let preferred = ratio("best hour for this", "x the window's average");
+            let taken = ratio("moved to", "x)");
+            assert!((0.0..=preferred).contains(&taken), "{p:?}");
         } else if (p.due_at_ms / HOUR) % 24 == best_hour {
             best += 1;
         }

@@ -22,7 +22,7 @@ use crate::datasets::inbox::PlanningColumns;
 use crate::datasets::plan::{self, Entry};
 use crate::local_time::{Local, Masks, parse_zone};
 use crate::model::plan::{
-    Grounds, Move, Subject, describe, hold, minute_hash, prefer, score, window,
+    Grounds, Move, Standing, Subject, describe, hold, minute_hash, prefer, score, window,
 };
 use crate::time::{DAY_MS, HOUR_MS, MINUTE_MS, day_of, slot_of};
 
@@ -245,11 +245,12 @@ impl Dispatcher {
             .filter_map(|item| route_of(item).local(item.zone))
             .collect();
         let masks = Masks::build(locals, now, MASK_HOURS);
-        let requests: Vec<Request> = fresh
+        let (requests, found): (Vec<Request>, Vec<Found>) = fresh
             .par_iter()
             .map_init(String::new, |key, item| {
                 let route = route_of(item);
-                let profile = profiles.lookup(item.contact_id, item.email.as_deref(), day, key);
+                let index = profiles.find(item.contact_id, item.email.as_deref(), key);
+                let profile = profiles.profile(index, day);
                 let window = window(
                     item.webhook_type,
                     item.received_at_ms,
@@ -271,7 +272,7 @@ impl Dispatcher {
                         w.minutes(k) & masks.allowed(local, w.hour(k)) != 0
                     }),
                 });
-                Request {
+                let request = Request {
                     ledger: route.ledger,
                     cost: route.cost,
                     window,
@@ -281,14 +282,19 @@ impl Dispatcher {
                     preference: preferred,
                     hash: minute_hash(key),
                     local,
-                }
+                };
+                let standing = Standing::of(
+                    window.as_ref(),
+                    preferred.map(|p| p.k),
+                    profile.as_ref(),
+                    &population,
+                );
+                (request, Found { index, standing })
             })
-            .collect();
-        let mut key = String::new();
+            .unzip();
         let placed = assign(&requests, &mut caps.ledgers, &masks, |i, out| {
-            let item = &fresh[i];
             let Some(w) = requests[i].window else { return };
-            let profile = profiles.lookup(item.contact_id, item.email.as_deref(), day, &mut key);
+            let profile = profiles.profile(found[i].index, day);
             let scores: Vec<f64> = (0..w.hours)
                 .map(|k| score(&w, k, profile.as_ref(), &population))
                 .collect();
@@ -304,10 +310,12 @@ impl Dispatcher {
                     .par_chunks_mut(PLAN_CHUNK)
                     .zip(requests.par_chunks(PLAN_CHUNK))
                     .zip(placed.par_chunks(PLAN_CHUNK))
-                    .try_for_each(|((items, requests), placed)| {
+                    .zip(found.par_chunks(PLAN_CHUNK))
+                    .try_for_each(|(((items, requests), placed), found)| {
                         let chunk = Chunk {
                             requests,
                             placed,
+                            found,
                             route_of: &route_of,
                         };
                         let df = plan_chunk(items, chunk, profiles, &population, now)?;
@@ -359,10 +367,21 @@ pub(super) fn release_by(item: &Pending, window: Option<i64>) -> i64 {
     item.received_at_ms + hold(item.webhook_type, window) - MINUTE_MS
 }
 
+/// A receipt's contact as planning first found it.
+#[derive(Clone, Copy)]
+struct Found {
+    /// Its index among the profiles: a second lookup by key would cost a couple of cache
+    /// misses in a table of millions, and is rarely needed.
+    index: Option<u32>,
+    /// What its reason says of it.
+    standing: Standing,
+}
+
 /// What planning one slice reads besides its queue entries.
 struct Chunk<'a, 'r> {
     requests: &'a [Request],
     placed: &'a [Placed],
+    found: &'a [Found],
     route_of: &'a (dyn Fn(&Pending) -> Route<'r> + Sync),
 }
 
@@ -378,12 +397,10 @@ fn plan_chunk(
 ) -> anyhow::Result<DataFrame> {
     let day = day_of(now);
     let debug = tracing::enabled!(tracing::Level::DEBUG);
-    let mut key = String::new();
     let mut reason = String::new();
     let mut rows = plan::Columns::with_capacity(items.len());
     for (i, r) in items.iter_mut().enumerate() {
         let (request, placed) = (&chunk.requests[i], chunk.placed[i]);
-        let profile = profiles.lookup(r.contact_id, r.email.as_deref(), day, &mut key);
         let mut buf = [0u8; ulid::ULID_LEN];
         let receipt = r.receipt_id.as_str(&mut buf);
         // A next-tick receipt that fits keeps its receipt time as its due time.
@@ -396,10 +413,18 @@ fn plan_chunk(
             None => slot_of(due),
         });
         reason.clear();
+        // Only a receipt moved by capacity needs its whole profile again (to name the hour).
+        let moved_to = match (request.window, placed.k, placed.moved) {
+            (Some(w), Some(k), Move::Capacity { .. }) => {
+                let profile = profiles.profile(chunk.found[i].index, day);
+                Some(score(&w, k, profile.as_ref(), population))
+            }
+            _ => None,
+        };
         let context = Grounds {
             kind: r.webhook_type,
-            profile: profile.as_ref(),
-            population,
+            standing: chunk.found[i].standing,
+            moved_to,
             quiet: request.local,
             connector: (chunk.route_of)(r).connector,
             holdout: r.holdout,

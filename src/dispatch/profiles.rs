@@ -65,17 +65,17 @@ impl ProfileCache {
             })
     }
 
-    /// What the model knows about a contact on `now_day` (`None` for a stranger), and in `key`
-    /// (cleared first) the contact's key as the model seeds its draws with
-    /// ([`crate::datasets::contacts::contact_key`]): planning a million receipts reuses one buffer instead of allocating
-    /// a key each. The contact is found by its email first, then by its HubSpot id.
-    pub fn lookup(
+    /// The contact's index among the profiles (`None` for a stranger), and in `key` (cleared
+    /// first) the contact's key as the model seeds its draws with
+    /// ([`crate::datasets::contacts::contact_key`]): planning a million receipts reuses one
+    /// buffer instead of allocating a key each. The contact is found by its email first, then
+    /// by its HubSpot id.
+    pub fn find(
         &self,
         contact_id: Option<i64>,
         email: Option<&str>,
-        now_day: i32,
         key: &mut String,
-    ) -> Option<Profile> {
+    ) -> Option<u32> {
         use std::fmt::Write;
         key.clear();
         let email = email.map(str::trim).filter(|e| !e.is_empty());
@@ -87,15 +87,20 @@ impl ProfileCache {
             (None, None) => {}
         }
         let built = self.built()?;
-        let index = match (email, contact_id) {
+        match (email, contact_id) {
             (Some(_), id) => built
                 .contacts
                 .get(key)
                 .or_else(|| id.and_then(|id| built.contacts.get_id(id))),
             (None, Some(id)) => built.contacts.get_id(id),
             (None, None) => None,
-        }?;
-        Some(built.profiles.profile(Some(index), now_day))
+        }
+    }
+
+    /// What the model knows on `now_day` about the contact [`ProfileCache::find`] found.
+    pub fn profile(&self, index: Option<u32>, now_day: i32) -> Option<Profile> {
+        let built = self.built()?;
+        index.map(|i| built.profiles.profile(Some(i), now_day))
     }
 }
 

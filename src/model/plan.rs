@@ -211,16 +211,14 @@ pub fn prefer(
     let mut top = [(0usize, f64::MIN); NEXT_CHOICES + 1];
     let mut len = 0;
     let mut any = false;
-    let mut weights = [0.0f64; SLOTS + 1];
-    let weights = &mut weights[..window.hours.min(SLOTS + 1)];
+    let candidates = window.hours.min(SLOTS + 1);
     let scores = usable(profile).map_or(population, |p| &p.scores);
-    for (k, w) in weights.iter_mut().enumerate() {
+    for k in 0..candidates {
         if !open(k) {
             continue;
         }
         any = true;
         let s = scores[window.slot(k) as usize];
-        *w = s.max(f64::MIN_POSITIVE);
         if len < top.len() || s > top[len - 1].1 {
             let mut i = len.min(top.len() - 1);
             while i > 0 && top[i - 1].1 < s {
@@ -244,6 +242,13 @@ pub fn prefer(
             },
         ),
         None => {
+            let mut weights = [0.0f64; SLOTS + 1];
+            let weights = &mut weights[..candidates];
+            for (k, w) in weights.iter_mut().enumerate() {
+                if open(k) {
+                    *w = scores[window.slot(k) as usize].max(f64::MIN_POSITIVE);
+                }
+            }
             let seed = fnv1a(&[who.contact.as_bytes(), b"\0", who.receipt.as_bytes()]);
             (draw(weights, seed), 0.0)
         }
@@ -314,11 +319,50 @@ impl Move {
     }
 }
 
+/// What a reason says of the contact, worked out when its hour is chosen: writing a million
+/// reasons then needs no second look at the profiles.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Standing {
+    /// None: the model has never seen the contact.
+    class: Option<Class>,
+    machine: bool,
+    /// Its opens and clicks, when its own history scores its hours (none: the population's do).
+    own: Option<u32>,
+    /// The window's mean score, and the score of the contact's preferred hour.
+    mean: f64,
+    preferred: f64,
+}
+
+impl Standing {
+    /// The contact with `profile`, whose preferred candidate of `window` is `preferred`.
+    pub fn of(
+        window: Option<&Window>,
+        preferred: Option<usize>,
+        profile: Option<&Profile>,
+        population: &[f64; SLOTS],
+    ) -> Standing {
+        let scores = usable(profile).map_or(population, |p| &p.scores);
+        let (mean, preferred) = window.filter(|w| w.hours > 0).map_or((0.0, 0.0), |w| {
+            let score = |k: usize| scores[w.slot(k) as usize];
+            let mean = (0..w.hours).map(score).sum::<f64>() / w.hours as f64;
+            (mean, preferred.map_or(0.0, score))
+        });
+        Standing {
+            class: profile.map(|p| p.class),
+            machine: profile.is_some_and(|p| p.machine),
+            own: usable(profile).map(|p| p.engagements),
+            mean,
+            preferred,
+        }
+    }
+}
+
 /// What a reason names besides the plan itself.
 pub struct Grounds<'a> {
     pub kind: WebhookType,
-    pub profile: Option<&'a Profile>,
-    pub population: &'a [f64; SLOTS],
+    pub standing: Standing,
+    /// The score of the hour capacity moved the receipt to, when it did.
+    pub moved_to: Option<f64>,
     /// The contact's quiet hours and zone, when it has them.
     pub quiet: Option<crate::local_time::Local>,
     /// The connector, when capacity moved the receipt.
@@ -362,13 +406,12 @@ pub fn describe(
         }
         return;
     };
-    let class = ctx.profile.map_or("unknown", |p| {
-        if p.machine {
-            "machine-like"
-        } else {
-            p.class.as_str()
-        }
-    });
+    let standing = &ctx.standing;
+    let class = match standing.class {
+        None => "unknown",
+        Some(_) if standing.machine => "machine-like",
+        Some(c) => c.as_str(),
+    };
     let label = window.label();
     let _ = match kind {
         WebhookType::NextWeekFrequencyOptimized => {
@@ -387,30 +430,26 @@ pub fn describe(
         );
         return;
     }
-    let mean = (0..window.hours)
-        .map(|j| score(window, j, ctx.profile, ctx.population))
-        .sum::<f64>()
-        / window.hours as f64;
-    let ratio = |k: usize| score(window, k, ctx.profile, ctx.population) / mean;
+    // The hour the contact preferred: where it went, or where capacity moved it from.
     let named = match moved {
         Move::Capacity { preferred } => Some(preferred),
         _ => k,
     };
     if let Some(named) = named {
-        match usable(ctx.profile) {
-            Some(p) => {
+        match standing.own {
+            Some(engagements) => {
                 let _ = write!(
                     reason,
-                    "best hour for this {class} contact ({} opens/clicks): {} ({:.1}x the window's average)",
-                    p.engagements,
+                    "best hour for this {class} contact ({engagements} opens/clicks): {} ({:.1}x the window's average)",
                     SlotName(window.slot(named)),
-                    ratio(named)
+                    standing.preferred / standing.mean
                 );
             }
             None => {
-                let who = match ctx.profile {
-                    Some(p) if p.machine => "machine-like contact",
-                    _ => "contact without history",
+                let who = if standing.machine {
+                    "machine-like contact"
+                } else {
+                    "contact without history"
                 };
                 let _ = write!(
                     reason,
@@ -427,7 +466,7 @@ pub fn describe(
                 "; that hour is full on connector {}: moved to {} ({:.1}x)",
                 ctx.connector,
                 SlotName(window.slot(k)),
-                ratio(k)
+                ctx.moved_to.unwrap_or(f64::NAN) / standing.mean
             );
         }
         (Move::Spilled, _) => {
@@ -485,22 +524,23 @@ pub fn plan_into(
     who: Subject<'_>,
     reason: &mut String,
 ) -> (i64, Option<u8>) {
+    let window = window(kind, received_at_ms, now_ms, None, profile);
+    let chosen = window
+        .as_ref()
+        .and_then(|w| prefer(w, profile, population, who, |k| w.minutes(k) != 0).map(|p| p.k));
     let ctx = Grounds {
         kind,
-        profile,
-        population,
+        standing: Standing::of(window.as_ref(), chosen, profile, population),
+        moved_to: None,
         quiet: None,
         connector: "",
         holdout: false,
     };
-    let Some(window) = window(kind, received_at_ms, now_ms, None, profile) else {
+    let Some(window) = window else {
         describe(&ctx, None, None, Move::None, received_at_ms, reason);
         return (received_at_ms, None);
     };
-    let chosen = prefer(&window, profile, population, who, |k| {
-        window.minutes(k) != 0
-    });
-    let Some(Preference { k, .. }) = chosen else {
+    let Some(k) = chosen else {
         describe(&ctx, Some(&window), None, Move::None, window.from, reason);
         return (window.from, None);
     };

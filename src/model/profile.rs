@@ -160,6 +160,8 @@ pub struct Profiles {
     pub weekdays: [f64; 7],
     /// The knobs fitted to the account's data, once they were (see [`super::calibrate`]).
     pub fit: Option<super::calibrate::Fit>,
+    /// The kernel of `config.params.hour_bandwidth`.
+    kernel: Kernel,
     decay: DecayTables,
     prev_day: Vec<i32>,
 }
@@ -239,6 +241,7 @@ impl Profiles {
             population: [1.0 / SLOTS as f64; SLOTS],
             weekdays: [1.0 / 7.0; 7],
             fit: None,
+            kernel: Kernel::new(config.params.hour_bandwidth),
             decay: DecayTables::new(config.params.half_life_days),
             prev_day: vec![i32::MIN; contacts],
         }
@@ -418,6 +421,7 @@ impl Profiles {
     /// population is the caller's to refresh.
     pub fn set_fit(&mut self, fit: super::calibrate::Fit) {
         fit.apply(&mut self.config.params);
+        self.kernel = Kernel::new(self.config.params.hour_bandwidth);
         self.fit = Some(fit);
     }
 
@@ -470,24 +474,34 @@ impl Profiles {
             return self.population;
         };
         let f = 0.5f64.powf((now_day - self.reference_day) as f64 / p.half_life_days);
-        let raw: Vec<f64> = self.weights[c as usize]
-            .to_dense()
-            .iter()
-            .map(|w| *w as f64 * f)
-            .collect();
-        let total: f64 = raw.iter().sum();
+        // Planning scores a million contacts a tick: only their engaged slots are spread, on
+        // the stack, with the kernel worked out once.
+        let fresh;
+        let kernel = if self.kernel.bandwidth == p.hour_bandwidth {
+            &self.kernel
+        } else {
+            fresh = Kernel::new(p.hour_bandwidth);
+            &fresh
+        };
+        let mut spread = [0.0f64; SLOTS];
+        let mut total = 0.0;
+        for (s, w) in self.weights[c as usize].iter() {
+            let w = w as f64 * f;
+            total += w;
+            kernel.add(s, w, &mut spread);
+        }
         if total <= 0.0 {
             return self.population;
         }
-        let spread = spread_hours(&raw, p.hour_bandwidth);
         // Pool across weekdays: the contact's hour-of-day habit, laid over the population's
         // weekly rhythm.
         let by_hour = hours_of_day(&spread);
+        let scale = 1.0 / (total + p.prior_strength);
         let mut out = [0.0f64; SLOTS];
         for (s, o) in out.iter_mut().enumerate() {
             let pooled = by_hour[s % 24] * self.weekdays[s / 24];
             let counts = (1.0 - p.day_pooling) * spread[s] + p.day_pooling * pooled;
-            *o = (counts + p.prior_strength * self.population[s]) / (total + p.prior_strength);
+            *o = (counts + p.prior_strength * self.population[s]) * scale;
         }
         out
     }
@@ -641,7 +655,6 @@ impl Adder<'_> {
     }
 }
 
-/// Spread counts to neighbouring hours with a Gaussian kernel (circular over the week).
 /// The population profile from pooled counts, spread at `bandwidth` like a contact's, with a
 /// small uniform floor; and its share on each weekday (Monday first).
 pub(super) fn population_of(counts: &[f64], bandwidth: f64) -> ([f64; SLOTS], [f64; 7]) {
@@ -660,27 +673,56 @@ pub(super) fn population_of(counts: &[f64], bandwidth: f64) -> ([f64; SLOTS], [f
     (population, weekdays)
 }
 
-pub(super) fn spread_hours(raw: &[f64], bandwidth: f64) -> Vec<f64> {
-    if bandwidth <= 0.0 {
-        return raw.to_vec();
-    }
-    let reach = (3.0 * bandwidth).ceil() as i64;
-    let kernel: Vec<f64> = (-reach..=reach)
-        .map(|j| (-(j * j) as f64 / (2.0 * bandwidth * bandwidth)).exp())
-        .collect();
-    let norm: f64 = kernel.iter().sum();
-    let n = raw.len() as i64;
-    let mut out = vec![0.0; raw.len()];
+/// Spread counts to neighbouring hours with a Gaussian kernel (circular over the week).
+pub(super) fn spread_hours(raw: &[f64], bandwidth: f64) -> [f64; SLOTS] {
+    let kernel = Kernel::new(bandwidth);
+    let mut out = [0.0; SLOTS];
     for (s, &w) in raw.iter().enumerate() {
-        if w == 0.0 {
-            continue;
-        }
-        for (k, kv) in kernel.iter().enumerate() {
-            let t = (s as i64 + k as i64 - reach).rem_euclid(n) as usize;
-            out[t] += w * kv / norm;
+        if w != 0.0 {
+            kernel.add(s, w, &mut out);
         }
     }
     out
+}
+
+/// A Gaussian over neighbouring hours that sums to one: how a slot's weight is spread.
+#[derive(Debug, Clone)]
+struct Kernel {
+    bandwidth: f64,
+    /// For offsets `-reach..=reach` hours (one weight, 1, without a bandwidth).
+    weights: Vec<f64>,
+    /// `-reach`, as a step forward round the week.
+    back: usize,
+}
+
+impl Kernel {
+    fn new(bandwidth: f64) -> Kernel {
+        if bandwidth <= 0.0 {
+            return Kernel {
+                bandwidth,
+                weights: vec![1.0],
+                back: 0,
+            };
+        }
+        let reach = (3.0 * bandwidth).ceil() as i64;
+        let raw: Vec<f64> = (-reach..=reach)
+            .map(|j| (-(j * j) as f64 / (2.0 * bandwidth * bandwidth)).exp())
+            .collect();
+        let norm: f64 = raw.iter().sum();
+        Kernel {
+            bandwidth,
+            weights: raw.iter().map(|k| k / norm).collect(),
+            back: (-reach).rem_euclid(SLOTS as i64) as usize,
+        }
+    }
+
+    /// Add `w`, spread around `slot`, to `out` (circular over the week).
+    fn add(&self, slot: usize, w: f64, out: &mut [f64; SLOTS]) {
+        let start = slot + self.back;
+        for (k, kv) in self.weights.iter().enumerate() {
+            out[(start + k) % SLOTS] += w * kv;
+        }
+    }
 }
 
 #[cfg(test)]
@@ -703,6 +745,29 @@ impl Profiles {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Spreading keeps each slot's weight, symmetric round the week, wrapping past Sunday and
+    /// Monday; a bandwidth as wide as the config allows reaches three days each way.
+    #[test]
+    fn spreading_keeps_weight_and_wraps_round_the_week() {
+        for bandwidth in [0.0, 0.5, 1.0, 24.0] {
+            for slot in [0, 1, 100, SLOTS - 1] {
+                let mut raw = [0.0; SLOTS];
+                raw[slot] = 3.0;
+                let out = spread_hours(&raw, bandwidth);
+                let total: f64 = out.iter().sum();
+                assert!((total - 3.0).abs() < 1e-12, "{bandwidth} {slot}: {total}");
+                for d in 1..SLOTS / 2 {
+                    let (after, before) =
+                        (out[(slot + d) % SLOTS], out[(slot + SLOTS - d) % SLOTS]);
+                    assert!((after - before).abs() < 1e-12, "{bandwidth} {slot} {d}");
+                }
+                let reach = (3.0 * bandwidth).ceil() as usize;
+                assert!(out[(slot + reach) % SLOTS] > 0.0 || bandwidth == 0.0);
+                assert_eq!(out[(slot + reach + 1) % SLOTS], 0.0, "{bandwidth} {slot}");
+            }
+        }
+    }
 
     /// The accumulation rule written plainly, one event at a time: the oracle for the batch loop.
     fn reference_add(p: &mut Profiles, contact: u32, kind: u8, slot: u8, day: i32, filtered: bool) {
