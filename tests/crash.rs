@@ -6,8 +6,8 @@ mod common;
 use std::collections::HashSet;
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 use common::{Hook, Server, TestConfig};
 use sendtime::receiver::signature::sign_v2;
@@ -28,10 +28,12 @@ fn write_config(dir: &Path) -> std::path::PathBuf {
     .write(dir)
 }
 
-/// Post distinct contacts from several threads until `stop`; returns acknowledged receipt ids.
+/// Post distinct contacts from several threads until `stop`; returns acknowledged receipt ids,
+/// counting them in `acks` as they come.
 fn hammer(
     addr: String,
     stop: Arc<AtomicBool>,
+    acks: Arc<AtomicUsize>,
     threads: usize,
     round: u64,
 ) -> Vec<std::thread::JoinHandle<Vec<String>>> {
@@ -39,6 +41,7 @@ fn hammer(
         .map(|t| {
             let addr = addr.clone();
             let stop = stop.clone();
+            let acks = acks.clone();
             std::thread::spawn(move || {
                 let client = reqwest::blocking::Client::builder()
                     .timeout(Duration::from_secs(5))
@@ -62,6 +65,7 @@ fn hammer(
                             let v: serde_json::Value = r.json().unwrap_or_default();
                             if let Some(id) = v["receipt_id"].as_str() {
                                 acked.push(id.to_string());
+                                acks.fetch_add(1, Ordering::Relaxed);
                             }
                         }
                         Ok(_) => {}
@@ -85,9 +89,21 @@ fn kill_9_mid_stream_loses_no_acknowledged_post() {
     for round in 0..3u64 {
         let mut server = Server::start(&config, &data, &env);
         let stop = Arc::new(AtomicBool::new(false));
-        let workers = hammer(server.addr.to_string(), stop.clone(), 8, round);
-        // Long enough for several flushes to Parquet and many group commits in the log.
+        let acks = Arc::new(AtomicUsize::new(0));
+        let workers = hammer(
+            server.addr.to_string(),
+            stop.clone(),
+            acks.clone(),
+            8,
+            round,
+        );
+        // Long enough for several flushes to Parquet and many group commits in the log; on a
+        // disk slow to sync (another process flushing gigabytes), until a hundred posts are in.
         std::thread::sleep(Duration::from_millis(2500 + 300 * round));
+        let started = Instant::now();
+        while acks.load(Ordering::Relaxed) < 100 && started.elapsed() < Duration::from_secs(30) {
+            std::thread::sleep(Duration::from_millis(50));
+        }
         server.child.kill().unwrap(); // SIGKILL
         server.child.wait().unwrap();
         stop.store(true, Ordering::Relaxed);
@@ -105,7 +121,7 @@ fn kill_9_mid_stream_loses_no_acknowledged_post() {
     // Restart: the log is replayed; the server serves; a clean stop flushes everything.
     let server = Server::start(&config, &data, &env);
     let stop = Arc::new(AtomicBool::new(false));
-    let workers = hammer(server.addr.to_string(), stop.clone(), 1, 99);
+    let workers = hammer(server.addr.to_string(), stop.clone(), Arc::default(), 1, 99);
     std::thread::sleep(Duration::from_millis(300));
     stop.store(true, Ordering::Relaxed);
     let after_restart: Vec<String> = workers
