@@ -214,7 +214,7 @@ impl fmt::Display for SlotName {
         const DAYS: [&str; 7] = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"];
         let slot = self.0;
         let mut out = *b"Mon 00:00 UTC";
-        out[..3].copy_from_slice(DAYS[slot as usize / 24 % 7].as_bytes());
+        out[..3].copy_from_slice(DAYS[slot as usize / 24].as_bytes());
         put_digits(&mut out[4..6], u32::from(slot % 24));
         f.write_str(std::str::from_utf8(&out).expect("ASCII"))
     }

@@ -43,7 +43,7 @@ pub struct Placed {
 
 /// Place every request, booking each in its ledger. `rank(i, out)` puts request `i`'s
 /// candidate hours in `out`, best first; it is called only for receipts whose preferred hour
-/// and next choices are full (it looks the contact up again, which costs as much as planning it did).
+/// and next choices are full (it works the contact's profile out again).
 pub fn assign(
     requests: &[Request],
     ledgers: &mut [Ledger],

@@ -97,7 +97,8 @@ impl ProfileCache {
         }
     }
 
-    /// What the model knows on `now_day` about the contact [`ProfileCache::find`] found.
+    /// What the model knows on `now_day` about the contact [`ProfileCache::find`] found since
+    /// the last [`ProfileCache::refresh`].
     pub fn profile(&self, index: Option<u32>, now_day: i32) -> Option<Profile> {
         let built = self.built()?;
         index.map(|i| built.profiles.profile(Some(i), now_day))

@@ -328,9 +328,10 @@ pub struct Standing {
     machine: bool,
     /// Its opens and clicks, when its own history scores its hours (none: the population's do).
     own: Option<u32>,
-    /// The window's mean score, and the score of the contact's preferred hour.
+    /// The window's mean score.
     mean: f64,
-    preferred: f64,
+    /// The contact's preferred candidate and its score: the hour a reason names.
+    preferred: Option<(usize, f64)>,
 }
 
 impl Standing {
@@ -341,11 +342,10 @@ impl Standing {
         profile: Option<&Profile>,
         population: &[f64; SLOTS],
     ) -> Standing {
-        let scores = usable(profile).map_or(population, |p| &p.scores);
-        let (mean, preferred) = window.filter(|w| w.hours > 0).map_or((0.0, 0.0), |w| {
-            let score = |k: usize| scores[w.slot(k) as usize];
+        let (mean, preferred) = window.filter(|w| w.hours > 0).map_or((0.0, None), |w| {
+            let score = |k: usize| score(w, k, profile, population);
             let mean = (0..w.hours).map(score).sum::<f64>() / w.hours as f64;
-            (mean, preferred.map_or(0.0, score))
+            (mean, preferred.map(|k| (k, score(k))))
         });
         Standing {
             class: profile.map(|p| p.class),
@@ -436,13 +436,15 @@ pub fn describe(
         _ => k,
     };
     if let Some(named) = named {
+        debug_assert_eq!(Some(named), standing.preferred.map(|(k, _)| k));
+        let preferred = standing.preferred.map_or(f64::NAN, |(_, score)| score);
         match standing.own {
             Some(engagements) => {
                 let _ = write!(
                     reason,
                     "best hour for this {class} contact ({engagements} opens/clicks): {} ({:.1}x the window's average)",
                     SlotName(window.slot(named)),
-                    standing.preferred / standing.mean
+                    preferred / standing.mean
                 );
             }
             None => {
@@ -612,6 +614,55 @@ mod tests {
 
     fn uniform() -> [f64; SLOTS] {
         [1.0 / SLOTS as f64; SLOTS]
+    }
+
+    /// A reason rates the hour the contact preferred, and the one capacity moved it to, by
+    /// their scores against the window's mean.
+    #[test]
+    fn reasons_rate_the_preferred_and_the_moved_to_hour_against_the_window() {
+        let received = SUNDAY_MIDNIGHT + 22 * HOUR_MS + 30 * MINUTE_MS;
+        let prof = profile_peaking_at(9, Class::Active);
+        let pop = uniform();
+        let kind = WebhookType::Next24Hours;
+        let w = window(kind, received, received, None, Some(&prof)).unwrap();
+        let preferred = prefer(&w, Some(&prof), &pop, WHO, |_| true).unwrap();
+        assert_eq!(w.slot(preferred.k), 9);
+        let own = |k: usize| prof.scores[w.slot(k) as usize];
+        let mean = (0..w.hours).map(own).sum::<f64>() / w.hours as f64;
+        let moved = preferred.next().nth(2).unwrap();
+        let ctx = Grounds {
+            kind,
+            standing: Standing::of(Some(&w), Some(preferred.k), Some(&prof), &pop),
+            moved_to: Some(own(moved)),
+            quiet: None,
+            connector: "main",
+            holdout: false,
+        };
+        let mut reason = String::new();
+        let capacity = Move::Capacity {
+            preferred: preferred.k,
+        };
+        describe(
+            &ctx,
+            Some(&w),
+            Some(moved),
+            capacity,
+            w.due(moved, 0),
+            &mut reason,
+        );
+        let best = format!(
+            "best hour for this active contact (20 opens/clicks): Mon 09:00 UTC ({:.1}x the window's average)",
+            0.5 / mean
+        );
+        let taken = format!(
+            "full on connector main: moved to {} ({:.1}x)",
+            SlotName(w.slot(moved)),
+            own(moved) / mean
+        );
+        assert!(
+            reason.contains(&best) && reason.contains(&taken),
+            "{reason}"
+        );
     }
 
     #[test]

@@ -475,7 +475,8 @@ impl Profiles {
         };
         let f = 0.5f64.powf((now_day - self.reference_day) as f64 / p.half_life_days);
         // Planning scores a million contacts a tick: only their engaged slots are spread, on
-        // the stack, with the kernel worked out once.
+        // the stack, with the kernel worked out once (afresh only if `config` was changed
+        // other than by `set_fit`).
         let fresh;
         let kernel = if self.kernel.bandwidth == p.hour_bandwidth {
             &self.kernel
@@ -675,6 +676,7 @@ pub(super) fn population_of(counts: &[f64], bandwidth: f64) -> ([f64; SLOTS], [f
 
 /// Spread counts to neighbouring hours with a Gaussian kernel (circular over the week).
 pub(super) fn spread_hours(raw: &[f64], bandwidth: f64) -> [f64; SLOTS] {
+    debug_assert_eq!(raw.len(), SLOTS, "one value per hour of the week");
     let kernel = Kernel::new(bandwidth);
     let mut out = [0.0; SLOTS];
     for (s, &w) in raw.iter().enumerate() {
