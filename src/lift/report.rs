@@ -202,11 +202,10 @@ pub fn lift(data_dir: &Path, options: &Options) -> anyhow::Result<Lift> {
     let mut metrics = Vec::new();
     for (metric, clicks_only) in [("opened", false), ("clicked", true)] {
         for hours in WINDOWS_H {
-            // Per webhook, [optimized, holdout]: per contact (a send without one alone), sends
-            // and engaged; ordered, so that the seeded bootstrap draws the same contacts each
+            // Per contact (a send without one alone), per webhook and group: sends and
+            // engaged; ordered, so that the seeded bootstrap draws the same contacts each
             // time.
-            let mut groups: Vec<[BTreeMap<Result<u32, usize>, Cluster>; 2]> = Vec::new();
-            groups.resize_with(strata.len(), Default::default);
+            let mut clusters: BTreeMap<Result<u32, usize>, Cells> = BTreeMap::new();
             for (i, s) in sends.iter().enumerate() {
                 if s.counted_from_ms + hours * HOUR_MS > as_of_ms {
                     continue;
@@ -220,17 +219,29 @@ pub fn lift(data_dir: &Path, options: &Options) -> anyhow::Result<Lift> {
                             *at >= s.at_ms && *at < end && (!clicks_only || *kind == Kind::Click)
                         })
                     });
-                let c = groups[s.stratum][usize::from(s.holdout)]
+                let c = clusters
                     .entry(s.contact.ok_or(i))
+                    .or_default()
+                    .entry((s.stratum, s.holdout))
                     .or_default();
                 c.0 += 1;
                 c.1 += u64::from(engaged);
             }
-            let groups: Vec<Stratum> = groups
-                .into_iter()
-                .map(|g| g.map(|g| g.into_values().collect()))
+            let clusters: Vec<Cluster> = clusters
+                .into_values()
+                .map(|cells| {
+                    cells
+                        .into_iter()
+                        .map(|((stratum, holdout), (sends, engaged))| Cell {
+                            stratum,
+                            holdout,
+                            sends,
+                            engaged,
+                        })
+                        .collect()
+                })
                 .collect();
-            metrics.push(compare(metric, hours, &groups));
+            metrics.push(compare(metric, hours, strata.len(), &clusters));
         }
     }
     Ok(Lift {
@@ -259,39 +270,48 @@ fn share((sends, engaged): (u64, u64)) -> Share {
     }
 }
 
-/// One contact's sends in a group and how many of them engaged within the window: what the
-/// bootstrap resamples, since a contact's sends are not independent of each other.
-type Cluster = (u64, u64);
+/// One contact's sends in one webhook and group, and how many of them engaged within the
+/// window.
+#[derive(Debug, Clone, Copy)]
+struct Cell {
+    stratum: usize,
+    holdout: bool,
+    sends: u64,
+    engaged: u64,
+}
 
-/// Resample contacts, not sends, when a group has at most this many; beyond, the normal
-/// approximation of the same (a ratio estimator with its cluster-robust variance).
-const EXACT_CLUSTERS: usize = 2000;
+/// One contact's (sends, engaged) per (webhook, held out), as they are counted.
+type Cells = BTreeMap<(usize, bool), (u64, u64)>;
 
-/// One webhook's sends whose windows are complete, [optimized, holdout], per contact.
-type Stratum = [Vec<Cluster>; 2];
+/// A contact's cells, in every webhook and group that sent to it: what the bootstrap
+/// resamples, since a contact's sends are not independent of each other, whichever webhook
+/// sent them and whether they were held out or not.
+type Cluster = Vec<Cell>;
+
+/// Resample contacts, not sends, when there are at most this many; beyond, the normal
+/// approximation of the same (the estimate's cluster-robust variance).
+const EXACT_CLUSTERS: usize = 4000;
 
 /// The difference of the groups' rates with its bootstrap interval.
 ///
 /// Each webhook is compared with itself, and the differences are weighted by its sends in
 /// both groups: pooled, webhooks that hold out different shares would set one webhook's
 /// audience against another's (Simpson's paradox). A webhook with sends in one group only has
-/// nothing to compare and is left out. The bootstrap resamples each group's contacts, within
-/// each webhook, with replacement. Each group gets one more contact with one engaged send and
-/// one not (Agresti and Caffo's adjustment; shared among the webhooks by weight), so a group
-/// that engaged never (or always) still varies, and 0 of 20 does not pass for certainty.
-fn compare(metric: &'static str, hours: i64, strata: &[Stratum]) -> Metric {
-    let add = |t: (u64, u64), c: &Cluster| (t.0 + c.0, t.1 + c.1);
+/// nothing to compare and is left out.
+fn compare(metric: &'static str, hours: i64, strata: usize, clusters: &[Cluster]) -> Metric {
+    let add = |t: (u64, u64), c: &(u64, u64)| (t.0 + c.0, t.1 + c.1);
     // Each webhook's [optimized, holdout] totals; the webhooks with sends in both groups.
-    let totals: Vec<[(u64, u64); 2]> = strata
-        .iter()
-        .map(|s| s.each_ref().map(|g| g.iter().fold((0, 0), add)))
-        .collect();
-    let both: Vec<usize> = (0..strata.len())
+    let mut totals = vec![[(0u64, 0u64); 2]; strata];
+    for c in clusters.iter().flatten() {
+        let t = &mut totals[c.stratum][usize::from(c.holdout)];
+        *t = add(*t, &(c.sends, c.engaged));
+    }
+    let both: Vec<usize> = (0..strata)
         .filter(|&k| totals[k].iter().all(|t| t.0 > 0))
         .collect();
     // Counted over the webhooks compared; with none, over all (there is nothing to compare).
     let counted: Vec<usize> = if both.is_empty() {
-        (0..strata.len()).collect()
+        (0..strata).collect()
     } else {
         both.clone()
     };
@@ -314,25 +334,8 @@ fn compare(metric: &'static str, hours: i64, strata: &[Stratum]) -> Metric {
     }
     let difference = (!both.is_empty()).then_some(a.rate - b.rate);
     let interval = (!both.is_empty()).then(|| {
-        let mut rng = Rng::new(SEED ^ hours as u64 ^ metric.len() as u64);
-        let cells: Vec<[Resampled; 2]> = both
-            .iter()
-            .zip(&weights)
-            .map(|(&k, w)| strata[k].each_ref().map(|g| Resampled::new(g, w / weight)))
-            .collect();
-        let mut diffs: Vec<f64> = (0..RESAMPLES)
-            .map(|_| {
-                cells
-                    .iter()
-                    .zip(&weights)
-                    .map(|([ga, gb], w)| w * (ga.draw(&mut rng) - gb.draw(&mut rng)))
-                    .sum::<f64>()
-                    / weight
-            })
-            .collect();
-        diffs.sort_by(f64::total_cmp);
-        let at = |q: f64| diffs[((q * RESAMPLES as f64) as usize).min(RESAMPLES - 1)];
-        [at(0.025), at(0.975)]
+        let seed = SEED ^ hours as u64 ^ metric.len() as u64;
+        Resample::new(strata, &both, &weights, clusters).interval(seed)
     });
     let enough = a.sends >= MIN_SENDS && b.sends >= MIN_SENDS;
     let verdict = interval.filter(|_| enough).and_then(|[lo, hi]| {
@@ -355,49 +358,122 @@ fn compare(metric: &'static str, hours: i64, strata: &[Stratum]) -> Metric {
     }
 }
 
-/// One group's rate, drawn again as a bootstrap resample of its contacts.
-enum Resampled {
-    /// The contacts (sends, engaged), the adjustment's one included, drawn from with
-    /// replacement.
-    Exact(Vec<(f64, f64)>),
-    /// The rate and its cluster-robust standard error.
-    Normal { rate: f64, se: f64 },
+/// The contacts of the webhooks compared, to draw from with replacement, each with all its
+/// sends: a contact reached by two webhooks (or in both groups of one) is drawn once for
+/// both, as the dependence between its sends asks.
+struct Resample<'w> {
+    /// The webhooks' weights, in the order of their cells.
+    weights: &'w [f64],
+    /// Per contact: (cell, sends, engaged); a webhook's cells are `2 × its place` (optimized)
+    /// and the next (held out).
+    pool: Vec<Vec<(usize, f64, f64)>>,
 }
 
-impl Resampled {
-    /// `clusters` with the adjustment's contact scaled by `share`, the webhook's share of the
-    /// weight, so that each group gets one such contact over all webhooks: one per webhook
-    /// would pull many small groups towards 50 % and shift the interval off the estimate.
-    fn new(clusters: &[Cluster], share: f64) -> Self {
-        let mut all: Vec<(f64, f64)> = clusters
-            .iter()
-            .map(|&(s, e)| (s as f64, e as f64))
-            .collect();
-        all.push((2.0 * share, share));
-        if all.len() <= EXACT_CLUSTERS {
-            return Self::Exact(all);
+impl<'w> Resample<'w> {
+    /// `clusters`' cells in the webhooks of `both`, and one more contact per group with one
+    /// engaged send and one not (Agresti and Caffo's adjustment), spread over the webhooks by
+    /// weight: a group that engaged never (or always) still varies, so 0 of 20 does not pass
+    /// for certainty, and one such contact per webhook would pull many small groups towards
+    /// 50 % and shift the interval off the estimate.
+    fn new(strata: usize, both: &[usize], weights: &'w [f64], clusters: &[Cluster]) -> Self {
+        let mut place = vec![None; strata];
+        for (p, &k) in both.iter().enumerate() {
+            place[k] = Some(p);
         }
-        let n = all.len() as f64;
-        let (sends, engaged) = all.iter().fold((0.0, 0.0), |t, c| (t.0 + c.0, t.1 + c.1));
-        let rate = engaged / sends;
-        let spread: f64 = all.iter().map(|&(s, e)| (e - rate * s).powi(2)).sum();
-        let se = (n / (n - 1.0) * spread).sqrt() / sends;
-        Self::Normal { rate, se }
+        let mut pool: Vec<Vec<(usize, f64, f64)>> = clusters
+            .iter()
+            .map(|cells| {
+                cells
+                    .iter()
+                    .filter_map(|c| {
+                        let cell = 2 * place[c.stratum]? + usize::from(c.holdout);
+                        Some((cell, c.sends as f64, c.engaged as f64))
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .filter(|cells| !cells.is_empty())
+            .collect();
+        let weight: f64 = weights.iter().sum();
+        for g in 0..2 {
+            let share = |p: usize| weights[p] / weight;
+            pool.push(
+                (0..both.len())
+                    .map(|p| (2 * p + g, 2.0 * share(p), share(p)))
+                    .collect(),
+            );
+        }
+        Self { weights, pool }
     }
 
-    fn draw(&self, rng: &mut Rng) -> f64 {
-        match self {
-            Self::Exact(all) => {
-                let (mut sends, mut engaged) = (0.0, 0.0);
-                for _ in 0..all.len() {
-                    let c = all[rng.below(all.len() as u64) as usize];
-                    sends += c.0;
-                    engaged += c.1;
-                }
-                engaged / sends
+    /// The weighted difference from each cell's (sends, engaged); a webhook left without sends
+    /// in a group is left out, as in the estimate.
+    fn difference(&self, sums: &[(f64, f64)]) -> Option<f64> {
+        let (mut sum, mut weight) = (0.0, 0.0);
+        for (p, w) in self.weights.iter().enumerate() {
+            let (a, b) = (sums[2 * p], sums[2 * p + 1]);
+            if a.0 > 0.0 && b.0 > 0.0 {
+                sum += w * (a.1 / a.0 - b.1 / b.0);
+                weight += w;
             }
-            Self::Normal { rate, se } => (rate + se * rng.normal()).clamp(0.0, 1.0),
         }
+        (weight > 0.0).then(|| sum / weight)
+    }
+
+    /// The bootstrap 95 % interval, or beyond [`EXACT_CLUSTERS`] contacts its normal
+    /// approximation: the estimate's variance summed over contacts, each contributing its
+    /// cells' deviations from their rates.
+    fn interval(&self, seed: u64) -> [f64; 2] {
+        let cells = 2 * self.weights.len();
+        let mut totals = vec![(0.0, 0.0); cells];
+        for &(i, s, e) in self.pool.iter().flatten() {
+            totals[i].0 += s;
+            totals[i].1 += e;
+        }
+        let n = self.pool.len();
+        if n > EXACT_CLUSTERS {
+            let weight: f64 = self.weights.iter().sum();
+            let spread: f64 = self
+                .pool
+                .iter()
+                .map(|cells| {
+                    cells
+                        .iter()
+                        .map(|&(i, s, e)| {
+                            let (sends, engaged) = totals[i];
+                            let sign = if i % 2 == 0 { 1.0 } else { -1.0 };
+                            sign * self.weights[i / 2] / weight * (e - engaged / sends * s) / sends
+                        })
+                        .sum::<f64>()
+                        .powi(2)
+                })
+                .sum();
+            let se = (n as f64 / (n as f64 - 1.0) * spread).sqrt();
+            let center = self.difference(&totals).unwrap_or(0.0);
+            return [
+                (center - 1.96 * se).max(-1.0),
+                (center + 1.96 * se).min(1.0),
+            ];
+        }
+        let mut rng = Rng::new(seed);
+        let mut sums = vec![(0.0, 0.0); cells];
+        let mut diffs: Vec<f64> = (0..RESAMPLES)
+            .filter_map(|_| {
+                sums.fill((0.0, 0.0));
+                for _ in 0..n {
+                    for &(i, s, e) in &self.pool[rng.below(n as u64) as usize] {
+                        sums[i].0 += s;
+                        sums[i].1 += e;
+                    }
+                }
+                self.difference(&sums)
+            })
+            .collect();
+        if diffs.is_empty() {
+            return [-1.0, 1.0];
+        }
+        diffs.sort_by(f64::total_cmp);
+        let at = |q: f64| diffs[((q * diffs.len() as f64) as usize).min(diffs.len() - 1)];
+        [at(0.025), at(0.975)]
     }
 }
 
@@ -752,48 +828,63 @@ mod tests {
         assert_eq!((all.optimized_receipts, all.holdout_receipts), (0, 1));
     }
 
+    /// Per webhook, [optimized, held out]: each contact's (sends, engaged).
+    type Groups = [Vec<(u64, u64)>; 2];
+
+    /// The comparison of webhooks whose contacts are all different ones.
+    fn apart(strata: &[Groups]) -> Metric {
+        let clusters: Vec<Cluster> = strata
+            .iter()
+            .enumerate()
+            .flat_map(|(stratum, groups)| {
+                groups.iter().enumerate().flat_map(move |(g, contacts)| {
+                    contacts.iter().map(move |&(sends, engaged)| {
+                        vec![Cell {
+                            stratum,
+                            holdout: g == 1,
+                            sends,
+                            engaged,
+                        }]
+                    })
+                })
+            })
+            .collect();
+        compare("opened", 24, strata.len(), &clusters)
+    }
+
     /// The comparison of one webhook's two groups.
-    fn one_webhook(metric: &'static str, hours: i64, a: &[Cluster], b: &[Cluster]) -> Metric {
-        compare(metric, hours, &[[a.to_vec(), b.to_vec()]])
+    fn one_webhook(a: &[(u64, u64)], b: &[(u64, u64)]) -> Metric {
+        apart(&[[a.to_vec(), b.to_vec()]])
     }
 
     /// `sends` contacts with one send each, `engaged` of them engaged.
-    fn singles(sends: u64, engaged: u64) -> Vec<Cluster> {
+    fn singles(sends: u64, engaged: u64) -> Vec<(u64, u64)> {
         (0..sends).map(|i| (1, u64::from(i < engaged))).collect()
     }
 
     #[test]
     fn the_interval_excludes_zero_only_for_a_real_difference() {
-        let same = one_webhook("opened", 24, &singles(400, 120), &singles(400, 118));
+        let same = one_webhook(&singles(400, 120), &singles(400, 118));
         let [lo, hi] = same.interval.unwrap();
         assert!(lo < 0.0 && hi > 0.0, "{lo} {hi}");
         assert_eq!(same.verdict, None);
-        let better = one_webhook("opened", 24, &singles(400, 200), &singles(400, 120));
+        let better = one_webhook(&singles(400, 200), &singles(400, 120));
         let [lo, hi] = better.interval.unwrap();
         assert!(lo > 0.1 && hi < 0.3, "{lo} {hi}");
         assert_eq!(better.verdict, Some("optimized_better"));
         // Large groups use the normal approximation; the interval narrows with size.
-        let big = one_webhook(
-            "opened",
-            24,
-            &singles(100_000, 30_500),
-            &singles(100_000, 30_000),
-        );
+        let big = one_webhook(&singles(100_000, 30_500), &singles(100_000, 30_000));
         let [lo, hi] = big.interval.unwrap();
         assert!(lo > 0.0 && hi - lo < 0.01, "{lo} {hi}");
-        assert!(
-            one_webhook("opened", 24, &singles(10, 5), &[])
-                .interval
-                .is_none()
-        );
+        assert!(one_webhook(&singles(10, 5), &[]).interval.is_none());
         // A group that never engaged is not certainty: 0 of 60 against 6 of 400 covers zero,
         // and fewer than MIN_SENDS sends give no verdict at all.
-        let [lo, _] = one_webhook("opened", 24, &singles(400, 6), &singles(60, 0))
+        let [lo, _] = one_webhook(&singles(400, 6), &singles(60, 0))
             .interval
             .unwrap();
         assert!(lo < 0.0, "{lo}");
         assert_eq!(
-            one_webhook("opened", 24, &singles(400, 200), &singles(20, 0)).verdict,
+            one_webhook(&singles(400, 200), &singles(20, 0)).verdict,
             None
         );
     }
@@ -808,7 +899,7 @@ mod tests {
             [singles(500, 50), singles(500, 50)],
             [singles(950, 475), singles(50, 25)],
         ];
-        let m = compare("opened", 24, &strata);
+        let m = apart(&strata);
         assert!(m.difference.unwrap().abs() < 1e-9, "{:?}", m.difference);
         let [lo, hi] = m.interval.unwrap();
         assert!(lo < 0.0 && hi > 0.0, "{lo} {hi}");
@@ -820,7 +911,7 @@ mod tests {
             [singles(100, 10), singles(100, 30)],
             [singles(300, 300), vec![]],
         ];
-        let m = compare("opened", 24, &strata);
+        let m = apart(&strata);
         assert_eq!((m.optimized.sends, m.optimized.engaged), (100, 10));
         assert!(
             (m.difference.unwrap() + 0.2).abs() < 1e-9,
@@ -828,18 +919,14 @@ mod tests {
             m.difference
         );
         // With no webhook in both groups there is no difference, pooled or not.
-        let m = compare(
-            "opened",
-            24,
-            &[[singles(100, 10), vec![]], [vec![], singles(100, 30)]],
-        );
+        let m = apart(&[[singles(100, 10), vec![]], [vec![], singles(100, 30)]]);
         assert_eq!((m.difference, m.interval), (None, None));
         // Many webhooks each holding out a few sends, at a rate far from 50 %: the
         // adjustment, shared among them, does not pull the interval off zero.
-        let strata: Vec<Stratum> = (0..20)
+        let strata: Vec<Groups> = (0..20)
             .map(|_| [singles(400, 40), singles(20, 2)])
             .collect();
-        let m = compare("opened", 24, &strata);
+        let m = apart(&strata);
         let [lo, hi] = m.interval.unwrap();
         assert!(lo < 0.0 && hi > 0.0, "{lo} {hi}");
     }
@@ -875,33 +962,94 @@ mod tests {
     #[test]
     fn contacts_with_many_sends_widen_the_interval() {
         // The same 400 sends and rates, as 40 contacts of 10 sends that all engage or none.
-        let lumped = |contacts: u64, engaged: u64| -> Vec<Cluster> {
+        let lumped = |contacts: u64, engaged: u64| -> Vec<(u64, u64)> {
             (0..contacts)
                 .map(|i| (10, if i < engaged { 10 } else { 0 }))
                 .collect()
         };
         let width = |m: Metric| m.interval.map(|[lo, hi]| hi - lo).unwrap();
-        let independent = width(one_webhook(
-            "opened",
-            24,
-            &singles(400, 200),
-            &singles(400, 140),
-        ));
-        let clustered = width(one_webhook("opened", 24, &lumped(40, 20), &lumped(40, 14)));
+        let independent = width(one_webhook(&singles(400, 200), &singles(400, 140)));
+        let clustered = width(one_webhook(&lumped(40, 20), &lumped(40, 14)));
         assert!(clustered > 2.5 * independent, "{clustered} {independent}");
         // Beyond the exact resampling, the normal approximation keeps the clustering.
         let independent = width(one_webhook(
-            "opened",
-            24,
             &singles(40_000, 20_000),
             &singles(40_000, 14_000),
         ));
-        let clustered = width(one_webhook(
-            "opened",
-            24,
-            &lumped(4_000, 2_000),
-            &lumped(4_000, 1_400),
-        ));
+        let clustered = width(one_webhook(&lumped(4_000, 2_000), &lumped(4_000, 1_400)));
         assert!(clustered > 2.5 * independent, "{clustered} {independent}");
+    }
+
+    /// Two webhooks sending to the same 400 contacts, each of whom opens every send or none:
+    /// drawn once for both webhooks, a contact counts once, and the interval is about √2
+    /// wider than for 800 different contacts with the same sends (an earlier version drew
+    /// each webhook's contacts apart, as if they were different people).
+    #[test]
+    fn a_contact_in_several_webhooks_is_drawn_once_for_all_of_them() {
+        let cell = |stratum, holdout, engaged| Cell {
+            stratum,
+            holdout,
+            sends: 1,
+            engaged: u64::from(engaged),
+        };
+        // Contacts 0–199 optimized in both webhooks (100 engage), 200–399 held out (70).
+        let shared: Vec<Cluster> = (0..400)
+            .map(|i| {
+                let (holdout, engaged) = if i < 200 {
+                    (false, i < 100)
+                } else {
+                    (true, i < 270)
+                };
+                vec![cell(0, holdout, engaged), cell(1, holdout, engaged)]
+            })
+            .collect();
+        let groups = [singles(200, 100), singles(200, 70)];
+        let separate = apart(&[groups.clone(), groups]);
+        let together = compare("opened", 24, 2, &shared);
+        assert_eq!(together.difference, separate.difference);
+        let width = |m: &Metric| m.interval.map(|[lo, hi]| hi - lo).unwrap();
+        let ratio = width(&together) / width(&separate);
+        assert!((1.25..1.6).contains(&ratio), "{ratio}");
+        // The same beyond the exact resampling, where the normal approximation sums each
+        // contact's cells before squaring.
+        let many: Vec<Cluster> = (0..8000)
+            .map(|i| {
+                let (holdout, engaged) = if i < 4000 {
+                    (false, i < 2000)
+                } else {
+                    (true, i < 5400)
+                };
+                vec![cell(0, holdout, engaged), cell(1, holdout, engaged)]
+            })
+            .collect();
+        let groups = [singles(4000, 2000), singles(4000, 1400)];
+        let ratio =
+            width(&compare("opened", 24, 2, &many)) / width(&apart(&[groups.clone(), groups]));
+        assert!((1.35..1.47).contains(&ratio), "{ratio}");
+    }
+
+    /// Contacts in both groups of one webhook, each opening both of its sends or neither: the
+    /// groups' rates move together when contacts are drawn, so the interval of their
+    /// difference is far narrower than for different contacts, and still covers zero.
+    #[test]
+    fn a_contact_in_both_groups_is_drawn_once_for_both() {
+        let paired: Vec<Cluster> = (0..400)
+            .map(|i| {
+                [false, true]
+                    .map(|holdout| Cell {
+                        stratum: 0,
+                        holdout,
+                        sends: 1,
+                        engaged: u64::from(i < 120),
+                    })
+                    .to_vec()
+            })
+            .collect();
+        let together = compare("opened", 24, 1, &paired);
+        let separate = one_webhook(&singles(400, 120), &singles(400, 120));
+        let [lo, hi] = together.interval.unwrap();
+        assert!(lo <= 0.0 && hi >= 0.0, "{lo} {hi}");
+        let [slo, shi] = separate.interval.unwrap();
+        assert!(hi - lo < 0.5 * (shi - slo), "{lo} {hi} against {slo} {shi}");
     }
 }
