@@ -744,7 +744,9 @@ fn quiet_until(config: &Config, item: &Pending, now: i64) -> Option<i64> {
 /// The calls that `attempting` rows of the last two days record: one per enrollment attempt
 /// (rows read twice after a crash count once), and per batch: a list's rows of one instant,
 /// and a connector's callback rows of one instant in calls of at most 100 (HubSpot's
-/// largest batch; the rows name each callback, not the call).
+/// largest batch; the rows name each callback, not the call). Two calls of one instant
+/// would count as one, but the limiter spaces a connector's calls by its pace (40 ms at
+/// HubSpot's 250 per 10 s, 1 ms at the 10,000 allowed).
 fn spent_by(rows: &[OutcomeRow], now: i64) -> Spent {
     let mut spent = Spent::default();
     let mut attempts = HashSet::new();
