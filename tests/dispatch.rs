@@ -516,7 +516,6 @@ fn kill_9_mid_tick_loses_nothing_and_duplicates_only_calls_in_flight() {
 /// nothing: one email, not two.
 #[test]
 fn an_unanswered_call_is_found_in_its_workflow_after_workflow_id_changed() {
-    use sendtime::datasets::outcomes::Action;
     let rt = runtime();
     let standin = rt.block_on(StandIn::start(Options::default())).unwrap();
     let dir = tempfile::tempdir().unwrap();
@@ -531,48 +530,7 @@ fn an_unanswered_call_is_found_in_its_workflow_after_workflow_id_changed() {
     )
     .unwrap();
     rt.block_on(client.enroll(104, email)).unwrap();
-    // What the disk says: planned, and an `attempting` row for 104 with no result.
-    let t = now_ms() - 60_000;
-    let receipt = ulid::Ulid::generate().to_string();
-    let plan = PlanRow {
-        receipt_id: receipt.clone(),
-        webhook_id: "fatigue".into(),
-        webhook_type: sendtime::config::WebhookType::Immediate,
-        contact_id: Some(8300),
-        email: Some(email.into()),
-        received_at_ms: t,
-        due_at_ms: t,
-        slot: None,
-        reason: "immediately".into(),
-        planned_at_ms: t,
-        callback_id: None,
-        holdout: false,
-        time_zone: None,
-    };
-    let attempting = OutcomeRow {
-        receipt_id: receipt.clone(),
-        webhook_id: "fatigue".into(),
-        connector: "main".into(),
-        action: Action::Enroll,
-        target: "104".into(),
-        status: Status::Attempting,
-        http_status: None,
-        message: None,
-        attempts: 1,
-        in_doubt: false,
-        retry_at_ms: None,
-        at_ms: t + 1000,
-        holdout: false,
-    };
-    for (name, mut df) in [
-        (plan::NAME, plan::frame(&[plan]).unwrap()),
-        (outcomes::NAME, outcomes::frame(&[attempting]).unwrap()),
-    ] {
-        Dataset::open(&data, name)
-            .unwrap()
-            .write_part(ulid::Ulid::generate(), &mut df)
-            .unwrap();
-    }
+    let receipt = unanswered_call(&data, email, 8300, 104);
     let config = write_config(
         dir.path(),
         &standin.url(),
@@ -1000,6 +958,115 @@ fn enrolled_once(standin: &StandIn, workflow: &str, emails: &[String]) {
 
 /// `sendtime tick --now at` with `token` as the connector's token: (stdout, stderr). It is
 /// given no client secret: a tick receives nothing, so it needs none.
+/// What the disk says after a call to enroll `email` (`vid`) into `workflow` that was made
+/// and never answered: the receipt planned (IMMEDIATE, webhook `fatigue`), and an
+/// `attempting` row with no result. The receipt's id.
+fn unanswered_call(data: &Path, email: &str, vid: i64, workflow: u64) -> String {
+    use sendtime::datasets::outcomes::Action;
+    let t = now_ms() - 60_000;
+    let receipt = ulid::Ulid::generate().to_string();
+    let plan = PlanRow {
+        receipt_id: receipt.clone(),
+        webhook_id: "fatigue".into(),
+        webhook_type: sendtime::config::WebhookType::Immediate,
+        contact_id: Some(vid),
+        email: Some(email.into()),
+        received_at_ms: t,
+        due_at_ms: t,
+        slot: None,
+        reason: "immediately".into(),
+        planned_at_ms: t,
+        callback_id: None,
+        holdout: false,
+        time_zone: None,
+    };
+    let attempting = OutcomeRow {
+        receipt_id: receipt.clone(),
+        webhook_id: "fatigue".into(),
+        connector: "main".into(),
+        action: Action::Enroll,
+        target: workflow.to_string(),
+        status: Status::Attempting,
+        http_status: None,
+        message: None,
+        attempts: 1,
+        in_doubt: false,
+        retry_at_ms: None,
+        at_ms: t + 1000,
+        holdout: false,
+    };
+    for (name, mut df) in [
+        (plan::NAME, plan::frame(&[plan]).unwrap()),
+        (outcomes::NAME, outcomes::frame(&[attempting]).unwrap()),
+    ] {
+        Dataset::open(data, name)
+            .unwrap()
+            .write_part(ulid::Ulid::generate(), &mut df)
+            .unwrap();
+    }
+    receipt
+}
+
+/// A contact in doubt whose enrollments HubSpot will not list (503 on every check): the
+/// checks back off as calls do and, after the last, the contact is sent (at-least-once).
+/// An earlier version checked about once a second for ever, never sending.
+#[test]
+fn a_failing_enrollments_check_backs_off_and_then_sends() {
+    use sendtime::hubspot::standin::{Fault, Injection};
+    let rt = runtime();
+    let standin = rt.block_on(StandIn::start(Options::default())).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let email = "grace@example.com";
+    standin.add_contact(email, 8310);
+    standin.inject(
+        Injection::next(Fault::Status {
+            status: 503,
+            message: "Service Unavailable".into(),
+        })
+        .times(u64::MAX)
+        .on("/automation/v2/workflows/enrollments/contacts/"),
+    );
+    unanswered_call(&data, email, 8310, 105);
+    let config = write_config(
+        dir.path(),
+        &standin.url(),
+        "",
+        &[&Hook {
+            id: "fatigue",
+            kind: "IMMEDIATE",
+            target: "workflow_id = 105",
+        }],
+    );
+    let clock = dir.path().join("clock");
+    let mut now = now_ms();
+    set_clock(&clock, now);
+    let server = start(&config, &data, Some(&clock), &[]);
+    let checks = || {
+        standin
+            .log()
+            .iter()
+            .filter(|e| e.method == "GET" && e.path.contains("/enrollments/contacts/"))
+            .count()
+    };
+    // Time moves ten minutes a look: past any wait, so only the count of failures decides.
+    let enrolled = eventually(Duration::from_secs(90), || {
+        now += 10 * 60_000;
+        set_clock(&clock, now);
+        enrollments(&standin.log())
+            .get(&("105".to_string(), email.to_string()))
+            .copied()
+    });
+    assert_eq!(
+        enrolled,
+        Some(1),
+        "{} checks; logs:\n{}",
+        checks(),
+        server.logs()
+    );
+    assert_eq!(checks(), 12, "one check per failure the dispatcher allows");
+}
+
 fn tick_once(config: &Path, data: &Path, at: i64, token: &str) -> (String, String) {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_sendtime"))
         .arg("--config")

@@ -155,6 +155,12 @@ impl Ctx {
         Ok(call)
     }
 
+    /// The call about to be made, for the daily budget.
+    fn count_call(&self, link: &Link, at_ms: i64) {
+        let made = (link.id.clone(), at_ms);
+        self.calls.lock().expect("not poisoned").push(made);
+    }
+
     /// Make a batch's `attempting` rows durable before its call, its attempts counted; when
     /// they cannot be, the batch waits a minute, uncounted.
     async fn attempting(
@@ -169,9 +175,7 @@ impl Ctx {
             .record(batch.iter().map(|i| row_of(i, now)).collect())
             .await
         {
-            // The call about to be made, for the daily budget.
-            let made = (link.id.clone(), now);
-            self.calls.lock().expect("not poisoned").push(made);
+            self.count_call(link, now);
             return Ok(());
         }
         batch.iter_mut().for_each(|i| i.attempts -= 1);
@@ -377,6 +381,7 @@ pub async fn enroll(
             && let Some(vid) = item.contact_id.filter(|v| *v > 0)
         {
             let earlier = item.doubt_workflow.map(NonZeroU64::get);
+            ctx.count_call(&link, ctx.now());
             match call.enrollments(vid as u64).await {
                 Ok(ref workflows)
                     if let Some(w) = workflows
@@ -410,7 +415,9 @@ pub async fn enroll(
                 }
                 Err(e) => {
                     tracing::debug!(receipt = %item.receipt_id, "enrollments check failed: {e}");
-                    match ctx.decide(&link, &e, u32::from(item.failures.max(1))) {
+                    // Its transient failures count, as a call's do: a check that keeps
+                    // failing backs off and, after the last, gives up below.
+                    match ctx.decide_after(&link, &e, std::slice::from_mut(&mut item)) {
                         Decision::Retry(d) if ctx.sleep(d).await => continue,
                         Decision::Retry(_) => return (item, Next::Again(ctx.now())),
                         Decision::Later(t) => return (item, Next::Again(t)),
