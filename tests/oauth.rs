@@ -110,3 +110,100 @@ fn a_run_of_several_token_lifetimes_enrolls_everyone_without_a_401() {
         "a refresh token was logged"
     );
 }
+
+/// The README's rotation of the app's client secret, with `serve` running: both secrets are
+/// in its environment, the config names the old one first (HubSpot has already rotated, so
+/// refreshing with it is refused), then is changed to name the new one first. The reload
+/// must reach the dispatcher's token refresh, not only the signature check: an earlier
+/// version kept the old client until a restart.
+#[test]
+fn a_reload_that_puts_the_new_client_secret_first_refreshes_with_it() {
+    let rt = runtime();
+    let standin = rt
+        .block_on(StandIn::start(Options {
+            oauth: Some(OAuthApp {
+                client_id: "app-client-id".into(),
+                client_secret: SECRET.into(),
+                refresh_token: "first-refresh-token".into(),
+                lifetime: Duration::from_secs(600),
+                rotate: false,
+            }),
+            ..Options::default()
+        }))
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let config_path = dir.path().join("webhooks.toml");
+    let config = |secrets: &str| {
+        TestConfig {
+            env: "OAUTH",
+            tables: "[scheduler]\ncron = \"* * * * * *\"",
+            connector: &format!(
+                "api_base = \"{}\"\nauth = \"oauth\"\nclient_id_env = \"OAUTH_CLIENT_ID\"\nrefresh_token_env = \"OAUTH_REFRESH\"",
+                standin.url()
+            ),
+            hooks: &[&Hook {
+                id: "now",
+                kind: "IMMEDIATE",
+                target: "workflow_id = 101",
+            }],
+            ..TestConfig::default()
+        }
+        .text()
+        .replace("access_token_env = \"OAUTH_TOKEN\"\n", "")
+        .replace("client_secret_env = \"OAUTH_SECRET\"", secrets)
+    };
+    std::fs::write(
+        &config_path,
+        config("client_secret_env = [\"OAUTH_OLD\", \"OAUTH_NEW\"]"),
+    )
+    .unwrap();
+    let server = Server::start(
+        &config_path,
+        &data,
+        &[
+            ("OAUTH_OLD", "the-secret-before-rotation"),
+            ("OAUTH_NEW", SECRET),
+            ("OAUTH_CLIENT_ID", "app-client-id"),
+            ("OAUTH_REFRESH", "first-refresh-token"),
+        ],
+    );
+    let client = reqwest::blocking::Client::new();
+    standin.add_contact("rotated@example.com", 700);
+    let body = contact_body(700, "rotated@example.com");
+    assert_eq!(
+        post_signed(&client, &server, SECRET, "/hooks/now", body),
+        200
+    );
+    let refused = || {
+        standin
+            .log()
+            .iter()
+            .filter(|e| e.path == TOKEN_PATH && e.status == Some(400))
+            .count()
+    };
+    eventually(Duration::from_secs(20), || (refused() > 0).then_some(()))
+        .unwrap_or_else(|| panic!("no refresh with the old secret; logs:\n{}", server.logs()));
+    std::fs::write(
+        &config_path,
+        config("client_secret_env = [\"OAUTH_NEW\", \"OAUTH_OLD\"]"),
+    )
+    .unwrap();
+    let enrolled = eventually(Duration::from_secs(30), || {
+        let rows = outcomes::read(&outcomes::dataset(&data).unwrap()).unwrap();
+        rows.iter()
+            .any(|r| r.status == Status::Enrolled)
+            .then_some(())
+    });
+    assert!(
+        enrolled.is_some(),
+        "not enrolled after the reload; logs:\n{}",
+        server.logs()
+    );
+    let log = standin.log();
+    assert!(
+        log.iter()
+            .any(|e| e.path == TOKEN_PATH && e.status == Some(200)),
+        "{log:?}"
+    );
+}

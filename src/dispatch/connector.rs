@@ -197,9 +197,13 @@ impl Dispatcher {
     /// The connector's link, rebuilt when its settings change (its limiter is kept otherwise,
     /// so pacing carries across ticks).
     pub(super) fn link(&mut self, connector: &Connector) -> anyhow::Result<Arc<Link>> {
+        // The client secret signs OAuth refreshes: a rotation reorders its variables.
         let key = format!(
-            "{}|{:?}|{}",
-            connector.api_base, connector.credentials, connector.requests_per_10s
+            "{}|{:?}|{:?}|{}",
+            connector.api_base,
+            connector.credentials,
+            connector.client_secret_env,
+            connector.requests_per_10s
         );
         if let Some((k, link)) = self.links.get(&connector.id)
             && *k == key

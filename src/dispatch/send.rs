@@ -691,6 +691,9 @@ pub async fn complete(ctx: Arc<Ctx>, link: Arc<Link>, items: Vec<Pending>) -> Ve
                             r
                         })
                         .collect();
+                    // Until the rows are durable the call stays in doubt, as after a crash:
+                    // HubSpot's refusal to complete them again then means they were.
+                    chunk.iter_mut().for_each(|i| i.in_doubt = true);
                     let next = final_if_recorded(&ctx, rows, Status::Completed).await;
                     out.extend(chunk.into_iter().map(|i| (i, next)));
                     continue 'chunks;
