@@ -7,7 +7,7 @@ use sendtime::clock::Clock;
 use sendtime::hubspot::client::{
     ApiError, Client, ClientOptions, EmailEvent, EventsQuery, RateLimit, RatePolicy,
 };
-use sendtime::hubspot::standin::{DEFAULT_TOKEN, Fault, Injection, Options, StandIn};
+use sendtime::hubspot::standin::{DEFAULT_TOKEN, Fault, Injection, LogEntry, Options, StandIn};
 
 fn event(i: usize, created: i64) -> EmailEvent {
     EmailEvent {
@@ -685,4 +685,76 @@ async fn a_completion_without_typed_outputs_is_refused() {
     .unwrap();
     assert_eq!(with.status().as_u16(), 204);
     assert!(s.completion("cb-1").is_some());
+}
+
+/// A call whose token HubSpot refuses (401) is retried once with a fresh token, and that
+/// retry waits its turn like any call: with many calls in flight when a token is revoked, an
+/// earlier version sent every retry at once, past the app's burst limit.
+#[tokio::test]
+async fn the_retry_after_a_refused_token_is_paced_like_any_call() {
+    use sendtime::hubspot::auth::Auth;
+    use sendtime::hubspot::standin::OAuthApp;
+    let s = standin(Options {
+        oauth: Some(OAuthApp {
+            client_id: "id".into(),
+            client_secret: "secret".into(),
+            refresh_token: "refresh".into(),
+            lifetime: Duration::from_secs(1800),
+            rotate: false,
+        }),
+        ..Options::default()
+    })
+    .await;
+    // Paced at one call a second or so.
+    let oauth = Client::with_auth(
+        &s.url(),
+        Auth::oauth("id", "secret", "refresh"),
+        ClientOptions {
+            requests_per_10s: 10,
+            ..ClientOptions::default()
+        },
+    )
+    .unwrap();
+    s.inject(
+        Injection::next(Fault::Status {
+            status: 401,
+            message: "The OAuth token used to make this call expired 0 second(s) ago.".into(),
+        })
+        .on("/automation"),
+    );
+    oauth.enrollments(1).await.unwrap();
+    let calls: Vec<LogEntry> = s
+        .log()
+        .into_iter()
+        .filter(|e| e.path.starts_with("/automation"))
+        .collect();
+    assert_eq!(
+        calls.iter().map(|e| e.status).collect::<Vec<_>>(),
+        [Some(401), Some(200)]
+    );
+    let gap = calls[1].at.duration_since(calls[0].at).unwrap();
+    assert!(gap >= Duration::from_millis(900), "retried after {gap:?}");
+}
+
+/// A 408 (a request timeout at HubSpot's edge) and a redirect say nothing of the contact:
+/// they are retried, not recorded as the contact's failure.
+#[tokio::test]
+async fn a_request_timeout_or_a_redirect_is_retried_not_final() {
+    let s = standin(Options::default()).await;
+    for status in [408, 301, 307] {
+        s.inject(
+            Injection::next(Fault::Status {
+                status,
+                message: "try again".into(),
+            })
+            .on("/automation"),
+        );
+        match client(&s).enroll(101, "a@example.com").await.unwrap_err() {
+            ApiError::Transient {
+                may_have_reached: false,
+                ..
+            } => {}
+            other => panic!("{status}: expected a transient failure, got {other:?}"),
+        }
+    }
 }

@@ -560,6 +560,9 @@ impl Client {
                 .auth
                 .bearer(&self.http, &self.base, Some(&token))
                 .await?;
+            // The retry is a call like any other: paced, so a revoked token under many calls
+            // in flight does not send them all again at once.
+            let _ = self.admit().await;
             resp = request(&fresh).send().await.map_err(transport)?;
         }
         if let Some(rate) = RateLimit::from_headers(resp.headers()) {
@@ -767,6 +770,18 @@ async fn classify(resp: reqwest::Response, batch: Option<usize>) -> ApiError {
             message: format!(
                 "HTTP {status} that is not HubSpot's API answer (an HTML page from an edge or proxy): {}",
                 text.trim().chars().take(120).collect::<String>()
+            ),
+        };
+    }
+    // A request timeout, or a redirect (never followed: it would resend the body elsewhere),
+    // says nothing of the contact: the request was not processed. Worth retrying.
+    if status == StatusCode::REQUEST_TIMEOUT || status.is_redirection() {
+        return ApiError::Transient {
+            status: Some(status.as_u16()),
+            may_have_reached: false,
+            message: format!(
+                "HTTP {status}: {}",
+                text.trim().chars().take(MESSAGE_CHARS).collect::<String>()
             ),
         };
     }
