@@ -84,7 +84,7 @@ pub fn parse_instant(text: &str) -> Option<i64> {
 /// A number of epoch seconds (ten digits or fewer, until the year 5138) or, larger,
 /// milliseconds: how [`parse_instant`] reads a number, for sources that hold it as one.
 pub fn epoch_number(n: i64) -> Option<i64> {
-    if n.abs() < 100_000_000_000 {
+    if n.unsigned_abs() < 100_000_000_000 {
         n.checked_mul(SECOND_MS)
     } else {
         Some(n)
@@ -231,6 +231,14 @@ fn put_digits(out: &mut [u8], mut n: u32) {
 
 #[cfg(test)]
 mod tests {
+
+    /// The smallest i64 (how pandas stores NaT as a plain integer) is a number of
+    /// milliseconds, not an overflow.
+    #[test]
+    fn the_smallest_number_is_read_without_overflow() {
+        assert_eq!(epoch_number(i64::MIN), Some(i64::MIN));
+        assert_eq!(epoch_number(-5), Some(-5_000));
+    }
     use super::*;
 
     #[test]

@@ -408,6 +408,65 @@ fn parquet_imports_every_time_type_with_the_same_rules() {
     );
 }
 
+/// Exports write 0 or -1 for a missing record id: such a row is refused by its line (CSV) or
+/// row (Parquet), as any bad row is, and nothing is imported. Before, every such row went to
+/// one made-up contact.
+#[test]
+fn a_contact_id_that_is_not_positive_is_a_bad_row() {
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dir.path().join("ids.csv");
+    std::fs::write(
+        &csv,
+        format!(
+            "contact,time,kind\n{}\n0,2025-01-06T10:00:00Z,OPEN\n-1,2025-01-06T11:00:00Z,OPEN\n{}\n",
+            row(1),
+            row(2)
+        ),
+    )
+    .unwrap();
+    let data = dir.path().join("data");
+    let err = failed(&sendtime(&data, &csv_import(csv.to_str().unwrap(), "1000")));
+    for (line, id) in [(3, "0"), (4, "-1")] {
+        assert!(
+            err.contains(&format!(
+                "ids.csv:{line}: contact id {id} in column \"contact\" is not a HubSpot record id"
+            )),
+            "{err}"
+        );
+    }
+    assert!(err.contains("nothing was imported"), "{err}");
+    assert!(stored(&data).is_empty());
+
+    let mut df = df!(
+        "hs_id" => [12i64, 0, 13],
+        "epoch_s" => [1_736_121_600i64, 1_736_121_700, 1_736_121_800],
+    )
+    .unwrap();
+    let file = dir.path().join("ids.parquet");
+    ParquetWriter::new(std::fs::File::create(&file).unwrap())
+        .finish(&mut df)
+        .unwrap();
+    let err = failed(&sendtime(
+        &data,
+        &[
+            "import",
+            "parquet",
+            file.to_str().unwrap(),
+            "--contact",
+            "hs_id",
+            "--time",
+            "epoch_s",
+        ],
+    ));
+    assert!(
+        err.contains(
+            "ids.parquet: row 2: contact id 0 in column \"hs_id\" is not a HubSpot record id"
+        ),
+        "{err}"
+    );
+    assert!(stored(&data).is_empty());
+}
+
 /// A crash while an import's parts were being published leaves them hidden, none of them
 /// half-visible; the next import finishes the publish, and removes what a crash before
 /// publishing left staged.

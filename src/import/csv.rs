@@ -379,14 +379,17 @@ impl Fields<'_> {
     }
 }
 
-/// A contact id written as 1 to 18 digits, nothing else.
+/// A contact id written as 1 to 18 digits, nothing else, and not zero (left to
+/// [`super::Columns::contact`], which refuses it).
 fn digits(b: &[u8]) -> Option<i64> {
     if b.is_empty() || b.len() > 18 {
         return None;
     }
-    b.iter().try_fold(0i64, |n, d| {
-        d.is_ascii_digit().then(|| n * 10 + i64::from(d - b'0'))
-    })
+    b.iter()
+        .try_fold(0i64, |n, d| {
+            d.is_ascii_digit().then(|| n * 10 + i64::from(d - b'0'))
+        })
+        .filter(|id| *id > 0)
 }
 
 /// Where records end in `buf`, about `pieces` of them spread evenly, the last one the end of

@@ -75,7 +75,7 @@ impl Columns {
     /// The contact in `text`: an email address or a numeric HubSpot id.
     pub fn contact(&self, text: &str) -> Result<Contact, String> {
         if let Ok(id) = text.parse::<i64>() {
-            Ok(Contact::Id(id))
+            self.id(id)
         } else if is_email_address(text) {
             Ok(Contact::Email(text.to_ascii_lowercase()))
         } else if text.contains('@') {
@@ -88,6 +88,19 @@ impl Columns {
         } else {
             Err(format!(
                 "contact {text:?} in column {:?} is neither an email nor a numeric contact id",
+                self.contact
+            ))
+        }
+    }
+
+    /// A numeric contact: HubSpot's record ids are positive, and exports write 0 or -1 for
+    /// a missing one, which would make every such row one made-up contact.
+    pub fn id(&self, id: i64) -> Result<Contact, String> {
+        if id > 0 {
+            Ok(Contact::Id(id))
+        } else {
+            Err(format!(
+                "contact id {id} in column {:?} is not a HubSpot record id (they are positive)",
                 self.contact
             ))
         }

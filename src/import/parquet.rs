@@ -167,7 +167,7 @@ impl ParquetFile {
             return Ok(ids
                 .i64()?
                 .iter()
-                .map(|id| id.map(Contact::Id).ok_or_else(missing))
+                .map(|id| id.ok_or_else(missing).and_then(|id| self.columns.id(id)))
                 .collect());
         }
         match column.str() {
