@@ -236,6 +236,30 @@ fn signed_posts_v1_v2_v3_are_stored_and_read_back_with_polars() {
     assert_eq!(seen_sigs, ["v1", "v2", "v3"]);
 }
 
+/// Optional fields of an unexpected type count as absent: the contact is taken and stored
+/// (HubSpot does not send a refused post again). An earlier version refused these with 400.
+#[test]
+fn optional_fields_of_an_unexpected_type_count_as_absent() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path());
+    let odd = [
+        r#"{"email": "odd1@example.com", "identity-profiles": {}}"#,
+        r#"{"email": "odd2@example.com", "vid": 18446744073709551615}"#,
+        r#"{"email": "odd3@example.com", "properties": []}"#,
+        r#"{"email": "odd4@example.com", "properties": "none"}"#,
+        r#"{"vid": 3, "identity-profiles": [{"identities": [{"type": "EMAIL", "value": "x@example.com", "is-primary": "true"}]}], "email": "odd5@example.com"}"#,
+    ];
+    for body in odd {
+        let (status, answer) = post(&server, "nurture", body.as_bytes(), Sig::V2);
+        assert_eq!(status, 200, "{body}: {answer}");
+    }
+    server.stop();
+    let mut emails = strings(&inbox(dir.path()), "email");
+    emails.sort();
+    let expected: Vec<String> = (1..=5).map(|i| format!("odd{i}@example.com")).collect();
+    assert_eq!(emails, expected);
+}
+
 #[test]
 fn every_rejection_has_its_status_and_stores_nothing() {
     let dir = tempfile::tempdir().unwrap();
