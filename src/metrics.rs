@@ -49,6 +49,9 @@ pub struct Inner {
     pub ticks_skipped: Counter,
     /// Planned receipts not yet final (due or not).
     pub queued: Gauge,
+    /// Finished receipts the dispatcher remembers, so as never to plan them again: those not
+    /// archived yet.
+    pub finished: Gauge,
     planned_calls: Family<Labels, Gauge>,
     capacity_per_hour: Family<Labels, Gauge>,
     plan_moves: Family<Labels, Counter>,
@@ -96,6 +99,7 @@ impl Metrics {
         let tick_seconds = Histogram::new(exponential_buckets(0.001, 2.0, 20));
         let ticks_skipped = Counter::default();
         let queued = Gauge::default();
+        let finished = Gauge::default();
         let planned_calls = Family::<Labels, Gauge>::default();
         let capacity_per_hour = Family::<Labels, Gauge>::default();
         let plan_moves = Family::<Labels, Counter>::default();
@@ -169,6 +173,11 @@ impl Metrics {
             queued.clone(),
         );
         registry.register(
+            "dispatch_finished_remembered",
+            "Finished receipts held in memory until they are archived (a day after the replay window)",
+            finished.clone(),
+        );
+        registry.register(
             "webhooks_received",
             "Webhook posts to a known webhook id",
             received.clone(),
@@ -212,6 +221,7 @@ impl Metrics {
             tick_seconds,
             ticks_skipped,
             queued,
+            finished,
             planned_calls,
             capacity_per_hour,
             plan_moves,

@@ -1355,6 +1355,128 @@ fn finished_receipts_past_the_replay_window_move_to_the_archive() {
     server.stop();
 }
 
+/// A `serve` that runs for days archives, once a day, what start-up would, and forgets it:
+/// memory holds the last days' receipts, not every one sent. Here the cut falls inside one
+/// compacted inbox part: the receipts left in the rewritten part are remembered and, read
+/// again by planning and merged again by compaction, are not sent again.
+#[test]
+fn a_running_serve_archives_settled_receipts_daily_and_sends_none_again() {
+    const DAY: i64 = 86_400_000;
+    let rt = runtime();
+    let standin = rt.block_on(StandIn::start(Options::default())).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let config = write_config(dir.path(), &standin.url(), "", &[&HOOKS[3]]);
+    let clock = dir.path().join("clock");
+    set_clock(&clock, now_ms());
+    let server = start(&config, &data, Some(&clock), &[]);
+    let remembered = || -> Option<u64> {
+        let text = reqwest::blocking::get(server.admin_url("/metrics"))
+            .ok()?
+            .text()
+            .ok()?;
+        text.lines()
+            .find_map(|l| l.strip_prefix("sendtime_dispatch_finished_remembered "))?
+            .parse()
+            .ok()
+    };
+    let send = |prefix: &str, n: u64, vid: u64| -> Vec<String> {
+        (0..n)
+            .map(|i| {
+                let email = format!("{prefix}{i}@example.com");
+                standin.add_contact(&email, vid + i);
+                post(&server, "fatigue", vid + i, &email);
+                email
+            })
+            .collect()
+    };
+    let inbox_parts = || {
+        std::fs::read_dir(data.join("inbox"))
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .path()
+                    .extension()
+                    .is_some_and(|x| x == "parquet")
+            })
+            .count()
+    };
+    // Two bursts a second and a half apart, sent, and merged into one inbox part.
+    let early = send("early", 10, 7200);
+    std::thread::sleep(Duration::from_millis(1500));
+    let late = send("late", 10, 7210);
+    set_clock(&clock, now_ms() + 60_000);
+    eventually(Duration::from_secs(40), || {
+        (enrollments(&standin.log()).len() == 20 && remembered() == Some(20) && inbox_parts() == 1)
+            .then_some(())
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "not sent and merged: {} enrollments, {:?} remembered, {} parts; logs:\n{}",
+            enrollments(&standin.log()).len(),
+            remembered(),
+            inbox_parts(),
+            server.logs()
+        )
+    });
+
+    // Three days after a moment between the bursts, the same process: the early ones are
+    // settled, archived and forgotten; the late ones stay.
+    let received = |prefix: &str| {
+        plans(&data)
+            .into_iter()
+            .filter(|p| p.email.as_deref().is_some_and(|e| e.starts_with(prefix)))
+            .map(|p| p.received_at_ms)
+            .collect::<Vec<_>>()
+    };
+    let last_early = received("early").into_iter().max().unwrap();
+    let first_late = received("late").into_iter().min().unwrap();
+    assert!(last_early < first_late);
+    set_clock(&clock, (last_early + first_late) / 2 + 3 * DAY);
+    eventually(Duration::from_secs(30), || {
+        (remembered() == Some(10)).then_some(())
+    })
+    .unwrap_or_else(|| panic!("not archived; {:?}; logs:\n{}", remembered(), server.logs()));
+    let new = send("new", 3, 7300);
+    set_clock(&clock, now_ms() + 3 * DAY + 60_000);
+    eventually(Duration::from_secs(30), || {
+        (remembered() == Some(13) && enrollments(&standin.log()).len() == 23).then_some(())
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "new ones not sent; {:?}; logs:\n{}",
+            remembered(),
+            server.logs()
+        )
+    });
+    // Rounds of inbox compaction (every 10 s) and ticks (every second) after the move.
+    std::thread::sleep(Duration::from_secs(12));
+    set_clock(&clock, now_ms() + 3 * DAY + 120_000);
+    std::thread::sleep(Duration::from_secs(2));
+    server.stop();
+
+    for emails in [&early, &late, &new] {
+        enrolled_once(&standin, "104", emails);
+    }
+    assert_eq!(enrollments(&standin.log()).len(), 23);
+    let archive = data.join("archive");
+    let mut archived: Vec<String> = plan::read(&Dataset::open(&archive, "plan").unwrap())
+        .unwrap()
+        .into_iter()
+        .filter_map(|p| p.email)
+        .collect();
+    archived.sort();
+    let mut want = early.clone();
+    want.sort();
+    assert_eq!(archived, want);
+    let live =
+        sendtime::datasets::inbox::read_keys(&sendtime::datasets::inbox::dataset(&data).unwrap())
+            .unwrap();
+    assert_eq!(live.len(), 13);
+    assert_eq!(plans(&data).len(), 13);
+}
+
 /// `sendtime pause ID` beside a running `serve`: the webhook's contacts are received and held,
 /// across a restart, and go once `sendtime resume ID` lifts it; `/status` and the metrics show it.
 #[test]

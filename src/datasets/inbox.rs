@@ -524,13 +524,8 @@ fn spawn_compactor(
         .name("inbox-compactor".into())
         .spawn(move || {
             while let Err(RecvTimeoutError::Timeout) = rx.recv_timeout(Duration::from_secs(10)) {
-                // A part whose log segment still exists may be replayed after a crash: leave
-                // it alone until the segment is gone, or its rows could come back twice.
-                let skip: HashSet<PathBuf> = match wal::segments(&wal_dir, WAL_PREFIX) {
-                    Ok(segments) => segments
-                        .into_iter()
-                        .map(|(id, _)| dataset.part_path(id))
-                        .collect(),
+                let skip = match logged_parts(&dataset, &wal_dir) {
+                    Ok(skip) => skip,
                     // Not knowing which parts are safe, touch none this round.
                     Err(e) => {
                         tracing::warn!("cannot list the inbox log (compaction waits): {e}");
@@ -543,6 +538,24 @@ fn spawn_compactor(
             }
         })?;
     Ok((stop, handle))
+}
+
+/// The parts whose log segment still exists: a crash would replay the segment's rows, so
+/// rewriting such a part (compacting, archiving) could bring its rows back twice.
+fn logged_parts(dataset: &Dataset, wal_dir: &Path) -> std::io::Result<HashSet<PathBuf>> {
+    Ok(wal::segments(wal_dir, WAL_PREFIX)?
+        .into_iter()
+        .map(|(id, _)| dataset.part_path(id))
+        .collect())
+}
+
+/// Whether any inbox part still has its log segment (a flush whose segment could not be
+/// removed): then archiving waits, since the segment would bring the rows it moved back.
+pub fn any_part_logged(data_dir: &Path) -> anyhow::Result<bool> {
+    let dataset = dataset(data_dir)?;
+    Ok(logged_parts(&dataset, &data_dir.join(WAL_DIR))?
+        .iter()
+        .any(|p| p.exists()))
 }
 
 /// Receipts as a frame in schema order: the one writer of the inbox schema.

@@ -103,8 +103,11 @@ pub struct Dispatcher {
     held: HashMap<String, Vec<Pending>>,
     /// Receipts planned and not final: queued, held, or being called.
     planned: IdSet,
-    /// Receipts with a final outcome.
+    /// Receipts with a final outcome, not archived: a compacted inbox part repeats them.
     done: IdSet,
+    /// When finished receipts were last archived ([`Dispatcher::archive_if_due`]), by the
+    /// replay window's clock.
+    archived_at_ms: i64,
     /// One shared copy of each webhook id, so receipts carry no string of their own.
     webhook_ids: HashSet<Arc<str>>,
     seen_parts: HashSet<PathBuf>,
@@ -267,6 +270,7 @@ impl Dispatcher {
         if !settled.is_empty() {
             let moved = archive_settled(data_dir, &settled)?;
             receipts.retain(|r| !settled.contains(&r.receipt_id));
+            forget(&mut done, &settled);
             tracing::info!(
                 receipts = settled.len(),
                 rows = moved,
@@ -288,6 +292,7 @@ impl Dispatcher {
             "inbox recovered"
         );
         let (log, writer) = OutcomeLog::open(data_dir)?;
+        metrics.finished.set(done.len() as i64);
         Ok(Dispatcher {
             data_dir: data_dir.to_path_buf(),
             inbox_ds: inbox::dataset(data_dir)?,
@@ -308,9 +313,55 @@ impl Dispatcher {
             spent,
             pauses: Default::default(),
             pauses_on_disk: HashMap::new(),
+            archived_at_ms: clock.replay_now_ms(),
             clock,
             _lock: lock,
         })
+    }
+
+    /// Once a day of the clock, what start-up does: the receipts finished and past the replay
+    /// window move to the archive and are forgotten, so a `serve` that runs for months holds
+    /// its last days' receipts in memory, not every one it sent.
+    fn archive_if_due(&mut self) {
+        let now = self.clock.replay_now_ms();
+        if now - self.archived_at_ms < crate::time::DAY_MS {
+            return;
+        }
+        self.archived_at_ms = now;
+        match self.archive_settled(now) {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(
+                receipts = n,
+                "finished receipts older than the replay window moved to archive/"
+            ),
+            Err(e) => {
+                tracing::warn!("cannot archive finished receipts (will try again in a day): {e:#}")
+            }
+        }
+    }
+
+    /// Archive the finished receipts received before the replay window and forget them; how
+    /// many.
+    fn archive_settled(&mut self, now: i64) -> anyhow::Result<usize> {
+        // A crash would replay such a part's log segment, rows moved and forgotten included.
+        anyhow::ensure!(
+            !inbox::any_part_logged(&self.data_dir)?,
+            "an inbox part still has its log segment (a flush could not remove it)"
+        );
+        let before = now - crate::datasets::pending::REPLAY_WINDOW_MS;
+        let settled: HashSet<String> = plan::read(&self.plan_ds)?
+            .into_iter()
+            .filter(|p| {
+                p.received_at_ms < before && self.done.contains(&ReceiptId::new(&p.receipt_id))
+            })
+            .map(|p| p.receipt_id)
+            .collect();
+        if settled.is_empty() {
+            return Ok(0);
+        }
+        archive_settled(&self.data_dir, &settled)?;
+        forget(&mut self.done, &settled);
+        Ok(settled.len())
     }
 
     /// The receipts not finished: the set the receiver checks posts against.
@@ -394,8 +445,10 @@ impl Dispatcher {
             .set_links(self.links.values().map(|(_, link)| link));
         report.held = self.held.values().map(Vec::len).sum();
         report.queued = self.queued();
+        tokio::task::block_in_place(|| self.archive_if_due());
         report.took = started.elapsed();
         self.metrics.queued.set(report.queued as i64);
+        self.metrics.finished.set(self.done.len() as i64);
         self.metrics.tick_seconds.observe(report.took.as_secs_f64());
         Ok(report)
     }
@@ -940,6 +993,13 @@ fn archive_settled(data_dir: &Path, settled: &HashSet<String>) -> anyhow::Result
             .with_context(|| format!("cannot archive settled rows of {}", dataset.dir.display()))?;
     }
     Ok(moved)
+}
+
+/// Drop archived receipts from the finished set: their rows are no longer where planning
+/// reads.
+fn forget(done: &mut IdSet, archived: &HashSet<String>) {
+    let mut buf = [0u8; ulid::ULID_LEN];
+    done.retain(|id| !archived.contains(id.as_str(&mut buf)));
 }
 
 /// The shared copy of a webhook id.

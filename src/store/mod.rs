@@ -268,6 +268,11 @@ impl Dataset {
     /// than [`MERGE_RATIO`] times the rows of the smaller ones together: a growing merged part
     /// is rewritten once the newcomers add up to a share of it, not on every round.
     pub fn compact(&self, skip: &HashSet<PathBuf>) -> anyhow::Result<Option<PathBuf>> {
+        // Compaction is opportunistic: while the parts are being rewritten, a later round.
+        let lock = rewrite_lock(&self.dir);
+        let Ok(_rewriting) = lock.try_lock() else {
+            return Ok(None);
+        };
         let mut small: Vec<(usize, PathBuf)> = Vec::new();
         for path in self.parts()? {
             if skip.contains(&path) {
@@ -344,6 +349,10 @@ impl Dataset {
         archive: &Dataset,
         archived: impl Fn(&DataFrame) -> anyhow::Result<BooleanChunked>,
     ) -> anyhow::Result<usize> {
+        let lock = rewrite_lock(&self.dir);
+        let _rewriting = lock
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let mut moved = 0;
         for path in self.parts()? {
             let df = match read_part(&path) {
@@ -408,6 +417,20 @@ impl Dataset {
         sync_dir(&self.dir)?;
         Ok(())
     }
+}
+
+/// The lock that one dataset's rewrites (compaction, moving rows to the archive) take in this
+/// process: a part rewritten by both at once would leave rows the archive took in a merged
+/// part too, where the dispatcher, having forgotten them, would plan them again.
+fn rewrite_lock(dir: &Path) -> std::sync::Arc<std::sync::Mutex<()>> {
+    use std::collections::HashMap;
+    use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+    // Keyed by the datasets' folders: a handful.
+    static LOCKS: OnceLock<Mutex<HashMap<PathBuf, Arc<Mutex<()>>>>> = OnceLock::new();
+    let locks = LOCKS.get_or_init(Default::default);
+    let mut locks = locks.lock().unwrap_or_else(PoisonError::into_inner);
+    let dir = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
+    locks.entry(dir).or_default().clone()
 }
 
 /// Make the parts of `staging` (a dataset folder written by one writer, e.g. one import) parts
