@@ -699,7 +699,10 @@ fn overdue_contacts_wait_out_their_quiet_hours() {
     let data = dir.path().join("data");
     std::fs::create_dir_all(&data).unwrap();
     let config = quiet_config(dir.path(), "");
-    let received = 1_793_631_600_000; // 2026-11-02 15:00 UTC, 10:00 in New York
+    // 2026-11-02 15:00:30 UTC, 10:00 in New York: after the first tick's instant, so that
+    // tick plans them and sends none (received at its very instant, a receipt drawn into
+    // that hour's first minute would be due: about one run in a hundred).
+    let received = 1_793_631_630_000;
     let rows: Vec<Receipt> = (0..50)
         .map(|n| receipt(n, "America/New_York", received))
         .collect();
