@@ -1477,6 +1477,55 @@ fn a_running_serve_archives_settled_receipts_daily_and_sends_none_again() {
     assert_eq!(plans(&data).len(), 13);
 }
 
+/// A receipt received long ago but sent in the last two days stays where the daily budget
+/// counts its call at the next start: it is archived only once that call is older. (Archived
+/// with its row of the call, a restart would plan that day as if the call was never made.)
+#[test]
+fn a_receipt_sent_in_the_last_two_days_is_not_archived_yet() {
+    const DAY: i64 = 86_400_000;
+    let rt = runtime();
+    let standin = rt.block_on(StandIn::start(Options::default())).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let config = write_config(dir.path(), &standin.url(), "", &[&HOOKS[3], &HOOKS[2]]);
+    let clock = dir.path().join("clock");
+    let t0 = now_ms();
+    set_clock(&clock, t0);
+    let server = start(&config, &data, Some(&clock), &[]);
+    for (hook, vid, email) in [
+        ("fatigue", 7400, "now@example.com"),
+        ("webinar", 7401, "week@example.com"),
+    ] {
+        standin.add_contact(email, vid);
+        post(&server, hook, vid, email);
+    }
+    set_clock(&clock, now_ms() + 60_000);
+    eventually(Duration::from_secs(30), || {
+        (enrollments(&standin.log()).len() == 1).then_some(())
+    })
+    .unwrap_or_else(|| panic!("not sent; logs:\n{}", server.logs()));
+    // Eight days on, the same process: the week's receipt goes, and a day has passed since
+    // the start, so the tick archives what is settled.
+    set_clock(&clock, t0 + 8 * DAY);
+    server
+        .wait_log_count("moved to archive/", 1, Duration::from_secs(30))
+        .unwrap_or_else(|| panic!("not archived; logs:\n{}", server.logs()));
+    assert_eq!(enrollments(&standin.log()).len(), 2);
+    server.stop();
+    let archive = Dataset::open(&data.join("archive"), "plan").unwrap();
+    let emails =
+        |rows: Vec<PlanRow>| -> Vec<String> { rows.into_iter().filter_map(|p| p.email).collect() };
+    assert_eq!(emails(plan::read(&archive).unwrap()), ["now@example.com"]);
+    assert_eq!(emails(plans(&data)), ["week@example.com"]);
+
+    // Three days later its call is past the budget's two days: the next start archives it.
+    set_clock(&clock, t0 + 11 * DAY);
+    let server = start(&config, &data, Some(&clock), &[]);
+    server.stop();
+    assert!(plans(&data).is_empty());
+    assert_eq!(plan::read(&archive).unwrap().len(), 2);
+}
+
 /// `sendtime pause ID` beside a running `serve`: the webhook's contacts are received and held,
 /// across a restart, and go once `sendtime resume ID` lifts it; `/status` and the metrics show it.
 #[test]

@@ -169,6 +169,7 @@ impl Dispatcher {
         let rows = outcomes::read(&outcomes_ds)
             .with_context(|| format!("cannot read {}", outcomes_ds.dir.display()))?;
         let spent = spent_by(&rows, clock.now_ms());
+        let counted = counted_receipts(&rows, clock.now_ms());
         // Outcome rows set aside as unreadable may have recorded any receipt received before
         // them: those without a final row here are checked before they are sent again.
         let doubt_before = outcomes_ds.quarantined_until()?.unwrap_or(i64::MIN);
@@ -211,7 +212,7 @@ impl Dispatcher {
         for p in plans {
             let id = ReceiptId::new(&p.receipt_id);
             if done.contains(&id) {
-                if p.received_at_ms < settled_before {
+                if p.received_at_ms < settled_before && !counted.contains(&p.receipt_id) {
                     settled.insert(p.receipt_id);
                 }
                 continue;
@@ -322,10 +323,19 @@ impl Dispatcher {
     /// Once a day of the clock, what start-up does: the receipts finished and past the replay
     /// window move to the archive and are forgotten, so a `serve` that runs for months holds
     /// its last days' receipts in memory, not every one it sent.
-    fn archive_if_due(&mut self) {
-        let now = self.clock.replay_now_ms();
+    fn archive_if_due(&mut self, now: i64) {
         if now - self.archived_at_ms < crate::time::DAY_MS {
             return;
+        }
+        // A crash would replay such a part's log segment, rows moved and forgotten included.
+        // Most likely a flush between writing its part and removing its segment: next tick.
+        match inbox::any_part_logged(&self.data_dir) {
+            Ok(false) => {}
+            Ok(true) => return,
+            Err(e) => {
+                tracing::warn!("cannot list the inbox log (archiving waits): {e:#}");
+                return;
+            }
         }
         self.archived_at_ms = now;
         match self.archive_settled(now) {
@@ -343,16 +353,14 @@ impl Dispatcher {
     /// Archive the finished receipts received before the replay window and forget them; how
     /// many.
     fn archive_settled(&mut self, now: i64) -> anyhow::Result<usize> {
-        // A crash would replay such a part's log segment, rows moved and forgotten included.
-        anyhow::ensure!(
-            !inbox::any_part_logged(&self.data_dir)?,
-            "an inbox part still has its log segment (a flush could not remove it)"
-        );
         let before = now - crate::datasets::pending::REPLAY_WINDOW_MS;
+        let counted = counted_receipts(&outcomes::read(&outcomes::dataset(&self.data_dir)?)?, now);
         let settled: HashSet<String> = plan::read(&self.plan_ds)?
             .into_iter()
             .filter(|p| {
-                p.received_at_ms < before && self.done.contains(&ReceiptId::new(&p.receipt_id))
+                p.received_at_ms < before
+                    && self.done.contains(&ReceiptId::new(&p.receipt_id))
+                    && !counted.contains(&p.receipt_id)
             })
             .map(|p| p.receipt_id)
             .collect();
@@ -392,6 +400,8 @@ impl Dispatcher {
     ) -> anyhow::Result<TickReport> {
         let started = Instant::now();
         let now = self.clock.now_ms();
+        // Read with `now`: the archive below then sees the tick's own instant.
+        let replay_now = self.clock.replay_now_ms();
         let mut report = TickReport {
             now_ms: now,
             ..TickReport::default()
@@ -445,7 +455,7 @@ impl Dispatcher {
             .set_links(self.links.values().map(|(_, link)| link));
         report.held = self.held.values().map(Vec::len).sum();
         report.queued = self.queued();
-        tokio::task::block_in_place(|| self.archive_if_due());
+        tokio::task::block_in_place(|| self.archive_if_due(replay_now));
         report.took = started.elapsed();
         self.metrics.queued.set(report.queued as i64);
         self.metrics.finished.set(self.done.len() as i64);
@@ -805,10 +815,7 @@ fn spent_by(rows: &[OutcomeRow], now: i64) -> Spent {
     let mut attempts = HashSet::new();
     // (connector, list or "" for callbacks, instant) → rows
     let mut batches: HashMap<(&str, &str, i64), u64> = HashMap::new();
-    for r in rows {
-        if r.status != Status::Attempting || r.at_ms < now - 2 * crate::time::DAY_MS {
-            continue;
-        }
+    for r in rows.iter().filter(|r| counts_toward_budget(r, now)) {
         match r.action {
             Action::Enroll => {
                 if attempts.insert((&r.receipt_id, r.attempts)) {
@@ -834,6 +841,21 @@ fn spent_by(rows: &[OutcomeRow], now: i64) -> Spent {
     }
     spent.forget_before(now);
     spent
+}
+
+/// Whether `r` records a call of the last two days, which the daily budget counts: the
+/// connector's day, in whatever zone.
+fn counts_toward_budget(r: &OutcomeRow, now: i64) -> bool {
+    r.status == Status::Attempting && r.at_ms >= now - 2 * crate::time::DAY_MS
+}
+
+/// The receipts with calls the daily budget counts: kept out of the archive until those calls
+/// are older, or a restart would not count them.
+fn counted_receipts(rows: &[OutcomeRow], now: i64) -> HashSet<String> {
+    rows.iter()
+        .filter(|r| counts_toward_budget(r, now))
+        .map(|r| r.receipt_id.clone())
+        .collect()
 }
 
 /// Say in each dry-run list add which batch it would go in (batches of the connector's

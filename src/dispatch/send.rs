@@ -426,6 +426,8 @@ pub async fn enroll(
                         Decision::GiveUp => {
                             tracing::warn!(receipt = %item.receipt_id, "cannot check whether an earlier call reached HubSpot ({e}); sending again (at-least-once)");
                             item.in_doubt = false;
+                            // The checks' failures are not the send's: it gets its own tries.
+                            item.failures = 0;
                             continue;
                         }
                     }

@@ -774,11 +774,12 @@ async fn classify(resp: reqwest::Response, batch: Option<usize>) -> ApiError {
         };
     }
     // A request timeout, or a redirect (never followed: it would resend the body elsewhere),
-    // says nothing of the contact: the request was not processed. Worth retrying.
+    // says nothing of the contact: worth retrying. A 408 from a proxy may come after it passed
+    // the request on, so that call may have reached HubSpot.
     if status == StatusCode::REQUEST_TIMEOUT || status.is_redirection() {
         return ApiError::Transient {
             status: Some(status.as_u16()),
-            may_have_reached: false,
+            may_have_reached: status == StatusCode::REQUEST_TIMEOUT,
             message: format!(
                 "HTTP {status}: {}",
                 text.trim().chars().take(MESSAGE_CHARS).collect::<String>()

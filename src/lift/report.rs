@@ -288,6 +288,10 @@ type Cells = BTreeMap<(usize, bool), (u64, u64)>;
 /// sent them and whether they were held out or not.
 type Cluster = Vec<Cell>;
 
+/// Draws of one resample at most, to find one with sends in every compared group; past
+/// them, the webhooks without are left out of it.
+const REDRAWS: usize = 100;
+
 /// Resample contacts, not sends, when there are at most this many; beyond, the normal
 /// approximation of the same (the estimate's cluster-robust variance).
 const EXACT_CLUSTERS: usize = 4000;
@@ -458,11 +462,19 @@ impl<'w> Resample<'w> {
         let mut sums = vec![(0.0, 0.0); cells];
         let mut diffs: Vec<f64> = (0..RESAMPLES)
             .filter_map(|_| {
-                sums.fill((0.0, 0.0));
-                for _ in 0..n {
-                    for &(i, s, e) in &self.pool[rng.below(n as u64) as usize] {
-                        sums[i].0 += s;
-                        sums[i].1 += e;
+                // A resample that leaves a compared webhook without sends in a group is drawn
+                // again: left out, its weight would go to the others (a webhook with one or
+                // two held-out contacts would be left out of one resample in ten or so).
+                for _ in 0..REDRAWS {
+                    sums.fill((0.0, 0.0));
+                    for _ in 0..n {
+                        for &(i, s, e) in &self.pool[rng.below(n as u64) as usize] {
+                            sums[i].0 += s;
+                            sums[i].1 += e;
+                        }
+                    }
+                    if sums.iter().all(|c| c.0 > 0.0) {
+                        break;
                     }
                 }
                 self.difference(&sums)
