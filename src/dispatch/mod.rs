@@ -548,6 +548,9 @@ impl Dispatcher {
         let mut lists: BatchJobs = HashMap::new();
         let mut callbacks: BatchJobs = HashMap::new();
         let mut dry = Vec::new();
+        // Finished once their rows are durable: a receipt finished without one could be
+        // archived with no outcome anywhere.
+        let mut dry_items = Vec::new();
         let mut later = Vec::new();
         let mut newly_held: HashMap<String, usize> = HashMap::new();
         let pauses = pauses_now.current();
@@ -595,7 +598,7 @@ impl Dispatcher {
                     at_ms: now,
                     holdout: item.holdout,
                 });
-                self.finish(&item, Status::DryRun, report);
+                dry_items.push(item);
                 continue;
             }
             let link = match self.link(connector) {
@@ -653,13 +656,20 @@ impl Dispatcher {
                 list_batches,
                 "dry run: recorded the calls it would make"
             );
-            self.metrics
-                .outcome(Status::DryRun.as_str())
-                .inc_by(dry.len() as u64);
             let board = crate::admin::board::Outcomes::of(&dry);
+            let rows = dry.len() as u64;
             match self.log.write(dry).await {
-                Ok(()) => self.metrics.board.publish(board),
-                Err(e) => tracing::error!("{e:#}"),
+                Ok(()) => {
+                    self.metrics.outcome(Status::DryRun.as_str()).inc_by(rows);
+                    self.metrics.board.publish(board);
+                    for item in dry_items {
+                        self.finish(&item, Status::DryRun, report);
+                    }
+                }
+                Err(e) => {
+                    tracing::error!("{e:#} (the dry run's receipts are tried again in a minute)");
+                    later.extend(dry_items.into_iter().map(|item| (item, now + MINUTE_MS)));
+                }
             }
         }
         // Batches first: a few calls carry many contacts.
