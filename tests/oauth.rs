@@ -13,24 +13,25 @@ use sendtime::hubspot::standin::{Fault, Injection, OAuthApp, Options, StandIn};
 
 const SECRET: &str = "oauth-app-secret";
 
-#[test]
-fn a_run_of_several_token_lifetimes_enrolls_everyone_without_a_401() {
-    let rt = runtime();
-    let standin = rt
-        .block_on(StandIn::start(Options {
-            oauth: Some(OAuthApp {
-                client_id: "app-client-id".into(),
-                client_secret: SECRET.into(),
-                refresh_token: "first-refresh-token".into(),
-                lifetime: Duration::from_secs(3),
-                rotate: true,
-            }),
-            ..Options::default()
-        }))
-        .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let config = TestConfig {
+/// A stand-in with the OAuth app installed: access tokens live `lifetime`; `rotate` hands out
+/// a new refresh token with each.
+fn oauth_standin(rt: &tokio::runtime::Runtime, lifetime: Duration, rotate: bool) -> StandIn {
+    rt.block_on(StandIn::start(Options {
+        oauth: Some(OAuthApp {
+            client_id: "app-client-id".into(),
+            client_secret: SECRET.into(),
+            refresh_token: "first-refresh-token".into(),
+            lifetime,
+            rotate,
+        }),
+        ..Options::default()
+    }))
+    .unwrap()
+}
+
+/// The config of an OAuth connector calling `standin`, with one IMMEDIATE webhook `now`.
+fn oauth_config(standin: &StandIn) -> String {
+    TestConfig {
         env: "OAUTH",
         tables: "[scheduler]\ncron = \"* * * * * *\"",
         connector: &format!(
@@ -45,7 +46,16 @@ fn a_run_of_several_token_lifetimes_enrolls_everyone_without_a_401() {
         ..TestConfig::default()
     }
     .text()
-    .replace("access_token_env = \"OAUTH_TOKEN\"\n", "");
+    .replace("access_token_env = \"OAUTH_TOKEN\"\n", "")
+}
+
+#[test]
+fn a_run_of_several_token_lifetimes_enrolls_everyone_without_a_401() {
+    let rt = runtime();
+    let standin = oauth_standin(&rt, Duration::from_secs(3), true);
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let config = oauth_config(&standin);
     std::fs::write(dir.path().join("webhooks.toml"), &config).unwrap();
     let server = Server::start(
         &dir.path().join("webhooks.toml"),
@@ -119,39 +129,12 @@ fn a_run_of_several_token_lifetimes_enrolls_everyone_without_a_401() {
 #[test]
 fn a_reload_that_puts_the_new_client_secret_first_refreshes_with_it() {
     let rt = runtime();
-    let standin = rt
-        .block_on(StandIn::start(Options {
-            oauth: Some(OAuthApp {
-                client_id: "app-client-id".into(),
-                client_secret: SECRET.into(),
-                refresh_token: "first-refresh-token".into(),
-                lifetime: Duration::from_secs(600),
-                rotate: false,
-            }),
-            ..Options::default()
-        }))
-        .unwrap();
+    let standin = oauth_standin(&rt, Duration::from_secs(600), false);
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let config_path = dir.path().join("webhooks.toml");
     let config = |secrets: &str| {
-        TestConfig {
-            env: "OAUTH",
-            tables: "[scheduler]\ncron = \"* * * * * *\"",
-            connector: &format!(
-                "api_base = \"{}\"\nauth = \"oauth\"\nclient_id_env = \"OAUTH_CLIENT_ID\"\nrefresh_token_env = \"OAUTH_REFRESH\"",
-                standin.url()
-            ),
-            hooks: &[&Hook {
-                id: "now",
-                kind: "IMMEDIATE",
-                target: "workflow_id = 101",
-            }],
-            ..TestConfig::default()
-        }
-        .text()
-        .replace("access_token_env = \"OAUTH_TOKEN\"\n", "")
-        .replace("client_secret_env = \"OAUTH_SECRET\"", secrets)
+        oauth_config(&standin).replace("client_secret_env = \"OAUTH_SECRET\"", secrets)
     };
     std::fs::write(
         &config_path,
