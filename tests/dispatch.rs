@@ -958,13 +958,14 @@ fn enrolled_once(standin: &StandIn, workflow: &str, emails: &[String]) {
     }
 }
 
-/// `sendtime tick --now at` with `token` as the connector's token: (stdout, stderr). It is
-/// given no client secret: a tick receives nothing, so it needs none.
-/// What the disk says after a call to enroll `email` (`vid`) into `workflow` that was made
-/// and never answered: the receipt planned (IMMEDIATE, webhook `fatigue`), and an
-/// `attempting` row with no result. The receipt's id.
-fn unanswered_call(data: &Path, email: &str, vid: i64, workflow: u64) -> String {
-    use sendtime::datasets::outcomes::Action;
+/// An IMMEDIATE receipt of webhook `fatigue` for `email` (`vid`), planned a minute ago, and
+/// the outcome rows `rows` makes for its id and that minute. The receipt's id.
+fn planned_with(
+    data: &Path,
+    email: &str,
+    vid: i64,
+    rows: impl FnOnce(&str, i64) -> Vec<OutcomeRow>,
+) -> String {
     let t = now_ms() - 60_000;
     let receipt = ulid::Ulid::generate().to_string();
     let plan = PlanRow {
@@ -982,24 +983,9 @@ fn unanswered_call(data: &Path, email: &str, vid: i64, workflow: u64) -> String 
         holdout: false,
         time_zone: None,
     };
-    let attempting = OutcomeRow {
-        receipt_id: receipt.clone(),
-        webhook_id: "fatigue".into(),
-        connector: "main".into(),
-        action: Action::Enroll,
-        target: workflow.to_string(),
-        status: Status::Attempting,
-        http_status: None,
-        message: None,
-        attempts: 1,
-        in_doubt: false,
-        retry_at_ms: None,
-        at_ms: t + 1000,
-        holdout: false,
-    };
     for (name, mut df) in [
         (plan::NAME, plan::frame(&[plan]).unwrap()),
-        (outcomes::NAME, outcomes::frame(&[attempting]).unwrap()),
+        (outcomes::NAME, outcomes::frame(&rows(&receipt, t)).unwrap()),
     ] {
         Dataset::open(data, name)
             .unwrap()
@@ -1007,6 +993,74 @@ fn unanswered_call(data: &Path, email: &str, vid: i64, workflow: u64) -> String 
             .unwrap();
     }
     receipt
+}
+
+/// An enrollment of `receipt` into `workflow`: its `attempts`-th call, `status` at `at_ms`.
+fn enroll_row(
+    receipt: &str,
+    workflow: u64,
+    attempts: u32,
+    status: Status,
+    at_ms: i64,
+) -> OutcomeRow {
+    OutcomeRow {
+        receipt_id: receipt.into(),
+        webhook_id: "fatigue".into(),
+        connector: "main".into(),
+        action: sendtime::datasets::outcomes::Action::Enroll,
+        target: workflow.to_string(),
+        status,
+        http_status: None,
+        message: None,
+        attempts,
+        in_doubt: false,
+        retry_at_ms: None,
+        at_ms,
+        holdout: false,
+    }
+}
+
+/// What the disk says after a call to enroll `email` (`vid`) into `workflow` that was made
+/// and never answered: the receipt planned, and an `attempting` row with no result. The
+/// receipt's id.
+fn unanswered_call(data: &Path, email: &str, vid: i64, workflow: u64) -> String {
+    planned_with(data, email, vid, |id, t| {
+        vec![enroll_row(id, workflow, 1, Status::Attempting, t + 1000)]
+    })
+}
+
+/// A batch's split (HubSpot refused a batch naming a bad callback; each half is sent again)
+/// records `retrying` rows with HubSpot's 4xx: after a restart they are not counted as the
+/// contact's transient failures. An earlier version counted them, so a callback split down
+/// from 100 could give up after about five real failures instead of twelve.
+#[test]
+fn retrying_rows_of_a_refused_batch_do_not_use_up_the_retries() {
+    let rt = runtime();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let email = "split@example.com";
+    planned_with(&data, email, 8320, |id, t| {
+        (1..=11)
+            .flat_map(|k| {
+                let at = t + i64::from(k) * 1000;
+                let mut refused = enroll_row(id, 104, k, Status::Retrying, at + 1);
+                refused.http_status = Some(422);
+                refused.retry_at_ms = Some(at + 1);
+                [enroll_row(id, 104, k, Status::Attempting, at), refused]
+            })
+            .collect()
+    });
+    // HubSpot has a bad minute: a 5xx is one failure, retried.
+    let failing = rt
+        .block_on(StandIn::start(Options {
+            error_rate: 1.0,
+            ..Options::default()
+        }))
+        .unwrap();
+    let config = write_config(dir.path(), &failing.url(), "", &[&HOOKS[3]]);
+    let (out, err) = tick_once(&config, &data, now_ms(), TOKEN);
+    assert!(out.contains("failed=0 "), "{out}\n{err}");
+    assert!(outcomes(&data).iter().all(|r| r.status != Status::Failed));
 }
 
 /// A contact in doubt whose enrollments HubSpot will not list (503 on every check): the
@@ -1069,6 +1123,8 @@ fn a_failing_enrollments_check_backs_off_and_then_sends() {
     assert_eq!(checks(), 12, "one check per failure the dispatcher allows");
 }
 
+/// `sendtime tick --now at` with `token` as the connector's token: (stdout, stderr). It is
+/// given no client secret: a tick receives nothing, so it needs none.
 fn tick_once(config: &Path, data: &Path, at: i64, token: &str) -> (String, String) {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_sendtime"))
         .arg("--config")

@@ -186,8 +186,12 @@ impl Dispatcher {
                     h.last_target = r.target;
                 }
             } else {
+                // Failures the client sorts as worth retrying (no answer, 5xx, 408, a
+                // redirect); not the connector's state (401, 403, 429) nor a batch's split
+                // (4xx), which are no failure of the contact's.
                 let transient = r.status == Status::Retrying
-                    && !matches!(r.http_status, Some(401 | 403 | 429 | 400));
+                    && r.http_status
+                        .is_none_or(|s| s >= 500 || s == 408 || (300..400).contains(&s));
                 if transient {
                     h.failed.insert(r.attempts);
                 }
