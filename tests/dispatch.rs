@@ -1582,6 +1582,8 @@ fn a_receipt_sent_in_the_last_two_days_is_not_archived_yet() {
     server.stop();
     assert!(plans(&data).is_empty());
     assert_eq!(plan::read(&archive).unwrap().len(), 2);
+    // The two moves' parts are merged: a lookup reads the archive whole.
+    assert_eq!(archive.parts().unwrap().len(), 1);
 }
 
 /// `sendtime pause ID` beside a running `serve`: the webhook's contacts are received and held,
