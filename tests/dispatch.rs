@@ -1448,18 +1448,8 @@ fn a_running_serve_archives_settled_receipts_daily_and_sends_none_again() {
             })
             .collect()
     };
-    let inbox_parts = || {
-        std::fs::read_dir(data.join("inbox"))
-            .unwrap()
-            .filter(|e| {
-                e.as_ref()
-                    .unwrap()
-                    .path()
-                    .extension()
-                    .is_some_and(|x| x == "parquet")
-            })
-            .count()
-    };
+    let inbox = sendtime::datasets::inbox::dataset(&data).unwrap();
+    let inbox_parts = || inbox.parts().unwrap().len();
     // Two bursts a second and a half apart, sent, and merged into one inbox part.
     let early = send("early", 10, 7200);
     std::thread::sleep(Duration::from_millis(1500));
