@@ -326,29 +326,34 @@ impl Reader for CsvReader {
 
     /// Line numbers from byte offsets, counting the header as line 1 (the csv crate's own
     /// count is one short in CRLF files), by reading the file again: only a failed import
-    /// asks. A line ends at LF, CRLF or a lone CR, as records do.
+    /// asks. A line ends where an editor ends it: at LF or CRLF, or, in a file without LF
+    /// (old Mac files), at CR. A stray CR in an LF file ends a record but not a line.
     fn locate(&self, offsets: &[u64]) -> anyhow::Result<Vec<String>> {
-        let file = File::open(&self.path)
-            .with_context(|| format!("cannot open {}", self.path.display()))?;
-        let mut bytes = BufReader::with_capacity(BUFFER, file).bytes().peekable();
-        let (mut at, mut newlines, mut prev) = (0u64, 0u64, 0u8);
-        let ends = |b: u8, prev: &mut u8| {
-            let end = b == b'\r' || (b == b'\n' && *prev != b'\r');
-            *prev = b;
-            u64::from(end)
+        let open = || {
+            File::open(&self.path).with_context(|| format!("cannot open {}", self.path.display()))
         };
+        let mut head = Vec::with_capacity(BUFFER);
+        open()?.take(BUFFER as u64).read_to_end(&mut head)?;
+        let line_end = if memchr::memchr(b'\n', &head).is_some() {
+            b'\n'
+        } else {
+            b'\r'
+        };
+        let mut bytes = BufReader::with_capacity(BUFFER, open()?).bytes().peekable();
+        let (mut at, mut newlines) = (0u64, 0u64);
+        let ends = |b: u8| u64::from(b == line_end);
         let mut out = Vec::with_capacity(offsets.len());
         for &offset in offsets {
             while at < offset {
                 match bytes.next().transpose()? {
-                    Some(b) => newlines += ends(b, &mut prev),
+                    Some(b) => newlines += ends(b),
                     None => break,
                 }
                 at += 1;
             }
             // After a CRLF the reported start is the LF: step to the record's first byte.
             while let Some(Ok(b @ (b'\r' | b'\n'))) = bytes.peek() {
-                newlines += ends(*b, &mut prev);
+                newlines += ends(*b);
                 bytes.next();
                 at += 1;
             }
@@ -458,7 +463,7 @@ mod tests {
         (reader, rows, bad)
     }
 
-    /// Lines end at LF, CRLF or a lone CR (old Mac files), where records do.
+    /// Lines end at LF, CRLF or, in a file without LF (old Mac files), CR.
     #[test]
     fn bad_rows_are_located_by_line_whatever_ends_them() {
         let dir = tempfile::tempdir().unwrap();
@@ -480,6 +485,17 @@ mod tests {
             let want = [3, 5].map(|n| format!("{}:{n}", path.display()));
             assert_eq!(places, want, "{end:?}");
         }
+        // A stray CR inside a line of an LF file ends a record (both halves are bad) but
+        // not a line: every place is the line an editor shows.
+        let path = dir.path().join("stray.csv");
+        let text =
+            "contact,time\n1,2024-01-01T10:00:00Z\n2,ab\rcd\n3,2024-01-01T10:00:00Z\n4,bad\n";
+        std::fs::write(&path, text).unwrap();
+        let (reader, _, bad) = read_in_chunks(&path, &columns, CHUNK);
+        let at: Vec<u64> = bad.iter().map(|b| b.0).collect();
+        let places = reader.locate(&at).unwrap();
+        let want = [3, 3, 5].map(|n| format!("{}:{n}", path.display()));
+        assert_eq!(places, want);
     }
 
     /// A column named twice would be read from its first place, silently: refused.
