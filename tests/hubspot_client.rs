@@ -614,21 +614,25 @@ async fn missing_scopes_dynamic_lists_and_unknown_routes_answer_as_hubspot_does(
     );
 }
 
+/// An installed OAuth app whose access tokens live HubSpot's 30 minutes.
+fn oauth_app() -> sendtime::hubspot::standin::OAuthApp {
+    sendtime::hubspot::standin::OAuthApp {
+        client_id: "id".into(),
+        client_secret: "secret".into(),
+        refresh_token: "refresh".into(),
+        lifetime: Duration::from_secs(1800),
+        rotate: false,
+    }
+}
+
 /// As at HubSpot, refused calls count toward the ten-second limit, and OAuth apps get no
 /// daily-limit headers.
 #[tokio::test]
 async fn refused_calls_count_and_oauth_answers_carry_no_daily_headers() {
     use sendtime::hubspot::auth::Auth;
-    use sendtime::hubspot::standin::OAuthApp;
     let s = standin(Options {
         limit_per_10s: 3,
-        oauth: Some(OAuthApp {
-            client_id: "id".into(),
-            client_secret: "secret".into(),
-            refresh_token: "refresh".into(),
-            lifetime: Duration::from_secs(1800),
-            rotate: false,
-        }),
+        oauth: Some(oauth_app()),
         ..Options::default()
     })
     .await;
@@ -693,15 +697,8 @@ async fn a_completion_without_typed_outputs_is_refused() {
 #[tokio::test]
 async fn the_retry_after_a_refused_token_is_paced_like_any_call() {
     use sendtime::hubspot::auth::Auth;
-    use sendtime::hubspot::standin::OAuthApp;
     let s = standin(Options {
-        oauth: Some(OAuthApp {
-            client_id: "id".into(),
-            client_secret: "secret".into(),
-            refresh_token: "refresh".into(),
-            lifetime: Duration::from_secs(1800),
-            rotate: false,
-        }),
+        oauth: Some(oauth_app()),
         ..Options::default()
     })
     .await;

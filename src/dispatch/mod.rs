@@ -169,7 +169,9 @@ impl Dispatcher {
         let rows = outcomes::read(&outcomes_ds)
             .with_context(|| format!("cannot read {}", outcomes_ds.dir.display()))?;
         let spent = spent_by(&rows, clock.now_ms());
-        let counted = counted_receipts(&rows, clock.now_ms());
+        // Finished receipts past the replay window: moved out of the datasets read at start-up,
+        // so the next start reads what is pending and recent, not all history.
+        let settling = Settling::new(&rows, clock.replay_now_ms(), clock.now_ms());
         // Outcome rows set aside as unreadable may have recorded any receipt received before
         // them: those without a final row here are checked before they are sent again.
         let doubt_before = outcomes_ds.quarantined_until()?.unwrap_or(i64::MIN);
@@ -209,14 +211,11 @@ impl Dispatcher {
         let mut lost_rows_doubt = 0usize;
         let plans = plan::read(&plan_ds)
             .with_context(|| format!("cannot read {}", plan_ds.dir.display()))?;
-        // Finished receipts past the replay window: moved out of the datasets read at start-up,
-        // so the next start reads what is pending and recent, not all history.
-        let settled_before = clock.replay_now_ms() - crate::datasets::pending::REPLAY_WINDOW_MS;
         let mut settled: HashSet<String> = HashSet::new();
         for p in plans {
             let id = ReceiptId::new(&p.receipt_id);
             if done.contains(&id) {
-                if p.received_at_ms < settled_before && !counted.contains(&p.receipt_id) {
+                if settling.settles(&p) {
                     settled.insert(p.receipt_id);
                 }
                 continue;
@@ -357,15 +356,11 @@ impl Dispatcher {
     /// Archive the finished receipts received before the replay window and forget them; how
     /// many.
     fn archive_settled(&mut self, now: i64) -> anyhow::Result<usize> {
-        let before = now - crate::datasets::pending::REPLAY_WINDOW_MS;
-        let counted = counted_receipts(&outcomes::read(&outcomes::dataset(&self.data_dir)?)?, now);
+        let outcomes = outcomes::read(&outcomes::dataset(&self.data_dir)?)?;
+        let settling = Settling::new(&outcomes, now, now);
         let settled: HashSet<String> = plan::read(&self.plan_ds)?
             .into_iter()
-            .filter(|p| {
-                p.received_at_ms < before
-                    && self.done.contains(&ReceiptId::new(&p.receipt_id))
-                    && !counted.contains(&p.receipt_id)
-            })
+            .filter(|p| settling.settles(p) && self.done.contains(&ReceiptId::new(&p.receipt_id)))
             .map(|p| p.receipt_id)
             .collect();
         if settled.is_empty() {
@@ -863,13 +858,33 @@ fn counts_toward_budget(r: &OutcomeRow, now: i64) -> bool {
     r.status == Status::Attempting && r.at_ms >= now - 2 * crate::time::DAY_MS
 }
 
-/// The receipts with calls the daily budget counts: kept out of the archive until those calls
-/// are older, or a restart would not count them.
-fn counted_receipts(rows: &[OutcomeRow], now: i64) -> HashSet<String> {
-    rows.iter()
-        .filter(|r| counts_toward_budget(r, now))
-        .map(|r| r.receipt_id.clone())
-        .collect()
+/// Which finished receipts may leave for the archive, at start-up and once a day.
+struct Settling {
+    /// Received before this: past the replay window.
+    before: i64,
+    /// Receipts with calls the daily budget counts: kept until those calls are older, or a
+    /// restart would not count them.
+    counted: HashSet<String>,
+}
+
+impl Settling {
+    /// As of `replay_now` (the replay window's clock) and `now` (the budget's), from the
+    /// outcome rows not archived.
+    fn new(outcomes: &[OutcomeRow], replay_now: i64, now: i64) -> Self {
+        Settling {
+            before: replay_now - crate::datasets::pending::REPLAY_WINDOW_MS,
+            counted: outcomes
+                .iter()
+                .filter(|r| counts_toward_budget(r, now))
+                .map(|r| r.receipt_id.clone())
+                .collect(),
+        }
+    }
+
+    /// Whether `p`, once finished, settles.
+    fn settles(&self, p: &plan::PlanRow) -> bool {
+        p.received_at_ms < self.before && !self.counted.contains(&p.receipt_id)
+    }
 }
 
 /// Say in each dry-run list add which batch it would go in (batches of the connector's

@@ -773,6 +773,11 @@ async fn classify(resp: reqwest::Response, batch: Option<usize>) -> ApiError {
             ),
         };
     }
+    let body: ErrorBody = parsed.unwrap_or_default();
+    let message = match body.message.as_deref().unwrap_or(text.trim()) {
+        "" => format!("HTTP {status} with no message"),
+        m => m.chars().take(MESSAGE_CHARS).collect(),
+    };
     // A request timeout, or a redirect (never followed: it would resend the body elsewhere),
     // says nothing of the contact: worth retrying. A 408 from a proxy may come after it passed
     // the request on, so that call may have reached HubSpot.
@@ -780,17 +785,9 @@ async fn classify(resp: reqwest::Response, batch: Option<usize>) -> ApiError {
         return ApiError::Transient {
             status: Some(status.as_u16()),
             may_have_reached: status == StatusCode::REQUEST_TIMEOUT,
-            message: format!(
-                "HTTP {status}: {}",
-                text.trim().chars().take(MESSAGE_CHARS).collect::<String>()
-            ),
+            message,
         };
     }
-    let body: ErrorBody = parsed.unwrap_or_default();
-    let message = match body.message.as_deref().unwrap_or(text.trim()) {
-        "" => format!("HTTP {status} with no message"),
-        m => m.chars().take(MESSAGE_CHARS).collect(),
-    };
     if status == StatusCode::TOO_MANY_REQUESTS {
         let policy = match body.policy_name.as_deref() {
             Some("DAILY") => RatePolicy::Daily,

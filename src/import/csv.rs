@@ -1,7 +1,7 @@
 //! `sendtime import csv`: engagement events from a CSV file, read as it streams.
 
 use std::fs::File;
-use std::io::{BufReader, Read, Seek, SeekFrom};
+use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
@@ -329,17 +329,16 @@ impl Reader for CsvReader {
     /// asks. A line ends where an editor ends it: at LF or CRLF, or, in a file without LF
     /// (old Mac files), at CR. A stray CR in an LF file ends a record but not a line.
     fn locate(&self, offsets: &[u64]) -> anyhow::Result<Vec<String>> {
-        let open = || {
-            File::open(&self.path).with_context(|| format!("cannot open {}", self.path.display()))
-        };
-        let mut head = Vec::with_capacity(BUFFER);
-        open()?.take(BUFFER as u64).read_to_end(&mut head)?;
-        let line_end = if memchr::memchr(b'\n', &head).is_some() {
+        let file = File::open(&self.path)
+            .with_context(|| format!("cannot open {}", self.path.display()))?;
+        let mut reader = BufReader::with_capacity(BUFFER, file);
+        // Decided from the first buffer, not consumed.
+        let line_end = if memchr::memchr(b'\n', reader.fill_buf()?).is_some() {
             b'\n'
         } else {
             b'\r'
         };
-        let mut bytes = BufReader::with_capacity(BUFFER, open()?).bytes().peekable();
+        let mut bytes = reader.bytes().peekable();
         let (mut at, mut newlines) = (0u64, 0u64);
         let ends = |b: u8| u64::from(b == line_end);
         let mut out = Vec::with_capacity(offsets.len());

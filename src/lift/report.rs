@@ -1004,40 +1004,32 @@ mod tests {
             sends: 1,
             engaged: u64::from(engaged),
         };
-        // Contacts 0–199 optimized in both webhooks (100 engage), 200–399 held out (70).
-        let shared: Vec<Cluster> = (0..400)
-            .map(|i| {
-                let (holdout, engaged) = if i < 200 {
-                    (false, i < 100)
-                } else {
-                    (true, i < 270)
-                };
-                vec![cell(0, holdout, engaged), cell(1, holdout, engaged)]
-            })
-            .collect();
-        let groups = [singles(200, 100), singles(200, 70)];
-        let separate = apart(&[groups.clone(), groups]);
-        let together = compare("opened", 24, 2, &shared);
-        assert_eq!(together.difference, separate.difference);
         let width = |m: &Metric| m.interval.map(|[lo, hi]| hi - lo).unwrap();
-        let ratio = width(&together) / width(&separate);
-        assert!((1.25..1.6).contains(&ratio), "{ratio}");
+        // `n` contacts per group, each sent by both webhooks, `a` optimized and `b` held out
+        // engaging: the interval's width drawn together against drawn apart.
+        let ratio = |n: u64, a: u64, b: u64| {
+            let shared: Vec<Cluster> = (0..2 * n)
+                .map(|i| {
+                    let (holdout, engaged) = if i < n {
+                        (false, i < a)
+                    } else {
+                        (true, i - n < b)
+                    };
+                    vec![cell(0, holdout, engaged), cell(1, holdout, engaged)]
+                })
+                .collect();
+            let groups = [singles(n, a), singles(n, b)];
+            let separate = apart(&[groups.clone(), groups]);
+            let together = compare("opened", 24, 2, &shared);
+            assert_eq!(together.difference, separate.difference);
+            width(&together) / width(&separate)
+        };
+        let exact = ratio(200, 100, 70);
+        assert!((1.25..1.6).contains(&exact), "{exact}");
         // The same beyond the exact resampling, where the normal approximation sums each
         // contact's cells before squaring.
-        let many: Vec<Cluster> = (0..8000)
-            .map(|i| {
-                let (holdout, engaged) = if i < 4000 {
-                    (false, i < 2000)
-                } else {
-                    (true, i < 5400)
-                };
-                vec![cell(0, holdout, engaged), cell(1, holdout, engaged)]
-            })
-            .collect();
-        let groups = [singles(4000, 2000), singles(4000, 1400)];
-        let ratio =
-            width(&compare("opened", 24, 2, &many)) / width(&apart(&[groups.clone(), groups]));
-        assert!((1.35..1.47).contains(&ratio), "{ratio}");
+        let normal = ratio(4000, 2000, 1400);
+        assert!((1.35..1.47).contains(&normal), "{normal}");
     }
 
     /// Contacts in both groups of one webhook, each opening both of its sends or neither: the

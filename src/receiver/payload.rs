@@ -118,21 +118,12 @@ impl<'de> Deserialize<'de> for Id {
 
 /// `identity-profiles` as HubSpot sends it; of any other shape (an object, a string
 /// `is-primary`), absent, as an optional field of an unexpected type is.
-struct Profiles<'a>(Result<Vec<IdentityProfile<'a>>, IgnoredAny>);
-impl<'de> Deserialize<'de> for Profiles<'de> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Either<'a> {
-            #[serde(borrow)]
-            Profiles(Vec<IdentityProfile<'a>>),
-            Other(IgnoredAny),
-        }
-        Ok(Profiles(match Either::deserialize(d)? {
-            Either::Profiles(p) => Ok(p),
-            Either::Other(i) => Err(i),
-        }))
-    }
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Profiles<'a> {
+    #[serde(borrow)]
+    List(Vec<IdentityProfile<'a>>),
+    Other(IgnoredAny),
 }
 
 struct PortalField(Portal);
@@ -173,7 +164,12 @@ impl<'de> de::Visitor<'de> for BodySeed<'_> {
                 "properties" => {
                     b.properties = map.next_value_seed(PropertiesSeed { zone: self.zone })?
                 }
-                "identity-profiles" => b.identity_profiles = map.next_value::<Profiles>()?.0.ok(),
+                "identity-profiles" => {
+                    b.identity_profiles = match map.next_value()? {
+                        Profiles::List(p) => Some(p),
+                        Profiles::Other(_) => None,
+                    }
+                }
                 k if k == self.zone => b.zone = map.next_value::<Flat>()?.text(),
                 _ => {
                     map.next_value::<IgnoredAny>()?;
