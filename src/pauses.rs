@@ -162,6 +162,15 @@ pub fn kind_of(config: &Config, id: &str, connector: bool) -> Option<Kind> {
     }
 }
 
+/// Nothing of that name to pause, nor a pause of it to lift: the admin surface's 404.
+#[derive(Debug, thiserror::Error)]
+#[error("no {what} {id:?} in {}", config.display())]
+pub struct Unknown {
+    what: &'static str,
+    id: String,
+    config: PathBuf,
+}
+
 /// Pause (`on`) or resume the webhook, action or connector `id` of `config`: what it is, and
 /// since when it was paused before, if it was. With `connector`, `id` names a connector even
 /// where a webhook has the same id.
@@ -192,13 +201,14 @@ pub fn set(
         Some(k) => Some(k),
         None => stale,
     }
-    .with_context(|| {
-        let what = if connector {
+    .ok_or_else(|| Unknown {
+        what: if connector {
             "connector"
         } else {
             "webhook, action or connector"
-        };
-        format!("no {what} {id:?} in {}", config.path.display())
+        },
+        id: id.to_string(),
+        config: config.path.clone(),
     })?;
     let map = pauses.map_mut(kind);
     let was = map.get(id).map(|p| p.since_ms);

@@ -536,6 +536,25 @@ fn the_admin_surface_guards_its_data_and_its_buttons() {
     assert_eq!(post("/pause", json!({"id": "nope"})).status(), 404);
     assert_eq!(post("/resume", json!({"id": "fatigue"})).status(), 200);
     assert!(!sendtime(&config, &data, &["pause"], ENV).contains("fatigue"));
+    // A pause of a webhook since removed from the config can still be lifted, as by the CLI.
+    let before = dir.path().join("before");
+    std::fs::create_dir(&before).unwrap();
+    let gone = Hook {
+        id: "gone",
+        kind: "IMMEDIATE",
+        target: "workflow_id = 105",
+    };
+    let before = TestConfig {
+        env: "DASH",
+        hooks: &[&gone],
+        ..TestConfig::default()
+    }
+    .write(&before);
+    sendtime(&before, &data, &["pause", "gone"], ENV);
+    assert!(sendtime(&config, &data, &["pause"], ENV).contains("gone"));
+    assert_eq!(post("/resume", json!({"id": "gone"})).status(), 200);
+    assert!(!sendtime(&config, &data, &["pause"], ENV).contains("gone"));
+    assert_eq!(post("/resume", json!({"id": "gone"})).status(), 404);
     // A cross-site form cannot post: JSON only.
     let form = http
         .post(server.admin_url("/pause"))

@@ -1428,16 +1428,7 @@ fn a_running_serve_archives_settled_receipts_daily_and_sends_none_again() {
     let clock = dir.path().join("clock");
     set_clock(&clock, now_ms());
     let server = start(&config, &data, Some(&clock), &[]);
-    let remembered = || -> Option<u64> {
-        let text = reqwest::blocking::get(server.admin_url("/metrics"))
-            .ok()?
-            .text()
-            .ok()?;
-        text.lines()
-            .find_map(|l| l.strip_prefix("sendtime_dispatch_finished_remembered "))?
-            .parse()
-            .ok()
-    };
+    let remembered = || finished_remembered(&server);
     let send = |prefix: &str, n: u64, vid: u64| -> Vec<String> {
         (0..n)
             .map(|i| {
@@ -1523,6 +1514,130 @@ fn a_running_serve_archives_settled_receipts_daily_and_sends_none_again() {
             .unwrap();
     assert_eq!(live.len(), 13);
     assert_eq!(plans(&data).len(), 13);
+}
+
+/// The receipt ids in each of a data folder's `inbox`, `plan` and `outcomes` (under `dir`,
+/// the data folder or its archive), as read from their parts.
+fn receipts_in(dir: &Path) -> [HashSet<String>; 3] {
+    let open = |name| Dataset::open(dir, name).unwrap();
+    [
+        sendtime::datasets::inbox::read_keys(&open("inbox"))
+            .unwrap()
+            .into_iter()
+            .map(|k| k.receipt_id)
+            .collect(),
+        plan::read(&open("plan"))
+            .unwrap()
+            .into_iter()
+            .map(|p| p.receipt_id)
+            .collect(),
+        outcomes::read(&open("outcomes"))
+            .unwrap()
+            .into_iter()
+            .map(|r| r.receipt_id)
+            .collect(),
+    ]
+}
+
+/// `sendtime_dispatch_finished_remembered` on the server's `/metrics`.
+fn finished_remembered(server: &Server) -> Option<u64> {
+    let text = reqwest::blocking::get(server.admin_url("/metrics"))
+        .ok()?
+        .text()
+        .ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("sendtime_dispatch_finished_remembered "))?
+        .parse()
+        .ok()
+}
+
+/// kill -9 at six points of the daily move to the archive: as the first and as the second
+/// file of each dataset's archive appears. The first file of one dataset falls after the one
+/// moved before it is done, whatever their order. After each restart, the receipts are in
+/// the archive once and nowhere else, and no contact is enrolled twice. The kill lands
+/// within a poll (under a millisecond) of the file appearing, while the move's fsyncs take
+/// several.
+#[test]
+fn kill_9_during_the_daily_archive_move_loses_and_repeats_nothing() {
+    const DAY: i64 = 86_400_000;
+    const DATASETS: [&str; 3] = ["inbox", "plan", "outcomes"];
+    let rt = runtime();
+    let standin = rt.block_on(StandIn::start(Options::default())).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let archive = data.join(sendtime::datasets::ARCHIVE);
+    let config = write_config(dir.path(), &standin.url(), "", &[&HOOKS[3]]);
+    let clock = dir.path().join("clock");
+    // Every file name ever seen in the archive of the dataset `name`: how many.
+    let mut seen: HashMap<&str, HashSet<PathBuf>> = HashMap::new();
+    let mut look = |name: &'static str| {
+        let seen = seen.entry(name).or_default();
+        if let Ok(entries) = std::fs::read_dir(archive.join(name)) {
+            seen.extend(entries.filter_map(|e| e.ok().map(|e| e.path())));
+        }
+        seen.len()
+    };
+    let mut all = Vec::new();
+    let mut ids = HashSet::new();
+    let mut cut_short = 0;
+    for round in 0..2 * DATASETS.len() {
+        // Each round starts four days after the last: what it sent is settled a day on.
+        let base = now_ms() + round as i64 * 4 * DAY;
+        set_clock(&clock, base);
+        let mut server = start(&config, &data, Some(&clock), &[]);
+        let emails: Vec<String> = (0..12)
+            .map(|i| format!("r{round}-{i}@example.com"))
+            .collect();
+        for (i, e) in emails.iter().enumerate() {
+            let vid = 8000 + 100 * round as u64 + i as u64;
+            standin.add_contact(e, vid);
+            ids.insert(post(&server, "fatigue", vid, e));
+        }
+        set_clock(&clock, base + 60_000);
+        eventually(Duration::from_secs(40), || {
+            // More if a receipt archived before was sent again (checked below).
+            (finished_remembered(&server) >= Some(emails.len() as u64)).then_some(())
+        })
+        .unwrap_or_else(|| panic!("round {round} not sent; logs:\n{}", server.logs()));
+        all.extend(emails);
+
+        // The day's move, killed once the `nth` new file is in the archive of `name`.
+        let (name, nth) = (DATASETS[round / 2], round % 2 + 1);
+        let before = look(name);
+        set_clock(&clock, base + 3 * DAY + DAY / 2);
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while look(name) < before + nth {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "round {round}: no file {nth} in archive/{name}; logs:\n{}",
+                server.logs()
+            );
+            std::thread::sleep(Duration::from_micros(200));
+        }
+        server.child.kill().unwrap(); // SIGKILL
+        server.child.wait().unwrap();
+        let live = receipts_in(&data);
+        if live.iter().any(|set| !set.is_disjoint(&ids)) {
+            cut_short += 1;
+        }
+    }
+    assert!(cut_short > 0, "no kill landed before the move was done");
+
+    // The next start finishes what the kills interrupted.
+    let server = start(&config, &data, Some(&clock), &[]);
+    eventually(Duration::from_secs(20), || {
+        receipts_in(&data)
+            .iter()
+            .all(|set| set.is_disjoint(&ids))
+            .then_some(())
+    })
+    .unwrap_or_else(|| panic!("settled receipts left live; logs:\n{}", server.logs()));
+    server.stop();
+    enrolled_once(&standin, "104", &all);
+    assert_eq!(enrollments(&standin.log()).len(), all.len());
+    for (name, archived) in DATASETS.iter().zip(receipts_in(&archive)) {
+        assert_eq!(archived, ids, "archive/{name}");
+    }
 }
 
 /// A receipt received long ago but sent in the last two days stays where the daily budget

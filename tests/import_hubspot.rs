@@ -598,6 +598,15 @@ fn a_later_window_does_not_skip_the_gap_before_it() {
         "2020-05-01T00:00:00Z",
     ]);
     assert!(complete_until().unwrap() > first);
+    // A window that ends in the future is refused: it would be marked complete up to then.
+    let marked = complete_until();
+    let out = s
+        .command(Some(DEFAULT_TOKEN))
+        .args(["--until", "2999-01-01T00:00:00Z"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert_eq!(complete_until(), marked);
     // `report lift` knows engagement up to there, not up to now.
     let out = common::run(&s.config, &s.data, &["report", "lift", "--json"], &[]);
     assert!(out.status.success(), "{}", text(&out));
@@ -742,4 +751,50 @@ fn an_event_without_a_type_and_an_empty_page_with_more_do_not_stop_the_import() 
     assert_all_once(&got, &s);
     let pages = s.events_requests().len();
     assert_eq!(pages, 2 + 2501usize.div_ceil(250), "{pages} requests");
+}
+
+/// A `serve` stopped while its scheduled import waits out HubSpot's 429 (ten minutes here)
+/// exits at once, not when the wait ends; the import resumes at the next start.
+#[test]
+fn serve_stops_while_its_import_waits_on_hubspot() {
+    use common::{Hook, Server, TestConfig, eventually};
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let standin = rt.block_on(StandIn::start(Options::default())).unwrap();
+    standin.inject(
+        Injection::next(Fault::RateLimited {
+            policy: RatePolicy::TenSecondly,
+            retry_after: Some(Duration::from_secs(600)),
+        })
+        .on(EVENTS),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let config = TestConfig {
+        env: "WAIT",
+        tables: "[import]\ncron = \"*/2 * * * * *\"",
+        connector: &format!("api_base = \"{}\"", standin.url()),
+        hooks: &[&Hook {
+            id: "nurture",
+            kind: "NEXT_24_HOURS",
+            target: "workflow_id = 101",
+        }],
+        ..TestConfig::default()
+    }
+    .write(dir.path());
+    let server = Server::start(
+        &config,
+        &dir.path().join("data"),
+        &[
+            ("WAIT_SECRET", "wait-secret"),
+            ("WAIT_TOKEN", DEFAULT_TOKEN),
+        ],
+    );
+    eventually(Duration::from_secs(20), || {
+        let log = standin.log();
+        log.iter()
+            .any(|e| e.path == EVENTS && e.status == Some(429))
+            .then_some(())
+    })
+    .unwrap_or_else(|| panic!("no 429; logs:\n{}", server.logs()));
+    // `stop` fails unless it exits, cleanly, within 20 s.
+    server.stop();
 }

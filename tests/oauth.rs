@@ -29,11 +29,14 @@ fn oauth_standin(rt: &tokio::runtime::Runtime, lifetime: Duration, rotate: bool)
     .unwrap()
 }
 
-/// The config of an OAuth connector calling `standin`, with one IMMEDIATE webhook `now`.
-fn oauth_config(standin: &StandIn) -> String {
+const EVERY_SECOND: &str = "[scheduler]\ncron = \"* * * * * *\"";
+
+/// The config of an OAuth connector calling `standin`, with one IMMEDIATE webhook `now` and
+/// `tables` (`[scheduler]`, `[import]`).
+fn oauth_config(standin: &StandIn, tables: &str) -> String {
     TestConfig {
         env: "OAUTH",
-        tables: "[scheduler]\ncron = \"* * * * * *\"",
+        tables,
         connector: &format!(
             "api_base = \"{}\"\nauth = \"oauth\"\nclient_id_env = \"OAUTH_CLIENT_ID\"\nrefresh_token_env = \"OAUTH_REFRESH\"",
             standin.url()
@@ -55,7 +58,7 @@ fn a_run_of_several_token_lifetimes_enrolls_everyone_without_a_401() {
     let standin = oauth_standin(&rt, Duration::from_secs(3), true);
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let config = oauth_config(&standin);
+    let config = oauth_config(&standin, EVERY_SECOND);
     std::fs::write(dir.path().join("webhooks.toml"), &config).unwrap();
     let server = Server::start(
         &dir.path().join("webhooks.toml"),
@@ -134,7 +137,8 @@ fn a_reload_that_puts_the_new_client_secret_first_refreshes_with_it() {
     let data = dir.path().join("data");
     let config_path = dir.path().join("webhooks.toml");
     let config = |secrets: &str| {
-        oauth_config(&standin).replace("client_secret_env = \"OAUTH_SECRET\"", secrets)
+        oauth_config(&standin, EVERY_SECOND)
+            .replace("client_secret_env = \"OAUTH_SECRET\"", secrets)
     };
     std::fs::write(
         &config_path,
@@ -189,4 +193,65 @@ fn a_reload_that_puts_the_new_client_secret_first_refreshes_with_it() {
             .any(|e| e.path == TOKEN_PATH && e.status == Some(200)),
         "{log:?}"
     );
+}
+
+/// The scheduled import and the dispatcher refresh with one set of credentials: HubSpot's
+/// rotated refresh token is the one both use. Built apart, the second to refresh would send
+/// the token the first had spent, be refused, and pause the connector.
+#[test]
+fn the_scheduled_import_and_the_dispatcher_follow_one_rotated_refresh_token() {
+    let rt = runtime();
+    let standin = oauth_standin(&rt, Duration::from_secs(2), true);
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let tables = format!("{EVERY_SECOND}\n[import]\ncron = \"*/2 * * * * *\"");
+    std::fs::write(
+        dir.path().join("webhooks.toml"),
+        oauth_config(&standin, &tables),
+    )
+    .unwrap();
+    let server = Server::start(
+        &dir.path().join("webhooks.toml"),
+        &data,
+        &[
+            ("OAUTH_SECRET", SECRET),
+            ("OAUTH_CLIENT_ID", "app-client-id"),
+            ("OAUTH_REFRESH", "first-refresh-token"),
+        ],
+    );
+    let client = reqwest::blocking::Client::new();
+    let mut posted = 0;
+    for vid in 300..310 {
+        let email = format!("i{vid}@example.com");
+        standin.add_contact(&email, vid);
+        let body = contact_body(vid, &email);
+        assert_eq!(
+            post_signed(&client, &server, SECRET, "/hooks/now", body),
+            200
+        );
+        posted += 1;
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    eventually(Duration::from_secs(30), || {
+        let rows = outcomes::read(&outcomes::dataset(&data).unwrap()).unwrap();
+        let enrolled = rows.iter().filter(|r| r.status == Status::Enrolled).count();
+        (enrolled == posted).then_some(())
+    })
+    .unwrap_or_else(|| panic!("not everyone enrolled; logs:\n{}", server.logs()));
+    let log = standin.log();
+    let imports = log
+        .iter()
+        .filter(|e| e.path.starts_with("/email/") && e.status == Some(200))
+        .count();
+    assert!(imports >= 3, "{imports} import pages in {log:?}");
+    let refreshes = log
+        .iter()
+        .filter(|e| e.path == TOKEN_PATH && e.status == Some(200))
+        .count();
+    assert!(refreshes >= 3, "{refreshes} refreshes in {log:?}");
+    let refused: Vec<_> = log
+        .iter()
+        .filter(|e| matches!(e.status, Some(400 | 401)))
+        .collect();
+    assert!(refused.is_empty(), "{refused:?}");
 }

@@ -140,6 +140,47 @@ fn reloads_on_change_keeps_old_config_when_invalid_and_on_sighup() {
     assert!(server.logs().contains("SIGHUP: reloading config"));
 }
 
+/// The listener in use stays until a restart, so a reload that moves `listen` to loopback and
+/// turns `allow_unsigned` on is refused: unsigned posts would be taken from anyone on the
+/// address still served.
+#[test]
+fn a_reload_cannot_take_unsigned_posts_on_the_running_public_listener() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("webhooks.toml");
+    let calling = VALID.replace("dry_run = true\n", "");
+    let on =
+        |listen: &str| calling.replace("[server]\n", &format!("[server]\nlisten = \"{listen}\"\n"));
+    std::fs::write(&config, on("0.0.0.0:0")).unwrap();
+    let env = [
+        ("HUBSPOT_CLIENT_SECRET", "reload-secret"),
+        ("HUBSPOT_ACCESS_TOKEN", "reload-token"),
+    ];
+    let args = ["--admin-listen", "127.0.0.1:0"];
+    let server = Server::start_with(&config, &dir.path().join("data"), &args, &env);
+    let identity = status(&server)["config"].as_str().unwrap().to_string();
+    let unsigned = || {
+        reqwest::blocking::Client::new()
+            .post(server.url("/hooks/first"))
+            .body(common::contact_body(101, "anyone@example.com"))
+            .send()
+            .unwrap()
+            .status()
+            .as_u16()
+    };
+    assert_eq!(unsigned(), 401);
+
+    let loopback = on("127.0.0.1:0").replace(
+        "access_token_env = \"HUBSPOT_ACCESS_TOKEN\"\n",
+        "access_token_env = \"HUBSPOT_ACCESS_TOKEN\"\nallow_unsigned = true\n",
+    );
+    std::fs::write(&config, loopback).unwrap();
+    server
+        .wait_log("new config rejected", Duration::from_secs(10))
+        .unwrap_or_else(|| panic!("not rejected; logs:\n{}", server.logs()));
+    assert_eq!(status(&server)["config"].as_str().unwrap(), identity);
+    assert_eq!(unsigned(), 401);
+}
+
 /// A Kubernetes ConfigMap volume: `webhooks.toml` links to `..data/webhooks.toml`, and an update
 /// swaps the `..data` link to a new folder; the file itself never changes.
 #[test]

@@ -176,6 +176,23 @@ fn a_holdout_on_a_type_sent_at_receipt_is_a_warning() {
     );
 }
 
+/// A daily budget counted in UTC days straddles two of a US account's: a warning, until the
+/// account's zone is set.
+#[test]
+fn a_daily_budget_without_the_account_zone_is_a_warning() {
+    let budget = "access_token_env = \"HUBSPOT_ACCESS_TOKEN\"\ndaily_budget = 1000";
+    let stderr = warnings_of(&[("access_token_env = \"HUBSPOT_ACCESS_TOKEN\"", budget)]);
+    assert!(
+        stderr.contains(
+            ":14:16: warning: `daily_budget` counts days in UTC, as `time_zone` is not set"
+        ),
+        "{stderr}"
+    );
+    let zoned = format!("{budget}\ntime_zone = \"America/New_York\"");
+    let stderr = warnings_of(&[("access_token_env = \"HUBSPOT_ACCESS_TOKEN\"", &zoned)]);
+    assert!(!stderr.contains("daily_budget"), "{stderr}");
+}
+
 #[test]
 fn missing_file_is_a_clear_error() {
     let out = sendtime()

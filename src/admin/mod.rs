@@ -348,13 +348,8 @@ async fn set_pause(
             target.id.len()
         )));
     }
+    // A pause of something since removed from the config can be lifted, as by the CLI.
     let config = state.config.load_full();
-    if crate::pauses::kind_of(&config, &target.id, target.connector).is_none() {
-        return Err(AdminError::NotFound(format!(
-            "no webhook, action or connector {:?} in the config",
-            target.id
-        )));
-    }
     let now = crate::time::now_ms();
     let kind = tokio::task::spawn_blocking(move || {
         crate::pauses::set(&config, &target.id, target.connector, on, now)
@@ -362,7 +357,10 @@ async fn set_pause(
     })
     .await
     .map_err(|e| AdminError::Internal(e.into()))?;
-    let (id, kind, was) = kind.map_err(AdminError::Internal)?;
+    let (id, kind, was) = kind.map_err(|e| match e.downcast::<crate::pauses::Unknown>() {
+        Ok(unknown) => AdminError::NotFound(unknown.to_string()),
+        Err(e) => AdminError::Internal(e),
+    })?;
     tracing::info!(
         id,
         kind = kind.as_str(),

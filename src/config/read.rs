@@ -545,6 +545,14 @@ fn read_connector(ctx: &mut Ctx, table: &DeTable, at: usize, n: usize) -> Option
             format!("unknown time zone \"{s}\"; use an IANA name such as \"America/New_York\"")
         })
     });
+    // HubSpot's day ends at the account's midnight: counted in UTC, one account day can take
+    // most of two budgets.
+    if let (Some(v), false) = (r.get("daily_budget"), r.has("time_zone")) {
+        ctx.warning(
+            v.span().start,
+            "`daily_budget` counts days in UTC, as `time_zone` is not set: set it to the account's zone (HubSpot's settings), whose midnight starts HubSpot's day",
+        );
+    }
     let time_zone_property = match r.string(ctx, "time_zone_property") {
         None if r.has("time_zone_property") => None,
         None => Some(DEFAULT_ZONE_PROPERTY.to_string()),

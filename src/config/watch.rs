@@ -12,7 +12,7 @@ use arc_swap::ArcSwap;
 use notify::{RecommendedWatcher, RecursiveMode, Watcher as _};
 use tokio::sync::mpsc;
 
-use super::{Config, EnvCheck, Overrides};
+use super::{Config, Diagnostics, EnvCheck, Overrides, validation};
 
 /// The config in force. Readers take a cheap snapshot with `load()`; a reload swaps it whole,
 /// so a request never sees half of one config and half of another.
@@ -131,7 +131,21 @@ fn reload(
         bytes.hash(&mut h);
         h.finish()
     });
-    match Config::load(path, overrides, EnvCheck::Require) {
+    // The listener in use stays until a restart (below), so a connector taking unsigned posts
+    // is checked against it: a file that moves `listen` to loopback does not make it private.
+    let running = current.server.listen;
+    let result = Config::load(path, overrides, EnvCheck::Require).and_then(|loaded| {
+        match loaded
+            .config
+            .connectors
+            .iter()
+            .find_map(|c| validation::exposed_unsigned("the running listener", running, c))
+        {
+            Some(error) => Err(Diagnostics::whole_file(path, error)),
+            None => Ok(loaded),
+        }
+    });
+    match result {
         Ok(mut loaded) => {
             *rejected = None;
             if loaded.config.identity == current.identity && !forced {
@@ -150,6 +164,12 @@ fn reload(
                 &old.admin_listen,
             );
             keep("server.data_dir", &mut new.data_dir, &old.data_dir);
+            // The token is read from it once, at start-up.
+            keep(
+                "server.admin_token_env",
+                &mut new.admin_token_env,
+                &old.admin_token_env,
+            );
             tracing::info!(
                 config = %loaded.config.identity,
                 previous = %current.identity,

@@ -32,6 +32,8 @@ pub enum Auth {
 pub struct OAuth {
     client_id: String,
     client_secret: String,
+    /// The refresh token the installation gave (as configured).
+    installed: String,
     /// The latest refresh token (HubSpot may hand out a new one with each refresh).
     refresh_token: Mutex<String>,
     /// Held while refreshing, so a connector refreshes once however many calls wait.
@@ -72,14 +74,53 @@ impl Auth {
         Auth::OAuth(OAuth {
             client_id: client_id.to_string(),
             client_secret: client_secret.to_string(),
+            installed: refresh_token.to_string(),
             refresh_token: Mutex::new(refresh_token.to_string()),
             current: tokio::sync::Mutex::new(None),
         })
     }
 
+    /// The credentials every client of `connector` in this process uses: the dispatcher's and
+    /// the scheduled import's, and those built again after a reload. A refresh token HubSpot
+    /// rotated is then the one each refreshes with; credentials built apart, one would
+    /// refresh with the token another had already spent, and be refused.
+    ///
+    /// Changed credentials (a secret rotated, a new installation) replace the shared ones; a
+    /// new client secret for the same installation keeps its latest refresh token.
+    pub fn for_account(connector: &Connector) -> anyhow::Result<Arc<Auth>> {
+        use std::collections::HashMap;
+        use std::sync::OnceLock;
+        // Keyed by connector ids from the config: a handful, kept for the process's life as
+        // a rotated refresh token must be.
+        static ACCOUNTS: OnceLock<Mutex<HashMap<String, Arc<Auth>>>> = OnceLock::new();
+        let fresh = Auth::for_connector(connector)?;
+        let mut accounts = ACCOUNTS
+            .get_or_init(Default::default)
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(shared) = accounts.get(&connector.id) {
+            match (&**shared, &fresh) {
+                (Auth::Static(a), Auth::Static(b)) if a == b => return Ok(shared.clone()),
+                (Auth::OAuth(old), Auth::OAuth(new))
+                    if old.client_id == new.client_id && old.installed == new.installed =>
+                {
+                    if old.client_secret == new.client_secret {
+                        return Ok(shared.clone());
+                    }
+                    let latest = old.refresh_token.lock().unwrap().clone();
+                    *new.refresh_token.lock().unwrap() = latest;
+                }
+                _ => {}
+            }
+        }
+        let fresh = Arc::new(fresh);
+        accounts.insert(connector.id.clone(), fresh.clone());
+        Ok(fresh)
+    }
+
     /// The connector's credentials, read from the environment variables its config names;
     /// the error names the one that is not set.
-    pub fn for_connector(connector: &Connector) -> anyhow::Result<Auth> {
+    fn for_connector(connector: &Connector) -> anyhow::Result<Auth> {
         let value = |key: &str, name: &str| {
             env_value(name).ok_or_else(|| {
                 // Only the dispatcher can do without: a dry run sends nothing.

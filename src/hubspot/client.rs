@@ -366,12 +366,12 @@ impl Client {
     /// A client for `api_base` that authenticates with `auth`, on a limiter of its own.
     pub fn with_auth(api_base: &str, auth: Auth, options: ClientOptions) -> anyhow::Result<Client> {
         let limiter = Arc::new(Limiter::new(options.requests_per_10s));
-        Client::with_limiter(api_base, auth, options.timeout, limiter)
+        Client::with_limiter(api_base, Arc::new(auth), options.timeout, limiter)
     }
 
     fn with_limiter(
         api_base: &str,
-        auth: Auth,
+        auth: Arc<Auth>,
         timeout: Duration,
         limiter: Arc<Limiter>,
     ) -> anyhow::Result<Client> {
@@ -388,7 +388,7 @@ impl Client {
             .context("cannot build the HTTP client")?;
         Ok(Client {
             http,
-            auth: Arc::new(auth),
+            auth,
             limiter,
             share: None,
             last_rate: Arc::new(Mutex::new(None)),
@@ -399,12 +399,12 @@ impl Client {
     }
 
     /// A client for `connector`, its credentials read from the env vars the config names. It
-    /// paces on the limiter this process's other clients of the connector use
-    /// ([`Limiter::for_account`]).
+    /// paces on the limiter and refreshes with the credentials this process's other clients
+    /// of the connector use ([`Limiter::for_account`], [`Auth::for_account`]).
     pub fn for_connector(connector: &Connector, timeout: Duration) -> anyhow::Result<Client> {
         let mut client = Client::with_limiter(
             &connector.api_base,
-            Auth::for_connector(connector)?,
+            Auth::for_account(connector)?,
             timeout,
             Limiter::for_account(&connector.id, connector.requests_per_10s),
         )?;

@@ -108,8 +108,8 @@ pub fn run(config: &Config, request: &Request) -> anyhow::Result<Summary> {
 /// The import `serve` runs on its schedule: from where the last run ended to now, at most at
 /// the share of the connector's limit that planning leaves ([`crate::capacity`]), and on the
 /// same limiter as the dispatcher's sends, so that together they stay under HubSpot's limit.
-/// `stop` is asked after each page: once it says yes, the run ends there (its cursor saved, so
-/// the next run resumes).
+/// `stop` is asked after each page and while waiting on HubSpot: once it says yes, the run
+/// ends there (its cursor saved, so the next run resumes).
 pub fn run_in_background(
     config: &Config,
     connector: &Connector,
@@ -161,7 +161,8 @@ struct Import {
     rt: tokio::runtime::Runtime,
     page_size: u32,
     dedup_budget: usize,
-    /// Asked after each page: stop there (the process is shutting down).
+    /// Asked after each page and while waiting on HubSpot: stop there (the process is
+    /// shutting down).
     stop: Box<dyn Fn() -> bool + Send>,
 }
 
@@ -243,8 +244,17 @@ impl Import {
                 lock_path.display()
             )
         })?;
-        let mut state = self.load_state()?;
         let now = now_ms();
+        // A window ending later would be marked complete past now, and the events of the time
+        // between never imported by the runs that start from that mark.
+        if let Some(until) = until.filter(|&u| u > now) {
+            bail!(
+                "--until {} is in the future: events up to it cannot be imported yet; leave \
+                 --until out to import up to now",
+                format_rfc3339(until)
+            );
+        }
+        let mut state = self.load_state()?;
         let resumable = state.run.clone().filter(|r| {
             since.is_none_or(|s| s == r.start_ms) && until.is_none_or(|u| u == r.end_ms)
         });
@@ -435,14 +445,36 @@ impl Import {
         Ok((fresh, dups, skipped))
     }
 
+    /// `work` run to its end, or `None` as soon as `stop` says so (asked every 200 ms): a
+    /// stopping `serve` does not wait out HubSpot's retries and rate-limit waits, which can
+    /// take an hour.
+    fn until_stopped<T>(&self, work: impl std::future::Future<Output = T>) -> Option<T> {
+        self.rt.block_on(async {
+            tokio::select! {
+                done = work => Some(done),
+                () = async {
+                    while !(self.stop)() {
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                    }
+                } => None,
+            }
+        })
+    }
+
     /// One page, waiting out rate limits and retrying transient failures.
     fn fetch(&self, query: &EventsQuery) -> anyhow::Result<EventsPage> {
+        let stopped = || {
+            anyhow::anyhow!(
+                "stopped while reading a page (shutting down); the next run resumes there"
+            )
+        };
         let mut failures = 0u32;
         let mut rate_limited = 0u32;
         loop {
-            let err = match self.rt.block_on(self.client.email_events(query)) {
-                Ok(page) => return Ok(page),
-                Err(e) => e,
+            let err = match self.until_stopped(self.client.email_events(query)) {
+                None => return Err(stopped()),
+                Some(Ok(page)) => return Ok(page),
+                Some(Err(e)) => e,
             };
             match &err {
                 ApiError::RateLimited {
@@ -469,7 +501,9 @@ impl Import {
                     }
                     let wait = Backoff::IMPORT.wait(failures);
                     tracing::warn!("{err}; retry {failures} in {wait:?}");
-                    std::thread::sleep(wait);
+                    // The timer is made inside the runtime: an async block starts on its poll.
+                    self.until_stopped(async { tokio::time::sleep(wait).await })
+                        .ok_or_else(stopped)?;
                 }
                 ApiError::Permanent { status: 401, .. } => {
                     return Err(err).context(format!(

@@ -99,18 +99,19 @@ pub struct Server {
 impl Server {
     /// Start `sendtime serve` with `config`, data in `data`, and wait until it listens.
     pub fn start(config: &Path, data: &Path, env: &[(&str, &str)]) -> Server {
+        let listen = ["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"];
+        Server::start_with(config, data, &listen, env)
+    }
+
+    /// [`Server::start`] with `args` after `serve` in place of its listen flags.
+    pub fn start_with(config: &Path, data: &Path, args: &[&str], env: &[(&str, &str)]) -> Server {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_sendtime"));
         cmd.arg("--config")
             .arg(config)
             .arg("--data")
             .arg(data)
-            .args([
-                "serve",
-                "--listen",
-                "127.0.0.1:0",
-                "--admin-listen",
-                "127.0.0.1:0",
-            ])
+            .arg("serve")
+            .args(args)
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
