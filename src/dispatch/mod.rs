@@ -212,12 +212,15 @@ impl Dispatcher {
         let plans = plan::read(&plan_ds)
             .with_context(|| format!("cannot read {}", plan_ds.dir.display()))?;
         let mut settled: HashSet<String> = HashSet::new();
+        // Finished receipts with a plan row here: the others' rows left for the archive.
+        let mut done_planned = IdSet::default();
         for p in plans {
             let id = ReceiptId::new(&p.receipt_id);
             if done.contains(&id) {
                 if settling.settles(&p) {
                     settled.insert(p.receipt_id);
                 }
+                done_planned.insert(id);
                 continue;
             }
             if !planned.insert(id.clone()) {
@@ -271,6 +274,21 @@ impl Dispatcher {
         metrics.queued.set(queue.len() as i64);
         let mut receipts = inbox::recover(data_dir)
             .with_context(|| format!("cannot recover the inbox in {}", data_dir.display()))?;
+        // A move to the archive cut short (a crash, a failed write) after the inbox and plan
+        // rows went (they go first) left the outcome rows here: finished, in no inbox or plan
+        // row, they settled then. Left, they would stay here and in memory for good.
+        let in_inbox: IdSet = receipts
+            .iter()
+            .map(|r| ReceiptId::new(&r.receipt_id))
+            .collect();
+        let mut buf = [0u8; ulid::ULID_LEN];
+        settled.extend(
+            done.iter()
+                .filter(|id| !done_planned.contains(*id) && !in_inbox.contains(*id))
+                .map(|id| id.as_str(&mut buf).to_string())
+                .filter(|id| settling.counts_no_call_of(id)),
+        );
+        drop((done_planned, in_inbox));
         if !settled.is_empty() {
             let moved = archive_settled(data_dir, &settled)?;
             receipts.retain(|r| !settled.contains(&r.receipt_id));
@@ -883,7 +901,12 @@ impl Settling {
 
     /// Whether `p`, once finished, settles.
     fn settles(&self, p: &plan::PlanRow) -> bool {
-        p.received_at_ms < self.before && !self.counted.contains(&p.receipt_id)
+        p.received_at_ms < self.before && self.counts_no_call_of(&p.receipt_id)
+    }
+
+    /// Whether the daily budget counts none of the calls of `receipt`.
+    fn counts_no_call_of(&self, receipt: &str) -> bool {
+        !self.counted.contains(receipt)
     }
 }
 
@@ -1021,6 +1044,8 @@ impl Ord for Queued {
 fn archive_settled(data_dir: &Path, settled: &HashSet<String>) -> anyhow::Result<usize> {
     let archive_dir = data_dir.join(crate::datasets::ARCHIVE);
     let mut moved = 0;
+    // Outcomes last: a move cut short leaves no inbox or plan row here without the outcome
+    // that finished it (planning would send it again), and start-up moves the rest.
     for (dataset, id_column) in [
         (inbox::dataset(data_dir)?, inbox::col::RECEIPT_ID),
         (plan::dataset(data_dir)?, plan::col::RECEIPT_ID),

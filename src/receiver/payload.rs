@@ -67,7 +67,7 @@ struct Body<'a> {
     /// The zone property as a flat field.
     zone: Option<Cow<'a, str>>,
     properties: Option<Properties<'a>>,
-    identity_profiles: Option<Vec<IdentityProfile<'a>>>,
+    identity_profiles: Option<Vec<Entry<IdentityProfile<'a>>>>,
 }
 
 /// The properties read, each as a v1 property object or a plain value (the CRM objects'
@@ -116,14 +116,32 @@ impl<'de> Deserialize<'de> for Id {
     }
 }
 
-/// `identity-profiles` as HubSpot sends it; of any other shape (an object, a string
-/// `is-primary`), absent, as an optional field of an unexpected type is.
+/// `identity-profiles` as HubSpot sends it; of any other shape (an object), absent, as an
+/// optional field of an unexpected type is.
 #[derive(Deserialize)]
 #[serde(untagged)]
 enum Profiles<'a> {
     #[serde(borrow)]
-    List(Vec<IdentityProfile<'a>>),
+    List(Vec<Entry<IdentityProfile<'a>>>),
     Other(IgnoredAny),
+}
+
+/// An entry of a list, read on its own: one of an unexpected shape (a string `is-primary`, a
+/// number) is left out, not the list with the entries beside it.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Entry<T> {
+    Read(T),
+    Other(IgnoredAny),
+}
+
+impl<T> Entry<T> {
+    fn read(&self) -> Option<&T> {
+        match self {
+            Entry::Read(t) => Some(t),
+            Entry::Other(_) => None,
+        }
+    }
 }
 
 struct PortalField(Portal);
@@ -244,7 +262,7 @@ impl<'de> de::Visitor<'de> for PropertiesSeed<'_> {
 #[derive(Deserialize)]
 struct IdentityProfile<'a> {
     #[serde(default, borrow)]
-    identities: Vec<Identity<'a>>,
+    identities: Vec<Entry<Identity<'a>>>,
 }
 
 #[derive(Deserialize)]
@@ -284,7 +302,8 @@ pub fn parse(body: &[u8], zone_property: &str) -> Result<Contact, PayloadError> 
         let profiles = b.identity_profiles.as_ref()?;
         let emails = profiles
             .iter()
-            .flat_map(|p| &p.identities)
+            .filter_map(Entry::read)
+            .flat_map(|p| p.identities.iter().filter_map(Entry::read))
             .filter(|i| i.kind.as_deref() == Some("EMAIL"));
         let mut first = None;
         for identity in emails {
@@ -485,6 +504,18 @@ mod tests {
     fn primary_email_identity_when_the_property_is_absent() {
         let body = br#"{"vid": 5, "identity-profiles": [{"identities": [
             {"type": "EMAIL", "value": "old@example.com"},
+            {"type": "EMAIL", "value": "main@example.com", "is-primary": true}]}]}"#;
+        assert_eq!(
+            parse(body).unwrap().email.as_deref(),
+            Some("main@example.com")
+        );
+    }
+
+    /// One entry of an unexpected shape leaves out that entry, not the primary email beside it.
+    #[test]
+    fn a_malformed_identity_leaves_out_only_itself() {
+        let body = br#"{"vid": 5, "identity-profiles": [7, {"identities": [
+            {"type": "EMAIL", "value": "odd@example.com", "is-primary": "yes"},
             {"type": "EMAIL", "value": "main@example.com", "is-primary": true}]}]}"#;
         assert_eq!(
             parse(body).unwrap().email.as_deref(),
