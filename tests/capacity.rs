@@ -530,6 +530,72 @@ fn the_daily_budget_counts_calls_made_before_a_restart_and_each_small_batch() {
     assert_eq!((today, planned.len()), (3, 10), "{planned:?}");
 }
 
+/// The daily budget holds every call, not only those the plan booked: the retry of a failed
+/// call that would go past it waits for the account's next day.
+#[test]
+fn retries_the_plan_did_not_foresee_stay_within_the_daily_budget() {
+    use sendtime::config::WebhookType;
+    use sendtime::hubspot::standin::{Fault, Injection};
+    use sendtime::time::format_rfc3339_ms;
+
+    const NOW: i64 = 1_795_947_420_000; // 2026-11-29 10:17 UTC
+    let tomorrow = NOW / DAY * DAY + DAY;
+    let rt = runtime();
+    let standin = rt.block_on(StandIn::start(Options::default())).unwrap();
+    for n in 0..10 {
+        standin.add_contact(&format!("z{n}@example.com"), n);
+    }
+    // The first three enrollments fail: each is worth a retry a second later.
+    standin.inject(
+        Injection::next(Fault::Status {
+            status: 503,
+            message: "Service Unavailable".into(),
+        })
+        .times(3)
+        .on("/automation"),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let hook = Hook {
+        id: "now",
+        kind: "IMMEDIATE",
+        target: "workflow_id = 7",
+    };
+    let config = TestConfig {
+        env: "CAPACITY",
+        connector: &format!(
+            "api_base = \"{}\"\ndaily_budget = 10\ntime_zone = \"UTC\"",
+            standin.url()
+        ),
+        hooks: &[&hook],
+        ..TestConfig::default()
+    }
+    .write(dir.path());
+    std::fs::create_dir_all(&data).unwrap();
+    write_inbox(
+        &data,
+        &receipts_of("now", WebhookType::Immediate, 0..10, NOW),
+    );
+    let calls = || {
+        standin
+            .log()
+            .iter()
+            .filter(|e| e.path.contains("/contacts/"))
+            .count()
+    };
+    let enrolled = || common::enrollments(&standin.log());
+    tick_at(&config, &data, &format_rfc3339_ms(NOW));
+    assert_eq!(calls(), 10, "{:?}", standin.log());
+    assert_eq!(enrolled().len(), 7);
+    // Later that day, in another process: the day's calls are counted from the disk.
+    tick_at(&config, &data, &format_rfc3339_ms(NOW + 5 * MINUTE));
+    assert_eq!(calls(), 10, "{:?}", standin.log());
+    tick_at(&config, &data, &format_rfc3339_ms(tomorrow + MINUTE));
+    let enrolled = enrolled();
+    assert_eq!(enrolled.len(), 10);
+    assert!(enrolled.values().all(|&n| n == 1), "{enrolled:?}");
+}
+
 /// In one `serve`, a reload builds the ledgers again: the day's enrollments already made
 /// still count (they are no longer in the queue), so what the budget has no room for after
 /// it is planned for tomorrow.

@@ -1,9 +1,10 @@
 //! How many HubSpot calls each connector can take, and what each delivery costs, so that plans
 //! never ask for more than the dispatcher can send: [`ledger`] books planned sends per minute
-//! and per day, [`assign`] places a batch of new receipts in what is left, and [`spent`]
-//! remembers the calls already made.
+//! and per day, [`assign`] places a batch of new receipts in what is left, [`spent`]
+//! remembers the calls already made, and [`day_left`] holds every call to the daily budget.
 
 pub mod assign;
+pub mod day_left;
 pub mod ledger;
 pub mod spent;
 
@@ -15,6 +16,7 @@ use crate::config::{Connector, Target};
 use crate::hubspot::limiter::Limiter;
 
 pub use assign::{Placed, Request, assign};
+pub use day_left::DayLeft;
 pub use ledger::Ledger;
 pub use spent::Spent;
 

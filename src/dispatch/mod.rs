@@ -716,6 +716,7 @@ impl Dispatcher {
             horizon: tokio::time::Instant::now() + IN_TICK_RETRY_HORIZON,
             pauses: pauses_now,
             calls: Default::default(),
+            day_left: crate::capacity::DayLeft::new(config, &self.spent, now),
         });
         let slots = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
         let mut set: JoinSet<Vec<(Pending, Next)>> = JoinSet::new();

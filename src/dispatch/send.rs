@@ -82,6 +82,8 @@ pub struct Ctx {
     pub pauses: Arc<crate::pauses::Watch>,
     /// The calls made (connector, instant), for the daily budget.
     pub calls: std::sync::Mutex<Vec<(String, i64)>>,
+    /// What is left of each connector's daily budget: every call is held to it.
+    pub day_left: crate::capacity::DayLeft,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -119,9 +121,9 @@ impl Ctx {
     }
 
     /// The limiter's permission for one call through `link` for contacts of `webhooks`;
-    /// when stopping, or the connector is paused (by HubSpot, or by an operator, who may also
-    /// have paused every one of `webhooks`), before or after the wait: until when the work
-    /// stays queued.
+    /// when stopping, the connector is paused (by HubSpot, or by an operator, who may also
+    /// have paused every one of `webhooks`) or its daily budget is spent, before or after the
+    /// wait: until when the work stays queued.
     async fn admit<'l>(&self, link: &'l Link, webhooks: &[&str]) -> Result<Admitted<'l>, Next> {
         let held = || {
             let pauses = self.pauses.current();
@@ -131,12 +133,17 @@ impl Ctx {
         if held() {
             return Err(later());
         }
+        self.day_left.take(&link.id).map_err(Next::Again)?;
+        let not_made = |next| {
+            self.day_left.give_back(&link.id);
+            next
+        };
         let call = link
             .admit(|| self.now(), || *self.stop.borrow())
             .await
-            .map_err(Next::Again)?;
+            .map_err(|until| not_made(Next::Again(until)))?;
         if held() {
-            return Err(later());
+            return Err(not_made(later()));
         }
         Ok(call)
     }
@@ -824,6 +831,7 @@ mod tests {
             horizon: Instant::now() + Duration::from_secs(30),
             pauses: Arc::new(crate::pauses::Watch::new(data)),
             calls: Default::default(),
+            day_left: Default::default(),
         };
         (ctx, writer)
     }
@@ -949,6 +957,7 @@ mod tests {
                 horizon: self.horizon,
                 pauses: self.pauses.clone(),
                 calls: Default::default(),
+                day_left: Default::default(),
             }
         }
     }

@@ -1,0 +1,130 @@
+//! What is left today of each connector's `daily_budget`, asked before every call: the plan
+//! books the calls it foresees, and this holds the ones it does not (a failed call's retries,
+//! the enrollment checks of a call in doubt) to the same cap. One per tick, from the calls
+//! already made ([`super::Spent`]).
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use chrono_tz::Tz;
+
+use super::Spent;
+use crate::config::Config;
+use crate::local_time::local_day;
+use crate::time::{HOUR_MS, MINUTE_MS};
+
+/// Calls left today, per connector with a budget (the config's: a handful).
+#[derive(Debug, Default)]
+pub struct DayLeft(Mutex<HashMap<String, Day>>);
+
+#[derive(Debug)]
+struct Day {
+    left: u64,
+    /// When the account's next day begins (clock ms).
+    ends_at_ms: i64,
+    /// Whether a refusal was logged this tick.
+    told: bool,
+}
+
+impl DayLeft {
+    pub fn new(config: &Config, spent: &Spent, now_ms: i64) -> DayLeft {
+        let days = config
+            .connectors
+            .iter()
+            .filter_map(|c| {
+                let budget = u64::from(c.daily_budget?);
+                let zone = c.time_zone.unwrap_or(Tz::UTC);
+                let day = Day {
+                    left: budget.saturating_sub(spent.today(&c.id, zone, now_ms)),
+                    ends_at_ms: next_day(zone, now_ms),
+                    told: false,
+                };
+                Some((c.id.clone(), day))
+            })
+            .collect();
+        DayLeft(Mutex::new(days))
+    }
+
+    /// One call of `connector`, taken from today's budget; when it is spent, the instant its
+    /// next day begins.
+    pub fn take(&self, connector: &str) -> Result<(), i64> {
+        let mut days = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let Some(day) = days.get_mut(connector) else {
+            return Ok(());
+        };
+        if day.left == 0 {
+            if !std::mem::replace(&mut day.told, true) {
+                tracing::warn!(
+                    connector,
+                    "daily_budget is spent for today (calls the plan did not foresee: retries, enrollment checks): the rest wait for the account's next day"
+                );
+            }
+            return Err(day.ends_at_ms);
+        }
+        day.left -= 1;
+        Ok(())
+    }
+
+    /// A call taken but not made.
+    pub fn give_back(&self, connector: &str) {
+        let mut days = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(day) = days.get_mut(connector) {
+            day.left += 1;
+        }
+    }
+}
+
+/// The first minute of the local day after `at_ms`'s in `zone`: its midnight, or the first
+/// minute after it where a daylight-saving change skips midnight.
+fn next_day(zone: Tz, at_ms: i64) -> i64 {
+    let today = local_day(zone, at_ms);
+    // Midnight by today's offset, less the largest change of offset there is.
+    let mut minute = ((today + 1) * crate::time::DAY_MS
+        - crate::local_time::offset_ms(zone, at_ms)
+        - 3 * HOUR_MS)
+        .div_euclid(MINUTE_MS)
+        * MINUTE_MS;
+    while local_day(zone, minute) <= today {
+        minute += MINUTE_MS;
+    }
+    minute.max(at_ms)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_next_day_begins_at_local_midnight_across_daylight_saving() {
+        let ny: Tz = "America/New_York".parse().unwrap();
+        // 2026-03-07 12:00 UTC (07:00 EST): the next day begins 2026-03-08 05:00 UTC.
+        let at = 1_772_884_800_000;
+        assert_eq!(next_day(ny, at), 1_772_946_000_000);
+        assert_eq!(next_day(Tz::UTC, at), 1_772_928_000_000);
+        // 2026-03-08 12:00 UTC (08:00 EDT, after the change): 2026-03-09 04:00 UTC.
+        assert_eq!(next_day(ny, at + 86_400_000), 1_773_028_800_000);
+    }
+
+    #[test]
+    fn a_spent_budget_refuses_until_the_next_day_and_takes_back_what_was_not_made() {
+        let day = DayLeft(Mutex::new(HashMap::from([(
+            "a".to_string(),
+            Day {
+                left: 1,
+                ends_at_ms: 77,
+                told: false,
+            },
+        )])));
+        assert_eq!(day.take("a"), Ok(()));
+        assert_eq!(day.take("a"), Err(77));
+        day.give_back("a");
+        assert_eq!(day.take("a"), Ok(()));
+        assert_eq!(day.take("unbudgeted"), Ok(()));
+    }
+}
