@@ -1143,6 +1143,68 @@ fn tick_once(config: &Path, data: &Path, at: i64, token: &str) -> (String, Strin
     (stdout, stderr)
 }
 
+/// A plan part in quarantine: its receipts, still in the inbox, are planned again as new, and
+/// the calls recorded for them may have reached HubSpot, so each is checked before a call
+/// goes out. Here the unanswered call had enrolled the contact: it is not enrolled twice.
+#[test]
+fn a_receipt_whose_plan_part_is_quarantined_is_checked_before_it_is_sent_again() {
+    let rt = runtime();
+    let standin = rt.block_on(StandIn::start(Options::default())).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let email = "grace@example.com";
+    standin.add_contact(email, 8400);
+    let client = sendtime::hubspot::Client::new(
+        &standin.url(),
+        TOKEN,
+        sendtime::hubspot::ClientOptions::default(),
+    )
+    .unwrap();
+    rt.block_on(client.enroll(104, email)).unwrap();
+    let receipt = unanswered_call(&data, email, 8400, 104);
+    let plan = plans(&data).remove(0);
+    let mut inbox_row = sendtime::datasets::inbox::frame(&[sendtime::datasets::inbox::Receipt {
+        receipt_id: receipt.clone(),
+        webhook_id: "fatigue".into(),
+        webhook_type: sendtime::config::WebhookType::Immediate,
+        contact_id: Some(8400),
+        email: Some(email.into()),
+        portal_id: Some(62515),
+        received_at_ms: plan.received_at_ms,
+        signature: "v2".into(),
+        config: "test".into(),
+        callback_id: None,
+        body_hash: None,
+        time_zone: None,
+    }])
+    .unwrap();
+    sendtime::datasets::inbox::dataset(&data)
+        .unwrap()
+        .write_part(ulid::Ulid::generate(), &mut inbox_row)
+        .unwrap();
+    for part in plan::dataset(&data).unwrap().parts().unwrap() {
+        std::fs::write(part, b"not parquet").unwrap();
+    }
+    let config = write_config(dir.path(), &standin.url(), "", &[&HOOKS[3]]);
+    let (out, err) = tick_once(&config, &data, now_ms(), TOKEN);
+    assert!(out.contains("enrolled=1 "), "{out}\n{err}");
+    let enrolled = enrollments(&standin.log());
+    assert_eq!(
+        enrolled.get(&("104".to_string(), email.to_string())),
+        Some(&1)
+    );
+    let last = outcomes(&data)
+        .into_iter()
+        .find(|r| r.receipt_id == receipt && r.status == Status::Enrolled)
+        .unwrap();
+    assert!(
+        last.message
+            .as_deref()
+            .is_some_and(|m| m.starts_with("already enrolled")),
+        "{last:?}"
+    );
+}
+
 #[test]
 fn a_refused_token_holds_the_queue_instead_of_failing_it() {
     let rt = runtime();

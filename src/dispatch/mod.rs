@@ -19,6 +19,7 @@ pub mod send;
 
 use std::cmp::Ordering;
 use std::collections::{BinaryHeap, HashMap, HashSet};
+use std::num::NonZeroU64;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -103,6 +104,9 @@ pub struct Dispatcher {
     held: HashMap<String, Vec<Pending>>,
     /// Receipts planned and not final: queued, held, or being called.
     planned: IdSet,
+    /// Receipts with calls recorded but no plan row at start-up (their plan part is in
+    /// quarantine), and the workflow of the last: in doubt when planned again.
+    unplanned_calls: HashMap<ReceiptId, Option<NonZeroU64>>,
     /// Receipts with a final outcome, not archived: a compacted inbox part repeats them.
     done: IdSet,
     /// When finished receipts were last archived ([`Dispatcher::archive_if_due`]), by the
@@ -274,14 +278,30 @@ impl Dispatcher {
         metrics.queued.set(queue.len() as i64);
         let mut receipts = inbox::recover(data_dir)
             .with_context(|| format!("cannot recover the inbox in {}", data_dir.display()))?;
-        // A move to the archive cut short (a crash, a failed write) after the inbox and plan
-        // rows went (they go first) left the outcome rows here: finished, in no inbox or plan
-        // row, they settled then. Left, they would stay here and in memory for good.
         let in_inbox: IdSet = receipts
             .iter()
             .map(|r| ReceiptId::new(&r.receipt_id))
             .collect();
+        // Outcome rows of receipts without a plan row here. In the inbox, their plan part is
+        // in quarantine: planned again as new, they are checked at HubSpot before a call goes
+        // out, as the calls recorded may have reached it. In neither, a move to the archive
+        // was cut short (a crash, a failed write) after their inbox and plan rows went (they
+        // go first): they settled then, and left here they would stay, and in memory, for good.
+        let mut unplanned_calls = HashMap::new();
         let mut buf = [0u8; ulid::ULID_LEN];
+        for (id, h) in history {
+            let rid = ReceiptId::new(&id);
+            if done.contains(&rid) {
+                continue;
+            }
+            if in_inbox.contains(&rid) {
+                if h.started > 0 {
+                    unplanned_calls.insert(rid, h.last_target.parse().ok());
+                }
+            } else if settling.counts_no_call_of(&id) {
+                settled.insert(id);
+            }
+        }
         settled.extend(
             done.iter()
                 .filter(|id| !done_planned.contains(*id) && !in_inbox.contains(*id))
@@ -289,15 +309,29 @@ impl Dispatcher {
                 .filter(|id| settling.counts_no_call_of(id)),
         );
         drop((done_planned, in_inbox));
-        if !settled.is_empty() {
-            let moved = archive_settled(data_dir, &settled)?;
-            receipts.retain(|r| !settled.contains(&r.receipt_id));
-            forget(&mut done, &settled);
-            tracing::info!(
-                receipts = settled.len(),
-                rows = moved,
-                "finished receipts older than the replay window moved to archive/"
+        if !unplanned_calls.is_empty() {
+            tracing::warn!(
+                receipts = unplanned_calls.len(),
+                quarantine = %plan_ds.quarantine_dir().display(),
+                "receipts with calls recorded have no plan row (their plan part is in quarantine): they are planned again and checked at HubSpot before anything is sent"
             );
+        }
+        if !settled.is_empty() {
+            // Housekeeping: a move that fails leaves the rows where they are, for the next day.
+            match archive_settled(data_dir, &settled) {
+                Ok(moved) => {
+                    receipts.retain(|r| !settled.contains(&r.receipt_id));
+                    forget(&mut done, &settled);
+                    tracing::info!(
+                        receipts = settled.len(),
+                        rows = moved,
+                        "finished receipts older than the replay window moved to archive/"
+                    );
+                }
+                Err(e) => tracing::warn!(
+                    "cannot archive finished receipts (will try again in a day): {e:#}"
+                ),
+            }
         }
         let pending = PendingSet::new(metrics.clone());
         for r in &receipts {
@@ -322,6 +356,7 @@ impl Dispatcher {
             queue,
             held: HashMap::new(),
             planned,
+            unplanned_calls,
             done,
             webhook_ids,
             seen_parts: HashSet::new(),
@@ -1059,6 +1094,8 @@ fn archive_settled(data_dir: &Path, settled: &HashSet<String>) -> anyhow::Result
             .unwrap_or_default()
             .to_string();
         let archive = Dataset::open(&archive_dir, &name)?;
+        // Its compactions, like the datasets', are finished or rolled back after a crash.
+        archive.recover()?;
         moved += dataset
             .move_rows(&archive, |df| {
                 let ids = df.column(id_column)?.str()?;

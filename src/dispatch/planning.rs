@@ -178,6 +178,14 @@ impl Dispatcher {
                 repeats.push(start + i);
             }
         }
+        if !self.unplanned_calls.is_empty() {
+            for item in &mut fresh[start..] {
+                if let Some(workflow) = self.unplanned_calls.remove(&item.receipt_id) {
+                    item.in_doubt = true;
+                    item.doubt_workflow = workflow;
+                }
+            }
+        }
         // Rows already planned or finished (a compacted part repeats them): drop them.
         if !repeats.is_empty() {
             let mut drop = vec![false; fresh.len()];
