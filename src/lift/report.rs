@@ -192,9 +192,16 @@ pub fn lift(data_dir: &Path, options: &Options) -> anyhow::Result<Lift> {
         .filter(|&i| sends[i].contact.is_some())
         .collect();
     by_contact.sort_by_key(|&i| (sends[i].contact, sends[i].at_ms));
-    for pair in by_contact.windows(2) {
-        if sends[pair[0]].contact == sends[pair[1]].contact {
-            sends[pair[0]].next_ms = Some(sends[pair[1]].at_ms);
+    // The contact's next send at a later instant ends a send's window: sends of one instant
+    // (callbacks completed in one batch) share theirs.
+    for k in (1..by_contact.len()).rev() {
+        let (i, j) = (by_contact[k - 1], by_contact[k]);
+        if sends[i].contact == sends[j].contact {
+            sends[i].next_ms = if sends[j].at_ms > sends[i].at_ms {
+                Some(sends[j].at_ms)
+            } else {
+                sends[j].next_ms
+            };
         }
     }
     let (engagement, newest_event_ms) = engagement(data_dir, &sends)?;
@@ -460,20 +467,27 @@ impl<'w> Resample<'w> {
         }
         let mut rng = Rng::new(seed);
         let mut sums = vec![(0.0, 0.0); cells];
+        let mut real = vec![false; cells];
+        // The two pseudo-contacts come last.
+        let contacts = n - 2;
         let mut diffs: Vec<f64> = (0..RESAMPLES)
             .filter_map(|_| {
-                // A resample that leaves a compared webhook without sends in a group is drawn
-                // again: left out, its weight would go to the others (a webhook with one or
-                // two held-out contacts would be left out of one resample in ten or so).
+                // A resample that leaves a compared webhook without a real contact's sends in
+                // a group is drawn again: left out, its weight would go to the others (a
+                // webhook with one or two held-out contacts would be left out of one resample
+                // in ten or so); kept with the pseudo-contact's alone, its rate would be 50 %.
                 for _ in 0..REDRAWS {
                     sums.fill((0.0, 0.0));
+                    real.fill(false);
                     for _ in 0..n {
-                        for &(i, s, e) in &self.pool[rng.below(n as u64) as usize] {
+                        let k = rng.below(n as u64) as usize;
+                        for &(i, s, e) in &self.pool[k] {
                             sums[i].0 += s;
                             sums[i].1 += e;
+                            real[i] |= k < contacts;
                         }
                     }
-                    if sums.iter().all(|c| c.0 > 0.0) {
+                    if real.iter().all(|&r| r) {
                         break;
                     }
                 }
@@ -778,6 +792,24 @@ mod tests {
         let m = opened_24h(&lift(dir.path(), &options).unwrap()).clone();
         assert_eq!((m.optimized.sends, m.optimized.engaged), (1, 1));
         assert_eq!((m.holdout.sends, m.holdout.engaged), (2, 0));
+    }
+
+    /// Two sends to one contact at one instant (callbacks completed in one batch) share the
+    /// window to its next later send: the open after them is each one's, not neither's.
+    #[test]
+    fn sends_of_one_instant_share_their_window() {
+        let sends = [
+            ("r1", 1, T, Some(T + HOUR_MS), true),
+            ("r2", 1, T, Some(T + HOUR_MS), false),
+        ];
+        let dir = world(&sends, &[(1, T + 2 * HOUR_MS)]);
+        let options = Options {
+            as_of_ms: T + 10 * DAY_MS,
+            ..Options::default()
+        };
+        let m = opened_24h(&lift(dir.path(), &options).unwrap()).clone();
+        assert_eq!((m.optimized.sends, m.optimized.engaged), (1, 1));
+        assert_eq!((m.holdout.sends, m.holdout.engaged), (1, 1));
     }
 
     /// A receipt planned and never sent (failed, still waiting) is counted among its group's

@@ -24,6 +24,9 @@ use crate::time::{SLOTS, hours_of_day};
 pub const VALIDATION_DAYS: i32 = 28;
 /// Fewer validation opens and clicks (of contacts with earlier history) than this: no fit.
 const MIN_EVENTS: usize = 200;
+/// ...or of fewer contacts than this: the test of a candidate against the file's values
+/// estimates the spread of their difference across contacts, which a few cannot show.
+const MIN_CONTACTS: usize = 30;
 /// At most this many validation events are scored (a seeded choice of contacts beyond it), so
 /// the fit costs little whatever the account's size.
 const MAX_EVENTS: usize = 100_000;
@@ -191,8 +194,8 @@ impl Fit {
     pub fn describe(&self) -> String {
         if !self.fitted {
             return format!(
-                "not fitted: {} validation opens/clicks of contacts with earlier history in the last {VALIDATION_DAYS} days (at least {MIN_EVENTS} needed); the [model] values are used",
-                self.events
+                "not fitted: {} validation opens/clicks of {} contacts with earlier history in the last {VALIDATION_DAYS} days (at least {MIN_EVENTS} of {MIN_CONTACTS} needed); the [model] values are used",
+                self.events, self.contacts
             );
         }
         let kept = if self.changed {
@@ -293,7 +296,7 @@ pub fn fit(profiles: &Profiles, counts: &[f64], mut recent: Recent, auto: Auto) 
         file_loss: None,
         population_loss: None,
     };
-    if !auto.any() || events < MIN_EVENTS {
+    if !auto.any() || events < MIN_EVENTS || contacts.len() < MIN_CONTACTS {
         return not_fitted(events, contacts.len());
     }
     let (priors, bandwidths) = candidates(auto, &params);
@@ -372,7 +375,8 @@ pub fn fit(profiles: &Profiles, counts: &[f64], mut recent: Recent, auto: Auto) 
     let beats_file = |g: usize| {
         let gain = sums[file_g] - sums[g];
         let mean = -gain / c;
-        let var = (sums[g_n + g] / c - mean * mean).max(0.0);
+        // The sample variance of the per-contact differences.
+        let var = ((sums[g_n + g] - c * mean * mean) / (c - 1.0)).max(0.0);
         gain > 3.0 * (c * var).sqrt()
     };
     let best = (0..file_g)
@@ -439,5 +443,29 @@ mod tests {
         let exact = |f: &super::Fit| (f.fitted, f.changed, f.prior_strength, f.hour_bandwidth);
         assert_eq!(exact(&a), exact(&b));
         assert_eq!((a.events, a.contacts), (b.events, b.contacts));
+    }
+
+    /// Ten people's last weeks, however many opens: too few contacts to tell noise from a
+    /// gain, so the [model] values are kept (with one, any gain used to move them).
+    #[test]
+    fn a_few_contacts_are_not_fitted() {
+        let until = 1_767_225_600_000; // 2026-01-01
+        let rows: Vec<Row> = (0..10u32)
+            .flat_map(|c| {
+                (1..=90).flat_map(move |d| {
+                    (0..3).map(move |k| Row {
+                        contact: c,
+                        kind: crate::datasets::events::Kind::Open as u8,
+                        at_ms: until - d * DAY_MS + i64::from(c + k) * HOUR_MS,
+                        filtered: false,
+                    })
+                })
+            })
+            .collect();
+        let fit = build(ModelConfig::default(), &Rows::new(rows, 10), until)
+            .fit
+            .unwrap();
+        assert!(fit.events >= 200, "{fit:?}");
+        assert!(!fit.fitted && !fit.changed, "{fit:?}");
     }
 }
