@@ -470,9 +470,10 @@ fn replay_log(dataset: &Dataset, data_dir: &Path) -> anyhow::Result<Vec<Receipt>
         if undecodable > 0 || !replay.skipped.is_empty() || replay.cut {
             // Never deleted: what could not be read may be an acknowledged contact.
             let quarantine = data_dir.join("quarantine").join(WAL_DIR);
-            std::fs::create_dir_all(&quarantine)?;
+            crate::store::create_dir_durably(&quarantine)?;
             let dest = quarantine.join(path.file_name().context("segment without a name")?);
             std::fs::rename(&path, &dest)?;
+            crate::store::sync_dir(&quarantine)?;
             if undecodable > 0 {
                 tracing::error!(
                     segment = %path.display(),

@@ -311,11 +311,13 @@ fn load(
 }
 
 /// The `[model]` settings a fit depends on: other ones fit again (on a rebuild).
+/// What the stored fit depends on: the knobs fitted and who is machine-like (left out of the
+/// fit and the population).
 fn fit_for(config: ModelConfig) -> String {
-    let p = config.params;
+    let (p, t) = (config.params, config.thresholds);
     format!(
-        "{:?} {} {}",
-        config.auto, p.prior_strength, p.hour_bandwidth
+        "{:?} {} {} {} {}",
+        config.auto, p.prior_strength, p.hour_bandwidth, t.machine_per_day, t.machine_per_year
     )
 }
 
@@ -485,6 +487,20 @@ mod tests {
         let (back, u) = update(dir.path(), cfg, now, false).unwrap();
         assert!(u.rebuilt);
         assert_eq!(back.profiles.reference_day, day_of(now));
+    }
+
+    /// New thresholds of what is machine-like change who the fit and the population leave
+    /// out: the profiles are rebuilt and fitted again, not extended with the old fit.
+    #[test]
+    fn new_machine_thresholds_rebuild_the_profiles() {
+        let dir = tempfile::tempdir().unwrap();
+        let now = 1_700_000_000_000;
+        append(dir.path(), &[ev(1, now - crate::time::DAY_MS)]).unwrap();
+        let mut cfg = ModelConfig::default();
+        update(dir.path(), cfg, now, false).unwrap();
+        assert!(!update(dir.path(), cfg, now, false).unwrap().1.rebuilt);
+        cfg.thresholds.machine_per_day += 10.0;
+        assert!(update(dir.path(), cfg, now, false).unwrap().1.rebuilt);
     }
 
     /// Three imports on one day, each picked up by a new process (as `sendtime tick` under

@@ -38,7 +38,7 @@ impl Dataset {
     /// Open (creating if needed) the dataset `name` under `data_dir`.
     pub fn open(data_dir: &Path, name: &str) -> anyhow::Result<Self> {
         let dir = data_dir.join(name);
-        fs::create_dir_all(&dir)
+        create_dir_durably(&dir)
             .with_context(|| format!("cannot create dataset folder {}", dir.display()))?;
         Ok(Self {
             dir,
@@ -238,17 +238,27 @@ impl Dataset {
 
     /// Move an unreadable part aside so the server keeps serving and nobody loses the bytes.
     pub fn quarantine(&self, path: &Path, why: &anyhow::Error) -> anyhow::Result<()> {
-        fs::create_dir_all(&self.quarantine)?;
+        create_dir_durably(&self.quarantine)?;
         let name = path.file_name().context("part without a file name")?;
-        let dest = self.quarantine.join(name);
+        let mut dest = self.quarantine.join(name);
+        // A part of that name set aside before (a log segment's part, rewritten by replay and
+        // damaged again) is kept too.
+        if dest.exists() {
+            let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("part");
+            dest = self
+                .quarantine
+                .join(format!("{stem}-{}.{PART_EXT}", Ulid::generate()));
+        }
         fs::rename(path, &dest).with_context(|| {
             format!("cannot move corrupt part {} to quarantine", path.display())
         })?;
-        // Its checksum goes with it: the evidence of what the bytes were.
+        // Its checksum goes with it: the evidence of what the bytes were. (After the part: a
+        // part left without its checksum would be read unchecked.)
         let sum = checksum::path_of(path);
         if sum.exists() {
             fs::rename(&sum, checksum::path_of(&dest))?;
         }
+        sync_dir(&self.quarantine)?;
         sync_dir(&self.dir)?;
         tracing::error!(
             part = %path.display(),
@@ -671,10 +681,54 @@ pub fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
+/// Create `dir` and the folders above it that are missing, each made durable in its parent:
+/// files made durable inside a folder whose own entry was not could vanish with it.
+pub fn create_dir_durably(dir: &Path) -> io::Result<()> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    let missing: Vec<&Path> = dir.ancestors().take_while(|d| !d.exists()).collect();
+    fs::create_dir_all(dir)?;
+    for created in missing.iter().rev() {
+        sync_dir(
+            created
+                .parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .unwrap_or(Path::new(".")),
+        )?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use rayon::prelude::*;
+
+    /// A part set aside under a name already in quarantine keeps the one there, and each
+    /// keeps its checksum.
+    #[test]
+    fn quarantine_never_replaces_a_part_it_holds() {
+        let root = tempfile::tempdir().unwrap();
+        let ds = Dataset::open(&root.path().join("a/b"), "plan").unwrap();
+        let id = Ulid::generate();
+        for rows in [1, 2] {
+            let mut df = df!("x" => vec![7i64; rows]).unwrap();
+            let path = ds.write_part(id, &mut df).unwrap();
+            ds.quarantine(&path, &anyhow::anyhow!("damaged")).unwrap();
+        }
+        let mut kept: Vec<(String, usize)> = fs::read_dir(ds.quarantine_dir())
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|e| e == PART_EXT))
+            .map(|p| {
+                assert!(checksum::path_of(&p).exists(), "{p:?}");
+                (p.display().to_string(), read_part(&p).unwrap().height())
+            })
+            .collect();
+        kept.sort_by_key(|k| k.1);
+        assert_eq!(kept.iter().map(|k| k.1).collect::<Vec<_>>(), [1, 2]);
+    }
 
     /// Only folders and lock files nobody holds are removed; data, or a held lock, keeps all.
     #[test]

@@ -47,7 +47,7 @@ pub struct Segment {
 impl Segment {
     /// Create a new, empty segment `{dir}/{prefix}-{ulid}.wal`, durable before it is used.
     pub fn create(dir: &Path, prefix: &str) -> io::Result<Self> {
-        fs::create_dir_all(dir)?;
+        super::create_dir_durably(dir)?;
         let id = Ulid::generate();
         let path = segment_path(dir, prefix, id);
         let file = OpenOptions::new()
