@@ -753,6 +753,33 @@ fn an_event_without_a_type_and_an_empty_page_with_more_do_not_stop_the_import() 
     assert_eq!(pages, 2 + 2501usize.div_ceil(250), "{pages} requests");
 }
 
+/// HubSpot giving back the offset it was given would loop: the run fails without marking the
+/// window complete, and the next run reads it again and stores every event once.
+#[test]
+fn an_offset_given_back_leaves_the_window_for_the_next_run() {
+    let s = setup(Options::default());
+    for _ in 0..2 {
+        s.standin.inject(
+            Injection::next(Fault::Json(
+                serde_json::json!({"hasMore": true, "offset": "7", "events": []}),
+            ))
+            .on(EVENTS),
+        );
+    }
+    let state = || {
+        let text = std::fs::read_to_string(s.data.join("state/hubspot-main.json")).unwrap();
+        serde_json::from_str::<serde_json::Value>(&text).unwrap()
+    };
+    let out = s.import();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert_eq!(state()["complete_until_ms"], serde_json::Value::Null);
+    let out = s.import();
+    assert!(out.status.success(), "{}", text(&out));
+    let (got, _) = stored(&s.data);
+    assert_all_once(&got, &s);
+    assert!(state()["complete_until_ms"].is_i64());
+}
+
 /// A `serve` stopped while its scheduled import waits out HubSpot's 429 (ten minutes here)
 /// exits at once, not when the wait ends; the import resumes at the next start.
 #[test]

@@ -373,10 +373,17 @@ impl Import {
                 break;
             }
             if page.offset == query.offset {
-                tracing::warn!(
-                    "HubSpot answered the offset it was given as the next one: the window ends here"
+                // Going on would loop; ending the window here would mark the events after it
+                // imported. The next run reads the window again from its newest event (what
+                // is stored is recognised, not stored twice).
+                cursor.offset = None;
+                state.run = Some(cursor.clone());
+                self.save_state(&state)?;
+                bail!(
+                    "HubSpot answered the offset it was given as the next one after page {}: \
+                     the window is left incomplete; the next run reads it again",
+                    cursor.pages
                 );
-                break;
             }
             if (self.stop)() {
                 bail!(
