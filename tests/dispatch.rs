@@ -523,16 +523,7 @@ fn an_unanswered_call_is_found_in_its_workflow_after_workflow_id_changed() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let email = "ada@example.com";
-    standin.add_contact(email, 8300);
-    // What the unanswered call did.
-    let client = sendtime::hubspot::Client::new(
-        &standin.url(),
-        TOKEN,
-        sendtime::hubspot::ClientOptions::default(),
-    )
-    .unwrap();
-    rt.block_on(client.enroll(104, email)).unwrap();
-    let receipt = unanswered_call(&data, email, 8300, 104);
+    let receipt = enrolled_by_a_lost_call(&rt, &standin, &data, email, 8300);
     let config = write_config(
         dir.path(),
         &standin.url(),
@@ -1029,6 +1020,27 @@ fn unanswered_call(data: &Path, email: &str, vid: i64, workflow: u64) -> String 
     })
 }
 
+/// What an unanswered call to enroll `email` (`vid`) into workflow 104 left: the contact
+/// enrolled at HubSpot, and on disk its receipt planned with an `attempting` row and no
+/// result. The receipt's id.
+fn enrolled_by_a_lost_call(
+    rt: &tokio::runtime::Runtime,
+    standin: &StandIn,
+    data: &Path,
+    email: &str,
+    vid: i64,
+) -> String {
+    standin.add_contact(email, vid as u64);
+    let client = sendtime::hubspot::Client::new(
+        &standin.url(),
+        TOKEN,
+        sendtime::hubspot::ClientOptions::default(),
+    )
+    .unwrap();
+    rt.block_on(client.enroll(104, email)).unwrap();
+    unanswered_call(data, email, vid, 104)
+}
+
 /// A batch's split (HubSpot refused a batch naming a bad callback; each half is sent again)
 /// records `retrying` rows with HubSpot's 4xx: after a restart they are not counted as the
 /// contact's transient failures. An earlier version counted them, so a callback split down
@@ -1153,15 +1165,7 @@ fn a_receipt_whose_plan_part_is_quarantined_is_checked_before_it_is_sent_again()
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let email = "grace@example.com";
-    standin.add_contact(email, 8400);
-    let client = sendtime::hubspot::Client::new(
-        &standin.url(),
-        TOKEN,
-        sendtime::hubspot::ClientOptions::default(),
-    )
-    .unwrap();
-    rt.block_on(client.enroll(104, email)).unwrap();
-    let receipt = unanswered_call(&data, email, 8400, 104);
+    let receipt = enrolled_by_a_lost_call(&rt, &standin, &data, email, 8400);
     let plan = plans(&data).remove(0);
     let mut inbox_row = sendtime::datasets::inbox::frame(&[sendtime::datasets::inbox::Receipt {
         receipt_id: receipt.clone(),

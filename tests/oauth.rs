@@ -52,6 +52,28 @@ fn oauth_config(standin: &StandIn, tables: &str) -> String {
     .replace("access_token_env = \"OAUTH_TOKEN\"\n", "")
 }
 
+/// Post contact `vid`, `{prefix}{vid}@example.com` (known to the stand-in), to webhook `now`.
+fn post_contact(standin: &StandIn, server: &Server, prefix: &str, vid: u64) {
+    let email = format!("{prefix}{vid}@example.com");
+    standin.add_contact(&email, vid);
+    let client = reqwest::blocking::Client::new();
+    let body = contact_body(vid, &email);
+    assert_eq!(
+        post_signed(&client, server, SECRET, "/hooks/now", body),
+        200
+    );
+}
+
+/// Wait until `n` contacts are enrolled; the outcome rows then.
+fn all_enrolled(server: &Server, data: &std::path::Path, n: usize) -> Vec<outcomes::OutcomeRow> {
+    eventually(Duration::from_secs(30), || {
+        let rows = outcomes::read(&outcomes::dataset(data).unwrap()).unwrap();
+        let enrolled = rows.iter().filter(|r| r.status == Status::Enrolled).count();
+        (enrolled == n).then_some(rows)
+    })
+    .unwrap_or_else(|| panic!("not everyone enrolled; logs:\n{}", server.logs()))
+}
+
 #[test]
 fn a_run_of_several_token_lifetimes_enrolls_everyone_without_a_401() {
     let rt = runtime();
@@ -78,28 +100,13 @@ fn a_run_of_several_token_lifetimes_enrolls_everyone_without_a_401() {
         .on("/automation"),
     );
     // Posts over about 12 s: four token lifetimes.
-    let client = reqwest::blocking::Client::new();
-    let mut posted = 0;
     for round in 0..12 {
         for i in 0..3 {
-            let vid = 100 + round * 3 + i;
-            let email = format!("o{vid}@example.com");
-            standin.add_contact(&email, vid);
-            let body = contact_body(vid, &email);
-            assert_eq!(
-                post_signed(&client, &server, SECRET, "/hooks/now", body),
-                200
-            );
-            posted += 1;
+            post_contact(&standin, &server, "o", 100 + round * 3 + i);
         }
         std::thread::sleep(Duration::from_secs(1));
     }
-    let rows = eventually(Duration::from_secs(30), || {
-        let rows = outcomes::read(&outcomes::dataset(&data).unwrap()).unwrap();
-        let enrolled = rows.iter().filter(|r| r.status == Status::Enrolled).count();
-        (enrolled == posted).then_some(rows)
-    })
-    .unwrap_or_else(|| panic!("not everyone enrolled; logs:\n{}", server.logs()));
+    let rows = all_enrolled(&server, &data, 36);
     assert!(
         rows.iter().all(|r| r.http_status != Some(401)),
         "a 401 reached an outcome: {rows:?}"
@@ -219,25 +226,11 @@ fn the_scheduled_import_and_the_dispatcher_follow_one_rotated_refresh_token() {
             ("OAUTH_REFRESH", "first-refresh-token"),
         ],
     );
-    let client = reqwest::blocking::Client::new();
-    let mut posted = 0;
     for vid in 300..310 {
-        let email = format!("i{vid}@example.com");
-        standin.add_contact(&email, vid);
-        let body = contact_body(vid, &email);
-        assert_eq!(
-            post_signed(&client, &server, SECRET, "/hooks/now", body),
-            200
-        );
-        posted += 1;
+        post_contact(&standin, &server, "i", vid);
         std::thread::sleep(Duration::from_secs(1));
     }
-    eventually(Duration::from_secs(30), || {
-        let rows = outcomes::read(&outcomes::dataset(&data).unwrap()).unwrap();
-        let enrolled = rows.iter().filter(|r| r.status == Status::Enrolled).count();
-        (enrolled == posted).then_some(())
-    })
-    .unwrap_or_else(|| panic!("not everyone enrolled; logs:\n{}", server.logs()));
+    all_enrolled(&server, &data, 10);
     let log = standin.log();
     let imports = log
         .iter()
