@@ -171,6 +171,13 @@ pub struct Unknown {
     config: PathBuf,
 }
 
+impl Unknown {
+    /// The message without the config's path, for the admin surface.
+    pub fn in_the_config(&self) -> String {
+        format!("no {} {:?} in the config", self.what, self.id)
+    }
+}
+
 /// Pause (`on`) or resume the webhook, action or connector `id` of `config`: what it is, and
 /// since when it was paused before, if it was. With `connector`, `id` names a connector even
 /// where a webhook has the same id.

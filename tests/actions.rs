@@ -212,6 +212,49 @@ fn executions_are_blocked_then_completed_in_batches_at_their_time() {
     assert_eq!(targets.len(), 251, "each callback once");
 }
 
+/// A workflow action's callbacks are completed whatever the daily budget, as they are planned
+/// whatever the capacity: HubSpot's hold on their contacts runs out. Here a budget of one call
+/// a day, and three callbacks that each take a call.
+#[test]
+fn callbacks_are_completed_past_a_spent_daily_budget() {
+    let Setup {
+        rt: _rt,
+        standin,
+        dir,
+        data,
+        clock,
+        ..
+    } = Setup::new();
+    let config = TestConfig {
+        env: "ACTIONS",
+        tables: "[scheduler]\ncron = \"* * * * * *\"\n\
+                 [[action]]\nid = \"send-time\"\nname = \"Send at the best time\"",
+        connector: &format!(
+            "api_base = \"{}\"\ndaily_budget = 1\ntime_zone = \"UTC\"\ncallback_batch_size = 1",
+            standin.url()
+        ),
+        ..TestConfig::default()
+    }
+    .write(dir.path());
+    let t0 = now_ms();
+    set_clock(&clock, t0 - 86_400_000);
+    let server = start(&config, &data, &clock);
+    for i in 0..3u64 {
+        let callback = format!("cb-{i}");
+        standin.add_callback(&callback);
+        assert_eq!(execute(&server, &callback, 1000 + i, "IMMEDIATE").0, 200);
+    }
+    // Past the budget, planning keeps each by its hold's end: all are due before it.
+    set_clock(&clock, t0 + 86_400_000 - 30_000);
+    eventually(Duration::from_secs(30), || {
+        (0..3)
+            .all(|i| standin.completion(&format!("cb-{i}")).is_some())
+            .then_some(())
+    })
+    .unwrap_or_else(|| panic!("not all completed; logs:\n{}", server.logs()));
+    assert_eq!(complete_calls(&standin), [204, 204, 204]);
+}
+
 fn answer_for(expiration: &str) -> serde_json::Value {
     serde_json::json!({"outputFields": {
         "hs_execution_state": "BLOCK",

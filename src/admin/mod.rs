@@ -358,7 +358,7 @@ async fn set_pause(
     .await
     .map_err(|e| AdminError::Internal(e.into()))?;
     let (id, kind, was) = kind.map_err(|e| match e.downcast::<crate::pauses::Unknown>() {
-        Ok(unknown) => AdminError::NotFound(unknown.to_string()),
+        Ok(unknown) => AdminError::NotFound(unknown.in_the_config()),
         Err(e) => AdminError::Internal(e),
     })?;
     tracing::info!(

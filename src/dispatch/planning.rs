@@ -178,9 +178,10 @@ impl Dispatcher {
                 repeats.push(start + i);
             }
         }
+        // Kept, not taken: a tick whose plans cannot be written plans them again.
         if !self.unplanned_calls.is_empty() {
             for item in &mut fresh[start..] {
-                if let Some(workflow) = self.unplanned_calls.remove(&item.receipt_id) {
+                if let Some(&workflow) = self.unplanned_calls.get(&item.receipt_id) {
                     item.in_doubt = true;
                     item.doubt_workflow = workflow;
                 }

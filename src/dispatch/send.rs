@@ -120,11 +120,16 @@ impl Ctx {
         }
     }
 
-    /// The limiter's permission for one call through `link` for contacts of `webhooks`;
-    /// when stopping, the connector is paused (by HubSpot, or by an operator, who may also
-    /// have paused every one of `webhooks`) or its daily budget is spent, before or after the
-    /// wait: until when the work stays queued.
-    async fn admit<'l>(&self, link: &'l Link, webhooks: &[&str]) -> Result<Admitted<'l>, Next> {
+    /// The limiter's permission for one call through `link` for contacts of `webhooks`, and
+    /// when `budgeted` a call of its daily budget; when stopping, the connector is paused (by
+    /// HubSpot, or by an operator, who may also have paused every one of `webhooks`) or the
+    /// budget is spent: until when the work stays queued.
+    async fn admit<'l>(
+        &self,
+        link: &'l Link,
+        webhooks: &[&str],
+        budgeted: bool,
+    ) -> Result<Admitted<'l>, Next> {
         let held = || {
             let pauses = self.pauses.current();
             webhooks.iter().all(|w| pauses.holds(w, &link.id))
@@ -133,17 +138,16 @@ impl Ctx {
         if held() {
             return Err(later());
         }
-        self.day_left.take(&link.id).map_err(Next::Again)?;
-        let not_made = |next| {
-            self.day_left.give_back(&link.id);
-            next
-        };
         let call = link
             .admit(|| self.now(), || *self.stop.borrow())
             .await
-            .map_err(|until| not_made(Next::Again(until)))?;
+            .map_err(Next::Again)?;
         if held() {
-            return Err(not_made(later()));
+            return Err(later());
+        }
+        // Taken once the call may go: a call waiting on the limiter holds none of it.
+        if budgeted {
+            self.day_left.take(&link.id).map_err(Next::Again)?;
         }
         Ok(call)
     }
@@ -157,8 +161,16 @@ impl Ctx {
         row_of: impl Fn(&Pending, i64) -> OutcomeRow,
     ) -> Result<Admitted<'l>, Next> {
         let webhooks: Vec<&str> = batch.iter().map(|i| i.webhook_id.as_ref()).collect();
-        let call = self.admit(link, &webhooks).await?;
-        self.attempting(link, batch, row_of).await?;
+        // A workflow action's callbacks go whatever the budget, as they are planned: HubSpot's
+        // hold on their contacts runs out.
+        let budgeted = batch.iter().all(|i| i.callback_id.is_none());
+        let call = self.admit(link, &webhooks, budgeted).await?;
+        if let Err(next) = self.attempting(link, batch, row_of).await {
+            if budgeted {
+                self.day_left.give_back(&link.id);
+            }
+            return Err(next);
+        }
         Ok(call)
     }
 
@@ -380,7 +392,7 @@ pub async fn enroll(
         return done_if_recorded(&ctx, r, item).await;
     };
     loop {
-        let call = match ctx.admit(&link, &[&item.webhook_id]).await {
+        let call = match ctx.admit(&link, &[&item.webhook_id], true).await {
             Ok(call) => call,
             Err(next) => return (item, next),
         };
@@ -447,6 +459,7 @@ pub async fn enroll(
             .attempting(&link, std::slice::from_mut(&mut item), attempting)
             .await
         {
+            ctx.day_left.give_back(&link.id);
             return (item, next);
         }
         match call.enroll(workflow, &email).await {

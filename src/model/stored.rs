@@ -310,9 +310,8 @@ fn load(
     Ok(p)
 }
 
-/// The `[model]` settings a fit depends on: other ones fit again (on a rebuild).
-/// What the stored fit depends on: the knobs fitted and who is machine-like (left out of the
-/// fit and the population).
+/// The `[model]` settings a stored fit depends on (other ones fit again, on a rebuild): the
+/// knobs fitted and who is machine-like (left out of the fit and the population).
 fn fit_for(config: ModelConfig) -> String {
     let (p, t) = (config.params, config.thresholds);
     format!(

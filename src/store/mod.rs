@@ -690,12 +690,12 @@ pub fn create_dir_durably(dir: &Path) -> io::Result<()> {
     let missing: Vec<&Path> = dir.ancestors().take_while(|d| !d.exists()).collect();
     fs::create_dir_all(dir)?;
     for created in missing.iter().rev() {
-        sync_dir(
-            created
-                .parent()
-                .filter(|p| !p.as_os_str().is_empty())
-                .unwrap_or(Path::new(".")),
-        )?;
+        let parent = created.parent().filter(|p| !p.as_os_str().is_empty());
+        match sync_dir(parent.unwrap_or(Path::new("."))) {
+            // A parent this user may enter but not read (0711) cannot be opened to sync.
+            Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {}
+            other => other?,
+        }
     }
     Ok(())
 }
