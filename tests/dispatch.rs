@@ -1207,6 +1207,8 @@ fn a_receipt_whose_plan_part_is_quarantined_is_checked_before_it_is_sent_again()
             .is_some_and(|m| m.starts_with("already enrolled")),
         "{last:?}"
     );
+    // Its attempts are numbered on from the call recorded, not from 0 again.
+    assert_eq!(last.attempts, 1);
 }
 
 #[test]

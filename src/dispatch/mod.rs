@@ -105,8 +105,9 @@ pub struct Dispatcher {
     /// Receipts planned and not final: queued, held, or being called.
     planned: IdSet,
     /// Receipts with calls recorded but no plan row at start-up (their plan part is in
-    /// quarantine), and the workflow of the last: in doubt when planned again.
-    unplanned_calls: HashMap<ReceiptId, Option<NonZeroU64>>,
+    /// quarantine): the calls made and the workflow of the last. In doubt when planned again,
+    /// and their attempts numbered on from there (the daily budget counts calls by them).
+    unplanned_calls: HashMap<ReceiptId, (u32, Option<NonZeroU64>)>,
     /// Receipts with a final outcome, not archived: a compacted inbox part repeats them.
     done: IdSet,
     /// When finished receipts were last archived ([`Dispatcher::archive_if_due`]), by the
@@ -296,7 +297,8 @@ impl Dispatcher {
             }
             if in_inbox.contains(&rid) {
                 if h.started > 0 {
-                    unplanned_calls.insert(rid, h.last_target.parse().ok());
+                    let calls = h.started.max(h.finished);
+                    unplanned_calls.insert(rid, (calls, h.last_target.parse().ok()));
                 }
             } else if settling.counts_no_call_of(&id) {
                 settled.insert(id);
