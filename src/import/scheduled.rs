@@ -47,6 +47,11 @@ pub async fn run(config: ConfigHandle, metrics: Metrics, mut stop: watch::Receiv
                 Err(e) => Err(anyhow::anyhow!("the import task failed: {e}")),
             };
             let at = now_ms();
+            // Cut short by the shutdown: not a failure (the next run resumes there).
+            if result.is_err() && *stop.borrow() {
+                tracing::info!(connector = %connector.id, "scheduled HubSpot import stopped for the shutdown; the next run resumes where it stopped");
+                break;
+            }
             match &result {
                 Ok(summary) => tracing::info!(
                     connector = %connector.id,
