@@ -48,6 +48,17 @@ impl DayLeft {
     /// One call of `connector`, taken from today's budget; when it is spent, the instant its
     /// next day begins.
     pub fn take(&self, connector: &str) -> Result<(), i64> {
+        self.left(connector, 1)
+    }
+
+    /// [`Self::take`] without taking: whether a call may still be made today. Asked before
+    /// waiting on the limiter, so that a spent budget refuses at once, not at each call's
+    /// turn.
+    pub fn check(&self, connector: &str) -> Result<(), i64> {
+        self.left(connector, 0)
+    }
+
+    fn left(&self, connector: &str, taking: u64) -> Result<(), i64> {
         let mut days = self
             .0
             .lock()
@@ -64,7 +75,7 @@ impl DayLeft {
             }
             return Err(day.ends_at_ms);
         }
-        day.left -= 1;
+        day.left -= taking;
         Ok(())
     }
 
@@ -121,7 +132,9 @@ mod tests {
                 told: false,
             },
         )])));
+        assert_eq!(day.check("a"), Ok(()));
         assert_eq!(day.take("a"), Ok(()));
+        assert_eq!(day.check("a"), Err(77));
         assert_eq!(day.take("a"), Err(77));
         day.give_back("a");
         assert_eq!(day.take("a"), Ok(()));

@@ -138,6 +138,9 @@ impl Ctx {
         if held() {
             return Err(later());
         }
+        if budgeted {
+            self.day_left.check(&link.id).map_err(Next::Again)?;
+        }
         let call = link
             .admit(|| self.now(), || *self.stop.borrow())
             .await
