@@ -51,6 +51,20 @@ pub fn local_day(zone: Tz, at_ms: i64) -> i64 {
     (at_ms + offset_ms(zone, at_ms)).div_euclid(DAY_MS)
 }
 
+/// The first minute of the local day after `at_ms`'s in `zone`: its midnight, or the first
+/// minute after it where a daylight-saving change skips midnight.
+pub fn next_local_day(zone: Tz, at_ms: i64) -> i64 {
+    let today = local_day(zone, at_ms);
+    // Midnight by today's offset, less the largest change of offset there is.
+    let mut minute = ((today + 1) * DAY_MS - offset_ms(zone, at_ms) - 3 * HOUR_MS)
+        .div_euclid(MINUTE_MS)
+        * MINUTE_MS;
+    while local_day(zone, minute) <= today {
+        minute += MINUTE_MS;
+    }
+    minute.max(at_ms)
+}
+
 /// A daily local range in which nothing is sent: `21:00-08:00` runs from 21:00 to 08:00 the
 /// next morning; the end minute is allowed again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -195,6 +209,17 @@ impl Masks {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_next_day_begins_at_local_midnight_across_daylight_saving() {
+        let ny: Tz = "America/New_York".parse().unwrap();
+        // 2026-03-07 12:00 UTC (07:00 EST): the next day begins 2026-03-08 05:00 UTC.
+        let at = 1_772_884_800_000;
+        assert_eq!(next_local_day(ny, at), 1_772_946_000_000);
+        assert_eq!(next_local_day(Tz::UTC, at), 1_772_928_000_000);
+        // 2026-03-08 12:00 UTC (08:00 EDT, after the change): 2026-03-09 04:00 UTC.
+        assert_eq!(next_local_day(ny, at + 86_400_000), 1_773_028_800_000);
+    }
 
     #[test]
     fn zones_from_hubspot_slugs_and_iana_names() {

@@ -10,8 +10,7 @@ use chrono_tz::Tz;
 
 use super::Spent;
 use crate::config::Config;
-use crate::local_time::local_day;
-use crate::time::{HOUR_MS, MINUTE_MS};
+use crate::local_time::next_local_day;
 
 /// Calls left today, per connector with a budget (the config's: a handful).
 #[derive(Debug, Default)]
@@ -36,7 +35,7 @@ impl DayLeft {
                 let zone = c.time_zone.unwrap_or(Tz::UTC);
                 let day = Day {
                     left: budget.saturating_sub(spent.today(&c.id, zone, now_ms)),
-                    ends_at_ms: next_day(zone, now_ms),
+                    ends_at_ms: next_local_day(zone, now_ms),
                     told: false,
                 };
                 Some((c.id.clone(), day))
@@ -59,10 +58,7 @@ impl DayLeft {
     }
 
     fn left(&self, connector: &str, taking: u64) -> Result<(), i64> {
-        let mut days = self
-            .0
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut days = self.days();
         let Some(day) = days.get_mut(connector) else {
             return Ok(());
         };
@@ -81,46 +77,21 @@ impl DayLeft {
 
     /// A call taken but not made.
     pub fn give_back(&self, connector: &str) {
-        let mut days = self
-            .0
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(day) = days.get_mut(connector) {
+        if let Some(day) = self.days().get_mut(connector) {
             day.left += 1;
         }
     }
-}
 
-/// The first minute of the local day after `at_ms`'s in `zone`: its midnight, or the first
-/// minute after it where a daylight-saving change skips midnight.
-fn next_day(zone: Tz, at_ms: i64) -> i64 {
-    let today = local_day(zone, at_ms);
-    // Midnight by today's offset, less the largest change of offset there is.
-    let mut minute = ((today + 1) * crate::time::DAY_MS
-        - crate::local_time::offset_ms(zone, at_ms)
-        - 3 * HOUR_MS)
-        .div_euclid(MINUTE_MS)
-        * MINUTE_MS;
-    while local_day(zone, minute) <= today {
-        minute += MINUTE_MS;
+    fn days(&self) -> std::sync::MutexGuard<'_, HashMap<String, Day>> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
-    minute.max(at_ms)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_next_day_begins_at_local_midnight_across_daylight_saving() {
-        let ny: Tz = "America/New_York".parse().unwrap();
-        // 2026-03-07 12:00 UTC (07:00 EST): the next day begins 2026-03-08 05:00 UTC.
-        let at = 1_772_884_800_000;
-        assert_eq!(next_day(ny, at), 1_772_946_000_000);
-        assert_eq!(next_day(Tz::UTC, at), 1_772_928_000_000);
-        // 2026-03-08 12:00 UTC (08:00 EDT, after the change): 2026-03-09 04:00 UTC.
-        assert_eq!(next_day(ny, at + 86_400_000), 1_773_028_800_000);
-    }
 
     #[test]
     fn a_spent_budget_refuses_until_the_next_day_and_takes_back_what_was_not_made() {

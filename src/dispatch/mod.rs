@@ -289,7 +289,6 @@ impl Dispatcher {
         // was cut short (a crash, a failed write) after their inbox and plan rows went (they
         // go first): they settled then, and left here they would stay, and in memory, for good.
         let mut unplanned_calls = HashMap::new();
-        let mut buf = [0u8; ulid::ULID_LEN];
         for (id, h) in history {
             let rid = ReceiptId::new(&id);
             if done.contains(&rid) {
@@ -304,6 +303,7 @@ impl Dispatcher {
                 settled.insert(id);
             }
         }
+        let mut buf = [0u8; ulid::ULID_LEN];
         settled.extend(
             done.iter()
                 .filter(|id| !done_planned.contains(*id) && !in_inbox.contains(*id))

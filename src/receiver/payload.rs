@@ -116,18 +116,9 @@ impl<'de> Deserialize<'de> for Id {
     }
 }
 
-/// `identity-profiles` as HubSpot sends it; of any other shape (an object), absent, as an
-/// optional field of an unexpected type is.
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum Profiles<'a> {
-    #[serde(borrow)]
-    List(Vec<Entry<IdentityProfile<'a>>>),
-    Other(IgnoredAny),
-}
-
-/// An entry of a list, read on its own: one of an unexpected shape (a string `is-primary`, a
-/// number) is left out, not the list with the entries beside it.
+/// A value of the shape `T`, or of any other, which counts as absent: `identity-profiles`
+/// that is an object, or one of its entries of an unexpected shape (a string `is-primary`, a
+/// number), left out without the entries beside it.
 #[derive(Deserialize)]
 #[serde(untagged)]
 enum Entry<T> {
@@ -137,6 +128,13 @@ enum Entry<T> {
 
 impl<T> Entry<T> {
     fn read(&self) -> Option<&T> {
+        match self {
+            Entry::Read(t) => Some(t),
+            Entry::Other(_) => None,
+        }
+    }
+
+    fn into_read(self) -> Option<T> {
         match self {
             Entry::Read(t) => Some(t),
             Entry::Other(_) => None,
@@ -183,10 +181,7 @@ impl<'de> de::Visitor<'de> for BodySeed<'_> {
                     b.properties = map.next_value_seed(PropertiesSeed { zone: self.zone })?
                 }
                 "identity-profiles" => {
-                    b.identity_profiles = match map.next_value()? {
-                        Profiles::List(p) => Some(p),
-                        Profiles::Other(_) => None,
-                    }
+                    b.identity_profiles = map.next_value::<Entry<Vec<_>>>()?.into_read()
                 }
                 k if k == self.zone => b.zone = map.next_value::<Flat>()?.text(),
                 _ => {
