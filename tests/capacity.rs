@@ -541,16 +541,24 @@ fn retries_the_plan_did_not_foresee_stay_within_the_daily_budget() {
     const NOW: i64 = 1_795_947_420_000; // 2026-11-29 10:17 UTC
     let tomorrow = NOW / DAY * DAY + DAY;
     let rt = runtime();
-    let standin = rt.block_on(StandIn::start(Options::default())).unwrap();
+    // Paced at milliseconds, the ten first calls are all made before any retry (which waits
+    // half a second at least): which contacts the budget reaches does not depend on timing.
+    let standin = rt
+        .block_on(StandIn::start(Options {
+            limit_per_10s: 10_000,
+            ..Options::default()
+        }))
+        .unwrap();
     for n in 0..10 {
         standin.add_contact(&format!("z{n}@example.com"), n);
     }
-    // The first three enrollments fail: each is worth a retry a second later.
+    // The last three of the ten enrollments fail: each is worth a retry a second later.
     standin.inject(
         Injection::next(Fault::Status {
             status: 503,
             message: "Service Unavailable".into(),
         })
+        .after(7)
         .times(3)
         .on("/automation"),
     );
@@ -564,7 +572,7 @@ fn retries_the_plan_did_not_foresee_stay_within_the_daily_budget() {
     let config = TestConfig {
         env: "CAPACITY",
         connector: &format!(
-            "api_base = \"{}\"\ndaily_budget = 10\ntime_zone = \"UTC\"",
+            "api_base = \"{}\"\nrequests_per_10s = 10000\ndaily_budget = 10\ntime_zone = \"UTC\"",
             standin.url()
         ),
         hooks: &[&hook],
@@ -586,7 +594,7 @@ fn retries_the_plan_did_not_foresee_stay_within_the_daily_budget() {
     let enrolled = || common::enrollments(&standin.log());
     tick_at(&config, &data, &format_rfc3339_ms(NOW));
     assert_eq!(calls(), 10, "{:?}", standin.log());
-    assert_eq!(enrolled().len(), 7);
+    assert_eq!(enrolled().len(), 7, "{:?}", standin.log());
     // Later that day, in another process: the day's calls are counted from the disk.
     tick_at(&config, &data, &format_rfc3339_ms(NOW + 5 * MINUTE));
     assert_eq!(calls(), 10, "{:?}", standin.log());
