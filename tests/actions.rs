@@ -109,6 +109,16 @@ impl Setup {
     }
 }
 
+/// Wait until callbacks `cb-0` to `cb-{n - 1}` are completed.
+fn all_completed(standin: &StandIn, server: &Server, n: usize) {
+    eventually(Duration::from_secs(30), || {
+        (0..n)
+            .all(|i| standin.completion(&format!("cb-{i}")).is_some())
+            .then_some(())
+    })
+    .unwrap_or_else(|| panic!("not all completed; logs:\n{}", server.logs()));
+}
+
 fn complete_calls(standin: &StandIn) -> Vec<u16> {
     standin
         .log()
@@ -170,12 +180,7 @@ fn executions_are_blocked_then_completed_in_batches_at_their_time() {
 
     // The IMMEDIATE ones fall due together: 100 + 100 + 50.
     set_clock(&clock, t0 + 60_000);
-    eventually(Duration::from_secs(30), || {
-        (0..250)
-            .all(|i| standin.completion(&format!("cb-{i}")).is_some())
-            .then_some(())
-    })
-    .unwrap_or_else(|| panic!("not all completed; logs:\n{}", server.logs()));
+    all_completed(&standin, &server, 250);
     assert_eq!(complete_calls(&standin), [204, 204, 204]);
     let fields = standin.completion("cb-7").unwrap();
     assert_eq!(fields["hs_execution_state"], "SUCCESS");
@@ -246,12 +251,7 @@ fn callbacks_are_completed_past_a_spent_daily_budget() {
     }
     // Past the budget, planning keeps each by its hold's end: all are due before it.
     set_clock(&clock, t0 + 86_400_000 - 30_000);
-    eventually(Duration::from_secs(30), || {
-        (0..3)
-            .all(|i| standin.completion(&format!("cb-{i}")).is_some())
-            .then_some(())
-    })
-    .unwrap_or_else(|| panic!("not all completed; logs:\n{}", server.logs()));
+    all_completed(&standin, &server, 3);
     assert_eq!(complete_calls(&standin), [204, 204, 204]);
 }
 

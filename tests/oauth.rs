@@ -9,7 +9,7 @@ use std::time::Duration;
 use common::{Hook, Server, TestConfig, contact_body, eventually, post_signed, runtime};
 use sendtime::datasets::outcomes::{self, Status};
 use sendtime::hubspot::auth::TOKEN_PATH;
-use sendtime::hubspot::standin::{Fault, Injection, OAuthApp, Options, StandIn};
+use sendtime::hubspot::standin::{Fault, Injection, LogEntry, OAuthApp, Options, StandIn};
 
 const SECRET: &str = "oauth-app-secret";
 
@@ -74,6 +74,20 @@ fn all_enrolled(server: &Server, data: &std::path::Path, n: usize) -> Vec<outcom
     .unwrap_or_else(|| panic!("not everyone enrolled; logs:\n{}", server.logs()))
 }
 
+/// Access tokens HubSpot handed out, by the stand-in's log.
+fn refreshes(log: &[LogEntry]) -> usize {
+    log.iter()
+        .filter(|e| e.path == TOKEN_PATH && e.status == Some(200))
+        .count()
+}
+
+/// What HubSpot refused: a token (401) or a refresh (400).
+fn refused(log: &[LogEntry]) -> Vec<&LogEntry> {
+    log.iter()
+        .filter(|e| matches!(e.status, Some(400 | 401)))
+        .collect()
+}
+
 #[test]
 fn a_run_of_several_token_lifetimes_enrolls_everyone_without_a_401() {
     let rt = runtime();
@@ -112,16 +126,10 @@ fn a_run_of_several_token_lifetimes_enrolls_everyone_without_a_401() {
         "a 401 reached an outcome: {rows:?}"
     );
     let log = standin.log();
-    let refreshes = log
-        .iter()
-        .filter(|e| e.path == TOKEN_PATH && e.status == Some(200))
-        .count();
+    let refreshes = refreshes(&log);
     assert!(refreshes >= 4, "{refreshes} refreshes in {log:?}");
     // Refreshed before expiry, with the rotated refresh token: the only 401 is the injected one.
-    let refused: Vec<_> = log
-        .iter()
-        .filter(|e| matches!(e.status, Some(401 | 400)))
-        .collect();
+    let refused = refused(&log);
     assert_eq!(refused.len(), 1, "{refused:?}");
     let logs = server.stop();
     assert!(!logs.contains("oauth-access-"), "a token was logged");
@@ -237,14 +245,8 @@ fn the_scheduled_import_and_the_dispatcher_follow_one_rotated_refresh_token() {
         .filter(|e| e.path.starts_with("/email/") && e.status == Some(200))
         .count();
     assert!(imports >= 3, "{imports} import pages in {log:?}");
-    let refreshes = log
-        .iter()
-        .filter(|e| e.path == TOKEN_PATH && e.status == Some(200))
-        .count();
+    let refreshes = refreshes(&log);
     assert!(refreshes >= 3, "{refreshes} refreshes in {log:?}");
-    let refused: Vec<_> = log
-        .iter()
-        .filter(|e| matches!(e.status, Some(400 | 401)))
-        .collect();
+    let refused = refused(&log);
     assert!(refused.is_empty(), "{refused:?}");
 }
