@@ -228,6 +228,7 @@ impl Inbox {
             metrics,
             append_errors: Throttle::default(),
             flush_errors: Throttle::default(),
+            unremoved: Vec::new(),
         };
         let thread = std::thread::Builder::new()
             .name("inbox-writer".into())
@@ -282,6 +283,9 @@ struct Writer {
     /// A full disk fails every commit and flush: logged once a minute, not each time.
     append_errors: Throttle,
     flush_errors: Throttle,
+    /// Flushed segments whose removal failed: tried again at each flush, since archiving
+    /// waits while one is left.
+    unremoved: Vec<PathBuf>,
 }
 
 impl Writer {
@@ -307,6 +311,9 @@ impl Writer {
                 && (self.unflushed.len() >= FLUSH_ROWS || last_flush.elapsed() >= FLUSH_INTERVAL)
             {
                 self.flush();
+                last_flush = Instant::now();
+            } else if !self.unremoved.is_empty() && last_flush.elapsed() >= FLUSH_INTERVAL {
+                self.remove_flushed();
                 last_flush = Instant::now();
             }
         }
@@ -418,16 +425,37 @@ impl Writer {
             }
         }
         let old = std::mem::replace(&mut self.segment, next);
-        // Durably gone before the compactor may merge (and remove) its part, or a power loss
-        // could bring the segment back without it.
-        if let Err(e) = std::fs::remove_file(&old.path).and_then(|()| sync_dir(&self.wal_dir)) {
-            tracing::warn!(
-                "cannot remove flushed log segment {}: {e}",
-                old.path.display()
-            );
-        }
+        self.unremoved.push(old.path);
+        self.remove_flushed();
         tracing::debug!(rows = self.unflushed.len(), part = %old.id, "inbox flushed");
         self.unflushed.clear();
+    }
+
+    /// Remove flushed segments, durably: gone before the compactor may merge (and remove)
+    /// their parts, or a power loss could bring a segment back without its part.
+    fn remove_flushed(&mut self) {
+        let Writer {
+            unremoved,
+            wal_dir,
+            flush_errors,
+            ..
+        } = self;
+        unremoved.retain(|path| {
+            let removed = match std::fs::remove_file(path) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+                _ => sync_dir(wal_dir),
+            };
+            if let Err(e) = &removed
+                && let Some(suppressed) = flush_errors.due()
+            {
+                tracing::warn!(
+                    suppressed,
+                    "cannot remove flushed log segment {} (will retry; archiving waits): {e}",
+                    path.display()
+                );
+            }
+            removed.is_err()
+        });
     }
 }
 

@@ -13,6 +13,7 @@
 mod capacity;
 pub mod connector;
 pub mod ids;
+mod in_flight;
 mod planning;
 pub mod profiles;
 pub mod send;
@@ -26,7 +27,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use tokio::sync::{Semaphore, watch};
-use tokio::task::JoinSet;
 
 use crate::capacity::Spent;
 use crate::clock::Clock;
@@ -41,6 +41,7 @@ use crate::time::{MINUTE_MS, format_rfc3339_ms};
 use connector::Link;
 pub use connector::TIMEOUT_ENV;
 use ids::{IdSet, ReceiptId};
+use in_flight::InFlight;
 use profiles::ProfileCache;
 use send::{Ctx, Next, Pending};
 
@@ -756,7 +757,7 @@ impl Dispatcher {
             day_left: crate::capacity::DayLeft::new(config, &self.spent, now),
         });
         let slots = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
-        let mut set: JoinSet<Vec<(Pending, Next)>> = JoinSet::new();
+        let mut flight = InFlight::default();
         let mut jobs = list_jobs.into_iter();
         loop {
             if *stop.borrow() {
@@ -765,7 +766,11 @@ impl Dispatcher {
             let Some(job) = jobs.next() else { break };
             let permit = slots.clone().acquire_owned().await.expect("never closed");
             let ctx = ctx.clone();
-            set.spawn(async move {
+            let (carried, workflow) = match &job {
+                Job::Enroll(_, wf, item) => (vec![item.clone()], Some(*wf)),
+                Job::List(_, _, items) | Job::Complete(_, items) => (items.clone(), None),
+            };
+            flight.spawn(carried, workflow, async move {
                 let out = match job {
                     Job::Enroll(link, wf, item) => vec![send::enroll(ctx, link, wf, item).await],
                     Job::List(link, list, items) => send::list_add(ctx, link, list, items).await,
@@ -774,7 +779,7 @@ impl Dispatcher {
                 drop(permit);
                 out
             });
-            while let Some(done) = set.try_join_next() {
+            while let Some(done) = flight.try_next(self.clock.now_ms()) {
                 self.settle(done, report);
             }
         }
@@ -789,7 +794,8 @@ impl Dispatcher {
                 self.enqueue(item);
             }
         }
-        while let Some(done) = set.join_next().await {
+        let clock = self.clock.clone();
+        while let Some(done) = flight.next(|| clock.now_ms()).await {
             self.settle(done, report);
         }
         for (connector, at) in ctx.calls.lock().expect("not poisoned").drain(..) {
@@ -798,19 +804,7 @@ impl Dispatcher {
         self.spent.forget_before(now);
     }
 
-    fn settle(
-        &mut self,
-        done: Result<Vec<(Pending, Next)>, tokio::task::JoinError>,
-        report: &mut TickReport,
-    ) {
-        let results = match done {
-            Ok(r) => r,
-            Err(e) => {
-                // A panicked task's receipts are still in plan/ and come back on restart.
-                tracing::error!("a dispatch task failed: {e}");
-                return;
-            }
-        };
+    fn settle(&mut self, results: Vec<(Pending, Next)>, report: &mut TickReport) {
         for (mut item, next) in results {
             match next {
                 Next::Done(status) => self.finish(&item, status, report),

@@ -1,0 +1,138 @@
+//! A tick's call tasks and the contacts each carries. A task that panics gives its contacts
+//! back in doubt, as a restart would find them from their rows, instead of leaving them unsent
+//! until one.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::num::NonZeroU64;
+
+use tokio::task::{Id, JoinError, JoinSet};
+
+use super::send::{Next, Pending};
+use crate::hubspot::policy::Backoff;
+
+type Settled = Vec<(Pending, Next)>;
+
+#[derive(Default)]
+pub struct InFlight {
+    tasks: JoinSet<Settled>,
+    /// Copies of what each task carries, as it was handed over.
+    carried: HashMap<Id, Vec<Pending>>,
+}
+
+impl InFlight {
+    /// Run `task` for `items`. `workflow`: the one an enrollment task enrolls into, which
+    /// the check before sending again must look for.
+    pub fn spawn<F>(&mut self, items: Vec<Pending>, workflow: Option<u64>, task: F)
+    where
+        F: Future<Output = Settled> + Send + 'static,
+    {
+        let id = self.tasks.spawn(task).id();
+        let carried = items
+            .into_iter()
+            .map(|mut item| {
+                item.doubt_workflow = item.doubt_workflow.or(workflow.and_then(NonZeroU64::new));
+                item
+            })
+            .collect();
+        self.carried.insert(id, carried);
+    }
+
+    /// A task that has ended, if any; `now` for a panicked task's retry.
+    pub fn try_next(&mut self, now: i64) -> Option<Settled> {
+        let done = self.tasks.try_join_next_with_id()?;
+        Some(self.settled(done, now))
+    }
+
+    /// The next task to end, waiting for it; `None` when none is left. `now` gives the time
+    /// when it ends.
+    pub async fn next(&mut self, now: impl Fn() -> i64) -> Option<Settled> {
+        let done = self.tasks.join_next_with_id().await?;
+        Some(self.settled(done, now()))
+    }
+
+    fn settled(&mut self, done: Result<(Id, Settled), JoinError>, now: i64) -> Settled {
+        let e = match done {
+            Ok((id, out)) => {
+                self.carried.remove(&id);
+                return out;
+            }
+            Err(e) => e,
+        };
+        let items = self.carried.remove(&e.id()).unwrap_or_default();
+        tracing::error!(
+            contacts = items.len(),
+            "a dispatch task failed ({e}); its contacts are checked at HubSpot and tried again"
+        );
+        items
+            .into_iter()
+            .map(|mut item| {
+                // Its call may have gone out: checked before it is sent again. Counted as a
+                // transient failure, so a task that keeps failing is tried less and less often.
+                item.in_doubt = true;
+                item.failures = item.failures.saturating_add(1);
+                let wait = Backoff::DISPATCH.wait(u32::from(item.failures));
+                (item, Next::Again(now + wait.as_millis() as i64))
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dispatch::ids::ReceiptId;
+    use std::sync::Arc;
+
+    fn pending(n: i64) -> Pending {
+        Pending {
+            receipt_id: ReceiptId::new(&format!("r{n}")),
+            webhook_id: Arc::from("w"),
+            contact_id: Some(n),
+            email: Some("a@example.com".into()),
+            callback_id: None,
+            due_at_ms: 0,
+            attempts: 0,
+            failures: 0,
+            in_doubt: false,
+            doubt_workflow: None,
+            ready_at_ms: 0,
+            holdout: false,
+            zone: None,
+            webhook_type: crate::config::WebhookType::Immediate,
+            received_at_ms: 0,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_panicked_task_gives_its_contacts_back_in_doubt() {
+        let mut flight = InFlight::default();
+        let ok = pending(1);
+        flight.spawn(vec![ok.clone()], Some(7), async move {
+            vec![(ok, Next::Done(crate::datasets::outcomes::Status::Enrolled))]
+        });
+        flight.spawn(vec![pending(2)], Some(7), async { panic!("a bug") });
+        flight.spawn(vec![pending(3), pending(4)], None, async {
+            panic!("another")
+        });
+        let mut out = Vec::new();
+        while let Some(done) = flight.next(|| 1_000).await {
+            out.extend(done);
+        }
+        out.sort_by_key(|(i, _)| i.contact_id);
+        let ids: Vec<_> = out.iter().map(|(i, _)| i.contact_id.unwrap()).collect();
+        assert_eq!(ids, [1, 2, 3, 4], "every contact comes back once");
+        assert!(!out[0].0.in_doubt);
+        for (item, next) in &out[1..] {
+            assert!(item.in_doubt, "{item:?}");
+            assert_eq!(item.failures, 1);
+            let Next::Again(at) = next else {
+                panic!("{next:?}")
+            };
+            assert!((1_500..=2_500).contains(at), "{at}");
+        }
+        assert_eq!(out[1].0.doubt_workflow, NonZeroU64::new(7));
+        assert_eq!(out[2].0.doubt_workflow, None);
+        assert!(flight.carried.is_empty(), "nothing kept of ended tasks");
+    }
+}
