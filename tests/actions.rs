@@ -182,6 +182,18 @@ fn executions_are_blocked_then_completed_in_batches_at_their_time() {
     set_clock(&clock, t0 + 60_000);
     all_completed(&standin, &server, 250);
     assert_eq!(complete_calls(&standin), [204, 204, 204]);
+    // A retry HubSpot sends after the release (once its outcome is recorded): a hold now
+    // would never be released.
+    let success = serde_json::json!({"outputFields": {"hs_execution_state": "SUCCESS"}});
+    eventually(Duration::from_secs(10), || {
+        (execute(&server, "cb-1", 1001, "IMMEDIATE") == (200, success.clone())).then_some(())
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "a released execution's retry is held; logs:\n{}",
+            server.logs()
+        )
+    });
     let fields = standin.completion("cb-7").unwrap();
     assert_eq!(fields["hs_execution_state"], "SUCCESS");
     assert!(
@@ -204,6 +216,8 @@ fn executions_are_blocked_then_completed_in_batches_at_their_time() {
         .unwrap_or_else(|| panic!("cb-day not completed; logs:\n{}", server.logs()));
     server.stop();
 
+    let received = sendtime::datasets::inbox::recover(&data).unwrap();
+    assert_eq!(received.len(), 251, "the retries stored nothing");
     let rows = outcomes::read(&outcomes::dataset(&data).unwrap()).unwrap();
     let completed: Vec<_> = rows
         .iter()

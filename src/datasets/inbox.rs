@@ -20,7 +20,7 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
-use super::pending::{Body, Contact, PendingSet};
+use super::pending::{Body, Contact, PendingSet, Repeat};
 use super::{datetime_ms, stored_enum};
 use crate::config::WebhookType;
 use crate::metrics::Metrics;
@@ -123,6 +123,8 @@ pub enum Stored {
     New(String),
     /// The contact already waits on this webhook; the earlier receipt id.
     Duplicate(String),
+    /// A replay of a body stored within the replay window as this receipt, since finished.
+    Finished(String),
 }
 
 #[derive(Debug, Clone, thiserror::Error)]
@@ -343,7 +345,12 @@ impl Writer {
         let mut replies = Vec::with_capacity(batch.len());
         for Request { receipt, reply } in batch {
             match self.pending.insert(receipt.contact(), &receipt.receipt_id) {
-                Err(existing) => replies.push((reply, Stored::Duplicate(existing))),
+                Err(Repeat::Waiting(existing)) => {
+                    replies.push((reply, Stored::Duplicate(existing)))
+                }
+                Err(Repeat::Finished(existing)) => {
+                    replies.push((reply, Stored::Finished(existing)))
+                }
                 Ok(()) => {
                     replies.push((reply, Stored::New(receipt.receipt_id.clone())));
                     new.push(receipt);
@@ -377,7 +384,11 @@ impl Writer {
             // duplicate of one in this failed batch is not.
             let failed: HashSet<&str> = new.iter().map(|r| r.receipt_id.as_str()).collect();
             for (reply, stored) in replies {
-                let ok = matches!(&stored, Stored::Duplicate(id) if !failed.contains(id.as_str()));
+                let ok = match &stored {
+                    Stored::Duplicate(id) => !failed.contains(id.as_str()),
+                    Stored::Finished(_) => true,
+                    Stored::New(_) => false,
+                };
                 let _ = reply.send(if ok { Ok(stored) } else { Err(StoreError::Io) });
             }
             // Move what the log holds into Parquet and start a clean segment, if the disk lets us.

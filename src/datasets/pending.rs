@@ -31,12 +31,21 @@ pub struct PendingSet {
 #[derive(Default)]
 struct State {
     pending: HashMap<Key, String>,
-    /// (webhook id, body's hash) → the receipt that body was stored as.
-    recent: HashMap<(String, String), String>,
+    /// (webhook id, body's hash) → the receipt that body was stored as, and when.
+    recent: HashMap<(String, String), (String, i64)>,
     /// When each of `recent` was received, and as which receipt, oldest first (about: start-up
     /// adds them in part order), to forget them after the window: an entry withdrawn and
     /// stored again by a later receipt is that receipt's, and expires with it.
     expiry: VecDeque<(i64, (String, String), String)>,
+}
+
+/// The receipt a post repeats.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Repeat {
+    /// Its contact still waits on that receipt.
+    Waiting(String),
+    /// Its body was stored within the window as that receipt, since finished.
+    Finished(String),
 }
 
 /// A post's body, for replays: its hash (hex) and when it was received.
@@ -84,19 +93,22 @@ impl PendingSet {
     }
 
     /// Record `receipt_id` as pending for `contact`, unless one is already, or its body was
-    /// posted to the same webhook within [`REPLAY_WINDOW_MS`]: then the earlier receipt's id.
-    pub fn insert(&self, contact: Contact<'_>, receipt_id: &str) -> Result<(), String> {
+    /// posted to the same webhook within [`REPLAY_WINDOW_MS`]: then the earlier receipt.
+    pub fn insert(&self, contact: Contact<'_>, receipt_id: &str) -> Result<(), Repeat> {
         let k = contact.key();
         let mut state = self.inner.lock().unwrap();
         if let Some(existing) = state.pending.get(&k) {
-            return Err(existing.clone());
+            return Err(Repeat::Waiting(existing.clone()));
         }
         if let Some(body) = contact.body
-            && let Some(existing) = state
+            && let Some((existing, at)) = state
                 .recent
                 .get(&(contact.webhook_id.to_string(), body.hash.to_string()))
+            && *at >= body.received_at_ms - REPLAY_WINDOW_MS
         {
-            return Err(existing.clone());
+            // The same body is the same contact: were that receipt waiting, it would be
+            // found above.
+            return Err(Repeat::Finished(existing.clone()));
         }
         state.pending.insert(k, receipt_id.to_string());
         state.remember(contact, receipt_id);
@@ -128,7 +140,11 @@ impl PendingSet {
         if let Some(body) = contact.body {
             let key = (contact.webhook_id.to_string(), body.hash.to_string());
             let mut state = self.inner.lock().unwrap();
-            if state.recent.get(&key).is_some_and(|id| id == receipt_id) {
+            if state
+                .recent
+                .get(&key)
+                .is_some_and(|(id, _)| id == receipt_id)
+            {
                 state.recent.remove(&key);
             }
         }
@@ -152,15 +168,18 @@ impl State {
         let horizon = body.received_at_ms - REPLAY_WINDOW_MS;
         while self.expiry.front().is_some_and(|(at, ..)| *at < horizon) {
             let (_, key, receipt) = self.expiry.pop_front().expect("checked");
-            if self.recent.get(&key) == Some(&receipt) {
+            if self.recent.get(&key).is_some_and(|(id, _)| *id == receipt) {
                 self.recent.remove(&key);
             }
         }
         let key = (contact.webhook_id.to_string(), body.hash.to_string());
-        if self.recent.contains_key(&key) {
+        // A body past the window is forgotten here even while the queue, in the order
+        // bodies came (start-up reads them part by part), has yet to reach it.
+        if self.recent.get(&key).is_some_and(|(_, at)| *at >= horizon) {
             return;
         }
-        self.recent.insert(key.clone(), receipt_id.to_string());
+        let entry = (receipt_id.to_string(), body.received_at_ms);
+        self.recent.insert(key.clone(), entry);
         self.expiry
             .push_back((body.received_at_ms, key, receipt_id.to_string()));
     }
@@ -169,6 +188,7 @@ impl State {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use Repeat::{Finished, Waiting};
 
     #[test]
     fn a_contact_is_pending_once_per_webhook_until_its_receipt_is_released() {
@@ -185,11 +205,11 @@ mod tests {
             email: Some("ada@example.com"),
             ..ada("a")
         };
-        assert_eq!(set.insert(same, "r2"), Err("r1".into()));
+        assert_eq!(set.insert(same, "r2"), Err(Waiting("r1".into())));
         assert_eq!(set.insert(ada("b"), "r3"), Ok(()), "another webhook");
         // Releasing another receipt of the contact leaves the pending one.
         set.release(ada("a"), "r2");
-        assert_eq!(set.insert(ada("a"), "r4"), Err("r1".into()));
+        assert_eq!(set.insert(ada("a"), "r4"), Err(Waiting("r1".into())));
         set.release(ada("a"), "r1");
         assert_eq!(set.insert(ada("a"), "r4"), Ok(()));
         assert_eq!(set.len(), 2);
@@ -204,7 +224,7 @@ mod tests {
         assert_eq!(set.insert(by_id(Some("x@example.com")), "r5"), Ok(()));
         assert_eq!(
             set.insert(by_id(Some("y@example.com")), "r6"),
-            Err("r5".into())
+            Err(Waiting("r5".into()))
         );
         // An action's executions are told apart by callback: the same contact may wait in
         // two workflows at once.
@@ -214,7 +234,10 @@ mod tests {
         };
         assert_eq!(set.insert(execution("cb-1"), "r7"), Ok(()));
         assert_eq!(set.insert(execution("cb-2"), "r8"), Ok(()));
-        assert_eq!(set.insert(execution("cb-1"), "r9"), Err("r7".into()));
+        assert_eq!(
+            set.insert(execution("cb-1"), "r9"),
+            Err(Waiting("r7".into()))
+        );
     }
 
     /// A body whose first receipt could not be stored, stored again by HubSpot's retry an
@@ -242,7 +265,41 @@ mod tests {
         assert_eq!(set.insert(post("bob@x.com", "b2", later), "r3"), Ok(()));
         assert_eq!(
             set.insert(post("ada@x.com", "b1", later), "r4"),
-            Err("r2".into())
+            Err(Finished("r2".into()))
         );
+    }
+
+    /// A workflow that posts the same body every week: the second week's post is a new
+    /// receipt, though no other post came between to move the window on.
+    #[test]
+    fn a_body_posted_again_after_the_window_is_a_new_receipt() {
+        let set = PendingSet::new(Metrics::new());
+        let post = |received_at_ms| Contact {
+            webhook_id: "a",
+            contact_id: Some(7),
+            email: None,
+            callback_id: None,
+            body: Some(Body {
+                hash: "same",
+                received_at_ms,
+            }),
+        };
+        assert_eq!(set.insert(post(0), "r1"), Ok(()));
+        set.release(post(0), "r1");
+        assert_eq!(
+            set.insert(post(DAY_MS), "r2"),
+            Err(Finished("r1".into())),
+            "a replay"
+        );
+        let week = 7 * DAY_MS;
+        assert_eq!(set.insert(post(week), "r3"), Ok(()));
+        set.release(post(week), "r3");
+        // Remembered at start-up out of order: an older body read after a newer one.
+        set.remember(post(week - 6 * DAY_MS), "r0");
+        assert_eq!(
+            set.insert(post(week + DAY_MS), "r4"),
+            Err(Finished("r3".into()))
+        );
+        assert_eq!(set.insert(post(3 * week), "r5"), Ok(()));
     }
 }

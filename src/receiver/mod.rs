@@ -86,7 +86,7 @@ async fn receive(
         Ok(stored) => {
             let (status, id) = match stored {
                 Stored::New(id) => ("accepted", id),
-                Stored::Duplicate(id) => ("duplicate", id),
+                Stored::Duplicate(id) | Stored::Finished(id) => ("duplicate", id),
             };
             let body = json!({"status": status, "receipt_id": id});
             (StatusCode::OK, axum::Json(body)).into_response()
@@ -110,11 +110,16 @@ async fn receive_action(
         accept_execution(&state, post).await
     };
     match accepted.await {
-        Ok((kind, window)) => {
+        Ok(Some((kind, window))) => {
             let body = json!({"outputFields": {
                 "hs_execution_state": "BLOCK",
                 "hs_expiration_duration": execution::expiration(kind, window),
             }});
+            (StatusCode::OK, axum::Json(body)).into_response()
+        }
+        // A retry of an execution already released: a hold would never be released again.
+        Ok(None) => {
+            let body = json!({"outputFields": {"hs_execution_state": "SUCCESS"}});
             (StatusCode::OK, axum::Json(body)).into_response()
         }
         Err(refusal) => refused(&state, Route::Action, &action_id, refusal),
@@ -403,7 +408,7 @@ async fn store(state: &AppState, receipt: Receipt) -> Result<Stored, Refusal> {
             state.metrics.accepted.inc();
             Post::Accepted
         }
-        Stored::Duplicate(_) => {
+        Stored::Duplicate(_) | Stored::Finished(_) => {
             state.metrics.duplicates.inc();
             Post::Duplicate
         }
@@ -488,11 +493,11 @@ async fn accept_contact(state: &AppState, post: Authenticated) -> Result<Stored,
 
 /// An action's execution: stored with its callback; the delivery type it was planned with,
 /// and the action's window. A repeat of a callback already waiting (HubSpot retries) stores
-/// nothing and gets the same answer.
+/// nothing and gets the same answer; a repeat of one already released, `None`.
 async fn accept_execution(
     state: &AppState,
     post: Authenticated,
-) -> Result<(WebhookType, Option<i64>), Refusal> {
+) -> Result<Option<(WebhookType, Option<i64>)>, Refusal> {
     let Authenticated {
         config,
         webhook,
@@ -520,7 +525,10 @@ async fn accept_execution(
         body_hash: Some(body.hash()),
         time_zone: execution.time_zone,
     };
-    store(state, receipt).await?;
+    let stored = store(state, receipt).await?;
     raise_floor(state, &connector, &webhook.id, signature, now_ms).await;
-    Ok((kind, webhook.window))
+    Ok(match stored {
+        Stored::Finished(_) => None,
+        Stored::New(_) | Stored::Duplicate(_) => Some((kind, webhook.window)),
+    })
 }
