@@ -1126,6 +1126,71 @@ fn a_failing_enrollments_check_backs_off_and_then_sends() {
     assert_eq!(checks(), 12, "one check per failure the dispatcher allows");
 }
 
+/// A contact in doubt while HubSpot fails every call (503 on checks and enrollments): after
+/// the checks' tries, one send (at-least-once), and when that fails too, the contact fails.
+/// An earlier version gave that send tries of its own, and each failed send put the contact
+/// back in doubt: twelve checks and an unchecked send every half hour, for as long as the
+/// outage lasted, and the contact never failed.
+#[test]
+fn a_contact_in_doubt_through_an_outage_is_sent_once_more_then_fails() {
+    use sendtime::hubspot::standin::{Fault, Injection};
+    let rt = runtime();
+    let standin = rt.block_on(StandIn::start(Options::default())).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let email = "hedy@example.com";
+    standin.add_contact(email, 8311);
+    standin.inject(
+        Injection::next(Fault::Status {
+            status: 503,
+            message: "Service Unavailable".into(),
+        })
+        .times(u64::MAX)
+        .on("/automation/v2/workflows/"),
+    );
+    let receipt = unanswered_call(&data, email, 8311, 105);
+    let config = write_config(
+        dir.path(),
+        &standin.url(),
+        "",
+        &[&Hook {
+            id: "fatigue",
+            kind: "IMMEDIATE",
+            target: "workflow_id = 105",
+        }],
+    );
+    let clock = dir.path().join("clock");
+    let mut now = now_ms();
+    set_clock(&clock, now);
+    let server = start(&config, &data, Some(&clock), &[]);
+    let calls = |method: &str| {
+        standin
+            .log()
+            .iter()
+            .filter(|e| e.method == method && e.path.contains("/enrollments/contacts/"))
+            .count()
+    };
+    // Time moves ten minutes a look: past any wait, so only the count of failures decides.
+    let failed = eventually(Duration::from_secs(120), || {
+        now += 10 * 60_000;
+        set_clock(&clock, now);
+        outcomes(&data)
+            .into_iter()
+            .find(|r| r.receipt_id == receipt && r.status == Status::Failed)
+    });
+    let (checks, sends) = (calls("GET"), calls("POST"));
+    let logs = server.stop();
+    assert!(
+        failed.is_some(),
+        "{checks} checks, {sends} sends; logs:\n{logs}"
+    );
+    assert_eq!(
+        (checks, sends),
+        (12, 1),
+        "the failures the dispatcher allows, in all"
+    );
+}
+
 /// `sendtime tick --now at` with `token` as the connector's token: (stdout, stderr). It is
 /// given no client secret: a tick receives nothing, so it needs none.
 /// A tick at `at` against a HubSpot whose every call fails (5xx): a failure worth retrying

@@ -445,11 +445,11 @@ pub async fn enroll(
                         Decision::Later(t) => return (item, Next::Again(t)),
                         // HubSpot will not answer the check (e.g. no such record id): what is
                         // left is the at-least-once contract, so send.
+                        // Its failures stay counted: a send that fails would put the
+                        // contact back in doubt, and checks and sends would go on for ever.
                         Decision::GiveUp => {
                             tracing::warn!(receipt = %item.receipt_id, "cannot check whether an earlier call reached HubSpot ({e}); sending again (at-least-once)");
                             item.in_doubt = false;
-                            // The checks' failures are not the send's: it gets its own tries.
-                            item.failures = 0;
                             continue;
                         }
                     }
