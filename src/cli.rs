@@ -419,16 +419,20 @@ pub struct StandinArgs {
 /// Entry point for the binary.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    if !matches!(
+    let runs = matches!(
         cli.command,
         Command::Serve { .. }
             | Command::Demo { .. }
             | Command::Tick { .. }
             | Command::Import { .. }
             | Command::HubspotStandin(_)
-    ) {
+    );
+    if !runs {
         quiet_on_closed_stdout();
     }
+    // Commands that only read still say what they find wrong (a damaged part moved to
+    // quarantine, stored profiles rebuilt), on stderr beside their answer.
+    init_logging(if runs { "info" } else { "warn" });
     let overrides = Overrides {
         data_dir: cli.data_dir.clone(),
         ..Overrides::default()
@@ -442,7 +446,6 @@ pub fn main() -> ExitCode {
             admin_listen,
             clock_file,
         } => {
-            init_logging();
             let overrides = Overrides {
                 listen,
                 admin_listen,
@@ -457,17 +460,13 @@ pub fn main() -> ExitCode {
                 }
             }
         }
-        Command::Tick { now } => {
-            init_logging();
-            report(tick(&cli.config, &overrides, now.as_deref()))
-        }
+        Command::Tick { now } => report(tick(&cli.config, &overrides, now.as_deref())),
         Command::Import { source } => report(import(&cli.config, &overrides, source)),
         Command::Demo {
             speed,
             listen,
             admin_listen,
         } => {
-            init_logging();
             if cli.data_dir.is_some() || cli.config != Path::new(DEFAULT_CONFIG) {
                 tracing::error!(
                     "demo makes its own config and data in a temporary folder, removed when it stops: drop --config and --data (`sendtime serve` runs on yours)"
@@ -497,7 +496,6 @@ pub fn main() -> ExitCode {
             report(pause(&cli.config, &overrides, Some(id), connector, false))
         }
         Command::HubspotStandin(args) => {
-            init_logging();
             let options = crate::hubspot::standin::Options {
                 token: args.token,
                 limit_per_10s: args.limit_per_10s,
@@ -836,7 +834,6 @@ fn import(
     overrides: &Overrides,
     source: ImportSource,
 ) -> anyhow::Result<()> {
-    init_logging();
     let config = load_config(path, overrides)?;
     let csv = matches!(source, ImportSource::Csv(_));
     match source {
@@ -920,9 +917,10 @@ fn megabytes_to_bytes(mb: f64) -> usize {
     (mb * crate::import::stored::MB as f64) as usize
 }
 
-fn init_logging() {
+/// Log to stderr from `default_level`, unless `RUST_LOG` says otherwise.
+fn init_logging(default_level: &str) {
     let mut filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
     // The config watcher's file events, unless asked for by name: at trace, a log file beside
     // the config would log its own writes, without end.
     if !std::env::var("RUST_LOG").is_ok_and(|v| v.contains("notify")) {

@@ -481,6 +481,33 @@ fn backtest_reads_a_kind_column_and_learns_from_opens_and_clicks_only() {
     assert_eq!(report["training_events"], 24, "{report}");
 }
 
+/// A read-only command that finds a damaged part moves it aside, as any reader does, and says
+/// so: an earlier version had no logger outside `serve`, `tick` and `import`, so the part
+/// went to quarantine without a word.
+#[test]
+fn a_reading_command_says_when_it_quarantines_a_damaged_part() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let name = "part-01JDAMAGED0000000000000000.parquet";
+    for (args, dataset) in [
+        (&["explain", "x@example.com"][..], "plan"),
+        (&["report", "lift"][..], "outcomes"),
+    ] {
+        std::fs::create_dir_all(data.join(dataset)).unwrap();
+        let part = data.join(dataset).join(name);
+        std::fs::write(&part, b"not parquet").unwrap();
+        let out = sendtime(&data, args);
+        let (_, err) = text(&out);
+        assert!(out.status.success(), "{args:?}: {err}");
+        assert!(!part.exists(), "{args:?} left the damaged part");
+        assert!(data.join("quarantine").join(dataset).join(name).exists());
+        assert!(
+            err.contains(name) && err.contains("quarantine"),
+            "{args:?}: {err}"
+        );
+    }
+}
+
 #[test]
 fn a_mistyped_data_directory_is_refused_not_created() {
     let dir = tempfile::tempdir().unwrap();
