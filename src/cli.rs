@@ -18,10 +18,11 @@ use crate::time::parse_flag;
     version,
     about = "Send-time optimizer for HubSpot workflows",
     long_about = "Send-time optimizer for HubSpot workflows.\n\n\
-        A HubSpot workflow's \"Send a webhook\" step posts a contact to sendtime; sendtime stores it, \
-        works out from the contact's past email engagement when it is most likely to read email, and \
-        at that moment enrolls it back into a HubSpot workflow (or adds it to a list). Everything is \
-        declared in one file, webhooks.toml."
+        A HubSpot workflow hands sendtime a contact, through sendtime's custom workflow action or a \
+        \"Send a webhook\" step; sendtime stores it, works out from the contact's past email \
+        engagement when it is most likely to read email, and at that moment releases it from the \
+        action, enrolls it into a HubSpot workflow, or adds it to a list. Everything is declared in \
+        one file, webhooks.toml."
 )]
 pub struct Cli {
     /// The config file. Relative paths inside it resolve against its folder.
@@ -63,7 +64,8 @@ pub enum Command {
         #[arg(long)]
         online: bool,
     },
-    /// Run the server: receive webhooks and, every tick, enroll the contacts that are due.
+    /// Run the server: receive webhooks and action executions and, every tick, release, enroll
+    /// or list the contacts that are due.
     ///
     /// Reloads the config when its file changes or on SIGHUP (an invalid new config is logged
     /// and the running one stays in force). Stops cleanly on SIGINT or SIGTERM. Log level
@@ -739,7 +741,14 @@ fn action_definition(config: &Config, id: Option<&str>) -> anyhow::Result<()> {
             "{} declares no [[action]]; add one (see the README, \"Wiring the workflow action\")",
             config.path.display()
         ),
-        (None, _) => anyhow::bail!("{} has several actions: name one", config.path.display()),
+        (None, many) => anyhow::bail!(
+            "{} has several actions: name one of {}",
+            config.path.display(),
+            many.iter()
+                .map(|a| a.id.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
     };
     let connector = config
         .connector(&action.connector)

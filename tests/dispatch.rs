@@ -1191,6 +1191,42 @@ fn a_contact_in_doubt_through_an_outage_is_sent_once_more_then_fails() {
     );
 }
 
+/// A request timeout that is not whole milliseconds above 0 stops `tick` with what to write;
+/// an earlier version used the default 30 s instead, unseen.
+#[test]
+fn a_malformed_request_timeout_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    let config = write_config(dir.path(), "http://127.0.0.1:9", "", &[&HOOKS[3]]);
+    let tick = |timeout: &str| {
+        common::run(
+            &config,
+            &data,
+            &["tick"],
+            &[
+                ("DISPATCH_TOKEN", TOKEN),
+                ("SENDTIME_HUBSPOT_TIMEOUT_MS", timeout),
+            ],
+        )
+    };
+    for bad in ["30s", "0", "-5", ""] {
+        let out = tick(bad);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{bad:?}: {err}");
+        assert!(
+            err.contains("SENDTIME_HUBSPOT_TIMEOUT_MS"),
+            "{bad:?}: {err}"
+        );
+    }
+    let out = tick("600");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// `sendtime tick --now at` with `token` as the connector's token: (stdout, stderr). It is
 /// given no client secret: a tick receives nothing, so it needs none.
 /// A tick at `at` against a HubSpot whose every call fails (5xx): a failure worth retrying

@@ -71,7 +71,7 @@ pub(super) struct Draft {
     pub scheduler: Option<Scheduler>,
     pub import: Option<ImportSchedule>,
     pub model: Option<ModelConfig>,
-    /// `[[connector]]` is present at all (even if not an array of tables).
+    /// `[[connector]]` is present (even if not an array of tables), and not an empty array.
     pub connector_key: bool,
     /// Connector ids as declared, valid connector or not: a webhook naming a connector that
     /// has its own errors gets no second, misleading "unknown connector".
@@ -176,7 +176,10 @@ fn read_document(ctx: &mut Ctx, path: &Path, doc: &DeTable) -> Draft {
             .into_iter()
             .map(|(t, at, n)| read_action(ctx, t, at, n)),
     );
-    let connector_key = top.has("connector");
+    // `connector = []` reads without an error of its own: none is declared.
+    let connector_key = top
+        .get("connector")
+        .is_some_and(|v| !matches!(v.get_ref(), DeValue::Array(a) if a.is_empty()));
     top.finish(ctx);
     Draft {
         version,

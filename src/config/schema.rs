@@ -127,7 +127,7 @@ pub fn schema() -> Value {
             (
                 "admin_token_env",
                 env_name(
-                    "The environment variable holding the admin surface's bearer token; set it when admin_listen is not loopback (validate warns).",
+                    "The environment variable holding the admin surface's bearer token; required when admin_listen is not loopback (validate refuses the config without it).",
                 ),
             ),
             (

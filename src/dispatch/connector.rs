@@ -21,6 +21,20 @@ use crate::time::format_minute;
 /// Environment variable: HubSpot request timeout in milliseconds (default 30 s).
 pub const TIMEOUT_ENV: &str = "SENDTIME_HUBSPOT_TIMEOUT_MS";
 
+/// The request timeout [`TIMEOUT_ENV`] sets; a value that is not a positive whole number of
+/// milliseconds is refused, not replaced by the default unseen.
+pub fn request_timeout() -> anyhow::Result<Duration> {
+    let Ok(v) = std::env::var(TIMEOUT_ENV) else {
+        return Ok(DEFAULT_TIMEOUT);
+    };
+    match v.trim().parse::<u64>() {
+        Ok(ms) if ms > 0 => Ok(Duration::from_millis(ms)),
+        _ => anyhow::bail!(
+            "{TIMEOUT_ENV}={v:?} is not a timeout: give whole milliseconds above 0 (e.g. 30000), or unset it for the default 30 s"
+        ),
+    }
+}
+
 /// Why a connector sends nothing for now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PauseReason {
@@ -210,11 +224,7 @@ impl Dispatcher {
         {
             return Ok(link.clone());
         }
-        let timeout = std::env::var(TIMEOUT_ENV)
-            .ok()
-            .and_then(|v| v.parse::<u64>().ok())
-            .map_or(DEFAULT_TIMEOUT, Duration::from_millis);
-        let client = Client::for_connector(connector, timeout)?;
+        let client = Client::for_connector(connector, self.request_timeout)?;
         let link = Arc::new(Link::new(connector.id.clone(), client));
         // New settings do not lift HubSpot's daily limit: keep a pause it imposed, in this
         // process or (`sendtime tick` runs once a minute) an earlier one. A refused-token

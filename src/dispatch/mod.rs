@@ -124,6 +124,8 @@ pub struct Dispatcher {
     /// Receipts not finished, shared with the receiver: finishing one releases it.
     pending: PendingSet,
     links: HashMap<String, (String, Arc<Link>)>,
+    /// Each HubSpot request's ([`connector::TIMEOUT_ENV`]).
+    request_timeout: Duration,
     /// The connectors' planned sends, for the config they were built for; `None` to book the
     /// queue again (a new config, or receipts back in the queue at another time).
     capacity: Option<capacity::Capacities>,
@@ -145,6 +147,7 @@ impl Dispatcher {
     /// dispatch lock first: two dispatchers on one folder would send twice, and the inbox of
     /// a running server is its own.
     pub fn open(data_dir: &Path, metrics: Metrics, clock: Clock) -> anyhow::Result<Dispatcher> {
+        let request_timeout = connector::request_timeout()?;
         let lock = lock_file(&data_dir.join("dispatch.lock"))?;
         lock.try_lock().map_err(|_| {
             anyhow::anyhow!(
@@ -369,6 +372,7 @@ impl Dispatcher {
             metrics,
             pending,
             links: HashMap::new(),
+            request_timeout,
             capacity: None,
             spent,
             pauses: Default::default(),
