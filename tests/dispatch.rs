@@ -1191,6 +1191,64 @@ fn a_contact_in_doubt_through_an_outage_is_sent_once_more_then_fails() {
     );
 }
 
+/// A 429 whose `Retry-After` holds the connector for ten minutes: the calls waiting on the
+/// limiter are left to a later tick, as the one that got it is, so ticks go on and a stop is
+/// prompt. They slept the hold out: the tick, and a SIGTERM, waited the ten minutes.
+#[test]
+fn a_long_rate_limit_hold_ends_the_tick_and_never_delays_a_stop() {
+    use sendtime::hubspot::client::RatePolicy;
+    use sendtime::hubspot::standin::{Fault, Injection};
+    let rt = runtime();
+    let standin = rt.block_on(StandIn::start(Options::default())).unwrap();
+    standin.inject(
+        Injection::next(Fault::RateLimited {
+            policy: RatePolicy::TenSecondly,
+            retry_after: Some(Duration::from_secs(600)),
+        })
+        .on("/automation/v2/workflows/"),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    // Paced 1.25 s apart, so the others wait on the limiter when the first call's 429 comes.
+    let config = write_config(
+        dir.path(),
+        &standin.url(),
+        "requests_per_10s = 10",
+        &[&Hook {
+            id: "fatigue",
+            kind: "IMMEDIATE",
+            target: "workflow_id = 105",
+        }],
+    );
+    let server = start(&config, &data, None, &[]);
+    for i in 0..5u64 {
+        let email = format!("held{i}@example.com");
+        standin.add_contact(&email, 7100 + i);
+        post(&server, "fatigue", 7100 + i, &email);
+    }
+    eventually(Duration::from_secs(20), || {
+        standin
+            .log()
+            .iter()
+            .any(|e| e.status == Some(429))
+            .then_some(())
+    })
+    .unwrap_or_else(|| panic!("no 429; logs:\n{}", server.logs()));
+    let before = common::ticks(&server);
+    let went_on = eventually(Duration::from_secs(10), || {
+        (common::ticks(&server) >= before + 2).then_some(())
+    });
+    assert!(
+        went_on.is_some(),
+        "no tick ended after the 429's (at {before}); logs:\n{}",
+        server.logs()
+    );
+    let calls = standin.log().iter().filter(|e| e.method == "POST").count();
+    assert_eq!(calls, 1, "nothing went during the hold");
+    // `stop` fails unless it exits, cleanly, within 20 s.
+    server.stop();
+}
+
 /// A request timeout that is not whole milliseconds above 0 stops `tick` with what to write;
 /// an earlier version used the default 30 s instead, unseen.
 #[test]

@@ -202,6 +202,35 @@ fn every_table_has_the_same_keys_in_the_schema_and_the_reader() {
     }
 }
 
+/// The shipped `webhooks.toml` is the commented example of every key: each table's keys are
+/// in it, set or commented out, within that table.
+#[test]
+fn the_shipped_config_shows_every_key_of_every_table() {
+    let text = std::fs::read_to_string(repo().join("webhooks.toml")).unwrap();
+    // Each table's lines: from its header (the first of an array) to the next header.
+    let mut tables: BTreeMap<String, String> = BTreeMap::new();
+    let mut current = String::new();
+    for line in text.lines() {
+        let header = line.trim_start_matches('[').trim_end_matches(']');
+        if line.starts_with('[') && !header.contains(' ') {
+            current = header.to_string();
+        }
+        let body = tables.entry(current.clone()).or_default();
+        body.push_str(line.trim_start_matches("# "));
+        body.push('\n');
+    }
+    let mut missing = Vec::new();
+    for (table, key, _) in keys(&shipped_schema()) {
+        let shown = tables
+            .get(table)
+            .is_some_and(|body| body.lines().any(|l| l.starts_with(&format!("{key} = "))));
+        if !shown {
+            missing.push(format!("[{table}] {key}"));
+        }
+    }
+    assert!(missing.is_empty(), "not in webhooks.toml: {missing:?}");
+}
+
 /// A value of the key's schema that the schema accepts, for keys without a default.
 fn sample(key: &str, schema: &Value) -> String {
     if let Some(d) = schema.get("default") {

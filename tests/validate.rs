@@ -176,6 +176,26 @@ fn a_holdout_on_a_type_sent_at_receipt_is_a_warning() {
     );
 }
 
+/// HubSpot signs custom action requests v2: an action behind a connector that requires v3
+/// is a warning, since its executions may all be refused.
+#[test]
+fn an_action_behind_a_v3_only_connector_is_a_warning() {
+    let action = "[[action]]\nid = \"send-time\"\n\n[[webhook]]";
+    let stderr = warnings_of(&[
+        (
+            "access_token_env = \"HUBSPOT_ACCESS_TOKEN\"",
+            "access_token_env = \"HUBSPOT_ACCESS_TOKEN\"\nmin_signature_version = \"v3\"",
+        ),
+        ("[[webhook]]", action),
+    ]);
+    assert!(
+        stderr.contains(":16:1: warning: [[action]] #1 goes through connector `main`, whose `min_signature_version` is \"v3\""),
+        "{stderr}"
+    );
+    let stderr = warnings_of(&[("[[webhook]]", action)]);
+    assert!(!stderr.contains("min_signature_version"), "{stderr}");
+}
+
 /// A daily budget counted in UTC days straddles two of a US account's: a warning, until the
 /// account's zone is set.
 #[test]

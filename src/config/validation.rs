@@ -8,6 +8,7 @@ use std::net::SocketAddr;
 use super::read::{ConnectorDraft, Draft, WebhookDraft};
 use super::reader::Ctx;
 use super::{Connector, Credentials, EnvCheck, Target, Webhook};
+use crate::receiver::signature::{Floor, Version};
 
 /// Run every pass; the webhooks as configured when the draft holds everything a config needs
 /// (errors may still have been reported: the caller looks).
@@ -29,11 +30,15 @@ pub(super) fn check(ctx: &mut Ctx, draft: Draft, env: EnvCheck) -> Option<(Draft
             check_timing(ctx, w);
             let (id, at) = w.id.clone()?;
             let connector = connector?;
-            let inherited = draft
+            let drafted = draft
                 .connectors
                 .iter()
                 .find(|c| c.connector.id == connector)
-                .and_then(|c| c.connector.quiet_hours);
+                .map(|c| &c.connector);
+            if let Some(c) = drafted {
+                check_action_signature(ctx, w, c);
+            }
+            let inherited = drafted.and_then(|c| c.quiet_hours);
             Some((
                 Webhook {
                     id,
@@ -75,6 +80,20 @@ pub(super) fn check(ctx: &mut Ctx, draft: Draft, env: EnvCheck) -> Option<(Draft
         && draft.import.is_some()
         && draft.model.is_some();
     complete.then(|| (draft, webhooks.into_iter().map(|(w, _)| w).collect()))
+}
+
+/// HubSpot signs a custom action's requests v2 (its custom action guide): a connector that
+/// requires v3 may refuse every execution.
+fn check_action_signature(ctx: &mut Ctx, w: &WebhookDraft, c: &Connector) {
+    if w.action && c.min_signature_version == Floor::At(Version::V3) {
+        ctx.warning(
+            w.at,
+            format!(
+                "{} goes through connector `{}`, whose `min_signature_version` is \"v3\"; HubSpot's custom action guide says its requests carry the v2 signature, so each execution may be refused (401): use \"auto\" or \"v2\"",
+                w.name_in_messages, c.id
+            ),
+        );
+    }
 }
 
 /// A webhook whose contacts go on the next tick has no window to shape (an action's

@@ -11,12 +11,18 @@ use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use tokio::sync::watch;
+use tokio::time::Instant;
+
 use super::Dispatcher;
 use crate::config::Connector;
 use crate::hubspot::client::{Admitted, DEFAULT_TIMEOUT};
 use crate::hubspot::{Client, policy};
 use crate::metrics::Metrics;
 use crate::time::format_minute;
+
+/// How often a call waiting on the limiter looks for a 429's hold past its tick's horizon.
+const HOLD_CHECK: Duration = Duration::from_secs(1);
 
 /// Environment variable: HubSpot request timeout in milliseconds (default 30 s).
 pub const TIMEOUT_ENV: &str = "SENDTIME_HUBSPOT_TIMEOUT_MS";
@@ -182,16 +188,18 @@ impl Link {
         }
     }
 
-    /// Wait for the limiter's permission for one call, unless the connector is paused (or
-    /// `stopping` says stop) before or after waiting: then until when (clock ms) the work
-    /// stays queued.
+    /// Wait for the limiter's permission for one call, unless the connector is paused before
+    /// or after waiting, `stop` turns true, or a 429 holds the limiter past `horizon`: then
+    /// until when (clock ms) the work stays queued. A long hold is left to a later tick, as a
+    /// retry's long wait is, so neither the tick nor a shutdown waits it out.
     pub async fn admit(
         &self,
         now: impl Fn() -> i64,
-        stopping: impl Fn() -> bool,
+        stop: &watch::Receiver<bool>,
+        horizon: Instant,
     ) -> Result<Admitted<'_>, i64> {
         let halt = || {
-            if stopping() {
+            if *stop.borrow() {
                 return Some(now());
             }
             self.paused_at(now())
@@ -199,7 +207,29 @@ impl Link {
         if let Some(until) = halt() {
             return Err(until);
         }
-        let admitted = self.client.admit().await;
+        let mut stop = stop.clone();
+        let stopped = async {
+            // A sender gone (no one will ask to stop) is never a stop.
+            if stop.wait_for(|s| *s).await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        };
+        let held_past_horizon = async {
+            loop {
+                if let Some(t) = self.client.held_until().filter(|t| *t > horizon) {
+                    return t;
+                }
+                tokio::time::sleep(HOLD_CHECK).await;
+            }
+        };
+        let admitted = tokio::select! {
+            admitted = self.client.admit() => admitted,
+            () = stopped => return Err(now()),
+            t = held_past_horizon => {
+                let left = t.saturating_duration_since(Instant::now());
+                return Err(now() + left.as_millis() as i64);
+            }
+        };
         match halt() {
             Some(until) => Err(until),
             None => Ok(admitted),
@@ -373,12 +403,22 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut d = dispatcher(dir.path(), NOW);
         let link = d.link(&connector(100)).unwrap();
-        assert!(link.admit(|| NOW, || false).await.is_ok());
-        assert_eq!(link.admit(|| NOW, || true).await.err(), Some(NOW));
+        let (stop, running) = watch::channel(false);
+        let stopping = watch::channel(true).1;
+        let horizon = Instant::now() + Duration::from_secs(30);
+        assert!(link.admit(|| NOW, &running, horizon).await.is_ok());
+        assert_eq!(
+            link.admit(|| NOW, &stopping, horizon).await.err(),
+            Some(NOW)
+        );
         let metrics = Metrics::new();
         assert_eq!(link.pause_for_the_day(NOW, &metrics), NEXT_HOUR);
-        assert_eq!(link.admit(|| NOW, || false).await.err(), Some(NEXT_HOUR));
-        assert!(link.admit(|| NEXT_HOUR, || false).await.is_ok());
+        assert_eq!(
+            link.admit(|| NOW, &running, horizon).await.err(),
+            Some(NEXT_HOUR)
+        );
+        assert!(link.admit(|| NEXT_HOUR, &running, horizon).await.is_ok());
+        drop(stop);
         d.close();
     }
 

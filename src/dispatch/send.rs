@@ -142,7 +142,7 @@ impl Ctx {
             self.day_left.check(&link.id).map_err(Next::Again)?;
         }
         let call = link
-            .admit(|| self.now(), || *self.stop.borrow())
+            .admit(|| self.now(), &self.stop, self.horizon)
             .await
             .map_err(Next::Again)?;
         if held() {

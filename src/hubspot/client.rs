@@ -441,6 +441,14 @@ impl Client {
         Admitted { client: self }
     }
 
+    /// Until when this client's calls are held after a 429, if they are.
+    pub fn held_until(&self) -> Option<tokio::time::Instant> {
+        std::iter::once(&self.limiter)
+            .chain(&self.share)
+            .filter_map(|l| l.held_until())
+            .max()
+    }
+
     /// [`Admitted::email_events`], once admitted.
     pub async fn email_events(&self, query: &EventsQuery) -> Result<EventsPage, ApiError> {
         self.admit().await.email_events(query).await

@@ -140,6 +140,12 @@ impl Limiter {
         pace.recent.len()
     }
 
+    /// Until when every caller is held (after a 429), if it is.
+    pub fn held_until(&self) -> Option<Instant> {
+        let now = Instant::now();
+        self.pace.lock().unwrap().not_before.filter(|t| *t > now)
+    }
+
     /// Hold every caller for `wait` (after a 429, so the whole connector backs off).
     pub fn pause_for(&self, wait: Duration) {
         let until = Instant::now() + wait.min(MAX_HEADER_WAIT);

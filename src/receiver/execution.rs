@@ -10,7 +10,7 @@ use std::collections::HashMap;
 
 use serde::Deserialize;
 
-use super::payload::{Portal, portal_of};
+use super::payload::{Portal, or_default, portal_of};
 use super::refusal::{ECHOED_CHARS, clip};
 use crate::config::WebhookType;
 
@@ -54,18 +54,20 @@ pub enum ExecutionError {
     UnknownDeliveryType(String),
 }
 
+// Optional fields of an unexpected type (null, a string for a map) count as absent, as in
+// webhook bodies: a 4xx fails the workflow's action, and HubSpot does not retry it.
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct Body {
     #[serde(default)]
     callback_id: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "or_default")]
     origin: Option<Origin>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "or_default")]
     context: Option<Context>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "or_default")]
     object: Option<Object>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "or_default")]
     input_fields: HashMap<String, serde_json::Value>,
 }
 
@@ -89,9 +91,9 @@ struct Context {
 struct Object {
     #[serde(default, deserialize_with = "super::payload::id")]
     object_id: Option<i64>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "or_default")]
     object_type: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "or_default")]
     properties: HashMap<String, serde_json::Value>,
 }
 
@@ -203,6 +205,38 @@ mod tests {
         );
     }
 
+    /// Optional fields of an unexpected type count as absent: a 400 would fail the action,
+    /// and HubSpot does not retry it.
+    #[test]
+    fn optional_fields_of_another_type_count_as_absent() {
+        let with = |from: &str, to: &str| parse(EXAMPLE.replace(from, to).as_bytes());
+        let no_input = with("{\"delivery_type\": \"NEXT_WEEK\"}", "null").unwrap();
+        assert_eq!(no_input.delivery_type, None, "the action's default");
+        let as_string = with("{\"delivery_type\": \"NEXT_WEEK\"}", "\"NEXT_WEEK\"").unwrap();
+        assert_eq!(as_string.delivery_type, None);
+        let start = EXAMPLE.find("{\"email\"").unwrap();
+        let end = EXAMPLE[start..].find('}').unwrap() + start + 1;
+        let no_properties = with(&EXAMPLE[start..end], "null").unwrap();
+        assert_eq!(
+            (no_properties.email, no_properties.contact_id),
+            (None, Some(9153674))
+        );
+        let odd_context = with("{\"source\": \"WORKFLOWS\", \"workflowId\": 123456}", "7").unwrap();
+        assert_eq!(odd_context.workflow_id, None);
+        let odd_origin = parse(
+            EXAMPLE
+                .replacen("{\"portalId\"", "[{\"portalId\"", 1)
+                .replacen(
+                    "\"extensionDefinitionVersionId\": 1}",
+                    "\"extensionDefinitionVersionId\": 1}]",
+                    1,
+                )
+                .as_bytes(),
+        )
+        .unwrap();
+        assert_eq!(odd_origin.portal, Portal::Absent);
+    }
+
     #[test]
     fn refusals_say_what_is_wrong() {
         let with = |from: &str, to: &str| parse(EXAMPLE.replace(from, to).as_bytes());
@@ -240,11 +274,8 @@ mod tests {
             panic!("not refused as a delivery type")
         };
         assert_eq!(echoed.chars().count(), ECHOED_CHARS + 1);
-        let ExecutionError::NotJson(echoed) = with(
-            "{\"source\": \"WORKFLOWS\", \"workflowId\": 123456}",
-            &format!("\"{long}\""),
-        )
-        .unwrap_err() else {
+        let ExecutionError::NotJson(echoed) = parse(format!("\"{long}\"").as_bytes()).unwrap_err()
+        else {
             panic!("not refused as JSON")
         };
         assert_eq!(echoed.chars().count(), 4 * ECHOED_CHARS + 1, "{echoed}");

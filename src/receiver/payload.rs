@@ -142,6 +142,17 @@ impl<T> Entry<T> {
     }
 }
 
+/// A field read as [`Entry`]: its value when of the shape `T`, else `T`'s default (absent).
+pub(super) fn or_default<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de> + Default,
+{
+    Ok(Option::<Entry<T>>::deserialize(d)?
+        .and_then(Entry::into_read)
+        .unwrap_or_default())
+}
+
 struct PortalField(Portal);
 impl<'de> Deserialize<'de> for PortalField {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
