@@ -134,10 +134,14 @@ async fn serve(config_path: PathBuf, overrides: Overrides, clock: Clock) -> anyh
         },
     ));
     let app = receiver::router(state);
+    // A writer that ends while serving (a panic) would leave every post refused: serve stops,
+    // so that its supervisor starts it again.
+    let writer_ended = writer.ended();
     let served = serve_http(listener, app, connection_cap(), async move {
         tokio::select! {
             _ = shutdown_signal() => {}
             _ = scheduler_ended.notified() => {}
+            _ = writer_ended => tracing::error!("the inbox writer stopped: serve stops"),
         }
         // The running tick finishes its calls in flight and records them; nothing new starts.
         let _ = stop_tx.send(true);
@@ -158,7 +162,7 @@ async fn serve(config_path: PathBuf, overrides: Overrides, clock: Clock) -> anyh
     served?;
     // The router and the dispatcher (and with them every Inbox handle) are gone: let the
     // writer flush.
-    tokio::task::block_in_place(|| writer.shutdown());
+    tokio::task::block_in_place(|| writer.shutdown())?;
     if let Some(e) = failed {
         anyhow::bail!("the scheduler failed, so serve stopped (the inbox is on disk): {e}");
     }

@@ -10,6 +10,7 @@
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::mpsc::{self, RecvTimeoutError, SyncSender, TrySendError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -153,6 +154,17 @@ pub struct Inbox {
 pub struct InboxWriter {
     thread: Option<JoinHandle<()>>,
     compactor: Option<(SyncSender<()>, JoinHandle<()>)>,
+    /// Notified when the writer thread ends, however it ends.
+    ended: Arc<tokio::sync::Notify>,
+}
+
+/// Notifies when dropped: at the end of the writer thread, a panic's unwinding included.
+struct NotifyOnDrop(Arc<tokio::sync::Notify>);
+
+impl Drop for NotifyOnDrop {
+    fn drop(&mut self) {
+        self.0.notify_one();
+    }
 }
 
 /// Bring the inbox under `data_dir` to a readable state after a stop or a crash: finish or
@@ -232,15 +244,21 @@ impl Inbox {
             flush_errors: Throttle::default(),
             unremoved: Vec::new(),
         };
+        let ended = Arc::new(tokio::sync::Notify::new());
+        let on_end = NotifyOnDrop(ended.clone());
         let thread = std::thread::Builder::new()
             .name("inbox-writer".into())
-            .spawn(move || writer.run(rx))?;
+            .spawn(move || {
+                let _on_end = on_end;
+                writer.run(rx);
+            })?;
         let compactor = spawn_compactor(dataset, wal_dir)?;
         Ok((
             Inbox { tx, pending },
             InboxWriter {
                 thread: Some(thread),
                 compactor: Some(compactor),
+                ended,
             },
         ))
     }
@@ -263,14 +281,25 @@ impl Inbox {
 }
 
 impl InboxWriter {
+    /// Resolves when the writer thread ends: while posts come in, only by a panic, after
+    /// which every post would be refused.
+    pub fn ended(&self) -> impl std::future::Future<Output = ()> + use<> {
+        let ended = self.ended.clone();
+        async move { ended.notified().await }
+    }
+
     /// Flush what is logged to Parquet and stop. Call after the last [`Inbox`] is dropped.
-    pub fn shutdown(mut self) {
+    /// An error when the writer thread panicked (what it acknowledged is in its log).
+    pub fn shutdown(mut self) -> anyhow::Result<()> {
         if let Some((tx, handle)) = self.compactor.take() {
             drop(tx);
             let _ = handle.join();
         }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
+        match self.thread.take().map(JoinHandle::join) {
+            Some(Err(_)) => anyhow::bail!(
+                "the inbox writer failed; every post it acknowledged is in its log, replayed at the next start"
+            ),
+            _ => Ok(()),
         }
     }
 }
