@@ -164,17 +164,36 @@ pub fn kind_of(config: &Config, id: &str, connector: bool) -> Option<Kind> {
 
 /// Nothing of that name to pause, nor a pause of it to lift: the admin surface's 404.
 #[derive(Debug, thiserror::Error)]
-#[error("no {what} {id:?} in {}", config.display())]
+#[error("no {what} {id:?} in {}; {}", config.display(), self.choices())]
 pub struct Unknown {
     what: &'static str,
     id: String,
     config: PathBuf,
+    /// The ids that could have been meant.
+    known: Vec<String>,
 }
 
 impl Unknown {
     /// The message without the config's path, for the admin surface.
     pub fn in_the_config(&self) -> String {
-        format!("no {} {:?} in the config", self.what, self.id)
+        format!(
+            "no {} {:?} in the config; {}",
+            self.what,
+            self.id,
+            self.choices()
+        )
+    }
+
+    fn choices(&self) -> String {
+        const SHOWN: usize = 20;
+        let mut list = self.known[..self.known.len().min(SHOWN)].join(", ");
+        if self.known.len() > SHOWN {
+            list.push_str(&format!(" and {} more", self.known.len() - SHOWN));
+        }
+        match list.as_str() {
+            "" => "it declares none".into(),
+            _ => format!("it has: {list}"),
+        }
     }
 }
 
@@ -208,14 +227,28 @@ pub fn set(
         Some(k) => Some(k),
         None => stale,
     }
-    .ok_or_else(|| Unknown {
-        what: if connector {
-            "connector"
+    .ok_or_else(|| {
+        let connectors = config.connectors.iter().map(|c| c.id.clone());
+        let known = if connector {
+            connectors.collect()
         } else {
-            "webhook, action or connector"
-        },
-        id: id.to_string(),
-        config: config.path.clone(),
+            config
+                .webhooks
+                .iter()
+                .map(|w| w.id.clone())
+                .chain(connectors)
+                .collect()
+        };
+        Unknown {
+            what: if connector {
+                "connector"
+            } else {
+                "webhook, action or connector"
+            },
+            id: id.to_string(),
+            config: config.path.clone(),
+            known,
+        }
     })?;
     let map = pauses.map_mut(kind);
     let was = map.get(id).map(|p| p.since_ms);

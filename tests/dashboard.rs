@@ -533,7 +533,13 @@ fn the_admin_surface_guards_its_data_and_its_buttons() {
         paused.contains("fatigue (webhook) paused since"),
         "{paused}"
     );
-    assert_eq!(post("/pause", json!({"id": "nope"})).status(), 404);
+    let nope = post("/pause", json!({"id": "nope"}));
+    assert_eq!(nope.status(), 404);
+    let message = nope.json::<Value>().unwrap()["message"].to_string();
+    assert!(
+        message.contains("it has: ") && message.contains("fatigue"),
+        "{message}"
+    );
     assert_eq!(post("/resume", json!({"id": "fatigue"})).status(), 200);
     assert!(!sendtime(&config, &data, &["pause"], ENV).contains("fatigue"));
     // A pause of a webhook since removed from the config can still be lifted, as by the CLI.

@@ -225,6 +225,7 @@ fn missing_file_is_a_clear_error() {
         stderr.starts_with("/nonexistent/webhooks.toml:1:1: cannot read config:"),
         "{stderr}"
     );
+    assert!(stderr.contains("or give its path"), "{stderr}");
 }
 
 #[test]

@@ -371,8 +371,15 @@ pub struct Loaded {
 impl Config {
     /// Read, parse and validate the file at `path`. All problems come back at once.
     pub fn load(path: &Path, overrides: &Overrides, env: EnvCheck) -> Result<Loaded, Diagnostics> {
-        let cannot_read =
-            |e: std::io::Error| Diagnostics::whole_file(path, format!("cannot read config: {e}"));
+        let cannot_read = |e: std::io::Error| {
+            let hint = match e.kind() {
+                std::io::ErrorKind::NotFound => {
+                    "; run from the folder that holds webhooks.toml, or give its path"
+                }
+                _ => "",
+            };
+            Diagnostics::whole_file(path, format!("cannot read config: {e}{hint}"))
+        };
         let size = std::fs::metadata(path).map_err(cannot_read)?.len();
         if size > MAX_CONFIG_BYTES {
             return Err(Diagnostics::whole_file(

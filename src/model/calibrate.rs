@@ -194,7 +194,7 @@ impl Fit {
     pub fn describe(&self) -> String {
         if !self.fitted {
             return format!(
-                "not fitted: {} validation opens/clicks of {} contacts with earlier history in the last {VALIDATION_DAYS} days (at least {MIN_EVENTS} of {MIN_CONTACTS} needed); the [model] values are used",
+                "not fitted: {} validation opens/clicks of {} contacts with earlier history in the last {VALIDATION_DAYS} days (at least {MIN_EVENTS} opens/clicks of {MIN_CONTACTS} contacts needed); the [model] values are used",
                 self.events, self.contacts
             );
         }
