@@ -1066,53 +1066,94 @@ fn retrying_rows_of_a_refused_batch_do_not_use_up_the_retries() {
     a_bad_minute_fails_no_one(&rt, dir.path(), &data, now_ms());
 }
 
+/// A contact in doubt (an unanswered call to enroll `email` into workflow 105 on disk) and
+/// HubSpot failing every call under `failing` with a 503, with `serve` running on a clock
+/// file that time moves ten minutes a look: past any wait, so only the count of failures
+/// decides.
+struct Outage {
+    _rt: tokio::runtime::Runtime,
+    standin: StandIn,
+    _dir: tempfile::TempDir,
+    data: PathBuf,
+    clock: PathBuf,
+    now: i64,
+    server: Server,
+    receipt: String,
+}
+
+impl Outage {
+    fn start(failing: &str, email: &str, vid: i64) -> Outage {
+        use sendtime::hubspot::standin::{Fault, Injection};
+        let rt = runtime();
+        let standin = rt.block_on(StandIn::start(Options::default())).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        standin.add_contact(email, vid as u64);
+        standin.inject(
+            Injection::next(Fault::Status {
+                status: 503,
+                message: "Service Unavailable".into(),
+            })
+            .times(u64::MAX)
+            .on(failing),
+        );
+        let receipt = unanswered_call(&data, email, vid, 105);
+        let config = write_config(
+            dir.path(),
+            &standin.url(),
+            "",
+            &[&Hook {
+                id: "fatigue",
+                kind: "IMMEDIATE",
+                target: "workflow_id = 105",
+            }],
+        );
+        let clock = dir.path().join("clock");
+        let now = now_ms();
+        set_clock(&clock, now);
+        let server = start(&config, &data, Some(&clock), &[]);
+        Outage {
+            _rt: rt,
+            standin,
+            _dir: dir,
+            data,
+            clock,
+            now,
+            server,
+            receipt,
+        }
+    }
+
+    /// Move the clock ten minutes on.
+    fn later(&mut self) {
+        self.now += 10 * 60_000;
+        set_clock(&self.clock, self.now);
+    }
+
+    /// Calls with `method` to the contact's enrollments: GET checks, POST sends.
+    fn calls(&self, method: &str) -> usize {
+        self.standin
+            .log()
+            .iter()
+            .filter(|e| e.method == method && e.path.contains("/enrollments/contacts/"))
+            .count()
+    }
+}
+
 /// A contact in doubt whose enrollments HubSpot will not list (503 on every check): the
 /// checks back off as calls do and, after the last, the contact is sent (at-least-once).
 /// An earlier version checked about once a second for ever, never sending.
 #[test]
 fn a_failing_enrollments_check_backs_off_and_then_sends() {
-    use sendtime::hubspot::standin::{Fault, Injection};
-    let rt = runtime();
-    let standin = rt.block_on(StandIn::start(Options::default())).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
     let email = "grace@example.com";
-    standin.add_contact(email, 8310);
-    standin.inject(
-        Injection::next(Fault::Status {
-            status: 503,
-            message: "Service Unavailable".into(),
-        })
-        .times(u64::MAX)
-        .on("/automation/v2/workflows/enrollments/contacts/"),
+    let mut o = Outage::start(
+        "/automation/v2/workflows/enrollments/contacts/",
+        email,
+        8310,
     );
-    unanswered_call(&data, email, 8310, 105);
-    let config = write_config(
-        dir.path(),
-        &standin.url(),
-        "",
-        &[&Hook {
-            id: "fatigue",
-            kind: "IMMEDIATE",
-            target: "workflow_id = 105",
-        }],
-    );
-    let clock = dir.path().join("clock");
-    let mut now = now_ms();
-    set_clock(&clock, now);
-    let server = start(&config, &data, Some(&clock), &[]);
-    let checks = || {
-        standin
-            .log()
-            .iter()
-            .filter(|e| e.method == "GET" && e.path.contains("/enrollments/contacts/"))
-            .count()
-    };
-    // Time moves ten minutes a look: past any wait, so only the count of failures decides.
     let enrolled = eventually(Duration::from_secs(90), || {
-        now += 10 * 60_000;
-        set_clock(&clock, now);
-        enrollments(&standin.log())
+        o.later();
+        enrollments(&o.standin.log())
             .get(&("105".to_string(), email.to_string()))
             .copied()
     });
@@ -1120,10 +1161,14 @@ fn a_failing_enrollments_check_backs_off_and_then_sends() {
         enrolled,
         Some(1),
         "{} checks; logs:\n{}",
-        checks(),
-        server.logs()
+        o.calls("GET"),
+        o.server.logs()
     );
-    assert_eq!(checks(), 12, "one check per failure the dispatcher allows");
+    assert_eq!(
+        o.calls("GET"),
+        12,
+        "one check per failure the dispatcher allows"
+    );
 }
 
 /// A contact in doubt while HubSpot fails every call (503 on checks and enrollments): after
@@ -1133,53 +1178,15 @@ fn a_failing_enrollments_check_backs_off_and_then_sends() {
 /// outage lasted, and the contact never failed.
 #[test]
 fn a_contact_in_doubt_through_an_outage_is_sent_once_more_then_fails() {
-    use sendtime::hubspot::standin::{Fault, Injection};
-    let rt = runtime();
-    let standin = rt.block_on(StandIn::start(Options::default())).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let email = "hedy@example.com";
-    standin.add_contact(email, 8311);
-    standin.inject(
-        Injection::next(Fault::Status {
-            status: 503,
-            message: "Service Unavailable".into(),
-        })
-        .times(u64::MAX)
-        .on("/automation/v2/workflows/"),
-    );
-    let receipt = unanswered_call(&data, email, 8311, 105);
-    let config = write_config(
-        dir.path(),
-        &standin.url(),
-        "",
-        &[&Hook {
-            id: "fatigue",
-            kind: "IMMEDIATE",
-            target: "workflow_id = 105",
-        }],
-    );
-    let clock = dir.path().join("clock");
-    let mut now = now_ms();
-    set_clock(&clock, now);
-    let server = start(&config, &data, Some(&clock), &[]);
-    let calls = |method: &str| {
-        standin
-            .log()
-            .iter()
-            .filter(|e| e.method == method && e.path.contains("/enrollments/contacts/"))
-            .count()
-    };
-    // Time moves ten minutes a look: past any wait, so only the count of failures decides.
+    let mut o = Outage::start("/automation/v2/workflows/", "hedy@example.com", 8311);
     let failed = eventually(Duration::from_secs(120), || {
-        now += 10 * 60_000;
-        set_clock(&clock, now);
-        outcomes(&data)
+        o.later();
+        outcomes(&o.data)
             .into_iter()
-            .find(|r| r.receipt_id == receipt && r.status == Status::Failed)
+            .find(|r| r.receipt_id == o.receipt && r.status == Status::Failed)
     });
-    let (checks, sends) = (calls("GET"), calls("POST"));
-    let logs = server.stop();
+    let (checks, sends) = (o.calls("GET"), o.calls("POST"));
+    let logs = o.server.stop();
     assert!(
         failed.is_some(),
         "{checks} checks, {sends} sends; logs:\n{logs}"

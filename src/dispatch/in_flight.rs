@@ -81,28 +81,7 @@ impl InFlight {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::dispatch::ids::ReceiptId;
-    use std::sync::Arc;
-
-    fn pending(n: i64) -> Pending {
-        Pending {
-            receipt_id: ReceiptId::new(&format!("r{n}")),
-            webhook_id: Arc::from("w"),
-            contact_id: Some(n),
-            email: Some("a@example.com".into()),
-            callback_id: None,
-            due_at_ms: 0,
-            attempts: 0,
-            failures: 0,
-            in_doubt: false,
-            doubt_workflow: None,
-            ready_at_ms: 0,
-            holdout: false,
-            zone: None,
-            webhook_type: crate::config::WebhookType::Immediate,
-            received_at_ms: 0,
-        }
-    }
+    use crate::dispatch::tests::pending;
 
     #[tokio::test]
     async fn a_panicked_task_gives_its_contacts_back_in_doubt() {

@@ -1135,7 +1135,7 @@ fn intern(set: &mut HashSet<Arc<str>>, id: &str) -> Arc<str> {
 mod tests {
     use super::*;
 
-    fn pending(n: u64) -> Pending {
+    pub(super) fn pending(n: u64) -> Pending {
         Pending {
             receipt_id: ReceiptId::new(&format!("r{n}")),
             webhook_id: Arc::from("w"),
