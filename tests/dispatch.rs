@@ -1198,6 +1198,106 @@ fn a_contact_in_doubt_through_an_outage_is_sent_once_more_then_fails() {
     );
 }
 
+/// Posts taken unsigned while the connector was in dry run (a listener anyone reaches may take
+/// them) are only ever recorded as dry runs: once the connector calls HubSpot they are not
+/// sent, whether they were planned before (read back at start-up) or are planned after (from
+/// the inbox). They were enrolled for real, anyone's contacts into the account's workflows.
+#[test]
+fn unsigned_posts_taken_in_dry_run_are_never_sent() {
+    let rt = runtime();
+    let standin = rt.block_on(StandIn::start(Options::default())).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let write = |connector: &str, cron: &str| {
+        TestConfig {
+            env: "DISPATCH",
+            tables: &format!("[scheduler]\ncron = \"{cron}\""),
+            connector: &format!("api_base = \"{}\"\n{connector}", standin.url()),
+            hooks: &[&HOOKS[3]],
+            ..TestConfig::default()
+        }
+        .write(dir.path())
+    };
+    // In dry run, taking unsigned posts, planning nothing before the next start.
+    let dry = write("dry_run = true\nallow_unsigned = true", "0 0 0 1 1 *");
+    let server = start(&dry, &data, None, &[]);
+    for (vid, email) in [(8501, "u1@example.com"), (8502, "u2@example.com")] {
+        let body = format!(
+            r#"{{"vid": {vid}, "portal-id": 62515, "properties": {{"email": {{"value": "{email}"}}}}}}"#
+        );
+        let resp = reqwest::blocking::Client::new()
+            .post(server.url("/hooks/fatigue"))
+            .body(body)
+            .send()
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), 200);
+    }
+    server.stop();
+    let received = sendtime::datasets::inbox::recover(&data).unwrap();
+    assert_eq!(received.len(), 2);
+    assert!(
+        received.iter().all(|r| r.dry_run_only),
+        "stored as taken in dry run"
+    );
+    // The first planned before the connector goes live, the second not yet.
+    let first = received
+        .iter()
+        .find(|r| r.contact_id == Some(8501))
+        .unwrap();
+    let t = now_ms() - 60_000;
+    let mut row = plan::frame(&[PlanRow {
+        receipt_id: first.receipt_id.clone(),
+        webhook_id: "fatigue".into(),
+        webhook_type: sendtime::config::WebhookType::Immediate,
+        contact_id: Some(8501),
+        email: Some("u1@example.com".into()),
+        received_at_ms: first.received_at_ms,
+        due_at_ms: t,
+        slot: None,
+        reason: "immediately".into(),
+        planned_at_ms: t,
+        callback_id: None,
+        holdout: false,
+        time_zone: None,
+    }])
+    .unwrap();
+    plan::dataset(&data)
+        .unwrap()
+        .write_part(ulid::Ulid::generate(), &mut row)
+        .unwrap();
+
+    let live = write("", "* * * * * *");
+    let server = start(&live, &data, None, &[]);
+    standin.add_contact("signed@example.com", 8503);
+    post(&server, "fatigue", 8503, "signed@example.com");
+    let recorded = eventually(Duration::from_secs(20), || {
+        let rows = outcomes(&data);
+        let dry: Vec<_> = rows
+            .iter()
+            .filter(|r| r.status == Status::DryRun)
+            .cloned()
+            .collect();
+        let sent = rows.iter().any(|r| r.status == Status::Enrolled);
+        (dry.len() == 2 && sent).then_some(dry)
+    })
+    .unwrap_or_else(|| panic!("not recorded; logs:\n{}", server.logs()));
+    server.stop();
+    assert!(
+        recorded.iter().all(|r| r
+            .message
+            .as_deref()
+            .unwrap_or_default()
+            .contains("never sent to HubSpot")),
+        "{recorded:?}"
+    );
+    let enrolled = enrollments(&standin.log());
+    assert_eq!(
+        enrolled.keys().map(|(_, e)| e.as_str()).collect::<Vec<_>>(),
+        ["signed@example.com"],
+        "only the signed post is sent"
+    );
+}
+
 /// A 429 whose `Retry-After` holds the connector for ten minutes: the calls waiting on the
 /// limiter are left to a later tick, as the one that got it is, so ticks go on and a stop is
 /// prompt. They slept the hold out: the tick, and a SIGTERM, waited the ten minutes.

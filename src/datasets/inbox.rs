@@ -34,6 +34,13 @@ pub const NAME: &str = "inbox";
 /// The write-ahead log's folder under the data directory.
 pub const WAL_DIR: &str = "wal";
 
+/// The signature of a post taken without one (`allow_unsigned`).
+pub const UNSIGNED: &str = "unsigned";
+/// The signature of a post taken without one while its connector was in dry run, which an
+/// exposed listener may take from anyone: only ever recorded as a dry run, even once the
+/// connector calls HubSpot.
+pub const UNSIGNED_IN_DRY_RUN: &str = "unsigned (dry run)";
+
 /// Column names, in schema order.
 pub mod col {
     /// A ULID, issued on receipt.
@@ -45,7 +52,7 @@ pub mod col {
     pub const PORTAL_ID: &str = "portal_id";
     /// UTC, a Parquet timestamp in milliseconds without a zone.
     pub const RECEIVED_AT: &str = "received_at";
-    /// `v1`, `v2`, `v3` or `unsigned`.
+    /// `v1`, `v2`, `v3`, [`super::UNSIGNED`] or [`super::UNSIGNED_IN_DRY_RUN`].
     pub const SIGNATURE: &str = "signature";
     /// Identity of the config in force.
     pub const CONFIG: &str = "config";
@@ -191,6 +198,8 @@ pub struct ReceiptKey {
     pub callback_id: Option<String>,
     pub body_hash: Option<String>,
     pub received_at_ms: i64,
+    /// Taken unsigned in dry run ([`UNSIGNED_IN_DRY_RUN`]).
+    pub dry_run_only: bool,
 }
 
 impl ReceiptKey {
@@ -203,6 +212,7 @@ impl ReceiptKey {
             callback_id: r.callback_id.clone(),
             body_hash: r.body_hash.clone(),
             received_at_ms: r.received_at_ms,
+            dry_run_only: r.signature == UNSIGNED_IN_DRY_RUN,
         }
     }
 
@@ -672,6 +682,7 @@ pub fn read_keys(dataset: &Dataset) -> anyhow::Result<Vec<ReceiptKey>> {
     let callbacks = super::strs_or_null(&df, col::CALLBACK_ID)?;
     let bodies = super::strs_or_null(&df, col::BODY_HASH)?;
     let received = super::ints(&df, col::RECEIVED_AT)?;
+    let signatures = super::strs(&df, col::SIGNATURE)?;
     let mut seen = HashSet::new();
     let mut out = Vec::with_capacity(ids.len());
     for (i, id) in ids.into_iter().enumerate() {
@@ -685,14 +696,15 @@ pub fn read_keys(dataset: &Dataset) -> anyhow::Result<Vec<ReceiptKey>> {
                 callback_id: callbacks[i].clone(),
                 body_hash: bodies[i].clone(),
                 received_at_ms: received[i].unwrap_or_default(),
+                dry_run_only: signatures[i].as_deref() == Some(UNSIGNED_IN_DRY_RUN),
             });
         }
     }
     Ok(out)
 }
 
-/// The columns of one inbox part that planning needs (not the signature or config identity),
-/// as typed columns: planning reads them straight into its queue entries.
+/// The columns of one inbox part that planning needs (not the config identity), as typed
+/// columns: planning reads them straight into its queue entries.
 pub struct PlanningColumns {
     pub receipt_id: StringChunked,
     pub webhook_id: StringChunked,
@@ -703,6 +715,7 @@ pub struct PlanningColumns {
     pub received_at: Int64Chunked,
     pub callback_id: StringChunked,
     pub time_zone: StringChunked,
+    pub signature: StringChunked,
 }
 
 impl PlanningColumns {
@@ -720,6 +733,7 @@ impl PlanningColumns {
                 (col::RECEIVED_AT, DataType::Int64),
                 (col::CALLBACK_ID, text()),
                 (col::TIME_ZONE, text()),
+                (col::SIGNATURE, text()),
             ],
         )?;
         let int = |name: &str| -> anyhow::Result<Int64Chunked> {
@@ -734,6 +748,7 @@ impl PlanningColumns {
             received_at: int(col::RECEIVED_AT)?,
             callback_id: df.column(col::CALLBACK_ID)?.str()?.clone(),
             time_zone: df.column(col::TIME_ZONE)?.str()?.clone(),
+            signature: df.column(col::SIGNATURE)?.str()?.clone(),
         })
     }
 

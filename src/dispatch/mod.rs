@@ -256,12 +256,13 @@ impl Dispatcher {
                 doubt_workflow: in_doubt.then(|| h.last_target.parse().ok()).flatten(),
                 ready_at_ms: ready,
                 holdout: p.holdout,
+                dry_run_only: false,
                 zone: p.time_zone,
                 webhook_type: p.webhook_type,
                 received_at_ms: p.received_at_ms,
             }));
         }
-        let queue = BinaryHeap::from(queue);
+        let mut queue = BinaryHeap::from(queue);
         if lost_rows_doubt > 0 {
             tracing::warn!(
                 receipts = lost_rows_doubt,
@@ -287,6 +288,19 @@ impl Dispatcher {
             .iter()
             .map(|r| ReceiptId::new(&r.receipt_id))
             .collect();
+        // Plan rows do not say how a receipt was signed; its inbox row does.
+        let dry_run_only: HashSet<ReceiptId> = receipts
+            .iter()
+            .filter(|r| r.dry_run_only)
+            .map(|r| ReceiptId::new(&r.receipt_id))
+            .collect();
+        if !dry_run_only.is_empty() {
+            let mut items = queue.into_vec();
+            for Queued(p) in &mut items {
+                p.dry_run_only = dry_run_only.contains(&p.receipt_id);
+            }
+            queue = BinaryHeap::from(items);
+        }
         // Outcome rows of receipts without a plan row here. In the inbox, their plan part is
         // in quarantine: planned again as new, they are checked at HubSpot before a call goes
         // out, as the calls recorded may have reached it. In neither, a move to the archive
@@ -641,7 +655,15 @@ impl Dispatcher {
                     item.callback_id.as_deref().unwrap_or_default().to_string(),
                 ),
             };
-            if connector.dry_run {
+            // A post taken unsigned in dry run may be anyone's: never sent, even once the
+            // connector calls HubSpot (it was only ever accepted for a dry run).
+            if connector.dry_run || item.dry_run_only {
+                let mut message = dry_run_message(action, &item, &target);
+                if !connector.dry_run {
+                    message.push_str(
+                        " (taken without a signature while the connector was in dry run: never sent to HubSpot; post it again, signed)",
+                    );
+                }
                 dry.push(OutcomeRow {
                     receipt_id: item.receipt_id.to_string(),
                     webhook_id: item.webhook_id.to_string(),
@@ -650,7 +672,7 @@ impl Dispatcher {
                     target: target.clone(),
                     status: Status::DryRun,
                     http_status: None,
-                    message: Some(dry_run_message(action, &item, &target)),
+                    message: Some(message),
                     attempts: 0,
                     in_doubt: false,
                     retry_at_ms: None,
@@ -1149,6 +1171,7 @@ mod tests {
             doubt_workflow: None,
             ready_at_ms: 0,
             holdout: false,
+            dry_run_only: false,
             zone: None,
             webhook_type: crate::config::WebhookType::Immediate,
             received_at_ms: 0,

@@ -18,7 +18,7 @@ use super::send::Pending;
 use super::{Dispatcher, Queued, intern};
 use crate::capacity::{Placed, Request, assign};
 use crate::config::Config;
-use crate::datasets::inbox::PlanningColumns;
+use crate::datasets::inbox::{self, PlanningColumns};
 use crate::datasets::plan::{self, Entry};
 use crate::local_time::{Local, Masks, parse_zone};
 use crate::model::plan::{
@@ -165,6 +165,7 @@ impl Dispatcher {
                 doubt_workflow: None,
                 ready_at_ms: 0,
                 holdout: false,
+                dry_run_only: part.signature.get(i) == Some(inbox::UNSIGNED_IN_DRY_RUN),
                 zone: part.time_zone.get(i).and_then(parse_zone),
                 webhook_type: part.webhook_type(i).expect("filtered above"),
                 received_at_ms: received.get(i).unwrap_or_default(),

@@ -51,6 +51,8 @@ pub struct Pending {
     pub ready_at_ms: i64,
     /// Held out: sent at receipt to measure lift; its outcome rows say so.
     pub holdout: bool,
+    /// Taken unsigned in dry run: recorded as a dry run whatever the connector does now.
+    pub dry_run_only: bool,
     /// The contact's zone as posted, which its quiet hours are in; none: the connector's.
     pub zone: Option<chrono_tz::Tz>,
     /// As stored (for an action, the delivery type its execution chose).

@@ -29,7 +29,7 @@ use ulid::Ulid;
 use crate::admin::board::{Post, UNKNOWN};
 use crate::config::{Config, ConfigHandle, Connector, Target, Webhook, WebhookType};
 use crate::datasets::contacts::is_email_address;
-use crate::datasets::inbox::{Inbox, Receipt, Stored};
+use crate::datasets::inbox::{self, Inbox, Receipt, Stored};
 use crate::metrics::Metrics;
 use crate::time::now_ms;
 use payload::Portal;
@@ -399,6 +399,15 @@ fn check_portal(portal: &Portal, connector: &Connector) -> Result<(), Refusal> {
     }
 }
 
+/// The signature column's value for a post that `signature` verified (none: taken unsigned).
+fn stored_signature(signature: Option<signature::Version>, connector: &Connector) -> &'static str {
+    match signature {
+        Some(v) => v.as_str(),
+        None if connector.dry_run => inbox::UNSIGNED_IN_DRY_RUN,
+        None => inbox::UNSIGNED,
+    }
+}
+
 /// Store a receipt; count what became of it.
 async fn store(state: &AppState, receipt: Receipt) -> Result<Stored, Refusal> {
     let webhook = receipt.webhook_id.clone();
@@ -480,7 +489,7 @@ async fn accept_contact(state: &AppState, post: Authenticated) -> Result<Stored,
         email: contact.email,
         portal_id: contact.portal.id(),
         received_at_ms: now_ms,
-        signature: signature.map_or("unsigned", |v| v.as_str()).to_string(),
+        signature: stored_signature(signature, &connector).to_string(),
         config: config.identity.clone(),
         callback_id: None,
         body_hash: Some(body.hash()),
@@ -519,7 +528,7 @@ async fn accept_execution(
         email: execution.email.filter(|e| is_email_address(e)),
         portal_id: execution.portal.id(),
         received_at_ms: now_ms,
-        signature: signature.map_or("unsigned", |v| v.as_str()).to_string(),
+        signature: stored_signature(signature, &connector).to_string(),
         config: config.identity.clone(),
         callback_id: Some(execution.callback_id),
         body_hash: Some(body.hash()),
