@@ -76,6 +76,20 @@ async fn serve(config_path: PathBuf, overrides: Overrides, clock: Clock) -> anyh
         clock,
         lookups_tx,
     )?;
+    // Both listeners before anything runs: a start that cannot listen must not have made a
+    // call (a restart while the old process still holds the port).
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    let admin_listen = handle.load().server.admin_listen;
+    let admin_listener = tokio::net::TcpListener::bind(admin_listen)
+        .await
+        .with_context(|| format!("cannot listen on {admin_listen} (server.admin_listen)"))?;
+    tracing::info!("listening on {}", listener.local_addr()?);
+    tracing::info!(
+        "admin surface (dashboard, /status, /metrics) on {}",
+        admin_listener.local_addr()?
+    );
     let (stop_tx, stop_rx) = watch::channel(false);
     let stop_rx_admin = stop_rx.clone();
     let imports = tokio::spawn(crate::import::scheduled::run(
@@ -102,11 +116,6 @@ async fn serve(config_path: PathBuf, overrides: Overrides, clock: Clock) -> anyh
         })
     };
 
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
-        .with_context(|| format!("cannot listen on {listen}"))?;
-    tracing::info!("listening on {}", listener.local_addr()?);
-
     let state = AppState {
         config: handle,
         inbox,
@@ -116,14 +125,6 @@ async fn serve(config_path: PathBuf, overrides: Overrides, clock: Clock) -> anyh
         warnings: Default::default(),
         bodies: receiver::body::budget(),
     };
-    let admin_listen = state.config.load().server.admin_listen;
-    let admin_listener = tokio::net::TcpListener::bind(admin_listen)
-        .await
-        .with_context(|| format!("cannot listen on {admin_listen} (server.admin_listen)"))?;
-    tracing::info!(
-        "admin surface (dashboard, /status, /metrics) on {}",
-        admin_listener.local_addr()?
-    );
     let mut admin_stop = stop_rx_admin;
     let admin = tokio::spawn(serve_http(
         admin_listener,
