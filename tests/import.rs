@@ -582,6 +582,41 @@ fn failed_usage(o: &Output) -> String {
 }
 
 /// A pipe cannot be read in place or again: it is refused, saying so, and nothing is imported.
+/// A warehouse's NUMBER column comes as a DECIMAL (`decimal-contact.parquet`, written with
+/// pyarrow: contact `c` a decimal(18, 0), time `t` epoch seconds). It is refused with what to
+/// do, as is one column given for two flags; both aborted the import with a panic.
+#[test]
+fn a_decimal_column_or_one_column_for_two_flags_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let file = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/import/decimal-contact.parquet");
+    let path = file.to_str().unwrap();
+    let run = |contact: &str, time: &str| {
+        let args = [
+            "import",
+            "parquet",
+            path,
+            "--contact",
+            contact,
+            "--time",
+            time,
+        ];
+        failed(&sendtime(&data, &args))
+    };
+    let err = run("c", "t");
+    assert!(
+        err.contains("\"c\" (given by --contact) is a DECIMAL"),
+        "{err}"
+    );
+    let err = run("t", "t");
+    assert!(
+        err.contains("\"t\" is given by both --contact and --time"),
+        "{err}"
+    );
+    assert!(files(&data.join("events"), "parquet").is_empty());
+}
+
 #[test]
 fn a_pipe_is_refused_with_what_to_do_instead() {
     use std::io::Write;

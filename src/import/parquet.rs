@@ -54,8 +54,9 @@ impl ParquetFile {
         let metadata = anyhow::Context::with_context(reader.get_metadata(), cannot_read)?.clone();
         let mut names = vec![columns.contact.clone(), columns.time.clone()];
         names.extend(columns.kind.clone());
-        for (flag, name) in ["--contact", "--time", "--kind"].iter().zip(&names) {
-            if !schema.contains(name) {
+        let flags = ["--contact", "--time", "--kind"];
+        for (i, (flag, name)) in flags.iter().zip(&names).enumerate() {
+            let Some(field) = schema.get(name.as_str()) else {
                 anyhow::bail!(
                     "{}: no column named {name:?} (given by {flag}); the file has: {}",
                     path.display(),
@@ -64,6 +65,26 @@ impl ParquetFile {
                         .map(|n| n.as_str())
                         .collect::<Vec<_>>()
                         .join(", ")
+                );
+            };
+            if let Some(j) = names[..i].iter().position(|n| n == name) {
+                anyhow::bail!(
+                    "{}: column {name:?} is given by both {} and {flag}: each needs its own",
+                    path.display(),
+                    flags[j]
+                );
+            }
+            // Polars is built here without decimals: decoding one would abort the import.
+            if matches!(
+                field.dtype,
+                ArrowDataType::Decimal(..)
+                    | ArrowDataType::Decimal32(..)
+                    | ArrowDataType::Decimal64(..)
+                    | ArrowDataType::Decimal256(..)
+            ) {
+                anyhow::bail!(
+                    "{}: column {name:?} (given by {flag}) is a DECIMAL (as a warehouse's NUMBER is exported): cast it to an integer (BIGINT) or text in the export",
+                    path.display()
                 );
             }
         }
