@@ -379,7 +379,10 @@ impl Profiles {
             return false;
         }
         let t = &self.config.thresholds;
-        let per_day = s.engagements as f64 / s.active_days.max(1) as f64;
+        // A day is counted again in each batch it comes back in (a file out of time order,
+        // cut into parts): never more days than the span holds.
+        let span = (s.last_day - s.first_day + 1).max(1) as u32;
+        let per_day = s.engagements as f64 / s.active_days.min(span).max(1) as f64;
         let years = ((s.last_day - s.first_day + 1) as f64 / 365.0).max(1.0);
         per_day > t.machine_per_day || s.engagements as f64 / years > t.machine_per_year
     }
@@ -985,6 +988,21 @@ mod tests {
         assert!((p.weights[0].get(9) - decayed).abs() < 1e-6);
         assert_eq!(p.weights[0].get(10), p.weights[0].get(9));
         assert_eq!((p.stats[0].engagements, p.stats[0].active_days), (2, 1));
+    }
+
+    /// 30 opens a day on 10 days, met three times over (as a file out of time order comes in
+    /// three parts): a machine however the days were counted. It counted 30 active days.
+    #[test]
+    fn a_machine_out_of_time_order_is_still_a_machine() {
+        let mut p = profiles();
+        for _ in 0..3 {
+            for day in 1000..1010 {
+                for _ in 0..10 {
+                    p.add(0, Kind::Open as u8, 3, day, false);
+                }
+            }
+        }
+        assert!(p.is_machine(0), "{:?}", p.stats[0]);
     }
 
     #[test]
