@@ -439,6 +439,35 @@ fn the_dashboard_shows_status_and_pauses_and_resumes_a_webhook_in_a_real_browser
 /// With `admin_token_env`, data needs the bearer token (the page itself does not); without it,
 /// a foreign Host is refused; pause and resume take JSON only and name known ids; refusals
 /// are JSON.
+/// An unreadable pauses file holds every contact in the dispatcher: `/status` says so, each
+/// webhook's pending contacts held and the connector paused, with why. It showed nothing
+/// paused and the connector sending.
+#[test]
+fn an_unreadable_pauses_file_shows_every_contact_held() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let config = write_config(dir.path(), "http://127.0.0.1:9", "");
+    std::fs::create_dir_all(data.join("state")).unwrap();
+    std::fs::write(data.join("state/pauses.json"), "garbage{").unwrap();
+    let server = Server::start(&config, &data, ENV);
+    let http = reqwest::blocking::Client::new();
+    for i in 0..3 {
+        let body = common::contact_body(7300 + i, &format!("held{i}@example.com"));
+        assert_eq!(
+            post_signed(&http, &server, SECRET, "/hooks/fatigue", body),
+            200
+        );
+    }
+    let s = status(&server);
+    server.stop();
+    let fatigue = endpoint(&s, "fatigue");
+    assert_eq!(fatigue["pending"], 3, "{s}");
+    assert_eq!(fatigue["held"], 3, "{s}");
+    assert_eq!(s["connectors"][0]["paused"], "pauses_unreadable", "{s}");
+    let error = s["pauses_error"].as_str().unwrap_or_default();
+    assert!(error.contains("pauses.json is unreadable"), "{s}");
+}
+
 #[test]
 fn the_admin_surface_guards_its_data_and_its_buttons() {
     let rt = runtime();

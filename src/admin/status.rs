@@ -34,10 +34,20 @@ struct ConnectorStatus {
 pub fn status(state: &AdminState) -> Value {
     let config = state.config.load();
     let board = &state.metrics.board;
-    let pauses = crate::pauses::read(&config.server.data_dir).unwrap_or_else(|e| {
-        tracing::warn!("{e:#}");
-        Pauses::default()
-    });
+    // Unreadable, the file holds every contact in the dispatcher: shown so, and why.
+    let (pauses, pauses_error) = match crate::pauses::read(&config.server.data_dir) {
+        Ok(p) => (p, None),
+        Err(e) => {
+            let unreadable = Pauses {
+                unreadable: true,
+                ..Pauses::default()
+            };
+            (
+                unreadable,
+                Some(format!("{e:#}: every contact is held until it is fixed")),
+            )
+        }
+    };
     let (actions, webhooks): (Vec<&Webhook>, Vec<&Webhook>) = config
         .webhooks
         .iter()
@@ -87,6 +97,7 @@ pub fn status(state: &AdminState) -> Value {
         "imports": state.metrics.imports(),
         "paused": pauses.paused,
         "paused_connectors": pauses.connectors,
+        "pauses_error": pauses_error,
     })
 }
 
@@ -112,7 +123,9 @@ fn connectors(
                 limit_per_10s: c.requests_per_10s,
                 paced_per_10s: Limiter::paced_per_10s(c.requests_per_10s),
                 calls_last_10s: link.as_ref().map_or(0, |l| l.client.calls_last_10s()),
-                paused: if operator {
+                paused: if pauses.unreadable {
+                    Some("pauses_unreadable")
+                } else if operator {
                     Some("operator")
                 } else {
                     hubspot_pause.map(|(_, why)| why.as_str())
