@@ -1298,6 +1298,29 @@ fn unsigned_posts_taken_in_dry_run_are_never_sent() {
     );
 }
 
+/// A daily-limit pause an earlier run stored shows on `/status` from the first tick, before
+/// any contact comes due. It showed only once one did: the connector read "sending" for hours.
+#[test]
+fn a_stored_daily_limit_pause_shows_before_anything_is_due() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let until = now_ms() + 2 * 3_600_000;
+    std::fs::create_dir_all(data.join("state")).unwrap();
+    std::fs::write(data.join("state/dispatch-pause-main"), until.to_string()).unwrap();
+    let config = write_config(dir.path(), "http://127.0.0.1:9", "", &[&HOOKS[0]]);
+    let server = start(&config, &data, None, &[]);
+    let paused = eventually(Duration::from_secs(10), || {
+        let status: serde_json::Value = reqwest::blocking::get(server.admin_url("/status"))
+            .unwrap()
+            .json()
+            .unwrap();
+        let c = &status["connectors"][0];
+        (c["paused"] == "daily_limit").then(|| c["paused_until_ms"].as_i64())
+    });
+    let logs = server.stop();
+    assert_eq!(paused, Some(Some(until)), "{logs}");
+}
+
 /// A 429 whose `Retry-After` holds the connector for ten minutes: the calls waiting on the
 /// limiter are left to a later tick, as the one that got it is, so ticks go on and a stop is
 /// prompt. They slept the hold out: the tick, and a SIGTERM, waited the ten minutes.

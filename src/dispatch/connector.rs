@@ -282,6 +282,23 @@ impl Dispatcher {
         Ok(link)
     }
 
+    /// The links of connectors with a daily-limit pause an earlier run stored, so that it
+    /// shows (`/status`, metrics) from the first tick, not once a contact comes due.
+    pub(super) fn load_stored_pauses(&mut self, config: &crate::config::Config) {
+        for c in &config.connectors {
+            if c.dry_run
+                || self.links.contains_key(&c.id)
+                || !pause_path(&self.data_dir, &c.id).exists()
+            {
+                continue;
+            }
+            // What fails here fails again, logged, when a contact comes due.
+            if let Err(e) = self.link(c) {
+                tracing::debug!(connector = %c.id, "{e:#}");
+            }
+        }
+    }
+
     /// Lift the pauses that are over by `now`.
     pub(super) fn resume_connectors(&mut self, now: i64) {
         for (_, link) in self.links.values() {

@@ -494,6 +494,7 @@ impl Dispatcher {
             .set_population(&self.profiles.population());
         self.publish_forecast(config, now);
         self.unhold(config);
+        self.load_stored_pauses(config);
         self.resume_connectors(now);
 
         let (mut due, mut quiet) = (Vec::new(), Vec::new());
