@@ -768,11 +768,10 @@ async fn classify(resp: reqwest::Response, batch: Option<usize>) -> ApiError {
         .unwrap_or_default();
     let text = String::from_utf8_lossy(&bytes);
     let parsed = serde_json::from_str::<ErrorBody>(&text);
-    // A refusal that is not HubSpot's JSON comes from something in front of the API (an edge
-    // block, a proxy, a route the edge does not know): it says nothing of the token or the
-    // contact, so it is retried, neither pausing the connector nor failing the contact at
-    // once. 408, 413 and 429 keep their own meaning below.
-    if parsed.is_err() && status.is_client_error() && !matches!(status.as_u16(), 408 | 413 | 429) {
+    // A 401 or 403 that is not HubSpot's JSON comes from something in front of the API (an
+    // edge block, a proxy), not from HubSpot refusing the token: worth retrying, not a reason
+    // to pause the connector.
+    if parsed.is_err() && matches!(status.as_u16(), 401 | 403) {
         return ApiError::Transient {
             status: Some(status.as_u16()),
             may_have_reached: false,
