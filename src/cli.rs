@@ -792,8 +792,9 @@ fn report(result: anyhow::Result<()>) -> ExitCode {
 fn require_config_file(path: &std::path::Path) -> anyhow::Result<()> {
     anyhow::ensure!(
         path.exists(),
-        "no config file at {}: run from the folder that holds webhooks.toml, or pass --config PATH",
-        path.display()
+        "no config file at {}: {}",
+        path.display(),
+        crate::config::NO_CONFIG_HINT
     );
     Ok(())
 }

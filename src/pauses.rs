@@ -57,6 +57,14 @@ pub struct Pauses {
 }
 
 impl Pauses {
+    /// What an unreadable file stands for: every contact held.
+    pub fn unreadable() -> Pauses {
+        Pauses {
+            unreadable: true,
+            ..Pauses::default()
+        }
+    }
+
     /// Whether contacts of `webhook` (on `connector`) are held.
     pub fn holds(&self, webhook: &str, connector: &str) -> bool {
         self.unreadable
@@ -110,10 +118,7 @@ pub fn read(data_dir: &Path) -> anyhow::Result<Pauses> {
 pub fn read_or_hold(data_dir: &Path) -> Pauses {
     read(data_dir).unwrap_or_else(|e| {
         tracing::error!("{e:#}: every contact is held until it is fixed");
-        Pauses {
-            unreadable: true,
-            ..Pauses::default()
-        }
+        Pauses::unreadable()
     })
 }
 

@@ -163,10 +163,14 @@ async fn serve(config_path: PathBuf, overrides: Overrides, clock: Clock) -> anyh
     served?;
     // The router and the dispatcher (and with them every Inbox handle) are gone: let the
     // writer flush.
-    tokio::task::block_in_place(|| writer.shutdown())?;
+    let written = tokio::task::block_in_place(|| writer.shutdown());
     if let Some(e) = failed {
+        if let Err(w) = written {
+            tracing::error!("{w:#}");
+        }
         anyhow::bail!("the scheduler failed, so serve stopped (the inbox is on disk): {e}");
     }
+    written?;
     tracing::info!("stopped");
     Ok(())
 }

@@ -436,9 +436,6 @@ fn the_dashboard_shows_status_and_pauses_and_resumes_a_webhook_in_a_real_browser
     server.stop();
 }
 
-/// With `admin_token_env`, data needs the bearer token (the page itself does not); without it,
-/// a foreign Host is refused; pause and resume take JSON only and name known ids; refusals
-/// are JSON.
 /// An unreadable pauses file holds every contact in the dispatcher: `/status` says so, each
 /// webhook's pending contacts held and the connector paused, with why. It showed nothing
 /// paused and the connector sending.
@@ -468,6 +465,9 @@ fn an_unreadable_pauses_file_shows_every_contact_held() {
     assert!(error.contains("pauses.json is unreadable"), "{s}");
 }
 
+/// With `admin_token_env`, data needs the bearer token (the page itself does not); without it,
+/// a foreign Host is refused; pause and resume take JSON only and name known ids; refusals
+/// are JSON.
 #[test]
 fn the_admin_surface_guards_its_data_and_its_buttons() {
     let rt = runtime();

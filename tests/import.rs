@@ -581,7 +581,6 @@ fn failed_usage(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
-/// A pipe cannot be read in place or again: it is refused, saying so, and nothing is imported.
 /// A warehouse's NUMBER column comes as a DECIMAL (`decimal-contact.parquet`, written with
 /// pyarrow: contact `c` a decimal(18, 0), time `t` epoch seconds). It is refused with what to
 /// do, as is one column given for two flags; both aborted the import with a panic.
@@ -617,6 +616,37 @@ fn a_decimal_column_or_one_column_for_two_flags_is_refused() {
     assert!(files(&data.join("events"), "parquet").is_empty());
 }
 
+/// A header row with an unclosed quote would take the whole file in as its name, and print
+/// it back: it is refused once past its bound, in a short message.
+#[test]
+fn a_header_that_never_ends_is_refused_in_bounded_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let file = dir.path().join("opens.csv");
+    let mut text = String::from("contact,\"time\n");
+    for i in 0..100_000 {
+        text.push_str(&format!("{i},2024-01-0{}T09:00:00Z\n", 1 + i % 9));
+    }
+    std::fs::write(&file, &text).unwrap();
+    let args = [
+        "import",
+        "csv",
+        file.to_str().unwrap(),
+        "--contact",
+        "contact",
+        "--time",
+        "time",
+    ];
+    let err = failed(&sendtime(&data, &args));
+    assert!(
+        err.contains("does not end within its first 1024 KiB"),
+        "{}",
+        &err[..err.len().min(400)]
+    );
+    assert!(err.len() < 2_000, "a message of {} bytes", err.len());
+}
+
+/// A pipe cannot be read in place or again: it is refused, saying so, and nothing is imported.
 #[test]
 fn a_pipe_is_refused_with_what_to_do_instead() {
     use std::io::Write;

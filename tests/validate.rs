@@ -225,7 +225,10 @@ fn missing_file_is_a_clear_error() {
         stderr.starts_with("/nonexistent/webhooks.toml:1:1: cannot read config:"),
         "{stderr}"
     );
-    assert!(stderr.contains("or give its path"), "{stderr}");
+    assert!(
+        stderr.contains("or give its path (--config PATH)"),
+        "{stderr}"
+    );
 }
 
 #[test]

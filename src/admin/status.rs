@@ -37,16 +37,10 @@ pub fn status(state: &AdminState) -> Value {
     // Unreadable, the file holds every contact in the dispatcher: shown so, and why.
     let (pauses, pauses_error) = match crate::pauses::read(&config.server.data_dir) {
         Ok(p) => (p, None),
-        Err(e) => {
-            let unreadable = Pauses {
-                unreadable: true,
-                ..Pauses::default()
-            };
-            (
-                unreadable,
-                Some(format!("{e:#}: every contact is held until it is fixed")),
-            )
-        }
+        Err(e) => (
+            Pauses::unreadable(),
+            Some(format!("{e:#}: every contact is held until it is fixed")),
+        ),
     };
     let (actions, webhooks): (Vec<&Webhook>, Vec<&Webhook>) = config
         .webhooks

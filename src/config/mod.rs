@@ -368,15 +368,17 @@ pub struct Loaded {
     pub warnings: Diagnostics,
 }
 
+/// What to do when no config file is where a command looked.
+pub const NO_CONFIG_HINT: &str =
+    "run from the folder that holds webhooks.toml, or give its path (--config PATH)";
+
 impl Config {
     /// Read, parse and validate the file at `path`. All problems come back at once.
     pub fn load(path: &Path, overrides: &Overrides, env: EnvCheck) -> Result<Loaded, Diagnostics> {
         let cannot_read = |e: std::io::Error| {
             let hint = match e.kind() {
-                std::io::ErrorKind::NotFound => {
-                    "; run from the folder that holds webhooks.toml, or give its path"
-                }
-                _ => "",
+                std::io::ErrorKind::NotFound => format!("; {NO_CONFIG_HINT}"),
+                _ => String::new(),
             };
             Diagnostics::whole_file(path, format!("cannot read config: {e}{hint}"))
         };

@@ -253,6 +253,7 @@ impl Inbox {
             append_errors: Throttle::default(),
             flush_errors: Throttle::default(),
             unremoved: Vec::new(),
+            removal_errors: Throttle::default(),
         };
         let ended = Arc::new(tokio::sync::Notify::new());
         let on_end = NotifyOnDrop(ended.clone());
@@ -327,6 +328,7 @@ struct Writer {
     /// Flushed segments whose removal failed: tried again at each flush, since archiving
     /// waits while one is left.
     unremoved: Vec<PathBuf>,
+    removal_errors: Throttle,
 }
 
 impl Writer {
@@ -487,7 +489,7 @@ impl Writer {
         let Writer {
             unremoved,
             wal_dir,
-            flush_errors,
+            removal_errors,
             ..
         } = self;
         unremoved.retain(|path| {
@@ -496,7 +498,7 @@ impl Writer {
                 _ => sync_dir(wal_dir),
             };
             if let Err(e) = &removed
-                && let Some(suppressed) = flush_errors.due()
+                && let Some(suppressed) = removal_errors.due()
             {
                 tracing::warn!(
                     suppressed,

@@ -1,6 +1,6 @@
 //! A tick's call tasks and the contacts each carries. A task that panics gives its contacts
 //! back in doubt, as a restart would find them from their rows, instead of leaving them unsent
-//! until one.
+//! until one; after as many panics as a contact has tries, it is left for a restart.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -31,7 +31,8 @@ impl InFlight {
         let carried = items
             .into_iter()
             .map(|mut item| {
-                item.doubt_workflow = item.doubt_workflow.or(workflow.and_then(NonZeroU64::new));
+                // The call it makes is to the job's workflow.
+                item.doubt_workflow = workflow.and_then(NonZeroU64::new).or(item.doubt_workflow);
                 item
             })
             .collect();
@@ -59,18 +60,26 @@ impl InFlight {
             }
             Err(e) => e,
         };
-        let items = self.carried.remove(&e.id()).unwrap_or_default();
+        let mut items = self.carried.remove(&e.id()).unwrap_or_default();
+        for item in &mut items {
+            // Its call may have gone out: checked before it is sent again. Counted as a
+            // transient failure, so a task that keeps failing is tried less and less often.
+            item.in_doubt = true;
+            item.failures = item.failures.saturating_add(1);
+        }
+        // A contact without a HubSpot id cannot be checked: a panic after its call, over and
+        // over, would send it each time. Left out of the queue, it waits for a restart.
+        let (spent, again): (Vec<_>, Vec<_>) = items
+            .into_iter()
+            .partition(|i| Backoff::DISPATCH.exhausted(u32::from(i.failures)));
         tracing::error!(
-            contacts = items.len(),
+            contacts = again.len(),
+            left_for_a_restart = spent.len(),
             "a dispatch task failed ({e}); its contacts are checked at HubSpot and tried again"
         );
-        items
+        again
             .into_iter()
-            .map(|mut item| {
-                // Its call may have gone out: checked before it is sent again. Counted as a
-                // transient failure, so a task that keeps failing is tried less and less often.
-                item.in_doubt = true;
-                item.failures = item.failures.saturating_add(1);
+            .map(|item| {
                 let wait = Backoff::DISPATCH.wait(u32::from(item.failures));
                 (item, Next::Again(now + wait.as_millis() as i64))
             })
@@ -94,13 +103,23 @@ mod tests {
         flight.spawn(vec![pending(3), pending(4)], None, async {
             panic!("another")
         });
+        // Out of tries: left for a restart, not queued again.
+        let spent = Pending {
+            failures: 11,
+            ..pending(5)
+        };
+        flight.spawn(vec![spent], None, async { panic!("again") });
         let mut out = Vec::new();
         while let Some(done) = flight.next(|| 1_000).await {
             out.extend(done);
         }
         out.sort_by_key(|(i, _)| i.contact_id);
         let ids: Vec<_> = out.iter().map(|(i, _)| i.contact_id.unwrap()).collect();
-        assert_eq!(ids, [1, 2, 3, 4], "every contact comes back once");
+        assert_eq!(
+            ids,
+            [1, 2, 3, 4],
+            "every contact but the spent one comes back once"
+        );
         assert!(!out[0].0.in_doubt);
         for (item, next) in &out[1..] {
             assert!(item.in_doubt, "{item:?}");

@@ -57,6 +57,23 @@ pub fn read(path: &Path, columns: &Columns) -> anyhow::Result<Vec<Event>> {
 
 /// A CSV file read in chunks of whole records, each chunk split into pieces that are
 /// tokenized and parsed on all cores, rows kept in file order.
+/// The most a header row may take.
+const MAX_HEADER_BYTES: u64 = 1024 * 1024;
+
+/// A header's names for a message: the first few, each cut short.
+fn listed(headers: &::csv::StringRecord) -> String {
+    const SHOWN: usize = 40;
+    let mut names: Vec<String> = headers
+        .iter()
+        .take(SHOWN)
+        .map(|h| h.chars().take(60).collect())
+        .collect();
+    if headers.len() > SHOWN {
+        names.push(format!("and {} more", headers.len() - SHOWN));
+    }
+    names.join(", ")
+}
+
 pub struct CsvReader {
     path: PathBuf,
     file: File,
@@ -86,13 +103,20 @@ impl CsvReader {
             "{} is a Parquet file: use `sendtime import parquet`",
             path.display()
         );
+        // The header is read through a bound: an unclosed quote in it would take in the file.
         let mut reader = ::csv::ReaderBuilder::new()
             .trim(::csv::Trim::Headers) // fields are trimmed as parsed, only those read
-            .from_reader(file);
+            .from_reader(Read::take(&file, MAX_HEADER_BYTES));
         let headers = reader
             .headers()
             .with_context(|| format!("cannot read the header row of {}", path.display()))?
             .clone();
+        anyhow::ensure!(
+            reader.position().byte() < MAX_HEADER_BYTES,
+            "{}: the header row does not end within its first {} KiB (an unclosed quote?)",
+            path.display(),
+            MAX_HEADER_BYTES / 1024
+        );
         if headers.iter().all(str::is_empty) {
             anyhow::bail!(
                 "{} is empty: expected a header row naming the columns, then one row per event",
@@ -108,7 +132,7 @@ impl CsvReader {
                 [] => anyhow::bail!(
                     "{}: no column named {name:?} (given by {flag}); the header has: {}",
                     path.display(),
-                    headers.iter().collect::<Vec<_>>().join(", ")
+                    listed(&headers)
                 ),
                 _ => anyhow::bail!(
                     "{}: the header names {name:?} (given by {flag}) {} times, at columns {}: \
@@ -124,7 +148,8 @@ impl CsvReader {
         };
         // Records are read from here on in chunks, not through this reader.
         let offset = reader.position().byte();
-        let mut file = reader.into_inner();
+        drop(reader);
+        let mut file = file;
         file.seek(SeekFrom::Start(offset))
             .with_context(|| format!("cannot read {}", path.display()))?;
         Ok(Self {

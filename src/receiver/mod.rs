@@ -537,7 +537,8 @@ async fn accept_execution(
     let stored = store(state, receipt).await?;
     raise_floor(state, &connector, &webhook.id, signature, now_ms).await;
     Ok(match stored {
-        Stored::Finished(_) => None,
-        Stored::New(_) | Stored::Duplicate(_) => Some((kind, webhook.window)),
+        // In dry run nothing releases a contact: its retry is held as the first post was.
+        Stored::Finished(_) if !connector.dry_run => None,
+        _ => Some((kind, webhook.window)),
     })
 }
