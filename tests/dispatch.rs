@@ -1321,6 +1321,46 @@ fn a_stored_daily_limit_pause_shows_before_anything_is_due() {
     assert_eq!(paused, Some(Some(until)), "{logs}");
 }
 
+/// An edge that answers a 404 page, not HubSpot's API (a retired route, a wrong `api_base`,
+/// an incident): every call would get it, so the connector is paused and its contacts wait,
+/// then go once HubSpot answers. The contact failed for good.
+#[test]
+fn a_404_page_instead_of_the_api_pauses_the_connector_and_fails_no_one() {
+    use sendtime::hubspot::standin::{Fault, Injection};
+    let rt = runtime();
+    let standin = rt.block_on(StandIn::start(Options::default())).unwrap();
+    standin.inject(Injection::next(Fault::Html(404)).on("/automation/v2/workflows/"));
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let config = write_config(dir.path(), &standin.url(), "", &[&HOOKS[3]]);
+    let clock = dir.path().join("clock");
+    let now = now_ms();
+    set_clock(&clock, now);
+    let server = start(&config, &data, Some(&clock), &[]);
+    let email = "edge@example.com";
+    standin.add_contact(email, 8700);
+    post(&server, "fatigue", 8700, email);
+    set_clock(&clock, now + 60_000);
+    let paused = eventually(Duration::from_secs(20), || {
+        let status: serde_json::Value = reqwest::blocking::get(server.admin_url("/status"))
+            .unwrap()
+            .json()
+            .unwrap();
+        (status["connectors"][0]["paused"] == "no_api_route").then_some(())
+    });
+    assert!(paused.is_some(), "not paused; logs:\n{}", server.logs());
+    // Past the pause: HubSpot answers, and the contact goes.
+    set_clock(&clock, now + 7 * 60_000);
+    eventually(Duration::from_secs(20), || {
+        enrollments(&standin.log())
+            .get(&("104".to_string(), email.to_string()))
+            .copied()
+    })
+    .unwrap_or_else(|| panic!("not enrolled; logs:\n{}", server.logs()));
+    server.stop();
+    assert!(outcomes(&data).iter().all(|r| r.status != Status::Failed));
+}
+
 /// A 429 whose `Retry-After` holds the connector for ten minutes: the calls waiting on the
 /// limiter are left to a later tick, as the one that got it is, so ticks go on and a stop is
 /// prompt. They slept the hold out: the tick, and a SIGTERM, waited the ten minutes.

@@ -19,7 +19,8 @@ struct ConnectorStatus {
     paced_per_10s: u32,
     /// Calls this process started in the last 10 s.
     calls_last_10s: usize,
-    /// Why nothing goes out now, if so: `operator`, `daily_limit` or `refused_token`.
+    /// Why nothing goes out now, if so: `operator`, `daily_limit`, `refused_token`,
+    /// `no_api_route` or `pauses_unreadable`.
     paused: Option<&'static str>,
     /// Until when a HubSpot-imposed pause lasts (clock ms), when that is the reason shown.
     paused_until_ms: Option<i64>,

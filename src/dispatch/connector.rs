@@ -16,7 +16,7 @@ use tokio::time::Instant;
 
 use super::Dispatcher;
 use crate::config::Connector;
-use crate::hubspot::client::{Admitted, DEFAULT_TIMEOUT};
+use crate::hubspot::client::{Admitted, ApiError, DEFAULT_TIMEOUT};
 use crate::hubspot::{Client, policy};
 use crate::metrics::Metrics;
 use crate::time::format_minute;
@@ -48,6 +48,8 @@ pub enum PauseReason {
     DailyLimit,
     /// HubSpot refused the token (401, or 403 for a missing scope).
     RefusedToken,
+    /// The API route answered with a page, not HubSpot's API ([`ApiError::NotTheApi`]).
+    NoApiRoute,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -74,6 +76,7 @@ impl PauseReason {
         match self {
             PauseReason::DailyLimit => "daily_limit",
             PauseReason::RefusedToken => "refused_token",
+            PauseReason::NoApiRoute => "no_api_route",
         }
     }
 }
@@ -171,18 +174,33 @@ impl Link {
     /// HubSpot refused the token at `now` (`status`, `message`): every call through this
     /// connector would fail the same way, so hold them all rather than fail the queue.
     pub fn pause_for_the_token(&self, now: i64, status: u16, message: &str, metrics: &Metrics) {
+        self.hold(now, PauseReason::RefusedToken, metrics, || {
+            format!(
+                "HubSpot refused the connector's credentials ({status}: {message}): connector paused and contacts stay queued; set a valid token (access_token_env, or for OAuth refresh_token_env and client_id_env) and restart (it tries once more at the time shown)"
+            )
+        });
+    }
+
+    /// A call at `now` got a page, not HubSpot's API ([`ApiError::NotTheApi`]): as for a
+    /// refused token, every call would, so all are held and tried again later.
+    pub fn pause_for_the_route(&self, now: i64, e: &ApiError, metrics: &Metrics) {
+        self.hold(now, PauseReason::NoApiRoute, metrics, || {
+            format!(
+                "{e}: connector paused and contacts stay queued; check api_base (it tries again at the time shown)"
+            )
+        });
+    }
+
+    /// Hold every call for [`policy::REFUSED_TOKEN_PAUSE_MS`] from `now`, unless held already.
+    fn hold(&self, now: i64, reason: PauseReason, metrics: &Metrics, why: impl Fn() -> String) {
         let until = now + policy::REFUSED_TOKEN_PAUSE_MS;
         let mut pause = self.pause.lock().unwrap();
         if pause.is_none() {
-            tracing::error!(
-                connector = %self.id,
-                until = %format_minute(until),
-                "HubSpot refused the connector's credentials ({status}: {message}): connector paused and contacts stay queued; set a valid token (access_token_env, or for OAuth refresh_token_env and client_id_env) and restart (it tries once more at the time shown)"
-            );
+            tracing::error!(connector = %self.id, until = %format_minute(until), "{}", why());
             metrics.connector_paused(&self.id).set(1);
             *pause = Some(Pause {
                 until,
-                reason: PauseReason::RefusedToken,
+                reason,
                 asked: false,
             });
         }
@@ -310,6 +328,7 @@ impl Dispatcher {
             self.metrics.connector_paused(&link.id).set(0);
             let why = match p.reason {
                 PauseReason::RefusedToken => "refused-token pause over: trying the token again",
+                PauseReason::NoApiRoute => "no-API-route pause over: trying HubSpot again",
                 PauseReason::DailyLimit => "daily-limit pause over: sending again",
             };
             tracing::info!(connector = %link.id, "{why}");

@@ -131,6 +131,11 @@ pub enum ApiError {
         message: String,
         correlation_id: Option<String>,
     },
+    /// A 404 page from something in front of HubSpot's API (an edge, a proxy): the route is
+    /// not there (a retired path, a wrong `api_base`), so every call through it fails alike.
+    /// Neither the contact's failure nor worth an immediate retry: the connector waits.
+    #[error("HubSpot's API did not answer: HTTP {status} page from in front of it ({message})")]
+    NotTheApi { status: u16, message: String },
     /// A list call refused because the batch is too large: split it and try again.
     #[error("HubSpot says a batch of {size} record ids is too large ({status}): {message}")]
     BatchTooLarge {
@@ -154,9 +159,9 @@ impl ApiError {
         match self {
             ApiError::RateLimited { .. } => Some(429),
             ApiError::Transient { status, .. } => *status,
-            ApiError::Permanent { status, .. } | ApiError::BatchTooLarge { status, .. } => {
-                Some(*status)
-            }
+            ApiError::Permanent { status, .. }
+            | ApiError::BatchTooLarge { status, .. }
+            | ApiError::NotTheApi { status, .. } => Some(*status),
         }
     }
 }
@@ -779,6 +784,12 @@ async fn classify(resp: reqwest::Response, batch: Option<usize>) -> ApiError {
                 "HTTP {status} that is not HubSpot's API answer (an HTML page from an edge or proxy): {}",
                 text.trim().chars().take(120).collect::<String>()
             ),
+        };
+    }
+    if parsed.is_err() && status == StatusCode::NOT_FOUND {
+        return ApiError::NotTheApi {
+            status: status.as_u16(),
+            message: text.trim().chars().take(120).collect(),
         };
     }
     let body: ErrorBody = parsed.unwrap_or_default();

@@ -519,7 +519,9 @@ impl Import {
                         self.connector.id,
                     ));
                 }
-                ApiError::Permanent { .. } | ApiError::BatchTooLarge { .. } => {
+                ApiError::Permanent { .. }
+                | ApiError::BatchTooLarge { .. }
+                | ApiError::NotTheApi { .. } => {
                     return Err(err.into());
                 }
             }
