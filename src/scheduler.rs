@@ -93,7 +93,7 @@ pub async fn run(
     metrics: Metrics,
     mut stop: watch::Receiver<bool>,
     mut lookups: tokio::sync::mpsc::Receiver<Lookup>,
-) -> Dispatcher {
+) -> anyhow::Result<Dispatcher> {
     let mut last_fire: Option<DateTime<Utc>> = None;
     // The fire time being waited for, kept across a lookup or a once-a-minute look: worked out
     // again from a later now, it would be skipped.
@@ -148,6 +148,12 @@ pub async fn run(
         if *stop.borrow() {
             break;
         }
+        // With no outcome writer (it panicked) no call can be recorded, so none is made:
+        // serve stops, so that its supervisor starts it again.
+        anyhow::ensure!(
+            dispatcher.records(),
+            "the outcome writer stopped: no call can be recorded, so none is made"
+        );
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
             _ = stop.changed() => break,
@@ -212,5 +218,5 @@ pub async fn run(
         }
     }
     tracing::info!("scheduler stopped");
-    dispatcher
+    Ok(dispatcher)
 }

@@ -154,11 +154,12 @@ async fn serve(config_path: PathBuf, overrides: Overrides, clock: Clock) -> anyh
     // An import stops after its page; one waiting on HubSpot is left (its cursor is saved).
     let _ = tokio::time::timeout(SHUTDOWN_GRACE, imports).await;
     let failed = match scheduler.await {
-        Ok(Ok(dispatcher)) => {
+        Ok(Ok(Ok(dispatcher))) => {
             tokio::task::block_in_place(|| dispatcher.close());
             None
         }
-        Ok(Err(e)) | Err(e) => Some(e),
+        Ok(Ok(Err(e))) => Some(format!("{e:#}")),
+        Ok(Err(e)) | Err(e) => Some(e.to_string()),
     };
     served?;
     // The router and the dispatcher (and with them every Inbox handle) are gone: let the

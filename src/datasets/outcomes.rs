@@ -318,6 +318,11 @@ impl OutcomeLog {
 }
 
 impl OutcomeWriter {
+    /// Whether its thread runs (it ends only at shutdown, or by a panic).
+    pub fn is_running(&self) -> bool {
+        self.thread.as_ref().is_some_and(|t| !t.is_finished())
+    }
+
     /// Wait for the writer to finish what is queued. Call after the last [`OutcomeLog`] is gone.
     pub fn shutdown(mut self) {
         if let Some(t) = self.thread.take() {

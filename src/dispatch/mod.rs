@@ -455,6 +455,11 @@ impl Dispatcher {
         self.queue.len() + self.held.values().map(Vec::len).sum::<usize>()
     }
 
+    /// Whether outcome rows can be written: the writer thread runs.
+    pub fn records(&self) -> bool {
+        self.writer.as_ref().is_some_and(OutcomeWriter::is_running)
+    }
+
     /// Flush the outcome writer and stop it.
     pub fn close(mut self) {
         let writer = self.writer.take();
