@@ -1222,12 +1222,9 @@ fn unsigned_posts_taken_in_dry_run_are_never_sent() {
     let dry = write("dry_run = true\nallow_unsigned = true", "0 0 0 1 1 *");
     let server = start(&dry, &data, None, &[]);
     for (vid, email) in [(8501, "u1@example.com"), (8502, "u2@example.com")] {
-        let body = format!(
-            r#"{{"vid": {vid}, "portal-id": 62515, "properties": {{"email": {{"value": "{email}"}}}}}}"#
-        );
         let resp = reqwest::blocking::Client::new()
             .post(server.url("/hooks/fatigue"))
-            .body(body)
+            .body(common::contact_body(vid, email))
             .send()
             .unwrap();
         assert_eq!(resp.status().as_u16(), 200);

@@ -52,6 +52,22 @@ fn oauth_config(standin: &StandIn, tables: &str) -> String {
     .replace("access_token_env = \"OAUTH_TOKEN\"\n", "")
 }
 
+/// `config` written as `dir/webhooks.toml`, and `serve` on it with the app's secret, client
+/// id and first refresh token.
+fn serve(dir: &std::path::Path, data: &std::path::Path, config: &str) -> Server {
+    let path = dir.join("webhooks.toml");
+    std::fs::write(&path, config).unwrap();
+    Server::start(
+        &path,
+        data,
+        &[
+            ("OAUTH_SECRET", SECRET),
+            ("OAUTH_CLIENT_ID", "app-client-id"),
+            ("OAUTH_REFRESH", "first-refresh-token"),
+        ],
+    )
+}
+
 /// Post contact `vid`, `{prefix}{vid}@example.com` (known to the stand-in), to webhook `now`.
 fn post_contact(standin: &StandIn, server: &Server, prefix: &str, vid: u64) {
     let email = format!("{prefix}{vid}@example.com");
@@ -94,17 +110,7 @@ fn a_run_of_several_token_lifetimes_enrolls_everyone_without_a_401() {
     let standin = oauth_standin(&rt, Duration::from_secs(3), true);
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let config = oauth_config(&standin, EVERY_SECOND);
-    std::fs::write(dir.path().join("webhooks.toml"), &config).unwrap();
-    let server = Server::start(
-        &dir.path().join("webhooks.toml"),
-        &data,
-        &[
-            ("OAUTH_SECRET", SECRET),
-            ("OAUTH_CLIENT_ID", "app-client-id"),
-            ("OAUTH_REFRESH", "first-refresh-token"),
-        ],
-    );
+    let server = serve(dir.path(), &data, &oauth_config(&standin, EVERY_SECOND));
     // HubSpot refuses one call's token (revoked, clocks apart): one refresh, one retry.
     standin.inject(
         Injection::next(Fault::Status {
@@ -220,20 +226,7 @@ fn the_scheduled_import_and_the_dispatcher_follow_one_rotated_refresh_token() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let tables = format!("{EVERY_SECOND}\n[import]\ncron = \"*/2 * * * * *\"");
-    std::fs::write(
-        dir.path().join("webhooks.toml"),
-        oauth_config(&standin, &tables),
-    )
-    .unwrap();
-    let server = Server::start(
-        &dir.path().join("webhooks.toml"),
-        &data,
-        &[
-            ("OAUTH_SECRET", SECRET),
-            ("OAUTH_CLIENT_ID", "app-client-id"),
-            ("OAUTH_REFRESH", "first-refresh-token"),
-        ],
-    );
+    let server = serve(dir.path(), &data, &oauth_config(&standin, &tables));
     for vid in 300..310 {
         post_contact(&standin, &server, "i", vid);
         std::thread::sleep(Duration::from_secs(1));
