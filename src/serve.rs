@@ -22,11 +22,15 @@ use crate::scheduler;
 /// Run the server until SIGINT or SIGTERM. `clock` is the dispatcher's "now" (the system
 /// clock but in tests).
 pub fn run(config_path: PathBuf, overrides: Overrides, clock: Clock) -> anyhow::Result<()> {
-    tokio::runtime::Builder::new_multi_thread()
+    let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-        .context("cannot start the async runtime")?
-        .block_on(serve(config_path, overrides, clock))
+        .context("cannot start the async runtime")?;
+    let served = runtime.block_on(serve(config_path, overrides, clock));
+    // What is left is blocking work of closed connections (a lookup on a hung disk): the
+    // data is written and flushed by now, so it is not waited for beyond the grace.
+    runtime.shutdown_timeout(SHUTDOWN_GRACE);
+    served
 }
 
 async fn serve(config_path: PathBuf, overrides: Overrides, clock: Clock) -> anyhow::Result<()> {
@@ -140,7 +144,15 @@ async fn serve(config_path: PathBuf, overrides: Overrides, clock: Clock) -> anyh
     let writer_ended = writer.ended();
     let served = serve_http(listener, app, connection_cap(), async move {
         tokio::select! {
-            _ = shutdown_signal() => {}
+            _ = shutdown_signal() => {
+                // Everything acknowledged is in the inbox log: a second signal stops at once,
+                // as kill -9 would.
+                tokio::spawn(async {
+                    shutdown_signal().await;
+                    tracing::error!("a second signal: stopping now; what was acknowledged is in the inbox log, replayed at the next start");
+                    std::process::exit(1);
+                });
+            }
             _ = scheduler_ended.notified() => {}
             _ = writer_ended => tracing::error!("the inbox writer stopped: serve stops"),
         }
@@ -218,7 +230,7 @@ fn connection_cap() -> usize {
 }
 
 /// Serve `app` over HTTP/1.1 until `shutdown` resolves, then stop accepting and let open
-/// connections finish, up to [`SHUTDOWN_GRACE`]. Unlike `axum::serve`, headers must arrive
+/// connections finish, up to [`SHUTDOWN_GRACE`], then close them. Unlike `axum::serve`, headers must arrive
 /// within [`HEADER_READ_TIMEOUT`]; the body's own deadline is the receiver's.
 async fn serve_http(
     listener: tokio::net::TcpListener,
@@ -232,6 +244,9 @@ async fn serve_http(
     let mut shutdown = std::pin::pin!(shutdown);
     let connections = Arc::new(tokio::sync::Semaphore::new(max_connections));
     let mut accept_errors = crate::throttle::Throttle::default();
+    // Turned true after the grace: each connection still open is dropped with its request,
+    // and with it the router's handles (the inbox's writer waits for the last one).
+    let (close, closing) = watch::channel(false);
     loop {
         // At the cap, new connections wait in the kernel's backlog until one closes.
         let slot = tokio::select! {
@@ -263,9 +278,13 @@ async fn serve_http(
             .max_buf_size(MAX_HEADER_BYTES)
             .serve_connection(TokioIo::new(stream), service);
         let conn = graceful.watch(conn);
+        let mut closing = closing.clone();
         tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!("connection closed: {e}");
+            tokio::select! {
+                served = conn => if let Err(e) = served {
+                    tracing::debug!("connection closed: {e}");
+                },
+                _ = closing.wait_for(|close| *close) => {}
             }
             drop(slot);
         });
@@ -275,6 +294,7 @@ async fn serve_http(
         () = graceful.shutdown() => {}
         () = tokio::time::sleep(SHUTDOWN_GRACE) => {
             tracing::warn!("connections still open {SHUTDOWN_GRACE:?} after shutdown began: closing them");
+            let _ = close.send(true);
         }
     }
     Ok(())

@@ -465,6 +465,61 @@ fn an_unreadable_pauses_file_shows_every_contact_held() {
     assert!(error.contains("pauses.json is unreadable"), "{s}");
 }
 
+/// A contact lookup whose read never returns (a hung disk; here an archived plan part whose
+/// checksum file is a FIFO held open and never written) does not hold a stop: after the grace
+/// its connection is closed and serve exits 0 with the inbox flushed. A second signal stops at
+/// once. Before, serve waited for the lookup for ever, and a second signal did nothing.
+#[test]
+fn a_lookup_that_never_returns_does_not_hold_a_stop() {
+    use std::os::unix::fs::OpenOptionsExt;
+    for second_signal in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let config = write_config(dir.path(), "http://127.0.0.1:9", "");
+        let mut server = Server::start(&config, &data, ENV);
+        let archived = data.join("archive/plan");
+        std::fs::create_dir_all(&archived).unwrap();
+        std::fs::write(archived.join("part-00000000000000000000000000.parquet"), "").unwrap();
+        let fifo = archived.join("part-00000000000000000000000000.xxh3");
+        let path = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        assert_eq!(unsafe { libc::mkfifo(path.as_ptr(), 0o600) }, 0);
+        let http = reqwest::blocking::Client::new();
+        let body = common::contact_body(7400, "kept@example.com");
+        assert_eq!(
+            post_signed(&http, &server, SECRET, "/hooks/nurture", body),
+            200
+        );
+        let url = server.admin_url("/contact?q=kept@example.com");
+        std::thread::spawn(move || reqwest::blocking::get(url));
+        // A writer opens a FIFO without blocking only once a reader has it open: the lookup.
+        let writer = eventually(Duration::from_secs(20), || {
+            std::fs::OpenOptions::new()
+                .write(true)
+                .custom_flags(libc::O_NONBLOCK)
+                .open(&fifo)
+                .ok()
+        })
+        .expect("the lookup reads the archived part");
+        server.signal("TERM");
+        if second_signal {
+            std::thread::sleep(Duration::from_millis(500));
+            server.signal("TERM");
+            assert_eq!(server.wait_exit(Duration::from_secs(5)), Some(1));
+        } else {
+            let exited = server.wait_exit(Duration::from_secs(40));
+            assert_eq!(exited, Some(0), "{}", server.logs());
+        }
+        drop(writer);
+        // The post was acknowledged before the stop: it is in the inbox (flushed, or in the
+        // log after the forced stop), as a restart shows.
+        std::fs::remove_file(&fifo).unwrap();
+        let server = Server::start(&config, &data, ENV);
+        let s = status(&server);
+        server.stop();
+        assert_eq!(endpoint(&s, "nurture")["pending"], 1, "{s}");
+    }
+}
+
 /// With `admin_token_env`, data needs the bearer token (the page itself does not); without it,
 /// a foreign Host is refused; pause and resume take JSON only and name known ids; refusals
 /// are JSON.
