@@ -724,6 +724,63 @@ fn serve_keeps_profiles_current_from_hubspot_events() {
     server.stop();
 }
 
+/// A paused connector's scheduled import makes no call: an operator's pause (until resumed)
+/// and a daily-limit pause an earlier run stored. Before, the import kept calling HubSpot
+/// through both.
+#[test]
+fn a_paused_connector_imports_nothing_until_resumed() {
+    use common::{Hook, Server, TestConfig, eventually};
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let standin = rt.block_on(StandIn::start(Options::default())).unwrap();
+    let imports = || standin.log().iter().filter(|e| e.path == EVENTS).count();
+    let env = [
+        ("HELD_SECRET", "held-secret"),
+        ("HELD_TOKEN", DEFAULT_TOKEN),
+    ];
+    for daily in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let config = TestConfig {
+            env: "HELD",
+            tables: "[scheduler]\ncron = \"* * * * * *\"\n[import]\ncron = \"*/2 * * * * *\"",
+            connector: &format!("api_base = \"{}\"", standin.url()),
+            hooks: &[&Hook {
+                id: "nurture",
+                kind: "NEXT_24_HOURS",
+                target: "workflow_id = 101",
+            }],
+            ..TestConfig::default()
+        }
+        .write(dir.path());
+        let data = dir.path().join("data");
+        std::fs::create_dir_all(data.join("state")).unwrap();
+        if daily {
+            let until = chrono::Utc::now().timestamp_millis() + 3_600_000;
+            std::fs::write(data.join("state/dispatch-pause-main"), until.to_string()).unwrap();
+        } else {
+            let paused = common::run(&config, &data, &["pause", "main", "--connector"], &env);
+            assert!(paused.status.success(), "{}", text(&paused));
+        }
+        let before = imports();
+        let server = Server::start(&config, &data, &env);
+        std::thread::sleep(Duration::from_secs(6));
+        assert_eq!(
+            imports(),
+            before,
+            "imported while paused:\n{}",
+            server.logs()
+        );
+        if !daily {
+            let resumed = common::run(&config, &data, &["resume", "main", "--connector"], &env);
+            assert!(resumed.status.success(), "{}", text(&resumed));
+            eventually(Duration::from_secs(10), || {
+                (imports() > before).then_some(())
+            })
+            .unwrap_or_else(|| panic!("no import once resumed:\n{}", server.logs()));
+        }
+        server.stop();
+    }
+}
+
 /// Pages of odd but real shape: an event without a type (HubSpot's UNBOUNCE events have
 /// none) is skipped, not a page that cannot be read; an empty page that says there is more
 /// goes on to the next one.

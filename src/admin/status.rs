@@ -109,24 +109,16 @@ fn connectors(
         .iter()
         .map(|c| {
             let link = board.link(&c.id);
-            let hubspot_pause = link.as_ref().and_then(|l| l.pause_at(now));
             let rate = link.as_ref().and_then(|l| l.client.last_rate_limit());
-            let operator = pauses.connectors.contains_key(&c.id);
+            let paused = crate::dispatch::connector::paused(pauses, link.as_deref(), &c.id, now);
             ConnectorStatus {
                 id: c.id.clone(),
                 dry_run: c.dry_run,
                 limit_per_10s: c.requests_per_10s,
                 paced_per_10s: Limiter::paced_per_10s(c.requests_per_10s),
                 calls_last_10s: link.as_ref().map_or(0, |l| l.client.calls_last_10s()),
-                paused: if pauses.unreadable {
-                    Some("pauses_unreadable")
-                } else if operator {
-                    Some("operator")
-                } else {
-                    hubspot_pause.map(|(_, why)| why.as_str())
-                },
-                // An operator's pause has no end; HubSpot's under it is not what shows.
-                paused_until_ms: hubspot_pause.filter(|_| !operator).map(|(until, _)| until),
+                paused: paused.map(|(why, _)| why),
+                paused_until_ms: paused.and_then(|(_, until)| until),
                 daily_limit: rate.and_then(|r| r.daily),
                 daily_remaining: rate.and_then(|r| r.daily_remaining),
                 last_error: board.last_error(&c.id),

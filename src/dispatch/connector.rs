@@ -81,6 +81,26 @@ impl PauseReason {
     }
 }
 
+/// Why `connector` makes no calls at `now`, if it does not, as `/status` shows it: an
+/// unreadable pause file, an operator's pause, or HubSpot's on its `link` (with its end).
+pub fn paused(
+    pauses: &crate::pauses::Pauses,
+    link: Option<&Link>,
+    connector: &str,
+    now: i64,
+) -> Option<(&'static str, Option<i64>)> {
+    if pauses.unreadable {
+        Some(("pauses_unreadable", None))
+    } else if pauses.connectors.contains_key(connector) {
+        // An operator's pause has no end; HubSpot's under it is not what shows.
+        Some(("operator", None))
+    } else {
+        link?
+            .pause_at(now)
+            .map(|(until, why)| (why.as_str(), Some(until)))
+    }
+}
+
 impl Link {
     pub(super) fn new(id: String, client: Client) -> Link {
         Link {

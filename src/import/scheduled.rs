@@ -1,5 +1,5 @@
 //! The HubSpot import inside `serve`: at the times of `[import] cron`, each connector that
-//! calls HubSpot (not in `dry_run`) imports the email events since its last run (the same
+//! calls HubSpot (not in `dry_run`, not paused) imports the email events since its last run (the same
 //! code and cursor as `sendtime import hubspot`, paced at the share planning leaves). The
 //! dispatcher's profiles take the new event parts on its next tick.
 
@@ -34,7 +34,20 @@ pub async fn run(config: ConfigHandle, metrics: Metrics, mut stop: watch::Receiv
             continue; // disabled, or the once-a-minute look at the config
         }
         last_fire = Some(fire);
+        let pauses = crate::pauses::read_or_hold(&snapshot.server.data_dir);
         for connector in snapshot.connectors.iter().filter(|c| !c.dry_run) {
+            // A paused connector makes no calls: an operator's pause may protect a limit
+            // shared with another integration, and HubSpot's would refuse them.
+            let link = metrics.board.link(&connector.id);
+            if let Some((why, _)) = crate::dispatch::connector::paused(
+                &pauses,
+                link.as_deref(),
+                &connector.id,
+                now_ms(),
+            ) {
+                tracing::info!(connector = %connector.id, "scheduled HubSpot import skipped: the connector is paused ({why})");
+                continue;
+            }
             let (config, c) = (snapshot.clone(), connector.clone());
             let stopping = stop.clone();
             let started = std::time::Instant::now();
