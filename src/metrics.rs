@@ -139,12 +139,12 @@ impl Metrics {
         );
         registry.register(
             "plan_moves",
-            "Receipts not planned at their preferred time: capacity (another hour of the window), spilled (past a full window), quiet (quiet hours leave no minute in the window)",
+            "Receipts not planned at their preferred time: capacity (another hour of the window), spilled (past a full window), quiet (quiet hours leave no minute in the window), late (the window was over when planned)",
             plan_moves.clone(),
         );
         registry.register(
             "dispatch_outcomes",
-            "Dispatcher call results by status (enrolled, listed, retrying, failed, dry-run)",
+            "Dispatcher results per contact, by status (enrolled, listed, completed, retrying, failed, dry-run)",
             outcomes.clone(),
         );
         registry.register(
@@ -154,7 +154,7 @@ impl Metrics {
         );
         registry.register(
             "connector_paused",
-            "1 while a connector is paused by HubSpot (its daily API limit, or a refused token)",
+            "1 while a connector is paused by HubSpot (its daily API limit, a refused token, or a page that is not its API)",
             paused.clone(),
         );
         registry.register(
@@ -189,7 +189,7 @@ impl Metrics {
         );
         registry.register(
             "webhooks_duplicate",
-            "Posts for a contact already pending on the same webhook (answered 200, nothing stored)",
+            "Posts for a contact already pending on the same webhook, or replays of a body already finished (answered 200, nothing stored)",
             duplicates.clone(),
         );
         registry.register(

@@ -77,7 +77,7 @@ async fn serve(config_path: PathBuf, overrides: Overrides, clock: Clock) -> anyh
         handle.clone(),
         metrics.clone(),
         inbox.clone(),
-        clock,
+        clock.clone(),
         lookups_tx,
     )?;
     // Both listeners before anything runs: a start that cannot listen must not have made a
@@ -128,6 +128,7 @@ async fn serve(config_path: PathBuf, overrides: Overrides, clock: Clock) -> anyh
         ratchet,
         warnings: Default::default(),
         bodies: receiver::body::budget(),
+        clock,
     };
     let mut admin_stop = stop_rx_admin;
     let admin = tokio::spawn(serve_http(

@@ -17,6 +17,7 @@ fn free_port() -> u16 {
 #[test]
 fn the_demo_sends_every_kind_of_contact_and_stops_cleanly() {
     let (public, admin) = (free_port(), free_port());
+    let started = Instant::now();
     let mut child = Command::new(env!("CARGO_BIN_EXE_sendtime"))
         .args(["demo", "--speed", "3600"])
         .args(["--listen", &format!("127.0.0.1:{public}")])
@@ -64,6 +65,21 @@ fn the_demo_sends_every_kind_of_contact_and_stops_cleanly() {
         assert!(Instant::now() < deadline, "not every kind sent:\n{last}");
         std::thread::sleep(Duration::from_millis(500));
     }
+    // At 3,600×, a receipt stamped with the wall clock looked a day old 24 s in, and every
+    // window was over when planned ("late"). Receipts are stamped with the demo's clock.
+    while started.elapsed() < Duration::from_secs(45) {
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let metrics = reqwest::blocking::get(format!("http://127.0.0.1:{admin}/metrics"))
+        .unwrap()
+        .text()
+        .unwrap();
+    let late: Vec<&str> = metrics
+        .lines()
+        .filter(|l| l.starts_with("sendtime_plan_moves_total{") && l.contains("move=\"late\""))
+        .collect();
+    assert!(late.is_empty(), "{late:?}");
+    assert!(count(&metrics, "enrolled") > 0);
     let status: serde_json::Value = reqwest::blocking::get(&status_url).unwrap().json().unwrap();
     assert_eq!(status["webhooks"].as_array().unwrap().len(), 5);
     Command::new("kill")

@@ -50,6 +50,9 @@ pub struct AppState {
     pub bodies: Arc<tokio::sync::Semaphore>,
     /// Per connector, when each warning that every post could repeat was last logged.
     pub warnings: Arc<std::sync::Mutex<HashMap<(String, PostWarning), crate::throttle::Throttle>>>,
+    /// The dispatcher's "now", which receipts are stamped with: planning measures a
+    /// receipt's window from it. Signatures are checked against the system clock.
+    pub clock: crate::clock::Clock,
 }
 
 /// A warning about posts that are taken, logged at most once a minute per connector.
@@ -488,7 +491,7 @@ async fn accept_contact(state: &AppState, post: Authenticated) -> Result<Stored,
         contact_id: contact.contact_id,
         email: contact.email,
         portal_id: contact.portal.id(),
-        received_at_ms: now_ms,
+        received_at_ms: state.clock.now_ms(),
         signature: stored_signature(signature, &connector).to_string(),
         config: config.identity.clone(),
         callback_id: None,
@@ -527,7 +530,7 @@ async fn accept_execution(
         // the workflow's action.
         email: execution.email.filter(|e| is_email_address(e)),
         portal_id: execution.portal.id(),
-        received_at_ms: now_ms,
+        received_at_ms: state.clock.now_ms(),
         signature: stored_signature(signature, &connector).to_string(),
         config: config.identity.clone(),
         callback_id: Some(execution.callback_id),
