@@ -1,7 +1,8 @@
 //! The dispatcher's notion of "now", injectable so tests (and people replaying a day) can jump
 //! hours ahead without waiting for them to pass.
 //!
-//! Only the planning and due-time decisions read this clock. Real waiting (rate limits,
+//! Only the planning and due-time decisions read this clock (and, in the demo, receipts'
+//! times: [`Clock::receipt_ms`]). Real waiting (rate limits,
 //! backoff, the scheduler's own timer) always uses the real monotonic clock: a fake clock must
 //! never make sendtime call HubSpot faster than HubSpot allows.
 
@@ -37,6 +38,17 @@ impl Clock {
                 .ok()
                 .and_then(|t| parse_instant(&t))
                 .unwrap_or_else(now_ms),
+        }
+    }
+
+    /// The time a receipt is stamped with. The demo's scaled time, since planning measures a
+    /// receipt's window from it (stamped with the system clock, a receipt of the demo looked
+    /// a day old two minutes in). Otherwise the system clock: a test's clock file moves only
+    /// the dispatcher, which a test may set behind what it receives.
+    pub fn receipt_ms(&self) -> i64 {
+        match self {
+            Clock::Scaled { .. } => self.now_ms(),
+            _ => now_ms(),
         }
     }
 

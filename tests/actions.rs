@@ -231,6 +231,50 @@ fn executions_are_blocked_then_completed_in_batches_at_their_time() {
     assert_eq!(targets.len(), 251, "each callback once");
 }
 
+/// In `dry_run` nothing would release a hold, so an execution is answered SUCCESS at once (the
+/// contact goes on, as without sendtime), and its plan is recorded as a dry run with no call.
+/// Before, it was answered BLOCK: the real contact waited until HubSpot's hold expired.
+#[test]
+fn in_dry_run_an_execution_is_not_held() {
+    let Setup {
+        rt: _rt,
+        standin,
+        dir,
+        data,
+        clock,
+        ..
+    } = Setup::new();
+    let config = TestConfig {
+        env: "ACTIONS",
+        tables: "[scheduler]\ncron = \"* * * * * *\"\n\
+                 [[action]]\nid = \"send-time\"\nname = \"Send at the best time\"",
+        connector: &format!("api_base = \"{}\"\ndry_run = true", standin.url()),
+        ..TestConfig::default()
+    }
+    .write(dir.path());
+    let server = start(&config, &data, &clock);
+    standin.add_callback("cb-dry");
+    let success = serde_json::json!({"outputFields": {"hs_execution_state": "SUCCESS"}});
+    assert_eq!(
+        execute(&server, "cb-dry", 1000, "IMMEDIATE"),
+        (200, success.clone())
+    );
+    let recorded = eventually(Duration::from_secs(20), || {
+        let rows = outcomes::read(&outcomes::dataset(&data).unwrap()).ok()?;
+        rows.into_iter().find(|r| r.status == Status::DryRun)
+    })
+    .unwrap_or_else(|| panic!("no dry-run outcome; logs:\n{}", server.logs()));
+    assert_eq!(recorded.target, "cb-dry");
+    // HubSpot's retry gets the same answer.
+    assert_eq!(
+        execute(&server, "cb-dry", 1000, "IMMEDIATE"),
+        (200, success)
+    );
+    server.stop();
+    assert!(complete_calls(&standin).is_empty());
+    assert!(standin.completion("cb-dry").is_none());
+}
+
 /// A workflow action's callbacks are completed whatever the daily budget, as they are planned
 /// whatever the capacity: HubSpot's hold on their contacts runs out. Here a budget of one call
 /// a day, and three callbacks that each take a call.

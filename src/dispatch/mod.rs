@@ -1037,7 +1037,9 @@ fn dry_run_message(action: Action, item: &Pending, target: &str) -> String {
             item.contact_id.map(|c| c.to_string()).unwrap_or(who)
         ),
         Action::Complete => {
-            format!("dry run: would complete callback {target} (contact {who}), releasing it")
+            format!(
+                "dry run: would complete callback {target} (contact {who}) now; in dry run it went on at receipt"
+            )
         }
     }
 }

@@ -50,8 +50,8 @@ pub struct AppState {
     pub bodies: Arc<tokio::sync::Semaphore>,
     /// Per connector, when each warning that every post could repeat was last logged.
     pub warnings: Arc<std::sync::Mutex<HashMap<(String, PostWarning), crate::throttle::Throttle>>>,
-    /// The dispatcher's "now", which receipts are stamped with: planning measures a
-    /// receipt's window from it. Signatures are checked against the system clock.
+    /// What receipts are stamped with ([`crate::clock::Clock::receipt_ms`]). Signatures are
+    /// checked against the system clock.
     pub clock: crate::clock::Clock,
 }
 
@@ -120,7 +120,8 @@ async fn receive_action(
             }});
             (StatusCode::OK, axum::Json(body)).into_response()
         }
-        // A retry of an execution already released: a hold would never be released again.
+        // A retry of an execution already released, or any in dry run: a hold would never
+        // be released.
         Ok(None) => {
             let body = json!({"outputFields": {"hs_execution_state": "SUCCESS"}});
             (StatusCode::OK, axum::Json(body)).into_response()
@@ -491,7 +492,7 @@ async fn accept_contact(state: &AppState, post: Authenticated) -> Result<Stored,
         contact_id: contact.contact_id,
         email: contact.email,
         portal_id: contact.portal.id(),
-        received_at_ms: state.clock.now_ms(),
+        received_at_ms: state.clock.receipt_ms(),
         signature: stored_signature(signature, &connector).to_string(),
         config: config.identity.clone(),
         callback_id: None,
@@ -505,7 +506,8 @@ async fn accept_contact(state: &AppState, post: Authenticated) -> Result<Stored,
 
 /// An action's execution: stored with its callback; the delivery type it was planned with,
 /// and the action's window. A repeat of a callback already waiting (HubSpot retries) stores
-/// nothing and gets the same answer; a repeat of one already released, `None`.
+/// nothing and gets the same answer; a repeat of one already released, or any execution in
+/// dry run, `None` (no hold).
 async fn accept_execution(
     state: &AppState,
     post: Authenticated,
@@ -530,7 +532,7 @@ async fn accept_execution(
         // the workflow's action.
         email: execution.email.filter(|e| is_email_address(e)),
         portal_id: execution.portal.id(),
-        received_at_ms: state.clock.now_ms(),
+        received_at_ms: state.clock.receipt_ms(),
         signature: stored_signature(signature, &connector).to_string(),
         config: config.identity.clone(),
         callback_id: Some(execution.callback_id),
@@ -540,8 +542,10 @@ async fn accept_execution(
     let stored = store(state, receipt).await?;
     raise_floor(state, &connector, &webhook.id, signature, now_ms).await;
     Ok(match stored {
-        // In dry run nothing releases a contact: its retry is held as the first post was.
-        Stored::Finished(_) if !connector.dry_run => None,
+        // In dry run nothing would release a hold: the contact goes on at once, as without
+        // sendtime, and its plan is recorded as a dry run.
+        _ if connector.dry_run => None,
+        Stored::Finished(_) => None,
         _ => Some((kind, webhook.window)),
     })
 }
