@@ -275,6 +275,52 @@ fn in_dry_run_an_execution_is_not_held() {
     assert!(standin.completion("cb-dry").is_none());
 }
 
+/// HubSpot holds an action's contact for days, so a callback is tried through an outage of
+/// any number of failures until that hold ends. Before, it failed for good after 12 failures
+/// in a row (about 18 minutes of 5xx) with most of its day left, and its contact waited in the
+/// workflow until HubSpot's hold expired.
+#[test]
+fn a_callback_is_tried_through_an_outage_until_its_hold_ends() {
+    use sendtime::hubspot::standin::{Fault, Injection};
+    let Setup {
+        rt: _rt,
+        standin,
+        dir: _dir,
+        data,
+        config,
+        clock,
+    } = Setup::new();
+    let t0 = now_ms();
+    set_clock(&clock, t0);
+    let server = start(&config, &data, &clock);
+    standin.inject(
+        Injection::next(Fault::Status {
+            status: 502,
+            message: "Bad Gateway".into(),
+        })
+        .times(14)
+        .on(COMPLETE),
+    );
+    standin.add_callback("cb-0");
+    let (status, _) = execute(&server, "cb-0", 1000, "IMMEDIATE");
+    assert_eq!(status, 200);
+    // Ten minutes of the dispatcher's time every 300 ms: each retry's wait (at most five
+    // minutes) is over by the next step, and the day's hold is far off.
+    let mut at = t0;
+    eventually(Duration::from_secs(90), || {
+        at += 600_000;
+        set_clock(&clock, at);
+        std::thread::sleep(Duration::from_millis(200));
+        standin.completion("cb-0")
+    })
+    .unwrap_or_else(|| panic!("cb-0 not completed; logs:\n{}", server.logs()));
+    server.stop();
+    assert_eq!(complete_calls(&standin).len(), 15);
+    let rows = outcomes::read(&outcomes::dataset(&data).unwrap()).unwrap();
+    assert!(rows.iter().all(|r| r.status != Status::Failed), "{rows:?}");
+    assert!(rows.iter().any(|r| r.status == Status::Completed));
+}
+
 /// A workflow action's callbacks are completed whatever the daily budget, as they are planned
 /// whatever the capacity: HubSpot's hold on their contacts runs out. Here a budget of one call
 /// a day, and three callbacks that each take a call.

@@ -787,6 +787,14 @@ impl Dispatcher {
             pauses: pauses_now,
             calls: Default::default(),
             day_left: crate::capacity::DayLeft::new(config, &self.spent, now),
+            holds: config
+                .webhooks
+                .iter()
+                .filter_map(|w| {
+                    let route = capacity::route(config, w);
+                    route.holds.then(|| (w.id.clone(), route.window))
+                })
+                .collect(),
         });
         let slots = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
         let mut flight = InFlight::default();

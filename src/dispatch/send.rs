@@ -86,6 +86,9 @@ pub struct Ctx {
     pub calls: std::sync::Mutex<Vec<(String, i64)>>,
     /// What is left of each connector's daily budget: every call is held to it.
     pub day_left: crate::capacity::DayLeft,
+    /// The window of each workflow action (by id), which HubSpot's hold on its contacts
+    /// follows: a callback is worth trying until that hold ends.
+    pub holds: std::collections::HashMap<String, Option<i64>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -233,6 +236,14 @@ impl Ctx {
             _ = tokio::time::sleep(d) => true,
             _ = stop.changed() => false,
         }
+    }
+
+    /// When HubSpot's hold on `item`'s contact ends (less a minute): its callback may be
+    /// tried until then. An action removed from the config: now.
+    fn hold_ends(&self, item: &Pending) -> i64 {
+        self.holds
+            .get(&*item.webhook_id)
+            .map_or_else(|| self.now(), |w| super::planning::release_by(item, *w))
     }
 
     /// What to do after `e` failed a call for `batch`: a transient failure is counted on each
@@ -777,6 +788,41 @@ pub async fn complete(ctx: Arc<Ctx>, link: Arc<Link>, items: Vec<Pending>) -> Ve
                     }
                     let decision = ctx.decide_after(&link, &e, &mut chunk);
                     let now = ctx.now();
+                    if matches!(decision, Decision::GiveUp) && e.is_retryable() {
+                        // HubSpot holds a contact for days: however many failures it takes,
+                        // its callback is tried again until that hold ends (at the latest
+                        // just before), and only callbacks past it fail.
+                        let (over, left): (Vec<Pending>, Vec<Pending>) =
+                            chunk.into_iter().partition(|i| ctx.hold_ends(i) <= now);
+                        let wait = Backoff::DISPATCH.cap.as_millis() as i64;
+                        let again: Vec<(Pending, i64)> = left
+                            .into_iter()
+                            .map(|i| {
+                                let at = (now + wait).min(ctx.hold_ends(&i));
+                                (i, at)
+                            })
+                            .collect();
+                        let rows = again
+                            .iter()
+                            .map(|(i, at)| {
+                                let base = row(
+                                    i,
+                                    &link,
+                                    Action::Complete,
+                                    &callback(i),
+                                    Status::Retrying,
+                                    now,
+                                );
+                                failure_row(base, &e, &Decision::Later(*at), now, i.in_doubt)
+                            })
+                            .collect();
+                        ctx.record(rows).await;
+                        out.extend(again.into_iter().map(|(i, at)| (i, Next::Again(at))));
+                        chunk = over;
+                        if chunk.is_empty() {
+                            continue 'chunks;
+                        }
+                    }
                     if matches!(decision, Decision::GiveUp) {
                         // A lone callback HubSpot will not complete. When an earlier call for
                         // it went unanswered, that call completed it: done, not failed.
@@ -854,6 +900,7 @@ mod tests {
             pauses: Arc::new(crate::pauses::Watch::new(data)),
             calls: Default::default(),
             day_left: Default::default(),
+            holds: Default::default(),
         };
         (ctx, writer)
     }
@@ -980,6 +1027,7 @@ mod tests {
                 pauses: self.pauses.clone(),
                 calls: Default::default(),
                 day_left: Default::default(),
+                holds: self.holds.clone(),
             }
         }
     }
