@@ -304,13 +304,13 @@ fn a_callback_is_tried_through_an_outage_until_its_hold_ends() {
     standin.add_callback("cb-0");
     let (status, _) = execute(&server, "cb-0", 1000, "IMMEDIATE");
     assert_eq!(status, 200);
-    // Ten minutes of the dispatcher's time every 300 ms: each retry's wait (at most five
-    // minutes) is over by the next step, and the day's hold is far off.
+    // Six minutes of the dispatcher's time a second: each retry's wait (at most five minutes)
+    // is over by the next step, and the day's hold is four minutes of steps away.
     let mut at = t0;
-    eventually(Duration::from_secs(90), || {
-        at += 600_000;
+    eventually(Duration::from_secs(120), || {
+        at += 360_000;
         set_clock(&clock, at);
-        std::thread::sleep(Duration::from_millis(200));
+        std::thread::sleep(Duration::from_millis(900));
         standin.completion("cb-0")
     })
     .unwrap_or_else(|| panic!("cb-0 not completed; logs:\n{}", server.logs()));
