@@ -6,6 +6,16 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// The demo's process, killed if the test fails before stopping it.
+struct Demo(std::process::Child);
+
+impl Drop for Demo {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -18,7 +28,7 @@ fn free_port() -> u16 {
 fn the_demo_sends_every_kind_of_contact_and_stops_cleanly() {
     let (public, admin) = (free_port(), free_port());
     let started = Instant::now();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_sendtime"))
+    let child = Command::new(env!("CARGO_BIN_EXE_sendtime"))
         .args(["demo", "--speed", "3600"])
         .args(["--listen", &format!("127.0.0.1:{public}")])
         .args(["--admin-listen", &format!("127.0.0.1:{admin}")])
@@ -27,7 +37,8 @@ fn the_demo_sends_every_kind_of_contact_and_stops_cleanly() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut child = Demo(child);
+    let stdout = BufReader::new(child.0.stdout.take().unwrap());
     let printed: Vec<String> = stdout.lines().take(4).map(Result::unwrap).collect();
     let status_url = format!("http://127.0.0.1:{admin}/status");
     assert!(
@@ -84,12 +95,12 @@ fn the_demo_sends_every_kind_of_contact_and_stops_cleanly() {
     assert_eq!(status["webhooks"].as_array().unwrap().len(), 5);
     Command::new("kill")
         .arg("-TERM")
-        .arg(child.id().to_string())
+        .arg(child.0.id().to_string())
         .status()
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
     let code = loop {
-        if let Some(s) = child.try_wait().unwrap() {
+        if let Some(s) = child.0.try_wait().unwrap() {
             break s.code();
         }
         assert!(Instant::now() < deadline, "the demo did not stop");
