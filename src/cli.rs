@@ -231,8 +231,13 @@ pub enum Command {
         #[arg(long, value_name = "N")]
         contacts: usize,
         /// About how many events in all (spread by each contact's activity). Required, but
-        /// with --respond.
-        #[arg(long, value_name = "M", required_unless_present = "respond")]
+        /// not taken with --respond.
+        #[arg(
+            long,
+            value_name = "M",
+            required_unless_present = "respond",
+            conflicts_with = "respond"
+        )]
         events: Option<usize>,
         /// The seed: the same seed gives the same files.
         #[arg(long, value_name = "S", default_value_t = 1)]

@@ -55,6 +55,22 @@ pub fn run(
     let dir = std::env::temp_dir().join(format!("sendtime-demo-{}", ulid::Ulid::generate()));
     let data = dir.join("data");
     std::fs::create_dir_all(&data).with_context(|| format!("cannot create {}", dir.display()))?;
+    let result = run_in(&dir, data, speed, listen, admin);
+    // Temporary: a demo run leaves nothing behind, whether it ran or failed to start.
+    if let Err(e) = std::fs::remove_dir_all(&dir) {
+        tracing::warn!("cannot remove the demo's folder {}: {e}", dir.display());
+    }
+    result
+}
+
+/// The demo in `dir`, its data in `data`, until Ctrl-C.
+fn run_in(
+    dir: &std::path::Path,
+    data: PathBuf,
+    speed: u32,
+    listen: SocketAddr,
+    admin: SocketAddr,
+) -> anyhow::Result<()> {
     let events = crate::model::synth::generate(
         &data,
         crate::model::synth::Spec {
@@ -75,7 +91,7 @@ pub fn run(
     for id in 1..=CONTACTS {
         standin.add_contact(&email(id), id);
     }
-    let config = write_config(&dir, &standin.url(), listen)?;
+    let config = write_config(dir, &standin.url(), listen)?;
     println!(
         "sendtime demo: {events} engagement events of {CONTACTS} contacts in {}\n\
          the HubSpot stand-in at {}; a simulated workflow posts to http://{listen}\n\
@@ -96,10 +112,6 @@ pub fn run(
     };
     let result = crate::serve::run(config, overrides, clock);
     rt.shutdown_background();
-    // Temporary: a demo run a day leaves nothing behind.
-    if let Err(e) = std::fs::remove_dir_all(&dir) {
-        tracing::warn!("cannot remove the demo's folder {}: {e}", dir.display());
-    }
     result
 }
 
@@ -133,7 +145,12 @@ fn write_config(
 /// Post a signed contact to a webhook every 200 ms, round the webhooks, and execute the
 /// workflow action for a contact every second.
 async fn simulate(standin: StandIn, listen: SocketAddr) {
-    let http = reqwest::Client::new();
+    // sendtime is on this machine: no proxy from the environment (HTTP_PROXY) can reach it.
+    let http = reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .expect("a client without options builds");
+    let mut failures = crate::throttle::Throttle::default();
     let action_url = format!("{PUBLIC_URL}/actions/send-time");
     let send_to = format!("http://{listen}/actions/send-time");
     let mut n: u64 = 0;
@@ -154,13 +171,21 @@ async fn simulate(standin: StandIn, listen: SocketAddr) {
             &format!("{PUBLIC_URL}{path}"),
             body.as_bytes(),
         );
-        let _ = http
+        let posted = http
             .post(format!("http://{listen}{path}"))
             .header("X-HubSpot-Signature", sig)
             .header("X-HubSpot-Signature-Version", "v2")
             .body(body)
             .send()
             .await;
+        if let Err(e) = posted
+            && let Some(suppressed) = failures.due()
+        {
+            tracing::warn!(
+                suppressed,
+                "the simulated workflow cannot post to sendtime: {e}"
+            );
+        }
         if n.is_multiple_of(5) {
             let run = WorkflowRun {
                 action_url: &action_url,

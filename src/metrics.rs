@@ -58,6 +58,7 @@ pub struct Inner {
     secrets: Family<Labels, Counter>,
     import_runs: Family<Labels, Counter>,
     operator_paused: Family<Labels, Gauge>,
+    pauses_unreadable: Gauge,
     import_lag: Family<Labels, Gauge>,
     /// Ids ever shown as operator-paused, with their kind.
     operator_ids: std::sync::Mutex<std::collections::BTreeSet<(String, &'static str)>>,
@@ -110,6 +111,12 @@ impl Metrics {
             "operator_paused",
             "1 while an operator has paused this webhook, action or connector (sendtime pause); its contacts are held",
             operator_paused.clone(),
+        );
+        let pauses_unreadable = Gauge::default();
+        registry.register(
+            "pauses_unreadable",
+            "1 while state/pauses.json cannot be read: every contact is held until it is fixed (operator_paused then keeps its last known values)",
+            pauses_unreadable.clone(),
         );
         let import_lag = Family::<Labels, Gauge>::default();
         registry.register(
@@ -228,6 +235,7 @@ impl Metrics {
             secrets,
             import_runs,
             operator_paused,
+            pauses_unreadable,
             import_lag,
             imports: Default::default(),
             operator_ids: Default::default(),
@@ -293,6 +301,11 @@ impl Metrics {
 
     /// Show the operator pauses in force (1) and those lifted (0).
     pub fn set_operator_pauses(&self, pauses: &crate::pauses::Pauses) {
+        self.pauses_unreadable.set(i64::from(pauses.unreadable));
+        if pauses.unreadable {
+            // What the file holds is not known: zeroes would say nothing is paused.
+            return;
+        }
         // Every id seen so far goes to 0 unless still paused: a family cannot forget a label.
         let mut seen = self.operator_ids.lock().unwrap();
         for (id, pause) in pauses.iter() {

@@ -7,7 +7,6 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::SystemTime;
 
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
@@ -95,10 +94,23 @@ fn path(data_dir: &Path) -> PathBuf {
 
 /// The pauses in force (none when the file does not exist).
 pub fn read(data_dir: &Path) -> anyhow::Result<Pauses> {
+    parse(data_dir, &read_bytes(data_dir))
+}
+
+/// The file's bytes; none when it does not exist.
+fn read_bytes(data_dir: &Path) -> std::io::Result<Option<Vec<u8>>> {
+    match std::fs::read(path(data_dir)) {
+        Ok(bytes) => Ok(Some(bytes)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+fn parse(data_dir: &Path, read: &std::io::Result<Option<Vec<u8>>>) -> anyhow::Result<Pauses> {
     let path = path(data_dir);
-    match std::fs::read(&path) {
-        Ok(bytes) => {
-            let mut pauses: Pauses = serde_json::from_slice(&bytes)
+    match read {
+        Ok(Some(bytes)) => {
+            let mut pauses: Pauses = serde_json::from_slice(bytes)
                 .with_context(|| format!("{} is unreadable; fix or delete it", path.display()))?;
             // Files from before connectors had their own map kept them with the endpoints.
             let (connectors, endpoints) = std::mem::take(&mut pauses.paused)
@@ -108,51 +120,58 @@ pub fn read(data_dir: &Path) -> anyhow::Result<Pauses> {
             pauses.connectors.extend::<BTreeMap<_, _>>(connectors);
             Ok(pauses)
         }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Pauses::default()),
-        Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
+        Ok(None) => Ok(Pauses::default()),
+        Err(e) => Err(anyhow::anyhow!("cannot read {}: {e}", path.display())),
     }
 }
 
 /// The pauses in force for the dispatcher: an unreadable file holds every contact (logged)
 /// rather than lifting the pauses it may hold.
 pub fn read_or_hold(data_dir: &Path) -> Pauses {
-    read(data_dir).unwrap_or_else(|e| {
+    hold_if_unreadable(read(data_dir))
+}
+
+fn hold_if_unreadable(read: anyhow::Result<Pauses>) -> Pauses {
+    read.unwrap_or_else(|e| {
         tracing::error!("{e:#}: every contact is held until it is fixed");
         Pauses::unreadable()
     })
 }
 
-/// The pauses as the file says now, read again only when it changed: a running tick asks
-/// before each call, so a pause set meanwhile holds what has not gone out yet.
+/// The pauses as the file says now, parsed again only when its bytes changed: a running tick
+/// asks before each call, so a pause set meanwhile holds what has not gone out yet. The file
+/// is read each time (it is small): two pauses written within the file system's timestamp
+/// granularity leave the same modification time.
 pub struct Watch {
     data_dir: PathBuf,
-    seen: Mutex<(Option<SystemTime>, Arc<Pauses>)>,
+    /// The bytes last read, and what they say.
+    seen: Mutex<(Read, Arc<Pauses>)>,
 }
+
+/// The file as last read: its bytes (none: no file), or the kind of error reading it.
+type Read = Result<Option<Vec<u8>>, std::io::ErrorKind>;
 
 impl Watch {
     pub fn new(data_dir: &Path) -> Watch {
-        let modified = modified(data_dir);
+        let read = read_bytes(data_dir);
+        let pauses = hold_if_unreadable(parse(data_dir, &read));
         Watch {
             data_dir: data_dir.to_path_buf(),
-            seen: Mutex::new((modified, Arc::new(read_or_hold(data_dir)))),
+            seen: Mutex::new((read.map_err(|e| e.kind()), Arc::new(pauses))),
         }
     }
 
     /// The pauses in force now.
     pub fn current(&self) -> Arc<Pauses> {
-        let modified = modified(&self.data_dir);
+        let read = read_bytes(&self.data_dir);
         let mut seen = self.seen.lock().unwrap();
-        if seen.0 != modified {
-            *seen = (modified, Arc::new(read_or_hold(&self.data_dir)));
+        let key = read.as_ref().map(Clone::clone).map_err(|e| e.kind());
+        if seen.0 != key {
+            let pauses = hold_if_unreadable(parse(&self.data_dir, &read));
+            *seen = (key, Arc::new(pauses));
         }
         seen.1.clone()
     }
-}
-
-fn modified(data_dir: &Path) -> Option<SystemTime> {
-    std::fs::metadata(path(data_dir))
-        .and_then(|m| m.modified())
-        .ok()
 }
 
 /// What `id` names in `config` (with `connector`, only a connector), if anything.
@@ -275,6 +294,34 @@ pub fn set(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A pause written within the timestamp granularity of the one before (the same
+    /// modification time) is seen: the watch compares the file's bytes. It compared the time.
+    #[test]
+    fn a_pause_with_the_same_modification_time_is_seen() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = path(dir.path());
+        std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+        let write = |ids: &[&str]| {
+            let mut pauses = Pauses::default();
+            for id in ids {
+                let pause = Pause {
+                    kind: Kind::Webhook,
+                    since_ms: 1,
+                };
+                pauses.paused.insert(id.to_string(), pause);
+            }
+            std::fs::write(&file, serde_json::to_vec(&pauses).unwrap()).unwrap();
+        };
+        write(&["a"]);
+        let watch = Watch::new(dir.path());
+        let modified = std::fs::metadata(&file).unwrap().modified().unwrap();
+        assert!(watch.current().holds("a", "main"));
+        write(&["a", "b"]);
+        let f = std::fs::File::options().write(true).open(&file).unwrap();
+        f.set_modified(modified).unwrap();
+        assert!(watch.current().holds("b", "main"));
+    }
 
     /// A connector with a webhook's id is paused and resumed on its own.
     #[test]

@@ -321,6 +321,51 @@ fn a_callback_is_tried_through_an_outage_until_its_hold_ends() {
     assert!(rows.iter().any(|r| r.status == Status::Completed));
 }
 
+/// A dispatcher down past its callbacks' holds finds HubSpot refusing them all: they fail on
+/// the batch's one call, not split out one by one (199 calls for 100, outside the budget).
+#[test]
+fn callbacks_past_their_hold_fail_without_splitting() {
+    use sendtime::hubspot::standin::{Fault, Injection};
+    let Setup {
+        rt: _rt,
+        standin,
+        dir: _dir,
+        data,
+        config,
+        clock,
+    } = Setup::new();
+    let t0 = now_ms();
+    set_clock(&clock, t0 - 86_400_000);
+    let server = start(&config, &data, &clock);
+    for i in 0..100u64 {
+        let callback = format!("cb-{i}");
+        standin.add_callback(&callback);
+        assert_eq!(execute(&server, &callback, 1000 + i, "IMMEDIATE").0, 200);
+    }
+    eventually(Duration::from_secs(20), || {
+        let rows = plan::read(&plan::dataset(&data).unwrap()).ok()?;
+        (rows.len() == 100).then_some(())
+    })
+    .unwrap_or_else(|| panic!("not all planned; logs:\n{}", server.logs()));
+    standin.inject(
+        Injection::next(Fault::Status {
+            status: 400,
+            message: "The callback has expired".into(),
+        })
+        .times(1000)
+        .on(COMPLETE),
+    );
+    // Two days on: every hold (a day) has ended.
+    set_clock(&clock, t0 + 2 * 86_400_000);
+    eventually(Duration::from_secs(30), || {
+        let rows = outcomes::read(&outcomes::dataset(&data).unwrap()).ok()?;
+        (rows.iter().filter(|r| r.status == Status::Failed).count() == 100).then_some(())
+    })
+    .unwrap_or_else(|| panic!("not all failed; logs:\n{}", server.logs()));
+    server.stop();
+    assert_eq!(complete_calls(&standin), [400]);
+}
+
 /// A workflow action's callbacks are completed whatever the daily budget, as they are planned
 /// whatever the capacity: HubSpot's hold on their contacts runs out. Here a budget of one call
 /// a day, and three callbacks that each take a call.

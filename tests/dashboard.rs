@@ -445,9 +445,31 @@ fn an_unreadable_pauses_file_shows_every_contact_held() {
     let data = dir.path().join("data");
     let config = write_config(dir.path(), "http://127.0.0.1:9", "");
     std::fs::create_dir_all(data.join("state")).unwrap();
-    std::fs::write(data.join("state/pauses.json"), "garbage{").unwrap();
+    sendtime(&config, &data, &["pause", "nurture"], ENV);
     let server = Server::start(&config, &data, ENV);
     let http = reqwest::blocking::Client::new();
+    let metric = |line: &str| {
+        let text = http
+            .get(server.admin_url("/metrics"))
+            .send()
+            .ok()?
+            .text()
+            .ok()?;
+        text.lines()
+            .find_map(|l| l.strip_prefix(line)?.trim().parse::<i64>().ok())
+    };
+    let nurture = "sendtime_operator_paused{id=\"nurture\",kind=\"webhook\"} ";
+    eventually(Duration::from_secs(20), || {
+        (metric(nurture)? == 1).then_some(())
+    })
+    .expect("the pause is shown");
+    std::fs::write(data.join("state/pauses.json"), "garbage{").unwrap();
+    // Unreadable, it holds everything; what it held is not known, so the gauge stays.
+    eventually(Duration::from_secs(20), || {
+        (metric("sendtime_pauses_unreadable ")? == 1).then_some(())
+    })
+    .expect("the unreadable file is shown in the metrics");
+    assert_eq!(metric(nurture), Some(1));
     for i in 0..3 {
         let body = common::contact_body(7300 + i, &format!("held{i}@example.com"));
         assert_eq!(
@@ -463,6 +485,69 @@ fn an_unreadable_pauses_file_shows_every_contact_held() {
     assert_eq!(s["connectors"][0]["paused"], "pauses_unreadable", "{s}");
     let error = s["pauses_error"].as_str().unwrap_or_default();
     assert!(error.contains("pauses.json is unreadable"), "{s}");
+}
+
+/// In dry run, with no engagement and an unreadable pause file, the page says what holds the
+/// contacts: the connector's pause shows over its dry run, the file's error is on the page, no
+/// best hour is named, and dry-run outcomes are counted. It showed "dry run", nothing of the
+/// file, "Best hour: Mon 00:00 UTC" (every hour alike) and no dry-run count.
+#[test]
+fn the_dashboard_shows_what_holds_a_dry_run_connector_without_engagement() {
+    let rt = runtime();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let config = TestConfig {
+        env: "DASH",
+        tables: "[scheduler]\ncron = \"* * * * * *\"",
+        connector: "api_base = \"http://127.0.0.1:9\"\ndry_run = true",
+        hooks: &HOOKS.iter().collect::<Vec<_>>(),
+        ..TestConfig::default()
+    }
+    .write(dir.path());
+    let server = Server::start(&config, &data, ENV);
+    let http = reqwest::blocking::Client::new();
+    for i in 0..2 {
+        let body = common::contact_body(7500 + i, &format!("dry{i}@example.com"));
+        assert_eq!(
+            post_signed(&http, &server, SECRET, "/hooks/fatigue", body),
+            200
+        );
+    }
+    eventually(Duration::from_secs(20), || {
+        (endpoint(&status(&server), "fatigue")["counts"]["dry_run"] == 2).then_some(())
+    })
+    .unwrap_or_else(|| panic!("no dry run; logs:\n{}", server.logs()));
+    std::fs::write(data.join("state/pauses.json"), "garbage{").unwrap();
+
+    let driver = Driver::start();
+    let page = rt.block_on(browser(&driver, &dir.path().join("chromium")));
+    rt.block_on(page.goto(&server.admin_url("/"))).unwrap();
+    let shown = until_page(
+        &rt,
+        &page,
+        "return [document.querySelector('tr[data-connector=main] td:nth-child(2)').textContent, \
+         document.querySelector('#pauses-error').textContent, \
+         document.querySelector('#heat-best').textContent, \
+         document.querySelector('tr[data-endpoint=fatigue] td.dry_run').textContent];",
+        "the unreadable pause file",
+        |v| {
+            v[0].as_str()
+                .is_some_and(|t| t.starts_with("paused"))
+                .then_some(v)
+        },
+    );
+    rt.block_on(page.close()).unwrap();
+    server.stop();
+    assert_eq!(shown[0], "paused: pauses unreadable (dry run)");
+    assert!(
+        shown[1]
+            .as_str()
+            .unwrap()
+            .contains("pauses.json is unreadable"),
+        "{shown:?}"
+    );
+    assert_eq!(shown[2], "No engagement imported yet: every hour is alike.");
+    assert_eq!(shown[3], "2");
 }
 
 /// A contact lookup whose read never returns (a hung disk; here an archived plan part whose

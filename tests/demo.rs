@@ -33,6 +33,9 @@ fn the_demo_sends_every_kind_of_contact_and_stops_cleanly() {
         .args(["--listen", &format!("127.0.0.1:{public}")])
         .args(["--admin-listen", &format!("127.0.0.1:{admin}")])
         .env("RUST_LOG", "warn")
+        // A proxy from the environment cannot reach the demo on this machine: not used.
+        .env("HTTP_PROXY", "http://127.0.0.1:9")
+        .env("http_proxy", "http://127.0.0.1:9")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()

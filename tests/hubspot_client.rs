@@ -689,6 +689,23 @@ async fn a_completion_without_typed_outputs_is_refused() {
     .unwrap();
     assert_eq!(with.status().as_u16(), 204);
     assert!(s.completion("cb-1").is_some());
+    // The single-callback endpoint with a body that is not an object is a 400, and the
+    // stand-in answers on: it panicked with its world locked, failing every later call.
+    s.add_callback("cb-2");
+    let one = |body: &'static str| {
+        http.post(format!(
+            "{}/automation/actions/callbacks/2026-03/cb-2/complete",
+            s.url()
+        ))
+        .bearer_auth(DEFAULT_TOKEN)
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+    };
+    assert_eq!(one("[]").await.unwrap().status().as_u16(), 400);
+    let single = one(r#"{"outputFields": {"hs_execution_state": "SUCCESS"}, "typedOutputs": {}}"#);
+    assert_eq!(single.await.unwrap().status().as_u16(), 204);
+    assert!(s.completion("cb-2").is_some());
 }
 
 /// A call whose token HubSpot refuses (401) is retried once with a fresh token, and that

@@ -411,6 +411,21 @@ fn gen_is_reproducible_and_the_model_learns_its_habits() {
         ],
     );
     assert_eq!(o.status.code(), Some(1));
+    // --events is not taken with --respond (it was accepted and ignored).
+    let o = sendtime(
+        &a,
+        &[
+            "gen",
+            "--contacts",
+            "3",
+            "--respond",
+            "--events",
+            "30",
+            "--out",
+            a.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o).1);
 
     // Synthetic contacts have real habits: the model must beat the population clearly.
     let o = sendtime(&a, &["backtest", "--split", "2025-10-01", "--json"]);

@@ -202,6 +202,50 @@ fn reloads_when_a_configmap_swaps_its_data_link() {
     wait_for_webhooks(&server, &["first", "second"]);
 }
 
+/// A config that is a symlink to a file elsewhere (a checkout, say) reloads when that file
+/// is edited or replaced where it lives. Only the link's folder was watched.
+#[test]
+fn reloads_when_the_file_a_symlink_points_to_changes() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+    std::fs::create_dir_all(&a).unwrap();
+    std::fs::create_dir_all(&b).unwrap();
+    std::fs::write(b.join("webhooks.toml"), VALID).unwrap();
+    std::os::unix::fs::symlink("../b/webhooks.toml", a.join("webhooks.toml")).unwrap();
+    let server = Server::start(&a.join("webhooks.toml"), &dir.path().join("data"), &[]);
+    assert_eq!(webhook_ids(&server), ["first"]);
+    std::fs::write(b.join("webhooks.toml"), with_webhook("second")).unwrap();
+    wait_for_webhooks(&server, &["first", "second"]);
+    replace_atomically(&b.join("webhooks.toml"), &with_webhook("third"));
+    wait_for_webhooks(&server, &["first", "third"]);
+}
+
+/// A file written in place with a pause mid-file is loaded once the writer closes it, not
+/// before, even when what was written so far parses: that prefix lacked the webhooks after
+/// it, which then answered HubSpot 404.
+#[test]
+fn a_file_written_in_place_is_loaded_once_closed() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("webhooks.toml");
+    std::fs::write(&config, with_webhook("second")).unwrap();
+    let server = Server::start(&config, &dir.path().join("data"), &[]);
+    assert_eq!(webhook_ids(&server), ["first", "second"]);
+    let mut file = std::fs::File::create(&config).unwrap();
+    file.write_all(VALID.as_bytes()).unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(
+        webhook_ids(&server),
+        ["first", "second"],
+        "{}",
+        server.logs()
+    );
+    file.write_all(b"\n[[webhook]]\nid = \"third\"\ntype = \"IMMEDIATE\"\nworkflow_id = 3\n")
+        .unwrap();
+    drop(file);
+    wait_for_webhooks(&server, &["first", "third"]);
+}
+
 #[test]
 fn serve_refuses_unset_secrets_unless_dry_run() {
     let dir = tempfile::tempdir().unwrap();

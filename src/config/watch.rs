@@ -21,6 +21,32 @@ pub type ConfigHandle = Arc<ArcSwap<Config>>;
 /// Quiet period after the last file event before reloading: editors and `git checkout` touch
 /// the file several times in a burst.
 const DEBOUNCE: Duration = Duration::from_millis(300);
+/// The quiet period after a write to the file that no close has followed yet: a writer that
+/// pauses mid-file (a slow copy, a template rendered in place) must not have a prefix that
+/// parses loaded, which would drop the webhooks after it (404 to HubSpot, which does not
+/// retry). The close ends the wait; without one (some network file systems), this much quiet.
+const WRITING_QUIET: Duration = Duration::from_secs(5);
+
+/// What a file event says of the config file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Change {
+    /// Written to and not yet closed.
+    Writing,
+    /// Closed after writing, replaced, removed, renamed: whole as far as events tell.
+    Settled,
+}
+
+impl Change {
+    fn of(kind: &notify::EventKind) -> Option<Change> {
+        use notify::event::{AccessKind, AccessMode, EventKind, ModifyKind};
+        match kind {
+            EventKind::Access(AccessKind::Close(AccessMode::Write)) => Some(Change::Settled),
+            EventKind::Access(_) => None,
+            EventKind::Modify(ModifyKind::Data(_)) => Some(Change::Writing),
+            _ => Some(Change::Settled),
+        }
+    }
+}
 
 /// Keeps the directory watch alive; dropping it stops watching.
 pub struct Watcher {
@@ -46,29 +72,41 @@ impl Watcher {
             _ => PathBuf::from("."),
         };
         let (tx, mut rx) = mpsc::unbounded_channel();
-        // Only the config file itself, or a ConfigMap's `..data` link swap, counts: other files
-        // in the folder (a log written there, an editor's swap file) must not trigger reloads.
-        let name = path
-            .file_name()
-            .map(|n| n.to_os_string())
-            .unwrap_or_default();
+        // Only the config file itself (or, when it is a symlink, the file it points to), or a
+        // ConfigMap's `..data` link swap, counts: other files in the folder (a log written
+        // there, an editor's swap file) must not trigger reloads.
+        let target = std::fs::canonicalize(&path).ok();
+        let names: Vec<std::ffi::OsString> = [Some(path.as_path()), target.as_deref()]
+            .into_iter()
+            .flatten()
+            .filter_map(|p| p.file_name().map(|n| n.to_os_string()))
+            .collect();
         let ours = move |p: &PathBuf| {
-            p.file_name()
-                .is_some_and(|n| n == name || n.to_string_lossy().starts_with("..data"))
+            p.file_name().is_some_and(|n| {
+                names.iter().any(|name| name == n) || n.to_string_lossy().starts_with("..data")
+            })
         };
         let mut inner = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
             if let Ok(event) = res
-                && !matches!(event.kind, notify::EventKind::Access(_))
+                && let Some(change) = Change::of(&event.kind)
                 && event.paths.iter().any(&ours)
             {
-                let _ = tx.send(());
+                let _ = tx.send(change);
             }
         })?;
-        inner
-            .watch(&dir, RecursiveMode::NonRecursive)
-            .map_err(|e| {
+        let watch = |inner: &mut RecommendedWatcher, dir: &Path| {
+            inner.watch(dir, RecursiveMode::NonRecursive).map_err(|e| {
                 anyhow::anyhow!("cannot watch {} for config changes: {e}", dir.display())
-            })?;
+            })
+        };
+        watch(&mut inner, &dir)?;
+        // A symlinked file (into a checkout elsewhere, say) is edited where it lives: that
+        // folder is watched too.
+        if let Some(target_dir) = target.as_deref().and_then(Path::parent)
+            && std::fs::canonicalize(&dir).ok().as_deref() != Some(target_dir)
+        {
+            watch(&mut inner, target_dir)?;
+        }
 
         let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
         let task = tokio::spawn(async move {
@@ -76,9 +114,19 @@ impl Watcher {
             loop {
                 let forced = tokio::select! {
                     got = rx.recv() => {
-                        if got.is_none() { return; }
-                        // Let the burst settle.
-                        while let Ok(Some(())) = tokio::time::timeout(DEBOUNCE, rx.recv()).await {}
+                        let Some(mut last) = got else { return };
+                        // Let the burst settle, and a write in progress end.
+                        loop {
+                            let quiet = match last {
+                                Change::Writing => WRITING_QUIET,
+                                Change::Settled => DEBOUNCE,
+                            };
+                            match tokio::time::timeout(quiet, rx.recv()).await {
+                                Ok(Some(change)) => last = change,
+                                Ok(None) => return,
+                                Err(_) => break,
+                            }
+                        }
                         tracing::info!(path = %path.display(), "config file changed: reloading");
                         false
                     }

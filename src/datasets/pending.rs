@@ -31,7 +31,8 @@ pub struct PendingSet {
 #[derive(Default)]
 struct State {
     pending: HashMap<Key, String>,
-    /// (webhook id, body's hash) → the receipt that body was stored as, and when.
+    /// (webhook id, body's hash or an execution's callback id) → the receipt that post was
+    /// stored as, and when.
     recent: HashMap<(String, String), (String, i64)>,
     /// When each of `recent` was received, and as which receipt, oldest first (about: start-up
     /// adds them in part order), to forget them after the window: an entry withdrawn and
@@ -82,6 +83,16 @@ impl Contact<'_> {
         };
         (self.webhook_id.to_string(), who)
     }
+
+    /// What a replay of this post repeats: an execution's callback id (HubSpot's retry may
+    /// carry other bytes, refreshed properties say), else the body's hash.
+    fn replay_key(&self, body: &Body<'_>) -> Key {
+        let what = match self.callback_id {
+            Some(callback) => format!("callback {callback}"),
+            None => body.hash.to_string(),
+        };
+        (self.webhook_id.to_string(), what)
+    }
 }
 
 impl PendingSet {
@@ -101,9 +112,7 @@ impl PendingSet {
             return Err(Repeat::Waiting(existing.clone()));
         }
         if let Some(body) = contact.body
-            && let Some((existing, at)) = state
-                .recent
-                .get(&(contact.webhook_id.to_string(), body.hash.to_string()))
+            && let Some((existing, at)) = state.recent.get(&contact.replay_key(&body))
             && *at >= body.received_at_ms - REPLAY_WINDOW_MS
         {
             // The same body is the same contact: were that receipt waiting, it would be
@@ -138,7 +147,7 @@ impl PendingSet {
     pub fn withdraw(&self, contact: Contact<'_>, receipt_id: &str) {
         self.release(contact, receipt_id);
         if let Some(body) = contact.body {
-            let key = (contact.webhook_id.to_string(), body.hash.to_string());
+            let key = contact.replay_key(&body);
             let mut state = self.inner.lock().unwrap();
             if state
                 .recent
@@ -172,7 +181,7 @@ impl State {
                 self.recent.remove(&key);
             }
         }
-        let key = (contact.webhook_id.to_string(), body.hash.to_string());
+        let key = contact.replay_key(&body);
         // A body past the window is forgotten here even while the queue, in the order
         // bodies came (start-up reads them part by part), has yet to reach it.
         if self.recent.get(&key).is_some_and(|(_, at)| *at >= horizon) {
@@ -301,5 +310,29 @@ mod tests {
             Err(Finished("r3".into()))
         );
         assert_eq!(set.insert(post(3 * week), "r5"), Ok(()));
+    }
+
+    /// HubSpot's retry of an execution already released, with other bytes (its properties
+    /// refreshed), is a replay of that execution: its callback id says so. It was a new
+    /// receipt, held (BLOCK) and completed a second time.
+    #[test]
+    fn a_released_execution_retried_with_other_bytes_is_a_replay() {
+        let set = PendingSet::new(Metrics::new());
+        let execution = |hash| Contact {
+            webhook_id: "send-time",
+            contact_id: Some(7),
+            email: None,
+            callback_id: Some("cb-1"),
+            body: Some(Body {
+                hash,
+                received_at_ms: 0,
+            }),
+        };
+        assert_eq!(set.insert(execution("first"), "r1"), Ok(()));
+        set.release(execution("first"), "r1");
+        assert_eq!(
+            set.insert(execution("refreshed"), "r2"),
+            Err(Finished("r1".into()))
+        );
     }
 }

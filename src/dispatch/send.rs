@@ -329,6 +329,34 @@ fn row(
 }
 
 /// The row that records a failed call and what happens next.
+/// The final row of a callback HubSpot will not complete: failed, unless an earlier call
+/// for it went unanswered, which then completed it (done, not failed).
+fn given_up(
+    item: &Pending,
+    link: &Link,
+    callback: &str,
+    e: &ApiError,
+    now: i64,
+) -> (OutcomeRow, Status) {
+    let base = row(
+        item,
+        link,
+        Action::Complete,
+        callback,
+        Status::Retrying,
+        now,
+    );
+    let mut r = failure_row(base, e, &Decision::GiveUp, now, item.in_doubt);
+    if item.in_doubt && !e.is_retryable() {
+        r.status = Status::Completed;
+        r.message = Some(format!(
+            "HubSpot refused to complete it again ({e}): an earlier call whose answer was lost had completed it"
+        ));
+    }
+    let status = r.status;
+    (r, status)
+}
+
 fn failure_row(
     base: OutcomeRow,
     e: &ApiError,
@@ -747,6 +775,25 @@ pub async fn complete(ctx: Arc<Ctx>, link: Arc<Link>, items: Vec<Pending>) -> Ve
                         ..
                     }),
                 ) if chunk.len() > 1 => {
+                    // Callbacks whose hold has ended are refused alone too: failed now, not
+                    // split out one by one (a dispatcher down past the holds finds them all
+                    // so, and halving would cost two calls per callback).
+                    let now = ctx.now();
+                    let (over, live): (Vec<Pending>, Vec<Pending>) =
+                        chunk.into_iter().partition(|i| ctx.hold_ends(i) <= now);
+                    chunk = live;
+                    if !over.is_empty() {
+                        tracing::warn!(connector = %link.id, callbacks = over.len(), "HubSpot refused callbacks whose hold had ended: {e}");
+                        for item in over {
+                            let (r, status) = given_up(&item, &link, &callback(&item), e, now);
+                            let next = final_if_recorded(&ctx, vec![r], status).await;
+                            out.push((item, next));
+                        }
+                    }
+                    if chunk.len() <= 1 {
+                        work.push(chunk);
+                        continue 'chunks;
+                    }
                     let half = chunk.len() / 2;
                     tracing::warn!(
                         connector = %link.id,
@@ -828,21 +875,7 @@ pub async fn complete(ctx: Arc<Ctx>, link: Arc<Link>, items: Vec<Pending>) -> Ve
                         // it went unanswered, that call completed it: done, not failed.
                         let rows: Vec<(OutcomeRow, Status)> = chunk
                             .iter()
-                            .map(|i| {
-                                let base =
-                                    row(i, &link, Action::Complete, &callback(i), Status::Retrying, now);
-                                let mut r = failure_row(base, &e, &decision, now, i.in_doubt);
-                                let status = if i.in_doubt && !e.is_retryable() {
-                                    r.status = Status::Completed;
-                                    r.message = Some(format!(
-                                        "HubSpot refused to complete it again ({e}): an earlier call whose answer was lost had completed it"
-                                    ));
-                                    Status::Completed
-                                } else {
-                                    Status::Failed
-                                };
-                                (r, status)
-                            })
+                            .map(|i| given_up(i, &link, &callback(i), &e, now))
                             .collect();
                         tracing::warn!(connector = %link.id, callbacks = chunk.len(), "completing callbacks failed: {e}");
                         for ((r, status), item) in rows.into_iter().zip(chunk) {

@@ -237,6 +237,18 @@ pub struct Workflow {
     pub extra: serde_json::Map<String, serde_json::Value>,
 }
 
+/// Whether `url`'s host is this machine's loopback.
+pub fn is_loopback(url: &Url) -> bool {
+    url.host_str().is_some_and(|host| {
+        host.eq_ignore_ascii_case("localhost")
+            || host
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback())
+    })
+}
+
 /// HubSpot's answer to a list membership add.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -381,8 +393,15 @@ impl Client {
         limiter: Arc<Limiter>,
     ) -> anyhow::Result<Client> {
         let base = api_base.trim_end_matches('/').to_string();
-        Url::parse(&base).with_context(|| format!("HubSpot api_base {base:?} is not a URL"))?;
-        let http = reqwest::Client::builder()
+        let url =
+            Url::parse(&base).with_context(|| format!("HubSpot api_base {base:?} is not a URL"))?;
+        let mut http = reqwest::Client::builder();
+        // A proxy from the environment (HTTP_PROXY) cannot reach this machine's loopback, where
+        // only a stand-in (the demo's, a test's) answers.
+        if is_loopback(&url) {
+            http = http.no_proxy();
+        }
+        let http = http
             .timeout(timeout)
             .user_agent(concat!("sendtime/", env!("CARGO_PKG_VERSION")))
             // HubSpot's API answers where it is asked; a redirect would resend the body (the

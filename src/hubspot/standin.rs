@@ -484,7 +484,8 @@ impl StandIn {
         execution: &WorkflowRun<'_>,
         contacts: &[(u64, &str)],
     ) -> anyhow::Result<Vec<(String, serde_json::Value)>> {
-        let http = reqwest::Client::new();
+        // The action's URL is sendtime on this machine: no proxy from the environment.
+        let http = reqwest::Client::builder().no_proxy().build()?;
         let mut out = Vec::with_capacity(contacts.len());
         for (vid, email) in contacts {
             let callback = format!(
@@ -931,10 +932,13 @@ impl World {
                 ]
                 | ["automation", "v4", "actions", "callbacks", id, "complete"],
             ) => {
-                let Ok(mut input) = serde_json::from_slice::<serde_json::Value>(body) else {
+                // Indexing a JSON value that is not an object panics (with the world locked).
+                let Ok(serde_json::Value::Object(mut input)) =
+                    serde_json::from_slice::<serde_json::Value>(body)
+                else {
                     return error(StatusCode::BAD_REQUEST, "Invalid input JSON", None);
                 };
-                input["callbackId"] = json!(id);
+                input.insert("callbackId".into(), json!(id));
                 self.complete_callbacks(
                     &serde_json::to_vec(&json!({ "inputs": [input] })).unwrap_or_default(),
                 )

@@ -560,12 +560,19 @@ pub fn remove_if_unused(dir: &Path) {
 }
 
 /// The lock file at `path`, created (with its folder) if needed, for `try_lock` or `lock`:
-/// the lock lasts while the returned file is open.
+/// the lock lasts while the returned file is open. An existing one is opened read-only, which
+/// a lock needs no more than: one left by another user (a `sudo sendtime pause`) still serves.
 pub fn lock_file(path: &Path) -> anyhow::Result<File> {
     if let Some(dir) = path.parent() {
         fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     }
-    File::create(path).with_context(|| format!("cannot create {}", path.display()))
+    match File::open(path) {
+        Ok(file) => Ok(file),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            File::create(path).with_context(|| format!("cannot create {}", path.display()))
+        }
+        Err(e) => Err(e).with_context(|| format!("cannot open {}", path.display())),
+    }
 }
 
 /// Read one part file. An error opening it is an `io::Error`, one decoding it a Polars error.

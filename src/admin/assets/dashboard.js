@@ -76,6 +76,8 @@ function drawHeat(table, scores) {
     }
     table.append(tr);
   }
+  // Without engagement every hour scores the same: there is no best hour to name.
+  if (Math.max(...scores) - Math.min(...scores) < 1e-12) return null;
   let best = 0;
   scores.forEach((v, s) => { if (v > scores[best]) best = s; });
   return best;
@@ -171,9 +173,11 @@ function drawConnectors(connectors) {
   const body = $("#connectors tbody");
   body.replaceChildren();
   for (const c of connectors) {
-    const state = c.dry_run ? el("td", "dry run", "state-dry")
-      : c.paused ? el("td", "paused: " + c.paused.replace("_", " ") +
-          (c.paused_until_ms ? " until " + time(c.paused_until_ms) : ""), "state-paused")
+    // A pause holds contacts in dry run too: it shows first.
+    const state = c.paused ? el("td", "paused: " + c.paused.replaceAll("_", " ") +
+          (c.paused_until_ms ? " until " + time(c.paused_until_ms) : "") +
+          (c.dry_run ? " (dry run)" : ""), "state-paused")
+      : c.dry_run ? el("td", "dry run", "state-dry")
       : el("td", "sending", "state-sending");
     const daily = c.daily_limit != null && c.daily_remaining != null
       ? (c.daily_limit - c.daily_remaining).toLocaleString("en-US") +
@@ -209,6 +213,7 @@ function drawEndpoints(status) {
       pending: num(e.pending),
       held: num(e.held),
       sent: num(c.sent),
+      dry_run: num(c.dry_run),
       failed: num(c.failed),
     };
     for (const [name, td] of Object.entries(cells)) td.classList.add(name);
@@ -218,7 +223,8 @@ function drawEndpoints(status) {
     const idCell = el("td", e.id);
     idCell.title = kind + " at " + e.url;
     const tr = row([idCell, el("td", kind === "action" ? "action, " + e.type : e.type), el("td", e.connector),
-      cells.received, cells.refused, cells.pending, cells.held, cells.sent, cells.failed, state, el("td")]);
+      cells.received, cells.refused, cells.pending, cells.held, cells.sent, cells.dry_run, cells.failed,
+      state, el("td")]);
     tr.lastChild.append(pauseButton(e.id, e.paused, false));
     tr.dataset.endpoint = e.id;
     body.append(tr);
@@ -254,10 +260,13 @@ async function refresh() {
     $("#pending").dataset.value = String(status.pending);
     if (status.population) {
       const best = drawHeat($("#heatmap"), status.population);
-      $("#heat-best").textContent = "Best hour: " + slotName(best);
+      $("#heat-best").textContent = best == null ? "No engagement imported yet: every hour is alike."
+        : "Best hour: " + slotName(best);
     }
     drawForecast(status.capacity);
     drawConnectors(status.connectors);
+    $("#pauses-error").textContent = status.pauses_error
+      ? "Every contact is held: " + status.pauses_error : "";
     drawEndpoints(status);
     drawOutcomes(status.outcomes);
     $("#live").textContent = "updated " + new Date().toLocaleTimeString();
