@@ -143,20 +143,20 @@ async fn serve(config_path: PathBuf, overrides: Overrides, clock: Clock) -> anyh
     // A writer that ends while serving (a panic) would leave every post refused: serve stops,
     // so that its supervisor starts it again.
     let writer_ended = writer.ended();
+    let mut signals = Signals::install()?;
     let served = serve_http(listener, app, connection_cap(), async move {
         tokio::select! {
-            _ = shutdown_signal() => {
-                // Everything acknowledged is in the inbox log: a second signal stops at once,
-                // as kill -9 would.
-                tokio::spawn(async {
-                    shutdown_signal().await;
-                    tracing::error!("a second signal: stopping now; what was acknowledged is in the inbox log, replayed at the next start");
-                    std::process::exit(1);
-                });
-            }
+            why = signals.next() => tracing::info!("{why}: shutting down"),
             _ = scheduler_ended.notified() => {}
             _ = writer_ended => tracing::error!("the inbox writer stopped: serve stops"),
         }
+        // Everything acknowledged is in the inbox log: a signal from now on stops at once, as
+        // kill -9 would.
+        tokio::spawn(async move {
+            let why = signals.next().await;
+            tracing::error!("{why} again: stopping now; what was acknowledged is in the inbox log, replayed at the next start");
+            std::process::exit(1);
+        });
         // The running tick finishes its calls in flight and records them; nothing new starts.
         let _ = stop_tx.send(true);
     })
@@ -301,12 +301,27 @@ async fn serve_http(
     Ok(())
 }
 
-/// Resolves on the first SIGINT or SIGTERM.
-async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).expect("install SIGTERM handler");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: shutting down"),
-        _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+/// SIGINT and SIGTERM, listened for from start-up to exit: a signal between two waits for one
+/// is kept, not lost.
+struct Signals {
+    int: tokio::signal::unix::Signal,
+    term: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> anyhow::Result<Signals> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Signals {
+            int: signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?,
+            term: signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?,
+        })
+    }
+
+    /// The next signal's name.
+    async fn next(&mut self) -> &'static str {
+        tokio::select! {
+            _ = self.int.recv() => "SIGINT",
+            _ = self.term.recv() => "SIGTERM",
+        }
     }
 }

@@ -232,8 +232,9 @@ fn executions_are_blocked_then_completed_in_batches_at_their_time() {
 }
 
 /// In `dry_run` nothing would release a hold, so an execution is answered SUCCESS at once (the
-/// contact goes on, as without sendtime), and its plan is recorded as a dry run with no call.
-/// Before, it was answered BLOCK: the real contact waited until HubSpot's hold expired.
+/// contact goes on, as without sendtime), and its plan is recorded as a dry run with no call,
+/// even when the connector calls HubSpot by the time it is due. Before, it was answered BLOCK:
+/// the real contact waited until HubSpot's hold expired.
 #[test]
 fn in_dry_run_an_execution_is_not_held() {
     let Setup {
@@ -244,14 +245,20 @@ fn in_dry_run_an_execution_is_not_held() {
         clock,
         ..
     } = Setup::new();
-    let config = TestConfig {
-        env: "ACTIONS",
-        tables: "[scheduler]\ncron = \"* * * * * *\"\n\
-                 [[action]]\nid = \"send-time\"\nname = \"Send at the best time\"",
-        connector: &format!("api_base = \"{}\"\ndry_run = true", standin.url()),
-        ..TestConfig::default()
-    }
-    .write(dir.path());
+    let write = |dry_run: &str| {
+        TestConfig {
+            env: "ACTIONS",
+            tables: "[scheduler]\ncron = \"* * * * * *\"\n\
+                     [[action]]\nid = \"send-time\"\nname = \"Send at the best time\"",
+            connector: &format!("api_base = \"{}\"\n{dry_run}", standin.url()),
+            ..TestConfig::default()
+        }
+        .write(dir.path())
+    };
+    // The dispatcher's clock a day behind: received, not yet due.
+    let t0 = now_ms();
+    set_clock(&clock, t0 - 86_400_000);
+    let config = write("dry_run = true");
     let server = start(&config, &data, &clock);
     standin.add_callback("cb-dry");
     let success = serde_json::json!({"outputFields": {"hs_execution_state": "SUCCESS"}});
@@ -259,18 +266,30 @@ fn in_dry_run_an_execution_is_not_held() {
         execute(&server, "cb-dry", 1000, "IMMEDIATE"),
         (200, success.clone())
     );
-    let recorded = eventually(Duration::from_secs(20), || {
-        let rows = outcomes::read(&outcomes::dataset(&data).unwrap()).ok()?;
-        rows.into_iter().find(|r| r.status == Status::DryRun)
-    })
-    .unwrap_or_else(|| panic!("no dry-run outcome; logs:\n{}", server.logs()));
-    assert_eq!(recorded.target, "cb-dry");
     // HubSpot's retry gets the same answer.
     assert_eq!(
         execute(&server, "cb-dry", 1000, "IMMEDIATE"),
         (200, success)
     );
     server.stop();
+    // Live by the time it is due: its contact went on at receipt, so it is never completed.
+    let config = write("");
+    let server = start(&config, &data, &clock);
+    set_clock(&clock, t0 + 60_000);
+    let recorded = eventually(Duration::from_secs(20), || {
+        let rows = outcomes::read(&outcomes::dataset(&data).unwrap()).ok()?;
+        rows.into_iter().find(|r| r.status == Status::DryRun)
+    })
+    .unwrap_or_else(|| panic!("no dry-run outcome; logs:\n{}", server.logs()));
+    server.stop();
+    assert_eq!(recorded.target, "cb-dry");
+    assert!(
+        recorded
+            .message
+            .as_deref()
+            .is_some_and(|m| m.contains("never completed")),
+        "{recorded:?}"
+    );
     assert!(complete_calls(&standin).is_empty());
     assert!(standin.completion("cb-dry").is_none());
 }

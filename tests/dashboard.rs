@@ -587,7 +587,9 @@ fn a_lookup_that_never_returns_does_not_hold_a_stop() {
         .expect("the lookup reads the archived part");
         server.signal("TERM");
         if second_signal {
-            std::thread::sleep(Duration::from_millis(500));
+            server
+                .wait_log("SIGTERM: shutting down", Duration::from_secs(10))
+                .expect("the first signal is taken");
             server.signal("TERM");
             assert_eq!(server.wait_exit(Duration::from_secs(5)), Some(1));
         } else {

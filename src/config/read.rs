@@ -285,16 +285,7 @@ fn read_server(ctx: &mut Ctx, top: &TableReader, base_dir: &Path) -> Option<Serv
 
 /// Whether an http(s) URL names this machine (`localhost` or a loopback address).
 fn loopback_url(url: &str) -> bool {
-    let Ok(url) = reqwest::Url::parse(url) else {
-        return false;
-    };
-    let host = url.host_str().unwrap_or_default();
-    host.eq_ignore_ascii_case("localhost")
-        || host
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback())
+    reqwest::Url::parse(url).is_ok_and(|url| crate::hubspot::client::is_loopback(&url))
 }
 
 /// The error for an admin surface at `addr` (named as `what`) that other machines would reach

@@ -104,8 +104,9 @@ impl Watcher {
         // folder is watched too.
         if let Some(target_dir) = target.as_deref().and_then(Path::parent)
             && std::fs::canonicalize(&dir).ok().as_deref() != Some(target_dir)
+            && let Err(e) = watch(&mut inner, target_dir)
         {
-            watch(&mut inner, target_dir)?;
+            tracing::warn!("{e:#}: edits there are not seen until a SIGHUP");
         }
 
         let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;

@@ -36,10 +36,17 @@ pub const WAL_DIR: &str = "wal";
 
 /// The signature of a post taken without one (`allow_unsigned`).
 pub const UNSIGNED: &str = "unsigned";
-/// The signature of a post taken without one while its connector was in dry run, which an
-/// exposed listener may take from anyone: only ever recorded as a dry run, even once the
-/// connector calls HubSpot.
+/// The mark on a signature of a post only ever recorded as a dry run, even once its connector
+/// calls HubSpot: one taken unsigned in dry run (an exposed listener may take it from anyone),
+/// or an action's execution answered in dry run (its contact went on at once).
+pub const DRY_RUN_MARK: &str = " (dry run)";
+/// The signature of a post taken without one while its connector was in dry run.
 pub const UNSIGNED_IN_DRY_RUN: &str = "unsigned (dry run)";
+
+/// Whether a receipt with this stored signature is only ever recorded as a dry run.
+pub fn dry_run_only(signature: &str) -> bool {
+    signature.ends_with(DRY_RUN_MARK)
+}
 
 /// Column names, in schema order.
 pub mod col {
@@ -52,7 +59,8 @@ pub mod col {
     pub const PORTAL_ID: &str = "portal_id";
     /// UTC, a Parquet timestamp in milliseconds without a zone.
     pub const RECEIVED_AT: &str = "received_at";
-    /// `v1`, `v2`, `v3`, [`super::UNSIGNED`] or [`super::UNSIGNED_IN_DRY_RUN`].
+    /// `v1`, `v2`, `v3` or [`super::UNSIGNED`], with [`super::DRY_RUN_MARK`] when only
+    /// ever recorded as a dry run.
     pub const SIGNATURE: &str = "signature";
     /// Identity of the config in force.
     pub const CONFIG: &str = "config";
@@ -198,7 +206,7 @@ pub struct ReceiptKey {
     pub callback_id: Option<String>,
     pub body_hash: Option<String>,
     pub received_at_ms: i64,
-    /// Taken unsigned in dry run ([`UNSIGNED_IN_DRY_RUN`]).
+    /// Only ever recorded as a dry run ([`DRY_RUN_MARK`]).
     pub dry_run_only: bool,
 }
 
@@ -212,7 +220,7 @@ impl ReceiptKey {
             callback_id: r.callback_id.clone(),
             body_hash: r.body_hash.clone(),
             received_at_ms: r.received_at_ms,
-            dry_run_only: r.signature == UNSIGNED_IN_DRY_RUN,
+            dry_run_only: dry_run_only(&r.signature),
         }
     }
 
@@ -698,7 +706,7 @@ pub fn read_keys(dataset: &Dataset) -> anyhow::Result<Vec<ReceiptKey>> {
                 callback_id: callbacks[i].clone(),
                 body_hash: bodies[i].clone(),
                 received_at_ms: received[i].unwrap_or_default(),
-                dry_run_only: signatures[i].as_deref() == Some(UNSIGNED_IN_DRY_RUN),
+                dry_run_only: signatures[i].as_deref().is_some_and(dry_run_only),
             });
         }
     }

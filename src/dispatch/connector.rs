@@ -357,15 +357,11 @@ impl Dispatcher {
 
     /// A daily-limit pause an earlier run recorded and that is not over yet.
     fn stored_pause(&mut self, connector: &str) -> Option<i64> {
-        let path = pause_path(&self.data_dir, connector);
-        let until = std::fs::read_to_string(&path)
-            .ok()
-            .and_then(|t| t.trim().parse::<i64>().ok())?;
-        if until > self.clock.now_ms() {
+        if let Some(until) = stored_daily_pause(&self.data_dir, connector, self.clock.now_ms()) {
             self.pauses_on_disk.insert(connector.to_string(), until);
             return Some(until);
         }
-        let _ = std::fs::remove_file(&path);
+        let _ = std::fs::remove_file(pause_path(&self.data_dir, connector));
         None
     }
 
@@ -409,6 +405,15 @@ impl Dispatcher {
 }
 
 /// Where a connector's daily-limit pause (epoch ms, as text) outlasts the process.
+/// Until when the daily-limit pause a run stored for `connector` lasts, if past `now`: what
+/// a process that has not called yet (its first tick, its scheduled import) must respect.
+pub fn stored_daily_pause(data_dir: &Path, connector: &str, now: i64) -> Option<i64> {
+    std::fs::read_to_string(pause_path(data_dir, connector))
+        .ok()
+        .and_then(|t| t.trim().parse::<i64>().ok())
+        .filter(|until| *until > now)
+}
+
 fn pause_path(data_dir: &Path, connector: &str) -> PathBuf {
     data_dir
         .join("state")

@@ -666,9 +666,14 @@ impl Dispatcher {
             if connector.dry_run || item.dry_run_only {
                 let mut message = dry_run_message(action, &item, &target);
                 if !connector.dry_run {
-                    message.push_str(
-                        " (taken without a signature while the connector was in dry run: never sent to HubSpot; post it again, signed)",
-                    );
+                    message.push_str(match action {
+                        Action::Complete => {
+                            " (answered in dry run, so its contact went on then: never completed)"
+                        }
+                        Action::Enroll | Action::ListAdd => {
+                            " (taken without a signature while the connector was in dry run: never sent to HubSpot; post it again, signed)"
+                        }
+                    });
                 }
                 dry.push(OutcomeRow {
                     receipt_id: item.receipt_id.to_string(),
@@ -1044,11 +1049,12 @@ fn dry_run_message(action: Action, item: &Pending, target: &str) -> String {
             "dry run: would add record {} to list {target}",
             item.contact_id.map(|c| c.to_string()).unwrap_or(who)
         ),
-        Action::Complete => {
-            format!(
-                "dry run: would complete callback {target} (contact {who}) now; in dry run it went on at receipt"
-            )
-        }
+        Action::Complete if item.dry_run_only => format!(
+            "dry run: would complete callback {target} (contact {who}) now; answered in dry run, it went on at receipt"
+        ),
+        Action::Complete => format!(
+            "dry run: would complete callback {target} (contact {who}) now; held before the dry run began, it waits until HubSpot's hold ends"
+        ),
     }
 }
 

@@ -165,7 +165,7 @@ impl Dispatcher {
                 doubt_workflow: None,
                 ready_at_ms: 0,
                 holdout: false,
-                dry_run_only: part.signature.get(i) == Some(inbox::UNSIGNED_IN_DRY_RUN),
+                dry_run_only: part.signature.get(i).is_some_and(inbox::dry_run_only),
                 zone: part.time_zone.get(i).and_then(parse_zone),
                 webhook_type: part.webhook_type(i).expect("filtered above"),
                 received_at_ms: received.get(i).unwrap_or_default(),

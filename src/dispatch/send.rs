@@ -239,11 +239,10 @@ impl Ctx {
     }
 
     /// When HubSpot's hold on `item`'s contact ends (less a minute): its callback may be
-    /// tried until then. An action removed from the config: now.
+    /// tried until then. An action not in the config: as its delivery type's default window.
     fn hold_ends(&self, item: &Pending) -> i64 {
-        self.holds
-            .get(&*item.webhook_id)
-            .map_or_else(|| self.now(), |w| super::planning::release_by(item, *w))
+        let window = self.holds.get(&*item.webhook_id).copied().flatten();
+        super::planning::release_by(item, window)
     }
 
     /// What to do after `e` failed a call for `batch`: a transient failure is counted on each
@@ -328,7 +327,16 @@ fn row(
     }
 }
 
-/// The row that records a failed call and what happens next.
+/// How long a callback waits after its `failures`-th transient failure in a row, once past
+/// [`Backoff::DISPATCH`]'s tries: the backoff's cap, doubling up to an hour, so that an outage
+/// of days costs a batch a call an hour, not one every five minutes.
+fn callback_wait(failures: u8) -> i64 {
+    let past = u32::from(failures).saturating_sub(Backoff::DISPATCH.give_up_after);
+    let cap = Backoff::DISPATCH.cap.as_millis() as i64;
+    cap.saturating_mul(1 << past.min(4))
+        .min(crate::time::HOUR_MS)
+}
+
 /// The final row of a callback HubSpot will not complete: failed, unless an earlier call
 /// for it went unanswered, which then completed it (done, not failed).
 fn given_up(
@@ -357,6 +365,7 @@ fn given_up(
     (r, status)
 }
 
+/// The row that records a failed call and what happens next.
 fn failure_row(
     base: OutcomeRow,
     e: &ApiError,
@@ -841,11 +850,10 @@ pub async fn complete(ctx: Arc<Ctx>, link: Arc<Link>, items: Vec<Pending>) -> Ve
                         // just before), and only callbacks past it fail.
                         let (over, left): (Vec<Pending>, Vec<Pending>) =
                             chunk.into_iter().partition(|i| ctx.hold_ends(i) <= now);
-                        let wait = Backoff::DISPATCH.cap.as_millis() as i64;
                         let again: Vec<(Pending, i64)> = left
                             .into_iter()
                             .map(|i| {
-                                let at = (now + wait).min(ctx.hold_ends(&i));
+                                let at = (now + callback_wait(i.failures)).min(ctx.hold_ends(&i));
                                 (i, at)
                             })
                             .collect();

@@ -237,7 +237,7 @@ pub struct Workflow {
     pub extra: serde_json::Map<String, serde_json::Value>,
 }
 
-/// Whether `url`'s host is this machine's loopback.
+/// Whether `url`'s host is this machine's loopback (`localhost` or a loopback address).
 pub fn is_loopback(url: &Url) -> bool {
     url.host_str().is_some_and(|host| {
         host.eq_ignore_ascii_case("localhost")

@@ -7,6 +7,7 @@ use chrono::{DateTime, Utc};
 use tokio::sync::watch;
 
 use crate::config::ConfigHandle;
+use crate::dispatch::connector;
 use crate::metrics::{ImportStatus, Metrics};
 use crate::scheduler::{RECHECK, next_after};
 use crate::time::now_ms;
@@ -38,13 +39,16 @@ pub async fn run(config: ConfigHandle, metrics: Metrics, mut stop: watch::Receiv
         for connector in snapshot.connectors.iter().filter(|c| !c.dry_run) {
             // A paused connector makes no calls: an operator's pause may protect a limit
             // shared with another integration, and HubSpot's would refuse them.
-            let link = metrics.board.link(&connector.id);
-            if let Some((why, _)) = crate::dispatch::connector::paused(
-                &pauses,
-                link.as_deref(),
-                &connector.id,
-                now_ms(),
-            ) {
+            // A daily-limit pause stored by an earlier run counts before the dispatcher's first
+            // tick has shown it.
+            let (link, now) = (metrics.board.link(&connector.id), now_ms());
+            let why = connector::paused(&pauses, link.as_deref(), &connector.id, now)
+                .map(|(why, _)| why)
+                .or_else(|| {
+                    connector::stored_daily_pause(&snapshot.server.data_dir, &connector.id, now)
+                        .map(|_| connector::PauseReason::DailyLimit.as_str())
+                });
+            if let Some(why) = why {
                 tracing::info!(connector = %connector.id, "scheduled HubSpot import skipped: the connector is paused ({why})");
                 continue;
             }

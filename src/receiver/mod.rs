@@ -523,6 +523,12 @@ async fn accept_execution(
     let execution = execution::parse(&body.bytes, &connector.time_zone_property)?;
     check_portal(&execution.portal, &connector)?;
     let kind = execution.delivery_type.unwrap_or(webhook.kind);
+    // Answered SUCCESS in dry run (below), the contact goes on now: its callback must never
+    // be completed, even once the connector calls HubSpot.
+    let mut stored_as = stored_signature(signature, &connector).to_string();
+    if connector.dry_run && !inbox::dry_run_only(&stored_as) {
+        stored_as.push_str(inbox::DRY_RUN_MARK);
+    }
     let receipt = Receipt {
         receipt_id: Ulid::generate().to_string(),
         webhook_id: webhook.id.clone(),
@@ -533,7 +539,7 @@ async fn accept_execution(
         email: execution.email.filter(|e| is_email_address(e)),
         portal_id: execution.portal.id(),
         received_at_ms: state.clock.receipt_ms(),
-        signature: stored_signature(signature, &connector).to_string(),
+        signature: stored_as,
         config: config.identity.clone(),
         callback_id: Some(execution.callback_id),
         body_hash: Some(body.hash()),
