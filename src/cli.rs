@@ -687,9 +687,31 @@ fn pause(
     connector: bool,
     on: bool,
 ) -> anyhow::Result<()> {
-    let config = load_config_with_data(path, overrides)?;
+    let named = match load_config(path, overrides) {
+        Ok(config) => {
+            require_data_dir(&config)?;
+            crate::config::Named::of(&config)
+        }
+        // A bad edit `serve` refused (it keeps the config before it) is when a pause may be
+        // needed most: the ids and the data folder are read from the TOML alone.
+        Err(invalid) => {
+            let Ok(named) = crate::config::Named::read(path, overrides) else {
+                return Err(invalid);
+            };
+            anyhow::ensure!(
+                named.data_dir.is_dir(),
+                "{invalid:#}\nand there is no data directory at {} to pause in",
+                named.data_dir.display()
+            );
+            tracing::warn!(
+                "config {} does not pass validation (`sendtime validate` lists why): its ids are read from the TOML alone",
+                path.display()
+            );
+            named
+        }
+    };
     let Some(id) = id else {
-        let pauses = crate::pauses::read(&config.server.data_dir)?;
+        let pauses = crate::pauses::read(&named.data_dir)?;
         if pauses.is_empty() {
             println!("nothing is paused");
         }
@@ -702,7 +724,7 @@ fn pause(
         }
         return Ok(());
     };
-    let (kind, was) = crate::pauses::set(&config, &id, connector, on, crate::time::now_ms())?;
+    let (kind, was) = crate::pauses::set(&named, &id, connector, on, crate::time::now_ms())?;
     let what = kind.as_str();
     match (on, was) {
         (true, None) => {

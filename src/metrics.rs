@@ -136,7 +136,7 @@ impl Metrics {
         );
         registry.register(
             "planned_calls",
-            "HubSpot calls planned per connector in the hour that starts `hours_ahead` hours from this one (next 7 days)",
+            "HubSpot calls planned per connector in the hour that starts `hours_ahead` hours from this one (next 7 days; this hour's include the calls already made in it)",
             planned_calls.clone(),
         );
         registry.register(

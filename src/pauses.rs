@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
 
-use crate::config::{Config, Target};
+use crate::config::Named;
 use crate::store::{lock_file, write_durably};
 
 /// What was paused.
@@ -174,15 +174,17 @@ impl Watch {
     }
 }
 
-/// What `id` names in `config` (with `connector`, only a connector), if anything.
-pub fn kind_of(config: &Config, id: &str, connector: bool) -> Option<Kind> {
+/// What `id` names in the config (with `connector`, only a connector), if anything.
+fn kind_of(named: &Named, id: &str, connector: bool) -> Option<Kind> {
+    let has = |ids: &[String]| ids.iter().any(|i| i == id);
     if connector {
-        return config.connector(id).map(|_| Kind::Connector);
-    }
-    match config.webhook(id) {
-        Some(w) if w.target == Target::Callback => Some(Kind::Action),
-        Some(_) => Some(Kind::Webhook),
-        None => config.connector(id).map(|_| Kind::Connector),
+        has(&named.connectors).then_some(Kind::Connector)
+    } else if has(&named.actions) {
+        Some(Kind::Action)
+    } else if has(&named.webhooks) {
+        Some(Kind::Webhook)
+    } else {
+        has(&named.connectors).then_some(Kind::Connector)
     }
 }
 
@@ -221,17 +223,17 @@ impl Unknown {
     }
 }
 
-/// Pause (`on`) or resume the webhook, action or connector `id` of `config`: what it is, and
-/// since when it was paused before, if it was. With `connector`, `id` names a connector even
-/// where a webhook has the same id.
+/// Pause (`on`) or resume the webhook, action or connector `id` the config names: what it is,
+/// and since when it was paused before, if it was. With `connector`, `id` names a connector
+/// even where a webhook has the same id.
 pub fn set(
-    config: &Config,
+    named: &Named,
     id: &str,
     connector: bool,
     on: bool,
     now_ms: i64,
 ) -> anyhow::Result<(Kind, Option<i64>)> {
-    let data_dir = &config.server.data_dir;
+    let data_dir = &named.data_dir;
     let file = path(data_dir);
     let lock = lock_file(&file.with_extension("lock"))?;
     lock.lock()
@@ -245,21 +247,21 @@ pub fn set(
         &pauses.paused
     };
     let stale = map.get(id).map(|p| p.kind).filter(|_| !on);
-    let named = kind_of(config, id, connector);
-    let kind = match named {
-        Some(Kind::Connector) if !connector => stale.or(named),
+    let kind = match kind_of(named, id, connector) {
+        Some(Kind::Connector) if !connector => stale.or(Some(Kind::Connector)),
         Some(k) => Some(k),
         None => stale,
     }
     .ok_or_else(|| {
-        let connectors = config.connectors.iter().map(|c| c.id.clone());
+        let connectors = named.connectors.iter().cloned();
         let known = if connector {
             connectors.collect()
         } else {
-            config
+            named
                 .webhooks
                 .iter()
-                .map(|w| w.id.clone())
+                .chain(&named.actions)
+                .cloned()
                 .chain(connectors)
                 .collect()
         };
@@ -270,7 +272,7 @@ pub fn set(
                 "webhook, action or connector"
             },
             id: id.to_string(),
-            config: config.path.clone(),
+            config: named.path.clone(),
             known,
         }
     })?;
@@ -294,6 +296,7 @@ pub fn set(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::EnvCheck;
 
     /// A pause written within the timestamp granularity of the one before (the same
     /// modification time) is seen: the watch compares the file's bytes. It compared the time.
@@ -339,10 +342,12 @@ mod tests {
             ),
         )
         .unwrap();
-        let config = Config::load(&path, &Default::default(), crate::config::EnvCheck::Warn)
-            .unwrap()
-            .config;
-        let data = &config.server.data_dir;
+        let load = |path| {
+            let loaded = crate::config::Config::load(path, &Default::default(), EnvCheck::Warn);
+            Named::of(&loaded.unwrap().config)
+        };
+        let config = load(&path);
+        let data = &config.data_dir;
         assert_eq!(
             set(&config, "main", false, true, 1).unwrap(),
             (Kind::Webhook, None)
@@ -369,9 +374,7 @@ mod tests {
         let text = std::fs::read_to_string(&path).unwrap();
         let without = text.replace("id = \"main\"\ntype", "id = \"other\"\ntype");
         std::fs::write(&path, without).unwrap();
-        let config = Config::load(&path, &Default::default(), crate::config::EnvCheck::Warn)
-            .unwrap()
-            .config;
+        let config = load(&path);
         assert_eq!(
             set(&config, "main", false, false, 4).unwrap(),
             (Kind::Webhook, Some(1))

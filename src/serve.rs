@@ -231,8 +231,9 @@ fn connection_cap() -> usize {
 }
 
 /// Serve `app` over HTTP/1.1 until `shutdown` resolves, then stop accepting and let open
-/// connections finish, up to [`SHUTDOWN_GRACE`], then close them. Unlike `axum::serve`, headers must arrive
-/// within [`HEADER_READ_TIMEOUT`]; the body's own deadline is the receiver's.
+/// connections finish, up to [`SHUTDOWN_GRACE`], then close them. Unlike `axum::serve`,
+/// headers must arrive within [`HEADER_READ_TIMEOUT`]; the body's own deadline is the
+/// receiver's.
 async fn serve_http(
     listener: tokio::net::TcpListener,
     app: axum::Router,

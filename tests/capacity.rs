@@ -747,14 +747,15 @@ fn a_paused_webhook_leaves_the_connector_to_the_others_and_is_spread_when_resume
         let (_tx, stop) = tokio::sync::watch::channel(false);
         rt.block_on(d.tick(&config, stop)).unwrap()
     };
-    sendtime::pauses::set(&config, "a", false, true, NOW).unwrap();
+    let named = sendtime::config::Named::of(&config);
+    sendtime::pauses::set(&named, "a", false, true, NOW).unwrap();
     write("a", 0..200, NOW);
     assert_eq!(tick_at(NOW).dry_run, 0, "a is paused");
     assert_eq!(tick_at(NOW + MINUTE).dry_run, 0);
     // b's contacts go at once: a's held ones do not fill the minutes.
     write("b", 1000..1010, NOW + 2 * MINUTE);
     assert_eq!(tick_at(NOW + 2 * MINUTE).dry_run, 10);
-    sendtime::pauses::set(&config, "a", false, false, NOW + 3 * MINUTE).unwrap();
+    sendtime::pauses::set(&named, "a", false, false, NOW + 3 * MINUTE).unwrap();
     let mut sent = 0;
     for k in 3..30 {
         let report = tick_at(NOW + k * MINUTE);

@@ -246,6 +246,31 @@ fn a_file_written_in_place_is_loaded_once_closed() {
     wait_for_webhooks(&server, &["first", "third"]);
 }
 
+/// `sendtime pause` works while the file does not pass validation: a bad edit `serve` refused
+/// (it keeps the config before it) is when a pause may be needed most. The ids are read from
+/// the TOML alone. It refused to run.
+#[test]
+fn pause_works_while_the_config_is_invalid() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("webhooks.toml");
+    let data = dir.path().join("data");
+    std::fs::write(&config, VALID).unwrap();
+    let server = Server::start(&config, &data, &[]);
+    std::fs::write(&config, format!("{VALID}bogus = 1\n")).unwrap();
+    server
+        .wait_log("new config rejected", Duration::from_secs(10))
+        .expect("the bad edit is refused");
+    let paused = common::run(&config, &data, &["pause", "first"], &[]);
+    assert!(paused.status.success(), "{paused:?}");
+    eventually(Duration::from_secs(10), || {
+        status(&server)["paused"]["first"].is_object().then_some(())
+    })
+    .expect("the pause is in force");
+    let unknown = common::run(&config, &data, &["pause", "nope"], &[]);
+    assert_eq!(unknown.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("it has: first, main"));
+}
+
 #[test]
 fn serve_refuses_unset_secrets_unless_dry_run() {
     let dir = tempfile::tempdir().unwrap();

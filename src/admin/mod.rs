@@ -352,7 +352,8 @@ async fn set_pause(
     let config = state.config.load_full();
     let now = crate::time::now_ms();
     let kind = tokio::task::spawn_blocking(move || {
-        crate::pauses::set(&config, &target.id, target.connector, on, now)
+        let named = crate::config::Named::of(&config);
+        crate::pauses::set(&named, &target.id, target.connector, on, now)
             .map(|(kind, was)| (target.id, kind, was))
     })
     .await

@@ -368,6 +368,67 @@ pub struct Loaded {
     pub warnings: Diagnostics,
 }
 
+/// The ids a config names and its data folder: what an operator's pause needs. Read from a
+/// loaded config, or from the file's TOML alone when it does not pass validation (a bad edit
+/// that `serve` refused, keeping the config before it, is when a pause may be needed most).
+#[derive(Debug, Clone, Default)]
+pub struct Named {
+    /// The file, for messages.
+    pub path: PathBuf,
+    pub data_dir: PathBuf,
+    pub webhooks: Vec<String>,
+    pub actions: Vec<String>,
+    pub connectors: Vec<String>,
+}
+
+impl Named {
+    pub fn of(config: &Config) -> Named {
+        let (actions, webhooks): (Vec<&Webhook>, Vec<&Webhook>) = config
+            .webhooks
+            .iter()
+            .partition(|w| w.target == Target::Callback);
+        let ids = |ws: Vec<&Webhook>| ws.into_iter().map(|w| w.id.clone()).collect();
+        Named {
+            path: config.path.clone(),
+            data_dir: config.server.data_dir.clone(),
+            webhooks: ids(webhooks),
+            actions: ids(actions),
+            connectors: config.connectors.iter().map(|c| c.id.clone()).collect(),
+        }
+    }
+
+    /// From the file's TOML alone: `[server] data_dir` (or `--data`) and the `id` of each
+    /// `[[webhook]]`, `[[action]]` and `[[connector]]`. An error when it is not TOML.
+    pub fn read(path: &Path, overrides: &Overrides) -> anyhow::Result<Named> {
+        let text = std::fs::read_to_string(path)?;
+        let doc: toml::Table = toml::from_str(&text)?;
+        let ids = |table: &str| -> Vec<String> {
+            doc.get(table)
+                .and_then(toml::Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter_map(|t| t.get("id")?.as_str().map(str::to_string))
+                .collect()
+        };
+        let base = path.parent().unwrap_or(Path::new("."));
+        let data_dir = overrides.data_dir.clone().unwrap_or_else(|| {
+            let dir = doc
+                .get("server")
+                .and_then(|s| s.get("data_dir"))
+                .and_then(toml::Value::as_str)
+                .unwrap_or(Server::DEFAULT_DATA_DIR);
+            base.join(dir)
+        });
+        Ok(Named {
+            path: path.to_path_buf(),
+            data_dir,
+            webhooks: ids("webhook"),
+            actions: ids("action"),
+            connectors: ids("connector"),
+        })
+    }
+}
+
 /// What to do when no config file is where a command looked.
 pub const NO_CONFIG_HINT: &str =
     "run from the folder that holds webhooks.toml, or give its path (--config PATH)";

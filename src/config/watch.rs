@@ -24,7 +24,8 @@ const DEBOUNCE: Duration = Duration::from_millis(300);
 /// The quiet period after a write to the file that no close has followed yet: a writer that
 /// pauses mid-file (a slow copy, a template rendered in place) must not have a prefix that
 /// parses loaded, which would drop the webhooks after it (404 to HubSpot, which does not
-/// retry). The close ends the wait; without one (some network file systems), this much quiet.
+/// retry). The close ends the wait; where the watcher reports none (macOS, polling), this much
+/// quiet.
 const WRITING_QUIET: Duration = Duration::from_secs(5);
 
 /// What a file event says of the config file.
@@ -137,10 +138,18 @@ impl Watcher {
                     }
                 };
                 // Reading and checking a large file takes a while: off the async workers, so
-                // posts are not kept waiting meanwhile.
-                tokio::task::block_in_place(|| {
-                    reload(&handle, &path, &overrides, forced, &mut rejected)
-                });
+                // posts are not kept waiting meanwhile. A panic there (a bug) must not end
+                // the watch: the config in force stays, as for an invalid file.
+                let reloaded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    tokio::task::block_in_place(|| {
+                        reload(&handle, &path, &overrides, forced, &mut rejected)
+                    })
+                }));
+                if reloaded.is_err() {
+                    tracing::error!(
+                        "reloading the config failed unexpectedly (a bug): the config in force is kept; edit the file again or send SIGHUP to retry"
+                    );
+                }
             }
         });
         Ok(Self {

@@ -404,7 +404,6 @@ impl Dispatcher {
     }
 }
 
-/// Where a connector's daily-limit pause (epoch ms, as text) outlasts the process.
 /// Until when the daily-limit pause a run stored for `connector` lasts, if past `now`: what
 /// a process that has not called yet (its first tick, its scheduled import) must respect.
 pub fn stored_daily_pause(data_dir: &Path, connector: &str, now: i64) -> Option<i64> {
@@ -414,6 +413,7 @@ pub fn stored_daily_pause(data_dir: &Path, connector: &str, now: i64) -> Option<
         .filter(|until| *until > now)
 }
 
+/// Where a connector's daily-limit pause (epoch ms, as text) outlasts the process.
 fn pause_path(data_dir: &Path, connector: &str) -> PathBuf {
     data_dir
         .join("state")

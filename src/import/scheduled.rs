@@ -1,7 +1,7 @@
 //! The HubSpot import inside `serve`: at the times of `[import] cron`, each connector that
-//! calls HubSpot (not in `dry_run`, not paused) imports the email events since its last run (the same
-//! code and cursor as `sendtime import hubspot`, paced at the share planning leaves). The
-//! dispatcher's profiles take the new event parts on its next tick.
+//! calls HubSpot (not in `dry_run`, not paused) imports the email events since its last run
+//! (the same code and cursor as `sendtime import hubspot`, paced at the share planning
+//! leaves). The dispatcher's profiles take the new event parts on its next tick.
 
 use chrono::{DateTime, Utc};
 use tokio::sync::watch;
@@ -38,9 +38,8 @@ pub async fn run(config: ConfigHandle, metrics: Metrics, mut stop: watch::Receiv
         let pauses = crate::pauses::read_or_hold(&snapshot.server.data_dir);
         for connector in snapshot.connectors.iter().filter(|c| !c.dry_run) {
             // A paused connector makes no calls: an operator's pause may protect a limit
-            // shared with another integration, and HubSpot's would refuse them.
-            // A daily-limit pause stored by an earlier run counts before the dispatcher's first
-            // tick has shown it.
+            // shared with another integration, and HubSpot's would refuse them. A daily-limit
+            // pause stored by an earlier run counts before the dispatcher's first tick shows it.
             let (link, now) = (metrics.board.link(&connector.id), now_ms());
             let why = connector::paused(&pauses, link.as_deref(), &connector.id, now)
                 .map(|(why, _)| why)
