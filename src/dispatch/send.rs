@@ -724,6 +724,17 @@ pub async fn complete(ctx: Arc<Ctx>, link: Arc<Link>, items: Vec<Pending>) -> Ve
         out.extend(without.into_iter().map(|i| (i, next)));
     }
     let callback = |i: &Pending| i.callback_id.as_deref().unwrap_or_default().to_string();
+    // The row of a call that failed and is tried again, before its details.
+    let retrying = |i: &Pending, now| {
+        row(
+            i,
+            &link,
+            Action::Complete,
+            &callback(i),
+            Status::Retrying,
+            now,
+        )
+    };
     let mut work = vec![with_id];
     'chunks: while let Some(mut chunk) = work.pop() {
         if chunk.is_empty() {
@@ -813,14 +824,7 @@ pub async fn complete(ctx: Arc<Ctx>, link: Arc<Link>, items: Vec<Pending>) -> Ve
                     let rows = chunk
                         .iter()
                         .map(|i| {
-                            let base = row(
-                                i,
-                                &link,
-                                Action::Complete,
-                                &callback(i),
-                                Status::Retrying,
-                                now,
-                            );
+                            let base = retrying(i, now);
                             OutcomeRow {
                                 http_status: e.status(),
                                 message: Some(format!(
@@ -860,14 +864,7 @@ pub async fn complete(ctx: Arc<Ctx>, link: Arc<Link>, items: Vec<Pending>) -> Ve
                         let rows = again
                             .iter()
                             .map(|(i, at)| {
-                                let base = row(
-                                    i,
-                                    &link,
-                                    Action::Complete,
-                                    &callback(i),
-                                    Status::Retrying,
-                                    now,
-                                );
+                                let base = retrying(i, now);
                                 failure_row(base, &e, &Decision::Later(*at), now, i.in_doubt)
                             })
                             .collect();
@@ -895,14 +892,7 @@ pub async fn complete(ctx: Arc<Ctx>, link: Arc<Link>, items: Vec<Pending>) -> Ve
                     let rows = chunk
                         .iter()
                         .map(|i| {
-                            let base = row(
-                                i,
-                                &link,
-                                Action::Complete,
-                                &callback(i),
-                                Status::Retrying,
-                                now,
-                            );
+                            let base = retrying(i, now);
                             failure_row(base, &e, &decision, now, i.in_doubt)
                         })
                         .collect();
