@@ -87,7 +87,11 @@ fn run_in(
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    let standin = rt.block_on(StandIn::start(Options::default()))?;
+    // Its account has the demo's contacts and no others, as HubSpot's would.
+    let standin = rt.block_on(StandIn::start(Options {
+        known_records_only: true,
+        ..Options::default()
+    }))?;
     for id in 1..=CONTACTS {
         standin.add_contact(&email(id), id);
     }

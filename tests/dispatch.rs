@@ -47,6 +47,51 @@ const HOOKS: &[Hook] = &[
     },
 ];
 
+/// A list add naming a record the account does not have: HubSpot ignores it and names it in
+/// `recordIdsMissing`; that contact fails with why, and the rest of its batch is listed.
+#[test]
+fn a_record_hubspot_reports_missing_fails_alone_in_its_batch() {
+    let rt = runtime();
+    let standin = rt
+        .block_on(StandIn::start(Options {
+            token: TOKEN.into(),
+            known_records_only: true,
+            ..Options::default()
+        }))
+        .unwrap();
+    standin.add_contact("real@example.com", 8001);
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let config = write_config(dir.path(), &standin.url(), "", &[&HOOKS[4]]);
+    let server = start(&config, &data, None, &[]);
+    let http = reqwest::blocking::Client::new();
+    for (vid, email) in [(8001, "real@example.com"), (8002, "gone@example.com")] {
+        let body = common::contact_body(vid, email);
+        assert_eq!(
+            common::post_signed(&http, &server, SECRET, "/hooks/big-list", body),
+            200
+        );
+    }
+    let rows = eventually(Duration::from_secs(20), || {
+        let rows = outcomes::read(&outcomes::dataset(&data).unwrap()).ok()?;
+        let last: Vec<OutcomeRow> = rows.into_iter().filter(|r| r.status.is_final()).collect();
+        (last.len() == 2).then_some(last)
+    })
+    .unwrap_or_else(|| panic!("not both final; logs:\n{}", server.logs()));
+    server.stop();
+    let failed: Vec<&OutcomeRow> = rows.iter().filter(|r| r.status == Status::Failed).collect();
+    assert_eq!(failed.len(), 1, "{rows:?}");
+    assert!(
+        failed[0]
+            .message
+            .as_deref()
+            .is_some_and(|m| m.contains("record id 8002 missing")),
+        "{rows:?}"
+    );
+    assert!(rows.iter().any(|r| r.status == Status::Listed));
+    assert_eq!(standin.list_members("987"), ["8001"]);
+}
+
 /// The dispatch tests' config: ticks every second, the connector calling `api_base`.
 fn write_config(dir: &Path, api_base: &str, extra: &str, hooks: &[&Hook]) -> PathBuf {
     TestConfig {

@@ -9,7 +9,7 @@
 //! logged ([`StandIn::log`]) so tests can check what was called and when. It is also exposed
 //! as the hidden `sendtime hubspot-standin` subcommand for trying things by hand.
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::Path;
@@ -94,6 +94,10 @@ pub struct Options {
     /// registered for the app.
     pub developer_api_key: String,
     pub action_urls: Vec<String>,
+    /// Only the contacts added with [`StandIn::add_contact`] exist, as in an account: a list
+    /// add ignores any other record id and names it in `recordIdsMissing`, as HubSpot does.
+    /// Off, every numeric id exists.
+    pub known_records_only: bool,
 }
 
 /// How a list's membership is kept (HubSpot's `processingType`).
@@ -152,6 +156,7 @@ impl Default for Options {
             usage_api: true,
             developer_api_key: "developer-api-key".to_string(),
             action_urls: Vec::new(),
+            known_records_only: false,
         }
     }
 }
@@ -1269,6 +1274,10 @@ impl World {
                 Some("VALIDATION_ERROR"),
             );
         }
+        let known: Option<HashSet<u64>> = self
+            .options
+            .known_records_only
+            .then(|| self.vids.values().copied().collect());
         let members = self.lists.entry(list.to_string()).or_default();
         let (mut added, mut missing) = (Vec::new(), Vec::new());
         for id in ids {
@@ -1276,7 +1285,12 @@ impl World {
                 serde_json::Value::String(s) => s,
                 other => other.to_string(),
             };
-            if id.parse::<u64>().is_err() {
+            let exists = match (id.parse::<u64>(), &known) {
+                (Ok(vid), Some(known)) => known.contains(&vid),
+                (Ok(_), None) => true,
+                (Err(_), _) => false,
+            };
+            if !exists {
                 missing.push(id);
             } else if members.insert(id.clone()) {
                 added.push(id);
