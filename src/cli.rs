@@ -688,21 +688,13 @@ fn pause(
     on: bool,
 ) -> anyhow::Result<()> {
     let named = match load_config(path, overrides) {
-        Ok(config) => {
-            require_data_dir(&config)?;
-            crate::config::Named::of(&config)
-        }
+        Ok(config) => crate::config::Named::of(&config),
         // A bad edit `serve` refused (it keeps the config before it) is when a pause may be
         // needed most: the ids and the data folder are read from the TOML alone.
         Err(invalid) => {
             let Ok(named) = crate::config::Named::read(path, overrides) else {
                 return Err(invalid);
             };
-            anyhow::ensure!(
-                named.data_dir.is_dir(),
-                "{invalid:#}\nand there is no data directory at {} to pause in",
-                named.data_dir.display()
-            );
             tracing::warn!(
                 "config {} does not pass validation (`sendtime validate` lists why): its ids are read from the TOML alone",
                 path.display()
@@ -710,6 +702,7 @@ fn pause(
             named
         }
     };
+    require_data_dir(&named.data_dir, &named.path)?;
     let Some(id) = id else {
         let pauses = crate::pauses::read(&named.data_dir)?;
         if pauses.is_empty() {
@@ -837,17 +830,17 @@ fn load_config(path: &std::path::Path, overrides: &Overrides) -> anyhow::Result<
 /// mistyped `--data` must not read an empty folder made on the spot and report nothing.
 fn load_config_with_data(path: &std::path::Path, overrides: &Overrides) -> anyhow::Result<Config> {
     let config = load_config(path, overrides)?;
-    require_data_dir(&config)?;
+    require_data_dir(&config.server.data_dir, &config.path)?;
     Ok(config)
 }
 
-fn require_data_dir(config: &Config) -> anyhow::Result<()> {
-    let dir = &config.server.data_dir;
+/// `dir` (the data folder `config` names) exists.
+fn require_data_dir(dir: &std::path::Path, config: &std::path::Path) -> anyhow::Result<()> {
     anyhow::ensure!(
         dir.is_dir(),
         "no data directory at {}: check --data or server.data_dir in {} (`serve` and `import` create it)",
         dir.display(),
-        config.path.display()
+        config.display()
     );
     Ok(())
 }
@@ -860,7 +853,7 @@ fn tick(path: &std::path::Path, overrides: &Overrides, now: Option<&str>) -> any
     for line in loaded.warnings.lines() {
         tracing::warn!("{line}");
     }
-    require_data_dir(&loaded.config)?;
+    require_data_dir(&loaded.config.server.data_dir, &loaded.config.path)?;
     let report = crate::dispatch::run_once(&loaded.config, now)?;
     println!("tick finished: {report}");
     Ok(())

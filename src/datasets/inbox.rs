@@ -40,8 +40,6 @@ pub const UNSIGNED: &str = "unsigned";
 /// calls HubSpot: one taken unsigned in dry run (an exposed listener may take it from anyone),
 /// or an action's execution answered in dry run (its contact went on at once).
 pub const DRY_RUN_MARK: &str = " (dry run)";
-/// The signature of a post taken without one while its connector was in dry run.
-pub const UNSIGNED_IN_DRY_RUN: &str = "unsigned (dry run)";
 
 /// Whether a receipt with this stored signature is only ever recorded as a dry run.
 pub fn dry_run_only(signature: &str) -> bool {

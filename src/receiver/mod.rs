@@ -403,12 +403,20 @@ fn check_portal(portal: &Portal, connector: &Connector) -> Result<(), Refusal> {
     }
 }
 
-/// The signature column's value for a post that `signature` verified (none: taken unsigned).
-fn stored_signature(signature: Option<signature::Version>, connector: &Connector) -> &'static str {
-    match signature {
-        Some(v) => v.as_str(),
-        None if connector.dry_run => inbox::UNSIGNED_IN_DRY_RUN,
-        None => inbox::UNSIGNED,
+/// The signature column's value for a post that `signature` verified (none: taken unsigned),
+/// marked ([`inbox::DRY_RUN_MARK`]) when it is only ever to be recorded as a dry run: taken
+/// unsigned in dry run (it may be anyone's), or `answered` in dry run (an execution told
+/// SUCCESS, whose contact went on at once).
+fn stored_signature(
+    signature: Option<signature::Version>,
+    connector: &Connector,
+    answered: bool,
+) -> String {
+    let version = signature.map_or(inbox::UNSIGNED, signature::Version::as_str);
+    if connector.dry_run && (signature.is_none() || answered) {
+        format!("{version}{}", inbox::DRY_RUN_MARK)
+    } else {
+        version.to_string()
     }
 }
 
@@ -493,7 +501,7 @@ async fn accept_contact(state: &AppState, post: Authenticated) -> Result<Stored,
         email: contact.email,
         portal_id: contact.portal.id(),
         received_at_ms: state.clock.receipt_ms(),
-        signature: stored_signature(signature, &connector).to_string(),
+        signature: stored_signature(signature, &connector, false),
         config: config.identity.clone(),
         callback_id: None,
         body_hash: Some(body.hash()),
@@ -523,12 +531,6 @@ async fn accept_execution(
     let execution = execution::parse(&body.bytes, &connector.time_zone_property)?;
     check_portal(&execution.portal, &connector)?;
     let kind = execution.delivery_type.unwrap_or(webhook.kind);
-    // Answered SUCCESS in dry run (below), the contact goes on now: its callback must never
-    // be completed, even once the connector calls HubSpot.
-    let mut stored_as = stored_signature(signature, &connector).to_string();
-    if connector.dry_run && !inbox::dry_run_only(&stored_as) {
-        stored_as.push_str(inbox::DRY_RUN_MARK);
-    }
     let receipt = Receipt {
         receipt_id: Ulid::generate().to_string(),
         webhook_id: webhook.id.clone(),
@@ -539,7 +541,9 @@ async fn accept_execution(
         email: execution.email.filter(|e| is_email_address(e)),
         portal_id: execution.portal.id(),
         received_at_ms: state.clock.receipt_ms(),
-        signature: stored_as,
+        // Answered SUCCESS in dry run (below), the contact goes on now: its callback must
+        // never be completed, even once the connector calls HubSpot.
+        signature: stored_signature(signature, &connector, true),
         config: config.identity.clone(),
         callback_id: Some(execution.callback_id),
         body_hash: Some(body.hash()),
