@@ -277,12 +277,31 @@ impl Dataset {
     /// Parts are sized from their footers. The largest small parts sit out while each is more
     /// than [`MERGE_RATIO`] times the rows of the smaller ones together: a growing merged part
     /// is rewritten once the newcomers add up to a share of it, not on every round.
+    ///
+    /// A panic (a bug) is an error here: the compactor threads go on to their next round, and
+    /// the parts are as a crash at that point would leave them.
     pub fn compact(&self, skip: &HashSet<PathBuf>) -> anyhow::Result<Option<PathBuf>> {
-        // Compaction is opportunistic: while the parts are being rewritten, a later round.
+        use std::sync::TryLockError;
         let lock = rewrite_lock(&self.dir);
-        let Ok(_rewriting) = lock.try_lock() else {
-            return Ok(None);
+        let _rewriting = match lock.try_lock() {
+            Ok(guard) => guard,
+            // A rewrite that panicked holding it: its files are as after a crash, which every
+            // rewrite is made to survive.
+            Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
+            // Compaction is opportunistic: while the parts are being rewritten, a later round.
+            Err(TryLockError::WouldBlock) => return Ok(None),
         };
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.merge_small(skip)))
+            .unwrap_or_else(|_| {
+                Err(anyhow::anyhow!(
+                    "compacting {} panicked (a bug); its parts are left to a later round",
+                    self.dir.display()
+                ))
+            })
+    }
+
+    /// [`Dataset::compact`]'s work, under the rewrite lock.
+    fn merge_small(&self, skip: &HashSet<PathBuf>) -> anyhow::Result<Option<PathBuf>> {
         let mut small: Vec<(usize, PathBuf)> = Vec::new();
         for path in self.parts()? {
             if skip.contains(&path) {
@@ -821,6 +840,26 @@ mod tests {
         write(30_000);
         let merged = ds.compact(&HashSet::new()).unwrap().unwrap();
         assert_eq!(rows(&merged), 130_020);
+        assert_eq!(ds.parts().unwrap(), [merged]);
+    }
+
+    /// A rewrite that panicked (a bug) while holding the dataset's rewrite lock does not stop
+    /// the dataset's compactions for the rest of the process.
+    #[test]
+    fn compaction_goes_on_after_a_rewrite_panicked() {
+        let dir = tempfile::tempdir().unwrap();
+        let ds = Dataset::open(dir.path(), "rows").unwrap();
+        let archive = Dataset::open(dir.path(), "archive").unwrap();
+        for _ in 0..2 {
+            let mut df = df!("x" => vec![1i64; 10]).unwrap();
+            ds.write_part(Ulid::generate(), &mut df).unwrap();
+        }
+        let moved = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            ds.move_rows(&archive, |_| panic!("a bug in a rewrite"))
+        }));
+        assert!(moved.is_err(), "the rewrite panicked");
+        let merged = ds.compact(&HashSet::new()).unwrap().expect("merged");
+        assert_eq!(read_part(&merged).unwrap().height(), 20);
         assert_eq!(ds.parts().unwrap(), [merged]);
     }
 
