@@ -719,12 +719,15 @@ fn pause(
     };
     let (kind, was) = crate::pauses::set(&named, &id, connector, on, crate::time::now_ms())?;
     let what = kind.as_str();
+    // The command that lifts it: a connector may share its id with a webhook.
+    let resume = match kind {
+        crate::pauses::Kind::Connector => format!("sendtime resume {id} --connector"),
+        _ => format!("sendtime resume {id}"),
+    };
     match (on, was) {
-        (true, None) => {
-            println!("{what} {id} paused: its contacts are held until `sendtime resume {id}`")
-        }
+        (true, None) => println!("{what} {id} paused: its contacts are held until `{resume}`"),
         (true, Some(since)) => println!(
-            "{what} {id} was already paused, since {}: its contacts are held until `sendtime resume {id}`",
+            "{what} {id} was already paused, since {}: its contacts are held until `{resume}`",
             crate::time::format_minute(since)
         ),
         (false, Some(_)) => println!("{what} {id} resumed"),

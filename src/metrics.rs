@@ -161,7 +161,7 @@ impl Metrics {
         );
         registry.register(
             "connector_paused",
-            "1 while a connector is paused by HubSpot (its daily API limit, a refused token, or a page that is not its API)",
+            "1 while a connector is paused by HubSpot (its daily API limit, a refused token, a page that is not its API, or no OAuth access token from its token endpoint)",
             paused.clone(),
         );
         registry.register(

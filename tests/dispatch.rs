@@ -1363,6 +1363,36 @@ fn a_stored_daily_limit_pause_shows_before_anything_is_due() {
     assert_eq!(paused, Some(Some(until)), "{logs}");
 }
 
+/// A token and a client secret set with a final newline (a secret file, CRLF line ends) are
+/// used without it. The secret's newline refused every post (401); the token's failed every
+/// call before it left, as a connection failure (the contact was retried, then failed).
+#[test]
+fn credentials_set_with_a_final_newline_are_used_without_it() {
+    let rt = runtime();
+    let standin = rt.block_on(StandIn::start(Options::default())).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let config = write_config(dir.path(), &standin.url(), "", &[&HOOKS[3]]);
+    let secret = format!("{SECRET}\r\n");
+    let token = format!("{TOKEN}\n");
+    let server = start(
+        &config,
+        &data,
+        None,
+        &[("DISPATCH_SECRET", &secret), ("DISPATCH_TOKEN", &token)],
+    );
+    let email = "newline@example.com";
+    standin.add_contact(email, 8800);
+    post(&server, "fatigue", 8800, email);
+    eventually(Duration::from_secs(20), || {
+        enrollments(&standin.log())
+            .get(&("104".to_string(), email.to_string()))
+            .copied()
+    })
+    .unwrap_or_else(|| panic!("not enrolled; logs:\n{}", server.logs()));
+    server.stop();
+}
+
 /// An edge that answers a 404 page, not HubSpot's API (a retired route, a wrong `api_base`,
 /// an incident): every call would get it, so the connector is paused and its contacts wait,
 /// then go once HubSpot answers. The contact failed for good.

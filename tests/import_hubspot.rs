@@ -726,7 +726,8 @@ fn serve_keeps_profiles_current_from_hubspot_events() {
 
 /// A paused connector's scheduled import makes no call: an operator's pause (until resumed)
 /// and a daily-limit pause an earlier run stored. Before, the import kept calling HubSpot
-/// through both.
+/// through both. The operator's pause is lifted with the command `pause` names, though a
+/// webhook shares the connector's id (the command named the webhook, so the pause stayed).
 #[test]
 fn a_paused_connector_imports_nothing_until_resumed() {
     use common::{Hook, Server, TestConfig, eventually};
@@ -744,7 +745,7 @@ fn a_paused_connector_imports_nothing_until_resumed() {
             tables: "[scheduler]\ncron = \"* * * * * *\"\n[import]\ncron = \"*/2 * * * * *\"",
             connector: &format!("api_base = \"{}\"", standin.url()),
             hooks: &[&Hook {
-                id: "nurture",
+                id: "main",
                 kind: "NEXT_24_HOURS",
                 target: "workflow_id = 101",
             }],
@@ -753,12 +754,19 @@ fn a_paused_connector_imports_nothing_until_resumed() {
         .write(dir.path());
         let data = dir.path().join("data");
         std::fs::create_dir_all(data.join("state")).unwrap();
+        // The command `pause` names to lift it.
+        let mut resume = String::new();
         if daily {
             let until = chrono::Utc::now().timestamp_millis() + 3_600_000;
             std::fs::write(data.join("state/dispatch-pause-main"), until.to_string()).unwrap();
         } else {
             let paused = common::run(&config, &data, &["pause", "main", "--connector"], &env);
             assert!(paused.status.success(), "{}", text(&paused));
+            resume = String::from_utf8_lossy(&paused.stdout)
+                .split('`')
+                .nth(1)
+                .unwrap_or_else(|| panic!("no command to resume with: {}", text(&paused)))
+                .to_string();
         }
         let before = imports();
         let server = Server::start(&config, &data, &env);
@@ -770,7 +778,8 @@ fn a_paused_connector_imports_nothing_until_resumed() {
             server.logs()
         );
         if !daily {
-            let resumed = common::run(&config, &data, &["resume", "main", "--connector"], &env);
+            let args: Vec<&str> = resume.split_whitespace().skip(1).collect();
+            let resumed = common::run(&config, &data, &args, &env);
             assert!(resumed.status.success(), "{}", text(&resumed));
             eventually(Duration::from_secs(10), || {
                 (imports() > before).then_some(())

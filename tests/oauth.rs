@@ -243,3 +243,74 @@ fn the_scheduled_import_and_the_dispatcher_follow_one_rotated_refresh_token() {
     let refused = refused(&log);
     assert!(refused.is_empty(), "{refused:?}");
 }
+
+/// HubSpot's token endpoint fails (a 502, a 429, an edge's HTML 403 page): the calls waiting
+/// for a token share the one attempt, the connector is paused (`no_access_token`), and no
+/// contact is failed or in doubt; past the pause a token is had and everyone goes. Each
+/// waiting call had refreshed on its own, each failure counted against its contact as if its
+/// own call had failed, and the page was taken for HubSpot refusing the credentials.
+#[test]
+fn a_token_endpoint_outage_pauses_the_connector_and_fails_no_one() {
+    use sendtime::hubspot::client::RatePolicy;
+    let faults = [
+        Fault::Status {
+            status: 502,
+            message: "Bad gateway".into(),
+        },
+        Fault::RateLimited {
+            policy: RatePolicy::TenSecondly,
+            retry_after: None,
+        },
+        Fault::Html(403),
+    ];
+    for fault in faults {
+        let rt = runtime();
+        let standin = oauth_standin(&rt, Duration::from_secs(600), false);
+        standin.inject(Injection::next(fault.clone()).on(TOKEN_PATH));
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let clock = dir.path().join("clock");
+        let now = 1_900_000_000_000;
+        common::set_clock(&clock, now);
+        let path = dir.path().join("webhooks.toml");
+        std::fs::write(&path, oauth_config(&standin, EVERY_SECOND)).unwrap();
+        let server = Server::start(
+            &path,
+            &data,
+            &[
+                ("OAUTH_SECRET", SECRET),
+                ("OAUTH_CLIENT_ID", "app-client-id"),
+                ("OAUTH_REFRESH", "first-refresh-token"),
+                ("SENDTIME_CLOCK_FILE", clock.to_str().unwrap()),
+            ],
+        );
+        for vid in 0..10 {
+            post_contact(&standin, &server, "t", 300 + vid);
+        }
+        let paused = eventually(Duration::from_secs(20), || {
+            let status: serde_json::Value = reqwest::blocking::get(server.admin_url("/status"))
+                .ok()?
+                .json()
+                .ok()?;
+            (status["connectors"][0]["paused"] == "no_access_token").then_some(())
+        });
+        assert!(
+            paused.is_some(),
+            "{fault:?}: not paused; logs:\n{}",
+            server.logs()
+        );
+        // Ticks go on during the pause; none asks for a token.
+        std::thread::sleep(Duration::from_secs(2));
+        let asked = |log: &[LogEntry]| log.iter().filter(|e| e.path == TOKEN_PATH).count();
+        assert_eq!(asked(&standin.log()), 1, "{fault:?}: {:?}", standin.log());
+        common::set_clock(&clock, now + 2 * 60_000);
+        let rows = all_enrolled(&server, &data, 10);
+        server.stop();
+        assert_eq!(asked(&standin.log()), 2, "{fault:?}");
+        assert!(
+            rows.iter()
+                .all(|r| r.status != Status::Failed && !r.in_doubt),
+            "{fault:?}: {rows:?}"
+        );
+    }
+}

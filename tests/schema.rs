@@ -327,6 +327,26 @@ fn types_ranges_choices_and_defaults_agree() {
                 assert!(with(&format!("{v:?}")).is_err(), "{what} = {v:?} was read");
             }
         }
+        // Lengths: the schema's bounds are the reader's, and a free-text string the schema takes
+        // (of any length within them) is read.
+        if spec["type"] == "string" && spec.get("pattern").is_none() && spec.get("enum").is_none() {
+            match spec["minLength"].as_u64() {
+                Some(min) => assert!(
+                    with(&format!("{:?}", "x".repeat(min as usize - 1))).is_err(),
+                    "{what} shorter than {min}"
+                ),
+                None => {
+                    with("\"\"")
+                        .unwrap_or_else(|e| panic!("{what} = \"\" (the schema takes it): {e}"));
+                }
+            }
+            if let Some(max) = spec["maxLength"].as_u64() {
+                let longest = format!("{:?}", "x".repeat(max as usize));
+                with(&longest).unwrap_or_else(|e| panic!("{what} = {longest}: {e}"));
+                let over = format!("{:?}", "x".repeat(max as usize + 1));
+                assert!(with(&over).is_err(), "{what} longer than {max}");
+            }
+        }
         // Choices: each one read (where the rest of the table allows it), another refused.
         if let Some(values) = spec["enum"].as_array() {
             for v in values {

@@ -336,3 +336,54 @@ fn many_errors_are_all_reported_and_a_huge_file_is_refused() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("at most 4194304 are read"), "{stderr}");
 }
+
+/// Found where they are: a scheduler that leaves more than an hour without a run is a
+/// warning at its cron, an admin token too short for `serve` at its variable (`validate`
+/// said nothing and `serve` refused to start), and a byte that is not UTF-8 is an error at its
+/// line (it was reported at 1:1).
+#[test]
+fn a_sparse_scheduler_a_short_admin_token_and_a_bad_byte_are_reported_where_they_are() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("webhooks.toml");
+    let text = "version = 1\n[server]\npublic_url = \"https://hooks.example.com\"\n\
+        admin_token_env = \"SHORT_ADMIN\"\n[scheduler]\ncron = \"0 0 */2 * * *\"\n\
+        [[connector]]\nid = \"main\"\nportal_id = 62515\napp_id = 54321\n\
+        client_secret_env = \"HUBSPOT_CLIENT_SECRET\"\naccess_token_env = \"HUBSPOT_ACCESS_TOKEN\"\n\
+        [[webhook]]\nid = \"nurture\"\ntype = \"NEXT_24_HOURS\"\nworkflow_id = 1234567\n";
+    std::fs::write(&path, text).unwrap();
+    let out = sendtime()
+        .arg("validate")
+        .arg(&path)
+        .env("SHORT_ADMIN", "short")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let at = |line_col: &str| format!("{}:{line_col}: warning: ", path.display());
+    assert!(
+        stderr.contains(&format!("{}the scheduler goes up to", at("6:8"))),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!(
+            "{}environment variable SHORT_ADMIN (`admin_token_env`) holds fewer than 16 characters",
+            at("4:19")
+        )),
+        "{stderr}"
+    );
+
+    let mut bytes = text.as_bytes().to_vec();
+    let id = text.find("nurture").unwrap();
+    bytes[id + 3] = 0xff;
+    std::fs::write(&path, bytes).unwrap();
+    let out = sendtime().arg("validate").arg(&path).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.starts_with(&format!(
+            "{}:14:10: config is not valid UTF-8 here",
+            path.display()
+        )),
+        "{stderr}"
+    );
+}

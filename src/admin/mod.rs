@@ -31,7 +31,7 @@ use tokio::sync::{mpsc, oneshot};
 pub use error::AdminError;
 
 use crate::clock::Clock;
-use crate::config::ConfigHandle;
+use crate::config::{ConfigHandle, Server};
 use crate::datasets::inbox::Inbox;
 use crate::metrics::Metrics;
 use crate::scheduler::Lookup;
@@ -60,8 +60,6 @@ pub struct AdminState {
 const LOOKUPS_AT_ONCE: usize = 2;
 /// The longest id `POST /pause` and `/resume` take (config ids are at most 64 characters).
 const MAX_ID_LEN: usize = 128;
-/// The shortest admin token `serve` starts with.
-const MIN_TOKEN_CHARS: usize = 16;
 
 impl AdminState {
     /// The admin state; fails when `admin_token_env` names a variable that is unset or empty.
@@ -74,16 +72,16 @@ impl AdminState {
     ) -> anyhow::Result<AdminState> {
         let token = match &config.load().server.admin_token_env {
             Some(env) => {
-                let token = std::env::var(env).unwrap_or_default();
-                let token = token.trim();
+                let token = crate::config::env_value(env).unwrap_or_default();
                 anyhow::ensure!(
                     !token.is_empty(),
                     "server.admin_token_env names {env}, which is not set: set it to a long random token (e.g. `openssl rand -hex 32`), or remove the key"
                 );
                 // Nothing slows guesses down; only length does.
                 anyhow::ensure!(
-                    token.chars().count() >= MIN_TOKEN_CHARS,
-                    "the admin token in {env} is shorter than {MIN_TOKEN_CHARS} characters: anyone who reaches the admin port could guess it; use a long random one (e.g. `openssl rand -hex 32`)"
+                    token.chars().count() >= Server::MIN_ADMIN_TOKEN_CHARS,
+                    "the admin token in {env} is shorter than {} characters: anyone who reaches the admin port could guess it; use a long random one (e.g. `openssl rand -hex 32`)",
+                    Server::MIN_ADMIN_TOKEN_CHARS
                 );
                 Some(Arc::from(token))
             }

@@ -20,7 +20,7 @@ struct ConnectorStatus {
     /// Calls this process started in the last 10 s.
     calls_last_10s: usize,
     /// Why nothing goes out now, if so: `operator`, `daily_limit`, `refused_token`,
-    /// `no_api_route` or `pauses_unreadable`.
+    /// `no_api_route`, `no_access_token` or `pauses_unreadable`.
     paused: Option<&'static str>,
     /// Until when a HubSpot-imposed pause lasts (clock ms), when that is the reason shown.
     paused_until_ms: Option<i64>,

@@ -82,6 +82,8 @@ impl Server {
     pub const DEFAULT_DATA_DIR: &str = "data";
     /// Real contact bodies are tens of KB; 1 MiB leaves room.
     pub const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
+    /// The shortest admin token `serve` starts with: nothing slows guesses down, only length.
+    pub const MIN_ADMIN_TOKEN_CHARS: usize = 16;
     /// Beyond 64 MiB a "webhook" is not a contact.
     pub const MAX_MAX_BODY_BYTES: usize = 64 * 1024 * 1024;
 }
@@ -98,6 +100,9 @@ pub struct Scheduler {
 impl Scheduler {
     /// Second 0 of every minute (seconds come first).
     pub const DEFAULT_CRON: &str = "0 * * * * *";
+    /// `validate` warns about a schedule with a longer stretch without a run: contacts due in
+    /// it go late.
+    pub const LONGEST_QUIET: chrono::TimeDelta = chrono::TimeDelta::hours(1);
 }
 
 /// `[import]`: `serve` imports new HubSpot email events for each connector on this schedule,
@@ -235,9 +240,23 @@ impl Credentials {
     }
 }
 
-/// An environment variable's value, if set and non-empty.
+/// Whether two listeners would ask for one port: the same one on the same address, or on
+/// every address of a family (`0.0.0.0` for IPv4; `::`, which takes IPv4 too) and another of
+/// it. Port 0 picks a free port for each (tests do).
+fn share_a_port(a: SocketAddr, b: SocketAddr) -> bool {
+    let covers = |any: SocketAddr, other: SocketAddr| {
+        any.ip().is_unspecified() && (any.is_ipv6() || other.is_ipv4())
+    };
+    a.port() == b.port() && a.port() != 0 && (a.ip() == b.ip() || covers(a, b) || covers(b, a))
+}
+
+/// An environment variable's value without surrounding white space (a secret file's final
+/// newline, CRLF line ends), if set and not blank: no token or secret contains white space.
 pub fn env_value(name: &str) -> Option<String> {
-    std::env::var(name).ok().filter(|s| !s.is_empty())
+    std::env::var(name)
+        .ok()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
 }
 
 /// What happens to a contact posted to a webhook. Stored (inbox, plan, the inbox's log) by
@@ -452,7 +471,17 @@ impl Config {
         }
         let bytes = std::fs::read(path).map_err(cannot_read)?;
         let text = String::from_utf8(bytes).map_err(|e| {
-            Diagnostics::whole_file(path, format!("config is not valid UTF-8: {e}"))
+            // Reported where the first bad byte is: the text before it is sound.
+            let valid = e.utf8_error().valid_up_to();
+            let before = std::str::from_utf8(&e.as_bytes()[..valid]).unwrap_or_default();
+            let at = diagnostics::Lines::new(before).line_column(valid);
+            let mut d = Diagnostics::new(path);
+            d.push(
+                Severity::Error,
+                at,
+                format!("config is not valid UTF-8 here: {}", e.utf8_error()),
+            );
+            d
         })?;
         Self::from_text(path, &text, overrides, env)
     }
@@ -476,31 +505,32 @@ impl Config {
             config.server.admin_listen = listen;
         }
         let server = &config.server;
-        // Port 0 picks a free port for each (tests do).
-        if server.listen == server.admin_listen && server.listen.port() != 0 {
-            return Err(Diagnostics::whole_file(
-                path,
-                format!(
-                    "the admin surface and the public listener are both on {}: the admin surface is never served to HubSpot's side; give `admin_listen` (or --admin-listen) another port",
-                    server.listen
-                ),
+        let mut errors = Vec::new();
+        if share_a_port(server.listen, server.admin_listen) {
+            errors.push(format!(
+                "the admin surface ({}) and the public listener ({}) share a port: `serve` could not listen on both, and the admin surface is never served to HubSpot's side; give `admin_listen` (or --admin-listen) another port",
+                server.admin_listen, server.listen
             ));
         }
         // The file's own addresses are checked where they are read; the flags' only here.
-        if let Some(error) = overrides.admin_listen.and_then(|addr| {
+        errors.extend(overrides.admin_listen.and_then(|addr| {
             read::exposed_admin("--admin-listen", addr, server.admin_token_env.is_some())
-        }) {
-            return Err(Diagnostics::whole_file(path, error));
-        }
-        if let Some(error) = overrides.listen.and_then(|addr| {
+        }));
+        errors.extend(overrides.listen.and_then(|addr| {
             config
                 .connectors
                 .iter()
                 .find_map(|c| validation::exposed_unsigned("--listen", addr, c))
-        }) {
-            return Err(Diagnostics::whole_file(path, error));
+        }));
+        if errors.is_empty() {
+            return Ok(loaded);
         }
-        Ok(loaded)
+        // Reported with the file's warnings, as every other problem is.
+        let mut all = loaded.warnings;
+        for error in errors {
+            all.push(Severity::Error, (1, 1), error);
+        }
+        Err(all)
     }
 
     pub fn connector(&self, id: &str) -> Option<&Connector> {

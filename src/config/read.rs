@@ -155,7 +155,7 @@ fn read_document(ctx: &mut Ctx, path: &Path, doc: &DeTable) -> Draft {
     let import = read_import(ctx, &top);
     let model = read_model(ctx, &top);
     let connector_tables = read_array(ctx, &top, "connector");
-    let declared_connectors = connector_tables
+    let mut declared_connectors: Vec<String> = connector_tables
         .iter()
         .filter_map(|(t, _, _)| {
             t.iter()
@@ -163,6 +163,9 @@ fn read_document(ctx: &mut Ctx, path: &Path, doc: &DeTable) -> Draft {
                 .and_then(|(_, v)| v.get_ref().as_str().map(str::to_string))
         })
         .collect();
+    // A repeated id is its own error, reported where it repeats.
+    let mut seen = std::collections::HashSet::new();
+    declared_connectors.retain(|id| seen.insert(id.clone()));
     let connectors = connector_tables
         .into_iter()
         .filter_map(|(t, at, n)| read_connector(ctx, t, at, n))
@@ -236,15 +239,23 @@ fn read_server(ctx: &mut Ctx, top: &TableReader, base_dir: &Path) -> Option<Serv
         None => None,
     };
     let admin_token_env = r.env_name(ctx, "admin_token_env");
-    if let Some((name, at)) = &admin_token_env
-        && std::env::var(name).map_or(true, |v| v.trim().is_empty())
-    {
-        ctx.warning(
-            *at,
-            format!(
-                "environment variable {name} (`admin_token_env`) is not set: `serve` refuses to start without it"
+    if let Some((name, at)) = &admin_token_env {
+        match super::env_value(name) {
+            None => ctx.warning(
+                *at,
+                format!(
+                    "environment variable {name} (`admin_token_env`) is not set: `serve` refuses to start without it"
+                ),
             ),
-        );
+            Some(token) if token.chars().count() < Server::MIN_ADMIN_TOKEN_CHARS => ctx.warning(
+                *at,
+                format!(
+                    "environment variable {name} (`admin_token_env`) holds fewer than {} characters: `serve` refuses to start with a token that short (use a long random one, e.g. `openssl rand -hex 32`)",
+                    Server::MIN_ADMIN_TOKEN_CHARS
+                ),
+            ),
+            Some(_) => {}
+        }
     }
     if let Some(error) = admin_listen
         .and_then(|addr| exposed_admin("`admin_listen`", addr, admin_token_env.is_some()))
@@ -284,7 +295,7 @@ fn read_server(ctx: &mut Ctx, top: &TableReader, base_dir: &Path) -> Option<Serv
 }
 
 /// Whether an http(s) URL names this machine (`localhost` or a loopback address).
-fn loopback_url(url: &str) -> bool {
+pub(super) fn loopback_url(url: &str) -> bool {
     reqwest::Url::parse(url).is_ok_and(|url| crate::hubspot::client::is_loopback(&url))
 }
 
@@ -310,9 +321,42 @@ fn read_scheduler(ctx: &mut Ctx, top: &TableReader) -> Option<Scheduler> {
     };
     let r = TableReader::new("[scheduler]".into(), table, at);
     let cron = read_cron(ctx, &r, Scheduler::DEFAULT_CRON);
+    if let (Some((_, schedule)), Some(at)) = (&cron, r.get("cron").map(|v| v.span().start))
+        && let Some(gap) = longest_gap(schedule, chrono::Utc::now())
+    {
+        ctx.warning(
+            at,
+            format!(
+                "the scheduler goes up to {} without a run: contacts due in between wait for the next run (the day of month and the day of week must both match)",
+                crate::time::format_span(gap.num_milliseconds())
+            ),
+        );
+    }
     r.finish(ctx);
     let (cron, schedule) = cron?;
     Some(Scheduler { cron, schedule })
+}
+
+/// The longest stretch of the next eight days (a week, and a day to wrap) in which `cron`
+/// does not fire, when longer than [`Scheduler::LONGEST_QUIET`] (found to within its
+/// sampling step).
+fn longest_gap(
+    cron: &croner::Cron,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Option<chrono::TimeDelta> {
+    let step = chrono::TimeDelta::minutes(10);
+    let end = now + chrono::TimeDelta::days(8);
+    let mut longest = chrono::TimeDelta::zero();
+    let mut at = now;
+    while at < end {
+        let gap = match cron.find_next_occurrence(&at, false) {
+            Ok(next) => next - at,
+            Err(_) => end - at,
+        };
+        longest = longest.max(gap);
+        at += step.max(gap);
+    }
+    (longest > Scheduler::LONGEST_QUIET).then_some(longest)
 }
 
 fn read_import(ctx: &mut Ctx, top: &TableReader) -> Option<ImportSchedule> {
@@ -550,7 +594,7 @@ fn read_connector(ctx: &mut Ctx, table: &DeTable, at: usize, n: usize) -> Option
     let time_zone_property = match r.string(ctx, "time_zone_property") {
         None if r.has("time_zone_property") => None,
         None => Some(DEFAULT_ZONE_PROPERTY.to_string()),
-        Some((s, at)) if s.is_empty() || s.len() > 100 => {
+        Some((s, at)) if s.is_empty() || s.chars().count() > 100 => {
             ctx.error(
                 at,
                 "`time_zone_property` must name a contact property (1 to 100 characters)",
@@ -871,6 +915,10 @@ fn resolve(base: &Path, p: &str) -> PathBuf {
 /// A six-field (seconds first) cron expression that fires at some time after now; the error
 /// says why not.
 fn parse_cron(expr: &str) -> Result<croner::Cron, String> {
+    // A year would make a file that validates today fail on a later start.
+    if expr.split_whitespace().count() > 6 {
+        return Err("a seventh field (a year) is not taken".into());
+    }
     let cron = croner::parser::CronParser::builder()
         .seconds(croner::parser::Seconds::Required)
         .dom_and_dow(true)
@@ -879,7 +927,7 @@ fn parse_cron(expr: &str) -> Result<croner::Cron, String> {
         .map_err(|e| e.to_string().trim_end_matches('.').to_string())?;
     match cron.find_next_occurrence(&chrono::Utc::now(), false) {
         Ok(_) => Ok(cron),
-        Err(_) => Err("it never fires after now (check the day of month, month and year)".into()),
+        Err(_) => Err("it never fires after now (check the day of month and the month)".into()),
     }
 }
 

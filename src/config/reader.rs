@@ -138,7 +138,15 @@ impl<'a, 'i> TableReader<'a, 'i> {
             DeValue::Integer(i) => match i64::from_str_radix(i.as_str(), i.radix()) {
                 Ok(n) => Some((n, v.span().start)),
                 Err(_) => {
-                    ctx.error(v.span().start, format!("`{key}` is out of range"));
+                    ctx.error(
+                        v.span().start,
+                        format!(
+                            "`{key}` in {} is out of range: integers here are from {} to {}",
+                            self.name,
+                            i64::MIN,
+                            i64::MAX
+                        ),
+                    );
                     None
                 }
             },

@@ -11,7 +11,13 @@ use crate::model::ModelConfig;
 /// What the shipped config names on its first line.
 pub const FILE: &str = "webhooks.schema.json";
 
+/// A string key that names or configures something, so it may not be empty.
 fn string(doc: &str) -> Value {
+    json!({"type": "string", "minLength": 1, "description": doc})
+}
+
+/// Free text for people, which may be empty.
+fn text(doc: &str) -> Value {
     json!({"type": "string", "description": doc})
 }
 
@@ -428,7 +434,7 @@ pub fn schema() -> Value {
             (
                 "time_zone_property",
                 with_default(
-                    string("The contact property holding the contact's zone."),
+                    json!({"type": "string", "minLength": 1, "maxLength": 100, "description": "The contact property holding the contact's zone."}),
                     json!(crate::local_time::DEFAULT_ZONE_PROPERTY),
                 ),
             ),
@@ -448,10 +454,7 @@ pub fn schema() -> Value {
                 "id",
                 id("The URL path segment; unique across webhooks and actions."),
             ),
-            (
-                "name",
-                string("For people; we suggest the workflow's name."),
-            ),
+            ("name", text("For people; we suggest the workflow's name.")),
             (
                 "connector",
                 string("The connector id; may be left out when there is one."),
@@ -488,7 +491,7 @@ pub fn schema() -> Value {
                 "id",
                 id("The action's URL path segment; unique across webhooks and actions."),
             ),
-            ("name", string("The action's name in the workflow editor.")),
+            ("name", text("The action's name in the workflow editor.")),
             (
                 "connector",
                 string(

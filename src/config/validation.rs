@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 
+use super::Server;
 use super::read::{ConnectorDraft, Draft, WebhookDraft};
 use super::reader::Ctx;
 use super::{Connector, Credentials, EnvCheck, Target, Webhook};
@@ -69,10 +70,9 @@ pub(super) fn check(ctx: &mut Ctx, draft: Draft, env: EnvCheck) -> Option<(Draft
             (w.id.as_str(), *at, what)
         }),
     );
-    let listen = draft.server.as_ref().map(|s| s.listen);
     for c in &draft.connectors {
         check_env(ctx, c, env);
-        check_allow_unsigned(ctx, c, listen);
+        check_allow_unsigned(ctx, c, draft.server.as_ref());
     }
     let complete = draft.version.is_some()
         && draft.server.is_some()
@@ -236,7 +236,7 @@ fn check_env(ctx: &mut Ctx, draft: &ConnectorDraft, env: EnvCheck) {
         if env == EnvCheck::RequireTokens && key == "client_secret_env" && !oauth {
             continue;
         }
-        if older && std::env::var(name).is_ok_and(|v| !v.is_empty()) {
+        if older && super::env_value(name).is_some() {
             continue;
         }
         if older {
@@ -250,7 +250,7 @@ fn check_env(ctx: &mut Ctx, draft: &ConnectorDraft, env: EnvCheck) {
             );
             continue;
         }
-        if std::env::var(name).is_ok_and(|v| !v.is_empty()) {
+        if super::env_value(name).is_some() {
             continue;
         }
         let message = format!(
@@ -284,11 +284,15 @@ fn check_env(ctx: &mut Ctx, draft: &ConnectorDraft, env: EnvCheck) {
     }
 }
 
-fn check_allow_unsigned(ctx: &mut Ctx, draft: &ConnectorDraft, listen: Option<SocketAddr>) {
+fn check_allow_unsigned(ctx: &mut Ctx, draft: &ConnectorDraft, server: Option<&Server>) {
     let Some(at) = draft.allow_unsigned_at else {
         return;
     };
-    match listen.and_then(|addr| exposed_unsigned("`listen`", addr, &draft.connector)) {
+    let c = &draft.connector;
+    let exposed = server.and_then(|s| {
+        exposed_unsigned("`listen`", s.listen, c).or_else(|| public_unsigned(&s.public_url, c))
+    });
+    match exposed {
         Some(error) => ctx.error(at, error),
         None => ctx.warning(
             at,
@@ -304,6 +308,17 @@ pub(super) fn exposed_unsigned(what: &str, addr: SocketAddr, c: &Connector) -> O
     (c.allow_unsigned && !c.dry_run && !addr.ip().is_loopback()).then(|| {
         format!(
             "connector `{}` has `allow_unsigned` on and calls HubSpot, on {what} {addr}, which other machines reach: anyone could enroll any contact; listen on 127.0.0.1, set `dry_run = true`, or turn `allow_unsigned` off",
+            c.id
+        )
+    })
+}
+
+/// The error for a connector that takes unsigned posts and calls HubSpot for them behind a
+/// `public_url` other machines reach (a proxy in front of a loopback listener), if it is one.
+fn public_unsigned(public_url: &str, c: &Connector) -> Option<String> {
+    (c.allow_unsigned && !c.dry_run && !super::read::loopback_url(public_url)).then(|| {
+        format!(
+            "connector `{}` has `allow_unsigned` on and calls HubSpot, behind `public_url` {public_url}, which other machines reach: anyone could enroll any contact; set `dry_run = true` or turn `allow_unsigned` off",
             c.id
         )
     })

@@ -3,8 +3,10 @@
 //!
 //! A DAILY 429 pauses a connector until HubSpot's day may be over ([`policy::daily_retry_at`]),
 //! and the pause is written under `state/` so the next process (a restart, the next `sendtime
-//! tick`) keeps it; a refused token pauses it for [`policy::REFUSED_TOKEN_PAUSE_MS`], in this
-//! process only, since a fixed token should work at once. Either way its contacts stay queued.
+//! tick`) keeps it; a refused token, or a page that is not HubSpot's API, pauses it for
+//! [`policy::REFUSED_TOKEN_PAUSE_MS`], and an OAuth token endpoint that fails for
+//! [`policy::NO_ACCESS_TOKEN_PAUSE_MS`], in this process only, since a fix should work at once.
+//! Either way its contacts stay queued.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicUsize;
@@ -50,6 +52,8 @@ pub enum PauseReason {
     RefusedToken,
     /// The API route answered with a page, not HubSpot's API ([`ApiError::NotTheApi`]).
     NoApiRoute,
+    /// No OAuth access token: HubSpot's token endpoint failed ([`ApiError::NoAccessToken`]).
+    NoAccessToken,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -77,6 +81,7 @@ impl PauseReason {
             PauseReason::DailyLimit => "daily_limit",
             PauseReason::RefusedToken => "refused_token",
             PauseReason::NoApiRoute => "no_api_route",
+            PauseReason::NoAccessToken => "no_access_token",
         }
     }
 }
@@ -194,7 +199,8 @@ impl Link {
     /// HubSpot refused the token at `now` (`status`, `message`): every call through this
     /// connector would fail the same way, so hold them all rather than fail the queue.
     pub fn pause_for_the_token(&self, now: i64, status: u16, message: &str, metrics: &Metrics) {
-        self.hold(now, PauseReason::RefusedToken, metrics, || {
+        let until = now + policy::REFUSED_TOKEN_PAUSE_MS;
+        self.hold(until, PauseReason::RefusedToken, metrics, || {
             format!(
                 "HubSpot refused the connector's credentials ({status}: {message}): connector paused and contacts stay queued; set a valid token (access_token_env, or for OAuth refresh_token_env and client_id_env) and restart (it tries once more at the time shown)"
             )
@@ -204,16 +210,27 @@ impl Link {
     /// A call at `now` got a page, not HubSpot's API ([`ApiError::NotTheApi`]): as for a
     /// refused token, every call would, so all are held and tried again later.
     pub fn pause_for_the_route(&self, now: i64, e: &ApiError, metrics: &Metrics) {
-        self.hold(now, PauseReason::NoApiRoute, metrics, || {
+        let until = now + policy::REFUSED_TOKEN_PAUSE_MS;
+        self.hold(until, PauseReason::NoApiRoute, metrics, || {
             format!(
                 "{e}: connector paused and contacts stay queued; check api_base (it tries again at the time shown)"
             )
         });
     }
 
-    /// Hold every call for [`policy::REFUSED_TOKEN_PAUSE_MS`] from `now`, unless held already.
-    fn hold(&self, now: i64, reason: PauseReason, metrics: &Metrics, why: impl Fn() -> String) {
-        let until = now + policy::REFUSED_TOKEN_PAUSE_MS;
+    /// A call at `now` found no OAuth access token ([`ApiError::NoAccessToken`]): every call
+    /// would wait for one, so all are held, briefly, and none counts as a contact's failure.
+    pub fn pause_for_the_token_endpoint(&self, now: i64, e: &ApiError, metrics: &Metrics) {
+        let until = now + policy::NO_ACCESS_TOKEN_PAUSE_MS;
+        self.hold(until, PauseReason::NoAccessToken, metrics, || {
+            format!(
+                "{e}: connector paused and contacts stay queued (it tries again at the time shown)"
+            )
+        });
+    }
+
+    /// Hold every call until `until` (clock ms), unless held already.
+    fn hold(&self, until: i64, reason: PauseReason, metrics: &Metrics, why: impl Fn() -> String) {
         let mut pause = self.pause.lock().unwrap();
         if pause.is_none() {
             tracing::error!(connector = %self.id, until = %format_minute(until), "{}", why());
@@ -349,6 +366,9 @@ impl Dispatcher {
             let why = match p.reason {
                 PauseReason::RefusedToken => "refused-token pause over: trying the token again",
                 PauseReason::NoApiRoute => "no-API-route pause over: trying HubSpot again",
+                PauseReason::NoAccessToken => {
+                    "no-access-token pause over: trying HubSpot's token endpoint again"
+                }
                 PauseReason::DailyLimit => "daily-limit pause over: sending again",
             };
             tracing::info!(connector = %link.id, "{why}");

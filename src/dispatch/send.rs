@@ -295,6 +295,10 @@ impl Ctx {
                 link.pause_for_the_route(self.now(), e, &self.metrics);
                 Decision::Later(self.now())
             }
+            ApiError::NoAccessToken { .. } => {
+                link.pause_for_the_token_endpoint(self.now(), e, &self.metrics);
+                Decision::Later(self.now())
+            }
             ApiError::Transient { .. } if Backoff::DISPATCH.exhausted(failures) => Decision::GiveUp,
             ApiError::Transient { .. } => wait(Backoff::DISPATCH.wait(failures)),
             ApiError::Permanent { .. } | ApiError::BatchTooLarge { .. } => Decision::GiveUp,

@@ -1,9 +1,12 @@
 //! How a connector's calls authenticate: a static token, or OAuth access tokens obtained with
 //! the refresh token and refreshed before they expire (HubSpot's last 30 minutes), one refresh
 //! at a time per connector. A refresh token HubSpot rotates is kept for the process's life.
+//! A refresh that fails is the answer of every call that was waiting for it, so a token
+//! endpoint in trouble gets one request, not one per waiting call.
 //! Tokens are never logged: they appear only in the Authorization header and the refresh form.
 
 use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -37,7 +40,17 @@ pub struct OAuth {
     /// The latest refresh token (HubSpot may hand out a new one with each refresh).
     refresh_token: Mutex<String>,
     /// Held while refreshing, so a connector refreshes once however many calls wait.
-    current: tokio::sync::Mutex<Option<Access>>,
+    current: tokio::sync::Mutex<Refreshed>,
+    /// Refreshes tried so far: a call that waited while one was tried takes its outcome.
+    attempts: AtomicU64,
+}
+
+/// The latest refresh's outcome.
+#[derive(Default)]
+struct Refreshed {
+    access: Option<Access>,
+    /// A failed refresh, and the attempt it was (counting from 1).
+    failed: Option<Box<(ApiError, u64)>>,
 }
 
 struct Access {
@@ -45,13 +58,12 @@ struct Access {
     refresh_at: Instant,
 }
 
-/// HubSpot's token answer (the standard OAuth fields; its older docs show camelCase).
+/// HubSpot's token answer (the standard OAuth fields; its older docs show camelCase), as far
+/// as the access token: a rotated refresh token is read before it, in [`OAuth::refresh`].
 #[derive(Deserialize)]
 struct TokenAnswer {
     #[serde(alias = "accessToken")]
     access_token: String,
-    #[serde(default, alias = "refreshToken")]
-    refresh_token: Option<String>,
     #[serde(alias = "expiresIn")]
     expires_in: u64,
 }
@@ -76,7 +88,8 @@ impl Auth {
             client_secret: client_secret.to_string(),
             installed: refresh_token.to_string(),
             refresh_token: Mutex::new(refresh_token.to_string()),
-            current: tokio::sync::Mutex::new(None),
+            current: tokio::sync::Mutex::new(Refreshed::default()),
+            attempts: AtomicU64::new(0),
         })
     }
 
@@ -137,7 +150,14 @@ impl Auth {
         };
         Ok(match &connector.credentials {
             Credentials::Static { access_token_env } => {
-                Auth::Static(value("access_token_env", access_token_env)?.into())
+                let token = value("access_token_env", access_token_env)?;
+                // Else every call fails before it leaves, as a connection failure would.
+                anyhow::ensure!(
+                    reqwest::header::HeaderValue::from_str(&format!("Bearer {token}")).is_ok(),
+                    "connector {:?}: environment variable {access_token_env} (access_token_env) holds a character no HTTP header may carry: set it to the token alone",
+                    connector.id
+                );
+                Auth::Static(token.into())
             }
             Credentials::OAuth {
                 client_id_env,
@@ -181,17 +201,35 @@ impl Auth {
             Auth::Static(token) => return Ok(token.clone()),
             Auth::OAuth(oauth) => oauth,
         };
+        let tried = oauth.attempts.load(Ordering::Acquire);
         let mut current = oauth.current.lock().await;
-        if let Some(access) = current.as_ref()
+        if let Some(access) = &current.access
             && access.refresh_at > Instant::now()
             && refused != Some(&*access.token)
         {
             return Ok(access.token.clone());
         }
-        let access = oauth.refresh(http, base).await?;
-        let token = access.token.clone();
-        *current = Some(access);
-        Ok(token)
+        // One that failed while this call waited for the lock: its answer is this call's too.
+        if let Some((e, attempt)) = current.failed.as_deref()
+            && *attempt > tried
+        {
+            return Err(e.clone());
+        }
+        let attempt = oauth.attempts.fetch_add(1, Ordering::AcqRel) + 1;
+        match oauth.refresh(http, base).await {
+            Ok(access) => {
+                let token = access.token.clone();
+                *current = Refreshed {
+                    access: Some(access),
+                    failed: None,
+                };
+                Ok(token)
+            }
+            Err(e) => {
+                current.failed = Some(Box::new((e.clone(), attempt)));
+                Err(e)
+            }
+        }
     }
 }
 
@@ -204,45 +242,65 @@ impl OAuth {
             ("client_secret", self.client_secret.as_str()),
             ("refresh_token", refresh_token.as_str()),
         ];
+        // Whatever goes wrong, the call it was for was not made.
+        let unavailable = |status: Option<u16>, message: String| ApiError::NoAccessToken {
+            status,
+            message: format!("HubSpot's token endpoint: {message}"),
+        };
         let started = Instant::now();
         let resp = http
             .post(format!("{base}{TOKEN_PATH}"))
             .form(&form)
             .send()
             .await
-            .map_err(transport)?;
+            .map_err(|e| unavailable(None, unanswered(e)))?;
         let status = resp.status();
         // A token answer is a few hundred bytes.
-        let (bytes, _) = read_at_most(resp, 64 << 10).await.map_err(transport)?;
+        let (bytes, _) = read_at_most(resp, 64 << 10)
+            .await
+            .map_err(|e| unavailable(Some(status.as_u16()), unanswered(e)))?;
         let text = String::from_utf8_lossy(&bytes);
+        let json = serde_json::from_str::<serde_json::Value>(&text).ok();
         if !status.is_success() {
             let message: String = text.trim().chars().take(MESSAGE_CHARS).collect();
-            return Err(if status.is_server_error() || status.as_u16() == 429 {
-                ApiError::Transient {
-                    status: Some(status.as_u16()),
-                    may_have_reached: false,
-                    message: format!("refreshing the OAuth access token: {message}"),
-                }
-            } else {
-                // A refresh token or client credentials HubSpot refuses: the connector's
-                // credentials are wrong, as with a refused static token.
-                ApiError::Permanent {
-                    status: 401,
-                    message: format!(
-                        "HubSpot refused to refresh the OAuth access token ({status}): {message}"
-                    ),
-                    correlation_id: None,
-                }
-            });
+            // A 429 there is no refusal of the credentials: the connector waits, as for a 5xx.
+            return Err(
+                if status.is_client_error() && status.as_u16() != 429 && json.is_some() {
+                    // A refresh token or client credentials HubSpot refuses: the connector's
+                    // credentials are wrong, as with a refused static token.
+                    ApiError::Permanent {
+                        status: 401,
+                        message: format!(
+                            "HubSpot refused to refresh the OAuth access token ({status}): {message}"
+                        ),
+                        correlation_id: None,
+                    }
+                } else {
+                    // A 5xx, or a page from something in front of HubSpot (an edge, a proxy):
+                    // nothing about the credentials.
+                    unavailable(Some(status.as_u16()), format!("HTTP {status}: {message}"))
+                },
+            );
         }
-        let answer: TokenAnswer = serde_json::from_str(&text).map_err(|e| ApiError::Transient {
-            status: None,
-            may_have_reached: false,
-            message: format!("unexpected answer from HubSpot's token endpoint: {e}"),
-        })?;
-        if let Some(rotated) = answer.refresh_token.filter(|t| !t.is_empty()) {
-            *self.refresh_token.lock().unwrap() = rotated;
+        // A rotated refresh token is kept before anything else is read: HubSpot has spent the
+        // old one, whatever else is wrong with the answer.
+        if let Some(rotated) = json
+            .as_ref()
+            .and_then(|j| j.get("refresh_token").or_else(|| j.get("refreshToken")))
+            .and_then(|t| t.as_str())
+            .filter(|t| !t.is_empty())
+        {
+            *self.refresh_token.lock().unwrap() = rotated.to_string();
         }
+        let answer: TokenAnswer = json
+            .ok_or_else(|| "not JSON".to_string())
+            .and_then(|j| serde_json::from_value(j).map_err(|e| e.to_string()))
+            .map_err(|e| {
+                unavailable(
+                    Some(status.as_u16()),
+                    format!("an answer sendtime cannot read ({e})"),
+                )
+            })?;
         // HubSpot's last 30 minutes; a broken answer must neither overflow the clock nor make
         // every call refresh.
         let life = Duration::from_secs(answer.expires_in.clamp(MIN_TOKEN_LIFE_S, MAX_TOKEN_LIFE_S));
@@ -255,5 +313,13 @@ impl OAuth {
             token: answer.access_token.into(),
             refresh_at: started + life - margin,
         })
+    }
+}
+
+/// What went wrong with a request that got no (complete) answer, as [`transport`] says it.
+fn unanswered(e: reqwest::Error) -> String {
+    match transport(e) {
+        ApiError::Transient { message, .. } => message,
+        other => other.to_string(),
     }
 }

@@ -136,6 +136,14 @@ pub enum ApiError {
     /// Neither the contact's failure nor worth an immediate retry: the connector waits.
     #[error("HubSpot's API did not answer: HTTP {status} page from in front of it ({message})")]
     NotTheApi { status: u16, message: String },
+    /// No OAuth access token to call with: HubSpot's token endpoint failed or did not answer.
+    /// The call was not made, and every call of the connector would wait alike: neither the
+    /// contact's failure nor worth an immediate retry; the connector waits.
+    #[error("no OAuth access token to call HubSpot with: {message}")]
+    NoAccessToken {
+        status: Option<u16>,
+        message: String,
+    },
     /// A list call refused because the batch is too large: split it and try again.
     #[error("HubSpot says a batch of {size} record ids is too large ({status}): {message}")]
     BatchTooLarge {
@@ -150,7 +158,9 @@ impl ApiError {
     pub fn is_retryable(&self) -> bool {
         matches!(
             self,
-            ApiError::RateLimited { .. } | ApiError::Transient { .. }
+            ApiError::RateLimited { .. }
+                | ApiError::Transient { .. }
+                | ApiError::NoAccessToken { .. }
         )
     }
 
@@ -158,7 +168,7 @@ impl ApiError {
     pub fn status(&self) -> Option<u16> {
         match self {
             ApiError::RateLimited { .. } => Some(429),
-            ApiError::Transient { status, .. } => *status,
+            ApiError::Transient { status, .. } | ApiError::NoAccessToken { status, .. } => *status,
             ApiError::Permanent { status, .. }
             | ApiError::BatchTooLarge { status, .. }
             | ApiError::NotTheApi { status, .. } => Some(*status),
@@ -550,6 +560,10 @@ impl Client {
         batch: Option<usize>,
     ) -> Result<reqwest::Response, ApiError> {
         let result = self.call(method, url, json, batch).await;
+        // Without an access token the call was never made: it says nothing of the API.
+        if matches!(result, Err(ApiError::NoAccessToken { .. })) {
+            return result;
+        }
         let unanswered = matches!(result, Err(ApiError::Transient { .. }));
         match (self.outage.observe(unanswered), &result) {
             (Some(OutageChange::Began), Err(e)) => tracing::warn!(
@@ -758,9 +772,10 @@ fn bad_body(e: &serde_json::Error) -> ApiError {
 
 /// A request that got no (complete) HTTP answer.
 pub(super) fn transport(e: reqwest::Error) -> ApiError {
-    // A connect failure never reached HubSpot; anything later (timeout while waiting, the
+    // A connect failure never reached HubSpot, nor a request that could not be built (a
+    // header value no request may carry); anything later (timeout while waiting, the
     // connection dropped mid-answer) may have been received and acted on.
-    let may_have_reached = !e.is_connect();
+    let may_have_reached = !(e.is_connect() || e.is_builder());
     let what = if e.is_timeout() {
         "timed out"
     } else if e.is_connect() {

@@ -20,6 +20,9 @@ pub const MAX_HEADER_WAIT: Duration = Duration::from_secs(3600);
 /// How long a connector whose token HubSpot refused (401, or 403 for a missing scope) waits
 /// before trying once more.
 pub const REFUSED_TOKEN_PAUSE_MS: i64 = 5 * MINUTE_MS;
+/// How long a connector without an OAuth access token (its token endpoint failed) waits
+/// before trying again: an outage there is often a blip.
+pub const NO_ACCESS_TOKEN_PAUSE_MS: i64 = MINUTE_MS;
 
 /// Exponential backoff with jitter after transient failures (5xx, timeouts, dropped
 /// connections): `base`, twice that, four times ... capped at `cap`, each drawn from half to

@@ -581,18 +581,30 @@ async fn handle(State(world): State<Shared>, req: Request) -> Result<Response, I
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(|t| t.trim().to_string());
     let uri = req.uri().clone();
+    let form = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
     let body = axum::body::to_bytes(req.into_body(), 64 * 1024 * 1024)
         .await
         .unwrap_or_default();
-    if method == Method::POST && path == TOKEN_PATH {
+    let (outcome, rate) = if method == Method::POST && path == TOKEN_PATH {
+        // Outside the API's limits; only faults scripted for its path reach it.
         let mut w = world.lock().unwrap();
-        let resp = w.token_endpoint(&body);
-        w.record(&method, path, query, received, Some(resp.status().as_u16()));
-        return Ok(resp);
-    }
-    let (authorized, oauth) = world.lock().unwrap().authorize(bearer.as_deref());
-
-    let (outcome, rate) = {
+        let outcome = match w.scripted(&path, true).map(|f| w.fault(f)) {
+            None => Gate::Answer(w.token_endpoint(form, &body)),
+            Some(Gate::Slow(d)) => Gate::SlowAnswer(w.token_endpoint(form, &body), d),
+            Some(other) => other,
+        };
+        let status = match &outcome {
+            Gate::Answer(r) | Gate::SlowAnswer(r, _) => Some(r.status().as_u16()),
+            _ => None,
+        };
+        w.record(&method, path, query, received, status);
+        (outcome, RateLimit::default())
+    } else {
+        let (authorized, oauth) = world.lock().unwrap().authorize(bearer.as_deref());
         let mut w = world.lock().unwrap();
         // A refused call counts toward the limits too, as at HubSpot.
         let gate = match (authorized, w.gate(&path)) {
@@ -663,10 +675,11 @@ impl World {
         }
     }
 
-    /// `POST /oauth/2026-03/token` with a refresh token: a new access token (and, when the
-    /// app rotates them, a new refresh token); HubSpot's 400 for anything it does not know.
-    fn token_endpoint(&mut self, body: &[u8]) -> Response {
-        let form: HashMap<String, String> = String::from_utf8_lossy(body)
+    /// `POST /oauth/2026-03/token` with a refresh token, form-encoded (`form`): a new access
+    /// token (and, when the app rotates them, a new refresh token); HubSpot's 400 for anything
+    /// it does not know.
+    fn token_endpoint(&mut self, form: bool, body: &[u8]) -> Response {
+        let fields: HashMap<String, String> = String::from_utf8_lossy(body)
             .split('&')
             .filter_map(|pair| {
                 let (k, v) = pair.split_once('=')?;
@@ -678,15 +691,19 @@ impl World {
                 Some((decode(k), decode(v)))
             })
             .collect();
-        let field = |k: &str| form.get(k).map(String::as_str);
+        let field = |k: &str| fields.get(k).map(String::as_str);
+        // The date-versioned endpoint's error body.
         let bad = |message: &str| {
             let body = json!({
-                "status": "BAD_REFRESH_TOKEN",
                 "message": message,
                 "correlationId": correlation_id(),
+                "category": "VALIDATION_ERROR",
             });
             (StatusCode::BAD_REQUEST, axum::Json(body)).into_response()
         };
+        if !form {
+            return bad("the body must be application/x-www-form-urlencoded");
+        }
         let Some(app) = self.options.oauth.clone() else {
             return bad("no OAuth app is installed in this account");
         };
@@ -716,26 +733,26 @@ impl World {
         (StatusCode::OK, axum::Json(body)).into_response()
     }
 
-    /// Scripted faults, then the limits, then random faults.
-    fn gate(&mut self, path: &str) -> Gate {
-        let mut scripted = None;
+    /// The scripted fault for a request to `path`, if one applies; `named` counts only rules
+    /// whose path prefix names it (the token endpoint, which other rules leave alone).
+    fn scripted(&mut self, path: &str, named: bool) -> Option<Fault> {
         for rule in &mut self.rules {
-            if rule
-                .injection
-                .path_prefix
-                .as_deref()
-                .is_some_and(|p| !path.starts_with(p))
-            {
+            let prefix = rule.injection.path_prefix.as_deref();
+            if prefix.is_some_and(|p| !path.starts_with(p)) || (named && prefix.is_none()) {
                 continue;
             }
             rule.seen += 1;
             if rule.seen > rule.injection.skip && rule.applied < rule.injection.times {
                 rule.applied += 1;
-                scripted = Some(rule.injection.fault.clone());
-                break;
+                return Some(rule.injection.fault.clone());
             }
         }
-        if let Some(fault) = scripted {
+        None
+    }
+
+    /// Scripted faults, then the limits, then random faults.
+    fn gate(&mut self, path: &str) -> Gate {
+        if let Some(fault) = self.scripted(path, false) {
             return self.fault(fault);
         }
         let now = Instant::now();

@@ -501,7 +501,7 @@ impl Import {
                     }
                     tracing::warn!("{err}; waiting");
                 }
-                ApiError::Transient { .. } => {
+                ApiError::Transient { .. } | ApiError::NoAccessToken { .. } => {
                     failures += 1;
                     if Backoff::IMPORT.exhausted(failures) {
                         return Err(err).context(format!("gave up after {failures} attempts"));
