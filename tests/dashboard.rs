@@ -189,14 +189,27 @@ fn until_page<T>(
     })
 }
 
+/// Click `selector`, found afresh if the page redrew it between finding and clicking (it
+/// redraws every few seconds: the element found is then stale).
 fn click(rt: &tokio::runtime::Runtime, page: &Client, selector: &str) {
     rt.block_on(async {
-        page.find(Locator::Css(selector))
-            .await
-            .unwrap_or_else(|e| panic!("{selector}: {e}"))
-            .click()
-            .await
-            .unwrap()
+        let mut tries = 0;
+        loop {
+            let found = page
+                .find(Locator::Css(selector))
+                .await
+                .unwrap_or_else(|e| panic!("{selector}: {e}"));
+            match found.click().await {
+                Ok(()) => return,
+                // Stale: nothing was clicked, so clicking again clicks once.
+                Err(e) if tries < 5 && e.to_string().contains("stale element") => {
+                    tries += 1;
+                    eprintln!("{selector}: clicking again after: {e}");
+                    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                }
+                Err(e) => panic!("{selector}: {e}"),
+            }
+        }
     });
 }
 

@@ -410,7 +410,8 @@ fn parquet_imports_every_time_type_with_the_same_rules() {
 
 /// Exports write 0 or -1 for a missing record id: such a row is refused by its line (CSV) or
 /// row (Parquet), as any bad row is, and nothing is imported. Before, every such row went to
-/// one made-up contact.
+/// one made-up contact. An id past `i64` (a `uint64` column) is refused as too large; it was
+/// "no contact" (Parquet) and "neither an email nor a numeric contact id" (CSV).
 #[test]
 fn a_contact_id_that_is_not_positive_is_a_bad_row() {
     let dir = tempfile::tempdir().unwrap();
@@ -418,7 +419,7 @@ fn a_contact_id_that_is_not_positive_is_a_bad_row() {
     std::fs::write(
         &csv,
         format!(
-            "contact,time,kind\n{}\n0,2025-01-06T10:00:00Z,OPEN\n-1,2025-01-06T11:00:00Z,OPEN\n{}\n",
+            "contact,time,kind\n{}\n0,2025-01-06T10:00:00Z,OPEN\n-1,2025-01-06T11:00:00Z,OPEN\n{}\n18446744073709551615,2025-01-06T12:00:00Z,OPEN\n",
             row(1),
             row(2)
         ),
@@ -434,6 +435,8 @@ fn a_contact_id_that_is_not_positive_is_a_bad_row() {
             "{err}"
         );
     }
+    let too_large = "contact id 18446744073709551615 in column \"contact\" is larger than any HubSpot record id";
+    assert!(err.contains(&format!("ids.csv:6: {too_large}")), "{err}");
     assert!(err.contains("nothing was imported"), "{err}");
     assert!(stored(&data).is_empty());
 
@@ -462,6 +465,32 @@ fn a_contact_id_that_is_not_positive_is_a_bad_row() {
         err.contains(
             "ids.parquet: row 2: contact id 0 in column \"hs_id\" is not a HubSpot record id"
         ),
+        "{err}"
+    );
+    assert!(stored(&data).is_empty());
+
+    let mut df = df!(
+        "hs_id" => [12u64, u64::MAX],
+        "epoch_s" => [1_736_121_600i64, 1_736_121_700],
+    )
+    .unwrap();
+    ParquetWriter::new(std::fs::File::create(&file).unwrap())
+        .finish(&mut df)
+        .unwrap();
+    let err = failed(&sendtime(
+        &data,
+        &[
+            "import",
+            "parquet",
+            file.to_str().unwrap(),
+            "--contact",
+            "hs_id",
+            "--time",
+            "epoch_s",
+        ],
+    ));
+    assert!(
+        err.contains("ids.parquet: row 2: contact id 18446744073709551615 in column \"hs_id\" is larger than any HubSpot record id"),
         "{err}"
     );
     assert!(stored(&data).is_empty());

@@ -578,3 +578,48 @@ fn a_data_directory_made_by_an_import_is_its_owners_only() {
     let mode = std::fs::metadata(&data).unwrap().permissions().mode();
     assert_eq!(mode & 0o777, 0o700, "{mode:o}");
 }
+
+/// `explain` shows the knobs `serve` plans with: the fit the stored profiles hold (kept until
+/// they are rebuilt), not one worked out afresh; with `--at` it fits afresh as of that time.
+/// It fitted afresh every time, so its hours could differ from what `serve` planned.
+#[test]
+fn explain_uses_the_fit_the_stored_profiles_hold() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("d");
+    let out = data.to_str().unwrap();
+    let o = sendtime(
+        &data,
+        &[
+            "gen",
+            "--contacts",
+            "300",
+            "--events",
+            "30000",
+            "--seed",
+            "3",
+            "--out",
+            out,
+        ],
+    );
+    assert!(o.status.success(), "{}", text(&o).1);
+    let o = sendtime(&data, &["profiles"]);
+    assert!(o.status.success(), "{}", text(&o).1);
+    // The stored fit, as a rebuild some weeks ago left it.
+    let state = data.join("profiles/state.json");
+    let mut stored: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&state).unwrap()).unwrap();
+    stored["fit"] = serde_json::json!({
+        "fitted": true, "changed": true, "prior_strength": 3.5, "hour_bandwidth": 0.25,
+        "events": 1234, "contacts": 56, "loss": 2.0, "file_loss": 2.1, "population_loss": 2.2
+    });
+    std::fs::write(&state, serde_json::to_vec(&stored).unwrap()).unwrap();
+    let knobs = "prior_strength 3.5, hour_bandwidth 0.25";
+    let o = sendtime(&data, &["explain", "5"]);
+    let (stdout, stderr) = text(&o);
+    assert!(o.status.success(), "{stderr}");
+    assert!(stdout.contains(knobs), "{stdout}");
+    let o = sendtime(&data, &["explain", "5", "--at", "2025-12-15"]);
+    let (stdout, stderr) = text(&o);
+    assert!(o.status.success(), "{stderr}");
+    assert!(!stdout.contains(knobs), "{stdout}");
+}

@@ -145,11 +145,10 @@ fn a_run_of_several_token_lifetimes_enrolls_everyone_without_a_401() {
     );
 }
 
-/// The README's rotation of the app's client secret, with `serve` running: both secrets are
-/// in its environment, the config names the old one first (HubSpot has already rotated, so
-/// refreshing with it is refused), then is changed to name the new one first. The reload
-/// must reach the dispatcher's token refresh, not only the signature check: an earlier
-/// version kept the old client until a restart.
+/// A secret rotated in HubSpot while `serve` runs: both secrets are in its environment, the
+/// config names only the old one (refreshing with it is refused), then is changed to name the
+/// new one first. The reload must reach the dispatcher's token refresh, not only the
+/// signature check: an earlier version kept the old client until a restart.
 #[test]
 fn a_reload_that_puts_the_new_client_secret_first_refreshes_with_it() {
     let rt = runtime();
@@ -161,11 +160,7 @@ fn a_reload_that_puts_the_new_client_secret_first_refreshes_with_it() {
         oauth_config(&standin, EVERY_SECOND)
             .replace("client_secret_env = \"OAUTH_SECRET\"", secrets)
     };
-    std::fs::write(
-        &config_path,
-        config("client_secret_env = [\"OAUTH_OLD\", \"OAUTH_NEW\"]"),
-    )
-    .unwrap();
+    std::fs::write(&config_path, config("client_secret_env = \"OAUTH_OLD\"")).unwrap();
     let server = Server::start(
         &config_path,
         &data,
@@ -180,7 +175,13 @@ fn a_reload_that_puts_the_new_client_secret_first_refreshes_with_it() {
     standin.add_contact("rotated@example.com", 700);
     let body = contact_body(700, "rotated@example.com");
     assert_eq!(
-        post_signed(&client, &server, SECRET, "/hooks/now", body),
+        post_signed(
+            &client,
+            &server,
+            "the-secret-before-rotation",
+            "/hooks/now",
+            body
+        ),
         200
     );
     let refused = || {
@@ -214,6 +215,43 @@ fn a_reload_that_puts_the_new_client_secret_first_refreshes_with_it() {
             .any(|e| e.path == TOKEN_PATH && e.status == Some(200)),
         "{log:?}"
     );
+}
+
+/// The README's rotation, step 1: the new secret is named first before HubSpot takes it. The
+/// refresh HubSpot refuses with it is made again with the next secret, so contacts go on. The
+/// connector was paused (`refused_token`) until the secret was rotated in HubSpot.
+#[test]
+fn a_new_client_secret_named_before_hubspot_takes_it_does_not_stop_sending() {
+    let rt = runtime();
+    let standin = oauth_standin(&rt, Duration::from_secs(600), false);
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let config_path = dir.path().join("webhooks.toml");
+    let config = oauth_config(&standin, EVERY_SECOND).replace(
+        "client_secret_env = \"OAUTH_SECRET\"",
+        "client_secret_env = [\"OAUTH_NEW\", \"OAUTH_SECRET\"]",
+    );
+    std::fs::write(&config_path, config).unwrap();
+    let server = Server::start(
+        &config_path,
+        &data,
+        &[
+            ("OAUTH_NEW", "the-secret-after-rotation"),
+            ("OAUTH_SECRET", SECRET),
+            ("OAUTH_CLIENT_ID", "app-client-id"),
+            ("OAUTH_REFRESH", "first-refresh-token"),
+        ],
+    );
+    post_contact(&standin, &server, "r", 710);
+    all_enrolled(&server, &data, 1);
+    server.stop();
+    let answers: Vec<Option<u16>> = standin
+        .log()
+        .iter()
+        .filter(|e| e.path == TOKEN_PATH)
+        .map(|e| e.status)
+        .collect();
+    assert_eq!(answers, [Some(400), Some(200)]);
 }
 
 /// The scheduled import and the dispatcher refresh with one set of credentials: HubSpot's

@@ -34,14 +34,16 @@ pub enum Auth {
 /// What refreshing needs, and the access token in use.
 pub struct OAuth {
     client_id: String,
-    client_secret: String,
+    /// The app's client secrets, current first: during a rotation, the one HubSpot takes may
+    /// be either.
+    client_secrets: Vec<String>,
     /// The refresh token the installation gave (as configured).
     installed: String,
     /// The latest refresh token (HubSpot may hand out a new one with each refresh).
     refresh_token: Mutex<String>,
     /// Held while refreshing, so a connector refreshes once however many calls wait.
     current: tokio::sync::Mutex<Refreshed>,
-    /// Refreshes tried so far: a call that waited while one was tried takes its outcome.
+    /// Refreshes finished so far: a call that waited while one was tried takes its outcome.
     attempts: AtomicU64,
 }
 
@@ -83,9 +85,14 @@ impl fmt::Debug for Auth {
 impl Auth {
     /// OAuth credentials: the app's client id and secret and an installation's refresh token.
     pub fn oauth(client_id: &str, client_secret: &str, refresh_token: &str) -> Auth {
+        Auth::oauth_rotating(client_id, vec![client_secret.to_string()], refresh_token)
+    }
+
+    /// [`Auth::oauth`] with the app's client secrets, current first (not empty).
+    fn oauth_rotating(client_id: &str, client_secrets: Vec<String>, refresh_token: &str) -> Auth {
         Auth::OAuth(OAuth {
             client_id: client_id.to_string(),
-            client_secret: client_secret.to_string(),
+            client_secrets,
             installed: refresh_token.to_string(),
             refresh_token: Mutex::new(refresh_token.to_string()),
             current: tokio::sync::Mutex::new(Refreshed::default()),
@@ -117,7 +124,7 @@ impl Auth {
                 (Auth::OAuth(old), Auth::OAuth(new))
                     if old.client_id == new.client_id && old.installed == new.installed =>
                 {
-                    if old.client_secret == new.client_secret {
+                    if old.client_secrets == new.client_secrets {
                         return Ok(shared.clone());
                     }
                     let latest = old.refresh_token.lock().unwrap().clone();
@@ -163,21 +170,20 @@ impl Auth {
                 client_id_env,
                 refresh_token_env,
             } => {
-                let secret = connector
+                let secrets: Vec<String> = connector
                     .client_secrets()
                     .into_iter()
-                    .next()
                     .map(|(_, s)| s)
-                    .ok_or_else(|| {
-                        anyhow::anyhow!(
-                            "connector {:?}: OAuth needs the app's client secret in {}",
-                            connector.id,
-                            connector.client_secret_env[0]
-                        )
-                    })?;
-                Auth::oauth(
+                    .collect();
+                anyhow::ensure!(
+                    !secrets.is_empty(),
+                    "connector {:?}: OAuth needs the app's client secret in {}",
+                    connector.id,
+                    connector.client_secret_env[0]
+                );
+                Auth::oauth_rotating(
                     &value("client_id_env", client_id_env)?,
-                    &secret,
+                    secrets,
                     &value("refresh_token_env", refresh_token_env)?,
                 )
             }
@@ -215,8 +221,11 @@ impl Auth {
         {
             return Err(e.clone());
         }
-        let attempt = oauth.attempts.fetch_add(1, Ordering::AcqRel) + 1;
-        match oauth.refresh(http, base).await {
+        // Counted once finished, so a call that began waiting meanwhile takes its outcome.
+        let attempt = oauth.attempts.load(Ordering::Acquire) + 1;
+        let refreshed = oauth.refresh(http, base).await;
+        oauth.attempts.store(attempt, Ordering::Release);
+        match refreshed {
             Ok(access) => {
                 let token = access.token.clone();
                 *current = Refreshed {
@@ -234,12 +243,32 @@ impl Auth {
 }
 
 impl OAuth {
+    /// A new access token, with the current client secret or, refused, the next one: the
+    /// README's rotation names the new secret first before HubSpot takes it.
     async fn refresh(&self, http: &reqwest::Client, base: &str) -> Result<Access, ApiError> {
+        let mut refused = None;
+        for secret in &self.client_secrets {
+            match self.refresh_with(http, base, secret).await {
+                Err(e @ ApiError::Permanent { .. }) => {
+                    refused.get_or_insert(e);
+                }
+                other => return other,
+            }
+        }
+        Err(refused.expect("an OAuth connector has a client secret"))
+    }
+
+    async fn refresh_with(
+        &self,
+        http: &reqwest::Client,
+        base: &str,
+        client_secret: &str,
+    ) -> Result<Access, ApiError> {
         let refresh_token = self.refresh_token.lock().unwrap().clone();
         let form = [
             ("grant_type", "refresh_token"),
             ("client_id", self.client_id.as_str()),
-            ("client_secret", self.client_secret.as_str()),
+            ("client_secret", client_secret),
             ("refresh_token", refresh_token.as_str()),
         ];
         // Whatever goes wrong, the call it was for was not made.

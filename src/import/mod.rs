@@ -76,6 +76,8 @@ impl Columns {
     pub fn contact(&self, text: &str) -> Result<Contact, String> {
         if let Ok(id) = text.parse::<i64>() {
             self.id(id)
+        } else if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) {
+            Err(self.too_large(text))
         } else if is_email_address(text) {
             Ok(Contact::Email(text.to_ascii_lowercase()))
         } else if text.contains('@') {
@@ -91,6 +93,15 @@ impl Columns {
                 self.contact
             ))
         }
+    }
+
+    /// The error for a numeric contact past any HubSpot record id (a `uint64` beyond `i64`).
+    pub fn too_large(&self, digits: &str) -> String {
+        format!(
+            "contact id {digits} in column {:?} is larger than any HubSpot record id (at most {})",
+            self.contact,
+            i64::MAX
+        )
     }
 
     /// A numeric contact: HubSpot's record ids are positive, and exports write 0 or -1 for

@@ -183,6 +183,19 @@ impl ParquetFile {
     fn contacts(&self, column: &Column) -> anyhow::Result<Vec<Result<Contact, String>>> {
         let name = &self.columns.contact;
         let missing = || format!("no contact in column {name:?}");
+        // Cast to i64, an id past its range would read as null ("no contact").
+        if column.dtype() == &DataType::UInt64 {
+            return Ok(column
+                .u64()?
+                .iter()
+                .map(|id| {
+                    let id = id.ok_or_else(missing)?;
+                    i64::try_from(id)
+                        .map_err(|_| self.columns.too_large(&id.to_string()))
+                        .and_then(|id| self.columns.id(id))
+                })
+                .collect());
+        }
         if column.dtype().is_integer() {
             let ids = column.cast(&DataType::Int64)?;
             return Ok(ids

@@ -28,7 +28,24 @@ pub fn explain(config: &Config, contact: &str, at: Option<i64>) -> anyhow::Resul
         format_minute(now)
     );
     let data_dir = &config.server.data_dir;
-    let built = dataset::build(data_dir, config.model, now)?;
+    // Now, with the knobs `serve` plans with: the stored fit while it holds, not a new one.
+    let stored = match at {
+        None => super::stored::fit_in_use(data_dir, config.model, now)?,
+        Some(_) => None,
+    };
+    let built = match stored {
+        Some(fit) => {
+            let unfitted = ModelConfig {
+                auto: super::calibrate::Auto::NONE,
+                ..config.model
+            };
+            let mut built = dataset::build(data_dir, unfitted, now)?;
+            let counts = built.profiles.population_counts();
+            built.profiles.apply_fit(fit, &counts);
+            built
+        }
+        None => dataset::build(data_dir, config.model, now)?,
+    };
     let receipts = super::explain::receipts(data_dir, contact)?;
     let explanation = Explanation::new(config, Some(&built), contact, receipts.posted_id, now)?
         .with_receipts(receipts);

@@ -240,6 +240,23 @@ impl State {
     }
 }
 
+/// The fit the stored profiles hold, while `config` at `now_ms` would extend them rather than
+/// rebuild: the knobs `serve` plans with, which fits again only on a rebuild. Read only.
+pub fn fit_in_use(
+    data_dir: &Path,
+    config: ModelConfig,
+    now_ms: i64,
+) -> anyhow::Result<Option<super::calibrate::Fit>> {
+    let Some(state) = std::fs::read(data_dir.join("profiles").join("state.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice::<State>(&b).ok())
+    else {
+        return Ok(None);
+    };
+    let on_disk = event_parts(data_dir)?;
+    Ok(state.fit.filter(|_| state.usable(config, now_ms, &on_disk)))
+}
+
 fn event_parts(data_dir: &Path) -> anyhow::Result<Vec<String>> {
     Ok(events::dataset(data_dir)?
         .parts()?
