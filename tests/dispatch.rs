@@ -120,9 +120,17 @@ fn start(config: &Path, data: &Path, clock: Option<&Path>, extra_env: &[(&str, &
 
 /// Post one contact, signed v2; the receipt id.
 fn post(server: &Server, webhook: &str, vid: u64, email: &str) -> String {
-    let body = format!(
-        r#"{{"vid": {vid}, "canonical-vid": {vid}, "portal-id": 62515, "properties": {{"email": {{"value": "{email}"}}}}}}"#
-    );
+    post_body(
+        server,
+        webhook,
+        format!(
+            r#"{{"vid": {vid}, "canonical-vid": {vid}, "portal-id": 62515, "properties": {{"email": {{"value": "{email}"}}}}}}"#
+        ),
+    )
+}
+
+/// Post `body`, signed v2; the receipt id.
+fn post_body(server: &Server, webhook: &str, body: String) -> String {
     let path = format!("/hooks/{webhook}");
     let sig = sign_v2(
         SECRET.as_bytes(),
@@ -137,7 +145,7 @@ fn post(server: &Server, webhook: &str, vid: u64, email: &str) -> String {
         .body(body)
         .send()
         .unwrap();
-    assert_eq!(resp.status().as_u16(), 200, "post {webhook} {email}");
+    assert_eq!(resp.status().as_u16(), 200, "post {webhook}");
     let v: serde_json::Value = resp.json().unwrap();
     v["receipt_id"].as_str().unwrap().to_string()
 }
@@ -1361,6 +1369,62 @@ fn a_stored_daily_limit_pause_shows_before_anything_is_due() {
     });
     let logs = server.stop();
     assert_eq!(paused, Some(Some(until)), "{logs}");
+}
+
+/// HubSpot takes an enrollment, and the row saying so cannot be written (the outcomes folder
+/// is gone, as on a full disk): once it is back, the contact is recorded as enrolled, at the
+/// time HubSpot took it, and HubSpot is not called again. It was put back in doubt, and a
+/// contact without a HubSpot id (nothing to look its enrollments up by) was enrolled twice.
+#[test]
+fn an_enrollment_whose_row_cannot_be_written_is_not_sent_again() {
+    use sendtime::hubspot::standin::{Fault, Injection};
+    let rt = runtime();
+    let standin = rt.block_on(StandIn::start(Options::default())).unwrap();
+    // Answered 3 s late: time to take the outcomes folder away.
+    standin.inject(
+        Injection::next(Fault::Slow(Duration::from_secs(3))).on("/automation/v2/workflows/"),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let config = write_config(dir.path(), &standin.url(), "", &[&HOOKS[3]]);
+    let clock = dir.path().join("clock");
+    let now = now_ms();
+    set_clock(&clock, now);
+    let server = start(&config, &data, Some(&clock), &[]);
+    let email = "unwritten@example.com";
+    standin.add_contact(email, 8900);
+    post_body(
+        &server,
+        "fatigue",
+        format!(r#"{{"portal-id": 62515, "properties": {{"email": {{"value": "{email}"}}}}}}"#),
+    );
+    set_clock(&clock, now + 60_000);
+    let sent = || {
+        enrollments(&standin.log())
+            .get(&("104".to_string(), email.to_string()))
+            .copied()
+    };
+    eventually(Duration::from_secs(20), sent)
+        .unwrap_or_else(|| panic!("not sent; logs:\n{}", server.logs()));
+    let folder = data.join("outcomes");
+    let aside = data.join("outcomes-aside");
+    std::fs::rename(&folder, &aside).unwrap();
+    std::fs::write(&folder, b"not a folder").unwrap();
+    std::thread::sleep(Duration::from_secs(5));
+    std::fs::remove_file(&folder).unwrap();
+    std::fs::rename(&aside, &folder).unwrap();
+    // Past the minute it waits after a row that could not be written.
+    set_clock(&clock, now + 5 * 60_000);
+    let enrolled = eventually(Duration::from_secs(20), || {
+        outcomes(&data)
+            .into_iter()
+            .find(|r| r.status == Status::Enrolled)
+    })
+    .unwrap_or_else(|| panic!("not recorded; logs:\n{}", server.logs()));
+    std::thread::sleep(Duration::from_secs(2));
+    server.stop();
+    assert_eq!(sent(), Some(1), "{:?}", standin.log());
+    assert!(enrolled.at_ms < now + 5 * 60_000, "{enrolled:?}");
 }
 
 /// A token and a client secret set with a final newline (a secret file, CRLF line ends) are

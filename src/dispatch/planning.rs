@@ -163,6 +163,7 @@ impl Dispatcher {
                 failures: 0,
                 in_doubt: false,
                 doubt_workflow: None,
+                enrolled_at_ms: 0,
                 ready_at_ms: 0,
                 holdout: false,
                 dry_run_only: part.signature.get(i).is_some_and(inbox::dry_run_only),

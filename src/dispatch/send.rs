@@ -47,6 +47,10 @@ pub struct Pending {
     /// The workflow that unanswered call enrolled into, when it was an enrollment: the check
     /// before sending again looks for it too, since `workflow_id` may have changed since.
     pub doubt_workflow: Option<NonZeroU64>,
+    /// When HubSpot took its enrollment (clock ms; 0: not yet) while the row saying so could not
+    /// be written: only the row is left to write. In memory only: after a restart, the
+    /// `attempting` row makes it in doubt.
+    pub enrolled_at_ms: i64,
     /// Not dispatched before this (the due time, or a retry's time).
     pub ready_at_ms: i64,
     /// Held out: sent at receipt to measure lift; its outcome rows say so.
@@ -429,6 +433,20 @@ pub async fn enroll(
     workflow: u64,
     mut item: Pending,
 ) -> (Pending, Next) {
+    // HubSpot took it and only its row is left to write (the disk was full): never sent again.
+    if item.enrolled_at_ms > 0 {
+        let took = item.doubt_workflow.map_or(workflow, NonZeroU64::get);
+        let mut r = row(
+            &item,
+            &link,
+            Action::Enroll,
+            &took.to_string(),
+            Status::Enrolled,
+            item.enrolled_at_ms,
+        );
+        r.http_status = Some(204);
+        return done_if_recorded(&ctx, r, item).await;
+    }
     let target = workflow.to_string();
     let Some(email) = item
         .email
@@ -534,9 +552,11 @@ pub async fn enroll(
                     ctx.now(),
                 );
                 r.http_status = Some(204);
-                // Until the row is durable the call stays in doubt, as after a crash.
+                // Until the row is durable the call stays in doubt, as after a crash; while
+                // this process runs, only the row is written again.
                 item.in_doubt = true;
                 item.doubt_workflow = NonZeroU64::new(workflow);
+                item.enrolled_at_ms = r.at_ms;
                 return done_if_recorded(&ctx, r, item).await;
             }
             Err(e) => {

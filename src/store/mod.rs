@@ -527,6 +527,8 @@ pub fn create_data_dir(dir: &Path) -> anyhow::Result<Option<PathBuf>> {
         let mode = if i == 0 { 0o700 } else { 0o777 };
         match fs::DirBuilder::new().mode(mode).create(folder) {
             Ok(()) => {
+                // Durable in its parent: every acknowledged receipt will be under it.
+                sync_parent(folder).with_context(cannot)?;
                 topmost.get_or_insert_with(|| folder.to_path_buf());
             }
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists && folder.is_dir() => {}
@@ -716,14 +718,19 @@ pub fn create_dir_durably(dir: &Path) -> io::Result<()> {
     let missing: Vec<&Path> = dir.ancestors().take_while(|d| !d.exists()).collect();
     fs::create_dir_all(dir)?;
     for created in missing.iter().rev() {
-        let parent = created.parent().filter(|p| !p.as_os_str().is_empty());
-        match sync_dir(parent.unwrap_or(Path::new("."))) {
-            // A parent this user may enter but not read (0711) cannot be opened to sync.
-            Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {}
-            other => other?,
-        }
+        sync_parent(created)?;
     }
     Ok(())
+}
+
+/// Make the folder `created` durable in its parent.
+fn sync_parent(created: &Path) -> io::Result<()> {
+    let parent = created.parent().filter(|p| !p.as_os_str().is_empty());
+    match sync_dir(parent.unwrap_or(Path::new("."))) {
+        // A parent this user may enter but not read (0711) cannot be opened to sync.
+        Err(e) if e.kind() == io::ErrorKind::PermissionDenied => Ok(()),
+        other => other,
+    }
 }
 
 #[cfg(test)]
