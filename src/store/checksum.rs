@@ -60,12 +60,12 @@ impl Write for Hashing<'_> {
     }
 }
 
-/// Check the part at `path` against its checksum, when it has one. An error opening or
-/// reading is an `io::Error`; a mismatch is a [`Mismatch`].
-pub fn verify(path: &Path) -> anyhow::Result<()> {
+/// Check the part at `path` against its checksum, when it has one: whether it had one. An
+/// error opening or reading is an `io::Error`; a mismatch is a [`Mismatch`].
+pub fn verify(path: &Path) -> anyhow::Result<bool> {
     let stored = match std::fs::read_to_string(path_of(path)) {
         Ok(text) => text,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
         Err(e) => return Err(e.into()),
     };
     let Ok(expected) = u64::from_str_radix(stored.trim(), 16) else {
@@ -85,7 +85,7 @@ pub fn verify(path: &Path) -> anyhow::Result<()> {
         }
         .into());
     }
-    Ok(())
+    Ok(true)
 }
 
 fn hash_file(path: &Path) -> io::Result<u64> {

@@ -596,11 +596,36 @@ pub fn lock_file(path: &Path) -> anyhow::Result<File> {
     }
 }
 
-/// Read one part file. An error opening it is an `io::Error`, one decoding it a Polars error.
+/// Read one part file. An error opening it is an `io::Error`, one decoding it a Polars error
+/// ([`decoded`]).
 pub fn read_part(path: &Path) -> anyhow::Result<DataFrame> {
-    checksum::verify(path)?;
+    let checked = checksum::verify(path)?;
     let file = File::open(path)?;
-    Ok(ParquetReader::new(file).finish()?)
+    decoded(path, checked, ParquetReader::new(file).finish())
+}
+
+/// A part that matches its checksum but cannot be read: its bytes are as written, so the
+/// file is not damaged (a newer build's part, or a bug), and it is left where it is.
+#[derive(Debug, thiserror::Error)]
+#[error("{} matches its checksum but this build cannot read it: {source}", path.display())]
+pub struct Undecodable {
+    path: PathBuf,
+    source: PolarsError,
+}
+
+/// A decoded part, or why not: an I/O error inside Polars is the machine's state (an
+/// `io::Error`), and a part matching its checksum (`checked`) is [`Undecodable`]. Only the
+/// rest says the file is damaged.
+pub fn decoded<T>(path: &Path, checked: bool, result: PolarsResult<T>) -> anyhow::Result<T> {
+    result.map_err(|e| match e {
+        PolarsError::IO { error, .. } => io::Error::new(error.kind(), error.to_string()).into(),
+        e if checked => Undecodable {
+            path: path.to_path_buf(),
+            source: e,
+        }
+        .into(),
+        e => e.into(),
+    })
 }
 
 /// Stack frames. Parts written before a column was added lack it: such frames get the column
@@ -641,15 +666,15 @@ pub fn concat_frames(mut frames: Vec<DataFrame>) -> anyhow::Result<DataFrame> {
 /// lack it), and only those: reading whole parts of a large dataset to look at a few
 /// columns is what this avoids.
 pub fn read_present_columns(path: &Path, columns: &[&str]) -> anyhow::Result<DataFrame> {
-    checksum::verify(path)?;
+    let checked = checksum::verify(path)?;
     let mut reader = ParquetReader::new(std::fs::File::open(path)?);
-    let schema = reader.schema()?;
+    let schema = decoded(path, checked, reader.schema())?;
     let present = columns
         .iter()
         .filter(|c| schema.contains(c))
         .map(|c| c.to_string())
         .collect();
-    Ok(reader.with_columns(Some(present)).finish()?)
+    decoded(path, checked, reader.with_columns(Some(present)).finish())
 }
 
 /// [`read_present_columns`], with the absent ones as nulls of `dtype`: for a reader that
@@ -675,10 +700,11 @@ pub fn is_not_found(e: &anyhow::Error) -> bool {
         .is_some_and(|e| e.kind() == io::ErrorKind::NotFound)
 }
 
-/// An error of [`read_part`] opening the file (the machine's state), not decoding it (the
-/// file's content): decoding errors come as Polars errors.
+/// An error of [`read_part`] that is not the file's damage: opening or reading it (the
+/// machine's state), or a part that matches its checksum ([`Undecodable`]). Such a part is
+/// left in place, never quarantined: its rows may be acknowledged receipts.
 pub fn cannot_open(e: &anyhow::Error) -> bool {
-    e.downcast_ref::<io::Error>().is_some()
+    e.downcast_ref::<io::Error>().is_some() || e.downcast_ref::<Undecodable>().is_some()
 }
 
 /// Remove a part and its checksum, whichever exist.
@@ -824,6 +850,30 @@ mod tests {
                 .join(part.file_name().unwrap())
                 .exists()
         );
+    }
+
+    /// A part whose bytes match its checksum is as written, so one this build cannot decode
+    /// (a newer build's) is left in place, and the read fails saying why; it was quarantined,
+    /// and receipts in it were never planned.
+    #[test]
+    fn a_part_matching_its_checksum_is_never_quarantined() {
+        let dir = tempfile::tempdir().unwrap();
+        let ds = Dataset::open(dir.path(), "rows").unwrap();
+        let part = ds.part_path(Ulid::generate());
+        let mut file = File::create(&part).unwrap();
+        let mut hashing = checksum::Hashing::new(&mut file);
+        hashing.write_all(b"not parquet this build reads").unwrap();
+        hashing.flush().unwrap();
+        let digest = hashing.digest();
+        fs::write(checksum::path_of(&part), format!("{digest:016x}\n")).unwrap();
+        let err = ds.read_all().unwrap_err();
+        assert!(
+            format!("{err:#}").contains("matches its checksum"),
+            "{err:#}"
+        );
+        assert!(ds.compact(&HashSet::new()).unwrap().is_none());
+        assert!(part.exists(), "left in place");
+        assert!(!dir.path().join("quarantine").join("rows").exists());
     }
 
     /// A merged part that dwarfs the newcomers is left alone until they add up to a quarter
