@@ -150,6 +150,16 @@ fn post_body(server: &Server, webhook: &str, body: String) -> String {
     v["receipt_id"].as_str().unwrap().to_string()
 }
 
+/// Wait until the stand-in has enrolled `email` into `workflow`.
+fn wait_enrolled(standin: &StandIn, server: &Server, workflow: &str, email: &str) {
+    eventually(Duration::from_secs(20), || {
+        enrollments(&standin.log())
+            .get(&(workflow.to_string(), email.to_string()))
+            .copied()
+    })
+    .unwrap_or_else(|| panic!("{email} not enrolled; logs:\n{}", server.logs()));
+}
+
 /// Wait until the server runs the config now in `path` (its identity on `/status`).
 fn wait_for_config(server: &Server, path: &Path) {
     let identity = sendtime::config::identity_of(&std::fs::read(path).unwrap());
@@ -1399,13 +1409,7 @@ fn an_enrollment_whose_row_cannot_be_written_is_not_sent_again() {
         format!(r#"{{"portal-id": 62515, "properties": {{"email": {{"value": "{email}"}}}}}}"#),
     );
     set_clock(&clock, now + 60_000);
-    let sent = || {
-        enrollments(&standin.log())
-            .get(&("104".to_string(), email.to_string()))
-            .copied()
-    };
-    eventually(Duration::from_secs(20), sent)
-        .unwrap_or_else(|| panic!("not sent; logs:\n{}", server.logs()));
+    wait_enrolled(&standin, &server, "104", email);
     let folder = data.join("outcomes");
     let aside = data.join("outcomes-aside");
     std::fs::rename(&folder, &aside).unwrap();
@@ -1423,7 +1427,13 @@ fn an_enrollment_whose_row_cannot_be_written_is_not_sent_again() {
     .unwrap_or_else(|| panic!("not recorded; logs:\n{}", server.logs()));
     std::thread::sleep(Duration::from_secs(2));
     server.stop();
-    assert_eq!(sent(), Some(1), "{:?}", standin.log());
+    let sent = enrollments(&standin.log());
+    assert_eq!(
+        sent.get(&("104".to_string(), email.to_string())),
+        Some(&1),
+        "{:?}",
+        standin.log()
+    );
     assert!(enrolled.at_ms < now + 5 * 60_000, "{enrolled:?}");
 }
 
@@ -1448,12 +1458,7 @@ fn credentials_set_with_a_final_newline_are_used_without_it() {
     let email = "newline@example.com";
     standin.add_contact(email, 8800);
     post(&server, "fatigue", 8800, email);
-    eventually(Duration::from_secs(20), || {
-        enrollments(&standin.log())
-            .get(&("104".to_string(), email.to_string()))
-            .copied()
-    })
-    .unwrap_or_else(|| panic!("not enrolled; logs:\n{}", server.logs()));
+    wait_enrolled(&standin, &server, "104", email);
     server.stop();
 }
 
@@ -1487,12 +1492,7 @@ fn a_404_page_instead_of_the_api_pauses_the_connector_and_fails_no_one() {
     assert!(paused.is_some(), "not paused; logs:\n{}", server.logs());
     // Past the pause: HubSpot answers, and the contact goes.
     set_clock(&clock, now + 7 * 60_000);
-    eventually(Duration::from_secs(20), || {
-        enrollments(&standin.log())
-            .get(&("104".to_string(), email.to_string()))
-            .copied()
-    })
-    .unwrap_or_else(|| panic!("not enrolled; logs:\n{}", server.logs()));
+    wait_enrolled(&standin, &server, "104", email);
     server.stop();
     assert!(outcomes(&data).iter().all(|r| r.status != Status::Failed));
 }

@@ -440,27 +440,32 @@ fn a_contact_id_that_is_not_positive_is_a_bad_row() {
     assert!(err.contains("nothing was imported"), "{err}");
     assert!(stored(&data).is_empty());
 
-    let mut df = df!(
-        "hs_id" => [12i64, 0, 13],
-        "epoch_s" => [1_736_121_600i64, 1_736_121_700, 1_736_121_800],
-    )
-    .unwrap();
+    // The import's error for `df` written as a Parquet export.
     let file = dir.path().join("ids.parquet");
-    ParquetWriter::new(std::fs::File::create(&file).unwrap())
-        .finish(&mut df)
-        .unwrap();
-    let err = failed(&sendtime(
-        &data,
-        &[
-            "import",
-            "parquet",
-            file.to_str().unwrap(),
-            "--contact",
-            "hs_id",
-            "--time",
-            "epoch_s",
-        ],
-    ));
+    let import_failing = |mut df: DataFrame| {
+        ParquetWriter::new(std::fs::File::create(&file).unwrap())
+            .finish(&mut df)
+            .unwrap();
+        failed(&sendtime(
+            &data,
+            &[
+                "import",
+                "parquet",
+                file.to_str().unwrap(),
+                "--contact",
+                "hs_id",
+                "--time",
+                "epoch_s",
+            ],
+        ))
+    };
+    let err = import_failing(
+        df!(
+            "hs_id" => [12i64, 0, 13],
+            "epoch_s" => [1_736_121_600i64, 1_736_121_700, 1_736_121_800],
+        )
+        .unwrap(),
+    );
     assert!(
         err.contains(
             "ids.parquet: row 2: contact id 0 in column \"hs_id\" is not a HubSpot record id"
@@ -469,26 +474,13 @@ fn a_contact_id_that_is_not_positive_is_a_bad_row() {
     );
     assert!(stored(&data).is_empty());
 
-    let mut df = df!(
-        "hs_id" => [12u64, u64::MAX],
-        "epoch_s" => [1_736_121_600i64, 1_736_121_700],
-    )
-    .unwrap();
-    ParquetWriter::new(std::fs::File::create(&file).unwrap())
-        .finish(&mut df)
-        .unwrap();
-    let err = failed(&sendtime(
-        &data,
-        &[
-            "import",
-            "parquet",
-            file.to_str().unwrap(),
-            "--contact",
-            "hs_id",
-            "--time",
-            "epoch_s",
-        ],
-    ));
+    let err = import_failing(
+        df!(
+            "hs_id" => [12u64, u64::MAX],
+            "epoch_s" => [1_736_121_600i64, 1_736_121_700],
+        )
+        .unwrap(),
+    );
     assert!(
         err.contains("ids.parquet: row 2: contact id 18446744073709551615 in column \"hs_id\" is larger than any HubSpot record id"),
         "{err}"
