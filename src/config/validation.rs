@@ -122,17 +122,25 @@ fn check_connectors_declared(ctx: &mut Ctx, draft: &Draft) {
 }
 
 /// Each (id, where, what it is) once.
+/// Ids unique ignoring ASCII case: two that differ only in case are a typo waiting to happen,
+/// and a connector's id names files under `state/`, which a file system that ignores case
+/// (macOS's, by default) would share between `Main` and `main`.
 fn check_unique<'s>(ctx: &mut Ctx, ids: impl Iterator<Item = (&'s str, usize, &'s str)>) {
-    let mut seen: HashMap<&str, usize> = HashMap::new();
+    let mut seen: HashMap<String, (&str, usize)> = HashMap::new();
     for (id, at, what) in ids {
-        if let Some(first) = seen.get(id) {
-            let (line, _) = ctx.lines.line_column(*first);
+        if let Some(&(earlier, first)) = seen.get(&id.to_ascii_lowercase()) {
+            let (line, _) = ctx.lines.line_column(first);
+            let case = if earlier == id {
+                String::new()
+            } else {
+                format!(": \"{earlier}\" differs only in case, which some file systems ignore")
+            };
             ctx.error(
                 at,
-                format!("duplicate {what} id \"{id}\" (first defined on line {line})"),
+                format!("duplicate {what} id \"{id}\" (first defined on line {line}{case})"),
             );
         } else {
-            seen.insert(id, at);
+            seen.insert(id.to_ascii_lowercase(), (id, at));
         }
     }
 }
