@@ -429,14 +429,13 @@ impl Named {
                 .filter_map(|t| t.get("id")?.as_str().map(str::to_string))
                 .collect()
         };
-        let base = path.parent().unwrap_or(Path::new("."));
         let data_dir = overrides.data_dir.clone().unwrap_or_else(|| {
             let dir = doc
                 .get("server")
                 .and_then(|s| s.get("data_dir"))
                 .and_then(toml::Value::as_str)
                 .unwrap_or(Server::DEFAULT_DATA_DIR);
-            base.join(dir)
+            read::resolve(read::folder_of(path), dir)
         });
         Ok(Named {
             path: path.to_path_buf(),

@@ -146,10 +146,7 @@ fn read_document(ctx: &mut Ctx, path: &Path, doc: &DeTable) -> Draft {
             None
         }
     };
-    let base_dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
+    let base_dir = folder_of(path);
     let server = read_server(ctx, &top, base_dir);
     let scheduler = read_scheduler(ctx, &top);
     let import = read_import(ctx, &top);
@@ -903,7 +900,15 @@ fn read_id(ctx: &mut Ctx, r: &TableReader, what: &str) -> Option<(String, usize)
     }
 }
 
-fn resolve(base: &Path, p: &str) -> PathBuf {
+/// The folder that relative paths in the config file at `path` resolve against.
+pub(super) fn folder_of(path: &Path) -> &Path {
+    path.parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
+}
+
+/// `p` from the config, resolved against its folder `base`.
+pub(super) fn resolve(base: &Path, p: &str) -> PathBuf {
     let p = Path::new(p);
     if p.is_absolute() {
         p.to_path_buf()

@@ -556,15 +556,11 @@ fn str_column<'a>(name: &str, values: impl Iterator<Item = Option<&'a str>>) -> 
 
 /// Read `columns` of one part.
 pub fn read_columns(path: &Path, columns: &[&str]) -> anyhow::Result<DataFrame> {
-    let checked = crate::store::checksum::verify(path)?;
-    let file = std::fs::File::open(path)?;
-    crate::store::decoded(
-        path,
-        checked,
-        ParquetReader::new(file)
+    crate::store::read_with(path, |reader| {
+        reader
             .with_columns(Some(columns.iter().map(|c| c.to_string()).collect()))
-            .finish(),
-    )
+            .finish()
+    })
 }
 
 /// Decode `parts` (projected to `columns`) on a helper thread, one ahead of `f`, so decoding

@@ -335,6 +335,20 @@ fn row(
     }
 }
 
+/// The row of an enrollment into `workflow` that HubSpot took (204) at `at`.
+fn enrolled_row(item: &Pending, link: &Link, workflow: u64, at: i64) -> OutcomeRow {
+    let mut r = row(
+        item,
+        link,
+        Action::Enroll,
+        &workflow.to_string(),
+        Status::Enrolled,
+        at,
+    );
+    r.http_status = Some(204);
+    r
+}
+
 /// How long a callback waits after its `failures`-th transient failure in a row, once past
 /// [`Backoff::DISPATCH`]'s tries: the backoff's cap, doubling up to an hour, so that an outage
 /// of days costs a batch a call an hour, not one every five minutes.
@@ -436,15 +450,7 @@ pub async fn enroll(
     // HubSpot took it and only its row is left to write (the disk was full): never sent again.
     if item.enrolled_at_ms > 0 {
         let took = item.doubt_workflow.map_or(workflow, NonZeroU64::get);
-        let mut r = row(
-            &item,
-            &link,
-            Action::Enroll,
-            &took.to_string(),
-            Status::Enrolled,
-            item.enrolled_at_ms,
-        );
-        r.http_status = Some(204);
+        let r = enrolled_row(&item, &link, took, item.enrolled_at_ms);
         return done_if_recorded(&ctx, r, item).await;
     }
     let target = workflow.to_string();
@@ -543,15 +549,7 @@ pub async fn enroll(
         }
         match call.enroll(workflow, &email).await {
             Ok(()) => {
-                let mut r = row(
-                    &item,
-                    &link,
-                    Action::Enroll,
-                    &target,
-                    Status::Enrolled,
-                    ctx.now(),
-                );
-                r.http_status = Some(204);
+                let r = enrolled_row(&item, &link, workflow, ctx.now());
                 // Until the row is durable the call stays in doubt, as after a crash; while
                 // this process runs, only the row is written again.
                 item.in_doubt = true;

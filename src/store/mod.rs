@@ -597,11 +597,30 @@ pub fn lock_file(path: &Path) -> anyhow::Result<File> {
 }
 
 /// Read one part file. An error opening it is an `io::Error`, one decoding it a Polars error
-/// ([`decoded`]).
+/// ([`read_with`]).
 pub fn read_part(path: &Path) -> anyhow::Result<DataFrame> {
+    read_with(path, |reader| reader.finish())
+}
+
+/// Read the part at `path` through `read`, once its checksum is checked: how every reader of
+/// a part's rows opens it. An I/O error inside Polars is the machine's state (an
+/// `io::Error`), and a part matching its checksum that `read` fails on is [`Undecodable`].
+/// Only the rest says the file is damaged.
+pub fn read_with<T>(
+    path: &Path,
+    read: impl FnOnce(ParquetReader<File>) -> PolarsResult<T>,
+) -> anyhow::Result<T> {
     let checked = checksum::verify(path)?;
     let file = File::open(path)?;
-    decoded(path, checked, ParquetReader::new(file).finish())
+    read(ParquetReader::new(file)).map_err(|e| match e {
+        PolarsError::IO { error, .. } => io::Error::new(error.kind(), error.to_string()).into(),
+        e if checked => Undecodable {
+            path: path.to_path_buf(),
+            source: e,
+        }
+        .into(),
+        e => e.into(),
+    })
 }
 
 /// A part that matches its checksum but cannot be read: its bytes are as written, so the
@@ -611,21 +630,6 @@ pub fn read_part(path: &Path) -> anyhow::Result<DataFrame> {
 pub struct Undecodable {
     path: PathBuf,
     source: PolarsError,
-}
-
-/// A decoded part, or why not: an I/O error inside Polars is the machine's state (an
-/// `io::Error`), and a part matching its checksum (`checked`) is [`Undecodable`]. Only the
-/// rest says the file is damaged.
-pub fn decoded<T>(path: &Path, checked: bool, result: PolarsResult<T>) -> anyhow::Result<T> {
-    result.map_err(|e| match e {
-        PolarsError::IO { error, .. } => io::Error::new(error.kind(), error.to_string()).into(),
-        e if checked => Undecodable {
-            path: path.to_path_buf(),
-            source: e,
-        }
-        .into(),
-        e => e.into(),
-    })
 }
 
 /// Stack frames. Parts written before a column was added lack it: such frames get the column
@@ -666,15 +670,15 @@ pub fn concat_frames(mut frames: Vec<DataFrame>) -> anyhow::Result<DataFrame> {
 /// lack it), and only those: reading whole parts of a large dataset to look at a few
 /// columns is what this avoids.
 pub fn read_present_columns(path: &Path, columns: &[&str]) -> anyhow::Result<DataFrame> {
-    let checked = checksum::verify(path)?;
-    let mut reader = ParquetReader::new(std::fs::File::open(path)?);
-    let schema = decoded(path, checked, reader.schema())?;
-    let present = columns
-        .iter()
-        .filter(|c| schema.contains(c))
-        .map(|c| c.to_string())
-        .collect();
-    decoded(path, checked, reader.with_columns(Some(present)).finish())
+    read_with(path, |mut reader| {
+        let schema = reader.schema()?;
+        let present = columns
+            .iter()
+            .filter(|c| schema.contains(c))
+            .map(|c| c.to_string())
+            .collect();
+        reader.with_columns(Some(present)).finish()
+    })
 }
 
 /// [`read_present_columns`], with the absent ones as nulls of `dtype`: for a reader that
