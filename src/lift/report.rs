@@ -129,7 +129,7 @@ struct Send {
     /// from here, the same rule for both groups (by send time, an optimized send, later,
     /// would be left out where its held-out twin is in).
     counted_from_ms: i64,
-    /// The contact's next send, if any: engagement after it is that send's.
+    /// The contact's next send of any webhook, if any: engagement after it is that send's.
     next_ms: Option<i64>,
 }
 
@@ -152,8 +152,23 @@ fn compared(all: &[Planned]) -> impl Iterator<Item = &Planned> {
 /// Build the report from the data folder.
 pub fn lift(data_dir: &Path, options: &Options) -> anyhow::Result<Lift> {
     let contacts = Contacts::load(data_dir)?;
-    let mut all = planned(data_dir, options.webhook.as_deref())?;
-    all.retain(|s| options.since_ms.is_none_or(|t| s.received_at_ms >= t));
+    let mut all = planned(data_dir)?;
+    // Every send to each contact, of any webhook, type or receipt time: engagement after a
+    // later send is that send's, whether or not that send is compared.
+    let mut sends_to: HashMap<u32, Vec<i64>> = HashMap::new();
+    for s in &all {
+        if let (Some(at), Some(c)) = (
+            s.sent_at_ms,
+            contacts.find(s.contact_id, s.email.as_deref()),
+        ) {
+            sends_to.entry(c).or_default().push(at);
+        }
+    }
+    sends_to.values_mut().for_each(|v| v.sort_unstable());
+    all.retain(|s| {
+        options.since_ms.is_none_or(|t| s.received_at_ms >= t)
+            && options.webhook.as_ref().is_none_or(|w| *w == s.webhook)
+    });
     // Where both groups go at receipt, nothing is measured but noise that would dilute the
     // rest; a webhook named alone is compared whole (an A/A check for untimed ones).
     let untimed = if options.webhook.is_none() {
@@ -174,36 +189,27 @@ pub fn lift(data_dir: &Path, options: &Options) -> anyhow::Result<Lift> {
         }
     }
     let mut strata: HashMap<&str, usize> = HashMap::new();
-    let mut sends: Vec<Send> = compared
+    let sends: Vec<Send> = compared
         .iter()
         .filter_map(|s| {
             let next = strata.len();
+            let at_ms = s.sent_at_ms?;
+            let contact = contacts.find(s.contact_id, s.email.as_deref());
             Some(Send {
                 stratum: *strata.entry(&s.webhook).or_insert(next),
-                contact: contacts.find(s.contact_id, s.email.as_deref()),
-                at_ms: s.sent_at_ms?,
+                contact,
+                at_ms,
                 holdout: s.holdout,
                 counted_from_ms: s.received_at_ms + wait[s.webhook.as_str()],
-                next_ms: None,
+                // At a later instant: sends of one instant (callbacks completed in one
+                // batch) share their window.
+                next_ms: contact.and_then(|c| {
+                    let times = &sends_to[&c];
+                    times.get(times.partition_point(|&t| t <= at_ms)).copied()
+                }),
             })
         })
         .collect();
-    let mut by_contact: Vec<usize> = (0..sends.len())
-        .filter(|&i| sends[i].contact.is_some())
-        .collect();
-    by_contact.sort_by_key(|&i| (sends[i].contact, sends[i].at_ms));
-    // The contact's next send at a later instant ends a send's window: sends of one instant
-    // (callbacks completed in one batch) share theirs.
-    for k in (1..by_contact.len()).rev() {
-        let (i, j) = (by_contact[k - 1], by_contact[k]);
-        if sends[i].contact == sends[j].contact {
-            sends[i].next_ms = if sends[j].at_ms > sends[i].at_ms {
-                Some(sends[j].at_ms)
-            } else {
-                sends[j].next_ms
-            };
-        }
-    }
     let (engagement, newest_event_ms) = engagement(data_dir, &sends)?;
     let as_of_ms = options.as_of_ms;
     let mut metrics = Vec::new();
@@ -505,16 +511,15 @@ impl<'w> Resample<'w> {
     }
 }
 
-/// Every planned receipt, live and archived, of `webhook` if given, with its first send
-/// (enrolled, listed or completed) if any.
-pub fn planned(data_dir: &Path, webhook: Option<&str>) -> anyhow::Result<Vec<Planned>> {
+/// Every planned receipt, live and archived, with its first send (enrolled, listed or
+/// completed) if any.
+pub fn planned(data_dir: &Path) -> anyhow::Result<Vec<Planned>> {
     let mut sent: HashMap<String, i64> = HashMap::new();
     for r in outcomes::read_kept(data_dir)? {
         if matches!(
             r.status,
             Status::Enrolled | Status::Listed | Status::Completed
-        ) && webhook.is_none_or(|w| w == r.webhook_id)
-        {
+        ) {
             let at = sent.entry(r.receipt_id).or_insert(r.at_ms);
             *at = (*at).min(r.at_ms);
         }
@@ -523,7 +528,7 @@ pub fn planned(data_dir: &Path, webhook: Option<&str>) -> anyhow::Result<Vec<Pla
     // A row read twice (a compaction, a move to the archive) counts once.
     let mut seen = std::collections::HashSet::new();
     for p in plan::read_kept(data_dir)? {
-        if webhook.is_some_and(|w| w != p.webhook_id) || !seen.insert(p.receipt_id.clone()) {
+        if !seen.insert(p.receipt_id.clone()) {
             continue;
         }
         out.push(Planned {
@@ -794,6 +799,36 @@ mod tests {
         let m = opened_24h(&lift(dir.path(), &options).unwrap()).clone();
         assert_eq!((m.optimized.sends, m.optimized.engaged), (1, 1));
         assert_eq!((m.holdout.sends, m.holdout.engaged), (2, 0));
+    }
+
+    /// A send of another webhook ends a send's window as one of its own does, whether that
+    /// webhook is timed or not, holds receipts out or not, and is reported on or not: contact
+    /// 1, held out by `w` at T, is sent by `b` at T+1h and opens at T+2h, which is `b`'s mail.
+    #[test]
+    fn another_webhooks_send_ends_a_window_too() {
+        let given: [Given; 2] = [
+            ("r1", 1, T, Some(T), true),
+            ("r2", 2, T, Some(T + 3 * HOUR_MS), false),
+        ];
+        for (kind, holdout) in [
+            (WebhookType::Immediate, false),
+            (WebhookType::Next24Hours, false),
+            (WebhookType::Next24Hours, true),
+        ] {
+            let dir = world(&given, &[(1, T + 2 * HOUR_MS)]);
+            let other = [("b1", 1, T + HOUR_MS, Some(T + HOUR_MS), holdout)];
+            receipts(dir.path(), "b", kind, &other);
+            let mut options = Options {
+                as_of_ms: T + 10 * DAY_MS,
+                ..Options::default()
+            };
+            let all = lift(dir.path(), &options).unwrap();
+            assert_eq!(opened_24h(&all).holdout.engaged, 0, "{kind} {holdout}");
+            options.webhook = Some("w".into());
+            let named = lift(dir.path(), &options).unwrap();
+            assert_eq!(opened_24h(&named).holdout.sends, 1);
+            assert_eq!(opened_24h(&named).holdout.engaged, 0, "{kind} {holdout}");
+        }
     }
 
     /// Two sends to one contact at one instant (callbacks completed in one batch) share the
