@@ -350,5 +350,13 @@ fn a_token_endpoint_outage_pauses_the_connector_and_fails_no_one() {
                 .all(|r| r.status != Status::Failed && !r.in_doubt),
             "{fault:?}: {rows:?}"
         );
+        // No row records a call that was never made: a restart would count it against the
+        // contact's tries and the day's budget.
+        let attempts = rows.iter().filter(|r| r.status == Status::Attempting);
+        assert_eq!(attempts.count(), 10, "{fault:?}: {rows:?}");
+        assert!(
+            rows.iter().all(|r| r.status != Status::Retrying),
+            "{fault:?}: {rows:?}"
+        );
     }
 }

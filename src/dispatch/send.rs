@@ -193,13 +193,20 @@ impl Ctx {
     }
 
     /// Make a batch's `attempting` rows durable before its call, its attempts counted; when
-    /// they cannot be, the batch waits a minute, uncounted.
+    /// they cannot be, the batch waits a minute, uncounted (without an access token, until
+    /// the connector's pause ends).
     async fn attempting(
         &self,
         link: &Link,
         batch: &mut [Pending],
         row_of: impl Fn(&Pending, i64) -> OutcomeRow,
     ) -> Result<(), Next> {
+        // Without an access token no call is made: a row saying one was would count, after
+        // a restart, against the contacts' tries and the day's budget.
+        if let Err(e) = link.client.ensure_token().await {
+            link.pause_for_the_token_endpoint(self.now(), &e, &self.metrics);
+            return Err(Next::Again(self.now()));
+        }
         let now = self.now();
         batch.iter_mut().for_each(|i| i.attempts += 1);
         if self

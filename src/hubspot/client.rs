@@ -475,6 +475,16 @@ impl Client {
         Admitted { client: self }
     }
 
+    /// Make sure a call would have an access token (an OAuth refresh, when due): the
+    /// dispatcher asks before it records that it calls, so a failing token endpoint leaves no
+    /// row of a call never made.
+    pub async fn ensure_token(&self) -> Result<(), ApiError> {
+        self.auth
+            .bearer(&self.http, &self.base, None)
+            .await
+            .map(drop)
+    }
+
     /// Until when this client's calls are held after a 429, if they are.
     pub fn held_until(&self) -> Option<tokio::time::Instant> {
         std::iter::once(&self.limiter)
