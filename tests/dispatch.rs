@@ -2364,6 +2364,83 @@ fn a_pause_set_during_a_tick_holds_the_calls_not_yet_made() {
     server.stop();
 }
 
+/// A batch of several webhooks' contacts (list adds of one list here, as callbacks of one
+/// connector) that waits within its tick (on a 429) goes without the contacts of a webhook
+/// paused meanwhile; they are listed once it is resumed.
+#[test]
+fn a_pause_set_while_a_mixed_batch_waits_holds_that_webhooks_contacts() {
+    use sendtime::hubspot::client::RatePolicy;
+    use sendtime::hubspot::standin::{Fault, Injection};
+    let rt = runtime();
+    let standin = rt.block_on(StandIn::start(Options::default())).unwrap();
+    let hooks = [
+        Hook {
+            id: "list-a",
+            kind: "UPDATE_ONLY",
+            target: "list_id = \"987\"",
+        },
+        Hook {
+            id: "list-b",
+            kind: "UPDATE_ONLY",
+            target: "list_id = \"987\"",
+        },
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let config = write_config(dir.path(), &standin.url(), "", &[&hooks[0], &hooks[1]]);
+    let cli = |args: &[&str]| common::sendtime(&config, &data, args, &[]);
+    let clock = dir.path().join("clock");
+    set_clock(&clock, now_ms());
+    let server = start(&config, &data, Some(&clock), &[]);
+    // The connector paused while they arrive, so that one tick finds all six due.
+    cli(&["pause", "main", "--connector"]);
+    for vid in 9101..9104 {
+        post(&server, "list-a", vid, &format!("a{vid}@example.com"));
+        post(&server, "list-b", vid + 100, &format!("b{vid}@example.com"));
+    }
+    eventually(Duration::from_secs(20), || {
+        let status: serde_json::Value = reqwest::blocking::get(server.admin_url("/status"))
+            .ok()?
+            .json()
+            .ok()?;
+        let pending = |i: usize| status["webhooks"][i]["pending"].as_u64();
+        (pending(0) == Some(3) && pending(1) == Some(3)).then_some(())
+    })
+    .unwrap_or_else(|| panic!("not all planned; logs:\n{}", server.logs()));
+    standin.inject(
+        Injection::next(Fault::RateLimited {
+            policy: RatePolicy::TenSecondly,
+            retry_after: Some(Duration::from_secs(8)),
+        })
+        .on("/crm/lists"),
+    );
+    cli(&["resume", "main", "--connector"]);
+    set_clock(&clock, now_ms() + 2_000);
+    let lists = |log: &[LogEntry]| log.iter().filter(|e| e.path.contains("/lists/")).count();
+    eventually(Duration::from_secs(20), || {
+        (lists(&standin.log()) == 1).then_some(())
+    })
+    .unwrap_or_else(|| panic!("no list add; logs:\n{}", server.logs()));
+    // The batch waits out the 429 within its tick: list-a is paused meanwhile.
+    cli(&["pause", "list-a"]);
+    eventually(Duration::from_secs(30), || {
+        (lists(&standin.log()) == 2).then_some(())
+    })
+    .unwrap_or_else(|| panic!("no second list add; logs:\n{}", server.logs()));
+    std::thread::sleep(Duration::from_secs(2));
+    let mut members = standin.list_members("987");
+    members.sort();
+    assert_eq!(members, ["9201", "9202", "9203"]);
+    cli(&["resume", "list-a"]);
+    // Held contacts are looked at again each minute.
+    set_clock(&clock, now_ms() + 120_000);
+    eventually(Duration::from_secs(30), || {
+        (standin.list_members("987").len() == 6).then_some(())
+    })
+    .unwrap_or_else(|| panic!("list-a not listed after resume; logs:\n{}", server.logs()));
+    server.stop();
+}
+
 /// Outcome parts that fail their checksum are set aside, and with them the record of what
 /// went out: the receipts they held are checked at HubSpot before anything is sent again, so
 /// contacts already enrolled are not enrolled twice.

@@ -165,18 +165,33 @@ impl Ctx {
     }
 
     /// A batch's call, ready to go: admitted by the limiter, and its `attempting` rows
-    /// durable.
+    /// durable. Contacts of webhooks an operator paused while the batch waited are taken out
+    /// of it, held, into `out`.
     async fn start_batch<'l>(
         &self,
         link: &'l Link,
-        batch: &mut [Pending],
+        batch: &mut Vec<Pending>,
         row_of: impl Fn(&Pending, i64) -> OutcomeRow,
+        out: &mut Vec<(Pending, Next)>,
     ) -> Result<Admitted<'l>, Next> {
         let webhooks: Vec<&str> = batch.iter().map(|i| i.webhook_id.as_ref()).collect();
         // A workflow action's callbacks go whatever the budget, as they are planned: HubSpot's
         // hold on their contacts runs out.
         let budgeted = batch.iter().all(|i| i.callback_id.is_none());
         let call = self.admit(link, &webhooks, budgeted).await?;
+        let pauses = self.pauses.current();
+        let (held, go): (Vec<Pending>, Vec<Pending>) = std::mem::take(batch)
+            .into_iter()
+            .partition(|i| pauses.holds(&i.webhook_id, &link.id));
+        *batch = go;
+        let later = Next::Held(self.now() + crate::time::MINUTE_MS);
+        out.extend(held.into_iter().map(|i| (i, later)));
+        if batch.is_empty() {
+            if budgeted {
+                self.day_left.give_back(&link.id);
+            }
+            return Err(later);
+        }
         if let Err(next) = self.attempting(link, batch, row_of).await {
             if budgeted {
                 self.day_left.give_back(&link.id);
@@ -631,7 +646,10 @@ pub async fn list_add(
             let attempting = |i: &Pending, now| {
                 row(i, &link, Action::ListAdd, &list_id, Status::Attempting, now)
             };
-            let call = match ctx.start_batch(&link, &mut chunk, attempting).await {
+            let call = match ctx
+                .start_batch(&link, &mut chunk, attempting, &mut out)
+                .await
+            {
                 Ok(call) => call,
                 Err(next) => {
                     out.extend(chunk.into_iter().map(|i| (i, next)));
@@ -780,7 +798,10 @@ pub async fn complete(ctx: Arc<Ctx>, link: Arc<Link>, items: Vec<Pending>) -> Ve
                     now,
                 )
             };
-            let call = match ctx.start_batch(&link, &mut chunk, attempting).await {
+            let call = match ctx
+                .start_batch(&link, &mut chunk, attempting, &mut out)
+                .await
+            {
                 Ok(call) => call,
                 Err(next) => {
                     out.extend(chunk.into_iter().map(|i| (i, next)));
@@ -861,6 +882,9 @@ pub async fn complete(ctx: Arc<Ctx>, link: Arc<Link>, items: Vec<Pending>) -> Ve
                                     chunk.len()
                                 )),
                                 retry_at_ms: Some(now),
+                                // Still in doubt after a restart, if an earlier call went
+                                // unanswered: a refusal alone then means it was completed.
+                                in_doubt: i.in_doubt,
                                 ..base
                             }
                         })
