@@ -294,6 +294,60 @@ fn in_dry_run_an_execution_is_not_held() {
     assert!(standin.completion("cb-dry").is_none());
 }
 
+/// A contact held (answered BLOCK) while the connector was live waits through a dry run,
+/// which releases nothing, and is released once the connector is live again. Before, it was
+/// recorded as a dry run when due, and never released: its contact waited at HubSpot until
+/// the hold expired.
+#[test]
+fn a_contact_held_before_a_dry_run_is_released_once_live_again() {
+    let Setup {
+        rt: _rt,
+        standin,
+        dir,
+        data,
+        clock,
+        ..
+    } = Setup::new();
+    let write = |dry_run: &str| {
+        TestConfig {
+            env: "ACTIONS",
+            tables: "[scheduler]\ncron = \"* * * * * *\"\n\
+                     [[action]]\nid = \"send-time\"\nname = \"Send at the best time\"",
+            connector: &format!("api_base = \"{}\"\n{dry_run}", standin.url()),
+            ..TestConfig::default()
+        }
+        .write(dir.path())
+    };
+    // The dispatcher's clock a day behind: received, not yet due.
+    let t0 = now_ms();
+    set_clock(&clock, t0 - 86_400_000);
+    let server = start(&write(""), &data, &clock);
+    standin.add_callback("cb-held");
+    let (status, answer) = execute(&server, "cb-held", 1001, "NEXT_24_HOURS");
+    assert_eq!(status, 200);
+    assert_eq!(answer["outputFields"]["hs_execution_state"], "BLOCK");
+    server.stop();
+    // Due in dry run (its hold lasts two days): a few ticks, and nothing is recorded or
+    // called.
+    let server = start(&write("dry_run = true"), &data, &clock);
+    set_clock(&clock, t0 + 36 * 3_600_000);
+    let ticked = common::ticks(&server);
+    eventually(Duration::from_secs(20), || {
+        (common::ticks(&server) >= ticked + 3).then_some(())
+    })
+    .unwrap_or_else(|| panic!("no ticks; logs:\n{}", server.logs()));
+    server.stop();
+    let rows = outcomes::read(&outcomes::dataset(&data).unwrap()).unwrap();
+    assert!(rows.is_empty(), "{rows:?}");
+    assert!(complete_calls(&standin).is_empty());
+    // Live again, within its hold: released.
+    let server = start(&write(""), &data, &clock);
+    set_clock(&clock, t0 + 37 * 3_600_000);
+    eventually(Duration::from_secs(20), || standin.completion("cb-held"))
+        .unwrap_or_else(|| panic!("not completed; logs:\n{}", server.logs()));
+    server.stop();
+}
+
 /// HubSpot holds an action's contact for days, so a callback is tried through an outage of
 /// any number of failures until that hold ends. Before, it failed for good after 12 failures
 /// in a row (about 18 minutes of 5xx) with most of its day left, and its contact waited in the

@@ -662,6 +662,17 @@ impl Dispatcher {
                     item.callback_id.as_deref().unwrap_or_default().to_string(),
                 ),
             };
+            // A contact HubSpot holds for us (its execution was answered BLOCK while live): a
+            // dry run releases nothing, so it waits for the connector to go live again, until
+            // its hold ends.
+            let held_for_us = action == Action::Complete && !item.dry_run_only;
+            let hold_ends = planning::release_by(&item, webhook.window);
+            if connector.dry_run && held_for_us && now < hold_ends {
+                item.ready_at_ms = (now + MINUTE_MS).min(hold_ends);
+                report.requeued += 1;
+                self.enqueue(item);
+                continue;
+            }
             // A post taken unsigned in dry run may be anyone's: never sent, even once the
             // connector calls HubSpot (it was only ever accepted for a dry run).
             if connector.dry_run || item.dry_run_only {
@@ -1054,7 +1065,7 @@ fn dry_run_message(action: Action, item: &Pending, target: &str) -> String {
             "dry run: would complete callback {target} (contact {who}) now; answered in dry run, it went on at receipt"
         ),
         Action::Complete => format!(
-            "dry run: would complete callback {target} (contact {who}) now; held before the dry run began, it waits until HubSpot's hold ends"
+            "dry run: would complete callback {target} (contact {who}) now; held before the dry run began, its hold at HubSpot ended in dry run: never completed"
         ),
     }
 }
