@@ -724,14 +724,32 @@ fn pause(
         crate::pauses::Kind::Connector => format!("sendtime resume {id} --connector"),
         _ => format!("sendtime resume {id}"),
     };
+    // HubSpot holds an action's contact only so long, then moves it on by itself.
+    let bound = match kind {
+        crate::pauses::Kind::Action => {
+            " (at most until HubSpot's hold on each ends, its delivery window and a day: HubSpot then moves the contact on, and its completion is recorded failed)"
+        }
+        _ => "",
+    };
     match (on, was) {
-        (true, None) => println!("{what} {id} paused: its contacts are held until `{resume}`"),
+        (true, None) => {
+            println!("{what} {id} paused: its contacts are held until `{resume}`{bound}")
+        }
         (true, Some(since)) => println!(
-            "{what} {id} was already paused, since {}: its contacts are held until `{resume}`",
+            "{what} {id} was already paused, since {}: its contacts are held until `{resume}`{bound}",
             crate::time::format_minute(since)
         ),
         (false, Some(_)) => println!("{what} {id} resumed"),
-        (false, None) => println!("{what} {id} was not paused: nothing to resume"),
+        (false, None) => {
+            let pauses = crate::pauses::read(&named.data_dir)?;
+            let hint =
+                if kind != crate::pauses::Kind::Connector && pauses.connectors.contains_key(&id) {
+                    format!(" (connector {id} is paused: `sendtime resume {id} --connector`)")
+                } else {
+                    String::new()
+                };
+            println!("{what} {id} was not paused: nothing to resume{hint}")
+        }
     }
     Ok(())
 }

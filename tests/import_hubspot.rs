@@ -727,7 +727,8 @@ fn serve_keeps_profiles_current_from_hubspot_events() {
 /// A paused connector's scheduled import makes no call: an operator's pause (until resumed)
 /// and a daily-limit pause an earlier run stored. Before, the import kept calling HubSpot
 /// through both. The operator's pause is lifted with the command `pause` names, though a
-/// webhook shares the connector's id (the command named the webhook, so the pause stayed).
+/// webhook shares the connector's id (the command named the webhook, so the pause stayed),
+/// and `resume` of that id names the webhook, and says which command lifts the pause.
 #[test]
 fn a_paused_connector_imports_nothing_until_resumed() {
     use common::{Hook, Server, TestConfig, eventually};
@@ -778,6 +779,15 @@ fn a_paused_connector_imports_nothing_until_resumed() {
             server.logs()
         );
         if !daily {
+            // `resume main` names the webhook, which is not paused: it says so, and which
+            // command lifts the connector's pause.
+            let wrong = common::run(&config, &data, &["resume", "main"], &env);
+            let said = String::from_utf8_lossy(&wrong.stdout);
+            assert!(
+                said.contains("not paused") && said.contains(&format!("`{resume}`")),
+                "{}",
+                text(&wrong)
+            );
             let args: Vec<&str> = resume.split_whitespace().skip(1).collect();
             let resumed = common::run(&config, &data, &args, &env);
             assert!(resumed.status.success(), "{}", text(&resumed));
