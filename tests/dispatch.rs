@@ -225,6 +225,55 @@ fn import_events(config: &Path, data: &Path, emails: &[(String, u32)]) {
     );
 }
 
+/// A contact whose history was imported by HubSpot id (20 opens at 09:00) and by email (12
+/// at 17:00, the hour 30 others read at) is two contacts in the store: a receipt naming both
+/// is planned from the richer history. Before, the email always won, so one event imported by
+/// email hid any number imported by id.
+#[test]
+fn a_contact_known_by_id_and_by_email_is_planned_from_the_richer_history() {
+    let rt = runtime();
+    let standin = rt.block_on(StandIn::start(Options::default())).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let config = write_config(dir.path(), &standin.url(), "dry_run = true", &[&HOOKS[0]]);
+    let (id_hour, email_hour) = (9i64, 17i64);
+    let others: Vec<(String, u32)> = (0..30)
+        .map(|i| (format!("other{i}@example.com"), email_hour as u32))
+        .chain([("both@example.com".to_string(), email_hour as u32)])
+        .collect();
+    import_events(&config, &data, &others);
+    let day = 86_400_000i64;
+    let today = now_ms() / day * day;
+    let mut csv = String::from("contact,opened\n");
+    for d in 1..=20 {
+        let at = today - d * day + id_hour * 3_600_000 + 5 * 60_000;
+        csv.push_str(&format!("4242,{at}\n"));
+    }
+    let file = dir.path().join("by-id.csv");
+    std::fs::write(&file, csv).unwrap();
+    let env = [("DISPATCH_SECRET", SECRET), ("DISPATCH_TOKEN", TOKEN)];
+    let args = [
+        "import",
+        "csv",
+        file.to_str().unwrap(),
+        "--contact",
+        "contact",
+    ];
+    common::sendtime(
+        &config,
+        &data,
+        &[&args[..], &["--time", "opened"]].concat(),
+        &env,
+    );
+    let server = start(&config, &data, None, &[]);
+    post(&server, "nurture", 4242, "both@example.com");
+    let planned = eventually(Duration::from_secs(30), || plans(&data).into_iter().next())
+        .unwrap_or_else(|| panic!("not planned; logs:\n{}", server.logs()));
+    server.stop();
+    let hour = planned.due_at_ms.rem_euclid(day) / 3_600_000;
+    assert_eq!(hour, id_hour, "{planned:?}");
+}
+
 #[test]
 fn every_contact_is_enrolled_or_listed_once_at_its_planned_minute() {
     let rt = runtime();

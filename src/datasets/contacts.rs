@@ -234,10 +234,20 @@ impl Contacts {
 
     /// The dense index of a contact: its email first, then its HubSpot id.
     pub fn find(&self, contact_id: Option<i64>, email: Option<&str>) -> Option<u32> {
-        email
+        let [by_email, by_id] = self.find_each(contact_id, email);
+        by_email.or(by_id)
+    }
+
+    /// The contacts a receipt's contact is in the store as, by its email and by its HubSpot
+    /// id: events imported by each key are two contacts. The second only when it differs.
+    pub fn find_each(&self, contact_id: Option<i64>, email: Option<&str>) -> [Option<u32>; 2] {
+        let by_email = email
             .and_then(|e| contact_key(None, Some(e)))
-            .and_then(|k| self.get(&k))
-            .or_else(|| contact_id.and_then(|id| self.get_id(id)))
+            .and_then(|k| self.get(&k));
+        let by_id = contact_id
+            .and_then(|id| self.get_id(id))
+            .filter(|i| Some(*i) != by_email);
+        [by_email, by_id]
     }
 
     /// Whether any contact is keyed by email (the rest are known by HubSpot id alone).

@@ -68,8 +68,8 @@ impl ProfileCache {
     /// The contact's index among the profiles (`None` for a stranger), and in `key` (cleared
     /// first) the contact's key as the model seeds its draws with
     /// ([`crate::datasets::contacts::contact_key`]): planning a million receipts reuses one
-    /// buffer instead of allocating a key each. The contact is found by its email first, then
-    /// by its HubSpot id.
+    /// buffer instead of allocating a key each. The contact is found by its email, or by its
+    /// HubSpot id; known by both, as the one with more history.
     pub fn find(
         &self,
         contact_id: Option<i64>,
@@ -88,10 +88,28 @@ impl ProfileCache {
         }
         let built = self.built()?;
         match (email, contact_id) {
-            (Some(_), id) => built
-                .contacts
-                .get(key)
-                .or_else(|| id.and_then(|id| built.contacts.get_id(id))),
+            (Some(_), id) => {
+                let by_email = built.contacts.get(key);
+                match (by_email, id.and_then(|id| built.contacts.get_id(id))) {
+                    // Events imported by email and by HubSpot id are two contacts: the one
+                    // with more history (one event by email would hide hundreds by id).
+                    (Some(e), Some(i)) => {
+                        let engagements = |c: u32| {
+                            built
+                                .profiles
+                                .stats
+                                .get(c as usize)
+                                .map_or(0, |s| s.engagements)
+                        };
+                        Some(if engagements(i) > engagements(e) {
+                            i
+                        } else {
+                            e
+                        })
+                    }
+                    (e, i) => e.or(i),
+                }
+            }
             (None, Some(id)) => built.contacts.get_id(id),
             (None, None) => None,
         }

@@ -123,6 +123,9 @@ struct Send {
     /// Its webhook, as an index: each webhook is compared with itself ([`compare`]).
     stratum: usize,
     contact: Option<u32>,
+    /// The contact's other entry, by HubSpot id, when it is in the store by email too: its
+    /// engagement is the contact's as well.
+    also: Option<u32>,
     at_ms: i64,
     holdout: bool,
     /// Receipt time plus the longest wait any send of its webhook had: windows are counted
@@ -194,10 +197,12 @@ pub fn lift(data_dir: &Path, options: &Options) -> anyhow::Result<Lift> {
         .filter_map(|s| {
             let next = strata.len();
             let at_ms = s.sent_at_ms?;
-            let contact = contacts.find(s.contact_id, s.email.as_deref());
+            let [by_email, by_id] = contacts.find_each(s.contact_id, s.email.as_deref());
+            let contact = by_email.or(by_id);
             Some(Send {
                 stratum: *strata.entry(&s.webhook).or_insert(next),
                 contact,
+                also: by_email.and(by_id),
                 at_ms,
                 holdout: s.holdout,
                 counted_from_ms: s.received_at_ms + wait[s.webhook.as_str()],
@@ -224,10 +229,11 @@ pub fn lift(data_dir: &Path, options: &Options) -> anyhow::Result<Lift> {
                     continue;
                 }
                 let end = (s.at_ms + hours * HOUR_MS).min(s.next_ms.unwrap_or(i64::MAX));
-                let engaged = s
-                    .contact
-                    .and_then(|c| engagement.get(&c))
-                    .is_some_and(|ev| {
+                let engaged = [s.contact, s.also]
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|c| engagement.get(&c))
+                    .any(|ev| {
                         ev.iter().any(|(at, kind)| {
                             *at >= s.at_ms && *at < end && (!clicks_only || *kind == Kind::Click)
                         })
@@ -553,7 +559,8 @@ fn engagement(data_dir: &Path, sends: &[Send]) -> anyhow::Result<(Engagement, Op
     let first = sends.iter().map(|s| s.at_ms).min().unwrap_or(i64::MAX);
     let mut out: Engagement = sends
         .iter()
-        .filter_map(|s| s.contact)
+        .flat_map(|s| [s.contact, s.also])
+        .flatten()
         .map(|c| (c, Vec::new()))
         .collect();
     let mut newest = None;
@@ -700,7 +707,8 @@ mod tests {
 
     const T: i64 = 1_790_000_000_000;
 
-    /// A receipt of webhook `w`: id, contact, received, sent (none: never), held out.
+    /// A receipt of webhook `w`: id, contact (its email `c{contact}@example.com`), received,
+    /// sent (none: never), held out.
     type Given = (&'static str, i64, i64, Option<i64>, bool);
 
     /// Contact 1 held out at T, then sent (optimized) at T+2h, received at T+1h; contact 2
@@ -742,7 +750,7 @@ mod tests {
                 webhook_id: webhook.into(),
                 webhook_type: kind,
                 contact_id: Some(contact),
-                email: None,
+                email: Some(format!("c{contact}@example.com")),
                 received_at_ms: received,
                 due_at_ms: received,
                 slot: None,
@@ -829,6 +837,36 @@ mod tests {
             assert_eq!(opened_24h(&named).holdout.sends, 1);
             assert_eq!(opened_24h(&named).holdout.engaged, 0, "{kind} {holdout}");
         }
+    }
+
+    /// Contacts in the store by HubSpot id (their opens after the sends) and by email (an old
+    /// event each): both entries are the contact's engagement. Before, only the email's entry
+    /// was read, and the opens by id counted as none.
+    #[test]
+    fn engagement_by_id_counts_when_the_contact_is_known_by_email_too() {
+        let given: [Given; 2] = [
+            ("r1", 1, T, Some(T), true),
+            ("r2", 2, T, Some(T + HOUR_MS), false),
+        ];
+        let dir = world(&given, &[(1, T + 2 * HOUR_MS), (2, T + 3 * HOUR_MS)]);
+        let by_email: Vec<events::Event> = [1, 2]
+            .map(|c| events::Event {
+                event_id: None,
+                contact_id: None,
+                email: Some(format!("c{c}@example.com")),
+                kind: Kind::Open,
+                at_ms: T - 10 * DAY_MS,
+                filtered: false,
+                source: "test".into(),
+            })
+            .into();
+        events::append(dir.path(), &by_email).unwrap();
+        let options = Options {
+            as_of_ms: T + 10 * DAY_MS,
+            ..Options::default()
+        };
+        let m = opened_24h(&lift(dir.path(), &options).unwrap()).clone();
+        assert_eq!((m.optimized.engaged, m.holdout.engaged), (1, 1));
     }
 
     /// Two sends to one contact at one instant (callbacks completed in one batch) share the
