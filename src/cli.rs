@@ -301,7 +301,8 @@ pub enum ReportCommand {
         webhook: Option<String>,
         /// Engagement is known up to this time: a receipt counts once its windows ended
         /// before it. Default: now, or, where `serve` imports from HubSpot, until when every
-        /// connector's events are imported. After `import csv`, give the export's end.
+        /// connector's events are imported, less the three hours HubSpot may record an event
+        /// late. After `import csv`, give the export's end.
         #[arg(long, value_name = "TIME")]
         as_of: Option<String>,
         /// Print JSON instead of a table.

@@ -302,8 +302,9 @@ async fn serve_http(
     Ok(())
 }
 
-/// SIGINT and SIGTERM, listened for from start-up to exit: a signal between two waits for one
-/// is kept, not lost.
+/// SIGINT and SIGTERM, listened for from when serving begins to exit: a signal between two
+/// waits for one is kept, not lost. One during start-up ends the process at once, as by
+/// default (start-up is safe to kill: it only reads, and recovers what a kill left).
 struct Signals {
     int: tokio::signal::unix::Signal,
     term: tokio::signal::unix::Signal,

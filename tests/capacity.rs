@@ -765,6 +765,63 @@ fn a_paused_webhook_leaves_the_connector_to_the_others_and_is_spread_when_resume
     assert_eq!(sent, 200);
 }
 
+/// IMMEDIATE receipts beyond a minute's capacity wait for the first minute with room: they
+/// have no window, so they are counted as `delayed`, not `spilled` past a window (whose
+/// warning says to widen it), and their reasons say the minutes before were full.
+#[test]
+fn receipts_without_a_window_past_a_minutes_capacity_are_delayed_not_spilled() {
+    use sendtime::clock::Clock;
+    use sendtime::config::WebhookType;
+    use sendtime::dispatch::Dispatcher;
+    use sendtime::metrics::Metrics;
+
+    const NOW: i64 = 1_795_947_420_000; // 2026-11-29 10:17 UTC
+    let rt = runtime();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let now = Hook {
+        id: "now",
+        kind: "IMMEDIATE",
+        target: "workflow_id = 1",
+    };
+    let config = TestConfig {
+        env: "CAPACITY",
+        server: &format!("data_dir = \"{}\"", data.display()),
+        connector: "dry_run = true\nrequests_per_10s = 5",
+        hooks: &[&now],
+        ..TestConfig::default()
+    }
+    .config(&data);
+    write_inbox(
+        &data,
+        &receipts_of("now", WebhookType::Immediate, 0..200, NOW),
+    );
+    let clock = dir.path().join("clock");
+    common::set_clock(&clock, NOW);
+    let metrics = Metrics::new();
+    let mut d = Dispatcher::open(&data, metrics.clone(), Clock::File(clock)).unwrap();
+    let (_tx, stop) = tokio::sync::watch::channel(false);
+    rt.block_on(d.tick(&config, stop)).unwrap();
+    let rows = plans(&data);
+    assert_eq!(rows.len(), 200);
+    let later: Vec<&PlanRow> = rows
+        .iter()
+        .filter(|p| p.due_at_ms / MINUTE > p.received_at_ms / MINUTE)
+        .collect();
+    assert!(later.len() > 100, "{}", later.len());
+    assert!(
+        later
+            .iter()
+            .all(|p| p.reason.contains("the minutes before are full")),
+        "{:?}",
+        later[0]
+    );
+    let count = |kind: &str| metrics.plan_move("main", kind).get();
+    assert_eq!(count("delayed"), later.len() as u64);
+    assert_eq!(count("spilled"), 0);
+}
+
 /// Contacts whose time came while nothing ran (a stopped `serve`) still keep their quiet
 /// hours: a tick in the middle of their night sends none of them, the first one after 08:00
 /// in their own zone sends them all.
@@ -835,10 +892,13 @@ fn overdue_actions_wait_out_quiet_hours_within_their_hold() {
         ..TestConfig::default()
     }
     .write(dir.path());
+    // Taken in the dry run (a contact held before it would wait for the connector to go
+    // live): each is recorded as a dry run when it would be released.
     let action = |n: u64, kind: WebhookType, received: i64| Receipt {
         webhook_id: "act".into(),
         webhook_type: kind,
         callback_id: Some(format!("cb-{n}")),
+        signature: format!("v2{}", inbox::DRY_RUN_MARK),
         ..receipt(n, "America/New_York", received)
     };
     // Held a week and a day from 2026-11-02 15:00 UTC: still held on 11-10 at 13:00 UTC

@@ -308,6 +308,26 @@ fn the_dashboard_shows_status_and_pauses_and_resumes_a_webhook_in_a_real_browser
         queue[1],
         endpoint(&before, "nurture")["pending"].to_string()
     );
+    // The forecast's day lines and dates stand at UTC midnights (they stood every 24 bars
+    // from the current hour, so a date sat over the day before's hours).
+    let from = before["capacity"]["from_ms"].as_i64().unwrap();
+    let days: Vec<(f64, String)> = until_page(
+        &rt,
+        &page,
+        "return [...document.querySelectorAll('#forecast text')].map(t => [Number(t.getAttribute('x')), t.textContent]);",
+        "the forecast's days",
+        |v| {
+            serde_json::from_value(v)
+                .ok()
+                .filter(|d: &Vec<(f64, String)>| d.len() >= 6)
+        },
+    );
+    for (x, date) in days {
+        let start = from + ((x - 2.0) / 6.0) as i64 * 3_600_000;
+        let day = chrono::DateTime::from_timestamp_millis(start).unwrap();
+        assert_eq!(day.format("%H:%M").to_string(), "00:00", "{date} at {day}");
+        assert_eq!(day.format("%Y-%m-%d").to_string(), date);
+    }
 
     // Pause `fatigue` from the page; its contacts are received and held.
     click(

@@ -880,6 +880,8 @@ fn the_shipped_config_runs_in_dry_run_without_credentials() {
         explained.contains("\n  dry-run at 2030-01-01 00:00 UTC\n"),
         "{explained}"
     );
+    // No engagement is stored: no hour is best (it named Monday 00:00, the first of equals).
+    assert!(explained.contains("best slot: none"), "{explained}");
     // Nothing is left to do: a second tick is idle.
     let again = tick("2030-01-01T00:01:00Z");
     assert!(String::from_utf8_lossy(&again.stdout).contains("due=0"));

@@ -349,10 +349,15 @@ async fn set_pause(
     // A pause of something since removed from the config can be lifted, as by the CLI.
     let config = state.config.load_full();
     let now = crate::time::now_ms();
+    let metrics = state.metrics.clone();
     let kind = tokio::task::spawn_blocking(move || {
         let named = crate::config::Named::of(&config);
-        crate::pauses::set(&named, &target.id, target.connector, on, now)
-            .map(|(kind, was)| (target.id, kind, was))
+        let set = crate::pauses::set(&named, &target.id, target.connector, on, now)?;
+        // On `/metrics` now, not at the next tick (an hour away on a sparse schedule).
+        if let Ok(pauses) = crate::pauses::read(&named.data_dir) {
+            metrics.set_operator_pauses(&pauses);
+        }
+        Ok::<_, anyhow::Error>((target.id, set.0, set.1))
     })
     .await
     .map_err(|e| AdminError::Internal(e.into()))?;

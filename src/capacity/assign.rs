@@ -111,16 +111,14 @@ fn place<'a>(
         k: None,
         moved,
     };
-    let later = |from: i64, due: i64| {
-        if due.div_euclid(MINUTE_MS) > from.div_euclid(MINUTE_MS) {
-            Move::Spilled
-        } else {
-            Move::None
-        }
-    };
     let Some(window) = r.window else {
         let due = first_fit(r.from, false);
-        return outside(due, later(r.from, due));
+        let moved = if due.div_euclid(MINUTE_MS) > r.from.div_euclid(MINUTE_MS) {
+            Move::Delayed
+        } else {
+            Move::None
+        };
+        return outside(due, moved);
     };
     if window.hours == 0 {
         return outside(first_fit(window.from, true), Move::Late);

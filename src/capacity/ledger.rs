@@ -24,6 +24,9 @@ pub struct Ledger {
     days: FxHashMap<i64, u64>,
     /// (Epoch minute, batch) → contacts booked in that minute's batch ([`Cost::Batched`]).
     batches: FxHashMap<(i64, u64), u64>,
+    /// (Epoch hour, calls): the calls already made in the current hour, before its minute,
+    /// for the forecast (the minutes before are past, so planning needs only the minute's).
+    made: (i64, u64),
 }
 
 impl Ledger {
@@ -34,6 +37,7 @@ impl Ledger {
             hours: FxHashMap::default(),
             days: FxHashMap::default(),
             batches: FxHashMap::default(),
+            made: (0, 0),
         }
     }
 
@@ -86,9 +90,10 @@ impl Ledger {
                 .is_none_or(|d| self.days.get(&self.day(at_ms)).copied().unwrap_or(0) + charge <= d)
     }
 
-    /// Count the calls already made on the day `now_ms` is in, and in its minute (the budget
-    /// is the day's, whoever planned them: a restart or a new config does not make them new).
-    pub fn spent(&mut self, now_ms: i64, today: u64, this_minute: u64) {
+    /// Count the calls already made on the day `now_ms` is in, in its hour and in its minute
+    /// (the budget is the day's, whoever planned them: a restart or a new config does not
+    /// make them new; the hour's show in the forecast).
+    pub fn spent(&mut self, now_ms: i64, today: u64, this_hour: u64, this_minute: u64) {
         if self.capacity.per_day.is_some() {
             let day = self.day(now_ms);
             *self.days.entry(day).or_default() += today * CALL;
@@ -98,6 +103,10 @@ impl Ledger {
             .entry(now_ms.div_euclid(MINUTE_MS))
             .or_default() += this_minute * CALL;
         *self.hours.entry(now_ms.div_euclid(HOUR_MS)).or_default() += this_minute * CALL;
+        self.made = (
+            now_ms.div_euclid(HOUR_MS),
+            this_hour.saturating_sub(this_minute) * CALL,
+        );
     }
 
     /// Let go of what lies before `now_ms`: nothing is booked in the past, so only the
@@ -175,16 +184,14 @@ impl Ledger {
         None
     }
 
-    /// Whole calls booked in each of `hours` hours from the one `from_ms` is in (rounded up).
+    /// Whole calls booked in each of `hours` hours from the one `from_ms` is in (rounded up),
+    /// the calls already made in it included.
     pub fn per_hour(&self, from_ms: i64, hours: usize) -> Vec<u64> {
         let first = from_ms.div_euclid(HOUR_MS);
-        (0..hours as i64)
+        (first..first + hours as i64)
             .map(|h| {
-                self.hours
-                    .get(&(first + h))
-                    .copied()
-                    .unwrap_or(0)
-                    .div_ceil(CALL)
+                let made = if h == self.made.0 { self.made.1 } else { 0 };
+                (self.hours.get(&h).copied().unwrap_or(0) + made).div_ceil(CALL)
             })
             .collect()
     }
@@ -201,6 +208,18 @@ mod tests {
             per_day: per_day.map(|d| d * CALL),
             day_zone: Tz::UTC,
         })
+    }
+
+    /// Calls made earlier in the hour count in its forecast, and those of the minute in its
+    /// room: a ledger built again mid-hour showed only the minute's.
+    #[test]
+    fn calls_already_made_count_in_the_hour_and_the_minute() {
+        let mut l = ledger(2, None);
+        let now = 10 * HOUR_MS + 30 * MINUTE_MS;
+        l.spent(now, 0, 40, 2);
+        assert_eq!(l.per_hour(now, 2), [40, 0]);
+        assert!(!l.fits(now, Cost::Call));
+        assert!(l.fits(now + MINUTE_MS, Cost::Call));
     }
 
     #[test]

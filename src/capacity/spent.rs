@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, HashMap};
 use chrono_tz::Tz;
 
 use crate::local_time::local_day;
-use crate::time::{DAY_MS, MINUTE_MS};
+use crate::time::{DAY_MS, HOUR_MS, MINUTE_MS};
 
 /// How long calls are kept: the account's day, in any zone, lies within the last two.
 const KEEP_MS: i64 = 2 * DAY_MS;
@@ -49,6 +49,17 @@ impl Spent {
             .unwrap_or(0)
     }
 
+    /// Calls made through `connector` in the hour `now_ms` is in, up to its minute.
+    pub fn this_hour(&self, connector: &str, now_ms: i64) -> u64 {
+        let first = now_ms.div_euclid(HOUR_MS) * HOUR_MS / MINUTE_MS;
+        self.calls.get(connector).map_or(0, |minutes| {
+            minutes
+                .range(first..=now_ms.div_euclid(MINUTE_MS))
+                .map(|(_, n)| n)
+                .sum()
+        })
+    }
+
     /// Let go of calls older than two days.
     pub fn forget_before(&mut self, now_ms: i64) {
         let first = (now_ms - KEEP_MS).div_euclid(MINUTE_MS);
@@ -62,10 +73,9 @@ impl Spent {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::time::HOUR_MS;
 
     #[test]
-    fn today_is_the_accounts_day() {
+    fn today_is_the_accounts_day_and_this_hour_the_clocks() {
         let mut s = Spent::default();
         // 2026-01-01 23:30 UTC is 2026-01-01 18:30 in New York, 2026-01-02 in Tokyo.
         let late = 1_767_225_600_000 + 23 * HOUR_MS + 30 * MINUTE_MS;
@@ -79,6 +89,11 @@ mod tests {
         assert_eq!(s.today("a", ny, late + HOUR_MS), 2);
         assert_eq!(s.today("a", tokyo, late + HOUR_MS), 2);
         assert_eq!(s.today("b", Tz::UTC, late), 0);
+        // The hour's calls up to now: 23:30's, not 00:30's of the next hour.
+        s.record("a", late - 20 * MINUTE_MS, 3);
+        assert_eq!(s.this_hour("a", late), 4);
+        assert_eq!(s.this_hour("a", late + HOUR_MS), 1);
+        assert_eq!(s.this_minute("a", late), 1);
         s.forget_before(late + 2 * DAY_MS + 30 * MINUTE_MS);
         assert_eq!(s.calls["a"].len(), 1);
         s.forget_before(late + 3 * DAY_MS);

@@ -12,6 +12,7 @@ use arc_swap::ArcSwap;
 use notify::{RecommendedWatcher, RecursiveMode, Watcher as _};
 use tokio::sync::mpsc;
 
+use super::diagnostics::Severity;
 use super::{Config, Diagnostics, EnvCheck, Overrides, validation};
 
 /// The config in force. Readers take a cheap snapshot with `load()`; a reload swaps it whole,
@@ -243,11 +244,14 @@ fn reload(
             *rejected = content;
             tracing::error!(
                 config = %current.identity,
-                "new config rejected, keeping the one in force ({} problem(s))",
-                diags.items.len()
+                "new config rejected, keeping the one in force ({})",
+                diags.tally()
             );
-            for line in diags.lines() {
-                tracing::error!("{line}");
+            for (d, line) in diags.items.iter().zip(diags.lines()) {
+                match d.severity {
+                    Severity::Error => tracing::error!("{line}"),
+                    Severity::Warning => tracing::warn!("{line}"),
+                }
             }
         }
     }

@@ -156,6 +156,7 @@ impl Dispatcher {
                 ledger.spent(
                     now,
                     self.spent.today(&c.id, zone, now),
+                    self.spent.this_hour(&c.id, now),
                     self.spent.this_minute(&c.id, now),
                 );
             }

@@ -523,11 +523,16 @@ impl Dispatcher {
         }
         report.due = due.len();
         if !due.is_empty() {
-            self.dispatch(config, due, now, stop, watch, &mut report)
+            self.dispatch(config, due, now, stop.clone(), watch, &mut report)
                 .await;
         }
-        for (_, link) in self.links.values() {
-            link.learn_daily_reset(now).await;
+        // Stopping: no new call (a usage lookup waits up to its timeout) and no archive move
+        // (it reads the day's outcomes); the next start does both.
+        let stopping = *stop.borrow();
+        if !stopping {
+            for (_, link) in self.links.values() {
+                link.learn_daily_reset(now).await;
+            }
         }
         self.store_pauses();
         self.metrics
@@ -535,7 +540,9 @@ impl Dispatcher {
             .set_links(self.links.values().map(|(_, link)| link));
         report.held = self.held.values().map(Vec::len).sum();
         report.queued = self.queued();
-        tokio::task::block_in_place(|| self.archive_if_due(replay_now));
+        if !stopping {
+            tokio::task::block_in_place(|| self.archive_if_due(replay_now));
+        }
         report.took = started.elapsed();
         self.metrics.queued.set(report.queued as i64);
         self.metrics.finished.set(self.done.len() as i64);

@@ -43,13 +43,16 @@ pub struct Options {
 }
 
 /// Until when engagement is known by default: `now`, or, where `serve` imports from HubSpot,
-/// the earliest instant up to which a connector's events are all imported.
+/// the earliest instant up to which a connector's events are all imported, less the hours
+/// HubSpot may record an event late (which the import reads again for them).
 pub fn default_as_of(config: &crate::config::Config, now: i64) -> i64 {
+    use crate::import::hubspot::{OVERLAP, complete_until};
     let data_dir = &config.server.data_dir;
+    let late = OVERLAP.as_millis() as i64;
     config
         .connectors
         .iter()
-        .filter_map(|c| crate::import::hubspot::complete_until(data_dir, &c.id))
+        .filter_map(|c| complete_until(data_dir, &c.id).map(|t| t - late))
         .fold(now, i64::min)
 }
 

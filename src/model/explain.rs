@@ -34,7 +34,8 @@ pub struct Explanation {
     pub machine: bool,
     /// Probability per hour-of-week slot, Monday 00:00 UTC first.
     pub scores: Vec<f64>,
-    pub best_slot: String,
+    /// None when every slot scores the same (nothing learned yet): no hour is best.
+    pub best_slot: Option<String>,
     /// What each webhook type would do now.
     pub plans: Vec<TypePlan>,
     /// The workflow actions: each releases at its delivery type's time, its own type's when
@@ -128,7 +129,7 @@ impl Explanation {
                 .and_then(|p| p.last_day)
                 .map(|d| format_minute(d as i64 * DAY_MS)[..10].to_string()),
             machine: profile.as_ref().is_some_and(|p| p.machine),
-            best_slot: slot_name(best_slot(&scores) as u8),
+            best_slot: best_slot(&scores).map(|s| slot_name(s as u8)),
             scores: scores.to_vec(),
             plans,
             actions: config
@@ -181,7 +182,7 @@ impl Explanation {
             let _ = writeln!(out, "model knobs {fit}");
         }
         let _ = writeln!(out);
-        out.push_str(&heat_map(&self.scores, &self.best_slot));
+        out.push_str(&heat_map(&self.scores, self.best_slot.as_deref()));
         let _ = writeln!(out);
         let _ = writeln!(
             out,
@@ -233,9 +234,11 @@ fn id_or_email(contact: &str) -> (Option<i64>, Option<&str>) {
     }
 }
 
-/// The earliest of equal bests.
-fn best_slot(scores: &[f64; SLOTS]) -> usize {
-    (0..SLOTS).fold(0, |b, s| if scores[s] > scores[b] { s } else { b })
+/// The earliest of equal bests; none when every slot scores the same.
+fn best_slot(scores: &[f64; SLOTS]) -> Option<usize> {
+    let best = (0..SLOTS).fold(0, |b, s| if scores[s] > scores[b] { s } else { b });
+    let least = scores.iter().copied().fold(f64::INFINITY, f64::min);
+    (scores[best] - least > 1e-12).then_some(best)
 }
 
 /// The contact's (an email or a HubSpot id) receipts in `plan/`, live and archived (a read of
@@ -330,7 +333,7 @@ fn describe(o: &OutcomeRow) -> String {
 
 /// A 7×24 heat map of slot scores, darker = likelier; two columns per hour, each label over
 /// the first column of its hour.
-fn heat_map(scores: &[f64], best: &str) -> String {
+fn heat_map(scores: &[f64], best: Option<&str>) -> String {
     const SHADES: [char; 5] = [' ', '░', '▒', '▓', '█'];
     let max = scores.iter().cloned().fold(0.0, f64::max).max(1e-12);
     let mut out = String::from("      UTC  ");
@@ -352,6 +355,7 @@ fn heat_map(scores: &[f64], best: &str) -> String {
         }
         out.push('\n');
     }
+    let best = best.unwrap_or("none (every slot scores the same)");
     out.push_str(&format!(
         "      ░ ▒ ▓ █ = about 1/4, 1/2, 3/4, all of the best slot's score; best slot: {best}\n"
     ));
@@ -369,7 +373,8 @@ mod tests {
         for h in [0, 12, 21] {
             scores[24 + h] = 1.0; // Tuesday
         }
-        let map = heat_map(&scores, &slot_name(best_slot(&scores) as u8));
+        let best = best_slot(&scores).map(|s| slot_name(s as u8));
+        let map = heat_map(&scores, best.as_deref());
         let lines: Vec<&str> = map.lines().collect();
         // The header is ASCII: byte offsets are columns.
         let header = format!("{} ", lines[0]);

@@ -299,6 +299,9 @@ pub enum Move {
     Capacity { preferred: usize },
     /// Every hour of the window was full: the first minute with room after it.
     Spilled,
+    /// Without a window (IMMEDIATE, UPDATE_ONLY, held out): the minutes from its receipt on
+    /// were full, so the first with room.
+    Delayed,
     /// Quiet hours leave no minute in the window: the first allowed minute after it.
     Quiet,
     /// The window was over when it was planned (sendtime was not running): the first
@@ -313,6 +316,7 @@ impl Move {
             Move::None => None,
             Move::Capacity { .. } => Some("capacity"),
             Move::Spilled => Some("spilled"),
+            Move::Delayed => Some("delayed"),
             Move::Quiet => Some("quiet"),
             Move::Late => Some("late"),
         }

@@ -119,8 +119,10 @@ function drawForecast(capacity) {
     const y = (v) => top + (height - top - bottom) * (1 - v / scale);
     const chart = svg("svg", { width, height, viewBox: "0 0 " + width + " " + height, role: "img",
       "aria-label": "planned calls per hour for " + c.connector });
+    // The bars start at the current hour: days begin at UTC midnights, wherever they fall.
+    const midnight = (24 - Math.floor(from / 3600e3) % 24) % 24;
     planned.forEach((v, i) => {
-      if (i % 24 === 0) {
+      if (i % 24 === midnight) {
         chart.append(svg("line", { x1: i * 6, x2: i * 6, y1: top, y2: height - bottom, class: "day" }));
         const label = svg("text", { x: i * 6 + 2, y: height - 4 });
         label.textContent = time(from + i * 3600e3).slice(0, 10);
@@ -295,7 +297,7 @@ async function lookup(event) {
     const heat = el("table", null, "heat");
     heat.id = "lookup-heat";
     drawHeat(heat, x.scores);
-    out.append(heat, el("p", "Best hour: " + x.best_slot, "note"));
+    out.append(heat, el("p", x.best_slot ? "Best hour: " + x.best_slot : "No best hour: every hour scores the same", "note"));
     const plans = el("table", null, "grid");
     plans.append(row([el("th", "webhook type"), el("th", "would go at"), el("th", "why")]));
     for (const plan of x.plans) plans.append(row([plan.webhook_type, time(plan.due_at_ms), el("td", plan.reason, "msg")]));
