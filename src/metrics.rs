@@ -146,7 +146,7 @@ impl Metrics {
         );
         registry.register(
             "plan_moves",
-            "Receipts not planned at their preferred time: capacity (another hour of the window), spilled (past a full window), quiet (quiet hours leave no minute in the window), late (the window was over when planned)",
+            "Receipts not planned at their preferred time: capacity (another hour of the window), spilled (past a full window), quiet (quiet hours leave no minute in the window), late (the window was over when planned), delayed (no window: the minutes from receipt were full)",
             plan_moves.clone(),
         );
         registry.register(

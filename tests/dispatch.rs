@@ -272,6 +272,10 @@ fn a_contact_known_by_id_and_by_email_is_planned_from_the_richer_history() {
     server.stop();
     let hour = planned.due_at_ms.rem_euclid(day) / 3_600_000;
     assert_eq!(hour, id_hour, "{planned:?}");
+    // `explain` of the email shows the history planning used (it looks the id up through
+    // the email's receipt).
+    let explained = common::sendtime(&config, &data, &["explain", "both@example.com"], &env);
+    assert!(explained.contains(", 20 opens/clicks,"), "{explained}");
 }
 
 #[test]
@@ -2461,7 +2465,7 @@ fn a_pause_set_while_a_mixed_batch_waits_holds_that_webhooks_contacts() {
     standin.inject(
         Injection::next(Fault::RateLimited {
             policy: RatePolicy::TenSecondly,
-            retry_after: Some(Duration::from_secs(8)),
+            retry_after: Some(Duration::from_secs(15)),
         })
         .on("/crm/lists"),
     );

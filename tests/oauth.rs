@@ -287,6 +287,47 @@ fn the_scheduled_import_and_the_dispatcher_follow_one_rotated_refresh_token() {
 /// contact is failed or in doubt; past the pause a token is had and everyone goes. Each
 /// waiting call had refreshed on its own, each failure counted against its contact as if its
 /// own call had failed, and the page was taken for HubSpot refusing the credentials.
+/// A refresh token HubSpot refuses (400 with its JSON) pauses the connector as a refused
+/// token, telling the operator to fix it, and no row records a call: the refresh is tried
+/// before a call's `attempting` row is written.
+#[test]
+fn a_refused_refresh_token_pauses_as_refused_and_records_no_call() {
+    let rt = runtime();
+    let standin = oauth_standin(&rt, Duration::from_secs(600), false);
+    let refused = Fault::Status {
+        status: 400,
+        message: "missing or invalid refresh token".into(),
+    };
+    standin.inject(Injection::next(refused).on(TOKEN_PATH).times(u64::MAX));
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let path = dir.path().join("webhooks.toml");
+    std::fs::write(&path, oauth_config(&standin, EVERY_SECOND)).unwrap();
+    let server = Server::start(
+        &path,
+        &data,
+        &[
+            ("OAUTH_SECRET", SECRET),
+            ("OAUTH_CLIENT_ID", "app-client-id"),
+            ("OAUTH_REFRESH", "first-refresh-token"),
+        ],
+    );
+    post_contact(&standin, &server, "t", 400);
+    let paused = eventually(Duration::from_secs(20), || {
+        let status: serde_json::Value = reqwest::blocking::get(server.admin_url("/status"))
+            .ok()?
+            .json()
+            .ok()?;
+        status["connectors"][0]["paused"]
+            .as_str()
+            .map(str::to_string)
+    });
+    server.stop();
+    assert_eq!(paused.as_deref(), Some("refused_token"));
+    let rows = outcomes::read(&outcomes::dataset(&data).unwrap()).unwrap();
+    assert!(rows.is_empty(), "{rows:?}");
+}
+
 #[test]
 fn a_token_endpoint_outage_pauses_the_connector_and_fails_no_one() {
     use sendtime::hubspot::client::RatePolicy;

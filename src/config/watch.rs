@@ -12,8 +12,7 @@ use arc_swap::ArcSwap;
 use notify::{RecommendedWatcher, RecursiveMode, Watcher as _};
 use tokio::sync::mpsc;
 
-use super::diagnostics::Severity;
-use super::{Config, Diagnostics, EnvCheck, Overrides, validation};
+use super::{Config, Diagnostics, EnvCheck, Overrides, Severity, validation};
 
 /// The config in force. Readers take a cheap snapshot with `load()`; a reload swaps it whole,
 /// so a request never sees half of one config and half of another.

@@ -172,7 +172,12 @@ impl Dispatcher {
             for Queued(item) in &mut items {
                 let route = routes.get(&*item.webhook_id);
                 let Some(route) = route else { continue };
-                if self.pauses.holds(&item.webhook_id, route.connector) {
+                // Held by an operator's pause, or by a dry run that releases nothing: booked
+                // when that ends (the ledgers are built again then).
+                let dry_run = config.connector(route.connector).is_some_and(|c| c.dry_run);
+                if self.pauses.holds(&item.webhook_id, route.connector)
+                    || (dry_run && item.held_by_hubspot())
+                {
                     continue;
                 }
                 let ledger = &mut caps.ledgers[route.ledger];

@@ -669,12 +669,10 @@ impl Dispatcher {
                     item.callback_id.as_deref().unwrap_or_default().to_string(),
                 ),
             };
-            // A contact HubSpot holds for us (its execution was answered BLOCK while live): a
-            // dry run releases nothing, so it waits for the connector to go live again, until
-            // its hold ends.
-            let held_for_us = action == Action::Complete && !item.dry_run_only;
+            // A contact HubSpot holds for us: a dry run releases nothing, so it waits for the
+            // connector to go live again, until its hold ends.
             let hold_ends = planning::release_by(&item, webhook.window);
-            if connector.dry_run && held_for_us && now < hold_ends {
+            if connector.dry_run && item.held_by_hubspot() && now < hold_ends {
                 item.ready_at_ms = (now + MINUTE_MS).min(hold_ends);
                 report.requeued += 1;
                 self.enqueue(item);

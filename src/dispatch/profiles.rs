@@ -86,33 +86,7 @@ impl ProfileCache {
             }
             (None, None) => {}
         }
-        let built = self.built()?;
-        match (email, contact_id) {
-            (Some(_), id) => {
-                let by_email = built.contacts.get(key);
-                match (by_email, id.and_then(|id| built.contacts.get_id(id))) {
-                    // Events imported by email and by HubSpot id are two contacts: the one
-                    // with more history (one event by email would hide hundreds by id).
-                    (Some(e), Some(i)) => {
-                        let engagements = |c: u32| {
-                            built
-                                .profiles
-                                .stats
-                                .get(c as usize)
-                                .map_or(0, |s| s.engagements)
-                        };
-                        Some(if engagements(i) > engagements(e) {
-                            i
-                        } else {
-                            e
-                        })
-                    }
-                    (e, i) => e.or(i),
-                }
-            }
-            (None, Some(id)) => built.contacts.get_id(id),
-            (None, None) => None,
-        }
+        self.built()?.find(email.map(|_| key.as_str()), contact_id)
     }
 
     /// What the model knows on `now_day` about the contact [`ProfileCache::find`] found since

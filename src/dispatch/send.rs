@@ -64,6 +64,14 @@ pub struct Pending {
     pub received_at_ms: i64,
 }
 
+impl Pending {
+    /// A contact HubSpot holds for us: an action's execution answered BLOCK (taken while the
+    /// connector was live), which only its callback releases.
+    pub fn held_by_hubspot(&self) -> bool {
+        self.callback_id.is_some() && !self.dry_run_only
+    }
+}
+
 /// What follows a task for one receipt.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Next {
@@ -217,10 +225,14 @@ impl Ctx {
         row_of: impl Fn(&Pending, i64) -> OutcomeRow,
     ) -> Result<(), Next> {
         // Without an access token no call is made: a row saying one was would count, after
-        // a restart, against the contacts' tries and the day's budget.
+        // a restart, against the contacts' tries and the day's budget. The connector pauses
+        // as the call's own failure would pause it (a refused token, or its endpoint failing).
         if let Err(e) = link.client.ensure_token().await {
-            link.pause_for_the_token_endpoint(self.now(), &e, &self.metrics);
-            return Err(Next::Again(self.now()));
+            return Err(Next::Again(match self.decide(link, &e, 0) {
+                Decision::Later(t) => t,
+                Decision::Retry(d) => self.now() + d.as_millis() as i64,
+                Decision::GiveUp => self.now() + MINUTE_MS,
+            }));
         }
         let now = self.now();
         batch.iter_mut().for_each(|i| i.attempts += 1);

@@ -159,18 +159,32 @@ fn compared(all: &[Planned]) -> impl Iterator<Item = &Planned> {
 pub fn lift(data_dir: &Path, options: &Options) -> anyhow::Result<Lift> {
     let contacts = Contacts::load(data_dir)?;
     let mut all = planned(data_dir)?;
-    // Every send to each contact, of any webhook, type or receipt time: engagement after a
-    // later send is that send's, whether or not that send is compared.
+    // Every send to each contact (under each of its entries), of any webhook, type or
+    // receipt time: engagement after a later send is that send's, whether or not that send
+    // is compared.
     let mut sends_to: HashMap<u32, Vec<i64>> = HashMap::new();
     for s in &all {
-        if let (Some(at), Some(c)) = (
-            s.sent_at_ms,
-            contacts.find(s.contact_id, s.email.as_deref()),
-        ) {
+        let Some(at) = s.sent_at_ms else { continue };
+        for c in contacts
+            .find_each(s.contact_id, s.email.as_deref())
+            .into_iter()
+            .flatten()
+        {
             sends_to.entry(c).or_default().push(at);
         }
     }
     sends_to.values_mut().for_each(|v| v.sort_unstable());
+    // The first send after `at_ms` to any of `entries`.
+    let next_send = |entries: [Option<u32>; 2], at_ms: i64| {
+        entries
+            .into_iter()
+            .flatten()
+            .filter_map(|c| {
+                let times = sends_to.get(&c)?;
+                times.get(times.partition_point(|&t| t <= at_ms)).copied()
+            })
+            .min()
+    };
     all.retain(|s| {
         options.since_ms.is_none_or(|t| s.received_at_ms >= t)
             && options.webhook.as_ref().is_none_or(|w| *w == s.webhook)
@@ -211,10 +225,7 @@ pub fn lift(data_dir: &Path, options: &Options) -> anyhow::Result<Lift> {
                 counted_from_ms: s.received_at_ms + wait[s.webhook.as_str()],
                 // At a later instant: sends of one instant (callbacks completed in one
                 // batch) share their window.
-                next_ms: contact.and_then(|c| {
-                    let times = &sends_to[&c];
-                    times.get(times.partition_point(|&t| t <= at_ms)).copied()
-                }),
+                next_ms: next_send([by_email, by_id], at_ms),
             })
         })
         .collect();
@@ -727,7 +738,7 @@ mod tests {
     fn world(sends: &[Given], opens: &[(i64, i64)]) -> tempfile::TempDir {
         let dir = tempfile::tempdir().unwrap();
         let data = dir.path();
-        receipts(data, "w", WebhookType::Next24Hours, sends);
+        receipts(data, "w", WebhookType::Next24Hours, sends, true);
         let events: Vec<events::Event> = opens
             .iter()
             .map(|&(contact, at_ms)| events::Event {
@@ -744,8 +755,9 @@ mod tests {
         dir
     }
 
-    /// `sends` planned by `webhook`, of type `kind`, and sent, those with a time.
-    fn receipts(data: &Path, webhook: &str, kind: WebhookType, sends: &[Given]) {
+    /// `sends` planned by `webhook`, of type `kind`, and sent, those with a time; posted with
+    /// the contact's email when `emails`, else with its HubSpot id alone.
+    fn receipts(data: &Path, webhook: &str, kind: WebhookType, sends: &[Given], emails: bool) {
         let plans: Vec<PlanRow> = sends
             .iter()
             .map(|&(id, contact, received, _, holdout)| PlanRow {
@@ -753,7 +765,7 @@ mod tests {
                 webhook_id: webhook.into(),
                 webhook_type: kind,
                 contact_id: Some(contact),
-                email: Some(format!("c{contact}@example.com")),
+                email: emails.then(|| format!("c{contact}@example.com")),
                 received_at_ms: received,
                 due_at_ms: received,
                 slot: None,
@@ -828,7 +840,7 @@ mod tests {
         ] {
             let dir = world(&given, &[(1, T + 2 * HOUR_MS)]);
             let other = [("b1", 1, T + HOUR_MS, Some(T + HOUR_MS), holdout)];
-            receipts(dir.path(), "b", kind, &other);
+            receipts(dir.path(), "b", kind, &other, true);
             let mut options = Options {
                 as_of_ms: T + 10 * DAY_MS,
                 ..Options::default()
@@ -870,6 +882,36 @@ mod tests {
         };
         let m = opened_24h(&lift(dir.path(), &options).unwrap()).clone();
         assert_eq!((m.optimized.engaged, m.holdout.engaged), (1, 1));
+    }
+
+    /// A later send that names the contact by HubSpot id alone (a list webhook's body) ends
+    /// the window of one that named it by email too, though the two are different entries of
+    /// the store: the open after it is that send's.
+    #[test]
+    fn a_next_send_by_id_alone_ends_a_window_too() {
+        let given: [Given; 2] = [
+            ("r1", 1, T, Some(T), true),
+            ("r2", 2, T, Some(T + 3 * HOUR_MS), false),
+        ];
+        let dir = world(&given, &[(1, T + 2 * HOUR_MS)]);
+        let by_email = events::Event {
+            event_id: None,
+            contact_id: None,
+            email: Some("c1@example.com".into()),
+            kind: Kind::Open,
+            at_ms: T - 10 * DAY_MS,
+            filtered: false,
+            source: "test".into(),
+        };
+        events::append(dir.path(), &[by_email]).unwrap();
+        let other = [("b1", 1, T + HOUR_MS, Some(T + HOUR_MS), false)];
+        receipts(dir.path(), "b", WebhookType::UpdateOnly, &other, false);
+        let options = Options {
+            as_of_ms: T + 10 * DAY_MS,
+            ..Options::default()
+        };
+        let m = opened_24h(&lift(dir.path(), &options).unwrap()).clone();
+        assert_eq!((m.holdout.sends, m.holdout.engaged), (1, 0));
     }
 
     /// Two sends to one contact at one instant (callbacks completed in one batch) share the
@@ -915,7 +957,7 @@ mod tests {
             ("i1", 3, T + 9 * HOUR_MS, Some(T + 9 * HOUR_MS), true),
             ("i2", 4, T + 9 * HOUR_MS, Some(T + 9 * HOUR_MS), false),
         ];
-        receipts(dir.path(), "now", WebhookType::Immediate, &now);
+        receipts(dir.path(), "now", WebhookType::Immediate, &now, true);
         let mut options = Options {
             as_of_ms: T + 10 * DAY_MS,
             ..Options::default()

@@ -23,6 +23,29 @@ pub struct Built {
     pub seen: Vec<bool>,
 }
 
+impl Built {
+    /// The contact a receipt names, by its email's key (lower-cased, as
+    /// [`contact_key`](crate::datasets::contacts::contact_key) makes it) or its HubSpot id.
+    /// Known by both (events imported under each key are two contacts), the entry with more
+    /// history: one event imported by email would hide any number imported by id.
+    pub fn find(&self, email_key: Option<&str>, contact_id: Option<i64>) -> Option<u32> {
+        let by_email = email_key.and_then(|k| self.contacts.get(k));
+        let by_id = contact_id.and_then(|id| self.contacts.get_id(id));
+        match (by_email, by_id) {
+            (Some(e), Some(i)) => {
+                let history = |c: u32| {
+                    self.profiles
+                        .stats
+                        .get(c as usize)
+                        .map_or(0, |s| s.engagements)
+                };
+                Some(if history(i) > history(e) { i } else { e })
+            }
+            (e, i) => e.or(i),
+        }
+    }
+}
+
 const PROFILE_COLUMNS: [&str; 5] = [col::CONTACT, col::KIND, col::SLOT, col::DAY, col::FILTERED];
 
 /// Build profiles from every event before `as_of_ms`, as of that day.

@@ -77,7 +77,7 @@ impl Explanation {
     /// Explain `contact` (an email or a HubSpot id) at `now` from `built` (none: no events yet);
     /// its planned receipts come from [`Explanation::with_receipts`]. `posted_id` is the
     /// HubSpot id a receipt posted with that email carried, if any: planning looks profiles
-    /// up by id first, so the explanation does too (events imported by id know no email).
+    /// up by both (events imported by id know no email), so the explanation does too.
     pub fn new(
         config: &Config,
         built: Option<&Built>,
@@ -92,7 +92,10 @@ impl Explanation {
         );
         let (id, email) = id_or_email(contact);
         let id = id.or(posted_id);
-        let index = built.and_then(|b| b.contacts.find(id, email));
+        let index = built.and_then(|b| {
+            let email_key = email.and_then(|e| contact_key(None, Some(e)));
+            b.find(email_key.as_deref(), id)
+        });
         let uniform = [1.0 / SLOTS as f64; SLOTS];
         let population = built.map_or(&uniform, |b| &b.profiles.population);
         let profile = built.map(|b| b.profiles.profile(index, day_of(now)));
@@ -222,7 +225,7 @@ pub struct Receipts {
     /// The latest [`RECEIPTS_SHOWN`], oldest first, with what became of each.
     pub shown: Vec<PlannedReceipt>,
     /// For an email, the HubSpot id its latest receipt carries: planning looks profiles up
-    /// by id first, so the explanation does too (events imported by id know no email).
+    /// by both (events imported by id know no email), so the explanation does too.
     pub posted_id: Option<i64>,
 }
 
