@@ -101,6 +101,12 @@ impl QuietHours {
         Ok(QuietHours { start, end })
     }
 
+    /// The minutes of a day (without a clock change) that are not quiet.
+    pub fn open_minutes(self) -> u16 {
+        let quiet = (self.end + 24 * 60 - self.start) % (24 * 60);
+        24 * 60 - quiet
+    }
+
     /// Whether the local minute of the day `minute` is quiet.
     pub fn contains(self, minute: u16) -> bool {
         if self.start < self.end {

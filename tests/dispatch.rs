@@ -1998,6 +1998,54 @@ fn finished_receipts_past_the_replay_window_move_to_the_archive() {
     server.stop();
 }
 
+/// An archive move that fails at start-up (here `archive` is a file, where its folder goes)
+/// does not stop `serve`: it starts, and the running process moves the finished receipts a
+/// day later, once the move can be made.
+#[test]
+fn an_archive_move_that_fails_at_start_up_is_tried_a_day_later() {
+    const DAY: i64 = 86_400_000;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let config = write_config(
+        dir.path(),
+        "http://127.0.0.1:9",
+        "dry_run = true",
+        &[&HOOKS[3]],
+    );
+    let clock = dir.path().join("clock");
+    let t0 = now_ms();
+    set_clock(&clock, t0);
+    let server = start(&config, &data, Some(&clock), &[]);
+    for vid in 7500..7503 {
+        post(&server, "fatigue", vid, &format!("arch{vid}@example.com"));
+    }
+    set_clock(&clock, t0 + 60_000);
+    eventually(Duration::from_secs(20), || {
+        (dry_runs(&data) == 3).then_some(())
+    })
+    .unwrap_or_else(|| panic!("not finished; logs:\n{}", server.logs()));
+    server.stop();
+
+    let blocker = data.join("archive");
+    std::fs::write(&blocker, b"").unwrap();
+    set_clock(&clock, t0 + 4 * DAY);
+    let server = start(&config, &data, Some(&clock), &[]);
+    let live = || {
+        let inbox = sendtime::datasets::inbox::dataset(&data).unwrap();
+        sendtime::datasets::inbox::read_keys(&inbox).unwrap().len()
+    };
+    let status = reqwest::blocking::get(server.admin_url("/status")).unwrap();
+    assert_eq!(status.status(), 200, "{}", server.logs());
+    assert_eq!(live(), 3, "nothing could be moved");
+    std::fs::remove_file(&blocker).unwrap();
+    set_clock(&clock, t0 + 5 * DAY + 60_000);
+    eventually(Duration::from_secs(30), || (live() == 0).then_some(()))
+        .unwrap_or_else(|| panic!("not archived a day later; logs:\n{}", server.logs()));
+    server.stop();
+    let archived = plan::read(&Dataset::open(&blocker, "plan").unwrap()).unwrap();
+    assert_eq!(archived.len(), 3);
+}
+
 /// A `serve` that runs for days archives, once a day, what start-up would, and forgets it:
 /// memory holds the last days' receipts, not every one sent. Here the cut falls inside one
 /// compacted inbox part: the receipts left in the rewritten part are remembered and, read

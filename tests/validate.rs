@@ -176,6 +176,38 @@ fn a_holdout_on_a_type_sent_at_receipt_is_a_warning() {
     );
 }
 
+/// A body limit too small for real contacts, and quiet hours that leave minutes a day, pass
+/// but are warned about where they are set: `serve` would refuse contacts (413, which HubSpot
+/// does not retry), or crowd every timed one into those minutes.
+#[test]
+fn a_small_body_limit_and_quiet_hours_that_leave_minutes_are_warnings() {
+    let stderr = warnings_of(&[
+        (
+            "listen = \"127.0.0.1:8080\"",
+            "listen = \"127.0.0.1:8080\"\nmax_body_bytes = 4096",
+        ),
+        (
+            "workflow_id = 1234567",
+            "workflow_id = 1234567\nquiet_hours = \"00:30-00:00\"",
+        ),
+    ]);
+    assert!(
+        stderr.contains(":6:18: warning: `max_body_bytes` in [server] is 4096"),
+        "{stderr}"
+    );
+    assert!(
+        stderr
+            .contains(":20:15: warning: `quiet_hours` in [[webhook]] #1 leave 30 minute(s) a day"),
+        "{stderr}"
+    );
+    // The default and an evening's quiet hours say nothing.
+    let quiet = warnings_of(&[(
+        "workflow_id = 1234567",
+        "workflow_id = 1234567\nquiet_hours = \"21:00-08:00\"",
+    )]);
+    assert!(!quiet.contains("warning"), "{quiet}");
+}
+
 /// HubSpot signs custom action requests v2: an action behind a connector that requires v3
 /// is a warning, since its executions may all be refused.
 #[test]

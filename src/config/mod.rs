@@ -82,6 +82,9 @@ impl Server {
     pub const DEFAULT_DATA_DIR: &str = "data";
     /// Real contact bodies are tens of KB; 1 MiB leaves room.
     pub const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
+    /// Below this, `validate` warns: a contact with many properties would be refused (413,
+    /// which HubSpot does not retry).
+    pub const SMALL_MAX_BODY_BYTES: usize = 32 * 1024;
     /// The shortest admin token `serve` starts with: nothing slows guesses down, only length.
     pub const MIN_ADMIN_TOKEN_CHARS: usize = 16;
     /// Beyond 64 MiB a "webhook" is not a contact.

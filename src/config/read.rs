@@ -280,6 +280,16 @@ fn read_server(ctx: &mut Ctx, top: &TableReader, base_dir: &Path) -> Option<Serv
         Server::MAX_MAX_BODY_BYTES as u64,
         Server::DEFAULT_MAX_BODY_BYTES as u64,
     );
+    if let (Some(n), Some(v)) = (max_body_bytes, r.get("max_body_bytes"))
+        && n < Server::SMALL_MAX_BODY_BYTES as u64
+    {
+        ctx.warning(
+            v.span().start,
+            format!(
+                "`max_body_bytes` in [server] is {n}: HubSpot posts a contact with its properties, often tens of KB, and a larger post is refused (413), which HubSpot does not retry"
+            ),
+        );
+    }
     r.finish(ctx);
     Some(Server {
         listen: listen?,
@@ -600,7 +610,7 @@ fn read_connector(ctx: &mut Ctx, table: &DeTable, at: usize, n: usize) -> Option
         }
         Some((s, _)) => Some(s),
     };
-    let quiet_hours = r.parsed(ctx, "quiet_hours", QuietHours::parse);
+    let quiet_hours = read_quiet_hours(ctx, &r);
     let allow_unsigned_at = r
         .get("allow_unsigned")
         .filter(|_| allow_unsigned == Some(true))
@@ -832,6 +842,24 @@ fn read_holdout(ctx: &mut Ctx, r: &TableReader) -> Option<f64> {
     }
 }
 
+/// `quiet_hours`, with a warning when they leave less than an hour a day to send in.
+fn read_quiet_hours(ctx: &mut Ctx, r: &TableReader) -> Option<Option<QuietHours>> {
+    let quiet = r.parsed(ctx, "quiet_hours", QuietHours::parse);
+    if let (Some(Some(q)), Some(v)) = (quiet, r.get("quiet_hours"))
+        && q.open_minutes() < 60
+    {
+        ctx.warning(
+            v.span().start,
+            format!(
+                "`quiet_hours` in {} leave {} minute(s) a day to send in: every timed contact crowds into them, and those past the connector's capacity there wait for the next day",
+                r.name,
+                q.open_minutes()
+            ),
+        );
+    }
+    quiet
+}
+
 /// `window` and `quiet_hours` of a webhook or action, and where the first of them is.
 fn read_timing(
     ctx: &mut Ctx,
@@ -850,7 +878,7 @@ fn read_timing(
             Err(format!("\"{s}\" is outside 1h to 7d"))
         }
     });
-    let quiet_hours = r.parsed(ctx, "quiet_hours", QuietHours::parse);
+    let quiet_hours = read_quiet_hours(ctx, r);
     let at = ["window", "quiet_hours"]
         .into_iter()
         .find_map(|k| r.get(k).map(|v| v.span().start));

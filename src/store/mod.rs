@@ -904,6 +904,44 @@ mod tests {
         assert_eq!(ds.parts().unwrap(), [merged]);
     }
 
+    /// A compaction a crash cut short, as it leaves the folder: its intent names the sources.
+    /// With the merged part durable, the next start removes the sources (each row once in
+    /// the folder); without it, only the intent goes (the rows stay in their sources).
+    #[test]
+    fn recovery_finishes_or_drops_an_interrupted_compaction() {
+        for merged_written in [true, false] {
+            let dir = tempfile::tempdir().unwrap();
+            let ds = Dataset::open(dir.path(), "rows").unwrap();
+            let mut sources = Vec::new();
+            for x in [1i64, 2] {
+                let mut df = df!("x" => vec![x; 10]).unwrap();
+                sources.push(ds.write_part(Ulid::generate(), &mut df).unwrap());
+            }
+            let id = Ulid::generate();
+            let intent = ds.dir.join(format!("compact-{id}.intent"));
+            let names: Vec<&str> = sources
+                .iter()
+                .map(|p| p.file_name().unwrap().to_str().unwrap())
+                .collect();
+            write_durably(&intent, names.join("\n").as_bytes()).unwrap();
+            let merged = merged_written.then(|| {
+                let frames = sources.iter().map(|p| read_part(p).unwrap()).collect();
+                ds.write_part(id, &mut concat_frames(frames).unwrap())
+                    .unwrap()
+            });
+            ds.recover().unwrap();
+            assert!(!intent.exists());
+            let parts = ds.parts().unwrap();
+            match &merged {
+                Some(m) => assert_eq!(&parts, std::slice::from_ref(m)),
+                None => assert_eq!(parts, sources),
+            }
+            let rows: usize = parts.iter().map(|p| read_part(p).unwrap().height()).sum();
+            assert_eq!(rows, 20, "merged written: {merged_written}");
+            assert!(sources.iter().all(|s| s.exists() != merged_written));
+        }
+    }
+
     /// A rewrite that panicked (a bug) while holding the dataset's rewrite lock does not stop
     /// the dataset's compactions for the rest of the process.
     #[test]
