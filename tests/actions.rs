@@ -17,12 +17,14 @@ const SECRET: &str = "action-secret";
 const TOKEN: &str = "standin-token";
 const COMPLETE: &str = "/automation/actions/callbacks/2026-03/complete";
 
-fn write_config(dir: &Path, api_base: &str) -> std::path::PathBuf {
+/// The actions tests' config: ticks every second, action `send-time`, the connector calling
+/// `api_base`, with `extra` lines.
+fn write_config(dir: &Path, api_base: &str, extra: &str) -> std::path::PathBuf {
     TestConfig {
         env: "ACTIONS",
         tables: "[scheduler]\ncron = \"* * * * * *\"\n\
                  [[action]]\nid = \"send-time\"\nname = \"Send at the best time\"",
-        connector: &format!("api_base = \"{api_base}\""),
+        connector: &format!("api_base = \"{api_base}\"\n{extra}"),
         ..TestConfig::default()
     }
     .write(dir)
@@ -96,7 +98,7 @@ impl Setup {
             .unwrap();
         let dir = tempfile::tempdir().unwrap();
         let data = dir.path().join("data");
-        let config = write_config(dir.path(), &standin.url());
+        let config = write_config(dir.path(), &standin.url(), "");
         let clock = dir.path().join("clock");
         Setup {
             rt,
@@ -245,16 +247,7 @@ fn in_dry_run_an_execution_is_not_held() {
         clock,
         ..
     } = Setup::new();
-    let write = |dry_run: &str| {
-        TestConfig {
-            env: "ACTIONS",
-            tables: "[scheduler]\ncron = \"* * * * * *\"\n\
-                     [[action]]\nid = \"send-time\"\nname = \"Send at the best time\"",
-            connector: &format!("api_base = \"{}\"\n{dry_run}", standin.url()),
-            ..TestConfig::default()
-        }
-        .write(dir.path())
-    };
+    let write = |dry_run: &str| write_config(dir.path(), &standin.url(), dry_run);
     // The dispatcher's clock a day behind: received, not yet due.
     let t0 = now_ms();
     set_clock(&clock, t0 - 86_400_000);
@@ -308,16 +301,7 @@ fn a_contact_held_before_a_dry_run_is_released_once_live_again() {
         clock,
         ..
     } = Setup::new();
-    let write = |dry_run: &str| {
-        TestConfig {
-            env: "ACTIONS",
-            tables: "[scheduler]\ncron = \"* * * * * *\"\n\
-                     [[action]]\nid = \"send-time\"\nname = \"Send at the best time\"",
-            connector: &format!("api_base = \"{}\"\n{dry_run}", standin.url()),
-            ..TestConfig::default()
-        }
-        .write(dir.path())
-    };
+    let write = |dry_run: &str| write_config(dir.path(), &standin.url(), dry_run);
     // The dispatcher's clock a day behind: received, not yet due.
     let t0 = now_ms();
     set_clock(&clock, t0 - 86_400_000);
@@ -554,7 +538,7 @@ fn a_callback_hubspot_refuses_fails_alone() {
 #[test]
 fn the_action_url_is_shown_where_it_is_wired() {
     let dir = tempfile::tempdir().unwrap();
-    let config = write_config(dir.path(), "http://127.0.0.1:9");
+    let config = write_config(dir.path(), "http://127.0.0.1:9", "");
     let run = |args: &[&str]| {
         std::process::Command::new(env!("CARGO_BIN_EXE_sendtime"))
             .arg("--config")

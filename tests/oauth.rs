@@ -301,17 +301,7 @@ fn a_refused_refresh_token_pauses_as_refused_and_records_no_call() {
     standin.inject(Injection::next(refused).on(TOKEN_PATH).times(u64::MAX));
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let path = dir.path().join("webhooks.toml");
-    std::fs::write(&path, oauth_config(&standin, EVERY_SECOND)).unwrap();
-    let server = Server::start(
-        &path,
-        &data,
-        &[
-            ("OAUTH_SECRET", SECRET),
-            ("OAUTH_CLIENT_ID", "app-client-id"),
-            ("OAUTH_REFRESH", "first-refresh-token"),
-        ],
-    );
+    let server = serve(dir.path(), &data, &oauth_config(&standin, EVERY_SECOND));
     post_contact(&standin, &server, "t", 400);
     let paused = eventually(Duration::from_secs(20), || {
         let status: serde_json::Value = reqwest::blocking::get(server.admin_url("/status"))

@@ -806,6 +806,20 @@ mod tests {
             .unwrap();
     }
 
+    /// An open of contact `c` ten days before T, imported by its email: the contact is then
+    /// in the store by email too.
+    fn old_open_by_email(c: i64) -> events::Event {
+        events::Event {
+            event_id: None,
+            contact_id: None,
+            email: Some(format!("c{c}@example.com")),
+            kind: Kind::Open,
+            at_ms: T - 10 * DAY_MS,
+            filtered: false,
+            source: "test".into(),
+        }
+    }
+
     fn opened_24h(lift: &Lift) -> &Metric {
         &lift.metrics[0]
     }
@@ -864,18 +878,7 @@ mod tests {
             ("r2", 2, T, Some(T + HOUR_MS), false),
         ];
         let dir = world(&given, &[(1, T + 2 * HOUR_MS), (2, T + 3 * HOUR_MS)]);
-        let by_email: Vec<events::Event> = [1, 2]
-            .map(|c| events::Event {
-                event_id: None,
-                contact_id: None,
-                email: Some(format!("c{c}@example.com")),
-                kind: Kind::Open,
-                at_ms: T - 10 * DAY_MS,
-                filtered: false,
-                source: "test".into(),
-            })
-            .into();
-        events::append(dir.path(), &by_email).unwrap();
+        events::append(dir.path(), &[old_open_by_email(1), old_open_by_email(2)]).unwrap();
         let options = Options {
             as_of_ms: T + 10 * DAY_MS,
             ..Options::default()
@@ -894,16 +897,7 @@ mod tests {
             ("r2", 2, T, Some(T + 3 * HOUR_MS), false),
         ];
         let dir = world(&given, &[(1, T + 2 * HOUR_MS)]);
-        let by_email = events::Event {
-            event_id: None,
-            contact_id: None,
-            email: Some("c1@example.com".into()),
-            kind: Kind::Open,
-            at_ms: T - 10 * DAY_MS,
-            filtered: false,
-            source: "test".into(),
-        };
-        events::append(dir.path(), &[by_email]).unwrap();
+        events::append(dir.path(), &[old_open_by_email(1)]).unwrap();
         let other = [("b1", 1, T + HOUR_MS, Some(T + HOUR_MS), false)];
         receipts(dir.path(), "b", WebhookType::UpdateOnly, &other, false);
         let options = Options {
