@@ -671,6 +671,33 @@ fn an_unanswered_call_is_found_in_its_workflow_after_workflow_id_changed() {
     );
 }
 
+/// The check before sending again reads HubSpot's *current* enrollments: a workflow that
+/// sent its email and ended before the check looks like no enrollment, and the contact is
+/// enrolled again, as the README warns (give such workflows a delay step after the email).
+/// One still running is found, and nothing is sent again.
+#[test]
+fn a_workflow_that_ended_before_the_check_is_enrolled_again_as_the_readme_warns() {
+    for (ended, calls) in [(false, 1), (true, 2)] {
+        let rt = runtime();
+        let standin = rt
+            .block_on(StandIn::start(Options {
+                workflows_end_after: ended.then_some(Duration::ZERO),
+                ..Options::default()
+            }))
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let email = "short@example.com";
+        enrolled_by_a_lost_call(&rt, &standin, &data, email, 8310);
+        let config = write_config(dir.path(), &standin.url(), "", &[&HOOKS[3]]);
+        let (out, err) = tick_once(&config, &data, now_ms(), TOKEN);
+        assert!(out.contains("enrolled=1 "), "{out}\n{err}");
+        let enrolled = enrollments(&standin.log());
+        let key = ("104".to_string(), email.to_string());
+        assert_eq!(enrolled.get(&key), Some(&calls), "ended: {ended}");
+    }
+}
+
 #[test]
 fn a_removed_webhook_holds_its_contacts_and_a_changed_workflow_applies_to_the_rest() {
     let rt = runtime();

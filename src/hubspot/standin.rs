@@ -98,6 +98,10 @@ pub struct Options {
     /// add ignores any other record id and names it in `recordIdsMissing`, as HubSpot does.
     /// Off, every numeric id exists.
     pub known_records_only: bool,
+    /// How long after an enrollment its workflow ends (it sent its email and has no delay
+    /// step): HubSpot's enrollments endpoint lists only current enrollments, so it no longer
+    /// names it. `None`: workflows never end.
+    pub workflows_end_after: Option<Duration>,
 }
 
 /// How a list's membership is kept (HubSpot's `processingType`).
@@ -157,6 +161,7 @@ impl Default for Options {
             developer_api_key: "developer-api-key".to_string(),
             action_urls: Vec::new(),
             known_records_only: false,
+            workflows_end_after: None,
         }
     }
 }
@@ -268,6 +273,8 @@ struct World {
     rng: fastrand::Rng,
     vids: HashMap<String, u64>,
     enrollments: HashMap<u64, BTreeSet<u64>>,
+    /// (contact, workflow) → when it was last enrolled, for [`Options::workflows_end_after`].
+    enrolled_at: HashMap<(u64, u64), std::time::Instant>,
     lists: HashMap<String, BTreeSet<String>>,
     /// Workflow-action callbacks HubSpot holds: `None` while blocked, the output fields once
     /// completed.
@@ -347,6 +354,7 @@ impl StandIn {
             rules: Vec::new(),
             vids: HashMap::new(),
             enrollments: HashMap::new(),
+            enrolled_at: HashMap::new(),
             lists: HashMap::new(),
             callbacks: HashMap::new(),
             issued: Vec::new(),
@@ -1213,6 +1221,8 @@ impl World {
             );
         };
         self.enrollments.entry(vid).or_default().insert(workflow);
+        self.enrolled_at
+            .insert((vid, workflow), std::time::Instant::now());
         StatusCode::NO_CONTENT.into_response()
     }
 
@@ -1224,11 +1234,20 @@ impl World {
                 None,
             );
         };
+        // Current enrollments only: a workflow that ended is not named.
+        let current = |workflow: u64| {
+            self.options.workflows_end_after.is_none_or(|lasts| {
+                self.enrolled_at
+                    .get(&(vid, workflow))
+                    .is_none_or(|at| at.elapsed() < lasts)
+            })
+        };
         let workflows: Vec<_> = self
             .enrollments
             .get(&vid)
             .into_iter()
             .flatten()
+            .filter(|id| current(**id))
             .map(|id| {
                 json!({
                     "id": id,
