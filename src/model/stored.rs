@@ -5,7 +5,8 @@
 //! weight) plus a stats part; loading sums the deltas. A full rebuild happens only when the
 //! model's decay or click weight changes, an included event part disappears, the reference day
 //! is more than 30 days old (decay is re-applied on that slower cadence), or `--rebuild` asks. `state.json` (written durably, last) says which parts are included, so a crash
-//! mid-update leaves the previous state in force.
+//! mid-update leaves the previous state in force. Processes (`serve`, `sendtime profiles`)
+//! take turns on `profiles.lock` to read or write the folder ([`lock`]).
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -90,15 +91,19 @@ impl Cache {
         std::fs::create_dir_all(&dir)
             .with_context(|| format!("cannot create {}", dir.display()))?;
         let on_disk = event_parts(data_dir)?;
+        let reading = lock(&dir)?;
         let state: Option<State> = std::fs::read(dir.join("state.json"))
             .ok()
             .and_then(|b| serde_json::from_slice(&b).ok());
         let usable = state.filter(|s| !rebuild && s.usable(config, now_ms, &on_disk));
         let Some(state) = usable else {
+            drop(reading);
             return Self::rebuild(data_dir, config, now_ms, on_disk, started);
         };
         let contacts = Contacts::load(data_dir)?;
-        let profiles = match load(&dir, &state, config, contacts.len()) {
+        let loaded = load(&dir, &state, config, contacts.len());
+        drop(reading);
+        let profiles = match loaded {
             Ok(p) => p,
             Err(e) => {
                 // Stored profiles are derived data: rebuild rather than fail.
@@ -150,6 +155,7 @@ impl Cache {
         let parts: Vec<PathBuf> = on_disk.iter().map(|p| events_dir.join(p)).collect();
         let built = dataset::build_from(data_dir, config, day_of(now_ms), i64::MAX, &parts)?;
         let build_seconds = started.elapsed().as_secs_f64();
+        let _writing = lock(&dir)?;
         let delta = write_delta(&dir, Delta::of(&built.profiles))?;
         let state = State {
             reference_day: built.profiles.reference_day,
@@ -209,6 +215,7 @@ impl Cache {
             )?;
             built.profiles.refresh_population();
             build_seconds = started.elapsed().as_secs_f64();
+            let _writing = lock(&dir)?;
             let name = write_delta(&dir, delta)?;
             self.state
                 .parts
@@ -335,6 +342,17 @@ fn fit_for(config: ModelConfig) -> String {
         "{:?} {} {} {} {}",
         config.auto, p.prior_strength, p.hour_bandwidth, t.machine_per_day, t.machine_per_year
     )
+}
+
+/// Take `profiles.lock` in `dir`, held while the returned file is open: a reader must not
+/// see a delta removed under it, and one writer's commit must not remove the delta another
+/// has written and not yet committed.
+fn lock(dir: &Path) -> anyhow::Result<std::fs::File> {
+    let path = dir.join("profiles.lock");
+    let file = crate::store::lock_file(&path)?;
+    file.lock()
+        .with_context(|| format!("cannot lock {}", path.display()))?;
+    Ok(file)
 }
 
 /// Write a delta as its pair of Parquet files; returns the pair's name.
@@ -517,6 +535,31 @@ mod tests {
         assert!(!update(dir.path(), cfg, now, false).unwrap().1.rebuilt);
         cfg.thresholds.machine_per_day += 10.0;
         assert!(update(dir.path(), cfg, now, false).unwrap().1.rebuilt);
+    }
+
+    /// Another process (`sendtime profiles` beside `serve`) holding `profiles.lock`: an update
+    /// waits for it, and goes on once it is let go.
+    #[test]
+    fn an_update_waits_for_the_profiles_lock() {
+        let dir = tempfile::tempdir().unwrap();
+        let now = 1_700_000_000_000;
+        append(dir.path(), &[ev(1, now - crate::time::DAY_MS)]).unwrap();
+        let profiles = dir.path().join("profiles");
+        std::fs::create_dir_all(&profiles).unwrap();
+        // Another open file: its lock is another holder's, even in this process.
+        let held = lock(&profiles).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let data = dir.path().to_path_buf();
+        std::thread::spawn(move || {
+            let updated = update(&data, ModelConfig::default(), now, false);
+            tx.send(updated.map(|(_, u)| u.rebuilt).ok()).unwrap();
+        });
+        let waiting = std::time::Duration::from_millis(500);
+        assert!(rx.recv_timeout(waiting).is_err(), "did not wait");
+        drop(held);
+        let done = rx.recv_timeout(std::time::Duration::from_secs(30)).unwrap();
+        assert_eq!(done, Some(true));
+        assert!(profiles.join("state.json").exists());
     }
 
     /// Three imports on one day, each picked up by a new process (as `sendtime tick` under
