@@ -193,13 +193,14 @@ fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
 
-/// Opens at `hour` UTC on 12 past days for each of `emails`, imported with `sendtime import csv`.
-fn import_events(config: &Path, data: &Path, emails: &[(String, u32)]) {
+/// Opens at `hour` UTC on `days` past days for each of `contacts` (emails, or HubSpot ids),
+/// imported with `sendtime import csv`.
+fn import_events(config: &Path, data: &Path, contacts: &[(String, u32)], days: i64) {
     let mut csv = String::from("email,opened\n");
     let day = 86_400_000i64;
     let today = now_ms() / day * day;
-    for (email, hour) in emails {
-        for d in 1..=12 {
+    for (email, hour) in contacts {
+        for d in 1..=days {
             let at = today - d * day + *hour as i64 * 3_600_000 + 10 * 60_000;
             csv.push_str(&format!("{email},{at}\n"));
         }
@@ -236,44 +237,23 @@ fn a_contact_known_by_id_and_by_email_is_planned_from_the_richer_history() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let config = write_config(dir.path(), &standin.url(), "dry_run = true", &[&HOOKS[0]]);
-    let (id_hour, email_hour) = (9i64, 17i64);
+    let (id_hour, email_hour) = (9, 17);
     let others: Vec<(String, u32)> = (0..30)
-        .map(|i| (format!("other{i}@example.com"), email_hour as u32))
-        .chain([("both@example.com".to_string(), email_hour as u32)])
+        .map(|i| (format!("other{i}@example.com"), email_hour))
+        .chain([("both@example.com".to_string(), email_hour)])
         .collect();
-    import_events(&config, &data, &others);
-    let day = 86_400_000i64;
-    let today = now_ms() / day * day;
-    let mut csv = String::from("contact,opened\n");
-    for d in 1..=20 {
-        let at = today - d * day + id_hour * 3_600_000 + 5 * 60_000;
-        csv.push_str(&format!("4242,{at}\n"));
-    }
-    let file = dir.path().join("by-id.csv");
-    std::fs::write(&file, csv).unwrap();
-    let env = [("DISPATCH_SECRET", SECRET), ("DISPATCH_TOKEN", TOKEN)];
-    let args = [
-        "import",
-        "csv",
-        file.to_str().unwrap(),
-        "--contact",
-        "contact",
-    ];
-    common::sendtime(
-        &config,
-        &data,
-        &[&args[..], &["--time", "opened"]].concat(),
-        &env,
-    );
+    import_events(&config, &data, &others, 12);
+    import_events(&config, &data, &[("4242".to_string(), id_hour)], 20);
     let server = start(&config, &data, None, &[]);
     post(&server, "nurture", 4242, "both@example.com");
     let planned = eventually(Duration::from_secs(30), || plans(&data).into_iter().next())
         .unwrap_or_else(|| panic!("not planned; logs:\n{}", server.logs()));
     server.stop();
-    let hour = planned.due_at_ms.rem_euclid(day) / 3_600_000;
-    assert_eq!(hour, id_hour, "{planned:?}");
+    let hour = planned.due_at_ms.rem_euclid(86_400_000) / 3_600_000;
+    assert_eq!(hour, i64::from(id_hour), "{planned:?}");
     // `explain` of the email shows the history planning used (it looks the id up through
     // the email's receipt).
+    let env = [("DISPATCH_SECRET", SECRET), ("DISPATCH_TOKEN", TOKEN)];
     let explained = common::sendtime(&config, &data, &["explain", "both@example.com"], &env);
     assert!(explained.contains(", 20 opens/clicks,"), "{explained}");
 }
@@ -314,7 +294,7 @@ fn every_contact_is_enrolled_or_listed_once_at_its_planned_minute() {
         .filter(|(h, v, _)| *h != "big-list" && v % 2 == 0)
         .map(|(_, v, e)| (e.clone(), (v % 24) as u32))
         .collect();
-    import_events(&config, &data, &with_history);
+    import_events(&config, &data, &with_history, 12);
 
     let clock = dir.path().join("clock");
     let t0 = now_ms() / 60_000 * 60_000;
