@@ -57,6 +57,9 @@ pub struct Inner {
     plan_moves: Family<Labels, Counter>,
     secrets: Family<Labels, Counter>,
     import_runs: Family<Labels, Counter>,
+    config_reloads: Family<Labels, Counter>,
+    /// 1 while the config file's content was rejected and an older config is in force.
+    pub config_rejected: Gauge,
     operator_paused: Family<Labels, Gauge>,
     pauses_unreadable: Gauge,
     import_lag: Family<Labels, Gauge>,
@@ -106,6 +109,18 @@ impl Metrics {
         let plan_moves = Family::<Labels, Counter>::default();
         let secrets = Family::<Labels, Counter>::default();
         let import_runs = Family::<Labels, Counter>::default();
+        let config_reloads = Family::<Labels, Counter>::default();
+        registry.register(
+            "config_reloads",
+            "Config reloads after the file changed or a SIGHUP, by result: loaded (now in force), rejected (invalid: the config in force is kept; the log says why)",
+            config_reloads.clone(),
+        );
+        let config_rejected = Gauge::default();
+        registry.register(
+            "config_rejected",
+            "1 while the config file holds a change that was rejected: the config in force is an earlier one (0 once a valid file is loaded)",
+            config_rejected.clone(),
+        );
         let operator_paused = Family::<Labels, Gauge>::default();
         registry.register(
             "operator_paused",
@@ -121,7 +136,7 @@ impl Metrics {
         let import_lag = Family::<Labels, Gauge>::default();
         registry.register(
             "import_runs",
-            "Scheduled HubSpot email-event imports inside serve, by connector and result (ok, error)",
+            "Scheduled HubSpot email-event imports inside serve, by connector and result (ok, error, paused: not run, the connector being paused)",
             import_runs.clone(),
         );
         registry.register(
@@ -234,6 +249,8 @@ impl Metrics {
             plan_moves,
             secrets,
             import_runs,
+            config_reloads,
+            config_rejected,
             operator_paused,
             pauses_unreadable,
             import_lag,
@@ -289,6 +306,13 @@ impl Metrics {
             .clone()
     }
 
+    /// Config reloads with `result` (`loaded`, `rejected`).
+    pub fn config_reload(&self, result: &str) -> Counter {
+        self.config_reloads
+            .get_or_create(&vec![("result", result.to_string())])
+            .clone()
+    }
+
     /// Count a post verified by the secret in `env` of `connector`.
     pub fn secret_matched(&self, connector: &str, env: &str) -> Counter {
         self.secrets
@@ -319,6 +343,16 @@ impl Metrics {
                 .get_or_create(&vec![("id", id.clone()), ("kind", kind.to_string())])
                 .set(i64::from(on));
         }
+    }
+
+    /// Count a scheduled import of `connector` not run because the connector is paused.
+    pub fn import_paused(&self, connector: &str) {
+        self.import_runs
+            .get_or_create(&vec![
+                ("connector", connector.to_string()),
+                ("result", "paused".to_string()),
+            ])
+            .inc();
     }
 
     /// Record a scheduled import of `connector` that finished at `at_ms`.

@@ -56,9 +56,8 @@ async fn serve(config_path: PathBuf, overrides: Overrides, clock: Clock) -> anyh
     let data_dir = config.server.data_dir.clone();
     let ratchet = Arc::new(receiver::ratchet::Ratchet::open(&data_dir)?);
     let handle = Arc::new(ArcSwap::from_pointee(config));
-    let _watcher = Watcher::spawn(handle.clone(), config_path, overrides)?;
-
     let metrics = Metrics::new();
+    let _watcher = Watcher::spawn(handle.clone(), config_path, overrides, metrics.clone())?;
     let dispatcher =
         tokio::task::block_in_place(|| Dispatcher::open(&data_dir, metrics.clone(), clock.clone()))
             .with_context(|| {

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Timelike};
 use chrono_tz::Tz;
-use common::{Hook, Server, TestConfig, contact_body, eventually, post_signed, runtime};
+use common::{Hook, Server, TestConfig, contact_body, eventually, now_ms, post_signed, runtime};
 use sendtime::datasets::inbox::{self, Receipt};
 use sendtime::datasets::plan::{self, PlanRow};
 use sendtime::hubspot::standin::{Options, StandIn};
@@ -24,10 +24,6 @@ const DAY: i64 = 86_400_000;
 
 fn plans(data: &Path) -> Vec<PlanRow> {
     plan::read(&plan::dataset(data).unwrap()).unwrap()
-}
-
-fn now_ms() -> i64 {
-    chrono::Utc::now().timestamp_millis()
 }
 
 fn sendtime(config: &Path, data: &Path, args: &[&str]) -> std::process::Output {

@@ -170,15 +170,20 @@ fn kill_rounds(
     // Restart: the log is replayed; the server serves; a clean stop flushes everything.
     let server = Server::start(config, data, env);
     let stop = Arc::new(AtomicBool::new(false));
+    let acks = Arc::new(AtomicUsize::new(0));
     let workers = hammer(
         server.addr.to_string(),
         endpoint,
         stop.clone(),
-        Arc::default(),
+        acks.clone(),
         1,
         99,
     );
-    std::thread::sleep(Duration::from_millis(300));
+    // Until the first post is answered (a fixed wait was too short on a loaded machine).
+    let started = Instant::now();
+    while acks.load(Ordering::Relaxed) == 0 && started.elapsed() < Duration::from_secs(30) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
     stop.store(true, Ordering::Relaxed);
     let after_restart: Vec<String> = workers
         .into_iter()

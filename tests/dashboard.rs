@@ -6,13 +6,14 @@
 mod common;
 
 use std::net::TcpListener;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use common::{
-    Hook, Server, TestConfig, enrollments, eventually, post_signed, runtime, sendtime, set_clock,
-    ticks,
+    Hook, Server, TestConfig, enrollments, eventually, now_ms, post_signed, runtime, sendtime,
+    set_clock, wait_ticks,
 };
 use fantoccini::{Client, ClientBuilder, Locator};
 use sendtime::hubspot::standin::{Options, StandIn};
@@ -34,10 +35,6 @@ const HOOKS: &[Hook] = &[
         target: "workflow_id = 104",
     },
 ];
-
-fn now_ms() -> i64 {
-    chrono::Utc::now().timestamp_millis()
-}
 
 fn write_config(dir: &Path, api_base: &str, server: &str) -> PathBuf {
     TestConfig {
@@ -121,8 +118,10 @@ impl Driver {
             .local_addr()
             .unwrap()
             .port();
+        // A group of its own: the browsers it starts are killed with it.
         let child = Command::new(binary)
             .arg(format!("--port={port}"))
+            .process_group(0)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -140,7 +139,11 @@ impl Driver {
 
 impl Drop for Driver {
     fn drop(&mut self) {
-        let _ = self.child.kill();
+        // The whole group: chromedriver and the Chromium it launched (left behind when a test
+        // fails before closing its session).
+        let group = -(self.child.id() as libc::pid_t);
+        // SAFETY: kill(2) on a process group this test started; no memory is involved.
+        unsafe { libc::kill(group, libc::SIGKILL) };
         let _ = self.child.wait();
     }
 }
@@ -350,11 +353,7 @@ fn the_dashboard_shows_status_and_pauses_and_resumes_a_webhook_in_a_real_browser
     }
     // Due, and three ticks later still held.
     set_clock(&clock, now_ms() + 60_000);
-    let ticks = ticks(&server);
-    eventually(Duration::from_secs(20), || {
-        (self::ticks(&server) >= ticks + 3).then_some(())
-    })
-    .expect("ticks go on");
+    wait_ticks(&server, 3);
     until_page(
         &rt,
         &page,
@@ -660,8 +659,25 @@ fn the_admin_surface_guards_its_data_and_its_buttons() {
         ("DASH_TOKEN", TOKEN),
         ("DASH_ADMIN", "hunter2"),
     ];
-    let refused = common::run(&config, &data, &["serve"], &short);
+    // On ports of its own: a busy default port would also end it with 1.
+    let refused = common::run(
+        &config,
+        &data,
+        &[
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+        ],
+        &short,
+    );
     assert_eq!(refused.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("is shorter than 16 characters"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
     let env = [
         ("DASH_SECRET", SECRET),
         ("DASH_TOKEN", TOKEN),

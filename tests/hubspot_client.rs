@@ -489,10 +489,21 @@ async fn standin_rolling_limit_answers_hubspots_429_once_exceeded() {
             .is_some_and(|c| !c.is_empty())
     );
     assert!(body["message"].as_str().is_some());
-    // Rejected calls do not count: the window frees up ten seconds after the first call.
+    // Rejected calls do not count: five more refused halfway through the window would fill
+    // it again if they did, and yet it frees up ten seconds after the first call.
     let first = s.log()[0].at;
-    let wait = Duration::from_secs(10).saturating_sub(first.elapsed().unwrap());
-    tokio::time::sleep(wait + Duration::from_millis(200)).await;
+    let until = |after: Duration| after.saturating_sub(first.elapsed().unwrap());
+    tokio::time::sleep(until(Duration::from_secs(5))).await;
+    for _ in 0..5 {
+        let resp = http
+            .get(&url)
+            .bearer_auth(DEFAULT_TOKEN)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 429);
+    }
+    tokio::time::sleep(until(Duration::from_millis(10_200))).await;
     let resp = http
         .get(&url)
         .bearer_auth(DEFAULT_TOKEN)

@@ -399,19 +399,31 @@ fn a_rejected_token_is_a_clear_error() {
     assert!(!stderr.contains("wrong-token"), "{stderr}");
 }
 
-/// Runs `sendtime hubspot-standin` with `args`; its child process and the address it prints.
-fn hidden_standin(args: &[&std::ffi::OsStr]) -> (std::process::Child, String) {
+/// A child process, killed when dropped: a failed assertion leaves none listening.
+struct Killed(std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Runs `sendtime hubspot-standin` with `args`; its process and the address it prints.
+fn hidden_standin(args: &[&std::ffi::OsStr]) -> (Killed, String) {
     use std::io::{BufRead, BufReader};
-    let mut child = Command::new(env!("CARGO_BIN_EXE_sendtime"))
-        .args(["hubspot-standin", "--listen", "127.0.0.1:0"])
-        .args(args)
-        .env_remove("HUBSPOT_STANDIN_TOKEN")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = Killed(
+        Command::new(env!("CARGO_BIN_EXE_sendtime"))
+            .args(["hubspot-standin", "--listen", "127.0.0.1:0"])
+            .args(args)
+            .env_remove("HUBSPOT_STANDIN_TOKEN")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
+    BufReader::new(child.0.stdout.take().unwrap())
         .read_line(&mut line)
         .unwrap();
     let url = line
@@ -429,7 +441,7 @@ fn the_hidden_standin_subcommand_serves_events_with_its_limit() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("events.json");
     std::fs::write(&file, ONE_EVENT).unwrap();
-    let (mut child, url) = hidden_standin(&[
+    let (child, url) = hidden_standin(&[
         "--limit-per-10s".as_ref(),
         "1".as_ref(),
         "--events".as_ref(),
@@ -448,8 +460,7 @@ fn the_hidden_standin_subcommand_serves_events_with_its_limit() {
     assert_eq!(body["events"][0]["id"], "a");
     assert_eq!(body["hasMore"], false);
     assert_eq!(get().status(), 429);
-    child.kill().unwrap();
-    child.wait().unwrap();
+    drop(child);
 }
 
 /// Enrolling needs a contact: the events' recipients and the `--contacts` file's are known
@@ -460,7 +471,7 @@ fn the_hidden_standin_knows_the_recipients_and_the_contacts_file() {
     let (events, contacts) = (dir.path().join("events.json"), dir.path().join("contacts"));
     std::fs::write(&events, ONE_EVENT).unwrap();
     std::fs::write(&contacts, "ann@example.com,501\n\nbob@example.com\n").unwrap();
-    let (mut child, url) = hidden_standin(&[
+    let (child, url) = hidden_standin(&[
         "--events".as_ref(),
         events.as_os_str(),
         "--contacts".as_ref(),
@@ -490,8 +501,7 @@ fn the_hidden_standin_knows_the_recipients_and_the_contacts_file() {
         .json()
         .unwrap();
     assert_eq!(read[0]["id"], 42, "{read}");
-    child.kill().unwrap();
-    child.wait().unwrap();
+    drop(child);
 
     // A line that is neither `email` nor `email,id` is refused, naming the line.
     std::fs::write(&contacts, "ann@example.com,-3\n").unwrap();
@@ -776,7 +786,24 @@ fn a_paused_connector_imports_nothing_until_resumed() {
         }
         let before = imports();
         let server = Server::start(&config, &data, &env);
-        std::thread::sleep(Duration::from_secs(6));
+        // Two scheduled imports came and were not run.
+        let paused_runs = || {
+            reqwest::blocking::get(server.admin_url("/metrics"))
+                .unwrap()
+                .text()
+                .unwrap()
+                .lines()
+                .find_map(|l| {
+                    l.strip_prefix(
+                        "sendtime_import_runs_total{connector=\"main\",result=\"paused\"} ",
+                    )
+                })
+                .map_or(0, |n| n.trim().parse::<u64>().unwrap())
+        };
+        eventually(Duration::from_secs(30), || {
+            (paused_runs() >= 2).then_some(())
+        })
+        .unwrap_or_else(|| panic!("no import came while paused:\n{}", server.logs()));
         assert_eq!(
             imports(),
             before,

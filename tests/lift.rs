@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use common::{
-    Hook, Server, TestConfig, eventually, post_signed, runtime, sendtime, set_clock, ticks,
+    Hook, Server, TestConfig, eventually, post_signed, runtime, sendtime, set_clock, wait_ticks,
 };
 use sendtime::hubspot::standin::{Options, StandIn};
 use serde_json::Value;
@@ -107,11 +107,7 @@ fn dispatched_world(dir: &Path) -> (PathBuf, PathBuf, i64, String) {
     // A day passes, an hour every two ticks.
     for h in 1..=25 {
         set_clock(&clock, start + h * HOUR);
-        let t = ticks(&server);
-        eventually(Duration::from_secs(30), || {
-            (ticks(&server) >= t + 2).then_some(())
-        })
-        .expect("ticks go on");
+        wait_ticks(&server, 2);
     }
     eventually(Duration::from_secs(60), || {
         (sent(&server) == CONTACTS).then_some(())

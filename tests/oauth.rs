@@ -339,7 +339,8 @@ fn a_token_endpoint_outage_pauses_the_connector_and_fails_no_one() {
         let dir = tempfile::tempdir().unwrap();
         let data = dir.path().join("data");
         let clock = dir.path().join("clock");
-        let now = 1_900_000_000_000;
+        // Far past every receipt's window: all are due.
+        let now = common::now_ms() + 30 * 86_400_000;
         common::set_clock(&clock, now);
         let path = dir.path().join("webhooks.toml");
         std::fs::write(&path, oauth_config(&standin, EVERY_SECOND)).unwrap();

@@ -13,6 +13,7 @@ use notify::{RecommendedWatcher, RecursiveMode, Watcher as _};
 use tokio::sync::mpsc;
 
 use super::{Config, Diagnostics, EnvCheck, Overrides, Severity, validation};
+use crate::metrics::Metrics;
 
 /// The config in force. Readers take a cheap snapshot with `load()`; a reload swaps it whole,
 /// so a request never sees half of one config and half of another.
@@ -35,6 +36,35 @@ enum Change {
     Writing,
     /// Closed after writing, replaced, removed, renamed: whole as far as events tell.
     Settled,
+}
+
+/// What a reload did, for the metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reload {
+    /// Valid and swapped in.
+    Loaded,
+    /// Valid and the config in force already (a bad edit undone, a file touched).
+    Current,
+    /// Invalid: the config in force is kept.
+    Rejected,
+    /// The invalid content rejected last time, not reported again.
+    RejectedAgain,
+}
+
+impl Reload {
+    /// The `result` counted in `sendtime_config_reloads_total`, if it is counted.
+    fn label(self) -> Option<&'static str> {
+        match self {
+            Reload::Loaded => Some("loaded"),
+            Reload::Rejected => Some("rejected"),
+            Reload::Current | Reload::RejectedAgain => None,
+        }
+    }
+
+    /// Whether the file now holds content that is not in force.
+    fn rejected(self) -> bool {
+        matches!(self, Reload::Rejected | Reload::RejectedAgain)
+    }
 }
 
 impl Change {
@@ -62,11 +92,13 @@ impl Drop for Watcher {
 }
 
 impl Watcher {
-    /// Watch `path`'s directory and listen for SIGHUP; reloads go into `handle`.
+    /// Watch `path`'s directory and listen for SIGHUP; reloads go into `handle` and are
+    /// counted in `metrics`.
     pub fn spawn(
         handle: ConfigHandle,
         path: PathBuf,
         overrides: Overrides,
+        metrics: Metrics,
     ) -> anyhow::Result<Self> {
         let dir = match path.parent() {
             Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
@@ -145,11 +177,16 @@ impl Watcher {
                         reload(&handle, &path, &overrides, forced, &mut rejected)
                     })
                 }));
-                if reloaded.is_err() {
+                let outcome = reloaded.unwrap_or_else(|_| {
                     tracing::error!(
                         "reloading the config failed unexpectedly (a bug): the config in force is kept; edit the file again or send SIGHUP to retry"
                     );
+                    Reload::Rejected
+                });
+                if let Some(result) = outcome.label() {
+                    metrics.config_reload(result).inc();
                 }
+                metrics.config_rejected.set(i64::from(outcome.rejected()));
             }
         });
         Ok(Self {
@@ -181,7 +218,7 @@ fn reload(
     overrides: &Overrides,
     forced: bool,
     rejected: &mut Option<u64>,
-) {
+) -> Reload {
     let current = handle.load();
     let content = std::fs::read(path).ok().map(|bytes| {
         use std::hash::{Hash, Hasher};
@@ -207,7 +244,7 @@ fn reload(
         Ok(mut loaded) => {
             *rejected = None;
             if loaded.config.identity == current.identity && !forced {
-                return;
+                return Reload::Current;
             }
             for line in loaded.warnings.lines() {
                 tracing::warn!("{line}");
@@ -235,10 +272,11 @@ fn reload(
                 "config loaded"
             );
             handle.store(Arc::new(loaded.config));
+            Reload::Loaded
         }
         Err(diags) => {
             if !forced && content.is_some() && *rejected == content {
-                return;
+                return Reload::RejectedAgain;
             }
             *rejected = content;
             tracing::error!(
@@ -252,6 +290,7 @@ fn reload(
                     Severity::Warning => tracing::warn!("{line}"),
                 }
             }
+            Reload::Rejected
         }
     }
 }

@@ -49,6 +49,7 @@ pub async fn run(config: ConfigHandle, metrics: Metrics, mut stop: watch::Receiv
                 });
             if let Some(why) = why {
                 tracing::info!(connector = %connector.id, "scheduled HubSpot import skipped: the connector is paused ({why})");
+                metrics.import_paused(&connector.id);
                 continue;
             }
             let (config, c) = (snapshot.clone(), connector.clone());

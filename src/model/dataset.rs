@@ -26,20 +26,17 @@ pub struct Built {
 impl Built {
     /// The contact a receipt names, by its email's key (lower-cased, as
     /// [`contact_key`](crate::datasets::contacts::contact_key) makes it) or its HubSpot id.
-    /// Known by both (events imported under each key are two contacts), the entry with more
-    /// history: one event imported by email would hide any number imported by id.
+    /// Known by both (events imported under each key are two contacts), the entry the model
+    /// has learnt more of, recency weighed as its scores weigh it: one event imported by email
+    /// would hide any number imported by id, and a count would let years-old history by id
+    /// outweigh a recent one by email.
     pub fn find(&self, email_key: Option<&str>, contact_id: Option<i64>) -> Option<u32> {
         let by_email = email_key.and_then(|k| self.contacts.get(k));
         let by_id = contact_id.and_then(|id| self.contacts.get_id(id));
         match (by_email, by_id) {
             (Some(e), Some(i)) => {
-                let history = |c: u32| {
-                    self.profiles
-                        .stats
-                        .get(c as usize)
-                        .map_or(0, |s| s.engagements)
-                };
-                Some(if history(i) > history(e) { i } else { e })
+                let learnt = |c: u32| self.profiles.learnt(c);
+                Some(if learnt(i) > learnt(e) { i } else { e })
             }
             (e, i) => e.or(i),
         }

@@ -370,6 +370,15 @@ impl Profiles {
         }
     }
 
+    /// How much the model has learnt of `contact`: its engagement weighted by kind and decayed
+    /// to the reference day, as its scores weigh it (one scale for every contact, so two can
+    /// be compared).
+    pub fn learnt(&self, contact: u32) -> f64 {
+        self.weights
+            .get(contact as usize)
+            .map_or(0.0, |w| w.iter().map(|(_, w)| f64::from(w)).sum())
+    }
+
     /// Whether a contact's volume or cadence is implausible for a person.
     pub fn is_machine(&self, contact: u32) -> bool {
         let Some(s) = self.stats.get(contact as usize) else {

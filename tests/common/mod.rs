@@ -293,6 +293,11 @@ pub fn runtime() -> tokio::runtime::Runtime {
         .unwrap()
 }
 
+/// The real time, in milliseconds since the epoch.
+pub fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
 /// Move the dispatcher's "now" (`SENDTIME_CLOCK_FILE`) to `ms`, atomically.
 pub fn set_clock(file: &Path, ms: i64) {
     let tmp = file.with_extension("tmp");
@@ -333,10 +338,15 @@ pub fn shipped_config() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("webhooks.toml")
 }
 
+/// How long [`run`] waits for a command to end.
+const RUN_TIMEOUT: Duration = Duration::from_secs(300);
+
 /// Run `sendtime --config CONFIG --data DATA ARGS` with `env` set (and the caller's `RUST_LOG`
-/// not), to its end.
+/// not), to its end; a command still running after [`RUN_TIMEOUT`] (a `serve` that should
+/// have refused to start) is killed and fails the test rather than hanging it.
 pub fn run(config: &Path, data: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_sendtime"))
+    use std::io::Read;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sendtime"))
         .arg("--config")
         .arg(config)
         .arg("--data")
@@ -344,8 +354,38 @@ pub fn run(config: &Path, data: &Path, args: &[&str], env: &[(&str, &str)]) -> O
         .args(args)
         .env_remove("RUST_LOG")
         .envs(env.iter().copied())
-        .output()
-        .unwrap()
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let read = |mut pipe: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            pipe.read_to_end(&mut bytes).unwrap();
+            bytes
+        })
+    };
+    let stdout = read(Box::new(child.stdout.take().unwrap()));
+    let stderr = read(Box::new(child.stderr.take().unwrap()));
+    let deadline = Instant::now() + RUN_TIMEOUT;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            let stderr = String::from_utf8_lossy(&stderr.join().unwrap()).into_owned();
+            panic!("sendtime {args:?} still running after {RUN_TIMEOUT:?}: {stderr}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    Output {
+        status,
+        stdout: stdout.join().unwrap(),
+        stderr: stderr.join().unwrap(),
+    }
 }
 
 /// [`run`]: its standard output, or a panic that shows its standard error.
@@ -357,6 +397,17 @@ pub fn sendtime(config: &Path, data: &Path, args: &[&str], env: &[(&str, &str)])
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Wait until the server has run `n` more dispatcher ticks. A tick under way now counts as
+/// one, so with `n` ≥ 2 a whole tick has run since: a check that something did *not* happen
+/// is then not made before the tick that could have done it.
+pub fn wait_ticks(server: &Server, n: u64) {
+    let before = ticks(server);
+    eventually(Duration::from_secs(30), || {
+        (ticks(server) >= before + n).then_some(())
+    })
+    .unwrap_or_else(|| panic!("fewer than {n} ticks in 30 s; logs:\n{}", server.logs()));
 }
 
 /// Dispatcher ticks the server has run so far (its `/metrics`).
