@@ -8,7 +8,10 @@
 //! σ 1 h), whose preferences crowd a few hours; `auto` fits them as `serve` does (on generated
 //! data, personal hours that spread the crowd). Reports the planning tick's time, the busiest planned minute against capacity, the
 //! share of receipts planned in one of their contact's three best hours of the window, and the
-//! predicted engagement lost against planning each alone (no capacity).
+//! predicted engagement lost against planning each alone (no capacity). The two deliveries
+//! alternate within each run, planned at one fixed instant: `TICK_NOW` (RFC 3339, on a minute
+//! boundary), by default 2026-12-01T12:45:00Z, since how crowded the best hours are depends on
+//! where "now" falls in the week.
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -39,12 +42,21 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
-    for delivery in ["enrollment", "action"] {
-        let mut times = Vec::new();
-        let mut last = String::new();
-        for run in 0..runs {
-            // A minute boundary, so "arriving in one minute" is one minute.
-            let now = chrono::Utc::now().timestamp_millis() / MINUTE_MS * MINUTE_MS;
+    // A minute boundary, so "arriving in one minute" is one minute.
+    let now = std::env::var("TICK_NOW")
+        .as_deref()
+        .unwrap_or("2026-12-01T12:45:00Z")
+        .parse::<chrono::DateTime<chrono::Utc>>()
+        .expect("TICK_NOW: an RFC 3339 time")
+        .timestamp_millis()
+        / MINUTE_MS
+        * MINUTE_MS;
+    eprintln!("planning at {}", sendtime::time::format_rfc3339(now));
+    let deliveries = ["enrollment", "action"];
+    let mut times: Vec<Vec<f64>> = vec![Vec::new(); deliveries.len()];
+    let mut last = vec![String::new(); deliveries.len()];
+    for run in 0..runs {
+        for (d, delivery) in deliveries.into_iter().enumerate() {
             let data = gen_dir.with_file_name(format!(
                 "{}-capacity",
                 gen_dir.file_name().unwrap().to_string_lossy()
@@ -65,19 +77,23 @@ fn main() {
             let took = t.elapsed().as_secs_f64();
             assert_eq!(report.planned, receipts, "{report}");
             dispatcher.close();
-            times.push(took);
+            times[d].push(took);
             if run + 1 == runs {
-                last = quality(&data, &config, now + MINUTE_MS);
+                last[d] = quality(&data, &config, now + MINUTE_MS);
             }
             eprintln!("{delivery} run {}: planning tick {took:.3} s", run + 1);
             let _ = std::fs::remove_dir_all(&data);
         }
+    }
+    for (d, delivery) in deliveries.into_iter().enumerate() {
+        let times = &mut times[d];
         times.sort_by(f64::total_cmp);
         println!(
-            "{delivery}: {receipts} NEXT_24_HOURS receipts planned in a tick: median {:.3} s (min {:.3}, max {:.3}, {runs} runs); {last}",
+            "{delivery}: {receipts} NEXT_24_HOURS receipts planned in a tick: median {:.3} s (min {:.3}, max {:.3}, {runs} runs); {}",
             times[times.len() / 2],
             times[0],
             times[times.len() - 1],
+            last[d],
         );
     }
 }

@@ -49,27 +49,37 @@ fn main() {
     let mut action_runs = Vec::new();
     for round in 0..rounds {
         eprintln!("round {}/{rounds}", round + 1);
-        {
-            let (child, addr) = start_bare();
-            let _guard = Kill(child);
-            bare_runs.push(rt.block_on(load(&addr, "/bare", bodies.clone(), connections)));
-        }
-        {
-            let dir = tempfile::tempdir().unwrap();
-            let (child, addr) = start_sendtime(dir.path());
-            let _guard = Kill(child);
-            full_runs.push(rt.block_on(load(&addr, "/hooks/bench", bodies.clone(), connections)));
-        }
-        {
-            let dir = tempfile::tempdir().unwrap();
-            let (child, addr) = start_sendtime(dir.path());
-            let _guard = Kill(child);
-            action_runs.push(rt.block_on(load(
-                &addr,
-                "/actions/bench-action",
-                executions.clone(),
-                connections,
-            )));
+        // Each round starts with the next server, so none always runs first.
+        for server in (0..3).map(|k| (round + k) % 3) {
+            match server {
+                0 => {
+                    let (child, addr) = start_bare();
+                    let _guard = Kill(child);
+                    bare_runs.push(rt.block_on(load(&addr, "/bare", bodies.clone(), connections)));
+                }
+                1 => {
+                    let dir = tempfile::tempdir().unwrap();
+                    let (child, addr) = start_sendtime(dir.path());
+                    let _guard = Kill(child);
+                    full_runs.push(rt.block_on(load(
+                        &addr,
+                        "/hooks/bench",
+                        bodies.clone(),
+                        connections,
+                    )));
+                }
+                _ => {
+                    let dir = tempfile::tempdir().unwrap();
+                    let (child, addr) = start_sendtime(dir.path());
+                    let _guard = Kill(child);
+                    action_runs.push(rt.block_on(load(
+                        &addr,
+                        "/actions/bench-action",
+                        executions.clone(),
+                        connections,
+                    )));
+                }
+            }
         }
         eprintln!("  bare     {:?}", bare_runs.last().unwrap());
         eprintln!("  sendtime {:?}", full_runs.last().unwrap());
@@ -93,8 +103,17 @@ fn main() {
             r.rps, r.p50_ms, r.p99_ms, r.failed
         );
     }
+    // Side by side within a round: the median of the rounds' ratios, and the ratio of the
+    // medians.
+    let mut ratios: Vec<f64> = full_runs
+        .iter()
+        .zip(&bare_runs)
+        .map(|(f, b)| f.rps / b.rps)
+        .collect();
+    ratios.sort_by(f64::total_cmp);
     println!(
-        "\n{requests} requests per run, {connections} connections, bodies ~{avg_kb} KB; sendtime/bare = {:.2}",
+        "\n{requests} requests per run, {connections} connections, bodies ~{avg_kb} KB; sendtime/bare per round {ratios:.3?}, median {:.3}; of the medians {:.3}",
+        ratios[ratios.len() / 2],
         full.rps / bare.rps
     );
 }

@@ -5,7 +5,8 @@
 //! (its `events/` and `contacts/` are hard-linked into a scratch data folder next to it). The
 //! connector is in dry-run; receipts are NEXT_WEEK posts received "now", so planning puts
 //! almost all of them in the future and the tick's time is planning and selecting. They are
-//! received at the real now, or at `TICK_NOW` (RFC 3339) if set.
+//! received at `TICK_NOW` (RFC 3339; by default 2026-12-01T12:45:00Z, the instant the
+//! benchmarks since 2026-12-01 used).
 //!
 //! To profile the busy tick alone: `mkfifo ctl; perf record -D -1 --control fifo:ctl -- BENCH
 //! ...` with `PERF_CTL=ctl`, which is told `enable` before that tick and `disable` after.
@@ -34,15 +35,16 @@ fn main() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(1_000_000);
     let runs: usize = args.get(2).and_then(|v| v.parse().ok()).unwrap_or(3);
-    // Planning depends on where "now" falls in the contacts' weeks: TICK_NOW (RFC 3339) fixes it.
-    let now = std::env::var("TICK_NOW").map_or_else(
-        |_| chrono::Utc::now().timestamp_millis(),
-        |t| {
-            chrono::DateTime::parse_from_rfc3339(&t)
-                .expect("TICK_NOW: an RFC 3339 time")
-                .timestamp_millis()
-        },
-    );
+    // Planning depends on where "now" falls in the contacts' weeks: fixed, so runs on
+    // different days compare.
+    let now = chrono::DateTime::parse_from_rfc3339(
+        std::env::var("TICK_NOW")
+            .as_deref()
+            .unwrap_or("2026-12-01T12:45:00Z"),
+    )
+    .expect("TICK_NOW: an RFC 3339 time")
+    .timestamp_millis();
+    eprintln!("receipts at {}", sendtime::time::format_rfc3339(now));
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -112,13 +112,13 @@ impl Metrics {
         let config_reloads = Family::<Labels, Counter>::default();
         registry.register(
             "config_reloads",
-            "Config reloads after the file changed or a SIGHUP, by result: loaded (now in force), rejected (invalid: the config in force is kept; the log says why)",
+            "Config reloads after a change to the config file or a SIGHUP, by result: loaded (now in force), unchanged (the config in force, or the content rejected last), rejected (invalid: the config in force is kept; the log says why), error (failed unexpectedly: the config in force is kept)",
             config_reloads.clone(),
         );
         let config_rejected = Gauge::default();
         registry.register(
             "config_rejected",
-            "1 while the config file holds a change that was rejected: the config in force is an earlier one (0 once a valid file is loaded)",
+            "1 while the config file holds a change that was rejected: the config in force is an earlier one (0 once a valid file is loaded; keys that apply on restart are not counted)",
             config_rejected.clone(),
         );
         let operator_paused = Family::<Labels, Gauge>::default();
@@ -347,12 +347,16 @@ impl Metrics {
 
     /// Count a scheduled import of `connector` not run because the connector is paused.
     pub fn import_paused(&self, connector: &str) {
+        self.import_run(connector, "paused").inc();
+    }
+
+    fn import_run(&self, connector: &str, result: &str) -> Counter {
         self.import_runs
             .get_or_create(&vec![
                 ("connector", connector.to_string()),
-                ("result", "paused".to_string()),
+                ("result", result.to_string()),
             ])
-            .inc();
+            .clone()
     }
 
     /// Record a scheduled import of `connector` that finished at `at_ms`.
@@ -362,12 +366,7 @@ impl Metrics {
         at_ms: i64,
         result: Result<&crate::import::hubspot::Summary, String>,
     ) {
-        let label = if result.is_ok() { "ok" } else { "error" };
-        self.import_runs
-            .get_or_create(&vec![
-                ("connector", connector.to_string()),
-                ("result", label.to_string()),
-            ])
+        self.import_run(connector, if result.is_ok() { "ok" } else { "error" })
             .inc();
         if let Ok(summary) = &result {
             self.import_lag

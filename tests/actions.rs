@@ -8,6 +8,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use common::{PORTAL_ID, PUBLIC_URL, Server, TestConfig, eventually, now_ms, runtime, set_clock};
+use sendtime::clock::Clock;
 use sendtime::datasets::outcomes::{self, Action, Status};
 use sendtime::datasets::plan;
 use sendtime::hubspot::standin::{Options, StandIn, WorkflowRun};
@@ -73,6 +74,23 @@ fn execute(server: &Server, callback: &str, vid: u64, delivery: &str) -> (u16, s
     (status, resp.json().unwrap_or_default())
 }
 
+/// A workflow reaching the action for `vid`: HubSpot holds `callback` (for as long as the
+/// answer says) and posts the execution: (status, answer).
+fn reach(
+    standin: &StandIn,
+    server: &Server,
+    callback: &str,
+    vid: u64,
+    delivery: &str,
+) -> (u16, serde_json::Value) {
+    standin.add_callback(callback);
+    let (status, answer) = execute(server, callback, vid, delivery);
+    if status == 200 {
+        standin.answered(callback, &answer);
+    }
+    (status, answer)
+}
+
 /// A stand-in, a data folder, a config calling the stand-in, a clock file.
 struct Setup {
     rt: tokio::runtime::Runtime,
@@ -84,18 +102,35 @@ struct Setup {
 }
 
 impl Setup {
+    /// The stand-in on the real clock: its holds start and end in real time, as sendtime's
+    /// receipts do, whatever the dispatcher's clock file says.
     fn new() -> Setup {
+        Setup::with(false)
+    }
+
+    /// The stand-in on the dispatcher's clock file too: a hold ends when that clock passes
+    /// it (for tests of what happens then).
+    fn holds_by_the_clock() -> Setup {
+        Setup::with(true)
+    }
+
+    fn with(shared_clock: bool) -> Setup {
         let rt = runtime();
+        let dir = tempfile::tempdir().unwrap();
+        let clock = dir.path().join("clock");
         let standin = rt
             .block_on(StandIn::start(Options {
                 token: TOKEN.into(),
+                clock: if shared_clock {
+                    Clock::File(clock.clone())
+                } else {
+                    Clock::System
+                },
                 ..Options::default()
             }))
             .unwrap();
-        let dir = tempfile::tempdir().unwrap();
         let data = dir.path().join("data");
         let config = write_config(dir.path(), &standin.url(), "");
-        let clock = dir.path().join("clock");
         Setup {
             rt,
             standin,
@@ -144,14 +179,12 @@ fn executions_are_blocked_then_completed_in_batches_at_their_time() {
     // 250 executions to release at once, and one for the next 24 hours.
     for i in 0..250u64 {
         let callback = format!("cb-{i}");
-        standin.add_callback(&callback);
-        let (status, answer) = execute(&server, &callback, 1000 + i, "IMMEDIATE");
+        let (status, answer) = reach(&standin, &server, &callback, 1000 + i, "IMMEDIATE");
         assert_eq!(status, 200, "{answer}");
         assert_eq!(answer["outputFields"]["hs_execution_state"], "BLOCK");
         assert_eq!(answer["outputFields"]["hs_expiration_duration"], "P1D");
     }
-    standin.add_callback("cb-day");
-    let (status, answer) = execute(&server, "cb-day", 2000, "NEXT_24_HOURS");
+    let (status, answer) = reach(&standin, &server, "cb-day", 2000, "NEXT_24_HOURS");
     assert_eq!(
         (status, &answer["outputFields"]["hs_expiration_duration"]),
         (200, &"P2D".into())
@@ -311,8 +344,7 @@ fn a_contact_held_before_a_dry_run_is_released_once_live_again() {
     let t0 = now_ms();
     set_clock(&clock, t0 - 86_400_000);
     let server = start(&write(""), &data, &clock);
-    standin.add_callback("cb-held");
-    let (status, answer) = execute(&server, "cb-held", 1001, "NEXT_24_HOURS");
+    let (status, answer) = reach(&standin, &server, "cb-held", 1001, "NEXT_24_HOURS");
     assert_eq!(status, 200);
     assert_eq!(answer["outputFields"]["hs_execution_state"], "BLOCK");
     server.stop();
@@ -359,8 +391,7 @@ fn a_callback_is_tried_through_an_outage_until_its_hold_ends() {
         .times(14)
         .on(COMPLETE),
     );
-    standin.add_callback("cb-0");
-    let (status, _) = execute(&server, "cb-0", 1000, "IMMEDIATE");
+    let (status, _) = reach(&standin, &server, "cb-0", 1000, "IMMEDIATE");
     assert_eq!(status, 200);
     // Six minutes of the dispatcher's time a second: each retry's wait (at most five minutes)
     // is over by the next step, and the day's hold is four minutes of steps away.
@@ -383,7 +414,6 @@ fn a_callback_is_tried_through_an_outage_until_its_hold_ends() {
 /// the batch's one call, not split out one by one (199 calls for 100, outside the budget).
 #[test]
 fn callbacks_past_their_hold_fail_without_splitting() {
-    use sendtime::hubspot::standin::{Fault, Injection};
     let Setup {
         rt: _rt,
         standin,
@@ -391,37 +421,93 @@ fn callbacks_past_their_hold_fail_without_splitting() {
         data,
         config,
         clock,
-    } = Setup::new();
+    } = Setup::holds_by_the_clock();
     let t0 = now_ms();
     set_clock(&clock, t0 - 86_400_000);
     let server = start(&config, &data, &clock);
     for i in 0..100u64 {
         let callback = format!("cb-{i}");
-        standin.add_callback(&callback);
-        assert_eq!(execute(&server, &callback, 1000 + i, "IMMEDIATE").0, 200);
+        assert_eq!(
+            reach(&standin, &server, &callback, 1000 + i, "IMMEDIATE").0,
+            200
+        );
     }
     eventually(Duration::from_secs(20), || {
         let rows = plan::read(&plan::dataset(&data).unwrap()).ok()?;
         (rows.len() == 100).then_some(())
     })
     .unwrap_or_else(|| panic!("not all planned; logs:\n{}", server.logs()));
-    standin.inject(
-        Injection::next(Fault::Status {
-            status: 400,
-            message: "The callback has expired".into(),
-        })
-        .times(1000)
-        .on(COMPLETE),
-    );
-    // Two days on: every hold (a day) has ended.
+    // Two days on: every hold (a day) has ended, at HubSpot too.
     set_clock(&clock, t0 + 2 * 86_400_000);
-    eventually(Duration::from_secs(30), || {
+    let rows = eventually(Duration::from_secs(30), || {
         let rows = outcomes::read(&outcomes::dataset(&data).unwrap()).ok()?;
-        (rows.iter().filter(|r| r.status == Status::Failed).count() == 100).then_some(())
+        (rows.iter().filter(|r| r.status == Status::Failed).count() == 100).then_some(rows)
     })
     .unwrap_or_else(|| panic!("not all failed; logs:\n{}", server.logs()));
     server.stop();
     assert_eq!(complete_calls(&standin), [400]);
+    let failed = rows.iter().find(|r| r.status == Status::Failed).unwrap();
+    assert!(
+        failed
+            .message
+            .as_deref()
+            .is_some_and(|m| m.contains("(expired)")),
+        "{failed:?}"
+    );
+}
+
+/// An operator's pause of an action holds its contacts at most until HubSpot's hold on each
+/// ends (the README says so): HubSpot then moves the contact on, and the completion after
+/// the resume is refused and recorded failed, with HubSpot's message. Nothing is called while
+/// paused.
+#[test]
+fn a_paused_actions_contact_past_its_hold_is_refused_when_resumed() {
+    let Setup {
+        rt: _rt,
+        standin,
+        dir: _dir,
+        data,
+        config,
+        clock,
+    } = Setup::holds_by_the_clock();
+    let t0 = now_ms();
+    set_clock(&clock, t0);
+    let env = [("ACTIONS_SECRET", SECRET), ("ACTIONS_TOKEN", TOKEN)];
+    let server = start(&config, &data, &clock);
+    let paused = common::run(&config, &data, &["pause", "send-time"], &env);
+    assert!(paused.status.success(), "{paused:?}");
+    let (status, answer) = reach(&standin, &server, "cb-late", 1000, "NEXT_24_HOURS");
+    assert_eq!(
+        (status, &answer["outputFields"]["hs_expiration_duration"]),
+        (200, &"P2D".into())
+    );
+    // Three days on, still paused: the hold (two days) has ended; nothing is called.
+    set_clock(&clock, t0 + 3 * 86_400_000);
+    common::wait_ticks(&server, 3);
+    assert!(complete_calls(&standin).is_empty());
+    let resumed = common::run(&config, &data, &["resume", "send-time"], &env);
+    assert!(resumed.status.success(), "{resumed:?}");
+    // Held contacts are looked at again a minute on.
+    set_clock(&clock, t0 + 3 * 86_400_000 + 2 * 60_000);
+    let failed = eventually(Duration::from_secs(30), || {
+        let rows = outcomes::read(&outcomes::dataset(&data).unwrap()).ok()?;
+        rows.into_iter().find(|r| r.status == Status::Failed)
+    })
+    .unwrap_or_else(|| panic!("not recorded; logs:\n{}", server.logs()));
+    server.stop();
+    assert_eq!(
+        (failed.target.as_str(), failed.http_status),
+        ("cb-late", Some(400))
+    );
+    assert!(
+        failed
+            .message
+            .as_deref()
+            .is_some_and(|m| m.contains("cb-late (expired)")),
+        "{failed:?}"
+    );
+    assert_eq!(complete_calls(&standin), [400]);
+    assert!(standin.completion("cb-late").is_none());
 }
 
 /// A workflow action's callbacks are completed whatever the daily budget, as they are planned
@@ -453,8 +539,10 @@ fn callbacks_are_completed_past_a_spent_daily_budget() {
     let server = start(&config, &data, &clock);
     for i in 0..3u64 {
         let callback = format!("cb-{i}");
-        standin.add_callback(&callback);
-        assert_eq!(execute(&server, &callback, 1000 + i, "IMMEDIATE").0, 200);
+        assert_eq!(
+            reach(&standin, &server, &callback, 1000 + i, "IMMEDIATE").0,
+            200
+        );
     }
     // Past the budget, planning keeps each by its hold's end: all are due before it.
     set_clock(&clock, t0 + 86_400_000 - 30_000);
@@ -617,8 +705,10 @@ fn kill_9_during_an_unanswered_completion_ends_with_one_final_outcome_each() {
     let mut server = start(&config, &data, &clock);
     let callbacks = ["cb-a", "cb-b", "cb-c"];
     for (i, cb) in callbacks.iter().enumerate() {
-        standin.add_callback(cb);
-        assert_eq!(execute(&server, cb, 500 + i as u64, "IMMEDIATE").0, 200);
+        assert_eq!(
+            reach(&standin, &server, cb, 500 + i as u64, "IMMEDIATE").0,
+            200
+        );
     }
     eventually(Duration::from_secs(20), || {
         (plan::read(&plan::dataset(&data).unwrap()).unwrap().len() == 3).then_some(())

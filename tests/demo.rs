@@ -2,19 +2,13 @@
 //! kind are received, planned and sent on (enrolled, listed, released) within a minute of real
 //! time, and it stops cleanly.
 
+mod common;
+
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// The demo's process, killed if the test fails before stopping it.
-struct Demo(std::process::Child);
-
-impl Drop for Demo {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use common::Killed;
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -40,7 +34,7 @@ fn the_demo_sends_every_kind_of_contact_and_stops_cleanly() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let mut child = Demo(child);
+    let mut child = Killed(child);
     let stdout = BufReader::new(child.0.stdout.take().unwrap());
     let printed: Vec<String> = stdout.lines().take(4).map(Result::unwrap).collect();
     let status_url = format!("http://127.0.0.1:{admin}/status");

@@ -235,7 +235,9 @@ fn import_events(
 /// email hid any number imported by id. Richer weighs recency as the model does: another
 /// contact's 100 opens by id from about three years ago (at 09:00, decayed to about a
 /// quarter, still enough to plan it at 09:00) do not outweigh its 40 recent ones by email (at
-/// 17:00); by count they did.
+/// 17:00); by count they did. And a machine-like entry (30 opens a day by id), scored as the
+/// population, counts for nothing: a third contact is planned from its 12 opens by email at
+/// 06:00, not at the population's 17:00.
 #[test]
 fn a_contact_known_by_id_and_by_email_is_planned_from_the_richer_history() {
     let rt = runtime();
@@ -258,12 +260,22 @@ fn a_contact_known_by_id_and_by_email_is_planned_from_the_richer_history() {
         &[("4343".to_string(), id_hour)],
         1000..=1099,
     );
+    let bot_hour = 6;
+    let bot = "bot@example.com".to_string();
+    import_events(&config, &data, &[(bot, bot_hour)], 1..=12);
+    import_events(
+        &config,
+        &data,
+        &vec![("4444".to_string(), id_hour); 30],
+        1..=5,
+    );
     let server = start(&config, &data, None, &[]);
     post(&server, "nurture", 4242, "both@example.com");
     post(&server, "nurture", 4343, "old@example.com");
+    post(&server, "nurture", 4444, "bot@example.com");
     let planned = eventually(Duration::from_secs(30), || {
         let plans = plans(&data);
-        (plans.len() == 2).then_some(plans)
+        (plans.len() == 3).then_some(plans)
     })
     .unwrap_or_else(|| panic!("not planned; logs:\n{}", server.logs()));
     server.stop();
@@ -281,6 +293,8 @@ fn a_contact_known_by_id_and_by_email_is_planned_from_the_richer_history() {
     assert_eq!(hour, i64::from(id_hour), "{reason}");
     let (hour, reason) = hour_of("old@example.com");
     assert_eq!(hour, i64::from(email_hour), "{reason}");
+    let (hour, reason) = hour_of("bot@example.com");
+    assert_eq!(hour, i64::from(bot_hour), "{reason}");
     // `explain` of the email shows the history planning used (it looks the id up through
     // the email's receipt).
     let env = [("DISPATCH_SECRET", SECRET), ("DISPATCH_TOKEN", TOKEN)];
@@ -558,17 +572,22 @@ fn faults_and_slow_answers_still_enroll_everyone_exactly_once() {
 
 #[test]
 fn kill_9_mid_tick_loses_nothing_and_duplicates_only_calls_in_flight() {
+    use sendtime::hubspot::standin::{Fault, Injection};
     let rt = runtime();
     let standin = rt
         .block_on(StandIn::start(Options {
             limit_per_10s: 100,
-            // Slow answers (processed first, as HubSpot would) keep several calls in flight
-            // at any instant, so the kill finds some.
             slow_rate: 0.3,
-            slow_by: Duration::from_secs(3),
+            slow_by: Duration::from_millis(400),
             ..Options::default()
         }))
         .unwrap();
+    // One contact with an id is answered 20 s late (its enrollment made at once, as HubSpot
+    // would): the kill comes while that call waits, so the check after the restart runs.
+    standin.inject(
+        Injection::next(Fault::Slow(Duration::from_secs(20)))
+            .on("/automation/v2/workflows/104/enrollments/contacts/k38%40example.com"),
+    );
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let config = write_config(
@@ -595,8 +614,11 @@ fn kill_9_mid_tick_loses_nothing_and_duplicates_only_calls_in_flight() {
             );
         }
     }
+    let slow = ("104".to_string(), "k38@example.com".to_string());
     eventually(Duration::from_secs(60), || {
-        (enrollments(&standin.log()).len() >= 40).then_some(())
+        enrollments(&standin.log())
+            .contains_key(&slow)
+            .then_some(())
     })
     .expect("enrolling started");
     server.child.kill().unwrap(); // SIGKILL
@@ -647,8 +669,9 @@ fn kill_9_mid_tick_loses_nothing_and_duplicates_only_calls_in_flight() {
     // (the stand-in processed every call that reached it): once. Only a contact posted with
     // an email alone, in flight, may have been enrolled twice.
     assert!(
-        in_flight_emails.iter().any(|e| with_id.contains(e)),
-        "no contact with an id was in flight at the kill: the check is not exercised"
+        in_flight_emails.contains(&slow.1),
+        "{} was not in flight at the kill",
+        slow.1
     );
     let log = standin.log();
     for e in in_flight_emails.iter().filter(|e| with_id.contains(*e)) {

@@ -399,20 +399,10 @@ fn a_rejected_token_is_a_clear_error() {
     assert!(!stderr.contains("wrong-token"), "{stderr}");
 }
 
-/// A child process, killed when dropped: a failed assertion leaves none listening.
-struct Killed(std::process::Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// Runs `sendtime hubspot-standin` with `args`; its process and the address it prints.
-fn hidden_standin(args: &[&std::ffi::OsStr]) -> (Killed, String) {
+fn hidden_standin(args: &[&std::ffi::OsStr]) -> (common::Killed, String) {
     use std::io::{BufRead, BufReader};
-    let mut child = Killed(
+    let mut child = common::Killed(
         Command::new(env!("CARGO_BIN_EXE_sendtime"))
             .args(["hubspot-standin", "--listen", "127.0.0.1:0"])
             .args(args)
@@ -788,17 +778,10 @@ fn a_paused_connector_imports_nothing_until_resumed() {
         let server = Server::start(&config, &data, &env);
         // Two scheduled imports came and were not run.
         let paused_runs = || {
-            reqwest::blocking::get(server.admin_url("/metrics"))
-                .unwrap()
-                .text()
-                .unwrap()
-                .lines()
-                .find_map(|l| {
-                    l.strip_prefix(
-                        "sendtime_import_runs_total{connector=\"main\",result=\"paused\"} ",
-                    )
-                })
-                .map_or(0, |n| n.trim().parse::<u64>().unwrap())
+            common::metric(
+                &server,
+                "sendtime_import_runs_total{connector=\"main\",result=\"paused\"}",
+            )
         };
         eventually(Duration::from_secs(30), || {
             (paused_runs() >= 2).then_some(())

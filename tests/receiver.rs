@@ -735,6 +735,8 @@ fn overload_answers_429_with_retry_after() {
     let sizes: Vec<usize> = (0..budget.div_ceil(1_000_000))
         .map(|i| (budget - i * 1_000_000).min(1_000_000))
         .collect();
+    // The first stalled body's clock starts with its headers.
+    let loaded = std::time::Instant::now();
     let load: Vec<std::net::TcpStream> = sizes
         .iter()
         .map(|&n| {
@@ -772,9 +774,12 @@ fn overload_answers_429_with_retry_after() {
             .unwrap()
     };
     // The server has read the stalled bodies once a post is refused: probes of other contacts
-    // until one is (those taken before are counted).
+    // until one is (those taken before are counted). It cuts each stalled body off
+    // BODY_READ_TIMEOUT after its headers, so the probes stop well before that.
     let mut taken = 0;
-    let refused = eventually(Duration::from_secs(30), || {
+    let probing = sendtime::receiver::refusal::BODY_READ_TIMEOUT
+        .saturating_sub(loaded.elapsed() + Duration::from_secs(3));
+    let refused = eventually(probing, || {
         let probe = contact_body(81_000 + taken, &format!("probe{taken}@example.com"));
         let status = signed(&probe).status();
         taken += i64::from(status.as_u16() == 200);

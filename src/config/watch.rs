@@ -49,21 +49,27 @@ enum Reload {
     Rejected,
     /// The invalid content rejected last time, not reported again.
     RejectedAgain,
+    /// Reloading failed unexpectedly (a bug): the config in force is kept.
+    Failed,
 }
 
 impl Reload {
-    /// The `result` counted in `sendtime_config_reloads_total`, if it is counted.
-    fn label(self) -> Option<&'static str> {
+    /// Its `result` in `sendtime_config_reloads_total`.
+    fn label(self) -> &'static str {
         match self {
-            Reload::Loaded => Some("loaded"),
-            Reload::Rejected => Some("rejected"),
-            Reload::Current | Reload::RejectedAgain => None,
+            Reload::Loaded => "loaded",
+            Reload::Rejected => "rejected",
+            Reload::Current | Reload::RejectedAgain => "unchanged",
+            Reload::Failed => "error",
         }
     }
 
-    /// Whether the file now holds content that is not in force.
+    /// Whether the file may now hold content that is not in force.
     fn rejected(self) -> bool {
-        matches!(self, Reload::Rejected | Reload::RejectedAgain)
+        matches!(
+            self,
+            Reload::Rejected | Reload::RejectedAgain | Reload::Failed
+        )
     }
 }
 
@@ -181,11 +187,9 @@ impl Watcher {
                     tracing::error!(
                         "reloading the config failed unexpectedly (a bug): the config in force is kept; edit the file again or send SIGHUP to retry"
                     );
-                    Reload::Rejected
+                    Reload::Failed
                 });
-                if let Some(result) = outcome.label() {
-                    metrics.config_reload(result).inc();
-                }
+                metrics.config_reload(outcome.label()).inc();
                 metrics.config_rejected.set(i64::from(outcome.rejected()));
             }
         });

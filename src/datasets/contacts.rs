@@ -332,6 +332,8 @@ mod tests {
                 source: "t".into(),
             };
             append(dir.path(), &[e]).unwrap();
+            // Parts are named by ULID, in write order only across milliseconds.
+            std::thread::sleep(std::time::Duration::from_millis(2));
         }
         dir
     }

@@ -764,9 +764,15 @@ mod tests {
         };
         const DAY: i64 = 86_400_000;
         let t = 1_700_000_000_000;
-        append(dir.path(), &[event(Some("old"), t - 10 * DAY)]).unwrap();
-        append(dir.path(), &[event(None, t)]).unwrap();
-        append(dir.path(), &[event(Some("new"), t)]).unwrap();
+        // Parts are named by ULID, in write order only across milliseconds.
+        for e in [
+            event(Some("old"), t - 10 * DAY),
+            event(None, t),
+            event(Some("new"), t),
+        ] {
+            append(dir.path(), &[e]).unwrap();
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
         let parts = dataset(dir.path()).unwrap().parts().unwrap();
         for part in &parts[..2] {
             std::fs::write(part.with_extension("xxh3"), "0").unwrap();

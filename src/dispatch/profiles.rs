@@ -69,7 +69,8 @@ impl ProfileCache {
     /// first) the contact's key as the model seeds its draws with
     /// ([`crate::datasets::contacts::contact_key`]): planning a million receipts reuses one
     /// buffer instead of allocating a key each. The contact is found by its email, or by its
-    /// HubSpot id; known by both, as the one with more history.
+    /// HubSpot id; known by both, as the entry the model has learnt more of
+    /// ([`crate::model::dataset::Built::find`]).
     pub fn find(
         &self,
         contact_id: Option<i64>,

@@ -180,6 +180,7 @@ mod tests {
             let full = (b.base * (1 << (failures - 1).min(16))).min(b.cap);
             let w = b.wait(failures);
             assert!(w >= full / 2 && w < full * 3 / 2, "{failures}: {w:?}");
+            assert!(w <= b.cap, "{failures}: {w:?}");
         }
         assert!(!b.exhausted(11) && b.exhausted(12));
         let i = Backoff::IMPORT;

@@ -33,7 +33,7 @@ use super::auth::TOKEN_PATH;
 use super::client::{EmailEvent, RateLimit, RatePolicy};
 use super::policy::TEN_SECONDS;
 use crate::clock::Clock;
-use crate::time::{DAY_MS, MINUTE_MS};
+use crate::time::{DAY_MS, HOUR_MS, MINUTE_MS};
 
 /// The token the stand-in accepts unless told otherwise.
 pub const DEFAULT_TOKEN: &str = "standin-token";
@@ -276,9 +276,8 @@ struct World {
     /// (contact, workflow) → when it was last enrolled, for [`Options::workflows_end_after`].
     enrolled_at: HashMap<(u64, u64), std::time::Instant>,
     lists: HashMap<String, BTreeSet<String>>,
-    /// Workflow-action callbacks HubSpot holds: `None` while blocked, the output fields once
-    /// completed.
-    callbacks: HashMap<String, Option<serde_json::Value>>,
+    /// Workflow-action callbacks HubSpot holds, by id.
+    callbacks: HashMap<String, Callback>,
     /// OAuth access tokens issued and when each stops working.
     issued: Vec<(String, Instant)>,
     /// The refresh token that works now (rotated when the app says so).
@@ -468,25 +467,52 @@ impl StandIn {
     }
 
     /// Stop accepting connections.
-    /// A workflow execution HubSpot is holding (blocked) under `callback_id`.
+    /// A workflow execution HubSpot is holding (blocked) under `callback_id`, until
+    /// [`StandIn::answered`] says for how long.
     pub fn add_callback(&self, callback_id: &str) {
-        self.world
-            .lock()
-            .unwrap()
-            .callbacks
-            .insert(callback_id.to_string(), None);
+        self.world.lock().unwrap().callbacks.insert(
+            callback_id.to_string(),
+            Callback::Blocked {
+                expires_at_ms: None,
+            },
+        );
     }
 
-    /// The output fields `callback_id` was completed with; `None` while it is blocked or
-    /// unknown.
+    /// What HubSpot does with an execution's `answer`: `BLOCK` holds `callback_id` for its
+    /// `hs_expiration_duration` (a week without one) from now, by the stand-in's clock; after
+    /// that it cannot be completed (the contact moved on). A callback completed meanwhile
+    /// stays completed.
+    pub fn answered(&self, callback_id: &str, answer: &serde_json::Value) {
+        let fields = &answer["outputFields"];
+        if fields["hs_execution_state"] != "BLOCK" {
+            return;
+        }
+        // A duration the stand-in cannot read counts as none.
+        let hold = fields["hs_expiration_duration"]
+            .as_str()
+            .and_then(iso_duration_ms)
+            .unwrap_or(7 * DAY_MS);
+        let mut world = self.world.lock().unwrap();
+        let now = world.options.clock.now_ms();
+        let callback =
+            world
+                .callbacks
+                .entry(callback_id.to_string())
+                .or_insert(Callback::Blocked {
+                    expires_at_ms: None,
+                });
+        if let Callback::Blocked { expires_at_ms } = callback {
+            *expires_at_ms = Some(now + hold);
+        }
+    }
+
+    /// The output fields `callback_id` was completed with; `None` while it is blocked, once
+    /// it expired, or unknown.
     pub fn completion(&self, callback_id: &str) -> Option<serde_json::Value> {
-        self.world
-            .lock()
-            .unwrap()
-            .callbacks
-            .get(callback_id)
-            .cloned()
-            .flatten()
+        match self.world.lock().unwrap().callbacks.get(callback_id) {
+            Some(Callback::Completed(fields)) => Some(fields.clone()),
+            _ => None,
+        }
     }
 
     /// Play a workflow that reaches a custom action: post a signed (v2) execution of the
@@ -531,6 +557,7 @@ impl StandIn {
                 .error_for_status()?
                 .json()
                 .await?;
+            self.answered(&callback, &answer);
             out.push((callback, answer));
         }
         Ok(out)
@@ -1381,13 +1408,19 @@ impl World {
                 Some("VALIDATION_ERROR"),
             );
         }
+        let now = self.options.clock.now_ms();
         let refused: Vec<String> = batch
             .inputs
             .iter()
             .filter_map(|i| match self.callbacks.get(&i.callback_id) {
                 None => Some(format!("{} (not found)", i.callback_id)),
-                Some(Some(_)) => Some(format!("{} (already completed)", i.callback_id)),
-                Some(None) => None,
+                Some(Callback::Completed(_)) => {
+                    Some(format!("{} (already completed)", i.callback_id))
+                }
+                Some(Callback::Blocked {
+                    expires_at_ms: Some(t),
+                }) if *t <= now => Some(format!("{} (expired)", i.callback_id)),
+                Some(Callback::Blocked { .. }) => None,
             })
             .collect();
         if !refused.is_empty() {
@@ -1399,7 +1432,7 @@ impl World {
         }
         for input in batch.inputs {
             self.callbacks
-                .insert(input.callback_id, Some(input.output_fields));
+                .insert(input.callback_id, Callback::Completed(input.output_fields));
         }
         StatusCode::NO_CONTENT.into_response()
     }
@@ -1407,6 +1440,41 @@ impl World {
 
 /// The most callbacks the stand-in completes in one call.
 pub const MAX_CALLBACK_BATCH: usize = 100;
+
+/// A workflow-action callback HubSpot holds.
+enum Callback {
+    /// The contact waits in the action, until `expires_at_ms` when known.
+    Blocked { expires_at_ms: Option<i64> },
+    /// Completed with these output fields.
+    Completed(serde_json::Value),
+}
+
+/// An ISO-8601 duration of whole weeks, days, hours, minutes and seconds (`P2D`, `P1DT12H`,
+/// `PT90M`), in milliseconds; `None` for anything else.
+fn iso_duration_ms(text: &str) -> Option<i64> {
+    let rest = text.strip_prefix('P')?;
+    let (date, time) = rest.split_once('T').unwrap_or((rest, ""));
+    let mut total = 0i64;
+    for (part, units) in [
+        (date, &[('W', 7 * DAY_MS), ('D', DAY_MS)][..]),
+        (time, &[('H', HOUR_MS), ('M', MINUTE_MS), ('S', 1000)][..]),
+    ] {
+        let mut number = String::new();
+        for c in part.chars() {
+            if c.is_ascii_digit() {
+                number.push(c);
+                continue;
+            }
+            let &(_, unit) = units.iter().find(|(u, _)| *u == c)?;
+            total = total.checked_add(number.parse::<i64>().ok()?.checked_mul(unit)?)?;
+            number.clear();
+        }
+        if !number.is_empty() {
+            return None;
+        }
+    }
+    (rest != "T" && !rest.is_empty()).then_some(total)
+}
 
 /// The scope a route needs (`None`: any token will do).
 fn required_scope(method: &Method, segments: &[&str]) -> Option<&'static str> {
@@ -1598,4 +1666,24 @@ pub fn run_until_ctrl_c(
         tokio::signal::ctrl_c().await?;
         Ok(())
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn iso_durations_of_whole_units_are_read() {
+        assert_eq!(iso_duration_ms("P2D"), Some(2 * DAY_MS));
+        assert_eq!(iso_duration_ms("P1DT12H"), Some(DAY_MS + 12 * HOUR_MS));
+        assert_eq!(iso_duration_ms("P1W"), Some(7 * DAY_MS));
+        assert_eq!(iso_duration_ms("PT90M"), Some(90 * MINUTE_MS));
+        assert_eq!(
+            iso_duration_ms("PT1H30M5S"),
+            Some(HOUR_MS + 30 * MINUTE_MS + 5000)
+        );
+        for bad in ["", "P", "PT", "2D", "P2", "P2H", "PT2D", "P1.5D", "P-1D"] {
+            assert_eq!(iso_duration_ms(bad), None, "{bad}");
+        }
+    }
 }

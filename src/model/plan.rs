@@ -748,7 +748,8 @@ mod tests {
             &uniform(),
             WHO,
         );
-        assert!(p.due_at_ms >= received && p.due_at_ms < received + HOUR_MS);
+        assert_eq!(p.slot, Some(slot_of(received)));
+        assert!(p.due_at_ms >= received && p.due_at_ms < SUNDAY_MIDNIGHT + 23 * HOUR_MS);
         // Best slot is the last whole hour of the window (received 10:00, best 09:00 next day).
         let received = SUNDAY_MIDNIGHT + DAY_MS + 10 * HOUR_MS;
         let prof = profile_peaking_at(24 + 9, Class::Active);

@@ -372,8 +372,11 @@ impl Profiles {
 
     /// How much the model has learnt of `contact`: its engagement weighted by kind and decayed
     /// to the reference day, as its scores weigh it (one scale for every contact, so two can
-    /// be compared).
+    /// be compared); nothing for a machine-like contact, which is scored as the population.
     pub fn learnt(&self, contact: u32) -> f64 {
+        if self.is_machine(contact) {
+            return 0.0;
+        }
         self.weights
             .get(contact as usize)
             .map_or(0.0, |w| w.iter().map(|(_, w)| f64::from(w)).sum())
@@ -849,9 +852,11 @@ mod tests {
             let s = p.scores(c, 1000);
             assert!((s.iter().sum::<f64>() - 1.0).abs() < 1e-9);
         }
-        let s0 = p.scores(Some(0), 1000);
-        let best = (0..SLOTS).max_by(|a, b| s0[*a].total_cmp(&s0[*b])).unwrap();
-        assert_eq!(best % 24, 9);
+        let best = |c: u32| {
+            let s = p.scores(Some(c), 1000);
+            (0..SLOTS).max_by(|a, b| s[*a].total_cmp(&s[*b])).unwrap()
+        };
+        assert_eq!((best(0) % 24, best(1) % 24), (9, 20));
         // An unknown contact gets the population, which has both habits.
         let pop = p.scores(None, 1000);
         assert!(pop[9] > pop[3] && pop[20] > pop[3]);

@@ -556,6 +556,7 @@ mod tests {
         });
         let waiting = std::time::Duration::from_millis(500);
         assert!(rx.recv_timeout(waiting).is_err(), "did not wait");
+        assert!(!profiles.join("state.json").exists(), "wrote while locked");
         drop(held);
         let done = rx.recv_timeout(std::time::Duration::from_secs(30)).unwrap();
         assert_eq!(done, Some(true));

@@ -419,6 +419,7 @@ mod tests {
             .iter()
             .filter(|&&t| (end_ms - 2 * HOUR_MS..end_ms - HOUR_MS).contains(&t))
             .count();
+        assert!(at.len() > 20_000, "{} events", at.len());
         assert!(at.iter().all(|&t| t < end_ms));
         assert!(
             last_hour <= 2 * hour_before + 10,

@@ -235,6 +235,16 @@ impl Drop for Server {
     }
 }
 
+/// A child process, killed when dropped: a test that fails leaves none running.
+pub struct Killed(pub Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// A contact record body as HubSpot's "Send a webhook" step posts it (the fields sendtime
 /// reads).
 #[allow(dead_code)]
@@ -412,12 +422,17 @@ pub fn wait_ticks(server: &Server, n: u64) {
 
 /// Dispatcher ticks the server has run so far (its `/metrics`).
 pub fn ticks(server: &Server) -> u64 {
-    let metrics = reqwest::blocking::get(server.admin_url("/metrics"))
+    metric(server, "sendtime_tick_seconds_count")
+}
+
+/// The value of `series` (a name with its labels, as `/metrics` writes them) on the server's
+/// `/metrics`; 0 while it is not there.
+pub fn metric(server: &Server, series: &str) -> u64 {
+    reqwest::blocking::get(server.admin_url("/metrics"))
         .unwrap()
         .text()
-        .unwrap();
-    metrics
+        .unwrap()
         .lines()
-        .find_map(|l| l.strip_prefix("sendtime_tick_seconds_count "))
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
         .map_or(0, |n| n.trim().parse().unwrap())
 }
