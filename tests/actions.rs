@@ -591,7 +591,7 @@ fn a_callback_hubspot_refuses_fails_alone() {
     for (_, answer) in &played {
         assert_eq!(answer["outputFields"]["hs_execution_state"], "BLOCK");
     }
-    // Expired on HubSpot's side (the stand-in does not know it).
+    // A callback HubSpot does not hold (never registered): refused as not found.
     assert_eq!(execute(&server, "gone", 99, "IMMEDIATE").0, 200);
     eventually(Duration::from_secs(20), || {
         (plan::read(&plan::dataset(&data).unwrap()).unwrap().len() == 6).then_some(())

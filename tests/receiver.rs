@@ -779,6 +779,11 @@ fn overload_answers_429_with_retry_after() {
     let mut taken = 0;
     let probing = sendtime::receiver::refusal::BODY_READ_TIMEOUT
         .saturating_sub(loaded.elapsed() + Duration::from_secs(3));
+    assert!(
+        probing > Duration::from_secs(1),
+        "sending the stalled bodies took {:?}: no time left to probe",
+        loaded.elapsed()
+    );
     let refused = eventually(probing, || {
         let probe = contact_body(81_000 + taken, &format!("probe{taken}@example.com"));
         let status = signed(&probe).status();

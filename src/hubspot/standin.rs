@@ -466,7 +466,6 @@ impl StandIn {
             .unwrap_or_default()
     }
 
-    /// Stop accepting connections.
     /// A workflow execution HubSpot is holding (blocked) under `callback_id`, until
     /// [`StandIn::answered`] says for how long.
     pub fn add_callback(&self, callback_id: &str) {
@@ -480,19 +479,23 @@ impl StandIn {
 
     /// What HubSpot does with an execution's `answer`: `BLOCK` holds `callback_id` for its
     /// `hs_expiration_duration` (a week without one) from now, by the stand-in's clock; after
-    /// that it cannot be completed (the contact moved on). A callback completed meanwhile
-    /// stays completed.
+    /// that it cannot be completed (the contact moved on). Any other answer lets the contact
+    /// go on at once: a callback still blocked is no longer held. A callback completed
+    /// meanwhile stays completed. Panics on a duration it cannot read (a test's failure).
     pub fn answered(&self, callback_id: &str, answer: &serde_json::Value) {
         let fields = &answer["outputFields"];
+        let mut world = self.world.lock().unwrap();
         if fields["hs_execution_state"] != "BLOCK" {
+            if let Some(Callback::Blocked { .. }) = world.callbacks.get(callback_id) {
+                world.callbacks.remove(callback_id);
+            }
             return;
         }
-        // A duration the stand-in cannot read counts as none.
-        let hold = fields["hs_expiration_duration"]
-            .as_str()
-            .and_then(iso_duration_ms)
-            .unwrap_or(7 * DAY_MS);
-        let mut world = self.world.lock().unwrap();
+        let hold = match fields["hs_expiration_duration"].as_str() {
+            None => 7 * DAY_MS,
+            Some(d) => iso_duration_ms(d)
+                .unwrap_or_else(|| panic!("hs_expiration_duration {d:?} is not a duration")),
+        };
         let now = world.options.clock.now_ms();
         let callback =
             world
@@ -502,7 +505,7 @@ impl StandIn {
                     expires_at_ms: None,
                 });
         if let Callback::Blocked { expires_at_ms } = callback {
-            *expires_at_ms = Some(now + hold);
+            *expires_at_ms = Some(now.saturating_add(hold));
         }
     }
 
@@ -563,6 +566,7 @@ impl StandIn {
         Ok(out)
     }
 
+    /// Stop accepting connections.
     pub fn stop(&mut self) {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
@@ -1450,22 +1454,29 @@ enum Callback {
 }
 
 /// An ISO-8601 duration of whole weeks, days, hours, minutes and seconds (`P2D`, `P1DT12H`,
-/// `PT90M`), in milliseconds; `None` for anything else.
+/// `PT90M`), in milliseconds; `None` for anything else (units out of order or twice, a `T`
+/// with nothing after it).
 fn iso_duration_ms(text: &str) -> Option<i64> {
     let rest = text.strip_prefix('P')?;
-    let (date, time) = rest.split_once('T').unwrap_or((rest, ""));
+    let (date, time) = match rest.split_once('T') {
+        Some((_, "")) => return None,
+        Some((date, time)) => (date, time),
+        None => (rest, ""),
+    };
     let mut total = 0i64;
     for (part, units) in [
         (date, &[('W', 7 * DAY_MS), ('D', DAY_MS)][..]),
         (time, &[('H', HOUR_MS), ('M', MINUTE_MS), ('S', 1000)][..]),
     ] {
+        let mut units = units.iter();
         let mut number = String::new();
         for c in part.chars() {
             if c.is_ascii_digit() {
                 number.push(c);
                 continue;
             }
-            let &(_, unit) = units.iter().find(|(u, _)| *u == c)?;
+            // Each unit once, in order: the rest of the list after it.
+            let &(_, unit) = units.find(|(u, _)| *u == c)?;
             total = total.checked_add(number.parse::<i64>().ok()?.checked_mul(unit)?)?;
             number.clear();
         }
@@ -1473,7 +1484,7 @@ fn iso_duration_ms(text: &str) -> Option<i64> {
             return None;
         }
     }
-    (rest != "T" && !rest.is_empty()).then_some(total)
+    (!rest.is_empty()).then_some(total)
 }
 
 /// The scope a route needs (`None`: any token will do).
@@ -1682,7 +1693,9 @@ mod tests {
             iso_duration_ms("PT1H30M5S"),
             Some(HOUR_MS + 30 * MINUTE_MS + 5000)
         );
-        for bad in ["", "P", "PT", "2D", "P2", "P2H", "PT2D", "P1.5D", "P-1D"] {
+        for bad in [
+            "", "P", "PT", "2D", "P2", "P2H", "PT2D", "P1.5D", "P-1D", "P1DT", "PT5S1H", "P1D1D",
+        ] {
             assert_eq!(iso_duration_ms(bad), None, "{bad}");
         }
     }
