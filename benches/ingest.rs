@@ -51,34 +51,20 @@ fn main() {
         eprintln!("round {}/{rounds}", round + 1);
         // Each round starts with the next server, so none always runs first.
         for server in (0..3).map(|k| (round + k) % 3) {
+            let sendtime = |path: &str, bodies: &Arc<Vec<(Vec<u8>, String)>>| {
+                let dir = tempfile::tempdir().unwrap();
+                let (child, addr) = start_sendtime(dir.path());
+                let _guard = Kill(child);
+                rt.block_on(load(&addr, path, bodies.clone(), connections))
+            };
             match server {
                 0 => {
                     let (child, addr) = start_bare();
                     let _guard = Kill(child);
                     bare_runs.push(rt.block_on(load(&addr, "/bare", bodies.clone(), connections)));
                 }
-                1 => {
-                    let dir = tempfile::tempdir().unwrap();
-                    let (child, addr) = start_sendtime(dir.path());
-                    let _guard = Kill(child);
-                    full_runs.push(rt.block_on(load(
-                        &addr,
-                        "/hooks/bench",
-                        bodies.clone(),
-                        connections,
-                    )));
-                }
-                _ => {
-                    let dir = tempfile::tempdir().unwrap();
-                    let (child, addr) = start_sendtime(dir.path());
-                    let _guard = Kill(child);
-                    action_runs.push(rt.block_on(load(
-                        &addr,
-                        "/actions/bench-action",
-                        executions.clone(),
-                        connections,
-                    )));
-                }
+                1 => full_runs.push(sendtime("/hooks/bench", &bodies)),
+                _ => action_runs.push(sendtime("/actions/bench-action", &executions)),
             }
         }
         eprintln!("  bare     {:?}", bare_runs.last().unwrap());

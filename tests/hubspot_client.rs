@@ -460,15 +460,17 @@ async fn standin_rolling_limit_answers_hubspots_429_once_exceeded() {
     .await;
     let http = reqwest::Client::new();
     let url = format!("{}/automation/v2/workflows/enrollments/contacts/1", s.url());
-    let mut statuses = Vec::new();
-    let mut last = None;
-    for _ in 0..7 {
-        let resp = http
-            .get(&url)
+    let get = || async {
+        http.get(&url)
             .bearer_auth(DEFAULT_TOKEN)
             .send()
             .await
-            .unwrap();
+            .unwrap()
+    };
+    let mut statuses = Vec::new();
+    let mut last = None;
+    for _ in 0..7 {
+        let resp = get().await;
         statuses.push(resp.status().as_u16());
         last = Some(resp);
     }
@@ -495,22 +497,10 @@ async fn standin_rolling_limit_answers_hubspots_429_once_exceeded() {
     let until = |after: Duration| after.saturating_sub(first.elapsed().unwrap());
     tokio::time::sleep(until(Duration::from_secs(5))).await;
     for _ in 0..5 {
-        let resp = http
-            .get(&url)
-            .bearer_auth(DEFAULT_TOKEN)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(resp.status(), 429);
+        assert_eq!(get().await.status(), 429);
     }
     tokio::time::sleep(until(Duration::from_millis(10_200))).await;
-    let resp = http
-        .get(&url)
-        .bearer_auth(DEFAULT_TOKEN)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 200);
+    assert_eq!(get().await.status(), 200);
 }
 
 #[tokio::test]
