@@ -58,7 +58,8 @@ pub struct Inner {
     secrets: Family<Labels, Counter>,
     import_runs: Family<Labels, Counter>,
     config_reloads: Family<Labels, Counter>,
-    /// 1 while the config file's content was rejected and an older config is in force.
+    /// 1 while the config file holds a change that was rejected (or a reload failed): an
+    /// older config is in force.
     pub config_rejected: Gauge,
     operator_paused: Family<Labels, Gauge>,
     pauses_unreadable: Gauge,
@@ -306,7 +307,7 @@ impl Metrics {
             .clone()
     }
 
-    /// Config reloads with `result` (`loaded`, `rejected`).
+    /// Config reloads with `result` (`loaded`, `unchanged`, `rejected`, `error`).
     pub fn config_reload(&self, result: &str) -> Counter {
         self.config_reloads
             .get_or_create(&vec![("result", result.to_string())])
