@@ -807,13 +807,7 @@ fn a_removed_webhook_holds_its_contacts_and_a_changed_workflow_applies_to_the_re
     let later = t0 + 3_600_000;
     set_clock(&clock, later);
     eventually(Duration::from_secs(20), || {
-        let metrics = reqwest::blocking::get(server.admin_url("/metrics"))
-            .ok()?
-            .text()
-            .ok()?;
-        metrics
-            .contains("sendtime_dispatch_held{webhook=\"step-a\"} 3")
-            .then_some(())
+        (common::metric(&server, "sendtime_dispatch_held{webhook=\"step-a\"}") == 3).then_some(())
     })
     .unwrap_or_else(|| panic!("step-a's contacts not held; logs:\n{}", server.logs()));
     eventually(Duration::from_secs(20), || {
@@ -1031,14 +1025,8 @@ fn a_daily_429_pauses_the_connector_until_the_limit_resets_and_loses_nothing() {
         standin.add_contact(e, 8000 + i as u64);
         receipts.push(post(&server, "fatigue", 8000 + i as u64, e));
     }
-    let metric = |value: u8| {
-        let text = reqwest::blocking::get(server.admin_url("/metrics"))
-            .unwrap()
-            .text()
-            .unwrap();
-        text.contains(&format!(
-            "sendtime_connector_paused{{connector=\"main\"}} {value}"
-        ))
+    let metric = |value: u64| {
+        common::metric(&server, "sendtime_connector_paused{connector=\"main\"}") == value
     };
     let enrolled = || {
         let e = enrollments(&standin.log());
@@ -2189,7 +2177,7 @@ fn a_running_serve_archives_settled_receipts_daily_and_sends_none_again() {
     let late = send("late", 10, 7210);
     set_clock(&clock, now_ms() + 60_000);
     eventually(Duration::from_secs(40), || {
-        (enrollments(&standin.log()).len() == 20 && remembered() == Some(20) && inbox_parts() == 1)
+        (enrollments(&standin.log()).len() == 20 && remembered() == 20 && inbox_parts() == 1)
             .then_some(())
     })
     .unwrap_or_else(|| {
@@ -2216,13 +2204,13 @@ fn a_running_serve_archives_settled_receipts_daily_and_sends_none_again() {
     assert!(last_early < first_late);
     set_clock(&clock, (last_early + first_late) / 2 + 3 * DAY);
     eventually(Duration::from_secs(30), || {
-        (remembered() == Some(10)).then_some(())
+        (remembered() == 10).then_some(())
     })
     .unwrap_or_else(|| panic!("not archived; {:?}; logs:\n{}", remembered(), server.logs()));
     let new = send("new", 3, 7300);
     set_clock(&clock, now_ms() + 3 * DAY + 60_000);
     eventually(Duration::from_secs(30), || {
-        (remembered() == Some(13) && enrollments(&standin.log()).len() == 23).then_some(())
+        (remembered() == 13 && enrollments(&standin.log()).len() == 23).then_some(())
     })
     .unwrap_or_else(|| {
         panic!(
@@ -2282,15 +2270,8 @@ fn receipts_in(dir: &Path) -> [HashSet<String>; 3] {
 }
 
 /// `sendtime_dispatch_finished_remembered` on the server's `/metrics`.
-fn finished_remembered(server: &Server) -> Option<u64> {
-    let text = reqwest::blocking::get(server.admin_url("/metrics"))
-        .ok()?
-        .text()
-        .ok()?;
-    text.lines()
-        .find_map(|l| l.strip_prefix("sendtime_dispatch_finished_remembered "))?
-        .parse()
-        .ok()
+fn finished_remembered(server: &Server) -> u64 {
+    common::metric(server, "sendtime_dispatch_finished_remembered")
 }
 
 /// kill -9 at six points of the daily move to the archive: as the first and as the second
@@ -2344,7 +2325,7 @@ fn kill_9_during_the_daily_archive_move_loses_and_repeats_nothing() {
                 .all(|e| enrolled.contains_key(&("104".to_string(), e.clone())))
         };
         eventually(Duration::from_secs(40), || {
-            (sent() && finished_remembered(&server) == Some(emails.len() as u64)).then_some(())
+            (sent() && finished_remembered(&server) == emails.len() as u64).then_some(())
         })
         .unwrap_or_else(|| {
             panic!(
@@ -2477,13 +2458,12 @@ fn a_paused_webhook_holds_its_contacts_until_resumed_across_a_restart() {
     assert_eq!(status["paused"]["fatigue"]["kind"], "webhook");
     common::wait_ticks(&server, 3);
     assert!(enrollments(&standin.log()).is_empty(), "held while paused");
-    let metrics = reqwest::blocking::get(server.admin_url("/metrics"))
-        .unwrap()
-        .text()
-        .unwrap();
-    assert!(
-        metrics.contains("sendtime_operator_paused{id=\"fatigue\",kind=\"webhook\"} 1"),
-        "{metrics}"
+    assert_eq!(
+        common::metric(
+            &server,
+            "sendtime_operator_paused{id=\"fatigue\",kind=\"webhook\"}"
+        ),
+        1
     );
     server.stop();
 
