@@ -147,6 +147,7 @@ fn write_receipts(data: &Path, n: usize, now: i64, identity: &str) {
             callback_id: Some(callback(i)),
             body_hash: None,
             time_zone: None,
+            hold_ends_ms: None,
         })
         .collect();
     let mut df = inbox::frame(&rows).unwrap();

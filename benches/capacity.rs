@@ -214,6 +214,7 @@ fn write_receipts(data: &Path, n: usize, now: i64, action: bool) {
             callback_id: action.then(|| format!("cb-{i}")),
             body_hash: None,
             time_zone: None,
+            hold_ends_ms: None,
         })
         .collect();
     let mut df = inbox::frame(&rows).unwrap();

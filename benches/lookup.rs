@@ -107,6 +107,7 @@ fn generate(dir: &Path, rows: usize) {
                     callback_id: None,
                     holdout: false,
                     time_zone: None,
+                    hold_ends_ms: None,
                 }
             })
             .collect();

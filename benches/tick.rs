@@ -165,6 +165,7 @@ fn write_receipts_from(data: &Path, from: usize, n: usize, now: i64, identity: &
             callback_id: None,
             body_hash: None,
             time_zone: None,
+            hold_ends_ms: None,
         })
         .collect();
     let mut df = inbox::frame(&rows).unwrap();

@@ -510,6 +510,100 @@ fn a_paused_actions_contact_past_its_hold_is_refused_when_resumed() {
     assert!(standin.completion("cb-late").is_none());
 }
 
+/// A contact is released within the hold its execution was answered with, even when the
+/// action's window grows before it is planned (a reload, or receipts planned after a restart):
+/// HubSpot moves the contact on when that hold ends. Here the window is 6 hours at receipt
+/// (held 30 hours) and 7 days when planned, and the contact reads email in one hour of the
+/// week, about three days on.
+#[test]
+fn a_window_grown_before_planning_keeps_to_the_hold_answered() {
+    const HOUR: i64 = 3_600_000;
+    let Setup {
+        rt: _rt,
+        standin,
+        dir,
+        data,
+        config: _,
+        clock,
+    } = Setup::holds_by_the_clock();
+    let env = [("ACTIONS_SECRET", SECRET), ("ACTIONS_TOKEN", TOKEN)];
+    // No tick but the one at start-up: planning waits for `sendtime tick` below.
+    let config = |window: &str| {
+        TestConfig {
+            env: "ACTIONS",
+            tables: &format!(
+                "[scheduler]\ncron = \"0 0 0 1 1 *\"\n\
+                 [[action]]\nid = \"send-time\"\nname = \"Send at the best time\"\n\
+                 window = \"{window}\""
+            ),
+            connector: &format!("api_base = \"{}\"", standin.url()),
+            ..TestConfig::default()
+        }
+        .write(dir.path())
+    };
+    let at = |ms: i64| {
+        chrono::DateTime::from_timestamp_millis(ms)
+            .unwrap()
+            .to_rfc3339()
+    };
+    // Receipts are stamped by the real clock; the stand-in's hold follows the clock file.
+    let t0 = now_ms();
+    set_clock(&clock, t0);
+    let server = start(&config("6h"), &data, &clock);
+    eventually(Duration::from_secs(30), || {
+        (common::ticks(&server) >= 1).then_some(())
+    })
+    .unwrap_or_else(|| panic!("no start-up tick; logs:\n{}", server.logs()));
+    let (status, answer) = reach(&standin, &server, "cb-grown", 1000, "NEXT_24_HOURS");
+    assert_eq!(
+        (status, &answer["outputFields"]["hs_expiration_duration"]),
+        (200, &"P1DT6H".into())
+    );
+    server.stop();
+
+    // Opens in one hour of the week, 69 hours on, in each of the eight weeks before.
+    let mut csv = String::from("email,opened\n");
+    for week in 1..=8 {
+        let opened = t0 + 69 * HOUR - week * 7 * 24 * HOUR;
+        csv.push_str(&format!("c1000@example.com,{opened}\n"));
+    }
+    let opens = dir.path().join("opens.csv");
+    std::fs::write(&opens, csv).unwrap();
+    let config = config("7d");
+    let opens = opens.display().to_string();
+    let import = [
+        "import",
+        "csv",
+        &opens,
+        "--contact",
+        "email",
+        "--time",
+        "opened",
+    ];
+    common::sendtime(&config, &data, &import, &env);
+    let received = sendtime::datasets::inbox::recover(&data).unwrap()[0].received_at_ms;
+    let planned_at = at(received + 2 * 60_000);
+    common::sendtime(&config, &data, &["tick", "--now", &planned_at], &env);
+
+    let rows = plan::read(&plan::dataset(&data).unwrap()).unwrap();
+    let [row] = rows.as_slice() else {
+        panic!("{rows:?}")
+    };
+    assert_eq!(row.hold_ends_ms, Some(received + 30 * HOUR), "{row:?}");
+    assert!(
+        (received..=received + 6 * HOUR).contains(&row.due_at_ms),
+        "planned past the window its hold was asked for: {row:?}"
+    );
+    // At its time, HubSpot still holds the contact and takes the completion.
+    set_clock(&clock, row.due_at_ms);
+    common::sendtime(&config, &data, &["tick", "--now", &at(row.due_at_ms)], &env);
+    assert!(
+        standin.completion("cb-grown").is_some(),
+        "{:?}",
+        standin.log()
+    );
+}
+
 /// A workflow action's callbacks are completed whatever the daily budget, as they are planned
 /// whatever the capacity: HubSpot's hold on their contacts runs out. Here a budget of one call
 /// a day, and three callbacks that each take a call.

@@ -271,6 +271,7 @@ fn receipt(n: u64, zone: &str, received_at_ms: i64) -> Receipt {
         callback_id: None,
         body_hash: None,
         time_zone: Some(zone.into()),
+        hold_ends_ms: None,
     }
 }
 
@@ -285,6 +286,7 @@ fn receipts_of(
         webhook_id: webhook.into(),
         webhook_type: kind,
         time_zone: None,
+        hold_ends_ms: None,
         ..receipt(n, "", at)
     })
     .collect()

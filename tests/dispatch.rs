@@ -1169,6 +1169,7 @@ fn planned_with(
         callback_id: None,
         holdout: false,
         time_zone: None,
+        hold_ends_ms: None,
     };
     for (name, mut df) in [
         (plan::NAME, plan::frame(&[plan]).unwrap()),
@@ -1452,6 +1453,7 @@ fn unsigned_posts_taken_in_dry_run_are_never_sent() {
         callback_id: None,
         holdout: false,
         time_zone: None,
+        hold_ends_ms: None,
     }])
     .unwrap();
     plan::dataset(&data)
@@ -1803,6 +1805,7 @@ fn a_receipt_whose_plan_part_is_quarantined_is_checked_before_it_is_sent_again()
         callback_id: None,
         body_hash: None,
         time_zone: None,
+        hold_ends_ms: None,
     }])
     .unwrap();
     sendtime::datasets::inbox::dataset(&data)

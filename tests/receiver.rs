@@ -1037,6 +1037,7 @@ fn log_records(n: i64, prefix: &str) -> Vec<Vec<u8>> {
                 callback_id: None,
                 body_hash: None,
                 time_zone: None,
+                hold_ends_ms: None,
             })
             .unwrap()
         })

@@ -53,6 +53,7 @@ fn receipt(n: u64) -> Receipt {
         callback_id: None,
         body_hash: None,
         time_zone: None,
+        hold_ends_ms: None,
     }
 }
 

@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
 use super::pending::{Body, Contact, PendingSet, Repeat};
-use super::{datetime_ms, stored_enum};
+use super::{datetime_ms, datetime_ms_opt, stored_enum};
 use crate::config::WebhookType;
 use crate::metrics::Metrics;
 use crate::store::wal::{self, Segment};
@@ -68,6 +68,9 @@ pub mod col {
     pub const BODY_HASH: &str = "body_hash";
     /// The contact's time zone as posted (absent from older parts).
     pub const TIME_ZONE: &str = "time_zone";
+    /// When HubSpot's hold on an action's contact ends, as sendtime asked for it on receipt
+    /// (null for webhooks, and absent from older parts).
+    pub const HOLD_ENDS: &str = "hold_ends";
 }
 
 /// The dataset under `data_dir`.
@@ -112,6 +115,11 @@ pub struct Receipt {
     /// The contact's time zone as posted (HubSpot's `america_slash_new_york`), if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub time_zone: Option<String>,
+    /// An action's execution answered BLOCK: when HubSpot's hold on its contact ends (epoch
+    /// ms), by the window in force at receipt. Planning keeps to it whatever the config
+    /// says by then.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hold_ends_ms: Option<i64>,
 }
 
 impl Receipt {
@@ -671,6 +679,10 @@ pub fn frame(rows: &[Receipt]) -> anyhow::Result<DataFrame> {
             s(col::CALLBACK_ID, &|r| r.callback_id.as_deref()),
             s(col::BODY_HASH, &|r| r.body_hash.as_deref()),
             s(col::TIME_ZONE, &|r| r.time_zone.as_deref()),
+            datetime_ms_opt(
+                col::HOLD_ENDS,
+                rows.iter().map(|r| r.hold_ends_ms).collect(),
+            )?,
         ],
     )?)
 }
@@ -724,6 +736,8 @@ pub struct PlanningColumns {
     pub callback_id: StringChunked,
     pub time_zone: StringChunked,
     pub signature: StringChunked,
+    /// Epoch milliseconds.
+    pub hold_ends: Int64Chunked,
 }
 
 impl PlanningColumns {
@@ -742,6 +756,7 @@ impl PlanningColumns {
                 (col::CALLBACK_ID, text()),
                 (col::TIME_ZONE, text()),
                 (col::SIGNATURE, text()),
+                (col::HOLD_ENDS, DataType::Int64),
             ],
         )?;
         let int = |name: &str| -> anyhow::Result<Int64Chunked> {
@@ -757,6 +772,7 @@ impl PlanningColumns {
             callback_id: df.column(col::CALLBACK_ID)?.str()?.clone(),
             time_zone: df.column(col::TIME_ZONE)?.str()?.clone(),
             signature: df.column(col::SIGNATURE)?.str()?.clone(),
+            hold_ends: int(col::HOLD_ENDS)?,
         })
     }
 
@@ -808,6 +824,7 @@ mod tests {
             callback_id: None,
             body_hash: None,
             time_zone: None,
+            hold_ends_ms: None,
         }
     }
 

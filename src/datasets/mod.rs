@@ -107,6 +107,14 @@ fn ints(df: &DataFrame, name: &str) -> anyhow::Result<Vec<Option<i64>>> {
         .collect())
 }
 
+/// [`ints`] of a column added later: all null in parts written before it.
+fn ints_or_null(df: &DataFrame, name: &str) -> anyhow::Result<Vec<Option<i64>>> {
+    if df.column(name).is_err() {
+        return Ok(vec![None; df.height()]);
+    }
+    ints(df, name)
+}
+
 /// Epoch milliseconds as a Parquet timestamp (UTC, stored without a zone).
 fn datetime_ms(name: &str, values: Vec<i64>) -> PolarsResult<Column> {
     Column::new(name.into(), values).cast(&DataType::Datetime(TimeUnit::Milliseconds, None))

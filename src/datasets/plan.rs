@@ -9,7 +9,10 @@ use std::path::Path;
 
 use polars::prelude::*;
 
-use super::{bools_or_false, datetime_ms, ints, stored_enum, strs, strs_or_null};
+use super::{
+    bools_or_false, datetime_ms, datetime_ms_opt, ints, ints_or_null, stored_enum, strs,
+    strs_or_null,
+};
 use crate::config::WebhookType;
 use crate::local_time::parse_zone;
 use crate::store::{Dataset, concat_frames};
@@ -41,6 +44,10 @@ pub mod col {
     /// The contact's zone as posted (IANA name), which its quiet hours are in; null when the
     /// post named none (the connector's zone), and in older parts.
     pub const TIME_ZONE: &str = "time_zone";
+    /// When HubSpot's hold on an action's contact ends, as asked on receipt: its callback is
+    /// completed before then. Null for webhooks, and in older parts (the config's window then
+    /// says).
+    pub const HOLD_ENDS: &str = "hold_ends";
 }
 
 /// The dataset under `data_dir`.
@@ -102,6 +109,7 @@ pub struct PlanRow {
     pub callback_id: Option<String>,
     pub holdout: bool,
     pub time_zone: Option<Tz>,
+    pub hold_ends_ms: Option<i64>,
 }
 
 /// One plan row as the planner has it: borrowed, so planning a million receipts allocates no
@@ -121,6 +129,7 @@ pub struct Entry<'a> {
     pub callback_id: Option<&'a str>,
     pub holdout: bool,
     pub time_zone: Option<Tz>,
+    pub hold_ends_ms: Option<i64>,
 }
 
 /// The columns of plan rows being written: the one writer of the plan schema.
@@ -138,6 +147,7 @@ pub struct Columns {
     slots: Vec<Option<i32>>,
     planned: Vec<i64>,
     holdouts: Vec<bool>,
+    hold_ends: Vec<Option<i64>>,
 }
 
 impl Columns {
@@ -156,6 +166,7 @@ impl Columns {
             slots: Vec::with_capacity(n),
             planned: Vec::with_capacity(n),
             holdouts: Vec::with_capacity(n),
+            hold_ends: Vec::with_capacity(n),
         }
     }
 
@@ -173,6 +184,7 @@ impl Columns {
         self.slots.push(e.slot.map(i32::from));
         self.planned.push(e.planned_at_ms);
         self.holdouts.push(e.holdout);
+        self.hold_ends.push(e.hold_ends_ms);
     }
 
     /// The rows as a frame in schema order.
@@ -194,6 +206,7 @@ impl Columns {
                 self.callbacks.finish().into_column(),
                 Column::new(col::HOLDOUT.into(), self.holdouts),
                 self.zones.finish().into_column(),
+                datetime_ms_opt(col::HOLD_ENDS, self.hold_ends)?,
             ],
         )?)
     }
@@ -215,6 +228,7 @@ impl PlanRow {
             callback_id: self.callback_id.as_deref(),
             holdout: self.holdout,
             time_zone: self.time_zone,
+            hold_ends_ms: self.hold_ends_ms,
         }
     }
 }
@@ -253,6 +267,7 @@ fn rows(df: &DataFrame) -> anyhow::Result<Vec<PlanRow>> {
     let callbacks = strs_or_null(df, col::CALLBACK_ID)?;
     let holdouts = bools_or_false(df, col::HOLDOUT)?;
     let zones = strs_or_null(df, col::TIME_ZONE)?;
+    let hold_ends = ints_or_null(df, col::HOLD_ENDS)?;
     (0..ids.len())
         .map(|i| {
             Ok(PlanRow {
@@ -273,6 +288,7 @@ fn rows(df: &DataFrame) -> anyhow::Result<Vec<PlanRow>> {
                 callback_id: callbacks[i].clone(),
                 holdout: holdouts[i],
                 time_zone: zones[i].as_deref().and_then(parse_zone),
+                hold_ends_ms: hold_ends[i],
             })
         })
         .collect()

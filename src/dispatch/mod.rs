@@ -261,6 +261,7 @@ impl Dispatcher {
                 zone: p.time_zone,
                 webhook_type: p.webhook_type,
                 received_at_ms: p.received_at_ms,
+                hold_ends_ms: p.hold_ends_ms,
             }));
         }
         let mut queue = BinaryHeap::from(queue);
@@ -1215,6 +1216,7 @@ mod tests {
             zone: None,
             webhook_type: crate::config::WebhookType::Immediate,
             received_at_ms: 0,
+            hold_ends_ms: None,
         }
     }
 
@@ -1231,5 +1233,37 @@ mod tests {
             .filter_map(|p| p.contact_id)
             .collect();
         assert_eq!(ids, (0..1050).collect::<Vec<_>>());
+    }
+
+    /// An action's contact is released by the hold asked for on receipt, whatever the window
+    /// says now; a receipt that does not record it (an older version's) goes by the window.
+    #[test]
+    fn a_recorded_hold_decides_the_release_whatever_the_window_now() {
+        use crate::config::WebhookType;
+        use crate::time::{DAY_MS, HOUR_MS, MINUTE_MS};
+        let received = 1_000 * DAY_MS;
+        let older = Pending {
+            webhook_type: WebhookType::Next24Hours,
+            received_at_ms: received,
+            ..pending(1)
+        };
+        let recorded = Pending {
+            hold_ends_ms: Some(received + 30 * HOUR_MS),
+            ..older.clone()
+        };
+        for window in [None, Some(6 * HOUR_MS), Some(7 * DAY_MS)] {
+            assert_eq!(
+                planning::release_by(&recorded, window),
+                received + 30 * HOUR_MS - MINUTE_MS
+            );
+        }
+        assert_eq!(
+            planning::release_by(&older, Some(7 * DAY_MS)),
+            received + 8 * DAY_MS - MINUTE_MS
+        );
+        assert_eq!(
+            planning::release_by(&older, None),
+            received + 2 * DAY_MS - MINUTE_MS
+        );
     }
 }

@@ -23,6 +23,7 @@ use crate::datasets::plan::{self, Entry};
 use crate::local_time::{Local, Masks, parse_zone};
 use crate::model::plan::{
     Grounds, Move, Standing, Subject, describe, hold, minute_hash, prefer, score, window,
+    within_hold,
 };
 use crate::time::{DAY_MS, HOUR_MS, MINUTE_MS, day_of, slot_of};
 
@@ -170,6 +171,7 @@ impl Dispatcher {
                 zone: part.time_zone.get(i).and_then(parse_zone),
                 webhook_type: part.webhook_type(i).expect("filtered above"),
                 received_at_ms: received.get(i).unwrap_or_default(),
+                hold_ends_ms: part.hold_ends.get(i),
             }
         }));
         self.planned.reserve(rows.len());
@@ -263,11 +265,17 @@ impl Dispatcher {
                 let route = route_of(item);
                 let index = profiles.find(item.contact_id, item.email.as_deref(), key);
                 let profile = profiles.profile(index, day);
+                let span = match item.hold_ends_ms {
+                    Some(ends) => {
+                        within_hold(item.webhook_type, route.window, item.received_at_ms, ends)
+                    }
+                    None => route.window,
+                };
                 let window = window(
                     item.webhook_type,
                     item.received_at_ms,
                     now,
-                    route.window,
+                    span,
                     profile.as_ref(),
                 )
                 .filter(|_| !item.holdout);
@@ -374,9 +382,14 @@ impl Dispatcher {
 }
 
 /// When a workflow action's contact must be released by: a minute before HubSpot would move
-/// it on without us ([`hold`]).
+/// it on without us. That is the hold asked for on receipt, whatever `window` (the config's
+/// now) says since; a receipt of an older version, which does not record it, goes by `window`
+/// ([`hold`]).
 pub(super) fn release_by(item: &Pending, window: Option<i64>) -> i64 {
-    item.received_at_ms + hold(item.webhook_type, window) - MINUTE_MS
+    let ends = item
+        .hold_ends_ms
+        .unwrap_or_else(|| item.received_at_ms + hold(item.webhook_type, window));
+    ends - MINUTE_MS
 }
 
 /// A receipt's contact as planning first found it.
@@ -463,6 +476,7 @@ fn plan_chunk(
             callback_id: r.callback_id.as_deref(),
             holdout: r.holdout,
             time_zone: r.zone,
+            hold_ends_ms: r.hold_ends_ms,
         });
         r.due_at_ms = due;
         r.ready_at_ms = due;

@@ -62,6 +62,9 @@ pub struct Pending {
     /// As stored (for an action, the delivery type its execution chose).
     pub webhook_type: crate::config::WebhookType,
     pub received_at_ms: i64,
+    /// When HubSpot's hold on an action's contact ends, as asked on receipt (none: a webhook,
+    /// or a receipt of an older version).
+    pub hold_ends_ms: Option<i64>,
 }
 
 impl Pending {

@@ -774,6 +774,7 @@ mod tests {
                 callback_id: None,
                 holdout,
                 time_zone: None,
+                hold_ends_ms: None,
             })
             .collect();
         let done: Vec<OutcomeRow> = sends

@@ -110,6 +110,18 @@ pub fn hold(kind: WebhookType, span: Option<i64>) -> i64 {
     longest_wait(kind, span).unwrap_or(0) + DAY_MS
 }
 
+/// The window (as `span`) of an action's receipt whose hold was asked to end at `hold_ends`:
+/// `span`, cut to end a day before the hold does, as [`hold`] asked on receipt (the config's
+/// window may have grown since).
+pub fn within_hold(
+    kind: WebhookType,
+    span: Option<i64>,
+    received_at_ms: i64,
+    hold_ends_ms: i64,
+) -> Option<i64> {
+    longest_wait(kind, span).map(|w| w.min(hold_ends_ms - DAY_MS - received_at_ms))
+}
+
 /// The window of a receipt of `kind`, or `None` for the types that go on the next tick.
 ///
 /// `span` overrides the type's default window (24 hours, 7 days); for

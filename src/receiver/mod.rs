@@ -506,6 +506,7 @@ async fn accept_contact(state: &AppState, post: Authenticated) -> Result<Stored,
         callback_id: None,
         body_hash: Some(body.hash()),
         time_zone: contact.time_zone,
+        hold_ends_ms: None,
     };
     let stored = store(state, receipt).await?;
     raise_floor(state, &connector, &webhook.id, signature, now_ms).await;
@@ -531,6 +532,7 @@ async fn accept_execution(
     let execution = execution::parse(&body.bytes, &connector.time_zone_property)?;
     check_portal(&execution.portal, &connector)?;
     let kind = execution.delivery_type.unwrap_or(webhook.kind);
+    let received_at_ms = state.clock.receipt_ms();
     let receipt = Receipt {
         receipt_id: Ulid::generate().to_string(),
         webhook_id: webhook.id.clone(),
@@ -540,7 +542,7 @@ async fn accept_execution(
         // the workflow's action.
         email: execution.email.filter(|e| is_email_address(e)),
         portal_id: execution.portal.id(),
-        received_at_ms: state.clock.receipt_ms(),
+        received_at_ms,
         // Answered SUCCESS in dry run (below), the contact goes on now: its callback must
         // never be completed, even once the connector calls HubSpot.
         signature: stored_signature(signature, &connector, true),
@@ -548,6 +550,10 @@ async fn accept_execution(
         callback_id: Some(execution.callback_id),
         body_hash: Some(body.hash()),
         time_zone: execution.time_zone,
+        // What the BLOCK below asks of HubSpot (it rounds up, and HubSpot starts counting
+        // later): planning keeps to it, even if the config's window changes first.
+        hold_ends_ms: (!connector.dry_run)
+            .then(|| received_at_ms + crate::model::plan::hold(kind, webhook.window)),
     };
     let stored = store(state, receipt).await?;
     raise_floor(state, &connector, &webhook.id, signature, now_ms).await;
