@@ -1235,10 +1235,11 @@ mod tests {
         assert_eq!(ids, (0..1050).collect::<Vec<_>>());
     }
 
-    /// An action's contact is released by the hold asked for on receipt, whatever the window
-    /// says now; a receipt that does not record it (an older version's) goes by the window.
+    /// An action's contact is released by the hold asked for on receipt when the window has
+    /// grown since, and by the window's when shorter (a retry answered since got that one); a
+    /// receipt that does not record its hold (an older version's) goes by the window.
     #[test]
-    fn a_recorded_hold_decides_the_release_whatever_the_window_now() {
+    fn a_recorded_hold_decides_the_release_unless_the_window_now_is_shorter() {
         use crate::config::WebhookType;
         use crate::time::{DAY_MS, HOUR_MS, MINUTE_MS};
         let received = 1_000 * DAY_MS;
@@ -1257,6 +1258,10 @@ mod tests {
                 received + 30 * HOUR_MS - MINUTE_MS
             );
         }
+        assert_eq!(
+            planning::release_by(&recorded, Some(HOUR_MS)),
+            received + 25 * HOUR_MS - MINUTE_MS
+        );
         assert_eq!(
             planning::release_by(&older, Some(7 * DAY_MS)),
             received + 8 * DAY_MS - MINUTE_MS

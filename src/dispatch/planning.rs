@@ -298,7 +298,8 @@ impl Dispatcher {
                     window,
                     from: item.received_at_ms.max(now),
                     // A minute before HubSpot would move the contact on without us.
-                    deadline: route.holds.then(|| release_by(item, route.window)),
+                    deadline: (route.holds || item.hold_ends_ms.is_some())
+                        .then(|| release_by(item, route.window)),
                     preference: preferred,
                     hash: minute_hash(key),
                     local,
@@ -382,14 +383,12 @@ impl Dispatcher {
 }
 
 /// When a workflow action's contact must be released by: a minute before HubSpot would move
-/// it on without us. That is the hold asked for on receipt, whatever `window` (the config's
-/// now) says since; a receipt of an older version, which does not record it, goes by `window`
-/// ([`hold`]).
+/// it on without us. That is the hold asked for on receipt, or the one `window` (the config's
+/// now) gives if shorter: a retry of the execution answered since gets that one. A receipt of
+/// an older version, which does not record its hold, goes by `window` ([`hold`]).
 pub(super) fn release_by(item: &Pending, window: Option<i64>) -> i64 {
-    let ends = item
-        .hold_ends_ms
-        .unwrap_or_else(|| item.received_at_ms + hold(item.webhook_type, window));
-    ends - MINUTE_MS
+    let now = item.received_at_ms + hold(item.webhook_type, window);
+    item.hold_ends_ms.map_or(now, |asked| asked.min(now)) - MINUTE_MS
 }
 
 /// A receipt's contact as planning first found it.

@@ -107,19 +107,22 @@ pub fn longest_wait(kind: WebhookType, span: Option<i64>) -> Option<i64> {
 /// How long HubSpot is asked to hold a workflow action's contact: past the longest window a
 /// receipt of `kind` can be planned in, with a day to spare for a dispatcher that was down.
 pub fn hold(kind: WebhookType, span: Option<i64>) -> i64 {
-    longest_wait(kind, span).unwrap_or(0) + DAY_MS
+    longest_wait(kind, span).unwrap_or(0) + SPARE_HOLD_MS
 }
 
+/// How much longer than the window HubSpot is asked to hold an action's contact.
+const SPARE_HOLD_MS: i64 = DAY_MS;
+
 /// The window (as `span`) of an action's receipt whose hold was asked to end at `hold_ends`:
-/// `span`, cut to end a day before the hold does, as [`hold`] asked on receipt (the config's
-/// window may have grown since).
+/// `span`, or the window that hold was asked for if shorter (the config's window may have
+/// grown since).
 pub fn within_hold(
     kind: WebhookType,
     span: Option<i64>,
     received_at_ms: i64,
     hold_ends_ms: i64,
 ) -> Option<i64> {
-    longest_wait(kind, span).map(|w| w.min(hold_ends_ms - DAY_MS - received_at_ms))
+    longest_wait(kind, span).map(|w| w.min(hold_ends_ms - SPARE_HOLD_MS - received_at_ms))
 }
 
 /// The window of a receipt of `kind`, or `None` for the types that go on the next tick.
@@ -630,6 +633,49 @@ mod tests {
 
     fn uniform() -> [f64; SLOTS] {
         [1.0 / SLOTS as f64; SLOTS]
+    }
+
+    /// An action's receipt keeps to the window its hold was asked for when the config's has
+    /// grown since, and takes the config's when it has shrunk; the types that go at once have
+    /// none either way.
+    #[test]
+    fn a_receipts_window_is_cut_to_its_hold() {
+        use crate::time::HOUR_MS;
+        let received = SUNDAY_MIDNIGHT;
+        let asked = |kind, span| received + hold(kind, span);
+        let six_hours = asked(WebhookType::Next24Hours, Some(6 * HOUR_MS));
+        assert_eq!(
+            within_hold(
+                WebhookType::Next24Hours,
+                Some(7 * DAY_MS),
+                received,
+                six_hours
+            ),
+            Some(6 * HOUR_MS)
+        );
+        assert_eq!(
+            within_hold(WebhookType::Next24Hours, None, received, six_hours),
+            Some(6 * HOUR_MS)
+        );
+        let week = asked(WebhookType::NextWeek, None);
+        assert_eq!(
+            within_hold(WebhookType::NextWeek, Some(2 * HOUR_MS), received, week),
+            Some(2 * HOUR_MS)
+        );
+        // The long window of fading contacts is cut the same way.
+        let kind = WebhookType::NextWeekFrequencyOptimized;
+        let three_days = asked(kind, Some(3 * DAY_MS));
+        assert_eq!(
+            within_hold(kind, None, received, three_days),
+            Some(3 * DAY_MS)
+        );
+        let w = window(kind, received, received, Some(3 * DAY_MS), None).unwrap();
+        assert_eq!(w.span, DAY_MS, "an active contact still gets a day of it");
+        let at_once = asked(WebhookType::Immediate, None);
+        assert_eq!(
+            within_hold(WebhookType::Immediate, Some(7 * DAY_MS), received, at_once),
+            None
+        );
     }
 
     /// A reason rates the hour the contact preferred, and the one capacity moved it to, by
