@@ -634,6 +634,28 @@ fn a_decimal_column_or_one_column_for_two_flags_is_refused() {
         err.contains("\"t\" is given by both --contact and --time"),
         "{err}"
     );
+    // The same in a CSV file: ten-digit ids read as epoch seconds made up events.
+    let csv = dir.path().join("ids.csv");
+    std::fs::write(&csv, "hs_id,kind\n1000000001,OPEN\n").unwrap();
+    let csv = csv.to_str().unwrap();
+    for (contact, time, kind) in [("hs_id", "hs_id", "kind"), ("hs_id", "t", "hs_id")] {
+        let args = [
+            "import",
+            "csv",
+            csv,
+            "--contact",
+            contact,
+            "--time",
+            time,
+            "--kind",
+            kind,
+        ];
+        let err = failed(&sendtime(&data, &args));
+        assert!(
+            err.contains("\"hs_id\" is given by both --contact and"),
+            "{err}"
+        );
+    }
     assert!(files(&data.join("events"), "parquet").is_empty());
 }
 

@@ -206,17 +206,34 @@ impl CsvReader {
         let (mut data, mut ends) = (vec![0u8; 256], vec![0usize; self.fields + 1]);
         let (mut input, mut consumed) = (piece, 0);
         let (mut record_at, mut data_len, mut ends_len) = (0, 0, 0);
+        // At the file's end, a line break is given after it (not counted as read).
+        let mut closed = false;
         loop {
             let (result, nin, ndata, nends) =
                 reader.read_record(input, &mut data[data_len..], &mut ends[ends_len..]);
             input = &input[nin..];
-            consumed += nin;
+            if !closed {
+                consumed += nin;
+            }
             data_len += ndata;
             ends_len += nends;
             match result {
                 // Not the file's end: what follows the last record is read again later.
                 Read::InputEmpty if !last && input.is_empty() => return record_at,
-                // All given: asked again with nothing, it ends the last record.
+                // The file's end: a line break ends a last record that has none...
+                Read::InputEmpty if !closed => {
+                    closed = true;
+                    input = b"\n";
+                }
+                // ...unless a quote opened in it is never closed: the line break went into
+                // its field, as the rest of the file did (csv-core would end the record
+                // there and take the lines swallowed for one field, perhaps unread).
+                Read::InputEmpty if ndata > 0 => {
+                    let why = "a quote (\") opened in this row is never closed, so every line after it would be one field".to_string();
+                    out.bad.push((start + record_at as u64, why));
+                    return consumed;
+                }
+                // All given: asked again with nothing, it ends.
                 Read::InputEmpty => {}
                 Read::OutputFull => data.resize(data.len() * 2, 0),
                 Read::OutputEndsFull => ends.resize(ends.len() * 2, 0),
@@ -520,6 +537,39 @@ mod tests {
         let places = reader.locate(&at).unwrap();
         let want = [3, 3, 5].map(|n| format!("{}:{n}", path.display()));
         assert_eq!(places, want);
+    }
+
+    /// A quote never closed would make every line after it one field of one row (csv-core
+    /// ends the record at the file's end): in a column not read, that row passed and the lines
+    /// after it were lost. Now the row is bad, at its line; a last row without a line break,
+    /// or blank lines at the end, are not.
+    #[test]
+    fn a_quote_never_closed_is_a_bad_row_not_the_rest_of_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("open.csv");
+        let mut text = String::from("contact,time,note\n1,2025-01-01T10:00:00Z,x\n");
+        text += "2,2025-01-01T10:00:00Z,\"left open\n";
+        for i in 3..60 {
+            text += &format!("{i},2025-01-01T11:00:00Z,x\n");
+        }
+        std::fs::write(&path, &text).unwrap();
+        let columns = Columns::new("contact", "time", None, "OPEN").unwrap();
+        for chunk in [CHUNK, 1, 16, 50, 90, 200] {
+            let (reader, rows, bad) = read_in_chunks(&path, &columns, chunk);
+            assert_eq!(rows.len(), 1, "chunk {chunk}");
+            let at: Vec<u64> = bad.iter().map(|b| b.0).collect();
+            let places = reader.locate(&at).unwrap();
+            assert_eq!(places, [format!("{}:3", path.display())], "chunk {chunk}");
+            assert!(bad[0].1.contains("never closed"), "{bad:?}");
+        }
+        for end in ["", "\n\n\n", "\r\n"] {
+            let text = format!("contact,time,note\n1,2025-01-01T10:00:00Z,\"a \"\"b\"\"\"{end}");
+            std::fs::write(&path, text).unwrap();
+            for chunk in [CHUNK, 1, 16] {
+                let (_, rows, bad) = read_in_chunks(&path, &columns, chunk);
+                assert_eq!((rows.len(), bad), (1, vec![]), "{end:?}, chunk {chunk}");
+            }
+        }
     }
 
     /// A column named twice would be read from its first place, silently: refused.

@@ -63,6 +63,20 @@ impl Columns {
                 kind_names()
             )
         })?;
+        // One column read as two things (ids as epoch seconds) would import made-up events.
+        let given = [
+            ("--contact", Some(contact)),
+            ("--time", Some(time)),
+            ("--kind", kind),
+        ];
+        for (i, (flag, name)) in given.iter().enumerate() {
+            if let Some((other, _)) = given[..i].iter().find(|(_, n)| n.is_some() && n == name) {
+                anyhow::bail!(
+                    "column {:?} is given by both {other} and {flag}: each needs its own",
+                    name.unwrap_or_default()
+                );
+            }
+        }
         Ok(Self {
             contact: contact.into(),
             time: time.into(),
@@ -82,14 +96,16 @@ impl Columns {
             Ok(Contact::Email(text.to_ascii_lowercase()))
         } else if text.contains('@') {
             Err(format!(
-                "contact {text:?} in column {:?} is not an email address",
+                "contact {} in column {:?} is not an email address",
+                quoted(text),
                 self.contact
             ))
         } else if text.is_empty() {
             Err(format!("empty contact in column {:?}", self.contact))
         } else {
             Err(format!(
-                "contact {text:?} in column {:?} is neither an email nor a numeric contact id",
+                "contact {} in column {:?} is neither an email nor a numeric contact id",
+                quoted(text),
                 self.contact
             ))
         }
@@ -121,7 +137,8 @@ impl Columns {
     pub fn time(&self, text: &str) -> Result<i64, String> {
         let at_ms = parse_instant(text).ok_or_else(|| {
             format!(
-                "cannot parse time {text:?} in column {:?} (expected e.g. 2022-03-18 15:28:01 UTC, RFC 3339, or epoch seconds or milliseconds)",
+                "cannot parse time {} in column {:?} (expected e.g. 2022-03-18 15:28:01 UTC, RFC 3339, or epoch seconds or milliseconds)",
+                quoted(text),
                 self.time
             )
         })?;
@@ -138,14 +155,16 @@ impl Columns {
     pub fn check_time(&self, at_ms: i64, raw: &str) -> Result<i64, String> {
         if at_ms < EARLIEST_MS {
             return Err(format!(
-                "time {raw:?} in column {:?} is {}, before 2000: is that the time column?",
+                "time {} in column {:?} is {}, before 2000: is that the time column?",
+                quoted(raw),
                 self.time,
                 format_minute(at_ms)
             ));
         }
         if at_ms > self.latest_ms {
             return Err(format!(
-                "time {raw:?} in column {:?} is {}, more than a day from now: a wrong clock or time zone, or another unit (microseconds, nanoseconds)?",
+                "time {} in column {:?} is {}, more than a day from now: a wrong clock or time zone, or another unit (microseconds, nanoseconds)?",
+                quoted(raw),
                 self.time,
                 format_minute(at_ms)
             ));
@@ -157,10 +176,19 @@ impl Columns {
     pub fn kind(text: &str) -> Result<Kind, String> {
         Kind::parse(text).ok_or_else(|| {
             format!(
-                "unknown event kind {text:?}; expected one of: {}",
+                "unknown event kind {}; expected one of: {}",
+                quoted(text),
                 kind_names()
             )
         })
+    }
+}
+
+/// `text` quoted for a message, cut after 60 characters: a row's value can be megabytes.
+fn quoted(text: &str) -> String {
+    match text.char_indices().nth(60) {
+        None => format!("{text:?}"),
+        Some((cut, _)) => format!("{:?}... ({} bytes)", &text[..cut], text.len()),
     }
 }
 
@@ -580,4 +608,26 @@ pub fn source_of(reader: &impl Reader) -> String {
             .file_name()
             .map_or_else(String::new, |n| n.to_string_lossy().into_owned())
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A row's value is cut in its message: a quote never closed can make it megabytes.
+    #[test]
+    fn a_long_value_is_cut_in_its_message() {
+        let columns = Columns::new("contact", "time", None, "OPEN").unwrap();
+        let long = format!("é{}", "x".repeat(100_000));
+        let messages = [
+            columns.time(&long).unwrap_err(),
+            columns.contact(&long).unwrap_err(),
+            Columns::kind(&long).unwrap_err(),
+        ];
+        for m in messages {
+            assert!(m.len() < 400, "{} bytes: {}", m.len(), &m[..400]);
+            assert!(m.contains("\"éxxx") && m.contains("(100002 bytes)"), "{m}");
+        }
+        assert!(columns.time("soon").unwrap_err().contains("\"soon\" in column"));
+    }
 }

@@ -55,7 +55,7 @@ impl ParquetFile {
         let mut names = vec![columns.contact.clone(), columns.time.clone()];
         names.extend(columns.kind.clone());
         let flags = ["--contact", "--time", "--kind"];
-        for (i, (flag, name)) in flags.iter().zip(&names).enumerate() {
+        for (flag, name) in flags.iter().zip(&names) {
             let Some(field) = schema.get(name.as_str()) else {
                 anyhow::bail!(
                     "{}: no column named {name:?} (given by {flag}); the file has: {}",
@@ -67,13 +67,6 @@ impl ParquetFile {
                         .join(", ")
                 );
             };
-            if let Some(j) = names[..i].iter().position(|n| n == name) {
-                anyhow::bail!(
-                    "{}: column {name:?} is given by both {} and {flag}: each needs its own",
-                    path.display(),
-                    flags[j]
-                );
-            }
             // Polars is built here without decimals: decoding one would abort the import.
             if matches!(
                 field.dtype,
