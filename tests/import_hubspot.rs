@@ -815,6 +815,68 @@ fn a_paused_connector_imports_nothing_until_resumed() {
     }
 }
 
+/// A pause set while a scheduled import runs stops it after the page in flight (before, a
+/// first import of a large account went on calling HubSpot for hours under an operator's
+/// pause), and the first run after the resume goes on from there: every event once.
+#[test]
+fn a_pause_stops_a_scheduled_import_under_way() {
+    use common::{Hook, Server, TestConfig, eventually};
+    let s = setup(Options::default());
+    // Each page answered 2 s late: the 11 pages take more than 20 s.
+    s.standin.inject(
+        Injection::next(Fault::Slow(Duration::from_secs(2)))
+            .times(u64::MAX)
+            .on(EVENTS),
+    );
+    let env = [
+        ("HELD_SECRET", "held-secret"),
+        ("HELD_TOKEN", DEFAULT_TOKEN),
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    let config = TestConfig {
+        env: "HELD",
+        tables: "[scheduler]\ncron = \"* * * * * *\"\n[import]\ncron = \"*/2 * * * * *\"",
+        connector: &format!("api_base = \"{}\"", s.standin.url()),
+        hooks: &[&Hook {
+            id: "main",
+            kind: "NEXT_24_HOURS",
+            target: "workflow_id = 101",
+        }],
+        ..TestConfig::default()
+    }
+    .write(dir.path());
+    let data = dir.path().join("data");
+    let server = Server::start(&config, &data, &env);
+    let pages = || s.events_requests().len();
+    eventually(Duration::from_secs(30), || (pages() >= 1).then_some(()))
+        .unwrap_or_else(|| panic!("no import began:\n{}", server.logs()));
+    let paused = common::run(&config, &data, &["pause", "main", "--connector"], &env);
+    assert!(paused.status.success(), "{}", text(&paused));
+    let at_pause = pages();
+    // Stopped: the run ends (and counts as paused) well before its pages could.
+    eventually(Duration::from_secs(12), || {
+        let series = "sendtime_import_runs_total{connector=\"main\",result=\"paused\"}";
+        (common::metric(&server, series) >= 1).then_some(())
+    })
+    .unwrap_or_else(|| panic!("the import went on under the pause:\n{}", server.logs()));
+    assert!(
+        pages() <= at_pause + 1,
+        "{} pages, {at_pause} at the pause",
+        pages()
+    );
+    let (got, _) = stored(&data);
+    assert!(got.len() < s.events.len(), "all {} imported", got.len());
+
+    let resumed = common::run(&config, &data, &["resume", "main", "--connector"], &env);
+    assert!(resumed.status.success(), "{}", text(&resumed));
+    eventually(Duration::from_secs(60), || {
+        (stored(&data).0.len() >= s.events.len()).then_some(())
+    })
+    .unwrap_or_else(|| panic!("not all imported once resumed:\n{}", server.logs()));
+    server.stop();
+    assert_all_once(&stored(&data).0, &s);
+}
+
 /// Pages of odd but real shape: an event without a type (HubSpot's UNBOUNCE events have
 /// none) is skipped, not a page that cannot be read; an empty page that says there is more
 /// goes on to the next one.

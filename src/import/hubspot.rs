@@ -108,12 +108,12 @@ pub fn run(config: &Config, request: &Request) -> anyhow::Result<Summary> {
 /// The import `serve` runs on its schedule: from where the last run ended to now, at most at
 /// the share of the connector's limit that planning leaves ([`crate::capacity`]), and on the
 /// same limiter as the dispatcher's sends, so that together they stay under HubSpot's limit.
-/// `stop` is asked after each page and while waiting on HubSpot: once it says yes, the run
-/// ends there (its cursor saved, so the next run resumes).
+/// `stop` is asked after each page and while waiting on HubSpot: once it says why to stop, the
+/// run ends there (its cursor saved, so the next run resumes).
 pub fn run_in_background(
     config: &Config,
     connector: &Connector,
-    stop: impl Fn() -> bool + Send + 'static,
+    stop: impl Fn() -> Option<&'static str> + Send + 'static,
 ) -> anyhow::Result<Summary> {
     let reserve =
         connector.requests_per_10s as u64 * (100 - crate::capacity::PLAN_SHARE_PERCENT) / 100;
@@ -161,9 +161,9 @@ struct Import {
     rt: tokio::runtime::Runtime,
     page_size: u32,
     dedup_budget: usize,
-    /// Asked after each page and while waiting on HubSpot: stop there (the process is
-    /// shutting down).
-    stop: Box<dyn Fn() -> bool + Send>,
+    /// Asked after each page and while waiting on HubSpot: why to stop there, if so (the
+    /// process is shutting down, the connector was paused).
+    stop: Box<dyn Fn() -> Option<&'static str> + Send>,
 }
 
 impl Import {
@@ -186,7 +186,7 @@ impl Import {
             rt,
             page_size,
             dedup_budget,
-            stop: Box::new(|| false),
+            stop: Box::new(|| None),
         })
     }
 
@@ -385,9 +385,9 @@ impl Import {
                     cursor.pages
                 );
             }
-            if (self.stop)() {
+            if let Some(why) = (self.stop)() {
                 bail!(
-                    "stopped after page {} (shutting down); the next run resumes there",
+                    "stopped after page {} ({why}); the next run resumes there",
                     cursor.pages
                 );
             }
@@ -460,7 +460,7 @@ impl Import {
             tokio::select! {
                 done = work => Some(done),
                 () = async {
-                    while !(self.stop)() {
+                    while (self.stop)().is_none() {
                         tokio::time::sleep(Duration::from_millis(200)).await;
                     }
                 } => None,
@@ -471,9 +471,8 @@ impl Import {
     /// One page, waiting out rate limits and retrying transient failures.
     fn fetch(&self, query: &EventsQuery) -> anyhow::Result<EventsPage> {
         let stopped = || {
-            anyhow::anyhow!(
-                "stopped while reading a page (shutting down); the next run resumes there"
-            )
+            let why = (self.stop)().unwrap_or("asked to stop");
+            anyhow::anyhow!("stopped while reading a page ({why}); the next run resumes there")
         };
         let mut failures = 0u32;
         let mut rate_limited = 0u32;

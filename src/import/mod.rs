@@ -628,6 +628,11 @@ mod tests {
             assert!(m.len() < 400, "{} bytes: {}", m.len(), &m[..400]);
             assert!(m.contains("\"éxxx") && m.contains("(100002 bytes)"), "{m}");
         }
-        assert!(columns.time("soon").unwrap_err().contains("\"soon\" in column"));
+        assert!(
+            columns
+                .time("soon")
+                .unwrap_err()
+                .contains("\"soon\" in column")
+        );
     }
 }

@@ -3,6 +3,10 @@
 //! (the same code and cursor as `sendtime import hubspot`, paced at the share planning
 //! leaves). The dispatcher's profiles take the new event parts on its next tick.
 
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use chrono::{DateTime, Utc};
 use tokio::sync::watch;
 
@@ -35,28 +39,29 @@ pub async fn run(config: ConfigHandle, metrics: Metrics, mut stop: watch::Receiv
             continue; // disabled, or the once-a-minute look at the config
         }
         last_fire = Some(fire);
-        let pauses = crate::pauses::read_or_hold(&snapshot.server.data_dir);
+        let data_dir = &snapshot.server.data_dir;
         for connector in snapshot.connectors.iter().filter(|c| !c.dry_run) {
-            // A paused connector makes no calls: an operator's pause may protect a limit
-            // shared with another integration, and HubSpot's would refuse them. A daily-limit
-            // pause stored by an earlier run counts before the dispatcher's first tick shows it.
-            let (link, now) = (metrics.board.link(&connector.id), now_ms());
-            let why = connector::paused(&pauses, link.as_deref(), &connector.id, now)
-                .map(|(why, _)| why)
-                .or_else(|| {
-                    connector::stored_daily_pause(&snapshot.server.data_dir, &connector.id, now)
-                        .map(|_| connector::PauseReason::DailyLimit.as_str())
-                });
-            if let Some(why) = why {
+            if let Some(why) = paused(data_dir, &metrics, &connector.id) {
                 tracing::info!(connector = %connector.id, "scheduled HubSpot import skipped: the connector is paused ({why})");
                 metrics.import_paused(&connector.id);
                 continue;
             }
             let (config, c) = (snapshot.clone(), connector.clone());
-            let stopping = stop.clone();
+            let (stopping, watching) = (stop.clone(), metrics.clone());
+            // Set when the run stops for a pause that came while it ran.
+            let halted = Arc::new(AtomicBool::new(false));
+            let halting = halted.clone();
             let started = std::time::Instant::now();
             let result = tokio::task::spawn_blocking(move || {
-                crate::import::hubspot::run_in_background(&config, &c, move || *stopping.borrow())
+                let (data_dir, id) = (config.server.data_dir.clone(), c.id.clone());
+                crate::import::hubspot::run_in_background(&config, &c, move || {
+                    if *stopping.borrow() {
+                        return Some("shutting down");
+                    }
+                    paused(&data_dir, &watching, &id)?;
+                    halting.store(true, Ordering::Relaxed);
+                    Some("the connector was paused")
+                })
             })
             .await;
             let result = match result {
@@ -64,10 +69,15 @@ pub async fn run(config: ConfigHandle, metrics: Metrics, mut stop: watch::Receiv
                 Err(e) => Err(anyhow::anyhow!("the import task failed: {e}")),
             };
             let at = now_ms();
-            // Cut short by the shutdown: not a failure (the next run resumes there).
+            // Cut short by the shutdown or a pause: not a failure (the next run resumes there).
             if result.is_err() && *stop.borrow() {
                 tracing::info!(connector = %connector.id, "scheduled HubSpot import stopped for the shutdown; the next run resumes where it stopped");
                 break;
+            }
+            if result.is_err() && halted.load(Ordering::Relaxed) {
+                tracing::info!(connector = %connector.id, "scheduled HubSpot import stopped: the connector was paused; the first run after the pause resumes where it stopped");
+                metrics.import_paused(&connector.id);
+                continue;
             }
             match &result {
                 Ok(summary) => tracing::info!(
@@ -92,6 +102,21 @@ pub async fn run(config: ConfigHandle, metrics: Metrics, mut stop: watch::Receiv
         }
     }
     tracing::info!("import scheduler stopped");
+}
+
+/// Why `connector` makes no calls now, if so. An operator's pause may protect a limit shared
+/// with another integration, and HubSpot would refuse calls under its own pause (a refused
+/// token, the daily limit); a daily-limit pause stored by an earlier run counts before the
+/// dispatcher's first tick shows it.
+fn paused(data_dir: &Path, metrics: &Metrics, connector: &str) -> Option<&'static str> {
+    let pauses = crate::pauses::read_or_hold(data_dir);
+    let (link, now) = (metrics.board.link(connector), now_ms());
+    connector::paused(&pauses, link.as_deref(), connector, now)
+        .map(|(why, _)| why)
+        .or_else(|| {
+            connector::stored_daily_pause(data_dir, connector, now)
+                .map(|_| connector::PauseReason::DailyLimit.as_str())
+        })
 }
 
 /// What `/status` shows for a connector's imports.
