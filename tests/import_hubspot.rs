@@ -815,6 +815,28 @@ fn a_paused_connector_imports_nothing_until_resumed() {
     }
 }
 
+/// A connector renamed (or a second one on the same account) has no cursor, so it reads the
+/// account's whole history again, and stores none of it twice: HubSpot's event ids are
+/// matched whichever connector stored them (before, the history was stored again).
+#[test]
+fn a_renamed_connector_does_not_store_the_history_again() {
+    let s = setup(Options::default());
+    let out = s.import();
+    assert!(out.status.success(), "{}", text(&out));
+    let config = std::fs::read_to_string(&s.config).unwrap();
+    assert_eq!(config.matches("id = \"main\"").count(), 1);
+    std::fs::write(&s.config, config.replace("id = \"main\"", "id = \"prod\"")).unwrap();
+    let before = s.events_requests().len();
+    let out = s.import();
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        s.events_requests().len() >= before + 11,
+        "the renamed connector did not read the history"
+    );
+    let (got, _) = stored(&s.data);
+    assert_all_once(&got, &s);
+}
+
 /// A pause set while a scheduled import runs stops it after the page in flight (before, a
 /// first import of a large account went on calling HubSpot for hours under an operator's
 /// pause), and the first run after the resume goes on from there: every event once.

@@ -51,6 +51,14 @@ pub fn dataset(data_dir: &Path) -> anyhow::Result<Dataset> {
     Dataset::open(data_dir, NAME)
 }
 
+/// What [`col::SOURCE`] starts with for the events imported from HubSpot.
+const HUBSPOT_SOURCE: &str = "hubspot:";
+
+/// The source of the events imported from HubSpot through `connector`.
+pub fn hubspot_source(connector: &str) -> String {
+    format!("{HUBSPOT_SOURCE}{connector}")
+}
+
 /// What happened, as HubSpot names it. Stored as its `u8` code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 #[repr(u8)]
@@ -438,12 +446,13 @@ fn sorted(rows: &[Row]) -> Vec<Row> {
     out
 }
 
-/// Calls `each(id, at_ms)` for every event of `source` stored with an id in the part at `path`
-/// and a time in `window`; returns the earliest and latest of those times (`None`: it has
-/// none). What a re-import of the window must not store again ([`crate::import::seen`]).
+/// Calls `each(id, at_ms)` for every event imported from HubSpot stored with an id in the part
+/// at `path` and a time in `window`; returns the earliest and latest of those times (`None`:
+/// it has none). What a re-import of the window must not store again
+/// ([`crate::import::seen`]). Through any connector: HubSpot's ids are random, so a connector
+/// renamed, or a second one on the same account, does not store its events again.
 pub fn ids_in_part(
     path: &Path,
-    source: &str,
     window: RangeInclusive<i64>,
     mut each: impl FnMut(&str, i64),
 ) -> anyhow::Result<Option<(i64, i64)>> {
@@ -466,7 +475,7 @@ pub fn ids_in_part(
         let mut span: Option<(i64, i64)> = None;
         for ((id, at), src) in ids.iter().zip(at.iter()).zip(sources.iter()) {
             if let (Some(id), Some(at), Some(src)) = (id, at, src)
-                && src == source
+                && src.starts_with(HUBSPOT_SOURCE)
                 && window.contains(&at)
             {
                 span = Some(span.map_or((at, at), |(lo, hi)| (lo.min(at), hi.max(at))));
@@ -779,10 +788,7 @@ mod tests {
         }
         let ids = |part: &Path, window: RangeInclusive<i64>| {
             let mut ids = Vec::new();
-            ids_in_part(part, "hubspot:main", window, |id, _| {
-                ids.push(id.to_string())
-            })
-            .map(|_| ids)
+            ids_in_part(part, window, |id, _| ids.push(id.to_string())).map(|_| ids)
         };
         let today = t - DAY..=t + DAY;
         assert!(ids(&parts[0], today.clone()).unwrap().is_empty());
@@ -819,10 +825,7 @@ mod tests {
         append(dir.path(), &[api]).unwrap();
         let mut ids = Vec::new();
         for part in dataset(dir.path()).unwrap().parts().unwrap() {
-            ids_in_part(&part, "hubspot:main", 0..=i64::MAX, |id, at| {
-                ids.push((id.to_string(), at))
-            })
-            .unwrap();
+            ids_in_part(&part, 0..=i64::MAX, |id, at| ids.push((id.to_string(), at))).unwrap();
         }
         assert_eq!(ids, [("e1".to_string(), 1_700_000_000_000)]);
         let mut sources = Vec::new();

@@ -181,7 +181,7 @@ impl Import {
         Ok(Import {
             data_dir: config.server.data_dir.clone(),
             connector: connector.clone(),
-            source: format!("hubspot:{}", connector.id),
+            source: events::hubspot_source(&connector.id),
             client,
             rt,
             page_size,
@@ -305,7 +305,6 @@ impl Import {
 
         let mut seen = Seen::load(
             &self.data_dir,
-            &self.source,
             (cursor.start_ms, cursor.end_ms),
             self.dedup_budget,
         )?;

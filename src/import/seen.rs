@@ -29,7 +29,6 @@ const MIN_SLICE_MS: u64 = 60_000;
 
 pub struct Seen {
     data_dir: PathBuf,
-    source: String,
     start_ms: i64,
     end_ms: i64,
     slice_ms: i64,
@@ -53,11 +52,10 @@ pub struct Seen {
 }
 
 impl Seen {
-    /// What `source` has stored in `start_ms..=end_ms`, within about `budget_bytes` of ids:
-    /// one pass over the store, holding every id when they fit.
+    /// What HubSpot's imports have stored in `start_ms..=end_ms`, within about `budget_bytes`
+    /// of ids: one pass over the store, holding every id when they fit.
     pub fn load(
         data_dir: &Path,
-        source: &str,
         (start_ms, end_ms): (i64, i64),
         budget_bytes: usize,
     ) -> anyhow::Result<Seen> {
@@ -66,7 +64,6 @@ impl Seen {
         let count = width.div_ceil(slice_ms) as usize;
         let mut seen = Seen {
             data_dir: data_dir.to_path_buf(),
-            source: source.to_string(),
             start_ms,
             end_ms,
             slice_ms: slice_ms as i64,
@@ -81,7 +78,7 @@ impl Seen {
         };
         let mut fits = true;
         for path in events::dataset(data_dir)?.parts()? {
-            let span = events::ids_in_part(&path, source, start_ms..=end_ms, |id, at| {
+            let span = events::ids_in_part(&path, start_ms..=end_ms, |id, at| {
                 let slice = seen.slice(at);
                 seen.stored[slice] = seen.stored[slice].saturating_add(1);
                 if fits {
@@ -174,7 +171,6 @@ impl Seen {
         let from = self.start_ms + first as i64 * self.slice_ms;
         let to = (self.start_ms + (slice as i64 + 1) * self.slice_ms - 1).min(self.end_ms);
         let (window, range) = (self.start_ms..=self.end_ms, from..=to);
-        let source = self.source.clone();
         for path in events::dataset(&self.data_dir)?.parts()? {
             let known = self.parts.get(&path).copied();
             if let Some(span) = known {
@@ -183,7 +179,7 @@ impl Seen {
                     continue;
                 }
             }
-            let span = events::ids_in_part(&path, &source, window.clone(), |id, at| {
+            let span = events::ids_in_part(&path, window.clone(), |id, at| {
                 if range.contains(&at) {
                     self.hold(self.slice(at), id, at);
                 }
@@ -231,7 +227,7 @@ mod tests {
             append(dir.path(), chunk).unwrap();
         }
         let window = (0, 700 * HOUR);
-        let mut seen = Seen::load(dir.path(), "hubspot:main", window, 56 * ID_BYTES).unwrap();
+        let mut seen = Seen::load(dir.path(), window, 56 * ID_BYTES).unwrap();
         let budget = seen.budget;
         assert_eq!(budget, 56);
         assert_eq!(seen.ids, 0, "400 ids do not fit: none are held");
@@ -264,9 +260,21 @@ mod tests {
         let want: Vec<i64> = (0..600).filter(|i| i % 3 == 0).collect();
         assert_eq!(new, want);
         assert!(seen.reads() > 0);
-        // Another source's events with the same ids are not this source's.
-        let other = Seen::load(dir.path(), "hubspot:other", window, 1 << 20).unwrap();
-        assert_eq!(other.ids, 0);
+        // Stored by any connector (one renamed since), and only HubSpot's.
+        let renamed = Event {
+            event_id: Some("moved".into()),
+            source: "hubspot:renamed".into(),
+            ..event(650)
+        };
+        let file = Event {
+            event_id: Some("from-a-file".into()),
+            source: "csv:opens.csv".into(),
+            ..event(660)
+        };
+        append(dir.path(), &[renamed, file]).unwrap();
+        let mut seen = Seen::load(dir.path(), window, 1 << 20).unwrap();
+        assert!(!seen.insert("moved", 650 * HOUR).unwrap());
+        assert!(seen.insert("from-a-file", 660 * HOUR).unwrap());
     }
 
     /// Pages in order, newest first, over a store of twenty budgets: each slice is read once,
@@ -279,7 +287,7 @@ mod tests {
             append(dir.path(), chunk).unwrap();
         }
         let window = (0, 1_300 * HOUR);
-        let mut seen = Seen::load(dir.path(), "hubspot:main", window, 56 * ID_BYTES).unwrap();
+        let mut seen = Seen::load(dir.path(), window, 56 * ID_BYTES).unwrap();
         assert_eq!(seen.budget, 56);
         let newest_first: Vec<i64> = (0..1_200).rev().collect();
         for page in newest_first.chunks(10) {
