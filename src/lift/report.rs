@@ -28,6 +28,11 @@ const SEED: u64 = 20_261_130;
 const WINDOWS_H: [i64; 2] = [24, 72];
 /// Fewer sends than this in either group: no verdict, whatever the interval.
 pub const MIN_SENDS: u64 = 30;
+/// A webhook is compared only with at least this many contacts in each group: a group of one
+/// or two contacts barely varies when resampled, so many such webhooks made the interval far
+/// too narrow (a review's simulation: 30 webhooks holding out one contact each, 45 % of
+/// verdicts on no difference).
+pub const MIN_CONTACTS: u64 = 5;
 
 /// What to report on.
 #[derive(Debug, Clone, Default)]
@@ -82,6 +87,9 @@ pub struct Metric {
     pub interval: Option<[f64; 2]>,
     /// `optimized_better` or `holdout_better` when the interval excludes zero.
     pub verdict: Option<&'static str>,
+    /// Webhooks with sends in both groups left out, as one of them reached fewer than
+    /// [`MIN_CONTACTS`] contacts.
+    pub too_few_contacts: usize,
 }
 
 /// The whole report.
@@ -334,23 +342,32 @@ const EXACT_CLUSTERS: usize = 4000;
 /// Each webhook is compared with itself, and the differences are weighted by its sends in
 /// both groups: pooled, webhooks that hold out different shares would set one webhook's
 /// audience against another's (Simpson's paradox). A webhook with sends in one group only has
-/// nothing to compare and is left out.
+/// nothing to compare and is left out, and so is one with fewer than [`MIN_CONTACTS`] in a
+/// group.
 fn compare(metric: &'static str, hours: i64, strata: usize, clusters: &[Cluster]) -> Metric {
     let add = |t: (u64, u64), c: &(u64, u64)| (t.0 + c.0, t.1 + c.1);
-    // Each webhook's [optimized, holdout] totals; the webhooks with sends in both groups.
+    // Each webhook's [optimized, holdout] totals, and contacts (a cluster has one cell per
+    // webhook and group); the webhooks compared.
     let mut totals = vec![[(0u64, 0u64); 2]; strata];
+    let mut contacts = vec![[0u64; 2]; strata];
     for c in clusters.iter().flatten() {
-        let t = &mut totals[c.stratum][usize::from(c.holdout)];
-        *t = add(*t, &(c.sends, c.engaged));
+        let g = usize::from(c.holdout);
+        totals[c.stratum][g] = add(totals[c.stratum][g], &(c.sends, c.engaged));
+        contacts[c.stratum][g] += 1;
     }
+    let sent_both = |k: &usize| totals[*k].iter().all(|t| t.0 > 0);
     let both: Vec<usize> = (0..strata)
-        .filter(|&k| totals[k].iter().all(|t| t.0 > 0))
+        .filter(sent_both)
+        .filter(|&k| contacts[k].iter().all(|&n| n >= MIN_CONTACTS))
         .collect();
-    // Counted over the webhooks compared; with none, over all (there is nothing to compare).
-    let counted: Vec<usize> = if both.is_empty() {
-        (0..strata).collect()
-    } else {
-        both.clone()
+    let sent: Vec<usize> = (0..strata).filter(sent_both).collect();
+    let too_few_contacts = sent.len() - both.len();
+    // Counted over the webhooks compared; with none, over those with sends in both groups,
+    // else over all (there is nothing to compare).
+    let counted: Vec<usize> = match (both.is_empty(), sent.is_empty()) {
+        (false, _) => both.clone(),
+        (true, false) => sent,
+        (true, true) => (0..strata).collect(),
     };
     let [mut a, mut b] =
         [0, 1].map(|g| share(counted.iter().map(|&k| &totals[k][g]).fold((0, 0), add)));
@@ -392,6 +409,7 @@ fn compare(metric: &'static str, hours: i64, strata: usize, clusters: &[Cluster]
         difference,
         interval,
         verdict,
+        too_few_contacts,
     }
 }
 
@@ -662,6 +680,7 @@ impl Lift {
                     lo * 100.0,
                     hi * 100.0
                 ),
+                _ if m.too_few_contacts > 0 => "too few contacts to compare".into(),
                 _ => "no webhook sent in both groups".into(),
             };
             let _ = writeln!(
@@ -691,6 +710,19 @@ impl Lift {
                     "{what}: no verdict (the interval includes zero, or there is nothing to compare): more sends are needed to tell"
                 ),
             };
+        }
+        if let Some(n) = self
+            .metrics
+            .iter()
+            .map(|m| m.too_few_contacts)
+            .max()
+            .filter(|&n| n > 0)
+        {
+            let _ = writeln!(
+                out,
+                "{n} webhook{} left out of some comparisons: fewer than {MIN_CONTACTS} contacts in a group, too few to tell their difference from chance",
+                if n == 1 { "" } else { "s" }
+            );
         }
         let _ = writeln!(
             out,
@@ -1046,6 +1078,26 @@ mod tests {
             one_webhook(&singles(400, 200), &singles(20, 0)).verdict,
             None
         );
+    }
+
+    /// Webhooks that each hold out a contact or two are left out: resampled, such a group's
+    /// rate barely varies, so together they gave an interval far too narrow and verdicts on
+    /// no difference. Here 30 webhooks reach 50 contacts optimized (30 % engaged) and one held
+    /// out (a third of them engaged): the old interval excluded zero.
+    #[test]
+    fn webhooks_holding_out_too_few_contacts_are_not_compared() {
+        let strata: Vec<Groups> = (0..30)
+            .map(|i| [singles(50, 15), singles(1, u64::from(i % 3 == 0))])
+            .collect();
+        let m = apart(&strata);
+        assert_eq!((m.too_few_contacts, m.interval, m.verdict), (30, None, None));
+        // Five contacts in each group are enough to compare.
+        let mut strata = strata;
+        strata.push([singles(50, 15), singles(5, 1)]);
+        let m = apart(&strata);
+        assert_eq!(m.too_few_contacts, 30);
+        assert_eq!((m.optimized.sends, m.holdout.sends), (50, 5));
+        assert!(m.interval.is_some());
     }
 
     /// The pseudo-contacts are in every resample: groups whose contacts are all alike leave

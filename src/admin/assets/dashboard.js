@@ -341,7 +341,7 @@ async function measureLift() {
       const diff = m.interval
         ? (m.difference * 100).toFixed(1) + " pts [" + (m.interval[0] * 100).toFixed(1) + ", " +
           (m.interval[1] * 100).toFixed(1) + "]"
-        : "no webhook sent in both groups";
+        : m.too_few_contacts > 0 ? "too few contacts to compare" : "no webhook sent in both groups";
       const verdict = m.verdict === "optimized_better" ? "optimized better"
         : m.verdict === "holdout_better" ? "held out better" : "no verdict yet";
       table.append(row([m.metric + " within " + m.window_hours + " h", pct(m.optimized), pct(m.holdout), diff, verdict]));
