@@ -75,8 +75,8 @@ pub struct QuietHours {
 }
 
 impl QuietHours {
-    /// `HH:MM-HH:MM` (exactly the schema's `^[0-9]{1,2}:[0-9]{2}-[0-9]{1,2}:[0-9]{2}$`); the
-    /// error says what is wrong.
+    /// `HH:MM-HH:MM`, hours 0 to 23 and an end of `24:00` for midnight (exactly the schema's
+    /// pattern); the error says what is wrong.
     pub fn parse(text: &str) -> Result<QuietHours, String> {
         let minute = |t: &str| -> Option<u16> {
             let (h, m) = t.split_once(':')?;
@@ -89,9 +89,11 @@ impl QuietHours {
         };
         let (start, end) = text
             .split_once('-')
-            .and_then(|(a, b)| Some((minute(a)?, minute(b)?)))
+            .and_then(|(a, b)| Some((minute(a)?, if b == "24:00" { 0 } else { minute(b)? })))
             .ok_or_else(|| {
-                format!("\"{text}\" is not a local time range such as \"21:00-08:00\"")
+                format!(
+                    "\"{text}\" is not a local time range such as \"21:00-08:00\" (hours 00 to 23, minutes 00 to 59; an end at midnight is 24:00 or 00:00)"
+                )
             })?;
         if start == end {
             return Err(format!(
@@ -250,7 +252,20 @@ mod tests {
         assert!(!q.contains(8 * 60) && !q.contains(20 * 60 + 59));
         let day = QuietHours::parse("12:30-13:15").unwrap();
         assert!(day.contains(12 * 60 + 30) && !day.contains(13 * 60 + 15));
-        for bad in ["21:00", "25:00-08:00", "08:00-08:00", "9-17", "+9:00-10:00"] {
+        // Midnight as an end may be written 24:00 (the end is not quiet).
+        let late = QuietHours::parse("22:00-24:00").unwrap();
+        assert_eq!(late, QuietHours::parse("22:00-00:00").unwrap());
+        assert!(late.contains(23 * 60 + 59) && !late.contains(0));
+        for bad in [
+            "21:00",
+            "25:00-08:00",
+            "08:00-08:00",
+            "9-17",
+            "+9:00-10:00",
+            "24:00-08:00",
+            "00:00-24:00",
+            "22:00-24:30",
+        ] {
             assert!(QuietHours::parse(bad).is_err(), "{bad}");
         }
     }

@@ -648,8 +648,16 @@ fn read_connector(ctx: &mut Ctx, table: &DeTable, at: usize, n: usize) -> Option
 }
 
 /// `auth` and the env var names it needs, with where each name is.
+/// The keys naming a connector's credentials, for either `auth`.
+const CREDENTIAL_KEYS: [&str; 3] = ["client_id_env", "refresh_token_env", "access_token_env"];
+
 fn read_credentials(ctx: &mut Ctx, r: &TableReader) -> Option<(Credentials, Vec<usize>)> {
-    let auth = match r.string(ctx, "auth") {
+    let auth = r.string(ctx, "auth");
+    // Known whatever `auth` says: a bad `auth` must not make them "unknown keys" as well.
+    for key in CREDENTIAL_KEYS {
+        r.get(key);
+    }
+    let auth = match auth {
         None if r.has("auth") => return None,
         None => Credentials::STATIC.to_string(),
         Some((s, at)) => {

@@ -80,7 +80,8 @@ fn table(doc: &str, properties: Vec<(&str, Value)>, required: &[&str]) -> Value 
 const ID_PATTERN: &str = "^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$";
 const ENV_PATTERN: &str = "^[A-Za-z_][A-Za-z0-9_]*$";
 const SPAN_PATTERN: &str = "^[1-9][0-9]*[mhd]$";
-const QUIET_PATTERN: &str = "^[0-9]{1,2}:[0-9]{2}-[0-9]{1,2}:[0-9]{2}$";
+const QUIET_PATTERN: &str =
+    "^([01]?[0-9]|2[0-3]):[0-5][0-9]-(([01]?[0-9]|2[0-3]):[0-5][0-9]|24:00)$";
 
 fn id(doc: &str) -> Value {
     json!({"type": "string", "pattern": ID_PATTERN, "description": doc})

@@ -1090,7 +1090,10 @@ mod tests {
             .map(|i| [singles(50, 15), singles(1, u64::from(i % 3 == 0))])
             .collect();
         let m = apart(&strata);
-        assert_eq!((m.too_few_contacts, m.interval, m.verdict), (30, None, None));
+        assert_eq!(
+            (m.too_few_contacts, m.interval, m.verdict),
+            (30, None, None)
+        );
         // Five contacts in each group are enough to compare.
         let mut strata = strata;
         strata.push([singles(50, 15), singles(5, 1)]);
