@@ -549,11 +549,19 @@ fn the_dashboard_shows_what_holds_a_dry_run_connector_without_engagement() {
         (endpoint(&status(&server), "fatigue")["counts"]["dry_run"] == 2).then_some(())
     })
     .unwrap_or_else(|| panic!("no dry run; logs:\n{}", server.logs()));
-    std::fs::write(data.join("state/pauses.json"), "garbage{").unwrap();
-
     let driver = Driver::start();
     let page = rt.block_on(browser(&driver, &dir.path().join("chromium")));
     rt.block_on(page.goto(&server.admin_url("/"))).unwrap();
+    // The webhook's row says its contacts are recorded, not sent.
+    until_page(
+        &rt,
+        &page,
+        "return document.querySelector('tr[data-endpoint=fatigue] td.state-dry')?.textContent;",
+        "the webhook's dry-run state",
+        |v| (v == "dry run").then_some(()),
+    );
+
+    std::fs::write(data.join("state/pauses.json"), "garbage{").unwrap();
     let shown = until_page(
         &rt,
         &page,
@@ -711,16 +719,42 @@ fn the_admin_surface_guards_its_data_and_its_buttons() {
         .send()
         .unwrap();
     assert_eq!(lower.status(), 200);
-    // A request another site's page made the browser send is refused, token or not.
-    let cross = http
-        .get(server.admin_url("/lift"))
-        .bearer_auth("a-long-random-admin-token")
-        .header("sec-fetch-site", "cross-site")
-        .send()
-        .unwrap();
-    assert_eq!(cross.status(), 403);
+    // Every route with data or an effect, without the token: 401; a request another site's
+    // page made the browser send is refused, token or not. The page and its assets are not:
+    // a link from another site (or an SSO redirect) opens the dashboard.
+    let data_routes = [
+        ("GET", "/status"),
+        ("GET", "/metrics"),
+        ("GET", "/contact?q=a@example.com"),
+        ("GET", "/lift"),
+        ("POST", "/pause"),
+        ("POST", "/resume"),
+    ];
+    for (method, path) in data_routes {
+        let request = |token: Option<&str>, site: &str| {
+            let mut req = http
+                .request(method.parse().unwrap(), server.admin_url(path))
+                .header("sec-fetch-site", site)
+                .json(&json!({"id": "fatigue"}));
+            if let Some(t) = token {
+                req = req.bearer_auth(t);
+            }
+            req.send().unwrap().status()
+        };
+        assert_eq!(request(None, "same-origin"), 401, "{method} {path}");
+        let token = Some("a-long-random-admin-token");
+        assert_eq!(request(token, "cross-site"), 403, "{method} {path}");
+        assert_eq!(request(token, "same-site"), 403, "{method} {path}");
+    }
     for path in ["/", "/dashboard.js", "/dashboard.css", "/healthz"] {
         assert_eq!(get(path, None).status(), 200, "{path}");
+        let linked = http
+            .get(server.admin_url(path))
+            .header("sec-fetch-site", "cross-site")
+            .header("sec-fetch-mode", "navigate")
+            .send()
+            .unwrap();
+        assert_eq!(linked.status(), 200, "{path} from another site");
     }
     let page = get("/", None);
     assert!(

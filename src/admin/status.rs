@@ -57,6 +57,10 @@ pub fn status(state: &AdminState) -> Value {
         let connector_paused = connectors
             .iter()
             .any(|c| c.id == w.connector && c.paused.is_some());
+        // Recorded, not sent: what its table row must say rather than "sending".
+        let connector_dry_run = connectors
+            .iter()
+            .any(|c| c.id == w.connector && c.dry_run);
         json!({
             "id": w.id,
             "type": w.kind.as_str(),
@@ -65,6 +69,7 @@ pub fn status(state: &AdminState) -> Value {
             "pending": pending,
             "paused": paused,
             "connector_paused": connector_paused,
+            "connector_dry_run": connector_dry_run,
             "held": if paused || connector_paused { pending } else { 0 },
             "counts": board.tally(&w.id),
         })

@@ -9,7 +9,10 @@ const $ = (selector) => document.querySelector(selector);
 // A token in the address (#token=...) is taken once, kept for this tab, and removed from it.
 let token = sessionStorage.getItem("sendtime-token") || "";
 if (location.hash.startsWith("#token=")) {
-  token = decodeURIComponent(location.hash.slice("#token=".length));
+  const given = location.hash.slice("#token=".length);
+  // A bad escape (a stray %) is taken as written: the page still loads, and a wrong token is
+  // answered 401 with what to do.
+  try { token = decodeURIComponent(given); } catch { token = given; }
   sessionStorage.setItem("sendtime-token", token);
   history.replaceState(null, "", location.pathname);
 }
@@ -221,6 +224,7 @@ function drawEndpoints(status) {
     for (const [name, td] of Object.entries(cells)) td.classList.add(name);
     const state = e.paused ? el("td", "paused", "state-paused")
       : e.connector_paused ? el("td", "held: connector paused", "state-paused")
+      : e.connector_dry_run ? el("td", "dry run", "state-dry")
       : el("td", "sending", "state-sending");
     const idCell = el("td", e.id);
     idCell.title = kind + " at " + e.url;
