@@ -58,9 +58,7 @@ pub fn status(state: &AdminState) -> Value {
             .iter()
             .any(|c| c.id == w.connector && c.paused.is_some());
         // Recorded, not sent: what its table row must say rather than "sending".
-        let connector_dry_run = connectors
-            .iter()
-            .any(|c| c.id == w.connector && c.dry_run);
+        let connector_dry_run = connectors.iter().any(|c| c.id == w.connector && c.dry_run);
         json!({
             "id": w.id,
             "type": w.kind.as_str(),

@@ -366,6 +366,21 @@ fn longest_gap(
     (longest > Scheduler::LONGEST_QUIET).then_some(longest)
 }
 
+/// Whether `cron` fires twice within a minute somewhere in the next day (a seconds field of
+/// `*` or a step).
+fn fires_within_a_minute(cron: &croner::Cron, now: chrono::DateTime<chrono::Utc>) -> bool {
+    let next = |t| cron.find_next_occurrence(&t, false).ok();
+    let mut at = now;
+    while at < now + chrono::TimeDelta::days(1) {
+        let Some(first) = next(at) else { return false };
+        if next(first).is_some_and(|second| second - first < chrono::TimeDelta::minutes(1)) {
+            return true;
+        }
+        at = first;
+    }
+    false
+}
+
 fn read_import(ctx: &mut Ctx, top: &TableReader) -> Option<ImportSchedule> {
     let (table, at) = match sub_table(ctx, top, "import") {
         Ok(Some(t)) => t,
@@ -382,6 +397,17 @@ fn read_import(ctx: &mut Ctx, top: &TableReader) -> Option<ImportSchedule> {
     let r = TableReader::new("[import]".into(), table, at);
     let enabled = r.boolean_or(ctx, "enabled", true);
     let cron = read_cron(ctx, &r, ImportSchedule::DEFAULT_CRON);
+    if let (Some((_, schedule)), Some(at)) = (&cron, r.get("cron").map(|v| v.span().start))
+        && fires_within_a_minute(schedule, chrono::Utc::now())
+    {
+        ctx.warning(
+            at,
+            format!(
+                "the import runs more than once a minute (cron times are seconds first, in UTC): each run calls HubSpot for every connector; e.g. \"{}\" runs every 15 minutes",
+                ImportSchedule::DEFAULT_CRON
+            ),
+        );
+    }
     r.finish(ctx);
     let (cron, schedule) = cron?;
     Some(ImportSchedule {
