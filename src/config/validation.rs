@@ -22,14 +22,27 @@ pub(super) fn check(ctx: &mut Ctx, draft: Draft, env: EnvCheck) -> Option<(Draft
             .iter()
             .map(|c| (c.connector.id.as_str(), c.id_at, "connector")),
     );
-    let webhooks: Vec<(Webhook, usize)> = draft
+    // Webhooks and actions share one URL space; checked on their ids as read, so a repeat
+    // is reported beside a webhook's other errors, not once they are fixed.
+    check_unique(
+        ctx,
+        draft.webhooks.iter().filter_map(|w| {
+            let (id, at) = w.id.as_ref()?;
+            Some((
+                id.as_str(),
+                *at,
+                if w.action { "action" } else { "webhook" },
+            ))
+        }),
+    );
+    let webhooks: Vec<Webhook> = draft
         .webhooks
         .iter()
         .filter_map(|w| {
             let connector = check_webhook_connector(ctx, w, &draft.declared_connectors);
             let target = check_webhook_target(ctx, w);
             check_timing(ctx, w);
-            let (id, at) = w.id.clone()?;
+            let (id, _) = w.id.clone()?;
             let connector = connector?;
             let drafted = draft
                 .connectors
@@ -40,36 +53,21 @@ pub(super) fn check(ctx: &mut Ctx, draft: Draft, env: EnvCheck) -> Option<(Draft
                 check_action_signature(ctx, w, c);
             }
             let inherited = drafted.and_then(|c| c.quiet_hours);
-            Some((
-                Webhook {
-                    id,
-                    name: w.name.clone(),
-                    connector,
-                    kind: w.kind?,
-                    target: target?,
-                    window: w.window?,
-                    // Next-tick webhooks have no window for quiet hours to shape.
-                    quiet_hours: w
-                        .quiet_hours?
-                        .or(inherited.filter(|_| w.action || w.kind.is_some_and(|k| k.timed()))),
-                    holdout: w.holdout?,
-                },
-                at,
-            ))
+            Some(Webhook {
+                id,
+                name: w.name.clone(),
+                connector,
+                kind: w.kind?,
+                target: target?,
+                window: w.window?,
+                // Next-tick webhooks have no window for quiet hours to shape.
+                quiet_hours: w
+                    .quiet_hours?
+                    .or(inherited.filter(|_| w.action || w.kind.is_some_and(|k| k.timed()))),
+                holdout: w.holdout?,
+            })
         })
         .collect();
-    // Webhooks and actions share one URL space.
-    check_unique(
-        ctx,
-        webhooks.iter().map(|(w, at)| {
-            let what = if w.target == Target::Callback {
-                "action"
-            } else {
-                "webhook"
-            };
-            (w.id.as_str(), *at, what)
-        }),
-    );
     for c in &draft.connectors {
         check_env(ctx, c, env);
         check_allow_unsigned(ctx, c, draft.server.as_ref());
@@ -79,7 +77,7 @@ pub(super) fn check(ctx: &mut Ctx, draft: Draft, env: EnvCheck) -> Option<(Draft
         && draft.scheduler.is_some()
         && draft.import.is_some()
         && draft.model.is_some();
-    complete.then(|| (draft, webhooks.into_iter().map(|(w, _)| w).collect()))
+    complete.then_some((draft, webhooks))
 }
 
 /// HubSpot signs a custom action's requests v2 (its custom action guide): a connector that
