@@ -141,6 +141,25 @@ impl Setup {
     }
 }
 
+/// `serve`'s config in `dir` for the scheduled-import tests: a tick every second, an import
+/// every 2 s, connector `main` calling `api_base` (its secret and token in `{env}_SECRET` and
+/// `{env}_TOKEN`), and one webhook, `hook`.
+fn serve_config(dir: &Path, env: &str, hook: &'static str, api_base: &str) -> PathBuf {
+    use common::{Hook, TestConfig};
+    TestConfig {
+        env,
+        tables: "[scheduler]\ncron = \"* * * * * *\"\n[import]\ncron = \"*/2 * * * * *\"",
+        connector: &format!("api_base = \"{api_base}\""),
+        hooks: &[&Hook {
+            id: hook,
+            kind: "NEXT_24_HOURS",
+            target: "workflow_id = 101",
+        }],
+        ..TestConfig::default()
+    }
+    .write(dir)
+}
+
 fn text(o: &Output) -> String {
     format!(
         "status {:?}\nstdout:\n{}\nstderr:\n{}",
@@ -624,7 +643,7 @@ fn a_later_window_does_not_skip_the_gap_before_it() {
 /// `/status` and the metrics show the import.
 #[test]
 fn serve_keeps_profiles_current_from_hubspot_events() {
-    use common::{Hook, Server, TestConfig, eventually};
+    use common::{Server, eventually};
     let now = chrono::Utc::now().timestamp_millis();
     let day = 86_400_000i64;
     let best_hour = (now / 3_600_000 + 5) % 24;
@@ -647,18 +666,7 @@ fn serve_keeps_profiles_current_from_hubspot_events() {
         }))
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let config = TestConfig {
-        env: "FRESH",
-        tables: "[scheduler]\ncron = \"* * * * * *\"\n[import]\ncron = \"*/2 * * * * *\"",
-        connector: &format!("api_base = \"{}\"", standin.url()),
-        hooks: &[&Hook {
-            id: "nurture",
-            kind: "NEXT_24_HOURS",
-            target: "workflow_id = 101",
-        }],
-        ..TestConfig::default()
-    }
-    .write(dir.path());
+    let config = serve_config(dir.path(), "FRESH", "nurture", &standin.url());
     let data = dir.path().join("data");
     let server = Server::start(
         &config,
@@ -736,7 +744,7 @@ fn serve_keeps_profiles_current_from_hubspot_events() {
 /// and `resume` of that id names the webhook, and says which command lifts the pause.
 #[test]
 fn a_paused_connector_imports_nothing_until_resumed() {
-    use common::{Hook, Server, TestConfig, eventually};
+    use common::{Server, eventually};
     let rt = tokio::runtime::Runtime::new().unwrap();
     let standin = rt.block_on(StandIn::start(Options::default())).unwrap();
     let imports = || standin.log().iter().filter(|e| e.path == EVENTS).count();
@@ -746,18 +754,7 @@ fn a_paused_connector_imports_nothing_until_resumed() {
     ];
     for daily in [false, true] {
         let dir = tempfile::tempdir().unwrap();
-        let config = TestConfig {
-            env: "HELD",
-            tables: "[scheduler]\ncron = \"* * * * * *\"\n[import]\ncron = \"*/2 * * * * *\"",
-            connector: &format!("api_base = \"{}\"", standin.url()),
-            hooks: &[&Hook {
-                id: "main",
-                kind: "NEXT_24_HOURS",
-                target: "workflow_id = 101",
-            }],
-            ..TestConfig::default()
-        }
-        .write(dir.path());
+        let config = serve_config(dir.path(), "HELD", "main", &standin.url());
         let data = dir.path().join("data");
         std::fs::create_dir_all(data.join("state")).unwrap();
         // The command `pause` names to lift it.
@@ -842,7 +839,7 @@ fn a_renamed_connector_does_not_store_the_history_again() {
 /// pause), and the first run after the resume goes on from there: every event once.
 #[test]
 fn a_pause_stops_a_scheduled_import_under_way() {
-    use common::{Hook, Server, TestConfig, eventually};
+    use common::{Server, eventually};
     let s = setup(Options::default());
     // Each page answered 2 s late: the 11 pages take more than 20 s.
     s.standin.inject(
@@ -855,18 +852,7 @@ fn a_pause_stops_a_scheduled_import_under_way() {
         ("HELD_TOKEN", DEFAULT_TOKEN),
     ];
     let dir = tempfile::tempdir().unwrap();
-    let config = TestConfig {
-        env: "HELD",
-        tables: "[scheduler]\ncron = \"* * * * * *\"\n[import]\ncron = \"*/2 * * * * *\"",
-        connector: &format!("api_base = \"{}\"", s.standin.url()),
-        hooks: &[&Hook {
-            id: "main",
-            kind: "NEXT_24_HOURS",
-            target: "workflow_id = 101",
-        }],
-        ..TestConfig::default()
-    }
-    .write(dir.path());
+    let config = serve_config(dir.path(), "HELD", "main", &s.standin.url());
     let data = dir.path().join("data");
     let server = Server::start(&config, &data, &env);
     let pages = || s.events_requests().len();
