@@ -397,7 +397,8 @@ fn read_import(ctx: &mut Ctx, top: &TableReader) -> Option<ImportSchedule> {
     let r = TableReader::new("[import]".into(), table, at);
     let enabled = r.boolean_or(ctx, "enabled", true);
     let cron = read_cron(ctx, &r, ImportSchedule::DEFAULT_CRON);
-    if let (Some((_, schedule)), Some(at)) = (&cron, r.get("cron").map(|v| v.span().start))
+    if let (Some((_, schedule)), Some(at), Some(true)) =
+        (&cron, r.get("cron").map(|v| v.span().start), enabled)
         && fires_within_a_minute(schedule, chrono::Utc::now())
     {
         ctx.warning(
@@ -673,10 +674,10 @@ fn read_connector(ctx: &mut Ctx, table: &DeTable, at: usize, n: usize) -> Option
     })
 }
 
-/// `auth` and the env var names it needs, with where each name is.
 /// The keys naming a connector's credentials, for either `auth`.
 const CREDENTIAL_KEYS: [&str; 3] = ["client_id_env", "refresh_token_env", "access_token_env"];
 
+/// `auth` and the env var names it needs, with where each name is.
 fn read_credentials(ctx: &mut Ctx, r: &TableReader) -> Option<(Credentials, Vec<usize>)> {
     let auth = r.string(ctx, "auth");
     // Known whatever `auth` says: a bad `auth` must not make them "unknown keys" as well.

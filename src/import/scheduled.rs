@@ -54,13 +54,14 @@ pub async fn run(config: ConfigHandle, metrics: Metrics, mut stop: watch::Receiv
             let started = std::time::Instant::now();
             let result = tokio::task::spawn_blocking(move || {
                 let (data_dir, id) = (config.server.data_dir.clone(), c.id.clone());
+                let pauses = crate::pauses::Watch::new(&data_dir);
                 crate::import::hubspot::run_in_background(&config, &c, move || {
                     if *stopping.borrow() {
                         return Some("shutting down");
                     }
-                    paused(&data_dir, &watching, &id)?;
+                    let why = halted_by(&pauses, &watching, &data_dir, &id)?;
                     halting.store(true, Ordering::Relaxed);
-                    Some("the connector was paused")
+                    Some(why)
                 })
             })
             .await;
@@ -74,8 +75,8 @@ pub async fn run(config: ConfigHandle, metrics: Metrics, mut stop: watch::Receiv
                 tracing::info!(connector = %connector.id, "scheduled HubSpot import stopped for the shutdown; the next run resumes where it stopped");
                 break;
             }
-            if result.is_err() && halted.load(Ordering::Relaxed) {
-                tracing::info!(connector = %connector.id, "scheduled HubSpot import stopped: the connector was paused; the first run after the pause resumes where it stopped");
+            if let (Err(e), true) = (&result, halted.load(Ordering::Relaxed)) {
+                tracing::info!(connector = %connector.id, "scheduled HubSpot import {e:#}");
                 metrics.import_paused(&connector.id);
                 continue;
             }
@@ -117,6 +118,32 @@ fn paused(data_dir: &Path, metrics: &Metrics, connector: &str) -> Option<&'stati
             connector::stored_daily_pause(data_dir, connector, now)
                 .map(|_| connector::PauseReason::DailyLimit.as_str())
         })
+}
+
+/// Why a run under way stops for a pause, if so: an operator's pause of its connector (or a
+/// pause file that cannot be read, which holds everything), or HubSpot's daily limit. HubSpot's
+/// short holds (a refused or missing token) are left to the run's own retries.
+fn halted_by(
+    pauses: &crate::pauses::Watch,
+    metrics: &Metrics,
+    data_dir: &Path,
+    connector: &str,
+) -> Option<&'static str> {
+    let pauses = pauses.current();
+    if pauses.unreadable {
+        return Some("the pause file cannot be read");
+    }
+    if pauses.connectors.contains_key(connector) {
+        return Some("the connector was paused");
+    }
+    let now = now_ms();
+    let daily = metrics
+        .board
+        .link(connector)
+        .and_then(|l| l.pause_at(now))
+        .is_some_and(|(_, why)| why == connector::PauseReason::DailyLimit)
+        || connector::stored_daily_pause(data_dir, connector, now).is_some();
+    daily.then_some("HubSpot's daily limit was reached")
 }
 
 /// What `/status` shows for a connector's imports.

@@ -81,9 +81,10 @@ pub struct Metric {
     pub window_hours: i64,
     pub optimized: Share,
     pub holdout: Share,
-    /// Optimized rate less held-out rate; none when no webhook has sends in both groups.
+    /// Optimized rate less held-out rate; none when no webhook is compared (none has sends,
+    /// or [`MIN_CONTACTS`], in both groups).
     pub difference: Option<f64>,
-    /// Bootstrap 95 % interval of the difference (none without sends in both groups).
+    /// Bootstrap 95 % interval of the difference (none when there is no difference).
     pub interval: Option<[f64; 2]>,
     /// `optimized_better` or `holdout_better` when the interval excludes zero.
     pub verdict: Option<&'static str>,
@@ -362,23 +363,25 @@ fn compare(metric: &'static str, hours: i64, strata: usize, clusters: &[Cluster]
         .collect();
     let sent: Vec<usize> = (0..strata).filter(sent_both).collect();
     let too_few_contacts = sent.len() - both.len();
-    // Counted over the webhooks compared; with none, over those with sends in both groups,
-    // else over all (there is nothing to compare).
-    let counted: Vec<usize> = match (both.is_empty(), sent.is_empty()) {
-        (false, _) => both.clone(),
-        (true, false) => sent,
-        (true, true) => (0..strata).collect(),
+    // Counted over the webhooks compared; with none, over those with sends in both groups
+    // (shown, not compared), else over all (there is nothing to compare). Where some webhook
+    // has sends in both groups, the rates are each webhook's, weighted: never pooled.
+    let (counted, weighted): (Vec<usize>, bool) = match (both.is_empty(), sent.is_empty()) {
+        (false, _) => (both.clone(), true),
+        (true, false) => (sent, true),
+        (true, true) => ((0..strata).collect(), false),
     };
     let [mut a, mut b] =
         [0, 1].map(|g| share(counted.iter().map(|&k| &totals[k][g]).fold((0, 0), add)));
-    let weights: Vec<f64> = both
+    let weights: Vec<f64> = counted
         .iter()
         .map(|&k| (totals[k][0].0 + totals[k][1].0) as f64)
         .collect();
     let weight: f64 = weights.iter().sum();
-    if !both.is_empty() {
+    if weighted {
         let rate = |g: usize| {
-            both.iter()
+            counted
+                .iter()
                 .zip(&weights)
                 .map(|(&k, w)| w * share(totals[k][g]).rate)
                 .sum::<f64>()
@@ -1094,6 +1097,18 @@ mod tests {
             (m.too_few_contacts, m.interval, m.verdict),
             (30, None, None)
         );
+        // The rates shown are still each webhook's, weighted by its sends, never pooled.
+        let m = apart(&[
+            [singles(50, 5), singles(2, 1)],
+            [singles(2, 2), singles(4, 1)],
+        ]);
+        assert_eq!((m.too_few_contacts, m.difference), (2, None));
+        let weighted = |a: f64, b: f64| (52.0 * a + 6.0 * b) / 58.0;
+        assert!(
+            (m.optimized.rate - weighted(0.1, 1.0)).abs() < 1e-9,
+            "{m:?}"
+        );
+        assert!((m.holdout.rate - weighted(0.5, 0.25)).abs() < 1e-9, "{m:?}");
         // Five contacts in each group are enough to compare.
         let mut strata = strata;
         strata.push([singles(50, 15), singles(5, 1)]);
