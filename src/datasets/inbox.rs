@@ -116,8 +116,8 @@ pub struct Receipt {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub time_zone: Option<String>,
     /// An action's execution answered BLOCK: when HubSpot's hold on its contact ends (epoch
-    /// ms), by the window in force at receipt. Planning keeps to it whatever the config
-    /// says by then.
+    /// ms), by the window in force at receipt. Planning keeps within it, even when the
+    /// config's window has grown by then.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hold_ends_ms: Option<i64>,
 }

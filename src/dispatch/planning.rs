@@ -387,8 +387,10 @@ impl Dispatcher {
 /// now) gives if shorter: a retry of the execution answered since gets that one. A receipt of
 /// an older version, which does not record its hold, goes by `window` ([`hold`]).
 pub(super) fn release_by(item: &Pending, window: Option<i64>) -> i64 {
-    let now = item.received_at_ms + hold(item.webhook_type, window);
-    item.hold_ends_ms.map_or(now, |asked| asked.min(now)) - MINUTE_MS
+    let by_config = item.received_at_ms + hold(item.webhook_type, window);
+    item.hold_ends_ms
+        .map_or(by_config, |asked| asked.min(by_config))
+        - MINUTE_MS
 }
 
 /// A receipt's contact as planning first found it.
