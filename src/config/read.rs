@@ -25,7 +25,6 @@ use crate::time::parse_span;
 /// A connector as read, with the positions the checks point at.
 pub(super) struct ConnectorDraft {
     pub connector: Connector,
-    pub id_at: usize,
     /// Where each of `client_secret_env`'s names is.
     pub client_secret_env_at: Vec<usize>,
     /// Where each of the credentials' env var names is, in [`Credentials::env_names`] order.
@@ -76,6 +75,9 @@ pub(super) struct Draft {
     /// Connector ids as declared, valid connector or not: a webhook naming a connector that
     /// has its own errors gets no second, misleading "unknown connector".
     pub declared_connectors: Vec<String>,
+    /// Every connector's id as written, and where: repeats are reported beside the
+    /// connectors' other errors.
+    pub connector_ids: Vec<(String, usize)>,
     pub connectors: Vec<ConnectorDraft>,
     pub webhooks: Vec<WebhookDraft>,
 }
@@ -152,17 +154,20 @@ fn read_document(ctx: &mut Ctx, path: &Path, doc: &DeTable) -> Draft {
     let import = read_import(ctx, &top);
     let model = read_model(ctx, &top);
     let connector_tables = read_array(ctx, &top, "connector");
-    let mut declared_connectors: Vec<String> = connector_tables
+    let connector_ids: Vec<(String, usize)> = connector_tables
         .iter()
         .filter_map(|(t, _, _)| {
-            t.iter()
-                .find(|(k, _)| k.get_ref().as_ref() == "id")
-                .and_then(|(_, v)| v.get_ref().as_str().map(str::to_string))
+            let (_, v) = t.iter().find(|(k, _)| k.get_ref().as_ref() == "id")?;
+            Some((v.get_ref().as_str()?.to_string(), v.span().start))
         })
         .collect();
     // A repeated id is its own error, reported where it repeats.
     let mut seen = std::collections::HashSet::new();
-    declared_connectors.retain(|id| seen.insert(id.clone()));
+    let declared_connectors = connector_ids
+        .iter()
+        .map(|(id, _)| id.clone())
+        .filter(|id| seen.insert(id.clone()))
+        .collect();
     let connectors = connector_tables
         .into_iter()
         .filter_map(|(t, at, n)| read_connector(ctx, t, at, n))
@@ -189,6 +194,7 @@ fn read_document(ctx: &mut Ctx, path: &Path, doc: &DeTable) -> Draft {
         model,
         connector_key,
         declared_connectors,
+        connector_ids,
         connectors,
         webhooks,
     }
@@ -643,7 +649,7 @@ fn read_connector(ctx: &mut Ctx, table: &DeTable, at: usize, n: usize) -> Option
         .filter(|_| allow_unsigned == Some(true))
         .map(|v| v.span().start);
     r.finish(ctx);
-    let ((id, id_at), secrets) = (id?, secret?);
+    let ((id, _), secrets) = (id?, secret?);
     let (client_secret_env, client_secret_env_at) = secrets.into_iter().unzip();
     let (credentials, credentials_at) = credentials?;
     Some(ConnectorDraft {
@@ -667,7 +673,6 @@ fn read_connector(ctx: &mut Ctx, table: &DeTable, at: usize, n: usize) -> Option
             time_zone_property: time_zone_property?,
             quiet_hours: quiet_hours?,
         },
-        id_at,
         client_secret_env_at,
         credentials_at,
         allow_unsigned_at,

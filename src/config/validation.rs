@@ -18,9 +18,9 @@ pub(super) fn check(ctx: &mut Ctx, draft: Draft, env: EnvCheck) -> Option<(Draft
     check_unique(
         ctx,
         draft
-            .connectors
+            .connector_ids
             .iter()
-            .map(|c| (c.connector.id.as_str(), c.id_at, "connector")),
+            .map(|(id, at)| (id.as_str(), *at, "connector")),
     );
     // Webhooks and actions share one URL space; checked on their ids as read, so a repeat
     // is reported beside a webhook's other errors, not once they are fixed.
