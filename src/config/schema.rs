@@ -80,6 +80,8 @@ fn table(doc: &str, properties: Vec<(&str, Value)>, required: &[&str]) -> Value 
 const ID_PATTERN: &str = "^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$";
 const ENV_PATTERN: &str = "^[A-Za-z_][A-Za-z0-9_]*$";
 const SPAN_PATTERN: &str = "^[1-9][0-9]*[mhd]$";
+/// An http(s) URL as the reader takes it: no space anywhere, no query or fragment.
+const HTTP_URL_PATTERN: &str = "^https?://[^\\s?#]+$";
 const QUIET_PATTERN: &str =
     "^([01]?[0-9]|2[0-3]):[0-5][0-9]-(([01]?[0-9]|2[0-3]):[0-5][0-9]|24:00)$";
 
@@ -139,7 +141,7 @@ pub fn schema() -> Value {
             ),
             (
                 "public_url",
-                json!({"type": "string", "format": "uri", "pattern": "^https?://", "description": "The URL HubSpot calls, without a trailing slash; signatures v2/v3 cover it."}),
+                json!({"type": "string", "format": "uri", "pattern": HTTP_URL_PATTERN, "description": "The URL HubSpot calls, without a trailing slash; signatures v2/v3 cover it."}),
             ),
             (
                 "data_dir",
@@ -345,7 +347,7 @@ pub fn schema() -> Value {
             (
                 "api_base",
                 with_default(
-                    json!({"type": "string", "pattern": "^https?://", "description": "HubSpot's API base (a stand-in in tests): https, or http to this machine only (localhost, a loopback address)."}),
+                    json!({"type": "string", "pattern": HTTP_URL_PATTERN, "description": "HubSpot's API base (a stand-in in tests): https, or http to this machine only (localhost, a loopback address)."}),
                     json!(Connector::DEFAULT_API_BASE),
                 ),
             ),
