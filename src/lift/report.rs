@@ -15,7 +15,7 @@ use serde::Serialize;
 
 use crate::datasets::contacts::Contacts;
 use crate::datasets::events::{self, Kind};
-use crate::datasets::outcomes::{self, Status};
+use crate::datasets::outcomes::{self, OutcomeRow, Status};
 use crate::datasets::plan;
 use crate::model::synth::Rng;
 use crate::time::{DAY_MS, HOUR_MS, format_minute};
@@ -555,16 +555,7 @@ impl<'w> Resample<'w> {
 /// Every planned receipt, live and archived, with its first send (enrolled, listed or
 /// completed) if any.
 pub fn planned(data_dir: &Path) -> anyhow::Result<Vec<Planned>> {
-    let mut sent: HashMap<String, i64> = HashMap::new();
-    for r in outcomes::read_kept(data_dir)? {
-        if matches!(
-            r.status,
-            Status::Enrolled | Status::Listed | Status::Completed
-        ) {
-            let at = sent.entry(r.receipt_id).or_insert(r.at_ms);
-            *at = (*at).min(r.at_ms);
-        }
-    }
+    let sent = sent_at(&outcomes::read_kept(data_dir)?);
     let mut out = Vec::with_capacity(sent.len());
     // A row read twice (a compaction, a move to the archive) counts once.
     let mut seen = std::collections::HashSet::new();
@@ -584,6 +575,55 @@ pub fn planned(data_dir: &Path) -> anyhow::Result<Vec<Planned>> {
         });
     }
     Ok(out)
+}
+
+/// When each receipt's contact was sent: its first enrolled, listed or completed row; or, when
+/// that row resolved a call left in doubt (no 2xx of its own: found enrolled by the check after
+/// a timeout or a crash, or HubSpot refusing to complete again what it had completed), that
+/// call: the earliest attempt after the last failure that was not in doubt. Dated by the
+/// check, the send's window would start late, and an open in between would go to the
+/// contact's previous send.
+fn sent_at(rows: &[OutcomeRow]) -> HashMap<String, i64> {
+    let is_send = |s: Status| matches!(s, Status::Enrolled | Status::Listed | Status::Completed);
+    let mut first: HashMap<&str, &OutcomeRow> = HashMap::new();
+    for r in rows.iter().filter(|r| is_send(r.status)) {
+        let f = first.entry(&r.receipt_id).or_insert(r);
+        if r.at_ms < f.at_ms {
+            *f = r;
+        }
+    }
+    // The rows of the receipts whose send resolved a doubt (few), to find the call.
+    let answered = |r: &OutcomeRow| r.http_status.is_some_and(|s| (200..300).contains(&s));
+    let mut resolved: HashMap<&str, Vec<&OutcomeRow>> = first
+        .iter()
+        .filter(|(_, r)| !answered(r))
+        .map(|(id, _)| (*id, Vec::new()))
+        .collect();
+    if !resolved.is_empty() {
+        for r in rows.iter().filter(|r| !is_send(r.status)) {
+            if let Some(before) = resolved.get_mut(r.receipt_id.as_str()) {
+                before.push(r);
+            }
+        }
+    }
+    first
+        .into_iter()
+        .map(|(id, send)| {
+            let mut at = send.at_ms;
+            if let Some(before) = resolved.get_mut(id) {
+                before.retain(|r| r.at_ms <= send.at_ms);
+                before.sort_by_key(|r| r.at_ms);
+                for r in before.iter().rev() {
+                    match r.status {
+                        Status::Attempting => at = r.at_ms,
+                        _ if !r.in_doubt => break,
+                        _ => {}
+                    }
+                }
+            }
+            (id.to_string(), at)
+        })
+        .collect()
 }
 
 /// Contact index → its opens and clicks (not filtered as machine or bot) from the first send on.
@@ -751,7 +791,7 @@ impl Lift {
 mod tests {
     use super::*;
     use crate::config::WebhookType;
-    use crate::datasets::outcomes::{Action, OutcomeRow};
+    use crate::datasets::outcomes::Action;
     use crate::datasets::plan::PlanRow;
 
     const T: i64 = 1_790_000_000_000;
@@ -960,6 +1000,49 @@ mod tests {
         let m = opened_24h(&lift(dir.path(), &options).unwrap()).clone();
         assert_eq!((m.optimized.sends, m.optimized.engaged), (1, 1));
         assert_eq!((m.holdout.sends, m.holdout.engaged), (1, 1));
+    }
+
+    /// A send that resolved a call left in doubt is dated by that call, not by the check that
+    /// found it went: r1's enrollment timed out at T and was found 30 minutes on; r2's first
+    /// call failed for sure (a 503), its second timed out and was found after a crash; r3's
+    /// callback timed out, and HubSpot refused to complete it again; r4 went at once.
+    #[test]
+    fn a_send_found_after_a_doubt_is_dated_by_its_call() {
+        let row = |id: &str, status: Status, http: Option<u16>, doubt: bool, at: i64| OutcomeRow {
+            receipt_id: id.into(),
+            webhook_id: "w".into(),
+            connector: "c".into(),
+            action: Action::Enroll,
+            target: "1".into(),
+            status,
+            http_status: http,
+            message: None,
+            attempts: 1,
+            in_doubt: doubt,
+            retry_at_ms: None,
+            at_ms: at,
+            holdout: false,
+        };
+        let m = 60_000;
+        use Status::{Attempting as A, Completed, Enrolled, Retrying};
+        let rows = [
+            row("r1", A, None, false, T),
+            row("r1", Retrying, None, true, T + m),
+            row("r1", Enrolled, None, false, T + 30 * m),
+            row("r2", A, None, false, T),
+            row("r2", Retrying, Some(503), false, T + m),
+            row("r2", A, None, false, T + 5 * m),
+            row("r2", Enrolled, None, false, T + 90 * m),
+            row("r3", A, None, false, T),
+            row("r3", Retrying, None, true, T + m),
+            row("r3", A, None, false, T + 10 * m),
+            row("r3", Completed, Some(400), false, T + 10 * m),
+            row("r4", A, None, false, T),
+            row("r4", Enrolled, Some(204), false, T + 1),
+        ];
+        let sent = sent_at(&rows);
+        let at = |id: &str| sent[id] - T;
+        assert_eq!([at("r1"), at("r2"), at("r3"), at("r4")], [0, 5 * m, 0, 1]);
     }
 
     /// A receipt planned and never sent (failed, still waiting) is counted among its group's
