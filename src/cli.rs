@@ -598,14 +598,20 @@ fn model(command: Command, path: &std::path::Path, overrides: &Overrides) -> any
                     None => crate::lift::report::default_as_of(&config, crate::time::now_ms()),
                 },
             };
-            if let Some(w) = &options.webhook {
+            let lift = crate::lift::report::lift(&config.server.data_dir, &options)?;
+            // One removed from the config since is reported from its receipts; a name that
+            // has neither is a typo.
+            if let Some(w) = options
+                .webhook
+                .as_ref()
+                .filter(|w| config.webhook(w).is_none())
+            {
                 anyhow::ensure!(
-                    config.webhook(w).is_some(),
-                    "no webhook or action {w:?} in {}",
+                    lift.optimized_receipts + lift.holdout_receipts > 0,
+                    "no webhook or action {w:?} in {}, and no receipts of one in the data",
                     config.path.display()
                 );
             }
-            let lift = crate::lift::report::lift(&config.server.data_dir, &options)?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&lift)?);
             } else {

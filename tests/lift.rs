@@ -174,6 +174,44 @@ fn lift_has_the_right_sign_where_send_time_matters_and_covers_zero_where_it_does
     let habit = lift(&config, &data, start);
     // Seeded: the same data gives the same report, intervals included.
     assert_eq!(lift(&config, &data, start), habit);
+    // A webhook since removed from the config is reported from its receipts alone; a name
+    // with neither is refused.
+    let removed = dir.path().join("removed");
+    std::fs::create_dir_all(&removed).unwrap();
+    let removed = TestConfig {
+        env: "LIFT",
+        hooks: &[&Hook {
+            id: "other",
+            kind: "NEXT_24_HOURS",
+            target: "workflow_id = 102",
+        }],
+        ..TestConfig::default()
+    }
+    .write(&removed);
+    let as_of = (start + 5 * 24 * HOUR).to_string();
+    let named = |webhook: &str| {
+        let args = [
+            "report",
+            "lift",
+            "--as-of",
+            &as_of,
+            "--json",
+            "--webhook",
+            webhook,
+        ];
+        common::run(&removed, &data, &args, ENV)
+    };
+    let alone: Value = serde_json::from_slice(&named("nurture").stdout).unwrap();
+    assert_eq!(
+        (&alone["optimized_sends"], &alone["holdout_sends"]),
+        (&habit["optimized_sends"], &habit["holdout_sends"])
+    );
+    let typo = named("nurtur");
+    assert!(!typo.status.success());
+    assert!(
+        String::from_utf8_lossy(&typo.stderr).contains("no receipts of one in the data"),
+        "{typo:?}"
+    );
     let (optimized, holdout) = (
         habit["optimized_sends"].as_u64().unwrap(),
         habit["holdout_sends"].as_u64().unwrap(),
