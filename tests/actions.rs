@@ -598,6 +598,13 @@ fn a_window_grown_before_planning_keeps_to_the_hold_answered() {
         (received..=received + 6 * HOUR).contains(&row.due_at_ms),
         "planned past the window its hold was asked for: {row:?}"
     );
+    // `explain` says until when HubSpot holds the contact.
+    let explained = common::sendtime(&config_grown, &data, &["explain", "1000"], &env);
+    let held = sendtime::time::format_minute(received + 30 * HOUR);
+    assert!(
+        explained.contains(&format!("(HubSpot holds the contact until {held})")),
+        "{explained}"
+    );
     // In dry run an hour past its hold (the queue read back from the plan): recorded.
     let config_dry = config("7d", "dry_run = true");
     let late = at(received + 31 * HOUR);

@@ -71,6 +71,8 @@ pub struct PlannedReceipt {
     pub reason: String,
     /// What became of it, from its latest outcome row; none yet: it waits for its time.
     pub outcome: Option<String>,
+    /// An action's receipt: when HubSpot's hold on the contact ends, as asked on receipt.
+    pub hold_ends_ms: Option<i64>,
 }
 
 impl Explanation {
@@ -204,9 +206,12 @@ impl Explanation {
         }
         let _ = writeln!(out, "\nplanned receipts: {}", self.receipts_total);
         for p in &self.receipts {
+            let held = p.hold_ends_ms.map_or(String::new(), |t| {
+                format!(" (HubSpot holds the contact until {})", format_minute(t))
+            });
             let _ = writeln!(
                 out,
-                "{} {} received {}, due {}\n  {}\n  {}",
+                "{} {} received {}, due {}{held}\n  {}\n  {}",
                 p.webhook,
                 p.webhook_type,
                 format_minute(p.received_at_ms),
@@ -278,6 +283,7 @@ pub fn receipts(data_dir: &Path, contact: &str) -> anyhow::Result<Receipts> {
             received_at_ms: p.received_at_ms,
             due_at_ms: p.due_at_ms,
             reason: p.reason,
+            hold_ends_ms: p.hold_ends_ms,
         })
         .collect();
     Ok(Receipts {

@@ -311,7 +311,8 @@ async function lookup(event) {
     receipts.id = "lookup-receipts";
     for (const r of x.receipts) {
       receipts.append(row([r.webhook, r.webhook_type, "received " + time(r.received_at_ms),
-        "due " + time(r.due_at_ms), el("td", r.reason, "msg"),
+        "due " + time(r.due_at_ms) + (r.hold_ends_ms != null ? " (held until " + time(r.hold_ends_ms) + ")" : ""),
+        el("td", r.reason, "msg"),
         el("td", r.outcome || "waiting for its time", "msg")]));
     }
     out.append(receipts);
