@@ -72,11 +72,9 @@ pub(super) struct Draft {
     pub model: Option<ModelConfig>,
     /// `[[connector]]` is present (even if not an array of tables), and not an empty array.
     pub connector_key: bool,
-    /// Connector ids as declared, valid connector or not: a webhook naming a connector that
-    /// has its own errors gets no second, misleading "unknown connector".
-    pub declared_connectors: Vec<String>,
-    /// Every connector's id as written, and where: repeats are reported beside the
-    /// connectors' other errors.
+    /// Every connector's id as written, valid connector or not, and where: repeats are
+    /// reported beside the connectors' other errors, and a webhook naming a connector that has
+    /// its own errors gets no second, misleading "unknown connector".
     pub connector_ids: Vec<(String, usize)>,
     pub connectors: Vec<ConnectorDraft>,
     pub webhooks: Vec<WebhookDraft>,
@@ -161,13 +159,6 @@ fn read_document(ctx: &mut Ctx, path: &Path, doc: &DeTable) -> Draft {
             Some((v.get_ref().as_str()?.to_string(), v.span().start))
         })
         .collect();
-    // A repeated id is its own error, reported where it repeats.
-    let mut seen = std::collections::HashSet::new();
-    let declared_connectors = connector_ids
-        .iter()
-        .map(|(id, _)| id.clone())
-        .filter(|id| seen.insert(id.clone()))
-        .collect();
     let connectors = connector_tables
         .into_iter()
         .filter_map(|(t, at, n)| read_connector(ctx, t, at, n))
@@ -193,7 +184,6 @@ fn read_document(ctx: &mut Ctx, path: &Path, doc: &DeTable) -> Draft {
         import,
         model,
         connector_key,
-        declared_connectors,
         connector_ids,
         connectors,
         webhooks,

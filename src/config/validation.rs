@@ -35,11 +35,18 @@ pub(super) fn check(ctx: &mut Ctx, draft: Draft, env: EnvCheck) -> Option<(Draft
             ))
         }),
     );
+    // Each once: a repeated id is its own error, reported above.
+    let mut declared: Vec<String> = Vec::new();
+    for (id, _) in &draft.connector_ids {
+        if !declared.contains(id) {
+            declared.push(id.clone());
+        }
+    }
     let webhooks: Vec<Webhook> = draft
         .webhooks
         .iter()
         .filter_map(|w| {
-            let connector = check_webhook_connector(ctx, w, &draft.declared_connectors);
+            let connector = check_webhook_connector(ctx, w, &declared);
             let target = check_webhook_target(ctx, w);
             check_timing(ctx, w);
             let (id, _) = w.id.clone()?;
