@@ -266,6 +266,13 @@ fn read_server(ctx: &mut Ctx, top: &TableReader, base_dir: &Path) -> Option<Serv
             ctx.error(at, "`data_dir` must not be empty");
             None
         }
+        Some((s, at)) if s.trim() != s => {
+            ctx.error(
+                at,
+                "`data_dir` starts or ends with a space: remove it (a folder named so is almost always a typo)",
+            );
+            None
+        }
         Some((s, _)) => Some(resolve(base_dir, &s)),
         None if !r.has("data_dir") => Some(resolve(base_dir, Server::DEFAULT_DATA_DIR)),
         None => None,

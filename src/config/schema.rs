@@ -82,11 +82,17 @@ const ENV_PATTERN: &str = "^[A-Za-z_][A-Za-z0-9_]*$";
 const SPAN_PATTERN: &str = "^[1-9][0-9]*[mhd]$";
 /// An http(s) URL as the reader takes it: no space anywhere, no query or fragment.
 const HTTP_URL_PATTERN: &str = "^https?://[^\\s?#]+$";
+/// An IP address and port, as `SocketAddr` parses them (a host name is refused).
+const SOCKET_PATTERN: &str = "^([0-9]{1,3}(\\.[0-9]{1,3}){3}|\\[[0-9A-Fa-f:.]+\\]):[0-9]{1,5}$";
 const QUIET_PATTERN: &str =
     "^([01]?[0-9]|2[0-3]):[0-5][0-9]-(([01]?[0-9]|2[0-3]):[0-5][0-9]|24:00)$";
 
 fn id(doc: &str) -> Value {
     json!({"type": "string", "pattern": ID_PATTERN, "description": doc})
+}
+
+fn socket(doc: &str) -> Value {
+    json!({"type": "string", "pattern": SOCKET_PATTERN, "description": doc})
 }
 
 fn env_name(doc: &str) -> Value {
@@ -120,15 +126,15 @@ pub fn schema() -> Value {
             (
                 "listen",
                 with_default(
-                    string("Address and port to listen on (serve --listen overrides it)."),
+                    socket("IP address and port to listen on (serve --listen overrides it)."),
                     json!(Server::DEFAULT_LISTEN.to_string()),
                 ),
             ),
             (
                 "admin_listen",
                 with_default(
-                    string(
-                        "The admin surface (the dashboard, /status, /metrics), never the public listener (serve --admin-listen overrides it).",
+                    socket(
+                        "IP address and port of the admin surface (the dashboard, /status, /metrics), never the public listener (serve --admin-listen overrides it).",
                     ),
                     json!(Server::DEFAULT_ADMIN_LISTEN.to_string()),
                 ),
@@ -146,7 +152,7 @@ pub fn schema() -> Value {
             (
                 "data_dir",
                 with_default(
-                    string("Where the datasets live, relative to this file (--data overrides it)."),
+                    json!({"type": "string", "pattern": "^\\S(.*\\S)?$", "description": "Where the datasets live, relative to this file (--data overrides it)."}),
                     json!(Server::DEFAULT_DATA_DIR),
                 ),
             ),
