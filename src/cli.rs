@@ -884,7 +884,12 @@ fn tick(path: &std::path::Path, overrides: &Overrides, now: Option<&str>) -> any
     require_data_dir(&loaded.config.server.data_dir, &loaded.config.path)?;
     let report = crate::dispatch::run_once(&loaded.config, now)?;
     println!("tick finished: {report}");
-    Ok(())
+    match report.planning_error {
+        Some(e) => {
+            anyhow::bail!("new receipts could not be planned (the due contacts were sent): {e}")
+        }
+        None => Ok(()),
+    }
 }
 
 fn import(

@@ -47,6 +47,8 @@ pub struct Inner {
     pub tick_seconds: Histogram,
     /// Scheduled ticks not run because the previous tick was still running.
     pub ticks_skipped: Counter,
+    /// Ticks that could not plan new receipts (their due contacts were still sent).
+    pub planning_failures: Counter,
     /// Planned receipts not yet final (due or not).
     pub queued: Gauge,
     /// Finished receipts the dispatcher remembers, so as never to plan them again: those not
@@ -103,6 +105,7 @@ impl Metrics {
         // 1 ms .. ~9 min
         let tick_seconds = Histogram::new(exponential_buckets(0.001, 2.0, 20));
         let ticks_skipped = Counter::default();
+        let planning_failures = Counter::default();
         let queued = Gauge::default();
         let finished = Gauge::default();
         let planned_calls = Family::<Labels, Gauge>::default();
@@ -191,6 +194,11 @@ impl Metrics {
             ticks_skipped.clone(),
         );
         registry.register(
+            "planning_failures",
+            "Ticks that could not plan new receipts (they wait in the inbox; due contacts were still sent); /status says why",
+            planning_failures.clone(),
+        );
+        registry.register(
             "dispatch_queued",
             "Planned contacts not yet enrolled, listed or failed",
             queued.clone(),
@@ -243,6 +251,7 @@ impl Metrics {
             paused,
             tick_seconds,
             ticks_skipped,
+            planning_failures,
             queued,
             finished,
             planned_calls,

@@ -135,6 +135,53 @@ fn repeated_and_finished_receipts_are_never_planned_twice() {
     d.close();
 }
 
+/// Planning that fails (a part of the contact dictionary in quarantine: contacts would be mixed
+/// up without it) leaves new receipts in the inbox, says why, and does not hold the contacts
+/// planned before: they go when due.
+#[test]
+fn a_planning_failure_does_not_hold_the_contacts_planned_before() {
+    let rt = runtime();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let config = config(&data);
+    write_inbox(&data, &[1, 2]);
+    let mut d = Dispatcher::open(&data, Metrics::new(), Clock::Fixed(NOW)).unwrap();
+    assert_eq!(tick(&mut d, &config, &rt), (2, 0));
+    d.close();
+
+    let quarantine = data.join("quarantine").join("contacts");
+    std::fs::create_dir_all(&quarantine).unwrap();
+    let part = format!("part-{}.parquet", ulid::Ulid::generate());
+    std::fs::write(quarantine.join(part), b"damaged").unwrap();
+    write_inbox(&data, &[3]);
+    let metrics = Metrics::new();
+    let later = NOW + 169 * HOUR;
+    let mut d = Dispatcher::open(&data, metrics.clone(), Clock::Fixed(later)).unwrap();
+    let (_tx, stop) = tokio::sync::watch::channel(false);
+    let r = rt.block_on(d.tick(&config, stop.clone())).unwrap();
+    assert_eq!((r.planned, r.due, r.dry_run), (0, 2, 2), "{r}");
+    assert!(r.planning_error.is_some());
+    assert_eq!(metrics.board.planning_error(), r.planning_error);
+    assert_eq!(metrics.planning_failures.get(), 1);
+    let mut sent: Vec<String> = outcomes::read(&outcomes::dataset(&data).unwrap())
+        .unwrap()
+        .into_iter()
+        .filter(|o| o.status == Status::DryRun)
+        .map(|o| o.receipt_id)
+        .collect();
+    sent.sort();
+    assert_eq!(sent, [receipt(1).receipt_id, receipt(2).receipt_id]);
+
+    // The part put back (here: its place emptied), the receipt that waited is planned.
+    std::fs::remove_dir_all(&quarantine).unwrap();
+    let r = rt.block_on(d.tick(&config, stop)).unwrap();
+    assert_eq!((r.planned, r.planning_error.as_deref()), (1, None));
+    assert_eq!(metrics.board.planning_error(), None);
+    assert_eq!(metrics.planning_failures.get(), 1);
+    d.close();
+}
+
 /// A receipt of a webhook type this build does not know (a newer version wrote it) is not
 /// planned with a guessed type: it is left for later, and the rest of its part (a compaction
 /// merges parts) and the parts around it are planned.

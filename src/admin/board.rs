@@ -137,6 +137,7 @@ struct State {
     errors: BTreeMap<String, LastError>,
     links: BTreeMap<String, Arc<Link>>,
     population: Option<Arc<[f64]>>,
+    planning_error: Option<String>,
 }
 
 /// Shared by the receiver, the dispatcher and the admin surface.
@@ -187,6 +188,15 @@ impl Board {
     /// The population's engagement per hour-of-week slot (Monday 00:00 UTC first).
     pub fn set_population(&self, population: &[f64]) {
         self.state().population = Some(population.into());
+    }
+
+    /// Why the last tick could not plan new receipts (`None` once one could).
+    pub fn set_planning_error(&self, error: Option<String>) {
+        self.state().planning_error = error;
+    }
+
+    pub fn planning_error(&self) -> Option<String> {
+        self.state().planning_error.clone()
     }
 
     pub fn tally(&self, endpoint: &str) -> Tally {

@@ -96,6 +96,7 @@ pub fn status(state: &AdminState) -> Value {
         "paused": pauses.paused,
         "paused_connectors": pauses.connectors,
         "pauses_error": pauses_error,
+        "planning_error": board.planning_error(),
     })
 }
 

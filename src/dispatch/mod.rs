@@ -70,6 +70,9 @@ pub struct TickReport {
     pub held: usize,
     /// Receipts planned and not yet final, after the tick.
     pub queued: usize,
+    /// Why new receipts could not be planned (they wait in the inbox for the next tick; the
+    /// due contacts were sent all the same).
+    pub planning_error: Option<String>,
     pub took: Duration,
 }
 
@@ -495,7 +498,22 @@ impl Dispatcher {
             self.pauses = pauses;
             self.capacity = None;
         }
-        report.planned = tokio::task::block_in_place(|| self.plan_new(config, now))?;
+        // A planning failure (a part of the contact dictionary in quarantine, an unwritable
+        // profiles folder) must not stop the contacts planned earlier: an action's hold would
+        // run out.
+        match tokio::task::block_in_place(|| self.plan_new(config, now)) {
+            Ok(planned) => report.planned = planned,
+            Err(e) => {
+                tracing::error!(
+                    "cannot plan new receipts (they wait in the inbox; the due contacts are sent all the same): {e:#}"
+                );
+                self.metrics.planning_failures.inc();
+                report.planning_error = Some(format!("{e:#}"));
+            }
+        }
+        self.metrics
+            .board
+            .set_planning_error(report.planning_error.clone());
         self.metrics
             .board
             .set_population(&self.profiles.population());

@@ -273,6 +273,9 @@ async function refresh() {
     drawConnectors(status.connectors);
     $("#pauses-error").textContent = status.pauses_error
       ? "Every contact is held: " + status.pauses_error : "";
+    $("#planning-error").textContent = status.planning_error
+      ? "New contacts wait unplanned (the planned ones are still sent): " + status.planning_error
+      : "";
     drawEndpoints(status);
     drawOutcomes(status.outcomes);
     $("#live").textContent = "updated " + new Date().toLocaleTimeString();
