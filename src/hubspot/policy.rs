@@ -17,6 +17,10 @@ pub const TEN_SECONDS: Duration = Duration::from_secs(10);
 /// The longest wait a response header (`Retry-After`, the rate-limit interval) is taken at:
 /// a larger value is a broken header, not a plan, and must not stall a connector for years.
 pub const MAX_HEADER_WAIT: Duration = Duration::from_secs(3600);
+/// The shortest wait a ten-secondly 429 holds the connector for: a `Retry-After: 0` (or a
+/// date already past, from a clock behind) would otherwise have every call retried at once
+/// for as long as the 429s go on.
+pub const MIN_RATE_LIMIT_WAIT: Duration = Duration::from_secs(1);
 /// How long a connector whose token HubSpot refused (401, or 403 for a missing scope) waits
 /// before trying once more.
 pub const REFUSED_TOKEN_PAUSE_MS: i64 = 5 * MINUTE_MS;
@@ -67,12 +71,13 @@ impl Backoff {
 }
 
 /// How long a ten-secondly 429 holds the connector: HubSpot's `Retry-After` when it sent one,
-/// else the interval its rate-limit headers last reported, else ten seconds.
+/// else the interval its rate-limit headers last reported, else ten seconds; at least
+/// [`MIN_RATE_LIMIT_WAIT`].
 pub fn rate_limit_wait(retry_after: Option<Duration>, last: Option<RateLimit>) -> Duration {
     retry_after
         .or_else(|| last.and_then(|r| r.interval))
         .unwrap_or(TEN_SECONDS)
-        .min(MAX_HEADER_WAIT)
+        .clamp(MIN_RATE_LIMIT_WAIT, MAX_HEADER_WAIT)
 }
 
 /// When a spent daily allowance is worth trying again: HubSpot resets it at midnight in the
@@ -171,6 +176,13 @@ mod tests {
         assert_eq!(rate_limit_wait(None, Some(interval)), s(7));
         assert_eq!(rate_limit_wait(None, None), TEN_SECONDS);
         assert_eq!(rate_limit_wait(Some(s(1 << 40)), None), MAX_HEADER_WAIT);
+        // A wait of nothing (`Retry-After: 0`, a date past) would retry at once, unpaced.
+        assert_eq!(rate_limit_wait(Some(s(0)), Some(interval)), s(1));
+        let none = RateLimit {
+            interval: Some(s(0)),
+            ..RateLimit::default()
+        };
+        assert_eq!(rate_limit_wait(None, Some(none)), s(1));
     }
 
     #[test]
