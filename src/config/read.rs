@@ -332,7 +332,8 @@ fn read_scheduler(ctx: &mut Ctx, top: &TableReader) -> Option<Scheduler> {
     let r = TableReader::new("[scheduler]".into(), table, at);
     let cron = read_cron(ctx, &r, Scheduler::DEFAULT_CRON);
     if let (Some((_, schedule)), Some(at)) = (&cron, r.get("cron").map(|v| v.span().start))
-        && let Some(gap) = longest_gap(schedule, chrono::Utc::now())
+        && let gap = longest_gap(schedule, chrono::Utc::now())
+        && gap > Scheduler::LONGEST_QUIET
     {
         ctx.warning(
             at,
@@ -348,25 +349,35 @@ fn read_scheduler(ctx: &mut Ctx, top: &TableReader) -> Option<Scheduler> {
 }
 
 /// The longest stretch of the next eight days (a week, and a day to wrap) in which `cron`
-/// does not fire, when longer than [`Scheduler::LONGEST_QUIET`] (found to within its
-/// sampling step).
-fn longest_gap(
+/// does not fire, measured between runs; to keep a run every second cheap to walk, from a run
+/// to the next is looked at every ten minutes or so, so a longer stretch among shorter ones
+/// may be missed by less than that.
+pub(super) fn longest_gap(
     cron: &croner::Cron,
     now: chrono::DateTime<chrono::Utc>,
-) -> Option<chrono::TimeDelta> {
+) -> chrono::TimeDelta {
     let step = chrono::TimeDelta::minutes(10);
     let end = now + chrono::TimeDelta::days(8);
-    let mut longest = chrono::TimeDelta::zero();
-    let mut at = now;
-    while at < end {
-        let gap = match cron.find_next_occurrence(&at, false) {
-            Ok(next) => next - at,
-            Err(_) => end - at,
+    let next =
+        |t: chrono::DateTime<chrono::Utc>, inclusive| cron.find_next_occurrence(&t, inclusive).ok();
+    let Some(mut run) = next(now, true) else {
+        return end - now;
+    };
+    let mut longest = run - now;
+    while run < end {
+        let Some(following) = next(run, false) else {
+            return longest.max(end - run);
         };
-        longest = longest.max(gap);
-        at += step.max(gap);
+        longest = longest.max(following - run);
+        run = match following - run >= step {
+            true => following,
+            false => match next(run + step, true) {
+                Some(t) => t,
+                None => return longest.max(end - run),
+            },
+        };
     }
-    (longest > Scheduler::LONGEST_QUIET).then_some(longest)
+    longest
 }
 
 /// Whether `cron` fires twice within a minute somewhere in the next day (a seconds field of

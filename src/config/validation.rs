@@ -15,6 +15,7 @@ use crate::receiver::signature::{Floor, Version};
 /// (errors may still have been reported: the caller looks).
 pub(super) fn check(ctx: &mut Ctx, draft: Draft, env: EnvCheck) -> Option<(Draft, Vec<Webhook>)> {
     check_connectors_declared(ctx, &draft);
+    check_action_ticks(ctx, &draft);
     check_unique(
         ctx,
         draft
@@ -103,6 +104,32 @@ fn check_action_signature(ctx: &mut Ctx, w: &WebhookDraft, c: &Connector) {
 
 /// A webhook whose contacts go on the next tick has no window to shape (an action's
 /// executions may choose a timed type, so its keys always apply).
+/// A callback may be planned up to a minute before HubSpot's hold on its contact ends: a
+/// scheduler that runs less often than every minute can send it after the hold.
+fn check_action_ticks(ctx: &mut Ctx, draft: &Draft) {
+    let Some(scheduler) = &draft.scheduler else {
+        return;
+    };
+    let Some((id, at)) = draft
+        .webhooks
+        .iter()
+        .filter(|w| w.action)
+        .find_map(|w| w.id.clone())
+    else {
+        return;
+    };
+    let gap = super::read::longest_gap(&scheduler.schedule, chrono::Utc::now());
+    if gap > chrono::TimeDelta::minutes(1) {
+        ctx.warning(
+            at,
+            format!(
+                "action `{id}`: the scheduler goes up to {} without a run, so a callback due in the last minutes of HubSpot's hold on its contact can go after it (HubSpot then moves the contact on without sendtime's release): run [scheduler] cron every minute",
+                crate::time::format_span(gap.num_milliseconds())
+            ),
+        );
+    }
+}
+
 fn check_timing(ctx: &mut Ctx, w: &WebhookDraft) {
     if let (false, Some(kind), Some(at)) = (w.action, w.kind, w.timing_at)
         && !kind.timed()

@@ -463,7 +463,7 @@ pub fn describe(
                     reason,
                     "best hour for this {class} contact ({engagements} opens/clicks): {} ({:.1}x the window's average)",
                     SlotName(window.slot(named)),
-                    preferred / standing.mean
+                    times_mean(preferred, standing.mean)
                 );
             }
             None => {
@@ -487,7 +487,8 @@ pub fn describe(
                 "; that hour is full on connector {}: moved to {} ({:.1}x)",
                 ctx.connector,
                 SlotName(window.slot(k)),
-                ctx.moved_to.unwrap_or(f64::NAN) / standing.mean
+                ctx.moved_to
+                    .map_or(f64::NAN, |m| times_mean(m, standing.mean))
             );
         }
         (Move::Spilled, _) => {
@@ -505,6 +506,12 @@ pub fn describe(
         _ => {}
     }
     let _ = write!(reason, "; due {}", Minute(due));
+}
+
+/// `score` against the window's `mean`: 1 when every hour scores nothing (`prior_strength = 0`
+/// and no engagement of the contact's in the window), where a division would print NaN.
+fn times_mean(score: f64, mean: f64) -> f64 {
+    if mean > 0.0 { score / mean } else { 1.0 }
 }
 
 /// Decide the due time for one receipt, as if its connector had room at any minute.
@@ -725,6 +732,35 @@ mod tests {
             reason.contains(&best) && reason.contains(&taken),
             "{reason}"
         );
+    }
+
+    /// Without a population prior (`prior_strength = 0`), a contact whose engagement all
+    /// falls outside the window scores nothing in it: its reason still reads a number.
+    #[test]
+    fn a_window_where_every_hour_scores_nothing_reads_no_nan() {
+        let received = SUNDAY_MIDNIGHT + 22 * HOUR_MS;
+        let mut prof = profile_peaking_at(100, Class::Active);
+        prof.scores = [0.0; SLOTS];
+        prof.scores[100] = 1.0;
+        let pop = uniform();
+        let kind = WebhookType::Next24Hours;
+        let w = window(kind, received, received, Some(2 * HOUR_MS), Some(&prof)).unwrap();
+        let standing = Standing::of(Some(&w), Some(0), Some(&prof), &pop);
+        assert_eq!(standing.mean, 0.0, "the test's premise");
+        let ctx = Grounds {
+            kind,
+            standing,
+            moved_to: Some(0.0),
+            quiet: None,
+            connector: "main",
+            holdout: false,
+        };
+        let mut reason = String::new();
+        let capacity = Move::Capacity { preferred: 0 };
+        describe(&ctx, Some(&w), Some(1), capacity, w.due(1, 0), &mut reason);
+        assert!(!reason.contains("NaN"), "{reason}");
+        assert!(reason.contains("(1.0x the window's average)"), "{reason}");
+        assert!(reason.contains("(1.0x); due"), "{reason}");
     }
 
     #[test]
