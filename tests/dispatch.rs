@@ -94,6 +94,73 @@ fn a_record_hubspot_reports_missing_fails_alone_in_its_batch() {
     assert_eq!(standin.list_members("987"), ["8001"]);
 }
 
+/// A token without the lists scope: its list adds wait (HubSpot's `MISSING_SCOPES` 403),
+/// while the connector's enrollments go on (an earlier version paused the whole connector, so
+/// one list webhook held every enrollment).
+#[test]
+fn a_missing_scope_holds_only_the_calls_that_need_it() {
+    let rt = runtime();
+    let standin = rt
+        .block_on(StandIn::start(Options {
+            token: TOKEN.into(),
+            scopes: Some(vec!["automation".into()]),
+            ..Options::default()
+        }))
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let config = write_config(dir.path(), &standin.url(), "", &[&HOOKS[3], &HOOKS[4]]);
+    let server = start(&config, &data, None, &[]);
+    for i in 0..3 {
+        post(&server, "big-list", 8100 + i, &format!("l{i}@example.com"));
+    }
+    let refused = |s: &StandIn| {
+        s.log()
+            .iter()
+            .filter(|e| e.path.contains("/lists/") && e.status == Some(403))
+            .count()
+    };
+    eventually(Duration::from_secs(20), || {
+        (refused(&standin) > 0).then_some(())
+    })
+    .unwrap_or_else(|| panic!("no list add refused; logs:\n{}", server.logs()));
+    let emails: Vec<String> = (0..3).map(|i| format!("e{i}@example.com")).collect();
+    for (i, e) in emails.iter().enumerate() {
+        standin.add_contact(e, 8200 + i as u64);
+        post(&server, "fatigue", 8200 + i as u64, e);
+    }
+    eventually(Duration::from_secs(20), || {
+        let enrolled = enrollments(&standin.log());
+        emails
+            .iter()
+            .all(|e| enrolled.contains_key(&("104".to_string(), e.clone())))
+            .then_some(())
+    })
+    .unwrap_or_else(|| panic!("not every contact enrolled; logs:\n{}", server.logs()));
+    let status: serde_json::Value = reqwest::blocking::get(server.admin_url("/status"))
+        .unwrap()
+        .json()
+        .unwrap();
+    let main = &status["connectors"][0];
+    assert_eq!(main["paused"], serde_json::Value::Null, "{main}");
+    assert!(
+        main["missing_scopes"]["list_add"].as_i64().is_some(),
+        "{main}"
+    );
+    assert!(main["missing_scopes"].get("enroll").is_none(), "{main}");
+    server.stop();
+    // The list's contacts wait, none failed, and the list was asked once in the hold.
+    let rows = outcomes::read(&outcomes::dataset(&data).unwrap()).unwrap();
+    assert!(
+        rows.iter()
+            .filter(|r| r.webhook_id == "big-list")
+            .all(|r| !r.status.is_final()),
+        "{rows:?}"
+    );
+    assert_eq!(refused(&standin), 1);
+    assert!(standin.list_members("987").is_empty());
+}
+
 /// The dispatch tests' config: ticks every second, the connector calling `api_base`.
 fn write_config(dir: &Path, api_base: &str, extra: &str, hooks: &[&Hook]) -> PathBuf {
     TestConfig {

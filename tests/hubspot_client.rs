@@ -558,8 +558,24 @@ async fn an_html_403_from_the_edge_is_transient_not_a_refused_token() {
     c.enroll(5, "edge@example.com").await.unwrap();
 }
 
-/// HubSpot's own answers: a token without the scope a call needs gets `MISSING_SCOPES` (a
-/// refused token), a DYNAMIC list refuses membership changes, an unknown route is an HTML 404.
+/// A 2xx HTML page (a proxy's login or block page) did not enroll anyone: not HubSpot's API,
+/// never taken for a success.
+#[tokio::test]
+async fn a_2xx_html_page_is_not_taken_for_a_success() {
+    let s = standin(Options::default()).await;
+    let c = client(&s);
+    s.add_contact("proxy@example.com", 3);
+    s.inject(Injection::next(Fault::Html(200)));
+    match c.enroll(5, "proxy@example.com").await.unwrap_err() {
+        ApiError::NotTheApi { status: 200, .. } => {}
+        other => panic!("expected a page that is not the API, got {other:?}"),
+    }
+    assert!(c.enrollments(3).await.unwrap().is_empty());
+    c.enroll(5, "proxy@example.com").await.unwrap();
+}
+
+/// HubSpot's own answers: a token without the scope a call needs gets `MISSING_SCOPES` (with
+/// the scope named), a DYNAMIC list refuses membership changes, an unknown route is an HTML 404.
 #[tokio::test]
 async fn missing_scopes_dynamic_lists_and_unknown_routes_answer_as_hubspot_does() {
     let s = standin(Options {
@@ -574,11 +590,10 @@ async fn missing_scopes_dynamic_lists_and_unknown_routes_answer_as_hubspot_does(
     let c = client(&s);
     s.add_contact("scoped@example.com", 4);
     match c.enroll(5, "scoped@example.com").await.unwrap_err() {
-        ApiError::Permanent {
-            status: 403,
-            message,
-            ..
-        } => assert!(message.contains("required scopes"), "{message}"),
+        ApiError::MissingScopes { scopes, message } => {
+            assert_eq!(scopes, ["automation"]);
+            assert!(message.contains("required scopes"), "{message}");
+        }
         other => panic!("expected MISSING_SCOPES, got {other:?}"),
     }
     match c.add_to_list("987", &["4".into()]).await.unwrap_err() {

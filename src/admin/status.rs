@@ -24,6 +24,9 @@ struct ConnectorStatus {
     paused: Option<&'static str>,
     /// Until when a HubSpot-imposed pause lasts (clock ms), when that is the reason shown.
     paused_until_ms: Option<i64>,
+    /// The kinds of call (`enroll`, `list_add`, `complete`) waiting because the token lacks a
+    /// scope they need, each until when (clock ms); the connector's other calls go on.
+    missing_scopes: std::collections::BTreeMap<&'static str, i64>,
     /// From HubSpot's latest daily headers (OAuth apps get none).
     daily_limit: Option<u32>,
     daily_remaining: Option<u32>,
@@ -123,6 +126,12 @@ fn connectors(
                 calls_last_10s: link.as_ref().map_or(0, |l| l.client.calls_last_10s()),
                 paused: paused.map(|(why, _)| why),
                 paused_until_ms: paused.and_then(|(_, until)| until),
+                missing_scopes: link.as_ref().map_or_else(Default::default, |l| {
+                    l.scope_holds(now)
+                        .into_iter()
+                        .map(|(action, until)| (action.as_str(), until))
+                        .collect()
+                }),
                 daily_limit: rate.and_then(|r| r.daily),
                 daily_remaining: rate.and_then(|r| r.daily_remaining),
                 last_error: board.last_error(&c.id),

@@ -18,6 +18,7 @@ use tokio::time::Instant;
 
 use super::Dispatcher;
 use crate::config::Connector;
+use crate::datasets::outcomes::Action;
 use crate::hubspot::client::{Admitted, ApiError, DEFAULT_TIMEOUT};
 use crate::hubspot::{Client, policy};
 use crate::metrics::Metrics;
@@ -48,7 +49,7 @@ pub fn request_timeout() -> anyhow::Result<Duration> {
 pub enum PauseReason {
     /// HubSpot's daily allowance is spent; outlasts the process.
     DailyLimit,
-    /// HubSpot refused the token (401, or 403 for a missing scope).
+    /// HubSpot refused the token (401, or a 403 other than a missing scope).
     RefusedToken,
     /// The API route answered with a page, not HubSpot's API ([`ApiError::NotTheApi`]).
     NoApiRoute,
@@ -70,6 +71,9 @@ pub struct Link {
     pub id: String,
     pub client: Client,
     pause: Mutex<Option<Pause>>,
+    /// Per kind of call, until when (clock ms) it waits because the token lacks a scope it
+    /// needs ([`ApiError::MissingScopes`]): the connector's other kinds of call go on.
+    scope_holds: Mutex<[Option<i64>; Action::ALL.len()]>,
     /// Largest list batch HubSpot accepted after refusing a larger one.
     pub learned_batch: AtomicUsize,
 }
@@ -112,6 +116,7 @@ impl Link {
             id,
             client,
             pause: Mutex::new(None),
+            scope_holds: Mutex::new([None; Action::ALL.len()]),
             learned_batch: AtomicUsize::new(usize::MAX),
         }
     }
@@ -205,6 +210,43 @@ impl Link {
                 "HubSpot refused the connector's credentials ({status}: {message}): connector paused and contacts stay queued; set a valid token (access_token_env, or for OAuth refresh_token_env and client_id_env) and restart (it tries once more at the time shown)"
             )
         });
+    }
+
+    /// HubSpot refused a call of `action` at `now` for a scope the token lacks (`e`): every
+    /// call of that kind would be refused alike, so they wait (tried again after the pause a
+    /// refused token gets), while the connector's other kinds of call go on (an earlier
+    /// version paused the whole connector, so one list webhook without `crm.lists.write` held
+    /// every enrollment). Returns the end of the hold.
+    pub fn hold_for_scopes(&self, action: Action, now: i64, e: &ApiError) -> i64 {
+        let mut holds = self.scope_holds.lock().unwrap();
+        let hold = &mut holds[action as usize];
+        match *hold {
+            Some(until) if until > now => until,
+            _ => {
+                let until = now + policy::REFUSED_TOKEN_PAUSE_MS;
+                tracing::error!(
+                    connector = %self.id,
+                    action = action.as_str(),
+                    until = %format_minute(until),
+                    "{e}: these calls wait and their contacts stay queued, while the connector's other calls go on; grant the app the scope (reinstall it with the scope, or give the token it) (it tries once more at the time shown)"
+                );
+                *hold = Some(until);
+                until
+            }
+        }
+    }
+
+    /// Until when calls of `action` wait for a missing scope, if they do at `now`.
+    pub fn scope_held(&self, action: Action, now: i64) -> Option<i64> {
+        self.scope_holds.lock().unwrap()[action as usize].filter(|until| *until > now)
+    }
+
+    /// The kinds of call waiting for a missing scope at `now`, with the end of each wait.
+    pub fn scope_holds(&self, now: i64) -> Vec<(Action, i64)> {
+        Action::ALL
+            .into_iter()
+            .filter_map(|a| Some((a, self.scope_held(a, now)?)))
+            .collect()
     }
 
     /// A call at `now` got a page, not HubSpot's API ([`ApiError::NotTheApi`]): as for a

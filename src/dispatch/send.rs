@@ -147,6 +147,7 @@ impl Ctx {
     async fn admit<'l>(
         &self,
         link: &'l Link,
+        action: Action,
         webhooks: &[&str],
         budgeted: bool,
     ) -> Result<Admitted<'l>, Next> {
@@ -157,6 +158,9 @@ impl Ctx {
         let later = || Next::Held(self.now() + crate::time::MINUTE_MS);
         if held() {
             return Err(later());
+        }
+        if let Some(until) = link.scope_held(action, self.now()) {
+            return Err(Next::Again(until));
         }
         if budgeted {
             self.day_left.check(&link.id).map_err(Next::Again)?;
@@ -181,6 +185,7 @@ impl Ctx {
     async fn start_batch<'l>(
         &self,
         link: &'l Link,
+        action: Action,
         batch: &mut Vec<Pending>,
         row_of: impl Fn(&Pending, i64) -> OutcomeRow,
         out: &mut Vec<(Pending, Next)>,
@@ -189,7 +194,7 @@ impl Ctx {
         // A workflow action's callbacks go whatever the budget, as they are planned: HubSpot's
         // hold on their contacts runs out.
         let budgeted = batch.iter().all(|i| i.callback_id.is_none());
-        let call = self.admit(link, &webhooks, budgeted).await?;
+        let call = self.admit(link, action, &webhooks, budgeted).await?;
         let pauses = self.pauses.current();
         let (held, go): (Vec<Pending>, Vec<Pending>) = std::mem::take(batch)
             .into_iter()
@@ -203,7 +208,7 @@ impl Ctx {
             }
             return Err(later);
         }
-        if let Err(next) = self.attempting(link, batch, row_of).await {
+        if let Err(next) = self.attempting(link, action, batch, row_of).await {
             if budgeted {
                 self.day_left.give_back(&link.id);
             }
@@ -224,6 +229,7 @@ impl Ctx {
     async fn attempting(
         &self,
         link: &Link,
+        action: Action,
         batch: &mut [Pending],
         row_of: impl Fn(&Pending, i64) -> OutcomeRow,
     ) -> Result<(), Next> {
@@ -231,7 +237,7 @@ impl Ctx {
         // a restart, against the contacts' tries and the day's budget. The connector pauses
         // as the call's own failure would pause it (a refused token, or its endpoint failing).
         if let Err(e) = link.client.ensure_token().await {
-            return Err(Next::Again(match self.decide(link, &e, 0) {
+            return Err(Next::Again(match self.decide(link, action, &e, 0) {
                 Decision::Later(t) => t,
                 Decision::Retry(d) => self.now() + d.as_millis() as i64,
                 Decision::GiveUp => self.now() + MINUTE_MS,
@@ -288,19 +294,25 @@ impl Ctx {
 
     /// What to do after `e` failed a call for `batch`: a transient failure is counted on each
     /// of its contacts, and the one that has failed most decides.
-    fn decide_after(&self, link: &Link, e: &ApiError, batch: &mut [Pending]) -> Decision {
+    fn decide_after(
+        &self,
+        link: &Link,
+        action: Action,
+        e: &ApiError,
+        batch: &mut [Pending],
+    ) -> Decision {
         if matches!(e, ApiError::Transient { .. }) {
             batch
                 .iter_mut()
                 .for_each(|i| i.failures = i.failures.saturating_add(1));
         }
         let failures = batch.iter().map(|i| i.failures).max().unwrap_or(1);
-        self.decide(link, e, u32::from(failures))
+        self.decide(link, action, e, u32::from(failures))
     }
 
-    /// What to do after `e`; `failures` counts the transient failures so far, this one
-    /// included.
-    fn decide(&self, link: &Link, e: &ApiError, failures: u32) -> Decision {
+    /// What to do after `e` failed a call of `action`; `failures` counts the transient
+    /// failures so far, this one included.
+    fn decide(&self, link: &Link, action: Action, e: &ApiError, failures: u32) -> Decision {
         let fits = |d: Duration| Instant::now() + d <= self.horizon;
         let wait = |d: Duration| {
             if fits(d) {
@@ -331,6 +343,10 @@ impl Ctx {
             } => {
                 link.pause_for_the_token(self.now(), *status, message, &self.metrics);
                 Decision::Later(self.now())
+            }
+            // The token, for this kind of call only.
+            ApiError::MissingScopes { .. } => {
+                Decision::Later(link.hold_for_scopes(action, self.now(), e))
             }
             ApiError::NotTheApi { .. } => {
                 link.pause_for_the_route(self.now(), e, &self.metrics);
@@ -514,7 +530,10 @@ pub async fn enroll(
         return done_if_recorded(&ctx, r, item).await;
     };
     loop {
-        let call = match ctx.admit(&link, &[&item.webhook_id], true).await {
+        let call = match ctx
+            .admit(&link, Action::Enroll, &[&item.webhook_id], true)
+            .await
+        {
             Ok(call) => call,
             Err(next) => return (item, next),
         };
@@ -558,7 +577,12 @@ pub async fn enroll(
                     tracing::debug!(receipt = %item.receipt_id, "enrollments check failed: {e}");
                     // Its transient failures count, as a call's do: a check that keeps
                     // failing backs off and, after the last, gives up below.
-                    match ctx.decide_after(&link, &e, std::slice::from_mut(&mut item)) {
+                    match ctx.decide_after(
+                        &link,
+                        Action::Enroll,
+                        &e,
+                        std::slice::from_mut(&mut item),
+                    ) {
                         Decision::Retry(d) if ctx.sleep(d).await => continue,
                         Decision::Retry(_) => return (item, Next::Again(ctx.now())),
                         Decision::Later(t) => return (item, Next::Again(t)),
@@ -578,7 +602,12 @@ pub async fn enroll(
         let attempting =
             |i: &Pending, now| row(i, &link, Action::Enroll, &target, Status::Attempting, now);
         if let Err(next) = ctx
-            .attempting(&link, std::slice::from_mut(&mut item), attempting)
+            .attempting(
+                &link,
+                Action::Enroll,
+                std::slice::from_mut(&mut item),
+                attempting,
+            )
             .await
         {
             ctx.day_left.give_back(&link.id);
@@ -595,7 +624,8 @@ pub async fn enroll(
                 return done_if_recorded(&ctx, r, item).await;
             }
             Err(e) => {
-                let decision = ctx.decide_after(&link, &e, std::slice::from_mut(&mut item));
+                let decision =
+                    ctx.decide_after(&link, Action::Enroll, &e, std::slice::from_mut(&mut item));
                 item.in_doubt = may_have_reached(&e);
                 if item.in_doubt {
                     item.doubt_workflow = NonZeroU64::new(workflow);
@@ -662,7 +692,7 @@ pub async fn list_add(
                 row(i, &link, Action::ListAdd, &list_id, Status::Attempting, now)
             };
             let call = match ctx
-                .start_batch(&link, &mut chunk, attempting, &mut out)
+                .start_batch(&link, Action::ListAdd, &mut chunk, attempting, &mut out)
                 .await
             {
                 Ok(call) => call,
@@ -734,7 +764,7 @@ pub async fn list_add(
                     continue 'chunks;
                 }
                 Err(e) => {
-                    let decision = ctx.decide_after(&link, &e, &mut chunk);
+                    let decision = ctx.decide_after(&link, Action::ListAdd, &e, &mut chunk);
                     let now = ctx.now();
                     let rows = chunk
                         .iter()
@@ -814,7 +844,7 @@ pub async fn complete(ctx: Arc<Ctx>, link: Arc<Link>, items: Vec<Pending>) -> Ve
                 )
             };
             let call = match ctx
-                .start_batch(&link, &mut chunk, attempting, &mut out)
+                .start_batch(&link, Action::Complete, &mut chunk, attempting, &mut out)
                 .await
             {
                 Ok(call) => call,
@@ -914,7 +944,7 @@ pub async fn complete(ctx: Arc<Ctx>, link: Arc<Link>, items: Vec<Pending>) -> Ve
                     if may_have_reached(&e) {
                         chunk.iter_mut().for_each(|i| i.in_doubt = true);
                     }
-                    let decision = ctx.decide_after(&link, &e, &mut chunk);
+                    let decision = ctx.decide_after(&link, Action::Complete, &e, &mut chunk);
                     let now = ctx.now();
                     if matches!(decision, Decision::GiveUp) && e.is_retryable() {
                         // HubSpot holds a contact for days: however many failures it takes,
@@ -1041,11 +1071,20 @@ mod tests {
         let link = link();
         let s = Duration::from_secs;
         let short = limited(RatePolicy::TenSecondly, Some(s(3)));
-        assert_eq!(ctx.decide(&link, &short, 0), Decision::Retry(s(3)));
+        assert_eq!(
+            ctx.decide(&link, Action::Enroll, &short, 0),
+            Decision::Retry(s(3))
+        );
         let long = limited(RatePolicy::TenSecondly, Some(s(120)));
-        assert_eq!(ctx.decide(&link, &long, 0), Decision::Later(NOW + 120_000));
+        assert_eq!(
+            ctx.decide(&link, Action::Enroll, &long, 0),
+            Decision::Later(NOW + 120_000)
+        );
         let silent = limited(RatePolicy::TenSecondly, None);
-        assert_eq!(ctx.decide(&link, &silent, 0), Decision::Retry(s(10)));
+        assert_eq!(
+            ctx.decide(&link, Action::Enroll, &silent, 0),
+            Decision::Retry(s(10))
+        );
         assert_eq!(link.paused_at(NOW), None, "the connector is not paused");
     }
 
@@ -1056,7 +1095,10 @@ mod tests {
         let link = link();
         let next_hour = 1_795_752_000_000;
         let daily = limited(RatePolicy::Daily, None);
-        assert_eq!(ctx.decide(&link, &daily, 0), Decision::Later(next_hour));
+        assert_eq!(
+            ctx.decide(&link, Action::Enroll, &daily, 0),
+            Decision::Later(next_hour)
+        );
         assert_eq!(link.paused_at(NOW), Some(next_hour));
         assert_eq!(link.paused_at(next_hour), None, "over at the hour");
         assert!(
@@ -1073,7 +1115,7 @@ mod tests {
         for status in [401, 403] {
             let link = link();
             assert_eq!(
-                ctx.decide(&link, &permanent(status), 12),
+                ctx.decide(&link, Action::Enroll, &permanent(status), 12),
                 Decision::Later(NOW)
             );
             let until = NOW + policy::REFUSED_TOKEN_PAUSE_MS;
@@ -1083,7 +1125,7 @@ mod tests {
                 clock: Clock::Fixed(NOW + 1000),
                 ..ctx.clone_for_test()
             };
-            later.decide(&link, &permanent(status), 0);
+            later.decide(&link, Action::Enroll, &permanent(status), 0);
             assert_eq!(link.paused_at(NOW), Some(until));
         }
     }
@@ -1093,25 +1135,34 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (ctx, _writer) = ctx(dir.path());
         let link = link();
-        match ctx.decide(&link, &transient(), 1) {
+        match ctx.decide(&link, Action::Enroll, &transient(), 1) {
             Decision::Retry(d) => {
                 assert!(d >= Duration::from_millis(500) && d < Duration::from_millis(1500))
             }
             other => panic!("{other:?}"),
         }
         // The ninth waits minutes: past this tick's horizon.
-        match ctx.decide(&link, &transient(), 9) {
+        match ctx.decide(&link, Action::Enroll, &transient(), 9) {
             Decision::Later(t) => assert!(t >= NOW + 128_000, "{t}"),
             other => panic!("{other:?}"),
         }
-        assert_eq!(ctx.decide(&link, &transient(), 12), Decision::GiveUp);
-        assert_eq!(ctx.decide(&link, &permanent(400), 0), Decision::GiveUp);
+        assert_eq!(
+            ctx.decide(&link, Action::Enroll, &transient(), 12),
+            Decision::GiveUp
+        );
+        assert_eq!(
+            ctx.decide(&link, Action::Enroll, &permanent(400), 0),
+            Decision::GiveUp
+        );
         let too_large = ApiError::BatchTooLarge {
             size: 2,
             status: 400,
             message: "too large".into(),
         };
-        assert_eq!(ctx.decide(&link, &too_large, 0), Decision::GiveUp);
+        assert_eq!(
+            ctx.decide(&link, Action::Enroll, &too_large, 0),
+            Decision::GiveUp
+        );
         assert_eq!(link.paused_at(NOW), None);
     }
 

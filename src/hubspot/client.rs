@@ -131,6 +131,13 @@ pub enum ApiError {
         message: String,
         correlation_id: Option<String>,
     },
+    /// 403 `MISSING_SCOPES`: the token lacks a scope this kind of call needs. Calls of other
+    /// kinds may go on; these fail alike until the app is granted the scope.
+    #[error("HubSpot refused the call with 403: the token lacks {}: {message}", if scopes.is_empty() { "a scope it needs".to_string() } else { format!("the scope {}", scopes.join(", ")) })]
+    MissingScopes {
+        scopes: Vec<String>,
+        message: String,
+    },
     /// A 404 page from something in front of HubSpot's API (an edge, a proxy): the route is
     /// not there (a retired path, a wrong `api_base`), so every call through it fails alike.
     /// Neither the contact's failure nor worth an immediate retry: the connector waits.
@@ -169,6 +176,7 @@ impl ApiError {
         match self {
             ApiError::RateLimited { .. } => Some(429),
             ApiError::Transient { status, .. } | ApiError::NoAccessToken { status, .. } => *status,
+            ApiError::MissingScopes { .. } => Some(403),
             ApiError::Permanent { status, .. }
             | ApiError::BatchTooLarge { status, .. }
             | ApiError::NotTheApi { status, .. } => Some(*status),
@@ -308,13 +316,47 @@ impl Completion {
     }
 }
 
-/// HubSpot's error body: `{status, message, correlationId, errorType?, policyName?}`.
+/// HubSpot's error body: `{status, message, correlationId, category?, errors?, policyName?}`.
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct ErrorBody {
     message: Option<String>,
     correlation_id: Option<String>,
     policy_name: Option<String>,
+    category: Option<String>,
+    #[serde(default)]
+    errors: Vec<ErrorDetail>,
+}
+
+/// One of an error body's `errors`: for a missing scope, `context.requiredGranularScopes`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ErrorDetail {
+    #[serde(default)]
+    context: ErrorContext,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ErrorContext {
+    #[serde(default)]
+    required_granular_scopes: Vec<String>,
+}
+
+impl ErrorBody {
+    /// The scopes a `MISSING_SCOPES` refusal names (a few, each cut short: it is a stranger's
+    /// text that ends up in logs and `/status`).
+    fn missing_scopes(&self) -> Vec<String> {
+        let mut scopes: Vec<String> = self
+            .errors
+            .iter()
+            .flat_map(|e| &e.context.required_granular_scopes)
+            .take(8)
+            .map(|s| s.chars().take(100).collect())
+            .collect();
+        scopes.dedup();
+        scopes
+    }
 }
 
 /// Settings for one connector's client.
@@ -625,6 +667,19 @@ impl Client {
             *self.last_rate.lock().unwrap() = Some(rate);
             self.limiter.observe(&rate);
         }
+        // HubSpot's API answers JSON or nothing: a 2xx page (a proxy's login or block page, an
+        // `api_base` pointing at a website) did not do what was asked.
+        let html = resp
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.trim_start().to_ascii_lowercase().starts_with("text/html"));
+        if resp.status().is_success() && html {
+            return Err(ApiError::NotTheApi {
+                status: resp.status().as_u16(),
+                message: "a 2xx HTML page, not HubSpot's API answer".into(),
+            });
+        }
         if resp.status().is_success() {
             return Ok(resp);
         }
@@ -876,6 +931,12 @@ async fn classify(resp: reqwest::Response, batch: Option<usize>) -> ApiError {
         return ApiError::BatchTooLarge {
             size,
             status: status.as_u16(),
+            message,
+        };
+    }
+    if status == StatusCode::FORBIDDEN && body.category.as_deref() == Some("MISSING_SCOPES") {
+        return ApiError::MissingScopes {
+            scopes: body.missing_scopes(),
             message,
         };
     }

@@ -101,7 +101,8 @@ async fn check_connector(config: &Config, connector: &Connector, out: &mut Vec<C
                 Verdict::Fail(match &e {
                     ApiError::Permanent {
                         status: 401 | 403, ..
-                    } => format!("HubSpot refused the token: {e}"),
+                    }
+                    | ApiError::MissingScopes { .. } => format!("HubSpot refused the token: {e}"),
                     ApiError::Transient { status: None, .. } => format!(
                         "could not reach HubSpot at {} (the token was not checked): {e}",
                         connector.api_base
@@ -243,6 +244,7 @@ async fn action(
 /// A missing scope named as such; any other failure as `what` and HubSpot's answer.
 fn scope_or(e: &ApiError, scope: &str, what: &str) -> String {
     match e {
+        ApiError::MissingScopes { .. } => format!("the token lacks the scope `{scope}` ({what})"),
         ApiError::Permanent {
             status: 403,
             message,

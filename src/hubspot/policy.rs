@@ -21,8 +21,8 @@ pub const MAX_HEADER_WAIT: Duration = Duration::from_secs(3600);
 /// date already past, from a clock behind) would otherwise have every call retried at once
 /// for as long as the 429s go on.
 pub const MIN_RATE_LIMIT_WAIT: Duration = Duration::from_secs(1);
-/// How long a connector whose token HubSpot refused (401, or 403 for a missing scope) waits
-/// before trying once more.
+/// How long a connector whose token HubSpot refused (401, or 403) waits before trying once
+/// more, and calls of a kind the token lacks a scope for wait.
 pub const REFUSED_TOKEN_PAUSE_MS: i64 = 5 * MINUTE_MS;
 /// How long a connector without an OAuth access token (its token endpoint failed) waits
 /// before trying again: an outage there is often a blip.

@@ -517,6 +517,12 @@ impl Import {
                         self.connector.id,
                     ));
                 }
+                ApiError::MissingScopes { .. } => {
+                    return Err(err).context(format!(
+                        "connector {}: grant the app the scope (reinstall it with the scope, or give the token it)",
+                        self.connector.id,
+                    ));
+                }
                 ApiError::Permanent { .. }
                 | ApiError::BatchTooLarge { .. }
                 | ApiError::NotTheApi { .. } => {
