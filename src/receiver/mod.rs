@@ -246,7 +246,7 @@ async fn authenticate(
         checked: checked(),
     };
     let signature = if unsigned && connector.allow_unsigned {
-        check_floor(state, &connector, &webhook.id, None, refused)?;
+        check_floor(state, &config, &connector, &webhook, None, refused)?;
         if let Some(suppressed) = due(state, &connector.id, PostWarning::Unsigned) {
             tracing::warn!(
                 webhook = %webhook.id,
@@ -293,7 +293,7 @@ async fn authenticate(
         if i > 0 {
             older_secret_used(state, &connector.id, name);
         }
-        check_floor(state, &connector, &webhook.id, Some(version), refused)?;
+        check_floor(state, &config, &connector, &webhook, Some(version), refused)?;
         Some(version)
     };
     Ok(Authenticated {
@@ -311,15 +311,16 @@ async fn authenticate(
 /// the endpoint has taken, which a post stripped of every signature header is weaker than.
 fn check_floor(
     state: &AppState,
+    config: &Config,
     connector: &Connector,
-    endpoint: &str,
+    webhook: &Webhook,
     version: Option<signature::Version>,
     refused: impl Fn(signature::SignatureError) -> Refusal,
 ) -> Result<(), Refusal> {
     use signature::{Floor, SignatureError};
     let floor = match (connector.min_signature_version, version) {
         (Floor::At(min), Some(v)) if v < min => SignatureError::TooWeak(v.as_str()),
-        (Floor::Auto, _) => match (state.ratchet.seen(endpoint), version) {
+        (Floor::Auto, _) => match (seen_floor(state, config, webhook), version) {
             (Some(seen), None) => SignatureError::Stripped(seen.version.as_str()),
             (Some(seen), Some(v)) if v < seen.version => SignatureError::Downgraded {
                 carried: v.as_str(),
@@ -330,6 +331,25 @@ fn check_floor(
         (Floor::At(_), _) => return Ok(()),
     };
     Err(refused(floor))
+}
+
+/// The strongest version `webhook` has taken; before its first post, the strongest any
+/// webhook (or any action, for an action) of its connector has taken. HubSpot signs every post
+/// of a connector's app alike, so a new webhook takes no weaker signature than its siblings:
+/// a captured post of one, stripped to its v1 signature (which signs only the body), is not
+/// taken at a webhook that has had no post yet.
+fn seen_floor(state: &AppState, config: &Config, webhook: &Webhook) -> Option<ratchet::Seen> {
+    let action = webhook.target == Target::Callback;
+    state.ratchet.seen(&webhook.id).or_else(|| {
+        config
+            .webhooks
+            .iter()
+            .filter(|w| {
+                w.connector == webhook.connector && (w.target == Target::Callback) == action
+            })
+            .filter_map(|w| state.ratchet.seen(&w.id))
+            .max_by_key(|s| s.version)
+    })
 }
 
 /// After a post was taken: with `"auto"`, record the version it was signed with. Only then,

@@ -42,8 +42,9 @@ impl Version {
 /// The weakest version a connector's endpoints take (`min_signature_version`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Floor {
-    /// Per endpoint, the strongest version it has taken ([`super::ratchet`]): HubSpot sends
-    /// the older versions beside the newer, so a post without them was stripped.
+    /// Per endpoint, the strongest version it has taken ([`super::ratchet`]), or before its
+    /// first post its connector's siblings': HubSpot sends the older versions beside the
+    /// newer, so a post without them was stripped.
     Auto,
     /// This version, whatever the endpoint has seen.
     At(Version),
