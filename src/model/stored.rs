@@ -92,9 +92,7 @@ impl Cache {
             .with_context(|| format!("cannot create {}", dir.display()))?;
         let on_disk = event_parts(data_dir)?;
         let reading = lock(&dir)?;
-        let state: Option<State> = std::fs::read(dir.join("state.json"))
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok());
+        let state = stored_state(&dir);
         let usable = state.filter(|s| !rebuild && s.usable(config, now_ms, &on_disk));
         let Some(state) = usable else {
             drop(reading);
@@ -131,6 +129,14 @@ impl Cache {
     /// profiles can no longer be extended).
     pub fn refresh(&mut self, now_ms: i64) -> anyhow::Result<Update> {
         let started = Instant::now();
+        // Another process stored profiles since (`sendtime profiles --rebuild` beside
+        // `serve`): extending these would name its deltas no more, and delete them. Theirs
+        // are taken instead.
+        if !self.stored_here() {
+            let (fresh, update) = Self::open(&self.data_dir, self.config, now_ms, false)?;
+            *self = fresh;
+            return Ok(update);
+        }
         let on_disk = event_parts(&self.data_dir)?;
         if !self.state.usable(self.config, now_ms, &on_disk) {
             let (fresh, update) =
@@ -216,6 +222,11 @@ impl Cache {
             built.profiles.refresh_population();
             build_seconds = started.elapsed().as_secs_f64();
             let _writing = lock(&dir)?;
+            // Checked again under the lock; the caller reads the stored profiles afresh.
+            anyhow::ensure!(
+                self.stored_here(),
+                "the stored profiles were written by another process meanwhile: read again"
+            );
             let name = write_delta(&dir, delta)?;
             self.state
                 .parts
@@ -231,6 +242,21 @@ impl Cache {
             seconds: started.elapsed().as_secs_f64(),
         })
     }
+}
+
+impl Cache {
+    /// Whether the stored profiles are still the ones this cache last read or wrote.
+    fn stored_here(&self) -> bool {
+        let dir = self.data_dir.join("profiles");
+        stored_state(&dir).is_some_and(|s| s.deltas == self.state.deltas)
+    }
+}
+
+/// The stored profiles' state, if readable.
+fn stored_state(dir: &Path) -> Option<State> {
+    std::fs::read(dir.join("state.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
 }
 
 impl State {
@@ -561,6 +587,35 @@ mod tests {
         let done = rx.recv_timeout(std::time::Duration::from_secs(30)).unwrap();
         assert_eq!(done, Some(true));
         assert!(profiles.join("state.json").exists());
+    }
+
+    /// `sendtime profiles --rebuild` beside a running `serve`: the next refresh takes the
+    /// rebuilt profiles instead of extending its own (which would have named deltas the
+    /// rebuild deleted, and deleted the rebuild's), so what is stored stays readable.
+    #[test]
+    fn profiles_rebuilt_by_another_process_are_taken_not_overwritten() {
+        let dir = tempfile::tempdir().unwrap();
+        let now = 1_700_000_000_000;
+        let hour = crate::time::HOUR_MS;
+        let cfg = ModelConfig::default();
+        append(dir.path(), &[ev(1, now - 3 * hour), ev(2, now - 5 * hour)]).unwrap();
+        let (mut serving, _) = Cache::open(dir.path(), cfg, now, false).unwrap();
+        update(dir.path(), cfg, now, true).unwrap();
+        append(dir.path(), &[ev(3, now - hour)]).unwrap();
+        let refreshed = serving.refresh(now).unwrap();
+        assert_eq!(serving.built.contacts.len(), 3);
+        let profiles = dir.path().join("profiles");
+        let state = stored_state(&profiles).unwrap();
+        for delta in &state.deltas {
+            let weights = profiles.join(format!("{delta}.weights.parquet"));
+            assert!(weights.exists(), "{delta} named but gone: {refreshed:?}");
+        }
+        let (_, reread) = Cache::open(dir.path(), cfg, now, false).unwrap();
+        assert!(
+            !reread.rebuilt,
+            "the stored profiles could not be read back"
+        );
+        assert_eq!(reread.contacts, 3);
     }
 
     /// Three imports on one day, each picked up by a new process (as `sendtime tick` under
