@@ -325,6 +325,66 @@ fn in_dry_run_an_execution_is_not_held() {
     assert!(standin.completion("cb-dry").is_none());
 }
 
+/// HubSpot's retry of an execution still waiting (its answer was lost) gets the answer the
+/// first post got, whatever the config says by then: SUCCESS for one taken in dry run (its
+/// contact went on, and its receipt is never completed), the same hold for one held. Before,
+/// the retry was answered by the config in force: a dry run turned off made it BLOCK a
+/// contact nothing would release, and a shorter window a hold shorter than the plan's.
+#[test]
+fn a_retry_of_a_waiting_execution_gets_the_first_answer() {
+    let Setup {
+        rt: _rt,
+        standin,
+        dir,
+        data,
+        clock,
+        ..
+    } = Setup::new();
+    let config = |window: &str, connector: &str| {
+        TestConfig {
+            env: "ACTIONS",
+            tables: &format!(
+                "[scheduler]\ncron = \"* * * * * *\"\n\
+                 [[action]]\nid = \"send-time\"\nwindow = \"{window}\""
+            ),
+            connector: &format!("api_base = \"{}\"\n{connector}", standin.url()),
+            ..TestConfig::default()
+        }
+        .write(dir.path())
+    };
+    // The dispatcher's clock a day behind: received, not due for days.
+    set_clock(&clock, now_ms() - 86_400_000);
+    let server = start(&config("7d", "dry_run = true"), &data, &clock);
+    let success = serde_json::json!({"outputFields": {"hs_execution_state": "SUCCESS"}});
+    assert_eq!(
+        execute(&server, "cb-dry", 1000, "NEXT_WEEK"),
+        (200, success.clone())
+    );
+    server.stop();
+    let server = start(&config("7d", ""), &data, &clock);
+    let (status, held) = reach(&standin, &server, "cb-held", 1001, "NEXT_WEEK");
+    assert_eq!(status, 200);
+    assert_eq!(held["outputFields"]["hs_expiration_duration"], "P8D");
+    server.stop();
+    // Live, with a window of two hours: the retries get what the first posts got.
+    let server = start(&config("2h", ""), &data, &clock);
+    assert_eq!(
+        execute(&server, "cb-dry", 1000, "NEXT_WEEK"),
+        (200, success)
+    );
+    assert_eq!(execute(&server, "cb-held", 1001, "NEXT_WEEK"), (200, held));
+    // A new execution gets the window in force.
+    let (_, fresh) = execute(&server, "cb-new", 1002, "NEXT_WEEK");
+    assert_eq!(fresh["outputFields"]["hs_expiration_duration"], "P1DT2H");
+    server.stop();
+    let received = sendtime::datasets::inbox::recover(&data).unwrap();
+    assert_eq!(
+        received.len(),
+        3,
+        "the retries stored nothing: {received:?}"
+    );
+}
+
 /// A contact held (answered BLOCK) while the connector was live waits through a dry run,
 /// which releases nothing, and is released once the connector is live again. Before, it was
 /// recorded as a dry run when due, and never released: its contact waited at HubSpot until

@@ -21,7 +21,7 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
-use super::pending::{Body, Contact, PendingSet, Repeat};
+use super::pending::{Answered, Body, Contact, PendingSet, Repeat};
 use super::{datetime_ms, datetime_ms_opt, stored_enum};
 use crate::config::WebhookType;
 use crate::metrics::Metrics;
@@ -123,6 +123,16 @@ pub struct Receipt {
 }
 
 impl Receipt {
+    /// What this receipt's execution was answered, when it is one and that is known.
+    pub fn answered(&self) -> Option<Answered> {
+        answered(
+            self.callback_id.is_some(),
+            dry_run_only(&self.signature),
+            self.received_at_ms,
+            self.hold_ends_ms,
+        )
+    }
+
     /// The contact as the pending set knows it.
     pub fn contact(&self) -> Contact<'_> {
         Contact {
@@ -138,13 +148,29 @@ impl Receipt {
     }
 }
 
+/// An execution's answer, from its receipt: SUCCESS when only ever recorded as a dry run, else
+/// the hold asked for; unknown for receipts of versions that kept no hold.
+fn answered(
+    execution: bool,
+    dry_run_only: bool,
+    received_at_ms: i64,
+    hold_ends_ms: Option<i64>,
+) -> Option<Answered> {
+    match (execution, dry_run_only, hold_ends_ms) {
+        (false, ..) => None,
+        (true, true, _) => Some(Answered::Released),
+        (true, false, hold_ends) => hold_ends.map(|h| Answered::Hold(h - received_at_ms)),
+    }
+}
+
 /// What happened to a post.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Stored {
     /// Durable in the log; the receipt id.
     New(String),
-    /// The contact already waits on this webhook; the earlier receipt id.
-    Duplicate(String),
+    /// The contact already waits on this webhook; the earlier receipt id, and for an
+    /// execution what it was answered, when known.
+    Duplicate(String, Option<Answered>),
     /// A replay of a body stored within the replay window as this receipt, since finished.
     Finished(String),
 }
@@ -214,6 +240,8 @@ pub struct ReceiptKey {
     pub received_at_ms: i64,
     /// Only ever recorded as a dry run ([`DRY_RUN_MARK`]).
     pub dry_run_only: bool,
+    /// An execution's hold, as asked of HubSpot.
+    pub hold_ends_ms: Option<i64>,
 }
 
 impl ReceiptKey {
@@ -227,7 +255,18 @@ impl ReceiptKey {
             body_hash: r.body_hash.clone(),
             received_at_ms: r.received_at_ms,
             dry_run_only: dry_run_only(&r.signature),
+            hold_ends_ms: r.hold_ends_ms,
         }
+    }
+
+    /// What this receipt's execution was answered, when it is one and that is known.
+    pub fn answered(&self) -> Option<Answered> {
+        answered(
+            self.callback_id.is_some(),
+            self.dry_run_only,
+            self.received_at_ms,
+            self.hold_ends_ms,
+        )
     }
 
     pub fn contact(&self) -> Contact<'_> {
@@ -401,12 +440,16 @@ impl Writer {
         for Request { receipt, reply } in batch {
             match self.pending.insert(receipt.contact(), &receipt.receipt_id) {
                 Err(Repeat::Waiting(existing)) => {
-                    replies.push((reply, Stored::Duplicate(existing)))
+                    let answer = self.pending.answer_of(&existing);
+                    replies.push((reply, Stored::Duplicate(existing, answer)))
                 }
                 Err(Repeat::Finished(existing)) => {
                     replies.push((reply, Stored::Finished(existing)))
                 }
                 Ok(()) => {
+                    if let Some(answer) = receipt.answered() {
+                        self.pending.answered(&receipt.receipt_id, answer);
+                    }
                     replies.push((reply, Stored::New(receipt.receipt_id.clone())));
                     new.push(receipt);
                 }
@@ -440,7 +483,7 @@ impl Writer {
             let failed: HashSet<&str> = new.iter().map(|r| r.receipt_id.as_str()).collect();
             for (reply, stored) in replies {
                 let ok = match &stored {
-                    Stored::Duplicate(id) => !failed.contains(id.as_str()),
+                    Stored::Duplicate(id, _) => !failed.contains(id.as_str()),
                     Stored::Finished(_) => true,
                     Stored::New(_) => false,
                 };
@@ -703,6 +746,7 @@ pub fn read_keys(dataset: &Dataset) -> anyhow::Result<Vec<ReceiptKey>> {
     let bodies = super::strs_or_null(&df, col::BODY_HASH)?;
     let received = super::ints(&df, col::RECEIVED_AT)?;
     let signatures = super::strs(&df, col::SIGNATURE)?;
+    let holds = super::ints_or_null(&df, col::HOLD_ENDS)?;
     let mut seen = HashSet::new();
     let mut out = Vec::with_capacity(ids.len());
     for (i, id) in ids.into_iter().enumerate() {
@@ -717,6 +761,7 @@ pub fn read_keys(dataset: &Dataset) -> anyhow::Result<Vec<ReceiptKey>> {
                 body_hash: bodies[i].clone(),
                 received_at_ms: received[i].unwrap_or_default(),
                 dry_run_only: signatures[i].as_deref().is_some_and(dry_run_only),
+                hold_ends_ms: holds[i],
             });
         }
     }

@@ -31,6 +31,9 @@ pub struct PendingSet {
 #[derive(Default)]
 struct State {
     pending: HashMap<Key, String>,
+    /// What each pending execution of a workflow action was answered (by receipt id), so
+    /// HubSpot's retry of it gets the same answer whatever the config says by then.
+    answers: HashMap<String, Answered>,
     /// (webhook id, body's hash or an execution's callback id) → the receipt that post was
     /// stored as, and when.
     recent: HashMap<(String, String), (String, i64)>,
@@ -38,6 +41,15 @@ struct State {
     /// adds them in part order), to forget them after the window: an entry withdrawn and
     /// stored again by a later receipt is that receipt's, and expires with it.
     expiry: VecDeque<(i64, (String, String), String)>,
+}
+
+/// What a workflow action's execution was answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Answered {
+    /// BLOCK, HubSpot asked to hold the contact this long (ms).
+    Hold(i64),
+    /// SUCCESS: the contact went on at once (in dry run).
+    Released,
 }
 
 /// The receipt a post repeats.
@@ -125,6 +137,18 @@ impl PendingSet {
         Ok(())
     }
 
+    /// Record what execution `receipt_id`, just inserted, was answered (kept until it is
+    /// released).
+    pub fn answered(&self, receipt_id: &str, answer: Answered) {
+        let mut state = self.inner.lock().unwrap();
+        state.answers.insert(receipt_id.to_string(), answer);
+    }
+
+    /// What pending execution `receipt_id` was answered, when known.
+    pub fn answer_of(&self, receipt_id: &str) -> Option<Answered> {
+        self.inner.lock().unwrap().answers.get(receipt_id).copied()
+    }
+
     /// Remember the body of a receipt that is already finished (at start-up), so a replay of
     /// it within the window is still a duplicate.
     pub fn remember(&self, contact: Contact<'_>, receipt_id: &str) {
@@ -138,6 +162,7 @@ impl PendingSet {
         let mut state = self.inner.lock().unwrap();
         if state.pending.get(&k).is_some_and(|id| id == receipt_id) {
             state.pending.remove(&k);
+            state.answers.remove(receipt_id);
             self.metrics.pending(contact.webhook_id).dec();
         }
     }

@@ -364,7 +364,11 @@ impl Dispatcher {
                 pending.remember(r.contact(), &r.receipt_id);
             } else {
                 // Repeats (a receipt in two parts) keep the first.
-                let _ = pending.insert(r.contact(), &r.receipt_id);
+                if pending.insert(r.contact(), &r.receipt_id).is_ok()
+                    && let Some(answer) = r.answered()
+                {
+                    pending.answered(&r.receipt_id, answer);
+                }
             }
         }
         tracing::info!(

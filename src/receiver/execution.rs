@@ -161,10 +161,11 @@ pub fn parse(body: &[u8], zone_property: &str) -> Result<Execution, ExecutionErr
     })
 }
 
-/// [`crate::model::plan::hold`] as HubSpot takes it: an ISO-8601 duration in whole hours.
-pub fn expiration(kind: WebhookType, window_ms: Option<i64>) -> String {
+/// A hold ([`crate::model::plan::hold`]) as HubSpot takes it: an ISO-8601 duration in whole
+/// hours, rounded up.
+pub fn expiration(hold_ms: i64) -> String {
     use crate::time::HOUR_MS;
-    let hours = (crate::model::plan::hold(kind, window_ms) + HOUR_MS - 1) / HOUR_MS;
+    let hours = (hold_ms + HOUR_MS - 1) / HOUR_MS;
     match (hours / 24, hours % 24) {
         (days, 0) => format!("P{days}D"),
         (days, hours) => format!("P{days}DT{hours}H"),
@@ -293,24 +294,28 @@ mod tests {
     /// The hold outlasts the longest window the contact can be planned in, by a day.
     #[test]
     fn the_hold_outlasts_the_window() {
+        use crate::model::plan::hold;
         use crate::time::{DAY_MS, HOUR_MS};
-        assert_eq!(expiration(WebhookType::Immediate, Some(7 * DAY_MS)), "P1D");
-        assert_eq!(expiration(WebhookType::Next24Hours, None), "P2D");
-        assert_eq!(expiration(WebhookType::NextWeek, None), "P8D");
         assert_eq!(
-            expiration(WebhookType::NextWeekFrequencyOptimized, None),
+            expiration(hold(WebhookType::Immediate, Some(7 * DAY_MS))),
+            "P1D"
+        );
+        assert_eq!(expiration(hold(WebhookType::Next24Hours, None)), "P2D");
+        assert_eq!(expiration(hold(WebhookType::NextWeek, None)), "P8D");
+        assert_eq!(
+            expiration(hold(WebhookType::NextWeekFrequencyOptimized, None)),
             "P8D"
         );
         assert_eq!(
-            expiration(WebhookType::Next24Hours, Some(7 * DAY_MS)),
+            expiration(hold(WebhookType::Next24Hours, Some(7 * DAY_MS))),
             "P8D"
         );
         assert_eq!(
-            expiration(WebhookType::Next24Hours, Some(36 * HOUR_MS)),
+            expiration(hold(WebhookType::Next24Hours, Some(36 * HOUR_MS))),
             "P2DT12H"
         );
         assert_eq!(
-            expiration(WebhookType::NextWeek, Some(90 * 60_000)),
+            expiration(hold(WebhookType::NextWeek, Some(90 * 60_000))),
             "P1DT2H"
         );
     }

@@ -27,9 +27,10 @@ use serde_json::json;
 use ulid::Ulid;
 
 use crate::admin::board::{Post, UNKNOWN};
-use crate::config::{Config, ConfigHandle, Connector, Target, Webhook, WebhookType};
+use crate::config::{Config, ConfigHandle, Connector, Target, Webhook};
 use crate::datasets::contacts::is_email_address;
 use crate::datasets::inbox::{self, Inbox, Receipt, Stored};
+use crate::datasets::pending::Answered;
 use crate::metrics::Metrics;
 use crate::time::now_ms;
 use payload::Portal;
@@ -89,7 +90,7 @@ async fn receive(
         Ok(stored) => {
             let (status, id) = match stored {
                 Stored::New(id) => ("accepted", id),
-                Stored::Duplicate(id) | Stored::Finished(id) => ("duplicate", id),
+                Stored::Duplicate(id, _) | Stored::Finished(id) => ("duplicate", id),
             };
             let body = json!({"status": status, "receipt_id": id});
             (StatusCode::OK, axum::Json(body)).into_response()
@@ -113,10 +114,10 @@ async fn receive_action(
         accept_execution(&state, post).await
     };
     match accepted.await {
-        Ok(Some((kind, window))) => {
+        Ok(Some(hold_ms)) => {
             let body = json!({"outputFields": {
                 "hs_execution_state": "BLOCK",
-                "hs_expiration_duration": execution::expiration(kind, window),
+                "hs_expiration_duration": execution::expiration(hold_ms),
             }});
             (StatusCode::OK, axum::Json(body)).into_response()
         }
@@ -449,7 +450,7 @@ async fn store(state: &AppState, receipt: Receipt) -> Result<Stored, Refusal> {
             state.metrics.accepted.inc();
             Post::Accepted
         }
-        Stored::Duplicate(_) | Stored::Finished(_) => {
+        Stored::Duplicate(..) | Stored::Finished(_) => {
             state.metrics.duplicates.inc();
             Post::Duplicate
         }
@@ -533,14 +534,11 @@ async fn accept_contact(state: &AppState, post: Authenticated) -> Result<Stored,
     Ok(stored)
 }
 
-/// An action's execution: stored with its callback; the delivery type it was planned with,
-/// and the action's window. A repeat of a callback already waiting (HubSpot retries) stores
-/// nothing and gets the same answer; a repeat of one already released, or any execution in
-/// dry run, `None` (no hold).
-async fn accept_execution(
-    state: &AppState,
-    post: Authenticated,
-) -> Result<Option<(WebhookType, Option<i64>)>, Refusal> {
+/// An action's execution: stored with its callback; how long HubSpot is asked to hold the
+/// contact. A repeat of a callback already waiting (HubSpot retries) stores nothing and gets
+/// the answer the first got, whatever the config says now; a repeat of one already released,
+/// or any execution in dry run, `None` (no hold).
+async fn accept_execution(state: &AppState, post: Authenticated) -> Result<Option<i64>, Refusal> {
     let Authenticated {
         config,
         webhook,
@@ -552,6 +550,7 @@ async fn accept_execution(
     let execution = execution::parse(&body.bytes, &connector.time_zone_property)?;
     check_portal(&execution.portal, &connector)?;
     let kind = execution.delivery_type.unwrap_or(webhook.kind);
+    let hold_ms = crate::model::plan::hold(kind, webhook.window);
     let received_at_ms = state.clock.receipt_ms();
     let receipt = Receipt {
         receipt_id: Ulid::generate().to_string(),
@@ -572,16 +571,18 @@ async fn accept_execution(
         time_zone: execution.time_zone,
         // What the BLOCK below asks of HubSpot (it rounds up, and HubSpot starts counting
         // later): planning keeps to it, even if the config's window changes first.
-        hold_ends_ms: (!connector.dry_run)
-            .then(|| received_at_ms + crate::model::plan::hold(kind, webhook.window)),
+        hold_ends_ms: (!connector.dry_run).then_some(received_at_ms + hold_ms),
     };
     let stored = store(state, receipt).await?;
     raise_floor(state, &connector, &webhook.id, signature, now_ms).await;
     Ok(match stored {
+        // A retry: the first answer (one in dry run never gets a hold it would keep).
+        Stored::Duplicate(_, Some(Answered::Hold(first))) => Some(first),
+        Stored::Duplicate(_, Some(Answered::Released)) => None,
         // In dry run nothing would release a hold: the contact goes on at once, as without
         // sendtime, and its plan is recorded as a dry run.
         _ if connector.dry_run => None,
         Stored::Finished(_) => None,
-        _ => Some((kind, webhook.window)),
+        _ => Some(hold_ms),
     })
 }
