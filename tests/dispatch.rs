@@ -1919,17 +1919,12 @@ fn a_refused_token_holds_the_queue_instead_of_failing_it() {
     let emails = receive_only(&config, &data, &standin, ("a", 5), 8200);
     let due = now_ms() + 2 * 24 * 3_600_000;
 
-    // HubSpot refuses the token: nothing fails, everything stays queued, one loud error.
+    // HubSpot refuses the token: nothing fails, everything stays queued, and the connector
+    // pauses (the calls stop at the first refusals in flight).
     let (out, err) = tick_once(&config, &data, due, "not-the-token");
     assert!(
         out.contains("enrolled=0 ") && out.contains("failed=0 ") && out.contains("queued=5 "),
         "{out}\n{err}"
-    );
-    assert_eq!(
-        err.matches("HubSpot refused the connector's credentials (401")
-            .count(),
-        1,
-        "{err}"
     );
     assert!(
         !err.contains("not-the-token"),

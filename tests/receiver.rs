@@ -670,22 +670,37 @@ fn slow_or_oversized_requests_are_cut_off() {
 }
 
 /// Strangers who send the headers of a large post and then a byte at a time cannot starve
-/// signed posts: the body budget counts bytes received, not bodies begun.
+/// signed posts: the body budget (128 MiB) counts bytes received, not bodies begun. Three
+/// posts declaring 64 MiB each would hold the whole budget if what they declared were
+/// counted, and 400 more hold connections.
 #[test]
 fn a_flood_of_stalled_bodies_does_not_block_signed_posts() {
     use std::io::Write;
     let dir = tempfile::tempdir().unwrap();
-    let server = start(dir.path());
+    let cfg = TestConfig {
+        env: "TEST",
+        server: "max_body_bytes = 67108864",
+        connector: "dry_run = true",
+        hooks: HOOKS,
+        ..TestConfig::default()
+    }
+    .write(dir.path());
+    let server = Server::start(&cfg, &dir.path().join("data"), &[("TEST_SECRET", SECRET)]);
     let addr = server.url("").trim_start_matches("http://").to_string();
-    let flood: Vec<std::net::TcpStream> = (0..400)
-        .map(|_| {
-            let mut s = std::net::TcpStream::connect(&addr).unwrap();
-            s.write_all(
-                b"POST /hooks/nurture HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 60000\r\n\r\n{",
-            )
-            .unwrap();
-            s
-        })
+    let stall = |declared: usize| {
+        let mut s = std::net::TcpStream::connect(&addr).unwrap();
+        // A well-formed signature header: the body is read before it can be checked.
+        let head = format!(
+            "POST /hooks/nurture HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {declared}\r\n\
+             X-HubSpot-Signature: {}\r\nX-HubSpot-Signature-Version: v2\r\n\r\n{{",
+            "0".repeat(64)
+        );
+        s.write_all(head.as_bytes()).unwrap();
+        s
+    };
+    let flood: Vec<std::net::TcpStream> = (0..3)
+        .map(|_| stall(64 << 20))
+        .chain((0..400).map(|_| stall(60_000)))
         .collect();
     std::thread::sleep(Duration::from_millis(500));
     for vid in 0..10 {
