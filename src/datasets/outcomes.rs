@@ -57,6 +57,28 @@ pub fn read_kept(data_dir: &Path) -> anyhow::Result<Vec<OutcomeRow>> {
     super::read_kept(data_dir, NAME, read)
 }
 
+/// The rows kept whose status is one of `statuses`, read a part at a time (the lift report
+/// wants the sends of the whole archive, not every step).
+pub fn read_kept_with_status(
+    data_dir: &Path,
+    statuses: &[Status],
+) -> anyhow::Result<Vec<OutcomeRow>> {
+    let wanted: Vec<&str> = statuses.iter().map(|s| s.as_str()).collect();
+    super::read_kept_where(
+        data_dir,
+        NAME,
+        |df| {
+            Ok(df
+                .column(col::STATUS)?
+                .str()?
+                .iter()
+                .map(|s| s.is_some_and(|s| wanted.contains(&s)))
+                .collect())
+        },
+        rows,
+    )
+}
+
 /// The rows kept of `receipts`, read a part at a time: a lookup's read of the whole archive.
 pub fn read_kept_of_receipts(
     data_dir: &Path,

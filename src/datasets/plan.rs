@@ -61,6 +61,51 @@ pub fn read_kept(data_dir: &Path) -> anyhow::Result<Vec<PlanRow>> {
     super::read_kept(data_dir, NAME, read)
 }
 
+/// What the lift report needs of a plan row: who, when received, held out or not.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub receipt_id: String,
+    pub webhook_id: String,
+    pub webhook_type: WebhookType,
+    pub contact_id: Option<i64>,
+    pub email: Option<String>,
+    pub received_at_ms: i64,
+    pub holdout: bool,
+}
+
+/// Every row kept (live and archived) as [`Received`], read a part at a time: the archive
+/// grows without end, and a row's reason (most of its bytes) is not needed.
+pub fn read_kept_received(data_dir: &Path) -> anyhow::Result<Vec<Received>> {
+    let mut out = Vec::new();
+    super::for_each_kept(data_dir, NAME, |df| {
+        let ids = strs(df, col::RECEIPT_ID)?;
+        let webhooks = strs(df, col::WEBHOOK_ID)?;
+        let types = strs(df, col::WEBHOOK_TYPE)?;
+        let contacts = ints(df, col::CONTACT_ID)?;
+        let emails = strs(df, col::EMAIL)?;
+        let received = ints(df, col::RECEIVED_AT)?;
+        let holdouts = bools_or_false(df, col::HOLDOUT)?;
+        out.reserve(ids.len());
+        for (i, id) in ids.into_iter().enumerate() {
+            out.push(Received {
+                receipt_id: id.unwrap_or_default(),
+                webhook_id: webhooks[i].clone().unwrap_or_default(),
+                webhook_type: stored_enum(
+                    col::WEBHOOK_TYPE,
+                    types[i].as_deref(),
+                    WebhookType::parse,
+                )?,
+                contact_id: contacts[i],
+                email: emails[i].clone(),
+                received_at_ms: received[i].unwrap_or_default(),
+                holdout: holdouts[i],
+            });
+        }
+        Ok(())
+    })?;
+    Ok(out)
+}
+
 /// The rows kept of the contact with HubSpot id `id` or, without one, with `email` (in any
 /// case), read a part at a time: a lookup's read of the whole archive.
 pub fn read_kept_of_contact(

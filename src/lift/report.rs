@@ -8,7 +8,7 @@
 //! holdout, or the weeks before one was set or after it was lifted, are other workflows,
 //! audiences and dates).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
 
 use serde::Serialize;
@@ -553,13 +553,22 @@ impl<'w> Resample<'w> {
 }
 
 /// Every planned receipt, live and archived, with its first send (enrolled, listed or
-/// completed) if any.
+/// completed) if any. Of the outcomes, only the sends are read, and the other steps of the few
+/// receipts whose send resolved a doubt ([`sent_at`]); of the plan, what a row needs here.
 pub fn planned(data_dir: &Path) -> anyhow::Result<Vec<Planned>> {
-    let sent = sent_at(&outcomes::read_kept(data_dir)?);
+    let mut rows = outcomes::read_kept_with_status(data_dir, &SENDS)?;
+    let doubts: HashSet<&str> = resolved(&first_sends(&rows)).collect();
+    if !doubts.is_empty() {
+        let steps = outcomes::read_kept_of_receipts(data_dir, &doubts)?;
+        let steps: Vec<OutcomeRow> = steps.into_iter().filter(|r| !is_send(r.status)).collect();
+        rows.extend(steps);
+    }
+    let sent = sent_at(&rows);
+    drop(rows);
     let mut out = Vec::with_capacity(sent.len());
     // A row read twice (a compaction, a move to the archive) counts once.
-    let mut seen = std::collections::HashSet::new();
-    for p in plan::read_kept(data_dir)? {
+    let mut seen = HashSet::new();
+    for p in plan::read_kept_received(data_dir)? {
         if !seen.insert(p.receipt_id.clone()) {
             continue;
         }
@@ -577,14 +586,15 @@ pub fn planned(data_dir: &Path) -> anyhow::Result<Vec<Planned>> {
     Ok(out)
 }
 
-/// When each receipt's contact was sent: its first enrolled, listed or completed row; or, when
-/// that row resolved a call left in doubt (no 2xx of its own: found enrolled by the check after
-/// a timeout or a crash, or HubSpot refusing to complete again what it had completed), that
-/// call: the earliest attempt after the last failure that was not in doubt. Dated by the
-/// check, the send's window would start late, and an open in between would go to the
-/// contact's previous send.
-fn sent_at(rows: &[OutcomeRow]) -> HashMap<String, i64> {
-    let is_send = |s: Status| matches!(s, Status::Enrolled | Status::Listed | Status::Completed);
+/// The statuses of a send.
+const SENDS: [Status; 3] = [Status::Enrolled, Status::Listed, Status::Completed];
+
+fn is_send(s: Status) -> bool {
+    SENDS.contains(&s)
+}
+
+/// Each receipt's first send among `rows`.
+fn first_sends(rows: &[OutcomeRow]) -> HashMap<&str, &OutcomeRow> {
     let mut first: HashMap<&str, &OutcomeRow> = HashMap::new();
     for r in rows.iter().filter(|r| is_send(r.status)) {
         let f = first.entry(&r.receipt_id).or_insert(r);
@@ -592,13 +602,29 @@ fn sent_at(rows: &[OutcomeRow]) -> HashMap<String, i64> {
             *f = r;
         }
     }
-    // The rows of the receipts whose send resolved a doubt (few), to find the call.
+    first
+}
+
+/// The receipts whose first send resolved a call left in doubt: no 2xx of its own.
+fn resolved<'r>(first: &HashMap<&'r str, &'r OutcomeRow>) -> impl Iterator<Item = &'r str> {
     let answered = |r: &OutcomeRow| r.http_status.is_some_and(|s| (200..300).contains(&s));
-    let mut resolved: HashMap<&str, Vec<&OutcomeRow>> = first
+    first
         .iter()
-        .filter(|(_, r)| !answered(r))
-        .map(|(id, _)| (*id, Vec::new()))
-        .collect();
+        .filter(move |(_, r)| !answered(r))
+        .map(|(id, _)| *id)
+}
+
+/// When each receipt's contact was sent: its first enrolled, listed or completed row; or, when
+/// that row resolved a call left in doubt (no 2xx of its own: found enrolled by the check after
+/// a timeout or a crash, or HubSpot refusing to complete again what it had completed), that
+/// call: the earliest attempt after the last failure that was not in doubt. Dated by the
+/// check, the send's window would start late, and an open in between would go to the
+/// contact's previous send. `rows` holds the sends and every step of those receipts.
+fn sent_at(rows: &[OutcomeRow]) -> HashMap<String, i64> {
+    let first = first_sends(rows);
+    // The rows of the receipts whose send resolved a doubt (few), to find the call.
+    let mut resolved: HashMap<&str, Vec<&OutcomeRow>> =
+        resolved(&first).map(|id| (id, Vec::new())).collect();
     if !resolved.is_empty() {
         for r in rows.iter().filter(|r| !is_send(r.status)) {
             if let Some(before) = resolved.get_mut(r.receipt_id.as_str()) {
@@ -1043,6 +1069,31 @@ mod tests {
         let sent = sent_at(&rows);
         let at = |id: &str| sent[id] - T;
         assert_eq!([at("r1"), at("r2"), at("r3"), at("r4")], [0, 5 * m, 0, 1]);
+        // The same from the data folder, where only the sends and the steps of the receipts
+        // whose send resolved a doubt are read (the steps in a part of their own).
+        let dir = tempfile::tempdir().unwrap();
+        let given: Vec<Given> = ["r1", "r2", "r3", "r4"]
+            .iter()
+            .zip(1..)
+            .map(|(id, c)| (*id, c, T, None, false))
+            .collect();
+        receipts(dir.path(), "w", WebhookType::Next24Hours, &given, true);
+        let (sends, steps): (Vec<OutcomeRow>, Vec<OutcomeRow>) =
+            rows.into_iter().partition(|r| is_send(r.status));
+        for rows in [steps, sends] {
+            outcomes::dataset(dir.path())
+                .unwrap()
+                .write_part(ulid::Ulid::generate(), &mut outcomes::frame(&rows).unwrap())
+                .unwrap();
+        }
+        let planned: HashMap<String, Option<i64>> = planned(dir.path())
+            .unwrap()
+            .into_iter()
+            .map(|p| (p.receipt_id, p.sent_at_ms.map(|t| t - T)))
+            .collect();
+        let at = |id: &str| planned[id];
+        let want = [Some(0), Some(5 * m), Some(0), Some(1)];
+        assert_eq!([at("r1"), at("r2"), at("r3"), at("r4")], want);
     }
 
     /// A receipt planned and never sent (failed, still waiting) is counted among its group's
