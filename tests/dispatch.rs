@@ -161,6 +161,36 @@ fn a_missing_scope_holds_only_the_calls_that_need_it() {
     assert!(standin.list_members("987").is_empty());
 }
 
+/// Calls that waited on the limiter while the first of their kind was refused for a missing
+/// scope are not made: one refusal, not one per contact queued (each would also count
+/// against the day's budget).
+#[test]
+fn calls_waiting_on_the_limiter_keep_to_a_scope_hold() {
+    let rt = runtime();
+    let standin = rt
+        .block_on(StandIn::start(Options {
+            token: TOKEN.into(),
+            scopes: Some(vec!["crm.lists.write".into()]),
+            ..Options::default()
+        }))
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let config = write_config(dir.path(), &standin.url(), "", &[&HOOKS[3]]);
+    receive_only(&config, &data, &standin, ("s", 20), 8600);
+    let (out, err) = tick_once(&config, &data, now_ms() + 60_000, TOKEN);
+    assert!(
+        out.contains("failed=0 ") && out.contains("queued=20 "),
+        "{out}\n{err}"
+    );
+    let refused = standin
+        .log()
+        .iter()
+        .filter(|e| e.path.starts_with("/automation/") && e.status == Some(403))
+        .count();
+    assert_eq!(refused, 1, "{out}\n{err}");
+}
+
 /// The dispatch tests' config: ticks every second, the connector calling `api_base`.
 fn write_config(dir: &Path, api_base: &str, extra: &str, hooks: &[&Hook]) -> PathBuf {
     TestConfig {
@@ -1919,12 +1949,18 @@ fn a_refused_token_holds_the_queue_instead_of_failing_it() {
     let emails = receive_only(&config, &data, &standin, ("a", 5), 8200);
     let due = now_ms() + 2 * 24 * 3_600_000;
 
-    // HubSpot refuses the token: nothing fails, everything stays queued, and the connector
-    // pauses (the calls stop at the first refusals in flight).
+    // HubSpot refuses the token: nothing fails, everything stays queued, one loud error (the
+    // README's promise is about the log: one line, not one per contact).
     let (out, err) = tick_once(&config, &data, due, "not-the-token");
     assert!(
         out.contains("enrolled=0 ") && out.contains("failed=0 ") && out.contains("queued=5 "),
         "{out}\n{err}"
+    );
+    assert_eq!(
+        err.matches("HubSpot refused the connector's credentials (401")
+            .count(),
+        1,
+        "{err}"
     );
     assert!(
         !err.contains("not-the-token"),

@@ -81,8 +81,6 @@ fn reloads(server: &Server) -> Reloads {
     }
 }
 
-/// Wait until the reloads are `want`, but for `unchanged`, which may be more (a burst of
-/// file events can end in a second reload that finds nothing new).
 /// The reloads once they have not moved for a second and a half.
 fn stable_reloads(server: &Server) -> Reloads {
     let mut last = reloads(server);
@@ -97,6 +95,8 @@ fn stable_reloads(server: &Server) -> Reloads {
     panic!("the reloads never settled: {last:?}");
 }
 
+/// Wait until the reloads are `want`, but for `unchanged`, which may be more (a burst of
+/// file events can end in a second reload that finds nothing new).
 fn wait_reloads(server: &Server, want: Reloads) {
     let got = eventually(Duration::from_secs(10), || {
         let now = reloads(server);

@@ -363,19 +363,28 @@ pub(super) fn longest_gap(
     let Some(mut run) = next(now, true) else {
         return end - now;
     };
-    let mut longest = run - now;
+    // Not from now to the first run: that would depend on the time `validate` runs.
+    let mut longest = if run >= end {
+        run - now
+    } else {
+        chrono::TimeDelta::zero()
+    };
     while run < end {
         let Some(following) = next(run, false) else {
             return longest.max(end - run);
         };
         longest = longest.max(following - run);
-        run = match following - run >= step {
-            true => following,
-            false => match next(run + step, true) {
-                Some(t) => t,
-                None => return longest.max(end - run),
-            },
+        if following - run >= step {
+            run = following;
+            continue;
+        }
+        // Runs close together: the next one ten minutes on, and the stretch before it (at
+        // most ten minutes short: the night after a day of runs a minute apart).
+        let Some(later) = next(run + step, true) else {
+            return longest.max(end - run);
         };
+        longest = longest.max(later - (run + step));
+        run = later;
     }
     longest
 }
@@ -1028,6 +1037,30 @@ fn is_numeric_id(s: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The longest stretch without a run, whatever the time `validate` runs at: the night
+    /// and weekend of a cron that runs every minute of working hours, the minute of one that
+    /// runs every minute, the ten minutes of one that runs every ten.
+    #[test]
+    fn the_longest_gap_is_found_between_runs() {
+        let cron = |c: &str| parse_cron(c).unwrap();
+        let monday_noon = chrono::DateTime::parse_from_rfc3339("2026-11-30T12:00:00Z")
+            .unwrap()
+            .to_utc();
+        let minutes = |m: i64| chrono::TimeDelta::minutes(m);
+        for hours in [0, 5, 8, 11, 17, 21] {
+            let now = monday_noon + chrono::TimeDelta::hours(hours);
+            let working = longest_gap(&cron("0 * 9-17 * * MON-FRI"), now);
+            // Friday 17:59 to Monday 09:00, less at most ten minutes.
+            let weekend = minutes(2 * 24 * 60 + 15 * 60 + 1);
+            assert!(
+                working <= weekend && working > weekend - minutes(10),
+                "{hours}: {working}"
+            );
+            assert_eq!(longest_gap(&cron("0 * * * * *"), now), minutes(1));
+            assert_eq!(longest_gap(&cron("0 */10 * * * *"), now), minutes(10));
+        }
+    }
 
     #[test]
     fn ids_must_be_url_safe() {

@@ -102,8 +102,6 @@ fn check_action_signature(ctx: &mut Ctx, w: &WebhookDraft, c: &Connector) {
     }
 }
 
-/// A webhook whose contacts go on the next tick has no window to shape (an action's
-/// executions may choose a timed type, so its keys always apply).
 /// A callback may be planned up to a minute before HubSpot's hold on its contact ends: a
 /// scheduler that runs less often than every minute can send it after the hold.
 fn check_action_ticks(ctx: &mut Ctx, draft: &Draft) {
@@ -130,6 +128,8 @@ fn check_action_ticks(ctx: &mut Ctx, draft: &Draft) {
     }
 }
 
+/// A webhook whose contacts go on the next tick has no window to shape (an action's
+/// executions may choose a timed type, so its keys always apply).
 fn check_timing(ctx: &mut Ctx, w: &WebhookDraft) {
     if let (false, Some(kind), Some(at)) = (w.action, w.kind, w.timing_at)
         && !kind.timed()

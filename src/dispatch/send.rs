@@ -172,6 +172,10 @@ impl Ctx {
         if held() {
             return Err(later());
         }
+        // Set by a refusal while this call waited on the limiter.
+        if let Some(until) = link.scope_held(action, self.now()) {
+            return Err(Next::Again(until));
+        }
         // Taken once the call may go: a call waiting on the limiter holds none of it.
         if budgeted {
             self.day_left.take(&link.id).map_err(Next::Again)?;

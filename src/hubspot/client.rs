@@ -324,33 +324,22 @@ struct ErrorBody {
     correlation_id: Option<String>,
     policy_name: Option<String>,
     category: Option<String>,
-    #[serde(default)]
-    errors: Vec<ErrorDetail>,
-}
-
-/// One of an error body's `errors`: for a missing scope, `context.requiredGranularScopes`.
-#[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct ErrorDetail {
-    #[serde(default)]
-    context: ErrorContext,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct ErrorContext {
-    #[serde(default)]
-    required_granular_scopes: Vec<String>,
+    /// Any shape: only a missing scope's names are read from it ([`ErrorBody::missing_scopes`]),
+    /// and an odd one must not make the body unreadable (that would make it a proxy's).
+    errors: Option<serde_json::Value>,
 }
 
 impl ErrorBody {
-    /// The scopes a `MISSING_SCOPES` refusal names (a few, each cut short: it is a stranger's
-    /// text that ends up in logs and `/status`).
+    /// The scopes a `MISSING_SCOPES` refusal names in `errors[].context.requiredGranularScopes`
+    /// (a few, each cut short: a stranger's text that ends up in logs and `/status`).
     fn missing_scopes(&self) -> Vec<String> {
-        let mut scopes: Vec<String> = self
-            .errors
-            .iter()
-            .flat_map(|e| &e.context.required_granular_scopes)
+        let errors = self.errors.as_ref().and_then(|e| e.as_array());
+        let mut scopes: Vec<String> = errors
+            .into_iter()
+            .flatten()
+            .filter_map(|e| e["context"]["requiredGranularScopes"].as_array())
+            .flatten()
+            .filter_map(|s| s.as_str())
             .take(8)
             .map(|s| s.chars().take(100).collect())
             .collect();
@@ -668,13 +657,14 @@ impl Client {
             self.limiter.observe(&rate);
         }
         // HubSpot's API answers JSON or nothing: a 2xx page (a proxy's login or block page, an
-        // `api_base` pointing at a website) did not do what was asked.
+        // `api_base` pointing at a website) did not do what was asked. (A 204 carries no page,
+        // whatever its content type says.)
         let html = resp
             .headers()
             .get(reqwest::header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .is_some_and(|v| v.trim_start().to_ascii_lowercase().starts_with("text/html"));
-        if resp.status().is_success() && html {
+        if resp.status().is_success() && resp.status() != StatusCode::NO_CONTENT && html {
             return Err(ApiError::NotTheApi {
                 status: resp.status().as_u16(),
                 message: "a 2xx HTML page, not HubSpot's API answer".into(),
@@ -963,6 +953,26 @@ fn says_too_large(message: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A missing scope's names are read from HubSpot's body, and an `errors` of another shape
+    /// (null, not a list) leaves the body readable: unreadable, it would be taken for a proxy's.
+    #[test]
+    fn error_bodies_of_any_errors_shape_are_read() {
+        let read = |text: &str| serde_json::from_str::<ErrorBody>(text).unwrap();
+        let scoped = read(
+            r#"{"message": "m", "category": "MISSING_SCOPES", "errors": [{"context": {"requiredGranularScopes": ["automation", "automation"]}}, {"message": "no context"}]}"#,
+        );
+        assert_eq!(scoped.missing_scopes(), ["automation"]);
+        for odd in [
+            r#"{"message": "no such workflow", "errors": null}"#,
+            r#"{"message": "no such workflow", "errors": "text"}"#,
+            r#"{"message": "no such workflow", "errors": [1, {"context": null}]}"#,
+        ] {
+            let body = read(odd);
+            assert_eq!(body.message.as_deref(), Some("no such workflow"));
+            assert!(body.missing_scopes().is_empty());
+        }
+    }
 
     #[test]
     fn an_outage_is_reported_when_it_begins_and_when_it_ends() {

@@ -120,7 +120,10 @@ impl Cache {
                 seen,
             },
         };
-        let mut update = cache.add_new_parts(on_disk, started)?;
+        let Some(mut update) = cache.add_new_parts(on_disk, started)? else {
+            // Another process stored profiles meanwhile: read them.
+            return Self::open(data_dir, config, now_ms, rebuild);
+        };
         update.seconds = started.elapsed().as_secs_f64();
         Ok((cache, update))
     }
@@ -144,7 +147,14 @@ impl Cache {
             *self = fresh;
             return Ok(update);
         }
-        self.add_new_parts(on_disk, started)
+        match self.add_new_parts(on_disk, started)? {
+            Some(update) => Ok(update),
+            None => {
+                let (fresh, update) = Self::open(&self.data_dir, self.config, now_ms, false)?;
+                *self = fresh;
+                Ok(update)
+            }
+        }
     }
 
     fn rebuild(
@@ -189,7 +199,13 @@ impl Cache {
         Ok((cache, update))
     }
 
-    fn add_new_parts(&mut self, on_disk: Vec<String>, started: Instant) -> anyhow::Result<Update> {
+    /// `None` when another process stored profiles meanwhile (nothing is written then, and
+    /// these profiles hold the new parts unrecorded: the caller reads the stored ones).
+    fn add_new_parts(
+        &mut self,
+        on_disk: Vec<String>,
+        started: Instant,
+    ) -> anyhow::Result<Option<Update>> {
         let dir = self.data_dir.join("profiles");
         let included: HashSet<&String> = self.state.parts.iter().collect();
         let events_dir = self.data_dir.join(events::NAME);
@@ -222,11 +238,10 @@ impl Cache {
             built.profiles.refresh_population();
             build_seconds = started.elapsed().as_secs_f64();
             let _writing = lock(&dir)?;
-            // Checked again under the lock; the caller reads the stored profiles afresh.
-            anyhow::ensure!(
-                self.stored_here(),
-                "the stored profiles were written by another process meanwhile: read again"
-            );
+            // Checked again under the lock: the caller then reads the stored profiles.
+            if !self.stored_here() {
+                return Ok(None);
+            }
             let name = write_delta(&dir, delta)?;
             self.state
                 .parts
@@ -234,13 +249,13 @@ impl Cache {
             self.state.deltas.push(name);
             commit_state(&dir, &self.state)?;
         }
-        Ok(Update {
+        Ok(Some(Update {
             rebuilt: false,
             new_parts: new_parts.len(),
             contacts: self.built.contacts.len(),
             build_seconds,
             seconds: started.elapsed().as_secs_f64(),
-        })
+        }))
     }
 }
 
