@@ -238,6 +238,7 @@ pub fn lift(data_dir: &Path, options: &Options) -> anyhow::Result<Lift> {
             })
         })
         .collect();
+    let person = people(&sends);
     let (engagement, newest_event_ms) = engagement(data_dir, &sends)?;
     let as_of_ms = options.as_of_ms;
     let mut metrics = Vec::new();
@@ -262,7 +263,7 @@ pub fn lift(data_dir: &Path, options: &Options) -> anyhow::Result<Lift> {
                         })
                     });
                 let c = clusters
-                    .entry(s.contact.ok_or(i))
+                    .entry(s.contact.map(&person).ok_or(i))
                     .or_default()
                     .entry((s.stratum, s.holdout))
                     .or_default();
@@ -550,6 +551,29 @@ impl<'w> Resample<'w> {
         let at = |q: f64| diffs[((q * diffs.len() as f64) as usize).min(diffs.len() - 1)];
         [at(0.025), at(0.975)]
     }
+}
+
+/// Who each contact entry is: a person posted with an email and a HubSpot id that are both in
+/// the store has two entries, joined by the sends that carried both, so that the bootstrap
+/// resamples the person whole (one send by email and another by id alone would otherwise be
+/// two contacts, drawn apart). Each entry's person is the least entry joined to it.
+fn people(sends: &[Send]) -> impl Fn(u32) -> u32 {
+    let mut joined: HashMap<u32, u32> = HashMap::new();
+    let root = |joined: &HashMap<u32, u32>, mut c: u32| {
+        while let Some(&p) = joined.get(&c) {
+            c = p;
+        }
+        c
+    };
+    for s in sends {
+        if let (Some(a), Some(b)) = (s.contact, s.also) {
+            let (a, b) = (root(&joined, a), root(&joined, b));
+            if a != b {
+                joined.insert(a.max(b), a.min(b));
+            }
+        }
+    }
+    move |c| root(&joined, c)
 }
 
 /// Every planned receipt, live and archived, with its first send (enrolled, listed or
@@ -1008,6 +1032,52 @@ mod tests {
         };
         let m = opened_24h(&lift(dir.path(), &options).unwrap()).clone();
         assert_eq!((m.holdout.sends, m.holdout.engaged), (1, 0));
+    }
+
+    /// A person posted once with its email (in the store by email and by id) and once by id
+    /// alone is one contact of its group, not two: here the held-out group reaches four people,
+    /// fewer than a comparison needs. Counted as two, it reached five and was compared.
+    #[test]
+    fn a_person_posted_by_email_and_by_id_is_one_contact() {
+        let at = |k: i64| T + k * HOUR_MS;
+        let optimized: Vec<Given> = [("o1", 1), ("o2", 2), ("o3", 3), ("o4", 4), ("o5", 5)]
+            .into_iter()
+            .map(|(id, c)| (id, c, at(c), Some(at(c)), false))
+            .collect();
+        let held_out: [Given; 4] = [
+            ("h1", 11, at(1), Some(at(1)), true),
+            ("h2", 12, at(2), Some(at(2)), true),
+            ("h3", 13, at(3), Some(at(3)), true),
+            ("h4", 15, at(4), Some(at(4)), true),
+        ];
+        let opens: Vec<(i64, i64)> = [1, 2, 3, 4, 5, 11, 12, 13, 15]
+            .into_iter()
+            .map(|c| (c, T - DAY_MS))
+            .collect();
+        let dir = world(&optimized, &opens);
+        receipts(
+            dir.path(),
+            "w",
+            WebhookType::Next24Hours,
+            &held_out[..3],
+            false,
+        );
+        receipts(
+            dir.path(),
+            "w",
+            WebhookType::Next24Hours,
+            &held_out[3..],
+            true,
+        );
+        let again = [("h5", 15, at(30), Some(at(30)), true)];
+        receipts(dir.path(), "w", WebhookType::Next24Hours, &again, false);
+        events::append(dir.path(), &[old_open_by_email(15)]).unwrap();
+        let options = Options {
+            as_of_ms: T + 10 * DAY_MS,
+            ..Options::default()
+        };
+        let m = opened_24h(&lift(dir.path(), &options).unwrap()).clone();
+        assert_eq!((m.holdout.sends, m.too_few_contacts), (5, 1), "{m:?}");
     }
 
     /// Two sends to one contact at one instant (callbacks completed in one batch) share the
