@@ -184,6 +184,12 @@ function drawConnectors(connectors) {
           (c.dry_run ? " (dry run)" : ""), "state-paused")
       : c.dry_run ? el("td", "dry run", "state-dry")
       : el("td", "sending", "state-sending");
+    // Kinds of call held for a scope the token lacks, while the others go on.
+    const scopes = Object.entries(c.missing_scopes || {});
+    if (!c.paused && scopes.length) {
+      state.append(document.createElement("br"), "missing scope, holding: " +
+        scopes.map(([kind, until]) => kind.replaceAll("_", " ") + " until " + time(until)).join(", "));
+    }
     const daily = c.daily_limit != null && c.daily_remaining != null
       ? (c.daily_limit - c.daily_remaining).toLocaleString("en-US") +
         " of " + c.daily_limit.toLocaleString("en-US") : "–";
