@@ -81,10 +81,10 @@ pub fn parse_instant(text: &str) -> Option<i64> {
     .map(|t| t.and_utc().timestamp_millis())
 }
 
-/// A number of epoch seconds (ten digits or fewer, until the year 5138) or, larger,
+/// A number of epoch seconds (ten digits or fewer, until the year 2286) or, larger,
 /// milliseconds: how [`parse_instant`] reads a number, for sources that hold it as one.
 pub fn epoch_number(n: i64) -> Option<i64> {
-    if n.unsigned_abs() < 100_000_000_000 {
+    if n.unsigned_abs() < 10_000_000_000 {
         n.checked_mul(SECOND_MS)
     } else {
         Some(n)
@@ -238,6 +238,16 @@ mod tests {
     fn the_smallest_number_is_read_without_overflow() {
         assert_eq!(epoch_number(i64::MIN), Some(i64::MIN));
         assert_eq!(epoch_number(-5), Some(-5_000));
+    }
+
+    /// Ten digits are seconds (the largest in 2286), eleven milliseconds (1973 at most): an
+    /// earlier version read eleven digits as seconds too, a millisecond value of 1972 as a
+    /// time in the year 4000.
+    #[test]
+    fn ten_digits_are_seconds_and_eleven_milliseconds() {
+        assert_eq!(epoch_number(9_999_999_999), Some(9_999_999_999_000));
+        assert_eq!(epoch_number(63_072_000_000), Some(63_072_000_000));
+        assert_eq!(parse_instant("63072000000"), parse_instant("1972-01-01"));
     }
     use super::*;
 
