@@ -242,7 +242,7 @@ mod tests {
 
     /// Ten digits are seconds (the largest in 2286), eleven milliseconds (1973 at most): an
     /// earlier version read eleven digits as seconds too, a millisecond value of 1972 as a
-    /// time in the year 4000.
+    /// time in the year 3968.
     #[test]
     fn ten_digits_are_seconds_and_eleven_milliseconds() {
         assert_eq!(epoch_number(9_999_999_999), Some(9_999_999_999_000));
