@@ -382,17 +382,20 @@ mod tests {
     use crate::model::backtest::{Row, Rows, build};
     use crate::time::{DAY_MS, HOUR_MS};
 
+    fn open(contact: u32, at_ms: i64) -> Row {
+        Row {
+            contact,
+            kind: crate::datasets::events::Kind::Open as u8,
+            at_ms,
+            filtered: false,
+        }
+    }
+
     /// A machine-like contact's opens never enter the population, so they are not taken out
     /// of it either: the fit is the same with or without one.
     #[test]
     fn a_machine_like_contact_leaves_the_fit_as_it_was() {
         let until = 1_767_225_600_000; // 2026-01-01
-        let open = |contact: u32, at_ms: i64| Row {
-            contact,
-            kind: crate::datasets::events::Kind::Open as u8,
-            at_ms,
-            filtered: false,
-        };
         // 60 people who each read at their own hour, every day for 90 days.
         let mut rows: Vec<Row> = (0..60u32)
             .flat_map(|c| {
@@ -431,12 +434,6 @@ mod tests {
     #[test]
     fn scanners_leave_a_sampled_fit_as_it_was() {
         let until = 1_767_225_600_000; // 2026-01-01
-        let open = |contact: u32, at_ms: i64| Row {
-            contact,
-            kind: crate::datasets::events::Kind::Open as u8,
-            at_ms,
-            filtered: false,
-        };
         const PEOPLE: u32 = 8_000;
         let mut rows: Vec<Row> = (0..PEOPLE)
             .flat_map(|c| {
