@@ -693,6 +693,9 @@ fn serve_keeps_profiles_current_from_hubspot_events() {
         status["imports"]["main"]["last_error"],
         serde_json::Value::Null
     );
+    // The account's daily use, from the import's calls (the dispatcher has made none).
+    let main = &status["connectors"][0];
+    assert!(main["daily_remaining"].as_u64().is_some(), "{main}");
     assert!(
         status["imports"]["main"]["complete_until_ms"]
             .as_i64()

@@ -116,14 +116,17 @@ fn connectors(
         .iter()
         .map(|c| {
             let link = board.link(&c.id);
-            let rate = link.as_ref().and_then(|l| l.client.last_rate_limit());
+            // The account's, whichever client called: the scheduled import's calls count too,
+            // before the dispatcher has made any.
+            let limiter = Limiter::existing(&c.id, c.requests_per_10s);
+            let rate = Limiter::last_rate_of(&c.id);
             let paused = crate::dispatch::connector::paused(pauses, link.as_deref(), &c.id, now);
             ConnectorStatus {
                 id: c.id.clone(),
                 dry_run: c.dry_run,
                 limit_per_10s: c.requests_per_10s,
                 paced_per_10s: Limiter::paced_per_10s(c.requests_per_10s),
-                calls_last_10s: link.as_ref().map_or(0, |l| l.client.calls_last_10s()),
+                calls_last_10s: limiter.as_ref().map_or(0, |l| l.calls_in_window()),
                 paused: paused.map(|(why, _)| why),
                 paused_until_ms: paused.and_then(|(_, until)| until),
                 missing_scopes: link.as_ref().map_or_else(Default::default, |l| {

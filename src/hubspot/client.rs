@@ -12,8 +12,8 @@
 //! HubSpot answers 429, and a ten-secondly 429 holds them all for the wait [`policy`] gives.
 
 use std::fmt;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -377,7 +377,6 @@ pub struct Client {
     limiter: Arc<Limiter>,
     /// This client's share of it, if capped.
     share: Option<Arc<Limiter>>,
-    last_rate: Arc<Mutex<Option<RateLimit>>>,
     /// Who the log names: the connector, or the API base.
     label: Arc<str>,
     outage: Arc<Outage>,
@@ -456,7 +455,6 @@ impl Client {
             auth,
             limiter,
             share: None,
-            last_rate: Arc::new(Mutex::new(None)),
             label: base.as_str().into(),
             base,
             outage: Arc::default(),
@@ -486,12 +484,7 @@ impl Client {
 
     /// The rate-limit headers of the most recent response that had them.
     pub fn last_rate_limit(&self) -> Option<RateLimit> {
-        *self.last_rate.lock().unwrap()
-    }
-
-    /// Calls this client started in the last ten seconds.
-    pub fn calls_last_10s(&self) -> usize {
-        self.limiter.calls_in_window()
+        self.limiter.last_rate()
     }
 
     /// Wait for the limiter's permission for one call. The client's own methods do this; a
@@ -653,7 +646,6 @@ impl Client {
             resp = request(&fresh).send().await.map_err(transport)?;
         }
         if let Some(rate) = RateLimit::from_headers(resp.headers()) {
-            *self.last_rate.lock().unwrap() = Some(rate);
             self.limiter.observe(&rate);
         }
         // HubSpot's API answers JSON or nothing: a 2xx page (a proxy's login or block page, an

@@ -19,6 +19,8 @@ use super::policy::{MAX_HEADER_WAIT, TEN_SECONDS};
 pub struct Limiter {
     gcra: DefaultDirectRateLimiter,
     pace: Mutex<Pace>,
+    /// The account it paces ([`Limiter::for_account`]), whose headers it keeps for `/status`.
+    account: Option<String>,
 }
 
 #[derive(Debug, Default)]
@@ -30,6 +32,9 @@ struct Pace {
     last_start: Option<Instant>,
     /// Call starts in the last ten seconds (at most the paced limit), for the dashboard.
     recent: std::collections::VecDeque<Instant>,
+    /// The rate-limit headers of the most recent response that had them, whichever client of
+    /// the account it answered.
+    last: Option<RateLimit>,
 }
 
 impl Pace {
@@ -59,6 +64,11 @@ impl Pace {
 /// the config's connectors, never by outsiders' data; entries nobody holds are dropped.
 static ACCOUNTS: LazyLock<Mutex<HashMap<Account, Weak<Limiter>>>> = LazyLock::new(Default::default);
 
+/// Each account's latest rate-limit headers, whichever client of it got them (the dashboard's
+/// daily use counts the scheduled imports' calls too), kept when its clients are gone. Keyed
+/// by the config's connector ids.
+static LAST_RATES: LazyLock<Mutex<HashMap<String, RateLimit>>> = LazyLock::new(Default::default);
+
 /// A connector's id and its limit per 10 s.
 type Account = (String, u32);
 
@@ -84,6 +94,7 @@ impl Limiter {
         Limiter {
             gcra: RateLimiter::direct(quota),
             pace: Mutex::new(Pace::default()),
+            account: None,
         }
     }
 
@@ -97,9 +108,31 @@ impl Limiter {
         if let Some(limiter) = accounts.get(&key).and_then(Weak::upgrade) {
             return limiter;
         }
-        let limiter = Arc::new(Limiter::new(requests_per_10s));
+        let limiter = Arc::new(Limiter {
+            account: Some(account.to_string()),
+            ..Limiter::new(requests_per_10s)
+        });
         accounts.insert(key, Arc::downgrade(&limiter));
         limiter
+    }
+
+    /// The limiter of account `account` if a client of it is alive in this process (the
+    /// dashboard looks, and makes none).
+    pub fn existing(account: &str, requests_per_10s: u32) -> Option<Arc<Limiter>> {
+        let accounts = ACCOUNTS.lock().unwrap();
+        let key = (account.to_string(), requests_per_10s);
+        accounts.get(&key).and_then(Weak::upgrade)
+    }
+
+    /// The rate-limit headers of the most recent response that had them.
+    pub fn last_rate(&self) -> Option<RateLimit> {
+        self.pace.lock().unwrap().last
+    }
+
+    /// Account `account`'s latest rate-limit headers in this process, if any client of it has
+    /// had some.
+    pub fn last_rate_of(account: &str) -> Option<RateLimit> {
+        LAST_RATES.lock().unwrap().get(account).copied()
     }
 
     /// Calls started per 10 seconds under a limit of `requests_per_10s`: the limit less a 2 %
@@ -158,11 +191,15 @@ impl Limiter {
     /// Take HubSpot's view of the window into account: when less than the 2 % our own pacing
     /// leaves is left, spread the remaining calls over the interval instead of spending them.
     pub fn observe(&self, rate: &RateLimit) {
+        if let Some(account) = &self.account {
+            LAST_RATES.lock().unwrap().insert(account.clone(), *rate);
+        }
+        let mut pace = self.pace.lock().unwrap();
+        pace.last = Some(*rate);
         let (Some(max), Some(remaining)) = (rate.max, rate.remaining) else {
             return;
         };
         let interval = rate.interval.unwrap_or(TEN_SECONDS);
-        let mut pace = self.pace.lock().unwrap();
         // Our own pacing leaves about 2 % of the window unused; less than that left means
         // someone else shares the limit (or the window drifted): spread what remains.
         let reserve = (max / 50).max(1);
