@@ -63,17 +63,17 @@ pub fn read_kept_with_status(
     data_dir: &Path,
     statuses: &[Status],
 ) -> anyhow::Result<Vec<OutcomeRow>> {
-    let wanted: Vec<&str> = statuses.iter().map(|s| s.as_str()).collect();
     super::read_kept_where(
         data_dir,
         NAME,
         |df| {
-            Ok(df
-                .column(col::STATUS)?
+            // A status this build does not know is an error, as in a whole read, not a row
+            // left out.
+            df.column(col::STATUS)?
                 .str()?
                 .iter()
-                .map(|s| s.is_some_and(|s| wanted.contains(&s)))
-                .collect())
+                .map(|s| stored_enum(col::STATUS, s, Status::parse).map(|s| statuses.contains(&s)))
+                .collect::<anyhow::Result<BooleanChunked>>()
         },
         rows,
     )

@@ -73,8 +73,8 @@ pub struct Received {
     pub holdout: bool,
 }
 
-/// Every row kept (live and archived) as [`Received`], read a part at a time: the archive
-/// grows without end, and a row's reason (most of its bytes) is not needed.
+/// Every row kept (live and archived) as [`Received`], a part at a time: the archive grows
+/// without end, and a row's reason (most of its bytes) is not kept.
 pub fn read_kept_received(data_dir: &Path) -> anyhow::Result<Vec<Received>> {
     let mut out = Vec::new();
     super::for_each_kept(data_dir, NAME, |df| {

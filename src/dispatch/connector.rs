@@ -352,6 +352,9 @@ impl Dispatcher {
             return Ok(link.clone());
         }
         let client = Client::for_connector(connector, self.request_timeout)?;
+        if self.links.contains_key(&connector.id) {
+            crate::hubspot::limiter::Limiter::forget_rate_of(&connector.id);
+        }
         let link = Arc::new(Link::new(connector.id.clone(), client));
         // New settings do not lift HubSpot's daily limit: keep a pause it imposed, in this
         // process or (`sendtime tick` runs once a minute) an earlier one. A refused-token

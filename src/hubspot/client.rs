@@ -482,7 +482,8 @@ impl Client {
         self
     }
 
-    /// The rate-limit headers of the most recent response that had them.
+    /// The rate-limit headers of the most recent response that had them, to any client that
+    /// shares this one's limiter (the account's, for [`Client::for_connector`]).
     pub fn last_rate_limit(&self) -> Option<RateLimit> {
         self.limiter.last_rate()
     }

@@ -129,6 +129,12 @@ impl Limiter {
         self.pace.lock().unwrap().last
     }
 
+    /// Forget account `account`'s headers: its settings changed (another token or API base
+    /// may be another portal's limit).
+    pub fn forget_rate_of(account: &str) {
+        LAST_RATES.lock().unwrap().remove(account);
+    }
+
     /// Account `account`'s latest rate-limit headers in this process, if any client of it has
     /// had some.
     pub fn last_rate_of(account: &str) -> Option<RateLimit> {
