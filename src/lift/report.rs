@@ -1166,6 +1166,37 @@ mod tests {
         assert_eq!([at("r1"), at("r2"), at("r3"), at("r4")], want);
     }
 
+    /// An outcome whose status this build does not know (a newer version wrote it) stops the
+    /// report with why, as a whole read does: left out, its receipt would count as never sent.
+    #[test]
+    fn an_unknown_outcome_status_is_refused_not_skipped() {
+        let dir = world(&THREE, &[]);
+        let mut df = outcomes::frame(&[OutcomeRow {
+            receipt_id: "r9".into(),
+            webhook_id: "w".into(),
+            connector: "c".into(),
+            action: Action::Enroll,
+            target: "1".into(),
+            status: Status::Enrolled,
+            http_status: Some(204),
+            message: None,
+            attempts: 1,
+            in_doubt: false,
+            retry_at_ms: None,
+            at_ms: T,
+            holdout: false,
+        }])
+        .unwrap();
+        let status = polars::prelude::Column::new(outcomes::col::STATUS.into(), ["teleported"]);
+        df.replace(outcomes::col::STATUS, status).unwrap();
+        outcomes::dataset(dir.path())
+            .unwrap()
+            .write_part(ulid::Ulid::generate(), &mut df)
+            .unwrap();
+        let err = planned(dir.path()).unwrap_err();
+        assert!(format!("{err:#}").contains("\"teleported\""), "{err:#}");
+    }
+
     /// A receipt planned and never sent (failed, still waiting) is counted among its group's
     /// receipts, not its sends: a group that loses more of them shows it.
     #[test]
