@@ -580,15 +580,15 @@ fn people(sends: &[Send]) -> impl Fn(u32) -> u32 {
 /// completed) if any. Of the outcomes, only the sends are read, and the other steps of the few
 /// receipts whose send resolved a doubt ([`sent_at`]); of the plan, what a row needs here.
 pub fn planned(data_dir: &Path) -> anyhow::Result<Vec<Planned>> {
-    let mut rows = outcomes::read_kept_with_status(data_dir, &SENDS)?;
-    let doubts: HashSet<&str> = resolved(&first_sends(&rows)).collect();
-    if !doubts.is_empty() {
-        let steps = outcomes::read_kept_of_receipts(data_dir, &doubts)?;
-        let steps: Vec<OutcomeRow> = steps.into_iter().filter(|r| !is_send(r.status)).collect();
-        rows.extend(steps);
-    }
-    let sent = sent_at(&rows);
-    drop(rows);
+    let sends = outcomes::read_kept_with_status(data_dir, &SENDS)?;
+    let first = first_sends(&sends);
+    let doubts: HashSet<&str> = resolved(&first).collect();
+    let steps = match doubts.is_empty() {
+        true => Vec::new(),
+        false => outcomes::read_kept_of_receipts(data_dir, &doubts)?,
+    };
+    let sent = sent_at(first, &steps);
+    drop((sends, steps));
     let mut out = Vec::with_capacity(sent.len());
     // A row read twice (a compaction, a move to the archive) counts once.
     let mut seen = HashSet::new();
@@ -643,14 +643,15 @@ fn resolved<'r>(first: &HashMap<&'r str, &'r OutcomeRow>) -> impl Iterator<Item 
 /// a timeout or a crash, or HubSpot refusing to complete again what it had completed), that
 /// call: the earliest attempt after the last failure that was not in doubt. Dated by the
 /// check, the send's window would start late, and an open in between would go to the
-/// contact's previous send. `rows` holds the sends and every step of those receipts.
-fn sent_at(rows: &[OutcomeRow]) -> HashMap<String, i64> {
-    let first = first_sends(rows);
+/// contact's previous send. `first` is each receipt's first send ([`first_sends`]), `steps`
+/// holds at least every step of the receipts whose send resolved a doubt (sends among them
+/// are passed over).
+fn sent_at(first: HashMap<&str, &OutcomeRow>, steps: &[OutcomeRow]) -> HashMap<String, i64> {
     // The rows of the receipts whose send resolved a doubt (few), to find the call.
     let mut resolved: HashMap<&str, Vec<&OutcomeRow>> =
         resolved(&first).map(|id| (id, Vec::new())).collect();
     if !resolved.is_empty() {
-        for r in rows.iter().filter(|r| !is_send(r.status)) {
+        for r in steps.iter().filter(|r| !is_send(r.status)) {
             if let Some(before) = resolved.get_mut(r.receipt_id.as_str()) {
                 before.push(r);
             }
@@ -1136,7 +1137,7 @@ mod tests {
             row("r4", A, None, false, T),
             row("r4", Enrolled, Some(204), false, T + 1),
         ];
-        let sent = sent_at(&rows);
+        let sent = sent_at(first_sends(&rows), &rows);
         let at = |id: &str| sent[id] - T;
         assert_eq!([at("r1"), at("r2"), at("r3"), at("r4")], [0, 5 * m, 0, 1]);
         // The same from the data folder, where only the sends and the steps of the receipts
