@@ -905,22 +905,7 @@ mod tests {
             .collect();
         let done: Vec<OutcomeRow> = sends
             .iter()
-            .filter_map(|&(id, _, _, at_ms, holdout)| Some((id, at_ms?, holdout)))
-            .map(|(id, at_ms, holdout)| OutcomeRow {
-                receipt_id: id.into(),
-                webhook_id: webhook.into(),
-                connector: "c".into(),
-                action: Action::Enroll,
-                target: "1".into(),
-                status: Status::Enrolled,
-                http_status: Some(204),
-                message: None,
-                attempts: 1,
-                in_doubt: false,
-                retry_at_ms: None,
-                at_ms,
-                holdout,
-            })
+            .filter_map(|&(id, _, _, at_ms, holdout)| Some(enrolled(id, webhook, at_ms?, holdout)))
             .collect();
         let part = ulid::Ulid::generate();
         plan::dataset(data)
@@ -931,6 +916,25 @@ mod tests {
             .unwrap()
             .write_part(part, &mut outcomes::frame(&done).unwrap())
             .unwrap();
+    }
+
+    /// Receipt `id` of `webhook` enrolled at `at_ms` (HubSpot's 204).
+    fn enrolled(id: &str, webhook: &str, at_ms: i64, holdout: bool) -> OutcomeRow {
+        OutcomeRow {
+            receipt_id: id.into(),
+            webhook_id: webhook.into(),
+            connector: "c".into(),
+            action: Action::Enroll,
+            target: "1".into(),
+            status: Status::Enrolled,
+            http_status: Some(204),
+            message: None,
+            attempts: 1,
+            in_doubt: false,
+            retry_at_ms: None,
+            at_ms,
+            holdout,
+        }
     }
 
     /// An open of contact `c` ten days before T, imported by its email: the contact is then
@@ -1172,22 +1176,7 @@ mod tests {
     #[test]
     fn an_unknown_outcome_status_is_refused_not_skipped() {
         let dir = world(&THREE, &[]);
-        let mut df = outcomes::frame(&[OutcomeRow {
-            receipt_id: "r9".into(),
-            webhook_id: "w".into(),
-            connector: "c".into(),
-            action: Action::Enroll,
-            target: "1".into(),
-            status: Status::Enrolled,
-            http_status: Some(204),
-            message: None,
-            attempts: 1,
-            in_doubt: false,
-            retry_at_ms: None,
-            at_ms: T,
-            holdout: false,
-        }])
-        .unwrap();
+        let mut df = outcomes::frame(&[enrolled("r9", "w", T, false)]).unwrap();
         let status = polars::prelude::Column::new(outcomes::col::STATUS.into(), ["teleported"]);
         df.replace(outcomes::col::STATUS, status).unwrap();
         outcomes::dataset(dir.path())
