@@ -85,3 +85,31 @@ table() {
     echo "| $who | $t | $u | $sy | $((m / 1024)) |"
   done
 }
+
+# alternate BENCH ROWS RUNS MODE...: the bench executable BENCH (built now) writes ROWS rows
+# ("gen DIR ROWS"), then reads them once per MODE in each of RUNS rounds, one process per run,
+# alternating; it prints "MODE SECONDS" for what it times. Prints each run's "round mode
+# seconds peak_kb", then each mode's medians.
+alternate() {
+  local bench=$1 rows=$2 runs=$3 built bin run mode secs kb
+  shift 3
+  export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/cache/sendtime-release}"
+  built=$(cargo bench --bench "$bench" --no-run 2>&1) || { echo "$built" >&2; exit 1; }
+  bin=$(echo "$built" | grep -o "([^)]*$bench-[0-9a-f]*)" | tr -d '()') || {
+    echo "no bench executable in cargo's output:" >&2; echo "$built" >&2; exit 1; }
+  ALTERNATE_DIR=$(mktemp -d "${TMPDIR:-/tmp}/$bench-bench.XXXXXX")
+  trap 'rm -rf "$ALTERNATE_DIR"' EXIT
+  "$bin" gen "$ALTERNATE_DIR/data" "$rows"
+  for run in $(seq "$runs"); do
+    for mode in "$@"; do
+      /usr/bin/time -f "%M" -o "$ALTERNATE_DIR/rss" "$bin" "$mode" "$ALTERNATE_DIR/data" \
+        > "$ALTERNATE_DIR/out"
+      echo "$run $(cat "$ALTERNATE_DIR/out") $(cat "$ALTERNATE_DIR/rss")"
+    done
+  done | tee "$ALTERNATE_DIR/runs"
+  for mode in "$@"; do
+    secs=$(awk -v m="$mode" '$2 == m { print $3 }' "$ALTERNATE_DIR/runs" | median)
+    kb=$(awk -v m="$mode" '$2 == m { print $4 }' "$ALTERNATE_DIR/runs" | median)
+    echo "$mode: median $secs s, peak RSS median $((kb / 1024)) MB ($rows rows, $runs runs)"
+  done
+}

@@ -43,7 +43,8 @@ fn main() {
                     .count()
             };
             let secs = started.elapsed().as_secs_f64();
-            println!("{mode} {secs:.4} {sent}");
+            eprintln!("{sent} receipts sent");
+            println!("{mode} {secs:.4}");
         }
         other => panic!("unknown mode {other}"),
     }
