@@ -696,6 +696,12 @@ fn serve_keeps_profiles_current_from_hubspot_events() {
     // The account's daily use, from the import's calls (the dispatcher has made none).
     let main = &status["connectors"][0];
     assert!(main["daily_remaining"].as_u64().is_some(), "{main}");
+    // And when it came: yesterday's use after the account's midnight is not today's.
+    let as_of = main["daily_as_of_ms"].as_i64().unwrap_or(0);
+    assert!(
+        (now..=status["now_ms"].as_i64().unwrap()).contains(&as_of),
+        "{main}"
+    );
     assert!(
         status["imports"]["main"]["complete_until_ms"]
             .as_i64()

@@ -30,6 +30,9 @@ struct ConnectorStatus {
     /// From HubSpot's latest daily headers (OAuth apps get none).
     daily_limit: Option<u32>,
     daily_remaining: Option<u32>,
+    /// When those headers came (system clock ms): HubSpot's count starts again at the
+    /// account's midnight, which the next call's headers show.
+    daily_as_of_ms: Option<i64>,
     last_error: Option<super::board::LastError>,
     last_import: Option<crate::metrics::ImportStatus>,
 }
@@ -135,8 +138,9 @@ fn connectors(
                         .map(|(action, until)| (action.as_str(), until))
                         .collect()
                 }),
-                daily_limit: rate.and_then(|r| r.daily),
-                daily_remaining: rate.and_then(|r| r.daily_remaining),
+                daily_limit: rate.and_then(|(r, _)| r.daily),
+                daily_remaining: rate.and_then(|(r, _)| r.daily_remaining),
+                daily_as_of_ms: rate.map(|(_, at)| at),
                 last_error: board.last_error(&c.id),
                 last_import: imports.get(&c.id).cloned(),
             }

@@ -65,9 +65,10 @@ impl Pace {
 static ACCOUNTS: LazyLock<Mutex<HashMap<Account, Weak<Limiter>>>> = LazyLock::new(Default::default);
 
 /// Each account's latest rate-limit headers, whichever client of it got them (the dashboard's
-/// daily use counts the scheduled imports' calls too), kept when its clients are gone. Keyed
-/// by the config's connector ids.
-static LAST_RATES: LazyLock<Mutex<HashMap<String, RateLimit>>> = LazyLock::new(Default::default);
+/// daily use counts the scheduled imports' calls too), and when (epoch ms), kept when its
+/// clients are gone. Keyed by the config's connector ids.
+static LAST_RATES: LazyLock<Mutex<HashMap<String, (RateLimit, i64)>>> =
+    LazyLock::new(Default::default);
 
 /// A connector's id and its limit per 10 s.
 type Account = (String, u32);
@@ -135,9 +136,10 @@ impl Limiter {
         LAST_RATES.lock().unwrap().remove(account);
     }
 
-    /// Account `account`'s latest rate-limit headers in this process, if any client of it has
-    /// had some.
-    pub fn last_rate_of(account: &str) -> Option<RateLimit> {
+    /// Account `account`'s latest rate-limit headers in this process and when they came (epoch
+    /// ms: the daily count they show is stale after HubSpot's midnight), if any client of it
+    /// has had some.
+    pub fn last_rate_of(account: &str) -> Option<(RateLimit, i64)> {
         LAST_RATES.lock().unwrap().get(account).copied()
     }
 
@@ -198,7 +200,11 @@ impl Limiter {
     /// leaves is left, spread the remaining calls over the interval instead of spending them.
     pub fn observe(&self, rate: &RateLimit) {
         if let Some(account) = &self.account {
-            LAST_RATES.lock().unwrap().insert(account.clone(), *rate);
+            let at = crate::time::now_ms();
+            LAST_RATES
+                .lock()
+                .unwrap()
+                .insert(account.clone(), (*rate, at));
         }
         let mut pace = self.pace.lock().unwrap();
         pace.last = Some(*rate);

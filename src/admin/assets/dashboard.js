@@ -190,9 +190,10 @@ function drawConnectors(connectors) {
       state.append(document.createElement("br"), "missing scope, holding: " +
         scopes.map(([kind, until]) => kind.replaceAll("_", " ") + " until " + time(until)).join(", "));
     }
+    // As of the account's last call: stale after its midnight until the next one.
     const daily = c.daily_limit != null && c.daily_remaining != null
       ? (c.daily_limit - c.daily_remaining).toLocaleString("en-US") +
-        " of " + c.daily_limit.toLocaleString("en-US") : "–";
+        " of " + c.daily_limit.toLocaleString("en-US") + " as of " + time(c.daily_as_of_ms) : "–";
     const err = c.last_error ? time(c.last_error.at_ms) + " " + (c.last_error.http_status || "") +
       " " + c.last_error.message : "–";
     const imp = c.last_import ? (c.last_import.last_error ? "failed: " + c.last_import.last_error
