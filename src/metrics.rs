@@ -22,6 +22,8 @@ pub struct ImportStatus {
     pub complete_until_ms: Option<i64>,
     pub last_new_events: u64,
     pub last_error: Option<String>,
+    /// Why the latest run was skipped or stopped by a pause (it resumes where it stopped).
+    pub paused: Option<String>,
 }
 
 /// Shared handles to every metric; cheap to clone.
@@ -355,9 +357,13 @@ impl Metrics {
         }
     }
 
-    /// Count a scheduled import of `connector` not run because the connector is paused.
-    pub fn import_paused(&self, connector: &str) {
+    /// Record a scheduled import of `connector` skipped or stopped at `at_ms` by a pause.
+    pub fn import_paused(&self, connector: &str, at_ms: i64, why: &str) {
         self.import_run(connector, "paused").inc();
+        let mut imports = self.imports.lock().unwrap();
+        let status = imports.entry(connector.to_string()).or_default();
+        status.last_run_at_ms = Some(at_ms);
+        status.paused = Some(why.to_string());
     }
 
     fn import_run(&self, connector: &str, result: &str) -> Counter {

@@ -695,7 +695,17 @@ fn serve_keeps_profiles_current_from_hubspot_events() {
     );
     // The account's daily use, from the import's calls (the dispatcher has made none).
     let main = &status["connectors"][0];
-    assert!(main["daily_remaining"].as_u64().is_some(), "{main}");
+    let used =
+        main["daily_limit"].as_u64().unwrap_or(0) - main["daily_remaining"].as_u64().unwrap_or(0);
+    assert_eq!(
+        main["daily_limit"].as_u64(),
+        Some(Options::default().daily_limit.into())
+    );
+    assert!(
+        (1..=standin.log().len() as u64).contains(&used),
+        "{main}: {} calls",
+        standin.log().len()
+    );
     // And when it came: yesterday's use after the account's midnight is not today's.
     let as_of = main["daily_as_of_ms"].as_i64().unwrap_or(0);
     assert!(
@@ -793,6 +803,17 @@ fn a_paused_connector_imports_nothing_until_resumed() {
             (paused_runs() >= 2).then_some(())
         })
         .unwrap_or_else(|| panic!("no import came while paused:\n{}", server.logs()));
+        // `/status` says so (it showed the last run before the pause, as if nothing came).
+        let status: serde_json::Value = reqwest::blocking::get(server.admin_url("/status"))
+            .unwrap()
+            .json()
+            .unwrap();
+        let why = if daily { "(daily_limit)" } else { "(operator)" };
+        let shown = status["imports"]["main"]["paused"].as_str().unwrap_or("");
+        assert!(
+            shown.starts_with("skipped") && shown.ends_with(why),
+            "{status}"
+        );
         assert_eq!(
             imports(),
             before,
@@ -876,6 +897,19 @@ fn a_pause_stops_a_scheduled_import_under_way() {
         (common::metric(&server, series) >= 1).then_some(())
     })
     .unwrap_or_else(|| panic!("the import went on under the pause:\n{}", server.logs()));
+    let status = || -> serde_json::Value {
+        reqwest::blocking::get(server.admin_url("/status"))
+            .unwrap()
+            .json()
+            .unwrap()
+    };
+    let shown = status()["imports"]["main"].clone();
+    assert!(
+        shown["paused"]
+            .as_str()
+            .is_some_and(|p| p.starts_with("stopped: the connector was paused")),
+        "{shown}"
+    );
     assert!(
         pages() <= at_pause + 1,
         "{} pages, {at_pause} at the pause",
@@ -890,6 +924,13 @@ fn a_pause_stops_a_scheduled_import_under_way() {
         (stored(&data).0.len() >= s.events.len()).then_some(())
     })
     .unwrap_or_else(|| panic!("not all imported once resumed:\n{}", server.logs()));
+    // The run that finished is shown, not the pause before it.
+    let shown = eventually(Duration::from_secs(10), || {
+        let s = status()["imports"]["main"].clone();
+        s["last_success_at_ms"].as_i64().map(|_| s)
+    })
+    .unwrap();
+    assert_eq!(shown["paused"], serde_json::Value::Null, "{shown}");
     server.stop();
     assert_all_once(&stored(&data).0, &s);
 }

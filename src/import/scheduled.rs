@@ -4,8 +4,7 @@
 //! leaves). The dispatcher's profiles take the new event parts on its next tick.
 
 use std::path::Path;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Utc};
 use tokio::sync::watch;
@@ -43,13 +42,14 @@ pub async fn run(config: ConfigHandle, metrics: Metrics, mut stop: watch::Receiv
         for connector in snapshot.connectors.iter().filter(|c| !c.dry_run) {
             if let Some(why) = paused(data_dir, &metrics, &connector.id) {
                 tracing::info!(connector = %connector.id, "scheduled HubSpot import skipped: the connector is paused ({why})");
-                metrics.import_paused(&connector.id);
+                let why = format!("skipped: the connector is paused ({why})");
+                metrics.import_paused(&connector.id, now_ms(), &why);
                 continue;
             }
             let (config, c) = (snapshot.clone(), connector.clone());
             let (stopping, watching) = (stop.clone(), metrics.clone());
-            // Set when the run stops for a pause that came while it ran.
-            let halted = Arc::new(AtomicBool::new(false));
+            // Why the run stopped, when a pause came while it ran.
+            let halted = Arc::new(Mutex::new(None));
             let halting = halted.clone();
             let started = std::time::Instant::now();
             let result = tokio::task::spawn_blocking(move || {
@@ -60,7 +60,7 @@ pub async fn run(config: ConfigHandle, metrics: Metrics, mut stop: watch::Receiv
                         return Some("shutting down");
                     }
                     let why = halted_by(&pauses, &watching, &data_dir, &id)?;
-                    halting.store(true, Ordering::Relaxed);
+                    *halting.lock().unwrap() = Some(why);
                     Some(why)
                 })
             })
@@ -75,9 +75,11 @@ pub async fn run(config: ConfigHandle, metrics: Metrics, mut stop: watch::Receiv
                 tracing::info!(connector = %connector.id, "scheduled HubSpot import stopped for the shutdown; the next run resumes where it stopped");
                 break;
             }
-            if let (Err(e), true) = (&result, halted.load(Ordering::Relaxed)) {
+            let halted = *halted.lock().unwrap();
+            if let (Err(e), Some(why)) = (&result, halted) {
                 tracing::info!(connector = %connector.id, "scheduled HubSpot import {e:#}");
-                metrics.import_paused(&connector.id);
+                let why = format!("stopped: {why} (the next run resumes where it stopped)");
+                metrics.import_paused(&connector.id, at, &why);
                 continue;
             }
             match &result {
@@ -154,6 +156,7 @@ pub fn status(
 ) -> ImportStatus {
     let mut s = previous.cloned().unwrap_or_default();
     s.last_run_at_ms = Some(at_ms);
+    s.paused = None;
     match result {
         Ok(summary) => {
             s.last_success_at_ms = Some(at_ms);

@@ -196,7 +196,8 @@ function drawConnectors(connectors) {
         " of " + c.daily_limit.toLocaleString("en-US") + " as of " + time(c.daily_as_of_ms) : "–";
     const err = c.last_error ? time(c.last_error.at_ms) + " " + (c.last_error.http_status || "") +
       " " + c.last_error.message : "–";
-    const imp = c.last_import ? (c.last_import.last_error ? "failed: " + c.last_import.last_error
+    const imp = c.last_import ? (c.last_import.paused ? time(c.last_import.last_run_at_ms) + " " + c.last_import.paused
+      : c.last_import.last_error ? "failed: " + c.last_import.last_error
       : time(c.last_import.last_success_at_ms) + ", " + c.last_import.last_new_events + " new events") : "–";
     const tr = row([el("td", c.id), state,
       el("td", c.calls_last_10s + " / " + c.paced_per_10s + " (limit " + c.limit_per_10s + ")", "num"),
