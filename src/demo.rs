@@ -44,14 +44,19 @@ pub fn run(
         std::env::set_var("SENDTIME_DEMO_SECRET", SECRET);
         std::env::set_var("SENDTIME_DEMO_TOKEN", DEFAULT_TOKEN);
     }
-    let listen = listen.unwrap_or(Server::DEFAULT_LISTEN);
-    let admin = admin_listen.unwrap_or(Server::DEFAULT_ADMIN_LISTEN);
     // First: a port in use is the likeliest way for the demo to fail, and it should fail
-    // before it prints the addresses or leaves a folder behind.
-    for (addr, flag) in [(listen, "--listen"), (admin, "--admin-listen")] {
-        std::net::TcpListener::bind(addr)
+    // before it prints the addresses or leaves a folder behind. Port 0 becomes the port the
+    // system gives, so the addresses printed and posted to are real ones.
+    let free = |addr: SocketAddr, flag: &str| -> anyhow::Result<SocketAddr> {
+        let listener = std::net::TcpListener::bind(addr)
             .with_context(|| format!("cannot listen on {addr}: choose another with {flag}"))?;
-    }
+        Ok(listener.local_addr()?)
+    };
+    let listen = free(listen.unwrap_or(Server::DEFAULT_LISTEN), "--listen")?;
+    let admin = free(
+        admin_listen.unwrap_or(Server::DEFAULT_ADMIN_LISTEN),
+        "--admin-listen",
+    )?;
     let dir = std::env::temp_dir().join(format!("sendtime-demo-{}", ulid::Ulid::generate()));
     let data = dir.join("data");
     std::fs::create_dir_all(&data).with_context(|| format!("cannot create {}", dir.display()))?;

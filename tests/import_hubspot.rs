@@ -577,6 +577,25 @@ fn a_second_run_for_the_same_connector_is_refused_while_one_runs() {
     );
 }
 
+/// An empty window is refused: as a first run it marked every event before it imported, so
+/// the next default run started there and never read the history.
+#[test]
+fn an_empty_window_is_refused_and_marks_nothing() {
+    let s = setup(Options::default());
+    // Within the history: five days ago.
+    let at = (chrono::Utc::now() - chrono::Duration::days(5)).to_rfc3339();
+    let out = s
+        .command(Some(DEFAULT_TOKEN))
+        .args(["--since", &at, "--until", &at])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    // The next default run reads the whole history, the days before `at` too.
+    let out = s.import();
+    assert!(out.status.success(), "{}", text(&out));
+    assert_all_once(&stored(&s.data).0, &s);
+}
+
 /// A window that starts after the last complete run ends leaves a gap: the mark of what is
 /// complete stays where it was, so the next default run starts there and fills it.
 #[test]

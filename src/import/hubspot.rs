@@ -81,6 +81,8 @@ pub struct Summary {
     /// Every event created before this (epoch ms) is imported.
     pub complete_until_ms: i64,
     pub pages: u64,
+    /// The window this run read (epoch ms): the mark above may lie past it.
+    pub window: (i64, i64),
 }
 
 /// Run the import for one connector (`sendtime import hubspot`), at the connector's full pace.
@@ -92,7 +94,7 @@ pub fn run(config: &Config, request: &Request) -> anyhow::Result<Summary> {
         .run(request.since_ms, request.until_ms)?;
     println!(
         "imported {} new event{} from HubSpot (connector {}) in {} page{}; {} already stored, \
-         {} skipped; up to date until {}",
+         {} skipped; read {} .. {}, every event before {} is imported",
         summary.stored,
         if summary.stored == 1 { "" } else { "s" },
         connector.id,
@@ -100,6 +102,8 @@ pub fn run(config: &Config, request: &Request) -> anyhow::Result<Summary> {
         if summary.pages == 1 { "" } else { "s" },
         summary.already_stored,
         summary.skipped,
+        format_rfc3339(summary.window.0),
+        format_rfc3339(summary.window.1),
         format_rfc3339(summary.complete_until_ms),
     );
     Ok(summary)
@@ -284,9 +288,10 @@ impl Import {
                         .max(0)
                 });
                 let end = until.unwrap_or(now);
-                if start > end {
+                // An empty window would mark the history before it complete, unread.
+                if start >= end {
                     bail!(
-                        "nothing to import: the window starts at {} after it ends at {}",
+                        "nothing to import: the window starts at {} and ends at {}; give a --since before --until",
                         format_rfc3339(start),
                         format_rfc3339(end)
                     );
@@ -418,6 +423,7 @@ impl Import {
             skipped: skipped_total,
             complete_until_ms: state.complete_until_ms.unwrap_or(cursor.end_ms),
             pages: cursor.pages,
+            window: (cursor.start_ms, cursor.end_ms),
         })
     }
 

@@ -754,10 +754,15 @@ impl Lift {
                 self.untimed_receipts
             );
         }
-        if self.holdout_sends == 0 {
+        if self.holdout_receipts == 0 {
             let _ = writeln!(
                 out,
                 "nothing held out: set `holdout = 0.1` (a share) on a webhook or action to measure lift"
+            );
+        } else if self.holdout_sends == 0 || self.optimized_sends == 0 {
+            let _ = writeln!(
+                out,
+                "a group has receipts and no sends yet: a receipt counts once HubSpot took it (enrolled, listed or released); one recorded as a dry run, waiting or failed is not a send"
             );
         }
         let _ = writeln!(
@@ -957,6 +962,38 @@ mod tests {
 
     /// Contact 1 is held out at T, then sent (optimized) at T+2h; it opens at T+5h: that
     /// open is the later send's, not the held-out one's, whose window ends at T+2h.
+    /// Receipts held out and none sent (a dry run) are not "nothing held out": the hint
+    /// asked for a `holdout` that was set.
+    #[test]
+    fn the_hint_says_why_a_group_has_no_sends() {
+        let text = |holdout_receipts, holdout_sends| {
+            Lift {
+                since_ms: None,
+                as_of_ms: 0,
+                newest_event_ms: None,
+                webhook: None,
+                optimized_receipts: 10,
+                holdout_receipts,
+                untimed_receipts: 0,
+                optimized_sends: 10,
+                holdout_sends,
+                metrics: Vec::new(),
+            }
+            .text()
+        };
+        assert!(text(0, 0).contains("nothing held out"));
+        let unsent = text(5, 0);
+        assert!(
+            !unsent.contains("nothing held out") && unsent.contains("dry run"),
+            "{unsent}"
+        );
+        let sent = text(5, 5);
+        assert!(
+            !sent.contains("nothing held out") && !sent.contains("dry run"),
+            "{sent}"
+        );
+    }
+
     #[test]
     fn a_window_ends_at_the_contacts_next_send() {
         let dir = world(&THREE, &[(1, T + 5 * HOUR_MS), (2, T - 10 * DAY_MS)]);

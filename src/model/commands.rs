@@ -274,8 +274,12 @@ pub fn respond(
         .collect();
     anyhow::ensure!(
         !sends.is_empty(),
-        "no sends recorded in {}: dispatch some first (sendtime serve or tick)",
-        out.display()
+        "no sends recorded in {}{}: a send is a contact HubSpot took (enrolled, listed or released), and one recorded as a dry run is not; dispatch some first (sendtime serve or tick) on a connector that calls HubSpot, or `sendtime hubspot-standin` in its place",
+        out.display(),
+        since_ms.map_or(String::new(), |t| format!(
+            " since {}",
+            crate::time::format_minute(t)
+        ))
     );
     let events = synth::respond(spec, &sends, response)?;
     let (new, _) = crate::datasets::events::append(out, &events)?;
