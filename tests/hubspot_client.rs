@@ -675,6 +675,121 @@ async fn refused_calls_count_and_oauth_answers_carry_no_daily_headers() {
     assert!(rate.max.is_some() && rate.daily.is_none(), "{rate:?}");
 }
 
+/// An OAuth client of `s` (its app from [`oauth_app`]).
+fn oauth_client(s: &StandIn) -> Client {
+    use sendtime::hubspot::auth::Auth;
+    Client::with_auth(
+        &s.url(),
+        Auth::oauth("id", "secret", "refresh"),
+        ClientOptions::default(),
+    )
+    .unwrap()
+}
+
+/// Requests to HubSpot's token endpoint, by the stand-in's log.
+fn token_requests(s: &StandIn) -> usize {
+    let path = sendtime::hubspot::auth::TOKEN_PATH;
+    s.log().iter().filter(|e| e.path == path).count()
+}
+
+/// The token endpoint down when the early refresh comes (five minutes before expiry at
+/// HubSpot, a sixth of the life here): the token in hand serves while it has life left, and
+/// the refresh is tried again now and then, not on every call. It was dropped at the first
+/// failure: the connector paused while every call would have gone.
+#[tokio::test]
+async fn a_token_endpoint_down_at_the_early_refresh_leaves_the_token_in_use() {
+    // 30 s: refreshed from 25 s, kept to 27.5 s.
+    let s = standin(Options {
+        oauth: Some(sendtime::hubspot::standin::OAuthApp {
+            lifetime: Duration::from_secs(30),
+            ..oauth_app()
+        }),
+        ..Options::default()
+    })
+    .await;
+    let oauth = oauth_client(&s);
+    oauth.enrollments(1).await.unwrap();
+    assert_eq!(token_requests(&s), 1);
+    s.inject(
+        Injection::next(Fault::Status {
+            status: 502,
+            message: "Bad gateway".into(),
+        })
+        .times(u64::MAX)
+        .on(sendtime::hubspot::auth::TOKEN_PATH),
+    );
+    tokio::time::sleep(Duration::from_millis(25_500)).await;
+    for _ in 0..5 {
+        oauth.enrollments(1).await.unwrap();
+    }
+    // One refresh tried (a second if the calls straddled its retry), not one per call.
+    let tried = token_requests(&s) - 1;
+    assert!((1..=2).contains(&tried), "{tried} refreshes tried");
+    // Past its margin the token is not used: the calls in flight could arrive after it expired.
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    match oauth.enrollments(1).await.unwrap_err() {
+        ApiError::NoAccessToken { .. } => {}
+        other => panic!("expected no access token, got {other:?}"),
+    }
+    let used_after = s
+        .log()
+        .iter()
+        .filter(|e| e.path.starts_with("/automation"))
+        .count();
+    assert_eq!(used_after, 6, "a call went with a token about to expire");
+}
+
+/// An edge's HTML 401 is no word on the token: the call is retried as an outage and the token
+/// is not refreshed for it (it was, once per call, for as long as the edge answered so).
+#[tokio::test]
+async fn an_edge_401_page_does_not_refresh_the_token() {
+    let s = standin(Options {
+        oauth: Some(oauth_app()),
+        ..Options::default()
+    })
+    .await;
+    let oauth = oauth_client(&s);
+    s.inject(Injection::next(Fault::Html(401)).times(3).on("/automation"));
+    for _ in 0..3 {
+        match oauth.enrollments(1).await.unwrap_err() {
+            ApiError::Transient {
+                status: Some(401), ..
+            } => {}
+            other => panic!("expected a transient 401, got {other:?}"),
+        }
+    }
+    assert_eq!(token_requests(&s), 1);
+    oauth.enrollments(1).await.unwrap();
+}
+
+/// A 4xx with JSON from the token endpoint other than a refusal (a path gone, an edge's
+/// timeout) is no access token for now, not refused credentials that pause the connector
+/// for an operator.
+#[tokio::test]
+async fn a_token_endpoint_404_is_not_a_refused_refresh_token() {
+    let s = standin(Options {
+        oauth: Some(oauth_app()),
+        ..Options::default()
+    })
+    .await;
+    let path = sendtime::hubspot::auth::TOKEN_PATH;
+    for (status, refused) in [(404, false), (408, false), (400, true)] {
+        s.inject(
+            Injection::next(Fault::Status {
+                status,
+                message: "no".into(),
+            })
+            .on(path),
+        );
+        let got = oauth_client(&s).enrollments(1).await.unwrap_err();
+        match (&got, refused) {
+            (ApiError::NoAccessToken { .. }, false) => {}
+            (ApiError::Permanent { status: 401, .. }, true) => {}
+            _ => panic!("{status}: got {got:?}"),
+        }
+    }
+}
+
 /// The stand-in holds callback completions to HubSpot's 2026-03 reference: `typedOutputs` is
 /// required, so a client that dropped it would fail here, not in production.
 #[tokio::test]

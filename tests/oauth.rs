@@ -282,11 +282,6 @@ fn the_scheduled_import_and_the_dispatcher_follow_one_rotated_refresh_token() {
     assert!(refused.is_empty(), "{refused:?}");
 }
 
-/// HubSpot's token endpoint fails (a 502, a 429, an edge's HTML 403 page): the calls waiting
-/// for a token share the one attempt, the connector is paused (`no_access_token`), and no
-/// contact is failed or in doubt; past the pause a token is had and everyone goes. Each
-/// waiting call had refreshed on its own, each failure counted against its contact as if its
-/// own call had failed, and the page was taken for HubSpot refusing the credentials.
 /// A refresh token HubSpot refuses (400 with its JSON) pauses the connector as a refused
 /// token, telling the operator to fix it, and no row records a call: the refresh is tried
 /// before a call's `attempting` row is written.
@@ -318,6 +313,11 @@ fn a_refused_refresh_token_pauses_as_refused_and_records_no_call() {
     assert!(rows.is_empty(), "{rows:?}");
 }
 
+/// HubSpot's token endpoint fails (a 502, a 429, an edge's HTML 403 page): the calls waiting
+/// for a token share the one attempt, the connector is paused (`no_access_token`), and no
+/// contact is failed or in doubt; past the pause a token is had and everyone goes. Each
+/// waiting call had refreshed on its own, each failure counted against its contact as if its
+/// own call had failed, and the page was taken for HubSpot refusing the credentials.
 #[test]
 fn a_token_endpoint_outage_pauses_the_connector_and_fails_no_one() {
     use sendtime::hubspot::client::RatePolicy;

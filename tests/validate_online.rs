@@ -71,8 +71,8 @@ fn a_correct_account_passes_and_each_misconfiguration_is_named() {
         assert!(text.contains(line), "{line}\n{text}");
     }
 
-    // A flow id pasted as the workflow id, a DYNAMIC list, a token without `content`, an
-    // action registered elsewhere.
+    // A flow id pasted as the workflow id, a DYNAMIC list, a token without `content` and
+    // `oauth` (account information's), an action registered elsewhere: every check still runs.
     let bad = rt
         .block_on(StandIn::start(Options {
             lists: vec![("987".into(), ListKind::Dynamic)],
@@ -90,7 +90,8 @@ fn a_correct_account_passes_and_each_misconfiguration_is_named() {
         "FAIL main webhook big-list list 987: list 987 is DYNAMIC",
         "FAIL main action send-time: no action of app",
         "FAIL main email events: the token lacks the scope `content`",
-        "4 online checks failed",
+        "FAIL main account: the token lacks the scope account information needs (`oauth`)",
+        "5 online checks failed",
     ] {
         assert!(text.contains(line), "{line}\n{text}");
     }

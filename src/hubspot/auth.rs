@@ -24,11 +24,13 @@ const REFRESH_MARGIN: Duration = Duration::from_secs(300);
 /// refresh a second, whatever it says.
 const MIN_TOKEN_LIFE_S: u64 = 1;
 const MAX_TOKEN_LIFE_S: u64 = 24 * 3600;
+/// How soon a refresh that got no answer is tried again while the token in hand still lives.
+const REFRESH_RETRY: Duration = Duration::from_secs(15);
 
 /// A connector's credentials, as its client uses them.
 pub enum Auth {
     Static(Arc<str>),
-    OAuth(OAuth),
+    OAuth(Box<OAuth>),
 }
 
 /// What refreshing needs, and the access token in use.
@@ -58,6 +60,25 @@ struct Refreshed {
 struct Access {
     token: Arc<str>,
     refresh_at: Instant,
+    /// When HubSpot stops taking it (by its `expires_in`, counted from before the request).
+    expires_at: Instant,
+    /// How long before `expires_at` it was due for a refresh.
+    margin: Duration,
+}
+
+impl Access {
+    /// After a refresh that failed for want of an answer: the token in hand while it has half
+    /// its margin of life left (the calls in flight must arrive before it expires), and the
+    /// next refresh soon, so an early refresh does not bring a token endpoint's outage
+    /// forward.
+    fn still_good(&mut self, now: Instant) -> Option<Arc<str>> {
+        let keep_until = self.expires_at - self.margin / 2;
+        if now >= keep_until {
+            return None;
+        }
+        self.refresh_at = (now + (self.margin / 4).min(REFRESH_RETRY)).min(keep_until);
+        Some(self.token.clone())
+    }
 }
 
 /// HubSpot's token answer (the standard OAuth fields; its older docs show camelCase), as far
@@ -66,9 +87,13 @@ struct Access {
 struct TokenAnswer {
     #[serde(alias = "accessToken")]
     access_token: String,
-    #[serde(alias = "expiresIn")]
-    expires_in: u64,
+    /// Seconds, as a number (or a string of one); HubSpot's 30 minutes when it is missing.
+    #[serde(alias = "expiresIn", default)]
+    expires_in: Option<serde_json::Value>,
 }
+
+/// HubSpot's access tokens' life, taken when its answer does not say.
+const DEFAULT_TOKEN_LIFE_S: u64 = 1800;
 
 impl fmt::Debug for Auth {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -90,14 +115,14 @@ impl Auth {
 
     /// [`Auth::oauth`] with the app's client secrets, current first (not empty).
     fn oauth_rotating(client_id: &str, client_secrets: Vec<String>, refresh_token: &str) -> Auth {
-        Auth::OAuth(OAuth {
+        Auth::OAuth(Box::new(OAuth {
             client_id: client_id.to_string(),
             client_secrets,
             installed: refresh_token.to_string(),
             refresh_token: Mutex::new(refresh_token.to_string()),
             current: tokio::sync::Mutex::new(Refreshed::default()),
             attempts: AtomicU64::new(0),
-        })
+        }))
     }
 
     /// The credentials every client of `connector` in this process uses: the dispatcher's and
@@ -235,6 +260,16 @@ impl Auth {
                 Ok(token)
             }
             Err(e) => {
+                // Not a refusal, and not for a token HubSpot refused: the one in hand serves.
+                if let (ApiError::NoAccessToken { .. }, None) = (&e, refused)
+                    && let Some(token) = current
+                        .access
+                        .as_mut()
+                        .and_then(|a| a.still_good(Instant::now()))
+                {
+                    tracing::warn!("{e}; the current access token is used until it nearly expires");
+                    return Ok(token);
+                }
                 current.failed = Some(Box::new((e.clone(), attempt)));
                 Err(e)
             }
@@ -294,9 +329,10 @@ impl OAuth {
             let message: String = text.trim().chars().take(MESSAGE_CHARS).collect();
             // A 429 there is no refusal of the credentials: the connector waits, as for a 5xx.
             return Err(
-                if status.is_client_error() && status.as_u16() != 429 && json.is_some() {
+                if matches!(status.as_u16(), 400 | 401 | 403) && json.is_some() {
                     // A refresh token or client credentials HubSpot refuses: the connector's
-                    // credentials are wrong, as with a refused static token.
+                    // credentials are wrong, as with a refused static token. (Another 4xx, a
+                    // path gone or a timeout at an edge, says nothing of them.)
                     ApiError::Permanent {
                         status: 401,
                         message: format!(
@@ -330,17 +366,29 @@ impl OAuth {
                     format!("an answer sendtime cannot read ({e})"),
                 )
             })?;
+        // A token no header can carry would fail every call before it leaves.
+        if answer.access_token.is_empty()
+            || reqwest::header::HeaderValue::from_str(&answer.access_token).is_err()
+        {
+            return Err(unavailable(
+                Some(status.as_u16()),
+                "an empty access token, or one no HTTP header can carry".into(),
+            ));
+        }
+        let expires_in = answer
+            .expires_in
+            .and_then(|v| v.as_u64().or_else(|| v.as_str()?.trim().parse().ok()))
+            .unwrap_or(DEFAULT_TOKEN_LIFE_S);
         // HubSpot's last 30 minutes; a broken answer must neither overflow the clock nor make
         // every call refresh.
-        let life = Duration::from_secs(answer.expires_in.clamp(MIN_TOKEN_LIFE_S, MAX_TOKEN_LIFE_S));
+        let life = Duration::from_secs(expires_in.clamp(MIN_TOKEN_LIFE_S, MAX_TOKEN_LIFE_S));
         let margin = REFRESH_MARGIN.min(life / 6);
-        tracing::info!(
-            expires_in_s = answer.expires_in,
-            "OAuth access token refreshed"
-        );
+        tracing::info!(expires_in_s = expires_in, "OAuth access token refreshed");
         Ok(Access {
             token: answer.access_token.into(),
             refresh_at: started + life - margin,
+            expires_at: started + life,
+            margin,
         })
     }
 }

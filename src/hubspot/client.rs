@@ -634,7 +634,12 @@ impl Client {
         };
         let token = self.auth.bearer(&self.http, &self.base, None).await?;
         let mut resp = request(&token).send().await.map_err(transport)?;
-        if resp.status() == StatusCode::UNAUTHORIZED && self.auth.refreshes() {
+        // An edge's 401 page is no word on the token: refreshing for it would mint a token per
+        // call while the edge answers so.
+        if resp.status() == StatusCode::UNAUTHORIZED
+            && self.auth.refreshes()
+            && !is_html(resp.headers())
+        {
             // An access token HubSpot no longer takes (revoked, or its clock ahead of ours):
             // one refresh and one retry before the refusal counts.
             let fresh = self
@@ -652,12 +657,10 @@ impl Client {
         // HubSpot's API answers JSON or nothing: a 2xx page (a proxy's login or block page, an
         // `api_base` pointing at a website) did not do what was asked. (A 204 carries no page,
         // whatever its content type says.)
-        let html = resp
-            .headers()
-            .get(reqwest::header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.trim_start().to_ascii_lowercase().starts_with("text/html"));
-        if resp.status().is_success() && resp.status() != StatusCode::NO_CONTENT && html {
+        if resp.status().is_success()
+            && resp.status() != StatusCode::NO_CONTENT
+            && is_html(resp.headers())
+        {
             return Err(ApiError::NotTheApi {
                 status: resp.status().as_u16(),
                 message: "a 2xx HTML page, not HubSpot's API answer".into(),
@@ -679,6 +682,15 @@ impl Client {
         }
         Err(error)
     }
+}
+
+/// Whether an answer is an HTML page (an edge's, a proxy's, a website's): HubSpot's API
+/// answers JSON or nothing.
+fn is_html(headers: &HeaderMap) -> bool {
+    headers
+        .get(reqwest::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim_start().to_ascii_lowercase().starts_with("text/html"))
 }
 
 /// One call the connector's limiter has admitted, spent by the call made through it.

@@ -95,14 +95,21 @@ async fn check_connector(config: &Config, connector: &Connector, out: &mut Vec<C
                 return;
             }
         }
+        // A token that works, without the scope account information needs (HubSpot's docs
+        // name `oauth`): the checks of the rest need other scopes, and go on.
+        Err(e @ ApiError::MissingScopes { .. }) => push(
+            "account".into(),
+            Verdict::Fail(format!(
+                "the token lacks the scope account information needs (`oauth`), so its portal was not checked, and a daily-limit pause cannot learn when HubSpot resets the limit: {e}"
+            )),
+        ),
         Err(e) => {
             push(
                 "account".into(),
                 Verdict::Fail(match &e {
                     ApiError::Permanent {
                         status: 401 | 403, ..
-                    }
-                    | ApiError::MissingScopes { .. } => format!("HubSpot refused the token: {e}"),
+                    } => format!("HubSpot refused the token: {e}"),
                     ApiError::Transient { status: None, .. } => format!(
                         "could not reach HubSpot at {} (the token was not checked): {e}",
                         connector.api_base

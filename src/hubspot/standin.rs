@@ -1491,6 +1491,7 @@ fn iso_duration_ms(text: &str) -> Option<i64> {
 fn required_scope(method: &Method, segments: &[&str]) -> Option<&'static str> {
     match segments {
         ["email", ..] => Some("content"),
+        ["account-info", ..] => Some("oauth"),
         ["automation", ..] => Some("automation"),
         ["crm", "lists", ..] | ["crm", "v3", "lists", ..] => Some(if *method == Method::GET {
             "crm.lists.read"
