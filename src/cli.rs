@@ -409,7 +409,7 @@ pub struct StandinArgs {
     #[arg(long, value_name = "N", default_value_t = 190)]
     pub limit_per_10s: u32,
     /// Requests per day before HubSpot's DAILY 429; resets at the account's midnight.
-    #[arg(long, value_name = "N", default_value_t = 1_000_000)]
+    #[arg(long, value_name = "N", default_value_t = 625_000)]
     pub daily_limit: u32,
     /// The account's time zone as minutes east of UTC (e.g. -300 for UTC-05:00).
     #[arg(

@@ -790,6 +790,20 @@ async fn a_token_endpoint_404_is_not_a_refused_refresh_token() {
     }
 }
 
+/// A contact's current enrollments as HubSpot's reference shows them, one workflow object, or
+/// as it describes them, a list: both are read (only a list was, so a send in doubt could not
+/// be checked and failed after its retries).
+#[tokio::test]
+async fn current_enrollments_are_read_as_one_workflow_or_a_list() {
+    let s = standin(Options::default()).await;
+    let one = serde_json::json!({"id": 406048, "portalId": 62515, "name": "Test", "enabled": true});
+    for body in [one.clone(), serde_json::json!([one])] {
+        s.inject(Injection::next(Fault::Json(body)).on("/automation/v2/workflows/enrollments"));
+        let got = client(&s).enrollments(7).await.unwrap();
+        assert_eq!(got.iter().map(|w| w.id).collect::<Vec<_>>(), [406048]);
+    }
+}
+
 /// The stand-in holds callback completions to HubSpot's 2026-03 reference: `typedOutputs` is
 /// required, so a client that dropped it would fail here, not in production.
 #[tokio::test]

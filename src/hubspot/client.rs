@@ -734,7 +734,18 @@ impl Admitted<'_> {
     pub async fn enrollments(self, vid: u64) -> Result<Vec<Workflow>, ApiError> {
         let url = self.client.url(&paths::enrollments(vid));
         let resp = self.client.send(Method::GET, url, None, None).await?;
-        json_body(resp).await
+        // HubSpot's reference says it lists the workflows and shows one workflow as the
+        // answer: either is read.
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Answer {
+            Many(Vec<Workflow>),
+            One(Workflow),
+        }
+        Ok(match json_body(resp).await? {
+            Answer::Many(all) => all,
+            Answer::One(one) => vec![one],
+        })
     }
 
     /// Complete workflow-action callbacks in one call

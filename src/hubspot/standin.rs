@@ -42,7 +42,8 @@ const DEFAULT_EVENTS_LIMIT: usize = 100;
 const MAX_EVENTS_LIMIT: usize = 1000;
 const PORTAL_ID: u64 = 62515;
 
-/// How the stand-in behaves. `Default` is a well-behaved Professional account.
+/// How the stand-in behaves. `Default` is a well-behaved Professional account (190 calls per
+/// 10 s, 625,000 a day: HubSpot's usage guidelines).
 #[derive(Debug, Clone)]
 pub struct Options {
     /// The bearer token that is accepted; anything else gets HubSpot's 401.
@@ -141,7 +142,7 @@ impl Default for Options {
         Options {
             token: DEFAULT_TOKEN.to_string(),
             limit_per_10s: 190,
-            daily_limit: 1_000_000,
+            daily_limit: 625_000,
             utc_offset_minutes: 0,
             clock: Clock::System,
             retry_after: None,
