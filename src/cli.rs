@@ -856,14 +856,32 @@ fn load_config(path: &std::path::Path, overrides: &Overrides) -> anyhow::Result<
 
 /// Load the config for a command that reads (or pauses) what `serve` or `import` stored: a
 /// mistyped `--data` must not read an empty folder made on the spot and report nothing.
+/// A folder that exists but holds none of sendtime's datasets (some other folder) is refused
+/// too: it was read as an empty store, answered "a new contact", and filled with folders.
 fn load_config_with_data(path: &std::path::Path, overrides: &Overrides) -> anyhow::Result<Config> {
+    use crate::datasets::{events, inbox, outcomes, plan};
     let config = load_config(path, overrides)?;
-    require_data_dir(&config.server.data_dir, &config.path)?;
+    let dir = &config.server.data_dir;
+    require_data_dir(dir, &config.path)?;
+    let known = [events::NAME, inbox::NAME, plan::NAME, outcomes::NAME];
+    anyhow::ensure!(
+        known.iter().any(|d| dir.join(d).is_dir()),
+        "{} holds none of sendtime's data ({}/): check --data or server.data_dir in {} (`serve` and `import` fill it)",
+        dir.display(),
+        known.join("/, "),
+        config.path.display()
+    );
     Ok(config)
 }
 
 /// `dir` (the data folder `config` names) exists.
 fn require_data_dir(dir: &std::path::Path, config: &std::path::Path) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        dir.is_dir() || !dir.exists(),
+        "{} is a file, not a data folder: check --data or server.data_dir in {}",
+        dir.display(),
+        config.display()
+    );
     anyhow::ensure!(
         dir.is_dir(),
         "no data directory at {}: check --data or server.data_dir in {} (`serve` and `import` create it)",

@@ -106,7 +106,7 @@ fn malformed_csv_is_refused_with_row_numbers_and_nothing_is_imported() {
     let (_, stderr) = text(&out);
     assert!(
         stderr.contains(
-            "no column named \"user\" (given by --contact); the header has: user_id, opened"
+            "no column named \"user\" (--contact, or its default); the header has: user_id, opened"
         ),
         "{stderr}"
     );
@@ -239,7 +239,11 @@ fn import_dry_run_explain_predict_and_backtest_on_the_sample() {
     std::fs::create_dir(&empty).unwrap();
     let out = sendtime(&empty, &too_early);
     assert_eq!(out.status.code(), Some(1));
-    assert!(text(&out).1.contains("no events in "), "{}", text(&out).1);
+    assert!(
+        text(&out).1.contains("holds none of sendtime's data"),
+        "{}",
+        text(&out).1
+    );
     std::fs::remove_dir(&empty).unwrap();
     assert!(!empty.exists() && !csv.exists());
     let out = sendtime(
@@ -552,6 +556,46 @@ fn a_mistyped_data_directory_is_refused_not_created() {
         assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
         assert!(err.contains("no data directory at"), "{args:?}: {err}");
         assert!(!typo.exists(), "{args:?} created {}", typo.display());
+    }
+    // A folder that is not sendtime's (a home folder, a typo that exists) is refused by the
+    // commands that read what `serve` and `import` stored, and left as it was; a file too.
+    let other = dir.path().join("other");
+    std::fs::create_dir(&other).unwrap();
+    let file = dir.path().join("file");
+    std::fs::write(&file, "").unwrap();
+    let scores = dir.path().join("scores.csv");
+    let predict = [
+        "predict",
+        "--as-of",
+        "2026-01-01",
+        "--out",
+        scores.to_str().unwrap(),
+    ];
+    for args in [
+        &["explain", "123"][..],
+        &["profiles"],
+        &["report", "lift"],
+        &predict,
+    ] {
+        let out = common::run(&common::shipped_config(), &other, args, &env);
+        let (_, err) = text(&out);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+        assert!(
+            err.contains("holds none of sendtime's data"),
+            "{args:?}: {err}"
+        );
+        assert_eq!(
+            std::fs::read_dir(&other).unwrap().count(),
+            0,
+            "{args:?} wrote into it"
+        );
+        let out = common::run(&common::shipped_config(), &file, args, &env);
+        let (_, err) = text(&out);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+        assert!(
+            err.contains("is a file, not a data folder"),
+            "{args:?}: {err}"
+        );
     }
 }
 

@@ -297,7 +297,13 @@ impl<'a, 'i> TableReader<'a, 'i> {
     /// An absolute http(s) URL, returned without a trailing slash.
     pub fn http_url(&self, ctx: &mut Ctx, key: &'static str) -> Option<String> {
         let (raw, at) = self.string(ctx, key)?;
-        match check_http_url(&raw) {
+        // The example for the key at hand: HubSpot's API, or where HubSpot posts.
+        let example = if key == "api_base" {
+            "https://api.hubapi.com"
+        } else {
+            "https://hooks.example.com"
+        };
+        match check_http_url(&raw, example) {
             Ok(url) => Some(url),
             Err(why) => {
                 ctx.error(at, format!("`{key}` {why}, found \"{raw}\""));
@@ -374,19 +380,19 @@ pub(super) fn number(v: &DeValue) -> Option<f64> {
     }
 }
 
-fn check_http_url(raw: &str) -> Result<String, &'static str> {
+fn check_http_url(raw: &str, example: &str) -> Result<String, String> {
     // A URL parser drops a stray space at either end (and encodes one inside), but signatures
     // are checked over this text as written: one space would refuse every post.
     if raw.chars().any(char::is_whitespace) {
-        return Err("must not contain spaces (check both ends of the string)");
+        return Err("must not contain spaces (check both ends of the string)".into());
     }
-    let url = reqwest::Url::parse(raw)
-        .map_err(|_| "must be an absolute http(s) URL such as \"https://hooks.example.com\"")?;
+    let absolute = || format!("must be an absolute http(s) URL such as \"{example}\"");
+    let url = reqwest::Url::parse(raw).map_err(|_| absolute())?;
     if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
-        return Err("must be an absolute http(s) URL such as \"https://hooks.example.com\"");
+        return Err(absolute());
     }
     if url.query().is_some() || url.fragment().is_some() {
-        return Err("must not carry a query or fragment");
+        return Err("must not carry a query or fragment".into());
     }
     Ok(raw.trim_end_matches('/').to_string())
 }

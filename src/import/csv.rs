@@ -100,7 +100,7 @@ impl CsvReader {
         let file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
         anyhow::ensure!(
             !super::parquet::is_parquet(&file),
-            "{} is a Parquet file: use `sendtime import parquet`",
+            "{} is a Parquet file, not CSV: import it with `sendtime import parquet` (for `backtest`, import it, then run without --events)",
             path.display()
         );
         // The header is read through a bound: an unclosed quote in it would take in the file.
@@ -130,7 +130,7 @@ impl CsvReader {
             match at[..] {
                 [i] => Ok(i),
                 [] => anyhow::bail!(
-                    "{}: no column named {name:?} (given by {flag}); the header has: {}",
+                    "{}: no column named {name:?} ({flag}, or its default); the header has: {}",
                     path.display(),
                     listed(&headers)
                 ),

@@ -325,6 +325,11 @@ pub fn run<R: Reader>(
     let file =
         std::fs::metadata(path).with_context(|| format!("cannot open {}", path.display()))?;
     anyhow::ensure!(
+        !file.is_dir(),
+        "{} is a folder: give the file to import",
+        path.display()
+    );
+    anyhow::ensure!(
         file.is_file(),
         "{} is not a regular file: an import reads its file in place, and may read it more than \
          once (save a pipe's output to a file first)",
