@@ -895,7 +895,7 @@ fn tick(path: &std::path::Path, overrides: &Overrides, now: Option<&str>) -> any
     let now = now.map(|t| parse_flag("--now", t)).transpose()?;
     require_config_file(path)?;
     let loaded = Config::load(path, overrides, EnvCheck::RequireTokens)
-        .map_err(|d| anyhow::anyhow!("config {} is invalid:\n{d}", path.display()))?;
+        .map_err(|d| anyhow::anyhow!("cannot run with config {}:\n{d}", path.display()))?;
     for line in loaded.warnings.lines() {
         tracing::warn!("{line}");
     }

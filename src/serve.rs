@@ -36,7 +36,7 @@ pub fn run(config_path: PathBuf, overrides: Overrides, clock: Clock) -> anyhow::
 async fn serve(config_path: PathBuf, overrides: Overrides, clock: Clock) -> anyhow::Result<()> {
     let loaded = Config::load(&config_path, &overrides, EnvCheck::Require).map_err(|diags| {
         anyhow::anyhow!(
-            "config {} is invalid; fix these and start again:\n{diags}",
+            "cannot start with config {}; fix these and start again:\n{diags}",
             config_path.display()
         )
     })?;

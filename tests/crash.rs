@@ -4,7 +4,7 @@
 
 mod common;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -72,8 +72,23 @@ impl Endpoint {
     }
 }
 
-/// Post distinct contacts from several threads until `stop`; returns what was acknowledged
-/// (receipt ids, or callback ids answered BLOCK), counting them in `acks` as they come.
+/// What a run of posts did: what was acknowledged (receipt ids, or callback ids answered
+/// BLOCK), each with its contact's id, and the id of every contact posted, answered or not.
+#[derive(Default)]
+struct Posted {
+    acked: Vec<(String, u64)>,
+    sent: HashSet<u64>,
+}
+
+impl Posted {
+    fn extend(&mut self, other: Posted) {
+        self.acked.extend(other.acked);
+        self.sent.extend(other.sent);
+    }
+}
+
+/// Post distinct contacts from several threads until `stop`; returns what each thread posted
+/// and had acknowledged, counting acknowledgements in `acks` as they come.
 fn hammer(
     addr: String,
     endpoint: Endpoint,
@@ -81,7 +96,7 @@ fn hammer(
     acks: Arc<AtomicUsize>,
     threads: usize,
     round: u64,
-) -> Vec<std::thread::JoinHandle<Vec<String>>> {
+) -> Vec<std::thread::JoinHandle<Posted>> {
     (0..threads)
         .map(|t| {
             let addr = addr.clone();
@@ -92,12 +107,13 @@ fn hammer(
                     .timeout(Duration::from_secs(5))
                     .build()
                     .unwrap();
-                let mut acked = Vec::new();
+                let mut posted = Posted::default();
                 let mut i = 0u64;
                 while !stop.load(Ordering::Relaxed) && i < 1_000_000 {
                     i += 1;
                     let vid = round * 1_000_000_000 + (t as u64) * 10_000_000 + i;
                     let (path, body) = endpoint.post(vid);
+                    posted.sent.insert(vid);
                     let url = format!("{PUBLIC_URL}{path}");
                     let sig = sign_v2(SECRET.as_bytes(), "POST", &url, body.as_bytes());
                     let resp = client
@@ -111,7 +127,7 @@ fn hammer(
                         Ok(r) if r.status().is_success() => {
                             let v: serde_json::Value = r.json().unwrap_or_default();
                             if let Some(id) = endpoint.taken(&v, vid) {
-                                acked.push(id);
+                                posted.acked.push((id, vid));
                                 acks.fetch_add(1, Ordering::Relaxed);
                             }
                         }
@@ -119,21 +135,16 @@ fn hammer(
                         Err(_) => break, // the server is gone
                     }
                 }
-                acked
+                posted
             })
         })
         .collect()
 }
 
 /// Three rounds of posting from 8 threads, each ended by kill -9, then a restart that takes
-/// posts again and a clean stop: what was acknowledged.
-fn kill_rounds(
-    config: &Path,
-    data: &Path,
-    env: &[(&str, &str)],
-    endpoint: Endpoint,
-) -> Vec<String> {
-    let mut acked: Vec<String> = Vec::new();
+/// posts again and a clean stop: what was posted and acknowledged.
+fn kill_rounds(config: &Path, data: &Path, env: &[(&str, &str)], endpoint: Endpoint) -> Posted {
+    let mut posted = Posted::default();
     for round in 0..3u64 {
         let mut server = Server::start(config, data, env);
         let stop = Arc::new(AtomicBool::new(false));
@@ -156,14 +167,14 @@ fn kill_rounds(
         server.child.kill().unwrap(); // SIGKILL
         server.child.wait().unwrap();
         stop.store(true, Ordering::Relaxed);
-        let before = acked.len();
+        let before = posted.acked.len();
         for w in workers {
-            acked.extend(w.join().unwrap());
+            posted.extend(w.join().unwrap());
         }
         assert!(
-            acked.len() > before + 50,
+            posted.acked.len() > before + 50,
             "round {round}: only {} posts acknowledged",
-            acked.len() - before
+            posted.acked.len() - before
         );
     }
 
@@ -185,39 +196,81 @@ fn kill_rounds(
         std::thread::sleep(Duration::from_millis(50));
     }
     stop.store(true, Ordering::Relaxed);
-    let after_restart: Vec<String> = workers
-        .into_iter()
-        .flat_map(|w| w.join().unwrap())
-        .collect();
+    let before = posted.acked.len();
+    for w in workers {
+        posted.extend(w.join().unwrap());
+    }
     assert!(
-        !after_restart.is_empty(),
+        posted.acked.len() > before,
         "the restarted server did not accept posts"
     );
-    acked.extend(after_restart);
     server.stop();
-    acked
+    posted
 }
 
-/// Every one of `acked` is among `stored`, which holds each once.
-fn all_stored_once(acked: &[String], stored: &[String]) {
-    let unique: HashSet<&String> = stored.iter().collect();
-    assert_eq!(unique.len(), stored.len(), "some receipt is stored twice");
-    let missing: Vec<&String> = acked.iter().filter(|id| !unique.contains(id)).collect();
+/// Every one of `posted.acked` is among `stored` (the inbox's rows: key, contact id, email),
+/// which holds each once, with the contact it was acknowledged for; and every row stored is
+/// a contact the test posted (nothing invented): rows stored but not acknowledged are posts
+/// whose answer the kill cut off. `key_of`: the key a contact's post is stored under, when
+/// the test chose it (an action's callback id).
+fn all_stored_once(
+    posted: &Posted,
+    stored: &[(String, Option<i64>, Option<String>)],
+    key_of: impl Fn(u64) -> Option<String>,
+) {
+    let by_key: HashMap<&str, Option<i64>> = stored
+        .iter()
+        .map(|(key, contact, _)| (key.as_str(), *contact))
+        .collect();
+    assert_eq!(by_key.len(), stored.len(), "some receipt is stored twice");
+    let missing: Vec<&(String, u64)> = posted
+        .acked
+        .iter()
+        .filter(|(id, _)| !by_key.contains_key(id.as_str()))
+        .collect();
     assert!(
         missing.is_empty(),
         "{} of {} acknowledged posts lost, e.g. {:?}",
         missing.len(),
-        acked.len(),
+        posted.acked.len(),
         &missing[..missing.len().min(5)]
     );
+    let contacts: HashSet<Option<i64>> = stored.iter().map(|(_, contact, _)| *contact).collect();
+    assert_eq!(
+        contacts.len(),
+        stored.len(),
+        "a contact posted once is stored twice"
+    );
+    for (key, contact, email) in stored {
+        let vid = contact.and_then(|c| u64::try_from(c).ok());
+        let posted_vid = vid.filter(|v| posted.sent.contains(v));
+        assert!(
+            posted_vid.is_some(),
+            "{key} is stored for contact {contact:?}, which was never posted"
+        );
+        let vid = posted_vid.unwrap();
+        assert_eq!(
+            email.as_deref(),
+            Some(format!("c{vid}@example.com").as_str()),
+            "{key}"
+        );
+        if let Some(want) = key_of(vid) {
+            assert_eq!(key, &want, "contact {vid}");
+        }
+    }
+    for (id, vid) in &posted.acked {
+        assert_eq!(
+            by_key[id.as_str()],
+            Some(*vid as i64),
+            "{id} was acknowledged for contact {vid}"
+        );
+    }
     eprintln!(
-        "{} posts acknowledged over 3 kills, {} rows stored",
-        acked.len(),
+        "{} posts acknowledged over 3 kills ({} sent), {} rows stored",
+        posted.acked.len(),
+        posted.sent.len(),
         stored.len()
     );
-    // Everything stored was posted by us (nothing invented); unacknowledged-but-stored rows
-    // are posts whose reply the kill cut off.
-    assert!(stored.len() >= acked.len());
 }
 
 #[test]
@@ -225,8 +278,10 @@ fn kill_9_mid_stream_loses_no_acknowledged_post() {
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(dir.path());
     let data = dir.path().join("data");
-    let acked = kill_rounds(&config, &data, &[("CRASH_SECRET", SECRET)], Endpoint::Hook);
-    all_stored_once(&acked, &column(&data.join("inbox"), "receipt_id"));
+    let posted = kill_rounds(&config, &data, &[("CRASH_SECRET", SECRET)], Endpoint::Hook);
+    all_stored_once(&posted, &stored(&data.join("inbox"), "receipt_id"), |_| {
+        None
+    });
 }
 
 /// An action's execution is answered BLOCK only once it is durable (HubSpot then holds the
@@ -245,23 +300,36 @@ fn kill_9_mid_stream_loses_no_execution_answered_block() {
     .write(dir.path());
     let data = dir.path().join("data");
     let env = [("CRASH_SECRET", SECRET), ("CRASH_TOKEN", "token")];
-    let acked = kill_rounds(&config, &data, &env, Endpoint::Action);
-    all_stored_once(&acked, &column(&data.join("inbox"), "callback_id"));
+    let posted = kill_rounds(&config, &data, &env, Endpoint::Action);
+    all_stored_once(
+        &posted,
+        &stored(&data.join("inbox"), "callback_id"),
+        |vid| Some(format!("cb-{vid}")),
+    );
 }
 
-/// Every value of the text column `name` in the inbox's parts.
-fn column(inbox: &Path, name: &str) -> Vec<String> {
+/// Every row in the inbox's parts: the text column `key`, the contact id and the email.
+fn stored(inbox: &Path, key: &str) -> Vec<(String, Option<i64>, Option<String>)> {
     use polars::prelude::*;
-    let mut ids = Vec::new();
+    let mut rows = Vec::new();
     for entry in std::fs::read_dir(inbox).unwrap() {
         let path = entry.unwrap().path();
         if path.extension().is_some_and(|e| e == "parquet") {
             let df = ParquetReader::new(std::fs::File::open(&path).unwrap())
                 .finish()
                 .unwrap();
-            let col = df.column(name).unwrap().str().unwrap().clone();
-            ids.extend(col.iter().map(|v| v.unwrap().to_string()));
+            let keys = df.column(key).unwrap().str().unwrap().clone();
+            let contacts = df
+                .column("contact_id")
+                .unwrap()
+                .cast(&DataType::Int64)
+                .unwrap();
+            let contacts = contacts.i64().unwrap();
+            let emails = df.column("email").unwrap().str().unwrap().clone();
+            for ((k, c), e) in keys.iter().zip(contacts.iter()).zip(emails.iter()) {
+                rows.push((k.unwrap().to_string(), c, e.map(str::to_string)));
+            }
         }
     }
-    ids
+    rows
 }

@@ -143,9 +143,22 @@ fn a_missing_scope_holds_only_the_calls_that_need_it() {
         .unwrap();
     let main = &status["connectors"][0];
     assert_eq!(main["paused"], serde_json::Value::Null, "{main}");
+    // List adds wait from the 403 (the dispatcher's clock is the system's here) for as long
+    // as a refused token's pause, give or take the time the answer took to come back.
+    let refused_at: i64 = standin
+        .log()
+        .iter()
+        .find(|e| e.path.contains("/lists/") && e.status == Some(403))
+        .map(|e| {
+            let since = e.at.duration_since(std::time::UNIX_EPOCH).unwrap();
+            since.as_millis() as i64
+        })
+        .unwrap();
+    let hold = sendtime::hubspot::policy::REFUSED_TOKEN_PAUSE_MS;
+    let until = main["missing_scopes"]["list_add"].as_i64();
     assert!(
-        main["missing_scopes"]["list_add"].as_i64().is_some(),
-        "{main}"
+        until.is_some_and(|u| (refused_at + hold..refused_at + hold + 5_000).contains(&u)),
+        "held until {until:?}, refused at {refused_at}: {main}"
     );
     assert!(main["missing_scopes"].get("enroll").is_none(), "{main}");
     server.stop();
@@ -646,7 +659,8 @@ fn faults_and_slow_answers_still_enroll_everyone_exactly_once() {
             server.logs()
         );
     }
-    std::thread::sleep(Duration::from_secs(2));
+    // Ticks that ran whole after every receipt was final: none sends a contact again.
+    common::wait_ticks(&server, 2);
     let log = standin.log();
     let enrolled = enrollments(&log);
     for e in &emails {
@@ -761,7 +775,8 @@ fn kill_9_mid_tick_loses_nothing_and_duplicates_only_calls_in_flight() {
         "not everyone enrolled; logs:\n{}",
         server.logs()
     );
-    std::thread::sleep(Duration::from_secs(2));
+    // Ticks that ran whole after everyone was enrolled: none sends a contact again.
+    common::wait_ticks(&server, 2);
     // A contact with an id in flight was checked before it was sent again, and found enrolled
     // (the stand-in processed every call that reached it): once. Only a contact posted with
     // an email alone, in flight, may have been enrolled twice.
@@ -1182,7 +1197,8 @@ fn a_daily_429_pauses_the_connector_until_the_limit_resets_and_loses_nothing() {
     assert!(all.is_some(), "not all enrolled; logs:\n{}", server.logs());
     eventually(Duration::from_secs(10), || metric(0).then_some(()))
         .expect("the pause is over in the metrics");
-    std::thread::sleep(Duration::from_secs(2));
+    // Ticks that ran whole after everyone was enrolled: none sends a contact again.
+    common::wait_ticks(&server, 2);
     for ((wf, email), n) in enrollments(&standin.log()) {
         assert_eq!((wf.as_str(), n), ("104", 1), "{email}");
     }
@@ -1362,8 +1378,8 @@ fn retrying_rows_of_a_refused_batch_do_not_use_up_the_retries() {
 
 /// A contact in doubt (an unanswered call to enroll `email` into workflow 105 on disk) and
 /// HubSpot failing every call under `failing` with a 503, with `serve` running on a clock
-/// file that time moves ten minutes a look: past any wait, so only the count of failures
-/// decides.
+/// file the test moves: ten minutes a look ([`Outage::later`]) is past any wait, so only the
+/// count of failures decides.
 struct Outage {
     _rt: tokio::runtime::Runtime,
     standin: StandIn,
@@ -1420,8 +1436,34 @@ impl Outage {
 
     /// Move the clock ten minutes on.
     fn later(&mut self) {
-        self.now += 10 * 60_000;
-        set_clock(&self.clock, self.now);
+        self.set(self.now + 10 * 60_000);
+    }
+
+    /// Move the clock to `at`.
+    fn set(&mut self, at: i64) {
+        self.now = at;
+        set_clock(&self.clock, at);
+    }
+
+    /// When each check of the contact's enrollments (a GET) reached HubSpot, in order.
+    fn checks(&self) -> Vec<std::time::SystemTime> {
+        self.standin
+            .log()
+            .iter()
+            .filter(|e| e.method == "GET" && e.path.contains("/enrollments/contacts/"))
+            .map(|e| e.at)
+            .collect()
+    }
+
+    /// Wait until a whole tick has run since now (one begun after this call, and ended): a
+    /// tick ends once its calls have, retries it waits for within it included, which may take
+    /// the tick's whole retry horizon (30 s).
+    fn whole_tick(&self) {
+        let before = common::ticks(&self.server);
+        eventually(Duration::from_secs(120), || {
+            (common::ticks(&self.server) >= before + 2).then_some(())
+        })
+        .unwrap_or_else(|| panic!("no whole tick in 120 s; logs:\n{}", self.server.logs()));
     }
 
     /// Calls with `method` to the contact's enrollments: GET checks, POST sends.
@@ -1437,20 +1479,78 @@ impl Outage {
 /// A contact in doubt whose enrollments HubSpot will not list (503 on every check): the
 /// checks back off as calls do and, after the last, the contact is sent (at-least-once).
 /// An earlier version checked about once a second for ever, never sending.
+///
+/// The backoff ([`Backoff::DISPATCH`]) is checked both ways it waits: within a tick, in real
+/// time, by the time between checks; past the tick's retry horizon, in the dispatcher's
+/// time, by moving the clock to just short of the shortest wait (no check in a whole tick),
+/// then past the longest.
+///
+/// [`Backoff::DISPATCH`]: sendtime::hubspot::policy::Backoff::DISPATCH
 #[test]
 fn a_failing_enrollments_check_backs_off_and_then_sends() {
+    use sendtime::hubspot::policy::Backoff;
+    let backoff = Backoff::DISPATCH;
+    let tries = backoff.give_up_after as usize;
+    // The wait after the `n`-th failure in a row before its jitter: each wait is drawn from
+    // half of it to one and a half times it, never past the cap.
+    let full = |n: usize| {
+        backoff
+            .base
+            .saturating_mul(1 << (n - 1).min(16))
+            .min(backoff.cap)
+    };
     let email = "grace@example.com";
     let mut o = Outage::start(
         "/automation/v2/workflows/enrollments/contacts/",
         email,
         8310,
     );
-    let enrolled = eventually(Duration::from_secs(90), || {
-        o.later();
-        enrollments(&o.standin.log())
-            .get(&("105".to_string(), email.to_string()))
-            .copied()
-    });
+    // The checks made when the clock moved past a wait: the check after is in a later tick.
+    let mut moved_after = Vec::new();
+    loop {
+        o.whole_tick();
+        let n = o.calls("GET");
+        if n >= tries {
+            break;
+        }
+        assert!(n > 0, "no check; logs:\n{}", o.server.logs());
+        // Left to a later tick after `n` failures: it waits at least half its full wait.
+        let from = o.now;
+        let least = (full(n) / 2).as_millis() as i64;
+        let most = (full(n) * 3 / 2).min(backoff.cap).as_millis() as i64;
+        o.set(from + least * 9 / 10);
+        o.whole_tick();
+        assert_eq!(
+            o.calls("GET"),
+            n,
+            "checked again {} ms after {n} failures (the wait is at least {least} ms); logs:\n{}",
+            least * 9 / 10,
+            o.server.logs()
+        );
+        moved_after.push(n);
+        o.set(from + most + 1_000);
+    }
+    // Within a tick: each check waited at least half its full wait after the one before.
+    let checks = o.checks();
+    for n in 1..checks.len() {
+        if moved_after.contains(&n) {
+            continue;
+        }
+        let waited = checks[n].duration_since(checks[n - 1]).unwrap_or_default();
+        assert!(
+            waited >= full(n) / 2,
+            "check {} came {waited:?} after check {n} (at least {:?}); moved after {moved_after:?}",
+            n + 1,
+            full(n) / 2
+        );
+    }
+    assert!(
+        moved_after.len() < tries - 1,
+        "no check waited within a tick: {moved_after:?}"
+    );
+    let enrolled = enrollments(&o.standin.log())
+        .get(&("105".to_string(), email.to_string()))
+        .copied();
     assert_eq!(
         enrolled,
         Some(1),
@@ -1460,7 +1560,7 @@ fn a_failing_enrollments_check_backs_off_and_then_sends() {
     );
     assert_eq!(
         o.calls("GET"),
-        12,
+        tries,
         "one check per failure the dispatcher allows"
     );
 }
@@ -1676,7 +1776,8 @@ fn an_enrollment_whose_row_cannot_be_written_is_not_sent_again() {
             .find(|r| r.status == Status::Enrolled)
     })
     .unwrap_or_else(|| panic!("not recorded; logs:\n{}", server.logs()));
-    std::thread::sleep(Duration::from_secs(2));
+    // Ticks that ran whole after the row was recorded: none calls HubSpot again.
+    common::wait_ticks(&server, 2);
     server.stop();
     let sent = enrollments(&standin.log());
     assert_eq!(
@@ -1842,10 +1943,11 @@ fn a_malformed_request_timeout_is_refused() {
     );
 }
 
-/// `sendtime tick --now at` with `token` as the connector's token: (stdout, stderr). It is
-/// given no client secret: a tick receives nothing, so it needs none.
 /// A tick at `at` against a HubSpot whose every call fails (5xx): a failure worth retrying
-/// each, so no contact is failed.
+/// each, so no contact is failed. The one contact on disk (planned, not final) is tried: its
+/// enrollment is sent and refused, recorded as the next attempt and retrying with HubSpot's
+/// 502, and, as its call may have reached HubSpot, its enrollments are checked before it is
+/// sent again (those checks failing too, within the tick).
 fn a_bad_minute_fails_no_one(rt: &tokio::runtime::Runtime, dir: &Path, data: &Path, at: i64) {
     let failing = rt
         .block_on(StandIn::start(Options {
@@ -1854,11 +1956,67 @@ fn a_bad_minute_fails_no_one(rt: &tokio::runtime::Runtime, dir: &Path, data: &Pa
         }))
         .unwrap();
     let config = write_config(dir, &failing.url(), "", &[&HOOKS[3]]);
+    let plan = plans(data);
+    assert_eq!(plan.len(), 1, "one contact: {plan:?}");
+    let (receipt, email) = (&plan[0].receipt_id, plan[0].email.clone().unwrap());
+    let before = outcomes(data);
+    let attempts = before.iter().map(|r| r.attempts).max().unwrap_or(0);
     let (out, err) = tick_once(&config, data, at, TOKEN);
     assert!(out.contains("failed=0 "), "{out}\n{err}");
-    assert!(outcomes(data).iter().all(|r| r.status != Status::Failed));
+    let rows = outcomes(data);
+    assert!(rows.iter().all(|r| r.status != Status::Failed), "{rows:?}");
+
+    // HubSpot was asked: one enrollment, refused, then only checks, refused too.
+    let log = failing.log();
+    let calls: Vec<(&str, &str, Option<u16>)> = log
+        .iter()
+        .map(|e| (e.method.as_str(), e.path.as_str(), e.status))
+        .collect();
+    let enroll = format!(
+        "/automation/v2/workflows/104/enrollments/contacts/{}",
+        email.replace('@', "%40")
+    );
+    assert_eq!(
+        calls.first(),
+        Some(&("POST", enroll.as_str(), Some(502))),
+        "{calls:?}\n{err}"
+    );
+    assert!(
+        calls[1..]
+            .iter()
+            .all(|(method, path, status)| *method == "GET"
+                && path.contains("/enrollments/contacts/")
+                && *status == Some(502)),
+        "{calls:?}"
+    );
+    // The call is recorded as the next attempt, and its contact waits to be tried again.
+    let new: Vec<&OutcomeRow> = rows
+        .iter()
+        .filter(|r| !before.contains(r) && r.receipt_id == *receipt)
+        .collect();
+    assert_eq!(new.len(), 2, "{new:?}");
+    assert!(
+        new.iter().all(|r| r.attempts == attempts + 1),
+        "after {attempts} attempts: {new:?}"
+    );
+    assert!(
+        new.iter().any(|r| r.status == Status::Attempting),
+        "{new:?}"
+    );
+    let retrying = new
+        .iter()
+        .find(|r| r.status == Status::Retrying)
+        .unwrap_or_else(|| panic!("no retrying row: {new:?}"));
+    assert_eq!(
+        (retrying.status, retrying.http_status, retrying.in_doubt),
+        (Status::Retrying, Some(502), true),
+        "{retrying:?}"
+    );
+    assert!(retrying.retry_at_ms.is_some_and(|t| t > at), "{retrying:?}");
 }
 
+/// `sendtime tick --now at` with `token` as the connector's token: (stdout, stderr). It is
+/// given no client secret: a tick receives nothing, so it needs none.
 fn tick_once(config: &Path, data: &Path, at: i64, token: &str) -> (String, String) {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_sendtime"))
         .arg("--config")
@@ -2714,7 +2872,8 @@ fn a_pause_set_while_a_mixed_batch_waits_holds_that_webhooks_contacts() {
         (lists(&standin.log()) == 2).then_some(())
     })
     .unwrap_or_else(|| panic!("no second list add; logs:\n{}", server.logs()));
-    std::thread::sleep(Duration::from_secs(2));
+    // Ticks that ran whole after the second list add: none lists the paused webhook's contacts.
+    common::wait_ticks(&server, 2);
     let mut members = standin.list_members("987");
     members.sort();
     assert_eq!(members, ["9201", "9202", "9203"]);
@@ -2786,7 +2945,11 @@ fn a_tick_missed_while_stopped_runs_at_the_next_start() {
     record(now_ms());
     let server = start(&config("0 0 0 1 1 *"), &data, None, &[]);
     post(&server, "fatigue", 9100, "missed@example.com");
+    // No tick to wait for (none is due this year): real time, for one started at once (as a
+    // catch-up is) to have run, and then no tick at all, not only nothing dispatched (a tick
+    // at the start, before the post, would dispatch nothing either).
     std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(common::ticks(&server), 0, "logs:\n{}", server.logs());
     server.stop();
     assert!(outcomes(&data).is_empty());
 
@@ -2810,6 +2973,7 @@ fn a_tick_missed_while_stopped_runs_at_the_next_start() {
     let server = start(&config("0 0 0 1 1 *"), &data, None, &[]);
     post(&server, "fatigue", 9101, "upgraded@example.com");
     std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(common::ticks(&server), 0, "logs:\n{}", server.logs());
     server.stop();
     assert_eq!(dry_runs(&data), 1);
     std::fs::remove_file(data.join("state/scheduler.json")).unwrap();

@@ -1364,3 +1364,46 @@ fn a_replay_after_the_contact_was_sent_is_a_duplicate() {
     server.stop();
     assert_eq!(inbox(dir.path()).height(), 2);
 }
+
+/// A problem with `serve`'s flags is the command line's, not the file's: it was printed as
+/// `webhooks.toml:1:1` under "config ... is invalid", sending the operator to a sound file.
+/// A token missing from the environment does not call the file invalid either.
+#[test]
+fn serve_names_the_command_line_for_its_flags_and_the_environment_for_a_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = config(dir.path(), "");
+    let data = dir.path().join("data");
+    let same = [
+        "serve",
+        "--listen",
+        "127.0.0.1:1",
+        "--admin-listen",
+        "127.0.0.1:1",
+    ];
+    let out = common::run(&path, &data, &same, &[("TEST_SECRET", SECRET)]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("\ncommand line: the admin surface (127.0.0.1:1) and the public listener"),
+        "{err}"
+    );
+    assert!(
+        !err.contains(":1:1:") && !err.contains("is invalid"),
+        "{err}"
+    );
+    // Sending, without the token: the file's line that names it, under "cannot start".
+    let sending = TestConfig {
+        env: "TEST",
+        hooks: HOOKS,
+        ..TestConfig::default()
+    }
+    .write(dir.path());
+    let out = common::run(&sending, &data, &["serve"], &[("TEST_SECRET", SECRET)]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("cannot start with config") && err.contains("TEST_TOKEN"),
+        "{err}"
+    );
+    assert!(!err.contains("is invalid"), "{err}");
+}

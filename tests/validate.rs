@@ -55,20 +55,69 @@ fn shipped_example_is_valid_and_prints_details() {
     }
 }
 
+/// The first line `validate` prints: the file it read and that file's identity.
+fn validated(out: &std::process::Output) -> String {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    stdout.lines().next().unwrap_or_default().to_string()
+}
+
+/// What `validate` says of a valid `path` (as named) holding `bytes`, up to its counts.
+fn valid_line(path: &str, bytes: &[u8]) -> String {
+    format!(
+        "{path}: valid (config {}, ",
+        sendtime::config::identity_of(bytes)
+    )
+}
+
 #[test]
 fn config_flag_and_default_path_work_too() {
+    let shipped = std::fs::read(repo().join("webhooks.toml")).unwrap();
+    // Another valid file (a comment makes it another config), so a flag that is ignored for
+    // the default shows.
+    let dir = tempfile::tempdir().unwrap();
+    let other = dir.path().join("other.toml");
+    let other_bytes = [shipped.as_slice(), b"\n# another file\n"].concat();
+    std::fs::write(&other, &other_bytes).unwrap();
+    let other_name = other.to_str().unwrap();
+
+    // No path: ./webhooks.toml.
     let out = sendtime()
         .current_dir(repo())
         .arg("validate")
         .output()
         .unwrap();
-    assert!(out.status.success());
+    let line = validated(&out);
+    assert!(
+        line.starts_with(&valid_line("webhooks.toml", &shipped)),
+        "{line}"
+    );
+    // `--config`, and a path after `validate`: the file named, not the default.
+    for args in [
+        &["--config", other_name, "validate"][..],
+        &["validate", other_name],
+    ] {
+        let out = sendtime().args(args).current_dir(repo()).output().unwrap();
+        let line = validated(&out);
+        assert!(
+            line.starts_with(&valid_line(other_name, &other_bytes)),
+            "{args:?}: {line}"
+        );
+    }
     let out = sendtime()
         .args(["--config", "webhooks.toml", "validate"])
         .current_dir(repo())
         .output()
         .unwrap();
-    assert!(out.status.success());
+    let line = validated(&out);
+    assert!(
+        line.starts_with(&valid_line("webhooks.toml", &shipped)),
+        "{line}"
+    );
     // Two different files named at once is a mistake, not a choice of one.
     let out = sendtime()
         .args(["validate", "webhooks.toml", "--config", "other.toml"])

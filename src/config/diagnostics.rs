@@ -47,7 +47,11 @@ impl Diagnostics {
         d
     }
 
-    /// Record a problem at `(line, column)` (see [`Lines`]).
+    /// Where a problem with the command line's flags is recorded: it has no place in the
+    /// file, and is printed as the command line's.
+    pub const COMMAND_LINE: (usize, usize) = (0, 0);
+
+    /// Record a problem at `(line, column)` (see [`Lines`]), or [`Self::COMMAND_LINE`].
     pub fn push(&mut self, severity: Severity, (line, column): (usize, usize), message: String) {
         self.items.push(Diagnostic {
             severity,
@@ -94,6 +98,9 @@ impl Diagnostics {
                 Severity::Error => "",
                 Severity::Warning => "warning: ",
             };
+            if (d.line, d.column) == Self::COMMAND_LINE {
+                return format!("command line: {level}{}", d.message);
+            }
             format!(
                 "{}:{}:{}: {level}{}",
                 self.path.display(),

@@ -507,30 +507,45 @@ impl Config {
             config.server.admin_listen = listen;
         }
         let server = &config.server;
+        // (Where the problem is, what it is.)
         let mut errors = Vec::new();
+        let flags = overrides.listen.is_some() || overrides.admin_listen.is_some();
         if share_a_port(server.listen, server.admin_listen) {
-            errors.push(format!(
+            let at = if flags {
+                Diagnostics::COMMAND_LINE
+            } else {
+                (1, 1)
+            };
+            errors.push((at, format!(
                 "the admin surface ({}) and the public listener ({}) share a port: `serve` could not listen on both, and the admin surface is never served to HubSpot's side; give `admin_listen` (or --admin-listen) another port",
                 server.admin_listen, server.listen
-            ));
+            )));
         }
         // The file's own addresses are checked where they are read; the flags' only here.
-        errors.extend(overrides.admin_listen.and_then(|addr| {
-            read::exposed_admin("--admin-listen", addr, server.admin_token_env.is_some())
-        }));
-        errors.extend(overrides.listen.and_then(|addr| {
-            config
-                .connectors
-                .iter()
-                .find_map(|c| validation::exposed_unsigned("--listen", addr, c))
-        }));
+        let flag_errors = [
+            overrides.admin_listen.and_then(|addr| {
+                read::exposed_admin("--admin-listen", addr, server.admin_token_env.is_some())
+            }),
+            overrides.listen.and_then(|addr| {
+                config
+                    .connectors
+                    .iter()
+                    .find_map(|c| validation::exposed_unsigned("--listen", addr, c))
+            }),
+        ];
+        errors.extend(
+            flag_errors
+                .into_iter()
+                .flatten()
+                .map(|e| (Diagnostics::COMMAND_LINE, e)),
+        );
         if errors.is_empty() {
             return Ok(loaded);
         }
         // Reported with the file's warnings, as every other problem is.
         let mut all = loaded.warnings;
-        for error in errors {
-            all.push(Severity::Error, (1, 1), error);
+        for (at, error) in errors {
+            all.push(Severity::Error, at, error);
         }
         Err(all)
     }
