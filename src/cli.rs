@@ -10,7 +10,7 @@ use clap::{Parser, Subcommand};
 use crate::config::{Config, EnvCheck, Overrides, Target};
 use crate::import::csv::Columns;
 use crate::model::commands as model;
-use crate::time::parse_flag;
+use crate::time::{parse_flag, parse_plan_flag};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -532,7 +532,7 @@ pub fn main() -> ExitCode {
 fn model(command: Command, path: &std::path::Path, overrides: &Overrides) -> anyhow::Result<()> {
     match command {
         Command::Explain { contact, at } => {
-            let at = at.map(|t| parse_flag("--at", &t)).transpose()?;
+            let at = at.map(|t| parse_plan_flag("--at", &t)).transpose()?;
             model::explain(&load_config_with_data(path, overrides)?, &contact, at)
         }
         Command::Predict { as_of, out } => {
@@ -892,7 +892,7 @@ fn require_data_dir(dir: &std::path::Path, config: &std::path::Path) -> anyhow::
 }
 
 fn tick(path: &std::path::Path, overrides: &Overrides, now: Option<&str>) -> anyhow::Result<()> {
-    let now = now.map(|t| parse_flag("--now", t)).transpose()?;
+    let now = now.map(|t| parse_plan_flag("--now", t)).transpose()?;
     require_config_file(path)?;
     let loaded = Config::load(path, overrides, EnvCheck::RequireTokens)
         .map_err(|d| anyhow::anyhow!("cannot run with config {}:\n{d}", path.display()))?;

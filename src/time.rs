@@ -121,6 +121,18 @@ pub fn parse_flag(flag: &str, text: &str) -> anyhow::Result<i64> {
     })
 }
 
+/// [`parse_flag`] for an instant sendtime plans and sends at (`tick --now`, `explain --at`):
+/// from 2000 to a year from now. A year's typo would send at once every contact pending.
+pub fn parse_plan_flag(flag: &str, text: &str) -> anyhow::Result<i64> {
+    let at = parse_flag(flag, text)?;
+    anyhow::ensure!(
+        (YEAR_2000_MS..now_ms() + 366 * DAY_MS).contains(&at),
+        "{flag} {} is not a time sendtime plans at: give one from 2000 to a year from now",
+        format_minute(at)
+    );
+    Ok(at)
+}
+
 /// `2024-01-07 09:00 UTC`: how plans, reasons and messages show an instant.
 pub fn format_minute(ms: i64) -> String {
     Minute(ms).to_string()

@@ -708,6 +708,15 @@ fn the_admin_surface_guards_its_data_and_its_buttons() {
         assert_eq!(body["error"], "unauthorized");
         assert_eq!(get(path, Some("a-long-random-admin-tokeX")).status(), 401);
     }
+    // A lookup of what names no contact (a word, a record id HubSpot never gives) is refused:
+    // it was answered with a plan, as for a new contact.
+    for q in ["nobody", "0", "-1"] {
+        let r = get(
+            &format!("/contact?q={q}"),
+            Some("a-long-random-admin-token"),
+        );
+        assert_eq!(r.status(), 400, "{q}");
+    }
     let r = get("/status", Some("a-long-random-admin-token"));
     assert_eq!(r.status(), 200);
     assert_eq!(r.headers()["cache-control"], "no-store");

@@ -676,3 +676,49 @@ fn explain_uses_the_fit_the_stored_profiles_hold() {
     assert!(o.status.success(), "{stderr}");
     assert!(!stdout.contains(knobs), "{stdout}");
 }
+
+/// `tick --now` and `explain --at` take a time from 2000 to a year from now: `tick --now 2099`
+/// (a typo of the year) sent at once every contact pending, and `--now 1` ran in 1970.
+#[test]
+fn a_time_to_plan_at_outside_2000_to_next_year_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let env = [
+        ("HUBSPOT_ACCESS_TOKEN", "t"),
+        ("HUBSPOT_CLIENT_SECRET", "s"),
+    ];
+    for args in [
+        &["tick", "--now", "2099-01-01"][..],
+        &["tick", "--now", "1"],
+        &["explain", "5", "--at", "1999-12-31"],
+    ] {
+        let out = common::run(&common::shipped_config(), &data, args, &env);
+        let (_, err) = text(&out);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+        assert!(
+            err.contains("is not a time sendtime plans at"),
+            "{args:?}: {err}"
+        );
+        assert!(!data.exists(), "{args:?} made {}", data.display());
+    }
+}
+
+/// `explain` takes what names a contact, as imports do: 0 and -1 (an export's "no id") are no
+/// HubSpot record ids, and were explained as a new contact.
+#[test]
+fn explain_refuses_what_names_no_contact() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(data.join("events")).unwrap();
+    for contact in ["0", "-1", "nobody"] {
+        let out = sendtime(&data, &["explain", "--", contact]);
+        let (_, err) = text(&out);
+        assert_eq!(out.status.code(), Some(1), "{contact}: {err}");
+        assert!(
+            err.contains("neither an email address nor"),
+            "{contact}: {err}"
+        );
+    }
+    let out = sendtime(&data, &["explain", "5"]);
+    assert!(out.status.success(), "{}", text(&out).1);
+}

@@ -240,7 +240,7 @@ async fn contact(
         )
     })?;
     let contact = query.q.trim();
-    if contact.is_empty() || contact.len() > 320 {
+    if contact.len() > 320 || !crate::datasets::contacts::is_contact_query(contact) {
         return Err(AdminError::BadRequest(
             "q must be an email address or a HubSpot contact id".into(),
         ));

@@ -24,6 +24,12 @@ pub mod col {
     pub const CONTACT_ID: &str = "contact_id";
 }
 
+/// Whether `s` names a contact as a person asks for one (`explain`, the dashboard's lookup):
+/// an email address or a HubSpot record id, which is positive (as imports require).
+pub fn is_contact_query(s: &str) -> bool {
+    s.parse::<i64>().is_ok_and(|id| id > 0) || is_email_address(s)
+}
+
 /// Whether `s` is an email address as sendtime takes one (from a webhook, an execution, a CSV
 /// import): one `@` between a local part of at most 64 and a domain with a dot, at most 254 in
 /// all, nothing but visible characters. Enough to keep out what is no address (`..` once
