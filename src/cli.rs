@@ -598,6 +598,14 @@ fn model(command: Command, path: &std::path::Path, overrides: &Overrides) -> any
                     None => crate::lift::report::default_as_of(&config, crate::time::now_ms()),
                 },
             };
+            if let Some(since) = options.since_ms {
+                anyhow::ensure!(
+                    since < options.as_of_ms,
+                    "--since {} is not before the report's as-of time {}: no send could be counted",
+                    crate::time::format_minute(since),
+                    crate::time::format_minute(options.as_of_ms)
+                );
+            }
             let lift = crate::lift::report::lift(&config.server.data_dir, &options)?;
             // One removed from the config since is reported from its receipts; a name that
             // has neither is a typo.
@@ -774,8 +782,11 @@ fn action_definition(config: &Config, id: Option<&str>) -> anyhow::Result<()> {
             .find(|a| a.id == id)
             .copied()
             .with_context(|| {
+                let webhook = config.webhook(id).map_or(String::new(), |_| {
+                    format!(" ({id:?} is a [[webhook]]: HubSpot posts to it from a \"Send a webhook\" step, with no action definition)")
+                });
                 format!(
-                    "no [[action]] {id:?} in {}; it has: {}",
+                    "no [[action]] {id:?} in {}{webhook}; it has: {}",
                     config.path.display(),
                     actions
                         .iter()
@@ -1056,6 +1067,15 @@ fn validate(path: PathBuf, overrides: &Overrides, online: bool) -> ExitCode {
         );
         return ExitCode::FAILURE;
     }
+    let skipped = checks.iter().filter(|c| c.skipped()).count();
+    println!(
+        "{}: every online check passed{}",
+        path.display(),
+        match skipped {
+            0 => String::new(),
+            n => format!(" ({n} skipped)"),
+        }
+    );
     ExitCode::SUCCESS
 }
 

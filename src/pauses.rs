@@ -212,6 +212,10 @@ impl Unknown {
 
     fn choices(&self) -> String {
         const SHOWN: usize = 20;
+        // Ids are unique ignoring case, so this one is what was meant.
+        if let Some(k) = self.known.iter().find(|k| k.eq_ignore_ascii_case(&self.id)) {
+            return format!("did you mean {k:?}? (ids are matched as written)");
+        }
         let mut list = self.known[..self.known.len().min(SHOWN)].join(", ");
         if self.known.len() > SHOWN {
             list.push_str(&format!(" and {} more", self.known.len() - SHOWN));
@@ -297,6 +301,28 @@ pub fn set(
 mod tests {
     use super::*;
     use crate::config::EnvCheck;
+
+    /// An id given in another case names the one it was meant for (ids are unique ignoring
+    /// case): the list of every id left the operator to spot it.
+    #[test]
+    fn an_id_in_another_case_is_named() {
+        let unknown = |id: &str| Unknown {
+            what: "webhook or action",
+            id: id.into(),
+            config: "webhooks.toml".into(),
+            known: vec!["nurture".into(), "win-back".into()],
+        };
+        assert!(
+            unknown("WIN-BACK")
+                .to_string()
+                .ends_with("did you mean \"win-back\"? (ids are matched as written)")
+        );
+        assert!(
+            unknown("winback")
+                .to_string()
+                .ends_with("it has: nurture, win-back")
+        );
+    }
 
     /// A pause written within the timestamp granularity of the one before (the same
     /// modification time) is seen: the watch compares the file's bytes. It compared the time.

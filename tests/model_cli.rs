@@ -722,3 +722,29 @@ fn explain_refuses_what_names_no_contact() {
     let out = sendtime(&data, &["explain", "5"]);
     assert!(out.status.success(), "{}", text(&out).1);
 }
+
+/// `report lift` with `--since` at or after `--as-of` is refused: it reported nothing to
+/// compare, as if no send had been made.
+#[test]
+fn a_lift_report_since_after_its_as_of_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(data.join("outcomes")).unwrap();
+    let args = [
+        "report",
+        "lift",
+        "--since",
+        "2025-01-01",
+        "--as-of",
+        "2020-01-01",
+    ];
+    let out = sendtime(&data, &args);
+    let (_, err) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("is not before the report's as-of time"),
+        "{err}"
+    );
+    let out = sendtime(&data, &["report", "lift", "--since", "2020-01-01"]);
+    assert!(out.status.success(), "{}", text(&out).1);
+}

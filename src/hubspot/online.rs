@@ -34,6 +34,10 @@ impl Check {
     pub fn failed(&self) -> bool {
         matches!(self.verdict, Verdict::Fail(_))
     }
+
+    pub fn skipped(&self) -> bool {
+        matches!(self.verdict, Verdict::Skip(_))
+    }
 }
 
 impl fmt::Display for Check {

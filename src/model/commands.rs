@@ -107,10 +107,18 @@ pub fn predict(config: &Config, as_of: i64, out: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `p.csv` → `p.classes.csv`; another extension is kept (`p.txt` → `p.txt.classes.csv`), so
+/// `p.txt` and `p.csv` do not write one classes file.
 fn classes_path(out: &Path) -> PathBuf {
-    let stem = out
-        .file_stem()
-        .map_or_else(|| "predict".into(), |s| s.to_string_lossy().into_owned());
+    let csv = out
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("csv"));
+    let stem = if csv {
+        out.file_stem()
+    } else {
+        out.file_name()
+    }
+    .map_or_else(|| "predict".into(), |s| s.to_string_lossy().into_owned());
     out.with_file_name(format!("{stem}.classes.csv"))
 }
 
@@ -214,13 +222,16 @@ pub fn profiles(config: &Config, rebuild: bool, dry_run: bool) -> anyhow::Result
             *n.entry(built.profiles.class(Some(c), day).as_str())
                 .or_insert(0usize) += 1;
         }
-        n.iter()
-            .map(|(k, v)| format!("{v} {k}"))
-            .collect::<Vec<_>>()
-            .join(", ")
+        let listed: Vec<String> = n.iter().map(|(k, v)| format!("{v} {k}")).collect();
+        // None on an empty store: no dangling separator.
+        if listed.is_empty() {
+            String::new()
+        } else {
+            format!("; {}", listed.join(", "))
+        }
     };
     println!(
-        "profiles of {} contacts {} ({} event part{} read) in {:.2} s ({:.2} s building, {:.2} s storing); {classes}",
+        "profiles of {} contacts {} ({} event part{} read) in {:.2} s ({:.2} s building, {:.2} s storing){classes}",
         update.contacts,
         if update.rebuilt { "rebuilt" } else { "updated" },
         update.new_parts,
@@ -230,7 +241,7 @@ pub fn profiles(config: &Config, rebuild: bool, dry_run: bool) -> anyhow::Result
         update.seconds - update.build_seconds,
     );
     if let Some(fit) = built.profiles.fit {
-        println!("model knobs {}", fit.describe());
+        println!("model knobs in use: {}", fit.describe());
     }
     Ok(())
 }
@@ -313,4 +324,18 @@ pub fn generate(
         out.display()
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scores_files_of_other_extensions_get_classes_files_of_their_own() {
+        let of = |p: &str| classes_path(Path::new(p)).display().to_string();
+        assert_eq!(of("out/p.csv"), "out/p.classes.csv");
+        assert_eq!(of("out/p.CSV"), "out/p.classes.csv");
+        assert_eq!(of("out/p.txt"), "out/p.txt.classes.csv");
+        assert_eq!(of("p"), "p.classes.csv");
+    }
 }
