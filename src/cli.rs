@@ -646,6 +646,11 @@ fn model(command: Command, path: &std::path::Path, overrides: &Overrides) -> any
                 overrides.data_dir.as_ref().is_none_or(|d| *d == out),
                 "gen writes into the folder given by --out, not --data: drop --data"
             );
+            // (clap's `requires` takes --respond's default for its presence.)
+            anyhow::ensure!(
+                respond || (!flat && since.is_none() && draw == 0),
+                "--flat, --since and --draw shape the responses to sends: they go with --respond"
+            );
             let end = end.map(|t| parse_flag("--end", &t)).transpose()?;
             // A year of events before it must be dates people read email on.
             const YEAR_2001_MS: i64 = 978_307_200_000;

@@ -437,6 +437,26 @@ fn gen_is_reproducible_and_the_model_learns_its_habits() {
         ],
     );
     assert_eq!(o.status.code(), Some(2), "{}", text(&o).1);
+    // And what shapes responses is not taken without --respond (it was ignored), into a
+    // folder of its own: refused before anything is written.
+    let fresh = dir.path().join("fresh");
+    for flag in [
+        &["--flat"][..],
+        &["--since", "2025-01-01"],
+        &["--draw", "2"],
+    ] {
+        let mut args = vec!["gen", "--contacts", "3", "--events", "30"];
+        args.extend(flag);
+        args.extend(["--out", fresh.to_str().unwrap()]);
+        let o = sendtime(&fresh, &args);
+        assert_eq!(o.status.code(), Some(1), "{flag:?}: {}", text(&o).1);
+        assert!(
+            text(&o).1.contains("they go with --respond"),
+            "{}",
+            text(&o).1
+        );
+        assert!(!fresh.exists(), "{flag:?}");
+    }
 
     // Synthetic contacts have real habits: the model must beat the population clearly.
     let o = sendtime(&a, &["backtest", "--split", "2025-10-01", "--json"]);
