@@ -180,27 +180,26 @@ pub enum Command {
         /// Read events from this CSV instead of the events dataset.
         #[arg(long, value_name = "FILE")]
         events: Option<PathBuf>,
-        /// Contact column of --events.
-        #[arg(long, value_name = "COL", default_value = "user_id")]
-        contact: String,
-        /// Time column of --events.
-        #[arg(long, value_name = "COL", default_value = "opened")]
-        time: String,
+        /// Contact column of --events [default: user_id].
+        #[arg(long, value_name = "COL")]
+        contact: Option<String>,
+        /// Time column of --events [default: opened].
+        #[arg(long, value_name = "COL")]
+        time: Option<String>,
         /// Event kind column of --events (OPEN, CLICK, SENT, ...); the model learns from opens
         /// and clicks only.
         #[arg(long, value_name = "COL", conflicts_with = "kind_default")]
         kind: Option<String>,
-        /// Kind of every row of --events when it has no kind column.
-        #[arg(long, value_name = "KIND", default_value = "OPEN")]
-        kind_default: String,
+        /// Kind of every row of --events when it has no kind column [default: OPEN].
+        #[arg(long, value_name = "KIND")]
+        kind_default: Option<String>,
         /// Tune the model's parameters on a validation split inside the training period first.
         #[arg(long)]
         tune: bool,
         /// With --tune: length of that validation split, in days before --split, cut into 4
-        /// windows of at least 7 days each (so at least 28 days in all).
-        #[arg(long, value_name = "DAYS", default_value_t = 180, requires = "tune",
-            value_parser = clap::value_parser!(i64).range(7..=3650))]
-        validation_days: i64,
+        /// windows of at least 7 days each (so at least 28 days in all) [default: 180].
+        #[arg(long, value_name = "DAYS", value_parser = clap::value_parser!(i64).range(7..=3650))]
+        validation_days: Option<i64>,
         /// The hour (UTC) of the fixed-hour baseline.
         #[arg(long, value_name = "HOUR", default_value_t = 9)]
         fixed_hour: u8,
@@ -553,6 +552,26 @@ fn model(command: Command, path: &std::path::Path, overrides: &Overrides) -> any
             json,
         } => {
             let split_ms = parse_flag("--split", &split)?;
+            // Flags that shape what they go with are not taken alone (clap's `requires` takes a
+            // default for presence): they were ignored.
+            anyhow::ensure!(
+                events.is_some()
+                    || (contact.is_none()
+                        && time.is_none()
+                        && kind.is_none()
+                        && kind_default.is_none()),
+                "--contact, --time, --kind and --kind-default name the columns of --events: they go with it"
+            );
+            anyhow::ensure!(
+                tune || validation_days.is_none(),
+                "--validation-days is the length of --tune's validation split: it goes with --tune"
+            );
+            let (contact, time) = (
+                contact.unwrap_or_else(|| "user_id".into()),
+                time.unwrap_or_else(|| "opened".into()),
+            );
+            let kind_default = kind_default.unwrap_or_else(|| "OPEN".into());
+            let validation_days = validation_days.unwrap_or(180);
             // A file of events needs no data directory, nor a config when there is none (the
             // `[model]` defaults serve).
             let (knobs, events) = match events {
@@ -646,7 +665,7 @@ fn model(command: Command, path: &std::path::Path, overrides: &Overrides) -> any
                 overrides.data_dir.as_ref().is_none_or(|d| *d == out),
                 "gen writes into the folder given by --out, not --data: drop --data"
             );
-            // (clap's `requires` takes --respond's default for its presence.)
+            // (clap's `requires` takes a default for presence.)
             anyhow::ensure!(
                 respond || (!flat && since.is_none() && draw == 0),
                 "--flat, --since and --draw shape the responses to sends: they go with --respond"

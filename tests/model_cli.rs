@@ -768,3 +768,23 @@ fn a_lift_report_since_after_its_as_of_is_refused() {
     let out = sendtime(&data, &["report", "lift", "--since", "2020-01-01"]);
     assert!(out.status.success(), "{}", text(&out).1);
 }
+
+/// `backtest`'s flags that shape --events or --tune are refused without them: they were
+/// ignored (clap's `requires` took the other flag's default for its presence).
+#[test]
+fn backtest_flags_without_what_they_shape_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    for (args, says) in [
+        (&["--contact", "id"][..], "they go with it"),
+        (&["--kind-default", "CLICK"], "they go with it"),
+        (&["--validation-days", "60"], "it goes with --tune"),
+    ] {
+        let mut all = vec!["backtest", "--split", "2025-01-01"];
+        all.extend(args);
+        let out = sendtime(&data, &all);
+        let (_, err) = text(&out);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+        assert!(err.contains(says), "{args:?}: {err}");
+    }
+}
