@@ -27,3 +27,4 @@ pub mod serve;
 pub mod store;
 pub mod throttle;
 pub mod time;
+pub mod write_deadline;

@@ -202,6 +202,9 @@ const RESERVED_FILES: u64 = 512;
 pub const MAX_HEADER_BYTES: usize = 64 * 1024;
 /// A client that has not sent its request headers by then is dropped (slowloris).
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// A client that reads nothing of its answers for this long is dropped (requests pipelined
+/// behind a full send buffer held a connection for ever). HubSpot reads its answers at once.
+const WRITE_STALL_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long shutdown waits for open connections (a request being answered) before closing
 /// them.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -231,14 +234,15 @@ fn connection_cap() -> usize {
 
 /// Serve `app` over HTTP/1.1 until `shutdown` resolves, then stop accepting and let open
 /// connections finish, up to [`SHUTDOWN_GRACE`], then close them. Unlike `axum::serve`,
-/// headers must arrive within [`HEADER_READ_TIMEOUT`]; the body's own deadline is the
-/// receiver's.
+/// headers must arrive within [`HEADER_READ_TIMEOUT`] and answers be read within
+/// [`WRITE_STALL_TIMEOUT`]; the body's own deadline is the receiver's.
 async fn serve_http(
     listener: tokio::net::TcpListener,
     app: axum::Router,
     max_connections: usize,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
+    use crate::write_deadline::WriteDeadline;
     use hyper_util::rt::{TokioIo, TokioTimer};
     use tower::ServiceExt as _;
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
@@ -277,7 +281,10 @@ async fn serve_http(
             .timer(TokioTimer::new())
             .header_read_timeout(HEADER_READ_TIMEOUT)
             .max_buf_size(MAX_HEADER_BYTES)
-            .serve_connection(TokioIo::new(stream), service);
+            .serve_connection(
+                TokioIo::new(WriteDeadline::new(stream, WRITE_STALL_TIMEOUT)),
+                service,
+            );
         let conn = graceful.watch(conn);
         let mut closing = closing.clone();
         tokio::spawn(async move {

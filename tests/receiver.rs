@@ -1407,3 +1407,49 @@ fn serve_names_the_command_line_for_its_flags_and_the_environment_for_a_token() 
     );
     assert!(!err.contains("is invalid"), "{err}");
 }
+
+/// A client that pipelines requests and reads none of the answers is dropped once they have
+/// waited 30 s to be written: it held its connection, and one of the listener's slots, for
+/// ever (hyper's header timeout runs only while it waits for a request).
+#[test]
+fn a_client_that_reads_no_answers_is_dropped() {
+    use std::io::{Read, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path());
+    let stream = std::net::TcpStream::connect(&server.addr).unwrap();
+    // Far more answers than the kernel's buffers on both sides hold.
+    const REQUESTS: usize = 400_000;
+    let mut writer = stream.try_clone().unwrap();
+    std::thread::spawn(move || {
+        let request = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n";
+        let all: Vec<u8> = request
+            .iter()
+            .copied()
+            .cycle()
+            .take(request.len() * REQUESTS)
+            .collect();
+        // Blocks once the server stops reading; fails once it closes.
+        let _ = writer.write_all(&all);
+    });
+    std::thread::sleep(Duration::from_secs(36));
+    let mut reader = stream;
+    reader
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let (mut read, mut buf) = (0usize, vec![0u8; 1 << 16]);
+    let ended = loop {
+        match reader.read(&mut buf) {
+            Ok(0) => break true,
+            Ok(n) => read += n,
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break true,
+            // Still open, and nothing more to read: the answers went on being held.
+            Err(_) => break false,
+        }
+    };
+    let answer = "HTTP/1.1 200 OK".len();
+    assert!(ended, "still open after {read} bytes");
+    assert!(
+        read < REQUESTS * answer,
+        "every answer was written ({read} bytes)"
+    );
+}
