@@ -874,6 +874,67 @@ fn a_workflow_that_ended_before_the_check_is_enrolled_again_as_the_readme_warns(
     }
 }
 
+/// A webhook made an action of the same id while its contacts wait (or the reverse) holds
+/// them, as a removed webhook does, until it is a webhook again: they were sent the action's
+/// way, and failed for want of a callback to complete.
+#[test]
+fn a_webhook_made_an_action_holds_its_contacts_until_it_is_a_webhook_again() {
+    let rt = runtime();
+    let standin = rt.block_on(StandIn::start(Options::default())).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let x = Hook {
+        id: "x",
+        kind: "IMMEDIATE",
+        target: "workflow_id = 7",
+    };
+    let config = write_config(dir.path(), &standin.url(), "", &[&x]);
+    let clock = dir.path().join("clock");
+    let t0 = now_ms();
+    set_clock(&clock, t0 - 60_000);
+    let server = start(&config, &data, Some(&clock), &[]);
+    let emails: Vec<String> = (0..2).map(|i| format!("x-{i}@example.com")).collect();
+    for (i, email) in emails.iter().enumerate() {
+        standin.add_contact(email, 700 + i as u64);
+        post(&server, "x", 700 + i as u64, email);
+    }
+    eventually(Duration::from_secs(30), || {
+        (plans(&data).len() == 2).then_some(())
+    })
+    .expect("planned");
+    let as_action = TestConfig {
+        env: "DISPATCH",
+        tables: "[scheduler]\ncron = \"* * * * * *\"\n[[action]]\nid = \"x\"",
+        connector: &format!("api_base = \"{}\"", standin.url()),
+        ..TestConfig::default()
+    }
+    .write(dir.path());
+    wait_for_config(&server, &as_action);
+    set_clock(&clock, t0 + 3_600_000);
+    eventually(Duration::from_secs(20), || {
+        (common::metric(&server, "sendtime_dispatch_held{webhook=\"x\"}") == 2).then_some(())
+    })
+    .unwrap_or_else(|| panic!("not held; outcomes {:?}", outcomes(&data)));
+    assert!(outcomes(&data).is_empty(), "{:?}", outcomes(&data));
+    assert!(
+        standin
+            .log()
+            .iter()
+            .all(|e| !e.path.starts_with("/automation"))
+    );
+    // A webhook again: each is enrolled once.
+    write_config(dir.path(), &standin.url(), "", &[&x]);
+    wait_for_config(&server, &config);
+    eventually(Duration::from_secs(20), || {
+        let e = enrollments(&standin.log());
+        emails
+            .iter()
+            .all(|m| e.get(&("7".into(), m.clone())) == Some(&1))
+            .then_some(())
+    })
+    .unwrap_or_else(|| panic!("not sent once a webhook again:\n{}", server.logs()));
+}
+
 #[test]
 fn a_removed_webhook_holds_its_contacts_and_a_changed_workflow_applies_to_the_rest() {
     let rt = runtime();

@@ -616,23 +616,30 @@ impl Dispatcher {
         self.enqueue(item);
     }
 
-    /// Contacts of a webhook that is back in the config go back in the queue.
+    /// Contacts of a webhook that is back in the config, as the kind they were received by,
+    /// go back in the queue.
     fn unhold(&mut self, config: &Config) {
         let back: Vec<String> = self
             .held
-            .keys()
-            .filter(|w| config.webhook(w).is_some())
-            .cloned()
+            .iter()
+            .filter(|(w, items)| items.iter().any(|i| routable(config.webhook(w), i)))
+            .map(|(w, _)| w.clone())
             .collect();
         for webhook in back {
             let items = self.held.remove(&webhook).unwrap_or_default();
+            let (go, stay): (Vec<Pending>, Vec<Pending>) = items
+                .into_iter()
+                .partition(|i| routable(config.webhook(&webhook), i));
             tracing::info!(
                 webhook = %webhook,
-                contacts = items.len(),
+                contacts = go.len(),
                 "webhook is back in the config: its held contacts are queued again"
             );
-            self.metrics.held(&webhook).set(0);
-            for item in items {
+            self.metrics.held(&webhook).set(stay.len() as i64);
+            if !stay.is_empty() {
+                self.held.insert(webhook, stay);
+            }
+            for item in go {
                 self.requeue(item);
             }
         }
@@ -665,7 +672,8 @@ impl Dispatcher {
         let mut newly_held: HashMap<String, usize> = HashMap::new();
         let pauses = pauses_now.current();
         for mut item in due {
-            let Some(webhook) = config.webhook(&item.webhook_id) else {
+            let webhook = config.webhook(&item.webhook_id);
+            let Some(webhook) = webhook.filter(|_| routable(webhook, &item)) else {
                 *newly_held.entry(item.webhook_id.to_string()).or_default() += 1;
                 self.held
                     .entry(item.webhook_id.to_string())
@@ -778,7 +786,7 @@ impl Dispatcher {
                 webhook = %webhook,
                 newly_held = n,
                 held = total,
-                "webhook is not in the config: its due contacts are held (not enrolled, not deleted) until it returns"
+                "webhook is not in the config, or is now of the other kind (a webhook made an action or the reverse): its due contacts are held (not sent, not deleted) until it returns as it was"
             );
         }
         if !dry.is_empty() {
@@ -932,6 +940,13 @@ impl Dispatcher {
     pub fn data_dir(&self) -> &Path {
         &self.data_dir
     }
+}
+
+/// Whether `item` can go the way `webhook` (its id's in the config now) sends: a webhook
+/// made an action of the same id since (or the reverse) has no callback to complete for a
+/// webhook's receipt, and would enroll a contact HubSpot holds in the action.
+fn routable(webhook: Option<&crate::config::Webhook>, item: &Pending) -> bool {
+    webhook.is_some_and(|w| (w.target == Target::Callback) == item.callback_id.is_some())
 }
 
 /// When a due contact may go, if `now` is in its quiet hours: one that came due while
