@@ -269,6 +269,17 @@ fn reload(
                 &mut new.admin_token_env,
                 &old.admin_token_env,
             );
+            // A dry run consumes what comes due (an action's contacts excepted): said, since
+            // turning it on looks like a way to stop sending, and a pause is that.
+            for c in &loaded.config.connectors {
+                if c.dry_run && current.connector(&c.id).is_some_and(|o| !o.dry_run) {
+                    tracing::warn!(
+                        connector = %c.id,
+                        "dry_run turned on: its webhooks' contacts that come due are recorded as dry runs, and not sent when it is turned off; to hold them instead, `sendtime pause {} --connector`",
+                        c.id
+                    );
+                }
+            }
             tracing::info!(
                 config = %loaded.config.identity,
                 previous = %current.identity,
