@@ -270,7 +270,8 @@ fn reloads_when_a_configmap_swaps_its_data_link() {
 }
 
 /// A config that is a symlink to a file elsewhere (a checkout, say) reloads when that file
-/// is edited or replaced where it lives. Only the link's folder was watched.
+/// is edited or replaced where it lives, and when the link is pointed at another. Only the
+/// link's folder was watched, then only the first target's.
 #[test]
 fn reloads_when_the_file_a_symlink_points_to_changes() {
     let dir = tempfile::tempdir().unwrap();
@@ -285,6 +286,16 @@ fn reloads_when_the_file_a_symlink_points_to_changes() {
     wait_for_webhooks(&server, &["first", "second"]);
     replace_atomically(&b.join("webhooks.toml"), &with_webhook("third"));
     wait_for_webhooks(&server, &["first", "third"]);
+    // The link pointed at another file in another folder (`ln -sfn`): that file is the one
+    // watched from then on. Only the first target's folder was.
+    let c = dir.path().join("c");
+    std::fs::create_dir_all(&c).unwrap();
+    std::fs::write(c.join("prod.toml"), with_webhook("fourth")).unwrap();
+    std::os::unix::fs::symlink("../c/prod.toml", a.join("next")).unwrap();
+    std::fs::rename(a.join("next"), a.join("webhooks.toml")).unwrap();
+    wait_for_webhooks(&server, &["first", "fourth"]);
+    std::fs::write(c.join("prod.toml"), with_webhook("fifth")).unwrap();
+    wait_for_webhooks(&server, &["first", "fifth"]);
 }
 
 /// A file written in place with a pause mid-file is loaded once the writer closes it, not

@@ -87,7 +87,7 @@ impl Change {
 
 /// Keeps the directory watch alive; dropping it stops watching.
 pub struct Watcher {
-    _inner: RecommendedWatcher,
+    /// Owns the file watch, which ends with it.
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -114,15 +114,12 @@ impl Watcher {
         // Only the config file itself (or, when it is a symlink, the file it points to), or a
         // ConfigMap's `..data` link swap, counts: other files in the folder (a log written
         // there, an editor's swap file) must not trigger reloads.
-        let target = std::fs::canonicalize(&path).ok();
-        let names: Vec<std::ffi::OsString> = [Some(path.as_path()), target.as_deref()]
-            .into_iter()
-            .flatten()
-            .filter_map(|p| p.file_name().map(|n| n.to_os_string()))
-            .collect();
+        let followed = Arc::new(std::sync::Mutex::new(Followed::of(&path)));
+        let names = followed.clone();
         let ours = move |p: &PathBuf| {
             p.file_name().is_some_and(|n| {
-                names.iter().any(|name| name == n) || n.to_string_lossy().starts_with("..data")
+                names.lock().unwrap().names.iter().any(|name| name == n)
+                    || n.to_string_lossy().starts_with("..data")
             })
         };
         let mut inner = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
@@ -133,20 +130,9 @@ impl Watcher {
                 let _ = tx.send(change);
             }
         })?;
-        let watch = |inner: &mut RecommendedWatcher, dir: &Path| {
-            inner.watch(dir, RecursiveMode::NonRecursive).map_err(|e| {
-                anyhow::anyhow!("cannot watch {} for config changes: {e}", dir.display())
-            })
-        };
         watch(&mut inner, &dir)?;
-        // A symlinked file (into a checkout elsewhere, say) is edited where it lives: that
-        // folder is watched too.
-        if let Some(target_dir) = target.as_deref().and_then(Path::parent)
-            && std::fs::canonicalize(&dir).ok().as_deref() != Some(target_dir)
-            && let Err(e) = watch(&mut inner, target_dir)
-        {
-            tracing::warn!("{e:#}: edits there are not seen until a SIGHUP");
-        }
+        let mut target_dir = None;
+        follow(&mut inner, &dir, &followed.lock().unwrap(), &mut target_dir);
 
         let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
         let task = tokio::spawn(async move {
@@ -191,12 +177,71 @@ impl Watcher {
                 });
                 metrics.config_reload(outcome.label()).inc();
                 metrics.config_rejected.set(i64::from(outcome.rejected()));
+                // A symlink pointed elsewhere since: the file it now names is the one edited.
+                let now = Followed::of(&path);
+                let mut was = followed.lock().unwrap();
+                if now.target != was.target {
+                    *was = now;
+                    follow(&mut inner, &dir, &was, &mut target_dir);
+                }
             }
         });
-        Ok(Self {
-            _inner: inner,
-            task,
-        })
+        Ok(Self { task })
+    }
+}
+
+/// The file a config path names: the path itself or, when it is a symlink, the file it
+/// points to, whose folder is watched too.
+struct Followed {
+    target: Option<PathBuf>,
+    /// The file names whose events count.
+    names: Vec<std::ffi::OsString>,
+}
+
+impl Followed {
+    fn of(path: &Path) -> Followed {
+        let target = std::fs::canonicalize(path).ok();
+        let names = [Some(path), target.as_deref()]
+            .into_iter()
+            .flatten()
+            .filter_map(|p| p.file_name().map(|n| n.to_os_string()))
+            .collect();
+        Followed { target, names }
+    }
+}
+
+fn watch(inner: &mut RecommendedWatcher, dir: &Path) -> anyhow::Result<()> {
+    inner
+        .watch(dir, RecursiveMode::NonRecursive)
+        .map_err(|e| anyhow::anyhow!("cannot watch {} for config changes: {e}", dir.display()))
+}
+
+/// Watch the folder of the file `followed` names when it is not `dir` (a symlinked file, into
+/// a checkout elsewhere, say, is edited where it lives), instead of `watching`'s.
+fn follow(
+    inner: &mut RecommendedWatcher,
+    dir: &Path,
+    followed: &Followed,
+    watching: &mut Option<PathBuf>,
+) {
+    let own = std::fs::canonicalize(dir).ok();
+    let want = followed
+        .target
+        .as_deref()
+        .and_then(Path::parent)
+        .filter(|t| own.as_deref() != Some(*t))
+        .map(Path::to_path_buf);
+    if *watching == want {
+        return;
+    }
+    if let Some(old) = watching.take() {
+        let _ = inner.unwatch(&old);
+    }
+    if let Some(new) = want {
+        match watch(inner, &new) {
+            Ok(()) => *watching = Some(new),
+            Err(e) => tracing::warn!("{e:#}: edits there are not seen until a SIGHUP"),
+        }
     }
 }
 
