@@ -125,7 +125,9 @@ impl Watcher {
         let mut inner = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
             if let Ok(event) = res
                 && let Some(change) = Change::of(&event.kind)
-                && event.paths.iter().any(&ours)
+                // Events were lost (the kernel's queue overflowed): one of them may have been
+                // the config's, and this one names no file.
+                && (event.need_rescan() || event.paths.iter().any(&ours))
             {
                 let _ = tx.send(change);
             }
