@@ -675,6 +675,14 @@ async fn refused_calls_count_and_oauth_answers_carry_no_daily_headers() {
     assert!(rate.max.is_some() && rate.daily.is_none(), "{rate:?}");
 }
 
+/// A stand-in's options with [`oauth_app`] installed.
+fn oauth_options() -> Options {
+    Options {
+        oauth: Some(oauth_app()),
+        ..Options::default()
+    }
+}
+
 /// An OAuth client of `s` (its app from [`oauth_app`]).
 fn oauth_client(s: &StandIn) -> Client {
     use sendtime::hubspot::auth::Auth;
@@ -743,11 +751,7 @@ async fn a_token_endpoint_down_at_the_early_refresh_leaves_the_token_in_use() {
 /// is not refreshed for it (it was, once per call, for as long as the edge answered so).
 #[tokio::test]
 async fn an_edge_401_page_does_not_refresh_the_token() {
-    let s = standin(Options {
-        oauth: Some(oauth_app()),
-        ..Options::default()
-    })
-    .await;
+    let s = standin(oauth_options()).await;
     let oauth = oauth_client(&s);
     s.inject(Injection::next(Fault::Html(401)).times(3).on("/automation"));
     for _ in 0..3 {
@@ -767,11 +771,7 @@ async fn an_edge_401_page_does_not_refresh_the_token() {
 /// for an operator.
 #[tokio::test]
 async fn a_token_endpoint_404_is_not_a_refused_refresh_token() {
-    let s = standin(Options {
-        oauth: Some(oauth_app()),
-        ..Options::default()
-    })
-    .await;
+    let s = standin(oauth_options()).await;
     let path = sendtime::hubspot::auth::TOKEN_PATH;
     for (status, refused) in [(404, false), (408, false), (400, true)] {
         s.inject(
@@ -859,11 +859,7 @@ async fn a_completion_without_typed_outputs_is_refused() {
 #[tokio::test]
 async fn the_retry_after_a_refused_token_is_paced_like_any_call() {
     use sendtime::hubspot::auth::Auth;
-    let s = standin(Options {
-        oauth: Some(oauth_app()),
-        ..Options::default()
-    })
-    .await;
+    let s = standin(oauth_options()).await;
     // Paced at one call a second or so.
     let oauth = Client::with_auth(
         &s.url(),
