@@ -523,6 +523,20 @@ fn unsigned_posts_only_where_allowed_and_always_warned() {
         ]
         .map(|(w, s)| (w.to_string(), s.to_string()))
     );
+    // A replay is a signed post sent again: an unsigned body is not kept to recognise one
+    // (strangers' bodies were remembered for three days).
+    let mut hashed: Vec<(String, bool)> = strings(&rows, "signature")
+        .into_iter()
+        .zip(strings(&rows, "body_hash").iter().map(|h| !h.is_empty()))
+        .collect();
+    hashed.sort();
+    assert_eq!(
+        hashed,
+        [
+            ("unsigned (dry run)".to_string(), false),
+            ("v1".to_string(), true)
+        ]
+    );
 }
 
 #[test]

@@ -525,7 +525,9 @@ async fn accept_contact(state: &AppState, post: Authenticated) -> Result<Stored,
         signature: stored_signature(signature, &connector, false),
         config: config.identity.clone(),
         callback_id: None,
-        body_hash: Some(body.hash()),
+        // A replay is a signed post sent again: an unsigned one is anyone's to send anyway,
+        // and strangers' bodies are not remembered for days.
+        body_hash: signature.is_some().then(|| body.hash()),
         time_zone: contact.time_zone,
         hold_ends_ms: None,
     };
