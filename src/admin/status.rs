@@ -121,7 +121,7 @@ fn connectors(
             let link = board.link(&c.id);
             // The account's, whichever client called: the scheduled import's calls count too,
             // before the dispatcher has made any.
-            let limiter = Limiter::existing(&c.id, c.requests_per_10s);
+            let limiter = Limiter::existing(&c.id);
             let rate = Limiter::last_rate_of(&c.id);
             let paused = crate::dispatch::connector::paused(pauses, link.as_deref(), &c.id, now);
             ConnectorStatus {

@@ -5,9 +5,11 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, LazyLock, Mutex, Weak};
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use tokio::time::Instant;
 
@@ -17,7 +19,11 @@ use super::policy::{MAX_HEADER_WAIT, TEN_SECONDS};
 /// Paces one connector's calls under its 10-second limit, and under what HubSpot's headers
 /// say is left (other tools may share the account's limit).
 pub struct Limiter {
-    gcra: DefaultDirectRateLimiter,
+    /// Swapped whole when the connector's limit changes: the clients holding this limiter
+    /// (a scheduled import under way) pace on the new one too.
+    gcra: ArcSwap<DefaultDirectRateLimiter>,
+    /// The limit per 10 s `gcra` paces under.
+    per_10s: AtomicU32,
     pace: Mutex<Pace>,
     /// The account it paces ([`Limiter::for_account`]), whose headers it keeps for `/status`.
     account: Option<String>,
@@ -62,16 +68,13 @@ impl Pace {
 
 /// The limiters in use in this process, by account: see [`Limiter::for_account`]. Keyed by
 /// the config's connectors, never by outsiders' data; entries nobody holds are dropped.
-static ACCOUNTS: LazyLock<Mutex<HashMap<Account, Weak<Limiter>>>> = LazyLock::new(Default::default);
+static ACCOUNTS: LazyLock<Mutex<HashMap<String, Weak<Limiter>>>> = LazyLock::new(Default::default);
 
 /// Each account's latest rate-limit headers, whichever client of it got them (the dashboard's
 /// daily use counts the scheduled imports' calls too), and when (epoch ms), kept when its
 /// clients are gone. Keyed by the config's connector ids.
 static LAST_RATES: LazyLock<Mutex<HashMap<String, (RateLimit, i64)>>> =
     LazyLock::new(Default::default);
-
-/// A connector's id and its limit per 10 s.
-type Account = (String, u32);
 
 impl fmt::Debug for Limiter {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -88,41 +91,53 @@ impl Limiter {
     /// the two varies by a few milliseconds. For 190 per 10 s that is 18.6 calls per second,
     /// 97.9 % of the limit, and never more than 187 in a window.
     pub fn new(requests_per_10s: u32) -> Limiter {
-        let period = TEN_SECONDS / Self::paced_per_10s(requests_per_10s);
-        let quota = Quota::with_period(period)
-            .expect("period is positive")
-            .allow_burst(NonZeroU32::new(1).expect("1 > 0"));
         Limiter {
-            gcra: RateLimiter::direct(quota),
+            gcra: ArcSwap::from_pointee(Self::gcra(requests_per_10s)),
+            per_10s: AtomicU32::new(requests_per_10s),
             pace: Mutex::new(Pace::default()),
             account: None,
         }
     }
 
+    fn gcra(requests_per_10s: u32) -> DefaultDirectRateLimiter {
+        let period = TEN_SECONDS / Self::paced_per_10s(requests_per_10s);
+        let quota = Quota::with_period(period)
+            .expect("period is positive")
+            .allow_burst(NonZeroU32::new(1).expect("1 > 0"));
+        RateLimiter::direct(quota)
+    }
+
+    /// Pace under `requests_per_10s` from now on (the connector's limit changed).
+    fn set_rate(&self, requests_per_10s: u32) {
+        if self.per_10s.swap(requests_per_10s, Ordering::Relaxed) != requests_per_10s {
+            self.gcra.store(Arc::new(Self::gcra(requests_per_10s)));
+        }
+    }
+
     /// The limiter every client of the account `account` (a connector's id) in this process
     /// paces on: HubSpot counts the dispatcher's calls and the scheduled import's against one
-    /// limit, and holds them all after a 429.
+    /// limit, and holds them all after a 429. A changed limit is the shared limiter's from
+    /// then on (a limiter per limit let an import under way pace apart at the old one).
     pub fn for_account(account: &str, requests_per_10s: u32) -> Arc<Limiter> {
         let mut accounts = ACCOUNTS.lock().unwrap();
         accounts.retain(|_, l| l.strong_count() > 0);
-        let key = (account.to_string(), requests_per_10s);
-        if let Some(limiter) = accounts.get(&key).and_then(Weak::upgrade) {
+        if let Some(limiter) = accounts.get(account).and_then(Weak::upgrade) {
+            limiter.set_rate(requests_per_10s);
             return limiter;
         }
         let limiter = Arc::new(Limiter {
             account: Some(account.to_string()),
             ..Limiter::new(requests_per_10s)
         });
-        accounts.insert(key, Arc::downgrade(&limiter));
+        accounts.insert(account.to_string(), Arc::downgrade(&limiter));
         limiter
     }
 
     /// The limiter of account `account` if a client of it is alive in this process (the
     /// dashboard looks, and makes none).
-    pub fn existing(account: &str, requests_per_10s: u32) -> Option<Arc<Limiter>> {
+    pub fn existing(account: &str) -> Option<Arc<Limiter>> {
         let accounts = ACCOUNTS.lock().unwrap();
-        let key = (account.to_string(), requests_per_10s);
-        accounts.get(&key).and_then(Weak::upgrade)
+        accounts.get(account).and_then(Weak::upgrade)
     }
 
     /// The rate-limit headers of the most recent response that had them.
@@ -159,7 +174,7 @@ impl Limiter {
                 tokio::time::sleep_until(t).await;
                 continue;
             }
-            self.gcra.until_ready().await;
+            self.gcra.load_full().until_ready().await;
             let now = Instant::now();
             let mut pace = self.pace.lock().unwrap();
             // A 429 (or HubSpot's headers) may have held the connector while this call
@@ -269,7 +284,12 @@ mod tests {
         let a = Limiter::for_account("limiter-test", 100);
         let b = Limiter::for_account("limiter-test", 100);
         assert!(Arc::ptr_eq(&a, &b));
-        assert!(!Arc::ptr_eq(&a, &Limiter::for_account("limiter-test", 190)));
+        // Its limit changed: still the one limiter, pacing at the new limit.
+        let paced = a.gcra.load_full();
+        let c = Limiter::for_account("limiter-test", 190);
+        assert!(Arc::ptr_eq(&a, &c));
+        assert_eq!(a.per_10s.load(Ordering::Relaxed), 190);
+        assert!(!Arc::ptr_eq(&paced, &a.gcra.load_full()));
         assert!(!Arc::ptr_eq(&a, &Limiter::for_account("other", 100)));
     }
 
