@@ -296,6 +296,16 @@ fn reloads_when_the_file_a_symlink_points_to_changes() {
     wait_for_webhooks(&server, &["first", "fourth"]);
     std::fs::write(c.join("prod.toml"), with_webhook("fifth")).unwrap();
     wait_for_webhooks(&server, &["first", "fifth"]);
+    // Deleted, then written again: the folder is still watched (the missing file's reload
+    // unwatched it, and nothing after was seen).
+    let rejected = reloads(&server).rejected;
+    std::fs::remove_file(c.join("prod.toml")).unwrap();
+    eventually(Duration::from_secs(10), || {
+        (reloads(&server).rejected > rejected).then_some(())
+    })
+    .expect("the missing file's reload");
+    std::fs::write(c.join("prod.toml"), with_webhook("sixth")).unwrap();
+    wait_for_webhooks(&server, &["first", "sixth"]);
 }
 
 /// A file written in place with a pause mid-file is loaded once the writer closes it, not

@@ -114,11 +114,12 @@ impl Watcher {
         // Only the config file itself (or, when it is a symlink, the file it points to), or a
         // ConfigMap's `..data` link swap, counts: other files in the folder (a log written
         // there, an editor's swap file) must not trigger reloads.
-        let followed = Arc::new(std::sync::Mutex::new(Followed::of(&path)));
+        // Read without a lock by the watch's thread, which `watch` and `unwatch` wait on.
+        let followed = Arc::new(ArcSwap::from_pointee(Followed::of(&path)));
         let names = followed.clone();
         let ours = move |p: &PathBuf| {
             p.file_name().is_some_and(|n| {
-                names.lock().unwrap().names.iter().any(|name| name == n)
+                names.load().names.iter().any(|name| name == n)
                     || n.to_string_lossy().starts_with("..data")
             })
         };
@@ -134,7 +135,7 @@ impl Watcher {
         })?;
         watch(&mut inner, &dir)?;
         let mut target_dir = None;
-        follow(&mut inner, &dir, &followed.lock().unwrap(), &mut target_dir);
+        follow(&mut inner, &dir, &followed.load(), &mut target_dir);
 
         let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
         let task = tokio::spawn(async move {
@@ -180,11 +181,11 @@ impl Watcher {
                 metrics.config_reload(outcome.label()).inc();
                 metrics.config_rejected.set(i64::from(outcome.rejected()));
                 // A symlink pointed elsewhere since: the file it now names is the one edited.
+                // (One missing for now, deleted to be written again, keeps the one followed.)
                 let now = Followed::of(&path);
-                let mut was = followed.lock().unwrap();
-                if now.target != was.target {
-                    *was = now;
-                    follow(&mut inner, &dir, &was, &mut target_dir);
+                if now.target.is_some() && now.target != followed.load().target {
+                    follow(&mut inner, &dir, &now, &mut target_dir);
+                    followed.store(Arc::new(now));
                 }
             }
         });
