@@ -1092,12 +1092,14 @@ fn validate(path: PathBuf, overrides: &Overrides, online: bool) -> ExitCode {
         return ExitCode::FAILURE;
     }
     let skipped = checks.iter().filter(|c| c.skipped()).count();
+    let passed = checks.len() - skipped;
     println!(
-        "{}: every online check passed{}",
+        "{}: {passed} online check{} passed{}",
         path.display(),
+        if passed == 1 { "" } else { "s" },
         match skipped {
             0 => String::new(),
-            n => format!(" ({n} skipped)"),
+            n => format!(", {n} skipped"),
         }
     );
     ExitCode::SUCCESS

@@ -747,6 +747,42 @@ async fn a_token_endpoint_down_at_the_early_refresh_leaves_the_token_in_use() {
     assert_eq!(used_after, 6, "a call went with a token about to expire");
 }
 
+/// A token endpoint slow to answer the early refresh holds only the call refreshing: the
+/// others take the token in hand while it may be kept. Every call waited on the refresh.
+#[tokio::test]
+async fn a_slow_early_refresh_holds_only_the_call_making_it() {
+    // 60 s: refreshed from 50 s, kept to 55 s.
+    let s = standin(Options {
+        oauth: Some(sendtime::hubspot::standin::OAuthApp {
+            lifetime: Duration::from_secs(60),
+            ..oauth_app()
+        }),
+        ..Options::default()
+    })
+    .await;
+    let oauth = std::sync::Arc::new(oauth_client(&s));
+    oauth.enrollments(1).await.unwrap();
+    s.inject(
+        Injection::next(Fault::Slow(Duration::from_secs(8)))
+            .on(sendtime::hubspot::auth::TOKEN_PATH),
+    );
+    tokio::time::sleep(Duration::from_millis(50_500)).await;
+    let refreshing = {
+        let oauth = oauth.clone();
+        tokio::spawn(async move { oauth.enrollments(1).await })
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let started = std::time::Instant::now();
+    oauth.enrollments(1).await.unwrap();
+    let waited = started.elapsed();
+    assert!(
+        waited < Duration::from_secs(4),
+        "waited {waited:?} on the refresh"
+    );
+    refreshing.await.unwrap().unwrap();
+    assert_eq!(token_requests(&s), 2);
+}
+
 /// An edge's HTML 401 is no word on the token: the call is retried as an outage and the token
 /// is not refreshed for it (it was, once per call, for as long as the edge answered so).
 #[tokio::test]

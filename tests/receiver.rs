@@ -1434,6 +1434,7 @@ fn a_client_that_reads_no_answers_is_dropped() {
     // Far more answers than the kernel's buffers on both sides hold.
     const REQUESTS: usize = 400_000;
     let mut writer = stream.try_clone().unwrap();
+    let (wrote, written) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let request = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n";
         let all: Vec<u8> = request
@@ -1443,9 +1444,13 @@ fn a_client_that_reads_no_answers_is_dropped() {
             .take(request.len() * REQUESTS)
             .collect();
         // Blocks once the server stops reading; fails once it closes.
-        let _ = writer.write_all(&all);
+        let _ = wrote.send(writer.write_all(&all).is_err());
     });
-    std::thread::sleep(Duration::from_secs(36));
+    // The server closes the connection 30 s into the stall, and the write fails.
+    let failed = written
+        .recv_timeout(Duration::from_secs(120))
+        .expect("the requests still blocked after 120 s: the connection is held");
+    assert!(failed, "all the requests were taken");
     let mut reader = stream;
     reader
         .set_read_timeout(Some(Duration::from_secs(10)))

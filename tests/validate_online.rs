@@ -67,7 +67,7 @@ fn a_correct_account_passes_and_each_misconfiguration_is_named() {
         "ok   main webhook big-list list 987: exists",
         "ok   main action send-time: registered for app",
         "ok   main email events: readable",
-        "every online check passed",
+        "5 online checks passed",
     ] {
         assert!(text.contains(line), "{line}\n{text}");
     }

@@ -13,7 +13,7 @@ pub enum Severity {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Diagnostic {
     pub severity: Severity,
-    /// 1-based line.
+    /// 1-based line (0, with column 0: the command line's, [`Diagnostics::COMMAND_LINE`]).
     pub line: usize,
     /// 1-based column, counted in characters.
     pub column: usize,

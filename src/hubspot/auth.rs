@@ -47,6 +47,9 @@ pub struct OAuth {
     current: tokio::sync::Mutex<Refreshed>,
     /// Refreshes finished so far: a call that waited while one was tried takes its outcome.
     attempts: AtomicU64,
+    /// The latest token and until when it may be kept, readable while a refresh holds
+    /// `current`: a token endpoint slow to answer does not hold calls a token in hand serves.
+    in_hand: Mutex<Option<(Arc<str>, Instant)>>,
 }
 
 /// The latest refresh's outcome.
@@ -67,12 +70,17 @@ struct Access {
 }
 
 impl Access {
-    /// After a refresh that failed for want of an answer: the token in hand while it has half
-    /// its margin of life left (the calls in flight must arrive before it expires), and the
-    /// next refresh soon, so an early refresh does not bring a token endpoint's outage
-    /// forward.
+    /// Until when it is used without a refresh of its own: while it has half its margin of
+    /// life left (the calls in flight must arrive before it expires).
+    fn keep_until(&self) -> Instant {
+        self.expires_at - self.margin / 2
+    }
+
+    /// After a refresh that failed for want of an answer: the token in hand while it may be
+    /// kept, and the next refresh soon, so an early refresh does not bring a token endpoint's
+    /// outage forward.
     fn still_good(&mut self, now: Instant) -> Option<Arc<str>> {
-        let keep_until = self.expires_at - self.margin / 2;
+        let keep_until = self.keep_until();
         if now >= keep_until {
             return None;
         }
@@ -122,6 +130,7 @@ impl Auth {
             refresh_token: Mutex::new(refresh_token.to_string()),
             current: tokio::sync::Mutex::new(Refreshed::default()),
             attempts: AtomicU64::new(0),
+            in_hand: Mutex::new(None),
         }))
     }
 
@@ -233,7 +242,19 @@ impl Auth {
             Auth::OAuth(oauth) => oauth,
         };
         let tried = oauth.attempts.load(Ordering::Acquire);
-        let mut current = oauth.current.lock().await;
+        let mut current = match oauth.current.try_lock() {
+            Ok(current) => current,
+            // A refresh under way: the token in hand, while it may be kept.
+            Err(_) => {
+                let in_hand = oauth.in_hand.lock().unwrap().clone();
+                match in_hand {
+                    Some((token, until)) if refused.is_none() && Instant::now() < until => {
+                        return Ok(token);
+                    }
+                    _ => oauth.current.lock().await,
+                }
+            }
+        };
         if let Some(access) = &current.access
             && access.refresh_at > Instant::now()
             && refused != Some(&*access.token)
@@ -253,6 +274,7 @@ impl Auth {
         match refreshed {
             Ok(access) => {
                 let token = access.token.clone();
+                *oauth.in_hand.lock().unwrap() = Some((token.clone(), access.keep_until()));
                 *current = Refreshed {
                     access: Some(access),
                     failed: None,

@@ -291,7 +291,7 @@ impl Import {
                 // An empty window would mark the history before it complete, unread.
                 if start >= end {
                     bail!(
-                        "nothing to import: the window starts at {} and ends at {}; give a --since before --until",
+                        "nothing to import: the window starts at {} and ends at {} (with --since and --until, give a --since before --until)",
                         format_rfc3339(start),
                         format_rfc3339(end)
                     );

@@ -960,8 +960,6 @@ mod tests {
         &lift.metrics[0]
     }
 
-    /// Contact 1 is held out at T, then sent (optimized) at T+2h; it opens at T+5h: that
-    /// open is the later send's, not the held-out one's, whose window ends at T+2h.
     /// Receipts held out and none sent (a dry run) are not "nothing held out": the hint
     /// asked for a `holdout` that was set.
     #[test]
@@ -994,6 +992,8 @@ mod tests {
         );
     }
 
+    /// Contact 1 is held out at T, then sent (optimized) at T+2h; it opens at T+5h: that
+    /// open is the later send's, not the held-out one's, whose window ends at T+2h.
     #[test]
     fn a_window_ends_at_the_contacts_next_send() {
         let dir = world(&THREE, &[(1, T + 5 * HOUR_MS), (2, T - 10 * DAY_MS)]);
