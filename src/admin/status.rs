@@ -30,7 +30,7 @@ struct ConnectorStatus {
     /// From HubSpot's latest daily headers (OAuth apps get none).
     daily_limit: Option<u32>,
     daily_remaining: Option<u32>,
-    /// When those headers came (system clock ms): HubSpot's count starts again at the
+    /// When those headers came (clock ms, as `now_ms`): HubSpot's count starts again at the
     /// account's midnight, which the next call's headers show.
     daily_as_of_ms: Option<i64>,
     last_error: Option<super::board::LastError>,
@@ -140,7 +140,8 @@ fn connectors(
                 }),
                 daily_limit: rate.and_then(|(r, _)| r.daily),
                 daily_remaining: rate.and_then(|(r, _)| r.daily_remaining),
-                daily_as_of_ms: rate.map(|(_, at)| at),
+                // On the clock of `now` (the demo's runs fast): as long ago as they came.
+                daily_as_of_ms: rate.map(|(_, at)| now - (crate::time::now_ms() - at).max(0)),
                 last_error: board.last_error(&c.id),
                 last_import: imports.get(&c.id).cloned(),
             }
