@@ -255,19 +255,19 @@ pub enum Command {
         #[arg(long)]
         respond: bool,
         /// With --respond: the chance of an open does not depend on when the mail arrives.
-        #[arg(long, requires = "respond")]
+        #[arg(long)]
         flat: bool,
         /// Contacts have no habits of their own: every open's hour is drawn from the whole
         /// population's (a data set where personal history predicts nothing).
         #[arg(long, conflicts_with = "respond")]
         no_habits: bool,
         /// With --respond: only sends at or after this time.
-        #[arg(long, value_name = "TIME", requires = "respond")]
+        #[arg(long, value_name = "TIME")]
         since: Option<String>,
         /// With --respond: which independent draw of the responses (the same number gives the
-        /// same responses to the same sends).
-        #[arg(long, value_name = "N", default_value_t = 0, requires = "respond")]
-        draw: u64,
+        /// same responses to the same sends) [default: 0].
+        #[arg(long, value_name = "N")]
+        draw: Option<u64>,
     },
     /// Reports on what sendtime did.
     Report {
@@ -667,7 +667,7 @@ fn model(command: Command, path: &std::path::Path, overrides: &Overrides) -> any
             );
             // (clap's `requires` takes a default for presence.)
             anyhow::ensure!(
-                respond || (!flat && since.is_none() && draw == 0),
+                respond || (!flat && since.is_none() && draw.is_none()),
                 "--flat, --since and --draw shape the responses to sends: they go with --respond"
             );
             let end = end.map(|t| parse_flag("--end", &t)).transpose()?;
@@ -693,6 +693,7 @@ fn model(command: Command, path: &std::path::Path, overrides: &Overrides) -> any
                 } else {
                     crate::model::synth::Response::Habit
                 };
+                let draw = draw.unwrap_or(0);
                 return model::respond(contacts, seed, end, &out, since, response, draw);
             }
             crate::store::create_data_dir(&out)?;

@@ -443,7 +443,7 @@ fn gen_is_reproducible_and_the_model_learns_its_habits() {
     for flag in [
         &["--flat"][..],
         &["--since", "2025-01-01"],
-        &["--draw", "2"],
+        &["--draw", "0"],
     ] {
         let mut args = vec!["gen", "--contacts", "3", "--events", "30"];
         args.extend(flag);
