@@ -675,10 +675,13 @@ async fn refused_calls_count_and_oauth_answers_carry_no_daily_headers() {
     assert!(rate.max.is_some() && rate.daily.is_none(), "{rate:?}");
 }
 
-/// A stand-in's options with [`oauth_app`] installed.
-fn oauth_options() -> Options {
+/// A stand-in's options with [`oauth_app`] installed, its access tokens living `lifetime`.
+fn oauth_options(lifetime: Duration) -> Options {
     Options {
-        oauth: Some(oauth_app()),
+        oauth: Some(sendtime::hubspot::standin::OAuthApp {
+            lifetime,
+            ..oauth_app()
+        }),
         ..Options::default()
     }
 }
@@ -707,14 +710,7 @@ fn token_requests(s: &StandIn) -> usize {
 #[tokio::test]
 async fn a_token_endpoint_down_at_the_early_refresh_leaves_the_token_in_use() {
     // 30 s: refreshed from 25 s, kept to 27.5 s.
-    let s = standin(Options {
-        oauth: Some(sendtime::hubspot::standin::OAuthApp {
-            lifetime: Duration::from_secs(30),
-            ..oauth_app()
-        }),
-        ..Options::default()
-    })
-    .await;
+    let s = standin(oauth_options(Duration::from_secs(30))).await;
     let oauth = oauth_client(&s);
     oauth.enrollments(1).await.unwrap();
     assert_eq!(token_requests(&s), 1);
@@ -752,14 +748,7 @@ async fn a_token_endpoint_down_at_the_early_refresh_leaves_the_token_in_use() {
 #[tokio::test]
 async fn a_slow_early_refresh_holds_only_the_call_making_it() {
     // 60 s: refreshed from 50 s, kept to 55 s.
-    let s = standin(Options {
-        oauth: Some(sendtime::hubspot::standin::OAuthApp {
-            lifetime: Duration::from_secs(60),
-            ..oauth_app()
-        }),
-        ..Options::default()
-    })
-    .await;
+    let s = standin(oauth_options(Duration::from_secs(60))).await;
     let oauth = std::sync::Arc::new(oauth_client(&s));
     oauth.enrollments(1).await.unwrap();
     s.inject(
@@ -787,7 +776,7 @@ async fn a_slow_early_refresh_holds_only_the_call_making_it() {
 /// is not refreshed for it (it was, once per call, for as long as the edge answered so).
 #[tokio::test]
 async fn an_edge_401_page_does_not_refresh_the_token() {
-    let s = standin(oauth_options()).await;
+    let s = standin(oauth_options(oauth_app().lifetime)).await;
     let oauth = oauth_client(&s);
     s.inject(Injection::next(Fault::Html(401)).times(3).on("/automation"));
     for _ in 0..3 {
@@ -807,7 +796,7 @@ async fn an_edge_401_page_does_not_refresh_the_token() {
 /// for an operator.
 #[tokio::test]
 async fn a_token_endpoint_404_is_not_a_refused_refresh_token() {
-    let s = standin(oauth_options()).await;
+    let s = standin(oauth_options(oauth_app().lifetime)).await;
     let path = sendtime::hubspot::auth::TOKEN_PATH;
     for (status, refused) in [(404, false), (408, false), (400, true)] {
         s.inject(
@@ -895,7 +884,7 @@ async fn a_completion_without_typed_outputs_is_refused() {
 #[tokio::test]
 async fn the_retry_after_a_refused_token_is_paced_like_any_call() {
     use sendtime::hubspot::auth::Auth;
-    let s = standin(oauth_options()).await;
+    let s = standin(oauth_options(oauth_app().lifetime)).await;
     // Paced at one call a second or so.
     let oauth = Client::with_auth(
         &s.url(),
