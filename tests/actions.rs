@@ -62,7 +62,7 @@ fn execute(server: &Server, callback: &str, vid: u64, delivery: &str) -> (u16, s
         &format!("{PUBLIC_URL}{path}"),
         body.as_bytes(),
     );
-    let resp = reqwest::blocking::Client::new()
+    let resp = common::http()
         .post(server.url(path))
         .header("X-HubSpot-Signature", signature)
         .header("X-HubSpot-Signature-Version", "v2")
@@ -845,7 +845,7 @@ fn the_action_url_is_shown_where_it_is_wired() {
     let data = dir.path().join("data");
     let clock = dir.path().join("clock");
     let server = start(&config, &data, &clock);
-    let status: serde_json::Value = reqwest::blocking::get(server.admin_url("/status"))
+    let status: serde_json::Value = common::get(server.admin_url("/status"))
         .unwrap()
         .json()
         .unwrap();

@@ -159,7 +159,7 @@ fn a_crowded_hour_is_spread_within_capacity_and_nothing_is_rate_limited() {
             ("SENDTIME_CLOCK_FILE", clock_file.as_str()),
         ],
     );
-    let client = reqwest::blocking::Client::new();
+    let client = common::http();
     for (i, e) in emails.iter().enumerate() {
         let body = contact_body(10_000 + i as u64, e);
         assert_eq!(
@@ -656,7 +656,7 @@ fn a_reload_keeps_the_calls_made_today_in_the_daily_budget() {
             ("SENDTIME_CLOCK_FILE", clock_file.as_str()),
         ],
     );
-    let client = reqwest::blocking::Client::new();
+    let client = common::http();
     let post = |from: u64, to: u64| {
         for n in from..to {
             let email = format!("r{n}@example.com");

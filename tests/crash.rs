@@ -105,6 +105,7 @@ fn hammer(
             std::thread::spawn(move || {
                 let client = reqwest::blocking::Client::builder()
                     .timeout(Duration::from_secs(5))
+                    .no_proxy()
                     .build()
                     .unwrap();
                 let mut posted = Posted::default();

@@ -84,7 +84,7 @@ fn import_engagement(config: &Path, data: &Path) {
 }
 
 fn status(server: &Server) -> Value {
-    reqwest::blocking::get(server.admin_url("/status"))
+    common::get(server.admin_url("/status"))
         .unwrap()
         .json()
         .unwrap()
@@ -128,7 +128,7 @@ impl Driver {
             .expect("start chromedriver");
         let url = format!("http://127.0.0.1:{port}");
         eventually(Duration::from_secs(20), || {
-            reqwest::blocking::get(format!("{url}/status"))
+            common::get(format!("{url}/status"))
                 .ok()
                 .filter(|r| r.status().is_success())
         })
@@ -239,7 +239,7 @@ fn the_dashboard_shows_status_and_pauses_and_resumes_a_webhook_in_a_real_browser
             ("SENDTIME_CLOCK_FILE", &clock_env),
         ],
     );
-    let http = reqwest::blocking::Client::new();
+    let http = common::http();
     for i in 0..5u64 {
         let email = format!("reader{i}@example.com");
         standin.add_contact(&email, 7000 + i);
@@ -479,7 +479,7 @@ fn an_unreadable_pauses_file_shows_every_contact_held() {
     std::fs::create_dir_all(data.join("state")).unwrap();
     sendtime(&config, &data, &["pause", "nurture"], ENV);
     let server = Server::start(&config, &data, ENV);
-    let http = reqwest::blocking::Client::new();
+    let http = common::http();
     let metric = |line: &str| {
         let text = http
             .get(server.admin_url("/metrics"))
@@ -537,7 +537,7 @@ fn the_dashboard_shows_what_holds_a_dry_run_connector_without_engagement() {
     }
     .write(dir.path());
     let server = Server::start(&config, &data, ENV);
-    let http = reqwest::blocking::Client::new();
+    let http = common::http();
     for i in 0..2 {
         let body = common::contact_body(7500 + i, &format!("dry{i}@example.com"));
         assert_eq!(
@@ -608,14 +608,14 @@ fn a_lookup_that_never_returns_does_not_hold_a_stop() {
         let fifo = archived.join("part-00000000000000000000000000.xxh3");
         let path = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
         assert_eq!(unsafe { libc::mkfifo(path.as_ptr(), 0o600) }, 0);
-        let http = reqwest::blocking::Client::new();
+        let http = common::http();
         let body = common::contact_body(7400, "kept@example.com");
         assert_eq!(
             post_signed(&http, &server, SECRET, "/hooks/nurture", body),
             200
         );
         let url = server.admin_url("/contact?q=kept@example.com");
-        std::thread::spawn(move || reqwest::blocking::get(url));
+        std::thread::spawn(move || common::get(url));
         // A writer opens a FIFO without blocking only once a reader has it open: the lookup.
         let writer = eventually(Duration::from_secs(20), || {
             std::fs::OpenOptions::new()
@@ -692,7 +692,7 @@ fn the_admin_surface_guards_its_data_and_its_buttons() {
         ("DASH_ADMIN", "a-long-random-admin-token"),
     ];
     let server = Server::start(&config, &data, &env);
-    let http = reqwest::blocking::Client::new();
+    let http = common::http();
     let get = |path: &str, token: Option<&str>| {
         let mut req = http.get(server.admin_url(path));
         if let Some(t) = token {

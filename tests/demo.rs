@@ -56,7 +56,7 @@ fn the_demo_sends_every_kind_of_contact_and_stops_cleanly() {
     let deadline = Instant::now() + Duration::from_secs(90);
     let mut last = String::new();
     loop {
-        if let Ok(resp) = reqwest::blocking::get(format!("http://{admin}/metrics")) {
+        if let Ok(resp) = common::get(format!("http://{admin}/metrics")) {
             last = resp.text().unwrap_or_default();
             if ["enrolled", "listed", "completed"]
                 .iter()
@@ -73,7 +73,7 @@ fn the_demo_sends_every_kind_of_contact_and_stops_cleanly() {
     while started.elapsed() < Duration::from_secs(45) {
         std::thread::sleep(Duration::from_millis(500));
     }
-    let metrics = reqwest::blocking::get(format!("http://{admin}/metrics"))
+    let metrics = common::get(format!("http://{admin}/metrics"))
         .unwrap()
         .text()
         .unwrap();
@@ -83,7 +83,7 @@ fn the_demo_sends_every_kind_of_contact_and_stops_cleanly() {
         .collect();
     assert!(late.is_empty(), "{late:?}");
     assert!(count(&metrics, "enrolled") > 0);
-    let status: serde_json::Value = reqwest::blocking::get(&status_url).unwrap().json().unwrap();
+    let status: serde_json::Value = common::get(&status_url).unwrap().json().unwrap();
     assert_eq!(status["webhooks"].as_array().unwrap().len(), 5);
     Command::new("kill")
         .arg("-TERM")

@@ -66,7 +66,7 @@ fn a_record_hubspot_reports_missing_fails_alone_in_its_batch() {
     let data = dir.path().join("data");
     let config = write_config(dir.path(), &standin.url(), "", &[&HOOKS[4]]);
     let server = start(&config, &data, None, &[]);
-    let http = reqwest::blocking::Client::new();
+    let http = common::http();
     for (vid, email) in [(8001, "real@example.com"), (8002, "gone@example.com")] {
         let body = common::contact_body(vid, email);
         assert_eq!(
@@ -137,7 +137,7 @@ fn a_missing_scope_holds_only_the_calls_that_need_it() {
             .then_some(())
     })
     .unwrap_or_else(|| panic!("not every contact enrolled; logs:\n{}", server.logs()));
-    let status: serde_json::Value = reqwest::blocking::get(server.admin_url("/status"))
+    let status: serde_json::Value = common::get(server.admin_url("/status"))
         .unwrap()
         .json()
         .unwrap();
@@ -250,7 +250,7 @@ fn post_body(server: &Server, webhook: &str, body: String) -> String {
         &format!("{PUBLIC_URL}{path}"),
         body.as_bytes(),
     );
-    let resp = reqwest::blocking::Client::new()
+    let resp = common::http()
         .post(server.url(&path))
         .header("X-HubSpot-Signature", sig)
         .header("X-HubSpot-Signature-Version", "v2")
@@ -276,10 +276,8 @@ fn wait_enrolled(standin: &StandIn, server: &Server, workflow: &str, email: &str
 fn wait_for_config(server: &Server, path: &Path) {
     let identity = sendtime::config::identity_of(&std::fs::read(path).unwrap());
     eventually(Duration::from_secs(10), || {
-        let status: serde_json::Value = reqwest::blocking::get(server.admin_url("/status"))
-            .ok()?
-            .json()
-            .ok()?;
+        let status: serde_json::Value =
+            common::get(server.admin_url("/status")).ok()?.json().ok()?;
         (status["config"] == identity.as_str()).then_some(())
     })
     .unwrap_or_else(|| panic!("config {identity} not loaded; logs:\n{}", server.logs()));
@@ -1059,7 +1057,7 @@ fn the_shipped_config_runs_in_dry_run_without_credentials() {
             &format!("{PUBLIC_URL}{path}"),
             body.as_bytes(),
         );
-        let resp = reqwest::blocking::Client::new()
+        let resp = common::http()
             .post(server.url(&path))
             .header("X-HubSpot-Signature", sig)
             .header("X-HubSpot-Signature-Version", "v2")
@@ -1677,7 +1675,7 @@ fn unsigned_posts_taken_in_dry_run_are_never_sent() {
     let dry = write("dry_run = true\nallow_unsigned = true", "0 0 0 1 1 *");
     let server = start(&dry, &data, None, &[]);
     for (vid, email) in [(8501, "u1@example.com"), (8502, "u2@example.com")] {
-        let resp = reqwest::blocking::Client::new()
+        let resp = common::http()
             .post(server.url("/hooks/fatigue"))
             .body(common::contact_body(vid, email))
             .send()
@@ -1763,7 +1761,7 @@ fn a_stored_daily_limit_pause_shows_before_anything_is_due() {
     let config = write_config(dir.path(), "http://127.0.0.1:9", "", &[&HOOKS[0]]);
     let server = start(&config, &data, None, &[]);
     let paused = eventually(Duration::from_secs(10), || {
-        let status: serde_json::Value = reqwest::blocking::get(server.admin_url("/status"))
+        let status: serde_json::Value = common::get(server.admin_url("/status"))
             .unwrap()
             .json()
             .unwrap();
@@ -1896,7 +1894,7 @@ fn a_404_page_instead_of_the_api_pauses_the_connector_and_fails_no_one() {
     post(&server, "fatigue", 8700, email);
     set_clock(&clock, now + 60_000);
     let paused = eventually(Duration::from_secs(20), || {
-        let status: serde_json::Value = reqwest::blocking::get(server.admin_url("/status"))
+        let status: serde_json::Value = common::get(server.admin_url("/status"))
             .unwrap()
             .json()
             .unwrap();
@@ -2399,7 +2397,7 @@ fn finished_receipts_past_the_replay_window_move_to_the_archive() {
     // The dashboard's lookup (as `explain`) still shows an archived receipt and its outcome,
     // and the profile of the id it carries, once the first tick has loaded the profiles.
     let lookup = || -> serde_json::Value {
-        reqwest::blocking::get(server.admin_url("/contact?q=old3@example.com"))
+        common::get(server.admin_url("/contact?q=old3@example.com"))
             .unwrap()
             .json()
             .unwrap()
@@ -2451,7 +2449,7 @@ fn an_archive_move_that_fails_at_start_up_is_tried_a_day_later() {
         let inbox = sendtime::datasets::inbox::dataset(&data).unwrap();
         sendtime::datasets::inbox::read_keys(&inbox).unwrap().len()
     };
-    let status = reqwest::blocking::get(server.admin_url("/status")).unwrap();
+    let status = common::get(server.admin_url("/status")).unwrap();
     assert_eq!(status.status(), 200, "{}", server.logs());
     assert_eq!(live(), 3, "nothing could be moved");
     std::fs::remove_file(&blocker).unwrap();
@@ -2768,10 +2766,7 @@ fn a_paused_webhook_holds_its_contacts_until_resumed_across_a_restart() {
     }
     set_clock(&clock, now_ms() + 60_000);
     let status = eventually(Duration::from_secs(20), || {
-        let s: serde_json::Value = reqwest::blocking::get(server.admin_url("/status"))
-            .ok()?
-            .json()
-            .ok()?;
+        let s: serde_json::Value = common::get(server.admin_url("/status")).ok()?.json().ok()?;
         (plans(&data).len() == 3).then_some(s)
     })
     .unwrap_or_else(|| panic!("not planned; logs:\n{}", server.logs()));
@@ -2905,10 +2900,8 @@ fn a_pause_set_while_a_mixed_batch_waits_holds_that_webhooks_contacts() {
         post(&server, "list-b", vid + 100, &format!("b{vid}@example.com"));
     }
     eventually(Duration::from_secs(20), || {
-        let status: serde_json::Value = reqwest::blocking::get(server.admin_url("/status"))
-            .ok()?
-            .json()
-            .ok()?;
+        let status: serde_json::Value =
+            common::get(server.admin_url("/status")).ok()?.json().ok()?;
         let pending = |i: usize| status["webhooks"][i]["pending"].as_u64();
         (pending(0) == Some(3) && pending(1) == Some(3)).then_some(())
     })

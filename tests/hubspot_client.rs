@@ -458,7 +458,7 @@ async fn standin_rolling_limit_answers_hubspots_429_once_exceeded() {
         ..Options::default()
     })
     .await;
-    let http = reqwest::Client::new();
+    let http = reqwest::Client::builder().no_proxy().build().unwrap();
     let url = format!("{}/automation/v2/workflows/enrollments/contacts/1", s.url());
     let get = || async {
         http.get(&url)
@@ -615,7 +615,10 @@ async fn missing_scopes_dynamic_lists_and_unknown_routes_answer_as_hubspot_does(
         ApiError::Permanent { status: 404, .. } => {}
         other => panic!("expected a missing list, got {other:?}"),
     }
-    let resp = reqwest::Client::new()
+    let resp = reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .unwrap()
         .get(format!("{}/no/such/route", s.url()))
         .bearer_auth(sendtime::hubspot::standin::DEFAULT_TOKEN)
         .send()
@@ -835,7 +838,7 @@ async fn current_enrollments_are_read_as_one_workflow_or_a_list() {
 async fn a_completion_without_typed_outputs_is_refused() {
     let s = standin(Options::default()).await;
     s.add_callback("cb-1");
-    let http = reqwest::Client::new();
+    let http = reqwest::Client::builder().no_proxy().build().unwrap();
     let post = |body: serde_json::Value| {
         http.post(format!(
             "{}/automation/actions/callbacks/2026-03/complete",

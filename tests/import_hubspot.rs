@@ -456,7 +456,7 @@ fn the_hidden_standin_subcommand_serves_events_with_its_limit() {
         "--events".as_ref(),
         file.as_os_str(),
     ]);
-    let http = reqwest::blocking::Client::new();
+    let http = common::http();
     let get = || {
         http.get(format!("{url}{EVENTS}"))
             .bearer_auth(DEFAULT_TOKEN)
@@ -486,7 +486,7 @@ fn the_hidden_standin_knows_the_recipients_and_the_contacts_file() {
         "--contacts".as_ref(),
         contacts.as_os_str(),
     ]);
-    let http = reqwest::blocking::Client::new();
+    let http = common::http();
     let enroll = |email: &str| {
         http.post(format!(
             "{url}/automation/v2/workflows/42/enrollments/contacts/{email}"
@@ -695,7 +695,7 @@ fn serve_keeps_profiles_current_from_hubspot_events() {
             ("FRESH_TOKEN", DEFAULT_TOKEN),
         ],
     );
-    let client = reqwest::blocking::Client::new();
+    let client = common::http();
     let status = eventually(Duration::from_secs(30), || {
         let s: serde_json::Value = client
             .get(server.admin_url("/status"))
@@ -823,7 +823,7 @@ fn a_paused_connector_imports_nothing_until_resumed() {
         })
         .unwrap_or_else(|| panic!("no import came while paused:\n{}", server.logs()));
         // `/status` says so (it showed the last run before the pause, as if nothing came).
-        let status: serde_json::Value = reqwest::blocking::get(server.admin_url("/status"))
+        let status: serde_json::Value = common::get(server.admin_url("/status"))
             .unwrap()
             .json()
             .unwrap();
@@ -917,7 +917,7 @@ fn a_pause_stops_a_scheduled_import_under_way() {
     })
     .unwrap_or_else(|| panic!("the import went on under the pause:\n{}", server.logs()));
     let status = || -> serde_json::Value {
-        reqwest::blocking::get(server.admin_url("/status"))
+        common::get(server.admin_url("/status"))
             .unwrap()
             .json()
             .unwrap()

@@ -34,7 +34,7 @@ fn copy_dir(from: &Path, to: &Path) {
 }
 
 fn sent(server: &Server) -> u64 {
-    let status: Value = reqwest::blocking::get(server.admin_url("/status"))
+    let status: Value = common::get(server.admin_url("/status"))
         .unwrap()
         .json()
         .unwrap();
@@ -94,7 +94,7 @@ fn dispatched_world(dir: &Path) -> (PathBuf, PathBuf, i64, String) {
         &data,
         &[ENV, &[("SENDTIME_CLOCK_FILE", clock_env.as_str())]].concat(),
     );
-    let http = reqwest::blocking::Client::new();
+    let http = common::http();
     for id in 1..=CONTACTS {
         let email = format!("c{id}@example.com");
         standin.add_contact(&email, id);

@@ -72,7 +72,7 @@ fn serve(dir: &std::path::Path, data: &std::path::Path, config: &str) -> Server 
 fn post_contact(standin: &StandIn, server: &Server, prefix: &str, vid: u64) {
     let email = format!("{prefix}{vid}@example.com");
     standin.add_contact(&email, vid);
-    let client = reqwest::blocking::Client::new();
+    let client = common::http();
     let body = contact_body(vid, &email);
     assert_eq!(
         post_signed(&client, server, SECRET, "/hooks/now", body),
@@ -171,7 +171,7 @@ fn a_reload_that_puts_the_new_client_secret_first_refreshes_with_it() {
             ("OAUTH_REFRESH", "first-refresh-token"),
         ],
     );
-    let client = reqwest::blocking::Client::new();
+    let client = common::http();
     standin.add_contact("rotated@example.com", 700);
     let body = contact_body(700, "rotated@example.com");
     assert_eq!(
@@ -299,10 +299,8 @@ fn a_refused_refresh_token_pauses_as_refused_and_records_no_call() {
     let server = serve(dir.path(), &data, &oauth_config(&standin, EVERY_SECOND));
     post_contact(&standin, &server, "t", 400);
     let paused = eventually(Duration::from_secs(20), || {
-        let status: serde_json::Value = reqwest::blocking::get(server.admin_url("/status"))
-            .ok()?
-            .json()
-            .ok()?;
+        let status: serde_json::Value =
+            common::get(server.admin_url("/status")).ok()?.json().ok()?;
         status["connectors"][0]["paused"]
             .as_str()
             .map(str::to_string)
@@ -358,10 +356,8 @@ fn a_token_endpoint_outage_pauses_the_connector_and_fails_no_one() {
             post_contact(&standin, &server, "t", 300 + vid);
         }
         let paused = eventually(Duration::from_secs(20), || {
-            let status: serde_json::Value = reqwest::blocking::get(server.admin_url("/status"))
-                .ok()?
-                .json()
-                .ok()?;
+            let status: serde_json::Value =
+                common::get(server.admin_url("/status")).ok()?.json().ok()?;
             (status["connectors"][0]["paused"] == "no_access_token").then_some(())
         });
         assert!(

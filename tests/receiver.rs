@@ -176,7 +176,7 @@ fn signed_posts_v1_v2_v3_are_stored_and_read_back_with_polars() {
     assert_eq!(status, 200, "{body}");
     receipts.insert(body["receipt_id"].as_str().unwrap().to_string(), 555);
 
-    let identity: serde_json::Value = reqwest::blocking::get(server.admin_url("/status"))
+    let identity: serde_json::Value = common::get(server.admin_url("/status"))
         .unwrap()
         .json()
         .unwrap();
@@ -260,7 +260,7 @@ fn every_rejection_has_its_status_and_stores_nothing() {
     let good = contact_body(7, "seven@example.com");
 
     assert_eq!(post(&server, "no-such-hook", &good, Sig::V2).0, 404);
-    let get = reqwest::blocking::get(server.url("/hooks/nurture")).unwrap();
+    let get = common::get(server.url("/hooks/nurture")).unwrap();
     assert_eq!(get.status().as_u16(), 405);
 
     let big = format!(r#"{{"vid": 1, "padding": "{}"}}"#, "x".repeat(70_000)).into_bytes();
@@ -356,7 +356,7 @@ fn every_rejection_has_its_status_and_stores_nothing() {
         401
     );
 
-    let metrics = reqwest::blocking::get(server.admin_url("/metrics"))
+    let metrics = common::get(server.admin_url("/metrics"))
         .unwrap()
         .text()
         .unwrap();
@@ -441,7 +441,7 @@ fn duplicates_answer_200_and_store_nothing_even_after_a_restart() {
     // The same contact on another webhook is its own receipt.
     let (_, b3) = post(&server, "big-list", &body, Sig::V3);
     assert_eq!(b3["status"], "accepted");
-    let metrics = reqwest::blocking::get(server.admin_url("/metrics"))
+    let metrics = common::get(server.admin_url("/metrics"))
         .unwrap()
         .text()
         .unwrap();
@@ -959,7 +959,7 @@ fn a_flipped_bit_in_a_part_is_caught_by_its_checksum_and_quarantined() {
 fn status_and_metrics_are_only_on_the_admin_listener() {
     let dir = tempfile::tempdir().unwrap();
     let server = start(dir.path());
-    let get = |url: String| reqwest::blocking::get(url).unwrap().status().as_u16();
+    let get = |url: String| common::get(url).unwrap().status().as_u16();
     for path in ["/status", "/metrics"] {
         assert_eq!(get(server.url(path)), 404, "public {path}");
         assert_eq!(get(server.admin_url(path)), 200, "admin {path}");

@@ -28,7 +28,7 @@ workflow_id = 1
 "#;
 
 fn status(server: &Server) -> serde_json::Value {
-    reqwest::blocking::get(server.admin_url("/status"))
+    common::get(server.admin_url("/status"))
         .unwrap()
         .json()
         .unwrap()
@@ -222,7 +222,7 @@ fn a_reload_cannot_take_unsigned_posts_on_the_running_public_listener() {
     let server = Server::start_with(&config, &dir.path().join("data"), &args, &env);
     let identity = status(&server)["config"].as_str().unwrap().to_string();
     let unsigned = || {
-        reqwest::blocking::Client::new()
+        common::http()
             .post(server.url("/hooks/first"))
             .body(common::contact_body(101, "anyone@example.com"))
             .send()

@@ -66,7 +66,7 @@ workflow_id = 9
         .map(|t| {
             let addr = addr.clone();
             std::thread::spawn(move || {
-                let client = reqwest::blocking::Client::new();
+                let client = common::http();
                 for i in (t..n).step_by(4) {
                     let body = format!(
                         r#"{{"vid": {}, "portal-id": 1, "properties": {{"email": {{"value": "b{i}@example.com"}}}}}}"#,

@@ -428,11 +428,25 @@ pub fn ticks(server: &Server) -> u64 {
 /// The value of `series` (a name with its labels, as `/metrics` writes them) on the server's
 /// `/metrics`; 0 while it is not there.
 pub fn metric(server: &Server, series: &str) -> u64 {
-    reqwest::blocking::get(server.admin_url("/metrics"))
+    get(server.admin_url("/metrics"))
         .unwrap()
         .text()
         .unwrap()
         .lines()
         .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
         .map_or(0, |n| n.trim().parse().unwrap())
+}
+
+/// An HTTP client for the servers the tests start on this machine: never through a proxy
+/// from the environment, which cannot reach them.
+pub fn http() -> reqwest::blocking::Client {
+    reqwest::blocking::Client::builder()
+        .no_proxy()
+        .build()
+        .expect("an HTTP client")
+}
+
+/// `GET url` through [`http`].
+pub fn get(url: impl reqwest::IntoUrl) -> reqwest::Result<reqwest::blocking::Response> {
+    http().get(url).send()
 }
