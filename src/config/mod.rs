@@ -246,14 +246,7 @@ impl Credentials {
 /// Whether two listeners would ask for one port: the same one on the same address, or on
 /// every address of a family (`0.0.0.0` for IPv4; `::`, which takes IPv4 too) and another of
 /// it. Port 0 picks a free port for each (tests do).
-/// Why `listen` and `admin_listen` cannot be these two.
-pub(super) fn shared_port(listen: SocketAddr, admin_listen: SocketAddr) -> String {
-    format!(
-        "the admin surface ({admin_listen}) and the public listener ({listen}) share a port: `serve` could not listen on both, and the admin surface is never served to HubSpot's side; give `admin_listen` (or --admin-listen) another port"
-    )
-}
-
-pub(super) fn share_a_port(a: SocketAddr, b: SocketAddr) -> bool {
+fn share_a_port(a: SocketAddr, b: SocketAddr) -> bool {
     let covers = |any: SocketAddr, other: SocketAddr| {
         any.ip().is_unspecified() && (any.is_ipv6() || other.is_ipv4())
     };
@@ -516,13 +509,17 @@ impl Config {
         let server = &config.server;
         // (Where the problem is, what it is.)
         let mut errors = Vec::new();
-        // The file's own pair is checked where it is read.
         let flags = overrides.listen.is_some() || overrides.admin_listen.is_some();
-        if flags && share_a_port(server.listen, server.admin_listen) {
-            errors.push((
-                Diagnostics::COMMAND_LINE,
-                shared_port(server.listen, server.admin_listen),
-            ));
+        if share_a_port(server.listen, server.admin_listen) {
+            let at = if flags {
+                Diagnostics::COMMAND_LINE
+            } else {
+                (1, 1)
+            };
+            errors.push((at, format!(
+                "the admin surface ({}) and the public listener ({}) share a port: `serve` could not listen on both, and the admin surface is never served to HubSpot's side; give `admin_listen` (or --admin-listen) another port",
+                server.admin_listen, server.listen
+            )));
         }
         // The file's own addresses are checked where they are read; the flags' only here.
         let flag_errors = [

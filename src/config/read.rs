@@ -255,12 +255,6 @@ fn read_server(ctx: &mut Ctx, top: &TableReader, base_dir: &Path) -> Option<Serv
     {
         ctx.error(r.get("admin_listen").map_or(0, |v| v.span().start), error);
     }
-    if let (Some(l), Some(a)) = (listen, admin_listen)
-        && super::share_a_port(l, a)
-    {
-        let key = r.get("admin_listen").or(r.get("listen"));
-        ctx.error(key.map_or(0, |v| v.span().start), super::shared_port(l, a));
-    }
     let public_url = r.required(
         ctx,
         "public_url",
