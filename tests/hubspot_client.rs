@@ -451,7 +451,7 @@ async fn standin_rolling_limit_answers_hubspots_429_once_exceeded() {
         ..Options::default()
     })
     .await;
-    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    let http = http();
     let url = format!("{}/automation/v2/workflows/enrollments/contacts/1", s.url());
     let get = || async {
         http.get(&url)
@@ -499,7 +499,9 @@ async fn standin_rolling_limit_answers_hubspots_429_once_exceeded() {
 #[tokio::test]
 async fn standin_rejects_a_missing_token_with_hubspots_401() {
     let s = standin(Options::default()).await;
-    let resp = reqwest::get(format!("{}/email/public/v1/events", s.url()))
+    let resp = http()
+        .get(format!("{}/email/public/v1/events", s.url()))
+        .send()
         .await
         .unwrap();
     assert_eq!(resp.status(), 401);
@@ -608,10 +610,7 @@ async fn missing_scopes_dynamic_lists_and_unknown_routes_answer_as_hubspot_does(
         ApiError::Permanent { status: 404, .. } => {}
         other => panic!("expected a missing list, got {other:?}"),
     }
-    let resp = reqwest::Client::builder()
-        .no_proxy()
-        .build()
-        .unwrap()
+    let resp = http()
         .get(format!("{}/no/such/route", s.url()))
         .bearer_auth(sendtime::hubspot::standin::DEFAULT_TOKEN)
         .send()
@@ -669,6 +668,14 @@ async fn refused_calls_count_and_oauth_answers_carry_no_daily_headers() {
     oauth.enrollments(1).await.unwrap();
     let rate = oauth.last_rate_limit().unwrap();
     assert!(rate.max.is_some() && rate.daily.is_none(), "{rate:?}");
+}
+
+/// An async HTTP client for the stand-in: never through a proxy from the environment.
+fn http() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .expect("an HTTP client")
 }
 
 /// A stand-in's options with [`oauth_app`] installed, its access tokens living `lifetime`.
@@ -831,7 +838,7 @@ async fn current_enrollments_are_read_as_one_workflow_or_a_list() {
 async fn a_completion_without_typed_outputs_is_refused() {
     let s = standin(Options::default()).await;
     s.add_callback("cb-1");
-    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    let http = http();
     let post = |body: serde_json::Value| {
         http.post(format!(
             "{}/automation/actions/callbacks/2026-03/complete",

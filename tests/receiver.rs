@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use common::{Hook, PUBLIC_URL, Server, TestConfig, eventually, now_ms};
 use polars::prelude::*;
-use reqwest::blocking::Client;
 use sendtime::receiver::signature::{sign_v1, sign_v2, sign_v3};
 
 const SECRET: &str = "test-client-secret";
@@ -70,7 +69,7 @@ enum Sig {
 fn post(server: &Server, webhook: &str, body: &[u8], sig: Sig) -> (u16, serde_json::Value) {
     let path = format!("/hooks/{webhook}");
     let called = format!("{PUBLIC_URL}{path}");
-    let mut req = Client::new().post(server.url(&path)).body(body.to_vec());
+    let mut req = common::http().post(server.url(&path)).body(body.to_vec());
     req = match sig {
         Sig::V1 => req
             .header("X-HubSpot-Signature", sign_v1(SECRET.as_bytes(), body))
@@ -285,7 +284,7 @@ fn every_rejection_has_its_status_and_stores_nothing() {
     assert_eq!(body["message"], "signature does not match");
     // A workflow that puts an API key in the query (named or bare): refused, and the key
     // never logged.
-    let keyed = Client::new()
+    let keyed = common::http()
         .post(server.url("/hooks/big-list?api_key=sk-live-123&x=1&sk-bare-456"))
         .header("X-HubSpot-Signature", "deadbeef")
         .body(good.clone())
@@ -777,7 +776,7 @@ fn overload_answers_429_with_retry_after() {
         .collect();
     let path = "/hooks/nurture";
     let signed = |body: &[u8]| {
-        Client::new()
+        common::http()
             .post(server.url(path))
             .header(
                 "X-HubSpot-Signature",
@@ -852,7 +851,7 @@ fn a_rotated_secret_is_accepted_until_it_is_removed() {
     };
     let signed_with = |server: &Server, secret: &str, vid: i64| {
         let body = String::from_utf8(contact_body(vid, &format!("r{vid}@example.com"))).unwrap();
-        common::post_signed(&Client::new(), server, secret, "/hooks/nurture", body)
+        common::post_signed(&common::http(), server, secret, "/hooks/nurture", body)
     };
     let env = [("TEST_SECRET_NEW", NEW), ("TEST_SECRET", SECRET)];
     let config = write(r#"["TEST_SECRET_NEW", "TEST_SECRET"]"#);
@@ -868,7 +867,7 @@ fn a_rotated_secret_is_accepted_until_it_is_removed() {
         "new secret during rotation"
     );
     assert_eq!(signed_with(&server, "neither", 3), 401);
-    let metrics = Client::new()
+    let metrics = common::http()
         .get(server.admin_url("/metrics"))
         .send()
         .unwrap()
@@ -1146,7 +1145,7 @@ fn odd_emails_and_non_text_signature_headers_are_refused() {
     let good = contact_body(10, "sig@example.com");
     let garbage = reqwest::header::HeaderValue::from_bytes(b"\xff\xfe\xfd").unwrap();
     let send = |extra: &[(&str, reqwest::header::HeaderValue)], v1: bool| {
-        let mut req = Client::new()
+        let mut req = common::http()
             .post(server.url("/hooks/nurture"))
             .body(good.clone());
         if v1 {

@@ -184,9 +184,10 @@ impl Watcher {
                 // (One missing for now, deleted to be written again, keeps the one followed.)
                 let now = Followed::of(&path);
                 if now.target.is_some() && now.target != followed.load().target {
-                    follow(&mut inner, &dir, &now, &mut target_dir);
                     followed.store(Arc::new(now));
                 }
+                // Each reload, so a folder that could not be watched is tried again.
+                follow(&mut inner, &dir, &followed.load(), &mut target_dir);
             }
         });
         Ok(Self { task })

@@ -242,6 +242,13 @@ impl Auth {
             Auth::OAuth(oauth) => oauth,
         };
         let tried = oauth.attempts.load(Ordering::Acquire);
+        // A token HubSpot refused is handed to no one else while the refresh goes on.
+        if let Some(refused) = refused {
+            let mut in_hand = oauth.in_hand.lock().unwrap();
+            if in_hand.as_ref().is_some_and(|(t, _)| &**t == refused) {
+                *in_hand = None;
+            }
+        }
         let mut current = match oauth.current.try_lock() {
             Ok(current) => current,
             // A refresh under way: the token in hand, while it may be kept.

@@ -107,8 +107,10 @@ impl Limiter {
         RateLimiter::direct(quota)
     }
 
-    /// Pace under `requests_per_10s` from now on (the connector's limit changed).
-    fn set_rate(&self, requests_per_10s: u32) {
+    /// Pace under `requests_per_10s` from now on (the connector's limit changed): set by the
+    /// dispatcher, whose config is the newest (a scheduled import started on an older one
+    /// must not set the old limit back).
+    pub fn set_rate(&self, requests_per_10s: u32) {
         if self.per_10s.swap(requests_per_10s, Ordering::Relaxed) != requests_per_10s {
             self.gcra.store(Arc::new(Self::gcra(requests_per_10s)));
         }
@@ -116,13 +118,13 @@ impl Limiter {
 
     /// The limiter every client of the account `account` (a connector's id) in this process
     /// paces on: HubSpot counts the dispatcher's calls and the scheduled import's against one
-    /// limit, and holds them all after a 429. A changed limit is the shared limiter's from
-    /// then on (a limiter per limit let an import under way pace apart at the old one).
+    /// limit, and holds them all after a 429, whatever limit each was built with: a changed
+    /// limit is set on it ([`Limiter::set_rate`]; a limiter per limit let an import under way
+    /// pace apart at the old one). `requests_per_10s` is the limit of one made now.
     pub fn for_account(account: &str, requests_per_10s: u32) -> Arc<Limiter> {
         let mut accounts = ACCOUNTS.lock().unwrap();
         accounts.retain(|_, l| l.strong_count() > 0);
         if let Some(limiter) = accounts.get(account).and_then(Weak::upgrade) {
-            limiter.set_rate(requests_per_10s);
             return limiter;
         }
         let limiter = Arc::new(Limiter {
@@ -174,7 +176,12 @@ impl Limiter {
                 tokio::time::sleep_until(t).await;
                 continue;
             }
-            self.gcra.load_full().until_ready().await;
+            let gcra = self.gcra.load_full();
+            gcra.until_ready().await;
+            // The limit changed while this call waited: its turn is the new pace's.
+            if !Arc::ptr_eq(&gcra, &self.gcra.load()) {
+                continue;
+            }
             let now = Instant::now();
             let mut pace = self.pace.lock().unwrap();
             // A 429 (or HubSpot's headers) may have held the connector while this call
@@ -284,10 +291,12 @@ mod tests {
         let a = Limiter::for_account("limiter-test", 100);
         let b = Limiter::for_account("limiter-test", 100);
         assert!(Arc::ptr_eq(&a, &b));
-        // Its limit changed: still the one limiter, pacing at the new limit.
+        // Asked for with another limit: still the one limiter, at the limit set on it.
         let paced = a.gcra.load_full();
         let c = Limiter::for_account("limiter-test", 190);
         assert!(Arc::ptr_eq(&a, &c));
+        assert_eq!(a.per_10s.load(Ordering::Relaxed), 100);
+        c.set_rate(190);
         assert_eq!(a.per_10s.load(Ordering::Relaxed), 190);
         assert!(!Arc::ptr_eq(&paced, &a.gcra.load_full()));
         assert!(!Arc::ptr_eq(&a, &Limiter::for_account("other", 100)));

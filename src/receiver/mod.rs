@@ -569,7 +569,8 @@ async fn accept_execution(state: &AppState, post: Authenticated) -> Result<Optio
         signature: stored_signature(signature, &connector, true),
         config: config.identity.clone(),
         callback_id: Some(execution.callback_id),
-        body_hash: Some(body.hash()),
+        // As for a webhook's post: an unsigned execution is not remembered for replays.
+        body_hash: signature.is_some().then(|| body.hash()),
         time_zone: execution.time_zone,
         // What the BLOCK below asks of HubSpot (it rounds up, and HubSpot starts counting
         // later): planning keeps to it, even if the config's window changes first.
