@@ -149,10 +149,17 @@ async fn serve(config_path: PathBuf, overrides: Overrides, clock: Clock) -> anyh
             _ = scheduler_ended.notified() => {}
             _ = writer_ended => tracing::error!("the inbox writer stopped: serve stops"),
         }
+        let stopping = tokio::time::Instant::now();
         // Everything acknowledged is in the inbox log: a signal from now on stops at once, as
-        // kill -9 would.
+        // kill -9 would. One within a moment of the stop is the same signal sent twice
+        // (`timeout` sends it to the process and to its group), not an operator's second.
         tokio::spawn(async move {
-            let why = signals.next().await;
+            let why = loop {
+                let why = signals.next().await;
+                if stopping.elapsed() >= SAME_SIGNAL {
+                    break why;
+                }
+            };
             tracing::error!("{why} again: stopping now; what was acknowledged is in the inbox log, replayed at the next start");
             std::process::exit(1);
         });
@@ -205,6 +212,8 @@ const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// A client that reads nothing of its answers for this long is dropped (requests pipelined
 /// behind a full send buffer held a connection for ever). HubSpot reads its answers at once.
 const WRITE_STALL_TIMEOUT: Duration = Duration::from_secs(30);
+/// A signal this soon after the one that began the stop is that one sent twice.
+const SAME_SIGNAL: Duration = Duration::from_millis(250);
 /// How long shutdown waits for open connections (a request being answered) before closing
 /// them.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);

@@ -13,16 +13,18 @@ use common::Killed;
 #[test]
 fn the_demo_sends_every_kind_of_contact_and_stops_cleanly() {
     let started = Instant::now();
+    let logs = tempfile::tempdir().unwrap();
+    let log = logs.path().join("demo.log");
     let child = Command::new(env!("CARGO_BIN_EXE_sendtime"))
         .args(["demo", "--speed", "3600"])
         // Ports the system gives: the demo prints them, and its workflow posts to them.
         .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
-        .env("RUST_LOG", "warn")
+        .env("RUST_LOG", "info")
         // A proxy from the environment cannot reach the demo on this machine: not used.
         .env("HTTP_PROXY", "http://127.0.0.1:9")
         .env("http_proxy", "http://127.0.0.1:9")
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
         .unwrap();
     let mut child = Killed(child);
@@ -85,11 +87,17 @@ fn the_demo_sends_every_kind_of_contact_and_stops_cleanly() {
     assert!(count(&metrics, "enrolled") > 0);
     let status: serde_json::Value = common::get(&status_url).unwrap().json().unwrap();
     assert_eq!(status["webhooks"].as_array().unwrap().len(), 5);
-    Command::new("kill")
-        .arg("-TERM")
-        .arg(child.0.id().to_string())
-        .status()
-        .unwrap();
+    // SIGTERM twice at once, as `timeout` sends it (to the process and to its group): one
+    // stop, not the "second signal" that stops at once (and left the demo's folder behind).
+    let term = || unsafe { libc::kill(child.0.id() as i32, libc::SIGTERM) };
+    assert_eq!(term(), 0);
+    // Polled closely: the second must come within a moment of the first.
+    let taken = Instant::now() + Duration::from_secs(10);
+    while !std::fs::read_to_string(&log).is_ok_and(|t| t.contains("SIGTERM: shutting down")) {
+        assert!(Instant::now() < taken, "the first SIGTERM was not taken");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    assert_eq!(term(), 0);
     let deadline = Instant::now() + Duration::from_secs(30);
     let code = loop {
         if let Some(s) = child.0.try_wait().unwrap() {
