@@ -243,6 +243,7 @@ fn put_digits(out: &mut [u8], mut n: u32) {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
 
     /// The smallest i64 (how pandas stores NaT as a plain integer) is a number of
     /// milliseconds, not an overflow.
@@ -261,7 +262,6 @@ mod tests {
         assert_eq!(epoch_number(63_072_000_000), Some(63_072_000_000));
         assert_eq!(parse_instant("63072000000"), parse_instant("1972-01-01"));
     }
-    use super::*;
 
     #[test]
     fn instants_in_every_accepted_form() {

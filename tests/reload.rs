@@ -66,6 +66,14 @@ struct Reloads {
     file_rejected: bool,
 }
 
+/// A fresh server's count after one bad edit: refused, and the file holds it.
+const REJECTED_ONCE: Reloads = Reloads {
+    loaded: 0,
+    unchanged: 0,
+    rejected: 1,
+    file_rejected: true,
+};
+
 fn reloads(server: &Server) -> Reloads {
     let count = |result: &str| {
         metric(
@@ -134,13 +142,7 @@ fn reloads_on_change_keeps_old_config_when_invalid_and_on_sighup() {
         VALID.replace("workflow_id = 1", "workflow_id = 1\ncolour = 3"),
     )
     .unwrap();
-    let want = Reloads {
-        loaded: 0,
-        unchanged: 0,
-        rejected: 1,
-        file_rejected: true,
-    };
-    wait_reloads(&server, want);
+    wait_reloads(&server, REJECTED_ONCE);
     let line = server
         .wait_log("unknown key `colour`", Duration::from_secs(2))
         .unwrap();
@@ -237,13 +239,7 @@ fn a_reload_cannot_take_unsigned_posts_on_the_running_public_listener() {
         "access_token_env = \"HUBSPOT_ACCESS_TOKEN\"\nallow_unsigned = true\n",
     );
     std::fs::write(&config, loopback).unwrap();
-    let rejected = Reloads {
-        loaded: 0,
-        unchanged: 0,
-        rejected: 1,
-        file_rejected: true,
-    };
-    wait_reloads(&server, rejected);
+    wait_reloads(&server, REJECTED_ONCE);
     assert_eq!(status(&server)["config"].as_str().unwrap(), identity);
     assert_eq!(unsigned(), 401);
 }
@@ -359,15 +355,7 @@ fn pause_works_while_the_config_is_invalid() {
     let server = Server::start(&config, &data, &[]);
     std::fs::write(&config, format!("{VALID}bogus = 1\n")).unwrap();
     // The bad edit is refused.
-    wait_reloads(
-        &server,
-        Reloads {
-            loaded: 0,
-            unchanged: 0,
-            rejected: 1,
-            file_rejected: true,
-        },
-    );
+    wait_reloads(&server, REJECTED_ONCE);
     let paused = common::run(&config, &data, &["pause", "first"], &[]);
     assert!(paused.status.success(), "{paused:?}");
     eventually(Duration::from_secs(10), || {

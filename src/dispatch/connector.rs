@@ -352,9 +352,9 @@ impl Dispatcher {
             return Ok(link.clone());
         }
         let client = Client::for_connector(connector, self.request_timeout)?;
-        // The account's one limiter paces at the newest config's limit.
-        crate::hubspot::limiter::Limiter::for_account(&connector.id, connector.requests_per_10s)
-            .set_rate(connector.requests_per_10s);
+        // The account's one limiter paces at the newest config's limit (a scheduled import
+        // started on an older config built its client with the old one).
+        client.pace_at(connector.requests_per_10s);
         if self.links.contains_key(&connector.id) {
             crate::hubspot::limiter::Limiter::forget_rate_of(&connector.id);
         }

@@ -482,6 +482,12 @@ impl Client {
         self
     }
 
+    /// Pace this client's limiter (the account's, for [`Client::for_connector`]) under
+    /// `requests_per_10s` from now on ([`Limiter::set_rate`]).
+    pub fn pace_at(&self, requests_per_10s: u32) {
+        self.limiter.set_rate(requests_per_10s);
+    }
+
     /// The rate-limit headers of the most recent response that had them, to any client that
     /// shares this one's limiter (the account's, for [`Client::for_connector`]).
     pub fn last_rate_limit(&self) -> Option<RateLimit> {

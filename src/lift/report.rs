@@ -583,9 +583,10 @@ pub fn planned(data_dir: &Path) -> anyhow::Result<Vec<Planned>> {
     let sends = outcomes::read_kept_with_status(data_dir, &SENDS)?;
     let first = first_sends(&sends);
     let doubts: HashSet<&str> = resolved(&first).collect();
-    let steps = match doubts.is_empty() {
-        true => Vec::new(),
-        false => outcomes::read_kept_of_receipts(data_dir, &doubts)?,
+    let steps = if doubts.is_empty() {
+        Vec::new()
+    } else {
+        outcomes::read_kept_of_receipts(data_dir, &doubts)?
     };
     let sent = sent_at(first, &steps);
     drop((sends, steps));

@@ -424,6 +424,13 @@ fn check_portal(portal: &Portal, connector: &Connector) -> Result<(), Refusal> {
     }
 }
 
+/// The body's hash kept to recognise a replay (a signed post sent again, within the
+/// window): none for a post taken unsigned, which is anyone's to send anyway, so strangers'
+/// bodies are not remembered for days.
+fn replay_hash(signature: Option<signature::Version>, body: &body::Received) -> Option<String> {
+    signature.map(|_| body.hash())
+}
+
 /// The signature column's value for a post that `signature` verified (none: taken unsigned),
 /// marked ([`inbox::DRY_RUN_MARK`]) when it is only ever to be recorded as a dry run: taken
 /// unsigned in dry run (it may be anyone's), or `answered` in dry run (an execution told
@@ -525,9 +532,7 @@ async fn accept_contact(state: &AppState, post: Authenticated) -> Result<Stored,
         signature: stored_signature(signature, &connector, false),
         config: config.identity.clone(),
         callback_id: None,
-        // A replay is a signed post sent again: an unsigned one is anyone's to send anyway,
-        // and strangers' bodies are not remembered for days.
-        body_hash: signature.is_some().then(|| body.hash()),
+        body_hash: replay_hash(signature, &body),
         time_zone: contact.time_zone,
         hold_ends_ms: None,
     };
@@ -569,8 +574,7 @@ async fn accept_execution(state: &AppState, post: Authenticated) -> Result<Optio
         signature: stored_signature(signature, &connector, true),
         config: config.identity.clone(),
         callback_id: Some(execution.callback_id),
-        // As for a webhook's post: an unsigned execution is not remembered for replays.
-        body_hash: signature.is_some().then(|| body.hash()),
+        body_hash: replay_hash(signature, &body),
         time_zone: execution.time_zone,
         // What the BLOCK below asks of HubSpot (it rounds up, and HubSpot starts counting
         // later): planning keeps to it, even if the config's window changes first.
