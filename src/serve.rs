@@ -93,6 +93,8 @@ async fn serve(config_path: PathBuf, overrides: Overrides, clock: Clock) -> anyh
         "admin surface (dashboard, /status, /metrics) on {}",
         admin_listener.local_addr()?
     );
+    // Before the first task starts: a signal from now on stops serve in order.
+    let mut signals = Signals::install()?;
     let (stop_tx, stop_rx) = watch::channel(false);
     let stop_rx_admin = stop_rx.clone();
     let imports = tokio::spawn(crate::import::scheduled::run(
@@ -142,7 +144,6 @@ async fn serve(config_path: PathBuf, overrides: Overrides, clock: Clock) -> anyh
     // A writer that ends while serving (a panic) would leave every post refused: serve stops,
     // so that its supervisor starts it again.
     let writer_ended = writer.ended();
-    let mut signals = Signals::install()?;
     let served = serve_http(listener, app, connection_cap(), async move {
         tokio::select! {
             why = signals.next() => tracing::info!("{why}: shutting down"),
@@ -317,7 +318,7 @@ async fn serve_http(
     Ok(())
 }
 
-/// SIGINT and SIGTERM, listened for from when serving begins to exit: a signal between two
+/// SIGINT and SIGTERM, listened for from before the first task starts to exit: a signal between two
 /// waits for one is kept, not lost. One during start-up ends the process at once, as by
 /// default (start-up is safe to kill: it only reads, and recovers what a kill left).
 struct Signals {

@@ -1055,3 +1055,43 @@ fn serve_stops_while_its_import_waits_on_hubspot() {
     // `stop` fails unless it exits, cleanly, within 20 s.
     server.stop();
 }
+
+/// A reload that changes `[import] cron` takes effect before the old schedule's next fire:
+/// before, the import ran once more at the old time, worked out before the reload.
+#[test]
+fn a_changed_import_cron_does_not_run_the_old_fire() {
+    use common::{Server, eventually, metric};
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let standin = rt.block_on(StandIn::start(Options::default())).unwrap();
+    let imports = || standin.log().iter().filter(|e| e.path == EVENTS).count();
+    let env = [
+        ("CRON_SECRET", "cron-secret"),
+        ("CRON_TOKEN", DEFAULT_TOKEN),
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    let config = serve_config(dir.path(), "CRON", "hook", &standin.url());
+    // Once a minute, at the second 15 s from now.
+    let old_fire = Instant::now() + Duration::from_secs(15);
+    let second = (chrono::Utc::now().timestamp() + 15) % 60;
+    let every_two = "cron = \"*/2 * * * * *\"";
+    let minutely = format!("cron = \"{second} * * * * *\"");
+    let file = std::fs::read_to_string(&config).unwrap();
+    assert_eq!(file.matches(every_two).count(), 1);
+    let file = file.replace(every_two, &minutely);
+    std::fs::write(&config, &file).unwrap();
+    let data = dir.path().join("data");
+    let server = Server::start(&config, &data, &env);
+    // Moved to once a year before the old fire.
+    std::fs::write(&config, file.replace(&minutely, "cron = \"0 0 0 1 1 *\"")).unwrap();
+    eventually(Duration::from_secs(10), || {
+        (metric(&server, "sendtime_config_reloads_total{result=\"loaded\"}") == 1).then_some(())
+    })
+    .unwrap_or_else(|| panic!("the cron change was not loaded:\n{}", server.logs()));
+    assert!(
+        Instant::now() + Duration::from_secs(2) < old_fire,
+        "the reload came too late to show anything"
+    );
+    std::thread::sleep(old_fire + Duration::from_secs(3) - Instant::now());
+    assert_eq!(imports(), 0, "imported at the old time:\n{}", server.logs());
+    server.stop();
+}

@@ -21,10 +21,8 @@ pub async fn run(config: ConfigHandle, metrics: Metrics, mut stop: watch::Receiv
     loop {
         let snapshot = config.load_full();
         let now = Utc::now();
-        let fire = next_after(
-            &snapshot.import.schedule,
-            last_fire.map_or(now, |l| l.max(now)),
-        );
+        let from = last_fire.map_or(now, |l| l.max(now));
+        let fire = next_after(&snapshot.import.schedule, from);
         let wait = (fire - now).to_std().unwrap_or_default().min(RECHECK);
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
@@ -34,8 +32,13 @@ pub async fn run(config: ConfigHandle, metrics: Metrics, mut stop: watch::Receiv
             break;
         }
         let snapshot = config.load_full();
-        if !snapshot.import.enabled || Utc::now() + chrono::Duration::seconds(1) < fire {
-            continue; // disabled, or the once-a-minute look at the config
+        // A cron changed while waiting: its own next fire, not the old one's.
+        let still_due = next_after(&snapshot.import.schedule, from) == fire;
+        if !snapshot.import.enabled
+            || !still_due
+            || Utc::now() + chrono::Duration::seconds(1) < fire
+        {
+            continue; // disabled, changed, or the once-a-minute look at the config
         }
         last_fire = Some(fire);
         let data_dir = &snapshot.server.data_dir;
