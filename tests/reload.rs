@@ -292,6 +292,13 @@ fn reloads_when_the_file_a_symlink_points_to_changes() {
     wait_for_webhooks(&server, &["first", "fourth"]);
     std::fs::write(c.join("prod.toml"), with_webhook("fifth")).unwrap();
     wait_for_webhooks(&server, &["first", "fifth"]);
+    // Files of the same names in the other folder are other files: no reload (before, any
+    // file of either name in either folder reloaded).
+    let settled = stable_reloads(&server);
+    std::fs::write(a.join("prod.toml"), "not the config").unwrap();
+    std::fs::write(c.join("webhooks.toml"), "not the config").unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(reloads(&server), settled, "{}", server.logs());
     // Deleted, then written again: the folder is still watched (the missing file's reload
     // unwatched it, and nothing after was seen).
     let rejected = reloads(&server).rejected;

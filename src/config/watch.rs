@@ -115,13 +115,24 @@ impl Watcher {
         // ConfigMap's `..data` link swap, counts: other files in the folder (a log written
         // there, an editor's swap file) must not trigger reloads.
         // Read without a lock by the watch's thread, which `watch` and `unwatch` wait on.
-        let followed = Arc::new(ArcSwap::from_pointee(Followed::of(&path)));
-        let names = followed.clone();
+        let followed = Arc::new(ArcSwap::from_pointee(Followed::of(&path, &dir)));
+        let files = followed.clone();
         let ours = move |p: &PathBuf| {
-            p.file_name().is_some_and(|n| {
-                names.load().names.iter().any(|name| name == n)
-                    || n.to_string_lossy().starts_with("..data")
-            })
+            let (Some(folder), Some(name)) = (p.parent(), p.file_name()) else {
+                return false;
+            };
+            let data_link = name.to_string_lossy().starts_with("..data");
+            let files = files.load();
+            // By name first: most events in a shared folder are of other files.
+            if !data_link && !files.files.iter().any(|(_, n)| n == name) {
+                return false;
+            }
+            // Then by folder: a file of the link's name beside its target is another file.
+            let folder = std::fs::canonicalize(folder).unwrap_or_else(|_| folder.to_path_buf());
+            files
+                .files
+                .iter()
+                .any(|(f, n)| *f == folder && (data_link || n == name))
         };
         let mut inner = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
             if let Ok(event) = res
@@ -182,7 +193,7 @@ impl Watcher {
                 metrics.config_rejected.set(i64::from(outcome.rejected()));
                 // A symlink pointed elsewhere since: the file it now names is the one edited.
                 // (One missing for now, deleted to be written again, keeps the one followed.)
-                let now = Followed::of(&path);
+                let now = Followed::of(&path, &dir);
                 if now.target.is_some() && now.target != followed.load().target {
                     followed.store(Arc::new(now));
                 }
@@ -198,19 +209,25 @@ impl Watcher {
 /// points to, whose folder is watched too.
 struct Followed {
     target: Option<PathBuf>,
-    /// The file names whose events count.
-    names: Vec<std::ffi::OsString>,
+    /// The files whose events count: (canonical folder, file name).
+    files: Vec<(PathBuf, std::ffi::OsString)>,
 }
 
 impl Followed {
-    fn of(path: &Path) -> Followed {
+    /// `path` in its folder `dir`.
+    fn of(path: &Path, dir: &Path) -> Followed {
         let target = std::fs::canonicalize(path).ok();
-        let names = [Some(path), target.as_deref()]
-            .into_iter()
-            .flatten()
-            .filter_map(|p| p.file_name().map(|n| n.to_os_string()))
-            .collect();
-        Followed { target, names }
+        let own = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
+        let files = [
+            path.file_name().map(|n| (own, n.to_os_string())),
+            target
+                .as_deref()
+                .and_then(|t| Some((t.parent()?.to_path_buf(), t.file_name()?.to_os_string()))),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        Followed { target, files }
     }
 }
 
