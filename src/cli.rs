@@ -87,6 +87,9 @@ pub enum Command {
     /// with synthetic engagement, an in-process HubSpot stand-in, a simulated workflow posting
     /// signed contacts of every type and executing the action, and a faster clock. Prints the
     /// status and metrics URLs; stops on Ctrl-C.
+    ///
+    /// It makes its own config and data folder: --config and --data, listed below as for
+    /// every command, are refused here.
     Demo {
         /// How many times faster than real time the dispatcher's clock runs (1 to 100000).
         #[arg(long, default_value_t = 720,
