@@ -296,6 +296,19 @@ fn types_ranges_choices_and_defaults_agree() {
             assert!(with(&(max + 1).to_string()).is_err(), "{what} above {max}");
             assert!(with(&(min - 1).to_string()).is_err(), "{what} below {min}");
         }
+        // TOML's other spellings of an integer the schema takes are read as it (the schema
+        // sees only the value): `list_id = 0x10` was refused.
+        let integer = spec["type"] == "integer"
+            || spec["anyOf"]
+                .as_array()
+                .is_some_and(|a| a.iter().any(|s| s["type"] == "integer"));
+        if let (true, Ok(n)) = (integer, good.trim_matches('"').parse::<u64>()) {
+            let decimal = meaning(&with(&n.to_string()).unwrap());
+            for spelled in [format!("0x{n:x}"), format!("0o{n:o}"), format!("0b{n:b}")] {
+                let read = with(&spelled).unwrap_or_else(|e| panic!("{what} = {spelled}: {e}"));
+                assert_eq!(meaning(&read), decimal, "{what} = {spelled}");
+            }
+        }
         if spec["type"] == "number"
             && let (Some(min), Some(max)) = (spec["minimum"].as_f64(), spec["maximum"].as_f64())
         {

@@ -789,9 +789,13 @@ fn read_webhook(ctx: &mut Ctx, table: &DeTable, at: usize, n: usize) -> WebhookD
     let workflow_id_at = r.get("workflow_id").map(|v| v.span().start);
     let list_id = r.get("list_id").and_then(|v| match v.get_ref() {
         DeValue::String(s) if is_numeric_id(s) => Some(s.to_string()),
-        DeValue::Integer(i) if is_numeric_id(i.as_str()) && i.radix() == 10 => {
-            Some(i.as_str().to_string())
-        }
+        DeValue::Integer(i) => match u64::from_str_radix(i.as_str(), i.radix()) {
+            Ok(n) => Some(n.to_string()),
+            Err(_) => {
+                r.wrong_type(ctx, "list_id", v, "a HubSpot list id such as \"987\"");
+                None
+            }
+        },
         _ => {
             r.wrong_type(ctx, "list_id", v, "a HubSpot list id such as \"987\"");
             None
