@@ -511,10 +511,15 @@ impl Config {
         let mut errors = Vec::new();
         let flags = overrides.listen.is_some() || overrides.admin_listen.is_some();
         if share_a_port(server.listen, server.admin_listen) {
+            // At the address the file sets (the other is its default); both from the file
+            // rather than flags, which read::parse cannot know of.
             let at = if flags {
                 Diagnostics::COMMAND_LINE
             } else {
-                (1, 1)
+                ["admin_listen", "listen"]
+                    .into_iter()
+                    .find_map(|key| read::value_position(text, "server", key))
+                    .unwrap_or((1, 1))
             };
             errors.push((at, format!(
                 "the admin surface ({}) and the public listener ({}) share a port: `serve` could not listen on both, and the admin surface is never served to HubSpot's side; give `admin_listen` (or --admin-listen) another port",
@@ -547,6 +552,7 @@ impl Config {
         for (at, error) in errors {
             all.push(Severity::Error, at, error);
         }
+        all.finish();
         Err(all)
     }
 

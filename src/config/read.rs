@@ -305,6 +305,15 @@ fn read_server(ctx: &mut Ctx, top: &TableReader, base_dir: &Path) -> Option<Serv
 }
 
 /// Whether an http(s) URL names this machine (`localhost` or a loopback address).
+/// Where the value of `[table] key` is written in `text` (already parsed whole), if it is.
+pub(super) fn value_position(text: &str, table: &str, key: &str) -> Option<(usize, usize)> {
+    let doc = DeTable::parse(text).ok()?;
+    let DeValue::Table(t) = doc.get_ref().get(table)?.get_ref() else {
+        return None;
+    };
+    Some(Lines::new(text).line_column(t.get(key)?.span().start))
+}
+
 pub(super) fn loopback_url(url: &str) -> bool {
     reqwest::Url::parse(url).is_ok_and(|url| crate::hubspot::client::is_loopback(&url))
 }
