@@ -590,6 +590,92 @@ fn the_dashboard_shows_what_holds_a_dry_run_connector_without_engagement() {
     assert_eq!(shown[3], "2");
 }
 
+/// A connector's scheduled import skipped by its pause says so, with when, and once resumed
+/// the account's daily use says as of when: in the page as `/status` has them (neither text
+/// was checked in a browser).
+#[test]
+fn the_dashboard_shows_a_skipped_import_and_daily_use_as_of() {
+    let rt = runtime();
+    let standin = rt.block_on(StandIn::start(Options::default())).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let config = TestConfig {
+        env: "DASH",
+        tables: "[scheduler]\ncron = \"* * * * * *\"\n[import]\ncron = \"*/2 * * * * *\"",
+        connector: &format!("api_base = \"{}\"", standin.url()),
+        hooks: &HOOKS.iter().collect::<Vec<_>>(),
+        ..TestConfig::default()
+    }
+    .write(dir.path());
+    let started = now_ms() / 60_000 * 60_000;
+    std::fs::create_dir_all(&data).unwrap();
+    sendtime(&config, &data, &["pause", "main", "--connector"], ENV);
+    let server = Server::start(&config, &data, ENV);
+    let driver = Driver::start();
+    let page = rt.block_on(browser(&driver, &dir.path().join("chromium")));
+    rt.block_on(page.goto(&server.admin_url("/"))).unwrap();
+    let cells = "const r = document.querySelector('tr[data-connector=main]'); \
+        return r ? [r.querySelector('td:nth-child(4)').textContent, \
+        r.querySelector('td:nth-child(6)').textContent] : null;";
+    // "YYYY-MM-DD HH:MM UTC" at the start of `text`, as ms, checked to be since the start.
+    let when = |text: &str| {
+        let at = chrono::NaiveDateTime::parse_from_str(text.get(..20)?, "%Y-%m-%d %H:%M UTC")
+            .ok()?
+            .and_utc()
+            .timestamp_millis();
+        (started..=now_ms()).contains(&at).then_some(at)
+    };
+    let skipped = until_page(&rt, &page, cells, "the skipped import", |v| {
+        v[1].as_str()
+            .is_some_and(|t| t.contains("skipped"))
+            .then_some(v)
+    });
+    assert_eq!(skipped[0], "–", "no call made, so no daily use");
+    let import = skipped[1].as_str().unwrap();
+    assert!(when(import).is_some(), "{import}");
+    assert_eq!(
+        &import[21..],
+        "skipped: the connector is paused (operator)",
+        "{import}"
+    );
+    assert_eq!(standin.log().len(), 0, "a call while paused");
+
+    sendtime(&config, &data, &["resume", "main", "--connector"], ENV);
+    let shown = until_page(&rt, &page, cells, "the import's calls", |v| {
+        v[1].as_str()
+            .is_some_and(|t| t.ends_with("new events"))
+            .then_some(v)
+    });
+    let import = shown[1].as_str().unwrap();
+    assert!(when(import).is_some(), "{import}");
+    assert!(import.ends_with(", 0 new events"), "{import}");
+    // "{used} of {limit} as of {time}", the figures /status has and HubSpot's headers gave.
+    let daily = shown[0].as_str().unwrap();
+    let s = status(&server);
+    let main = &s["connectors"][0];
+    let (limit, remaining) = (
+        main["daily_limit"].as_u64().unwrap(),
+        main["daily_remaining"].as_u64().unwrap(),
+    );
+    let calls = standin.log().len() as u64;
+    assert!((1..=calls).contains(&(limit - remaining)), "{main}");
+    let (figures, as_of) = daily
+        .split_once(" as of ")
+        .unwrap_or_else(|| panic!("{daily}"));
+    let (used, of) = figures.split_once(" of ").unwrap();
+    let number = |t: &str| t.replace(',', "").parse::<u64>().unwrap();
+    assert_eq!(number(of), limit, "{daily}");
+    assert!((1..=calls).contains(&number(used)), "{daily}");
+    let at = when(as_of).unwrap_or_else(|| panic!("{daily}"));
+    assert_eq!(
+        at,
+        main["daily_as_of_ms"].as_i64().unwrap() / 60_000 * 60_000,
+        "{daily}"
+    );
+    rt.block_on(page.close()).unwrap();
+    server.stop();
+}
+
 /// A contact lookup whose read never returns (a hung disk; here an archived plan part whose
 /// checksum file is a FIFO held open and never written) does not hold a stop: after the grace
 /// its connection is closed and serve exits 0 with the inbox flushed. A second signal stops at
