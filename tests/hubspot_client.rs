@@ -633,6 +633,7 @@ fn oauth_app() -> sendtime::hubspot::standin::OAuthApp {
         refresh_token: "refresh".into(),
         lifetime: Duration::from_secs(1800),
         rotate: false,
+        says_expires_in: true,
     }
 }
 
@@ -816,6 +817,26 @@ async fn a_token_endpoint_404_is_not_a_refused_refresh_token() {
             _ => panic!("{status}: got {got:?}"),
         }
     }
+}
+
+/// A token answer without `expires_in` (HubSpot's has one) is taken to last HubSpot's 30
+/// minutes: the token is used, and the calls after it do not refresh it.
+#[tokio::test]
+async fn a_token_answer_without_expires_in_lasts_thirty_minutes() {
+    let s = standin(Options {
+        oauth: Some(sendtime::hubspot::standin::OAuthApp {
+            says_expires_in: false,
+            ..oauth_app()
+        }),
+        ..Options::default()
+    })
+    .await;
+    let oauth = oauth_client(&s);
+    for _ in 0..3 {
+        oauth.enrollments(1).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+    }
+    assert_eq!(token_requests(&s), 1);
 }
 
 /// A contact's current enrollments as HubSpot's reference shows them, one workflow object, or

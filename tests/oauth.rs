@@ -23,6 +23,7 @@ fn oauth_standin(rt: &tokio::runtime::Runtime, lifetime: Duration, rotate: bool)
             refresh_token: "first-refresh-token".into(),
             lifetime,
             rotate,
+            says_expires_in: true,
         }),
         ..Options::default()
     }))

@@ -135,6 +135,9 @@ pub struct OAuthApp {
     pub lifetime: Duration,
     /// Hand out a new refresh token with each refresh; the old one stops working.
     pub rotate: bool,
+    /// Say `lifetime` in the answer's `expires_in`, as HubSpot does (off: a client must not
+    /// depend on it).
+    pub says_expires_in: bool,
 }
 
 impl Default for Options {
@@ -764,12 +767,15 @@ impl World {
         if app.rotate {
             self.refresh_token = Some(format!("oauth-refresh-{n}-{}", self.rng.u64(..)));
         }
-        let body = json!({
+        let mut body = json!({
             "token_type": "bearer",
             "access_token": access,
             "refresh_token": self.refresh_token,
             "expires_in": app.lifetime.as_secs(),
         });
+        if !app.says_expires_in {
+            body.as_object_mut().map(|b| b.remove("expires_in"));
+        }
         (StatusCode::OK, axum::Json(body)).into_response()
     }
 
