@@ -28,6 +28,12 @@ impl Throttle {
         self.last = Some(now);
         Some(std::mem::take(&mut self.suppressed))
     }
+
+    /// Whether its line was logged within [`EVERY`]: a new throttle would log the next at
+    /// once.
+    pub fn recent(&self) -> bool {
+        self.last.is_some_and(|last| last.elapsed() < EVERY)
+    }
 }
 
 #[cfg(test)]
@@ -40,7 +46,9 @@ mod tests {
         assert_eq!(t.due(), Some(0));
         assert_eq!(t.due(), None);
         assert_eq!(t.due(), None);
+        assert!(t.recent());
         t.last = Some(Instant::now() - EVERY);
+        assert!(!t.recent());
         assert_eq!(t.due(), Some(2));
     }
 }

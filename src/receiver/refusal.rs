@@ -233,9 +233,14 @@ impl RefusalLog {
             return;
         }
         let mut seen = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        // Webhook ids come from the URL: bound what strangers can make us remember.
+        // Keyed by config ids (strangers' are one key), but ids removed by reloads linger:
+        // past the bound, only lines logged in the last minute are kept (clearing all let
+        // every webhook's next refusal be logged again).
         if seen.len() >= 1024 {
-            seen.clear();
+            seen.retain(|_, t| t.recent());
+            if seen.len() >= 1024 {
+                seen.clear();
+            }
         }
         let Some(suppressed) = seen.entry((webhook.to_string(), reason)).or_default().due() else {
             return;
