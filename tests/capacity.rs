@@ -924,3 +924,58 @@ fn overdue_actions_wait_out_quiet_hours_within_their_hold() {
     tick("2026-11-10T13:30:00Z");
     assert_eq!(released().len(), rows.len());
 }
+
+/// With the day's budget spent, list adds join the batch of a minute already paid for (each
+/// was planned for tomorrow, a call of its own), and a workflow action's callback goes now, as
+/// it is sent whatever the budget (it waited for the account's midnight); an enrollment waits.
+#[test]
+fn a_spent_budget_still_takes_batch_riders_and_callbacks() {
+    use sendtime::config::WebhookType;
+    const NOW: i64 = 1_795_947_420_000; // 2026-11-29 10:17 UTC
+    let tomorrow = NOW / DAY * DAY + DAY;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let config = TestConfig {
+        env: "CAPACITY",
+        tables: "[[action]]\nid = \"act\"",
+        connector: "dry_run = true\ndaily_budget = 1",
+        hooks: &[
+            &Hook {
+                id: "list",
+                kind: "UPDATE_ONLY",
+                target: "list_id = \"9\"",
+            },
+            &Hook {
+                id: "now",
+                kind: "IMMEDIATE",
+                target: "workflow_id = 7",
+            },
+        ],
+        ..TestConfig::default()
+    }
+    .write(dir.path());
+    // Planned in this order: the first list add spends the day's one call.
+    let mut rows = receipts_of("list", WebhookType::UpdateOnly, 0..3, NOW);
+    rows.extend(receipts_of("now", WebhookType::Immediate, 10..11, NOW));
+    rows.push(Receipt {
+        webhook_id: "act".into(),
+        webhook_type: WebhookType::Immediate,
+        callback_id: Some("cb-20".into()),
+        signature: format!("v2{}", inbox::DRY_RUN_MARK),
+        hold_ends_ms: Some(NOW + DAY),
+        ..receipt(20, "", NOW)
+    });
+    write_inbox(&data, &rows);
+    tick_at(&config, &data, "2026-11-29T10:17:00Z");
+    let due: HashMap<i64, i64> = plans(&data)
+        .iter()
+        .map(|p| (p.contact_id.unwrap(), p.due_at_ms))
+        .collect();
+    assert_eq!(due.len(), rows.len());
+    for c in [0, 1, 2, 20] {
+        assert!(due[&c] < NOW + MINUTE, "{c}: {due:?}");
+    }
+    assert!(due[&10] >= tomorrow, "{due:?}");
+    assert_eq!(released(&data), [0, 1, 2, 20]);
+}

@@ -160,7 +160,7 @@ fn in_hour(
     allowed: &dyn Fn(i64) -> u64,
 ) -> Option<i64> {
     let hour = window.hour(k);
-    if !ledger.hour_fits(hour) {
+    if !ledger.hour_fits(hour, r.cost) {
         return None;
     }
     let open = window.minutes(k) & allowed(hour);

@@ -2,6 +2,8 @@
 //! dispatcher rebuilds it from its queue before planning, so what is already planned keeps
 //! its time and new receipts fill what is left.
 
+use std::collections::BTreeSet;
+
 use rustc_hash::FxHashMap;
 
 use super::{CALL, Capacity, Cost};
@@ -24,6 +26,9 @@ pub struct Ledger {
     days: FxHashMap<i64, u64>,
     /// (Epoch minute, batch) → contacts booked in that minute's batch ([`Cost::Batched`]).
     batches: FxHashMap<(i64, u64), u64>,
+    /// Batch → the epoch minutes whose batch has room: a contact joining one costs nothing,
+    /// in a full hour or on a full day too.
+    open: FxHashMap<u64, BTreeSet<i64>>,
     /// (Epoch hour, calls): the calls already made in the current hour, before its minute,
     /// for the forecast (the minutes before are past, so planning needs only the minute's).
     made: (i64, u64),
@@ -37,6 +42,7 @@ impl Ledger {
             hours: FxHashMap::default(),
             days: FxHashMap::default(),
             batches: FxHashMap::default(),
+            open: FxHashMap::default(),
             made: (0, 0),
         }
     }
@@ -67,10 +73,25 @@ impl Ledger {
         })
     }
 
-    /// Whether the hour starting at `hour_ms` may have room for a new call in some minute (a
-    /// batched contact might still join a batch of a full hour; it is placed elsewhere).
-    pub fn hour_fits(&self, hour_ms: i64) -> bool {
-        self.hour_has_room(hour_ms) && !self.day_full(hour_ms)
+    /// Whether the hour starting at `hour_ms` may have room for `cost` in some minute: a new
+    /// call, or a place in one of its minutes' batches.
+    pub fn hour_fits(&self, hour_ms: i64, cost: Cost) -> bool {
+        (self.hour_has_room(hour_ms) && !(cost.budgeted() && self.day_full(hour_ms)))
+            || self.joinable(cost, hour_ms, hour_ms + HOUR_MS).is_some()
+    }
+
+    /// The first minute from `from_ms` to before `until_ms` whose batch `cost` can join.
+    fn joinable(&self, cost: Cost, from_ms: i64, until_ms: i64) -> Option<i64> {
+        let Cost::Batched { batch, .. } = cost else {
+            return None;
+        };
+        let (from, until) = (
+            from_ms.div_euclid(MINUTE_MS),
+            until_ms.div_euclid(MINUTE_MS),
+        );
+        (from < until)
+            .then(|| self.open.get(&batch)?.range(from..until).next().copied())
+            .flatten()
     }
 
     /// [`Ledger::hour_fits`] but for the day.
@@ -84,10 +105,10 @@ impl Ledger {
         let minute = at_ms.div_euclid(MINUTE_MS);
         let charge = self.charge(minute, cost);
         self.minutes.get(&minute).copied().unwrap_or(0) + charge <= self.capacity.per_minute
-            && self
-                .capacity
-                .per_day
-                .is_none_or(|d| self.days.get(&self.day(at_ms)).copied().unwrap_or(0) + charge <= d)
+            && (!cost.budgeted()
+                || self.capacity.per_day.is_none_or(|d| {
+                    self.days.get(&self.day(at_ms)).copied().unwrap_or(0) + charge <= d
+                }))
     }
 
     /// Count the calls already made on the day `now_ms` is in, in its hour and in its minute
@@ -119,14 +140,25 @@ impl Ledger {
         self.hours.retain(|h, _| *h >= hour);
         self.days.retain(|d, _| *d >= day);
         self.batches.retain(|(m, _), _| *m >= minute);
+        self.open.retain(|_, minutes| {
+            *minutes = minutes.split_off(&minute);
+            !minutes.is_empty()
+        });
     }
 
     /// Book `cost` in the minute `at_ms` is in.
     pub fn book(&mut self, at_ms: i64, cost: Cost) {
         let minute = at_ms.div_euclid(MINUTE_MS);
         let charge = self.charge(minute, cost);
-        if let Cost::Batched { batch, .. } = cost {
-            *self.batches.entry((minute, batch)).or_default() += 1;
+        if let Cost::Batched { batch, size } = cost {
+            let n = self.batches.entry((minute, batch)).or_default();
+            *n += 1;
+            let open = self.open.entry(batch).or_default();
+            if *n % size == 0 {
+                open.remove(&minute);
+            } else {
+                open.insert(minute);
+            }
         }
         *self.minutes.entry(minute).or_default() += charge;
         *self.hours.entry(at_ms.div_euclid(HOUR_MS)).or_default() += charge;
@@ -156,9 +188,23 @@ impl Ledger {
         mut allowed: impl FnMut(i64) -> u64,
     ) -> Option<i64> {
         let first_hour = from_ms.div_euclid(HOUR_MS) * HOUR_MS;
+        let end = first_hour + SEARCH_HOURS * HOUR_MS;
+        // A batch with room that it may join, which a search for a new call would pass over
+        // in a full hour or day; a new call found before it goes first.
+        let mut join = None;
+        let mut after = from_ms;
+        while let Some(minute) = self.joinable(cost, after, end) {
+            let at = (minute * MINUTE_MS).max(from_ms);
+            let hour = at.div_euclid(HOUR_MS) * HOUR_MS;
+            if allowed(hour) & WHOLE_HOUR & (1 << ((at - hour) / MINUTE_MS)) != 0 {
+                join = Some(at);
+                break;
+            }
+            after = (minute + 1) * MINUTE_MS;
+        }
         let mut hour = first_hour;
-        while hour < first_hour + SEARCH_HOURS * HOUR_MS {
-            if self.day_full(hour) {
+        while hour < join.unwrap_or(end).min(end) {
+            if cost.budgeted() && self.day_full(hour) {
                 hour = self.after_full_day(hour);
                 continue;
             }
@@ -174,6 +220,9 @@ impl Ledger {
             while mask != 0 {
                 let m = mask.trailing_zeros() as i64;
                 let at = (hour + m * MINUTE_MS).max(from_ms);
+                if join.is_some_and(|j| j <= at) {
+                    return join;
+                }
                 if self.fits(at, cost) {
                     return Some(at);
                 }
@@ -181,7 +230,7 @@ impl Ledger {
             }
             hour += HOUR_MS;
         }
-        None
+        join
     }
 
     /// Whole calls booked in each of `hours` hours from the one `from_ms` is in (rounded up),

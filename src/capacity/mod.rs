@@ -70,6 +70,20 @@ pub enum Cost {
 /// The batch of a connector's workflow-action callbacks (lists are keyed by their id's hash).
 const CALLBACKS: u64 = u64::MAX;
 
+impl Cost {
+    /// Whether `daily_budget` holds it back. A workflow action's callback goes whatever the
+    /// budget, planned as when it is made: HubSpot's hold on its contact runs out.
+    pub fn budgeted(self) -> bool {
+        !matches!(
+            self,
+            Cost::Batched {
+                batch: CALLBACKS,
+                ..
+            }
+        )
+    }
+}
+
 /// What sending one contact to `target` costs on `connector`.
 pub fn cost(target: &Target, connector: &Connector) -> Cost {
     match target {
