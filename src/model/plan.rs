@@ -418,7 +418,7 @@ pub fn describe(
         if moved != Move::None {
             let _ = write!(
                 reason,
-                "; the minutes before are full on connector {}: due {}",
+                "; the minutes before are full on connector {} (requests_per_10s or daily_budget): due {}",
                 ctx.connector,
                 Minute(due)
             );
