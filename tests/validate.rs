@@ -294,6 +294,30 @@ fn a_daily_budget_without_the_account_zone_is_a_warning() {
     assert!(!stderr.contains("daily_budget"), "{stderr}");
 }
 
+/// Two connectors calling one account each pace and budget on their own: a warning, unless
+/// one of them is in dry run (it calls nothing).
+#[test]
+fn two_connectors_of_one_account_are_a_warning() {
+    let run = |extra: &str| {
+        let other = format!(
+            "[[connector]]\nid = \"other\"\nportal_id = 62515\napp_id = 54321\n\
+             client_secret_env = \"HUBSPOT_CLIENT_SECRET\"\n\
+             access_token_env = \"HUBSPOT_ACCESS_TOKEN\"{extra}\n\n[[webhook]]"
+        );
+        warnings_of(&[
+            ("[[webhook]]", &other),
+            ("type = ", "connector = \"main\"\ntype = "),
+        ])
+    };
+    let stderr = run("");
+    assert!(
+        stderr.contains(":16:6: warning: connectors `main` and `other` both call portal 62515"),
+        "{stderr}"
+    );
+    let stderr = run("\ndry_run = true");
+    assert!(!stderr.contains("both call portal"), "{stderr}");
+}
+
 #[test]
 fn missing_file_is_a_clear_error() {
     let out = sendtime()

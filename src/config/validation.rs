@@ -80,12 +80,41 @@ pub(super) fn check(ctx: &mut Ctx, draft: Draft, env: EnvCheck) -> Option<(Draft
         check_env(ctx, c, env);
         check_allow_unsigned(ctx, c, draft.server.as_ref());
     }
+    check_shared_account(ctx, &draft);
     let complete = draft.version.is_some()
         && draft.server.is_some()
         && draft.scheduler.is_some()
         && draft.import.is_some()
         && draft.model.is_some();
     complete.then_some((draft, webhooks))
+}
+
+/// Connectors that call one HubSpot account each pace their own `requests_per_10s` and count
+/// their own `daily_budget`: together they can pass the account's limits.
+fn check_shared_account(ctx: &mut Ctx, draft: &Draft) {
+    let calling: Vec<&Connector> = draft
+        .connectors
+        .iter()
+        .map(|c| &c.connector)
+        .filter(|c| !c.dry_run)
+        .collect();
+    for (i, c) in calling.iter().enumerate() {
+        let Some(first) = calling[..i].iter().find(|o| o.portal_id == c.portal_id) else {
+            continue;
+        };
+        let at = draft
+            .connector_ids
+            .iter()
+            .find(|(id, _)| *id == c.id)
+            .map_or(0, |(_, at)| *at);
+        ctx.warning(
+            at,
+            format!(
+                "connectors `{}` and `{}` both call portal {}: each paces its own `requests_per_10s` and counts its own `daily_budget`, so together they can pass HubSpot's limits (the daily one is the account's, the 10-second one each app's): use one connector for the account, or split the two between them",
+                first.id, c.id, c.portal_id
+            ),
+        );
+    }
 }
 
 /// HubSpot signs a custom action's requests v2 (its custom action guide): a connector that
