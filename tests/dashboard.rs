@@ -560,6 +560,14 @@ fn the_dashboard_shows_what_holds_a_dry_run_connector_without_engagement() {
         "the webhook's dry-run state",
         |v| (v == "dry run").then_some(()),
     );
+    // Empty error lines take no room (two empty pink bars always showed).
+    let shown = rt
+        .block_on(page.execute(
+            "return ['#pauses-error', '#planning-error'].map(s => document.querySelector(s).offsetHeight);",
+            vec![],
+        ))
+        .unwrap();
+    assert_eq!(shown, json!([0, 0]));
 
     std::fs::write(data.join("state/pauses.json"), "garbage{").unwrap();
     let shown = until_page(
@@ -576,6 +584,36 @@ fn the_dashboard_shows_what_holds_a_dry_run_connector_without_engagement() {
                 .then_some(v)
         },
     );
+    // A pause the server cannot write says so, and two refreshes later still does (each
+    // refresh hid it, so a refused pause looked taken).
+    click(
+        &rt,
+        &page,
+        "tr[data-endpoint=fatigue] button[data-action=pause]",
+    );
+    let error =
+        "const e = document.querySelector('#error'); return e.hidden ? null : e.textContent;";
+    let said = until_page(&rt, &page, error, "the refused pause", |v| {
+        v.as_str().map(str::to_string)
+    });
+    assert!(
+        said.starts_with("pause fatigue failed: ") && said.contains("pauses.json is unreadable"),
+        "{said}"
+    );
+    let updated = || {
+        rt.block_on(page.execute("return Number(document.body.dataset.updated);", vec![]))
+            .unwrap()
+            .as_f64()
+            .unwrap()
+    };
+    let clicked = updated();
+    eventually(Duration::from_secs(20), || {
+        let now = updated();
+        (now > clicked + 2_500.0).then_some(())
+    })
+    .expect("two refreshes");
+    let still = rt.block_on(page.execute(error, vec![])).unwrap();
+    assert_eq!(still.as_str(), Some(said.as_str()));
     rt.block_on(page.close()).unwrap();
     server.stop();
     assert_eq!(shown[0], "paused: pauses unreadable (dry run)");

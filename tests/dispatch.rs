@@ -161,6 +161,24 @@ fn a_missing_scope_holds_only_the_calls_that_need_it() {
         "held until {until:?}, refused at {refused_at}: {main}"
     );
     assert!(main["missing_scopes"].get("enroll").is_none(), "{main}");
+    // The list webhook's row says its contacts are held, and till when (it said nothing held,
+    // as if sending); the enrolling webhook's holds none.
+    let row = |id: &str| {
+        status["webhooks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|w| w["id"] == id)
+            .unwrap()
+            .clone()
+    };
+    let list = row("big-list");
+    assert_eq!(list["scope_held_until_ms"].as_i64(), until, "{list}");
+    assert_eq!(list["held"], list["pending"], "{list}");
+    assert!(list["held"].as_u64() > Some(0), "{list}");
+    let fatigue = row("fatigue");
+    assert_eq!(fatigue["scope_held_until_ms"], serde_json::Value::Null);
+    assert_eq!(fatigue["held"], 0, "{fatigue}");
     server.stop();
     // The list's contacts wait, none failed, and the list was asked once in the hold.
     let rows = outcomes::read(&outcomes::dataset(&data).unwrap()).unwrap();

@@ -355,7 +355,8 @@ async fn set_pause(
     }
     // A pause of something since removed from the config can be lifted, as by the CLI.
     let config = state.config.load_full();
-    let now = crate::time::now_ms();
+    // On the dispatcher's clock, as `/status` reports (the demo's runs fast).
+    let now = state.clock.now_ms();
     let metrics = state.metrics.clone();
     let kind = tokio::task::spawn_blocking(move || {
         let named = crate::config::Named::of(&config);

@@ -65,6 +65,12 @@ pub fn status(state: &AdminState) -> Value {
             .any(|c| c.id == w.connector && c.paused.is_some());
         // Recorded, not sent: what its table row must say rather than "sending".
         let connector_dry_run = connectors.iter().any(|c| c.id == w.connector && c.dry_run);
+        // Its kind of call waits for a scope the token lacks, while the connector's others go.
+        let action = crate::datasets::outcomes::Action::of(&w.target).as_str();
+        let scope_held_until = connectors
+            .iter()
+            .find(|c| c.id == w.connector)
+            .and_then(|c| c.missing_scopes.get(action).copied());
         json!({
             "id": w.id,
             "type": w.kind.as_str(),
@@ -74,7 +80,8 @@ pub fn status(state: &AdminState) -> Value {
             "paused": paused,
             "connector_paused": connector_paused,
             "connector_dry_run": connector_dry_run,
-            "held": if paused || connector_paused { pending } else { 0 },
+            "scope_held_until_ms": scope_held_until,
+            "held": if paused || connector_paused || scope_held_until.is_some() { pending } else { 0 },
             "counts": board.tally(&w.id),
         })
     };

@@ -166,6 +166,16 @@ pub enum Action {
 impl Action {
     pub const ALL: [Action; 3] = [Action::Enroll, Action::ListAdd, Action::Complete];
 
+    /// The call that delivers to `target`.
+    pub fn of(target: &crate::config::Target) -> Action {
+        use crate::config::Target;
+        match target {
+            Target::Workflow(_) => Action::Enroll,
+            Target::List(_) => Action::ListAdd,
+            Target::Callback => Action::Complete,
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Action::Enroll => "enroll",

@@ -164,9 +164,12 @@ function pauseButton(id, paused, connector) {
         headers: { "Content-Type": "application/json" },
         body: JSON.stringify({ id, connector }),
       });
+      actionError = false;
       await refresh();
     } catch (e) {
-      showError(e);
+      // Kept until the next pause or resume succeeds: a refresh must not hide it.
+      actionError = true;
+      showError(new Error(button.dataset.action + " " + id + " failed: " + e.message));
     } finally {
       button.disabled = false;
     }
@@ -232,6 +235,7 @@ function drawEndpoints(status) {
     for (const [name, td] of Object.entries(cells)) td.classList.add(name);
     const state = e.paused ? el("td", "paused", "state-paused")
       : e.connector_paused ? el("td", "held: connector paused", "state-paused")
+      : e.scope_held_until_ms ? el("td", "held: missing scope until " + time(e.scope_held_until_ms), "state-paused")
       : e.connector_dry_run ? el("td", "dry run", "state-dry")
       : el("td", "sending", "state-sending");
     const idCell = el("td", e.id);
@@ -259,6 +263,9 @@ function drawOutcomes(outcomes) {
   if (!outcomes.length) body.append(row([el("td", "No calls yet.", "note")]));
 }
 
+// Whether #error shows a failed pause or resume (which a refresh leaves), not a failed refresh.
+let actionError = false;
+
 function showError(e) {
   $("#error").textContent = e.message;
   $("#error").hidden = false;
@@ -267,7 +274,7 @@ function showError(e) {
 async function refresh() {
   try {
     const status = await api("/status");
-    $("#error").hidden = true;
+    if (!actionError) $("#error").hidden = true;
     $("#config").textContent = status.config;
     $("#now").textContent = time(status.now_ms);
     $("#pending").textContent = Number(status.pending).toLocaleString("en-US");
