@@ -154,7 +154,7 @@ impl Ledger {
             let n = self.batches.entry((minute, batch)).or_default();
             *n += 1;
             let open = self.open.entry(batch).or_default();
-            if *n % size == 0 {
+            if n.is_multiple_of(size) {
                 open.remove(&minute);
             } else {
                 open.insert(minute);
