@@ -464,6 +464,20 @@ fn the_dashboard_shows_status_and_pauses_and_resumes_a_webhook_in_a_real_browser
         lift[1].contains("no webhook sent in both groups"),
         "{lift:?}"
     );
+    // With the report's as-of time and what it says to do (it showed neither).
+    let said = rt
+        .block_on(page.execute(
+            "return [...document.querySelectorAll('#lift-result p')].map(p => p.textContent);",
+            vec![],
+        ))
+        .unwrap();
+    let said: Vec<String> = serde_json::from_value(said).unwrap();
+    assert!(said[0].starts_with("As of 20"), "{said:?}");
+    assert!(
+        said.iter()
+            .any(|p| p.starts_with("nothing held out: set `holdout = 0.1`")),
+        "{said:?}"
+    );
     rt.block_on(page.close()).unwrap();
     server.stop();
 }

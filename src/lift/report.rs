@@ -54,9 +54,13 @@ pub fn default_as_of(config: &crate::config::Config, now: i64) -> i64 {
     use crate::import::hubspot::{OVERLAP, complete_until};
     let data_dir = &config.server.data_dir;
     let late = OVERLAP.as_millis() as i64;
+    // Only the connectors `serve` imports for: the cursor of one in dry run, or of a run of
+    // `import hubspot --until` with the schedule off, would hold every webhook's report at
+    // its time for good.
     config
         .connectors
         .iter()
+        .filter(|c| config.import.enabled && !c.dry_run)
         .filter_map(|c| complete_until(data_dir, &c.id).map(|t| t - late))
         .fold(now, i64::min)
 }
@@ -88,9 +92,45 @@ pub struct Metric {
     pub interval: Option<[f64; 2]>,
     /// `optimized_better` or `holdout_better` when the interval excludes zero.
     pub verdict: Option<&'static str>,
+    /// Why there is no verdict, when there is none.
+    pub no_verdict: Option<NoVerdict>,
+    /// When no send is counted yet, when the first one's window ends.
+    pub first_window_end_ms: Option<i64>,
     /// Webhooks with sends in both groups left out, as one of them reached fewer than
     /// [`MIN_CONTACTS`] contacts.
     pub too_few_contacts: usize,
+}
+
+/// Why a metric has no verdict.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NoVerdict {
+    /// No send's window has ended by the as-of time.
+    NoWindowEnded,
+    /// No webhook has sends in both groups whose windows ended.
+    NotSentInBoth,
+    /// The webhooks that sent in both groups reached fewer than [`MIN_CONTACTS`] contacts in
+    /// a group.
+    TooFewContacts,
+    /// A group has fewer than [`MIN_SENDS`] sends.
+    TooFewSends,
+    /// The interval includes zero.
+    IncludesZero,
+}
+
+impl NoVerdict {
+    /// As the report's table says it.
+    pub fn text(self) -> String {
+        match self {
+            NoVerdict::NoWindowEnded => "no window has ended yet".into(),
+            NoVerdict::NotSentInBoth => "no webhook sent in both groups".into(),
+            NoVerdict::TooFewContacts => {
+                format!("fewer than {MIN_CONTACTS} contacts in a group")
+            }
+            NoVerdict::TooFewSends => format!("fewer than {MIN_SENDS} sends in a group"),
+            NoVerdict::IncludesZero => "the interval includes zero".into(),
+        }
+    }
 }
 
 /// The whole report.
@@ -112,6 +152,9 @@ pub struct Lift {
     pub optimized_sends: u64,
     pub holdout_sends: u64,
     pub metrics: Vec<Metric>,
+    /// What a reader needs to know to read the figures ([`Lift::explain`]), as the report
+    /// prints them.
+    pub notes: Vec<String>,
 }
 
 /// A planned receipt: who, whether it was held out, and when it was sent, if it was.
@@ -284,10 +327,18 @@ pub fn lift(data_dir: &Path, options: &Options) -> anyhow::Result<Lift> {
                         .collect()
                 })
                 .collect();
-            metrics.push(compare(metric, hours, strata.len(), &clusters));
+            let mut m = compare(metric, hours, strata.len(), &clusters);
+            if m.optimized.sends + m.holdout.sends == 0 && !sends.is_empty() {
+                m.no_verdict = Some(NoVerdict::NoWindowEnded);
+                m.first_window_end_ms = sends
+                    .iter()
+                    .map(|s| s.counted_from_ms + hours * HOUR_MS)
+                    .min();
+            }
+            metrics.push(m);
         }
     }
-    Ok(Lift {
+    let mut lift = Lift {
         since_ms: options.since_ms,
         as_of_ms,
         newest_event_ms,
@@ -298,7 +349,10 @@ pub fn lift(data_dir: &Path, options: &Options) -> anyhow::Result<Lift> {
         optimized_sends: sends.iter().filter(|s| !s.holdout).count() as u64,
         holdout_sends: sends.iter().filter(|s| s.holdout).count() as u64,
         metrics,
-    })
+        notes: Vec::new(),
+    };
+    lift.notes = lift.explain();
+    Ok(lift)
 }
 
 fn share((sends, engaged): (u64, u64)) -> Share {
@@ -405,6 +459,13 @@ fn compare(metric: &'static str, hours: i64, strata: usize, clusters: &[Cluster]
             None
         }
     });
+    let no_verdict = match (verdict, interval) {
+        (Some(_), _) => None,
+        (None, None) if too_few_contacts > 0 => Some(NoVerdict::TooFewContacts),
+        (None, None) => Some(NoVerdict::NotSentInBoth),
+        (None, Some(_)) if !enough => Some(NoVerdict::TooFewSends),
+        (None, Some(_)) => Some(NoVerdict::IncludesZero),
+    };
     Metric {
         metric,
         window_hours: hours,
@@ -413,6 +474,8 @@ fn compare(metric: &'static str, hours: i64, strata: usize, clusters: &[Cluster]
         difference,
         interval,
         verdict,
+        no_verdict,
+        first_window_end_ms: None,
         too_few_contacts,
     }
 }
@@ -730,6 +793,48 @@ fn engagement(data_dir: &Path, sends: &[Send]) -> anyhow::Result<(Engagement, Op
 }
 
 impl Lift {
+    /// What a reader needs to know to read the figures: what was left out, why a group has
+    /// nothing to show, and whether the events are current.
+    pub fn explain(&self) -> Vec<String> {
+        let mut notes = Vec::new();
+        if self.untimed_receipts > 0 {
+            notes.push(format!(
+                "{} receipts of IMMEDIATE and UPDATE_ONLY deliveries left out: both groups go at receipt (name such a webhook with --webhook for an A/A check)",
+                self.untimed_receipts
+            ));
+        }
+        if self.holdout_receipts == 0 {
+            notes.push(match self.since_ms {
+                Some(since) => format!(
+                    "no receipts of a webhook or action holding some out since {}",
+                    format_minute(since)
+                ),
+                None => "nothing held out: set `holdout = 0.1` (a share) on a webhook or action to measure lift".into(),
+            });
+        } else if self.holdout_sends == 0 || self.optimized_sends == 0 {
+            notes.push("a group has receipts and no sends yet: a receipt counts once HubSpot took it (enrolled, listed or released); one recorded as a dry run, waiting or failed is not a send".into());
+        }
+        if let Some(n) = self
+            .metrics
+            .iter()
+            .map(|m| m.too_few_contacts)
+            .max()
+            .filter(|&n| n > 0)
+        {
+            notes.push(format!(
+                "{n} webhook{} left out of some comparisons: fewer than {MIN_CONTACTS} contacts in a group, too few to tell their difference from chance",
+                if n == 1 { "" } else { "s" }
+            ));
+        }
+        if let Some(newest) = self.newest_event_ms.filter(|t| *t < self.as_of_ms - DAY_MS) {
+            notes.push(format!(
+                "the newest imported event is from {}: import the events since, or pass --as-of, or later windows count as not engaged",
+                format_minute(newest)
+            ));
+        }
+        notes
+    }
+
     /// As `sendtime report lift` prints it.
     pub fn text(&self) -> String {
         use std::fmt::Write as _;
@@ -748,23 +853,8 @@ impl Lift {
             self.holdout_sends,
             self.holdout_receipts
         );
-        if self.untimed_receipts > 0 {
-            let _ = writeln!(
-                out,
-                "{} receipts of IMMEDIATE and UPDATE_ONLY deliveries left out: both groups go at receipt (name such a webhook with --webhook for an A/A check)",
-                self.untimed_receipts
-            );
-        }
-        if self.holdout_receipts == 0 {
-            let _ = writeln!(
-                out,
-                "nothing held out: set `holdout = 0.1` (a share) on a webhook or action to measure lift"
-            );
-        } else if self.holdout_sends == 0 || self.optimized_sends == 0 {
-            let _ = writeln!(
-                out,
-                "a group has receipts and no sends yet: a receipt counts once HubSpot took it (enrolled, listed or released); one recorded as a dry run, waiting or failed is not a send"
-            );
+        for note in &self.notes {
+            let _ = writeln!(out, "{note}");
         }
         let _ = writeln!(
             out,
@@ -773,15 +863,12 @@ impl Lift {
         );
         for m in &self.metrics {
             let pct = |s: &Share| format!("{:.1}% of {}", s.rate * 100.0, s.sends);
-            let diff = match (m.difference, m.interval) {
-                (Some(d), Some([lo, hi])) => format!(
-                    "{:+.1} pts [{:+.1}, {:+.1}]",
-                    d * 100.0,
-                    lo * 100.0,
-                    hi * 100.0
-                ),
-                _ if m.too_few_contacts > 0 => "too few contacts to compare".into(),
-                _ => "no webhook sent in both groups".into(),
+            let diff = match (m.difference, m.interval, m.no_verdict) {
+                (Some(d), Some([lo, hi]), _) => {
+                    format!("{} pts [{}, {}]", points(d), points(lo), points(hi))
+                }
+                (_, _, Some(why)) => why.text(),
+                _ => String::new(),
             };
             let _ = writeln!(
                 out,
@@ -795,53 +882,45 @@ impl Lift {
         let _ = writeln!(out);
         for m in &self.metrics {
             let what = format!("{} within {} h", m.metric, m.window_hours);
-            let points = m.difference.unwrap_or_default() * 100.0;
-            let _ = match m.verdict {
-                Some("optimized_better") => writeln!(
+            let points = points(m.difference.unwrap_or_default());
+            let _ = match (m.verdict, m.no_verdict) {
+                (Some("optimized_better"), _) => writeln!(
                     out,
-                    "{what}: optimized sends did better ({points:+.1} points; the interval excludes zero)"
+                    "{what}: optimized sends did better ({points} points; the interval excludes zero)"
                 ),
-                Some(_) => writeln!(
+                (Some(_), _) => writeln!(
                     out,
-                    "{what}: held-out sends did better ({points:+.1} points; the interval excludes zero)"
+                    "{what}: held-out sends did better ({points} points; the interval excludes zero)"
                 ),
-                None => writeln!(
+                (None, Some(NoVerdict::NoWindowEnded)) => writeln!(
                     out,
-                    "{what}: no verdict (the interval includes zero, or there is nothing to compare): more sends are needed to tell"
+                    "{what}: no verdict: no send's window has ended by {}; the first ends {}",
+                    format_minute(self.as_of_ms),
+                    m.first_window_end_ms.map_or("later".into(), format_minute)
+                ),
+                (None, why) => writeln!(
+                    out,
+                    "{what}: no verdict ({}): more sends are needed to tell",
+                    why.map_or(String::new(), NoVerdict::text)
                 ),
             };
-        }
-        if let Some(n) = self
-            .metrics
-            .iter()
-            .map(|m| m.too_few_contacts)
-            .max()
-            .filter(|&n| n > 0)
-        {
-            let _ = writeln!(
-                out,
-                "{n} webhook{} left out of some comparisons: fewer than {MIN_CONTACTS} contacts in a group, too few to tell their difference from chance",
-                if n == 1 { "" } else { "s" }
-            );
         }
         let _ = writeln!(
             out,
             "\nA receipt counts once its windows, from its receipt plus the longest wait of its webhook's sends, ended before {}, up to which events are known (imported).",
             format_minute(self.as_of_ms)
         );
-        if let Some(newest) = self.newest_event_ms.filter(|t| *t < self.as_of_ms - DAY_MS) {
-            let _ = writeln!(
-                out,
-                "The newest imported event is from {}: import the events since, or pass --as-of, or later windows count as not engaged.",
-                format_minute(newest)
-            );
-        }
         let _ = writeln!(
             out,
             "Only webhooks with a holdout are compared, each with itself (weighted by its sends), on the receipts between their first and last held-out ones; a send's window ends at the contact's next send; the interval resamples contacts, since one contact's sends are not independent."
         );
         out
     }
+}
+
+/// Percentage points of a share, signed, with one decimal ("+0.0", never "-0.0").
+fn points(share: f64) -> String {
+    format!("{:+.1}", (share * 1000.0).round() / 10.0 + 0.0)
 }
 
 #[cfg(test)]
@@ -965,10 +1044,10 @@ mod tests {
     /// asked for a `holdout` that was set.
     #[test]
     fn the_hint_says_why_a_group_has_no_sends() {
-        let text = |holdout_receipts, holdout_sends| {
-            Lift {
-                since_ms: None,
-                as_of_ms: 0,
+        let text = |since_ms, holdout_receipts, holdout_sends| {
+            let mut lift = Lift {
+                since_ms,
+                as_of_ms: T,
                 newest_event_ms: None,
                 webhook: None,
                 optimized_receipts: 10,
@@ -977,20 +1056,67 @@ mod tests {
                 optimized_sends: 10,
                 holdout_sends,
                 metrics: Vec::new(),
-            }
-            .text()
+                notes: Vec::new(),
+            };
+            lift.notes = lift.explain();
+            lift.text()
         };
-        assert!(text(0, 0).contains("nothing held out"));
-        let unsent = text(5, 0);
+        assert!(text(None, 0, 0).contains("nothing held out"));
+        let unsent = text(None, 5, 0);
         assert!(
             !unsent.contains("nothing held out") && unsent.contains("dry run"),
             "{unsent}"
         );
-        let sent = text(5, 5);
+        let sent = text(None, 5, 5);
         assert!(
             !sent.contains("nothing held out") && !sent.contains("dry run"),
             "{sent}"
         );
+        // No receipts since a time is no holdout to set (it said "nothing held out").
+        let since = text(Some(T - DAY_MS), 0, 0);
+        assert!(
+            !since.contains("nothing held out")
+                && since.contains("no receipts of a webhook or action holding some out since"),
+            "{since}"
+        );
+    }
+
+    /// Before any send's window has ended the report says so, and when the first one ends:
+    /// it said no webhook had sent in both groups, over sends in both.
+    #[test]
+    fn before_any_window_ends_the_report_says_when_one_does() {
+        let dir = world(&THREE, &[]);
+        let early = Options {
+            as_of_ms: T + HOUR_MS,
+            ..Options::default()
+        };
+        let report = lift(dir.path(), &early).unwrap();
+        assert!(report.optimized_sends > 0 && report.holdout_sends > 0);
+        let m = opened_24h(&report);
+        assert_eq!(m.no_verdict, Some(NoVerdict::NoWindowEnded));
+        let first = m.first_window_end_ms.unwrap();
+        assert!(first > early.as_of_ms, "{first}");
+        assert!(report.text().contains(&format!(
+            "no send's window has ended by {}; the first ends {}",
+            format_minute(early.as_of_ms),
+            format_minute(first)
+        )));
+        // Then, it counts.
+        let then = Options {
+            as_of_ms: first,
+            ..Options::default()
+        };
+        let m = opened_24h(&lift(dir.path(), &then).unwrap()).clone();
+        assert!(m.optimized.sends + m.holdout.sends > 0, "{m:?}");
+        assert_ne!(m.no_verdict, Some(NoVerdict::NoWindowEnded));
+    }
+
+    #[test]
+    fn points_are_signed_and_never_negative_zero() {
+        assert_eq!(points(-0.00001), "+0.0");
+        assert_eq!(points(0.0), "+0.0");
+        assert_eq!(points(-0.0042), "-0.4");
+        assert_eq!(points(0.125), "+12.5");
     }
 
     /// Contact 1 is held out at T, then sent (optimized) at T+2h; it opens at T+5h: that
@@ -1325,25 +1451,30 @@ mod tests {
         let [lo, hi] = same.interval.unwrap();
         assert!(lo < 0.0 && hi > 0.0, "{lo} {hi}");
         assert_eq!(same.verdict, None);
+        assert_eq!(same.no_verdict, Some(NoVerdict::IncludesZero));
         let better = one_webhook(&singles(400, 200), &singles(400, 120));
         let [lo, hi] = better.interval.unwrap();
         assert!(lo > 0.1 && hi < 0.3, "{lo} {hi}");
         assert_eq!(better.verdict, Some("optimized_better"));
+        assert_eq!(better.no_verdict, None);
         // Large groups use the normal approximation; the interval narrows with size.
         let big = one_webhook(&singles(100_000, 30_500), &singles(100_000, 30_000));
         let [lo, hi] = big.interval.unwrap();
         assert!(lo > 0.0 && hi - lo < 0.01, "{lo} {hi}");
-        assert!(one_webhook(&singles(10, 5), &[]).interval.is_none());
+        let alone = one_webhook(&singles(10, 5), &[]);
+        assert!(alone.interval.is_none());
+        assert_eq!(alone.no_verdict, Some(NoVerdict::NotSentInBoth));
         // A group that never engaged is not certainty: 0 of 60 against 6 of 400 covers zero,
         // and fewer than MIN_SENDS sends give no verdict at all.
         let [lo, _] = one_webhook(&singles(400, 6), &singles(60, 0))
             .interval
             .unwrap();
         assert!(lo < 0.0, "{lo}");
-        assert_eq!(
-            one_webhook(&singles(400, 200), &singles(20, 0)).verdict,
-            None
-        );
+        let few = one_webhook(&singles(400, 200), &singles(20, 0));
+        assert_eq!(few.verdict, None);
+        // Though its interval excludes zero: the reason is the sends, not the interval.
+        assert!(few.interval.unwrap()[0] > 0.0);
+        assert_eq!(few.no_verdict, Some(NoVerdict::TooFewSends));
     }
 
     /// Webhooks that each hold out a contact or two are left out: resampled, such a group's
@@ -1357,8 +1488,8 @@ mod tests {
             .collect();
         let m = apart(&strata);
         assert_eq!(
-            (m.too_few_contacts, m.interval, m.verdict),
-            (30, None, None)
+            (m.too_few_contacts, m.interval, m.verdict, m.no_verdict),
+            (30, None, None, Some(NoVerdict::TooFewContacts))
         );
         // The rates shown are still each webhook's, weighted by its sends, never pooled.
         let m = apart(&[

@@ -346,27 +346,37 @@ $("#auth").addEventListener("submit", (event) => {
   $("#auth").hidden = true;
   refresh();
 });
+// Why a metric has no verdict (`sendtime report lift --json`'s `no_verdict`).
+const NO_VERDICT = {
+  no_window_ended: "no window has ended yet",
+  not_sent_in_both: "no webhook sent in both groups",
+  too_few_contacts: "too few contacts in a group",
+  too_few_sends: "too few sends in a group",
+  includes_zero: "the interval includes zero",
+};
+
 async function measureLift() {
   const out = $("#lift-result");
   out.replaceChildren(el("p", "Measuring…", "note"));
   try {
     const lift = await api("/lift");
-    out.replaceChildren(el("p", lift.optimized_sends + " optimized sends (of " + lift.optimized_receipts + " receipts), " +
-      lift.holdout_sends + " held out (of " + lift.holdout_receipts + ")." +
-      (lift.untimed_receipts ? " " + lift.untimed_receipts +
-        " receipts of IMMEDIATE and UPDATE_ONLY deliveries left out (both groups go at receipt)." : ""), "note"));
+    out.replaceChildren(el("p", "As of " + time(lift.as_of_ms) + ": " +
+      lift.optimized_sends + " optimized sends (of " + lift.optimized_receipts + " receipts), " +
+      lift.holdout_sends + " held out (of " + lift.holdout_receipts + ").", "note"));
+    for (const note of lift.notes) out.append(el("p", note, "note lift-note"));
     const table = el("table", null, "grid");
     table.id = "lift-table";
     table.append(row([el("th", ""), el("th", "optimized"), el("th", "held out"),
       el("th", "difference (95% interval)"), el("th", "verdict")]));
     const pct = (s) => (s.rate * 100).toFixed(1) + "% of " + s.sends;
+    const pts = (x) => { const p = Math.round(x * 1000) / 10 + 0; return (p >= 0 ? "+" : "") + p.toFixed(1); };
     for (const m of lift.metrics) {
+      const why = NO_VERDICT[m.no_verdict] || "";
       const diff = m.interval
-        ? (m.difference * 100).toFixed(1) + " pts [" + (m.interval[0] * 100).toFixed(1) + ", " +
-          (m.interval[1] * 100).toFixed(1) + "]"
-        : m.too_few_contacts > 0 ? "too few contacts to compare" : "no webhook sent in both groups";
+        ? pts(m.difference) + " pts [" + pts(m.interval[0]) + ", " + pts(m.interval[1]) + "]"
+        : m.first_window_end_ms ? "the first window ends " + time(m.first_window_end_ms) : why;
       const verdict = m.verdict === "optimized_better" ? "optimized better"
-        : m.verdict === "holdout_better" ? "held out better" : "no verdict yet";
+        : m.verdict === "holdout_better" ? "held out better" : "no verdict: " + why;
       table.append(row([m.metric + " within " + m.window_hours + " h", pct(m.optimized), pct(m.holdout), diff, verdict]));
     }
     out.append(table);
