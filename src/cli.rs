@@ -343,7 +343,9 @@ pub struct HubspotImportArgs {
     /// Connector to import for (may be left out when there is one).
     #[arg(long, value_name = "ID")]
     pub connector: Option<String>,
-    /// Only events at or after this time (any TIME form; e.g. 2026-01-01T00:00:00Z).
+    /// Only events at or after this time (any TIME form; e.g. 2026-01-01T00:00:00Z). On the
+    /// connector's first run it marks the history before it imported (as from a file), so no
+    /// later run reads it: leave it out to import the account's whole history.
     #[arg(long, value_name = "TIME")]
     pub since: Option<String>,
     /// Only events up to this time (as --since; default: now).
