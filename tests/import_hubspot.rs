@@ -1095,3 +1095,64 @@ fn a_changed_import_cron_does_not_run_the_old_fire() {
     assert_eq!(imports(), 0, "imported at the old time:\n{}", server.logs());
     server.stop();
 }
+
+/// Two connectors of one account do not import at once: each matches the events stored before
+/// it began, so together they stored every event twice. The second is refused while the first
+/// runs; run after it, it stores nothing again.
+#[test]
+fn two_connectors_of_one_account_import_one_at_a_time() {
+    let s = setup(Options::default());
+    let config = std::fs::read_to_string(&s.config).unwrap();
+    let second = config
+        .split("[[webhook]]")
+        .next()
+        .unwrap()
+        .split("[[connector]]")
+        .nth(1)
+        .unwrap()
+        .replace("id = \"main\"", "id = \"second\"");
+    std::fs::write(
+        &s.config,
+        config.replace(
+            "[[webhook]]",
+            &format!("[[connector]]{second}[[webhook]]\nconnector = \"main\""),
+        ),
+    )
+    .unwrap();
+    // Each page answered a second late: the first run takes a while.
+    s.standin.inject(
+        Injection::next(Fault::Slow(Duration::from_secs(1)))
+            .times(u64::MAX)
+            .on(EVENTS),
+    );
+    let first = s
+        .command(Some(DEFAULT_TOKEN))
+        .args(["--connector", "main"])
+        .spawn()
+        .unwrap();
+    common::eventually(Duration::from_secs(20), || {
+        (!s.events_requests().is_empty()).then_some(())
+    })
+    .expect("the first run's first page");
+    let refused = s
+        .command(Some(DEFAULT_TOKEN))
+        .args(["--connector", "second"])
+        .output()
+        .unwrap();
+    assert_eq!(refused.status.code(), Some(1), "{}", text(&refused));
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("for portal 1 is running"),
+        "{}",
+        text(&refused)
+    );
+    let first = first.wait_with_output().unwrap();
+    assert!(first.status.success(), "{}", text(&first));
+    s.standin.clear_faults();
+    let out = s
+        .command(Some(DEFAULT_TOKEN))
+        .args(["--connector", "second"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    assert_all_once(&stored(&s.data).0, &s);
+}

@@ -248,6 +248,22 @@ impl Import {
                 lock_path.display()
             )
         })?;
+        // And one per account: each run matches the events stored before it began, so two
+        // connectors of one portal importing at once stored every event twice.
+        let portal = self.connector.portal_id;
+        let account_path = self
+            .data_dir
+            .join("state")
+            // `@`: no connector id has one, so no connector's files share the name.
+            .join(format!("hubspot@portal-{portal}.lock"));
+        let account = store::lock_file(&account_path)?;
+        account.try_lock().map_err(|_| {
+            anyhow::anyhow!(
+                "another connector's `sendtime import hubspot` for portal {portal} is running \
+                 ({} is locked); let it finish, then run again if needed",
+                account_path.display()
+            )
+        })?;
         let now = now_ms();
         // A window ending later would be marked complete past now, and the events of the time
         // between never imported by the runs that start from that mark.
