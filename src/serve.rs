@@ -45,6 +45,8 @@ async fn serve(config_path: PathBuf, overrides: Overrides, clock: Clock) -> anyh
     }
     let config = loaded.config;
     crate::store::create_data_dir(&config.server.data_dir)?;
+    // A file import that died publishing left its parts hidden: shown before profiles load.
+    crate::datasets::events::recover_unless_busy(&config.server.data_dir)?;
     tracing::info!(
         config = %config.identity,
         path = %config_path.display(),

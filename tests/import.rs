@@ -498,58 +498,66 @@ fn a_contact_id_that_is_not_positive_is_a_bad_row() {
 }
 
 /// A crash while an import's parts were being published leaves them hidden, none of them
-/// half-visible; the next import finishes the publish, and removes what a crash before
-/// publishing left staged.
+/// half-visible; the next import, or `serve`'s start, finishes the publish and removes what a
+/// crash before publishing left staged (only a file import did, so `serve` never saw them).
 #[test]
-fn an_interrupted_publish_is_hidden_then_finished_by_the_next_import() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let events = data.join("events");
-    let csv = dir.path().join("export.csv");
-    export(&csv, 0..100);
-    let file = csv.to_str().unwrap();
-    ok(&sendtime(&data, &csv_import(file, "50")));
-    let parts = files(&events, "parquet");
-    assert_eq!(parts.len(), 2);
+fn an_interrupted_publish_is_hidden_then_finished_by_the_next_import_or_serve() {
+    for by_serve in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let events = data.join("events");
+        let csv = dir.path().join("export.csv");
+        export(&csv, 0..100);
+        let file = csv.to_str().unwrap();
+        ok(&sendtime(&data, &csv_import(file, "50")));
+        let parts = files(&events, "parquet");
+        assert_eq!(parts.len(), 2);
 
-    // As a crash leaves it: both parts named in a pending file, one already moved in.
-    let staging = events.join(".import-01TESTPUBLISH");
-    std::fs::create_dir(&staging).unwrap();
-    let mut names = Vec::new();
-    for part in &parts {
-        let name = part.file_name().unwrap().to_str().unwrap().to_string();
-        for f in [part.clone(), part.with_extension("xxh3")] {
-            std::fs::rename(&f, staging.join(f.file_name().unwrap())).unwrap();
+        // As a crash leaves it: both parts named in a pending file, one already moved in.
+        let staging = events.join(".import-01TESTPUBLISH");
+        std::fs::create_dir(&staging).unwrap();
+        let mut names = Vec::new();
+        for part in &parts {
+            let name = part.file_name().unwrap().to_str().unwrap().to_string();
+            for f in [part.clone(), part.with_extension("xxh3")] {
+                std::fs::rename(&f, staging.join(f.file_name().unwrap())).unwrap();
+            }
+            names.push(name);
         }
-        names.push(name);
-    }
-    std::fs::write(
-        events.join(".import-01TESTPUBLISH.pending"),
-        names.join("\n"),
-    )
-    .unwrap();
-    for f in [names[0].clone(), names[0].replace(".parquet", ".xxh3")] {
-        std::fs::rename(staging.join(&f), events.join(&f)).unwrap();
-    }
-    // And a staging folder from an import that died before publishing.
-    let abandoned = events.join(".import-01TESTABANDONED");
-    std::fs::create_dir(&abandoned).unwrap();
-    std::fs::write(abandoned.join("part-x.parquet.tmp"), b"half").unwrap();
+        std::fs::write(
+            events.join(".import-01TESTPUBLISH.pending"),
+            names.join("\n"),
+        )
+        .unwrap();
+        for f in [names[0].clone(), names[0].replace(".parquet", ".xxh3")] {
+            std::fs::rename(staging.join(&f), events.join(&f)).unwrap();
+        }
+        // And a staging folder from an import that died before publishing.
+        let abandoned = events.join(".import-01TESTABANDONED");
+        std::fs::create_dir(&abandoned).unwrap();
+        std::fs::write(abandoned.join("part-x.parquet.tmp"), b"half").unwrap();
 
-    let mut dry = csv_import(file, "50");
-    dry.push("--dry-run");
-    let out = ok(&sendtime(&data, &dry));
-    assert!(
-        out.starts_with("dry run: 100 events of"),
-        "none of the parts is visible: {out}"
-    );
+        let mut dry = csv_import(file, "50");
+        dry.push("--dry-run");
+        let out = ok(&sendtime(&data, &dry));
+        assert!(
+            out.starts_with("dry run: 100 events of"),
+            "none of the parts is visible: {out}"
+        );
 
-    let out = ok(&sendtime(&data, &csv_import(file, "50")));
-    assert!(out.starts_with("nothing to import: all 100 rows"), "{out}");
-    assert_eq!(stored(&data).len(), 100);
-    assert_eq!(files(&events, "parquet").len(), 2);
-    assert!(!staging.exists() && !abandoned.exists());
-    assert!(!events.join(".import-01TESTPUBLISH.pending").exists());
+        if by_serve {
+            common::Server::start(&common::shipped_config(), &data, &[]).stop();
+            assert!(!staging.exists() && !abandoned.exists());
+            assert!(!events.join(".import-01TESTPUBLISH.pending").exists());
+            assert_eq!(stored(&data).len(), 100);
+        }
+        let out = ok(&sendtime(&data, &csv_import(file, "50")));
+        assert!(out.starts_with("nothing to import: all 100 rows"), "{out}");
+        assert_eq!(stored(&data).len(), 100);
+        assert_eq!(files(&events, "parquet").len(), 2);
+        assert!(!staging.exists() && !abandoned.exists());
+        assert!(!events.join(".import-01TESTPUBLISH.pending").exists());
+    }
 }
 
 /// With less memory for the stored events than they need, a longer export is checked in several

@@ -263,11 +263,44 @@ pub fn lock(data_dir: &Path) -> anyhow::Result<std::fs::File> {
     Ok(lock)
 }
 
-/// Clear what writers that crashed left in `events/` and `contacts/` (temporary files,
-/// checksums of parts never published). Hold [`lock`]: a writer at work has such files too.
+/// Clear what writers that crashed left in `events/` and `contacts/`: finish the bulk imports'
+/// publishes a crash interrupted (their parts were all written, and were hidden until another
+/// file import), remove the staging folders of imports that died, and temporary files and
+/// checksums of parts never published. Hold [`lock`]: a writer at work has such files too.
 pub fn recover_locked(data_dir: &Path) -> anyhow::Result<()> {
-    dataset(data_dir)?.recover()?;
+    let target = dataset(data_dir)?;
+    let mut pending = HashSet::new();
+    for entry in std::fs::read_dir(&target.dir)? {
+        let path = entry?.path();
+        if path.extension().is_some_and(|e| e == "pending")
+            && let Some(stem) = path.file_stem().and_then(|s| s.to_str())
+        {
+            let staging = target.dir.join(stem);
+            store::finish_publishing(&path, &staging, &target.dir)
+                .with_context(|| format!("cannot finish publishing {}", path.display()))?;
+            pending.insert(staging);
+        }
+    }
+    for entry in std::fs::read_dir(&target.dir)? {
+        let path = entry?.path();
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        if name.starts_with(STAGING_PREFIX) && path.is_dir() && !pending.contains(&path) {
+            std::fs::remove_dir_all(&path)
+                .with_context(|| format!("cannot remove {}", path.display()))?;
+        }
+    }
+    target.recover()?;
     contacts::dataset(data_dir)?.recover()
+}
+
+/// [`recover_locked`] unless a writer holds [`lock`] (it recovers itself): for `serve`'s
+/// start, which must not wait for a long file import to end.
+pub fn recover_unless_busy(data_dir: &Path) -> anyhow::Result<()> {
+    let lock = lock_file(&data_dir.join("events.lock"))?;
+    if lock.try_lock().is_ok() {
+        recover_locked(data_dir)?;
+    }
+    Ok(())
 }
 
 /// One row of a bulk import: (dense contact index, time in epoch ms, kind code). Ordered as
@@ -316,30 +349,9 @@ impl Constant {
 const STAGING_PREFIX: &str = ".import-";
 
 impl Staged {
-    /// Start staging under `data_dir`, first finishing publishes a crash interrupted (their
-    /// parts were all written) and removing staging folders a crash abandoned.
+    /// Start staging under `data_dir` (after [`recover_locked`], under [`lock`]).
     pub fn start(data_dir: &Path) -> anyhow::Result<Self> {
         let target = dataset(data_dir)?;
-        let mut pending = HashSet::new();
-        for entry in std::fs::read_dir(&target.dir)? {
-            let path = entry?.path();
-            if path.extension().is_some_and(|e| e == "pending")
-                && let Some(stem) = path.file_stem().and_then(|s| s.to_str())
-            {
-                let staging = target.dir.join(stem);
-                store::finish_publishing(&path, &staging, &target.dir)
-                    .with_context(|| format!("cannot finish publishing {}", path.display()))?;
-                pending.insert(staging);
-            }
-        }
-        for entry in std::fs::read_dir(&target.dir)? {
-            let path = entry?.path();
-            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
-            if name.starts_with(STAGING_PREFIX) && path.is_dir() && !pending.contains(&path) {
-                std::fs::remove_dir_all(&path)
-                    .with_context(|| format!("cannot remove {}", path.display()))?;
-            }
-        }
         let staging = Dataset::open(
             data_dir,
             &format!("{NAME}/{STAGING_PREFIX}{}", Ulid::generate()),

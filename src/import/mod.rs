@@ -354,10 +354,10 @@ pub fn run<R: Reader>(
         None
     } else {
         let lock = events::lock(data_dir)?;
+        // First, as it finishes an interrupted publish: what is stored includes those parts.
         events::recover_locked(data_dir)?;
         Some(lock)
     };
-    // First, as it finishes an interrupted publish: what is stored includes those parts.
     let staged = if options.dry_run {
         None
     } else {
