@@ -900,19 +900,25 @@ fn load_config(path: &std::path::Path, overrides: &Overrides) -> anyhow::Result<
 /// A folder that exists but holds none of sendtime's datasets (some other folder) is refused
 /// too: it was read as an empty store, answered "a new contact", and filled with folders.
 fn load_config_with_data(path: &std::path::Path, overrides: &Overrides) -> anyhow::Result<Config> {
-    use crate::datasets::{events, inbox, outcomes, plan};
     let config = load_config(path, overrides)?;
-    let dir = &config.server.data_dir;
-    require_data_dir(dir, &config.path)?;
+    require_sendtime_data(&config.server.data_dir, &config.path)?;
+    Ok(config)
+}
+
+/// `dir` exists and holds some of sendtime's datasets: a mistyped `--data` naming another
+/// folder is refused, not read as an empty store (and filled with dataset folders).
+fn require_sendtime_data(dir: &std::path::Path, config: &std::path::Path) -> anyhow::Result<()> {
+    use crate::datasets::{events, inbox, outcomes, plan};
+    require_data_dir(dir, config)?;
     let known = [events::NAME, inbox::NAME, plan::NAME, outcomes::NAME];
     anyhow::ensure!(
         known.iter().any(|d| dir.join(d).is_dir()),
         "{} holds none of sendtime's data ({}/): check --data or server.data_dir in {} (`serve` and `import` fill it)",
         dir.display(),
         known.join("/, "),
-        config.path.display()
+        config.display()
     );
-    Ok(config)
+    Ok(())
 }
 
 /// `dir` (the data folder `config` names) exists.
@@ -940,7 +946,7 @@ fn tick(path: &std::path::Path, overrides: &Overrides, now: Option<&str>) -> any
     for line in loaded.warnings.lines() {
         tracing::warn!("{line}");
     }
-    require_data_dir(&loaded.config.server.data_dir, &loaded.config.path)?;
+    require_sendtime_data(&loaded.config.server.data_dir, &loaded.config.path)?;
     let report = crate::dispatch::run_once(&loaded.config, now)?;
     println!("tick finished: {report}");
     match report.planning_error {

@@ -1990,7 +1990,8 @@ fn a_long_rate_limit_hold_ends_the_tick_and_never_delays_a_stop() {
 fn a_malformed_request_timeout_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    std::fs::create_dir(&data).unwrap();
+    // A data folder `serve` made (`tick` refuses one that holds none of sendtime's datasets).
+    std::fs::create_dir_all(data.join("inbox")).unwrap();
     let config = write_config(dir.path(), "http://127.0.0.1:9", "", &[&HOOKS[3]]);
     let tick = |timeout: &str| {
         common::run(

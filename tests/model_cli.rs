@@ -596,6 +596,7 @@ fn a_mistyped_data_directory_is_refused_not_created() {
         &["profiles"],
         &["report", "lift"],
         &predict,
+        &["tick"],
     ] {
         let out = common::run(&common::shipped_config(), &other, args, &env);
         let (_, err) = text(&out);
