@@ -371,6 +371,8 @@ pub struct FileImportArgs {
     pub contact: String,
     /// Column holding the event time: RFC 3339, "YYYY-MM-DD HH:MM:SS[.ffffff] [UTC]", a date, or a
     /// number of epoch seconds (up to 10 digits) or milliseconds; in Parquet also a timestamp.
+    /// A time without an offset or zone (a Parquet timestamp without one too) is taken as UTC:
+    /// export local times with their offset, or the hours the model learns are shifted.
     #[arg(long, value_name = "COL")]
     pub time: String,
     /// Column holding the event kind (OPEN, CLICK, SENT, ...).

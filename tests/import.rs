@@ -560,6 +560,34 @@ fn an_interrupted_publish_is_hidden_then_finished_by_the_next_import_or_serve() 
     }
 }
 
+/// A damaged stored part stops an import with what to do: `profiles` sets it aside, and the
+/// import then stores its rows again (the error said only that the checksum did not match).
+#[test]
+fn a_damaged_part_stops_an_import_with_what_to_do() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let events = data.join("events");
+    let csv = dir.path().join("export.csv");
+    export(&csv, 0..100);
+    let file = csv.to_str().unwrap();
+    ok(&sendtime(&data, &csv_import(file, "50")));
+    let parts = files(&events, "parquet");
+    assert_eq!(parts.len(), 2);
+    std::fs::write(parts[0].with_extension("xxh3"), "0").unwrap();
+    let err = failed(&sendtime(&data, &csv_import(file, "50")));
+    assert!(
+        err.contains(
+            "a stored events part is damaged: `sendtime profiles` moves it to quarantine/"
+        ) && err.contains("does not match its checksum"),
+        "{err}"
+    );
+    ok(&sendtime(&data, &["profiles"]));
+    assert_eq!(files(&data.join("quarantine/events"), "parquet").len(), 1);
+    let out = ok(&sendtime(&data, &csv_import(file, "50")));
+    assert!(out.starts_with("imported 50 events"), "{out}");
+    assert_eq!(stored(&data).len(), 100);
+}
+
 /// With less memory for the stored events than they need, a longer export is checked in several
 /// passes over the file and stores exactly what one pass stores: its new rows, the rows it
 /// holds more often than the store, and new contacts' rows, each once.

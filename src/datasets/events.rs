@@ -258,8 +258,15 @@ fn write(
 pub fn lock(data_dir: &Path) -> anyhow::Result<std::fs::File> {
     let lock_path = data_dir.join("events.lock");
     let lock = lock_file(&lock_path)?;
-    lock.lock()
-        .with_context(|| format!("cannot lock {}", lock_path.display()))?;
+    if lock.try_lock().is_err() {
+        // Said, since a file import holds it for as long as it reads its file.
+        tracing::info!(
+            "waiting for another import to finish writing events ({} is locked)",
+            lock_path.display()
+        );
+        lock.lock()
+            .with_context(|| format!("cannot lock {}", lock_path.display()))?;
+    }
     Ok(lock)
 }
 
@@ -582,6 +589,21 @@ pub fn read_columns(path: &Path, columns: &[&str]) -> anyhow::Result<DataFrame> 
             .with_columns(Some(columns.iter().map(|c| c.to_string()).collect()))
             .finish()
     })
+}
+
+/// `e`, with what to do when it is a stored part's damage: an import cannot match rows
+/// against a part it cannot read, and `profiles` (or `serve`'s next tick) sets it aside.
+pub fn with_damage_hint(e: anyhow::Error) -> anyhow::Error {
+    if e.chain()
+        .any(|c| c.downcast_ref::<store::checksum::Mismatch>().is_some())
+    {
+        e.context(
+            "a stored events part is damaged: `sendtime profiles` moves it to quarantine/ (its \
+             events leave the store; import them again), then run this again",
+        )
+    } else {
+        e
+    }
 }
 
 /// Decode `parts` (projected to `columns`) on a helper thread, one ahead of `f`, so decoding

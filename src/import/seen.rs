@@ -85,7 +85,8 @@ impl Seen {
                     seen.hold(slice, id, at);
                     fits = seen.ids <= seen.budget;
                 }
-            })?;
+            })
+            .map_err(events::with_damage_hint)?;
             seen.parts.insert(path, span);
         }
         if fits {
@@ -183,7 +184,8 @@ impl Seen {
                 if range.contains(&at) {
                     self.hold(self.slice(at), id, at);
                 }
-            })?;
+            })
+            .map_err(events::with_damage_hint)?;
             if known.is_none() {
                 self.parts.insert(path, span);
             }

@@ -215,7 +215,9 @@ fn scan(data_dir: &Path, mut f: impl FnMut(Rows<'_>)) -> anyhow::Result<()> {
             }
             Ok(())
         };
-        read().with_context(|| format!("cannot read {}", path.display()))?;
+        read()
+            .with_context(|| format!("cannot read {}", path.display()))
+            .map_err(events::with_damage_hint)?;
     }
     Ok(())
 }
