@@ -560,6 +560,30 @@ fn an_interrupted_publish_is_hidden_then_finished_by_the_next_import_or_serve() 
     }
 }
 
+/// A file separated by semicolons (a European Excel's CSV) and one saved as UTF-16 are refused
+/// with what to do (they got "no column named" and "invalid utf-8 near byte 0").
+#[test]
+fn a_semicolon_or_utf16_file_says_how_to_save_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let semi = dir.path().join("semi.csv");
+    std::fs::write(&semi, "contact;time\na@example.com;2026-01-01T10:00:00Z\n").unwrap();
+    let err = failed(&sendtime(&data, &csv_import(semi.to_str().unwrap(), "50")));
+    assert!(
+        err.contains("the file looks separated by ';' or tabs, and sendtime reads commas"),
+        "{err}"
+    );
+    let wide = dir.path().join("wide.csv");
+    let mut bytes = vec![0xFF, 0xFE];
+    for u in "contact,time\n".encode_utf16() {
+        bytes.extend(u.to_le_bytes());
+    }
+    std::fs::write(&wide, bytes).unwrap();
+    let err = failed(&sendtime(&data, &csv_import(wide.to_str().unwrap(), "50")));
+    assert!(err.contains("is UTF-16 text: save it as UTF-8"), "{err}");
+    assert!(!data.join("events").exists());
+}
+
 /// A damaged stored part stops an import with what to do: `profiles` sets it aside, and the
 /// import then stores its rows again (the error said only that the checksum did not match).
 #[test]

@@ -103,6 +103,13 @@ impl CsvReader {
             "{} is a Parquet file, not CSV: import it with `sendtime import parquet` (for `backtest`, import it, then run without --events)",
             path.display()
         );
+        let mut start = [0u8; 2];
+        let read = std::os::unix::fs::FileExt::read_at(&file, &mut start, 0).unwrap_or(0);
+        anyhow::ensure!(
+            !(read == 2 && matches!(start, [0xFF, 0xFE] | [0xFE, 0xFF])),
+            "{} is UTF-16 text: save it as UTF-8 (\"CSV UTF-8\" in Excel)",
+            path.display()
+        );
         // The header is read through a bound: an unclosed quote in it would take in the file.
         let mut reader = ::csv::ReaderBuilder::new()
             .trim(::csv::Trim::Headers) // fields are trimmed as parsed, only those read
@@ -130,9 +137,15 @@ impl CsvReader {
             match at[..] {
                 [i] => Ok(i),
                 [] => anyhow::bail!(
-                    "{}: no column named {name:?} ({flag}, or its default); the header has: {}",
+                    "{}: no column named {name:?} ({flag}, or its default); the header has: {}{}",
                     path.display(),
-                    listed(&headers)
+                    listed(&headers),
+                    if headers.len() == 1 && headers[0].contains([';', '\t']) {
+                        " (one column: the file looks separated by ';' or tabs, and sendtime \
+                         reads commas; export it as comma-separated CSV)"
+                    } else {
+                        ""
+                    }
                 ),
                 _ => anyhow::bail!(
                     "{}: the header names {name:?} (given by {flag}) {} times, at columns {}: \
