@@ -96,35 +96,36 @@ fn place<'a>(
     allowed: &dyn Fn(i64) -> u64,
     ranked: impl FnOnce() -> &'a Vec<usize>,
 ) -> Placed {
-    // The first minute with room from `from` on (outside quiet hours when `quiet`).
-    let first_fit = |from: i64, quiet: bool| {
+    let outside = |due: i64, moved: Move| Placed {
+        due,
+        k: None,
+        moved,
+    };
+    // The first minute with room from `from` on (outside quiet hours when `quiet`), as a move
+    // of its kind; with none in the search, `from` itself, as an overflow.
+    let first_fit = |from: i64, quiet: bool, moved: Move| {
         ledger
             .first_fit(
                 from,
                 r.cost,
                 |h| if quiet { allowed(h) } else { WHOLE_HOUR },
             )
-            .unwrap_or(from)
-    };
-    let outside = |due: i64, moved: Move| Placed {
-        due,
-        k: None,
-        moved,
+            .map_or(outside(from, Move::Overflow), |due| outside(due, moved))
     };
     let Some(window) = r.window else {
-        let due = first_fit(r.from, false);
-        let moved = if due.div_euclid(MINUTE_MS) > r.from.div_euclid(MINUTE_MS) {
-            Move::Delayed
-        } else {
-            Move::None
+        let placed = first_fit(r.from, false, Move::Delayed);
+        return match placed.moved {
+            Move::Delayed if placed.due.div_euclid(MINUTE_MS) <= r.from.div_euclid(MINUTE_MS) => {
+                outside(placed.due, Move::None)
+            }
+            _ => placed,
         };
-        return outside(due, moved);
     };
     if window.hours == 0 {
-        return outside(first_fit(window.from, true), Move::Late);
+        return first_fit(window.from, true, Move::Late);
     }
     let Some(preference) = r.preference else {
-        return outside(first_fit(window.end, true), Move::Quiet);
+        return first_fit(window.end, true, Move::Quiet);
     };
     let preferred = preference.k;
     if let Some(due) = in_hour(r, ledger, &window, preferred, allowed) {
@@ -147,7 +148,7 @@ fn place<'a>(
             };
         }
     }
-    outside(first_fit(window.end, true), Move::Spilled)
+    first_fit(window.end, true, Move::Spilled)
 }
 
 /// The first minute of candidate `k` with room, from the contact's own minute on (wrapping
@@ -220,5 +221,45 @@ mod tests {
         );
         assert_eq!(placed[0].due, 24 * HOUR_MS);
         assert_eq!(placed[1].due, 12 * HOUR_MS);
+    }
+
+    /// With every day of the search full, a contact is planned at once and marked so (it was
+    /// planned at once as if the next tick had room: no count, no warning, "on the next tick").
+    #[test]
+    fn no_room_in_the_whole_search_is_an_overflow() {
+        use crate::capacity::ledger::SEARCH_DAYS;
+        let mut ledgers = vec![Ledger::new(Capacity {
+            per_minute: 10 * CALL,
+            per_day: Some(CALL),
+            day_zone: Tz::UTC,
+        })];
+        let day = 24 * HOUR_MS;
+        let request = Request {
+            ledger: 0,
+            cost: Cost::Call,
+            window: None,
+            from: HOUR_MS,
+            deadline: None,
+            preference: None,
+            hash: 0,
+            local: None,
+        };
+        let masks = Masks::build([], 0, 1);
+        // The search runs 400 days from the hour `from` is in: into day 400's first hour.
+        for d in 0..=SEARCH_DAYS {
+            ledgers[0].book(d * day, Cost::Call);
+        }
+        let placed = assign(&[request.clone()], &mut ledgers, &masks, |_, _| {});
+        assert_eq!((placed[0].due, placed[0].moved), (HOUR_MS, Move::Overflow));
+        // Room at the search's end: it goes then, as delayed.
+        let mut ledgers = vec![Ledger::new(ledgers[0].capacity)];
+        for d in 0..SEARCH_DAYS {
+            ledgers[0].book(d * day, Cost::Call);
+        }
+        let placed = assign(&[request], &mut ledgers, &masks, |_, _| {});
+        assert_eq!(
+            (placed[0].due, placed[0].moved),
+            (SEARCH_DAYS * day, Move::Delayed)
+        );
     }
 }

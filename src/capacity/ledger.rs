@@ -12,7 +12,8 @@ use crate::time::{DAY_MS, HOUR_MS, MINUTE_MS};
 
 /// How far past its start a search for a free minute goes before giving up: a backlog that
 /// does not fit in this much time is a configuration problem, not a plan.
-const SEARCH_HOURS: i64 = 400 * 24;
+pub const SEARCH_DAYS: i64 = 400;
+const SEARCH_HOURS: i64 = SEARCH_DAYS * 24;
 
 /// Booked calls (in [`CALL`] units) of one connector.
 #[derive(Debug, Clone)]

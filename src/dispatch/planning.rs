@@ -362,14 +362,17 @@ impl Dispatcher {
         route_of: &dyn Fn(&Pending) -> Route<'r>,
     ) {
         let mut spilled: HashMap<&str, usize> = HashMap::new();
+        let mut overflowed: HashMap<&str, usize> = HashMap::new();
         for (item, p) in items.iter().zip(placed) {
             let Some(kind) = p.moved.label() else {
                 continue;
             };
             let connector = route_of(item).connector;
             self.metrics.plan_move(connector, kind).inc();
-            if p.moved == Move::Spilled {
-                *spilled.entry(connector).or_default() += 1;
+            match p.moved {
+                Move::Spilled => *spilled.entry(connector).or_default() += 1,
+                Move::Overflow => *overflowed.entry(connector).or_default() += 1,
+                _ => {}
             }
         }
         for (connector, n) in spilled {
@@ -377,6 +380,14 @@ impl Dispatcher {
                 connector,
                 contacts = n,
                 "contacts planned past their window: every minute of it is full on this connector (raise requests_per_10s or daily_budget, or widen the `window` of its timed webhooks)"
+            );
+        }
+        for (connector, n) in overflowed {
+            tracing::warn!(
+                connector,
+                contacts = n,
+                "contacts found no minute with room within {} days on this connector: planned at once, and held to daily_budget when sent (raise daily_budget: it is far too small for the queue)",
+                crate::capacity::ledger::SEARCH_DAYS
             );
         }
     }

@@ -322,6 +322,10 @@ pub enum Move {
     /// The window was over when it was planned (sendtime was not running): the first
     /// allowed minute with room.
     Late,
+    /// No minute had room within the ledger's search ([`crate::capacity::ledger::SEARCH_DAYS`]:
+    /// a daily budget far too small for the queue): planned at once, and held to the budget
+    /// when it is sent.
+    Overflow,
 }
 
 impl Move {
@@ -334,6 +338,7 @@ impl Move {
             Move::Delayed => Some("delayed"),
             Move::Quiet => Some("quiet"),
             Move::Late => Some("late"),
+            Move::Overflow => Some("overflow"),
         }
     }
 }
@@ -415,13 +420,17 @@ pub fn describe(
             }
             _ => write!(reason, "IMMEDIATE: on the next tick"),
         };
-        if moved != Move::None {
-            let _ = write!(
-                reason,
-                "; the minutes before are full on connector {} (requests_per_10s or daily_budget): due {}",
-                ctx.connector,
-                Minute(due)
-            );
+        match moved {
+            Move::None => {}
+            Move::Overflow => overflowed(reason, ctx.connector),
+            _ => {
+                let _ = write!(
+                    reason,
+                    "; the minutes before are full on connector {} (requests_per_10s or daily_budget): due {}",
+                    ctx.connector,
+                    Minute(due)
+                );
+            }
         }
         return;
     };
@@ -498,6 +507,7 @@ pub fn describe(
                 ctx.connector
             );
         }
+        (Move::Overflow, _) => overflowed(reason, ctx.connector),
         (Move::Quiet, _) => {
             reason.push_str(
                 "; quiet hours leave no minute in the window: the first allowed minute after it",
@@ -506,6 +516,14 @@ pub fn describe(
         _ => {}
     }
     let _ = write!(reason, "; due {}", Minute(due));
+}
+
+fn overflowed(reason: &mut String, connector: &str) {
+    let _ = write!(
+        reason,
+        "; no minute has room within {} days on connector {connector} (daily_budget far too small for the queue): planned at once, held to the budget when sent",
+        crate::capacity::ledger::SEARCH_DAYS
+    );
 }
 
 /// `score` against the window's `mean`: 1 when every hour scores nothing (`prior_strength = 0`
