@@ -249,7 +249,12 @@ mod tests {
         for d in 0..=SEARCH_DAYS {
             ledgers[0].book(d * day, Cost::Call);
         }
-        let placed = assign(&[request.clone()], &mut ledgers, &masks, |_, _| {});
+        let placed = assign(
+            std::slice::from_ref(&request),
+            &mut ledgers,
+            &masks,
+            |_, _| {},
+        );
         assert_eq!((placed[0].due, placed[0].moved), (HOUR_MS, Move::Overflow));
         // Room at the search's end: it goes then, as delayed.
         let mut ledgers = vec![Ledger::new(ledgers[0].capacity)];
