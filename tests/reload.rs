@@ -374,6 +374,36 @@ fn pause_works_while_the_config_is_invalid() {
     assert!(String::from_utf8_lossy(&unknown.stderr).contains("it has: first, main"));
 }
 
+/// A pause written to a data folder no `serve` dispatches from says so: a `serve` started
+/// before `server.data_dir` changed in the file reads its pauses from its own folder, and its
+/// contacts went out while `pause` said they were held.
+#[test]
+fn a_pause_where_no_serve_runs_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("webhooks.toml");
+    let (running, named) = (dir.path().join("data"), dir.path().join("moved"));
+    std::fs::write(&config, VALID).unwrap();
+    std::fs::create_dir_all(&named).unwrap();
+    let server = Server::start(&config, &running, &[]);
+    let note = "note: no `serve` is dispatching from";
+    let elsewhere = common::run(&config, &named, &["pause", "first"], &[]);
+    assert!(elsewhere.status.success(), "{elsewhere:?}");
+    let said = String::from_utf8_lossy(&elsewhere.stderr);
+    assert!(
+        said.contains(&format!("{note} {}", named.display())),
+        "{said}"
+    );
+    let here = common::run(&config, &running, &["pause", "first"], &[]);
+    assert!(here.status.success(), "{here:?}");
+    let said = String::from_utf8_lossy(&here.stderr);
+    assert!(!said.contains(note), "{said}");
+    eventually(Duration::from_secs(10), || {
+        status(&server)["paused"]["first"].is_object().then_some(())
+    })
+    .expect("the pause is in force");
+    server.stop();
+}
+
 #[test]
 fn serve_refuses_unset_secrets_unless_dry_run() {
     let dir = tempfile::tempdir().unwrap();

@@ -143,6 +143,15 @@ pub struct Dispatcher {
     _lock: std::fs::File,
 }
 
+/// The data folder's dispatch lock: one dispatcher (`serve` or `tick`) per folder.
+const LOCK: &str = "dispatch.lock";
+
+/// Whether a `serve` or `tick` dispatches from `data_dir` now.
+pub fn dispatching(data_dir: &Path) -> anyhow::Result<bool> {
+    let lock = lock_file(&data_dir.join(LOCK))?;
+    Ok(lock.try_lock_shared().is_err())
+}
+
 impl Dispatcher {
     /// Build the state from `plan/` and `outcomes/` under `data_dir`, recover the inbox (its
     /// write-ahead log replayed into parts) and collect the receipts not finished into the
@@ -151,14 +160,20 @@ impl Dispatcher {
     /// a running server is its own.
     pub fn open(data_dir: &Path, metrics: Metrics, clock: Clock) -> anyhow::Result<Dispatcher> {
         let request_timeout = connector::request_timeout()?;
-        let lock = lock_file(&data_dir.join("dispatch.lock"))?;
-        lock.try_lock().map_err(|_| {
-            anyhow::anyhow!(
+        let lock = lock_file(&data_dir.join(LOCK))?;
+        // Tried for a moment: `sendtime pause` looks at the lock ([`dispatching`]) for as long
+        // as taking and letting it go takes.
+        let mut tries = 0;
+        while lock.try_lock().is_err() {
+            tries += 1;
+            anyhow::ensure!(
+                tries < 20,
                 "another sendtime (serve or tick) is dispatching from {}; stop it first \
                  (two dispatchers on one data folder would enroll contacts twice)",
                 data_dir.display()
-            )
-        })?;
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
         let plan_ds = plan::dataset(data_dir)?;
         let outcomes_ds = outcomes::dataset(data_dir)?;
         plan_ds.recover()?;
