@@ -46,7 +46,15 @@ async fn serve(config_path: PathBuf, overrides: Overrides, clock: Clock) -> anyh
     let config = loaded.config;
     crate::store::create_data_dir(&config.server.data_dir)?;
     // A file import that died publishing left its parts hidden: shown before profiles load.
-    crate::datasets::events::recover_unless_busy(&config.server.data_dir)?;
+    // Not a reason to stay down (the next import tries again).
+    let data = config.server.data_dir.clone();
+    if let Err(e) =
+        tokio::task::block_in_place(|| crate::datasets::events::recover_unless_busy(&data))
+    {
+        tracing::warn!(
+            "cannot clear what an interrupted import left in the events (the next import tries again): {e:#}"
+        );
+    }
     tracing::info!(
         config = %config.identity,
         path = %config_path.display(),
@@ -322,7 +330,8 @@ async fn serve_http(
 
 /// SIGINT and SIGTERM, listened for from before the first task starts to exit: a signal between two
 /// waits for one is kept, not lost. One during start-up ends the process at once, as by
-/// default (start-up is safe to kill: it only reads, and recovers what a kill left).
+/// default (start-up is safe to kill: it reads, and finishes or clears what a kill left, each
+/// step of which a kill leaves for the next start).
 struct Signals {
     int: tokio::signal::unix::Signal,
     term: tokio::signal::unix::Signal,

@@ -1070,9 +1070,10 @@ fn a_changed_import_cron_does_not_run_the_old_fire() {
     ];
     let dir = tempfile::tempdir().unwrap();
     let config = serve_config(dir.path(), "CRON", "hook", &standin.url());
-    // Once a minute, at the second 15 s from now.
-    let old_fire = Instant::now() + Duration::from_secs(15);
-    let second = (chrono::Utc::now().timestamp() + 15) % 60;
+    // Once a minute, at the second 25 s from now (start and reload take a few on a busy
+    // machine).
+    let old_fire = Instant::now() + Duration::from_secs(25);
+    let second = (chrono::Utc::now().timestamp() + 25) % 60;
     let every_two = "cron = \"*/2 * * * * *\"";
     let minutely = format!("cron = \"{second} * * * * *\"");
     let file = std::fs::read_to_string(&config).unwrap();

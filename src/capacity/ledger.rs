@@ -101,10 +101,15 @@ impl Ledger {
         booked + CALL <= self.capacity.per_minute.saturating_mul(60)
     }
 
-    /// Whether the minute `at_ms` is in has room for `cost`, and its day too.
+    /// Whether the minute `at_ms` is in has room for `cost`, and its day too. Joining a batch
+    /// already paid for costs nothing, so it fits though calls made since (callbacks, which
+    /// the budget does not hold, retries) put the minute or the day over.
     pub fn fits(&self, at_ms: i64, cost: Cost) -> bool {
         let minute = at_ms.div_euclid(MINUTE_MS);
         let charge = self.charge(minute, cost);
+        if charge == 0 {
+            return true;
+        }
         self.minutes.get(&minute).copied().unwrap_or(0) + charge <= self.capacity.per_minute
             && (!cost.budgeted()
                 || self.capacity.per_day.is_none_or(|d| {
@@ -194,10 +199,21 @@ impl Ledger {
         // in a full hour or day; a new call found before it goes first.
         let mut join = None;
         let mut after = from_ms;
+        // The allowed minutes of the hour last looked at: worked out once an hour, not once
+        // an open minute.
+        let mut mask: Option<(i64, u64)> = None;
         while let Some(minute) = self.joinable(cost, after, end) {
             let at = (minute * MINUTE_MS).max(from_ms);
             let hour = at.div_euclid(HOUR_MS) * HOUR_MS;
-            if allowed(hour) & WHOLE_HOUR & (1 << ((at - hour) / MINUTE_MS)) != 0 {
+            let open = match mask {
+                Some((h, m)) if h == hour => m,
+                _ => {
+                    let m = allowed(hour) & WHOLE_HOUR;
+                    mask = Some((hour, m));
+                    m
+                }
+            };
+            if open & (1 << ((at - hour) / MINUTE_MS)) != 0 {
                 join = Some(at);
                 break;
             }
@@ -360,6 +376,21 @@ mod tests {
         );
         l.book(2 * HOUR_MS + MINUTE_MS, Cost::Call);
         assert_eq!(l.first_fit(now, Cost::Call, |_| WHOLE_HOUR), Some(day));
+    }
+
+    /// A contact joining a batch paid for fits though the day is over its budget (callbacks,
+    /// which it does not hold, and calls made count in it): in a timed webhook's window it
+    /// was refused and spilled past it.
+    #[test]
+    fn joining_a_paid_batch_fits_a_day_over_its_budget() {
+        let mut l = ledger(100, Some(1));
+        let list = Cost::Batched { batch: 8, size: 10 };
+        l.book(0, list);
+        l.spent(0, 3, 3, 0);
+        assert!(l.fits(0, list));
+        assert!(l.hour_fits(0, list));
+        assert!(!l.fits(MINUTE_MS, list));
+        assert!(!l.fits(0, Cost::Call));
     }
 
     #[test]

@@ -304,7 +304,6 @@ fn read_server(ctx: &mut Ctx, top: &TableReader, base_dir: &Path) -> Option<Serv
     })
 }
 
-/// Whether an http(s) URL names this machine (`localhost` or a loopback address).
 /// Where the value of `[table] key` is written in `text` (already parsed whole), if it is.
 pub(super) fn value_position(text: &str, table: &str, key: &str) -> Option<(usize, usize)> {
     let doc = DeTable::parse(text).ok()?;
@@ -314,6 +313,7 @@ pub(super) fn value_position(text: &str, table: &str, key: &str) -> Option<(usiz
     Some(Lines::new(text).line_column(t.get(key)?.span().start))
 }
 
+/// Whether an http(s) URL names this machine (`localhost` or a loopback address).
 pub(super) fn loopback_url(url: &str) -> bool {
     reqwest::Url::parse(url).is_ok_and(|url| crate::hubspot::client::is_loopback(&url))
 }

@@ -707,13 +707,11 @@ impl Dispatcher {
                 self.enqueue(item);
                 continue;
             }
-            let (action, target) = match &webhook.target {
-                Target::List(list) => (Action::ListAdd, list.clone()),
-                Target::Workflow(wf) => (Action::Enroll, wf.to_string()),
-                Target::Callback => (
-                    Action::Complete,
-                    item.callback_id.as_deref().unwrap_or_default().to_string(),
-                ),
+            let action = Action::of(&webhook.target);
+            let target = match &webhook.target {
+                Target::List(list) => list.clone(),
+                Target::Workflow(wf) => wf.to_string(),
+                Target::Callback => item.callback_id.as_deref().unwrap_or_default().to_string(),
             };
             // A contact HubSpot holds for us: a dry run releases nothing, so it waits for the
             // connector to go live again, until its hold ends.

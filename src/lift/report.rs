@@ -92,8 +92,9 @@ pub struct Metric {
     pub interval: Option<[f64; 2]>,
     /// `optimized_better` or `holdout_better` when the interval excludes zero.
     pub verdict: Option<&'static str>,
-    /// Why there is no verdict, when there is none.
+    /// Why there is no verdict, when there is none, and as the report says it.
     pub no_verdict: Option<NoVerdict>,
+    pub no_verdict_text: Option<String>,
     /// When no send is counted yet, when the first one's window ends.
     pub first_window_end_ms: Option<i64>,
     /// Webhooks with sends in both groups left out, as one of them reached fewer than
@@ -335,6 +336,7 @@ pub fn lift(data_dir: &Path, options: &Options) -> anyhow::Result<Lift> {
                     .map(|s| s.counted_from_ms + hours * HOUR_MS)
                     .min();
             }
+            m.no_verdict_text = m.no_verdict.map(NoVerdict::text);
             metrics.push(m);
         }
     }
@@ -475,6 +477,7 @@ fn compare(metric: &'static str, hours: i64, strata: usize, clusters: &[Cluster]
         interval,
         verdict,
         no_verdict,
+        no_verdict_text: None,
         first_window_end_ms: None,
         too_few_contacts,
     }

@@ -164,12 +164,11 @@ function pauseButton(id, paused, connector) {
         headers: { "Content-Type": "application/json" },
         body: JSON.stringify({ id, connector }),
       });
-      actionError = false;
+      actionError = null;
       await refresh();
     } catch (e) {
-      // Kept until the next pause or resume succeeds: a refresh must not hide it.
-      actionError = true;
-      showError(new Error(button.dataset.action + " " + id + " failed: " + e.message));
+      actionError = new Error(button.dataset.action + " " + id + " failed: " + e.message);
+      showError(actionError);
     } finally {
       button.disabled = false;
     }
@@ -263,8 +262,8 @@ function drawOutcomes(outcomes) {
   if (!outcomes.length) body.append(row([el("td", "No calls yet.", "note")]));
 }
 
-// Whether #error shows a failed pause or resume (which a refresh leaves), not a failed refresh.
-let actionError = false;
+// A failed pause or resume, shown until the next one succeeds: a refresh must not hide it.
+let actionError = null;
 
 function showError(e) {
   $("#error").textContent = e.message;
@@ -274,7 +273,8 @@ function showError(e) {
 async function refresh() {
   try {
     const status = await api("/status");
-    if (!actionError) $("#error").hidden = true;
+    if (actionError) showError(actionError);
+    else $("#error").hidden = true;
     $("#config").textContent = status.config;
     $("#now").textContent = time(status.now_ms);
     $("#pending").textContent = Number(status.pending).toLocaleString("en-US");
@@ -346,15 +346,6 @@ $("#auth").addEventListener("submit", (event) => {
   $("#auth").hidden = true;
   refresh();
 });
-// Why a metric has no verdict (`sendtime report lift --json`'s `no_verdict`).
-const NO_VERDICT = {
-  no_window_ended: "no window has ended yet",
-  not_sent_in_both: "no webhook sent in both groups",
-  too_few_contacts: "too few contacts in a group",
-  too_few_sends: "too few sends in a group",
-  includes_zero: "the interval includes zero",
-};
-
 async function measureLift() {
   const out = $("#lift-result");
   out.replaceChildren(el("p", "Measuring…", "note"));
@@ -371,7 +362,7 @@ async function measureLift() {
     const pct = (s) => (s.rate * 100).toFixed(1) + "% of " + s.sends;
     const pts = (x) => { const p = Math.round(x * 1000) / 10 + 0; return (p >= 0 ? "+" : "") + p.toFixed(1); };
     for (const m of lift.metrics) {
-      const why = NO_VERDICT[m.no_verdict] || "";
+      const why = m.no_verdict_text || "";
       const diff = m.interval
         ? pts(m.difference) + " pts [" + pts(m.interval[0]) + ", " + pts(m.interval[1]) + "]"
         : m.first_window_end_ms ? "the first window ends " + time(m.first_window_end_ms) : why;
