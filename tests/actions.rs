@@ -680,6 +680,77 @@ fn a_window_grown_before_planning_keeps_to_the_hold_answered() {
     assert!(standin.log().is_empty(), "{:?}", standin.log());
 }
 
+/// A window that shrinks after receipt does not shorten the hold HubSpot keeps: a retry of
+/// the execution gets the first answer, so the contact is held as first asked (here 8 days, not
+/// the 30 hours the new window gives). It was taken to be released by the shorter: in dry run
+/// it was recorded as a dry run on day two while HubSpot still held it.
+#[test]
+fn a_window_shrunk_after_receipt_keeps_the_hold_answered() {
+    const HOUR: i64 = 3_600_000;
+    let Setup {
+        rt: _rt,
+        standin,
+        dir,
+        data,
+        config: _,
+        clock,
+    } = Setup::new();
+    let env = [("ACTIONS_SECRET", SECRET), ("ACTIONS_TOKEN", TOKEN)];
+    let config = |window: &str, connector: &str| {
+        TestConfig {
+            env: "ACTIONS",
+            tables: &format!(
+                "[scheduler]\ncron = \"0 0 0 1 1 *\"\n\
+                 [[action]]\nid = \"send-time\"\nname = \"Send at the best time\"\n\
+                 window = \"{window}\""
+            ),
+            connector: &format!("api_base = \"{}\"\n{connector}", standin.url()),
+            ..TestConfig::default()
+        }
+        .write(dir.path())
+    };
+    let at = |ms: i64| {
+        chrono::DateTime::from_timestamp_millis(ms)
+            .unwrap()
+            .to_rfc3339()
+    };
+    set_clock(&clock, now_ms());
+    let server = start(&config("7d", ""), &data, &clock);
+    eventually(Duration::from_secs(30), || {
+        (common::ticks(&server) >= 1).then_some(())
+    })
+    .unwrap_or_else(|| panic!("no start-up tick; logs:\n{}", server.logs()));
+    let (status, answer) = reach(&standin, &server, "cb-shrunk", 1000, "NEXT_24_HOURS");
+    assert_eq!(
+        (status, &answer["outputFields"]["hs_expiration_duration"]),
+        (200, &"P8D".into())
+    );
+    server.stop();
+    let received = sendtime::datasets::inbox::recover(&data).unwrap()[0].received_at_ms;
+    // Six hours now, and in dry run: a held contact waits for the connector until its hold
+    // ends, then is recorded as a dry run.
+    let shrunk = config("6h", "dry_run = true");
+    let outcomes = || outcomes::read(&outcomes::dataset(&data).unwrap()).unwrap();
+    common::sendtime(
+        &shrunk,
+        &data,
+        &["tick", "--now", &at(received + 3 * 24 * HOUR)],
+        &env,
+    );
+    assert_eq!(outcomes(), [], "released by the new window's hold");
+    common::sendtime(
+        &shrunk,
+        &data,
+        &["tick", "--now", &at(received + 8 * 24 * HOUR + HOUR)],
+        &env,
+    );
+    assert_eq!(
+        outcomes().iter().map(|r| r.status).collect::<Vec<_>>(),
+        [Status::DryRun]
+    );
+    assert!(standin.log().iter().all(|e| !e.path.contains("callbacks")));
+}
+
 /// A workflow action's callbacks are completed whatever the daily budget, as they are planned
 /// whatever the capacity: HubSpot's hold on their contacts runs out. Here a budget of one call
 /// a day, and three callbacks that each take a call.

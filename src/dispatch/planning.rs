@@ -394,13 +394,12 @@ impl Dispatcher {
 }
 
 /// When a workflow action's contact must be released by: a minute before HubSpot would move
-/// it on without us. That is the hold asked for on receipt, or the one `window` (the config's
-/// now) gives if shorter: a retry of the execution answered since gets that one. A receipt of
-/// an older version, which does not record its hold, goes by `window` ([`hold`]).
+/// it on without us. That is the hold asked for on receipt, whatever `window` says now: a
+/// retry of the execution gets that first answer too. A receipt of an older version, which
+/// does not record its hold, goes by `window` ([`hold`]).
 pub(super) fn release_by(item: &Pending, window: Option<i64>) -> i64 {
-    let by_config = item.received_at_ms + hold(item.webhook_type, window);
     item.hold_ends_ms
-        .map_or(by_config, |asked| asked.min(by_config))
+        .unwrap_or_else(|| item.received_at_ms + hold(item.webhook_type, window))
         - MINUTE_MS
 }
 
