@@ -13,7 +13,7 @@ use common::{
 };
 use sendtime::datasets::outcomes::{self, OutcomeRow, Status};
 use sendtime::datasets::plan::{self, PlanRow};
-use sendtime::hubspot::standin::{LogEntry, Options, StandIn};
+use sendtime::hubspot::standin::{Fault, Injection, LogEntry, Options, StandIn};
 use sendtime::receiver::signature::sign_v2;
 use sendtime::store::Dataset;
 
@@ -220,6 +220,57 @@ fn calls_waiting_on_the_limiter_keep_to_a_scope_hold() {
         .filter(|e| e.path.starts_with("/automation/") && e.status == Some(403))
         .count();
     assert_eq!(refused, 1, "{out}\n{err}");
+}
+
+/// HubSpot's 477 (the account is being moved between data hosting locations; "typically up
+/// to 24 hours") holds the connector for an hour without a `Retry-After`: one call refused, not
+/// one per contact, and the contacts wait, none failed. It was a permanent refusal: every due
+/// contact failed.
+#[test]
+fn an_account_migration_pauses_the_connector() {
+    let rt = runtime();
+    let standin = rt
+        .block_on(StandIn::start(Options {
+            token: TOKEN.into(),
+            ..Options::default()
+        }))
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let config = write_config(dir.path(), &standin.url(), "", &[&HOOKS[3]]);
+    receive_only(&config, &data, &standin, ("m", 5), 8800);
+    standin.inject(
+        Injection::next(Fault::Status {
+            status: 477,
+            message: "Migration in progress".into(),
+        })
+        .times(u64::MAX)
+        .on("/automation/"),
+    );
+    let at = now_ms() + 60_000;
+    let (out, err) = tick_once(&config, &data, at, TOKEN);
+    assert!(
+        out.contains("failed=0 ") && out.contains("queued=5 "),
+        "{out}\n{err}"
+    );
+    let refused: Vec<_> = standin
+        .log()
+        .into_iter()
+        .filter(|e| e.status == Some(477))
+        .collect();
+    assert_eq!(refused.len(), 1, "{out}\n{err}");
+    let rows = outcomes::read(&outcomes::dataset(&data).unwrap()).unwrap();
+    assert!(rows.iter().all(|r| !r.status.is_final()), "{rows:?}");
+    // Tried again an hour on.
+    let retry = rows
+        .iter()
+        .filter_map(|r| r.retry_at_ms)
+        .max()
+        .unwrap_or_else(|| panic!("no retry recorded: {rows:?}"));
+    assert!(
+        (at + 3_500_000..=at + 3_700_000).contains(&retry),
+        "retry at {retry}, ticked at {at}: {rows:?}"
+    );
 }
 
 /// The dispatch tests' config: ticks every second, the connector calling `api_base`.

@@ -55,6 +55,8 @@ pub enum PauseReason {
     NoApiRoute,
     /// No OAuth access token: HubSpot's token endpoint failed ([`ApiError::NoAccessToken`]).
     NoAccessToken,
+    /// HubSpot is moving the account between data hosting locations ([`ApiError::Migrating`]).
+    AccountMigrating,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -85,6 +87,7 @@ impl PauseReason {
             PauseReason::DailyLimit => "daily_limit",
             PauseReason::RefusedToken => "refused_token",
             PauseReason::NoApiRoute => "no_api_route",
+            PauseReason::AccountMigrating => "account_migrating",
             PauseReason::NoAccessToken => "no_access_token",
         }
     }
@@ -271,6 +274,26 @@ impl Link {
         });
     }
 
+    /// A call at `now` found the account being migrated ([`ApiError::Migrating`]): every call
+    /// would until it ends, so all are held until HubSpot's `Retry-After` (an hour without
+    /// one, a day at most), and none counts as a contact's failure.
+    pub fn pause_for_migration(
+        &self,
+        now: i64,
+        retry_after: Option<Duration>,
+        e: &ApiError,
+        metrics: &Metrics,
+    ) -> i64 {
+        let wait = retry_after.map_or(policy::MIGRATION_PAUSE_MS, |d| d.as_millis() as i64);
+        let until = now + wait.clamp(crate::time::MINUTE_MS, policy::MIGRATION_PAUSE_MAX_MS);
+        self.hold(until, PauseReason::AccountMigrating, metrics, || {
+            format!(
+                "{e}: connector paused and contacts stay queued until HubSpot's move ends (it tries again at the time shown)"
+            )
+        });
+        self.paused_at(now).unwrap_or(until)
+    }
+
     /// Hold every call until `until` (clock ms), unless held already.
     fn hold(&self, until: i64, reason: PauseReason, metrics: &Metrics, why: impl Fn() -> String) {
         let mut pause = self.pause.lock().unwrap();
@@ -418,6 +441,9 @@ impl Dispatcher {
                     "no-access-token pause over: trying HubSpot's token endpoint again"
                 }
                 PauseReason::DailyLimit => "daily-limit pause over: sending again",
+                PauseReason::AccountMigrating => {
+                    "account-migration pause over: trying HubSpot again"
+                }
             };
             tracing::info!(connector = %link.id, "{why}");
         }

@@ -360,6 +360,12 @@ impl Ctx {
                 link.pause_for_the_token_endpoint(self.now(), e, &self.metrics);
                 Decision::Later(self.now())
             }
+            ApiError::Migrating { retry_after, .. } => Decision::Later(link.pause_for_migration(
+                self.now(),
+                *retry_after,
+                e,
+                &self.metrics,
+            )),
             ApiError::Transient { .. } if Backoff::DISPATCH.exhausted(failures) => Decision::GiveUp,
             ApiError::Transient { .. } => wait(Backoff::DISPATCH.wait(failures)),
             ApiError::Permanent { .. } | ApiError::BatchTooLarge { .. } => Decision::GiveUp,

@@ -124,6 +124,13 @@ pub enum ApiError {
         may_have_reached: bool,
         message: String,
     },
+    /// 477: the account is being moved between HubSpot's data hosting locations. Every call
+    /// gets it until the move ends (HubSpot's `Retry-After`, "typically up to 24 hours").
+    #[error("HubSpot is migrating the account (477){}: {message}", retry_after.map(|d| format!(" (retry after {d:?})")).unwrap_or_default())]
+    Migrating {
+        retry_after: Option<Duration>,
+        message: String,
+    },
     /// Other 4xx: retrying will not help; record HubSpot's message for a person.
     #[error("HubSpot refused the call with {status}: {message}")]
     Permanent {
@@ -168,6 +175,7 @@ impl ApiError {
             ApiError::RateLimited { .. }
                 | ApiError::Transient { .. }
                 | ApiError::NoAccessToken { .. }
+                | ApiError::Migrating { .. }
         )
     }
 
@@ -177,6 +185,7 @@ impl ApiError {
             ApiError::RateLimited { .. } => Some(429),
             ApiError::Transient { status, .. } | ApiError::NoAccessToken { status, .. } => *status,
             ApiError::MissingScopes { .. } => Some(403),
+            ApiError::Migrating { .. } => Some(MIGRATING),
             ApiError::Permanent { status, .. }
             | ApiError::BatchTooLarge { status, .. }
             | ApiError::NotTheApi { status, .. } => Some(*status),
@@ -875,6 +884,9 @@ pub(super) fn transport(e: reqwest::Error) -> ApiError {
     }
 }
 
+/// HubSpot's "Migration in Progress" (its error handling guide).
+const MIGRATING: u16 = 477;
+
 /// Sort a non-2xx answer into what the caller should do.
 async fn classify(resp: reqwest::Response, batch: Option<usize>) -> ApiError {
     let status = resp.status();
@@ -925,6 +937,12 @@ async fn classify(resp: reqwest::Response, batch: Option<usize>) -> ApiError {
         };
         return ApiError::RateLimited {
             policy,
+            retry_after,
+            message,
+        };
+    }
+    if status.as_u16() == MIGRATING {
+        return ApiError::Migrating {
             retry_after,
             message,
         };

@@ -27,6 +27,11 @@ pub const REFUSED_TOKEN_PAUSE_MS: i64 = 5 * MINUTE_MS;
 /// How long a connector without an OAuth access token (its token endpoint failed) waits
 /// before trying again: an outage there is often a blip.
 pub const NO_ACCESS_TOKEN_PAUSE_MS: i64 = MINUTE_MS;
+/// How long a connector pauses for HubSpot's 477 (the account is being moved between data
+/// hosting locations) without a `Retry-After`, and at most with one (HubSpot: "typically up to
+/// 24 hours").
+pub const MIGRATION_PAUSE_MS: i64 = HOUR_MS;
+pub const MIGRATION_PAUSE_MAX_MS: i64 = 24 * HOUR_MS;
 
 /// Exponential backoff with jitter after transient failures (5xx, timeouts, dropped
 /// connections): `base`, twice that, four times ... capped at `cap`, each drawn from half to

@@ -545,9 +545,11 @@ impl Import {
                         self.connector.id,
                     ));
                 }
+                // Hours, as a rule: the next run resumes where this one stopped.
                 ApiError::Permanent { .. }
                 | ApiError::BatchTooLarge { .. }
-                | ApiError::NotTheApi { .. } => {
+                | ApiError::NotTheApi { .. }
+                | ApiError::Migrating { .. } => {
                     return Err(err.into());
                 }
             }
