@@ -510,6 +510,22 @@ fn the_hidden_standin_knows_the_recipients_and_the_contacts_file() {
         .json()
         .unwrap();
     assert_eq!(read[0]["id"], 42, "{read}");
+    // A workflow action's callback completes, though it learned of no execution (it refused
+    // every completion: "not found").
+    let completed = common::http()
+        .post(format!(
+            "{url}{}",
+            sendtime::hubspot::client::CALLBACKS_COMPLETE
+        ))
+        .bearer_auth(DEFAULT_TOKEN)
+        .json(&serde_json::json!({"inputs": [{
+            "callbackId": "cb-1",
+            "outputFields": {"hs_execution_state": "SUCCESS"},
+            "typedOutputs": {},
+        }]}))
+        .send()
+        .unwrap();
+    assert_eq!(completed.status(), 204, "{:?}", completed.text());
     drop(child);
 
     // A line that is neither `email` nor `email,id` is refused, naming the line.

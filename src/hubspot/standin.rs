@@ -99,6 +99,11 @@ pub struct Options {
     /// add ignores any other record id and names it in `recordIdsMissing`, as HubSpot does.
     /// Off, every numeric id exists.
     pub known_records_only: bool,
+    /// A callback it was never told of ([`StandIn::add_callback`], [`StandIn::answered`]) is
+    /// taken as blocked, as when HubSpot's workflow executed the action: the standalone
+    /// stand-in learns of no execution, so it refused every completion. Off (the tests'), it
+    /// is not found.
+    pub any_callback: bool,
     /// How long after an enrollment its workflow ends (it sent its email and has no delay
     /// step): HubSpot's enrollments endpoint lists only current enrollments, so it no longer
     /// names it. `None`: workflows never end.
@@ -165,6 +170,7 @@ impl Default for Options {
             developer_api_key: "developer-api-key".to_string(),
             action_urls: Vec::new(),
             known_records_only: false,
+            any_callback: false,
             workflows_end_after: None,
         }
     }
@@ -1424,6 +1430,7 @@ impl World {
             .inputs
             .iter()
             .filter_map(|i| match self.callbacks.get(&i.callback_id) {
+                None if self.options.any_callback => None,
                 None => Some(format!("{} (not found)", i.callback_id)),
                 Some(Callback::Completed(_)) => {
                     Some(format!("{} (already completed)", i.callback_id))
