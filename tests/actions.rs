@@ -4,7 +4,7 @@
 
 mod common;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use common::{PORTAL_ID, PUBLIC_URL, Server, TestConfig, eventually, now_ms, runtime, set_clock};
@@ -572,6 +572,29 @@ fn a_paused_actions_contact_past_its_hold_is_refused_when_resumed() {
     assert!(standin.completion("cb-late").is_none());
 }
 
+/// The hold tests' config in `dir`: action `send-time` with `window`, no tick but the one at
+/// start-up, the connector calling `api_base` (and `connector`'s lines).
+fn held_config(dir: &Path, api_base: &str, window: &str, connector: &str) -> PathBuf {
+    TestConfig {
+        env: "ACTIONS",
+        tables: &format!(
+            "[scheduler]\ncron = \"0 0 0 1 1 *\"\n\
+             [[action]]\nid = \"send-time\"\nname = \"Send at the best time\"\n\
+             window = \"{window}\""
+        ),
+        connector: &format!("api_base = \"{api_base}\"\n{connector}"),
+        ..TestConfig::default()
+    }
+    .write(dir)
+}
+
+/// `ms` as RFC 3339, for `tick --now`.
+fn at(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .unwrap()
+        .to_rfc3339()
+}
+
 /// A contact is released within the hold its execution was answered with, even when the
 /// action's window grows before it is planned (a reload, or receipts planned after a restart):
 /// HubSpot moves the contact on when that hold ends. Here the window is 6 hours at receipt
@@ -592,24 +615,8 @@ fn a_window_grown_before_planning_keeps_to_the_hold_answered() {
     } = Setup::new();
     let env = [("ACTIONS_SECRET", SECRET), ("ACTIONS_TOKEN", TOKEN)];
     // No tick but the one at start-up: planning waits for `sendtime tick` below.
-    let config = |window: &str, connector: &str| {
-        TestConfig {
-            env: "ACTIONS",
-            tables: &format!(
-                "[scheduler]\ncron = \"0 0 0 1 1 *\"\n\
-                 [[action]]\nid = \"send-time\"\nname = \"Send at the best time\"\n\
-                 window = \"{window}\""
-            ),
-            connector: &format!("api_base = \"{}\"\n{connector}", standin.url()),
-            ..TestConfig::default()
-        }
-        .write(dir.path())
-    };
-    let at = |ms: i64| {
-        chrono::DateTime::from_timestamp_millis(ms)
-            .unwrap()
-            .to_rfc3339()
-    };
+    let config =
+        |window: &str, connector: &str| held_config(dir.path(), &standin.url(), window, connector);
     // Receipts are stamped by the real clock; the stand-in's hold follows the clock file.
     let t0 = now_ms();
     set_clock(&clock, t0);
@@ -696,24 +703,8 @@ fn a_window_shrunk_after_receipt_keeps_the_hold_answered() {
         clock,
     } = Setup::new();
     let env = [("ACTIONS_SECRET", SECRET), ("ACTIONS_TOKEN", TOKEN)];
-    let config = |window: &str, connector: &str| {
-        TestConfig {
-            env: "ACTIONS",
-            tables: &format!(
-                "[scheduler]\ncron = \"0 0 0 1 1 *\"\n\
-                 [[action]]\nid = \"send-time\"\nname = \"Send at the best time\"\n\
-                 window = \"{window}\""
-            ),
-            connector: &format!("api_base = \"{}\"\n{connector}", standin.url()),
-            ..TestConfig::default()
-        }
-        .write(dir.path())
-    };
-    let at = |ms: i64| {
-        chrono::DateTime::from_timestamp_millis(ms)
-            .unwrap()
-            .to_rfc3339()
-    };
+    let config =
+        |window: &str, connector: &str| held_config(dir.path(), &standin.url(), window, connector);
     set_clock(&clock, now_ms());
     let server = start(&config("7d", ""), &data, &clock);
     eventually(Duration::from_secs(30), || {

@@ -497,6 +497,18 @@ fn a_contact_id_that_is_not_positive_is_a_bad_row() {
     assert!(stored(&data).is_empty());
 }
 
+/// 100 rows exported to `dir/export.csv` and imported into `dir/data` in two parts: the data
+/// folder, the file and the parts.
+fn imported_in_two_parts(dir: &Path) -> (PathBuf, PathBuf, Vec<PathBuf>) {
+    let data = dir.join("data");
+    let csv = dir.join("export.csv");
+    export(&csv, 0..100);
+    ok(&sendtime(&data, &csv_import(csv.to_str().unwrap(), "50")));
+    let parts = files(&data.join("events"), "parquet");
+    assert_eq!(parts.len(), 2);
+    (data, csv, parts)
+}
+
 /// A crash while an import's parts were being published leaves them hidden, none of them
 /// half-visible; the next import, or `serve`'s start, finishes the publish and removes what a
 /// crash before publishing left staged (only a file import did, so `serve` never saw them).
@@ -504,14 +516,9 @@ fn a_contact_id_that_is_not_positive_is_a_bad_row() {
 fn an_interrupted_publish_is_hidden_then_finished_by_the_next_import_or_serve() {
     for by_serve in [false, true] {
         let dir = tempfile::tempdir().unwrap();
-        let data = dir.path().join("data");
+        let (data, csv, parts) = imported_in_two_parts(dir.path());
         let events = data.join("events");
-        let csv = dir.path().join("export.csv");
-        export(&csv, 0..100);
         let file = csv.to_str().unwrap();
-        ok(&sendtime(&data, &csv_import(file, "50")));
-        let parts = files(&events, "parquet");
-        assert_eq!(parts.len(), 2);
 
         // As a crash leaves it: both parts named in a pending file, one already moved in.
         let staging = events.join(".import-01TESTPUBLISH");
@@ -589,14 +596,8 @@ fn a_semicolon_or_utf16_file_says_how_to_save_it() {
 #[test]
 fn a_damaged_part_stops_an_import_with_what_to_do() {
     let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let events = data.join("events");
-    let csv = dir.path().join("export.csv");
-    export(&csv, 0..100);
+    let (data, csv, parts) = imported_in_two_parts(dir.path());
     let file = csv.to_str().unwrap();
-    ok(&sendtime(&data, &csv_import(file, "50")));
-    let parts = files(&events, "parquet");
-    assert_eq!(parts.len(), 2);
     std::fs::write(parts[0].with_extension("xxh3"), "0").unwrap();
     let err = failed(&sendtime(&data, &csv_import(file, "50")));
     assert!(
