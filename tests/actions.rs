@@ -572,6 +572,26 @@ fn a_paused_actions_contact_past_its_hold_is_refused_when_resumed() {
     assert!(standin.completion("cb-late").is_none());
 }
 
+/// A failure of sendtime's own that a retry may get past (here no client secret) is answered
+/// 429 with a Retry-After on the action's route: HubSpot's rule for workflow extensions
+/// retries a 429 only and sends the contact on after any other status (it was a 503, which a
+/// workflow webhook gets, retried for three days).
+#[test]
+fn an_execution_refused_for_our_failure_is_a_429() {
+    let Setup {
+        rt: _rt,
+        standin,
+        dir,
+        data,
+        ..
+    } = Setup::new();
+    let config = held_config(dir.path(), &standin.url(), "24h", "dry_run = true");
+    let server = Server::start(&config, &data, &[]);
+    let (status, answer) = execute(&server, "cb-nosecret", 1, "IMMEDIATE");
+    assert_eq!(status, 429, "{answer}");
+    assert_eq!(answer["reason"], "no_secret");
+}
+
 /// The hold tests' config in `dir`: action `send-time` with `window`, no tick but the one at
 /// start-up, the connector calling `api_base` (and `connector`'s lines).
 fn held_config(dir: &Path, api_base: &str, window: &str, connector: &str) -> PathBuf {

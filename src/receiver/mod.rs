@@ -144,7 +144,7 @@ fn refused(state: &AppState, route: Route, id: &str, refusal: Refusal) -> Respon
         .metrics
         .board
         .post(webhook, Post::Refused(refusal.label()));
-    refusal.into_response(route.retry_after())
+    refusal.into_response(route.retry_after(), route.unavailable())
 }
 
 /// Which URL a post came to: webhooks and actions share one id space, each at its own path.
@@ -162,6 +162,17 @@ impl Route {
             Route::Hook => "5000",
             Route::Action => "5",
         })
+    }
+
+    /// What a failure of ours that a retry may get past is answered: a workflow webhook's
+    /// post is retried on a 5xx for three days; an action's execution is documented retried
+    /// on a 429 only (the workflow extensions' rule: any other status logs a failure and the
+    /// contact goes on), so it gets a 429.
+    fn unavailable(self) -> StatusCode {
+        match self {
+            Route::Hook => StatusCode::SERVICE_UNAVAILABLE,
+            Route::Action => StatusCode::TOO_MANY_REQUESTS,
+        }
     }
 }
 

@@ -198,8 +198,13 @@ impl From<PayloadError> for Refusal {
 impl Refusal {
     /// The answer: a 429 or 503 asks HubSpot to come back after `retry_after` (whose unit
     /// depends on who calls, see [`super::Route`]).
-    pub fn into_response(self, retry_after: HeaderValue) -> Response {
-        let status = self.status();
+    /// `unavailable` stands for 503 (ours to fix, worth retrying): a route whose caller may
+    /// retry only a 429 answers that instead.
+    pub fn into_response(self, retry_after: HeaderValue, unavailable: StatusCode) -> Response {
+        let status = match self.status() {
+            StatusCode::SERVICE_UNAVAILABLE => unavailable,
+            status => status,
+        };
         let body = json!({"status": "error", "reason": self.label(), "message": self.to_string()});
         let mut response = (status, axum::Json(body)).into_response();
         if matches!(
