@@ -422,14 +422,17 @@ fn callback_wait(failures: u8) -> i64 {
         .min(crate::time::HOUR_MS)
 }
 
-/// The final row of a callback HubSpot will not complete: failed, unless an earlier call
-/// for it went unanswered, which then completed it (done, not failed).
+/// The final row of a callback HubSpot will not complete: failed, unless an earlier call for
+/// it went unanswered and HubSpot refuses it as it would a completed one (a 4xx of its own,
+/// not one for the batch's size) while it still holds the contact (`held`): that call then
+/// completed it (done, not failed). Past the hold the refusal says nothing of that call.
 fn given_up(
     item: &Pending,
     link: &Link,
     callback: &str,
     e: &ApiError,
     now: i64,
+    held: bool,
 ) -> (OutcomeRow, Status) {
     let base = row(
         item,
@@ -440,10 +443,21 @@ fn given_up(
         now,
     );
     let mut r = failure_row(base, e, &Decision::GiveUp, now, item.in_doubt);
-    if item.in_doubt && !e.is_retryable() {
+    let refused_as_done = matches!(
+        e,
+        ApiError::Permanent {
+            status: 400 | 404 | 409 | 410,
+            ..
+        }
+    );
+    if item.in_doubt && refused_as_done && held {
         r.status = Status::Completed;
         r.message = Some(format!(
             "HubSpot refused to complete it again ({e}): an earlier call whose answer was lost had completed it"
+        ));
+    } else if item.in_doubt {
+        r.message = Some(format!(
+            "{e} (an earlier call whose answer was lost may have completed it; HubSpot's refusal does not tell)"
         ));
     }
     let status = r.status;
@@ -910,7 +924,8 @@ pub async fn complete(ctx: Arc<Ctx>, link: Arc<Link>, items: Vec<Pending>) -> Ve
                     if !over.is_empty() {
                         tracing::warn!(connector = %link.id, callbacks = over.len(), "HubSpot refused callbacks whose hold had ended: {e}");
                         for item in over {
-                            let (r, status) = given_up(&item, &link, &callback(&item), e, now);
+                            let (r, status) =
+                                given_up(&item, &link, &callback(&item), e, now, false);
                             let next = final_if_recorded(&ctx, vec![r], status).await;
                             out.push((item, next));
                         }
@@ -988,7 +1003,11 @@ pub async fn complete(ctx: Arc<Ctx>, link: Arc<Link>, items: Vec<Pending>) -> Ve
                         // it went unanswered, that call completed it: done, not failed.
                         let rows: Vec<(OutcomeRow, Status)> = chunk
                             .iter()
-                            .map(|i| given_up(i, &link, &callback(i), &e, now))
+                            .map(|i| {
+                                // HubSpot's hold ends a minute after the release-by.
+                                let held = now < ctx.hold_ends(i) + crate::time::MINUTE_MS;
+                                given_up(i, &link, &callback(i), &e, now, held)
+                            })
                             .collect();
                         tracing::warn!(connector = %link.id, callbacks = chunk.len(), "completing callbacks failed: {e}");
                         for ((r, status), item) in rows.into_iter().zip(chunk) {
@@ -1072,6 +1091,43 @@ mod tests {
             message: "no".into(),
             correlation_id: None,
         }
+    }
+
+    /// A callback in doubt that HubSpot refuses to complete as a done one while it still
+    /// holds the contact was completed by the call whose answer was lost. Refused past the
+    /// hold, or as too large a batch, that cannot be told: failed, saying so (each was
+    /// recorded completed, so lift counted contacts HubSpot had moved on as sent).
+    #[test]
+    fn a_refused_callback_in_doubt_is_completed_only_as_done_while_held() {
+        let link = link();
+        let item = Pending {
+            in_doubt: true,
+            callback_id: Some("cb".into()),
+            ..super::super::tests::pending(1)
+        };
+        let too_large = ApiError::BatchTooLarge {
+            size: 1,
+            status: 400,
+            message: "too large".into(),
+        };
+        for (e, held, want) in [
+            (permanent(400), true, Status::Completed),
+            (permanent(400), false, Status::Failed),
+            (too_large, true, Status::Failed),
+        ] {
+            let (row, status) = given_up(&item, &link, "cb", &e, NOW, held);
+            assert_eq!((status, row.status), (want, want), "{e}, held {held}");
+            if want == Status::Failed {
+                assert!(row.message.unwrap().contains("may have completed it"));
+            }
+        }
+        // Not in doubt, it failed whatever the refusal.
+        let sure = Pending {
+            in_doubt: false,
+            ..item
+        };
+        let (_, status) = given_up(&sure, &link, "cb", &permanent(400), NOW, true);
+        assert_eq!(status, Status::Failed);
     }
 
     #[tokio::test]
