@@ -999,8 +999,8 @@ pub async fn complete(ctx: Arc<Ctx>, link: Arc<Link>, items: Vec<Pending>) -> Ve
                         }
                     }
                     if matches!(decision, Decision::GiveUp) {
-                        // A lone callback HubSpot will not complete. When an earlier call for
-                        // it went unanswered, that call completed it: done, not failed.
+                        // A lone callback HubSpot will not complete: failed, or done when an
+                        // earlier call for it went unanswered ([`given_up`]).
                         let rows: Vec<(OutcomeRow, Status)> = chunk
                             .iter()
                             .map(|i| {
