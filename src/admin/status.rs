@@ -59,18 +59,14 @@ pub fn status(state: &AdminState) -> Value {
         let pending = state.metrics.pending(&w.id).get();
         // Its own pause (what its Resume button lifts), and its connector's.
         let paused = pauses.paused.contains_key(&w.id);
+        let connector = connectors.iter().find(|c| c.id == w.connector);
         // While it or its connector is paused, nothing of it goes out: all it has waits.
-        let connector_paused = connectors
-            .iter()
-            .any(|c| c.id == w.connector && c.paused.is_some());
+        let connector_paused = connector.is_some_and(|c| c.paused.is_some());
         // Recorded, not sent: what its table row must say rather than "sending".
-        let connector_dry_run = connectors.iter().any(|c| c.id == w.connector && c.dry_run);
+        let connector_dry_run = connector.is_some_and(|c| c.dry_run);
         // Its kind of call waits for a scope the token lacks, while the connector's others go.
         let action = crate::datasets::outcomes::Action::of(&w.target).as_str();
-        let scope_held_until = connectors
-            .iter()
-            .find(|c| c.id == w.connector)
-            .and_then(|c| c.missing_scopes.get(action).copied());
+        let scope_held_until = connector.and_then(|c| c.missing_scopes.get(action).copied());
         json!({
             "id": w.id,
             "type": w.kind.as_str(),

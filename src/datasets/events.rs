@@ -252,11 +252,14 @@ fn write(
     Ok((rows.len(), skipped))
 }
 
+/// The appenders' lock file, in the data folder.
+const LOCK: &str = "events.lock";
+
 /// Take the appenders' lock, held while the returned file is open. Appenders (two imports at
 /// once) take turns: each must see the dictionary as the one before left it, or two contacts
 /// get the same index.
 pub fn lock(data_dir: &Path) -> anyhow::Result<std::fs::File> {
-    let lock_path = data_dir.join("events.lock");
+    let lock_path = data_dir.join(LOCK);
     let lock = lock_file(&lock_path)?;
     if lock.try_lock().is_err() {
         // Said, since a file import holds it for as long as it reads its file.
@@ -303,7 +306,7 @@ pub fn recover_locked(data_dir: &Path) -> anyhow::Result<()> {
 /// [`recover_locked`] unless a writer holds [`lock`] (it recovers itself): for `serve`'s
 /// start, which must not wait for a long file import to end.
 pub fn recover_unless_busy(data_dir: &Path) -> anyhow::Result<()> {
-    let lock = lock_file(&data_dir.join("events.lock"))?;
+    let lock = lock_file(&data_dir.join(LOCK))?;
     if lock.try_lock().is_ok() {
         recover_locked(data_dir)?;
     }

@@ -779,8 +779,8 @@ impl World {
             "refresh_token": self.refresh_token,
             "expires_in": app.lifetime.as_secs(),
         });
-        if !app.says_expires_in {
-            body.as_object_mut().map(|b| b.remove("expires_in"));
+        if let (false, Some(body)) = (app.says_expires_in, body.as_object_mut()) {
+            body.remove("expires_in");
         }
         (StatusCode::OK, axum::Json(body)).into_response()
     }
