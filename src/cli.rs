@@ -964,7 +964,9 @@ fn tick(path: &std::path::Path, overrides: &Overrides, now: Option<&str>) -> any
     println!("tick finished: {report}");
     match report.planning_error {
         Some(e) => {
-            anyhow::bail!("new receipts could not be planned (the due contacts were sent): {e}")
+            anyhow::bail!(
+                "new receipts could not be planned (the due contacts were sent, and any action's contact in its hold's last hour): {e}"
+            )
         }
         None => Ok(()),
     }

@@ -1006,3 +1006,55 @@ fn kill_9_during_an_unanswered_completion_ends_with_one_final_outcome_each() {
         );
     }
 }
+
+/// While planning fails on every tick, an action's contact is sent unplanned in its hold's
+/// last hour: it waited BLOCKed, unreleased, until HubSpot moved it on without us.
+#[test]
+fn a_contact_is_released_unplanned_before_its_hold_ends_while_planning_fails() {
+    const HOUR: i64 = 3_600_000;
+    let Setup {
+        rt: _rt,
+        standin,
+        dir,
+        data,
+        config: _,
+        clock,
+    } = Setup::new();
+    let env = [("ACTIONS_SECRET", SECRET), ("ACTIONS_TOKEN", TOKEN)];
+    let config = held_config(dir.path(), &standin.url(), "7d", "");
+    set_clock(&clock, now_ms());
+    let server = start(&config, &data, &clock);
+    eventually(Duration::from_secs(30), || {
+        (common::ticks(&server) >= 1).then_some(())
+    })
+    .unwrap_or_else(|| panic!("no start-up tick; logs:\n{}", server.logs()));
+    let (status, answer) = reach(&standin, &server, "cb-unplanned", 1000, "NEXT_24_HOURS");
+    assert_eq!(
+        (status, &answer["outputFields"]["hs_execution_state"]),
+        (200, &"BLOCK".into())
+    );
+    server.stop();
+    let received = sendtime::datasets::inbox::recover(&data).unwrap()[0].received_at_ms;
+    // Planning fails: the profiles folder is a file.
+    let profiles = data.join("profiles");
+    if profiles.exists() {
+        std::fs::remove_dir_all(&profiles).unwrap();
+    }
+    std::fs::write(&profiles, "not a folder").unwrap();
+    let outcomes = || outcomes::read(&outcomes::dataset(&data).unwrap()).unwrap();
+    let tick = |at_ms: i64| common::run(&config, &data, &["tick", "--now", &at(at_ms)], &env);
+    // Asked to hold for 8 days (the 7-day window and a spare day).
+    let hold_ends = received + 8 * 24 * HOUR;
+    let out = tick(hold_ends - 2 * HOUR);
+    assert!(!out.status.success(), "planning did not fail");
+    assert_eq!(outcomes(), [], "sent before its hold's last hour");
+    let out = tick(hold_ends - HOUR / 2);
+    assert!(!out.status.success(), "planning did not fail");
+    let rows = outcomes();
+    assert_eq!(
+        rows.iter().map(|r| r.status).collect::<Vec<_>>(),
+        [Status::Attempting, Status::Completed],
+        "{rows:?}"
+    );
+    assert_eq!(complete_calls(&standin), [204]);
+}

@@ -524,7 +524,7 @@ impl Dispatcher {
             Ok(planned) => report.planned = planned,
             Err(e) => {
                 tracing::error!(
-                    "cannot plan new receipts (they wait in the inbox; the due contacts are sent all the same): {e:#}"
+                    "cannot plan new receipts (they wait in the inbox, but an action's contact in its hold's last hour is sent unplanned; the due contacts are sent all the same): {e:#}"
                 );
                 self.metrics.planning_failures.inc();
                 report.planning_error = Some(format!("{e:#}"));

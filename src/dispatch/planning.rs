@@ -29,6 +29,8 @@ use crate::time::{DAY_MS, HOUR_MS, MINUTE_MS, day_of, slot_of};
 
 /// Receipts planned by one task and written as one row group of the plan part.
 const PLAN_CHUNK: usize = 32_768;
+/// While planning fails, how long before its hold ends an action's contact is sent unplanned.
+const LAST_CHANCE_MS: i64 = HOUR_MS;
 /// Hours of quiet-hour masks worked out ahead for a batch: the longest window, planned a day
 /// late, and a day to spill into.
 const MASK_HOURS: usize = ((9 * DAY_MS) / HOUR_MS) as usize;
@@ -92,8 +94,23 @@ impl Dispatcher {
                 self.record_plans(config, now, &mut fresh)
             });
         if let Err(e) = result {
-            for item in &fresh {
-                self.planned.remove(&item.receipt_id);
+            // Planning is down: an action's contact in its hold's last hour goes now,
+            // unplanned (no plan row; its outcome rows record it), rather than be moved on by
+            // HubSpot without us. The others wait in the inbox for the next tick.
+            let last_chance = |item: &Pending| {
+                let window = config
+                    .webhook(&item.webhook_id)
+                    .and_then(|w| super::capacity::route(config, w).window);
+                item.held_by_hubspot() && release_by(item, window) - LAST_CHANCE_MS <= now
+            };
+            for mut item in fresh {
+                if last_chance(&item) {
+                    item.due_at_ms = now;
+                    item.ready_at_ms = now;
+                    self.queue.push(Queued(item));
+                } else {
+                    self.planned.remove(&item.receipt_id);
+                }
             }
             return Err(e);
         }

@@ -289,7 +289,7 @@ async function refresh() {
     $("#pauses-error").textContent = status.pauses_error
       ? "Every contact is held: " + status.pauses_error : "";
     $("#planning-error").textContent = status.planning_error
-      ? "New contacts wait unplanned (the planned ones are still sent): " + status.planning_error
+      ? "New contacts wait unplanned (the planned ones are still sent, and an action's contact in its hold's last hour): " + status.planning_error
       : "";
     drawEndpoints(status);
     drawOutcomes(status.outcomes);
