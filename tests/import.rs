@@ -848,3 +848,56 @@ fn a_failed_first_import_leaves_no_data_directory() {
     failed(&sendtime(&kept, &csv_import(bad.to_str().unwrap(), "10")));
     assert!(kept.is_dir());
 }
+
+/// An import's small parts (one a page from HubSpot, tens of thousands a year) are merged
+/// when the profiles take them in, without a rebuild: every event is stored once, and the
+/// profiles are those the same refresh makes without merging (here, while an import holds
+/// the events lock).
+#[test]
+fn small_event_parts_are_merged_when_profiles_take_them_in() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let events = data.join("events");
+    let (first, second) = (dir.path().join("first.csv"), dir.path().join("second.csv"));
+    export(&first, 0..3000);
+    export(&second, 3000..4500);
+    ok(&sendtime(&data, &csv_import(first.to_str().unwrap(), "50")));
+    let out = ok(&sendtime(&data, &["profiles"]));
+    assert!(out.contains(" rebuilt (60 event parts read)"), "{out}");
+    assert_eq!(files(&events, "parquet").len(), 60, "merged at 60 parts");
+    ok(&sendtime(
+        &data,
+        &csv_import(second.to_str().unwrap(), "50"),
+    ));
+    let rows = stored(&data);
+    assert_eq!(rows.len(), 4500);
+    assert_eq!(files(&events, "parquet").len(), 90);
+    let unmerged = dir.path().join("unmerged");
+    common::copy_dir(&data, &unmerged);
+
+    let out = ok(&sendtime(&data, &["profiles"]));
+    assert!(out.contains(" updated (30 event parts read)"), "{out}");
+    assert_eq!(files(&events, "parquet").len(), 1, "not merged");
+    assert!(files(&data.join("contacts"), "parquet").len() < 4);
+    assert_eq!(stored(&data), rows);
+    // The merged part took its sources' place: nothing new, and no rebuild.
+    let out = ok(&sendtime(&data, &["profiles"]));
+    assert!(out.contains(" updated (0 event parts read)"), "{out}");
+
+    // The same refresh while an import writes: nothing merged.
+    let lock = std::fs::File::create(unmerged.join("events.lock")).unwrap();
+    lock.lock().unwrap();
+    let out = ok(&sendtime(&unmerged, &["profiles"]));
+    assert!(out.contains(" updated (30 event parts read)"), "{out}");
+    assert_eq!(files(&unmerged.join("events"), "parquet").len(), 90);
+    drop(lock);
+    let explain = |data: &Path, who: &str| {
+        ok(&sendtime(
+            data,
+            &["explain", who, "--at", "2026-10-24T12:00:00Z"],
+        ))
+    };
+    for who in ["reader3@example.com", "1001", "1299"] {
+        assert_eq!(explain(&data, who), explain(&unmerged, who));
+    }
+}

@@ -20,19 +20,6 @@ const CONTACTS: u64 = 800;
 const SEED: &str = "5";
 const HOUR: i64 = 3_600_000;
 
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), target).unwrap();
-        }
-    }
-}
-
 fn sent(server: &Server) -> u64 {
     let status: Value = common::get(server.admin_url("/status"))
         .unwrap()
@@ -165,7 +152,7 @@ fn lift_has_the_right_sign_where_send_time_matters_and_covers_zero_where_it_does
     let flat_worlds: Vec<PathBuf> = (0..8)
         .map(|i| {
             let copy = dir.path().join(format!("flat{i}"));
-            copy_dir(&data, &copy);
+            common::copy_dir(&data, &copy);
             copy
         })
         .collect();

@@ -303,11 +303,17 @@ pub fn recover_locked(data_dir: &Path) -> anyhow::Result<()> {
     contacts::dataset(data_dir)?.recover()
 }
 
+/// [`lock`] if no one holds it, for work that can wait for a later turn rather than for an
+/// import to end.
+pub fn try_lock(data_dir: &Path) -> anyhow::Result<Option<std::fs::File>> {
+    let lock = lock_file(&data_dir.join(LOCK))?;
+    Ok(lock.try_lock().is_ok().then_some(lock))
+}
+
 /// [`recover_locked`] unless a writer holds [`lock`] (it recovers itself): for `serve`'s
 /// start, which must not wait for a long file import to end.
 pub fn recover_unless_busy(data_dir: &Path) -> anyhow::Result<()> {
-    let lock = lock_file(&data_dir.join(LOCK))?;
-    if lock.try_lock().is_ok() {
+    if let Some(_lock) = try_lock(data_dir)? {
         recover_locked(data_dir)?;
     }
     Ok(())

@@ -30,6 +30,11 @@ use crate::time::{SLOTS, day_of};
 /// new events, which grow with their distance from the reference day, stay in range.
 pub(super) const REBASE_DAYS: i32 = 30;
 
+/// Event parts past which a refresh merges the small ones ([`Cache::compact_events`]).
+const COMPACT_PARTS: usize = 64;
+/// Stored deltas past which a refresh stores the profiles as one.
+const MAX_DELTAS: usize = 64;
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 struct State {
     reference_day: i32,
@@ -183,6 +188,7 @@ impl Cache {
             fit_for: fit_for(config),
         };
         commit_state(&dir, &state)?;
+        drop(_writing);
         let update = Update {
             rebuilt: true,
             new_parts: on_disk.len(),
@@ -190,12 +196,13 @@ impl Cache {
             build_seconds,
             seconds: started.elapsed().as_secs_f64(),
         };
-        let cache = Cache {
+        let mut cache = Cache {
             data_dir: data_dir.to_path_buf(),
             config,
             state,
             built,
         };
+        cache.compact_if_many(on_disk.len());
         Ok((cache, update))
     }
 
@@ -242,12 +249,18 @@ impl Cache {
             if !self.stored_here() {
                 return Ok(None);
             }
-            let name = write_delta(&dir, delta)?;
+            // Loading sums every delta: past MAX_DELTAS the profiles are stored whole, as one.
+            if self.state.deltas.len() >= MAX_DELTAS {
+                self.state.deltas = vec![write_delta(&dir, Delta::of(&self.built.profiles))?];
+            } else {
+                self.state.deltas.push(write_delta(&dir, delta)?);
+            }
             self.state
                 .parts
                 .extend(new_parts.iter().filter_map(|p| file_name(p)));
-            self.state.deltas.push(name);
             commit_state(&dir, &self.state)?;
+            drop(_writing);
+            self.compact_if_many(on_disk.len());
         }
         Ok(Some(Update {
             rebuilt: false,
@@ -260,6 +273,52 @@ impl Cache {
 }
 
 impl Cache {
+    /// [`Self::compact_events`] once the events dataset has more than [`COMPACT_PARTS`]
+    /// `parts`; a failure is logged, and the next refresh tries again.
+    fn compact_if_many(&mut self, parts: usize) {
+        if parts > COMPACT_PARTS
+            && let Err(e) = self.compact_events()
+        {
+            tracing::warn!("cannot compact the events and contacts datasets (will retry): {e:#}");
+        }
+    }
+
+    /// Merge the small parts of the events and contacts datasets (an import from HubSpot
+    /// writes one a page: tens of thousands a year, each read by every full rebuild, lift
+    /// report and contact lookup). Only event parts these profiles include are merged, and
+    /// the merged part takes their place in the state, so no rebuild follows. Skipped while
+    /// an import writes (it holds the events lock).
+    fn compact_events(&mut self) -> anyhow::Result<()> {
+        let Some(_appending) = events::try_lock(&self.data_dir)? else {
+            return Ok(());
+        };
+        let dataset = events::dataset(&self.data_dir)?;
+        let included: HashSet<&str> = self.state.parts.iter().map(String::as_str).collect();
+        let skip: HashSet<PathBuf> = dataset
+            .parts()?
+            .into_iter()
+            .filter(|p| file_name(p).is_none_or(|n| !included.contains(n.as_str())))
+            .collect();
+        let merged = dataset.compact(&skip)?;
+        let contacts = crate::datasets::contacts::dataset(&self.data_dir)?;
+        if contacts.parts()?.len() > COMPACT_PARTS {
+            contacts.compact(&HashSet::new())?;
+        }
+        let Some(merged) = merged else {
+            return Ok(());
+        };
+        let dir = self.data_dir.join("profiles");
+        let _writing = lock(&dir)?;
+        // Another process's profiles: it finds the merged parts gone and rebuilds.
+        if !self.stored_here() {
+            return Ok(());
+        }
+        let sources: HashSet<String> = merged.sources.iter().filter_map(|p| file_name(p)).collect();
+        self.state.parts.retain(|p| !sources.contains(p));
+        self.state.parts.extend(file_name(&merged.part));
+        commit_state(&dir, &self.state)
+    }
+
     /// Whether the stored profiles are still the ones this cache last read or wrote.
     fn stored_here(&self) -> bool {
         let dir = self.data_dir.join("profiles");
@@ -631,6 +690,39 @@ mod tests {
             "the stored profiles could not be read back"
         );
         assert_eq!(reread.contacts, 3);
+    }
+
+    /// A `serve` that refreshes after every import page: the stored deltas and the event
+    /// parts stay few, and what a new process loads is what the refreshes built.
+    #[test]
+    fn many_refreshes_keep_deltas_and_parts_few() {
+        let dir = tempfile::tempdir().unwrap();
+        let now = 1_700_000_000_000;
+        let cfg = ModelConfig::default();
+        append(dir.path(), &[ev(1, now - crate::time::DAY_MS)]).unwrap();
+        let (mut serving, _) = Cache::open(dir.path(), cfg, now, false).unwrap();
+        for i in 0..100 {
+            append(dir.path(), &[ev(i % 13, now - i * crate::time::HOUR_MS)]).unwrap();
+            let update = serving.refresh(now).unwrap();
+            assert!(!update.rebuilt, "refresh {i} rebuilt");
+            assert!(serving.state.deltas.len() <= MAX_DELTAS);
+        }
+        assert!(event_parts(dir.path()).unwrap().len() <= COMPACT_PARTS);
+        let (loaded, update) = Cache::open(dir.path(), cfg, now, false).unwrap();
+        assert!(!update.rebuilt);
+        let (a, b) = (&serving.built.profiles, &loaded.built.profiles);
+        assert_eq!(a.len(), b.len());
+        for c in 0..a.len() {
+            for s in 0..SLOTS {
+                let (x, y) = (a.weights[c].get(s), b.weights[c].get(s));
+                assert!(
+                    (x - y).abs() <= 1e-4 * y.abs().max(1.0),
+                    "{c}/{s}: {x} vs {y}"
+                );
+            }
+            assert_eq!(a.stats[c].engagements, b.stats[c].engagements);
+        }
+        assert_eq!(b.stats.iter().map(|s| s.engagements).sum::<u32>(), 101);
     }
 
     /// Three imports on one day, each picked up by a new process (as `sendtime tick` under

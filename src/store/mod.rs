@@ -25,6 +25,8 @@ const PENDING_EXT: &str = "pending";
 pub const SMALL_PART_ROWS: usize = 200_000;
 /// How much larger than the smaller parts together a part may be and still join a compaction.
 const MERGE_RATIO: usize = 4;
+/// Rows one compaction merges at most.
+const MERGE_ROWS: usize = 5 * SMALL_PART_ROWS;
 
 /// One dataset folder, e.g. `{data_dir}/inbox`.
 #[derive(Debug, Clone)]
@@ -77,9 +79,11 @@ impl Dataset {
     /// The committed parts, oldest first (ULID names sort by creation time).
     ///
     /// Parts named in a `*.pending` file are being published together ([`publish`]) and stay
-    /// hidden until that file is gone. Pending files are read before and after the parts are
-    /// listed, until both agree: a publish that started or ended while listing could
-    /// otherwise show some of its parts.
+    /// hidden until that file is gone; so are the sources of a compaction whose merged part
+    /// is written (their rows are in it: a reader that counts rows would count them twice).
+    /// These files are read before and after the parts are listed, until both agree: a
+    /// publish or compaction that started or ended while listing could otherwise show some
+    /// of its parts.
     pub fn parts(&self) -> io::Result<Vec<PathBuf>> {
         let mut pending = self.pending()?;
         loop {
@@ -97,12 +101,15 @@ impl Dataset {
         }
     }
 
-    /// The parts that `*.pending` files name.
+    /// The parts that `*.pending` files name, and the sources of compactions whose merged
+    /// part exists.
     fn pending(&self) -> io::Result<HashSet<PathBuf>> {
         let mut pending = HashSet::new();
         for entry in fs::read_dir(&self.dir)? {
             let path = entry?.path();
-            if path.extension().is_some_and(|e| e == PENDING_EXT) {
+            let hides = path.extension().is_some_and(|e| e == PENDING_EXT)
+                || self.merged_by(&path).is_some_and(|part| part.exists());
+            if hides {
                 match fs::read_to_string(&path) {
                     Ok(names) => pending.extend(names.lines().map(|n| self.dir.join(n))),
                     Err(e) if e.kind() == io::ErrorKind::NotFound => {}
@@ -111,6 +118,14 @@ impl Dataset {
             }
         }
         Ok(pending)
+    }
+
+    /// The part a compaction intent file (`compact-{id}.intent`, naming the sources) merges
+    /// into; `None` for any other file.
+    fn merged_by(&self, intent: &Path) -> Option<PathBuf> {
+        let name = intent.file_name()?.to_str()?;
+        let id = name.strip_prefix("compact-")?.strip_suffix(".intent")?;
+        Ulid::from_string(id).ok().map(|id| self.part_path(id))
     }
 
     /// Path of the part with id `id`.
@@ -280,7 +295,7 @@ impl Dataset {
     ///
     /// A panic (a bug) is an error here: the compactor threads go on to their next round, and
     /// the parts are as a crash at that point would leave them.
-    pub fn compact(&self, skip: &HashSet<PathBuf>) -> anyhow::Result<Option<PathBuf>> {
+    pub fn compact(&self, skip: &HashSet<PathBuf>) -> anyhow::Result<Option<Merged>> {
         use std::sync::TryLockError;
         let lock = rewrite_lock(&self.dir);
         let _rewriting = match lock.try_lock() {
@@ -301,7 +316,7 @@ impl Dataset {
     }
 
     /// [`Dataset::compact`]'s work, under the rewrite lock.
-    fn merge_small(&self, skip: &HashSet<PathBuf>) -> anyhow::Result<Option<PathBuf>> {
+    fn merge_small(&self, skip: &HashSet<PathBuf>) -> anyhow::Result<Option<Merged>> {
         let mut small: Vec<(usize, PathBuf)> = Vec::new();
         for path in self.parts()? {
             if skip.contains(&path) {
@@ -329,8 +344,18 @@ impl Dataset {
         if small.len() < 2 {
             return Ok(None);
         }
-        // Merged in the order they were written (ULID names).
+        // Merged in the order they were written (ULID names), the oldest first up to
+        // MERGE_ROWS: a folder of tens of thousands of parts is merged over several rounds,
+        // never all in memory at once.
         small.sort_by(|a, b| a.1.cmp(&b.1));
+        let mut taken = 0;
+        small.retain(|(rows, _)| {
+            taken += rows;
+            taken <= MERGE_ROWS
+        });
+        if small.len() < 2 {
+            return Ok(None);
+        }
         let mut sources = Vec::new();
         let mut frames = Vec::new();
         for (_, path) in small {
@@ -365,7 +390,10 @@ impl Dataset {
         sync_dir(&self.dir)?;
         remove_if_exists(&intent)?;
         tracing::debug!(parts = sources.len(), rows = merged.height(), target = %target.display(), "compacted");
-        Ok(Some(target))
+        Ok(Some(Merged {
+            part: target,
+            sources,
+        }))
     }
 
     /// Move the rows `archived` picks out of every part into a part of `archive`, leaving the
@@ -419,15 +447,8 @@ impl Dataset {
             let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
             if name.ends_with(".tmp") {
                 fs::remove_file(&path)?;
-            } else if let Some(id) = name
-                .strip_prefix("compact-")
-                .and_then(|n| n.strip_suffix(".intent"))
-            {
-                let target = Ulid::from_string(id)
-                    .map(|id| self.part_path(id))
-                    .ok()
-                    .filter(|t| t.exists());
-                if target.is_some() {
+            } else if let Some(target) = self.merged_by(&path) {
+                if target.exists() {
                     // The merged part is durable: drop the sources it replaces.
                     for source in fs::read_to_string(&path)?.lines() {
                         let source = self.dir.join(source);
@@ -633,28 +654,61 @@ pub struct Undecodable {
     source: PolarsError,
 }
 
+/// What [`Dataset::compact`] merged.
+#[derive(Debug)]
+pub struct Merged {
+    /// The merged part.
+    pub part: PathBuf,
+    /// The parts it replaced, now removed.
+    pub sources: Vec<PathBuf>,
+}
+
+/// Text, plain or as a dictionary.
+fn is_text(dtype: &DataType) -> bool {
+    matches!(
+        dtype,
+        DataType::String | DataType::Categorical(..) | DataType::Enum(..)
+    )
+}
+
 /// Stack frames. Parts written before a column was added lack it: such frames get the column
 /// as nulls, so old and new parts read (and merge) as one.
 pub fn concat_frames(mut frames: Vec<DataFrame>) -> anyhow::Result<DataFrame> {
     let mut columns: Vec<(PlSmallStr, DataType)> = Vec::new();
     for df in &frames {
         for (name, dtype) in df.schema().iter() {
-            if !columns.iter().any(|(n, _)| n == name) {
-                columns.push((name.clone(), dtype.clone()));
+            match columns.iter_mut().find(|(n, _)| n == name) {
+                None => columns.push((name.clone(), dtype.clone())),
+                // Text stored as a dictionary in some parts (a bulk import's one-value
+                // `source`) and as plain text in others: plain text.
+                Some((_, d)) if d != dtype && is_text(d) && is_text(dtype) => *d = DataType::String,
+                Some(_) => {}
             }
         }
     }
     for df in &mut frames {
-        if df.width() == columns.len() {
-            continue;
-        }
         let height = df.height();
         for (name, dtype) in &columns {
-            if df.column(name).is_err() {
-                df.with_column(Column::full_null(name.clone(), height, dtype))?;
+            match df.column(name).map(|c| c.dtype() == dtype) {
+                Ok(true) => {}
+                Ok(false) => {
+                    let cast = df.column(name)?.cast(dtype)?;
+                    df.with_column(cast)?;
+                }
+                Err(_) => {
+                    df.with_column(Column::full_null(name.clone(), height, dtype))?;
+                }
             }
         }
-        *df = df.select(columns.iter().map(|(n, _)| n.clone()))?;
+        if df.width() != columns.len()
+            || df
+                .get_column_names()
+                .iter()
+                .zip(&columns)
+                .any(|(a, (b, _))| *a != b)
+        {
+            *df = df.select(columns.iter().map(|(n, _)| n.clone()))?;
+        }
     }
     let mut iter = frames.into_iter();
     let Some(mut out) = iter.next() else {
@@ -895,19 +949,81 @@ mod tests {
         let big = write(100_000);
         write(10);
         write(10);
-        let merged = ds.compact(&HashSet::new()).unwrap().unwrap();
+        let merged = ds.compact(&HashSet::new()).unwrap().unwrap().part;
         assert_eq!(rows(&merged), 20);
         assert!(big.exists());
         assert!(ds.compact(&HashSet::new()).unwrap().is_none());
         write(30_000);
-        let merged = ds.compact(&HashSet::new()).unwrap().unwrap();
+        let merged = ds.compact(&HashSet::new()).unwrap().unwrap().part;
         assert_eq!(rows(&merged), 130_020);
         assert_eq!(ds.parts().unwrap(), [merged]);
     }
 
+    /// A compaction merges at most MERGE_ROWS rows, the oldest parts first: a folder of many
+    /// small parts is merged over several rounds, not read into memory at once.
+    #[test]
+    fn a_compaction_merges_a_bounded_number_of_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let ds = Dataset::open(dir.path(), "rows").unwrap();
+        let mut written = Vec::new();
+        for _ in 0..10 {
+            let mut df = df!("x" => vec![1i64; 150_000]).unwrap();
+            written.push(ds.write_part(Ulid::generate(), &mut df).unwrap());
+        }
+        // Listed by name: ULIDs of one millisecond are in no set order.
+        written.sort();
+        let first = ds.compact(&HashSet::new()).unwrap().unwrap();
+        assert_eq!(first.sources, written[..6]);
+        assert_eq!(read_part(&first.part).unwrap().height(), 900_000);
+        let second = ds.compact(&HashSet::new()).unwrap().unwrap();
+        assert_eq!(second.sources, written[6..]);
+        assert!(ds.compact(&HashSet::new()).unwrap().is_none());
+        assert_eq!(ds.parts().unwrap(), [first.part, second.part]);
+    }
+
+    /// Parts whose text column is a dictionary in some (a bulk import's one-value `source`)
+    /// and plain text in others (an import from HubSpot) merge, as text.
+    #[test]
+    fn text_and_dictionary_columns_merge_as_text() {
+        let dir = tempfile::tempdir().unwrap();
+        let ds = Dataset::open(dir.path(), "rows").unwrap();
+        let one =
+            |value: &str| FrozenCategories::new([value]).map(DataType::from_frozen_categories);
+        for (value, dtype) in [
+            ("csv:a", Some(one("csv:a").unwrap())),
+            ("hubspot:main", None),
+            ("csv:b", Some(one("csv:b").unwrap())),
+        ] {
+            let text = Column::new("source".into(), [value, value]);
+            let column = match dtype {
+                Some(d) => text.cast(&d).unwrap(),
+                None => text,
+            };
+            let mut df = DataFrame::new(2, vec![column]).unwrap();
+            ds.write_part(Ulid::generate(), &mut df).unwrap();
+        }
+        let merged = ds.compact(&HashSet::new()).unwrap().expect("merged").part;
+        let df = read_part(&merged).unwrap();
+        let values: Vec<Option<&str>> =
+            df.column("source").unwrap().str().unwrap().iter().collect();
+        let values: Vec<&str> = values.into_iter().flatten().collect();
+        assert_eq!(
+            values,
+            [
+                "csv:a",
+                "csv:a",
+                "hubspot:main",
+                "hubspot:main",
+                "csv:b",
+                "csv:b"
+            ]
+        );
+    }
+
     /// A compaction a crash cut short, as it leaves the folder: its intent names the sources.
-    /// With the merged part durable, the next start removes the sources (each row once in
-    /// the folder); without it, only the intent goes (the rows stay in their sources). Run on
+    /// With the merged part durable, the sources are not listed, and the next start removes
+    /// them (each row once in the folder); without it, only the intent goes (the rows stay
+    /// in their sources). Run on
     /// many folders, as the order they list their files in decides: recovery failed (so did
     /// the start) when a source's checksum was listed after the intent that removed it.
     #[test]
@@ -932,6 +1048,15 @@ mod tests {
                 ds.write_part(id, &mut concat_frames(frames).unwrap())
                     .unwrap()
             });
+            // Before recovery too, a reader lists each row once: one that counts rows (the
+            // profiles) would otherwise count the sources' twice.
+            let listed: usize = (ds.parts().unwrap().iter())
+                .map(|p| read_part(p).unwrap().height())
+                .sum();
+            assert_eq!(
+                listed, 20,
+                "before recovery, merged written: {merged_written}"
+            );
             ds.recover().unwrap();
             assert!(!intent.exists());
             let parts = ds.parts().unwrap();
@@ -965,7 +1090,7 @@ mod tests {
             ds.move_rows(&archive, |_| panic!("a bug in a rewrite"))
         }));
         assert!(moved.is_err(), "the rewrite panicked");
-        let merged = ds.compact(&HashSet::new()).unwrap().expect("merged");
+        let merged = ds.compact(&HashSet::new()).unwrap().expect("merged").part;
         assert_eq!(read_part(&merged).unwrap().height(), 20);
         assert_eq!(ds.parts().unwrap(), [merged]);
     }
