@@ -901,3 +901,22 @@ fn small_event_parts_are_merged_when_profiles_take_them_in() {
         assert_eq!(explain(&data, who), explain(&unmerged, who));
     }
 }
+
+/// A file with a header and no rows imports nothing and says so, rather than "imported 0
+/// events".
+#[test]
+fn a_file_without_rows_says_there_is_nothing_to_import() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let csv = dir.path().join("header.csv");
+    std::fs::write(&csv, "contact,time,kind\n").unwrap();
+    let out = ok(&sendtime(&data, &csv_import(csv.to_str().unwrap(), "1000")));
+    assert_eq!(
+        out,
+        format!("nothing to import: {} has no rows\n", csv.display())
+    );
+    assert_eq!(
+        files(&data.join("events"), "parquet"),
+        Vec::<PathBuf>::new()
+    );
+}

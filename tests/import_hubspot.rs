@@ -65,9 +65,13 @@ struct Setup {
 }
 
 fn setup(options: Options) -> Setup {
+    setup_with(events(), options)
+}
+
+/// [`setup`] with the stand-in serving `events`.
+fn setup_with(events: Vec<EmailEvent>, options: Options) -> Setup {
     let dir = tempfile::tempdir().unwrap();
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let events = events();
     let standin = rt
         .block_on(StandIn::start(Options {
             events: events.clone(),
@@ -1172,4 +1176,51 @@ fn two_connectors_of_one_account_import_one_at_a_time() {
         .unwrap();
     assert!(out.status.success(), "{}", text(&out));
     assert_all_once(&stored(&s.data).0, &s);
+}
+
+/// A recipient that is no email address is skipped, as a file's row would be refused: it
+/// would be a contact no webhook names, with a key of any length.
+#[test]
+fn events_whose_recipient_is_no_address_are_skipped() {
+    let now = chrono::Utc::now().timestamp_millis();
+    let event = |id: &str, recipient: &str| EmailEvent {
+        id: id.into(),
+        created: now - 3_600_000,
+        kind: "OPEN".into(),
+        recipient: Some(recipient.into()),
+        email_campaign_id: Some(7),
+        filtered_event: false,
+        extra: Default::default(),
+    };
+    let long = format!("{}@example.com", "a".repeat(300));
+    let s = setup_with(
+        vec![
+            event("ok", " Someone@Example.com"),
+            event("none", "undisclosed-recipients"),
+            event("long", &long),
+        ],
+        Options::default(),
+    );
+    let out = s.import();
+    assert!(out.status.success(), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.starts_with("imported 1 new event from HubSpot") && stdout.contains(", 2 skipped;"),
+        "{stdout}"
+    );
+    let (ids, _) = stored(&s.data);
+    assert_eq!(
+        ids.into_iter().map(|(id, _)| id).collect::<Vec<_>>(),
+        ["ok"]
+    );
+    let contacts = Dataset::open(&s.data, "contacts")
+        .unwrap()
+        .read_all()
+        .unwrap();
+    let mut keys: Vec<String> = Vec::new();
+    for (_, df) in &contacts {
+        let column = df.column("key").unwrap().str().unwrap();
+        keys.extend(column.iter().flatten().map(str::to_string));
+    }
+    assert_eq!(keys, ["someone@example.com"]);
 }

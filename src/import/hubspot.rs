@@ -75,7 +75,8 @@ pub struct Request {
 pub struct Summary {
     /// New events stored.
     pub stored: u64,
-    /// Events of the window already stored, and events skipped (unknown kinds, outside it).
+    /// Events of the window already stored, and events skipped (unknown kinds, outside it,
+    /// recipients that are no email address).
     pub already_stored: u64,
     pub skipped: u64,
     /// Every event created before this (epoch ms) is imported.
@@ -464,6 +465,15 @@ impl Import {
                 tracing::debug!(id = %e.id, kind = %e.kind, "skipping event of unknown type");
                 continue;
             };
+            // As a file's rows are: what is no address would become a contact no webhook
+            // names (and an unbounded key).
+            if let Some(r) = e.recipient.as_deref()
+                && !crate::datasets::contacts::is_email_address(r.trim())
+            {
+                skipped += 1;
+                tracing::debug!(id = %e.id, "skipping event whose recipient is no email address");
+                continue;
+            }
             if !seen.insert(&e.id, e.created)? {
                 dups += 1;
                 continue;
@@ -584,12 +594,25 @@ struct Progress {
 
 impl Progress {
     fn new(connector: &str, start_ms: i64, end_ms: i64) -> Progress {
+        let from = match start_ms {
+            ..=0 => "the first event".to_string(),
+            t => format_rfc3339(t),
+        };
         tracing::info!(
-            "importing HubSpot email events for connector {connector}: {} .. {}",
-            format_rfc3339(start_ms),
+            "importing HubSpot email events for connector {connector}: {from} .. {}",
             format_rfc3339(end_ms)
         );
         let bar = std::io::stderr().is_terminal().then(|| {
+            // A first import goes back to the account's first event, which no one knows: a
+            // spinner, not a bar measured from 1970 that ends at a few percent.
+            if start_ms <= 0 {
+                let bar = ProgressBar::new_spinner().with_style(
+                    ProgressStyle::with_template("{spinner} [{elapsed_precise}] {msg}")
+                        .expect("valid template"),
+                );
+                bar.enable_steady_tick(std::time::Duration::from_millis(200));
+                return bar;
+            }
             // Pages come newest first: progress is how far back from the end we have got.
             let bar = ProgressBar::new(((end_ms - start_ms).max(1) / 1000) as u64);
             bar.set_style(

@@ -509,6 +509,10 @@ pub fn run<R: Reader>(
         );
         return Ok(());
     }
+    if summary.events == 0 {
+        println!("nothing to import: {} has no rows", path.display());
+        return Ok(());
+    }
     let Some(staged) = staged else {
         println!("dry run: {summary} would be imported{already}; nothing written");
         for (contact, at_ms, kind) in first {
