@@ -875,6 +875,39 @@ fn a_callback_hubspot_refuses_fails_alone() {
     server.stop();
 }
 
+/// The workflow editor's delivery options say the action's `window`, as planning uses it.
+#[test]
+fn the_editor_labels_follow_the_window() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = held_config(dir.path(), "http://127.0.0.1:9", "3d", "");
+    let defined = std::process::Command::new(env!("CARGO_BIN_EXE_sendtime"))
+        .arg("--config")
+        .arg(&config)
+        .args(["hubspot", "action-definition"])
+        .output()
+        .unwrap();
+    assert!(defined.status.success());
+    let body: serde_json::Value = serde_json::from_slice(&defined.stdout).unwrap();
+    let labels: Vec<(&str, &str)> = body["inputFields"][0]["typeDefinition"]["options"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| (o["value"].as_str().unwrap(), o["label"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        labels,
+        [
+            ("NEXT_24_HOURS", "Best time in the next 3 days"),
+            (
+                "NEXT_WEEK_FREQUENCY_OPTIMIZED",
+                "Best time in the next 24 hours; the next 3 days for passive or inactive contacts"
+            ),
+            ("NEXT_WEEK", "Best time in the next 3 days"),
+            ("IMMEDIATE", "Right away (no wait)"),
+        ]
+    );
+}
+
 /// `validate`, `/status` and `hubspot action-definition` name the action's URL.
 #[test]
 fn the_action_url_is_shown_where_it_is_wired() {

@@ -5,7 +5,9 @@
 use serde_json::{Value, json};
 
 use crate::config::{Config, Webhook, WebhookType};
+use crate::model::plan::{longest_wait, span_label};
 use crate::receiver::execution::DELIVERY_TYPE_FIELD;
+use crate::time::DAY_MS;
 
 /// Output fields set when a callback is completed (see
 /// [`crate::hubspot::client::Completion::released`]).
@@ -15,16 +17,24 @@ pub const OUTPUT_FIELDS: [(&str, &str); 3] = [
     ("sendtime_released_at", "Released at"),
 ];
 
-/// How each delivery type reads in the workflow editor.
-fn label(kind: WebhookType) -> &'static str {
+/// How each delivery type reads in the workflow editor, for an action whose `window` is
+/// `span` (none: the types' own).
+fn label(kind: WebhookType, span: Option<i64>) -> String {
+    let Some(long) = longest_wait(kind, span) else {
+        return match kind {
+            WebhookType::Immediate => "Right away (no wait)".into(),
+            _ => String::new(),
+        };
+    };
     match kind {
-        WebhookType::Next24Hours => "Best time in the next 24 hours",
-        WebhookType::NextWeekFrequencyOptimized => {
-            "Best time in the next 24 hours; the next 7 days for passive or inactive contacts"
-        }
-        WebhookType::NextWeek => "Best time in the next 7 days",
-        WebhookType::Immediate => "Right away (no wait)",
-        WebhookType::UpdateOnly => "",
+        // As planning gives it: the long window to fading contacts, at most a day of it to
+        // the others.
+        WebhookType::NextWeekFrequencyOptimized => format!(
+            "Best time in the next {}; the next {} for passive or inactive contacts",
+            span_label(long.min(DAY_MS)),
+            span_label(long)
+        ),
+        _ => format!("Best time in the next {}", span_label(long)),
     }
 }
 
@@ -39,7 +49,7 @@ pub fn definition(config: &Config, action: &Webhook) -> Value {
     let options: Vec<Value> = WebhookType::ALL
         .into_iter()
         .filter(|k| k.enrolls())
-        .map(|k| json!({"label": label(k), "value": k.as_str()}))
+        .map(|k| json!({"label": label(k, action.window), "value": k.as_str()}))
         .collect();
     let outputs: Vec<Value> = OUTPUT_FIELDS
         .iter()
@@ -73,7 +83,7 @@ pub fn definition(config: &Config, action: &Webhook) -> Value {
             "actionDescription": "Holds the contact here until the hour it is most likely to read email, then lets it go on.",
             "appDisplayName": "sendtime",
             "inputFieldLabels": {DELIVERY_TYPE_FIELD: "Delivery"},
-            "inputFieldDescriptions": {DELIVERY_TYPE_FIELD: format!("When to let the contact go on; left empty: {}", label(action.kind))},
+            "inputFieldDescriptions": {DELIVERY_TYPE_FIELD: format!("When to let the contact go on; left empty: {}", label(action.kind, action.window))},
             "outputFieldLabels": output_labels,
         }},
     })

@@ -8,7 +8,7 @@ use std::fmt::Write;
 
 use super::profile::{Class, Profile};
 use crate::config::WebhookType;
-use crate::time::{DAY_MS, HOUR_MS, MINUTE_MS, Minute, SLOTS, SlotName, format_span, slot_of};
+use crate::time::{DAY_MS, HOUR_MS, MINUTE_MS, Minute, SLOTS, SlotName, slot_of};
 
 /// The longest default window.
 const WEEK_MS: i64 = 7 * DAY_MS;
@@ -84,12 +84,20 @@ impl Window {
     }
 
     fn label(&self) -> String {
-        match self.span {
-            DAY_MS => "24 hours".into(),
-            WEEK_MS => "7 days".into(),
-            span => format_span(span),
-        }
+        span_label(self.span)
     }
+}
+
+/// A window's length as reasons and the workflow editor say it: "24 hours", "7 days", "6
+/// hours", "90 minutes".
+pub fn span_label(span: i64) -> String {
+    let (n, unit) = match span {
+        DAY_MS => (24, "hour"),
+        s if s % DAY_MS == 0 => (s / DAY_MS, "day"),
+        s if s % HOUR_MS == 0 => (s / HOUR_MS, "hour"),
+        s => (s / MINUTE_MS, "minute"),
+    };
+    format!("{n} {unit}{}", if n == 1 { "" } else { "s" })
 }
 
 /// The longest a receipt of `kind` may wait: `span`, else the type's default (24 hours, 7
