@@ -854,7 +854,8 @@ async fn current_enrollments_are_read_as_one_workflow_or_a_list() {
 }
 
 /// The stand-in holds callback completions to HubSpot's 2026-03 reference: `typedOutputs` is
-/// required, so a client that dropped it would fail here, not in production.
+/// required, so a client that dropped it would fail here, not in production; v4's batch does
+/// not take it.
 #[tokio::test]
 async fn a_completion_without_typed_outputs_is_refused() {
     let s = standin(Options::default()).await;
@@ -900,6 +901,22 @@ async fn a_completion_without_typed_outputs_is_refused() {
     let single = one(r#"{"outputFields": {"hs_execution_state": "SUCCESS"}, "typedOutputs": {}}"#);
     assert_eq!(single.await.unwrap().status().as_u16(), 204);
     assert!(s.completion("cb-2").is_some());
+    // v4's batch, supported until 2027-03-30, takes only `callbackId` and `outputFields`.
+    s.add_callback("cb-3");
+    let v4 = http
+        .post(format!(
+            "{}/automation/v4/actions/callbacks/complete",
+            s.url()
+        ))
+        .bearer_auth(DEFAULT_TOKEN)
+        .json(&serde_json::json!({"inputs": [
+            {"callbackId": "cb-3", "outputFields": {"hs_execution_state": "SUCCESS"}}
+        ]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(v4.status().as_u16(), 204);
+    assert!(s.completion("cb-3").is_some());
 }
 
 /// A call whose token HubSpot refuses (401) is retried once with a fresh token, and that

@@ -989,22 +989,30 @@ impl World {
                 ["crm", "v3", "lists", list, "memberships", "add"]
                 | ["crm", "lists", "2026-03", list, "memberships", "add"],
             ) => self.list_add(list, body),
-            (
-                Method::POST,
-                ["automation", "actions", "callbacks", "2026-03", "complete"]
-                | ["automation", "v4", "actions", "callbacks", "complete"],
-            ) => self.complete_callbacks(body),
+            (Method::POST, ["automation", "actions", "callbacks", "2026-03", "complete"]) => {
+                self.complete_callbacks(body, Version::Dated)
+            }
+            (Method::POST, ["automation", "v4", "actions", "callbacks", "complete"]) => {
+                self.complete_callbacks(body, Version::V4)
+            }
             (
                 Method::POST,
                 [
                     "automation",
                     "actions",
                     "callbacks",
-                    "2026-03",
+                    version @ "2026-03",
                     id,
                     "complete",
                 ]
-                | ["automation", "v4", "actions", "callbacks", id, "complete"],
+                | [
+                    "automation",
+                    version @ "v4",
+                    "actions",
+                    "callbacks",
+                    id,
+                    "complete",
+                ],
             ) => {
                 // Indexing a JSON value that is not an object panics (with the world locked).
                 let Ok(serde_json::Value::Object(mut input)) =
@@ -1013,8 +1021,13 @@ impl World {
                     return error(StatusCode::BAD_REQUEST, "Invalid input JSON", None);
                 };
                 input.insert("callbackId".into(), json!(id));
+                let version = match *version {
+                    "v4" => Version::V4,
+                    _ => Version::Dated,
+                };
                 self.complete_callbacks(
                     &serde_json::to_vec(&json!({ "inputs": [input] })).unwrap_or_default(),
+                    version,
                 )
             }
             // HubSpot answers an unknown route with its HTML 404 page, not JSON.
@@ -1390,16 +1403,16 @@ impl World {
     /// results and do not say how an unknown or already completed callback is answered; the
     /// stand-in refuses the whole batch (400, naming them), and batches of more than
     /// [`MAX_CALLBACK_BATCH`].
-    fn complete_callbacks(&mut self, body: &[u8]) -> Response {
+    fn complete_callbacks(&mut self, body: &[u8], version: Version) -> Response {
         #[derive(serde::Deserialize)]
         #[serde(rename_all = "camelCase")]
         struct Input {
             callback_id: String,
             #[serde(default)]
             output_fields: serde_json::Value,
-            /// Required by HubSpot's 2026-03 reference: an input without it is refused.
-            #[serde(rename = "typedOutputs")]
-            _typed_outputs: serde::de::IgnoredAny,
+            /// Required by HubSpot's 2026-03 reference (an input without it is refused); v4's
+            /// batch takes only `callbackId` and `outputFields`.
+            typed_outputs: Option<serde::de::IgnoredAny>,
         }
         #[derive(serde::Deserialize)]
         struct Batch {
@@ -1415,6 +1428,18 @@ impl World {
                 );
             }
         };
+        if version == Version::Dated
+            && let Some(i) = batch.inputs.iter().find(|i| i.typed_outputs.is_none())
+        {
+            return error(
+                StatusCode::BAD_REQUEST,
+                &format!(
+                    "Invalid input JSON: missing field `typedOutputs` in the input for callback {}",
+                    i.callback_id
+                ),
+                Some("VALIDATION_ERROR"),
+            );
+        }
         if batch.inputs.len() > MAX_CALLBACK_BATCH {
             return error(
                 StatusCode::BAD_REQUEST,
@@ -1454,6 +1479,15 @@ impl World {
         }
         StatusCode::NO_CONTENT.into_response()
     }
+}
+
+/// Which of HubSpot's callback APIs a completion came through.
+#[derive(Clone, Copy, PartialEq)]
+enum Version {
+    /// `/automation/actions/callbacks/2026-03/...`, which sendtime calls.
+    Dated,
+    /// `/automation/v4/actions/callbacks/...`, supported until 2027-03-30.
+    V4,
 }
 
 /// The most callbacks the stand-in completes in one call.
