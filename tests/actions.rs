@@ -1040,8 +1040,9 @@ fn kill_9_during_an_unanswered_completion_ends_with_one_final_outcome_each() {
     }
 }
 
-/// While planning fails on every tick, an action's contact is sent unplanned in its hold's
-/// last hour: it waited BLOCKed, unreleased, until HubSpot moved it on without us.
+/// While planning fails on every tick, an action's contact is sent in its hold's last hour,
+/// with a plan row saying so: it waited BLOCKed, unreleased, until HubSpot moved it on
+/// without us.
 #[test]
 fn a_contact_is_released_unplanned_before_its_hold_ends_while_planning_fails() {
     const HOUR: i64 = 3_600_000;
@@ -1090,4 +1091,10 @@ fn a_contact_is_released_unplanned_before_its_hold_ends_while_planning_fails() {
         "{rows:?}"
     );
     assert_eq!(complete_calls(&standin), [204]);
+    // With a plan row, as every sent receipt has: finished receipts are archived by theirs.
+    let plans = plan::read(&plan::dataset(&data).unwrap()).unwrap();
+    assert_eq!(
+        plans.iter().map(|p| p.reason.as_str()).collect::<Vec<_>>(),
+        ["planning failed: sent in the last hour of HubSpot's hold"]
+    );
 }

@@ -94,23 +94,30 @@ impl Dispatcher {
                 self.record_plans(config, now, &mut fresh)
             });
         if let Err(e) = result {
-            // Planning is down: an action's contact in its hold's last hour goes now,
-            // unplanned (no plan row; its outcome rows record it), rather than be moved on by
-            // HubSpot without us. The others wait in the inbox for the next tick.
+            // Planning is down: an action's contact in its hold's last hour goes now, rather
+            // than be moved on by HubSpot without us. The others wait in the inbox for the
+            // next tick.
             let last_chance = |item: &Pending| {
                 let window = config
                     .webhook(&item.webhook_id)
                     .and_then(|w| super::capacity::route(config, w).window);
                 item.held_by_hubspot() && release_by(item, window) - LAST_CHANCE_MS <= now
             };
-            for mut item in fresh {
-                if last_chance(&item) {
-                    item.due_at_ms = now;
-                    item.ready_at_ms = now;
-                    self.queue.push(Queued(item));
-                } else {
-                    self.planned.remove(&item.receipt_id);
-                }
+            let (last, waiting): (Vec<Pending>, Vec<Pending>) =
+                fresh.into_iter().partition(last_chance);
+            for item in &waiting {
+                self.planned.remove(&item.receipt_id);
+            }
+            if let Err(w) = self.record_unplanned(&last, now) {
+                tracing::warn!(
+                    contacts = last.len(),
+                    "cannot record the plans of contacts sent in the last hour of HubSpot's hold (they are sent all the same): {w:#}"
+                );
+            }
+            for mut item in last {
+                item.due_at_ms = now;
+                item.ready_at_ms = now;
+                self.queue.push(Queued(item));
             }
             return Err(e);
         }
@@ -368,6 +375,38 @@ impl Dispatcher {
         // A failed write leaves the ledgers without this batch's bookings: the next tick
         // rebuilds them from the queue.
         result?;
+        Ok(())
+    }
+
+    /// Plan rows for `items`, sent at `now` unplanned while planning fails: finished
+    /// receipts are archived by their plan rows, and `explain` and the lift report read them.
+    fn record_unplanned(&self, items: &[Pending], now: i64) -> anyhow::Result<()> {
+        if items.is_empty() {
+            return Ok(());
+        }
+        let mut rows = plan::Columns::with_capacity(items.len());
+        for r in items {
+            let mut buf = [0u8; ulid::ULID_LEN];
+            rows.push(Entry {
+                receipt_id: r.receipt_id.as_str(&mut buf),
+                webhook_id: &r.webhook_id,
+                webhook_type: r.webhook_type,
+                contact_id: r.contact_id,
+                email: r.email.as_deref(),
+                received_at_ms: r.received_at_ms,
+                due_at_ms: now,
+                slot: None,
+                reason: "planning failed: sent in the last hour of HubSpot's hold",
+                planned_at_ms: now,
+                callback_id: r.callback_id.as_deref(),
+                holdout: false,
+                time_zone: r.zone,
+                hold_ends_ms: r.hold_ends_ms,
+            });
+        }
+        self.plan_ds
+            .write_part(Ulid::generate(), &mut rows.finish()?)
+            .context("cannot record plans")?;
         Ok(())
     }
 
