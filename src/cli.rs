@@ -330,7 +330,8 @@ pub enum HubspotCommand {
 
 #[derive(Debug, Subcommand)]
 pub enum ImportSource {
-    /// Pull email events from HubSpot's email events API, resuming where the last run stopped.
+    /// Pull email opens and clicks (the events the model learns from) from HubSpot's email
+    /// events API, resuming where the last run stopped.
     Hubspot(HubspotImportArgs),
     /// Read events from a CSV file, streaming: memory stays bounded whatever its size.
     Csv(FileImportArgs),

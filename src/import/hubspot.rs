@@ -75,8 +75,8 @@ pub struct Request {
 pub struct Summary {
     /// New events stored.
     pub stored: u64,
-    /// Events of the window already stored, and events skipped (unknown kinds, outside it,
-    /// recipients that are no email address).
+    /// Events of the window already stored, and events skipped (kinds other than opens and
+    /// clicks, outside it, recipients that are no email address).
     pub already_stored: u64,
     pub skipped: u64,
     /// Every event created before this (epoch ms) is imported.
@@ -460,9 +460,11 @@ impl Import {
                 tracing::debug!(id = %e.id, created = e.created, "skipping event outside the window");
                 continue;
             }
-            let Some(kind) = Kind::parse(&e.kind) else {
+            // Only opens and clicks are learnt from: the sends, deliveries and the rest (most
+            // of an account's events) would fill the store and every rebuild for nothing.
+            let Some(kind) = Kind::parse(&e.kind).filter(|k| k.is_engagement()) else {
                 skipped += 1;
-                tracing::debug!(id = %e.id, kind = %e.kind, "skipping event of unknown type");
+                tracing::debug!(id = %e.id, kind = %e.kind, "skipping event of a type not learnt from");
                 continue;
             };
             // As a file's rows are: what is no address would become a contact no webhook
