@@ -39,10 +39,22 @@ fn files(dir: &Path, ext: &str) -> Vec<PathBuf> {
     out
 }
 
+/// The parts a reader lists under `data`'s `dataset` (a merge's sources are not, though
+/// their files stay until the next one).
+fn parts(data: &Path, dataset: &str) -> Vec<PathBuf> {
+    if !data.join(dataset).exists() {
+        return Vec::new();
+    }
+    sendtime::store::Dataset::open(data, dataset)
+        .unwrap()
+        .parts()
+        .unwrap()
+}
+
 /// Every stored event as (contact key, kind code, at ms, slot), sorted.
 fn stored(data: &Path) -> Vec<(String, u8, i64, u8)> {
     let mut keys = Vec::new();
-    for part in files(&data.join("contacts"), "parquet") {
+    for part in parts(data, "contacts") {
         let df = ParquetReader::new(std::fs::File::open(part).unwrap())
             .finish()
             .unwrap();
@@ -56,7 +68,7 @@ fn stored(data: &Path) -> Vec<(String, u8, i64, u8)> {
         }
     }
     let mut rows = Vec::new();
-    for part in files(&data.join("events"), "parquet") {
+    for part in parts(data, "events") {
         let df = ParquetReader::new(std::fs::File::open(part).unwrap())
             .finish()
             .unwrap();
@@ -857,28 +869,27 @@ fn a_failed_first_import_leaves_no_data_directory() {
 fn small_event_parts_are_merged_when_profiles_take_them_in() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let events = data.join("events");
     let (first, second) = (dir.path().join("first.csv"), dir.path().join("second.csv"));
     export(&first, 0..3000);
     export(&second, 3000..4500);
     ok(&sendtime(&data, &csv_import(first.to_str().unwrap(), "50")));
     let out = ok(&sendtime(&data, &["profiles"]));
     assert!(out.contains(" rebuilt (60 event parts read)"), "{out}");
-    assert_eq!(files(&events, "parquet").len(), 60, "merged at 60 parts");
+    assert_eq!(parts(&data, "events").len(), 60, "merged at 60 parts");
     ok(&sendtime(
         &data,
         &csv_import(second.to_str().unwrap(), "50"),
     ));
     let rows = stored(&data);
     assert_eq!(rows.len(), 4500);
-    assert_eq!(files(&events, "parquet").len(), 90);
+    assert_eq!(parts(&data, "events").len(), 90);
     let unmerged = dir.path().join("unmerged");
     common::copy_dir(&data, &unmerged);
 
     let out = ok(&sendtime(&data, &["profiles"]));
     assert!(out.contains(" updated (30 event parts read)"), "{out}");
-    assert_eq!(files(&events, "parquet").len(), 1, "not merged");
-    assert!(files(&data.join("contacts"), "parquet").len() < 4);
+    assert_eq!(parts(&data, "events").len(), 1, "not merged");
+    assert!(parts(&data, "contacts").len() < 4);
     assert_eq!(stored(&data), rows);
     // The merged part took its sources' place: nothing new, and no rebuild.
     let out = ok(&sendtime(&data, &["profiles"]));
@@ -889,7 +900,7 @@ fn small_event_parts_are_merged_when_profiles_take_them_in() {
     lock.lock().unwrap();
     let out = ok(&sendtime(&unmerged, &["profiles"]));
     assert!(out.contains(" updated (30 event parts read)"), "{out}");
-    assert_eq!(files(&unmerged.join("events"), "parquet").len(), 90);
+    assert_eq!(parts(&unmerged, "events").len(), 90);
     drop(lock);
     let explain = |data: &Path, who: &str| {
         ok(&sendtime(
@@ -900,6 +911,23 @@ fn small_event_parts_are_merged_when_profiles_take_them_in() {
     for who in ["reader3@example.com", "1001", "1299"] {
         assert_eq!(explain(&data, who), explain(&unmerged, who));
     }
+
+    // The merged parts' sources stay (unlisted) for readers that listed them before, and go
+    // when the next events are taken in.
+    assert!(files(&data.join("events"), "parquet").len() > 1);
+    let third = dir.path().join("third.csv");
+    export(&third, 4500..4510);
+    ok(&sendtime(&data, &csv_import(third.to_str().unwrap(), "50")));
+    let out = ok(&sendtime(&data, &["profiles"]));
+    assert!(out.contains(" updated (1 event part read)"), "{out}");
+    assert_eq!(
+        files(&data.join("events"), "parquet"),
+        parts(&data, "events")
+    );
+    assert_eq!(
+        files(&data.join("contacts"), "parquet"),
+        parts(&data, "contacts")
+    );
 }
 
 /// A file with a header and no rows imports nothing and says so, rather than "imported 0

@@ -103,10 +103,16 @@ impl Dispatcher {
                     .and_then(|w| super::capacity::route(config, w).window);
                 item.held_by_hubspot() && release_by(item, window) - LAST_CHANCE_MS <= now
             };
-            let (last, waiting): (Vec<Pending>, Vec<Pending>) =
+            let (mut last, waiting): (Vec<Pending>, Vec<Pending>) =
                 fresh.into_iter().partition(last_chance);
             for item in &waiting {
                 self.planned.remove(&item.receipt_id);
+            }
+            // In the group the receipt was drawn for, as the lift report compares them.
+            for item in &mut last {
+                let share = config.webhook(&item.webhook_id).map_or(0.0, |w| w.holdout);
+                let mut buf = [0u8; ulid::ULID_LEN];
+                item.holdout = crate::lift::held_out(item.receipt_id.as_str(&mut buf), share);
             }
             if let Err(w) = self.record_unplanned(&last, now) {
                 tracing::warn!(
@@ -399,7 +405,7 @@ impl Dispatcher {
                 reason: "planning failed: sent in the last hour of HubSpot's hold",
                 planned_at_ms: now,
                 callback_id: r.callback_id.as_deref(),
-                holdout: false,
+                holdout: r.holdout,
                 time_zone: r.zone,
                 hold_ends_ms: r.hold_ends_ms,
             });

@@ -273,26 +273,32 @@ impl Cache {
 }
 
 impl Cache {
-    /// [`Self::compact_events`] once the events dataset has more than [`COMPACT_PARTS`]
-    /// `parts`; a failure is logged, and the next refresh tries again.
+    /// [`Self::compact_events`], merging once the events dataset has more than
+    /// [`COMPACT_PARTS`] `parts`; a failure is logged, and the next refresh tries again.
     fn compact_if_many(&mut self, parts: usize) {
-        if parts > COMPACT_PARTS
-            && let Err(e) = self.compact_events()
-        {
+        if let Err(e) = self.compact_events(parts > COMPACT_PARTS) {
             tracing::warn!("cannot compact the events and contacts datasets (will retry): {e:#}");
         }
     }
 
     /// Merge the small parts of the events and contacts datasets (an import from HubSpot
     /// writes one a page: tens of thousands a year, each read by every full rebuild, lift
-    /// report and contact lookup). Only event parts these profiles include are merged, and
-    /// the merged part takes their place in the state, so no rebuild follows. Skipped while
-    /// an import writes (it holds the events lock).
-    fn compact_events(&mut self) -> anyhow::Result<()> {
+    /// report and contact lookup), when `merge`; first, remove the sources the last round
+    /// left (hidden since, and left for readers that listed them before). Only event parts
+    /// these profiles include are merged, and the merged part takes their place in the
+    /// state, so no rebuild follows. Skipped while an import writes (it holds the events
+    /// lock).
+    fn compact_events(&mut self, merge: bool) -> anyhow::Result<()> {
         let Some(_appending) = events::try_lock(&self.data_dir)? else {
             return Ok(());
         };
         let dataset = events::dataset(&self.data_dir)?;
+        let contacts = crate::datasets::contacts::dataset(&self.data_dir)?;
+        dataset.finish_compactions()?;
+        contacts.finish_compactions()?;
+        if !merge {
+            return Ok(());
+        }
         let included: HashSet<&str> = self.state.parts.iter().map(String::as_str).collect();
         let skip: HashSet<PathBuf> = dataset
             .parts()?
@@ -300,7 +306,6 @@ impl Cache {
             .filter(|p| file_name(p).is_none_or(|n| !included.contains(n.as_str())))
             .collect();
         let merged = dataset.compact(&skip)?;
-        let contacts = crate::datasets::contacts::dataset(&self.data_dir)?;
         if contacts.parts()?.len() > COMPACT_PARTS {
             contacts.compact(&HashSet::new())?;
         }

@@ -283,11 +283,12 @@ impl Dataset {
         Ok(())
     }
 
-    /// Merge small parts into one, atomically for readers that de-duplicate on `key`.
+    /// Merge small parts into one.
     ///
-    /// The merged part is durable before any source is removed, so no row is ever missing;
-    /// an intent file names the sources so a crash between the two steps is finished on the
-    /// next start instead of leaving rows doubled. `skip` names parts not to touch yet.
+    /// An intent file names the sources before the merged part is written; once it is, the
+    /// sources are no longer listed (so no reader counts a row twice), and they are removed
+    /// by the next round or start, not now (so a reader that listed them before still finds
+    /// them). `skip` names parts not to touch yet.
     ///
     /// Parts are sized from their footers. The largest small parts sit out while each is more
     /// than [`MERGE_RATIO`] times the rows of the smaller ones together: a growing merged part
@@ -315,8 +316,52 @@ impl Dataset {
             })
     }
 
+    /// Remove the sources of earlier compactions (hidden since their merged part was
+    /// written), or drop the intent of one that never wrote its merged part. Skipped while
+    /// another rewrite of the dataset is under way in this process; `compact` does it too.
+    pub fn finish_compactions(&self) -> anyhow::Result<()> {
+        let lock = rewrite_lock(&self.dir);
+        let _rewriting = match lock.try_lock() {
+            Ok(guard) => guard,
+            Err(std::sync::TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => return Ok(()),
+        };
+        self.finish_intents()
+    }
+
+    /// [`Self::finish_compactions`]' work, under the rewrite lock.
+    fn finish_intents(&self) -> anyhow::Result<()> {
+        let mut finished = false;
+        for entry in fs::read_dir(&self.dir)? {
+            let path = entry?.path();
+            if self.merged_by(&path).is_some() {
+                self.finish_intent(&path)?;
+                finished = true;
+            }
+        }
+        if finished {
+            sync_dir(&self.dir)?;
+        }
+        Ok(())
+    }
+
+    /// The intent file `intent`'s compaction finished (its sources removed) if its merged
+    /// part was written, else rolled back (its sources stay); the intent removed.
+    fn finish_intent(&self, intent: &Path) -> anyhow::Result<()> {
+        if self.merged_by(intent).is_some_and(|part| part.exists()) {
+            for source in fs::read_to_string(intent)?.lines() {
+                remove_part_files(&self.dir.join(source))?;
+            }
+        }
+        remove_if_exists(intent)?;
+        Ok(())
+    }
+
     /// [`Dataset::compact`]'s work, under the rewrite lock.
     fn merge_small(&self, skip: &HashSet<PathBuf>) -> anyhow::Result<Option<Merged>> {
+        // An intent left by the last round (or a crash) is finished first: its merged part
+        // may be merged again now, and its sources must not come back when it goes.
+        self.finish_intents()?;
         let mut small: Vec<(usize, PathBuf)> = Vec::new();
         for path in self.parts()? {
             if skip.contains(&path) {
@@ -383,12 +428,10 @@ impl Dataset {
             .filter_map(|p| p.file_name()?.to_str().map(str::to_string))
             .collect();
         write_durably(&intent, names.join("\n").as_bytes())?;
+        // From here on the sources are hidden from listings (`parts`), but left in place
+        // until the next round or start: a reader that listed them before can still read
+        // them, where a removal would have lost their rows to it.
         let target = self.write_part(id, &mut merged)?;
-        for source in &sources {
-            remove_part_files(source)?;
-        }
-        sync_dir(&self.dir)?;
-        remove_if_exists(&intent)?;
         tracing::debug!(parts = sources.len(), rows = merged.height(), target = %target.display(), "compacted");
         Ok(Some(Merged {
             part: target,
@@ -447,15 +490,8 @@ impl Dataset {
             let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
             if name.ends_with(".tmp") {
                 fs::remove_file(&path)?;
-            } else if let Some(target) = self.merged_by(&path) {
-                if target.exists() {
-                    // The merged part is durable: drop the sources it replaces.
-                    for source in fs::read_to_string(&path)?.lines() {
-                        let source = self.dir.join(source);
-                        remove_part_files(&source)?;
-                    }
-                }
-                fs::remove_file(&path)?;
+            } else if self.merged_by(&path).is_some() {
+                self.finish_intent(&path)?;
             } else if name.ends_with(&format!(".{}", checksum::EXT))
                 && !path.with_extension(PART_EXT).exists()
                 && !publishing.contains(&path.with_extension(PART_EXT))
@@ -659,7 +695,7 @@ pub struct Undecodable {
 pub struct Merged {
     /// The merged part.
     pub part: PathBuf,
-    /// The parts it replaced, now removed.
+    /// The parts it replaced: no longer listed, and removed by the next round.
     pub sources: Vec<PathBuf>,
 }
 
@@ -689,12 +725,13 @@ pub fn concat_frames(mut frames: Vec<DataFrame>) -> anyhow::Result<DataFrame> {
     for df in &mut frames {
         let height = df.height();
         for (name, dtype) in &columns {
-            match df.column(name).map(|c| c.dtype() == dtype) {
-                Ok(true) => {}
-                Ok(false) => {
+            match df.column(name).map(|c| c.dtype()) {
+                // Only text is unified; other mismatches fail the stacking, as they did.
+                Ok(d) if d != dtype && *dtype == DataType::String && is_text(d) => {
                     let cast = df.column(name)?.cast(dtype)?;
                     df.with_column(cast)?;
                 }
+                Ok(_) => {}
                 Err(_) => {
                     df.with_column(Column::full_null(name.clone(), height, dtype))?;
                 }
@@ -979,6 +1016,45 @@ mod tests {
         assert_eq!(second.sources, written[6..]);
         assert!(ds.compact(&HashSet::new()).unwrap().is_none());
         assert_eq!(ds.parts().unwrap(), [first.part, second.part]);
+    }
+
+    /// A compaction whose sources were not removed yet (the merged part written, then a
+    /// crash, or a reader's grace) is finished before the next merges its merged part again:
+    /// the sources never come back, and each row is listed once.
+    #[test]
+    fn a_compaction_left_unfinished_is_finished_before_the_next() {
+        let dir = tempfile::tempdir().unwrap();
+        let ds = Dataset::open(dir.path(), "rows").unwrap();
+        let listed_rows = |ds: &Dataset| -> usize {
+            ds.parts()
+                .unwrap()
+                .iter()
+                .map(|p| read_part(p).unwrap().height())
+                .sum()
+        };
+        let write = |x: i64| {
+            let mut df = df!("x" => vec![x; 10]).unwrap();
+            ds.write_part(Ulid::generate(), &mut df).unwrap()
+        };
+        let first: Vec<PathBuf> = (0..2).map(write).collect();
+        // A reader lists the parts; a compaction merges them meanwhile.
+        let listed = ds.parts().unwrap();
+        let merged = ds.compact(&HashSet::new()).unwrap().unwrap();
+        assert_eq!(listed_rows(&ds), 20);
+        // What the reader listed is still there to read.
+        let read: usize = listed.iter().map(|p| read_part(p).unwrap().height()).sum();
+        assert_eq!(read, 20);
+        // New parts; the next round takes the merged part again, and removes its sources.
+        (2..4).for_each(|x| {
+            write(x);
+        });
+        let again = ds.compact(&HashSet::new()).unwrap().unwrap();
+        assert!(again.sources.contains(&merged.part));
+        assert!(first.iter().all(|p| !p.exists()));
+        assert_eq!(listed_rows(&ds), 40);
+        ds.recover().unwrap();
+        assert_eq!(listed_rows(&ds), 40);
+        assert_eq!(ds.parts().unwrap(), [again.part]);
     }
 
     /// Parts whose text column is a dictionary in some (a bulk import's one-value `source`)
