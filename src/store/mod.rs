@@ -453,6 +453,9 @@ impl Dataset {
         let _rewriting = lock
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
+        // A merged part replaced below must not leave its compaction's sources to be listed
+        // again, with the rows moved out of it.
+        self.finish_intents()?;
         let mut moved = 0;
         for path in self.parts()? {
             let df = match read_part(&path) {
@@ -1055,6 +1058,56 @@ mod tests {
         ds.recover().unwrap();
         assert_eq!(listed_rows(&ds), 40);
         assert_eq!(ds.parts().unwrap(), [again.part]);
+    }
+
+    /// Rows moved out of a merged part whose sources are still on disk: the sources go
+    /// first, never listed again with the rows the move took (the dispatcher, having
+    /// forgotten those receipts, would plan them again).
+    #[test]
+    fn moving_rows_out_of_a_merged_part_leaves_no_source_behind() {
+        let dir = tempfile::tempdir().unwrap();
+        let ds = Dataset::open(dir.path(), "rows").unwrap();
+        let archive = Dataset::open(dir.path(), "archive").unwrap();
+        for x in [1i64, 2] {
+            let mut df = df!("x" => vec![x; 10]).unwrap();
+            ds.write_part(Ulid::generate(), &mut df).unwrap();
+        }
+        ds.compact(&HashSet::new()).unwrap().unwrap();
+        let moved = ds
+            .move_rows(&archive, |df| {
+                Ok(df
+                    .column("x")?
+                    .i64()?
+                    .iter()
+                    .map(|x| x == Some(1))
+                    .collect())
+            })
+            .unwrap();
+        assert_eq!(moved, 10);
+        let values = |ds: &Dataset| -> Vec<i64> {
+            let mut v: Vec<i64> = ds
+                .parts()
+                .unwrap()
+                .iter()
+                .flat_map(|p| {
+                    let df = read_part(p).unwrap();
+                    let x: Vec<i64> = df
+                        .column("x")
+                        .unwrap()
+                        .i64()
+                        .unwrap()
+                        .into_no_null_iter()
+                        .collect();
+                    x
+                })
+                .collect();
+            v.sort();
+            v
+        };
+        assert_eq!(values(&ds), [2; 10]);
+        ds.recover().unwrap();
+        assert_eq!(values(&ds), [2; 10]);
+        assert_eq!(values(&archive), [1; 10]);
     }
 
     /// Parts whose text column is a dictionary in some (a bulk import's one-value `source`)
