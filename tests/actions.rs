@@ -45,6 +45,16 @@ fn start(config: &Path, data: &Path, clock: &Path) -> Server {
 }
 
 /// Post HubSpot's execution of the action for contact `vid`, signed v2: (status, answer).
+/// [`start`], then wait for its start-up tick.
+fn start_ticked(config: &Path, data: &Path, clock: &Path) -> Server {
+    let server = start(config, data, clock);
+    eventually(Duration::from_secs(30), || {
+        (common::ticks(&server) >= 1).then_some(())
+    })
+    .unwrap_or_else(|| panic!("no start-up tick; logs:\n{}", server.logs()));
+    server
+}
+
 fn execute(server: &Server, callback: &str, vid: u64, delivery: &str) -> (u16, serde_json::Value) {
     let path = "/actions/send-time";
     let body = serde_json::json!({
@@ -640,11 +650,7 @@ fn a_window_grown_before_planning_keeps_to_the_hold_answered() {
     // Receipts are stamped by the real clock; the stand-in's hold follows the clock file.
     let t0 = now_ms();
     set_clock(&clock, t0);
-    let server = start(&config("6h", ""), &data, &clock);
-    eventually(Duration::from_secs(30), || {
-        (common::ticks(&server) >= 1).then_some(())
-    })
-    .unwrap_or_else(|| panic!("no start-up tick; logs:\n{}", server.logs()));
+    let server = start_ticked(&config("6h", ""), &data, &clock);
     let (status, answer) = reach(&standin, &server, "cb-grown", 1000, "NEXT_24_HOURS");
     assert_eq!(
         (status, &answer["outputFields"]["hs_expiration_duration"]),
@@ -726,11 +732,7 @@ fn a_window_shrunk_after_receipt_keeps_the_hold_answered() {
     let config =
         |window: &str, connector: &str| held_config(dir.path(), &standin.url(), window, connector);
     set_clock(&clock, now_ms());
-    let server = start(&config("7d", ""), &data, &clock);
-    eventually(Duration::from_secs(30), || {
-        (common::ticks(&server) >= 1).then_some(())
-    })
-    .unwrap_or_else(|| panic!("no start-up tick; logs:\n{}", server.logs()));
+    let server = start_ticked(&config("7d", ""), &data, &clock);
     let (status, answer) = reach(&standin, &server, "cb-shrunk", 1000, "NEXT_24_HOURS");
     assert_eq!(
         (status, &answer["outputFields"]["hs_expiration_duration"]),
@@ -1057,11 +1059,7 @@ fn a_contact_is_released_unplanned_before_its_hold_ends_while_planning_fails() {
     let env = [("ACTIONS_SECRET", SECRET), ("ACTIONS_TOKEN", TOKEN)];
     let config = held_config(dir.path(), &standin.url(), "7d", "");
     set_clock(&clock, now_ms());
-    let server = start(&config, &data, &clock);
-    eventually(Duration::from_secs(30), || {
-        (common::ticks(&server) >= 1).then_some(())
-    })
-    .unwrap_or_else(|| panic!("no start-up tick; logs:\n{}", server.logs()));
+    let server = start_ticked(&config, &data, &clock);
     let (status, answer) = reach(&standin, &server, "cb-unplanned", 1000, "NEXT_24_HOURS");
     assert_eq!(
         (status, &answer["outputFields"]["hs_execution_state"]),
