@@ -313,23 +313,22 @@ fn kill_9_mid_stream_loses_no_execution_answered_block() {
 fn stored(inbox: &Path, key: &str) -> Vec<(String, Option<i64>, Option<String>)> {
     use polars::prelude::*;
     let mut rows = Vec::new();
-    for entry in std::fs::read_dir(inbox).unwrap() {
-        let path = entry.unwrap().path();
-        if path.extension().is_some_and(|e| e == "parquet") {
-            let df = ParquetReader::new(std::fs::File::open(&path).unwrap())
-                .finish()
-                .unwrap();
-            let keys = df.column(key).unwrap().str().unwrap().clone();
-            let contacts = df
-                .column("contact_id")
-                .unwrap()
-                .cast(&DataType::Int64)
-                .unwrap();
-            let contacts = contacts.i64().unwrap();
-            let emails = df.column("email").unwrap().str().unwrap().clone();
-            for ((k, c), e) in keys.iter().zip(contacts.iter()).zip(emails.iter()) {
-                rows.push((k.unwrap().to_string(), c, e.map(str::to_string)));
-            }
+    // As readers list them: a merge's sources stay a while, unlisted.
+    let dataset = sendtime::store::Dataset::open(inbox.parent().unwrap(), "inbox").unwrap();
+    for path in dataset.parts().unwrap() {
+        let df = ParquetReader::new(std::fs::File::open(&path).unwrap())
+            .finish()
+            .unwrap();
+        let keys = df.column(key).unwrap().str().unwrap().clone();
+        let contacts = df
+            .column("contact_id")
+            .unwrap()
+            .cast(&DataType::Int64)
+            .unwrap();
+        let contacts = contacts.i64().unwrap();
+        let emails = df.column("email").unwrap().str().unwrap().clone();
+        for ((k, c), e) in keys.iter().zip(contacts.iter()).zip(emails.iter()) {
+            rows.push((k.unwrap().to_string(), c, e.map(str::to_string)));
         }
     }
     rows

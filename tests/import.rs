@@ -913,13 +913,20 @@ fn small_event_parts_are_merged_when_profiles_take_them_in() {
     }
 
     // The merged parts' sources stay (unlisted) for readers that listed them before, and go
-    // when the next events are taken in.
+    // at the next profile update past their grace (here set an hour back).
     assert!(files(&data.join("events"), "parquet").len() > 1);
-    let third = dir.path().join("third.csv");
-    export(&third, 4500..4510);
-    ok(&sendtime(&data, &csv_import(third.to_str().unwrap(), "50")));
     let out = ok(&sendtime(&data, &["profiles"]));
-    assert!(out.contains(" updated (1 event part read)"), "{out}");
+    assert!(out.contains(" updated (0 event parts read)"), "{out}");
+    assert!(files(&data.join("events"), "parquet").len() > 1);
+    for dataset in ["events", "contacts"] {
+        for intent in files(&data.join(dataset), "intent") {
+            let hour_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+            let file = std::fs::File::options().write(true).open(&intent).unwrap();
+            file.set_modified(hour_ago).unwrap();
+        }
+    }
+    let out = ok(&sendtime(&data, &["profiles"]));
+    assert!(out.contains(" updated (0 event parts read)"), "{out}");
     assert_eq!(
         files(&data.join("events"), "parquet"),
         parts(&data, "events")

@@ -105,17 +105,15 @@ fn post(server: &Server, webhook: &str, body: &[u8], sig: Sig) -> (u16, serde_js
 
 /// The inbox as Polars sees it, after the server flushed on SIGTERM.
 fn inbox(dir: &Path) -> DataFrame {
-    let inbox = dir.join("data/inbox");
+    // As readers list them: a merge's sources stay a while, unlisted.
+    let inbox = sendtime::store::Dataset::open(&dir.join("data"), "inbox").unwrap();
     let mut frames = Vec::new();
-    for entry in std::fs::read_dir(&inbox).unwrap() {
-        let path = entry.unwrap().path();
-        if path.extension().is_some_and(|e| e == "parquet") {
-            frames.push(
-                ParquetReader::new(std::fs::File::open(&path).unwrap())
-                    .finish()
-                    .unwrap(),
-            );
-        }
+    for path in inbox.parts().unwrap() {
+        frames.push(
+            ParquetReader::new(std::fs::File::open(&path).unwrap())
+                .finish()
+                .unwrap(),
+        );
     }
     let mut iter = frames.into_iter();
     let Some(mut df) = iter.next() else {

@@ -424,6 +424,23 @@ impl Dispatcher {
     /// Once a day of the clock, what start-up does: the receipts finished and past the replay
     /// window move to the archive and are forgotten, so a `serve` that runs for months holds
     /// its last days' receipts in memory, not every one it sent.
+    /// Remove what the compactions of the datasets the dispatcher writes left on disk once
+    /// their grace is over ([`crate::store::SOURCE_GRACE`]): the next compaction of each may
+    /// be days away, and a reader of the folders that skips no intent sees those rows twice.
+    fn finish_compactions(&self) {
+        let archive = self.data_dir.join(crate::datasets::ARCHIVE);
+        let archived = [inbox::NAME, plan::NAME, outcomes::NAME]
+            .into_iter()
+            .filter(|name| archive.join(name).is_dir())
+            .map(|name| Dataset::open(&archive, name));
+        let datasets = [Ok(self.plan_ds.clone()), outcomes::dataset(&self.data_dir)];
+        for dataset in datasets.into_iter().chain(archived) {
+            if let Err(e) = dataset.and_then(|d| d.finish_compactions()) {
+                tracing::warn!("cannot remove what a compaction left (will retry): {e:#}");
+            }
+        }
+    }
+
     fn archive_if_due(&mut self, now: i64) {
         if now - self.archived_at_ms < crate::time::DAY_MS {
             return;
@@ -579,7 +596,10 @@ impl Dispatcher {
         report.held = self.held.values().map(Vec::len).sum();
         report.queued = self.queued();
         if !stopping {
-            tokio::task::block_in_place(|| self.archive_if_due(replay_now));
+            tokio::task::block_in_place(|| {
+                self.archive_if_due(replay_now);
+                self.finish_compactions();
+            });
         }
         report.took = started.elapsed();
         self.metrics.queued.set(report.queued as i64);

@@ -259,9 +259,9 @@ impl Cache {
                 .parts
                 .extend(new_parts.iter().filter_map(|p| file_name(p)));
             commit_state(&dir, &self.state)?;
-            drop(_writing);
-            self.compact_if_many(on_disk.len());
         }
+        // Every refresh: a merge's sources go once their grace is over, new parts or none.
+        self.compact_if_many(on_disk.len());
         Ok(Some(Update {
             rebuilt: false,
             new_parts: new_parts.len(),
@@ -283,8 +283,8 @@ impl Cache {
 
     /// Merge the small parts of the events and contacts datasets (an import from HubSpot
     /// writes one a page: tens of thousands a year, each read by every full rebuild, lift
-    /// report and contact lookup), when `merge`; first, remove the sources the last round
-    /// left (hidden since, and left for readers that listed them before). Only event parts
+    /// report and contact lookup), when `merge`; first, remove the sources earlier rounds
+    /// left (hidden since, and left a while for readers that listed them before). Only event parts
     /// these profiles include are merged, and the merged part takes their place in the
     /// state, so no rebuild follows. Skipped while an import writes (it holds the events
     /// lock).

@@ -27,6 +27,9 @@ pub const SMALL_PART_ROWS: usize = 200_000;
 const MERGE_RATIO: usize = 4;
 /// Rows one compaction merges at most.
 const MERGE_ROWS: usize = 5 * SMALL_PART_ROWS;
+/// How long a compaction's sources stay on disk, no longer listed: a reader that listed them
+/// just before (a rebuild, a lift report) still reads them.
+pub const SOURCE_GRACE: std::time::Duration = std::time::Duration::from_secs(600);
 
 /// One dataset folder, e.g. `{data_dir}/inbox`.
 #[derive(Debug, Clone)]
@@ -316,9 +319,10 @@ impl Dataset {
             })
     }
 
-    /// Remove the sources of earlier compactions (hidden since their merged part was
-    /// written), or drop the intent of one that never wrote its merged part. Skipped while
-    /// another rewrite of the dataset is under way in this process; `compact` does it too.
+    /// Remove the sources of earlier compactions, hidden since their merged part was written,
+    /// once [`SOURCE_GRACE`] has passed; drop the intent of one that never wrote its merged
+    /// part. Skipped while another rewrite of the dataset is under way in this process;
+    /// `compact` does it too.
     pub fn finish_compactions(&self) -> anyhow::Result<()> {
         let lock = rewrite_lock(&self.dir);
         let _rewriting = match lock.try_lock() {
@@ -326,32 +330,44 @@ impl Dataset {
             Err(std::sync::TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
             Err(std::sync::TryLockError::WouldBlock) => return Ok(()),
         };
-        self.finish_intents()
+        self.finish_intents(SOURCE_GRACE).map(|_| ())
     }
 
-    /// [`Self::finish_compactions`]' work, under the rewrite lock.
-    fn finish_intents(&self) -> anyhow::Result<()> {
-        let mut finished = false;
+    /// [`Self::finish_compactions`]' work, under the rewrite lock, for intents at least
+    /// `grace` old; the merged parts of those left (not to be merged or rewritten again
+    /// before their sources go, or the sources would be listed again).
+    fn finish_intents(&self, grace: std::time::Duration) -> anyhow::Result<HashSet<PathBuf>> {
+        let mut left = HashSet::new();
         for entry in fs::read_dir(&self.dir)? {
             let path = entry?.path();
-            if self.merged_by(&path).is_some() {
+            let Some(part) = self.merged_by(&path) else {
+                continue;
+            };
+            // A clock set back makes an intent look young: it waits for the next start.
+            let young = || {
+                fs::metadata(&path)
+                    .and_then(|m| m.modified())
+                    .is_ok_and(|t| !t.elapsed().is_ok_and(|age| age >= grace))
+            };
+            if part.exists() && young() {
+                left.insert(part);
+            } else {
                 self.finish_intent(&path)?;
-                finished = true;
             }
         }
-        if finished {
-            sync_dir(&self.dir)?;
-        }
-        Ok(())
+        Ok(left)
     }
 
     /// The intent file `intent`'s compaction finished (its sources removed) if its merged
-    /// part was written, else rolled back (its sources stay); the intent removed.
+    /// part was written, else rolled back (its sources stay); the intent removed, after the
+    /// removals are durable (a source back after a power loss would be listed beside its
+    /// merged part for good).
     fn finish_intent(&self, intent: &Path) -> anyhow::Result<()> {
         if self.merged_by(intent).is_some_and(|part| part.exists()) {
             for source in fs::read_to_string(intent)?.lines() {
                 remove_part_files(&self.dir.join(source))?;
             }
+            sync_dir(&self.dir)?;
         }
         remove_if_exists(intent)?;
         Ok(())
@@ -359,12 +375,12 @@ impl Dataset {
 
     /// [`Dataset::compact`]'s work, under the rewrite lock.
     fn merge_small(&self, skip: &HashSet<PathBuf>) -> anyhow::Result<Option<Merged>> {
-        // An intent left by the last round (or a crash) is finished first: its merged part
-        // may be merged again now, and its sources must not come back when it goes.
-        self.finish_intents()?;
+        // Earlier rounds' sources go once their grace is over; a merged part whose sources
+        // are still there is not merged again (its sources would come back when it goes).
+        let unfinished = self.finish_intents(SOURCE_GRACE)?;
         let mut small: Vec<(usize, PathBuf)> = Vec::new();
         for path in self.parts()? {
-            if skip.contains(&path) {
+            if skip.contains(&path) || unfinished.contains(&path) {
                 continue;
             }
             // A footer that cannot be read leaves the part to the full read below, which
@@ -454,8 +470,8 @@ impl Dataset {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         // A merged part replaced below must not leave its compaction's sources to be listed
-        // again, with the rows moved out of it.
-        self.finish_intents()?;
+        // again, with the rows moved out of it: their grace ends now.
+        self.finish_intents(std::time::Duration::ZERO)?;
         let mut moved = 0;
         for path in self.parts()? {
             let df = match read_part(&path) {
@@ -994,6 +1010,8 @@ mod tests {
         assert!(big.exists());
         assert!(ds.compact(&HashSet::new()).unwrap().is_none());
         write(30_000);
+        // The first merge's sources gone (their grace over), its merged part joins.
+        age_intents(&ds.dir);
         let merged = ds.compact(&HashSet::new()).unwrap().unwrap().part;
         assert_eq!(rows(&merged), 130_020);
         assert_eq!(ds.parts().unwrap(), [merged]);
@@ -1021,17 +1039,32 @@ mod tests {
         assert_eq!(ds.parts().unwrap(), [first.part, second.part]);
     }
 
-    /// A compaction whose sources were not removed yet (the merged part written, then a
-    /// crash, or a reader's grace) is finished before the next merges its merged part again:
+    /// Set every compaction intent in `dir` an hour back: their sources' grace is over.
+    fn age_intents(dir: &Path) {
+        for entry in fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "intent") {
+                let hour_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+                File::options()
+                    .write(true)
+                    .open(&path)
+                    .unwrap()
+                    .set_modified(hour_ago)
+                    .unwrap();
+            }
+        }
+    }
+
+    /// A compaction's sources stay for readers that listed them before, and a merged part
+    /// whose sources are still there is not merged again; once their grace is over (or
+    /// after a crash), the next round removes them first and may merge the merged part:
     /// the sources never come back, and each row is listed once.
     #[test]
-    fn a_compaction_left_unfinished_is_finished_before_the_next() {
+    fn a_compaction_is_finished_after_its_grace_before_the_next() {
         let dir = tempfile::tempdir().unwrap();
         let ds = Dataset::open(dir.path(), "rows").unwrap();
         let listed_rows = |ds: &Dataset| -> usize {
-            ds.parts()
-                .unwrap()
-                .iter()
+            (ds.parts().unwrap().iter())
                 .map(|p| read_part(p).unwrap().height())
                 .sum()
         };
@@ -1044,20 +1077,25 @@ mod tests {
         let listed = ds.parts().unwrap();
         let merged = ds.compact(&HashSet::new()).unwrap().unwrap();
         assert_eq!(listed_rows(&ds), 20);
-        // What the reader listed is still there to read.
-        let read: usize = listed.iter().map(|p| read_part(p).unwrap().height()).sum();
-        assert_eq!(read, 20);
-        // New parts; the next round takes the merged part again, and removes its sources.
+        // New parts: the next round, within the grace, merges them and not the merged part.
         (2..4).for_each(|x| {
             write(x);
         });
-        let again = ds.compact(&HashSet::new()).unwrap().unwrap();
-        assert!(again.sources.contains(&merged.part));
+        let second = ds.compact(&HashSet::new()).unwrap().unwrap();
+        assert!(!second.sources.contains(&merged.part));
+        assert_eq!(listed_rows(&ds), 40);
+        // What the reader listed is still there to read.
+        let read: usize = listed.iter().map(|p| read_part(p).unwrap().height()).sum();
+        assert_eq!(read, 20);
+        // Past the grace, the next round removes the sources first, then merges what is left.
+        age_intents(&ds.dir);
+        let third = ds.compact(&HashSet::new()).unwrap().unwrap();
+        assert!(third.sources.contains(&merged.part));
         assert!(first.iter().all(|p| !p.exists()));
         assert_eq!(listed_rows(&ds), 40);
         ds.recover().unwrap();
         assert_eq!(listed_rows(&ds), 40);
-        assert_eq!(ds.parts().unwrap(), [again.part]);
+        assert_eq!(ds.parts().unwrap(), [third.part]);
     }
 
     /// Rows moved out of a merged part whose sources are still on disk: the sources go
