@@ -284,8 +284,8 @@ impl Cache {
     /// Merge the small parts of the events and contacts datasets (an import from HubSpot
     /// writes one a page: tens of thousands a year, each read by every full rebuild, lift
     /// report and contact lookup), when `merge`; first, remove the sources earlier rounds
-    /// left (hidden since, and left a while for readers that listed them before). Only event parts
-    /// these profiles include are merged, and the merged part takes their place in the
+    /// left (hidden since, and left a while for readers that listed them before). Only event
+    /// parts these profiles include are merged, and the merged part takes their place in the
     /// state, so no rebuild follows. Skipped while an import writes (it holds the events
     /// lock).
     fn compact_events(&mut self, merge: bool) -> anyhow::Result<()> {

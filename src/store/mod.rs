@@ -290,7 +290,7 @@ impl Dataset {
     ///
     /// An intent file names the sources before the merged part is written; once it is, the
     /// sources are no longer listed (so no reader counts a row twice), and they are removed
-    /// by the next round or start, not now (so a reader that listed them before still finds
+    /// after [`SOURCE_GRACE`], not now (so a reader that listed them before still finds
     /// them). `skip` names parts not to touch yet.
     ///
     /// Parts are sized from their footers. The largest small parts sit out while each is more
@@ -444,9 +444,9 @@ impl Dataset {
             .filter_map(|p| p.file_name()?.to_str().map(str::to_string))
             .collect();
         write_durably(&intent, names.join("\n").as_bytes())?;
-        // From here on the sources are hidden from listings (`parts`), but left in place
-        // until the next round or start: a reader that listed them before can still read
-        // them, where a removal would have lost their rows to it.
+        // From here on the sources are hidden from listings (`parts`), but left in place for
+        // SOURCE_GRACE: a reader that listed them before can still read them, where a removal
+        // would have lost their rows to it.
         let target = self.write_part(id, &mut merged)?;
         tracing::debug!(parts = sources.len(), rows = merged.height(), target = %target.display(), "compacted");
         Ok(Some(Merged {
@@ -714,7 +714,7 @@ pub struct Undecodable {
 pub struct Merged {
     /// The merged part.
     pub part: PathBuf,
-    /// The parts it replaced: no longer listed, and removed by the next round.
+    /// The parts it replaced: no longer listed, and removed after [`SOURCE_GRACE`].
     pub sources: Vec<PathBuf>,
 }
 
