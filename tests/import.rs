@@ -889,6 +889,10 @@ fn small_event_parts_are_merged_when_profiles_take_them_in() {
     let out = ok(&sendtime(&data, &["profiles"]));
     assert!(out.contains(" updated (30 event parts read)"), "{out}");
     assert_eq!(parts(&data, "events").len(), 1, "not merged");
+    // Sorted by contact, as written: a rebuild reads it on every core.
+    let merged = sendtime::store::read_part(&parts(&data, "events")[0]).unwrap();
+    let contacts = merged.column("contact").unwrap().u32().unwrap().clone();
+    assert!(contacts.into_no_null_iter().is_sorted());
     assert!(parts(&data, "contacts").len() < 4);
     assert_eq!(stored(&data), rows);
     // The merged part took its sources' place: nothing new, and no rebuild.

@@ -37,6 +37,8 @@ pub struct Dataset {
     pub dir: PathBuf,
     /// Where unreadable parts go: `{data_dir}/quarantine/{dataset}`.
     quarantine: PathBuf,
+    /// The columns a merged part is sorted by, as its writers sort theirs (none: as read).
+    order: &'static [&'static str],
 }
 
 impl Dataset {
@@ -48,7 +50,16 @@ impl Dataset {
         Ok(Self {
             dir,
             quarantine: data_dir.join("quarantine").join(name),
+            order: &[],
         })
+    }
+
+    /// This dataset, its merged parts sorted by `columns` (readers rely on its parts' order).
+    pub fn sorted_by(self, columns: &'static [&'static str]) -> Self {
+        Self {
+            order: columns,
+            ..self
+        }
     }
 
     /// Where this dataset's unreadable parts are moved.
@@ -437,6 +448,9 @@ impl Dataset {
             return Ok(None);
         }
         let mut merged = concat_frames(frames)?;
+        if !self.order.is_empty() {
+            merged.sort_in_place(self.order.iter().copied(), SortMultipleOptions::default())?;
+        }
         let id = Ulid::generate();
         let intent = self.dir.join(format!("compact-{id}.intent"));
         let names: Vec<String> = sources
