@@ -2634,6 +2634,102 @@ fn a_running_serve_archives_settled_receipts_daily_and_sends_none_again() {
     assert_eq!(plans(&data).len(), 13);
 }
 
+/// `archive_days`: a running `serve` deletes, once a day, the archived rows of receipts
+/// received more than that many days ago, from the archive's inbox, plan and outcomes alike,
+/// and from every file under the data folder, and keeps those received since.
+#[test]
+fn archived_receipts_older_than_archive_days_are_deleted() {
+    const DAY: i64 = 86_400_000;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let config = TestConfig {
+        env: "DISPATCH",
+        server: "archive_days = 30",
+        tables: "[scheduler]\ncron = \"* * * * * *\"",
+        connector: "api_base = \"http://127.0.0.1:9\"\ndry_run = true",
+        hooks: &[&HOOKS[3]],
+    }
+    .write(dir.path());
+    let clock = dir.path().join("clock");
+    set_clock(&clock, now_ms());
+    let server = start(&config, &data, Some(&clock), &[]);
+    let send = |prefix: &str, vid: u64| -> Vec<String> {
+        (0..5)
+            .map(|i| {
+                post(
+                    &server,
+                    "fatigue",
+                    vid + i,
+                    &format!("{prefix}{i}@example.com"),
+                )
+            })
+            .collect()
+    };
+    // Two bursts a second and a half apart.
+    let early = send("early", 7600);
+    std::thread::sleep(Duration::from_millis(1500));
+    let late = send("late", 7610);
+    set_clock(&clock, now_ms() + 60_000);
+    eventually(Duration::from_secs(30), || {
+        (dry_runs(&data) == 10).then_some(())
+    })
+    .unwrap_or_else(|| panic!("not finished; logs:\n{}", server.logs()));
+    let received = |prefix: &str| {
+        plans(&data)
+            .into_iter()
+            .filter(|p| p.email.as_deref().is_some_and(|e| e.starts_with(prefix)))
+            .map(|p| p.received_at_ms)
+            .collect::<Vec<_>>()
+    };
+    let between = (received("early").into_iter().max().unwrap()
+        + received("late").into_iter().min().unwrap())
+        / 2;
+    let archive = data.join("archive");
+    let archived = || -> [HashSet<String>; 3] {
+        if archive.join("outcomes").is_dir() {
+            receipts_in(&archive)
+        } else {
+            Default::default()
+        }
+    };
+    let all: HashSet<String> = early.iter().chain(&late).cloned().collect();
+
+    // Four days on, all ten are archived and kept.
+    set_clock(&clock, between + 4 * DAY);
+    eventually(Duration::from_secs(30), || {
+        (archived() == [all.clone(), all.clone(), all.clone()]).then_some(())
+    })
+    .unwrap_or_else(|| panic!("not archived: {:?}; logs:\n{}", archived(), server.logs()));
+
+    // Thirty days after a moment between the bursts, the early ones go, the late ones stay.
+    set_clock(&clock, between + 30 * DAY);
+    let kept: HashSet<String> = late.iter().cloned().collect();
+    eventually(Duration::from_secs(30), || {
+        (archived() == [kept.clone(), kept.clone(), kept.clone()]).then_some(())
+    })
+    .unwrap_or_else(|| panic!("not deleted: {:?}; logs:\n{}", archived(), server.logs()));
+    server.stop();
+
+    // No file under the data folder holds an early receipt's email any more.
+    let mut emails = Vec::new();
+    let mut folders = vec![data.clone()];
+    while let Some(folder) = folders.pop() {
+        for entry in std::fs::read_dir(&folder).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                folders.push(path);
+            } else if path.extension().is_some_and(|e| e == "parquet") {
+                let df = sendtime::store::read_part(&path).unwrap();
+                if let Ok(column) = df.column("email") {
+                    emails.extend(column.str().unwrap().iter().flatten().map(String::from));
+                }
+            }
+        }
+    }
+    assert!(emails.iter().any(|e| e.starts_with("late")), "{emails:?}");
+    assert!(!emails.iter().any(|e| e.starts_with("early")), "{emails:?}");
+}
+
 /// The receipt ids in each of a data folder's `inbox`, `plan` and `outcomes` (under `dir`,
 /// the data folder or its archive), as read from their parts.
 fn receipts_in(dir: &Path) -> [HashSet<String>; 3] {

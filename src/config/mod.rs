@@ -69,6 +69,9 @@ pub struct Server {
     pub data_dir: PathBuf,
     /// Larger posts get 413.
     pub max_body_bytes: usize,
+    /// Days an archived receipt's rows (inbox, plan, outcomes: emails and ids) are kept,
+    /// counted from its receipt; `None` keeps them for good. An erasure policy needs an end.
+    pub archive_days: Option<u32>,
 }
 
 impl Server {
@@ -89,6 +92,8 @@ impl Server {
     pub const MIN_ADMIN_TOKEN_CHARS: usize = 16;
     /// Beyond 64 MiB a "webhook" is not a contact.
     pub const MAX_MAX_BODY_BYTES: usize = 64 * 1024 * 1024;
+    /// A century: past it, keeping for good says the same.
+    pub const MAX_ARCHIVE_DAYS: u32 = 36_500;
 }
 
 /// `[scheduler]`: when the dispatcher runs.

@@ -293,6 +293,12 @@ fn read_server(ctx: &mut Ctx, top: &TableReader, base_dir: &Path) -> Option<Serv
             ),
         );
     }
+    let archive_days = match r.has("archive_days") {
+        false => Some(None),
+        true => r
+            .positive(ctx, "archive_days", Server::MAX_ARCHIVE_DAYS.into())
+            .map(|n| Some(n as u32)),
+    };
     r.finish(ctx);
     Some(Server {
         listen: listen?,
@@ -301,6 +307,7 @@ fn read_server(ctx: &mut Ctx, top: &TableReader, base_dir: &Path) -> Option<Serv
         public_url: public_url?,
         data_dir: data_dir?,
         max_body_bytes: max_body_bytes? as usize,
+        archive_days: archive_days?,
     })
 }
 

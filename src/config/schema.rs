@@ -167,6 +167,14 @@ pub fn schema() -> Value {
                     json!(Server::DEFAULT_MAX_BODY_BYTES),
                 ),
             ),
+            (
+                "archive_days",
+                integer(
+                    "Days an archived receipt (its inbox, plan and outcome rows, emails included) is kept, from its receipt; absent, kept for good.",
+                    1,
+                    Server::MAX_ARCHIVE_DAYS.into(),
+                ),
+            ),
         ],
         &["public_url"],
     );

@@ -10,6 +10,7 @@
 //! followed by a durable result row; after a crash, receipts whose last call has no result are
 //! "in doubt" and their contact's enrollments are read before an enrollment is sent again.
 
+mod archive;
 mod capacity;
 pub mod connector;
 pub mod ids;
@@ -117,6 +118,9 @@ pub struct Dispatcher {
     /// When finished receipts were last archived ([`Dispatcher::archive_if_due`]), by the
     /// replay window's clock.
     archived_at_ms: i64,
+    /// When archived receipts past `archive_days` were last deleted
+    /// ([`Dispatcher::prune_if_due`]); never, at start-up.
+    pruned_at_ms: i64,
     /// One shared copy of each webhook id, so receipts carry no string of their own.
     webhook_ids: HashSet<Arc<str>>,
     seen_parts: HashSet<PathBuf>,
@@ -358,10 +362,10 @@ impl Dispatcher {
         }
         if !settled.is_empty() {
             // Housekeeping: a move that fails leaves the rows where they are, for the next day.
-            match archive_settled(data_dir, &settled) {
+            match archive::move_settled(data_dir, &settled) {
                 Ok(moved) => {
                     receipts.retain(|r| !settled.contains(&r.receipt_id));
-                    forget(&mut done, &settled);
+                    archive::forget(&mut done, &settled);
                     tracing::info!(
                         receipts = settled.len(),
                         rows = moved,
@@ -416,6 +420,7 @@ impl Dispatcher {
             pauses: Default::default(),
             pauses_on_disk: HashMap::new(),
             archived_at_ms: clock.replay_now_ms(),
+            pruned_at_ms: i64::MIN,
             clock,
             _lock: lock,
         })
@@ -468,6 +473,29 @@ impl Dispatcher {
         }
     }
 
+    /// At the first tick and once a day of the clock after, delete the archived receipts
+    /// received more than `days` ago (`[server] archive_days`; `None` keeps them).
+    fn prune_if_due(&mut self, days: Option<u32>, now: i64) {
+        let Some(days) = days else {
+            return;
+        };
+        if now.saturating_sub(self.pruned_at_ms) < crate::time::DAY_MS {
+            return;
+        }
+        self.pruned_at_ms = now;
+        match archive::prune(&self.data_dir, now - i64::from(days) * crate::time::DAY_MS) {
+            Ok(0) => {}
+            Ok(rows) => tracing::info!(
+                rows,
+                days,
+                "archived receipts older than archive_days deleted"
+            ),
+            Err(e) => tracing::warn!(
+                "cannot delete archived receipts older than archive_days (will try again in a day): {e:#}"
+            ),
+        }
+    }
+
     /// Archive the finished receipts received before the replay window and forget them; how
     /// many.
     fn archive_settled(&mut self, now: i64) -> anyhow::Result<usize> {
@@ -481,8 +509,8 @@ impl Dispatcher {
         if settled.is_empty() {
             return Ok(0);
         }
-        archive_settled(&self.data_dir, &settled)?;
-        forget(&mut self.done, &settled);
+        archive::move_settled(&self.data_dir, &settled)?;
+        archive::forget(&mut self.done, &settled);
         Ok(settled.len())
     }
 
@@ -598,6 +626,7 @@ impl Dispatcher {
         if !stopping {
             tokio::task::block_in_place(|| {
                 self.archive_if_due(replay_now);
+                self.prune_if_due(config.server.archive_days, replay_now);
                 self.finish_compactions();
             });
         }
@@ -1205,52 +1234,6 @@ impl Ord for Queued {
     fn cmp(&self, other: &Self) -> Ordering {
         other.key().cmp(&self.key())
     }
-}
-
-/// Move the inbox, plan and outcome rows of `settled` receipts to `{data_dir}/archive/`; the
-/// rows moved.
-fn archive_settled(data_dir: &Path, settled: &HashSet<String>) -> anyhow::Result<usize> {
-    let archive_dir = data_dir.join(crate::datasets::ARCHIVE);
-    let mut moved = 0;
-    // Outcomes last: a move cut short leaves no inbox or plan row here without the outcome
-    // that finished it (planning would send it again), and start-up moves the rest.
-    for (dataset, id_column) in [
-        (inbox::dataset(data_dir)?, inbox::col::RECEIPT_ID),
-        (plan::dataset(data_dir)?, plan::col::RECEIPT_ID),
-        (outcomes::dataset(data_dir)?, outcomes::col::RECEIPT_ID),
-    ] {
-        let name = dataset
-            .dir
-            .file_name()
-            .and_then(|n| n.to_str())
-            .unwrap_or_default()
-            .to_string();
-        let archive = Dataset::open(&archive_dir, &name)?;
-        // Its compactions, like the datasets', are finished or rolled back after a crash.
-        archive.recover()?;
-        moved += dataset
-            .move_rows(&archive, |df| {
-                let ids = df.column(id_column)?.str()?;
-                Ok(ids
-                    .iter()
-                    .map(|id| id.is_some_and(|id| settled.contains(id)))
-                    .collect())
-            })
-            .with_context(|| format!("cannot archive settled rows of {}", dataset.dir.display()))?;
-        // Each move adds a part per part it took rows from, every day: merged, so that a
-        // lookup, which reads them all, opens a few.
-        if let Err(e) = archive.compact(&HashSet::new()) {
-            tracing::warn!(archive = %archive.dir.display(), "archive compaction failed (will retry): {e:#}");
-        }
-    }
-    Ok(moved)
-}
-
-/// Drop archived receipts from the finished set: their rows are no longer where planning
-/// reads.
-fn forget(done: &mut IdSet, archived: &HashSet<String>) {
-    let mut buf = [0u8; ulid::ULID_LEN];
-    done.retain(|id| !archived.contains(id.as_str(&mut buf)));
 }
 
 /// The shared copy of a webhook id.

@@ -469,48 +469,88 @@ impl Dataset {
         }))
     }
 
-    /// Move the rows `archived` picks out of every part into a part of `archive`, leaving the
-    /// others in a new part here; the number of rows moved.
+    /// Move the rows `picked` chooses out of every part into a part of `archive`, leaving the
+    /// others in a new part here; the number of rows moved. `picked` sees only `columns`,
+    /// read first: a part none of whose rows it picks is not read whole.
     ///
     /// Both new parts are durable before the old one goes, so a crash in between leaves rows
     /// in both places, never in neither (readers here de-duplicate by receipt).
     pub fn move_rows(
         &self,
         archive: &Dataset,
-        archived: impl Fn(&DataFrame) -> anyhow::Result<BooleanChunked>,
+        columns: &[&str],
+        picked: impl Fn(&DataFrame) -> anyhow::Result<BooleanChunked>,
+    ) -> anyhow::Result<usize> {
+        self.take_rows(Some(archive), columns, picked)
+    }
+
+    /// Delete the rows `picked` chooses (seeing only `columns`), rewriting each part that
+    /// held one without them; the number of rows deleted. A crash leaves a part whole or
+    /// rewritten, never half.
+    pub fn remove_rows(
+        &self,
+        columns: &[&str],
+        picked: impl Fn(&DataFrame) -> anyhow::Result<BooleanChunked>,
+    ) -> anyhow::Result<usize> {
+        self.take_rows(None, columns, picked)
+    }
+
+    fn take_rows(
+        &self,
+        into: Option<&Dataset>,
+        columns: &[&str],
+        picked: impl Fn(&DataFrame) -> anyhow::Result<BooleanChunked>,
     ) -> anyhow::Result<usize> {
         let lock = rewrite_lock(&self.dir);
         let _rewriting = lock
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         // A merged part replaced below must not leave its compaction's sources to be listed
-        // again, with the rows moved out of it: their grace ends now.
+        // again, with the rows taken out of it (or, deleted, on disk): their grace ends now.
         self.finish_intents(std::time::Duration::ZERO)?;
-        let mut moved = 0;
+        let mut taken = 0;
         for path in self.parts()? {
-            let df = match read_part(&path) {
-                Ok(df) => df,
-                Err(e) if is_not_found(&e) => continue,
-                Err(e) if cannot_open(&e) => return Err(e),
-                Err(e) => {
-                    self.quarantine(&path, &e)?;
-                    continue;
-                }
+            let Some(keys) = self.read_or_set_aside(&path, read_present_columns(&path, columns))?
+            else {
+                continue;
             };
-            let mask = archived(&df)?;
+            let mask = picked(&keys)?;
             let n = mask.sum().unwrap_or(0) as usize;
             if n == 0 {
                 continue;
             }
-            archive.write_part(Ulid::generate(), &mut df.filter(&mask)?)?;
+            let Some(df) = self.read_or_set_aside(&path, read_part(&path))? else {
+                continue;
+            };
+            if let Some(into) = into {
+                into.write_part(Ulid::generate(), &mut df.filter(&mask)?)?;
+            }
             if n < df.height() {
                 self.write_part(Ulid::generate(), &mut df.filter(&!&mask)?)?;
             }
             remove_part_files(&path)?;
             sync_dir(&self.dir)?;
-            moved += n;
+            taken += n;
         }
-        Ok(moved)
+        Ok(taken)
+    }
+
+    /// What reading the part at `path` gave: `None` when it is gone (compacted since it was
+    /// listed) or damaged (moved to quarantine); an error when it cannot be opened now.
+    fn read_or_set_aside<T>(
+        &self,
+        path: &Path,
+        read: anyhow::Result<T>,
+    ) -> anyhow::Result<Option<T>> {
+        match read {
+            Ok(v) => Ok(Some(v)),
+            Err(e) if is_not_found(&e) => Ok(None),
+            Err(e) if cannot_open(&e) => Err(e),
+            Err(e) => {
+                self.quarantine(path, &e)?;
+                Ok(None)
+            }
+        }
     }
 
     /// Finish or roll back compactions interrupted by a crash. Run before reading at start-up.
@@ -1126,7 +1166,7 @@ mod tests {
         }
         ds.compact(&HashSet::new()).unwrap().unwrap();
         let moved = ds
-            .move_rows(&archive, |df| {
+            .move_rows(&archive, &["x"], |df| {
                 Ok(df
                     .column("x")?
                     .i64()?
@@ -1268,7 +1308,7 @@ mod tests {
             ds.write_part(Ulid::generate(), &mut df).unwrap();
         }
         let moved = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            ds.move_rows(&archive, |_| panic!("a bug in a rewrite"))
+            ds.move_rows(&archive, &["x"], |_| panic!("a bug in a rewrite"))
         }));
         assert!(moved.is_err(), "the rewrite panicked");
         let merged = ds.compact(&HashSet::new()).unwrap().expect("merged").part;

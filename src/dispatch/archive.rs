@@ -1,0 +1,85 @@
+//! `archive/{inbox,plan,outcomes}`: where finished receipts go once past the replay window, so
+//! start-up reads what is pending and recent, and where they are deleted after
+//! `[server] archive_days`. The dispatcher alone writes here.
+
+use std::collections::HashSet;
+use std::path::Path;
+
+use anyhow::Context;
+use ulid::Ulid;
+
+use super::ids::IdSet;
+use crate::datasets::{ARCHIVE, inbox, outcomes, plan};
+use crate::store::Dataset;
+
+/// The archived datasets, in the order rows move and go: inbox and plan first, outcomes
+/// last, so a move cut short leaves no receipt to plan without the outcome that finished it.
+const DATASETS: [(&str, &str); 3] = [
+    (inbox::NAME, inbox::col::RECEIPT_ID),
+    (plan::NAME, plan::col::RECEIPT_ID),
+    (outcomes::NAME, outcomes::col::RECEIPT_ID),
+];
+
+/// The archive's dataset `name`, its compactions finished or rolled back after a crash.
+fn open(data_dir: &Path, name: &str) -> anyhow::Result<Dataset> {
+    let archive = Dataset::open(&data_dir.join(ARCHIVE), name)?;
+    archive.recover()?;
+    Ok(archive)
+}
+
+/// Move the inbox, plan and outcome rows of `settled` receipts to the archive; the rows moved.
+pub(super) fn move_settled(data_dir: &Path, settled: &HashSet<String>) -> anyhow::Result<usize> {
+    let mut moved = 0;
+    for (name, id_column) in DATASETS {
+        let dataset = Dataset::open(data_dir, name)?;
+        let archive = open(data_dir, name)?;
+        moved += dataset
+            .move_rows(&archive, &[id_column], |df| {
+                let ids = df.column(id_column)?.str()?;
+                Ok(ids
+                    .iter()
+                    .map(|id| id.is_some_and(|id| settled.contains(id)))
+                    .collect())
+            })
+            .with_context(|| format!("cannot archive settled rows of {}", dataset.dir.display()))?;
+        // Each move adds a part per part it took rows from, every day: merged, so that a
+        // lookup, which reads them all, opens a few.
+        if let Err(e) = archive.compact(&HashSet::new()) {
+            tracing::warn!(archive = %archive.dir.display(), "archive compaction failed (will retry): {e:#}");
+        }
+    }
+    Ok(moved)
+}
+
+/// Drop archived receipts from the finished set: their rows are no longer where planning
+/// reads.
+pub(super) fn forget(done: &mut IdSet, archived: &HashSet<String>) {
+    let mut buf = [0u8; ulid::ULID_LEN];
+    done.retain(|id| !archived.contains(id.as_str(&mut buf)));
+}
+
+/// Delete the archived rows of receipts received before `before` (epoch ms); the rows
+/// deleted. A receipt id is a ULID issued on receipt, so its time is on every row of the
+/// receipt, outcomes included; an id that is no ULID is kept.
+pub(super) fn prune(data_dir: &Path, before: i64) -> anyhow::Result<usize> {
+    let mut deleted = 0;
+    for (name, id_column) in DATASETS {
+        if !data_dir.join(ARCHIVE).join(name).is_dir() {
+            continue;
+        }
+        let archive = open(data_dir, name)?;
+        deleted += archive
+            .remove_rows(&[id_column], |df| {
+                let ids = df.column(id_column)?.str()?;
+                Ok(ids
+                    .iter()
+                    .map(|id| {
+                        id.and_then(|id| Ulid::from_string(id).ok())
+                            .is_some_and(|id| (id.timestamp_ms() as i64) < before)
+                    })
+                    .collect())
+            })
+            .with_context(|| format!("cannot delete old rows of {}", archive.dir.display()))?;
+    }
+    Ok(deleted)
+}
