@@ -135,6 +135,23 @@ pub enum Command {
         #[arg(long)]
         connector: bool,
     },
+    /// Delete what the data folder holds about a person (an erasure request): their receipts'
+    /// inbox, plan and outcome rows, live and archived, their email events, their contact
+    /// dictionary entry (left blank), and their stored profile (the profiles are rebuilt).
+    ///
+    /// Give each email address and HubSpot contact id the person is known by; the ones their
+    /// rows name beside those are erased too. Stop `serve` first (its memory holds the same
+    /// rows, and it refuses to start while an erase is cut short: run `erase` again, with no
+    /// contact, to finish one). Events imported again (a CSV that still holds them) come
+    /// back; logs, backups and `quarantine/` are not searched.
+    Erase {
+        /// Email addresses and HubSpot contact ids.
+        #[arg(value_name = "CONTACT")]
+        contacts: Vec<String>,
+        /// Count what would be deleted; delete nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Print the JSON Schema of webhooks.toml (the repository ships it as webhooks.schema.json;
     /// name it on the config's first line, `#:schema ./webhooks.schema.json`, and editors with
     /// Taplo / Even Better TOML complete and check the file as you type).
@@ -504,6 +521,20 @@ pub fn main() -> ExitCode {
             );
             ExitCode::SUCCESS
         }
+        Command::Erase { contacts, dry_run } => report(
+            load_config_with_data(&cli.config, &overrides)
+                .and_then(|c| crate::erase::run(&c, &contacts, dry_run))
+                .map(|erased| {
+                    print!(
+                        "{}{erased}",
+                        if dry_run {
+                            "dry run, nothing deleted\n"
+                        } else {
+                            ""
+                        }
+                    )
+                }),
+        ),
         Command::Pause { id, connector } => {
             report(pause(&cli.config, &overrides, id, connector, true))
         }
@@ -721,6 +752,7 @@ fn model(command: Command, path: &std::path::Path, overrides: &Overrides) -> any
         | Command::Tick { .. }
         | Command::Import { .. }
         | Command::Schema
+        | Command::Erase { .. }
         | Command::Demo { .. }
         | Command::Pause { .. }
         | Command::Resume { .. }

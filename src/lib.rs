@@ -13,6 +13,7 @@ pub mod config;
 pub mod datasets;
 pub mod demo;
 pub mod dispatch;
+pub mod erase;
 pub mod hubspot;
 pub mod import;
 pub mod lift;

@@ -2711,8 +2711,16 @@ fn archived_receipts_older_than_archive_days_are_deleted() {
     server.stop();
 
     // No file under the data folder holds an early receipt's email any more.
-    let mut emails = Vec::new();
-    let mut folders = vec![data.clone()];
+    let emails = on_disk(&data, "email");
+    assert!(emails.iter().any(|e| e.starts_with("late")), "{emails:?}");
+    assert!(!emails.iter().any(|e| e.starts_with("early")), "{emails:?}");
+}
+
+/// Every value of `column` (text or integer, as text) in every Parquet file under `dir`,
+/// whatever dataset or folder holds it: what a reader of the disk would find.
+fn on_disk(dir: &Path, column: &str) -> Vec<String> {
+    let mut values = Vec::new();
+    let mut folders = vec![dir.to_path_buf()];
     while let Some(folder) = folders.pop() {
         for entry in std::fs::read_dir(&folder).unwrap() {
             let path = entry.unwrap().path();
@@ -2720,14 +2728,177 @@ fn archived_receipts_older_than_archive_days_are_deleted() {
                 folders.push(path);
             } else if path.extension().is_some_and(|e| e == "parquet") {
                 let df = sendtime::store::read_part(&path).unwrap();
-                if let Ok(column) = df.column("email") {
-                    emails.extend(column.str().unwrap().iter().flatten().map(String::from));
+                if let Ok(c) = df.column(column) {
+                    let c = c.cast(&polars::prelude::DataType::String).unwrap();
+                    values.extend(c.str().unwrap().iter().flatten().map(String::from));
                 }
             }
         }
     }
-    assert!(emails.iter().any(|e| e.starts_with("late")), "{emails:?}");
-    assert!(!emails.iter().any(|e| e.starts_with("early")), "{emails:?}");
+    values
+}
+
+/// `sendtime erase`: a person known by an email and a HubSpot id (their receipts carry both;
+/// their events came in under each) is gone from every file of the data folder, live and
+/// archived receipts, events, the contact dictionary and the stored profiles, and their
+/// pending receipt is never sent; another contact keeps everything. It refuses to run beside
+/// `serve`, and a dry run deletes nothing.
+#[test]
+fn erase_deletes_a_person_from_every_file_and_nothing_else() {
+    const DAY: i64 = 86_400_000;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let config = write_config(
+        dir.path(),
+        "http://127.0.0.1:9",
+        "dry_run = true",
+        &[&HOOKS[3], &HOOKS[2]],
+    );
+    std::fs::create_dir_all(&data).unwrap();
+    import_events(
+        &config,
+        &data,
+        &[
+            ("ann@example.com".into(), 9),
+            ("7701".into(), 10),
+            ("bob@example.com".into(), 11),
+        ],
+        1..=20,
+    );
+    let clock = dir.path().join("clock");
+    let t0 = now_ms();
+    set_clock(&clock, t0);
+    let server = start(&config, &data, Some(&clock), &[]);
+    post(&server, "fatigue", 7701, "Ann@example.com");
+    post(&server, "fatigue", 7702, "bob@example.com");
+    set_clock(&clock, t0 + 60_000);
+    eventually(Duration::from_secs(30), || {
+        (dry_runs(&data) == 2).then_some(())
+    })
+    .unwrap_or_else(|| panic!("not sent; logs:\n{}", server.logs()));
+    server.stop();
+    // Four days on, those two are archived; Ann's next receipt waits up to a week.
+    set_clock(&clock, t0 + 4 * DAY);
+    let server = start(&config, &data, Some(&clock), &[]);
+    let pending = post(&server, "webinar", 7701, "ann@example.com");
+    post(&server, "webinar", 7702, "bob@example.com");
+    eventually(Duration::from_secs(30), || {
+        (plans(&data).len() == 2).then_some(())
+    })
+    .unwrap_or_else(|| panic!("not planned; logs:\n{}", server.logs()));
+    assert_eq!(receipts_in(&data.join("archive"))[1].len(), 2);
+    common::sendtime(&config, &data, &["profiles"], &[]);
+    let contacts = sendtime::datasets::contacts::Contacts::load(&data).unwrap();
+    let index = |key: &str| contacts.get(key).unwrap().to_string();
+    let (ann, ann_id, bob) = (
+        index("ann@example.com"),
+        index("#7701"),
+        index("bob@example.com"),
+    );
+
+    // Beside a running serve: refused, nothing deleted.
+    let before = (
+        on_disk(&data, "email").len(),
+        on_disk(&data, "contact").len(),
+    );
+    let beside = common::run(&config, &data, &["erase", "ann@example.com"], &[]);
+    assert!(!beside.status.success());
+    server.stop();
+    let dry = common::sendtime(
+        &config,
+        &data,
+        &["erase", "--dry-run", "ann@example.com"],
+        &[],
+    );
+    assert!(dry.contains("events: 40 rows"), "{dry}");
+    assert_eq!(
+        (
+            on_disk(&data, "email").len(),
+            on_disk(&data, "contact").len()
+        ),
+        before
+    );
+
+    common::sendtime(&config, &data, &["erase", "ann@example.com"], &[]);
+    let emails = on_disk(&data, "email");
+    assert!(emails.iter().any(|e| e == "bob@example.com"));
+    assert!(
+        !emails
+            .iter()
+            .any(|e| e.eq_ignore_ascii_case("ann@example.com")),
+        "{emails:?}"
+    );
+    assert!(!on_disk(&data, "contact_id").contains(&"7701".to_string()));
+    let keys = on_disk(&data, "key");
+    assert!(keys.contains(&"bob@example.com".to_string()));
+    assert!(
+        !keys.iter().any(|k| k == "ann@example.com" || k == "#7701"),
+        "{keys:?}"
+    );
+    // Events and stored profile weights index contacts: Ann's two indices are in neither.
+    for folder in ["events", "profiles"] {
+        let indexed = on_disk(&data.join(folder), "contact");
+        assert!(indexed.contains(&bob), "{folder}");
+        assert!(
+            !indexed.contains(&ann) && !indexed.contains(&ann_id),
+            "{folder}"
+        );
+    }
+    assert_eq!(
+        sendtime::datasets::contacts::Contacts::load(&data)
+            .unwrap()
+            .len(),
+        contacts.len(),
+        "indices kept"
+    );
+
+    // Her pending receipt is not sent when its week is up; Bob's is.
+    set_clock(&clock, t0 + 12 * DAY);
+    let server = start(&config, &data, Some(&clock), &[]);
+    eventually(Duration::from_secs(30), || {
+        (dry_runs(&data) == 1).then_some(())
+    })
+    .unwrap_or_else(|| panic!("Bob's not sent; logs:\n{}", server.logs()));
+    common::wait_ticks(&server, 2);
+    server.stop();
+    assert!(outcomes(&data).iter().all(|r| r.receipt_id != pending));
+    assert_eq!(dry_runs(&data), 1);
+}
+
+/// An erase cut short leaves whom it erases in `state/erase.pending`: no dispatcher starts
+/// on the folder (a receipt half erased could be sent), and `erase` without a contact
+/// finishes it.
+#[test]
+fn an_erase_cut_short_stops_dispatching_until_it_is_finished() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let config = write_config(
+        dir.path(),
+        "http://127.0.0.1:9",
+        "dry_run = true",
+        &[&HOOKS[2]],
+    );
+    let server = start(&config, &data, None, &[]);
+    post(&server, "webinar", 7801, "cat@example.com");
+    post(&server, "webinar", 7802, "dan@example.com");
+    eventually(Duration::from_secs(30), || {
+        (plans(&data).len() == 2).then_some(())
+    })
+    .unwrap_or_else(|| panic!("not planned; logs:\n{}", server.logs()));
+    server.stop();
+    // As an erase of Cat leaves it when killed before deleting anything.
+    let intent = data.join("state/erase.pending");
+    std::fs::write(&intent, r#"{"emails":["cat@example.com"],"ids":[]}"#).unwrap();
+    let env = [("DISPATCH_SECRET", SECRET), ("DISPATCH_TOKEN", TOKEN)];
+    let refused = common::run(&config, &data, &["tick"], &env);
+    assert!(!refused.status.success());
+    assert_eq!(plans(&data).len(), 2);
+    let out = common::sendtime(&config, &data, &["erase"], &[]);
+    assert!(out.contains("contact: cat@example.com, #7801"), "{out}");
+    assert!(!intent.exists());
+    let left: Vec<Option<String>> = plans(&data).into_iter().map(|p| p.email).collect();
+    assert_eq!(left, [Some("dan@example.com".to_string())]);
+    common::sendtime(&config, &data, &["tick"], &env);
 }
 
 /// The receipt ids in each of a data folder's `inbox`, `plan` and `outcomes` (under `dir`,

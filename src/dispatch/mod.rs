@@ -156,6 +156,25 @@ pub fn dispatching(data_dir: &Path) -> anyhow::Result<bool> {
     Ok(lock.try_lock_shared().is_err())
 }
 
+/// Take the data folder's dispatch lock, held while the file is open; an error saying `why`
+/// when a `serve` or `tick` holds it.
+pub fn lock(data_dir: &Path, why: &str) -> anyhow::Result<std::fs::File> {
+    let lock = lock_file(&data_dir.join(LOCK))?;
+    // Tried for a moment: `sendtime pause` looks at the lock ([`dispatching`]) for as long
+    // as taking and letting it go takes.
+    let mut tries = 0;
+    while lock.try_lock().is_err() {
+        tries += 1;
+        anyhow::ensure!(
+            tries < 20,
+            "another sendtime (serve or tick) is dispatching from {}; stop it first ({why})",
+            data_dir.display()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(lock)
+}
+
 impl Dispatcher {
     /// Build the state from `plan/` and `outcomes/` under `data_dir`, recover the inbox (its
     /// write-ahead log replayed into parts) and collect the receipts not finished into the
@@ -164,20 +183,11 @@ impl Dispatcher {
     /// a running server is its own.
     pub fn open(data_dir: &Path, metrics: Metrics, clock: Clock) -> anyhow::Result<Dispatcher> {
         let request_timeout = connector::request_timeout()?;
-        let lock = lock_file(&data_dir.join(LOCK))?;
-        // Tried for a moment: `sendtime pause` looks at the lock ([`dispatching`]) for as long
-        // as taking and letting it go takes.
-        let mut tries = 0;
-        while lock.try_lock().is_err() {
-            tries += 1;
-            anyhow::ensure!(
-                tries < 20,
-                "another sendtime (serve or tick) is dispatching from {}; stop it first \
-                 (two dispatchers on one data folder would enroll contacts twice)",
-                data_dir.display()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let lock = lock(
+            data_dir,
+            "two dispatchers on one data folder would enroll contacts twice",
+        )?;
+        crate::erase::refuse_if_cut_short(data_dir)?;
         let plan_ds = plan::dataset(data_dir)?;
         let outcomes_ds = outcomes::dataset(data_dir)?;
         plan_ds.recover()?;

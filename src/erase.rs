@@ -1,0 +1,502 @@
+//! `sendtime erase`: delete what the data folder holds about a person, for an erasure
+//! request: its receipts (inbox, plan and outcome rows, live and archived), its email events,
+//! its entry in the contact dictionary (left as a blank: events index contacts by position)
+//! and its stored profile (rebuilt without it). Runs with `serve` and `tick` stopped, whose
+//! memory holds the same. Boundary: the data folder; logs, backups and `quarantine/` are the
+//! operator's to clear.
+
+use std::collections::{BTreeSet, HashSet};
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use polars::prelude::*;
+use serde::{Deserialize, Serialize};
+use ulid::Ulid;
+
+use crate::config::Config;
+use crate::datasets::contacts::{self, Contacts, is_email_address};
+use crate::datasets::{ARCHIVE, events, inbox, outcomes, plan};
+use crate::store::{Dataset, read_columns_or_null, write_durably};
+
+/// Whom an erase erases, written before it deletes anything and removed when it is done: a
+/// receipt whose plan row is gone and inbox row is not would be planned and sent again, so
+/// the dispatcher does not start while an erase is cut short.
+const INTENT: &str = "state/erase.pending";
+
+/// The people an erase is for: emails (lower-cased) and HubSpot ids, widened to those the
+/// same rows name beside them.
+#[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Person {
+    emails: BTreeSet<String>,
+    ids: BTreeSet<i64>,
+}
+
+impl Person {
+    /// From what a person typed: email addresses and HubSpot contact ids.
+    pub fn parse(queries: &[String]) -> anyhow::Result<Person> {
+        let mut person = Person::default();
+        for q in queries {
+            let q = q.trim();
+            match q.parse::<i64>() {
+                Ok(id) if id > 0 => {
+                    person.ids.insert(id);
+                }
+                _ if is_email_address(q) => {
+                    person.emails.insert(q.to_ascii_lowercase());
+                }
+                _ => anyhow::bail!(
+                    "{q:?} is neither an email address nor a HubSpot contact id (a positive number)"
+                ),
+            }
+        }
+        Ok(person)
+    }
+
+    fn is_empty(&self) -> bool {
+        self.emails.is_empty() && self.ids.is_empty()
+    }
+
+    fn matches(&self, email: Option<&str>, id: Option<i64>) -> bool {
+        id.is_some_and(|id| self.ids.contains(&id))
+            || email.is_some_and(|e| self.emails.contains(&e.trim().to_ascii_lowercase()))
+    }
+
+    /// A dictionary key (a lower-cased email, or `#` and the id) is this person's.
+    fn has_key(&self, key: &str) -> bool {
+        match key.strip_prefix('#') {
+            Some(id) => id.parse().is_ok_and(|id| self.ids.contains(&id)),
+            None => self.emails.contains(key),
+        }
+    }
+
+    /// Add what a row of this person's names beside what matched; whether it added any.
+    fn widen(&mut self, email: Option<&str>, id: Option<i64>) -> bool {
+        let mut added = false;
+        if let Some(e) = email.map(str::trim).filter(|e| !e.is_empty()) {
+            added |= self.emails.insert(e.to_ascii_lowercase());
+        }
+        if let Some(id) = id {
+            added |= self.ids.insert(id);
+        }
+        added
+    }
+
+    /// How the output names them.
+    fn names(&self) -> String {
+        self.emails
+            .iter()
+            .cloned()
+            .chain(self.ids.iter().map(|id| format!("#{id}")))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+/// What an erase found (and, unless a dry run, deleted).
+#[derive(Debug, Default)]
+pub struct Erased {
+    /// Who, widened.
+    pub person: Person,
+    /// Rows per dataset (its folder under the data folder), those with any.
+    pub rows: Vec<(String, usize)>,
+    /// Entries of the contact dictionary blanked.
+    pub contacts: usize,
+    /// The stored profiles were rebuilt without them.
+    pub profiles_rebuilt: bool,
+    /// Files in `quarantine/`, which may hold more and are not read.
+    pub quarantined: usize,
+}
+
+impl std::fmt::Display for Erased {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(f, "contact: {}", self.person.names())?;
+        if self.rows.is_empty() && self.contacts == 0 {
+            writeln!(f, "nothing held about them")?;
+        }
+        for (dataset, rows) in &self.rows {
+            writeln!(f, "{dataset}: {rows} rows")?;
+        }
+        if self.contacts > 0 {
+            writeln!(
+                f,
+                "contacts: {} dictionary entries (left blank: events index contacts by position)",
+                self.contacts
+            )?;
+        }
+        if self.profiles_rebuilt {
+            writeln!(f, "profiles: rebuilt without them")?;
+        }
+        if self.quarantined > 0 {
+            writeln!(
+                f,
+                "warning: quarantine/ holds {} files set aside as unreadable, not searched: they may hold rows of this contact",
+                self.quarantined
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// Erase `queries` (emails, HubSpot ids) from the data folder of `config`, or with `dry_run`
+/// only count what would go. Without queries, finish an erase that was cut short.
+pub fn run(config: &Config, queries: &[String], dry_run: bool) -> anyhow::Result<Erased> {
+    let data_dir = &config.server.data_dir;
+    let _dispatching = crate::dispatch::lock(
+        data_dir,
+        "its memory holds the contact's receipts and profile, which it would write back",
+    )?;
+    let intent = data_dir.join(INTENT);
+    let mut person = Person::parse(queries)?;
+    if let Some(cut_short) = read_intent(&intent)? {
+        anyhow::ensure!(
+            !dry_run,
+            "an erase was cut short: run `sendtime erase` without --dry-run to finish it"
+        );
+        person.emails.extend(cut_short.emails);
+        person.ids.extend(cut_short.ids);
+    }
+    anyhow::ensure!(
+        !person.is_empty(),
+        "name the contact to erase: an email address or a HubSpot contact id"
+    );
+    // Receipts still in the write-ahead log become rows first, so they are found.
+    inbox::recover(data_dir)?;
+    // Imports take turns with this on the events lock; one that crashed is finished first,
+    // so its hidden parts cannot bring events back.
+    let _importing = events::lock(data_dir)?;
+    events::recover_locked(data_dir)?;
+    let dictionary = Contacts::load(data_dir)?;
+    widen(data_dir, &dictionary, &mut person)?;
+    let receipts = receipt_ids(data_dir, &person)?;
+
+    let mut erased = Erased {
+        quarantined: count_files(&data_dir.join("quarantine")),
+        ..Erased::default()
+    };
+    if !dry_run {
+        std::fs::create_dir_all(intent.parent().expect("INTENT has a folder"))?;
+        write_durably(&intent, &serde_json::to_vec(&person)?)?;
+    }
+    for (dataset, columns) in receipt_datasets(data_dir)? {
+        let pick = |df: &DataFrame| pick_receipt_rows(df, &person, &receipts);
+        let rows = match dry_run {
+            true => count_rows(&dataset, &columns, pick)?,
+            false => dataset.remove_rows(&columns, pick)?,
+        };
+        erased.record(data_dir, &dataset, rows);
+    }
+    let indices: HashSet<u32> = (0..dictionary.len())
+        .filter(|&i| is_theirs(&person, &dictionary, i))
+        .map(|i| i as u32)
+        .collect();
+    let events_ds = events::dataset(data_dir)?;
+    let columns = [
+        events::col::CONTACT,
+        events::col::EMAIL,
+        events::col::CONTACT_ID,
+    ];
+    let pick = |df: &DataFrame| pick_events(df, &person, &indices);
+    let rows = match dry_run {
+        true => count_rows(&events_ds, &columns, pick)?,
+        false => events_ds.remove_rows(&columns, pick)?,
+    };
+    erased.record(data_dir, &events_ds, rows);
+    erased.contacts = indices.len();
+    if !dry_run {
+        blank(data_dir, &person, &indices)?;
+        let stored = data_dir.join("profiles").join("state.json").exists();
+        if stored && (rows > 0 || !indices.is_empty()) {
+            crate::model::stored::update(data_dir, config.model, crate::time::now_ms(), true)
+                .context("the contact's rows are erased, but the stored profiles could not be rebuilt: run `sendtime profiles --rebuild`")?;
+            erased.profiles_rebuilt = true;
+        }
+        std::fs::remove_file(&intent)?;
+        crate::store::sync_dir(intent.parent().expect("INTENT has a folder"))?;
+    }
+    erased.person = person;
+    Ok(erased)
+}
+
+/// Stop a dispatcher from starting on a data folder whose erase was cut short.
+pub fn refuse_if_cut_short(data_dir: &Path) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        !data_dir.join(INTENT).exists(),
+        "an erase was cut short (its receipts may be half deleted, and one could be sent): run `sendtime erase` to finish it ({} names whom)",
+        data_dir.join(INTENT).display()
+    );
+    Ok(())
+}
+
+fn read_intent(path: &Path) -> anyhow::Result<Option<Person>> {
+    match std::fs::read(path) {
+        Ok(bytes) => Ok(Some(serde_json::from_slice(&bytes).with_context(|| {
+            format!("cannot read {} (an erase cut short)", path.display())
+        })?)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+impl Erased {
+    fn record(&mut self, data_dir: &Path, dataset: &Dataset, rows: usize) {
+        if rows > 0 {
+            let name = dataset.dir.strip_prefix(data_dir).unwrap_or(&dataset.dir);
+            self.rows.push((name.display().to_string(), rows));
+        }
+    }
+}
+
+/// The datasets holding receipts, live then archived, each's inbox and plan rows before its
+/// outcomes; the columns the erase reads.
+fn receipt_datasets(data_dir: &Path) -> anyhow::Result<Vec<(Dataset, Vec<&'static str>)>> {
+    let mut out = Vec::new();
+    for dir in [data_dir.to_path_buf(), data_dir.join(ARCHIVE)] {
+        for (name, columns) in [
+            (inbox::NAME, RECEIPT_COLUMNS.to_vec()),
+            (plan::NAME, RECEIPT_COLUMNS.to_vec()),
+            (
+                outcomes::NAME,
+                vec![outcomes::col::RECEIPT_ID, outcomes::col::MESSAGE],
+            ),
+        ] {
+            if dir.join(name).is_dir() {
+                out.push((Dataset::open(&dir, name)?, columns));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The columns of inbox and plan rows that say whose receipt it is (the same in both).
+const RECEIPT_COLUMNS: [&str; 3] = [
+    inbox::col::RECEIPT_ID,
+    inbox::col::EMAIL,
+    inbox::col::CONTACT_ID,
+];
+
+/// A receipt row's receipt id, email and contact id.
+type ReceiptRow<'a> = (Option<&'a str>, Option<&'a str>, Option<i64>);
+
+fn receipt_rows(df: &DataFrame) -> anyhow::Result<Vec<ReceiptRow<'_>>> {
+    let ids = df.column(inbox::col::RECEIPT_ID)?.str()?;
+    let emails = df.column(inbox::col::EMAIL)?.str()?;
+    let contact_ids = df.column(inbox::col::CONTACT_ID)?.i64()?;
+    Ok(ids
+        .iter()
+        .zip(emails.iter())
+        .zip(contact_ids.iter())
+        .map(|((r, e), c)| (r, e, c))
+        .collect())
+}
+
+/// Read `columns` of every inbox and plan part (live and archived) through `visit`.
+fn each_receipt_part(
+    data_dir: &Path,
+    mut visit: impl FnMut(&DataFrame) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    for (dataset, columns) in receipt_datasets(data_dir)? {
+        if columns != RECEIPT_COLUMNS {
+            continue;
+        }
+        for part in dataset.parts()? {
+            visit(&read_columns_or_null(
+                &part,
+                &[
+                    (inbox::col::RECEIPT_ID, DataType::String),
+                    (inbox::col::EMAIL, DataType::String),
+                    (inbox::col::CONTACT_ID, DataType::Int64),
+                ],
+            )?)?;
+        }
+    }
+    Ok(())
+}
+
+/// Widen `person` to the emails and ids their receipts and dictionary entries name beside
+/// the ones given, until nothing new turns up.
+fn widen(data_dir: &Path, dictionary: &Contacts, person: &mut Person) -> anyhow::Result<()> {
+    loop {
+        let mut added = false;
+        each_receipt_part(data_dir, |df| {
+            for (_, email, id) in receipt_rows(df)? {
+                if person.matches(email, id) {
+                    added |= person.widen(email, id);
+                }
+            }
+            Ok(())
+        })?;
+        for i in 0..dictionary.len() {
+            if is_theirs(person, dictionary, i) {
+                let key = &dictionary.keys[i];
+                let email = (!key.starts_with('#')).then_some(key.as_str());
+                added |= person.widen(email, dictionary.contact_ids[i]);
+            }
+        }
+        if !added {
+            return Ok(());
+        }
+    }
+}
+
+fn is_theirs(person: &Person, dictionary: &Contacts, i: usize) -> bool {
+    person.has_key(&dictionary.keys[i])
+        || dictionary.contact_ids[i].is_some_and(|id| person.ids.contains(&id))
+}
+
+/// The ids of `person`'s receipts: their outcome rows carry no email.
+fn receipt_ids(data_dir: &Path, person: &Person) -> anyhow::Result<HashSet<String>> {
+    let mut out = HashSet::new();
+    each_receipt_part(data_dir, |df| {
+        for (receipt, email, id) in receipt_rows(df)? {
+            if let Some(receipt) = receipt.filter(|_| person.matches(email, id)) {
+                out.insert(receipt.to_string());
+            }
+        }
+        Ok(())
+    })?;
+    Ok(out)
+}
+
+/// Rows of `person`'s receipts; in outcomes, also a message naming one of their emails (an
+/// outcome row left by an erase cut short, or HubSpot's error text).
+fn pick_receipt_rows(
+    df: &DataFrame,
+    person: &Person,
+    receipts: &HashSet<String>,
+) -> anyhow::Result<BooleanChunked> {
+    let ids = df.column(inbox::col::RECEIPT_ID)?.str()?;
+    let theirs = |i: usize| ids.get(i).is_some_and(|r| receipts.contains(r));
+    Ok(match df.column(outcomes::col::MESSAGE) {
+        Ok(messages) => {
+            let messages = messages.str()?;
+            (0..df.height())
+                .map(|i| {
+                    theirs(i)
+                        || messages.get(i).is_some_and(|m| {
+                            let m = m.to_ascii_lowercase();
+                            person.emails.iter().any(|e| m.contains(e.as_str()))
+                        })
+                })
+                .collect()
+        }
+        Err(_) => {
+            let rows = receipt_rows(df)?;
+            rows.iter()
+                .enumerate()
+                .map(|(i, (_, email, id))| theirs(i) || person.matches(*email, *id))
+                .collect()
+        }
+    })
+}
+
+/// Events of `person`: by the dictionary's index, or by the email or id they carry.
+fn pick_events(
+    df: &DataFrame,
+    person: &Person,
+    indices: &HashSet<u32>,
+) -> anyhow::Result<BooleanChunked> {
+    let contact = df.column(events::col::CONTACT)?.u32()?;
+    let email = df
+        .column(events::col::EMAIL)
+        .ok()
+        .map(|c| c.str())
+        .transpose()?;
+    let id = df
+        .column(events::col::CONTACT_ID)
+        .ok()
+        .map(|c| c.i64())
+        .transpose()?;
+    Ok((0..df.height())
+        .map(|i| {
+            contact.get(i).is_some_and(|c| indices.contains(&c))
+                || person.matches(email.and_then(|e| e.get(i)), id.and_then(|id| id.get(i)))
+        })
+        .collect())
+}
+
+/// How many rows `picked` chooses in `dataset`, reading only `columns`.
+fn count_rows(
+    dataset: &Dataset,
+    columns: &[&str],
+    picked: impl Fn(&DataFrame) -> anyhow::Result<BooleanChunked>,
+) -> anyhow::Result<usize> {
+    let mut n = 0;
+    for part in dataset.parts()? {
+        let df = crate::store::read_present_columns(&part, columns)?;
+        n += picked(&df)?.sum().unwrap_or(0) as usize;
+    }
+    Ok(n)
+}
+
+/// Blank the dictionary entries `indices`: each index keeps a row (events index contacts by
+/// position, and a gap stops every reader), under a key no query matches and without an id.
+/// The blanks are written before the entries go, so a crash leaves both, never a gap; the
+/// next erase removes the entries left.
+fn blank(data_dir: &Path, person: &Person, indices: &HashSet<u32>) -> anyhow::Result<()> {
+    let dataset = contacts::dataset(data_dir)?;
+    if !indices.is_empty() {
+        let mut sorted: Vec<u32> = indices.iter().copied().collect();
+        sorted.sort_unstable();
+        let keys: Vec<String> = sorted.iter().map(|i| format!("~erased-{i}")).collect();
+        let mut df = DataFrame::new(
+            sorted.len(),
+            vec![
+                Column::new(contacts::col::CONTACT.into(), sorted),
+                Column::new(contacts::col::KEY.into(), keys),
+                Column::new(
+                    contacts::col::CONTACT_ID.into(),
+                    vec![None::<i64>; indices.len()],
+                ),
+            ],
+        )?;
+        dataset.write_part(Ulid::generate(), &mut df)?;
+    }
+    dataset.remove_rows(&[contacts::col::KEY, contacts::col::CONTACT_ID], |df| {
+        let keys = df.column(contacts::col::KEY)?.str()?;
+        let ids = df.column(contacts::col::CONTACT_ID)?.i64()?;
+        Ok(keys
+            .iter()
+            .zip(ids.iter())
+            .map(|(k, id)| {
+                k.is_some_and(|k| person.has_key(k))
+                    || id.is_some_and(|id| person.ids.contains(&id))
+            })
+            .collect())
+    })?;
+    Ok(())
+}
+
+fn count_files(dir: &Path) -> usize {
+    let mut n = 0;
+    let mut folders: Vec<PathBuf> = vec![dir.to_path_buf()];
+    while let Some(folder) = folders.pop() {
+        let Ok(entries) = std::fs::read_dir(&folder) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                folders.push(path);
+            } else {
+                n += 1;
+            }
+        }
+    }
+    n
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_query_is_an_email_or_an_id() {
+        let p = Person::parse(&["Ann@Example.com".into(), " 42 ".into()]).unwrap();
+        assert!(p.matches(Some("ann@example.COM"), None));
+        assert!(p.matches(None, Some(42)));
+        assert!(p.has_key("#42") && p.has_key("ann@example.com") && !p.has_key("#4"));
+        for bad in ["0", "-3", "ann", "a b@c.d"] {
+            assert!(Person::parse(&[bad.into()]).is_err(), "{bad}");
+        }
+    }
+}
