@@ -18,10 +18,19 @@ use crate::datasets::contacts::{self, Contacts, is_email_address};
 use crate::datasets::{ARCHIVE, events, inbox, outcomes, plan};
 use crate::store::{Dataset, read_columns_or_null, write_durably};
 
-/// Whom an erase erases, written before it deletes anything and removed when it is done: a
-/// receipt whose plan row is gone and inbox row is not would be planned and sent again, so
-/// the dispatcher does not start while an erase is cut short.
+/// Whom an erase erases ([`Intent`]), written before it deletes anything and removed when it
+/// is done: a receipt whose plan row is gone and inbox row is not would be planned and sent
+/// again, so the dispatcher does not start while an erase is cut short.
 const INTENT: &str = "state/erase.pending";
+
+/// What an erase cut short left to do.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Intent {
+    person: Person,
+    /// Their receipts: outcome rows name no contact, and a receipt's inbox and plan rows may
+    /// be gone already.
+    receipts: BTreeSet<String>,
+}
 
 /// The people an erase is for: emails (lower-cased) and HubSpot ids, widened to those the
 /// same rows name beside them.
@@ -147,14 +156,13 @@ pub fn run(config: &Config, queries: &[String], dry_run: bool) -> anyhow::Result
     )?;
     let intent = data_dir.join(INTENT);
     let mut person = Person::parse(queries)?;
-    if let Some(cut_short) = read_intent(&intent)? {
-        anyhow::ensure!(
-            !dry_run,
-            "an erase was cut short: run `sendtime erase` without --dry-run to finish it"
-        );
-        person.emails.extend(cut_short.emails);
-        person.ids.extend(cut_short.ids);
-    }
+    let cut_short = read_intent(&intent)?.unwrap_or_default();
+    anyhow::ensure!(
+        !dry_run || cut_short.person.is_empty(),
+        "an erase was cut short: run `sendtime erase` without --dry-run to finish it"
+    );
+    person.emails.extend(cut_short.person.emails);
+    person.ids.extend(cut_short.person.ids);
     anyhow::ensure!(
         !person.is_empty(),
         "name the contact to erase: an email address or a HubSpot contact id"
@@ -167,7 +175,8 @@ pub fn run(config: &Config, queries: &[String], dry_run: bool) -> anyhow::Result
     events::recover_locked(data_dir)?;
     let dictionary = Contacts::load(data_dir)?;
     widen(data_dir, &dictionary, &mut person)?;
-    let receipts = receipt_ids(data_dir, &person)?;
+    let mut receipts = receipt_ids(data_dir, &person)?;
+    receipts.extend(cut_short.receipts);
 
     let mut erased = Erased {
         quarantined: count_files(&data_dir.join("quarantine")),
@@ -175,7 +184,11 @@ pub fn run(config: &Config, queries: &[String], dry_run: bool) -> anyhow::Result
     };
     if !dry_run {
         std::fs::create_dir_all(intent.parent().expect("INTENT has a folder"))?;
-        write_durably(&intent, &serde_json::to_vec(&person)?)?;
+        let writing = Intent {
+            person: person.clone(),
+            receipts: receipts.clone(),
+        };
+        write_durably(&intent, &serde_json::to_vec(&writing)?)?;
     }
     for (dataset, columns) in receipt_datasets(data_dir)? {
         let pick = |df: &DataFrame| pick_receipt_rows(df, &person, &receipts);
@@ -227,7 +240,7 @@ pub fn refuse_if_cut_short(data_dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn read_intent(path: &Path) -> anyhow::Result<Option<Person>> {
+fn read_intent(path: &Path) -> anyhow::Result<Option<Intent>> {
     match std::fs::read(path) {
         Ok(bytes) => Ok(Some(serde_json::from_slice(&bytes).with_context(|| {
             format!("cannot read {} (an erase cut short)", path.display())
@@ -254,10 +267,7 @@ fn receipt_datasets(data_dir: &Path) -> anyhow::Result<Vec<(Dataset, Vec<&'stati
         for (name, columns) in [
             (inbox::NAME, RECEIPT_COLUMNS.to_vec()),
             (plan::NAME, RECEIPT_COLUMNS.to_vec()),
-            (
-                outcomes::NAME,
-                vec![outcomes::col::RECEIPT_ID, outcomes::col::MESSAGE],
-            ),
+            (outcomes::NAME, vec![outcomes::col::RECEIPT_ID]),
         ] {
             if dir.join(name).is_dir() {
                 out.push((Dataset::open(&dir, name)?, columns));
@@ -344,8 +354,8 @@ fn is_theirs(person: &Person, dictionary: &Contacts, i: usize) -> bool {
 }
 
 /// The ids of `person`'s receipts: their outcome rows carry no email.
-fn receipt_ids(data_dir: &Path, person: &Person) -> anyhow::Result<HashSet<String>> {
-    let mut out = HashSet::new();
+fn receipt_ids(data_dir: &Path, person: &Person) -> anyhow::Result<BTreeSet<String>> {
+    let mut out = BTreeSet::new();
     each_receipt_part(data_dir, |df| {
         for (receipt, email, id) in receipt_rows(df)? {
             if let Some(receipt) = receipt.filter(|_| person.matches(email, id)) {
@@ -357,36 +367,23 @@ fn receipt_ids(data_dir: &Path, person: &Person) -> anyhow::Result<HashSet<Strin
     Ok(out)
 }
 
-/// Rows of `person`'s receipts; in outcomes, also a message naming one of their emails (an
-/// outcome row left by an erase cut short, or HubSpot's error text).
+/// Rows of `person`'s receipts: by id (outcome rows name no contact), or by whom they name.
 fn pick_receipt_rows(
     df: &DataFrame,
     person: &Person,
-    receipts: &HashSet<String>,
+    receipts: &BTreeSet<String>,
 ) -> anyhow::Result<BooleanChunked> {
     let ids = df.column(inbox::col::RECEIPT_ID)?.str()?;
-    let theirs = |i: usize| ids.get(i).is_some_and(|r| receipts.contains(r));
-    Ok(match df.column(outcomes::col::MESSAGE) {
-        Ok(messages) => {
-            let messages = messages.str()?;
-            (0..df.height())
-                .map(|i| {
-                    theirs(i)
-                        || messages.get(i).is_some_and(|m| {
-                            let m = m.to_ascii_lowercase();
-                            person.emails.iter().any(|e| m.contains(e.as_str()))
-                        })
-                })
-                .collect()
-        }
-        Err(_) => {
-            let rows = receipt_rows(df)?;
-            rows.iter()
-                .enumerate()
-                .map(|(i, (_, email, id))| theirs(i) || person.matches(*email, *id))
-                .collect()
-        }
-    })
+    if df.column(inbox::col::EMAIL).is_err() {
+        return Ok(ids
+            .iter()
+            .map(|r| r.is_some_and(|r| receipts.contains(r)))
+            .collect());
+    }
+    Ok(receipt_rows(df)?
+        .into_iter()
+        .map(|(r, email, id)| r.is_some_and(|r| receipts.contains(r)) || person.matches(email, id))
+        .collect())
 }
 
 /// Events of `person`: by the dictionary's index, or by the email or id they carry.

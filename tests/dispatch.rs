@@ -2865,9 +2865,9 @@ fn erase_deletes_a_person_from_every_file_and_nothing_else() {
     assert_eq!(dry_runs(&data), 1);
 }
 
-/// An erase cut short leaves whom it erases in `state/erase.pending`: no dispatcher starts
-/// on the folder (a receipt half erased could be sent), and `erase` without a contact
-/// finishes it.
+/// An erase cut short leaves whom it erases, and their receipts, in `state/erase.pending`:
+/// no dispatcher starts on the folder (a receipt half erased could be sent), and `erase`
+/// without a contact finishes it, outcome rows of receipts whose other rows went included.
 #[test]
 fn an_erase_cut_short_stops_dispatching_until_it_is_finished() {
     let dir = tempfile::tempdir().unwrap();
@@ -2876,28 +2876,48 @@ fn an_erase_cut_short_stops_dispatching_until_it_is_finished() {
         dir.path(),
         "http://127.0.0.1:9",
         "dry_run = true",
-        &[&HOOKS[2]],
+        &[&HOOKS[3]],
     );
-    let server = start(&config, &data, None, &[]);
-    post(&server, "webinar", 7801, "cat@example.com");
-    post(&server, "webinar", 7802, "dan@example.com");
+    let clock = dir.path().join("clock");
+    set_clock(&clock, now_ms());
+    let server = start(&config, &data, Some(&clock), &[]);
+    let cat = post(&server, "fatigue", 7801, "cat@example.com");
+    let dan = post(&server, "fatigue", 7802, "dan@example.com");
+    set_clock(&clock, now_ms() + 60_000);
     eventually(Duration::from_secs(30), || {
-        (plans(&data).len() == 2).then_some(())
+        (dry_runs(&data) == 2).then_some(())
     })
-    .unwrap_or_else(|| panic!("not planned; logs:\n{}", server.logs()));
+    .unwrap_or_else(|| panic!("not sent; logs:\n{}", server.logs()));
     server.stop();
-    // As an erase of Cat leaves it when killed before deleting anything.
+    // As an erase of Cat leaves it when killed after her inbox and plan rows went.
+    for name in ["inbox", "plan"] {
+        Dataset::open(&data, name)
+            .unwrap()
+            .remove_rows(&["receipt_id"], |df| {
+                Ok(df
+                    .column("receipt_id")?
+                    .str()?
+                    .iter()
+                    .map(|r| r == Some(cat.as_str()))
+                    .collect())
+            })
+            .unwrap();
+    }
     let intent = data.join("state/erase.pending");
-    std::fs::write(&intent, r#"{"emails":["cat@example.com"],"ids":[]}"#).unwrap();
+    std::fs::write(
+        &intent,
+        format!(r#"{{"person":{{"emails":["cat@example.com"],"ids":[]}},"receipts":["{cat}"]}}"#),
+    )
+    .unwrap();
     let env = [("DISPATCH_SECRET", SECRET), ("DISPATCH_TOKEN", TOKEN)];
     let refused = common::run(&config, &data, &["tick"], &env);
     assert!(!refused.status.success());
-    assert_eq!(plans(&data).len(), 2);
     let out = common::sendtime(&config, &data, &["erase"], &[]);
-    assert!(out.contains("contact: cat@example.com, #7801"), "{out}");
+    assert!(out.contains("contact: cat@example.com"), "{out}");
     assert!(!intent.exists());
-    let left: Vec<Option<String>> = plans(&data).into_iter().map(|p| p.email).collect();
-    assert_eq!(left, [Some("dan@example.com".to_string())]);
+    let left: Vec<String> = outcomes(&data).into_iter().map(|r| r.receipt_id).collect();
+    assert_eq!(left, std::slice::from_ref(&dan));
+    assert_eq!(receipts_in(&data)[1], HashSet::from([dan]));
     common::sendtime(&config, &data, &["tick"], &env);
 }
 
