@@ -139,8 +139,9 @@ pub enum Command {
     /// inbox, plan and outcome rows, live and archived, their email events, their contact
     /// dictionary entry (left blank), and their stored profile (the profiles are rebuilt).
     ///
-    /// Give each email address and HubSpot contact id the person is known by; the ones their
-    /// rows name beside those are erased too. Stop `serve` first (its memory holds the same
+    /// Give each email address and HubSpot contact id the person is known by: when their
+    /// rows name others (a receipt carries both), it says which and deletes nothing (see
+    /// --only). Stop `serve` first (its memory holds the same
     /// rows, and it refuses to start while an erase is cut short: run `erase` again, with no
     /// contact, to finish one). Events imported again (a CSV that still holds them) come
     /// back; logs, backups and `quarantine/` are not searched.
@@ -148,7 +149,12 @@ pub enum Command {
         /// Email addresses and HubSpot contact ids.
         #[arg(value_name = "CONTACT")]
         contacts: Vec<String>,
-        /// Count what would be deleted; delete nothing.
+        /// Erase only the rows of the emails and ids given, though their rows name others
+        /// (without it, that is refused, naming them).
+        #[arg(long)]
+        only: bool,
+        /// Count what would be deleted, and name the emails and ids their rows link to;
+        /// delete nothing.
         #[arg(long)]
         dry_run: bool,
     },
@@ -521,9 +527,13 @@ pub fn main() -> ExitCode {
             );
             ExitCode::SUCCESS
         }
-        Command::Erase { contacts, dry_run } => report(
+        Command::Erase {
+            contacts,
+            only,
+            dry_run,
+        } => report(
             load_config_with_data(&cli.config, &overrides)
-                .and_then(|c| crate::erase::run(&c, &contacts, dry_run))
+                .and_then(|c| crate::erase::run(&c, &contacts, only, dry_run))
                 .map(|erased| {
                     print!(
                         "{}{erased}",

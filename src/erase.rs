@@ -78,16 +78,12 @@ impl Person {
         }
     }
 
-    /// Add what a row of this person's names beside what matched; whether it added any.
-    fn widen(&mut self, email: Option<&str>, id: Option<i64>) -> bool {
-        let mut added = false;
+    /// Add what a row of this person's names beside what matched.
+    fn widen(&mut self, email: Option<&str>, id: Option<i64>) {
         if let Some(e) = email.map(str::trim).filter(|e| !e.is_empty()) {
-            added |= self.emails.insert(e.to_ascii_lowercase());
+            self.emails.insert(e.to_ascii_lowercase());
         }
-        if let Some(id) = id {
-            added |= self.ids.insert(id);
-        }
-        added
+        self.ids.extend(id);
     }
 
     /// How the output names them.
@@ -104,8 +100,10 @@ impl Person {
 /// What an erase found (and, unless a dry run, deleted).
 #[derive(Debug, Default)]
 pub struct Erased {
-    /// Who, widened.
+    /// Who.
     pub person: Person,
+    /// Emails and ids their rows name beside those given, not erased.
+    pub linked: Person,
     /// Rows per dataset (its folder under the data folder), those with any.
     pub rows: Vec<(String, usize)>,
     /// Entries of the contact dictionary blanked.
@@ -124,6 +122,13 @@ impl std::fmt::Display for Erased {
         }
         for (dataset, rows) in &self.rows {
             writeln!(f, "{dataset}: {rows} rows")?;
+        }
+        if !self.linked.is_empty() {
+            writeln!(
+                f,
+                "their rows also name (not erased): {}",
+                self.linked.names()
+            )?;
         }
         if self.contacts > 0 {
             writeln!(
@@ -147,8 +152,15 @@ impl std::fmt::Display for Erased {
 }
 
 /// Erase `queries` (emails, HubSpot ids) from the data folder of `config`, or with `dry_run`
-/// only count what would go. Without queries, finish an erase that was cut short.
-pub fn run(config: &Config, queries: &[String], dry_run: bool) -> anyhow::Result<Erased> {
+/// only count what would go. Without queries, finish an erase that was cut short. Refused
+/// when their rows name other emails or ids (a HubSpot id is one account's, and an address
+/// may have passed between people: whose they are is the operator's call), unless `only`.
+pub fn run(
+    config: &Config,
+    queries: &[String],
+    only: bool,
+    dry_run: bool,
+) -> anyhow::Result<Erased> {
     let data_dir = &config.server.data_dir;
     let _dispatching = crate::dispatch::lock(
         data_dir,
@@ -157,8 +169,10 @@ pub fn run(config: &Config, queries: &[String], dry_run: bool) -> anyhow::Result
     let intent = data_dir.join(INTENT);
     let mut person = Person::parse(queries)?;
     let cut_short = read_intent(&intent)?.unwrap_or_default();
+    // What an erase cut short was cleared for is finished as it was.
+    let finishing = !cut_short.person.is_empty();
     anyhow::ensure!(
-        !dry_run || cut_short.person.is_empty(),
+        !dry_run || !finishing,
         "an erase was cut short: run `sendtime erase` without --dry-run to finish it"
     );
     person.emails.extend(cut_short.person.emails);
@@ -167,23 +181,36 @@ pub fn run(config: &Config, queries: &[String], dry_run: bool) -> anyhow::Result
         !person.is_empty(),
         "name the contact to erase: an email address or a HubSpot contact id"
     );
-    // Receipts still in the write-ahead log become rows first, so they are found.
+    // Receipts still in the write-ahead log become rows first, so they are found, and what
+    // a crashed writer left (temporary files, compactions) is cleared, as a start would.
     inbox::recover(data_dir)?;
+    for (dataset, _) in receipt_datasets(data_dir)? {
+        dataset.recover()?;
+    }
     // Imports take turns with this on the events lock; one that crashed is finished first,
     // so its hidden parts cannot bring events back.
     let _importing = events::lock(data_dir)?;
     events::recover_locked(data_dir)?;
     let dictionary = Contacts::load(data_dir)?;
-    widen(data_dir, &dictionary, &mut person)?;
+    let linked = linked(data_dir, &dictionary, &person)?;
+    anyhow::ensure!(
+        linked.is_empty() || only || dry_run || finishing,
+        "their rows also name {}: give those too to erase everything held about this person, \
+         or add --only to erase just the rows of what was given (check first that they are \
+         the same person: a HubSpot id belongs to one account, and an address can pass \
+         between people)",
+        linked.names()
+    );
     let mut receipts = receipt_ids(data_dir, &person)?;
     receipts.extend(cut_short.receipts);
 
     let mut erased = Erased {
         quarantined: count_files(&data_dir.join("quarantine")),
+        linked,
         ..Erased::default()
     };
     if !dry_run {
-        std::fs::create_dir_all(intent.parent().expect("INTENT has a folder"))?;
+        crate::store::create_dir_durably(intent.parent().expect("INTENT has a folder"))?;
         let writing = Intent {
             person: person.clone(),
             receipts: receipts.clone(),
@@ -322,30 +349,28 @@ fn each_receipt_part(
     Ok(())
 }
 
-/// Widen `person` to the emails and ids their receipts and dictionary entries name beside
-/// the ones given, until nothing new turns up.
-fn widen(data_dir: &Path, dictionary: &Contacts, person: &mut Person) -> anyhow::Result<()> {
-    loop {
-        let mut added = false;
-        each_receipt_part(data_dir, |df| {
-            for (_, email, id) in receipt_rows(df)? {
-                if person.matches(email, id) {
-                    added |= person.widen(email, id);
-                }
-            }
-            Ok(())
-        })?;
-        for i in 0..dictionary.len() {
-            if is_theirs(person, dictionary, i) {
-                let key = &dictionary.keys[i];
-                let email = (!key.starts_with('#')).then_some(key.as_str());
-                added |= person.widen(email, dictionary.contact_ids[i]);
+/// The emails and ids that `person`'s receipts and dictionary entries name beside theirs.
+fn linked(data_dir: &Path, dictionary: &Contacts, person: &Person) -> anyhow::Result<Person> {
+    let mut wider = person.clone();
+    each_receipt_part(data_dir, |df| {
+        for (_, email, id) in receipt_rows(df)? {
+            if person.matches(email, id) {
+                wider.widen(email, id);
             }
         }
-        if !added {
-            return Ok(());
+        Ok(())
+    })?;
+    for i in 0..dictionary.len() {
+        if is_theirs(person, dictionary, i) {
+            let key = &dictionary.keys[i];
+            let email = (!key.starts_with('#')).then_some(key.as_str());
+            wider.widen(email, dictionary.contact_ids[i]);
         }
     }
+    Ok(Person {
+        emails: &wider.emails - &person.emails,
+        ids: &wider.ids - &person.ids,
+    })
 }
 
 fn is_theirs(person: &Person, dictionary: &Contacts, i: usize) -> bool {
@@ -434,7 +459,10 @@ fn blank(data_dir: &Path, person: &Person, indices: &HashSet<u32>) -> anyhow::Re
     if !indices.is_empty() {
         let mut sorted: Vec<u32> = indices.iter().copied().collect();
         sorted.sort_unstable();
-        let keys: Vec<String> = sorted.iter().map(|i| format!("~erased-{i}")).collect();
+        let keys: Vec<String> = sorted
+            .iter()
+            .map(|i| format!("{}{i}", contacts::ERASED))
+            .collect();
         let mut df = DataFrame::new(
             sorted.len(),
             vec![

@@ -14,6 +14,10 @@ use crate::store::{Dataset, concat_frames};
 /// The folder under the data directory.
 pub const NAME: &str = "contacts";
 
+/// How the key of an erased contact's entry starts (`sendtime erase`): the entry stays, since
+/// events index contacts by position, but no lookup finds it.
+pub const ERASED: &str = "~erased-";
+
 /// Column names.
 pub mod col {
     /// The dense index (`u32`).
@@ -113,6 +117,9 @@ impl KeyIndex {
     }
 
     fn insert(&mut self, key: &str, index: u32) {
+        if key.starts_with(ERASED) {
+            return;
+        }
         match id_of_key(key) {
             Some(id) => self.ids.insert(id, index),
             None => self.text.insert(key.to_string(), index),

@@ -10,7 +10,7 @@
 //! spot HubSpot's retries) and the dispatcher (which releases what it finishes).
 
 /// Where finished receipts past the replay window go (`{data_dir}/archive/{inbox,plan,outcomes}`),
-/// out of what start-up reads; kept, never deleted.
+/// out of what start-up reads; deleted after `[server] archive_days`, if set.
 pub const ARCHIVE: &str = "archive";
 
 pub mod contacts;

@@ -83,3 +83,23 @@ pub(super) fn prune(data_dir: &Path, before: i64) -> anyhow::Result<usize> {
     }
     Ok(deleted)
 }
+
+/// Where the time of the last [`prune`] is kept (epoch ms, as text): a `tick` run every
+/// minute by cron is a new process each time, and would prune every minute.
+const PRUNED_AT: &str = "state/archive_pruned";
+
+/// When the archive was last pruned; never, if unknown.
+pub(super) fn pruned_at(data_dir: &Path) -> i64 {
+    std::fs::read_to_string(data_dir.join(PRUNED_AT))
+        .ok()
+        .and_then(|t| t.trim().parse().ok())
+        .unwrap_or(i64::MIN)
+}
+
+/// Keep `at` as the time of the last prune.
+pub(super) fn record_pruned(data_dir: &Path, at: i64) -> anyhow::Result<()> {
+    let path = data_dir.join(PRUNED_AT);
+    crate::store::create_dir_durably(path.parent().expect("PRUNED_AT has a folder"))?;
+    crate::store::write_durably(&path, at.to_string().as_bytes())?;
+    Ok(())
+}

@@ -119,7 +119,7 @@ pub struct Dispatcher {
     /// replay window's clock.
     archived_at_ms: i64,
     /// When archived receipts past `archive_days` were last deleted
-    /// ([`Dispatcher::prune_if_due`]); never, at start-up.
+    /// ([`Dispatcher::prune_if_due`]), kept across starts.
     pruned_at_ms: i64,
     /// One shared copy of each webhook id, so receipts carry no string of their own.
     webhook_ids: HashSet<Arc<str>>,
@@ -430,7 +430,7 @@ impl Dispatcher {
             pauses: Default::default(),
             pauses_on_disk: HashMap::new(),
             archived_at_ms: clock.replay_now_ms(),
-            pruned_at_ms: i64::MIN,
+            pruned_at_ms: archive::pruned_at(data_dir),
             clock,
             _lock: lock,
         })
@@ -483,7 +483,7 @@ impl Dispatcher {
         }
     }
 
-    /// At the first tick and once a day of the clock after, delete the archived receipts
+    /// Once a day of the clock (across starts), delete the archived receipts
     /// received more than `days` ago (`[server] archive_days`; `None` keeps them).
     fn prune_if_due(&mut self, days: Option<u32>, now: i64) {
         let Some(days) = days else {
@@ -493,7 +493,9 @@ impl Dispatcher {
             return;
         }
         self.pruned_at_ms = now;
-        match archive::prune(&self.data_dir, now - i64::from(days) * crate::time::DAY_MS) {
+        let pruned = archive::prune(&self.data_dir, now - i64::from(days) * crate::time::DAY_MS)
+            .and_then(|rows| archive::record_pruned(&self.data_dir, now).map(|()| rows));
+        match pruned {
             Ok(0) => {}
             Ok(rows) => tracing::info!(
                 rows,

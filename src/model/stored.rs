@@ -177,6 +177,12 @@ impl Cache {
         let built = dataset::build_from(data_dir, config, day_of(now_ms), i64::MAX, &parts)?;
         let build_seconds = started.elapsed().as_secs_f64();
         let _writing = lock(&dir)?;
+        // A part read and since rewritten (an erase, a merge): these profiles may hold rows
+        // that are gone, and stored they would stay until the next rebuild.
+        if parts.iter().any(|p| !p.exists()) {
+            drop(_writing);
+            return Self::open(data_dir, config, now_ms, true);
+        }
         let delta = write_delta(&dir, Delta::of(&built.profiles))?;
         let state = State {
             reference_day: built.profiles.reference_day,
@@ -245,8 +251,9 @@ impl Cache {
             built.profiles.refresh_population();
             build_seconds = started.elapsed().as_secs_f64();
             let _writing = lock(&dir)?;
-            // Checked again under the lock: the caller then reads the stored profiles.
-            if !self.stored_here() {
+            // Checked again under the lock: the caller then reads the stored profiles. So
+            // too when a part just read has gone since (an erase): what it added may be gone.
+            if !self.stored_here() || new_parts.iter().any(|p| !p.exists()) {
                 return Ok(None);
             }
             // Loading sums every delta: past MAX_DELTAS the profiles are stored whole, as one.
