@@ -245,7 +245,8 @@ pub fn run(
     if !dry_run {
         blank(data_dir, &person, &indices)?;
         let stored = data_dir.join("profiles").join("state.json").exists();
-        if stored && (rows > 0 || !indices.is_empty()) {
+        // Finishing, the rows may have gone in the run cut short, before the rebuild.
+        if stored && (finishing || rows > 0 || !indices.is_empty()) {
             crate::model::stored::update(data_dir, config.model, crate::time::now_ms(), true)
                 .context("the contact's rows are erased, but the stored profiles could not be rebuilt: run `sendtime profiles --rebuild`")?;
             erased.profiles_rebuilt = true;
