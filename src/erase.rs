@@ -126,7 +126,7 @@ impl std::fmt::Display for Erased {
         if !self.linked.is_empty() {
             writeln!(
                 f,
-                "their rows also name (not erased): {}",
+                "their rows also name (not erased; a real run refuses until they are given too, or --only): {}",
                 self.linked.names()
             )?;
         }
@@ -167,9 +167,11 @@ pub fn run(
         "its memory holds the contact's receipts and profile, which it would write back",
     )?;
     let intent = data_dir.join(INTENT);
-    let mut person = Person::parse(queries)?;
+    let given = Person::parse(queries)?;
+    let mut person = given.clone();
     let cut_short = read_intent(&intent)?.unwrap_or_default();
-    // What an erase cut short was cleared for is finished as it was.
+    // What an erase cut short was cleared for is finished as it was (contacts given beside
+    // it are checked for links as any).
     let finishing = !cut_short.person.is_empty();
     anyhow::ensure!(
         !dry_run || !finishing,
@@ -194,7 +196,7 @@ pub fn run(
     let dictionary = Contacts::load(data_dir)?;
     let linked = linked(data_dir, &dictionary, &person)?;
     anyhow::ensure!(
-        linked.is_empty() || only || dry_run || finishing,
+        linked.is_empty() || only || dry_run || (finishing && given.is_empty()),
         "their rows also name {}: give those too to erase everything held about this person, \
          or add --only to erase just the rows of what was given (check first that they are \
          the same person: a HubSpot id belongs to one account, and an address can pass \
@@ -248,7 +250,7 @@ pub fn run(
         // Finishing, the rows may have gone in the run cut short, before the rebuild.
         if stored && (finishing || rows > 0 || !indices.is_empty()) {
             crate::model::stored::update(data_dir, config.model, crate::time::now_ms(), true)
-                .context("the contact's rows are erased, but the stored profiles could not be rebuilt: run `sendtime profiles --rebuild`")?;
+                .context("the contact's rows are erased, but the stored profiles could not be rebuilt: fix the cause and run `sendtime erase` (no contact) to finish")?;
             erased.profiles_rebuilt = true;
         }
         std::fs::remove_file(&intent)?;
@@ -350,22 +352,37 @@ fn each_receipt_part(
     Ok(())
 }
 
-/// The emails and ids that `person`'s receipts and dictionary entries name beside theirs.
+/// The emails and ids that `person`'s receipts, dictionary entries and events name beside
+/// theirs. An entry of another key that carries one of their ids is another's: named.
 fn linked(data_dir: &Path, dictionary: &Contacts, person: &Person) -> anyhow::Result<Person> {
     let mut wider = person.clone();
+    let mut widen = |email: Option<&str>, id: Option<i64>| {
+        if person.matches(email, id) {
+            wider.widen(email, id);
+        }
+    };
     each_receipt_part(data_dir, |df| {
         for (_, email, id) in receipt_rows(df)? {
-            if person.matches(email, id) {
-                wider.widen(email, id);
-            }
+            widen(email, id);
         }
         Ok(())
     })?;
-    for i in 0..dictionary.len() {
-        if is_theirs(person, dictionary, i) {
-            let key = &dictionary.keys[i];
-            let email = (!key.starts_with('#')).then_some(key.as_str());
-            wider.widen(email, dictionary.contact_ids[i]);
+    for (key, id) in dictionary.keys.iter().zip(&dictionary.contact_ids) {
+        let email = (!key.starts_with('#')).then_some(key.as_str());
+        widen(email, *id);
+    }
+    for part in events::dataset(data_dir)?.parts()? {
+        let df = read_columns_or_null(
+            &part,
+            &[
+                (events::col::EMAIL, DataType::String),
+                (events::col::CONTACT_ID, DataType::Int64),
+            ],
+        )?;
+        let emails = df.column(events::col::EMAIL)?.str()?;
+        let ids = df.column(events::col::CONTACT_ID)?.i64()?;
+        for (email, id) in emails.iter().zip(ids.iter()) {
+            widen(email, id);
         }
     }
     Ok(Person {
@@ -374,9 +391,10 @@ fn linked(data_dir: &Path, dictionary: &Contacts, person: &Person) -> anyhow::Re
     })
 }
 
+/// Whether the dictionary entry `i` is `person`'s: by its key alone (an entry of another
+/// email that carries one of their ids is another's, and is named by [`linked`]).
 fn is_theirs(person: &Person, dictionary: &Contacts, i: usize) -> bool {
     person.has_key(&dictionary.keys[i])
-        || dictionary.contact_ids[i].is_some_and(|id| person.ids.contains(&id))
 }
 
 /// The ids of `person`'s receipts: their outcome rows carry no email.
@@ -477,16 +495,11 @@ fn blank(data_dir: &Path, person: &Person, indices: &HashSet<u32>) -> anyhow::Re
         )?;
         dataset.write_part(Ulid::generate(), &mut df)?;
     }
-    dataset.remove_rows(&[contacts::col::KEY, contacts::col::CONTACT_ID], |df| {
+    dataset.remove_rows(&[contacts::col::KEY], |df| {
         let keys = df.column(contacts::col::KEY)?.str()?;
-        let ids = df.column(contacts::col::CONTACT_ID)?.i64()?;
         Ok(keys
             .iter()
-            .zip(ids.iter())
-            .map(|(k, id)| {
-                k.is_some_and(|k| person.has_key(k))
-                    || id.is_some_and(|id| person.ids.contains(&id))
-            })
+            .map(|k| k.is_some_and(|k| person.has_key(k)))
             .collect())
     })?;
     Ok(())
@@ -514,6 +527,48 @@ fn count_files(dir: &Path) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::datasets::events::{Event, Kind, append};
+
+    fn event(email: &str, id: Option<i64>) -> Event {
+        Event {
+            event_id: None,
+            contact_id: id,
+            email: Some(email.into()),
+            kind: Kind::Open,
+            at_ms: 1_700_000_000_000,
+            filtered: false,
+            source: "t".into(),
+        }
+    }
+
+    /// Another email's dictionary entry carrying one of the ids given is another person's
+    /// (two accounts' contact 7701): named as a link, not taken; an id beside an email in
+    /// an event row is named too.
+    #[test]
+    fn links_are_named_and_entries_taken_by_key_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        append(
+            dir.path(),
+            &[
+                event("ann@example.com", None),
+                event("carl@example.com", Some(7701)),
+                event("dora@example.com", Some(9999)),
+            ],
+        )
+        .unwrap();
+        let dictionary = Contacts::load(dir.path()).unwrap();
+        let ann = Person::parse(&["ann@example.com".into(), "7701".into()]).unwrap();
+        let links = linked(dir.path(), &dictionary, &ann).unwrap();
+        assert_eq!(links.names(), "carl@example.com");
+        let taken: Vec<&str> = (0..dictionary.len())
+            .filter(|&i| is_theirs(&ann, &dictionary, i))
+            .map(|i| dictionary.keys[i].as_str())
+            .collect();
+        assert_eq!(taken, ["ann@example.com"]);
+        let dora = Person::parse(&["dora@example.com".into()]).unwrap();
+        let links = linked(dir.path(), &dictionary, &dora).unwrap();
+        assert_eq!(links.names(), "#9999");
+    }
 
     #[test]
     fn a_query_is_an_email_or_an_id() {

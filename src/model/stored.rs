@@ -34,6 +34,9 @@ pub(super) const REBASE_DAYS: i32 = 30;
 const COMPACT_PARTS: usize = 64;
 /// Stored deltas past which a refresh stores the profiles as one.
 const MAX_DELTAS: usize = 64;
+/// Builds a rebuild makes while parts it read vanish before it stores (an erase, a merge):
+/// then it stores what it has, as the next update sees the part gone and rebuilds.
+const REBUILD_TRIES: usize = 3;
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 struct State {
@@ -125,7 +128,7 @@ impl Cache {
                 seen,
             },
         };
-        let Some(mut update) = cache.add_new_parts(on_disk, started)? else {
+        let Some(mut update) = cache.add_new_parts(on_disk, now_ms, started)? else {
             // Another process stored profiles meanwhile: read them.
             return Self::open(data_dir, config, now_ms, rebuild);
         };
@@ -152,7 +155,7 @@ impl Cache {
             *self = fresh;
             return Ok(update);
         }
-        match self.add_new_parts(on_disk, started)? {
+        match self.add_new_parts(on_disk, now_ms, started)? {
             Some(update) => Ok(update),
             None => {
                 let (fresh, update) = Self::open(&self.data_dir, self.config, now_ms, false)?;
@@ -170,19 +173,27 @@ impl Cache {
         started: Instant,
     ) -> anyhow::Result<(Cache, Update)> {
         let dir = data_dir.join("profiles");
-        // From exactly the parts the state will name: a part written since they were listed
-        // is left for the next update, not counted now and again then.
         let events_dir = data_dir.join(events::NAME);
-        let parts: Vec<PathBuf> = on_disk.iter().map(|p| events_dir.join(p)).collect();
-        let built = dataset::build_from(data_dir, config, day_of(now_ms), i64::MAX, &parts)?;
-        let build_seconds = started.elapsed().as_secs_f64();
-        let _writing = lock(&dir)?;
-        // A part read and since rewritten (an erase, a merge): these profiles may hold rows
-        // that are gone, and stored they would stay until the next rebuild.
-        if parts.iter().any(|p| !p.exists()) {
-            drop(_writing);
-            return Self::open(data_dir, config, now_ms, true);
-        }
+        let mut on_disk = on_disk;
+        let mut tries = 0;
+        let (built, build_seconds, _writing) = loop {
+            // From exactly the parts the state will name: a part written since they were
+            // listed is left for the next update, not counted now and again then.
+            let parts: Vec<PathBuf> = on_disk.iter().map(|p| events_dir.join(p)).collect();
+            let built = dataset::build_from(data_dir, config, day_of(now_ms), i64::MAX, &parts)?;
+            let build_seconds = started.elapsed().as_secs_f64();
+            let writing = lock(&dir)?;
+            // A part read and since rewritten (an erase, a merge): these profiles may hold
+            // rows that are gone, and stored they would stay until the next rebuild. Built
+            // again from the parts there now, a few times at most.
+            tries += 1;
+            if tries < REBUILD_TRIES && parts.iter().any(|p| !p.exists()) {
+                drop(writing);
+                on_disk = event_parts(data_dir)?;
+                continue;
+            }
+            break (built, build_seconds, writing);
+        };
         let delta = write_delta(&dir, Delta::of(&built.profiles))?;
         let state = State {
             reference_day: built.profiles.reference_day,
@@ -217,6 +228,7 @@ impl Cache {
     fn add_new_parts(
         &mut self,
         on_disk: Vec<String>,
+        now_ms: i64,
         started: Instant,
     ) -> anyhow::Result<Option<Update>> {
         let dir = self.data_dir.join("profiles");
@@ -251,10 +263,22 @@ impl Cache {
             built.profiles.refresh_population();
             build_seconds = started.elapsed().as_secs_f64();
             let _writing = lock(&dir)?;
-            // Checked again under the lock: the caller then reads the stored profiles. So
-            // too when a part just read has gone since (an erase): what it added may be gone.
-            if !self.stored_here() || new_parts.iter().any(|p| !p.exists()) {
+            // Checked again under the lock: the caller then reads the stored profiles.
+            if !self.stored_here() {
                 return Ok(None);
+            }
+            // A part just read has gone since (an erase): what it added may be gone too.
+            if new_parts.iter().any(|p| !p.exists()) {
+                drop(_writing);
+                let (fresh, update) = Self::rebuild(
+                    &self.data_dir,
+                    self.config,
+                    now_ms,
+                    event_parts(&self.data_dir)?,
+                    started,
+                )?;
+                *self = fresh;
+                return Ok(Some(update));
             }
             // Loading sums every delta: past MAX_DELTAS the profiles are stored whole, as one.
             if self.state.deltas.len() >= MAX_DELTAS {
@@ -537,7 +561,14 @@ fn commit_state(dir: &Path, state: &State) -> anyhow::Result<()> {
             .or_else(|| name.strip_suffix(".stats.parquet"))
             && !keep.contains(delta)
         {
-            let _ = std::fs::remove_file(&p);
+            // An error said, not swallowed: an erase must know its profile is gone from disk.
+            match std::fs::remove_file(&p) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(anyhow::Error::new(e)
+                        .context(format!("cannot remove old profiles {}", p.display())));
+                }
+                _ => {}
+            }
         }
     }
     Ok(())
