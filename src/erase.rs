@@ -32,8 +32,7 @@ struct Intent {
     receipts: BTreeSet<String>,
 }
 
-/// The people an erase is for: emails (lower-cased) and HubSpot ids, widened to those the
-/// same rows name beside them.
+/// Whom an erase is for: emails (lower-cased) and HubSpot ids.
 #[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Person {
     emails: BTreeSet<String>,

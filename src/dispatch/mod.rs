@@ -157,7 +157,7 @@ pub fn dispatching(data_dir: &Path) -> anyhow::Result<bool> {
 }
 
 /// Take the data folder's dispatch lock, held while the file is open; an error saying `why`
-/// when a `serve` or `tick` holds it.
+/// when a `serve`, `tick` or `erase` holds it.
 pub fn lock(data_dir: &Path, why: &str) -> anyhow::Result<std::fs::File> {
     let lock = lock_file(&data_dir.join(LOCK))?;
     // Tried for a moment: `sendtime pause` looks at the lock ([`dispatching`]) for as long
@@ -167,7 +167,7 @@ pub fn lock(data_dir: &Path, why: &str) -> anyhow::Result<std::fs::File> {
         tries += 1;
         anyhow::ensure!(
             tries < 20,
-            "another sendtime (serve or tick) is dispatching from {}; stop it first ({why})",
+            "another sendtime (serve, tick or erase) holds {}; stop it or let it finish first ({why})",
             data_dir.display()
         );
         std::thread::sleep(Duration::from_millis(50));
