@@ -2931,6 +2931,108 @@ fn an_erase_cut_short_stops_dispatching_until_it_is_finished() {
     common::sendtime(&config, &data, &["tick"], &env);
 }
 
+/// kill -9 during `sendtime erase`, as each of the first files it writes in `events/` and
+/// `contacts/` appears: whenever it lands, the other contacts' events are listed once (a
+/// rewritten part and the one it replaces are never both listed, nor neither), and the next
+/// `erase` finishes: the person's events gone, the others' all there.
+#[test]
+fn kill_9_during_an_erase_lists_every_other_event_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let pristine = dir.path().join("pristine");
+    let config = write_config(
+        dir.path(),
+        "http://127.0.0.1:9",
+        "dry_run = true",
+        &[&HOOKS[3]],
+    );
+    std::fs::create_dir_all(&pristine).unwrap();
+    let people = ["ann", "carl", "dave", "joann"];
+    let contacts: Vec<(String, u32)> = people
+        .iter()
+        .map(|p| (format!("{p}@example.com"), 9))
+        .collect();
+    import_events(&config, &pristine, &contacts, 1..=10);
+    let count = |data: &Path| -> HashMap<String, usize> {
+        let mut n = HashMap::new();
+        for part in sendtime::datasets::events::dataset(data)
+            .unwrap()
+            .parts()
+            .unwrap()
+        {
+            let df = sendtime::store::read_part(&part).unwrap();
+            for e in df.column("email").unwrap().str().unwrap().iter().flatten() {
+                *n.entry(e.to_string()).or_default() += 1;
+            }
+        }
+        n
+    };
+    let others: HashMap<String, usize> = people[1..]
+        .iter()
+        .map(|p| (format!("{p}@example.com"), 10))
+        .collect();
+    let mut cut_short = 0;
+    for nth in 1..=6 {
+        let data = dir.path().join(format!("data-{nth}"));
+        common::copy_dir(&pristine, &data);
+        let folders = [data.join("events"), data.join("contacts")];
+        let listed = || -> HashSet<PathBuf> {
+            folders
+                .iter()
+                .flat_map(|f| std::fs::read_dir(f).unwrap().filter_map(|e| e.ok()))
+                .map(|e| e.path())
+                .collect()
+        };
+        let mut seen = listed();
+        let before = seen.len();
+        let mut erase = std::process::Command::new(env!("CARGO_BIN_EXE_sendtime"))
+            .arg("--config")
+            .arg(&config)
+            .arg("--data")
+            .arg(&data)
+            .args(["erase", "ann@example.com"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        loop {
+            seen.extend(listed());
+            if seen.len() >= before + nth || erase.try_wait().unwrap().is_some() {
+                break;
+            }
+            std::thread::sleep(Duration::from_micros(200));
+        }
+        let _ = erase.kill(); // SIGKILL
+        erase.wait().unwrap();
+        let mut listed_now = count(&data);
+        let ann = listed_now.remove("ann@example.com").unwrap_or(0);
+        assert!(ann == 10 || ann == 0, "kill {nth}: ann listed {ann} times");
+        assert_eq!(listed_now, others, "kill {nth}: before finishing");
+        if ann == 10 {
+            cut_short += 1;
+        }
+        // Finished by `erase` alone when the intent was written, else asked again.
+        let finish = if data.join("state/erase.pending").exists() {
+            vec!["erase"]
+        } else {
+            vec!["erase", "ann@example.com"]
+        };
+        common::sendtime(&config, &data, &finish, &[]);
+        let mut after = count(&data);
+        assert_eq!(after.remove("ann@example.com"), None, "kill {nth}");
+        assert_eq!(after, others, "kill {nth}: after finishing");
+        assert_eq!(
+            sendtime::datasets::contacts::Contacts::load(&data)
+                .unwrap()
+                .len(),
+            people.len()
+        );
+    }
+    assert!(
+        cut_short > 0,
+        "no kill landed before the events were rewritten"
+    );
+}
+
 /// The receipt ids in each of a data folder's `inbox`, `plan` and `outcomes` (under `dir`,
 /// the data folder or its archive), as read from their parts.
 fn receipts_in(dir: &Path) -> [HashSet<String>; 3] {
