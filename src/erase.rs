@@ -471,25 +471,40 @@ fn count_rows(
 /// Blank the dictionary entries `indices`: each index keeps a row (events index contacts by
 /// position, and a gap stops every reader), under a key no query matches and without an id.
 /// The blanks are written before the entries go, so a crash leaves both, never a gap; the
-/// next erase removes the entries left.
+/// next erase removes the entries left, and writes no second blank where one is.
 fn blank(data_dir: &Path, person: &Person, indices: &HashSet<u32>) -> anyhow::Result<()> {
     let dataset = contacts::dataset(data_dir)?;
-    if !indices.is_empty() {
-        let mut sorted: Vec<u32> = indices.iter().copied().collect();
+    let mut sorted: Vec<u32> = indices.iter().copied().collect();
+    if !sorted.is_empty() {
+        let mut blanked = HashSet::new();
+        for part in dataset.parts()? {
+            let df = crate::store::read_present_columns(
+                &part,
+                &[contacts::col::CONTACT, contacts::col::KEY],
+            )?;
+            let keys = df.column(contacts::col::KEY)?.str()?;
+            let index = df.column(contacts::col::CONTACT)?.u32()?;
+            for (i, k) in index.iter().zip(keys.iter()) {
+                if let (Some(i), true) = (i, k.is_some_and(|k| k.starts_with(contacts::ERASED))) {
+                    blanked.insert(i);
+                }
+            }
+        }
+        sorted.retain(|i| !blanked.contains(i));
         sorted.sort_unstable();
+    }
+    if !sorted.is_empty() {
         let keys: Vec<String> = sorted
             .iter()
             .map(|i| format!("{}{i}", contacts::ERASED))
             .collect();
+        let ids = vec![None::<i64>; sorted.len()];
         let mut df = DataFrame::new(
             sorted.len(),
             vec![
                 Column::new(contacts::col::CONTACT.into(), sorted),
                 Column::new(contacts::col::KEY.into(), keys),
-                Column::new(
-                    contacts::col::CONTACT_ID.into(),
-                    vec![None::<i64>; indices.len()],
-                ),
+                Column::new(contacts::col::CONTACT_ID.into(), ids),
             ],
         )?;
         dataset.write_part(Ulid::generate(), &mut df)?;

@@ -2931,10 +2931,11 @@ fn an_erase_cut_short_stops_dispatching_until_it_is_finished() {
     common::sendtime(&config, &data, &["tick"], &env);
 }
 
-/// kill -9 during `sendtime erase`, as each of the first files it writes in `events/` and
-/// `contacts/` appears: whenever it lands, the other contacts' events are listed once (a
+/// kill -9 during `sendtime erase`, as each of the first twelve files it writes in `events/`
+/// and `contacts/` appears: whenever it lands, the other contacts' events are listed once (a
 /// rewritten part and the one it replaces are never both listed, nor neither), and the next
-/// `erase` finishes: the person's events gone, the others' all there.
+/// `erase` finishes: the person's events gone, the others' all there, one dictionary row an
+/// index.
 #[test]
 fn kill_9_during_an_erase_lists_every_other_event_once() {
     let dir = tempfile::tempdir().unwrap();
@@ -2971,7 +2972,7 @@ fn kill_9_during_an_erase_lists_every_other_event_once() {
         .map(|p| (format!("{p}@example.com"), 10))
         .collect();
     let mut cut_short = 0;
-    for nth in 1..=6 {
+    for nth in 1..=12 {
         let data = dir.path().join(format!("data-{nth}"));
         common::copy_dir(&pristine, &data);
         let folders = [data.join("events"), data.join("contacts")];
@@ -3020,11 +3021,13 @@ fn kill_9_during_an_erase_lists_every_other_event_once() {
         let mut after = count(&data);
         assert_eq!(after.remove("ann@example.com"), None, "kill {nth}");
         assert_eq!(after, others, "kill {nth}: after finishing");
+        // One row an index: no entry left beside its blank, nor a second blank.
+        let dictionary = sendtime::datasets::contacts::Contacts::load(&data).unwrap();
+        assert_eq!(dictionary.len(), people.len());
         assert_eq!(
-            sendtime::datasets::contacts::Contacts::load(&data)
-                .unwrap()
-                .len(),
-            people.len()
+            sendtime::datasets::contacts::Contacts::count(&data).unwrap(),
+            people.len(),
+            "kill {nth}"
         );
     }
     assert!(
