@@ -134,8 +134,20 @@ impl Dataset {
         Ok(pending)
     }
 
-    /// The part a compaction intent file (`compact-{id}.intent`, naming the sources) merges
-    /// into; `None` for any other file.
+    /// Name `sources` durably in the intent file of the part `id` about to replace them
+    /// (`compact-{id}.intent`): once that part exists, they are no longer listed.
+    fn write_intent(&self, id: Ulid, sources: &[PathBuf]) -> io::Result<PathBuf> {
+        let intent = self.dir.join(format!("compact-{id}.intent"));
+        let names: Vec<&str> = sources
+            .iter()
+            .filter_map(|p| p.file_name()?.to_str())
+            .collect();
+        write_durably(&intent, names.join("\n").as_bytes())?;
+        Ok(intent)
+    }
+
+    /// The part a compaction intent file ([`Dataset::write_intent`], naming the sources)
+    /// merges into; `None` for any other file.
     fn merged_by(&self, intent: &Path) -> Option<PathBuf> {
         let name = intent.file_name()?.to_str()?;
         let id = name.strip_prefix("compact-")?.strip_suffix(".intent")?;
@@ -452,12 +464,7 @@ impl Dataset {
             merged.sort_in_place(self.order.iter().copied(), SortMultipleOptions::default())?;
         }
         let id = Ulid::generate();
-        let intent = self.dir.join(format!("compact-{id}.intent"));
-        let names: Vec<String> = sources
-            .iter()
-            .filter_map(|p| p.file_name()?.to_str().map(str::to_string))
-            .collect();
-        write_durably(&intent, names.join("\n").as_bytes())?;
+        self.write_intent(id, &sources)?;
         // From here on the sources are hidden from listings (`parts`), but left in place for
         // SOURCE_GRACE: a reader that listed them before can still read them, where a removal
         // would have lost their rows to it.
@@ -530,12 +537,7 @@ impl Dataset {
                 // As a compaction of one part: once the rest is written the part is hidden,
                 // so a crash before it goes never leaves its rows listed twice.
                 let id = Ulid::generate();
-                let intent = self.dir.join(format!("compact-{id}.intent"));
-                let name = path
-                    .file_name()
-                    .and_then(|n| n.to_str())
-                    .unwrap_or_default();
-                write_durably(&intent, name.as_bytes())?;
+                let intent = self.write_intent(id, std::slice::from_ref(&path))?;
                 self.write_part(id, &mut df.filter(&!&mask)?)?;
                 self.finish_intent(&intent)?;
             } else {
