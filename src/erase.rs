@@ -193,7 +193,10 @@ pub fn run(
     let _importing = events::lock(data_dir)?;
     events::recover_locked(data_dir)?;
     let dictionary = Contacts::load(data_dir)?;
-    let linked = linked(data_dir, &dictionary, &person)?;
+    let Found {
+        mut receipts,
+        linked,
+    } = find(data_dir, &dictionary, &person)?;
     anyhow::ensure!(
         linked.is_empty() || only || dry_run || (finishing && given.is_empty()),
         "their rows also name {}: give those too to erase everything held about this person, \
@@ -202,7 +205,6 @@ pub fn run(
          between people)",
         linked.names()
     );
-    let mut receipts = receipt_ids(data_dir, &person)?;
     receipts.extend(cut_short.receipts);
 
     let mut erased = Erased {
@@ -351,21 +353,32 @@ fn each_receipt_part(
     Ok(())
 }
 
-/// The emails and ids that `person`'s receipts, dictionary entries and events name beside
-/// theirs. An entry of another key that carries one of their ids is another's: named.
-fn linked(data_dir: &Path, dictionary: &Contacts, person: &Person) -> anyhow::Result<Person> {
+/// What the data folder holds of `person`, found in one read of each dataset: the ids of
+/// their receipts (outcome rows name no contact), and the emails and ids their receipts,
+/// dictionary entries and events name beside theirs. An entry of another key that carries
+/// one of their ids is another's: named.
+struct Found {
+    receipts: BTreeSet<String>,
+    linked: Person,
+}
+
+fn find(data_dir: &Path, dictionary: &Contacts, person: &Person) -> anyhow::Result<Found> {
     let mut wider = person.clone();
+    let mut receipts = BTreeSet::new();
+    each_receipt_part(data_dir, |df| {
+        for (receipt, email, id) in receipt_rows(df)? {
+            if person.matches(email, id) {
+                wider.widen(email, id);
+                receipts.extend(receipt.map(str::to_string));
+            }
+        }
+        Ok(())
+    })?;
     let mut widen = |email: Option<&str>, id: Option<i64>| {
         if person.matches(email, id) {
             wider.widen(email, id);
         }
     };
-    each_receipt_part(data_dir, |df| {
-        for (_, email, id) in receipt_rows(df)? {
-            widen(email, id);
-        }
-        Ok(())
-    })?;
     for (key, id) in dictionary.keys.iter().zip(&dictionary.contact_ids) {
         let email = (!key.starts_with('#')).then_some(key.as_str());
         widen(email, *id);
@@ -384,30 +397,17 @@ fn linked(data_dir: &Path, dictionary: &Contacts, person: &Person) -> anyhow::Re
             widen(email, id);
         }
     }
-    Ok(Person {
+    let linked = Person {
         emails: &wider.emails - &person.emails,
         ids: &wider.ids - &person.ids,
-    })
+    };
+    Ok(Found { receipts, linked })
 }
 
 /// Whether the dictionary entry `i` is `person`'s: by its key alone (an entry of another
-/// email that carries one of their ids is another's, and is named by [`linked`]).
+/// email that carries one of their ids is another's, and is named by [`find`]).
 fn is_theirs(person: &Person, dictionary: &Contacts, i: usize) -> bool {
     person.has_key(&dictionary.keys[i])
-}
-
-/// The ids of `person`'s receipts: their outcome rows carry no email.
-fn receipt_ids(data_dir: &Path, person: &Person) -> anyhow::Result<BTreeSet<String>> {
-    let mut out = BTreeSet::new();
-    each_receipt_part(data_dir, |df| {
-        for (receipt, email, id) in receipt_rows(df)? {
-            if let Some(receipt) = receipt.filter(|_| person.matches(email, id)) {
-                out.insert(receipt.to_string());
-            }
-        }
-        Ok(())
-    })?;
-    Ok(out)
 }
 
 /// Rows of `person`'s receipts: by id (outcome rows name no contact), or by whom they name.
@@ -572,7 +572,7 @@ mod tests {
         .unwrap();
         let dictionary = Contacts::load(dir.path()).unwrap();
         let ann = Person::parse(&["ann@example.com".into(), "7701".into()]).unwrap();
-        let links = linked(dir.path(), &dictionary, &ann).unwrap();
+        let links = find(dir.path(), &dictionary, &ann).unwrap().linked;
         assert_eq!(links.names(), "carl@example.com");
         let taken: Vec<&str> = (0..dictionary.len())
             .filter(|&i| is_theirs(&ann, &dictionary, i))
@@ -580,7 +580,7 @@ mod tests {
             .collect();
         assert_eq!(taken, ["ann@example.com"]);
         let dora = Person::parse(&["dora@example.com".into()]).unwrap();
-        let links = linked(dir.path(), &dictionary, &dora).unwrap();
+        let links = find(dir.path(), &dictionary, &dora).unwrap().linked;
         assert_eq!(links.names(), "#9999");
     }
 
