@@ -393,22 +393,9 @@ impl Dispatcher {
         let mut rows = plan::Columns::with_capacity(items.len());
         for r in items {
             let mut buf = [0u8; ulid::ULID_LEN];
-            rows.push(Entry {
-                receipt_id: r.receipt_id.as_str(&mut buf),
-                webhook_id: &r.webhook_id,
-                webhook_type: r.webhook_type,
-                contact_id: r.contact_id,
-                email: r.email.as_deref(),
-                received_at_ms: r.received_at_ms,
-                due_at_ms: now,
-                slot: None,
-                reason: "planning failed: sent in the last hour of HubSpot's hold",
-                planned_at_ms: now,
-                callback_id: r.callback_id.as_deref(),
-                holdout: r.holdout,
-                time_zone: r.zone,
-                hold_ends_ms: r.hold_ends_ms,
-            });
+            let reason = "planning failed: sent in the last hour of HubSpot's hold";
+            let receipt = r.receipt_id.as_str(&mut buf);
+            rows.push(entry(r, receipt, now, None, reason, now));
         }
         self.plan_ds
             .write_part(Ulid::generate(), &mut rows.finish()?)
@@ -535,22 +522,7 @@ fn plan_chunk(
             due,
             &mut reason,
         );
-        rows.push(Entry {
-            receipt_id: receipt,
-            webhook_id: &r.webhook_id,
-            webhook_type: r.webhook_type,
-            contact_id: r.contact_id,
-            email: r.email.as_deref(),
-            received_at_ms: r.received_at_ms,
-            due_at_ms: due,
-            slot,
-            reason: &reason,
-            planned_at_ms: now,
-            callback_id: r.callback_id.as_deref(),
-            holdout: r.holdout,
-            time_zone: r.zone,
-            hold_ends_ms: r.hold_ends_ms,
-        });
+        rows.push(entry(r, receipt, due, slot, &reason, now));
         r.due_at_ms = due;
         r.ready_at_ms = due;
         if debug {
@@ -558,4 +530,32 @@ fn plan_chunk(
         }
     }
     rows.finish()
+}
+
+/// The plan row of `r` (its id written out as `receipt_id`): due at `due_at_ms`, in `slot`,
+/// for `reason`, planned at `now`.
+fn entry<'a>(
+    r: &'a Pending,
+    receipt_id: &'a str,
+    due_at_ms: i64,
+    slot: Option<u8>,
+    reason: &'a str,
+    now: i64,
+) -> Entry<'a> {
+    Entry {
+        receipt_id,
+        webhook_id: &r.webhook_id,
+        webhook_type: r.webhook_type,
+        contact_id: r.contact_id,
+        email: r.email.as_deref(),
+        received_at_ms: r.received_at_ms,
+        due_at_ms,
+        slot,
+        reason,
+        planned_at_ms: now,
+        callback_id: r.callback_id.as_deref(),
+        holdout: r.holdout,
+        time_zone: r.zone,
+        hold_ends_ms: r.hold_ends_ms,
+    }
 }
