@@ -562,13 +562,8 @@ fn commit_state(dir: &Path, state: &State) -> anyhow::Result<()> {
             && !keep.contains(delta)
         {
             // An error said, not swallowed: an erase must know its profile is gone from disk.
-            match std::fs::remove_file(&p) {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                    return Err(anyhow::Error::new(e)
-                        .context(format!("cannot remove old profiles {}", p.display())));
-                }
-                _ => {}
-            }
+            crate::store::remove_if_exists(&p)
+                .with_context(|| format!("cannot remove old profiles {}", p.display()))?;
         }
     }
     Ok(())

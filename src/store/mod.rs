@@ -896,7 +896,8 @@ fn remove_part_files(part: &Path) -> io::Result<()> {
     remove_if_exists(&checksum::path_of(part))
 }
 
-fn remove_if_exists(path: &Path) -> io::Result<()> {
+/// Remove the file at `path`; one already gone is no error.
+pub fn remove_if_exists(path: &Path) -> io::Result<()> {
     match fs::remove_file(path) {
         Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
         _ => Ok(()),
