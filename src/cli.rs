@@ -135,9 +135,26 @@ pub enum Command {
         #[arg(long)]
         connector: bool,
     },
+    /// Give up the contacts held for a webhook or action removed from the config (or made
+    /// the other kind), which are otherwise held, unsent, until it returns as it was.
+    ///
+    /// Their receipts' inbox, plan and outcome rows move to `discarded/` under the data
+    /// folder, kept: moved back (each part file with its checksum), they are held again. A
+    /// workflow action's contacts are never released: HubSpot moves each on when its hold
+    /// ends. Stop `serve` first (its memory holds the same receipts). Refused for a webhook
+    /// in the config whose contacts are sent (`sendtime pause` holds those).
+    Discard {
+        /// The webhook or action id, as it was in the config.
+        #[arg(value_name = "ID")]
+        webhook: String,
+        /// Count what would be discarded; move nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Delete what the data folder holds about a person (an erasure request): their receipts'
-    /// inbox, plan and outcome rows, live and archived, their email events, their contact
-    /// dictionary entry (left blank), and their stored profile (the profiles are rebuilt).
+    /// inbox, plan and outcome rows, live, archived and discarded, their email events, their
+    /// contact dictionary entry (left blank), and their stored profile (the profiles are
+    /// rebuilt).
     ///
     /// Give each email address and HubSpot contact id the person is known by: when their
     /// rows name others (a receipt carries both), it says which and deletes nothing (see
@@ -545,6 +562,20 @@ pub fn main() -> ExitCode {
                     )
                 }),
         ),
+        Command::Discard { webhook, dry_run } => report(
+            load_config_with_data(&cli.config, &overrides)
+                .and_then(|c| crate::discard::run(&c, &webhook, dry_run))
+                .map(|discarded| {
+                    print!(
+                        "{}{discarded}",
+                        if dry_run {
+                            "dry run, nothing moved\n"
+                        } else {
+                            ""
+                        }
+                    )
+                }),
+        ),
         Command::Pause { id, connector } => {
             report(pause(&cli.config, &overrides, id, connector, true))
         }
@@ -763,6 +794,7 @@ fn model(command: Command, path: &std::path::Path, overrides: &Overrides) -> any
         | Command::Import { .. }
         | Command::Schema
         | Command::Erase { .. }
+        | Command::Discard { .. }
         | Command::Demo { .. }
         | Command::Pause { .. }
         | Command::Resume { .. }

@@ -223,7 +223,7 @@ pub fn run(
     for (dataset, columns) in receipt_datasets(data_dir)? {
         let pick = |df: &DataFrame| pick_receipt_rows(df, &person, &receipts);
         let rows = match dry_run {
-            true => count_rows(&dataset, &columns, pick)?,
+            true => dataset.count_rows(&columns, pick)?,
             false => dataset.remove_rows(&columns, pick)?,
         };
         erased.record(data_dir, &dataset, rows);
@@ -240,7 +240,7 @@ pub fn run(
     ];
     let pick = |df: &DataFrame| pick_events(df, &person, &indices);
     let rows = match dry_run {
-        true => count_rows(&events_ds, &columns, pick)?,
+        true => events_ds.count_rows(&columns, pick)?,
         false => events_ds.remove_rows(&columns, pick)?,
     };
     erased.record(data_dir, &events_ds, rows);
@@ -290,11 +290,12 @@ impl Erased {
     }
 }
 
-/// The datasets holding receipts, live then archived, each's inbox and plan rows before its
-/// outcomes; the columns the erase reads.
+/// The datasets holding receipts, live, archived and discarded, each's inbox and plan rows
+/// before its outcomes; the columns the erase reads.
 fn receipt_datasets(data_dir: &Path) -> anyhow::Result<Vec<(Dataset, Vec<&'static str>)>> {
     let mut out = Vec::new();
-    for dir in [data_dir.to_path_buf(), data_dir.join(ARCHIVE)] {
+    let kept = [ARCHIVE, crate::discard::DISCARDED].map(|d| data_dir.join(d));
+    for dir in std::iter::once(data_dir.to_path_buf()).chain(kept) {
         for (name, columns) in [
             (inbox::NAME, RECEIPT_COLUMNS.to_vec()),
             (plan::NAME, RECEIPT_COLUMNS.to_vec()),
@@ -452,20 +453,6 @@ fn pick_events(
                 || person.matches(email.and_then(|e| e.get(i)), id.and_then(|id| id.get(i)))
         })
         .collect())
-}
-
-/// How many rows `picked` chooses in `dataset`, reading only `columns`.
-fn count_rows(
-    dataset: &Dataset,
-    columns: &[&str],
-    picked: impl Fn(&DataFrame) -> anyhow::Result<BooleanChunked>,
-) -> anyhow::Result<usize> {
-    let mut n = 0;
-    for part in dataset.parts()? {
-        let df = crate::store::read_present_columns(&part, columns)?;
-        n += picked(&df)?.sum().unwrap_or(0) as usize;
-    }
-    Ok(n)
 }
 
 /// Blank the dictionary entries `indices`: each index keeps a row (events index contacts by

@@ -12,6 +12,7 @@ pub mod clock;
 pub mod config;
 pub mod datasets;
 pub mod demo;
+pub mod discard;
 pub mod dispatch;
 pub mod erase;
 pub mod hubspot;

@@ -1087,6 +1087,117 @@ fn a_removed_webhook_holds_its_contacts_and_a_changed_workflow_applies_to_the_re
     );
 }
 
+/// `sendtime discard ID`: the contacts held for a webhook that left the config are given up
+/// (moved to `discarded/`, not sent when the webhook returns), and no other; refused beside
+/// `serve` and for a webhook whose contacts are sent; moved back, they are held and sent again.
+#[test]
+fn discarding_a_removed_webhook_gives_up_its_held_contacts_alone() {
+    let rt = runtime();
+    let standin = rt.block_on(StandIn::start(Options::default())).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let a = Hook {
+        id: "step-a",
+        kind: "IMMEDIATE",
+        target: "workflow_id = 1",
+    };
+    let b = Hook {
+        id: "step-b",
+        kind: "IMMEDIATE",
+        target: "workflow_id = 2",
+    };
+    let config = write_config(dir.path(), &standin.url(), "", &[&a, &b]);
+    let clock = dir.path().join("clock");
+    let t0 = now_ms();
+    set_clock(&clock, t0 - 60_000);
+    let server = start(&config, &data, Some(&clock), &[]);
+    let mut held = HashSet::new();
+    for i in 0..2u64 {
+        for (hook, base) in [("step-a", 100), ("step-b", 200)] {
+            let email = format!("{hook}-{i}@example.com");
+            standin.add_contact(&email, base + i);
+            let receipt = post(&server, hook, base + i, &email);
+            if hook == "step-a" {
+                held.insert(receipt);
+            }
+        }
+    }
+    eventually(Duration::from_secs(30), || {
+        (plans(&data).len() == 4).then_some(())
+    })
+    .expect("planned");
+    write_config(dir.path(), &standin.url(), "", &[&b]);
+    wait_for_config(&server, &config);
+    set_clock(&clock, t0 + 3_600_000);
+    eventually(Duration::from_secs(20), || {
+        (common::metric(&server, "sendtime_dispatch_held{webhook=\"step-a\"}") == 2).then_some(())
+    })
+    .unwrap_or_else(|| panic!("step-a's contacts not held; logs:\n{}", server.logs()));
+    let emails: Vec<String> = (0..2).map(|i| format!("step-b-{i}@example.com")).collect();
+    for e in &emails {
+        wait_enrolled(&standin, &server, "2", e);
+    }
+    enrolled_once(&standin, "2", &emails);
+    let beside = common::run(&config, &data, &["discard", "step-a"], &[]);
+    assert!(!beside.status.success());
+    server.stop();
+
+    let sent = common::run(&config, &data, &["discard", "step-b"], &[]);
+    assert!(!sent.status.success());
+    let dry = common::sendtime(&config, &data, &["discard", "--dry-run", "step-a"], &[]);
+    assert!(dry.contains("receipts: 2"), "{dry}");
+    assert!(!data.join("discarded").exists());
+    let before = receipts_in(&data);
+    let out = common::sendtime(&config, &data, &["discard", "step-a"], &[]);
+    assert!(out.contains("receipts: 2"), "{out}");
+    let after = receipts_in(&data);
+    let gone: HashSet<String> = &before[0] - &after[0];
+    assert_eq!(gone, held);
+    assert_eq!(&before[1] - &after[1], held);
+    assert_eq!(after[2], before[2], "step-b's outcomes stay");
+    let discarded = receipts_in(&data.join("discarded"));
+    assert_eq!(discarded[0], held);
+    assert_eq!(discarded[1], held);
+    assert!(discarded[2].is_empty());
+    // An erase finds them there.
+    let erase = ["erase", "--dry-run", "step-a-0@example.com"];
+    let found = common::sendtime(&config, &data, &erase, &[]);
+    assert!(found.contains("discarded/inbox: 1 rows"), "{found}");
+
+    // step-a returns: its discarded contacts are not sent; a new one is.
+    write_config(dir.path(), &standin.url(), "", &[&a, &b]);
+    let server = start(&config, &data, Some(&clock), &[]);
+    standin.add_contact("step-a-new@example.com", 150);
+    post(&server, "step-a", 150, "step-a-new@example.com");
+    set_clock(&clock, t0 + 7_200_000);
+    wait_enrolled(&standin, &server, "1", "step-a-new@example.com");
+    common::wait_ticks(&server, 2);
+    for i in 0..2 {
+        assert!(
+            standin
+                .enrollments_of(&format!("step-a-{i}@example.com"))
+                .is_empty()
+        );
+    }
+    server.stop();
+
+    // Moved back, part files and checksums, they are held again, and sent.
+    for name in ["inbox", "plan"] {
+        for entry in std::fs::read_dir(data.join("discarded").join(name)).unwrap() {
+            let path = entry.unwrap().path();
+            std::fs::rename(&path, data.join(name).join(path.file_name().unwrap())).unwrap();
+        }
+    }
+    let server = start(&config, &data, Some(&clock), &[]);
+    set_clock(&clock, t0 + 10_800_000);
+    let emails: Vec<String> = (0..2).map(|i| format!("step-a-{i}@example.com")).collect();
+    for e in &emails {
+        wait_enrolled(&standin, &server, "1", e);
+    }
+    enrolled_once(&standin, "1", &emails);
+    server.stop();
+}
+
 #[test]
 fn the_shipped_config_runs_in_dry_run_without_credentials() {
     let dir = tempfile::tempdir().unwrap();

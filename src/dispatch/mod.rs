@@ -167,7 +167,7 @@ pub fn lock(data_dir: &Path, why: &str) -> anyhow::Result<std::fs::File> {
         tries += 1;
         anyhow::ensure!(
             tries < 20,
-            "another sendtime (serve, tick or erase) holds {}; stop it or let it finish first ({why})",
+            "another sendtime (serve, tick, erase or discard) holds {}; stop it or let it finish first ({why})",
             data_dir.display()
         );
         std::thread::sleep(Duration::from_millis(50));

@@ -503,6 +503,21 @@ impl Dataset {
         self.take_rows(None, columns, picked)
     }
 
+    /// How many rows `picked` chooses, seeing only `columns` (what [`Self::remove_rows`]
+    /// would take).
+    pub fn count_rows(
+        &self,
+        columns: &[&str],
+        picked: impl Fn(&DataFrame) -> anyhow::Result<BooleanChunked>,
+    ) -> anyhow::Result<usize> {
+        let mut n = 0;
+        for part in self.parts()? {
+            let df = read_present_columns(&part, columns)?;
+            n += picked(&df)?.sum().unwrap_or(0) as usize;
+        }
+        Ok(n)
+    }
+
     fn take_rows(
         &self,
         into: Option<&Dataset>,
