@@ -110,8 +110,8 @@ fn parse(data_dir: &Path, read: &std::io::Result<Option<Vec<u8>>>) -> anyhow::Re
     let path = path(data_dir);
     match read {
         Ok(Some(bytes)) => {
-            let mut pauses: Pauses = serde_json::from_slice(bytes)
-                .with_context(|| format!("{} is unreadable; fix or delete it", path.display()))?;
+            let mut pauses: Pauses =
+                serde_json::from_slice(bytes).map_err(|e| Unreadable { path, why: e })?;
             // Files from before connectors had their own map kept them with the endpoints.
             let (connectors, endpoints) = std::mem::take(&mut pauses.paused)
                 .into_iter()
@@ -186,6 +186,15 @@ fn kind_of(named: &Named, id: &str, connector: bool) -> Option<Kind> {
     } else {
         has(&named.connectors).then_some(Kind::Connector)
     }
+}
+
+/// The pause file is not JSON this build reads: every contact is held until it is fixed, and
+/// no pause is set or lifted (the admin surface's 409).
+#[derive(Debug, thiserror::Error)]
+#[error("{} is unreadable; fix or delete it: {why}", path.display())]
+pub struct Unreadable {
+    path: PathBuf,
+    why: serde_json::Error,
 }
 
 /// Nothing of that name to pause, nor a pause of it to lift: the admin surface's 404.

@@ -524,6 +524,22 @@ fn an_unreadable_pauses_file_shows_every_contact_held() {
         );
     }
     let s = status(&server);
+    // A pause is neither set nor lifted over it: a conflict, saying what to fix.
+    for path in ["/pause", "/resume"] {
+        let r = http
+            .post(server.admin_url(path))
+            .json(&serde_json::json!({"id": "fatigue"}))
+            .send()
+            .unwrap();
+        assert_eq!(r.status(), 409, "{path}");
+        let body: serde_json::Value = r.json().unwrap();
+        assert_eq!(body["error"], "conflict", "{body}");
+        let message = body["message"].as_str().unwrap_or_default();
+        assert!(
+            message.contains("pauses.json is unreadable; fix or delete it"),
+            "{body}"
+        );
+    }
     server.stop();
     let fatigue = endpoint(&s, "fatigue");
     assert_eq!(fatigue["pending"], 3, "{s}");

@@ -23,6 +23,9 @@ pub enum AdminError {
     NotFound(String),
     #[error("{0}")]
     BadRequest(String),
+    /// The state a request would change cannot be read (the pause file).
+    #[error("{0}")]
+    Conflict(String),
     /// A request the extractors refused (no JSON, too large, a missing parameter), with
     /// their status.
     #[error("{1}")]
@@ -44,6 +47,7 @@ impl AdminError {
             AdminError::CrossSite => "cross_site",
             AdminError::NotFound(_) => "not_found",
             AdminError::BadRequest(_) => "bad_request",
+            AdminError::Conflict(_) => "conflict",
             AdminError::Unreadable(..) => "bad_request",
             AdminError::MethodNotAllowed => "method_not_allowed",
             AdminError::Busy(_) => "busy",
@@ -58,6 +62,7 @@ impl AdminError {
             AdminError::CrossSite => StatusCode::FORBIDDEN,
             AdminError::NotFound(_) => StatusCode::NOT_FOUND,
             AdminError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            AdminError::Conflict(_) => StatusCode::CONFLICT,
             AdminError::Unreadable(status, _) => *status,
             AdminError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             AdminError::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,

@@ -371,6 +371,7 @@ async fn set_pause(
     .map_err(|e| AdminError::Internal(e.into()))?;
     let (id, kind, was) = kind.map_err(|e| match e.downcast::<crate::pauses::Unknown>() {
         Ok(unknown) => AdminError::NotFound(unknown.in_the_config()),
+        Err(e) if e.is::<crate::pauses::Unreadable>() => AdminError::Conflict(format!("{e:#}")),
         Err(e) => AdminError::Internal(e),
     })?;
     tracing::info!(
