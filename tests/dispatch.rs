@@ -1002,117 +1002,47 @@ fn a_webhook_made_an_action_holds_its_contacts_until_it_is_a_webhook_again() {
     .unwrap_or_else(|| panic!("not sent once a webhook again:\n{}", server.logs()));
 }
 
-#[test]
-fn a_removed_webhook_holds_its_contacts_and_a_changed_workflow_applies_to_the_rest() {
-    let rt = runtime();
-    let standin = rt.block_on(StandIn::start(Options::default())).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let a = Hook {
-        id: "step-a",
-        kind: "IMMEDIATE",
-        target: "workflow_id = 1",
-    };
-    let b = Hook {
-        id: "step-b",
-        kind: "IMMEDIATE",
-        target: "workflow_id = 2",
-    };
-    let b2 = Hook {
-        id: "step-b",
-        kind: "IMMEDIATE",
-        target: "workflow_id = 22",
-    };
-    let extra = "requests_per_10s = 150";
-    let config = write_config(dir.path(), &standin.url(), extra, &[&a, &b]);
-    let clock = dir.path().join("clock");
-    let t0 = now_ms();
-    set_clock(&clock, t0 - 60_000);
-    let server = start(&config, &data, Some(&clock), &[]);
-    for i in 0..3u64 {
-        for (hook, base) in [("step-a", 100), ("step-b", 200)] {
-            let email = format!("{hook}-{i}@example.com");
-            standin.add_contact(&email, base + i);
-            post(&server, hook, base + i, &email);
-        }
-    }
-    eventually(Duration::from_secs(30), || {
-        (plans(&data).len() == 6).then_some(())
-    })
-    .expect("planned");
+const STEP_A: Hook = Hook {
+    id: "step-a",
+    kind: "IMMEDIATE",
+    target: "workflow_id = 1",
+};
+const STEP_B: Hook = Hook {
+    id: "step-b",
+    kind: "IMMEDIATE",
+    target: "workflow_id = 2",
+};
 
-    // step-a leaves the config; step-b now enrolls into workflow 22.
-    write_config(dir.path(), &standin.url(), extra, &[&b2]);
-    wait_for_config(&server, &config);
-    let later = t0 + 3_600_000;
-    set_clock(&clock, later);
-    eventually(Duration::from_secs(20), || {
-        (common::metric(&server, "sendtime_dispatch_held{webhook=\"step-a\"}") == 3).then_some(())
-    })
-    .unwrap_or_else(|| panic!("step-a's contacts not held; logs:\n{}", server.logs()));
-    eventually(Duration::from_secs(20), || {
-        let e = enrollments(&standin.log());
-        (0..3)
-            .all(|i| e.contains_key(&("22".into(), format!("step-b-{i}@example.com"))))
-            .then_some(())
-    })
-    .expect("step-b enrolled into its new workflow");
-    let enrolled = enrollments(&standin.log());
-    for i in 0..3 {
-        assert_eq!(
-            enrolled.get(&("22".into(), format!("step-b-{i}@example.com"))),
-            Some(&1)
-        );
-        assert!(
-            standin
-                .enrollments_of(&format!("step-a-{i}@example.com"))
-                .is_empty()
-        );
-    }
-    assert!(!enrolled.keys().any(|(wf, _)| wf == "2"), "{enrolled:?}");
-
-    // step-a returns: its held contacts go out on the next tick.
-    write_config(dir.path(), &standin.url(), extra, &[&a, &b2]);
-    wait_for_config(&server, &config);
-    let done = eventually(Duration::from_secs(20), || {
-        let e = enrollments(&standin.log());
-        (0..3)
-            .all(|i| e.get(&("1".into(), format!("step-a-{i}@example.com"))) == Some(&1))
-            .then_some(())
-    });
-    assert!(
-        done.is_some(),
-        "held contacts not sent; logs:\n{}",
-        server.logs()
-    );
+/// A `serve` on a stand-in whose webhook step-a left the config, its contacts held.
+struct StepARemoved {
+    /// The stand-in's: bind it, or the stand-in stops.
+    _rt: tokio::runtime::Runtime,
+    standin: StandIn,
+    dir: tempfile::TempDir,
+    data: PathBuf,
+    config: PathBuf,
+    clock: PathBuf,
+    t0: i64,
+    server: Server,
+    /// step-a's receipts.
+    held: HashSet<String>,
 }
 
-/// `sendtime discard ID`: the contacts held for a webhook that left the config are given up
-/// (moved to `discarded/`, not sent when the webhook returns), and no other; refused beside
-/// `serve` and for a webhook whose contacts are sent; moved back, they are held and sent again.
-#[test]
-fn discarding_a_removed_webhook_gives_up_its_held_contacts_alone() {
+/// Three contacts each posted to step-a (workflow 1) and step-b (workflow 2) and planned;
+/// then the config has `then` (with connector lines `extra` throughout), and an hour on
+/// step-a's three are held.
+fn remove_step_a(extra: &str, then: &[&Hook]) -> StepARemoved {
     let rt = runtime();
     let standin = rt.block_on(StandIn::start(Options::default())).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let a = Hook {
-        id: "step-a",
-        kind: "IMMEDIATE",
-        target: "workflow_id = 1",
-    };
-    let b = Hook {
-        id: "step-b",
-        kind: "IMMEDIATE",
-        target: "workflow_id = 2",
-    };
-    let config = write_config(dir.path(), &standin.url(), "", &[&a, &b]);
+    let config = write_config(dir.path(), &standin.url(), extra, &[&STEP_A, &STEP_B]);
     let clock = dir.path().join("clock");
     let t0 = now_ms();
     set_clock(&clock, t0 - 60_000);
     let server = start(&config, &data, Some(&clock), &[]);
     let mut held = HashSet::new();
-    for i in 0..2u64 {
+    for i in 0..3u64 {
         for (hook, base) in [("step-a", 100), ("step-b", 200)] {
             let email = format!("{hook}-{i}@example.com");
             standin.add_contact(&email, base + i);
@@ -1123,17 +1053,94 @@ fn discarding_a_removed_webhook_gives_up_its_held_contacts_alone() {
         }
     }
     eventually(Duration::from_secs(30), || {
-        (plans(&data).len() == 4).then_some(())
+        (plans(&data).len() == 6).then_some(())
     })
     .expect("planned");
-    write_config(dir.path(), &standin.url(), "", &[&b]);
+    write_config(dir.path(), &standin.url(), extra, then);
     wait_for_config(&server, &config);
     set_clock(&clock, t0 + 3_600_000);
     eventually(Duration::from_secs(20), || {
-        (common::metric(&server, "sendtime_dispatch_held{webhook=\"step-a\"}") == 2).then_some(())
+        (common::metric(&server, "sendtime_dispatch_held{webhook=\"step-a\"}") == 3).then_some(())
     })
     .unwrap_or_else(|| panic!("step-a's contacts not held; logs:\n{}", server.logs()));
-    let emails: Vec<String> = (0..2).map(|i| format!("step-b-{i}@example.com")).collect();
+    StepARemoved {
+        _rt: rt,
+        standin,
+        dir,
+        data,
+        config,
+        clock,
+        t0,
+        server,
+        held,
+    }
+}
+
+#[test]
+fn a_removed_webhook_holds_its_contacts_and_a_changed_workflow_applies_to_the_rest() {
+    let b2 = Hook {
+        id: "step-b",
+        kind: "IMMEDIATE",
+        target: "workflow_id = 22",
+    };
+    // step-a leaves the config; step-b now enrolls into workflow 22.
+    let extra = "requests_per_10s = 150";
+    let s = remove_step_a(extra, &[&b2]);
+    eventually(Duration::from_secs(20), || {
+        let e = enrollments(&s.standin.log());
+        (0..3)
+            .all(|i| e.contains_key(&("22".into(), format!("step-b-{i}@example.com"))))
+            .then_some(())
+    })
+    .expect("step-b enrolled into its new workflow");
+    let enrolled = enrollments(&s.standin.log());
+    for i in 0..3 {
+        assert_eq!(
+            enrolled.get(&("22".into(), format!("step-b-{i}@example.com"))),
+            Some(&1)
+        );
+        assert!(
+            s.standin
+                .enrollments_of(&format!("step-a-{i}@example.com"))
+                .is_empty()
+        );
+    }
+    assert!(!enrolled.keys().any(|(wf, _)| wf == "2"), "{enrolled:?}");
+
+    // step-a returns: its held contacts go out on the next tick.
+    write_config(s.dir.path(), &s.standin.url(), extra, &[&STEP_A, &b2]);
+    wait_for_config(&s.server, &s.config);
+    let done = eventually(Duration::from_secs(20), || {
+        let e = enrollments(&s.standin.log());
+        (0..3)
+            .all(|i| e.get(&("1".into(), format!("step-a-{i}@example.com"))) == Some(&1))
+            .then_some(())
+    });
+    assert!(
+        done.is_some(),
+        "held contacts not sent; logs:\n{}",
+        s.server.logs()
+    );
+}
+
+/// `sendtime discard ID`: the contacts held for a webhook that left the config are given up
+/// (moved to `discarded/`, not sent when the webhook returns), and no other; refused beside
+/// `serve` and for a webhook whose contacts are sent; moved back, they are held and sent again.
+#[test]
+fn discarding_a_removed_webhook_gives_up_its_held_contacts_alone() {
+    let StepARemoved {
+        _rt,
+        standin,
+        dir,
+        data,
+        config,
+        clock,
+        t0,
+        server,
+        held,
+        ..
+    } = remove_step_a("", &[&STEP_B]);
+    let emails: Vec<String> = (0..3).map(|i| format!("step-b-{i}@example.com")).collect();
     for e in &emails {
         wait_enrolled(&standin, &server, "2", e);
     }
@@ -1145,11 +1152,11 @@ fn discarding_a_removed_webhook_gives_up_its_held_contacts_alone() {
     let sent = common::run(&config, &data, &["discard", "step-b"], &[]);
     assert!(!sent.status.success());
     let dry = common::sendtime(&config, &data, &["discard", "--dry-run", "step-a"], &[]);
-    assert!(dry.contains("receipts: 2"), "{dry}");
+    assert!(dry.contains("receipts: 3"), "{dry}");
     assert!(!data.join("discarded").exists());
     let before = receipts_in(&data);
     let out = common::sendtime(&config, &data, &["discard", "step-a"], &[]);
-    assert!(out.contains("receipts: 2"), "{out}");
+    assert!(out.contains("receipts: 3"), "{out}");
     let after = receipts_in(&data);
     let gone: HashSet<String> = &before[0] - &after[0];
     assert_eq!(gone, held);
@@ -1165,14 +1172,14 @@ fn discarding_a_removed_webhook_gives_up_its_held_contacts_alone() {
     assert!(found.contains("discarded/inbox: 1 rows"), "{found}");
 
     // step-a returns: its discarded contacts are not sent; a new one is.
-    write_config(dir.path(), &standin.url(), "", &[&a, &b]);
+    write_config(dir.path(), &standin.url(), "", &[&STEP_A, &STEP_B]);
     let server = start(&config, &data, Some(&clock), &[]);
     standin.add_contact("step-a-new@example.com", 150);
     post(&server, "step-a", 150, "step-a-new@example.com");
     set_clock(&clock, t0 + 7_200_000);
     wait_enrolled(&standin, &server, "1", "step-a-new@example.com");
     common::wait_ticks(&server, 2);
-    for i in 0..2 {
+    for i in 0..3 {
         assert!(
             standin
                 .enrollments_of(&format!("step-a-{i}@example.com"))
@@ -1190,7 +1197,7 @@ fn discarding_a_removed_webhook_gives_up_its_held_contacts_alone() {
     }
     let server = start(&config, &data, Some(&clock), &[]);
     set_clock(&clock, t0 + 10_800_000);
-    let emails: Vec<String> = (0..2).map(|i| format!("step-a-{i}@example.com")).collect();
+    let emails: Vec<String> = (0..3).map(|i| format!("step-a-{i}@example.com")).collect();
     for e in &emails {
         wait_enrolled(&standin, &server, "1", e);
     }
@@ -1620,6 +1627,7 @@ fn retrying_rows_of_a_refused_batch_do_not_use_up_the_retries() {
 /// file the test moves: ten minutes a look ([`Outage::later`]) is past any wait, so only the
 /// count of failures decides.
 struct Outage {
+    /// The stand-in's: bind it, or the stand-in stops.
     _rt: tokio::runtime::Runtime,
     standin: StandIn,
     _dir: tempfile::TempDir,
