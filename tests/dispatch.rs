@@ -285,6 +285,11 @@ fn write_config(dir: &Path, api_base: &str, extra: &str, hooks: &[&Hook]) -> Pat
     .write(dir)
 }
 
+/// A config of `hooks` whose connector is in dry run (and reaches nothing).
+fn dry_run_config(dir: &Path, hooks: &[&Hook]) -> PathBuf {
+    write_config(dir, "http://127.0.0.1:9", "dry_run = true", hooks)
+}
+
 fn start(config: &Path, data: &Path, clock: Option<&Path>, extra_env: &[(&str, &str)]) -> Server {
     let clock = clock.map(|c| c.display().to_string());
     let mut env = vec![
@@ -2610,12 +2615,7 @@ fn an_archive_move_that_fails_at_start_up_is_tried_a_day_later() {
     const DAY: i64 = 86_400_000;
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let config = write_config(
-        dir.path(),
-        "http://127.0.0.1:9",
-        "dry_run = true",
-        &[&HOOKS[3]],
-    );
+    let config = dry_run_config(dir.path(), &[&HOOKS[3]]);
     let clock = dir.path().join("clock");
     let t0 = now_ms();
     set_clock(&clock, t0);
@@ -2867,12 +2867,7 @@ fn erase_deletes_a_person_from_every_file_and_nothing_else() {
     const DAY: i64 = 86_400_000;
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let config = write_config(
-        dir.path(),
-        "http://127.0.0.1:9",
-        "dry_run = true",
-        &[&HOOKS[3], &HOOKS[2]],
-    );
+    let config = dry_run_config(dir.path(), &[&HOOKS[3], &HOOKS[2]]);
     std::fs::create_dir_all(&data).unwrap();
     import_events(
         &config,
@@ -3001,12 +2996,7 @@ fn erase_deletes_a_person_from_every_file_and_nothing_else() {
 fn an_erase_cut_short_stops_dispatching_until_it_is_finished() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let config = write_config(
-        dir.path(),
-        "http://127.0.0.1:9",
-        "dry_run = true",
-        &[&HOOKS[3]],
-    );
+    let config = dry_run_config(dir.path(), &[&HOOKS[3]]);
     let clock = dir.path().join("clock");
     set_clock(&clock, now_ms());
     let server = start(&config, &data, Some(&clock), &[]);
@@ -3059,12 +3049,7 @@ fn an_erase_cut_short_stops_dispatching_until_it_is_finished() {
 fn kill_9_during_an_erase_lists_every_other_event_once() {
     let dir = tempfile::tempdir().unwrap();
     let pristine = dir.path().join("pristine");
-    let config = write_config(
-        dir.path(),
-        "http://127.0.0.1:9",
-        "dry_run = true",
-        &[&HOOKS[3]],
-    );
+    let config = dry_run_config(dir.path(), &[&HOOKS[3]]);
     std::fs::create_dir_all(&pristine).unwrap();
     let people = ["ann", "carl", "dave", "joann"];
     let contacts: Vec<(String, u32)> = people
