@@ -141,12 +141,14 @@ pub enum Command {
     /// Their receipts' inbox, plan and outcome rows move to `discarded/` under the data
     /// folder, kept: moved back (each part file with its checksum), they are held again. A
     /// workflow action's contacts are never released: HubSpot moves each on when its hold
-    /// ends. Stop `serve` first (its memory holds the same receipts). Refused for a webhook
-    /// in the config whose contacts are sent (`sendtime pause` holds those).
+    /// ends. Stop `serve` first (its memory holds the same receipts; a dry run too, since
+    /// both read the write-ahead log into the inbox first). Refused for a webhook in the
+    /// config whose contacts are sent (`sendtime pause` holds those). A discard cut short
+    /// stops `serve` and `tick` from starting: run `discard` again, with no id, to finish it.
     Discard {
         /// The webhook or action id, as it was in the config.
         #[arg(value_name = "ID")]
-        webhook: String,
+        webhook: Option<String>,
         /// Count what would be discarded; move nothing.
         #[arg(long)]
         dry_run: bool,
@@ -564,7 +566,7 @@ pub fn main() -> ExitCode {
         ),
         Command::Discard { webhook, dry_run } => report(
             load_config_with_data(&cli.config, &overrides)
-                .and_then(|c| crate::discard::run(&c, &webhook, dry_run))
+                .and_then(|c| crate::discard::run(&c, webhook.as_deref(), dry_run))
                 .map(|discarded| {
                     print!(
                         "{}{discarded}",

@@ -3,25 +3,49 @@
 //! and outcome rows move to `discarded/`, out of what the dispatcher reads, and are kept
 //! there: moved back, they are held again.
 //!
-//! Runs with no dispatcher on the data folder (its memory holds the same receipts).
+//! Runs with no dispatcher on the data folder (its memory holds the same receipts), and
+//! names the receipts in `state/discard.pending` before moving them: a dispatcher refuses to
+//! start while a discard is cut short (one with a receipt's plan and outcome rows moved and
+//! its inbox row not would plan it again, without its attempts).
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
+use anyhow::Context;
 use polars::prelude::*;
+use serde::{Deserialize, Serialize};
 
 use crate::config::{Config, Target};
 use crate::datasets::outcomes::Action;
 use crate::datasets::{inbox, outcomes, plan};
-use crate::store::Dataset;
+use crate::store::{Dataset, write_durably};
 
 /// Where discarded receipts go (`{data_dir}/discarded/{inbox,plan,outcomes}`).
 pub const DISCARDED: &str = "discarded";
+
+/// Whom a discard under way gives up, written before any row moves.
+const INTENT: &str = "state/discard.pending";
+
+/// The receipts a discard gives up.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Held {
+    receipts: BTreeSet<String>,
+    /// Those of a workflow action.
+    actions: BTreeSet<String>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Intent {
+    webhook: String,
+    held: Held,
+}
 
 /// What a discard moved (or, in a dry run, would move).
 #[derive(Debug, Default)]
 pub struct Discarded {
     pub webhook: String,
+    /// A discard cut short, finished.
+    pub finished: bool,
     /// Receipts given up.
     pub receipts: usize,
     /// Rows moved, by dataset.
@@ -32,6 +56,9 @@ pub struct Discarded {
 
 impl std::fmt::Display for Discarded {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.finished {
+            writeln!(f, "finished a discard that was cut short")?;
+        }
         writeln!(f, "webhook: {}", self.webhook)?;
         writeln!(f, "receipts: {} (their contacts not sent)", self.receipts)?;
         for (name, n) in &self.rows {
@@ -49,99 +76,187 @@ impl std::fmt::Display for Discarded {
 }
 
 /// Give up the contacts of `webhook` held because the config has no such webhook or action
-/// (or has it as the other kind); with `dry_run`, only count them.
-pub fn run(config: &Config, webhook: &str, dry_run: bool) -> anyhow::Result<Discarded> {
+/// (or has it as the other kind); with `dry_run`, only count them. Without `webhook`, finish
+/// a discard that was cut short.
+pub fn run(config: &Config, webhook: Option<&str>, dry_run: bool) -> anyhow::Result<Discarded> {
     let data_dir = &config.server.data_dir;
     let _dispatching = crate::dispatch::lock(
         data_dir,
         "its memory holds the webhook's receipts, which it would go on holding",
     )?;
-    let configured = config.webhook(webhook);
-    // A receipt is held when the config cannot route it: no such id, or the other kind.
-    let held =
-        |callback: bool| configured.is_none_or(|w| (w.target == Target::Callback) != callback);
-    let receipts = inbox::recover(data_dir)?;
+    let intent_path = data_dir.join(INTENT);
+    let cut_short = read_intent(&intent_path)?;
+    if let Some(cut) = &cut_short {
+        anyhow::ensure!(
+            webhook.is_none() && !dry_run,
+            "a discard of {} was cut short: run `sendtime discard` (no id, no --dry-run) to finish it first",
+            cut.webhook
+        );
+    }
     let datasets = [
-        // Plan rows first: a crash after them leaves the inbox rows, planned (and held) again.
         plan::dataset(data_dir)?,
         inbox::dataset(data_dir)?,
         outcomes::dataset(data_dir)?,
     ];
+    let receipts = inbox::recover(data_dir)?;
     for dataset in &datasets {
         dataset.recover()?;
     }
-    let [plan_ds, _, outcomes_ds] = &datasets;
-    let outcome_rows = outcomes::read(outcomes_ds)?;
-    let finished: HashSet<&str> = outcome_rows
-        .iter()
-        .filter(|r| r.status.is_final())
-        .map(|r| r.receipt_id.as_str())
-        .collect();
-    let mut ids: HashSet<String> = HashSet::new();
-    let mut actions: HashSet<String> = HashSet::new();
-    let mut take = |id: &str, callback: bool| {
-        if held(callback) && !finished.contains(id) {
-            ids.insert(id.to_string());
-            if callback {
-                actions.insert(id.to_string());
+    let finished = cut_short.is_some();
+    let intent = match cut_short {
+        Some(intent) => intent,
+        None => {
+            let webhook = webhook.context(
+                "name the webhook or action whose held contacts to give up (`sendtime discard ID`)",
+            )?;
+            let [plan_ds, _, outcomes_ds] = &datasets;
+            let mut all = held_by_webhook(config, &receipts, plan_ds, outcomes_ds)?;
+            let held = all.remove(webhook).unwrap_or_default();
+            if held.receipts.is_empty() {
+                anyhow::bail!(nothing_held(config, webhook, &all));
+            }
+            Intent {
+                webhook: webhook.to_string(),
+                held,
             }
         }
     };
-    for r in receipts.iter().filter(|r| r.webhook_id == webhook) {
-        take(&r.receipt_id, r.callback_id.is_some());
-    }
-    for p in plan::read(plan_ds)?
-        .iter()
-        .filter(|p| p.webhook_id == webhook)
-    {
-        take(&p.receipt_id, p.callback_id.is_some());
-    }
-    // Outcome rows of receipts whose other rows a discard cut short has moved already.
-    for r in outcome_rows.iter().filter(|r| r.webhook_id == webhook) {
-        take(&r.receipt_id, r.action == Action::Complete);
-    }
-    if let (Some(w), true) = (configured, ids.is_empty()) {
-        anyhow::bail!(
-            "{} is in the config, as {}: its contacts are sent as planned, none is held. \
-             To hold them, `sendtime pause {}`",
-            w.id,
-            match w.target {
-                Target::Callback => "an action",
-                _ => "a webhook",
-            },
-            w.id
-        );
+    let mut out = Discarded {
+        webhook: intent.webhook.clone(),
+        finished,
+        receipts: intent.held.receipts.len(),
+        actions: intent.held.actions.len(),
+        ..Discarded::default()
+    };
+    if !dry_run && !finished {
+        crate::store::create_dir_durably(intent_path.parent().expect("INTENT has a folder"))?;
+        write_durably(&intent_path, &serde_json::to_vec(&intent)?)?;
     }
     let pick = |df: &DataFrame| -> anyhow::Result<BooleanChunked> {
         Ok(df
             .column(inbox::col::RECEIPT_ID)?
             .str()?
             .iter()
-            .map(|r| r.is_some_and(|r| ids.contains(r)))
+            .map(|r| r.is_some_and(|r| intent.held.receipts.contains(r)))
             .collect())
     };
-    let mut out = Discarded {
-        webhook: webhook.to_string(),
-        receipts: ids.len(),
-        actions: actions.len(),
-        ..Discarded::default()
-    };
     let columns = [inbox::col::RECEIPT_ID];
-    for (dataset, name) in datasets
-        .iter()
-        .zip([plan::NAME, inbox::NAME, outcomes::NAME])
-    {
+    for (dataset, name) in datasets.iter().zip(NAMES) {
         let rows = match dry_run {
             true => dataset.count_rows(&columns, pick)?,
-            false => dataset.move_rows(&discarded(data_dir, name)?, &columns, pick)?,
+            false => {
+                let into = Dataset::open(&data_dir.join(DISCARDED), name);
+                into.and_then(|into| {
+                    into.recover()?;
+                    dataset.move_rows(&into, &columns, pick)
+                })
+                .with_context(|| {
+                    format!(
+                        "the discard of {} was cut short moving its {name} rows: fix the cause and run `sendtime discard` (no id) to finish it",
+                        intent.webhook
+                    )
+                })?
+            }
         };
-        if rows > 0 {
-            out.rows.push((name, rows));
-        }
+        out.record(name, rows);
+    }
+    if !dry_run {
+        std::fs::remove_file(&intent_path)?;
+        crate::store::sync_dir(intent_path.parent().expect("INTENT has a folder"))?;
     }
     Ok(out)
 }
 
-fn discarded(data_dir: &Path, name: &str) -> anyhow::Result<Dataset> {
-    Dataset::open(&data_dir.join(DISCARDED), name)
+/// The datasets' names, in the order their rows move.
+const NAMES: [&str; 3] = [plan::NAME, inbox::NAME, outcomes::NAME];
+
+impl Discarded {
+    fn record(&mut self, name: &'static str, rows: usize) {
+        if rows > 0 {
+            self.rows.push((name, rows));
+        }
+    }
+}
+
+/// Refuse to start a dispatcher on a data folder whose discard was cut short.
+pub fn refuse_if_cut_short(data_dir: &Path) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        !data_dir.join(INTENT).exists(),
+        "a discard was cut short (a receipt whose plan rows moved and inbox row did not would be planned again): run `sendtime discard` to finish it ({} names what)",
+        data_dir.join(INTENT).display()
+    );
+    Ok(())
+}
+
+fn read_intent(path: &Path) -> anyhow::Result<Option<Intent>> {
+    match std::fs::read(path) {
+        Ok(bytes) => Ok(Some(serde_json::from_slice(&bytes).with_context(|| {
+            format!("cannot read {} (a discard cut short)", path.display())
+        })?)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The receipts of each webhook id that the config cannot route (no such id, or the other
+/// kind) and that have no final outcome: those the dispatcher holds. Read from the inbox
+/// (`receipts`), plan and outcome rows, so a receipt whose other rows moved is found too.
+fn held_by_webhook(
+    config: &Config,
+    receipts: &[inbox::ReceiptKey],
+    plan_ds: &Dataset,
+    outcomes_ds: &Dataset,
+) -> anyhow::Result<BTreeMap<String, Held>> {
+    let outcome_rows = outcomes::read(outcomes_ds)?;
+    let finished: std::collections::HashSet<&str> = outcome_rows
+        .iter()
+        .filter(|r| r.status.is_final())
+        .map(|r| r.receipt_id.as_str())
+        .collect();
+    let mut held: BTreeMap<String, Held> = BTreeMap::new();
+    let mut take = |webhook: &str, id: &str, callback: bool| {
+        let routable = config
+            .webhook(webhook)
+            .is_some_and(|w| (w.target == Target::Callback) == callback);
+        if !routable && !finished.contains(id) {
+            let of = held.entry(webhook.to_string()).or_default();
+            of.receipts.insert(id.to_string());
+            if callback {
+                of.actions.insert(id.to_string());
+            }
+        }
+    };
+    for r in receipts {
+        take(&r.webhook_id, &r.receipt_id, r.callback_id.is_some());
+    }
+    for p in plan::read(plan_ds)? {
+        take(&p.webhook_id, &p.receipt_id, p.callback_id.is_some());
+    }
+    for r in &outcome_rows {
+        take(&r.webhook_id, &r.receipt_id, r.action == Action::Complete);
+    }
+    Ok(held)
+}
+
+/// Why nothing of `webhook` can be discarded, and what is held.
+fn nothing_held(config: &Config, webhook: &str, held: &BTreeMap<String, Held>) -> String {
+    let why = match config.webhook(webhook) {
+        Some(w) => format!(
+            "{webhook} is in the config, as {}: its contacts are sent as planned. To give them \
+             up, remove it from the config first; to hold them, `sendtime pause {webhook}`",
+            match w.target {
+                Target::Callback => "an action",
+                _ => "a webhook",
+            }
+        ),
+        None => format!("no contact of {webhook} is held (ids are matched as written)"),
+    };
+    let others: Vec<String> = held
+        .iter()
+        .map(|(w, h)| format!("{w} ({})", h.receipts.len()))
+        .collect();
+    match others.is_empty() {
+        true => format!("{why}; no contact is held"),
+        false => format!("{why}; held now: {}", others.join(", ")),
+    }
 }

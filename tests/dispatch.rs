@@ -1154,14 +1154,40 @@ fn discarding_a_removed_webhook_gives_up_its_held_contacts_alone() {
     assert!(!beside.status.success());
     server.stop();
 
-    let sent = common::run(&config, &data, &["discard", "step-b"], &[]);
-    assert!(!sent.status.success());
+    for other in ["step-b", "step-c"] {
+        let refused = common::run(&config, &data, &["discard", other], &[]);
+        assert!(!refused.status.success());
+        let said = String::from_utf8_lossy(&refused.stderr);
+        assert!(said.contains("held now: step-a (3)"), "{said}");
+    }
     let dry = common::sendtime(&config, &data, &["discard", "--dry-run", "step-a"], &[]);
     assert!(dry.contains("receipts: 3"), "{dry}");
     assert!(!data.join("discarded").exists());
     let before = receipts_in(&data);
-    let out = common::sendtime(&config, &data, &["discard", "step-a"], &[]);
+    // Cut short after the plan and inbox rows moved (a file where the outcomes' folder goes):
+    // nothing dispatches until a discard without an id finishes it.
+    std::fs::create_dir_all(data.join("discarded")).unwrap();
+    std::fs::write(data.join("discarded/outcomes"), "").unwrap();
+    let cut = common::run(&config, &data, &["discard", "step-a"], &[]);
+    assert!(!cut.status.success());
+    let env = [("DISPATCH_SECRET", SECRET), ("DISPATCH_TOKEN", TOKEN)];
+    let tick = common::run(&config, &data, &["tick"], &env);
+    assert!(!tick.status.success());
+    let said = String::from_utf8_lossy(&tick.stderr);
+    assert!(said.contains("a discard was cut short"), "{said}");
+    std::fs::remove_file(data.join("discarded/outcomes")).unwrap();
+    assert!(
+        !common::run(&config, &data, &["discard", "step-a"], &[])
+            .status
+            .success()
+    );
+    let out = common::sendtime(&config, &data, &["discard"], &[]);
+    assert!(
+        out.starts_with("finished a discard that was cut short"),
+        "{out}"
+    );
     assert!(out.contains("receipts: 3"), "{out}");
+    assert!(!data.join("state/discard.pending").exists());
     let after = receipts_in(&data);
     let gone: HashSet<String> = &before[0] - &after[0];
     assert_eq!(gone, held);

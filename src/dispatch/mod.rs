@@ -188,6 +188,7 @@ impl Dispatcher {
             "two dispatchers on one data folder would enroll contacts twice",
         )?;
         crate::erase::refuse_if_cut_short(data_dir)?;
+        crate::discard::refuse_if_cut_short(data_dir)?;
         let plan_ds = plan::dataset(data_dir)?;
         let outcomes_ds = outcomes::dataset(data_dir)?;
         plan_ds.recover()?;
