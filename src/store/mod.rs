@@ -583,7 +583,11 @@ impl Dataset {
     }
 
     /// Finish or roll back compactions interrupted by a crash. Run before reading at start-up.
+    /// The sources of a merged part written less than [`SOURCE_GRACE`] ago stay (hidden): a
+    /// reader in another process may have listed them before (an import starting beside a
+    /// profile build).
     pub fn recover(&self) -> anyhow::Result<()> {
+        self.finish_intents(SOURCE_GRACE)?;
         // A publish that a crash interrupted moves each checksum in before its part: those
         // are finished by the next publisher, not removed here.
         let publishing = self.pending()?;
@@ -592,14 +596,11 @@ impl Dataset {
             let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
             if name.ends_with(".tmp") {
                 fs::remove_file(&path)?;
-            } else if self.merged_by(&path).is_some() {
-                self.finish_intent(&path)?;
             } else if name.ends_with(&format!(".{}", checksum::EXT))
                 && !path.with_extension(PART_EXT).exists()
                 && !publishing.contains(&path.with_extension(PART_EXT))
             {
-                // A checksum whose part never became visible (a crash in between), unless a
-                // compaction's sources went with theirs above while the folder was listed.
+                // A checksum whose part never became visible (a crash in between).
                 remove_if_exists(&path)?;
             }
         }
@@ -1182,6 +1183,31 @@ mod tests {
         assert_eq!(ds.parts().unwrap(), [third.part]);
     }
 
+    /// Recovery at another process's start (an import's, beside a profile build) leaves the
+    /// sources of a compaction within its grace to the readers that listed them, hidden;
+    /// past the grace it removes them.
+    #[test]
+    fn recovery_keeps_a_young_compaction_s_sources_for_readers() {
+        let dir = tempfile::tempdir().unwrap();
+        let ds = Dataset::open(dir.path(), "rows").unwrap();
+        let sources: Vec<PathBuf> = (0..3)
+            .map(|x| {
+                let mut df = df!("x" => vec![x; 10]).unwrap();
+                ds.write_part(Ulid::generate(), &mut df).unwrap()
+            })
+            .collect();
+        let listed = ds.parts().unwrap();
+        let merged = ds.compact(&HashSet::new()).unwrap().unwrap();
+        ds.recover().unwrap();
+        let read: usize = listed.iter().map(|p| read_part(p).unwrap().height()).sum();
+        assert_eq!(read, 30);
+        assert_eq!(ds.parts().unwrap(), [merged.part.clone()]);
+        age_intents(&ds.dir);
+        ds.recover().unwrap();
+        assert!(sources.iter().all(|p| !p.exists()));
+        assert_eq!(ds.parts().unwrap(), [merged.part]);
+    }
+
     /// Rows moved out of a merged part whose sources are still on disk: the sources go
     /// first, never listed again with the rows the move took (the dispatcher, having
     /// forgotten those receipts, would plan them again).
@@ -1310,6 +1336,13 @@ mod tests {
                 listed, 20,
                 "before recovery, merged written: {merged_written}"
             );
+            if merged_written {
+                // Within the grace, the sources stay for readers that listed them, hidden.
+                ds.recover().unwrap();
+                assert!(intent.exists() && sources.iter().all(|s| s.exists()));
+                assert_eq!(ds.parts().unwrap().len(), 1);
+                age_intents(&ds.dir);
+            }
             ds.recover().unwrap();
             assert!(!intent.exists());
             let parts = ds.parts().unwrap();
