@@ -1201,7 +1201,7 @@ mod tests {
         ds.recover().unwrap();
         let read: usize = listed.iter().map(|p| read_part(p).unwrap().height()).sum();
         assert_eq!(read, 30);
-        assert_eq!(ds.parts().unwrap(), [merged.part.clone()]);
+        assert_eq!(ds.parts().unwrap(), std::slice::from_ref(&merged.part));
         age_intents(&ds.dir);
         ds.recover().unwrap();
         assert!(sources.iter().all(|p| !p.exists()));
