@@ -1039,6 +1039,11 @@ fn tick(path: &std::path::Path, overrides: &Overrides, now: Option<&str>) -> any
     require_sendtime_data(&loaded.config.server.data_dir, &loaded.config.path)?;
     let report = crate::dispatch::run_once(&loaded.config, now)?;
     println!("tick finished: {report}");
+    if let Some(e) = report.write_error {
+        anyhow::bail!(
+            "outcome rows could not be written (fix the cause: the next tick looks again at the contacts they were for): {e}"
+        )
+    }
     match report.planning_error {
         Some(e) => {
             anyhow::bail!(

@@ -1991,6 +1991,61 @@ fn a_stored_daily_limit_pause_shows_before_anything_is_due() {
     assert_eq!(paused, Some(Some(until)), "{logs}");
 }
 
+/// `sendtime tick`, run once (from cron), exits non-zero when an outcome row could not be
+/// written (the outcomes folder gone while HubSpot answers), saying so; the next tick records
+/// the enrollment without calling again. It exited 0.
+#[test]
+fn a_tick_that_cannot_record_an_outcome_fails() {
+    use sendtime::hubspot::standin::{Fault, Injection};
+    let rt = runtime();
+    let standin = rt.block_on(StandIn::start(Options::default())).unwrap();
+    standin.inject(
+        Injection::next(Fault::Slow(Duration::from_secs(3))).on("/automation/v2/workflows/"),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let config = write_config(dir.path(), &standin.url(), "", &[&HOOKS[3]]);
+    let emails = receive_only(&config, &data, &standin, ("t", 1), 8950);
+    let at = (now_ms() + 60_000).to_string();
+    let tick = std::process::Command::new(env!("CARGO_BIN_EXE_sendtime"))
+        .arg("--config")
+        .arg(&config)
+        .arg("--data")
+        .arg(&data)
+        .args(["tick", "--now", &at])
+        .env("DISPATCH_SECRET", SECRET)
+        .env("DISPATCH_TOKEN", TOKEN)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    eventually(Duration::from_secs(30), || {
+        (standin.log().iter())
+            .any(|e| e.path.starts_with("/automation/v2/workflows/"))
+            .then_some(())
+    })
+    .expect("the enrollment call is made");
+    let folder = data.join("outcomes");
+    let aside = data.join("outcomes-aside");
+    std::fs::rename(&folder, &aside).unwrap();
+    std::fs::write(&folder, b"not a folder").unwrap();
+    let out = tick.wait_with_output().unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{said}");
+    assert!(said.contains("outcome rows could not be written"), "{said}");
+    std::fs::remove_file(&folder).unwrap();
+    std::fs::rename(&aside, &folder).unwrap();
+    common::sendtime(
+        &config,
+        &data,
+        &["tick", "--now", &at],
+        &[("DISPATCH_TOKEN", TOKEN)],
+    );
+    enrolled_once(&standin, "104", &emails);
+    let statuses: Vec<Status> = outcomes(&data).into_iter().map(|r| r.status).collect();
+    assert!(statuses.contains(&Status::Enrolled), "{statuses:?}");
+}
+
 /// HubSpot takes an enrollment, and the row saying so cannot be written (the outcomes folder
 /// is gone, as on a full disk): once it is back, the contact is recorded as enrolled, at the
 /// time HubSpot took it, and HubSpot is not called again. It was put back in doubt, and a

@@ -311,6 +311,9 @@ type Reply = oneshot::Sender<Result<(), String>>;
 #[derive(Clone)]
 pub struct OutcomeLog {
     tx: Sender<(Vec<OutcomeRow>, Reply)>,
+    /// The last write that failed since [`OutcomeLog::take_failure`]: `sendtime tick`, run
+    /// once, must not exit 0 over rows it could not record.
+    failed: std::sync::Arc<std::sync::Mutex<Option<String>>>,
 }
 
 /// Owns the writer thread.
@@ -327,7 +330,10 @@ impl OutcomeLog {
             .name("outcome-writer".into())
             .spawn(move || run(&dataset, rx))?;
         Ok((
-            OutcomeLog { tx },
+            OutcomeLog {
+                tx,
+                failed: Default::default(),
+            },
             OutcomeWriter {
                 thread: Some(thread),
             },
@@ -340,12 +346,26 @@ impl OutcomeLog {
             return Ok(());
         }
         let (reply, rx) = oneshot::channel();
-        self.tx
-            .send((rows, reply))
-            .map_err(|_| anyhow::anyhow!("the outcome writer has stopped"))?;
-        rx.await
-            .map_err(|_| anyhow::anyhow!("the outcome writer has stopped"))?
-            .map_err(|e| anyhow::anyhow!(e))
+        let stopped = || "the outcome writer has stopped".to_string();
+        let written = match self.tx.send((rows, reply)) {
+            Ok(()) => rx.await.map_err(|_| stopped()).and_then(|r| r),
+            Err(_) => Err(stopped()),
+        };
+        if let Err(e) = &written {
+            *self
+                .failed
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(e.clone());
+        }
+        written.map_err(|e| anyhow::anyhow!(e))
+    }
+
+    /// Why the last failed write failed, if one did since the last call.
+    pub fn take_failure(&self) -> Option<String> {
+        self.failed
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take()
     }
 }
 

@@ -74,6 +74,9 @@ pub struct TickReport {
     /// Why new receipts could not be planned (they wait in the inbox for the next tick; the
     /// due contacts were sent all the same).
     pub planning_error: Option<String>,
+    /// Why outcome rows could not be written, the last time they could not (what they were
+    /// for is looked at again by the next tick).
+    pub write_error: Option<String>,
     pub took: Duration,
 }
 
@@ -643,6 +646,7 @@ impl Dispatcher {
                 self.finish_compactions();
             });
         }
+        report.write_error = self.log.take_failure();
         report.took = started.elapsed();
         self.metrics.queued.set(report.queued as i64);
         self.metrics.finished.set(self.done.len() as i64);
@@ -882,7 +886,9 @@ impl Dispatcher {
                     }
                 }
                 Err(e) => {
-                    tracing::error!("{e:#} (the dry run's receipts are tried again in a minute)");
+                    tracing::error!(
+                        "{e:#} (the dry run's receipts are tried again at the next tick)"
+                    );
                     later.extend(dry_items.into_iter().map(|item| (item, now + MINUTE_MS)));
                 }
             }
