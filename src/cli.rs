@@ -136,17 +136,20 @@ pub enum Command {
         connector: bool,
     },
     /// Give up the contacts held for a webhook or action removed from the config (or made
-    /// the other kind), which are otherwise held, unsent, until it returns as it was.
+    /// the other kind), which are otherwise held, unsent, until it returns as it was; or,
+    /// without an id, finish a discard that was cut short.
     ///
     /// Their receipts' inbox, plan and outcome rows move to `discarded/` under the data
-    /// folder, kept: moved back (each part file with its checksum), they are held again. A
-    /// workflow action's contacts are never released: HubSpot moves each on when its hold
-    /// ends. Stop `serve` first (its memory holds the same receipts; a dry run too, since
-    /// both read the write-ahead log into the inbox first). Refused for a webhook in the
-    /// config whose contacts are sent (`sendtime pause` holds those). A discard cut short
-    /// stops `serve` and `tick` from starting: run `discard` again, with no id, to finish it.
+    /// folder, kept: moved back (each part file with its checksum), they are held, or sent,
+    /// again. A workflow action's contacts are never released: HubSpot moves each on when its
+    /// hold ends. Stop `serve` first (its memory holds the same receipts; a dry run too,
+    /// since both read the write-ahead log into the inbox first). Refused for a webhook in
+    /// the config whose contacts are sent (`sendtime pause` holds those). A discard cut
+    /// short stops `serve` and `tick` from starting: run `discard` again, with no id, to
+    /// finish it.
     Discard {
-        /// The webhook or action id, as it was in the config.
+        /// The webhook or action id, as it was in the config; without it, finish a discard
+        /// that was cut short.
         #[arg(value_name = "ID")]
         webhook: Option<String>,
         /// Count what would be discarded; move nothing.

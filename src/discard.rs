@@ -8,7 +8,7 @@
 //! start while a discard is cut short (one with a receipt's plan and outcome rows moved and
 //! its inbox row not would plan it again, without its attempts).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
 
 use anyhow::Context;
@@ -46,6 +46,8 @@ pub struct Discarded {
     pub webhook: String,
     /// A discard cut short, finished.
     pub finished: bool,
+    /// Finished with the webhook back in the config as what its receipts were received by.
+    pub back_in_config: bool,
     /// Receipts given up.
     pub receipts: usize,
     /// Rows moved, by dataset.
@@ -60,7 +62,18 @@ impl std::fmt::Display for Discarded {
             writeln!(f, "finished a discard that was cut short")?;
         }
         writeln!(f, "webhook: {}", self.webhook)?;
-        writeln!(f, "receipts: {} (their contacts not sent)", self.receipts)?;
+        writeln!(
+            f,
+            "receipts: {} (given up: not sent from now on)",
+            self.receipts
+        )?;
+        if self.back_in_config {
+            writeln!(
+                f,
+                "{} is in the config again: the receipts this discard named were given up as it began",
+                self.webhook
+            )?;
+        }
         for (name, n) in &self.rows {
             writeln!(f, "{name}: {n} rows to {DISCARDED}/{name}")?;
         }
@@ -124,13 +137,22 @@ pub fn run(config: &Config, webhook: Option<&str>, dry_run: bool) -> anyhow::Res
     let mut out = Discarded {
         webhook: intent.webhook.clone(),
         finished,
+        back_in_config: finished && {
+            let held = &intent.held;
+            let webhooks = held.actions.len() < held.receipts.len();
+            (webhooks && routable(config, &intent.webhook, false))
+                || (!held.actions.is_empty() && routable(config, &intent.webhook, true))
+        },
         receipts: intent.held.receipts.len(),
         actions: intent.held.actions.len(),
         ..Discarded::default()
     };
     if !dry_run && !finished {
-        crate::store::create_dir_durably(intent_path.parent().expect("INTENT has a folder"))?;
-        write_durably(&intent_path, &serde_json::to_vec(&intent)?)?;
+        crate::store::create_dir_durably(intent_path.parent().expect("INTENT has a folder"))
+            .and_then(|()| write_durably(&intent_path, &serde_json::to_vec(&intent)?))
+            .with_context(|| {
+                format!("cannot write {} (nothing was moved)", intent_path.display())
+            })?;
     }
     let pick = |df: &DataFrame| -> anyhow::Result<BooleanChunked> {
         Ok(df
@@ -161,8 +183,16 @@ pub fn run(config: &Config, webhook: Option<&str>, dry_run: bool) -> anyhow::Res
         out.record(name, rows);
     }
     if !dry_run {
-        std::fs::remove_file(&intent_path)?;
-        crate::store::sync_dir(intent_path.parent().expect("INTENT has a folder"))?;
+        std::fs::remove_file(&intent_path)
+            .and_then(|()| {
+                crate::store::sync_dir(intent_path.parent().expect("INTENT has a folder"))
+            })
+            .with_context(|| {
+                format!(
+                    "every row was moved, but {} could not be removed: remove it by hand",
+                    intent_path.display()
+                )
+            })?;
     }
     Ok(out)
 }
@@ -191,7 +221,11 @@ pub fn refuse_if_cut_short(data_dir: &Path) -> anyhow::Result<()> {
 fn read_intent(path: &Path) -> anyhow::Result<Option<Intent>> {
     match std::fs::read(path) {
         Ok(bytes) => Ok(Some(serde_json::from_slice(&bytes).with_context(|| {
-            format!("cannot read {} (a discard cut short)", path.display())
+            format!(
+                "cannot read {} (a discard cut short, which names the webhook and receipts): \
+                 delete it and run `sendtime discard ID` again, with ID still out of the config",
+                path.display()
+            )
         })?)),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(e.into()),
@@ -213,29 +247,37 @@ fn held_by_webhook(
         .filter(|r| r.status.is_final())
         .map(|r| r.receipt_id.as_str())
         .collect();
+    // Each receipt's webhook and kind (an action's: a callback id), from its inbox or plan
+    // row; from its outcome rows only when those are all that is left.
+    let mut kinds: HashMap<&str, (&str, bool)> = HashMap::new();
+    let plans = plan::read(plan_ds)?;
+    for r in receipts {
+        kinds.insert(&r.receipt_id, (&r.webhook_id, r.callback_id.is_some()));
+    }
+    for p in &plans {
+        kinds.insert(&p.receipt_id, (&p.webhook_id, p.callback_id.is_some()));
+    }
+    for r in &outcome_rows {
+        (kinds.entry(&r.receipt_id)).or_insert((&r.webhook_id, r.action == Action::Complete));
+    }
     let mut held: BTreeMap<String, Held> = BTreeMap::new();
-    let mut take = |webhook: &str, id: &str, callback: bool| {
-        let routable = config
-            .webhook(webhook)
-            .is_some_and(|w| (w.target == Target::Callback) == callback);
-        if !routable && !finished.contains(id) {
+    for (id, (webhook, callback)) in kinds {
+        if !routable(config, webhook, callback) && !finished.contains(id) {
             let of = held.entry(webhook.to_string()).or_default();
             of.receipts.insert(id.to_string());
             if callback {
                 of.actions.insert(id.to_string());
             }
         }
-    };
-    for r in receipts {
-        take(&r.webhook_id, &r.receipt_id, r.callback_id.is_some());
-    }
-    for p in plan::read(plan_ds)? {
-        take(&p.webhook_id, &p.receipt_id, p.callback_id.is_some());
-    }
-    for r in &outcome_rows {
-        take(&r.webhook_id, &r.receipt_id, r.action == Action::Complete);
     }
     Ok(held)
+}
+
+/// Whether the config routes a receipt of `webhook` (an action's when `callback`).
+fn routable(config: &Config, webhook: &str, callback: bool) -> bool {
+    config
+        .webhook(webhook)
+        .is_some_and(|w| (w.target == Target::Callback) == callback)
 }
 
 /// Why nothing of `webhook` can be discarded, and what is held.

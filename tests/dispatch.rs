@@ -1181,11 +1181,14 @@ fn discarding_a_removed_webhook_gives_up_its_held_contacts_alone() {
             .status
             .success()
     );
+    // step-a back meanwhile: what was begun is finished, and it says so.
+    write_config(dir.path(), &standin.url(), "", &[&STEP_A, &STEP_B]);
     let out = common::sendtime(&config, &data, &["discard"], &[]);
     assert!(
         out.starts_with("finished a discard that was cut short"),
         "{out}"
     );
+    assert!(out.contains("step-a is in the config again"), "{out}");
     assert!(out.contains("receipts: 3"), "{out}");
     assert!(!data.join("state/discard.pending").exists());
     let after = receipts_in(&data);
