@@ -752,6 +752,7 @@ fn model(command: Command, path: &std::path::Path, overrides: &Overrides) -> any
                 overrides.data_dir.as_ref().is_none_or(|d| *d == out),
                 "gen writes into the folder given by --out, not --data: drop --data"
             );
+            crate::model::synth::check_sizes(contacts, events)?;
             // (clap's `requires` takes a default for presence.)
             anyhow::ensure!(
                 respond || (!flat && since.is_none() && draw.is_none()),

@@ -457,6 +457,19 @@ fn gen_is_reproducible_and_the_model_learns_its_habits() {
         );
         assert!(!fresh.exists(), "{flag:?}");
     }
+    // Sizes it cannot make (a typo of a few zeros took all the machine's memory), nor none.
+    for (contacts, events) in [("10", "100000000000"), ("1000000000", "10"), ("0", "10")] {
+        let args = ["gen", "--contacts", contacts, "--events", events, "--out"];
+        let o = sendtime(&fresh, &[&args[..], &[fresh.to_str().unwrap()]].concat());
+        assert_eq!(
+            o.status.code(),
+            Some(1),
+            "{contacts} {events}: {}",
+            text(&o).1
+        );
+        assert!(text(&o).1.contains("--contacts") || text(&o).1.contains("--events"));
+        assert!(!fresh.exists(), "{contacts} {events}");
+    }
 
     // Synthetic contacts have real habits: the model must beat the population clearly.
     let o = sendtime(&a, &["backtest", "--split", "2025-10-01", "--json"]);

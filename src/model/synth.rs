@@ -34,6 +34,30 @@ pub struct Spec {
 /// Rows per part file.
 const PART_ROWS: usize = 2_000_000;
 
+/// The largest world `gen` makes: its contacts are all in memory (about 80 bytes each), and
+/// each contact's year of events at once.
+const MAX_CONTACTS: usize = 20_000_000;
+const MAX_EVENTS: usize = 2_000_000_000;
+const MAX_EVENTS_PER_CONTACT: usize = 10_000;
+
+/// Refuse sizes `gen` cannot make on a machine (a typo of a few zeros would take all its
+/// memory), before anything is written.
+pub fn check_sizes(contacts: usize, events: Option<usize>) -> anyhow::Result<()> {
+    anyhow::ensure!(contacts > 0, "--contacts must be at least 1");
+    anyhow::ensure!(
+        contacts <= MAX_CONTACTS,
+        "--contacts {contacts} is more than gen makes ({MAX_CONTACTS})"
+    );
+    if let Some(events) = events {
+        anyhow::ensure!(
+            events <= MAX_EVENTS && events <= contacts * MAX_EVENTS_PER_CONTACT,
+            "--events {events} is more than gen makes: at most {MAX_EVENTS}, and \
+             {MAX_EVENTS_PER_CONTACT} a contact on average"
+        );
+    }
+    Ok(())
+}
+
 /// The seeded random stream.
 pub struct Rng(u64);
 
@@ -227,7 +251,7 @@ pub fn respond(
 
 /// Generate into `{out}/events/` and `{out}/contacts/`. Returns the number of events written.
 pub fn generate(out: &Path, spec: Spec) -> anyhow::Result<usize> {
-    anyhow::ensure!(spec.contacts > 0, "--contacts must be at least 1");
+    check_sizes(spec.contacts, Some(spec.events))?;
     let end = spec.end_ms;
     let start = end - 365 * DAY_MS;
     let dictionary = contacts::dataset(out)?;
