@@ -213,12 +213,13 @@ pub fn run(
         ..Erased::default()
     };
     if !dry_run {
-        crate::store::create_dir_durably(intent.parent().expect("INTENT has a folder"))?;
         let writing = Intent {
             person: person.clone(),
             receipts: receipts.clone(),
         };
-        write_durably(&intent, &serde_json::to_vec(&writing)?)?;
+        crate::store::create_dir_durably(intent.parent().expect("INTENT has a folder"))
+            .and_then(|()| write_durably(&intent, &serde_json::to_vec(&writing)?))
+            .with_context(|| format!("cannot write {} (nothing was erased)", intent.display()))?;
     }
     for (dataset, columns) in receipt_datasets(data_dir)? {
         let pick = |df: &DataFrame| pick_receipt_rows(df, &person, &receipts);
@@ -254,8 +255,14 @@ pub fn run(
                 .context("the contact's rows are erased, but the stored profiles could not be rebuilt: fix the cause and run `sendtime erase` (no contact) to finish")?;
             erased.profiles_rebuilt = true;
         }
-        std::fs::remove_file(&intent)?;
-        crate::store::sync_dir(intent.parent().expect("INTENT has a folder"))?;
+        std::fs::remove_file(&intent)
+            .and_then(|()| crate::store::sync_dir(intent.parent().expect("INTENT has a folder")))
+            .with_context(|| {
+                format!(
+                    "everything was erased, but {} could not be removed: remove it by hand",
+                    intent.display()
+                )
+            })?;
     }
     erased.person = person;
     Ok(erased)

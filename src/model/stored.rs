@@ -538,7 +538,8 @@ fn write_delta(dir: &Path, delta: Delta) -> anyhow::Result<String> {
     )?;
     for (suffix, df) in [("weights", &mut weights), ("stats", &mut st)] {
         let path = dir.join(format!("{name}.{suffix}.parquet"));
-        let mut file = std::fs::File::create(&path)?;
+        let mut file = std::fs::File::create(&path)
+            .with_context(|| format!("cannot store profiles in {}", dir.display()))?;
         ParquetWriter::new(&mut file)
             .with_compression(ParquetCompression::Lz4Raw)
             .finish(df)?;
@@ -551,7 +552,8 @@ fn write_delta(dir: &Path, delta: Delta) -> anyhow::Result<String> {
 fn commit_state(dir: &Path, state: &State) -> anyhow::Result<()> {
     let path = &dir.join("state.json");
     crate::store::sync_dir(dir)?;
-    write_durably(path, &serde_json::to_vec_pretty(state)?)?;
+    write_durably(path, &serde_json::to_vec_pretty(state)?)
+        .with_context(|| format!("cannot store profiles in {}", dir.display()))?;
     let keep: HashSet<&str> = state.deltas.iter().map(String::as_str).collect();
     for entry in std::fs::read_dir(dir)? {
         let p = entry?.path();
