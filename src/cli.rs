@@ -245,8 +245,8 @@ pub enum Command {
         #[arg(long)]
         tune: bool,
         /// With --tune: length of that validation split, in days before --split, cut into 4
-        /// windows of at least 7 days each (so at least 28 days in all) [default: 180].
-        #[arg(long, value_name = "DAYS", value_parser = clap::value_parser!(i64).range(7..=3650))]
+        /// windows of at least 7 days each (so at least 28 days) [default: 180].
+        #[arg(long, value_name = "DAYS", value_parser = clap::value_parser!(i64).range(28..=3650))]
         validation_days: Option<i64>,
         /// The hour (UTC) of the fixed-hour baseline.
         #[arg(long, value_name = "HOUR", default_value_t = 9)]

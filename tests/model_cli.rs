@@ -801,4 +801,17 @@ fn backtest_flags_without_what_they_shape_are_refused() {
         assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
         assert!(err.contains(says), "{args:?}: {err}");
     }
+    // Fewer than its four windows of a week: refused (it ran on 28 days, saying nothing).
+    let out = sendtime(
+        &data,
+        &[
+            "backtest",
+            "--split",
+            "2025-01-01",
+            "--tune",
+            "--validation-days",
+            "10",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out).1);
 }
