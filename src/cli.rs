@@ -327,8 +327,9 @@ pub enum Command {
         #[command(subcommand)]
         what: HubspotCommand,
     },
-    /// Run a local HubSpot stand-in (for trying sendtime without a HubSpot account).
-    #[command(name = "hubspot-standin", hide = true)]
+    /// Run a local HubSpot stand-in (for trying sendtime without a HubSpot account): the
+    /// APIs sendtime calls, with HubSpot's shapes, errors and limits.
+    #[command(name = "hubspot-standin")]
     HubspotStandin(StandinArgs),
 }
 

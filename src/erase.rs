@@ -103,6 +103,8 @@ pub struct Erased {
     pub person: Person,
     /// Emails and ids their rows name beside those given, not erased.
     pub linked: Person,
+    /// `--only`: the links are left by choice.
+    pub only: bool,
     /// Rows per dataset (its folder under the data folder), those with any.
     pub rows: Vec<(String, usize)>,
     /// Entries of the contact dictionary blanked.
@@ -123,11 +125,11 @@ impl std::fmt::Display for Erased {
             writeln!(f, "{dataset}: {rows} rows")?;
         }
         if !self.linked.is_empty() {
-            writeln!(
-                f,
-                "their rows also name (not erased; a real run refuses until they are given too, or --only): {}",
-                self.linked.names()
-            )?;
+            let why = match self.only {
+                true => "not erased: --only",
+                false => "not erased; a real run refuses until they are given too, or --only",
+            };
+            writeln!(f, "their rows also name ({why}): {}", self.linked.names())?;
         }
         if self.contacts > 0 {
             writeln!(
@@ -210,6 +212,7 @@ pub fn run(
     let mut erased = Erased {
         quarantined: count_files(&data_dir.join("quarantine")),
         linked,
+        only,
         ..Erased::default()
     };
     if !dry_run {

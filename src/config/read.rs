@@ -1026,8 +1026,10 @@ pub(super) fn resolve(base: &Path, p: &str) -> PathBuf {
 /// says why not.
 fn parse_cron(expr: &str) -> Result<croner::Cron, String> {
     // A year would make a file that validates today fail on a later start.
-    if expr.split_whitespace().count() > 6 {
-        return Err("a seventh field (a year) is not taken".into());
+    match expr.split_whitespace().count() {
+        7.. => return Err("a seventh field (a year) is not taken".into()),
+        n @ 0..6 => return Err(format!("it has {n} fields")),
+        6 => {}
     }
     let cron = croner::parser::CronParser::builder()
         .seconds(croner::parser::Seconds::Required)
@@ -1057,6 +1059,20 @@ fn is_numeric_id(s: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A cron of another field count is refused by its count (croner's message for five
+    /// fields spoke of seven, which is refused too).
+    #[test]
+    fn a_cron_is_six_fields() {
+        assert_eq!(parse_cron("* * * * *").unwrap_err(), "it has 5 fields");
+        assert_eq!(parse_cron("").unwrap_err(), "it has 0 fields");
+        assert!(
+            parse_cron("0 * * * * * 2030")
+                .unwrap_err()
+                .contains("seventh")
+        );
+        assert!(parse_cron("0 * * * * *").is_ok());
+    }
 
     /// The longest stretch without a run, whatever the time `validate` runs at: the night
     /// and weekend of a cron that runs every minute of working hours, the minute of one that
