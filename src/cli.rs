@@ -25,14 +25,10 @@ use crate::time::{parse_flag, parse_plan_flag};
         one file, webhooks.toml."
 )]
 pub struct Cli {
-    /// The config file. Relative paths inside it resolve against its folder.
-    #[arg(
-        long,
-        global = true,
-        value_name = "PATH",
-        default_value = DEFAULT_CONFIG
-    )]
-    pub config: PathBuf,
+    /// The config file [default: webhooks.toml]. Relative paths inside it resolve against
+    /// its folder.
+    #[arg(long, global = true, value_name = "PATH")]
+    pub config: Option<PathBuf>,
 
     /// Data directory; overrides `server.data_dir` from the config.
     #[arg(long = "data", global = true, value_name = "DIR")]
@@ -498,10 +494,31 @@ pub fn main() -> ExitCode {
         data_dir: cli.data_dir.clone(),
         ..Overrides::default()
     };
+    // Commands of no config and no data folder refuse them rather than ignore them.
+    let given = (cli.config.is_some(), cli.data_dir.is_some());
+    let refusal = match &cli.command {
+        Command::Demo { .. } if given != (false, false) => Some(
+            "demo makes its own config and data in a temporary folder, removed when it stops: drop --config and --data (`sendtime serve` runs on yours)",
+        ),
+        Command::Schema if given != (false, false) => Some(
+            "schema prints the JSON Schema of every config, whatever the file: drop --config and --data",
+        ),
+        Command::HubspotStandin(_) if given != (false, false) => Some(
+            "hubspot-standin stands in for HubSpot and reads no config or data folder: drop --config and --data",
+        ),
+        Command::Gen { .. } if given.0 => Some("gen reads no config: drop --config"),
+        _ => None,
+    };
+    if let Some(refusal) = refusal {
+        tracing::error!("{refusal}");
+        return ExitCode::from(2);
+    }
+    let config = cli
+        .config
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG));
     match cli.command {
-        Command::Validate { file, online } => {
-            validate(file.unwrap_or(cli.config), &overrides, online)
-        }
+        Command::Validate { file, online } => validate(file.unwrap_or(config), &overrides, online),
         Command::Serve {
             listen,
             admin_listen,
@@ -513,7 +530,7 @@ pub fn main() -> ExitCode {
                 ..overrides
             };
             let clock = clock_file.map_or(crate::clock::Clock::System, crate::clock::Clock::File);
-            match crate::serve::run(cli.config, overrides, clock) {
+            match crate::serve::run(config, overrides, clock) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     tracing::error!("{e:#}");
@@ -521,27 +538,19 @@ pub fn main() -> ExitCode {
                 }
             }
         }
-        Command::Tick { now } => report(tick(&cli.config, &overrides, now.as_deref())),
-        Command::Import { source } => report(import(&cli.config, &overrides, source)),
+        Command::Tick { now } => report(tick(&config, &overrides, now.as_deref())),
+        Command::Import { source } => report(import(&config, &overrides, source)),
         Command::Demo {
             speed,
             listen,
             admin_listen,
-        } => {
-            if cli.data_dir.is_some() || cli.config != Path::new(DEFAULT_CONFIG) {
-                tracing::error!(
-                    "demo makes its own config and data in a temporary folder, removed when it stops: drop --config and --data (`sendtime serve` runs on yours)"
-                );
-                return ExitCode::from(2);
+        } => match crate::demo::run(speed, listen, admin_listen) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                tracing::error!("{e:#}");
+                ExitCode::FAILURE
             }
-            match crate::demo::run(speed, listen, admin_listen) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    tracing::error!("{e:#}");
-                    ExitCode::FAILURE
-                }
-            }
-        }
+        },
         Command::Schema => {
             let schema = crate::config::schema::schema();
             println!(
@@ -555,7 +564,7 @@ pub fn main() -> ExitCode {
             only,
             dry_run,
         } => report(
-            load_config_with_data(&cli.config, &overrides)
+            load_config_with_data(&config, &overrides)
                 .and_then(|c| crate::erase::run(&c, &contacts, only, dry_run))
                 .map(|erased| {
                     print!(
@@ -569,7 +578,7 @@ pub fn main() -> ExitCode {
                 }),
         ),
         Command::Discard { webhook, dry_run } => report(
-            load_config_with_data(&cli.config, &overrides)
+            load_config_with_data(&config, &overrides)
                 .and_then(|c| crate::discard::run(&c, webhook.as_deref(), dry_run))
                 .map(|discarded| {
                     print!(
@@ -582,11 +591,9 @@ pub fn main() -> ExitCode {
                     )
                 }),
         ),
-        Command::Pause { id, connector } => {
-            report(pause(&cli.config, &overrides, id, connector, true))
-        }
+        Command::Pause { id, connector } => report(pause(&config, &overrides, id, connector, true)),
         Command::Resume { id, connector } => {
-            report(pause(&cli.config, &overrides, Some(id), connector, false))
+            report(pause(&config, &overrides, Some(id), connector, false))
         }
         Command::HubspotStandin(args) => {
             let options = crate::hubspot::standin::Options {
@@ -608,10 +615,9 @@ pub fn main() -> ExitCode {
         Command::Hubspot {
             what: HubspotCommand::ActionDefinition { action },
         } => report(
-            load_config(&cli.config, &overrides)
-                .and_then(|c| action_definition(&c, action.as_deref())),
+            load_config(&config, &overrides).and_then(|c| action_definition(&c, action.as_deref())),
         ),
-        model_command => report(model(model_command, &cli.config, &overrides)),
+        model_command => report(model(model_command, &config, &overrides)),
     }
 }
 

@@ -58,7 +58,12 @@ async fn serve(config_path: PathBuf, overrides: Overrides, clock: Clock) -> anyh
     tracing::info!(
         config = %config.identity,
         path = %config_path.display(),
-        webhooks = config.webhooks.len(),
+        webhooks = (config.webhooks.iter())
+            .filter(|w| w.target != crate::config::Target::Callback)
+            .count(),
+        actions = (config.webhooks.iter())
+            .filter(|w| w.target == crate::config::Target::Callback)
+            .count(),
         data_dir = %config.server.data_dir.display(),
         "config loaded"
     );

@@ -105,9 +105,7 @@ fn malformed_csv_is_refused_with_row_numbers_and_nothing_is_imported() {
     let out = sendtime(&data, &import_args(csv.to_str().unwrap(), "user"));
     let (_, stderr) = text(&out);
     assert!(
-        stderr.contains(
-            "no column named \"user\" (--contact, or its default); the header has: user_id, opened"
-        ),
+        stderr.contains("no column named \"user\" (--contact); the header has: user_id, opened"),
         "{stderr}"
     );
 }

@@ -34,6 +34,43 @@ fn the_shipped_schema_is_what_sendtime_schema_prints_and_the_config_names_it() {
         config.lines().next(),
         Some("#:schema ./webhooks.schema.json")
     );
+    // Commands that read no config refuse one given (they ignored it), the default's name
+    // included (`gen` takes --data only as its --out).
+    let dir = tempfile::tempdir().unwrap();
+    let refused = [
+        &["schema", "--config", "nope.toml"][..],
+        &["schema", "--data", "nowhere"],
+        &["demo", "--config", "webhooks.toml"],
+        &["hubspot-standin", "--data", "nowhere"],
+        &[
+            "gen",
+            "--config",
+            "webhooks.toml",
+            "--contacts",
+            "1",
+            "--events",
+            "1",
+            "--out",
+            "g",
+        ],
+    ];
+    for args in refused {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_sendtime"))
+            .current_dir(dir.path())
+            .args(args)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("drop --"),
+            "{args:?}"
+        );
+    }
+    assert_eq!(
+        std::fs::read_dir(dir.path()).unwrap().count(),
+        0,
+        "nothing made"
+    );
 }
 
 /// The tables of a config, each a list of `key = value` lines (TOML), in order.

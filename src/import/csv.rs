@@ -137,7 +137,7 @@ impl CsvReader {
             match at[..] {
                 [i] => Ok(i),
                 [] => anyhow::bail!(
-                    "{}: no column named {name:?} ({flag}, or its default); the header has: {}{}",
+                    "{}: no column named {name:?} ({flag}); the header has: {}{}",
                     path.display(),
                     listed(&headers),
                     if headers.len() == 1 && headers[0].contains([';', '\t']) {

@@ -58,7 +58,7 @@ impl ParquetFile {
         for (flag, name) in flags.iter().zip(&names) {
             let Some(field) = schema.get(name.as_str()) else {
                 anyhow::bail!(
-                    "{}: no column named {name:?} ({flag}, or its default); the file has: {}",
+                    "{}: no column named {name:?} ({flag}); the file has: {}",
                     path.display(),
                     schema
                         .iter_names()
