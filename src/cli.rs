@@ -846,10 +846,17 @@ fn pause(
             println!("nothing is paused");
         }
         for (id, p) in pauses.iter() {
+            let connector = p.kind == crate::pauses::Kind::Connector;
+            let gone = crate::pauses::kind_of(&named, id, connector).is_none();
             println!(
-                "{id} ({}) paused since {}",
+                "{id} ({}) paused since {}{}",
                 p.kind.as_str(),
-                crate::time::format_minute(p.since_ms)
+                crate::time::format_minute(p.since_ms),
+                if gone {
+                    ", not in the config now (`sendtime resume` lifts it)"
+                } else {
+                    ""
+                }
             );
         }
         return Ok(());

@@ -175,7 +175,7 @@ impl Watch {
 }
 
 /// What `id` names in the config (with `connector`, only a connector), if anything.
-fn kind_of(named: &Named, id: &str, connector: bool) -> Option<Kind> {
+pub fn kind_of(named: &Named, id: &str, connector: bool) -> Option<Kind> {
     let has = |ids: &[String]| ids.iter().any(|i| i == id);
     if connector {
         has(&named.connectors).then_some(Kind::Connector)

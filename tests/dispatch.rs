@@ -3450,6 +3450,17 @@ fn a_paused_webhook_holds_its_contacts_until_resumed_across_a_restart() {
         "held after a restart"
     );
     assert!(cli(&["pause"]).contains("fatigue (webhook) paused since"));
+    assert!(!cli(&["pause"]).contains("not in the config"));
+    // Listed by a config without it, the pause says so.
+    let other = dir.path().join("other");
+    std::fs::create_dir_all(&other).unwrap();
+    let without = write_config(&other, &standin.url(), "", &[&HOOKS[0]]);
+    let listed = common::sendtime(&without, &data, &["pause"], &[]);
+    assert!(
+        listed.contains("fatigue (webhook) paused since")
+            && listed.contains("not in the config now"),
+        "{listed}"
+    );
     assert!(cli(&["pause", "fatigue"]).contains("webhook fatigue was already paused, since"));
 
     assert!(cli(&["resume", "fatigue"]).contains("webhook fatigue resumed"));
