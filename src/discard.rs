@@ -139,9 +139,8 @@ pub fn run(config: &Config, webhook: Option<&str>, dry_run: bool) -> anyhow::Res
         finished,
         back_in_config: finished && {
             let held = &intent.held;
-            let webhooks = held.actions.len() < held.receipts.len();
-            (webhooks && routable(config, &intent.webhook, false))
-                || (!held.actions.is_empty() && routable(config, &intent.webhook, true))
+            (held.receipts.iter())
+                .any(|id| routable(config, &intent.webhook, held.actions.contains(id)))
         },
         receipts: intent.held.receipts.len(),
         actions: intent.held.actions.len(),
@@ -275,9 +274,7 @@ fn held_by_webhook(
 
 /// Whether the config routes a receipt of `webhook` (an action's when `callback`).
 fn routable(config: &Config, webhook: &str, callback: bool) -> bool {
-    config
-        .webhook(webhook)
-        .is_some_and(|w| (w.target == Target::Callback) == callback)
+    config.webhook(webhook).is_some_and(|w| w.takes(callback))
 }
 
 /// Why nothing of `webhook` can be discarded, and what is held.

@@ -355,6 +355,12 @@ impl Webhook {
     /// The shortest and longest `window`.
     pub const MIN_WINDOW_MS: i64 = crate::time::HOUR_MS;
     pub const MAX_WINDOW_MS: i64 = 7 * crate::time::DAY_MS;
+
+    /// Whether it sends a receipt received as an action's (`callback`: with a callback id) or
+    /// as a webhook's: one of the other kind (the id changed kind) is held.
+    pub fn takes(&self, callback: bool) -> bool {
+        (self.target == Target::Callback) == callback
+    }
 }
 
 /// Where a webhook's contacts go.

@@ -1027,7 +1027,7 @@ impl Dispatcher {
 /// made an action of the same id since (or the reverse) has no callback to complete for a
 /// webhook's receipt, and would enroll a contact HubSpot holds in the action.
 fn routable(webhook: Option<&crate::config::Webhook>, item: &Pending) -> bool {
-    webhook.is_some_and(|w| (w.target == Target::Callback) == item.callback_id.is_some())
+    webhook.is_some_and(|w| w.takes(item.callback_id.is_some()))
 }
 
 /// When a due contact may go, if `now` is in its quiet hours: one that came due while
