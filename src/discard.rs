@@ -9,22 +9,19 @@
 //! its inbox row not would plan it again, without its attempts).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::path::Path;
 
 use anyhow::Context;
 use polars::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::config::{Config, Target};
+use crate::cut_short;
 use crate::datasets::outcomes::Action;
 use crate::datasets::{inbox, outcomes, plan};
-use crate::store::{Dataset, write_durably};
+use crate::store::Dataset;
 
 /// Where discarded receipts go (`{data_dir}/discarded/{inbox,plan,outcomes}`).
 pub const DISCARDED: &str = "discarded";
-
-/// Whom a discard under way gives up, written before any row moves.
-const INTENT: &str = "state/discard.pending";
 
 /// The receipts a discard gives up.
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -97,9 +94,10 @@ pub fn run(config: &Config, webhook: Option<&str>, dry_run: bool) -> anyhow::Res
         data_dir,
         "its memory holds the webhook's receipts, which it would go on holding",
     )?;
-    let intent_path = data_dir.join(INTENT);
-    let cut_short = read_intent(&intent_path)?;
-    if let Some(cut) = &cut_short {
+    let intent_file = cut_short::Intent::of(data_dir, cut_short::Command::Discard);
+    let unfinished: Option<Intent> = intent_file
+        .read("delete it and run `sendtime discard ID` again, with ID still out of the config")?;
+    if let Some(cut) = &unfinished {
         anyhow::ensure!(
             webhook.is_none() && !dry_run,
             "a discard of {} was cut short: run `sendtime discard` (no id, no --dry-run) to finish it first",
@@ -115,8 +113,8 @@ pub fn run(config: &Config, webhook: Option<&str>, dry_run: bool) -> anyhow::Res
     for dataset in &datasets {
         dataset.recover()?;
     }
-    let finished = cut_short.is_some();
-    let intent = match cut_short {
+    let finished = unfinished.is_some();
+    let intent = match unfinished {
         Some(intent) => intent,
         None => {
             let webhook = webhook.context(
@@ -147,11 +145,7 @@ pub fn run(config: &Config, webhook: Option<&str>, dry_run: bool) -> anyhow::Res
         ..Discarded::default()
     };
     if !dry_run && !finished {
-        crate::store::create_dir_durably(intent_path.parent().expect("INTENT has a folder"))
-            .and_then(|()| write_durably(&intent_path, &serde_json::to_vec(&intent)?))
-            .with_context(|| {
-                format!("cannot write {} (nothing was moved)", intent_path.display())
-            })?;
+        intent_file.write(&intent)?;
     }
     let pick = |df: &DataFrame| -> anyhow::Result<BooleanChunked> {
         Ok(df
@@ -182,16 +176,7 @@ pub fn run(config: &Config, webhook: Option<&str>, dry_run: bool) -> anyhow::Res
         out.record(name, rows);
     }
     if !dry_run {
-        std::fs::remove_file(&intent_path)
-            .and_then(|()| {
-                crate::store::sync_dir(intent_path.parent().expect("INTENT has a folder"))
-            })
-            .with_context(|| {
-                format!(
-                    "every row was moved, but {} could not be removed: remove it by hand",
-                    intent_path.display()
-                )
-            })?;
+        intent_file.remove()?;
     }
     Ok(out)
 }
@@ -204,30 +189,6 @@ impl Discarded {
         if rows > 0 {
             self.rows.push((name, rows));
         }
-    }
-}
-
-/// Refuse to start a dispatcher on a data folder whose discard was cut short.
-pub fn refuse_if_cut_short(data_dir: &Path) -> anyhow::Result<()> {
-    anyhow::ensure!(
-        !data_dir.join(INTENT).exists(),
-        "a discard was cut short (a receipt whose plan rows moved and inbox row did not would be planned again): run `sendtime discard` to finish it ({} names what)",
-        data_dir.join(INTENT).display()
-    );
-    Ok(())
-}
-
-fn read_intent(path: &Path) -> anyhow::Result<Option<Intent>> {
-    match std::fs::read(path) {
-        Ok(bytes) => Ok(Some(serde_json::from_slice(&bytes).with_context(|| {
-            format!(
-                "cannot read {} (a discard cut short, which names the webhook and receipts): \
-                 delete it and run `sendtime discard ID` again, with ID still out of the config",
-                path.display()
-            )
-        })?)),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(e.into()),
     }
 }
 

@@ -14,14 +14,10 @@ use serde::{Deserialize, Serialize};
 use ulid::Ulid;
 
 use crate::config::Config;
+use crate::cut_short;
 use crate::datasets::contacts::{self, Contacts, is_email_address};
 use crate::datasets::{ARCHIVE, events, inbox, outcomes, plan};
-use crate::store::{Dataset, read_columns_or_null, write_durably};
-
-/// Whom an erase erases ([`Intent`]), written before it deletes anything and removed when it
-/// is done: a receipt whose plan row is gone and inbox row is not would be planned and sent
-/// again, so the dispatcher does not start while an erase is cut short.
-const INTENT: &str = "state/erase.pending";
+use crate::store::{Dataset, read_columns_or_null};
 
 /// What an erase cut short left to do.
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -167,19 +163,21 @@ pub fn run(
         data_dir,
         "its memory holds the contact's receipts and profile, which it would write back",
     )?;
-    let intent = data_dir.join(INTENT);
+    let intent = cut_short::Intent::of(data_dir, cut_short::Command::Erase);
     let given = Person::parse(queries)?;
     let mut person = given.clone();
-    let cut_short = read_intent(&intent)?.unwrap_or_default();
+    let unfinished: Intent = intent
+        .read("delete it, then erase the person again by every email and id they are known by")?
+        .unwrap_or_default();
     // What an erase cut short was cleared for is finished as it was (contacts given beside
     // it are checked for links as any).
-    let finishing = !cut_short.person.is_empty();
+    let finishing = !unfinished.person.is_empty();
     anyhow::ensure!(
         !dry_run || !finishing,
         "an erase was cut short: run `sendtime erase` without --dry-run to finish it"
     );
-    person.emails.extend(cut_short.person.emails);
-    person.ids.extend(cut_short.person.ids);
+    person.emails.extend(unfinished.person.emails);
+    person.ids.extend(unfinished.person.ids);
     anyhow::ensure!(
         !person.is_empty(),
         "name the contact to erase: an email address or a HubSpot contact id"
@@ -207,7 +205,7 @@ pub fn run(
          between people)",
         linked.names()
     );
-    receipts.extend(cut_short.receipts);
+    receipts.extend(unfinished.receipts);
 
     let mut erased = Erased {
         quarantined: count_files(&data_dir.join("quarantine")),
@@ -220,9 +218,7 @@ pub fn run(
             person: person.clone(),
             receipts: receipts.clone(),
         };
-        crate::store::create_dir_durably(intent.parent().expect("INTENT has a folder"))
-            .and_then(|()| write_durably(&intent, &serde_json::to_vec(&writing)?))
-            .with_context(|| format!("cannot write {} (nothing was erased)", intent.display()))?;
+        intent.write(&writing)?;
     }
     for (dataset, columns) in receipt_datasets(data_dir)? {
         let pick = |df: &DataFrame| pick_receipt_rows(df, &person, &receipts);
@@ -258,37 +254,10 @@ pub fn run(
                 .context("the contact's rows are erased, but the stored profiles could not be rebuilt: fix the cause and run `sendtime erase` (no contact) to finish")?;
             erased.profiles_rebuilt = true;
         }
-        std::fs::remove_file(&intent)
-            .and_then(|()| crate::store::sync_dir(intent.parent().expect("INTENT has a folder")))
-            .with_context(|| {
-                format!(
-                    "everything was erased, but {} could not be removed: remove it by hand",
-                    intent.display()
-                )
-            })?;
+        intent.remove()?;
     }
     erased.person = person;
     Ok(erased)
-}
-
-/// Stop a dispatcher from starting on a data folder whose erase was cut short.
-pub fn refuse_if_cut_short(data_dir: &Path) -> anyhow::Result<()> {
-    anyhow::ensure!(
-        !data_dir.join(INTENT).exists(),
-        "an erase was cut short (its receipts may be half deleted, and one could be sent): run `sendtime erase` to finish it ({} names whom)",
-        data_dir.join(INTENT).display()
-    );
-    Ok(())
-}
-
-fn read_intent(path: &Path) -> anyhow::Result<Option<Intent>> {
-    match std::fs::read(path) {
-        Ok(bytes) => Ok(Some(serde_json::from_slice(&bytes).with_context(|| {
-            format!("cannot read {} (an erase cut short)", path.display())
-        })?)),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(e.into()),
-    }
 }
 
 impl Erased {

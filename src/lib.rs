@@ -10,6 +10,7 @@ pub mod capacity;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod cut_short;
 pub mod datasets;
 pub mod demo;
 pub mod discard;

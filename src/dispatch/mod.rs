@@ -190,8 +190,7 @@ impl Dispatcher {
             data_dir,
             "two dispatchers on one data folder would enroll contacts twice",
         )?;
-        crate::erase::refuse_if_cut_short(data_dir)?;
-        crate::discard::refuse_if_cut_short(data_dir)?;
+        crate::cut_short::refuse_to_dispatch(data_dir)?;
         let plan_ds = plan::dataset(data_dir)?;
         let outcomes_ds = outcomes::dataset(data_dir)?;
         plan_ds.recover()?;

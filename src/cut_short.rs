@@ -1,0 +1,117 @@
+//! The intent file of a command that rewrites receipts with no dispatcher running (`erase`,
+//! `discard`): `state/{command}.pending`, written durably before it changes anything and
+//! removed once it is done. While it is there the command was cut short: a dispatcher
+//! refuses to start (a receipt half moved or half deleted could be sent), and the command run
+//! again finishes what it names.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+/// The commands that leave one, and why a dispatcher must wait for each.
+const COMMANDS: [(Command, &str); 2] = [
+    (
+        Command::Erase,
+        "its receipts may be half deleted, and one could be sent",
+    ),
+    (
+        Command::Discard,
+        "a receipt whose plan rows moved and inbox row did not would be planned again",
+    ),
+];
+
+#[derive(Debug, Clone, Copy)]
+pub enum Command {
+    Erase,
+    Discard,
+}
+
+impl Command {
+    fn name(self) -> &'static str {
+        match self {
+            Command::Erase => "erase",
+            Command::Discard => "discard",
+        }
+    }
+
+    /// "an erase", "a discard".
+    fn one(self) -> &'static str {
+        match self {
+            Command::Erase => "an erase",
+            Command::Discard => "a discard",
+        }
+    }
+}
+
+/// One command's intent file under a data folder.
+pub struct Intent {
+    pub path: PathBuf,
+    command: Command,
+}
+
+impl Intent {
+    pub fn of(data_dir: &Path, command: Command) -> Intent {
+        Intent {
+            path: data_dir
+                .join("state")
+                .join(format!("{}.pending", command.name())),
+            command,
+        }
+    }
+
+    /// What a run cut short left to do; `how` says what to do if it cannot be read.
+    pub fn read<T: DeserializeOwned>(&self, how: &str) -> anyhow::Result<Option<T>> {
+        match std::fs::read(&self.path) {
+            Ok(bytes) => Ok(Some(serde_json::from_slice(&bytes).with_context(|| {
+                format!(
+                    "cannot read {} ({} cut short): {how}",
+                    self.path.display(),
+                    self.command.one()
+                )
+            })?)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e).with_context(|| format!("cannot read {}", self.path.display())),
+        }
+    }
+
+    /// Name what the run is about to do, durably, before it changes anything.
+    pub fn write<T: Serialize>(&self, what: &T) -> anyhow::Result<()> {
+        crate::store::create_dir_durably(self.folder())
+            .and_then(|()| crate::store::write_durably(&self.path, &serde_json::to_vec(what)?))
+            .with_context(|| format!("cannot write {} (nothing was changed)", self.path.display()))
+    }
+
+    /// The run is done.
+    pub fn remove(&self) -> anyhow::Result<()> {
+        std::fs::remove_file(&self.path)
+            .and_then(|()| crate::store::sync_dir(self.folder()))
+            .with_context(|| {
+                format!(
+                    "the {} is done, but {} could not be removed: remove it by hand",
+                    self.command.name(),
+                    self.path.display()
+                )
+            })
+    }
+
+    fn folder(&self) -> &Path {
+        self.path.parent().expect("an intent file has a folder")
+    }
+}
+
+/// Stop a dispatcher from starting on a data folder where a command was cut short.
+pub fn refuse_to_dispatch(data_dir: &Path) -> anyhow::Result<()> {
+    for (command, why) in COMMANDS {
+        let intent = Intent::of(data_dir, command);
+        anyhow::ensure!(
+            !intent.path.exists(),
+            "{} was cut short ({why}): run `sendtime {}` to finish it ({} names what)",
+            command.one(),
+            command.name(),
+            intent.path.display()
+        );
+    }
+    Ok(())
+}
