@@ -1994,11 +1994,16 @@ fn a_stored_daily_limit_pause_shows_before_anything_is_due() {
     assert_eq!(paused, Some(Some(until)), "{logs}");
 }
 
-/// `sendtime tick`, run once (from cron), exits non-zero when an outcome row could not be
-/// written (the outcomes folder gone while HubSpot answers), saying so; the next tick records
-/// the enrollment without calling again. It exited 0.
-#[test]
-fn a_tick_that_cannot_record_an_outcome_fails() {
+/// A stand-in that answers its first enrollment 3 s late (time to take the outcomes folder
+/// away meanwhile), and a config of `fatigue` (workflow 104) on it: the runtime to keep, the
+/// stand-in, the folder, the data folder and the config.
+fn first_enrollment_answered_late() -> (
+    tokio::runtime::Runtime,
+    StandIn,
+    tempfile::TempDir,
+    PathBuf,
+    PathBuf,
+) {
     use sendtime::hubspot::standin::{Fault, Injection};
     let rt = runtime();
     let standin = rt.block_on(StandIn::start(Options::default())).unwrap();
@@ -2008,6 +2013,15 @@ fn a_tick_that_cannot_record_an_outcome_fails() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let config = write_config(dir.path(), &standin.url(), "", &[&HOOKS[3]]);
+    (rt, standin, dir, data, config)
+}
+
+/// `sendtime tick`, run once (from cron), exits non-zero when an outcome row could not be
+/// written (the outcomes folder gone while HubSpot answers), saying so; the next tick records
+/// the enrollment without calling again. It exited 0.
+#[test]
+fn a_tick_that_cannot_record_an_outcome_fails() {
+    let (_rt, standin, _dir, data, config) = first_enrollment_answered_late();
     let emails = receive_only(&config, &data, &standin, ("t", 1), 8950);
     let at = (now_ms() + 60_000).to_string();
     let tick = std::process::Command::new(env!("CARGO_BIN_EXE_sendtime"))
@@ -2055,16 +2069,7 @@ fn a_tick_that_cannot_record_an_outcome_fails() {
 /// contact without a HubSpot id (nothing to look its enrollments up by) was enrolled twice.
 #[test]
 fn an_enrollment_whose_row_cannot_be_written_is_not_sent_again() {
-    use sendtime::hubspot::standin::{Fault, Injection};
-    let rt = runtime();
-    let standin = rt.block_on(StandIn::start(Options::default())).unwrap();
-    // Answered 3 s late: time to take the outcomes folder away.
-    standin.inject(
-        Injection::next(Fault::Slow(Duration::from_secs(3))).on("/automation/v2/workflows/"),
-    );
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let config = write_config(dir.path(), &standin.url(), "", &[&HOOKS[3]]);
+    let (_rt, standin, dir, data, config) = first_enrollment_answered_late();
     let clock = dir.path().join("clock");
     let now = now_ms();
     set_clock(&clock, now);
