@@ -847,15 +847,17 @@ fn pause(
         }
         for (id, p) in pauses.iter() {
             let connector = p.kind == crate::pauses::Kind::Connector;
-            let gone = crate::pauses::kind_of(&named, id, connector).is_none();
+            // Gone, or its id now names something else.
+            let gone = crate::pauses::kind_of(&named, id, connector) != Some(p.kind);
+            let resume = if connector { " --connector" } else { "" };
             println!(
                 "{id} ({}) paused since {}{}",
                 p.kind.as_str(),
                 crate::time::format_minute(p.since_ms),
                 if gone {
-                    ", not in the config now (`sendtime resume` lifts it)"
+                    format!(", not in the config now (`sendtime resume {id}{resume}` lifts it)")
                 } else {
-                    ""
+                    String::new()
                 }
             );
         }
@@ -1057,19 +1059,23 @@ fn tick(path: &std::path::Path, overrides: &Overrides, now: Option<&str>) -> any
     require_sendtime_data(&loaded.config.server.data_dir, &loaded.config.path)?;
     let report = crate::dispatch::run_once(&loaded.config, now)?;
     println!("tick finished: {report}");
-    if let Some(e) = report.write_error {
-        anyhow::bail!(
-            "outcome rows could not be written (fix the cause: the next tick looks again at the contacts they were for): {e}"
-        )
-    }
-    match report.planning_error {
-        Some(e) => {
-            anyhow::bail!(
+    let failed: Vec<String> = [
+        report.write_error.map(|e| {
+            format!(
+                "outcome rows could not be written (fix the cause: the next tick looks again at the contacts they were for): {e}"
+            )
+        }),
+        report.planning_error.map(|e| {
+            format!(
                 "new receipts could not be planned (the due contacts were sent, and any action's contact in its hold's last hour): {e}"
             )
-        }
-        None => Ok(()),
-    }
+        }),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    anyhow::ensure!(failed.is_empty(), "{}", failed.join("\n"));
+    Ok(())
 }
 
 fn import(

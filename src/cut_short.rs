@@ -1,5 +1,5 @@
 //! The intent file of a command that rewrites receipts with no dispatcher running (`erase`,
-//! `discard`): `state/{command}.pending`, written durably before it changes anything and
+//! `discard`): `state/{command}.pending`, written durably before it deletes or moves a row and
 //! removed once it is done. While it is there the command was cut short: a dispatcher
 //! refuses to start (a receipt half moved or half deleted could be sent), and the command run
 //! again finishes what it names.
@@ -33,6 +33,14 @@ impl Command {
         match self {
             Command::Erase => "erase",
             Command::Discard => "discard",
+        }
+    }
+
+    /// What it does to rows: "erased", "moved".
+    fn done(self) -> &'static str {
+        match self {
+            Command::Erase => "erased",
+            Command::Discard => "moved",
         }
     }
 
@@ -76,11 +84,17 @@ impl Intent {
         }
     }
 
-    /// Name what the run is about to do, durably, before it changes anything.
+    /// Name what the run is about to do, durably, before it deletes or moves a row.
     pub fn write<T: Serialize>(&self, what: &T) -> anyhow::Result<()> {
         crate::store::create_dir_durably(self.folder())
             .and_then(|()| crate::store::write_durably(&self.path, &serde_json::to_vec(what)?))
-            .with_context(|| format!("cannot write {} (nothing was changed)", self.path.display()))
+            .with_context(|| {
+                format!(
+                    "cannot write {} (nothing was {} yet)",
+                    self.path.display(),
+                    self.command.done()
+                )
+            })
     }
 
     /// The run is done.

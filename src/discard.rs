@@ -5,8 +5,8 @@
 //!
 //! Runs with no dispatcher on the data folder (its memory holds the same receipts), and
 //! names the receipts in `state/discard.pending` before moving them: a dispatcher refuses to
-//! start while a discard is cut short (one with a receipt's plan and outcome rows moved and
-//! its inbox row not would plan it again, without its attempts).
+//! start while a discard is cut short (a receipt whose plan row moved and inbox row did not
+//! would be planned again).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 

@@ -110,8 +110,10 @@ fn parse(data_dir: &Path, read: &std::io::Result<Option<Vec<u8>>>) -> anyhow::Re
     let path = path(data_dir);
     match read {
         Ok(Some(bytes)) => {
-            let mut pauses: Pauses =
-                serde_json::from_slice(bytes).map_err(|e| Unreadable { path, why: e })?;
+            let mut pauses: Pauses = serde_json::from_slice(bytes).map_err(|e| Unreadable {
+                path,
+                why: e.to_string(),
+            })?;
             // Files from before connectors had their own map kept them with the endpoints.
             let (connectors, endpoints) = std::mem::take(&mut pauses.paused)
                 .into_iter()
@@ -121,7 +123,11 @@ fn parse(data_dir: &Path, read: &std::io::Result<Option<Vec<u8>>>) -> anyhow::Re
             Ok(pauses)
         }
         Ok(None) => Ok(Pauses::default()),
-        Err(e) => Err(anyhow::anyhow!("cannot read {}: {e}", path.display())),
+        Err(e) => Err(Unreadable {
+            path,
+            why: e.to_string(),
+        }
+        .into()),
     }
 }
 
@@ -194,7 +200,7 @@ pub fn kind_of(named: &Named, id: &str, connector: bool) -> Option<Kind> {
 #[error("{} is unreadable; fix or delete it: {why}", path.display())]
 pub struct Unreadable {
     path: PathBuf,
-    why: serde_json::Error,
+    why: String,
 }
 
 /// Nothing of that name to pause, nor a pause of it to lift: the admin surface's 404.

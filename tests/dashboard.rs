@@ -524,8 +524,14 @@ fn an_unreadable_pauses_file_shows_every_contact_held() {
         );
     }
     let s = status(&server);
-    // A pause is neither set nor lifted over it: a conflict, saying what to fix.
-    for path in ["/pause", "/resume"] {
+    // A pause is neither set nor lifted over it: a conflict, saying what to fix; so too
+    // over a file that cannot be read at all (here a folder).
+    let pauses = data.join("state/pauses.json");
+    for (path, folder) in [("/pause", false), ("/resume", false), ("/pause", true)] {
+        if folder && !pauses.is_dir() {
+            std::fs::remove_file(&pauses).unwrap();
+            std::fs::create_dir(&pauses).unwrap();
+        }
         let r = http
             .post(server.admin_url(path))
             .json(&serde_json::json!({"id": "fatigue"}))

@@ -2908,6 +2908,13 @@ fn archived_receipts_older_than_archive_days_are_deleted() {
         (archived() == [all.clone(), all.clone(), all.clone()]).then_some(())
     })
     .unwrap_or_else(|| panic!("not archived: {:?}; logs:\n{}", archived(), server.logs()));
+    // Copies set aside by `sendtime discard` are kept as long, no longer.
+    let discarded = data.join("discarded/inbox");
+    std::fs::create_dir_all(&discarded).unwrap();
+    for part in std::fs::read_dir(archive.join("inbox")).unwrap() {
+        let part = part.unwrap().path();
+        std::fs::copy(&part, discarded.join(part.file_name().unwrap())).unwrap();
+    }
 
     // Thirty days after a moment between the bursts, the early ones go, the late ones stay.
     set_clock(&clock, between + 30 * DAY);

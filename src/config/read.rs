@@ -1026,8 +1026,11 @@ pub(super) fn resolve(base: &Path, p: &str) -> PathBuf {
 /// says why not.
 fn parse_cron(expr: &str) -> Result<croner::Cron, String> {
     // A year would make a file that validates today fail on a later start.
+    // A nickname (`@hourly`) is one word that croner reads as six fields.
     match expr.split_whitespace().count() {
         7.. => return Err("a seventh field (a year) is not taken".into()),
+        1 if expr.trim_start().starts_with('@') => {}
+        1 => return Err("it has 1 field".into()),
         n @ 0..6 => return Err(format!("it has {n} fields")),
         6 => {}
     }
@@ -1059,6 +1062,15 @@ fn is_numeric_id(s: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// croner's nicknames are taken, as before fields were counted (they are one word).
+    #[test]
+    fn cron_nicknames_are_taken() {
+        for nickname in ["@hourly", "@daily", "@weekly", "@monthly", "@yearly"] {
+            assert!(parse_cron(nickname).is_ok(), "{nickname}");
+        }
+        assert_eq!(parse_cron("hourly").unwrap_err(), "it has 1 field");
+    }
 
     /// The longest stretch without a run, whatever the time `validate` runs at: the night
     /// and weekend of a cron that runs every minute of working hours, the minute of one that

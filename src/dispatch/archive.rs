@@ -58,28 +58,32 @@ pub(super) fn forget(done: &mut IdSet, archived: &HashSet<String>) {
     done.retain(|id| !archived.contains(id.as_str(&mut buf)));
 }
 
-/// Delete the archived rows of receipts received before `before` (epoch ms); the rows
+/// Delete the archived rows of receipts received before `before` (epoch ms), and those
+/// `sendtime discard` set aside (a retention limit covers every copy of an email); the rows
 /// deleted. A receipt id is a ULID issued on receipt, so its time is on every row of the
 /// receipt, outcomes included; an id that is no ULID is kept.
 pub(super) fn prune(data_dir: &Path, before: i64) -> anyhow::Result<usize> {
     let mut deleted = 0;
-    for (name, id_column) in DATASETS {
-        if !data_dir.join(ARCHIVE).join(name).is_dir() {
-            continue;
+    for folder in [ARCHIVE, crate::discard::DISCARDED] {
+        for (name, id_column) in DATASETS {
+            if !data_dir.join(folder).join(name).is_dir() {
+                continue;
+            }
+            let kept = Dataset::open(&data_dir.join(folder), name)?;
+            kept.recover()?;
+            deleted += kept
+                .remove_rows(&[id_column], |df| {
+                    let ids = df.column(id_column)?.str()?;
+                    Ok(ids
+                        .iter()
+                        .map(|id| {
+                            id.and_then(|id| Ulid::from_string(id).ok())
+                                .is_some_and(|id| (id.timestamp_ms() as i64) < before)
+                        })
+                        .collect())
+                })
+                .with_context(|| format!("cannot delete old rows of {}", kept.dir.display()))?;
         }
-        let archive = open(data_dir, name)?;
-        deleted += archive
-            .remove_rows(&[id_column], |df| {
-                let ids = df.column(id_column)?.str()?;
-                Ok(ids
-                    .iter()
-                    .map(|id| {
-                        id.and_then(|id| Ulid::from_string(id).ok())
-                            .is_some_and(|id| (id.timestamp_ms() as i64) < before)
-                    })
-                    .collect())
-            })
-            .with_context(|| format!("cannot delete old rows of {}", archive.dir.display()))?;
     }
     Ok(deleted)
 }
