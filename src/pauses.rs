@@ -194,8 +194,8 @@ pub fn kind_of(named: &Named, id: &str, connector: bool) -> Option<Kind> {
     }
 }
 
-/// The pause file is not JSON this build reads: every contact is held until it is fixed, and
-/// no pause is set or lifted (the admin surface's 409).
+/// The pause file cannot be read (not JSON this build reads, or no readable file): every
+/// contact is held until it is fixed, and no pause is set or lifted (the admin surface's 409).
 #[derive(Debug, thiserror::Error)]
 #[error("{} is unreadable; fix or delete it: {why}", path.display())]
 pub struct Unreadable {
