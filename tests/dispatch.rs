@@ -1145,6 +1145,18 @@ fn discarding_a_removed_webhook_gives_up_its_held_contacts_alone() {
         held,
         ..
     } = remove_step_a("", &[&STEP_B]);
+    let status = || -> serde_json::Value {
+        common::get(server.admin_url("/status"))
+            .unwrap()
+            .json()
+            .unwrap()
+    };
+    // `/status` names what is held, and for what (the dashboard says how to give it up).
+    let held_for_removed = serde_json::json!({"step-a": 3});
+    eventually(Duration::from_secs(10), || {
+        (status()["held_for_removed"] == held_for_removed).then_some(())
+    })
+    .unwrap_or_else(|| panic!("not on /status: {}", status()));
     let emails: Vec<String> = (0..3).map(|i| format!("step-b-{i}@example.com")).collect();
     for e in &emails {
         wait_enrolled(&standin, &server, "2", e);

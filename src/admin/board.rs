@@ -138,6 +138,8 @@ struct State {
     links: BTreeMap<String, Arc<Link>>,
     population: Option<Arc<[f64]>>,
     planning_error: Option<String>,
+    /// Contacts held for ids the config no longer routes, by id.
+    held: BTreeMap<String, usize>,
 }
 
 /// Shared by the receiver, the dispatcher and the admin surface.
@@ -197,6 +199,16 @@ impl Board {
 
     pub fn planning_error(&self) -> Option<String> {
         self.state().planning_error.clone()
+    }
+
+    /// The contacts the dispatcher holds because the config has no webhook or action of
+    /// their id (or has it as the other kind), by id.
+    pub fn set_held(&self, held: BTreeMap<String, usize>) {
+        self.state().held = held;
+    }
+
+    pub fn held(&self) -> BTreeMap<String, usize> {
+        self.state().held.clone()
     }
 
     pub fn tally(&self, endpoint: &str) -> Tally {

@@ -97,6 +97,7 @@ pub fn status(state: &AdminState) -> Value {
         "webhooks": webhooks,
         "actions": actions,
         "unknown": board.tally(super::board::UNKNOWN).refused,
+        "held_for_removed": board.held(),
         "connectors": connectors,
         "capacity": *state.metrics.forecast(),
         "population": board.population().map(|p| p.to_vec()),

@@ -637,6 +637,11 @@ impl Dispatcher {
             .board
             .set_links(self.links.values().map(|(_, link)| link));
         report.held = self.held.values().map(Vec::len).sum();
+        self.metrics.board.set_held(
+            (self.held.iter())
+                .map(|(webhook, items)| (webhook.clone(), items.len()))
+                .collect(),
+        );
         report.queued = self.queued();
         if !stopping {
             tokio::task::block_in_place(|| {
@@ -864,7 +869,7 @@ impl Dispatcher {
                 webhook = %webhook,
                 newly_held = n,
                 held = total,
-                "webhook is not in the config, or is now of the other kind (a webhook made an action or the reverse): its due contacts are held (not sent, not deleted) until it returns as it was"
+                "webhook is not in the config, or is now of the other kind (a webhook made an action or the reverse): its due contacts are held (not sent, not deleted) until it returns as it was, or `sendtime discard ID` gives them up"
             );
         }
         if !dry.is_empty() {
