@@ -566,30 +566,12 @@ pub fn main() -> ExitCode {
         } => report(
             load_config_with_data(&config, &overrides)
                 .and_then(|c| crate::erase::run(&c, &contacts, only, dry_run))
-                .map(|erased| {
-                    print!(
-                        "{}{erased}",
-                        if dry_run {
-                            "dry run, nothing deleted\n"
-                        } else {
-                            ""
-                        }
-                    )
-                }),
+                .map(|erased| print_run(dry_run.then_some("deleted"), erased)),
         ),
         Command::Discard { webhook, dry_run } => report(
             load_config_with_data(&config, &overrides)
                 .and_then(|c| crate::discard::run(&c, webhook.as_deref(), dry_run))
-                .map(|discarded| {
-                    print!(
-                        "{}{discarded}",
-                        if dry_run {
-                            "dry run, nothing moved\n"
-                        } else {
-                            ""
-                        }
-                    )
-                }),
+                .map(|discarded| print_run(dry_run.then_some("moved"), discarded)),
         ),
         Command::Pause { id, connector } => report(pause(&config, &overrides, id, connector, true)),
         Command::Resume { id, connector } => {
@@ -814,6 +796,15 @@ fn model(command: Command, path: &std::path::Path, overrides: &Overrides) -> any
         | Command::Hubspot { .. }
         | Command::HubspotStandin(_) => unreachable!("handled by main"),
     }
+}
+
+/// What a command that rewrites the data folder did, under a line saying nothing was
+/// (`dry_run`: what it would have done, "deleted" or "moved").
+fn print_run(dry_run: Option<&str>, done: impl std::fmt::Display) {
+    if let Some(what) = dry_run {
+        println!("dry run, nothing {what}");
+    }
+    print!("{done}");
 }
 
 /// `sendtime pause [ID]` and `sendtime resume ID`.

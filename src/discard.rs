@@ -109,10 +109,11 @@ pub fn run(config: &Config, webhook: Option<&str>, dry_run: bool) -> anyhow::Res
         inbox::dataset(data_dir)?,
         outcomes::dataset(data_dir)?,
     ];
+    // The inbox is recovered with its log.
     let receipts = inbox::recover(data_dir)?;
-    for dataset in &datasets {
-        dataset.recover()?;
-    }
+    let [plan_ds, _, outcomes_ds] = &datasets;
+    plan_ds.recover()?;
+    outcomes_ds.recover()?;
     let finished = unfinished.is_some();
     let intent = match unfinished {
         Some(intent) => intent,
@@ -120,7 +121,6 @@ pub fn run(config: &Config, webhook: Option<&str>, dry_run: bool) -> anyhow::Res
             let webhook = webhook.context(
                 "name the webhook or action whose held contacts to give up (`sendtime discard ID`)",
             )?;
-            let [plan_ds, _, outcomes_ds] = &datasets;
             let mut all = held_by_webhook(config, &receipts, plan_ds, outcomes_ds)?;
             let held = all.remove(webhook).unwrap_or_default();
             if held.receipts.is_empty() {

@@ -184,9 +184,13 @@ pub fn run(
     );
     // Receipts still in the write-ahead log become rows first, so they are found, and what
     // a crashed writer left (temporary files, compactions) is cleared, as a start would.
+    let live_inbox = inbox::dataset(data_dir)?.dir;
     inbox::recover(data_dir)?;
     for (dataset, _) in receipt_datasets(data_dir)? {
-        dataset.recover()?;
+        // (The live inbox was just recovered with its log.)
+        if dataset.dir != live_inbox {
+            dataset.recover()?;
+        }
     }
     // Imports take turns with this on the events lock; one that crashed is finished first,
     // so its hidden parts cannot bring events back.

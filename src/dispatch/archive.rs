@@ -20,11 +20,12 @@ const DATASETS: [(&str, &str); 3] = [
     (outcomes::NAME, outcomes::col::RECEIPT_ID),
 ];
 
-/// The archive's dataset `name`, its compactions finished or rolled back after a crash.
-fn open(data_dir: &Path, name: &str) -> anyhow::Result<Dataset> {
-    let archive = Dataset::open(&data_dir.join(ARCHIVE), name)?;
-    archive.recover()?;
-    Ok(archive)
+/// Dataset `name` kept in `folder` of the data folder (the archive, or what `discard` set
+/// aside), its compactions finished or rolled back after a crash.
+fn open(data_dir: &Path, folder: &str, name: &str) -> anyhow::Result<Dataset> {
+    let kept = Dataset::open(&data_dir.join(folder), name)?;
+    kept.recover()?;
+    Ok(kept)
 }
 
 /// Move the inbox, plan and outcome rows of `settled` receipts to the archive; the rows moved.
@@ -32,7 +33,7 @@ pub(super) fn move_settled(data_dir: &Path, settled: &HashSet<String>) -> anyhow
     let mut moved = 0;
     for (name, id_column) in DATASETS {
         let dataset = Dataset::open(data_dir, name)?;
-        let archive = open(data_dir, name)?;
+        let archive = open(data_dir, ARCHIVE, name)?;
         moved += dataset
             .move_rows(&archive, &[id_column], |df| {
                 let ids = df.column(id_column)?.str()?;
@@ -69,8 +70,7 @@ pub(super) fn prune(data_dir: &Path, before: i64) -> anyhow::Result<usize> {
             if !data_dir.join(folder).join(name).is_dir() {
                 continue;
             }
-            let kept = Dataset::open(&data_dir.join(folder), name)?;
-            kept.recover()?;
+            let kept = open(data_dir, folder, name)?;
             deleted += kept
                 .remove_rows(&[id_column], |df| {
                     let ids = df.column(id_column)?.str()?;
