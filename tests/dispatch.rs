@@ -1251,6 +1251,87 @@ fn discarding_a_removed_webhook_gives_up_its_held_contacts_alone() {
     server.stop();
 }
 
+/// kill -9 during `sendtime discard`, as each of the first ten files it writes under the
+/// data folder appears: whenever it lands, `tick` refuses while the discard is cut short, and
+/// the next `discard` leaves step-a's receipts in `discarded/` and nowhere live, and step-b's
+/// rows as they were.
+#[test]
+fn kill_9_during_a_discard_is_finished_by_the_next() {
+    let StepARemoved {
+        _rt,
+        dir,
+        data: pristine,
+        config,
+        server,
+        held,
+        ..
+    } = remove_step_a("", &[&STEP_B]);
+    server.stop();
+    let files = |data: &Path| -> HashSet<PathBuf> {
+        let mut out = HashSet::new();
+        let mut folders = vec![data.to_path_buf()];
+        while let Some(folder) = folders.pop() {
+            for entry in std::fs::read_dir(&folder).into_iter().flatten().flatten() {
+                match entry.path() {
+                    p if p.is_dir() => folders.push(p),
+                    p => {
+                        out.insert(p);
+                    }
+                }
+            }
+        }
+        out
+    };
+    let live = receipts_in(&pristine);
+    let others: [HashSet<String>; 3] = live.clone().map(|ids| &ids - &held);
+    let env = [("DISPATCH_SECRET", SECRET), ("DISPATCH_TOKEN", TOKEN)];
+    let mut cut_short = 0;
+    for nth in 1..=10 {
+        let data = dir.path().join(format!("data-{nth}"));
+        common::copy_dir(&pristine, &data);
+        let mut seen = files(&data);
+        let before = seen.len();
+        let mut discard = std::process::Command::new(env!("CARGO_BIN_EXE_sendtime"))
+            .arg("--config")
+            .arg(&config)
+            .arg("--data")
+            .arg(&data)
+            .args(["discard", "step-a"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        loop {
+            seen.extend(files(&data));
+            if seen.len() >= before + nth || discard.try_wait().unwrap().is_some() {
+                break;
+            }
+            std::thread::sleep(Duration::from_micros(200));
+        }
+        let _ = discard.kill(); // SIGKILL
+        discard.wait().unwrap();
+        let finish = if data.join("state/discard.pending").exists() {
+            cut_short += 1;
+            let tick = common::run(&config, &data, &["tick"], &env);
+            assert!(!tick.status.success(), "kill {nth}: tick ran");
+            vec!["discard"]
+        } else if receipts_in(&data)[0].is_superset(&held) {
+            vec!["discard", "step-a"]
+        } else {
+            vec![]
+        };
+        if !finish.is_empty() {
+            common::sendtime(&config, &data, &finish, &[]);
+        }
+        assert!(!data.join("state/discard.pending").exists(), "kill {nth}");
+        assert_eq!(receipts_in(&data), others, "kill {nth}: live");
+        let set_aside = receipts_in(&data.join("discarded"));
+        assert_eq!(set_aside[0], held, "kill {nth}: discarded inbox");
+        assert_eq!(set_aside[1], held, "kill {nth}: discarded plan");
+    }
+    assert!(cut_short > 0, "no kill landed inside the discard");
+}
+
 #[test]
 fn the_shipped_config_runs_in_dry_run_without_credentials() {
     let dir = tempfile::tempdir().unwrap();
