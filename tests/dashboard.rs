@@ -664,6 +664,74 @@ fn the_dashboard_shows_what_holds_a_dry_run_connector_without_engagement() {
     assert_eq!(shown[3], "2");
 }
 
+/// Contacts held for a webhook removed from the config: the page says how many, for which id,
+/// and how to give them up (`held_for_removed` on `/status`; not checked in a browser before).
+#[test]
+fn the_dashboard_says_how_to_give_up_contacts_held_for_a_removed_webhook() {
+    let rt = runtime();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let write = |hooks: &[&Hook]| {
+        TestConfig {
+            env: "DASH",
+            tables: "[scheduler]\ncron = \"* * * * * *\"",
+            connector: "api_base = \"http://127.0.0.1:9\"",
+            hooks,
+            ..TestConfig::default()
+        }
+        .write(dir.path())
+    };
+    let config = write(&HOOKS.iter().collect::<Vec<_>>());
+    // The dispatcher's clock a minute behind: the contacts are planned, not yet due.
+    let clock = dir.path().join("clock");
+    set_clock(&clock, now_ms() - 60_000);
+    let clock_env = clock.display().to_string();
+    let env = [ENV, &[("SENDTIME_CLOCK_FILE", clock_env.as_str())]].concat();
+    let server = Server::start(&config, &data, &env);
+    let http = common::http();
+    for i in 0..2 {
+        let body = common::contact_body(7600 + i, &format!("removed{i}@example.com"));
+        assert_eq!(
+            post_signed(&http, &server, SECRET, "/hooks/fatigue", body),
+            200
+        );
+    }
+    eventually(Duration::from_secs(20), || {
+        (endpoint(&status(&server), "fatigue")["pending"] == 2).then_some(())
+    })
+    .unwrap_or_else(|| panic!("not planned; logs:\n{}", server.logs()));
+    write(&[&HOOKS[0]]);
+    let identity = sendtime::config::identity_of(&std::fs::read(&config).unwrap());
+    eventually(Duration::from_secs(10), || {
+        (status(&server)["config"] == identity.as_str()).then_some(())
+    })
+    .expect("the config without fatigue loaded");
+    set_clock(&clock, now_ms() + 3_600_000);
+    eventually(Duration::from_secs(20), || {
+        (status(&server)["held_for_removed"]["fatigue"] == 2).then_some(())
+    })
+    .unwrap_or_else(|| panic!("not held; logs:\n{}", server.logs()));
+    let driver = Driver::start();
+    let page = rt.block_on(browser(&driver, &dir.path().join("chromium")));
+    rt.block_on(page.goto(&server.admin_url("/"))).unwrap();
+    let shown = until_page(
+        &rt,
+        &page,
+        "return [document.querySelector('#held-for-removed').textContent, \
+         [...document.querySelectorAll('tr[data-endpoint]')].map(r => r.dataset.endpoint)];",
+        "the contacts held for fatigue",
+        |v| v[0].as_str().is_some_and(|t| !t.is_empty()).then_some(v),
+    );
+    rt.block_on(page.close()).unwrap();
+    server.stop();
+    assert_eq!(
+        shown[0],
+        "2 contacts held for fatigue, which the config no longer has as it received them: \
+         put it back, or `sendtime discard fatigue` (with serve stopped) gives them up."
+    );
+    assert_eq!(shown[1], json!(["nurture"]));
+}
+
 /// A connector's scheduled import skipped by its pause says so, with when, and once resumed
 /// the account's daily use says as of when: in the page as `/status` has them (neither text
 /// was checked in a browser).
