@@ -20,13 +20,15 @@ pub const MAX_ZONE_CHARS: usize = 64;
 pub const WHOLE_HOUR: u64 = (1 << 60) - 1;
 
 /// A zone from an IANA name (`America/New_York`) or HubSpot's spelling of one
-/// (`america_slash_new_york`), in any case.
+/// (`america_slash_new_york`), in any case. HubSpot still offers `US/Pacific-New`, which the
+/// time zone database dropped in 2020: it is Los Angeles's.
 pub fn parse_zone(text: &str) -> Option<Tz> {
     static NAMES: OnceLock<HashMap<String, Tz>> = OnceLock::new();
     let names = NAMES.get_or_init(|| {
         chrono_tz::TZ_VARIANTS
             .iter()
             .map(|tz| (tz.name().to_ascii_lowercase(), *tz))
+            .chain([("us/pacific-new".into(), Tz::America__Los_Angeles)])
             .collect()
     });
     let key = text
@@ -240,6 +242,11 @@ mod tests {
             parse_zone("america_slash_port_hyphen_au_hyphen_prince")
         );
         assert_eq!(parse_zone(" Europe/Brussels "), Some(Tz::Europe__Brussels));
+        // Among HubSpot's options, though the zone database dropped it in 2020.
+        assert_eq!(
+            parse_zone("us_slash_pacific_hyphen_new"),
+            Some(Tz::America__Los_Angeles)
+        );
         assert_eq!(parse_zone("Mars/Olympus"), None);
         assert_eq!(parse_zone(""), None);
     }

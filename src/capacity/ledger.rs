@@ -174,13 +174,14 @@ impl Ledger {
         }
     }
 
-    /// The hour to look at after `hour_ms`, whose day is full: the last whole hour before
-    /// that day's local midnight (a daylight-saving change moves it by at most an hour), so
-    /// a long spill does not look at every hour of every full day.
+    /// The hour to look at after `hour_ms`, whose day is full: two whole hours before that
+    /// day's local midnight by `hour_ms`'s offset (a daylight-saving change moves midnight by
+    /// at most two hours, Antarctica/Troll's), so a long spill does not look at every hour of
+    /// every full day.
     fn after_full_day(&self, hour_ms: i64) -> i64 {
         let zone = self.capacity.day_zone;
         let midnight = (self.day(hour_ms) + 1) * DAY_MS - offset_ms(zone, hour_ms);
-        (midnight.div_euclid(HOUR_MS) * HOUR_MS - HOUR_MS).max(hour_ms + HOUR_MS)
+        (midnight.div_euclid(HOUR_MS) * HOUR_MS - 2 * HOUR_MS).max(hour_ms + HOUR_MS)
     }
 
     /// The first minute at or after `from_ms` with room for `cost` among those `allowed`
@@ -320,6 +321,28 @@ mod tests {
         }
         assert_eq!(days, [0, 0, 0, 1, 1]);
         assert_eq!(l.per_hour(0, 2), [3, 0]);
+    }
+
+    /// A day that ends two hours early (Antarctica/Troll's change to +02 on 2026-03-29, the
+    /// largest there is): the next day's budget is used from its first hour (22:00 UTC). The
+    /// search assumed a change of at most one hour and began at 23:00.
+    #[test]
+    fn a_full_day_that_ends_two_hours_early_spills_into_the_next_from_its_start() {
+        let mut l = Ledger::new(Capacity {
+            per_minute: 100 * CALL,
+            per_day: Some(3 * CALL),
+            day_zone: "Antarctica/Troll".parse().unwrap(),
+        });
+        let start = chrono::DateTime::parse_from_rfc3339("2026-03-29T00:30:00Z")
+            .unwrap()
+            .timestamp_millis();
+        let mut at = Vec::new();
+        for _ in 0..4 {
+            let t = l.first_fit(start, Cost::Call, |_| WHOLE_HOUR).unwrap();
+            l.book(t, Cost::Call);
+            at.push(crate::time::format_minute(t));
+        }
+        assert_eq!(at[3], "2026-03-29 22:00 UTC", "{at:?}");
     }
 
     /// A batch sent alone costs a whole call: list adds one a minute spend a daily budget

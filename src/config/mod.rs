@@ -168,8 +168,8 @@ pub struct Connector {
     /// The most calls per day (in `time_zone`) that planning may use, so sendtime can share
     /// the account's daily allowance with other integrations; unlimited when absent.
     pub daily_budget: Option<u32>,
-    /// The account's zone: its day for `daily_budget`, and the zone of contacts whose own is
-    /// unknown. UTC when absent.
+    /// The account's zone: its day for `daily_budget`, the zone of contacts whose own is
+    /// unknown, and a midnight a daily-limit pause may end at. UTC when absent.
     pub time_zone: Option<chrono_tz::Tz>,
     /// The contact property (in posted bodies) that holds the contact's zone.
     pub time_zone_property: String,

@@ -72,6 +72,8 @@ struct Pause {
 pub struct Link {
     pub id: String,
     pub client: Client,
+    /// The account's zone (`time_zone`), whose midnight ends a daily-limit pause.
+    time_zone: Option<chrono_tz::Tz>,
     pause: Mutex<Option<Pause>>,
     /// Per kind of call, until when (clock ms) it waits because the token lacks a scope it
     /// needs ([`ApiError::MissingScopes`]): the connector's other kinds of call go on.
@@ -114,10 +116,11 @@ pub fn paused(
 }
 
 impl Link {
-    pub(super) fn new(id: String, client: Client) -> Link {
+    pub(super) fn new(id: String, client: Client, time_zone: Option<chrono_tz::Tz>) -> Link {
         Link {
             id,
             client,
+            time_zone,
             pause: Mutex::new(None),
             scope_holds: Mutex::new([None; Action::ALL.len()]),
             learned_batch: AtomicUsize::new(usize::MAX),
@@ -147,11 +150,11 @@ impl Link {
             .map(|p| p.until)
     }
 
-    /// HubSpot answered a DAILY 429 at `now`: pause until the day may be over (the next
-    /// whole hour, unless [`Link::learn_daily_reset`] learns when). Returns the end of the
-    /// pause as known now.
+    /// HubSpot answered a DAILY 429 at `now`: pause until the day may be over
+    /// ([`policy::daily_retry_at`], unless [`Link::learn_daily_reset`] learns when). Returns
+    /// the end of the pause as known now.
     pub fn pause_for_the_day(&self, now: i64, metrics: &Metrics) -> i64 {
-        let until = policy::daily_retry_at(now);
+        let until = policy::daily_retry_at(now, self.time_zone);
         let mut pause = self.pause.lock().unwrap();
         match pause.as_mut() {
             Some(p) if p.until >= until => p.until,
@@ -363,11 +366,12 @@ impl Dispatcher {
     pub(super) fn link(&mut self, connector: &Connector) -> anyhow::Result<Arc<Link>> {
         // The client secret signs OAuth refreshes: a rotation reorders its variables.
         let key = format!(
-            "{}|{:?}|{:?}|{}",
+            "{}|{:?}|{:?}|{}|{:?}",
             connector.api_base,
             connector.credentials,
             connector.client_secret_env,
-            connector.requests_per_10s
+            connector.requests_per_10s,
+            connector.time_zone
         );
         if let Some((k, link)) = self.links.get(&connector.id)
             && *k == key
@@ -381,7 +385,7 @@ impl Dispatcher {
         if self.links.contains_key(&connector.id) {
             crate::hubspot::limiter::Limiter::forget_rate_of(&connector.id);
         }
-        let link = Arc::new(Link::new(connector.id.clone(), client));
+        let link = Arc::new(Link::new(connector.id.clone(), client, connector.time_zone));
         // New settings do not lift HubSpot's daily limit: keep a pause it imposed, in this
         // process or (`sendtime tick` runs once a minute) an earlier one. A refused-token
         // pause is dropped: the new settings may name a token that works.

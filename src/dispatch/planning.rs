@@ -204,6 +204,17 @@ impl Dispatcher {
                 hold_ends_ms: part.hold_ends.get(i),
             }
         }));
+        // A zone name no one knows (a custom property's free text): the account's zone
+        // serves, as when none is posted, but not silently.
+        let mut unknown = (rows.iter().zip(&fresh[start..]))
+            .filter(|(i, item)| item.zone.is_none() && part.time_zone.get(**i).is_some());
+        if let Some((&i, _)) = unknown.next() {
+            tracing::warn!(
+                contacts = 1 + unknown.count(),
+                example = ?part.time_zone.get(i).unwrap_or_default(),
+                "time zones that are no IANA name: those contacts' local time is the connector's `time_zone` (UTC when none)"
+            );
+        }
         self.planned.reserve(rows.len());
         let mut repeats = Vec::new();
         for (i, item) in fresh[start..].iter().enumerate() {

@@ -1066,7 +1066,7 @@ mod tests {
     fn link() -> Arc<Link> {
         // Never called: nothing listens there.
         let client = Client::new("http://127.0.0.1:9", "t", ClientOptions::default()).unwrap();
-        Arc::new(Link::new("main".into(), client))
+        Arc::new(Link::new("main".into(), client, None))
     }
 
     fn limited(policy: RatePolicy, retry_after: Option<Duration>) -> ApiError {

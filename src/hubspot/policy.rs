@@ -86,10 +86,15 @@ pub fn rate_limit_wait(retry_after: Option<Duration>, last: Option<RateLimit>) -
 }
 
 /// When a spent daily allowance is worth trying again: HubSpot resets it at midnight in the
-/// account's time zone, which sendtime does not know; every zone's midnight falls on a whole
-/// hour (give or take the rare half-hour zone), so at the next whole hour.
-pub fn daily_retry_at(now_ms: i64) -> i64 {
-    (now_ms.div_euclid(HOUR_MS) + 1) * HOUR_MS
+/// account's time zone. Most zones' midnights fall on a whole hour, so at the next one; or, a
+/// minute after (for clocks apart), the midnight of the connector's `time_zone` when that
+/// comes sooner (Asia/Kolkata's is at :30 UTC). A wrong `time_zone` costs nothing: the hourly
+/// tries go on.
+pub fn daily_retry_at(now_ms: i64, zone: Option<chrono_tz::Tz>) -> i64 {
+    let hour = (now_ms.div_euclid(HOUR_MS) + 1) * HOUR_MS;
+    zone.map_or(hour, |z| {
+        hour.min(crate::local_time::next_local_day(z, now_ms) + MINUTE_MS)
+    })
 }
 
 /// When a spent daily allowance resets, given HubSpot's word for it (its daily API usage's
@@ -208,10 +213,34 @@ mod tests {
     #[test]
     fn a_spent_day_is_tried_again_at_the_next_whole_hour() {
         let t = 1_795_750_200_000; // 2026-11-27 03:30 UTC
-        assert_eq!(daily_retry_at(t), 1_795_752_000_000);
+        assert_eq!(daily_retry_at(t, None), 1_795_752_000_000);
         assert_eq!(
-            daily_retry_at(1_795_752_000_000),
+            daily_retry_at(1_795_752_000_000, None),
             1_795_752_000_000 + HOUR_MS
+        );
+        // New York's midnight (05:00 UTC) is a whole hour: the next hour comes first.
+        let new_york = Some(chrono_tz::America::New_York);
+        assert_eq!(daily_retry_at(t, new_york), 1_795_752_000_000);
+    }
+
+    /// In a zone whose midnight is at :30 UTC, the last hour's try lands on it (a minute
+    /// after), not half an hour late, as when the account's zone was not looked at.
+    #[test]
+    fn a_spent_day_in_a_half_hour_zone_is_tried_again_at_its_midnight() {
+        let kolkata = Some(chrono_tz::Asia::Kolkata);
+        let at = |t: &str| {
+            chrono::DateTime::parse_from_rfc3339(t)
+                .unwrap()
+                .timestamp_millis()
+        };
+        // 2026-11-27 00:00 IST is 2026-11-26 18:30 UTC.
+        assert_eq!(
+            daily_retry_at(at("2026-11-26T18:10:00Z"), kolkata),
+            at("2026-11-26T18:31:00Z")
+        );
+        assert_eq!(
+            daily_retry_at(at("2026-11-26T17:10:00Z"), kolkata),
+            at("2026-11-26T18:00:00Z")
         );
     }
 }

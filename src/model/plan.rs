@@ -497,6 +497,10 @@ pub fn describe(
             }
         }
     }
+    if named.is_none() {
+        // No hour named: the "; " after the window or quiet hours ends that part.
+        reason.truncate(reason.trim_end_matches("; ").len());
+    }
     match (moved, k) {
         (Move::Capacity { .. }, Some(k)) => {
             let _ = write!(
@@ -787,6 +791,33 @@ mod tests {
         assert!(!reason.contains("NaN"), "{reason}");
         assert!(reason.contains("(1.0x the window's average)"), "{reason}");
         assert!(reason.contains("(1.0x); due"), "{reason}");
+    }
+
+    /// Quiet hours that leave no minute in the window read as one list: the reason had
+    /// "; ;" where no hour was named.
+    #[test]
+    fn a_window_quiet_hours_cover_reads_without_an_empty_part() {
+        let received = SUNDAY_MIDNIGHT + 22 * HOUR_MS;
+        let pop = uniform();
+        let kind = WebhookType::Next24Hours;
+        let w = window(kind, received, received, Some(HOUR_MS), None).unwrap();
+        let quiet = crate::local_time::QuietHours::parse("22:00-07:00").unwrap();
+        let ctx = Grounds {
+            kind,
+            standing: Standing::of(Some(&w), None, None, &pop),
+            moved_to: None,
+            quiet: Some((chrono_tz::America::New_York, quiet)),
+            connector: "main",
+            holdout: false,
+        };
+        let mut reason = String::new();
+        describe(&ctx, Some(&w), None, Move::Quiet, w.from, &mut reason);
+        assert!(
+            reason.ends_with(
+                "quiet hours 22:00-07:00 in America/New_York; quiet hours leave no minute in the window: the first allowed minute after it; due 2024-01-07 22:00 UTC"
+            ),
+            "{reason}"
+        );
     }
 
     #[test]
