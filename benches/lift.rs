@@ -94,6 +94,7 @@ fn generate(dir: &Path, rows: usize) {
                     holdout: i % 10 == 0,
                     time_zone: None,
                     hold_ends_ms: None,
+                    portal_id: None,
                 }
             })
             .collect();

@@ -108,6 +108,7 @@ fn generate(dir: &Path, rows: usize) {
                     holdout: false,
                     time_zone: None,
                     hold_ends_ms: None,
+                    portal_id: None,
                 }
             })
             .collect();

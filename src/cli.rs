@@ -132,8 +132,9 @@ pub enum Command {
         connector: bool,
     },
     /// Give up the contacts held for a webhook or action removed from the config (or made
-    /// the other kind), which are otherwise held, unsent, until it returns as it was; or,
-    /// without an id, finish a discard that was cut short.
+    /// the other kind, or moved to another account's connector), which are otherwise held,
+    /// unsent, until it returns as it was; or, without an id, finish a discard that was cut
+    /// short.
     ///
     /// Their receipts' inbox, plan and outcome rows move to `discarded/` under the data
     /// folder, kept: moved back (each part file with its checksum), they are held, or sent,

@@ -1,5 +1,6 @@
 //! `sendtime discard`: give up the contacts held for a webhook or action that left the config
-//! (or changed kind), which are otherwise held until it returns. Their receipts' inbox, plan
+//! (or changed kind, or moved to another account's connector), which are otherwise held until
+//! it returns. Their receipts' inbox, plan
 //! and outcome rows move to `discarded/`, out of what the dispatcher reads, and are kept
 //! there: moved back, they are held again.
 //!
@@ -29,6 +30,9 @@ struct Held {
     receipts: BTreeSet<String>,
     /// Those of a workflow action.
     actions: BTreeSet<String>,
+    /// The accounts they were taken for, where their plan rows say.
+    #[serde(default)]
+    portals: BTreeSet<i64>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -137,8 +141,10 @@ pub fn run(config: &Config, webhook: Option<&str>, dry_run: bool) -> anyhow::Res
         finished,
         back_in_config: finished && {
             let held = &intent.held;
-            (held.receipts.iter())
-                .any(|id| routable(config, &intent.webhook, held.actions.contains(id)))
+            let portals = || held.portals.iter().map(|p| Some(*p)).chain([None]);
+            (held.receipts.iter()).any(|id| {
+                portals().any(|p| routable(config, &intent.webhook, held.actions.contains(id), p))
+            })
         },
         receipts: intent.held.receipts.len(),
         actions: intent.held.actions.len(),
@@ -192,9 +198,10 @@ impl Discarded {
     }
 }
 
-/// The receipts of each webhook id that the config cannot route (no such id, or the other
-/// kind) and that have no final outcome: those the dispatcher holds. Read from the inbox
-/// (`receipts`), plan and outcome rows, so a receipt whose other rows moved is found too.
+/// The receipts of each webhook id that the config cannot route (no such id, the other kind,
+/// or another account's connector) and that have no final outcome: those the dispatcher
+/// holds. Read from the inbox (`receipts`), plan and outcome rows, so a receipt whose other
+/// rows moved is found too.
 fn held_by_webhook(
     config: &Config,
     receipts: &[inbox::ReceiptKey],
@@ -207,35 +214,43 @@ fn held_by_webhook(
         .filter(|r| r.status.is_final())
         .map(|r| r.receipt_id.as_str())
         .collect();
-    // Each receipt's webhook and kind (an action's: a callback id), from its inbox or plan
-    // row; from its outcome rows only when those are all that is left.
-    let mut kinds: HashMap<&str, (&str, bool)> = HashMap::new();
+    // Each receipt's webhook, kind (an action's: a callback id) and account, from its inbox
+    // or plan row (the account from the plan row); from its outcome rows only when those are
+    // all that is left.
+    let mut kinds: HashMap<&str, (&str, bool, Option<i64>)> = HashMap::new();
     let plans = plan::read(plan_ds)?;
     for r in receipts {
-        kinds.insert(&r.receipt_id, (&r.webhook_id, r.callback_id.is_some()));
+        kinds.insert(
+            &r.receipt_id,
+            (&r.webhook_id, r.callback_id.is_some(), None),
+        );
     }
     for p in &plans {
-        kinds.insert(&p.receipt_id, (&p.webhook_id, p.callback_id.is_some()));
+        let kind = (&*p.webhook_id, p.callback_id.is_some(), p.portal_id);
+        kinds.insert(&p.receipt_id, kind);
     }
     for r in &outcome_rows {
-        (kinds.entry(&r.receipt_id)).or_insert((&r.webhook_id, r.action == Action::Complete));
+        let kind = (&*r.webhook_id, r.action == Action::Complete, None);
+        kinds.entry(&r.receipt_id).or_insert(kind);
     }
     let mut held: BTreeMap<String, Held> = BTreeMap::new();
-    for (id, (webhook, callback)) in kinds {
-        if !routable(config, webhook, callback) && !finished.contains(id) {
+    for (id, (webhook, callback, portal)) in kinds {
+        if !routable(config, webhook, callback, portal) && !finished.contains(id) {
             let of = held.entry(webhook.to_string()).or_default();
             of.receipts.insert(id.to_string());
             if callback {
                 of.actions.insert(id.to_string());
             }
+            of.portals.extend(portal);
         }
     }
     Ok(held)
 }
 
-/// Whether the config routes a receipt of `webhook` (an action's when `callback`).
-fn routable(config: &Config, webhook: &str, callback: bool) -> bool {
-    config.webhook(webhook).is_some_and(|w| w.takes(callback))
+/// Whether the config routes a receipt of `webhook` (an action's when `callback`) taken for
+/// the account `portal`.
+fn routable(config: &Config, webhook: &str, callback: bool, portal: Option<i64>) -> bool {
+    config.route(webhook, callback, portal).is_some()
 }
 
 /// Why nothing of `webhook` can be discarded, and what is held.

@@ -726,8 +726,8 @@ fn the_dashboard_says_how_to_give_up_contacts_held_for_a_removed_webhook() {
     server.stop();
     assert_eq!(
         shown[0],
-        "2 contacts held for fatigue, which the config no longer has as it received them: \
-         put it back, or `sendtime discard fatigue` (with serve stopped) gives them up."
+        "2 contacts held for fatigue, which the config no longer has as it received them \
+         (removed, made the other kind, or moved to another account's connector): put it back, or `sendtime discard fatigue` (with serve stopped) gives them up."
     );
     assert_eq!(shown[1], json!(["nurture"]));
 }

@@ -1656,6 +1656,7 @@ fn planned_with(
         holdout: false,
         time_zone: None,
         hold_ends_ms: None,
+        portal_id: None,
     };
     for (name, mut df) in [
         (plan::NAME, plan::frame(&[plan]).unwrap()),
@@ -2025,6 +2026,7 @@ fn unsigned_posts_taken_in_dry_run_are_never_sent() {
         holdout: false,
         time_zone: None,
         hold_ends_ms: None,
+        portal_id: None,
     }])
     .unwrap();
     plan::dataset(&data)
@@ -3864,4 +3866,108 @@ fn a_running_serve_holds_overdue_contacts_through_their_quiet_hours() {
     eventually(Duration::from_secs(30), || (sent() == 10).then_some(()))
         .unwrap_or_else(|| panic!("not sent in the morning; logs:\n{}", server.logs()));
     server.stop();
+}
+
+const STEP_ON_MAIN: Hook = Hook {
+    id: "step",
+    kind: "IMMEDIATE",
+    target: "workflow_id = 1\nconnector = \"main\"",
+};
+const STEP_ON_OTHER: Hook = Hook {
+    id: "step",
+    kind: "IMMEDIATE",
+    target: "workflow_id = 1\nconnector = \"other\"",
+};
+
+/// A webhook moved to another account's connector: the contacts it took for the first
+/// account are held (contact ids are each account's own: the other would enroll some other
+/// person), `discard` counts them, what it takes after the move goes through the new
+/// connector, and back on its first connector, after a restart, the held go out there once.
+/// An earlier version enrolled them through the new connector.
+#[test]
+fn a_webhook_moved_to_another_accounts_connector_holds_what_it_took_before() {
+    let rt = runtime();
+    let first = rt.block_on(StandIn::start(Options::default())).unwrap();
+    let second = rt.block_on(StandIn::start(Options::default())).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    // `main` (portal 62515) calls `first`; `other` (portal 777) calls `second`.
+    let write = |hook: &Hook| {
+        let connectors = format!(
+            "api_base = \"{}\"\n[[connector]]\nid = \"other\"\nportal_id = 777\napp_id = 2\n\
+             client_secret_env = \"DISPATCH_SECRET\"\naccess_token_env = \"DISPATCH_TOKEN\"\n\
+             api_base = \"{}\"",
+            first.url(),
+            second.url()
+        );
+        TestConfig {
+            env: "DISPATCH",
+            tables: "[scheduler]\ncron = \"* * * * * *\"",
+            connector: &connectors,
+            hooks: &[hook],
+            ..TestConfig::default()
+        }
+        .write(dir.path())
+    };
+    let config = write(&STEP_ON_MAIN);
+    let clock = dir.path().join("clock");
+    let t0 = now_ms();
+    set_clock(&clock, t0 - 60_000);
+    let server = start(&config, &data, Some(&clock), &[]);
+    let emails: Vec<String> = (0..3).map(|i| format!("taken-{i}@example.com")).collect();
+    for (i, email) in emails.iter().enumerate() {
+        first.add_contact(email, 100 + i as u64);
+        // Someone else in the other account has the same record id.
+        second.add_contact(&format!("other-{i}@example.com"), 100 + i as u64);
+        post(&server, "step", 100 + i as u64, email);
+    }
+    eventually(Duration::from_secs(30), || {
+        (plans(&data).len() == 3).then_some(())
+    })
+    .expect("planned");
+    write(&STEP_ON_OTHER);
+    wait_for_config(&server, &config);
+    second.add_contact("late@example.com", 500);
+    post_body(
+        &server,
+        "step",
+        r#"{"vid": 500, "portal-id": 777, "properties": {"email": {"value": "late@example.com"}}}"#
+            .into(),
+    );
+    set_clock(&clock, t0 + 3_600_000);
+    wait_enrolled(&second, &server, "1", "late@example.com");
+    eventually(Duration::from_secs(20), || {
+        (common::metric(&server, "sendtime_dispatch_held{webhook=\"step\"}") == 3).then_some(())
+    })
+    .unwrap_or_else(|| panic!("not held; logs:\n{}", server.logs()));
+    server.stop();
+    assert!(enrollments(&first.log()).is_empty());
+    let at_second: Vec<(String, String)> = enrollments(&second.log()).into_keys().collect();
+    assert_eq!(
+        at_second,
+        [("1".to_string(), "late@example.com".to_string())]
+    );
+    // Each plan row names the account its receipt was taken for.
+    let portals: BTreeSet<(Option<String>, Option<i64>)> = plans(&data)
+        .into_iter()
+        .map(|p| (p.email, p.portal_id))
+        .collect();
+    let mut want: BTreeSet<_> = emails
+        .iter()
+        .map(|e| (Some(e.clone()), Some(62515)))
+        .collect();
+    want.insert((Some("late@example.com".into()), Some(777)));
+    assert_eq!(portals, want);
+    let dry = common::sendtime(&config, &data, &["discard", "--dry-run", "step"], &[]);
+    assert!(dry.contains("receipts: 3"), "{dry}");
+
+    write(&STEP_ON_MAIN);
+    let server = start(&config, &data, Some(&clock), &[]);
+    for e in &emails {
+        wait_enrolled(&first, &server, "1", e);
+    }
+    server.stop();
+    enrolled_once(&first, "1", &emails);
+    assert!(!enrollments(&first.log()).contains_key(&("1".into(), "late@example.com".into())));
+    assert_eq!(enrollments(&second.log()).len(), 1);
 }

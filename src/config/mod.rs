@@ -576,6 +576,21 @@ impl Config {
         self.webhooks.iter().find(|w| w.id == id)
     }
 
+    /// The webhook that sends a receipt taken by `id` (as an action's when `callback`) for
+    /// the account `portal` (none: not recorded, by an older version). None when the id is
+    /// gone, is now of the other kind, or now sends through another account's connector
+    /// (which would enroll, or release, some other person who has that id there): such a
+    /// receipt is held.
+    pub fn route(&self, id: &str, callback: bool, portal: Option<i64>) -> Option<&Webhook> {
+        self.webhook(id).filter(|w| {
+            w.takes(callback)
+                && portal.is_none_or(|p| {
+                    self.connector(&w.connector)
+                        .is_some_and(|c| c.portal_id as i64 == p)
+                })
+        })
+    }
+
     /// The URL HubSpot calls for an action: its `actionUrl`.
     pub fn action_url(&self, action: &Webhook) -> String {
         format!("{}/actions/{}", self.server.public_url, action.id)

@@ -783,6 +783,7 @@ pub struct PlanningColumns {
     pub signature: StringChunked,
     /// Epoch milliseconds.
     pub hold_ends: Int64Chunked,
+    pub portal_id: Int64Chunked,
 }
 
 impl PlanningColumns {
@@ -802,6 +803,7 @@ impl PlanningColumns {
                 (col::TIME_ZONE, text()),
                 (col::SIGNATURE, text()),
                 (col::HOLD_ENDS, DataType::Int64),
+                (col::PORTAL_ID, DataType::Int64),
             ],
         )?;
         let int = |name: &str| -> anyhow::Result<Int64Chunked> {
@@ -818,6 +820,7 @@ impl PlanningColumns {
             time_zone: df.column(col::TIME_ZONE)?.str()?.clone(),
             signature: df.column(col::SIGNATURE)?.str()?.clone(),
             hold_ends: int(col::HOLD_ENDS)?,
+            portal_id: int(col::PORTAL_ID)?,
         })
     }
 

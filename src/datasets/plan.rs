@@ -48,6 +48,9 @@ pub mod col {
     /// completed before then. Null for webhooks, and in older parts (the config's window then
     /// says).
     pub const HOLD_ENDS: &str = "hold_ends";
+    /// The HubSpot account (portal id) the receipt was taken for: it is sent through no
+    /// other account's connector. Null in older parts.
+    pub const PORTAL_ID: &str = "portal_id";
 }
 
 /// The dataset under `data_dir`.
@@ -155,6 +158,7 @@ pub struct PlanRow {
     pub holdout: bool,
     pub time_zone: Option<Tz>,
     pub hold_ends_ms: Option<i64>,
+    pub portal_id: Option<i64>,
 }
 
 /// One plan row as the planner has it: borrowed, so planning a million receipts allocates no
@@ -175,6 +179,7 @@ pub struct Entry<'a> {
     pub holdout: bool,
     pub time_zone: Option<Tz>,
     pub hold_ends_ms: Option<i64>,
+    pub portal_id: Option<i64>,
 }
 
 /// The columns of plan rows being written: the one writer of the plan schema.
@@ -193,6 +198,7 @@ pub struct Columns {
     planned: Vec<i64>,
     holdouts: Vec<bool>,
     hold_ends: Vec<Option<i64>>,
+    portals: Vec<Option<i64>>,
 }
 
 impl Columns {
@@ -212,6 +218,7 @@ impl Columns {
             planned: Vec::with_capacity(n),
             holdouts: Vec::with_capacity(n),
             hold_ends: Vec::with_capacity(n),
+            portals: Vec::with_capacity(n),
         }
     }
 
@@ -230,6 +237,7 @@ impl Columns {
         self.planned.push(e.planned_at_ms);
         self.holdouts.push(e.holdout);
         self.hold_ends.push(e.hold_ends_ms);
+        self.portals.push(e.portal_id);
     }
 
     /// The rows as a frame in schema order.
@@ -252,6 +260,7 @@ impl Columns {
                 Column::new(col::HOLDOUT.into(), self.holdouts),
                 self.zones.finish().into_column(),
                 datetime_ms_opt(col::HOLD_ENDS, self.hold_ends)?,
+                Column::new(col::PORTAL_ID.into(), self.portals),
             ],
         )?)
     }
@@ -274,6 +283,7 @@ impl PlanRow {
             holdout: self.holdout,
             time_zone: self.time_zone,
             hold_ends_ms: self.hold_ends_ms,
+            portal_id: self.portal_id,
         }
     }
 }
@@ -313,6 +323,7 @@ fn rows(df: &DataFrame) -> anyhow::Result<Vec<PlanRow>> {
     let holdouts = bools_or_false(df, col::HOLDOUT)?;
     let zones = strs_or_null(df, col::TIME_ZONE)?;
     let hold_ends = ints_or_null(df, col::HOLD_ENDS)?;
+    let portals = ints_or_null(df, col::PORTAL_ID)?;
     (0..ids.len())
         .map(|i| {
             Ok(PlanRow {
@@ -334,6 +345,7 @@ fn rows(df: &DataFrame) -> anyhow::Result<Vec<PlanRow>> {
                 holdout: holdouts[i],
                 time_zone: zones[i].as_deref().and_then(parse_zone),
                 hold_ends_ms: hold_ends[i],
+                portal_id: portals[i],
             })
         })
         .collect()

@@ -297,6 +297,7 @@ impl Dispatcher {
                 webhook_type: p.webhook_type,
                 received_at_ms: p.received_at_ms,
                 hold_ends_ms: p.hold_ends_ms,
+                portal: p.portal_id,
             }));
         }
         let mut queue = BinaryHeap::from(queue);
@@ -707,14 +708,13 @@ impl Dispatcher {
         let back: Vec<String> = self
             .held
             .iter()
-            .filter(|(w, items)| items.iter().any(|i| routable(config.webhook(w), i)))
+            .filter(|(_, items)| items.iter().any(|i| route(config, i).is_some()))
             .map(|(w, _)| w.clone())
             .collect();
         for webhook in back {
             let items = self.held.remove(&webhook).unwrap_or_default();
-            let (go, stay): (Vec<Pending>, Vec<Pending>) = items
-                .into_iter()
-                .partition(|i| routable(config.webhook(&webhook), i));
+            let (go, stay): (Vec<Pending>, Vec<Pending>) =
+                items.into_iter().partition(|i| route(config, i).is_some());
             tracing::info!(
                 webhook = %webhook,
                 contacts = go.len(),
@@ -757,8 +757,7 @@ impl Dispatcher {
         let mut newly_held: HashMap<String, usize> = HashMap::new();
         let pauses = pauses_now.current();
         for mut item in due {
-            let webhook = config.webhook(&item.webhook_id);
-            let Some(webhook) = webhook.filter(|_| routable(webhook, &item)) else {
+            let Some(webhook) = route(config, &item) else {
                 *newly_held.entry(item.webhook_id.to_string()).or_default() += 1;
                 self.held
                     .entry(item.webhook_id.to_string())
@@ -869,7 +868,7 @@ impl Dispatcher {
                 webhook = %webhook,
                 newly_held = n,
                 held = total,
-                "webhook is not in the config, or is now of the other kind (a webhook made an action or the reverse): its due contacts are held (not sent, not deleted) until it returns as it was, or `sendtime discard ID` gives them up"
+                "webhook is not in the config, is now of the other kind (a webhook made an action or the reverse), or now sends through another account's connector: its due contacts are held (not sent, not deleted) until it returns as it was, or `sendtime discard ID` gives them up"
             );
         }
         if !dry.is_empty() {
@@ -1027,11 +1026,12 @@ impl Dispatcher {
     }
 }
 
-/// Whether `item` can go the way `webhook` (its id's in the config now) sends: a webhook
-/// made an action of the same id since (or the reverse) has no callback to complete for a
-/// webhook's receipt, and would enroll a contact HubSpot holds in the action.
-fn routable(webhook: Option<&crate::config::Webhook>, item: &Pending) -> bool {
-    webhook.is_some_and(|w| w.takes(item.callback_id.is_some()))
+/// The webhook that sends `item` now ([`Config::route`]): none for one made an action of
+/// the same id since (or the reverse), which has no callback to complete for a webhook's
+/// receipt and would enroll a contact HubSpot holds in the action, or one moved to another
+/// account's connector.
+fn route<'c>(config: &'c Config, item: &Pending) -> Option<&'c crate::config::Webhook> {
+    config.route(&item.webhook_id, item.callback_id.is_some(), item.portal)
 }
 
 /// When a due contact may go, if `now` is in its quiet hours: one that came due while
@@ -1293,6 +1293,7 @@ mod tests {
             webhook_type: crate::config::WebhookType::Immediate,
             received_at_ms: 0,
             hold_ends_ms: None,
+            portal: None,
         }
     }
 

@@ -202,6 +202,7 @@ impl Dispatcher {
                 webhook_type: part.webhook_type(i).expect("filtered above"),
                 received_at_ms: received.get(i).unwrap_or_default(),
                 hold_ends_ms: part.hold_ends.get(i),
+                portal: part.portal_id.get(i),
             }
         }));
         // A zone name no one knows (a custom property's free text): the account's zone
@@ -568,5 +569,6 @@ fn entry<'a>(
         holdout: r.holdout,
         time_zone: r.zone,
         hold_ends_ms: r.hold_ends_ms,
+        portal_id: r.portal,
     }
 }

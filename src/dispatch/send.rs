@@ -65,6 +65,8 @@ pub struct Pending {
     /// When HubSpot's hold on an action's contact ends, as asked on receipt (none: a webhook,
     /// or a receipt of an older version).
     pub hold_ends_ms: Option<i64>,
+    /// The account it was taken for (none: recorded by an older version).
+    pub portal: Option<i64>,
 }
 
 impl Pending {

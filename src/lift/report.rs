@@ -989,6 +989,7 @@ mod tests {
                 holdout,
                 time_zone: None,
                 hold_ends_ms: None,
+                portal_id: None,
             })
             .collect();
         let done: Vec<OutcomeRow> = sends

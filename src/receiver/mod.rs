@@ -538,7 +538,9 @@ async fn accept_contact(state: &AppState, post: Authenticated) -> Result<Stored,
         webhook_type: webhook.kind,
         contact_id: contact.contact_id,
         email: contact.email,
-        portal_id: contact.portal.id(),
+        // The account it was taken for, which a portal the body names is (checked above):
+        // the dispatcher sends it through no other account's connector.
+        portal_id: Some(connector.portal_id as i64),
         received_at_ms: state.clock.receipt_ms(),
         signature: stored_signature(signature, &connector, false),
         config: config.identity.clone(),
@@ -578,7 +580,7 @@ async fn accept_execution(state: &AppState, post: Authenticated) -> Result<Optio
         // Not needed to release the contact: an odd value is dropped, not a reason to fail
         // the workflow's action.
         email: execution.email.filter(|e| is_email_address(e)),
-        portal_id: execution.portal.id(),
+        portal_id: Some(connector.portal_id as i64),
         received_at_ms,
         // Answered SUCCESS in dry run (below), the contact goes on now: its callback must
         // never be completed, even once the connector calls HubSpot.

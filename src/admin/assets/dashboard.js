@@ -251,7 +251,7 @@ function drawEndpoints(status) {
   const unknown = Object.values(status.unknown || {}).reduce((a, b) => a + b, 0);
   $("#unknown").textContent = unknown ? unknown + " posts to ids that are not configured were refused." : "";
   $("#held-for-removed").textContent = Object.entries(status.held_for_removed || {})
-    .map(([id, n]) => n + " contacts held for " + id + ", which the config no longer has as it received them: put it back, or `sendtime discard " + id + "` (with serve stopped) gives them up.")
+    .map(([id, n]) => n + " contacts held for " + id + ", which the config no longer has as it received them (removed, made the other kind, or moved to another account's connector): put it back, or `sendtime discard " + id + "` (with serve stopped) gives them up.")
     .join(" ");
 }
 
