@@ -686,13 +686,19 @@ fn model(command: Command, path: &std::path::Path, overrides: &Overrides) -> any
                 },
         } => {
             let config = load_config_with_data(path, overrides)?;
+            let (as_of_ms, unimported) = match as_of {
+                Some(t) => (parse_flag("--as-of", &t)?, Vec::new()),
+                None => crate::lift::report::default_as_of(
+                    &config,
+                    crate::time::now_ms(),
+                    webhook.as_deref(),
+                ),
+            };
             let options = crate::lift::report::Options {
                 since_ms: since.map(|t| parse_flag("--since", &t)).transpose()?,
                 webhook,
-                as_of_ms: match as_of {
-                    Some(t) => parse_flag("--as-of", &t)?,
-                    None => crate::lift::report::default_as_of(&config, crate::time::now_ms()),
-                },
+                as_of_ms,
+                unimported,
             };
             if let Some(since) = options.since_ms {
                 anyhow::ensure!(

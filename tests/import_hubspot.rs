@@ -630,6 +630,28 @@ fn a_later_window_does_not_skip_the_gap_before_it() {
         let out = s.command(Some(DEFAULT_TOKEN)).args(args).output().unwrap();
         assert!(out.status.success(), "{}", text(&out));
     };
+    let lift = || -> serde_json::Value {
+        let out = common::run(&s.config, &s.data, &["report", "lift", "--json"], &[]);
+        assert!(out.status.success(), "{}", text(&out));
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    // Before any import (a data folder `serve` has only received into), the report says
+    // the account's engagement is missing (it reported as of now, saying nothing).
+    std::fs::create_dir_all(s.data.join("inbox")).unwrap();
+    let before = lift();
+    assert_eq!(
+        before["unimported"],
+        serde_json::json!(["main"]),
+        "{before}"
+    );
+    let notes = before["notes"].as_array().unwrap();
+    assert!(
+        notes.iter().any(|n| n
+            .as_str()
+            .unwrap()
+            .starts_with("no engagement of connector main's account is imported yet")),
+        "{before}"
+    );
     run(&[
         "--since",
         "2020-01-01T00:00:00Z",
@@ -667,14 +689,13 @@ fn a_later_window_does_not_skip_the_gap_before_it() {
     assert_eq!(complete_until(), marked);
     // `report lift` knows engagement up to there, less the three hours HubSpot may record
     // an event late, not up to now.
-    let out = common::run(&s.config, &s.data, &["report", "lift", "--json"], &[]);
-    assert!(out.status.success(), "{}", text(&out));
-    let lift: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let lift = lift();
     let late = 3 * 3_600_000;
     assert_eq!(
         lift["as_of_ms"].as_i64(),
         complete_until().map(|t| t - late)
     );
+    assert_eq!(lift["unimported"], serde_json::json!([]));
 }
 
 /// `serve` imports HubSpot's email events on its own schedule (`[import] cron`): a contact whose

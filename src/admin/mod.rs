@@ -292,8 +292,11 @@ async fn lift(State(state): State<AdminState>) -> Result<Response, AdminError> {
         .map_err(|_| AdminError::Busy("a lift report is being made"))?;
     let config = state.config.load_full();
     let data_dir = config.server.data_dir.clone();
+    let (as_of_ms, unimported) =
+        crate::lift::report::default_as_of(&config, state.clock.now_ms(), None);
     let options = crate::lift::report::Options {
-        as_of_ms: crate::lift::report::default_as_of(&config, state.clock.now_ms()),
+        as_of_ms,
+        unimported,
         ..Default::default()
     };
     // The permit goes with the work: a client that hangs up does not free it early.

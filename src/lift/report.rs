@@ -45,24 +45,45 @@ pub struct Options {
     /// Engagement is known up to this ([`default_as_of`]): a receipt counts once its
     /// windows end before it, or later engagement would count as none.
     pub as_of_ms: i64,
+    /// Connectors whose engagement `serve` imports and none of which is imported yet
+    /// ([`default_as_of`]): the report says their sends count as not engaged.
+    pub unimported: Vec<String>,
 }
 
-/// Until when engagement is known by default: `now`, or, where `serve` imports from HubSpot,
-/// the earliest instant up to which a connector's events are all imported, less the hours
-/// HubSpot may record an event late (which the import reads again for them).
-pub fn default_as_of(config: &crate::config::Config, now: i64) -> i64 {
+/// Until when engagement is known by default, for a report on `webhook` (none: every one):
+/// `now`, or, where `serve` imports from HubSpot, the earliest instant up to which the
+/// events of a connector the report's webhooks send through are all imported, less the hours
+/// HubSpot may record an event late (which the import reads again for them). Also those
+/// connectors none of whose events is imported yet (an account just added, or whose import
+/// always fails): they have no such instant, and an earlier version left them out unsaid.
+pub fn default_as_of(
+    config: &crate::config::Config,
+    now: i64,
+    webhook: Option<&str>,
+) -> (i64, Vec<String>) {
     use crate::import::hubspot::{OVERLAP, complete_until};
     let data_dir = &config.server.data_dir;
     let late = OVERLAP.as_millis() as i64;
+    // A webhook since removed from the config may have sent through any of them.
+    let removed = webhook.is_some_and(|id| config.webhook(id).is_none());
+    let reported = |c: &crate::config::Connector| {
+        removed
+            || (config.webhooks.iter())
+                .any(|w| w.connector == c.id && webhook.is_none_or(|id| id == w.id))
+    };
+    let (mut as_of, mut unimported) = (now, Vec::new());
     // Only the connectors `serve` imports for: the cursor of one in dry run, or of a run of
     // `import hubspot --until` with the schedule off, would hold every webhook's report at
     // its time for good.
-    config
-        .connectors
-        .iter()
-        .filter(|c| config.import.enabled && !c.dry_run)
-        .filter_map(|c| complete_until(data_dir, &c.id).map(|t| t - late))
-        .fold(now, i64::min)
+    for c in
+        (config.connectors.iter()).filter(|c| config.import.enabled && !c.dry_run && reported(c))
+    {
+        match complete_until(data_dir, &c.id) {
+            Some(t) => as_of = as_of.min(t - late),
+            None => unimported.push(c.id.clone()),
+        }
+    }
+    (as_of, unimported)
 }
 
 /// One group's count for one metric, over the webhooks compared ([`compare`]).
@@ -153,6 +174,8 @@ pub struct Lift {
     pub optimized_sends: u64,
     pub holdout_sends: u64,
     pub metrics: Vec<Metric>,
+    /// Connectors of the report's webhooks whose engagement is not imported yet.
+    pub unimported: Vec<String>,
     /// What a reader needs to know to read the figures ([`Lift::explain`]), as the report
     /// prints them.
     pub notes: Vec<String>,
@@ -351,6 +374,7 @@ pub fn lift(data_dir: &Path, options: &Options) -> anyhow::Result<Lift> {
         optimized_sends: sends.iter().filter(|s| !s.holdout).count() as u64,
         holdout_sends: sends.iter().filter(|s| s.holdout).count() as u64,
         metrics,
+        unimported: options.unimported.clone(),
         notes: Vec::new(),
     };
     lift.notes = lift.explain();
@@ -829,6 +853,11 @@ impl Lift {
                 if n == 1 { "" } else { "s" }
             ));
         }
+        for c in &self.unimported {
+            notes.push(format!(
+                "no engagement of connector {c}'s account is imported yet (serve's scheduled import, or `sendtime import hubspot --connector {c}`, has not completed once): its sends count as not engaged until one does"
+            ));
+        }
         if let Some(newest) = self.newest_event_ms.filter(|t| *t < self.as_of_ms - DAY_MS) {
             notes.push(format!(
                 "the newest imported event is from {}: import the events since, or pass --as-of, or later windows count as not engaged",
@@ -1060,6 +1089,7 @@ mod tests {
                 optimized_sends: 10,
                 holdout_sends,
                 metrics: Vec::new(),
+                unimported: Vec::new(),
                 notes: Vec::new(),
             };
             lift.notes = lift.explain();
