@@ -318,6 +318,52 @@ fn two_connectors_of_one_account_are_a_warning() {
     assert!(!stderr.contains("both call portal"), "{stderr}");
 }
 
+/// Connectors of two accounts sharing one account's token, or an app's client secret while
+/// posts may name no portal: warnings, each naming what to change.
+#[test]
+fn two_accounts_sharing_a_token_or_an_unchecked_secret_are_warnings() {
+    let run = |token: &str, extra: &str| {
+        let other = format!(
+            "[[connector]]\nid = \"other\"\nportal_id = 777\napp_id = 54321\n\
+             client_secret_env = \"HUBSPOT_CLIENT_SECRET\"\n\
+             access_token_env = \"{token}\"{extra}\n\n[[webhook]]"
+        );
+        warnings_of(&[
+            ("[[webhook]]", &other),
+            ("type = ", "connector = \"main\"\ntype = "),
+        ])
+    };
+    let stderr = run("HUBSPOT_ACCESS_TOKEN", "");
+    assert!(
+        stderr.contains(
+            ":16:6: warning: connectors `main` and `other` call portals 62515 and 777 with the token in one variable, HUBSPOT_ACCESS_TOKEN"
+        ),
+        "{stderr}"
+    );
+    let secret = "warning: connectors `main` and `other` (portals 62515 and 777) check signatures with one client secret, HUBSPOT_CLIENT_SECRET";
+    assert!(stderr.contains(secret), "{stderr}");
+    // Each its own token, and the portal required of every post on both: nothing to say.
+    let apart = run("OTHER_TOKEN", "\nrequire_portal_id = true");
+    assert!(
+        apart.contains(secret),
+        "main still takes posts naming no portal: {apart}"
+    );
+    let both = warnings_of(&[
+        (
+            "[[webhook]]",
+            "[[connector]]\nid = \"other\"\nportal_id = 777\napp_id = 54321\n\
+             client_secret_env = \"HUBSPOT_CLIENT_SECRET\"\naccess_token_env = \"OTHER_TOKEN\"\n\
+             require_portal_id = true\n\n[[webhook]]",
+        ),
+        (
+            "access_token_env = \"HUBSPOT_ACCESS_TOKEN\"",
+            "access_token_env = \"HUBSPOT_ACCESS_TOKEN\"\nrequire_portal_id = true",
+        ),
+        ("type = ", "connector = \"main\"\ntype = "),
+    ]);
+    assert!(!both.contains("connectors `main` and `other`"), "{both}");
+}
+
 #[test]
 fn missing_file_is_a_clear_error() {
     let out = sendtime()

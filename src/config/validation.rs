@@ -81,6 +81,7 @@ pub(super) fn check(ctx: &mut Ctx, draft: Draft, env: EnvCheck) -> Option<(Draft
         check_allow_unsigned(ctx, c, draft.server.as_ref());
     }
     check_shared_account(ctx, &draft);
+    check_accounts_apart(ctx, &draft);
     let complete = draft.version.is_some()
         && draft.server.is_some()
         && draft.scheduler.is_some()
@@ -114,6 +115,56 @@ fn check_shared_account(ctx: &mut Ctx, draft: &Draft) {
                 first.id, c.id, c.portal_id
             ),
         );
+    }
+}
+
+/// Connectors of two accounts that share what is one account's: a token (HubSpot refuses it
+/// for the other), or an app's client secret while a post may name no portal (a post signed
+/// for one account is then taken by the other's webhooks too).
+fn check_accounts_apart(ctx: &mut Ctx, draft: &Draft) {
+    let connectors: Vec<&Connector> = draft.connectors.iter().map(|c| &c.connector).collect();
+    let token = |c: &Connector| match &c.credentials {
+        Credentials::Static { access_token_env } => access_token_env.clone(),
+        Credentials::OAuth {
+            refresh_token_env, ..
+        } => refresh_token_env.clone(),
+    };
+    for (i, c) in connectors.iter().enumerate() {
+        let at = draft
+            .connector_ids
+            .iter()
+            .find(|(id, _)| *id == c.id)
+            .map_or(0, |(_, at)| *at);
+        for o in connectors[..i]
+            .iter()
+            .filter(|o| o.portal_id != c.portal_id)
+        {
+            let portals = format!("portals {} and {}", o.portal_id, c.portal_id);
+            if token(o) == token(c) && !o.dry_run && !c.dry_run {
+                ctx.warning(
+                    at,
+                    format!(
+                        "connectors `{}` and `{}` call {portals} with the token in one variable, {}: a token is one account's, so HubSpot refuses it for the other; give each connector its own",
+                        o.id,
+                        c.id,
+                        token(c)
+                    ),
+                );
+            }
+            let shared = o
+                .client_secret_env
+                .iter()
+                .find(|e| c.client_secret_env.contains(e));
+            if let Some(secret) = shared.filter(|_| !(o.require_portal_id && c.require_portal_id)) {
+                ctx.warning(
+                    at,
+                    format!(
+                        "connectors `{}` and `{}` ({portals}) check signatures with one client secret, {secret}: a post signed for either account whose body names no portal is taken by both accounts' webhooks; set `require_portal_id = true` on both",
+                        o.id, c.id
+                    ),
+                );
+            }
+        }
     }
 }
 
