@@ -67,10 +67,37 @@ fn a_correct_account_passes_and_each_misconfiguration_is_named() {
         "ok   main webhook big-list list 987: exists",
         "ok   main action send-time: registered for app",
         "ok   main email events: readable",
-        "5 online checks passed",
+        "ok   main time zone: the account's zone is UTC; `time_zone` is not set (UTC)",
+        "6 online checks passed",
     ] {
         assert!(text.contains(line), "{line}\n{text}");
     }
+
+    // An account in India: `time_zone` must be its zone (a link to it will do).
+    let india = rt
+        .block_on(StandIn::start(Options {
+            utc_offset_minutes: 330,
+            lists: vec![("987".into(), ListKind::Manual)],
+            action_urls: vec![APP_URL.into()],
+            ..Options::default()
+        }))
+        .unwrap();
+    let api_base = format!("api_base = \"{}\"", india.url());
+    let (ok, text) = validate_online(dir.path(), &api_base, 62515);
+    assert!(!ok, "{text}");
+    assert!(
+        text.contains("FAIL main time zone: the account's zone is Asia/Calcutta, but `time_zone` is not set (UTC): set `time_zone = \"Asia/Calcutta\"`"),
+        "{text}"
+    );
+    let zoned = format!("{api_base}\ntime_zone = \"Asia/Kolkata\"");
+    let (ok, text) = validate_online(dir.path(), &zoned, 62515);
+    assert!(ok, "{text}");
+    assert!(
+        text.contains(
+            "ok   main time zone: the account's zone is Asia/Calcutta; `time_zone` is Asia/Kolkata"
+        ),
+        "{text}"
+    );
 
     // A flow id pasted as the workflow id, a DYNAMIC list, a token without `content` and
     // `oauth` (account information's), an action registered elsewhere: every check still runs.

@@ -87,6 +87,10 @@ async fn check_connector(config: &Config, connector: &Connector, out: &mut Vec<C
                         connector.portal_id
                     )),
                 );
+                push(
+                    "time zone".into(),
+                    time_zone(connector, details["timeZone"].as_str()),
+                );
             } else {
                 push(
                     "account".into(),
@@ -264,5 +268,36 @@ fn scope_or(e: &ApiError, scope: &str, what: &str) -> String {
             format!("the token lacks the scope `{scope}` ({what})")
         }
         other => format!("{what}: {other}"),
+    }
+}
+
+/// Whether the connector's `time_zone` is the account's (HubSpot's `timeZone`): it is the day
+/// `daily_budget` counts, the zone of contacts whose own is unknown (their quiet hours), and
+/// the midnight a daily-limit pause may end at. Zones alike for the coming year pass
+/// (`US/Eastern` is `America/New_York`).
+fn time_zone(connector: &Connector, account: Option<&str>) -> Verdict {
+    let Some(name) = account else {
+        return Verdict::Skip("HubSpot named no time zone for the account".into());
+    };
+    let Some(zone) = crate::local_time::parse_zone(name) else {
+        return Verdict::Skip(format!(
+            "the account's zone, {name:?}, is not one sendtime knows"
+        ));
+    };
+    let ours = connector.time_zone.unwrap_or(chrono_tz::Tz::UTC);
+    let now = crate::time::now_ms();
+    let alike = (0..=53).all(|week| {
+        let at = now + week * 7 * crate::time::DAY_MS;
+        crate::local_time::offset_ms(zone, at) == crate::local_time::offset_ms(ours, at)
+    });
+    let set = match connector.time_zone {
+        Some(z) => format!("`time_zone` is {}", z.name()),
+        None => "`time_zone` is not set (UTC)".into(),
+    };
+    match alike {
+        true => Verdict::Ok(format!("the account's zone is {name}; {set}")),
+        false => Verdict::Fail(format!(
+            "the account's zone is {name}, but {set}: set `time_zone = \"{name}\"` (the day `daily_budget` counts, and the zone of contacts whose own is unknown)"
+        )),
     }
 }

@@ -1055,7 +1055,7 @@ impl World {
         let body = json!({
             "portalId": PORTAL_ID,
             "accountType": "STANDARD",
-            "timeZone": "UTC",
+            "timeZone": zone_name(self.options.utc_offset_minutes),
             "companyCurrency": "USD",
             "additionalCurrencies": [],
             "utcOffset": format!("{:+03}:{:02}", offset_ms / 3_600_000, (offset_ms.abs() / 60_000) % 60),
@@ -1726,6 +1726,31 @@ pub fn run_until_ctrl_c(
         tokio::signal::ctrl_c().await?;
         Ok(())
     })
+}
+
+/// The account's zone as HubSpot names it, for a fixed offset east of UTC in minutes: "UTC",
+/// an `Etc/GMT` zone for whole hours (whose sign is the reverse), else the first zone of
+/// that offset all year (330: `Asia/Calcutta`).
+fn zone_name(offset_minutes: i32) -> String {
+    use chrono::{Offset, TimeZone};
+    if offset_minutes == 0 {
+        return "UTC".into();
+    }
+    let fixed = |tz: &chrono_tz::Tz| {
+        ["2026-01-15T12:00:00Z", "2026-07-15T12:00:00Z"]
+            .iter()
+            .all(|t| {
+                let at = chrono::DateTime::parse_from_rfc3339(t).unwrap().naive_utc();
+                tz.offset_from_utc_datetime(&at).fix().local_minus_utc() == offset_minutes * 60
+            })
+    };
+    let zones: Vec<&chrono_tz::Tz> = chrono_tz::TZ_VARIANTS
+        .iter()
+        .filter(|tz| fixed(tz))
+        .collect();
+    (zones.iter().find(|tz| tz.name().starts_with("Etc/GMT")))
+        .or(zones.first())
+        .map_or("UTC".into(), |tz| tz.name().to_string())
 }
 
 #[cfg(test)]
