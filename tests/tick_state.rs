@@ -46,7 +46,7 @@ fn receipt(n: u64) -> Receipt {
         webhook_type: WebhookType::NextWeek,
         contact_id: Some(n as i64),
         email: n.is_multiple_of(2).then(|| format!("c{n}@example.com")),
-        portal_id: Some(1),
+        portal_id: Some(common::PORTAL_ID as i64),
         received_at_ms: NOW,
         signature: "v2".into(),
         config: "test".into(),
