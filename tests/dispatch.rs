@@ -481,7 +481,14 @@ fn a_contact_known_by_id_and_by_email_is_planned_from_the_richer_history() {
     // the email's receipt).
     let env = [("DISPATCH_SECRET", SECRET), ("DISPATCH_TOKEN", TOKEN)];
     let explained = common::sendtime(&config, &data, &["explain", "both@example.com"], &env);
-    assert!(explained.contains(", 20 opens/clicks,"), "{explained}");
+    assert!(
+        explained.contains(
+            ", 20 opens/clicks (the events of HubSpot id 4242, which its receipts carry),"
+        ),
+        "{explained}"
+    );
+    let explained = common::sendtime(&config, &data, &["explain", "old@example.com"], &env);
+    assert!(explained.contains(", 40 opens/clicks, last"), "{explained}");
 }
 
 #[test]

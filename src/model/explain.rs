@@ -25,6 +25,10 @@ pub struct Explanation {
     pub as_of_ms: i64,
     /// The contact has events; otherwise it is planned as a new contact.
     pub known: bool,
+    /// The key of the events learned from (a lower-cased email, or `#` and a HubSpot id),
+    /// when known: a receipt's email and id can name two, and the one with more history is
+    /// taken (an id is one account's: with several, another account's contact may share it).
+    pub learned_from: Option<String>,
     pub class: &'static str,
     /// Opens and clicks learned from.
     pub engagements: u32,
@@ -127,6 +131,9 @@ impl Explanation {
             contact: contact.to_string(),
             as_of_ms: now,
             known: index.is_some(),
+            learned_from: built
+                .zip(index)
+                .and_then(|(b, i)| b.contacts.keys.get(i as usize).cloned()),
             class: profile.as_ref().map_or("evaluating", |p| p.class.as_str()),
             engagements: profile.as_ref().map_or(0, |p| p.engagements),
             last_engaged: profile
@@ -163,9 +170,21 @@ impl Explanation {
         let mut out = String::new();
         let contact = &self.contact;
         if self.known {
+            // Learned from another key than the one asked: the HubSpot id its receipts carry.
+            let (id, email) = id_or_email(contact);
+            let asked = contact_key(id, email);
+            let from = match self.learned_from.as_deref() {
+                Some(k) if k.starts_with('#') && asked.as_deref() != Some(k) => {
+                    format!(
+                        " (the events of HubSpot id {}, which its receipts carry)",
+                        &k[1..]
+                    )
+                }
+                _ => String::new(),
+            };
             let _ = writeln!(
                 out,
-                "{contact}: class {}, {} opens/clicks, last {}{}",
+                "{contact}: class {}, {} opens/clicks{from}, last {}{}",
                 self.class,
                 self.engagements,
                 self.last_engaged.as_deref().unwrap_or("never"),
