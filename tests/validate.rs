@@ -294,21 +294,31 @@ fn a_daily_budget_without_the_account_zone_is_a_warning() {
     assert!(!stderr.contains("daily_budget"), "{stderr}");
 }
 
+/// The warnings of the base config with a second connector `other` of `portal_id` whose token
+/// is read from `token` (`extra`: more of its lines, and `main_extra` more of main's), the
+/// webhook sent through `main`.
+fn with_other_connector(portal_id: u64, token: &str, extra: &str, main_extra: &str) -> String {
+    let other = format!(
+        "[[connector]]\nid = \"other\"\nportal_id = {portal_id}\napp_id = 54321\n\
+         client_secret_env = \"HUBSPOT_CLIENT_SECRET\"\n\
+         access_token_env = \"{token}\"{extra}\n\n[[webhook]]"
+    );
+    let main = format!("access_token_env = \"HUBSPOT_ACCESS_TOKEN\"{main_extra}");
+    warnings_of(&[
+        ("[[webhook]]", &other),
+        (
+            "access_token_env = \"HUBSPOT_ACCESS_TOKEN\"\n\n",
+            &format!("{main}\n\n"),
+        ),
+        ("type = ", "connector = \"main\"\ntype = "),
+    ])
+}
+
 /// Two connectors calling one account each pace and budget on their own: a warning, unless
 /// one of them is in dry run (it calls nothing).
 #[test]
 fn two_connectors_of_one_account_are_a_warning() {
-    let run = |extra: &str| {
-        let other = format!(
-            "[[connector]]\nid = \"other\"\nportal_id = 62515\napp_id = 54321\n\
-             client_secret_env = \"HUBSPOT_CLIENT_SECRET\"\n\
-             access_token_env = \"HUBSPOT_ACCESS_TOKEN\"{extra}\n\n[[webhook]]"
-        );
-        warnings_of(&[
-            ("[[webhook]]", &other),
-            ("type = ", "connector = \"main\"\ntype = "),
-        ])
-    };
+    let run = |extra: &str| with_other_connector(62515, "HUBSPOT_ACCESS_TOKEN", extra, "");
     let stderr = run("");
     assert!(
         stderr.contains(":16:6: warning: connectors `main` and `other` both call portal 62515"),
@@ -322,18 +332,7 @@ fn two_connectors_of_one_account_are_a_warning() {
 /// posts may name no portal: warnings, each naming what to change.
 #[test]
 fn two_accounts_sharing_a_token_or_an_unchecked_secret_are_warnings() {
-    let run = |token: &str, extra: &str| {
-        let other = format!(
-            "[[connector]]\nid = \"other\"\nportal_id = 777\napp_id = 54321\n\
-             client_secret_env = \"HUBSPOT_CLIENT_SECRET\"\n\
-             access_token_env = \"{token}\"{extra}\n\n[[webhook]]"
-        );
-        warnings_of(&[
-            ("[[webhook]]", &other),
-            ("type = ", "connector = \"main\"\ntype = "),
-        ])
-    };
-    let stderr = run("HUBSPOT_ACCESS_TOKEN", "");
+    let stderr = with_other_connector(777, "HUBSPOT_ACCESS_TOKEN", "", "");
     assert!(
         stderr.contains(
             ":16:6: warning: connectors `main` and `other` call portals 62515 and 777 with the token in one variable, HUBSPOT_ACCESS_TOKEN"
@@ -342,25 +341,14 @@ fn two_accounts_sharing_a_token_or_an_unchecked_secret_are_warnings() {
     );
     let secret = "warning: connectors `main` and `other` (portals 62515 and 777) check signatures with one client secret, HUBSPOT_CLIENT_SECRET";
     assert!(stderr.contains(secret), "{stderr}");
-    // Each its own token, and the portal required of every post on both: nothing to say.
-    let apart = run("OTHER_TOKEN", "\nrequire_portal_id = true");
+    let required = "\nrequire_portal_id = true";
+    let apart = with_other_connector(777, "OTHER_TOKEN", required, "");
     assert!(
         apart.contains(secret),
         "main still takes posts naming no portal: {apart}"
     );
-    let both = warnings_of(&[
-        (
-            "[[webhook]]",
-            "[[connector]]\nid = \"other\"\nportal_id = 777\napp_id = 54321\n\
-             client_secret_env = \"HUBSPOT_CLIENT_SECRET\"\naccess_token_env = \"OTHER_TOKEN\"\n\
-             require_portal_id = true\n\n[[webhook]]",
-        ),
-        (
-            "access_token_env = \"HUBSPOT_ACCESS_TOKEN\"",
-            "access_token_env = \"HUBSPOT_ACCESS_TOKEN\"\nrequire_portal_id = true",
-        ),
-        ("type = ", "connector = \"main\"\ntype = "),
-    ]);
+    // Each its own token, and the portal required of every post on both: nothing to say.
+    let both = with_other_connector(777, "OTHER_TOKEN", required, required);
     assert!(!both.contains("connectors `main` and `other`"), "{both}");
 }
 
