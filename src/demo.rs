@@ -19,6 +19,9 @@ use crate::time::now_ms;
 const SECRET: &str = "sendtime-demo-secret";
 const PUBLIC_URL: &str = "https://demo.sendtime.invalid";
 const CONTACTS: u64 = 2_000;
+/// The connector's pace: the stand-in's limit, a Professional account's burst limit (at the
+/// default 100 a tick of the demo's best hours ran past the next, a warning each time).
+const REQUESTS_PER_10S: u32 = 190;
 const WEBHOOKS: [(&str, &str, &str); 5] = [
     ("nurture", "NEXT_24_HOURS", "workflow_id = 101"),
     (
@@ -138,7 +141,8 @@ fn write_config(
          [scheduler]\ncron = \"* * * * * *\"\n[import]\nenabled = false\n\
          [[connector]]\nid = \"demo\"\nportal_id = 62515\napp_id = 1\n\
          client_secret_env = \"SENDTIME_DEMO_SECRET\"\naccess_token_env = \"SENDTIME_DEMO_TOKEN\"\n\
-         api_base = \"{api_base}\"\nquiet_hours = \"22:00-07:00\"\n"
+         api_base = \"{api_base}\"\nquiet_hours = \"22:00-07:00\"\n\
+         requests_per_10s = {REQUESTS_PER_10S}\n"
     );
     for (id, kind, target) in WEBHOOKS {
         text.push_str(&format!(
