@@ -1073,6 +1073,53 @@ mod tests {
         &lift.metrics[0]
     }
 
+    /// The default as-of looks at the connectors of the webhooks reported on (all of them for
+    /// a webhook since removed), and names one none of whose events is imported yet: it was
+    /// left out unsaid, so its sends counted as not engaged.
+    #[test]
+    fn the_default_as_of_looks_at_the_reported_webhooks_connectors() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("webhooks.toml");
+        let connector = |id: &str, portal: u32| {
+            format!(
+                "[[connector]]\nid = \"{id}\"\nportal_id = {portal}\napp_id = 1\n\
+                 client_secret_env = \"S\"\naccess_token_env = \"T_{id}\"\n\
+                 [[webhook]]\nid = \"w{id}\"\ntype = \"NEXT_WEEK\"\nworkflow_id = 1\nconnector = \"{id}\"\n"
+            )
+        };
+        std::fs::write(
+            &path,
+            format!(
+                "version = 1\n[server]\npublic_url = \"https://h.example.com\"\ndata_dir = {:?}\n{}{}",
+                dir.path().join("data"),
+                connector("a", 1),
+                connector("b", 2)
+            ),
+        )
+        .unwrap();
+        let loaded =
+            crate::config::Config::load(&path, &Default::default(), crate::config::EnvCheck::Warn);
+        let config = loaded.unwrap().config;
+        let state = crate::import::hubspot::state_path(&config.server.data_dir, "a");
+        std::fs::create_dir_all(state.parent().unwrap()).unwrap();
+        let imported = T - 5 * DAY_MS;
+        std::fs::write(
+            &state,
+            format!(r#"{{"version": 1, "complete_until_ms": {imported}, "run": null}}"#),
+        )
+        .unwrap();
+        let late = crate::import::hubspot::OVERLAP.as_millis() as i64;
+        let b = vec!["b".to_string()];
+        for (webhook, want) in [
+            (None, (imported - late, b.clone())),
+            (Some("wa"), (imported - late, vec![])),
+            (Some("wb"), (T, b.clone())),
+            (Some("gone"), (imported - late, b.clone())),
+        ] {
+            assert_eq!(default_as_of(&config, T, webhook), want, "{webhook:?}");
+        }
+    }
+
     /// Receipts held out and none sent (a dry run) are not "nothing held out": the hint
     /// asked for a `holdout` that was set.
     #[test]
