@@ -688,11 +688,7 @@ fn model(command: Command, path: &std::path::Path, overrides: &Overrides) -> any
             let config = load_config_with_data(path, overrides)?;
             let (as_of_ms, unimported) = match as_of {
                 Some(t) => (parse_flag("--as-of", &t)?, Vec::new()),
-                None => crate::lift::report::default_as_of(
-                    &config,
-                    crate::time::now_ms(),
-                    webhook.as_deref(),
-                ),
+                None => crate::lift::report::default_as_of(&config, crate::time::now_ms()),
             };
             let options = crate::lift::report::Options {
                 since_ms: since.map(|t| parse_flag("--since", &t)).transpose()?,

@@ -30,9 +30,9 @@ struct Held {
     receipts: BTreeSet<String>,
     /// Those of a workflow action.
     actions: BTreeSet<String>,
-    /// The accounts they were taken for, where their plan rows say.
+    /// The accounts they were taken for, where their rows say.
     #[serde(default)]
-    portals: BTreeSet<i64>,
+    portals: BTreeSet<u64>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -141,9 +141,14 @@ pub fn run(config: &Config, webhook: Option<&str>, dry_run: bool) -> anyhow::Res
         finished,
         back_in_config: finished && {
             let held = &intent.held;
-            let portals = || held.portals.iter().map(|p| Some(*p)).chain([None]);
+            // An intent file of an older version names no account.
+            let portals: Vec<Option<u64>> = match held.portals.is_empty() {
+                true => vec![None],
+                false => held.portals.iter().map(|p| Some(*p)).collect(),
+            };
             (held.receipts.iter()).any(|id| {
-                portals().any(|p| routable(config, &intent.webhook, held.actions.contains(id), p))
+                let callback = held.actions.contains(id);
+                (portals.iter()).any(|p| routable(config, &intent.webhook, callback, *p))
             })
         },
         receipts: intent.held.receipts.len(),
@@ -215,18 +220,26 @@ fn held_by_webhook(
         .map(|r| r.receipt_id.as_str())
         .collect();
     // Each receipt's webhook, kind (an action's: a callback id) and account, from its inbox
-    // or plan row (the account from the plan row); from its outcome rows only when those are
-    // all that is left.
-    let mut kinds: HashMap<&str, (&str, bool, Option<i64>)> = HashMap::new();
+    // or plan row (the account from either, as the dispatcher takes it); from its outcome
+    // rows only when those are all that is left.
+    let mut kinds: HashMap<&str, (&str, bool, Option<u64>)> = HashMap::new();
     let plans = plan::read(plan_ds)?;
+    let account = |p| inbox::account(p).map(std::num::NonZeroU64::get);
     for r in receipts {
-        kinds.insert(
-            &r.receipt_id,
-            (&r.webhook_id, r.callback_id.is_some(), None),
+        let kind = (
+            &*r.webhook_id,
+            r.callback_id.is_some(),
+            account(r.portal_id),
         );
+        kinds.insert(&r.receipt_id, kind);
     }
     for p in &plans {
-        let kind = (&*p.webhook_id, p.callback_id.is_some(), p.portal_id);
+        let inbox = kinds.get(p.receipt_id.as_str()).and_then(|k| k.2);
+        let kind = (
+            &*p.webhook_id,
+            p.callback_id.is_some(),
+            account(p.portal_id).or(inbox),
+        );
         kinds.insert(&p.receipt_id, kind);
     }
     for r in &outcome_rows {
@@ -249,7 +262,7 @@ fn held_by_webhook(
 
 /// Whether the config routes a receipt of `webhook` (an action's when `callback`) taken for
 /// the account `portal`.
-fn routable(config: &Config, webhook: &str, callback: bool, portal: Option<i64>) -> bool {
+fn routable(config: &Config, webhook: &str, callback: bool, portal: Option<u64>) -> bool {
     config.route(webhook, callback, portal).is_some()
 }
 

@@ -3888,9 +3888,10 @@ const STEP_ON_OTHER: Hook = Hook {
 
 /// A webhook moved to another account's connector: the contacts it took for the first
 /// account are held (contact ids are each account's own: the other would enroll some other
-/// person), `discard` counts them, what it takes after the move goes through the new
-/// connector, and back on its first connector, after a restart, the held go out there once.
-/// An earlier version enrolled them through the new connector.
+/// person) and book none of the new connector's daily budget, `discard` counts them, what it
+/// takes after the move goes through the new connector, and back on its first connector,
+/// after a restart, the held go out there once. An earlier version enrolled them through the
+/// new connector.
 #[test]
 fn a_webhook_moved_to_another_accounts_connector_holds_what_it_took_before() {
     let rt = runtime();
@@ -3898,12 +3899,13 @@ fn a_webhook_moved_to_another_accounts_connector_holds_what_it_took_before() {
     let second = rt.block_on(StandIn::start(Options::default())).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    // `main` (portal 62515) calls `first`; `other` (portal 777) calls `second`.
+    // `main` (portal 62515) calls `first`; `other` (portal 777) calls `second`, one call a
+    // day: the held receipts must not use it up.
     let write = |hook: &Hook| {
         let connectors = format!(
             "api_base = \"{}\"\n[[connector]]\nid = \"other\"\nportal_id = 777\napp_id = 2\n\
              client_secret_env = \"DISPATCH_SECRET\"\naccess_token_env = \"DISPATCH_TOKEN\"\n\
-             api_base = \"{}\"",
+             daily_budget = 1\napi_base = \"{}\"",
             first.url(),
             second.url()
         );
@@ -3967,6 +3969,30 @@ fn a_webhook_moved_to_another_accounts_connector_holds_what_it_took_before() {
     assert_eq!(portals, want);
     let dry = common::sendtime(&config, &data, &["discard", "--dry-run", "step"], &[]);
     assert!(dry.contains("receipts: 3"), "{dry}");
+    // One taken for `main` and not planned yet (serve stopped first) is counted too: its
+    // inbox row names its account.
+    let mut unplanned = sendtime::datasets::inbox::frame(&[sendtime::datasets::inbox::Receipt {
+        receipt_id: ulid::Ulid::generate().to_string(),
+        webhook_id: "step".into(),
+        webhook_type: sendtime::config::WebhookType::Immediate,
+        contact_id: Some(103),
+        email: Some("unplanned@example.com".into()),
+        portal_id: Some(62515),
+        received_at_ms: now_ms(),
+        signature: "v2".into(),
+        config: "test".into(),
+        callback_id: None,
+        body_hash: None,
+        time_zone: None,
+        hold_ends_ms: None,
+    }])
+    .unwrap();
+    Dataset::open(&data, "inbox")
+        .unwrap()
+        .write_part(ulid::Ulid::generate(), &mut unplanned)
+        .unwrap();
+    let dry = common::sendtime(&config, &data, &["discard", "--dry-run", "step"], &[]);
+    assert!(dry.contains("receipts: 4"), "{dry}");
 
     write(&STEP_ON_MAIN);
     let server = start(&config, &data, Some(&clock), &[]);

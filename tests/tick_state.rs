@@ -20,7 +20,12 @@ const HOUR: i64 = 3_600_000;
 const NOW: i64 = 1_795_947_420_000;
 
 fn config(data: &Path) -> Config {
-    TestConfig {
+    on_portal(data, common::PORTAL_ID)
+}
+
+/// The test's config, its connector's account `portal`.
+fn on_portal(data: &Path, portal: u64) -> Config {
+    let text = TestConfig {
         env: "TICK_STATE",
         server: &format!("data_dir = \"{}\"", data.display()),
         connector: "dry_run = true",
@@ -31,7 +36,16 @@ fn config(data: &Path) -> Config {
         }],
         ..TestConfig::default()
     }
-    .config(data)
+    .text()
+    .replace(
+        &format!("portal_id = {}", common::PORTAL_ID),
+        &format!("portal_id = {portal}"),
+    );
+    let path = data.join("webhooks.toml");
+    let env = sendtime::config::EnvCheck::Warn;
+    Config::from_text(&path, &text, &Default::default(), env)
+        .unwrap()
+        .config
 }
 
 fn receipt(n: u64) -> Receipt {
@@ -269,4 +283,51 @@ fn a_contact_looked_up_by_email_is_found_by_the_id_its_receipts_carry() {
     let unknown = d.explain(&config, "nobody@example.com", None).unwrap();
     assert!(!unknown.known);
     d.close();
+}
+
+/// A plan row written before plan rows named the account takes its inbox row's: a receipt
+/// whose webhook now sends through a connector of another account is held, not sent there;
+/// through its own account's, it goes.
+#[test]
+fn a_plan_row_without_its_account_takes_the_inbox_rows() {
+    let rt = runtime();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    write_inbox(&data, &[1, 2]);
+    let rows: Vec<plan::PlanRow> = [1, 2]
+        .map(|n| {
+            let r = receipt(n);
+            plan::PlanRow {
+                receipt_id: r.receipt_id,
+                webhook_id: r.webhook_id,
+                webhook_type: r.webhook_type,
+                contact_id: r.contact_id,
+                email: r.email,
+                received_at_ms: NOW,
+                due_at_ms: NOW,
+                slot: None,
+                reason: "planned by an older version".into(),
+                planned_at_ms: NOW,
+                callback_id: None,
+                holdout: false,
+                time_zone: None,
+                hold_ends_ms: None,
+                portal_id: None,
+            }
+        })
+        .into();
+    let mut df = plan::frame(&rows).unwrap();
+    plan::dataset(&data)
+        .unwrap()
+        .write_part(ulid::Ulid::generate(), &mut df)
+        .unwrap();
+    let (_tx, stop) = tokio::sync::watch::channel(false);
+    let mut d = Dispatcher::open(&data, Metrics::new(), Clock::Fixed(NOW)).unwrap();
+    let moved = rt
+        .block_on(d.tick(&on_portal(&data, 777), stop.clone()))
+        .unwrap();
+    assert_eq!((moved.due, moved.dry_run, moved.held), (2, 0, 2), "{moved}");
+    let back = rt.block_on(d.tick(&config(&data), stop)).unwrap();
+    assert_eq!((back.dry_run, back.held), (2, 0), "{back}");
 }

@@ -292,8 +292,7 @@ async fn lift(State(state): State<AdminState>) -> Result<Response, AdminError> {
         .map_err(|_| AdminError::Busy("a lift report is being made"))?;
     let config = state.config.load_full();
     let data_dir = config.server.data_dir.clone();
-    let (as_of_ms, unimported) =
-        crate::lift::report::default_as_of(&config, state.clock.now_ms(), None);
+    let (as_of_ms, unimported) = crate::lift::report::default_as_of(&config, state.clock.now_ms());
     let options = crate::lift::report::Options {
         as_of_ms,
         unimported,

@@ -355,12 +355,15 @@ impl Webhook {
     /// The shortest and longest `window`.
     pub const MIN_WINDOW_MS: i64 = crate::time::HOUR_MS;
     pub const MAX_WINDOW_MS: i64 = 7 * crate::time::DAY_MS;
+}
 
-    /// Whether it sends a receipt received as an action's (`callback`: with a callback id) or
-    /// as a webhook's: one of the other kind (the id changed kind) is held.
-    pub fn takes(&self, callback: bool) -> bool {
-        (self.target == Target::Callback) == callback
-    }
+/// Whether an action (`action`) or a webhook, through a connector of the account
+/// `portal_id`, sends a receipt taken as an action's (`callback`: with a callback id) or as a
+/// webhook's, for the account `portal` (none: recorded by an older version). Not one of the
+/// other kind (the id changed kind since), nor one taken for another account (its connector
+/// changed since: its id there is some other person's, or no one's).
+pub fn sends(action: bool, portal_id: u64, callback: bool, portal: Option<u64>) -> bool {
+    action == callback && portal.is_none_or(|p| p == portal_id)
 }
 
 /// Where a webhook's contacts go.
@@ -577,17 +580,11 @@ impl Config {
     }
 
     /// The webhook that sends a receipt taken by `id` (as an action's when `callback`) for
-    /// the account `portal` (none: not recorded, by an older version). None when the id is
-    /// gone, is now of the other kind, or now sends through another account's connector
-    /// (which would enroll, or release, some other person who has that id there): such a
-    /// receipt is held.
-    pub fn route(&self, id: &str, callback: bool, portal: Option<i64>) -> Option<&Webhook> {
+    /// the account `portal` ([`sends`]); none: such a receipt is held.
+    pub fn route(&self, id: &str, callback: bool, portal: Option<u64>) -> Option<&Webhook> {
         self.webhook(id).filter(|w| {
-            w.takes(callback)
-                && portal.is_none_or(|p| {
-                    self.connector(&w.connector)
-                        .is_some_and(|c| c.portal_id as i64 == p)
-                })
+            self.connector(&w.connector)
+                .is_some_and(|c| sends(w.target == Target::Callback, c.portal_id, callback, portal))
         })
     }
 

@@ -81,7 +81,7 @@ pub(super) fn check(ctx: &mut Ctx, draft: Draft, env: EnvCheck) -> Option<(Draft
         check_allow_unsigned(ctx, c, draft.server.as_ref());
     }
     check_shared_account(ctx, &draft);
-    check_accounts_apart(ctx, &draft);
+    check_accounts_apart(ctx, &draft, &webhooks);
     let complete = draft.version.is_some()
         && draft.server.is_some()
         && draft.scheduler.is_some()
@@ -119,9 +119,10 @@ fn check_shared_account(ctx: &mut Ctx, draft: &Draft) {
 }
 
 /// Connectors of two accounts that share what is one account's: a token (HubSpot refuses it
-/// for the other), or an app's client secret while a post may name no portal (a post signed
-/// for one account is then taken by the other's webhooks too).
-fn check_accounts_apart(ctx: &mut Ctx, draft: &Draft) {
+/// for the other), or an app's client secret while a webhook's post may name no portal (a
+/// post signed for one account is then taken by the other's webhooks too; an action's
+/// execution always names its portal).
+fn check_accounts_apart(ctx: &mut Ctx, draft: &Draft, webhooks: &[Webhook]) {
     let connectors: Vec<&Connector> = draft.connectors.iter().map(|c| &c.connector).collect();
     let token = |c: &Connector| match &c.credentials {
         Credentials::Static { access_token_env } => access_token_env.clone(),
@@ -155,11 +156,16 @@ fn check_accounts_apart(ctx: &mut Ctx, draft: &Draft) {
                 .client_secret_env
                 .iter()
                 .find(|e| c.client_secret_env.contains(e));
-            if let Some(secret) = shared.filter(|_| !(o.require_portal_id && c.require_portal_id)) {
+            let open = |c: &Connector| {
+                !c.require_portal_id
+                    && (webhooks.iter())
+                        .any(|w| w.connector == c.id && w.target != Target::Callback)
+            };
+            if let Some(secret) = shared.filter(|_| open(o) || open(c)) {
                 ctx.warning(
                     at,
                     format!(
-                        "connectors `{}` and `{}` ({portals}) check signatures with one client secret, {secret}: a post signed for either account whose body names no portal is taken by both accounts' webhooks; set `require_portal_id = true` on both",
+                        "connectors `{}` and `{}` ({portals}) check signatures with one client secret, {secret}: a post signed for either account whose body names no portal is taken by both accounts' webhooks; set `require_portal_id = true` on each that has webhooks",
                         o.id, c.id
                     ),
                 );

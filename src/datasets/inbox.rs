@@ -227,6 +227,14 @@ pub fn recover(data_dir: &Path) -> anyhow::Result<Vec<ReceiptKey>> {
     Ok(keys)
 }
 
+/// The account a stored `portal_id` (inbox or plan) names: a positive id; none in rows of
+/// older versions that recorded none.
+pub fn account(portal_id: Option<i64>) -> Option<std::num::NonZeroU64> {
+    portal_id
+        .filter(|p| *p > 0)
+        .and_then(|p| std::num::NonZeroU64::new(p as u64))
+}
+
 /// Who a receipt is for, as the pending set knows it: all a restart needs to know which
 /// contacts wait, whatever else the row holds.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -242,6 +250,8 @@ pub struct ReceiptKey {
     pub dry_run_only: bool,
     /// An execution's hold, as asked of HubSpot.
     pub hold_ends_ms: Option<i64>,
+    /// The account it was taken for.
+    pub portal_id: Option<i64>,
 }
 
 impl ReceiptKey {
@@ -256,6 +266,7 @@ impl ReceiptKey {
             received_at_ms: r.received_at_ms,
             dry_run_only: dry_run_only(&r.signature),
             hold_ends_ms: r.hold_ends_ms,
+            portal_id: r.portal_id,
         }
     }
 
@@ -747,6 +758,7 @@ pub fn read_keys(dataset: &Dataset) -> anyhow::Result<Vec<ReceiptKey>> {
     let received = super::ints(&df, col::RECEIVED_AT)?;
     let signatures = super::strs(&df, col::SIGNATURE)?;
     let holds = super::ints_or_null(&df, col::HOLD_ENDS)?;
+    let portals = super::ints(&df, col::PORTAL_ID)?;
     let mut seen = HashSet::new();
     let mut out = Vec::with_capacity(ids.len());
     for (i, id) in ids.into_iter().enumerate() {
@@ -762,6 +774,7 @@ pub fn read_keys(dataset: &Dataset) -> anyhow::Result<Vec<ReceiptKey>> {
                 received_at_ms: received[i].unwrap_or_default(),
                 dry_run_only: signatures[i].as_deref().is_some_and(dry_run_only),
                 hold_ends_ms: holds[i],
+                portal_id: portals[i],
             });
         }
     }

@@ -31,6 +31,8 @@ pub(super) struct Route<'c> {
     pub zone: Tz,
     /// A workflow action: HubSpot holds its contacts only so long ([`crate::model::plan::hold`]).
     pub holds: bool,
+    /// Its connector's account.
+    pub portal_id: u64,
 }
 
 impl Route<'_> {
@@ -45,6 +47,18 @@ impl Route<'_> {
     pub fn quiet_for(&self, item: &Pending) -> Option<Local> {
         self.local(item.zone)
             .filter(|_| item.webhook_type.timed() && !item.holdout)
+    }
+
+    /// Whether it sends `item` ([`crate::config::sends`]): one it does not is held at dispatch,
+    /// so it books nothing on this connector.
+    pub fn takes(&self, item: &Pending) -> bool {
+        let portal = item.portal.map(std::num::NonZeroU64::get);
+        crate::config::sends(
+            self.holds,
+            self.portal_id,
+            item.callback_id.is_some(),
+            portal,
+        )
     }
 }
 
@@ -64,6 +78,7 @@ pub(super) fn route<'c>(config: &'c Config, w: &'c Webhook) -> Route<'c> {
         quiet: w.quiet_hours,
         zone: connector.time_zone.unwrap_or(Tz::UTC),
         holds: w.target == Target::Callback,
+        portal_id: connector.portal_id,
     }
 }
 
@@ -114,6 +129,7 @@ impl Capacities {
             quiet: None,
             zone: Tz::UTC,
             holds: false,
+            portal_id: 0,
         }
     }
 
@@ -164,13 +180,16 @@ impl Dispatcher {
             let mut items = std::mem::take(&mut self.queue).into_vec();
             items.sort_unstable();
             items.reverse();
-            let locals = items
-                .iter()
-                .filter_map(|Queued(item)| routes.get(&*item.webhook_id)?.quiet_for(item));
+            let locals = items.iter().filter_map(|Queued(item)| {
+                routes
+                    .get(&*item.webhook_id)
+                    .filter(|r| r.takes(item))?
+                    .quiet_for(item)
+            });
             let masks = Masks::build(locals.collect::<Vec<_>>(), now, REBUILD_MASK_HOURS);
             let mut moved = 0usize;
             for Queued(item) in &mut items {
-                let route = routes.get(&*item.webhook_id);
+                let route = routes.get(&*item.webhook_id).filter(|r| r.takes(item));
                 let Some(route) = route else { continue };
                 // Held by an operator's pause, or by a dry run that releases nothing: booked
                 // when that ends (the ledgers are built again then).

@@ -72,8 +72,9 @@ struct Pause {
 pub struct Link {
     pub id: String,
     pub client: Client,
-    /// The account's zone (`time_zone`), whose midnight ends a daily-limit pause.
-    time_zone: Option<chrono_tz::Tz>,
+    /// The account's zone (`time_zone`), whose midnight ends a daily-limit pause: the
+    /// config's latest (a new zone alone keeps the link, its pauses and holds).
+    time_zone: Mutex<Option<chrono_tz::Tz>>,
     pause: Mutex<Option<Pause>>,
     /// Per kind of call, until when (clock ms) it waits because the token lacks a scope it
     /// needs ([`ApiError::MissingScopes`]): the connector's other kinds of call go on.
@@ -120,7 +121,7 @@ impl Link {
         Link {
             id,
             client,
-            time_zone,
+            time_zone: Mutex::new(time_zone),
             pause: Mutex::new(None),
             scope_holds: Mutex::new([None; Action::ALL.len()]),
             learned_batch: AtomicUsize::new(usize::MAX),
@@ -154,7 +155,7 @@ impl Link {
     /// ([`policy::daily_retry_at`], unless [`Link::learn_daily_reset`] learns when). Returns
     /// the end of the pause as known now.
     pub fn pause_for_the_day(&self, now: i64, metrics: &Metrics) -> i64 {
-        let until = policy::daily_retry_at(now, self.time_zone);
+        let until = policy::daily_retry_at(now, *self.time_zone.lock().unwrap());
         let mut pause = self.pause.lock().unwrap();
         match pause.as_mut() {
             Some(p) if p.until >= until => p.until,
@@ -366,16 +367,16 @@ impl Dispatcher {
     pub(super) fn link(&mut self, connector: &Connector) -> anyhow::Result<Arc<Link>> {
         // The client secret signs OAuth refreshes: a rotation reorders its variables.
         let key = format!(
-            "{}|{:?}|{:?}|{}|{:?}",
+            "{}|{:?}|{:?}|{}",
             connector.api_base,
             connector.credentials,
             connector.client_secret_env,
-            connector.requests_per_10s,
-            connector.time_zone
+            connector.requests_per_10s
         );
         if let Some((k, link)) = self.links.get(&connector.id)
             && *k == key
         {
+            *link.time_zone.lock().unwrap() = connector.time_zone;
             return Ok(link.clone());
         }
         let client = Client::for_connector(connector, self.request_timeout)?;

@@ -297,7 +297,7 @@ impl Dispatcher {
                 webhook_type: p.webhook_type,
                 received_at_ms: p.received_at_ms,
                 hold_ends_ms: p.hold_ends_ms,
-                portal: p.portal_id,
+                portal: inbox::account(p.portal_id),
             }));
         }
         let mut queue = BinaryHeap::from(queue);
@@ -326,16 +326,27 @@ impl Dispatcher {
             .iter()
             .map(|r| ReceiptId::new(&r.receipt_id))
             .collect();
-        // Plan rows do not say how a receipt was signed; its inbox row does.
+        // Plan rows do not say how a receipt was signed; its inbox row does. Nor, written by
+        // an older version, its account: its inbox row may (HubSpot's posts name it).
         let dry_run_only: HashSet<ReceiptId> = receipts
             .iter()
             .filter(|r| r.dry_run_only)
             .map(|r| ReceiptId::new(&r.receipt_id))
             .collect();
-        if !dry_run_only.is_empty() {
+        let portals: HashMap<ReceiptId, NonZeroU64> = match queue
+            .iter()
+            .any(|Queued(p)| p.portal.is_none())
+        {
+            true => (receipts.iter())
+                .filter_map(|r| Some((ReceiptId::new(&r.receipt_id), inbox::account(r.portal_id)?)))
+                .collect(),
+            false => HashMap::new(),
+        };
+        if !dry_run_only.is_empty() || !portals.is_empty() {
             let mut items = queue.into_vec();
             for Queued(p) in &mut items {
                 p.dry_run_only = dry_run_only.contains(&p.receipt_id);
+                p.portal = p.portal.or_else(|| portals.get(&p.receipt_id).copied());
             }
             queue = BinaryHeap::from(items);
         }
@@ -1031,7 +1042,8 @@ impl Dispatcher {
 /// receipt and would enroll a contact HubSpot holds in the action, or one moved to another
 /// account's connector.
 fn route<'c>(config: &'c Config, item: &Pending) -> Option<&'c crate::config::Webhook> {
-    config.route(&item.webhook_id, item.callback_id.is_some(), item.portal)
+    let portal = item.portal.map(NonZeroU64::get);
+    config.route(&item.webhook_id, item.callback_id.is_some(), portal)
 }
 
 /// When a due contact may go, if `now` is in its quiet hours: one that came due while

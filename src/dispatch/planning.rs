@@ -202,27 +202,31 @@ impl Dispatcher {
                 webhook_type: part.webhook_type(i).expect("filtered above"),
                 received_at_ms: received.get(i).unwrap_or_default(),
                 hold_ends_ms: part.hold_ends.get(i),
-                portal: part.portal_id.get(i),
+                portal: inbox::account(part.portal_id.get(i)),
             }
         }));
-        // A zone name no one knows (a custom property's free text): the account's zone
-        // serves, as when none is posted, but not silently.
-        let mut unknown = (rows.iter().zip(&fresh[start..]))
-            .filter(|(i, item)| item.zone.is_none() && part.time_zone.get(**i).is_some());
-        if let Some((&i, _)) = unknown.next() {
-            tracing::warn!(
-                contacts = 1 + unknown.count(),
-                example = ?part.time_zone.get(i).unwrap_or_default(),
-                "time zones that are no IANA name: those contacts' local time is the connector's `time_zone` (UTC when none)"
-            );
-        }
         self.planned.reserve(rows.len());
         let mut repeats = Vec::new();
+        // A zone name no one knows (a custom property's free text): the account's zone
+        // serves, as when none is posted, but not silently (once per receipt, not at each
+        // tick that reads its part again).
+        let mut unknown = (0, None);
         for (i, item) in fresh[start..].iter().enumerate() {
             let id = &item.receipt_id;
             if self.done.contains(id) || !self.planned.insert(id.clone()) {
                 repeats.push(start + i);
+            } else if item.zone.is_none()
+                && let Some(zone) = part.time_zone.get(rows[i])
+            {
+                unknown = (unknown.0 + 1, unknown.1.or(Some(zone)));
             }
+        }
+        if let (contacts, Some(example)) = unknown {
+            tracing::warn!(
+                contacts,
+                example = ?example,
+                "time zones that are no IANA name: those contacts' local time is the connector's `time_zone` (UTC when none)"
+            );
         }
         // Kept, not taken: a tick whose plans cannot be written plans them again.
         if !self.unplanned_calls.is_empty() {
@@ -272,7 +276,8 @@ impl Dispatcher {
         let unrouted = caps.unrouted();
         let pauses = self.pauses.clone();
         let route_of = |item: &Pending| {
-            let mut route = *routes.get(&*item.webhook_id).unwrap_or(&unrouted);
+            let route = routes.get(&*item.webhook_id).filter(|r| r.takes(item));
+            let mut route = *route.unwrap_or(&unrouted);
             // Held by an operator's pause: planned at its best time, booked when it ends.
             if pauses.holds(&item.webhook_id, route.connector) {
                 route.ledger = unrouted.ledger;
@@ -569,6 +574,6 @@ fn entry<'a>(
         holdout: r.holdout,
         time_zone: r.zone,
         hold_ends_ms: r.hold_ends_ms,
-        portal_id: r.portal,
+        portal_id: r.portal.map(|p| p.get() as i64),
     }
 }

@@ -66,7 +66,7 @@ pub struct Pending {
     /// or a receipt of an older version).
     pub hold_ends_ms: Option<i64>,
     /// The account it was taken for (none: recorded by an older version).
-    pub portal: Option<i64>,
+    pub portal: Option<NonZeroU64>,
 }
 
 impl Pending {

@@ -89,7 +89,11 @@ async fn check_connector(config: &Config, connector: &Connector, out: &mut Vec<C
                 );
                 push(
                     "time zone".into(),
-                    time_zone(connector, details["timeZone"].as_str()),
+                    time_zone(
+                        connector.time_zone,
+                        details["timeZone"].as_str(),
+                        crate::time::now_ms(),
+                    ),
                 );
             } else {
                 push(
@@ -273,9 +277,9 @@ fn scope_or(e: &ApiError, scope: &str, what: &str) -> String {
 
 /// Whether the connector's `time_zone` is the account's (HubSpot's `timeZone`): it is the day
 /// `daily_budget` counts, the zone of contacts whose own is unknown (their quiet hours), and
-/// the midnight a daily-limit pause may end at. Zones alike for the coming year pass
-/// (`US/Eastern` is `America/New_York`).
-fn time_zone(connector: &Connector, account: Option<&str>) -> Verdict {
+/// the midnight a daily-limit pause may end at. Zones alike every hour of the coming year
+/// pass (`US/Eastern` is `America/New_York`).
+fn time_zone(ours: Option<chrono_tz::Tz>, account: Option<&str>, now: i64) -> Verdict {
     let Some(name) = account else {
         return Verdict::Skip("HubSpot named no time zone for the account".into());
     };
@@ -284,20 +288,44 @@ fn time_zone(connector: &Connector, account: Option<&str>) -> Verdict {
             "the account's zone, {name:?}, is not one sendtime knows"
         ));
     };
-    let ours = connector.time_zone.unwrap_or(chrono_tz::Tz::UTC);
-    let now = crate::time::now_ms();
-    let alike = (0..=53).all(|week| {
-        let at = now + week * 7 * crate::time::DAY_MS;
-        crate::local_time::offset_ms(zone, at) == crate::local_time::offset_ms(ours, at)
-    });
-    let set = match connector.time_zone {
+    let set = match ours {
         Some(z) => format!("`time_zone` is {}", z.name()),
         None => "`time_zone` is not set (UTC)".into(),
     };
+    let ours = ours.unwrap_or(chrono_tz::Tz::UTC);
+    // Hour by hour: a weekly look missed zones whose changes fall days apart.
+    let alike = (0..=366 * 24).all(|hour| {
+        let at = now + hour * crate::time::HOUR_MS;
+        crate::local_time::offset_ms(zone, at) == crate::local_time::offset_ms(ours, at)
+    });
     match alike {
         true => Verdict::Ok(format!("the account's zone is {name}; {set}")),
         false => Verdict::Fail(format!(
             "the account's zone is {name}, but {set}: set `time_zone = \"{name}\"` (the day `daily_budget` counts, and the zone of contacts whose own is unknown)"
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Zones whose changes fall days apart differ, whatever day `validate` runs on (a weekly
+    /// look passed Athens for Jerusalem on a Thursday); a link of the account's zone passes.
+    #[test]
+    fn a_zone_passes_only_when_alike_every_hour_of_the_year() {
+        let at = |t: &str| {
+            chrono::DateTime::parse_from_rfc3339(t)
+                .unwrap()
+                .timestamp_millis()
+        };
+        let athens = Some(chrono_tz::Europe::Athens);
+        for day in ["2026-12-03T10:00:00Z", "2026-12-05T10:00:00Z"] {
+            let verdict = time_zone(athens, Some("Asia/Jerusalem"), at(day));
+            assert!(matches!(verdict, Verdict::Fail(_)), "{day}: {verdict:?}");
+        }
+        let kolkata = Some(chrono_tz::Asia::Kolkata);
+        let verdict = time_zone(kolkata, Some("Asia/Calcutta"), at("2026-12-03T10:00:00Z"));
+        assert!(matches!(verdict, Verdict::Ok(_)), "{verdict:?}");
     }
 }

@@ -50,34 +50,22 @@ pub struct Options {
     pub unimported: Vec<String>,
 }
 
-/// Until when engagement is known by default, for a report on `webhook` (none: every one):
-/// `now`, or, where `serve` imports from HubSpot, the earliest instant up to which the
-/// events of a connector the report's webhooks send through are all imported, less the hours
-/// HubSpot may record an event late (which the import reads again for them). Also those
+/// Until when engagement is known by default: `now`, or, where `serve` imports from HubSpot,
+/// the earliest instant up to which a connector's events are all imported, less the hours
+/// HubSpot may record an event late (which the import reads again for them). Also the
 /// connectors none of whose events is imported yet (an account just added, or whose import
 /// always fails): they have no such instant, and an earlier version left them out unsaid.
-pub fn default_as_of(
-    config: &crate::config::Config,
-    now: i64,
-    webhook: Option<&str>,
-) -> (i64, Vec<String>) {
+/// Every connector counts, not only those the reported webhooks name now: a webhook may
+/// have sent through another before.
+pub fn default_as_of(config: &crate::config::Config, now: i64) -> (i64, Vec<String>) {
     use crate::import::hubspot::{OVERLAP, complete_until};
     let data_dir = &config.server.data_dir;
     let late = OVERLAP.as_millis() as i64;
-    // A webhook since removed from the config may have sent through any of them.
-    let removed = webhook.is_some_and(|id| config.webhook(id).is_none());
-    let reported = |c: &crate::config::Connector| {
-        removed
-            || (config.webhooks.iter())
-                .any(|w| w.connector == c.id && webhook.is_none_or(|id| id == w.id))
-    };
     let (mut as_of, mut unimported) = (now, Vec::new());
     // Only the connectors `serve` imports for: the cursor of one in dry run, or of a run of
     // `import hubspot --until` with the schedule off, would hold every webhook's report at
     // its time for good.
-    for c in
-        (config.connectors.iter()).filter(|c| config.import.enabled && !c.dry_run && reported(c))
-    {
+    for c in (config.connectors.iter()).filter(|c| config.import.enabled && !c.dry_run) {
         match complete_until(data_dir, &c.id) {
             Some(t) => as_of = as_of.min(t - late),
             None => unimported.push(c.id.clone()),
@@ -1073,11 +1061,11 @@ mod tests {
         &lift.metrics[0]
     }
 
-    /// The default as-of looks at the connectors of the webhooks reported on (all of them for
-    /// a webhook since removed), and names one none of whose events is imported yet: it was
-    /// left out unsaid, so its sends counted as not engaged.
+    /// The default as-of is the earliest connector's cursor, and names a connector none of
+    /// whose events is imported yet: it was left out unsaid, so its sends counted as not
+    /// engaged.
     #[test]
-    fn the_default_as_of_looks_at_the_reported_webhooks_connectors() {
+    fn the_default_as_of_names_a_connector_never_imported() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("webhooks.toml");
         let connector = |id: &str, portal: u32| {
@@ -1100,6 +1088,7 @@ mod tests {
         let loaded =
             crate::config::Config::load(&path, &Default::default(), crate::config::EnvCheck::Warn);
         let config = loaded.unwrap().config;
+        assert_eq!(default_as_of(&config, T), (T, vec!["a".into(), "b".into()]));
         let state = crate::import::hubspot::state_path(&config.server.data_dir, "a");
         std::fs::create_dir_all(state.parent().unwrap()).unwrap();
         let imported = T - 5 * DAY_MS;
@@ -1109,15 +1098,10 @@ mod tests {
         )
         .unwrap();
         let late = crate::import::hubspot::OVERLAP.as_millis() as i64;
-        let b = vec!["b".to_string()];
-        for (webhook, want) in [
-            (None, (imported - late, b.clone())),
-            (Some("wa"), (imported - late, vec![])),
-            (Some("wb"), (T, b.clone())),
-            (Some("gone"), (imported - late, b.clone())),
-        ] {
-            assert_eq!(default_as_of(&config, T, webhook), want, "{webhook:?}");
-        }
+        assert_eq!(
+            default_as_of(&config, T),
+            (imported - late, vec!["b".into()])
+        );
     }
 
     /// Receipts held out and none sent (a dry run) are not "nothing held out": the hint
