@@ -1,8 +1,7 @@
 //! `sendtime discard`: give up the contacts held for a webhook or action that left the config
 //! (or changed kind, or moved to another account's connector), which are otherwise held until
-//! it returns. Their receipts' inbox, plan
-//! and outcome rows move to `discarded/`, out of what the dispatcher reads, and are kept
-//! there: moved back, they are held again.
+//! it returns. Their receipts' inbox, plan and outcome rows move to `discarded/`, out of what
+//! the dispatcher reads, and are kept there: moved back, they are held again.
 //!
 //! Runs with no dispatcher on the data folder (its memory holds the same receipts), and
 //! names the receipts in `state/discard.pending` before moving them: a dispatcher refuses to

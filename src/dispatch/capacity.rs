@@ -52,13 +52,8 @@ impl Route<'_> {
     /// Whether it sends `item` ([`crate::config::sends`]): one it does not is held at dispatch,
     /// so it books nothing on this connector.
     pub fn takes(&self, item: &Pending) -> bool {
-        let portal = item.portal.map(std::num::NonZeroU64::get);
-        crate::config::sends(
-            self.holds,
-            self.portal_id,
-            item.callback_id.is_some(),
-            portal,
-        )
+        let callback = item.callback_id.is_some();
+        crate::config::sends(self.holds, self.portal_id, callback, item.account())
     }
 }
 

@@ -1042,8 +1042,7 @@ impl Dispatcher {
 /// receipt and would enroll a contact HubSpot holds in the action, or one moved to another
 /// account's connector.
 fn route<'c>(config: &'c Config, item: &Pending) -> Option<&'c crate::config::Webhook> {
-    let portal = item.portal.map(NonZeroU64::get);
-    config.route(&item.webhook_id, item.callback_id.is_some(), portal)
+    config.route(&item.webhook_id, item.callback_id.is_some(), item.account())
 }
 
 /// When a due contact may go, if `now` is in its quiet hours: one that came due while

@@ -70,6 +70,11 @@ pub struct Pending {
 }
 
 impl Pending {
+    /// The account it was taken for, as [`crate::config::sends`] takes it.
+    pub fn account(&self) -> Option<u64> {
+        self.portal.map(NonZeroU64::get)
+    }
+
     /// A contact HubSpot holds for us: an action's execution answered BLOCK (taken while the
     /// connector was live), which only its callback releases.
     pub fn held_by_hubspot(&self) -> bool {

@@ -162,7 +162,7 @@ pub struct Lift {
     pub optimized_sends: u64,
     pub holdout_sends: u64,
     pub metrics: Vec<Metric>,
-    /// Connectors of the report's webhooks whose engagement is not imported yet.
+    /// Connectors `serve` imports for none of whose engagement is imported yet.
     pub unimported: Vec<String>,
     /// What a reader needs to know to read the figures ([`Lift::explain`]), as the report
     /// prints them.
