@@ -357,6 +357,31 @@ fn wait_for_config(server: &Server, path: &Path) {
     .unwrap_or_else(|| panic!("config {identity} not loaded; logs:\n{}", server.logs()));
 }
 
+/// An inbox part of one IMMEDIATE receipt, signed v2, taken for the test config's account.
+fn write_inbox_row(data: &Path, receipt: &str, webhook: &str, vid: i64, email: &str, at: i64) {
+    use sendtime::datasets::inbox;
+    let mut row = inbox::frame(&[inbox::Receipt {
+        receipt_id: receipt.into(),
+        webhook_id: webhook.into(),
+        webhook_type: sendtime::config::WebhookType::Immediate,
+        contact_id: Some(vid),
+        email: Some(email.into()),
+        portal_id: Some(common::PORTAL_ID as i64),
+        received_at_ms: at,
+        signature: "v2".into(),
+        config: "test".into(),
+        callback_id: None,
+        body_hash: None,
+        time_zone: None,
+        hold_ends_ms: None,
+    }])
+    .unwrap();
+    inbox::dataset(data)
+        .unwrap()
+        .write_part(ulid::Ulid::generate(), &mut row)
+        .unwrap();
+}
+
 fn plans(data: &Path) -> Vec<PlanRow> {
     plan::read(&plan::dataset(data).unwrap()).unwrap()
 }
@@ -2491,26 +2516,7 @@ fn a_receipt_whose_plan_part_is_quarantined_is_checked_before_it_is_sent_again()
     let email = "grace@example.com";
     let receipt = enrolled_by_a_lost_call(&rt, &standin, &data, email, 8400);
     let plan = plans(&data).remove(0);
-    let mut inbox_row = sendtime::datasets::inbox::frame(&[sendtime::datasets::inbox::Receipt {
-        receipt_id: receipt.clone(),
-        webhook_id: "fatigue".into(),
-        webhook_type: sendtime::config::WebhookType::Immediate,
-        contact_id: Some(8400),
-        email: Some(email.into()),
-        portal_id: Some(62515),
-        received_at_ms: plan.received_at_ms,
-        signature: "v2".into(),
-        config: "test".into(),
-        callback_id: None,
-        body_hash: None,
-        time_zone: None,
-        hold_ends_ms: None,
-    }])
-    .unwrap();
-    sendtime::datasets::inbox::dataset(&data)
-        .unwrap()
-        .write_part(ulid::Ulid::generate(), &mut inbox_row)
-        .unwrap();
+    write_inbox_row(&data, &receipt, "fatigue", 8400, email, plan.received_at_ms);
     for part in plan::dataset(&data).unwrap().parts().unwrap() {
         std::fs::write(part, b"not parquet").unwrap();
     }
@@ -3971,26 +3977,15 @@ fn a_webhook_moved_to_another_accounts_connector_holds_what_it_took_before() {
     assert!(dry.contains("receipts: 3"), "{dry}");
     // One taken for `main` and not planned yet (serve stopped first) is counted too: its
     // inbox row names its account.
-    let mut unplanned = sendtime::datasets::inbox::frame(&[sendtime::datasets::inbox::Receipt {
-        receipt_id: ulid::Ulid::generate().to_string(),
-        webhook_id: "step".into(),
-        webhook_type: sendtime::config::WebhookType::Immediate,
-        contact_id: Some(103),
-        email: Some("unplanned@example.com".into()),
-        portal_id: Some(62515),
-        received_at_ms: now_ms(),
-        signature: "v2".into(),
-        config: "test".into(),
-        callback_id: None,
-        body_hash: None,
-        time_zone: None,
-        hold_ends_ms: None,
-    }])
-    .unwrap();
-    Dataset::open(&data, "inbox")
-        .unwrap()
-        .write_part(ulid::Ulid::generate(), &mut unplanned)
-        .unwrap();
+    let receipt = ulid::Ulid::generate().to_string();
+    write_inbox_row(
+        &data,
+        &receipt,
+        "step",
+        103,
+        "unplanned@example.com",
+        now_ms(),
+    );
     let dry = common::sendtime(&config, &data, &["discard", "--dry-run", "step"], &[]);
     assert!(dry.contains("receipts: 4"), "{dry}");
 
