@@ -469,6 +469,10 @@ pub struct StandinArgs {
         allow_hyphen_values = true
     )]
     pub utc_offset_minutes: i32,
+    /// The account's portal id (HubSpot's Hub ID), as its account details name it: one per
+    /// stand-in, to try a config of several accounts.
+    #[arg(long, value_name = "ID", default_value_t = crate::hubspot::standin::DEFAULT_PORTAL_ID)]
+    pub portal_id: u64,
     /// Bearer token to accept.
     #[arg(long, value_name = "TOKEN", env = "HUBSPOT_STANDIN_TOKEN", default_value = crate::hubspot::standin::DEFAULT_TOKEN, hide_env_values = true)]
     pub token: String,
@@ -584,6 +588,7 @@ pub fn main() -> ExitCode {
                 limit_per_10s: args.limit_per_10s,
                 daily_limit: args.daily_limit,
                 utc_offset_minutes: args.utc_offset_minutes,
+                portal_id: args.portal_id,
                 // It learns of no execution: a completion of any callback is taken.
                 any_callback: true,
                 ..Default::default()

@@ -131,6 +131,22 @@ fn a_correct_account_passes_and_each_misconfiguration_is_named() {
         text.contains("the token belongs to portal 62515, not portal_id 99999"),
         "{text}"
     );
+    // A stand-in of that account (one per account, to try a config of several).
+    let other = rt
+        .block_on(StandIn::start(Options {
+            portal_id: 99999,
+            lists: vec![("987".into(), ListKind::Manual)],
+            action_urls: vec![APP_URL.into()],
+            ..Options::default()
+        }))
+        .unwrap();
+    let api_base = format!("api_base = \"{}\"", other.url());
+    let (ok, text) = validate_online(dir.path(), &api_base, 99999);
+    assert!(ok, "{text}");
+    assert!(
+        text.contains("ok   main account: the token works for portal 99999"),
+        "{text}"
+    );
 
     // HubSpot out of reach is not a refused token.
     // The discard port, where nothing listens (one bound and let go could be taken).

@@ -40,7 +40,8 @@ pub const DEFAULT_TOKEN: &str = "standin-token";
 /// HubSpot's default and largest events page.
 const DEFAULT_EVENTS_LIMIT: usize = 100;
 const MAX_EVENTS_LIMIT: usize = 1000;
-const PORTAL_ID: u64 = 62515;
+/// The account's portal id unless told otherwise.
+pub const DEFAULT_PORTAL_ID: u64 = 62515;
 
 /// How the stand-in behaves. `Default` is a well-behaved Professional account (190 calls per
 /// 10 s, 625,000 a day: HubSpot's usage guidelines).
@@ -56,6 +57,8 @@ pub struct Options {
     /// The account's time zone, as minutes east of UTC (HubSpot resets daily limits at
     /// midnight in the account's time zone; a fixed offset, no daylight saving).
     pub utc_offset_minutes: i32,
+    /// The account's portal id, as its account details and workflows name it.
+    pub portal_id: u64,
     /// The stand-in's "now" for the daily reset, so a test can move it together with the
     /// dispatcher's (e.g. the same clock file). The 10-second window always uses real time,
     /// like the dispatcher's limiter.
@@ -152,6 +155,7 @@ impl Default for Options {
             limit_per_10s: 190,
             daily_limit: 625_000,
             utc_offset_minutes: 0,
+            portal_id: DEFAULT_PORTAL_ID,
             clock: Clock::System,
             retry_after: None,
             error_rate: 0.0,
@@ -1053,7 +1057,7 @@ impl World {
     fn account_details(&self) -> Response {
         let offset_ms = i64::from(self.options.utc_offset_minutes) * MINUTE_MS;
         let body = json!({
-            "portalId": PORTAL_ID,
+            "portalId": self.options.portal_id,
             "accountType": "STANDARD",
             "timeZone": zone_name(self.options.utc_offset_minutes),
             "companyCurrency": "USD",
@@ -1082,7 +1086,7 @@ impl World {
                     "name": format!("Workflow {id}"),
                     "type": "DRIP_DELAY",
                     "enabled": true,
-                    "portalId": PORTAL_ID,
+                    "portalId": self.options.portal_id,
                 });
                 (StatusCode::OK, axum::Json(body)).into_response()
             }
@@ -1311,7 +1315,7 @@ impl World {
                     "name": format!("Workflow {id}"),
                     "type": "DRIP_DELAY",
                     "enabled": true,
-                    "portalId": PORTAL_ID,
+                    "portalId": self.options.portal_id,
                 })
             })
             .collect();
