@@ -2725,14 +2725,28 @@ fn finished_receipts_past_the_replay_window_move_to_the_archive() {
     .unwrap_or_else(|| panic!("not dispatched; logs:\n{}", server.logs()));
     server.stop();
 
+    // Four days on, in the evening: the 20 are settled. Five new ones wait a week, each at an
+    // hour drawn from the population's, which another contact's opens put a day and a half
+    // ahead: none is likely to draw the hour it came in (with only old3's opens, all five
+    // sometimes did, and were sent at once).
+    let four_days = t0 + 4 * DAY;
+    let hour = 3_600_000;
+    let evening = four_days + (21 * hour - four_days.rem_euclid(DAY)).rem_euclid(DAY);
+    let peak = |weeks: i64| {
+        let at = evening + 36 * hour - weeks * 7 * DAY;
+        chrono::DateTime::from_timestamp_millis(at)
+            .unwrap()
+            .to_rfc3339()
+    };
     // Opens of old3's contact id, imported by id: the lookup by email finds them through the
     // id its (archived) receipt carries.
+    let mut csv =
+        String::from("contact,time\n7003,2026-01-05T09:10:00Z\n7003,2026-01-12T09:20:00Z\n");
+    for weeks in 1..=30 {
+        csv.push_str(&format!("9000,{}\n", peak(weeks)));
+    }
     let opens = dir.path().join("opens.csv");
-    std::fs::write(
-        &opens,
-        "contact,time\n7003,2026-01-05T09:10:00Z\n7003,2026-01-12T09:20:00Z\n",
-    )
-    .unwrap();
+    std::fs::write(&opens, csv).unwrap();
     let imported = opens.to_str().unwrap();
     let args = [
         "import",
@@ -2745,8 +2759,7 @@ fn finished_receipts_past_the_replay_window_move_to_the_archive() {
     ];
     common::sendtime(&config, &data, &args, &[]);
 
-    // Four days on: the 20 are settled. Five new ones wait a week.
-    set_clock(&clock, t0 + 4 * DAY);
+    set_clock(&clock, evening);
     let server = start(&config, &data, Some(&clock), &[]);
     let new: Vec<String> = (0..5)
         .map(|i| post(&server, "webinar", 7100 + i, &format!("new{i}@example.com")))
