@@ -357,10 +357,42 @@ fn wait_for_config(server: &Server, path: &Path) {
     .unwrap_or_else(|| panic!("config {identity} not loaded; logs:\n{}", server.logs()));
 }
 
+/// Run `sendtime ARGS` on `data` and kill it (SIGKILL) as the `nth` file `listed` did not
+/// show before appears, or when it ends first.
+fn kill_at_nth_file(
+    config: &Path,
+    data: &Path,
+    args: &[&str],
+    nth: usize,
+    listed: impl Fn() -> HashSet<PathBuf>,
+) {
+    let mut seen = listed();
+    let before = seen.len();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_sendtime"))
+        .arg("--config")
+        .arg(config)
+        .arg("--data")
+        .arg(data)
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    loop {
+        seen.extend(listed());
+        if seen.len() >= before + nth || child.try_wait().unwrap().is_some() {
+            break;
+        }
+        std::thread::sleep(Duration::from_micros(200));
+    }
+    let _ = child.kill(); // SIGKILL
+    child.wait().unwrap();
+}
+
 /// An inbox part of one IMMEDIATE receipt, signed v2, taken for the test config's account.
 fn write_inbox_row(data: &Path, receipt: &str, webhook: &str, vid: i64, email: &str, at: i64) {
     use sendtime::datasets::inbox;
-    let mut row = inbox::frame(&[inbox::Receipt {
+    let row = inbox::Receipt {
         receipt_id: receipt.into(),
         webhook_id: webhook.into(),
         webhook_type: sendtime::config::WebhookType::Immediate,
@@ -374,12 +406,8 @@ fn write_inbox_row(data: &Path, receipt: &str, webhook: &str, vid: i64, email: &
         body_hash: None,
         time_zone: None,
         hold_ends_ms: None,
-    }])
-    .unwrap();
-    inbox::dataset(data)
-        .unwrap()
-        .write_part(ulid::Ulid::generate(), &mut row)
-        .unwrap();
+    };
+    common::write_inbox(data, &[row]);
 }
 
 fn plans(data: &Path) -> Vec<PlanRow> {
@@ -1321,27 +1349,7 @@ fn kill_9_during_a_discard_is_finished_by_the_next() {
     for nth in 1..=10 {
         let data = dir.path().join(format!("data-{nth}"));
         common::copy_dir(&pristine, &data);
-        let mut seen = files(&data);
-        let before = seen.len();
-        let mut discard = std::process::Command::new(env!("CARGO_BIN_EXE_sendtime"))
-            .arg("--config")
-            .arg(&config)
-            .arg("--data")
-            .arg(&data)
-            .args(["discard", "step-a"])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        loop {
-            seen.extend(files(&data));
-            if seen.len() >= before + nth || discard.try_wait().unwrap().is_some() {
-                break;
-            }
-            std::thread::sleep(Duration::from_micros(200));
-        }
-        let _ = discard.kill(); // SIGKILL
-        discard.wait().unwrap();
+        kill_at_nth_file(&config, &data, &["discard", "step-a"], nth, || files(&data));
         let finish = if data.join("state/discard.pending").exists() {
             cut_short += 1;
             let tick = common::run(&config, &data, &["tick"], &env);
@@ -3312,27 +3320,7 @@ fn kill_9_during_an_erase_lists_every_other_event_once() {
                 .map(|e| e.path())
                 .collect()
         };
-        let mut seen = listed();
-        let before = seen.len();
-        let mut erase = std::process::Command::new(env!("CARGO_BIN_EXE_sendtime"))
-            .arg("--config")
-            .arg(&config)
-            .arg("--data")
-            .arg(&data)
-            .args(["erase", "ann@example.com"])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        loop {
-            seen.extend(listed());
-            if seen.len() >= before + nth || erase.try_wait().unwrap().is_some() {
-                break;
-            }
-            std::thread::sleep(Duration::from_micros(200));
-        }
-        let _ = erase.kill(); // SIGKILL
-        erase.wait().unwrap();
+        kill_at_nth_file(&config, &data, &["erase", "ann@example.com"], nth, listed);
         let mut listed_now = count(&data);
         let ann = listed_now.remove("ann@example.com").unwrap_or(0);
         assert!(ann == 10 || ann == 0, "kill {nth}: ann listed {ann} times");

@@ -73,11 +73,7 @@ fn receipt(n: u64) -> Receipt {
 
 fn write_inbox(data: &Path, ns: &[u64]) {
     let rows: Vec<Receipt> = ns.iter().map(|n| receipt(*n)).collect();
-    let mut df = inbox::frame(&rows).unwrap();
-    inbox::dataset(data)
-        .unwrap()
-        .write_part(ulid::Ulid::generate(), &mut df)
-        .unwrap();
+    common::write_inbox(data, &rows);
 }
 
 fn tick(d: &mut Dispatcher, config: &Config, rt: &tokio::runtime::Runtime) -> (usize, usize) {

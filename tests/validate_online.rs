@@ -48,17 +48,22 @@ fn validate_online(dir: &std::path::Path, connector: &str, portal_id: u64) -> (b
     (out.status.success(), text)
 }
 
+/// A stand-in of an account the test config is right for (its list is MANUAL, its action
+/// registered), otherwise as `options` say.
+fn correct_account(rt: &tokio::runtime::Runtime, options: Options) -> StandIn {
+    rt.block_on(StandIn::start(Options {
+        lists: vec![("987".into(), ListKind::Manual)],
+        action_urls: vec![APP_URL.into()],
+        ..options
+    }))
+    .unwrap()
+}
+
 #[test]
 fn a_correct_account_passes_and_each_misconfiguration_is_named() {
     let rt = common::runtime();
     let dir = tempfile::tempdir().unwrap();
-    let good = rt
-        .block_on(StandIn::start(Options {
-            lists: vec![("987".into(), ListKind::Manual)],
-            action_urls: vec![APP_URL.into()],
-            ..Options::default()
-        }))
-        .unwrap();
+    let good = correct_account(&rt, Options::default());
     let (ok, text) = validate_online(dir.path(), &format!("api_base = \"{}\"", good.url()), 62515);
     assert!(ok, "{text}");
     for line in [
@@ -74,14 +79,13 @@ fn a_correct_account_passes_and_each_misconfiguration_is_named() {
     }
 
     // An account in India: `time_zone` must be its zone (a link to it will do).
-    let india = rt
-        .block_on(StandIn::start(Options {
+    let india = correct_account(
+        &rt,
+        Options {
             utc_offset_minutes: 330,
-            lists: vec![("987".into(), ListKind::Manual)],
-            action_urls: vec![APP_URL.into()],
             ..Options::default()
-        }))
-        .unwrap();
+        },
+    );
     let api_base = format!("api_base = \"{}\"", india.url());
     let (ok, text) = validate_online(dir.path(), &api_base, 62515);
     assert!(!ok, "{text}");
@@ -132,14 +136,13 @@ fn a_correct_account_passes_and_each_misconfiguration_is_named() {
         "{text}"
     );
     // A stand-in of that account (one per account, to try a config of several).
-    let other = rt
-        .block_on(StandIn::start(Options {
+    let other = correct_account(
+        &rt,
+        Options {
             portal_id: 99999,
-            lists: vec![("987".into(), ListKind::Manual)],
-            action_urls: vec![APP_URL.into()],
             ..Options::default()
-        }))
-        .unwrap();
+        },
+    );
     let api_base = format!("api_base = \"{}\"", other.url());
     let (ok, text) = validate_online(dir.path(), &api_base, 99999);
     assert!(ok, "{text}");

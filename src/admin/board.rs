@@ -201,8 +201,8 @@ impl Board {
         self.state().planning_error.clone()
     }
 
-    /// The contacts the dispatcher holds because the config has no webhook or action of
-    /// their id (or has it as the other kind), by id.
+    /// The contacts the dispatcher holds because the config does not send them as they were
+    /// received ([`crate::config::Config::route`]), by id.
     pub fn set_held(&self, held: BTreeMap<String, usize>) {
         self.state().held = held;
     }

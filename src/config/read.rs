@@ -80,6 +80,15 @@ pub(super) struct Draft {
     pub webhooks: Vec<WebhookDraft>,
 }
 
+impl Draft {
+    /// Where connector `id` is written (0: nowhere), for a message about it.
+    pub fn connector_at(&self, id: &str) -> usize {
+        (self.connector_ids.iter())
+            .find(|(c, _)| c == id)
+            .map_or(0, |(_, at)| *at)
+    }
+}
+
 /// Read and check `text` as the config at `path`. On success the warnings (e.g. unset env
 /// vars) come along.
 pub(super) fn parse(path: &Path, text: &str, env: EnvCheck) -> Result<Loaded, Diagnostics> {

@@ -103,11 +103,7 @@ fn check_shared_account(ctx: &mut Ctx, draft: &Draft) {
         let Some(first) = calling[..i].iter().find(|o| o.portal_id == c.portal_id) else {
             continue;
         };
-        let at = draft
-            .connector_ids
-            .iter()
-            .find(|(id, _)| *id == c.id)
-            .map_or(0, |(_, at)| *at);
+        let at = draft.connector_at(&c.id);
         ctx.warning(
             at,
             format!(
@@ -131,11 +127,7 @@ fn check_accounts_apart(ctx: &mut Ctx, draft: &Draft, webhooks: &[Webhook]) {
         } => refresh_token_env.clone(),
     };
     for (i, c) in connectors.iter().enumerate() {
-        let at = draft
-            .connector_ids
-            .iter()
-            .find(|(id, _)| *id == c.id)
-            .map_or(0, |(_, at)| *at);
+        let at = draft.connector_at(&c.id);
         for o in connectors[..i]
             .iter()
             .filter(|o| o.portal_id != c.portal_id)

@@ -467,3 +467,13 @@ pub fn copy_dir(from: &Path, to: &Path) {
         }
     }
 }
+
+/// Write `rows` as one inbox part under `data`.
+pub fn write_inbox(data: &Path, rows: &[sendtime::datasets::inbox::Receipt]) {
+    use sendtime::datasets::inbox;
+    let mut df = inbox::frame(rows).unwrap();
+    inbox::dataset(data)
+        .unwrap()
+        .write_part(ulid::Ulid::generate(), &mut df)
+        .unwrap();
+}
