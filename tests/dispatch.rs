@@ -3989,6 +3989,22 @@ fn a_webhook_moved_to_another_accounts_connector_holds_what_it_took_before() {
     );
     let dry = common::sendtime(&config, &data, &["discard", "--dry-run", "step"], &[]);
     assert!(dry.contains("receipts: 4"), "{dry}");
+    // On a copy: a discard cut short and finished while `step` still sends through `other`
+    // gives the four up without calling `step` back in the config for them.
+    let copy = dir.path().join("copy");
+    common::copy_dir(&data, &copy);
+    std::fs::create_dir_all(copy.join("discarded")).unwrap();
+    std::fs::write(copy.join("discarded/outcomes"), "").unwrap();
+    assert!(
+        !common::run(&config, &copy, &["discard", "step"], &[])
+            .status
+            .success()
+    );
+    std::fs::remove_file(copy.join("discarded/outcomes")).unwrap();
+    let out = common::sendtime(&config, &copy, &["discard"], &[]);
+    assert!(out.starts_with("finished a discard"), "{out}");
+    assert!(out.contains("receipts: 4"), "{out}");
+    assert!(!out.contains("in the config again"), "{out}");
 
     write(&STEP_ON_MAIN);
     let server = start(&config, &data, Some(&clock), &[]);

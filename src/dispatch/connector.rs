@@ -607,6 +607,34 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_new_time_zone_alone_keeps_the_link_and_its_pauses() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut d = dispatcher(dir.path(), NOW);
+        let metrics = Metrics::new();
+        let link = d.link(&connector(100)).unwrap();
+        link.pause_for_the_token(NOW, 401, "bad token", &metrics);
+        let mut kolkata = connector(100);
+        kolkata.time_zone = Some(chrono_tz::Asia::Kolkata);
+        let same = d.link(&kolkata).unwrap();
+        assert!(Arc::ptr_eq(&link, &same), "a new zone keeps the client");
+        assert!(
+            same.paused_at(NOW).is_some(),
+            "the refused token stays paused"
+        );
+        *same.pause.lock().unwrap() = None;
+        // 03:30 UTC is 09:00 in Kolkata: its midnight is after the next whole hour.
+        assert_eq!(same.pause_for_the_day(NOW, &metrics), NEXT_HOUR);
+        *same.pause.lock().unwrap() = None;
+        let evening = NOW + 15 * crate::time::HOUR_MS; // 18:30 UTC, 00:00 in Kolkata
+        assert_eq!(
+            same.pause_for_the_day(evening - 10 * MINUTE_MS, &metrics),
+            evening + MINUTE_MS,
+            "the new zone's midnight ends the day"
+        );
+        d.close();
+    }
+
+    #[tokio::test]
     async fn a_daily_pause_outlasts_the_process_and_is_forgotten_once_over() {
         let dir = tempfile::tempdir().unwrap();
         let file = pause_path(dir.path(), "main");
