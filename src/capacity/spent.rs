@@ -28,13 +28,15 @@ impl Spent {
         *minutes.entry(at_ms.div_euclid(MINUTE_MS)).or_default() += calls;
     }
 
-    /// Calls made through `connector` on the day (in `zone`) that `now_ms` is in.
+    /// Calls made through `connector` on the day (in `zone`) that `now_ms` is in, and any
+    /// stamped after it: made while the clock was ahead, they must not leave the budget
+    /// spent twice once it is set back.
     pub fn today(&self, connector: &str, zone: Tz, now_ms: i64) -> u64 {
         let day = local_day(zone, now_ms);
         self.calls.get(connector).map_or(0, |minutes| {
             minutes
                 .range((now_ms - KEEP_MS).div_euclid(MINUTE_MS)..)
-                .filter(|(m, _)| local_day(zone, *m * MINUTE_MS) == day)
+                .filter(|(m, _)| local_day(zone, *m * MINUTE_MS) >= day)
                 .map(|(_, n)| n)
                 .sum()
         })
@@ -85,7 +87,10 @@ mod tests {
             "America/New_York".parse().unwrap(),
             "Asia/Tokyo".parse().unwrap(),
         );
-        assert_eq!(s.today("a", Tz::UTC, late), 1);
+        assert_eq!(s.today("a", Tz::UTC, late + HOUR_MS), 1);
+        // 00:30's call, stamped after 23:30 (the clock went back since), counts today too.
+        assert_eq!(s.today("a", Tz::UTC, late), 2);
+        assert_eq!(s.today("a", ny, late - DAY_MS), 2);
         assert_eq!(s.today("a", ny, late + HOUR_MS), 2);
         assert_eq!(s.today("a", tokyo, late + HOUR_MS), 2);
         assert_eq!(s.today("b", Tz::UTC, late), 0);

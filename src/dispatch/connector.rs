@@ -59,6 +59,25 @@ pub enum PauseReason {
     AccountMigrating,
 }
 
+impl PauseReason {
+    /// The longest a pause of this kind lasts from when it is set.
+    fn longest_ms(self) -> i64 {
+        match self {
+            PauseReason::DailyLimit => policy::DAILY_PAUSE_MAX_MS,
+            PauseReason::RefusedToken | PauseReason::NoApiRoute => policy::REFUSED_TOKEN_PAUSE_MS,
+            PauseReason::NoAccessToken => policy::NO_ACCESS_TOKEN_PAUSE_MS,
+            PauseReason::AccountMigrating => policy::MIGRATION_PAUSE_MAX_MS,
+        }
+    }
+}
+
+/// Whether a pause or hold until `until`, of a kind lasting at most `longest_ms`, is in force at
+/// `now`. One ending further away than that was set by a clock since stepped back (a VM's
+/// wrong clock corrected): kept, it would hold contacts for as long as the clock was ahead.
+fn in_force(until: i64, now: i64, longest_ms: i64) -> bool {
+    until > now && until - now <= longest_ms
+}
+
 #[derive(Debug, Clone, Copy)]
 struct Pause {
     /// Clock ms.
@@ -138,7 +157,7 @@ impl Link {
         self.pause
             .lock()
             .unwrap()
-            .filter(|p| p.until > now)
+            .filter(|p| in_force(p.until, now, p.reason.longest_ms()))
             .map(|p| (p.until, p.reason))
     }
 
@@ -158,7 +177,7 @@ impl Link {
         let until = policy::daily_retry_at(now, *self.time_zone.lock().unwrap());
         let mut pause = self.pause.lock().unwrap();
         match pause.as_mut() {
-            Some(p) if p.until >= until => p.until,
+            Some(p) if p.until >= until && in_force(p.until, now, p.reason.longest_ms()) => p.until,
             other => {
                 if other.is_none() {
                     tracing::warn!(
@@ -212,7 +231,7 @@ impl Link {
     /// connector would fail the same way, so hold them all rather than fail the queue.
     pub fn pause_for_the_token(&self, now: i64, status: u16, message: &str, metrics: &Metrics) {
         let until = now + policy::REFUSED_TOKEN_PAUSE_MS;
-        self.hold(until, PauseReason::RefusedToken, metrics, || {
+        self.hold(now, until, PauseReason::RefusedToken, metrics, || {
             format!(
                 "HubSpot refused the connector's credentials ({status}: {message}): connector paused and contacts stay queued; set a valid token (access_token_env, or for OAuth refresh_token_env and client_id_env) and restart (it tries once more at the time shown)"
             )
@@ -228,7 +247,7 @@ impl Link {
         let mut holds = self.scope_holds.lock().unwrap();
         let hold = &mut holds[action as usize];
         match *hold {
-            Some(until) if until > now => until,
+            Some(until) if in_force(until, now, policy::REFUSED_TOKEN_PAUSE_MS) => until,
             _ => {
                 let until = now + policy::REFUSED_TOKEN_PAUSE_MS;
                 tracing::error!(
@@ -245,7 +264,8 @@ impl Link {
 
     /// Until when calls of `action` wait for a missing scope, if they do at `now`.
     pub fn scope_held(&self, action: Action, now: i64) -> Option<i64> {
-        self.scope_holds.lock().unwrap()[action as usize].filter(|until| *until > now)
+        self.scope_holds.lock().unwrap()[action as usize]
+            .filter(|until| in_force(*until, now, policy::REFUSED_TOKEN_PAUSE_MS))
     }
 
     /// The kinds of call waiting for a missing scope at `now`, with the end of each wait.
@@ -260,7 +280,7 @@ impl Link {
     /// refused token, every call would, so all are held and tried again later.
     pub fn pause_for_the_route(&self, now: i64, e: &ApiError, metrics: &Metrics) {
         let until = now + policy::REFUSED_TOKEN_PAUSE_MS;
-        self.hold(until, PauseReason::NoApiRoute, metrics, || {
+        self.hold(now, until, PauseReason::NoApiRoute, metrics, || {
             format!(
                 "{e}: connector paused and contacts stay queued; check api_base (it tries again at the time shown)"
             )
@@ -271,7 +291,7 @@ impl Link {
     /// would wait for one, so all are held, briefly, and none counts as a contact's failure.
     pub fn pause_for_the_token_endpoint(&self, now: i64, e: &ApiError, metrics: &Metrics) {
         let until = now + policy::NO_ACCESS_TOKEN_PAUSE_MS;
-        self.hold(until, PauseReason::NoAccessToken, metrics, || {
+        self.hold(now, until, PauseReason::NoAccessToken, metrics, || {
             format!(
                 "{e}: connector paused and contacts stay queued (it tries again at the time shown)"
             )
@@ -290,7 +310,7 @@ impl Link {
     ) -> i64 {
         let wait = retry_after.map_or(policy::MIGRATION_PAUSE_MS, |d| d.as_millis() as i64);
         let until = now + wait.clamp(crate::time::MINUTE_MS, policy::MIGRATION_PAUSE_MAX_MS);
-        self.hold(until, PauseReason::AccountMigrating, metrics, || {
+        self.hold(now, until, PauseReason::AccountMigrating, metrics, || {
             format!(
                 "{e}: connector paused and contacts stay queued until HubSpot's move ends (it tries again at the time shown)"
             )
@@ -298,10 +318,17 @@ impl Link {
         self.paused_at(now).unwrap_or(until)
     }
 
-    /// Hold every call until `until` (clock ms), unless held already.
-    fn hold(&self, until: i64, reason: PauseReason, metrics: &Metrics, why: impl Fn() -> String) {
+    /// Hold every call from `now` until `until` (clock ms), unless held already.
+    fn hold(
+        &self,
+        now: i64,
+        until: i64,
+        reason: PauseReason,
+        metrics: &Metrics,
+        why: impl Fn() -> String,
+    ) {
         let mut pause = self.pause.lock().unwrap();
-        if pause.is_none() {
+        if !pause.is_some_and(|p| in_force(p.until, now, p.reason.longest_ms())) {
             tracing::error!(connector = %self.id, until = %format_minute(until), "{}", why());
             metrics.connector_paused(&self.id).set(1);
             *pause = Some(Pause {
@@ -434,11 +461,19 @@ impl Dispatcher {
     pub(super) fn resume_connectors(&mut self, now: i64) {
         for (_, link) in self.links.values() {
             let mut pause = link.pause.lock().unwrap();
-            let Some(p) = pause.filter(|p| p.until <= now) else {
+            let Some(p) = pause.filter(|p| !in_force(p.until, now, p.reason.longest_ms())) else {
                 continue;
             };
             *pause = None;
             self.metrics.connector_paused(&link.id).set(0);
+            if p.until > now {
+                tracing::warn!(
+                    connector = %link.id,
+                    until = %format_minute(p.until),
+                    "the clock went back since this pause began: it ends now, not at the time shown"
+                );
+                continue;
+            }
             let why = match p.reason {
                 PauseReason::RefusedToken => "refused-token pause over: trying the token again",
                 PauseReason::NoApiRoute => "no-API-route pause over: trying HubSpot again",
@@ -509,7 +544,7 @@ pub fn stored_daily_pause(data_dir: &Path, connector: &str, now: i64) -> Option<
     std::fs::read_to_string(pause_path(data_dir, connector))
         .ok()
         .and_then(|t| t.trim().parse::<i64>().ok())
-        .filter(|until| *until > now)
+        .filter(|until| in_force(*until, now, policy::DAILY_PAUSE_MAX_MS))
 }
 
 /// Where a connector's daily-limit pause (epoch ms, as text) outlasts the process.
@@ -663,6 +698,48 @@ mod tests {
         link.pause_for_the_token(NOW, 401, "bad token", &d.metrics);
         d.store_pauses();
         assert!(!file.exists());
+        d.close();
+    }
+    #[tokio::test]
+    async fn pauses_set_by_a_clock_since_set_back_end_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let ahead = NOW + 3 * crate::time::DAY_MS; // a clock three days ahead, then corrected
+        let mut d = dispatcher(dir.path(), NOW);
+        let link = d.link(&connector(100)).unwrap();
+        link.pause_for_the_day(ahead, &d.metrics);
+        assert!(link.paused_at(ahead).is_some());
+        assert_eq!(link.paused_at(NOW), None);
+        assert_eq!(link.pause_for_the_day(NOW, &d.metrics), NEXT_HOUR);
+        // Stored by a process whose clock was ahead: the next one does not wait for it.
+        let file = pause_path(dir.path(), "main");
+        std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+        std::fs::write(&file, (ahead + 1).to_string()).unwrap();
+        assert_eq!(stored_daily_pause(dir.path(), "main", NOW), None);
+        assert_eq!(
+            stored_daily_pause(dir.path(), "main", ahead),
+            Some(ahead + 1)
+        );
+        // The other pauses alike, and a missing scope's hold.
+        *link.pause.lock().unwrap() = None;
+        link.pause_for_the_token(ahead, 401, "bad token", &d.metrics);
+        assert_eq!(link.paused_at(NOW), None);
+        d.resume_connectors(NOW);
+        assert!(link.pause.lock().unwrap().is_none(), "lifted");
+        link.pause_for_the_token(NOW, 401, "bad token", &d.metrics);
+        assert_eq!(
+            link.paused_at(NOW),
+            Some(NOW + policy::REFUSED_TOKEN_PAUSE_MS)
+        );
+        let e = ApiError::MissingScopes {
+            scopes: vec![],
+            message: "no".into(),
+        };
+        link.hold_for_scopes(Action::Enroll, ahead, &e);
+        assert_eq!(link.scope_held(Action::Enroll, NOW), None);
+        assert_eq!(
+            link.hold_for_scopes(Action::Enroll, NOW, &e),
+            NOW + policy::REFUSED_TOKEN_PAUSE_MS
+        );
         d.close();
     }
 }

@@ -472,7 +472,7 @@ impl Dispatcher {
     }
 
     fn archive_if_due(&mut self, now: i64) {
-        if now - self.archived_at_ms < crate::time::DAY_MS {
+        if !a_day_after(self.archived_at_ms, now) {
             return;
         }
         // A crash would replay such a part's log segment, rows moved and forgotten included.
@@ -504,7 +504,7 @@ impl Dispatcher {
         let Some(days) = days else {
             return;
         };
-        if now.saturating_sub(self.pruned_at_ms) < crate::time::DAY_MS {
+        if !a_day_after(self.pruned_at_ms, now) {
             return;
         }
         self.pruned_at_ms = now;
@@ -1104,6 +1104,13 @@ fn counts_toward_budget(r: &OutcomeRow, now: i64) -> bool {
     r.status == Status::Attempting && r.at_ms >= now - 2 * crate::time::DAY_MS
 }
 
+/// Whether a day-long pace's next run is due at `now`, the last having run at `last`: a day
+/// after it, or at once when the clock went back past it (set ahead, then corrected, it would
+/// wait as long as it was ahead).
+fn a_day_after(last: i64, now: i64) -> bool {
+    !(0..crate::time::DAY_MS).contains(&now.saturating_sub(last))
+}
+
 /// Which finished receipts may leave for the archive, at start-up and once a day.
 struct Settling {
     /// Received before this: past the replay window.
@@ -1283,6 +1290,16 @@ fn intern(set: &mut HashSet<Arc<str>>, id: &str) -> Arc<str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_daily_run_is_due_a_day_on_or_once_the_clock_went_back() {
+        let day = crate::time::DAY_MS;
+        assert!(a_day_after(i64::MIN, 0), "never run");
+        assert!(!a_day_after(0, day - 1));
+        assert!(a_day_after(0, day));
+        // The last run was stamped by a clock since set back: waiting would last the step.
+        assert!(a_day_after(3 * day, day));
+    }
 
     pub(super) fn pending(n: u64) -> Pending {
         Pending {

@@ -32,6 +32,8 @@ pub const NO_ACCESS_TOKEN_PAUSE_MS: i64 = MINUTE_MS;
 /// 24 hours").
 pub const MIGRATION_PAUSE_MS: i64 = HOUR_MS;
 pub const MIGRATION_PAUSE_MAX_MS: i64 = 24 * HOUR_MS;
+/// The longest a daily-limit pause lasts: a midnight is never further, in any zone.
+pub const DAILY_PAUSE_MAX_MS: i64 = 25 * HOUR_MS;
 
 /// Exponential backoff with jitter after transient failures (5xx, timeouts, dropped
 /// connections): `base`, twice that, four times ... capped at `cap`, each drawn from half to
@@ -104,7 +106,7 @@ pub fn daily_retry_at(now_ms: i64, zone: Option<chrono_tz::Tz>) -> i64 {
 pub fn daily_reset_pause_until(now_ms: i64, resets_at_ms: i64) -> Option<i64> {
     let until = resets_at_ms
         .saturating_add(MINUTE_MS)
-        .min(now_ms + 25 * HOUR_MS);
+        .min(now_ms + DAILY_PAUSE_MAX_MS);
     (until > now_ms).then_some(until)
 }
 
