@@ -207,7 +207,14 @@ fn calls_waiting_on_the_limiter_keep_to_a_scope_hold() {
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let config = write_config(dir.path(), &standin.url(), "", &[&HOOKS[3]]);
+    // Paced at 400 ms: the first refusal is back before the second call may go (at the
+    // default 100 ms a slow machine's second call went before it, and was refused too).
+    let config = write_config(
+        dir.path(),
+        &standin.url(),
+        "requests_per_10s = 25",
+        &[&HOOKS[3]],
+    );
     receive_only(&config, &data, &standin, ("s", 20), 8600);
     let (out, err) = tick_once(&config, &data, now_ms() + 60_000, TOKEN);
     assert!(
