@@ -51,6 +51,7 @@ pub struct Inner {
     pub ticks_skipped: Counter,
     /// Ticks that could not plan new receipts (their due contacts were still sent).
     pub planning_failures: Counter,
+    write_failures: Family<Labels, Counter>,
     /// Planned receipts not yet final (due or not).
     pub queued: Gauge,
     /// Finished receipts the dispatcher remembers, so as never to plan them again: those not
@@ -108,6 +109,7 @@ impl Metrics {
         let tick_seconds = Histogram::new(exponential_buckets(0.001, 2.0, 20));
         let ticks_skipped = Counter::default();
         let planning_failures = Counter::default();
+        let write_failures = Family::<Labels, Counter>::default();
         let queued = Gauge::default();
         let finished = Gauge::default();
         let planned_calls = Family::<Labels, Gauge>::default();
@@ -201,6 +203,11 @@ impl Metrics {
             planning_failures.clone(),
         );
         registry.register(
+            "write_failures",
+            "Writes to the data folder that failed (a full disk, a folder gone), by dataset: inbox (the log's flush to Parquet: posts stay answered and safe in the log, and are planned once it succeeds), outcomes (a contact's outcome rows: it is not sent until they are written); /status says why",
+            write_failures.clone(),
+        );
+        registry.register(
             "dispatch_queued",
             "Planned contacts not yet enrolled, listed or failed",
             queued.clone(),
@@ -254,6 +261,7 @@ impl Metrics {
             tick_seconds,
             ticks_skipped,
             planning_failures,
+            write_failures,
             queued,
             finished,
             planned_calls,
@@ -285,6 +293,19 @@ impl Metrics {
         self.pending
             .get_or_create(&vec![("webhook", webhook.to_string())])
             .clone()
+    }
+
+    /// A write to `dataset` failed with `error`: counted, and on `/status` until one succeeds.
+    pub fn write_failed(&self, dataset: &'static str, error: String) {
+        self.write_failures
+            .get_or_create(&vec![("dataset", dataset.to_string())])
+            .inc();
+        self.board.set_write_error(dataset, Some(error));
+    }
+
+    /// A write to `dataset` succeeded: what `/status` said of its last failure is over.
+    pub fn write_succeeded(&self, dataset: &'static str) {
+        self.board.set_write_error(dataset, None);
     }
 
     /// The counter of dispatcher results with `status`.

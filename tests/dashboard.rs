@@ -599,11 +599,38 @@ fn the_dashboard_shows_what_holds_a_dry_run_connector_without_engagement() {
     // Empty error lines take no room (two empty pink bars always showed).
     let shown = rt
         .block_on(page.execute(
-            "return ['#pauses-error', '#planning-error'].map(s => document.querySelector(s).offsetHeight);",
+            "return ['#pauses-error', '#planning-error', '#write-errors'].map(s => document.querySelector(s).offsetHeight);",
             vec![],
         ))
         .unwrap();
-    assert_eq!(shown, json!([0, 0]));
+    assert_eq!(shown, json!([0, 0, 0]));
+    // An inbox that cannot be written to Parquet (its folder gone, as on a full disk) is said
+    // while it lasts.
+    let folder = data.join("inbox");
+    std::fs::rename(&folder, data.join("inbox-aside")).unwrap();
+    std::fs::write(&folder, b"not a folder").unwrap();
+    let body = common::contact_body(7502, "dry2@example.com");
+    assert_eq!(
+        post_signed(&http, &server, SECRET, "/hooks/fatigue", body),
+        200
+    );
+    let write_errors = "return document.querySelector('#write-errors').textContent;";
+    let said = until_page(&rt, &page, write_errors, "the write error", |v| {
+        v.as_str().filter(|t| !t.is_empty()).map(str::to_string)
+    });
+    assert!(
+        said.starts_with("Cannot write to the data folder") && said.contains("inbox: cannot flush"),
+        "{said}"
+    );
+    std::fs::remove_file(&folder).unwrap();
+    std::fs::rename(data.join("inbox-aside"), &folder).unwrap();
+    until_page(&rt, &page, write_errors, "the write error gone", |v| {
+        (v == "").then_some(())
+    });
+    eventually(Duration::from_secs(20), || {
+        (endpoint(&status(&server), "fatigue")["counts"]["dry_run"] == 3).then_some(())
+    })
+    .unwrap_or_else(|| panic!("the logged post not recorded; logs:\n{}", server.logs()));
 
     std::fs::write(data.join("state/pauses.json"), "garbage{").unwrap();
     let shown = until_page(
@@ -661,7 +688,7 @@ fn the_dashboard_shows_what_holds_a_dry_run_connector_without_engagement() {
         "{shown:?}"
     );
     assert_eq!(shown[2], "No engagement imported yet: every hour is alike.");
-    assert_eq!(shown[3], "2");
+    assert_eq!(shown[3], "3");
 }
 
 /// Contacts held for a webhook removed from the config: the page says how many, for which id,

@@ -2249,6 +2249,20 @@ fn an_enrollment_whose_row_cannot_be_written_is_not_sent_again() {
         !written.iter().any(|s| s == Status::Enrolled.as_str()),
         "the enrollment was recorded before its folder went: {written:?}"
     );
+    // Said on /status and counted, not only logged.
+    let write_error = || {
+        let status: serde_json::Value = common::get(server.admin_url("/status"))
+            .unwrap()
+            .json()
+            .unwrap();
+        status["write_errors"]["outcomes"]
+            .as_str()
+            .map(String::from)
+    };
+    let said = write_error().expect("a write error on /status");
+    assert!(said.contains("outcomes"), "{said}");
+    let failures = r#"sendtime_write_failures_total{dataset="outcomes"}"#;
+    assert!(common::metric(&server, failures) >= 1);
     std::fs::remove_file(&folder).unwrap();
     std::fs::rename(&aside, &folder).unwrap();
     // Past the minute it waits after a row that could not be written.
@@ -2259,6 +2273,7 @@ fn an_enrollment_whose_row_cannot_be_written_is_not_sent_again() {
             .find(|r| r.status == Status::Enrolled)
     })
     .unwrap_or_else(|| panic!("not recorded; logs:\n{}", server.logs()));
+    assert_eq!(write_error(), None, "over once a write succeeds");
     // Ticks that ran whole after the row was recorded: none calls HubSpot again.
     common::wait_ticks(&server, 2);
     server.stop();
@@ -2270,6 +2285,45 @@ fn an_enrollment_whose_row_cannot_be_written_is_not_sent_again() {
         standin.log()
     );
     assert!(enrolled.at_ms < now + 5 * 60_000, "{enrolled:?}");
+}
+
+/// Posts answered while the inbox cannot be written to Parquet (its folder gone, as on a full
+/// disk) stay in the log, and `/status` says why they wait; once it can, they are sent and
+/// `/status` says nothing more. It said nothing while they waited.
+#[test]
+fn posts_that_cannot_reach_parquet_wait_in_the_log_and_status_says_why() {
+    let rt = runtime();
+    let standin = rt.block_on(StandIn::start(Options::default())).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let config = write_config(dir.path(), &standin.url(), "", &[&HOOKS[3]]);
+    let server = start(&config, &data, None, &[]);
+    let folder = data.join("inbox");
+    let aside = data.join("inbox-aside");
+    std::fs::rename(&folder, &aside).unwrap();
+    std::fs::write(&folder, b"not a folder").unwrap();
+    let email = "logged@example.com";
+    standin.add_contact(email, 8950);
+    post(&server, "fatigue", 8950, email);
+    let write_error = || {
+        let status: serde_json::Value = common::get(server.admin_url("/status"))
+            .unwrap()
+            .json()
+            .unwrap();
+        status["write_errors"]["inbox"].as_str().map(String::from)
+    };
+    let said = eventually(Duration::from_secs(20), write_error)
+        .unwrap_or_else(|| panic!("no write error on /status; logs:\n{}", server.logs()));
+    assert!(said.contains("rows stay in the log"), "{said}");
+    let failures = r#"sendtime_write_failures_total{dataset="inbox"}"#;
+    assert!(common::metric(&server, failures) >= 1);
+    common::wait_ticks(&server, 2);
+    assert!(enrollments(&standin.log()).is_empty(), "sent unplanned");
+    std::fs::remove_file(&folder).unwrap();
+    std::fs::rename(&aside, &folder).unwrap();
+    wait_enrolled(&standin, &server, "104", email);
+    assert_eq!(write_error(), None, "over once the flush succeeds");
+    server.stop();
 }
 
 /// A token and a client secret set with a final newline (a secret file, CRLF line ends) are

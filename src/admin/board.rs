@@ -138,6 +138,8 @@ struct State {
     links: BTreeMap<String, Arc<Link>>,
     population: Option<Arc<[f64]>>,
     planning_error: Option<String>,
+    /// Why the last write to a dataset failed, until one succeeds, by dataset.
+    write_errors: BTreeMap<&'static str, String>,
     /// Contacts held for ids the config no longer routes, by id.
     held: BTreeMap<String, usize>,
 }
@@ -199,6 +201,18 @@ impl Board {
 
     pub fn planning_error(&self) -> Option<String> {
         self.state().planning_error.clone()
+    }
+
+    pub fn set_write_error(&self, dataset: &'static str, error: Option<String>) {
+        let errors = &mut self.state().write_errors;
+        match error {
+            Some(e) => errors.insert(dataset, e),
+            None => errors.remove(dataset),
+        };
+    }
+
+    pub fn write_errors(&self) -> BTreeMap<&'static str, String> {
+        self.state().write_errors.clone()
     }
 
     /// The contacts the dispatcher holds because the config does not send them as they were

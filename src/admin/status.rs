@@ -107,6 +107,7 @@ pub fn status(state: &AdminState) -> Value {
         "paused_connectors": pauses.connectors,
         "pauses_error": pauses_error,
         "planning_error": board.planning_error(),
+        "write_errors": board.write_errors(),
     })
 }
 

@@ -516,12 +516,14 @@ impl Writer {
         let next = match Segment::create(&self.wal_dir, WAL_PREFIX) {
             Ok(s) => s,
             Err(e) => {
+                let e = format!(
+                    "cannot start a new log segment in {} (will retry): {e}",
+                    self.wal_dir.display()
+                );
                 if let Some(suppressed) = self.flush_errors.due() {
-                    tracing::error!(
-                        suppressed,
-                        "cannot start a new inbox log segment (will retry): {e}"
-                    );
+                    tracing::error!(suppressed, "{e}");
                 }
+                self.metrics.write_failed(NAME, e);
                 return;
             }
         };
@@ -529,12 +531,11 @@ impl Writer {
             let written = frame(&self.unflushed)
                 .and_then(|mut df| self.dataset.write_part(self.segment.id, &mut df));
             if let Err(e) = written {
+                let e = format!("cannot flush the inbox to Parquet (rows stay in the log): {e:#}");
                 if let Some(suppressed) = self.flush_errors.due() {
-                    tracing::error!(
-                        suppressed,
-                        "cannot flush the inbox to Parquet (rows stay in the log): {e:#}"
-                    );
+                    tracing::error!(suppressed, "{e}");
                 }
+                self.metrics.write_failed(NAME, e);
                 // The part may be in place (a folder fsync failed after the rename) while
                 // this segment takes more rows: take it back, so that a part named after the
                 // segment means the segment is flushed. Should that fail too, start-up still
@@ -544,6 +545,7 @@ impl Writer {
                 return;
             }
         }
+        self.metrics.write_succeeded(NAME);
         let old = std::mem::replace(&mut self.segment, next);
         self.unremoved.push(old.path);
         self.remove_flushed();

@@ -314,6 +314,8 @@ pub struct OutcomeLog {
     /// The last write that failed since [`OutcomeLog::take_failure`]: `sendtime tick`, run
     /// once, must not exit 0 over rows it could not record.
     failed: std::sync::Arc<std::sync::Mutex<Option<String>>>,
+    /// Counts failed writes and shows the last on `/status` until one succeeds.
+    metrics: crate::metrics::Metrics,
 }
 
 /// Owns the writer thread.
@@ -323,7 +325,10 @@ pub struct OutcomeWriter {
 
 impl OutcomeLog {
     /// Start the writer for `{data_dir}/outcomes`.
-    pub fn open(data_dir: &Path) -> anyhow::Result<(OutcomeLog, OutcomeWriter)> {
+    pub fn open(
+        data_dir: &Path,
+        metrics: crate::metrics::Metrics,
+    ) -> anyhow::Result<(OutcomeLog, OutcomeWriter)> {
         let dataset = dataset(data_dir)?;
         let (tx, rx) = mpsc::channel();
         let thread = std::thread::Builder::new()
@@ -333,6 +338,7 @@ impl OutcomeLog {
             OutcomeLog {
                 tx,
                 failed: Default::default(),
+                metrics,
             },
             OutcomeWriter {
                 thread: Some(thread),
@@ -351,11 +357,15 @@ impl OutcomeLog {
             Ok(()) => rx.await.map_err(|_| stopped()).and_then(|r| r),
             Err(_) => Err(stopped()),
         };
-        if let Err(e) = &written {
-            *self
-                .failed
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(e.clone());
+        match &written {
+            Ok(()) => self.metrics.write_succeeded(NAME),
+            Err(e) => {
+                self.metrics.write_failed(NAME, e.clone());
+                *self
+                    .failed
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(e.clone());
+            }
         }
         written.map_err(|e| anyhow::anyhow!(e))
     }
@@ -400,6 +410,8 @@ fn run(dataset: &Dataset, rx: Receiver<(Vec<OutcomeRow>, Reply)>) {
             })
     };
     let mut writes = 0usize;
+    // A full disk fails every write: logged once a minute (`/status` and the metrics say it).
+    let mut errors = crate::throttle::Throttle::default();
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
         loop {
@@ -416,8 +428,10 @@ fn run(dataset: &Dataset, rx: Receiver<(Vec<OutcomeRow>, Reply)>) {
             .and_then(|mut df| dataset.write_part(Ulid::generate(), &mut df))
             .map(|_| ())
             .map_err(|e| format!("cannot record outcomes in {}: {e:#}", dataset.dir.display()));
-        if let Err(e) = &result {
-            tracing::error!("{e}");
+        if let Err(e) = &result
+            && let Some(suppressed) = errors.due()
+        {
+            tracing::error!(suppressed, "{e}");
         }
         for (_, reply) in batch {
             let _ = reply.send(result.clone());

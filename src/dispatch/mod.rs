@@ -420,7 +420,7 @@ impl Dispatcher {
             pending = pending.len(),
             "inbox recovered"
         );
-        let (log, writer) = OutcomeLog::open(data_dir)?;
+        let (log, writer) = OutcomeLog::open(data_dir, metrics.clone())?;
         metrics.finished.set(done.len() as i64);
         Ok(Dispatcher {
             data_dir: data_dir.to_path_buf(),

@@ -86,7 +86,7 @@ impl Dispatcher {
         let result = self
             .profiles
             .refresh(config.model, now)
-            .context("cannot build contact profiles from the events dataset")
+            .context("cannot build contact profiles (from events/, into profiles/)")
             .and_then(|()| {
                 // Profiles are kept current on every tick (cheap when no event part is new), so
                 // the first tick after start-up loads them and later ticks only add what was

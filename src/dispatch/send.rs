@@ -135,16 +135,12 @@ impl Ctx {
             }
         }
         let board = crate::admin::board::Outcomes::of(&rows);
-        match self.log.write(rows).await {
-            Ok(()) => {
-                self.metrics.board.publish(board);
-                true
-            }
-            Err(e) => {
-                tracing::error!("{e:#}");
-                false
-            }
+        // A failure is logged by the writer, once a minute.
+        let written = self.log.write(rows).await.is_ok();
+        if written {
+            self.metrics.board.publish(board);
         }
+        written
     }
 
     /// The limiter's permission for one call through `link` for contacts of `webhooks`, and
@@ -1054,7 +1050,7 @@ mod tests {
     const NOW: i64 = 1_795_750_200_000; // 2026-11-27 03:30 UTC
 
     fn ctx(data: &std::path::Path) -> (Ctx, crate::datasets::outcomes::OutcomeWriter) {
-        let (log, writer) = OutcomeLog::open(data).unwrap();
+        let (log, writer) = OutcomeLog::open(data, Metrics::new()).unwrap();
         let (_tx, stop) = watch::channel(false);
         let ctx = Ctx {
             log,

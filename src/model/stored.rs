@@ -536,14 +536,22 @@ fn write_delta(dir: &Path, delta: Delta) -> anyhow::Result<String> {
             ),
         ],
     )?;
-    for (suffix, df) in [("weights", &mut weights), ("stats", &mut st)] {
-        let path = dir.join(format!("{name}.{suffix}.parquet"));
-        let mut file = std::fs::File::create(&path)
-            .with_context(|| format!("cannot store profiles in {}", dir.display()))?;
-        ParquetWriter::new(&mut file)
-            .with_compression(ParquetCompression::Lz4Raw)
-            .finish(df)?;
-        file.sync_all()?;
+    let paths = ["weights", "stats"].map(|suffix| dir.join(format!("{name}.{suffix}.parquet")));
+    for (path, df) in paths.iter().zip([&mut weights, &mut st]) {
+        let written = std::fs::File::create(path)
+            .map_err(anyhow::Error::from)
+            .and_then(|mut file| {
+                ParquetWriter::new(&mut file)
+                    .with_compression(ParquetCompression::Lz4Raw)
+                    .finish(df)?;
+                Ok(file.sync_all()?)
+            });
+        if let Err(e) = written {
+            // No state names them: a half-written file would only hold the space a full disk
+            // needs back.
+            paths.iter().for_each(|p| drop(std::fs::remove_file(p)));
+            return Err(e.context(format!("cannot store profiles in {}", path.display())));
+        }
     }
     Ok(name)
 }

@@ -923,10 +923,14 @@ pub fn remove_if_exists(path: &Path) -> io::Result<()> {
 /// Write a small file so that it survives power loss once this returns.
 pub fn write_durably(path: &Path, bytes: &[u8]) -> io::Result<()> {
     let tmp = path.with_extension("tmp");
-    let mut f = File::create(&tmp)?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    fs::rename(&tmp, path)?;
+    let written = File::create(&tmp).and_then(|mut f| {
+        f.write_all(bytes)?;
+        f.sync_all()
+    });
+    if let Err(e) = written.and_then(|()| fs::rename(&tmp, path)) {
+        let _ = fs::remove_file(&tmp);
+        return Err(e);
+    }
     sync_dir(path.parent().unwrap_or(Path::new(".")))
 }
 

@@ -54,10 +54,17 @@ impl Segment {
             .create_new(true)
             .write(true)
             .open(&path)?;
-        file.write_all_at(MAGIC, 0)?;
-        file.set_len(STEP)?;
-        file.sync_all()?;
-        sync_dir(dir)?;
+        let ready = (|| {
+            file.write_all_at(MAGIC, 0)?;
+            file.set_len(STEP)?;
+            file.sync_all()?;
+            sync_dir(dir)
+        })();
+        if let Err(e) = ready {
+            // A full disk fails this each second the writer retries: no empty file per try.
+            let _ = std::fs::remove_file(&path);
+            return Err(e);
+        }
         Ok(Self {
             id,
             path,

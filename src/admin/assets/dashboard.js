@@ -294,6 +294,11 @@ async function refresh() {
     $("#planning-error").textContent = status.planning_error
       ? "New contacts wait unplanned (the planned ones are still sent, and an action's contact in its hold's last hour): " + status.planning_error
       : "";
+    const writes = Object.entries(status.write_errors || {});
+    $("#write-errors").textContent = writes.length
+      ? "Cannot write to the data folder (received contacts are safe; contacts wait until it can): "
+        + writes.map(([dataset, e]) => dataset + ": " + e).join("; ")
+      : "";
     drawEndpoints(status);
     drawOutcomes(status.outcomes);
     $("#live").textContent = "updated " + new Date().toLocaleTimeString();
