@@ -19,6 +19,10 @@ use crate::datasets::contacts::{self, Contacts, is_email_address};
 use crate::datasets::{ARCHIVE, events, inbox, outcomes, plan};
 use crate::store::{Dataset, read_columns_or_null};
 
+/// What an erase that failed once it began removing rows tells the operator.
+const CUT_SHORT: &str =
+    "the erase was cut short: fix the cause and run `sendtime erase` (no contact) to finish it";
+
 /// What an erase cut short left to do.
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct Intent {
@@ -228,7 +232,7 @@ pub fn run(
         let pick = |df: &DataFrame| pick_receipt_rows(df, &person, &receipts);
         let rows = match dry_run {
             true => dataset.count_rows(&columns, pick)?,
-            false => dataset.remove_rows(&columns, pick)?,
+            false => dataset.remove_rows(&columns, pick).context(CUT_SHORT)?,
         };
         erased.record(data_dir, &dataset, rows);
     }
@@ -245,12 +249,12 @@ pub fn run(
     let pick = |df: &DataFrame| pick_events(df, &person, &indices);
     let rows = match dry_run {
         true => events_ds.count_rows(&columns, pick)?,
-        false => events_ds.remove_rows(&columns, pick)?,
+        false => events_ds.remove_rows(&columns, pick).context(CUT_SHORT)?,
     };
     erased.record(data_dir, &events_ds, rows);
     erased.contacts = indices.len();
     if !dry_run {
-        blank(data_dir, &person, &indices)?;
+        blank(data_dir, &person, &indices).context(CUT_SHORT)?;
         let stored = data_dir.join("profiles").join("state.json").exists();
         // Finishing, the rows may have gone in the run cut short, before the rebuild.
         if stored && (finishing || rows > 0 || !indices.is_empty()) {

@@ -70,7 +70,7 @@ fn read_last_fire(data_dir: &Path) -> Option<DateTime<Utc>> {
     kept
 }
 
-fn write_last_fire(data_dir: &Path, fire: DateTime<Utc>) {
+fn write_last_fire(data_dir: &Path, fire: DateTime<Utc>, errors: &mut crate::throttle::Throttle) {
     let kept = LastFire {
         last_fire_ms: fire.timestamp_millis(),
     };
@@ -78,8 +78,11 @@ fn write_last_fire(data_dir: &Path, fire: DateTime<Utc>) {
     let path = last_fire_path(data_dir);
     let written = std::fs::create_dir_all(data_dir.join("state"))
         .and_then(|()| crate::store::write_durably(&path, &bytes));
-    if let Err(e) = written {
+    if let Err(e) = written
+        && let Some(suppressed) = errors.due()
+    {
         tracing::warn!(
+            suppressed,
             "cannot record the tick's fire time (a fire missed while stopped may not be caught up): {e}"
         );
     }
@@ -100,6 +103,8 @@ pub async fn run(
     let mut waiting: Option<DateTime<Utc>> = None;
     let mut cron_text = String::new();
     let data_dir = dispatcher.data_dir().to_path_buf();
+    // A full disk fails the record at every tick: said once a minute.
+    let mut fire_errors = crate::throttle::Throttle::default();
     // A fire time passed since the last tick ran (serve was down then), or, with no record of
     // one, it may have: tick at once. An extra tick sends nothing that is not due.
     let last_run = read_last_fire(&data_dir);
@@ -214,7 +219,7 @@ pub async fn run(
             last_fire = Some(finished);
         }
         if ran {
-            write_last_fire(&data_dir, last_fire.unwrap_or(fire));
+            write_last_fire(&data_dir, last_fire.unwrap_or(fire), &mut fire_errors);
         }
     }
     tracing::info!("scheduler stopped");
