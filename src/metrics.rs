@@ -204,7 +204,7 @@ impl Metrics {
         );
         registry.register(
             "write_failures",
-            "Writes to the data folder that failed (a full disk, a folder gone), by dataset: inbox (the log's flush to Parquet: posts stay answered and safe in the log, and are planned once it succeeds), outcomes (a contact's outcome rows: it is not sent until they are written); /status says why",
+            "Writes to the data folder that failed (a full disk, a folder gone), by dataset: inbox (a post's append to the log, answered 503 so HubSpot retries; or the log's flush to Parquet, whose posts stay answered and safe in the log and are planned once it succeeds), outcomes (a contact's outcome rows: it is not sent until they are written); /status says why",
             write_failures.clone(),
         );
         registry.register(

@@ -12,6 +12,8 @@ use crate::time::{DAY_MS, HOUR_MS, MINUTE_MS};
 
 /// How long calls are kept: the account's day, in any zone, lies within the last two.
 const KEEP_MS: i64 = 2 * DAY_MS;
+/// How far after now a call's stamp counts toward today: a day, in any zone (25 hours).
+const AHEAD_MS: i64 = DAY_MS + HOUR_MS;
 
 #[derive(Debug, Default)]
 pub struct Spent {
@@ -28,14 +30,16 @@ impl Spent {
         *minutes.entry(at_ms.div_euclid(MINUTE_MS)).or_default() += calls;
     }
 
-    /// Calls made through `connector` on the day (in `zone`) that `now_ms` is in, and any
-    /// stamped after it: made while the clock was ahead, they must not leave the budget
-    /// spent twice once it is set back.
+    /// Calls made through `connector` on the day (in `zone`) that `now_ms` is in, and those
+    /// stamped up to a day after it: made while the clock was ahead, they must not leave the
+    /// budget spent twice once it is set back (further ahead, they would hold every day up
+    /// to their stamp).
     pub fn today(&self, connector: &str, zone: Tz, now_ms: i64) -> u64 {
         let day = local_day(zone, now_ms);
+        let last = (now_ms + AHEAD_MS).div_euclid(MINUTE_MS);
         self.calls.get(connector).map_or(0, |minutes| {
             minutes
-                .range((now_ms - KEEP_MS).div_euclid(MINUTE_MS)..)
+                .range((now_ms - KEEP_MS).div_euclid(MINUTE_MS)..=last)
                 .filter(|(m, _)| local_day(zone, *m * MINUTE_MS) >= day)
                 .map(|(_, n)| n)
                 .sum()
@@ -91,6 +95,14 @@ mod tests {
         // 00:30's call, stamped after 23:30 (the clock went back since), counts today too.
         assert_eq!(s.today("a", Tz::UTC, late), 2);
         assert_eq!(s.today("a", ny, late - DAY_MS), 2);
+        // Stamped three days ahead: the days between are not spent by it.
+        let mut ahead = Spent::default();
+        ahead.record("a", late + 3 * DAY_MS, 5);
+        assert_eq!(ahead.today("a", Tz::UTC, late), 0);
+        assert_eq!(
+            ahead.today("a", Tz::UTC, late + 2 * DAY_MS + 2 * HOUR_MS),
+            5
+        );
         assert_eq!(s.today("a", ny, late + HOUR_MS), 2);
         assert_eq!(s.today("a", tokyo, late + HOUR_MS), 2);
         assert_eq!(s.today("b", Tz::UTC, late), 0);

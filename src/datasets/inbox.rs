@@ -479,13 +479,15 @@ impl Writer {
             .commit_seconds
             .observe(started.elapsed().as_secs_f64());
         if let Err(e) = result {
+            let e = format!(
+                "cannot append to the inbox log {} (posts get 503 and HubSpot retries): {e}",
+                self.segment.path.display()
+            );
             if let Some(suppressed) = self.append_errors.due() {
-                tracing::error!(
-                    suppressed,
-                    "cannot append to the inbox log {} (posts get 503 and HubSpot retries): {e}",
-                    self.segment.path.display()
-                );
+                tracing::error!(suppressed, "{e}");
             }
+            // Until a flush starts a new segment the log can take posts in.
+            self.metrics.write_failed(NAME, e);
             for r in &new {
                 self.pending.withdraw(r.contact(), &r.receipt_id);
             }

@@ -19,6 +19,7 @@ use tokio::sync::oneshot;
 use ulid::Ulid;
 
 use super::{bools_or_false, datetime_ms_opt, ints, stored_enum, strs};
+use crate::metrics::Metrics;
 use crate::store::{Dataset, concat_frames};
 
 /// The folder under the data directory.
@@ -314,8 +315,6 @@ pub struct OutcomeLog {
     /// The last write that failed since [`OutcomeLog::take_failure`]: `sendtime tick`, run
     /// once, must not exit 0 over rows it could not record.
     failed: std::sync::Arc<std::sync::Mutex<Option<String>>>,
-    /// Counts failed writes and shows the last on `/status` until one succeeds.
-    metrics: crate::metrics::Metrics,
 }
 
 /// Owns the writer thread.
@@ -325,20 +324,16 @@ pub struct OutcomeWriter {
 
 impl OutcomeLog {
     /// Start the writer for `{data_dir}/outcomes`.
-    pub fn open(
-        data_dir: &Path,
-        metrics: crate::metrics::Metrics,
-    ) -> anyhow::Result<(OutcomeLog, OutcomeWriter)> {
+    pub fn open(data_dir: &Path, metrics: Metrics) -> anyhow::Result<(OutcomeLog, OutcomeWriter)> {
         let dataset = dataset(data_dir)?;
         let (tx, rx) = mpsc::channel();
         let thread = std::thread::Builder::new()
             .name("outcome-writer".into())
-            .spawn(move || run(&dataset, rx))?;
+            .spawn(move || run(&dataset, rx, &metrics))?;
         Ok((
             OutcomeLog {
                 tx,
                 failed: Default::default(),
-                metrics,
             },
             OutcomeWriter {
                 thread: Some(thread),
@@ -357,15 +352,11 @@ impl OutcomeLog {
             Ok(()) => rx.await.map_err(|_| stopped()).and_then(|r| r),
             Err(_) => Err(stopped()),
         };
-        match &written {
-            Ok(()) => self.metrics.write_succeeded(NAME),
-            Err(e) => {
-                self.metrics.write_failed(NAME, e.clone());
-                *self
-                    .failed
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(e.clone());
-            }
+        if let Err(e) = &written {
+            *self
+                .failed
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(e.clone());
         }
         written.map_err(|e| anyhow::anyhow!(e))
     }
@@ -393,7 +384,9 @@ impl OutcomeWriter {
     }
 }
 
-fn run(dataset: &Dataset, rx: Receiver<(Vec<OutcomeRow>, Reply)>) {
+/// Write what arrives, a batch a part; each write counted and, failed, said on `/status`
+/// until one succeeds (`metrics`), in the order written.
+fn run(dataset: &Dataset, rx: Receiver<(Vec<OutcomeRow>, Reply)>, metrics: &Metrics) {
     // Compaction on a thread of its own: the calls waiting on their `attempting` rows do not
     // wait for it. It merges only committed parts, so writes go on beside it.
     let (kick, kicked) = std::sync::mpsc::sync_channel::<()>(1);
@@ -428,10 +421,14 @@ fn run(dataset: &Dataset, rx: Receiver<(Vec<OutcomeRow>, Reply)>) {
             .and_then(|mut df| dataset.write_part(Ulid::generate(), &mut df))
             .map(|_| ())
             .map_err(|e| format!("cannot record outcomes in {}: {e:#}", dataset.dir.display()));
-        if let Err(e) = &result
-            && let Some(suppressed) = errors.due()
-        {
-            tracing::error!(suppressed, "{e}");
+        match &result {
+            Ok(()) => metrics.write_succeeded(NAME),
+            Err(e) => {
+                if let Some(suppressed) = errors.due() {
+                    tracing::error!(suppressed, "{e}");
+                }
+                metrics.write_failed(NAME, e.clone());
+            }
         }
         for (_, reply) in batch {
             let _ = reply.send(result.clone());

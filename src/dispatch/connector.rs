@@ -489,14 +489,23 @@ impl Dispatcher {
         }
     }
 
-    /// A daily-limit pause an earlier run recorded and that is not over yet.
+    /// A daily-limit pause an earlier run recorded and that is not over yet. The file goes
+    /// once over; one further away than a pause lasts is ignored but kept (`tick --now` in
+    /// the past must not delete the pause a later `serve` needs).
     fn stored_pause(&mut self, connector: &str) -> Option<i64> {
-        if let Some(until) = stored_daily_pause(&self.data_dir, connector, self.clock.now_ms()) {
-            self.pauses_on_disk.insert(connector.to_string(), until);
-            return Some(until);
+        let now = self.clock.now_ms();
+        let path = pause_path(&self.data_dir, connector);
+        match read_pause(&path) {
+            Some(until) if in_force(until, now, policy::DAILY_PAUSE_MAX_MS) => {
+                self.pauses_on_disk.insert(connector.to_string(), until);
+                Some(until)
+            }
+            Some(until) if until > now => None,
+            _ => {
+                let _ = std::fs::remove_file(path);
+                None
+            }
         }
-        let _ = std::fs::remove_file(pause_path(&self.data_dir, connector));
-        None
     }
 
     /// Write each connector's daily-limit pause where the next process finds it (and remove
@@ -528,11 +537,16 @@ impl Dispatcher {
                 (Ok(()), None) => {
                     self.pauses_on_disk.remove(&id);
                 }
-                (Err(e), _) => tracing::warn!(
-                    connector = %id,
-                    "cannot record the daily-limit pause in {} (a restart would try HubSpot again before it ends): {e}",
-                    path.display()
-                ),
+                (Err(e), _) => {
+                    if let Some(suppressed) = self.pause_write_errors.due() {
+                        tracing::warn!(
+                            connector = %id,
+                            suppressed,
+                            "cannot record the daily-limit pause in {} (a restart would try HubSpot again before it ends): {e}",
+                            path.display()
+                        );
+                    }
+                }
             }
         }
     }
@@ -541,10 +555,15 @@ impl Dispatcher {
 /// Until when the daily-limit pause a run stored for `connector` lasts, if past `now`: what
 /// a process that has not called yet (its first tick, its scheduled import) must respect.
 pub fn stored_daily_pause(data_dir: &Path, connector: &str, now: i64) -> Option<i64> {
-    std::fs::read_to_string(pause_path(data_dir, connector))
+    read_pause(&pause_path(data_dir, connector))
+        .filter(|until| in_force(*until, now, policy::DAILY_PAUSE_MAX_MS))
+}
+
+/// The end of the pause stored at `path`, if readable.
+fn read_pause(path: &Path) -> Option<i64> {
+    std::fs::read_to_string(path)
         .ok()
         .and_then(|t| t.trim().parse::<i64>().ok())
-        .filter(|until| in_force(*until, now, policy::DAILY_PAUSE_MAX_MS))
 }
 
 /// Where a connector's daily-limit pause (epoch ms, as text) outlasts the process.
@@ -718,6 +737,11 @@ mod tests {
         assert_eq!(
             stored_daily_pause(dir.path(), "main", ahead),
             Some(ahead + 1)
+        );
+        assert_eq!(d.stored_pause("main"), None);
+        assert!(
+            file.exists(),
+            "kept: a clock behind (`tick --now`) must not delete it"
         );
         // The other pauses alike, and a missing scope's hold.
         *link.pause.lock().unwrap() = None;

@@ -146,6 +146,8 @@ pub struct Dispatcher {
     pauses: Arc<crate::pauses::Pauses>,
     /// Daily-limit pauses as last written under `state/` (connector → until).
     pauses_on_disk: HashMap<String, i64>,
+    /// A full disk fails that record at every tick: said once a minute.
+    pause_write_errors: crate::throttle::Throttle,
     clock: Clock,
     _lock: std::fs::File,
 }
@@ -444,6 +446,7 @@ impl Dispatcher {
             spent,
             pauses: Default::default(),
             pauses_on_disk: HashMap::new(),
+            pause_write_errors: Default::default(),
             archived_at_ms: clock.replay_now_ms(),
             pruned_at_ms: archive::pruned_at(data_dir),
             clock,
