@@ -2250,15 +2250,7 @@ fn an_enrollment_whose_row_cannot_be_written_is_not_sent_again() {
         "the enrollment was recorded before its folder went: {written:?}"
     );
     // Said on /status and counted, not only logged.
-    let write_error = || {
-        let status: serde_json::Value = common::get(server.admin_url("/status"))
-            .unwrap()
-            .json()
-            .unwrap();
-        status["write_errors"]["outcomes"]
-            .as_str()
-            .map(String::from)
-    };
+    let write_error = || write_error(&server, "outcomes");
     let said = write_error().expect("a write error on /status");
     assert!(said.contains("outcomes"), "{said}");
     let failures = r#"sendtime_write_failures_total{dataset="outcomes"}"#;
@@ -2308,13 +2300,7 @@ fn posts_that_cannot_reach_parquet_wait_in_the_log_and_status_says_why() {
     let email = "logged@example.com";
     standin.add_contact(email, 8950);
     post(&server, "fatigue", 8950, email);
-    let write_error = || {
-        let status: serde_json::Value = common::get(server.admin_url("/status"))
-            .unwrap()
-            .json()
-            .unwrap();
-        status["write_errors"]["inbox"].as_str().map(String::from)
-    };
+    let write_error = || write_error(&server, "inbox");
     let said = eventually(Duration::from_secs(20), write_error)
         .unwrap_or_else(|| panic!("no write error on /status; logs:\n{}", server.logs()));
     assert!(said.contains("rows stay in the log"), "{said}");
@@ -2330,6 +2316,15 @@ fn posts_that_cannot_reach_parquet_wait_in_the_log_and_status_says_why() {
     })
     .expect("over once the flush succeeds");
     server.stop();
+}
+
+/// What `/status` says of the last failed write to `dataset`, if anything.
+fn write_error(server: &Server, dataset: &str) -> Option<String> {
+    let status: serde_json::Value = common::get(server.admin_url("/status"))
+        .unwrap()
+        .json()
+        .unwrap();
+    status["write_errors"][dataset].as_str().map(String::from)
 }
 
 /// A token and a client secret set with a final newline (a secret file, CRLF line ends) are

@@ -87,6 +87,12 @@ struct Pause {
     asked: bool,
 }
 
+impl Pause {
+    fn in_force(&self, now: i64) -> bool {
+        in_force(self.until, now, self.reason.longest_ms())
+    }
+}
+
 /// One connector's client and what the dispatcher learned about it across ticks.
 pub struct Link {
     pub id: String,
@@ -157,7 +163,7 @@ impl Link {
         self.pause
             .lock()
             .unwrap()
-            .filter(|p| in_force(p.until, now, p.reason.longest_ms()))
+            .filter(|p| p.in_force(now))
             .map(|p| (p.until, p.reason))
     }
 
@@ -177,7 +183,7 @@ impl Link {
         let until = policy::daily_retry_at(now, *self.time_zone.lock().unwrap());
         let mut pause = self.pause.lock().unwrap();
         match pause.as_mut() {
-            Some(p) if p.until >= until && in_force(p.until, now, p.reason.longest_ms()) => p.until,
+            Some(p) if p.until >= until && p.in_force(now) => p.until,
             other => {
                 if other.is_none() {
                     tracing::warn!(
@@ -328,7 +334,7 @@ impl Link {
         why: impl Fn() -> String,
     ) {
         let mut pause = self.pause.lock().unwrap();
-        if !pause.is_some_and(|p| in_force(p.until, now, p.reason.longest_ms())) {
+        if !pause.is_some_and(|p| p.in_force(now)) {
             tracing::error!(connector = %self.id, until = %format_minute(until), "{}", why());
             metrics.connector_paused(&self.id).set(1);
             *pause = Some(Pause {
@@ -461,7 +467,7 @@ impl Dispatcher {
     pub(super) fn resume_connectors(&mut self, now: i64) {
         for (_, link) in self.links.values() {
             let mut pause = link.pause.lock().unwrap();
-            let Some(p) = pause.filter(|p| !in_force(p.until, now, p.reason.longest_ms())) else {
+            let Some(p) = pause.filter(|p| !p.in_force(now)) else {
                 continue;
             };
             *pause = None;
