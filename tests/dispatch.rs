@@ -398,22 +398,7 @@ fn kill_at_nth_file(
 
 /// An inbox part of one IMMEDIATE receipt, signed v2, taken for the test config's account.
 fn write_inbox_row(data: &Path, receipt: &str, webhook: &str, vid: i64, email: &str, at: i64) {
-    use sendtime::datasets::inbox;
-    let row = inbox::Receipt {
-        receipt_id: receipt.into(),
-        webhook_id: webhook.into(),
-        webhook_type: sendtime::config::WebhookType::Immediate,
-        contact_id: Some(vid),
-        email: Some(email.into()),
-        portal_id: Some(common::PORTAL_ID as i64),
-        received_at_ms: at,
-        signature: "v2".into(),
-        config: "test".into(),
-        callback_id: None,
-        body_hash: None,
-        time_zone: None,
-        hold_ends_ms: None,
-    };
+    let row = common::inbox_row(receipt, webhook, vid, Some(email.into()), at);
     common::write_inbox(data, &[row]);
 }
 

@@ -49,25 +49,15 @@ fn on_portal(data: &Path, portal: u64) -> Config {
 }
 
 fn receipt(n: u64) -> Receipt {
+    // Canonical ULIDs, as the receiver issues them; one hand-written id besides.
+    let id = match n {
+        99 => "not-a-ulid".to_string(),
+        _ => ulid::Ulid::from_parts(NOW as u64, n as u128).to_string(),
+    };
+    let email = n.is_multiple_of(2).then(|| format!("c{n}@example.com"));
     Receipt {
-        // Canonical ULIDs, as the receiver issues them; one hand-written id besides.
-        receipt_id: if n == 99 {
-            "not-a-ulid".to_string()
-        } else {
-            ulid::Ulid::from_parts(NOW as u64, n as u128).to_string()
-        },
-        webhook_id: "week".into(),
         webhook_type: WebhookType::NextWeek,
-        contact_id: Some(n as i64),
-        email: n.is_multiple_of(2).then(|| format!("c{n}@example.com")),
-        portal_id: Some(common::PORTAL_ID as i64),
-        received_at_ms: NOW,
-        signature: "v2".into(),
-        config: "test".into(),
-        callback_id: None,
-        body_hash: None,
-        time_zone: None,
-        hold_ends_ms: None,
+        ..common::inbox_row(&id, "week", n as i64, email, NOW)
     }
 }
 

@@ -113,7 +113,17 @@ impl Capacities {
             .map(|w| (w.id.as_str(), route(config, w)))
             .collect()
     }
+}
 
+/// The route of `routes` that books `item`: its webhook's, if that sends it ([`Route::takes`]).
+pub(super) fn route_of<'r, 'c>(
+    routes: &'r HashMap<&'c str, Route<'c>>,
+    item: &Pending,
+) -> Option<&'r Route<'c>> {
+    routes.get(&*item.webhook_id).filter(|r| r.takes(item))
+}
+
+impl Capacities {
     /// The route of receipts whose webhook is missing from the config.
     pub fn unrouted(&self) -> Route<'static> {
         Route {
@@ -175,17 +185,15 @@ impl Dispatcher {
             let mut items = std::mem::take(&mut self.queue).into_vec();
             items.sort_unstable();
             items.reverse();
-            let locals = items.iter().filter_map(|Queued(item)| {
-                routes
-                    .get(&*item.webhook_id)
-                    .filter(|r| r.takes(item))?
-                    .quiet_for(item)
-            });
+            let locals = items
+                .iter()
+                .filter_map(|Queued(item)| route_of(&routes, item)?.quiet_for(item));
             let masks = Masks::build(locals.collect::<Vec<_>>(), now, REBUILD_MASK_HOURS);
             let mut moved = 0usize;
             for Queued(item) in &mut items {
-                let route = routes.get(&*item.webhook_id).filter(|r| r.takes(item));
-                let Some(route) = route else { continue };
+                let Some(route) = route_of(&routes, item) else {
+                    continue;
+                };
                 // Held by an operator's pause, or by a dry run that releases nothing: booked
                 // when that ends (the ledgers are built again then).
                 let dry_run = config.connector(route.connector).is_some_and(|c| c.dry_run);

@@ -276,8 +276,7 @@ impl Dispatcher {
         let unrouted = caps.unrouted();
         let pauses = self.pauses.clone();
         let route_of = |item: &Pending| {
-            let route = routes.get(&*item.webhook_id).filter(|r| r.takes(item));
-            let mut route = *route.unwrap_or(&unrouted);
+            let mut route = *super::capacity::route_of(&routes, item).unwrap_or(&unrouted);
             // Held by an operator's pause: planned at its best time, booked when it ends.
             if pauses.holds(&item.webhook_id, route.connector) {
                 route.ledger = unrouted.ledger;

@@ -468,6 +468,32 @@ pub fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
+/// An inbox row as the receiver writes one for a v2-signed webhook post of contact `vid` to
+/// `webhook` (an IMMEDIATE one) for the test account, received at `at`.
+pub fn inbox_row(
+    receipt: &str,
+    webhook: &str,
+    vid: i64,
+    email: Option<String>,
+    at: i64,
+) -> sendtime::datasets::inbox::Receipt {
+    sendtime::datasets::inbox::Receipt {
+        receipt_id: receipt.into(),
+        webhook_id: webhook.into(),
+        webhook_type: sendtime::config::WebhookType::Immediate,
+        contact_id: Some(vid),
+        email,
+        portal_id: Some(PORTAL_ID as i64),
+        received_at_ms: at,
+        signature: "v2".into(),
+        config: "test".into(),
+        callback_id: None,
+        body_hash: None,
+        time_zone: None,
+        hold_ends_ms: None,
+    }
+}
+
 /// Write `rows` as one inbox part under `data`.
 pub fn write_inbox(data: &Path, rows: &[sendtime::datasets::inbox::Receipt]) {
     use sendtime::datasets::inbox;
