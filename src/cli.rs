@@ -139,8 +139,8 @@ pub enum Command {
     /// Their receipts' inbox, plan and outcome rows move to `discarded/` under the data
     /// folder, kept: moved back (each part file with its checksum), they are held, or sent,
     /// again. A workflow action's contacts are never released: HubSpot moves each on when its
-    /// hold ends. Stop `serve` first (its memory holds the same receipts; a dry run too,
-    /// since both read the write-ahead log into the inbox first). Refused for a webhook in
+    /// hold ends. Stop `serve` first (its memory holds the same receipts); a dry run may run
+    /// beside it, counting the rows it has written. Refused for a webhook in
     /// the config whose contacts are sent (`sendtime pause` holds those). A discard cut
     /// short stops `serve` and `tick` from starting: run `discard` again, with no id, to
     /// finish it.
@@ -160,9 +160,9 @@ pub enum Command {
     ///
     /// Give each email address and HubSpot contact id the person is known by: when their
     /// rows name others (a receipt carries both), it says which and deletes nothing (see
-    /// --only). Stop `serve` first (its memory holds the same
-    /// rows, and it refuses to start while an erase is cut short: run `erase` again, with no
-    /// contact, to finish one). Events imported again (a CSV that still holds them) come
+    /// --only). Stop `serve` first (its memory holds the same rows, and it refuses to start
+    /// while an erase is cut short: run `erase` again, with no contact, to finish one); a dry
+    /// run may run beside it. Events imported again (a CSV that still holds them) come
     /// back; logs, backups and `quarantine/` are not searched.
     Erase {
         /// Email addresses and HubSpot contact ids.

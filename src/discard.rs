@@ -3,7 +3,8 @@
 //! it returns. Their receipts' inbox, plan and outcome rows move to `discarded/`, out of what
 //! the dispatcher reads, and are kept there: moved back, they are held again.
 //!
-//! Runs with no dispatcher on the data folder (its memory holds the same receipts), and
+//! Runs with no dispatcher on the data folder (its memory holds the same receipts; a dry run
+//! may run beside one), and
 //! names the receipts in `state/discard.pending` before moving them: a dispatcher refuses to
 //! start while a discard is cut short (a receipt whose plan row moved and inbox row did not
 //! would be planned again).
@@ -54,12 +55,17 @@ pub struct Discarded {
     pub rows: Vec<(&'static str, usize)>,
     /// Action receipts among them: HubSpot moves each on when its hold ends.
     pub actions: usize,
+    /// A dry run beside a running dispatcher.
+    pub beside: bool,
 }
 
 impl std::fmt::Display for Discarded {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         if self.finished {
             writeln!(f, "finished a discard that was cut short")?;
+        }
+        if self.beside {
+            writeln!(f, "{}", crate::dispatch::COUNTED_BESIDE)?;
         }
         writeln!(f, "webhook: {}", self.webhook)?;
         writeln!(
@@ -93,8 +99,9 @@ impl std::fmt::Display for Discarded {
 /// a discard that was cut short.
 pub fn run(config: &Config, webhook: Option<&str>, dry_run: bool) -> anyhow::Result<Discarded> {
     let data_dir = &config.server.data_dir;
-    let _dispatching = crate::dispatch::lock(
+    let dispatching = crate::dispatch::lock_unless_looking(
         data_dir,
+        dry_run,
         "its memory holds the webhook's receipts, which it would go on holding",
     )?;
     let intent_file = cut_short::Intent::of(data_dir, cut_short::Command::Discard);
@@ -112,11 +119,19 @@ pub fn run(config: &Config, webhook: Option<&str>, dry_run: bool) -> anyhow::Res
         inbox::dataset(data_dir)?,
         outcomes::dataset(data_dir)?,
     ];
-    // The inbox is recovered with its log.
-    let receipts = inbox::recover(data_dir)?;
-    let [plan_ds, _, outcomes_ds] = &datasets;
-    plan_ds.recover()?;
-    outcomes_ds.recover()?;
+    let [plan_ds, inbox_ds, outcomes_ds] = &datasets;
+    let beside = dispatching.is_none();
+    let receipts = match beside {
+        // A running dispatcher recovers the folder for itself.
+        true => inbox::read_keys(inbox_ds)?,
+        // The inbox is recovered with its log.
+        false => {
+            let receipts = inbox::recover(data_dir)?;
+            plan_ds.recover()?;
+            outcomes_ds.recover()?;
+            receipts
+        }
+    };
     let finished = unfinished.is_some();
     let intent = match unfinished {
         Some(intent) => intent,
@@ -152,6 +167,7 @@ pub fn run(config: &Config, webhook: Option<&str>, dry_run: bool) -> anyhow::Res
         },
         receipts: intent.held.receipts.len(),
         actions: intent.held.actions.len(),
+        beside,
         ..Discarded::default()
     };
     if !dry_run && !finished {

@@ -113,10 +113,15 @@ pub struct Erased {
     pub profiles_rebuilt: bool,
     /// Files in `quarantine/`, which may hold more and are not read.
     pub quarantined: usize,
+    /// A dry run beside a running dispatcher.
+    pub beside: bool,
 }
 
 impl std::fmt::Display for Erased {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.beside {
+            writeln!(f, "{}", crate::dispatch::COUNTED_BESIDE)?;
+        }
         writeln!(f, "contact: {}", self.person.names())?;
         if self.rows.is_empty() && self.contacts == 0 {
             writeln!(f, "nothing held about them")?;
@@ -163,10 +168,12 @@ pub fn run(
     dry_run: bool,
 ) -> anyhow::Result<Erased> {
     let data_dir = &config.server.data_dir;
-    let _dispatching = crate::dispatch::lock(
+    let dispatching = crate::dispatch::lock_unless_looking(
         data_dir,
+        dry_run,
         "its memory holds the contact's receipts and profile, which it would write back",
     )?;
+    let beside = dispatching.is_none();
     let intent = cut_short::Intent::of(data_dir, cut_short::Command::Erase);
     let given = Person::parse(queries)?;
     let mut person = given.clone();
@@ -187,13 +194,16 @@ pub fn run(
         "name the contact to erase: an email address or a HubSpot contact id"
     );
     // Receipts still in the write-ahead log become rows first, so they are found, and what
-    // a crashed writer left (temporary files, compactions) is cleared, as a start would.
-    let live_inbox = inbox::dataset(data_dir)?.dir;
-    inbox::recover(data_dir)?;
-    for (dataset, _) in receipt_datasets(data_dir)? {
-        // (The live inbox was just recovered with its log.)
-        if dataset.dir != live_inbox {
-            dataset.recover()?;
+    // a crashed writer left (temporary files, compactions) is cleared, as a start would; a
+    // running dispatcher does that for itself.
+    if !beside {
+        let live_inbox = inbox::dataset(data_dir)?.dir;
+        inbox::recover(data_dir)?;
+        for (dataset, _) in receipt_datasets(data_dir)? {
+            // (The live inbox was just recovered with its log.)
+            if dataset.dir != live_inbox {
+                dataset.recover()?;
+            }
         }
     }
     // Imports take turns with this on the events lock; one that crashed is finished first,
@@ -219,6 +229,7 @@ pub fn run(
         quarantined: count_files(&data_dir.join("quarantine")),
         linked,
         only,
+        beside,
         ..Erased::default()
     };
     if !dry_run {

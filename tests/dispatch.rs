@@ -1216,7 +1216,13 @@ fn discarding_a_removed_webhook_gives_up_its_held_contacts_alone() {
     enrolled_once(&standin, "2", &emails);
     let beside = common::run(&config, &data, &["discard", "step-a"], &[]);
     assert!(!beside.status.success());
+    let dry_run = ["discard", "--dry-run", "step-a"];
+    let dry_beside = common::sendtime(&config, &data, &dry_run, &[]);
     server.stop();
+    assert_eq!(
+        without_counted_beside(&dry_beside),
+        common::sendtime(&config, &data, &dry_run, &[])
+    );
 
     for other in ["step-b", "step-c"] {
         let refused = common::run(&config, &data, &["discard", other], &[]);
@@ -1301,6 +1307,21 @@ fn discarding_a_removed_webhook_gives_up_its_held_contacts_alone() {
     }
     enrolled_once(&standin, "1", &emails);
     server.stop();
+}
+
+/// What a dry run beside a running `serve` printed, less the line that says it counted beside
+/// it (asserted here).
+fn without_counted_beside(printed: &str) -> String {
+    let beside = printed
+        .lines()
+        .filter(|l| l.starts_with("counted beside a running serve"))
+        .count();
+    assert_eq!(beside, 1, "{printed}");
+    printed
+        .lines()
+        .filter(|l| !l.starts_with("counted beside"))
+        .map(|l| format!("{l}\n"))
+        .collect()
 }
 
 /// kill -9 during `sendtime discard`, as each of the first ten files it writes under the
@@ -3197,13 +3218,12 @@ fn erase_deletes_a_person_from_every_file_and_nothing_else() {
     );
     let beside = common::run(&config, &data, &["erase", "ann@example.com"], &[]);
     assert!(!beside.status.success());
+    // A dry run beside it counts what it has written, as one with it stopped does.
+    let dry_run = ["erase", "--dry-run", "ann@example.com"];
+    let dry_beside = common::sendtime(&config, &data, &dry_run, &[]);
     server.stop();
-    let dry = common::sendtime(
-        &config,
-        &data,
-        &["erase", "--dry-run", "ann@example.com"],
-        &[],
-    );
+    let dry = common::sendtime(&config, &data, &dry_run, &[]);
+    assert_eq!(without_counted_beside(&dry_beside), dry);
     // Her receipts carry her HubSpot id, under which events came in too: named, not counted.
     assert!(dry.contains("events: 20 rows"), "{dry}");
     assert!(

@@ -180,6 +180,23 @@ pub fn lock(data_dir: &Path, why: &str) -> anyhow::Result<std::fs::File> {
     Ok(lock)
 }
 
+/// The dispatch lock for a command that rewrites the folder (`erase`, `discard`), or none for
+/// its dry run beside a running `serve` or `tick`: that dry run counts the parts as they are
+/// and leaves recovering the folder, which is the dispatcher's, alone.
+pub fn lock_unless_looking(
+    data_dir: &Path,
+    dry_run: bool,
+    why: &str,
+) -> anyhow::Result<Option<std::fs::File>> {
+    if dry_run && dispatching(data_dir)? {
+        return Ok(None);
+    }
+    lock(data_dir, why).map(Some)
+}
+
+/// Said under a dry run counted beside a running dispatcher ([`lock_unless_looking`]).
+pub const COUNTED_BESIDE: &str = "counted beside a running serve or tick, from the rows it has written: a post of the last second may not be counted yet";
+
 impl Dispatcher {
     /// Build the state from `plan/` and `outcomes/` under `data_dir`, recover the inbox (its
     /// write-ahead log replayed into parts) and collect the receipts not finished into the
