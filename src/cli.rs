@@ -413,8 +413,9 @@ pub struct FileImportArgs {
     /// Column holding the contact: an email address or a HubSpot contact id.
     #[arg(long, value_name = "COL")]
     pub contact: String,
-    /// Column holding the event time: RFC 3339, "YYYY-MM-DD HH:MM:SS[.ffffff] [UTC]", a date, or a
-    /// number of epoch seconds (up to 10 digits) or milliseconds; in Parquet also a timestamp.
+    /// Column holding the event time: RFC 3339, "YYYY-MM-DD HH:MM:SS[.ffffff][ UTC]" or with an
+    /// offset ("+00", " -0800"), or a number of epoch seconds (up to 10 digits) or
+    /// milliseconds; in Parquet also a timestamp. A date without a time of day is refused.
     /// A time without an offset or zone (a Parquet timestamp without one too) is taken as UTC:
     /// export local times with their offset, or the hours the model learns are shifted.
     #[arg(long, value_name = "COL")]

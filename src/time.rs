@@ -47,9 +47,10 @@ pub fn day_of(at_ms: i64) -> i32 {
 }
 
 /// An instant as people and exports write it: RFC 3339 (`2022-03-18T15:28:01Z`), a date and
-/// time without a zone (`2022-03-18 15:28:01[.ffffff][ UTC]`, taken as UTC), a date alone
-/// (`2022-07-01`, midnight UTC), or a number of epoch seconds (up to 10 digits) or
-/// milliseconds.
+/// time with an offset as databases write it (`2022-03-18 15:28:01+00`, `… -0800`), without a
+/// zone (`2022-03-18 15:28:01[.ffffff][ UTC]`, taken as UTC), a date alone (`2022-07-01`,
+/// midnight UTC; see [`is_date_alone`]), or a number of epoch seconds (up to 10 digits, with
+/// a fraction or without) or milliseconds.
 pub fn parse_instant(text: &str) -> Option<i64> {
     let s = text.trim();
     if let Some(ms) = parse_utc_seconds(s.as_bytes()) {
@@ -61,11 +62,20 @@ pub fn parse_instant(text: &str) -> Option<i64> {
     if let Ok(t) = DateTime::parse_from_rfc3339(s) {
         return Some(t.timestamp_millis());
     }
+    // Databases' and libraries' zoned text: `2022-03-18 15:28:01+00` (Postgres, Redshift,
+    // DuckDB), `2022-03-18 15:28:01.000 -0800` (Snowflake), `…T15:28:01+0100` (strftime %z).
+    let zoned = ["%Y-%m-%d %H:%M:%S%.f%#z", "%Y-%m-%dT%H:%M:%S%.f%#z"];
+    if let Some(t) = (zoned.iter()).find_map(|f| DateTime::parse_from_str(s, f).ok()) {
+        return Some(t.timestamp_millis());
+    }
+    if let Some(ms) = fractional_epoch_seconds(s) {
+        return Some(ms);
+    }
     let naive = s
         .strip_suffix(" UTC")
         .or_else(|| s.strip_suffix('Z'))
         .or_else(|| s.strip_suffix("+00:00"))
-        .unwrap_or(s);
+        .map_or(s, str::trim_end);
     [
         "%Y-%m-%d %H:%M:%S%.f",
         "%Y-%m-%dT%H:%M:%S%.f",
@@ -79,6 +89,24 @@ pub fn parse_instant(text: &str) -> Option<i64> {
             .and_hms_opt(0, 0, 0)
     })
     .map(|t| t.and_utc().timestamp_millis())
+}
+
+/// Whether `text` is a date without a time of day (`2022-07-01`): an instant for a flag, but
+/// no event's time, since the hour is what sendtime learns.
+pub fn is_date_alone(text: &str) -> bool {
+    NaiveDate::parse_from_str(text.trim(), "%Y-%m-%d").is_ok()
+}
+
+/// Epoch seconds with a fraction (`1647617281.5`, as `time.time()` writes them), to the
+/// millisecond.
+fn fractional_epoch_seconds(s: &str) -> Option<i64> {
+    let (whole, fraction) = s.split_once('.')?;
+    let digits = |t: &str| !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit());
+    if !(digits(whole) && whole.len() <= 10 && digits(fraction) && fraction.len() <= 9) {
+        return None;
+    }
+    let ms: String = fraction.chars().chain("00".chars()).take(3).collect();
+    Some(whole.parse::<i64>().ok()? * SECOND_MS + ms.parse::<i64>().ok()?)
 }
 
 /// A number of epoch seconds (ten digits or fewer, until the year 2286) or, larger,
@@ -275,6 +303,14 @@ mod tests {
             " 2022-03-18T15:28:01 ",
             "1647617281000",
             "1647617281",
+            // Zoned text as databases and libraries write it.
+            "2022-03-18 15:28:01+00",
+            "2022-03-18 07:28:01-08",
+            "2022-03-18 07:28:01.000 -0800",
+            "2022-03-18T16:28:01+0100",
+            "2022-03-18 15:28:01 +00:00",
+            "2022-03-18 15:28:01 Z",
+            "1647617281.0",
         ] {
             assert_eq!(parse_instant(text), want, "{text}");
         }
@@ -292,7 +328,17 @@ mod tests {
             let chrono = DateTime::parse_from_rfc3339(text).ok();
             assert_eq!(chrono.map(|t| t.timestamp_millis()), ms, "{text}");
         }
-        for bad in ["18/03/2022", "", "2022-13-01", "tomorrow"] {
+        assert_eq!(parse_instant("1647617281.5"), Some(1_647_617_281_500));
+        assert_eq!(parse_instant("1647617281.0429"), Some(1_647_617_281_042));
+        for bad in [
+            "18/03/2022",
+            "",
+            "2022-13-01",
+            "tomorrow",
+            "1.",
+            ".5",
+            "16476172810.5",
+        ] {
             assert_eq!(parse_instant(bad), None, "{bad}");
         }
         let err = parse_flag("--split", "soon").unwrap_err().to_string();

@@ -284,6 +284,53 @@ fn parquet_export(path: &Path, n: usize) {
         .unwrap();
 }
 
+/// A streaming writer's export: a row group per small batch, thousands of them. Each was
+/// decoded on its own, and decoding thousands at once overflowed a thread's stack (a review
+/// reproduced it with 100-row groups).
+#[test]
+fn a_parquet_file_of_thousands_of_small_row_groups_imports() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("stream.parquet");
+    let n = 300_000;
+    let mut df = DataFrame::new(
+        n,
+        vec![
+            Column::new(
+                "id".into(),
+                (0..n as i64).map(|i| 1 + i % 5000).collect::<Vec<_>>(),
+            ),
+            Column::new(
+                "at".into(),
+                (0..n as i64)
+                    .map(|i| 1_736_121_600 + i * 60)
+                    .collect::<Vec<_>>(),
+            ),
+        ],
+    )
+    .unwrap();
+    ParquetWriter::new(std::fs::File::create(&file).unwrap())
+        .with_row_group_size(Some(100))
+        .finish(&mut df)
+        .unwrap();
+    let groups = ParquetReader::new(std::fs::File::open(&file).unwrap())
+        .get_metadata()
+        .unwrap()
+        .row_groups
+        .len();
+    assert_eq!(groups, n / 100);
+    let data = dir.path().join("data");
+    let path = file.to_str().unwrap();
+    let args = ["import", "parquet", path, "--contact", "id", "--time", "at"];
+    let out = ok(&sendtime(&data, &args));
+    assert!(
+        out.starts_with(
+            "imported 300000 events (300000 events of 5000 contacts, 2025-01-06 00:00 UTC to "
+        ),
+        "{out}"
+    );
+    assert_eq!(stored(&data).len(), n);
+}
+
 #[test]
 fn parquet_imports_every_time_type_with_the_same_rules() {
     let dir = tempfile::tempdir().unwrap();
@@ -601,6 +648,83 @@ fn a_semicolon_or_utf16_file_says_how_to_save_it() {
     let err = failed(&sendtime(&data, &csv_import(wide.to_str().unwrap(), "50")));
     assert!(err.contains("is UTF-16 text: save it as UTF-8"), "{err}");
     assert!(!data.join("events").exists());
+}
+
+/// Zoned text as databases write it is read at its offset; a date without a time of day is
+/// refused by its line (CSV) or its column's type (Parquet): it was taken for midnight UTC,
+/// and the model learnt midnight.
+#[test]
+fn zoned_text_is_read_and_a_date_without_an_hour_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let zoned = dir.path().join("zoned.csv");
+    std::fs::write(
+        &zoned,
+        "contact,time,kind\n\
+         a@example.com,2026-01-02 03:04:05+00,OPEN\n\
+         b@example.com,2026-01-01 19:04:05.000 -0800,OPEN\n\
+         c@example.com,2026-01-02T04:04:05+0100,OPEN\n\
+         d@example.com,1767323045.5,OPEN\n",
+    )
+    .unwrap();
+    ok(&sendtime(&data, &csv_import(zoned.to_str().unwrap(), "50")));
+    // Opens (kind 6) at 2026-01-02 03:04:05 UTC, a Friday: slot 4 * 24 + 3.
+    let at = 1_767_323_045_000;
+    let want: Vec<(String, u8, i64, u8)> = ["a", "b", "c", "d"]
+        .iter()
+        .map(|c| {
+            (
+                format!("{c}@example.com"),
+                6,
+                at + 500 * (*c == "d") as i64,
+                99,
+            )
+        })
+        .collect();
+    assert_eq!(stored(&data), want);
+
+    let dates = dir.path().join("dates.csv");
+    std::fs::write(
+        &dates,
+        "contact,time,kind\ne@example.com,2026-01-02 03:04:05Z,OPEN\ne@example.com,2026-01-05,OPEN\n",
+    )
+    .unwrap();
+    let err = failed(&sendtime(&data, &csv_import(dates.to_str().unwrap(), "50")));
+    assert!(
+        err.contains(
+            "dates.csv:3: time \"2026-01-05\" in column \"time\" is a date without a time of day"
+        ),
+        "{err}"
+    );
+    let mut df = DataFrame::new(
+        1,
+        vec![
+            Column::new("contact".into(), ["e@example.com"]),
+            Column::new("day".into(), [20_455i32])
+                .cast(&DataType::Date)
+                .unwrap(),
+        ],
+    )
+    .unwrap();
+    let file = dir.path().join("dates.parquet");
+    ParquetWriter::new(std::fs::File::create(&file).unwrap())
+        .finish(&mut df)
+        .unwrap();
+    let args = [
+        "import",
+        "parquet",
+        file.to_str().unwrap(),
+        "--contact",
+        "contact",
+        "--time",
+        "day",
+    ];
+    let err = failed(&sendtime(&data, &args));
+    assert!(
+        err.contains("column \"day\" (given by --time) is a DATE, without a time of day"),
+        "{err}"
+    );
+    assert_eq!(stored(&data).len(), 4, "nothing more imported");
 }
 
 /// A damaged stored part stops an import with what to do: `profiles` sets it aside, and the

@@ -31,6 +31,8 @@ const EARLIEST_MS: i64 = crate::time::YEAR_2000_MS;
 /// An event more than this after now is a misread time too (epoch microseconds taken for
 /// milliseconds land in the year 56972); a day's slack for a clock a little behind.
 const AHEAD_MS: i64 = crate::time::DAY_MS;
+/// Why a date without a time of day is refused as an event's time.
+pub(super) const NO_HOUR: &str = "sendtime learns the hours people read email, and would take each date for midnight UTC; export each event's time";
 /// Bad rows listed in one error before the rest are only counted.
 const MAX_LISTED: usize = 20;
 /// Rows per events part unless told otherwise: about 15 MB of columns to sort and encode.
@@ -133,8 +135,15 @@ impl Columns {
         }
     }
 
-    /// The time in `text`, in any form [`parse_instant`] reads.
+    /// The time in `text`, in any form [`parse_instant`] reads but a date alone.
     pub fn time(&self, text: &str) -> Result<i64, String> {
+        if crate::time::is_date_alone(text) {
+            return Err(format!(
+                "time {} in column {:?} is a date without a time of day: {NO_HOUR}",
+                quoted(text),
+                self.time
+            ));
+        }
         let at_ms = parse_instant(text).ok_or_else(|| {
             format!(
                 "cannot parse time {} in column {:?} (expected e.g. 2022-03-18 15:28:01 UTC, RFC 3339, or epoch seconds or milliseconds)",
@@ -287,6 +296,14 @@ pub trait Reader: Send {
     fn format(&self) -> &'static str;
 }
 
+/// The refusal of a file that changed while it was read.
+pub(super) fn changed(path: &Path) -> anyhow::Error {
+    anyhow::anyhow!(
+        "{} changed while it was being imported; nothing was imported (import it once it is complete)",
+        path.display()
+    )
+}
+
 /// How an import runs.
 #[derive(Debug, Clone, Copy)]
 pub struct Options {
@@ -338,13 +355,10 @@ pub fn run<R: Reader>(
     let unchanged = (file.len(), file.modified().ok());
     let check_unchanged = || -> anyhow::Result<()> {
         let file = std::fs::metadata(path)?;
-        anyhow::ensure!(
-            (file.len(), file.modified().ok()) == unchanged,
-            "{} changed while it was being imported; nothing was imported (import it once it \
-             is complete)",
-            path.display()
-        );
-        Ok(())
+        match (file.len(), file.modified().ok()) == unchanged {
+            true => Ok(()),
+            false => Err(changed(path)),
+        }
     };
     let mut reader = open(path)?;
     let source = &source_of(&reader);
@@ -481,7 +495,18 @@ pub fn run<R: Reader>(
                 }
                 let _ = recycle.try_send(batch);
             }
-            reader = reading.join().expect("the reader does not panic");
+            // A decoder that panicked (on a file changed under it, say) ends the import.
+            reader = reading.join().map_err(|panic| {
+                check_unchanged().err().unwrap_or_else(|| {
+                    let why = (panic.downcast_ref::<&str>().copied())
+                        .or(panic.downcast_ref::<String>().map(String::as_str))
+                        .unwrap_or("a panic");
+                    anyhow::anyhow!(
+                        "cannot read {}: {why}; nothing was imported",
+                        path.display()
+                    )
+                })
+            })?;
         }
         if bad_count == 0 && writing {
             flush(&mut part, &contacts);

@@ -1,8 +1,8 @@
 //! `sendtime import parquet`: engagement events from a Parquet file (a warehouse export),
 //! read a row group or so at a time.
 //!
-//! A time column may be a timestamp (any unit, with or without a zone: stored as UTC), a
-//! date, an integer (epoch seconds or milliseconds, as text times are read) or text; a contact
+//! A time column may be a timestamp (any unit, with or without a zone: stored as UTC), an
+//! integer (epoch seconds or milliseconds, as text times are read) or text; a contact
 //! column integers (HubSpot ids) or text, as in a CSV file.
 
 use std::fs::File;
@@ -12,12 +12,16 @@ use anyhow::Context;
 use polars::prelude::*;
 
 use super::{Batch, Columns, Contact, Parsed, Reader};
-use crate::time::{DAY_MS, epoch_number};
+use crate::time::epoch_number;
 
 /// Rows decoded at a time when a row group is larger.
 const SLICE_ROWS: usize = 1 << 20;
 /// Rows of smaller row groups gathered into one batch, their groups decoded on all cores.
 const BATCH_ROWS: usize = 1 << 18;
+/// Rows of adjacent small row groups decoded together as one slice: a batch of thousands of
+/// slices (a streaming writer's 100-row groups) overflowed a decoding thread's stack, each
+/// slice waiting on Polars' pool nested in the one before.
+const MIN_SLICE_ROWS: usize = BATCH_ROWS / 8;
 
 /// Whether `file` starts with Parquet's magic bytes (read without moving its cursor).
 pub fn is_parquet(file: &File) -> bool {
@@ -27,10 +31,15 @@ pub fn is_parquet(file: &File) -> bool {
 }
 
 /// A Parquet file read in slices of whole row groups (or of [`SLICE_ROWS`] within a larger
-/// one), each decoded on its own; a batch is one slice or several of up to [`BATCH_ROWS`]
+/// one, or of adjacent small ones up to about [`MIN_SLICE_ROWS`]), each decoded on its own; a batch is one slice or several of up to [`BATCH_ROWS`]
 /// rows in all, decoded and parsed on all cores.
 pub struct ParquetFile {
     path: PathBuf,
+    /// The file as opened, read by every slice: one put in its place meanwhile is not read
+    /// against this one's footer (the import refuses it at the end, as changed).
+    file: File,
+    /// Its length then: a slice of a file since cut short would read past its end.
+    len: u64,
     metadata: std::sync::Arc<polars::io::parquet::read::FileMetadata>,
     columns: Columns,
     names: Vec<String>,
@@ -49,7 +58,8 @@ impl ParquetFile {
             "{} is not a Parquet file (it does not start with PAR1): for a CSV file, use `sendtime import csv`",
             path.display()
         );
-        let mut reader = ParquetReader::new(file);
+        let len = file.metadata()?.len();
+        let mut reader = ParquetReader::new(file.try_clone()?);
         let schema = anyhow::Context::with_context(reader.schema(), cannot_read)?;
         let metadata = anyhow::Context::with_context(reader.get_metadata(), cannot_read)?.clone();
         let mut names = vec![columns.contact.clone(), columns.time.clone()];
@@ -85,6 +95,14 @@ impl ParquetFile {
         let mut offset = 0;
         for group in &metadata.row_groups {
             let end = offset + group.num_rows();
+            if let Some((_, len)) = slices.last_mut()
+                && *len < MIN_SLICE_ROWS
+                && group.num_rows() < MIN_SLICE_ROWS
+            {
+                *len += group.num_rows();
+                offset = end;
+                continue;
+            }
             while offset < end {
                 let len = (end - offset).min(SLICE_ROWS);
                 slices.push((offset, len));
@@ -93,6 +111,8 @@ impl ParquetFile {
         }
         Ok(Self {
             path: path.to_path_buf(),
+            file,
+            len,
             metadata,
             columns: columns.clone(),
             names,
@@ -103,8 +123,10 @@ impl ParquetFile {
 
     /// Decode and parse the `len` rows from row `offset` (from 0) into `out`.
     fn read_slice(&self, offset: usize, len: usize, out: &mut Batch) -> anyhow::Result<()> {
-        let file = File::open(&self.path)
-            .with_context(|| format!("cannot open {}", self.path.display()))?;
+        let file = self.file.try_clone()?;
+        if file.metadata()?.len() != self.len {
+            return Err(super::changed(&self.path));
+        }
         let mut reader = ParquetReader::new(file);
         reader.set_metadata(self.metadata.clone());
         let df = reader
@@ -242,10 +264,11 @@ impl ParquetFile {
                 TimeUnit::Microseconds => 1_000,
                 TimeUnit::Milliseconds => 1,
             }),
-            DataType::Date => Ok(physical()?
-                .into_iter()
-                .map(|d| check(d.map(|d| d * DAY_MS), &|| format!("{d:?} days")))
-                .collect()),
+            DataType::Date => anyhow::bail!(
+                "{}: column {name:?} (given by --time) is a DATE, without a time of day: {}",
+                self.path.display(),
+                super::NO_HOUR
+            ),
             t if t.is_integer() => Ok(physical()?
                 .into_iter()
                 .map(|n| {
