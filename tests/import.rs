@@ -626,10 +626,11 @@ fn an_interrupted_publish_is_hidden_then_finished_by_the_next_import_or_serve() 
     }
 }
 
-/// A file separated by semicolons (a European Excel's CSV) and one saved as UTF-16 are refused
-/// with what to do (they got "no column named" and "invalid utf-8 near byte 0").
+/// A file separated by semicolons (a European Excel's CSV), one saved as UTF-16 or
+/// Windows-1252, and a compressed or archived export are refused with what to do (they got
+/// "no column named" and "invalid utf-8 near byte 0").
 #[test]
-fn a_semicolon_or_utf16_file_says_how_to_save_it() {
+fn a_file_saved_in_another_form_says_how_to_save_it() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let semi = dir.path().join("semi.csv");
@@ -647,6 +648,53 @@ fn a_semicolon_or_utf16_file_says_how_to_save_it() {
     std::fs::write(&wide, bytes).unwrap();
     let err = failed(&sendtime(&data, &csv_import(wide.to_str().unwrap(), "50")));
     assert!(err.contains("is UTF-16 text: save it as UTF-8"), "{err}");
+    // Excel's plain "CSV" (Windows-1252), a warehouse's gzip unload, HubSpot's zip download:
+    // each said as the parser's "invalid UTF-8", or "the header has: PK...".
+    let latin = dir.path().join("latin.csv");
+    std::fs::write(&latin, b"contact,time,kind,pr\xe9nom\n").unwrap();
+    let err = failed(&sendtime(&data, &csv_import(latin.to_str().unwrap(), "50")));
+    assert!(
+        err.contains("the header row is not UTF-8 text: save the file as UTF-8"),
+        "{err}"
+    );
+    let gz = dir.path().join("export.csv.gz");
+    std::fs::write(&gz, [0x1F, 0x8B, 0x08, 0x00, 0, 0, 0, 0]).unwrap();
+    let zip = dir.path().join("export.zip");
+    std::fs::write(&zip, b"PK\x03\x04\x14\x00").unwrap();
+    for (file, said) in [
+        (&gz, "is gzip-compressed: decompress it first"),
+        (&zip, "is a zip archive: unzip it"),
+    ] {
+        let file = file.to_str().unwrap();
+        let err = failed(&sendtime(&data, &csv_import(file, "50")));
+        assert!(err.contains(said), "{err}");
+        let parquet = [
+            "import",
+            "parquet",
+            file,
+            "--contact",
+            "contact",
+            "--time",
+            "time",
+        ];
+        let err = failed(&sendtime(&data, &parquet));
+        assert!(err.contains(said), "{err}");
+    }
+    // A kind not known names its column, as a contact or time does.
+    let opened = dir.path().join("opened.csv");
+    std::fs::write(
+        &opened,
+        "contact,time,kind\na@example.com,2026-01-01T10:00:00Z,OPENED\n",
+    )
+    .unwrap();
+    let err = failed(&sendtime(
+        &data,
+        &csv_import(opened.to_str().unwrap(), "50"),
+    ));
+    assert!(
+        err.contains("unknown event kind \"OPENED\" in column \"kind\""),
+        "{err}"
+    );
     assert!(!data.join("events").exists());
 }
 

@@ -103,6 +103,7 @@ impl CsvReader {
             "{} is a Parquet file, not CSV: import it with `sendtime import parquet` (for `backtest`, import it, then run without --events)",
             path.display()
         );
+        super::refuse_packed(&file, path)?;
         let mut start = [0u8; 2];
         let read = std::os::unix::fs::FileExt::read_at(&file, &mut start, 0).unwrap_or(0);
         anyhow::ensure!(
@@ -114,10 +115,17 @@ impl CsvReader {
         let mut reader = ::csv::ReaderBuilder::new()
             .trim(::csv::Trim::Headers) // fields are trimmed as parsed, only those read
             .from_reader(Read::take(&file, MAX_HEADER_BYTES));
-        let headers = reader
-            .headers()
-            .with_context(|| format!("cannot read the header row of {}", path.display()))?
-            .clone();
+        let headers = match reader.headers() {
+            Ok(headers) => headers.clone(),
+            Err(e) if matches!(e.kind(), ::csv::ErrorKind::Utf8 { .. }) => anyhow::bail!(
+                "{}: the header row is not UTF-8 text: save the file as UTF-8 (\"CSV UTF-8\" in Excel, whose plain \"CSV\" writes Windows-1252)",
+                path.display()
+            ),
+            Err(e) => {
+                return Err(e)
+                    .with_context(|| format!("cannot read the header row of {}", path.display()));
+            }
+        };
         anyhow::ensure!(
             reader.position().byte() < MAX_HEADER_BYTES,
             "{}: the header row does not end within its first {} KiB (an unclosed quote?)",
@@ -325,7 +333,7 @@ impl CsvReader {
             None => self.columns.kind_default,
             Some(c) => match Kind::exact(bytes(c)) {
                 Some(kind) => kind,
-                None => Columns::kind(field(c)?)?,
+                None => self.columns.kind(field(c)?)?,
             },
         };
         Ok(Parsed {

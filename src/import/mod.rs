@@ -181,12 +181,13 @@ impl Columns {
         Ok(at_ms)
     }
 
-    /// The kind in `text` (HubSpot's name, any case).
-    pub fn kind(text: &str) -> Result<Kind, String> {
+    /// The kind in `text` (HubSpot's name, any case), read from the --kind column.
+    pub fn kind(&self, text: &str) -> Result<Kind, String> {
         Kind::parse(text).ok_or_else(|| {
             format!(
-                "unknown event kind {}; expected one of: {}",
+                "unknown event kind {} in column {:?}; expected one of: {}",
                 quoted(text),
+                self.kind.as_deref().unwrap_or_default(),
                 kind_names()
             )
         })
@@ -294,6 +295,18 @@ pub trait Reader: Send {
 
     /// The format's name, as `source` records it (`csv`).
     fn format(&self) -> &'static str;
+}
+
+/// Refuse a compressed or archived export, which no reader takes, saying what to do.
+fn refuse_packed(file: &std::fs::File, path: &Path) -> anyhow::Result<()> {
+    let mut start = [0u8; 4];
+    let read = std::os::unix::fs::FileExt::read_at(file, &mut start, 0).unwrap_or(0);
+    let what = match &start[..read] {
+        [0x1F, 0x8B, ..] => "gzip-compressed: decompress it first (`gunzip -k FILE`)",
+        [b'P', b'K', 3, 4] => "a zip archive: unzip it and import the file inside",
+        _ => return Ok(()),
+    };
+    anyhow::bail!("{} is {what}", path.display())
 }
 
 /// The refusal of a file that changed while it was read.
@@ -656,7 +669,7 @@ mod tests {
         let messages = [
             columns.time(&long).unwrap_err(),
             columns.contact(&long).unwrap_err(),
-            Columns::kind(&long).unwrap_err(),
+            columns.kind(&long).unwrap_err(),
         ];
         for m in messages {
             assert!(m.len() < 400, "{} bytes: {}", m.len(), &m[..400]);

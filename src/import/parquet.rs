@@ -53,6 +53,7 @@ impl ParquetFile {
     pub fn open(path: &Path, columns: &Columns) -> anyhow::Result<Self> {
         let cannot_read = || format!("cannot read {} as Parquet", path.display());
         let file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+        super::refuse_packed(&file, path)?;
         anyhow::ensure!(
             is_parquet(&file),
             "{} is not a Parquet file (it does not start with PAR1): for a CSV file, use `sendtime import csv`",
@@ -167,7 +168,7 @@ impl ParquetFile {
                     text.iter()
                         .map(|k| {
                             k.ok_or_else(|| format!("no kind in column {name:?}"))
-                                .and_then(Columns::kind)
+                                .and_then(|k| self.columns.kind(k))
                         })
                         .collect(),
                 )
