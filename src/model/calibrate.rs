@@ -23,7 +23,7 @@ use crate::time::{SLOTS, hours_of_day};
 /// Days of the latest history kept aside to fit on.
 pub const VALIDATION_DAYS: i32 = 28;
 /// Fewer validation opens and clicks (of contacts with earlier history) than this: no fit.
-const MIN_EVENTS: usize = 200;
+pub(super) const MIN_EVENTS: usize = 200;
 /// ...or of fewer contacts than this: the test of a candidate against the file's values
 /// estimates the spread of their difference across contacts, which a few cannot show.
 const MIN_CONTACTS: usize = 30;

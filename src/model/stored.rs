@@ -52,6 +52,10 @@ struct State {
     fit: Option<Fit>,
     #[serde(default)]
     fit_for: String,
+    /// Opens and clicks counted when the fit was made: one that found too little data is
+    /// made again at a rebuild once they have doubled ([`State::refit_due`]).
+    #[serde(default)]
+    engagements_at_fit: u64,
 }
 
 /// What an update did, for logs and the `profiles` command.
@@ -203,6 +207,7 @@ impl Cache {
             deltas: vec![delta],
             fit: built.profiles.fit,
             fit_for: fit_for(config),
+            engagements_at_fit: engagements(&built.profiles),
         };
         commit_state(&dir, &state)?;
         drop(_writing);
@@ -267,8 +272,11 @@ impl Cache {
             if !self.stored_here() {
                 return Ok(None);
             }
-            // A part just read has gone since (an erase): what it added may be gone too.
-            if new_parts.iter().any(|p| !p.exists()) {
+            // A part just read has gone since (an erase): what it added may be gone too. A
+            // fit that had too little data is made again once there is more: kept until the
+            // 30-day rebuild, a history imported into a running `serve` went unfitted.
+            let refit = self.state.refit_due(engagements(&self.built.profiles));
+            if refit || new_parts.iter().any(|p| !p.exists()) {
                 drop(_writing);
                 let (fresh, update) = Self::rebuild(
                     &self.data_dir,
@@ -362,6 +370,15 @@ impl Cache {
     }
 }
 
+/// Opens and clicks the profiles hold.
+fn engagements(profiles: &Profiles) -> u64 {
+    profiles
+        .stats
+        .iter()
+        .map(|s| u64::from(s.engagements))
+        .sum()
+}
+
 /// The stored profiles' state, if readable.
 fn stored_state(dir: &Path) -> Option<State> {
     std::fs::read(dir.join("state.json"))
@@ -370,6 +387,15 @@ fn stored_state(dir: &Path) -> Option<State> {
 }
 
 impl State {
+    /// Whether a fit that found too little data should be made again, the profiles now
+    /// holding `engagements` opens and clicks: once they reach what a fit needs, then each
+    /// time they double (a rebuild each time: a few over any account's life).
+    fn refit_due(&self, engagements: u64) -> bool {
+        let unfitted = self.fit.as_ref().is_some_and(|f| !f.fitted);
+        let enough = (2 * self.engagements_at_fit).max(super::calibrate::MIN_EVENTS as u64);
+        unfitted && engagements >= enough
+    }
+
     /// Whether these stored profiles can be extended rather than rebuilt: decayed to a day
     /// at most [`REBASE_DAYS`] ago (never a later one, which a run with a clock ahead, `tick
     /// --now`, leaves behind), with the same knobs, from parts all still there.
@@ -652,6 +678,52 @@ mod tests {
             &full.profiles.population
         ));
         assert!(close(&loaded.profiles.weekdays, &full.profiles.weekdays));
+    }
+
+    /// A fit that found too little data is made again once the opens have grown enough,
+    /// not kept until the 30-day rebuild (a history imported into a running `serve` went
+    /// unfitted for a month), and not at every update while they have not.
+    #[test]
+    fn a_fit_short_of_data_is_made_again_once_the_data_has_grown() {
+        let dir = tempfile::tempdir().unwrap();
+        let (day, hour) = (crate::time::DAY_MS, crate::time::HOUR_MS);
+        let now = 1_700_000_000_000 - 1_700_000_000_000 % day;
+        let cfg = ModelConfig::default();
+        append(dir.path(), &[ev(1, now - day), ev(2, now - 2 * day)]).unwrap();
+        let (few, _) = update(dir.path(), cfg, now, false).unwrap();
+        assert!(!few.profiles.fit.unwrap().fitted);
+        // 60 contacts, each at an hour of its own every third day for 120 days.
+        let history: Vec<Event> = (0..120i64)
+            .flat_map(|d| (0..60i64).map(move |c| (d, c)))
+            .filter(|(d, c)| (d + c) % 3 == 0)
+            .map(|(d, c)| ev(c + 10, now - d * day - day + (c % 24) * hour))
+            .collect();
+        append(dir.path(), &history).unwrap();
+        let (grown, u) = update(dir.path(), cfg, now, false).unwrap();
+        assert!(u.rebuilt);
+        assert!(grown.profiles.fit.unwrap().fitted);
+        // Fitted, the next opens are added, not rebuilt for.
+        append(dir.path(), &[ev(3, now - day)]).unwrap();
+        let (_, u) = update(dir.path(), cfg, now, false).unwrap();
+        assert!(!u.rebuilt);
+
+        // Short of data still: rebuilt once they doubled, not for each new part.
+        let dir = tempfile::tempdir().unwrap();
+        let old = |n: i64| {
+            (0..n)
+                .map(|i| ev(i, now - 200 * day - i * hour))
+                .collect::<Vec<_>>()
+        };
+        append(dir.path(), &old(300)).unwrap();
+        let (_, u) = update(dir.path(), cfg, now, false).unwrap();
+        assert!(u.rebuilt);
+        append(dir.path(), &old(200)).unwrap();
+        let (few, u) = update(dir.path(), cfg, now, false).unwrap();
+        assert!(!u.rebuilt);
+        assert!(!few.profiles.fit.unwrap().fitted);
+        append(dir.path(), &old(200)).unwrap();
+        let (_, u) = update(dir.path(), cfg, now, false).unwrap();
+        assert!(u.rebuilt, "700 opens: more than twice the 300 of the fit");
     }
 
     /// Profiles stored by a run whose clock was ahead (`tick --now` years on) are rebuilt
