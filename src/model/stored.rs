@@ -105,6 +105,12 @@ impl Cache {
         let on_disk = event_parts(data_dir)?;
         let reading = lock(&dir)?;
         let state = stored_state(&dir);
+        // What a writer killed mid-write left (never stored while another holds the lock).
+        if let Some(state) = &state
+            && let Err(e) = remove_unnamed(&dir, state)
+        {
+            tracing::warn!("{e:#}");
+        }
         let usable = state.filter(|s| !rebuild && s.usable(config, now_ms, &on_disk));
         let Some(state) = usable else {
             drop(reading);
@@ -588,15 +594,22 @@ fn commit_state(dir: &Path, state: &State) -> anyhow::Result<()> {
     crate::store::sync_dir(dir)?;
     write_durably(path, &serde_json::to_vec_pretty(state)?)
         .with_context(|| format!("cannot store profiles in {}", dir.display()))?;
+    remove_unnamed(dir, state)
+}
+
+/// Remove the delta files `state` does not name, and a state a writer killed mid-write left
+/// as `state.tmp` (tens of MB each, for every `profiles` killed). Hold [`lock`]: writers
+/// write under it.
+fn remove_unnamed(dir: &Path, state: &State) -> anyhow::Result<()> {
     let keep: HashSet<&str> = state.deltas.iter().map(String::as_str).collect();
     for entry in std::fs::read_dir(dir)? {
         let p = entry?.path();
         let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
-        if let Some(delta) = name
+        let unnamed = name
             .strip_suffix(".weights.parquet")
             .or_else(|| name.strip_suffix(".stats.parquet"))
-            && !keep.contains(delta)
-        {
+            .is_some_and(|delta| !keep.contains(delta));
+        if unnamed || name == "state.tmp" {
             // An error said, not swallowed: an erase must know its profile is gone from disk.
             crate::store::remove_if_exists(&p)
                 .with_context(|| format!("cannot remove old profiles {}", p.display()))?;
@@ -724,6 +737,38 @@ mod tests {
         append(dir.path(), &old(200)).unwrap();
         let (_, u) = update(dir.path(), cfg, now, false).unwrap();
         assert!(u.rebuilt, "700 opens: more than twice the 300 of the fit");
+    }
+
+    /// A `profiles` killed as it wrote left its delta files and `state.tmp`, tens of MB each,
+    /// until some later update stored profiles: the next update of any kind removes them.
+    #[test]
+    fn files_a_killed_writer_left_go_at_the_next_update() {
+        let dir = tempfile::tempdir().unwrap();
+        let now = 1_700_000_000_000;
+        append(dir.path(), &[ev(1, now - crate::time::DAY_MS)]).unwrap();
+        let cfg = ModelConfig::default();
+        update(dir.path(), cfg, now, false).unwrap();
+        let profiles = dir.path().join("profiles");
+        let listed = || {
+            let mut names: Vec<String> = std::fs::read_dir(&profiles)
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect();
+            names.sort();
+            names
+        };
+        let stored = listed();
+        for left in [
+            "delta-01KILLED.weights.parquet",
+            "delta-01KILLED.stats.parquet",
+            "state.tmp",
+        ] {
+            std::fs::write(profiles.join(left), "half").unwrap();
+        }
+        let (again, u) = update(dir.path(), cfg, now, false).unwrap();
+        assert_eq!((u.rebuilt, u.new_parts), (false, 0));
+        assert_eq!(listed(), stored);
+        assert_eq!(again.profiles.stats[0].engagements, 1);
     }
 
     /// Profiles stored by a run whose clock was ahead (`tick --now` years on) are rebuilt
