@@ -23,16 +23,6 @@ use tokio::sync::watch;
 use crate::config::ConfigHandle;
 use crate::dispatch::Dispatcher;
 use crate::metrics::Metrics;
-use crate::model::explain::Explanation;
-
-/// A contact lookup from the dashboard: its profile part answered between ticks from the
-/// dispatcher's profiles in memory (building them from disk would take as long as a start-up).
-pub struct Lookup {
-    pub contact: String,
-    /// The id the email's receipts on disk carry (queued ones are known to the dispatcher).
-    pub posted_id: Option<i64>,
-    pub reply: tokio::sync::oneshot::Sender<anyhow::Result<Explanation>>,
-}
 
 /// The longest the scheduler sleeps before looking at the config and the clock again.
 pub const RECHECK: Duration = Duration::from_secs(60);
@@ -88,14 +78,14 @@ fn write_last_fire(data_dir: &Path, fire: DateTime<Utc>, errors: &mut crate::thr
     }
 }
 
-/// Run ticks until `stop` turns true, and answer `lookups` between them; the running tick
-/// finishes (and records its calls) first. Returns the dispatcher so the caller can close it.
+/// Run ticks until `stop` turns true, the dispatcher answering contact lookups between them
+/// (and as its ticks wait on calls); the running tick finishes (and records its calls) first.
+/// Returns the dispatcher so the caller can close it.
 pub async fn run(
     config: ConfigHandle,
     mut dispatcher: Dispatcher,
     metrics: Metrics,
     mut stop: watch::Receiver<bool>,
-    mut lookups: tokio::sync::mpsc::Receiver<Lookup>,
 ) -> anyhow::Result<Dispatcher> {
     let mut last_fire: Option<DateTime<Utc>> = None;
     // The fire time being waited for, kept across a lookup or a once-a-minute look: worked out
@@ -159,17 +149,14 @@ pub async fn run(
             dispatcher.records(),
             "the outcome writer stopped: no call can be recorded, so none is made"
         );
-        tokio::select! {
-            _ = tokio::time::sleep(wait) => {}
+        let lookup = tokio::select! {
+            _ = tokio::time::sleep(wait) => None,
             _ = stop.changed() => break,
-            Some(lookup) = lookups.recv() => {
-                // One that timed out while a tick ran is not worked out for nobody.
-                if !lookup.reply.is_closed() {
-                    let answer = dispatcher.explain(&config.load(), &lookup.contact, lookup.posted_id);
-                    let _ = lookup.reply.send(answer);
-                }
-                continue;
-            }
+            lookup = dispatcher.lookups.next() => Some(lookup),
+        };
+        if let Some(lookup) = lookup {
+            dispatcher.answer(&config.load(), lookup);
+            continue;
         }
         // A timer can wake a hair early: never run the same fire time twice, never early.
         let woke = Utc::now();

@@ -73,7 +73,7 @@ async fn serve(config_path: PathBuf, overrides: Overrides, clock: Clock) -> anyh
     let handle = Arc::new(ArcSwap::from_pointee(config));
     let metrics = Metrics::new();
     let _watcher = Watcher::spawn(handle.clone(), config_path, overrides, metrics.clone())?;
-    let dispatcher =
+    let mut dispatcher =
         tokio::task::block_in_place(|| Dispatcher::open(&data_dir, metrics.clone(), clock.clone()))
             .with_context(|| {
                 format!(
@@ -117,12 +117,12 @@ async fn serve(config_path: PathBuf, overrides: Overrides, clock: Clock) -> anyh
         metrics.clone(),
         stop_rx.clone(),
     ));
+    dispatcher.lookups = crate::dispatch::lookups::Lookups::new(lookups_rx);
     let scheduler = tokio::spawn(scheduler::run(
         handle.clone(),
         dispatcher,
         metrics.clone(),
         stop_rx,
-        lookups_rx,
     ));
     // A scheduler that ends on its own (a panic) would leave posts answered 200 and nothing
     // sent: serve stops instead, so that its supervisor starts it again.

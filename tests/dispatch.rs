@@ -2901,6 +2901,50 @@ fn finished_receipts_past_the_replay_window_move_to_the_archive() {
     server.stop();
 }
 
+/// The dashboard's contact lookup is answered while a tick sends: a paced connector's backlog
+/// kept ticks busy for most of each minute, and lookups, answered only between ticks, timed
+/// out after 15 s (a review: 7 of 10).
+#[test]
+fn a_contact_lookup_is_answered_while_a_tick_sends() {
+    let rt = runtime();
+    let standin = rt.block_on(StandIn::start(Options::default())).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    // A call a second once the first ten have gone: 30 contacts keep one tick busy for 20 s.
+    let config = write_config(
+        dir.path(),
+        &standin.url(),
+        "requests_per_10s = 10",
+        &[&HOOKS[3]],
+    );
+    let clock = dir.path().join("clock");
+    let t0 = now_ms();
+    set_clock(&clock, t0);
+    let server = start(&config, &data, Some(&clock), &[]);
+    for i in 0..30u64 {
+        let email = format!("busy{i}@example.com");
+        standin.add_contact(&email, 9100 + i);
+        post(&server, "fatigue", 9100 + i, &email);
+    }
+    set_clock(&clock, t0 + 60_000);
+    let sent = || enrollments(&standin.log()).len();
+    eventually(Duration::from_secs(30), || (sent() >= 12).then_some(()))
+        .unwrap_or_else(|| panic!("not sending; logs:\n{}", server.logs()));
+    let asked = std::time::Instant::now();
+    let looked = common::get(server.admin_url("/contact?q=busy0@example.com")).unwrap();
+    let took = asked.elapsed();
+    let sent_then = sent();
+    assert_eq!(looked.status().as_u16(), 200);
+    let looked: serde_json::Value = looked.json().unwrap();
+    assert_eq!(looked["receipts_total"], 1, "{looked}");
+    assert!(
+        sent_then < 30,
+        "the tick had ended ({sent_then} sent): nothing was tested"
+    );
+    assert!(took < Duration::from_secs(5), "answered in {took:?}");
+    server.stop();
+}
+
 /// An archive move that fails at start-up (here `archive` is a file, where its folder goes)
 /// does not stop `serve`: it starts, and the running process moves the finished receipts a
 /// day later, once the move can be made.

@@ -33,10 +33,11 @@ pub use error::AdminError;
 use crate::clock::Clock;
 use crate::config::{ConfigHandle, Server};
 use crate::datasets::inbox::Inbox;
+use crate::dispatch::lookups::Lookup;
 use crate::metrics::Metrics;
-use crate::scheduler::Lookup;
 
-/// How long a contact lookup waits for the dispatcher (it answers between ticks).
+/// How long a contact lookup waits for the dispatcher (it answers between ticks, and as a
+/// tick waits on its calls; not while it plans).
 const LOOKUP_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// What the admin handlers share.

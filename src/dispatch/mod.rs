@@ -15,6 +15,7 @@ mod capacity;
 pub mod connector;
 pub mod ids;
 mod in_flight;
+pub mod lookups;
 mod planning;
 pub mod profiles;
 pub mod send;
@@ -149,6 +150,8 @@ pub struct Dispatcher {
     /// A full disk fails that record at every tick: said once a minute.
     pause_write_errors: crate::throttle::Throttle,
     clock: Clock,
+    /// The dashboard's contact lookups (set by `serve`).
+    pub lookups: lookups::Lookups,
     _lock: std::fs::File,
 }
 
@@ -467,6 +470,7 @@ impl Dispatcher {
             archived_at_ms: clock.replay_now_ms(),
             pruned_at_ms: archive::pruned_at(data_dir),
             clock,
+            lookups: Default::default(),
             _lock: lock,
         })
     }
@@ -972,7 +976,14 @@ impl Dispatcher {
                 break;
             }
             let Some(job) = jobs.next() else { break };
-            let permit = slots.clone().acquire_owned().await.expect("never closed");
+            // Waiting for a call to end: a lookup is answered meanwhile.
+            let permit = loop {
+                let lookup = tokio::select! {
+                    permit = slots.clone().acquire_owned() => break permit.expect("never closed"),
+                    lookup = self.lookups.next() => lookup,
+                };
+                self.answer(config, lookup);
+            };
             let ctx = ctx.clone();
             let (carried, workflow) = match &job {
                 Job::Enroll(_, wf, item) => (vec![item.clone()], Some(*wf)),
@@ -1003,8 +1014,18 @@ impl Dispatcher {
             }
         }
         let clock = self.clock.clone();
-        while let Some(done) = flight.next(|| clock.now_ms()).await {
-            self.settle(done, report);
+        loop {
+            let lookup = tokio::select! {
+                done = flight.next(|| clock.now_ms()) => match done {
+                    Some(done) => Ok(done),
+                    None => break,
+                },
+                lookup = self.lookups.next() => Err(lookup),
+            };
+            match lookup {
+                Ok(done) => self.settle(done, report),
+                Err(lookup) => self.answer(config, lookup),
+            }
         }
         for (connector, at) in ctx.calls.lock().expect("not poisoned").drain(..) {
             self.spent.record(&connector, at, 1);
