@@ -653,6 +653,74 @@ fn a_reader_that_goes_away_ends_a_printing_command_quietly() {
     );
 }
 
+/// `predict` killed as it writes leaves no file at the names asked for: it wrote them in
+/// place, and a run cut short left files that ended mid-contact and read as complete.
+#[test]
+fn predict_cut_short_leaves_no_file_at_its_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let generate = [
+        "gen",
+        "--contacts",
+        "20000",
+        "--events",
+        "300000",
+        "--seed",
+        "4",
+        "--end",
+        "2026-01-01",
+        "--out",
+        data.to_str().unwrap(),
+    ];
+    assert!(sendtime(&data, &generate).status.success());
+    let scores = dir.path().join("scores.csv");
+    let classes = dir.path().join("scores.classes.csv");
+    let partial = dir.path().join("scores.csv.partial");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_sendtime"))
+        .args([
+            "--config",
+            common::shipped_config().to_str().unwrap(),
+            "--data",
+        ])
+        .arg(&data)
+        .args([
+            "predict",
+            "--as-of",
+            "2026-01-01",
+            "--out",
+            scores.to_str().unwrap(),
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while !partial.exists() && !scores.exists() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(partial.exists(), "predict never began writing");
+    assert!(!scores.exists() && !classes.exists());
+
+    // Run whole: the files at their names, no partial one left.
+    let out = sendtime(
+        &data,
+        &[
+            "predict",
+            "--as-of",
+            "2026-01-01",
+            "--out",
+            scores.to_str().unwrap(),
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out).1);
+    let lines = std::fs::read_to_string(&scores).unwrap().lines().count();
+    let contacts = std::fs::read_to_string(&classes).unwrap().lines().count() - 1;
+    assert_eq!(lines, 1 + 168 * contacts);
+    assert!(!partial.exists());
+}
+
 #[test]
 fn a_data_directory_made_by_an_import_is_its_owners_only() {
     use std::os::unix::fs::PermissionsExt;

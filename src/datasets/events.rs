@@ -263,9 +263,10 @@ pub fn lock(data_dir: &Path) -> anyhow::Result<std::fs::File> {
     let lock_path = data_dir.join(LOCK);
     let lock = lock_file(&lock_path)?;
     if lock.try_lock().is_err() {
-        // Said, since a file import holds it for as long as it reads its file.
-        tracing::info!(
-            "waiting for another import to finish writing events ({} is locked)",
+        // Said, since a file import holds it for as long as it reads its file; a warning, so
+        // that the commands that log only warnings (`erase`) do not wait without a word.
+        tracing::warn!(
+            "waiting for another import or an erase to finish writing events ({} is locked)",
             lock_path.display()
         );
         lock.lock()

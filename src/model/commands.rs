@@ -75,13 +75,48 @@ pub fn predict(config: &Config, as_of: i64, out: &Path) -> anyhow::Result<()> {
     );
     let day = day_of(as_of);
     let classes_path = classes_path(out);
-    let mut scores = std::io::BufWriter::new(
-        std::fs::File::create(out).with_context(|| format!("cannot create {}", out.display()))?,
+    // Written under `.partial` names, renamed once whole: a run cut short (Ctrl-C, a full
+    // disk) left files at the final names that ended mid-contact and read as complete.
+    let partial = |p: &Path| {
+        let mut name = p.file_name().unwrap_or_default().to_os_string();
+        name.push(".partial");
+        p.with_file_name(name)
+    };
+    let (scores_partial, classes_partial) = (partial(out), partial(&classes_path));
+    let written = write_predictions(&built, day, &scores_partial, &classes_partial).and_then(|n| {
+        std::fs::rename(&classes_partial, &classes_path)?;
+        std::fs::rename(&scores_partial, out)?;
+        Ok(n)
+    });
+    let n = match written {
+        Ok(n) => n,
+        Err(e) => {
+            let _ = std::fs::remove_file(&scores_partial);
+            let _ = std::fs::remove_file(&classes_partial);
+            return Err(e);
+        }
+    };
+    println!(
+        "wrote scores of {n} contacts to {} and their classes to {}",
+        out.display(),
+        classes_path.display()
     );
-    let mut classes = std::io::BufWriter::new(
-        std::fs::File::create(&classes_path)
-            .with_context(|| format!("cannot create {}", classes_path.display()))?,
-    );
+    Ok(())
+}
+
+/// Write the scores and classes of every contact seen, as of `day`; how many.
+fn write_predictions(
+    built: &dataset::Built,
+    day: i32,
+    scores_path: &Path,
+    classes_path: &Path,
+) -> anyhow::Result<usize> {
+    let create = |p: &Path| {
+        std::fs::File::create(p)
+            .map(std::io::BufWriter::new)
+            .with_context(|| format!("cannot create {}", p.display()))
+    };
+    let (mut scores, mut classes) = (create(scores_path)?, create(classes_path)?);
     writeln!(scores, "contact_id,slot,score")?;
     writeln!(classes, "contact_id,class,engagements,machine")?;
     let mut n = 0;
@@ -99,12 +134,7 @@ pub fn predict(config: &Config, as_of: i64, out: &Path) -> anyhow::Result<()> {
     }
     scores.flush()?;
     classes.flush()?;
-    println!(
-        "wrote scores of {n} contacts to {} and their classes to {}",
-        out.display(),
-        classes_path.display()
-    );
-    Ok(())
+    Ok(n)
 }
 
 /// `p.csv` → `p.classes.csv`; another extension is kept (`p.txt` → `p.txt.classes.csv`), so
