@@ -99,7 +99,7 @@ impl std::fmt::Display for Discarded {
 /// a discard that was cut short.
 pub fn run(config: &Config, webhook: Option<&str>, dry_run: bool) -> anyhow::Result<Discarded> {
     let data_dir = &config.server.data_dir;
-    let dispatching = crate::dispatch::lock_unless_looking(
+    let rewriting = crate::dispatch::lock_rewriting(
         data_dir,
         dry_run,
         "its memory holds the webhook's receipts, which it would go on holding",
@@ -120,7 +120,7 @@ pub fn run(config: &Config, webhook: Option<&str>, dry_run: bool) -> anyhow::Res
         outcomes::dataset(data_dir)?,
     ];
     let [plan_ds, inbox_ds, outcomes_ds] = &datasets;
-    let beside = dispatching.is_none();
+    let beside = rewriting.beside;
     let receipts = match beside {
         // A running dispatcher recovers the folder for itself.
         true => inbox::read_keys(inbox_ds)?,

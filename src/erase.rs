@@ -168,12 +168,12 @@ pub fn run(
     dry_run: bool,
 ) -> anyhow::Result<Erased> {
     let data_dir = &config.server.data_dir;
-    let dispatching = crate::dispatch::lock_unless_looking(
+    let rewriting = crate::dispatch::lock_rewriting(
         data_dir,
         dry_run,
         "its memory holds the contact's receipts and profile, which it would write back",
     )?;
-    let beside = dispatching.is_none();
+    let beside = rewriting.beside;
     let intent = cut_short::Intent::of(data_dir, cut_short::Command::Erase);
     let given = Person::parse(queries)?;
     let mut person = given.clone();

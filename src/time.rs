@@ -78,11 +78,7 @@ pub fn parse_instant(text: &str) -> Option<i64> {
 
 /// A date and time without an offset but UTC's, or a date alone, as UTC.
 fn parse_naive(s: &str) -> Option<i64> {
-    let naive = s
-        .strip_suffix(" UTC")
-        .or_else(|| s.strip_suffix('Z'))
-        .or_else(|| s.strip_suffix("+00:00"))
-        .map_or(s, str::trim_end);
+    let naive = without_utc(s);
     [
         "%Y-%m-%d %H:%M:%S%.f",
         "%Y-%m-%dT%H:%M:%S%.f",
@@ -90,19 +86,30 @@ fn parse_naive(s: &str) -> Option<i64> {
     ]
     .iter()
     .find_map(|f| NaiveDateTime::parse_from_str(naive, f).ok())
-    .or_else(|| {
-        NaiveDate::parse_from_str(naive, "%Y-%m-%d")
-            .ok()?
-            .and_hms_opt(0, 0, 0)
-    })
+    .or_else(|| date_alone(naive)?.and_hms_opt(0, 0, 0))
     .map(|t| t.and_utc().timestamp_millis())
+}
+
+/// `s` without a suffix that says UTC (` UTC`, `Z`, `+00:00`).
+fn without_utc(s: &str) -> &str {
+    s.strip_suffix(" UTC")
+        .or_else(|| s.strip_suffix('Z'))
+        .or_else(|| s.strip_suffix("+00:00"))
+        .map_or(s, str::trim_end)
+}
+
+/// A date without a time of day (`2022-07-01`, `2022-7-1`), as [`parse_instant`] reads one.
+fn date_alone(naive: &str) -> Option<NaiveDate> {
+    NaiveDate::parse_from_str(naive, "%Y-%m-%d").ok()
 }
 
 /// Whether `text` is a date without a time of day (`2022-07-01`): an instant for a flag, but
 /// no event's time, since the hour is what sendtime learns.
 pub fn is_date_alone(text: &str) -> bool {
+    // (No date alone is longer: `2022-07-01+00:00`. Checked first, as an import asks it of
+    // every row off its fast path.)
     let t = text.trim();
-    t.len() == 10 && NaiveDate::parse_from_str(t, "%Y-%m-%d").is_ok()
+    t.len() <= 16 && date_alone(without_utc(t)).is_some()
 }
 
 /// Epoch seconds with a fraction (`1647617281.5`, as `time.time()` writes them), to the
@@ -335,6 +342,24 @@ mod tests {
             assert_eq!(parse_instant(text), ms, "{text}");
             let chrono = DateTime::parse_from_rfc3339(text).ok();
             assert_eq!(chrono.map(|t| t.timestamp_millis()), ms, "{text}");
+        }
+        for date in [
+            "2022-07-01",
+            " 2022-7-1 ",
+            "2022-07-01 UTC",
+            "2022-07-01Z",
+            "2022-07-01+00:00",
+        ] {
+            assert_eq!(parse_instant(date), Some(1_656_633_600_000), "{date}");
+            assert!(is_date_alone(date), "{date}");
+        }
+        for timed in [
+            "2022-07-01 00:00",
+            "2022-07-01T00:00:00Z",
+            "1656633600",
+            "2022-07-01 09:30 UTC",
+        ] {
+            assert!(!is_date_alone(timed), "{timed}");
         }
         assert_eq!(parse_instant("1647617281.5"), Some(1_647_617_281_500));
         assert_eq!(parse_instant("1647617281.0429"), Some(1_647_617_281_042));

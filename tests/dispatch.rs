@@ -1223,6 +1223,27 @@ fn discarding_a_removed_webhook_gives_up_its_held_contacts_alone() {
         without_counted_beside(&dry_beside),
         common::sendtime(&config, &data, &dry_run, &[])
     );
+    // Beside an erase or discard at work (both its locks held, as here), a dry run waits for
+    // it: taken for one beside `serve`, it read the rows half-way through their move.
+    let at_work = ["rewrite.lock", "dispatch.lock"].map(|name| {
+        let file = std::fs::File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(data.join(name))
+            .unwrap();
+        file.lock().unwrap();
+        file
+    });
+    let busy = common::run(&config, &data, &dry_run, &[]);
+    let said = String::from_utf8_lossy(&busy.stderr);
+    assert!(
+        !busy.status.success(),
+        "{}",
+        String::from_utf8_lossy(&busy.stdout)
+    );
+    assert!(said.contains("another erase or discard"), "{said}");
+    drop(at_work);
 
     for other in ["step-b", "step-c"] {
         let refused = common::run(&config, &data, &["discard", other], &[]);

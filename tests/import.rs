@@ -663,7 +663,7 @@ fn a_file_saved_in_another_form_says_how_to_save_it() {
     std::fs::write(&zip, b"PK\x03\x04\x14\x00").unwrap();
     for (file, said) in [
         (&gz, "is gzip-compressed: decompress it first"),
-        (&zip, "is a zip archive: unzip it"),
+        (&zip, "is a zip archive: an Excel workbook (.xlsx) is one"),
     ] {
         let file = file.to_str().unwrap();
         let err = failed(&sendtime(&data, &csv_import(file, "50")));

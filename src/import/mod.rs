@@ -303,7 +303,9 @@ fn refuse_packed(file: &std::fs::File, path: &Path) -> anyhow::Result<()> {
     let read = std::os::unix::fs::FileExt::read_at(file, &mut start, 0).unwrap_or(0);
     let what = match &start[..read] {
         [0x1F, 0x8B, ..] => "gzip-compressed: decompress it first (`gunzip -k FILE`)",
-        [b'P', b'K', 3, 4] => "a zip archive: unzip it and import the file inside",
+        [b'P', b'K', 3, 4] => {
+            "a zip archive: an Excel workbook (.xlsx) is one, to save as \"CSV UTF-8\"; a downloaded export, to unzip and import the file inside"
+        }
         _ => return Ok(()),
     };
     anyhow::bail!("{} is {what}", path.display())
