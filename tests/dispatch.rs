@@ -1225,7 +1225,7 @@ fn discarding_a_removed_webhook_gives_up_its_held_contacts_alone() {
     );
     // Beside an erase or discard at work (both its locks held, as here), a dry run waits for
     // it: taken for one beside `serve`, it read the rows half-way through their move.
-    let at_work = ["rewrite.lock", "dispatch.lock"].map(|name| {
+    let at_work = ["erase-discard.lock", "dispatch.lock"].map(|name| {
         let file = std::fs::File::options()
             .create(true)
             .truncate(false)

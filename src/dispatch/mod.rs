@@ -185,39 +185,39 @@ pub fn lock(data_dir: &Path, why: &str) -> anyhow::Result<std::fs::File> {
 
 /// Held by `erase` and `discard` (taken before the dispatch lock, let go after it): the
 /// dispatch lock alone does not say whether a dispatcher or one of them holds it.
-const REWRITE_LOCK: &str = "rewrite.lock";
+const ERASE_DISCARD_LOCK: &str = "erase-discard.lock";
 
 /// What `erase` and `discard` hold while they run ([`lock_rewriting`]).
 pub struct Rewriting {
     /// A dry run beside a running `serve` or `tick`: it counts the parts as they are and
     /// leaves recovering the folder, which is the dispatcher's, alone.
     pub beside: bool,
-    /// Let go in order: the dispatch lock before the rewrite lock.
+    /// Let go in order: the dispatch lock first.
     _locks: Vec<std::fs::File>,
 }
 
-/// The locks of a command that rewrites the folder (`erase`, `discard`): the rewrite lock
-/// and the dispatch lock; for its dry run beside a running `serve` or `tick`, the rewrite
-/// lock shared alone. An error saying `why` when another holds them.
+/// The locks of a command that rewrites the folder (`erase`, `discard`): its own lock
+/// and the dispatch lock; for its dry run beside a running `serve` or `tick`, its own lock
+/// shared alone. An error saying `why` when another holds them.
 pub fn lock_rewriting(data_dir: &Path, dry_run: bool, why: &str) -> anyhow::Result<Rewriting> {
-    let rewrite = lock_file(&data_dir.join(REWRITE_LOCK))?;
+    let own = lock_file(&data_dir.join(ERASE_DISCARD_LOCK))?;
     // No erase or discard at work (they hold it alone), and the dispatch lock held: by a
     // dispatcher. (A dry run beside a running erase read it half-way through its rewrite.)
-    if dry_run && rewrite.try_lock_shared().is_ok() && dispatching(data_dir)? {
+    if dry_run && own.try_lock_shared().is_ok() && dispatching(data_dir)? {
         return Ok(Rewriting {
             beside: true,
-            _locks: vec![rewrite],
+            _locks: vec![own],
         });
     }
     anyhow::ensure!(
-        rewrite.try_lock().is_ok(),
+        own.try_lock().is_ok(),
         "another erase or discard (or its dry run) is at work on {}; let it finish first ({why})",
         data_dir.display()
     );
     let dispatch = lock(data_dir, why)?;
     Ok(Rewriting {
         beside: false,
-        _locks: vec![dispatch, rewrite],
+        _locks: vec![dispatch, own],
     })
 }
 
