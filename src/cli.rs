@@ -1120,6 +1120,7 @@ fn import(
             });
             let data_dir = scratch.as_ref().unwrap_or(&config.server.data_dir);
             let created = crate::store::create_data_dir(data_dir)?;
+            stop_import_on_signals()?;
             let result = if csv {
                 let open = |path: &Path| crate::import::csv::CsvReader::open(path, &columns);
                 crate::import::run(data_dir, &args.file, open, options)
@@ -1135,6 +1136,43 @@ fn import(
             result
         }
     }
+}
+
+/// Ctrl-C or SIGTERM during a file import: it stops at its next batch and says nothing was
+/// imported (it ended without a word, its staging folder left for the next import to remove);
+/// a second one ends the process at once (an import waiting for `events.lock` reads no batch).
+fn stop_import_on_signals() -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (ready, installed) = std::sync::mpsc::channel::<std::io::Result<()>>();
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build();
+            let runtime = match runtime {
+                Ok(runtime) => runtime,
+                Err(e) => return drop(ready.send(Err(e))),
+            };
+            runtime.block_on(async move {
+                let (mut int, mut term) = match (
+                    signal(SignalKind::interrupt()),
+                    signal(SignalKind::terminate()),
+                ) {
+                    (Ok(int), Ok(term)) => (int, term),
+                    (Err(e), _) | (_, Err(e)) => return drop(ready.send(Err(e))),
+                };
+                let _ = ready.send(Ok(()));
+                tokio::select! { _ = int.recv() => {}, _ = term.recv() => {} }
+                crate::import::stop();
+                eprintln!("stopping: nothing will be imported (Ctrl-C again to quit at once)");
+                tokio::select! { _ = int.recv() => {}, _ = term.recv() => {} }
+                std::process::exit(130);
+            });
+        })?;
+    installed
+        .recv()?
+        .context("cannot listen for Ctrl-C and SIGTERM")
 }
 
 /// An address to listen on: `IP:PORT`, or a host name this machine resolves (`localhost:8080`).

@@ -775,6 +775,77 @@ fn zoned_text_is_read_and_a_date_without_an_hour_refused() {
     assert_eq!(stored(&data).len(), 4, "nothing more imported");
 }
 
+/// Ctrl-C during a file import stops it at its next batch: nothing imported, said so, and no
+/// staging folder left (it ended without a word, its staged parts left for the next import).
+#[test]
+fn ctrl_c_stops_an_import_with_nothing_imported() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let small = dir.path().join("small.csv");
+    std::fs::write(
+        &small,
+        "contact,time,kind\n7@example.com,2025-01-06T09:00:00Z,OPEN\n",
+    )
+    .unwrap();
+    ok(&sendtime(&data, &csv_import(small.to_str().unwrap(), "50")));
+    let big = dir.path().join("big.csv");
+    let mut out = std::io::BufWriter::new(std::fs::File::create(&big).unwrap());
+    writeln!(out, "contact,time,kind").unwrap();
+    for i in 0..4_000_000u64 {
+        writeln!(
+            out,
+            "{},2025-01-{:02}T{:02}:{:02}:00Z,OPEN",
+            1 + i % 50_000,
+            1 + i % 28,
+            i % 24,
+            i % 60
+        )
+        .unwrap();
+    }
+    out.flush().unwrap();
+    drop(out);
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_sendtime"))
+        .args([
+            "--config",
+            common::shipped_config().to_str().unwrap(),
+            "--data",
+        ])
+        .arg(&data)
+        .args(csv_import(big.to_str().unwrap(), "100000"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let events = data.join("events");
+    let staging = || {
+        std::fs::read_dir(&events).unwrap().any(|e| {
+            e.unwrap()
+                .file_name()
+                .to_string_lossy()
+                .starts_with(".import-")
+        })
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !staging() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    let interrupted = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(interrupted.success());
+    let out = child.wait_with_output().unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{said}");
+    assert!(
+        said.contains("nothing of") && said.contains("was imported"),
+        "{said}"
+    );
+    assert!(!staging(), "a staging folder left");
+    assert_eq!(stored(&data).len(), 1, "only the small file's event");
+}
+
 /// A damaged stored part stops an import with what to do: `profiles` sets it aside, and the
 /// import then stores its rows again (the error said only that the checksum did not match).
 #[test]

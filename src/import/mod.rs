@@ -297,6 +297,15 @@ pub trait Reader: Send {
     fn format(&self) -> &'static str;
 }
 
+/// Set by [`stop`]: a file import stops at its next batch, nothing imported (its staging
+/// folder removed as for a bad row).
+static STOPPED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Stop the file import under way at its next batch (a user's Ctrl-C).
+pub fn stop() {
+    STOPPED.store(true, std::sync::atomic::Ordering::Relaxed);
+}
+
 /// Refuse a compressed or archived export, which no reader takes, saying what to do.
 fn refuse_packed(file: &std::fs::File, path: &Path) -> anyhow::Result<()> {
     let mut start = [0u8; 4];
@@ -466,6 +475,11 @@ pub fn run<R: Reader>(
                 }
             });
             for batch in rx {
+                anyhow::ensure!(
+                    !STOPPED.load(std::sync::atomic::Ordering::Relaxed),
+                    "stopped (Ctrl-C or SIGTERM): nothing of {} was imported",
+                    path.display()
+                );
                 let Some(mut batch) = batch? else { break };
                 if !batch.bad.is_empty() || bad_count > 0 {
                     bad_count += batch.bad.len();
