@@ -866,7 +866,7 @@ fn pause(
     let (kind, was) = crate::pauses::set(&named, &id, connector, on, crate::time::now_ms())?;
     // A `serve` started before `server.data_dir` changed in the file keeps its folder, and
     // reads its pauses there: said, rather than "held" while its contacts go out.
-    if !crate::dispatch::dispatching(&named.data_dir)? {
+    if !crate::dispatch::locks::dispatching(&named.data_dir)? {
         eprintln!(
             "note: no `serve` is dispatching from {} now: the change holds from its next start; a `serve` started before `server.data_dir` was changed in {} reads its pauses from its own folder (run this again with --data that folder)",
             named.data_dir.display(),

@@ -65,7 +65,7 @@ impl std::fmt::Display for Discarded {
             writeln!(f, "finished a discard that was cut short")?;
         }
         if self.beside {
-            writeln!(f, "{}", crate::dispatch::COUNTED_BESIDE)?;
+            writeln!(f, "{}", crate::dispatch::locks::COUNTED_BESIDE)?;
         }
         writeln!(f, "webhook: {}", self.webhook)?;
         writeln!(
@@ -99,7 +99,7 @@ impl std::fmt::Display for Discarded {
 /// a discard that was cut short.
 pub fn run(config: &Config, webhook: Option<&str>, dry_run: bool) -> anyhow::Result<Discarded> {
     let data_dir = &config.server.data_dir;
-    let rewriting = crate::dispatch::lock_rewriting(
+    let rewriting = crate::dispatch::locks::lock_rewriting(
         data_dir,
         dry_run,
         "its memory holds the webhook's receipts, which it would go on holding",

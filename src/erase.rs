@@ -120,7 +120,7 @@ pub struct Erased {
 impl std::fmt::Display for Erased {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         if self.beside {
-            writeln!(f, "{}", crate::dispatch::COUNTED_BESIDE)?;
+            writeln!(f, "{}", crate::dispatch::locks::COUNTED_BESIDE)?;
         }
         writeln!(f, "contact: {}", self.person.names())?;
         if self.rows.is_empty() && self.contacts == 0 {
@@ -168,7 +168,7 @@ pub fn run(
     dry_run: bool,
 ) -> anyhow::Result<Erased> {
     let data_dir = &config.server.data_dir;
-    let rewriting = crate::dispatch::lock_rewriting(
+    let rewriting = crate::dispatch::locks::lock_rewriting(
         data_dir,
         dry_run,
         "its memory holds the contact's receipts and profile, which it would write back",
