@@ -1,6 +1,7 @@
 //! `archive/{inbox,plan,outcomes}`: where finished receipts go once past the replay window, so
 //! start-up reads what is pending and recent, and where they are deleted after
-//! `[server] archive_days`. The dispatcher alone writes here.
+//! `[server] archive_days`; at start-up and once a day of the clock. The dispatcher alone
+//! writes here.
 
 use std::collections::HashSet;
 use std::path::Path;
@@ -8,7 +9,10 @@ use std::path::Path;
 use anyhow::Context;
 use ulid::Ulid;
 
-use super::ids::IdSet;
+use super::Dispatcher;
+use super::ids::{IdSet, ReceiptId};
+use super::startup::counts_toward_budget;
+use crate::datasets::outcomes::OutcomeRow;
 use crate::datasets::{ARCHIVE, inbox, outcomes, plan};
 use crate::store::Dataset;
 
@@ -106,4 +110,152 @@ pub(super) fn record_pruned(data_dir: &Path, at: i64) -> anyhow::Result<()> {
     crate::store::create_dir_durably(path.parent().expect("PRUNED_AT has a folder"))?;
     crate::store::write_durably(&path, at.to_string().as_bytes())?;
     Ok(())
+}
+
+impl Dispatcher {
+    /// Remove what the compactions of the datasets the dispatcher writes left on disk once
+    /// their grace is over ([`crate::store::SOURCE_GRACE`]): the next compaction of each may
+    /// be days away, and a reader of the folders that skips no intent sees those rows twice.
+    pub(super) fn finish_compactions(&self) {
+        let archive = self.data_dir.join(crate::datasets::ARCHIVE);
+        let archived = [inbox::NAME, plan::NAME, outcomes::NAME]
+            .into_iter()
+            .filter(|name| archive.join(name).is_dir())
+            .map(|name| Dataset::open(&archive, name));
+        let datasets = [Ok(self.plan_ds.clone()), outcomes::dataset(&self.data_dir)];
+        for dataset in datasets.into_iter().chain(archived) {
+            if let Err(e) = dataset.and_then(|d| d.finish_compactions()) {
+                tracing::warn!("cannot remove what a compaction left (will retry): {e:#}");
+            }
+        }
+    }
+
+    /// Once a day of the clock, what start-up does: the receipts finished and past the replay
+    /// window move to the archive and are forgotten, so a `serve` that runs for months holds
+    /// its last days' receipts in memory, not every one it sent.
+    pub(super) fn archive_if_due(&mut self, now: i64) {
+        if !a_day_after(self.archived_at_ms, now) {
+            return;
+        }
+        // A crash would replay such a part's log segment, rows moved and forgotten included.
+        // Most likely a flush between writing its part and removing its segment: next tick.
+        match inbox::any_part_logged(&self.data_dir) {
+            Ok(false) => {}
+            Ok(true) => return,
+            Err(e) => {
+                tracing::warn!("cannot list the inbox log (archiving waits): {e:#}");
+                return;
+            }
+        }
+        self.archived_at_ms = now;
+        match self.archive_settled(now) {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(
+                receipts = n,
+                "finished receipts older than the replay window moved to archive/"
+            ),
+            Err(e) => {
+                tracing::warn!("cannot archive finished receipts (will try again in a day): {e:#}")
+            }
+        }
+    }
+
+    /// Once a day of the clock (across starts), delete the archived receipts
+    /// received more than `days` ago (`[server] archive_days`; `None` keeps them).
+    pub(super) fn prune_if_due(&mut self, days: Option<u32>, now: i64) {
+        let Some(days) = days else {
+            return;
+        };
+        if !a_day_after(self.pruned_at_ms, now) {
+            return;
+        }
+        self.pruned_at_ms = now;
+        let pruned = prune(&self.data_dir, now - i64::from(days) * crate::time::DAY_MS)
+            .and_then(|rows| record_pruned(&self.data_dir, now).map(|()| rows));
+        match pruned {
+            Ok(0) => {}
+            Ok(rows) => tracing::info!(
+                rows,
+                days,
+                "archived receipts older than archive_days deleted"
+            ),
+            Err(e) => tracing::warn!(
+                "cannot delete archived receipts older than archive_days (will try again in a day): {e:#}"
+            ),
+        }
+    }
+
+    /// Archive the finished receipts received before the replay window and forget them; how
+    /// many.
+    fn archive_settled(&mut self, now: i64) -> anyhow::Result<usize> {
+        let outcomes = outcomes::read(&outcomes::dataset(&self.data_dir)?)?;
+        let settling = Settling::new(&outcomes, now, now);
+        let settled: HashSet<String> = plan::read(&self.plan_ds)?
+            .into_iter()
+            .filter(|p| settling.settles(p) && self.done.contains(&ReceiptId::new(&p.receipt_id)))
+            .map(|p| p.receipt_id)
+            .collect();
+        if settled.is_empty() {
+            return Ok(0);
+        }
+        move_settled(&self.data_dir, &settled)?;
+        forget(&mut self.done, &settled);
+        Ok(settled.len())
+    }
+}
+
+/// Whether a day-long pace's next run is due at `now`, the last having run at `last`: a day
+/// after it, or at once when the clock went back past it (set ahead, then corrected, it would
+/// wait as long as it was ahead).
+pub(super) fn a_day_after(last: i64, now: i64) -> bool {
+    !(0..crate::time::DAY_MS).contains(&now.saturating_sub(last))
+}
+
+/// Which finished receipts may leave for the archive, at start-up and once a day.
+pub(super) struct Settling {
+    /// Received before this: past the replay window.
+    before: i64,
+    /// Receipts with calls the daily budget counts: kept until those calls are older, or a
+    /// restart would not count them.
+    counted: HashSet<String>,
+}
+
+impl Settling {
+    /// As of `replay_now` (the replay window's clock) and `now` (the budget's), from the
+    /// outcome rows not archived.
+    pub(super) fn new(outcomes: &[OutcomeRow], replay_now: i64, now: i64) -> Self {
+        Settling {
+            before: replay_now - crate::datasets::pending::REPLAY_WINDOW_MS,
+            counted: outcomes
+                .iter()
+                .filter(|r| counts_toward_budget(r, now))
+                .map(|r| r.receipt_id.clone())
+                .collect(),
+        }
+    }
+
+    /// Whether `p`, once finished, settles.
+    pub(super) fn settles(&self, p: &plan::PlanRow) -> bool {
+        p.received_at_ms < self.before && self.counts_no_call_of(&p.receipt_id)
+    }
+
+    /// Whether the daily budget counts none of the calls of `receipt`.
+    pub(super) fn counts_no_call_of(&self, receipt: &str) -> bool {
+        !self.counted.contains(receipt)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_daily_run_is_due_a_day_on_or_once_the_clock_went_back() {
+        let day = crate::time::DAY_MS;
+        assert!(a_day_after(i64::MIN, 0), "never run");
+        assert!(!a_day_after(0, day - 1));
+        assert!(a_day_after(0, day));
+        // The last run was stamped by a clock since set back: waiting would last the step.
+        assert!(a_day_after(3 * day, day));
+    }
 }
