@@ -2345,6 +2345,82 @@ fn posts_that_cannot_reach_parquet_wait_in_the_log_and_status_says_why() {
     server.stop();
 }
 
+/// A disk where nothing can be written (here a file size limit of 0 set on the running
+/// `serve`: each write fails, as on a full disk) gets posts answered 503, said on `/status`,
+/// and leaves no file per retry: an earlier version left an empty log segment each time the
+/// writer tried again (92 in 45 s). Once writes succeed, posts are taken and sent again.
+#[test]
+fn a_disk_that_takes_no_write_refuses_posts_and_leaves_no_file_per_try() {
+    // Past its file size limit a process gets SIGXFSZ, which ends it; ignored here (and so in
+    // the `serve` this test starts), the write fails instead, as one on a full disk does.
+    unsafe { libc::signal(libc::SIGXFSZ, libc::SIG_IGN) };
+    let file_size_limit = |pid: u32, bytes: libc::rlim_t| {
+        let limit = libc::rlimit {
+            rlim_cur: bytes,
+            rlim_max: libc::RLIM_INFINITY,
+        };
+        let set =
+            unsafe { libc::prlimit(pid as i32, libc::RLIMIT_FSIZE, &limit, std::ptr::null_mut()) };
+        assert_eq!(set, 0, "{}", std::io::Error::last_os_error());
+    };
+    let rt = runtime();
+    let standin = rt.block_on(StandIn::start(Options::default())).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let config = write_config(dir.path(), &standin.url(), "", &[&HOOKS[3]]);
+    let server = start(&config, &data, None, &[]);
+    let email = "before@example.com";
+    standin.add_contact(email, 8960);
+    post(&server, "fatigue", 8960, email);
+    wait_enrolled(&standin, &server, "104", email);
+    let wal = data.join("wal");
+    let segments = || std::fs::read_dir(&wal).unwrap().count();
+    let before = segments();
+
+    file_size_limit(server.child.id(), 0);
+    let client = common::http();
+    let body = |vid: u64| {
+        format!(
+            r#"{{"vid": {vid}, "canonical-vid": {vid}, "portal-id": 62515, "properties": {{"email": {{"value": "refused{vid}@example.com"}}}}}}"#
+        )
+    };
+    // Five seconds of posts: the writer tries again at each.
+    for vid in 8970..8990 {
+        let status = common::post_signed(&client, &server, SECRET, "/hooks/fatigue", body(vid));
+        assert_eq!(status, 503, "a post answered {status} with nothing written");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    assert!(write_error(&server, "inbox").is_some(), "not on /status");
+    let left = segments();
+    assert!(left <= before + 1, "{left} log segments, {before} before");
+
+    file_size_limit(server.child.id(), libc::RLIM_INFINITY);
+    let email = "after@example.com";
+    standin.add_contact(email, 8991);
+    eventually(Duration::from_secs(20), || {
+        let status = common::post_signed(
+            &client,
+            &server,
+            SECRET,
+            "/hooks/fatigue",
+            body(8991).replace("refused8991", "after"),
+        );
+        (status == 200).then_some(())
+    })
+    .expect("posts taken once writes succeed");
+    wait_enrolled(&standin, &server, "104", email);
+    eventually(Duration::from_secs(10), || {
+        write_error(&server, "inbox").is_none().then_some(())
+    })
+    .expect("/status says nothing once writes succeed");
+    server.stop();
+    let sent = enrollments(&standin.log());
+    assert!(
+        sent.keys().all(|(_, e)| !e.starts_with("refused")),
+        "a refused post was sent: {sent:?}"
+    );
+}
+
 /// What `/status` says of the last failed write to `dataset`, if anything.
 fn write_error(server: &Server, dataset: &str) -> Option<String> {
     let status: serde_json::Value = common::get(server.admin_url("/status"))
