@@ -462,6 +462,51 @@ fn duplicates_answer_200_and_store_nothing_even_after_a_restart() {
     assert_eq!(inbox(dir.path()).height(), 2);
 }
 
+/// HubSpot merges contacts: a post of the merged contact names the ones merged into it
+/// (`merged-vids`). One of them still waiting on the same webhook is the same person, so the
+/// post is a duplicate of that receipt, also after a restart (it was taken and sent twice).
+#[test]
+fn a_merged_contact_is_a_duplicate_of_a_receipt_of_a_contact_merged_into_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let merged = |vid: i64, email: &str, ids: &str| {
+        let body = String::from_utf8(contact_body(vid, email)).unwrap();
+        assert!(body.contains(r#""merged-vids": []"#), "the fixture changed");
+        body.replace(r#""merged-vids": []"#, &format!(r#""merged-vids": {ids}"#))
+            .into_bytes()
+    };
+    let server = start(dir.path());
+    let (_, first) = post(
+        &server,
+        "nurture",
+        &contact_body(102, "bob@example.com"),
+        Sig::V3,
+    );
+    assert_eq!(first["status"], "accepted");
+    let after_merge = merged(101, "ada@example.com", "[102]");
+    let (status, again) = post(&server, "nurture", &after_merge, Sig::V3);
+    assert_eq!((status, again["status"].as_str()), (200, Some("duplicate")));
+    assert_eq!(again["receipt_id"], first["receipt_id"]);
+    // Another contact's merges, or another webhook, are new receipts.
+    let (_, other) = post(
+        &server,
+        "nurture",
+        &merged(103, "cy@example.com", "[104]"),
+        Sig::V3,
+    );
+    assert_eq!(other["status"], "accepted");
+    let (_, elsewhere) = post(&server, "big-list", &after_merge, Sig::V3);
+    assert_eq!(elsewhere["status"], "accepted");
+    server.stop();
+
+    let server = start(dir.path());
+    let replay_free = merged(101, "ada@example.com", r#"[102, "105"]"#);
+    let (_, later) = post(&server, "nurture", &replay_free, Sig::V3);
+    assert_eq!(later["status"], "duplicate");
+    assert_eq!(later["receipt_id"], first["receipt_id"]);
+    server.stop();
+    assert_eq!(inbox(dir.path()).height(), 3);
+}
+
 /// `allow_unsigned` takes unsigned posts, warned about, until the endpoint has taken a signed
 /// one (with `min_signature_version = "auto"`).
 #[test]

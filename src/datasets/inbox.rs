@@ -187,6 +187,8 @@ pub enum StoreError {
 
 struct Request {
     receipt: Receipt,
+    /// Contacts merged into the receipt's ([`crate::receiver::payload::Contact::merged_ids`]).
+    merged_ids: Vec<i64>,
     reply: oneshot::Sender<Result<Stored, StoreError>>,
 }
 
@@ -339,9 +341,17 @@ impl Inbox {
     }
 
     /// Store a receipt durably, or report the pending one it repeats.
-    pub async fn store(&self, receipt: Receipt) -> Result<Stored, StoreError> {
+    pub async fn store(
+        &self,
+        receipt: Receipt,
+        merged_ids: Vec<i64>,
+    ) -> Result<Stored, StoreError> {
         let (reply, rx) = oneshot::channel();
-        match self.tx.try_send(Request { receipt, reply }) {
+        match self.tx.try_send(Request {
+            receipt,
+            merged_ids,
+            reply,
+        }) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) => return Err(StoreError::Busy),
             Err(TrySendError::Disconnected(_)) => return Err(StoreError::ShuttingDown),
@@ -448,8 +458,21 @@ impl Writer {
         let started = Instant::now();
         let mut new = Vec::new();
         let mut replies = Vec::with_capacity(batch.len());
-        for Request { receipt, reply } in batch {
-            match self.pending.insert(receipt.contact(), &receipt.receipt_id) {
+        for Request {
+            receipt,
+            merged_ids,
+            reply,
+        } in batch
+        {
+            // A contact merged into this one still waits here: the same person.
+            let waiting = self
+                .pending
+                .waiting_for_any(&receipt.webhook_id, &merged_ids);
+            let repeat = match waiting {
+                Some(existing) => Err(Repeat::Waiting(existing)),
+                None => self.pending.insert(receipt.contact(), &receipt.receipt_id),
+            };
+            match repeat {
                 Err(Repeat::Waiting(existing)) => {
                     let answer = self.pending.answer_of(&existing);
                     replies.push((reply, Stored::Duplicate(existing, answer)))

@@ -137,6 +137,19 @@ impl PendingSet {
         Ok(())
     }
 
+    /// The receipt still waiting on `webhook_id` for one of the contacts `ids` (those merged
+    /// into a contact posted now: its receipt waits for the same person).
+    pub fn waiting_for_any(&self, webhook_id: &str, ids: &[i64]) -> Option<String> {
+        if ids.is_empty() {
+            return None;
+        }
+        let state = self.inner.lock().unwrap();
+        ids.iter().find_map(|id| {
+            let key = (webhook_id.to_string(), id.to_string());
+            state.pending.get(&key).cloned()
+        })
+    }
+
     /// Record what execution `receipt_id`, just inserted, was answered (kept until it is
     /// released).
     pub fn answered(&self, receipt_id: &str, answer: Answered) {

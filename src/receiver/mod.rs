@@ -460,9 +460,13 @@ fn stored_signature(
 }
 
 /// Store a receipt; count what became of it.
-async fn store(state: &AppState, receipt: Receipt) -> Result<Stored, Refusal> {
+async fn store(
+    state: &AppState,
+    receipt: Receipt,
+    merged_ids: Vec<i64>,
+) -> Result<Stored, Refusal> {
     let webhook = receipt.webhook_id.clone();
-    let stored = state.inbox.store(receipt).await?;
+    let stored = state.inbox.store(receipt, merged_ids).await?;
     let post = match &stored {
         Stored::New(_) => {
             state.metrics.accepted.inc();
@@ -549,7 +553,7 @@ async fn accept_contact(state: &AppState, post: Authenticated) -> Result<Stored,
         time_zone: contact.time_zone,
         hold_ends_ms: None,
     };
-    let stored = store(state, receipt).await?;
+    let stored = store(state, receipt, contact.merged_ids).await?;
     raise_floor(state, &connector, &webhook.id, signature, now_ms).await;
     Ok(stored)
 }
@@ -593,7 +597,7 @@ async fn accept_execution(state: &AppState, post: Authenticated) -> Result<Optio
         // later): planning keeps to it, even if the config's window changes first.
         hold_ends_ms: (!connector.dry_run).then_some(received_at_ms + hold_ms),
     };
-    let stored = store(state, receipt).await?;
+    let stored = store(state, receipt, Vec::new()).await?;
     raise_floor(state, &connector, &webhook.id, signature, now_ms).await;
     Ok(match stored {
         // A retry: the first answer (one in dry run never gets a hold it would keep).

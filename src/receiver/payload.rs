@@ -20,7 +20,13 @@ pub struct Contact {
     /// The contact's time zone as the body gives it (HubSpot writes `america_slash_new_york`).
     pub time_zone: Option<String>,
     pub portal: Portal,
+    /// The ids of contacts merged into this one (`merged-vids`), at most
+    /// [`MAX_MERGED_IDS`]: a receipt of one of them still waiting is this contact's.
+    pub merged_ids: Vec<i64>,
 }
+
+/// HubSpot lets a contact be merged 250 times; ids past that are not read.
+pub const MAX_MERGED_IDS: usize = 250;
 
 /// The portal a body names: unlike a contact id, one that is present must be a valid
 /// integer, or the portal check could be slipped past (`99999.0`, `"99999x"`).
@@ -68,6 +74,7 @@ struct Body<'a> {
     zone: Option<Cow<'a, str>>,
     properties: Option<Properties<'a>>,
     identity_profiles: Option<Vec<Entry<IdentityProfile<'a>>>>,
+    merged_vids: Option<Vec<Id>>,
 }
 
 /// The properties read, each as a v1 property object or a plain value (the CRM objects'
@@ -191,6 +198,7 @@ impl<'de> de::Visitor<'de> for BodySeed<'_> {
                 "properties" => {
                     b.properties = map.next_value_seed(PropertiesSeed { zone: self.zone })?
                 }
+                "merged-vids" => b.merged_vids = map.next_value::<Entry<Vec<Id>>>()?.into_read(),
                 "identity-profiles" => {
                     b.identity_profiles = map.next_value::<Entry<Vec<_>>>()?.into_read()
                 }
@@ -338,10 +346,18 @@ pub fn parse(body: &[u8], zone_property: &str) -> Result<Contact, PayloadError> 
         .or(b.zone.take())
         .map(|z| z.trim().to_string())
         .filter(|z| !z.is_empty() && z.len() <= MAX_ZONE_CHARS);
+    let mut merged_ids: Vec<i64> = (b.merged_vids.iter().flatten())
+        .filter_map(|id| id.0)
+        .filter(|id| *id > 0 && Some(*id) != contact_id)
+        .take(MAX_MERGED_IDS)
+        .collect();
+    merged_ids.sort_unstable();
+    merged_ids.dedup();
     Ok(Contact {
         contact_id,
         email,
         time_zone,
+        merged_ids,
         portal: match b.portal_id {
             Portal::Absent => b.portal_id_flat,
             named => named,
@@ -472,6 +488,7 @@ mod tests {
                 email: Some("ada@example.com".into()),
                 time_zone: None,
                 portal: Portal::Id(62515),
+                merged_ids: vec![],
             }
         );
     }
@@ -504,6 +521,22 @@ mod tests {
     fn canonical_vid_wins_over_vid_after_a_merge() {
         let body = br#"{"vid": 1, "canonical-vid": 2, "properties": {}}"#;
         assert_eq!(parse(body).unwrap().contact_id, Some(2));
+    }
+
+    #[test]
+    fn merged_ids_are_read_bounded_and_odd_ones_left_out() {
+        let merged = |json: &str| {
+            parse(format!(r#"{{"vid": 1, "canonical-vid": 2, "merged-vids": {json}}}"#).as_bytes())
+                .unwrap()
+                .merged_ids
+        };
+        assert_eq!(merged("[7, \"5\", 7, 2, -3, \"x\", null]"), vec![5, 7]);
+        assert_eq!(merged("{}"), Vec::<i64>::new(), "not a list");
+        let many: Vec<String> = (10..1010).map(|i| i.to_string()).collect();
+        assert_eq!(
+            merged(&format!("[{}]", many.join(","))).len(),
+            MAX_MERGED_IDS
+        );
     }
 
     #[test]
