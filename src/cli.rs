@@ -1142,8 +1142,7 @@ fn import(
 /// imported (it ended without a word, its staging folder left for the next import to remove);
 /// a second one ends the process at once (an import waiting for `events.lock` reads no batch).
 fn stop_import_on_signals() -> anyhow::Result<()> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (ready, installed) = std::sync::mpsc::channel::<std::io::Result<()>>();
+    let (ready, installed) = std::sync::mpsc::channel::<anyhow::Result<()>>();
     std::thread::Builder::new()
         .name("signals".into())
         .spawn(move || {
@@ -1152,21 +1151,18 @@ fn stop_import_on_signals() -> anyhow::Result<()> {
                 .build();
             let runtime = match runtime {
                 Ok(runtime) => runtime,
-                Err(e) => return drop(ready.send(Err(e))),
+                Err(e) => return drop(ready.send(Err(e.into()))),
             };
             runtime.block_on(async move {
-                let (mut int, mut term) = match (
-                    signal(SignalKind::interrupt()),
-                    signal(SignalKind::terminate()),
-                ) {
-                    (Ok(int), Ok(term)) => (int, term),
-                    (Err(e), _) | (_, Err(e)) => return drop(ready.send(Err(e))),
+                let mut signals = match crate::serve::Signals::install() {
+                    Ok(signals) => signals,
+                    Err(e) => return drop(ready.send(Err(e))),
                 };
                 let _ = ready.send(Ok(()));
-                tokio::select! { _ = int.recv() => {}, _ = term.recv() => {} }
+                signals.next().await;
                 crate::import::stop();
                 eprintln!("stopping: nothing will be imported (Ctrl-C again to quit at once)");
-                tokio::select! { _ = int.recv() => {}, _ = term.recv() => {} }
+                signals.next().await;
                 std::process::exit(130);
             });
         })?;

@@ -336,14 +336,14 @@ async fn serve_http(
 /// SIGINT and SIGTERM, listened for from before the first task starts to exit: a signal between two
 /// waits for one is kept, not lost. One during start-up ends the process at once, as by
 /// default (start-up is safe to kill: it reads, and finishes or clears what a kill left, each
-/// step of which a kill leaves for the next start).
-struct Signals {
+/// step of which a kill leaves for the next start). A file import listens with it too.
+pub(crate) struct Signals {
     int: tokio::signal::unix::Signal,
     term: tokio::signal::unix::Signal,
 }
 
 impl Signals {
-    fn install() -> anyhow::Result<Signals> {
+    pub(crate) fn install() -> anyhow::Result<Signals> {
         use tokio::signal::unix::{SignalKind, signal};
         Ok(Signals {
             int: signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?,
@@ -352,7 +352,7 @@ impl Signals {
     }
 
     /// The next signal's name.
-    async fn next(&mut self) -> &'static str {
+    pub(crate) async fn next(&mut self) -> &'static str {
         tokio::select! {
             _ = self.int.recv() => "SIGINT",
             _ = self.term.recv() => "SIGTERM",
