@@ -144,9 +144,15 @@ impl PendingSet {
             return None;
         }
         let state = self.inner.lock().unwrap();
-        ids.iter().find_map(|id| {
-            let key = (webhook_id.to_string(), id.to_string());
-            state.pending.get(&key).cloned()
+        ids.iter().find_map(|&id| {
+            let merged = Contact {
+                webhook_id,
+                contact_id: Some(id),
+                email: None,
+                callback_id: None,
+                body: None,
+            };
+            state.pending.get(&merged.key()).cloned()
         })
     }
 
