@@ -2379,11 +2379,7 @@ fn a_disk_that_takes_no_write_refuses_posts_and_leaves_no_file_per_try() {
 
     file_size_limit(server.child.id(), 0);
     let client = common::http();
-    let body = |vid: u64| {
-        format!(
-            r#"{{"vid": {vid}, "canonical-vid": {vid}, "portal-id": 62515, "properties": {{"email": {{"value": "refused{vid}@example.com"}}}}}}"#
-        )
-    };
+    let body = |vid: u64| common::contact_body(vid, &format!("refused{vid}@example.com"));
     // Five seconds of posts: the writer tries again at each.
     for vid in 8970..8990 {
         let status = common::post_signed(&client, &server, SECRET, "/hooks/fatigue", body(vid));
@@ -2403,7 +2399,7 @@ fn a_disk_that_takes_no_write_refuses_posts_and_leaves_no_file_per_try() {
             &server,
             SECRET,
             "/hooks/fatigue",
-            body(8991).replace("refused8991", "after"),
+            common::contact_body(8991, email),
         );
         (status == 200).then_some(())
     })
