@@ -94,6 +94,144 @@ fn a_record_hubspot_reports_missing_fails_alone_in_its_batch() {
     assert_eq!(standin.list_members("987"), ["8001"]);
 }
 
+/// HubSpot enrolls by email. A contact whose address was changed in HubSpot after its post
+/// is not found by the old one (404): its address now is read by its id, and it is enrolled
+/// by that (an earlier version failed it for good). One whose first read fails (a 502) is
+/// read again and enrolled; a deleted one fails, saying so; one whose address did not change
+/// is enrolled without a read.
+#[test]
+fn a_contact_whose_email_changed_after_its_post_is_enrolled_by_its_address_now() {
+    let rt = runtime();
+    let standin = rt
+        .block_on(StandIn::start(Options {
+            token: TOKEN.into(),
+            ..Options::default()
+        }))
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let config = write_config(dir.path(), &standin.url(), "", &[&HOOKS[3]]);
+    let posted = receive_only(&config, &data, &standin, ("posted", 4), 7001);
+    standin.change_email(7001, "moved@example.com");
+    standin.change_email(7003, "moved-later@example.com");
+    standin.delete_contact(7004);
+    standin.inject(
+        Injection::next(Fault::Status {
+            status: 502,
+            message: "Bad Gateway".into(),
+        })
+        .on("/crm/objects/2026-03/contacts/7003"),
+    );
+    let server = start(&config, &data, None, &[]);
+    let rows = eventually(Duration::from_secs(30), || {
+        let rows = outcomes(&data);
+        let last: Vec<OutcomeRow> = rows.into_iter().filter(|r| r.status.is_final()).collect();
+        (last.len() == 4).then_some(last)
+    })
+    .unwrap_or_else(|| panic!("not all final; logs:\n{}", server.logs()));
+    server.stop();
+    let receipt_of = |email: &str| {
+        plans(&data)
+            .into_iter()
+            .find(|p| p.email.as_deref() == Some(email))
+            .unwrap()
+            .receipt_id
+    };
+    let final_of = |email: &str| {
+        let id = receipt_of(email);
+        rows.iter().find(|r| r.receipt_id == id).unwrap().clone()
+    };
+    let reads = |vid: u64| {
+        let path = format!("/crm/objects/2026-03/contacts/{vid}");
+        standin
+            .log()
+            .iter()
+            .filter(|e| e.method == "GET" && e.path == path)
+            .count()
+    };
+    for (posted, now, vid, read) in [
+        (&posted[0], "moved@example.com", 7001, 1),
+        (&posted[2], "moved-later@example.com", 7003, 2),
+    ] {
+        let row = final_of(posted);
+        assert_eq!(row.status, Status::Enrolled, "{row:?}");
+        assert!(
+            row.message
+                .as_deref()
+                .is_some_and(|m| m.contains("address now")),
+            "{row:?}"
+        );
+        assert_eq!(standin.enrollments_of(now), [104], "{now}");
+        assert_eq!(reads(vid), read, "reads of {vid}");
+    }
+    // The failed read put no doubt on the enrollment HubSpot had refused: its enrollments
+    // were not checked.
+    let checks = standin
+        .log()
+        .iter()
+        .filter(|e| e.path.starts_with("/automation/v2/workflows/enrollments/"))
+        .count();
+    assert_eq!(checks, 0);
+    let unchanged = final_of(&posted[1]);
+    assert_eq!(unchanged.status, Status::Enrolled);
+    assert_eq!(unchanged.message, None);
+    assert_eq!(
+        reads(7002),
+        0,
+        "an address that still finds its contact is not read"
+    );
+    let deleted = final_of(&posted[3]);
+    assert_eq!(deleted.status, Status::Failed, "{deleted:?}");
+    assert!(
+        deleted
+            .message
+            .as_deref()
+            .is_some_and(|m| m.contains("does not exist") && m.contains("no longer exists")),
+        "{deleted:?}"
+    );
+    assert_eq!(reads(7004), 1);
+    // Each contact enrolled once, none by an address it no longer has.
+    let enrolled = enrollments(&standin.log());
+    assert_eq!(enrolled.values().sum::<usize>(), 3, "{enrolled:?}");
+}
+
+/// A token without the scope to read contacts (`crm.objects.contacts.read`): a contact whose
+/// address changed fails as before, its message naming the scope to grant, and the
+/// connector's other enrollments go on (the read's refusal does not hold them).
+#[test]
+fn without_the_contacts_read_scope_a_changed_address_fails_naming_it() {
+    let rt = runtime();
+    let standin = rt
+        .block_on(StandIn::start(Options {
+            token: TOKEN.into(),
+            scopes: Some(vec!["automation".into()]),
+            ..Options::default()
+        }))
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let config = write_config(dir.path(), &standin.url(), "", &[&HOOKS[3]]);
+    let posted = receive_only(&config, &data, &standin, ("scoped", 3), 7101);
+    standin.change_email(7101, "moved@example.com");
+    let server = start(&config, &data, None, &[]);
+    let rows = eventually(Duration::from_secs(30), || {
+        let rows = outcomes(&data);
+        let last: Vec<OutcomeRow> = rows.into_iter().filter(|r| r.status.is_final()).collect();
+        (last.len() == 3).then_some(last)
+    })
+    .unwrap_or_else(|| panic!("not all final; logs:\n{}", server.logs()));
+    server.stop();
+    let failed: Vec<&OutcomeRow> = rows.iter().filter(|r| r.status == Status::Failed).collect();
+    assert_eq!(failed.len(), 1, "{rows:?}");
+    assert!(
+        failed[0].message.as_deref().is_some_and(
+            |m| m.contains("does not exist") && m.contains("crm.objects.contacts.read")
+        ),
+        "{rows:?}"
+    );
+    enrolled_once(&standin, "104", &posted[1..]);
+}
+
 /// A token without the lists scope: its list adds wait (HubSpot's `MISSING_SCOPES` 403),
 /// while the connector's enrollments go on (an earlier version paused the whole connector, so
 /// one list webhook held every enrollment).

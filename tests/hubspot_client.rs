@@ -122,6 +122,57 @@ async fn enroll_is_remembered_and_read_back() {
     assert_eq!((log[1].method.as_str(), log[1].status), ("POST", Some(204)));
 }
 
+/// A contact read by id answers its primary address now: after a change, the old address no
+/// longer enrolls, a merge's secondary one still does; a deleted contact is HubSpot's 404, a
+/// contact without an address `None`, and a token without the read scope a missing scope.
+#[tokio::test]
+async fn a_contacts_address_now_is_read_by_its_id() {
+    let s = standin(Options::default()).await;
+    let c = client(&s);
+    s.add_contact("First@example.com", 5);
+    s.add_contact("merged@example.com", 5);
+    assert_eq!(
+        c.contact_email(5).await.unwrap().as_deref(),
+        Some("first@example.com")
+    );
+    s.change_email(5, "second@example.com");
+    assert_eq!(
+        c.contact_email(5).await.unwrap().as_deref(),
+        Some("second@example.com")
+    );
+    assert!(matches!(
+        c.enroll(1, "first@example.com").await,
+        Err(ApiError::Permanent { status: 404, .. })
+    ));
+    c.enroll(1, "merged@example.com").await.unwrap();
+    let read = s.log().into_iter().find(|e| e.method == "GET").unwrap();
+    assert_eq!(read.path, "/crm/objects/2026-03/contacts/5");
+    assert_eq!(read.query.as_deref(), Some("properties=email"));
+    s.delete_contact(5);
+    assert!(matches!(
+        c.contact_email(5).await,
+        Err(ApiError::Permanent { status: 404, .. })
+    ));
+    s.inject(Injection::next(Fault::Json(serde_json::json!({
+        "id": "6",
+        "properties": {"email": null, "hs_object_id": "6"},
+        "archived": false,
+    }))));
+    assert_eq!(c.contact_email(6).await.unwrap(), None);
+    let scoped = standin(Options {
+        scopes: Some(vec!["automation".into()]),
+        ..Options::default()
+    })
+    .await;
+    scoped.add_contact("first@example.com", 5);
+    match client(&scoped).contact_email(5).await {
+        Err(ApiError::MissingScopes { scopes, .. }) => {
+            assert_eq!(scopes, ["crm.objects.contacts.read"])
+        }
+        other => panic!("expected a missing scope, got {other:?}"),
+    }
+}
+
 #[tokio::test]
 async fn list_add_reports_added_and_missing_and_is_idempotent() {
     let s = standin(Options::default()).await;

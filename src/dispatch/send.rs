@@ -113,6 +113,15 @@ pub struct Ctx {
     pub holds: std::collections::HashMap<String, Option<i64>>,
 }
 
+/// Why a contact's address now is not known.
+enum Lookup {
+    /// The read could not be made now (a pause, the budget): what follows for the contact.
+    Later(Next),
+    /// HubSpot has no contact of that id (deleted).
+    Gone,
+    Failed(ApiError),
+}
+
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Decision {
     /// Wait this long here, then call again.
@@ -222,6 +231,25 @@ impl Ctx {
             return Err(next);
         }
         Ok(call)
+    }
+
+    /// `item`'s contact's email address now, read by its id `vid` (a call of its budget).
+    async fn address_now(
+        &self,
+        link: &Link,
+        item: &Pending,
+        vid: u64,
+    ) -> Result<Option<String>, Lookup> {
+        let call = self
+            .admit(link, Action::Enroll, &[&item.webhook_id], true)
+            .await
+            .map_err(Lookup::Later)?;
+        self.count_call(link, self.now());
+        match call.contact_email(vid).await {
+            Ok(address) => Ok(address),
+            Err(ApiError::Permanent { status: 404, .. }) => Err(Lookup::Gone),
+            Err(e) => Err(Lookup::Failed(e)),
+        }
     }
 
     /// The call about to be made, for the daily budget.
@@ -534,7 +562,7 @@ pub async fn enroll(
         return done_if_recorded(&ctx, r, item).await;
     }
     let target = workflow.to_string();
-    let Some(email) = item
+    let Some(mut email) = item
         .email
         .as_deref()
         .filter(|e| !e.is_empty())
@@ -556,6 +584,9 @@ pub async fn enroll(
         tracing::warn!(receipt = %item.receipt_id, webhook = %item.webhook_id, "enroll failed: the contact has no email address");
         return done_if_recorded(&ctx, r, item).await;
     };
+    // Whether the contact's address now was read by its id in this task (once is enough).
+    let mut looked_up = false;
+    let mut readdressed = false;
     loop {
         let call = match ctx
             .admit(&link, Action::Enroll, &[&item.webhook_id], true)
@@ -642,7 +673,14 @@ pub async fn enroll(
         }
         match call.enroll(workflow, &email).await {
             Ok(()) => {
-                let r = enrolled_row(&item, &link, workflow, ctx.now());
+                let mut r = enrolled_row(&item, &link, workflow, ctx.now());
+                if readdressed {
+                    r.message = Some(
+                        "enrolled by the contact's address now, read by its id: HubSpot had no \
+                         contact with the address it was posted with"
+                            .into(),
+                    );
+                }
                 // Until the row is durable the call stays in doubt, as after a crash; while
                 // this process runs, only the row is written again.
                 item.in_doubt = true;
@@ -650,10 +688,74 @@ pub async fn enroll(
                 item.enrolled_at_ms = r.at_ms;
                 return done_if_recorded(&ctx, r, item).await;
             }
-            Err(e) => {
+            Err(mut e) => {
+                // Whether this call may have enrolled the contact (not a read made after it).
+                let in_doubt = may_have_reached(&e);
+                // HubSpot enrolls by email: a contact whose address changed since its post is
+                // not found by the old one. Its id finds it, and its address now.
+                let mut note = None;
+                if !looked_up
+                    && matches!(e, ApiError::Permanent { status: 404, .. })
+                    && let Some(vid) = item.contact_id.filter(|v| *v > 0)
+                {
+                    looked_up = true;
+                    match ctx.address_now(&link, &item, vid as u64).await {
+                        Ok(Some(now)) if !now.eq_ignore_ascii_case(&email) => {
+                            item.email = Some(now.as_str().into());
+                            email = now;
+                            readdressed = true;
+                            continue;
+                        }
+                        Ok(_) => {}
+                        Err(Lookup::Later(next)) => {
+                            let mut r = row(
+                                &item,
+                                &link,
+                                Action::Enroll,
+                                &target,
+                                Status::Retrying,
+                                ctx.now(),
+                            );
+                            r.http_status = e.status();
+                            if let Next::Again(t) | Next::Held(t) = next {
+                                r.retry_at_ms = Some(t);
+                            }
+                            r.message = Some(format!(
+                                "{e}; the contact's address now is read by its id before it is \
+                                 sent again"
+                            ));
+                            ctx.record(vec![r]).await;
+                            return (item, next);
+                        }
+                        Err(Lookup::Gone) => {
+                            note = Some(format!(
+                                "the contact (id {vid}) no longer exists in HubSpot"
+                            ));
+                        }
+                        Err(Lookup::Failed(failed)) => {
+                            note = Some(format!(
+                                "its address now could not be read by its id: {failed}"
+                            ));
+                            // What holds every call (a refused token, a rate limit, an
+                            // outage) decides, and the address is read again; what is only
+                            // this read's (a missing read scope) leaves the 404 to stand.
+                            let holds_every_call = match &failed {
+                                ApiError::Permanent { status, .. } => matches!(status, 401 | 403),
+                                ApiError::MissingScopes { .. } | ApiError::BatchTooLarge { .. } => {
+                                    false
+                                }
+                                _ => true,
+                            };
+                            if holds_every_call {
+                                e = failed;
+                                looked_up = false;
+                            }
+                        }
+                    }
+                }
                 let decision =
                     ctx.decide_after(&link, Action::Enroll, &e, std::slice::from_mut(&mut item));
-                item.in_doubt = may_have_reached(&e);
+                item.in_doubt = in_doubt;
                 if item.in_doubt {
                     item.doubt_workflow = NonZeroU64::new(workflow);
                 }
@@ -665,7 +767,11 @@ pub async fn enroll(
                     Status::Retrying,
                     ctx.now(),
                 );
-                let r = failure_row(base, &e, &decision, ctx.now(), item.in_doubt);
+                let mut r = failure_row(base, &e, &decision, ctx.now(), item.in_doubt);
+                if let (Some(note), Some(message)) = (note, r.message.as_mut()) {
+                    message.push_str("; ");
+                    message.push_str(&note);
+                }
                 if matches!(decision, Decision::GiveUp) {
                     tracing::warn!(receipt = %item.receipt_id, webhook = %item.webhook_id, "enrollment failed: {e}");
                     return done_if_recorded(&ctx, r, item).await;

@@ -548,6 +548,11 @@ impl Client {
         self.admit().await.enrollments(vid).await
     }
 
+    /// [`Admitted::contact_email`], once admitted.
+    pub async fn contact_email(&self, vid: u64) -> Result<Option<String>, ApiError> {
+        self.admit().await.contact_email(vid).await
+    }
+
     /// [`Admitted::complete_callbacks`], once admitted.
     pub async fn complete_callbacks(&self, completions: &[Completion]) -> Result<(), ApiError> {
         self.admit().await.complete_callbacks(completions).await
@@ -761,6 +766,28 @@ impl Admitted<'_> {
             Answer::Many(all) => all,
             Answer::One(one) => vec![one],
         })
+    }
+
+    /// A contact's email address now, by its id
+    /// (`GET /crm/objects/2026-03/contacts/{id}?properties=email`); `None` when it has none.
+    /// A contact that no longer exists is HubSpot's 404.
+    pub async fn contact_email(self, vid: u64) -> Result<Option<String>, ApiError> {
+        let mut url = self.client.url(&paths::contact(vid));
+        url.query_pairs_mut().append_pair("properties", "email");
+        let resp = self.client.send(Method::GET, url, None, None).await?;
+        #[derive(Deserialize)]
+        struct Contact {
+            #[serde(default)]
+            properties: std::collections::HashMap<String, Option<String>>,
+        }
+        let contact: Contact = json_body(resp).await?;
+        Ok(contact
+            .properties
+            .get("email")
+            .cloned()
+            .flatten()
+            .map(|e| e.trim().to_string())
+            .filter(|e| !e.is_empty()))
     }
 
     /// Complete workflow-action callbacks in one call

@@ -34,6 +34,11 @@ pub fn enrollments(vid: u64) -> String {
     format!("/automation/v2/workflows/enrollments/contacts/{vid}")
 }
 
+/// A contact by its id (date-versioned).
+pub fn contact(vid: u64) -> String {
+    format!("/crm/objects/2026-03/contacts/{vid}")
+}
+
 /// A legacy workflow by its workflow id (v3; what enrollment takes).
 pub fn workflow(workflow_id: u64) -> String {
     format!("/automation/v3/workflows/{workflow_id}")

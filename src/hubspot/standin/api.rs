@@ -263,6 +263,36 @@ impl World {
         StatusCode::NO_CONTENT.into_response()
     }
 
+    /// A contact by id, with its primary `email` (the only property sendtime asks for) and
+    /// those HubSpot always adds.
+    pub(super) fn contact(&self, id: &str) -> Response {
+        let found = id
+            .parse::<u64>()
+            .ok()
+            .and_then(|vid| Some((vid, self.addresses.get(&vid)?)));
+        let Some((vid, email)) = found else {
+            return error(
+                StatusCode::NOT_FOUND,
+                "Object not found.  objectId are usually numeric.",
+                Some("OBJECT_NOT_FOUND"),
+            );
+        };
+        let created = "2026-01-05T09:30:00.000Z";
+        let body = json!({
+            "id": vid.to_string(),
+            "properties": {
+                "createdate": created,
+                "email": email,
+                "hs_object_id": vid.to_string(),
+                "lastmodifieddate": created,
+            },
+            "createdAt": created,
+            "updatedAt": created,
+            "archived": false,
+        });
+        (StatusCode::OK, axum::Json(body)).into_response()
+    }
+
     pub(super) fn enrollments_read(&self, vid: &str) -> Response {
         let Ok(vid) = vid.parse::<u64>() else {
             return error(

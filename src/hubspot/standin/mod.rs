@@ -233,7 +233,10 @@ struct World {
     daily_day: i64,
     rules: Vec<Rule>,
     rng: fastrand::Rng,
+    /// Contact id by email address, secondary addresses (a merge's) included.
     vids: HashMap<String, u64>,
+    /// Each contact's primary address, what reading it by id answers.
+    addresses: HashMap<u64, String>,
     enrollments: HashMap<u64, BTreeSet<u64>>,
     /// (contact, workflow) → when it was last enrolled, for [`Options::workflows_end_after`].
     enrolled_at: HashMap<(u64, u64), std::time::Instant>,
@@ -314,6 +317,7 @@ impl StandIn {
             daily_used: 0,
             rules: Vec::new(),
             vids: HashMap::new(),
+            addresses: HashMap::new(),
             enrollments: HashMap::new(),
             enrolled_at: HashMap::new(),
             lists: HashMap::new(),
@@ -401,12 +405,30 @@ impl StandIn {
     /// Make `email` a contact with HubSpot id `vid`, as a real account knows its contacts
     /// before anything is enrolled (so the enrollments read by id finds what was enrolled by
     /// email).
+    /// A second address of a contact already known is a secondary one (as a merge leaves).
     pub fn add_contact(&self, email: &str, vid: u64) {
-        self.world
-            .lock()
-            .unwrap()
-            .vids
-            .insert(email.to_ascii_lowercase(), vid);
+        let mut w = self.world.lock().unwrap();
+        let email = email.to_ascii_lowercase();
+        w.vids.insert(email.clone(), vid);
+        w.addresses.entry(vid).or_insert(email);
+    }
+
+    /// Change contact `vid`'s primary address to `email`, as someone editing the contact in
+    /// HubSpot: the old address no longer finds it.
+    pub fn change_email(&self, vid: u64, email: &str) {
+        let mut w = self.world.lock().unwrap();
+        let email = email.to_ascii_lowercase();
+        if let Some(old) = w.addresses.insert(vid, email.clone()) {
+            w.vids.remove(&old);
+        }
+        w.vids.insert(email, vid);
+    }
+
+    /// Delete contact `vid`: none of its addresses finds it, nor its id.
+    pub fn delete_contact(&self, vid: u64) {
+        let mut w = self.world.lock().unwrap();
+        w.vids.retain(|_, v| *v != vid);
+        w.addresses.remove(&vid);
     }
 
     /// Workflows `email` has been enrolled in.
@@ -577,6 +599,11 @@ impl World {
             (Method::GET, ["crm", "lists", "2026-03", list] | ["crm", "v3", "lists", list]) => {
                 self.list(list)
             }
+            (
+                Method::GET,
+                ["crm", "objects", "2026-03", "contacts" | "0-1", id]
+                | ["crm", "v3", "objects", "contacts", id],
+            ) => self.contact(id),
             (Method::GET, ["email", "public", "v1", "events"]) => self.events_page(uri),
             (
                 Method::POST,

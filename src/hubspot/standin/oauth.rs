@@ -114,6 +114,11 @@ pub(super) fn required_scope(method: &Method, segments: &[&str]) -> Option<&'sta
         } else {
             "crm.lists.write"
         }),
+        ["crm", "objects", ..] | ["crm", "v3", "objects", ..] => Some(if *method == Method::GET {
+            "crm.objects.contacts.read"
+        } else {
+            "crm.objects.contacts.write"
+        }),
         _ => None,
     }
 }
