@@ -13,7 +13,7 @@ use common::{
 };
 use sendtime::datasets::outcomes::{self, OutcomeRow, Status};
 use sendtime::datasets::plan::{self, PlanRow};
-use sendtime::hubspot::standin::{Fault, Injection, LogEntry, Options, StandIn};
+use sendtime::hubspot::standin::{Fault, Injection, ListKind, LogEntry, Options, StandIn};
 use sendtime::receiver::signature::sign_v2;
 use sendtime::store::Dataset;
 
@@ -230,6 +230,130 @@ fn without_the_contacts_read_scope_a_changed_address_fails_naming_it() {
         "{rows:?}"
     );
     enrolled_once(&standin, "104", &posted[1..]);
+}
+
+/// A workflow deleted in HubSpot and a list made DYNAMIC: their contacts wait, queued, none
+/// failed, and `/status` says which target and why, while the webhook whose target is fine
+/// goes on. Once the config names another workflow, its contacts go there; once the list
+/// takes changes again, the next try after the hold lists its contacts. An earlier version
+/// failed every contact that came due, for good.
+#[test]
+fn a_deleted_workflow_or_a_dynamic_list_holds_its_contacts_until_fixed() {
+    let rt = runtime();
+    let standin = rt
+        .block_on(StandIn::start(Options {
+            token: TOKEN.into(),
+            workflows: vec![101, 105],
+            lists: vec![("987".into(), ListKind::Dynamic)],
+            ..Options::default()
+        }))
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let clock = dir.path().join("clock");
+    let t0 = now_ms();
+    set_clock(&clock, t0);
+    let fine = Hook {
+        id: "fine",
+        kind: "IMMEDIATE",
+        target: "workflow_id = 101",
+    };
+    let hooks = [&HOOKS[3], &HOOKS[4], &fine];
+    let config = write_config(dir.path(), &standin.url(), "", &hooks);
+    let server = start(&config, &data, Some(&clock), &[]);
+    let mut fatigue = Vec::new();
+    for i in 0..3u64 {
+        let email = format!("gone{i}@example.com");
+        standin.add_contact(&email, 7300 + i);
+        post(&server, "fatigue", 7300 + i, &email);
+        fatigue.push(email);
+        post(&server, "big-list", 7310 + i, &format!("l{i}@example.com"));
+    }
+    standin.add_contact("fine@example.com", 7320);
+    post(&server, "fine", 7320, "fine@example.com");
+    // Received by the system's clock, due at once: the dispatcher's reaches them.
+    set_clock(&clock, t0 + 30_000);
+    let status = || -> serde_json::Value {
+        common::get(server.admin_url("/status"))
+            .unwrap()
+            .json()
+            .unwrap()
+    };
+    let held = eventually(Duration::from_secs(30), || {
+        let s = status();
+        (s["connectors"][0]["held_targets"].as_array()?.len() == 2).then_some(s)
+    })
+    .unwrap_or_else(|| panic!("targets not held; logs:\n{}", server.logs()));
+    let targets = &held["connectors"][0]["held_targets"];
+    assert_eq!(targets[0]["action"], "enroll", "{targets}");
+    assert_eq!(targets[0]["target"], "104", "{targets}");
+    assert!(
+        targets[0]["why"]
+            .as_str()
+            .unwrap()
+            .contains("no workflow 104")
+    );
+    assert_eq!(targets[1]["action"], "list_add", "{targets}");
+    assert!(targets[1]["why"].as_str().unwrap().contains("DYNAMIC"));
+    let row = |s: &serde_json::Value, id: &str| {
+        s["webhooks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|w| w["id"] == id)
+            .unwrap()
+            .clone()
+    };
+    for id in ["fatigue", "big-list"] {
+        let w = row(&held, id);
+        assert!(w["target_held_until_ms"].as_i64() > Some(t0), "{w}");
+        assert_eq!(w["held"], w["pending"], "{w}");
+    }
+    wait_enrolled(&standin, &server, "101", "fine@example.com");
+    // Nothing of the held webhooks final; the workflow was read once for all three.
+    let final_rows = |data: &Path| -> Vec<OutcomeRow> {
+        outcomes(data)
+            .into_iter()
+            .filter(|r| r.status.is_final())
+            .collect()
+    };
+    assert_eq!(final_rows(&data).len(), 1, "{:?}", final_rows(&data));
+    let reads = |path: &str| {
+        standin
+            .log()
+            .iter()
+            .filter(|e| e.method == "GET" && e.path == path)
+            .count()
+    };
+    assert_eq!(reads("/automation/v3/workflows/104"), 1);
+    assert_eq!(reads("/crm/lists/2026-03/987"), 1);
+    // The config names another workflow: its contacts go there within the minute.
+    let fixed = Hook {
+        target: "workflow_id = 105",
+        ..HOOKS[3]
+    };
+    write_config(dir.path(), &standin.url(), "", &[&fixed, &HOOKS[4], &fine]);
+    wait_for_config(&server, &config);
+    set_clock(&clock, t0 + 2 * 60_000);
+    for email in &fatigue {
+        wait_enrolled(&standin, &server, "105", email);
+    }
+    // The list takes changes again: after the hold, its contacts are listed.
+    standin.set_lists(vec![("987".into(), ListKind::Manual)]);
+    set_clock(&clock, t0 + 8 * 60_000);
+    let rows = eventually(Duration::from_secs(30), || {
+        let rows = final_rows(&data);
+        (rows.len() == 7).then_some(rows)
+    })
+    .unwrap_or_else(|| panic!("not all final; logs:\n{}", server.logs()));
+    server.stop();
+    assert!(
+        rows.iter()
+            .all(|r| matches!(r.status, Status::Enrolled | Status::Listed)),
+        "{rows:?}"
+    );
+    assert_eq!(standin.list_members("987").len(), 3);
+    assert!(enrollments(&standin.log()).keys().all(|(w, _)| w != "104"));
 }
 
 /// A token without the lists scope: its list adds wait (HubSpot's `MISSING_SCOPES` 403),

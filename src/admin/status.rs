@@ -27,6 +27,9 @@ struct ConnectorStatus {
     /// The kinds of call (`enroll`, `list_add`, `complete`) waiting because the token lacks a
     /// scope they need, each until when (clock ms); the connector's other calls go on.
     missing_scopes: std::collections::BTreeMap<&'static str, i64>,
+    /// Targets HubSpot said cannot take their calls (a workflow or list that is gone, a list
+    /// made DYNAMIC): their contacts wait, the connector's other calls go on.
+    held_targets: Vec<HeldTarget>,
     /// From HubSpot's latest daily headers (OAuth apps get none).
     daily_limit: Option<u32>,
     daily_remaining: Option<u32>,
@@ -35,6 +38,19 @@ struct ConnectorStatus {
     daily_as_of_ms: Option<i64>,
     last_error: Option<super::board::LastError>,
     last_import: Option<crate::metrics::ImportStatus>,
+}
+
+/// A target whose calls wait ([`crate::dispatch::connector::Link::hold_target`]).
+#[derive(Debug, Serialize)]
+struct HeldTarget {
+    /// `enroll` or `list_add`.
+    action: &'static str,
+    /// The workflow or list id.
+    target: String,
+    /// When it is tried again (clock ms).
+    until_ms: i64,
+    /// What HubSpot said of it.
+    why: String,
 }
 
 /// The status document.
@@ -67,6 +83,17 @@ pub fn status(state: &AdminState) -> Value {
         // Its kind of call waits for a scope the token lacks, while the connector's others go.
         let action = crate::datasets::outcomes::Action::of(&w.target).as_str();
         let scope_held_until = connector.and_then(|c| c.missing_scopes.get(action).copied());
+        // Its workflow or list cannot take its contacts, HubSpot said.
+        let target = match &w.target {
+            Target::Workflow(id) => Some(id.to_string()),
+            Target::List(id) => Some(id.clone()),
+            Target::Callback => None,
+        };
+        let target_held = connector.and_then(|c| {
+            c.held_targets
+                .iter()
+                .find(|h| h.action == action && Some(&h.target) == target.as_ref())
+        });
         json!({
             "id": w.id,
             "type": w.kind.as_str(),
@@ -77,7 +104,9 @@ pub fn status(state: &AdminState) -> Value {
             "connector_paused": connector_paused,
             "connector_dry_run": connector_dry_run,
             "scope_held_until_ms": scope_held_until,
-            "held": if paused || connector_paused || scope_held_until.is_some() { pending } else { 0 },
+            "target_held_until_ms": target_held.map(|h| h.until_ms),
+            "target_held_why": target_held.map(|h| &h.why),
+            "held": if paused || connector_paused || scope_held_until.is_some() || target_held.is_some() { pending } else { 0 },
             "counts": board.tally(&w.id),
         })
     };
@@ -141,6 +170,17 @@ fn connectors(
                     l.scope_holds(now)
                         .into_iter()
                         .map(|(action, until)| (action.as_str(), until))
+                        .collect()
+                }),
+                held_targets: link.as_ref().map_or_else(Vec::new, |l| {
+                    l.target_holds(now)
+                        .into_iter()
+                        .map(|(action, target, until_ms, why)| HeldTarget {
+                            action: action.as_str(),
+                            target,
+                            until_ms,
+                            why,
+                        })
                         .collect()
                 }),
                 daily_limit: rate.and_then(|(r, _)| r.daily),

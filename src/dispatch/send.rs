@@ -20,6 +20,7 @@ use crate::clock::Clock;
 use crate::datasets::outcomes::{Action, OutcomeLog, OutcomeRow, Status};
 use crate::hubspot::client::{Admitted, Completion};
 use crate::hubspot::policy::{self, Backoff};
+use crate::hubspot::targets;
 use crate::hubspot::{ApiError, RatePolicy};
 use crate::metrics::Metrics;
 use crate::time::MINUTE_MS;
@@ -113,13 +114,29 @@ pub struct Ctx {
     pub holds: std::collections::HashMap<String, Option<i64>>,
 }
 
-/// Why a contact's address now is not known.
-enum Lookup {
-    /// The read could not be made now (a pause, the budget): what follows for the contact.
-    Later(Next),
-    /// HubSpot has no contact of that id (deleted).
-    Gone,
-    Failed(ApiError),
+/// What an enrollment's 404 turned out to be, read from HubSpot (HubSpot's answer does not
+/// say whether the address or the workflow was not found).
+enum NotFound {
+    /// The contact's address changed since its post: enroll by this one.
+    Moved(String),
+    /// The contact's own (it fails), with what was learned of it.
+    Contact(Option<String>),
+    /// The contact waits (its workflow cannot be enrolled into, or a read cannot be made
+    /// now): why, and what follows.
+    Wait(String, Next),
+    /// A read failed as every call would (an outage, a rate limit, a refused token): that
+    /// failure decides, as a call's own would; and which read it was.
+    Unknown(ApiError, String),
+}
+
+/// Whether a read's failure is one every call would meet (then it decides, and the read is
+/// made again), not one of that read alone (a scope only it needs).
+fn holds_every_call(e: &ApiError) -> bool {
+    match e {
+        ApiError::Permanent { status, .. } => matches!(status, 401 | 403),
+        ApiError::MissingScopes { .. } | ApiError::BatchTooLarge { .. } => false,
+        _ => true,
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -162,13 +179,18 @@ impl Ctx {
         action: Action,
         webhooks: &[&str],
         budgeted: bool,
+        target: Option<&str>,
     ) -> Result<Admitted<'l>, Next> {
         let held = || {
             let pauses = self.pauses.current();
             webhooks.iter().all(|w| pauses.holds(w, &link.id))
         };
+        // A target HubSpot said cannot take the call: its contacts wait, unbooked, looked at
+        // again each minute (the config may name another meanwhile).
+        let target_held =
+            || target.is_some_and(|t| link.target_held(action, t, self.now()).is_some());
         let later = || Next::Held(self.now() + crate::time::MINUTE_MS);
-        if held() {
+        if held() || target_held() {
             return Err(later());
         }
         if let Some(until) = link.scope_held(action, self.now()) {
@@ -181,7 +203,7 @@ impl Ctx {
             .admit(|| self.now(), &self.stop, self.horizon)
             .await
             .map_err(Next::Again)?;
-        if held() {
+        if held() || target_held() {
             return Err(later());
         }
         // Set by a refusal while this call waited on the limiter.
@@ -202,6 +224,7 @@ impl Ctx {
         &self,
         link: &'l Link,
         action: Action,
+        target: Option<&str>,
         batch: &mut Vec<Pending>,
         row_of: impl Fn(&Pending, i64) -> OutcomeRow,
         out: &mut Vec<(Pending, Next)>,
@@ -210,7 +233,9 @@ impl Ctx {
         // A workflow action's callbacks go whatever the budget, as they are planned: HubSpot's
         // hold on their contacts runs out.
         let budgeted = batch.iter().all(|i| i.callback_id.is_none());
-        let call = self.admit(link, action, &webhooks, budgeted).await?;
+        let call = self
+            .admit(link, action, &webhooks, budgeted, target)
+            .await?;
         let pauses = self.pauses.current();
         let (held, go): (Vec<Pending>, Vec<Pending>) = std::mem::take(batch)
             .into_iter()
@@ -233,22 +258,100 @@ impl Ctx {
         Ok(call)
     }
 
-    /// `item`'s contact's email address now, read by its id `vid` (a call of its budget).
-    async fn address_now(
+    /// Why HubSpot answered 404 to enrolling `item` by `email` into `workflow`: the contact's
+    /// address now is read by its id (when it has one), then whether the workflow exists.
+    async fn not_found(&self, link: &Link, item: &Pending, email: &str, workflow: u64) -> NotFound {
+        let target = workflow.to_string();
+        let mut learned = None;
+        // Another contact found the workflow gone meanwhile: its address is not the matter.
+        let held = link
+            .target_held(Action::Enroll, &target, self.now())
+            .is_some();
+        if let Some(vid) = item.contact_id.filter(|v| *v > 0 && !held) {
+            let call = match self
+                .admit(link, Action::Enroll, &[&item.webhook_id], true, None)
+                .await
+            {
+                Ok(call) => call,
+                Err(next) => {
+                    let why = "the contact's address now is read by its id before it is sent again";
+                    return NotFound::Wait(why.into(), next);
+                }
+            };
+            self.count_call(link, self.now());
+            match call.contact_email(vid as u64).await {
+                Ok(Some(now)) if !now.eq_ignore_ascii_case(email) => return NotFound::Moved(now),
+                Ok(_) => {}
+                Err(ApiError::Permanent { status: 404, .. }) => {
+                    let gone = format!("the contact (id {vid}) no longer exists in HubSpot");
+                    return NotFound::Contact(Some(gone));
+                }
+                Err(e) if holds_every_call(&e) => {
+                    let read = "reading the contact's address now by its id".into();
+                    return NotFound::Unknown(e, read);
+                }
+                Err(e) => {
+                    learned = Some(format!("its address now could not be read by its id: {e}"))
+                }
+            }
+        }
+        match self
+            .check_target(link, Action::Enroll, &item.webhook_id, &target)
+            .await
+        {
+            Ok(None) => NotFound::Contact(learned),
+            Ok(Some((why, next))) => NotFound::Wait(why, next),
+            Err(Err(next)) => {
+                let why =
+                    format!("whether workflow {workflow} exists is read before it is sent again");
+                NotFound::Wait(why, next)
+            }
+            Err(Ok(e)) if holds_every_call(&e) => {
+                NotFound::Unknown(e, format!("reading whether workflow {workflow} exists"))
+            }
+            Err(Ok(_)) => NotFound::Contact(learned),
+        }
+    }
+
+    /// Whether `target` can take calls of `action` (for contacts of `webhook`), read from
+    /// HubSpot (a call of the budget). When it cannot, its calls are held
+    /// ([`Link::hold_target`]): why, and until when its contacts wait. An error when the read
+    /// failed, or could not be made now (what follows for the contacts).
+    async fn check_target(
         &self,
         link: &Link,
-        item: &Pending,
-        vid: u64,
-    ) -> Result<Option<String>, Lookup> {
+        action: Action,
+        webhook: &str,
+        target: &str,
+    ) -> Result<Option<(String, Next)>, Result<ApiError, Next>> {
+        // Found so by another contact's call meanwhile: no need to ask again.
+        if let Some((until, why)) = link.target_held(action, target, self.now()) {
+            return Ok(Some((
+                held_target(&why, until),
+                Next::Held(self.now() + MINUTE_MS),
+            )));
+        }
         let call = self
-            .admit(link, Action::Enroll, &[&item.webhook_id], true)
+            .admit(link, action, &[webhook], true, None)
             .await
-            .map_err(Lookup::Later)?;
+            .map_err(Err)?;
         self.count_call(link, self.now());
-        match call.contact_email(vid).await {
-            Ok(address) => Ok(address),
-            Err(ApiError::Permanent { status: 404, .. }) => Err(Lookup::Gone),
-            Err(e) => Err(Lookup::Failed(e)),
+        let read = match action {
+            Action::Enroll => match target.parse::<u64>() {
+                Ok(id) => targets::workflow(call, id).await.map(|r| r.err()),
+                Err(_) => return Ok(None),
+            },
+            Action::ListAdd => targets::list(call, target).await.map(|r| r.err()),
+            Action::Complete => return Ok(None),
+        };
+        match read {
+            Ok(None) => Ok(None),
+            Ok(Some(unusable)) => {
+                let until = link.hold_target(action, target, self.now(), &unusable);
+                let why = held_target(&unusable.to_string(), until);
+                Ok(Some((why, Next::Held(self.now() + MINUTE_MS))))
+            }
+            Err(e) => Err(Ok(e)),
         }
     }
 
@@ -429,6 +532,30 @@ fn row(
     }
 }
 
+/// What a contact's row says of a target held until `until`, HubSpot having said `why`.
+fn held_target(why: &str, until: i64) -> String {
+    format!(
+        "{why}: its contacts wait until it can take them or the config names another (tried \
+         again at {})",
+        crate::time::format_minute(until)
+    )
+}
+
+/// The row of a call HubSpot refused (`e`) whose contact waits instead of failing (`why`),
+/// until `next`.
+fn waiting_row(base: OutcomeRow, e: &ApiError, why: &str, next: Next) -> OutcomeRow {
+    let retry_at_ms = match next {
+        Next::Again(t) | Next::Held(t) => Some(t),
+        Next::Done(_) => None,
+    };
+    OutcomeRow {
+        http_status: e.status(),
+        message: Some(format!("{e}; {why}")),
+        retry_at_ms,
+        ..base
+    }
+}
+
 /// The row of an enrollment into `workflow` that HubSpot took (204) at `at`.
 fn enrolled_row(item: &Pending, link: &Link, workflow: u64, at: i64) -> OutcomeRow {
     let mut r = row(
@@ -589,7 +716,13 @@ pub async fn enroll(
     let mut readdressed = false;
     loop {
         let call = match ctx
-            .admit(&link, Action::Enroll, &[&item.webhook_id], true)
+            .admit(
+                &link,
+                Action::Enroll,
+                &[&item.webhook_id],
+                true,
+                Some(&target),
+            )
             .await
         {
             Ok(call) => call,
@@ -692,23 +825,20 @@ pub async fn enroll(
                 // Whether this call may have enrolled the contact (not a read made after it).
                 let in_doubt = may_have_reached(&e);
                 // HubSpot enrolls by email: a contact whose address changed since its post is
-                // not found by the old one. Its id finds it, and its address now.
+                // not found by the old one, nor any contact in a workflow that is gone.
                 let mut note = None;
-                if !looked_up
-                    && matches!(e, ApiError::Permanent { status: 404, .. })
-                    && let Some(vid) = item.contact_id.filter(|v| *v > 0)
-                {
+                if !looked_up && matches!(e, ApiError::Permanent { status: 404, .. }) {
                     looked_up = true;
-                    match ctx.address_now(&link, &item, vid as u64).await {
-                        Ok(Some(now)) if !now.eq_ignore_ascii_case(&email) => {
+                    match ctx.not_found(&link, &item, &email, workflow).await {
+                        NotFound::Moved(now) => {
                             item.email = Some(now.as_str().into());
                             email = now;
                             readdressed = true;
                             continue;
                         }
-                        Ok(_) => {}
-                        Err(Lookup::Later(next)) => {
-                            let mut r = row(
+                        NotFound::Contact(learned) => note = learned,
+                        NotFound::Wait(why, next) => {
+                            let base = row(
                                 &item,
                                 &link,
                                 Action::Enroll,
@@ -716,40 +846,14 @@ pub async fn enroll(
                                 Status::Retrying,
                                 ctx.now(),
                             );
-                            r.http_status = e.status();
-                            if let Next::Again(t) | Next::Held(t) = next {
-                                r.retry_at_ms = Some(t);
-                            }
-                            r.message = Some(format!(
-                                "{e}; the contact's address now is read by its id before it is \
-                                 sent again"
-                            ));
+                            let r = waiting_row(base, &e, &why, next);
                             ctx.record(vec![r]).await;
                             return (item, next);
                         }
-                        Err(Lookup::Gone) => {
-                            note = Some(format!(
-                                "the contact (id {vid}) no longer exists in HubSpot"
-                            ));
-                        }
-                        Err(Lookup::Failed(failed)) => {
-                            note = Some(format!(
-                                "its address now could not be read by its id: {failed}"
-                            ));
-                            // What holds every call (a refused token, a rate limit, an
-                            // outage) decides, and the address is read again; what is only
-                            // this read's (a missing read scope) leaves the 404 to stand.
-                            let holds_every_call = match &failed {
-                                ApiError::Permanent { status, .. } => matches!(status, 401 | 403),
-                                ApiError::MissingScopes { .. } | ApiError::BatchTooLarge { .. } => {
-                                    false
-                                }
-                                _ => true,
-                            };
-                            if holds_every_call {
-                                e = failed;
-                                looked_up = false;
-                            }
+                        NotFound::Unknown(failed, read) => {
+                            note = Some(format!("{read}, after HubSpot's 404 ({e})"));
+                            e = failed;
+                            looked_up = false;
                         }
                     }
                 }
@@ -825,7 +929,14 @@ pub async fn list_add(
                 row(i, &link, Action::ListAdd, &list_id, Status::Attempting, now)
             };
             let call = match ctx
-                .start_batch(&link, Action::ListAdd, &mut chunk, attempting, &mut out)
+                .start_batch(
+                    &link,
+                    Action::ListAdd,
+                    Some(&list_id),
+                    &mut chunk,
+                    attempting,
+                    &mut out,
+                )
                 .await
             {
                 Ok(call) => call,
@@ -896,7 +1007,61 @@ pub async fn list_add(
                     work.push(chunk);
                     continue 'chunks;
                 }
-                Err(e) => {
+                Err(mut e) => {
+                    // A refusal of the whole batch may be the list's (gone, or made DYNAMIC),
+                    // not its contacts': then they wait for it.
+                    let mut note = None;
+                    if matches!(
+                        e,
+                        ApiError::Permanent {
+                            status: 400 | 404,
+                            ..
+                        }
+                    ) {
+                        let webhook = chunk[0].webhook_id.clone();
+                        let wait = match ctx
+                            .check_target(&link, Action::ListAdd, &webhook, &list_id)
+                            .await
+                        {
+                            Ok(None) => None,
+                            Ok(Some((why, next))) => Some((why, next)),
+                            Err(Err(next)) => Some((
+                                format!(
+                                    "whether list {list_id} can take contacts is read before they are sent again"
+                                ),
+                                next,
+                            )),
+                            Err(Ok(failed)) => {
+                                if holds_every_call(&failed) {
+                                    note = Some(format!(
+                                        "reading whether list {list_id} can take contacts, after HubSpot's refusal ({e})"
+                                    ));
+                                    e = failed;
+                                }
+                                None
+                            }
+                        };
+                        if let Some((why, next)) = wait {
+                            let now = ctx.now();
+                            let rows = chunk
+                                .iter()
+                                .map(|i| {
+                                    let base = row(
+                                        i,
+                                        &link,
+                                        Action::ListAdd,
+                                        &list_id,
+                                        Status::Retrying,
+                                        now,
+                                    );
+                                    waiting_row(base, &e, &why, next)
+                                })
+                                .collect();
+                            ctx.record(rows).await;
+                            out.extend(chunk.into_iter().map(|i| (i, next)));
+                            continue 'chunks;
+                        }
+                    }
                     let decision = ctx.decide_after(&link, Action::ListAdd, &e, &mut chunk);
                     let now = ctx.now();
                     let rows = chunk
@@ -904,7 +1069,12 @@ pub async fn list_add(
                         .map(|i| {
                             let base =
                                 row(i, &link, Action::ListAdd, &list_id, Status::Retrying, now);
-                            failure_row(base, &e, &decision, now, false)
+                            let mut r = failure_row(base, &e, &decision, now, false);
+                            if let (Some(note), Some(message)) = (&note, r.message.as_mut()) {
+                                message.push_str("; ");
+                                message.push_str(note);
+                            }
+                            r
                         })
                         .collect();
                     if matches!(decision, Decision::GiveUp) {
@@ -977,7 +1147,14 @@ pub async fn complete(ctx: Arc<Ctx>, link: Arc<Link>, items: Vec<Pending>) -> Ve
                 )
             };
             let call = match ctx
-                .start_batch(&link, Action::Complete, &mut chunk, attempting, &mut out)
+                .start_batch(
+                    &link,
+                    Action::Complete,
+                    None,
+                    &mut chunk,
+                    attempting,
+                    &mut out,
+                )
                 .await
             {
                 Ok(call) => call,

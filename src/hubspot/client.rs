@@ -561,9 +561,7 @@ impl Client {
     /// `GET path` (with its query), once admitted: HubSpot's JSON answer, for checks that
     /// read a field or two (`validate --online`).
     pub async fn get_json(&self, path: &str) -> Result<serde_json::Value, ApiError> {
-        self.admit().await;
-        let resp = self.send(Method::GET, self.url(path), None, None).await?;
-        json_body(resp).await
+        self.admit().await.get_json(path).await
     }
 
     /// `POST path` with a JSON body, once admitted: HubSpot's JSON answer.
@@ -766,6 +764,13 @@ impl Admitted<'_> {
             Answer::Many(all) => all,
             Answer::One(one) => vec![one],
         })
+    }
+
+    /// `GET path`: HubSpot's JSON answer.
+    pub async fn get_json(self, path: &str) -> Result<serde_json::Value, ApiError> {
+        let url = self.client.url(path);
+        let resp = self.client.send(Method::GET, url, None, None).await?;
+        json_body(resp).await
     }
 
     /// A contact's email address now, by its id

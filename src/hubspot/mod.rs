@@ -11,5 +11,6 @@ pub mod online;
 pub mod paths;
 pub mod policy;
 pub mod standin;
+pub mod targets;
 
 pub use client::{ApiError, Client, ClientOptions, EmailEvent, EventsPage, RateLimit, RatePolicy};

@@ -5,7 +5,7 @@
 use std::fmt;
 
 use super::client::{ApiError, Client};
-use super::paths;
+use super::{paths, targets};
 use crate::config::{Config, Connector, Target};
 
 /// The environment variable holding the developer API key that lists an app's workflow
@@ -167,12 +167,9 @@ async fn check_connector(config: &Config, connector: &Connector, out: &mut Vec<C
 
 /// A legacy workflow id that exists; a flow id from the workflow editor names the id to paste.
 async fn workflow(client: &Client, id: u64) -> Verdict {
-    match client.get_json(&paths::workflow(id)).await {
-        Ok(w) => Verdict::Ok(format!(
-            "exists ({})",
-            w["name"].as_str().unwrap_or("unnamed")
-        )),
-        Err(ApiError::Permanent { status: 404, .. }) => {
+    match targets::workflow(client.admit().await, id).await {
+        Ok(Ok(name)) => Verdict::Ok(format!("exists ({name})")),
+        Ok(Err(unusable)) => {
             let mapped = client
                 .post_json(
                     paths::WORKFLOW_ID_MAPPINGS,
@@ -186,7 +183,7 @@ async fn workflow(client: &Client, id: u64) -> Verdict {
                     "{id} is a flow id (the number in the workflow editor's URL); enrollment \
                      takes the workflow id: set workflow_id = {workflow_id}"
                 )),
-                None => Verdict::Fail(format!("no workflow {id} in this account")),
+                None => Verdict::Fail(unusable.to_string()),
             }
         }
         Err(e) => Verdict::Fail(scope_or(&e, "automation", "cannot read the workflow")),
@@ -195,26 +192,11 @@ async fn workflow(client: &Client, id: u64) -> Verdict {
 
 /// A contact list that exists and accepts manual membership changes.
 async fn list(client: &Client, id: &str) -> Verdict {
-    match client.get_json(&paths::list(id)).await {
-        Ok(answer) => {
-            let list = &answer["list"];
-            let kind = list["processingType"].as_str().unwrap_or("?");
-            if list["objectTypeId"].as_str().is_some_and(|t| t != "0-1") {
-                return Verdict::Fail(format!("list {id} is not a contact list"));
-            }
-            match kind {
-                "MANUAL" | "SNAPSHOT" => Verdict::Ok(format!(
-                    "exists ({}, {kind}): accepts membership changes",
-                    list["name"].as_str().unwrap_or("unnamed")
-                )),
-                other => Verdict::Fail(format!(
-                    "list {id} is {other}: HubSpot accepts manual membership changes only for MANUAL or SNAPSHOT lists"
-                )),
-            }
-        }
-        Err(ApiError::Permanent { status: 404, .. }) => {
-            Verdict::Fail(format!("no list {id} in this account (ILS list ids)"))
-        }
+    match targets::list(client.admit().await, id).await {
+        Ok(Ok((name, kind))) => Verdict::Ok(format!(
+            "exists ({name}, {kind}): accepts membership changes"
+        )),
+        Ok(Err(unusable)) => Verdict::Fail(unusable.to_string()),
         Err(e) => Verdict::Fail(scope_or(&e, "crm.lists.read", "cannot read the list")),
     }
 }

@@ -424,6 +424,17 @@ impl StandIn {
         w.vids.insert(email, vid);
     }
 
+    /// The workflows that exist from now on (empty: every id), as when one is deleted.
+    pub fn set_workflows(&self, workflows: Vec<u64>) {
+        self.world.lock().unwrap().options.workflows = workflows;
+    }
+
+    /// The lists that exist from now on and their kinds (empty: every numeric id is MANUAL),
+    /// as when one is deleted or made DYNAMIC.
+    pub fn set_lists(&self, lists: Vec<(String, ListKind)>) {
+        self.world.lock().unwrap().options.lists = lists;
+    }
+
     /// Delete contact `vid`: none of its addresses finds it, nor its id.
     pub fn delete_contact(&self, vid: u64) {
         let mut w = self.world.lock().unwrap();

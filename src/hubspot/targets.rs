@@ -1,0 +1,71 @@
+//! Whether the workflow or list a webhook sends to can take its calls, read from HubSpot: what
+//! `validate --online` checks before anything is sent, and what the dispatcher asks when
+//! HubSpot refuses a call in a way that may be the target's rather than the contact's.
+
+use std::fmt;
+
+use super::client::{Admitted, ApiError};
+
+/// Why a target cannot take a webhook's calls.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Unusable {
+    /// No legacy workflow of this id in the account (deleted, or a flow id).
+    NoWorkflow(u64),
+    NoList(String),
+    /// A list of records other than contacts (its `objectTypeId`).
+    NotContacts(String),
+    /// A list whose members HubSpot keeps itself (DYNAMIC): it takes no manual changes.
+    NotManual {
+        list: String,
+        kind: String,
+    },
+}
+
+impl fmt::Display for Unusable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Unusable::NoWorkflow(id) => write!(f, "no workflow {id} in this account"),
+            Unusable::NoList(id) => write!(f, "no list {id} in this account (ILS list ids)"),
+            Unusable::NotContacts(id) => write!(f, "list {id} is not a contact list"),
+            Unusable::NotManual { list, kind } => write!(
+                f,
+                "list {list} is {kind}: HubSpot accepts manual membership changes only for MANUAL or SNAPSHOT lists"
+            ),
+        }
+    }
+}
+
+/// A legacy workflow's name, or why nothing can be enrolled into it.
+pub async fn workflow(call: Admitted<'_>, id: u64) -> Result<Result<String, Unusable>, ApiError> {
+    match call.get_json(&super::paths::workflow(id)).await {
+        Ok(w) => Ok(Ok(w["name"].as_str().unwrap_or("unnamed").to_string())),
+        Err(ApiError::Permanent { status: 404, .. }) => Ok(Err(Unusable::NoWorkflow(id))),
+        Err(e) => Err(e),
+    }
+}
+
+/// A contact list's name and processing type, or why contacts cannot be added to it.
+pub async fn list(
+    call: Admitted<'_>,
+    id: &str,
+) -> Result<Result<(String, String), Unusable>, ApiError> {
+    let answer = match call.get_json(&super::paths::list(id)).await {
+        Ok(answer) => answer,
+        Err(ApiError::Permanent { status: 404, .. }) => {
+            return Ok(Err(Unusable::NoList(id.to_string())));
+        }
+        Err(e) => return Err(e),
+    };
+    let list = &answer["list"];
+    if list["objectTypeId"].as_str().is_some_and(|t| t != "0-1") {
+        return Ok(Err(Unusable::NotContacts(id.to_string())));
+    }
+    let kind = list["processingType"].as_str().unwrap_or("?").to_string();
+    Ok(match kind.as_str() {
+        "MANUAL" | "SNAPSHOT" => Ok((list["name"].as_str().unwrap_or("unnamed").into(), kind)),
+        _ => Err(Unusable::NotManual {
+            list: id.to_string(),
+            kind,
+        }),
+    })
+}
