@@ -234,9 +234,11 @@ fn without_the_contacts_read_scope_a_changed_address_fails_naming_it() {
 
 /// A workflow deleted in HubSpot and a list made DYNAMIC: their contacts wait, queued, none
 /// failed, and `/status` says which target and why, while the webhook whose target is fine
-/// goes on. Once the config names another workflow, its contacts go there; once the list
-/// takes changes again, the next try after the hold lists its contacts. An earlier version
-/// failed every contact that came due, for good.
+/// goes on. Forty contacts due at once into the deleted workflow cost at most a call each and
+/// one read of it, none a second call while it is held. Once the config names another workflow, its contacts go
+/// there (one whose address changed meanwhile by its address now); once the list takes
+/// changes again, the next try after the hold lists its contacts. An earlier version failed
+/// every contact that came due, for good.
 #[test]
 fn a_deleted_workflow_or_a_dynamic_list_holds_its_contacts_until_fixed() {
     let rt = runtime();
@@ -262,11 +264,15 @@ fn a_deleted_workflow_or_a_dynamic_list_holds_its_contacts_until_fixed() {
     let config = write_config(dir.path(), &standin.url(), "", &hooks);
     let server = start(&config, &data, Some(&clock), &[]);
     let mut fatigue = Vec::new();
-    for i in 0..3u64 {
+    for i in 0..40u64 {
         let email = format!("gone{i}@example.com");
-        standin.add_contact(&email, 7300 + i);
-        post(&server, "fatigue", 7300 + i, &email);
+        standin.add_contact(&email, 7400 + i);
+        post(&server, "fatigue", 7400 + i, &email);
         fatigue.push(email);
+    }
+    // Posted by the address it had; HubSpot's is another now.
+    standin.change_email(7400, "moved@example.com");
+    for i in 0..3u64 {
         post(&server, "big-list", 7310 + i, &format!("l{i}@example.com"));
     }
     standin.add_contact("fine@example.com", 7320);
@@ -327,6 +333,26 @@ fn a_deleted_workflow_or_a_dynamic_list_holds_its_contacts_until_fixed() {
     };
     assert_eq!(reads("/automation/v3/workflows/104"), 1);
     assert_eq!(reads("/crm/lists/2026-03/987"), 1);
+    // The calls already under way when the first 404 came back went out, none twice.
+    let mut calls_to_104 = HashMap::new();
+    for e in standin.log() {
+        if e.path.starts_with("/automation/v2/workflows/104/") {
+            *calls_to_104.entry(e.path).or_insert(0) += 1;
+        }
+    }
+    assert!(calls_to_104.values().all(|n| *n == 1), "{calls_to_104:?}");
+    let list_adds = |s: &StandIn| {
+        s.log()
+            .iter()
+            .filter(|e| e.path.ends_with("/memberships/add"))
+            .count()
+    };
+    assert_eq!(list_adds(&standin), 1);
+    assert_eq!(
+        reads("/crm/objects/2026-03/contacts/7400"),
+        0,
+        "the workflow first"
+    );
     // The config names another workflow: its contacts go there within the minute.
     let fixed = Hook {
         target: "workflow_id = 105",
@@ -335,7 +361,8 @@ fn a_deleted_workflow_or_a_dynamic_list_holds_its_contacts_until_fixed() {
     write_config(dir.path(), &standin.url(), "", &[&fixed, &HOOKS[4], &fine]);
     wait_for_config(&server, &config);
     set_clock(&clock, t0 + 2 * 60_000);
-    for email in &fatigue {
+    wait_enrolled(&standin, &server, "105", "moved@example.com");
+    for email in &fatigue[1..] {
         wait_enrolled(&standin, &server, "105", email);
     }
     // The list takes changes again: after the hold, its contacts are listed.
@@ -343,7 +370,7 @@ fn a_deleted_workflow_or_a_dynamic_list_holds_its_contacts_until_fixed() {
     set_clock(&clock, t0 + 8 * 60_000);
     let rows = eventually(Duration::from_secs(30), || {
         let rows = final_rows(&data);
-        (rows.len() == 7).then_some(rows)
+        (rows.len() == 44).then_some(rows)
     })
     .unwrap_or_else(|| panic!("not all final; logs:\n{}", server.logs()));
     server.stop();

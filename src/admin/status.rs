@@ -40,7 +40,7 @@ struct ConnectorStatus {
     last_import: Option<crate::metrics::ImportStatus>,
 }
 
-/// A target whose calls wait ([`crate::dispatch::connector::Link::hold_target`]).
+/// A target whose calls wait ([`crate::dispatch::target_holds`]).
 #[derive(Debug, Serialize)]
 struct HeldTarget {
     /// `enroll` or `list_add`.
@@ -173,7 +173,8 @@ fn connectors(
                         .collect()
                 }),
                 held_targets: link.as_ref().map_or_else(Vec::new, |l| {
-                    l.target_holds(now)
+                    l.targets
+                        .held(now)
                         .into_iter()
                         .map(|(action, target, until_ms, why)| HeldTarget {
                             action: action.as_str(),

@@ -8,7 +8,6 @@
 //! [`policy::NO_ACCESS_TOKEN_PAUSE_MS`], in this process only, since a fix should work at once.
 //! Either way its contacts stay queued.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Mutex};
@@ -21,7 +20,6 @@ use super::Dispatcher;
 use crate::config::Connector;
 use crate::datasets::outcomes::Action;
 use crate::hubspot::client::{Admitted, ApiError, DEFAULT_TIMEOUT};
-use crate::hubspot::targets::Unusable;
 use crate::hubspot::{Client, policy};
 use crate::metrics::Metrics;
 use crate::time::format_minute;
@@ -106,10 +104,8 @@ pub struct Link {
     /// Per kind of call, until when (clock ms) it waits because the token lacks a scope it
     /// needs ([`ApiError::MissingScopes`]): the connector's other kinds of call go on.
     scope_holds: Mutex<[Option<i64>; Action::ALL.len()]>,
-    /// Targets HubSpot says cannot take a kind of call (a workflow or list that is gone, a list
-    /// made DYNAMIC): until when (clock ms) those calls wait, and why. Keys are the config's
-    /// targets only.
-    target_holds: Mutex<HashMap<(Action, String), (i64, String)>>,
+    /// The workflows and lists HubSpot refused calls to, read and held.
+    pub targets: super::target_holds::TargetHolds,
     /// Largest list batch HubSpot accepted after refusing a larger one.
     pub learned_batch: AtomicUsize,
 }
@@ -155,7 +151,7 @@ impl Link {
             time_zone: Mutex::new(time_zone),
             pause: Mutex::new(None),
             scope_holds: Mutex::new([None; Action::ALL.len()]),
-            target_holds: Mutex::default(),
+            targets: Default::default(),
             learned_batch: AtomicUsize::new(usize::MAX),
         }
     }
@@ -287,51 +283,6 @@ impl Link {
             .into_iter()
             .filter_map(|a| Some((a, self.scope_held(a, now)?)))
             .collect()
-    }
-
-    /// HubSpot says `target` cannot take calls of `action` (`why`): those calls wait, their
-    /// contacts queued, while the connector's others go on, and the target is tried again
-    /// after [`policy::REFUSED_TOKEN_PAUSE_MS`], so a workflow restored or a config naming
-    /// another is sent to without a restart (an earlier version failed every contact that
-    /// came due). Returns the end of the hold.
-    pub fn hold_target(&self, action: Action, target: &str, now: i64, why: &Unusable) -> i64 {
-        let mut holds = self.target_holds.lock().unwrap();
-        holds.retain(|_, (until, _)| in_force(*until, now, policy::REFUSED_TOKEN_PAUSE_MS));
-        let key = (action, target.to_string());
-        if let Some((until, _)) = holds.get(&key) {
-            return *until;
-        }
-        let until = now + policy::REFUSED_TOKEN_PAUSE_MS;
-        tracing::error!(
-            connector = %self.id,
-            action = action.as_str(),
-            target,
-            until = %format_minute(until),
-            "{why}: its contacts wait, queued, while the connector's other calls go on; restore it in HubSpot or name another in the config (it is tried again at the time shown)"
-        );
-        holds.insert(key, (until, why.to_string()));
-        until
-    }
-
-    /// Until when calls of `action` to `target` wait, and why, if they do at `now`.
-    pub fn target_held(&self, action: Action, target: &str, now: i64) -> Option<(i64, String)> {
-        let holds = self.target_holds.lock().unwrap();
-        holds
-            .get(&(action, target.to_string()))
-            .filter(|(until, _)| in_force(*until, now, policy::REFUSED_TOKEN_PAUSE_MS))
-            .cloned()
-    }
-
-    /// The targets whose calls wait at `now`: kind of call, target, the end of the wait, why.
-    pub fn target_holds(&self, now: i64) -> Vec<(Action, String, i64, String)> {
-        let holds = self.target_holds.lock().unwrap();
-        let mut out: Vec<_> = holds
-            .iter()
-            .filter(|(_, (until, _))| in_force(*until, now, policy::REFUSED_TOKEN_PAUSE_MS))
-            .map(|((action, target), (until, why))| (*action, target.clone(), *until, why.clone()))
-            .collect();
-        out.sort_by(|a, b| (a.0 as usize, &a.1).cmp(&(b.0 as usize, &b.1)));
-        out
     }
 
     /// A call at `now` got a page, not HubSpot's API ([`ApiError::NotTheApi`]): as for a

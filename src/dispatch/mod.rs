@@ -21,6 +21,7 @@ mod planning;
 pub mod profiles;
 pub mod send;
 mod startup;
+pub mod target_holds;
 
 use std::cmp::Ordering;
 use std::collections::{BinaryHeap, HashMap, HashSet};

@@ -16,6 +16,7 @@ use tokio::time::Instant;
 
 use super::connector::Link;
 use super::ids::ReceiptId;
+use super::target_holds::Refused;
 use crate::clock::Clock;
 use crate::datasets::outcomes::{Action, OutcomeLog, OutcomeRow, Status};
 use crate::hubspot::client::{Admitted, Completion};
@@ -90,8 +91,8 @@ pub enum Next {
     Done(Status),
     /// Back in the queue until this instant (clock ms).
     Again(i64),
-    /// Held by an operator's pause: looked at again from this instant, and not booked in the
-    /// connector's capacity meanwhile.
+    /// Held by an operator's pause or a target HubSpot cannot take calls for now: looked at
+    /// again from this instant, and not booked in the connector's capacity meanwhile.
     Held(i64),
 }
 
@@ -127,6 +128,23 @@ enum NotFound {
     /// A read failed as every call would (an outage, a rate limit, a refused token): that
     /// failure decides, as a call's own would; and which read it was.
     Unknown(ApiError, String),
+}
+
+/// How often a call waiting on a target's read looks for its answer.
+const READ_POLL: Duration = Duration::from_millis(50);
+
+/// What a refused call's target turned out to be.
+enum TargetCheck {
+    /// It can take calls: the refusal is the contacts' own.
+    Usable,
+    /// Its contacts wait (it cannot take calls, another contact's refusal is having it read,
+    /// or the read cannot be made now): why, and what follows.
+    Wait(String, Next),
+    /// The read failed as every call would: that failure decides, as a call's own would.
+    Failed(ApiError),
+    /// The read failed for itself alone (a scope only it needs): the refusal stands, and this
+    /// is said of it.
+    Unread(String),
 }
 
 /// Whether a read's failure is one every call would meet (then it decides, and the read is
@@ -169,10 +187,11 @@ impl Ctx {
         written
     }
 
-    /// The limiter's permission for one call through `link` for contacts of `webhooks`, and
-    /// when `budgeted` a call of its daily budget; when stopping, the connector is paused (by
-    /// HubSpot, or by an operator, who may also have paused every one of `webhooks`) or the
-    /// budget is spent: until when the work stays queued.
+    /// The limiter's permission for one call through `link` for contacts of `webhooks` (to
+    /// `target`, when it is one HubSpot may refuse), and when `budgeted` a call of its daily
+    /// budget; when stopping, the connector is paused (by HubSpot, or by an operator, who may
+    /// also have paused every one of `webhooks`), the target is held or being read
+    /// ([`super::target_holds`]), or the budget is spent: until when the work stays queued.
     async fn admit<'l>(
         &self,
         link: &'l Link,
@@ -187,11 +206,15 @@ impl Ctx {
         };
         // A target HubSpot said cannot take the call: its contacts wait, unbooked, looked at
         // again each minute (the config may name another meanwhile).
-        let target_held =
-            || target.is_some_and(|t| link.target_held(action, t, self.now()).is_some());
-        let later = || Next::Held(self.now() + crate::time::MINUTE_MS);
+        // Being read after another contact's refusal: wait for the answer.
+        if let Some(t) = target
+            && !self.read_of(link, action, t).await
+        {
+            return Err(self.in_a_minute());
+        }
+        let target_held = || target.is_some_and(|t| link.targets.is_held(action, t, self.now()));
         if held() || target_held() {
-            return Err(later());
+            return Err(self.in_a_minute());
         }
         if let Some(until) = link.scope_held(action, self.now()) {
             return Err(Next::Again(until));
@@ -204,7 +227,7 @@ impl Ctx {
             .await
             .map_err(Next::Again)?;
         if held() || target_held() {
-            return Err(later());
+            return Err(self.in_a_minute());
         }
         // Set by a refusal while this call waited on the limiter.
         if let Some(until) = link.scope_held(action, self.now()) {
@@ -241,7 +264,7 @@ impl Ctx {
             .into_iter()
             .partition(|i| pauses.holds(&i.webhook_id, &link.id));
         *batch = go;
-        let later = Next::Held(self.now() + crate::time::MINUTE_MS);
+        let later = self.in_a_minute();
         out.extend(held.into_iter().map(|i| (i, later)));
         if batch.is_empty() {
             if budgeted {
@@ -258,101 +281,145 @@ impl Ctx {
         Ok(call)
     }
 
-    /// Why HubSpot answered 404 to enrolling `item` by `email` into `workflow`: the contact's
-    /// address now is read by its id (when it has one), then whether the workflow exists.
+    /// Why HubSpot answered 404 to enrolling `item` by `email` into `workflow`: whether the
+    /// workflow exists is read (once for all its contacts), then the contact's address now
+    /// by its id, when it has one.
     async fn not_found(&self, link: &Link, item: &Pending, email: &str, workflow: u64) -> NotFound {
-        let target = workflow.to_string();
-        let mut learned = None;
-        // Another contact found the workflow gone meanwhile: its address is not the matter.
-        let held = link
-            .target_held(Action::Enroll, &target, self.now())
-            .is_some();
-        if let Some(vid) = item.contact_id.filter(|v| *v > 0 && !held) {
-            let call = match self
-                .admit(link, Action::Enroll, &[&item.webhook_id], true, None)
-                .await
-            {
-                Ok(call) => call,
-                Err(next) => {
-                    let why = "the contact's address now is read by its id before it is sent again";
-                    return NotFound::Wait(why.into(), next);
-                }
-            };
-            self.count_call(link, self.now());
-            match call.contact_email(vid as u64).await {
-                Ok(Some(now)) if !now.eq_ignore_ascii_case(email) => return NotFound::Moved(now),
-                Ok(_) => {}
-                Err(ApiError::Permanent { status: 404, .. }) => {
-                    let gone = format!("the contact (id {vid}) no longer exists in HubSpot");
-                    return NotFound::Contact(Some(gone));
-                }
-                Err(e) if holds_every_call(&e) => {
-                    let read = "reading the contact's address now by its id".into();
-                    return NotFound::Unknown(e, read);
-                }
-                Err(e) => {
-                    learned = Some(format!("its address now could not be read by its id: {e}"))
-                }
-            }
-        }
-        match self
-            .check_target(link, Action::Enroll, &item.webhook_id, &target)
+        let webhooks = [&*item.webhook_id];
+        let mut learned = match self
+            .check_target(link, Action::Enroll, &webhooks, &workflow.to_string())
             .await
         {
-            Ok(None) => NotFound::Contact(learned),
-            Ok(Some((why, next))) => NotFound::Wait(why, next),
-            Err(Err(next)) => {
-                let why =
-                    format!("whether workflow {workflow} exists is read before it is sent again");
-                NotFound::Wait(why, next)
+            TargetCheck::Usable => None,
+            TargetCheck::Wait(why, next) => return NotFound::Wait(why, next),
+            TargetCheck::Failed(e) => {
+                let read = format!("reading whether workflow {workflow} exists");
+                return NotFound::Unknown(e, read);
             }
-            Err(Ok(e)) if holds_every_call(&e) => {
-                NotFound::Unknown(e, format!("reading whether workflow {workflow} exists"))
+            TargetCheck::Unread(why) => Some(why),
+        };
+        let Some(vid) = item.contact_id.filter(|v| *v > 0) else {
+            return NotFound::Contact(learned);
+        };
+        let call = match self
+            .admit(link, Action::Enroll, &webhooks, true, None)
+            .await
+        {
+            Ok(call) => call,
+            Err(next) => {
+                let why = "the contact's address now is read by its id before it is sent again";
+                return NotFound::Wait(why.into(), next);
             }
-            Err(Ok(_)) => NotFound::Contact(learned),
+        };
+        self.count_call(link, self.now());
+        let also = |learned: Option<String>, this: String| {
+            Some(learned.map_or(this.clone(), |l| format!("{l}; {this}")))
+        };
+        match call.contact_email(vid as u64).await {
+            Ok(Some(now)) if !now.eq_ignore_ascii_case(email) => return NotFound::Moved(now),
+            Ok(Some(_)) => {}
+            Ok(None) => learned = also(learned, "the contact has no email address now".into()),
+            Err(ApiError::Permanent { status: 404, .. }) => {
+                let gone = format!("the contact (id {vid}) no longer exists in HubSpot");
+                return NotFound::Contact(Some(gone));
+            }
+            Err(e) if holds_every_call(&e) => {
+                let read = "reading the contact's address now by its id".into();
+                return NotFound::Unknown(e, read);
+            }
+            Err(e) => {
+                learned = also(
+                    learned,
+                    format!("its address now could not be read by its id: {e}"),
+                )
+            }
         }
+        NotFound::Contact(learned)
     }
 
-    /// Whether `target` can take calls of `action` (for contacts of `webhook`), read from
-    /// HubSpot (a call of the budget). When it cannot, its calls are held
-    /// ([`Link::hold_target`]): why, and until when its contacts wait. An error when the read
-    /// failed, or could not be made now (what follows for the contacts).
+    /// After HubSpot refused a call of `action` to `target` (for contacts of `webhooks`) in a
+    /// way that may be the target's: whether it can take calls, read from HubSpot (a call of
+    /// the budget) by the first such refusal while the others wait for its answer
+    /// ([`super::target_holds`]).
     async fn check_target(
         &self,
         link: &Link,
         action: Action,
-        webhook: &str,
+        webhooks: &[&str],
         target: &str,
-    ) -> Result<Option<(String, Next)>, Result<ApiError, Next>> {
-        // Found so by another contact's call meanwhile: no need to ask again.
-        if let Some((until, why)) = link.target_held(action, target, self.now()) {
-            return Ok(Some((
-                held_target(&why, until),
-                Next::Held(self.now() + MINUTE_MS),
-            )));
+    ) -> TargetCheck {
+        let what = match action {
+            Action::Enroll => format!("workflow {target}"),
+            _ => format!("list {target}"),
+        };
+        let workflow = target.parse::<u64>();
+        if action == Action::Complete || (action == Action::Enroll && workflow.is_err()) {
+            return TargetCheck::Usable;
         }
-        let call = self
-            .admit(link, action, &[webhook], true, None)
-            .await
-            .map_err(Err)?;
+        loop {
+            match link.targets.refused(action, target, self.now()) {
+                Refused::Read => break,
+                Refused::Usable => return TargetCheck::Usable,
+                Refused::BeingRead if self.read_of(link, action, target).await => {}
+                Refused::BeingRead => {
+                    let why = format!("{what} is being read, after another contact's refusal");
+                    return TargetCheck::Wait(why, self.in_a_minute());
+                }
+                Refused::Held(why) => return TargetCheck::Wait(why, self.in_a_minute()),
+            }
+        }
+        let _reading = link.targets.reading(action, target);
+        let call = match self.admit(link, action, webhooks, true, None).await {
+            Ok(call) => call,
+            Err(next) => {
+                let why =
+                    format!("whether {what} can take them is read before they are sent again");
+                return TargetCheck::Wait(why, next);
+            }
+        };
         self.count_call(link, self.now());
-        let read = match action {
-            Action::Enroll => match target.parse::<u64>() {
-                Ok(id) => targets::workflow(call, id).await.map(|r| r.err()),
-                Err(_) => return Ok(None),
-            },
-            Action::ListAdd => targets::list(call, target).await.map(|r| r.err()),
-            Action::Complete => return Ok(None),
+        let read = match workflow {
+            Ok(id) if action == Action::Enroll => {
+                targets::workflow(call, id).await.map(|r| r.err())
+            }
+            _ => targets::list(call, target).await.map(|r| r.err()),
         };
         match read {
-            Ok(None) => Ok(None),
-            Ok(Some(unusable)) => {
-                let until = link.hold_target(action, target, self.now(), &unusable);
-                let why = held_target(&unusable.to_string(), until);
-                Ok(Some((why, Next::Held(self.now() + MINUTE_MS))))
+            Ok(unusable) => {
+                match link
+                    .targets
+                    .checked(&link.id, action, target, self.now(), unusable.as_ref())
+                {
+                    None => TargetCheck::Usable,
+                    Some(why) => TargetCheck::Wait(why, self.in_a_minute()),
+                }
             }
-            Err(e) => Err(Ok(e)),
+            Err(e) => {
+                if holds_every_call(&e) {
+                    TargetCheck::Failed(e)
+                } else {
+                    TargetCheck::Unread(format!(
+                        "whether {what} can take them could not be read: {e}"
+                    ))
+                }
+            }
         }
+    }
+
+    /// Wait while `target` is being read after another contact's refusal; false when
+    /// stopping first.
+    async fn read_of(&self, link: &Link, action: Action, target: &str) -> bool {
+        while link.targets.being_read(action, target, self.now()) {
+            if !self.sleep(READ_POLL).await {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Held, looked at again in a minute (not booked in the connector's capacity meanwhile).
+    fn in_a_minute(&self) -> Next {
+        Next::Held(self.now() + MINUTE_MS)
     }
 
     /// The call about to be made, for the daily budget.
@@ -532,15 +599,6 @@ fn row(
     }
 }
 
-/// What a contact's row says of a target held until `until`, HubSpot having said `why`.
-fn held_target(why: &str, until: i64) -> String {
-    format!(
-        "{why}: its contacts wait until it can take them or the config names another (tried \
-         again at {})",
-        crate::time::format_minute(until)
-    )
-}
-
 /// The row of a call HubSpot refused (`e`) whose contact waits instead of failing (`why`),
 /// until `next`.
 fn waiting_row(base: OutcomeRow, e: &ApiError, why: &str, next: Next) -> OutcomeRow {
@@ -711,7 +769,8 @@ pub async fn enroll(
         tracing::warn!(receipt = %item.receipt_id, webhook = %item.webhook_id, "enroll failed: the contact has no email address");
         return done_if_recorded(&ctx, r, item).await;
     };
-    // Whether the contact's address now was read by its id in this task (once is enough).
+    // Whether an enrollment's 404 was looked into in this task (the workflow, the contact's
+    // address now): once is enough, but after a read failed as every call would.
     let mut looked_up = false;
     let mut readdressed = false;
     loop {
@@ -1018,48 +1077,41 @@ pub async fn list_add(
                             ..
                         }
                     ) {
-                        let webhook = chunk[0].webhook_id.clone();
-                        let wait = match ctx
-                            .check_target(&link, Action::ListAdd, &webhook, &list_id)
+                        let webhooks: Vec<Arc<str>> =
+                            chunk.iter().map(|i| i.webhook_id.clone()).collect();
+                        let webhooks: Vec<&str> = webhooks.iter().map(|w| &**w).collect();
+                        match ctx
+                            .check_target(&link, Action::ListAdd, &webhooks, &list_id)
                             .await
                         {
-                            Ok(None) => None,
-                            Ok(Some((why, next))) => Some((why, next)),
-                            Err(Err(next)) => Some((
-                                format!(
-                                    "whether list {list_id} can take contacts is read before they are sent again"
-                                ),
-                                next,
-                            )),
-                            Err(Ok(failed)) => {
-                                if holds_every_call(&failed) {
-                                    note = Some(format!(
-                                        "reading whether list {list_id} can take contacts, after HubSpot's refusal ({e})"
-                                    ));
-                                    e = failed;
-                                }
-                                None
+                            TargetCheck::Usable => {}
+                            TargetCheck::Wait(why, next) => {
+                                let now = ctx.now();
+                                let rows = chunk
+                                    .iter()
+                                    .map(|i| {
+                                        let base = row(
+                                            i,
+                                            &link,
+                                            Action::ListAdd,
+                                            &list_id,
+                                            Status::Retrying,
+                                            now,
+                                        );
+                                        waiting_row(base, &e, &why, next)
+                                    })
+                                    .collect();
+                                ctx.record(rows).await;
+                                out.extend(chunk.into_iter().map(|i| (i, next)));
+                                continue 'chunks;
                             }
-                        };
-                        if let Some((why, next)) = wait {
-                            let now = ctx.now();
-                            let rows = chunk
-                                .iter()
-                                .map(|i| {
-                                    let base = row(
-                                        i,
-                                        &link,
-                                        Action::ListAdd,
-                                        &list_id,
-                                        Status::Retrying,
-                                        now,
-                                    );
-                                    waiting_row(base, &e, &why, next)
-                                })
-                                .collect();
-                            ctx.record(rows).await;
-                            out.extend(chunk.into_iter().map(|i| (i, next)));
-                            continue 'chunks;
+                            TargetCheck::Failed(failed) => {
+                                note = Some(format!(
+                                    "reading whether list {list_id} can take contacts, after HubSpot's refusal ({e})"
+                                ));
+                                e = failed;
+                            }
+                            TargetCheck::Unread(why) => note = Some(why),
                         }
                     }
                     let decision = ctx.decide_after(&link, Action::ListAdd, &e, &mut chunk);

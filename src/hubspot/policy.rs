@@ -24,6 +24,18 @@ pub const MIN_RATE_LIMIT_WAIT: Duration = Duration::from_secs(1);
 /// How long a connector whose token HubSpot refused (401, or 403) waits before trying once
 /// more, and calls of a kind the token lacks a scope for wait.
 pub const REFUSED_TOKEN_PAUSE_MS: i64 = 5 * MINUTE_MS;
+/// How long calls to a target HubSpot cannot take (a workflow or list that is gone, a list
+/// made DYNAMIC) wait before it is tried again; twice as long each time it is found so again
+/// right after, up to [`TARGET_HOLD_MAX_MS`] (each try sends the calls then due, a tick's
+/// worth, before the refusals say it is still so).
+pub const TARGET_HOLD_MS: i64 = 5 * MINUTE_MS;
+pub const TARGET_HOLD_MAX_MS: i64 = HOUR_MS;
+/// How long a target read and found usable makes HubSpot's refusals of calls to it the
+/// contacts' own, without reading it again.
+pub const TARGET_USABLE_MS: i64 = 5 * MINUTE_MS;
+/// How long a target's calls wait for the read of it that one refusal started (a read that
+/// never answers stops holding them then).
+pub const TARGET_CHECK_MS: i64 = MINUTE_MS;
 /// How long a connector without an OAuth access token (its token endpoint failed) waits
 /// before trying again: an outage there is often a blip.
 pub const NO_ACCESS_TOKEN_PAUSE_MS: i64 = MINUTE_MS;
