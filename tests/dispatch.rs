@@ -383,6 +383,62 @@ fn a_deleted_workflow_or_a_dynamic_list_holds_its_contacts_until_fixed() {
     assert!(enrollments(&standin.log()).keys().all(|(w, _)| w != "104"));
 }
 
+/// A workflow read and found to exist a moment ago (after another contact's 404), then
+/// deleted: a contact HubSpot no longer finds by the address it still has has the workflow
+/// read again, and waits, rather than failing on what the first read found.
+#[test]
+fn a_workflow_deleted_right_after_it_was_found_to_exist_still_holds_its_contacts() {
+    let rt = runtime();
+    let standin = rt
+        .block_on(StandIn::start(Options {
+            token: TOKEN.into(),
+            workflows: vec![104],
+            ..Options::default()
+        }))
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let config = write_config(dir.path(), &standin.url(), "", &[&HOOKS[3]]);
+    let server = start(&config, &data, None, &[]);
+    standin.add_contact("deleted@example.com", 7501);
+    standin.add_contact("kept@example.com", 7502);
+    standin.delete_contact(7501);
+    let first = post(&server, "fatigue", 7501, "deleted@example.com");
+    let status_of = |receipt: &str| {
+        outcomes(&data)
+            .into_iter()
+            .filter(|r| r.receipt_id == receipt)
+            .next_back()
+    };
+    let failed = eventually(Duration::from_secs(20), || {
+        status_of(&first).filter(|r| r.status.is_final())
+    })
+    .unwrap_or_else(|| panic!("not final; logs:\n{}", server.logs()));
+    assert_eq!(failed.status, Status::Failed, "{failed:?}");
+    standin.set_workflows(vec![999]);
+    let second = post(&server, "fatigue", 7502, "kept@example.com");
+    eventually(Duration::from_secs(20), || {
+        let status: serde_json::Value =
+            common::get(server.admin_url("/status")).ok()?.json().ok()?;
+        (status["connectors"][0]["held_targets"][0]["target"] == "104").then_some(())
+    })
+    .unwrap_or_else(|| panic!("not held; logs:\n{}", server.logs()));
+    server.stop();
+    let last = status_of(&second).unwrap();
+    assert_eq!(last.status, Status::Retrying, "{last:?}");
+    assert!(
+        last.message
+            .as_deref()
+            .is_some_and(|m| m.contains("no workflow 104"))
+    );
+    let reads = standin
+        .log()
+        .iter()
+        .filter(|e| e.path == "/automation/v3/workflows/104")
+        .count();
+    assert_eq!(reads, 2);
+}
+
 /// A token without the lists scope: its list adds wait (HubSpot's `MISSING_SCOPES` 403),
 /// while the connector's enrollments go on (an earlier version paused the whole connector, so
 /// one list webhook held every enrollment).

@@ -286,17 +286,22 @@ impl Ctx {
     /// by its id, when it has one.
     async fn not_found(&self, link: &Link, item: &Pending, email: &str, workflow: u64) -> NotFound {
         let webhooks = [&*item.webhook_id];
-        let mut learned = match self
-            .check_target(link, Action::Enroll, &webhooks, &workflow.to_string())
-            .await
-        {
-            TargetCheck::Usable => None,
-            TargetCheck::Wait(why, next) => return NotFound::Wait(why, next),
+        let target = workflow.to_string();
+        let check = |check: TargetCheck| match check {
+            TargetCheck::Usable => Ok(None),
+            TargetCheck::Wait(why, next) => Err(NotFound::Wait(why, next)),
             TargetCheck::Failed(e) => {
                 let read = format!("reading whether workflow {workflow} exists");
-                return NotFound::Unknown(e, read);
+                Err(NotFound::Unknown(e, read))
             }
-            TargetCheck::Unread(why) => Some(why),
+            TargetCheck::Unread(why) => Ok(Some(why)),
+        };
+        let checked = self
+            .check_target(link, Action::Enroll, &webhooks, &target)
+            .await;
+        let mut learned = match check(checked) {
+            Ok(learned) => learned,
+            Err(found) => return found,
         };
         let Some(vid) = item.contact_id.filter(|v| *v > 0) else {
             return NotFound::Contact(learned);
@@ -317,7 +322,19 @@ impl Ctx {
         };
         match call.contact_email(vid as u64).await {
             Ok(Some(now)) if !now.eq_ignore_ascii_case(email) => return NotFound::Moved(now),
-            Ok(Some(_)) => {}
+            // It has the address HubSpot did not find: the workflow is the likelier cause,
+            // whatever a read of it found a moment ago (it may have been deleted since).
+            Ok(Some(_)) => {
+                link.targets.forget_usable(Action::Enroll, &target);
+                let checked = self
+                    .check_target(link, Action::Enroll, &webhooks, &target)
+                    .await;
+                match check(checked) {
+                    Ok(Some(why)) => learned = also(learned, why),
+                    Ok(None) => {}
+                    Err(found) => return found,
+                }
+            }
             Ok(None) => learned = also(learned, "the contact has no email address now".into()),
             Err(ApiError::Permanent { status: 404, .. }) => {
                 let gone = format!("the contact (id {vid}) no longer exists in HubSpot");

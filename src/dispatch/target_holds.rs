@@ -142,6 +142,15 @@ impl TargetHolds {
         Some(row)
     }
 
+    /// Forget that `target` was found usable: the next refusal has it read again.
+    pub fn forget_usable(&self, action: Action, target: &str) {
+        let mut states = self.states.lock().unwrap();
+        let key = (action, target.to_string());
+        if matches!(states.get(&key), Some(State::Usable(_))) {
+            states.remove(&key);
+        }
+    }
+
     /// The read [`Refused::Read`] asked for, until it is dropped: a read not made, failed or
     /// cut short (a panic, a stop) leaves the next refusal to read.
     pub fn reading<'h>(&'h self, action: Action, target: &str) -> Reading<'h> {
@@ -216,6 +225,10 @@ mod tests {
         assert!(!holds.is_held(enroll, "104", now));
         let later = now + policy::TARGET_USABLE_MS - 1;
         assert_eq!(holds.refused(enroll, "104", later), Refused::Usable);
+        // Forgotten (a contact found under the address HubSpot did not find): read again.
+        holds.forget_usable(enroll, "104");
+        assert_eq!(holds.refused(enroll, "104", later), Refused::Read);
+        holds.checked("main", enroll, "104", now, None);
         assert_eq!(holds.refused(enroll, "104", later + 1), Refused::Read);
         // Found gone: held, shown, and read again once the hold ends.
         let gone = Unusable::NoWorkflow(104);
