@@ -407,8 +407,7 @@ fn a_workflow_deleted_right_after_it_was_found_to_exist_still_holds_its_contacts
     let status_of = |receipt: &str| {
         outcomes(&data)
             .into_iter()
-            .filter(|r| r.receipt_id == receipt)
-            .next_back()
+            .rfind(|r| r.receipt_id == receipt)
     };
     let failed = eventually(Duration::from_secs(20), || {
         status_of(&first).filter(|r| r.status.is_final())
