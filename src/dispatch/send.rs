@@ -130,15 +130,12 @@ enum NotFound {
     Unknown(ApiError, String),
 }
 
-/// How often a call waiting on a target's read looks for its answer.
-const READ_POLL: Duration = Duration::from_millis(50);
-
 /// What a refused call's target turned out to be.
 enum TargetCheck {
     /// It can take calls: the refusal is the contacts' own.
     Usable,
-    /// Its contacts wait (it cannot take calls, another contact's refusal is having it read,
-    /// or the read cannot be made now): why, and what follows.
+    /// Its contacts wait (it cannot take calls, another refusal is having it read, or the
+    /// read cannot be made now): why, and what follows.
     Wait(String, Next),
     /// The read failed as every call would: that failure decides, as a call's own would.
     Failed(ApiError),
@@ -204,15 +201,9 @@ impl Ctx {
             let pauses = self.pauses.current();
             webhooks.iter().all(|w| pauses.holds(w, &link.id))
         };
-        // A target HubSpot said cannot take the call: its contacts wait, unbooked, looked at
-        // again each minute (the config may name another meanwhile).
-        // Being read after another contact's refusal: wait for the answer.
-        if let Some(t) = target
-            && !self.read_of(link, action, t).await
-        {
-            return Err(self.in_a_minute());
-        }
-        let target_held = || target.is_some_and(|t| link.targets.is_held(action, t, self.now()));
+        // A target HubSpot refused a call to, being read or found unable to take calls: its
+        // contacts wait, unbooked, looked at again each minute (the config may name another).
+        let target_held = || target.is_some_and(|t| link.targets.waits(action, t, self.now()));
         if held() || target_held() {
             return Err(self.in_a_minute());
         }
@@ -281,83 +272,73 @@ impl Ctx {
         Ok(call)
     }
 
-    /// Why HubSpot answered 404 to enrolling `item` by `email` into `workflow`: whether the
-    /// workflow exists is read (once for all its contacts), then the contact's address now
-    /// by its id, when it has one.
-    async fn not_found(&self, link: &Link, item: &Pending, email: &str, workflow: u64) -> NotFound {
+    /// Why HubSpot answered 404 to enrolling `item` by `email` into `workflow`: the contact's
+    /// address now is read by its id, when it has one (a contact deleted, or whose address
+    /// changed, unless it changed once already in this task); else whether the workflow
+    /// exists.
+    async fn not_found(
+        &self,
+        link: &Link,
+        item: &Pending,
+        email: &str,
+        workflow: u64,
+        readdressed: bool,
+    ) -> NotFound {
         let webhooks = [&*item.webhook_id];
-        let target = workflow.to_string();
-        let check = |check: TargetCheck| match check {
-            TargetCheck::Usable => Ok(None),
-            TargetCheck::Wait(why, next) => Err(NotFound::Wait(why, next)),
-            TargetCheck::Failed(e) => {
-                let read = format!("reading whether workflow {workflow} exists");
-                Err(NotFound::Unknown(e, read))
-            }
-            TargetCheck::Unread(why) => Ok(Some(why)),
-        };
-        let checked = self
-            .check_target(link, Action::Enroll, &webhooks, &target)
-            .await;
-        let mut learned = match check(checked) {
-            Ok(learned) => learned,
-            Err(found) => return found,
-        };
-        let Some(vid) = item.contact_id.filter(|v| *v > 0) else {
-            return NotFound::Contact(learned);
-        };
-        let call = match self
-            .admit(link, Action::Enroll, &webhooks, true, None)
-            .await
-        {
-            Ok(call) => call,
-            Err(next) => {
-                let why = "the contact's address now is read by its id before it is sent again";
-                return NotFound::Wait(why.into(), next);
-            }
-        };
-        self.count_call(link, self.now());
-        let also = |learned: Option<String>, this: String| {
-            Some(learned.map_or(this.clone(), |l| format!("{l}; {this}")))
-        };
-        match call.contact_email(vid as u64).await {
-            Ok(Some(now)) if !now.eq_ignore_ascii_case(email) => return NotFound::Moved(now),
-            // It has the address HubSpot did not find: the workflow is the likelier cause,
-            // whatever a read of it found a moment ago (it may have been deleted since).
-            Ok(Some(_)) => {
-                link.targets.forget_usable(Action::Enroll, &target);
-                let checked = self
-                    .check_target(link, Action::Enroll, &webhooks, &target)
-                    .await;
-                match check(checked) {
-                    Ok(Some(why)) => learned = also(learned, why),
-                    Ok(None) => {}
-                    Err(found) => return found,
+        let mut learned = None;
+        if let Some(vid) = item.contact_id.filter(|v| *v > 0) {
+            let call = match self
+                .admit(link, Action::Enroll, &webhooks, true, None)
+                .await
+            {
+                Ok(call) => call,
+                Err(next) => {
+                    let why = "the contact's address now is read by its id before it is sent again";
+                    return NotFound::Wait(why.into(), next);
+                }
+            };
+            self.count_call(link, self.now());
+            match call.contact_email(vid as u64).await {
+                Ok(Some(now)) if !now.eq_ignore_ascii_case(email) && !readdressed => {
+                    return NotFound::Moved(now);
+                }
+                Ok(Some(now)) if !now.eq_ignore_ascii_case(email) => {
+                    learned = Some("its address changed again while it was sent".into());
+                }
+                Ok(Some(_)) => {}
+                Ok(None) => learned = Some("the contact has no email address now".into()),
+                Err(ApiError::Permanent { status: 404, .. }) => {
+                    let gone = format!("the contact (id {vid}) no longer exists in HubSpot");
+                    return NotFound::Contact(Some(gone));
+                }
+                Err(e) if holds_every_call(&e) => {
+                    let read = "reading the contact's address now by its id".into();
+                    return NotFound::Unknown(e, read);
+                }
+                Err(e) => {
+                    learned = Some(format!("its address now could not be read by its id: {e}"))
                 }
             }
-            Ok(None) => learned = also(learned, "the contact has no email address now".into()),
-            Err(ApiError::Permanent { status: 404, .. }) => {
-                let gone = format!("the contact (id {vid}) no longer exists in HubSpot");
-                return NotFound::Contact(Some(gone));
+        }
+        // No contact found by an address it has (or none known by id): the workflow may be gone.
+        match self
+            .check_target(link, Action::Enroll, &webhooks, &workflow.to_string())
+            .await
+        {
+            TargetCheck::Usable => NotFound::Contact(learned),
+            TargetCheck::Wait(why, next) => NotFound::Wait(why, next),
+            TargetCheck::Failed(e) => {
+                NotFound::Unknown(e, format!("reading whether workflow {workflow} exists"))
             }
-            Err(e) if holds_every_call(&e) => {
-                let read = "reading the contact's address now by its id".into();
-                return NotFound::Unknown(e, read);
-            }
-            Err(e) => {
-                learned = also(
-                    learned,
-                    format!("its address now could not be read by its id: {e}"),
-                )
+            TargetCheck::Unread(why) => {
+                NotFound::Contact(Some(learned.map_or(why.clone(), |l| format!("{l}; {why}"))))
             }
         }
-        NotFound::Contact(learned)
     }
 
     /// After HubSpot refused a call of `action` to `target` (for contacts of `webhooks`) in a
     /// way that may be the target's: whether it can take calls, read from HubSpot (a call of
-    /// the budget) by the first such refusal while the others wait for its answer
-    /// ([`super::target_holds`]).
+    /// the budget), one read at a time ([`super::target_holds`]).
     async fn check_target(
         &self,
         link: &Link,
@@ -365,27 +346,19 @@ impl Ctx {
         webhooks: &[&str],
         target: &str,
     ) -> TargetCheck {
-        let what = match action {
-            Action::Enroll => format!("workflow {target}"),
-            _ => format!("list {target}"),
+        let workflow = match (action, target.parse::<u64>()) {
+            (Action::Enroll, Ok(id)) => Some(id),
+            (Action::ListAdd, _) => None,
+            _ => return TargetCheck::Usable,
         };
-        let workflow = target.parse::<u64>();
-        if action == Action::Complete || (action == Action::Enroll && workflow.is_err()) {
-            return TargetCheck::Usable;
-        }
-        loop {
-            match link.targets.refused(action, target, self.now()) {
-                Refused::Read => break,
-                Refused::Usable => return TargetCheck::Usable,
-                Refused::BeingRead if self.read_of(link, action, target).await => {}
-                Refused::BeingRead => {
-                    let why = format!("{what} is being read, after another contact's refusal");
-                    return TargetCheck::Wait(why, self.in_a_minute());
-                }
-                Refused::Held(why) => return TargetCheck::Wait(why, self.in_a_minute()),
-            }
-        }
-        let _reading = link.targets.reading(action, target);
+        let reading = match link.targets.refused(action, target, self.now()) {
+            Refused::Read(reading) => reading,
+            Refused::Wait(why) => return TargetCheck::Wait(why, self.in_a_minute()),
+        };
+        let what = match workflow {
+            Some(id) => format!("workflow {id}"),
+            None => format!("list {target}"),
+        };
         let call = match self.admit(link, action, webhooks, true, None).await {
             Ok(call) => call,
             Err(next) => {
@@ -396,42 +369,19 @@ impl Ctx {
         };
         self.count_call(link, self.now());
         let read = match workflow {
-            Ok(id) if action == Action::Enroll => {
-                targets::workflow(call, id).await.map(|r| r.err())
-            }
-            _ => targets::list(call, target).await.map(|r| r.err()),
+            Some(id) => targets::workflow(call, id).await.map(|r| r.err()),
+            None => targets::list(call, target).await.map(|r| r.err()),
         };
         match read {
-            Ok(unusable) => {
-                match link
-                    .targets
-                    .checked(&link.id, action, target, self.now(), unusable.as_ref())
-                {
-                    None => TargetCheck::Usable,
-                    Some(why) => TargetCheck::Wait(why, self.in_a_minute()),
-                }
-            }
-            Err(e) => {
-                if holds_every_call(&e) {
-                    TargetCheck::Failed(e)
-                } else {
-                    TargetCheck::Unread(format!(
-                        "whether {what} can take them could not be read: {e}"
-                    ))
-                }
-            }
+            Ok(unusable) => match reading.found(&link.id, self.now(), unusable.as_ref()) {
+                None => TargetCheck::Usable,
+                Some(why) => TargetCheck::Wait(why, self.in_a_minute()),
+            },
+            Err(e) if holds_every_call(&e) => TargetCheck::Failed(e),
+            Err(e) => TargetCheck::Unread(format!(
+                "whether {what} can take them could not be read: {e}"
+            )),
         }
-    }
-
-    /// Wait while `target` is being read after another contact's refusal; false when
-    /// stopping first.
-    async fn read_of(&self, link: &Link, action: Action, target: &str) -> bool {
-        while link.targets.being_read(action, target, self.now()) {
-            if !self.sleep(READ_POLL).await {
-                return false;
-            }
-        }
-        true
     }
 
     /// Held, looked at again in a minute (not booked in the connector's capacity meanwhile).
@@ -905,11 +855,17 @@ pub async fn enroll(
                 let mut note = None;
                 if !looked_up && matches!(e, ApiError::Permanent { status: 404, .. }) {
                     looked_up = true;
-                    match ctx.not_found(&link, &item, &email, workflow).await {
+                    match ctx
+                        .not_found(&link, &item, &email, workflow, readdressed)
+                        .await
+                    {
                         NotFound::Moved(now) => {
                             item.email = Some(now.as_str().into());
                             email = now;
                             readdressed = true;
+                            // A 404 to the address now is looked into in turn (the workflow
+                            // may have gone meanwhile).
+                            looked_up = false;
                             continue;
                         }
                         NotFound::Contact(learned) => note = learned,
