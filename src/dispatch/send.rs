@@ -187,7 +187,7 @@ impl Ctx {
     /// The limiter's permission for one call through `link` for contacts of `webhooks` (to
     /// `target`, when it is one HubSpot may refuse), and when `budgeted` a call of its daily
     /// budget; when stopping, the connector is paused (by HubSpot, or by an operator, who may
-    /// also have paused every one of `webhooks`), the target is held or being read
+    /// also have paused every one of `webhooks`), the target is held
     /// ([`super::target_holds`]), or the budget is spent: until when the work stays queued.
     async fn admit<'l>(
         &self,
@@ -201,11 +201,14 @@ impl Ctx {
             let pauses = self.pauses.current();
             webhooks.iter().all(|w| pauses.holds(w, &link.id))
         };
-        // A target HubSpot refused a call to, being read or found unable to take calls: its
-        // contacts wait, unbooked, looked at again each minute (the config may name another).
-        let target_held = || target.is_some_and(|t| link.targets.waits(action, t, self.now()));
-        if held() || target_held() {
+        // A target HubSpot refused a call to and found unable to take calls: its contacts
+        // wait, unbooked, looked at again each minute (the config may name another).
+        let target_held = || target.and_then(|t| link.targets.waits(action, t, self.now()));
+        if held() {
             return Err(self.in_a_minute());
+        }
+        if let Some(again) = target_held() {
+            return Err(Next::Held(again));
         }
         if let Some(until) = link.scope_held(action, self.now()) {
             return Err(Next::Again(until));
@@ -217,8 +220,12 @@ impl Ctx {
             .admit(|| self.now(), &self.stop, self.horizon)
             .await
             .map_err(Next::Again)?;
-        if held() || target_held() {
+        let target_held = || target.and_then(|t| link.targets.waits(action, t, self.now()));
+        if held() {
             return Err(self.in_a_minute());
+        }
+        if let Some(again) = target_held() {
+            return Err(Next::Held(again));
         }
         // Set by a refusal while this call waited on the limiter.
         if let Some(until) = link.scope_held(action, self.now()) {
@@ -285,10 +292,11 @@ impl Ctx {
         readdressed: bool,
     ) -> NotFound {
         let webhooks = [&*item.webhook_id];
+        let target = workflow.to_string();
         let mut learned = None;
         if let Some(vid) = item.contact_id.filter(|v| *v > 0) {
             let call = match self
-                .admit(link, Action::Enroll, &webhooks, true, None)
+                .admit(link, Action::Enroll, &webhooks, true, Some(&target))
                 .await
             {
                 Ok(call) => call,
@@ -305,7 +313,9 @@ impl Ctx {
                 Ok(Some(now)) if !now.eq_ignore_ascii_case(email) => {
                     learned = Some("its address changed again while it was sent".into());
                 }
-                Ok(Some(_)) => {}
+                // Not found by an address it has: the workflow is the likelier cause, whatever
+                // a read of it found a moment ago (it may have been deleted since).
+                Ok(Some(_)) => link.targets.forget_usable(Action::Enroll, &target),
                 Ok(None) => learned = Some("the contact has no email address now".into()),
                 Err(ApiError::Permanent { status: 404, .. }) => {
                     let gone = format!("the contact (id {vid}) no longer exists in HubSpot");
@@ -322,7 +332,7 @@ impl Ctx {
         }
         // No contact found by an address it has (or none known by id): the workflow may be gone.
         match self
-            .check_target(link, Action::Enroll, &webhooks, &workflow.to_string())
+            .check_target(link, Action::Enroll, &webhooks, &target)
             .await
         {
             TargetCheck::Usable => NotFound::Contact(learned),
@@ -353,7 +363,8 @@ impl Ctx {
         };
         let reading = match link.targets.refused(action, target, self.now()) {
             Refused::Read(reading) => reading,
-            Refused::Wait(why) => return TargetCheck::Wait(why, self.in_a_minute()),
+            Refused::Usable => return TargetCheck::Usable,
+            Refused::Wait(why, again) => return TargetCheck::Wait(why, Next::Held(again)),
         };
         let what = match workflow {
             Some(id) => format!("workflow {id}"),
@@ -740,6 +751,7 @@ pub async fn enroll(
     // address now): once is enough, but after a read failed as every call would.
     let mut looked_up = false;
     let mut readdressed = false;
+    let retrying = |i: &Pending, now| row(i, &link, Action::Enroll, &target, Status::Retrying, now);
     loop {
         let call = match ctx
             .admit(
@@ -870,15 +882,7 @@ pub async fn enroll(
                         }
                         NotFound::Contact(learned) => note = learned,
                         NotFound::Wait(why, next) => {
-                            let base = row(
-                                &item,
-                                &link,
-                                Action::Enroll,
-                                &target,
-                                Status::Retrying,
-                                ctx.now(),
-                            );
-                            let r = waiting_row(base, &e, &why, next);
+                            let r = waiting_row(retrying(&item, ctx.now()), &e, &why, next);
                             ctx.record(vec![r]).await;
                             return (item, next);
                         }
@@ -895,14 +899,7 @@ pub async fn enroll(
                 if item.in_doubt {
                     item.doubt_workflow = NonZeroU64::new(workflow);
                 }
-                let base = row(
-                    &item,
-                    &link,
-                    Action::Enroll,
-                    &target,
-                    Status::Retrying,
-                    ctx.now(),
-                );
+                let base = retrying(&item, ctx.now());
                 let mut r = failure_row(base, &e, &decision, ctx.now(), item.in_doubt);
                 if let (Some(note), Some(message)) = (note, r.message.as_mut()) {
                     message.push_str("; ");

@@ -1,12 +1,12 @@
 //! What a connector knows of the targets (workflows, lists) HubSpot refused calls to. HubSpot's
 //! 404 to an enrollment does not say whether the address or the workflow was not found, nor
 //! its 400 or 404 to a list add whether the list or the batch was at fault, so such a refusal
-//! has the target read. One read at a time: while it is under way, and while a target found
-//! unusable is held, the target's calls wait without being made, so a workflow deleted with
-//! thousands of contacts due costs the calls already on their way and a read, not a call each.
-//! A hold lasts [`policy::TARGET_HOLD_MS`], twice as long each time the target is found so
-//! again right after, up to [`policy::TARGET_HOLD_MAX_MS`]. Nothing is remembered of a target
-//! found usable: the next refusal reads it again, so a deletion is never missed.
+//! has the target read, one read at a time (a refusal that comes while it is under way is
+//! tried again shortly). A target found usable makes the refusals of the next
+//! [`policy::TARGET_USABLE_MS`] the contacts' own, so contacts HubSpot does not know cost no
+//! read each; one found unusable holds its calls, which are then not made, for
+//! [`policy::TARGET_HOLD_MS`], twice as long each time it is found so again right after, up
+//! to [`policy::TARGET_HOLD_MAX_MS`].
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -14,24 +14,35 @@ use std::sync::Mutex;
 use crate::datasets::outcomes::Action;
 use crate::hubspot::policy;
 use crate::hubspot::targets::Unusable;
-use crate::time::format_minute;
+use crate::time::{MINUTE_MS, format_minute};
 
 type Key = (Action, String);
 
-/// A target's state while it is not plainly usable.
+/// A target's state after a refusal of a call to it.
 #[derive(Debug, Clone)]
 enum State {
-    /// Being read since then (clock ms): its calls wait.
+    /// Being read since then (clock ms).
     Reading(i64),
+    /// Read then and found usable.
+    Usable(i64),
     /// Found unusable at the first: its calls wait until the second, and why.
     Held(i64, i64, String),
 }
 
 impl State {
+    /// When the contacts of a target in this state are looked at again.
+    fn look_again(&self, now: i64) -> i64 {
+        match self {
+            State::Reading(_) | State::Usable(_) => now + policy::TARGET_READ_WAIT_MS,
+            State::Held(..) => now + MINUTE_MS,
+        }
+    }
+
     /// Still in force at `now` (a clock moved back before its start ends it).
     fn current(&self, now: i64) -> bool {
         match self {
             State::Reading(since) => *since <= now,
+            State::Usable(at) => *at <= now && now < at + policy::TARGET_USABLE_MS,
             State::Held(since, until, _) => *since <= now && now < *until,
         }
     }
@@ -50,9 +61,11 @@ pub enum Refused<'h> {
     /// Read it, holding this until the answer is recorded ([`Reading::found`]); dropped
     /// without one (a read not made, failed, cut short), the next refusal reads.
     Read(Reading<'h>),
-    /// Another refusal is having it read, or it cannot take calls: the contact waits, for
-    /// this reason.
-    Wait(String),
+    /// Read lately and found usable: the refusal is the contact's own.
+    Usable,
+    /// Another refusal is having it read (the contact is tried again shortly), or it cannot
+    /// take calls: the contact waits, for this reason, until the second (clock ms).
+    Wait(String, i64),
 }
 
 /// The states by kind of call and target id. Keys are targets configs named; ended states go
@@ -64,12 +77,25 @@ pub struct TargetHolds {
 }
 
 impl TargetHolds {
-    /// Whether calls of `action` to `target` wait at `now` (it is being read, or is held).
-    pub fn waits(&self, action: Action, target: &str, now: i64) -> bool {
+    /// Whether calls of `action` to `target` are held at `now` (found unable to take them):
+    /// when their contacts are looked at again, in a minute (the config may name another
+    /// target meanwhile).
+    pub fn waits(&self, action: Action, target: &str, now: i64) -> Option<i64> {
         let states = self.states.lock().unwrap();
-        states
-            .get(&(action, target.to_string()))
-            .is_some_and(|s| s.current(now))
+        match states.get(&(action, target.to_string()))? {
+            state @ State::Held(..) if state.current(now) => Some(state.look_again(now)),
+            _ => None,
+        }
+    }
+
+    /// Forget that `target` was found usable (a contact HubSpot did not find by an address it
+    /// has: the target is the likelier cause): the next refusal has it read again.
+    pub fn forget_usable(&self, action: Action, target: &str) {
+        let mut states = self.states.lock().unwrap();
+        let key = (action, target.to_string());
+        if matches!(states.get(&key), Some(State::Usable(_))) {
+            states.remove(&key);
+        }
     }
 
     /// HubSpot refused a call of `action` to `target` at `now`, in a way that may be the
@@ -79,14 +105,20 @@ impl TargetHolds {
         states.retain(|_, s| s.current(now));
         let key = (action, target.to_string());
         match states.get(&key) {
-            Some(State::Reading(_)) => Refused::Wait(format!(
-                "{} {target} is being read, after HubSpot refused another contact's call to it",
-                match action {
-                    Action::ListAdd => "list",
-                    _ => "workflow",
-                }
-            )),
-            Some(State::Held(_, until, why)) => Refused::Wait(held(why, *until)),
+            Some(State::Usable(_)) => Refused::Usable,
+            Some(state @ State::Reading(_)) => Refused::Wait(
+                format!(
+                    "{} {target} is being read, after HubSpot refused another contact's call to it",
+                    match action {
+                        Action::ListAdd => "list",
+                        _ => "workflow",
+                    }
+                ),
+                state.look_again(now),
+            ),
+            Some(state @ State::Held(_, until, why)) => {
+                Refused::Wait(held(why, *until), state.look_again(now))
+            }
             None => {
                 states.insert(key.clone(), State::Reading(now));
                 Refused::Read(Reading {
@@ -106,7 +138,7 @@ impl TargetHolds {
             .filter(|(_, s)| s.current(now))
             .filter_map(|((action, target), s)| match s {
                 State::Held(_, until, why) => Some((*action, target.clone(), *until, why.clone())),
-                State::Reading(_) => None,
+                State::Reading(_) | State::Usable(_) => None,
             })
             .collect();
         out.sort_by(|a, b| (a.0 as usize, &a.1).cmp(&(b.0 as usize, &b.1)));
@@ -128,7 +160,13 @@ impl Reading<'_> {
     pub fn found(self, connector: &str, now: i64, unusable: Option<&Unusable>) -> Option<String> {
         let Some(unusable) = unusable else {
             self.holds.last_holds.lock().unwrap().remove(&self.key);
-            return None; // the state goes with `self`
+            let usable = State::Usable(now);
+            self.holds
+                .states
+                .lock()
+                .unwrap()
+                .insert(self.key.clone(), usable);
+            return None;
         };
         let mut last_holds = self.holds.last_holds.lock().unwrap();
         last_holds.retain(|_, h| now < h.until + h.lasts);
@@ -159,7 +197,7 @@ impl Reading<'_> {
 }
 
 impl Drop for Reading<'_> {
-    /// Ends this read's state, not a hold it recorded nor a newer read's.
+    /// Ends this read's state, not what it found nor a newer read's.
     fn drop(&mut self) {
         let mut states = self.holds.states.lock().unwrap();
         if matches!(states.get(&self.key), Some(State::Reading(since)) if *since == self.since) {
@@ -180,46 +218,60 @@ fn held(why: &str, until: i64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::time::MINUTE_MS;
 
     fn read<'h>(holds: &'h TargetHolds, target: &str, now: i64) -> Reading<'h> {
         match holds.refused(Action::Enroll, target, now) {
             Refused::Read(reading) => reading,
-            Refused::Wait(why) => panic!("waits: {why}"),
+            Refused::Wait(why, _) => panic!("waits: {why}"),
+            Refused::Usable => panic!("taken as usable"),
         }
     }
 
     #[test]
-    fn one_refusal_reads_the_target_while_its_calls_wait() {
+    fn one_refusal_reads_the_target_and_its_answer_serves_the_next() {
         let holds = TargetHolds::default();
         let (enroll, now) = (Action::Enroll, 1_000 * MINUTE_MS);
         let reading = read(&holds, "104", now);
-        assert!(holds.waits(enroll, "104", now));
-        assert!(!holds.waits(enroll, "105", now), "another target");
-        assert!(
-            !holds.waits(Action::ListAdd, "104", now),
-            "another kind of call"
-        );
+        // While it is read, calls go on; another refusal is tried again shortly.
+        assert_eq!(holds.waits(enroll, "104", now), None);
         assert!(matches!(
             holds.refused(enroll, "104", now),
-            Refused::Wait(_)
+            Refused::Wait(_, again) if again == now + policy::TARGET_READ_WAIT_MS
         ));
-        // Found usable: nothing kept, the next refusal reads again.
+        assert!(
+            matches!(holds.refused(enroll, "105", now), Refused::Read(_)),
+            "another target"
+        );
+        assert!(matches!(
+            holds.refused(Action::ListAdd, "104", now),
+            Refused::Read(_)
+        ));
+        // Found usable: refusals are the contacts' own, without a read, for a while.
         assert_eq!(reading.found("main", now, None), None);
-        assert!(!holds.waits(enroll, "104", now));
-        let reading = read(&holds, "104", now + 1);
+        let later = now + policy::TARGET_USABLE_MS - 1;
+        assert!(matches!(
+            holds.refused(enroll, "104", later),
+            Refused::Usable
+        ));
+        // Forgotten (a contact found under the address HubSpot did not find): read again.
+        holds.forget_usable(enroll, "104");
+        read(&holds, "104", later).found("main", now, None);
+        let reading = read(&holds, "104", later + 1);
         // Found gone: held, shown, and read again once the hold ends.
         let gone = Unusable::NoWorkflow(104);
-        let row = reading.found("main", now + 1, Some(&gone));
+        let row = reading.found("main", later + 1, Some(&gone));
         assert!(row.is_some_and(|r| r.contains("no workflow 104")));
-        assert!(holds.waits(enroll, "104", now + 2));
+        assert_eq!(
+            holds.waits(enroll, "104", later + 2),
+            Some(later + 2 + MINUTE_MS)
+        );
         assert!(matches!(
-            holds.refused(enroll, "104", now + 2),
-            Refused::Wait(_)
+            holds.refused(enroll, "104", later + 2),
+            Refused::Wait(..)
         ));
-        assert_eq!(holds.held(now + 2).len(), 1);
-        let ends = now + 1 + policy::TARGET_HOLD_MS;
-        assert!(!holds.waits(enroll, "104", ends));
+        assert_eq!(holds.held(later + 2).len(), 1);
+        let ends = later + 1 + policy::TARGET_HOLD_MS;
+        assert_eq!(holds.waits(enroll, "104", ends), None);
         assert!(holds.held(ends).is_empty());
         // Still gone right after: held twice as long, and so on up to the longest.
         read(&holds, "104", ends).found("main", ends, Some(&gone));
@@ -229,13 +281,12 @@ mod tests {
             read(&holds, "104", at).found("main", at, Some(&gone));
             at = holds.held(at)[0].2;
         }
-        let (_, _, until, _) = holds.held(at - 1)[0].clone();
-        assert_eq!(until, at);
         read(&holds, "104", at).found("main", at, Some(&gone));
         assert_eq!(holds.held(at)[0].2, at + policy::TARGET_HOLD_MAX_MS);
         // Usable again: the next hold is the shortest.
         let at = at + policy::TARGET_HOLD_MAX_MS;
         read(&holds, "104", at).found("main", at, None);
+        let at = at + policy::TARGET_USABLE_MS;
         read(&holds, "104", at).found("main", at, Some(&gone));
         assert_eq!(holds.held(at)[0].2, at + policy::TARGET_HOLD_MS);
         // A read dropped without an answer (failed, cut short) leaves the next refusal to
@@ -244,6 +295,6 @@ mod tests {
         drop(read(&holds, "104", later));
         drop(read(&holds, "104", later));
         read(&holds, "104", later).found("main", later, Some(&gone));
-        assert!(!holds.waits(enroll, "104", later - MINUTE_MS));
+        assert_eq!(holds.waits(enroll, "104", later - MINUTE_MS), None);
     }
 }

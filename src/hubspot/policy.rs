@@ -30,6 +30,14 @@ pub const REFUSED_TOKEN_PAUSE_MS: i64 = 5 * MINUTE_MS;
 /// worth, before the refusals say it is still so).
 pub const TARGET_HOLD_MS: i64 = 5 * MINUTE_MS;
 pub const TARGET_HOLD_MAX_MS: i64 = HOUR_MS;
+/// How soon a contact whose call HubSpot refused while its target was being read (after
+/// another refusal) is tried again: the read takes a call.
+pub const TARGET_READ_WAIT_MS: i64 = 5_000;
+/// How long a target read and found usable makes HubSpot's refusals of calls to it the
+/// contacts' own without reading it again: short, since a workflow deleted meanwhile fails
+/// the contacts then refused that were posted without an id (one with an id found under the
+/// address HubSpot did not find has the workflow read again).
+pub const TARGET_USABLE_MS: i64 = MINUTE_MS;
 /// How long a connector without an OAuth access token (its token endpoint failed) waits
 /// before trying again: an outage there is often a blip.
 pub const NO_ACCESS_TOKEN_PAUSE_MS: i64 = MINUTE_MS;
