@@ -685,6 +685,15 @@ fn failure_row(
     }
 }
 
+/// `r` with what was learned of its failure (`note`) after HubSpot's message.
+fn noted(mut r: OutcomeRow, note: Option<&str>) -> OutcomeRow {
+    if let (Some(note), Some(message)) = (note, r.message.as_mut()) {
+        message.push_str("; ");
+        message.push_str(note);
+    }
+    r
+}
+
 /// Done with `row`'s status once the row is durable; until then the contact stays queued
 /// (a minute later), so a disk that is full now cannot turn a call into one never recorded.
 async fn done_if_recorded(ctx: &Ctx, row: OutcomeRow, item: Pending) -> (Pending, Next) {
@@ -900,11 +909,8 @@ pub async fn enroll(
                     item.doubt_workflow = NonZeroU64::new(workflow);
                 }
                 let base = retrying(&item, ctx.now());
-                let mut r = failure_row(base, &e, &decision, ctx.now(), item.in_doubt);
-                if let (Some(note), Some(message)) = (note, r.message.as_mut()) {
-                    message.push_str("; ");
-                    message.push_str(&note);
-                }
+                let failed = failure_row(base, &e, &decision, ctx.now(), item.in_doubt);
+                let r = noted(failed, note.as_deref());
                 if matches!(decision, Decision::GiveUp) {
                     tracing::warn!(receipt = %item.receipt_id, webhook = %item.webhook_id, "enrollment failed: {e}");
                     return done_if_recorded(&ctx, r, item).await;
@@ -1047,9 +1053,7 @@ pub async fn list_add(
                             ..
                         }
                     ) {
-                        let webhooks: Vec<Arc<str>> =
-                            chunk.iter().map(|i| i.webhook_id.clone()).collect();
-                        let webhooks: Vec<&str> = webhooks.iter().map(|w| &**w).collect();
+                        let webhooks: Vec<&str> = chunk.iter().map(|i| &*i.webhook_id).collect();
                         match ctx
                             .check_target(&link, Action::ListAdd, &webhooks, &list_id)
                             .await
@@ -1091,12 +1095,10 @@ pub async fn list_add(
                         .map(|i| {
                             let base =
                                 row(i, &link, Action::ListAdd, &list_id, Status::Retrying, now);
-                            let mut r = failure_row(base, &e, &decision, now, false);
-                            if let (Some(note), Some(message)) = (&note, r.message.as_mut()) {
-                                message.push_str("; ");
-                                message.push_str(note);
-                            }
-                            r
+                            noted(
+                                failure_row(base, &e, &decision, now, false),
+                                note.as_deref(),
+                            )
                         })
                         .collect();
                     if matches!(decision, Decision::GiveUp) {

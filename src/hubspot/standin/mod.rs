@@ -404,8 +404,7 @@ impl StandIn {
 
     /// Make `email` a contact with HubSpot id `vid`, as a real account knows its contacts
     /// before anything is enrolled (so the enrollments read by id finds what was enrolled by
-    /// email).
-    /// A second address of a contact already known is a secondary one (as a merge leaves).
+    /// email). A second address of a contact already known is a secondary one (as a merge leaves).
     pub fn add_contact(&self, email: &str, vid: u64) {
         let mut w = self.world.lock().unwrap();
         let email = email.to_ascii_lowercase();
