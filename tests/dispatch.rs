@@ -235,10 +235,11 @@ fn without_the_contacts_read_scope_a_changed_address_fails_naming_it() {
 /// A workflow deleted in HubSpot and a list made DYNAMIC: their contacts wait, queued, none
 /// failed, and `/status` says which target and why, while the webhook whose target is fine
 /// goes on. Forty contacts due at once into the deleted workflow cost at most a call each and
-/// one read of it, none a second call while it is held. Once the config names another workflow, its contacts go
-/// there (one whose address changed meanwhile by its address now); once the list takes
-/// changes again, the next try after the hold lists its contacts. An earlier version failed
-/// every contact that came due, for good.
+/// one read of it, none a second call while it is held or when the hold ends (a read then).
+/// Once the config names another workflow, its contacts go there (one whose address changed
+/// meanwhile by its address now); once the list takes changes again, the read at the hold's
+/// end finds it so and its contacts are listed. An earlier version failed every contact that
+/// came due, for good.
 #[test]
 fn a_deleted_workflow_or_a_dynamic_list_holds_its_contacts_until_fixed() {
     let rt = runtime();
@@ -348,6 +349,27 @@ fn a_deleted_workflow_or_a_dynamic_list_holds_its_contacts_until_fixed() {
             .count()
     };
     assert_eq!(list_adds(&standin), 1);
+    // The holds end with both targets still unusable: each is read once more before any of
+    // its calls goes, and held twice as long. No contact is called again (an earlier version
+    // sent every contact then due to find out).
+    let t1 = t0 + 6 * 60_000;
+    set_clock(&clock, t1);
+    eventually(Duration::from_secs(30), || {
+        let s = status();
+        let targets = s["connectors"][0]["held_targets"].as_array()?.clone();
+        let longer = |t: &serde_json::Value| t["until_ms"].as_i64() >= Some(t1 + 10 * 60_000);
+        (targets.len() == 2 && targets.iter().all(longer)).then_some(())
+    })
+    .unwrap_or_else(|| panic!("not held again; logs:\n{}", server.logs()));
+    assert_eq!(reads("/automation/v3/workflows/104"), 2);
+    assert_eq!(reads("/crm/lists/2026-03/987"), 2);
+    let calls_now = standin
+        .log()
+        .iter()
+        .filter(|e| e.path.starts_with("/automation/v2/workflows/104/"))
+        .count();
+    assert_eq!(calls_now, calls_to_104.len());
+    assert_eq!(list_adds(&standin), 1);
     // The config names another workflow: its contacts go there within the minute.
     let fixed = Hook {
         target: "workflow_id = 105",
@@ -355,14 +377,14 @@ fn a_deleted_workflow_or_a_dynamic_list_holds_its_contacts_until_fixed() {
     };
     write_config(dir.path(), &standin.url(), "", &[&fixed, &HOOKS[4], &fine]);
     wait_for_config(&server, &config);
-    set_clock(&clock, t0 + 2 * 60_000);
+    set_clock(&clock, t1 + 60_000);
     wait_enrolled(&standin, &server, "105", "moved@example.com");
     for email in &fatigue[1..] {
         wait_enrolled(&standin, &server, "105", email);
     }
     // The list takes changes again: after the hold, its contacts are listed.
     standin.set_lists(vec![("987".into(), ListKind::Manual)]);
-    set_clock(&clock, t0 + 8 * 60_000);
+    set_clock(&clock, t1 + 11 * 60_000);
     let rows = eventually(Duration::from_secs(30), || {
         let rows = final_rows(&data);
         (rows.len() == 44).then_some(rows)
@@ -433,6 +455,124 @@ fn a_workflow_deleted_right_after_it_was_found_to_exist_still_holds_its_contacts
         .filter(|e| e.path == "/automation/v3/workflows/104")
         .count();
     assert_eq!(reads, 2);
+}
+
+/// A workflow deleted while HubSpot's workflow reads fail (503): the first refusal's read
+/// fails, and the workflow's calls wait a minute for a read that answers instead of each
+/// contact being sent, refused and retried meanwhile (an earlier version did, once per
+/// contact and backoff). Each hold's end is one read; once the workflow is back, every
+/// contact is enrolled, none called more than its first refused call and the enrollment.
+#[test]
+fn a_failing_target_read_holds_its_contacts_instead_of_sending_each() {
+    let rt = runtime();
+    let standin = rt
+        .block_on(StandIn::start(Options {
+            token: TOKEN.into(),
+            workflows: vec![101],
+            ..Options::default()
+        }))
+        .unwrap();
+    let reads_fail = || {
+        Injection::next(Fault::Status {
+            status: 503,
+            message: "Service Unavailable".into(),
+        })
+        .times(u64::MAX)
+        .on("/automation/v3/workflows/")
+    };
+    standin.inject(reads_fail());
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let clock = dir.path().join("clock");
+    let t0 = now_ms();
+    set_clock(&clock, t0);
+    let config = write_config(dir.path(), &standin.url(), "", &[&HOOKS[3]]);
+    let server = start(&config, &data, Some(&clock), &[]);
+    let emails: Vec<String> = (0..12u64).map(|i| format!("r{i}@example.com")).collect();
+    for (i, email) in emails.iter().enumerate() {
+        standin.add_contact(email, 7600 + i as u64);
+        post(&server, "fatigue", 7600 + i as u64, email);
+    }
+    let reads = || {
+        standin
+            .log()
+            .iter()
+            .filter(|e| e.path == "/automation/v3/workflows/104")
+            .count()
+    };
+    let calls = || {
+        let mut by_path = HashMap::new();
+        for e in standin.log() {
+            if e.path.starts_with("/automation/v2/workflows/104/") {
+                *by_path.entry(e.path).or_insert(0) += 1;
+            }
+        }
+        by_path
+    };
+    // Held until the clock moves; `why` says the workflow could not be read.
+    let held = |after: i64| {
+        eventually(Duration::from_secs(30), || {
+            let status: serde_json::Value =
+                common::get(server.admin_url("/status")).ok()?.json().ok()?;
+            let target = status["connectors"][0]["held_targets"][0].clone();
+            (target["until_ms"].as_i64() > Some(after)).then_some(target)
+        })
+        .unwrap_or_else(|| panic!("not held; logs:\n{}", server.logs()))
+    };
+    set_clock(&clock, t0 + 30_000);
+    let target = held(t0 + 30_000);
+    assert!(
+        target["why"]
+            .as_str()
+            .is_some_and(|w| w.contains("could not be read")),
+        "{target}"
+    );
+    // Each contact's first refusal may have come before the hold; none was sent again.
+    std::thread::sleep(Duration::from_secs(2));
+    let first = calls();
+    assert!(first.values().all(|n| *n == 1), "{first:?}");
+    let reads_then = reads();
+    // The hold's end: one read (failing again), no call.
+    let t1 = t0 + 3 * 60_000;
+    set_clock(&clock, t1);
+    held(t1);
+    assert_eq!(reads(), reads_then + 1);
+    assert_eq!(calls(), first);
+    // Reads answer and find it gone: held for the longer wait, still no call.
+    standin.clear_faults();
+    let t2 = t1 + 2 * 60_000;
+    set_clock(&clock, t2);
+    let target = held(t2 + 60_000);
+    assert!(
+        target["why"]
+            .as_str()
+            .is_some_and(|w| w.contains("no workflow 104")),
+        "{target}"
+    );
+    assert_eq!(reads(), reads_then + 2);
+    assert_eq!(calls(), first);
+    // Restored: read at the hold's end (the reader's contact goes; the others, told to wait
+    // for the read, a moment later), and every contact enrolled.
+    standin.set_workflows(vec![101, 104]);
+    set_clock(&clock, t2 + 6 * 60_000);
+    eventually(Duration::from_secs(30), || {
+        (reads() == reads_then + 3).then_some(())
+    })
+    .unwrap_or_else(|| panic!("not read; logs:\n{}", server.logs()));
+    set_clock(&clock, t2 + 7 * 60_000);
+    for email in &emails {
+        wait_enrolled(&standin, &server, "104", email);
+    }
+    server.stop();
+    let last = calls();
+    assert!(
+        last.iter()
+            .all(|(path, n)| *n == first.get(path).copied().unwrap_or(0) + 1),
+        "{last:?}"
+    );
+    assert_eq!(reads(), reads_then + 3);
+    let rows = outcomes(&data);
+    assert!(rows.iter().all(|r| r.status != Status::Failed), "{rows:?}");
 }
 
 /// A token without the lists scope: its list adds wait (HubSpot's `MISSING_SCOPES` 403),

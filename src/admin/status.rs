@@ -47,7 +47,7 @@ struct HeldTarget {
     action: &'static str,
     /// The workflow or list id.
     target: String,
-    /// When it is tried again (clock ms).
+    /// When its hold ends and it is read again (clock ms).
     until_ms: i64,
     /// What HubSpot said of it.
     why: String,

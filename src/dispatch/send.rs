@@ -16,7 +16,7 @@ use tokio::time::Instant;
 
 use super::connector::Link;
 use super::ids::ReceiptId;
-use super::target_holds::Refused;
+use super::target_holds::{Gate, Reading, Refused, named};
 use crate::clock::Clock;
 use crate::datasets::outcomes::{Action, OutcomeLog, OutcomeRow, Status};
 use crate::hubspot::client::{Admitted, Completion};
@@ -189,6 +189,7 @@ impl Ctx {
     /// budget; when stopping, the connector is paused (by HubSpot, or by an operator, who may
     /// also have paused every one of `webhooks`), the target is held
     /// ([`super::target_holds`]), or the budget is spent: until when the work stays queued.
+    /// The first call after a target's hold ends reads it, and goes if it is usable.
     async fn admit<'l>(
         &self,
         link: &'l Link,
@@ -201,41 +202,57 @@ impl Ctx {
             let pauses = self.pauses.current();
             webhooks.iter().all(|w| pauses.holds(w, &link.id))
         };
-        // A target HubSpot refused a call to and found unable to take calls: its contacts
-        // wait, unbooked, looked at again each minute (the config may name another).
-        let target_held = || target.and_then(|t| link.targets.waits(action, t, self.now()));
-        if held() {
-            return Err(self.in_a_minute());
+        loop {
+            if held() {
+                return Err(self.in_a_minute());
+            }
+            // A target HubSpot refused a call to and found unable to take calls: its contacts
+            // wait, unbooked, looked at again each minute (the config may name another). The
+            // call that finds its hold ended reads it first, the others waiting meanwhile.
+            let gate = target.map_or(Gate::Open, |t| link.targets.gate(action, t, self.now()));
+            if let Gate::Wait(again) = gate {
+                return Err(Next::Held(again));
+            }
+            if let Some(until) = link.scope_held(action, self.now()) {
+                return Err(Next::Again(until));
+            }
+            if budgeted {
+                self.day_left.check(&link.id).map_err(Next::Again)?;
+            }
+            let call = link
+                .admit(|| self.now(), &self.stop, self.horizon)
+                .await
+                .map_err(Next::Again)?;
+            if held() {
+                return Err(self.in_a_minute());
+            }
+            let gate = match (gate, target) {
+                (Gate::Read(reading), _) => Gate::Read(reading),
+                (_, Some(t)) => link.targets.gate(action, t, self.now()),
+                (_, None) => Gate::Open,
+            };
+            if let Gate::Wait(again) = gate {
+                return Err(Next::Held(again));
+            }
+            // Set by a refusal while this call waited on the limiter.
+            if let Some(until) = link.scope_held(action, self.now()) {
+                return Err(Next::Again(until));
+            }
+            // Taken once the call may go: a call waiting on the limiter holds none of it.
+            if budgeted {
+                self.day_left.take(&link.id).map_err(Next::Again)?;
+            }
+            let (Gate::Read(reading), Some(target)) = (gate, target) else {
+                return Ok(call);
+            };
+            match self.read_target(link, action, target, call, reading).await {
+                TargetCheck::Usable => continue,
+                TargetCheck::Wait(_, next) => return Err(next),
+                TargetCheck::Failed(_) => return Err(self.in_a_minute()),
+                // Not readable now: the call goes, and its refusal would stand.
+                TargetCheck::Unread(_) => continue,
+            }
         }
-        if let Some(again) = target_held() {
-            return Err(Next::Held(again));
-        }
-        if let Some(until) = link.scope_held(action, self.now()) {
-            return Err(Next::Again(until));
-        }
-        if budgeted {
-            self.day_left.check(&link.id).map_err(Next::Again)?;
-        }
-        let call = link
-            .admit(|| self.now(), &self.stop, self.horizon)
-            .await
-            .map_err(Next::Again)?;
-        let target_held = || target.and_then(|t| link.targets.waits(action, t, self.now()));
-        if held() {
-            return Err(self.in_a_minute());
-        }
-        if let Some(again) = target_held() {
-            return Err(Next::Held(again));
-        }
-        // Set by a refusal while this call waited on the limiter.
-        if let Some(until) = link.scope_held(action, self.now()) {
-            return Err(Next::Again(until));
-        }
-        // Taken once the call may go: a call waiting on the limiter holds none of it.
-        if budgeted {
-            self.day_left.take(&link.id).map_err(Next::Again)?;
-        }
-        Ok(call)
     }
 
     /// A batch's call, ready to go: admitted by the limiter, and its `attempting` rows
@@ -356,42 +373,61 @@ impl Ctx {
         webhooks: &[&str],
         target: &str,
     ) -> TargetCheck {
-        let workflow = match (action, target.parse::<u64>()) {
-            (Action::Enroll, Ok(id)) => Some(id),
-            (Action::ListAdd, _) => None,
-            _ => return TargetCheck::Usable,
+        let readable = match action {
+            Action::Enroll => target.parse::<u64>().is_ok(),
+            Action::ListAdd => true,
+            Action::Complete => false,
         };
+        if !readable {
+            return TargetCheck::Usable;
+        }
         let reading = match link.targets.refused(action, target, self.now()) {
             Refused::Read(reading) => reading,
             Refused::Usable => return TargetCheck::Usable,
             Refused::Wait(why, again) => return TargetCheck::Wait(why, Next::Held(again)),
         };
-        let what = match workflow {
-            Some(id) => format!("workflow {id}"),
-            None => format!("list {target}"),
-        };
-        let call = match self.admit(link, action, webhooks, true, None).await {
-            Ok(call) => call,
+        match self.admit(link, action, webhooks, true, None).await {
+            Ok(call) => self.read_target(link, action, target, call, reading).await,
             Err(next) => {
-                let why =
-                    format!("whether {what} can take them is read before they are sent again");
-                return TargetCheck::Wait(why, next);
+                let why = format!(
+                    "whether {} can take them is read before they are sent again",
+                    named(action, target)
+                );
+                TargetCheck::Wait(why, next)
             }
-        };
+        }
+    }
+
+    /// Read whether `target` can take calls of `action`, by `call`, and record the answer.
+    async fn read_target(
+        &self,
+        link: &Link,
+        action: Action,
+        target: &str,
+        call: Admitted<'_>,
+        reading: Reading<'_>,
+    ) -> TargetCheck {
         self.count_call(link, self.now());
-        let read = match workflow {
-            Some(id) => targets::workflow(call, id).await.map(|r| r.err()),
-            None => targets::list(call, target).await.map(|r| r.err()),
+        let read = match (action, target.parse::<u64>()) {
+            (Action::Enroll, Ok(id)) => targets::workflow(call, id).await.map(|r| r.err()),
+            _ => targets::list(call, target).await.map(|r| r.err()),
         };
         match read {
             Ok(unusable) => match reading.found(&link.id, self.now(), unusable.as_ref()) {
                 None => TargetCheck::Usable,
                 Some(why) => TargetCheck::Wait(why, self.in_a_minute()),
             },
-            Err(e) if holds_every_call(&e) => TargetCheck::Failed(e),
-            Err(e) => TargetCheck::Unread(format!(
-                "whether {what} can take them could not be read: {e}"
-            )),
+            Err(e) if holds_every_call(&e) => {
+                reading.failed(self.now());
+                TargetCheck::Failed(e)
+            }
+            Err(e) => {
+                reading.unread();
+                TargetCheck::Unread(format!(
+                    "whether {} can take them could not be read: {e}",
+                    named(action, target)
+                ))
+            }
         }
     }
 

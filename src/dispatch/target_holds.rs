@@ -6,7 +6,9 @@
 //! [`policy::TARGET_USABLE_MS`] the contacts' own, so contacts HubSpot does not know cost no
 //! read each; one found unusable holds its calls, which are then not made, for
 //! [`policy::TARGET_HOLD_MS`], twice as long each time it is found so again right after, up
-//! to [`policy::TARGET_HOLD_MAX_MS`].
+//! to [`policy::TARGET_HOLD_MAX_MS`]. A hold's end is one read, its calls waiting for the
+//! answer, and a read that fails holds them a minute: a target that may be gone is not sent
+//! every due contact to find out.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -21,31 +23,38 @@ type Key = (Action, String);
 /// A target's state after a refusal of a call to it.
 #[derive(Debug, Clone)]
 enum State {
-    /// Being read since then (clock ms).
+    /// Being read since then, after a refusal: its other calls go on meanwhile (a refusal is
+    /// most often the contact's own).
     Reading(i64),
     /// Read then and found usable.
     Usable(i64),
-    /// Found unusable at the first: its calls wait until the second, and why.
+    /// Its calls wait from the first to the second, and why. Once it ends, the next call has
+    /// it read before any call goes.
     Held(i64, i64, String),
+    /// A hold ended and it is being read since then: its calls wait.
+    Rechecking(i64),
 }
 
 impl State {
-    /// When the contacts of a target in this state are looked at again.
-    fn look_again(&self, now: i64) -> i64 {
-        match self {
-            State::Reading(_) | State::Usable(_) => now + policy::TARGET_READ_WAIT_MS,
-            State::Held(..) => now + MINUTE_MS,
-        }
-    }
-
-    /// Still in force at `now` (a clock moved back before its start ends it).
+    /// Still in force at `now`: a read or a usable finding goes with time (a clock moved
+    /// back before its start ends it); a hold is read again before it goes.
     fn current(&self, now: i64) -> bool {
         match self {
             State::Reading(since) => *since <= now,
             State::Usable(at) => *at <= now && now < at + policy::TARGET_USABLE_MS,
-            State::Held(since, until, _) => *since <= now && now < *until,
+            State::Held(..) | State::Rechecking(..) => true,
         }
     }
+}
+
+/// What a call about to be made to a target does.
+pub enum Gate<'h> {
+    /// Goes.
+    Open,
+    /// Waits, queued, until then (clock ms): the target is held or being read after a hold.
+    Wait(i64),
+    /// Reads the target first, its hold having ended: with [`Reading::found`] usable, it goes.
+    Read(Reading<'h>),
 }
 
 /// The latest hold of a target: its end and length, which the next one doubles when it comes
@@ -58,8 +67,7 @@ struct LastHold {
 
 /// What a caller whose call HubSpot refused does about the target.
 pub enum Refused<'h> {
-    /// Read it, holding this until the answer is recorded ([`Reading::found`]); dropped
-    /// without one (a read not made, failed, cut short), the next refusal reads.
+    /// Read it, holding this until the answer is recorded ([`Reading::found`]).
     Read(Reading<'h>),
     /// Read lately and found usable: the refusal is the contact's own.
     Usable,
@@ -68,8 +76,8 @@ pub enum Refused<'h> {
     Wait(String, i64),
 }
 
-/// The states by kind of call and target id. Keys are targets configs named; ended states go
-/// at the next refusal.
+/// The states by kind of call and target id. Keys are targets configs named; a read or a
+/// usable finding goes at the next refusal after it ends.
 #[derive(Default)]
 pub struct TargetHolds {
     states: Mutex<HashMap<Key, State>>,
@@ -77,14 +85,38 @@ pub struct TargetHolds {
 }
 
 impl TargetHolds {
-    /// Whether calls of `action` to `target` are held at `now` (found unable to take them):
-    /// when their contacts are looked at again, in a minute (the config may name another
-    /// target meanwhile).
-    pub fn waits(&self, action: Action, target: &str, now: i64) -> Option<i64> {
+    /// Whether a call of `action` to `target` waits at `now`, and until when: a minute while
+    /// it is held (the config may name another target meanwhile), shortly while it is read
+    /// after a hold. The call that finds a hold ended reads it ([`TargetHolds::gate`]).
+    fn waits(&self, action: Action, target: &str, now: i64) -> Option<i64> {
         let states = self.states.lock().unwrap();
         match states.get(&(action, target.to_string()))? {
-            state @ State::Held(..) if state.current(now) => Some(state.look_again(now)),
+            State::Held(since, until, _) if *since <= now && now < *until => Some(now + MINUTE_MS),
+            State::Rechecking(..) => Some(now + policy::TARGET_READ_WAIT_MS),
             _ => None,
+        }
+    }
+
+    /// What a call of `action` to `target` about to be made at `now` does: as
+    /// [`TargetHolds::waits`], and the first call after a hold ends reads the target.
+    pub fn gate(&self, action: Action, target: &str, now: i64) -> Gate<'_> {
+        if let Some(again) = self.waits(action, target, now) {
+            return Gate::Wait(again);
+        }
+        let mut states = self.states.lock().unwrap();
+        let key = (action, target.to_string());
+        match states.get(&key) {
+            Some(State::Held(_, _, why)) => {
+                let after_hold = Some(why.clone());
+                states.insert(key.clone(), State::Rechecking(now));
+                Gate::Read(Reading {
+                    holds: self,
+                    key,
+                    since: now,
+                    after_hold,
+                })
+            }
+            _ => Gate::Open,
         }
     }
 
@@ -101,33 +133,37 @@ impl TargetHolds {
     /// HubSpot refused a call of `action` to `target` at `now`, in a way that may be the
     /// target's: what to do.
     pub fn refused(&self, action: Action, target: &str, now: i64) -> Refused<'_> {
+        if let Some(again) = self.waits(action, target, now) {
+            let states = self.states.lock().unwrap();
+            let why = match states.get(&(action, target.to_string())) {
+                Some(State::Held(_, until, why)) => held(why, *until),
+                _ => format!("{} is being read", named(action, target)),
+            };
+            return Refused::Wait(why, again);
+        }
         let mut states = self.states.lock().unwrap();
         states.retain(|_, s| s.current(now));
         let key = (action, target.to_string());
-        match states.get(&key) {
-            Some(State::Usable(_)) => Refused::Usable,
-            Some(state @ State::Reading(_)) => Refused::Wait(
-                format!(
-                    "{} {target} is being read, after HubSpot refused another contact's call to it",
-                    match action {
-                        Action::ListAdd => "list",
-                        _ => "workflow",
-                    }
-                ),
-                state.look_again(now),
-            ),
-            Some(state @ State::Held(_, until, why)) => {
-                Refused::Wait(held(why, *until), state.look_again(now))
+        let (state, after_hold) = match states.get(&key) {
+            Some(State::Usable(_)) => return Refused::Usable,
+            Some(State::Reading(_)) => {
+                let why = format!(
+                    "{} is being read, after HubSpot refused another contact's call to it",
+                    named(action, target)
+                );
+                return Refused::Wait(why, now + policy::TARGET_READ_WAIT_MS);
             }
-            None => {
-                states.insert(key.clone(), State::Reading(now));
-                Refused::Read(Reading {
-                    holds: self,
-                    key,
-                    since: now,
-                })
-            }
-        }
+            // Its hold ended: read with its calls waiting, as at the next call.
+            Some(State::Held(_, _, why)) => (State::Rechecking(now), Some(why.clone())),
+            _ => (State::Reading(now), None),
+        };
+        states.insert(key.clone(), state);
+        Refused::Read(Reading {
+            holds: self,
+            key,
+            since: now,
+            after_hold,
+        })
     }
 
     /// The targets held at `now`: kind of call, target, the end of the hold, why.
@@ -135,28 +171,47 @@ impl TargetHolds {
         let states = self.states.lock().unwrap();
         let mut out: Vec<_> = states
             .iter()
-            .filter(|(_, s)| s.current(now))
             .filter_map(|((action, target), s)| match s {
-                State::Held(_, until, why) => Some((*action, target.clone(), *until, why.clone())),
-                State::Reading(_) | State::Usable(_) => None,
+                State::Held(since, until, why) if *since <= now && now < *until => {
+                    Some((*action, target.clone(), *until, why.clone()))
+                }
+                _ => None,
             })
             .collect();
         out.sort_by(|a, b| (a.0 as usize, &a.1).cmp(&(b.0 as usize, &b.1)));
         out
     }
+
+    /// Hold `key`'s calls from `now` until `until`, for `why`.
+    fn hold(&self, key: &Key, now: i64, until: i64, why: String) {
+        let state = State::Held(now, until, why);
+        self.states.lock().unwrap().insert(key.clone(), state);
+    }
 }
 
-/// A read of a target under way ([`Refused::Read`]).
+/// How messages name `target` of `action`: "workflow 104", "list 12".
+pub fn named(action: Action, target: &str) -> String {
+    match action {
+        Action::ListAdd => format!("list {target}"),
+        _ => format!("workflow {target}"),
+    }
+}
+
+/// A read of a target under way ([`Refused::Read`], [`Gate::Read`]). Dropped without an
+/// answer (not made, cut short), a read after a hold holds the calls a minute more; another
+/// leaves the next refusal to read.
 pub struct Reading<'h> {
     holds: &'h TargetHolds,
     key: Key,
     since: i64,
+    /// Why the hold this read follows was.
+    after_hold: Option<String>,
 }
 
 impl Reading<'_> {
     /// The read found the target usable (`None`) or not: then its calls are held, while the
-    /// connector's others go on, and tried again at the hold's end (a config naming another
-    /// target sends at once). Returns what the contact's row says when held.
+    /// connector's others go on, and it is read again at the hold's end (a config naming
+    /// another target sends at once). Returns what the contact's row says when held.
     pub fn found(self, connector: &str, now: i64, unusable: Option<&Unusable>) -> Option<String> {
         let Some(unusable) = unusable else {
             self.holds.last_holds.lock().unwrap().remove(&self.key);
@@ -183,16 +238,33 @@ impl Reading<'_> {
             action = action.as_str(),
             target,
             until = %format_minute(until),
-            "{unusable}: its contacts wait, queued, while the connector's other calls go on; restore it in HubSpot or name another in the config (it is tried again at the time shown)"
+            "{unusable}: its contacts wait, queued, while the connector's other calls go on; restore it in HubSpot or name another in the config (it is read again at the time shown)"
         );
         let why = unusable.to_string();
         let row = held(&why, until);
-        self.holds
-            .states
-            .lock()
-            .unwrap()
-            .insert(self.key.clone(), State::Held(now, until, why));
+        self.holds.hold(&self.key, now, until, why);
         Some(row)
+    }
+
+    /// The read failed as every call would (an outage, a rate limit): the target's calls
+    /// wait a minute and it is read again then, rather than each be sent and refused
+    /// meanwhile. Returns what the contact's row says.
+    pub fn failed(self, now: i64) -> String {
+        let why = self.after_hold.clone().unwrap_or_else(|| {
+            format!(
+                "HubSpot refused a call to {} and it could not be read",
+                named(self.key.0, &self.key.1)
+            )
+        });
+        let until = now + MINUTE_MS;
+        let row = held(&why, until);
+        self.holds.hold(&self.key, now, until, why);
+        row
+    }
+
+    /// The read cannot be made (a scope only it needs): refusals are the contacts' own.
+    pub fn unread(self) {
+        self.holds.states.lock().unwrap().remove(&self.key);
     }
 }
 
@@ -200,8 +272,21 @@ impl Drop for Reading<'_> {
     /// Ends this read's state, not what it found nor a newer read's.
     fn drop(&mut self) {
         let mut states = self.holds.states.lock().unwrap();
-        if matches!(states.get(&self.key), Some(State::Reading(since)) if *since == self.since) {
-            states.remove(&self.key);
+        let ours = match states.get(&self.key) {
+            Some(State::Reading(since) | State::Rechecking(since)) => *since == self.since,
+            _ => false,
+        };
+        if !ours {
+            return;
+        }
+        match self.after_hold.take() {
+            Some(why) => {
+                let hold = State::Held(self.since, self.since + MINUTE_MS, why);
+                states.insert(self.key.clone(), hold);
+            }
+            None => {
+                states.remove(&self.key);
+            }
         }
     }
 }
@@ -209,7 +294,7 @@ impl Drop for Reading<'_> {
 /// What a contact's row says of a target held until `until`, HubSpot having said `why`.
 fn held(why: &str, until: i64) -> String {
     format!(
-        "{why}: its contacts wait until it can take them or the config names another (tried \
+        "{why}: its contacts wait until it can take them or the config names another (read \
          again at {})",
         format_minute(until)
     )
@@ -227,13 +312,22 @@ mod tests {
         }
     }
 
+    /// The wait a call to 104 about to be made at `now` is given, if it waits.
+    fn waits(holds: &TargetHolds, now: i64) -> Option<i64> {
+        match holds.gate(Action::Enroll, "104", now) {
+            Gate::Wait(again) => Some(again),
+            Gate::Open => None,
+            Gate::Read(_) => panic!("reads"),
+        }
+    }
+
     #[test]
     fn one_refusal_reads_the_target_and_its_answer_serves_the_next() {
         let holds = TargetHolds::default();
         let (enroll, now) = (Action::Enroll, 1_000 * MINUTE_MS);
         let reading = read(&holds, "104", now);
         // While it is read, calls go on; another refusal is tried again shortly.
-        assert_eq!(holds.waits(enroll, "104", now), None);
+        assert_eq!(waits(&holds, now), None);
         assert!(matches!(
             holds.refused(enroll, "104", now),
             Refused::Wait(_, again) if again == now + policy::TARGET_READ_WAIT_MS
@@ -261,20 +355,28 @@ mod tests {
         let gone = Unusable::NoWorkflow(104);
         let row = reading.found("main", later + 1, Some(&gone));
         assert!(row.is_some_and(|r| r.contains("no workflow 104")));
-        assert_eq!(
-            holds.waits(enroll, "104", later + 2),
-            Some(later + 2 + MINUTE_MS)
-        );
+        assert_eq!(waits(&holds, later + 2), Some(later + 2 + MINUTE_MS));
         assert!(matches!(
             holds.refused(enroll, "104", later + 2),
             Refused::Wait(..)
         ));
         assert_eq!(holds.held(later + 2).len(), 1);
         let ends = later + 1 + policy::TARGET_HOLD_MS;
-        assert_eq!(holds.waits(enroll, "104", ends), None);
         assert!(holds.held(ends).is_empty());
-        // Still gone right after: held twice as long, and so on up to the longest.
-        read(&holds, "104", ends).found("main", ends, Some(&gone));
+        // At its end the first call reads it, the others waiting for the answer.
+        let Gate::Read(reading) = holds.gate(enroll, "104", ends) else {
+            panic!("the hold's end is not read")
+        };
+        assert_eq!(
+            waits(&holds, ends),
+            Some(ends + policy::TARGET_READ_WAIT_MS)
+        );
+        assert!(matches!(
+            holds.refused(enroll, "104", ends),
+            Refused::Wait(_, again) if again == ends + policy::TARGET_READ_WAIT_MS
+        ));
+        // Still gone: held twice as long, and so on up to the longest.
+        reading.found("main", ends, Some(&gone));
         assert_eq!(holds.held(ends)[0].2, ends + 2 * policy::TARGET_HOLD_MS);
         let mut at = ends + 2 * policy::TARGET_HOLD_MS;
         for _ in 0..6 {
@@ -283,18 +385,42 @@ mod tests {
         }
         read(&holds, "104", at).found("main", at, Some(&gone));
         assert_eq!(holds.held(at)[0].2, at + policy::TARGET_HOLD_MAX_MS);
-        // Usable again: the next hold is the shortest.
+        // Usable again: calls go, and the next hold is the shortest.
         let at = at + policy::TARGET_HOLD_MAX_MS;
-        read(&holds, "104", at).found("main", at, None);
+        let Gate::Read(reading) = holds.gate(enroll, "104", at) else {
+            panic!("the hold's end is not read")
+        };
+        reading.found("main", at, None);
+        assert_eq!(waits(&holds, at), None);
         let at = at + policy::TARGET_USABLE_MS;
         read(&holds, "104", at).found("main", at, Some(&gone));
         assert_eq!(holds.held(at)[0].2, at + policy::TARGET_HOLD_MS);
-        // A read dropped without an answer (failed, cut short) leaves the next refusal to
-        // read, and a clock moved back ends a hold.
-        let later = at + policy::TARGET_HOLD_MS;
-        drop(read(&holds, "104", later));
-        drop(read(&holds, "104", later));
-        read(&holds, "104", later).found("main", later, Some(&gone));
-        assert_eq!(holds.waits(enroll, "104", later - MINUTE_MS), None);
+        // A read after a hold left unanswered holds the calls a minute more, as one that
+        // failed does.
+        let at = at + policy::TARGET_HOLD_MS;
+        drop(read(&holds, "104", at));
+        assert_eq!(holds.held(at)[0].2, at + MINUTE_MS);
+        let at = at + MINUTE_MS;
+        let row = read(&holds, "104", at).failed(at);
+        assert!(row.contains("no workflow 104"), "{row}");
+        assert_eq!(holds.held(at)[0].2, at + MINUTE_MS);
+        // A clock moved back ends a hold.
+        assert!(matches!(
+            holds.gate(enroll, "104", at - MINUTE_MS),
+            Gate::Read(_)
+        ));
+        // After a refusal, a read that fails holds the calls a minute (not every due contact
+        // sent and refused meanwhile); one not made, or one that cannot be made, does not.
+        let row = read(&holds, "105", at).failed(at);
+        assert!(
+            row.contains("workflow 105 and it could not be read"),
+            "{row}"
+        );
+        assert!(holds.held(at).iter().any(|h| h.1 == "105"));
+        assert!(matches!(holds.gate(enroll, "105", at + 1), Gate::Wait(_)));
+        drop(read(&holds, "106", at));
+        read(&holds, "106", at).unread();
+        drop(read(&holds, "106", at));
+        assert!(matches!(holds.gate(enroll, "106", at), Gate::Open));
     }
 }

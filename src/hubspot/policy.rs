@@ -25,13 +25,14 @@ pub const MIN_RATE_LIMIT_WAIT: Duration = Duration::from_secs(1);
 /// more, and calls of a kind the token lacks a scope for wait.
 pub const REFUSED_TOKEN_PAUSE_MS: i64 = 5 * MINUTE_MS;
 /// How long calls to a target HubSpot cannot take (a workflow or list that is gone, a list
-/// made DYNAMIC) wait before it is tried again; twice as long each time it is found so again
-/// right after, up to [`TARGET_HOLD_MAX_MS`] (each try sends the calls then due, a tick's
-/// worth, before the refusals say it is still so).
+/// made DYNAMIC) wait before it is read again, their calls waiting for the answer; twice as
+/// long each time it is found so again right after, up to [`TARGET_HOLD_MAX_MS`] (a read, not
+/// a call, each time).
 pub const TARGET_HOLD_MS: i64 = 5 * MINUTE_MS;
 pub const TARGET_HOLD_MAX_MS: i64 = HOUR_MS;
 /// How soon a contact whose call HubSpot refused while its target was being read (after
-/// another refusal) is tried again: the read takes a call.
+/// another refusal), or whose call waited for a read at a hold's end, is tried again: the
+/// read takes a call.
 pub const TARGET_READ_WAIT_MS: i64 = 5_000;
 /// How long a target read and found usable makes HubSpot's refusals of calls to it the
 /// contacts' own without reading it again: short, since a workflow deleted meanwhile fails

@@ -235,7 +235,7 @@ function drawEndpoints(status) {
     const state = e.paused ? el("td", "paused", "state-paused")
       : e.connector_paused ? el("td", "held: connector paused", "state-paused")
       : e.scope_held_until_ms ? el("td", "held: missing scope until " + time(e.scope_held_until_ms), "state-paused")
-      : e.target_held_until_ms ? el("td", "held: " + e.target_held_why + "; tried again " + time(e.target_held_until_ms), "state-paused")
+      : e.target_held_until_ms ? el("td", "held: " + e.target_held_why + "; read again " + time(e.target_held_until_ms), "state-paused")
       : e.connector_dry_run ? el("td", "dry run", "state-dry")
       : el("td", "sending", "state-sending");
     const idCell = el("td", e.id);
