@@ -189,7 +189,8 @@ impl Ctx {
     /// budget; when stopping, the connector is paused (by HubSpot, or by an operator, who may
     /// also have paused every one of `webhooks`), the target is held
     /// ([`super::target_holds`]), or the budget is spent: until when the work stays queued.
-    /// The first call after a target's hold ends reads it, and goes if it is usable.
+    /// The first call after a target's hold ends reads it, and goes if it is usable or the
+    /// read failed (in doubt).
     async fn admit<'l>(
         &self,
         link: &'l Link,
@@ -245,12 +246,12 @@ impl Ctx {
             let (Gate::Read(reading), Some(target)) = (gate, target) else {
                 return Ok(call);
             };
-            match self.read_target(link, action, target, call, reading).await {
-                TargetCheck::Usable => continue,
-                TargetCheck::Wait(_, next) => return Err(next),
-                TargetCheck::Failed(_) => return Err(self.in_a_minute()),
-                // Not readable now: the call goes, and its refusal would stand.
-                TargetCheck::Unread(_) => continue,
+            // Usable, not readable now (its refusal would stand) or failed (held, or in doubt:
+            // the call goes): the gate says.
+            if let TargetCheck::Wait(_, next) =
+                self.read_target(link, action, target, call, reading).await
+            {
+                return Err(next);
             }
         }
     }
@@ -889,6 +890,7 @@ pub async fn enroll(
         }
         match call.enroll(workflow, &email).await {
             Ok(()) => {
+                link.targets.took(Action::Enroll, &target, ctx.now());
                 let mut r = enrolled_row(&item, &link, workflow, ctx.now());
                 if readdressed {
                     r.message = Some(
@@ -1022,6 +1024,7 @@ pub async fn list_add(
                 .collect();
             match call.add_to_list(&list_id, &ids).await {
                 Ok(result) => {
+                    link.targets.took(Action::ListAdd, &list_id, ctx.now());
                     let missing: std::collections::HashSet<&String> =
                         result.record_ids_missing.iter().collect();
                     let now = ctx.now();

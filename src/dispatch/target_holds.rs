@@ -7,8 +7,10 @@
 //! read each; one found unusable holds its calls, which are then not made, for
 //! [`policy::TARGET_HOLD_MS`], twice as long each time it is found so again right after, up
 //! to [`policy::TARGET_HOLD_MAX_MS`]. A hold's end is one read, its calls waiting for the
-//! answer, and a read that fails holds them a minute: a target that may be gone is not sent
-//! every due contact to find out.
+//! answer: a target that may be gone is not sent every due contact to find out. A read that
+//! fails after a refusal holds the calls a minute; one the first call at a hold's end made
+//! lets them go in doubt, the first refused holding them again (a target HubSpot cannot read but takes
+//! calls, whose first refusal was a contact's own, is not held as long as reads fail).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -33,15 +35,19 @@ enum State {
     Held(i64, i64, String),
     /// A hold ended and it is being read since then: its calls wait.
     Rechecking(i64),
+    /// Its read at a hold's end failed then: its calls go, the first refused holding them a
+    /// minute for the hold's why, and one taken makes it usable.
+    Doubting(i64, String),
 }
 
 impl State {
-    /// Still in force at `now`: a read or a usable finding goes with time (a clock moved
-    /// back before its start ends it); a hold is read again before it goes.
+    /// Still in force at `now`: a read, a usable finding or a doubt goes with time (a clock
+    /// moved back before its start ends it); a hold is read again before it goes.
     fn current(&self, now: i64) -> bool {
         match self {
             State::Reading(since) => *since <= now,
             State::Usable(at) => *at <= now && now < at + policy::TARGET_USABLE_MS,
+            State::Doubting(at, _) => *at <= now && now < at + MINUTE_MS,
             State::Held(..) | State::Rechecking(..) => true,
         }
     }
@@ -53,7 +59,8 @@ pub enum Gate<'h> {
     Open,
     /// Waits, queued, until then (clock ms): the target is held or being read after a hold.
     Wait(i64),
-    /// Reads the target first, its hold having ended: with [`Reading::found`] usable, it goes.
+    /// Reads the target first, its hold having ended: found usable, or not read (in doubt,
+    /// [`Reading::failed`]), it goes.
     Read(Reading<'h>),
 }
 
@@ -76,8 +83,8 @@ pub enum Refused<'h> {
     Wait(String, i64),
 }
 
-/// The states by kind of call and target id. Keys are targets configs named; a read or a
-/// usable finding goes at the next refusal after it ends.
+/// The states by kind of call and target id. Keys are targets configs named; a read, a
+/// usable finding or a doubt goes at the next refusal after it ends.
 #[derive(Default)]
 pub struct TargetHolds {
     states: Mutex<HashMap<Key, State>>,
@@ -114,9 +121,24 @@ impl TargetHolds {
                     key,
                     since: now,
                     after_hold,
+                    at_gate: true,
                 })
             }
             _ => Gate::Open,
+        }
+    }
+
+    /// HubSpot took a call of `action` to `target` at `now`: a target in doubt, or found
+    /// usable, is usable from then (a contact it does not know costs no read while calls are
+    /// taken).
+    pub fn took(&self, action: Action, target: &str, now: i64) {
+        let mut states = self.states.lock().unwrap();
+        let key = (action, target.to_string());
+        if matches!(
+            states.get(&key),
+            Some(State::Doubting(..) | State::Usable(_))
+        ) {
+            states.insert(key, State::Usable(now));
         }
     }
 
@@ -155,6 +177,16 @@ impl TargetHolds {
             }
             // Its hold ended: read with its calls waiting, as at the next call.
             Some(State::Held(_, _, why)) => (State::Rechecking(now), Some(why.clone())),
+            // Reads fail: held again without one, the contact waiting past the hold's end so
+            // that another's call goes then.
+            Some(State::Doubting(_, why)) => {
+                let (why, until) = (why.clone(), now + MINUTE_MS);
+                warn_unread(action, target, until);
+                let row = held(&why, until);
+                // Not `hold`: it would lock `states` again.
+                states.insert(key, State::Held(now, until, why));
+                return Refused::Wait(row, until + MINUTE_MS);
+            }
             _ => (State::Reading(now), None),
         };
         states.insert(key.clone(), state);
@@ -163,6 +195,7 @@ impl TargetHolds {
             key,
             since: now,
             after_hold,
+            at_gate: false,
         })
     }
 
@@ -206,6 +239,8 @@ pub struct Reading<'h> {
     since: i64,
     /// Why the hold this read follows was.
     after_hold: Option<String>,
+    /// Made by a call about to go at a hold's end, not after a refusal.
+    at_gate: bool,
 }
 
 impl Reading<'_> {
@@ -246,20 +281,37 @@ impl Reading<'_> {
         Some(row)
     }
 
-    /// The read failed as every call would (an outage, a rate limit): the target's calls
-    /// wait a minute and it is read again then, rather than each be sent and refused
-    /// meanwhile. Returns what the contact's row says.
-    pub fn failed(self, now: i64) -> String {
-        let why = self.after_hold.clone().unwrap_or_else(|| {
-            format!(
-                "HubSpot refused a call to {} and it could not be read",
-                named(self.key.0, &self.key.1)
-            )
+    /// The read failed as every call would (an outage, a rate limit). After a refusal, the
+    /// target's calls wait a minute and it is read again then, rather than each be sent and
+    /// refused meanwhile: returns what the contact's row says. Made by a call at a hold's
+    /// end, they go in doubt (`None`): reads may fail while calls are taken.
+    pub fn failed(mut self, now: i64) -> Option<String> {
+        let (action, target) = (self.key.0, self.key.1.clone());
+        let name = named(action, &target);
+        if self.at_gate
+            && let Some(why) = self.after_hold.take()
+        {
+            tracing::warn!(
+                action = action.as_str(),
+                target,
+                "{name} could not be read at its hold's end: its calls go, and the first HubSpot refuses holds them again"
+            );
+            let doubting = State::Doubting(now, why);
+            self.holds
+                .states
+                .lock()
+                .unwrap()
+                .insert(self.key.clone(), doubting);
+            return None;
+        }
+        let why = self.after_hold.take().unwrap_or_else(|| {
+            format!("HubSpot refused a call to {name} and it could not be read")
         });
         let until = now + MINUTE_MS;
+        warn_unread(action, &target, until);
         let row = held(&why, until);
         self.holds.hold(&self.key, now, until, why);
-        row
+        Some(row)
     }
 
     /// The read cannot be made (a scope only it needs): refusals are the contacts' own.
@@ -289,6 +341,18 @@ impl Drop for Reading<'_> {
             }
         }
     }
+}
+
+/// Say that calls of `action` to `target` wait until `until`: HubSpot refused one, and the
+/// target could not be read.
+fn warn_unread(action: Action, target: &str, until: i64) {
+    tracing::warn!(
+        action = action.as_str(),
+        target,
+        until = %format_minute(until),
+        "HubSpot refused a call to {} and it could not be read: its calls wait a minute",
+        named(action, target)
+    );
 }
 
 /// What a contact's row says of a target held until `until`, HubSpot having said `why`.
@@ -395,23 +459,65 @@ mod tests {
         let at = at + policy::TARGET_USABLE_MS;
         read(&holds, "104", at).found("main", at, Some(&gone));
         assert_eq!(holds.held(at)[0].2, at + policy::TARGET_HOLD_MS);
-        // A read after a hold left unanswered holds the calls a minute more, as one that
-        // failed does.
+        // A read after a hold left unanswered holds the calls a minute more.
         let at = at + policy::TARGET_HOLD_MS;
         drop(read(&holds, "104", at));
-        assert_eq!(holds.held(at)[0].2, at + MINUTE_MS);
-        let at = at + MINUTE_MS;
-        let row = read(&holds, "104", at).failed(at);
-        assert!(row.contains("no workflow 104"), "{row}");
         assert_eq!(holds.held(at)[0].2, at + MINUTE_MS);
         // A clock moved back ends a hold.
         assert!(matches!(
             holds.gate(enroll, "104", at - MINUTE_MS),
             Gate::Read(_)
         ));
+        // One that fails lets the calls go in doubt: the first refused holds them a minute
+        // for the hold's why, the contact waiting past its end; one taken makes it usable.
+        let at = at + MINUTE_MS;
+        let Gate::Read(reading) = holds.gate(enroll, "104", at) else {
+            panic!("the hold's end is not read")
+        };
+        assert_eq!(reading.failed(at), None);
+        assert_eq!(waits(&holds, at), None);
+        let Refused::Wait(row, again) = holds.refused(enroll, "104", at) else {
+            panic!("a refusal in doubt does not hold")
+        };
+        assert!(row.contains("no workflow 104"), "{row}");
+        assert_eq!(again, at + 2 * MINUTE_MS);
+        assert_eq!(holds.held(at)[0].2, at + MINUTE_MS);
+        let at = at + MINUTE_MS;
+        let Gate::Read(reading) = holds.gate(enroll, "104", at) else {
+            panic!("the hold's end is not read")
+        };
+        assert_eq!(reading.failed(at), None);
+        holds.took(enroll, "104", at);
+        assert!(matches!(holds.refused(enroll, "104", at), Refused::Usable));
+        // Each call taken makes it usable from then.
+        let at = at + policy::TARGET_USABLE_MS - 1;
+        holds.took(enroll, "104", at);
+        let at = at + policy::TARGET_USABLE_MS - 1;
+        assert!(matches!(holds.refused(enroll, "104", at), Refused::Usable));
+        // A call taken to a target nothing is known of says nothing of a refusal to come.
+        holds.took(enroll, "107", at);
+        assert!(matches!(holds.refused(enroll, "107", at), Refused::Read(_)));
+        // A doubt goes with its minute: the next refusal reads.
+        let at = at + policy::TARGET_USABLE_MS;
+        read(&holds, "104", at).failed(at);
+        let at = at + MINUTE_MS;
+        let Gate::Read(reading) = holds.gate(enroll, "104", at) else {
+            panic!("the hold's end is not read")
+        };
+        assert_eq!(reading.failed(at), None);
+        let at = at + MINUTE_MS;
+        read(&holds, "104", at).found("main", at, None);
+        // A refusal that reads at a hold's end and fails holds the calls a minute, the
+        // refusal being what a doubt would wait for.
+        let at = at + policy::TARGET_USABLE_MS;
+        read(&holds, "104", at).found("main", at, Some(&gone));
+        let at = holds.held(at)[0].2;
+        let row = read(&holds, "104", at).failed(at);
+        assert!(row.is_some_and(|r| r.contains("no workflow 104")));
+        assert!(matches!(holds.gate(enroll, "104", at), Gate::Wait(_)));
         // After a refusal, a read that fails holds the calls a minute (not every due contact
         // sent and refused meanwhile); one not made, or one that cannot be made, does not.
-        let row = read(&holds, "105", at).failed(at);
+        let row = read(&holds, "105", at).failed(at).unwrap();
         assert!(
             row.contains("workflow 105 and it could not be read"),
             "{row}"

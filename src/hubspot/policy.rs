@@ -34,10 +34,11 @@ pub const TARGET_HOLD_MAX_MS: i64 = HOUR_MS;
 /// another refusal), or whose call waited for a read at a hold's end, is tried again: the
 /// read takes a call.
 pub const TARGET_READ_WAIT_MS: i64 = 5_000;
-/// How long a target read and found usable makes HubSpot's refusals of calls to it the
-/// contacts' own without reading it again: short, since a workflow deleted meanwhile fails
-/// the contacts then refused that were posted without an id (one with an id found under the
-/// address HubSpot did not find has the workflow read again).
+/// How long a target read and found usable, or since the last call HubSpot took after that
+/// (or after a failed read), makes HubSpot's refusals of calls to it the contacts' own without
+/// reading it again: short, since a workflow deleted meanwhile fails the contacts then refused
+/// that were posted without an id (one with an id found under the address HubSpot did not
+/// find has the workflow read again).
 pub const TARGET_USABLE_MS: i64 = MINUTE_MS;
 /// How long a connector without an OAuth access token (its token endpoint failed) waits
 /// before trying again: an outage there is often a blip.
