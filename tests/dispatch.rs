@@ -473,15 +473,7 @@ fn a_failing_target_read_holds_its_contacts_instead_of_sending_each() {
             ..Options::default()
         }))
         .unwrap();
-    let reads_fail = || {
-        Injection::next(Fault::Status {
-            status: 503,
-            message: "Service Unavailable".into(),
-        })
-        .times(u64::MAX)
-        .on("/automation/v3/workflows/")
-    };
-    standin.inject(reads_fail());
+    standin.inject(workflow_reads_fail());
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let clock = dir.path().join("clock");
@@ -603,14 +595,7 @@ fn a_workflow_that_cannot_be_read_but_takes_calls_is_not_held_for_it() {
             ..Options::default()
         }))
         .unwrap();
-    standin.inject(
-        Injection::next(Fault::Status {
-            status: 503,
-            message: "Service Unavailable".into(),
-        })
-        .times(u64::MAX)
-        .on("/automation/v3/workflows/"),
-    );
+    standin.inject(workflow_reads_fail());
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let clock = dir.path().join("clock");
@@ -669,6 +654,16 @@ fn a_workflow_that_cannot_be_read_but_takes_calls_is_not_held_for_it() {
         .filter(|e| e.path == "/automation/v3/workflows/104")
         .count();
     assert!(reads <= steps / 4 + 2, "{reads} reads in {steps} steps");
+}
+
+/// Every workflow read answers 503 until the faults are cleared.
+fn workflow_reads_fail() -> Injection {
+    Injection::next(Fault::Status {
+        status: 503,
+        message: "Service Unavailable".into(),
+    })
+    .times(u64::MAX)
+    .on("/automation/v3/workflows/")
 }
 
 /// A token without the lists scope: its list adds wait (HubSpot's `MISSING_SCOPES` 403),
