@@ -36,10 +36,13 @@ pub const TARGET_HOLD_MAX_MS: i64 = HOUR_MS;
 pub const TARGET_READ_WAIT_MS: i64 = 5_000;
 /// How long a target read and found usable, or since the last call HubSpot took after that
 /// (or after a failed read), makes HubSpot's refusals of calls to it the contacts' own without
-/// reading it again: short, since a workflow deleted meanwhile fails the contacts then refused
-/// that were posted without an id (one with an id found under the address HubSpot did not
-/// find has the workflow read again).
-pub const TARGET_USABLE_MS: i64 = MINUTE_MS;
+/// reading it again. It spans the next minute's tick, where the contacts told to wait for
+/// the read go (a review measured, with reads failing and a tick a minute, a minute's window
+/// running out just before them: each unknown contact's 404 then held the rest again). Short,
+/// since a workflow deleted meanwhile fails the contacts then refused that were posted without
+/// an id (one with an id found under the address HubSpot did not find has the workflow read
+/// again).
+pub const TARGET_USABLE_MS: i64 = 2 * MINUTE_MS;
 /// How long a connector without an OAuth access token (its token endpoint failed) waits
 /// before trying again: an outage there is often a blip.
 pub const NO_ACCESS_TOKEN_PAUSE_MS: i64 = MINUTE_MS;
