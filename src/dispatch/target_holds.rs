@@ -9,8 +9,9 @@
 //! to [`policy::TARGET_HOLD_MAX_MS`]. A hold's end is one read, its calls waiting for the
 //! answer: a target that may be gone is not sent every due contact to find out. A read that
 //! fails after a refusal holds the calls a minute; one the first call at a hold's end made
-//! lets them go in doubt, the first refused holding them again (a target HubSpot cannot read but takes
-//! calls, whose first refusal was a contact's own, is not held as long as reads fail).
+//! lets them go in doubt, the first refused holding them again (a target HubSpot cannot read
+//! but takes calls, whose first refusal was a contact's own, is not held as long as reads
+//! fail).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -183,7 +184,7 @@ impl TargetHolds {
                 let (why, until) = (why.clone(), now + MINUTE_MS);
                 warn_unread(action, target, until);
                 let row = held(&why, until);
-                // Not `hold`: it would lock `states` again.
+                // Not `set`: it would lock `states` again.
                 states.insert(key, State::Held(now, until, why));
                 return Refused::Wait(row, until + MINUTE_MS);
             }
@@ -215,9 +216,8 @@ impl TargetHolds {
         out
     }
 
-    /// Hold `key`'s calls from `now` until `until`, for `why`.
-    fn hold(&self, key: &Key, now: i64, until: i64, why: String) {
-        let state = State::Held(now, until, why);
+    /// Record `state` of `key`.
+    fn set(&self, key: &Key, state: State) {
         self.states.lock().unwrap().insert(key.clone(), state);
     }
 }
@@ -250,12 +250,7 @@ impl Reading<'_> {
     pub fn found(self, connector: &str, now: i64, unusable: Option<&Unusable>) -> Option<String> {
         let Some(unusable) = unusable else {
             self.holds.last_holds.lock().unwrap().remove(&self.key);
-            let usable = State::Usable(now);
-            self.holds
-                .states
-                .lock()
-                .unwrap()
-                .insert(self.key.clone(), usable);
+            self.holds.set(&self.key, State::Usable(now));
             return None;
         };
         let mut last_holds = self.holds.last_holds.lock().unwrap();
@@ -277,7 +272,7 @@ impl Reading<'_> {
         );
         let why = unusable.to_string();
         let row = held(&why, until);
-        self.holds.hold(&self.key, now, until, why);
+        self.holds.set(&self.key, State::Held(now, until, why));
         Some(row)
     }
 
@@ -296,12 +291,7 @@ impl Reading<'_> {
                 target,
                 "{name} could not be read at its hold's end: its calls go, and the first HubSpot refuses holds them again"
             );
-            let doubting = State::Doubting(now, why);
-            self.holds
-                .states
-                .lock()
-                .unwrap()
-                .insert(self.key.clone(), doubting);
+            self.holds.set(&self.key, State::Doubting(now, why));
             return None;
         }
         let why = self.after_hold.take().unwrap_or_else(|| {
@@ -310,7 +300,7 @@ impl Reading<'_> {
         let until = now + MINUTE_MS;
         warn_unread(action, &target, until);
         let row = held(&why, until);
-        self.holds.hold(&self.key, now, until, why);
+        self.holds.set(&self.key, State::Held(now, until, why));
         Some(row)
     }
 
