@@ -20,6 +20,7 @@ use super::Dispatcher;
 use crate::config::Connector;
 use crate::datasets::outcomes::Action;
 use crate::hubspot::client::{Admitted, ApiError, DEFAULT_TIMEOUT};
+use crate::hubspot::limiter::Lane;
 use crate::hubspot::{Client, policy};
 use crate::metrics::Metrics;
 use crate::time::format_minute;
@@ -348,15 +349,16 @@ impl Link {
         }
     }
 
-    /// Wait for the limiter's permission for one call, unless the connector is paused before
-    /// or after waiting, `stop` turns true, or a 429 holds the limiter past `horizon`: then
-    /// until when (clock ms) the work stays queued. A long hold is left to a later tick, as a
-    /// retry's long wait is, so neither the tick nor a shutdown waits it out.
+    /// Wait for the limiter's permission for one call, in `lane`, unless the connector is
+    /// paused before or after waiting, `stop` turns true, or a 429 holds the limiter past
+    /// `horizon`: then until when (clock ms) the work stays queued. A long hold is left to a
+    /// later tick, as a retry's long wait is, so neither the tick nor a shutdown waits it out.
     pub async fn admit(
         &self,
         now: impl Fn() -> i64,
         stop: &watch::Receiver<bool>,
         horizon: Instant,
+        lane: Lane,
     ) -> Result<Admitted<'_>, i64> {
         let halt = || {
             if *stop.borrow() {
@@ -383,7 +385,7 @@ impl Link {
             }
         };
         let admitted = tokio::select! {
-            admitted = self.client.admit() => admitted,
+            admitted = self.client.admit_in(lane) => admitted,
             () = stopped => return Err(now()),
             t = held_past_horizon => {
                 let left = t.saturating_duration_since(Instant::now());
@@ -629,18 +631,30 @@ mod tests {
         let (stop, running) = watch::channel(false);
         let stopping = watch::channel(true).1;
         let horizon = Instant::now() + Duration::from_secs(30);
-        assert!(link.admit(|| NOW, &running, horizon).await.is_ok());
+        assert!(
+            link.admit(|| NOW, &running, horizon, Lane::Queue)
+                .await
+                .is_ok()
+        );
         assert_eq!(
-            link.admit(|| NOW, &stopping, horizon).await.err(),
+            link.admit(|| NOW, &stopping, horizon, Lane::Queue)
+                .await
+                .err(),
             Some(NOW)
         );
         let metrics = Metrics::new();
         assert_eq!(link.pause_for_the_day(NOW, &metrics), NEXT_HOUR);
         assert_eq!(
-            link.admit(|| NOW, &running, horizon).await.err(),
+            link.admit(|| NOW, &running, horizon, Lane::Queue)
+                .await
+                .err(),
             Some(NEXT_HOUR)
         );
-        assert!(link.admit(|| NEXT_HOUR, &running, horizon).await.is_ok());
+        assert!(
+            link.admit(|| NEXT_HOUR, &running, horizon, Lane::Queue)
+                .await
+                .is_ok()
+        );
         drop(stop);
         d.close();
     }

@@ -20,6 +20,7 @@ use super::target_holds::{Gate, Reading, Refused, named};
 use crate::clock::Clock;
 use crate::datasets::outcomes::{Action, OutcomeLog, OutcomeRow, Status};
 use crate::hubspot::client::{Admitted, Completion};
+use crate::hubspot::limiter::Lane;
 use crate::hubspot::policy::{self, Backoff};
 use crate::hubspot::targets;
 use crate::hubspot::{ApiError, RatePolicy};
@@ -185,9 +186,9 @@ impl Ctx {
     }
 
     /// The limiter's permission for one call through `link` for contacts of `webhooks` (to
-    /// `target`, when it is one HubSpot may refuse), and when `budgeted` a call of its daily
-    /// budget; when stopping, the connector is paused (by HubSpot, or by an operator, who may
-    /// also have paused every one of `webhooks`), the target is held
+    /// `target`, when it is one HubSpot may refuse), waiting in `lane`, and when `budgeted` a
+    /// call of its daily budget; when stopping, the connector is paused (by HubSpot, or by an
+    /// operator, who may also have paused every one of `webhooks`), the target is held
     /// ([`super::target_holds`]), or the budget is spent: until when the work stays queued.
     /// The first call after a target's hold ends reads it, and goes if it is usable or the
     /// read failed (in doubt).
@@ -198,6 +199,7 @@ impl Ctx {
         webhooks: &[&str],
         budgeted: bool,
         target: Option<&str>,
+        lane: Lane,
     ) -> Result<Admitted<'l>, Next> {
         let held = || {
             let pauses = self.pauses.current();
@@ -221,7 +223,7 @@ impl Ctx {
                 self.day_left.check(&link.id).map_err(Next::Again)?;
             }
             let call = link
-                .admit(|| self.now(), &self.stop, self.horizon)
+                .admit(|| self.now(), &self.stop, self.horizon, lane)
                 .await
                 .map_err(Next::Again)?;
             if held() {
@@ -273,7 +275,7 @@ impl Ctx {
         // hold on their contacts runs out.
         let budgeted = batch.iter().all(|i| i.callback_id.is_none());
         let call = self
-            .admit(link, action, &webhooks, budgeted, target)
+            .admit(link, action, &webhooks, budgeted, target, Lane::Queue)
             .await?;
         let pauses = self.pauses.current();
         let (held, go): (Vec<Pending>, Vec<Pending>) = std::mem::take(batch)
@@ -313,8 +315,16 @@ impl Ctx {
         let target = workflow.to_string();
         let mut learned = None;
         if let Some(vid) = item.contact_id.filter(|v| *v > 0) {
+            // Ahead of the queued calls, which a gone workflow would refuse meanwhile.
             let call = match self
-                .admit(link, Action::Enroll, &webhooks, true, Some(&target))
+                .admit(
+                    link,
+                    Action::Enroll,
+                    &webhooks,
+                    true,
+                    Some(&target),
+                    Lane::First,
+                )
                 .await
             {
                 Ok(call) => call,
@@ -387,7 +397,11 @@ impl Ctx {
             Refused::Usable => return TargetCheck::Usable,
             Refused::Wait(why, again) => return TargetCheck::Wait(why, Next::Held(again)),
         };
-        match self.admit(link, action, webhooks, true, None).await {
+        // Ahead of the queued calls: they would be refused meanwhile if it cannot take them.
+        match self
+            .admit(link, action, webhooks, true, None, Lane::First)
+            .await
+        {
             Ok(call) => self.read_target(link, action, target, call, reading).await,
             Err(next) => {
                 let why = format!(
@@ -806,6 +820,7 @@ pub async fn enroll(
                 &[&item.webhook_id],
                 true,
                 Some(&target),
+                Lane::Queue,
             )
             .await
         {

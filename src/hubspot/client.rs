@@ -22,7 +22,7 @@ use reqwest::{Method, StatusCode, Url};
 use serde::{Deserialize, Serialize};
 
 use super::auth::Auth;
-use super::limiter::Limiter;
+use super::limiter::{Lane, Limiter};
 use super::paths;
 use super::policy::{self, MAX_HEADER_WAIT};
 use crate::config::Connector;
@@ -503,15 +503,20 @@ impl Client {
         self.limiter.last_rate()
     }
 
-    /// Wait for the limiter's permission for one call. The client's own methods do this; a
-    /// caller that must act between the permission and the call (the dispatcher makes its
-    /// `attempting` row durable, and checks it should still call) takes the permission here
-    /// and calls through it.
+    /// Wait for the limiter's permission for one call, in the queue. The client's own methods
+    /// do this; a caller that must act between the permission and the call (the dispatcher
+    /// makes its `attempting` row durable, and checks it should still call) takes the
+    /// permission here, or in [`Client::admit_in`], and calls through it.
     pub async fn admit(&self) -> Admitted<'_> {
+        self.admit_in(Lane::Queue).await
+    }
+
+    /// Wait for the limiter's permission for one call, in `lane`.
+    pub async fn admit_in(&self, lane: Lane) -> Admitted<'_> {
         if let Some(share) = &self.share {
-            share.until_ready().await;
+            share.until_ready(lane).await;
         }
-        self.limiter.until_ready().await;
+        self.limiter.until_ready(lane).await;
         Admitted { client: self }
     }
 

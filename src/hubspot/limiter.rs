@@ -1,6 +1,8 @@
 //! Pacing one connector's calls under HubSpot's 10-second limit, and under what HubSpot's
 //! headers say is left (other tools may share the account's limit). The [`super::Client`]
-//! holds one and waits on it before every call.
+//! holds one and waits on it before every call. Callers wait their turn in order, and a read
+//! that decides whether the queued calls should go at all ([`Lane::First`]) waits behind at
+//! most one of them.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -16,6 +18,17 @@ use tokio::time::Instant;
 use super::client::RateLimit;
 use super::policy::{MAX_HEADER_WAIT, TEN_SECONDS};
 
+/// Where a caller waits for its turn.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lane {
+    /// Behind every caller already waiting, in the order they came.
+    Queue,
+    /// Ahead of the queue, behind at most the one caller whose turn it is: a read of whether
+    /// a target HubSpot refused a call to can take calls, which the calls queued to it wait on
+    /// to be held (behind them, a gone workflow was sent up to 199 of 200 contacts first).
+    First,
+}
+
 /// Paces one connector's calls under its 10-second limit, and under what HubSpot's headers
 /// say is left (other tools may share the account's limit).
 pub struct Limiter {
@@ -27,6 +40,12 @@ pub struct Limiter {
     pace: Mutex<Pace>,
     /// The account it paces ([`Limiter::for_account`]), whose headers it keeps for `/status`.
     account: Option<String>,
+    /// Held by the caller waiting on the pace, so one waits at a time (tokio's mutex serves
+    /// its waiters in order).
+    turn: tokio::sync::Mutex<()>,
+    /// Held by the [`Lane::Queue`] caller next in line for `turn`, so a [`Lane::First`]
+    /// caller, which queues on `turn` alone, has at most one of them ahead of it.
+    queue: tokio::sync::Mutex<()>,
 }
 
 #[derive(Debug, Default)]
@@ -96,6 +115,8 @@ impl Limiter {
             per_10s: AtomicU32::new(requests_per_10s),
             pace: Mutex::new(Pace::default()),
             account: None,
+            turn: Default::default(),
+            queue: Default::default(),
         }
     }
 
@@ -168,8 +189,13 @@ impl Limiter {
         n.saturating_sub(margin + 1).max(1)
     }
 
-    /// Wait for permission to start one call.
-    pub async fn until_ready(&self) {
+    /// Wait for permission to start one call, in `lane`.
+    pub async fn until_ready(&self, lane: Lane) {
+        let _queue = match lane {
+            Lane::Queue => Some(self.queue.lock().await),
+            Lane::First => None,
+        };
+        let _turn = self.turn.lock().await;
         loop {
             let wait_until = self.pace.lock().unwrap().wait_until();
             if let Some(t) = wait_until.filter(|t| *t > Instant::now()) {
@@ -273,10 +299,10 @@ mod tests {
         assert_eq!(Limiter::paced_per_10s(190), 186);
         let limiter = Limiter::new(10);
         let start = Instant::now();
-        limiter.until_ready().await;
+        limiter.until_ready(Lane::Queue).await;
         assert!(start.elapsed() < Duration::from_millis(600));
         for _ in 0..2 {
-            limiter.until_ready().await;
+            limiter.until_ready(Lane::Queue).await;
         }
         let took = start.elapsed();
         assert!(
@@ -307,12 +333,12 @@ mod tests {
     async fn a_pause_holds_callers_already_waiting() {
         let limiter = std::sync::Arc::new(Limiter::new(10));
         let start = Instant::now();
-        limiter.until_ready().await;
+        limiter.until_ready(Lane::Queue).await;
         let waiting: Vec<_> = (0..2)
             .map(|_| {
                 let l = limiter.clone();
                 tokio::spawn(async move {
-                    l.until_ready().await;
+                    l.until_ready(Lane::Queue).await;
                     Instant::now()
                 })
             })
@@ -335,7 +361,7 @@ mod tests {
         let limiter = Limiter::new(1000);
         // Timed from before the first call: the spacing counts from its start.
         let start = Instant::now();
-        limiter.until_ready().await;
+        limiter.until_ready(Lane::Queue).await;
         // One call left in 4 s: the next waits half of it.
         limiter.observe(&RateLimit {
             max: Some(100),
@@ -343,7 +369,7 @@ mod tests {
             interval: Some(Duration::from_secs(4)),
             ..RateLimit::default()
         });
-        limiter.until_ready().await;
+        limiter.until_ready(Lane::Queue).await;
         assert!(
             start.elapsed() >= Duration::from_millis(1990),
             "{:?}",
@@ -355,8 +381,37 @@ mod tests {
             ..RateLimit::default()
         });
         let start = Instant::now();
-        limiter.until_ready().await;
+        limiter.until_ready(Lane::Queue).await;
         // Not spread any more (that would wait 2 s); room for a loaded machine.
         assert!(start.elapsed() < Duration::from_millis(1000));
+    }
+
+    /// Callers start in the order they came, and one in the first lane starts behind at most
+    /// the caller whose turn it is.
+    #[tokio::test]
+    async fn callers_take_turns_in_order_and_the_first_lane_goes_ahead() {
+        let limiter = Arc::new(Limiter::new(20));
+        limiter.until_ready(Lane::Queue).await;
+        let started = Arc::new(Mutex::new(Vec::new()));
+        let mut waiting = Vec::new();
+        for (name, lane) in [
+            ("q1", Lane::Queue),
+            ("q2", Lane::Queue),
+            ("q3", Lane::Queue),
+            ("first", Lane::First),
+            ("q4", Lane::Queue),
+        ] {
+            let (l, started) = (limiter.clone(), started.clone());
+            waiting.push(tokio::spawn(async move {
+                l.until_ready(lane).await;
+                started.lock().unwrap().push(name);
+            }));
+            // This test's runtime has one thread: the caller is queued before the next comes.
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        for w in waiting {
+            w.await.unwrap();
+        }
+        assert_eq!(*started.lock().unwrap(), ["q1", "first", "q2", "q3", "q4"]);
     }
 }
