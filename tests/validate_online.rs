@@ -128,6 +128,23 @@ fn a_correct_account_passes_and_each_misconfiguration_is_named() {
         assert!(text.contains(line), "{line}\n{text}");
     }
 
+    // A workflow that exists but is turned off: the one failure.
+    let off = correct_account(
+        &rt,
+        Options {
+            workflows_off: vec![101],
+            ..Options::default()
+        },
+    );
+    let (ok, text) = validate_online(dir.path(), &format!("api_base = \"{}\"", off.url()), 62515);
+    assert!(!ok, "{text}");
+    for line in [
+        "FAIL main webhook nurture workflow 101: exists (Workflow 101) but is turned off in HubSpot",
+        "1 online check failed",
+    ] {
+        assert!(text.contains(line), "{line}\n{text}");
+    }
+
     // The token of another account.
     let (ok, text) = validate_online(dir.path(), &format!("api_base = \"{}\"", good.url()), 99999);
     assert!(!ok, "{text}");

@@ -165,10 +165,18 @@ async fn check_connector(config: &Config, connector: &Connector, out: &mut Vec<C
     }
 }
 
-/// A legacy workflow id that exists; a flow id from the workflow editor names the id to paste.
+/// A legacy workflow id that exists and is turned on; a flow id from the workflow editor names
+/// the id to paste.
 async fn workflow(client: &Client, id: u64) -> Verdict {
     match targets::workflow(client.admit().await, id).await {
-        Ok(Ok(name)) => Verdict::Ok(format!("exists ({name})")),
+        Ok(Ok(w)) if w.on => Verdict::Ok(format!("exists ({})", w.name)),
+        // What an enrollment into it does is not documented: it may be taken and not run.
+        Ok(Ok(w)) => Verdict::Fail(format!(
+            "exists ({}) but is turned off in HubSpot: turn it on before contacts are sent to \
+             it (what HubSpot does with an enrollment into a workflow that is off is not \
+             documented)",
+            w.name
+        )),
         Ok(Err(unusable)) => {
             let mapped = client
                 .post_json(

@@ -35,10 +35,21 @@ impl fmt::Display for Unusable {
     }
 }
 
-/// A legacy workflow's name, or why nothing can be enrolled into it.
-pub async fn workflow(call: Admitted<'_>, id: u64) -> Result<Result<String, Unusable>, ApiError> {
+/// A legacy workflow as HubSpot describes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Workflow {
+    pub name: String,
+    /// Turned on (`enabled`; taken as on when not said).
+    pub on: bool,
+}
+
+/// A legacy workflow, or why nothing can be enrolled into it.
+pub async fn workflow(call: Admitted<'_>, id: u64) -> Result<Result<Workflow, Unusable>, ApiError> {
     match call.get_json(&super::paths::workflow(id)).await {
-        Ok(w) => Ok(Ok(w["name"].as_str().unwrap_or("unnamed").to_string())),
+        Ok(w) => Ok(Ok(Workflow {
+            name: w["name"].as_str().unwrap_or("unnamed").to_string(),
+            on: w["enabled"].as_bool().unwrap_or(true),
+        })),
         Err(ApiError::Permanent { status: 404, .. }) => Ok(Err(Unusable::NoWorkflow(id))),
         Err(e) => Err(e),
     }

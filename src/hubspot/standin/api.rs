@@ -61,7 +61,7 @@ impl World {
                     "id": id,
                     "name": format!("Workflow {id}"),
                     "type": "DRIP_DELAY",
-                    "enabled": true,
+                    "enabled": !self.options.workflows_off.contains(&id),
                     "portalId": self.options.portal_id,
                 });
                 (StatusCode::OK, axum::Json(body)).into_response()

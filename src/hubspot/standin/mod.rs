@@ -105,6 +105,9 @@ pub struct Options {
     pub scopes: Option<Vec<String>>,
     /// The workflow editor's flow ids and the legacy workflow id each maps to.
     pub flow_ids: Vec<(u64, u64)>,
+    /// Workflows that exist but are turned off (`enabled: false`); enrollments into them are
+    /// taken as any other (what HubSpot does with them is not documented).
+    pub workflows_off: Vec<u64>,
     /// Whether the account's daily usage endpoint answers (it tells when the daily limit
     /// resets); when not, it is an HTML 404.
     pub usage_api: bool,
@@ -184,6 +187,7 @@ impl Default for Options {
             lists: Vec::new(),
             scopes: None,
             flow_ids: Vec::new(),
+            workflows_off: Vec::new(),
             usage_api: true,
             developer_api_key: "developer-api-key".to_string(),
             action_urls: Vec::new(),
