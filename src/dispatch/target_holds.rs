@@ -182,7 +182,14 @@ impl TargetHolds {
             // that another's call goes then.
             Some(State::Doubting(_, why)) => {
                 let (why, until) = (why.clone(), now + MINUTE_MS);
-                warn_unread(action, target, until);
+                // Not read now, and the refusal may be the contact's own: said as such.
+                tracing::warn!(
+                    action = action.as_str(),
+                    target,
+                    until = %format_minute(until),
+                    "HubSpot refused a call to {} since its hold's end, when it could not be read (the refusal may be the contact's own): its calls wait a minute",
+                    named(action, target)
+                );
                 let row = held(&why, until);
                 // Not `set`: it would lock `states` again.
                 states.insert(key, State::Held(now, until, why));

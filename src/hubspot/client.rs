@@ -625,7 +625,8 @@ impl Client {
         let unanswered = matches!(result, Err(ApiError::Transient { .. }));
         match (self.outage.observe(unanswered), &result) {
             (Some(OutageChange::Began), Err(e)) => tracing::warn!(
-                "HubSpot is not answering {}: {e}; calls are retried with backoff (logged again when it answers)",
+                // Not "retried": each caller decides (a target's read holds its calls instead).
+                "HubSpot is not answering {}: {e} (logged again when it answers)",
                 self.label
             ),
             (Some(OutageChange::Ended), _) => {
