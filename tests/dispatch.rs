@@ -3061,6 +3061,80 @@ fn a_404_page_instead_of_the_api_pauses_the_connector_and_fails_no_one() {
     assert!(outcomes(&data).iter().all(|r| r.status != Status::Failed));
 }
 
+/// Calls queued at the rate limiter for a workflow found gone leave the queue when it is held,
+/// rather than each use a turn to be turned away: the connector's other calls go next. An
+/// earlier version turned them away one turn at a time (1.25 s each here), the other calls
+/// queued behind them.
+#[test]
+fn calls_queued_for_a_workflow_found_gone_leave_the_rate_limiters_queue() {
+    let rt = runtime();
+    let standin = rt
+        .block_on(StandIn::start(Options {
+            token: TOKEN.into(),
+            workflows: vec![101],
+            ..Options::default()
+        }))
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let clock = dir.path().join("clock");
+    let t0 = now_ms();
+    set_clock(&clock, t0);
+    let fine = Hook {
+        id: "fine",
+        kind: "IMMEDIATE",
+        target: "workflow_id = 101",
+    };
+    // Paced 1.25 s apart: the calls to the gone workflow queue at the limiter.
+    let extra = "requests_per_10s = 10";
+    let config = write_config(dir.path(), &standin.url(), extra, &[&HOOKS[3], &fine]);
+    let server = start(&config, &data, Some(&clock), &[]);
+    for i in 0..30u64 {
+        let email = format!("gone{i}@example.com");
+        standin.add_contact(&email, 7500 + i);
+        post(&server, "fatigue", 7500 + i, &email);
+    }
+    // Due a second later, so queued behind them.
+    set_clock(&clock, t0 + 1_000);
+    standin.add_contact("fine@example.com", 7600);
+    post(&server, "fine", 7600, "fine@example.com");
+    set_clock(&clock, t0 + 30_000);
+    eventually(Duration::from_secs(90), || {
+        enrollments(&standin.log())
+            .get(&("101".to_string(), "fine@example.com".to_string()))
+            .copied()
+    })
+    .unwrap_or_else(|| panic!("not enrolled; logs:\n{}", server.logs()));
+    let log = standin.log();
+    let read = log
+        .iter()
+        .find(|e| e.path == "/automation/v3/workflows/104")
+        .expect("workflow 104 read");
+    let enrolled = log
+        .iter()
+        .find(|e| e.path.starts_with("/automation/v2/workflows/101/"))
+        .unwrap();
+    let calls_to_104 = log
+        .iter()
+        .filter(|e| e.path.starts_with("/automation/v2/workflows/104/"))
+        .count();
+    assert!(calls_to_104 < 10, "{calls_to_104} enrollments into 104");
+    // The 104 calls still queued when it was held would take 1.25 s each to turn away.
+    let after = enrolled.at.duration_since(read.at).unwrap();
+    assert!(
+        after < Duration::from_secs((30 - calls_to_104 as u64) * 5 / 8),
+        "enrolled {after:?} after the read; {calls_to_104} enrollments into 104"
+    );
+    let status: serde_json::Value = common::get(server.admin_url("/status"))
+        .unwrap()
+        .json()
+        .unwrap();
+    let held = &status["connectors"][0]["held_targets"];
+    assert_eq!(held[0]["target"], "104", "{held}");
+    server.stop();
+    assert!(outcomes(&data).iter().all(|r| r.status != Status::Failed));
+}
+
 /// A 429 whose `Retry-After` holds the connector for ten minutes: the calls waiting on the
 /// limiter are left to a later tick, as the one that got it is, so ticks go on and a stop is
 /// prompt. They slept the hold out: the tick, and a SIGTERM, waited the ten minutes.

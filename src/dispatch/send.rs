@@ -222,10 +222,18 @@ impl Ctx {
             if budgeted {
                 self.day_left.check(&link.id).map_err(Next::Again)?;
             }
-            let call = link
-                .admit(|| self.now(), &self.stop, self.horizon, lane)
-                .await
-                .map_err(Next::Again)?;
+            let admitted = link.admit(|| self.now(), &self.stop, self.horizon, lane);
+            let call = match (&gate, target) {
+                // Held while it waits its turn: it leaves the queue rather than use a turn.
+                (Gate::Open, Some(t)) => tokio::select! {
+                    call = admitted => call,
+                    again = link.targets.until_waits(action, t, || self.now()) => {
+                        return Err(Next::Held(again));
+                    }
+                },
+                _ => admitted.await,
+            }
+            .map_err(Next::Again)?;
             if held() {
                 return Err(self.in_a_minute());
             }

@@ -4,9 +4,9 @@
 //! has the target read, one read at a time (a refusal that comes while it is under way is
 //! tried again shortly). A target found usable makes the refusals of the next
 //! [`policy::TARGET_USABLE_MS`] the contacts' own, so contacts HubSpot does not know cost no
-//! read each; one found unusable holds its calls, which are then not made, for
-//! [`policy::TARGET_HOLD_MS`], twice as long each time it is found so again right after, up
-//! to [`policy::TARGET_HOLD_MAX_MS`]. A hold's end is one read, its calls waiting for the
+//! read each; one found unusable holds its calls, which are then not made (those waiting at
+//! the rate limiter leave it), for [`policy::TARGET_HOLD_MS`], twice as long each time it is
+//! found so again right after, up to [`policy::TARGET_HOLD_MAX_MS`]. A hold's end is one read, its calls waiting for the
 //! answer: a target that may be gone is not sent every due contact to find out. A read that
 //! fails after a refusal holds the calls a minute; one the first call at a hold's end made
 //! lets them go in doubt, the first refused holding them again (a target HubSpot cannot read
@@ -90,6 +90,9 @@ pub enum Refused<'h> {
 pub struct TargetHolds {
     states: Mutex<HashMap<Key, State>>,
     last_holds: Mutex<HashMap<Key, LastHold>>,
+    /// Told when a target's calls start to wait, so those queued at the rate limiter leave
+    /// it instead of each using a turn to be turned away ([`TargetHolds::until_waits`]).
+    waiting: tokio::sync::Notify,
 }
 
 impl TargetHolds {
@@ -117,6 +120,7 @@ impl TargetHolds {
             Some(State::Held(_, _, why)) => {
                 let after_hold = Some(why.clone());
                 states.insert(key.clone(), State::Rechecking(now));
+                self.waiting.notify_waiters();
                 Gate::Read(Reading {
                     holds: self,
                     key,
@@ -193,11 +197,13 @@ impl TargetHolds {
                 let row = held(&why, until);
                 // Not `set`: it would lock `states` again.
                 states.insert(key, State::Held(now, until, why));
+                self.waiting.notify_waiters();
                 return Refused::Wait(row, until + MINUTE_MS);
             }
             _ => (State::Reading(now), None),
         };
         states.insert(key.clone(), state);
+        self.waiting.notify_waiters();
         Refused::Read(Reading {
             holds: self,
             key,
@@ -226,6 +232,22 @@ impl TargetHolds {
     /// Record `state` of `key`.
     fn set(&self, key: &Key, state: State) {
         self.states.lock().unwrap().insert(key.clone(), state);
+        self.waiting.notify_waiters();
+    }
+
+    /// Once calls of `action` to `target` wait (it is held, or read after a hold), until when
+    /// ([`TargetHolds::waits`]): a call waiting its turn at the rate limiter leaves then.
+    pub async fn until_waits(&self, action: Action, target: &str, now: impl Fn() -> i64) -> i64 {
+        loop {
+            let told = self.waiting.notified();
+            let mut told = std::pin::pin!(told);
+            // Listening before looking, so a change between the two is not missed.
+            told.as_mut().enable();
+            if let Some(again) = self.waits(action, target, now()) {
+                return again;
+            }
+            told.await;
+        }
     }
 }
 
@@ -332,6 +354,7 @@ impl Drop for Reading<'_> {
             Some(why) => {
                 let hold = State::Held(self.since, self.since + MINUTE_MS, why);
                 states.insert(self.key.clone(), hold);
+                self.holds.waiting.notify_waiters();
             }
             None => {
                 states.remove(&self.key);
