@@ -222,14 +222,22 @@ impl Ctx {
             if budgeted {
                 self.day_left.check(&link.id).map_err(Next::Again)?;
             }
+            // The read at a hold's end goes ahead of the queue, as a refusal's does: the
+            // target's other calls wait for its answer.
+            let lane = match gate {
+                Gate::Read(_) => Lane::First,
+                _ => lane,
+            };
             let admitted = link.admit(|| self.now(), &self.stop, self.horizon, lane);
             let call = match (&gate, target) {
-                // Held while it waits its turn: it leaves the queue rather than use a turn.
+                // Held while it waits its turn, it leaves the queue rather than take a turn it
+                // would not use (looked at first, so a hold that came meanwhile wins).
                 (Gate::Open, Some(t)) => tokio::select! {
-                    call = admitted => call,
+                    biased;
                     again = link.targets.until_waits(action, t, || self.now()) => {
                         return Err(Next::Held(again));
                     }
+                    call = admitted => call,
                 },
                 _ => admitted.await,
             }
@@ -337,8 +345,19 @@ impl Ctx {
             {
                 Ok(call) => call,
                 Err(next) => {
-                    let why = "the contact's address now is read by its id before it is sent again";
-                    return NotFound::Wait(why.into(), next);
+                    // The workflow held meanwhile (by another refusal's read) says so.
+                    let why = link
+                        .targets
+                        .waiting(Action::Enroll, &target, self.now())
+                        .map_or_else(
+                            || {
+                                "the contact's address now is read by its id before it is \
+                                 sent again"
+                                    .into()
+                            },
+                            |(why, _)| why,
+                        );
+                    return NotFound::Wait(why, next);
                 }
             };
             self.count_call(link, self.now());

@@ -6,12 +6,12 @@
 //! [`policy::TARGET_USABLE_MS`] the contacts' own, so contacts HubSpot does not know cost no
 //! read each; one found unusable holds its calls, which are then not made (those waiting at
 //! the rate limiter leave it), for [`policy::TARGET_HOLD_MS`], twice as long each time it is
-//! found so again right after, up to [`policy::TARGET_HOLD_MAX_MS`]. A hold's end is one read, its calls waiting for the
-//! answer: a target that may be gone is not sent every due contact to find out. A read that
-//! fails after a refusal holds the calls a minute; one the first call at a hold's end made
-//! lets them go in doubt, the first refused holding them again (a target HubSpot cannot read
-//! but takes calls, whose first refusal was a contact's own, is not held as long as reads
-//! fail).
+//! found so again right after, up to [`policy::TARGET_HOLD_MAX_MS`]. A hold's end is one
+//! read, its calls waiting for the answer: a target that may be gone is not sent every due
+//! contact to find out. A read that fails after a refusal holds the calls a minute; one the
+//! first call at a hold's end made lets them go in doubt, the first refused holding them
+//! again (a target HubSpot cannot read but takes calls, whose first refusal was a contact's
+//! own, is not held as long as reads fail).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -90,22 +90,38 @@ pub enum Refused<'h> {
 pub struct TargetHolds {
     states: Mutex<HashMap<Key, State>>,
     last_holds: Mutex<HashMap<Key, LastHold>>,
-    /// Told when a target's calls start to wait, so those queued at the rate limiter leave
-    /// it instead of each using a turn to be turned away ([`TargetHolds::until_waits`]).
+    /// Told when a target's state changes, so calls queued at the rate limiter leave it once
+    /// their target's calls wait, instead of each using a turn to be turned away
+    /// ([`TargetHolds::until_waits`]).
     waiting: tokio::sync::Notify,
 }
 
 impl TargetHolds {
     /// Whether a call of `action` to `target` waits at `now`, and until when: a minute while
-    /// it is held (the config may name another target meanwhile), shortly while it is read
-    /// after a hold. The call that finds a hold ended reads it ([`TargetHolds::gate`]).
+    /// it is held (the config may name another target meanwhile), or to the hold's end when
+    /// sooner, and shortly while it is read after a hold. The call that finds a hold ended
+    /// reads it ([`TargetHolds::gate`]).
     fn waits(&self, action: Action, target: &str, now: i64) -> Option<i64> {
         let states = self.states.lock().unwrap();
         match states.get(&(action, target.to_string()))? {
-            State::Held(since, until, _) if *since <= now && now < *until => Some(now + MINUTE_MS),
+            State::Held(since, until, _) if *since <= now && now < *until => {
+                Some((now + MINUTE_MS).min(*until))
+            }
             State::Rechecking(..) => Some(now + policy::TARGET_READ_WAIT_MS),
             _ => None,
         }
+    }
+
+    /// Why calls of `action` to `target` wait at `now` (what their rows say), and until when,
+    /// if they do ([`TargetHolds::waits`]).
+    pub fn waiting(&self, action: Action, target: &str, now: i64) -> Option<(String, i64)> {
+        let again = self.waits(action, target, now)?;
+        let states = self.states.lock().unwrap();
+        let why = match states.get(&(action, target.to_string())) {
+            Some(State::Held(_, until, why)) => held(why, *until),
+            _ => format!("{} is being read", named(action, target)),
+        };
+        Some((why, again))
     }
 
     /// What a call of `action` to `target` about to be made at `now` does: as
@@ -160,12 +176,7 @@ impl TargetHolds {
     /// HubSpot refused a call of `action` to `target` at `now`, in a way that may be the
     /// target's: what to do.
     pub fn refused(&self, action: Action, target: &str, now: i64) -> Refused<'_> {
-        if let Some(again) = self.waits(action, target, now) {
-            let states = self.states.lock().unwrap();
-            let why = match states.get(&(action, target.to_string())) {
-                Some(State::Held(_, until, why)) => held(why, *until),
-                _ => format!("{} is being read", named(action, target)),
-            };
+        if let Some((why, again)) = self.waiting(action, target, now) {
             return Refused::Wait(why, again);
         }
         let mut states = self.states.lock().unwrap();
@@ -446,6 +457,8 @@ mod tests {
         ));
         assert_eq!(holds.held(later + 2).len(), 1);
         let ends = later + 1 + policy::TARGET_HOLD_MS;
+        // In its last minute, a call waits to its end, not a minute past it.
+        assert_eq!(waits(&holds, ends - 1_000), Some(ends));
         assert!(holds.held(ends).is_empty());
         // At its end the first call reads it, the others waiting for the answer.
         let Gate::Read(reading) = holds.gate(enroll, "104", ends) else {

@@ -2,7 +2,7 @@
 //! headers say is left (other tools may share the account's limit). The [`super::Client`]
 //! holds one and waits on it before every call. Callers wait their turn in order, and a read
 //! that decides whether the queued calls should go at all ([`Lane::First`]) waits behind at
-//! most one of them.
+//! most one of them (and the other such reads already waiting).
 
 use std::collections::HashMap;
 use std::fmt;
@@ -23,9 +23,10 @@ use super::policy::{MAX_HEADER_WAIT, TEN_SECONDS};
 pub enum Lane {
     /// Behind every caller already waiting, in the order they came.
     Queue,
-    /// Ahead of the queue, behind at most the one caller whose turn it is: a read of whether
-    /// a target HubSpot refused a call to can take calls, which the calls queued to it wait on
-    /// to be held (behind them, a gone workflow was sent up to 199 of 200 contacts first).
+    /// Ahead of the queue, behind at most one of its callers (whose turn it is, or is next)
+    /// and the callers of this lane already waiting: the reads made after HubSpot refused a
+    /// call, which the calls queued to the same target wait on to be held (behind them, a
+    /// gone workflow was sent up to 199 of 200 contacts first).
     First,
 }
 
@@ -43,8 +44,8 @@ pub struct Limiter {
     /// Held by the caller waiting on the pace, so one waits at a time (tokio's mutex serves
     /// its waiters in order).
     turn: tokio::sync::Mutex<()>,
-    /// Held by the [`Lane::Queue`] caller next in line for `turn`, so a [`Lane::First`]
-    /// caller, which queues on `turn` alone, has at most one of them ahead of it.
+    /// Held by the [`Lane::Queue`] caller in line for `turn` or holding it, so a
+    /// [`Lane::First`] caller, which queues on `turn` alone, has at most one of them ahead.
     queue: tokio::sync::Mutex<()>,
 }
 
@@ -387,7 +388,7 @@ mod tests {
     }
 
     /// Callers start in the order they came, and one in the first lane starts behind at most
-    /// the caller whose turn it is.
+    /// one of them.
     #[tokio::test]
     async fn callers_take_turns_in_order_and_the_first_lane_goes_ahead() {
         let limiter = Arc::new(Limiter::new(20));
