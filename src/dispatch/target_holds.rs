@@ -198,13 +198,9 @@ impl TargetHolds {
             Some(State::Doubting(_, why)) => {
                 let (why, until) = (why.clone(), now + MINUTE_MS);
                 // Not read now, and the refusal may be the contact's own: said as such.
-                tracing::warn!(
-                    action = action.as_str(),
-                    target,
-                    until = %format_minute(until),
-                    "HubSpot refused a call to {} since its hold's end, when it could not be read (the refusal may be the contact's own): its calls wait a minute",
-                    named(action, target)
-                );
+                let when = "since its hold's end, when it could not be read (the refusal may be \
+                            the contact's own)";
+                warn_unread(action, target, until, when);
                 let row = held(&why, until);
                 // Not `set`: it would lock `states` again.
                 states.insert(key, State::Held(now, until, why));
@@ -338,7 +334,7 @@ impl Reading<'_> {
             format!("HubSpot refused a call to {name} and it could not be read")
         });
         let until = now + MINUTE_MS;
-        warn_unread(action, &target, until);
+        warn_unread(action, &target, until, "and it could not be read");
         let row = held(&why, until);
         self.holds.set(&self.key, State::Held(now, until, why));
         Some(row)
@@ -374,14 +370,14 @@ impl Drop for Reading<'_> {
     }
 }
 
-/// Say that calls of `action` to `target` wait until `until`: HubSpot refused one, and the
+/// Say that calls of `action` to `target` wait until `until`: HubSpot refused one `when` the
 /// target could not be read.
-fn warn_unread(action: Action, target: &str, until: i64) {
+fn warn_unread(action: Action, target: &str, until: i64, when: &str) {
     tracing::warn!(
         action = action.as_str(),
         target,
         until = %format_minute(until),
-        "HubSpot refused a call to {} and it could not be read: its calls wait a minute",
+        "HubSpot refused a call to {} {when}: its calls wait a minute",
         named(action, target)
     );
 }
