@@ -49,6 +49,13 @@ const HOOKS: &[Hook] = &[
     },
 ];
 
+/// Sent at once to a workflow that exists, beside one that is gone.
+const FINE: Hook = Hook {
+    id: "fine",
+    kind: "IMMEDIATE",
+    target: "workflow_id = 101",
+};
+
 /// A list add naming a record the account does not have: HubSpot ignores it and names it in
 /// `recordIdsMissing`; that contact fails with why, and the rest of its batch is listed.
 #[test]
@@ -256,12 +263,7 @@ fn a_deleted_workflow_or_a_dynamic_list_holds_its_contacts_until_fixed() {
     let clock = dir.path().join("clock");
     let t0 = now_ms();
     set_clock(&clock, t0);
-    let fine = Hook {
-        id: "fine",
-        kind: "IMMEDIATE",
-        target: "workflow_id = 101",
-    };
-    let hooks = [&HOOKS[3], &HOOKS[4], &fine];
+    let hooks = [&HOOKS[3], &HOOKS[4], &FINE];
     let config = write_config(dir.path(), &standin.url(), "", &hooks);
     let server = start(&config, &data, Some(&clock), &[]);
     let mut fatigue = Vec::new();
@@ -378,7 +380,7 @@ fn a_deleted_workflow_or_a_dynamic_list_holds_its_contacts_until_fixed() {
         target: "workflow_id = 105",
         ..HOOKS[3]
     };
-    write_config(dir.path(), &standin.url(), "", &[&fixed, &HOOKS[4], &fine]);
+    write_config(dir.path(), &standin.url(), "", &[&fixed, &HOOKS[4], &FINE]);
     wait_for_config(&server, &config);
     set_clock(&clock, t1 + 60_000);
     wait_enrolled(&standin, &server, "105", "moved@example.com");
@@ -3080,14 +3082,9 @@ fn calls_queued_for_a_workflow_found_gone_leave_the_rate_limiters_queue() {
     let clock = dir.path().join("clock");
     let t0 = now_ms();
     set_clock(&clock, t0);
-    let fine = Hook {
-        id: "fine",
-        kind: "IMMEDIATE",
-        target: "workflow_id = 101",
-    };
     // Paced 1.25 s apart: the calls to the gone workflow queue at the limiter.
     let extra = "requests_per_10s = 10";
-    let config = write_config(dir.path(), &standin.url(), extra, &[&HOOKS[3], &fine]);
+    let config = write_config(dir.path(), &standin.url(), extra, &[&HOOKS[3], &FINE]);
     let server = start(&config, &data, Some(&clock), &[]);
     for i in 0..30u64 {
         let email = format!("gone{i}@example.com");
