@@ -517,7 +517,7 @@ impl Client {
             share.until_ready(lane).await;
         }
         self.limiter.until_ready(lane).await;
-        Admitted { client: self }
+        Admitted { client: self, lane }
     }
 
     /// Make sure a call would have an access token (an OAuth refresh, when due): the
@@ -578,7 +578,7 @@ impl Client {
         self.admit().await;
         let body = serde_json::to_vec(body).expect("values serialize");
         let resp = self
-            .send(Method::POST, self.url(path), Some(body), None)
+            .send(Lane::Queue, Method::POST, self.url(path), Some(body), None)
             .await?;
         json_body(resp).await
     }
@@ -612,12 +612,13 @@ impl Client {
     /// Send one request; a non-2xx answer becomes the matching [`ApiError`].
     async fn send(
         &self,
+        lane: Lane,
         method: Method,
         url: Url,
         json: Option<Vec<u8>>,
         batch: Option<usize>,
     ) -> Result<reqwest::Response, ApiError> {
-        let result = self.call(method, url, json, batch).await;
+        let result = self.call(lane, method, url, json, batch).await;
         // Without an access token the call was never made: it says nothing of the API.
         if matches!(result, Err(ApiError::NoAccessToken { .. })) {
             return result;
@@ -639,6 +640,7 @@ impl Client {
 
     async fn call(
         &self,
+        lane: Lane,
         method: Method,
         url: Url,
         json: Option<Vec<u8>>,
@@ -671,8 +673,8 @@ impl Client {
                 .bearer(&self.http, &self.base, Some(&token))
                 .await?;
             // The retry is a call like any other: paced, so a revoked token under many calls
-            // in flight does not send them all again at once.
-            let _ = self.admit().await;
+            // in flight does not send them all again at once, in the lane the call waited in.
+            let _ = self.admit_in(lane).await;
             resp = request(&fresh).send().await.map_err(transport)?;
         }
         if let Some(rate) = RateLimit::from_headers(resp.headers()) {
@@ -720,6 +722,8 @@ fn is_html(headers: &HeaderMap) -> bool {
 /// One call the connector's limiter has admitted, spent by the call made through it.
 pub struct Admitted<'c> {
     client: &'c Client,
+    /// Where its call waited, and where a retry of it waits (after a token refresh).
+    lane: Lane,
 }
 
 impl Admitted<'_> {
@@ -742,7 +746,10 @@ impl Admitted<'_> {
                 q.append_pair("offset", o);
             }
         }
-        let resp = self.client.send(Method::GET, url, None, None).await?;
+        let resp = self
+            .client
+            .send(self.lane, Method::GET, url, None, None)
+            .await?;
         json_body(resp).await
     }
 
@@ -750,14 +757,19 @@ impl Admitted<'_> {
     /// (`POST /automation/v2/workflows/{id}/enrollments/contacts/{email}`).
     pub async fn enroll(self, workflow_id: u64, email: &str) -> Result<(), ApiError> {
         let url = self.client.url(&paths::enroll(workflow_id, email));
-        self.client.send(Method::POST, url, None, None).await?;
+        self.client
+            .send(self.lane, Method::POST, url, None, None)
+            .await?;
         Ok(())
     }
 
     /// The workflows a contact (by vid) is currently enrolled in.
     pub async fn enrollments(self, vid: u64) -> Result<Vec<Workflow>, ApiError> {
         let url = self.client.url(&paths::enrollments(vid));
-        let resp = self.client.send(Method::GET, url, None, None).await?;
+        let resp = self
+            .client
+            .send(self.lane, Method::GET, url, None, None)
+            .await?;
         // HubSpot's reference says it lists the workflows and shows one workflow as the
         // answer: either is read.
         #[derive(Deserialize)]
@@ -775,7 +787,10 @@ impl Admitted<'_> {
     /// `GET path`: HubSpot's JSON answer.
     pub async fn get_json(self, path: &str) -> Result<serde_json::Value, ApiError> {
         let url = self.client.url(path);
-        let resp = self.client.send(Method::GET, url, None, None).await?;
+        let resp = self
+            .client
+            .send(self.lane, Method::GET, url, None, None)
+            .await?;
         json_body(resp).await
     }
 
@@ -785,7 +800,10 @@ impl Admitted<'_> {
     pub async fn contact_email(self, vid: u64) -> Result<Option<String>, ApiError> {
         let mut url = self.client.url(&paths::contact(vid));
         url.query_pairs_mut().append_pair("properties", "email");
-        let resp = self.client.send(Method::GET, url, None, None).await?;
+        let resp = self
+            .client
+            .send(self.lane, Method::GET, url, None, None)
+            .await?;
         #[derive(Deserialize)]
         struct Contact {
             #[serde(default)]
@@ -810,7 +828,13 @@ impl Admitted<'_> {
         let body = serde_json::to_vec(&serde_json::json!({ "inputs": completions }))
             .expect("completions serialize");
         self.client
-            .send(Method::POST, url, Some(body), Some(completions.len()))
+            .send(
+                self.lane,
+                Method::POST,
+                url,
+                Some(body),
+                Some(completions.len()),
+            )
             .await?;
         Ok(())
     }
@@ -827,7 +851,13 @@ impl Admitted<'_> {
         let body = serde_json::to_vec(record_ids).expect("strings serialize");
         let resp = self
             .client
-            .send(Method::PUT, url, Some(body), Some(record_ids.len()))
+            .send(
+                self.lane,
+                Method::PUT,
+                url,
+                Some(body),
+                Some(record_ids.len()),
+            )
             .await?;
         let bytes = answer_body(resp).await?;
         if bytes.iter().all(u8::is_ascii_whitespace) {
