@@ -13,7 +13,7 @@
 
 use std::fmt;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -392,9 +392,15 @@ pub struct Client {
 }
 
 /// Whether HubSpot has stopped answering, so that an outage is logged when it starts and when
-/// it ends, not at every call (each failed call is in outcomes and `/status`).
+/// it ends, not at every call (each failed call is in outcomes and `/status`): the unanswered
+/// calls in a row.
 #[derive(Debug, Default)]
-struct Outage(AtomicBool);
+struct Outage(AtomicU32);
+
+/// Unanswered calls in a row that make an outage: a call failing among answered ones (a
+/// workflow read answering 503 while enrollments are taken) is that call's own (an earlier
+/// version logged an outage's start and end each time).
+const OUTAGE_AFTER: u32 = 3;
 
 /// What a call's result changed about an [`Outage`].
 #[derive(Debug, PartialEq, Eq)]
@@ -406,11 +412,16 @@ enum OutageChange {
 impl Outage {
     /// `unanswered`: the call got no answer, or a 5xx. Any other answer ends the outage.
     fn observe(&self, unanswered: bool) -> Option<OutageChange> {
-        match (self.0.swap(unanswered, Ordering::Relaxed), unanswered) {
-            (false, true) => Some(OutageChange::Began),
-            (true, false) => Some(OutageChange::Ended),
-            _ => None,
+        if !unanswered {
+            let before = self.0.swap(0, Ordering::Relaxed);
+            return (before >= OUTAGE_AFTER).then_some(OutageChange::Ended);
         }
+        let add = |n: u32| Some(n.saturating_add(1));
+        let before = self
+            .0
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, add);
+        let now = before.unwrap_or(u32::MAX).saturating_add(1);
+        (now == OUTAGE_AFTER).then_some(OutageChange::Began)
     }
 }
 
@@ -1085,19 +1096,28 @@ mod tests {
     #[test]
     fn an_outage_is_reported_when_it_begins_and_when_it_ends() {
         let outage = Outage::default();
-        let calls = [false, true, true, true, false, false, true];
+        // One or two calls failing among answered ones are not an outage; three in a row are.
+        let calls = [
+            false, true, false, true, true, false, true, true, true, true, false, false, true,
+        ];
         let changes: Vec<_> = calls.iter().map(|&u| outage.observe(u)).collect();
         use OutageChange::*;
         assert_eq!(
             changes,
             [
                 None,
-                Some(Began),
                 None,
+                None,
+                None,
+                None,
+                None,
+                None,
+                None,
+                Some(Began),
                 None,
                 Some(Ended),
                 None,
-                Some(Began)
+                None
             ]
         );
     }
