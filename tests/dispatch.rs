@@ -3096,12 +3096,7 @@ fn calls_queued_for_a_workflow_found_gone_leave_the_rate_limiters_queue() {
     standin.add_contact("fine@example.com", 7600);
     post(&server, "fine", 7600, "fine@example.com");
     set_clock(&clock, t0 + 30_000);
-    eventually(Duration::from_secs(90), || {
-        enrollments(&standin.log())
-            .get(&("101".to_string(), "fine@example.com".to_string()))
-            .copied()
-    })
-    .unwrap_or_else(|| panic!("not enrolled; logs:\n{}", server.logs()));
+    wait_enrolled(&standin, &server, "101", "fine@example.com");
     let log = standin.log();
     let read = log
         .iter()
