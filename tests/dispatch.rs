@@ -2240,7 +2240,13 @@ fn a_daily_429_pauses_the_connector_until_the_limit_resets_and_loses_nothing() {
         assert_eq!(finals.get(id.as_str()), Some(&Status::Enrolled), "{id}");
     }
     let daily_rows: Vec<&OutcomeRow> = rows.iter().filter(|r| r.http_status == Some(429)).collect();
-    assert_eq!(daily_rows.len(), rate_limited(), "{daily_rows:?}");
+    // One row per enrollment refused so (a workflow's read, every 10 minutes, has none).
+    let refused_enrollments = standin
+        .log()
+        .iter()
+        .filter(|e| e.method == "POST" && e.status == Some(429))
+        .count();
+    assert_eq!(daily_rows.len(), refused_enrollments, "{daily_rows:?}");
     assert!(
         daily_rows.iter().all(|r| r.status == Status::Retrying
             && r.message.as_deref().is_some_and(|m| m.contains("daily"))),
@@ -3059,6 +3065,100 @@ fn a_404_page_instead_of_the_api_pauses_the_connector_and_fails_no_one() {
     // Past the pause: HubSpot answers, and the contact goes.
     set_clock(&clock, now + 7 * 60_000);
     wait_enrolled(&standin, &server, "104", email);
+    server.stop();
+    assert!(outcomes(&data).iter().all(|r| r.status != Status::Failed));
+}
+
+/// A workflow turned off in HubSpot while contacts are sent to it: HubSpot enrolls only into
+/// a workflow that is on, and the stand-in, as HubSpot may, takes the call (204) and enrolls no
+/// one. The call due ten minutes after the last read reads it first, finds it off and holds its
+/// contacts, shown on `/status`; turned on again, they go at the hold's end. An earlier version
+/// never read it once sending, and sent them all into the workflow that was off.
+#[test]
+fn a_workflow_turned_off_in_hubspot_holds_its_contacts_until_it_is_on() {
+    let rt = runtime();
+    let standin = rt
+        .block_on(StandIn::start(Options {
+            token: TOKEN.into(),
+            workflows: vec![101],
+            ..Options::default()
+        }))
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let clock = dir.path().join("clock");
+    let t0 = now_ms();
+    set_clock(&clock, t0);
+    let config = write_config(dir.path(), &standin.url(), "", &[&FINE]);
+    let server = start(&config, &data, Some(&clock), &[]);
+    standin.add_contact("first@example.com", 7601);
+    post(&server, "fine", 7601, "first@example.com");
+    set_clock(&clock, t0 + 30_000);
+    wait_enrolled(&standin, &server, "101", "first@example.com");
+    assert_eq!(standin.enrollments_of("first@example.com"), vec![101]);
+    let reads = || {
+        standin
+            .log()
+            .iter()
+            .filter(|e| e.method == "GET" && e.path == "/automation/v3/workflows/101")
+            .count()
+    };
+    assert_eq!(reads(), 0, "the first call is not read");
+    // Turned off; the next contacts are due eleven minutes later.
+    standin.set_workflows_off(vec![101]);
+    let t1 = t0 + 11 * 60_000;
+    set_clock(&clock, t1);
+    let later: Vec<String> = (0..5u64)
+        .map(|i| {
+            let email = format!("later{i}@example.com");
+            standin.add_contact(&email, 7610 + i);
+            post(&server, "fine", 7610 + i, &email);
+            email
+        })
+        .collect();
+    let status = || -> serde_json::Value {
+        common::get(server.admin_url("/status"))
+            .unwrap()
+            .json()
+            .unwrap()
+    };
+    let held = eventually(Duration::from_secs(30), || {
+        let s = status();
+        let targets = s["connectors"][0]["held_targets"].as_array()?.clone();
+        (targets.len() == 1).then(|| targets[0].clone())
+    })
+    .unwrap_or_else(|| panic!("workflow not held; logs:\n{}", server.logs()));
+    assert_eq!(held["target"], "101", "{held}");
+    let why = held["why"].as_str().unwrap();
+    assert!(why.contains("is turned off in HubSpot"), "{why}");
+    assert_eq!(reads(), 1);
+    // None of the later contacts was sent into the workflow while it was off.
+    let sent = |email: &str| {
+        enrollments(&standin.log()).contains_key(&("101".to_string(), email.to_string()))
+    };
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(later.iter().all(|e| !sent(e)), "{:?}", standin.log());
+    let fine = status()["webhooks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|w| w["id"] == "fine")
+        .unwrap()
+        .clone();
+    assert_eq!(fine["held"], 5, "{fine}");
+    // On again: read at the hold's end, and the contacts go.
+    standin.set_workflows_off(Vec::new());
+    let t2 = t1 + 6 * 60_000;
+    set_clock(&clock, t2);
+    eventually(Duration::from_secs(20), || (reads() == 2).then_some(()))
+        .unwrap_or_else(|| panic!("not read at the hold's end; logs:\n{}", server.logs()));
+    // The others waited for that read's answer, a few seconds by the dispatcher's clock.
+    set_clock(&clock, t2 + 10_000);
+    for email in &later {
+        wait_enrolled(&standin, &server, "101", email);
+        assert_eq!(standin.enrollments_of(email), vec![101]);
+    }
+    assert_eq!(reads(), 2);
     server.stop();
     assert!(outcomes(&data).iter().all(|r| r.status != Status::Failed));
 }

@@ -205,6 +205,8 @@ impl Ctx {
             let pauses = self.pauses.current();
             webhooks.iter().all(|w| pauses.holds(w, &link.id))
         };
+        // Once this call has read the target, it goes without being made to read it again.
+        let mut recheck = true;
         loop {
             if held() {
                 return Err(self.in_a_minute());
@@ -212,7 +214,9 @@ impl Ctx {
             // A target HubSpot refused a call to and found unable to take calls: its contacts
             // wait, unbooked, looked at again each minute (the config may name another). The
             // call that finds its hold ended reads it first, the others waiting meanwhile.
-            let gate = target.map_or(Gate::Open, |t| link.targets.gate(action, t, self.now()));
+            let gate = target.map_or(Gate::Open, |t| {
+                link.targets.gate(action, t, self.now(), recheck)
+            });
             if let Gate::Wait(again) = gate {
                 return Err(Next::Held(again));
             }
@@ -247,7 +251,7 @@ impl Ctx {
             }
             let gate = match (gate, target) {
                 (Gate::Read(reading), _) => Gate::Read(reading),
-                (_, Some(t)) => link.targets.gate(action, t, self.now()),
+                (_, Some(t)) => link.targets.gate(action, t, self.now(), recheck),
                 (_, None) => Gate::Open,
             };
             if let Gate::Wait(again) = gate {
@@ -264,12 +268,27 @@ impl Ctx {
             let (Gate::Read(reading), Some(target)) = (gate, target) else {
                 return Ok(call);
             };
+            recheck = false;
             // Usable, not readable now (its refusal would stand) or failed (held, or in doubt:
-            // the call goes): the gate says.
-            if let TargetCheck::Wait(_, next) =
-                self.read_target(link, action, target, call, reading).await
-            {
-                return Err(next);
+            // the call goes): the gate says. A failure that pauses the connector (the day's
+            // limit, a refused token) pauses it now: the call would meet it too.
+            match self.read_target(link, action, target, call, reading).await {
+                TargetCheck::Wait(_, next) => return Err(next),
+                TargetCheck::Failed(e)
+                    if !matches!(
+                        e,
+                        ApiError::Transient { .. }
+                            | ApiError::RateLimited {
+                                policy: RatePolicy::TenSecondly,
+                                ..
+                            }
+                    ) =>
+                {
+                    if let Decision::Later(at) = self.decide(link, action, &e, 0) {
+                        return Err(Next::Again(at));
+                    }
+                }
+                _ => {}
             }
         }
     }

@@ -11,7 +11,10 @@
 //! contact to find out. A read that fails after a refusal holds the calls a minute; one the
 //! first call at a hold's end made lets them go in doubt, the first refused holding them
 //! again (a target HubSpot cannot read but takes calls, whose first refusal was a contact's
-//! own, is not held as long as reads fail).
+//! own, is not held as long as reads fail). A workflow its calls go to is also read every
+//! [`policy::TARGET_RECHECK_MS`] by the call then due, the others going on meanwhile: one
+//! turned off in HubSpot is held as one gone (HubSpot may take enrollments into it and not run
+//! them).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -90,6 +93,9 @@ pub enum Refused<'h> {
 pub struct TargetHolds {
     states: Mutex<HashMap<Key, State>>,
     last_holds: Mutex<HashMap<Key, LastHold>>,
+    /// When each workflow calls go to was last found usable by a read, or first called
+    /// (`validate --online` reads it before): read again [`policy::TARGET_RECHECK_MS`] after.
+    read_on: Mutex<HashMap<Key, i64>>,
     /// Told when a target's state changes, so calls queued at the rate limiter leave it once
     /// their target's calls wait, instead of each using a turn to be turned away
     /// ([`TargetHolds::until_waits`]).
@@ -125,8 +131,10 @@ impl TargetHolds {
     }
 
     /// What a call of `action` to `target` about to be made at `now` does: as
-    /// [`TargetHolds::waits`], and the first call after a hold ends reads the target.
-    pub fn gate(&self, action: Action, target: &str, now: i64) -> Gate<'_> {
+    /// [`TargetHolds::waits`], and the first call after a hold ends reads the target, as does
+    /// one when it is due to be read again, if it may `recheck` (not right after its own read:
+    /// a clock moved on meanwhile would have it read for ever).
+    pub fn gate(&self, action: Action, target: &str, now: i64, recheck: bool) -> Gate<'_> {
         if let Some(again) = self.waits(action, target, now) {
             return Gate::Wait(again);
         }
@@ -142,10 +150,31 @@ impl TargetHolds {
                     key,
                     since: now,
                     after_hold,
-                    at_gate: true,
+                    cause: Cause::HoldEnd,
                 })
             }
-            _ => Gate::Open,
+            Some(State::Reading(_)) => Gate::Open,
+            _ if action != Action::Enroll || !recheck => Gate::Open,
+            _ => {
+                let mut read_on = self.read_on.lock().unwrap();
+                let last = read_on.entry(key.clone()).or_insert(now);
+                // A clock moved back starts the wait again.
+                if *last > now {
+                    *last = now;
+                }
+                if now < *last + policy::TARGET_RECHECK_MS {
+                    return Gate::Open;
+                }
+                let before = std::mem::replace(last, now);
+                states.insert(key.clone(), State::Reading(now));
+                Gate::Read(Reading {
+                    holds: self,
+                    key,
+                    since: now,
+                    after_hold: None,
+                    cause: Cause::Recheck(before),
+                })
+            }
         }
     }
 
@@ -186,7 +215,8 @@ impl TargetHolds {
             Some(State::Usable(_)) => return Refused::Usable,
             Some(State::Reading(_)) => {
                 let why = format!(
-                    "{} is being read, after HubSpot refused another contact's call to it",
+                    "{} is being read (after another refusal, or to check it is still on): the \
+                     contact is sent again after its answer",
                     named(action, target)
                 );
                 return Refused::Wait(why, now + policy::TARGET_READ_WAIT_MS);
@@ -216,7 +246,7 @@ impl TargetHolds {
             key,
             since: now,
             after_hold,
-            at_gate: false,
+            cause: Cause::Refusal,
         })
     }
 
@@ -275,8 +305,19 @@ pub struct Reading<'h> {
     since: i64,
     /// Why the hold this read follows was.
     after_hold: Option<String>,
-    /// Made by a call about to go at a hold's end, not after a refusal.
-    at_gate: bool,
+    cause: Cause,
+}
+
+/// What has a target read.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Cause {
+    /// HubSpot refused a call to it.
+    Refusal,
+    /// Its hold ended: made by the call about to go then.
+    HoldEnd,
+    /// It is due to be read again ([`policy::TARGET_RECHECK_MS`]), last found usable (or
+    /// first called) then: made by the call about to go.
+    Recheck(i64),
 }
 
 impl Reading<'_> {
@@ -286,6 +327,13 @@ impl Reading<'_> {
     pub fn found(self, connector: &str, now: i64, unusable: Option<&Unusable>) -> Option<String> {
         let Some(unusable) = unusable else {
             self.holds.last_holds.lock().unwrap().remove(&self.key);
+            if self.key.0 == Action::Enroll {
+                self.holds
+                    .read_on
+                    .lock()
+                    .unwrap()
+                    .insert(self.key.clone(), now);
+            }
             self.holds.set(&self.key, State::Usable(now));
             return None;
         };
@@ -315,11 +363,27 @@ impl Reading<'_> {
     /// The read failed as every call would (an outage, a rate limit). After a refusal, the
     /// target's calls wait a minute and it is read again then, rather than each be sent and
     /// refused meanwhile: returns what the contact's row says. Made by a call at a hold's
-    /// end, they go in doubt (`None`): reads may fail while calls are taken.
+    /// end, they go in doubt (`None`): reads may fail while calls are taken. Due again, they
+    /// go on as before, and it is read again in a minute.
     pub fn failed(mut self, now: i64) -> Option<String> {
         let (action, target) = (self.key.0, self.key.1.clone());
         let name = named(action, &target);
-        if self.at_gate
+        if let Cause::Recheck(_) = self.cause {
+            tracing::info!(
+                action = action.as_str(),
+                target,
+                "{name} could not be read to check it is still on: its calls go on, and it is read again in a minute"
+            );
+            let again = now + MINUTE_MS - policy::TARGET_RECHECK_MS;
+            self.holds
+                .read_on
+                .lock()
+                .unwrap()
+                .insert(self.key.clone(), again);
+            self.holds.states.lock().unwrap().remove(&self.key);
+            return None;
+        }
+        if self.cause == Cause::HoldEnd
             && let Some(why) = self.after_hold.take()
         {
             tracing::warn!(
@@ -356,6 +420,14 @@ impl Drop for Reading<'_> {
         };
         if !ours {
             return;
+        }
+        // Due again and not made (the budget spent, shutting down): the next call reads it.
+        if let Cause::Recheck(before) = self.cause {
+            self.holds
+                .read_on
+                .lock()
+                .unwrap()
+                .insert(self.key.clone(), before);
         }
         match self.after_hold.take() {
             Some(why) => {
@@ -394,6 +466,7 @@ fn held(why: &str, until: i64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::time::HOUR_MS as HOUR;
 
     fn read<'h>(holds: &'h TargetHolds, target: &str, now: i64) -> Reading<'h> {
         match holds.refused(Action::Enroll, target, now) {
@@ -405,7 +478,7 @@ mod tests {
 
     /// The wait a call to 104 about to be made at `now` is given, if it waits.
     fn waits(holds: &TargetHolds, now: i64) -> Option<i64> {
-        match holds.gate(Action::Enroll, "104", now) {
+        match holds.gate(Action::Enroll, "104", now, true) {
             Gate::Wait(again) => Some(again),
             Gate::Open => None,
             Gate::Read(_) => panic!("reads"),
@@ -457,7 +530,7 @@ mod tests {
         assert_eq!(waits(&holds, ends - 1_000), Some(ends));
         assert!(holds.held(ends).is_empty());
         // At its end the first call reads it, the others waiting for the answer.
-        let Gate::Read(reading) = holds.gate(enroll, "104", ends) else {
+        let Gate::Read(reading) = holds.gate(enroll, "104", ends, true) else {
             panic!("the hold's end is not read")
         };
         assert_eq!(
@@ -480,7 +553,7 @@ mod tests {
         assert_eq!(holds.held(at)[0].2, at + policy::TARGET_HOLD_MAX_MS);
         // Usable again: calls go, and the next hold is the shortest.
         let at = at + policy::TARGET_HOLD_MAX_MS;
-        let Gate::Read(reading) = holds.gate(enroll, "104", at) else {
+        let Gate::Read(reading) = holds.gate(enroll, "104", at, true) else {
             panic!("the hold's end is not read")
         };
         reading.found("main", at, None);
@@ -494,13 +567,13 @@ mod tests {
         assert_eq!(holds.held(at)[0].2, at + MINUTE_MS);
         // A clock moved back ends a hold.
         assert!(matches!(
-            holds.gate(enroll, "104", at - MINUTE_MS),
+            holds.gate(enroll, "104", at - MINUTE_MS, true),
             Gate::Read(_)
         ));
         // One that fails lets the calls go in doubt: the first refused holds them a minute
         // for the hold's why, the contact waiting past its end; one taken makes it usable.
         let at = at + MINUTE_MS;
-        let Gate::Read(reading) = holds.gate(enroll, "104", at) else {
+        let Gate::Read(reading) = holds.gate(enroll, "104", at, true) else {
             panic!("the hold's end is not read")
         };
         assert_eq!(reading.failed(at), None);
@@ -512,7 +585,7 @@ mod tests {
         assert_eq!(again, at + 2 * MINUTE_MS);
         assert_eq!(holds.held(at)[0].2, at + MINUTE_MS);
         let at = at + MINUTE_MS;
-        let Gate::Read(reading) = holds.gate(enroll, "104", at) else {
+        let Gate::Read(reading) = holds.gate(enroll, "104", at, true) else {
             panic!("the hold's end is not read")
         };
         assert_eq!(reading.failed(at), None);
@@ -530,7 +603,7 @@ mod tests {
         let at = at + policy::TARGET_USABLE_MS;
         read(&holds, "104", at).failed(at);
         let at = at + MINUTE_MS;
-        let Gate::Read(reading) = holds.gate(enroll, "104", at) else {
+        let Gate::Read(reading) = holds.gate(enroll, "104", at, true) else {
             panic!("the hold's end is not read")
         };
         assert_eq!(reading.failed(at), None);
@@ -543,7 +616,7 @@ mod tests {
         let at = holds.held(at)[0].2;
         let row = read(&holds, "104", at).failed(at);
         assert!(row.is_some_and(|r| r.contains("no workflow 104")));
-        assert!(matches!(holds.gate(enroll, "104", at), Gate::Wait(_)));
+        assert!(matches!(holds.gate(enroll, "104", at, true), Gate::Wait(_)));
         // After a refusal, a read that fails holds the calls a minute (not every due contact
         // sent and refused meanwhile); one not made, or one that cannot be made, does not.
         let row = read(&holds, "105", at).failed(at).unwrap();
@@ -552,10 +625,80 @@ mod tests {
             "{row}"
         );
         assert!(holds.held(at).iter().any(|h| h.1 == "105"));
-        assert!(matches!(holds.gate(enroll, "105", at + 1), Gate::Wait(_)));
+        assert!(matches!(
+            holds.gate(enroll, "105", at + 1, true),
+            Gate::Wait(_)
+        ));
         drop(read(&holds, "106", at));
         read(&holds, "106", at).unread();
         drop(read(&holds, "106", at));
-        assert!(matches!(holds.gate(enroll, "106", at), Gate::Open));
+        assert!(matches!(holds.gate(enroll, "106", at, true), Gate::Open));
+    }
+
+    #[test]
+    fn a_workflow_calls_go_to_is_read_again_every_while_and_held_when_turned_off() {
+        let holds = TargetHolds::default();
+        let (enroll, t0) = (Action::Enroll, 1_000 * MINUTE_MS);
+        let every = policy::TARGET_RECHECK_MS;
+        let due = |at: i64| -> Reading<'_> {
+            match holds.gate(enroll, "104", at, true) {
+                Gate::Read(reading) => reading,
+                _ => panic!("not read at {at}"),
+            }
+        };
+        // The first call is not read (`validate --online` reads it); the one due after the
+        // interval is, the others going on meanwhile and a refusal waiting for its answer.
+        assert_eq!(waits(&holds, t0), None);
+        assert_eq!(waits(&holds, t0 + every - 1), None);
+        // Not by a call that has just read it (a clock moved on would have it read for ever).
+        assert!(matches!(
+            holds.gate(enroll, "104", t0 + every, false),
+            Gate::Open
+        ));
+        let reading = due(t0 + every);
+        assert_eq!(waits(&holds, t0 + every), None);
+        assert!(matches!(
+            holds.refused(enroll, "104", t0 + every),
+            Refused::Wait(..)
+        ));
+        // Found on: read again an interval after that answer.
+        let t1 = t0 + every + 1_000;
+        assert_eq!(reading.found("main", t1, None), None);
+        assert_eq!(waits(&holds, t1 + every - 1), None);
+        // A failed read: the calls go on, and it is read again in a minute.
+        let t2 = t1 + every;
+        assert_eq!(due(t2).failed(t2), None);
+        assert_eq!(waits(&holds, t2), None);
+        assert_eq!(waits(&holds, t2 + MINUTE_MS - 1), None);
+        // Not made (the budget spent, shutting down): the next call reads it.
+        let t3 = t2 + MINUTE_MS;
+        drop(due(t3));
+        let reading = due(t3);
+        // Turned off: held as one gone, its row saying so, and read again at the hold's end.
+        let off = Unusable::WorkflowOff {
+            id: 104,
+            name: "Welcome".into(),
+        };
+        let row = reading.found("main", t3, Some(&off)).unwrap();
+        assert!(
+            row.contains("workflow 104 (Welcome) is turned off"),
+            "{row}"
+        );
+        assert_eq!(holds.held(t3)[0].2, t3 + policy::TARGET_HOLD_MS);
+        assert!(waits(&holds, t3 + 1).is_some());
+        let on = t3 + policy::TARGET_HOLD_MS;
+        due(on).found("main", on, None);
+        assert_eq!(waits(&holds, on + every - 1), None);
+        // A clock moved back starts the interval again.
+        assert_eq!(waits(&holds, on - HOUR), None);
+        assert_eq!(waits(&holds, on - HOUR + every - 1), None);
+        assert!(matches!(
+            holds.gate(enroll, "104", on - HOUR + every, true),
+            Gate::Read(_)
+        ));
+        // Lists are not read so: their refusals say what is wrong.
+        let list = |at| holds.gate(Action::ListAdd, "987", at, true);
+        assert!(matches!(list(t0), Gate::Open));
+        assert!(matches!(list(t0 + 10 * every), Gate::Open));
     }
 }

@@ -5,6 +5,7 @@
 use std::fmt;
 
 use super::client::{ApiError, Client};
+use super::targets::Unusable;
 use super::{paths, targets};
 use crate::config::{Config, Connector, Target};
 
@@ -169,13 +170,11 @@ async fn check_connector(config: &Config, connector: &Connector, out: &mut Vec<C
 /// the id to paste.
 async fn workflow(client: &Client, id: u64) -> Verdict {
     match targets::workflow(client.admit().await, id).await {
-        Ok(Ok(w)) if w.on => Verdict::Ok(format!("exists ({})", w.name)),
-        // What an enrollment into it does is not documented: it may be taken and not run.
-        Ok(Ok(w)) => Verdict::Fail(format!(
-            "exists ({}) but is turned off in HubSpot: turn it on before contacts are sent to \
-             it (what HubSpot does with an enrollment into a workflow that is off is not \
-             documented)",
-            w.name
+        Ok(Ok(name)) => Verdict::Ok(format!("exists ({name})")),
+        Ok(Err(Unusable::WorkflowOff { name, .. })) => Verdict::Fail(format!(
+            "exists ({name}) but is turned off in HubSpot: turn it on before contacts are sent \
+             to it (HubSpot enrolls only into a workflow that is on; the dispatcher holds its \
+             contacts while it is off)"
         )),
         Ok(Err(unusable)) => {
             let mapped = client

@@ -11,6 +11,11 @@ use super::client::{Admitted, ApiError};
 pub enum Unusable {
     /// No legacy workflow of this id in the account (deleted, or a flow id).
     NoWorkflow(u64),
+    /// A workflow that is turned off (`enabled: false`): HubSpot enrolls only into one on.
+    WorkflowOff {
+        id: u64,
+        name: String,
+    },
     NoList(String),
     /// A list of records other than contacts (its `objectTypeId`).
     NotContacts(String),
@@ -25,6 +30,10 @@ impl fmt::Display for Unusable {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Unusable::NoWorkflow(id) => write!(f, "no workflow {id} in this account"),
+            Unusable::WorkflowOff { id, name } => write!(
+                f,
+                "workflow {id} ({name}) is turned off in HubSpot, which enrolls contacts only into a workflow that is on"
+            ),
             Unusable::NoList(id) => write!(f, "no list {id} in this account (ILS list ids)"),
             Unusable::NotContacts(id) => write!(f, "list {id} is not a contact list"),
             Unusable::NotManual { list, kind } => write!(
@@ -35,21 +44,17 @@ impl fmt::Display for Unusable {
     }
 }
 
-/// A legacy workflow as HubSpot describes it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Workflow {
-    pub name: String,
-    /// Turned on (`enabled`; taken as on when not said).
-    pub on: bool,
-}
-
-/// A legacy workflow, or why nothing can be enrolled into it.
-pub async fn workflow(call: Admitted<'_>, id: u64) -> Result<Result<Workflow, Unusable>, ApiError> {
+/// A legacy workflow's name, or why nothing can be enrolled into it (gone, or turned off:
+/// `enabled` is taken as on when not said).
+pub async fn workflow(call: Admitted<'_>, id: u64) -> Result<Result<String, Unusable>, ApiError> {
     match call.get_json(&super::paths::workflow(id)).await {
-        Ok(w) => Ok(Ok(Workflow {
-            name: w["name"].as_str().unwrap_or("unnamed").to_string(),
-            on: w["enabled"].as_bool().unwrap_or(true),
-        })),
+        Ok(w) => {
+            let name = w["name"].as_str().unwrap_or("unnamed").to_string();
+            Ok(match w["enabled"].as_bool() {
+                Some(false) => Err(Unusable::WorkflowOff { id, name }),
+                _ => Ok(name),
+            })
+        }
         Err(ApiError::Permanent { status: 404, .. }) => Ok(Err(Unusable::NoWorkflow(id))),
         Err(e) => Err(e),
     }

@@ -257,6 +257,9 @@ impl World {
                 Some("OBJECT_NOT_FOUND"),
             );
         };
+        if self.options.workflows_off.contains(&workflow) {
+            return StatusCode::NO_CONTENT.into_response();
+        }
         self.enrollments.entry(vid).or_default().insert(workflow);
         self.enrolled_at
             .insert((vid, workflow), std::time::Instant::now());

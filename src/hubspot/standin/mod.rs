@@ -105,8 +105,9 @@ pub struct Options {
     pub scopes: Option<Vec<String>>,
     /// The workflow editor's flow ids and the legacy workflow id each maps to.
     pub flow_ids: Vec<(u64, u64)>,
-    /// Workflows that exist but are turned off (`enabled: false`); enrollments into them are
-    /// taken as any other (what HubSpot does with them is not documented).
+    /// Workflows that exist but are turned off (`enabled: false`). HubSpot enrolls only into
+    /// a workflow that is on; what it answers an enrollment into one off is not documented,
+    /// so the stand-in takes it (204) and enrolls no one: the case a caller cannot see.
     pub workflows_off: Vec<u64>,
     /// Whether the account's daily usage endpoint answers (it tells when the daily limit
     /// resets); when not, it is an HTML 404.
@@ -430,6 +431,11 @@ impl StandIn {
     /// The workflows that exist from now on (empty: every id), as when one is deleted.
     pub fn set_workflows(&self, workflows: Vec<u64>) {
         self.world.lock().unwrap().options.workflows = workflows;
+    }
+
+    /// The workflows turned off from now on ([`Options::workflows_off`]).
+    pub fn set_workflows_off(&self, workflows: Vec<u64>) {
+        self.world.lock().unwrap().options.workflows_off = workflows;
     }
 
     /// The lists that exist from now on and their kinds (empty: every numeric id is MANUAL),
