@@ -3071,9 +3071,10 @@ fn a_404_page_instead_of_the_api_pauses_the_connector_and_fails_no_one() {
 
 /// A workflow turned off in HubSpot while contacts are sent to it: HubSpot enrolls only into
 /// a workflow that is on, and the stand-in, as HubSpot may, takes the call (204) and enrolls no
-/// one. The call due ten minutes after the last read reads it first, finds it off and holds its
-/// contacts, shown on `/status`; turned on again, they go at the hold's end. An earlier version
-/// never read it once sending, and sent them all into the workflow that was off.
+/// one. The call due ten minutes after the first call (or the last read) reads it: found off,
+/// its contacts are held, shown on `/status`, and after a restart too (the next process reads
+/// it first); turned on again, they go at the hold's end. An earlier version never read it
+/// once sending, and sent them all into the workflow that was off.
 #[test]
 fn a_workflow_turned_off_in_hubspot_holds_its_contacts_until_it_is_on() {
     let rt = runtime();
@@ -3090,7 +3091,7 @@ fn a_workflow_turned_off_in_hubspot_holds_its_contacts_until_it_is_on() {
     let t0 = now_ms();
     set_clock(&clock, t0);
     let config = write_config(dir.path(), &standin.url(), "", &[&FINE]);
-    let server = start(&config, &data, Some(&clock), &[]);
+    let mut server = start(&config, &data, Some(&clock), &[]);
     standin.add_contact("first@example.com", 7601);
     post(&server, "fine", 7601, "first@example.com");
     set_clock(&clock, t0 + 30_000);
@@ -3116,41 +3117,49 @@ fn a_workflow_turned_off_in_hubspot_holds_its_contacts_until_it_is_on() {
             email
         })
         .collect();
-    let status = || -> serde_json::Value {
-        common::get(server.admin_url("/status"))
-            .unwrap()
-            .json()
-            .unwrap()
-    };
-    let held = eventually(Duration::from_secs(30), || {
-        let s = status();
-        let targets = s["connectors"][0]["held_targets"].as_array()?.clone();
-        (targets.len() == 1).then(|| targets[0].clone())
-    })
-    .unwrap_or_else(|| panic!("workflow not held; logs:\n{}", server.logs()));
-    assert_eq!(held["target"], "101", "{held}");
-    let why = held["why"].as_str().unwrap();
-    assert!(why.contains("is turned off in HubSpot"), "{why}");
-    assert_eq!(reads(), 1);
-    // None of the later contacts was sent into the workflow while it was off.
     let sent = |email: &str| {
         enrollments(&standin.log()).contains_key(&("101".to_string(), email.to_string()))
     };
-    std::thread::sleep(Duration::from_secs(2));
+    let held_off = |server: &Server| {
+        let status = || -> serde_json::Value {
+            common::get(server.admin_url("/status"))
+                .unwrap()
+                .json()
+                .unwrap()
+        };
+        let held = eventually(Duration::from_secs(30), || {
+            let s = status();
+            let targets = s["connectors"][0]["held_targets"].as_array()?.clone();
+            (targets.len() == 1).then(|| targets[0].clone())
+        })
+        .unwrap_or_else(|| panic!("workflow not held; logs:\n{}", server.logs()));
+        assert_eq!(held["target"], "101", "{held}");
+        let why = held["why"].as_str().unwrap();
+        assert!(why.contains("is turned off in HubSpot"), "{why}");
+        std::thread::sleep(Duration::from_secs(2));
+        let fine = status()["webhooks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|w| w["id"] == "fine")
+            .unwrap()
+            .clone();
+        assert_eq!(fine["held"], 5, "{fine}");
+    };
+    held_off(&server);
+    assert_eq!(reads(), 1);
     assert!(later.iter().all(|e| !sent(e)), "{:?}", standin.log());
-    let fine = status()["webhooks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|w| w["id"] == "fine")
-        .unwrap()
-        .clone();
-    assert_eq!(fine["held"], 5, "{fine}");
+    // A restart reads it before any call to it goes: the hold is kept under `state/`.
+    server.stop();
+    server = start(&config, &data, Some(&clock), &[]);
+    held_off(&server);
+    assert_eq!(reads(), 2);
+    assert!(later.iter().all(|e| !sent(e)), "{:?}", standin.log());
     // On again: read at the hold's end, and the contacts go.
     standin.set_workflows_off(Vec::new());
     let t2 = t1 + 6 * 60_000;
     set_clock(&clock, t2);
-    eventually(Duration::from_secs(20), || (reads() == 2).then_some(()))
+    eventually(Duration::from_secs(20), || (reads() == 3).then_some(()))
         .unwrap_or_else(|| panic!("not read at the hold's end; logs:\n{}", server.logs()));
     // The others waited for that read's answer, a few seconds by the dispatcher's clock.
     set_clock(&clock, t2 + 10_000);
@@ -3158,7 +3167,7 @@ fn a_workflow_turned_off_in_hubspot_holds_its_contacts_until_it_is_on() {
         wait_enrolled(&standin, &server, "101", email);
         assert_eq!(standin.enrollments_of(email), vec![101]);
     }
-    assert_eq!(reads(), 2);
+    assert_eq!(reads(), 3);
     server.stop();
     assert!(outcomes(&data).iter().all(|r| r.status != Status::Failed));
 }

@@ -1,7 +1,7 @@
 //! What is left today of each connector's `daily_budget`, asked before every call: the plan
 //! books the calls it foresees, and this holds the ones it does not (a failed call's retries,
-//! the enrollment checks of a call in doubt) to the same cap. One per tick, from the calls
-//! already made ([`super::Spent`]).
+//! the enrollment checks of a call in doubt, the reads of a target) to the same cap. One per
+//! tick, from the calls already made ([`super::Spent`]).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -66,7 +66,7 @@ impl DayLeft {
             if !std::mem::replace(&mut day.told, true) {
                 tracing::warn!(
                     connector,
-                    "daily_budget is spent for today (calls the plan did not foresee: retries, enrollment checks): the rest wait for the account's next day"
+                    "daily_budget is spent for today (calls the plan did not foresee: retries, enrollment checks, workflow reads): the rest wait for the account's next day"
                 );
             }
             return Err(day.ends_at_ms);

@@ -22,6 +22,7 @@ pub mod profiles;
 pub mod send;
 mod startup;
 pub mod target_holds;
+mod workflows_off;
 
 use std::cmp::Ordering;
 use std::collections::{BinaryHeap, HashMap, HashSet};
@@ -149,6 +150,8 @@ pub struct Dispatcher {
     pauses: Arc<crate::pauses::Pauses>,
     /// Daily-limit pauses as last written under `state/` (connector → until).
     pauses_on_disk: HashMap<String, i64>,
+    /// Workflows found turned off, as last written under `state/` (by connector).
+    off_on_disk: HashMap<String, workflows_off::Off>,
     /// A full disk fails that record at every tick: said once a minute.
     pause_write_errors: crate::throttle::Throttle,
     clock: Clock,
@@ -262,6 +265,7 @@ impl Dispatcher {
             }
         }
         self.store_pauses();
+        self.store_workflows_off();
         self.metrics
             .board
             .set_links(self.links.values().map(|(_, link)| link));

@@ -190,8 +190,9 @@ impl Ctx {
     /// call of its daily budget; when stopping, the connector is paused (by HubSpot, or by an
     /// operator, who may also have paused every one of `webhooks`), the target is held
     /// ([`super::target_holds`]), or the budget is spent: until when the work stays queued.
-    /// The first call after a target's hold ends reads it, and goes if it is usable or the
-    /// read failed (in doubt).
+    /// The first call after a target's hold ends, or when a workflow is due to be read again,
+    /// reads it, and goes if it is usable or the read failed (in doubt; a pausing failure
+    /// pauses the connector).
     async fn admit<'l>(
         &self,
         link: &'l Link,
@@ -270,20 +271,19 @@ impl Ctx {
             };
             recheck = false;
             // Usable, not readable now (its refusal would stand) or failed (held, or in doubt:
-            // the call goes): the gate says. A failure that pauses the connector (the day's
-            // limit, a refused token) pauses it now: the call would meet it too.
+            // the call goes): the gate says. A failure that pauses the connector whatever the
+            // call (the day's limit, a refused or missing token, a migration) pauses it now.
             match self.read_target(link, action, target, call, reading).await {
                 TargetCheck::Wait(_, next) => return Err(next),
-                TargetCheck::Failed(e)
-                    if !matches!(
-                        e,
-                        ApiError::Transient { .. }
-                            | ApiError::RateLimited {
-                                policy: RatePolicy::TenSecondly,
-                                ..
-                            }
-                    ) =>
-                {
+                TargetCheck::Failed(
+                    e @ (ApiError::RateLimited {
+                        policy: RatePolicy::Daily,
+                        ..
+                    }
+                    | ApiError::Permanent { status: 401, .. }
+                    | ApiError::NoAccessToken { .. }
+                    | ApiError::Migrating { .. }),
+                ) => {
                     if let Decision::Later(at) = self.decide(link, action, &e, 0) {
                         return Err(Next::Again(at));
                     }

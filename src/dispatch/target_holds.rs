@@ -29,19 +29,38 @@ type Key = (Action, String);
 /// A target's state after a refusal of a call to it.
 #[derive(Debug, Clone)]
 enum State {
-    /// Being read since then, after a refusal: its other calls go on meanwhile (a refusal is
-    /// most often the contact's own).
+    /// Being read since then, after a refusal or because it is due to be read again: its
+    /// other calls go on meanwhile (a refusal is most often the contact's own).
     Reading(i64),
     /// Read then and found usable.
     Usable(i64),
     /// Its calls wait from the first to the second, and why. Once it ends, the next call has
     /// it read before any call goes.
-    Held(i64, i64, String),
+    Held(i64, i64, Why),
     /// A hold ended and it is being read since then: its calls wait.
     Rechecking(i64),
     /// Its read at a hold's end failed then: its calls go, the first refused holding them a
     /// minute for the hold's why, and one taken makes it usable.
-    Doubting(i64, String),
+    Doubting(i64, Why),
+}
+
+/// Why a target's calls are held.
+#[derive(Debug, Clone)]
+struct Why {
+    /// What HubSpot said, or that it could not be read.
+    text: String,
+    /// Its calls are taken and not run (a workflow turned off): only a read tells that it can
+    /// take them again, so they never go in doubt of it.
+    silent: bool,
+}
+
+impl Why {
+    fn loud(text: String) -> Why {
+        Why {
+            text,
+            silent: false,
+        }
+    }
 }
 
 impl State {
@@ -63,8 +82,9 @@ pub enum Gate<'h> {
     Open,
     /// Waits, queued, until then (clock ms): the target is held or being read after a hold.
     Wait(i64),
-    /// Reads the target first, its hold having ended: found usable, or not read (in doubt,
-    /// [`Reading::failed`]), it goes.
+    /// Reads the target first, its hold having ended or a read being due: found usable, or
+    /// not read (in doubt after a hold of a target that refuses calls, [`Reading::failed`]),
+    /// it goes.
     Read(Reading<'h>),
 }
 
@@ -96,6 +116,9 @@ pub struct TargetHolds {
     /// When each workflow calls go to was last found usable by a read, or first called
     /// (`validate --online` reads it before): read again [`policy::TARGET_RECHECK_MS`] after.
     read_on: Mutex<HashMap<Key, i64>>,
+    /// Workflows whose latest read found them turned off, and what it said: kept for the next
+    /// process ([`super::workflows_off`]), which reads them before calling them.
+    off: Mutex<super::workflows_off::Off>,
     /// Told when a target's state changes, so calls queued at the rate limiter leave it once
     /// their target's calls wait, instead of each using a turn to be turned away
     /// ([`TargetHolds::until_waits`]).
@@ -108,14 +131,11 @@ impl TargetHolds {
     /// sooner, and shortly while it is read after a hold. The call that finds a hold ended
     /// reads it ([`TargetHolds::gate`]).
     fn waits(&self, action: Action, target: &str, now: i64) -> Option<i64> {
-        let states = self.states.lock().unwrap();
-        match states.get(&(action, target.to_string()))? {
-            State::Held(since, until, _) if *since <= now && now < *until => {
-                Some((now + MINUTE_MS).min(*until))
-            }
-            State::Rechecking(..) => Some(now + policy::TARGET_READ_WAIT_MS),
-            _ => None,
-        }
+        waits_in(
+            &self.states.lock().unwrap(),
+            &(action, target.to_string()),
+            now,
+        )
     }
 
     /// Why calls of `action` to `target` wait at `now` (what their rows say), and until when,
@@ -124,7 +144,7 @@ impl TargetHolds {
         let again = self.waits(action, target, now)?;
         let states = self.states.lock().unwrap();
         let why = match states.get(&(action, target.to_string())) {
-            Some(State::Held(_, until, why)) => held(why, *until),
+            Some(State::Held(_, until, why)) => held(&why.text, *until),
             _ => format!("{} is being read", named(action, target)),
         };
         Some((why, again))
@@ -135,11 +155,13 @@ impl TargetHolds {
     /// one when it is due to be read again, if it may `recheck` (not right after its own read:
     /// a clock moved on meanwhile would have it read for ever).
     pub fn gate(&self, action: Action, target: &str, now: i64, recheck: bool) -> Gate<'_> {
-        if let Some(again) = self.waits(action, target, now) {
-            return Gate::Wait(again);
-        }
         let mut states = self.states.lock().unwrap();
         let key = (action, target.to_string());
+        // Under the same lock as what follows: a hold's end read by another call meanwhile
+        // has this one wait for it.
+        if let Some(again) = waits_in(&states, &key, now) {
+            return Gate::Wait(again);
+        }
         match states.get(&key) {
             Some(State::Held(_, _, why)) => {
                 let after_hold = Some(why.clone());
@@ -157,6 +179,7 @@ impl TargetHolds {
             _ if action != Action::Enroll || !recheck => Gate::Open,
             _ => {
                 let mut read_on = self.read_on.lock().unwrap();
+                // First called: `validate --online` read it before (a restart forgets holds).
                 let last = read_on.entry(key.clone()).or_insert(now);
                 // A clock moved back starts the wait again.
                 if *last > now {
@@ -176,6 +199,28 @@ impl TargetHolds {
                 })
             }
         }
+    }
+
+    /// The workflows found turned off, for the next process.
+    pub fn off(&self) -> super::workflows_off::Off {
+        self.off.lock().unwrap().clone()
+    }
+
+    /// Workflows an earlier process found turned off: each is held until the first call to it
+    /// has read it (a failed read holding it a minute more), at `now`.
+    pub fn restore_off(&self, off: super::workflows_off::Off, now: i64) {
+        let mut states = self.states.lock().unwrap();
+        for (workflow, text) in &off {
+            let why = Why {
+                text: text.clone(),
+                silent: true,
+            };
+            states.insert(
+                (Action::Enroll, workflow.clone()),
+                State::Held(now, now, why),
+            );
+        }
+        *self.off.lock().unwrap() = off;
     }
 
     /// HubSpot took a call of `action` to `target` at `now`: a target in doubt, or found
@@ -231,7 +276,7 @@ impl TargetHolds {
                 let when = "since its hold's end, when it could not be read (the refusal may be \
                             the contact's own)";
                 warn_unread(action, target, until, when);
-                let row = held(&why, until);
+                let row = held(&why.text, until);
                 // Not `set`: it would lock `states` again.
                 states.insert(key, State::Held(now, until, why));
                 self.waiting.notify_waiters();
@@ -257,7 +302,7 @@ impl TargetHolds {
             .iter()
             .filter_map(|((action, target), s)| match s {
                 State::Held(since, until, why) if *since <= now && now < *until => {
-                    Some((*action, target.clone(), *until, why.clone()))
+                    Some((*action, target.clone(), *until, why.text.clone()))
                 }
                 _ => None,
             })
@@ -288,6 +333,17 @@ impl TargetHolds {
     }
 }
 
+/// [`TargetHolds::waits`], in `states`.
+fn waits_in(states: &HashMap<Key, State>, key: &Key, now: i64) -> Option<i64> {
+    match states.get(key)? {
+        State::Held(since, until, _) if *since <= now && now < *until => {
+            Some((now + MINUTE_MS).min(*until))
+        }
+        State::Rechecking(..) => Some(now + policy::TARGET_READ_WAIT_MS),
+        _ => None,
+    }
+}
+
 /// How messages name `target` of `action`: "workflow 104", "list 12".
 pub fn named(action: Action, target: &str) -> String {
     match action {
@@ -297,14 +353,14 @@ pub fn named(action: Action, target: &str) -> String {
 }
 
 /// A read of a target under way ([`Refused::Read`], [`Gate::Read`]). Dropped without an
-/// answer (not made, cut short), a read after a hold holds the calls a minute more; another
-/// leaves the next refusal to read.
+/// answer (not made, cut short), a read after a hold holds the calls a minute more; one due
+/// again leaves it to the next call; another leaves the next refusal to read.
 pub struct Reading<'h> {
     holds: &'h TargetHolds,
     key: Key,
     since: i64,
     /// Why the hold this read follows was.
-    after_hold: Option<String>,
+    after_hold: Option<Why>,
     cause: Cause,
 }
 
@@ -325,6 +381,15 @@ impl Reading<'_> {
     /// connector's others go on, and it is read again at the hold's end (a config naming
     /// another target sends at once). Returns what the contact's row says when held.
     pub fn found(self, connector: &str, now: i64, unusable: Option<&Unusable>) -> Option<String> {
+        if self.key.0 == Action::Enroll {
+            let mut off = self.holds.off.lock().unwrap();
+            match unusable {
+                Some(u @ Unusable::WorkflowOff { .. }) => {
+                    off.insert(self.key.1.clone(), u.to_string())
+                }
+                _ => off.remove(&self.key.1),
+            };
+        }
         let Some(unusable) = unusable else {
             self.holds.last_holds.lock().unwrap().remove(&self.key);
             if self.key.0 == Action::Enroll {
@@ -354,8 +419,11 @@ impl Reading<'_> {
             until = %format_minute(until),
             "{unusable}: its contacts wait, queued, while the connector's other calls go on; restore it in HubSpot or name another in the config (it is read again at the time shown)"
         );
-        let why = unusable.to_string();
-        let row = held(&why, until);
+        let why = Why {
+            text: unusable.to_string(),
+            silent: matches!(unusable, Unusable::WorkflowOff { .. }),
+        };
+        let row = held(&why.text, until);
         self.holds.set(&self.key, State::Held(now, until, why));
         Some(row)
     }
@@ -380,11 +448,16 @@ impl Reading<'_> {
                 .lock()
                 .unwrap()
                 .insert(self.key.clone(), again);
-            self.holds.states.lock().unwrap().remove(&self.key);
+            let mut states = self.holds.states.lock().unwrap();
+            if matches!(states.get(&self.key), Some(State::Reading(since)) if *since == self.since)
+            {
+                states.remove(&self.key);
+            }
             return None;
         }
+        // A workflow turned off is held again: its calls would be taken and not run.
         if self.cause == Cause::HoldEnd
-            && let Some(why) = self.after_hold.take()
+            && let Some(why) = self.after_hold.take_if(|why| !why.silent)
         {
             tracing::warn!(
                 action = action.as_str(),
@@ -395,11 +468,22 @@ impl Reading<'_> {
             return None;
         }
         let why = self.after_hold.take().unwrap_or_else(|| {
-            format!("HubSpot refused a call to {name} and it could not be read")
+            Why::loud(format!(
+                "HubSpot refused a call to {name} and it could not be read"
+            ))
         });
         let until = now + MINUTE_MS;
-        warn_unread(action, &target, until, "and it could not be read");
-        let row = held(&why, until);
+        if self.cause == Cause::HoldEnd {
+            tracing::warn!(
+                action = action.as_str(),
+                target,
+                until = %format_minute(until),
+                "{name} could not be read at its hold's end, and it may take calls and run none: its calls wait a minute"
+            );
+        } else {
+            warn_unread(action, &target, until, "and it could not be read");
+        }
+        let row = held(&why.text, until);
         self.holds.set(&self.key, State::Held(now, until, why));
         Some(row)
     }
@@ -476,9 +560,10 @@ mod tests {
         }
     }
 
-    /// The wait a call to 104 about to be made at `now` is given, if it waits.
+    /// The wait a call to 104 about to be made at `now` is given, if it waits (not due to be
+    /// read again: that is the other test's).
     fn waits(holds: &TargetHolds, now: i64) -> Option<i64> {
-        match holds.gate(Action::Enroll, "104", now, true) {
+        match holds.gate(Action::Enroll, "104", now, false) {
             Gate::Wait(again) => Some(again),
             Gate::Open => None,
             Gate::Read(_) => panic!("reads"),
@@ -530,7 +615,7 @@ mod tests {
         assert_eq!(waits(&holds, ends - 1_000), Some(ends));
         assert!(holds.held(ends).is_empty());
         // At its end the first call reads it, the others waiting for the answer.
-        let Gate::Read(reading) = holds.gate(enroll, "104", ends, true) else {
+        let Gate::Read(reading) = holds.gate(enroll, "104", ends, false) else {
             panic!("the hold's end is not read")
         };
         assert_eq!(
@@ -553,7 +638,7 @@ mod tests {
         assert_eq!(holds.held(at)[0].2, at + policy::TARGET_HOLD_MAX_MS);
         // Usable again: calls go, and the next hold is the shortest.
         let at = at + policy::TARGET_HOLD_MAX_MS;
-        let Gate::Read(reading) = holds.gate(enroll, "104", at, true) else {
+        let Gate::Read(reading) = holds.gate(enroll, "104", at, false) else {
             panic!("the hold's end is not read")
         };
         reading.found("main", at, None);
@@ -567,13 +652,13 @@ mod tests {
         assert_eq!(holds.held(at)[0].2, at + MINUTE_MS);
         // A clock moved back ends a hold.
         assert!(matches!(
-            holds.gate(enroll, "104", at - MINUTE_MS, true),
+            holds.gate(enroll, "104", at - MINUTE_MS, false),
             Gate::Read(_)
         ));
         // One that fails lets the calls go in doubt: the first refused holds them a minute
         // for the hold's why, the contact waiting past its end; one taken makes it usable.
         let at = at + MINUTE_MS;
-        let Gate::Read(reading) = holds.gate(enroll, "104", at, true) else {
+        let Gate::Read(reading) = holds.gate(enroll, "104", at, false) else {
             panic!("the hold's end is not read")
         };
         assert_eq!(reading.failed(at), None);
@@ -585,7 +670,7 @@ mod tests {
         assert_eq!(again, at + 2 * MINUTE_MS);
         assert_eq!(holds.held(at)[0].2, at + MINUTE_MS);
         let at = at + MINUTE_MS;
-        let Gate::Read(reading) = holds.gate(enroll, "104", at, true) else {
+        let Gate::Read(reading) = holds.gate(enroll, "104", at, false) else {
             panic!("the hold's end is not read")
         };
         assert_eq!(reading.failed(at), None);
@@ -603,7 +688,7 @@ mod tests {
         let at = at + policy::TARGET_USABLE_MS;
         read(&holds, "104", at).failed(at);
         let at = at + MINUTE_MS;
-        let Gate::Read(reading) = holds.gate(enroll, "104", at, true) else {
+        let Gate::Read(reading) = holds.gate(enroll, "104", at, false) else {
             panic!("the hold's end is not read")
         };
         assert_eq!(reading.failed(at), None);
@@ -616,7 +701,10 @@ mod tests {
         let at = holds.held(at)[0].2;
         let row = read(&holds, "104", at).failed(at);
         assert!(row.is_some_and(|r| r.contains("no workflow 104")));
-        assert!(matches!(holds.gate(enroll, "104", at, true), Gate::Wait(_)));
+        assert!(matches!(
+            holds.gate(enroll, "104", at, false),
+            Gate::Wait(_)
+        ));
         // After a refusal, a read that fails holds the calls a minute (not every due contact
         // sent and refused meanwhile); one not made, or one that cannot be made, does not.
         let row = read(&holds, "105", at).failed(at).unwrap();
@@ -626,13 +714,13 @@ mod tests {
         );
         assert!(holds.held(at).iter().any(|h| h.1 == "105"));
         assert!(matches!(
-            holds.gate(enroll, "105", at + 1, true),
+            holds.gate(enroll, "105", at + 1, false),
             Gate::Wait(_)
         ));
         drop(read(&holds, "106", at));
         read(&holds, "106", at).unread();
         drop(read(&holds, "106", at));
-        assert!(matches!(holds.gate(enroll, "106", at, true), Gate::Open));
+        assert!(matches!(holds.gate(enroll, "106", at, false), Gate::Open));
     }
 
     #[test]
@@ -640,36 +728,38 @@ mod tests {
         let holds = TargetHolds::default();
         let (enroll, t0) = (Action::Enroll, 1_000 * MINUTE_MS);
         let every = policy::TARGET_RECHECK_MS;
+        let goes = |at: i64| matches!(holds.gate(enroll, "104", at, true), Gate::Open);
         let due = |at: i64| -> Reading<'_> {
             match holds.gate(enroll, "104", at, true) {
                 Gate::Read(reading) => reading,
                 _ => panic!("not read at {at}"),
             }
         };
-        // The first call is not read (`validate --online` reads it); the one due after the
-        // interval is, the others going on meanwhile and a refusal waiting for its answer.
-        assert_eq!(waits(&holds, t0), None);
-        assert_eq!(waits(&holds, t0 + every - 1), None);
-        // Not by a call that has just read it (a clock moved on would have it read for ever).
+        // The first call is not read (`validate --online` reads it before); the one due an
+        // interval later is, the others going on meanwhile and a refusal waiting for its
+        // answer; not by a call that has just read it (a clock moved on would have it read
+        // for ever).
+        assert!(goes(t0));
+        assert!(goes(t0 + every - 1));
         assert!(matches!(
             holds.gate(enroll, "104", t0 + every, false),
             Gate::Open
         ));
-        let reading = due(t0 + every);
-        assert_eq!(waits(&holds, t0 + every), None);
+        let t1 = t0 + every;
+        let reading = due(t1);
+        assert!(goes(t1));
         assert!(matches!(
-            holds.refused(enroll, "104", t0 + every),
+            holds.refused(enroll, "104", t1),
             Refused::Wait(..)
         ));
         // Found on: read again an interval after that answer.
-        let t1 = t0 + every + 1_000;
         assert_eq!(reading.found("main", t1, None), None);
-        assert_eq!(waits(&holds, t1 + every - 1), None);
+        assert!(goes(t1 + every - 1));
         // A failed read: the calls go on, and it is read again in a minute.
         let t2 = t1 + every;
         assert_eq!(due(t2).failed(t2), None);
-        assert_eq!(waits(&holds, t2), None);
-        assert_eq!(waits(&holds, t2 + MINUTE_MS - 1), None);
+        assert!(goes(t2));
+        assert!(goes(t2 + MINUTE_MS - 1));
         // Not made (the budget spent, shutting down): the next call reads it.
         let t3 = t2 + MINUTE_MS;
         drop(due(t3));
@@ -685,17 +775,55 @@ mod tests {
             "{row}"
         );
         assert_eq!(holds.held(t3)[0].2, t3 + policy::TARGET_HOLD_MS);
-        assert!(waits(&holds, t3 + 1).is_some());
-        let on = t3 + policy::TARGET_HOLD_MS;
+        assert!(matches!(
+            holds.gate(enroll, "104", t3 + 1, true),
+            Gate::Wait(_)
+        ));
+        // That read failing does not let its calls go in doubt, as for one gone (a workflow
+        // off takes them and runs none): held a minute more, for the same reason.
+        let end = t3 + policy::TARGET_HOLD_MS;
+        let row = due(end).failed(end).unwrap();
+        assert!(row.contains("is turned off"), "{row}");
+        assert_eq!(holds.held(end)[0].2, end + MINUTE_MS);
+        assert!(matches!(
+            holds.gate(enroll, "104", end + 1, true),
+            Gate::Wait(_)
+        ));
+        // On again: its calls go.
+        let on = end + MINUTE_MS;
         due(on).found("main", on, None);
-        assert_eq!(waits(&holds, on + every - 1), None);
+        assert!(goes(on));
+        assert!(goes(on + every - 1));
         // A clock moved back starts the interval again.
-        assert_eq!(waits(&holds, on - HOUR), None);
-        assert_eq!(waits(&holds, on - HOUR + every - 1), None);
+        assert!(goes(on - HOUR));
+        assert!(goes(on - HOUR + every - 1));
         assert!(matches!(
             holds.gate(enroll, "104", on - HOUR + every, true),
             Gate::Read(_)
         ));
+        // Found off, it is kept for the next process; found on, no more.
+        let later = on - HOUR + every;
+        let Gate::Read(reading) = holds.gate(enroll, "104", later, true) else {
+            panic!("not read")
+        };
+        reading.found("main", later, Some(&off));
+        assert_eq!(holds.off().keys().collect::<Vec<_>>(), ["104"]);
+        // The next process holds it until the first call to it has read it.
+        let next = TargetHolds::default();
+        next.restore_off(holds.off(), later);
+        let Gate::Read(reading) = next.gate(enroll, "104", later, false) else {
+            panic!("a workflow found off before is not read first")
+        };
+        assert!(matches!(
+            next.gate(enroll, "104", later, true),
+            Gate::Wait(_)
+        ));
+        assert!(reading.failed(later).unwrap().contains("is turned off"));
+        let Gate::Read(reading) = next.gate(enroll, "104", later + MINUTE_MS, false) else {
+            panic!("not read again")
+        };
+        reading.found("main", later + MINUTE_MS, None);
+        assert!(next.off().is_empty());
         // Lists are not read so: their refusals say what is wrong.
         let list = |at| holds.gate(Action::ListAdd, "987", at, true);
         assert!(matches!(list(t0), Gate::Open));

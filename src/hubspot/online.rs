@@ -173,8 +173,8 @@ async fn workflow(client: &Client, id: u64) -> Verdict {
         Ok(Ok(name)) => Verdict::Ok(format!("exists ({name})")),
         Ok(Err(Unusable::WorkflowOff { name, .. })) => Verdict::Fail(format!(
             "exists ({name}) but is turned off in HubSpot: turn it on before contacts are sent \
-             to it (HubSpot enrolls only into a workflow that is on; the dispatcher holds its \
-             contacts while it is off)"
+             to it (HubSpot enrolls only into a workflow that is on; the dispatcher reads it \
+             every 10 minutes while sending, and holds its contacts while it is off)"
         )),
         Ok(Err(unusable)) => {
             let mapped = client
