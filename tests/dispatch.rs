@@ -3072,8 +3072,8 @@ fn a_404_page_instead_of_the_api_pauses_the_connector_and_fails_no_one() {
 /// A workflow turned off in HubSpot while contacts are sent to it: HubSpot enrolls only into
 /// a workflow that is on, and the stand-in, as HubSpot may, takes the call (204) and enrolls no
 /// one. The call due ten minutes after the first call (or the last read) reads it: found off,
-/// its contacts are held, shown on `/status`, and after a restart too (the next process reads
-/// it first); turned on again, they go at the hold's end. An earlier version never read it
+/// its contacts are held, shown on `/status`, and after a kill -9 and a restart too (the next
+/// process reads it first); turned on again, they go at the hold's end. An earlier version never read it
 /// once sending, and sent them all into the workflow that was off.
 #[test]
 fn a_workflow_turned_off_in_hubspot_holds_its_contacts_until_it_is_on() {
@@ -3149,8 +3149,11 @@ fn a_workflow_turned_off_in_hubspot_holds_its_contacts_until_it_is_on() {
     held_off(&server);
     assert_eq!(reads(), 1);
     assert!(later.iter().all(|e| !sent(e)), "{:?}", standin.log());
-    // A restart reads it before any call to it goes: the hold is kept under `state/`.
-    server.stop();
+    // Killed (SIGKILL) and started again, it reads the workflow before any call to it goes:
+    // the finding was kept under `state/` as it was made.
+    assert!(data.join("state/workflows-off-main.json").exists());
+    server.child.kill().unwrap();
+    server.child.wait().unwrap();
     server = start(&config, &data, Some(&clock), &[]);
     held_off(&server);
     assert_eq!(reads(), 2);

@@ -447,16 +447,9 @@ impl Dispatcher {
         self.metrics
             .connector_paused(&connector.id)
             .set(i64::from(daily.is_some()));
-        // Workflows found turned off, by the link this one replaces or an earlier process.
-        let off = match self.links.get(&connector.id) {
-            Some((_, old)) => old.targets.off(),
-            None => {
-                let off = super::workflows_off::load(&self.data_dir, &connector.id);
-                self.off_on_disk.insert(connector.id.clone(), off.clone());
-                off
-            }
-        };
-        link.targets.restore_off(off, self.clock.now_ms());
+        // Workflows found turned off, as recorded when found (by this process or an earlier one).
+        let off = super::workflows_off::path(&self.data_dir, &connector.id);
+        link.targets.keep_off(off, self.clock.now_ms());
         self.links.insert(connector.id.clone(), (key, link.clone()));
         Ok(link)
     }
@@ -525,31 +518,6 @@ impl Dispatcher {
             _ => {
                 let _ = std::fs::remove_file(path);
                 None
-            }
-        }
-    }
-
-    /// Write each connector's workflows found turned off where the next process finds them
-    /// ([`super::workflows_off`]), when they changed.
-    pub(super) fn store_workflows_off(&mut self) {
-        for (id, (_, link)) in &self.links {
-            let off = link.targets.off();
-            if self.off_on_disk.get(id) == Some(&off) {
-                continue;
-            }
-            match super::workflows_off::store(&self.data_dir, id, &off) {
-                Ok(()) => {
-                    self.off_on_disk.insert(id.clone(), off);
-                }
-                Err(e) => {
-                    if let Some(suppressed) = self.pause_write_errors.due() {
-                        tracing::warn!(
-                            connector = %id,
-                            suppressed,
-                            "cannot record the workflows found turned off (a restart would send to them before reading them again): {e}"
-                        );
-                    }
-                }
             }
         }
     }

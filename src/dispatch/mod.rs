@@ -150,8 +150,6 @@ pub struct Dispatcher {
     pauses: Arc<crate::pauses::Pauses>,
     /// Daily-limit pauses as last written under `state/` (connector → until).
     pauses_on_disk: HashMap<String, i64>,
-    /// Workflows found turned off, as last written under `state/` (by connector).
-    off_on_disk: HashMap<String, workflows_off::Off>,
     /// A full disk fails that record at every tick: said once a minute.
     pause_write_errors: crate::throttle::Throttle,
     clock: Clock,
@@ -265,7 +263,6 @@ impl Dispatcher {
             }
         }
         self.store_pauses();
-        self.store_workflows_off();
         self.metrics
             .board
             .set_links(self.links.values().map(|(_, link)| link));

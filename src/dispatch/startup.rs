@@ -287,7 +287,6 @@ impl Dispatcher {
             spent,
             pauses: Default::default(),
             pauses_on_disk: HashMap::new(),
-            off_on_disk: HashMap::new(),
             pause_write_errors: Default::default(),
             archived_at_ms: clock.replay_now_ms(),
             pruned_at_ms: archive::pruned_at(data_dir),

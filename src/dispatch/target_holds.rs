@@ -13,8 +13,9 @@
 //! again (a target HubSpot cannot read but takes calls, whose first refusal was a contact's
 //! own, is not held as long as reads fail). A workflow its calls go to is also read every
 //! [`policy::TARGET_RECHECK_MS`] by the call then due, the others going on meanwhile: one
-//! turned off in HubSpot is held as one gone (HubSpot may take enrollments into it and not run
-//! them).
+//! turned off in HubSpot is held as one gone, but as it refuses nothing (HubSpot may take
+//! enrollments into it and not run them) its calls never go in doubt, and it is kept under
+//! `state/` ([`super::workflows_off`]) for the next process to read first.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -116,9 +117,12 @@ pub struct TargetHolds {
     /// When each workflow calls go to was last found usable by a read, or first called
     /// (`validate --online` reads it before): read again [`policy::TARGET_RECHECK_MS`] after.
     read_on: Mutex<HashMap<Key, i64>>,
-    /// Workflows whose latest read found them turned off, and what it said: kept for the next
-    /// process ([`super::workflows_off`]), which reads them before calling them.
-    off: Mutex<super::workflows_off::Off>,
+    /// Workflows whose latest read found them turned off, and what it said, and the file that
+    /// keeps them for the next process ([`TargetHolds::keep_off`]).
+    off: Mutex<(super::workflows_off::Off, Option<std::path::PathBuf>)>,
+    /// The file of workflows found off could not be read: each workflow is read at its first
+    /// call, since any may be off.
+    read_first: std::sync::atomic::AtomicBool,
     /// Told when a target's state changes, so calls queued at the rate limiter leave it once
     /// their target's calls wait, instead of each using a turn to be turned away
     /// ([`TargetHolds::until_waits`]).
@@ -175,12 +179,19 @@ impl TargetHolds {
                     cause: Cause::HoldEnd,
                 })
             }
-            Some(State::Reading(_)) => Gate::Open,
+            // Read now, or in doubt for a minute after a hold (a read would end the doubt).
+            Some(State::Reading(_) | State::Doubting(..)) => Gate::Open,
             _ if action != Action::Enroll || !recheck => Gate::Open,
             _ => {
                 let mut read_on = self.read_on.lock().unwrap();
-                // First called: `validate --online` read it before (a restart forgets holds).
-                let last = read_on.entry(key.clone()).or_insert(now);
+                // First called: `validate --online` read it before, and one found off before is
+                // held ([`TargetHolds::keep_off`]), unless that record could not be read.
+                let first = if self.read_first.load(std::sync::atomic::Ordering::Relaxed) {
+                    now - policy::TARGET_RECHECK_MS
+                } else {
+                    now
+                };
+                let last = read_on.entry(key.clone()).or_insert(first);
                 // A clock moved back starts the wait again.
                 if *last > now {
                     *last = now;
@@ -201,14 +212,18 @@ impl TargetHolds {
         }
     }
 
-    /// The workflows found turned off, for the next process.
-    pub fn off(&self) -> super::workflows_off::Off {
-        self.off.lock().unwrap().clone()
-    }
-
-    /// Workflows an earlier process found turned off: each is held until the first call to it
-    /// has read it (a failed read holding it a minute more), at `now`.
-    pub fn restore_off(&self, off: super::workflows_off::Off, now: i64) {
+    /// Keep the workflows found turned off in `file`, written as soon as a read changes them,
+    /// and take those it names (an earlier process's, or the link's this one replaces): each
+    /// is held until the first call to it has read it (one that fails, or cannot be made,
+    /// holding it a minute more), at `now`. A file that cannot be read has every workflow read
+    /// at its first call.
+    pub fn keep_off(&self, file: std::path::PathBuf, now: i64) {
+        let Some(off) = super::workflows_off::load(&file) else {
+            self.read_first
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+            *self.off.lock().unwrap() = (Default::default(), Some(file));
+            return;
+        };
         let mut states = self.states.lock().unwrap();
         for (workflow, text) in &off {
             let why = Why {
@@ -220,7 +235,33 @@ impl TargetHolds {
                 State::Held(now, now, why),
             );
         }
-        *self.off.lock().unwrap() = off;
+        *self.off.lock().unwrap() = (off, Some(file));
+    }
+
+    /// The workflows found turned off.
+    #[cfg(test)]
+    fn off(&self) -> super::workflows_off::Off {
+        self.off.lock().unwrap().0.clone()
+    }
+
+    /// Record that a read found `workflow` turned off (`why`) or not, in its file when that
+    /// changes it.
+    fn note_off(&self, workflow: &str, why: Option<String>) {
+        let mut off = self.off.lock().unwrap();
+        let (set, file) = &mut *off;
+        let changed = match why {
+            Some(why) => set.insert(workflow.to_string(), why.clone()) != Some(why),
+            None => set.remove(workflow).is_some(),
+        };
+        if let (true, Some(file)) = (changed, file.as_deref())
+            && let Err(e) = super::workflows_off::store(file, set)
+        {
+            tracing::warn!(
+                workflow,
+                "cannot record the workflows found turned off in {} (a restart would send to them before reading them again): {e}",
+                file.display()
+            );
+        }
     }
 
     /// HubSpot took a call of `action` to `target` at `now`: a target in doubt, or found
@@ -382,13 +423,9 @@ impl Reading<'_> {
     /// another target sends at once). Returns what the contact's row says when held.
     pub fn found(self, connector: &str, now: i64, unusable: Option<&Unusable>) -> Option<String> {
         if self.key.0 == Action::Enroll {
-            let mut off = self.holds.off.lock().unwrap();
-            match unusable {
-                Some(u @ Unusable::WorkflowOff { .. }) => {
-                    off.insert(self.key.1.clone(), u.to_string())
-                }
-                _ => off.remove(&self.key.1),
-            };
+            let off = unusable.filter(|u| matches!(u, Unusable::WorkflowOff { .. }));
+            self.holds
+                .note_off(&self.key.1, off.map(ToString::to_string));
         }
         let Some(unusable) = unusable else {
             self.holds.last_holds.lock().unwrap().remove(&self.key);
@@ -431,8 +468,9 @@ impl Reading<'_> {
     /// The read failed as every call would (an outage, a rate limit). After a refusal, the
     /// target's calls wait a minute and it is read again then, rather than each be sent and
     /// refused meanwhile: returns what the contact's row says. Made by a call at a hold's
-    /// end, they go in doubt (`None`): reads may fail while calls are taken. Due again, they
-    /// go on as before, and it is read again in a minute.
+    /// end, they go in doubt (`None`): reads may fail while calls are taken; but a workflow
+    /// held for being off refuses nothing, so it is held a minute more. Due again, they go on
+    /// as before, and it is read again in a minute.
     pub fn failed(mut self, now: i64) -> Option<String> {
         let (action, target) = (self.key.0, self.key.1.clone());
         let name = named(action, &target);
@@ -488,8 +526,13 @@ impl Reading<'_> {
         Some(row)
     }
 
-    /// The read cannot be made (a scope only it needs): refusals are the contacts' own.
+    /// The read cannot be made (a scope only it needs): refusals are the contacts' own. A
+    /// workflow held for being off stays held a minute more (by the drop), as it refuses
+    /// nothing.
     pub fn unread(self) {
+        if self.after_hold.as_ref().is_some_and(|why| why.silent) {
+            return;
+        }
         self.holds.states.lock().unwrap().remove(&self.key);
     }
 }
@@ -808,9 +851,15 @@ mod tests {
         };
         reading.found("main", later, Some(&off));
         assert_eq!(holds.off().keys().collect::<Vec<_>>(), ["104"]);
-        // The next process holds it until the first call to it has read it.
+        // Kept in its file (when it has one): the next process holds it until the first call
+        // to it has read it.
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("off.json");
+        let kept = TargetHolds::default();
+        kept.keep_off(file.clone(), later);
+        read(&kept, "104", later).found("main", later, Some(&off));
         let next = TargetHolds::default();
-        next.restore_off(holds.off(), later);
+        next.keep_off(file.clone(), later);
         let Gate::Read(reading) = next.gate(enroll, "104", later, false) else {
             panic!("a workflow found off before is not read first")
         };
@@ -822,8 +871,33 @@ mod tests {
         let Gate::Read(reading) = next.gate(enroll, "104", later + MINUTE_MS, false) else {
             panic!("not read again")
         };
-        reading.found("main", later + MINUTE_MS, None);
+        // A read not made (dropped), or one that cannot be made (a scope), holds it a minute
+        // more too.
+        drop(reading);
+        let at = later + 2 * MINUTE_MS;
+        let Gate::Read(reading) = next.gate(enroll, "104", at, false) else {
+            panic!("not read again")
+        };
+        reading.unread();
+        assert!(matches!(
+            next.gate(enroll, "104", at + 1, true),
+            Gate::Wait(_)
+        ));
+        let at = at + MINUTE_MS;
+        let Gate::Read(reading) = next.gate(enroll, "104", at, false) else {
+            panic!("not read again")
+        };
+        reading.found("main", at, None);
         assert!(next.off().is_empty());
+        assert!(!file.exists(), "found on: the file goes");
+        // A file that cannot be read: every workflow is read at its first call.
+        std::fs::write(&file, b"{not json").unwrap();
+        let unsure = TargetHolds::default();
+        unsure.keep_off(file, at);
+        assert!(matches!(
+            unsure.gate(enroll, "105", at, true),
+            Gate::Read(_)
+        ));
         // Lists are not read so: their refusals say what is wrong.
         let list = |at| holds.gate(Action::ListAdd, "987", at, true);
         assert!(matches!(list(t0), Gate::Open));
