@@ -3175,6 +3175,80 @@ fn a_workflow_turned_off_in_hubspot_holds_its_contacts_until_it_is_on() {
     assert!(outcomes(&data).iter().all(|r| r.status != Status::Failed));
 }
 
+/// The workflow's periodic read meets what every call would meet: HubSpot's 401 pauses the
+/// connector before the due call is made. A 403 that names no missing scope is the read's
+/// alone: the call goes. (The first version paused on both, so a GET refused alone could pause
+/// every call of the connector.)
+#[test]
+fn a_periodic_read_refused_its_token_pauses_the_connector_before_the_call() {
+    use sendtime::hubspot::standin::{Fault, Injection};
+    for (status, pauses) in [(401u16, true), (403, false)] {
+        let rt = runtime();
+        let standin = rt
+            .block_on(StandIn::start(Options {
+                token: TOKEN.into(),
+                workflows: vec![101],
+                ..Options::default()
+            }))
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let clock = dir.path().join("clock");
+        let t0 = now_ms();
+        set_clock(&clock, t0);
+        let config = write_config(dir.path(), &standin.url(), "", &[&FINE]);
+        let server = start(&config, &data, Some(&clock), &[]);
+        standin.add_contact("first@example.com", 7701);
+        post(&server, "fine", 7701, "first@example.com");
+        set_clock(&clock, t0 + 30_000);
+        wait_enrolled(&standin, &server, "101", "first@example.com");
+        let refused = Fault::Status {
+            status,
+            message: "This oauth-token is not allowed".into(),
+        };
+        standin.inject(
+            Injection::next(refused)
+                .on("/automation/v3/workflows/101")
+                .times(u64::MAX),
+        );
+        // Due eleven minutes on: its call reads the workflow first.
+        set_clock(&clock, t0 + 11 * 60_000);
+        standin.add_contact("due@example.com", 7702);
+        post(&server, "fine", 7702, "due@example.com");
+        let paused = || -> Option<String> {
+            let status: serde_json::Value =
+                common::get(server.admin_url("/status")).ok()?.json().ok()?;
+            status["connectors"][0]["paused"]
+                .as_str()
+                .map(str::to_string)
+        };
+        let read = || {
+            standin
+                .log()
+                .iter()
+                .any(|e| e.path == "/automation/v3/workflows/101" && e.status == Some(status))
+        };
+        if pauses {
+            let why = eventually(Duration::from_secs(30), paused)
+                .unwrap_or_else(|| panic!("not paused; logs:\n{}", server.logs()));
+            assert_eq!(why, "refused_token");
+            assert!(read());
+            std::thread::sleep(Duration::from_secs(2));
+            let sent = enrollments(&standin.log());
+            assert!(
+                !sent.contains_key(&("101".to_string(), "due@example.com".to_string())),
+                "{:?}",
+                standin.log()
+            );
+        } else {
+            wait_enrolled(&standin, &server, "101", "due@example.com");
+            assert!(read());
+            assert_eq!(paused(), None);
+        }
+        server.stop();
+    }
+}
+
 /// Calls queued at the rate limiter for a workflow found gone leave the queue when it is held,
 /// rather than each use a turn to be turned away: the connector's other calls go next. An
 /// earlier version turned them away one turn at a time (1.25 s each here), the other calls
