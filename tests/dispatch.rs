@@ -3069,6 +3069,64 @@ fn a_404_page_instead_of_the_api_pauses_the_connector_and_fails_no_one() {
     assert!(outcomes(&data).iter().all(|r| r.status != Status::Failed));
 }
 
+/// An account where workflow 101 alone exists, with a data folder and a clock file set to now
+/// (`t0`): the workflow tests below each start `serve` on them with their own config.
+struct Workflow101 {
+    /// The stand-in's: bind it, or the stand-in stops.
+    _rt: tokio::runtime::Runtime,
+    standin: StandIn,
+    dir: tempfile::TempDir,
+    data: PathBuf,
+    clock: PathBuf,
+    t0: i64,
+}
+
+impl Workflow101 {
+    fn new() -> Workflow101 {
+        let rt = runtime();
+        let standin = rt
+            .block_on(StandIn::start(Options {
+                token: TOKEN.into(),
+                workflows: vec![101],
+                ..Options::default()
+            }))
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let (data, clock) = (dir.path().join("data"), dir.path().join("clock"));
+        let t0 = now_ms();
+        set_clock(&clock, t0);
+        Workflow101 {
+            _rt: rt,
+            standin,
+            dir,
+            data,
+            clock,
+            t0,
+        }
+    }
+
+    /// `serve` with the `fine` webhook (into 101), and its config, once it has enrolled a
+    /// first contact (id `vid`) due at once: the first call to the workflow, which is not read.
+    fn serve_after_a_first_enrollment(&self, vid: u64) -> (PathBuf, Server) {
+        let config = write_config(self.dir.path(), &self.standin.url(), "", &[&FINE]);
+        let server = start(&config, &self.data, Some(&self.clock), &[]);
+        self.standin.add_contact("first@example.com", vid);
+        post(&server, "fine", vid, "first@example.com");
+        set_clock(&self.clock, self.t0 + 30_000);
+        wait_enrolled(&self.standin, &server, "101", "first@example.com");
+        assert_eq!(self.standin.enrollments_of("first@example.com"), vec![101]);
+        (config, server)
+    }
+}
+
+/// `/status` as the admin listener answers it.
+fn status(server: &Server) -> serde_json::Value {
+    common::get(server.admin_url("/status"))
+        .unwrap()
+        .json()
+        .unwrap()
+}
+
 /// A workflow turned off in HubSpot while contacts are sent to it: HubSpot enrolls only into
 /// a workflow that is on, and the stand-in, as HubSpot may, takes the call (204) and enrolls no
 /// one. The call due ten minutes after the first call (or the last read) reads it: found off,
@@ -3077,26 +3135,10 @@ fn a_404_page_instead_of_the_api_pauses_the_connector_and_fails_no_one() {
 /// once sending, and sent them all into the workflow that was off.
 #[test]
 fn a_workflow_turned_off_in_hubspot_holds_its_contacts_until_it_is_on() {
-    let rt = runtime();
-    let standin = rt
-        .block_on(StandIn::start(Options {
-            token: TOKEN.into(),
-            workflows: vec![101],
-            ..Options::default()
-        }))
-        .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let clock = dir.path().join("clock");
-    let t0 = now_ms();
-    set_clock(&clock, t0);
-    let config = write_config(dir.path(), &standin.url(), "", &[&FINE]);
-    let mut server = start(&config, &data, Some(&clock), &[]);
-    standin.add_contact("first@example.com", 7601);
-    post(&server, "fine", 7601, "first@example.com");
-    set_clock(&clock, t0 + 30_000);
-    wait_enrolled(&standin, &server, "101", "first@example.com");
-    assert_eq!(standin.enrollments_of("first@example.com"), vec![101]);
+    let world = Workflow101::new();
+    let (config, mut server) = world.serve_after_a_first_enrollment(7601);
+    let (standin, t0) = (&world.standin, world.t0);
+    let (data, clock) = (world.data.clone(), world.clock.clone());
     let reads = || {
         standin
             .log()
@@ -3121,14 +3163,8 @@ fn a_workflow_turned_off_in_hubspot_holds_its_contacts_until_it_is_on() {
         enrollments(&standin.log()).contains_key(&("101".to_string(), email.to_string()))
     };
     let held_off = |server: &Server| {
-        let status = || -> serde_json::Value {
-            common::get(server.admin_url("/status"))
-                .unwrap()
-                .json()
-                .unwrap()
-        };
         let held = eventually(Duration::from_secs(30), || {
-            let s = status();
+            let s = status(server);
             let targets = s["connectors"][0]["held_targets"].as_array()?.clone();
             (targets.len() == 1).then(|| targets[0].clone())
         })
@@ -3137,7 +3173,7 @@ fn a_workflow_turned_off_in_hubspot_holds_its_contacts_until_it_is_on() {
         let why = held["why"].as_str().unwrap();
         assert!(why.contains("is turned off in HubSpot"), "{why}");
         std::thread::sleep(Duration::from_secs(2));
-        let fine = status()["webhooks"]
+        let fine = status(server)["webhooks"]
             .as_array()
             .unwrap()
             .iter()
@@ -3167,7 +3203,7 @@ fn a_workflow_turned_off_in_hubspot_holds_its_contacts_until_it_is_on() {
     // The others waited for that read's answer, a few seconds by the dispatcher's clock.
     set_clock(&clock, t2 + 10_000);
     for email in &later {
-        wait_enrolled(&standin, &server, "101", email);
+        wait_enrolled(standin, &server, "101", email);
         assert_eq!(standin.enrollments_of(email), vec![101]);
     }
     assert_eq!(reads(), 3);
@@ -3181,29 +3217,12 @@ fn a_workflow_turned_off_in_hubspot_holds_its_contacts_until_it_is_on() {
 /// every call of the connector.)
 #[test]
 fn a_periodic_read_refused_its_token_pauses_the_connector_before_the_call() {
-    use sendtime::hubspot::standin::{Fault, Injection};
-    for (status, pauses) in [(401u16, true), (403, false)] {
-        let rt = runtime();
-        let standin = rt
-            .block_on(StandIn::start(Options {
-                token: TOKEN.into(),
-                workflows: vec![101],
-                ..Options::default()
-            }))
-            .unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        let data = dir.path().join("data");
-        let clock = dir.path().join("clock");
-        let t0 = now_ms();
-        set_clock(&clock, t0);
-        let config = write_config(dir.path(), &standin.url(), "", &[&FINE]);
-        let server = start(&config, &data, Some(&clock), &[]);
-        standin.add_contact("first@example.com", 7701);
-        post(&server, "fine", 7701, "first@example.com");
-        set_clock(&clock, t0 + 30_000);
-        wait_enrolled(&standin, &server, "101", "first@example.com");
+    for (code, pauses) in [(401u16, true), (403, false)] {
+        let world = Workflow101::new();
+        let (_, server) = world.serve_after_a_first_enrollment(7701);
+        let (standin, clock, t0) = (&world.standin, &world.clock, world.t0);
         let refused = Fault::Status {
-            status,
+            status: code,
             message: "This oauth-token is not allowed".into(),
         };
         standin.inject(
@@ -3212,13 +3231,11 @@ fn a_periodic_read_refused_its_token_pauses_the_connector_before_the_call() {
                 .times(u64::MAX),
         );
         // Due eleven minutes on: its call reads the workflow first.
-        set_clock(&clock, t0 + 11 * 60_000);
+        set_clock(clock, t0 + 11 * 60_000);
         standin.add_contact("due@example.com", 7702);
         post(&server, "fine", 7702, "due@example.com");
-        let paused = || -> Option<String> {
-            let status: serde_json::Value =
-                common::get(server.admin_url("/status")).ok()?.json().ok()?;
-            status["connectors"][0]["paused"]
+        let paused = || {
+            status(&server)["connectors"][0]["paused"]
                 .as_str()
                 .map(str::to_string)
         };
@@ -3226,7 +3243,7 @@ fn a_periodic_read_refused_its_token_pauses_the_connector_before_the_call() {
             standin
                 .log()
                 .iter()
-                .any(|e| e.path == "/automation/v3/workflows/101" && e.status == Some(status))
+                .any(|e| e.path == "/automation/v3/workflows/101" && e.status == Some(code))
         };
         if pauses {
             let why = eventually(Duration::from_secs(30), paused)
@@ -3241,7 +3258,7 @@ fn a_periodic_read_refused_its_token_pauses_the_connector_before_the_call() {
                 standin.log()
             );
         } else {
-            wait_enrolled(&standin, &server, "101", "due@example.com");
+            wait_enrolled(standin, &server, "101", "due@example.com");
             assert!(read());
             assert_eq!(paused(), None);
         }
@@ -3255,19 +3272,9 @@ fn a_periodic_read_refused_its_token_pauses_the_connector_before_the_call() {
 /// queued behind them.
 #[test]
 fn calls_queued_for_a_workflow_found_gone_leave_the_rate_limiters_queue() {
-    let rt = runtime();
-    let standin = rt
-        .block_on(StandIn::start(Options {
-            token: TOKEN.into(),
-            workflows: vec![101],
-            ..Options::default()
-        }))
-        .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let clock = dir.path().join("clock");
-    let t0 = now_ms();
-    set_clock(&clock, t0);
+    let world = Workflow101::new();
+    let (standin, dir, t0) = (&world.standin, &world.dir, world.t0);
+    let (data, clock) = (world.data.clone(), world.clock.clone());
     // Paced 1.25 s apart: the calls to the gone workflow queue at the limiter.
     let extra = "requests_per_10s = 10";
     let config = write_config(dir.path(), &standin.url(), extra, &[&HOOKS[3], &FINE]);
@@ -3282,7 +3289,7 @@ fn calls_queued_for_a_workflow_found_gone_leave_the_rate_limiters_queue() {
     standin.add_contact("fine@example.com", 7600);
     post(&server, "fine", 7600, "fine@example.com");
     set_clock(&clock, t0 + 30_000);
-    wait_enrolled(&standin, &server, "101", "fine@example.com");
+    wait_enrolled(standin, &server, "101", "fine@example.com");
     let log = standin.log();
     let read = log
         .iter()

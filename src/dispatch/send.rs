@@ -155,6 +155,21 @@ fn holds_every_call(e: &ApiError) -> bool {
     }
 }
 
+/// Whether a read's failure pauses the connector whatever the call (the day's limit, a refused
+/// token, no access token, a migration): the call it was read for would meet it too. A 403
+/// or an HTML page may be the read's alone.
+fn pauses_every_call(e: &ApiError) -> bool {
+    matches!(
+        e,
+        ApiError::RateLimited {
+            policy: RatePolicy::Daily,
+            ..
+        } | ApiError::Permanent { status: 401, .. }
+            | ApiError::NoAccessToken { .. }
+            | ApiError::Migrating { .. }
+    )
+}
+
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Decision {
     /// Wait this long here, then call again.
@@ -272,18 +287,10 @@ impl Ctx {
             recheck = false;
             // Usable, not readable now (its refusal would stand) or failed (held, or in doubt:
             // the call goes): the gate says. A failure that pauses the connector whatever the
-            // call (the day's limit, a refused or missing token, a migration) pauses it now.
+            // call pauses it now.
             match self.read_target(link, action, target, call, reading).await {
                 TargetCheck::Wait(_, next) => return Err(next),
-                TargetCheck::Failed(
-                    e @ (ApiError::RateLimited {
-                        policy: RatePolicy::Daily,
-                        ..
-                    }
-                    | ApiError::Permanent { status: 401, .. }
-                    | ApiError::NoAccessToken { .. }
-                    | ApiError::Migrating { .. }),
-                ) => {
+                TargetCheck::Failed(e) if pauses_every_call(&e) => {
                     if let Decision::Later(at) = self.decide(link, action, &e, 0) {
                         return Err(Next::Again(at));
                     }

@@ -45,6 +45,17 @@ enum State {
     Doubting(i64, Why),
 }
 
+/// The workflows whose latest read found them turned off, and what it said, kept for the next
+/// process ([`TargetHolds::keep_off`]).
+#[derive(Default)]
+struct KeptOff {
+    found: super::workflows_off::Off,
+    /// Where they are written as a read changes them (none: kept in memory only).
+    file: Option<std::path::PathBuf>,
+    /// That file could not be read: any workflow may be off, so each is read at its first call.
+    unreadable: bool,
+}
+
 /// Why a target's calls are held.
 #[derive(Debug, Clone)]
 struct Why {
@@ -117,12 +128,7 @@ pub struct TargetHolds {
     /// When each workflow calls go to was last found usable by a read, or first called
     /// (`validate --online` reads it before): read again [`policy::TARGET_RECHECK_MS`] after.
     read_on: Mutex<HashMap<Key, i64>>,
-    /// Workflows whose latest read found them turned off, and what it said, and the file that
-    /// keeps them for the next process ([`TargetHolds::keep_off`]).
-    off: Mutex<(super::workflows_off::Off, Option<std::path::PathBuf>)>,
-    /// The file of workflows found off could not be read: each workflow is read at its first
-    /// call, since any may be off.
-    read_first: std::sync::atomic::AtomicBool,
+    off: Mutex<KeptOff>,
     /// Told when a target's state changes, so calls queued at the rate limiter leave it once
     /// their target's calls wait, instead of each using a turn to be turned away
     /// ([`TargetHolds::until_waits`]).
@@ -186,7 +192,7 @@ impl TargetHolds {
                 let mut read_on = self.read_on.lock().unwrap();
                 // First called: `validate --online` read it before, and one found off before is
                 // held ([`TargetHolds::keep_off`]), unless that record could not be read.
-                let first = if self.read_first.load(std::sync::atomic::Ordering::Relaxed) {
+                let first = if self.off.lock().unwrap().unreadable {
                     now - policy::TARGET_RECHECK_MS
                 } else {
                     now
@@ -218,14 +224,16 @@ impl TargetHolds {
     /// holding it a minute more), at `now`. A file that cannot be read has every workflow read
     /// at its first call.
     pub fn keep_off(&self, file: std::path::PathBuf, now: i64) {
-        let Some(off) = super::workflows_off::load(&file) else {
-            self.read_first
-                .store(true, std::sync::atomic::Ordering::Relaxed);
-            *self.off.lock().unwrap() = (Default::default(), Some(file));
+        let Some(found) = super::workflows_off::load(&file) else {
+            *self.off.lock().unwrap() = KeptOff {
+                file: Some(file),
+                unreadable: true,
+                ..KeptOff::default()
+            };
             return;
         };
         let mut states = self.states.lock().unwrap();
-        for (workflow, text) in &off {
+        for (workflow, text) in &found {
             let why = Why {
                 text: text.clone(),
                 silent: true,
@@ -235,26 +243,30 @@ impl TargetHolds {
                 State::Held(now, now, why),
             );
         }
-        *self.off.lock().unwrap() = (off, Some(file));
+        *self.off.lock().unwrap() = KeptOff {
+            found,
+            file: Some(file),
+            unreadable: false,
+        };
     }
 
     /// The workflows found turned off.
     #[cfg(test)]
     fn off(&self) -> super::workflows_off::Off {
-        self.off.lock().unwrap().0.clone()
+        self.off.lock().unwrap().found.clone()
     }
 
     /// Record that a read found `workflow` turned off (`why`) or not, in its file when that
     /// changes it.
     fn note_off(&self, workflow: &str, why: Option<String>) {
         let mut off = self.off.lock().unwrap();
-        let (set, file) = &mut *off;
+        let KeptOff { found, file, .. } = &mut *off;
         let changed = match why {
-            Some(why) => set.insert(workflow.to_string(), why.clone()) != Some(why),
-            None => set.remove(workflow).is_some(),
+            Some(why) => found.insert(workflow.to_string(), why.clone()) != Some(why),
+            None => found.remove(workflow).is_some(),
         };
         if let (true, Some(file)) = (changed, file.as_deref())
-            && let Err(e) = super::workflows_off::store(file, set)
+            && let Err(e) = super::workflows_off::store(file, found)
         {
             tracing::warn!(
                 workflow,
@@ -422,20 +434,18 @@ impl Reading<'_> {
     /// connector's others go on, and it is read again at the hold's end (a config naming
     /// another target sends at once). Returns what the contact's row says when held.
     pub fn found(self, connector: &str, now: i64, unusable: Option<&Unusable>) -> Option<String> {
+        // A workflow's finding: kept if off, and the next periodic read counted from a usable one.
         if self.key.0 == Action::Enroll {
             let off = unusable.filter(|u| matches!(u, Unusable::WorkflowOff { .. }));
             self.holds
                 .note_off(&self.key.1, off.map(ToString::to_string));
+            if unusable.is_none() {
+                let mut read_on = self.holds.read_on.lock().unwrap();
+                read_on.insert(self.key.clone(), now);
+            }
         }
         let Some(unusable) = unusable else {
             self.holds.last_holds.lock().unwrap().remove(&self.key);
-            if self.key.0 == Action::Enroll {
-                self.holds
-                    .read_on
-                    .lock()
-                    .unwrap()
-                    .insert(self.key.clone(), now);
-            }
             self.holds.set(&self.key, State::Usable(now));
             return None;
         };

@@ -738,6 +738,17 @@ pub struct Admitted<'c> {
 }
 
 impl Admitted<'_> {
+    /// Send one request through the client, a retry of it waiting in this call's lane.
+    async fn send(
+        &self,
+        method: Method,
+        url: Url,
+        json: Option<Vec<u8>>,
+        batch: Option<usize>,
+    ) -> Result<reqwest::Response, ApiError> {
+        self.client.send(self.lane, method, url, json, batch).await
+    }
+
     /// One page of email events (`GET /email/public/v1/events`), newest first.
     pub async fn email_events(self, query: &EventsQuery) -> Result<EventsPage, ApiError> {
         let mut url = self.client.url(paths::EMAIL_EVENTS);
@@ -757,10 +768,7 @@ impl Admitted<'_> {
                 q.append_pair("offset", o);
             }
         }
-        let resp = self
-            .client
-            .send(self.lane, Method::GET, url, None, None)
-            .await?;
+        let resp = self.send(Method::GET, url, None, None).await?;
         json_body(resp).await
     }
 
@@ -768,19 +776,14 @@ impl Admitted<'_> {
     /// (`POST /automation/v2/workflows/{id}/enrollments/contacts/{email}`).
     pub async fn enroll(self, workflow_id: u64, email: &str) -> Result<(), ApiError> {
         let url = self.client.url(&paths::enroll(workflow_id, email));
-        self.client
-            .send(self.lane, Method::POST, url, None, None)
-            .await?;
+        self.send(Method::POST, url, None, None).await?;
         Ok(())
     }
 
     /// The workflows a contact (by vid) is currently enrolled in.
     pub async fn enrollments(self, vid: u64) -> Result<Vec<Workflow>, ApiError> {
         let url = self.client.url(&paths::enrollments(vid));
-        let resp = self
-            .client
-            .send(self.lane, Method::GET, url, None, None)
-            .await?;
+        let resp = self.send(Method::GET, url, None, None).await?;
         // HubSpot's reference says it lists the workflows and shows one workflow as the
         // answer: either is read.
         #[derive(Deserialize)]
@@ -798,10 +801,7 @@ impl Admitted<'_> {
     /// `GET path`: HubSpot's JSON answer.
     pub async fn get_json(self, path: &str) -> Result<serde_json::Value, ApiError> {
         let url = self.client.url(path);
-        let resp = self
-            .client
-            .send(self.lane, Method::GET, url, None, None)
-            .await?;
+        let resp = self.send(Method::GET, url, None, None).await?;
         json_body(resp).await
     }
 
@@ -811,10 +811,7 @@ impl Admitted<'_> {
     pub async fn contact_email(self, vid: u64) -> Result<Option<String>, ApiError> {
         let mut url = self.client.url(&paths::contact(vid));
         url.query_pairs_mut().append_pair("properties", "email");
-        let resp = self
-            .client
-            .send(self.lane, Method::GET, url, None, None)
-            .await?;
+        let resp = self.send(Method::GET, url, None, None).await?;
         #[derive(Deserialize)]
         struct Contact {
             #[serde(default)]
@@ -838,14 +835,7 @@ impl Admitted<'_> {
         let url = self.client.url(paths::CALLBACKS_COMPLETE);
         let body = serde_json::to_vec(&serde_json::json!({ "inputs": completions }))
             .expect("completions serialize");
-        self.client
-            .send(
-                self.lane,
-                Method::POST,
-                url,
-                Some(body),
-                Some(completions.len()),
-            )
+        self.send(Method::POST, url, Some(body), Some(completions.len()))
             .await?;
         Ok(())
     }
@@ -861,14 +851,7 @@ impl Admitted<'_> {
         let url = self.client.url(&paths::list_add(list_id));
         let body = serde_json::to_vec(record_ids).expect("strings serialize");
         let resp = self
-            .client
-            .send(
-                self.lane,
-                Method::PUT,
-                url,
-                Some(body),
-                Some(record_ids.len()),
-            )
+            .send(Method::PUT, url, Some(body), Some(record_ids.len()))
             .await?;
         let bytes = answer_body(resp).await?;
         if bytes.iter().all(u8::is_ascii_whitespace) {
