@@ -404,6 +404,115 @@ fn quiet_hours_hold_in_each_contacts_zone_across_daylight_saving() {
     }
 }
 
+/// `explain` says when each webhook would send a contact posted now as planning places it
+/// alone: in the webhook's own window, outside quiet hours in the zone the contact's receipts
+/// posted (the connector's without one). Each time and reason is the plan row's of a receipt
+/// posted at that time; the type's default plan, which knows no quiet hours, differs.
+#[test]
+fn explain_plans_each_webhook_as_planning_does_in_the_contacts_zone() {
+    use sendtime::time::format_minute;
+
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let config = TestConfig {
+        env: "CAPACITY",
+        connector: "dry_run = true\nquiet_hours = \"21:00-08:00\"\ntime_zone = \"Asia/Tokyo\"",
+        hooks: &[
+            &Hook {
+                id: "weekly",
+                kind: "NEXT_WEEK",
+                target: "workflow_id = 7",
+            },
+            &Hook {
+                id: "soon",
+                kind: "NEXT_24_HOURS",
+                target: "workflow_id = 8\nwindow = \"6h\"",
+            },
+        ],
+        ..TestConfig::default()
+    }
+    .write(dir.path());
+    // Both open at 02:10 UTC: 03:10 in Brussels (quiet), 11:10 in Tokyo.
+    let emails = ["z1@example.com".to_string(), "z2@example.com".to_string()];
+    import_opens(&config, &data, &emails, 2);
+    let at = now_ms() / DAY * DAY + 12 * HOUR;
+    let at_text = sendtime::time::format_rfc3339(at);
+    let mut rows = Vec::new();
+    for (n, zone) in [(1, Some("Europe/Brussels")), (2, None)] {
+        for (webhook, kind) in [
+            ("weekly", sendtime::config::WebhookType::NextWeek),
+            ("soon", sendtime::config::WebhookType::Next24Hours),
+        ] {
+            rows.push(Receipt {
+                webhook_id: webhook.into(),
+                webhook_type: kind,
+                time_zone: zone.map(Into::into),
+                ..receipt(n, "", at)
+            });
+        }
+    }
+    write_inbox(&data, &rows);
+    tick_at(&config, &data, &at_text);
+    let planned = plans(&data);
+    assert_eq!(planned.len(), 4);
+
+    for (n, zone) in [(1, Tz::Europe__Brussels), (2, Tz::Asia__Tokyo)] {
+        let email = format!("z{n}@example.com");
+        let out = sendtime(&config, &data, &["explain", &email, "--at", &at_text]);
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let lines: Vec<&str> = text.lines().collect();
+        for (webhook, kind) in [("weekly", "NEXT_WEEK"), ("soon", "NEXT_24_HOURS")] {
+            let row = planned
+                .iter()
+                .find(|p| p.contact_id == Some(n) && p.webhook_id == webhook)
+                .unwrap();
+            let head = format!(
+                "webhook {webhook} ({kind}): {}",
+                format_minute(row.due_at_ms)
+            );
+            let at_line = lines
+                .iter()
+                .position(|l| l.starts_with(&format!("webhook {webhook} (")))
+                .unwrap_or_else(|| panic!("no line for {webhook}:\n{text}"));
+            assert_eq!(lines[at_line], head, "{email}:\n{text}");
+            assert_eq!(
+                lines[at_line + 1],
+                format!("  {}", row.reason),
+                "{email}:\n{text}"
+            );
+            let local = DateTime::from_timestamp_millis(row.due_at_ms)
+                .unwrap()
+                .with_timezone(&zone);
+            assert!((8..21).contains(&local.hour()), "{row:?} at {local}");
+        }
+    }
+    // Brussels's best hour is quiet: the type's default plan, which knows no quiet hours,
+    // takes it; the webhook's does not.
+    let out = sendtime(
+        &config,
+        &data,
+        &["explain", "z1@example.com", "--at", &at_text],
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let by_type = text
+        .lines()
+        .find(|l| l.starts_with("NEXT_WEEK "))
+        .unwrap_or_else(|| panic!("{text}"));
+    let default_due = by_type["NEXT_WEEK".len()..].trim();
+    let weekly = planned
+        .iter()
+        .find(|p| p.contact_id == Some(1) && p.webhook_id == "weekly")
+        .unwrap();
+    assert_ne!(default_due, format_minute(weekly.due_at_ms), "{text}");
+    assert_eq!(&default_due[11..13], "02", "{text}");
+}
+
 /// Lower limits after planning: the queue is spread again so that no hour holds more than
 /// the connector can now send, and nothing is lost.
 #[test]

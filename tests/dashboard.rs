@@ -433,7 +433,8 @@ fn the_dashboard_shows_status_and_pauses_and_resumes_a_webhook_in_a_real_browser
         &page,
         "const s = document.querySelector('#lookup-summary'); \
          return s ? [s.textContent, document.querySelectorAll('#lookup-heat td').length, \
-         document.querySelectorAll('#lookup-receipts tr').length] : null;",
+         document.querySelectorAll('#lookup-receipts tr').length, \
+         [...document.querySelectorAll('#lookup-webhooks tr')].map(r => r.textContent)] : null;",
         "the contact lookup",
         |v| v.is_array().then_some(v),
     );
@@ -446,6 +447,19 @@ fn the_dashboard_shows_status_and_pauses_and_resumes_a_webhook_in_a_real_browser
     );
     assert_eq!(summary[1], 168);
     assert_eq!(summary[2], 1, "its one planned receipt");
+    // Each webhook with when it would send the contact and why.
+    let hooks: Vec<String> = serde_json::from_value(summary[3].clone()).unwrap();
+    assert_eq!(hooks.len(), 1 + HOOKS.len(), "{hooks:?}");
+    assert!(
+        hooks[1].starts_with("nurtureNEXT_24_HOURS")
+            && hooks[1].contains("NEXT_24_HOURS: the next 24 hours"),
+        "{hooks:?}"
+    );
+    assert!(
+        hooks[2].starts_with("fatigueIMMEDIATE")
+            && hooks[2].contains("IMMEDIATE: on the next tick"),
+        "{hooks:?}"
+    );
 
     // Lift: the sends so far, none held out, so nothing to compare yet.
     click(&rt, &page, "#lift-button");

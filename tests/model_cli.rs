@@ -200,9 +200,11 @@ fn import_dry_run_explain_predict_and_backtest_on_the_sample() {
     ] {
         assert!(stdout.contains(kind), "{kind} missing:\n{stdout}");
     }
-    // The shipped config's workflow action.
+    // The shipped config's workflow action, as planning would place it.
     assert!(
-        stdout.contains("action send-time: released as its delivery type above (NEXT_24_HOURS"),
+        stdout.contains(
+            "action send-time (NEXT_24_HOURS, when its workflow chooses no delivery type): "
+        ),
         "{stdout}"
     );
     let out = sendtime(&data, &["explain", "nobody@example.com"]);

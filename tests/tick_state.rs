@@ -233,7 +233,7 @@ fn a_receipt_of_an_unknown_webhook_type_is_left_unplanned_and_the_rest_go_on() {
 /// carry), on the dashboard (the queue) and in `sendtime explain` (plan/).
 #[test]
 fn a_contact_looked_up_by_email_is_found_by_the_id_its_receipts_carry() {
-    use sendtime::model::explain::{Explanation, receipts};
+    use sendtime::model::explain::{Explanation, Posted, receipts};
     use sendtime::model::synth::{Spec, generate};
 
     let rt = runtime();
@@ -253,20 +253,33 @@ fn a_contact_looked_up_by_email_is_found_by_the_id_its_receipts_carry() {
     let mut d = Dispatcher::open(&data, Metrics::new(), Clock::Fixed(NOW)).unwrap();
     assert_eq!(tick(&mut d, &config, &rt), (1, 0));
     // Receipt 4 carries id 4 and c4@example.com; generated contact 4 is "#4".
-    let on_dashboard = d.explain(&config, "C4@example.com", None).unwrap();
+    let on_dashboard = d
+        .explain(&config, "C4@example.com", Posted::default())
+        .unwrap();
     assert!(
         on_dashboard.known && on_dashboard.engagements > 0,
         "{on_dashboard:?}"
     );
-    let id = receipts(&data, "c4@example.com").unwrap().posted_id;
-    assert_eq!(id, Some(4));
+    let posted = receipts(&data, "c4@example.com").unwrap().posted;
+    assert_eq!(posted.id, Some(4));
     let built = sendtime::model::dataset::build(&data, config.model, NOW).unwrap();
-    let cli = Explanation::new(&config, Some(&built), "c4@example.com", id, NOW).unwrap();
+    let cli = Explanation::new(&config, Some(&built), "c4@example.com", posted, NOW).unwrap();
     assert_eq!(
         (cli.known, cli.engagements),
         (true, on_dashboard.engagements)
     );
-    let unknown = d.explain(&config, "nobody@example.com", None).unwrap();
+    // Both say when each webhook would send it, alike.
+    let plans = |x: &Explanation| -> Vec<(String, i64, String)> {
+        x.webhooks
+            .iter()
+            .map(|w| (w.webhook.clone(), w.due_at_ms, w.reason.clone()))
+            .collect()
+    };
+    assert_eq!(plans(&cli).len(), config.webhooks.len());
+    assert_eq!(plans(&cli), plans(&on_dashboard));
+    let unknown = d
+        .explain(&config, "nobody@example.com", Posted::default())
+        .unwrap();
     assert!(!unknown.known);
     d.close();
 }

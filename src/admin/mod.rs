@@ -265,7 +265,7 @@ async fn contact(
     let (reply, answer) = oneshot::channel();
     let lookup = Lookup {
         contact: contact.to_string(),
-        posted_id: receipts.posted_id,
+        posted: receipts.posted,
         reply,
     };
     let answered = tokio::time::timeout(LOOKUP_TIMEOUT, async {

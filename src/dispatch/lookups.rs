@@ -6,13 +6,14 @@
 use tokio::sync::{mpsc, oneshot};
 
 use crate::config::Config;
-use crate::model::explain::Explanation;
+use crate::model::explain::{Explanation, Posted};
 
 /// One lookup: the contact asked for, and where its answer goes.
 pub struct Lookup {
     pub contact: String,
-    /// The id the email's receipts on disk carry (queued ones are known to the dispatcher).
-    pub posted_id: Option<i64>,
+    /// What the contact's receipts on disk were posted with (the id a queued receipt of the
+    /// email carries is known to the dispatcher).
+    pub posted: Posted,
     pub reply: oneshot::Sender<anyhow::Result<Explanation>>,
 }
 
@@ -42,7 +43,7 @@ impl super::Dispatcher {
     /// has gone (it timed out) is not worked out for nobody.
     pub fn answer(&self, config: &Config, lookup: Lookup) {
         if !lookup.reply.is_closed() {
-            let answer = self.explain(config, &lookup.contact, lookup.posted_id);
+            let answer = self.explain(config, &lookup.contact, lookup.posted);
             let _ = lookup.reply.send(answer);
         }
     }

@@ -47,6 +47,7 @@ use connector::Link;
 pub use connector::TIMEOUT_ENV;
 use ids::{IdSet, ReceiptId};
 use in_flight::InFlight;
+pub use planning::plan_alone;
 use profiles::ProfileCache;
 use send::{Ctx, Next, Pending};
 
@@ -293,10 +294,11 @@ impl Dispatcher {
         &self,
         config: &Config,
         contact: &str,
-        on_disk: Option<i64>,
+        on_disk: crate::model::explain::Posted,
     ) -> anyhow::Result<crate::model::explain::Explanation> {
         // The id a queued or held receipt of that email carries, as planning used it; else
-        // the one its receipts on disk carry (finished, or archived).
+        // the one its receipts on disk carry (finished, or archived). The zone is the latest
+        // plan row's: every queued receipt has one.
         let email = contact.trim();
         let posted_id = self
             .queue
@@ -309,12 +311,15 @@ impl Dispatcher {
                     .is_some_and(|e| e.eq_ignore_ascii_case(email))
             })
             .find_map(|p| p.contact_id)
-            .or(on_disk);
+            .or(on_disk.id);
         crate::model::explain::Explanation::new(
             config,
             self.profiles.built(),
             contact,
-            posted_id,
+            crate::model::explain::Posted {
+                id: posted_id,
+                ..on_disk
+            },
             self.clock.now_ms(),
         )
     }

@@ -16,16 +16,18 @@ use super::ids::ReceiptId;
 use super::profiles::ProfileCache;
 use super::send::Pending;
 use super::{Dispatcher, Queued, intern};
-use crate::capacity::{Placed, Request, assign};
-use crate::config::Config;
+use crate::capacity::{Capacity, Ledger, Placed, Request, assign};
+use crate::config::{Config, Webhook};
 use crate::datasets::inbox::{self, PlanningColumns};
 use crate::datasets::plan::{self, Entry};
 use crate::local_time::{Local, Masks, parse_zone};
 use crate::model::plan::{
-    Grounds, Move, Standing, Subject, describe, hold, minute_hash, prefer, score, window,
-    within_hold,
+    Grounds, Move, Plan, Standing, Subject, Window, describe, hold, minute_hash, prefer, score,
+    window, within_hold,
 };
-use crate::time::{DAY_MS, HOUR_MS, MINUTE_MS, day_of, slot_of};
+use crate::model::profile::Profile;
+use crate::time::{DAY_MS, HOUR_MS, MINUTE_MS, SLOTS, day_of, slot_of};
+use chrono_tz::Tz;
 
 /// Receipts planned by one task and written as one row group of the plan part.
 const PLAN_CHUNK: usize = 32_768;
@@ -311,62 +313,26 @@ impl Dispatcher {
                 let route = route_of(item);
                 let index = profiles.find(item.contact_id, item.email.as_deref(), key);
                 let profile = profiles.profile(index, day);
-                let span = match item.hold_ends_ms {
-                    Some(ends) => {
-                        within_hold(item.webhook_type, route.window, item.received_at_ms, ends)
-                    }
-                    None => route.window,
-                };
-                let window = window(
-                    item.webhook_type,
-                    item.received_at_ms,
-                    now,
-                    span,
-                    profile.as_ref(),
-                )
-                .filter(|_| !item.holdout);
-                let local = route.local(item.zone);
                 let mut buf = [0u8; ulid::ULID_LEN];
                 let who = Subject {
                     contact: key,
                     receipt: item.receipt_id.as_str(&mut buf),
                 };
-                // Without quiet hours every candidate has open minutes.
-                let preferred = window.as_ref().and_then(|w| match local {
-                    None => prefer(w, profile.as_ref(), &population, who, |_| true),
-                    Some(_) => prefer(w, profile.as_ref(), &population, who, |k| {
-                        w.minutes(k) & masks.allowed(local, w.hour(k)) != 0
-                    }),
-                });
-                let request = Request {
-                    ledger: route.ledger,
-                    cost: route.cost,
-                    window,
-                    from: item.received_at_ms.max(now),
-                    // A minute before HubSpot would move the contact on without us.
-                    deadline: (route.holds || item.hold_ends_ms.is_some())
-                        .then(|| release_by(item, route.window)),
-                    preference: preferred,
-                    hash: minute_hash(key),
-                    local,
-                };
-                let standing = Standing::of(
-                    window.as_ref(),
-                    preferred.map(|p| p.k),
+                let (request, standing) = request(
+                    item,
+                    &route,
                     profile.as_ref(),
                     &population,
+                    &masks,
+                    who,
+                    now,
                 );
                 (request, Found { index, standing })
             })
             .unzip();
         let placed = assign(&requests, &mut caps.ledgers, &masks, |i, out| {
-            let Some(w) = requests[i].window else { return };
             let profile = profiles.profile(found[i].index, day);
-            let scores: Vec<f64> = (0..w.hours)
-                .map(|k| score(&w, k, profile.as_ref(), &population))
-                .collect();
-            out.extend(0..w.hours);
-            out.sort_by(|a, b| scores[*b].total_cmp(&scores[*a]));
+            rank(requests[i].window, profile.as_ref(), &population, out);
         });
         self.count_moves(fresh, &placed, &route_of);
         let schema = plan::Columns::with_capacity(0).finish()?.schema().clone();
@@ -468,6 +434,159 @@ pub(super) fn release_by(item: &Pending, window: Option<i64>) -> i64 {
         - MINUTE_MS
 }
 
+/// `item`'s request to [`assign`] on `route`, from its contact's `profile` (none: a
+/// stranger), and what its reason will say of the contact.
+fn request(
+    item: &Pending,
+    route: &Route,
+    profile: Option<&Profile>,
+    population: &[f64; SLOTS],
+    masks: &Masks,
+    who: Subject,
+    now: i64,
+) -> (Request, Standing) {
+    let span = match item.hold_ends_ms {
+        Some(ends) => within_hold(item.webhook_type, route.window, item.received_at_ms, ends),
+        None => route.window,
+    };
+    let window = window(item.webhook_type, item.received_at_ms, now, span, profile)
+        .filter(|_| !item.holdout);
+    let local = route.local(item.zone);
+    // Without quiet hours every candidate has open minutes.
+    let preferred = window.as_ref().and_then(|w| match local {
+        None => prefer(w, profile, population, who, |_| true),
+        Some(_) => prefer(w, profile, population, who, |k| {
+            w.minutes(k) & masks.allowed(local, w.hour(k)) != 0
+        }),
+    });
+    let request = Request {
+        ledger: route.ledger,
+        cost: route.cost,
+        window,
+        from: item.received_at_ms.max(now),
+        // A minute before HubSpot would move the contact on without us.
+        deadline: (route.holds || item.hold_ends_ms.is_some())
+            .then(|| release_by(item, route.window)),
+        preference: preferred,
+        hash: minute_hash(who.contact),
+        local,
+    };
+    let standing = Standing::of(window.as_ref(), preferred.map(|p| p.k), profile, population);
+    (request, standing)
+}
+
+/// The candidate hours of `window` in `out`, best first for `profile`.
+fn rank(
+    window: Option<Window>,
+    profile: Option<&Profile>,
+    population: &[f64; SLOTS],
+    out: &mut Vec<usize>,
+) {
+    let Some(w) = window else { return };
+    let scores: Vec<f64> = (0..w.hours)
+        .map(|k| score(&w, k, profile, population))
+        .collect();
+    out.extend(0..w.hours);
+    out.sort_by(|a, b| scores[*b].total_cmp(&scores[*a]));
+}
+
+/// Where `placed` puts `item`: its due time and slot, its reason appended to `reason`.
+fn settle(
+    item: &Pending,
+    request: &Request,
+    placed: Placed,
+    grounds: &Grounds,
+    reason: &mut String,
+) -> (i64, Option<u8>) {
+    // A next-tick receipt that fits keeps its receipt time as its due time.
+    let due = match (request.window, placed.moved) {
+        (None, Move::None) => item.received_at_ms,
+        _ => placed.due,
+    };
+    let slot = request.window.map(|w| match placed.k {
+        Some(k) => w.slot(k),
+        None => slot_of(due),
+    });
+    describe(
+        grounds,
+        request.window.as_ref(),
+        placed.k,
+        placed.moved,
+        due,
+        reason,
+    );
+    (due, slot)
+}
+
+/// When a receipt of `webhook` posted at `now` for `contact` (its key, in zone `zone`) would be
+/// due, and why, as planning places it alone: its window, quiet hours and zone, not what
+/// other contacts take of its connector. `sendtime explain` and the dashboard's lookup show it.
+pub fn plan_alone(
+    config: &Config,
+    webhook: &Webhook,
+    profile: Option<&Profile>,
+    population: &[f64; SLOTS],
+    contact: &str,
+    zone: Option<Tz>,
+    now: i64,
+) -> Plan {
+    let routed = super::capacity::route(config, webhook);
+    let connector = &config.connectors[routed.ledger];
+    let route = Route {
+        ledger: 0,
+        ..routed
+    };
+    let item = Pending {
+        receipt_id: ReceiptId::new("explain"),
+        webhook_id: Arc::from(webhook.id.as_str()),
+        contact_id: None,
+        email: None,
+        callback_id: None,
+        due_at_ms: now,
+        attempts: 0,
+        failures: 0,
+        in_doubt: false,
+        doubt_workflow: None,
+        enrolled_at_ms: 0,
+        ready_at_ms: now,
+        holdout: false,
+        dry_run_only: false,
+        zone,
+        webhook_type: webhook.kind,
+        received_at_ms: now,
+        hold_ends_ms: None,
+        portal: None,
+    };
+    let masks = Masks::build(route.local(zone), now, MASK_HOURS);
+    let who = Subject {
+        contact,
+        receipt: "explain",
+    };
+    let (request, standing) = request(&item, &route, profile, population, &masks, who, now);
+    let mut ledgers = [Ledger::new(Capacity::of(connector))];
+    let placed = assign(
+        std::slice::from_ref(&request),
+        &mut ledgers,
+        &masks,
+        |_, out| rank(request.window, profile, population, out),
+    )[0];
+    let grounds = Grounds {
+        kind: webhook.kind,
+        standing,
+        moved_to: None,
+        quiet: request.local,
+        connector: route.connector,
+        holdout: false,
+    };
+    let mut reason = String::new();
+    let (due_at_ms, slot) = settle(&item, &request, placed, &grounds, &mut reason);
+    Plan {
+        due_at_ms,
+        slot,
+        reason,
+    }
+}
+
 /// A receipt's contact as planning first found it.
 #[derive(Clone, Copy)]
 struct Found {
@@ -504,15 +623,6 @@ fn plan_chunk(
         let (request, placed) = (&chunk.requests[i], chunk.placed[i]);
         let mut buf = [0u8; ulid::ULID_LEN];
         let receipt = r.receipt_id.as_str(&mut buf);
-        // A next-tick receipt that fits keeps its receipt time as its due time.
-        let due = match (request.window, placed.moved) {
-            (None, Move::None) => r.received_at_ms,
-            _ => placed.due,
-        };
-        let slot = request.window.map(|w| match placed.k {
-            Some(k) => w.slot(k),
-            None => slot_of(due),
-        });
         reason.clear();
         // Only a receipt moved by capacity needs its whole profile again (to name the hour).
         let moved_to = match (request.window, placed.k, placed.moved) {
@@ -530,14 +640,7 @@ fn plan_chunk(
             connector: (chunk.route_of)(r).connector,
             holdout: r.holdout,
         };
-        describe(
-            &context,
-            request.window.as_ref(),
-            placed.k,
-            placed.moved,
-            due,
-            &mut reason,
-        );
+        let (due, slot) = settle(r, request, placed, &context, &mut reason);
         rows.push(entry(r, receipt, due, slot, &reason, now));
         r.due_at_ms = due;
         r.ready_at_ms = due;

@@ -12,7 +12,9 @@ use super::plan::{Subject, plan};
 use crate::config::{Config, Target, WebhookType};
 use crate::datasets::contacts::contact_key;
 use crate::datasets::outcomes::{OutcomeRow, Status};
+use crate::dispatch::plan_alone;
 use crate::time::{DAY_MS, SLOTS, day_of, format_minute, slot_name};
+use chrono_tz::Tz;
 
 /// Planned receipts shown per contact (the latest), each with its outcome.
 const RECEIPTS_SHOWN: usize = 10;
@@ -40,11 +42,11 @@ pub struct Explanation {
     pub scores: Vec<f64>,
     /// None when every slot scores the same (nothing learned yet): no hour is best.
     pub best_slot: Option<String>,
-    /// What each webhook type would do now.
+    /// What each webhook type would do now, in its default window.
     pub plans: Vec<TypePlan>,
-    /// The workflow actions: each releases at its delivery type's time, its own type's when
-    /// the workflow chooses none.
-    pub actions: Vec<ActionType>,
+    /// What each configured webhook and action would do now, as planning places a receipt
+    /// alone: its window, quiet hours and the contact's zone.
+    pub webhooks: Vec<WebhookPlan>,
     /// Receipts of the contact in `plan/`, live and archived.
     pub receipts_total: usize,
     /// The latest of them, oldest first.
@@ -61,9 +63,27 @@ pub struct TypePlan {
 }
 
 #[derive(Debug, Clone, Serialize)]
-pub struct ActionType {
-    pub id: String,
+pub struct WebhookPlan {
+    pub webhook: String,
+    /// Its type; an action's is the one used when its workflow chooses no delivery type.
     pub webhook_type: &'static str,
+    /// A workflow action, released by its callback.
+    pub action: bool,
+    /// The share of its receipts held out (sent at receipt instead).
+    pub holdout: f64,
+    pub due_at_ms: i64,
+    pub reason: String,
+}
+
+/// What the contact's latest receipt was posted with: planning looks profiles up by its
+/// HubSpot id too (events imported by id know no email), and keeps its quiet hours in its
+/// zone.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Posted {
+    /// The HubSpot id a receipt posted with the asked email carried.
+    pub id: Option<i64>,
+    /// The zone its latest receipt posted (none: its connector's).
+    pub zone: Option<Tz>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -80,15 +100,14 @@ pub struct PlannedReceipt {
 }
 
 impl Explanation {
-    /// Explain `contact` (an email or a HubSpot id) at `now` from `built` (none: no events yet);
-    /// its planned receipts come from [`Explanation::with_receipts`]. `posted_id` is the
-    /// HubSpot id a receipt posted with that email carried, if any: planning looks profiles
-    /// up by both (events imported by id know no email), so the explanation does too.
+    /// Explain `contact` (an email or a HubSpot id) at `now` from `built` (none: no events yet)
+    /// and what its receipts were `posted` with; its planned receipts come from
+    /// [`Explanation::with_receipts`].
     pub fn new(
         config: &Config,
         built: Option<&Built>,
         contact: &str,
-        posted_id: Option<i64>,
+        posted: Posted,
         now: i64,
     ) -> anyhow::Result<Explanation> {
         let contact = contact.trim();
@@ -97,7 +116,7 @@ impl Explanation {
             "CONTACT is empty: give an email address or a HubSpot contact id"
         );
         let (id, email) = id_or_email(contact);
-        let id = id.or(posted_id);
+        let id = id.or(posted.id);
         let index = built.and_then(|b| {
             let email_key = email.and_then(|e| contact_key(None, Some(e)));
             b.find(email_key.as_deref(), id)
@@ -107,13 +126,14 @@ impl Explanation {
         let profile = built.map(|b| b.profiles.profile(index, day_of(now)));
         let key = contact_key(id, email).unwrap_or_default();
         let scores = profile.as_ref().map_or(uniform, |p| p.scores);
+        let known = profile.as_ref().filter(|_| index.is_some());
         let plans = WebhookType::ALL
             .into_iter()
             .map(|kind| {
                 let p = plan(
                     kind,
                     now,
-                    profile.as_ref().filter(|_| index.is_some()),
+                    known,
                     population,
                     Subject {
                         contact: &key,
@@ -144,13 +164,19 @@ impl Explanation {
             best_slot: best_slot(&scores).map(|s| slot_name(s as u8)),
             scores: scores.to_vec(),
             plans,
-            actions: config
+            webhooks: config
                 .webhooks
                 .iter()
-                .filter(|w| w.target == Target::Callback)
-                .map(|w| ActionType {
-                    id: w.id.clone(),
-                    webhook_type: w.kind.as_str(),
+                .map(|w| {
+                    let p = plan_alone(config, w, known, population, &key, posted.zone, now);
+                    WebhookPlan {
+                        webhook: w.id.clone(),
+                        webhook_type: w.kind.as_str(),
+                        action: w.target == Target::Callback,
+                        holdout: w.holdout,
+                        due_at_ms: p.due_at_ms,
+                        reason: p.reason,
+                    }
                 })
                 .collect(),
             receipts_total: 0,
@@ -210,18 +236,34 @@ impl Explanation {
         let _ = writeln!(out);
         let _ = writeln!(
             out,
-            "if posted now, by type, in the type's own window (a webhook's `window`, quiet hours, holdout and capacity also shape its plans: see the planned receipts below)"
+            "if posted now, by type, in the type's default window, without quiet hours"
         );
         for p in &self.plans {
             let _ = writeln!(out, "{:<30} {}", p.webhook_type, format_minute(p.due_at_ms));
             let _ = writeln!(out, "{:<30} {}", "", p.reason);
         }
-        for a in &self.actions {
-            let _ = writeln!(
-                out,
-                "action {}: released as its delivery type above ({} when the workflow chooses none)",
-                a.id, a.webhook_type
-            );
+        let _ = writeln!(
+            out,
+            "\nif posted now to each webhook, as planning places it alone: its window, quiet hours and the contact's zone (not what other contacts take of its connector)"
+        );
+        for w in &self.webhooks {
+            let what = if w.action {
+                format!(
+                    "action {} ({}, when its workflow chooses no delivery type)",
+                    w.webhook, w.webhook_type
+                )
+            } else {
+                format!("webhook {} ({})", w.webhook, w.webhook_type)
+            };
+            let _ = writeln!(out, "{what}: {}", format_minute(w.due_at_ms));
+            let _ = writeln!(out, "  {}", w.reason);
+            if w.holdout > 0.0 {
+                let _ = writeln!(
+                    out,
+                    "  {:.0}% of its receipts are held out and go at receipt instead (sendtime report lift)",
+                    w.holdout * 100.0
+                );
+            }
         }
         let _ = writeln!(out, "\nplanned receipts: {}", self.receipts_total);
         for p in &self.receipts {
@@ -248,9 +290,8 @@ pub struct Receipts {
     pub total: usize,
     /// The latest [`RECEIPTS_SHOWN`], oldest first, with what became of each.
     pub shown: Vec<PlannedReceipt>,
-    /// For an email, the HubSpot id its latest receipt carries: planning looks profiles up
-    /// by both (events imported by id know no email), so the explanation does too.
-    pub posted_id: Option<i64>,
+    /// What the latest receipt was posted with.
+    pub posted: Posted,
 }
 
 /// A contact as asked: a HubSpot id when it is a number, else an email address.
@@ -284,9 +325,11 @@ pub fn receipts(data_dir: &Path, contact: &str) -> anyhow::Result<Receipts> {
         ))
     });
     rows.dedup_by(|a, b| a.receipt_id == b.receipt_id);
-    let posted_id = email
-        .and_then(|_| rows.iter().max_by_key(|p| p.planned_at_ms))
-        .and_then(|p| p.contact_id);
+    let latest = rows.iter().max_by_key(|p| p.planned_at_ms);
+    let posted = Posted {
+        id: email.and(latest).and_then(|p| p.contact_id),
+        zone: latest.and_then(|p| p.time_zone),
+    };
     let total = rows.len();
     let rows: Vec<_> = rows
         .into_iter()
@@ -308,7 +351,7 @@ pub fn receipts(data_dir: &Path, contact: &str) -> anyhow::Result<Receipts> {
     Ok(Receipts {
         total,
         shown,
-        posted_id,
+        posted,
     })
 }
 

@@ -333,6 +333,15 @@ async function lookup(event) {
     plans.append(row([el("th", "webhook type"), el("th", "would go at"), el("th", "why")]));
     for (const plan of x.plans) plans.append(row([plan.webhook_type, time(plan.due_at_ms), el("td", plan.reason, "msg")]));
     out.append(plans);
+    out.append(el("h3", "If posted now to each webhook (its window, quiet hours and the contact's zone; alone on its connector)"));
+    const hooks = el("table", null, "grid");
+    hooks.id = "lookup-webhooks";
+    hooks.append(row([el("th", "webhook"), el("th", "type"), el("th", "would go at"), el("th", "why")]));
+    for (const w of x.webhooks) {
+      const why = w.reason + (w.holdout > 0 ? "; " + Math.round(w.holdout * 100) + "% held out go at receipt" : "");
+      hooks.append(row([(w.action ? "action " : "") + w.webhook, w.webhook_type, time(w.due_at_ms), el("td", why, "msg")]));
+    }
+    out.append(hooks);
     out.append(el("h3", "Planned receipts: " + x.receipts_total));
     const receipts = el("table", null, "grid");
     receipts.id = "lookup-receipts";
