@@ -186,12 +186,14 @@ pub enum Command {
         #[command(subcommand)]
         source: ImportSource,
     },
-    /// Show what the model knows about one contact and when each webhook type would enroll it.
+    /// Show what the model knows about one contact and when each webhook would send it.
     ///
     /// Prints the engagement class, a 7x24 heat map of the hours the contact reads email (UTC),
     /// the due time and reason for every webhook type if the contact were posted now (in the
-    /// type's default window: a webhook's own `window`, quiet hours, holdout and capacity also
-    /// shape real plans), and the contact's planned receipts.
+    /// type's default window, without quiet hours), the same for every configured webhook and
+    /// action as planning places a receipt alone (its `window`, quiet hours in the contact's
+    /// zone as its latest receipt posted; not other contacts' use of capacity, nor a holdout
+    /// draw), and the contact's planned receipts.
     Explain {
         /// The contact: an email address or a HubSpot contact id.
         contact: String,
