@@ -277,6 +277,16 @@ fn a_contact_looked_up_by_email_is_found_by_the_id_its_receipts_carry() {
     };
     assert_eq!(plans(&cli).len(), config.webhooks.len());
     assert_eq!(plans(&cli), plans(&on_dashboard));
+    // And as planning did for receipt 4, posted at this time.
+    let row = plan::read(&plan::dataset(&data).unwrap())
+        .unwrap()
+        .into_iter()
+        .find(|p| p.contact_id == Some(4))
+        .unwrap();
+    assert_eq!(
+        plans(&cli),
+        [("week".to_string(), row.due_at_ms, row.reason)]
+    );
     let unknown = d
         .explain(&config, "nobody@example.com", Posted::default())
         .unwrap();

@@ -265,7 +265,7 @@ async fn contact(
     let (reply, answer) = oneshot::channel();
     let lookup = Lookup {
         contact: contact.to_string(),
-        posted: receipts.posted,
+        posted: receipts.posted.clone(),
         reply,
     };
     let answered = tokio::time::timeout(LOOKUP_TIMEOUT, async {

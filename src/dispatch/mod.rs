@@ -297,8 +297,8 @@ impl Dispatcher {
         on_disk: crate::model::explain::Posted,
     ) -> anyhow::Result<crate::model::explain::Explanation> {
         // The id a queued or held receipt of that email carries, as planning used it; else
-        // the one its receipts on disk carry (finished, or archived). The zone is the latest
-        // plan row's: every queued receipt has one.
+        // the one its receipts on disk carry (finished, or archived). The email asked by id
+        // and the zone are the latest plan row's.
         let email = contact.trim();
         let posted_id = self
             .queue

@@ -75,14 +75,16 @@ pub struct WebhookPlan {
     pub reason: String,
 }
 
-/// What the contact's latest receipt was posted with: planning looks profiles up by its
-/// HubSpot id too (events imported by id know no email), and keeps its quiet hours in its
-/// zone.
-#[derive(Debug, Clone, Copy, Default)]
+/// What the contact's latest receipt was posted with. Planning looks a contact up by its
+/// email and its HubSpot id (events imported by id know no email; HubSpot's carry emails),
+/// spreads it over the minutes of an hour by its email, and keeps quiet hours in its zone.
+#[derive(Debug, Clone, Default)]
 pub struct Posted {
-    /// The HubSpot id a receipt posted with the asked email carried.
+    /// The HubSpot id it carried, when asked by email.
     pub id: Option<i64>,
-    /// The zone its latest receipt posted (none: its connector's).
+    /// The email it carried, when asked by HubSpot id.
+    pub email: Option<String>,
+    /// The zone it posted (none: its connector's).
     pub zone: Option<Tz>,
 }
 
@@ -117,6 +119,7 @@ impl Explanation {
         );
         let (id, email) = id_or_email(contact);
         let id = id.or(posted.id);
+        let email = email.or(posted.email.as_deref());
         let index = built.and_then(|b| {
             let email_key = email.and_then(|e| contact_key(None, Some(e)));
             b.find(email_key.as_deref(), id)
@@ -196,15 +199,16 @@ impl Explanation {
         let mut out = String::new();
         let contact = &self.contact;
         if self.known {
-            // Learned from another key than the one asked: the HubSpot id its receipts carry.
+            // Learned from another key than the one asked: the id or email its receipts carry.
             let (id, email) = id_or_email(contact);
             let asked = contact_key(id, email);
             let from = match self.learned_from.as_deref() {
-                Some(k) if k.starts_with('#') && asked.as_deref() != Some(k) => {
-                    format!(
-                        " (the events of HubSpot id {}, which its receipts carry)",
-                        &k[1..]
-                    )
+                Some(k) if asked.as_deref() != Some(k) => {
+                    let other = match k.strip_prefix('#') {
+                        Some(id) => format!("HubSpot id {id}"),
+                        None => k.to_string(),
+                    };
+                    format!(" (the events of {other}, which its receipts carry)")
                 }
                 _ => String::new(),
             };
@@ -328,6 +332,7 @@ pub fn receipts(data_dir: &Path, contact: &str) -> anyhow::Result<Receipts> {
     let latest = rows.iter().max_by_key(|p| p.planned_at_ms);
     let posted = Posted {
         id: email.and(latest).and_then(|p| p.contact_id),
+        email: id.and(latest).and_then(|p| p.email.clone()),
         zone: latest.and_then(|p| p.time_zone),
     };
     let total = rows.len();
