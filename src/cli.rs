@@ -193,7 +193,7 @@ pub enum Command {
     /// type's default window, without quiet hours), the same for every configured webhook and
     /// action as planning places a receipt alone (its `window`, quiet hours in the contact's
     /// zone as its latest receipt posted; not other contacts' use of capacity, nor a holdout
-    /// draw), and the contact's planned receipts.
+    /// draw; whether it is paused or in dry run), and the contact's planned receipts.
     Explain {
         /// The contact: an email address or a HubSpot contact id.
         contact: String,

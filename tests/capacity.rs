@@ -456,6 +456,8 @@ fn explain_plans_each_webhook_as_planning_does_in_the_contacts_zone() {
     tick_at(&config, &data, &at_text);
     let planned = plans(&data);
     assert_eq!(planned.len(), 4);
+    let paused = sendtime(&config, &data, &["pause", "soon"]);
+    assert!(paused.status.success(), "{paused:?}");
 
     let explain = |who: &str| {
         let out = sendtime(&config, &data, &["explain", who, "--at", &at_text]);
@@ -509,9 +511,32 @@ fn explain_plans_each_webhook_as_planning_does_in_the_contacts_zone() {
         }
         texts.push(text);
     }
+    // What holds each back: the pause, and the connector's dry run.
+    let text = &texts[0];
+    let lines: Vec<&str> = text.lines().collect();
+    let after = |webhook: &str| {
+        let at = lines
+            .iter()
+            .position(|l| l.starts_with(&format!("webhook {webhook} (")))
+            .unwrap();
+        lines[at + 2..]
+            .iter()
+            .take_while(|l| l.starts_with("  "))
+            .map(|l| l.trim())
+            .collect::<Vec<_>>()
+    };
+    let dry_run = "its connector is in dry run: recorded, not sent";
+    assert_eq!(after("weekly"), [dry_run], "{text}");
+    assert_eq!(
+        after("soon"),
+        [
+            "PAUSED (sendtime pause): held, not sent, until resumed",
+            dry_run
+        ],
+        "{text}"
+    );
     // Brussels's best hour is quiet: the type's default plan, which knows no quiet hours,
     // takes it; the webhook's does not.
-    let text = &texts[0];
     let by_type = text
         .lines()
         .find(|l| l.starts_with("NEXT_WEEK "))

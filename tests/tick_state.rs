@@ -263,7 +263,16 @@ fn a_contact_looked_up_by_email_is_found_by_the_id_its_receipts_carry() {
     let posted = receipts(&data, "c4@example.com").unwrap().posted;
     assert_eq!(posted.id, Some(4));
     let built = sendtime::model::dataset::build(&data, config.model, NOW).unwrap();
-    let cli = Explanation::new(&config, Some(&built), "c4@example.com", posted, NOW).unwrap();
+    let pauses = sendtime::pauses::Pauses::default();
+    let cli = Explanation::new(
+        &config,
+        Some(&built),
+        "c4@example.com",
+        posted,
+        &pauses,
+        NOW,
+    )
+    .unwrap();
     assert_eq!(
         (cli.known, cli.engagements),
         (true, on_dashboard.engagements)

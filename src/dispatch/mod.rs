@@ -320,6 +320,7 @@ impl Dispatcher {
                 id: posted_id,
                 ..on_disk
             },
+            &self.pauses,
             self.clock.now_ms(),
         )
     }

@@ -42,9 +42,15 @@ pub fn explain(config: &Config, contact: &str, at: Option<i64>) -> anyhow::Resul
         None => dataset::build(data_dir, config.model, now)?,
     };
     let receipts = super::explain::receipts(data_dir, contact)?;
-    let explanation =
-        Explanation::new(config, Some(&built), contact, receipts.posted.clone(), now)?
-            .with_receipts(receipts);
+    let explanation = Explanation::new(
+        config,
+        Some(&built),
+        contact,
+        receipts.posted.clone(),
+        &crate::pauses::read_or_hold(data_dir),
+        now,
+    )?
+    .with_receipts(receipts);
     print!("{}", explanation.text(&data_dir.join("events")));
     Ok(())
 }

@@ -13,6 +13,7 @@ use crate::config::{Config, Target, WebhookType};
 use crate::datasets::contacts::contact_key;
 use crate::datasets::outcomes::{OutcomeRow, Status};
 use crate::dispatch::plan_alone;
+use crate::pauses::Pauses;
 use crate::time::{DAY_MS, SLOTS, day_of, format_minute, slot_name};
 use chrono_tz::Tz;
 
@@ -71,6 +72,10 @@ pub struct WebhookPlan {
     pub action: bool,
     /// The share of its receipts held out (sent at receipt instead).
     pub holdout: f64,
+    /// Paused by an operator (or its connector is): held, not sent, until resumed.
+    pub paused: bool,
+    /// Its connector is in dry run: recorded, not sent.
+    pub dry_run: bool,
     pub due_at_ms: i64,
     pub reason: String,
 }
@@ -102,14 +107,15 @@ pub struct PlannedReceipt {
 }
 
 impl Explanation {
-    /// Explain `contact` (an email or a HubSpot id) at `now` from `built` (none: no events yet)
-    /// and what its receipts were `posted` with; its planned receipts come from
-    /// [`Explanation::with_receipts`].
+    /// Explain `contact` (an email or a HubSpot id) at `now` from `built` (none: no events yet),
+    /// what its receipts were `posted` with and the operators' `pauses`; its planned receipts
+    /// come from [`Explanation::with_receipts`].
     pub fn new(
         config: &Config,
         built: Option<&Built>,
         contact: &str,
         posted: Posted,
+        pauses: &Pauses,
         now: i64,
     ) -> anyhow::Result<Explanation> {
         let contact = contact.trim();
@@ -177,6 +183,8 @@ impl Explanation {
                         webhook_type: w.kind.as_str(),
                         action: w.target == Target::Callback,
                         holdout: w.holdout,
+                        paused: pauses.holds(&w.id, &w.connector),
+                        dry_run: config.connector(&w.connector).is_some_and(|c| c.dry_run),
                         due_at_ms: p.due_at_ms,
                         reason: p.reason,
                     }
@@ -261,6 +269,15 @@ impl Explanation {
             };
             let _ = writeln!(out, "{what}: {}", format_minute(w.due_at_ms));
             let _ = writeln!(out, "  {}", w.reason);
+            if w.paused {
+                let _ = writeln!(
+                    out,
+                    "  PAUSED (sendtime pause): held, not sent, until resumed"
+                );
+            }
+            if w.dry_run {
+                let _ = writeln!(out, "  its connector is in dry run: recorded, not sent");
+            }
             if w.holdout > 0.0 {
                 let _ = writeln!(
                     out,
