@@ -3131,8 +3131,9 @@ fn status(server: &Server) -> serde_json::Value {
 /// a workflow that is on, and the stand-in, as HubSpot may, takes the call (204) and enrolls no
 /// one. The call due ten minutes after the first call (or the last read) reads it: found off,
 /// its contacts are held, shown on `/status`, and after a kill -9 and a restart too (the next
-/// process reads it first); turned on again, they go at the hold's end. An earlier version never read it
-/// once sending, and sent them all into the workflow that was off.
+/// process reads it first), and after the connector is rebuilt for new settings; turned on
+/// again, they go at the hold's end. An earlier version never read it once sending, and sent
+/// them all into the workflow that was off.
 #[test]
 fn a_workflow_turned_off_in_hubspot_holds_its_contacts_until_it_is_on() {
     let world = Workflow101::new();
@@ -3194,11 +3195,29 @@ fn a_workflow_turned_off_in_hubspot_holds_its_contacts_until_it_is_on() {
     held_off(&server);
     assert_eq!(reads(), 2);
     assert!(later.iter().all(|e| !sent(e)), "{:?}", standin.log());
+    // A connector rebuilt for new settings (its rate here) reads it before any call too, when
+    // the held contacts are looked at again a minute on.
+    write_config(
+        world.dir.path(),
+        &standin.url(),
+        "requests_per_10s = 50",
+        &[&FINE],
+    );
+    common::wait_ticks(&server, 3);
+    set_clock(&clock, t1 + 61_000);
+    eventually(Duration::from_secs(30), || (reads() == 3).then_some(())).unwrap_or_else(|| {
+        panic!(
+            "not read by the rebuilt connector; logs:\n{}",
+            server.logs()
+        )
+    });
+    held_off(&server);
+    assert!(later.iter().all(|e| !sent(e)), "{:?}", standin.log());
     // On again: read at the hold's end, and the contacts go.
     standin.set_workflows_off(Vec::new());
-    let t2 = t1 + 6 * 60_000;
+    let t2 = t1 + 8 * 60_000;
     set_clock(&clock, t2);
-    eventually(Duration::from_secs(20), || (reads() == 3).then_some(()))
+    eventually(Duration::from_secs(20), || (reads() == 4).then_some(()))
         .unwrap_or_else(|| panic!("not read at the hold's end; logs:\n{}", server.logs()));
     // The others waited for that read's answer, a few seconds by the dispatcher's clock.
     set_clock(&clock, t2 + 10_000);
@@ -3206,7 +3225,7 @@ fn a_workflow_turned_off_in_hubspot_holds_its_contacts_until_it_is_on() {
         wait_enrolled(standin, &server, "101", email);
         assert_eq!(standin.enrollments_of(email), vec![101]);
     }
-    assert_eq!(reads(), 3);
+    assert_eq!(reads(), 4);
     server.stop();
     assert!(outcomes(&data).iter().all(|r| r.status != Status::Failed));
 }

@@ -475,13 +475,13 @@ impl Reading<'_> {
         Some(row)
     }
 
-    /// The read failed as every call would (an outage, a rate limit). After a refusal, the
-    /// target's calls wait a minute and it is read again then, rather than each be sent and
-    /// refused meanwhile: returns what the contact's row says. Made by a call at a hold's
-    /// end, they go in doubt (`None`): reads may fail while calls are taken; but a workflow
-    /// held for being off refuses nothing, so it is held a minute more. Due again, they go on
-    /// as before, and it is read again in a minute.
-    pub fn failed(mut self, now: i64) -> Option<String> {
+    /// The read failed as every call would (an outage, a rate limit), which decides what
+    /// becomes of the caller's contact. After a refusal, the target's calls wait a minute and
+    /// it is read again then, rather than each be sent and refused meanwhile. Made by a call
+    /// at a hold's end, they go in doubt: reads may fail while calls are taken; but a
+    /// workflow held for being off refuses nothing, so it is held a minute more. Due again,
+    /// they go on as before, and it is read again in a minute.
+    pub fn failed(mut self, now: i64) {
         let (action, target) = (self.key.0, self.key.1.clone());
         let name = named(action, &target);
         if let Cause::Recheck(_) = self.cause {
@@ -501,7 +501,7 @@ impl Reading<'_> {
             {
                 states.remove(&self.key);
             }
-            return None;
+            return;
         }
         // A workflow turned off is held again: its calls would be taken and not run.
         if self.cause == Cause::HoldEnd
@@ -513,7 +513,7 @@ impl Reading<'_> {
                 "{name} could not be read at its hold's end: its calls go, and the first HubSpot refuses holds them again"
             );
             self.holds.set(&self.key, State::Doubting(now, why));
-            return None;
+            return;
         }
         let why = self.after_hold.take().unwrap_or_else(|| {
             Why::loud(format!(
@@ -531,9 +531,7 @@ impl Reading<'_> {
         } else {
             warn_unread(action, &target, until, "and it could not be read");
         }
-        let row = held(&why.text, until);
         self.holds.set(&self.key, State::Held(now, until, why));
-        Some(row)
     }
 
     /// The read cannot be made (a scope only it needs): refusals are the contacts' own. A
@@ -714,7 +712,7 @@ mod tests {
         let Gate::Read(reading) = holds.gate(enroll, "104", at, false) else {
             panic!("the hold's end is not read")
         };
-        assert_eq!(reading.failed(at), None);
+        reading.failed(at);
         assert_eq!(waits(&holds, at), None);
         let Refused::Wait(row, again) = holds.refused(enroll, "104", at) else {
             panic!("a refusal in doubt does not hold")
@@ -726,7 +724,8 @@ mod tests {
         let Gate::Read(reading) = holds.gate(enroll, "104", at, false) else {
             panic!("the hold's end is not read")
         };
-        assert_eq!(reading.failed(at), None);
+        reading.failed(at);
+        assert_eq!(waits(&holds, at), None);
         holds.took(enroll, "104", at);
         assert!(matches!(holds.refused(enroll, "104", at), Refused::Usable));
         // Each call taken makes it usable from then.
@@ -744,7 +743,8 @@ mod tests {
         let Gate::Read(reading) = holds.gate(enroll, "104", at, false) else {
             panic!("the hold's end is not read")
         };
-        assert_eq!(reading.failed(at), None);
+        reading.failed(at);
+        assert_eq!(waits(&holds, at), None);
         let at = at + MINUTE_MS;
         read(&holds, "104", at).found("main", at, None);
         // A refusal that reads at a hold's end and fails holds the calls a minute, the
@@ -752,15 +752,17 @@ mod tests {
         let at = at + policy::TARGET_USABLE_MS;
         read(&holds, "104", at).found("main", at, Some(&gone));
         let at = holds.held(at)[0].2;
-        let row = read(&holds, "104", at).failed(at);
-        assert!(row.is_some_and(|r| r.contains("no workflow 104")));
+        read(&holds, "104", at).failed(at);
+        let (row, _) = holds.waiting(enroll, "104", at).unwrap();
+        assert!(row.contains("no workflow 104"), "{row}");
         assert!(matches!(
             holds.gate(enroll, "104", at, false),
             Gate::Wait(_)
         ));
         // After a refusal, a read that fails holds the calls a minute (not every due contact
         // sent and refused meanwhile); one not made, or one that cannot be made, does not.
-        let row = read(&holds, "105", at).failed(at).unwrap();
+        read(&holds, "105", at).failed(at);
+        let (row, _) = holds.waiting(enroll, "105", at).unwrap();
         assert!(
             row.contains("workflow 105 and it could not be read"),
             "{row}"
@@ -810,7 +812,7 @@ mod tests {
         assert!(goes(t1 + every - 1));
         // A failed read: the calls go on, and it is read again in a minute.
         let t2 = t1 + every;
-        assert_eq!(due(t2).failed(t2), None);
+        due(t2).failed(t2);
         assert!(goes(t2));
         assert!(goes(t2 + MINUTE_MS - 1));
         // Not made (the budget spent, shutting down): the next call reads it.
@@ -835,7 +837,8 @@ mod tests {
         // That read failing does not let its calls go in doubt, as for one gone (a workflow
         // off takes them and runs none): held a minute more, for the same reason.
         let end = t3 + policy::TARGET_HOLD_MS;
-        let row = due(end).failed(end).unwrap();
+        due(end).failed(end);
+        let (row, _) = holds.waiting(enroll, "104", end).unwrap();
         assert!(row.contains("is turned off"), "{row}");
         assert_eq!(holds.held(end)[0].2, end + MINUTE_MS);
         assert!(matches!(
@@ -877,7 +880,9 @@ mod tests {
             next.gate(enroll, "104", later, true),
             Gate::Wait(_)
         ));
-        assert!(reading.failed(later).unwrap().contains("is turned off"));
+        reading.failed(later);
+        let (row, _) = next.waiting(enroll, "104", later).unwrap();
+        assert!(row.contains("is turned off"), "{row}");
         let Gate::Read(reading) = next.gate(enroll, "104", later + MINUTE_MS, false) else {
             panic!("not read again")
         };
