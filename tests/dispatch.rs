@@ -3230,6 +3230,58 @@ fn a_workflow_turned_off_in_hubspot_holds_its_contacts_until_it_is_on() {
     assert!(outcomes(&data).iter().all(|r| r.status != Status::Failed));
 }
 
+/// Under `sendtime tick` run by cron, a process a minute, a workflow calls go to is read every
+/// ten minutes too: when it was last read (or first called) is kept under `state/`. Turned off,
+/// the tick that comes eleven minutes after the first call reads it and holds its contact; on
+/// again, the tick after the hold's end reads it and sends. An earlier version counted from
+/// each process's first call, so no tick ever read it, and every contact went into the
+/// workflow that was off.
+#[test]
+fn under_sendtime_tick_a_workflow_is_read_every_ten_minutes_and_held_when_off() {
+    let world = Workflow101::new();
+    let (standin, data, t0) = (&world.standin, &world.data, world.t0);
+    let config = write_config(world.dir.path(), &standin.url(), "", &[&FINE]);
+    let reads = || {
+        standin
+            .log()
+            .iter()
+            .filter(|e| e.method == "GET" && e.path == "/automation/v3/workflows/101")
+            .count()
+    };
+    let due = |email: &str, vid: i64, at: i64| {
+        standin.add_contact(email, vid as u64);
+        let receipt = ulid::Ulid::generate().to_string();
+        write_inbox_row(data, &receipt, "fine", vid, email, at);
+    };
+    due("first@example.com", 7801, t0);
+    tick_once(&config, data, t0, TOKEN);
+    assert_eq!(standin.enrollments_of("first@example.com"), vec![101]);
+    assert_eq!(reads(), 0, "the first call is not read");
+    // Ticks with nothing due read nothing.
+    tick_once(&config, data, t0 + 5 * 60_000, TOKEN);
+    assert_eq!(reads(), 0);
+    // Turned off; a contact due eleven minutes after the first call.
+    standin.set_workflows_off(vec![101]);
+    let t1 = t0 + 11 * 60_000;
+    due("later@example.com", 7802, t1);
+    let (out, err) = tick_once(&config, data, t1, TOKEN);
+    assert_eq!(reads(), 1, "{out}\n{err}");
+    let sent =
+        || enrollments(&standin.log()).contains_key(&("101".into(), "later@example.com".into()));
+    assert!(!sent(), "{:?}", standin.log());
+    // On again: the tick after the hold's end reads it, and the contact goes.
+    standin.set_workflows_off(Vec::new());
+    let t2 = t1 + 6 * 60_000;
+    let (out, err) = tick_once(&config, data, t2, TOKEN);
+    assert_eq!(reads(), 2, "{out}\n{err}");
+    assert_eq!(
+        standin.enrollments_of("later@example.com"),
+        vec![101],
+        "{out}\n{err}"
+    );
+    assert!(outcomes(data).iter().all(|r| r.status != Status::Failed));
+}
+
 /// The workflow's periodic read meets what every call would meet: HubSpot's 401 pauses the
 /// connector before the due call is made. A 403 that names no missing scope is the read's
 /// alone: the call goes. (The first version paused on both, so a GET refused alone could pause

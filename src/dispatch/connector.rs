@@ -447,9 +447,10 @@ impl Dispatcher {
         self.metrics
             .connector_paused(&connector.id)
             .set(i64::from(daily.is_some()));
-        // Workflows found turned off, as recorded when found (by this process or an earlier one).
-        let off = super::workflows_off::path(&self.data_dir, &connector.id);
-        link.targets.keep_off(off, self.clock.now_ms());
+        // Workflows found turned off, and when each was last read, as recorded when read (by
+        // this process or an earlier one).
+        let kept = super::workflow_reads::files(&self.data_dir, &connector.id);
+        link.targets.keep_in(kept, self.clock.now_ms());
         self.links.insert(connector.id.clone(), (key, link.clone()));
         Ok(link)
     }

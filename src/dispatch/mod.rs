@@ -22,7 +22,7 @@ pub mod profiles;
 pub mod send;
 mod startup;
 pub mod target_holds;
-mod workflows_off;
+mod workflow_reads;
 
 use std::cmp::Ordering;
 use std::collections::{BinaryHeap, HashMap, HashSet};

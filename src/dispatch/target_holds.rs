@@ -15,7 +15,8 @@
 //! [`policy::TARGET_RECHECK_MS`] by the call then due, the others going on meanwhile: one
 //! turned off in HubSpot is held as one gone, but as it refuses nothing (HubSpot may take
 //! enrollments into it and not run them) its calls never go in doubt, and it is kept under
-//! `state/` ([`super::workflows_off`]) for the next process to read first.
+//! `state/` ([`super::workflow_reads`]) for the next process to read first, as is when each
+//! was last read.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -24,6 +25,8 @@ use crate::datasets::outcomes::Action;
 use crate::hubspot::policy;
 use crate::hubspot::targets::Unusable;
 use crate::time::{MINUTE_MS, format_minute};
+
+use super::workflow_reads::{self, Files, Off, Reads};
 
 type Key = (Action, String);
 
@@ -46,12 +49,12 @@ enum State {
 }
 
 /// The workflows whose latest read found them turned off, and what it said, kept for the next
-/// process ([`TargetHolds::keep_off`]).
+/// process ([`TargetHolds::keep_in`]).
 #[derive(Default)]
 struct KeptOff {
-    found: super::workflows_off::Off,
+    found: Off,
     /// Where they are written as a read changes them (none: kept in memory only).
-    file: Option<std::path::PathBuf>,
+    files: Option<Files>,
     /// That file could not be read: any workflow may be off, so each is read at its first call.
     unreadable: bool,
 }
@@ -190,22 +193,22 @@ impl TargetHolds {
             _ if action != Action::Enroll || !recheck => Gate::Open,
             _ => {
                 let mut read_on = self.read_on.lock().unwrap();
-                // First called: `validate --online` read it before, and one found off before is
-                // held ([`TargetHolds::keep_off`]), unless that record could not be read.
-                let first = if self.off.lock().unwrap().unreadable {
-                    now - policy::TARGET_RECHECK_MS
-                } else {
-                    now
+                let last = match read_on.get(&key).copied() {
+                    Some(last) if last <= now => last,
+                    // A clock moved back starts the wait again.
+                    Some(_) => now,
+                    // First called: `validate --online` read it before, and one found off
+                    // before is held ([`TargetHolds::keep_in`]), unless what was kept could
+                    // not be read.
+                    None if self.off.lock().unwrap().unreadable => now - policy::TARGET_RECHECK_MS,
+                    None => now,
                 };
-                let last = read_on.entry(key.clone()).or_insert(first);
-                // A clock moved back starts the wait again.
-                if *last > now {
-                    *last = now;
-                }
-                if now < *last + policy::TARGET_RECHECK_MS {
+                if now < last + policy::TARGET_RECHECK_MS {
+                    self.note_read(&mut read_on, &key, last);
                     return Gate::Open;
                 }
-                let before = std::mem::replace(last, now);
+                self.note_read(&mut read_on, &key, now);
+                let before = last;
                 states.insert(key.clone(), State::Reading(now));
                 Gate::Read(Reading {
                     holds: self,
@@ -218,20 +221,23 @@ impl TargetHolds {
         }
     }
 
-    /// Keep the workflows found turned off in `file`, written as soon as a read changes them,
-    /// and take those it names (an earlier process's, or the link's this one replaces): each
-    /// is held until the first call to it has read it (one that fails, or cannot be made,
-    /// holding it a minute more), at `now`. A file that cannot be read has every workflow read
-    /// at its first call.
-    pub fn keep_off(&self, file: std::path::PathBuf, now: i64) {
-        let Some(found) = super::workflows_off::load(&file) else {
-            *self.off.lock().unwrap() = KeptOff {
-                file: Some(file),
-                unreadable: true,
-                ..KeptOff::default()
-            };
-            return;
-        };
+    /// Keep the workflows found turned off, and when each was last read, in `files`, written
+    /// as soon as a read changes them, and take what they say (an earlier process's, or the
+    /// link's this one replaces): a workflow found off is held until the first call to it has
+    /// read it (one that fails, or cannot be made, holding it a minute more), at `now`; one
+    /// last read [`policy::TARGET_RECHECK_MS`] ago is read by its next call. Files that cannot
+    /// be read have every workflow read at its first call.
+    pub fn keep_in(&self, files: Files, now: i64) {
+        let found = workflow_reads::load::<Off>(&files.off);
+        let reads = workflow_reads::load::<Reads>(&files.reads);
+        let unreadable = found.is_none() || reads.is_none();
+        self.read_on.lock().unwrap().extend(
+            reads
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(workflow, at)| ((Action::Enroll, workflow), at)),
+        );
+        let found = found.unwrap_or_default();
         let mut states = self.states.lock().unwrap();
         for (workflow, text) in &found {
             let why = Why {
@@ -245,14 +251,14 @@ impl TargetHolds {
         }
         *self.off.lock().unwrap() = KeptOff {
             found,
-            file: Some(file),
-            unreadable: false,
+            files: Some(files),
+            unreadable,
         };
     }
 
     /// The workflows found turned off.
     #[cfg(test)]
-    fn off(&self) -> super::workflows_off::Off {
+    fn off(&self) -> Off {
         self.off.lock().unwrap().found.clone()
     }
 
@@ -260,17 +266,40 @@ impl TargetHolds {
     /// changes it.
     fn note_off(&self, workflow: &str, why: Option<String>) {
         let mut off = self.off.lock().unwrap();
-        let KeptOff { found, file, .. } = &mut *off;
+        let KeptOff { found, files, .. } = &mut *off;
         let changed = match why {
             Some(why) => found.insert(workflow.to_string(), why.clone()) != Some(why),
             None => found.remove(workflow).is_some(),
         };
-        if let (true, Some(file)) = (changed, file.as_deref())
-            && let Err(e) = super::workflows_off::store(file, found)
+        if let (true, Some(Files { off: file, .. })) = (changed, files.as_ref())
+            && let Err(e) = workflow_reads::store(file, found)
         {
             tracing::warn!(
                 workflow,
                 "cannot record the workflows found turned off in {} (a restart would send to them before reading them again): {e}",
+                file.display()
+            );
+        }
+    }
+
+    /// Record in `read_on` (this holds' own, locked) that the workflow of `key` was last read,
+    /// or first called, `at`; and in its file, when kept and changed.
+    fn note_read(&self, read_on: &mut HashMap<Key, i64>, key: &Key, at: i64) {
+        if read_on.insert(key.clone(), at) == Some(at) {
+            return;
+        }
+        let off = self.off.lock().unwrap();
+        let Some(Files { reads: file, .. }) = off.files.as_ref() else {
+            return;
+        };
+        let reads: Reads = read_on
+            .iter()
+            .map(|((_, workflow), at)| (workflow.clone(), *at))
+            .collect();
+        if let Err(e) = workflow_reads::store(file, &reads) {
+            tracing::warn!(
+                workflow = key.1,
+                "cannot record when workflows were last read in {} (the next process reads them later): {e}",
                 file.display()
             );
         }
@@ -441,7 +470,7 @@ impl Reading<'_> {
                 .note_off(&self.key.1, off.map(ToString::to_string));
             if unusable.is_none() {
                 let mut read_on = self.holds.read_on.lock().unwrap();
-                read_on.insert(self.key.clone(), now);
+                self.holds.note_read(&mut read_on, &self.key, now);
             }
         }
         let Some(unusable) = unusable else {
@@ -491,11 +520,9 @@ impl Reading<'_> {
                 "{name} could not be read to check it is still on: its calls go on, and it is read again in a minute"
             );
             let again = now + MINUTE_MS - policy::TARGET_RECHECK_MS;
-            self.holds
-                .read_on
-                .lock()
-                .unwrap()
-                .insert(self.key.clone(), again);
+            let mut read_on = self.holds.read_on.lock().unwrap();
+            self.holds.note_read(&mut read_on, &self.key, again);
+            drop(read_on);
             let mut states = self.holds.states.lock().unwrap();
             if matches!(states.get(&self.key), Some(State::Reading(since)) if *since == self.since)
             {
@@ -558,11 +585,8 @@ impl Drop for Reading<'_> {
         }
         // Due again and not made (the budget spent, shutting down): the next call reads it.
         if let Cause::Recheck(before) = self.cause {
-            self.holds
-                .read_on
-                .lock()
-                .unwrap()
-                .insert(self.key.clone(), before);
+            let mut read_on = self.holds.read_on.lock().unwrap();
+            self.holds.note_read(&mut read_on, &self.key, before);
         }
         match self.after_hold.take() {
             Some(why) => {
@@ -867,12 +891,13 @@ mod tests {
         // Kept in its file (when it has one): the next process holds it until the first call
         // to it has read it.
         let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("off.json");
+        let files = workflow_reads::files(dir.path(), "main");
+        let file = files.off.clone();
         let kept = TargetHolds::default();
-        kept.keep_off(file.clone(), later);
+        kept.keep_in(files.clone(), later);
         read(&kept, "104", later).found("main", later, Some(&off));
         let next = TargetHolds::default();
-        next.keep_off(file.clone(), later);
+        next.keep_in(files.clone(), later);
         let Gate::Read(reading) = next.gate(enroll, "104", later, false) else {
             panic!("a workflow found off before is not read first")
         };
@@ -905,10 +930,31 @@ mod tests {
         reading.found("main", at, None);
         assert!(next.off().is_empty());
         assert!(!file.exists(), "found on: the file goes");
+        // When each was last read is kept too: the next holds read it an interval after.
+        let after = TargetHolds::default();
+        after.keep_in(files.clone(), at);
+        assert!(matches!(
+            after.gate(enroll, "104", at + every - 1, true),
+            Gate::Open
+        ));
+        assert!(matches!(
+            after.gate(enroll, "104", at + every, true),
+            Gate::Read(_)
+        ));
+        // First called in one, it is read an interval later in the next.
+        let first = TargetHolds::default();
+        first.keep_in(files.clone(), at);
+        assert!(matches!(first.gate(enroll, "106", at, true), Gate::Open));
+        let then = TargetHolds::default();
+        then.keep_in(files.clone(), at);
+        assert!(matches!(
+            then.gate(enroll, "106", at + every, true),
+            Gate::Read(_)
+        ));
         // A file that cannot be read: every workflow is read at its first call.
         std::fs::write(&file, b"{not json").unwrap();
         let unsure = TargetHolds::default();
-        unsure.keep_off(file, at);
+        unsure.keep_in(files.clone(), at);
         assert!(matches!(
             unsure.gate(enroll, "105", at, true),
             Gate::Read(_)
