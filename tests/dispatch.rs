@@ -3105,6 +3105,15 @@ impl Workflow101 {
         }
     }
 
+    /// How many times workflow 101 was read.
+    fn reads(&self) -> usize {
+        self.standin
+            .log()
+            .iter()
+            .filter(|e| e.method == "GET" && e.path == "/automation/v3/workflows/101")
+            .count()
+    }
+
     /// `serve` with the `fine` webhook (into 101), and its config, once it has enrolled a
     /// first contact (id `vid`) due at once: the first call to the workflow, which is not read.
     fn serve_after_a_first_enrollment(&self, vid: u64) -> (PathBuf, Server) {
@@ -3140,13 +3149,7 @@ fn a_workflow_turned_off_in_hubspot_holds_its_contacts_until_it_is_on() {
     let (config, mut server) = world.serve_after_a_first_enrollment(7601);
     let (standin, t0) = (&world.standin, world.t0);
     let (data, clock) = (world.data.clone(), world.clock.clone());
-    let reads = || {
-        standin
-            .log()
-            .iter()
-            .filter(|e| e.method == "GET" && e.path == "/automation/v3/workflows/101")
-            .count()
-    };
+    let reads = || world.reads();
     assert_eq!(reads(), 0, "the first call is not read");
     // Turned off; the next contacts are due eleven minutes later.
     standin.set_workflows_off(vec![101]);
@@ -3233,7 +3236,7 @@ fn a_workflow_turned_off_in_hubspot_holds_its_contacts_until_it_is_on() {
 /// Under `sendtime tick` run by cron, a process a minute, a workflow calls go to is read every
 /// ten minutes too: when it was last read (or first called) is kept under `state/`. Turned off,
 /// the tick that comes eleven minutes after the first call reads it and holds its contact; on
-/// again, the tick after the hold's end reads it and sends. An earlier version counted from
+/// again, a later tick reads it first and sends. An earlier version counted from
 /// each process's first call, so no tick ever read it, and every contact went into the
 /// workflow that was off.
 #[test]
@@ -3241,13 +3244,7 @@ fn under_sendtime_tick_a_workflow_is_read_every_ten_minutes_and_held_when_off() 
     let world = Workflow101::new();
     let (standin, data, t0) = (&world.standin, &world.data, world.t0);
     let config = write_config(world.dir.path(), &standin.url(), "", &[&FINE]);
-    let reads = || {
-        standin
-            .log()
-            .iter()
-            .filter(|e| e.method == "GET" && e.path == "/automation/v3/workflows/101")
-            .count()
-    };
+    let reads = || world.reads();
     let due = |email: &str, vid: i64, at: i64| {
         standin.add_contact(email, vid as u64);
         let receipt = ulid::Ulid::generate().to_string();
@@ -3257,8 +3254,10 @@ fn under_sendtime_tick_a_workflow_is_read_every_ten_minutes_and_held_when_off() 
     tick_once(&config, data, t0, TOKEN);
     assert_eq!(standin.enrollments_of("first@example.com"), vec![101]);
     assert_eq!(reads(), 0, "the first call is not read");
-    // Ticks with nothing due read nothing.
+    // A tick five minutes on, a process of its own, sends without a read.
+    due("second@example.com", 7803, t0 + 5 * 60_000);
     tick_once(&config, data, t0 + 5 * 60_000, TOKEN);
+    assert_eq!(standin.enrollments_of("second@example.com"), vec![101]);
     assert_eq!(reads(), 0);
     // Turned off; a contact due eleven minutes after the first call.
     standin.set_workflows_off(vec![101]);
@@ -3269,7 +3268,7 @@ fn under_sendtime_tick_a_workflow_is_read_every_ten_minutes_and_held_when_off() 
     let sent =
         || enrollments(&standin.log()).contains_key(&("101".into(), "later@example.com".into()));
     assert!(!sent(), "{:?}", standin.log());
-    // On again: the tick after the hold's end reads it, and the contact goes.
+    // On again: a later tick reads it first (it was found off), and the contact goes.
     standin.set_workflows_off(Vec::new());
     let t2 = t1 + 6 * 60_000;
     let (out, err) = tick_once(&config, data, t2, TOKEN);

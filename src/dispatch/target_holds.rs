@@ -55,7 +55,8 @@ struct KeptOff {
     found: Off,
     /// Where they are written as a read changes them (none: kept in memory only).
     files: Option<Files>,
-    /// That file could not be read: any workflow may be off, so each is read at its first call.
+    /// Those files could not be read: any workflow may be off, or due a read, so each is read
+    /// at its first call.
     unreadable: bool,
 }
 
@@ -207,8 +208,10 @@ impl TargetHolds {
                     self.note_read(&mut read_on, &key, last);
                     return Gate::Open;
                 }
-                self.note_read(&mut read_on, &key, now);
+                // In memory only: a read that cannot be made now (a paused connector, the day's
+                // budget) puts `before` back, and the file keeps it meanwhile.
                 let before = last;
+                read_on.insert(key.clone(), now);
                 states.insert(key.clone(), State::Reading(now));
                 Gate::Read(Reading {
                     holds: self,
@@ -231,12 +234,14 @@ impl TargetHolds {
         let found = workflow_reads::load::<Off>(&files.off);
         let reads = workflow_reads::load::<Reads>(&files.reads);
         let unreadable = found.is_none() || reads.is_none();
-        self.read_on.lock().unwrap().extend(
-            reads
-                .unwrap_or_default()
-                .into_iter()
-                .map(|(workflow, at)| ((Action::Enroll, workflow), at)),
-        );
+        // Either unreadable: every workflow is read at its first call, whatever the other says.
+        if let (false, Some(reads)) = (unreadable, reads) {
+            self.read_on.lock().unwrap().extend(
+                reads
+                    .into_iter()
+                    .map(|(workflow, at)| ((Action::Enroll, workflow), at)),
+            );
+        }
         let found = found.unwrap_or_default();
         let mut states = self.states.lock().unwrap();
         for (workflow, text) in &found {
@@ -584,9 +589,10 @@ impl Drop for Reading<'_> {
             return;
         }
         // Due again and not made (the budget spent, shutting down): the next call reads it.
+        // In memory only, as the file still says so.
         if let Cause::Recheck(before) = self.cause {
             let mut read_on = self.holds.read_on.lock().unwrap();
-            self.holds.note_read(&mut read_on, &self.key, before);
+            read_on.insert(self.key.clone(), before);
         }
         match self.after_hold.take() {
             Some(why) => {
@@ -941,6 +947,9 @@ mod tests {
             after.gate(enroll, "104", at + every, true),
             Gate::Read(_)
         ));
+        // That read not made (dropped) writes nothing: the file still has the last one.
+        let kept_reads = workflow_reads::load::<Reads>(&files.reads).unwrap();
+        assert_eq!(kept_reads.get("104"), Some(&at));
         // First called in one, it is read an interval later in the next.
         let first = TargetHolds::default();
         first.keep_in(files.clone(), at);
@@ -951,14 +960,17 @@ mod tests {
             then.gate(enroll, "106", at + every, true),
             Gate::Read(_)
         ));
-        // A file that cannot be read: every workflow is read at its first call.
+        // A file that cannot be read: every workflow is read at its first call, those the
+        // read times name too.
         std::fs::write(&file, b"{not json").unwrap();
         let unsure = TargetHolds::default();
         unsure.keep_in(files.clone(), at);
-        assert!(matches!(
-            unsure.gate(enroll, "105", at, true),
-            Gate::Read(_)
-        ));
+        for workflow in ["104", "105"] {
+            assert!(matches!(
+                unsure.gate(enroll, workflow, at, true),
+                Gate::Read(_)
+            ));
+        }
         // Lists are not read so: their refusals say what is wrong.
         let list = |at| holds.gate(Action::ListAdd, "987", at, true);
         assert!(matches!(list(t0), Gate::Open));

@@ -43,12 +43,12 @@ pub const TARGET_READ_WAIT_MS: i64 = 5_000;
 /// an id (one with an id found under the address HubSpot did not find has the workflow read
 /// again).
 pub const TARGET_USABLE_MS: i64 = 2 * MINUTE_MS;
-/// How often a workflow that calls go to is read while they go (counted from a process's first
-/// call to it: `validate --online` reads it before, and one found off is read first by the next
-/// process): HubSpot enrolls only into a workflow that is turned on, and what it answers an
-/// enrollment into one turned off is not documented (it may be taken and not run), so under
-/// `serve` one turned off is noticed within this and its contacts held. 144 reads a day per
-/// workflow.
+/// How often a workflow that calls go to is read while they go (counted from its last read
+/// that found it usable, or its first call: `validate --online` reads it before; kept under
+/// `state/` across processes, and one found off is read first by the next process): HubSpot
+/// enrolls only into a workflow that is turned on, and what it answers an enrollment into one
+/// turned off is not documented (it may be taken and not run), so one turned off is noticed
+/// within this and its contacts held. 144 reads a day per workflow.
 pub const TARGET_RECHECK_MS: i64 = 10 * MINUTE_MS;
 /// How long a connector without an OAuth access token (its token endpoint failed) waits
 /// before trying again: an outage there is often a blip.
