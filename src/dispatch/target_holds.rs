@@ -468,7 +468,16 @@ impl Reading<'_> {
     /// connector's others go on, and it is read again at the hold's end (a config naming
     /// another target sends at once). Returns what the contact's row says when held.
     pub fn found(self, connector: &str, now: i64, unusable: Option<&Unusable>) -> Option<String> {
-        // A workflow's finding: kept if off, and the next periodic read counted from a usable one.
+        let row = match unusable {
+            None => {
+                self.holds.last_holds.lock().unwrap().remove(&self.key);
+                self.holds.set(&self.key, State::Usable(now));
+                None
+            }
+            Some(unusable) => Some(self.hold(connector, now, unusable)),
+        };
+        // A workflow's finding, written once its calls are held (calls admitted meanwhile
+        // would go): kept if off, and the next periodic read counted from a usable one.
         if self.key.0 == Action::Enroll {
             let off = unusable.filter(|u| matches!(u, Unusable::WorkflowOff { .. }));
             self.holds
@@ -478,20 +487,24 @@ impl Reading<'_> {
                 self.holds.note_read(&mut read_on, &self.key, now);
             }
         }
-        let Some(unusable) = unusable else {
-            self.holds.last_holds.lock().unwrap().remove(&self.key);
-            self.holds.set(&self.key, State::Usable(now));
-            return None;
+        row
+    }
+
+    /// Hold the target found `unusable` at `now`, twice as long as its last hold when that
+    /// ended lately; what the contact's row says.
+    fn hold(&self, connector: &str, now: i64, unusable: &Unusable) -> String {
+        let until = {
+            let mut last_holds = self.holds.last_holds.lock().unwrap();
+            last_holds.retain(|_, h| now < h.until + h.lasts);
+            let lasts = last_holds
+                .get(&self.key)
+                .map_or(policy::TARGET_HOLD_MS, |h| {
+                    (2 * h.lasts).min(policy::TARGET_HOLD_MAX_MS)
+                });
+            let until = now + lasts;
+            last_holds.insert(self.key.clone(), LastHold { until, lasts });
+            until
         };
-        let mut last_holds = self.holds.last_holds.lock().unwrap();
-        last_holds.retain(|_, h| now < h.until + h.lasts);
-        let lasts = last_holds
-            .get(&self.key)
-            .map_or(policy::TARGET_HOLD_MS, |h| {
-                (2 * h.lasts).min(policy::TARGET_HOLD_MAX_MS)
-            });
-        let until = now + lasts;
-        last_holds.insert(self.key.clone(), LastHold { until, lasts });
         let (action, target) = &self.key;
         tracing::error!(
             connector,
@@ -506,7 +519,7 @@ impl Reading<'_> {
         };
         let row = held(&why.text, until);
         self.holds.set(&self.key, State::Held(now, until, why));
-        Some(row)
+        row
     }
 
     /// The read failed as every call would (an outage, a rate limit), which decides what
