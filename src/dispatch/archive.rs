@@ -113,16 +113,21 @@ pub(super) fn record_pruned(data_dir: &Path, at: i64) -> anyhow::Result<()> {
 }
 
 impl Dispatcher {
-    /// Remove what the compactions of the datasets the dispatcher writes left on disk once
-    /// their grace is over ([`crate::store::SOURCE_GRACE`]): the next compaction of each may
-    /// be days away, and a reader of the folders that skips no intent sees those rows twice.
+    /// Remove what the compactions and archive moves of the datasets the dispatcher rewrites
+    /// left on disk once their grace is over ([`crate::store::SOURCE_GRACE`]): the next
+    /// compaction of each may be days away, and a reader of the folders that skips no intent
+    /// sees those rows twice.
     pub(super) fn finish_compactions(&self) {
         let archive = self.data_dir.join(crate::datasets::ARCHIVE);
         let archived = [inbox::NAME, plan::NAME, outcomes::NAME]
             .into_iter()
             .filter(|name| archive.join(name).is_dir())
             .map(|name| Dataset::open(&archive, name));
-        let datasets = [Ok(self.plan_ds.clone()), outcomes::dataset(&self.data_dir)];
+        let datasets = [
+            Ok(self.inbox_ds.clone()),
+            Ok(self.plan_ds.clone()),
+            outcomes::dataset(&self.data_dir),
+        ];
         for dataset in datasets.into_iter().chain(archived) {
             if let Err(e) = dataset.and_then(|d| d.finish_compactions()) {
                 tracing::warn!("cannot remove what a compaction left (will retry): {e:#}");

@@ -8,7 +8,7 @@
 pub mod checksum;
 pub mod wal;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fs::{self, File};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
@@ -357,10 +357,13 @@ impl Dataset {
     }
 
     /// [`Self::finish_compactions`]' work, under the rewrite lock, for intents at least
-    /// `grace` old; the merged parts of those left (not to be merged or rewritten again
-    /// before their sources go, or the sources would be listed again).
-    fn finish_intents(&self, grace: std::time::Duration) -> anyhow::Result<HashSet<PathBuf>> {
-        let mut left = HashSet::new();
+    /// `grace` old; the merged parts of those left, each with its intent (not to be merged
+    /// or rewritten again before their sources go, or the sources would be listed again).
+    fn finish_intents(
+        &self,
+        grace: std::time::Duration,
+    ) -> anyhow::Result<HashMap<PathBuf, PathBuf>> {
+        let mut left = HashMap::new();
         for entry in fs::read_dir(&self.dir)? {
             let path = entry?.path();
             let Some(part) = self.merged_by(&path) else {
@@ -373,7 +376,7 @@ impl Dataset {
                     .is_ok_and(|t| !t.elapsed().is_ok_and(|age| age >= grace))
             };
             if part.exists() && young() {
-                left.insert(part);
+                left.insert(part, path);
             } else {
                 self.finish_intent(&path)?;
             }
@@ -403,7 +406,7 @@ impl Dataset {
         let unfinished = self.finish_intents(SOURCE_GRACE)?;
         let mut small: Vec<(usize, PathBuf)> = Vec::new();
         for path in self.parts()? {
-            if skip.contains(&path) || unfinished.contains(&path) {
+            if skip.contains(&path) || unfinished.contains_key(&path) {
                 continue;
             }
             // A footer that cannot be read leaves the part to the full read below, which
@@ -480,9 +483,10 @@ impl Dataset {
     /// others in a new part here; the number of rows moved. `picked` sees only `columns`,
     /// read first: a part none of whose rows it picks is not read whole.
     ///
-    /// Both new parts are durable before the old one goes, so a crash in between leaves the
-    /// moved rows in both places, never in neither (readers here de-duplicate by receipt);
-    /// the rows left here are listed once whenever it falls.
+    /// Both new parts are durable before the old one is hidden (it goes after
+    /// [`SOURCE_GRACE`]), so a crash in between leaves the moved rows in both places, never in
+    /// neither (readers here de-duplicate by receipt); the rows left here are listed once
+    /// whenever it falls.
     pub fn move_rows(
         &self,
         archive: &Dataset,
@@ -518,6 +522,11 @@ impl Dataset {
         Ok(n)
     }
 
+    /// [`Self::move_rows`] (`into` set) or [`Self::remove_rows`]. A part a move rewrites
+    /// stays on disk, hidden, for [`SOURCE_GRACE`], as a compaction's sources do: a reader
+    /// that listed it just before (a lift report, a lookup) reads it whole, where a removal
+    /// would have lost the rows left in it to that reader (the rows moved it finds in the
+    /// archive, listed after). A deletion removes every copy at once.
     fn take_rows(
         &self,
         into: Option<&Dataset>,
@@ -528,9 +537,14 @@ impl Dataset {
         let _rewriting = lock
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        // A merged part replaced below must not leave its compaction's sources to be listed
-        // again, with the rows taken out of it (or, deleted, on disk): their grace ends now.
-        self.finish_intents(std::time::Duration::ZERO)?;
+        // Merged parts whose sources are still on disk, with their intents. A merged part
+        // replaced below must not leave those sources to be listed again, with the rows taken
+        // out of it (or, deleted, on disk).
+        let grace = match into {
+            Some(_) => SOURCE_GRACE,
+            None => std::time::Duration::ZERO,
+        };
+        let unfinished = self.finish_intents(grace)?;
         let mut taken = 0;
         for path in self.parts()? {
             let Some(keys) = self.read_or_set_aside(&path, read_present_columns(&path, columns))?
@@ -548,14 +562,27 @@ impl Dataset {
             if let Some(into) = into {
                 into.write_part(Ulid::generate(), &mut df.filter(&mask)?)?;
             }
+            let earlier = unfinished.get(&path);
             if n < df.height() {
                 // As a compaction of one part: once the rest is written the part is hidden,
-                // so a crash before it goes never leaves its rows listed twice.
+                // so a crash before it goes never leaves its rows listed twice. Its own
+                // compaction's sources are hidden with it and go with it.
+                let mut sources = vec![path.clone()];
+                if let Some(intent) = earlier {
+                    let names = fs::read_to_string(intent)?;
+                    sources.extend(names.lines().map(|n| self.dir.join(n)));
+                }
                 let id = Ulid::generate();
-                let intent = self.write_intent(id, std::slice::from_ref(&path))?;
+                let intent = self.write_intent(id, &sources)?;
                 self.write_part(id, &mut df.filter(&!&mask)?)?;
-                self.finish_intent(&intent)?;
+                if into.is_none() {
+                    self.finish_intent(&intent)?;
+                }
             } else {
+                // Its rows are all in the archive, where a reader that listed it finds them.
+                if let Some(intent) = earlier {
+                    self.finish_intent(intent)?;
+                }
                 remove_part_files(&path)?;
                 sync_dir(&self.dir)?;
             }
@@ -1133,15 +1160,20 @@ mod tests {
         for entry in fs::read_dir(dir).unwrap() {
             let path = entry.unwrap().path();
             if path.extension().is_some_and(|e| e == "intent") {
-                let hour_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
-                File::options()
-                    .write(true)
-                    .open(&path)
-                    .unwrap()
-                    .set_modified(hour_ago)
-                    .unwrap();
+                age_intent(&path);
             }
         }
+    }
+
+    /// Set the intent at `path` an hour back.
+    fn age_intent(path: &Path) {
+        let hour_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+        File::options()
+            .write(true)
+            .open(path)
+            .unwrap()
+            .set_modified(hour_ago)
+            .unwrap();
     }
 
     /// A compaction's sources stay for readers that listed them before, and a merged part
@@ -1260,6 +1292,82 @@ mod tests {
         ds.recover().unwrap();
         assert_eq!(values(&ds), [2; 10]);
         assert_eq!(values(&archive), [1; 10]);
+        // The rewritten part goes after its grace, before its compaction's intent does: the
+        // compaction's sources go with it, never listed again.
+        let newer = fs::read_dir(&ds.dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|e| e == "intent"))
+            .max()
+            .unwrap();
+        age_intent(&newer);
+        ds.finish_compactions().unwrap();
+        assert_eq!(values(&ds), [2; 10]);
+        ds.recover().unwrap();
+        assert_eq!(values(&ds), [2; 10]);
+        let parts = fs::read_dir(&ds.dir)
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .path()
+                    .extension()
+                    .is_some_and(|e| e == PART_EXT)
+            })
+            .count();
+        assert_eq!(
+            parts, 1,
+            "the merged part's sources and the part moved from are gone"
+        );
+    }
+
+    /// A reader that listed the parts before a move (a lift report beside the daily archive
+    /// move) still reads every row: those left in a part the move rewrote from that part,
+    /// kept on disk for its grace, and those moved from the archive, listed after.
+    #[test]
+    fn a_reader_that_listed_the_parts_before_a_move_reads_every_row() {
+        let dir = tempfile::tempdir().unwrap();
+        let ds = Dataset::open(dir.path(), "rows").unwrap();
+        let archive = Dataset::open(dir.path(), "archive").unwrap();
+        // One part with rows to move and rows to keep, one with rows to move only.
+        let mut mixed = df!("id" => (0i64..20).collect::<Vec<_>>()).unwrap();
+        let mut moved_only = df!("id" => (20i64..30).collect::<Vec<_>>()).unwrap();
+        ds.write_part(Ulid::generate(), &mut mixed).unwrap();
+        ds.write_part(Ulid::generate(), &mut moved_only).unwrap();
+        let ids = |parts: &[PathBuf]| -> Vec<i64> {
+            parts
+                .iter()
+                .filter_map(|p| read_part(p).ok())
+                .flat_map(|df| {
+                    let ids: Vec<i64> = df["id"].i64().unwrap().into_no_null_iter().collect();
+                    ids
+                })
+                .collect()
+        };
+        let listed = ds.parts().unwrap();
+        let moved = ds
+            .move_rows(&archive, &["id"], |df| {
+                Ok(df["id"].i64()?.iter().map(|id| id >= Some(10)).collect())
+            })
+            .unwrap();
+        assert_eq!(moved, 20);
+        // The reader goes on: the parts it listed, then the archive.
+        let mut seen = ids(&listed);
+        seen.extend(ids(&archive.parts().unwrap()));
+        seen.sort();
+        seen.dedup();
+        assert_eq!(seen, (0..30).collect::<Vec<_>>());
+        // A reader listing now sees each row once.
+        let mut live = ids(&ds.parts().unwrap());
+        live.sort();
+        assert_eq!(live, (0..10).collect::<Vec<_>>());
+        // Past the grace the part moved from goes; the rows left stay listed once.
+        age_intents(&ds.dir);
+        ds.finish_compactions().unwrap();
+        assert!(!listed[0].exists());
+        let mut live = ids(&ds.parts().unwrap());
+        live.sort();
+        assert_eq!(live, (0..10).collect::<Vec<_>>());
     }
 
     /// Parts whose text column is a dictionary in some (a bulk import's one-value `source`)
