@@ -95,6 +95,7 @@ fn generate(dir: &Path, rows: usize) {
                     time_zone: None,
                     hold_ends_ms: None,
                     portal_id: None,
+                    holdout_share: Some(0.1),
                 }
             })
             .collect();

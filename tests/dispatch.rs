@@ -2314,6 +2314,7 @@ fn planned_with(
         time_zone: None,
         hold_ends_ms: None,
         portal_id: None,
+        holdout_share: None,
     };
     for (name, mut df) in [
         (plan::NAME, plan::frame(&[plan]).unwrap()),
@@ -2684,6 +2685,7 @@ fn unsigned_posts_taken_in_dry_run_are_never_sent() {
         time_zone: None,
         hold_ends_ms: None,
         portal_id: None,
+        holdout_share: None,
     }])
     .unwrap();
     plan::dataset(&data)

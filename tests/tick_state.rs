@@ -332,6 +332,7 @@ fn a_plan_row_without_its_account_takes_the_inbox_rows() {
                 time_zone: None,
                 hold_ends_ms: None,
                 portal_id: None,
+                holdout_share: None,
             }
         })
         .into();

@@ -109,6 +109,14 @@ fn bools_or_false(df: &DataFrame, name: &str) -> anyhow::Result<Vec<bool>> {
     }
 }
 
+/// A float column added later: all null in parts written before it.
+fn floats_or_null(df: &DataFrame, name: &str) -> anyhow::Result<Vec<Option<f64>>> {
+    match df.column(name) {
+        Ok(c) => Ok(c.cast(&DataType::Float64)?.f64()?.iter().collect()),
+        Err(_) => Ok(vec![None; df.height()]),
+    }
+}
+
 /// An integer or timestamp column's values as `i64`.
 fn ints(df: &DataFrame, name: &str) -> anyhow::Result<Vec<Option<i64>>> {
     Ok(df

@@ -10,8 +10,8 @@ use std::path::Path;
 use polars::prelude::*;
 
 use super::{
-    bools_or_false, datetime_ms, datetime_ms_opt, ints, ints_or_null, stored_enum, strs,
-    strs_or_null,
+    bools_or_false, datetime_ms, datetime_ms_opt, floats_or_null, ints, ints_or_null, stored_enum,
+    strs, strs_or_null,
 };
 use crate::config::WebhookType;
 use crate::local_time::parse_zone;
@@ -51,6 +51,9 @@ pub mod col {
     /// The HubSpot account (portal id) the receipt was taken for: it is sent through no
     /// other account's connector. Null in older parts.
     pub const PORTAL_ID: &str = "portal_id";
+    /// The webhook's `holdout` share when the receipt was drawn (0 to 0.5): the lift report
+    /// compares receipts drawn at the same share only. Null in older parts.
+    pub const HOLDOUT_SHARE: &str = "holdout_share";
 }
 
 /// The dataset under `data_dir`.
@@ -74,6 +77,8 @@ pub struct Received {
     pub email: Option<String>,
     pub received_at_ms: i64,
     pub holdout: bool,
+    /// The share it was drawn at; none in older parts.
+    pub holdout_share: Option<f64>,
 }
 
 /// Every row kept (live and archived) as [`Received`], a part at a time: the archive grows
@@ -88,6 +93,7 @@ pub fn read_kept_received(data_dir: &Path) -> anyhow::Result<Vec<Received>> {
         let emails = strs(df, col::EMAIL)?;
         let received = ints(df, col::RECEIVED_AT)?;
         let holdouts = bools_or_false(df, col::HOLDOUT)?;
+        let shares = floats_or_null(df, col::HOLDOUT_SHARE)?;
         out.reserve(ids.len());
         for (i, id) in ids.into_iter().enumerate() {
             out.push(Received {
@@ -102,6 +108,7 @@ pub fn read_kept_received(data_dir: &Path) -> anyhow::Result<Vec<Received>> {
                 email: emails[i].clone(),
                 received_at_ms: received[i].unwrap_or_default(),
                 holdout: holdouts[i],
+                holdout_share: shares[i],
             });
         }
         Ok(())
@@ -159,6 +166,7 @@ pub struct PlanRow {
     pub time_zone: Option<Tz>,
     pub hold_ends_ms: Option<i64>,
     pub portal_id: Option<i64>,
+    pub holdout_share: Option<f64>,
 }
 
 /// One plan row as the planner has it: borrowed, so planning a million receipts allocates no
@@ -180,6 +188,7 @@ pub struct Entry<'a> {
     pub time_zone: Option<Tz>,
     pub hold_ends_ms: Option<i64>,
     pub portal_id: Option<i64>,
+    pub holdout_share: Option<f64>,
 }
 
 /// The columns of plan rows being written: the one writer of the plan schema.
@@ -199,6 +208,7 @@ pub struct Columns {
     holdouts: Vec<bool>,
     hold_ends: Vec<Option<i64>>,
     portals: Vec<Option<i64>>,
+    shares: Vec<Option<f64>>,
 }
 
 impl Columns {
@@ -219,6 +229,7 @@ impl Columns {
             holdouts: Vec::with_capacity(n),
             hold_ends: Vec::with_capacity(n),
             portals: Vec::with_capacity(n),
+            shares: Vec::with_capacity(n),
         }
     }
 
@@ -238,6 +249,7 @@ impl Columns {
         self.holdouts.push(e.holdout);
         self.hold_ends.push(e.hold_ends_ms);
         self.portals.push(e.portal_id);
+        self.shares.push(e.holdout_share);
     }
 
     /// The rows as a frame in schema order.
@@ -261,6 +273,7 @@ impl Columns {
                 self.zones.finish().into_column(),
                 datetime_ms_opt(col::HOLD_ENDS, self.hold_ends)?,
                 Column::new(col::PORTAL_ID.into(), self.portals),
+                Column::new(col::HOLDOUT_SHARE.into(), self.shares),
             ],
         )?)
     }
@@ -284,6 +297,7 @@ impl PlanRow {
             time_zone: self.time_zone,
             hold_ends_ms: self.hold_ends_ms,
             portal_id: self.portal_id,
+            holdout_share: self.holdout_share,
         }
     }
 }
@@ -324,6 +338,7 @@ fn rows(df: &DataFrame) -> anyhow::Result<Vec<PlanRow>> {
     let zones = strs_or_null(df, col::TIME_ZONE)?;
     let hold_ends = ints_or_null(df, col::HOLD_ENDS)?;
     let portals = ints_or_null(df, col::PORTAL_ID)?;
+    let shares = floats_or_null(df, col::HOLDOUT_SHARE)?;
     (0..ids.len())
         .map(|i| {
             Ok(PlanRow {
@@ -346,6 +361,7 @@ fn rows(df: &DataFrame) -> anyhow::Result<Vec<PlanRow>> {
                 time_zone: zones[i].as_deref().and_then(parse_zone),
                 hold_ends_ms: hold_ends[i],
                 portal_id: portals[i],
+                holdout_share: shares[i],
             })
         })
         .collect()

@@ -116,7 +116,7 @@ impl Dispatcher {
                 let mut buf = [0u8; ulid::ULID_LEN];
                 item.holdout = crate::lift::held_out(item.receipt_id.as_str(&mut buf), share);
             }
-            if let Err(w) = self.record_unplanned(&last, now) {
+            if let Err(w) = self.record_unplanned(config, &last, now) {
                 tracing::warn!(
                     contacts = last.len(),
                     "cannot record the plans of contacts sent in the last hour of HubSpot's hold (they are sent all the same): {w:#}"
@@ -350,6 +350,7 @@ impl Dispatcher {
                             placed,
                             found,
                             route_of: &route_of,
+                            shares: &shares,
                         };
                         let df = plan_chunk(items, chunk, profiles, &population, now)?;
                         writer(&df)
@@ -368,7 +369,7 @@ impl Dispatcher {
 
     /// Plan rows for `items`, sent at `now` unplanned while planning fails: finished
     /// receipts are archived by their plan rows, and `explain` and the lift report read them.
-    fn record_unplanned(&self, items: &[Pending], now: i64) -> anyhow::Result<()> {
+    fn record_unplanned(&self, config: &Config, items: &[Pending], now: i64) -> anyhow::Result<()> {
         if items.is_empty() {
             return Ok(());
         }
@@ -377,7 +378,8 @@ impl Dispatcher {
             let mut buf = [0u8; ulid::ULID_LEN];
             let reason = "planning failed: sent in the last hour of HubSpot's hold";
             let receipt = r.receipt_id.as_str(&mut buf);
-            rows.push(entry(r, receipt, now, None, reason, now));
+            let share = config.webhook(&r.webhook_id).map_or(0.0, |w| w.holdout);
+            rows.push(entry(r, receipt, now, None, reason, now, share));
         }
         self.plan_ds
             .write_part(Ulid::generate(), &mut rows.finish()?)
@@ -604,6 +606,8 @@ struct Chunk<'a, 'r> {
     placed: &'a [Placed],
     found: &'a [Found],
     route_of: &'a (dyn Fn(&Pending) -> Route<'r> + Sync),
+    /// The `holdout` share of each webhook that has one, as the receipts were drawn.
+    shares: &'a HashMap<&'a str, f64>,
 }
 
 /// Set one slice's due times from where its receipts were placed; its rows of `plan/` as a
@@ -642,7 +646,8 @@ fn plan_chunk(
             holdout: r.holdout,
         };
         let (due, slot) = settle(r, request, placed, &context, &mut reason);
-        rows.push(entry(r, receipt, due, slot, &reason, now));
+        let share = chunk.shares.get(&*r.webhook_id).copied().unwrap_or(0.0);
+        rows.push(entry(r, receipt, due, slot, &reason, now, share));
         r.due_at_ms = due;
         r.ready_at_ms = due;
         if debug {
@@ -653,7 +658,7 @@ fn plan_chunk(
 }
 
 /// The plan row of `r` (its id written out as `receipt_id`): due at `due_at_ms`, in `slot`,
-/// for `reason`, planned at `now`.
+/// for `reason`, planned at `now`, drawn for holding out at `share`.
 fn entry<'a>(
     r: &'a Pending,
     receipt_id: &'a str,
@@ -661,6 +666,7 @@ fn entry<'a>(
     slot: Option<u8>,
     reason: &'a str,
     now: i64,
+    share: f64,
 ) -> Entry<'a> {
     Entry {
         receipt_id,
@@ -678,5 +684,6 @@ fn entry<'a>(
         time_zone: r.zone,
         hold_ends_ms: r.hold_ends_ms,
         portal_id: r.portal.map(|p| p.get() as i64),
+        holdout_share: Some(share),
     }
 }

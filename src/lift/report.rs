@@ -180,6 +180,8 @@ pub struct Planned {
     /// Its first send (enrolled, listed or completed); none: not sent (waiting, failed).
     pub sent_at_ms: Option<i64>,
     pub holdout: bool,
+    /// The webhook's holdout share it was drawn at; none in rows from before it was recorded.
+    pub share: Option<f64>,
     /// Of a timed type: held out or not, an untimed one (IMMEDIATE, UPDATE_ONLY) goes at
     /// receipt.
     pub timed: bool,
@@ -203,19 +205,21 @@ struct Send {
     next_ms: Option<i64>,
 }
 
-/// The receipts compared: of each webhook with a holdout, those it received between its first
+/// The receipts compared: those drawn at a holdout share above zero. Of rows from before the
+/// share was recorded, of each webhook with a holdout, those it received between its first
 /// and its last held-out one.
 fn compared(all: &[Planned]) -> impl Iterator<Item = &Planned> {
     let mut held_out: HashMap<&str, (i64, i64)> = HashMap::new();
-    for s in all.iter().filter(|s| s.holdout) {
+    for s in all.iter().filter(|s| s.holdout && s.share.is_none()) {
         let t = s.received_at_ms;
         let span = held_out.entry(&s.webhook).or_insert((t, t));
         *span = (span.0.min(t), span.1.max(t));
     }
-    all.iter().filter(move |s| {
-        held_out
+    all.iter().filter(move |s| match s.share {
+        Some(share) => share > 0.0,
+        None => held_out
             .get(s.webhook.as_str())
-            .is_some_and(|(first, last)| (*first..=*last).contains(&s.received_at_ms))
+            .is_some_and(|(first, last)| (*first..=*last).contains(&s.received_at_ms)),
     })
 }
 
@@ -272,7 +276,10 @@ pub fn lift(data_dir: &Path, options: &Options) -> anyhow::Result<Lift> {
             *w = (*w).max(at - s.received_at_ms);
         }
     }
-    let mut strata: HashMap<&str, usize> = HashMap::new();
+    // Each webhook at each share it held out (randomized at one share, its two groups span
+    // the same days; a share changed, or lifted and set again, would otherwise set one
+    // period's optimized sends against another's held-out ones).
+    let mut strata: HashMap<(&str, Option<u64>), usize> = HashMap::new();
     let sends: Vec<Send> = compared
         .iter()
         .filter_map(|s| {
@@ -281,7 +288,9 @@ pub fn lift(data_dir: &Path, options: &Options) -> anyhow::Result<Lift> {
             let [by_email, by_id] = contacts.find_each(s.contact_id, s.email.as_deref());
             let contact = by_email.or(by_id);
             Some(Send {
-                stratum: *strata.entry(&s.webhook).or_insert(next),
+                stratum: *strata
+                    .entry((&s.webhook, s.share.map(f64::to_bits)))
+                    .or_insert(next),
                 contact,
                 also: by_email.and(by_id),
                 at_ms,
@@ -683,6 +692,7 @@ pub fn planned(data_dir: &Path) -> anyhow::Result<Vec<Planned>> {
             email: p.email,
             received_at_ms: p.received_at_ms,
             holdout: p.holdout,
+            share: p.holdout_share,
             timed: p.webhook_type.timed(),
         });
     }
@@ -837,7 +847,7 @@ impl Lift {
             .filter(|&n| n > 0)
         {
             notes.push(format!(
-                "{n} webhook{} left out of some comparisons: fewer than {MIN_CONTACTS} contacts in a group, too few to tell their difference from chance",
+                "{n} webhook{} (each at each holdout share it had) left out of some comparisons: fewer than {MIN_CONTACTS} contacts in a group, too few to tell their difference from chance",
                 if n == 1 { "" } else { "s" }
             ));
         }
@@ -932,7 +942,7 @@ impl Lift {
         );
         let _ = writeln!(
             out,
-            "Only webhooks with a holdout are compared, each with itself (weighted by its sends), on the receipts between their first and last held-out ones; a send's window ends at the contact's next send; the interval resamples contacts, since one contact's sends are not independent."
+            "Only webhooks with a holdout are compared, each with itself at each holdout share it had (weighted by its sends; receipts planned before the share was recorded: those between the first and last held-out ones); a send's window ends at the contact's next send; the interval resamples contacts, since one contact's sends are not independent."
         );
         out
     }
@@ -1007,6 +1017,7 @@ mod tests {
                 time_zone: None,
                 hold_ends_ms: None,
                 portal_id: None,
+                holdout_share: None,
             })
             .collect();
         let done: Vec<OutcomeRow> = sends
@@ -1643,6 +1654,7 @@ mod tests {
             // Optimized sends go out days after receipt.
             sent_at_ms: Some(day_n * day + if holdout { 0 } else { 3 * day }),
             holdout,
+            share: None,
             timed: true,
         };
         let mut all = vec![send("w", 0, false)];
@@ -1655,6 +1667,111 @@ mod tests {
             let d: i64 = id.split('-').nth(1).unwrap().parse().unwrap();
             id.starts_with("w-") && (1..=7).contains(&d)
         }));
+    }
+
+    /// A data folder of 600 receipts of webhook `w` planned with their holdout share, one
+    /// per contact, 20 a day from T: receipt `c` of day `d` drawn at `share(d)` (held out as
+    /// a fixed hash of `c` falls below it) and opened an hour after its send at `rate(d)` %
+    /// (another hash), whichever its group: sending time makes no difference here.
+    fn drifting(share: impl Fn(i64) -> f64, rate: impl Fn(i64) -> u64) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut plans, mut done, mut opens) = (Vec::new(), Vec::new(), Vec::new());
+        let open = |contact: i64, at_ms: i64| events::Event {
+            event_id: None,
+            contact_id: Some(contact),
+            email: None,
+            kind: Kind::Open,
+            at_ms,
+            filtered: false,
+            source: "test".into(),
+        };
+        for c in 1..=600i64 {
+            let day = (c - 1) / 20;
+            let received = T + day * DAY_MS + (c % 20) * HOUR_MS / 2;
+            let holdout = ((c * 7919) % 1000) as f64 / 1000.0 < share(day);
+            let sent = received + if holdout { 0 } else { 2 * HOUR_MS };
+            let id = format!("r{c}");
+            plans.push(PlanRow {
+                receipt_id: id.clone(),
+                webhook_id: "w".into(),
+                webhook_type: WebhookType::Next24Hours,
+                contact_id: Some(c),
+                email: None,
+                received_at_ms: received,
+                due_at_ms: sent,
+                slot: None,
+                reason: String::new(),
+                planned_at_ms: received,
+                callback_id: None,
+                holdout,
+                time_zone: None,
+                hold_ends_ms: None,
+                portal_id: None,
+                holdout_share: Some(share(day)),
+            });
+            done.push(enrolled(&id, "w", sent, holdout));
+            // Every contact is in the store, from an open long before.
+            opens.push(open(c, T - 100 * DAY_MS));
+            if ((c * 104_729 + 17) % 100) < rate(day) as i64 {
+                opens.push(open(c, sent + HOUR_MS));
+            }
+        }
+        let part = ulid::Ulid::generate();
+        plan::dataset(dir.path())
+            .unwrap()
+            .write_part(part, &mut plan::frame(&plans).unwrap())
+            .unwrap();
+        outcomes::dataset(dir.path())
+            .unwrap()
+            .write_part(part, &mut outcomes::frame(&done).unwrap())
+            .unwrap();
+        events::append(dir.path(), &opens).unwrap();
+        dir
+    }
+
+    /// The report of `dir` once every window is over.
+    fn lift_of(dir: &tempfile::TempDir) -> Lift {
+        let options = Options {
+            as_of_ms: T + 60 * DAY_MS,
+            ..Options::default()
+        };
+        lift(dir.path(), &options).unwrap()
+    }
+
+    /// A holdout of 0.5 lifted for the middle ten days and set again, while engagement falls
+    /// from 80 % to 20 % over those days in both groups: the receipts drawn with no holdout
+    /// are not compared. Counted between the first and last held-out receipts, as rows
+    /// without a share are, the middle's optimized sends made holding out look better.
+    #[test]
+    fn receipts_drawn_while_the_holdout_was_lifted_are_not_compared() {
+        let lifted = |d: i64| (10..20).contains(&d);
+        let dir = drifting(
+            |d| if lifted(d) { 0.0 } else { 0.5 },
+            |d| if lifted(d) { 20 } else { 80 },
+        );
+        let report = lift_of(&dir);
+        let m = opened_24h(&report);
+        assert_eq!(report.optimized_receipts + report.holdout_receipts, 400);
+        assert_eq!(m.optimized.sends + m.holdout.sends, 400, "{m:?}");
+        assert!(m.difference.unwrap().abs() < 0.1, "{m:?}");
+        assert_eq!(m.verdict, None, "{m:?}");
+    }
+
+    /// A share of 0.1 for ten days, then 0.5 while engagement falls from 80 % to 20 % in both
+    /// groups: each share is compared with itself. Pooled, the held-out sends came mostly
+    /// from the later days and the optimized ones from the earlier, and optimized sends
+    /// looked better (Simpson's paradox over time).
+    #[test]
+    fn each_holdout_share_is_compared_with_itself() {
+        let dir = drifting(
+            |d| if d < 10 { 0.1 } else { 0.5 },
+            |d| if d < 10 { 80 } else { 20 },
+        );
+        let report = lift_of(&dir);
+        let m = opened_24h(&report);
+        assert_eq!(m.optimized.sends + m.holdout.sends, 600, "{m:?}");
+        assert!(m.difference.unwrap().abs() < 0.1, "{m:?}");
+        assert_eq!(m.verdict, None, "{m:?}");
     }
 
     #[test]
