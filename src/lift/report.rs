@@ -13,7 +13,7 @@ use std::path::Path;
 
 use serde::Serialize;
 
-use crate::datasets::contacts::Contacts;
+use crate::datasets::contacts::{Contacts, contact_key};
 use crate::datasets::events::{self, Kind};
 use crate::datasets::outcomes::{self, OutcomeRow, Status};
 use crate::datasets::plan;
@@ -203,6 +203,9 @@ struct Send {
     counted_from_ms: i64,
     /// The contact's next send of any webhook, if any: engagement after it is that send's.
     next_ms: Option<i64>,
+    /// Without a store entry (`contact` none): the index of the key it was posted with among
+    /// such sends' keys, so one person's sends count as one contact, not one each.
+    stranger: usize,
 }
 
 /// The receipts compared: those drawn at a holdout share above zero. Of rows from before the
@@ -280,6 +283,7 @@ pub fn lift(data_dir: &Path, options: &Options) -> anyhow::Result<Lift> {
     // the same days; a share changed, or lifted and set again, would otherwise set one
     // period's optimized sends against another's held-out ones).
     let mut strata: HashMap<(&str, Option<u64>), usize> = HashMap::new();
+    let mut strangers: HashMap<String, usize> = HashMap::new();
     let sends: Vec<Send> = compared
         .iter()
         .filter_map(|s| {
@@ -287,6 +291,15 @@ pub fn lift(data_dir: &Path, options: &Options) -> anyhow::Result<Lift> {
             let at_ms = s.sent_at_ms?;
             let [by_email, by_id] = contacts.find_each(s.contact_id, s.email.as_deref());
             let contact = by_email.or(by_id);
+            let stranger = match contact {
+                Some(_) => 0,
+                None => {
+                    let key = contact_key(s.contact_id, s.email.as_deref())
+                        .unwrap_or_else(|| s.receipt_id.clone());
+                    let n = strangers.len();
+                    *strangers.entry(key).or_insert(n)
+                }
+            };
             Some(Send {
                 stratum: *strata
                     .entry((&s.webhook, s.share.map(f64::to_bits)))
@@ -299,6 +312,7 @@ pub fn lift(data_dir: &Path, options: &Options) -> anyhow::Result<Lift> {
                 // At a later instant: sends of one instant (callbacks completed in one
                 // batch) share their window.
                 next_ms: next_send([by_email, by_id], at_ms),
+                stranger,
             })
         })
         .collect();
@@ -308,11 +322,11 @@ pub fn lift(data_dir: &Path, options: &Options) -> anyhow::Result<Lift> {
     let mut metrics = Vec::new();
     for (metric, clicks_only) in [("opened", false), ("clicked", true)] {
         for hours in WINDOWS_H {
-            // Per contact (a send without one alone), per webhook and group: sends and
+            // Per contact (one not in the store by its posted key), per webhook and group: sends and
             // engaged; ordered, so that the seeded bootstrap draws the same contacts each
             // time.
             let mut clusters: BTreeMap<Result<u32, usize>, Cells> = BTreeMap::new();
-            for (i, s) in sends.iter().enumerate() {
+            for s in &sends {
                 if s.counted_from_ms + hours * HOUR_MS > as_of_ms {
                     continue;
                 }
@@ -327,7 +341,7 @@ pub fn lift(data_dir: &Path, options: &Options) -> anyhow::Result<Lift> {
                         })
                     });
                 let c = clusters
-                    .entry(s.contact.map(&person).ok_or(i))
+                    .entry(s.contact.map(&person).ok_or(s.stranger))
                     .or_default()
                     .entry((s.stratum, s.holdout))
                     .or_default();
@@ -928,6 +942,16 @@ impl Lift {
                     format_minute(self.as_of_ms),
                     m.first_window_end_ms.map_or("later".into(), format_minute)
                 ),
+                // A narrow interval around zero says there is little to find, not "send more".
+                (None, Some(NoVerdict::IncludesZero)) => {
+                    let [lo, hi] = m.interval.unwrap_or_default();
+                    writeln!(
+                        out,
+                        "{what}: no verdict (the interval includes zero): the difference lies between {} and {} points; more sends would narrow that",
+                        self::points(lo),
+                        self::points(hi)
+                    )
+                }
                 (None, why) => writeln!(
                     out,
                     "{what}: no verdict ({}): more sends are needed to tell",
@@ -1323,6 +1347,40 @@ mod tests {
         };
         let m = opened_24h(&lift(dir.path(), &options).unwrap()).clone();
         assert_eq!((m.holdout.sends, m.too_few_contacts), (5, 1), "{m:?}");
+    }
+
+    /// Sends to a person the store does not know (nothing of it imported) count as one
+    /// contact per key posted, not one per send: four sends to one stranger and two known
+    /// contacts are three contacts, too few for a group (each send counted as a contact, a
+    /// group of two people passed for five).
+    #[test]
+    fn sends_to_one_person_unknown_to_the_store_are_one_contact() {
+        let at = |h: i64| T + h * HOUR_MS;
+        let optimized: Vec<Given> = [("o1", 1), ("o2", 2), ("o3", 3), ("o4", 4), ("o5", 5)]
+            .into_iter()
+            .map(|(id, c)| (id, c, at(c), Some(at(c)), false))
+            .collect();
+        let held_out: [Given; 6] = [
+            ("h1", 11, at(1), Some(at(1)), true),
+            ("h2", 12, at(2), Some(at(2)), true),
+            ("h3", 99, at(3), Some(at(3)), true),
+            ("h4", 99, at(30), Some(at(30)), true),
+            ("h5", 99, at(60), Some(at(60)), true),
+            ("h6", 99, at(90), Some(at(90)), true),
+        ];
+        let opens: Vec<(i64, i64)> = [1, 2, 3, 4, 5, 11, 12]
+            .into_iter()
+            .map(|c| (c, T - DAY_MS))
+            .collect();
+        let dir = world(&optimized, &opens);
+        receipts(dir.path(), "w", WebhookType::Next24Hours, &held_out, true);
+        let options = Options {
+            as_of_ms: T + 10 * DAY_MS,
+            ..Options::default()
+        };
+        let m = opened_24h(&lift(dir.path(), &options).unwrap()).clone();
+        assert_eq!(m.holdout.sends, 6, "{m:?}");
+        assert_eq!((m.too_few_contacts, m.difference), (1, None), "{m:?}");
     }
 
     /// Two sends to one contact at one instant (callbacks completed in one batch) share the
@@ -1755,6 +1813,13 @@ mod tests {
         assert_eq!(m.optimized.sends + m.holdout.sends, 400, "{m:?}");
         assert!(m.difference.unwrap().abs() < 0.1, "{m:?}");
         assert_eq!(m.verdict, None, "{m:?}");
+        // No verdict for want of a difference, not of sends: the text gives the interval.
+        let [lo, hi] = m.interval.unwrap();
+        assert!(report.text().contains(&format!(
+            "opened within 24 h: no verdict (the interval includes zero): the difference lies between {} and {} points",
+            points(lo),
+            points(hi)
+        )));
     }
 
     /// A share of 0.1 for ten days, then 0.5 while engagement falls from 80 % to 20 % in both
