@@ -580,7 +580,8 @@ impl Ctx {
     }
 
     /// What to do after `e` failed a call for `batch`: a transient failure is counted on each
-    /// of its contacts, and the one that has failed most decides.
+    /// of its contacts, and the one that has failed most decides (a list batch's contacts then
+    /// give up each on its own count: [`Self::spent`]).
     fn decide_after(
         &self,
         link: &Link,
@@ -595,6 +596,29 @@ impl Ctx {
         }
         let failures = batch.iter().map(|i| i.failures).max().unwrap_or(1);
         self.decide(link, action, e, u32::from(failures))
+    }
+
+    /// Split `batch`, on which [`Self::decide_after`] made `decision`, by each contact's own
+    /// failures: those given up, and the rest with what to do with them (as the one of them
+    /// that failed most asks). A contact received during an outage is not failed with the
+    /// oldest of its batch, after a try or two of its own.
+    fn spent(
+        &self,
+        link: &Link,
+        action: Action,
+        e: &ApiError,
+        decision: Decision,
+        batch: Vec<Pending>,
+    ) -> (Vec<Pending>, Option<(Decision, Vec<Pending>)>) {
+        if !matches!(decision, Decision::GiveUp) {
+            return (Vec::new(), Some((decision, batch)));
+        }
+        let decide = |failures: u8| self.decide(link, action, e, u32::from(failures));
+        let (spent, rest): (Vec<Pending>, Vec<Pending>) = batch
+            .into_iter()
+            .partition(|i| matches!(decide(i.failures), Decision::GiveUp));
+        let most = rest.iter().map(|i| i.failures).max();
+        (spent, most.map(|f| (decide(f), rest)))
     }
 
     /// What to do after `e` failed a call of `action`; `failures` counts the transient
@@ -1196,25 +1220,28 @@ pub async fn list_add(
                         }
                     }
                     let decision = ctx.decide_after(&link, Action::ListAdd, &e, &mut chunk);
+                    let (spent, rest) = ctx.spent(&link, Action::ListAdd, &e, decision, chunk);
                     let now = ctx.now();
-                    let rows = chunk
-                        .iter()
-                        .map(|i| {
-                            let base =
-                                row(i, &link, Action::ListAdd, &list_id, Status::Retrying, now);
-                            noted(
-                                failure_row(base, &e, &decision, now, false),
-                                note.as_deref(),
-                            )
-                        })
-                        .collect();
-                    if matches!(decision, Decision::GiveUp) {
-                        tracing::warn!(connector = %link.id, list = %list_id, contacts = chunk.len(), "list add failed: {e}");
-                        let next = final_if_recorded(&ctx, rows, Status::Failed).await;
-                        out.extend(chunk.into_iter().map(|i| (i, next)));
-                        continue 'chunks;
+                    let rows = |items: &[Pending], decision: &Decision| -> Vec<OutcomeRow> {
+                        (items.iter())
+                            .map(|i| {
+                                let base =
+                                    row(i, &link, Action::ListAdd, &list_id, Status::Retrying, now);
+                                noted(failure_row(base, &e, decision, now, false), note.as_deref())
+                            })
+                            .collect()
+                    };
+                    if !spent.is_empty() {
+                        tracing::warn!(connector = %link.id, list = %list_id, contacts = spent.len(), "list add failed: {e}");
+                        let failed = rows(&spent, &Decision::GiveUp);
+                        let next = final_if_recorded(&ctx, failed, Status::Failed).await;
+                        out.extend(spent.into_iter().map(|i| (i, next)));
                     }
-                    ctx.record(rows).await;
+                    let Some((decision, rest)) = rest else {
+                        continue 'chunks;
+                    };
+                    chunk = rest;
+                    ctx.record(rows(&chunk, &decision)).await;
                     match ctx.wait_or_requeue(&decision, chunk, &mut out).await {
                         Some(again) => {
                             chunk = again;
@@ -1433,14 +1460,27 @@ pub async fn complete(ctx: Arc<Ctx>, link: Arc<Link>, items: Vec<Pending>) -> Ve
                         }
                         continue 'chunks;
                     }
+                    // A later tick, but within HubSpot's hold: after it, the call is refused.
+                    let within = |i: &Pending, t: i64| t.min(ctx.hold_ends(i));
+                    let decided = |i: &Pending| match decision {
+                        Decision::Later(t) => Decision::Later(within(i, t)),
+                        d => d,
+                    };
                     let rows = chunk
                         .iter()
                         .map(|i| {
                             let base = retrying(i, now);
-                            failure_row(base, &e, &decision, now, i.in_doubt)
+                            failure_row(base, &e, &decided(i), now, i.in_doubt)
                         })
                         .collect();
                     ctx.record(rows).await;
+                    if let Decision::Later(t) = decision {
+                        out.extend(chunk.into_iter().map(|i| {
+                            let at = within(&i, t);
+                            (i, Next::Again(at))
+                        }));
+                        continue 'chunks;
+                    }
                     match ctx.wait_or_requeue(&decision, chunk, &mut out).await {
                         Some(again) => {
                             chunk = again;
@@ -1547,6 +1587,87 @@ mod tests {
         assert_eq!(status, Status::Failed);
     }
 
+    /// A list batch HubSpot keeps refusing (503): each contact gives up on its own count. One
+    /// at its twelfth failure fails; one received during the outage, in the same batch, is
+    /// tried again later (it failed with the batch's oldest, after a try of its own).
+    #[tokio::test]
+    async fn a_list_batch_fails_each_contact_on_its_own_count() {
+        use crate::hubspot::standin::{Fault, Injection, Options, StandIn};
+        let standin = StandIn::start(Options::default()).await.unwrap();
+        standin.inject(
+            Injection::next(Fault::Status {
+                status: 503,
+                message: "unavailable".into(),
+            })
+            .times(u64::MAX),
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let (ctx, _writer) = ctx(dir.path());
+        // Nothing waits here: each retry goes to a later tick.
+        let ctx = Arc::new(Ctx {
+            horizon: Instant::now(),
+            ..ctx
+        });
+        let client = Client::new(
+            &standin.url(),
+            crate::hubspot::standin::DEFAULT_TOKEN,
+            ClientOptions::default(),
+        )
+        .unwrap();
+        let link = Arc::new(Link::new("main".into(), client, None));
+        let oldest = Pending {
+            failures: 11,
+            ..super::super::tests::pending(1)
+        };
+        let fresh = super::super::tests::pending(2);
+        let out = list_add(ctx, link, "7".into(), vec![oldest, fresh]).await;
+        let next: std::collections::HashMap<i64, Next> = out
+            .iter()
+            .map(|(i, next)| (i.contact_id.unwrap(), *next))
+            .collect();
+        assert_eq!(next[&1], Next::Done(Status::Failed), "{next:?}");
+        assert!(matches!(next[&2], Next::Again(_)), "{next:?}");
+    }
+
+    /// A callback whose backoff would end after HubSpot's hold is tried again at the hold's
+    /// end at the latest: after it, HubSpot refuses the completion.
+    #[tokio::test]
+    async fn a_callback_is_tried_again_before_its_hold_ends() {
+        use crate::hubspot::standin::{Fault, Injection, Options, StandIn};
+        let standin = StandIn::start(Options::default()).await.unwrap();
+        standin.inject(
+            Injection::next(Fault::Status {
+                status: 503,
+                message: "unavailable".into(),
+            })
+            .times(u64::MAX),
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let (ctx, _writer) = ctx(dir.path());
+        let ctx = Arc::new(Ctx {
+            horizon: Instant::now(),
+            ..ctx
+        });
+        let client = Client::new(
+            &standin.url(),
+            crate::hubspot::standin::DEFAULT_TOKEN,
+            ClientOptions::default(),
+        )
+        .unwrap();
+        let link = Arc::new(Link::new("main".into(), client, None));
+        // Its tenth failure waits five minutes; HubSpot holds it three more.
+        let item = Pending {
+            callback_id: Some("cb".into()),
+            failures: 9,
+            hold_ends_ms: Some(NOW + 3 * MINUTE_MS),
+            ..super::super::tests::pending(1)
+        };
+        let hold_ends = ctx.hold_ends(&item);
+        assert!(hold_ends < NOW + 5 * MINUTE_MS);
+        let out = complete(ctx, link, vec![item]).await;
+        assert_eq!(out[0].1, Next::Again(hold_ends));
+    }
+
     #[tokio::test]
     async fn a_ten_secondly_429_waits_here_when_short_and_leaves_it_to_a_later_tick_when_long() {
         let dir = tempfile::tempdir().unwrap();
@@ -1569,6 +1690,27 @@ mod tests {
             Decision::Retry(s(10))
         );
         assert_eq!(link.paused_at(NOW), None, "the connector is not paused");
+    }
+
+    /// A 477 pauses the connector until its `Retry-After` (a day at most), past the hour a
+    /// 429's wait is bounded by (it was bounded so too, and the connector was refused again
+    /// every hour).
+    #[tokio::test]
+    async fn a_migration_pauses_the_connector_until_its_retry_after() {
+        let dir = tempfile::tempdir().unwrap();
+        let (ctx, _writer) = ctx(dir.path());
+        let link = link();
+        let hours = |h: u64| Duration::from_secs(h * 3600);
+        let migrating = |retry_after| ApiError::Migrating {
+            retry_after,
+            message: "Migration in progress".into(),
+        };
+        let twenty = NOW + 20 * crate::time::HOUR_MS;
+        assert_eq!(
+            ctx.decide(&link, Action::Enroll, &migrating(Some(hours(20))), 0),
+            Decision::Later(twenty)
+        );
+        assert_eq!(link.paused_at(NOW), Some(twenty));
     }
 
     #[tokio::test]

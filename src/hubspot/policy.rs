@@ -138,7 +138,8 @@ pub fn daily_reset_pause_until(now_ms: i64, resets_at_ms: i64) -> Option<i64> {
 
 /// `Retry-After` in either form HTTP allows: delta-seconds (`120`, fractions tolerated) or an
 /// HTTP-date (`Wed, 21 Oct 2015 07:28:00 GMT`, the wait until then by the system clock).
-/// Negative, unreadable or absurd values are not a wait.
+/// Negative, unreadable or absurd values are not a wait. Taken up to a day, the longest any
+/// use waits (a 477's pause); each use bounds it further (a 429's at [`MAX_HEADER_WAIT`]).
 pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     let value = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
     let wait = match value.parse::<f64>() {
@@ -151,7 +152,7 @@ pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
                 .unwrap_or_default()
         }
     };
-    Some(wait.min(MAX_HEADER_WAIT))
+    Some(wait.min(Duration::from_millis(MIGRATION_PAUSE_MAX_MS as u64)))
 }
 
 #[cfg(test)]
@@ -185,7 +186,14 @@ mod tests {
             retry_after(&headers("0.5")),
             Some(Duration::from_millis(500))
         );
-        assert_eq!(retry_after(&headers("99999999999")), Some(MAX_HEADER_WAIT));
+        let day = Duration::from_secs(24 * 3600);
+        assert_eq!(retry_after(&headers("99999999999")), Some(day));
+        assert_eq!(
+            retry_after(&headers("72000")),
+            Some(Duration::from_secs(72000))
+        );
+        // A 429's wait stays within the hour.
+        assert_eq!(rate_limit_wait(Some(day), None), MAX_HEADER_WAIT);
         assert_eq!(retry_after(&headers("-1")), None);
         assert_eq!(retry_after(&headers("soon")), None);
         assert_eq!(retry_after(&HeaderMap::new()), None);
