@@ -57,7 +57,9 @@ impl Ratchet {
     }
 
     /// Record that `endpoint` took a post signed with `version`; written to disk (blocking)
-    /// when that is stronger than before.
+    /// when that is stronger than before. The floor holds in memory even when the file cannot
+    /// be written (the error is returned once): stripped posts are refused meanwhile, and a
+    /// restart before the disk is fixed forgets it.
     pub fn raise(&self, endpoint: &str, version: Version, now_ms: i64) -> std::io::Result<()> {
         let mut seen = self.seen.lock().unwrap();
         if seen.get(endpoint).is_some_and(|s| s.version >= version) {
@@ -72,14 +74,13 @@ impl Ratchet {
             },
         );
         let bytes = serde_json::to_vec_pretty(&next).expect("a map of plain values");
+        *seen = next;
         let dir = self.path.parent().expect("under the data directory");
         if !dir.is_dir() {
             std::fs::create_dir_all(dir)?;
             sync_dir(dir.parent().expect("under the data directory"))?;
         }
-        write_durably(&self.path, &bytes)?;
-        *seen = next;
-        Ok(())
+        write_durably(&self.path, &bytes)
     }
 }
 
@@ -103,6 +104,19 @@ mod tests {
         };
         assert_eq!((ratchet.seen("a"), again.seen("a")), (Some(v3), Some(v3)));
         assert_eq!(again.seen("b"), None);
+    }
+
+    /// A file that cannot be written (its folder is a file here) fails the raise once; the
+    /// floor holds in memory, and taking the same version again is no new error (each post
+    /// logged one).
+    #[test]
+    fn a_floor_that_cannot_be_written_holds_in_memory() {
+        let dir = tempfile::tempdir().unwrap();
+        let ratchet = Ratchet::open(dir.path()).unwrap();
+        std::fs::write(dir.path().join("state"), b"not a folder").unwrap();
+        assert!(ratchet.raise("a", Version::V3, 10).is_err());
+        assert_eq!(ratchet.seen("a").map(|s| s.version), Some(Version::V3));
+        assert!(ratchet.raise("a", Version::V3, 20).is_ok());
     }
 
     #[test]

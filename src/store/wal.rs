@@ -198,7 +198,9 @@ pub fn replay(path: &Path) -> io::Result<Replay> {
     let (mut at, mut end, mut cut) = (0, bytes.len(), false);
     if bytes.starts_with(MAGIC) {
         at = MAGIC.len();
-        cut = !(bytes.len() as u64).is_multiple_of(STEP);
+        // The magic alone is a segment whose creation a crash cut before its allocation: it
+        // never held a frame, so nothing of it was lost.
+        cut = bytes.len() > MAGIC.len() && !(bytes.len() as u64).is_multiple_of(STEP);
         // Past the last byte written is allocation, not log (no frame ends in a zero byte:
         // records are JSON).
         end = bytes
@@ -233,6 +235,21 @@ pub fn replay(path: &Path) -> io::Result<Replay> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A crash between writing a new segment's magic and allocating it leaves the magic
+    /// alone: nothing was cut (it never held a frame), where a shorter allocation was.
+    #[test]
+    fn a_segment_cut_before_its_allocation_lost_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("inbox-x.wal");
+        fs::write(&path, MAGIC).unwrap();
+        let r = replay(&path).unwrap();
+        assert!(!r.cut && r.records.is_empty() && r.skipped.is_empty());
+        let mut short = MAGIC.to_vec();
+        short.extend_from_slice(&[0; 100]);
+        fs::write(&path, short).unwrap();
+        assert!(replay(&path).unwrap().cut);
+    }
 
     #[test]
     fn round_trip_and_torn_tail() {
