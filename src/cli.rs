@@ -1163,7 +1163,7 @@ fn stop_import_on_signals() -> anyhow::Result<()> {
                 let _ = ready.send(Ok(()));
                 signals.next().await;
                 crate::import::stop();
-                eprintln!("stopping: nothing will be imported (Ctrl-C again to quit at once)");
+                eprintln!("stopping: nothing will be imported, unless its events are already being published (Ctrl-C again to quit at once)");
                 signals.next().await;
                 std::process::exit(130);
             });

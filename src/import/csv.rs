@@ -263,8 +263,13 @@ impl CsvReader {
                         data: &data[..data_len],
                         ends: &ends[..ends_len],
                     };
+                    let raw = &piece[record_at..consumed];
                     let parsed = if ends_len == self.fields {
                         self.parse(&fields)
+                            .and_then(|row| match self.swallowed(raw) {
+                                Some(why) => Err(why),
+                                None => Ok(row),
+                            })
                     } else {
                         Err(format!(
                             "{ends_len} field{} where the header has {}",
@@ -281,6 +286,52 @@ impl CsvReader {
                 Read::End => return consumed,
             }
         }
+    }
+
+    /// Why the record `raw` (its bytes as in the file) is refused, when a field of it runs
+    /// over lines that read as rows of their own: a stray quote opened in one row and another
+    /// closed it rows later, and the rows between would be one unread field, lost without a
+    /// word. A record on one line (nearly all) costs a scan for line breaks.
+    fn swallowed(&self, raw: &[u8]) -> Option<String> {
+        // Blank lines before it (skipped) and its own line break are not its lines.
+        let line_break = |b: &u8| *b == b'\n' || *b == b'\r';
+        let first = raw.iter().position(|b| !line_break(b))?;
+        let last = raw.iter().rposition(|b| !line_break(b))?;
+        let body = &raw[first..=last];
+        memchr::memchr2(b'\n', b'\r', body)?;
+        let mut lines = body.split(line_break).skip(1);
+        let inner = lines.position(|line| self.reads_as_row(line))?;
+        let below = inner + 1;
+        Some(format!(
+            "a quoted field runs from this row over the lines below it, and the line {below} below reads as a row of its own: a quote (\") opened in this row is closed only further down, and the rows between would be lost in one field (fix the quotes; a value holding a line break followed by text shaped like a whole row is refused too)"
+        ))
+    }
+
+    /// Whether `line`, read alone, is a whole row of this file's shape that parses.
+    fn reads_as_row(&self, line: &[u8]) -> bool {
+        use ::csv_core::ReadRecordResult as Read;
+        if line.is_empty() {
+            return false;
+        }
+        let mut reader = ::csv_core::Reader::new();
+        let (mut data, mut ends) = (vec![0u8; line.len() + 1], vec![0usize; self.fields + 1]);
+        // All of it taken, then the line break that ends it; anything else (a quote left
+        // open, more fields than the header's) is not a row.
+        let (read, taken, data_len, ends_len) = reader.read_record(line, &mut data, &mut ends);
+        if !matches!(read, Read::InputEmpty) || taken < line.len() {
+            return false;
+        }
+        let (read, _, more_data, more_ends) =
+            reader.read_record(b"\n", &mut data[data_len..], &mut ends[ends_len..]);
+        let (data_len, ends_len) = (data_len + more_data, ends_len + more_ends);
+        matches!(read, Read::Record)
+            && ends_len == self.fields
+            && self
+                .parse(&Fields {
+                    data: &data[..data_len],
+                    ends: &ends[..ends_len],
+                })
+                .is_ok()
     }
 
     /// Parse the pieces of `buf` that end at `ends` on all cores, into `self.pieces`; where
@@ -384,6 +435,12 @@ impl Reader for CsvReader {
         }
         self.buf.drain(..used);
         self.offset += used as u64;
+        // A long record grew the buffer, and one piece's rows, to up to MAX_RECORD: given
+        // back, or they would be held for the rest of the file.
+        if self.buf.capacity() > 4 * self.chunk {
+            self.buf.shrink_to(self.chunk.max(self.buf.len()));
+            self.pieces.clear();
+        }
         Ok(true)
     }
 
@@ -591,6 +648,64 @@ mod tests {
                 assert_eq!((rows.len(), bad), (1, vec![]), "{end:?}, chunk {chunk}");
             }
         }
+    }
+
+    /// A stray quote closed by another rows later made the rows between one unread field:
+    /// lost without a word. Now the row where it opened is bad, whatever the chunks; a value
+    /// that holds line breaks, blank lines and CRLF line ends are read as before.
+    #[test]
+    fn rows_a_stray_quote_would_swallow_make_its_row_bad() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("stray.csv");
+        let columns = Columns::new("contact", "time", None, "OPEN").unwrap();
+        let text = "contact,time,subject\n\
+                    1,2025-01-01T10:00:00Z,\"Big sale\n\
+                    2,2025-01-01T11:00:00Z,hello\n\
+                    3,2025-01-01T12:00:00Z,size 12\"\n\
+                    4,2025-01-01T13:00:00Z,x\n";
+        std::fs::write(&path, text).unwrap();
+        for chunk in [CHUNK, 1, 16, 50] {
+            let (reader, rows, bad) = read_in_chunks(&path, &columns, chunk);
+            assert_eq!(rows.len(), 1, "chunk {chunk}");
+            let at: Vec<u64> = bad.iter().map(|b| b.0).collect();
+            let places = reader.locate(&at).unwrap();
+            assert_eq!(places, [format!("{}:2", path.display())], "chunk {chunk}");
+            assert!(bad[0].1.contains("the line 1 below"), "{bad:?}");
+        }
+        for end in ["\n", "\r\n"] {
+            let lines = [
+                "contact,time,note",
+                "",
+                "1,2025-01-01T10:00:00Z,\"two lines:\nthe second, without a time\"",
+                "",
+                "2,2025-01-01T11:00:00Z,x",
+            ];
+            std::fs::write(&path, lines.join(end) + end).unwrap();
+            for chunk in [CHUNK, 1, 16] {
+                let (_, rows, bad) = read_in_chunks(&path, &columns, chunk);
+                assert_eq!((rows.len(), bad), (2, vec![]), "{end:?}, chunk {chunk}");
+            }
+        }
+    }
+
+    /// A long record grows the buffer to hold it; the rows after it are read with a chunk's
+    /// room again, not the long record's for the rest of the file.
+    #[test]
+    fn the_room_a_long_record_took_is_given_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("long.csv");
+        let mut text = format!(
+            "contact,time,note\n1,2025-01-01T10:00:00Z,\"{}\"\n",
+            "x".repeat(8192)
+        );
+        for i in 2..200 {
+            text += &format!("{i},2025-01-01T11:00:00Z,y\n");
+        }
+        std::fs::write(&path, &text).unwrap();
+        let columns = Columns::new("contact", "time", None, "OPEN").unwrap();
+        let (reader, rows, bad) = read_in_chunks(&path, &columns, 64);
+        assert_eq!((rows.len(), bad.len()), (199, 0));
+        assert!(reader.buf.capacity() <= 4 * 64, "{}", reader.buf.capacity());
     }
 
     /// A column named twice would be read from its first place, silently: refused.

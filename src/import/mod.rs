@@ -232,6 +232,10 @@ pub struct Batch {
     known: Vec<u32>,
 }
 
+/// Rows a batch may hold room for and be filled again: several chunks' worth (a 2 MB chunk
+/// is some 60,000 rows); a larger one (after a record of many MB) is freed.
+const MAX_RECYCLED_ROWS: usize = 1 << 20;
+
 /// In [`Batch::known`]: a contact the snapshot did not have (so new in this import).
 const NEW: u32 = u32::MAX;
 
@@ -304,6 +308,16 @@ static STOPPED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::n
 /// Stop the file import under way at its next batch (a user's Ctrl-C).
 pub fn stop() {
     STOPPED.store(true, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Refuse to go on once [`stop`] was called: nothing of `path` is imported.
+fn go_on(path: &Path) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        !STOPPED.load(std::sync::atomic::Ordering::Relaxed),
+        "stopped (Ctrl-C or SIGTERM): nothing of {} was imported",
+        path.display()
+    );
+    Ok(())
 }
 
 /// Refuse a compressed or archived export, which no reader takes, saying what to do.
@@ -475,11 +489,7 @@ pub fn run<R: Reader>(
                 }
             });
             for batch in rx {
-                anyhow::ensure!(
-                    !STOPPED.load(std::sync::atomic::Ordering::Relaxed),
-                    "stopped (Ctrl-C or SIGTERM): nothing of {} was imported",
-                    path.display()
-                );
+                go_on(path)?;
                 let Some(mut batch) = batch? else { break };
                 if !batch.bad.is_empty() || bad_count > 0 {
                     bad_count += batch.bad.len();
@@ -522,7 +532,10 @@ pub fn run<R: Reader>(
                     (snapshot_len, missed) = (contacts.len(), 0);
                     *snapshot.lock().expect("not poisoned") = Arc::new(contacts.snapshot());
                 }
-                let _ = recycle.try_send(batch);
+                // One that a long record made huge is not kept for the rest of the file.
+                if batch.rows.capacity() <= MAX_RECYCLED_ROWS {
+                    let _ = recycle.try_send(batch);
+                }
             }
             // A decoder that panicked (on a file changed under it, say) ends the import.
             reader = reading.join().map_err(|panic| {
@@ -579,6 +592,8 @@ pub fn run<R: Reader>(
         }
         return Ok(());
     };
+    // A stop after the last batch (the writer's last part, the checks) is still in time.
+    go_on(path)?;
     // New contacts first: every index a visible event carries resolves.
     if contacts.len() > known {
         contacts::write(data_dir, &contacts, known..contacts.len())?;
