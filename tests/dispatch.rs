@@ -2821,6 +2821,7 @@ fn a_tick_that_cannot_record_an_outcome_fails() {
 /// is gone, as on a full disk): once it is back, the contact is recorded as enrolled, at the
 /// time HubSpot took it, and HubSpot is not called again. It was put back in doubt, and a
 /// contact without a HubSpot id (nothing to look its enrollments up by) was enrolled twice.
+/// An operator's pause set meanwhile does not hold the row back (it held it until resumed).
 #[test]
 fn an_enrollment_whose_row_cannot_be_written_is_not_sent_again() {
     let (_rt, standin, dir, data, config) = first_enrollment_answered_late();
@@ -2867,6 +2868,8 @@ fn an_enrollment_whose_row_cannot_be_written_is_not_sent_again() {
     assert!(said.contains("outcomes"), "{said}");
     let failures = r#"sendtime_write_failures_total{dataset="outcomes"}"#;
     assert!(common::metric(&server, failures) >= 1);
+    let paused = common::sendtime(&config, &data, &["pause", "fatigue"], &[]);
+    assert!(paused.contains("webhook fatigue paused"), "{paused}");
     std::fs::remove_file(&folder).unwrap();
     std::fs::rename(&aside, &folder).unwrap();
     // Past the minute it waits after a row that could not be written.

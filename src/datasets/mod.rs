@@ -26,15 +26,20 @@ use polars::prelude::*;
 
 use crate::store::Dataset;
 
-/// Dataset `name` under `data_dir`, then its archive if one was made: a read makes no archive
-/// folder where none was made yet.
-fn kept(data_dir: &Path, name: &str) -> anyhow::Result<Vec<Dataset>> {
-    let mut kept = vec![Dataset::open(data_dir, name)?];
+/// `f` on dataset `name` under `data_dir`, then on its archive if one was made: a read makes
+/// no archive folder where none was made yet. The archive is looked for once the live one is
+/// read: rows moved meanwhile, by the first move too, are found there.
+fn kept(
+    data_dir: &Path,
+    name: &str,
+    mut f: impl FnMut(&Dataset) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    f(&Dataset::open(data_dir, name)?)?;
     let archive = data_dir.join(ARCHIVE);
     if archive.join(name).is_dir() {
-        kept.push(Dataset::open(&archive, name)?);
+        f(&Dataset::open(&archive, name)?)?;
     }
-    Ok(kept)
+    Ok(())
 }
 
 /// Every row of dataset `name` kept ([`kept`]) as `read` reads them.
@@ -44,9 +49,10 @@ fn read_kept<T>(
     read: impl Fn(&Dataset) -> anyhow::Result<Vec<T>>,
 ) -> anyhow::Result<Vec<T>> {
     let mut rows = Vec::new();
-    for dataset in kept(data_dir, name)? {
-        rows.extend(read(&dataset)?);
-    }
+    kept(data_dir, name, |dataset| {
+        rows.extend(read(dataset)?);
+        Ok(())
+    })?;
     Ok(rows)
 }
 
@@ -59,15 +65,15 @@ fn read_kept_where<T>(
     rows: impl Fn(&DataFrame) -> anyhow::Result<Vec<T>>,
 ) -> anyhow::Result<Vec<T>> {
     let mut out = Vec::new();
-    for dataset in kept(data_dir, name)? {
+    kept(data_dir, name, |dataset| {
         dataset.read_each(|_, df| {
             let selected = df.filter(&keep(&df)?)?;
             if selected.height() > 0 {
                 out.extend(rows(&selected)?);
             }
             Ok(())
-        })?;
-    }
+        })
+    })?;
     Ok(out)
 }
 
@@ -77,10 +83,7 @@ fn for_each_kept(
     name: &str,
     mut f: impl FnMut(&DataFrame) -> anyhow::Result<()>,
 ) -> anyhow::Result<()> {
-    for dataset in kept(data_dir, name)? {
-        dataset.read_each(|_, df| f(&df))?;
-    }
-    Ok(())
+    kept(data_dir, name, |dataset| dataset.read_each(|_, df| f(&df)))
 }
 
 /// A string column's values.

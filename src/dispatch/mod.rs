@@ -403,6 +403,15 @@ impl Dispatcher {
             let connector = config
                 .connector(&webhook.connector)
                 .expect("validated: webhook connectors exist");
+            // HubSpot took its enrollment and only the row saying so is left to write: no
+            // pause holds that, and a dry run would record it as never sent.
+            if item.enrolled_at_ms > 0
+                && let Ok(link) = self.link(connector)
+            {
+                let took = item.doubt_workflow.map_or(0, NonZeroU64::get);
+                jobs.push(Job::Enroll(link, took, item));
+                continue;
+            }
             // Paused by an operator: held in the queue, looked at again next minute (not booked:
             // when the pause ends, the ledgers are built again and spread what it held).
             if pauses.holds(&webhook.id, &connector.id) {
@@ -690,6 +699,10 @@ fn route<'c>(config: &'c Config, item: &Pending) -> Option<&'c crate::config::We
 /// nothing ran (or between the ticks of a sparse cron) waits for its morning. Timed sends
 /// only, not held out; a workflow action's contact only while HubSpot still holds it.
 fn quiet_until(config: &Config, item: &Pending, now: i64) -> Option<i64> {
+    // HubSpot took it: only its row is left to write, which quiet hours do not hold.
+    if item.enrolled_at_ms > 0 {
+        return None;
+    }
     let route = capacity::route(config, config.webhook(&item.webhook_id)?);
     let (zone, quiet) = route.quiet_for(item)?;
     let release_by = route

@@ -1460,8 +1460,12 @@ pub async fn complete(ctx: Arc<Ctx>, link: Arc<Link>, items: Vec<Pending>) -> Ve
                         }
                         continue 'chunks;
                     }
-                    // A later tick, but within HubSpot's hold: after it, the call is refused.
-                    let within = |i: &Pending, t: i64| t.min(ctx.hold_ends(i));
+                    // A later tick, but within HubSpot's hold: after it, the call is refused
+                    // (one whose hold is over already waits as it would, to fail for good).
+                    let within = |i: &Pending, t: i64| match ctx.hold_ends(i) {
+                        ends if ends > now => t.min(ends),
+                        _ => t,
+                    };
                     let decided = |i: &Pending| match decision {
                         Decision::Later(t) => Decision::Later(within(i, t)),
                         d => d,
@@ -1664,8 +1668,20 @@ mod tests {
         };
         let hold_ends = ctx.hold_ends(&item);
         assert!(hold_ends < NOW + 5 * MINUTE_MS);
-        let out = complete(ctx, link, vec![item]).await;
+        // One whose hold is over already waits its backoff, to fail for good (brought back
+        // at a past time, it was called again at every tick).
+        let over = Pending {
+            callback_id: Some("cb2".into()),
+            hold_ends_ms: Some(NOW - 10 * MINUTE_MS),
+            ..item.clone()
+        };
+        let out = complete(ctx, link, vec![item, over]).await;
         assert_eq!(out[0].1, Next::Again(hold_ends));
+        assert!(
+            matches!(out[1].1, Next::Again(t) if t > NOW),
+            "{:?}",
+            out[1].1
+        );
     }
 
     #[tokio::test]
@@ -1690,27 +1706,6 @@ mod tests {
             Decision::Retry(s(10))
         );
         assert_eq!(link.paused_at(NOW), None, "the connector is not paused");
-    }
-
-    /// A 477 pauses the connector until its `Retry-After` (a day at most), past the hour a
-    /// 429's wait is bounded by (it was bounded so too, and the connector was refused again
-    /// every hour).
-    #[tokio::test]
-    async fn a_migration_pauses_the_connector_until_its_retry_after() {
-        let dir = tempfile::tempdir().unwrap();
-        let (ctx, _writer) = ctx(dir.path());
-        let link = link();
-        let hours = |h: u64| Duration::from_secs(h * 3600);
-        let migrating = |retry_after| ApiError::Migrating {
-            retry_after,
-            message: "Migration in progress".into(),
-        };
-        let twenty = NOW + 20 * crate::time::HOUR_MS;
-        assert_eq!(
-            ctx.decide(&link, Action::Enroll, &migrating(Some(hours(20))), 0),
-            Decision::Later(twenty)
-        );
-        assert_eq!(link.paused_at(NOW), Some(twenty));
     }
 
     #[tokio::test]

@@ -299,8 +299,16 @@ impl CsvReader {
         let last = raw.iter().rposition(|b| !line_break(b))?;
         let body = &raw[first..=last];
         memchr::memchr2(b'\n', b'\r', body)?;
-        let mut lines = body.split(line_break).skip(1);
-        let inner = lines.position(|line| self.reads_as_row(line))?;
+        // Lines as an editor counts them: at LF (a CR before it is the CRLF's), or at CR
+        // in a file without LF.
+        let end = if memchr::memchr(b'\n', body).is_some() {
+            b'\n'
+        } else {
+            b'\r'
+        };
+        let mut lines = body.split(|b| *b == end).skip(1);
+        let inner =
+            lines.position(|line| self.reads_as_row(line.strip_suffix(b"\r").unwrap_or(line)))?;
         let below = inner + 1;
         Some(format!(
             "a quoted field runs from this row over the lines below it, and the line {below} below reads as a row of its own: a quote (\") opened in this row is closed only further down, and the rows between would be lost in one field (fix the quotes; a value holding a line break followed by text shaped like a whole row is refused too)"
@@ -663,14 +671,16 @@ mod tests {
                     2,2025-01-01T11:00:00Z,hello\n\
                     3,2025-01-01T12:00:00Z,size 12\"\n\
                     4,2025-01-01T13:00:00Z,x\n";
-        std::fs::write(&path, text).unwrap();
-        for chunk in [CHUNK, 1, 16, 50] {
-            let (reader, rows, bad) = read_in_chunks(&path, &columns, chunk);
-            assert_eq!(rows.len(), 1, "chunk {chunk}");
-            let at: Vec<u64> = bad.iter().map(|b| b.0).collect();
-            let places = reader.locate(&at).unwrap();
-            assert_eq!(places, [format!("{}:2", path.display())], "chunk {chunk}");
-            assert!(bad[0].1.contains("the line 1 below"), "{bad:?}");
+        for end in ["\n", "\r\n", "\r"] {
+            std::fs::write(&path, text.replace('\n', end)).unwrap();
+            for chunk in [CHUNK, 1, 16, 50] {
+                let (reader, rows, bad) = read_in_chunks(&path, &columns, chunk);
+                assert_eq!(rows.len(), 1, "{end:?}, chunk {chunk}");
+                let at: Vec<u64> = bad.iter().map(|b| b.0).collect();
+                let places = reader.locate(&at).unwrap();
+                assert_eq!(places, [format!("{}:2", path.display())], "{end:?}");
+                assert!(bad[0].1.contains("the line 1 below"), "{end:?}: {bad:?}");
+            }
         }
         for end in ["\n", "\r\n"] {
             let lines = [

@@ -3,10 +3,10 @@
 //! each send, their difference with a bootstrap 95 % interval, and a verdict only when that
 //! interval excludes zero and each group has [`MIN_SENDS`].
 //!
-//! Only like is compared with like: each webhook that holds receipts out with itself, on the
-//! receipts it received between its first and its last held-out receipt (a webhook without a
-//! holdout, or the weeks before one was set or after it was lifted, are other workflows,
-//! audiences and dates).
+//! Only like is compared with like: each webhook that holds receipts out with itself, at each
+//! holdout share it drew receipts at (receipts drawn with none, a webhook without a holdout or
+//! the weeks it was lifted, are other workflows, audiences and dates); receipts planned before
+//! the share was recorded, between the webhook's first and last held-out receipt.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;

@@ -27,7 +27,14 @@ pub struct Seen {
 /// Every endpoint's strongest version, as on disk.
 pub struct Ratchet {
     path: PathBuf,
-    seen: Mutex<BTreeMap<String, Seen>>,
+    floors: Mutex<Floors>,
+}
+
+/// The floors in force, and whether they are on disk.
+struct Floors {
+    seen: BTreeMap<String, Seen>,
+    /// When writing `seen` last failed (clock ms): it is tried again a minute on, at a post.
+    unsaved_since: Option<i64>,
 }
 
 impl Ratchet {
@@ -47,40 +54,73 @@ impl Ratchet {
         };
         Ok(Ratchet {
             path,
-            seen: Mutex::new(seen),
+            floors: Mutex::new(Floors {
+                seen,
+                unsaved_since: None,
+            }),
         })
     }
 
     /// The strongest version `endpoint` has taken, if any.
     pub fn seen(&self, endpoint: &str) -> Option<Seen> {
-        self.seen.lock().unwrap().get(endpoint).copied()
+        self.floors.lock().unwrap().seen.get(endpoint).copied()
+    }
+
+    /// Whether a post to `endpoint` signed with `version` at `now_ms` leaves nothing to
+    /// [`Self::raise`]: no stronger version, and no failed write to try again.
+    pub fn settled(&self, endpoint: &str, version: Version, now_ms: i64) -> bool {
+        let floors = self.floors.lock().unwrap();
+        floors
+            .seen
+            .get(endpoint)
+            .is_some_and(|s| s.version >= version)
+            && !floors.retry_due(now_ms)
     }
 
     /// Record that `endpoint` took a post signed with `version`; written to disk (blocking)
     /// when that is stronger than before. The floor holds in memory even when the file cannot
-    /// be written (the error is returned once): stripped posts are refused meanwhile, and a
-    /// restart before the disk is fixed forgets it.
+    /// be written: stripped posts are refused meanwhile, the write is tried again at a post a
+    /// minute on (each failure returned), and only a restart before one succeeds forgets it.
     pub fn raise(&self, endpoint: &str, version: Version, now_ms: i64) -> std::io::Result<()> {
-        let mut seen = self.seen.lock().unwrap();
-        if seen.get(endpoint).is_some_and(|s| s.version >= version) {
+        let mut floors = self.floors.lock().unwrap();
+        let stronger = floors
+            .seen
+            .get(endpoint)
+            .is_none_or(|s| s.version < version);
+        if !stronger && !floors.retry_due(now_ms) {
             return Ok(());
         }
-        let mut next = seen.clone();
-        next.insert(
-            endpoint.to_string(),
-            Seen {
-                version,
-                since_ms: now_ms,
-            },
-        );
-        let bytes = serde_json::to_vec_pretty(&next).expect("a map of plain values");
-        *seen = next;
-        let dir = self.path.parent().expect("under the data directory");
-        if !dir.is_dir() {
-            std::fs::create_dir_all(dir)?;
-            sync_dir(dir.parent().expect("under the data directory"))?;
+        if stronger {
+            floors.seen.insert(
+                endpoint.to_string(),
+                Seen {
+                    version,
+                    since_ms: now_ms,
+                },
+            );
         }
-        write_durably(&self.path, &bytes)
+        let bytes = serde_json::to_vec_pretty(&floors.seen).expect("a map of plain values");
+        let written = (|| {
+            let dir = self.path.parent().expect("under the data directory");
+            if !dir.is_dir() {
+                std::fs::create_dir_all(dir)?;
+                sync_dir(dir.parent().expect("under the data directory"))?;
+            }
+            write_durably(&self.path, &bytes)
+        })();
+        floors.unsaved_since = match &written {
+            Ok(()) => None,
+            Err(_) => Some(now_ms),
+        };
+        written
+    }
+}
+
+impl Floors {
+    /// Whether a write that failed is to be tried again at `now_ms`.
+    fn retry_due(&self, now_ms: i64) -> bool {
+        self.unsaved_since
+            .is_some_and(|t| now_ms - t >= crate::time::MINUTE_MS)
     }
 }
 
@@ -106,17 +146,27 @@ mod tests {
         assert_eq!(again.seen("b"), None);
     }
 
-    /// A file that cannot be written (its folder is a file here) fails the raise once; the
-    /// floor holds in memory, and taking the same version again is no new error (each post
-    /// logged one).
+    /// A file that cannot be written (its folder is a file here) fails the raise; the floor
+    /// holds in memory, a post within the minute tries no write (each post logged one), and
+    /// one a minute on writes it once the disk is fixed (it stayed unwritten, and a restart
+    /// forgot it).
     #[test]
-    fn a_floor_that_cannot_be_written_holds_in_memory() {
+    fn a_floor_that_cannot_be_written_holds_in_memory_and_is_written_later() {
         let dir = tempfile::tempdir().unwrap();
         let ratchet = Ratchet::open(dir.path()).unwrap();
-        std::fs::write(dir.path().join("state"), b"not a folder").unwrap();
-        assert!(ratchet.raise("a", Version::V3, 10).is_err());
+        let state = dir.path().join("state");
+        std::fs::write(&state, b"not a folder").unwrap();
+        assert!(ratchet.raise("a", Version::V3, 0).is_err());
         assert_eq!(ratchet.seen("a").map(|s| s.version), Some(Version::V3));
-        assert!(ratchet.raise("a", Version::V3, 20).is_ok());
+        assert!(ratchet.settled("a", Version::V3, 30_000));
+        assert!(ratchet.raise("a", Version::V3, 30_000).is_ok());
+        assert!(!ratchet.settled("a", Version::V3, 60_000));
+        assert!(ratchet.raise("a", Version::V3, 60_000).is_err());
+        std::fs::remove_file(&state).unwrap();
+        assert!(ratchet.raise("a", Version::V2, 120_000).is_ok());
+        assert!(ratchet.settled("a", Version::V3, 180_000));
+        let again = Ratchet::open(dir.path()).unwrap();
+        assert_eq!(again.seen("a").map(|s| s.version), Some(Version::V3));
     }
 
     #[test]

@@ -1256,7 +1256,7 @@ mod tests {
             let mut df = df!("x" => vec![x; 10]).unwrap();
             ds.write_part(Ulid::generate(), &mut df).unwrap();
         }
-        ds.compact(&HashSet::new()).unwrap().unwrap();
+        let merged = ds.compact(&HashSet::new()).unwrap().unwrap();
         let moved = ds
             .move_rows(&archive, &["x"], |df| {
                 Ok(df
@@ -1294,11 +1294,16 @@ mod tests {
         assert_eq!(values(&archive), [1; 10]);
         // The rewritten part goes after its grace, before its compaction's intent does: the
         // compaction's sources go with it, never listed again.
+        let id = merged.part.file_stem().unwrap().to_str().unwrap();
+        let compaction = ds.dir.join(format!(
+            "compact-{}.intent",
+            id.strip_prefix("part-").unwrap()
+        ));
+        assert!(compaction.exists());
         let newer = fs::read_dir(&ds.dir)
             .unwrap()
             .map(|e| e.unwrap().path())
-            .filter(|p| p.extension().is_some_and(|e| e == "intent"))
-            .max()
+            .find(|p| p.extension().is_some_and(|e| e == "intent") && *p != compaction)
             .unwrap();
         age_intent(&newer);
         ds.finish_compactions().unwrap();
@@ -1332,7 +1337,7 @@ mod tests {
         // One part with rows to move and rows to keep, one with rows to move only.
         let mut mixed = df!("id" => (0i64..20).collect::<Vec<_>>()).unwrap();
         let mut moved_only = df!("id" => (20i64..30).collect::<Vec<_>>()).unwrap();
-        ds.write_part(Ulid::generate(), &mut mixed).unwrap();
+        let mixed = ds.write_part(Ulid::generate(), &mut mixed).unwrap();
         ds.write_part(Ulid::generate(), &mut moved_only).unwrap();
         let ids = |parts: &[PathBuf]| -> Vec<i64> {
             parts
@@ -1364,7 +1369,7 @@ mod tests {
         // Past the grace the part moved from goes; the rows left stay listed once.
         age_intents(&ds.dir);
         ds.finish_compactions().unwrap();
-        assert!(!listed[0].exists());
+        assert!(!mixed.exists());
         let mut live = ids(&ds.parts().unwrap());
         live.sort();
         assert_eq!(live, (0..10).collect::<Vec<_>>());
