@@ -123,6 +123,11 @@ pub struct Receipt {
 }
 
 impl Receipt {
+    /// Taken without a signature (`allow_unsigned`).
+    pub fn unsigned(&self) -> bool {
+        self.signature.starts_with(UNSIGNED)
+    }
+
     /// What this receipt's execution was answered, when it is one and that is known.
     pub fn answered(&self) -> Option<Answered> {
         answered(
@@ -250,6 +255,8 @@ pub struct ReceiptKey {
     pub received_at_ms: i64,
     /// Only ever recorded as a dry run ([`DRY_RUN_MARK`]).
     pub dry_run_only: bool,
+    /// Taken without a signature (`allow_unsigned`).
+    pub unsigned: bool,
     /// An execution's hold, as asked of HubSpot.
     pub hold_ends_ms: Option<i64>,
     /// The account it was taken for.
@@ -267,6 +274,7 @@ impl ReceiptKey {
             body_hash: r.body_hash.clone(),
             received_at_ms: r.received_at_ms,
             dry_run_only: dry_run_only(&r.signature),
+            unsigned: r.unsigned(),
             hold_ends_ms: r.hold_ends_ms,
             portal_id: r.portal_id,
         }
@@ -362,6 +370,11 @@ impl Inbox {
     /// Receipts pending, all webhooks.
     pub fn pending_count(&self) -> usize {
         self.pending.len()
+    }
+
+    /// Whether as many receipts taken unsigned wait as may: an unsigned post is refused.
+    pub fn unsigned_full(&self) -> bool {
+        self.pending.unsigned_full()
     }
 }
 
@@ -470,7 +483,10 @@ impl Writer {
                 .waiting_for_any(&receipt.webhook_id, &merged_ids);
             let repeat = match waiting {
                 Some(existing) => Err(Repeat::Waiting(existing)),
-                None => self.pending.insert(receipt.contact(), &receipt.receipt_id),
+                None => {
+                    self.pending
+                        .insert(receipt.contact(), &receipt.receipt_id, receipt.unsigned())
+                }
             };
             match repeat {
                 Err(Repeat::Waiting(existing)) => {
@@ -800,6 +816,9 @@ pub fn read_keys(dataset: &Dataset) -> anyhow::Result<Vec<ReceiptKey>> {
                 body_hash: bodies[i].clone(),
                 received_at_ms: received[i].unwrap_or_default(),
                 dry_run_only: signatures[i].as_deref().is_some_and(dry_run_only),
+                unsigned: signatures[i]
+                    .as_deref()
+                    .is_some_and(|s| s.starts_with(UNSIGNED)),
                 hold_ends_ms: holds[i],
                 portal_id: portals[i],
             });

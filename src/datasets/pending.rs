@@ -11,7 +11,7 @@
 //!
 //! Shared by the inbox writer and the dispatcher; one lock, held for map operations only.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 
 use crate::metrics::Metrics;
@@ -41,7 +41,14 @@ struct State {
     /// adds them in part order), to forget them after the window: an entry withdrawn and
     /// stored again by a later receipt is that receipt's, and expires with it.
     expiry: VecDeque<(i64, (String, String), String)>,
+    /// The pending receipts taken unsigned (`allow_unsigned`): anyone's, so their number is
+    /// bounded ([`MAX_UNSIGNED`]).
+    unsigned: HashSet<String>,
 }
+
+/// Receipts taken unsigned that may wait at once: anyone may post them (a dry-run connector
+/// may take them on a public listener), and each waits until its due time, up to a week.
+pub const MAX_UNSIGNED: usize = 10_000;
 
 /// What a workflow action's execution was answered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -115,9 +122,15 @@ impl PendingSet {
         }
     }
 
-    /// Record `receipt_id` as pending for `contact`, unless one is already, or its body was
-    /// posted to the same webhook within [`REPLAY_WINDOW_MS`]: then the earlier receipt.
-    pub fn insert(&self, contact: Contact<'_>, receipt_id: &str) -> Result<(), Repeat> {
+    /// Record `receipt_id` (taken `unsigned` or not) as pending for `contact`, unless one is
+    /// already, or its body was posted to the same webhook within [`REPLAY_WINDOW_MS`]: then
+    /// the earlier receipt.
+    pub fn insert(
+        &self,
+        contact: Contact<'_>,
+        receipt_id: &str,
+        unsigned: bool,
+    ) -> Result<(), Repeat> {
         let k = contact.key();
         let mut state = self.inner.lock().unwrap();
         if let Some(existing) = state.pending.get(&k) {
@@ -132,6 +145,9 @@ impl PendingSet {
             return Err(Repeat::Finished(existing.clone()));
         }
         state.pending.insert(k, receipt_id.to_string());
+        if unsigned {
+            state.unsigned.insert(receipt_id.to_string());
+        }
         state.remember(contact, receipt_id);
         self.metrics.pending(contact.webhook_id).inc();
         Ok(())
@@ -182,6 +198,7 @@ impl PendingSet {
         if state.pending.get(&k).is_some_and(|id| id == receipt_id) {
             state.pending.remove(&k);
             state.answers.remove(receipt_id);
+            state.unsigned.remove(receipt_id);
             self.metrics.pending(contact.webhook_id).dec();
         }
     }
@@ -201,6 +218,11 @@ impl PendingSet {
                 state.recent.remove(&key);
             }
         }
+    }
+
+    /// Whether as many receipts taken unsigned wait as may ([`MAX_UNSIGNED`]).
+    pub fn unsigned_full(&self) -> bool {
+        self.inner.lock().unwrap().unsigned.len() >= MAX_UNSIGNED
     }
 
     /// Receipts pending, all webhooks.
@@ -243,6 +265,39 @@ mod tests {
     use super::*;
     use Repeat::{Finished, Waiting};
 
+    /// Receipts taken unsigned are counted while they wait, up to [`MAX_UNSIGNED`]; signed
+    /// ones and those released (finished, or withdrawn) are not.
+    #[test]
+    fn receipts_taken_unsigned_are_bounded_while_they_wait() {
+        let set = PendingSet::new(Metrics::new());
+        let emails: Vec<String> = (0..=MAX_UNSIGNED)
+            .map(|i| format!("u{i}@example.com"))
+            .collect();
+        let contact = |i: usize| Contact {
+            webhook_id: "w",
+            contact_id: None,
+            email: Some(&emails[i]),
+            callback_id: None,
+            body: None,
+        };
+        for i in 0..MAX_UNSIGNED - 1 {
+            set.insert(contact(i), &format!("r{i}"), true).unwrap();
+        }
+        set.insert(contact(MAX_UNSIGNED), "signed", false).unwrap();
+        assert!(!set.unsigned_full(), "a signed receipt does not count");
+        let last = MAX_UNSIGNED - 1;
+        set.insert(contact(last), "last", true).unwrap();
+        assert!(set.unsigned_full());
+        // A repeat of a waiting contact is not stored, and not counted.
+        assert!(set.insert(contact(0), "again", true).is_err());
+        set.release(contact(0), "r0");
+        assert!(!set.unsigned_full());
+        set.insert(contact(0), "r0 again", true).unwrap();
+        assert!(set.unsigned_full());
+        set.withdraw(contact(last), "last");
+        assert!(!set.unsigned_full());
+    }
+
     #[test]
     fn a_contact_is_pending_once_per_webhook_until_its_receipt_is_released() {
         let set = PendingSet::new(Metrics::new());
@@ -253,18 +308,18 @@ mod tests {
             callback_id: None,
             body: None,
         };
-        assert_eq!(set.insert(ada("a"), "r1"), Ok(()));
+        assert_eq!(set.insert(ada("a"), "r1", false), Ok(()));
         let same = Contact {
             email: Some("ada@example.com"),
             ..ada("a")
         };
-        assert_eq!(set.insert(same, "r2"), Err(Waiting("r1".into())));
-        assert_eq!(set.insert(ada("b"), "r3"), Ok(()), "another webhook");
+        assert_eq!(set.insert(same, "r2", false), Err(Waiting("r1".into())));
+        assert_eq!(set.insert(ada("b"), "r3", false), Ok(()), "another webhook");
         // Releasing another receipt of the contact leaves the pending one.
         set.release(ada("a"), "r2");
-        assert_eq!(set.insert(ada("a"), "r4"), Err(Waiting("r1".into())));
+        assert_eq!(set.insert(ada("a"), "r4", false), Err(Waiting("r1".into())));
         set.release(ada("a"), "r1");
-        assert_eq!(set.insert(ada("a"), "r4"), Ok(()));
+        assert_eq!(set.insert(ada("a"), "r4", false), Ok(()));
         assert_eq!(set.len(), 2);
         // The HubSpot id, when known, is who the contact is.
         let by_id = |email| Contact {
@@ -274,9 +329,12 @@ mod tests {
             callback_id: None,
             body: None,
         };
-        assert_eq!(set.insert(by_id(Some("x@example.com")), "r5"), Ok(()));
         assert_eq!(
-            set.insert(by_id(Some("y@example.com")), "r6"),
+            set.insert(by_id(Some("x@example.com")), "r5", false),
+            Ok(())
+        );
+        assert_eq!(
+            set.insert(by_id(Some("y@example.com")), "r6", false),
             Err(Waiting("r5".into()))
         );
         // An action's executions are told apart by callback: the same contact may wait in
@@ -285,10 +343,10 @@ mod tests {
             callback_id: Some(callback_id),
             ..by_id(None)
         };
-        assert_eq!(set.insert(execution("cb-1"), "r7"), Ok(()));
-        assert_eq!(set.insert(execution("cb-2"), "r8"), Ok(()));
+        assert_eq!(set.insert(execution("cb-1"), "r7", false), Ok(()));
+        assert_eq!(set.insert(execution("cb-2"), "r8", false), Ok(()));
         assert_eq!(
-            set.insert(execution("cb-1"), "r9"),
+            set.insert(execution("cb-1"), "r9", false),
             Err(Waiting("r7".into()))
         );
     }
@@ -309,15 +367,21 @@ mod tests {
             }),
         };
         let hour = crate::time::HOUR_MS;
-        assert_eq!(set.insert(post("ada@x.com", "b1", 0), "r1"), Ok(()));
+        assert_eq!(set.insert(post("ada@x.com", "b1", 0), "r1", false), Ok(()));
         set.withdraw(post("ada@x.com", "b1", 0), "r1");
-        assert_eq!(set.insert(post("ada@x.com", "b1", hour), "r2"), Ok(()));
+        assert_eq!(
+            set.insert(post("ada@x.com", "b1", hour), "r2", false),
+            Ok(())
+        );
         set.release(post("ada@x.com", "b1", hour), "r2");
         // Another post moves the window past the first receipt, not the second.
         let later = REPLAY_WINDOW_MS + hour / 2;
-        assert_eq!(set.insert(post("bob@x.com", "b2", later), "r3"), Ok(()));
         assert_eq!(
-            set.insert(post("ada@x.com", "b1", later), "r4"),
+            set.insert(post("bob@x.com", "b2", later), "r3", false),
+            Ok(())
+        );
+        assert_eq!(
+            set.insert(post("ada@x.com", "b1", later), "r4", false),
             Err(Finished("r2".into()))
         );
     }
@@ -337,23 +401,23 @@ mod tests {
                 received_at_ms,
             }),
         };
-        assert_eq!(set.insert(post(0), "r1"), Ok(()));
+        assert_eq!(set.insert(post(0), "r1", false), Ok(()));
         set.release(post(0), "r1");
         assert_eq!(
-            set.insert(post(DAY_MS), "r2"),
+            set.insert(post(DAY_MS), "r2", false),
             Err(Finished("r1".into())),
             "a replay"
         );
         let week = 7 * DAY_MS;
-        assert_eq!(set.insert(post(week), "r3"), Ok(()));
+        assert_eq!(set.insert(post(week), "r3", false), Ok(()));
         set.release(post(week), "r3");
         // Remembered at start-up out of order: an older body read after a newer one.
         set.remember(post(week - 6 * DAY_MS), "r0");
         assert_eq!(
-            set.insert(post(week + DAY_MS), "r4"),
+            set.insert(post(week + DAY_MS), "r4", false),
             Err(Finished("r3".into()))
         );
-        assert_eq!(set.insert(post(3 * week), "r5"), Ok(()));
+        assert_eq!(set.insert(post(3 * week), "r5", false), Ok(()));
     }
 
     /// HubSpot's retry of an execution already released, with other bytes (its properties
@@ -372,10 +436,10 @@ mod tests {
                 received_at_ms: 0,
             }),
         };
-        assert_eq!(set.insert(execution("first"), "r1"), Ok(()));
+        assert_eq!(set.insert(execution("first"), "r1", false), Ok(()));
         set.release(execution("first"), "r1");
         assert_eq!(
-            set.insert(execution("refreshed"), "r2"),
+            set.insert(execution("refreshed"), "r2", false),
             Err(Finished("r1".into()))
         );
     }

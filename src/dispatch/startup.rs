@@ -251,7 +251,9 @@ impl Dispatcher {
                 pending.remember(r.contact(), &r.receipt_id);
             } else {
                 // Repeats (a receipt in two parts) keep the first.
-                if pending.insert(r.contact(), &r.receipt_id).is_ok()
+                if pending
+                    .insert(r.contact(), &r.receipt_id, r.unsigned)
+                    .is_ok()
                     && let Some(answer) = r.answered()
                 {
                     pending.answered(&r.receipt_id, answer);

@@ -259,6 +259,10 @@ async fn authenticate(
     };
     let signature = if unsigned && connector.allow_unsigned {
         check_floor(state, &config, &connector, &webhook, None, refused)?;
+        // Anyone's: how many wait is bounded, as each may wait a week.
+        if state.inbox.unsigned_full() {
+            return Err(Refusal::UnsignedFull);
+        }
         if let Some(suppressed) = due(state, &connector.id, PostWarning::Unsigned) {
             tracing::warn!(
                 webhook = %webhook.id,
@@ -379,11 +383,7 @@ async fn raise_floor(
         return;
     };
     // Most posts raise nothing: no blocking task for them.
-    if state
-        .ratchet
-        .seen(endpoint)
-        .is_some_and(|s| s.version >= version)
-    {
+    if state.ratchet.settled(endpoint, version, now_ms) {
         return;
     }
     let (ratchet, id) = (state.ratchet.clone(), endpoint.to_string());

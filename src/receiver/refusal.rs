@@ -45,6 +45,11 @@ pub enum Refusal {
     BodyTimeout,
     #[error("this connector has no client secret configured")]
     NoSecret { connector: String, env: String },
+    #[error(
+        "{} posts taken unsigned are waiting, as many as may: unsigned posts are refused until fewer wait (sign them: allow_unsigned is for local testing)",
+        crate::datasets::pending::MAX_UNSIGNED
+    )]
+    UnsignedFull,
     #[error("{error}")]
     Signature {
         error: SignatureError,
@@ -95,7 +100,7 @@ impl Refusal {
             | Refusal::BodyTimeout
             | Refusal::Store(StoreError::Busy)
             | Refusal::Store(StoreError::ShuttingDown) => StatusCode::TOO_MANY_REQUESTS,
-            Refusal::NoSecret { .. } | Refusal::Store(StoreError::Io) => {
+            Refusal::NoSecret { .. } | Refusal::UnsignedFull | Refusal::Store(StoreError::Io) => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
         }
@@ -110,6 +115,7 @@ impl Refusal {
             Refusal::BodyUnreadable { .. } => "bad_body",
             Refusal::BodyTimeout => "body_timeout",
             Refusal::NoSecret { .. } => "no_secret",
+            Refusal::UnsignedFull => "unsigned_full",
             Refusal::Signature { error, .. } => error.label(),
             Refusal::Payload(PayloadError::NotJson(_)) => "bad_json",
             Refusal::Payload(PayloadError::NoContact) => "no_contact",
