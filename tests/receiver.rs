@@ -1157,6 +1157,41 @@ fn a_log_cut_at_a_frame_boundary_is_detected_and_kept() {
 
 /// What is not an email address is refused (400), and a signature header that is not text
 /// is a bad signature, never an absent one: no downgrade to v1, no pass as unsigned.
+/// Anyone may post where unsigned posts are allowed: while as many receipts taken unsigned
+/// wait as may (counted again at start-up from the inbox), one more unsigned post gets 503
+/// `unsigned_full`; a signed post is taken.
+#[test]
+fn unsigned_posts_are_refused_while_too_many_taken_unsigned_wait() {
+    use sendtime::datasets::{inbox::Receipt, pending::MAX_UNSIGNED};
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let waiting: Vec<Receipt> = (0..MAX_UNSIGNED as i64)
+        .map(|i| Receipt {
+            webhook_type: sendtime::config::WebhookType::NextWeek,
+            signature: "unsigned (dry run)".into(),
+            ..common::inbox_row(
+                &ulid::Ulid::generate().to_string(),
+                "nurture",
+                1_000_000 + i,
+                Some(format!("waiting{i}@example.com")),
+                now_ms(),
+            )
+        })
+        .collect();
+    common::write_inbox(&data, &waiting);
+    let cfg = config(dir.path(), "allow_unsigned = true");
+    let server = Server::start(&cfg, &data, &[("TEST_SECRET", SECRET)]);
+    let body = contact_body(1, "one-more@example.com");
+    let (status, answer) = post(&server, "nurture", &body, Sig::None);
+    assert_eq!(
+        (status, &answer["reason"]),
+        (503, &"unsigned_full".into()),
+        "{answer}"
+    );
+    let body = contact_body(2, "signed@example.com");
+    assert_eq!(post(&server, "nurture", &body, Sig::V2).0, 200);
+}
+
 #[test]
 fn odd_emails_and_non_text_signature_headers_are_refused() {
     let dir = tempfile::tempdir().unwrap();

@@ -195,10 +195,11 @@ impl PendingSet {
     pub fn release(&self, contact: Contact<'_>, receipt_id: &str) {
         let k = contact.key();
         let mut state = self.inner.lock().unwrap();
+        // By its id, unique: counted out even if its contact's key no longer finds it.
+        state.unsigned.remove(receipt_id);
         if state.pending.get(&k).is_some_and(|id| id == receipt_id) {
             state.pending.remove(&k);
             state.answers.remove(receipt_id);
-            state.unsigned.remove(receipt_id);
             self.metrics.pending(contact.webhook_id).dec();
         }
     }

@@ -405,11 +405,17 @@ impl Dispatcher {
                 .expect("validated: webhook connectors exist");
             // HubSpot took its enrollment and only the row saying so is left to write: no
             // pause holds that, and a dry run would record it as never sent.
-            if item.enrolled_at_ms > 0
-                && let Ok(link) = self.link(connector)
-            {
-                let took = item.doubt_workflow.map_or(0, NonZeroU64::get);
-                jobs.push(Job::Enroll(link, took, item));
+            if item.enrolled_at_ms > 0 {
+                match self.link(connector) {
+                    Ok(link) => {
+                        let took = item.doubt_workflow.map_or(0, NonZeroU64::get);
+                        jobs.push(Job::Enroll(link, took, item));
+                    }
+                    Err(e) => {
+                        tracing::error!("{e:#}");
+                        later.push((item, now + MINUTE_MS));
+                    }
+                }
                 continue;
             }
             // Paused by an operator: held in the queue, looked at again next minute (not booked:

@@ -1591,12 +1591,17 @@ mod tests {
         assert_eq!(status, Status::Failed);
     }
 
-    /// A list batch HubSpot keeps refusing (503): each contact gives up on its own count. One
-    /// at its twelfth failure fails; one received during the outage, in the same batch, is
-    /// tried again later (it failed with the batch's oldest, after a try of its own).
-    #[tokio::test]
-    async fn a_list_batch_fails_each_contact_on_its_own_count() {
-        use crate::hubspot::standin::{Fault, Injection, Options, StandIn};
+    /// A stand-in answering every call 503, a link to it, and a context whose retries all go
+    /// to a later tick (nothing waits here).
+    async fn unavailable(
+        data: &std::path::Path,
+    ) -> (
+        crate::hubspot::standin::StandIn,
+        Arc<Ctx>,
+        Arc<Link>,
+        crate::datasets::outcomes::OutcomeWriter,
+    ) {
+        use crate::hubspot::standin::{DEFAULT_TOKEN, Fault, Injection, Options, StandIn};
         let standin = StandIn::start(Options::default()).await.unwrap();
         standin.inject(
             Injection::next(Fault::Status {
@@ -1605,20 +1610,23 @@ mod tests {
             })
             .times(u64::MAX),
         );
-        let dir = tempfile::tempdir().unwrap();
-        let (ctx, _writer) = ctx(dir.path());
-        // Nothing waits here: each retry goes to a later tick.
+        let (ctx, writer) = ctx(data);
         let ctx = Arc::new(Ctx {
             horizon: Instant::now(),
             ..ctx
         });
-        let client = Client::new(
-            &standin.url(),
-            crate::hubspot::standin::DEFAULT_TOKEN,
-            ClientOptions::default(),
-        )
-        .unwrap();
+        let client = Client::new(&standin.url(), DEFAULT_TOKEN, ClientOptions::default()).unwrap();
         let link = Arc::new(Link::new("main".into(), client, None));
+        (standin, ctx, link, writer)
+    }
+
+    /// A list batch HubSpot keeps refusing (503): each contact gives up on its own count. One
+    /// at its twelfth failure fails; one received during the outage, in the same batch, is
+    /// tried again later (it failed with the batch's oldest, after a try of its own).
+    #[tokio::test]
+    async fn a_list_batch_fails_each_contact_on_its_own_count() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_standin, ctx, link, _writer) = unavailable(dir.path()).await;
         let oldest = Pending {
             failures: 11,
             ..super::super::tests::pending(1)
@@ -1637,28 +1645,8 @@ mod tests {
     /// end at the latest: after it, HubSpot refuses the completion.
     #[tokio::test]
     async fn a_callback_is_tried_again_before_its_hold_ends() {
-        use crate::hubspot::standin::{Fault, Injection, Options, StandIn};
-        let standin = StandIn::start(Options::default()).await.unwrap();
-        standin.inject(
-            Injection::next(Fault::Status {
-                status: 503,
-                message: "unavailable".into(),
-            })
-            .times(u64::MAX),
-        );
         let dir = tempfile::tempdir().unwrap();
-        let (ctx, _writer) = ctx(dir.path());
-        let ctx = Arc::new(Ctx {
-            horizon: Instant::now(),
-            ..ctx
-        });
-        let client = Client::new(
-            &standin.url(),
-            crate::hubspot::standin::DEFAULT_TOKEN,
-            ClientOptions::default(),
-        )
-        .unwrap();
-        let link = Arc::new(Link::new("main".into(), client, None));
+        let (_standin, ctx, link, _writer) = unavailable(dir.path()).await;
         // Its tenth failure waits five minutes; HubSpot holds it three more.
         let item = Pending {
             callback_id: Some("cb".into()),

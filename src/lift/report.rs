@@ -1303,27 +1303,32 @@ mod tests {
         assert_eq!((m.holdout.sends, m.holdout.engaged), (1, 0));
     }
 
+    /// Contacts 1 to 5, each received and sent (optimized) at T plus its number in hours.
+    fn five_optimized() -> Vec<Given> {
+        [("o1", 1), ("o2", 2), ("o3", 3), ("o4", 4), ("o5", 5)]
+            .into_iter()
+            .map(|(id, c)| (id, c, T + c * HOUR_MS, Some(T + c * HOUR_MS), false))
+            .collect()
+    }
+
+    /// An open of each of `contacts` a day before T: they are in the store.
+    fn known(contacts: &[i64]) -> Vec<(i64, i64)> {
+        contacts.iter().map(|&c| (c, T - DAY_MS)).collect()
+    }
+
     /// A person posted once with its email (in the store by email and by id) and once by id
     /// alone is one contact of its group, not two: here the held-out group reaches four people,
     /// fewer than a comparison needs. Counted as two, it reached five and was compared.
     #[test]
     fn a_person_posted_by_email_and_by_id_is_one_contact() {
         let at = |k: i64| T + k * HOUR_MS;
-        let optimized: Vec<Given> = [("o1", 1), ("o2", 2), ("o3", 3), ("o4", 4), ("o5", 5)]
-            .into_iter()
-            .map(|(id, c)| (id, c, at(c), Some(at(c)), false))
-            .collect();
         let held_out: [Given; 4] = [
             ("h1", 11, at(1), Some(at(1)), true),
             ("h2", 12, at(2), Some(at(2)), true),
             ("h3", 13, at(3), Some(at(3)), true),
             ("h4", 15, at(4), Some(at(4)), true),
         ];
-        let opens: Vec<(i64, i64)> = [1, 2, 3, 4, 5, 11, 12, 13, 15]
-            .into_iter()
-            .map(|c| (c, T - DAY_MS))
-            .collect();
-        let dir = world(&optimized, &opens);
+        let dir = world(&five_optimized(), &known(&[1, 2, 3, 4, 5, 11, 12, 13, 15]));
         receipts(
             dir.path(),
             "w",
@@ -1356,10 +1361,6 @@ mod tests {
     #[test]
     fn sends_to_one_person_unknown_to_the_store_are_one_contact() {
         let at = |h: i64| T + h * HOUR_MS;
-        let optimized: Vec<Given> = [("o1", 1), ("o2", 2), ("o3", 3), ("o4", 4), ("o5", 5)]
-            .into_iter()
-            .map(|(id, c)| (id, c, at(c), Some(at(c)), false))
-            .collect();
         let held_out: [Given; 6] = [
             ("h1", 11, at(1), Some(at(1)), true),
             ("h2", 12, at(2), Some(at(2)), true),
@@ -1368,11 +1369,7 @@ mod tests {
             ("h5", 99, at(60), Some(at(60)), true),
             ("h6", 99, at(90), Some(at(90)), true),
         ];
-        let opens: Vec<(i64, i64)> = [1, 2, 3, 4, 5, 11, 12]
-            .into_iter()
-            .map(|c| (c, T - DAY_MS))
-            .collect();
-        let dir = world(&optimized, &opens);
+        let dir = world(&five_optimized(), &known(&[1, 2, 3, 4, 5, 11, 12]));
         receipts(dir.path(), "w", WebhookType::Next24Hours, &held_out, true);
         let options = Options {
             as_of_ms: T + 10 * DAY_MS,

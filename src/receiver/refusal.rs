@@ -240,7 +240,12 @@ impl RefusalLog {
         let reason = refusal.label();
         metrics.reject(reason);
         let status = refusal.status();
-        if !refusal.is_ours() && !status.is_client_error() {
+        // Busy and store errors say nothing to fix in a workflow; a full set of unsigned
+        // receipts does, to whoever tests with them.
+        if !refusal.is_ours()
+            && !status.is_client_error()
+            && !matches!(refusal, Refusal::UnsignedFull)
+        {
             return;
         }
         let mut seen = self.0.lock().unwrap_or_else(|e| e.into_inner());
