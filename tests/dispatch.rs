@@ -3236,7 +3236,10 @@ fn a_workflow_turned_off_in_hubspot_holds_its_contacts_until_it_is_on() {
     set_clock(&clock, t2);
     eventually(Duration::from_secs(20), || (reads() == 4).then_some(()))
         .unwrap_or_else(|| panic!("not read at the hold's end; logs:\n{}", server.logs()));
-    // The others waited for that read's answer, a few seconds by the dispatcher's clock.
+    // The others waited for that read's answer, a few seconds by the dispatcher's clock: from
+    // the time of the tick that read, once it is over (moved on while that tick still ran, the
+    // clock put them later than the time the test sets, as CI saw).
+    common::wait_ticks(&server, 2);
     set_clock(&clock, t2 + 10_000);
     for email in &later {
         wait_enrolled(standin, &server, "101", email);

@@ -1346,11 +1346,7 @@ mod tests {
         let again = [("h5", 15, at(30), Some(at(30)), true)];
         receipts(dir.path(), "w", WebhookType::Next24Hours, &again, false);
         events::append(dir.path(), &[old_open_by_email(15)]).unwrap();
-        let options = Options {
-            as_of_ms: T + 10 * DAY_MS,
-            ..Options::default()
-        };
-        let m = opened_24h(&lift(dir.path(), &options).unwrap()).clone();
+        let m = opened_24h(&lift_of(&dir)).clone();
         assert_eq!((m.holdout.sends, m.too_few_contacts), (5, 1), "{m:?}");
     }
 
@@ -1371,11 +1367,7 @@ mod tests {
         ];
         let dir = world(&five_optimized(), &known(&[1, 2, 3, 4, 5, 11, 12]));
         receipts(dir.path(), "w", WebhookType::Next24Hours, &held_out, true);
-        let options = Options {
-            as_of_ms: T + 10 * DAY_MS,
-            ..Options::default()
-        };
-        let m = opened_24h(&lift(dir.path(), &options).unwrap()).clone();
+        let m = opened_24h(&lift_of(&dir)).clone();
         assert_eq!(m.holdout.sends, 6, "{m:?}");
         assert_eq!((m.too_few_contacts, m.difference), (1, None), "{m:?}");
     }

@@ -579,7 +579,8 @@ impl Dataset {
                     self.finish_intent(&intent)?;
                 }
             } else {
-                // Its rows are all in the archive, where a reader that listed it finds them.
+                // Its rows are all taken: moved, a reader that listed it finds them in the
+                // archive, which it lists after.
                 if let Some(intent) = earlier {
                     self.finish_intent(intent)?;
                 }
