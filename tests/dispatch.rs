@@ -807,11 +807,29 @@ fn calls_waiting_on_the_limiter_keep_to_a_scope_hold() {
 }
 
 /// HubSpot's 477 (the account is being moved between data hosting locations; "typically up
-/// to 24 hours") holds the connector for an hour without a `Retry-After`: one call refused, not
-/// one per contact, and the contacts wait, none failed. It was a permanent refusal: every due
-/// contact failed.
+/// to 24 hours") holds the connector for an hour without a `Retry-After`, and as long as one
+/// says, up to a day: one call refused, not one per contact, and the contacts wait, none
+/// failed. It was a permanent refusal: every due contact failed.
 #[test]
 fn an_account_migration_pauses_the_connector() {
+    // Tried again an hour on without a `Retry-After`...
+    let (at, retry) = migration_retry(None);
+    assert!(
+        (at + 3_500_000..=at + 3_700_000).contains(&retry),
+        "retry at {retry}, ticked at {at}"
+    );
+    // ...and when it says, that long, up to a day (it was cut to an hour, as a 429's wait).
+    let (at, retry) = migration_retry(Some(Duration::from_secs(20 * 3600)));
+    let twenty = at + 20 * 3_600_000;
+    assert!(
+        (twenty - 100_000..=twenty + 100_000).contains(&retry),
+        "retry at {retry}, ticked at {at}"
+    );
+}
+
+/// A `sendtime tick` whose calls HubSpot answers 477 with `retry_after`: when it ticked, and
+/// the latest retry its rows name. No contact fails.
+fn migration_retry(retry_after: Option<Duration>) -> (i64, i64) {
     let rt = runtime();
     let standin = rt
         .block_on(StandIn::start(Options {
@@ -824,12 +842,9 @@ fn an_account_migration_pauses_the_connector() {
     let config = write_config(dir.path(), &standin.url(), "", &[&HOOKS[3]]);
     receive_only(&config, &data, &standin, ("m", 5), 8800);
     standin.inject(
-        Injection::next(Fault::Status {
-            status: 477,
-            message: "Migration in progress".into(),
-        })
-        .times(u64::MAX)
-        .on("/automation/"),
+        Injection::next(Fault::Migrating { retry_after })
+            .times(u64::MAX)
+            .on("/automation/"),
     );
     let at = now_ms() + 60_000;
     let (out, err) = tick_once(&config, &data, at, TOKEN);
@@ -845,16 +860,12 @@ fn an_account_migration_pauses_the_connector() {
     assert_eq!(refused.len(), 1, "{out}\n{err}");
     let rows = outcomes::read(&outcomes::dataset(&data).unwrap()).unwrap();
     assert!(rows.iter().all(|r| !r.status.is_final()), "{rows:?}");
-    // Tried again an hour on.
     let retry = rows
         .iter()
         .filter_map(|r| r.retry_at_ms)
         .max()
         .unwrap_or_else(|| panic!("no retry recorded: {rows:?}"));
-    assert!(
-        (at + 3_500_000..=at + 3_700_000).contains(&retry),
-        "retry at {retry}, ticked at {at}: {rows:?}"
-    );
+    (at, retry)
 }
 
 /// The dispatch tests' config: ticks every second, the connector calling `api_base`.

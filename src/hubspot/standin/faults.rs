@@ -22,6 +22,9 @@ pub enum Fault {
     },
     /// Any status with HubSpot's error body (`{status, message, correlationId}`).
     Status { status: u16, message: String },
+    /// 477 "Migration in Progress" (the account is moving between data hosting locations),
+    /// with `Retry-After` when given, as HubSpot's error-handling guide describes it.
+    Migrating { retry_after: Option<Duration> },
     /// Process normally, answer after this long.
     Slow(Duration),
     /// Close the connection without answering (and without processing).
@@ -30,6 +33,18 @@ pub enum Fault {
     Html(u16),
     /// 200 with this JSON body instead of the stand-in's own (a page of odd but real shape).
     Json(serde_json::Value),
+}
+
+/// `Retry-After: d` on `resp`, in whole seconds (at least 1 for a wait that is not zero).
+fn retry_after_header(resp: &mut Response, d: Option<Duration>) {
+    if let Some(d) = d {
+        let secs = d
+            .as_secs_f64()
+            .ceil()
+            .max(if d.is_zero() { 0.0 } else { 1.0 });
+        resp.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(secs as u64));
+    }
 }
 
 /// A scripted fault: let `skip` matching requests through, then fail the next `times`.
@@ -190,14 +205,13 @@ impl World {
                     })),
                 )
                     .into_response();
-                if let Some(d) = retry_after {
-                    let secs = d
-                        .as_secs_f64()
-                        .ceil()
-                        .max(if d.is_zero() { 0.0 } else { 1.0 });
-                    resp.headers_mut()
-                        .insert(header::RETRY_AFTER, HeaderValue::from(secs as u64));
-                }
+                retry_after_header(&mut resp, retry_after);
+                Gate::Answer(resp)
+            }
+            Fault::Migrating { retry_after } => {
+                let status = StatusCode::from_u16(477).expect("a valid status code");
+                let mut resp = error(status, "Migration in progress", None);
+                retry_after_header(&mut resp, retry_after);
                 Gate::Answer(resp)
             }
             Fault::Status { status, message } => Gate::Answer(error(
