@@ -46,6 +46,11 @@ pub fn dry_run_only(signature: &str) -> bool {
     signature.ends_with(DRY_RUN_MARK)
 }
 
+/// Whether a receipt with this stored signature was taken without one (`allow_unsigned`).
+fn unsigned(signature: &str) -> bool {
+    signature.starts_with(UNSIGNED)
+}
+
 /// Column names, in schema order.
 pub mod col {
     /// A ULID, issued on receipt.
@@ -125,7 +130,7 @@ pub struct Receipt {
 impl Receipt {
     /// Taken without a signature (`allow_unsigned`).
     pub fn unsigned(&self) -> bool {
-        self.signature.starts_with(UNSIGNED)
+        unsigned(&self.signature)
     }
 
     /// What this receipt's execution was answered, when it is one and that is known.
@@ -816,9 +821,7 @@ pub fn read_keys(dataset: &Dataset) -> anyhow::Result<Vec<ReceiptKey>> {
                 body_hash: bodies[i].clone(),
                 received_at_ms: received[i].unwrap_or_default(),
                 dry_run_only: signatures[i].as_deref().is_some_and(dry_run_only),
-                unsigned: signatures[i]
-                    .as_deref()
-                    .is_some_and(|s| s.starts_with(UNSIGNED)),
+                unsigned: signatures[i].as_deref().is_some_and(unsigned),
                 hold_ends_ms: holds[i],
                 portal_id: portals[i],
             });

@@ -403,9 +403,9 @@ impl Dispatcher {
             let connector = config
                 .connector(&webhook.connector)
                 .expect("validated: webhook connectors exist");
-            // HubSpot took its enrollment and only the row saying so is left to write: no
-            // pause holds that, and a dry run would record it as never sent.
-            if item.enrolled_at_ms > 0 {
+            // No pause holds the row left to write, and a dry run would record the
+            // enrollment HubSpot took as never sent.
+            if item.only_row_left() {
                 match self.link(connector) {
                     Ok(link) => {
                         let took = item.doubt_workflow.map_or(0, NonZeroU64::get);
@@ -705,8 +705,8 @@ fn route<'c>(config: &'c Config, item: &Pending) -> Option<&'c crate::config::We
 /// nothing ran (or between the ticks of a sparse cron) waits for its morning. Timed sends
 /// only, not held out; a workflow action's contact only while HubSpot still holds it.
 fn quiet_until(config: &Config, item: &Pending, now: i64) -> Option<i64> {
-    // HubSpot took it: only its row is left to write, which quiet hours do not hold.
-    if item.enrolled_at_ms > 0 {
+    // Quiet hours do not hold a row left to write.
+    if item.only_row_left() {
         return None;
     }
     let route = capacity::route(config, config.webhook(&item.webhook_id)?);

@@ -110,13 +110,7 @@ impl Dispatcher {
             for item in &waiting {
                 self.planned.remove(&item.receipt_id);
             }
-            // In the group the receipt was drawn for, as the lift report compares them.
-            for item in &mut last {
-                let share = config.webhook(&item.webhook_id).map_or(0.0, |w| w.holdout);
-                let mut buf = [0u8; ulid::ULID_LEN];
-                item.holdout = crate::lift::held_out(item.receipt_id.as_str(&mut buf), share);
-            }
-            if let Err(w) = self.record_unplanned(config, &last, now) {
+            if let Err(w) = self.record_unplanned(config, &mut last, now) {
                 tracing::warn!(
                     contacts = last.len(),
                     "cannot record the plans of contacts sent in the last hour of HubSpot's hold (they are sent all the same): {w:#}"
@@ -369,16 +363,24 @@ impl Dispatcher {
 
     /// Plan rows for `items`, sent at `now` unplanned while planning fails: finished
     /// receipts are archived by their plan rows, and `explain` and the lift report read them.
-    fn record_unplanned(&self, config: &Config, items: &[Pending], now: i64) -> anyhow::Result<()> {
+    /// Each is held out or not first, in the group the receipt was drawn for, as the lift
+    /// report compares them (whether or not its row can be written).
+    fn record_unplanned(
+        &self,
+        config: &Config,
+        items: &mut [Pending],
+        now: i64,
+    ) -> anyhow::Result<()> {
         if items.is_empty() {
             return Ok(());
         }
         let mut rows = plan::Columns::with_capacity(items.len());
-        for r in items {
+        for r in items.iter_mut() {
             let mut buf = [0u8; ulid::ULID_LEN];
             let reason = "planning failed: sent in the last hour of HubSpot's hold";
-            let receipt = r.receipt_id.as_str(&mut buf);
             let share = config.webhook(&r.webhook_id).map_or(0.0, |w| w.holdout);
+            r.holdout = crate::lift::held_out(r.receipt_id.as_str(&mut buf), share);
+            let receipt = r.receipt_id.as_str(&mut buf);
             rows.push(entry(r, receipt, now, None, reason, now, share));
         }
         self.plan_ds

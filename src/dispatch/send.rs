@@ -83,6 +83,11 @@ impl Pending {
     pub fn held_by_hubspot(&self) -> bool {
         self.callback_id.is_some() && !self.dry_run_only
     }
+
+    /// HubSpot took its enrollment and only the row saying so is left to write.
+    pub fn only_row_left(&self) -> bool {
+        self.enrolled_at_ms > 0
+    }
 }
 
 /// What follows a task for one receipt.
@@ -856,7 +861,7 @@ pub async fn enroll(
     mut item: Pending,
 ) -> (Pending, Next) {
     // HubSpot took it and only its row is left to write (the disk was full): never sent again.
-    if item.enrolled_at_ms > 0 {
+    if item.only_row_left() {
         let took = item.doubt_workflow.map_or(workflow, NonZeroU64::get);
         let r = enrolled_row(&item, &link, took, item.enrolled_at_ms);
         return done_if_recorded(&ctx, r, item).await;
@@ -1415,19 +1420,34 @@ pub async fn complete(ctx: Arc<Ctx>, link: Arc<Link>, items: Vec<Pending>) -> Ve
                     }
                     let decision = ctx.decide_after(&link, Action::Complete, &e, &mut chunk);
                     let now = ctx.now();
-                    if matches!(decision, Decision::GiveUp) && e.is_retryable() {
-                        // HubSpot holds a contact for days: however many failures it takes,
-                        // its callback is tried again until that hold ends (at the latest
-                        // just before), and only callbacks past it fail.
-                        let (over, left): (Vec<Pending>, Vec<Pending>) =
-                            chunk.into_iter().partition(|i| ctx.hold_ends(i) <= now);
-                        let again: Vec<(Pending, i64)> = left
-                            .into_iter()
-                            .map(|i| {
-                                let at = (now + callback_wait(i.failures)).min(ctx.hold_ends(&i));
-                                (i, at)
-                            })
-                            .collect();
+                    // When a callback is tried again at a later tick, within HubSpot's hold:
+                    // after it, the call is refused. Given up on, yet retryable: HubSpot holds
+                    // a contact for days, so however many failures it takes, its callback is
+                    // tried again until that hold ends, and only callbacks past it fail. Left
+                    // to a later tick: at that time, or the hold's end if sooner (one whose
+                    // hold is over already waits as it would, to fail for good).
+                    let later = |i: &Pending| match decision {
+                        Decision::GiveUp => (ctx.hold_ends(i) > now)
+                            .then(|| (now + callback_wait(i.failures)).min(ctx.hold_ends(i))),
+                        Decision::Later(t) => Some(match ctx.hold_ends(i) {
+                            ends if ends > now => t.min(ends),
+                            _ => t,
+                        }),
+                        Decision::Retry(_) => None,
+                    };
+                    let to_later = match decision {
+                        Decision::GiveUp => e.is_retryable(),
+                        Decision::Later(_) => true,
+                        Decision::Retry(_) => false,
+                    };
+                    if to_later {
+                        let (mut again, mut over) = (Vec::new(), Vec::new());
+                        for i in chunk {
+                            match later(&i) {
+                                Some(at) => again.push((i, at)),
+                                None => over.push(i),
+                            }
+                        }
                         let rows = again
                             .iter()
                             .map(|(i, at)| {
@@ -1460,31 +1480,14 @@ pub async fn complete(ctx: Arc<Ctx>, link: Arc<Link>, items: Vec<Pending>) -> Ve
                         }
                         continue 'chunks;
                     }
-                    // A later tick, but within HubSpot's hold: after it, the call is refused
-                    // (one whose hold is over already waits as it would, to fail for good).
-                    let within = |i: &Pending, t: i64| match ctx.hold_ends(i) {
-                        ends if ends > now => t.min(ends),
-                        _ => t,
-                    };
-                    let decided = |i: &Pending| match decision {
-                        Decision::Later(t) => Decision::Later(within(i, t)),
-                        d => d,
-                    };
                     let rows = chunk
                         .iter()
                         .map(|i| {
                             let base = retrying(i, now);
-                            failure_row(base, &e, &decided(i), now, i.in_doubt)
+                            failure_row(base, &e, &decision, now, i.in_doubt)
                         })
                         .collect();
                     ctx.record(rows).await;
-                    if let Decision::Later(t) = decision {
-                        out.extend(chunk.into_iter().map(|i| {
-                            let at = within(&i, t);
-                            (i, Next::Again(at))
-                        }));
-                        continue 'chunks;
-                    }
                     match ctx.wait_or_requeue(&decision, chunk, &mut out).await {
                         Some(again) => {
                             chunk = again;

@@ -63,10 +63,7 @@ pub fn load<T: DeserializeOwned + Default>(path: &Path) -> Option<T> {
 /// Record `kept` in `path` (when empty, the file goes).
 pub fn store<T: Serialize>(path: &Path, kept: &BTreeMap<String, T>) -> io::Result<()> {
     if kept.is_empty() {
-        return match std::fs::remove_file(path) {
-            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
-            _ => Ok(()),
-        };
+        return crate::store::remove_if_exists(path);
     }
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;

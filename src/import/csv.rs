@@ -315,31 +315,11 @@ impl CsvReader {
         ))
     }
 
-    /// Whether `line`, read alone, is a whole row of this file's shape that parses.
+    /// Whether `line`, read alone, is one whole row of this file's shape that parses.
     fn reads_as_row(&self, line: &[u8]) -> bool {
-        use ::csv_core::ReadRecordResult as Read;
-        if line.is_empty() {
-            return false;
-        }
-        let mut reader = ::csv_core::Reader::new();
-        let (mut data, mut ends) = (vec![0u8; line.len() + 1], vec![0usize; self.fields + 1]);
-        // All of it taken, then the line break that ends it; anything else (a quote left
-        // open, more fields than the header's) is not a row.
-        let (read, taken, data_len, ends_len) = reader.read_record(line, &mut data, &mut ends);
-        if !matches!(read, Read::InputEmpty) || taken < line.len() {
-            return false;
-        }
-        let (read, _, more_data, more_ends) =
-            reader.read_record(b"\n", &mut data[data_len..], &mut ends[ends_len..]);
-        let (data_len, ends_len) = (data_len + more_data, ends_len + more_ends);
-        matches!(read, Read::Record)
-            && ends_len == self.fields
-            && self
-                .parse(&Fields {
-                    data: &data[..data_len],
-                    ends: &ends[..ends_len],
-                })
-                .is_ok()
+        let mut alone = Batch::default();
+        self.parse_piece(line, 0, true, &mut alone);
+        alone.rows.len() == 1 && alone.bad.is_empty()
     }
 
     /// Parse the pieces of `buf` that end at `ends` on all cores, into `self.pieces`; where

@@ -15,7 +15,7 @@ use anyhow::Context;
 use serde::{Deserialize, Serialize};
 
 use super::signature::Version;
-use crate::store::{sync_dir, write_durably};
+use crate::store::{create_dir_durably, write_durably};
 
 /// The strongest version an endpoint has taken, and since when.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -100,14 +100,8 @@ impl Ratchet {
             );
         }
         let bytes = serde_json::to_vec_pretty(&floors.seen).expect("a map of plain values");
-        let written = (|| {
-            let dir = self.path.parent().expect("under the data directory");
-            if !dir.is_dir() {
-                std::fs::create_dir_all(dir)?;
-                sync_dir(dir.parent().expect("under the data directory"))?;
-            }
-            write_durably(&self.path, &bytes)
-        })();
+        let dir = self.path.parent().expect("under the data directory");
+        let written = create_dir_durably(dir).and_then(|()| write_durably(&self.path, &bytes));
         floors.unsaved_since = match &written {
             Ok(()) => None,
             Err(_) => Some(now_ms),
