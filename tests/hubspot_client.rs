@@ -1008,26 +1008,76 @@ async fn the_retry_after_a_refused_token_is_paced_like_any_call() {
     assert!(gap >= Duration::from_millis(900), "retried after {gap:?}");
 }
 
-/// A 408 (a request timeout at an edge or proxy) and a redirect are retried, not recorded
-/// as the contact's failure.
+/// A 408 (a request timeout at an edge or proxy) is retried, not recorded as the contact's
+/// failure. A redirect, or a 4xx page that is not HubSpot's JSON (a retired route's 405 or
+/// 410), is the route's: every call would get it. HubSpot's own JSON 410 stays final.
 #[tokio::test]
-async fn a_request_timeout_or_a_redirect_is_retried_not_final() {
+async fn a_request_timeout_is_retried_and_a_redirect_or_a_route_page_is_not_the_api() {
     let s = standin(Options::default()).await;
-    for status in [408, 301, 307] {
+    let status_fault = |status: u16| Fault::Status {
+        status,
+        message: "try again".into(),
+    };
+    s.inject(Injection::next(status_fault(408)).on("/automation"));
+    match client(&s).enroll(101, "a@example.com").await.unwrap_err() {
+        // A proxy's 408 may come after it passed the call on: checked before it is sent again.
+        ApiError::Transient {
+            may_have_reached: true,
+            ..
+        } => {}
+        other => panic!("408: expected a transient failure, got {other:?}"),
+    }
+    for fault in [
+        status_fault(301),
+        status_fault(307),
+        Fault::Html(405),
+        Fault::Html(410),
+    ] {
+        s.inject(Injection::next(fault.clone()).on("/automation"));
+        match client(&s).enroll(101, "a@example.com").await.unwrap_err() {
+            ApiError::NotTheApi { .. } => {}
+            other => panic!("{fault:?}: expected the route's failure, got {other:?}"),
+        }
+    }
+    s.inject(Injection::next(status_fault(410)).on("/automation"));
+    match client(&s).enroll(101, "a@example.com").await.unwrap_err() {
+        ApiError::Permanent { status: 410, .. } => {}
+        other => panic!("JSON 410: expected HubSpot's final refusal, got {other:?}"),
+    }
+}
+
+/// HubSpot's error-handling guide: a 423 is a lock lasting 2 seconds, to be waited out, and a
+/// 502/504 means its processing limits were met, to pause for a few seconds. Each is worth
+/// retrying, and the connector's next call, whoever makes it, waits that long.
+#[tokio::test]
+async fn a_lock_or_an_overloaded_hubspot_holds_every_call_of_the_connector() {
+    let s = standin(Options::default()).await;
+    s.add_contact("locked@example.com", 7);
+    for (status, wait) in [
+        (423, Duration::from_secs(2)),
+        (502, Duration::from_secs(5)),
+        (504, Duration::from_secs(5)),
+    ] {
+        let c = client(&s);
         s.inject(
             Injection::next(Fault::Status {
                 status,
-                message: "try again".into(),
+                message: "busy".into(),
             })
             .on("/automation"),
         );
-        match client(&s).enroll(101, "a@example.com").await.unwrap_err() {
-            // A proxy's 408 may come after it passed the call on: checked before it is sent
-            // again.
-            ApiError::Transient {
-                may_have_reached, ..
-            } => assert_eq!(may_have_reached, status == 408),
-            other => panic!("{status}: expected a transient failure, got {other:?}"),
-        }
+        let e = c.enroll(5, "locked@example.com").await.unwrap_err();
+        assert!(e.is_retryable(), "{status}: {e:?}");
+        assert_eq!(e.status(), Some(status));
+        // Another call of the same client: not the one refused.
+        c.enrollments(1).await.unwrap();
+        let log = s.log();
+        let refused = log.iter().rev().find(|e| e.status == Some(status)).unwrap();
+        let next = log.last().unwrap();
+        let gap = next.at.duration_since(refused.at).unwrap();
+        assert!(
+            gap >= wait - Duration::from_millis(100),
+            "{status}: next call after {gap:?}"
+        );
     }
 }

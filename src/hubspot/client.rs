@@ -145,8 +145,9 @@ pub enum ApiError {
         scopes: Vec<String>,
         message: String,
     },
-    /// A 404 page from something in front of HubSpot's API (an edge, a proxy): the route is
-    /// not there (a retired path, a wrong `api_base`), so every call through it fails alike.
+    /// A 404 or another 4xx page from something in front of HubSpot's API (an edge, a proxy),
+    /// or a redirect: the route is not there (a retired path, a wrong `api_base`), so every
+    /// call through it fails alike.
     /// Neither the contact's failure nor worth an immediate retry: the connector waits.
     #[error("HubSpot's API did not answer: HTTP {status} page from in front of it ({message})")]
     NotTheApi { status: u16, message: String },
@@ -707,14 +708,8 @@ impl Client {
             return Ok(resp);
         }
         let error = classify(resp, batch).await;
-        if let ApiError::RateLimited {
-            policy: RatePolicy::TenSecondly,
-            retry_after,
-            ..
-        } = &error
-        {
-            // Everyone sharing the connector backs off, not only this caller.
-            let wait = policy::rate_limit_wait(*retry_after, self.last_rate_limit());
+        // Everyone sharing the connector backs off, not only this caller.
+        if let Some(wait) = policy::connector_wait(&error, self.last_rate_limit()) {
             self.limiter.pause_for(wait);
         }
         Err(error)
@@ -953,6 +948,12 @@ const MIGRATING: u16 = 477;
 async fn classify(resp: reqwest::Response, batch: Option<usize>) -> ApiError {
     let status = resp.status();
     let retry_after = policy::retry_after(resp.headers());
+    let page = is_html(resp.headers());
+    let location = resp
+        .headers()
+        .get(reqwest::header::LOCATION)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.chars().take(120).collect::<String>());
     let (bytes, _) = read_at_most(resp, MAX_ERROR_BYTES)
         .await
         .unwrap_or_default();
@@ -971,7 +972,21 @@ async fn classify(resp: reqwest::Response, batch: Option<usize>) -> ApiError {
             ),
         };
     }
-    if parsed.is_err() && status == StatusCode::NOT_FOUND {
+    // A redirect (never followed: it would resend the body elsewhere), an unknown route's
+    // 404, or another 4xx page that is not HubSpot's JSON (a retired route's 405 or 410): the
+    // route, not the contact, so every call through it would get the same.
+    if status.is_redirection() {
+        return ApiError::NotTheApi {
+            status: status.as_u16(),
+            message: format!(
+                "a redirect to {}",
+                location.as_deref().unwrap_or("no Location")
+            ),
+        };
+    }
+    let route_page = status == StatusCode::NOT_FOUND
+        || (page && status.is_client_error() && !matches!(status.as_u16(), 408 | 423 | 429));
+    if parsed.is_err() && route_page {
         return ApiError::NotTheApi {
             status: status.as_u16(),
             message: text.trim().chars().take(120).collect(),
@@ -982,10 +997,10 @@ async fn classify(resp: reqwest::Response, batch: Option<usize>) -> ApiError {
         "" => format!("HTTP {status} with no message"),
         m => m.chars().take(MESSAGE_CHARS).collect(),
     };
-    // A request timeout, or a redirect (never followed: it would resend the body elsewhere),
-    // says nothing of the contact: worth retrying. A 408 from a proxy may come after it passed
-    // the request on, so that call may have reached HubSpot.
-    if status == StatusCode::REQUEST_TIMEOUT || status.is_redirection() {
+    // A request timeout says nothing of the contact: worth retrying. A 408 from a proxy may
+    // come after it passed the request on, so that call may have reached HubSpot. A 423 is
+    // HubSpot's lock on an account syncing much data, lasting 2 s: refused, not taken.
+    if status == StatusCode::REQUEST_TIMEOUT || status == StatusCode::LOCKED {
         return ApiError::Transient {
             status: Some(status.as_u16()),
             may_have_reached: status == StatusCode::REQUEST_TIMEOUT,

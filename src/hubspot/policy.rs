@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use reqwest::header::{HeaderMap, RETRY_AFTER};
 
-use super::client::RateLimit;
+use super::client::{ApiError, RateLimit, RatePolicy};
 use crate::time::{HOUR_MS, MINUTE_MS};
 
 /// The length of HubSpot's rolling burst window: what a ten-secondly 429 waits when HubSpot
@@ -21,6 +21,12 @@ pub const MAX_HEADER_WAIT: Duration = Duration::from_secs(3600);
 /// date already past, from a clock behind) would otherwise have every call retried at once
 /// for as long as the 429s go on.
 pub const MIN_RATE_LIMIT_WAIT: Duration = Duration::from_secs(1);
+/// How long a connector waits after a 423: HubSpot's error-handling guide says its locks (on
+/// an account syncing much data) last 2 seconds, and to leave at least that between calls.
+pub const LOCKED_WAIT: Duration = Duration::from_secs(2);
+/// How long a connector waits after a 502 or 504: HubSpot's error-handling guide says they
+/// come when its processing limits are met, and to pause requests for a few seconds.
+pub const OVERLOADED_WAIT: Duration = Duration::from_secs(5);
 /// How long a connector whose token HubSpot refused (401, or 403) waits before trying once
 /// more, and calls of a kind the token lacks a scope for wait.
 pub const REFUSED_TOKEN_PAUSE_MS: i64 = 5 * MINUTE_MS;
@@ -111,6 +117,27 @@ pub fn rate_limit_wait(retry_after: Option<Duration>, last: Option<RateLimit>) -
         .or_else(|| last.and_then(|r| r.interval))
         .unwrap_or(TEN_SECONDS)
         .clamp(MIN_RATE_LIMIT_WAIT, MAX_HEADER_WAIT)
+}
+
+/// How long every call of a connector waits after a call failed with `e`, besides the
+/// caller's own retry: after a ten-secondly 429, a 423 or a 502/504, HubSpot asks for a pause
+/// of all calls, not only the one refused. `last`: the rate-limit headers seen last.
+pub fn connector_wait(e: &ApiError, last: Option<RateLimit>) -> Option<Duration> {
+    match e {
+        ApiError::RateLimited {
+            policy: RatePolicy::TenSecondly,
+            retry_after,
+            ..
+        } => Some(rate_limit_wait(*retry_after, last)),
+        ApiError::Transient {
+            status: Some(423), ..
+        } => Some(LOCKED_WAIT),
+        ApiError::Transient {
+            status: Some(502 | 504),
+            ..
+        } => Some(OVERLOADED_WAIT),
+        _ => None,
+    }
 }
 
 /// When a spent daily allowance is worth trying again: HubSpot resets it at midnight in the
