@@ -3309,6 +3309,63 @@ fn under_sendtime_tick_a_workflow_is_read_every_ten_minutes_and_held_when_off() 
     assert!(outcomes(data).iter().all(|r| r.status != Status::Failed));
 }
 
+/// Contacts held for a workflow turned off in HubSpot are not booked in the connector's
+/// capacity, so another workflow's contacts due meanwhile go at once. An earlier version
+/// booked the held ones first whenever the ledgers were built again (each `sendtime tick`
+/// does), as the oldest, and the other webhook's contacts waited behind the whole backlog.
+#[test]
+fn contacts_held_for_a_workflow_turned_off_do_not_push_back_another_workflows() {
+    const OTHER: Hook = Hook {
+        id: "other",
+        kind: "IMMEDIATE",
+        target: "workflow_id = 102",
+    };
+    let rt = runtime();
+    let standin = rt
+        .block_on(StandIn::start(Options {
+            token: TOKEN.into(),
+            workflows: vec![101, 102],
+            ..Options::default()
+        }))
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let extra = "requests_per_10s = 5";
+    let config = write_config(dir.path(), &standin.url(), extra, &[&FINE, &OTHER]);
+    let due = |webhook: &str, first: u64, n: u64, at: i64| -> Vec<String> {
+        let contacts: Vec<(String, u64)> = (first..first + n)
+            .map(|vid| (format!("{webhook}{vid}@example.com"), vid))
+            .collect();
+        let rows: Vec<_> = (contacts.iter())
+            .map(|(email, vid)| {
+                standin.add_contact(email, *vid);
+                let receipt = ulid::Ulid::generate().to_string();
+                common::inbox_row(&receipt, webhook, *vid as i64, Some(email.clone()), at)
+            })
+            .collect();
+        common::write_inbox(&data, &rows);
+        contacts.into_iter().map(|(email, _)| email).collect()
+    };
+    let t0 = now_ms();
+    let first = due("fine", 9100, 1, t0);
+    tick_once(&config, &data, t0, TOKEN);
+    assert_eq!(standin.enrollments_of(&first[0]), vec![101]);
+    // Turned off; 100 contacts due eleven minutes on: the first call reads it, and all wait.
+    standin.set_workflows_off(vec![101]);
+    let t1 = t0 + 11 * 60_000;
+    due("fine", 9200, 100, t1);
+    tick_once(&config, &data, t1, TOKEN);
+    assert!(outcomes(&data).iter().all(|r| r.status != Status::Failed));
+    // A minute on, a process of its own: the other workflow's contacts due then go then (the
+    // connector plans about 20 calls a minute, so behind the 100 they would wait 5 minutes).
+    let t2 = t1 + 60_000;
+    let others = due("other", 9400, 3, t2);
+    let (out, err) = tick_once(&config, &data, t2, TOKEN);
+    for email in &others {
+        assert_eq!(standin.enrollments_of(email), vec![102], "{out}\n{err}");
+    }
+}
+
 /// The workflow's periodic read meets what every call would meet: HubSpot's 401 pauses the
 /// connector before the due call is made. A 403 that names no missing scope is the read's
 /// alone: the call goes. (The first version paused on both, so a GET refused alone could pause
@@ -4314,7 +4371,17 @@ fn erase_deletes_a_person_from_every_file_and_nothing_else() {
         before
     );
 
-    common::sendtime(&config, &data, &["erase", "ann@example.com", "7701"], &[]);
+    // A file set aside from the archive is not searched, and the erase says so.
+    let aside = data.join("archive/quarantine/inbox");
+    std::fs::create_dir_all(&aside).unwrap();
+    std::fs::write(aside.join("part-damaged"), b"unreadable").unwrap();
+    let erased = common::sendtime(&config, &data, &["erase", "ann@example.com", "7701"], &[]);
+    assert!(
+        erased.lines().any(
+            |l| l.starts_with("warning: the quarantine folders") && l.contains(" hold 1 files")
+        ),
+        "{erased}"
+    );
     let emails = on_disk(&data, "email");
     assert!(emails.iter().any(|e| e == "bob@example.com"));
     assert!(

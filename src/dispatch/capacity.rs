@@ -2,7 +2,7 @@
 //! the queue when the config changes (what no longer fits is moved later, so dispatch stays
 //! within the new limits), and what each webhook's receipts cost.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use chrono_tz::Tz;
 
@@ -11,6 +11,7 @@ use super::{Dispatcher, Queued};
 use crate::capacity::{CALL, Capacity, Cost, Ledger, cost};
 use crate::capacity::{ConnectorForecast, Forecast};
 use crate::config::{Config, Target, Webhook};
+use crate::datasets::outcomes::Action;
 use crate::local_time::{Local, Masks, QuietHours};
 use crate::time::{HOUR_MS, MINUTE_MS, SLOTS};
 
@@ -163,8 +164,10 @@ impl Dispatcher {
     /// the calls made today and the queue, in due order, and a queued receipt that no longer
     /// fits its minute (limits were lowered, or it is overdue) is moved to the first minute
     /// with room. Receipts an operator's pause holds are left out (they are booked when it
-    /// ends), and a workflow action's stay where they are: planning put them before their
-    /// block expires.
+    /// ends), as are those of a target held (a workflow turned off or deleted in HubSpot: they
+    /// go when it can take them, unbooked; an earlier version booked them first, as the
+    /// oldest, and pushed the other webhooks' contacts back by the whole backlog), and a
+    /// workflow action's stay where they are: planning put them before their block expires.
     pub(super) fn capacities(&mut self, config: &Config, now: i64) -> &mut Capacities {
         let current = self
             .capacity
@@ -181,6 +184,7 @@ impl Dispatcher {
                     self.spent.this_minute(&c.id, now),
                 );
             }
+            let held = self.held_targets(config);
             let routes = caps.routes(config);
             let mut items = std::mem::take(&mut self.queue).into_vec();
             items.sort_unstable();
@@ -199,6 +203,7 @@ impl Dispatcher {
                 let dry_run = config.connector(route.connector).is_some_and(|c| c.dry_run);
                 if self.pauses.holds(&item.webhook_id, route.connector)
                     || (dry_run && item.held_by_hubspot())
+                    || held.contains(&*item.webhook_id)
                 {
                     continue;
                 }
@@ -234,6 +239,28 @@ impl Dispatcher {
             ledger.forget_before(now);
         }
         caps
+    }
+
+    /// The webhooks of `config` whose target is held ([`super::target_holds::TargetHolds::holding`]). Each
+    /// connector's link is made first: a new process (`sendtime tick`) learns there which
+    /// workflows an earlier one found turned off.
+    fn held_targets<'c>(&mut self, config: &'c Config) -> HashSet<&'c str> {
+        let links: HashMap<&str, _> = (config.connectors.iter())
+            .filter_map(|c| Some((c.id.as_str(), self.link(c).ok()?)))
+            .collect();
+        (config.webhooks.iter())
+            .filter(|w| {
+                let Some(link) = links.get(w.connector.as_str()) else {
+                    return false;
+                };
+                match &w.target {
+                    Target::Workflow(wf) => link.targets.holding(Action::Enroll, &wf.to_string()),
+                    Target::List(list) => link.targets.holding(Action::ListAdd, list),
+                    Target::Callback => false,
+                }
+            })
+            .map(|w| w.id.as_str())
+            .collect()
     }
 
     /// Publish the next 7 days' planned calls against capacity (`/status`, `/metrics`).

@@ -382,6 +382,17 @@ impl TargetHolds {
         })
     }
 
+    /// Whether `target`'s calls wait for a hold, or for the read that follows one (a workflow
+    /// found turned off by an earlier process is such a hold, ended): its contacts are not
+    /// booked in the connector's capacity, where they would push back contacts that can go.
+    pub fn holding(&self, action: Action, target: &str) -> bool {
+        let key = (action, target.to_string());
+        matches!(
+            self.states.lock().unwrap().get(&key),
+            Some(State::Held(..) | State::Rechecking(..))
+        )
+    }
+
     /// The targets held at `now`: kind of call, target, the end of the hold, why.
     pub fn held(&self, now: i64) -> Vec<(Action, String, i64, String)> {
         let states = self.states.lock().unwrap();
