@@ -111,7 +111,9 @@ pub struct Erased {
     pub contacts: usize,
     /// The stored profiles were rebuilt without them.
     pub profiles_rebuilt: bool,
-    /// Files in `quarantine/`, which may hold more and are not read.
+    /// Files in the quarantine folders (the live datasets', the archive's, what `discard` set
+    /// aside), which may hold more and are not read: an earlier version counted the first
+    /// alone, before its own rewrites could set a part aside.
     pub quarantined: usize,
     /// A dry run beside a running dispatcher.
     pub beside: bool,
@@ -149,7 +151,7 @@ impl std::fmt::Display for Erased {
         if self.quarantined > 0 {
             writeln!(
                 f,
-                "warning: quarantine/ holds {} files set aside as unreadable, not searched: they may hold rows of this contact",
+                "warning: the quarantine folders (quarantine/, archive/quarantine/, discarded/quarantine/) hold {} files set aside as unreadable, not searched: they may hold rows of this contact",
                 self.quarantined
             )?;
         }
@@ -226,7 +228,6 @@ pub fn run(
     receipts.extend(unfinished.receipts);
 
     let mut erased = Erased {
-        quarantined: count_files(&data_dir.join("quarantine")),
         linked,
         only,
         beside,
@@ -276,6 +277,12 @@ pub fn run(
         intent.remove()?;
     }
     erased.person = person;
+    // Counted last: the rewrites above may have set a damaged part aside.
+    erased.quarantined = [data_dir.to_path_buf()]
+        .into_iter()
+        .chain([ARCHIVE, crate::discard::DISCARDED].map(|d| data_dir.join(d)))
+        .map(|dir| count_files(&dir.join("quarantine")))
+        .sum();
     Ok(erased)
 }
 

@@ -188,18 +188,16 @@ async fn serve(config_path: PathBuf, overrides: Overrides, clock: Clock) -> anyh
     }
     // An import stops after its page; one waiting on HubSpot is left (its cursor is saved).
     let _ = tokio::time::timeout(SHUTDOWN_GRACE, imports).await;
-    let failed = match scheduler.await {
-        Ok(Ok(Ok(dispatcher))) => {
-            tokio::task::block_in_place(|| dispatcher.close());
-            None
-        }
-        Ok(Ok(Err(e))) => Some(format!("{e:#}")),
-        Ok(Err(e)) | Err(e) => Some(e.to_string()),
+    let (failed, lock) = match scheduler.await {
+        Ok(Ok(Ok(dispatcher))) => (None, tokio::task::block_in_place(|| dispatcher.close())),
+        Ok(Ok(Err(e))) => (Some(format!("{e:#}")), None),
+        Ok(Err(e)) | Err(e) => (Some(e.to_string()), None),
     };
     served?;
     // The router and the dispatcher (and with them every Inbox handle) are gone: let the
-    // writer flush.
+    // writer flush, the folder still locked.
     let written = tokio::task::block_in_place(|| writer.shutdown());
+    drop(lock);
     if let Some(e) = failed {
         if let Err(w) = written {
             tracing::error!("{w:#}");

@@ -156,7 +156,8 @@ pub struct Dispatcher {
     clock: Clock,
     /// The dashboard's contact lookups (set by `serve`).
     pub lookups: lookups::Lookups,
-    _lock: std::fs::File,
+    /// The data folder's dispatch lock (always some; taken by [`Self::close`]).
+    lock: Option<std::fs::File>,
 }
 
 impl Dispatcher {
@@ -175,13 +176,18 @@ impl Dispatcher {
         self.writer.as_ref().is_some_and(OutcomeWriter::is_running)
     }
 
-    /// Flush the outcome writer and stop it.
-    pub fn close(mut self) {
+    /// Flush the outcome writer and stop it. Returns the data folder's dispatch lock, for the
+    /// caller to hold until its own writers are done too (`serve`'s inbox): let go before, an
+    /// `erase` could rewrite the folder while they still write (an audit found it let go
+    /// first).
+    pub fn close(mut self) -> Option<std::fs::File> {
         let writer = self.writer.take();
+        let lock = self.lock.take();
         drop(self);
         if let Some(w) = writer {
             w.shutdown();
         }
+        lock
     }
 
     /// One tick. `stop` turning true makes the tick finish the calls in flight, record them,

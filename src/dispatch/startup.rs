@@ -294,7 +294,7 @@ impl Dispatcher {
             pruned_at_ms: archive::pruned_at(data_dir),
             clock,
             lookups: Default::default(),
-            _lock: lock,
+            lock: Some(lock),
         })
     }
 }
