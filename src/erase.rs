@@ -211,6 +211,13 @@ pub fn run(
     // Imports take turns with this on the events lock; one that crashed is finished first,
     // so its hidden parts cannot bring events back.
     let _importing = events::lock(data_dir)?;
+    if !dry_run && let Some(lock) = crate::import::hubspot::running(data_dir)? {
+        anyhow::bail!(
+            "an import from HubSpot is running ({} is locked): its next pages could bring the \
+             person's events back; let it finish (or stop it), then erase",
+            lock.display()
+        );
+    }
     events::recover_locked(data_dir)?;
     let dictionary = Contacts::load(data_dir)?;
     let Found {

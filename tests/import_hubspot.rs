@@ -597,6 +597,50 @@ fn a_second_run_for_the_same_connector_is_refused_while_one_runs() {
     );
 }
 
+/// An erase while `sendtime import hubspot` runs is refused: the import takes the events lock
+/// a page at a time, so its later pages would bring the person's older events back (an audit
+/// found an erase between two pages undone). Once the import has finished, the erase goes.
+#[test]
+fn an_erase_is_refused_while_an_import_from_hubspot_runs() {
+    let s = setup(Options::default());
+    let slow = Injection::next(Fault::Slow(Duration::from_millis(700)));
+    s.standin.inject(slow.times(u64::MAX).on(EVENTS));
+    let import = s.command(Some(DEFAULT_TOKEN)).spawn().unwrap();
+    let erase = || {
+        Command::new(env!("CARGO_BIN_EXE_sendtime"))
+            .arg("--config")
+            .arg(&s.config)
+            .arg("--data")
+            .arg(&s.data)
+            .args(["erase", "person7@example.com"])
+            .output()
+            .unwrap()
+    };
+    // Two pages read: the first is stored.
+    common::eventually(Duration::from_secs(30), || {
+        (s.events_requests().len() >= 2).then_some(())
+    })
+    .expect("the import reads its pages");
+    let refused = erase();
+    assert!(!refused.status.success(), "{}", text(&refused));
+    assert!(
+        text(&refused).contains("an import from HubSpot is running"),
+        "{}",
+        text(&refused)
+    );
+    let imported = import.wait_with_output().unwrap();
+    assert!(imported.status.success(), "{}", text(&imported));
+    let erased = erase();
+    assert!(erased.status.success(), "{}", text(&erased));
+    let (stored, _) = stored(&s.data);
+    let theirs = |e: &EmailEvent| e.recipient.as_deref() == Some("person7@example.com");
+    let kept: HashSet<(String, i64)> = (s.events.iter())
+        .filter(|e| !theirs(e))
+        .map(|e| (e.id.clone(), e.created))
+        .collect();
+    assert_eq!(stored, kept);
+}
+
 /// An empty window is refused: as a first run it marked every event before it imported, so
 /// the next default run started there and never read the history.
 #[test]

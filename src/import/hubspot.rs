@@ -252,11 +252,7 @@ impl Import {
         // And one per account: each run matches the events stored before it began, so two
         // connectors of one portal importing at once stored every event twice.
         let portal = self.connector.portal_id;
-        let account_path = self
-            .data_dir
-            .join("state")
-            // `@`: no connector id has one, so no connector's files share the name.
-            .join(format!("hubspot@portal-{portal}.lock"));
+        let account_path = self.data_dir.join("state").join(account_lock(portal));
         let account = store::lock_file(&account_path)?;
         account.try_lock().map_err(|_| {
             anyhow::anyhow!(
@@ -663,6 +659,37 @@ pub fn complete_until(data_dir: &Path, connector: &str) -> Option<i64> {
         .ok()
         .filter(|s| s.version == STATE_VERSION)?
         .complete_until_ms
+}
+
+/// The name of the lock file, under `state/`, an import from the account `portal` holds for
+/// its whole run. `@`: no connector id has one, so no connector's files share the name.
+fn account_lock(portal: u64) -> String {
+    format!("hubspot@portal-{portal}.lock")
+}
+
+/// The lock file of an import from HubSpot running on `data_dir` now, if one is. It takes the
+/// events lock a page at a time, so an `erase` between two pages would see the next pages
+/// bring the person's older events back.
+pub fn running(data_dir: &Path) -> anyhow::Result<Option<PathBuf>> {
+    let entries = match std::fs::read_dir(data_dir.join("state")) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    for entry in entries {
+        let path = entry?.path();
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default();
+        if name.starts_with("hubspot@portal-")
+            && name.ends_with(".lock")
+            && store::lock_file(&path)?.try_lock_shared().is_err()
+        {
+            return Ok(Some(path));
+        }
+    }
+    Ok(None)
 }
 
 /// The state file of `connector` under `data_dir` (for tools and tests).
