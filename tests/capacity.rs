@@ -1029,6 +1029,75 @@ fn overdue_contacts_wait_out_their_quiet_hours() {
     assert_eq!(sent().len(), rows.len() + late.len());
 }
 
+/// A backlog that comes due while `serve` runs without ticking (a host suspended, its clock
+/// stepped a week on) is spread over the minutes the connector can send, as a start spreads
+/// it, not sent in one tick: that tick could last hours, into the contacts' quiet hours, with
+/// planning waiting behind it. An earlier version sent all of it in the first tick.
+#[test]
+fn a_backlog_that_came_due_while_nothing_ticked_is_spread_not_sent_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let config = TestConfig {
+        env: "CAPACITY",
+        tables: "[scheduler]\ncron = \"* * * * * *\"",
+        connector: "dry_run = true\nrequests_per_10s = 1",
+        hooks: &[&Hook {
+            id: "weekly",
+            kind: "NEXT_WEEK",
+            target: "workflow_id = 7",
+        }],
+        ..TestConfig::default()
+    }
+    .write(dir.path());
+    // 2026-11-02 10:00:30 UTC; the connector plans 5 calls a minute.
+    let received = 1_793_613_630_000;
+    let rows: Vec<Receipt> = (0..40).map(|n| receipt(n, "UTC", received)).collect();
+    write_inbox(&data, &rows);
+    let clock = dir.path().join("clock");
+    common::set_clock(&clock, received);
+    let clock_file = clock.display().to_string();
+    let server = Server::start(
+        &config,
+        &data,
+        &[
+            ("CAPACITY_SECRET", SECRET),
+            ("CAPACITY_TOKEN", TOKEN),
+            ("SENDTIME_CLOCK_FILE", clock_file.as_str()),
+        ],
+    );
+    eventually(Duration::from_secs(30), || {
+        (plans(&data).len() == rows.len()).then_some(())
+    })
+    .unwrap_or_else(|| panic!("not planned; logs:\n{}", server.logs()));
+    // Counted by `serve` (rows sent are archived from the live folder within the tick).
+    let sent = || {
+        common::metric(
+            &server,
+            r#"sendtime_dispatch_outcomes_total{status="dry-run"}"#,
+        )
+    };
+    common::wait_ticks(&server, 2);
+    let before = sent();
+    // Eight days on, every one is overdue: a minute's capacity goes in each minute.
+    let later = received + 8 * DAY;
+    common::set_clock(&clock, later);
+    common::wait_ticks(&server, 3);
+    let first = sent() - before;
+    assert!(
+        (1..=5).contains(&first),
+        "{first} sent in the first minute; logs:\n{}",
+        server.logs()
+    );
+    // The rest, minute by minute.
+    for minute in 1..=7 {
+        common::set_clock(&clock, later + minute * MINUTE);
+        common::wait_ticks(&server, 2);
+    }
+    assert_eq!(sent(), rows.len() as u64, "logs:\n{}", server.logs());
+    server.stop();
+}
+
 /// A workflow action's overdue contacts wait out their quiet hours too, but only while HubSpot
 /// still holds them: one whose hold ends before the morning is released at night.
 #[test]

@@ -56,6 +56,9 @@ use send::{Ctx, Next, Pending};
 pub const MAX_IN_FLIGHT: usize = 96;
 /// A retry that would wait longer than this is left to a later tick, so one tick stays short.
 pub const IN_TICK_RETRY_HORIZON: Duration = Duration::from_secs(30);
+/// How long past its time a queued contact makes the ledgers be built again before a tick
+/// sends: a backlog that came due while nothing ran.
+const BACKLOG_MS: i64 = 5 * MINUTE_MS;
 
 /// What one tick did.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -212,6 +215,13 @@ impl Dispatcher {
         self.metrics.set_operator_pauses(&pauses);
         if pauses != self.pauses {
             self.pauses = pauses;
+            self.capacity = None;
+        }
+        // A backlog that came due while nothing ran (a host suspended, a clock stepped
+        // forward) is spread over the minutes with room, as at a start, not sent in one tick:
+        // that tick could last hours, go on into the contacts' quiet hours, and keep planning
+        // waiting behind it (an audit found it did).
+        if (self.queue.peek()).is_some_and(|q| q.0.ready_at_ms < now - BACKLOG_MS) {
             self.capacity = None;
         }
         // A planning failure (a part of the contact dictionary in quarantine, an unwritable
