@@ -353,6 +353,40 @@ fn a_file_written_in_place_is_loaded_once_closed() {
 /// `sendtime pause` works while the file does not pass validation: a bad edit `serve` refused
 /// (it keeps the config before it) is when a pause may be needed most. The ids are read from
 /// the TOML alone. It refused to run.
+/// A config file of gigabytes (here 2 GiB, sparse: a log redirected into it by mistake) is
+/// refused by a reload without being read whole, and the config in force stays; so is it by
+/// `sendtime pause`, which reads the ids alone from a file that does not load. An earlier
+/// version read all of it into memory first, to hash it (an allocation that can end the
+/// process).
+#[test]
+fn a_config_file_of_gigabytes_is_refused_without_being_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("webhooks.toml");
+    let data = dir.path().join("data");
+    std::fs::write(&config, VALID).unwrap();
+    let server = Server::start(&config, &data, &[]);
+    let peak_kib = || -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", server.child.id()));
+        let status = status.unwrap();
+        let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
+        line.split_whitespace().nth(1).unwrap().parse().unwrap()
+    };
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(&config)
+        .unwrap()
+        .set_len(2 << 30)
+        .unwrap();
+    wait_reloads(&server, REJECTED_ONCE);
+    assert_eq!(webhook_ids(&server), ["first"]);
+    let peak = peak_kib();
+    assert!(peak < 512 * 1024, "serve's peak memory: {peak} KiB");
+    let paused = common::run(&config, &data, &["pause", "first"], &[]);
+    assert_eq!(paused.status.code(), Some(1), "{paused:?}");
+    let said = String::from_utf8_lossy(&paused.stderr);
+    assert!(said.contains("at most 4194304 are read"), "{said}");
+}
+
 #[test]
 fn pause_works_while_the_config_is_invalid() {
     let dir = tempfile::tempdir().unwrap();

@@ -26,6 +26,18 @@ pub const SUPPORTED_VERSION: i64 = 1;
 /// A larger config file is refused: thousands of webhooks fit in a fraction of this.
 pub const MAX_CONFIG_BYTES: u64 = 4 * 1024 * 1024;
 
+/// The config file's first [`MAX_CONFIG_BYTES`] + 1 bytes at most: more than the limit says it
+/// is too large. A file of gigabytes, or one growing while it is read (a log redirected into
+/// it by mistake), is never read whole (a reload read it all first, to hash it).
+pub fn read_head(path: &Path) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)?
+        .take(MAX_CONFIG_BYTES + 1)
+        .read_to_end(&mut bytes)?;
+    Ok(bytes)
+}
+
 /// A validated configuration. Built only by [`Config::load`] / [`Config::from_text`], so
 /// every value in it has passed the checks in [`parse`].
 #[derive(Debug, Clone)]
@@ -436,7 +448,12 @@ impl Named {
     /// From the file's TOML alone: `[server] data_dir` (or `--data`) and the `id` of each
     /// `[[webhook]]`, `[[action]]` and `[[connector]]`. An error when it is not TOML.
     pub fn read(path: &Path, overrides: &Overrides) -> anyhow::Result<Named> {
-        let text = std::fs::read_to_string(path)?;
+        let bytes = read_head(path)?;
+        anyhow::ensure!(
+            bytes.len() as u64 <= MAX_CONFIG_BYTES,
+            "config is over {MAX_CONFIG_BYTES} bytes"
+        );
+        let text = String::from_utf8(bytes)?;
         let doc: toml::Table = toml::from_str(&text)?;
         let ids = |table: &str| -> Vec<String> {
             doc.get(table)
@@ -478,14 +495,14 @@ impl Config {
             };
             Diagnostics::whole_file(path, format!("cannot read config: {e}{hint}"))
         };
-        let size = std::fs::metadata(path).map_err(cannot_read)?.len();
-        if size > MAX_CONFIG_BYTES {
+        let bytes = read_head(path).map_err(cannot_read)?;
+        if bytes.len() as u64 > MAX_CONFIG_BYTES {
+            let size = std::fs::metadata(path).map_or(bytes.len() as u64, |m| m.len());
             return Err(Diagnostics::whole_file(
                 path,
                 format!("config is {size} bytes; at most {MAX_CONFIG_BYTES} are read"),
             ));
         }
-        let bytes = std::fs::read(path).map_err(cannot_read)?;
         let text = String::from_utf8(bytes).map_err(|e| {
             // Reported where the first bad byte is: the text before it is sound.
             let valid = e.utf8_error().valid_up_to();

@@ -290,7 +290,7 @@ fn reload(
     rejected: &mut Option<u64>,
 ) -> Reload {
     let current = handle.load();
-    let content = std::fs::read(path).ok().map(|bytes| {
+    let content = super::read_head(path).ok().map(|bytes| {
         use std::hash::{Hash, Hasher};
         let mut h = std::collections::hash_map::DefaultHasher::new();
         bytes.hash(&mut h);
