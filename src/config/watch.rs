@@ -25,8 +25,12 @@ const DEBOUNCE: Duration = Duration::from_millis(300);
 /// The quiet period after a write to the file that no close has followed yet: a writer that
 /// pauses mid-file (a slow copy, a template rendered in place) must not have a prefix that
 /// parses loaded, which would drop the webhooks after it (404 to HubSpot, which does not
-/// retry). The close ends the wait; where the watcher reports none (macOS, polling), this much
-/// quiet.
+/// retry), or cut a number short (`workflow_id = 12` of `123456`). The close ends the wait.
+/// Linux's watcher reports closes, so a writer may pause a minute there (it was 5 s, which a
+/// template rendered from an API call can take); where none is reported (macOS), 5 s of quiet.
+#[cfg(target_os = "linux")]
+const WRITING_QUIET: Duration = Duration::from_secs(60);
+#[cfg(not(target_os = "linux"))]
 const WRITING_QUIET: Duration = Duration::from_secs(5);
 
 /// What a file event says of the config file.
