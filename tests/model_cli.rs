@@ -779,6 +779,50 @@ fn explain_uses_the_fit_the_stored_profiles_hold() {
     assert!(!stdout.contains(knobs), "{stdout}");
 }
 
+/// Profiles a former build stored (their state names no model version) are built again, not
+/// extended: that build may have counted or fitted otherwise, and its fit was planned with
+/// until the monthly rebuild (an audit found a fixed fit loaded as it was by the next build).
+#[test]
+fn profiles_a_former_build_stored_are_built_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("d");
+    let out = data.to_str().unwrap();
+    let args = [
+        "gen",
+        "--contacts",
+        "300",
+        "--events",
+        "30000",
+        "--seed",
+        "3",
+    ];
+    let o = sendtime(&data, &[&args[..], &["--out", out]].concat());
+    assert!(o.status.success(), "{}", text(&o).1);
+    let o = sendtime(&data, &["profiles"]);
+    assert!(o.status.success(), "{}", text(&o).1);
+    let o = sendtime(&data, &["profiles"]);
+    assert!(text(&o).0.contains("updated"), "{}", text(&o).0);
+    // As a former build left them: no model version, and its own fit.
+    let state = data.join("profiles/state.json");
+    let mut stored: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&state).unwrap()).unwrap();
+    stored.as_object_mut().unwrap().remove("model").unwrap();
+    stored["fit"] = serde_json::json!({
+        "fitted": true, "changed": true, "prior_strength": 3.5, "hour_bandwidth": 0.25,
+        "events": 1234, "contacts": 56, "loss": 2.0, "file_loss": 2.1, "population_loss": 2.2
+    });
+    std::fs::write(&state, serde_json::to_vec(&stored).unwrap()).unwrap();
+    let knobs = "prior_strength 3.5, hour_bandwidth 0.25";
+    let o = sendtime(&data, &["explain", "5"]);
+    let (stdout, stderr) = text(&o);
+    assert!(o.status.success(), "{stderr}");
+    assert!(!stdout.contains(knobs), "{stdout}");
+    let o = sendtime(&data, &["profiles"]);
+    let (stdout, stderr) = text(&o);
+    assert!(stdout.contains("rebuilt"), "{stdout}\n{stderr}");
+    assert!(!stdout.contains(knobs), "{stdout}");
+}
+
 /// `tick --now` and `explain --at` take a time from 2000 to a year from now: `tick --now 2099`
 /// (a typo of the year) sent at once every contact pending, and `--now 1` ran in 1970.
 #[test]

@@ -38,8 +38,16 @@ const MAX_DELTAS: usize = 64;
 /// then it stores what it has, as the next update sees the part gone and rebuilds.
 const REBUILD_TRIES: usize = 3;
 
+/// How the stored profiles are counted and fitted: bumped when either changes, so that
+/// profiles a former build stored are built again rather than extended (0: stored before it
+/// was kept; an audit found a build's fixed fit loaded as it was by the next).
+const MODEL_VERSION: u32 = 1;
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 struct State {
+    /// [`MODEL_VERSION`] of the build that stored them.
+    #[serde(default)]
+    model: u32,
     reference_day: i32,
     half_life_days: f64,
     click_weight: f64,
@@ -206,6 +214,7 @@ impl Cache {
         };
         let delta = write_delta(&dir, Delta::of(&built.profiles))?;
         let state = State {
+            model: MODEL_VERSION,
             reference_day: built.profiles.reference_day,
             half_life_days: config.params.half_life_days,
             click_weight: config.params.click_weight,
@@ -404,10 +413,12 @@ impl State {
 
     /// Whether these stored profiles can be extended rather than rebuilt: decayed to a day
     /// at most [`REBASE_DAYS`] ago (never a later one, which a run with a clock ahead, `tick
-    /// --now`, leaves behind), with the same knobs, from parts all still there.
+    /// --now`, leaves behind), by this build's model, with the same knobs, from parts all still
+    /// there.
     fn usable(&self, config: ModelConfig, now_ms: i64, on_disk: &[String]) -> bool {
         let on_disk: HashSet<&str> = on_disk.iter().map(String::as_str).collect();
-        (0..=REBASE_DAYS).contains(&(day_of(now_ms) - self.reference_day))
+        self.model == MODEL_VERSION
+            && (0..=REBASE_DAYS).contains(&(day_of(now_ms) - self.reference_day))
             && self.half_life_days == config.params.half_life_days
             && self.click_weight == config.params.click_weight
             && self.fit_for == fit_for(config)
