@@ -351,6 +351,27 @@ fn a_file_written_in_place_is_loaded_once_closed() {
     wait_reloads(&server, Reloads { loaded: 1, ..none });
 }
 
+/// A config folder replaced whole (`mv conf conf.old && mv conf.new conf`, a deploy that
+/// clones afresh) is watched again within seconds, and its file loaded: the watch followed
+/// the folder it was set on, so edits in the new one went unseen, and nothing said so.
+#[test]
+fn a_replaced_config_folder_is_watched_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let (conf, fresh) = (dir.path().join("conf"), dir.path().join("conf.new"));
+    std::fs::create_dir_all(&conf).unwrap();
+    std::fs::create_dir_all(&fresh).unwrap();
+    let config = conf.join("webhooks.toml");
+    std::fs::write(&config, VALID).unwrap();
+    let server = Server::start(&config, &dir.path().join("data"), &[]);
+    std::fs::write(fresh.join("webhooks.toml"), with_webhook("second")).unwrap();
+    std::fs::rename(&conf, dir.path().join("conf.old")).unwrap();
+    std::fs::rename(&fresh, &conf).unwrap();
+    wait_for_webhooks(&server, &["first", "second"]);
+    // And an edit in the new folder is seen.
+    std::fs::write(&config, with_webhook("third")).unwrap();
+    wait_for_webhooks(&server, &["first", "third"]);
+}
+
 /// A config file of gigabytes (here 2 GiB, sparse: a log redirected into it by mistake) is
 /// refused by a reload without being read whole, and the config in force stays; so is it by
 /// `sendtime pause`, which reads the ids alone from a file that does not load. An earlier

@@ -353,6 +353,42 @@ fn two_accounts_sharing_a_token_or_an_unchecked_secret_are_warnings() {
     assert!(!apart.contains("connectors `main` and `other`"), "{apart}");
 }
 
+/// One app installed in many accounts shares its client secret (and here a token variable)
+/// across their connectors: one warning of each kind per connector, naming the first before
+/// it, not one per pair (30 connectors gave 435 of each).
+#[test]
+fn a_secret_shared_by_many_accounts_is_one_warning_per_connector() {
+    let mut text =
+        String::from("version = 1\n\n[server]\npublic_url = \"https://hooks.example.com\"\n\n");
+    for i in 0..30 {
+        text.push_str(&format!(
+            "[[connector]]\nid = \"c{i}\"\nportal_id = {}\napp_id = 54321\n\
+             client_secret_env = \"HUBSPOT_CLIENT_SECRET\"\n\
+             access_token_env = \"HUBSPOT_ACCESS_TOKEN\"\n\n\
+             [[webhook]]\nid = \"w{i}\"\nconnector = \"c{i}\"\ntype = \"IMMEDIATE\"\n\
+             workflow_id = 1\n\n",
+            1000 + i
+        ));
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("webhooks.toml");
+    std::fs::write(&path, text).unwrap();
+    let out = sendtime().arg("validate").arg(&path).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let count = |what: &str| stderr.lines().filter(|l| l.contains(what)).count();
+    assert_eq!(
+        count("check signatures with one client secret"),
+        29,
+        "{stderr}"
+    );
+    assert_eq!(count("with the token in one variable"), 29, "{stderr}");
+    assert!(
+        stderr.contains("connectors `c0` and `c29` (portals 1000 and 1029) check signatures"),
+        "{stderr}"
+    );
+}
+
 #[test]
 fn missing_file_is_a_clear_error() {
     let out = sendtime()

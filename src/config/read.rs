@@ -282,6 +282,14 @@ fn read_server(ctx: &mut Ctx, top: &TableReader, base_dir: &Path) -> Option<Serv
             );
             None
         }
+        // No shell reads the file: `~/sendtime` made a folder named `~` beside the config.
+        Some((s, at)) if s.starts_with('~') || s.contains('$') => {
+            ctx.error(
+                at,
+                "`data_dir` starts with `~` or holds `$`, which nothing expands here (no shell reads the file): write the path itself, absolute or relative to the config's folder",
+            );
+            None
+        }
         Some((s, _)) => Some(resolve(base_dir, &s)),
         None if !r.has("data_dir") => Some(resolve(base_dir, Server::DEFAULT_DATA_DIR)),
         None => None,

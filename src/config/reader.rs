@@ -247,7 +247,7 @@ impl<'a, 'i> TableReader<'a, 'i> {
     /// An environment variable *name*, checked for shape (never its value).
     pub fn env_name(&self, ctx: &mut Ctx, key: &'static str) -> Option<(String, usize)> {
         let (name, at) = self.string(ctx, key)?;
-        if is_env_name(&name) {
+        if is_env_name(&name) && !looks_like_a_secret(&name) {
             Some((name, at))
         } else {
             ctx.error(
@@ -402,6 +402,16 @@ fn is_env_name(s: &str) -> bool {
     !b.is_empty()
         && !b[0].is_ascii_digit()
         && b.iter().all(|c| c.is_ascii_alphanumeric() || *c == b'_')
+}
+
+/// A long run of letters and digits without `_` (the output of `openssl rand -hex 32`) is a
+/// secret pasted where its variable's name belongs, not a name: refused, and never echoed in
+/// "variable ... is not set", which would write it to every log.
+fn looks_like_a_secret(s: &str) -> bool {
+    s.len() >= 24
+        && !s.contains('_')
+        && s.bytes().any(|c| c.is_ascii_digit())
+        && s.bytes().any(|c| c.is_ascii_alphabetic())
 }
 
 pub(super) fn describe(v: &DeValue) -> String {

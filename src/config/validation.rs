@@ -126,42 +126,47 @@ fn check_accounts_apart(ctx: &mut Ctx, draft: &Draft, webhooks: &[Webhook]) {
             refresh_token_env, ..
         } => refresh_token_env.clone(),
     };
+    let open = |c: &Connector| {
+        !c.require_portal_id
+            && (webhooks.iter()).any(|w| w.connector == c.id && w.target != Target::Callback)
+    };
+    // Each connector is warned of once per kind, naming the first before it that shares: one
+    // app installed in a hundred accounts shares its secret with 99 others (a warning per pair
+    // was 4,950 lines at each validation and reload).
     for (i, c) in connectors.iter().enumerate() {
         let at = draft.connector_at(&c.id);
-        for o in connectors[..i]
-            .iter()
-            .filter(|o| o.portal_id != c.portal_id)
-        {
-            let portals = format!("portals {} and {}", o.portal_id, c.portal_id);
-            if token(o) == token(c) && !o.dry_run && !c.dry_run {
-                ctx.warning(
-                    at,
-                    format!(
-                        "connectors `{}` and `{}` call {portals} with the token in one variable, {}: a token is one account's, so HubSpot refuses it for the other; give each connector its own",
-                        o.id,
-                        c.id,
-                        token(c)
-                    ),
-                );
-            }
-            let shared = o
-                .client_secret_env
+        let others = || {
+            connectors[..i]
                 .iter()
-                .find(|e| c.client_secret_env.contains(e));
-            let open = |c: &Connector| {
-                !c.require_portal_id
-                    && (webhooks.iter())
-                        .any(|w| w.connector == c.id && w.target != Target::Callback)
-            };
-            if let Some(secret) = shared.filter(|_| open(o) || open(c)) {
-                ctx.warning(
-                    at,
-                    format!(
-                        "connectors `{}` and `{}` ({portals}) check signatures with one client secret, {secret}: a post signed for either account whose body names no portal is taken by both accounts' webhooks; set `require_portal_id = true` on each that has webhooks",
-                        o.id, c.id
-                    ),
-                );
-            }
+                .filter(|o| o.portal_id != c.portal_id)
+        };
+        let portals = |o: &Connector| format!("portals {} and {}", o.portal_id, c.portal_id);
+        if let Some(o) = others().find(|o| token(o) == token(c) && !o.dry_run && !c.dry_run) {
+            ctx.warning(
+                at,
+                format!(
+                    "connectors `{}` and `{}` call {} with the token in one variable, {}: a token is one account's, so HubSpot refuses it for the other; give each connector its own",
+                    o.id,
+                    c.id,
+                    portals(o),
+                    token(c)
+                ),
+            );
+        }
+        let shared = others().find_map(|o| {
+            let secret = (o.client_secret_env.iter()).find(|e| c.client_secret_env.contains(e))?;
+            (open(o) || open(c)).then_some((o, secret))
+        });
+        if let Some((o, secret)) = shared {
+            ctx.warning(
+                at,
+                format!(
+                    "connectors `{}` and `{}` ({}) check signatures with one client secret, {secret}: a post signed for either account whose body names no portal is taken by both accounts' webhooks; set `require_portal_id = true` on each that has webhooks",
+                    o.id,
+                    c.id,
+                    portals(o)
+                ),
+            );
         }
     }
 }

@@ -33,6 +33,11 @@ const WRITING_QUIET: Duration = Duration::from_secs(60);
 #[cfg(not(target_os = "linux"))]
 const WRITING_QUIET: Duration = Duration::from_secs(5);
 
+/// How often the config's folder is looked at for a replacement (`mv conf.new conf`, a deploy
+/// that clones afresh): the watch follows the folder it was set on, so edits in the new one
+/// went unseen, and nothing said so.
+const FOLDER_CHECK: Duration = Duration::from_secs(5);
+
 /// What a file event says of the config file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Change {
@@ -138,7 +143,13 @@ impl Watcher {
                 .iter()
                 .any(|(f, n)| *f == folder && (data_link || n == name))
         };
+        let mut errors = crate::throttle::Throttle::default();
         let mut inner = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+            if let Err(e) = &res
+                && let Some(suppressed) = errors.due()
+            {
+                tracing::warn!(suppressed, "watching the config's folder: {e}");
+            }
             if let Ok(event) = res
                 && let Some(change) = Change::of(&event.kind)
                 // Events were lost (the kernel's queue overflowed): one of them may have been
@@ -155,6 +166,9 @@ impl Watcher {
         let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
         let task = tokio::spawn(async move {
             let mut rejected = None;
+            let mut watched = folder_id(&dir);
+            let mut check = tokio::time::interval(FOLDER_CHECK);
+            check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
             loop {
                 let forced = tokio::select! {
                     got = rx.recv() => {
@@ -177,6 +191,20 @@ impl Watcher {
                     _ = hup.recv() => {
                         tracing::info!("SIGHUP: reloading config");
                         true
+                    }
+                    _ = check.tick() => {
+                        let now = folder_id(&dir);
+                        if now.is_none() || now == watched {
+                            continue;
+                        }
+                        let _ = inner.unwatch(&dir);
+                        if let Err(e) = watch(&mut inner, &dir) {
+                            tracing::warn!("{e:#} (the config's folder was replaced; tried again in {FOLDER_CHECK:?})");
+                            continue;
+                        }
+                        watched = now;
+                        tracing::info!(path = %path.display(), "the config's folder was replaced: watching the new one, reloading");
+                        false
                     }
                 };
                 // Reading and checking a large file takes a while: off the async workers, so
@@ -233,6 +261,12 @@ impl Followed {
         .collect();
         Followed { target, files }
     }
+}
+
+/// The folder `dir` names now (device, inode): another after a replacement.
+fn folder_id(dir: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(dir).ok().map(|m| (m.dev(), m.ino()))
 }
 
 fn watch(inner: &mut RecommendedWatcher, dir: &Path) -> anyhow::Result<()> {
