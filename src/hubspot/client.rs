@@ -679,14 +679,15 @@ impl Client {
             && !is_html(resp.headers())
         {
             // An access token HubSpot no longer takes (revoked, or its clock ahead of ours):
-            // one refresh and one retry before the refusal counts.
+            // one refresh and one retry before the refusal counts. The retry is a call like
+            // any other: paced, so a revoked token under many calls in flight does not send
+            // them all again at once, in the lane the call waited in; and the token is taken
+            // once it may go (taken before, a long wait for a 429 could outlive it).
+            let _ = self.admit_in(lane).await;
             let fresh = self
                 .auth
                 .bearer(&self.http, &self.base, Some(&token))
                 .await?;
-            // The retry is a call like any other: paced, so a revoked token under many calls
-            // in flight does not send them all again at once, in the lane the call waited in.
-            let _ = self.admit_in(lane).await;
             resp = request(&fresh).send().await.map_err(transport)?;
         }
         if let Some(rate) = RateLimit::from_headers(resp.headers()) {
