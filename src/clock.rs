@@ -41,6 +41,14 @@ impl Clock {
         }
     }
 
+    /// How many times faster than the system clock it runs (1 but for the demo's).
+    pub fn speed(&self) -> i64 {
+        match self {
+            Clock::Scaled { speed, .. } => i64::from(*speed),
+            _ => 1,
+        }
+    }
+
     /// The time a receipt is stamped with. The demo's scaled time, since planning measures a
     /// receipt's window from it (stamped with the system clock, a receipt of the demo looked
     /// a day old two minutes in). Otherwise the system clock: a test's clock file moves only

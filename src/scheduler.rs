@@ -33,6 +33,19 @@ pub fn next_after(cron: &Cron, after: DateTime<Utc>) -> DateTime<Utc> {
         .unwrap_or(after + chrono::Duration::seconds(60))
 }
 
+/// How much longer than `cron` planned the gap from one tick to the next was, each given as
+/// (the dispatcher's clock, the system clock) in epoch ms, the first running `speed` times
+/// faster: the system clock past the cron's next fire after the first (a host suspended, a
+/// tick that overran), or the dispatcher's clock moved on further than the system clock's (a
+/// clock stepped forward). A sparse cron's gaps are planned.
+pub fn gap_beyond(cron: &Cron, last: (i64, i64), now: (i64, i64), speed: i64) -> i64 {
+    let ((then, then_wall), (now, wall)) = (last, now);
+    let planned = DateTime::from_timestamp_millis(then_wall)
+        .map_or(then_wall, |t| next_after(cron, t).timestamp_millis());
+    let stepped = (now - then) - (wall - then_wall) * speed;
+    (wall - planned).max(stepped)
+}
+
 fn last_fire_path(data_dir: &Path) -> PathBuf {
     data_dir.join("state").join("scheduler.json")
 }
@@ -211,4 +224,39 @@ pub async fn run(
     }
     tracing::info!("scheduler stopped");
     Ok(dispatcher)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINUTE: i64 = 60_000;
+
+    /// A sparse cron's gaps are planned; a host suspended, a clock stepped forward are not; a
+    /// demo's clock running 720 times faster is.
+    #[test]
+    fn a_gap_is_measured_against_what_the_cron_planned() {
+        let parse = |e: &str| -> Cron {
+            let parser = croner::parser::CronParser::builder()
+                .seconds(croner::parser::Seconds::Required)
+                .build();
+            parser.parse(e).unwrap()
+        };
+        let (every_15, every_second) = (parse("0 */15 * * * *"), parse("* * * * * *"));
+        // 2026-11-02 10:00:00 UTC, a fire of both.
+        let t = 1_794_045_600_000 - 5 * 24 * 60 * MINUTE;
+        let tick = |at: i64| (at, at);
+        // The next fire, a few seconds late: nothing unplanned.
+        let gap = gap_beyond(&every_15, tick(t), tick(t + 15 * MINUTE + 3_000), 1);
+        assert!(gap <= 3_000, "{gap}");
+        // Suspended eight hours.
+        let gap = gap_beyond(&every_15, tick(t), tick(t + 8 * 60 * MINUTE), 1);
+        assert_eq!(gap, 8 * 60 * MINUTE - 15 * MINUTE);
+        // The dispatcher's clock stepped a day on within a second.
+        let gap = gap_beyond(&every_second, tick(t), (t + 24 * 60 * MINUTE, t + 1_000), 1);
+        assert!(gap > 23 * 60 * MINUTE, "{gap}");
+        // The demo's clock: 720 times the system clock's second.
+        let gap = gap_beyond(&every_second, tick(t), (t + 720_000, t + 1_000), 720);
+        assert!(gap <= 0, "{gap}");
+    }
 }

@@ -81,6 +81,8 @@ async fn serve(config_path: PathBuf, overrides: Overrides, clock: Clock) -> anyh
                     data_dir.display()
                 )
             })?;
+    // Held until the inbox writer is done, however the dispatcher ends.
+    let locked = dispatcher.hold_lock()?;
     let (inbox, writer) = tokio::task::block_in_place(|| {
         Inbox::start(&data_dir, dispatcher.pending().clone(), metrics.clone())
     })
@@ -188,16 +190,19 @@ async fn serve(config_path: PathBuf, overrides: Overrides, clock: Clock) -> anyh
     }
     // An import stops after its page; one waiting on HubSpot is left (its cursor is saved).
     let _ = tokio::time::timeout(SHUTDOWN_GRACE, imports).await;
-    let (failed, lock) = match scheduler.await {
-        Ok(Ok(Ok(dispatcher))) => (None, tokio::task::block_in_place(|| dispatcher.close())),
-        Ok(Ok(Err(e))) => (Some(format!("{e:#}")), None),
-        Ok(Err(e)) | Err(e) => (Some(e.to_string()), None),
+    let failed = match scheduler.await {
+        Ok(Ok(Ok(dispatcher))) => {
+            tokio::task::block_in_place(|| dispatcher.close());
+            None
+        }
+        Ok(Ok(Err(e))) => Some(format!("{e:#}")),
+        Ok(Err(e)) | Err(e) => Some(e.to_string()),
     };
     served?;
     // The router and the dispatcher (and with them every Inbox handle) are gone: let the
     // writer flush, the folder still locked.
     let written = tokio::task::block_in_place(|| writer.shutdown());
-    drop(lock);
+    drop(locked);
     if let Some(e) = failed {
         if let Err(w) = written {
             tracing::error!("{w:#}");

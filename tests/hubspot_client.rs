@@ -1009,8 +1009,9 @@ async fn the_retry_after_a_refused_token_is_paced_like_any_call() {
 }
 
 /// A 408 (a request timeout at an edge or proxy) is retried, not recorded as the contact's
-/// failure. A redirect, or a 4xx page that is not HubSpot's JSON (a retired route's 405 or
-/// 410), is the route's: every call would get it. HubSpot's own JSON 410 stays final.
+/// failure. A redirect, or a retired route's 405 or 410 page (not HubSpot's JSON), is the
+/// route's: every call would get it. HubSpot's own JSON 410 stays final, and other pages stay
+/// the call's own.
 #[tokio::test]
 async fn a_request_timeout_is_retried_and_a_redirect_or_a_route_page_is_not_the_api() {
     let s = standin(Options::default()).await;
@@ -1043,6 +1044,19 @@ async fn a_request_timeout_is_retried_and_a_redirect_or_a_route_page_is_not_the_
     match client(&s).enroll(101, "a@example.com").await.unwrap_err() {
         ApiError::Permanent { status: 410, .. } => {}
         other => panic!("JSON 410: expected HubSpot's final refusal, got {other:?}"),
+    }
+    // Other pages may be the call's own: an edge's 400 for one contact's address fails that
+    // contact, and its 413 for a list batch has the batch split; neither pauses the connector.
+    s.inject(Injection::next(Fault::Html(400)).on("/automation"));
+    match client(&s).enroll(101, "a@example.com").await.unwrap_err() {
+        ApiError::Permanent { status: 400, .. } => {}
+        other => panic!("HTML 400: expected the contact's failure, got {other:?}"),
+    }
+    s.inject(Injection::next(Fault::Html(413)).on("/crm/lists"));
+    let ids: Vec<String> = (1..=50).map(|i| i.to_string()).collect();
+    match client(&s).add_to_list("988", &ids).await.unwrap_err() {
+        ApiError::BatchTooLarge { size: 50, .. } => {}
+        other => panic!("HTML 413: expected a batch to split, got {other:?}"),
     }
 }
 

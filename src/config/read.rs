@@ -286,7 +286,7 @@ fn read_server(ctx: &mut Ctx, top: &TableReader, base_dir: &Path) -> Option<Serv
         Some((s, at)) if s.starts_with('~') || s.contains('$') => {
             ctx.error(
                 at,
-                "`data_dir` starts with `~` or holds `$`, which nothing expands here (no shell reads the file): write the path itself, absolute or relative to the config's folder",
+                "`data_dir` starts with `~` or holds `$`, which nothing expands here (no shell reads the file): write the path itself, absolute or relative to the config's folder (an earlier version took it as written: its data is in a folder of that name beside the config)",
             );
             None
         }

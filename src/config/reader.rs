@@ -247,13 +247,13 @@ impl<'a, 'i> TableReader<'a, 'i> {
     /// An environment variable *name*, checked for shape (never its value).
     pub fn env_name(&self, ctx: &mut Ctx, key: &'static str) -> Option<(String, usize)> {
         let (name, at) = self.string(ctx, key)?;
-        if is_env_name(&name) && !looks_like_a_secret(&name) {
+        if is_env_name(&name) {
             Some((name, at))
         } else {
             ctx.error(
                 at,
                 format!(
-                    "`{key}` must name an environment variable (letters, digits and `_`, not starting with a digit), not hold a value; the secret itself belongs in that variable"
+                    "`{key}` must name an environment variable (letters, digits and `_`, not starting with a digit; a long run of letters and digits without `_` is taken for a secret), not hold a value; the secret itself belongs in that variable"
                 ),
             );
             None
@@ -284,7 +284,7 @@ impl<'a, 'i> TableReader<'a, 'i> {
                     ctx.error(
                         at,
                         format!(
-                            "`{key}` must name environment variables (letters, digits and `_`, not starting with a digit), not hold values"
+                            "`{key}` must name environment variables (letters, digits and `_`, not starting with a digit; a long run of letters and digits without `_` is taken for a secret), not hold values"
                         ),
                     );
                     ok = false;
@@ -402,6 +402,7 @@ fn is_env_name(s: &str) -> bool {
     !b.is_empty()
         && !b[0].is_ascii_digit()
         && b.iter().all(|c| c.is_ascii_alphanumeric() || *c == b'_')
+        && !looks_like_a_secret(s)
 }
 
 /// A long run of letters and digits without `_` (the output of `openssl rand -hex 32`) is a

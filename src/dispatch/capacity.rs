@@ -245,7 +245,9 @@ impl Dispatcher {
     /// connector's link is made first: a new process (`sendtime tick`) learns there which
     /// workflows an earlier one found turned off.
     fn held_targets<'c>(&mut self, config: &'c Config) -> HashSet<&'c str> {
+        // A dry run's connector calls nothing: no link made for it, no target held.
         let links: HashMap<&str, _> = (config.connectors.iter())
+            .filter(|c| !c.dry_run)
             .filter_map(|c| Some((c.id.as_str(), self.link(c).ok()?)))
             .collect();
         (config.webhooks.iter())

@@ -56,8 +56,8 @@ use send::{Ctx, Next, Pending};
 pub const MAX_IN_FLIGHT: usize = 96;
 /// A retry that would wait longer than this is left to a later tick, so one tick stays short.
 pub const IN_TICK_RETRY_HORIZON: Duration = Duration::from_secs(30);
-/// How long past its time a queued contact makes the ledgers be built again before a tick
-/// sends: a backlog that came due while nothing ran.
+/// How much longer than planned a gap between two ticks is, for the backlog that came due in
+/// it to be spread before a tick sends.
 const BACKLOG_MS: i64 = 5 * MINUTE_MS;
 
 /// What one tick did.
@@ -159,8 +159,10 @@ pub struct Dispatcher {
     clock: Clock,
     /// The dashboard's contact lookups (set by `serve`).
     pub lookups: lookups::Lookups,
-    /// The data folder's dispatch lock (always some; taken by [`Self::close`]).
-    lock: Option<std::fs::File>,
+    /// The data folder's dispatch lock.
+    lock: std::fs::File,
+    /// The last tick's "now" and the system clock's then (epoch ms).
+    last_tick: Option<(i64, i64)>,
 }
 
 impl Dispatcher {
@@ -179,18 +181,21 @@ impl Dispatcher {
         self.writer.as_ref().is_some_and(OutcomeWriter::is_running)
     }
 
-    /// Flush the outcome writer and stop it. Returns the data folder's dispatch lock, for the
-    /// caller to hold until its own writers are done too (`serve`'s inbox): let go before, an
-    /// `erase` could rewrite the folder while they still write (an audit found it let go
-    /// first).
-    pub fn close(mut self) -> Option<std::fs::File> {
+    /// Flush the outcome writer and stop it.
+    pub fn close(mut self) {
         let writer = self.writer.take();
-        let lock = self.lock.take();
         drop(self);
         if let Some(w) = writer {
             w.shutdown();
         }
-        lock
+    }
+
+    /// The data folder's dispatch lock, held as long as the handle returned is open too: for
+    /// `serve` to hold until its own writers are done (its inbox), whichever way the
+    /// dispatcher ends (let go with it, an `erase` could rewrite the folder while they still
+    /// wrote; an audit found it did).
+    pub fn hold_lock(&self) -> std::io::Result<std::fs::File> {
+        self.lock.try_clone()
     }
 
     /// One tick. `stop` turning true makes the tick finish the calls in flight, record them,
@@ -217,11 +222,12 @@ impl Dispatcher {
             self.pauses = pauses;
             self.capacity = None;
         }
-        // A backlog that came due while nothing ran (a host suspended, a clock stepped
+        // A backlog that came due in a gap nothing planned (a host suspended, a clock stepped
         // forward) is spread over the minutes with room, as at a start, not sent in one tick:
         // that tick could last hours, go on into the contacts' quiet hours, and keep planning
-        // waiting behind it (an audit found it did).
-        if (self.queue.peek()).is_some_and(|q| q.0.ready_at_ms < now - BACKLOG_MS) {
+        // waiting behind it (an audit found it did). A sparse cron's gaps are planned: each
+        // of its ticks sends what came due since the last.
+        if self.unplanned_gap(config, now) {
             self.capacity = None;
         }
         // A planning failure (a part of the contact dictionary in quarantine, an unwritable
@@ -343,6 +349,18 @@ impl Dispatcher {
 
     fn enqueue(&mut self, item: Pending) {
         self.queue.push(Queued(item));
+    }
+
+    /// Whether this tick, at `now`, follows a gap of more than [`BACKLOG_MS`] beyond what was
+    /// planned: the system clock past the cron's next fire after the last tick (a host
+    /// suspended, a tick that overran), or the dispatcher's clock moved on that much more than
+    /// the system clock (a clock stepped forward; a test's clock file).
+    fn unplanned_gap(&mut self, config: &Config, now: i64) -> bool {
+        let wall = crate::time::now_ms();
+        self.last_tick.replace((now, wall)).is_some_and(|last| {
+            let cron = &config.scheduler.schedule;
+            crate::scheduler::gap_beyond(cron, last, (now, wall), self.clock.speed()) > BACKLOG_MS
+        })
     }
 
     /// Back in the queue at a time it was not booked for (a retry, HubSpot's pause, a webhook

@@ -294,7 +294,8 @@ impl Dispatcher {
             pruned_at_ms: archive::pruned_at(data_dir),
             clock,
             lookups: Default::default(),
-            lock: Some(lock),
+            lock,
+            last_tick: None,
         })
     }
 }

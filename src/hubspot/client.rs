@@ -145,9 +145,9 @@ pub enum ApiError {
         scopes: Vec<String>,
         message: String,
     },
-    /// A 404 or another 4xx page from something in front of HubSpot's API (an edge, a proxy),
-    /// or a redirect: the route is not there (a retired path, a wrong `api_base`), so every
-    /// call through it fails alike.
+    /// A 404 page (or a 405 or 410 one) from something in front of HubSpot's API (an edge, a
+    /// proxy), or a redirect: the route is not there (a retired path, a wrong `api_base`), so
+    /// every call through it fails alike.
     /// Neither the contact's failure nor worth an immediate retry: the connector waits.
     #[error("HubSpot's API did not answer: HTTP {status} page from in front of it ({message})")]
     NotTheApi { status: u16, message: String },
@@ -974,8 +974,9 @@ async fn classify(resp: reqwest::Response, batch: Option<usize>) -> ApiError {
         };
     }
     // A redirect (never followed: it would resend the body elsewhere), an unknown route's
-    // 404, or another 4xx page that is not HubSpot's JSON (a retired route's 405 or 410): the
-    // route, not the contact, so every call through it would get the same.
+    // 404, or a retired route's 405 or 410 page that is not HubSpot's JSON: the route, not
+    // the contact, so every call through it would get the same. (Other pages may be the
+    // call's own: an edge's 413 for a batch, or its 400 or 414 for one contact's address.)
     if status.is_redirection() {
         return ApiError::NotTheApi {
             status: status.as_u16(),
@@ -985,8 +986,8 @@ async fn classify(resp: reqwest::Response, batch: Option<usize>) -> ApiError {
             ),
         };
     }
-    let route_page = status == StatusCode::NOT_FOUND
-        || (page && status.is_client_error() && !matches!(status.as_u16(), 408 | 423 | 429));
+    let route_page =
+        status == StatusCode::NOT_FOUND || (page && matches!(status.as_u16(), 405 | 410));
     if parsed.is_err() && route_page {
         return ApiError::NotTheApi {
             status: status.as_u16(),
