@@ -33,11 +33,12 @@ pub fn next_after(cron: &Cron, after: DateTime<Utc>) -> DateTime<Utc> {
         .unwrap_or(after + chrono::Duration::seconds(60))
 }
 
-/// How much longer than `cron` planned the gap from one tick to the next was, each given as
-/// (the dispatcher's clock, the system clock) in epoch ms, the first running `speed` times
-/// faster: the system clock past the cron's next fire after the first (a host suspended, a
-/// tick that overran), or the dispatcher's clock moved on further than the system clock's (a
-/// clock stepped forward). A sparse cron's gaps are planned.
+/// How much longer than `cron` planned the gap from the end of one tick to the start of the
+/// next was, each given as (the dispatcher's clock, the system clock) in epoch ms, the first
+/// running `speed` times faster: the system clock past the cron's next fire after the first
+/// (a host suspended), or the dispatcher's clock moved on further than the system clock's (the
+/// demo's or a test's clock stepped forward). A sparse cron's gaps are planned, and so is the
+/// wait after a tick that overran (the scheduler plans the next fire from its end).
 pub fn gap_beyond(cron: &Cron, last: (i64, i64), now: (i64, i64), speed: i64) -> i64 {
     let ((then, then_wall), (now, wall)) = (last, now);
     let planned = DateTime::from_timestamp_millis(then_wall)

@@ -39,6 +39,20 @@ fn sendtime(config: &Path, data: &Path, args: &[&str]) -> std::process::Output {
         .unwrap()
 }
 
+/// `sendtime serve` on `config` and `data`, its clock read from the file `clock`.
+fn serve_at(config: &Path, data: &Path, clock: &Path) -> Server {
+    let clock_file = clock.display().to_string();
+    Server::start(
+        config,
+        data,
+        &[
+            ("CAPACITY_SECRET", SECRET),
+            ("CAPACITY_TOKEN", TOKEN),
+            ("SENDTIME_CLOCK_FILE", clock_file.as_str()),
+        ],
+    )
+}
+
 /// `sendtime tick --now at`, which must succeed.
 fn tick_at(config: &Path, data: &Path, at: &str) {
     let out = sendtime(config, data, &["tick", "--now", at]);
@@ -149,16 +163,7 @@ fn a_crowded_hour_is_spread_within_capacity_and_nothing_is_rate_limited() {
     let clock = dir.path().join("clock");
     let t0 = now_ms() / MINUTE * MINUTE;
     std::fs::write(&clock, t0.to_string()).unwrap();
-    let clock_file = clock.display().to_string();
-    let server = Server::start(
-        &config,
-        &data,
-        &[
-            ("CAPACITY_SECRET", SECRET),
-            ("CAPACITY_TOKEN", TOKEN),
-            ("SENDTIME_CLOCK_FILE", clock_file.as_str()),
-        ],
-    );
+    let server = serve_at(&config, &data, &clock);
     let client = common::http();
     for (i, e) in emails.iter().enumerate() {
         let body = contact_body(10_000 + i as u64, e);
@@ -792,16 +797,7 @@ fn a_reload_keeps_the_calls_made_today_in_the_daily_budget() {
     .write(dir.path());
     let clock = dir.path().join("clock");
     common::set_clock(&clock, t0);
-    let clock_file = clock.display().to_string();
-    let server = Server::start(
-        &config,
-        &data,
-        &[
-            ("CAPACITY_SECRET", SECRET),
-            ("CAPACITY_TOKEN", TOKEN),
-            ("SENDTIME_CLOCK_FILE", clock_file.as_str()),
-        ],
-    );
+    let server = serve_at(&config, &data, &clock);
     let client = common::http();
     let post = |from: u64, to: u64| {
         for n in from..to {
@@ -1056,16 +1052,7 @@ fn a_backlog_that_came_due_while_nothing_ticked_is_spread_not_sent_at_once() {
     write_inbox(&data, &rows);
     let clock = dir.path().join("clock");
     common::set_clock(&clock, received);
-    let clock_file = clock.display().to_string();
-    let server = Server::start(
-        &config,
-        &data,
-        &[
-            ("CAPACITY_SECRET", SECRET),
-            ("CAPACITY_TOKEN", TOKEN),
-            ("SENDTIME_CLOCK_FILE", clock_file.as_str()),
-        ],
-    );
+    let server = serve_at(&config, &data, &clock);
     eventually(Duration::from_secs(30), || {
         (plans(&data).len() == rows.len()).then_some(())
     })

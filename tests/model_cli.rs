@@ -760,15 +760,7 @@ fn explain_uses_the_fit_the_stored_profiles_hold() {
     let o = sendtime(&data, &["profiles"]);
     assert!(o.status.success(), "{}", text(&o).1);
     // The stored fit, as a rebuild some weeks ago left it.
-    let state = data.join("profiles/state.json");
-    let mut stored: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&state).unwrap()).unwrap();
-    stored["fit"] = serde_json::json!({
-        "fitted": true, "changed": true, "prior_strength": 3.5, "hour_bandwidth": 0.25,
-        "events": 1234, "contacts": 56, "loss": 2.0, "file_loss": 2.1, "population_loss": 2.2
-    });
-    std::fs::write(&state, serde_json::to_vec(&stored).unwrap()).unwrap();
-    let knobs = "prior_strength 3.5, hour_bandwidth 0.25";
+    let knobs = store_a_fit(&data, |_| {});
     let o = sendtime(&data, &["explain", "5"]);
     let (stdout, stderr) = text(&o);
     assert!(o.status.success(), "{stderr}");
@@ -777,6 +769,21 @@ fn explain_uses_the_fit_the_stored_profiles_hold() {
     let (stdout, stderr) = text(&o);
     assert!(o.status.success(), "{stderr}");
     assert!(!stdout.contains(knobs), "{stdout}");
+}
+
+/// Write a fit of its own into the stored profiles' state in `data`, after `edit`; what
+/// `explain` and `profiles` print of its knobs.
+fn store_a_fit(data: &Path, edit: impl FnOnce(&mut serde_json::Value)) -> &'static str {
+    let state = data.join("profiles/state.json");
+    let mut stored: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&state).unwrap()).unwrap();
+    edit(&mut stored);
+    stored["fit"] = serde_json::json!({
+        "fitted": true, "changed": true, "prior_strength": 3.5, "hour_bandwidth": 0.25,
+        "events": 1234, "contacts": 56, "loss": 2.0, "file_loss": 2.1, "population_loss": 2.2
+    });
+    std::fs::write(&state, serde_json::to_vec(&stored).unwrap()).unwrap();
+    "prior_strength 3.5, hour_bandwidth 0.25"
 }
 
 /// Profiles a former build stored (their state names no model version) are built again, not
@@ -803,16 +810,9 @@ fn profiles_a_former_build_stored_are_built_again() {
     let o = sendtime(&data, &["profiles"]);
     assert!(text(&o).0.contains("updated"), "{}", text(&o).0);
     // As a former build left them: no model version, and its own fit.
-    let state = data.join("profiles/state.json");
-    let mut stored: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&state).unwrap()).unwrap();
-    stored.as_object_mut().unwrap().remove("model").unwrap();
-    stored["fit"] = serde_json::json!({
-        "fitted": true, "changed": true, "prior_strength": 3.5, "hour_bandwidth": 0.25,
-        "events": 1234, "contacts": 56, "loss": 2.0, "file_loss": 2.1, "population_loss": 2.2
+    let knobs = store_a_fit(&data, |state| {
+        state.as_object_mut().unwrap().remove("model").unwrap();
     });
-    std::fs::write(&state, serde_json::to_vec(&stored).unwrap()).unwrap();
-    let knobs = "prior_strength 3.5, hour_bandwidth 0.25";
     let o = sendtime(&data, &["explain", "5"]);
     let (stdout, stderr) = text(&o);
     assert!(o.status.success(), "{stderr}");

@@ -241,9 +241,9 @@ impl Dispatcher {
         caps
     }
 
-    /// The webhooks of `config` whose target is held ([`super::target_holds::TargetHolds::holding`]). Each
-    /// connector's link is made first: a new process (`sendtime tick`) learns there which
-    /// workflows an earlier one found turned off.
+    /// The webhooks of `config` whose target is held
+    /// ([`super::target_holds::TargetHolds::holding`]). Each connector's link is made first: a
+    /// new process (`sendtime tick`) learns there which workflows an earlier one found off.
     fn held_targets<'c>(&mut self, config: &'c Config) -> HashSet<&'c str> {
         // A dry run's connector calls nothing: no link made for it, no target held.
         let links: HashMap<&str, _> = (config.connectors.iter())

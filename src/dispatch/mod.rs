@@ -161,7 +161,8 @@ pub struct Dispatcher {
     pub lookups: lookups::Lookups,
     /// The data folder's dispatch lock.
     lock: std::fs::File,
-    /// The last tick's "now" and the system clock's then (epoch ms).
+    /// The dispatcher's clock and the system clock (epoch ms) as the last tick ended: the
+    /// scheduler plans the next fire from then.
     last_tick: Option<(i64, i64)>,
 }
 
@@ -227,7 +228,7 @@ impl Dispatcher {
         // that tick could last hours, go on into the contacts' quiet hours, and keep planning
         // waiting behind it (an audit found it did). A sparse cron's gaps are planned: each
         // of its ticks sends what came due since the last.
-        if self.unplanned_gap(config, now) {
+        if self.unplanned_gap(config) {
             self.capacity = None;
         }
         // A planning failure (a part of the contact dictionary in quarantine, an unwritable
@@ -308,6 +309,7 @@ impl Dispatcher {
         self.metrics.queued.set(report.queued as i64);
         self.metrics.finished.set(self.done.len() as i64);
         self.metrics.tick_seconds.observe(report.took.as_secs_f64());
+        self.last_tick = Some(self.clocks());
         Ok(report)
     }
 
@@ -351,16 +353,21 @@ impl Dispatcher {
         self.queue.push(Queued(item));
     }
 
-    /// Whether this tick, at `now`, follows a gap of more than [`BACKLOG_MS`] beyond what was
-    /// planned: the system clock past the cron's next fire after the last tick (a host
-    /// suspended, a tick that overran), or the dispatcher's clock moved on that much more than
-    /// the system clock (a clock stepped forward; a test's clock file).
-    fn unplanned_gap(&mut self, config: &Config, now: i64) -> bool {
-        let wall = crate::time::now_ms();
-        self.last_tick.replace((now, wall)).is_some_and(|last| {
+    /// Whether this tick follows a gap of more than [`BACKLOG_MS`] beyond what was planned
+    /// since the last one ended: the system clock past the cron's next fire after it (a host
+    /// suspended), or the dispatcher's clock moved on that much more than the system clock
+    /// (the demo's or a test's clock stepped forward).
+    fn unplanned_gap(&self, config: &Config) -> bool {
+        self.last_tick.is_some_and(|last| {
             let cron = &config.scheduler.schedule;
-            crate::scheduler::gap_beyond(cron, last, (now, wall), self.clock.speed()) > BACKLOG_MS
+            let gap = crate::scheduler::gap_beyond(cron, last, self.clocks(), self.clock.speed());
+            gap > BACKLOG_MS
         })
+    }
+
+    /// The dispatcher's clock and the system clock, read together (epoch ms).
+    fn clocks(&self) -> (i64, i64) {
+        (self.clock.now_ms(), crate::time::now_ms())
     }
 
     /// Back in the queue at a time it was not booked for (a retry, HubSpot's pause, a webhook
