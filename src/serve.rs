@@ -198,11 +198,16 @@ async fn serve(config_path: PathBuf, overrides: Overrides, clock: Clock) -> anyh
         Ok(Ok(Err(e))) => Some(format!("{e:#}")),
         Ok(Err(e)) | Err(e) => Some(e.to_string()),
     };
-    served?;
     // The router and the dispatcher (and with them every Inbox handle) are gone: let the
-    // writer flush, the folder still locked.
+    // writer flush, the folder still locked, whatever ended serving.
     let written = tokio::task::block_in_place(|| writer.shutdown());
     drop(locked);
+    if let Err(e) = served {
+        if let Err(w) = written {
+            tracing::error!("{w:#}");
+        }
+        return Err(e);
+    }
     if let Some(e) = failed {
         if let Err(w) = written {
             tracing::error!("{w:#}");

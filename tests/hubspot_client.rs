@@ -585,6 +585,38 @@ async fn the_limiter_keeps_a_client_under_the_standins_limit() {
     assert!(s.log().iter().all(|e| e.status == Some(200)));
 }
 
+/// A connector set above HubSpot's limit for the app (110 per 10 s for an OAuth app taken for
+/// a private app's 190) paces under the limit HubSpot's headers say once it has seen them:
+/// before, it burst to HubSpot's limit and then stood still for the rest of the window.
+#[tokio::test]
+async fn a_limit_set_above_hubspots_paces_under_hubspots() {
+    let s = standin(Options {
+        limit_per_10s: 20,
+        ..Options::default()
+    })
+    .await;
+    let c = Client::new(
+        &s.url(),
+        DEFAULT_TOKEN,
+        ClientOptions {
+            timeout: Duration::from_secs(5),
+            requests_per_10s: 40,
+        },
+    )
+    .unwrap();
+    for _ in 0..30 {
+        let _ = c.enrollments(1).await;
+    }
+    let log = s.log();
+    assert!(log.iter().all(|e| e.status == Some(200)), "{log:?}");
+    // Paced at 18 per 10 s: a call every 0.56 s, none waiting out a spent window.
+    let longest = (log.windows(2))
+        .map(|w| w[1].at.duration_since(w[0].at).unwrap())
+        .max()
+        .unwrap();
+    assert!(longest < Duration::from_secs(3), "{longest:?}");
+}
+
 /// An HTML 403 comes from something in front of HubSpot's API (an edge block), not from
 /// HubSpot refusing the token: it is worth retrying and must not pause the connector.
 #[tokio::test]
@@ -699,8 +731,10 @@ async fn refused_calls_count_and_oauth_answers_carry_no_daily_headers() {
         ..Options::default()
     })
     .await;
-    let wrong = Client::new(&s.url(), "wrong-token", ClientOptions::default()).unwrap();
+    // A client each: one client paces under the limit HubSpot's headers say (here 3 per
+    // 10 s, paced to 1), which would spread the three calls over the window.
     for _ in 0..3 {
+        let wrong = Client::new(&s.url(), "wrong-token", ClientOptions::default()).unwrap();
         match wrong.enrollments(1).await.unwrap_err() {
             ApiError::Permanent { status: 401, .. } => {}
             other => panic!("expected 401, got {other:?}"),

@@ -162,7 +162,12 @@ fn connectors(
                 id: c.id.clone(),
                 dry_run: c.dry_run,
                 limit_per_10s: c.requests_per_10s,
-                paced_per_10s: Limiter::paced_per_10s(c.requests_per_10s),
+                // Under HubSpot's own limit when it said a lower one.
+                paced_per_10s: Limiter::paced_per_10s(
+                    limiter
+                        .as_ref()
+                        .map_or(c.requests_per_10s, |l| l.effective_per_10s()),
+                ),
                 calls_last_10s: limiter.as_ref().map_or(0, |l| l.calls_in_window()),
                 paused: paused.map(|(why, _)| why),
                 paused_until_ms: paused.and_then(|(_, until)| until),

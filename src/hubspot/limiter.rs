@@ -36,8 +36,13 @@ pub struct Limiter {
     /// Swapped whole when the connector's limit changes: the clients holding this limiter
     /// (a scheduled import under way) pace on the new one too.
     gcra: ArcSwap<DefaultDirectRateLimiter>,
-    /// The limit per 10 s `gcra` paces under.
+    /// The connector's limit per 10 s (`requests_per_10s`).
     per_10s: AtomicU32,
+    /// HubSpot's own limit per 10 s for the app in the account, as its latest rate-limit
+    /// headers said (0: not said): `gcra` paces under the lower of the two. Set above
+    /// HubSpot's (an OAuth app's 110 taken for a private app's 190), the connector burst to
+    /// HubSpot's limit and then stood still for the rest of the window.
+    hubspot_per_10s: AtomicU32,
     pace: Mutex<Pace>,
     /// The account it paces ([`Limiter::for_account`]), whose headers it keeps for `/status`.
     account: Option<String>,
@@ -114,6 +119,7 @@ impl Limiter {
         Limiter {
             gcra: ArcSwap::from_pointee(Self::gcra(requests_per_10s)),
             per_10s: AtomicU32::new(requests_per_10s),
+            hubspot_per_10s: AtomicU32::new(0),
             pace: Mutex::new(Pace::default()),
             account: None,
             turn: Default::default(),
@@ -133,8 +139,26 @@ impl Limiter {
     /// dispatcher, whose config is the newest (a scheduled import started on an older one
     /// must not set the old limit back).
     pub fn set_rate(&self, requests_per_10s: u32) {
-        if self.per_10s.swap(requests_per_10s, Ordering::Relaxed) != requests_per_10s {
-            self.gcra.store(Arc::new(Self::gcra(requests_per_10s)));
+        let before = self.effective_per_10s();
+        self.per_10s.store(requests_per_10s, Ordering::Relaxed);
+        self.repace(before);
+    }
+
+    /// The limit per 10 s calls are paced under: the connector's, or HubSpot's when it said a
+    /// lower one.
+    pub fn effective_per_10s(&self) -> u32 {
+        let own = self.per_10s.load(Ordering::Relaxed);
+        match self.hubspot_per_10s.load(Ordering::Relaxed) {
+            0 => own,
+            hubspot => own.min(hubspot),
+        }
+    }
+
+    /// Pace anew if the limit paced under is no longer `before`.
+    fn repace(&self, before: u32) {
+        let now = self.effective_per_10s();
+        if now != before {
+            self.gcra.store(Arc::new(Self::gcra(now)));
         }
     }
 
@@ -254,6 +278,21 @@ impl Limiter {
                 .lock()
                 .unwrap()
                 .insert(account.clone(), (*rate, at));
+        }
+        // HubSpot's limit for a 10-second window (other endpoints' windows are their own).
+        if let Some(max) = rate.max.filter(|_| rate.interval == Some(TEN_SECONDS)) {
+            let (before, own) = (
+                self.effective_per_10s(),
+                self.per_10s.load(Ordering::Relaxed),
+            );
+            let said = self.hubspot_per_10s.swap(max, Ordering::Relaxed);
+            if max < own && said != max {
+                tracing::warn!(
+                    account = self.account.as_deref().unwrap_or_default(),
+                    "HubSpot's limit for this app is {max} calls per 10 s, below the connector's requests_per_10s ({own}): calls are paced under HubSpot's; set requests_per_10s = {max}, which planning counts capacity from"
+                );
+            }
+            self.repace(before);
         }
         let mut pace = self.pace.lock().unwrap();
         pace.last = Some(*rate);
