@@ -562,8 +562,12 @@ async fn standin_rejects_a_missing_token_with_hubspots_401() {
     assert_eq!(body["category"], "INVALID_AUTHENTICATION");
 }
 
-#[tokio::test]
-async fn the_limiter_keeps_a_client_under_the_standins_limit() {
+/// `calls` calls of a client set to `requests_per_10s` against a stand-in allowing 20 per
+/// 10 s, each waiting for the limiter by itself; what the stand-in logged.
+async fn calls_under_a_limit_of_20(
+    requests_per_10s: u32,
+    calls: usize,
+) -> Vec<sendtime::hubspot::standin::LogEntry> {
     let s = standin(Options {
         limit_per_10s: 20,
         ..Options::default()
@@ -574,15 +578,20 @@ async fn the_limiter_keeps_a_client_under_the_standins_limit() {
         DEFAULT_TOKEN,
         ClientOptions {
             timeout: Duration::from_secs(5),
-            requests_per_10s: 20,
+            requests_per_10s,
         },
     )
     .unwrap();
-    // Every call waits for the limiter by itself.
-    for _ in 0..24 {
-        c.enrollments(1).await.unwrap();
+    for _ in 0..calls {
+        let _ = c.enrollments(1).await;
     }
-    assert!(s.log().iter().all(|e| e.status == Some(200)));
+    s.log()
+}
+
+#[tokio::test]
+async fn the_limiter_keeps_a_client_under_the_standins_limit() {
+    let log = calls_under_a_limit_of_20(20, 24).await;
+    assert!(log.iter().all(|e| e.status == Some(200)), "{log:?}");
 }
 
 /// A connector set above HubSpot's limit for the app (110 per 10 s for an OAuth app taken for
@@ -590,24 +599,7 @@ async fn the_limiter_keeps_a_client_under_the_standins_limit() {
 /// before, it burst to HubSpot's limit and then stood still for the rest of the window.
 #[tokio::test]
 async fn a_limit_set_above_hubspots_paces_under_hubspots() {
-    let s = standin(Options {
-        limit_per_10s: 20,
-        ..Options::default()
-    })
-    .await;
-    let c = Client::new(
-        &s.url(),
-        DEFAULT_TOKEN,
-        ClientOptions {
-            timeout: Duration::from_secs(5),
-            requests_per_10s: 40,
-        },
-    )
-    .unwrap();
-    for _ in 0..30 {
-        let _ = c.enrollments(1).await;
-    }
-    let log = s.log();
+    let log = calls_under_a_limit_of_20(40, 30).await;
     assert!(log.iter().all(|e| e.status == Some(200)), "{log:?}");
     // Paced at 18 per 10 s: a call every 0.56 s, none waiting out a spent window.
     let longest = (log.windows(2))
