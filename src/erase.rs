@@ -16,7 +16,7 @@ use ulid::Ulid;
 use crate::config::Config;
 use crate::cut_short;
 use crate::datasets::contacts::{self, Contacts, is_email_address};
-use crate::datasets::{ARCHIVE, events, inbox, outcomes, plan};
+use crate::datasets::{KEPT_APART, events, inbox, outcomes, plan};
 use crate::store::{Dataset, read_columns_or_null};
 
 /// What an erase that failed once it began removing rows tells the operator.
@@ -285,9 +285,7 @@ pub fn run(
     }
     erased.person = person;
     // Counted last: the rewrites above may have set a damaged part aside.
-    erased.quarantined = [data_dir.to_path_buf()]
-        .into_iter()
-        .chain([ARCHIVE, crate::discard::DISCARDED].map(|d| data_dir.join(d)))
+    erased.quarantined = receipt_roots(data_dir)
         .map(|dir| count_files(&dir.join("quarantine")))
         .sum();
     Ok(erased)
@@ -306,8 +304,7 @@ impl Erased {
 /// before its outcomes; the columns the erase reads.
 fn receipt_datasets(data_dir: &Path) -> anyhow::Result<Vec<(Dataset, Vec<&'static str>)>> {
     let mut out = Vec::new();
-    let kept = [ARCHIVE, crate::discard::DISCARDED].map(|d| data_dir.join(d));
-    for dir in std::iter::once(data_dir.to_path_buf()).chain(kept) {
+    for dir in receipt_roots(data_dir) {
         for (name, columns) in [
             (inbox::NAME, RECEIPT_COLUMNS.to_vec()),
             (plan::NAME, RECEIPT_COLUMNS.to_vec()),
@@ -319,6 +316,12 @@ fn receipt_datasets(data_dir: &Path) -> anyhow::Result<Vec<(Dataset, Vec<&'stati
         }
     }
     Ok(out)
+}
+
+/// The folders holding receipts' datasets: the data folder and those kept apart from it.
+fn receipt_roots(data_dir: &Path) -> impl Iterator<Item = PathBuf> {
+    let apart = KEPT_APART.map(|d| data_dir.join(d));
+    std::iter::once(data_dir.to_path_buf()).chain(apart)
 }
 
 /// The columns of inbox and plan rows that say whose receipt it is (the same in both).

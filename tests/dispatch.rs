@@ -3130,10 +3130,11 @@ impl Workflow101 {
             .count()
     }
 
-    /// `serve` with the `fine` webhook (into 101), and its config, once it has enrolled a
-    /// first contact (id `vid`) due at once: the first call to the workflow, which is not read.
-    fn serve_after_a_first_enrollment(&self, vid: u64) -> (PathBuf, Server) {
-        let config = write_config(self.dir.path(), &self.standin.url(), "", &[&FINE]);
+    /// `serve` with the `fine` webhook (into 101) on a connector with `extra` settings, and
+    /// its config, once it has enrolled a first contact (id `vid`) due at once: the first
+    /// call to the workflow, which is not read.
+    fn serve_after_a_first_enrollment(&self, vid: u64, extra: &str) -> (PathBuf, Server) {
+        let config = write_config(self.dir.path(), &self.standin.url(), extra, &[&FINE]);
         let server = start(&config, &self.data, Some(&self.clock), &[]);
         self.standin.add_contact("first@example.com", vid);
         post(&server, "fine", vid, "first@example.com");
@@ -3162,7 +3163,7 @@ fn status(server: &Server) -> serde_json::Value {
 #[test]
 fn a_workflow_turned_off_in_hubspot_holds_its_contacts_until_it_is_on() {
     let world = Workflow101::new();
-    let (config, mut server) = world.serve_after_a_first_enrollment(7601);
+    let (config, mut server) = world.serve_after_a_first_enrollment(7601, "");
     let (standin, t0) = (&world.standin, world.t0);
     let (data, clock) = (world.data.clone(), world.clock.clone());
     let reads = || world.reads();
@@ -3259,6 +3260,77 @@ fn a_workflow_turned_off_in_hubspot_holds_its_contacts_until_it_is_on() {
     assert_eq!(reads(), 4);
     server.stop();
     assert!(outcomes(&data).iter().all(|r| r.status != Status::Failed));
+}
+
+/// The contacts held for a workflow turned off go, when it is on again, as the connector
+/// can send them: spread over the minutes with room, not all in the tick after the hold's
+/// end. An earlier version sent the whole backlog in that tick, for as long as the rate
+/// limiter took (a day's backlog, hours), while the tick's quiet hours and new receipts
+/// waited behind it.
+#[test]
+fn a_held_workflows_backlog_is_spread_when_it_is_on_again() {
+    let world = Workflow101::new();
+    // Paced 3 calls in 10 s; 16 planned in a minute.
+    let (_config, server) = world.serve_after_a_first_enrollment(7901, "requests_per_10s = 5");
+    let (standin, t0, clock) = (&world.standin, world.t0, &world.clock);
+    // Turned off; 24 contacts due eleven minutes on. The first one's call reads it and is
+    // held; the others are posted once it is.
+    standin.set_workflows_off(vec![101]);
+    let t1 = t0 + 11 * 60_000;
+    set_clock(clock, t1);
+    let held: Vec<String> = (0..24u64)
+        .map(|i| {
+            let email = format!("held{i}@example.com");
+            standin.add_contact(&email, 7910 + i);
+            post(&server, "fine", 7910 + i, &email);
+            if i == 0 {
+                eventually(Duration::from_secs(30), || {
+                    (world.reads() == 1).then_some(())
+                })
+                .unwrap_or_else(|| panic!("workflow not read; logs:\n{}", server.logs()));
+            }
+            email
+        })
+        .collect();
+    // Planned (due at once) and queued, held.
+    let queued = || common::metric(&server, "sendtime_dispatch_queued");
+    eventually(Duration::from_secs(30), || (queued() == 24).then_some(()))
+        .unwrap_or_else(|| panic!("not all queued; logs:\n{}", server.logs()));
+    common::wait_ticks(&server, 2);
+    let enrolled = || {
+        (held.iter())
+            .filter(|e| standin.enrollments_of(e) == vec![101])
+            .count()
+    };
+    assert_eq!(enrolled(), 0);
+    // On again, past the hold's end, a second into a minute: read, and the contacts go in
+    // that minute and the next.
+    standin.set_workflows_off(Vec::new());
+    let t2 = ((t1 + 6 * 60_000) / 60_000 + 1) * 60_000 + 1_000;
+    set_clock(clock, t2);
+    eventually(Duration::from_secs(30), || {
+        (world.reads() == 2).then_some(())
+    })
+    .unwrap_or_else(|| panic!("not read at the hold's end; logs:\n{}", server.logs()));
+    common::wait_ticks(&server, 2);
+    set_clock(clock, t2 + 10_000);
+    // The minute's sends end within a minute at 3 calls in 10 s; the ticks go on after.
+    let ticked = common::ticks(&server);
+    eventually(Duration::from_secs(90), || {
+        (common::ticks(&server) >= ticked + 3).then_some(())
+    })
+    .unwrap_or_else(|| panic!("the minute's sends did not end; logs:\n{}", server.logs()));
+    let first = enrolled();
+    assert!(
+        (1..=16).contains(&first),
+        "{first} of 24 sent in the minute the hold ended; logs:\n{}",
+        server.logs()
+    );
+    // The rest in the minutes after.
+    set_clock(clock, t2 + 70_000);
+    eventually(Duration::from_secs(90), || (enrolled() == 24).then_some(()))
+        .unwrap_or_else(|| panic!("{} of 24 sent; logs:\n{}", enrolled(), server.logs()));
+    server.stop();
 }
 
 /// Under `sendtime tick` run by cron, a process a minute, a workflow calls go to is read every
@@ -3374,7 +3446,7 @@ fn contacts_held_for_a_workflow_turned_off_do_not_push_back_another_workflows() 
 fn a_periodic_read_refused_its_token_pauses_the_connector_before_the_call() {
     for (code, pauses) in [(401u16, true), (403, false)] {
         let world = Workflow101::new();
-        let (_, server) = world.serve_after_a_first_enrollment(7701);
+        let (_, server) = world.serve_after_a_first_enrollment(7701, "");
         let (standin, clock, t0) = (&world.standin, &world.clock, world.t0);
         let refused = Fault::Status {
             status: code,

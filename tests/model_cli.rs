@@ -373,21 +373,7 @@ fn gen_is_reproducible_and_the_model_learns_its_habits() {
     let a = dir.path().join("a");
     let b = dir.path().join("b");
     for out in [&a, &b] {
-        let o = sendtime(
-            out,
-            &[
-                "gen",
-                "--contacts",
-                "300",
-                "--events",
-                "30000",
-                "--seed",
-                "3",
-                "--out",
-                out.to_str().unwrap(),
-            ],
-        );
-        assert!(o.status.success(), "{}", text(&o).1);
+        gen_300_contacts(out);
     }
     let read = |d: &Path| {
         let mut files: Vec<_> = std::fs::read_dir(d.join("events"))
@@ -741,22 +727,7 @@ fn a_data_directory_made_by_an_import_is_its_owners_only() {
 fn explain_uses_the_fit_the_stored_profiles_hold() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("d");
-    let out = data.to_str().unwrap();
-    let o = sendtime(
-        &data,
-        &[
-            "gen",
-            "--contacts",
-            "300",
-            "--events",
-            "30000",
-            "--seed",
-            "3",
-            "--out",
-            out,
-        ],
-    );
-    assert!(o.status.success(), "{}", text(&o).1);
+    gen_300_contacts(&data);
     let o = sendtime(&data, &["profiles"]);
     assert!(o.status.success(), "{}", text(&o).1);
     // The stored fit, as a rebuild some weeks ago left it.
@@ -769,6 +740,24 @@ fn explain_uses_the_fit_the_stored_profiles_hold() {
     let (stdout, stderr) = text(&o);
     assert!(o.status.success(), "{stderr}");
     assert!(!stdout.contains(knobs), "{stdout}");
+}
+
+/// `gen` 300 contacts' 30,000 events (seed 3) into `out`.
+fn gen_300_contacts(out: &Path) {
+    let args = [
+        "gen",
+        "--contacts",
+        "300",
+        "--events",
+        "30000",
+        "--seed",
+        "3",
+    ];
+    let o = sendtime(
+        out,
+        &[&args[..], &["--out", out.to_str().unwrap()]].concat(),
+    );
+    assert!(o.status.success(), "{}", text(&o).1);
 }
 
 /// Write a fit of its own into the stored profiles' state in `data`, after `edit`; what
@@ -793,18 +782,7 @@ fn store_a_fit(data: &Path, edit: impl FnOnce(&mut serde_json::Value)) -> &'stat
 fn profiles_a_former_build_stored_are_built_again() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("d");
-    let out = data.to_str().unwrap();
-    let args = [
-        "gen",
-        "--contacts",
-        "300",
-        "--events",
-        "30000",
-        "--seed",
-        "3",
-    ];
-    let o = sendtime(&data, &[&args[..], &["--out", out]].concat());
-    assert!(o.status.success(), "{}", text(&o).1);
+    gen_300_contacts(&data);
     let o = sendtime(&data, &["profiles"]);
     assert!(o.status.success(), "{}", text(&o).1);
     let o = sendtime(&data, &["profiles"]);

@@ -84,11 +84,7 @@ pub fn status(state: &AdminState) -> Value {
         let action = crate::datasets::outcomes::Action::of(&w.target).as_str();
         let scope_held_until = connector.and_then(|c| c.missing_scopes.get(action).copied());
         // Its workflow or list cannot take its contacts, HubSpot said.
-        let target = match &w.target {
-            Target::Workflow(id) => Some(id.to_string()),
-            Target::List(id) => Some(id.clone()),
-            Target::Callback => None,
-        };
+        let target = w.target.id();
         let target_held = connector.and_then(|c| {
             c.held_targets
                 .iter()

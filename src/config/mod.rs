@@ -390,6 +390,18 @@ pub enum Target {
     Callback,
 }
 
+impl Target {
+    /// The workflow's or list's id, as calls and target holds name it; none for a workflow
+    /// action, whose calls name each contact's callback.
+    pub fn id(&self) -> Option<String> {
+        match self {
+            Target::Workflow(wf) => Some(wf.to_string()),
+            Target::List(list) => Some(list.clone()),
+            Target::Callback => None,
+        }
+    }
+}
+
 /// Command-line overrides that win over the file, on first load and on every reload.
 #[derive(Debug, Clone, Default)]
 pub struct Overrides {

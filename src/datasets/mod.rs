@@ -13,6 +13,10 @@
 /// out of what start-up reads; deleted after `[server] archive_days`, if set.
 pub const ARCHIVE: &str = "archive";
 
+/// The folders keeping receipts' rows apart from the live datasets: the archive and what
+/// `sendtime discard` set aside. An erase and a retention limit reach them too.
+pub const KEPT_APART: [&str; 2] = [ARCHIVE, crate::discard::DISCARDED];
+
 pub mod contacts;
 pub mod events;
 pub mod inbox;

@@ -13,7 +13,7 @@ use super::Dispatcher;
 use super::ids::{IdSet, ReceiptId};
 use super::startup::counts_toward_budget;
 use crate::datasets::outcomes::OutcomeRow;
-use crate::datasets::{ARCHIVE, inbox, outcomes, plan};
+use crate::datasets::{ARCHIVE, KEPT_APART, inbox, outcomes, plan};
 use crate::store::Dataset;
 
 /// The archived datasets, in the order rows move and go: inbox and plan first, outcomes
@@ -69,7 +69,7 @@ pub(super) fn forget(done: &mut IdSet, archived: &HashSet<String>) {
 /// receipt, outcomes included; an id that is no ULID is kept.
 pub(super) fn prune(data_dir: &Path, before: i64) -> anyhow::Result<usize> {
     let mut deleted = 0;
-    for folder in [ARCHIVE, crate::discard::DISCARDED] {
+    for folder in KEPT_APART {
         for (name, id_column) in DATASETS {
             if !data_dir.join(folder).join(name).is_dir() {
                 continue;

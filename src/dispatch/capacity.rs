@@ -85,6 +85,9 @@ pub(super) struct Capacities {
     /// missing from the config (they are held at dispatch, not sent).
     pub ledgers: Vec<Ledger>,
     ids: Vec<String>,
+    /// The webhooks whose target was held ([`Dispatcher::held_targets`]): their contacts are
+    /// not booked.
+    held: HashSet<String>,
 }
 
 impl Capacities {
@@ -103,6 +106,7 @@ impl Capacities {
             identity: config.identity.clone(),
             ledgers,
             ids: config.connectors.iter().map(|c| c.id.clone()).collect(),
+            held: HashSet::new(),
         }
     }
 
@@ -185,6 +189,7 @@ impl Dispatcher {
                 );
             }
             let held = self.held_targets(config);
+            caps.held = held.iter().map(|w| w.to_string()).collect();
             let routes = caps.routes(config);
             let mut items = std::mem::take(&mut self.queue).into_vec();
             items.sort_unstable();
@@ -241,6 +246,16 @@ impl Dispatcher {
         caps
     }
 
+    /// Whether the targets held are not those the ledgers were built with. A hold's contacts
+    /// leave the ledgers as it begins, and join them, spread over the minutes with room, as
+    /// it ends: its backlog went in one tick before, for as long as the limiter took.
+    pub(super) fn holds_changed(&mut self, config: &Config) -> bool {
+        let held = self.held_targets(config);
+        self.capacity.as_ref().is_some_and(|c| {
+            c.held.len() != held.len() || !held.iter().all(|w| c.held.contains(*w))
+        })
+    }
+
     /// The webhooks of `config` whose target is held
     /// ([`super::target_holds::TargetHolds::holding`]). Each connector's link is made first: a
     /// new process (`sendtime tick`) learns there which workflows an earlier one found off.
@@ -255,11 +270,7 @@ impl Dispatcher {
                 let Some(link) = links.get(w.connector.as_str()) else {
                     return false;
                 };
-                match &w.target {
-                    Target::Workflow(wf) => link.targets.holding(Action::Enroll, &wf.to_string()),
-                    Target::List(list) => link.targets.holding(Action::ListAdd, list),
-                    Target::Callback => false,
-                }
+                (w.target.id()).is_some_and(|t| link.targets.holding(Action::of(&w.target), &t))
             })
             .map(|w| w.id.as_str())
             .collect()

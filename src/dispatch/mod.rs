@@ -227,8 +227,9 @@ impl Dispatcher {
         // forward) is spread over the minutes with room, as at a start, not sent in one tick:
         // that tick could last hours, go on into the contacts' quiet hours, and keep planning
         // waiting behind it (an audit found it did). A sparse cron's gaps are planned: each
-        // of its ticks sends what came due since the last.
-        if self.unplanned_gap(config) {
+        // of its ticks sends what came due since the last. So is the backlog of a target whose
+        // hold ended, and one that began frees the minutes its contacts were booked in.
+        if self.unplanned_gap(config) || self.holds_changed(config) {
             self.capacity = None;
         }
         // A planning failure (a part of the contact dictionary in quarantine, an unwritable
@@ -468,11 +469,8 @@ impl Dispatcher {
                 continue;
             }
             let action = Action::of(&webhook.target);
-            let target = match &webhook.target {
-                Target::List(list) => list.clone(),
-                Target::Workflow(wf) => wf.to_string(),
-                Target::Callback => item.callback_id.as_deref().unwrap_or_default().to_string(),
-            };
+            let target = (webhook.target.id())
+                .unwrap_or_else(|| item.callback_id.as_deref().unwrap_or_default().to_string());
             // A contact HubSpot holds for us: a dry run releases nothing, so it waits for the
             // connector to go live again, until its hold ends.
             let hold_ends = planning::release_by(&item, webhook.window);

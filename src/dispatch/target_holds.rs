@@ -187,6 +187,7 @@ impl TargetHolds {
                     since: now,
                     after_hold,
                     cause: Cause::HoldEnd,
+                    answered: false,
                 })
             }
             // Read now, or in doubt for a minute after a hold (a read would end the doubt).
@@ -219,6 +220,7 @@ impl TargetHolds {
                     since: now,
                     after_hold: None,
                     cause: Cause::Recheck(before),
+                    answered: false,
                 })
             }
         }
@@ -379,6 +381,7 @@ impl TargetHolds {
             since: now,
             after_hold,
             cause: Cause::Refusal,
+            answered: false,
         })
     }
 
@@ -460,6 +463,9 @@ pub struct Reading<'h> {
     /// Why the hold this read follows was.
     after_hold: Option<Why>,
     cause: Cause,
+    /// Its answer is recorded: the drop leaves the state to it. (A newer read may have begun
+    /// at the same instant since, as under a fixed clock: the instant cannot tell them apart.)
+    answered: bool,
 }
 
 /// What has a target read.
@@ -478,25 +484,34 @@ impl Reading<'_> {
     /// The read found the target usable (`None`) or not: then its calls are held, while the
     /// connector's others go on, and it is read again at the hold's end (a config naming
     /// another target sends at once). Returns what the contact's row says when held.
-    pub fn found(self, connector: &str, now: i64, unusable: Option<&Unusable>) -> Option<String> {
+    pub fn found(
+        mut self,
+        connector: &str,
+        now: i64,
+        unusable: Option<&Unusable>,
+    ) -> Option<String> {
+        self.answered = true;
+        let enroll = self.key.0 == Action::Enroll;
         let row = match unusable {
             None => {
                 self.holds.last_holds.lock().unwrap().remove(&self.key);
+                // The next periodic read counted from this one before its calls may go: the
+                // first let through found it due a read, and another began (CI saw it).
+                if enroll {
+                    let mut read_on = self.holds.read_on.lock().unwrap();
+                    self.holds.note_read(&mut read_on, &self.key, now);
+                }
                 self.holds.set(&self.key, State::Usable(now));
                 None
             }
             Some(unusable) => Some(self.hold(connector, now, unusable)),
         };
         // A workflow's finding, written once its calls are held (calls admitted meanwhile
-        // would go): kept if off, and the next periodic read counted from a usable one.
-        if self.key.0 == Action::Enroll {
+        // would go): kept if off.
+        if enroll {
             let off = unusable.filter(|u| matches!(u, Unusable::WorkflowOff { .. }));
             self.holds
                 .note_off(&self.key.1, off.map(ToString::to_string));
-            if unusable.is_none() {
-                let mut read_on = self.holds.read_on.lock().unwrap();
-                self.holds.note_read(&mut read_on, &self.key, now);
-            }
         }
         row
     }
@@ -540,6 +555,7 @@ impl Reading<'_> {
     /// workflow held for being off refuses nothing, so it is held a minute more. Due again,
     /// they go on as before, and it is read again in a minute.
     pub fn failed(mut self, now: i64) {
+        self.answered = true;
         let (action, target) = (self.key.0, self.key.1.clone());
         let name = named(action, &target);
         if let Cause::Recheck(_) = self.cause {
@@ -593,10 +609,11 @@ impl Reading<'_> {
     /// The read cannot be made (a scope only it needs): refusals are the contacts' own. A
     /// workflow held for being off stays held a minute more (by the drop), as it refuses
     /// nothing.
-    pub fn unread(self) {
+    pub fn unread(mut self) {
         if self.after_hold.as_ref().is_some_and(|why| why.silent) {
             return;
         }
+        self.answered = true;
         self.holds.states.lock().unwrap().remove(&self.key);
     }
 }
@@ -604,6 +621,9 @@ impl Reading<'_> {
 impl Drop for Reading<'_> {
     /// Ends this read's state, not what it found nor a newer read's.
     fn drop(&mut self) {
+        if self.answered {
+            return;
+        }
         let mut states = self.holds.states.lock().unwrap();
         let ours = match states.get(&self.key) {
             Some(State::Reading(since) | State::Rechecking(since)) => *since == self.since,

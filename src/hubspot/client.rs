@@ -950,11 +950,18 @@ async fn classify(resp: reqwest::Response, batch: Option<usize>) -> ApiError {
     let status = resp.status();
     let retry_after = policy::retry_after(resp.headers());
     let page = is_html(resp.headers());
-    let location = resp
-        .headers()
-        .get(reqwest::header::LOCATION)
-        .and_then(|v| v.to_str().ok())
-        .map(|v| v.chars().take(120).collect::<String>());
+    // A redirect is never followed: it would resend the body elsewhere ([`ApiError::NotTheApi`]).
+    if status.is_redirection() {
+        let location = (resp.headers().get(reqwest::header::LOCATION))
+            .and_then(|v| v.to_str().ok())
+            .map_or("no Location".into(), |v| {
+                v.chars().take(120).collect::<String>()
+            });
+        return ApiError::NotTheApi {
+            status: status.as_u16(),
+            message: format!("a redirect to {location}"),
+        };
+    }
     let (bytes, _) = read_at_most(resp, MAX_ERROR_BYTES)
         .await
         .unwrap_or_default();
@@ -973,19 +980,10 @@ async fn classify(resp: reqwest::Response, batch: Option<usize>) -> ApiError {
             ),
         };
     }
-    // A redirect (never followed: it would resend the body elsewhere), an unknown route's
-    // 404, or a retired route's 405 or 410 page that is not HubSpot's JSON: the route, not
-    // the contact, so every call through it would get the same. (Other pages may be the
-    // call's own: an edge's 413 for a batch, or its 400 or 414 for one contact's address.)
-    if status.is_redirection() {
-        return ApiError::NotTheApi {
-            status: status.as_u16(),
-            message: format!(
-                "a redirect to {}",
-                location.as_deref().unwrap_or("no Location")
-            ),
-        };
-    }
+    // An unknown route's 404, or a retired route's 405 or 410 page that is not HubSpot's
+    // JSON: the route, not the contact, so every call through it would get the same, as with
+    // a redirect. (Other pages may be the call's own: an edge's 413 for a batch, or its 400 or
+    // 414 for one contact's address.)
     let route_page =
         status == StatusCode::NOT_FOUND || (page && matches!(status.as_u16(), 405 | 410));
     if parsed.is_err() && route_page {
