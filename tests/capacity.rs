@@ -1025,6 +1025,78 @@ fn overdue_contacts_wait_out_their_quiet_hours() {
     assert_eq!(sent().len(), rows.len() + late.len());
 }
 
+/// Once HubSpot's answers say the app's limit is below the connector's `requests_per_10s`,
+/// `serve` plans under HubSpot's, as it paces: an earlier version planned from the key, more
+/// calls a minute than it could send.
+#[test]
+fn planning_counts_from_hubspots_limit_once_it_says_a_lower_one() {
+    const NOW: Hook = Hook {
+        id: "now",
+        kind: "IMMEDIATE",
+        target: "workflow_id = 7",
+    };
+    let rt = runtime();
+    let standin = rt
+        .block_on(StandIn::start(Options {
+            limit_per_10s: 20,
+            ..Options::default()
+        }))
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let with_limit = |limit: u32| {
+        format!(
+            "api_base = \"{}\"\nrequests_per_10s = {limit}",
+            standin.url()
+        )
+    };
+    let (own, hubspots) = (with_limit(100), with_limit(20));
+    let test_config = |connector| TestConfig {
+        env: "CAPACITY",
+        tables: "[scheduler]\ncron = \"* * * * * *\"",
+        connector,
+        hooks: &[&NOW],
+        ..TestConfig::default()
+    };
+    let per_hour = |connector| {
+        let config = test_config(connector).config(dir.path());
+        sendtime::capacity::Capacity::of(&config.connectors[0]).calls_per_hour()
+    };
+    let (planned_own, planned_hubspots) = (per_hour(&own), per_hour(&hubspots));
+    assert!(planned_hubspots < planned_own);
+    let config = test_config(&own).write(dir.path());
+    // A minute ahead: receipts are stamped with the system clock.
+    let clock = dir.path().join("clock");
+    common::set_clock(&clock, now_ms() + MINUTE);
+    let server = serve_at(&config, &data, &clock);
+    let client = common::http();
+    let published = || {
+        let status: serde_json::Value = (client.get(server.admin_url("/status")))
+            .send()
+            .ok()?
+            .json()
+            .ok()?;
+        status["capacity"]["connectors"][0]["capacity_per_hour"].as_u64()
+    };
+    eventually(Duration::from_secs(30), || {
+        (published() == Some(planned_own)).then_some(())
+    })
+    .unwrap_or_else(|| panic!("{:?} published; logs:\n{}", published(), server.logs()));
+    // A contact due at once: the answer to its enrollment says HubSpot's limit.
+    standin.add_contact("first@example.com", 7001);
+    let body = contact_body(7001, "first@example.com");
+    assert_eq!(
+        post_signed(&client, &server, SECRET, "/hooks/now", body),
+        200
+    );
+    eventually(Duration::from_secs(30), || {
+        (published() == Some(planned_hubspots)).then_some(())
+    })
+    .unwrap_or_else(|| panic!("{:?} published; logs:\n{}", published(), server.logs()));
+    assert_eq!(common::enrollments(&standin.log()).len(), 1);
+    server.stop();
+}
+
 /// A backlog that comes due while `serve` runs without ticking (a host suspended, its clock
 /// stepped a week on) is spread over the minutes the connector can send, as a start spreads
 /// it, not sent in one tick: that tick could last hours, into the contacts' quiet hours, with

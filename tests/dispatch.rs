@@ -3384,7 +3384,8 @@ fn under_sendtime_tick_a_workflow_is_read_every_ten_minutes_and_held_when_off() 
 /// Contacts held for a workflow turned off in HubSpot are not booked in the connector's
 /// capacity, so another workflow's contacts due meanwhile go at once. An earlier version
 /// booked the held ones first whenever the ledgers were built again (each `sendtime tick`
-/// does), as the oldest, and the other webhook's contacts waited behind the whole backlog.
+/// does), as the oldest, and the other webhook's contacts waited behind the whole backlog;
+/// and `serve` booked those it received meanwhile as it planned them.
 #[test]
 fn contacts_held_for_a_workflow_turned_off_do_not_push_back_another_workflows() {
     const OTHER: Hook = Hook {
@@ -3436,6 +3437,31 @@ fn contacts_held_for_a_workflow_turned_off_do_not_push_back_another_workflows() 
     for email in &others {
         assert_eq!(standin.enrollments_of(email), vec![102], "{out}\n{err}");
     }
+    // Under `serve`, contacts received for the held workflow are not booked as they are
+    // planned either (they were, until the ledgers were next built: up to an hour's hold).
+    let clock = dir.path().join("clock");
+    set_clock(&clock, t2 + 60_000);
+    let server = start(&config, &data, Some(&clock), &[]);
+    let queued = || common::metric(&server, "sendtime_dispatch_queued");
+    for vid in 9500..9540 {
+        let email = format!("fine{vid}@example.com");
+        standin.add_contact(&email, vid);
+        post(&server, "fine", vid, &email);
+    }
+    eventually(Duration::from_secs(30), || (queued() == 140).then_some(()))
+        .unwrap_or_else(|| panic!("{} queued; logs:\n{}", queued(), server.logs()));
+    let others: Vec<String> = (9600..9603)
+        .map(|vid| {
+            let email = format!("other{vid}@example.com");
+            standin.add_contact(&email, vid);
+            post(&server, "other", vid, &email);
+            email
+        })
+        .collect();
+    for email in &others {
+        wait_enrolled(&standin, &server, "102", email);
+    }
+    server.stop();
 }
 
 /// The workflow's periodic read meets what every call would meet: HubSpot's 401 pauses the

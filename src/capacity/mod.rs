@@ -41,7 +41,13 @@ impl Capacity {
     /// The connector's capacity: its paced rate ([`Limiter::paced_per_10s`]) less the share
     /// left for other calls, and its daily budget.
     pub fn of(connector: &Connector) -> Capacity {
-        let per_10s = Limiter::paced_per_10s(connector.requests_per_10s) as u64;
+        Capacity::under(connector, connector.requests_per_10s)
+    }
+
+    /// [`Capacity::of`] the connector with calls paced under `requests_per_10s`: HubSpot's
+    /// limit for the app, when a response said a lower one than the connector's.
+    pub fn under(connector: &Connector, requests_per_10s: u32) -> Capacity {
+        let per_10s = Limiter::paced_per_10s(requests_per_10s) as u64;
         Capacity {
             per_minute: (per_10s * 6 * CALL * PLAN_SHARE_PERCENT / 100).max(CALL),
             per_day: connector.daily_budget.map(|d| d as u64 * CALL),

@@ -2,7 +2,7 @@
 //! the queue when the config changes (what no longer fits is moved later, so dispatch stays
 //! within the new limits), and what each webhook's receipts cost.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 use chrono_tz::Tz;
 
@@ -12,6 +12,7 @@ use crate::capacity::{CALL, Capacity, Cost, Ledger, cost};
 use crate::capacity::{ConnectorForecast, Forecast};
 use crate::config::{Config, Target, Webhook};
 use crate::datasets::outcomes::Action;
+use crate::hubspot::limiter::Limiter;
 use crate::local_time::{Local, Masks, QuietHours};
 use crate::time::{HOUR_MS, MINUTE_MS, SLOTS};
 
@@ -85,17 +86,29 @@ pub(super) struct Capacities {
     /// missing from the config (they are held at dispatch, not sent).
     pub ledgers: Vec<Ledger>,
     ids: Vec<String>,
-    /// The webhooks whose target was held ([`Dispatcher::held_targets`]): their contacts are
-    /// not booked.
-    held: HashSet<String>,
+    /// What they were built for besides the config.
+    basis: Basis,
+}
+
+/// What the ledgers are built for besides the config; they are built again when it changes
+/// ([`Dispatcher::ledgers_outdated`]).
+#[derive(PartialEq, Eq)]
+pub(super) struct Basis {
+    /// The webhooks whose target is held ([`Dispatcher::held_targets`]): their contacts are
+    /// not booked. One whose hold ends joins the ledgers, its backlog spread over the minutes
+    /// with room (it went in one tick before, for as long as the limiter took), and one that
+    /// begins frees the minutes its contacts were booked in.
+    held: BTreeSet<String>,
+    /// Each connector's limit per 10 s: HubSpot's for the app when a response said a lower
+    /// one than `requests_per_10s`, which calls are paced under ([`Limiter::hubspot_per_10s`]).
+    limits: Vec<u32>,
 }
 
 impl Capacities {
-    fn new(config: &Config) -> Capacities {
-        let mut ledgers: Vec<Ledger> = config
-            .connectors
-            .iter()
-            .map(|c| Ledger::new(Capacity::of(c)))
+    fn new(config: &Config, basis: Basis) -> Capacities {
+        let mut ledgers: Vec<Ledger> = (config.connectors.iter())
+            .zip(&basis.limits)
+            .map(|(c, &limit)| Ledger::new(Capacity::under(c, limit)))
             .collect();
         ledgers.push(Ledger::new(Capacity {
             per_minute: u64::MAX / 4,
@@ -106,8 +119,13 @@ impl Capacities {
             identity: config.identity.clone(),
             ledgers,
             ids: config.connectors.iter().map(|c| c.id.clone()).collect(),
-            held: HashSet::new(),
+            basis,
         }
+    }
+
+    /// The webhooks whose target is held ([`Basis::held`]): their contacts are not booked.
+    pub fn held(&self) -> &BTreeSet<String> {
+        &self.basis.held
     }
 
     /// How the receipts of each webhook of `config` are planned.
@@ -118,6 +136,16 @@ impl Capacities {
             .map(|w| (w.id.as_str(), route(config, w)))
             .collect()
     }
+}
+
+/// Each connector's limit per 10 s ([`Basis::limits`]).
+fn limits(config: &Config) -> Vec<u32> {
+    (config.connectors.iter())
+        .map(|c| {
+            let hubspot = Limiter::existing(&c.id).and_then(|l| l.hubspot_per_10s());
+            hubspot.map_or(c.requests_per_10s, |h| h.min(c.requests_per_10s))
+        })
+        .collect()
 }
 
 /// The route of `routes` that books `item`: its webhook's, if that sends it ([`Route::takes`]).
@@ -178,7 +206,12 @@ impl Dispatcher {
             .as_ref()
             .is_some_and(|c| c.identity == config.identity);
         if !current {
-            let mut caps = Capacities::new(config);
+            let held = self.held_targets(config);
+            let basis = Basis {
+                held: held.iter().map(|w| w.to_string()).collect(),
+                limits: limits(config),
+            };
+            let mut caps = Capacities::new(config, basis);
             for (ledger, c) in caps.ledgers.iter_mut().zip(&config.connectors) {
                 let zone = ledger.capacity.day_zone;
                 ledger.spent(
@@ -188,8 +221,6 @@ impl Dispatcher {
                     self.spent.this_minute(&c.id, now),
                 );
             }
-            let held = self.held_targets(config);
-            caps.held = held.iter().map(|w| w.to_string()).collect();
             let routes = caps.routes(config);
             let mut items = std::mem::take(&mut self.queue).into_vec();
             items.sort_unstable();
@@ -246,14 +277,16 @@ impl Dispatcher {
         caps
     }
 
-    /// Whether the targets held are not those the ledgers were built with. A hold's contacts
-    /// leave the ledgers as it begins, and join them, spread over the minutes with room, as
-    /// it ends: its backlog went in one tick before, for as long as the limiter took.
-    pub(super) fn holds_changed(&mut self, config: &Config) -> bool {
+    /// Whether the ledgers were built for another [`Basis`] than `config`'s now.
+    pub(super) fn ledgers_outdated(&mut self, config: &Config) -> bool {
+        if self.capacity.is_none() {
+            return false;
+        }
         let held = self.held_targets(config);
-        self.capacity.as_ref().is_some_and(|c| {
-            c.held.len() != held.len() || !held.iter().all(|w| c.held.contains(*w))
-        })
+        let basis = &self.capacity.as_ref().expect("looked at above").basis;
+        basis.limits != limits(config)
+            || basis.held.len() != held.len()
+            || !held.iter().all(|w| basis.held.contains(*w))
     }
 
     /// The webhooks of `config` whose target is held

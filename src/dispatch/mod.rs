@@ -228,8 +228,8 @@ impl Dispatcher {
         // that tick could last hours, go on into the contacts' quiet hours, and keep planning
         // waiting behind it (an audit found it did). A sparse cron's gaps are planned: each
         // of its ticks sends what came due since the last. So is the backlog of a target whose
-        // hold ended, and one that began frees the minutes its contacts were booked in.
-        if self.unplanned_gap(config) || self.holds_changed(config) {
+        // hold ended ([`capacity::Basis`]).
+        if self.unplanned_gap(config) || self.ledgers_outdated(config) {
             self.capacity = None;
         }
         // A planning failure (a part of the contact dictionary in quarantine, an unwritable

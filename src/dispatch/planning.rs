@@ -271,10 +271,12 @@ impl Dispatcher {
         let routes = caps.routes(config);
         let unrouted = caps.unrouted();
         let pauses = self.pauses.clone();
+        let held = caps.held().clone();
         let route_of = |item: &Pending| {
             let mut route = *super::capacity::route_of(&routes, item).unwrap_or(&unrouted);
-            // Held by an operator's pause: planned at its best time, booked when it ends.
-            if pauses.holds(&item.webhook_id, route.connector) {
+            // Held by an operator's pause, or its target's hold: planned at its best time,
+            // booked when that ends (the ledgers are built again then).
+            if pauses.holds(&item.webhook_id, route.connector) || held.contains(&*item.webhook_id) {
                 route.ledger = unrouted.ledger;
             }
             route

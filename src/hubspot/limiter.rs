@@ -144,6 +144,11 @@ impl Limiter {
         self.repace(before);
     }
 
+    /// HubSpot's limit per 10 s for the app, as its latest response with one said.
+    pub fn hubspot_per_10s(&self) -> Option<u32> {
+        Some(self.hubspot_per_10s.load(Ordering::Relaxed)).filter(|&n| n > 0)
+    }
+
     /// The limit per 10 s calls are paced under: the connector's, or HubSpot's when it said a
     /// lower one.
     pub fn effective_per_10s(&self) -> u32 {
@@ -289,7 +294,7 @@ impl Limiter {
             if max < own && said != max {
                 tracing::warn!(
                     account = self.account.as_deref().unwrap_or_default(),
-                    "HubSpot's limit for this app is {max} calls per 10 s, below the connector's requests_per_10s ({own}): calls are paced under HubSpot's; set requests_per_10s = {max}, which planning counts capacity from"
+                    "HubSpot's limit for this app is {max} calls per 10 s, below the connector's requests_per_10s ({own}): calls are paced, and planned, under HubSpot's; set requests_per_10s = {max}"
                 );
             }
             self.repace(before);
