@@ -9,6 +9,7 @@ use super::Server;
 use super::read::{ConnectorDraft, Draft, WebhookDraft};
 use super::reader::Ctx;
 use super::{Connector, Credentials, EnvCheck, Target, Webhook};
+use crate::model::plan::RELEASE_MARGIN_MS;
 use crate::receiver::signature::{Floor, Version};
 
 /// Run every pass; the webhooks as configured when the draft holds everything a config needs
@@ -185,8 +186,9 @@ fn check_action_signature(ctx: &mut Ctx, w: &WebhookDraft, c: &Connector) {
     }
 }
 
-/// A callback may be planned up to a minute before HubSpot's hold on its contact ends: a
-/// scheduler that runs less often than every minute can send it after the hold.
+/// A callback may be planned as late as [`RELEASE_MARGIN_MS`] before HubSpot's hold on its
+/// contact ends: a scheduler that leaves more than half of that without a run can send it
+/// after the hold, after a slow tick.
 fn check_action_ticks(ctx: &mut Ctx, draft: &Draft) {
     let Some(scheduler) = &draft.scheduler else {
         return;
@@ -200,7 +202,7 @@ fn check_action_ticks(ctx: &mut Ctx, draft: &Draft) {
         return;
     };
     let gap = super::read::longest_gap(&scheduler.schedule, chrono::Utc::now());
-    if gap > chrono::TimeDelta::minutes(1) {
+    if gap.num_milliseconds() > RELEASE_MARGIN_MS / 2 {
         ctx.warning(
             at,
             format!(

@@ -206,11 +206,7 @@ impl Dispatcher {
             .as_ref()
             .is_some_and(|c| c.identity == config.identity);
         if !current {
-            let held = self.held_targets(config);
-            let basis = Basis {
-                held: held.iter().map(|w| w.to_string()).collect(),
-                limits: limits(config),
-            };
+            let basis = self.basis(config);
             let mut caps = Capacities::new(config, basis);
             for (ledger, c) in caps.ledgers.iter_mut().zip(&config.connectors) {
                 let zone = ledger.capacity.day_zone;
@@ -239,7 +235,7 @@ impl Dispatcher {
                 let dry_run = config.connector(route.connector).is_some_and(|c| c.dry_run);
                 if self.pauses.holds(&item.webhook_id, route.connector)
                     || (dry_run && item.held_by_hubspot())
-                    || held.contains(&*item.webhook_id)
+                    || caps.basis.held.contains(&*item.webhook_id)
                 {
                     continue;
                 }
@@ -282,11 +278,17 @@ impl Dispatcher {
         if self.capacity.is_none() {
             return false;
         }
-        let held = self.held_targets(config);
-        let basis = &self.capacity.as_ref().expect("looked at above").basis;
-        basis.limits != limits(config)
-            || basis.held.len() != held.len()
-            || !held.iter().all(|w| basis.held.contains(*w))
+        let now = self.basis(config);
+        self.capacity.as_ref().is_some_and(|c| c.basis != now)
+    }
+
+    /// The [`Basis`] of `config`'s ledgers now.
+    fn basis(&mut self, config: &Config) -> Basis {
+        let held = self.held_targets(config).into_iter().map(String::from);
+        Basis {
+            held: held.collect(),
+            limits: limits(config),
+        }
     }
 
     /// The webhooks of `config` whose target is held

@@ -949,7 +949,8 @@ mod tests {
     #[test]
     fn a_recorded_hold_decides_the_release() {
         use crate::config::WebhookType;
-        use crate::time::{DAY_MS, HOUR_MS, MINUTE_MS};
+        use crate::model::plan::RELEASE_MARGIN_MS;
+        use crate::time::{DAY_MS, HOUR_MS};
         let received = 1_000 * DAY_MS;
         let older = Pending {
             webhook_type: WebhookType::Next24Hours,
@@ -963,16 +964,16 @@ mod tests {
         for window in [None, Some(HOUR_MS), Some(6 * HOUR_MS), Some(7 * DAY_MS)] {
             assert_eq!(
                 planning::release_by(&recorded, window),
-                received + 30 * HOUR_MS - MINUTE_MS
+                received + 30 * HOUR_MS - RELEASE_MARGIN_MS
             );
         }
         assert_eq!(
             planning::release_by(&older, Some(7 * DAY_MS)),
-            received + 8 * DAY_MS - MINUTE_MS
+            received + 8 * DAY_MS - RELEASE_MARGIN_MS
         );
         assert_eq!(
             planning::release_by(&older, None),
-            received + 2 * DAY_MS - MINUTE_MS
+            received + 2 * DAY_MS - RELEASE_MARGIN_MS
         );
     }
 }

@@ -22,11 +22,11 @@ use crate::datasets::inbox::{self, PlanningColumns};
 use crate::datasets::plan::{self, Entry};
 use crate::local_time::{Local, Masks, parse_zone};
 use crate::model::plan::{
-    Grounds, Move, Plan, Standing, Subject, Window, describe, hold, minute_hash, prefer, score,
-    window, within_hold,
+    Grounds, Move, Plan, RELEASE_MARGIN_MS, Standing, Subject, Window, describe, hold, minute_hash,
+    prefer, score, window, within_hold,
 };
 use crate::model::profile::Profile;
-use crate::time::{DAY_MS, HOUR_MS, MINUTE_MS, SLOTS, day_of, slot_of};
+use crate::time::{DAY_MS, HOUR_MS, SLOTS, day_of, slot_of};
 use chrono_tz::Tz;
 
 /// Receipts planned by one task and written as one row group of the plan part.
@@ -430,14 +430,18 @@ impl Dispatcher {
     }
 }
 
-/// When a workflow action's contact must be released by: a minute before HubSpot would move
-/// it on without us. That is the hold asked for on receipt, whatever `window` says now: a
-/// retry of the execution gets that first answer too. A receipt of an older version, which
-/// does not record its hold, goes by `window` ([`hold`]).
+/// When a workflow action's contact must be released by: [`RELEASE_MARGIN_MS`] before
+/// HubSpot's hold on it ends ([`hold_end`]).
 pub(super) fn release_by(item: &Pending, window: Option<i64>) -> i64 {
-    item.hold_ends_ms
-        .unwrap_or_else(|| item.received_at_ms + hold(item.webhook_type, window))
-        - MINUTE_MS
+    hold_end(item, window) - RELEASE_MARGIN_MS
+}
+
+/// When HubSpot moves a workflow action's contact on without us: the hold asked for on
+/// receipt, whatever `window` says now (a retry of the execution gets that first answer
+/// too). A receipt of an older version, which does not record its hold, goes by `window`
+/// ([`hold`]).
+pub(super) fn hold_end(item: &Pending, window: Option<i64>) -> i64 {
+    (item.hold_ends_ms).unwrap_or_else(|| item.received_at_ms + hold(item.webhook_type, window))
 }
 
 /// `item`'s request to [`assign`] on `route`, from its contact's `profile` (none: a

@@ -577,11 +577,19 @@ impl Ctx {
         }
     }
 
-    /// When HubSpot's hold on `item`'s contact ends (less a minute): its callback may be
-    /// tried until then. An action not in the config: as its delivery type's default window.
-    fn hold_ends(&self, item: &Pending) -> i64 {
+    /// When `item`'s contact must be released by ([`super::planning::release_by`]): its
+    /// callback is tried until then. An action not in the config: as its delivery type's
+    /// default window.
+    fn release_by(&self, item: &Pending) -> i64 {
         let window = self.holds.get(&*item.webhook_id).copied().flatten();
         super::planning::release_by(item, window)
+    }
+
+    /// When HubSpot's hold on `item`'s contact ends: a refusal of its callback after that
+    /// is the hold's end, not the callback's fault.
+    fn hold_end(&self, item: &Pending) -> i64 {
+        let window = self.holds.get(&*item.webhook_id).copied().flatten();
+        super::planning::hold_end(item, window)
     }
 
     /// What to do after `e` failed a call for `batch`: a transient failure is counted on each
@@ -1365,10 +1373,11 @@ pub async fn complete(ctx: Arc<Ctx>, link: Arc<Link>, items: Vec<Pending>) -> Ve
                 ) if chunk.len() > 1 => {
                     // Callbacks whose hold has ended are refused alone too: failed now, not
                     // split out one by one (a dispatcher down past the holds finds them all
-                    // so, and halving would cost two calls per callback).
+                    // so, and halving would cost two calls per callback). Those past their
+                    // release-by but still held are split with the rest.
                     let now = ctx.now();
                     let (over, live): (Vec<Pending>, Vec<Pending>) =
-                        chunk.into_iter().partition(|i| ctx.hold_ends(i) <= now);
+                        chunk.into_iter().partition(|i| ctx.hold_end(i) <= now);
                     chunk = live;
                     if !over.is_empty() {
                         tracing::warn!(connector = %link.id, callbacks = over.len(), "HubSpot refused callbacks whose hold had ended: {e}");
@@ -1427,9 +1436,9 @@ pub async fn complete(ctx: Arc<Ctx>, link: Arc<Link>, items: Vec<Pending>) -> Ve
                     // to a later tick: at that time, or the hold's end if sooner (one whose
                     // hold is over already waits as it would, to fail for good).
                     let later = |i: &Pending| match decision {
-                        Decision::GiveUp => (ctx.hold_ends(i) > now)
-                            .then(|| (now + callback_wait(i.failures)).min(ctx.hold_ends(i))),
-                        Decision::Later(t) => Some(match ctx.hold_ends(i) {
+                        Decision::GiveUp => (ctx.release_by(i) > now)
+                            .then(|| (now + callback_wait(i.failures)).min(ctx.release_by(i))),
+                        Decision::Later(t) => Some(match ctx.release_by(i) {
                             ends if ends > now => t.min(ends),
                             _ => t,
                         }),
@@ -1468,8 +1477,7 @@ pub async fn complete(ctx: Arc<Ctx>, link: Arc<Link>, items: Vec<Pending>) -> Ve
                         let rows: Vec<(OutcomeRow, Status)> = chunk
                             .iter()
                             .map(|i| {
-                                // HubSpot's hold ends a minute after the release-by.
-                                let held = now < ctx.hold_ends(i) + crate::time::MINUTE_MS;
+                                let held = now < ctx.hold_end(i);
                                 given_up(i, &link, &callback(i), &e, now, held)
                             })
                             .collect();
@@ -1507,6 +1515,7 @@ mod tests {
     //! What each of HubSpot's failures makes a call do next, without HubSpot.
     use super::*;
     use crate::hubspot::{Client, ClientOptions};
+    use crate::model::plan::RELEASE_MARGIN_MS;
 
     const NOW: i64 = 1_795_750_200_000; // 2026-11-27 03:30 UTC
 
@@ -1650,15 +1659,15 @@ mod tests {
     async fn a_callback_is_tried_again_before_its_hold_ends() {
         let dir = tempfile::tempdir().unwrap();
         let (_standin, ctx, link, _writer) = unavailable(dir.path()).await;
-        // Its tenth failure waits five minutes; HubSpot holds it three more.
+        // Its tenth failure waits five minutes; it must be released in three.
         let item = Pending {
             callback_id: Some("cb".into()),
             failures: 9,
-            hold_ends_ms: Some(NOW + 3 * MINUTE_MS),
+            hold_ends_ms: Some(NOW + 3 * MINUTE_MS + RELEASE_MARGIN_MS),
             ..super::super::tests::pending(1)
         };
-        let hold_ends = ctx.hold_ends(&item);
-        assert!(hold_ends < NOW + 5 * MINUTE_MS);
+        let release_by = ctx.release_by(&item);
+        assert!(release_by < NOW + 5 * MINUTE_MS);
         // One whose hold is over already waits its backoff, to fail for good (brought back
         // at a past time, it was called again at every tick).
         let over = Pending {
@@ -1667,12 +1676,44 @@ mod tests {
             ..item.clone()
         };
         let out = complete(ctx, link, vec![item, over]).await;
-        assert_eq!(out[0].1, Next::Again(hold_ends));
+        assert_eq!(out[0].1, Next::Again(release_by));
         assert!(
             matches!(out[1].1, Next::Again(t) if t > NOW),
             "{:?}",
             out[1].1
         );
+    }
+
+    /// A batch refused for another callback's fault is split: one past its release-by that
+    /// HubSpot still holds is completed alone. An earlier version failed it with the batch,
+    /// as one whose hold had ended.
+    #[tokio::test]
+    async fn a_callback_past_its_release_by_still_held_is_split_out_not_failed() {
+        use crate::hubspot::standin::{DEFAULT_TOKEN, Options, StandIn};
+        let dir = tempfile::tempdir().unwrap();
+        let standin = StandIn::start(Options::default()).await.unwrap();
+        standin.add_callback("late");
+        let (ctx, _writer) = ctx(dir.path());
+        let client = Client::new(&standin.url(), DEFAULT_TOKEN, ClientOptions::default()).unwrap();
+        let link = Arc::new(Link::new("main".into(), client, None));
+        // Five minutes of HubSpot's hold left; the other callback HubSpot does not know.
+        let late = Pending {
+            callback_id: Some("late".into()),
+            hold_ends_ms: Some(NOW + 5 * MINUTE_MS),
+            ..super::super::tests::pending(1)
+        };
+        let unknown = Pending {
+            callback_id: Some("unknown".into()),
+            hold_ends_ms: Some(NOW + crate::time::DAY_MS),
+            ..super::super::tests::pending(2)
+        };
+        let out = complete(Arc::new(ctx), link, vec![late, unknown]).await;
+        let next: std::collections::HashMap<i64, Next> = (out.iter())
+            .map(|(i, n)| (i.contact_id.unwrap(), *n))
+            .collect();
+        assert_eq!(next[&1], Next::Done(Status::Completed), "{next:?}");
+        assert_eq!(next[&2], Next::Done(Status::Failed), "{next:?}");
+        assert!(standin.completion("late").is_some());
     }
 
     #[tokio::test]

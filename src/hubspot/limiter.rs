@@ -153,10 +153,8 @@ impl Limiter {
     /// lower one.
     pub fn effective_per_10s(&self) -> u32 {
         let own = self.per_10s.load(Ordering::Relaxed);
-        match self.hubspot_per_10s.load(Ordering::Relaxed) {
-            0 => own,
-            hubspot => own.min(hubspot),
-        }
+        self.hubspot_per_10s()
+            .map_or(own, |hubspot| own.min(hubspot))
     }
 
     /// Pace anew if the limit paced under is no longer `before`.

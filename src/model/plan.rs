@@ -121,6 +121,11 @@ pub fn hold(kind: WebhookType, span: Option<i64>) -> i64 {
 /// How much longer than the window HubSpot is asked to hold an action's contact.
 const SPARE_HOLD_MS: i64 = DAY_MS;
 
+/// How long before HubSpot's hold on an action's contact ends it is released at the latest.
+/// Ticks come on whole minutes, planning first, and may overrun: released a minute before,
+/// a contact received late in a minute could be released after HubSpot had moved it on.
+pub const RELEASE_MARGIN_MS: i64 = 10 * crate::time::MINUTE_MS;
+
 /// The window (as `span`) of an action's receipt whose hold was asked to end at `hold_ends`:
 /// `span`, or the window that hold was asked for if shorter (the config's window may have
 /// grown since).
