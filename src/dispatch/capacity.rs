@@ -142,7 +142,9 @@ impl Capacities {
 fn limits(config: &Config) -> Vec<u32> {
     (config.connectors.iter())
         .map(|c| {
-            let hubspot = Limiter::existing(&c.id).and_then(|l| l.hubspot_per_10s());
+            // A dry run calls nothing (an import's calls may teach its limiter meanwhile).
+            let limiter = Limiter::existing(&c.id).filter(|_| !c.dry_run);
+            let hubspot = limiter.and_then(|l| l.hubspot_per_10s());
             hubspot.map_or(c.requests_per_10s, |h| h.min(c.requests_per_10s))
         })
         .collect()
@@ -240,6 +242,12 @@ impl Dispatcher {
                     continue;
                 }
                 let ledger = &mut caps.ledgers[route.ledger];
+                // An earlier version planned an action's contact up to a minute before
+                // HubSpot's hold ends: kept to its release-by now.
+                if route.holds {
+                    let by = super::planning::release_by(item, route.window);
+                    item.ready_at_ms = item.ready_at_ms.min(by.max(now));
+                }
                 let at = item.ready_at_ms.max(now);
                 // Overdue or moved, a timed send still keeps its contact's quiet hours.
                 let local = route.quiet_for(item);

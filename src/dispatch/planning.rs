@@ -474,7 +474,7 @@ fn request(
         cost: route.cost,
         window,
         from: item.received_at_ms.max(now),
-        // A minute before HubSpot would move the contact on without us.
+        // Before HubSpot would move the contact on without us.
         deadline: (route.holds || item.hold_ends_ms.is_some())
             .then(|| release_by(item, route.window)),
         preference: preferred,

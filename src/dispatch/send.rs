@@ -1432,13 +1432,19 @@ pub async fn complete(ctx: Arc<Ctx>, link: Arc<Link>, items: Vec<Pending>) -> Ve
                     // When a callback is tried again at a later tick, within HubSpot's hold:
                     // after it, the call is refused. Given up on, yet retryable: HubSpot holds
                     // a contact for days, so however many failures it takes, its callback is
-                    // tried again until that hold ends, and only callbacks past it fail. Left
-                    // to a later tick: at that time, or the hold's end if sooner (one whose
-                    // hold is over already waits as it would, to fail for good).
+                    // tried again until its release-by, and only callbacks past it fail; one
+                    // tried past it (a batch's last try, a late tick) is tried until a minute
+                    // before the hold ends. Left to a later tick: at that time, or that
+                    // deadline if sooner (one whose hold is over already waits as it would,
+                    // to fail for good).
+                    let deadline = |i: &Pending| match ctx.release_by(i) {
+                        by if by > now => by,
+                        _ => ctx.hold_end(i) - MINUTE_MS,
+                    };
                     let later = |i: &Pending| match decision {
-                        Decision::GiveUp => (ctx.release_by(i) > now)
-                            .then(|| (now + callback_wait(i.failures)).min(ctx.release_by(i))),
-                        Decision::Later(t) => Some(match ctx.release_by(i) {
+                        Decision::GiveUp => (deadline(i) > now)
+                            .then(|| (now + callback_wait(i.failures)).min(deadline(i))),
+                        Decision::Later(t) => Some(match deadline(i) {
                             ends if ends > now => t.min(ends),
                             _ => t,
                         }),
@@ -1675,13 +1681,27 @@ mod tests {
             hold_ends_ms: Some(NOW - 10 * MINUTE_MS),
             ..item.clone()
         };
-        let out = complete(ctx, link, vec![item, over]).await;
-        assert_eq!(out[0].1, Next::Again(release_by));
+        // One past its release-by (a late tick) is tried until a minute before the hold ends:
+        // uncapped, its retry came after it.
+        let late = Pending {
+            callback_id: Some("cb3".into()),
+            hold_ends_ms: Some(NOW + 4 * MINUTE_MS),
+            ..item.clone()
+        };
+        let out = complete(ctx, link, vec![item, over, late]).await;
+        let next = |cb: &str| {
+            let (_, next) = (out.iter())
+                .find(|(i, _)| i.callback_id.as_deref() == Some(cb))
+                .unwrap();
+            *next
+        };
+        assert_eq!(next("cb"), Next::Again(release_by));
         assert!(
-            matches!(out[1].1, Next::Again(t) if t > NOW),
+            matches!(next("cb2"), Next::Again(t) if t > NOW),
             "{:?}",
-            out[1].1
+            next("cb2")
         );
+        assert_eq!(next("cb3"), Next::Again(NOW + 3 * MINUTE_MS));
     }
 
     /// A batch refused for another callback's fault is split: one past its release-by that
