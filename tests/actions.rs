@@ -1098,3 +1098,63 @@ fn a_contact_is_released_unplanned_before_its_hold_ends_while_planning_fails() {
         ["planning failed: sent in the last hour of HubSpot's hold"]
     );
 }
+
+/// An action's contact an earlier version planned a minute before HubSpot's hold ends (its
+/// release-by then) goes by this version's release-by, ten minutes before: a tick that late
+/// could come after the hold.
+#[test]
+fn a_release_an_earlier_version_planned_a_minute_before_the_hold_ends_comes_sooner() {
+    let Setup {
+        rt: _rt,
+        standin,
+        dir,
+        data,
+        config: _,
+        clock,
+    } = Setup::new();
+    let env = [("ACTIONS_SECRET", SECRET), ("ACTIONS_TOKEN", TOKEN)];
+    let config = held_config(dir.path(), &standin.url(), "7d", "");
+    set_clock(&clock, now_ms());
+    let server = start_ticked(&config, &data, &clock);
+    let (status, _) = reach(&standin, &server, "cb-old", 1000, "NEXT_24_HOURS");
+    assert_eq!(status, 200);
+    server.stop();
+    let receipt = sendtime::datasets::inbox::recover(&data).unwrap().remove(0);
+    let hold_ends = receipt.hold_ends_ms.unwrap();
+    let planned = plan::PlanRow {
+        receipt_id: receipt.receipt_id.clone(),
+        webhook_id: receipt.webhook_id.clone(),
+        webhook_type: sendtime::config::WebhookType::Next24Hours,
+        contact_id: receipt.contact_id,
+        email: receipt.email.clone(),
+        received_at_ms: receipt.received_at_ms,
+        due_at_ms: hold_ends - 60_000,
+        slot: None,
+        reason: "planned by an earlier version".into(),
+        planned_at_ms: receipt.received_at_ms,
+        callback_id: receipt.callback_id.clone(),
+        holdout: false,
+        time_zone: None,
+        hold_ends_ms: Some(hold_ends),
+        portal_id: receipt.portal_id,
+        holdout_share: None,
+    };
+    let mut part = plan::frame(&[planned]).unwrap();
+    plan::dataset(&data)
+        .unwrap()
+        .write_part(ulid::Ulid::generate(), &mut part)
+        .unwrap();
+    // Five minutes before the hold ends, past this version's release-by: released.
+    let out = common::run(
+        &config,
+        &data,
+        &["tick", "--now", &at(hold_ends - 5 * 60_000)],
+        &env,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(complete_calls(&standin), [204]);
+}

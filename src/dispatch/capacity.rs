@@ -243,8 +243,9 @@ impl Dispatcher {
                 }
                 let ledger = &mut caps.ledgers[route.ledger];
                 // An earlier version planned an action's contact up to a minute before
-                // HubSpot's hold ends: kept to its release-by now.
-                if route.holds {
+                // HubSpot's hold ends: kept to its release-by now. (A retry may come later,
+                // until a minute before: pulled forward, it would lose its backoff.)
+                if route.holds && item.attempts == 0 {
                     let by = super::planning::release_by(item, route.window);
                     item.ready_at_ms = item.ready_at_ms.min(by.max(now));
                 }
