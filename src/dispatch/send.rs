@@ -1665,15 +1665,16 @@ mod tests {
     async fn a_callback_is_tried_again_before_its_hold_ends() {
         let dir = tempfile::tempdir().unwrap();
         let (_standin, ctx, link, _writer) = unavailable(dir.path()).await;
-        // Its tenth failure waits five minutes; it must be released in three.
+        // Its tenth failure waits 2.5 to 5 minutes (jittered); it must be released in two.
         let item = Pending {
             callback_id: Some("cb".into()),
             failures: 9,
-            hold_ends_ms: Some(NOW + 3 * MINUTE_MS + RELEASE_MARGIN_MS),
+            hold_ends_ms: Some(NOW + 2 * MINUTE_MS + RELEASE_MARGIN_MS),
             ..super::super::tests::pending(1)
         };
         let release_by = ctx.release_by(&item);
-        assert!(release_by < NOW + 5 * MINUTE_MS);
+        // Below the shortest wait, so the cap decides.
+        assert!(release_by < NOW + 150_000);
         // One whose hold is over already waits its backoff, to fail for good (brought back
         // at a past time, it was called again at every tick).
         let over = Pending {
@@ -1685,7 +1686,7 @@ mod tests {
         // uncapped, its retry came after it.
         let late = Pending {
             callback_id: Some("cb3".into()),
-            hold_ends_ms: Some(NOW + 4 * MINUTE_MS),
+            hold_ends_ms: Some(NOW + 3 * MINUTE_MS),
             ..item.clone()
         };
         let out = complete(ctx, link, vec![item, over, late]).await;
@@ -1701,7 +1702,7 @@ mod tests {
             "{:?}",
             next("cb2")
         );
-        assert_eq!(next("cb3"), Next::Again(NOW + 3 * MINUTE_MS));
+        assert_eq!(next("cb3"), Next::Again(NOW + 2 * MINUTE_MS));
     }
 
     /// A batch refused for another callback's fault is split: one past its release-by that
