@@ -618,6 +618,23 @@ fn held_config(dir: &Path, api_base: &str, window: &str, connector: &str) -> Pat
     .write(dir)
 }
 
+/// [`Setup::new`] with [`held_config`] (a 7-day window) as its config, once `serve` has
+/// answered an execution under `callback` BLOCK (HubSpot holds its contact 8 days) and
+/// stopped: the receipt is in the inbox, unplanned.
+fn a_blocked_execution(callback: &str) -> Setup {
+    let mut setup = Setup::new();
+    setup.config = held_config(setup.dir.path(), &setup.standin.url(), "7d", "");
+    set_clock(&setup.clock, now_ms());
+    let server = start_ticked(&setup.config, &setup.data, &setup.clock);
+    let (status, answer) = reach(&setup.standin, &server, callback, 1000, "NEXT_24_HOURS");
+    assert_eq!(
+        (status, &answer["outputFields"]["hs_execution_state"]),
+        (200, &"BLOCK".into())
+    );
+    server.stop();
+    setup
+}
+
 /// `ms` as RFC 3339, for `tick --now`.
 fn at(ms: i64) -> String {
     chrono::DateTime::from_timestamp_millis(ms)
@@ -1050,33 +1067,18 @@ fn kill_9_during_an_unanswered_completion_ends_with_one_final_outcome_each() {
 #[test]
 fn a_contact_is_released_unplanned_before_its_hold_ends_while_planning_fails() {
     const HOUR: i64 = 3_600_000;
-    let Setup {
-        rt: _rt,
-        standin,
-        dir,
-        data,
-        config: _,
-        clock,
-    } = Setup::new();
+    let world = a_blocked_execution("cb-unplanned");
+    let (standin, data, config) = (&world.standin, &world.data, &world.config);
     let env = [("ACTIONS_SECRET", SECRET), ("ACTIONS_TOKEN", TOKEN)];
-    let config = held_config(dir.path(), &standin.url(), "7d", "");
-    set_clock(&clock, now_ms());
-    let server = start_ticked(&config, &data, &clock);
-    let (status, answer) = reach(&standin, &server, "cb-unplanned", 1000, "NEXT_24_HOURS");
-    assert_eq!(
-        (status, &answer["outputFields"]["hs_execution_state"]),
-        (200, &"BLOCK".into())
-    );
-    server.stop();
-    let received = sendtime::datasets::inbox::recover(&data).unwrap()[0].received_at_ms;
+    let received = sendtime::datasets::inbox::recover(data).unwrap()[0].received_at_ms;
     // Planning fails: the profiles folder is a file.
     let profiles = data.join("profiles");
     if profiles.exists() {
         std::fs::remove_dir_all(&profiles).unwrap();
     }
     std::fs::write(&profiles, "not a folder").unwrap();
-    let outcomes = || outcomes::read(&outcomes::dataset(&data).unwrap()).unwrap();
-    let tick = |at_ms: i64| common::run(&config, &data, &["tick", "--now", &at(at_ms)], &env);
+    let outcomes = || outcomes::read(&outcomes::dataset(data).unwrap()).unwrap();
+    let tick = |at_ms: i64| common::run(config, data, &["tick", "--now", &at(at_ms)], &env);
     // Asked to hold for 8 days (the 7-day window and a spare day).
     let hold_ends = received + 8 * 24 * HOUR;
     let out = tick(hold_ends - 2 * HOUR);
@@ -1090,9 +1092,9 @@ fn a_contact_is_released_unplanned_before_its_hold_ends_while_planning_fails() {
         [Status::Attempting, Status::Completed],
         "{rows:?}"
     );
-    assert_eq!(complete_calls(&standin), [204]);
+    assert_eq!(complete_calls(standin), [204]);
     // With a plan row, as every sent receipt has: finished receipts are archived by theirs.
-    let plans = plan::read(&plan::dataset(&data).unwrap()).unwrap();
+    let plans = plan::read(&plan::dataset(data).unwrap()).unwrap();
     assert_eq!(
         plans.iter().map(|p| p.reason.as_str()).collect::<Vec<_>>(),
         ["planning failed: sent in the last hour of HubSpot's hold"]
@@ -1104,22 +1106,10 @@ fn a_contact_is_released_unplanned_before_its_hold_ends_while_planning_fails() {
 /// could come after the hold.
 #[test]
 fn a_release_an_earlier_version_planned_a_minute_before_the_hold_ends_comes_sooner() {
-    let Setup {
-        rt: _rt,
-        standin,
-        dir,
-        data,
-        config: _,
-        clock,
-    } = Setup::new();
+    let world = a_blocked_execution("cb-old");
+    let (standin, data, config) = (&world.standin, &world.data, &world.config);
     let env = [("ACTIONS_SECRET", SECRET), ("ACTIONS_TOKEN", TOKEN)];
-    let config = held_config(dir.path(), &standin.url(), "7d", "");
-    set_clock(&clock, now_ms());
-    let server = start_ticked(&config, &data, &clock);
-    let (status, _) = reach(&standin, &server, "cb-old", 1000, "NEXT_24_HOURS");
-    assert_eq!(status, 200);
-    server.stop();
-    let receipt = sendtime::datasets::inbox::recover(&data).unwrap().remove(0);
+    let receipt = sendtime::datasets::inbox::recover(data).unwrap().remove(0);
     let hold_ends = receipt.hold_ends_ms.unwrap();
     let planned = plan::PlanRow {
         receipt_id: receipt.receipt_id.clone(),
@@ -1140,14 +1130,14 @@ fn a_release_an_earlier_version_planned_a_minute_before_the_hold_ends_comes_soon
         holdout_share: None,
     };
     let mut part = plan::frame(&[planned]).unwrap();
-    plan::dataset(&data)
+    plan::dataset(data)
         .unwrap()
         .write_part(ulid::Ulid::generate(), &mut part)
         .unwrap();
     // Five minutes before the hold ends, past this version's release-by: released.
     let out = common::run(
-        &config,
-        &data,
+        config,
+        data,
         &["tick", "--now", &at(hold_ends - 5 * 60_000)],
         &env,
     );
@@ -1156,5 +1146,5 @@ fn a_release_an_earlier_version_planned_a_minute_before_the_hold_ends_comes_soon
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert_eq!(complete_calls(&standin), [204]);
+    assert_eq!(complete_calls(standin), [204]);
 }
