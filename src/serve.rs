@@ -202,17 +202,16 @@ async fn serve(config_path: PathBuf, overrides: Overrides, clock: Clock) -> anyh
     // writer flush, the folder still locked, whatever ended serving.
     let written = tokio::task::block_in_place(|| writer.shutdown());
     drop(locked);
-    if let Err(e) = served {
+    let failure = served.err().or_else(|| {
+        failed.map(|e| {
+            anyhow::anyhow!("the scheduler failed, so serve stopped (the inbox is on disk): {e}")
+        })
+    });
+    if let Some(e) = failure {
         if let Err(w) = written {
             tracing::error!("{w:#}");
         }
         return Err(e);
-    }
-    if let Some(e) = failed {
-        if let Err(w) = written {
-            tracing::error!("{w:#}");
-        }
-        anyhow::bail!("the scheduler failed, so serve stopped (the inbox is on disk): {e}");
     }
     written?;
     tracing::info!("stopped");

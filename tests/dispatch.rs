@@ -3130,6 +3130,39 @@ impl Workflow101 {
             .count()
     }
 
+    /// Turn workflow 101 off, move the clock eleven minutes past `t0` (its first call: it is
+    /// read then) and post `n` contacts to `fine` (ids from `vid`, emails `{prefix}{i}@…`).
+    /// The first one's call reads it and holds it; the others are posted once it is held
+    /// (calls admitted while a periodic read is under way go, by design: a read that hangs
+    /// would otherwise stop them all). The clock's time, and the emails.
+    fn post_while_off(
+        &self,
+        server: &Server,
+        prefix: &str,
+        vid: u64,
+        n: u64,
+    ) -> (i64, Vec<String>) {
+        self.standin.set_workflows_off(vec![101]);
+        let t1 = self.t0 + 11 * 60_000;
+        set_clock(&self.clock, t1);
+        let emails = (0..n)
+            .map(|i| {
+                let email = format!("{prefix}{i}@example.com");
+                self.standin.add_contact(&email, vid + i);
+                post(server, "fine", vid + i, &email);
+                if i == 0 {
+                    eventually(Duration::from_secs(30), || {
+                        let held = status(server)["connectors"][0]["held_targets"].clone();
+                        held.as_array().is_some_and(|h| !h.is_empty()).then_some(())
+                    })
+                    .unwrap_or_else(|| panic!("workflow not held; logs:\n{}", server.logs()));
+                }
+                email
+            })
+            .collect();
+        (t1, emails)
+    }
+
     /// `serve` with the `fine` webhook (into 101) on a connector with `extra` settings, and
     /// its config, once it has enrolled a first contact (id `vid`) due at once: the first
     /// call to the workflow, which is not read.
@@ -3164,31 +3197,12 @@ fn status(server: &Server) -> serde_json::Value {
 fn a_workflow_turned_off_in_hubspot_holds_its_contacts_until_it_is_on() {
     let world = Workflow101::new();
     let (config, mut server) = world.serve_after_a_first_enrollment(7601, "");
-    let (standin, t0) = (&world.standin, world.t0);
+    let standin = &world.standin;
     let (data, clock) = (world.data.clone(), world.clock.clone());
     let reads = || world.reads();
     assert_eq!(reads(), 0, "the first call is not read");
-    // Turned off; the next contacts are due eleven minutes later. The first one's call reads
-    // it; the others come once it is held (calls admitted while a periodic read is under way
-    // go, by design: a read that hangs would otherwise stop them all).
-    standin.set_workflows_off(vec![101]);
-    let t1 = t0 + 11 * 60_000;
-    set_clock(&clock, t1);
-    let later: Vec<String> = (0..5u64)
-        .map(|i| {
-            let email = format!("later{i}@example.com");
-            standin.add_contact(&email, 7610 + i);
-            post(&server, "fine", 7610 + i, &email);
-            if i == 0 {
-                eventually(Duration::from_secs(30), || {
-                    let held = status(&server)["connectors"][0]["held_targets"].clone();
-                    held.as_array().is_some_and(|h| !h.is_empty()).then_some(())
-                })
-                .unwrap_or_else(|| panic!("workflow not held; logs:\n{}", server.logs()));
-            }
-            email
-        })
-        .collect();
+    // Turned off; the next contacts are due eleven minutes later.
+    let (t1, later) = world.post_while_off(&server, "later", 7610, 5);
     let sent = |email: &str| {
         enrollments(&standin.log()).contains_key(&("101".to_string(), email.to_string()))
     };
@@ -3272,26 +3286,9 @@ fn a_held_workflows_backlog_is_spread_when_it_is_on_again() {
     let world = Workflow101::new();
     // Paced 3 calls in 10 s; 16 planned in a minute.
     let (_config, server) = world.serve_after_a_first_enrollment(7901, "requests_per_10s = 5");
-    let (standin, t0, clock) = (&world.standin, world.t0, &world.clock);
-    // Turned off; 24 contacts due eleven minutes on. The first one's call reads it and is
-    // held; the others are posted once it is.
-    standin.set_workflows_off(vec![101]);
-    let t1 = t0 + 11 * 60_000;
-    set_clock(clock, t1);
-    let held: Vec<String> = (0..24u64)
-        .map(|i| {
-            let email = format!("held{i}@example.com");
-            standin.add_contact(&email, 7910 + i);
-            post(&server, "fine", 7910 + i, &email);
-            if i == 0 {
-                eventually(Duration::from_secs(30), || {
-                    (world.reads() == 1).then_some(())
-                })
-                .unwrap_or_else(|| panic!("workflow not read; logs:\n{}", server.logs()));
-            }
-            email
-        })
-        .collect();
+    let (standin, clock) = (&world.standin, &world.clock);
+    // Turned off; 24 contacts due eleven minutes on.
+    let (t1, held) = world.post_while_off(&server, "held", 7910, 24);
     // Planned (due at once) and queued, held.
     let queued = || common::metric(&server, "sendtime_dispatch_queued");
     eventually(Duration::from_secs(30), || (queued() == 24).then_some(()))

@@ -472,10 +472,10 @@ impl Dispatcher {
             let target = (webhook.target.id())
                 .unwrap_or_else(|| item.callback_id.as_deref().unwrap_or_default().to_string());
             // A contact HubSpot holds for us: a dry run releases nothing, so it waits for the
-            // connector to go live again, until its hold ends.
-            let hold_ends = planning::release_by(&item, webhook.window);
-            if connector.dry_run && item.held_by_hubspot() && now < hold_ends {
-                item.ready_at_ms = (now + MINUTE_MS).min(hold_ends);
+            // connector to go live again, until it must be released.
+            let release_by = planning::release_by(&item, webhook.window);
+            if connector.dry_run && item.held_by_hubspot() && now < release_by {
+                item.ready_at_ms = (now + MINUTE_MS).min(release_by);
                 report.requeued += 1;
                 self.enqueue(item);
                 continue;

@@ -581,15 +581,18 @@ impl Ctx {
     /// callback is tried until then. An action not in the config: as its delivery type's
     /// default window.
     fn release_by(&self, item: &Pending) -> i64 {
-        let window = self.holds.get(&*item.webhook_id).copied().flatten();
-        super::planning::release_by(item, window)
+        super::planning::release_by(item, self.window_of(item))
     }
 
     /// When HubSpot's hold on `item`'s contact ends: a refusal of its callback after that
     /// is the hold's end, not the callback's fault.
     fn hold_end(&self, item: &Pending) -> i64 {
-        let window = self.holds.get(&*item.webhook_id).copied().flatten();
-        super::planning::hold_end(item, window)
+        super::planning::hold_end(item, self.window_of(item))
+    }
+
+    /// The window of `item`'s action, which HubSpot's hold follows.
+    fn window_of(&self, item: &Pending) -> Option<i64> {
+        self.holds.get(&*item.webhook_id).copied().flatten()
     }
 
     /// What to do after `e` failed a call for `batch`: a transient failure is counted on each
