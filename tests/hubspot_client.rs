@@ -1034,6 +1034,62 @@ async fn the_retry_after_a_refused_token_is_paced_like_any_call() {
     assert!(gap >= Duration::from_millis(900), "retried after {gap:?}");
 }
 
+/// A refused token's retry does not wait out a 429's hold on the connector (up to an hour,
+/// from `Retry-After`): waiting in the client, it ignored a stop and an operator's pause, so
+/// a shutdown could take the hour. The call fails as held, for the caller's retry to wait.
+#[tokio::test]
+async fn the_retry_after_a_refused_token_does_not_wait_out_a_429s_hold() {
+    use sendtime::hubspot::auth::Auth;
+    let s = standin(oauth_options(oauth_app().lifetime)).await;
+    let oauth = Client::with_auth(
+        &s.url(),
+        Auth::oauth("id", "secret", "refresh"),
+        ClientOptions::default(),
+    )
+    .unwrap();
+    s.inject(
+        Injection::next(Fault::RateLimited {
+            policy: RatePolicy::TenSecondly,
+            retry_after: Some(Duration::from_secs(3600)),
+        })
+        .on("/automation"),
+    );
+    s.inject(
+        Injection::next(Fault::Status {
+            status: 401,
+            message: "The OAuth token used to make this call expired 0 second(s) ago.".into(),
+        })
+        .on("/automation"),
+    );
+    // Let through before the 429 came, the second call meets the refused token after it.
+    let admitted = oauth.admit().await;
+    assert!(matches!(
+        oauth.enrollments(1).await,
+        Err(ApiError::RateLimited { .. })
+    ));
+    let refused = tokio::time::timeout(Duration::from_secs(10), admitted.enrollments(2))
+        .await
+        .expect("the retry waited out the hour's hold");
+    match refused {
+        Err(ApiError::RateLimited {
+            retry_after: Some(wait),
+            ..
+        }) => assert!(wait > Duration::from_secs(3500), "held for {wait:?}"),
+        other => panic!("expected the call held by the 429, got {other:?}"),
+    }
+    let statuses: Vec<Option<u16>> = s
+        .log()
+        .into_iter()
+        .filter(|e| e.path.starts_with("/automation"))
+        .map(|e| e.status)
+        .collect();
+    assert_eq!(
+        statuses,
+        [Some(429), Some(401)],
+        "no retry went during the hold"
+    );
+}
+
 /// A 408 (a request timeout at an edge or proxy) is retried, not recorded as the contact's
 /// failure. A redirect, or a retired route's 405 or 410 page (not HubSpot's JSON), is the
 /// route's: every call would get it. HubSpot's own JSON 410 stays final, and other pages stay

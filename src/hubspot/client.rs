@@ -682,7 +682,16 @@ impl Client {
             // one refresh and one retry before the refusal counts. The retry is a call like
             // any other: paced, so a revoked token under many calls in flight does not send
             // them all again at once, in the lane the call waited in; and the token is taken
-            // once it may go (taken before, a long wait for a 429 could outlive it).
+            // once it may go (taken before, a long wait for a 429 could outlive it). A 429's
+            // hold (up to an hour) is not waited out here, where no stop or pause is seen: the
+            // call fails as held, and the caller's retry waits for it.
+            if let Some(until) = self.held_until() {
+                return Err(ApiError::RateLimited {
+                    policy: RatePolicy::TenSecondly,
+                    retry_after: Some(until.saturating_duration_since(tokio::time::Instant::now())),
+                    message: "the token was refused, and its retry waits out the connector's hold after a 429".into(),
+                });
+            }
             let _ = self.admit_in(lane).await;
             let fresh = self
                 .auth
