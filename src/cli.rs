@@ -538,7 +538,7 @@ pub fn main() -> ExitCode {
                 ..overrides
             };
             let clock = clock_file.map_or(crate::clock::Clock::System, crate::clock::Clock::File);
-            match crate::serve::run(config, overrides, clock) {
+            match crate::serve::run(config, overrides, clock, Default::default()) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     tracing::error!("{e:#}");
@@ -1156,7 +1156,7 @@ fn stop_import_on_signals() -> anyhow::Result<()> {
                 Err(e) => return drop(ready.send(Err(e.into()))),
             };
             runtime.block_on(async move {
-                let mut signals = match crate::serve::Signals::install() {
+                let mut signals = match crate::serve::Signals::install(false) {
                     Ok(signals) => signals,
                     Err(e) => return drop(ready.send(Err(e))),
                 };

@@ -63,12 +63,20 @@ pub fn run(
     let dir = std::env::temp_dir().join(format!("sendtime-demo-{}", ulid::Ulid::generate()));
     let data = dir.join("data");
     std::fs::create_dir_all(&data).with_context(|| format!("cannot create {}", dir.display()))?;
-    let result = run_in(&dir, data, speed, listen, admin);
-    // Temporary: a demo run leaves nothing behind, whether it ran or failed to start.
-    if let Err(e) = std::fs::remove_dir_all(&dir) {
-        tracing::warn!("cannot remove the demo's folder {}: {e}", dir.display());
+    let folder = Temporary(dir);
+    run_in(&folder.0, data, speed, listen, admin)
+}
+
+/// The demo's folder: a run leaves nothing behind, whether it ran, failed to start or
+/// panicked.
+struct Temporary(PathBuf);
+
+impl Drop for Temporary {
+    fn drop(&mut self) {
+        if let Err(e) = std::fs::remove_dir_all(&self.0) {
+            tracing::warn!("cannot remove the demo's folder {}: {e}", self.0.display());
+        }
     }
-    result
 }
 
 /// The demo in `dir`, its data in `data`, until Ctrl-C.
@@ -104,7 +112,7 @@ fn run_in(
         standin.add_contact(&email(id), id);
     }
     let config = write_config(dir, &standin.url(), listen)?;
-    println!(
+    let ready = format!(
         "sendtime demo: {events} engagement events of {CONTACTS} contacts in {}\n\
          the HubSpot stand-in at {}; a simulated workflow posts to http://{listen}\n\
          dashboard: http://{admin}/   status: http://{admin}/status   metrics: http://{admin}/metrics\n\
@@ -112,7 +120,7 @@ fn run_in(
         data.display(),
         standin.url()
     );
-    rt.spawn(simulate(standin, listen));
+    rt.spawn(simulate(standin, listen, ready));
     let overrides = Overrides {
         data_dir: Some(data),
         listen: Some(listen),
@@ -122,7 +130,11 @@ fn run_in(
         origin_ms: now_ms(),
         speed: speed.max(1),
     };
-    let result = crate::serve::run(config, overrides, clock);
+    let session = crate::serve::Session {
+        hangup_stops: true,
+        scratch: Some(dir.to_path_buf()),
+    };
+    let result = crate::serve::run(config, overrides, clock, session);
     rt.shutdown_background();
     result
 }
@@ -155,14 +167,26 @@ fn write_config(
     Ok(path)
 }
 
-/// Post a signed contact to a webhook every 200 ms, round the webhooks, and execute the
-/// workflow action for a contact every second.
-async fn simulate(standin: StandIn, listen: SocketAddr) {
+/// Once sendtime answers, print `ready` (its addresses); then post a signed contact to a
+/// webhook every 200 ms, round the webhooks, and execute the workflow action for a contact
+/// every second. (Started at once, it logged a refused post at each start, and the addresses
+/// printed were refused for the first seconds.)
+async fn simulate(standin: StandIn, listen: SocketAddr, ready: String) {
     // sendtime is on this machine: no proxy from the environment (HTTP_PROXY) can reach it.
     let http = reqwest::Client::builder()
         .no_proxy()
         .build()
         .expect("a client without options builds");
+    let healthz = format!("http://{listen}/healthz");
+    while !http
+        .get(&healthz)
+        .send()
+        .await
+        .is_ok_and(|r| r.status().is_success())
+    {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    println!("{ready}");
     let mut failures = crate::throttle::Throttle::default();
     let action_url = format!("{PUBLIC_URL}/actions/send-time");
     let send_to = format!("http://{listen}/actions/send-time");

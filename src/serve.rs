@@ -19,21 +19,42 @@ use crate::metrics::Metrics;
 use crate::receiver::{self, AppState};
 use crate::scheduler;
 
+/// How `serve` runs: on its own, or as the demo's server.
+#[derive(Debug, Default)]
+pub struct Session {
+    /// SIGHUP stops it, as it stops a program by default when its terminal closes, rather than
+    /// reloading the config: the demo runs in a terminal, and ran on after it closed.
+    pub hangup_stops: bool,
+    /// A folder removed when a second signal stops the process at once (the demo's temporary
+    /// one, left behind otherwise).
+    pub scratch: Option<PathBuf>,
+}
+
 /// Run the server until SIGINT or SIGTERM. `clock` is the dispatcher's "now" (the system
 /// clock but in tests).
-pub fn run(config_path: PathBuf, overrides: Overrides, clock: Clock) -> anyhow::Result<()> {
+pub fn run(
+    config_path: PathBuf,
+    overrides: Overrides,
+    clock: Clock,
+    session: Session,
+) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    let served = runtime.block_on(serve(config_path, overrides, clock));
+    let served = runtime.block_on(serve(config_path, overrides, clock, session));
     // What is left is blocking work of closed connections (a lookup on a hung disk): the
     // data is written and flushed by now, so it is not waited for beyond the grace.
     runtime.shutdown_timeout(SHUTDOWN_GRACE);
     served
 }
 
-async fn serve(config_path: PathBuf, overrides: Overrides, clock: Clock) -> anyhow::Result<()> {
+async fn serve(
+    config_path: PathBuf,
+    overrides: Overrides,
+    clock: Clock,
+    session: Session,
+) -> anyhow::Result<()> {
     let loaded = Config::load(&config_path, &overrides, EnvCheck::Require).map_err(|diags| {
         anyhow::anyhow!(
             "cannot start with config {}; fix these and start again:\n{diags}",
@@ -43,8 +64,9 @@ async fn serve(config_path: PathBuf, overrides: Overrides, clock: Clock) -> anyh
     for line in loaded.warnings.lines() {
         tracing::warn!("{line}");
     }
-    let config = loaded.config;
+    let mut config = loaded.config;
     crate::store::create_data_dir(&config.server.data_dir)?;
+    config.server.data_dir = crate::store::physical(&config.server.data_dir);
     // A file import that died publishing left its parts hidden: shown before profiles load.
     // Not a reason to stay down (the next import tries again).
     let data = config.server.data_dir.clone();
@@ -72,7 +94,13 @@ async fn serve(config_path: PathBuf, overrides: Overrides, clock: Clock) -> anyh
     let ratchet = Arc::new(receiver::ratchet::Ratchet::open(&data_dir)?);
     let handle = Arc::new(ArcSwap::from_pointee(config));
     let metrics = Metrics::new();
-    let _watcher = Watcher::spawn(handle.clone(), config_path, overrides, metrics.clone())?;
+    let _watcher = Watcher::spawn(
+        handle.clone(),
+        config_path,
+        overrides,
+        metrics.clone(),
+        !session.hangup_stops,
+    )?;
     let mut dispatcher =
         tokio::task::block_in_place(|| Dispatcher::open(&data_dir, metrics.clone(), clock.clone()))
             .with_context(|| {
@@ -111,7 +139,7 @@ async fn serve(config_path: PathBuf, overrides: Overrides, clock: Clock) -> anyh
         admin_listener.local_addr()?
     );
     // Before the first task starts: a signal from now on stops serve in order.
-    let mut signals = Signals::install()?;
+    let mut signals = Signals::install(session.hangup_stops)?;
     let (stop_tx, stop_rx) = watch::channel(false);
     let stop_rx_admin = stop_rx.clone();
     let imports = tokio::spawn(crate::import::scheduled::run(
@@ -179,6 +207,9 @@ async fn serve(config_path: PathBuf, overrides: Overrides, clock: Clock) -> anyh
                 }
             };
             tracing::error!("{why} again: stopping now; what was acknowledged is in the inbox log, replayed at the next start");
+            if let Some(dir) = &session.scratch {
+                let _ = std::fs::remove_dir_all(dir);
+            }
             std::process::exit(1);
         });
         // The running tick finishes its calls in flight and records them; nothing new starts.
@@ -347,22 +378,34 @@ async fn serve_http(
 pub(crate) struct Signals {
     int: tokio::signal::unix::Signal,
     term: tokio::signal::unix::Signal,
+    /// Only when a hangup stops the process: taken, it no longer ends it by default.
+    hup: Option<tokio::signal::unix::Signal>,
 }
 
 impl Signals {
-    pub(crate) fn install() -> anyhow::Result<Signals> {
+    pub(crate) fn install(hangup: bool) -> anyhow::Result<Signals> {
         use tokio::signal::unix::{SignalKind, signal};
         Ok(Signals {
             int: signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?,
             term: signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?,
+            hup: hangup
+                .then(|| signal(SignalKind::hangup()).context("cannot listen for SIGHUP"))
+                .transpose()?,
         })
     }
 
     /// The next signal's name.
     pub(crate) async fn next(&mut self) -> &'static str {
+        let hup = async {
+            match &mut self.hup {
+                Some(hup) => hup.recv().await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             _ = self.int.recv() => "SIGINT",
             _ = self.term.recv() => "SIGTERM",
+            _ = hup => "SIGHUP",
         }
     }
 }

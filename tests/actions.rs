@@ -602,6 +602,51 @@ fn an_execution_refused_for_our_failure_is_a_429() {
     assert_eq!(answer["reason"], "no_secret");
 }
 
+/// A webhook made an action of the same id: the action's executions (signed v2, as HubSpot's
+/// action guide says) are taken, though the webhook took v3 posts. Both kept their signature
+/// floor under the bare id, so every execution was refused as a downgrade (401), and HubSpot
+/// sends the contact on after any status but 429.
+#[test]
+fn a_webhook_made_an_action_of_its_id_takes_its_executions() {
+    use sendtime::receiver::signature::sign_v3;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let env = [("ACTIONS_SECRET", SECRET), ("ACTIONS_TOKEN", TOKEN)];
+    let as_webhook = TestConfig {
+        env: "ACTIONS",
+        tables: "[[webhook]]\nid = \"send-time\"\ntype = \"IMMEDIATE\"\nworkflow_id = 1",
+        connector: "dry_run = true",
+        ..TestConfig::default()
+    }
+    .write(dir.path());
+    let server = Server::start(&as_webhook, &data, &env);
+    let (path, body) = (
+        "/hooks/send-time",
+        common::contact_body(1, "c1@example.com"),
+    );
+    let ts = now_ms();
+    let signature = sign_v3(
+        SECRET.as_bytes(),
+        "POST",
+        &format!("{PUBLIC_URL}{path}"),
+        body.as_bytes(),
+        ts,
+    );
+    let taken = common::http()
+        .post(server.url(path))
+        .header("X-HubSpot-Signature-v3", signature)
+        .header("X-HubSpot-Request-Timestamp", ts.to_string())
+        .body(body)
+        .send()
+        .unwrap();
+    assert_eq!(taken.status().as_u16(), 200);
+    server.stop();
+    let as_action = write_config(dir.path(), "http://127.0.0.1:9", "dry_run = true");
+    let server = Server::start(&as_action, &data, &env);
+    let (status, answer) = execute(&server, "cb-namesake", 2, "IMMEDIATE");
+    assert_eq!(status, 200, "{answer}");
+}
+
 /// The hold tests' config in `dir`: action `send-time` with `window`, no tick but the one at
 /// start-up, the connector calling `api_base` (and `connector`'s lines).
 fn held_config(dir: &Path, api_base: &str, window: &str, connector: &str) -> PathBuf {

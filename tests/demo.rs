@@ -4,15 +4,24 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::Killed;
 
-#[test]
-fn the_demo_sends_every_kind_of_contact_and_stops_cleanly() {
-    let started = Instant::now();
+/// A running demo: the process, its log file, its admin address and its temporary folder.
+struct Demo {
+    child: Killed,
+    log: std::path::PathBuf,
+    admin: String,
+    listen: String,
+    folder: std::path::PathBuf,
+    _logs: tempfile::TempDir,
+}
+
+/// Start `sendtime demo` and read what it prints once it answers.
+fn start_demo() -> Demo {
     let logs = tempfile::tempdir().unwrap();
     let log = logs.path().join("demo.log");
     let child = Command::new(env!("CARGO_BIN_EXE_sendtime"))
@@ -38,7 +47,12 @@ fn the_demo_sends_every_kind_of_contact_and_stops_cleanly() {
         .unwrap_or_else(|| panic!("{printed:?}"))
         .to_string();
     assert!(!admin.ends_with(":0"), "{printed:?}");
-    let status_url = format!("http://{admin}/status");
+    // "...; a simulated workflow posts to http://{listen}".
+    let listen = printed
+        .iter()
+        .find_map(|l| l.split("posts to http://").nth(1))
+        .unwrap_or_else(|| panic!("{printed:?}"))
+        .to_string();
     // "... engagement events of 2000 contacts in {data folder}": its parent is the demo's.
     let data = printed
         .iter()
@@ -47,6 +61,49 @@ fn the_demo_sends_every_kind_of_contact_and_stops_cleanly() {
         .unwrap_or_else(|| panic!("{printed:?}"));
     let folder = data.parent().unwrap().to_path_buf();
     assert!(folder.exists());
+    Demo {
+        child,
+        log,
+        admin,
+        listen,
+        folder,
+        _logs: logs,
+    }
+}
+
+impl Demo {
+    fn signal(&self, signal: i32) {
+        assert_eq!(unsafe { libc::kill(self.child.0.id() as i32, signal) }, 0);
+    }
+
+    /// Wait until the log says `needle`.
+    fn wait_log(&self, needle: &str) {
+        let taken = Instant::now() + Duration::from_secs(10);
+        while !std::fs::read_to_string(&self.log).is_ok_and(|t| t.contains(needle)) {
+            assert!(Instant::now() < taken, "never logged {needle:?}");
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+
+    /// Its exit code once it stopped, within 30 s.
+    fn exit_code(&mut self) -> Option<i32> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(s) = self.child.0.try_wait().unwrap() {
+                return s.code();
+            }
+            assert!(Instant::now() < deadline, "the demo did not stop");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+#[test]
+fn the_demo_sends_every_kind_of_contact_and_stops_cleanly() {
+    let started = Instant::now();
+    let mut demo = start_demo();
+    let admin = demo.admin.clone();
+    let status_url = format!("http://{admin}/status");
     let count = |metrics: &str, status: &str| -> u64 {
         let prefix = format!("sendtime_dispatch_outcomes_total{{status=\"{status}\"}} ");
         metrics
@@ -89,23 +146,48 @@ fn the_demo_sends_every_kind_of_contact_and_stops_cleanly() {
     assert_eq!(status["webhooks"].as_array().unwrap().len(), 5);
     // SIGTERM twice at once, as `timeout` sends it (to the process and to its group): one
     // stop, not the "second signal" that stops at once (and left the demo's folder behind).
-    let term = || unsafe { libc::kill(child.0.id() as i32, libc::SIGTERM) };
-    assert_eq!(term(), 0);
     // Polled closely: the second must come within a moment of the first.
-    let taken = Instant::now() + Duration::from_secs(10);
-    while !std::fs::read_to_string(&log).is_ok_and(|t| t.contains("SIGTERM: shutting down")) {
-        assert!(Instant::now() < taken, "the first SIGTERM was not taken");
-        std::thread::sleep(Duration::from_millis(2));
-    }
-    assert_eq!(term(), 0);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let code = loop {
-        if let Some(s) = child.0.try_wait().unwrap() {
-            break s.code();
-        }
-        assert!(Instant::now() < deadline, "the demo did not stop");
-        std::thread::sleep(Duration::from_millis(100));
-    };
-    assert_eq!(code, Some(0));
-    assert!(!folder.exists(), "{} left behind", folder.display());
+    demo.signal(libc::SIGTERM);
+    demo.wait_log("SIGTERM: shutting down");
+    demo.signal(libc::SIGTERM);
+    assert_eq!(demo.exit_code(), Some(0));
+    assert!(
+        !demo.folder.exists(),
+        "{} left behind",
+        demo.folder.display()
+    );
+}
+
+/// Its terminal closed (SIGHUP), the demo stops and leaves nothing behind: `serve` reloads its
+/// config on SIGHUP, so the demo ran on, its ports held and its folder growing. An operator's
+/// second Ctrl-C, which stops it at once, removes its folder too.
+#[test]
+fn the_demo_stops_when_its_terminal_closes_and_on_a_second_ctrl_c() {
+    let mut demo = start_demo();
+    demo.signal(libc::SIGHUP);
+    assert_eq!(demo.exit_code(), Some(0));
+    assert!(
+        !demo.folder.exists(),
+        "{} left behind",
+        demo.folder.display()
+    );
+
+    let mut demo = start_demo();
+    // A post whose body never ends holds the stop (the connection is given its grace).
+    let mut held = std::net::TcpStream::connect(&demo.listen).unwrap();
+    held.write_all(
+        b"POST /hooks/nurture HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n{\"vid\"",
+    )
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    demo.signal(libc::SIGINT);
+    demo.wait_log("SIGINT: shutting down");
+    std::thread::sleep(Duration::from_millis(500));
+    demo.signal(libc::SIGINT);
+    assert_eq!(demo.exit_code(), Some(1));
+    assert!(
+        !demo.folder.exists(),
+        "{} left behind",
+        demo.folder.display()
+    );
 }

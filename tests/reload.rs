@@ -374,6 +374,66 @@ fn a_replaced_config_folder_is_watched_again() {
     wait_for_webhooks(&server, &["first", "third"]);
 }
 
+/// The same for `serve` run inside the folder with a relative `--config` (the default is
+/// `webhooks.toml`): the path is taken from the shell's working directory, which names the
+/// new folder. The process's own stays on the old one, and the new was never loaded.
+#[test]
+fn a_replaced_config_folder_is_followed_from_a_relative_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let (conf, fresh) = (dir.path().join("conf"), dir.path().join("conf.new"));
+    std::fs::create_dir_all(&conf).unwrap();
+    std::fs::create_dir_all(&fresh).unwrap();
+    std::fs::write(conf.join("webhooks.toml"), VALID).unwrap();
+    let listen = ["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"];
+    let data = dir.path().join("data");
+    let mut cmd = Server::command(Path::new("webhooks.toml"), &data, &listen, &[]);
+    // As a shell started it there.
+    cmd.current_dir(&conf).env("PWD", &conf);
+    let server = Server::spawn(cmd);
+    std::fs::write(fresh.join("webhooks.toml"), with_webhook("second")).unwrap();
+    std::fs::rename(&conf, dir.path().join("conf.old")).unwrap();
+    std::fs::rename(&fresh, &conf).unwrap();
+    wait_for_webhooks(&server, &["first", "second"]);
+}
+
+/// A config folder reached through a symlink a deploy swaps (`current -> r1` to `r2`) while
+/// `serve` runs, its data folder inside it (`data_dir = "data"`, as shipped): posts go on into
+/// the data folder `serve` started with. Its path was looked up again at each write, so a post
+/// acknowledged after the swap was written into the new release's folder, away from the rest.
+#[test]
+fn a_swapped_config_symlink_does_not_move_the_data_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    let (r1, r2) = (dir.path().join("r1"), dir.path().join("r2"));
+    for (release, text) in [(&r1, VALID.to_string()), (&r2, with_webhook("second"))] {
+        std::fs::create_dir_all(release).unwrap();
+        std::fs::write(release.join("webhooks.toml"), text).unwrap();
+    }
+    let current = dir.path().join("current");
+    std::os::unix::fs::symlink("r1", &current).unwrap();
+    let secret = "swap-secret";
+    let env = [
+        ("HUBSPOT_CLIENT_SECRET", secret),
+        ("HUBSPOT_ACCESS_TOKEN", "swap-token"),
+    ];
+    let server = Server::start(&current.join("webhooks.toml"), &current.join("data"), &env);
+    let client = common::http();
+    let post = |vid: u64| {
+        let body = common::contact_body(vid, &format!("swap{vid}@example.com"));
+        common::post_signed(&client, &server, secret, "/hooks/first", body)
+    };
+    assert_eq!(post(1), 200);
+    let next = dir.path().join("next");
+    std::os::unix::fs::symlink("r2", &next).unwrap();
+    std::fs::rename(&next, &current).unwrap();
+    wait_for_webhooks(&server, &["first", "second"]);
+    assert_eq!(post(2), 200);
+    server.stop();
+    let inbox = sendtime::datasets::inbox::dataset(&r1.join("data")).unwrap();
+    let keys = sendtime::datasets::inbox::read_keys(&inbox).unwrap();
+    assert_eq!(keys.len(), 2, "{keys:?}");
+    assert!(!r2.join("data").exists());
+}
+
 /// A config file of gigabytes (here 2 GiB, sparse: a log redirected into it by mistake) is
 /// refused by a reload without being read whole, and the config in force stays; so is it by
 /// `sendtime pause`, which reads the ids alone from a file that does not load. An earlier

@@ -612,7 +612,7 @@ fn read_connector(ctx: &mut Ctx, table: &DeTable, at: usize, n: usize) -> Option
             if plain {
                 ctx.error(
                     r.get("api_base").map_or(0, |v| v.span().start),
-                    format!("`api_base` carries the connector's token and client secret, so it must be https (http only to this machine, e.g. a stand-in at http://127.0.0.1:PORT), found \"{url}\""),
+                    format!("`api_base` carries the connector's token and client secret, so it must be https (http only to this machine, e.g. a stand-in at http://127.0.0.1:PORT), found \"{}\"", super::reader::shown_url(url)),
                 );
             }
             !plain

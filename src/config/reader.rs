@@ -306,7 +306,7 @@ impl<'a, 'i> TableReader<'a, 'i> {
         match check_http_url(&raw, example) {
             Ok(url) => Some(url),
             Err(why) => {
-                ctx.error(at, format!("`{key}` {why}, found \"{raw}\""));
+                ctx.error(at, format!("`{key}` {why}, found \"{}\"", shown_url(&raw)));
                 None
             }
         }
@@ -395,6 +395,24 @@ fn check_http_url(raw: &str, example: &str) -> Result<String, String> {
         return Err("must not carry a query or fragment".into());
     }
     Ok(raw.trim_end_matches('/').to_string())
+}
+
+/// `raw` for an error message, its query, fragment and user info left out: they may hold a
+/// key (`?hapikey=…`), and the message goes to `validate`'s output and `serve`'s log.
+pub(super) fn shown_url(raw: &str) -> String {
+    let (kept, cut) = match raw.find(['?', '#']) {
+        Some(i) => (&raw[..i], "…"),
+        None => (raw, ""),
+    };
+    let Some((scheme, rest)) = kept.split_once("://") else {
+        return format!("{kept}{cut}");
+    };
+    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    let host = match authority.rsplit_once('@') {
+        Some((_, host)) => format!("…@{host}"),
+        None => authority.to_string(),
+    };
+    format!("{scheme}://{host}{path}{cut}")
 }
 
 fn is_env_name(s: &str) -> bool {

@@ -106,15 +106,36 @@ impl Drop for Watcher {
     }
 }
 
+/// A relative `path` joined to the shell's working directory (`$PWD`, when it is the process's
+/// own): a path names a folder replaced since (`mv conf.new conf`), while the process's
+/// working directory stays on the folder it started in, so a replaced folder was never
+/// followed for the default `--config webhooks.toml` run inside it.
+fn from_shell(path: PathBuf) -> PathBuf {
+    use std::os::unix::fs::MetadataExt;
+    if path.is_absolute() {
+        return path;
+    }
+    let id = |p: &Path| std::fs::metadata(p).ok().map(|m| (m.dev(), m.ino()));
+    let shell = std::env::var_os("PWD")
+        .map(PathBuf::from)
+        .filter(|pwd| pwd.is_absolute() && id(pwd).is_some() && id(pwd) == id(Path::new(".")));
+    match shell.or_else(|| std::env::current_dir().ok()) {
+        Some(cwd) => cwd.join(path),
+        None => path,
+    }
+}
+
 impl Watcher {
-    /// Watch `path`'s directory and listen for SIGHUP; reloads go into `handle` and are
-    /// counted in `metrics`.
+    /// Watch `path`'s directory and, with `hangup`, listen for SIGHUP; reloads go into
+    /// `handle` and are counted in `metrics`.
     pub fn spawn(
         handle: ConfigHandle,
         path: PathBuf,
         overrides: Overrides,
         metrics: Metrics,
+        hangup: bool,
     ) -> anyhow::Result<Self> {
+        let path = from_shell(path);
         let dir = match path.parent() {
             Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
             _ => PathBuf::from("."),
@@ -163,7 +184,9 @@ impl Watcher {
         let mut target_dir = None;
         follow(&mut inner, &dir, &followed.load(), &mut target_dir);
 
-        let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+        let mut hup = hangup
+            .then(|| tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()))
+            .transpose()?;
         let task = tokio::spawn(async move {
             let mut rejected = None;
             let mut watched = folder_id(&dir);
@@ -188,7 +211,12 @@ impl Watcher {
                         tracing::info!(path = %path.display(), "config file changed: reloading");
                         false
                     }
-                    _ = hup.recv() => {
+                    _ = async {
+                        match &mut hup {
+                            Some(hup) => hup.recv().await,
+                            None => std::future::pending().await,
+                        }
+                    } => {
                         tracing::info!("SIGHUP: reloading config");
                         true
                     }
@@ -366,6 +394,8 @@ fn reload(
                 &mut new.admin_listen,
                 &old.admin_listen,
             );
+            // As serve holds it: the folder it names, a swapped symlink resolved.
+            new.data_dir = crate::store::physical(&new.data_dir);
             keep("server.data_dir", &mut new.data_dir, &old.data_dir);
             // The token is read from it once, at start-up.
             keep(

@@ -190,16 +190,20 @@ impl Ctx {
     }
 
     /// Durably record rows; false when they could not be written (nothing is sent then).
+    /// Counted once written: a row that could not be is recorded again later (a call
+    /// HubSpot took is not made again), and counted then.
     async fn record(&self, rows: Vec<OutcomeRow>) -> bool {
-        for r in &rows {
-            if r.status != Status::Attempting {
-                self.metrics.outcome(r.status.as_str()).inc();
-            }
-        }
+        let statuses: Vec<Status> = (rows.iter())
+            .map(|r| r.status)
+            .filter(|s| *s != Status::Attempting)
+            .collect();
         let board = crate::admin::board::Outcomes::of(&rows);
         // A failure is logged by the writer, once a minute.
         let written = self.log.write(rows).await.is_ok();
         if written {
+            for s in statuses {
+                self.metrics.outcome(s.as_str()).inc();
+            }
             self.metrics.board.publish(board);
         }
         written

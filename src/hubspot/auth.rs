@@ -41,8 +41,9 @@ pub struct OAuth {
     client_secrets: Vec<String>,
     /// The refresh token the installation gave (as configured).
     installed: String,
-    /// The latest refresh token (HubSpot may hand out a new one with each refresh).
-    refresh_token: Mutex<String>,
+    /// The latest refresh token (HubSpot may hand out a new one with each refresh), shared
+    /// with the installation's credentials built before a client secret's rotation.
+    refresh_token: Arc<Mutex<String>>,
     /// Held while refreshing, so a connector refreshes once however many calls wait.
     current: tokio::sync::Mutex<Refreshed>,
     /// Refreshes finished so far: a call that waited while one was tried takes its outcome.
@@ -127,7 +128,7 @@ impl Auth {
             client_id: client_id.to_string(),
             client_secrets,
             installed: refresh_token.to_string(),
-            refresh_token: Mutex::new(refresh_token.to_string()),
+            refresh_token: Arc::new(Mutex::new(refresh_token.to_string())),
             current: tokio::sync::Mutex::new(Refreshed::default()),
             attempts: AtomicU64::new(0),
             in_hand: Mutex::new(None),
@@ -147,13 +148,13 @@ impl Auth {
         // Keyed by connector ids from the config: a handful, kept for the process's life as
         // a rotated refresh token must be.
         static ACCOUNTS: OnceLock<Mutex<HashMap<String, Arc<Auth>>>> = OnceLock::new();
-        let fresh = Auth::for_connector(connector)?;
+        let mut fresh = Auth::for_connector(connector)?;
         let mut accounts = ACCOUNTS
             .get_or_init(Default::default)
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         if let Some(shared) = accounts.get(&connector.id) {
-            match (&**shared, &fresh) {
+            match (&**shared, &mut fresh) {
                 (Auth::Static(a), Auth::Static(b)) if a == b => return Ok(shared.clone()),
                 (Auth::OAuth(old), Auth::OAuth(new))
                     if old.client_id == new.client_id && old.installed == new.installed =>
@@ -161,8 +162,9 @@ impl Auth {
                     if old.client_secrets == new.client_secrets {
                         return Ok(shared.clone());
                     }
-                    let latest = old.refresh_token.lock().unwrap().clone();
-                    *new.refresh_token.lock().unwrap() = latest;
+                    // One cell for both: a client still on the old credentials (an import
+                    // under way) may yet refresh, and HubSpot's rotated token must reach both.
+                    new.refresh_token = old.refresh_token.clone();
                 }
                 _ => {}
             }

@@ -356,14 +356,27 @@ fn check_floor(
 /// taken at a webhook that has had no post yet.
 fn seen_floor(state: &AppState, config: &Config, webhook: &Webhook) -> Option<ratchet::Seen> {
     let action = webhook.target == Target::Callback;
-    state.ratchet.seen(&webhook.id).or_else(|| {
+    // An action's floor an earlier version kept under its bare id, at most v2 (a v3 there
+    // was a namesake webhook's): what an upgrade must not drop.
+    let earlier = || {
+        let seen = state.ratchet.seen(&webhook.id).filter(|_| action)?;
+        Some(ratchet::Seen {
+            version: seen.version.min(signature::Version::V2),
+            ..seen
+        })
+    };
+    let own = state
+        .ratchet
+        .seen(&ratchet::endpoint(webhook))
+        .or_else(earlier);
+    own.or_else(|| {
         config
             .webhooks
             .iter()
             .filter(|w| {
                 w.connector == webhook.connector && (w.target == Target::Callback) == action
             })
-            .filter_map(|w| state.ratchet.seen(&w.id))
+            .filter_map(|w| state.ratchet.seen(&ratchet::endpoint(w)))
             .max_by_key(|s| s.version)
     })
 }
@@ -374,7 +387,7 @@ fn seen_floor(state: &AppState, config: &Config, webhook: &Webhook) -> Option<ra
 async fn raise_floor(
     state: &AppState,
     connector: &Connector,
-    endpoint: &str,
+    webhook: &Webhook,
     signature: Option<signature::Version>,
     now_ms: i64,
 ) {
@@ -382,17 +395,18 @@ async fn raise_floor(
     else {
         return;
     };
+    let endpoint = ratchet::endpoint(webhook);
     // Most posts raise nothing: no blocking task for them.
-    if state.ratchet.settled(endpoint, version, now_ms) {
+    if state.ratchet.settled(&endpoint, version, now_ms) {
         return;
     }
-    let (ratchet, id) = (state.ratchet.clone(), endpoint.to_string());
+    let (ratchet, id) = (state.ratchet.clone(), endpoint.clone());
     let raised = tokio::task::spawn_blocking(move || ratchet.raise(&id, version, now_ms))
         .await
         .map_err(std::io::Error::other)
         .and_then(|written| written);
     if let Err(e) = raised {
-        tracing::error!(endpoint, "cannot record the signature version: {e}");
+        tracing::error!(%endpoint, "cannot record the signature version: {e}");
     }
 }
 
@@ -554,7 +568,7 @@ async fn accept_contact(state: &AppState, post: Authenticated) -> Result<Stored,
         hold_ends_ms: None,
     };
     let stored = store(state, receipt, contact.merged_ids).await?;
-    raise_floor(state, &connector, &webhook.id, signature, now_ms).await;
+    raise_floor(state, &connector, &webhook, signature, now_ms).await;
     Ok(stored)
 }
 
@@ -598,7 +612,7 @@ async fn accept_execution(state: &AppState, post: Authenticated) -> Result<Optio
         hold_ends_ms: (!connector.dry_run).then_some(received_at_ms + hold_ms),
     };
     let stored = store(state, receipt, Vec::new()).await?;
-    raise_floor(state, &connector, &webhook.id, signature, now_ms).await;
+    raise_floor(state, &connector, &webhook, signature, now_ms).await;
     Ok(match stored {
         // A retry: the first answer (one in dry run never gets a hold it would keep).
         Stored::Duplicate(_, Some(Answered::Hold(first))) => Some(first),

@@ -15,7 +15,18 @@ use anyhow::Context;
 use serde::{Deserialize, Serialize};
 
 use super::signature::Version;
+use crate::config::{Target, Webhook};
 use crate::store::{create_dir_durably, write_durably};
+
+/// An endpoint's key: a webhook's id, an action's `action:ID`. An id may change kind in a
+/// reload, and an action's executions carry v2 whatever its namesake webhook took (keyed alike,
+/// a webhook's v3 refused every execution of the action that took its id). Ids hold no `:`.
+pub fn endpoint(webhook: &Webhook) -> String {
+    match webhook.target {
+        Target::Callback => format!("action:{}", webhook.id),
+        _ => webhook.id.clone(),
+    }
+}
 
 /// The strongest version an endpoint has taken, and since when.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -699,6 +699,23 @@ pub fn finish_publishing(
     }
 }
 
+/// `dir` as the folder it names now, symlinks resolved (as far as it exists): what `serve`
+/// keeps for its life, so that a symlink a deploy swaps meanwhile (`current -> releases/N`)
+/// does not move its data under it.
+pub fn physical(dir: &Path) -> PathBuf {
+    let mut rest = Vec::new();
+    for base in dir.ancestors() {
+        if let Ok(real) = fs::canonicalize(base) {
+            return rest.iter().rev().fold(real, |path, name| path.join(name));
+        }
+        match base.file_name() {
+            Some(name) => rest.push(name),
+            None => break,
+        }
+    }
+    dir.to_path_buf()
+}
+
 /// The data directory, created if needed readable by its owner only: it holds contacts'
 /// emails. One that exists keeps the permissions it has. Called by the commands that may
 /// create it (`serve`, `import`, `gen`) before anything else writes there. The topmost

@@ -105,6 +105,11 @@ impl Server {
 
     /// [`Server::start`] with `args` after `serve` in place of its listen flags.
     pub fn start_with(config: &Path, data: &Path, args: &[&str], env: &[(&str, &str)]) -> Server {
+        Server::spawn(Server::command(config, data, args, env))
+    }
+
+    /// The command [`Server::start_with`] runs, to change before [`Server::spawn`].
+    pub fn command(config: &Path, data: &Path, args: &[&str], env: &[(&str, &str)]) -> Command {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_sendtime"));
         cmd.arg("--config")
             .arg(config)
@@ -119,6 +124,11 @@ impl Server {
         for (k, v) in env {
             cmd.env(k, v);
         }
+        cmd
+    }
+
+    /// Start `cmd`, a `serve`, and wait until it listens.
+    pub fn spawn(mut cmd: Command) -> Server {
         let mut child = cmd.spawn().expect("start sendtime serve");
         let logs = Arc::new(Mutex::new(String::new()));
         let stderr = child.stderr.take().unwrap();

@@ -274,9 +274,17 @@ function showError(e) {
   $("#error").hidden = false;
 }
 
+// A refresh's answer older than one already shown is dropped: on a slow disk, answers came
+// out of order and an old "paused" was painted over the one a Resume click had fetched.
+let refreshes = 0;
+let shown = 0;
+
 async function refresh() {
+  const mine = ++refreshes;
   try {
     const status = await api("/status");
+    if (mine < shown) return;
+    shown = mine;
     if (actionError) showError(actionError);
     else $("#error").hidden = true;
     $("#config").textContent = status.config;
@@ -306,6 +314,7 @@ async function refresh() {
     $("#live").className = "live ok";
     document.body.dataset.updated = String(Date.now());
   } catch (e) {
+    if (mine < shown) return;
     $("#live").className = "live stale";
     showError(e);
   }
@@ -398,5 +407,9 @@ async function measureLift() {
 
 $("#lift-button").addEventListener("click", measureLift);
 $("#lookup-form").addEventListener("submit", lookup);
-refresh();
-setInterval(refresh, REFRESH_MS);
+// The next refresh once this one is answered, so slow answers do not pile up.
+async function poll() {
+  await refresh();
+  setTimeout(poll, REFRESH_MS);
+}
+poll();
