@@ -207,8 +207,11 @@ async fn serve(
                 }
             };
             tracing::error!("{why} again: stopping now; what was acknowledged is in the inbox log, replayed at the next start");
-            if let Some(dir) = &session.scratch {
-                let _ = std::fs::remove_dir_all(dir);
+            // Writers still at work may add a file mid-walk: tried a few times.
+            if let Some(dir) = &session.scratch
+                && !(0..3).any(|_| std::fs::remove_dir_all(dir).is_ok() || !dir.exists())
+            {
+                tracing::error!("cannot remove the demo's folder {}", dir.display());
             }
             std::process::exit(1);
         });
@@ -375,6 +378,16 @@ async fn serve_http(
 /// waits for one is kept, not lost. One during start-up ends the process at once, as by
 /// default (start-up is safe to kill: it reads, and finishes or clears what a kill left, each
 /// step of which a kill leaves for the next start). A file import listens with it too.
+/// Whether SIGHUP is ignored, as `nohup` leaves it (listening for it would undo that).
+fn hangup_ignored() -> bool {
+    // SAFETY: with a null new action, `sigaction` only reads the disposition into `old`.
+    unsafe {
+        let mut old: libc::sigaction = std::mem::zeroed();
+        libc::sigaction(libc::SIGHUP, std::ptr::null(), &mut old) == 0
+            && old.sa_sigaction == libc::SIG_IGN
+    }
+}
+
 pub(crate) struct Signals {
     int: tokio::signal::unix::Signal,
     term: tokio::signal::unix::Signal,
@@ -388,7 +401,8 @@ impl Signals {
         Ok(Signals {
             int: signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?,
             term: signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?,
-            hup: hangup
+            // Not when ignored (`nohup`): the terminal's closing must not stop it then.
+            hup: (hangup && !hangup_ignored())
                 .then(|| signal(SignalKind::hangup()).context("cannot listen for SIGHUP"))
                 .transpose()?,
         })

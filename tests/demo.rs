@@ -179,7 +179,8 @@ fn the_demo_stops_when_its_terminal_closes_and_on_a_second_ctrl_c() {
         b"POST /hooks/nurture HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n{\"vid\"",
     )
     .unwrap();
-    std::thread::sleep(Duration::from_millis(200));
+    // Long enough to be taken, on a loaded machine, before the stop begins.
+    std::thread::sleep(Duration::from_secs(1));
     demo.signal(libc::SIGINT);
     demo.wait_log("SIGINT: shutting down");
     std::thread::sleep(Duration::from_millis(500));

@@ -1088,6 +1088,13 @@ async fn the_retry_after_a_refused_token_does_not_wait_out_a_429s_hold() {
         [Some(429), Some(401)],
         "no retry went during the hold"
     );
+    // The refused token is replaced meanwhile: the call after the hold does not meet it again.
+    let tokens = s
+        .log()
+        .into_iter()
+        .filter(|e| e.path == sendtime::hubspot::auth::TOKEN_PATH && e.status == Some(200))
+        .count();
+    assert_eq!(tokens, 2, "the first token and its replacement");
 }
 
 /// A 408 (a request timeout at an edge or proxy) is retried, not recorded as the contact's

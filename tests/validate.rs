@@ -176,6 +176,49 @@ fn unset_env_vars_are_warnings_with_their_position() {
     assert!(stderr.contains("is not set: signed posts to its webhooks are refused (503) until it is (unsigned ones are accepted: `allow_unsigned`)"), "{stderr}");
 }
 
+/// A token with a character no header may carry (a line break inside it, pasted over two lines)
+/// is reported where it is named: a warning of `validate`, and `serve` refuses to start.
+/// `serve` started, and each call failed before it left, tick after tick.
+#[test]
+fn a_token_no_header_can_carry_is_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let live = dir.path().join("webhooks.toml");
+    let text = std::fs::read_to_string(repo().join("webhooks.toml")).unwrap();
+    std::fs::write(
+        &live,
+        text.replace("\ndry_run = true\n", "\ndry_run = false\n"),
+    )
+    .unwrap();
+    let said = "environment variable HUBSPOT_ACCESS_TOKEN (`access_token_env` of connector `main`) holds a character no HTTP header may carry";
+    let out = sendtime()
+        .arg("validate")
+        .arg(&live)
+        .env("HUBSPOT_ACCESS_TOKEN", "pat-na1-\ntoken")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains(&format!("warning: {said}")), "{stderr}");
+    let out = sendtime()
+        .arg("--config")
+        .arg(&live)
+        .arg("--data")
+        .arg(dir.path().join("data"))
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+        ])
+        .env("HUBSPOT_ACCESS_TOKEN", "pat-na1-\ntoken")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains(said), "{stderr}");
+}
+
 /// `validate`'s stderr for the corpus' two-listener config with its admin surface moved to
 /// another port and `edits` (from, to) made; the config must stay valid.
 fn warnings_of(edits: &[(&str, &str)]) -> String {

@@ -404,15 +404,16 @@ pub(super) fn shown_url(raw: &str) -> String {
         Some(i) => (&raw[..i], "…"),
         None => (raw, ""),
     };
-    let Some((scheme, rest)) = kept.split_once("://") else {
-        return format!("{kept}{cut}");
+    let (scheme, rest) = match kept.split_once("://") {
+        Some((scheme, rest)) => (format!("{scheme}://"), rest),
+        None => (String::new(), kept),
     };
-    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
-    let host = match authority.rsplit_once('@') {
+    // Up to the last `@`: a password may hold a `/`.
+    let rest = match rest.rsplit_once('@') {
         Some((_, host)) => format!("…@{host}"),
-        None => authority.to_string(),
+        None => rest.to_string(),
     };
-    format!("{scheme}://{host}{path}{cut}")
+    format!("{scheme}{rest}{cut}")
 }
 
 fn is_env_name(s: &str) -> bool {
@@ -489,5 +490,18 @@ mod tests {
         let known = ["listen", "public_url", "data_dir", "max_body_bytes"];
         assert_eq!(closest("lisen", &known), Some("listen"));
         assert_eq!(closest("zzzzzz", &known), None);
+    }
+
+    #[test]
+    fn a_url_in_an_error_shows_no_key_nor_password() {
+        for (raw, shown) in [
+            ("https://api.hubapi.com", "https://api.hubapi.com"),
+            ("https://h.example/x?hapikey=k1#f", "https://h.example/x…"),
+            ("http://user:pa/ss@h.example/x", "http://…@h.example/x"),
+            ("https:/user:pw@h.example", "…@h.example"),
+            ("h.example/x#k2", "h.example/x…"),
+        ] {
+            assert_eq!(shown_url(raw), shown, "{raw}");
+        }
     }
 }

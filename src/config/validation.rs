@@ -375,7 +375,23 @@ fn check_env(ctx: &mut Ctx, draft: &ConnectorDraft, env: EnvCheck) {
             );
             continue;
         }
-        if super::env_value(name).is_some() {
+        if let Some(value) = super::env_value(name) {
+            // Else every call fails as it leaves, tick after tick, with an action's contacts
+            // running out their holds meanwhile.
+            let header = format!("Bearer {value}");
+            if key == "access_token_env"
+                && !c.dry_run
+                && reqwest::header::HeaderValue::from_str(&header).is_err()
+            {
+                let message = format!(
+                    "environment variable {name} (`{key}` of connector `{}`) holds a character no HTTP header may carry (a line break inside it, say): set it to the token alone",
+                    c.id
+                );
+                match env {
+                    EnvCheck::Warn => ctx.warning(at, message),
+                    _ => ctx.error(at, message),
+                }
+            }
             continue;
         }
         let message = format!(
@@ -443,8 +459,9 @@ pub(super) fn exposed_unsigned(what: &str, addr: SocketAddr, c: &Connector) -> O
 fn public_unsigned(public_url: &str, c: &Connector) -> Option<String> {
     (c.allow_unsigned && !c.dry_run && !super::read::loopback_url(public_url)).then(|| {
         format!(
-            "connector `{}` has `allow_unsigned` on and calls HubSpot, behind `public_url` {public_url}, which other machines reach: anyone could enroll any contact; set `dry_run = true` or turn `allow_unsigned` off",
-            c.id
+            "connector `{}` has `allow_unsigned` on and calls HubSpot, behind `public_url` {}, which other machines reach: anyone could enroll any contact; set `dry_run = true` or turn `allow_unsigned` off",
+            c.id,
+            super::reader::shown_url(public_url)
         )
     })
 }

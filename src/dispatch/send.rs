@@ -190,13 +190,20 @@ impl Ctx {
     }
 
     /// Durably record rows; false when they could not be written (nothing is sent then).
-    /// Counted once written: a row that could not be is recorded again later (a call
-    /// HubSpot took is not made again), and counted then.
+    /// A final row is counted once written: one that could not be is recorded again later (a
+    /// call HubSpot took is not made again), and counted then. A retry is counted as it
+    /// happens: its row is not written again.
     async fn record(&self, rows: Vec<OutcomeRow>) -> bool {
-        let statuses: Vec<Status> = (rows.iter())
-            .map(|r| r.status)
-            .filter(|s| *s != Status::Attempting)
-            .collect();
+        let mut statuses = Vec::new();
+        for s in rows.iter().map(|r| r.status) {
+            match s {
+                Status::Attempting => {}
+                Status::Retrying => {
+                    self.metrics.outcome(s.as_str()).inc();
+                }
+                _ => statuses.push(s),
+            }
+        }
         let board = crate::admin::board::Outcomes::of(&rows);
         // A failure is logged by the writer, once a minute.
         let written = self.log.write(rows).await.is_ok();

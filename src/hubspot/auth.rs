@@ -38,12 +38,11 @@ pub struct OAuth {
     client_id: String,
     /// The app's client secrets, current first: during a rotation, the one HubSpot takes may
     /// be either.
-    client_secrets: Vec<String>,
+    client_secrets: Mutex<Vec<String>>,
     /// The refresh token the installation gave (as configured).
     installed: String,
-    /// The latest refresh token (HubSpot may hand out a new one with each refresh), shared
-    /// with the installation's credentials built before a client secret's rotation.
-    refresh_token: Arc<Mutex<String>>,
+    /// The latest refresh token (HubSpot may hand out a new one with each refresh).
+    refresh_token: Mutex<String>,
     /// Held while refreshing, so a connector refreshes once however many calls wait.
     current: tokio::sync::Mutex<Refreshed>,
     /// Refreshes finished so far: a call that waited while one was tried takes its outcome.
@@ -126,9 +125,9 @@ impl Auth {
     fn oauth_rotating(client_id: &str, client_secrets: Vec<String>, refresh_token: &str) -> Auth {
         Auth::OAuth(Box::new(OAuth {
             client_id: client_id.to_string(),
-            client_secrets,
+            client_secrets: Mutex::new(client_secrets),
             installed: refresh_token.to_string(),
-            refresh_token: Arc::new(Mutex::new(refresh_token.to_string())),
+            refresh_token: Mutex::new(refresh_token.to_string()),
             current: tokio::sync::Mutex::new(Refreshed::default()),
             attempts: AtomicU64::new(0),
             in_hand: Mutex::new(None),
@@ -140,31 +139,32 @@ impl Auth {
     /// rotated is then the one each refreshes with; credentials built apart, one would
     /// refresh with the token another had already spent, and be refused.
     ///
-    /// Changed credentials (a secret rotated, a new installation) replace the shared ones; a
-    /// new client secret for the same installation keeps its latest refresh token.
+    /// A new installation (another client id or refresh token) replaces the shared ones; new
+    /// client secrets for the same installation are taken into them, with its latest refresh
+    /// token.
     pub fn for_account(connector: &Connector) -> anyhow::Result<Arc<Auth>> {
         use std::collections::HashMap;
         use std::sync::OnceLock;
         // Keyed by connector ids from the config: a handful, kept for the process's life as
         // a rotated refresh token must be.
         static ACCOUNTS: OnceLock<Mutex<HashMap<String, Arc<Auth>>>> = OnceLock::new();
-        let mut fresh = Auth::for_connector(connector)?;
+        let fresh = Auth::for_connector(connector)?;
         let mut accounts = ACCOUNTS
             .get_or_init(Default::default)
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         if let Some(shared) = accounts.get(&connector.id) {
-            match (&**shared, &mut fresh) {
+            match (&**shared, &fresh) {
                 (Auth::Static(a), Auth::Static(b)) if a == b => return Ok(shared.clone()),
+                // The same installation: its credentials stay one, with the new secrets. Built
+                // apart, a client still on the old ones (an import under way) refreshed on its
+                // own and could spend the refresh token HubSpot had just rotated.
                 (Auth::OAuth(old), Auth::OAuth(new))
                     if old.client_id == new.client_id && old.installed == new.installed =>
                 {
-                    if old.client_secrets == new.client_secrets {
-                        return Ok(shared.clone());
-                    }
-                    // One cell for both: a client still on the old credentials (an import
-                    // under way) may yet refresh, and HubSpot's rotated token must reach both.
-                    new.refresh_token = old.refresh_token.clone();
+                    let secrets = new.client_secrets.lock().unwrap().clone();
+                    *old.client_secrets.lock().unwrap() = secrets;
+                    return Ok(shared.clone());
                 }
                 _ => {}
             }
@@ -313,7 +313,8 @@ impl OAuth {
     /// README's rotation names the new secret first before HubSpot takes it.
     async fn refresh(&self, http: &reqwest::Client, base: &str) -> Result<Access, ApiError> {
         let mut refused = None;
-        for secret in &self.client_secrets {
+        let secrets = self.client_secrets.lock().unwrap().clone();
+        for secret in &secrets {
             match self.refresh_with(http, base, secret).await {
                 Err(e @ ApiError::Permanent { .. }) => {
                     refused.get_or_insert(e);

@@ -682,17 +682,30 @@ impl Client {
             // one refresh and one retry before the refusal counts. The retry is a call like
             // any other: paced, so a revoked token under many calls in flight does not send
             // them all again at once, in the lane the call waited in; and the token is taken
-            // once it may go (taken before, a long wait for a 429 could outlive it). A 429's
-            // hold (up to an hour) is not waited out here, where no stop or pause is seen: the
-            // call fails as held, and the caller's retry waits for it.
-            if let Some(until) = self.held_until() {
-                return Err(ApiError::RateLimited {
-                    policy: RatePolicy::TenSecondly,
-                    retry_after: Some(until.saturating_duration_since(tokio::time::Instant::now())),
-                    message: "the token was refused, and its retry waits out the connector's hold after a 429".into(),
-                });
+            // once it may go (taken before, a long wait for a 429 could outlive it). A hold on
+            // the connector (a 429's, up to an hour), there or coming while the retry waits its
+            // turn, is not waited out here, where no stop or pause is seen: the call fails as
+            // held, with the token refreshed, and the caller's retry waits for the hold.
+            let held = async {
+                loop {
+                    if let Some(until) = self.held_until() {
+                        return until;
+                    }
+                    tokio::time::sleep(HOLD_CHECK).await;
+                }
+            };
+            tokio::select! {
+                biased;
+                until = held => {
+                    self.auth.bearer(&self.http, &self.base, Some(&token)).await?;
+                    return Err(ApiError::RateLimited {
+                        policy: RatePolicy::TenSecondly,
+                        retry_after: Some(until.saturating_duration_since(tokio::time::Instant::now())),
+                        message: "the token was refused, and its retry waits for the connector's hold (after a 429, or HubSpot's ask to pause)".into(),
+                    });
+                }
+                _ = self.admit_in(lane) => {}
             }
-            let _ = self.admit_in(lane).await;
             let fresh = self
                 .auth
                 .bearer(&self.http, &self.base, Some(&token))
@@ -725,6 +738,9 @@ impl Client {
         Err(error)
     }
 }
+
+/// How often a refused token's retry, waiting its turn, looks for a hold on the connector.
+const HOLD_CHECK: Duration = Duration::from_millis(100);
 
 /// Whether an answer is an HTML page (an edge's, a proxy's, a website's): HubSpot's API
 /// answers JSON or nothing.

@@ -356,27 +356,25 @@ fn check_floor(
 /// taken at a webhook that has had no post yet.
 fn seen_floor(state: &AppState, config: &Config, webhook: &Webhook) -> Option<ratchet::Seen> {
     let action = webhook.target == Target::Callback;
-    // An action's floor an earlier version kept under its bare id, at most v2 (a v3 there
-    // was a namesake webhook's): what an upgrade must not drop.
-    let earlier = || {
-        let seen = state.ratchet.seen(&webhook.id).filter(|_| action)?;
-        Some(ratchet::Seen {
-            version: seen.version.min(signature::Version::V2),
-            ..seen
+    let floor = |w: &Webhook| {
+        state.ratchet.seen(&ratchet::endpoint(w)).or_else(|| {
+            // An action's floor an earlier version kept under its bare id, at most v2 (a v3
+            // there was a namesake webhook's): what an upgrade must not drop.
+            let seen = state.ratchet.seen(&w.id).filter(|_| action)?;
+            Some(ratchet::Seen {
+                version: seen.version.min(signature::Version::V2),
+                ..seen
+            })
         })
     };
-    let own = state
-        .ratchet
-        .seen(&ratchet::endpoint(webhook))
-        .or_else(earlier);
-    own.or_else(|| {
+    floor(webhook).or_else(|| {
         config
             .webhooks
             .iter()
             .filter(|w| {
                 w.connector == webhook.connector && (w.target == Target::Callback) == action
             })
-            .filter_map(|w| state.ratchet.seen(&ratchet::endpoint(w)))
+            .filter_map(floor)
             .max_by_key(|s| s.version)
     })
 }

@@ -282,7 +282,9 @@ let shown = 0;
 async function refresh() {
   const mine = ++refreshes;
   try {
-    const status = await api("/status");
+    // Bounded: an answer that never comes (a connection lost across a laptop's sleep) would
+    // stop the polling that waits for it.
+    const status = await api("/status", { signal: AbortSignal.timeout(5 * REFRESH_MS) });
     if (mine < shown) return;
     shown = mine;
     if (actionError) showError(actionError);
