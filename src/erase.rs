@@ -487,7 +487,7 @@ fn blank(data_dir: &Path, person: &Person, indices: &HashSet<u32>) -> anyhow::Re
             let keys = df.column(contacts::col::KEY)?.str()?;
             let index = df.column(contacts::col::CONTACT)?.u32()?;
             for (i, k) in index.iter().zip(keys.iter()) {
-                if let (Some(i), true) = (i, k.is_some_and(|k| k.starts_with(contacts::ERASED))) {
+                if let (Some(i), true) = (i, k.is_some_and(contacts::is_erased)) {
                     blanked.insert(i);
                 }
             }

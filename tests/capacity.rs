@@ -1094,6 +1094,15 @@ fn planning_counts_from_hubspots_limit_once_it_says_a_lower_one() {
     })
     .unwrap_or_else(|| panic!("{:?} published; logs:\n{}", published(), server.logs()));
     assert_eq!(common::enrollments(&standin.log()).len(), 1);
+    // Another API base (another app's limit, say): HubSpot's word on the old one is dropped,
+    // and the key plans again until an answer says otherwise (it was kept).
+    let other = rt.block_on(StandIn::start(Options::default())).unwrap();
+    let moved = format!("api_base = \"{}\"\nrequests_per_10s = 100", other.url());
+    test_config(&moved).write(dir.path());
+    eventually(Duration::from_secs(30), || {
+        (published() == Some(planned_own)).then_some(())
+    })
+    .unwrap_or_else(|| panic!("{:?} published; logs:\n{}", published(), server.logs()));
     server.stop();
 }
 

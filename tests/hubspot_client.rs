@@ -453,6 +453,13 @@ async fn permanent_errors_carry_hubspots_message() {
         }
         other => panic!("expected Permanent, got {other:?}"),
     }
+    // A page that does not say whether more follow (a proxy's `{}`) is no last page: read as
+    // one, it marked the window imported with nothing read.
+    s.inject(Injection::next(Fault::Json(serde_json::json!({}))));
+    assert!(matches!(
+        c.email_events(&EventsQuery::default()).await,
+        Err(ApiError::Transient { .. })
+    ));
     // A successful answer far larger than any of HubSpot's is refused, not read whole.
     let events: Vec<serde_json::Value> = (0..1000)
         .map(|i| serde_json::json!({"id": format!("e{i}"), "filler": "x".repeat(40_000)}))
@@ -649,7 +656,11 @@ async fn a_2xx_html_page_is_not_taken_for_a_success() {
 #[tokio::test]
 async fn missing_scopes_dynamic_lists_and_unknown_routes_answer_as_hubspot_does() {
     let s = standin(Options {
-        scopes: Some(vec!["content".into(), "crm.lists.write".into()]),
+        scopes: Some(vec![
+            "content".into(),
+            "crm.lists.read".into(),
+            "crm.lists.write".into(),
+        ]),
         lists: vec![
             ("987".into(), sendtime::hubspot::standin::ListKind::Dynamic),
             ("988".into(), sendtime::hubspot::standin::ListKind::Snapshot),
@@ -684,6 +695,18 @@ async fn missing_scopes_dynamic_lists_and_unknown_routes_answer_as_hubspot_does(
     match c.add_to_list("999", &["4".into()]).await.unwrap_err() {
         ApiError::Permanent { status: 404, .. } => {}
         other => panic!("expected a missing list, got {other:?}"),
+    }
+    // Adding to a list takes both list scopes (HubSpot's 2026-03 lists reference).
+    let write_only = standin(Options {
+        scopes: Some(vec!["crm.lists.write".into()]),
+        lists: vec![("988".into(), sendtime::hubspot::standin::ListKind::Snapshot)],
+        ..Options::default()
+    })
+    .await;
+    write_only.add_contact("scoped@example.com", 4);
+    match client(&write_only).add_to_list("988", &["4".into()]).await {
+        Err(ApiError::MissingScopes { scopes, .. }) => assert_eq!(scopes, ["crm.lists.read"]),
+        other => panic!("expected MISSING_SCOPES, got {other:?}"),
     }
     let resp = http()
         .get(format!("{}/no/such/route", s.url()))
@@ -978,21 +1001,23 @@ async fn a_completion_without_typed_outputs_is_refused() {
     let single = one(r#"{"outputFields": {"hs_execution_state": "SUCCESS"}, "typedOutputs": {}}"#);
     assert_eq!(single.await.unwrap().status().as_u16(), 204);
     assert!(s.completion("cb-2").is_some());
-    // v4's batch, supported until 2027-03-30, takes only `callbackId` and `outputFields`.
+    // v4's batch, supported until 2027-03-30, requires `typedOutputs` too since 2026-03.
     s.add_callback("cb-3");
-    let v4 = http
-        .post(format!(
+    let v4 = |input: serde_json::Value| {
+        http.post(format!(
             "{}/automation/v4/actions/callbacks/complete",
             s.url()
         ))
         .bearer_auth(DEFAULT_TOKEN)
-        .json(&serde_json::json!({"inputs": [
-            {"callbackId": "cb-3", "outputFields": {"hs_execution_state": "SUCCESS"}}
-        ]}))
+        .json(&serde_json::json!({ "inputs": [input] }))
         .send()
-        .await
-        .unwrap();
-    assert_eq!(v4.status().as_u16(), 204);
+    };
+    let success = serde_json::json!({"hs_execution_state": "SUCCESS"});
+    let without = v4(serde_json::json!({"callbackId": "cb-3", "outputFields": success}));
+    assert_eq!(without.await.unwrap().status().as_u16(), 400);
+    let with =
+        serde_json::json!({"callbackId": "cb-3", "outputFields": success, "typedOutputs": {}});
+    assert_eq!(v4(with).await.unwrap().status().as_u16(), 204);
     assert!(s.completion("cb-3").is_some());
 }
 

@@ -583,7 +583,7 @@ fn a_second_run_for_the_same_connector_is_refused_while_one_runs() {
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
-        stderr.contains("another `sendtime import hubspot` for connector main is running"),
+        stderr.contains("another import from HubSpot for connector main is running"),
         "{stderr}"
     );
     assert!(s.standin.log().is_empty(), "nothing was called");
@@ -595,6 +595,30 @@ fn a_second_run_for_the_same_connector_is_refused_while_one_runs() {
             .status
             .success()
     );
+}
+
+/// Started by hand while a `serve` sends from the same data folder (its dispatch lock held),
+/// the import paces at the share of the limit the dispatcher's planning leaves, and says so:
+/// at its full pace, on a limiter apart from serve's, the two together went past HubSpot's
+/// limit.
+#[test]
+fn an_import_beside_a_running_serve_takes_the_share_planning_leaves() {
+    let s = setup(Options::default());
+    std::fs::create_dir_all(&s.data).unwrap();
+    let held = std::fs::File::create(s.data.join("dispatch.lock")).unwrap();
+    held.lock().unwrap();
+    let out = s.import();
+    assert!(out.status.success(), "{}", text(&out));
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains("paces at 19 calls per 10 s"), "{said}");
+    let calls = s.events_requests();
+    assert!(calls.len() >= 5, "{} pages", calls.len());
+    // 19 calls per 10 s: about 526 ms apart (at the full 190, 53 ms).
+    for pair in calls.windows(2) {
+        let gap = pair[1].at.duration_since(pair[0].at).unwrap();
+        assert!(gap >= Duration::from_millis(400), "{gap:?} apart");
+    }
+    drop(held);
 }
 
 /// An erase while `sendtime import hubspot` runs is refused: the import takes the events lock

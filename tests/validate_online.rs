@@ -49,11 +49,12 @@ fn validate_online(dir: &std::path::Path, connector: &str, portal_id: u64) -> (b
 }
 
 /// A stand-in of an account the test config is right for (its list is MANUAL, its action
-/// registered), otherwise as `options` say.
+/// registered, past the first page of the app's 25 others), otherwise as `options` say.
 fn correct_account(rt: &tokio::runtime::Runtime, options: Options) -> StandIn {
+    let others = (1..=25).map(|i| format!("https://elsewhere.example.com/{i}"));
     rt.block_on(StandIn::start(Options {
         lists: vec![("987".into(), ListKind::Manual)],
-        action_urls: vec![APP_URL.into()],
+        action_urls: others.chain([APP_URL.into()]).collect(),
         ..options
     }))
     .unwrap()

@@ -18,6 +18,14 @@ pub const NAME: &str = "contacts";
 /// events index contacts by position, but no lookup finds it.
 pub const ERASED: &str = "~erased-";
 
+/// Whether `key` is an erased entry's: [`ERASED`] and a number, never an email (an address
+/// that starts so, `~erased-1@example.com`, was never indexed, so each of its rows became a
+/// new contact).
+pub fn is_erased(key: &str) -> bool {
+    key.strip_prefix(ERASED)
+        .is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit()))
+}
+
 /// Column names.
 pub mod col {
     /// The dense index (`u32`).
@@ -117,7 +125,7 @@ impl KeyIndex {
     }
 
     fn insert(&mut self, key: &str, index: u32) {
-        if key.starts_with(ERASED) {
+        if is_erased(key) {
             return;
         }
         match id_of_key(key) {
@@ -379,6 +387,27 @@ mod tests {
             Contacts::load(dir.path()).is_err(),
             "still, once it is set aside"
         );
+    }
+
+    /// An address that starts as an erased entry's key does (`~erased-1@...`) is a contact like
+    /// any: its second event is its, not a new contact's.
+    #[test]
+    fn an_address_that_starts_as_an_erased_key_is_found_again() {
+        let dir = tempfile::tempdir().unwrap();
+        for _ in 0..2 {
+            let e = Event {
+                event_id: None,
+                contact_id: None,
+                email: Some("~erased-1@example.com".into()),
+                kind: Kind::Open,
+                at_ms: 1_700_000_000_000,
+                filtered: false,
+                source: "t".into(),
+            };
+            append(dir.path(), &[e]).unwrap();
+        }
+        assert_eq!(Contacts::load(dir.path()).unwrap().len(), 1);
+        assert!(is_erased("~erased-12") && !is_erased("~erased-1@example.com"));
     }
 
     #[test]

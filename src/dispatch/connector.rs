@@ -404,12 +404,10 @@ impl Dispatcher {
     /// so pacing carries across ticks).
     pub(super) fn link(&mut self, connector: &Connector) -> anyhow::Result<Arc<Link>> {
         // The client secret signs OAuth refreshes: a rotation reorders its variables.
+        let account = format!("{}|{:?}|", connector.api_base, connector.credentials);
         let key = format!(
-            "{}|{:?}|{:?}|{}",
-            connector.api_base,
-            connector.credentials,
-            connector.client_secret_env,
-            connector.requests_per_10s
+            "{account}{:?}|{}",
+            connector.client_secret_env, connector.requests_per_10s
         );
         if let Some((k, link)) = self.links.get(&connector.id)
             && *k == key
@@ -421,7 +419,10 @@ impl Dispatcher {
         // The account's one limiter paces at the newest config's limit (a scheduled import
         // started on an older config built its client with the old one).
         client.pace_at(connector.requests_per_10s);
-        if self.links.contains_key(&connector.id) {
+        // Another token or API base: what HubSpot said of the old one's limit is no word on it.
+        if let Some((k, _)) = self.links.get(&connector.id)
+            && !k.starts_with(&account)
+        {
             crate::hubspot::limiter::Limiter::forget_rate_of(&connector.id);
         }
         let link = Arc::new(Link::new(connector.id.clone(), client, connector.time_zone));

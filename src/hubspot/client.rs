@@ -224,7 +224,9 @@ pub struct EmailEvent {
 pub struct EventsPage {
     #[serde(default)]
     pub events: Vec<EmailEvent>,
-    #[serde(default)]
+    /// Required: HubSpot always says it, and an answer without it (a proxy's `{}`, an
+    /// `api_base` naming some other JSON service) read as a last page marked the window
+    /// imported with nothing read.
     pub has_more: bool,
     /// Opaque cursor for the next page.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -1079,14 +1081,19 @@ async fn classify(resp: reqwest::Response, batch: Option<usize>) -> ApiError {
     }
 }
 
+/// HubSpot documents neither a batch limit for these calls nor its wording, so the usual
+/// ways of saying so are read (an audit found the stand-in's own wording the only one).
 fn says_too_large(message: &str) -> bool {
     let m = message.to_ascii_lowercase();
     [
         "too large",
         "too many",
         "too big",
-        "exceeds the maximum",
+        "exceed",
         "maximum batch",
+        "maximum of",
+        "must be between",
+        "limit of",
     ]
     .iter()
     .any(|p| m.contains(p))
@@ -1095,6 +1102,21 @@ fn says_too_large(message: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_batch_limit_is_read_in_its_usual_wordings() {
+        for said in [
+            "Request is too large: 3000 ids",
+            "Batch size must be between 1 and 100",
+            "Input exceeds the limit of 100 inputs",
+            "A maximum of 100000 record ids is allowed",
+        ] {
+            assert!(says_too_large(said), "{said}");
+        }
+        for said in ["Invalid record id: abc", "List 987 is DYNAMIC"] {
+            assert!(!says_too_large(said), "{said}");
+        }
+    }
 
     /// A missing scope's names are read from HubSpot's body, and an `errors` of another shape
     /// (null, not a list) leaves the body readable: unreadable, it would be taken for a proxy's.

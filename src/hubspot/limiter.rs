@@ -196,10 +196,16 @@ impl Limiter {
         self.pace.lock().unwrap().last
     }
 
-    /// Forget account `account`'s headers: its settings changed (another token or API base
-    /// may be another portal's limit).
+    /// Forget account `account`'s headers, and HubSpot's word on its 10-second limit: its
+    /// token or API base changed, which may be another app's or portal's limit (kept, pacing
+    /// and planning followed the old one until the next answer).
     pub fn forget_rate_of(account: &str) {
         LAST_RATES.lock().unwrap().remove(account);
+        if let Some(limiter) = Limiter::existing(account) {
+            let before = limiter.effective_per_10s();
+            limiter.hubspot_per_10s.store(0, Ordering::Relaxed);
+            limiter.repace(before);
+        }
     }
 
     /// Account `account`'s latest rate-limit headers in this process and when they came (epoch

@@ -221,33 +221,48 @@ async fn action(
         ));
     };
     let url = config.action_url(action);
-    let path = format!(
+    let first = format!(
         "{}?hapikey={}",
         paths::action_definitions(connector.app_id),
         percent_encoding::utf8_percent_encode(&key, percent_encoding::NON_ALPHANUMERIC)
     );
-    match client.get_json(&path).await {
-        Ok(defs) => {
-            let registered = defs["results"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .any(|d| d["actionUrl"].as_str() == Some(url.as_str()));
-            if registered {
-                Verdict::Ok(format!("registered for app {} at {url}", connector.app_id))
-            } else {
-                Verdict::Fail(format!(
-                    "no action of app {} posts to {url}; register it with `sendtime hubspot action-definition`",
+    // Paged: an app's definitions past the first page were reported unregistered.
+    let mut after: Option<String> = None;
+    for _ in 0..MAX_DEFINITION_PAGES {
+        let path = match &after {
+            Some(a) => format!(
+                "{first}&after={}",
+                percent_encoding::utf8_percent_encode(a, percent_encoding::NON_ALPHANUMERIC)
+            ),
+            None => first.clone(),
+        };
+        let defs = match client.get_json(&path).await {
+            Ok(defs) => defs,
+            Err(e) => {
+                return Verdict::Fail(format!(
+                    "cannot list app {}'s actions: {e}",
                     connector.app_id
-                ))
+                ));
             }
+        };
+        let registered = (defs["results"].as_array().into_iter().flatten())
+            .any(|d| d["actionUrl"].as_str() == Some(url.as_str()));
+        if registered {
+            return Verdict::Ok(format!("registered for app {} at {url}", connector.app_id));
         }
-        Err(e) => Verdict::Fail(format!(
-            "cannot list app {}'s actions: {e}",
-            connector.app_id
-        )),
+        match defs["paging"]["next"]["after"].as_str() {
+            Some(next) if after.as_deref() != Some(next) => after = Some(next.to_string()),
+            _ => break,
+        }
     }
+    Verdict::Fail(format!(
+        "no action of app {} posts to {url}; register it with `sendtime hubspot action-definition`",
+        connector.app_id
+    ))
 }
+
+/// The most pages of an app's action definitions read (a broken cursor must not loop).
+const MAX_DEFINITION_PAGES: usize = 100;
 
 /// A missing scope named as such; any other failure as `what` and HubSpot's answer.
 fn scope_or(e: &ApiError, scope: &str, what: &str) -> String {

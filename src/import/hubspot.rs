@@ -86,10 +86,22 @@ pub struct Summary {
     pub window: (i64, i64),
 }
 
-/// Run the import for one connector (`sendtime import hubspot`), at the connector's full pace.
+/// Run the import for one connector (`sendtime import hubspot`), at the connector's full pace,
+/// or at the share planning leaves when a `serve` sends from the same data folder: its
+/// limiter and this one are apart, and at full pace the two together went past HubSpot's
+/// limit, and its sends were held by the 429s.
 pub fn run(config: &Config, request: &Request) -> anyhow::Result<Summary> {
     let connector = pick_connector(config, request.connector.as_deref())?;
-    let client = Client::for_connector(connector, REQUEST_TIMEOUT)?;
+    let mut client = Client::for_connector(connector, REQUEST_TIMEOUT)?;
+    if crate::dispatch::locks::dispatching(&config.server.data_dir).unwrap_or(false) {
+        let share = share_of(connector);
+        eprintln!(
+            "a `serve` (or `tick`) sends from {}: this import paces at {share} calls per 10 s, the share of connector {}'s limit its planning leaves",
+            config.server.data_dir.display(),
+            connector.id
+        );
+        client = client.with_share(share);
+    }
     let page_size = request.page_size.clamp(1, MAX_EVENTS_PAGE);
     let summary = Import::new(config, connector, client, page_size, request.dedup_budget)?
         .run(request.since_ms, request.until_ms)?;
@@ -120,13 +132,23 @@ pub fn run_in_background(
     connector: &Connector,
     stop: impl Fn() -> Option<&'static str> + Send + 'static,
 ) -> anyhow::Result<Summary> {
-    let reserve =
-        connector.requests_per_10s as u64 * (100 - crate::capacity::PLAN_SHARE_PERCENT) / 100;
-    let client =
-        Client::for_connector(connector, REQUEST_TIMEOUT)?.with_share((reserve as u32).max(1));
+    let client = Client::for_connector(connector, REQUEST_TIMEOUT)?.with_share(share_of(connector));
     let mut import = Import::new(config, connector, client, MAX_EVENTS_PAGE, BUDGET_MB * MB)?;
     import.stop = Box::new(stop);
     import.run(None, None)
+}
+
+/// Calls per 10 s an import beside the dispatcher takes: what planning leaves of the limit
+/// paced under, HubSpot's when its answers said a lower one than `requests_per_10s` (from the
+/// key, a run took a larger share of the real limit than planning leaves).
+fn share_of(connector: &Connector) -> u32 {
+    let limit = crate::hubspot::limiter::Limiter::existing(&connector.id)
+        .and_then(|l| l.hubspot_per_10s())
+        .map_or(connector.requests_per_10s, |h| {
+            h.min(connector.requests_per_10s)
+        });
+    let reserve = u64::from(limit) * (100 - crate::capacity::PLAN_SHARE_PERCENT) / 100;
+    (reserve as u32).max(1)
 }
 
 fn pick_connector<'c>(config: &'c Config, id: Option<&str>) -> anyhow::Result<&'c Connector> {
@@ -243,7 +265,8 @@ impl Import {
         let lock = store::lock_file(&lock_path)?;
         lock.try_lock().map_err(|_| {
             anyhow::anyhow!(
-                "another `sendtime import hubspot` for connector {} is running ({} is locked); \
+                "another import from HubSpot for connector {} is running ({} is locked): a \
+                 `sendtime import hubspot`, or the one `serve` runs on its `[import] cron`; \
                  let it finish, then run again if needed",
                 self.connector.id,
                 lock_path.display()
@@ -256,8 +279,9 @@ impl Import {
         let account = store::lock_file(&account_path)?;
         account.try_lock().map_err(|_| {
             anyhow::anyhow!(
-                "another connector's `sendtime import hubspot` for portal {portal} is running \
-                 ({} is locked); let it finish, then run again if needed",
+                "another connector's import from HubSpot for portal {portal} is running ({} is \
+                 locked): a `sendtime import hubspot`, or the one `serve` runs on its \
+                 `[import] cron`; let it finish, then run again if needed",
                 account_path.display()
             )
         })?;

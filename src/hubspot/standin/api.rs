@@ -119,16 +119,30 @@ impl World {
         if key.as_deref() != Some(self.options.developer_api_key.as_str()) {
             return unauthenticated();
         }
-        let results: Vec<serde_json::Value> = self
-            .options
-            .action_urls
-            .iter()
-            .enumerate()
+        // Paged, as HubSpot's reference has it (`limit`, `after`, `paging.next.after`); its
+        // default page size is not documented.
+        let param = |name: &str| {
+            (uri.query().into_iter().flat_map(|q| q.split('&')))
+                .find_map(|p| p.strip_prefix(name)?.strip_prefix('='))
+                .and_then(|v| v.parse::<usize>().ok())
+        };
+        let (limit, after) = (
+            param("limit").unwrap_or(10).max(1),
+            param("after").unwrap_or(0),
+        );
+        let urls = &self.options.action_urls;
+        let results: Vec<serde_json::Value> = (urls.iter().enumerate())
+            .skip(after)
+            .take(limit)
             .map(|(i, url)| {
                 json!({"id": (10_646 + i).to_string(), "appId": app, "actionUrl": url, "published": true})
             })
             .collect();
-        (StatusCode::OK, axum::Json(json!({ "results": results }))).into_response()
+        let mut body = json!({ "results": results });
+        if after + limit < urls.len() {
+            body["paging"] = json!({"next": {"after": (after + limit).to_string()}});
+        }
+        (StatusCode::OK, axum::Json(body)).into_response()
     }
 
     /// The list's kind, if it exists.

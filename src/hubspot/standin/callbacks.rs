@@ -115,15 +115,15 @@ impl World {
     /// results and do not say how an unknown or already completed callback is answered; the
     /// stand-in refuses the whole batch (400, naming them), and batches of more than
     /// [`MAX_CALLBACK_BATCH`].
-    pub(super) fn complete_callbacks(&mut self, body: &[u8], version: Version) -> Response {
+    pub(super) fn complete_callbacks(&mut self, body: &[u8]) -> Response {
         #[derive(serde::Deserialize)]
         #[serde(rename_all = "camelCase")]
         struct Input {
             callback_id: String,
             #[serde(default)]
             output_fields: serde_json::Value,
-            /// Required by HubSpot's 2026-03 reference (an input without it is refused); v4's
-            /// batch takes only `callbackId` and `outputFields`.
+            /// Required by HubSpot's references, 2026-03's and v4's (since 2026-03): an input
+            /// without it is refused.
             typed_outputs: Option<serde::de::IgnoredAny>,
         }
         #[derive(serde::Deserialize)]
@@ -140,9 +140,7 @@ impl World {
                 );
             }
         };
-        if version == Version::Dated
-            && let Some(i) = batch.inputs.iter().find(|i| i.typed_outputs.is_none())
-        {
+        if let Some(i) = batch.inputs.iter().find(|i| i.typed_outputs.is_none()) {
             return error(
                 StatusCode::BAD_REQUEST,
                 &format!(
@@ -191,15 +189,6 @@ impl World {
         }
         StatusCode::NO_CONTENT.into_response()
     }
-}
-
-/// Which of HubSpot's callback APIs a completion came through.
-#[derive(Clone, Copy, PartialEq)]
-pub(super) enum Version {
-    /// `/automation/actions/callbacks/2026-03/...`, which sendtime calls.
-    Dated,
-    /// `/automation/v4/actions/callbacks/...`, supported until 2027-03-30.
-    V4,
 }
 
 /// The most callbacks the stand-in completes in one call.

@@ -38,11 +38,11 @@ use tokio::time::Instant;
 use tower::ServiceExt;
 
 pub use by_hand::run_until_ctrl_c;
+use callbacks::Callback;
 pub use callbacks::MAX_CALLBACK_BATCH;
-use callbacks::{Callback, Version};
 pub use faults::{Fault, Injection};
 use faults::{Gate, Rule};
-use oauth::{missing_scope, required_scope};
+use oauth::{missing_scope, required_scopes};
 
 use super::auth::TOKEN_PATH;
 use super::client::{EmailEvent, RateLimit};
@@ -588,12 +588,9 @@ impl World {
         body: &[u8],
     ) -> Response {
         let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
-        if let Some(scope) = required_scope(method, &segments)
-            && self
-                .options
-                .scopes
-                .as_ref()
-                .is_some_and(|granted| !granted.iter().any(|g| g == scope))
+        if let Some(granted) = &self.options.scopes
+            && let Some(scope) = (required_scopes(method, &segments).iter())
+                .find(|scope| !granted.iter().any(|g| g == *scope))
         {
             return missing_scope(scope);
         }
@@ -653,30 +650,22 @@ impl World {
                 ["crm", "v3", "lists", list, "memberships", "add"]
                 | ["crm", "lists", "2026-03", list, "memberships", "add"],
             ) => self.list_add(list, body),
-            (Method::POST, ["automation", "actions", "callbacks", "2026-03", "complete"]) => {
-                self.complete_callbacks(body, Version::Dated)
-            }
-            (Method::POST, ["automation", "v4", "actions", "callbacks", "complete"]) => {
-                self.complete_callbacks(body, Version::V4)
-            }
+            (
+                Method::POST,
+                ["automation", "actions", "callbacks", "2026-03", "complete"]
+                | ["automation", "v4", "actions", "callbacks", "complete"],
+            ) => self.complete_callbacks(body),
             (
                 Method::POST,
                 [
                     "automation",
                     "actions",
                     "callbacks",
-                    version @ "2026-03",
+                    "2026-03",
                     id,
                     "complete",
                 ]
-                | [
-                    "automation",
-                    version @ "v4",
-                    "actions",
-                    "callbacks",
-                    id,
-                    "complete",
-                ],
+                | ["automation", "v4", "actions", "callbacks", id, "complete"],
             ) => {
                 // Indexing a JSON value that is not an object panics (with the world locked).
                 let Ok(serde_json::Value::Object(mut input)) =
@@ -685,13 +674,8 @@ impl World {
                     return error(StatusCode::BAD_REQUEST, "Invalid input JSON", None);
                 };
                 input.insert("callbackId".into(), json!(id));
-                let version = match *version {
-                    "v4" => Version::V4,
-                    _ => Version::Dated,
-                };
                 self.complete_callbacks(
                     &serde_json::to_vec(&json!({ "inputs": [input] })).unwrap_or_default(),
-                    version,
                 )
             }
             // HubSpot answers an unknown route with its HTML 404 page, not JSON.

@@ -103,23 +103,21 @@ impl World {
     }
 }
 
-/// The scope a route needs (`None`: any token will do).
-pub(super) fn required_scope(method: &Method, segments: &[&str]) -> Option<&'static str> {
+/// The scopes a route needs (none: any token will do). Adding to a list takes both list
+/// scopes, as HubSpot's 2026-03 lists reference says.
+pub(super) fn required_scopes(method: &Method, segments: &[&str]) -> &'static [&'static str] {
+    let get = *method == Method::GET;
     match segments {
-        ["email", ..] => Some("content"),
-        ["account-info", ..] => Some("oauth"),
-        ["automation", ..] => Some("automation"),
-        ["crm", "lists", ..] | ["crm", "v3", "lists", ..] => Some(if *method == Method::GET {
-            "crm.lists.read"
-        } else {
-            "crm.lists.write"
-        }),
-        ["crm", "objects", ..] | ["crm", "v3", "objects", ..] => Some(if *method == Method::GET {
-            "crm.objects.contacts.read"
-        } else {
-            "crm.objects.contacts.write"
-        }),
-        _ => None,
+        ["email", ..] => &["content"],
+        ["account-info", ..] => &["oauth"],
+        ["automation", ..] => &["automation"],
+        ["crm", "lists", ..] | ["crm", "v3", "lists", ..] if get => &["crm.lists.read"],
+        ["crm", "lists", ..] | ["crm", "v3", "lists", ..] => &["crm.lists.read", "crm.lists.write"],
+        ["crm", "objects", ..] | ["crm", "v3", "objects", ..] if get => {
+            &["crm.objects.contacts.read"]
+        }
+        ["crm", "objects", ..] | ["crm", "v3", "objects", ..] => &["crm.objects.contacts.write"],
+        _ => &[],
     }
 }
 
