@@ -500,6 +500,25 @@ async fn too_large_list_batches_are_classified_for_splitting() {
         c.enroll(1, "a@example.com").await.unwrap_err(),
         ApiError::Permanent { status: 400, .. }
     ));
+    // Nor for one record, nor in a status other than 400 or 422: such words may be of
+    // something else (a single callback's expiry, a token's).
+    let refuse = |status: u16| {
+        Injection::next(Fault::Status {
+            status,
+            message: "A maximum of 3 records is allowed".into(),
+        })
+        .on("/crm/lists")
+    };
+    s.inject(refuse(400));
+    assert!(matches!(
+        c.add_to_list("5", &ids[..1]).await.unwrap_err(),
+        ApiError::Permanent { status: 400, .. }
+    ));
+    s.inject(refuse(409));
+    assert!(matches!(
+        c.add_to_list("5", &ids[..2]).await.unwrap_err(),
+        ApiError::Permanent { status: 409, .. }
+    ));
 }
 
 #[tokio::test]
@@ -705,7 +724,9 @@ async fn missing_scopes_dynamic_lists_and_unknown_routes_answer_as_hubspot_does(
     .await;
     write_only.add_contact("scoped@example.com", 4);
     match client(&write_only).add_to_list("988", &["4".into()]).await {
-        Err(ApiError::MissingScopes { scopes, .. }) => assert_eq!(scopes, ["crm.lists.read"]),
+        Err(ApiError::MissingScopes { scopes, .. }) => {
+            assert_eq!(scopes, ["crm.lists.read", "crm.lists.write"])
+        }
         other => panic!("expected MISSING_SCOPES, got {other:?}"),
     }
     let resp = http()

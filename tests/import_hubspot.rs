@@ -613,11 +613,13 @@ fn an_import_beside_a_running_serve_takes_the_share_planning_leaves() {
     assert!(said.contains("paces at 19 calls per 10 s"), "{said}");
     let calls = s.events_requests();
     assert!(calls.len() >= 5, "{} pages", calls.len());
-    // 19 calls per 10 s: about 526 ms apart (at the full 190, 53 ms).
-    for pair in calls.windows(2) {
-        let gap = pair[1].at.duration_since(pair[0].at).unwrap();
-        assert!(gap >= Duration::from_millis(400), "{gap:?} apart");
-    }
+    // Paced at 17 calls per 10 s (19 less the limiter's margin): about 590 ms apart; at the
+    // full 190, about 55 ms. The whole span, not each gap, for a loaded machine's jitter.
+    let span = (calls.last().unwrap().at)
+        .duration_since(calls[0].at)
+        .unwrap();
+    let least = Duration::from_millis(450) * (calls.len() as u32 - 1);
+    assert!(span >= least, "{} calls in {span:?}", calls.len());
     drop(held);
 }
 

@@ -1058,9 +1058,11 @@ async fn classify(resp: reqwest::Response, batch: Option<usize>) -> ApiError {
             message,
         };
     }
+    // A 413 at any size; words only in a 400 or 422 for more than one record (HubSpot's
+    // other refusals may speak of limits too: a single callback's, a token's).
     if let Some(size) = batch
-        && status.is_client_error()
-        && (status == StatusCode::PAYLOAD_TOO_LARGE || says_too_large(&message))
+        && (status == StatusCode::PAYLOAD_TOO_LARGE
+            || (size > 1 && matches!(status.as_u16(), 400 | 422) && says_too_large(&message)))
     {
         return ApiError::BatchTooLarge {
             size,
@@ -1089,11 +1091,11 @@ fn says_too_large(message: &str) -> bool {
         "too large",
         "too many",
         "too big",
-        "exceed",
+        "exceeds the maximum",
+        "exceeds the limit",
         "maximum batch",
         "maximum of",
         "must be between",
-        "limit of",
     ]
     .iter()
     .any(|p| m.contains(p))
@@ -1113,7 +1115,11 @@ mod tests {
         ] {
             assert!(says_too_large(said), "{said}");
         }
-        for said in ["Invalid record id: abc", "List 987 is DYNAMIC"] {
+        for said in [
+            "Invalid record id: abc",
+            "List 987 is DYNAMIC",
+            "The callback exceeded its expiration",
+        ] {
             assert!(!says_too_large(said), "{said}");
         }
     }

@@ -96,7 +96,7 @@ pub fn run(config: &Config, request: &Request) -> anyhow::Result<Summary> {
     if crate::dispatch::locks::dispatching(&config.server.data_dir).unwrap_or(false) {
         let share = share_of(connector);
         eprintln!(
-            "a `serve` (or `tick`) sends from {}: this import paces at {share} calls per 10 s, the share of connector {}'s limit its planning leaves",
+            "the dispatch lock of {} is held (by a `serve` sending from it, most likely): this import paces at {share} calls per 10 s, the share of connector {}'s limit that planning leaves",
             config.server.data_dir.display(),
             connector.id
         );

@@ -139,8 +139,9 @@ impl World {
             })
             .collect();
         let mut body = json!({ "results": results });
-        if after + limit < urls.len() {
-            body["paging"] = json!({"next": {"after": (after + limit).to_string()}});
+        let next = after.saturating_add(limit);
+        if next < urls.len() {
+            body["paging"] = json!({"next": {"after": next.to_string()}});
         }
         (StatusCode::OK, axum::Json(body)).into_response()
     }

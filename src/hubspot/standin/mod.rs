@@ -588,11 +588,11 @@ impl World {
         body: &[u8],
     ) -> Response {
         let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+        let required = required_scopes(method, &segments);
         if let Some(granted) = &self.options.scopes
-            && let Some(scope) = (required_scopes(method, &segments).iter())
-                .find(|scope| !granted.iter().any(|g| g == *scope))
+            && (required.iter()).any(|scope| !granted.iter().any(|g| g == scope))
         {
-            return missing_scope(scope);
+            return missing_scope(required);
         }
         match (method.clone(), segments.as_slice()) {
             (Method::GET, ["account-info", "v3" | "2026-03", "details"]) => self.account_details(),

@@ -121,15 +121,15 @@ pub(super) fn required_scopes(method: &Method, segments: &[&str]) -> &'static [&
     }
 }
 
-/// HubSpot's 403 for a token without a scope the call needs.
-pub(super) fn missing_scope(scope: &str) -> Response {
+/// HubSpot's 403 for a token without a scope the call needs, naming every scope it needs.
+pub(super) fn missing_scope(scopes: &[&str]) -> Response {
     let body = json!({
         "status": "error",
         "message": "This app hasn't been granted all required scopes to make this call. Read more about required scopes here: https://developers.hubspot.com/scopes.",
         "correlationId": correlation_id(),
         "errors": [{
             "message": "One or more of the following scopes are required.",
-            "context": {"requiredGranularScopes": [scope]},
+            "context": {"requiredGranularScopes": scopes},
         }],
         "links": {"scopes": "https://developers.hubspot.com/scopes"},
         "category": "MISSING_SCOPES",
