@@ -87,17 +87,19 @@ pub struct Summary {
 }
 
 /// Run the import for one connector (`sendtime import hubspot`), at the connector's full pace,
-/// or at the share planning leaves when a `serve` sends from the same data folder: its
-/// limiter and this one are apart, and at full pace the two together went past HubSpot's
-/// limit, and its sends were held by the 429s.
+/// or at the share planning leaves when the data folder's dispatch lock is held (a `serve`
+/// sending from it): its limiter and this one are apart, and at full pace the two together
+/// went past HubSpot's limit, and its sends were held by the 429s.
 pub fn run(config: &Config, request: &Request) -> anyhow::Result<Summary> {
     let connector = pick_connector(config, request.connector.as_deref())?;
     let mut client = Client::for_connector(connector, REQUEST_TIMEOUT)?;
-    if crate::dispatch::locks::dispatching(&config.server.data_dir).unwrap_or(false) {
+    // The data folder exists by now (made owner-only by the command).
+    let data_dir = &config.server.data_dir;
+    if crate::dispatch::locks::dispatching(data_dir).unwrap_or(false) {
         let share = share_of(connector);
         eprintln!(
             "the dispatch lock of {} is held (by a `serve` sending from it, most likely): this import paces at {share} calls per 10 s, the share of connector {}'s limit that planning leaves",
-            config.server.data_dir.display(),
+            data_dir.display(),
             connector.id
         );
         client = client.with_share(share);
