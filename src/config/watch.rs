@@ -111,14 +111,12 @@ impl Drop for Watcher {
 /// working directory stays on the folder it started in, so a replaced folder was never
 /// followed for the default `--config webhooks.toml` run inside it.
 fn from_shell(path: PathBuf) -> PathBuf {
-    use std::os::unix::fs::MetadataExt;
     if path.is_absolute() {
         return path;
     }
-    let id = |p: &Path| std::fs::metadata(p).ok().map(|m| (m.dev(), m.ino()));
-    let shell = std::env::var_os("PWD")
-        .map(PathBuf::from)
-        .filter(|pwd| pwd.is_absolute() && id(pwd).is_some() && id(pwd) == id(Path::new(".")));
+    let shell = std::env::var_os("PWD").map(PathBuf::from).filter(|pwd| {
+        pwd.is_absolute() && folder_id(pwd).is_some() && folder_id(pwd) == folder_id(Path::new("."))
+    });
     match shell.or_else(|| std::env::current_dir().ok()) {
         Some(cwd) => cwd.join(path),
         None => path,

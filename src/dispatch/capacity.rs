@@ -143,9 +143,11 @@ fn limits(config: &Config) -> Vec<u32> {
     (config.connectors.iter())
         .map(|c| {
             // A dry run calls nothing (an import's calls may teach its limiter meanwhile).
-            let limiter = Limiter::existing(&c.id).filter(|_| !c.dry_run);
-            let hubspot = limiter.and_then(|l| l.hubspot_per_10s());
-            hubspot.map_or(c.requests_per_10s, |h| h.min(c.requests_per_10s))
+            if c.dry_run {
+                c.requests_per_10s
+            } else {
+                Limiter::limit_of(&c.id, c.requests_per_10s)
+            }
         })
         .collect()
 }

@@ -376,18 +376,10 @@ impl Link {
                 std::future::pending::<()>().await;
             }
         };
-        let held_past_horizon = async {
-            loop {
-                if let Some(t) = self.client.held_until().filter(|t| *t > horizon) {
-                    return t;
-                }
-                tokio::time::sleep(HOLD_CHECK).await;
-            }
-        };
         let admitted = tokio::select! {
             admitted = self.client.admit_in(lane) => admitted,
             () = stopped => return Err(now()),
-            t = held_past_horizon => {
+            t = self.client.held_past(horizon, HOLD_CHECK) => {
                 let left = t.saturating_duration_since(Instant::now());
                 return Err(now() + left.as_millis() as i64);
             }

@@ -544,6 +544,21 @@ impl Client {
             .map(drop)
     }
 
+    /// Once a hold on this client's calls (after a 429) runs past `beyond`: its end. Looked at
+    /// every `every`.
+    pub async fn held_past(
+        &self,
+        beyond: tokio::time::Instant,
+        every: Duration,
+    ) -> tokio::time::Instant {
+        loop {
+            if let Some(t) = self.held_until().filter(|t| *t > beyond) {
+                return t;
+            }
+            tokio::time::sleep(every).await;
+        }
+    }
+
     /// Until when this client's calls are held after a 429, if they are.
     pub fn held_until(&self) -> Option<tokio::time::Instant> {
         std::iter::once(&self.limiter)
@@ -688,17 +703,9 @@ impl Client {
             // the connector (a 429's, up to an hour), there or coming while the retry waits its
             // turn, is not waited out here, where no stop or pause is seen: the call fails as
             // held, with the token refreshed, and the caller's retry waits for the hold.
-            let held = async {
-                loop {
-                    if let Some(until) = self.held_until() {
-                        return until;
-                    }
-                    tokio::time::sleep(HOLD_CHECK).await;
-                }
-            };
             tokio::select! {
                 biased;
-                until = held => {
+                until = self.held_past(tokio::time::Instant::now(), HOLD_CHECK) => {
                     self.auth.bearer(&self.http, &self.base, Some(&token)).await?;
                     return Err(ApiError::RateLimited {
                         policy: RatePolicy::TenSecondly,

@@ -208,6 +208,14 @@ impl Limiter {
         }
     }
 
+    /// The limit per 10 s a connector of account `account` set to `requests_per_10s` is paced
+    /// and planned under: HubSpot's when its answers in this process said a lower one.
+    pub fn limit_of(account: &str, requests_per_10s: u32) -> u32 {
+        Limiter::existing(account)
+            .and_then(|l| l.hubspot_per_10s())
+            .map_or(requests_per_10s, |h| h.min(requests_per_10s))
+    }
+
     /// Account `account`'s latest rate-limit headers in this process and when they came (epoch
     /// ms: the daily count they show is stale after HubSpot's midnight), if any client of it
     /// has had some.

@@ -144,11 +144,8 @@ pub fn run_in_background(
 /// paced under, HubSpot's when its answers said a lower one than `requests_per_10s` (from the
 /// key, a run took a larger share of the real limit than planning leaves).
 fn share_of(connector: &Connector) -> u32 {
-    let limit = crate::hubspot::limiter::Limiter::existing(&connector.id)
-        .and_then(|l| l.hubspot_per_10s())
-        .map_or(connector.requests_per_10s, |h| {
-            h.min(connector.requests_per_10s)
-        });
+    let limit =
+        crate::hubspot::limiter::Limiter::limit_of(&connector.id, connector.requests_per_10s);
     let reserve = u64::from(limit) * (100 - crate::capacity::PLAN_SHARE_PERCENT) / 100;
     (reserve as u32).max(1)
 }
