@@ -182,3 +182,29 @@ fn a_correct_account_passes_and_each_misconfiguration_is_named() {
     );
     assert!(!text.contains("refused the token"), "{text}");
 }
+
+/// An app with more action definitions than `validate` reads: one past them is neither
+/// passed nor failed, and the line says how far it read.
+#[test]
+fn an_action_past_the_definitions_read_is_left_unjudged() {
+    let rt = common::runtime();
+    let dir = tempfile::tempdir().unwrap();
+    // The stand-in's pages hold 10 (HubSpot's size is undocumented); 100 pages are read.
+    let others = (1..=1000).map(|i| format!("https://elsewhere.example.com/{i}"));
+    let many = rt
+        .block_on(StandIn::start(Options {
+            lists: vec![("987".into(), ListKind::Manual)],
+            action_urls: others.chain([APP_URL.into()]).collect(),
+            ..Options::default()
+        }))
+        .unwrap();
+    let (ok, text) = validate_online(dir.path(), &format!("api_base = \"{}\"", many.url()), 62515);
+    assert!(ok, "{text}");
+    assert!(
+        text.contains(
+            "skip main action send-time: none of the first 1000 action definitions of app"
+        ),
+        "{text}"
+    );
+    assert!(!text.contains("FAIL"), "{text}");
+}

@@ -227,7 +227,7 @@ async fn action(
         percent_encoding::utf8_percent_encode(&key, percent_encoding::NON_ALPHANUMERIC)
     );
     // Paged: an app's definitions past the first page were reported unregistered.
-    let mut after: Option<String> = None;
+    let (mut after, mut read): (Option<String>, usize) = (None, 0);
     for _ in 0..MAX_DEFINITION_PAGES {
         let path = match &after {
             Some(a) => format!(
@@ -245,18 +245,28 @@ async fn action(
                 ));
             }
         };
-        let registered = (defs["results"].as_array().into_iter().flatten())
-            .any(|d| d["actionUrl"].as_str() == Some(url.as_str()));
-        if registered {
+        let page = defs["results"].as_array().map_or(&[][..], Vec::as_slice);
+        read += page.len();
+        if page
+            .iter()
+            .any(|d| d["actionUrl"].as_str() == Some(url.as_str()))
+        {
             return Verdict::Ok(format!("registered for app {} at {url}", connector.app_id));
         }
         match defs["paging"]["next"]["after"].as_str() {
             Some(next) if after.as_deref() != Some(next) => after = Some(next.to_string()),
-            _ => break,
+            _ => {
+                return Verdict::Fail(format!(
+                    "no action of app {} posts to {url}; register it with `sendtime hubspot action-definition`",
+                    connector.app_id
+                ));
+            }
         }
     }
-    Verdict::Fail(format!(
-        "no action of app {} posts to {url}; register it with `sendtime hubspot action-definition`",
+    // Not found in what was read; the rest is unknown, so no verdict on it.
+    Verdict::Skip(format!(
+        "none of the first {read} action definitions of app {} ({MAX_DEFINITION_PAGES} pages) posts to {url}; \
+         sendtime reads no further: check the app's actions in HubSpot",
         connector.app_id
     ))
 }
