@@ -621,6 +621,38 @@ fn an_import_beside_a_running_serve_takes_the_share_planning_leaves() {
     let least = Duration::from_millis(450) * (calls.len() as u32 - 1);
     assert!(span >= least, "{} calls in {span:?}", calls.len());
     drop(held);
+
+    // A `serve` started after the import: seen at the next page (each answer takes 300 ms, so
+    // at full pace pages start about 300 ms apart, at the share about 590 ms).
+    let s = setup(Options::default());
+    let slow = Injection::next(Fault::Slow(Duration::from_millis(300)));
+    s.standin.inject(slow.times(u64::MAX).on(EVENTS));
+    let import = s.command(Some(DEFAULT_TOKEN)).spawn().unwrap();
+    common::eventually(Duration::from_secs(30), || {
+        (!s.events_requests().is_empty()).then_some(())
+    })
+    .expect("the import reads its first page");
+    let held = std::fs::File::create(s.data.join("dispatch.lock")).unwrap();
+    held.lock().unwrap();
+    let locked = std::time::SystemTime::now();
+    let out = import.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        said.contains("paces at 19 calls per 10 s from now on"),
+        "{said}"
+    );
+    // The page asked for as the lock was taken may have gone at full pace; the rest are shared.
+    let after: Vec<_> = (s.events_requests().into_iter())
+        .filter(|c| c.at > locked)
+        .skip(1)
+        .collect();
+    assert!(after.len() >= 4, "{} pages after the lock", after.len());
+    let span = (after.last().unwrap().at)
+        .duration_since(after[0].at)
+        .unwrap();
+    let least = Duration::from_millis(450) * (after.len() as u32 - 1);
+    assert!(span >= least, "{} calls in {span:?}", after.len());
 }
 
 /// An erase while `sendtime import hubspot` runs is refused: the import takes the events lock

@@ -505,6 +505,14 @@ impl Client {
         self
     }
 
+    /// Pace this client's share ([`Client::with_share`]) under `per_10s` from now on; a client
+    /// without one is paced by the account's limiter alone, as before.
+    pub fn share_at(&self, per_10s: u32) {
+        if let Some(share) = &self.share {
+            share.set_rate(per_10s);
+        }
+    }
+
     /// Pace this client's limiter (the account's, for [`Client::for_connector`]) under
     /// `requests_per_10s` from now on ([`Limiter::set_rate`]).
     pub fn pace_at(&self, requests_per_10s: u32) {

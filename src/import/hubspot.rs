@@ -87,26 +87,34 @@ pub struct Summary {
 }
 
 /// Run the import for one connector (`sendtime import hubspot`), at the connector's full pace,
-/// or at the share planning leaves when the data folder's dispatch lock is held (a `serve`
-/// sending from it): its limiter and this one are apart, and at full pace the two together
-/// went past HubSpot's limit, and its sends were held by the 429s.
+/// or at the share planning leaves from the first page on which the data folder's dispatch
+/// lock is held (a `serve` sending from it, maybe started after the import): its limiter and
+/// this one are apart, and at full pace the two together went past HubSpot's limit, and its
+/// sends were held by the 429s.
 pub fn run(config: &Config, request: &Request) -> anyhow::Result<Summary> {
     let connector = pick_connector(config, request.connector.as_deref())?;
-    let mut client = Client::for_connector(connector, REQUEST_TIMEOUT)?;
-    // The data folder exists by now (made owner-only by the command).
-    let data_dir = &config.server.data_dir;
-    if crate::dispatch::locks::dispatching(data_dir).unwrap_or(false) {
-        let share = share_of(connector);
-        eprintln!(
-            "the dispatch lock of {} is held (by a `serve` sending from it, most likely): this import paces at {share} calls per 10 s, the share of connector {}'s limit that planning leaves",
-            data_dir.display(),
-            connector.id
-        );
-        client = client.with_share(share);
-    }
+    let client =
+        Client::for_connector(connector, REQUEST_TIMEOUT)?.with_share(connector.requests_per_10s);
     let page_size = request.page_size.clamp(1, MAX_EVENTS_PAGE);
-    let summary = Import::new(config, connector, client, page_size, request.dedup_budget)?
-        .run(request.since_ms, request.until_ms)?;
+    let mut import = Import::new(config, connector, client, page_size, request.dedup_budget)?;
+    // The data folder exists by now (made owner-only by the command).
+    let (data_dir, id, share) = (
+        import.data_dir.clone(),
+        connector.id.clone(),
+        share_of(connector),
+    );
+    let mut shared = false;
+    import.before_page = Box::new(move |client: &Client| {
+        if !shared && crate::dispatch::locks::dispatching(&data_dir).unwrap_or(false) {
+            shared = true;
+            eprintln!(
+                "the dispatch lock of {} is held (by a `serve` sending from it, most likely): this import paces at {share} calls per 10 s from now on, the share of connector {id}'s limit that planning leaves",
+                data_dir.display(),
+            );
+            client.share_at(share);
+        }
+    });
+    let summary = import.run(request.since_ms, request.until_ms)?;
     println!(
         "imported {} new event{} from HubSpot (connector {}) in {} page{}; {} already stored, \
          {} skipped; read {} .. {}, every event before {} is imported",
@@ -190,6 +198,8 @@ struct Import {
     /// Asked after each page and while waiting on HubSpot: why to stop there, if so (the
     /// process is shutting down, the connector was paused).
     stop: Box<dyn Fn() -> Option<&'static str> + Send>,
+    /// Called before each page is asked for, with the client that asks.
+    before_page: Box<dyn FnMut(&Client) + Send>,
 }
 
 impl Import {
@@ -213,6 +223,7 @@ impl Import {
             page_size,
             dedup_budget,
             stop: Box::new(|| None),
+            before_page: Box::new(|_| {}),
         })
     }
 
@@ -358,6 +369,7 @@ impl Import {
         let (mut new_total, mut dup_total, mut skipped_total) = (0u64, 0u64, 0u64);
         let mut resuming_offset = cursor.offset.is_some();
         loop {
+            (self.before_page)(&self.client);
             let query = EventsQuery {
                 start_ms: Some(cursor.start_ms),
                 end_ms: Some(cursor.end_ms),
