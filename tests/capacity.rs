@@ -913,6 +913,74 @@ fn a_paused_webhook_leaves_the_connector_to_the_others_and_is_spread_when_resume
     assert_eq!(sent, 200);
 }
 
+/// A webhook taken out of the config holds its contacts as they come due; put back, its
+/// backlog is spread over the minutes the connector can send, as a resumed pause's is, not
+/// sent in one tick (an audit found it was: the held contacts were queued after the ledgers
+/// were built, and the tick sent them all).
+#[test]
+fn a_webhook_back_in_the_config_has_its_held_backlog_spread() {
+    use sendtime::clock::Clock;
+    use sendtime::config::WebhookType;
+    use sendtime::dispatch::Dispatcher;
+    use sendtime::metrics::Metrics;
+
+    const NOW: i64 = 1_795_947_420_000; // 2026-11-29 10:17 UTC
+    let rt = runtime();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let (a, b) = (
+        Hook {
+            id: "a",
+            kind: "IMMEDIATE",
+            target: "workflow_id = 1",
+        },
+        Hook {
+            id: "b",
+            kind: "IMMEDIATE",
+            target: "workflow_id = 2",
+        },
+    );
+    let config_of = |hooks: &[&Hook]| {
+        TestConfig {
+            env: "CAPACITY",
+            server: &format!("data_dir = \"{}\"", data.display()),
+            connector: "dry_run = true\nrequests_per_10s = 5",
+            hooks,
+            ..TestConfig::default()
+        }
+        .config(&data)
+    };
+    let (both, without_a) = (config_of(&[&a, &b]), config_of(&[&b]));
+    let per_minute =
+        sendtime::capacity::Capacity::of(&both.connectors[0]).per_minute / sendtime::capacity::CALL;
+    write_inbox(
+        &data,
+        &receipts_of("a", WebhookType::Immediate, 0..200, NOW),
+    );
+    let clock = dir.path().join("clock");
+    common::set_clock(&clock, NOW);
+    let mut d = Dispatcher::open(&data, Metrics::new(), Clock::File(clock.clone())).unwrap();
+    let mut tick_at = |config: &sendtime::config::Config, at: i64| {
+        common::set_clock(&clock, at);
+        let (_tx, stop) = tokio::sync::watch::channel(false);
+        rt.block_on(d.tick(config, stop)).unwrap()
+    };
+    let first = tick_at(&both, NOW).dry_run;
+    assert!(first as u64 <= per_minute && first > 0, "{first}");
+    // Taken out: the rest come due over the next minutes and are held, none sent.
+    for k in 1..20 {
+        assert_eq!(tick_at(&without_a, NOW + k * MINUTE).dry_run, 0);
+    }
+    let mut sent = first;
+    for k in 20..40 {
+        let report = tick_at(&both, NOW + k * MINUTE);
+        assert!(report.dry_run as u64 <= per_minute, "minute {k}: {report}");
+        sent += report.dry_run;
+    }
+    assert_eq!(sent, 200);
+}
+
 /// IMMEDIATE receipts beyond a minute's capacity wait for the first minute with room: they
 /// have no window, so they are counted as `delayed`, not `spilled` past a window (whose
 /// warning says to widen it), and their reasons say the minutes before were full.

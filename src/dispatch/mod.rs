@@ -223,6 +223,10 @@ impl Dispatcher {
             self.pauses = pauses;
             self.capacity = None;
         }
+        // A webhook back in the config: its held contacts are queued before the ledgers are
+        // built again ([`Dispatcher::requeue`]), so their backlog is spread over the minutes
+        // with room, not sent in this tick (an audit found it was).
+        self.unhold(config);
         // A backlog that came due in a gap nothing planned (a host suspended, a clock stepped
         // forward) is spread over the minutes with room, as at a start, not sent in one tick:
         // that tick could last hours, go on into the contacts' quiet hours, and keep planning
@@ -252,7 +256,6 @@ impl Dispatcher {
             .board
             .set_population(&self.profiles.population());
         self.publish_forecast(config, now);
-        self.unhold(config);
         self.load_stored_pauses(config);
         self.resume_connectors(now);
 
