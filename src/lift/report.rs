@@ -164,9 +164,20 @@ pub struct Lift {
     pub metrics: Vec<Metric>,
     /// Connectors `serve` imports for none of whose engagement is imported yet.
     pub unimported: Vec<String>,
+    /// Webhooks with receipts not sent yet: each is counted up to the first of them.
+    pub unsent: Vec<Unsent>,
     /// What a reader needs to know to read the figures ([`Lift::explain`]), as the report
     /// prints them.
     pub notes: Vec<String>,
+}
+
+/// A webhook's receipts not done with yet (waiting, retrying, held): its receipts from the
+/// first of them on are not counted until it is.
+#[derive(Debug, Clone, Serialize)]
+pub struct Unsent {
+    pub webhook: String,
+    pub first_received_ms: i64,
+    pub receipts: u64,
 }
 
 /// A planned receipt: who, whether it was held out, and when it was sent, if it was.
@@ -179,6 +190,9 @@ pub struct Planned {
     pub received_at_ms: i64,
     /// Its first send (enrolled, listed or completed); none: not sent (waiting, failed).
     pub sent_at_ms: Option<i64>,
+    /// Whether it is done with: sent, failed for good, or recorded as a dry run; not still
+    /// waiting, retrying or held.
+    pub ended: bool,
     pub holdout: bool,
     /// The webhook's holdout share it was drawn at; none in rows from before it was recorded.
     pub share: Option<f64>,
@@ -201,6 +215,10 @@ struct Send {
     /// from here, the same rule for both groups (by send time, an optimized send, later,
     /// would be left out where its held-out twin is in).
     counted_from_ms: i64,
+    /// Received at or after a receipt of its webhook that is not sent yet: not counted, in
+    /// either group, until that one is done with (its wait is not known yet, and the longest
+    /// wait of those sent would count its held-out twin and leave it out).
+    after_unsent: bool,
     /// The contact's next send of any webhook, if any: engagement after it is that send's.
     next_ms: Option<i64>,
     /// Without a store entry (`contact` none): the index of the key it was posted with among
@@ -270,6 +288,12 @@ pub fn lift(data_dir: &Path, options: &Options) -> anyhow::Result<Lift> {
         0
     };
     let compared: Vec<&Planned> = compared(&all).collect();
+    // Per webhook, the first receipt not done with, and how many are not.
+    let mut unsent: BTreeMap<&str, (i64, u64)> = BTreeMap::new();
+    for s in compared.iter().filter(|s| !s.ended) {
+        let u = unsent.entry(&s.webhook).or_insert((i64::MAX, 0));
+        *u = (u.0.min(s.received_at_ms), u.1 + 1);
+    }
     let mut wait: HashMap<&str, i64> = HashMap::new();
     let mut receipts = [0u64; 2];
     for s in &compared {
@@ -309,6 +333,9 @@ pub fn lift(data_dir: &Path, options: &Options) -> anyhow::Result<Lift> {
                 at_ms,
                 holdout: s.holdout,
                 counted_from_ms: s.received_at_ms + wait[s.webhook.as_str()],
+                after_unsent: unsent
+                    .get(s.webhook.as_str())
+                    .is_some_and(|&(first, _)| s.received_at_ms >= first),
                 // At a later instant: sends of one instant (callbacks completed in one
                 // batch) share their window.
                 next_ms: next_send([by_email, by_id], at_ms),
@@ -327,7 +354,7 @@ pub fn lift(data_dir: &Path, options: &Options) -> anyhow::Result<Lift> {
             // time.
             let mut clusters: BTreeMap<Result<u32, usize>, Cells> = BTreeMap::new();
             for s in &sends {
-                if s.counted_from_ms + hours * HOUR_MS > as_of_ms {
+                if s.after_unsent || s.counted_from_ms + hours * HOUR_MS > as_of_ms {
                     continue;
                 }
                 let end = (s.at_ms + hours * HOUR_MS).min(s.next_ms.unwrap_or(i64::MAX));
@@ -365,8 +392,8 @@ pub fn lift(data_dir: &Path, options: &Options) -> anyhow::Result<Lift> {
             let mut m = compare(metric, hours, strata.len(), &clusters);
             if m.optimized.sends + m.holdout.sends == 0 && !sends.is_empty() {
                 m.no_verdict = Some(NoVerdict::NoWindowEnded);
-                m.first_window_end_ms = sends
-                    .iter()
+                m.first_window_end_ms = (sends.iter())
+                    .filter(|s| !s.after_unsent)
                     .map(|s| s.counted_from_ms + hours * HOUR_MS)
                     .min();
             }
@@ -386,6 +413,13 @@ pub fn lift(data_dir: &Path, options: &Options) -> anyhow::Result<Lift> {
         holdout_sends: sends.iter().filter(|s| s.holdout).count() as u64,
         metrics,
         unimported: options.unimported.clone(),
+        unsent: (unsent.into_iter())
+            .map(|(webhook, (first, receipts))| Unsent {
+                webhook: webhook.to_string(),
+                first_received_ms: first,
+                receipts,
+            })
+            .collect(),
         notes: Vec::new(),
     };
     lift.notes = lift.explain();
@@ -681,7 +715,11 @@ fn people(sends: &[Send]) -> impl Fn(u32) -> u32 {
 /// completed) if any. Of the outcomes, only the sends are read, and the other steps of the few
 /// receipts whose send resolved a doubt ([`sent_at`]); of the plan, what a row needs here.
 pub fn planned(data_dir: &Path) -> anyhow::Result<Vec<Planned>> {
-    let sends = outcomes::read_kept_with_status(data_dir, &SENDS)?;
+    let sends = outcomes::read_kept_with_status(data_dir, &ENDS)?;
+    let unsent_ends: HashSet<String> = (sends.iter())
+        .filter(|r| !is_send(r.status))
+        .map(|r| r.receipt_id.clone())
+        .collect();
     let first = first_sends(&sends);
     let doubts: HashSet<&str> = resolved(&first).collect();
     let steps = if doubts.is_empty() {
@@ -698,8 +736,10 @@ pub fn planned(data_dir: &Path) -> anyhow::Result<Vec<Planned>> {
         if !seen.insert(p.receipt_id.clone()) {
             continue;
         }
+        let sent_at_ms = sent.get(&p.receipt_id).copied();
         out.push(Planned {
-            sent_at_ms: sent.get(&p.receipt_id).copied(),
+            ended: sent_at_ms.is_some() || unsent_ends.contains(&p.receipt_id),
+            sent_at_ms,
             receipt_id: p.receipt_id,
             webhook: p.webhook_id,
             contact_id: p.contact_id,
@@ -715,6 +755,14 @@ pub fn planned(data_dir: &Path) -> anyhow::Result<Vec<Planned>> {
 
 /// The statuses of a send.
 const SENDS: [Status; 3] = [Status::Enrolled, Status::Listed, Status::Completed];
+/// The statuses that end a receipt: a send, a failure for good, a dry run.
+const ENDS: [Status; 5] = [
+    Status::Enrolled,
+    Status::Listed,
+    Status::Completed,
+    Status::Failed,
+    Status::DryRun,
+];
 
 fn is_send(s: Status) -> bool {
     SENDS.contains(&s)
@@ -863,6 +911,14 @@ impl Lift {
             notes.push(format!(
                 "{n} webhook{} (each at each holdout share it had) left out of some comparisons: fewer than {MIN_CONTACTS} contacts in a group, too few to tell their difference from chance",
                 if n == 1 { "" } else { "s" }
+            ));
+        }
+        for u in &self.unsent {
+            notes.push(format!(
+                "{}: counted up to its receipts of {}, when the first of its {} not yet sent (waiting, retrying or held) was received; from there both groups count once it is sent or fails",
+                u.webhook,
+                format_minute(u.first_received_ms),
+                u.receipts
             ));
         }
         for c in &self.unimported {
@@ -1156,6 +1212,7 @@ mod tests {
                 holdout_sends,
                 metrics: Vec::new(),
                 unimported: Vec::new(),
+                unsent: Vec::new(),
                 notes: Vec::new(),
             };
             lift.notes = lift.explain();
@@ -1481,6 +1538,15 @@ mod tests {
         let mut given = THREE.to_vec();
         given.push(("r4", 3, T + 2 * HOUR_MS, None, false));
         let dir = world(&given, &[(2, T - 10 * DAY_MS)]);
+        let mut failed = enrolled("r4", "w", T + 3 * HOUR_MS, false);
+        (failed.status, failed.http_status) = (Status::Failed, Some(400));
+        outcomes::dataset(dir.path())
+            .unwrap()
+            .write_part(
+                ulid::Ulid::generate(),
+                &mut outcomes::frame(&[failed]).unwrap(),
+            )
+            .unwrap();
         let options = Options {
             as_of_ms: T + 10 * DAY_MS,
             ..Options::default()
@@ -1488,6 +1554,51 @@ mod tests {
         let all = lift(dir.path(), &options).unwrap();
         assert_eq!((all.optimized_receipts, all.optimized_sends), (2, 1));
         assert_eq!((all.holdout_receipts, all.holdout_sends), (2, 2));
+        let m = opened_24h(&all);
+        assert_eq!((m.optimized.sends, m.holdout.sends), (1, 2));
+        assert!(all.unsent.is_empty());
+    }
+
+    /// An optimized receipt not sent yet (its planned time days ahead, a retry, a pause) holds
+    /// its webhook's count at its receipt time, in both groups: by the longest wait of those
+    /// sent, its held-out twin, sent at receipt, was counted and it was not (an audit's case).
+    /// Once it is sent, the receipts after it count again.
+    #[test]
+    fn a_receipt_not_sent_yet_holds_both_groups_at_its_receipt_time() {
+        let mut given = THREE.to_vec();
+        given.push(("r4", 3, T + 2 * HOUR_MS, None, false));
+        let dir = world(&given, &[(2, T - 10 * DAY_MS)]);
+        let options = Options {
+            as_of_ms: T + 10 * DAY_MS,
+            ..Options::default()
+        };
+        let all = lift(dir.path(), &options).unwrap();
+        // r1 and r2 (received before r4) count; r3, held out after it, does not yet.
+        let m = opened_24h(&all);
+        assert_eq!((m.optimized.sends, m.holdout.sends), (1, 1));
+        assert_eq!((all.optimized_sends, all.holdout_sends), (1, 2));
+        assert_eq!(all.unsent.len(), 1);
+        assert_eq!(
+            (all.unsent[0].first_received_ms, all.unsent[0].receipts),
+            (T + 2 * HOUR_MS, 1)
+        );
+        assert!(
+            all.notes.iter().any(|n| n.starts_with("w: counted up to")),
+            "{:?}",
+            all.notes
+        );
+        // Sent three days after receipt: every receipt counts.
+        outcomes::dataset(dir.path())
+            .unwrap()
+            .write_part(
+                ulid::Ulid::generate(),
+                &mut outcomes::frame(&[enrolled("r4", "w", T + 3 * DAY_MS, false)]).unwrap(),
+            )
+            .unwrap();
+        let all = lift(dir.path(), &options).unwrap();
+        let m = opened_24h(&all);
+        assert_eq!((m.optimized.sends, m.holdout.sends), (2, 2));
+        assert!(all.unsent.is_empty());
     }
 
     /// An IMMEDIATE webhook's receipts go at receipt in both groups: left out of the report
@@ -1700,6 +1811,7 @@ mod tests {
             received_at_ms: day_n * day,
             // Optimized sends go out days after receipt.
             sent_at_ms: Some(day_n * day + if holdout { 0 } else { 3 * day }),
+            ended: true,
             holdout,
             share: None,
             timed: true,
