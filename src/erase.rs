@@ -17,7 +17,7 @@ use crate::config::Config;
 use crate::cut_short;
 use crate::datasets::contacts::{self, Contacts, is_email_address};
 use crate::datasets::{KEPT_APART, events, inbox, outcomes, plan};
-use crate::store::{Dataset, read_columns_or_null};
+use crate::store::{self, Dataset, read_columns_or_null};
 
 /// What an erase that failed once it began removing rows tells the operator.
 const CUT_SHORT: &str =
@@ -223,7 +223,7 @@ pub fn run(
     let Found {
         mut receipts,
         linked,
-    } = find(data_dir, &dictionary, &person)?;
+    } = find(data_dir, &dictionary, &person, dry_run)?;
     anyhow::ensure!(
         linked.is_empty() || only || dry_run || (finishing && given.is_empty()),
         "their rows also name {}: give those too to erase everything held about this person, \
@@ -349,6 +349,7 @@ fn receipt_rows(df: &DataFrame) -> anyhow::Result<Vec<ReceiptRow<'_>>> {
 /// Read `columns` of every inbox and plan part (live and archived) through `visit`.
 fn each_receipt_part(
     data_dir: &Path,
+    dry_run: bool,
     mut visit: impl FnMut(&DataFrame) -> anyhow::Result<()>,
 ) -> anyhow::Result<()> {
     for (dataset, columns) in receipt_datasets(data_dir)? {
@@ -356,17 +357,40 @@ fn each_receipt_part(
             continue;
         }
         for part in dataset.parts()? {
-            visit(&read_columns_or_null(
-                &part,
-                &[
-                    (inbox::col::RECEIPT_ID, DataType::String),
-                    (inbox::col::EMAIL, DataType::String),
-                    (inbox::col::CONTACT_ID, DataType::Int64),
-                ],
-            )?)?;
+            let columns = [
+                (inbox::col::RECEIPT_ID, DataType::String),
+                (inbox::col::EMAIL, DataType::String),
+                (inbox::col::CONTACT_ID, DataType::Int64),
+            ];
+            if let Some(df) = read_found(&dataset, &part, &columns, dry_run)? {
+                visit(&df)?;
+            }
         }
     }
     Ok(())
+}
+
+/// `columns` of `part`, or none for a part gone since listed or damaged. A damaged part is set
+/// aside into quarantine, as the rewrite after would set it aside (an audit found every erase
+/// stopped at one instead), or, in a dry run, which moves nothing, named with what to do.
+fn read_found(
+    dataset: &Dataset,
+    part: &Path,
+    columns: &[(&str, DataType)],
+    dry_run: bool,
+) -> anyhow::Result<Option<DataFrame>> {
+    match read_columns_or_null(part, columns) {
+        Ok(df) => Ok(Some(df)),
+        Err(e) if store::is_not_found(&e) => Ok(None),
+        Err(e) if dry_run => Err(store::named_for_dry_run(part, e)),
+        Err(e) if store::cannot_open(&e) => {
+            Err(e.context(format!("cannot read {}", part.display())))
+        }
+        Err(e) => {
+            dataset.quarantine(part, &e)?;
+            Ok(None)
+        }
+    }
 }
 
 /// What the data folder holds of `person`, found in one read of each dataset: the ids of
@@ -378,10 +402,15 @@ struct Found {
     linked: Person,
 }
 
-fn find(data_dir: &Path, dictionary: &Contacts, person: &Person) -> anyhow::Result<Found> {
+fn find(
+    data_dir: &Path,
+    dictionary: &Contacts,
+    person: &Person,
+    dry_run: bool,
+) -> anyhow::Result<Found> {
     let mut wider = person.clone();
     let mut receipts = BTreeSet::new();
-    each_receipt_part(data_dir, |df| {
+    each_receipt_part(data_dir, dry_run, |df| {
         for (receipt, email, id) in receipt_rows(df)? {
             if person.matches(email, id) {
                 wider.widen(email, id);
@@ -399,14 +428,15 @@ fn find(data_dir: &Path, dictionary: &Contacts, person: &Person) -> anyhow::Resu
         let email = (!key.starts_with('#')).then_some(key.as_str());
         widen(email, *id);
     }
-    for part in events::dataset(data_dir)?.parts()? {
-        let df = read_columns_or_null(
-            &part,
-            &[
-                (events::col::EMAIL, DataType::String),
-                (events::col::CONTACT_ID, DataType::Int64),
-            ],
-        )?;
+    let events_ds = events::dataset(data_dir)?;
+    for part in events_ds.parts()? {
+        let columns = [
+            (events::col::EMAIL, DataType::String),
+            (events::col::CONTACT_ID, DataType::Int64),
+        ];
+        let Some(df) = read_found(&events_ds, &part, &columns, dry_run)? else {
+            continue;
+        };
         let emails = df.column(events::col::EMAIL)?.str()?;
         let ids = df.column(events::col::CONTACT_ID)?.i64()?;
         for (email, id) in emails.iter().zip(ids.iter()) {
@@ -574,7 +604,7 @@ mod tests {
         .unwrap();
         let dictionary = Contacts::load(dir.path()).unwrap();
         let ann = Person::parse(&["ann@example.com".into(), "7701".into()]).unwrap();
-        let links = find(dir.path(), &dictionary, &ann).unwrap().linked;
+        let links = find(dir.path(), &dictionary, &ann, false).unwrap().linked;
         assert_eq!(links.names(), "carl@example.com");
         let taken: Vec<&str> = (0..dictionary.len())
             .filter(|&i| is_theirs(&ann, &dictionary, i))
@@ -582,7 +612,7 @@ mod tests {
             .collect();
         assert_eq!(taken, ["ann@example.com"]);
         let dora = Person::parse(&["dora@example.com".into()]).unwrap();
-        let links = find(dir.path(), &dictionary, &dora).unwrap().linked;
+        let links = find(dir.path(), &dictionary, &dora, false).unwrap().linked;
         assert_eq!(links.names(), "#9999");
     }
 

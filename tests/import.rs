@@ -1202,3 +1202,42 @@ fn a_file_without_rows_says_there_is_nothing_to_import() {
         Vec::<PathBuf>::new()
     );
 }
+
+/// A damaged events part (its bytes changed after it was written) does not stop an erase:
+/// the real run sets it aside into quarantine/ and says so, where every erase used to stop
+/// at it; a dry run, which moves nothing, names it and says what to do.
+#[test]
+fn an_erase_sets_a_damaged_part_aside_and_a_dry_run_names_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let csv = dir.path().join("export.csv");
+    export(&csv, 0..3000);
+    ok(&sendtime(&data, &csv_import(csv.to_str().unwrap(), "1000")));
+    let events = parts(&data, "events");
+    assert!(events.len() >= 3, "{events:?}");
+    let damaged = &events[1];
+    let mut bytes = std::fs::read(damaged).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0xff;
+    std::fs::write(damaged, bytes).unwrap();
+    let name = damaged.file_name().unwrap().to_str().unwrap();
+
+    let said = failed(&sendtime(&data, &["erase", "--dry-run", "1001"]));
+    assert!(
+        said.contains(name) && said.contains("is damaged: run without --dry-run"),
+        "{said}"
+    );
+    assert!(damaged.exists());
+
+    let before = stored(&data);
+    assert!(before.iter().any(|(key, ..)| key == "#1001"));
+    let out = ok(&sendtime(&data, &["erase", "1001"]));
+    assert!(!damaged.exists());
+    assert!(data.join("quarantine/events").join(name).exists());
+    assert!(out.contains("events: "), "{out}");
+    assert!(out.contains("files set aside as unreadable"), "{out}");
+    // Contact 1001's events left in the other parts are gone; the others' are kept.
+    let left = stored(&data);
+    assert!(left.iter().all(|(key, ..)| key != "#1001"), "{left:?}");
+    assert!(left.iter().any(|(key, ..)| key == "#1002"), "{left:?}");
+}

@@ -516,7 +516,12 @@ impl Dataset {
     ) -> anyhow::Result<usize> {
         let mut n = 0;
         for part in self.parts()? {
-            let df = read_present_columns(&part, columns)?;
+            let df = match read_present_columns(&part, columns) {
+                Ok(df) => df,
+                // Moved or merged since listed (a dry run beside `serve`).
+                Err(e) if is_not_found(&e) => continue,
+                Err(e) => return Err(named_for_dry_run(&part, e)),
+            };
             n += picked(&df)?.sum().unwrap_or(0) as usize;
         }
         Ok(n)
@@ -936,6 +941,19 @@ pub fn read_columns_or_null(
         }
     }
     Ok(df)
+}
+
+/// An error reading `part` in a dry run, which moves nothing: it names the part, and for a
+/// damaged one says what the real run does with it.
+pub fn named_for_dry_run(part: &Path, e: anyhow::Error) -> anyhow::Error {
+    let what = match cannot_open(&e) {
+        true => format!("cannot read {}", part.display()),
+        false => format!(
+            "{} is damaged: run without --dry-run, which sets it aside into quarantine/ (its rows are then no longer read) and goes on, or move it there yourself",
+            part.display()
+        ),
+    };
+    e.context(what)
 }
 
 /// An error of [`read_part`] for a file that is gone (compacted away since it was listed).
