@@ -103,6 +103,8 @@ pub struct Erased {
     pub person: Person,
     /// Emails and ids their rows name beside those given, not erased.
     pub linked: Person,
+    /// Receipts of a given id in other accounts ([`Found::elsewhere`]): (id, portal).
+    pub elsewhere: BTreeSet<(i64, i64)>,
     /// `--only`: the links are left by choice.
     pub only: bool,
     /// Rows per dataset (its folder under the data folder), those with any.
@@ -130,6 +132,13 @@ impl std::fmt::Display for Erased {
         }
         for (dataset, rows) in &self.rows {
             writeln!(f, "{dataset}: {rows} rows")?;
+        }
+        if !self.elsewhere.is_empty() {
+            let how = match self.only {
+                true => "erased: --only",
+                false => "a real run refuses until --only is given",
+            };
+            writeln!(f, "{} ({how})", elsewhere_text(&self.elsewhere))?;
         }
         if !self.linked.is_empty() {
             let why = match self.only {
@@ -223,7 +232,14 @@ pub fn run(
     let Found {
         mut receipts,
         linked,
+        elsewhere,
     } = find(data_dir, &dictionary, &person, dry_run)?;
+    anyhow::ensure!(
+        elsewhere.is_empty() || only || dry_run || (finishing && given.is_empty()),
+        "{}: a HubSpot id is one account's, so these may be another account's contact; check, \
+         then add --only to erase every row naming what was given, these too",
+        elsewhere_text(&elsewhere)
+    );
     anyhow::ensure!(
         linked.is_empty() || only || dry_run || (finishing && given.is_empty()),
         "their rows also name {}: give those too to erase everything held about this person, \
@@ -236,6 +252,7 @@ pub fn run(
 
     let mut erased = Erased {
         linked,
+        elsewhere,
         only,
         beside,
         ..Erased::default()
@@ -300,6 +317,17 @@ impl Erased {
     }
 }
 
+/// How the output names receipts of a given id in other accounts.
+fn elsewhere_text(elsewhere: &BTreeSet<(i64, i64)>) -> String {
+    let each: Vec<String> = (elsewhere.iter())
+        .map(|(id, portal)| format!("#{id} in portal {portal}"))
+        .collect();
+    format!(
+        "receipts by id alone, in an account none of their receipts by email is from (or in several): {}",
+        each.join(", ")
+    )
+}
+
 /// The datasets holding receipts, live, archived and discarded, each's inbox and plan rows
 /// before its outcomes; the columns the erase reads.
 fn receipt_datasets(data_dir: &Path) -> anyhow::Result<Vec<(Dataset, Vec<&'static str>)>> {
@@ -361,6 +389,7 @@ fn each_receipt_part(
                 (inbox::col::RECEIPT_ID, DataType::String),
                 (inbox::col::EMAIL, DataType::String),
                 (inbox::col::CONTACT_ID, DataType::Int64),
+                (inbox::col::PORTAL_ID, DataType::Int64),
             ];
             if let Some(df) = read_found(&dataset, &part, &columns, dry_run)? {
                 visit(&df)?;
@@ -400,6 +429,10 @@ fn read_found(
 struct Found {
     receipts: BTreeSet<String>,
     linked: Person,
+    /// (id, portal) of receipts matched by a given id alone in an account none of their
+    /// receipts by email is from (or, known by ids alone, in more than one account): a
+    /// HubSpot id is one account's, so these may be another account's contact.
+    elsewhere: BTreeSet<(i64, i64)>,
 }
 
 fn find(
@@ -410,15 +443,33 @@ fn find(
 ) -> anyhow::Result<Found> {
     let mut wider = person.clone();
     let mut receipts = BTreeSet::new();
+    // The accounts of their receipts by email, and of those by a given id alone.
+    let (mut by_email, mut by_id) = (BTreeSet::new(), BTreeSet::new());
     each_receipt_part(data_dir, dry_run, |df| {
-        for (receipt, email, id) in receipt_rows(df)? {
+        let portals = df.column(inbox::col::PORTAL_ID)?.i64()?;
+        for ((receipt, email, id), portal) in receipt_rows(df)?.into_iter().zip(portals.iter()) {
             if person.matches(email, id) {
                 wider.widen(email, id);
                 receipts.extend(receipt.map(str::to_string));
+                if let Some(p) = portal {
+                    match (person.matches(email, None), id) {
+                        (true, _) => by_email.insert(p),
+                        (false, Some(id)) => by_id.insert((id, p)),
+                        (false, None) => false,
+                    };
+                }
             }
         }
         Ok(())
     })?;
+    let accounts_of = |id: i64| by_id.iter().filter(move |(i, _)| *i == id).count();
+    let elsewhere = (by_id.iter())
+        .filter(|(id, p)| match by_email.is_empty() {
+            false => !by_email.contains(p),
+            true => accounts_of(*id) > 1,
+        })
+        .copied()
+        .collect();
     let mut widen = |email: Option<&str>, id: Option<i64>| {
         if person.matches(email, id) {
             wider.widen(email, id);
@@ -447,7 +498,11 @@ fn find(
         emails: &wider.emails - &person.emails,
         ids: &wider.ids - &person.ids,
     };
-    Ok(Found { receipts, linked })
+    Ok(Found {
+        receipts,
+        linked,
+        elsewhere,
+    })
 }
 
 /// Whether the dictionary entry `i` is `person`'s: by its key alone (an entry of another
@@ -574,6 +629,7 @@ fn count_files(dir: &Path) -> usize {
 mod tests {
     use super::*;
     use crate::datasets::events::{Event, Kind, append};
+    use crate::datasets::plan::PlanRow;
 
     fn event(email: &str, id: Option<i64>) -> Event {
         Event {
@@ -614,6 +670,55 @@ mod tests {
         let dora = Person::parse(&["dora@example.com".into()]).unwrap();
         let links = find(dir.path(), &dictionary, &dora, false).unwrap().linked;
         assert_eq!(links.names(), "#9999");
+    }
+
+    /// A given id's receipts by id alone in an account none of the person's receipts by
+    /// email is from are named (two accounts can each have a contact 7701), as are those of
+    /// an id found in several accounts when no email is known; the same account's are theirs.
+    #[test]
+    fn receipts_of_a_given_id_in_another_account_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let row = |id: &str, email: Option<&str>, contact: i64, portal: i64| PlanRow {
+            receipt_id: id.into(),
+            webhook_id: "w".into(),
+            webhook_type: crate::config::WebhookType::UpdateOnly,
+            contact_id: Some(contact),
+            email: email.map(str::to_string),
+            received_at_ms: 0,
+            due_at_ms: 0,
+            slot: None,
+            reason: String::new(),
+            planned_at_ms: 0,
+            callback_id: None,
+            holdout: false,
+            time_zone: None,
+            hold_ends_ms: None,
+            portal_id: Some(portal),
+            holdout_share: None,
+        };
+        let rows = [
+            row("r1", Some("ann@example.com"), 7701, 111),
+            row("r2", None, 7701, 111),
+            row("r3", None, 7701, 222),
+            row("r4", None, 8801, 111),
+        ];
+        plan::dataset(dir.path())
+            .unwrap()
+            .write_part(Ulid::generate(), &mut plan::frame(&rows).unwrap())
+            .unwrap();
+        let dictionary = Contacts::load(dir.path()).unwrap();
+        let found = |q: &[&str]| {
+            let person = Person::parse(&q.iter().map(|q| q.to_string()).collect::<Vec<_>>());
+            find(dir.path(), &dictionary, &person.unwrap(), false).unwrap()
+        };
+        let ann = found(&["ann@example.com", "7701"]);
+        assert_eq!(ann.elsewhere, BTreeSet::from([(7701, 222)]));
+        assert_eq!(ann.receipts.len(), 3);
+        // Known by the id alone: it is in two accounts.
+        let id = found(&["7701"]);
+        assert_eq!(id.elsewhere, BTreeSet::from([(7701, 111), (7701, 222)]));
+        assert_eq!(id.linked.names(), "ann@example.com");
+        assert!(found(&["8801"]).elsewhere.is_empty());
     }
 
     #[test]

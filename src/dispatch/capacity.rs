@@ -3,6 +3,7 @@
 //! within the new limits), and what each webhook's receipts cost.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::atomic::Ordering;
 
 use chrono_tz::Tz;
 
@@ -102,6 +103,10 @@ pub(super) struct Basis {
     /// Each connector's limit per 10 s: HubSpot's for the app when a response said a lower
     /// one than `requests_per_10s`, which calls are paced under ([`Limiter::hubspot_per_10s`]).
     limits: Vec<u32>,
+    /// Each connector's list batch size as HubSpot's refusals taught it (the dispatcher sends
+    /// batches no larger; none learned: `usize::MAX`): planning charged a call per
+    /// `list_batch_size` after the sends had gone to batches of a fraction of it.
+    list_batches: Vec<usize>,
 }
 
 impl Capacities {
@@ -128,12 +133,20 @@ impl Capacities {
         &self.basis.held
     }
 
-    /// How the receipts of each webhook of `config` are planned.
+    /// How the receipts of each webhook of `config` are planned: a list's batches no larger
+    /// than the dispatcher sends them ([`Basis::list_batches`]).
     pub fn routes<'c>(&self, config: &'c Config) -> HashMap<&'c str, Route<'c>> {
         config
             .webhooks
             .iter()
-            .map(|w| (w.id.as_str(), route(config, w)))
+            .map(|w| {
+                let mut r = route(config, w);
+                if let (Target::List(_), Cost::Batched { size, .. }) = (&w.target, &mut r.cost) {
+                    let learned = self.basis.list_batches.get(r.ledger).copied();
+                    *size = (*size).min(learned.unwrap_or(usize::MAX) as u64).max(1);
+                }
+                (w.id.as_str(), r)
+            })
             .collect()
     }
 }
@@ -296,9 +309,15 @@ impl Dispatcher {
     /// The [`Basis`] of `config`'s ledgers now.
     fn basis(&mut self, config: &Config) -> Basis {
         let held = self.held_targets(config).into_iter().map(String::from);
+        let held = held.collect();
+        let learned = |c: &crate::config::Connector| {
+            (self.links.get(&c.id))
+                .map_or(usize::MAX, |(_, l)| l.learned_batch.load(Ordering::Relaxed))
+        };
         Basis {
-            held: held.collect(),
+            held,
             limits: limits(config),
+            list_batches: config.connectors.iter().map(learned).collect(),
         }
     }
 

@@ -52,9 +52,12 @@ impl Rows {
 
     /// Every event of the events dataset under `data_dir`.
     pub fn from_dataset(data_dir: &Path) -> anyhow::Result<Self> {
+        // Parts listed before the dictionary is read, as every reader does: an import beside
+        // this appends entries, then events indexed by them (an audit found the other order
+        // could read an index past the dictionary, and the backtest panic).
+        let parts = events::dataset(data_dir)?.parts()?;
         let contacts = Contacts::load(data_dir)?;
         let mut rows = Vec::new();
-        let parts = events::dataset(data_dir)?.parts()?;
         let columns = [col::CONTACT, col::KIND, col::FILTERED, col::AT];
         events::for_each_part(data_dir, &parts, &columns, |_, df| {
             let c = df.column(col::CONTACT)?.u32()?;
@@ -73,7 +76,8 @@ impl Rows {
             }
             Ok(())
         })?;
-        Ok(Self::new(rows, contacts.len()))
+        let indexed = rows.iter().map(|r| r.contact as usize + 1).max();
+        Ok(Self::new(rows, contacts.len().max(indexed.unwrap_or(0))))
     }
 
     pub fn new(mut rows: Vec<Row>, contacts: usize) -> Self {

@@ -407,7 +407,13 @@ impl State {
     /// time they double (a rebuild each time: a few over any account's life).
     fn refit_due(&self, engagements: u64) -> bool {
         let unfitted = self.fit.as_ref().is_some_and(|f| !f.fitted);
-        let enough = (2 * self.engagements_at_fit).max(super::calibrate::MIN_EVENTS as u64);
+        // Short of what a fit needs: as soon as that is reached (doubling from 150 waited
+        // for 300, an audit found, where the README says 200).
+        let need = super::calibrate::MIN_EVENTS as u64;
+        let enough = match self.engagements_at_fit < need {
+            true => need,
+            false => 2 * self.engagements_at_fit,
+        };
         unfitted && engagements >= enough
     }
 
@@ -645,6 +651,27 @@ mod tests {
             filtered: false,
             source: "t".into(),
         }
+    }
+
+    /// A fit that found too little data is made again once what a fit needs is reached, then
+    /// each time the opens and clicks double (a fit short of 200 at 150 waited for 300).
+    #[test]
+    fn an_unfitted_fit_is_made_again_at_200_then_at_each_doubling() {
+        let state = |fitted: bool, at_fit: u64| -> State {
+            serde_json::from_value(serde_json::json!({
+                "reference_day": 0, "half_life_days": 480.0, "click_weight": 1.0,
+                "parts": [], "deltas": [], "engagements_at_fit": at_fit,
+                "fit": {"fitted": fitted, "prior_strength": 12.0, "hour_bandwidth": 1.0,
+                        "events": 0, "contacts": 0},
+            }))
+            .unwrap()
+        };
+        let need = super::super::calibrate::MIN_EVENTS as u64;
+        assert!(!state(false, 150).refit_due(need - 1));
+        assert!(state(false, 150).refit_due(need));
+        assert!(!state(false, 500).refit_due(999));
+        assert!(state(false, 500).refit_due(1000));
+        assert!(!state(true, 150).refit_due(10_000));
     }
 
     #[test]
