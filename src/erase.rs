@@ -234,19 +234,21 @@ pub fn run(
         linked,
         elsewhere,
     } = find(data_dir, &dictionary, &person, dry_run)?;
+    // One refusal for both, so that --only is not given for one unseen.
+    let named: Vec<String> = [
+        (!linked.is_empty()).then(|| format!("their rows also name {}", linked.names())),
+        (!elsewhere.is_empty()).then(|| elsewhere_text(&elsewhere)),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
     anyhow::ensure!(
-        elsewhere.is_empty() || only || dry_run || (finishing && given.is_empty()),
-        "{}: a HubSpot id is one account's, so these may be another account's contact; check, \
-         then add --only to erase every row naming what was given, these too",
-        elsewhere_text(&elsewhere)
-    );
-    anyhow::ensure!(
-        linked.is_empty() || only || dry_run || (finishing && given.is_empty()),
-        "their rows also name {}: give those too to erase everything held about this person, \
-         or add --only to erase just the rows of what was given (check first that they are \
-         the same person: a HubSpot id belongs to one account, and an address can pass \
-         between people)",
-        linked.names()
+        named.is_empty() || only || dry_run || (finishing && given.is_empty()),
+        "{}: give those emails and ids too to erase everything held about this person, or add \
+         --only to erase just the rows naming what was given, those receipts by id included \
+         (check first that they are the same person: a HubSpot id belongs to one account, and \
+         an address can pass between people)",
+        named.join("; ")
     );
     receipts.extend(unfinished.receipts);
 
@@ -323,7 +325,7 @@ fn elsewhere_text(elsewhere: &BTreeSet<(i64, i64)>) -> String {
         .map(|(id, portal)| format!("#{id} in portal {portal}"))
         .collect();
     format!(
-        "receipts by id alone, in an account none of their receipts by email is from (or in several): {}",
+        "receipts by id alone in an account where that id is not known to be theirs: {}",
         each.join(", ")
     )
 }
@@ -391,7 +393,7 @@ fn each_receipt_part(
                 (inbox::col::CONTACT_ID, DataType::Int64),
                 (inbox::col::PORTAL_ID, DataType::Int64),
             ];
-            if let Some(df) = read_found(&dataset, &part, &columns, dry_run)? {
+            if let Some(df) = read_found(&part, &columns, dry_run)? {
                 visit(&df)?;
             }
         }
@@ -399,11 +401,10 @@ fn each_receipt_part(
     Ok(())
 }
 
-/// `columns` of `part`, or none for a part gone since listed or damaged. A damaged part is set
-/// aside into quarantine, as the rewrite after would set it aside (an audit found every erase
-/// stopped at one instead), or, in a dry run, which moves nothing, named with what to do.
+/// `columns` of `part`, or none for a part gone since listed or damaged: the erase's rewrite
+/// of the dataset sets a damaged part aside into quarantine (an audit found every erase
+/// stopped at one here instead); a dry run names it, with what to do.
 fn read_found(
-    dataset: &Dataset,
     part: &Path,
     columns: &[(&str, DataType)],
     dry_run: bool,
@@ -415,10 +416,7 @@ fn read_found(
         Err(e) if store::cannot_open(&e) => {
             Err(e.context(format!("cannot read {}", part.display())))
         }
-        Err(e) => {
-            dataset.quarantine(part, &e)?;
-            Ok(None)
-        }
+        Err(_) => Ok(None),
     }
 }
 
@@ -443,8 +441,9 @@ fn find(
 ) -> anyhow::Result<Found> {
     let mut wider = person.clone();
     let mut receipts = BTreeSet::new();
-    // The accounts of their receipts by email, and of those by a given id alone.
-    let (mut by_email, mut by_id) = (BTreeSet::new(), BTreeSet::new());
+    // The accounts of their receipts by email, the (id, account) pairs those carry, and those
+    // of receipts by a given id alone.
+    let (mut by_email, mut paired, mut by_id) = (BTreeSet::new(), BTreeSet::new(), BTreeSet::new());
     each_receipt_part(data_dir, dry_run, |df| {
         let portals = df.column(inbox::col::PORTAL_ID)?.i64()?;
         for ((receipt, email, id), portal) in receipt_rows(df)?.into_iter().zip(portals.iter()) {
@@ -453,20 +452,32 @@ fn find(
                 receipts.extend(receipt.map(str::to_string));
                 if let Some(p) = portal {
                     match (person.matches(email, None), id) {
-                        (true, _) => by_email.insert(p),
-                        (false, Some(id)) => by_id.insert((id, p)),
-                        (false, None) => false,
-                    };
+                        (true, id) => {
+                            by_email.insert(p);
+                            paired.extend(id.map(|id| (id, p)));
+                        }
+                        (false, Some(id)) if email.is_none() => {
+                            by_id.insert((id, p));
+                        }
+                        _ => {}
+                    }
                 }
             }
         }
         Ok(())
     })?;
+    // An id is theirs in an account where a receipt of theirs carries it beside their email;
+    // not where theirs carry another id; elsewhere, by the accounts alone.
     let accounts_of = |id: i64| by_id.iter().filter(move |(i, _)| *i == id).count();
+    let carries_ids = |p: i64| paired.iter().any(|(_, q)| *q == p);
     let elsewhere = (by_id.iter())
-        .filter(|(id, p)| match by_email.is_empty() {
-            false => !by_email.contains(p),
-            true => accounts_of(*id) > 1,
+        .filter(|&&(id, p)| {
+            !paired.contains(&(id, p))
+                && (carries_ids(p)
+                    || match by_email.is_empty() {
+                        false => !by_email.contains(&p),
+                        true => accounts_of(id) > 1,
+                    })
         })
         .copied()
         .collect();
@@ -479,13 +490,12 @@ fn find(
         let email = (!key.starts_with('#')).then_some(key.as_str());
         widen(email, *id);
     }
-    let events_ds = events::dataset(data_dir)?;
-    for part in events_ds.parts()? {
+    for part in events::dataset(data_dir)?.parts()? {
         let columns = [
             (events::col::EMAIL, DataType::String),
             (events::col::CONTACT_ID, DataType::Int64),
         ];
-        let Some(df) = read_found(&events_ds, &part, &columns, dry_run)? else {
+        let Some(df) = read_found(&part, &columns, dry_run)? else {
             continue;
         };
         let emails = df.column(events::col::EMAIL)?.str()?;
@@ -719,6 +729,14 @@ mod tests {
         assert_eq!(id.elsewhere, BTreeSet::from([(7701, 111), (7701, 222)]));
         assert_eq!(id.linked.names(), "ann@example.com");
         assert!(found(&["8801"]).elsewhere.is_empty());
+        // Ann is in account 222 too, as contact 5555: 7701 there is someone else.
+        let more = [row("r5", Some("ann@example.com"), 5555, 222)];
+        plan::dataset(dir.path())
+            .unwrap()
+            .write_part(Ulid::generate(), &mut plan::frame(&more).unwrap())
+            .unwrap();
+        let ann = found(&["ann@example.com", "7701", "5555"]);
+        assert_eq!(ann.elsewhere, BTreeSet::from([(7701, 222)]));
     }
 
     #[test]

@@ -81,15 +81,6 @@ fn read_kept_where<T>(
     Ok(out)
 }
 
-/// Every part of dataset `name` kept ([`kept`]), one frame at a time.
-fn for_each_kept(
-    data_dir: &Path,
-    name: &str,
-    mut f: impl FnMut(&DataFrame) -> anyhow::Result<()>,
-) -> anyhow::Result<()> {
-    kept(data_dir, name, |dataset| dataset.read_each(|_, df| f(&df)))
-}
-
 /// A string column's values.
 fn strs(df: &DataFrame, name: &str) -> anyhow::Result<Vec<Option<String>>> {
     Ok(df

@@ -79,41 +79,47 @@ pub struct Received {
     pub holdout: bool,
     /// The share it was drawn at; none in older parts.
     pub holdout_share: Option<f64>,
+    /// Read from the archive, which holds only receipts done with (sent, failed or dry run).
+    pub archived: bool,
 }
 
 /// Every row kept (live and archived) as [`Received`], a part at a time: the archive grows
 /// without end, and a row's reason (most of its bytes) is not kept.
 pub fn read_kept_received(data_dir: &Path) -> anyhow::Result<Vec<Received>> {
     let mut out = Vec::new();
-    super::for_each_kept(data_dir, NAME, |df| {
-        let ids = strs(df, col::RECEIPT_ID)?;
-        let webhooks = strs(df, col::WEBHOOK_ID)?;
-        let types = strs(df, col::WEBHOOK_TYPE)?;
-        let contacts = ints(df, col::CONTACT_ID)?;
-        let emails = strs(df, col::EMAIL)?;
-        let received = ints(df, col::RECEIVED_AT)?;
-        let holdouts = bools_or_false(df, col::HOLDOUT)?;
-        let shares = floats_or_null(df, col::HOLDOUT_SHARE)?;
-        out.reserve(ids.len());
-        for (i, id) in ids.into_iter().enumerate() {
-            out.push(Received {
-                receipt_id: id.unwrap_or_default(),
-                webhook_id: webhooks[i].clone().unwrap_or_default(),
-                webhook_type: stored_enum(
-                    col::WEBHOOK_TYPE,
-                    types[i].as_deref(),
-                    WebhookType::parse,
-                )?,
-                contact_id: contacts[i],
-                email: emails[i].clone(),
-                received_at_ms: received[i].unwrap_or_default(),
-                holdout: holdouts[i],
-                holdout_share: shares[i],
-            });
-        }
-        Ok(())
+    let archive = data_dir.join(super::ARCHIVE);
+    super::kept(data_dir, NAME, |dataset| {
+        let archived = dataset.dir.starts_with(&archive);
+        dataset.read_each(|_, df| received(&df, archived, &mut out))
     })?;
     Ok(out)
+}
+
+/// The rows of `df` as [`Received`], onto `out`.
+fn received(df: &DataFrame, archived: bool, out: &mut Vec<Received>) -> anyhow::Result<()> {
+    let ids = strs(df, col::RECEIPT_ID)?;
+    let webhooks = strs(df, col::WEBHOOK_ID)?;
+    let types = strs(df, col::WEBHOOK_TYPE)?;
+    let contacts = ints(df, col::CONTACT_ID)?;
+    let emails = strs(df, col::EMAIL)?;
+    let received = ints(df, col::RECEIVED_AT)?;
+    let holdouts = bools_or_false(df, col::HOLDOUT)?;
+    let shares = floats_or_null(df, col::HOLDOUT_SHARE)?;
+    out.reserve(ids.len());
+    for (i, id) in ids.into_iter().enumerate() {
+        out.push(Received {
+            receipt_id: id.unwrap_or_default(),
+            webhook_id: webhooks[i].clone().unwrap_or_default(),
+            webhook_type: stored_enum(col::WEBHOOK_TYPE, types[i].as_deref(), WebhookType::parse)?,
+            contact_id: contacts[i],
+            email: emails[i].clone(),
+            received_at_ms: received[i].unwrap_or_default(),
+            holdout: holdouts[i],
+            holdout_share: shares[i],
+            archived,
+        });
+    }
+    Ok(())
 }
 
 /// The rows kept of the contact with HubSpot id `id` or, without one, with `email` (in any

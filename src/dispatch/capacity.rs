@@ -3,7 +3,6 @@
 //! within the new limits), and what each webhook's receipts cost.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
-use std::sync::atomic::Ordering;
 
 use chrono_tz::Tz;
 
@@ -103,9 +102,9 @@ pub(super) struct Basis {
     /// Each connector's limit per 10 s: HubSpot's for the app when a response said a lower
     /// one than `requests_per_10s`, which calls are paced under ([`Limiter::hubspot_per_10s`]).
     limits: Vec<u32>,
-    /// Each connector's list batch size as HubSpot's refusals taught it (the dispatcher sends
-    /// batches no larger; none learned: `usize::MAX`): planning charged a call per
-    /// `list_batch_size` after the sends had gone to batches of a fraction of it.
+    /// Each connector's list batch size as the dispatcher sends them ([`super::connector::Link::list_batch`]):
+    /// planning charged a call per `list_batch_size` after HubSpot's refusals had made the
+    /// sends go in batches of a fraction of it.
     list_batches: Vec<usize>,
 }
 
@@ -141,9 +140,10 @@ impl Capacities {
             .iter()
             .map(|w| {
                 let mut r = route(config, w);
-                if let (Target::List(_), Cost::Batched { size, .. }) = (&w.target, &mut r.cost) {
-                    let learned = self.basis.list_batches.get(r.ledger).copied();
-                    *size = (*size).min(learned.unwrap_or(usize::MAX) as u64).max(1);
+                if let (Target::List(_), Cost::Batched { size, .. }) = (&w.target, &mut r.cost)
+                    && let Some(&batch) = self.basis.list_batches.get(r.ledger)
+                {
+                    *size = batch as u64;
                 }
                 (w.id.as_str(), r)
             })
@@ -310,14 +310,13 @@ impl Dispatcher {
     fn basis(&mut self, config: &Config) -> Basis {
         let held = self.held_targets(config).into_iter().map(String::from);
         let held = held.collect();
-        let learned = |c: &crate::config::Connector| {
-            (self.links.get(&c.id))
-                .map_or(usize::MAX, |(_, l)| l.learned_batch.load(Ordering::Relaxed))
+        let batch = |c: &crate::config::Connector| {
+            (self.links.get(&c.id)).map_or(c.list_batch_size.max(1), |(_, l)| l.list_batch(c))
         };
         Basis {
             held,
             limits: limits(config),
-            list_batches: config.connectors.iter().map(learned).collect(),
+            list_batches: config.connectors.iter().map(batch).collect(),
         }
     }
 

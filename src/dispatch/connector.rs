@@ -145,6 +145,18 @@ pub fn paused(
 }
 
 impl Link {
+    /// Contacts per list add: the connector's `list_batch_size`, or less once HubSpot refused
+    /// a batch of it as too large. Dispatch sends batches of this size, and planning charges
+    /// a call per batch of it.
+    pub fn list_batch(&self, connector: &crate::config::Connector) -> usize {
+        (connector.list_batch_size)
+            .min(
+                self.learned_batch
+                    .load(std::sync::atomic::Ordering::Relaxed),
+            )
+            .max(1)
+    }
+
     pub(super) fn new(id: String, client: Client, time_zone: Option<chrono_tz::Tz>) -> Link {
         Link {
             id,

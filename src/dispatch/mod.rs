@@ -530,13 +530,7 @@ impl Dispatcher {
             match &webhook.target {
                 Target::Workflow(workflow) => jobs.push(Job::Enroll(link, *workflow, item)),
                 Target::List(_) => {
-                    let batch = connector
-                        .list_batch_size
-                        .min(
-                            link.learned_batch
-                                .load(std::sync::atomic::Ordering::Relaxed),
-                        )
-                        .max(1);
+                    let batch = link.list_batch(connector);
                     lists
                         .entry((connector.id.clone(), target))
                         .or_insert_with(|| (link, batch, Vec::new()))

@@ -254,19 +254,22 @@ async fn action(
             return Verdict::Ok(format!("registered for app {} at {url}", connector.app_id));
         }
         match defs["paging"]["next"]["after"].as_str() {
-            Some(next) if after.as_deref() != Some(next) => after = Some(next.to_string()),
-            _ => {
+            None => {
                 return Verdict::Fail(format!(
                     "no action of app {} posts to {url}; register it with `sendtime hubspot action-definition`",
                     connector.app_id
                 ));
             }
+            // A cursor given again would loop.
+            Some(next) if after.as_deref() == Some(next) => break,
+            Some(next) => after = Some(next.to_string()),
         }
     }
     // Not found in what was read; the rest is unknown, so no verdict on it.
     Verdict::Skip(format!(
-        "none of the first {read} action definitions of app {} ({MAX_DEFINITION_PAGES} pages) posts to {url}; \
-         sendtime reads no further: check the app's actions in HubSpot",
+        "none of the first {read} action definitions of app {} posts to {url}, and sendtime \
+         reads no further (at most {MAX_DEFINITION_PAGES} pages, and never a page twice): check \
+         the app's actions in HubSpot",
         connector.app_id
     ))
 }

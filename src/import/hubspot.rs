@@ -98,18 +98,17 @@ pub fn run(config: &Config, request: &Request) -> anyhow::Result<Summary> {
     let page_size = request.page_size.clamp(1, MAX_EVENTS_PAGE);
     let mut import = Import::new(config, connector, client, page_size, request.dedup_budget)?;
     // The data folder exists by now (made owner-only by the command).
-    let (data_dir, id, share) = (
-        import.data_dir.clone(),
-        connector.id.clone(),
-        share_of(connector),
-    );
+    let (data_dir, paced) = (import.data_dir.clone(), connector.clone());
     let mut shared = false;
     import.before_page = Box::new(move |client: &Client| {
         if !shared && crate::dispatch::locks::dispatching(&data_dir).unwrap_or(false) {
             shared = true;
+            // Worked out now: this run's answers may have said a lower limit since it began.
+            let share = share_of(&paced);
             eprintln!(
-                "the dispatch lock of {} is held (by a `serve` sending from it, most likely): this import paces at {share} calls per 10 s from now on, the share of connector {id}'s limit that planning leaves",
+                "the dispatch lock of {} is held (by a `serve` sending from it, most likely): this import paces at {share} calls per 10 s from now on, the share of connector {}'s limit that planning leaves",
                 data_dir.display(),
+                paced.id,
             );
             client.share_at(share);
         }

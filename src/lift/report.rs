@@ -715,7 +715,8 @@ fn people(sends: &[Send]) -> impl Fn(u32) -> u32 {
 /// completed) if any. Of the outcomes, only the sends are read, and the other steps of the few
 /// receipts whose send resolved a doubt ([`sent_at`]); of the plan, what a row needs here.
 pub fn planned(data_dir: &Path) -> anyhow::Result<Vec<Planned>> {
-    let sends = outcomes::read_kept_with_status(data_dir, &ENDS)?;
+    let ends: Vec<Status> = (Status::ALL.into_iter()).filter(|s| s.is_final()).collect();
+    let sends = outcomes::read_kept_with_status(data_dir, &ends)?;
     let unsent_ends: HashSet<String> = (sends.iter())
         .filter(|r| !is_send(r.status))
         .map(|r| r.receipt_id.clone())
@@ -738,7 +739,7 @@ pub fn planned(data_dir: &Path) -> anyhow::Result<Vec<Planned>> {
         }
         let sent_at_ms = sent.get(&p.receipt_id).copied();
         out.push(Planned {
-            ended: sent_at_ms.is_some() || unsent_ends.contains(&p.receipt_id),
+            ended: p.archived || sent_at_ms.is_some() || unsent_ends.contains(&p.receipt_id),
             sent_at_ms,
             receipt_id: p.receipt_id,
             webhook: p.webhook_id,
@@ -755,14 +756,6 @@ pub fn planned(data_dir: &Path) -> anyhow::Result<Vec<Planned>> {
 
 /// The statuses of a send.
 const SENDS: [Status; 3] = [Status::Enrolled, Status::Listed, Status::Completed];
-/// The statuses that end a receipt: a send, a failure for good, a dry run.
-const ENDS: [Status; 5] = [
-    Status::Enrolled,
-    Status::Listed,
-    Status::Completed,
-    Status::Failed,
-    Status::DryRun,
-];
 
 fn is_send(s: Status) -> bool {
     SENDS.contains(&s)
@@ -915,7 +908,7 @@ impl Lift {
         }
         for u in &self.unsent {
             notes.push(format!(
-                "{}: counted up to its receipts of {}, when the first of its {} not yet sent (waiting, retrying or held) was received; from there both groups count once it is sent or fails",
+                "{}: counted up to its receipts of {}, when the first of its {} not yet sent (waiting, retrying or held) was received: the receipts after a receipt not done with count, in both groups, once it is sent or fails",
                 u.webhook,
                 format_minute(u.first_received_ms),
                 u.receipts
@@ -1599,6 +1592,14 @@ mod tests {
         let m = opened_24h(&all);
         assert_eq!((m.optimized.sends, m.holdout.sends), (2, 2));
         assert!(all.unsent.is_empty());
+        // A receipt in the archive is done with (only such are moved there), whatever its
+        // outcome rows (a part of them set aside as damaged): it holds nothing back.
+        let archive = dir.path().join(crate::datasets::ARCHIVE);
+        let old: [Given; 1] = [("r0", 4, T + HOUR_MS / 2, None, false)];
+        receipts(&archive, "w", WebhookType::Next24Hours, &old, true);
+        let all = lift(dir.path(), &options).unwrap();
+        assert_eq!(all.optimized_receipts, 3);
+        assert!(all.unsent.is_empty(), "{:?}", all.unsent);
     }
 
     /// An IMMEDIATE webhook's receipts go at receipt in both groups: left out of the report

@@ -76,8 +76,7 @@ impl Rows {
             }
             Ok(())
         })?;
-        let indexed = rows.iter().map(|r| r.contact as usize + 1).max();
-        Ok(Self::new(rows, contacts.len().max(indexed.unwrap_or(0))))
+        Ok(Self::new(rows, contacts.len()))
     }
 
     pub fn new(mut rows: Vec<Row>, contacts: usize) -> Self {
