@@ -3939,6 +3939,34 @@ fn refused_calls_do_not_use_up_the_retries() {
     a_bad_minute_fails_no_one(&rt, dir.path(), &data, due + 7 * 60_000);
 }
 
+/// A redirect is the route's, not the contact's: across `sendtime tick` processes it uses up
+/// none of the contact's tries, as within one (a restart counted each redirect row as a
+/// failure, so once the route was fixed the contact failed at HubSpot's first bad minute).
+#[test]
+fn redirects_do_not_use_up_the_retries_across_processes() {
+    let rt = runtime();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let moved = rt.block_on(StandIn::start(Options::default())).unwrap();
+    let config = write_config(dir.path(), &moved.url(), "", &[&HOOKS[3]]);
+    receive_only(&config, &data, &moved, ("m", 1), 8500);
+    let redirect = Fault::Status {
+        status: 301,
+        message: "Moved Permanently".into(),
+    };
+    moved.inject(Injection::next(redirect).times(u64::MAX));
+    let due = now_ms() + 2 * 24 * 3_600_000;
+    for k in 0..13 {
+        tick_once(&config, &data, due + k * 30_000, TOKEN);
+    }
+    let redirected = (outcomes(&data).iter())
+        .filter(|r| r.status == Status::Retrying && r.http_status == Some(301))
+        .count();
+    assert!(redirected >= 13, "{redirected} redirects");
+    // The route is fixed, and HubSpot has a bad minute.
+    a_bad_minute_fails_no_one(&rt, dir.path(), &data, due + 7 * 60_000);
+}
+
 #[test]
 fn a_daily_pause_outlasts_the_process_so_sendtime_tick_does_not_call_again() {
     const HOUR: i64 = 3_600_000;

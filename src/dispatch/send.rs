@@ -813,6 +813,10 @@ fn given_up(
     (r, status)
 }
 
+/// The note of an enrollment failed for good after an earlier call whose answer was lost and
+/// that no check could settle (a contact without a HubSpot id).
+const MAY_HAVE_GONE: &str = "an earlier call whose answer was lost may have enrolled it";
+
 /// The row that records a failed call and what happens next.
 fn failure_row(
     base: OutcomeRow,
@@ -1061,6 +1065,11 @@ pub async fn enroll(
                 }
                 let decision =
                     ctx.decide_after(&link, Action::Enroll, &e, std::slice::from_mut(&mut item));
+                // Failed for good after a call whose answer was lost: that call may have
+                // enrolled it, and the row says so (it said nothing, a review found).
+                if matches!(decision, Decision::GiveUp) && item.in_doubt && !in_doubt {
+                    note = Some(note.map_or(String::new(), |n| format!("{n}; ")) + MAY_HAVE_GONE);
+                }
                 item.in_doubt = in_doubt;
                 if item.in_doubt {
                     item.doubt_workflow = NonZeroU64::new(workflow);
@@ -1173,7 +1182,11 @@ pub async fn list_add(
                     out.extend(chunk.into_iter().zip(nexts));
                     continue 'chunks;
                 }
-                Err(ApiError::BatchTooLarge { size, message, .. }) if chunk.len() > 1 => {
+                Err(ApiError::BatchTooLarge {
+                    size,
+                    status,
+                    message,
+                }) if chunk.len() > 1 => {
                     let half = chunk.len() / 2;
                     link.learned_batch.fetch_min(half.max(1), Ordering::Relaxed);
                     tracing::warn!(
@@ -1187,7 +1200,7 @@ pub async fn list_add(
                         .map(|i| {
                             let mut r =
                                 row(i, &link, Action::ListAdd, &list_id, Status::Retrying, now);
-                            r.http_status = Some(400);
+                            r.http_status = Some(status);
                             r.message =
                                 Some(format!("batch of {size} too large; split: {message}"));
                             r.retry_at_ms = Some(now);

@@ -19,6 +19,7 @@ use crate::config::Connector;
 use crate::datasets::outcomes::{self, Action, OutcomeLog, OutcomeRow, Status};
 use crate::datasets::pending::PendingSet;
 use crate::datasets::{inbox, plan};
+use crate::hubspot::client::ApiError;
 use crate::metrics::Metrics;
 
 impl Dispatcher {
@@ -75,12 +76,16 @@ impl Dispatcher {
                     h.last_target = r.target;
                 }
             } else {
-                // Failures the client sorts as worth retrying (no answer, 5xx, 408, a
-                // redirect); not the connector's state (401, 403, 429) nor a batch's split
-                // (4xx), which are no failure of the contact's.
+                // The failures the dispatcher counted on the contact's tries (no answer, 5xx,
+                // 408, 423, an edge's page for 401 or 403); not the connector's state
+                // (HubSpot's 401 or 403, 429, a redirect) nor a batch's split, which are no
+                // failure of the contact's. Told by the row's text, as the status cannot tell
+                // an edge's 401 from HubSpot's (an audit found a restart counted redirects,
+                // and not an edge's pages, the other way round from a running dispatcher).
                 let transient = r.status == Status::Retrying
-                    && r.http_status
-                        .is_none_or(|s| s >= 500 || s == 408 || (300..400).contains(&s));
+                    && r.message
+                        .as_deref()
+                        .is_some_and(ApiError::is_transient_text);
                 if transient {
                     h.failed.insert(r.attempts);
                 }

@@ -168,6 +168,9 @@ pub enum ApiError {
     },
 }
 
+/// How a [`ApiError::Transient`]'s text begins (its `#[error]` above).
+const TRANSIENT_TEXT: &str = "HubSpot call failed (";
+
 impl ApiError {
     /// Whether the same call may succeed later (rate limits and transient failures).
     pub fn is_retryable(&self) -> bool {
@@ -178,6 +181,14 @@ impl ApiError {
                 | ApiError::NoAccessToken { .. }
                 | ApiError::Migrating { .. }
         )
+    }
+
+    /// Whether `message`, an outcome row's, is a [`ApiError::Transient`]'s, the failures the
+    /// dispatcher counts on a contact's tries: start-up counts them again from the rows, by
+    /// this and not by the status (a redirect is no failure of the contact's, an edge's HTML
+    /// 401 is one, HubSpot's JSON 401 is not).
+    pub fn is_transient_text(message: &str) -> bool {
+        message.starts_with(TRANSIENT_TEXT)
     }
 
     /// The HTTP status HubSpot answered with, if it answered.
@@ -1119,6 +1130,35 @@ fn says_too_large(message: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Start-up tells the failures counted on a contact's tries by the row's text: a
+    /// transient failure's, and no other error's.
+    #[test]
+    fn a_transient_failure_is_told_by_its_text() {
+        let transient = |status| ApiError::Transient {
+            status,
+            may_have_reached: true,
+            message: "m".into(),
+        };
+        assert!(ApiError::is_transient_text(
+            &transient(Some(503)).to_string()
+        ));
+        assert!(ApiError::is_transient_text(&transient(None).to_string()));
+        let others = [
+            ApiError::NotTheApi {
+                status: 301,
+                message: "a redirect".into(),
+            },
+            ApiError::Permanent {
+                status: 401,
+                message: "m".into(),
+                correlation_id: None,
+            },
+        ];
+        for e in others {
+            assert!(!ApiError::is_transient_text(&e.to_string()), "{e}");
+        }
+    }
 
     #[test]
     fn a_batch_limit_is_read_in_its_usual_wordings() {
