@@ -427,9 +427,9 @@ fn read_found(
 struct Found {
     receipts: BTreeSet<String>,
     linked: Person,
-    /// (id, portal) of receipts matched by a given id alone in an account none of their
-    /// receipts by email is from (or, known by ids alone, in more than one account): a
-    /// HubSpot id is one account's, so these may be another account's contact.
+    /// (id, portal) of receipts matched by a given id alone (no email) in an account where
+    /// that id is not known to be theirs (see [`find`]): a HubSpot id is one account's, so
+    /// these may be another account's contact.
     elsewhere: BTreeSet<(i64, i64)>,
 }
 

@@ -102,9 +102,9 @@ pub(super) struct Basis {
     /// Each connector's limit per 10 s: HubSpot's for the app when a response said a lower
     /// one than `requests_per_10s`, which calls are paced under ([`Limiter::hubspot_per_10s`]).
     limits: Vec<u32>,
-    /// Each connector's list batch size as the dispatcher sends them ([`super::connector::Link::list_batch`]):
-    /// planning charged a call per `list_batch_size` after HubSpot's refusals had made the
-    /// sends go in batches of a fraction of it.
+    /// Each connector's list batch size as the dispatcher sends them
+    /// ([`super::connector::Link::list_batch`]): planning charged a call per `list_batch_size`
+    /// after HubSpot's refusals had made the sends go in batches of a fraction of it.
     list_batches: Vec<usize>,
 }
 
@@ -308,8 +308,9 @@ impl Dispatcher {
 
     /// The [`Basis`] of `config`'s ledgers now.
     fn basis(&mut self, config: &Config) -> Basis {
-        let held = self.held_targets(config).into_iter().map(String::from);
-        let held = held.collect();
+        let held = (self.held_targets(config).into_iter())
+            .map(String::from)
+            .collect();
         let batch = |c: &crate::config::Connector| {
             (self.links.get(&c.id)).map_or(c.list_batch_size.max(1), |(_, l)| l.list_batch(c))
         };

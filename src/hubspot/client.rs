@@ -516,8 +516,8 @@ impl Client {
         self
     }
 
-    /// Pace this client's share ([`Client::with_share`]) under `per_10s` from now on; a client
-    /// without one is paced by the account's limiter alone, as before.
+    /// Pace this client's share ([`Client::with_share`]) under `per_10s` from now on (a
+    /// client without a share is left as it is).
     pub fn share_at(&self, per_10s: u32) {
         if let Some(share) = &self.share {
             share.set_rate(per_10s);
