@@ -396,7 +396,7 @@ fn run(dataset: &Dataset, rx: Receiver<(Vec<OutcomeRow>, Reply)>, metrics: &Metr
             .name("outcomes-compactor".into())
             .spawn(move || {
                 for () in kicked {
-                    if let Err(e) = dataset.compact(&HashSet::new()) {
+                    if let Err(e) = dataset.compact(&|_| false) {
                         tracing::warn!("outcomes compaction failed (will retry): {e:#}");
                     }
                 }

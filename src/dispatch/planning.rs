@@ -135,7 +135,7 @@ impl Dispatcher {
         }
         if planned > 0
             && self.plan_ds.parts().map(|p| p.len()).unwrap_or(0) > 64
-            && let Err(e) = self.plan_ds.compact(&HashSet::new())
+            && let Err(e) = self.plan_ds.compact(&|_| false)
         {
             tracing::warn!("plan compaction failed (will retry): {e:#}");
         }

@@ -359,9 +359,9 @@ impl Cache {
             .into_iter()
             .filter(|p| file_name(p).is_none_or(|n| !included.contains(n.as_str())))
             .collect();
-        let merged = dataset.compact(&skip)?;
+        let merged = dataset.compact(&|p| skip.contains(p))?;
         if contacts.parts()?.len() > COMPACT_PARTS {
-            contacts.compact(&HashSet::new())?;
+            contacts.compact(&|_| false)?;
         }
         let Some(merged) = merged else {
             return Ok(());

@@ -77,13 +77,7 @@ impl Dataset {
         };
         let mut newest = None;
         for entry in entries {
-            let name = entry?.file_name();
-            let id = name
-                .to_str()
-                .and_then(|n| n.strip_prefix("part-"))
-                .and_then(|n| n.strip_suffix(&format!(".{PART_EXT}")))
-                .and_then(|id| Ulid::from_string(id).ok());
-            if let Some(id) = id {
+            if let Some(id) = part_id(&entry?.path()) {
                 newest = newest.max(Some(id.timestamp_ms() as i64));
             }
         }
@@ -314,7 +308,7 @@ impl Dataset {
     /// An intent file names the sources before the merged part is written; once it is, the
     /// sources are no longer listed (so no reader counts a row twice), and they are removed
     /// after [`SOURCE_GRACE`], not now (so a reader that listed them before still finds
-    /// them). `skip` names parts not to touch yet.
+    /// them). `skip` says, of each part once the parts are listed, whether to leave it for now.
     ///
     /// Parts are sized from their footers. The largest small parts sit out while each is more
     /// than [`MERGE_RATIO`] times the rows of the smaller ones together: a growing merged part
@@ -322,7 +316,7 @@ impl Dataset {
     ///
     /// A panic (a bug) is an error here: the compactor threads go on to their next round, and
     /// the parts are as a crash at that point would leave them.
-    pub fn compact(&self, skip: &HashSet<PathBuf>) -> anyhow::Result<Option<Merged>> {
+    pub fn compact(&self, skip: &dyn Fn(&Path) -> bool) -> anyhow::Result<Option<Merged>> {
         use std::sync::TryLockError;
         let lock = rewrite_lock(&self.dir);
         let _rewriting = match lock.try_lock() {
@@ -400,13 +394,13 @@ impl Dataset {
     }
 
     /// [`Dataset::compact`]'s work, under the rewrite lock.
-    fn merge_small(&self, skip: &HashSet<PathBuf>) -> anyhow::Result<Option<Merged>> {
+    fn merge_small(&self, skip: &dyn Fn(&Path) -> bool) -> anyhow::Result<Option<Merged>> {
         // Earlier rounds' sources go once their grace is over; a merged part whose sources
         // are still there is not merged again (its sources would come back when it goes).
         let unfinished = self.finish_intents(SOURCE_GRACE)?;
         let mut small: Vec<(usize, PathBuf)> = Vec::new();
         for path in self.parts()? {
-            if skip.contains(&path) || unfinished.contains_key(&path) {
+            if skip(&path) || unfinished.contains_key(&path) {
                 continue;
             }
             // A footer that cannot be read leaves the part to the full read below, which
@@ -956,6 +950,15 @@ pub fn named_for_dry_run(part: &Path, e: anyhow::Error) -> anyhow::Error {
     e.context(what)
 }
 
+/// The id of the part at `path` (`part-{ULID}.parquet`), if it is named as one.
+pub fn part_id(path: &Path) -> Option<Ulid> {
+    let name = path.file_name()?.to_str()?;
+    let id = name
+        .strip_prefix("part-")?
+        .strip_suffix(&format!(".{PART_EXT}"))?;
+    Ulid::from_string(id).ok()
+}
+
 /// An error of [`read_part`] for a file that is gone (compacted away since it was listed).
 pub fn is_not_found(e: &anyhow::Error) -> bool {
     e.downcast_ref::<io::Error>()
@@ -1102,7 +1105,7 @@ mod tests {
         std::os::unix::fs::symlink(&part, &part).unwrap();
         let err = ds.read_all().unwrap_err();
         assert!(format!("{err:#}").contains("cannot open"), "{err:#}");
-        assert!(ds.compact(&HashSet::new()).unwrap().is_none());
+        assert!(ds.compact(&|_| false).unwrap().is_none());
         assert!(part.symlink_metadata().is_ok(), "left in place");
         assert!(!dir.path().join("quarantine").join("rows").exists());
         // Content that is not Parquet is quarantined.
@@ -1138,7 +1141,7 @@ mod tests {
             format!("{err:#}").contains("matches its checksum"),
             "{err:#}"
         );
-        assert!(ds.compact(&HashSet::new()).unwrap().is_none());
+        assert!(ds.compact(&|_| false).unwrap().is_none());
         assert!(part.exists(), "left in place");
         assert!(!dir.path().join("quarantine").join("rows").exists());
     }
@@ -1157,14 +1160,14 @@ mod tests {
         let big = write(100_000);
         write(10);
         write(10);
-        let merged = ds.compact(&HashSet::new()).unwrap().unwrap().part;
+        let merged = ds.compact(&|_| false).unwrap().unwrap().part;
         assert_eq!(rows(&merged), 20);
         assert!(big.exists());
-        assert!(ds.compact(&HashSet::new()).unwrap().is_none());
+        assert!(ds.compact(&|_| false).unwrap().is_none());
         write(30_000);
         // The first merge's sources gone (their grace over), its merged part joins.
         age_intents(&ds.dir);
-        let merged = ds.compact(&HashSet::new()).unwrap().unwrap().part;
+        let merged = ds.compact(&|_| false).unwrap().unwrap().part;
         assert_eq!(rows(&merged), 130_020);
         assert_eq!(ds.parts().unwrap(), [merged]);
     }
@@ -1182,12 +1185,12 @@ mod tests {
         }
         // Listed by name: ULIDs of one millisecond are in no set order.
         written.sort();
-        let first = ds.compact(&HashSet::new()).unwrap().unwrap();
+        let first = ds.compact(&|_| false).unwrap().unwrap();
         assert_eq!(first.sources, written[..6]);
         assert_eq!(read_part(&first.part).unwrap().height(), 900_000);
-        let second = ds.compact(&HashSet::new()).unwrap().unwrap();
+        let second = ds.compact(&|_| false).unwrap().unwrap();
         assert_eq!(second.sources, written[6..]);
-        assert!(ds.compact(&HashSet::new()).unwrap().is_none());
+        assert!(ds.compact(&|_| false).unwrap().is_none());
         assert_eq!(ds.parts().unwrap(), [first.part, second.part]);
     }
 
@@ -1232,13 +1235,13 @@ mod tests {
         let first: Vec<PathBuf> = (0..2).map(write).collect();
         // A reader lists the parts; a compaction merges them meanwhile.
         let listed = ds.parts().unwrap();
-        let merged = ds.compact(&HashSet::new()).unwrap().unwrap();
+        let merged = ds.compact(&|_| false).unwrap().unwrap();
         assert_eq!(listed_rows(&ds), 20);
         // New parts: the next round, within the grace, merges them and not the merged part.
         (2..4).for_each(|x| {
             write(x);
         });
-        let second = ds.compact(&HashSet::new()).unwrap().unwrap();
+        let second = ds.compact(&|_| false).unwrap().unwrap();
         assert!(!second.sources.contains(&merged.part));
         assert_eq!(listed_rows(&ds), 40);
         // What the reader listed is still there to read.
@@ -1246,7 +1249,7 @@ mod tests {
         assert_eq!(read, 20);
         // Past the grace, the next round removes the sources first, then merges what is left.
         age_intents(&ds.dir);
-        let third = ds.compact(&HashSet::new()).unwrap().unwrap();
+        let third = ds.compact(&|_| false).unwrap().unwrap();
         assert!(third.sources.contains(&merged.part));
         assert!(first.iter().all(|p| !p.exists()));
         assert_eq!(listed_rows(&ds), 40);
@@ -1269,7 +1272,7 @@ mod tests {
             })
             .collect();
         let listed = ds.parts().unwrap();
-        let merged = ds.compact(&HashSet::new()).unwrap().unwrap();
+        let merged = ds.compact(&|_| false).unwrap().unwrap();
         ds.recover().unwrap();
         let read: usize = listed.iter().map(|p| read_part(p).unwrap().height()).sum();
         assert_eq!(read, 30);
@@ -1292,7 +1295,7 @@ mod tests {
             let mut df = df!("x" => vec![x; 10]).unwrap();
             ds.write_part(Ulid::generate(), &mut df).unwrap();
         }
-        let merged = ds.compact(&HashSet::new()).unwrap().unwrap();
+        let merged = ds.compact(&|_| false).unwrap().unwrap();
         let moved = ds
             .move_rows(&archive, &["x"], |df| {
                 Ok(df
@@ -1432,7 +1435,7 @@ mod tests {
             let mut df = DataFrame::new(2, vec![column]).unwrap();
             ds.write_part(Ulid::generate(), &mut df).unwrap();
         }
-        let merged = ds.compact(&HashSet::new()).unwrap().expect("merged").part;
+        let merged = ds.compact(&|_| false).unwrap().expect("merged").part;
         let df = read_part(&merged).unwrap();
         let values: Vec<Option<&str>> =
             df.column("source").unwrap().str().unwrap().iter().collect();
@@ -1529,7 +1532,7 @@ mod tests {
             ds.move_rows(&archive, &["x"], |_| panic!("a bug in a rewrite"))
         }));
         assert!(moved.is_err(), "the rewrite panicked");
-        let merged = ds.compact(&HashSet::new()).unwrap().expect("merged").part;
+        let merged = ds.compact(&|_| false).unwrap().expect("merged").part;
         assert_eq!(read_part(&merged).unwrap().height(), 20);
         assert_eq!(ds.parts().unwrap(), [merged]);
     }
