@@ -22,6 +22,18 @@ const MINUTE: i64 = 60_000;
 const HOUR: i64 = 3_600_000;
 const DAY: i64 = 86_400_000;
 
+/// Two webhooks sent at once to workflows 1 and 2: one paused or taken out beside the other.
+const IMMEDIATE_A: Hook = Hook {
+    id: "a",
+    kind: "IMMEDIATE",
+    target: "workflow_id = 1",
+};
+const IMMEDIATE_B: Hook = Hook {
+    id: "b",
+    kind: "IMMEDIATE",
+    target: "workflow_id = 2",
+};
+
 fn plans(data: &Path) -> Vec<PlanRow> {
     plan::read(&plan::dataset(data).unwrap()).unwrap()
 }
@@ -862,18 +874,7 @@ fn a_paused_webhook_leaves_the_connector_to_the_others_and_is_spread_when_resume
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     std::fs::create_dir_all(&data).unwrap();
-    let (a, b) = (
-        Hook {
-            id: "a",
-            kind: "IMMEDIATE",
-            target: "workflow_id = 1",
-        },
-        Hook {
-            id: "b",
-            kind: "IMMEDIATE",
-            target: "workflow_id = 2",
-        },
-    );
+    let (a, b) = (IMMEDIATE_A, IMMEDIATE_B);
     let config = TestConfig {
         env: "CAPACITY",
         server: &format!("data_dir = \"{}\"", data.display()),
@@ -929,18 +930,7 @@ fn a_webhook_back_in_the_config_has_its_held_backlog_spread() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     std::fs::create_dir_all(&data).unwrap();
-    let (a, b) = (
-        Hook {
-            id: "a",
-            kind: "IMMEDIATE",
-            target: "workflow_id = 1",
-        },
-        Hook {
-            id: "b",
-            kind: "IMMEDIATE",
-            target: "workflow_id = 2",
-        },
-    );
+    let (a, b) = (IMMEDIATE_A, IMMEDIATE_B);
     let config_of = |hooks: &[&Hook]| {
         TestConfig {
             env: "CAPACITY",

@@ -288,19 +288,19 @@ pub fn lift(data_dir: &Path, options: &Options) -> anyhow::Result<Lift> {
         0
     };
     let compared: Vec<&Planned> = compared(&all).collect();
-    // Per webhook, the first receipt not done with, and how many are not.
-    let mut unsent: BTreeMap<&str, (i64, u64)> = BTreeMap::new();
-    for s in compared.iter().filter(|s| !s.ended) {
-        let u = unsent.entry(&s.webhook).or_insert((i64::MAX, 0));
-        *u = (u.0.min(s.received_at_ms), u.1 + 1);
-    }
     let mut wait: HashMap<&str, i64> = HashMap::new();
     let mut receipts = [0u64; 2];
+    // Per webhook, the first receipt not done with, and how many are not.
+    let mut unsent: BTreeMap<&str, (i64, u64)> = BTreeMap::new();
     for s in &compared {
         receipts[usize::from(s.holdout)] += 1;
         if let Some(at) = s.sent_at_ms {
             let w = wait.entry(&s.webhook).or_default();
             *w = (*w).max(at - s.received_at_ms);
+        }
+        if !s.ended {
+            let u = unsent.entry(&s.webhook).or_insert((i64::MAX, 0));
+            *u = (u.0.min(s.received_at_ms), u.1 + 1);
         }
     }
     // Each webhook at each share it held out (randomized at one share, its two groups span
