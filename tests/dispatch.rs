@@ -3783,30 +3783,31 @@ fn a_bad_minute_fails_no_one(rt: &tokio::runtime::Runtime, dir: &Path, data: &Pa
                 && *status == Some(502)),
         "{calls:?}"
     );
-    // The call is recorded as the next attempt, and its contact waits to be tried again.
+    // The call is recorded as the next attempt, and each check as one more: an `attempting`
+    // row and a `retrying` one each, with HubSpot's 502, in doubt. The contact waits to be
+    // tried again.
     let new: Vec<&OutcomeRow> = rows
         .iter()
         .filter(|r| !before.contains(r) && r.receipt_id == *receipt)
         .collect();
-    assert_eq!(new.len(), 2, "{new:?}");
-    assert!(
-        new.iter().all(|r| r.attempts == attempts + 1),
-        "after {attempts} attempts: {new:?}"
-    );
-    assert!(
-        new.iter().any(|r| r.status == Status::Attempting),
-        "{new:?}"
-    );
-    let retrying = new
-        .iter()
-        .find(|r| r.status == Status::Retrying)
-        .unwrap_or_else(|| panic!("no retrying row: {new:?}"));
-    assert_eq!(
-        (retrying.status, retrying.http_status, retrying.in_doubt),
-        (Status::Retrying, Some(502), true),
-        "{retrying:?}"
-    );
-    assert!(retrying.retry_at_ms.is_some_and(|t| t > at), "{retrying:?}");
+    assert_eq!(new.len(), 2 * (calls.len()), "{new:?}");
+    for k in 1..=calls.len() as u32 {
+        let of: Vec<_> = new.iter().filter(|r| r.attempts == attempts + k).collect();
+        assert!(
+            of.len() == 2 && of.iter().any(|r| r.status == Status::Attempting),
+            "attempt {k} after {attempts}: {new:?}"
+        );
+        let retrying = of
+            .iter()
+            .find(|r| r.status == Status::Retrying)
+            .unwrap_or_else(|| panic!("no retrying row: {new:?}"));
+        assert_eq!(
+            (retrying.http_status, retrying.in_doubt),
+            (Some(502), true),
+            "{retrying:?}"
+        );
+        assert!(retrying.retry_at_ms.is_some_and(|t| t > at), "{retrying:?}");
+    }
 }
 
 /// `sendtime tick --now at` with `token` as the connector's token: (stdout, stderr). It is
@@ -3863,8 +3864,9 @@ fn a_receipt_whose_plan_part_is_quarantined_is_checked_before_it_is_sent_again()
             .is_some_and(|m| m.starts_with("already enrolled")),
         "{last:?}"
     );
-    // Its attempts are numbered on from the call recorded, not from 0 again.
-    assert_eq!(last.attempts, 1);
+    // Its attempts are numbered on from the call recorded, not from 0 again: the check is
+    // the second.
+    assert_eq!(last.attempts, 2);
 }
 
 #[test]
@@ -3965,6 +3967,60 @@ fn redirects_do_not_use_up_the_retries_across_processes() {
     assert!(redirected >= 13, "{redirected} redirects");
     // The route is fixed, and HubSpot has a bad minute.
     a_bad_minute_fails_no_one(&rt, dir.path(), &data, due + 7 * 60_000);
+}
+
+/// A contact in doubt whose enrollments check keeps failing, under `sendtime tick` (a process
+/// a minute): each check is an attempt on disk, so its failures count across processes and,
+/// after the last, the contact is sent once. An earlier version counted a check's failures in
+/// memory only: each process started afresh, made five checks within its retry horizon, and
+/// the contact was never sent nor failed.
+#[test]
+fn a_failing_enrollments_check_gives_up_across_processes() {
+    use sendtime::hubspot::policy::Backoff;
+    let tries = u64::from(Backoff::DISPATCH.give_up_after);
+    let rt = runtime();
+    let standin = rt.block_on(StandIn::start(Options::default())).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let email = "doubt@example.com";
+    standin.add_contact(email, 8330);
+    let receipt = unanswered_call(&data, email, 8330, 104);
+    let down = Fault::Status {
+        status: 503,
+        message: "Service Unavailable".into(),
+    };
+    standin.inject(
+        Injection::next(down)
+            .times(u64::MAX)
+            .on("/automation/v2/workflows/enrollments/contacts/"),
+    );
+    let config = write_config(dir.path(), &standin.url(), "", &[&HOOKS[3]]);
+    let checks = || {
+        (standin.log().iter())
+            .filter(|e| e.method == "GET" && e.path.contains("/enrollments/contacts/"))
+            .count() as u64
+    };
+    let mut at = now_ms();
+    let mut processes = 0;
+    while enrollments(&standin.log()).is_empty() && processes < 12 {
+        tick_once(&config, &data, at, TOKEN);
+        processes += 1;
+        at += 10 * 60_000;
+    }
+    assert_eq!(
+        enrollments(&standin.log()).get(&("104".to_string(), email.to_string())),
+        Some(&1),
+        "{} checks in {processes} processes",
+        checks()
+    );
+    assert_eq!(checks(), tries, "one check per failure allowed");
+    assert!(processes > 1, "the checks spanned processes");
+    let rows = outcomes(&data);
+    let enrolled = (rows.iter())
+        .find(|r| r.receipt_id == receipt && r.status == Status::Enrolled)
+        .unwrap();
+    // Each check was an attempt, and the call after them one more.
+    assert_eq!(enrolled.attempts as u64, 1 + tries + 1, "{enrolled:?}");
 }
 
 #[test]

@@ -817,6 +817,10 @@ fn given_up(
 /// that no check could settle (a contact without a HubSpot id).
 const MAY_HAVE_GONE: &str = "an earlier call whose answer was lost may have enrolled it";
 
+/// The note of a failed check of whether an earlier call enrolled the contact.
+const CHECKING: &str = "reading the contact's enrollments, to see whether an earlier call whose \
+                        answer was lost enrolled it";
+
 /// The row that records a failed call and what happens next.
 fn failure_row(
     base: OutcomeRow,
@@ -939,7 +943,24 @@ pub async fn enroll(
             && let Some(vid) = item.contact_id.filter(|v| *v > 0)
         {
             let earlier = item.doubt_workflow.map(NonZeroU64::get);
-            ctx.count_call(&link, ctx.now());
+            // The check is an attempt of its own, under the workflow the contact may be in, so
+            // its failures count across processes too: a `tick` run each minute against a
+            // failing check otherwise started its count afresh and never sent (an audit).
+            let checked = earlier.map_or_else(|| target.clone(), |w| w.to_string());
+            let checking =
+                |i: &Pending, now| row(i, &link, Action::Enroll, &checked, Status::Attempting, now);
+            if let Err(next) = ctx
+                .attempting(
+                    &link,
+                    Action::Enroll,
+                    std::slice::from_mut(&mut item),
+                    checking,
+                )
+                .await
+            {
+                ctx.day_left.give_back(&link.id);
+                return (item, next);
+            }
             match call.enrollments(vid as u64).await {
                 Ok(ref workflows)
                     if let Some(w) = workflows
@@ -975,24 +996,28 @@ pub async fn enroll(
                     tracing::debug!(receipt = %item.receipt_id, "enrollments check failed: {e}");
                     // Its transient failures count, as a call's do: a check that keeps
                     // failing backs off and, after the last, gives up below.
-                    match ctx.decide_after(
+                    let decision = ctx.decide_after(
                         &link,
                         Action::Enroll,
                         &e,
                         std::slice::from_mut(&mut item),
-                    ) {
+                    );
+                    // HubSpot will not answer the check (e.g. no such record id): what is
+                    // left is the at-least-once contract, so send. Its failures stay
+                    // counted: a send that fails would put the contact back in doubt, and
+                    // checks and sends would go on for ever.
+                    if matches!(decision, Decision::GiveUp) {
+                        tracing::warn!(receipt = %item.receipt_id, "cannot check whether an earlier call reached HubSpot ({e}); sending again (at-least-once)");
+                        item.in_doubt = false;
+                        continue;
+                    }
+                    let failed =
+                        failure_row(retrying(&item, ctx.now()), &e, &decision, ctx.now(), true);
+                    ctx.record(vec![noted(failed, Some(CHECKING))]).await;
+                    match decision {
                         Decision::Retry(d) if ctx.sleep(d).await => continue,
-                        Decision::Retry(_) => return (item, Next::Again(ctx.now())),
                         Decision::Later(t) => return (item, Next::Again(t)),
-                        // HubSpot will not answer the check (e.g. no such record id): what is
-                        // left is the at-least-once contract, so send.
-                        // Its failures stay counted: a send that fails would put the
-                        // contact back in doubt, and checks and sends would go on for ever.
-                        Decision::GiveUp => {
-                            tracing::warn!(receipt = %item.receipt_id, "cannot check whether an earlier call reached HubSpot ({e}); sending again (at-least-once)");
-                            item.in_doubt = false;
-                            continue;
-                        }
+                        _ => return (item, Next::Again(ctx.now())),
                     }
                 }
             }
