@@ -280,8 +280,11 @@ fn every_rejection_has_its_status_and_stores_nothing() {
         &good,
         Sig::Raw("X-HubSpot-Signature", "deadbeef"),
     );
-    assert_eq!(status, 401);
+    // A signature that does not match, or minutes off, may be ours to fix (public_url, the
+    // secret, the clock): 503, which HubSpot retries for three days (a 401 it never retries).
+    assert_eq!(status, 503);
     assert_eq!(body["message"], "signature does not match");
+    assert_eq!(body["reason"], "signature_mismatch");
     // A workflow that puts an API key in the query (named or bare): refused, and the key
     // never logged.
     let keyed = common::http()
@@ -290,17 +293,17 @@ fn every_rejection_has_its_status_and_stores_nothing() {
         .body(good.clone())
         .send()
         .unwrap();
-    assert_eq!(keyed.status().as_u16(), 401);
+    assert_eq!(keyed.status().as_u16(), 503);
     // The body never echoes a secret or the expected digest.
     let expected = sign_v1(SECRET.as_bytes(), &good);
     assert!(!body.to_string().contains(&expected) && !body.to_string().contains(SECRET));
     assert_eq!(
         post(&server, "nurture", &good, Sig::V3At(now_ms() - 6 * 60_000)).0,
-        401
+        503
     );
     assert_eq!(
         post(&server, "nurture", &good, Sig::V3At(now_ms() + 6 * 60_000)).0,
-        401
+        503
     );
 
     let (status, body) = post(&server, "nurture", b"this is not json", Sig::V2);
@@ -533,7 +536,7 @@ fn unsigned_posts_only_where_allowed_and_always_warned() {
         &contact_body(2, "v@example.com"),
         Sig::Raw("X-HubSpot-Signature", "00"),
     );
-    assert_eq!(status, 401);
+    assert_eq!(status, 503);
     // Once the endpoint has taken a signed post, an unsigned one is a replay stripped of its
     // signature headers, there and at the connector's webhooks that have taken none yet.
     let body = contact_body(3, "w@example.com");
@@ -911,7 +914,7 @@ fn a_rotated_secret_is_accepted_until_it_is_removed() {
         200,
         "new secret during rotation"
     );
-    assert_eq!(signed_with(&server, "neither", 3), 401);
+    assert_eq!(signed_with(&server, "neither", 3), 503);
     let metrics = common::http()
         .get(server.admin_url("/metrics"))
         .send()
@@ -930,8 +933,8 @@ fn a_rotated_secret_is_accepted_until_it_is_removed() {
     let server = Server::start(&config, &data, &env);
     assert_eq!(
         signed_with(&server, SECRET, 4),
-        401,
-        "old secret after rotation"
+        503,
+        "old secret after rotation: refused, as retryable (it may be ours to fix)"
     );
     assert_eq!(signed_with(&server, NEW, 5), 200);
     server.stop();

@@ -2,7 +2,8 @@
 //! workflow-action executions in, durable receipts out.
 //!
 //! Checks run cheapest-first and nothing unauthenticated is parsed: unknown webhook or action
-//! (404), body size (413, within the body budget), signature (401), body (400, also when it
+//! (404), body size (413, within the body budget), signature (401; 503 when it does not
+//! match or is minutes off, which may be ours to fix), body (400, also when it
 //! lacks what the webhook's type needs: an email to enroll, a record id for a list), portal
 //! (401), then the store (200 once the receipt is durable, BLOCK for an action; 503 when it
 //! cannot be, so HubSpot retries).

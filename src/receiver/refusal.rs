@@ -6,7 +6,7 @@
 //! in flight, the store's queue full, shutting down) asks it to come back after `Retry-After`,
 //! the one answer HubSpot retries on its own schedule at our pace. 503 asks it to retry, on
 //! its 5xx schedule (over three days), for what is wrong on our side (no secret configured, a
-//! store error).
+//! store error) or may be (a signature that does not match, a timestamp minutes off).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -95,6 +95,14 @@ impl Refusal {
             | Refusal::NoEmail
             | Refusal::BadEmail
             | Refusal::NoRecordId => StatusCode::BAD_REQUEST,
+            // A signature that does not match, or a time off by minutes, is as often ours to
+            // fix (`public_url`, a rotated secret, the host's clock) as a stranger's: HubSpot's
+            // retries keep the contact while we do (it never retries a 401, an audit found).
+            // A stranger gains nothing by the difference.
+            Refusal::Signature {
+                error: SignatureError::Mismatch | SignatureError::Stale,
+                ..
+            } => StatusCode::SERVICE_UNAVAILABLE,
             Refusal::Signature { .. } | Refusal::WrongPortal { .. } => StatusCode::UNAUTHORIZED,
             Refusal::Busy
             | Refusal::BodyTimeout
@@ -244,7 +252,7 @@ impl RefusalLog {
         // receipts does, to whoever tests with them.
         if !refusal.is_ours()
             && !status.is_client_error()
-            && !matches!(refusal, Refusal::UnsignedFull)
+            && !matches!(refusal, Refusal::UnsignedFull | Refusal::Signature { .. })
         {
             return;
         }
