@@ -600,6 +600,16 @@ fn an_execution_refused_for_our_failure_is_a_429() {
     let (status, answer) = execute(&server, "cb-nosecret", 1, "IMMEDIATE");
     assert_eq!(status, 429, "{answer}");
     assert_eq!(answer["reason"], "no_secret");
+    server.stop();
+    // A signature that does not match (the secret configured is not the app's) may be ours
+    // to fix too: retried (it was a 401, after which HubSpot sends the contact on).
+    let server = Server::start(&config, &data, &[("ACTIONS_SECRET", "another-apps-secret")]);
+    let (status, answer) = execute(&server, "cb-mismatch", 2, "IMMEDIATE");
+    assert_eq!(
+        (status, answer["reason"].as_str()),
+        (429, Some("signature_mismatch")),
+        "{answer}"
+    );
 }
 
 /// A webhook made an action of the same id: the action's executions (signed v2, as HubSpot's
