@@ -162,7 +162,7 @@ pub fn run(config: &Config, webhook: Option<&str>, dry_run: bool) -> anyhow::Res
             };
             (held.receipts.iter()).any(|id| {
                 let callback = held.actions.contains(id);
-                (portals.iter()).any(|p| routable(config, &intent.webhook, callback, *p))
+                (portals.iter()).any(|p| routable(config, &intent.webhook, callback, None, *p))
             })
         },
         receipts: intent.held.receipts.len(),
@@ -234,51 +234,74 @@ fn held_by_webhook(
         .filter(|r| r.status.is_final())
         .map(|r| r.receipt_id.as_str())
         .collect();
-    // Each receipt's webhook, kind (an action's: a callback id) and account, from its inbox
-    // or plan row (the account from either, as the dispatcher takes it); from its outcome
-    // rows only when those are all that is left.
-    let mut kinds: HashMap<&str, (&str, bool, Option<u64>)> = HashMap::new();
+    // Each receipt as taken, from its inbox or plan row (the account from either, as the
+    // dispatcher takes it); from its outcome rows only when those are all that is left.
+    let mut kinds: HashMap<&str, Taken> = HashMap::new();
     let plans = plan::read(plan_ds)?;
     let account = |p| inbox::account(p).map(std::num::NonZeroU64::get);
     for r in receipts {
-        let kind = (
-            &*r.webhook_id,
-            r.callback_id.is_some(),
-            account(r.portal_id),
-        );
+        let kind = Taken {
+            webhook: &r.webhook_id,
+            callback: r.callback_id.is_some(),
+            enrolls: None,
+            portal: account(r.portal_id),
+        };
         kinds.insert(&r.receipt_id, kind);
     }
     for p in &plans {
-        let inbox = kinds.get(p.receipt_id.as_str()).and_then(|k| k.2);
-        let kind = (
-            &*p.webhook_id,
-            p.callback_id.is_some(),
-            account(p.portal_id).or(inbox),
-        );
+        let inbox = kinds.get(p.receipt_id.as_str()).and_then(|k| k.portal);
+        let kind = Taken {
+            webhook: &p.webhook_id,
+            callback: p.callback_id.is_some(),
+            enrolls: Some(p.webhook_type.enrolls()),
+            portal: account(p.portal_id).or(inbox),
+        };
         kinds.insert(&p.receipt_id, kind);
     }
     for r in &outcome_rows {
-        let kind = (&*r.webhook_id, r.action == Action::Complete, None);
+        let kind = Taken {
+            webhook: &r.webhook_id,
+            callback: r.action == Action::Complete,
+            enrolls: (r.action != Action::Complete).then_some(r.action == Action::Enroll),
+            portal: None,
+        };
         kinds.entry(&r.receipt_id).or_insert(kind);
     }
     let mut held: BTreeMap<String, Held> = BTreeMap::new();
-    for (id, (webhook, callback, portal)) in kinds {
-        if !routable(config, webhook, callback, portal) && !finished.contains(id) {
-            let of = held.entry(webhook.to_string()).or_default();
+    for (id, t) in kinds {
+        if !routable(config, t.webhook, t.callback, t.enrolls, t.portal) && !finished.contains(id) {
+            let of = held.entry(t.webhook.to_string()).or_default();
             of.receipts.insert(id.to_string());
-            if callback {
+            if t.callback {
                 of.actions.insert(id.to_string());
             }
-            of.portals.extend(portal);
+            of.portals.extend(t.portal);
         }
     }
     Ok(held)
 }
 
-/// Whether the config routes a receipt of `webhook` (an action's when `callback`) taken for
-/// the account `portal`.
-fn routable(config: &Config, webhook: &str, callback: bool, portal: Option<u64>) -> bool {
-    config.route(webhook, callback, portal).is_some()
+/// A receipt as it was taken: by which webhook, as an action's (with a callback id) or a
+/// webhook's that enrolls or not (a plan row's type, an outcome row's call; unknown from the
+/// inbox), for which account.
+#[derive(Clone, Copy)]
+struct Taken<'a> {
+    webhook: &'a str,
+    callback: bool,
+    enrolls: Option<bool>,
+    portal: Option<u64>,
+}
+
+/// Whether the config routes a receipt of `webhook` (an action's when `callback`, else one
+/// that enrolls or not as `enrolls` says) taken for the account `portal`.
+fn routable(
+    config: &Config,
+    webhook: &str,
+    callback: bool,
+    enrolls: Option<bool>,
+    portal: Option<u64>,
+) -> bool {
+    config.route(webhook, callback, enrolls, portal).is_some()
 }
 
 /// Why nothing of `webhook` can be discarded, and what is held.

@@ -11,6 +11,7 @@ use std::time::Duration;
 use common::{
     Hook, PUBLIC_URL, Server, TestConfig, enrollments, eventually, now_ms, runtime, set_clock,
 };
+use sendtime::config::WebhookType;
 use sendtime::datasets::outcomes::{self, OutcomeRow, Status};
 use sendtime::datasets::plan::{self, PlanRow};
 use sendtime::hubspot::standin::{Fault, Injection, ListKind, LogEntry, Options, StandIn};
@@ -2375,12 +2376,23 @@ fn planned_with(
     vid: i64,
     rows: impl FnOnce(&str, i64) -> Vec<OutcomeRow>,
 ) -> String {
+    planned_as(data, WebhookType::Immediate, email, vid, rows)
+}
+
+/// [`planned_with`], the receipt taken as a post of `webhook_type`.
+fn planned_as(
+    data: &Path,
+    webhook_type: WebhookType,
+    email: &str,
+    vid: i64,
+    rows: impl FnOnce(&str, i64) -> Vec<OutcomeRow>,
+) -> String {
     let t = now_ms() - 60_000;
     let receipt = ulid::Ulid::generate().to_string();
     let plan = PlanRow {
         receipt_id: receipt.clone(),
         webhook_id: "fatigue".into(),
-        webhook_type: sendtime::config::WebhookType::Immediate,
+        webhook_type,
         contact_id: Some(vid),
         email: Some(email.into()),
         received_at_ms: t,
@@ -2751,7 +2763,7 @@ fn unsigned_posts_taken_in_dry_run_are_never_sent() {
     let mut row = plan::frame(&[PlanRow {
         receipt_id: first.receipt_id.clone(),
         webhook_id: "fatigue".into(),
-        webhook_type: sendtime::config::WebhookType::Immediate,
+        webhook_type: WebhookType::Immediate,
         contact_id: Some(8501),
         email: Some("u1@example.com".into()),
         received_at_ms: first.received_at_ms,
@@ -5348,6 +5360,40 @@ const STEP_ON_OTHER: Hook = Hook {
     kind: "IMMEDIATE",
     target: "workflow_id = 1\nconnector = \"other\"",
 };
+
+/// A webhook whose type changed from `UPDATE_ONLY` to an enrolling one (or back): what it
+/// took as the other is held, not sent the new way, and `discard` counts it; back as it was,
+/// it goes out as taken. An earlier version enrolled contacts queued for a list into an email
+/// workflow (an audit found it).
+#[test]
+fn a_webhook_whose_type_changed_holds_what_it_took_as_the_other() {
+    const LISTED: Hook = Hook {
+        id: "fatigue",
+        kind: "UPDATE_ONLY",
+        target: "list_id = \"987\"",
+    };
+    let rt = runtime();
+    let standin = rt.block_on(StandIn::start(Options::default())).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let email = "listed@example.com";
+    standin.add_contact(email, 8340);
+    planned_as(&data, WebhookType::UpdateOnly, email, 8340, |_, _| {
+        Vec::new()
+    });
+    let config = write_config(dir.path(), &standin.url(), "", &[&HOOKS[3]]);
+    let (out, err) = tick_once(&config, &data, now_ms(), TOKEN);
+    assert!(out.contains("enrolled=0 "), "{out}\n{err}");
+    assert!(enrollments(&standin.log()).is_empty(), "{err}");
+    assert!(outcomes(&data).is_empty(), "nothing recorded for it");
+    let dry = common::sendtime(&config, &data, &["discard", "--dry-run", "fatigue"], &[]);
+    assert!(dry.contains("receipts: 1"), "{dry}");
+
+    let config = write_config(dir.path(), &standin.url(), "", &[&LISTED]);
+    tick_once(&config, &data, now_ms(), TOKEN);
+    assert_eq!(standin.list_members("987"), ["8340"]);
+    assert!(enrollments(&standin.log()).is_empty());
+}
 
 /// A webhook moved to another account's connector: the contacts it took for the first
 /// account are held (contact ids are each account's own: the other would enroll some other

@@ -369,13 +369,27 @@ impl Webhook {
     pub const MAX_WINDOW_MS: i64 = 7 * crate::time::DAY_MS;
 }
 
-/// Whether an action (`action`) or a webhook, through a connector of the account
+/// Whether a webhook or action sending to `target`, through a connector of the account
 /// `portal_id`, sends a receipt taken as an action's (`callback`: with a callback id) or as a
-/// webhook's, for the account `portal` (none: recorded by an older version). Not one of the
-/// other kind (the id changed kind since), nor one taken for another account (its connector
-/// changed since: its id there is some other person's, or no one's).
-pub fn sends(action: bool, portal_id: u64, callback: bool, portal: Option<u64>) -> bool {
-    action == callback && portal.is_none_or(|p| p == portal_id)
+/// webhook's (`enrolls`: of a type that enrolls, none when unknown), for the account `portal`
+/// (none: recorded by an older version). Not one of the other kind (the id changed kind
+/// since), nor a list's receipt by a webhook that now enrolls or the reverse (its type changed
+/// since: contacts queued for a list would be enrolled into an email workflow, an audit
+/// found), nor one taken for another account (its connector changed since: its id there is
+/// some other person's, or no one's).
+pub fn sends(
+    target: &Target,
+    portal_id: u64,
+    callback: bool,
+    enrolls: Option<bool>,
+    portal: Option<u64>,
+) -> bool {
+    let kind = match target {
+        Target::Callback => callback,
+        Target::Workflow(_) => !callback && enrolls != Some(false),
+        Target::List(_) => !callback && enrolls != Some(true),
+    };
+    kind && portal.is_none_or(|p| p == portal_id)
 }
 
 /// Where a webhook's contacts go.
@@ -608,12 +622,19 @@ impl Config {
         self.webhooks.iter().find(|w| w.id == id)
     }
 
-    /// The webhook that sends a receipt taken by `id` (as an action's when `callback`) for
-    /// the account `portal` ([`sends`]); none: such a receipt is held.
-    pub fn route(&self, id: &str, callback: bool, portal: Option<u64>) -> Option<&Webhook> {
+    /// The webhook that sends a receipt taken by `id` (as an action's when `callback`, else
+    /// to enroll or not as `enrolls` says) for the account `portal` ([`sends`]); none: such a
+    /// receipt is held.
+    pub fn route(
+        &self,
+        id: &str,
+        callback: bool,
+        enrolls: Option<bool>,
+        portal: Option<u64>,
+    ) -> Option<&Webhook> {
         self.webhook(id).filter(|w| {
             self.connector(&w.connector)
-                .is_some_and(|c| sends(w.target == Target::Callback, c.portal_id, callback, portal))
+                .is_some_and(|c| sends(&w.target, c.portal_id, callback, enrolls, portal))
         })
     }
 

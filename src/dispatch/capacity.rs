@@ -33,6 +33,7 @@ pub(super) struct Route<'c> {
     pub zone: Tz,
     /// A workflow action: HubSpot holds its contacts only so long ([`crate::model::plan::hold`]).
     pub holds: bool,
+    pub target: &'c Target,
     /// Its connector's account.
     pub portal_id: u64,
 }
@@ -55,7 +56,14 @@ impl Route<'_> {
     /// so it books nothing on this connector.
     pub fn takes(&self, item: &Pending) -> bool {
         let callback = item.callback_id.is_some();
-        crate::config::sends(self.holds, self.portal_id, callback, item.account())
+        let enrolls = Some(item.webhook_type.enrolls());
+        crate::config::sends(
+            self.target,
+            self.portal_id,
+            callback,
+            enrolls,
+            item.account(),
+        )
     }
 }
 
@@ -75,6 +83,7 @@ pub(super) fn route<'c>(config: &'c Config, w: &'c Webhook) -> Route<'c> {
         quiet: w.quiet_hours,
         zone: connector.time_zone.unwrap_or(Tz::UTC),
         holds: w.target == Target::Callback,
+        target: &w.target,
         portal_id: connector.portal_id,
     }
 }
@@ -173,6 +182,9 @@ pub(super) fn route_of<'r, 'c>(
     routes.get(&*item.webhook_id).filter(|r| r.takes(item))
 }
 
+/// The target of [`Capacities::unrouted`]: none, whose receipts are held at dispatch.
+static UNROUTED: Target = Target::Callback;
+
 impl Capacities {
     /// The route of receipts whose webhook is missing from the config.
     pub fn unrouted(&self) -> Route<'static> {
@@ -184,6 +196,7 @@ impl Capacities {
             quiet: None,
             zone: Tz::UTC,
             holds: false,
+            target: &UNROUTED,
             portal_id: 0,
         }
     }

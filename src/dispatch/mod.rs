@@ -554,7 +554,7 @@ impl Dispatcher {
                 webhook = %webhook,
                 newly_held = n,
                 held = total,
-                "webhook is not in the config, is now of the other kind (a webhook made an action or the reverse), or now sends through another account's connector: its due contacts are held (not sent, not deleted) until it returns as it was, or `sendtime discard ID` gives them up"
+                "webhook is not in the config, is now of the other kind (a webhook made an action or the reverse), now adds to a list where it enrolled or the reverse (its type changed), or now sends through another account's connector: its due contacts are held (not sent, not deleted) until it returns as it was, or `sendtime discard ID` gives them up"
             );
         }
         if !dry.is_empty() {
@@ -731,10 +731,12 @@ impl Dispatcher {
 
 /// The webhook that sends `item` now ([`Config::route`]): none for one made an action of
 /// the same id since (or the reverse), which has no callback to complete for a webhook's
-/// receipt and would enroll a contact HubSpot holds in the action, or one moved to another
-/// account's connector.
+/// receipt and would enroll a contact HubSpot holds in the action, one whose type changed
+/// between a list's and an enrolling one, or one moved to another account's connector.
 fn route<'c>(config: &'c Config, item: &Pending) -> Option<&'c crate::config::Webhook> {
-    config.route(&item.webhook_id, item.callback_id.is_some(), item.account())
+    let callback = item.callback_id.is_some();
+    let enrolls = Some(item.webhook_type.enrolls());
+    config.route(&item.webhook_id, callback, enrolls, item.account())
 }
 
 /// When a due contact may go, if `now` is in its quiet hours: one that came due while
