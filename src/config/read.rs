@@ -823,14 +823,14 @@ fn read_webhook(ctx: &mut Ctx, table: &DeTable, at: usize, n: usize) -> WebhookD
     let list_id = r.get("list_id").and_then(|v| match v.get_ref() {
         DeValue::String(s) if is_numeric_id(s) => Some(s.to_string()),
         DeValue::Integer(i) => match u64::from_str_radix(i.as_str(), i.radix()) {
-            Ok(n) => Some(n.to_string()),
-            Err(_) => {
-                r.wrong_type(ctx, "list_id", v, "a HubSpot list id such as \"987\"");
+            Ok(n) if n > 0 => Some(n.to_string()),
+            _ => {
+                r.wrong_type(ctx, "list_id", v, LIST_ID);
                 None
             }
         },
         _ => {
-            r.wrong_type(ctx, "list_id", v, "a HubSpot list id such as \"987\"");
+            r.wrong_type(ctx, "list_id", v, LIST_ID);
             None
         }
     });
@@ -1072,8 +1072,16 @@ fn is_url_safe_id(id: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'))
 }
 
+/// What `list_id` takes.
+const LIST_ID: &str = "a HubSpot list id such as \"987\" (a positive number without leading zeros)";
+
+/// A positive number as HubSpot writes ids: "007" and "7" would name one list as two targets
+/// (held and counted apart), and 0 is no list.
 fn is_numeric_id(s: &str) -> bool {
-    !s.is_empty() && s.len() <= 20 && s.bytes().all(|c| c.is_ascii_digit())
+    !s.is_empty()
+        && s.len() <= 20
+        && !s.starts_with('0')
+        && s.bytes().all(|c| c.is_ascii_digit())
 }
 
 #[cfg(test)]

@@ -394,6 +394,14 @@ fn check_http_url(raw: &str, example: &str) -> Result<String, String> {
     if url.query().is_some() || url.fragment().is_some() {
         return Err("must not carry a query or fragment".into());
     }
+    // HubSpot signs the URL without them, and they would be logged with every refusal.
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(
+            "must not carry a user name or password (`user:pass@`): put credentials in \
+             environment variables"
+                .into(),
+        );
+    }
     Ok(raw.trim_end_matches('/').to_string())
 }
 

@@ -80,8 +80,9 @@ fn table(doc: &str, properties: Vec<(&str, Value)>, required: &[&str]) -> Value 
 const ID_PATTERN: &str = "^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$";
 const ENV_PATTERN: &str = "^[A-Za-z_][A-Za-z0-9_]*$";
 const SPAN_PATTERN: &str = "^[1-9][0-9]*[mhd]$";
-/// An http(s) URL as the reader takes it: no space anywhere, no query or fragment.
-const HTTP_URL_PATTERN: &str = "^https?://[^\\s?#]+$";
+/// An http(s) URL as the reader takes it: no space anywhere, no user info, no query or
+/// fragment.
+const HTTP_URL_PATTERN: &str = "^https?://[^\\s?#@/]+(/[^\\s?#]*)?$";
 /// An IP address and port, as `SocketAddr` parses them (a host name is refused).
 const SOCKET_PATTERN: &str = "^([0-9]{1,3}(\\.[0-9]{1,3}){3}|\\[[0-9A-Fa-f:.]+\\]):[0-9]{1,5}$";
 const QUIET_PATTERN: &str =
@@ -490,7 +491,7 @@ pub fn schema() -> Value {
             ),
             (
                 "list_id",
-                json!({"description": "The list to add to (UPDATE_ONLY).", "anyOf": [{"type": "string", "pattern": "^[0-9]{1,20}$"}, {"type": "integer", "minimum": 0}]}),
+                json!({"description": "The list to add to (UPDATE_ONLY).", "anyOf": [{"type": "string", "pattern": "^[1-9][0-9]{0,19}$"}, {"type": "integer", "minimum": 1}]}),
             ),
             ("window", window()),
             (
