@@ -288,6 +288,15 @@ impl Metrics {
             .inc();
     }
 
+    /// Each configured webhook's and action's series, at 0 until it has contacts: a series
+    /// made on first use appeared only once a post came or the dashboard was opened, which
+    /// `absent()` alerts cannot tell from a scrape gone wrong (an audit).
+    pub fn configured(&self, config: &crate::config::Config) {
+        for w in &config.webhooks {
+            self.pending(&w.id);
+        }
+    }
+
     /// The pending gauge of one webhook.
     pub fn pending(&self, webhook: &str) -> Gauge {
         self.pending

@@ -92,8 +92,9 @@ async fn serve(
     let listen = config.server.listen;
     let data_dir = config.server.data_dir.clone();
     let ratchet = Arc::new(receiver::ratchet::Ratchet::open(&data_dir)?);
-    let handle = Arc::new(ArcSwap::from_pointee(config));
     let metrics = Metrics::new();
+    metrics.configured(&config);
+    let handle = Arc::new(ArcSwap::from_pointee(config));
     let _watcher = Watcher::spawn(
         handle.clone(),
         config_path,

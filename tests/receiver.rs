@@ -385,6 +385,11 @@ fn every_rejection_has_its_status_and_stores_nothing() {
         metrics.contains("sendtime_webhooks_accepted_total 0"),
         "{metrics}"
     );
+    // Each configured webhook's series is there, at 0, before it has had a contact.
+    assert!(
+        metrics.contains("sendtime_pending_contacts{webhook=\"big-list\"} 0"),
+        "{metrics}"
+    );
     let logs = server.stop();
     assert_eq!(inbox(dir.path()).height(), 0);
     // Each refusal is logged with its webhook and reason; a bad signature with the URL it was
@@ -453,6 +458,11 @@ fn duplicates_answer_200_and_store_nothing_even_after_a_restart() {
     );
     assert!(
         metrics.contains("sendtime_pending_contacts{webhook=\"nurture\"} 1"),
+        "{metrics}"
+    );
+    // Two commits: the repeat wrote nothing, so it is none.
+    assert!(
+        metrics.contains("sendtime_store_commit_seconds_count 2"),
         "{metrics}"
     );
     server.stop();

@@ -292,17 +292,18 @@ async fn lift(State(state): State<AdminState>) -> Result<Response, AdminError> {
         .try_acquire_owned()
         .map_err(|_| AdminError::Busy("a lift report is being made"))?;
     let config = state.config.load_full();
-    let data_dir = config.server.data_dir.clone();
-    let (as_of_ms, unimported) = crate::lift::report::default_as_of(&config, state.clock.now_ms());
-    let options = crate::lift::report::Options {
-        as_of_ms,
-        unimported,
-        ..Default::default()
-    };
-    // The permit goes with the work: a client that hangs up does not free it early.
+    let now = state.clock.now_ms();
+    // The permit goes with the work: a client that hangs up does not free it early. The
+    // import state files are read there too, off the runtime that answers HubSpot.
     let lift = tokio::task::spawn_blocking(move || {
         let _running = running;
-        crate::lift::report::lift(&data_dir, &options)
+        let (as_of_ms, unimported) = crate::lift::report::default_as_of(&config, now);
+        let options = crate::lift::report::Options {
+            as_of_ms,
+            unimported,
+            ..Default::default()
+        };
+        crate::lift::report::lift(&config.server.data_dir, &options)
     })
     .await
     .map_err(|e| AdminError::Internal(e.into()))?

@@ -1078,10 +1078,7 @@ const LIST_ID: &str = "a HubSpot list id such as \"987\" (a positive number with
 /// A positive number as HubSpot writes ids: "007" and "7" would name one list as two targets
 /// (held and counted apart), and 0 is no list.
 fn is_numeric_id(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 20
-        && !s.starts_with('0')
-        && s.bytes().all(|c| c.is_ascii_digit())
+    !s.is_empty() && s.len() <= 20 && !s.starts_with('0') && s.bytes().all(|c| c.is_ascii_digit())
 }
 
 #[cfg(test)]

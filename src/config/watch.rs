@@ -249,6 +249,7 @@ impl Watcher {
                 });
                 metrics.config_reload(outcome.label()).inc();
                 metrics.config_rejected.set(i64::from(outcome.rejected()));
+                metrics.configured(&handle.load());
                 // A symlink pointed elsewhere since: the file it now names is the one edited.
                 // (One missing for now, deleted to be written again, keeps the one followed.)
                 let now = Followed::of(&path, &dir);

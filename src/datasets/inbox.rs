@@ -514,14 +514,17 @@ impl Writer {
             .iter()
             .map(|r| serde_json::to_vec(r).expect("receipts serialize"))
             .collect();
+        // A batch of repeats writes nothing: not a commit (it filled the histogram with
+        // microseconds while HubSpot retried).
         let result = if encoded.is_empty() {
             Ok(())
         } else {
-            self.segment.append(encoded.iter().map(Vec::as_slice))
+            let appended = self.segment.append(encoded.iter().map(Vec::as_slice));
+            self.metrics
+                .commit_seconds
+                .observe(started.elapsed().as_secs_f64());
+            appended
         };
-        self.metrics
-            .commit_seconds
-            .observe(started.elapsed().as_secs_f64());
         if let Err(e) = result {
             let e = format!(
                 "cannot append to the inbox log {} (posts get 503 and HubSpot retries): {e}",
