@@ -433,9 +433,10 @@ pub struct FileImportArgs {
     pub dry_run: bool,
     /// Rows per events part written. Larger parts import more slowly but make a full profile
     /// build over an export whose contacts are spread through it faster (4000000: about
-    /// 1.3× faster for 100M rows).
+    /// 1.3× faster for 100M rows). At most 10000000: a part's rows are held in memory (and
+    /// sorted) while it is written, so larger parts would break the import's memory bound.
     #[arg(long, value_name = "N", default_value_t = crate::import::PART_ROWS,
-        value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=100_000_000))]
+        value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=10_000_000))]
     pub part_rows: usize,
     /// Memory for checking rows against the events already stored, in MB (8 bytes per stored
     /// event without a source id): a store with more is checked in several passes over FILE.

@@ -657,6 +657,20 @@ fn a_file_saved_in_another_form_says_how_to_save_it() {
         err.contains("the header row is not UTF-8 text: save the file as UTF-8"),
         "{err}"
     );
+    // A row's field in Windows-1252 is named by its column, with the same advice.
+    let row = dir.path().join("row.csv");
+    std::fs::write(
+        &row,
+        b"contact,time,kind\nj\xe9r\xf4me@example.com,2026-01-01T10:00:00Z,OPEN\n",
+    )
+    .unwrap();
+    let err = failed(&sendtime(&data, &csv_import(row.to_str().unwrap(), "50")));
+    assert!(
+        err.contains("row.csv:2: ")
+            && err
+                .contains("column \"contact\" (field 1) is not UTF-8 text: save the file as UTF-8"),
+        "{err}"
+    );
     let gz = dir.path().join("export.csv.gz");
     std::fs::write(&gz, [0x1F, 0x8B, 0x08, 0x00, 0, 0, 0, 0]).unwrap();
     let zip = dir.path().join("export.zip");

@@ -353,9 +353,18 @@ impl CsvReader {
     fn parse(&self, record: &Fields) -> Result<Parsed, String> {
         let field = |i: usize| {
             let bytes = record.get(i);
-            std::str::from_utf8(bytes)
-                .map(str::trim)
-                .map_err(|_| format!("field {} is not UTF-8", i + 1))
+            std::str::from_utf8(bytes).map(str::trim).map_err(|_| {
+                let name = match i {
+                    i if i == self.contact => &self.columns.contact,
+                    i if i == self.time => &self.columns.time,
+                    _ => self.columns.kind.as_deref().unwrap_or_default(),
+                };
+                format!(
+                    "column {name:?} (field {}) is not UTF-8 text: save the file as UTF-8 \
+                     (\"CSV UTF-8\" in Excel, whose plain \"CSV\" writes Windows-1252)",
+                    i + 1
+                )
+            })
         };
         // The forms exports write (digits, `YYYY-MM-DDTHH:MM:SSZ`, HubSpot's kind names) are
         // read from the bytes; anything else through the general rules and their messages.
