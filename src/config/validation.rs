@@ -402,7 +402,7 @@ fn check_env(ctx: &mut Ctx, draft: &ConnectorDraft, env: EnvCheck) {
             ctx.error(
                 at,
                 format!(
-                    "{message}; set it, or set `dry_run = true` to run without calling HubSpot"
+                    "{message}; set it, or set `dry_run = true` to run without calling HubSpot (a running `serve` reads its environment at start only: set it there and restart)"
                 ),
             );
         } else if !c.dry_run {

@@ -190,47 +190,55 @@ impl Watcher {
             let mut watched = folder_id(&dir);
             let mut check = tokio::time::interval(FOLDER_CHECK);
             check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+            // A write between `serve`'s first load and the watch's start made no event: the
+            // file is looked at once now (an audit), quietly when it is the config in force.
+            let mut first = true;
             loop {
-                let forced = tokio::select! {
-                    got = rx.recv() => {
-                        let Some(mut last) = got else { return };
-                        // Let the burst settle, and a write in progress end.
-                        loop {
-                            let quiet = match last {
-                                Change::Writing => WRITING_QUIET,
-                                Change::Settled => DEBOUNCE,
-                            };
-                            match tokio::time::timeout(quiet, rx.recv()).await {
-                                Ok(Some(change)) => last = change,
-                                Ok(None) => return,
-                                Err(_) => break,
+                let startup = std::mem::take(&mut first);
+                let forced = if startup {
+                    false
+                } else {
+                    tokio::select! {
+                        got = rx.recv() => {
+                            let Some(mut last) = got else { return };
+                            // Let the burst settle, and a write in progress end.
+                            loop {
+                                let quiet = match last {
+                                    Change::Writing => WRITING_QUIET,
+                                    Change::Settled => DEBOUNCE,
+                                };
+                                match tokio::time::timeout(quiet, rx.recv()).await {
+                                    Ok(Some(change)) => last = change,
+                                    Ok(None) => return,
+                                    Err(_) => break,
+                                }
                             }
+                            tracing::info!(path = %path.display(), "config file changed: reloading");
+                            false
                         }
-                        tracing::info!(path = %path.display(), "config file changed: reloading");
-                        false
-                    }
-                    _ = async {
-                        match &mut hup {
-                            Some(hup) => hup.recv().await,
-                            None => std::future::pending().await,
+                        _ = async {
+                            match &mut hup {
+                                Some(hup) => hup.recv().await,
+                                None => std::future::pending().await,
+                            }
+                        } => {
+                            tracing::info!("SIGHUP: reloading config");
+                            true
                         }
-                    } => {
-                        tracing::info!("SIGHUP: reloading config");
-                        true
-                    }
-                    _ = check.tick() => {
-                        let now = folder_id(&dir);
-                        if now.is_none() || now == watched {
-                            continue;
+                        _ = check.tick() => {
+                            let now = folder_id(&dir);
+                            if now.is_none() || now == watched {
+                                continue;
+                            }
+                            let _ = inner.unwatch(&dir);
+                            if let Err(e) = watch(&mut inner, &dir) {
+                                tracing::warn!("{e:#} (the config's folder was replaced; tried again in {FOLDER_CHECK:?})");
+                                continue;
+                            }
+                            watched = now;
+                            tracing::info!(path = %path.display(), "the config's folder was replaced: watching the new one, reloading");
+                            false
                         }
-                        let _ = inner.unwatch(&dir);
-                        if let Err(e) = watch(&mut inner, &dir) {
-                            tracing::warn!("{e:#} (the config's folder was replaced; tried again in {FOLDER_CHECK:?})");
-                            continue;
-                        }
-                        watched = now;
-                        tracing::info!(path = %path.display(), "the config's folder was replaced: watching the new one, reloading");
-                        false
                     }
                 };
                 // Reading and checking a large file takes a while: off the async workers, so
@@ -247,6 +255,9 @@ impl Watcher {
                     );
                     Reload::Failed
                 });
+                if startup && outcome == Reload::Current {
+                    continue;
+                }
                 metrics.config_reload(outcome.label()).inc();
                 metrics.config_rejected.set(i64::from(outcome.rejected()));
                 metrics.configured(&handle.load());
@@ -345,6 +356,28 @@ fn keep<T: PartialEq + Clone + std::fmt::Debug>(key: &str, new: &mut T, old: &T)
     }
 }
 
+/// Say, at the reload, of each webhook or action of `old` that `new` removed or changed so
+/// that what it took waits: until then it was said only as its contacts came due, up to a
+/// week later (an audit).
+fn warn_held(old: &Config, new: &Config) {
+    let portal = |c: &Config, w: &super::Webhook| c.connector(&w.connector).map(|c| c.portal_id);
+    for was in &old.webhooks {
+        let why = match new.webhook(&was.id) {
+            None => "removed: HubSpot's posts to it now get 404, which it does not retry",
+            Some(w) if std::mem::discriminant(&w.target) != std::mem::discriminant(&was.target) => {
+                "changed kind (a webhook and an action, or a list's type and an enrolling one)"
+            }
+            Some(w) if portal(new, w) != portal(old, was) => "moved to another account's connector",
+            _ => continue,
+        };
+        tracing::warn!(
+            webhook = %was.id,
+            "{why}: the contacts it took before are held (not sent, not deleted) until it is back as it was, or `sendtime discard {}` gives them up",
+            was.id
+        );
+    }
+}
+
 /// Load the file again and swap it in if it is valid and different (or `forced`). An invalid
 /// file is reported once per content (`rejected` remembers the last one), unless `forced`.
 fn reload(
@@ -413,6 +446,7 @@ fn reload(
                     );
                 }
             }
+            warn_held(&current, &loaded.config);
             tracing::info!(
                 config = %loaded.config.identity,
                 previous = %current.identity,
@@ -421,6 +455,16 @@ fn reload(
             );
             handle.store(Arc::new(loaded.config));
             Reload::Loaded
+        }
+        // Deleted, or mid-replace by a tool that deletes first: not a matter of where `serve`
+        // was started (the reader's hint when no file is found).
+        Err(_) if content.is_none() && !path.exists() => {
+            tracing::error!(
+                config = %current.identity,
+                "{} is gone (deleted, or being replaced): keeping the config in force until it is back",
+                path.display()
+            );
+            Reload::Rejected
         }
         Err(diags) => {
             if !forced && content.is_some() && *rejected == content {
