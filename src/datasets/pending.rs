@@ -133,8 +133,16 @@ impl PendingSet {
     ) -> Result<(), Repeat> {
         let k = contact.key();
         let mut state = self.inner.lock().unwrap();
+        // A receipt taken unsigned (anyone's, only ever a dry run) does not stand for a signed
+        // post of its contact: a stranger's would have had HubSpot's answered as its repeat,
+        // and never sent once the connector went live (an audit). The signed one is stored,
+        // and the contact's key is its from then on.
+        let mut replaces = false;
         if let Some(existing) = state.pending.get(&k) {
-            return Err(Repeat::Waiting(existing.clone()));
+            if unsigned || !state.unsigned.contains(existing) {
+                return Err(Repeat::Waiting(existing.clone()));
+            }
+            replaces = true;
         }
         if let Some(body) = contact.body
             && let Some((existing, at)) = state.recent.get(&contact.replay_key(&body))
@@ -149,7 +157,9 @@ impl PendingSet {
             state.unsigned.insert(receipt_id.to_string());
         }
         state.remember(contact, receipt_id);
-        self.metrics.pending(contact.webhook_id).inc();
+        if !replaces {
+            self.metrics.pending(contact.webhook_id).inc();
+        }
         Ok(())
     }
 
@@ -296,6 +306,41 @@ mod tests {
         set.insert(contact(0), "r0 again", true).unwrap();
         assert!(set.unsigned_full());
         set.withdraw(contact(last), "last");
+        assert!(!set.unsigned_full());
+    }
+
+    #[test]
+    fn a_signed_post_is_not_a_repeat_of_an_unsigned_receipt() {
+        let set = PendingSet::new(Metrics::new());
+        let contact = Contact {
+            webhook_id: "w",
+            contact_id: Some(123),
+            email: None,
+            callback_id: None,
+            body: None,
+        };
+        set.insert(contact, "stranger", true).unwrap();
+        assert_eq!(
+            set.insert(contact, "another stranger", true),
+            Err(Waiting("stranger".into()))
+        );
+        set.insert(contact, "hubspot", false).unwrap();
+        assert_eq!(set.len(), 1);
+        // From then on the key is the signed receipt's, whatever comes.
+        assert_eq!(
+            set.insert(contact, "retry", false),
+            Err(Waiting("hubspot".into()))
+        );
+        assert_eq!(
+            set.insert(contact, "stranger again", true),
+            Err(Waiting("hubspot".into()))
+        );
+        // The unsigned receipt's release leaves the signed one waiting.
+        set.release(contact, "stranger");
+        assert_eq!(
+            set.insert(contact, "retry", false),
+            Err(Waiting("hubspot".into()))
+        );
         assert!(!set.unsigned_full());
     }
 
