@@ -246,8 +246,17 @@ fn compared(all: &[Planned]) -> impl Iterator<Item = &Planned> {
 
 /// Build the report from the data folder.
 pub fn lift(data_dir: &Path, options: &Options) -> anyhow::Result<Lift> {
-    let contacts = Contacts::load(data_dir)?;
-    let mut all = planned(data_dir)?;
+    // Where no receipt was ever held out, nothing is compared: the outcomes and the contact
+    // dictionary are not read (`GET /lift` in `serve` read them all for nothing, an audit).
+    // Else the plan is read again after the outcomes, as the one whole dataset in memory.
+    let mut all = plan_rows(data_dir)?;
+    let contacts = if compared(&all).next().is_some() {
+        drop(all);
+        all = planned(data_dir)?;
+        Contacts::load(data_dir)?
+    } else {
+        Contacts::default()
+    };
     // Every send to each contact (under each of its entries), of any webhook, type or
     // receipt time: engagement after a later send is that send's, whether or not that send
     // is compared.
@@ -712,9 +721,48 @@ fn people(sends: &[Send]) -> impl Fn(u32) -> u32 {
 }
 
 /// Every planned receipt, live and archived, with its first send (enrolled, listed or
-/// completed) if any. Of the outcomes, only the sends are read, and the other steps of the few
-/// receipts whose send resolved a doubt ([`sent_at`]); of the plan, what a row needs here.
+/// completed) if any. The outcomes are read first and dropped before the plan is read, so
+/// only one of them is in memory whole at a time.
 pub fn planned(data_dir: &Path) -> anyhow::Result<Vec<Planned>> {
+    let (sent, unsent_ends) = first_sends_of(data_dir)?;
+    let mut out = plan_rows(data_dir)?;
+    for p in &mut out {
+        p.sent_at_ms = sent.get(&p.receipt_id).copied();
+        p.ended |= p.sent_at_ms.is_some() || unsent_ends.contains(&p.receipt_id);
+    }
+    Ok(out)
+}
+
+/// Every planned receipt, live and archived, as its plan row says (none sent yet); of the
+/// plan, what a row needs here.
+fn plan_rows(data_dir: &Path) -> anyhow::Result<Vec<Planned>> {
+    let mut out = Vec::new();
+    // A row read twice (a compaction, a move to the archive) counts once.
+    let mut seen = HashSet::new();
+    for p in plan::read_kept_received(data_dir)? {
+        if !seen.insert(p.receipt_id.clone()) {
+            continue;
+        }
+        out.push(Planned {
+            ended: p.archived,
+            sent_at_ms: None,
+            receipt_id: p.receipt_id,
+            webhook: p.webhook_id,
+            contact_id: p.contact_id,
+            email: p.email,
+            received_at_ms: p.received_at_ms,
+            holdout: p.holdout,
+            share: p.holdout_share,
+            timed: p.webhook_type.timed(),
+        });
+    }
+    Ok(out)
+}
+
+/// Each receipt's first send, and the receipts ended without one. Of the outcomes, only the
+/// final rows are read, and the other steps of the few receipts whose send resolved a doubt
+/// ([`sent_at`]).
+fn first_sends_of(data_dir: &Path) -> anyhow::Result<(HashMap<String, i64>, HashSet<String>)> {
     let ends: Vec<Status> = (Status::ALL.into_iter()).filter(|s| s.is_final()).collect();
     let sends = outcomes::read_kept_with_status(data_dir, &ends)?;
     let unsent_ends: HashSet<String> = (sends.iter())
@@ -728,30 +776,7 @@ pub fn planned(data_dir: &Path) -> anyhow::Result<Vec<Planned>> {
     } else {
         outcomes::read_kept_of_receipts(data_dir, &doubts)?
     };
-    let sent = sent_at(first, &steps);
-    drop((sends, steps));
-    let mut out = Vec::with_capacity(sent.len());
-    // A row read twice (a compaction, a move to the archive) counts once.
-    let mut seen = HashSet::new();
-    for p in plan::read_kept_received(data_dir)? {
-        if !seen.insert(p.receipt_id.clone()) {
-            continue;
-        }
-        let sent_at_ms = sent.get(&p.receipt_id).copied();
-        out.push(Planned {
-            ended: p.archived || sent_at_ms.is_some() || unsent_ends.contains(&p.receipt_id),
-            sent_at_ms,
-            receipt_id: p.receipt_id,
-            webhook: p.webhook_id,
-            contact_id: p.contact_id,
-            email: p.email,
-            received_at_ms: p.received_at_ms,
-            holdout: p.holdout,
-            share: p.holdout_share,
-            timed: p.webhook_type.timed(),
-        });
-    }
-    Ok(out)
+    Ok((sent_at(first, &steps), unsent_ends))
 }
 
 /// The statuses of a send.
@@ -1506,6 +1531,38 @@ mod tests {
         let at = |id: &str| planned[id];
         let want = [Some(0), Some(5 * m), Some(0), Some(1)];
         assert_eq!([at("r1"), at("r2"), at("r3"), at("r4")], want);
+    }
+
+    /// With no receipt held out, nothing is compared, and the report reads neither the
+    /// outcomes nor the contact dictionary (here unreadable); with one held out, it does.
+    #[test]
+    fn with_nothing_held_out_the_dictionary_is_not_read() {
+        let damage = |dir: &Path| {
+            let parts = crate::datasets::contacts::dataset(dir)
+                .unwrap()
+                .parts()
+                .unwrap();
+            let last = parts.last().unwrap();
+            let mut bytes = std::fs::read(last).unwrap();
+            let middle = bytes.len() / 2;
+            bytes[middle] ^= 0xff;
+            std::fs::write(last, bytes).unwrap();
+        };
+        let none: Vec<Given> = THREE
+            .iter()
+            .map(|&(a, b, c, d, _)| (a, b, c, d, false))
+            .collect();
+        let dir = world(&none, &[(1, T + 3 * HOUR_MS)]);
+        damage(dir.path());
+        let report = lift(dir.path(), &Options::default()).unwrap();
+        assert_eq!(
+            (report.optimized_receipts, report.holdout_receipts),
+            (0, 0),
+            "{report:?}"
+        );
+        let dir = world(&THREE, &[(1, T + 3 * HOUR_MS)]);
+        damage(dir.path());
+        assert!(lift(dir.path(), &Options::default()).is_err());
     }
 
     /// An outcome whose status this build does not know (a newer version wrote it) stops the
