@@ -6,6 +6,8 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -61,10 +63,58 @@ pub fn run(
         "--admin-listen",
     )?;
     let dir = std::env::temp_dir().join(format!("sendtime-demo-{}", ulid::Ulid::generate()));
+    let early = stop_early(dir.clone())?;
     let data = dir.join("data");
     std::fs::create_dir_all(&data).with_context(|| format!("cannot create {}", dir.display()))?;
     let folder = Temporary(dir);
-    run_in(&folder.0, data, speed, listen, admin)
+    let result = run_in(&folder.0, data, speed, listen, admin, early.taken.clone());
+    // Its folder removed under it, the start failed: the early stop ends the process.
+    if early.stopping.load(Ordering::SeqCst) {
+        loop {
+            std::thread::park();
+        }
+    }
+    result
+}
+
+/// The demo's signals until `serve` takes them.
+struct EarlyStop {
+    /// Set once `serve` handles the signals.
+    taken: Arc<AtomicBool>,
+    /// Set once a signal came before that: the folder is being removed, and the process ends.
+    stopping: Arc<AtomicBool>,
+}
+
+/// Until `serve` handles them, a signal removes the demo's folder `dir` and ends the process:
+/// by default it ended the process and left the folder, while the demo generated its data and
+/// started (an audit).
+fn stop_early(dir: PathBuf) -> anyhow::Result<EarlyStop> {
+    let early = EarlyStop {
+        taken: Arc::new(AtomicBool::new(false)),
+        stopping: Arc::new(AtomicBool::new(false)),
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let mut signals = rt.block_on(async { crate::serve::Signals::install(true) })?;
+    let (handed_over, stopping) = (early.taken.clone(), early.stopping.clone());
+    std::thread::spawn(move || {
+        rt.block_on(async move {
+            let why = signals.next().await;
+            if handed_over.load(Ordering::SeqCst) {
+                return;
+            }
+            stopping.store(true, Ordering::SeqCst);
+            // The demo may be writing its data meanwhile: tried a few times, as serve does.
+            if !(0..3).any(|_| std::fs::remove_dir_all(&dir).is_ok() || !dir.exists()) {
+                eprintln!("cannot remove the demo's folder {}", dir.display());
+            }
+            eprintln!("{why} before the demo was ready: stopped");
+            std::process::exit(130);
+        })
+    });
+    Ok(early)
 }
 
 /// The demo's folder: a run leaves nothing behind, whether it ran, failed to start or
@@ -86,6 +136,7 @@ fn run_in(
     speed: u32,
     listen: SocketAddr,
     admin: SocketAddr,
+    signals_taken: Arc<AtomicBool>,
 ) -> anyhow::Result<()> {
     let events = crate::model::synth::generate(
         &data,
@@ -133,6 +184,7 @@ fn run_in(
     let session = crate::serve::Session {
         hangup_stops: true,
         scratch: Some(dir.to_path_buf()),
+        signals_taken: Some(signals_taken),
     };
     let result = crate::serve::run(config, overrides, clock, session);
     rt.shutdown_background();

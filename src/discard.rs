@@ -15,7 +15,7 @@ use anyhow::Context;
 use polars::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use crate::config::{Config, Target};
+use crate::config::{Config, Target, WebhookType};
 use crate::cut_short;
 use crate::datasets::outcomes::Action;
 use crate::datasets::{inbox, outcomes, plan};
@@ -243,7 +243,7 @@ fn held_by_webhook(
         let kind = Taken {
             webhook: &r.webhook_id,
             callback: r.callback_id.is_some(),
-            enrolls: None,
+            enrolls: r.webhook_type.map(WebhookType::enrolls),
             portal: account(r.portal_id),
         };
         kinds.insert(&r.receipt_id, kind);
@@ -282,8 +282,7 @@ fn held_by_webhook(
 }
 
 /// A receipt as it was taken: by which webhook, as an action's (with a callback id) or a
-/// webhook's that enrolls or not (a plan row's type, an outcome row's call; unknown from the
-/// inbox), for which account.
+/// webhook's that enrolls or not (its type, or an outcome row's call), for which account.
 #[derive(Clone, Copy)]
 struct Taken<'a> {
     webhook: &'a str,

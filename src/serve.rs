@@ -28,6 +28,8 @@ pub struct Session {
     /// A folder removed when a second signal stops the process at once (the demo's temporary
     /// one, left behind otherwise).
     pub scratch: Option<PathBuf>,
+    /// Set once `serve` handles the signals itself: until then the demo does.
+    pub signals_taken: Option<Arc<std::sync::atomic::AtomicBool>>,
 }
 
 /// Run the server until SIGINT or SIGTERM. `clock` is the dispatcher's "now" (the system
@@ -141,6 +143,9 @@ async fn serve(
     );
     // Before the first task starts: a signal from now on stops serve in order.
     let mut signals = Signals::install(session.hangup_stops)?;
+    if let Some(taken) = &session.signals_taken {
+        taken.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
     let (stop_tx, stop_rx) = watch::channel(false);
     let stop_rx_admin = stop_rx.clone();
     let imports = tokio::spawn(crate::import::scheduled::run(

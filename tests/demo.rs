@@ -192,3 +192,45 @@ fn the_demo_stops_when_its_terminal_closes_and_on_a_second_ctrl_c() {
         demo.folder.display()
     );
 }
+
+/// Stopped before it is ready (Ctrl-C while it makes its data and starts), the demo leaves no
+/// folder behind: until `serve` took the signals, their default action ended the process with
+/// its folder left in the temporary directory.
+#[test]
+fn a_demo_stopped_before_it_is_ready_leaves_no_folder() {
+    let tmp = tempfile::tempdir().unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_sendtime"))
+        .args(["demo", "--speed", "3600"])
+        .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
+        .env("TMPDIR", tmp.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut demo = Killed(child);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let folder = loop {
+        let made = std::fs::read_dir(tmp.path()).unwrap().find_map(|e| {
+            let path = e.unwrap().path();
+            let name = path.file_name()?.to_str()?.to_string();
+            name.starts_with("sendtime-demo-").then_some(path)
+        });
+        if let Some(folder) = made {
+            break folder;
+        }
+        assert!(Instant::now() < deadline, "no demo folder in 30 s");
+        std::thread::sleep(Duration::from_millis(1));
+    };
+    assert_eq!(unsafe { libc::kill(demo.0.id() as i32, libc::SIGINT) }, 0);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let code = loop {
+        if let Some(s) = demo.0.try_wait().unwrap() {
+            break s.code();
+        }
+        assert!(Instant::now() < deadline, "the demo did not stop");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    // Stopped by the demo's own early handler, not by serve's ordered stop.
+    assert_eq!(code, Some(130));
+    assert!(!folder.exists(), "{} left behind", folder.display());
+}

@@ -1240,6 +1240,68 @@ fn a_changed_import_cron_does_not_run_the_old_fire() {
     server.stop();
 }
 
+/// A reload that turns imports off stops a scheduled run under way at its next page: the
+/// run went on with the config it began with (a first import may last hours).
+#[test]
+fn a_reload_that_turns_imports_off_stops_a_run_under_way() {
+    use common::{Server, eventually};
+    // 20,000 events over 23 days: 20 pages of HubSpot's 1,000.
+    let now = chrono::Utc::now().timestamp_millis();
+    let many: Vec<EmailEvent> = (0..20_000)
+        .map(|i| EmailEvent {
+            id: format!("ev-{i:05}"),
+            created: now - 3_600_000 - i64::from(i) * 100_000,
+            kind: "OPEN".into(),
+            recipient: Some(format!("person{}@example.com", i % 300)),
+            email_campaign_id: Some(7),
+            filtered_event: false,
+            extra: Default::default(),
+        })
+        .collect();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let standin = rt
+        .block_on(StandIn::start(Options {
+            events: many.clone(),
+            ..Options::default()
+        }))
+        .unwrap();
+    let slow = Injection::next(Fault::Slow(Duration::from_millis(500)));
+    standin.inject(slow.times(u64::MAX).on(EVENTS));
+    let pages = || standin.log().iter().filter(|e| e.path == EVENTS).count();
+    let dir = tempfile::tempdir().unwrap();
+    let config = serve_config(dir.path(), "OFF", "hook", &standin.url());
+    let env = [("OFF_SECRET", "off-secret"), ("OFF_TOKEN", DEFAULT_TOKEN)];
+    let server = Server::start(&config, &dir.path().join("data"), &env);
+    eventually(Duration::from_secs(30), || (pages() > 0).then_some(()))
+        .unwrap_or_else(|| panic!("no import began:\n{}", server.logs()));
+    let file = std::fs::read_to_string(&config).unwrap();
+    assert_eq!(file.matches("[import]\n").count(), 1);
+    std::fs::write(
+        &config,
+        file.replace("[import]\n", "[import]\nenabled = false\n"),
+    )
+    .unwrap();
+    let status = || -> serde_json::Value {
+        common::get(server.admin_url("/status"))
+            .unwrap()
+            .json()
+            .unwrap()
+    };
+    let shown = eventually(Duration::from_secs(30), || {
+        let s = status()["imports"]["main"]["paused"].as_str()?.to_string();
+        s.contains("imports were turned off in the config")
+            .then_some(s)
+    })
+    .unwrap_or_else(|| panic!("the run went on: {}\n{}", status(), server.logs()));
+    assert!(shown.starts_with("stopped"), "{shown}");
+    // No page after it (the one in flight at the reload may end), and not all 20 of them.
+    let stopped = pages();
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(pages(), stopped, "{}", server.logs());
+    assert!(stopped < 20, "{stopped} pages");
+    server.stop();
+}
+
 /// Two connectors of one account do not import at once: each matches the events stored before
 /// it began, so together they stored every event twice. The second is refused while the first
 /// runs; run after it, it stores nothing again.

@@ -533,10 +533,19 @@ fn backtest_reads_a_kind_column_and_learns_from_opens_and_clicks_only() {
 fn a_reading_command_says_when_it_quarantines_a_damaged_part() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let name = "part-01JDAMAGED0000000000000000.parquet";
-    for (args, dataset) in [
-        (&["explain", "x@example.com"][..], "plan"),
-        (&["report", "lift"][..], "outcomes"),
+    // (`report lift` reads the outcomes only where receipts were held out: it reads the
+    // plan.)
+    for (args, dataset, name) in [
+        (
+            &["explain", "x@example.com"][..],
+            "plan",
+            "part-01JDAMAGED0000000000000000.parquet",
+        ),
+        (
+            &["report", "lift"][..],
+            "plan",
+            "part-01JDAMAGED0000000000000001.parquet",
+        ),
     ] {
         std::fs::create_dir_all(data.join(dataset)).unwrap();
         let part = data.join(dataset).join(name);

@@ -294,6 +294,8 @@ fn every_rejection_has_its_status_and_stores_nothing() {
         .send()
         .unwrap();
     assert_eq!(keyed.status().as_u16(), 503);
+    // Back in a minute, not in seconds: it lasts until someone fixes it.
+    assert_eq!(keyed.headers()["retry-after"], "60000", "milliseconds");
     // The body never echoes a secret or the expected digest.
     let expected = sign_v1(SECRET.as_bytes(), &good);
     assert!(!body.to_string().contains(&expected) && !body.to_string().contains(SECRET));

@@ -432,14 +432,19 @@ fn is_env_name(s: &str) -> bool {
         && !looks_like_a_secret(s)
 }
 
-/// A long run of letters and digits without `_` (the output of `openssl rand -hex 32`) is a
-/// secret pasted where its variable's name belongs, not a name: refused, and never echoed in
-/// "variable ... is not set", which would write it to every log.
+/// A long run of letters and digits without `_` (the output of `openssl rand -hex 32`, or a
+/// password manager's letters of both cases) is a secret pasted where its variable's name
+/// belongs, not a name: refused, and never echoed in "variable ... is not set", which would
+/// write it to every log.
 fn looks_like_a_secret(s: &str) -> bool {
+    let has = |f: fn(&u8) -> bool| s.bytes().any(|c| f(&c));
+    // Random letters change case about every other one; a CamelCase name once a word.
+    let case_changes = (s.as_bytes().windows(2))
+        .filter(|w| w[0].is_ascii_lowercase() != w[1].is_ascii_lowercase())
+        .count();
     s.len() >= 24
         && !s.contains('_')
-        && s.bytes().any(|c| c.is_ascii_digit())
-        && s.bytes().any(|c| c.is_ascii_alphabetic())
+        && (has(u8::is_ascii_digit) && has(u8::is_ascii_alphabetic) || case_changes * 3 >= s.len())
 }
 
 pub(super) fn describe(v: &DeValue) -> String {
@@ -498,6 +503,28 @@ mod tests {
         let known = ["listen", "public_url", "data_dir", "max_body_bytes"];
         assert_eq!(closest("lisen", &known), Some("listen"));
         assert_eq!(closest("zzzzzz", &known), None);
+    }
+
+    /// Secrets pasted as names are told from long names: by digits among letters, or by
+    /// letters changing case about every other one (a CamelCase name changes once a word).
+    #[test]
+    fn a_secret_is_told_from_a_long_name() {
+        for secret in [
+            "a3f9c2e07b1d4e6f8a9b0c1d2e3f4a5b",
+            "qZkTwVbNmRtYpLsDxHcGfJaEuWiO",
+            "xKpqRmWzTbnLvQasDfGhJkLyU",
+        ] {
+            assert!(looks_like_a_secret(secret), "{secret}");
+            assert!(!is_env_name(secret), "{secret}");
+        }
+        for name in [
+            "SendtimeHubspotAccessToken",
+            "HUBSPOT_CLIENT_SECRET_NEWER_ONE",
+            "HUBSPOTCLIENTSECRETFORPORTAL",
+            "short2",
+        ] {
+            assert!(is_env_name(name), "{name}");
+        }
     }
 
     #[test]

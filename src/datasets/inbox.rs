@@ -21,7 +21,7 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
-use super::pending::{Answered, Body, Contact, PendingSet, Repeat};
+use super::pending::{Answered, Body, Contact, PendingSet, Repeat, SendsAs};
 use super::{datetime_ms, datetime_ms_opt, stored_enum};
 use crate::config::WebhookType;
 use crate::metrics::Metrics;
@@ -154,6 +154,10 @@ impl Receipt {
                 hash,
                 received_at_ms: self.received_at_ms,
             }),
+            sends_as: Some(SendsAs {
+                enrolls: self.webhook_type.enrolls(),
+                portal: self.portal_id,
+            }),
         }
     }
 }
@@ -266,6 +270,8 @@ pub struct ReceiptKey {
     pub hold_ends_ms: Option<i64>,
     /// The account it was taken for.
     pub portal_id: Option<i64>,
+    /// The type of post it was taken as (none: unreadable).
+    pub webhook_type: Option<WebhookType>,
 }
 
 impl ReceiptKey {
@@ -282,6 +288,7 @@ impl ReceiptKey {
             unsigned: r.unsigned(),
             hold_ends_ms: r.hold_ends_ms,
             portal_id: r.portal_id,
+            webhook_type: Some(r.webhook_type),
         }
     }
 
@@ -304,6 +311,10 @@ impl ReceiptKey {
             body: self.body_hash.as_deref().map(|hash| Body {
                 hash,
                 received_at_ms: self.received_at_ms,
+            }),
+            sends_as: self.webhook_type.map(|t| SendsAs {
+                enrolls: t.enrolls(),
+                portal: self.portal_id,
             }),
         }
     }
@@ -483,9 +494,9 @@ impl Writer {
         } in batch
         {
             // A contact merged into this one still waits here: the same person.
-            let waiting = self
-                .pending
-                .waiting_for_any(&receipt.webhook_id, &merged_ids);
+            let waiting =
+                self.pending
+                    .waiting_for_any(receipt.contact(), &merged_ids, receipt.unsigned());
             let repeat = match waiting {
                 Some(existing) => Err(Repeat::Waiting(existing)),
                 None => {
@@ -814,6 +825,7 @@ pub fn read_keys(dataset: &Dataset) -> anyhow::Result<Vec<ReceiptKey>> {
     let signatures = super::strs(&df, col::SIGNATURE)?;
     let holds = super::ints_or_null(&df, col::HOLD_ENDS)?;
     let portals = super::ints(&df, col::PORTAL_ID)?;
+    let types = super::strs(&df, col::WEBHOOK_TYPE)?;
     let mut seen = HashSet::new();
     let mut out = Vec::with_capacity(ids.len());
     for (i, id) in ids.into_iter().enumerate() {
@@ -831,6 +843,7 @@ pub fn read_keys(dataset: &Dataset) -> anyhow::Result<Vec<ReceiptKey>> {
                 unsigned: signatures[i].as_deref().is_some_and(unsigned),
                 hold_ends_ms: holds[i],
                 portal_id: portals[i],
+                webhook_type: types[i].as_deref().and_then(WebhookType::parse),
             });
         }
     }

@@ -30,7 +30,8 @@ pub struct PendingSet {
 
 #[derive(Default)]
 struct State {
-    pending: HashMap<Key, String>,
+    /// Each waiting contact's receipt, and how it was taken.
+    pending: HashMap<Key, (String, Option<SendsAs>)>,
     /// What each pending execution of a workflow action was answered (by receipt id), so
     /// HubSpot's retry of it gets the same answer whatever the config says by then.
     answers: HashMap<String, Answered>,
@@ -44,6 +45,40 @@ struct State {
     /// The pending receipts taken unsigned (`allow_unsigned`): anyone's, so their number is
     /// bounded ([`MAX_UNSIGNED`]).
     unsigned: HashSet<String>,
+    /// Pending receipts whose contact's key a later post took ([`PendingSet::insert`]):
+    /// still counted until released.
+    displaced: HashSet<String>,
+}
+
+impl State {
+    /// Whether a signed post of the contact, to be sent as `new`, is stored as a receipt of
+    /// its own rather than answered as the repeat of `waiting` (a receipt id and how it was
+    /// taken). It is when that one was taken unsigned (anyone's, only ever a dry run: a
+    /// stranger's had HubSpot's answered `duplicate`, never sent once live), or to be sent
+    /// otherwise: its webhook's type changed between a list's and an enrolling one, or it
+    /// was taken for another account (the dispatcher holds it: HubSpot's post to the webhook
+    /// as it is now was answered `duplicate`, and lost if the held one was discarded). Audits
+    /// found both.
+    fn gives_way(&self, waiting: &(String, Option<SendsAs>), new: Option<SendsAs>) -> bool {
+        let (id, was) = waiting;
+        self.unsigned.contains(id) || matches!((was, new), (Some(a), Some(b)) if a.differs(b))
+    }
+}
+
+/// How a receipt is to be sent: to enroll (or to a list), for which account (none: recorded by
+/// an older version).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SendsAs {
+    pub enrolls: bool,
+    pub portal: Option<i64>,
+}
+
+impl SendsAs {
+    /// An account unknown (an older version's receipt) differs from none.
+    fn differs(self, other: SendsAs) -> bool {
+        self.enrolls != other.enrolls
+            || matches!((self.portal, other.portal), (Some(a), Some(b)) if a != b)
+    }
 }
 
 /// Receipts taken unsigned that may wait at once: anyone may post them (a dry-run connector
@@ -88,6 +123,8 @@ pub struct Contact<'a> {
     pub callback_id: Option<&'a str>,
     /// The post's body, when known (not needed to release).
     pub body: Option<Body<'a>>,
+    /// How it is to be sent, when known (not needed to release).
+    pub sends_as: Option<SendsAs>,
 }
 
 impl Contact<'_> {
@@ -133,16 +170,13 @@ impl PendingSet {
     ) -> Result<(), Repeat> {
         let k = contact.key();
         let mut state = self.inner.lock().unwrap();
-        // A receipt taken unsigned (anyone's, only ever a dry run) does not stand for a signed
-        // post of its contact: a stranger's would have had HubSpot's answered as its repeat,
-        // and never sent once the connector went live (an audit). The signed one is stored,
-        // and the contact's key is its from then on.
-        let mut replaces = false;
-        if let Some(existing) = state.pending.get(&k) {
-            if unsigned || !state.unsigned.contains(existing) {
-                return Err(Repeat::Waiting(existing.clone()));
+        // One that gives way stays pending, and the contact's key is the new one's.
+        if let Some(waiting) = state.pending.get(&k) {
+            if unsigned || !state.gives_way(waiting, contact.sends_as) {
+                return Err(Repeat::Waiting(waiting.0.clone()));
             }
-            replaces = true;
+            let displaced = waiting.0.clone();
+            state.displaced.insert(displaced);
         }
         if let Some(body) = contact.body
             && let Some((existing, at)) = state.recent.get(&contact.replay_key(&body))
@@ -152,33 +186,40 @@ impl PendingSet {
             // found above.
             return Err(Repeat::Finished(existing.clone()));
         }
-        state.pending.insert(k, receipt_id.to_string());
+        state
+            .pending
+            .insert(k, (receipt_id.to_string(), contact.sends_as));
         if unsigned {
             state.unsigned.insert(receipt_id.to_string());
         }
         state.remember(contact, receipt_id);
-        if !replaces {
-            self.metrics.pending(contact.webhook_id).inc();
-        }
+        self.metrics.pending(contact.webhook_id).inc();
         Ok(())
     }
 
     /// The receipt still waiting on `webhook_id` for one of the contacts `ids` (those merged
-    /// into a contact posted now: its receipt waits for the same person).
-    pub fn waiting_for_any(&self, webhook_id: &str, ids: &[i64]) -> Option<String> {
+    /// into a contact posted now: its receipt waits for the same person), but one that gives
+    /// way to the post of `contact` ([`State::gives_way`]), taken `unsigned` or not.
+    pub fn waiting_for_any(
+        &self,
+        contact: Contact<'_>,
+        ids: &[i64],
+        unsigned: bool,
+    ) -> Option<String> {
         if ids.is_empty() {
             return None;
         }
         let state = self.inner.lock().unwrap();
         ids.iter().find_map(|&id| {
             let merged = Contact {
-                webhook_id,
                 contact_id: Some(id),
                 email: None,
                 callback_id: None,
                 body: None,
+                ..contact
             };
-            state.pending.get(&merged.key()).cloned()
+            let waiting = state.pending.get(&merged.key())?;
+            (unsigned || !state.gives_way(waiting, contact.sends_as)).then(|| waiting.0.clone())
         })
     }
 
@@ -207,8 +248,15 @@ impl PendingSet {
         let mut state = self.inner.lock().unwrap();
         // By its id, unique: counted out even if its contact's key no longer finds it.
         state.unsigned.remove(receipt_id);
-        if state.pending.get(&k).is_some_and(|id| id == receipt_id) {
+        if state
+            .pending
+            .get(&k)
+            .is_some_and(|(id, _)| id == receipt_id)
+        {
             state.pending.remove(&k);
+            state.answers.remove(receipt_id);
+            self.metrics.pending(contact.webhook_id).dec();
+        } else if state.displaced.remove(receipt_id) {
             state.answers.remove(receipt_id);
             self.metrics.pending(contact.webhook_id).dec();
         }
@@ -290,6 +338,7 @@ mod tests {
             email: Some(&emails[i]),
             callback_id: None,
             body: None,
+            sends_as: None,
         };
         for i in 0..MAX_UNSIGNED - 1 {
             set.insert(contact(i), &format!("r{i}"), true).unwrap();
@@ -318,6 +367,7 @@ mod tests {
             email: None,
             callback_id: None,
             body: None,
+            sends_as: None,
         };
         set.insert(contact, "stranger", true).unwrap();
         assert_eq!(
@@ -326,6 +376,8 @@ mod tests {
         );
         set.insert(contact, "hubspot", false).unwrap();
         assert_eq!(set.len(), 1);
+        let gauge = || set.metrics.pending("w").get();
+        assert_eq!(gauge(), 2, "both receipts wait");
         // From then on the key is the signed receipt's, whatever comes.
         assert_eq!(
             set.insert(contact, "retry", false),
@@ -337,11 +389,65 @@ mod tests {
         );
         // The unsigned receipt's release leaves the signed one waiting.
         set.release(contact, "stranger");
+        assert_eq!(gauge(), 1);
         assert_eq!(
             set.insert(contact, "retry", false),
             Err(Waiting("hubspot".into()))
         );
         assert!(!set.unsigned_full());
+        set.release(contact, "hubspot");
+        assert_eq!(gauge(), 0);
+    }
+
+    /// A receipt to be sent otherwise than a post of its contact now (its webhook's type
+    /// changed, or it was taken for another account: the dispatcher holds it) gives way to
+    /// that post, merged ids included; one of unknown kind (an older version's) does not.
+    #[test]
+    fn a_receipt_to_be_sent_otherwise_gives_way_to_a_new_post() {
+        let set = PendingSet::new(Metrics::new());
+        let as_ = |enrolls, portal| Some(SendsAs { enrolls, portal });
+        let contact = |id, sends_as| Contact {
+            webhook_id: "w",
+            contact_id: Some(id),
+            email: None,
+            callback_id: None,
+            body: None,
+            sends_as,
+        };
+        set.insert(contact(1, as_(true, Some(7))), "enroll", false)
+            .unwrap();
+        set.insert(contact(2, None), "older", false).unwrap();
+        // The webhook is UPDATE_ONLY now.
+        let listed = contact(9, as_(false, Some(7)));
+        assert_eq!(set.waiting_for_any(listed, &[1], false), None);
+        assert_eq!(
+            set.waiting_for_any(listed, &[1], true),
+            Some("enroll".into())
+        );
+        set.insert(contact(1, as_(false, Some(7))), "list", false)
+            .unwrap();
+        assert_eq!(
+            set.insert(contact(1, as_(false, Some(7))), "retry", false),
+            Err(Waiting("list".into()))
+        );
+        // Another account's contact 1 is someone else; one of an unknown account (an older
+        // version's receipt) may be the same.
+        set.insert(contact(1, as_(false, Some(8))), "theirs", false)
+            .unwrap();
+        assert_eq!(
+            set.insert(contact(1, as_(false, None)), "unknown", false),
+            Err(Waiting("theirs".into()))
+        );
+        assert_eq!(
+            set.insert(contact(2, as_(false, Some(7))), "again", false),
+            Err(Waiting("older".into()))
+        );
+        assert_eq!(set.metrics.pending("w").get(), 4);
+        for id in ["enroll", "list", "theirs"] {
+            set.release(contact(1, None), id);
+        }
+        set.release(contact(2, None), "older");
+        assert_eq!(set.metrics.pending("w").get(), 0);
     }
 
     #[test]
@@ -353,6 +459,7 @@ mod tests {
             email: Some("Ada@Example.com"),
             callback_id: None,
             body: None,
+            sends_as: None,
         };
         assert_eq!(set.insert(ada("a"), "r1", false), Ok(()));
         let same = Contact {
@@ -374,6 +481,7 @@ mod tests {
             email,
             callback_id: None,
             body: None,
+            sends_as: None,
         };
         assert_eq!(
             set.insert(by_id(Some("x@example.com")), "r5", false),
@@ -411,6 +519,7 @@ mod tests {
                 hash,
                 received_at_ms,
             }),
+            sends_as: None,
         };
         let hour = crate::time::HOUR_MS;
         assert_eq!(set.insert(post("ada@x.com", "b1", 0), "r1", false), Ok(()));
@@ -446,6 +555,7 @@ mod tests {
                 hash: "same",
                 received_at_ms,
             }),
+            sends_as: None,
         };
         assert_eq!(set.insert(post(0), "r1", false), Ok(()));
         set.release(post(0), "r1");
@@ -481,6 +591,7 @@ mod tests {
                 hash,
                 received_at_ms: 0,
             }),
+            sends_as: None,
         };
         assert_eq!(set.insert(execution("first"), "r1", false), Ok(()));
         set.release(execution("first"), "r1");

@@ -719,6 +719,7 @@ impl Dispatcher {
             email: item.email.as_deref(),
             callback_id: item.callback_id.as_deref(),
             body: None,
+            sends_as: None,
         };
         self.pending.release(contact, &item.receipt_id.to_string());
     }

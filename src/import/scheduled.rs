@@ -43,13 +43,19 @@ pub async fn run(config: ConfigHandle, metrics: Metrics, mut stop: watch::Receiv
         last_fire = Some(fire);
         let data_dir = &snapshot.server.data_dir;
         for connector in snapshot.connectors.iter().filter(|c| !c.dry_run) {
+            // A round may last hours (a first import): the config in force now decides
+            // whether each connector still imports, not the one the round began with.
+            if let Some(why) = unconfigured(&config.load(), &connector.id) {
+                tracing::info!(connector = %connector.id, "scheduled HubSpot import skipped: {why}");
+                continue;
+            }
             if let Some(why) = paused(data_dir, &metrics, &connector.id) {
                 tracing::info!(connector = %connector.id, "scheduled HubSpot import skipped: the connector is paused ({why})");
                 let why = format!("skipped: the connector is paused ({why})");
                 metrics.import_paused(&connector.id, now_ms(), &why);
                 continue;
             }
-            let (config, c) = (snapshot.clone(), connector.clone());
+            let (handle, config, c) = (config.clone(), snapshot.clone(), connector.clone());
             let (stopping, watching) = (stop.clone(), metrics.clone());
             // Why the run stopped, when a pause came while it ran.
             let halted = Arc::new(Mutex::new(None));
@@ -62,7 +68,8 @@ pub async fn run(config: ConfigHandle, metrics: Metrics, mut stop: watch::Receiv
                     if *stopping.borrow() {
                         return Some("shutting down");
                     }
-                    let why = halted_by(&pauses, &watching, &data_dir, &id)?;
+                    let why = unconfigured(&handle.load(), &id)
+                        .or_else(|| halted_by(&pauses, &watching, &data_dir, &id))?;
                     *halting.lock().unwrap() = Some(why);
                     Some(why)
                 })
@@ -123,6 +130,20 @@ fn paused(data_dir: &Path, metrics: &Metrics, connector: &str) -> Option<&'stati
             connector::stored_daily_pause(data_dir, connector, now)
                 .map(|_| connector::PauseReason::DailyLimit.as_str())
         })
+}
+
+/// Why the config in force no longer has `connector` import, if so: a reload that turned
+/// imports off, took the connector out or put it in `dry_run` stopped no run under way
+/// (an audit).
+fn unconfigured(config: &crate::config::Config, connector: &str) -> Option<&'static str> {
+    if !config.import.enabled {
+        return Some("imports were turned off in the config");
+    }
+    match config.connector(connector) {
+        None => Some("the connector was taken out of the config"),
+        Some(c) if c.dry_run => Some("the connector was put in dry_run"),
+        Some(_) => None,
+    }
 }
 
 /// Why a run under way stops for a pause, if so: an operator's pause of its connector (or a

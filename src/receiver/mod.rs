@@ -145,7 +145,8 @@ fn refused(state: &AppState, route: Route, id: &str, refusal: Refusal) -> Respon
         .metrics
         .board
         .post(webhook, Post::Refused(refusal.label()));
-    refusal.into_response(route.retry_after(), route.unavailable())
+    let retry_after = route.retry_after(refusal.lasting());
+    refusal.into_response(retry_after, route.unavailable())
 }
 
 /// Which URL a post came to: webhooks and actions share one id space, each at its own path.
@@ -156,12 +157,16 @@ enum Route {
 }
 
 impl Route {
-    /// Five seconds, in the unit each caller reads: HubSpot's knowledge base says workflow
-    /// webhooks read `Retry-After` in milliseconds, its custom-action guide says seconds.
-    fn retry_after(self) -> HeaderValue {
-        HeaderValue::from_static(match self {
-            Route::Hook => "5000",
-            Route::Action => "5",
+    /// Five seconds, or a minute for a refusal that lasts until someone fixes it, in the unit
+    /// each caller reads: HubSpot's knowledge base says workflow webhooks read `Retry-After`
+    /// in milliseconds, its custom-action guide says seconds (and retries an action's 429
+    /// when it says: every 5 s, each of thousands of held executions came back at that pace).
+    fn retry_after(self, lasting: bool) -> HeaderValue {
+        HeaderValue::from_static(match (self, lasting) {
+            (Route::Hook, false) => "5000",
+            (Route::Hook, true) => "60000",
+            (Route::Action, false) => "5",
+            (Route::Action, true) => "60",
         })
     }
 

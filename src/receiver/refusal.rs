@@ -172,6 +172,19 @@ impl Refusal {
         }
     }
 
+    /// A refusal HubSpot's retries meet until someone fixes it (a secret not set, a signature
+    /// that does not match, a clock minutes off): asked back in a minute, not in seconds.
+    pub fn lasting(&self) -> bool {
+        matches!(
+            self,
+            Refusal::NoSecret { .. }
+                | Refusal::Signature {
+                    error: SignatureError::Mismatch | SignatureError::Stale,
+                    ..
+                }
+        )
+    }
+
     /// Our misconfiguration, not the sender's: logged as an error (once a minute, like every
     /// refusal, with the count of those suppressed), since it loses nothing (HubSpot retries)
     /// but needs fixing now.
