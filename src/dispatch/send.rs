@@ -559,6 +559,24 @@ impl Ctx {
         Err(Next::Again(now + MINUTE_MS))
     }
 
+    /// [`Self::attempting`] for one enrollment into `target`, or the check of one; when its
+    /// row cannot be written, its call of the day's budget is given back.
+    async fn attempting_enroll(
+        &self,
+        link: &Link,
+        item: &mut Pending,
+        target: &str,
+    ) -> Result<(), Next> {
+        let row_of =
+            |i: &Pending, now| row(i, link, Action::Enroll, target, Status::Attempting, now);
+        let made =
+            (self.attempting(link, Action::Enroll, std::slice::from_mut(item), row_of)).await;
+        if made.is_err() {
+            self.day_left.give_back(&link.id);
+        }
+        made
+    }
+
     /// After a batch's retryable failure is recorded: the batch back, to call again after
     /// waiting here, or `None` with it left to a later tick in `out`.
     async fn wait_or_requeue(
@@ -947,18 +965,7 @@ pub async fn enroll(
             // its failures count across processes too: a `tick` run each minute against a
             // failing check otherwise started its count afresh and never sent (an audit).
             let checked = earlier.map_or_else(|| target.clone(), |w| w.to_string());
-            let checking =
-                |i: &Pending, now| row(i, &link, Action::Enroll, &checked, Status::Attempting, now);
-            if let Err(next) = ctx
-                .attempting(
-                    &link,
-                    Action::Enroll,
-                    std::slice::from_mut(&mut item),
-                    checking,
-                )
-                .await
-            {
-                ctx.day_left.give_back(&link.id);
+            if let Err(next) = ctx.attempting_enroll(&link, &mut item, &checked).await {
                 return (item, next);
             }
             match call.enrollments(vid as u64).await {
@@ -1022,18 +1029,7 @@ pub async fn enroll(
                 }
             }
         }
-        let attempting =
-            |i: &Pending, now| row(i, &link, Action::Enroll, &target, Status::Attempting, now);
-        if let Err(next) = ctx
-            .attempting(
-                &link,
-                Action::Enroll,
-                std::slice::from_mut(&mut item),
-                attempting,
-            )
-            .await
-        {
-            ctx.day_left.give_back(&link.id);
+        if let Err(next) = ctx.attempting_enroll(&link, &mut item, &target).await {
             return (item, next);
         }
         match call.enroll(workflow, &email).await {
