@@ -30,7 +30,7 @@ const REFRESH_RETRY: Duration = Duration::from_secs(15);
 /// A connector's credentials, as its client uses them.
 pub enum Auth {
     Static(Arc<str>),
-    OAuth(Box<OAuth>),
+    OAuth(Arc<OAuth>),
 }
 
 /// What refreshing needs, and the access token in use.
@@ -123,7 +123,7 @@ impl Auth {
 
     /// [`Auth::oauth`] with the app's client secrets, current first (not empty).
     fn oauth_rotating(client_id: &str, client_secrets: Vec<String>, refresh_token: &str) -> Auth {
-        Auth::OAuth(Box::new(OAuth {
+        Auth::OAuth(Arc::new(OAuth {
             client_id: client_id.to_string(),
             client_secrets: Mutex::new(client_secrets),
             installed: refresh_token.to_string(),
@@ -231,6 +231,25 @@ impl Auth {
         matches!(self, Auth::OAuth(_))
     }
 
+    /// HubSpot answered 401 to `token`: it is handed to no one else, and the next call
+    /// refreshes (while the refused call waited its turn to retry, every call admitted took
+    /// it and was refused in turn, an audit found).
+    pub fn refused(&self, token: &str) {
+        let Auth::OAuth(oauth) = self else { return };
+        let mut in_hand = oauth.in_hand.lock().unwrap();
+        if in_hand.as_ref().is_some_and(|(t, _)| &**t == token) {
+            *in_hand = None;
+        }
+        drop(in_hand);
+        // A refresh under way replaces it anyway.
+        if let Ok(mut current) = oauth.current.try_lock()
+            && let Some(access) = current.access.as_mut()
+            && &*access.token == token
+        {
+            access.refresh_at = Instant::now();
+        }
+    }
+
     /// The token to send. `refused` is a token HubSpot just answered 401 to: a new one is
     /// obtained unless another call already replaced it.
     pub async fn bearer(
@@ -244,12 +263,8 @@ impl Auth {
             Auth::OAuth(oauth) => oauth,
         };
         let tried = oauth.attempts.load(Ordering::Acquire);
-        // A token HubSpot refused is handed to no one else while the refresh goes on.
         if let Some(refused) = refused {
-            let mut in_hand = oauth.in_hand.lock().unwrap();
-            if in_hand.as_ref().is_some_and(|(t, _)| &**t == refused) {
-                *in_hand = None;
-            }
+            self.refused(refused);
         }
         let mut current = match oauth.current.try_lock() {
             Ok(current) => current,
@@ -278,7 +293,19 @@ impl Auth {
         }
         // Counted once finished, so a call that began waiting meanwhile takes its outcome.
         let attempt = oauth.attempts.load(Ordering::Acquire) + 1;
-        let refreshed = oauth.refresh(http, base).await;
+        // In a task of its own: a caller dropped mid-refresh (a pause, a shutdown) would drop
+        // HubSpot's answer with it, and the refresh token it rotates in place of the one it
+        // spent (an audit). The task keeps that token whoever waits for it.
+        let refreshing = {
+            let (oauth, http, base) = (oauth.clone(), http.clone(), base.to_string());
+            tokio::spawn(async move { oauth.refresh(&http, &base).await })
+        };
+        let refreshed = refreshing.await.unwrap_or_else(|e| {
+            Err(ApiError::NoAccessToken {
+                status: None,
+                message: format!("refreshing the access token failed: {e}"),
+            })
+        });
         oauth.attempts.store(attempt, Ordering::Release);
         match refreshed {
             Ok(access) => {

@@ -722,6 +722,7 @@ impl Client {
             // the connector (a 429's, up to an hour), there or coming while the retry waits its
             // turn, is not waited out here, where no stop or pause is seen: the call fails as
             // held, with the token refreshed, and the caller's retry waits for the hold.
+            self.auth.refused(&token);
             tokio::select! {
                 biased;
                 until = self.held_past(tokio::time::Instant::now(), HOLD_CHECK) => {

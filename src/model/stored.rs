@@ -312,7 +312,7 @@ impl Cache {
             self.state
                 .parts
                 .extend(new_parts.iter().filter_map(|p| file_name(p)));
-            commit_state(&dir, &self.state)?;
+            commit_added(&dir, &self.state)?;
         }
         // Every refresh: a merge's sources go once their grace is over, new parts or none.
         self.compact_if_many(on_disk.len());
@@ -375,7 +375,7 @@ impl Cache {
         let sources: HashSet<String> = merged.sources.iter().filter_map(|p| file_name(p)).collect();
         self.state.parts.retain(|p| !sources.contains(p));
         self.state.parts.extend(file_name(&merged.part));
-        commit_state(&dir, &self.state)
+        commit_added(&dir, &self.state)
     }
 
     /// Whether the stored profiles are still the ones this cache last read or wrote.
@@ -605,13 +605,29 @@ fn write_delta(dir: &Path, delta: Delta) -> anyhow::Result<String> {
     Ok(name)
 }
 
-/// Make `state` the one in force, then remove delta files it no longer names.
+/// Make `state` the one in force, then remove delta files it no longer names: an error when
+/// one cannot be (an erase must know its profile is gone from disk).
 fn commit_state(dir: &Path, state: &State) -> anyhow::Result<()> {
+    write_state(dir, state)?;
+    remove_unnamed(dir, state)
+}
+
+/// [`commit_state`] for what only adds to the profiles (new parts, a merge): a file that cannot
+/// be removed is said and left for the next update, the state being in force. It failed the
+/// refresh, and `serve` planned nothing while it could not be removed (an audit).
+fn commit_added(dir: &Path, state: &State) -> anyhow::Result<()> {
+    write_state(dir, state)?;
+    if let Err(e) = remove_unnamed(dir, state) {
+        tracing::warn!("{e:#} (left for the next update)");
+    }
+    Ok(())
+}
+
+fn write_state(dir: &Path, state: &State) -> anyhow::Result<()> {
     let path = &dir.join("state.json");
     crate::store::sync_dir(dir)?;
     write_durably(path, &serde_json::to_vec_pretty(state)?)
-        .with_context(|| format!("cannot store profiles in {}", dir.display()))?;
-    remove_unnamed(dir, state)
+        .with_context(|| format!("cannot store profiles in {}", dir.display()))
 }
 
 /// Remove the delta files `state` does not name, and a state a writer killed mid-write left
@@ -807,6 +823,25 @@ mod tests {
         assert_eq!((u.rebuilt, u.new_parts), (false, 0));
         assert_eq!(listed(), stored);
         assert_eq!(again.profiles.stats[0].engagements, 1);
+    }
+
+    /// A leftover that cannot be removed (here a folder of a delta file's name) does not fail
+    /// a refresh that stores new parts: it failed every one, and `serve` planned nothing
+    /// meanwhile. A rebuild (an erase's) still says it.
+    #[test]
+    fn a_leftover_that_cannot_be_removed_does_not_fail_a_refresh() {
+        let dir = tempfile::tempdir().unwrap();
+        let now = 1_700_000_000_000;
+        let cfg = ModelConfig::default();
+        append(dir.path(), &[ev(1, now - crate::time::DAY_MS)]).unwrap();
+        let (mut serving, _) = Cache::open(dir.path(), cfg, now, false).unwrap();
+        let stuck = dir.path().join("profiles/delta-01STUCK.weights.parquet");
+        std::fs::create_dir_all(stuck.join("inside")).unwrap();
+        append(dir.path(), &[ev(2, now - crate::time::HOUR_MS)]).unwrap();
+        let refreshed = serving.refresh(now).unwrap();
+        assert_eq!((refreshed.rebuilt, refreshed.new_parts), (false, 1));
+        assert!(stuck.exists());
+        assert!(update(dir.path(), cfg, now, true).is_err());
     }
 
     /// Profiles stored by a run whose clock was ahead (`tick --now` years on) are rebuilt
