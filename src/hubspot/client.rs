@@ -205,6 +205,15 @@ impl ApiError {
     }
 }
 
+/// Where a redirect points, its host only: the path and query may echo a key (`hapikey=`) or
+/// a contact's email, and the text goes to outcome rows, logs and `/status` (an audit).
+fn shown_location(location: &str) -> String {
+    match reqwest::Url::parse(location) {
+        Ok(url) => format!("{}://{}/…", url.scheme(), url.host_str().unwrap_or("")),
+        Err(_) => "a path on the same host".into(),
+    }
+}
+
 /// One email event as HubSpot's email events API returns it. Fields we do not use are kept
 /// in `extra` so the stand-in can serve, and tools can print, HubSpot's full shape.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -1008,9 +1017,7 @@ async fn classify(resp: reqwest::Response, batch: Option<usize>) -> ApiError {
     if status.is_redirection() {
         let location = (resp.headers().get(reqwest::header::LOCATION))
             .and_then(|v| v.to_str().ok())
-            .map_or("no Location".into(), |v| {
-                v.chars().take(120).collect::<String>()
-            });
+            .map_or("no Location".into(), shown_location);
         return ApiError::NotTheApi {
             status: status.as_u16(),
             message: format!("a redirect to {location}"),
@@ -1131,6 +1138,17 @@ fn says_too_large(message: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A redirect's target is shown by its host: no key in its query, no email in its path.
+    #[test]
+    fn a_redirect_shows_its_host_only() {
+        let shown = shown_location("https://edge.example/v4/x?hapikey=k-123&to=ann@example.com");
+        assert_eq!(shown, "https://edge.example/…");
+        assert_eq!(
+            shown_location("/automation/v2/workflows/1/enrollments/contacts/ann%40example.com"),
+            "a path on the same host"
+        );
+    }
 
     /// Start-up tells the failures counted on a contact's tries by the row's text: a
     /// transient failure's, and no other error's.
