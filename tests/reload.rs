@@ -524,6 +524,52 @@ fn a_pause_where_no_serve_runs_says_so() {
     server.stop();
 }
 
+/// A file whose addresses would be unsafe (an admin surface open to other machines without a
+/// token, unsigned posts on a public listener) runs when the command line moves both to this
+/// machine: the file's addresses were checked although the flags replaced them (an audit).
+#[test]
+fn flags_that_move_the_listeners_to_this_machine_override_an_unsafe_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("webhooks.toml");
+    let text = VALID
+        .replace("dry_run = true\n", "")
+        .replace("https://hooks.example.com", "http://127.0.0.1:8080")
+        .replace(
+            "[server]\n",
+            "[server]\nlisten = \"0.0.0.0:8080\"\nadmin_listen = \"0.0.0.0:8081\"\n",
+        )
+        .replace(
+            "access_token_env = \"HUBSPOT_ACCESS_TOKEN\"\n",
+            "access_token_env = \"HUBSPOT_ACCESS_TOKEN\"\nallow_unsigned = true\n",
+        );
+    assert!(text.contains("allow_unsigned = true") && text.contains("0.0.0.0:8081"));
+    std::fs::write(&config, &text).unwrap();
+    let env = [
+        ("HUBSPOT_CLIENT_SECRET", "flag-secret"),
+        ("HUBSPOT_ACCESS_TOKEN", "flag-token"),
+    ];
+    let data = dir.path().join("data");
+    // As written, the file is refused.
+    let refused = std::process::Command::new(env!("CARGO_BIN_EXE_sendtime"))
+        .arg("--config")
+        .arg(&config)
+        .arg("validate")
+        .output()
+        .unwrap();
+    assert_eq!(refused.status.code(), Some(1));
+    let args = ["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"];
+    let server = Server::start_with(&config, &data, &args, &env);
+    let answer = common::http()
+        .post(server.url("/hooks/first"))
+        .body(common::contact_body(7, "flag@example.com"))
+        .send()
+        .unwrap()
+        .status()
+        .as_u16();
+    assert_eq!(answer, 200, "{}", server.logs());
+    server.stop();
+}
+
 #[test]
 fn serve_refuses_unset_secrets_unless_dry_run() {
     let dir = tempfile::tempdir().unwrap();

@@ -552,7 +552,7 @@ impl Config {
         overrides: &Overrides,
         env: EnvCheck,
     ) -> Result<Loaded, Diagnostics> {
-        let mut loaded = read::parse(path, text, env)?;
+        let mut loaded = read::parse(path, text, env, overrides)?;
         let config = &mut loaded.config;
         if let Some(dir) = &overrides.data_dir {
             config.server.data_dir = dir.clone();

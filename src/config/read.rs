@@ -14,7 +14,7 @@ use toml::de::{DeTable, DeValue};
 use super::diagnostics::Lines;
 use super::reader::{Ctx, TableReader, closest, first_line, number, read_array, sub_table};
 use super::{
-    Config, Connector, Credentials, Diagnostics, EnvCheck, ImportSchedule, Loaded,
+    Config, Connector, Credentials, Diagnostics, EnvCheck, ImportSchedule, Loaded, Overrides,
     SUPPORTED_VERSION, Scheduler, Server, Webhook, WebhookType, identity_of, validation,
 };
 use crate::local_time::{DEFAULT_ZONE_PROPERTY, QuietHours, parse_zone};
@@ -91,10 +91,16 @@ impl Draft {
 
 /// Read and check `text` as the config at `path`. On success the warnings (e.g. unset env
 /// vars) come along.
-pub(super) fn parse(path: &Path, text: &str, env: EnvCheck) -> Result<Loaded, Diagnostics> {
+pub(super) fn parse(
+    path: &Path,
+    text: &str,
+    env: EnvCheck,
+    overrides: &Overrides,
+) -> Result<Loaded, Diagnostics> {
     let mut ctx = Ctx {
         lines: Lines::new(text),
         diags: Diagnostics::new(path),
+        overrides,
     };
     let (doc, syntax) = DeTable::parse_recoverable(text);
     if !syntax.is_empty() {
@@ -259,7 +265,9 @@ fn read_server(ctx: &mut Ctx, top: &TableReader, base_dir: &Path) -> Option<Serv
             Some(_) => {}
         }
     }
-    if let Some(error) = admin_listen
+    // Overridden by `--admin-listen`, the file's address is not the one in use (the flag's is
+    // checked once applied): a safe flag over an unsafe file was refused (an audit).
+    if let Some(error) = (admin_listen.filter(|_| ctx.overrides.admin_listen.is_none()))
         .and_then(|addr| exposed_admin("`admin_listen`", addr, admin_token_env.is_some()))
     {
         ctx.error(r.get("admin_listen").map_or(0, |v| v.span().start), error);

@@ -23,6 +23,9 @@ const INLINE_SECRET_KEYS: &[(&str, &str)] = &[
 pub(super) struct Ctx<'t> {
     pub lines: Lines<'t>,
     pub diags: Diagnostics,
+    /// What the command line sets instead of the file: the file's value is not checked for
+    /// what only the address in use decides (a flag's is, once applied).
+    pub overrides: &'t super::Overrides,
 }
 
 impl Ctx<'_> {

@@ -430,9 +430,13 @@ fn check_allow_unsigned(ctx: &mut Ctx, draft: &ConnectorDraft, server: Option<&S
         return;
     };
     let c = &draft.connector;
-    let exposed = server.and_then(|s| {
-        exposed_unsigned("`listen`", s.listen, c).or_else(|| public_unsigned(&s.public_url, c))
-    });
+    // A `listen` overridden by `--listen` is not the one in use (the flag's is checked).
+    let listen = |s: &Server| {
+        (ctx.overrides.listen.is_none())
+            .then(|| exposed_unsigned("`listen`", s.listen, c))
+            .flatten()
+    };
+    let exposed = server.and_then(|s| listen(s).or_else(|| public_unsigned(&s.public_url, c)));
     match exposed {
         Some(error) => ctx.error(at, error),
         None => ctx.warning(
