@@ -360,15 +360,26 @@ fn keep<T: PartialEq + Clone + std::fmt::Debug>(key: &str, new: &mut T, old: &T)
 /// that what it took waits: until then it was said only as its contacts came due, up to a
 /// week later (an audit).
 fn warn_held(old: &Config, new: &Config) {
-    let portal = |c: &Config, w: &super::Webhook| c.connector(&w.connector).map(|c| c.portal_id);
+    use super::Target;
     for was in &old.webhooks {
+        // What it took as it was: does the new config send that ([`Config::route`], the
+        // dispatcher's own rule)?
+        let enrolls = match was.target {
+            Target::Workflow(_) => Some(true),
+            Target::List(_) => Some(false),
+            Target::Callback => None,
+        };
+        let portal = old.connector(&was.connector).map(|c| c.portal_id);
+        let callback = was.target == Target::Callback;
+        if new.route(&was.id, callback, enrolls, portal).is_some() {
+            continue;
+        }
         let why = match new.webhook(&was.id) {
             None => "removed: HubSpot's posts to it now get 404, which it does not retry",
-            Some(w) if std::mem::discriminant(&w.target) != std::mem::discriminant(&was.target) => {
-                "changed kind (a webhook and an action, or a list's type and an enrolling one)"
+            Some(_) => {
+                "changed: made the other kind (a webhook and an action), switched between a \
+                 list's type and an enrolling one, or moved to another account's connector"
             }
-            Some(w) if portal(new, w) != portal(old, was) => "moved to another account's connector",
-            _ => continue,
         };
         tracing::warn!(
             webhook = %was.id,

@@ -754,23 +754,14 @@ fn logged(wal_dir: &Path, part: &Path) -> bool {
         .is_none_or(|id| (wal::segment_path(wal_dir, WAL_PREFIX, id).try_exists()).unwrap_or(true))
 }
 
-/// The parts whose log segment still exists: a crash would replay the segment's rows, so
-/// rewriting such a part (archiving; compaction asks per part) could bring its rows back
-/// twice.
-fn logged_parts(dataset: &Dataset, wal_dir: &Path) -> std::io::Result<HashSet<PathBuf>> {
-    Ok(wal::segments(wal_dir, WAL_PREFIX)?
-        .into_iter()
-        .map(|(id, _)| dataset.part_path(id))
-        .collect())
-}
-
 /// Whether any inbox part still has its log segment (a flush whose segment could not be
-/// removed): then archiving waits, since the segment would bring the rows it moved back.
+/// removed): then archiving waits, since a crash would replay the segment and bring the rows
+/// it moved back.
 pub fn any_part_logged(data_dir: &Path) -> anyhow::Result<bool> {
     let dataset = dataset(data_dir)?;
-    Ok(logged_parts(&dataset, &data_dir.join(WAL_DIR))?
-        .iter()
-        .any(|p| p.exists()))
+    Ok(wal::segments(&data_dir.join(WAL_DIR), WAL_PREFIX)?
+        .into_iter()
+        .any(|(id, _)| dataset.part_path(id).exists()))
 }
 
 /// Receipts as a frame in schema order: the one writer of the inbox schema.

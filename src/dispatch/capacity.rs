@@ -31,14 +31,17 @@ pub(super) struct Route<'c> {
     pub quiet: Option<QuietHours>,
     /// The zone of contacts whose own is unknown.
     pub zone: Tz,
-    /// A workflow action: HubSpot holds its contacts only so long ([`crate::model::plan::hold`]).
-    pub holds: bool,
     pub target: &'c Target,
     /// Its connector's account.
     pub portal_id: u64,
 }
 
 impl Route<'_> {
+    /// A workflow action: HubSpot holds its contacts only so long ([`crate::model::plan::hold`]).
+    pub fn holds(&self) -> bool {
+        *self.target == Target::Callback
+    }
+
     /// The quiet hours of a contact whose posted zone is `zone` (none: the connector's), in
     /// that zone; none without quiet hours.
     pub fn local(&self, zone: Option<Tz>) -> Option<Local> {
@@ -82,7 +85,6 @@ pub(super) fn route<'c>(config: &'c Config, w: &'c Webhook) -> Route<'c> {
         window: w.window,
         quiet: w.quiet_hours,
         zone: connector.time_zone.unwrap_or(Tz::UTC),
-        holds: w.target == Target::Callback,
         target: &w.target,
         portal_id: connector.portal_id,
     }
@@ -182,8 +184,9 @@ pub(super) fn route_of<'r, 'c>(
     routes.get(&*item.webhook_id).filter(|r| r.takes(item))
 }
 
-/// The target of [`Capacities::unrouted`]: none, whose receipts are held at dispatch.
-static UNROUTED: Target = Target::Callback;
+/// The target of [`Capacities::unrouted`]: none, whose receipts are held at dispatch (not an
+/// action's: HubSpot holds none of them).
+static UNROUTED: Target = Target::List(String::new());
 
 impl Capacities {
     /// The route of receipts whose webhook is missing from the config.
@@ -195,7 +198,6 @@ impl Capacities {
             window: None,
             quiet: None,
             zone: Tz::UTC,
-            holds: false,
             target: &UNROUTED,
             portal_id: 0,
         }
@@ -273,14 +275,14 @@ impl Dispatcher {
                 // An earlier version planned an action's contact up to a minute before
                 // HubSpot's hold ends: kept to its release-by now. (A retry may come later,
                 // until a minute before: pulled forward, it would lose its backoff.)
-                if route.holds && item.attempts == 0 {
+                if route.holds() && item.attempts == 0 {
                     let by = super::planning::release_by(item, route.window);
                     item.ready_at_ms = item.ready_at_ms.min(by.max(now));
                 }
                 let at = item.ready_at_ms.max(now);
                 // Overdue or moved, a timed send still keeps its contact's quiet hours.
                 let local = route.quiet_for(item);
-                let to = if route.holds || (local.is_none() && ledger.fits(at, route.cost)) {
+                let to = if route.holds() || (local.is_none() && ledger.fits(at, route.cost)) {
                     at
                 } else {
                     ledger

@@ -615,7 +615,7 @@ impl Dispatcher {
                 .iter()
                 .filter_map(|w| {
                     let route = capacity::route(config, w);
-                    route.holds.then(|| (w.id.clone(), route.window))
+                    route.holds().then(|| (w.id.clone(), route.window))
                 })
                 .collect(),
         });
@@ -751,7 +751,7 @@ fn quiet_until(config: &Config, item: &Pending, now: i64) -> Option<i64> {
     let route = capacity::route(config, config.webhook(&item.webhook_id)?);
     let (zone, quiet) = route.quiet_for(item)?;
     let release_by = route
-        .holds
+        .holds()
         .then(|| planning::release_by(item, route.window));
     quiet
         .next_allowed(zone, now)

@@ -475,7 +475,7 @@ fn request(
         window,
         from: item.received_at_ms.max(now),
         // Before HubSpot would move the contact on without us.
-        deadline: (route.holds || item.hold_ends_ms.is_some())
+        deadline: (route.holds() || item.hold_ends_ms.is_some())
             .then(|| release_by(item, route.window)),
         preference: preferred,
         hash: minute_hash(who.contact),
