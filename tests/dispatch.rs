@@ -2517,6 +2517,11 @@ struct Outage {
 
 impl Outage {
     fn start(failing: &str, email: &str, vid: i64) -> Outage {
+        Outage::start_for(failing, email, vid, u64::MAX)
+    }
+
+    /// [`Outage::start`], HubSpot failing the first `calls` calls only.
+    fn start_for(failing: &str, email: &str, vid: i64, calls: u64) -> Outage {
         use sendtime::hubspot::standin::{Fault, Injection};
         let rt = runtime();
         let standin = rt.block_on(StandIn::start(Options::default())).unwrap();
@@ -2528,7 +2533,7 @@ impl Outage {
                 status: 503,
                 message: "Service Unavailable".into(),
             })
-            .times(u64::MAX)
+            .times(calls)
             .on(failing),
         );
         let receipt = unanswered_call(&data, email, vid, 105);
@@ -2690,30 +2695,142 @@ fn a_failing_enrollments_check_backs_off_and_then_sends() {
 }
 
 /// A contact in doubt while HubSpot fails every call (503 on checks and enrollments): after
-/// the checks' tries, one send (at-least-once), and when that fails too, the contact fails.
-/// An earlier version gave that send tries of its own, and each failed send put the contact
-/// back in doubt: twelve checks and an unchecked send every half hour, for as long as the
-/// outage lasted, and the contact never failed.
+/// the checks' tries, one send (at-least-once); the outage going on, it is checked again at
+/// growing intervals, never sent unchecked again, until three days after it was due; then it
+/// is sent once more and, when that fails too, fails. An earlier version failed it after the
+/// twelve tries, about 18 minutes of an outage; one before that gave each failed send tries
+/// of its own, and each put the contact back in doubt: a check and an unchecked send every
+/// half hour for as long as the outage lasted, and it never failed.
 #[test]
-fn a_contact_in_doubt_through_an_outage_is_sent_once_more_then_fails() {
+fn a_contact_in_doubt_is_tried_through_an_outage_until_three_days_past_due() {
+    use sendtime::hubspot::policy::{Backoff, OUTLAST_MS};
+    let tries = Backoff::DISPATCH.give_up_after as usize;
     let mut o = Outage::start("/automation/v2/workflows/", "hedy@example.com", 8311);
-    let failed = eventually(Duration::from_secs(120), || {
-        o.later();
+    let due = plans(&o.data)[0].due_at_ms;
+    let failed = |o: &Outage| {
         outcomes(&o.data)
             .into_iter()
             .find(|r| r.receipt_id == o.receipt && r.status == Status::Failed)
+    };
+    // A whole tick each ten minutes: past the tries, three checks more, hours of outage.
+    for _ in 0..40 {
+        if o.calls("GET") >= tries + 3 || failed(&o).is_some() {
+            break;
+        }
+        o.later();
+        o.whole_tick();
+    }
+    assert!(
+        failed(&o).is_none() && o.calls("GET") >= tries + 3,
+        "{} checks, failed {:?}, {} h into the outage; logs:\n{}",
+        o.calls("GET"),
+        failed(&o),
+        (o.now - due) / 3_600_000,
+        o.server.logs()
+    );
+    assert_eq!(
+        o.calls("POST"),
+        1,
+        "one unchecked send, after the checks' tries"
+    );
+    // Half an hour short of three days past due, then ten minutes a look.
+    o.set(due + OUTLAST_MS - 30 * 60_000);
+    let last = eventually(Duration::from_secs(120), || {
+        o.later();
+        failed(&o)
     });
     let (checks, sends) = (o.calls("GET"), o.calls("POST"));
     let logs = o.server.stop();
-    assert!(
-        failed.is_some(),
+    let last = last.unwrap_or_else(|| panic!("{checks} checks, {sends} sends; logs:\n{logs}"));
+    assert!(last.at_ms >= due + OUTLAST_MS, "{last:?}");
+    assert_eq!(
+        sends, 2,
+        "one unchecked send after the tries, one at the end"
+    );
+}
+
+/// A contact in doubt through an outage of 20 calls (checks, and the unchecked send after
+/// the twelfth): when HubSpot answers again, its check finds it not enrolled, and it is
+/// enrolled once; nothing failed. An earlier version failed it when the unchecked send did.
+#[test]
+fn an_enrollment_outlasts_an_outage_and_goes_out_when_it_ends() {
+    let email = "ida@example.com";
+    let mut o = Outage::start_for("/automation/v2/workflows/", email, 8312, 20);
+    let enrolled = |o: &Outage| {
+        enrollments(&o.standin.log())
+            .get(&("105".to_string(), email.to_string()))
+            .copied()
+    };
+    for _ in 0..60 {
+        if enrolled(&o).is_some() {
+            break;
+        }
+        o.later();
+        o.whole_tick();
+    }
+    let enrolled = enrolled(&o);
+    let (checks, sends) = (o.calls("GET"), o.calls("POST"));
+    let logs = o.server.stop();
+    assert_eq!(
+        enrolled,
+        Some(1),
         "{checks} checks, {sends} sends; logs:\n{logs}"
     );
+    let rows = outcomes(&o.data);
+    assert!(rows.iter().all(|r| r.status != Status::Failed), "{rows:?}");
+    // Tried past its tries: an earlier version failed it at the twelfth failure.
+    let refused = (rows.iter())
+        .filter(|r| r.status == Status::Retrying && r.http_status == Some(503))
+        .count();
+    assert!(refused > 12, "{refused} failures recorded: {rows:?}");
     assert_eq!(
-        (checks, sends),
-        (12, 1),
-        "the failures the dispatcher allows, in all"
+        sends, 2,
+        "the unchecked send after the tries, and the one that took"
     );
+}
+
+/// A list add through an outage longer than its tries (16 failures, hours apart at the end)
+/// under `sendtime tick`: tried again at growing intervals and listed when HubSpot answers
+/// again; nothing failed. An earlier version failed the contact at the twelfth failure.
+#[test]
+fn a_list_add_outlasts_an_outage() {
+    const LISTED: Hook = Hook {
+        id: "fatigue",
+        kind: "UPDATE_ONLY",
+        target: "list_id = \"987\"",
+    };
+    let rt = runtime();
+    let standin = rt.block_on(StandIn::start(Options::default())).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let email = "june@example.com";
+    standin.add_contact(email, 8350);
+    planned_as(&data, WebhookType::UpdateOnly, email, 8350, |_, _| {
+        Vec::new()
+    });
+    let down = Fault::Status {
+        status: 503,
+        message: "Service Unavailable".into(),
+    };
+    standin.inject(
+        Injection::next(down)
+            .times(16)
+            .on("/crm/lists/2026-03/987/memberships"),
+    );
+    let config = write_config(dir.path(), &standin.url(), "", &[&LISTED]);
+    let (mut at, mut processes) = (now_ms(), 0);
+    while standin.list_members("987").is_empty() && processes < 40 {
+        tick_once(&config, &data, at, TOKEN);
+        processes += 1;
+        at += 10 * 60_000;
+    }
+    assert_eq!(standin.list_members("987"), ["8350"], "{processes} ticks");
+    let rows = outcomes(&data);
+    assert!(rows.iter().all(|r| r.status != Status::Failed), "{rows:?}");
+    let refused = (rows.iter())
+        .filter(|r| r.status == Status::Retrying && r.http_status == Some(503))
+        .count();
+    assert_eq!(refused, 16, "{rows:?}");
 }
 
 /// Posts taken unsigned while the connector was in dry run (a listener anyone reaches may take

@@ -666,6 +666,25 @@ impl Ctx {
         (spent, most.map(|f| (decide(f), rest)))
     }
 
+    /// `decision`, but for an enrollment or list add given up on a failure worth retrying
+    /// (an outage outlasting its tries): tried again at growing intervals until
+    /// [`policy::OUTLAST_MS`] after it was due, and failed only then. An earlier version failed
+    /// every contact due during an outage of more than about 18 minutes.
+    fn outlast(&self, decision: Decision, e: &ApiError, item: &Pending) -> Decision {
+        match decision {
+            Decision::GiveUp => self.outlast_at(e, item).map_or(decision, Decision::Later),
+            d => d,
+        }
+    }
+
+    /// When a contact given up on after `e` is tried again ([`Self::outlast`]), if it is.
+    fn outlast_at(&self, e: &ApiError, item: &Pending) -> Option<i64> {
+        let now = self.now();
+        let last = item.due_at_ms.saturating_add(policy::OUTLAST_MS);
+        (matches!(e, ApiError::Transient { .. }) && now < last)
+            .then(|| (now + policy::spent_wait(item.failures)).min(last))
+    }
+
     /// What to do after `e` failed a call of `action`; `failures` counts the transient
     /// failures so far, this one included.
     fn decide(&self, link: &Link, action: Action, e: &ApiError, failures: u32) -> Decision {
@@ -777,16 +796,6 @@ fn enrolled_row(item: &Pending, link: &Link, workflow: u64, at: i64) -> OutcomeR
     );
     r.http_status = Some(204);
     r
-}
-
-/// How long a callback waits after its `failures`-th transient failure in a row, once past
-/// [`Backoff::DISPATCH`]'s tries: the backoff's cap, doubling up to an hour, so that an outage
-/// of days costs a batch a call an hour, not one every five minutes.
-fn callback_wait(failures: u8) -> i64 {
-    let past = u32::from(failures).saturating_sub(Backoff::DISPATCH.give_up_after);
-    let cap = Backoff::DISPATCH.cap.as_millis() as i64;
-    cap.saturating_mul(1 << past.min(4))
-        .min(crate::time::HOUR_MS)
 }
 
 /// The final row of a callback HubSpot will not complete: failed, unless an earlier call for
@@ -1003,12 +1012,17 @@ pub async fn enroll(
                     tracing::debug!(receipt = %item.receipt_id, "enrollments check failed: {e}");
                     // Its transient failures count, as a call's do: a check that keeps
                     // failing backs off and, after the last, gives up below.
-                    let decision = ctx.decide_after(
+                    let mut decision = ctx.decide_after(
                         &link,
                         Action::Enroll,
                         &e,
                         std::slice::from_mut(&mut item),
                     );
+                    // Past the failure that spent its tries, an outage goes on: checked again
+                    // later, not sent again unchecked each time.
+                    if u32::from(item.failures) > Backoff::DISPATCH.give_up_after {
+                        decision = ctx.outlast(decision, &e, &item);
+                    }
                     // HubSpot will not answer the check (e.g. no such record id): what is
                     // left is the at-least-once contract, so send. Its failures stay
                     // counted: a send that fails would put the contact back in doubt, and
@@ -1086,6 +1100,7 @@ pub async fn enroll(
                 }
                 let decision =
                     ctx.decide_after(&link, Action::Enroll, &e, std::slice::from_mut(&mut item));
+                let decision = ctx.outlast(decision, &e, &item);
                 // Failed for good after a call whose answer was lost: that call may have
                 // enrolled it, and the row says so (it said nothing, a review found).
                 if matches!(decision, Decision::GiveUp) && item.in_doubt && !in_doubt {
@@ -1283,15 +1298,28 @@ pub async fn list_add(
                     let decision = ctx.decide_after(&link, Action::ListAdd, &e, &mut chunk);
                     let (spent, rest) = ctx.spent(&link, Action::ListAdd, &e, decision, chunk);
                     let now = ctx.now();
-                    let rows = |items: &[Pending], decision: &Decision| -> Vec<OutcomeRow> {
-                        (items.iter())
-                            .map(|i| {
-                                let base =
-                                    row(i, &link, Action::ListAdd, &list_id, Status::Retrying, now);
-                                noted(failure_row(base, &e, decision, now, false), note.as_deref())
-                            })
-                            .collect()
+                    let row_of = |i: &Pending, decision: &Decision| {
+                        let base = row(i, &link, Action::ListAdd, &list_id, Status::Retrying, now);
+                        noted(failure_row(base, &e, decision, now, false), note.as_deref())
                     };
+                    let rows = |items: &[Pending], decision: &Decision| -> Vec<OutcomeRow> {
+                        items.iter().map(|i| row_of(i, decision)).collect()
+                    };
+                    // Each contact out of tries in an outage is tried again on its own time.
+                    let (mut later, mut failed) = (Vec::new(), Vec::new());
+                    for i in spent {
+                        match ctx.outlast_at(&e, &i) {
+                            Some(at) => {
+                                later.push(row_of(&i, &Decision::Later(at)));
+                                out.push((i, Next::Again(at)));
+                            }
+                            None => failed.push(i),
+                        }
+                    }
+                    if !later.is_empty() {
+                        ctx.record(later).await;
+                    }
+                    let spent = failed;
                     if !spent.is_empty() {
                         tracing::warn!(connector = %link.id, list = %list_id, contacts = spent.len(), "list add failed: {e}");
                         let failed = rows(&spent, &Decision::GiveUp);
@@ -1491,7 +1519,7 @@ pub async fn complete(ctx: Arc<Ctx>, link: Arc<Link>, items: Vec<Pending>) -> Ve
                     };
                     let later = |i: &Pending| match decision {
                         Decision::GiveUp => (deadline(i) > now)
-                            .then(|| (now + callback_wait(i.failures)).min(deadline(i))),
+                            .then(|| (now + policy::spent_wait(i.failures)).min(deadline(i))),
                         Decision::Later(t) => Some(match deadline(i) {
                             ends if ends > now => t.min(ends),
                             _ => t,

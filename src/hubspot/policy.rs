@@ -66,6 +66,20 @@ pub const MIGRATION_PAUSE_MS: i64 = HOUR_MS;
 pub const MIGRATION_PAUSE_MAX_MS: i64 = 24 * HOUR_MS;
 /// The longest a daily-limit pause lasts: a midnight is never further, in any zone.
 pub const DAILY_PAUSE_MAX_MS: i64 = 25 * HOUR_MS;
+/// How long after it was due an enrollment or list add whose tries ran out on failures worth
+/// retrying (an outage: 5xx, no answer) is still tried, at [`spent_wait`]'s pace, before it
+/// fails: three days, as long as HubSpot retries a webhook's post. A callback is tried until
+/// HubSpot's hold on its contact ends instead.
+pub const OUTLAST_MS: i64 = 3 * crate::time::DAY_MS;
+
+/// How long a call waits after its `failures`-th transient failure in a row, once past
+/// [`Backoff::DISPATCH`]'s tries: the backoff's cap, doubling up to an hour, so that an outage
+/// of days costs a contact (or a batch) a call an hour, not one every five minutes.
+pub fn spent_wait(failures: u8) -> i64 {
+    let past = u32::from(failures).saturating_sub(Backoff::DISPATCH.give_up_after);
+    let cap = Backoff::DISPATCH.cap.as_millis() as i64;
+    cap.saturating_mul(1 << past.min(4)).min(HOUR_MS)
+}
 
 /// Exponential backoff with jitter after transient failures (5xx, timeouts, dropped
 /// connections): `base`, twice that, four times ... capped at `cap`, each drawn from half to
