@@ -221,8 +221,10 @@ impl Link {
 
     /// Ask HubSpot, once per daily pause, when its daily limit resets (its daily API usage):
     /// once it says, the pause lasts until then (a minute after, for clocks apart) instead of
-    /// probing every hour.
-    pub async fn learn_daily_reset(&self, now: i64) {
+    /// probing every hour. `tick`: when the tick that met the limit began. The read waits for
+    /// its turn at most [`policy::USAGE_READ_MAX`] (a ten-secondly 429's `Retry-After` may hold
+    /// the limiter for an hour, and the tick, and a stop, with it).
+    pub async fn learn_daily_reset(&self, tick: i64) {
         let ask = match self.pause.lock().unwrap().as_mut() {
             Some(p) if p.reason == PauseReason::DailyLimit && !p.asked => {
                 p.asked = true;
@@ -233,10 +235,11 @@ impl Link {
         if !ask {
             return;
         }
-        let Some(reset) = self.client.daily_reset_at().await else {
+        let read = self.client.daily_reset_at();
+        let Ok(Some(reset)) = tokio::time::timeout(policy::USAGE_READ_MAX, read).await else {
             return;
         };
-        let Some(until) = policy::daily_reset_pause_until(now, reset) else {
+        let Some(until) = policy::daily_reset_pause_until(tick, reset) else {
             return;
         };
         if let Some(p) = self.pause.lock().unwrap().as_mut() {
@@ -630,6 +633,44 @@ mod tests {
 
     fn dispatcher(data: &Path, now: i64) -> Dispatcher {
         Dispatcher::open(data, Metrics::new(), Clock::Fixed(now)).unwrap()
+    }
+
+    /// The daily limit met just before the account's midnight: HubSpot's reset read before
+    /// it is taken; read just after, it names the next day's, which is not (an earlier version
+    /// paused the connector a whole day, an audit found).
+    #[tokio::test]
+    async fn a_reset_read_after_midnight_does_not_pause_a_day() {
+        use crate::hubspot::standin::{DEFAULT_TOKEN, Options, StandIn};
+        use crate::hubspot::{Client, ClientOptions};
+        let dir = tempfile::tempdir().unwrap();
+        let clock = dir.path().join("clock");
+        let midnight =
+            NOW.div_euclid(crate::time::DAY_MS) * crate::time::DAY_MS + crate::time::DAY_MS;
+        let standin = StandIn::start(Options {
+            clock: Clock::File(clock.clone()),
+            usage_api: true,
+            ..Options::default()
+        })
+        .await
+        .unwrap();
+        let (tick, met) = (midnight - MINUTE_MS, midnight - 20_000);
+        let paused_after_reading_at = |read: i64| {
+            let client = Client::new(&standin.url(), DEFAULT_TOKEN, ClientOptions::default());
+            let link = Link::new("main".into(), client.unwrap(), None);
+            let clock = clock.clone();
+            async move {
+                link.pause_for_the_day(met, &Metrics::new());
+                std::fs::write(&clock, read.to_string()).unwrap();
+                link.learn_daily_reset(tick).await;
+                link.paused_at(midnight + 30_000)
+            }
+        };
+        assert_eq!(
+            paused_after_reading_at(midnight - 10_000).await,
+            Some(midnight + MINUTE_MS),
+            "HubSpot's reset, a minute after"
+        );
+        assert_eq!(paused_after_reading_at(midnight + 5_000).await, None);
     }
 
     #[tokio::test]

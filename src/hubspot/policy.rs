@@ -167,15 +167,25 @@ pub fn daily_retry_at(now_ms: i64, zone: Option<chrono_tz::Tz>) -> i64 {
 }
 
 /// When a spent daily allowance resets, given HubSpot's word for it (its daily API usage's
-/// `resetsAt`): a minute after, for clocks apart, and never more than a day and an hour
-/// away, since a midnight is never further (a broken answer must not stall a connector).
-/// `None` when that is already past.
-pub fn daily_reset_pause_until(now_ms: i64, resets_at_ms: i64) -> Option<i64> {
-    let until = resets_at_ms
-        .saturating_add(MINUTE_MS)
-        .min(now_ms + DAILY_PAUSE_MAX_MS);
-    (until > now_ms).then_some(until)
+/// `resetsAt`, read after the 429 of a tick that began at `tick_ms`): a minute after, for
+/// clocks apart. `None` when that is already past, or more than [`DAILY_RESET_AFTER_MAX_MS`]
+/// after the tick began: the allowance reset between the 429 and the read, whose answer names
+/// the next day's reset (taken, it held the connector a whole day; an audit found it), or the
+/// answer is broken. The hourly probe then goes on.
+pub fn daily_reset_pause_until(tick_ms: i64, resets_at_ms: i64) -> Option<i64> {
+    let until = resets_at_ms.saturating_add(MINUTE_MS);
+    (until > tick_ms && resets_at_ms - tick_ms <= DAILY_RESET_AFTER_MAX_MS).then_some(until)
 }
+
+/// The longest a tick waits to read when the daily limit resets, its turn at the limiter
+/// included: unread, the hourly probe goes on.
+pub const USAGE_READ_MAX: Duration = Duration::from_secs(30);
+/// The furthest a reset HubSpot names is taken after the daily limit was met: a midnight is at
+/// most a day away, but a limit met in the first hour after one (another integration spent
+/// the allowance in an hour, a 25-hour day) is rarer than one met just before it and an answer
+/// read just after, by a tick that ran past midnight or a clock a little ahead of HubSpot's.
+/// Past it, the hourly probe costs a call an hour.
+pub const DAILY_RESET_AFTER_MAX_MS: i64 = 23 * HOUR_MS;
 
 /// `Retry-After` in either form HTTP allows: delta-seconds (`120`, fractions tolerated) or an
 /// HTTP-date (`Wed, 21 Oct 2015 07:28:00 GMT`, the wait until then by the system clock).
@@ -201,17 +211,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_reset_time_is_taken_within_a_day_and_an_hour() {
+    fn a_reset_time_is_taken_within_23_hours_of_the_tick() {
         let now = 1_700_000_000_000;
         assert_eq!(
             daily_reset_pause_until(now, now + 3 * HOUR_MS),
             Some(now + 3 * HOUR_MS + MINUTE_MS)
         );
-        assert_eq!(
-            daily_reset_pause_until(now, i64::MAX),
-            Some(now + 25 * HOUR_MS)
-        );
+        assert_eq!(daily_reset_pause_until(now, i64::MAX), None);
         assert_eq!(daily_reset_pause_until(now, now - 2 * MINUTE_MS), None);
+        // The limit met at 23:59:40 and the usage read after midnight: it names the next
+        // day's reset, a day and a minute away.
+        let tick = now - 60_000;
+        assert_eq!(daily_reset_pause_until(tick, now + 24 * HOUR_MS), None);
     }
 
     fn headers(value: &str) -> HeaderMap {
