@@ -119,18 +119,24 @@ pub fn run(config: &Config, webhook: Option<&str>, dry_run: bool) -> anyhow::Res
         inbox::dataset(data_dir)?,
         outcomes::dataset(data_dir)?,
     ];
-    let [plan_ds, inbox_ds, outcomes_ds] = &datasets;
     let beside = rewriting.beside;
-    let receipts = match beside {
+    let recovered = match beside {
         // A running dispatcher recovers the folder for itself.
-        true => inbox::read_keys(inbox_ds)?,
+        true => None,
         // The inbox is recovered with its log.
         false => {
             let receipts = inbox::recover(data_dir)?;
-            plan_ds.recover()?;
-            outcomes_ds.recover()?;
-            receipts
+            datasets[0].recover()?;
+            datasets[2].recover()?;
+            Some(receipts)
         }
+    };
+    // Past the recovery, a dry run moves nothing: it names a damaged part.
+    let datasets = datasets.map(|d| if dry_run { d.for_dry_run() } else { d });
+    let [plan_ds, inbox_ds, outcomes_ds] = &datasets;
+    let receipts = match recovered {
+        Some(receipts) => receipts,
+        None => inbox::read_keys(inbox_ds)?,
     };
     let finished = unfinished.is_some();
     let intent = match unfinished {

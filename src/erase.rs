@@ -228,7 +228,10 @@ pub fn run(
         );
     }
     events::recover_locked(data_dir)?;
-    let dictionary = Contacts::load(data_dir)?;
+    let dictionary = match dry_run {
+        true => Contacts::load_from(&crate::datasets::contacts::dataset(data_dir)?.for_dry_run()),
+        false => Contacts::load(data_dir),
+    }?;
     let Found {
         mut receipts,
         linked,

@@ -1987,6 +1987,63 @@ fn discarding_a_removed_webhook_gives_up_its_held_contacts_alone() {
     server.stop();
 }
 
+/// A dry run of `discard` or `erase` beside a running dispatcher (its lock held) that meets a
+/// damaged part names it and moves nothing: the folder is the dispatcher's. An earlier version
+/// set the part aside into quarantine, out of the counts; a dictionary part so moved stopped
+/// `serve`'s planning (an audit found it).
+#[test]
+fn a_dry_run_beside_the_dispatcher_names_a_damaged_part_and_moves_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let email = "ann@example.com";
+    planned_with(&data, email, 8360, |id, t| {
+        vec![enroll_row(id, 104, 1, Status::Attempting, t + 1000)]
+    });
+    let config = write_config(dir.path(), "http://127.0.0.1:9", "", &[&HOOKS[3]]);
+    let csv = dir.path().join("opens.csv");
+    std::fs::write(&csv, format!("email,at\n{email},2026-11-01T10:00:00Z\n")).unwrap();
+    let csv = csv.to_str().unwrap();
+    let import = ["import", "csv", csv, "--contact", "email", "--time", "at"];
+    common::sendtime(
+        &config,
+        &data,
+        &[&import[..], &["--kind-default", "OPEN"]].concat(),
+        &[],
+    );
+    let dispatching = std::fs::File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(data.join("dispatch.lock"))
+        .unwrap();
+    dispatching.lock().unwrap();
+    let part_of = |name: &str| {
+        (std::fs::read_dir(data.join(name)).unwrap())
+            .map(|e| e.unwrap().path())
+            .find(|p| p.extension().is_some_and(|e| e == "parquet"))
+            .unwrap_or_else(|| panic!("no {name} part"))
+    };
+    for (name, args) in [
+        ("outcomes", &["discard", "--dry-run", "fatigue"][..]),
+        ("contacts", &["erase", "--dry-run", email][..]),
+    ] {
+        let part = part_of(name);
+        let bytes = std::fs::read(&part).unwrap();
+        let mut damaged = bytes.clone();
+        let middle = damaged.len() / 2;
+        damaged[middle] ^= 0xff;
+        std::fs::write(&part, damaged).unwrap();
+        let out = common::run(&config, &data, args, &[]);
+        let said = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?}: {said}");
+        let file = part.file_name().unwrap().to_str().unwrap();
+        assert!(said.contains(file) && said.contains("is damaged"), "{said}");
+        assert!(part.exists(), "{name}: moved by {args:?}");
+        assert!(!data.join("quarantine").join(name).exists(), "{name}");
+        std::fs::write(&part, bytes).unwrap();
+    }
+}
+
 /// What a dry run beside a running `serve` printed, less the line that says it counted beside
 /// it (asserted here).
 fn without_counted_beside(printed: &str) -> String {

@@ -159,7 +159,11 @@ impl Contacts {
 
     /// Load the dictionary from `{data_dir}/contacts/`.
     pub fn load(data_dir: &Path) -> anyhow::Result<Self> {
-        let dataset = dataset(data_dir)?;
+        Self::load_from(&dataset(data_dir)?)
+    }
+
+    /// [`Self::load`] from `dataset` (one [`Dataset::for_dry_run`]).
+    pub fn load_from(dataset: &Dataset) -> anyhow::Result<Self> {
         let mut out = Contacts::default();
         let frames: Vec<DataFrame> = dataset.read_all()?.into_iter().map(|(_, df)| df).collect();
         // Without a part, even the last, new contacts would get indices that events already

@@ -39,6 +39,8 @@ pub struct Dataset {
     quarantine: PathBuf,
     /// The columns a merged part is sorted by, as its writers sort theirs (none: as read).
     order: &'static [&'static str],
+    /// A damaged part met is named in an error instead of set aside ([`Self::for_dry_run`]).
+    names_damage: bool,
 }
 
 impl Dataset {
@@ -51,7 +53,18 @@ impl Dataset {
             dir,
             quarantine: data_dir.join("quarantine").join(name),
             order: &[],
+            names_damage: false,
         })
+    }
+
+    /// This dataset for a dry run, which moves nothing: a damaged part met while reading is
+    /// named in an error ([`named_for_dry_run`]), not set aside into quarantine (beside a
+    /// running `serve`, whose folder it is, a dry run moved its parts: an audit found it).
+    pub fn for_dry_run(self) -> Self {
+        Self {
+            names_damage: true,
+            ..self
+        }
     }
 
     /// This dataset, its merged parts sorted by `columns` (readers rely on its parts' order).
@@ -273,6 +286,9 @@ impl Dataset {
 
     /// Move an unreadable part aside so the server keeps serving and nobody loses the bytes.
     pub fn quarantine(&self, path: &Path, why: &anyhow::Error) -> anyhow::Result<()> {
+        if self.names_damage {
+            return Err(named_for_dry_run(path, anyhow::anyhow!("{why:#}")));
+        }
         create_dir_durably(&self.quarantine)?;
         let name = path.file_name().context("part without a file name")?;
         let mut dest = self.quarantine.join(name);
