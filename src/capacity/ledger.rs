@@ -289,6 +289,27 @@ mod tests {
         assert!(l.fits(now + MINUTE_MS, Cost::Call));
     }
 
+    /// An hour holds as many calls as `calls_per_hour` says, with a fraction of a call a
+    /// minute (190 per 10 s: 1,004.4): an earlier version said 60,264 for 60,240.
+    #[test]
+    fn an_hour_holds_what_its_capacity_says() {
+        let capacity = Capacity {
+            per_minute: CALL * 10_044 / 10,
+            per_day: None,
+            day_zone: Tz::UTC,
+        };
+        let mut l = Ledger::new(capacity);
+        let mut booked = 0;
+        while let Some(at) = l.first_fit(0, Cost::Call, |_| WHOLE_HOUR)
+            && at < HOUR_MS
+        {
+            l.book(at, Cost::Call);
+            booked += 1;
+        }
+        assert_eq!(booked, capacity.calls_per_hour());
+        assert_eq!(booked, 60_240);
+    }
+
     #[test]
     fn a_full_minute_sends_the_next_booking_on() {
         let mut l = ledger(2, None);
