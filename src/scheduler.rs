@@ -26,6 +26,9 @@ use crate::metrics::Metrics;
 
 /// The longest the scheduler sleeps before looking at the config and the clock again.
 pub const RECHECK: Duration = Duration::from_secs(60);
+/// How far the clock may step back and the scheduler still wait for the fire time after the
+/// last it ran: a tick is not run again for a step of seconds, nor held an hour by a long one.
+const STEP_BACK_WAITED: chrono::TimeDelta = chrono::TimeDelta::minutes(2);
 
 /// The first fire time strictly after `after`.
 pub fn next_after(cron: &Cron, after: DateTime<Utc>) -> DateTime<Utc> {
@@ -128,9 +131,11 @@ pub async fn run(
             waiting = None;
         }
         let now = Utc::now();
-        // The wall clock stepped back (NTP correcting a wrong boot time): schedule from now,
-        // not from a fire time that is now far in the future.
-        if last_fire.is_some_and(|l| l > now + chrono::Duration::seconds(1)) {
+        // The wall clock stepped back (NTP correcting a wrong boot time) further than
+        // [`STEP_BACK_WAITED`]: schedule from now, not from a fire time far in the future. A
+        // smaller step waits for the fire time after the last (an earlier version ran the last
+        // again after a step of seconds; an audit found it).
+        if last_fire.is_some_and(|l| l > now + STEP_BACK_WAITED) {
             tracing::warn!("the clock went back: scheduling from now");
             last_fire = None;
         }
