@@ -173,7 +173,7 @@ pub enum Command {
         #[arg(long)]
         only: bool,
         /// Count what would be deleted, and name the emails and ids their rows link to;
-        /// delete nothing.
+        /// delete no one's rows (what a crashed writer left is finished, as a start would).
         #[arg(long)]
         dry_run: bool,
     },
@@ -346,10 +346,11 @@ pub enum ReportCommand {
         /// Only this webhook or action.
         #[arg(long, value_name = "ID")]
         webhook: Option<String>,
-        /// Engagement is known up to this time: a receipt counts once its windows ended
-        /// before it. Default: now, or, where `serve` imports from HubSpot, until when every
-        /// connector's events are imported, less the three hours HubSpot may record an event
-        /// late. After `import csv`, give the export's end.
+        /// Engagement is known up to this time (from 2000 to a year from now): a receipt
+        /// counts once its windows ended before it. Default: where `serve` imports from HubSpot, until when
+        /// every connector's events are imported, less the three hours HubSpot may record an
+        /// event late; else the newest event imported. After `import csv`, give the export's
+        /// end.
         #[arg(long, value_name = "TIME")]
         as_of: Option<String>,
         /// Print JSON instead of a table.
@@ -695,16 +696,15 @@ fn model(command: Command, path: &std::path::Path, overrides: &Overrides) -> any
                 },
         } => {
             let config = load_config_with_data(path, overrides)?;
-            let (as_of_ms, unimported) = match as_of {
-                Some(t) => (parse_flag("--as-of", &t)?, Vec::new()),
-                None => crate::lift::report::default_as_of(&config, crate::time::now_ms()),
-            };
-            let options = crate::lift::report::Options {
-                since_ms: since.map(|t| parse_flag("--since", &t)).transpose()?,
-                webhook,
-                as_of_ms,
-                unimported,
-            };
+            let mut options = crate::lift::report::default_as_of(&config, crate::time::now_ms());
+            options.since_ms = since.map(|t| parse_flag("--since", &t)).transpose()?;
+            options.webhook = webhook;
+            // A connector never imported is still said to be (an earlier version dropped it
+            // with --as-of); a year's typo is refused, as for `tick --now`.
+            if let Some(t) = as_of {
+                let at = crate::time::parse_plan_flag("--as-of", &t)?;
+                (options.as_of_ms, options.up_to_newest_event) = (at, false);
+            }
             if let Some(since) = options.since_ms {
                 anyhow::ensure!(
                     since < options.as_of_ms,

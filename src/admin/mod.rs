@@ -297,12 +297,7 @@ async fn lift(State(state): State<AdminState>) -> Result<Response, AdminError> {
     // import state files are read there too, off the runtime that answers HubSpot.
     let lift = tokio::task::spawn_blocking(move || {
         let _running = running;
-        let (as_of_ms, unimported) = crate::lift::report::default_as_of(&config, now);
-        let options = crate::lift::report::Options {
-            as_of_ms,
-            unimported,
-            ..Default::default()
-        };
+        let options = crate::lift::report::default_as_of(&config, now);
         crate::lift::report::lift(&config.server.data_dir, &options)
     })
     .await
