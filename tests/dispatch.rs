@@ -2806,6 +2806,41 @@ fn a_contact_in_doubt_is_tried_through_an_outage_until_three_days_past_due() {
     );
 }
 
+/// A contact in doubt whose checks fail, and whose unchecked send after them fails in a way
+/// that says nothing of the earlier call (a 423, refused before it was taken): its doubt
+/// stands, so the later tries check again rather than send unchecked again. An earlier
+/// version cleared the doubt with that failure, and sent unchecked at every later try (a
+/// review found it).
+#[test]
+fn a_doubt_no_check_settled_stands_through_an_outage() {
+    use sendtime::hubspot::standin::{Fault, Injection};
+    let tries = 12;
+    let mut o = Outage::start(
+        "/automation/v2/workflows/enrollments/contacts/",
+        "iris@example.com",
+        8313,
+    );
+    o.standin.inject(
+        Injection::next(Fault::Status {
+            status: 423,
+            message: "Locked".into(),
+        })
+        .times(u64::MAX)
+        .on("/automation/v2/workflows/105/"),
+    );
+    for _ in 0..40 {
+        if o.calls("GET") >= tries + 3 {
+            break;
+        }
+        o.later();
+        o.whole_tick();
+    }
+    let (checks, sends) = (o.calls("GET"), o.calls("POST"));
+    let logs = o.server.stop();
+    assert!(checks >= tries + 3, "{checks} checks; logs:\n{logs}");
+    assert_eq!(sends, 1, "one unchecked send; {checks} checks");
+}
+
 /// A contact in doubt through an outage of 20 calls (checks, and the unchecked send after
 /// the twelfth): when HubSpot answers again, its check finds it not enrolled, and it is
 /// enrolled once; nothing failed. An earlier version failed it when the unchecked send did.

@@ -68,21 +68,24 @@ impl InFlight {
             item.failures = item.failures.saturating_add(1);
         }
         // A contact without a HubSpot id cannot be checked: a panic after its call, over and
-        // over, would send it each time. Left out of the queue, it waits for a restart.
-        let (spent, again): (Vec<_>, Vec<_>) = items
-            .into_iter()
-            .partition(|i| Backoff::DISPATCH.exhausted(u32::from(i.failures)));
+        // over, would send it each time. Out of tries, it is left out of the queue and waits
+        // for a restart; one that can be checked is tried on as an outage's are.
+        let spent = |i: &Pending| Backoff::DISPATCH.exhausted(u32::from(i.failures));
+        let later = |i: &Pending| match spent(i) {
+            false => Some(now + Backoff::DISPATCH.wait(u32::from(i.failures)).as_millis() as i64),
+            true if i.contact_id.is_some_and(|v| v > 0) => super::send::after_tries(i, now),
+            true => None,
+        };
+        let (again, spent): (Vec<_>, Vec<_>) = (items.into_iter())
+            .map(|i| (later(&i), i))
+            .partition(|(at, _)| at.is_some());
         tracing::error!(
             contacts = again.len(),
             left_for_a_restart = spent.len(),
             "a dispatch task failed ({e}); its contacts are checked at HubSpot and tried again"
         );
-        again
-            .into_iter()
-            .map(|item| {
-                let wait = Backoff::DISPATCH.wait(u32::from(item.failures));
-                (item, Next::Again(now + wait.as_millis() as i64))
-            })
+        (again.into_iter())
+            .filter_map(|(at, item)| Some((item, Next::Again(at?))))
             .collect()
     }
 }
@@ -103,12 +106,22 @@ mod tests {
         flight.spawn(vec![pending(3), pending(4)], None, async {
             panic!("another")
         });
-        // Out of tries: left for a restart, not queued again.
-        let spent = Pending {
+        // Out of tries: one that cannot be checked (no HubSpot id), or past the days an
+        // outage is outlasted, is left for a restart, not queued again; one that can be
+        // checked comes back as an outage's contacts do.
+        let spent = |n, contact_id, due_at_ms| Pending {
             failures: 11,
-            ..pending(5)
+            contact_id,
+            due_at_ms,
+            ..pending(n)
         };
-        flight.spawn(vec![spent], None, async { panic!("again") });
+        let days = -4 * crate::time::DAY_MS;
+        let out_of_tries = vec![
+            spent(5, None, 0),
+            spent(6, Some(6), days),
+            spent(7, Some(7), 0),
+        ];
+        flight.spawn(out_of_tries, None, async { panic!("again") });
         let mut out = Vec::new();
         while let Some(done) = flight.next(|| 1_000).await {
             out.extend(done);
@@ -117,8 +130,14 @@ mod tests {
         let ids: Vec<_> = out.iter().map(|(i, _)| i.contact_id.unwrap()).collect();
         assert_eq!(
             ids,
-            [1, 2, 3, 4],
-            "every contact but the spent one comes back once"
+            [1, 2, 3, 4, 7],
+            "every contact but the spent ones comes back once"
+        );
+        let (outlasting, next) = out.pop().unwrap();
+        assert_eq!(outlasting.failures, 12);
+        assert!(
+            matches!(next, Next::Again(at) if (151_000..=451_000).contains(&at)),
+            "{next:?}"
         );
         assert!(!out[0].0.in_doubt);
         for (item, next) in &out[1..] {

@@ -41,9 +41,10 @@ pub struct Pending {
     pub due_at_ms: i64,
     /// Calls made so far.
     pub attempts: u32,
-    /// Calls that failed in a way worth retrying (5xx, timeouts): what
-    /// [`Backoff::DISPATCH`] limits. Rate limits and refused tokens are the connector's state, not the contact's,
-    /// and do not count.
+    /// Calls that failed in a way worth retrying (5xx, timeouts): [`Backoff::DISPATCH`]'s
+    /// tries, then [`policy::spent_wait`]'s until [`policy::OUTLAST_MS`] after the due time.
+    /// Rate limits and refused tokens are the connector's state, not the contact's, and do
+    /// not count.
     pub failures: u8,
     /// An earlier call may have reached HubSpot without an answer.
     pub in_doubt: bool,
@@ -679,10 +680,8 @@ impl Ctx {
 
     /// When a contact given up on after `e` is tried again ([`Self::outlast`]), if it is.
     fn outlast_at(&self, e: &ApiError, item: &Pending) -> Option<i64> {
-        let now = self.now();
-        let last = item.due_at_ms.saturating_add(policy::OUTLAST_MS);
-        (matches!(e, ApiError::Transient { .. }) && now < last)
-            .then(|| (now + policy::spent_wait(item.failures)).min(last))
+        let transient = matches!(e, ApiError::Transient { .. });
+        transient.then(|| after_tries(item, self.now())).flatten()
     }
 
     /// What to do after `e` failed a call of `action`; `failures` counts the transient
@@ -796,6 +795,13 @@ fn enrolled_row(item: &Pending, link: &Link, workflow: u64, at: i64) -> OutcomeR
     );
     r.http_status = Some(204);
     r
+}
+
+/// When a contact whose tries ran out at `now` is tried again: at [`policy::spent_wait`]'s
+/// pace until [`policy::OUTLAST_MS`] after it was due (the last try then), or not.
+pub(super) fn after_tries(item: &Pending, now: i64) -> Option<i64> {
+    let last = item.due_at_ms.saturating_add(policy::OUTLAST_MS);
+    (now < last).then(|| (now + policy::spent_wait(item.failures)).min(last))
 }
 
 /// The final row of a callback HubSpot will not complete: failed, unless an earlier call for
@@ -950,6 +956,9 @@ pub async fn enroll(
     // address now): once is enough, but after a read failed as every call would.
     let mut looked_up = false;
     let mut readdressed = false;
+    // Sent unchecked after the check gave up: the earlier call's doubt stands until a check
+    // settles it, whatever this send's failure says of itself.
+    let mut unsettled = false;
     let retrying = |i: &Pending, now| row(i, &link, Action::Enroll, &target, Status::Retrying, now);
     loop {
         let call = match ctx
@@ -1027,13 +1036,18 @@ pub async fn enroll(
                     // left is the at-least-once contract, so send. Its failures stay
                     // counted: a send that fails would put the contact back in doubt, and
                     // checks and sends would go on for ever.
+                    // Recorded as a failure (retried at once, by the send), so that a
+                    // restart counts it and does not send unchecked again (a review).
+                    let now = ctx.now();
+                    let failed = failure_row(retrying(&item, now), &e, &decision, now, true);
                     if matches!(decision, Decision::GiveUp) {
                         tracing::warn!(receipt = %item.receipt_id, "cannot check whether an earlier call reached HubSpot ({e}); sending again (at-least-once)");
-                        item.in_doubt = false;
+                        let sent_now =
+                            failure_row(retrying(&item, now), &e, &Decision::Later(now), now, true);
+                        ctx.record(vec![noted(sent_now, Some(CHECKING))]).await;
+                        (item.in_doubt, unsettled) = (false, true);
                         continue;
                     }
-                    let failed =
-                        failure_row(retrying(&item, ctx.now()), &e, &decision, ctx.now(), true);
                     ctx.record(vec![noted(failed, Some(CHECKING))]).await;
                     match decision {
                         Decision::Retry(d) if ctx.sleep(d).await => continue,
@@ -1100,13 +1114,23 @@ pub async fn enroll(
                 }
                 let decision =
                     ctx.decide_after(&link, Action::Enroll, &e, std::slice::from_mut(&mut item));
-                let decision = ctx.outlast(decision, &e, &item);
+                let was_in_doubt = item.in_doubt || unsettled;
+                // An outage outlasted: tried again later, and checked first when in doubt. One
+                // that cannot be checked (posted without a HubSpot id) is not sent again and
+                // again unchecked: it fails, as before.
+                let checkable = item.contact_id.is_some_and(|v| v > 0);
+                let decision = match in_doubt || was_in_doubt {
+                    true if !checkable => decision,
+                    _ => ctx.outlast(decision, &e, &item),
+                };
                 // Failed for good after a call whose answer was lost: that call may have
                 // enrolled it, and the row says so (it said nothing, a review found).
-                if matches!(decision, Decision::GiveUp) && item.in_doubt && !in_doubt {
+                if matches!(decision, Decision::GiveUp) && was_in_doubt && !in_doubt {
                     note = Some(note.map_or(String::new(), |n| format!("{n}; ")) + MAY_HAVE_GONE);
                 }
-                item.in_doubt = in_doubt;
+                // A doubt no check settled stands (a send unchecked that failed without
+                // reaching HubSpot was sent unchecked at every later try, a review found).
+                item.in_doubt = in_doubt || unsettled;
                 if item.in_doubt {
                     item.doubt_workflow = NonZeroU64::new(workflow);
                 }

@@ -74,11 +74,14 @@ pub const OUTLAST_MS: i64 = 3 * crate::time::DAY_MS;
 
 /// How long a call waits after its `failures`-th transient failure in a row, once past
 /// [`Backoff::DISPATCH`]'s tries: the backoff's cap, doubling up to an hour, so that an outage
-/// of days costs a contact (or a batch) a call an hour, not one every five minutes.
+/// of days costs a contact (or a batch) a call an hour, not one every five minutes; drawn
+/// from ½× to 1½× as the backoff's waits are, so that the contacts whose tries ran out
+/// together do not come back together each hour.
 pub fn spent_wait(failures: u8) -> i64 {
     let past = u32::from(failures).saturating_sub(Backoff::DISPATCH.give_up_after);
     let cap = Backoff::DISPATCH.cap.as_millis() as i64;
-    cap.saturating_mul(1 << past.min(4)).min(HOUR_MS)
+    let full = cap.saturating_mul(1 << past.min(4)).min(HOUR_MS);
+    (full as f64 * (0.5 + fastrand::f64())) as i64
 }
 
 /// Exponential backoff with jitter after transient failures (5xx, timeouts, dropped
