@@ -649,7 +649,9 @@ impl Writer {
 fn replay_log(dataset: &Dataset, data_dir: &Path) -> anyhow::Result<Vec<Receipt>> {
     let wal_dir = &data_dir.join(WAL_DIR);
     let mut out = Vec::new();
-    for (id, path) in wal::segments(wal_dir, WAL_PREFIX)? {
+    let segments = wal::segments(wal_dir, WAL_PREFIX)?;
+    let any = !segments.is_empty();
+    for (id, path) in segments {
         let replay = wal::replay(&path)
             .with_context(|| format!("cannot read inbox log {}", path.display()))?;
         let mut receipts: Vec<Receipt> = replay
@@ -668,7 +670,10 @@ fn replay_log(dataset: &Dataset, data_dir: &Path) -> anyhow::Result<Vec<Receipt>
                 .flatten()
                 .collect();
             receipts.retain(|r| !flushed.contains(r.receipt_id.as_str()));
-            ulid::Ulid::generate()
+            // The rest go to the part after it, whole: a replay cut short after writing it
+            // (before the segment went) writes it again, not the rows again beside it (a
+            // random id did, an audit found).
+            leftover_part(id)
         } else {
             id
         };
@@ -722,8 +727,20 @@ fn replay_log(dataset: &Dataset, data_dir: &Path) -> anyhow::Result<Vec<Receipt>
         }
         out.extend(receipts);
     }
-    sync_dir(wal_dir).ok();
+    // The segments' removal is durable before anything built on the parts (an erase's
+    // rewrite) is: a segment back after a power loss would bring its rows back (an audit).
+    if any {
+        sync_dir(wal_dir).with_context(|| format!("cannot sync {}", wal_dir.display()))?;
+    }
     Ok(out)
+}
+
+/// The part a segment's receipts missing from its own part are replayed into: the same for
+/// each replay of the segment.
+fn leftover_part(segment: ulid::Ulid) -> ulid::Ulid {
+    segment
+        .increment()
+        .unwrap_or_else(|_| ulid::Ulid::generate())
 }
 
 fn spawn_compactor(
@@ -1009,6 +1026,41 @@ mod tests {
         let stored = read_keys(&dataset(dir.path()).unwrap()).unwrap();
         assert_eq!(ids(&stored), ["r1", "r2"], "each receipt stored once");
         assert_eq!(ids(&recover(dir.path()).unwrap()), ["r1", "r2"]);
+    }
+
+    /// A replay cut short after it wrote the receipts missing from a segment's part, before
+    /// the segment went: the next replay writes that part again, not its rows again beside it
+    /// (an audit: a part of a random id each time stored them twice).
+    #[test]
+    fn a_replay_cut_short_stores_each_receipt_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let wal_dir = dir.path().join(WAL_DIR);
+        let mut segment = Segment::create(&wal_dir, WAL_PREFIX).unwrap();
+        let (r1, r2) = (
+            receipt("r1", "a@example.com"),
+            receipt("r2", "b@example.com"),
+        );
+        for r in [&r1, &r2] {
+            segment
+                .append([serde_json::to_vec(r).unwrap().as_slice()])
+                .unwrap();
+        }
+        let ds = dataset(dir.path()).unwrap();
+        ds.write_part(segment.id, &mut frame(std::slice::from_ref(&r1)).unwrap())
+            .unwrap();
+        // What the replay cut short had written.
+        let leftover = leftover_part(segment.id);
+        ds.write_part(leftover, &mut frame(std::slice::from_ref(&r2)).unwrap())
+            .unwrap();
+        recover(dir.path()).unwrap();
+        assert!(!segment.path.exists());
+        let rows: usize = ds
+            .read_all()
+            .unwrap()
+            .iter()
+            .map(|(_, df)| df.height())
+            .sum();
+        assert_eq!(rows, 2, "each receipt stored once");
     }
 
     /// Compaction leaves a part whose segment is there when it is asked, after the parts are
