@@ -464,9 +464,9 @@ fn request(
     let local = route.local(item.zone);
     // Without quiet hours every candidate has open minutes.
     let preferred = window.as_ref().and_then(|w| match local {
-        None => prefer(w, profile, population, who, |_| true),
+        None => prefer(w, profile, population, who, |k| w.minutes(k)),
         Some(_) => prefer(w, profile, population, who, |k| {
-            w.minutes(k) & masks.allowed(local, w.hour(k)) != 0
+            w.minutes(k) & masks.allowed(local, w.hour(k))
         }),
     });
     let request = Request {

@@ -224,7 +224,8 @@ impl Preference {
     }
 }
 
-/// The contact's preferred hour among the candidates `open` leaves (none open: `None`).
+/// The contact's preferred hour among the candidates with minutes `open` (each candidate's
+/// minutes it may go in, as [`Window::minutes`]: none open, `None`).
 ///
 /// Contacts without usable history (none, or machine-like) get an hour drawn from the
 /// population profile, which spreads load and gathers unbiased data; the others get their best.
@@ -233,7 +234,7 @@ pub fn prefer(
     profile: Option<&Profile>,
     population: &[f64; SLOTS],
     who: Subject<'_>,
-    open: impl Fn(usize) -> bool,
+    open: impl Fn(usize) -> u64,
 ) -> Option<Preference> {
     // The best open candidates, best first.
     let mut top = [(0usize, f64::MIN); NEXT_CHOICES + 1];
@@ -242,7 +243,7 @@ pub fn prefer(
     let candidates = window.hours.min(SLOTS + 1);
     let scores = usable(profile).map_or(population, |p| &p.scores);
     for k in 0..candidates {
-        if !open(k) {
+        if open(k) == 0 {
             continue;
         }
         any = true;
@@ -272,12 +273,13 @@ pub fn prefer(
         None => {
             let mut weights = [0.0f64; SLOTS + 1];
             let weights = &mut weights[..candidates];
-            // An hour counts for as much of it as the window holds: the hour of receipt and
-            // the last one are parts of the same hour of the day (an earlier version drew
-            // that hour of the day twice as often as any other).
+            // An hour counts for as much of it as is open: the hour of receipt and the last
+            // one are parts of the same hour of the day (an earlier version drew that hour of
+            // the day twice as often as any other), and an hour half in quiet hours is half
+            // an hour (one version drew it as a whole, an audit found).
             for (k, w) in weights.iter_mut().enumerate() {
-                if open(k) {
-                    let share = f64::from(window.minutes(k).count_ones()) / 60.0;
+                let share = f64::from(open(k).count_ones()) / 60.0;
+                if share > 0.0 {
                     *w = scores[window.slot(k) as usize].max(f64::MIN_POSITIVE) * share;
                 }
             }
@@ -594,7 +596,7 @@ pub fn plan_into(
     let window = window(kind, received_at_ms, now_ms, None, profile);
     let chosen = window
         .as_ref()
-        .and_then(|w| prefer(w, profile, population, who, |k| w.minutes(k) != 0).map(|p| p.k));
+        .and_then(|w| prefer(w, profile, population, who, |k| w.minutes(k)).map(|p| p.k));
     let ctx = Grounds {
         kind,
         standing: Standing::of(window.as_ref(), chosen, profile, population),
@@ -724,6 +726,45 @@ mod tests {
         );
     }
 
+    /// A contact without history draws an hour for as much of it as is open: an hour half
+    /// in quiet hours half as often as a whole one (an audit: drawn as a whole, the part-quiet
+    /// hours at the edges of quiet hours took twice their share).
+    #[test]
+    fn a_cold_draw_weighs_an_hour_by_its_open_minutes() {
+        let received = SUNDAY_MIDNIGHT;
+        let w = window(
+            WebhookType::Next24Hours,
+            received,
+            received,
+            Some(2 * HOUR_MS),
+            None,
+        )
+        .unwrap();
+        let pop = uniform();
+        let half = (1u64 << 30) - 1;
+        let draws = 3000;
+        let second = (0..draws)
+            .filter(|i| {
+                let receipt = format!("r{i}");
+                let who = Subject {
+                    contact: "c",
+                    receipt: &receipt,
+                };
+                let open = |k: usize| {
+                    if k == 1 {
+                        w.minutes(k) & half
+                    } else {
+                        w.minutes(k)
+                    }
+                };
+                prefer(&w, None, &pop, who, open).unwrap().k == 1
+            })
+            .count();
+        // 30 open minutes of 90: a third.
+        let share = second as f64 / f64::from(draws);
+        assert!((0.29..0.38).contains(&share), "{share}");
+    }
+
     /// A reason rates the hour the contact preferred, and the one capacity moved it to, by
     /// their scores against the window's mean.
     #[test]
@@ -733,7 +774,7 @@ mod tests {
         let pop = uniform();
         let kind = WebhookType::Next24Hours;
         let w = window(kind, received, received, None, Some(&prof)).unwrap();
-        let preferred = prefer(&w, Some(&prof), &pop, WHO, |_| true).unwrap();
+        let preferred = prefer(&w, Some(&prof), &pop, WHO, |k| w.minutes(k)).unwrap();
         assert_eq!(w.slot(preferred.k), 9);
         let own = |k: usize| prof.scores[w.slot(k) as usize];
         let mean = (0..w.hours).map(own).sum::<f64>() / w.hours as f64;
