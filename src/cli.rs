@@ -705,14 +705,6 @@ fn model(command: Command, path: &std::path::Path, overrides: &Overrides) -> any
                 let at = crate::time::parse_plan_flag("--as-of", &t)?;
                 (options.as_of_ms, options.up_to_newest_event) = (at, false);
             }
-            if let Some(since) = options.since_ms {
-                anyhow::ensure!(
-                    since < options.as_of_ms,
-                    "--since {} is not before the report's as-of time {}: no send could be counted",
-                    crate::time::format_minute(since),
-                    crate::time::format_minute(options.as_of_ms)
-                );
-            }
             let lift = crate::lift::report::lift(&config.server.data_dir, &options)?;
             // One removed from the config since is reported from its receipts; a name that
             // has neither is a typo.

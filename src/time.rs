@@ -170,7 +170,7 @@ pub fn parse_plan_flag(flag: &str, text: &str) -> anyhow::Result<i64> {
     let at = parse_flag(flag, text)?;
     anyhow::ensure!(
         (YEAR_2000_MS..now_ms() + 366 * DAY_MS).contains(&at),
-        "{flag} {} is not a time sendtime plans at: give one from 2000 to a year from now",
+        "{flag} {} is out of range: give a time from 2000 to a year from now",
         format_minute(at)
     );
     Ok(at)

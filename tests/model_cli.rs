@@ -829,7 +829,7 @@ fn a_time_to_plan_at_outside_2000_to_next_year_is_refused() {
         let (_, err) = text(&out);
         assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
         assert!(
-            err.contains("is not a time sendtime plans at"),
+            err.contains("is out of range: give a time from 2000"),
             "{args:?}: {err}"
         );
         assert!(!data.exists(), "{args:?} made {}", data.display());

@@ -159,6 +159,9 @@ impl NoVerdict {
 pub struct Lift {
     pub since_ms: Option<i64>,
     pub as_of_ms: i64,
+    /// The as-of time is the newest event imported, `serve` importing none
+    /// ([`Options::up_to_newest_event`]).
+    pub as_of_newest_event: bool,
     /// The newest event imported: windows after it are counted as not engaged.
     pub newest_event_ms: Option<i64>,
     pub webhook: Option<String>,
@@ -372,6 +375,14 @@ pub fn lift(data_dir: &Path, options: &Options) -> anyhow::Result<Lift> {
         (true, Some(newest)) => options.as_of_ms.min(newest),
         _ => options.as_of_ms,
     };
+    if let Some(since) = options.since_ms {
+        anyhow::ensure!(
+            since < as_of_ms,
+            "--since {} is not before the report's as-of time {}: no send could be counted",
+            format_minute(since),
+            format_minute(as_of_ms)
+        );
+    }
     let mut metrics = Vec::new();
     for (metric, clicks_only) in [("opened", false), ("clicked", true)] {
         for hours in WINDOWS_H {
@@ -429,6 +440,7 @@ pub fn lift(data_dir: &Path, options: &Options) -> anyhow::Result<Lift> {
     }
     let mut lift = Lift {
         since_ms: options.since_ms,
+        as_of_newest_event: as_of_ms < options.as_of_ms,
         as_of_ms,
         newest_event_ms,
         webhook: options.webhook.clone(),
@@ -968,7 +980,7 @@ impl Lift {
                 "no engagement of connector {c}'s account is imported yet (serve's scheduled import, or `sendtime import hubspot --connector {c}`, has not completed once): its sends count as not engaged until one does"
             ));
         }
-        if self.newest_event_ms == Some(self.as_of_ms) {
+        if self.as_of_newest_event {
             notes.push(format!(
                 "as of the newest imported event, {}: `serve` imports no engagement ([import] is off), so none later is known; import newer events, or pass --as-of",
                 format_minute(self.as_of_ms)
@@ -1277,14 +1289,11 @@ mod tests {
         // Received at T, due within a day: a 24-hour window ends by T + 48 h, a 72-hour one
         // after the newest event.
         assert_eq!((sends(&known, 24), sends(&known, 72)), ((1, 1), (0, 0)));
-        assert!(
-            known
-                .notes
-                .iter()
-                .any(|n| n.contains("newest imported event"))
-        );
+        let said = |lift: &Lift| (lift.notes.iter()).any(|n| n.starts_with("as of the newest"));
+        assert!(said(&known), "{:?}", known.notes);
         let now = report(false);
         assert_eq!((now.as_of_ms, sends(&now, 72)), (T + 10 * DAY_MS, (1, 1)));
+        assert!(!said(&now), "{:?}", now.notes);
     }
 
     /// Receipts held out and none sent (a dry run) are not "nothing held out": the hint
@@ -1294,6 +1303,7 @@ mod tests {
         let text = |since_ms, optimized_receipts, holdout_receipts, holdout_sends| {
             let mut lift = Lift {
                 since_ms,
+                as_of_newest_event: false,
                 as_of_ms: T,
                 newest_event_ms: None,
                 webhook: None,
