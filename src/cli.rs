@@ -705,6 +705,9 @@ fn model(command: Command, path: &std::path::Path, overrides: &Overrides) -> any
                 let at = crate::time::parse_plan_flag("--as-of", &t)?;
                 (options.as_of_ms, options.up_to_newest_event) = (at, false);
             }
+            // Before reading anything; the report checks it again against the as-of in
+            // force, which the newest event may set.
+            crate::lift::report::since_before(options.since_ms, options.as_of_ms, false)?;
             let lift = crate::lift::report::lift(&config.server.data_dir, &options)?;
             // One removed from the config since is reported from its receipts; a name that
             // has neither is a typo.

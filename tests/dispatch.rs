@@ -2881,25 +2881,36 @@ fn an_enrollment_outlasts_an_outage_and_goes_out_when_it_ends() {
     );
 }
 
+/// The `fatigue` webhook as a list webhook.
+const LISTED: Hook = Hook {
+    id: "fatigue",
+    kind: "UPDATE_ONLY",
+    target: "list_id = \"987\"",
+};
+
+/// A stand-in that knows `email` as `vid`, and a data folder holding its receipt, planned as
+/// an `UPDATE_ONLY` post of `fatigue` ([`LISTED`]).
+fn listed_receipt(
+    email: &str,
+    vid: i64,
+) -> (tokio::runtime::Runtime, StandIn, tempfile::TempDir, PathBuf) {
+    let rt = runtime();
+    let standin = rt.block_on(StandIn::start(Options::default())).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    standin.add_contact(email, vid as u64);
+    planned_as(&data, WebhookType::UpdateOnly, email, vid, |_, _| {
+        Vec::new()
+    });
+    (rt, standin, dir, data)
+}
+
 /// A list add through an outage longer than its tries (16 failures, hours apart at the end)
 /// under `sendtime tick`: tried again at growing intervals and listed when HubSpot answers
 /// again; nothing failed. An earlier version failed the contact at the twelfth failure.
 #[test]
 fn a_list_add_outlasts_an_outage() {
-    const LISTED: Hook = Hook {
-        id: "fatigue",
-        kind: "UPDATE_ONLY",
-        target: "list_id = \"987\"",
-    };
-    let rt = runtime();
-    let standin = rt.block_on(StandIn::start(Options::default())).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let email = "june@example.com";
-    standin.add_contact(email, 8350);
-    planned_as(&data, WebhookType::UpdateOnly, email, 8350, |_, _| {
-        Vec::new()
-    });
+    let (_rt, standin, dir, data) = listed_receipt("june@example.com", 8350);
     let down = Fault::Status {
         status: 503,
         message: "Service Unavailable".into(),
@@ -5576,20 +5587,7 @@ const STEP_ON_OTHER: Hook = Hook {
 /// workflow (an audit found it).
 #[test]
 fn a_webhook_whose_type_changed_holds_what_it_took_as_the_other() {
-    const LISTED: Hook = Hook {
-        id: "fatigue",
-        kind: "UPDATE_ONLY",
-        target: "list_id = \"987\"",
-    };
-    let rt = runtime();
-    let standin = rt.block_on(StandIn::start(Options::default())).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let email = "listed@example.com";
-    standin.add_contact(email, 8340);
-    planned_as(&data, WebhookType::UpdateOnly, email, 8340, |_, _| {
-        Vec::new()
-    });
+    let (_rt, standin, dir, data) = listed_receipt("listed@example.com", 8340);
     let config = write_config(dir.path(), &standin.url(), "", &[&HOOKS[3]]);
     let (out, err) = tick_once(&config, &data, now_ms(), TOKEN);
     assert!(out.contains("enrolled=0 "), "{out}\n{err}");

@@ -738,9 +738,7 @@ fn replay_log(dataset: &Dataset, data_dir: &Path) -> anyhow::Result<Vec<Receipt>
 /// The part a segment's receipts missing from its own part are replayed into: the same for
 /// each replay of the segment.
 fn leftover_part(segment: ulid::Ulid) -> ulid::Ulid {
-    segment
-        .increment()
-        .unwrap_or_else(|_| ulid::Ulid::generate())
+    segment.increment().unwrap_or_else(|last| last)
 }
 
 fn spawn_compactor(

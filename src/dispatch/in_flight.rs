@@ -1,6 +1,7 @@
 //! A tick's call tasks and the contacts each carries. A task that panics gives its contacts
 //! back in doubt, as a restart would find them from their rows, instead of leaving them unsent
-//! until one; after as many panics as a contact has tries, it is left for a restart.
+//! until one; after as many panics as a contact has tries, one that cannot be checked (or is
+//! three days past due) is left for a restart.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -9,7 +10,7 @@ use std::num::NonZeroU64;
 use tokio::task::{Id, JoinError, JoinSet};
 
 use super::send::{Next, Pending};
-use crate::hubspot::policy::Backoff;
+use crate::hubspot::policy::{self, Backoff};
 
 type Settled = Vec<(Pending, Next)>;
 
@@ -73,7 +74,9 @@ impl InFlight {
         let spent = |i: &Pending| Backoff::DISPATCH.exhausted(u32::from(i.failures));
         let later = |i: &Pending| match spent(i) {
             false => Some(now + Backoff::DISPATCH.wait(u32::from(i.failures)).as_millis() as i64),
-            true if i.contact_id.is_some_and(|v| v > 0) => super::send::after_tries(i, now),
+            true if i.contact_id.is_some_and(|v| v > 0) => {
+                super::send::after_tries(i, now, policy::spread)
+            }
             true => None,
         };
         let (again, spent): (Vec<_>, Vec<_>) = (items.into_iter())

@@ -462,12 +462,10 @@ fn request(
     let window = window(item.webhook_type, item.received_at_ms, now, span, profile)
         .filter(|_| !item.holdout);
     let local = route.local(item.zone);
-    // Without quiet hours every candidate has open minutes.
-    let preferred = window.as_ref().and_then(|w| match local {
-        None => prefer(w, profile, population, who, |k| w.minutes(k)),
-        Some(_) => prefer(w, profile, population, who, |k| {
+    let preferred = window.as_ref().and_then(|w| {
+        prefer(w, profile, population, who, |k| {
             w.minutes(k) & masks.allowed(local, w.hour(k))
-        }),
+        })
     });
     let request = Request {
         ledger: route.ledger,

@@ -41,10 +41,10 @@ pub struct Pending {
     pub due_at_ms: i64,
     /// Calls made so far.
     pub attempts: u32,
-    /// Calls that failed in a way worth retrying (5xx, timeouts): [`Backoff::DISPATCH`]'s
-    /// tries, then [`policy::spent_wait`]'s until [`policy::OUTLAST_MS`] after the due time.
-    /// Rate limits and refused tokens are the connector's state, not the contact's, and do
-    /// not count.
+    /// Calls that failed in a way worth retrying (5xx, timeouts; a task that panicked too):
+    /// [`Backoff::DISPATCH`]'s tries, then [`policy::spent_wait`]'s until
+    /// [`policy::OUTLAST_MS`] after the due time. Rate limits and refused tokens are the
+    /// connector's state, not the contact's, and do not count.
     pub failures: u8,
     /// An earlier call may have reached HubSpot without an answer.
     pub in_doubt: bool,
@@ -673,15 +673,20 @@ impl Ctx {
     /// every contact due during an outage of more than about 18 minutes.
     fn outlast(&self, decision: Decision, e: &ApiError, item: &Pending) -> Decision {
         match decision {
-            Decision::GiveUp => self.outlast_at(e, item).map_or(decision, Decision::Later),
+            Decision::GiveUp => self
+                .outlast_at(e, item, policy::spread)
+                .map_or(decision, Decision::Later),
             d => d,
         }
     }
 
-    /// When a contact given up on after `e` is tried again ([`Self::outlast`]), if it is.
-    fn outlast_at(&self, e: &ApiError, item: &Pending) -> Option<i64> {
+    /// When a contact given up on after `e` is tried again ([`Self::outlast`]), if it is, its
+    /// wait drawn by `spread`.
+    fn outlast_at(&self, e: &ApiError, item: &Pending, spread: fn(i64) -> i64) -> Option<i64> {
         let transient = matches!(e, ApiError::Transient { .. });
-        transient.then(|| after_tries(item, self.now())).flatten()
+        transient
+            .then(|| after_tries(item, self.now(), spread))
+            .flatten()
     }
 
     /// What to do after `e` failed a call of `action`; `failures` counts the transient
@@ -798,10 +803,11 @@ fn enrolled_row(item: &Pending, link: &Link, workflow: u64, at: i64) -> OutcomeR
 }
 
 /// When a contact whose tries ran out at `now` is tried again: at [`policy::spent_wait`]'s
-/// pace until [`policy::OUTLAST_MS`] after it was due (the last try then), or not.
-pub(super) fn after_tries(item: &Pending, now: i64) -> Option<i64> {
+/// pace (drawn by `spread`) until [`policy::OUTLAST_MS`] after it was due (the last try
+/// then), or not.
+pub(super) fn after_tries(item: &Pending, now: i64, spread: fn(i64) -> i64) -> Option<i64> {
     let last = item.due_at_ms.saturating_add(policy::OUTLAST_MS);
-    (now < last).then(|| (now + policy::spent_wait(item.failures)).min(last))
+    (now < last).then(|| (now + spread(policy::spent_wait(item.failures))).min(last))
 }
 
 /// The final row of a callback HubSpot will not complete: failed, unless an earlier call for
@@ -956,9 +962,10 @@ pub async fn enroll(
     // address now): once is enough, but after a read failed as every call would.
     let mut looked_up = false;
     let mut readdressed = false;
-    // Sent unchecked after the check gave up: the earlier call's doubt stands until a check
-    // settles it, whatever this send's failure says of itself.
-    let mut unsettled = false;
+    // The check gave up: the send goes unchecked, the contact still in doubt (a doubt stands
+    // until a check settles it, whatever a later failure says of itself, and whichever way
+    // the task ends: a review found the doubt lost).
+    let mut unchecked = false;
     let retrying = |i: &Pending, now| row(i, &link, Action::Enroll, &target, Status::Retrying, now);
     loop {
         let call = match ctx
@@ -976,6 +983,7 @@ pub async fn enroll(
             Err(next) => return (item, next),
         };
         if item.in_doubt
+            && !unchecked
             && let Some(vid) = item.contact_id.filter(|v| *v > 0)
         {
             let earlier = item.doubt_workflow.map(NonZeroU64::get);
@@ -1035,20 +1043,20 @@ pub async fn enroll(
                     // HubSpot will not answer the check (e.g. no such record id): what is
                     // left is the at-least-once contract, so send. Its failures stay
                     // counted: a send that fails would put the contact back in doubt, and
-                    // checks and sends would go on for ever.
-                    // Recorded as a failure (retried at once, by the send), so that a
-                    // restart counts it and does not send unchecked again (a review).
+                    // checks and sends would go on for ever. This failure is recorded too
+                    // (retried at once, by the send), so that a restart counts it and does
+                    // not send unchecked again (a review).
                     let now = ctx.now();
-                    let failed = failure_row(retrying(&item, now), &e, &decision, now, true);
-                    if matches!(decision, Decision::GiveUp) {
+                    unchecked = matches!(decision, Decision::GiveUp);
+                    if unchecked {
                         tracing::warn!(receipt = %item.receipt_id, "cannot check whether an earlier call reached HubSpot ({e}); sending again (at-least-once)");
-                        let sent_now =
-                            failure_row(retrying(&item, now), &e, &Decision::Later(now), now, true);
-                        ctx.record(vec![noted(sent_now, Some(CHECKING))]).await;
-                        (item.in_doubt, unsettled) = (false, true);
+                        decision = Decision::Later(now);
+                    }
+                    let failed = failure_row(retrying(&item, now), &e, &decision, now, true);
+                    ctx.record(vec![noted(failed, Some(CHECKING))]).await;
+                    if unchecked {
                         continue;
                     }
-                    ctx.record(vec![noted(failed, Some(CHECKING))]).await;
                     match decision {
                         Decision::Retry(d) if ctx.sleep(d).await => continue,
                         Decision::Later(t) => return (item, Next::Again(t)),
@@ -1114,7 +1122,10 @@ pub async fn enroll(
                 }
                 let decision =
                     ctx.decide_after(&link, Action::Enroll, &e, std::slice::from_mut(&mut item));
-                let was_in_doubt = item.in_doubt || unsettled;
+                // A doubt no check settled (its check gave up, or it has no HubSpot id to
+                // check by) stands: a send unchecked that failed without reaching HubSpot
+                // cleared it, and every later try went unchecked (a review found it).
+                let was_in_doubt = item.in_doubt;
                 // An outage outlasted: tried again later, and checked first when in doubt. One
                 // that cannot be checked (posted without a HubSpot id) is not sent again and
                 // again unchecked: it fails, as before.
@@ -1128,10 +1139,10 @@ pub async fn enroll(
                 if matches!(decision, Decision::GiveUp) && was_in_doubt && !in_doubt {
                     note = Some(note.map_or(String::new(), |n| format!("{n}; ")) + MAY_HAVE_GONE);
                 }
-                // A doubt no check settled stands (a send unchecked that failed without
-                // reaching HubSpot was sent unchecked at every later try, a review found).
-                item.in_doubt = in_doubt || unsettled;
-                if item.in_doubt {
+                (item.in_doubt, unchecked) = (in_doubt || was_in_doubt, false);
+                // The workflow this call may have enrolled into; a doubt of an earlier call
+                // keeps its own.
+                if in_doubt {
                     item.doubt_workflow = NonZeroU64::new(workflow);
                 }
                 let base = retrying(&item, ctx.now());
@@ -1332,7 +1343,8 @@ pub async fn list_add(
                     // Each contact out of tries in an outage is tried again on its own time.
                     let (mut later, mut failed) = (Vec::new(), Vec::new());
                     for i in spent {
-                        match ctx.outlast_at(&e, &i) {
+                        // Not spread: the batch's contacts go back together, in one call.
+                        match ctx.outlast_at(&e, &i, std::convert::identity) {
                             Some(at) => {
                                 later.push(row_of(&i, &Decision::Later(at)));
                                 out.push((i, Next::Again(at)));

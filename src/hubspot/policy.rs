@@ -74,14 +74,18 @@ pub const OUTLAST_MS: i64 = 3 * crate::time::DAY_MS;
 
 /// How long a call waits after its `failures`-th transient failure in a row, once past
 /// [`Backoff::DISPATCH`]'s tries: the backoff's cap, doubling up to an hour, so that an outage
-/// of days costs a contact (or a batch) a call an hour, not one every five minutes; drawn
-/// from ½× to 1½× as the backoff's waits are, so that the contacts whose tries ran out
-/// together do not come back together each hour.
+/// of days costs a contact (or a batch) a call an hour, not one every five minutes. An
+/// enrollment's is drawn from ½× to 1½× of it ([`spread`]), so that contacts whose tries ran
+/// out together do not come back together; a batch's contacts do (one call).
 pub fn spent_wait(failures: u8) -> i64 {
     let past = u32::from(failures).saturating_sub(Backoff::DISPATCH.give_up_after);
     let cap = Backoff::DISPATCH.cap.as_millis() as i64;
-    let full = cap.saturating_mul(1 << past.min(4)).min(HOUR_MS);
-    (full as f64 * (0.5 + fastrand::f64())) as i64
+    cap.saturating_mul(1 << past.min(4)).min(HOUR_MS)
+}
+
+/// `ms` drawn from ½× to 1½× of it, as the backoff's waits are.
+pub fn spread(ms: i64) -> i64 {
+    (ms as f64 * (0.5 + fastrand::f64())) as i64
 }
 
 /// Exponential backoff with jitter after transient failures (5xx, timeouts, dropped
@@ -177,7 +181,8 @@ pub fn daily_retry_at(now_ms: i64, zone: Option<chrono_tz::Tz>) -> i64 {
 /// answer is broken. The hourly probe then goes on.
 pub fn daily_reset_pause_until(tick_ms: i64, resets_at_ms: i64) -> Option<i64> {
     let until = resets_at_ms.saturating_add(MINUTE_MS);
-    (until > tick_ms && resets_at_ms - tick_ms <= DAILY_RESET_AFTER_MAX_MS).then_some(until)
+    let ahead = resets_at_ms.saturating_sub(tick_ms);
+    (until > tick_ms && ahead <= DAILY_RESET_AFTER_MAX_MS).then_some(until)
 }
 
 /// The longest a tick waits to read when the daily limit resets, its turn at the limiter

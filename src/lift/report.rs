@@ -85,6 +85,23 @@ pub fn default_as_of(config: &crate::config::Config, now: i64) -> Options {
     }
 }
 
+/// Refuse a `--since` not before the as-of time (`newest`: the newest event imported set it):
+/// no send could be counted.
+pub fn since_before(since: Option<i64>, as_of_ms: i64, newest: bool) -> anyhow::Result<()> {
+    let Some(since) = since else { return Ok(()) };
+    anyhow::ensure!(
+        since < as_of_ms,
+        "--since {} is not before the report's as-of time {}{}: no send could be counted",
+        format_minute(since),
+        format_minute(as_of_ms),
+        match newest {
+            true => " (the newest event imported: import newer events, or pass --as-of)",
+            false => "",
+        }
+    );
+    Ok(())
+}
+
 /// One group's count for one metric, over the webhooks compared ([`compare`]).
 #[derive(Debug, Clone, Copy, Serialize)]
 pub struct Share {
@@ -375,14 +392,7 @@ pub fn lift(data_dir: &Path, options: &Options) -> anyhow::Result<Lift> {
         (true, Some(newest)) => options.as_of_ms.min(newest),
         _ => options.as_of_ms,
     };
-    if let Some(since) = options.since_ms {
-        anyhow::ensure!(
-            since < as_of_ms,
-            "--since {} is not before the report's as-of time {}: no send could be counted",
-            format_minute(since),
-            format_minute(as_of_ms)
-        );
-    }
+    since_before(options.since_ms, as_of_ms, as_of_ms < options.as_of_ms)?;
     let mut metrics = Vec::new();
     for (metric, clicks_only) in [("opened", false), ("clicked", true)] {
         for hours in WINDOWS_H {
@@ -1056,7 +1066,12 @@ impl Lift {
                     out,
                     "{what}: no verdict: no send's window has ended by {}; the first ends {}",
                     format_minute(self.as_of_ms),
-                    m.first_window_end_ms.map_or("later".into(), format_minute)
+                    // None: every send waits behind a receipt not yet done with (an audit:
+                    // "later" named no cause).
+                    m.first_window_end_ms.map_or(
+                        "once the receipts not yet sent (below) are sent or fail".into(),
+                        format_minute
+                    )
                 ),
                 // A narrow interval around zero says there is little to find, not "send more".
                 (None, Some(NoVerdict::IncludesZero)) => {
@@ -1293,7 +1308,13 @@ mod tests {
         assert!(said(&known), "{:?}", known.notes);
         let now = report(false);
         assert_eq!((now.as_of_ms, sends(&now, 72)), (T + 10 * DAY_MS, (1, 1)));
-        assert!(!said(&now), "{:?}", now.notes);
+        // An as-of given that is the newest event is not said to be taken from it.
+        let given = Options {
+            as_of_ms: newest,
+            ..Options::default()
+        };
+        let given = lift(dir.path(), &given).unwrap();
+        assert!(!said(&now) && !said(&given), "{:?}", given.notes);
     }
 
     /// Receipts held out and none sent (a dry run) are not "nothing held out": the hint
