@@ -1141,8 +1141,8 @@ pub async fn enroll(
                 }
                 (item.in_doubt, unchecked) = (in_doubt || was_in_doubt, false);
                 // The workflow this call may have enrolled into; a doubt of an earlier call
-                // keeps its own.
-                if in_doubt {
+                // keeps its own (the workflow called now is checked anyway).
+                if in_doubt && !was_in_doubt {
                     item.doubt_workflow = NonZeroU64::new(workflow);
                 }
                 let base = retrying(&item, ctx.now());
