@@ -347,10 +347,10 @@ pub enum ReportCommand {
         #[arg(long, value_name = "ID")]
         webhook: Option<String>,
         /// Engagement is known up to this time (from 2000 to a year from now): a receipt
-        /// counts once its windows ended before it. Default: where `serve` imports from HubSpot, until when
-        /// every connector's events are imported, less the three hours HubSpot may record an
-        /// event late; else the newest event imported. After `import csv`, give the export's
-        /// end.
+        /// counts once its windows ended before it. Default: where `serve` imports from
+        /// HubSpot, until when every connector's events are imported, less the three hours
+        /// HubSpot may record an event late; else the newest event imported. After `import
+        /// csv`, give the export's end.
         #[arg(long, value_name = "TIME")]
         as_of: Option<String>,
         /// Print JSON instead of a table.

@@ -126,8 +126,9 @@ pub fn run(config: &Config, webhook: Option<&str>, dry_run: bool) -> anyhow::Res
         // The inbox is recovered with its log.
         false => {
             let receipts = inbox::recover(data_dir)?;
-            datasets[0].recover()?;
-            datasets[2].recover()?;
+            let [plan_ds, _, outcomes_ds] = &datasets;
+            plan_ds.recover()?;
+            outcomes_ds.recover()?;
             Some(receipts)
         }
     };
