@@ -202,6 +202,13 @@ fn reloads_on_change_keeps_old_config_when_invalid_and_on_sighup() {
     wait_reloads(&server, want);
 }
 
+/// [`VALID`] calling HubSpot (not in dry run), behind a `public_url` of this machine.
+fn calling_behind_this_machine() -> String {
+    VALID
+        .replace("dry_run = true\n", "")
+        .replace("https://hooks.example.com", "http://127.0.0.1:8080")
+}
+
 /// The listener in use stays until a restart, so a reload that moves `listen` to loopback and
 /// turns `allow_unsigned` on is refused: unsigned posts would be taken from anyone on the
 /// address still served.
@@ -210,9 +217,7 @@ fn a_reload_cannot_take_unsigned_posts_on_the_running_public_listener() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("webhooks.toml");
     // Behind a public_url of this machine, so the listener alone decides.
-    let calling = VALID
-        .replace("dry_run = true\n", "")
-        .replace("https://hooks.example.com", "http://127.0.0.1:8080");
+    let calling = calling_behind_this_machine();
     let on =
         |listen: &str| calling.replace("[server]\n", &format!("[server]\nlisten = \"{listen}\"\n"));
     std::fs::write(&config, on("0.0.0.0:0")).unwrap();
@@ -531,9 +536,7 @@ fn a_pause_where_no_serve_runs_says_so() {
 fn flags_that_move_the_listeners_to_this_machine_override_an_unsafe_file() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("webhooks.toml");
-    let text = VALID
-        .replace("dry_run = true\n", "")
-        .replace("https://hooks.example.com", "http://127.0.0.1:8080")
+    let text = calling_behind_this_machine()
         .replace(
             "[server]\n",
             "[server]\nlisten = \"0.0.0.0:8080\"\nadmin_listen = \"0.0.0.0:8081\"\n",

@@ -6,6 +6,7 @@
 //! an enrollment is sent again, the contact's current enrollments are read, so a slow HubSpot
 //! does not cause a second email.
 
+use std::convert::identity;
 use std::num::NonZeroU64;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -807,7 +808,7 @@ fn enrolled_row(item: &Pending, link: &Link, workflow: u64, at: i64) -> OutcomeR
 /// then), or not.
 pub(super) fn after_tries(item: &Pending, now: i64, spread: fn(i64) -> i64) -> Option<i64> {
     let last = item.due_at_ms.saturating_add(policy::OUTLAST_MS);
-    (now < last).then(|| (now + spread(policy::spent_wait(item.failures))).min(last))
+    policy::retry_past_tries(item.failures, now, last, spread)
 }
 
 /// The final row of a callback HubSpot will not complete: failed, unless an earlier call for
@@ -1344,7 +1345,7 @@ pub async fn list_add(
                     let (mut later, mut failed) = (Vec::new(), Vec::new());
                     for i in spent {
                         // Not spread: the batch's contacts go back together, in one call.
-                        match ctx.outlast_at(&e, &i, std::convert::identity) {
+                        match ctx.outlast_at(&e, &i, identity) {
                             Some(at) => {
                                 later.push(row_of(&i, &Decision::Later(at)));
                                 out.push((i, Next::Again(at)));
@@ -1554,8 +1555,9 @@ pub async fn complete(ctx: Arc<Ctx>, link: Arc<Link>, items: Vec<Pending>) -> Ve
                         _ => ctx.hold_end(i) - MINUTE_MS,
                     };
                     let later = |i: &Pending| match decision {
-                        Decision::GiveUp => (deadline(i) > now)
-                            .then(|| (now + policy::spent_wait(i.failures)).min(deadline(i))),
+                        Decision::GiveUp => {
+                            policy::retry_past_tries(i.failures, now, deadline(i), identity)
+                        }
                         Decision::Later(t) => Some(match deadline(i) {
                             ends if ends > now => t.min(ends),
                             _ => t,

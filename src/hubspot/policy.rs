@@ -83,6 +83,12 @@ pub fn spent_wait(failures: u8) -> i64 {
     cap.saturating_mul(1 << past.min(4)).min(HOUR_MS)
 }
 
+/// When a call whose tries ran out at `now`, after `failures`, is made again: after
+/// [`spent_wait`] (drawn by `spread`), and at `last` at the latest; none once `last` is past.
+pub fn retry_past_tries(failures: u8, now: i64, last: i64, spread: fn(i64) -> i64) -> Option<i64> {
+    (now < last).then(|| (now + spread(spent_wait(failures))).min(last))
+}
+
 /// `ms` drawn from ½× to 1½× of it, as the backoff's waits are.
 pub fn spread(ms: i64) -> i64 {
     (ms as f64 * (0.5 + fastrand::f64())) as i64
@@ -121,7 +127,7 @@ impl Backoff {
             .base
             .saturating_mul(1 << failures.saturating_sub(1).min(16))
             .min(self.cap);
-        full.mul_f64(0.5 + fastrand::f64()).min(self.cap)
+        Duration::from_millis(spread(full.as_millis() as i64) as u64).min(self.cap)
     }
 
     /// Whether `failures` transient failures in a row are enough to give up.

@@ -392,7 +392,8 @@ pub fn lift(data_dir: &Path, options: &Options) -> anyhow::Result<Lift> {
         (true, Some(newest)) => options.as_of_ms.min(newest),
         _ => options.as_of_ms,
     };
-    since_before(options.since_ms, as_of_ms, as_of_ms < options.as_of_ms)?;
+    let as_of_newest_event = as_of_ms < options.as_of_ms;
+    since_before(options.since_ms, as_of_ms, as_of_newest_event)?;
     let mut metrics = Vec::new();
     for (metric, clicks_only) in [("opened", false), ("clicked", true)] {
         for hours in WINDOWS_H {
@@ -450,7 +451,7 @@ pub fn lift(data_dir: &Path, options: &Options) -> anyhow::Result<Lift> {
     }
     let mut lift = Lift {
         since_ms: options.since_ms,
-        as_of_newest_event: as_of_ms < options.as_of_ms,
+        as_of_newest_event,
         as_of_ms,
         newest_event_ms,
         webhook: options.webhook.clone(),

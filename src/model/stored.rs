@@ -657,6 +657,15 @@ mod tests {
     use crate::datasets::events::{Event, Kind, append};
     use crate::time::SLOTS;
 
+    /// A data folder holding one contact's event a day before `now`, and the profiles `serve`
+    /// opens on it.
+    fn serving_one_contact(now: i64) -> (tempfile::TempDir, Cache) {
+        let dir = tempfile::tempdir().unwrap();
+        append(dir.path(), &[ev(1, now - crate::time::DAY_MS)]).unwrap();
+        let (serving, _) = Cache::open(dir.path(), ModelConfig::default(), now, false).unwrap();
+        (dir, serving)
+    }
+
     fn ev(id: i64, at_ms: i64) -> Event {
         Event {
             event_id: None,
@@ -830,18 +839,15 @@ mod tests {
     /// meanwhile. A rebuild (an erase's) still says it.
     #[test]
     fn a_leftover_that_cannot_be_removed_does_not_fail_a_refresh() {
-        let dir = tempfile::tempdir().unwrap();
         let now = 1_700_000_000_000;
-        let cfg = ModelConfig::default();
-        append(dir.path(), &[ev(1, now - crate::time::DAY_MS)]).unwrap();
-        let (mut serving, _) = Cache::open(dir.path(), cfg, now, false).unwrap();
+        let (dir, mut serving) = serving_one_contact(now);
         let stuck = dir.path().join("profiles/delta-01STUCK.weights.parquet");
         std::fs::create_dir_all(stuck.join("inside")).unwrap();
         append(dir.path(), &[ev(2, now - crate::time::HOUR_MS)]).unwrap();
         let refreshed = serving.refresh(now).unwrap();
         assert_eq!((refreshed.rebuilt, refreshed.new_parts), (false, 1));
         assert!(stuck.exists());
-        assert!(update(dir.path(), cfg, now, true).is_err());
+        assert!(update(dir.path(), ModelConfig::default(), now, true).is_err());
     }
 
     /// Profiles stored by a run whose clock was ahead (`tick --now` years on) are rebuilt
@@ -934,11 +940,9 @@ mod tests {
     /// parts stay few, and what a new process loads is what the refreshes built.
     #[test]
     fn many_refreshes_keep_deltas_and_parts_few() {
-        let dir = tempfile::tempdir().unwrap();
         let now = 1_700_000_000_000;
         let cfg = ModelConfig::default();
-        append(dir.path(), &[ev(1, now - crate::time::DAY_MS)]).unwrap();
-        let (mut serving, _) = Cache::open(dir.path(), cfg, now, false).unwrap();
+        let (dir, mut serving) = serving_one_contact(now);
         for i in 0..100 {
             append(dir.path(), &[ev(i % 13, now - i * crate::time::HOUR_MS)]).unwrap();
             let update = serving.refresh(now).unwrap();
