@@ -569,6 +569,50 @@ fn an_unreadable_pauses_file_shows_every_contact_held() {
     assert!(error.contains("pauses.json is unreadable"), "{s}");
 }
 
+/// A pause set by the CLI shows at once in a contact lookup and on `/metrics`, with no tick
+/// between (here the cron fires once a year): both showed the pauses of the last tick.
+#[test]
+fn a_pause_set_by_the_cli_shows_in_lookups_and_metrics_before_a_tick() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let config = TestConfig {
+        env: "DASH",
+        server: "",
+        tables: "[scheduler]\ncron = \"0 0 0 1 1 *\"",
+        connector: "api_base = \"http://127.0.0.1:9\"",
+        hooks: &HOOKS.iter().collect::<Vec<_>>(),
+    }
+    .write(dir.path());
+    let server = Server::start(&config, &data, ENV);
+    let http = common::http();
+    let lookup = || -> Value {
+        let r = http
+            .get(server.admin_url("/contact?q=ann@example.com"))
+            .send()
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        r.json().unwrap()
+    };
+    let paused = |x: &Value, id: &str| {
+        let webhooks = x["webhooks"].as_array().unwrap();
+        webhooks.iter().find(|w| w["webhook"] == id).unwrap()["paused"].clone()
+    };
+    assert_eq!(paused(&lookup(), "nurture"), false);
+    sendtime(&config, &data, &["pause", "nurture"], ENV);
+    let x = lookup();
+    assert_eq!(paused(&x, "nurture"), true, "{x}");
+    assert_eq!(paused(&x, "fatigue"), false, "{x}");
+    let metrics = http
+        .get(server.admin_url("/metrics"))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    server.stop();
+    let gauge = "sendtime_operator_paused{id=\"nurture\",kind=\"webhook\"} 1";
+    assert!(metrics.lines().any(|l| l == gauge), "{metrics}");
+}
+
 /// In dry run, with no engagement and an unreadable pause file, the page says what holds the
 /// contacts: the connector's pause shows over its dry run, the file's error is on the page, no
 /// best hour is named, and dry-run outcomes are counted. It showed "dry run", nothing of the
@@ -1008,7 +1052,7 @@ fn the_admin_surface_guards_its_data_and_its_buttons() {
         ("GET", "/status"),
         ("GET", "/metrics"),
         ("GET", "/contact?q=a@example.com"),
-        ("GET", "/lift"),
+        ("POST", "/lift"),
         ("POST", "/pause"),
         ("POST", "/resume"),
     ];
@@ -1106,6 +1150,20 @@ fn the_admin_surface_guards_its_data_and_its_buttons() {
         .send()
         .unwrap();
     assert_eq!(form.status(), 415);
+    // Nor start a lift report, which reads every send and event: a POST of JSON only.
+    let lift = |req: reqwest::blocking::RequestBuilder| {
+        req.bearer_auth("a-long-random-admin-token")
+            .send()
+            .unwrap()
+            .status()
+    };
+    assert_eq!(lift(http.get(server.admin_url("/lift"))), 405);
+    let plain = http.post(server.admin_url("/lift")).body("{}");
+    assert_eq!(lift(plain.header("content-type", "text/plain")), 415);
+    assert_eq!(
+        lift(http.post(server.admin_url("/lift")).json(&json!({}))),
+        200
+    );
     // Every refusal is JSON with its label: a typo'd key, a huge id, a missing parameter,
     // an unknown path, a wrong method.
     let refusals = [
@@ -1117,6 +1175,7 @@ fn the_admin_surface_guards_its_data_and_its_buttons() {
         (get("/contact", Some("a-long-random-admin-token")), 400),
         (get("/nowhere", Some("a-long-random-admin-token")), 404),
         (post("/status", json!({})), 405),
+        (post("/healthz", json!({})), 405),
     ];
     for (r, status) in refusals {
         assert_eq!(r.status(), status);

@@ -254,7 +254,12 @@ fn a_contact_looked_up_by_email_is_found_by_the_id_its_receipts_carry() {
     assert_eq!(tick(&mut d, &config, &rt), (1, 0));
     // Receipt 4 carries id 4 and c4@example.com; generated contact 4 is "#4".
     let on_dashboard = d
-        .explain(&config, "C4@example.com", Posted::default())
+        .explain(
+            &config,
+            "C4@example.com",
+            Posted::default(),
+            &Default::default(),
+        )
         .unwrap();
     assert!(
         on_dashboard.known && on_dashboard.engagements > 0,
@@ -297,7 +302,12 @@ fn a_contact_looked_up_by_email_is_found_by_the_id_its_receipts_carry() {
         [("week".to_string(), row.due_at_ms, row.reason)]
     );
     let unknown = d
-        .explain(&config, "nobody@example.com", Posted::default())
+        .explain(
+            &config,
+            "nobody@example.com",
+            Posted::default(),
+            &Default::default(),
+        )
         .unwrap();
     assert!(!unknown.known);
     d.close();

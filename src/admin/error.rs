@@ -81,6 +81,13 @@ impl IntoResponse for AdminError {
             axum::Json(json!({"error": self.label(), "message": self.to_string()})),
         )
             .into_response();
+        // A busy answer's work (a report, a lookup) is seconds long.
+        if matches!(self, AdminError::Busy(_)) {
+            response.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from_static("5"),
+            );
+        }
         if matches!(self, AdminError::Unauthorized) {
             response.headers_mut().insert(
                 axum::http::header::WWW_AUTHENTICATE,

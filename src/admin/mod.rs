@@ -55,10 +55,18 @@ pub struct AdminState {
     lift: Arc<tokio::sync::Semaphore>,
     /// Contact lookups reading `plan/` at once.
     lookups_reading: Arc<tokio::sync::Semaphore>,
+    /// The operators' pauses as the file says now: a lookup and `/metrics` show a pause set
+    /// by the CLI at once, not at the dispatcher's next tick (an hour away on a sparse cron).
+    pauses: Arc<crate::pauses::Watch>,
+    /// `/status` reads at once: a hung disk holds a blocking thread per poll of every open
+    /// dashboard, and those threads also serve the receiver.
+    status_reading: Arc<tokio::sync::Semaphore>,
 }
 
 /// Contact lookups that may read `plan/` at once: each reads all of it.
 const LOOKUPS_AT_ONCE: usize = 2;
+/// `/status` answers that may read the pause file at once (a few open dashboards).
+const STATUS_AT_ONCE: usize = 8;
 /// The longest id `POST /pause` and `/resume` take (config ids are at most 64 characters).
 const MAX_ID_LEN: usize = 128;
 
@@ -88,6 +96,7 @@ impl AdminState {
             }
             None => None,
         };
+        let pauses = crate::pauses::Watch::new(&config.load().server.data_dir);
         Ok(AdminState {
             config,
             metrics,
@@ -97,6 +106,8 @@ impl AdminState {
             token,
             lift: Arc::new(tokio::sync::Semaphore::new(1)),
             lookups_reading: Arc::new(tokio::sync::Semaphore::new(LOOKUPS_AT_ONCE)),
+            pauses: Arc::new(pauses),
+            status_reading: Arc::new(tokio::sync::Semaphore::new(STATUS_AT_ONCE)),
         })
     }
 }
@@ -110,14 +121,17 @@ pub fn router(state: AdminState) -> Router {
         .route("/metrics", get(metrics))
         .route("/status", get(status))
         .route("/contact", get(contact))
-        .route("/lift", get(lift))
+        .route("/lift", post(lift))
         .route("/pause", post(pause))
         .route("/resume", post(resume))
         .fallback(|| async { AdminError::NotFound("no such page on the admin surface".into()) })
         .method_not_allowed_fallback(|| async { AdminError::MethodNotAllowed })
         .layer(axum::middleware::from_fn_with_state(state.clone(), guard))
         // Health checks carry no token.
-        .route("/healthz", get(|| async { "ok\n" }))
+        .route(
+            "/healthz",
+            get(|| async { "ok\n" }).fallback(|| async { AdminError::MethodNotAllowed }),
+        )
         .with_state(state)
 }
 
@@ -204,6 +218,10 @@ fn host_is_local(headers: &HeaderMap, admin: std::net::SocketAddr) -> bool {
 }
 
 async fn metrics(State(state): State<AdminState>) -> Response {
+    // The pause gauges as the file says now (off the runtime: a disk read).
+    let (pauses, metrics) = (state.pauses.clone(), state.metrics.clone());
+    let _ =
+        tokio::task::spawn_blocking(move || metrics.set_operator_pauses(&pauses.current())).await;
     (
         [(
             header::CONTENT_TYPE,
@@ -217,9 +235,14 @@ async fn metrics(State(state): State<AdminState>) -> Response {
 async fn status(State(state): State<AdminState>) -> Result<Response, AdminError> {
     // It reads the pause file: off the runtime, which also answers HubSpot (a hung disk must
     // not take its threads, one per open dashboard every 2 s).
-    let status = tokio::task::spawn_blocking(move || status::status(&state))
-        .await
-        .map_err(|e| AdminError::Internal(e.into()))?;
+    let reading = (state.status_reading.clone().try_acquire_owned())
+        .map_err(|_| AdminError::Busy("other status requests are reading the disk"))?;
+    let status = tokio::task::spawn_blocking(move || {
+        let _reading = reading;
+        status::status(&state)
+    })
+    .await
+    .map_err(|e| AdminError::Internal(e.into()))?;
     Ok(axum::Json(status).into_response())
 }
 
@@ -254,10 +277,11 @@ async fn contact(
         .map_err(|_| AdminError::Busy("other contact lookups are reading the plans"))?;
     let data_dir = state.config.load().server.data_dir.clone();
     let asked = contact.to_string();
+    let watch = state.pauses.clone();
     // The permit goes with the work: a client that hangs up does not free it early.
-    let receipts = tokio::task::spawn_blocking(move || {
+    let (receipts, pauses) = tokio::task::spawn_blocking(move || {
         let _reading = reading;
-        crate::model::explain::receipts(&data_dir, &asked)
+        crate::model::explain::receipts(&data_dir, &asked).map(|r| (r, watch.current()))
     })
     .await
     .map_err(|e| AdminError::Internal(e.into()))?
@@ -266,6 +290,7 @@ async fn contact(
     let lookup = Lookup {
         contact: contact.to_string(),
         posted: receipts.posted.clone(),
+        pauses,
         reply,
     };
     let answered = tokio::time::timeout(LOOKUP_TIMEOUT, async {
@@ -284,8 +309,25 @@ async fn contact(
     Ok(axum::Json(explanation.with_receipts(receipts)).into_response())
 }
 
-/// `GET /lift`: `sendtime report lift` as of now, over every webhook and action.
-async fn lift(State(state): State<AdminState>) -> Result<Response, AdminError> {
+/// The body of `POST /lift`: `{}`. A POST of JSON, so that no page of another site can make
+/// a browser start one (an image's or a form's request cannot send JSON): each reads every
+/// send and event, a GET was started by any `<img>` in browsers that do not say whose page
+/// asked (an audit).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LiftAsk {}
+
+/// `POST /lift`: `sendtime report lift` as of now, over every webhook and action.
+async fn lift(
+    State(state): State<AdminState>,
+    asked: Result<axum::Json<LiftAsk>, JsonRejection>,
+) -> Result<Response, AdminError> {
+    let axum::Json(LiftAsk {}) = asked.map_err(|e| {
+        AdminError::Unreadable(
+            e.status(),
+            format!("{}; send {{}} as application/json", e.body_text()),
+        )
+    })?;
     let running = state
         .lift
         .clone()

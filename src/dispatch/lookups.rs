@@ -14,6 +14,8 @@ pub struct Lookup {
     /// What the contact's receipts on disk were posted with (the id a queued receipt of the
     /// email carries is known to the dispatcher).
     pub posted: Posted,
+    /// The operators' pauses as the file says now (the dispatcher's are the last tick's).
+    pub pauses: std::sync::Arc<crate::pauses::Pauses>,
     pub reply: oneshot::Sender<anyhow::Result<Explanation>>,
 }
 
@@ -43,7 +45,7 @@ impl super::Dispatcher {
     /// has gone (it timed out) is not worked out for nobody.
     pub fn answer(&self, config: &Config, lookup: Lookup) {
         if !lookup.reply.is_closed() {
-            let answer = self.explain(config, &lookup.contact, lookup.posted);
+            let answer = self.explain(config, &lookup.contact, lookup.posted, &lookup.pauses);
             let _ = lookup.reply.send(answer);
         }
     }

@@ -323,6 +323,7 @@ impl Dispatcher {
         config: &Config,
         contact: &str,
         on_disk: crate::model::explain::Posted,
+        pauses: &crate::pauses::Pauses,
     ) -> anyhow::Result<crate::model::explain::Explanation> {
         // The id a queued or held receipt of that email carries, as planning used it; else
         // the one its receipts on disk carry (finished, or archived). The email asked by id
@@ -348,7 +349,7 @@ impl Dispatcher {
                 id: posted_id,
                 ..on_disk
             },
-            &self.pauses,
+            pauses,
             self.clock.now_ms(),
         )
     }

@@ -159,7 +159,7 @@ function pauseButton(id, paused, connector) {
   button.addEventListener("click", async () => {
     button.disabled = true;
     try {
-      await api("/" + button.dataset.action, {
+      await api(button.dataset.action, {
         method: "POST",
         headers: { "Content-Type": "application/json" },
         body: JSON.stringify({ id, connector }),
@@ -284,7 +284,7 @@ async function refresh() {
   try {
     // Bounded: an answer that never comes (a connection lost across a laptop's sleep) would
     // stop the polling that waits for it.
-    const status = await api("/status", { signal: AbortSignal.timeout(5 * REFRESH_MS) });
+    const status = await api("status", { signal: AbortSignal.timeout(5 * REFRESH_MS) });
     if (mine < shown) return;
     shown = mine;
     if (actionError) showError(actionError);
@@ -327,7 +327,7 @@ async function lookup(event) {
   const out = $("#lookup-result");
   out.replaceChildren(el("p", "Looking up…", "note"));
   try {
-    const x = await api("/contact?q=" + encodeURIComponent($("#lookup").value));
+    const x = await api("contact?q=" + encodeURIComponent($("#lookup").value));
     out.replaceChildren();
     const summary = x.known
       ? x.contact + ": class " + x.class + ", " + x.engagements + " opens/clicks, last " +
@@ -381,7 +381,11 @@ async function measureLift() {
   const out = $("#lift-result");
   out.replaceChildren(el("p", "Measuring…", "note"));
   try {
-    const lift = await api("/lift");
+    const lift = await api("lift", {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: "{}",
+    });
     out.replaceChildren(el("p", "As of " + time(lift.as_of_ms) + ": " +
       lift.optimized_sends + " optimized sends (of " + lift.optimized_receipts + " receipts), " +
       lift.holdout_sends + " held out (of " + lift.holdout_receipts + ").", "note"));
