@@ -266,7 +266,7 @@ fn every_rejection_has_its_status_and_stores_nothing() {
     assert_eq!(post(&server, "nurture", &big, Sig::V2).0, 413);
 
     let (status, body) = post(&server, "nurture", &good, Sig::None);
-    assert_eq!(status, 401);
+    assert_eq!(status, 503);
     assert!(
         body["message"]
             .as_str()
@@ -403,7 +403,7 @@ fn every_rejection_has_its_status_and_stores_nothing() {
     for want in [
         "webhook=\"(unknown)\" reason=\"unknown_webhook\" status=404",
         "webhook=\"nurture\" reason=\"too_large\" status=413",
-        "webhook=\"nurture\" reason=\"signature_missing\" status=401",
+        "webhook=\"nurture\" reason=\"signature_missing\" status=503",
         "webhook=\"nurture\" reason=\"bad_json\" status=400",
         "webhook=\"nurture\" reason=\"wrong_portal\" status=401",
     ] {
@@ -561,10 +561,10 @@ fn unsigned_posts_only_where_allowed_and_always_warned() {
     );
     assert_eq!(
         (status, answer["reason"].as_str()),
-        (401, Some("signature_downgrade"))
+        (503, Some("signature_downgrade"))
     );
     let other = contact_body(5, "y@example.com");
-    assert_eq!(post(&server, "big-list", &other, Sig::None).0, 401);
+    assert_eq!(post(&server, "big-list", &other, Sig::None).0, 503);
     let logs = server.stop();
     assert!(logs.contains("accepting an UNSIGNED post"), "{logs}");
     let rows = inbox(dir.path());
@@ -1259,13 +1259,13 @@ fn odd_emails_and_non_text_signature_headers_are_refused() {
     let (status, answer) = send(&[("X-HubSpot-Signature-v3", garbage.clone())], true);
     assert_eq!(
         (status, answer["reason"].as_str()),
-        (401, Some("signature_malformed"))
+        (503, Some("signature_malformed"))
     );
     // With allow_unsigned, a non-text signature does not pass as unsigned.
     let (status, answer) = send(&[("X-HubSpot-Signature", garbage)], false);
     assert_eq!(
         (status, answer["reason"].as_str()),
-        (401, Some("signature_malformed"))
+        (503, Some("signature_malformed"))
     );
     // Still accepted: the good v1 post alone, beside the list's contact.
     assert_eq!(send(&[], true).0, 200);
@@ -1304,7 +1304,7 @@ fn weaker_signatures_than_the_connectors_minimum_are_refused() {
     );
     assert_eq!(
         (status, answer["reason"].as_str()),
-        (401, Some("signature_too_weak"))
+        (503, Some("signature_too_weak"))
     );
     assert_eq!(
         post(
@@ -1349,21 +1349,21 @@ fn a_post_stripped_to_an_older_signature_is_refused_once_a_stronger_one_was_take
     let (status, answer) = post(&server, "nurture", &body(3), Sig::V1);
     assert_eq!(
         (status, answer["reason"].as_str()),
-        (401, Some("signature_downgrade"))
+        (503, Some("signature_downgrade"))
     );
-    assert_eq!(post(&server, "nurture", &body(4), Sig::V2).0, 401);
+    assert_eq!(post(&server, "nurture", &body(4), Sig::V2).0, 503);
     // A webhook of the same connector that has taken no post yet starts where its sibling is:
     // a captured post of one, stripped, is not taken at the other.
     let (status, answer) = post(&server, "big-list", &body(5), Sig::V1);
     assert_eq!(
         (status, answer["reason"].as_str()),
-        (401, Some("signature_downgrade"))
+        (503, Some("signature_downgrade"))
     );
     assert_eq!(post(&server, "big-list", &body(10), Sig::V3).0, 200);
     server.stop();
 
     let server = start(dir.path());
-    assert_eq!(post(&server, "nurture", &body(6), Sig::V1).0, 401);
+    assert_eq!(post(&server, "nurture", &body(6), Sig::V1).0, 503);
     assert_eq!(post(&server, "nurture", &body(7), Sig::V3).0, 200);
     server.stop();
 

@@ -179,7 +179,7 @@ fn check_action_signature(ctx: &mut Ctx, w: &WebhookDraft, c: &Connector) {
         ctx.warning(
             w.at,
             format!(
-                "{} goes through connector `{}`, whose `min_signature_version` is \"v3\"; HubSpot's custom action guide says its requests carry the v2 signature, so each execution may be refused (401): use \"auto\" or \"v2\"",
+                "{} goes through connector `{}`, whose `min_signature_version` is \"v3\"; HubSpot's custom action guide says its requests carry the v2 signature, so each execution may be refused: use \"auto\" or \"v2\"",
                 w.name_in_messages, c.id
             ),
         );

@@ -2,8 +2,8 @@
 //! workflow-action executions in, durable receipts out.
 //!
 //! Checks run cheapest-first and nothing unauthenticated is parsed: unknown webhook or action
-//! (404), body size (413, within the body budget), signature (401; 503 when it does not
-//! match or is minutes off, which may be ours to fix), body (400, also when it
+//! (404), body size (413, within the body budget), signature (503, which may be ours to fix: HubSpot
+//! retries it), body (400, also when it
 //! lacks what the webhook's type needs: an email to enroll, a record id for a list), portal
 //! (401), then the store (200 once the receipt is durable, BLOCK for an action; 503 when it
 //! cannot be, so HubSpot retries).
@@ -140,7 +140,10 @@ fn refused(state: &AppState, route: Route, id: &str, refusal: Refusal) -> Respon
         _ if state.config.load().webhook(id).is_none() => UNKNOWN,
         _ => id,
     };
-    state.refusals.record(&state.metrics, webhook, &refusal);
+    let status = refusal.answered(route.unavailable());
+    state
+        .refusals
+        .record(&state.metrics, webhook, &refusal, status);
     state
         .metrics
         .board

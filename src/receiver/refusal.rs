@@ -95,15 +95,13 @@ impl Refusal {
             | Refusal::NoEmail
             | Refusal::BadEmail
             | Refusal::NoRecordId => StatusCode::BAD_REQUEST,
-            // A signature that does not match, or a time off by minutes, is as often ours to
-            // fix (`public_url`, a rotated secret, the host's clock) as a stranger's: HubSpot's
-            // retries keep the contact while we do (it never retries a 401, an audit found).
-            // A stranger gains nothing by the difference.
-            Refusal::Signature {
-                error: SignatureError::Mismatch | SignatureError::Stale,
-                ..
-            } => StatusCode::SERVICE_UNAVAILABLE,
-            Refusal::Signature { .. } | Refusal::WrongPortal { .. } => StatusCode::UNAUTHORIZED,
+            // A signature refused is as often ours to fix as a stranger's: `public_url`, a
+            // rotated secret, the host's clock, a proxy that drops the v3 headers or all of
+            // them (missing, downgraded, no timestamp), a version or floor this one does not
+            // take. HubSpot's retries keep the contact while we do (it never retries a 401,
+            // two audits found). A stranger gains nothing by the difference.
+            Refusal::Signature { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Refusal::WrongPortal { .. } => StatusCode::UNAUTHORIZED,
             Refusal::Busy
             | Refusal::BodyTimeout
             | Refusal::Store(StoreError::Busy)
@@ -173,16 +171,9 @@ impl Refusal {
     }
 
     /// A refusal HubSpot's retries meet until someone fixes it (a secret not set, a signature
-    /// that does not match, a clock minutes off): asked back in a minute, not in seconds.
+    /// refused): asked back in a minute, not in seconds.
     pub fn lasting(&self) -> bool {
-        matches!(
-            self,
-            Refusal::NoSecret { .. }
-                | Refusal::Signature {
-                    error: SignatureError::Mismatch | SignatureError::Stale,
-                    ..
-                }
-        )
+        matches!(self, Refusal::NoSecret { .. } | Refusal::Signature { .. })
     }
 
     /// Our misconfiguration, not the sender's: logged as an error (once a minute, like every
@@ -223,15 +214,20 @@ impl From<PayloadError> for Refusal {
 }
 
 impl Refusal {
+    /// The status answered on a route whose 503 is `unavailable`.
+    pub fn answered(&self, unavailable: StatusCode) -> StatusCode {
+        match self.status() {
+            StatusCode::SERVICE_UNAVAILABLE => unavailable,
+            status => status,
+        }
+    }
+
     /// The answer: a 429 or 503 asks HubSpot to come back after `retry_after` (whose unit
     /// depends on who calls, see [`super::Route`]).
     /// `unavailable` stands for 503 (ours to fix, worth retrying): a route whose caller may
     /// retry only a 429 answers that instead.
     pub fn into_response(self, retry_after: HeaderValue, unavailable: StatusCode) -> Response {
-        let status = match self.status() {
-            StatusCode::SERVICE_UNAVAILABLE => unavailable,
-            status => status,
-        };
+        let status = self.answered(unavailable);
         let body = json!({"status": "error", "reason": self.label(), "message": self.to_string()});
         let mut response = (status, axum::Json(body)).into_response();
         if matches!(
@@ -256,15 +252,15 @@ pub struct RefusalLog(Mutex<HashMap<LogKey, Throttle>>);
 type LogKey = (String, &'static str);
 
 impl RefusalLog {
-    /// Count `refusal` and log it (rate-limited) when it is worth a person's attention.
-    pub fn record(&self, metrics: &Metrics, webhook: &str, refusal: &Refusal) {
+    /// Count `refusal`, answered `status`, and log it (rate-limited) when it is worth a
+    /// person's attention.
+    pub fn record(&self, metrics: &Metrics, webhook: &str, refusal: &Refusal, status: StatusCode) {
         let reason = refusal.label();
         metrics.reject(reason);
-        let status = refusal.status();
         // Busy and store errors say nothing to fix in a workflow; a full set of unsigned
         // receipts does, to whoever tests with them.
         if !refusal.is_ours()
-            && !status.is_client_error()
+            && !refusal.status().is_client_error()
             && !matches!(refusal, Refusal::UnsignedFull | Refusal::Signature { .. })
         {
             return;
