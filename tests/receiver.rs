@@ -103,6 +103,81 @@ fn post(server: &Server, webhook: &str, body: &[u8], sig: Sig) -> (u16, serde_js
     )
 }
 
+/// With a path in `public_url`, posts are taken whether the proxy in front strips it or
+/// passes it on (both signed over `public_url`'s URL, as HubSpot calls it); a post to any
+/// other path, or by another method, is refused as JSON and counted (axum's own 404 and 405
+/// were neither, and HubSpot does not retry them: a proxy set up the other way lost every
+/// contact without a trace).
+#[test]
+fn a_public_url_with_a_path_takes_posts_with_or_without_it_and_counts_the_others() {
+    let dir = tempfile::tempdir().unwrap();
+    let public = format!("{PUBLIC_URL}/sendtime");
+    let text = TestConfig {
+        env: "TEST",
+        connector: "dry_run = true",
+        hooks: HOOKS,
+        ..TestConfig::default()
+    }
+    .text()
+    .replace(
+        &format!("public_url = \"{PUBLIC_URL}\""),
+        &format!("public_url = \"{public}\""),
+    );
+    assert!(text.contains(&public));
+    let config = dir.path().join("webhooks.toml");
+    std::fs::write(&config, text).unwrap();
+    let server = Server::start(
+        &config,
+        &dir.path().join("data"),
+        &[("TEST_SECRET", SECRET)],
+    );
+    let http = common::http();
+    let send = |path: &str, vid: i64| {
+        let body = contact_body(vid, &format!("p{vid}@example.com"));
+        let ts = now_ms();
+        let signed = format!("{public}/hooks/nurture");
+        let r = http
+            .post(server.url(path))
+            .header(
+                "X-HubSpot-Signature-v3",
+                sign_v3(SECRET.as_bytes(), "POST", &signed, &body, ts),
+            )
+            .header("X-HubSpot-Request-Timestamp", ts.to_string())
+            .body(body)
+            .send()
+            .unwrap();
+        let status = r.status().as_u16();
+        (status, r.json::<serde_json::Value>().unwrap())
+    };
+    assert_eq!(send("/sendtime/hooks/nurture", 1).0, 200, "passed on");
+    assert_eq!(send("/hooks/nurture", 2).0, 200, "stripped");
+    let (status, answer) = send("/elsewhere/hooks/nurture", 3);
+    assert_eq!(
+        (status, answer["reason"].as_str()),
+        (404, Some("unknown_path"))
+    );
+    let got = http
+        .get(server.url("/sendtime/hooks/nurture"))
+        .send()
+        .unwrap();
+    assert_eq!(got.status().as_u16(), 405);
+    let answer: serde_json::Value = got.json().unwrap();
+    assert_eq!(answer["reason"], "wrong_method");
+    let metrics = common::get(server.admin_url("/metrics"))
+        .unwrap()
+        .text()
+        .unwrap();
+    server.stop();
+    for reason in ["unknown_path", "wrong_method"] {
+        let line = format!("sendtime_webhooks_rejected_total{{reason=\"{reason}\"}} 1");
+        assert!(metrics.lines().any(|l| l == line), "{line} in\n{metrics}");
+    }
+    let rows = inbox(dir.path());
+    let mut emails = strings(&rows, "email");
+    emails.sort();
+    assert_eq!(emails, ["p1@example.com", "p2@example.com"]);
+}
+
 /// The inbox as Polars sees it, after the server flushed on SIGTERM.
 fn inbox(dir: &Path) -> DataFrame {
     // As readers list them: a merge's sources stay a while, unlisted.

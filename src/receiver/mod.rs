@@ -66,13 +66,64 @@ pub enum PostWarning {
     Unsigned,
 }
 
-/// The public HTTP surface, the one HubSpot calls: webhooks, actions, health.
+/// The public HTTP surface, the one HubSpot calls: webhooks, actions, health. A post to any
+/// other path or by another method is refused, counted and logged like any refusal: a proxy
+/// or a workflow set up wrong would otherwise lose every contact without a trace (HubSpot
+/// does not retry a 404 or a 405).
 pub fn router(state: AppState) -> Router {
-    Router::new()
+    let routes = Router::new()
         .route("/hooks/{webhook_id}", post(receive))
         .route("/actions/{action_id}", post(receive_action))
         .route("/healthz", get(|| async { "ok\n" }))
-        .with_state(state)
+        .method_not_allowed_fallback(wrong_method)
+        .with_state(state.clone());
+    let inner = routes.clone();
+    routes.fallback(move |request: axum::extract::Request| {
+        elsewhere(state.clone(), inner.clone(), request)
+    })
+}
+
+/// A request to a path the routes do not have. When `public_url` has a path (`/sendtime`) and
+/// a proxy passed it on instead of stripping it, the request is taken under it: the path
+/// signed is `public_url`'s with the rest, as when it is stripped.
+async fn elsewhere(
+    state: AppState,
+    routes: Router,
+    mut request: axum::extract::Request,
+) -> Response {
+    let prefix = public_path(&state.config.load().server.public_url).to_string();
+    let rest = (request.uri().path_and_query())
+        .and_then(|pq| pq.as_str().strip_prefix(prefix.as_str()))
+        .filter(|rest| {
+            !prefix.is_empty() && (rest.starts_with("/hooks/") || rest.starts_with("/actions/"))
+        })
+        .and_then(|rest| rest.parse::<axum::http::Uri>().ok());
+    if let Some(uri) = rest {
+        request.extensions_mut().insert(OriginalUri(uri.clone()));
+        *request.uri_mut() = uri;
+        return tower::ServiceExt::oneshot(routes, request)
+            .await
+            .into_response();
+    }
+    let path: String = request.uri().path().chars().take(64).collect();
+    refused(&state, Route::Hook, UNKNOWN, Refusal::NoRoute { path })
+}
+
+/// `GET /hooks/…` and the like.
+async fn wrong_method(State(state): State<AppState>, method: axum::http::Method) -> Response {
+    let method = method.as_str().chars().take(16).collect();
+    refused(
+        &state,
+        Route::Hook,
+        UNKNOWN,
+        Refusal::WrongMethod { method },
+    )
+}
+
+/// The path of `public_url` (`https://example.com/sendtime` → `/sendtime`), empty without one.
+fn public_path(public_url: &str) -> &str {
+    let after_scheme = public_url.split_once("://").map_or(public_url, |(_, r)| r);
+    after_scheme.find('/').map_or("", |i| &after_scheme[i..])
 }
 
 /// `POST /hooks/{webhook_id}`: the receipt's id, or the refusal, counted and logged.

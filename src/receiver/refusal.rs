@@ -35,6 +35,15 @@ pub enum Refusal {
         /// The id asked for, cut to 64 characters (strangers choose it).
         id: String,
     },
+    #[error(
+        "nothing is received at this path: webhooks are posted to /hooks/ID, actions to /actions/ID"
+    )]
+    NoRoute {
+        /// The path asked for, without its query, cut to 64 characters (strangers choose it).
+        path: String,
+    },
+    #[error("webhooks and actions are received by POST only: set the workflow's webhook to POST")]
+    WrongMethod { method: String },
     #[error("body over the {limit}-byte limit (server.max_body_bytes)")]
     TooLarge { limit: usize },
     #[error("too many posts being received at once")]
@@ -87,7 +96,8 @@ pub enum Refusal {
 impl Refusal {
     pub fn status(&self) -> StatusCode {
         match self {
-            Refusal::UnknownWebhook { .. } => StatusCode::NOT_FOUND,
+            Refusal::UnknownWebhook { .. } | Refusal::NoRoute { .. } => StatusCode::NOT_FOUND,
+            Refusal::WrongMethod { .. } => StatusCode::METHOD_NOT_ALLOWED,
             Refusal::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Refusal::BodyUnreadable { .. }
             | Refusal::Payload(_)
@@ -116,6 +126,8 @@ impl Refusal {
     pub fn label(&self) -> &'static str {
         match self {
             Refusal::UnknownWebhook { .. } => "unknown_webhook",
+            Refusal::NoRoute { .. } => "unknown_path",
+            Refusal::WrongMethod { .. } => "wrong_method",
             Refusal::TooLarge { .. } => "too_large",
             Refusal::Busy => "busy",
             Refusal::BodyUnreadable { .. } => "bad_body",
@@ -147,6 +159,10 @@ impl Refusal {
             Refusal::UnknownWebhook { id } => {
                 format!(": {id:?} (see `sendtime validate` for the configured ones)")
             }
+            Refusal::NoRoute { path } => format!(
+                ": {path:?} (see `sendtime validate` for the URLs to give HubSpot; a path in server.public_url may be kept or stripped by a proxy)"
+            ),
+            Refusal::WrongMethod { method } => format!(": {method}"),
             Refusal::BodyUnreadable { why } => format!(": {why}"),
             Refusal::Signature {
                 error:
