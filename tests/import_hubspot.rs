@@ -1153,6 +1153,59 @@ fn an_offset_given_back_leaves_the_window_for_the_next_run() {
     assert!(state()["complete_until_ms"].is_i64());
 }
 
+/// HubSpot saying there is more but giving no offset to ask for it by: the run fails without
+/// marking the window complete (it did, and the events after that page were never read), and
+/// the next run reads it again and stores every event once.
+#[test]
+fn more_without_an_offset_leaves_the_window_for_the_next_run() {
+    let s = setup(Options::default());
+    s.standin.inject(
+        Injection::next(Fault::Json(
+            serde_json::json!({"hasMore": true, "events": []}),
+        ))
+        .on(EVENTS),
+    );
+    let state = || {
+        let text = std::fs::read_to_string(s.data.join("state/hubspot-main.json")).unwrap();
+        serde_json::from_str::<serde_json::Value>(&text).unwrap()
+    };
+    let out = s.import();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert_eq!(state()["complete_until_ms"], serde_json::Value::Null);
+    assert_eq!(stored(&s.data).1, 0);
+    let out = s.import();
+    assert!(out.status.success(), "{}", text(&out));
+    let (got, _) = stored(&s.data);
+    assert_all_once(&got, &s);
+    assert!(state()["complete_until_ms"].is_i64());
+}
+
+/// An event with a field of another type than HubSpot documents (a `null` flag, a campaign id
+/// as text) is read without it; one without an id or time is skipped. Either stopped the
+/// import at that page, and every later run with it.
+#[test]
+fn an_odd_event_is_read_or_skipped_and_the_import_goes_on() {
+    let s = setup(Options::default());
+    let created = chrono::Utc::now().timestamp_millis() - 7_200_000;
+    let odd = serde_json::json!([
+        {"id": "odd-1", "created": created, "type": "OPEN", "recipient": "odd@example.com",
+         "filteredEvent": null, "emailCampaignId": "12x"},
+        {"created": created, "type": "OPEN", "recipient": "noid@example.com"},
+        {"id": "odd-2", "created": "yesterday", "type": "OPEN", "recipient": "odd@example.com"},
+    ]);
+    s.standin.inject(
+        Injection::next(Fault::Json(
+            serde_json::json!({"hasMore": true, "offset": "0", "events": odd}),
+        ))
+        .on(EVENTS),
+    );
+    let out = s.import();
+    assert!(out.status.success(), "{}", text(&out));
+    let (mut got, _) = stored(&s.data);
+    assert!(got.remove(&("odd-1".to_string(), created)), "{got:?}");
+    assert_all_once(&got, &s);
+}
+
 /// A `serve` stopped while its scheduled import waits out HubSpot's 429 (ten minutes here)
 /// exits at once, not when the wait ends; the import resumes at the next start.
 #[test]

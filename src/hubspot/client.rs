@@ -225,32 +225,81 @@ pub struct EmailEvent {
     pub created: i64,
     /// `OPEN`, `CLICK`, `SENT`, ...; empty when absent (HubSpot's UNBOUNCE events have no
     /// type): a type sendtime does not learn from, not a page it cannot read.
-    #[serde(rename = "type", default)]
+    #[serde(rename = "type", default, deserialize_with = "or_absent")]
     pub kind: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "or_absent",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub recipient: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "or_absent",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub email_campaign_id: Option<i64>,
     /// Machine opens and bot clicks that HubSpot hides from its reports.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "or_absent")]
     pub filtered_event: bool,
     #[serde(flatten)]
     pub extra: serde_json::Map<String, serde_json::Value>,
 }
 
+/// A field of an event read as absent when it comes as another type than HubSpot documents
+/// (a `null` flag, a campaign id as text): a page that cannot be read stops every later
+/// import at the same place (an audit).
+fn or_absent<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::de::DeserializeOwned + Default,
+{
+    let value = serde_json::Value::deserialize(d)?;
+    Ok(serde_json::from_value(value).unwrap_or_default())
+}
+
 /// One page of email events, newest first.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", from = "PageAsSent")]
 pub struct EventsPage {
-    #[serde(default)]
     pub events: Vec<EmailEvent>,
+    pub has_more: bool,
+    /// Opaque cursor for the next page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub offset: Option<String>,
+    /// Events that could not be read (no id, no time): skipped and counted, not a page that
+    /// stops the import.
+    #[serde(skip)]
+    pub unreadable: u64,
+}
+
+/// A page as it comes, each event read on its own.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct PageAsSent {
+    #[serde(default)]
+    events: Vec<serde_json::Value>,
     /// Required: HubSpot always says it, and an answer without it (a proxy's `{}`, an
     /// `api_base` naming some other JSON service) read as a last page marked the window
     /// imported with nothing read.
-    pub has_more: bool,
-    /// Opaque cursor for the next page.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub offset: Option<String>,
+    has_more: bool,
+    #[serde(default)]
+    offset: Option<String>,
+}
+
+impl From<PageAsSent> for EventsPage {
+    fn from(page: PageAsSent) -> EventsPage {
+        let total = page.events.len();
+        let events: Vec<EmailEvent> = (page.events.into_iter())
+            .filter_map(|e| serde_json::from_value(e).ok())
+            .collect();
+        EventsPage {
+            unreadable: (total - events.len()) as u64,
+            events,
+            has_more: page.has_more,
+            offset: page.offset,
+        }
+    }
 }
 
 /// What to ask the email events API for.

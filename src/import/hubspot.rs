@@ -408,20 +408,46 @@ impl Import {
             if let Some(oldest) = oldest {
                 seen.trim(oldest.clamp(cursor.start_ms, cursor.end_ms));
             }
-            // Only now that the events are durable may the cursor move past them.
+            // Only now that the events are durable may the cursor move past them. The last
+            // page's save also marks the window complete: a crash between two saves left a
+            // resume with the end's offset, which HubSpot may refuse (an audit).
             cursor.pages += 1;
             cursor.stored += stored as u64;
             cursor.offset = page.offset.clone();
-            state.run = Some(cursor.clone());
+            // An empty page may still say there is more: only `hasMore` ends the window.
+            let last = !page.has_more;
+            if last {
+                // Contiguous with what was complete (or the first run): complete up to this
+                // window's end. A window that starts later leaves a gap the next default run
+                // fills from the old mark (the events of this window are recognised then, not
+                // stored twice).
+                state.complete_until_ms = Some(match state.complete_until_ms {
+                    None => cursor.end_ms,
+                    Some(t) if cursor.start_ms <= t => t.max(cursor.end_ms),
+                    Some(t) => t,
+                });
+                state.run = None;
+            } else {
+                state.run = Some(cursor.clone());
+            }
             self.save_state(&state)?;
 
             new_total += stored as u64;
             dup_total += dups;
             skipped_total += skipped + no_contact as u64;
             progress.page(&cursor, page.events.len(), stored, dups, oldest);
-            // An empty page may still say there is more: only `hasMore` ends the window.
-            if !page.has_more || page.offset.is_none() {
+            if last {
                 break;
+            }
+            // More, but nothing to ask for it by: ending the window here would mark what
+            // follows imported (it did, an audit found). The cursor saved has no offset: the
+            // next run reads the window again from its newest event.
+            if page.offset.is_none() {
+                bail!(
+                    "HubSpot said more events follow page {} but gave no offset to read them by: \
+                     the window is left incomplete; the next run reads it again",
+                    cursor.pages
+                );
             }
             if page.offset == query.offset {
                 // Going on would loop; ending the window here would mark the events after it
@@ -443,16 +469,6 @@ impl Import {
                 );
             }
         }
-        // Contiguous with what was complete (or the first run): complete up to this window's
-        // end. A window that starts later leaves a gap the next default run fills from the old
-        // mark (the events of this window are recognised then, not stored twice).
-        state.complete_until_ms = Some(match state.complete_until_ms {
-            None => cursor.end_ms,
-            Some(t) if cursor.start_ms <= t => t.max(cursor.end_ms),
-            Some(t) => t,
-        });
-        state.run = None;
-        self.save_state(&state)?;
         progress.finish();
         tracing::info!(
             connector = %self.connector.id,
@@ -483,7 +499,13 @@ impl Import {
         (start_ms, end_ms): (i64, i64),
         seen: &mut Seen,
     ) -> anyhow::Result<(Vec<Event>, u64, u64)> {
-        let (mut fresh, mut dups, mut skipped) = (Vec::new(), 0, 0);
+        let (mut fresh, mut dups, mut skipped) = (Vec::new(), 0, page.unreadable);
+        if page.unreadable > 0 {
+            tracing::warn!(
+                unreadable = page.unreadable,
+                "skipping events HubSpot sent without an id or time sendtime can read"
+            );
+        }
         for e in &page.events {
             if !(start_ms..=end_ms).contains(&e.created) {
                 skipped += 1;
