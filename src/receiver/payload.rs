@@ -57,6 +57,10 @@ pub enum PayloadError {
         "body has neither a contact id (canonical-vid, vid, objectId, hs_object_id) nor an email (properties.email.value, email)"
     )]
     NoContact,
+    #[error(
+        "body is a {0}'s, not a contact's: sendtime sends contacts on; post from a contact-based workflow"
+    )]
+    NotContact(&'static str),
 }
 
 /// Contacts v1 record fields plus the flat fields of customized bodies. Read by [`BodySeed`]:
@@ -75,6 +79,8 @@ struct Body<'a> {
     properties: Option<Properties<'a>>,
     identity_profiles: Option<Vec<Entry<IdentityProfile<'a>>>>,
     merged_vids: Option<Vec<Id>>,
+    /// The other record a deal's, company's or ticket's body names itself by (`dealId`...).
+    other_record: Option<&'static str>,
 }
 
 /// The properties read, each as a v1 property object or a plain value (the CRM objects'
@@ -203,6 +209,25 @@ impl<'de> de::Visitor<'de> for BodySeed<'_> {
                     b.identity_profiles = map.next_value::<Entry<Vec<_>>>()?.into_read()
                 }
                 k if k == self.zone => b.zone = map.next_value::<Flat>()?.text(),
+                k @ ("dealId" | "companyId" | "ticketId") => {
+                    b.other_record = Some(match k {
+                        "dealId" => "deal",
+                        "companyId" => "company",
+                        _ => "ticket",
+                    });
+                    map.next_value::<IgnoredAny>()?;
+                }
+                "objectType" => {
+                    let kind = map.next_value::<Flat>()?.text();
+                    b.other_record = match kind.as_deref().map(str::to_ascii_uppercase) {
+                        None => b.other_record,
+                        Some(k) if k == "CONTACT" => b.other_record,
+                        Some(k) if k == "DEAL" => Some("deal"),
+                        Some(k) if k == "COMPANY" => Some("company"),
+                        Some(k) if k == "TICKET" => Some("ticket"),
+                        Some(_) => Some("non-contact record"),
+                    };
+                }
                 _ => {
                     map.next_value::<IgnoredAny>()?;
                 }
@@ -336,6 +361,17 @@ pub fn parse(body: &[u8], zone_property: &str) -> Result<Contact, PayloadError> 
         .or_else(|| b.email.clone())
         .map(|e| e.trim().to_string())
         .filter(|e| !e.is_empty());
+    // A deal-, company- or ticket-based workflow posts that record as its API gives it: its
+    // id (`objectId`, `hs_object_id`) would be taken for a contact's, and a list add would
+    // add whichever contact has it (an audit). A contact's own body (its `vid`, its
+    // identities, an email) may name one of them as a property of its own.
+    let contact_marked = b.canonical_vid.is_some()
+        || b.vid.is_some()
+        || b.identity_profiles.is_some()
+        || email.is_some();
+    if let Some(record) = b.other_record.filter(|_| !contact_marked) {
+        return Err(PayloadError::NotContact(record));
+    }
     if contact_id.is_none() && email.is_none() {
         return Err(PayloadError::NoContact);
     }
@@ -591,6 +627,48 @@ mod tests {
         // Properties that are no object are absent, so this body names no contact.
         let long = format!(r#"{{"properties": "{}"}}"#, "x".repeat(10_000));
         assert_eq!(parse(long.as_bytes()), Err(PayloadError::NoContact));
+    }
+
+    /// A deal's, company's or ticket's body (a workflow based on another record) is refused:
+    /// its id was taken for a contact's. A contact's body naming such a record as a field of
+    /// its own is still a contact's.
+    #[test]
+    fn another_records_body_is_not_a_contacts() {
+        for (body, record) in [
+            (
+                r#"{"portalId": 62515, "dealId": 151088, "properties": {"hs_object_id": {"value": "151088"}}}"#,
+                "deal",
+            ),
+            (
+                r#"{"portalId": 62515, "companyId": 10444744, "properties": {}}"#,
+                "company",
+            ),
+            (
+                r#"{"portalId": 62515, "objectType": "TICKET", "objectId": 7, "properties": {}}"#,
+                "ticket",
+            ),
+            (
+                r#"{"objectType": "p_invoice", "objectId": 7}"#,
+                "non-contact record",
+            ),
+        ] {
+            assert_eq!(
+                parse(body.as_bytes()),
+                Err(PayloadError::NotContact(record)),
+                "{body}"
+            );
+        }
+        for body in [
+            r#"{"vid": 3, "companyId": 10444744}"#,
+            r#"{"hs_object_id": 3, "email": "a@example.com", "dealId": 9}"#,
+            r#"{"objectType": "CONTACT", "objectId": 3}"#,
+        ] {
+            assert_eq!(
+                parse(body.as_bytes()).unwrap().contact_id,
+                Some(3),
+                "{body}"
+            );
+        }
     }
 
     /// An optional field of an unexpected type is absent, not a reason to refuse the contact

@@ -137,6 +137,7 @@ impl Refusal {
             Refusal::Signature { error, .. } => error.label(),
             Refusal::Payload(PayloadError::NotJson(_)) => "bad_json",
             Refusal::Payload(PayloadError::NoContact) => "no_contact",
+            Refusal::Payload(PayloadError::NotContact(_)) => "not_a_contact",
             Refusal::Execution(ExecutionError::NotJson(_)) => "bad_json",
             Refusal::Execution(ExecutionError::NoCallback) => "no_callback",
             Refusal::Execution(ExecutionError::CallbackTooLong(_)) => "callback_too_long",
