@@ -83,7 +83,10 @@ fn without_personal_habits_the_fit_converges_to_the_population() {
         "within noise of the population: {model} vs {population}, [{lo}, {hi}]"
     );
     assert!(c["nll_gain"].as_f64().unwrap() >= -0.01, "{c}");
-    assert_eq!(report["never_worse_than_population"], true);
+    // Within noise of the population, as the intervals read it (a point estimate a hair
+    // below would be noise, not a loss).
+    let warm = &report["against_population"]["warm"];
+    assert!(warm == "holds" || warm == "within_noise", "{warm}");
 }
 
 #[test]
@@ -99,5 +102,6 @@ fn with_personal_habits_the_fit_trusts_each_contact() {
     let c = against_population(&report);
     assert!(c["hit_at_3_interval"][0].as_f64().unwrap() > 0.1, "{c}");
     assert_eq!(report["never_worse_than_population"], true);
+    assert_eq!(report["against_population"]["warm"], "holds");
     assert!(hit_at_3(&report, "sendtime model") > hit_at_3(&report, "population best hours"));
 }
