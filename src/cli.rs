@@ -240,7 +240,9 @@ pub enum Command {
         /// Kind of every row of --events when it has no kind column [default: OPEN].
         #[arg(long, value_name = "KIND")]
         kind_default: Option<String>,
-        /// Tune the model's parameters on a validation split inside the training period first.
+        /// Tune the model's half-life, prior strength and hour bandwidth on a validation split
+        /// inside the training period first (day_pooling is kept: chosen on hour-of-week loss,
+        /// it learns the weekdays mail was sent on).
         #[arg(long)]
         tune: bool,
         /// With --tune: length of that validation split, in days before --split, cut into 4

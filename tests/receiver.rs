@@ -103,6 +103,30 @@ fn post(server: &Server, webhook: &str, body: &[u8], sig: Sig) -> (u16, serde_js
     )
 }
 
+/// A deal-based workflow's post to a list's webhook is refused (400, counted), not taken for
+/// the contact whose id is the deal's.
+#[test]
+fn a_deals_body_is_refused_not_taken_for_a_contact() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path());
+    let deal = br#"{"portalId": 62515, "dealId": 9153674, "isDeleted": false,
+        "properties": {"dealname": {"value": "Big"}, "hs_object_id": {"value": "9153674"}}}"#;
+    let (status, answer) = post(&server, "big-list", deal, Sig::V3);
+    assert_eq!(
+        (status, answer["reason"].as_str()),
+        (400, Some("not_a_contact")),
+        "{answer}"
+    );
+    let metrics = common::get(server.admin_url("/metrics"))
+        .unwrap()
+        .text()
+        .unwrap();
+    server.stop();
+    let line = "sendtime_webhooks_rejected_total{reason=\"not_a_contact\"} 1";
+    assert!(metrics.lines().any(|l| l == line), "{metrics}");
+    assert_eq!(inbox(dir.path()).height(), 0);
+}
+
 /// With a path in `public_url`, posts are taken whether the proxy in front strips it or
 /// passes it on (both signed over `public_url`'s URL, as HubSpot calls it); a post to any
 /// other path, or by another method, is refused as JSON and counted (axum's own 404 and 405
@@ -151,10 +175,33 @@ fn a_public_url_with_a_path_takes_posts_with_or_without_it_and_counts_the_others
     };
     assert_eq!(send("/sendtime/hooks/nurture", 1).0, 200, "passed on");
     assert_eq!(send("/hooks/nurture", 2).0, 200, "stripped");
-    let (status, answer) = send("/elsewhere/hooks/nurture", 3);
+    // Refused and counted, under the prefix too (a trailing slash, no id).
+    for (path, vid) in [
+        ("/elsewhere/hooks/nurture", 3),
+        ("/sendtime/hooks/nurture/", 4),
+    ] {
+        let (status, answer) = send(path, vid);
+        assert_eq!(
+            (status, answer["reason"].as_str()),
+            (404, Some("unknown_path")),
+            "{path}"
+        );
+    }
+    // A scanner's request is answered, not counted; a proxy's health check under the prefix
+    // is taken.
     assert_eq!(
-        (status, answer["reason"].as_str()),
-        (404, Some("unknown_path"))
+        http.get(server.url("/wp-login.php"))
+            .send()
+            .unwrap()
+            .status(),
+        404
+    );
+    assert_eq!(
+        http.get(server.url("/sendtime/healthz"))
+            .send()
+            .unwrap()
+            .status(),
+        200
     );
     let got = http
         .get(server.url("/sendtime/hooks/nurture"))
@@ -168,8 +215,8 @@ fn a_public_url_with_a_path_takes_posts_with_or_without_it_and_counts_the_others
         .text()
         .unwrap();
     server.stop();
-    for reason in ["unknown_path", "wrong_method"] {
-        let line = format!("sendtime_webhooks_rejected_total{{reason=\"{reason}\"}} 1");
+    for (reason, n) in [("unknown_path", 2), ("wrong_method", 1)] {
+        let line = format!("sendtime_webhooks_rejected_total{{reason=\"{reason}\"}} {n}");
         assert!(metrics.lines().any(|l| l == line), "{line} in\n{metrics}");
     }
     let rows = inbox(dir.path());

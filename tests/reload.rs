@@ -237,7 +237,7 @@ fn a_reload_cannot_take_unsigned_posts_on_the_running_public_listener() {
             .status()
             .as_u16()
     };
-    assert_eq!(unsigned(), 401);
+    assert_eq!(unsigned(), 503);
 
     let loopback = on("127.0.0.1:0").replace(
         "access_token_env = \"HUBSPOT_ACCESS_TOKEN\"\n",
@@ -246,7 +246,7 @@ fn a_reload_cannot_take_unsigned_posts_on_the_running_public_listener() {
     std::fs::write(&config, loopback).unwrap();
     wait_reloads(&server, REJECTED_ONCE);
     assert_eq!(status(&server)["config"].as_str().unwrap(), identity);
-    assert_eq!(unsigned(), 401);
+    assert_eq!(unsigned(), 503);
 }
 
 /// A Kubernetes ConfigMap volume: `webhooks.toml` links to `..data/webhooks.toml`, and an update

@@ -58,14 +58,15 @@ pub struct AdminState {
     /// The operators' pauses as the file says now: a lookup and `/metrics` show a pause set
     /// by the CLI at once, not at the dispatcher's next tick (an hour away on a sparse cron).
     pauses: Arc<crate::pauses::Watch>,
-    /// `/status` reads at once: a hung disk holds a blocking thread per poll of every open
-    /// dashboard, and those threads also serve the receiver.
+    /// `/status` and `/metrics` reads at once: a hung disk holds a blocking thread per poll
+    /// of every open dashboard and scrape, and those threads also serve the receiver.
     status_reading: Arc<tokio::sync::Semaphore>,
 }
 
 /// Contact lookups that may read `plan/` at once: each reads all of it.
 const LOOKUPS_AT_ONCE: usize = 2;
-/// `/status` answers that may read the pause file at once (a few open dashboards).
+/// `/status` and `/metrics` answers that may read the pause file at once (a few open
+/// dashboards, a scraper).
 const STATUS_AT_ONCE: usize = 8;
 /// The longest id `POST /pause` and `/resume` take (config ids are at most 64 characters).
 const MAX_ID_LEN: usize = 128;
@@ -218,10 +219,16 @@ fn host_is_local(headers: &HeaderMap, admin: std::net::SocketAddr) -> bool {
 }
 
 async fn metrics(State(state): State<AdminState>) -> Response {
-    // The pause gauges as the file says now (off the runtime: a disk read).
-    let (pauses, metrics) = (state.pauses.clone(), state.metrics.clone());
-    let _ =
-        tokio::task::spawn_blocking(move || metrics.set_operator_pauses(&pauses.current())).await;
+    // The pause gauges as the file says now, read off the runtime (a disk read) with the
+    // status reads' bound; on a hung disk, as they last stood.
+    if let Ok(reading) = state.status_reading.clone().try_acquire_owned() {
+        let (pauses, metrics) = (state.pauses.clone(), state.metrics.clone());
+        let read = tokio::task::spawn_blocking(move || {
+            let _reading = reading;
+            metrics.set_operator_pauses(&pauses.current());
+        });
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(1), read).await;
+    }
     (
         [(
             header::CONTENT_TYPE,
@@ -398,14 +405,9 @@ async fn set_pause(
     let config = state.config.load_full();
     // On the dispatcher's clock, as `/status` reports (the demo's runs fast).
     let now = state.clock.now_ms();
-    let metrics = state.metrics.clone();
     let kind = tokio::task::spawn_blocking(move || {
         let named = crate::config::Named::of(&config);
         let set = crate::pauses::set(&named, &target.id, target.connector, on, now)?;
-        // On `/metrics` now, not at the next tick (an hour away on a sparse schedule).
-        if let Ok(pauses) = crate::pauses::read(&named.data_dir) {
-            metrics.set_operator_pauses(&pauses);
-        }
         Ok::<_, anyhow::Error>((target.id, set.0, set.1))
     })
     .await

@@ -173,7 +173,7 @@ pub struct Connector {
     pub allow_unsigned: bool,
     /// Refuse (401) a post whose body names no portal.
     pub require_portal_id: bool,
-    /// Refuse (401) posts signed with an older version: v1 signs only the body, so a captured
+    /// Refuse (503, an action's 429) posts signed with an older version: v1 signs only the body, so a captured
     /// v1 post can be replayed to any webhook of the connector. `"auto"`: per endpoint, the
     /// strongest it has taken.
     pub min_signature_version: crate::receiver::signature::Floor,

@@ -240,7 +240,7 @@ pub struct EmailEvent {
     )]
     pub email_campaign_id: Option<i64>,
     /// Machine opens and bot clicks that HubSpot hides from its reports.
-    #[serde(default, deserialize_with = "or_absent")]
+    #[serde(default, deserialize_with = "flag")]
     pub filtered_event: bool,
     #[serde(flatten)]
     pub extra: serde_json::Map<String, serde_json::Value>,
@@ -256,6 +256,16 @@ where
 {
     let value = serde_json::Value::deserialize(d)?;
     Ok(serde_json::from_value(value).unwrap_or_default())
+}
+
+/// The filter flag, also as text (`"true"`): a bot's open read as a person's would be
+/// learnt from.
+fn flag<'de, D: serde::Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
+    Ok(match serde_json::Value::deserialize(d)? {
+        serde_json::Value::Bool(b) => b,
+        serde_json::Value::String(s) => s.trim().eq_ignore_ascii_case("true"),
+        _ => false,
+    })
 }
 
 /// One page of email events, newest first.

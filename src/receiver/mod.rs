@@ -1,9 +1,10 @@
 //! `POST /hooks/{webhook_id}` and `POST /actions/{action_id}`: HubSpot's workflow webhooks and
 //! workflow-action executions in, durable receipts out.
 //!
-//! Checks run cheapest-first and nothing unauthenticated is parsed: unknown webhook or action
-//! (404), body size (413, within the body budget), signature (503, which may be ours to fix: HubSpot
-//! retries it), body (400, also when it
+//! Checks run cheapest-first and nothing unauthenticated is parsed: unknown path
+//! (`unknown_path` 404) or method (`wrong_method` 405), unknown webhook or action (404), body
+//! size (413, within the body budget), signature (503, an action's 429: it may be ours to fix,
+//! and HubSpot retries it), body (400, also when it
 //! lacks what the webhook's type needs: an email to enroll, a record id for a list), portal
 //! (401), then the store (200 once the receipt is durable, BLOCK for an action; 503 when it
 //! cannot be, so HubSpot retries).
@@ -67,16 +68,18 @@ pub enum PostWarning {
 }
 
 /// The public HTTP surface, the one HubSpot calls: webhooks, actions, health. A post to any
-/// other path or by another method is refused, counted and logged like any refusal: a proxy
-/// or a workflow set up wrong would otherwise lose every contact without a trace (HubSpot
-/// does not retry a 404 or a 405).
+/// other path, or a webhook's path by another method, is refused, counted and logged like
+/// any refusal: a proxy or a workflow set up wrong would otherwise lose every contact
+/// without a trace (HubSpot does not retry a 404 or a 405).
 pub fn router(state: AppState) -> Router {
+    let unrouted = state.clone();
     let routes = Router::new()
         .route("/hooks/{webhook_id}", post(receive))
         .route("/actions/{action_id}", post(receive_action))
         .route("/healthz", get(|| async { "ok\n" }))
         .method_not_allowed_fallback(wrong_method)
-        .with_state(state.clone());
+        .with_state(state.clone())
+        .fallback(move |request: axum::extract::Request| no_route(unrouted.clone(), request));
     let inner = routes.clone();
     routes.fallback(move |request: axum::extract::Request| {
         elsewhere(state.clone(), inner.clone(), request)
@@ -92,21 +95,38 @@ async fn elsewhere(
     mut request: axum::extract::Request,
 ) -> Response {
     let prefix = public_path(&state.config.load().server.public_url).to_string();
+    let ours = |rest: &&str| {
+        ["/hooks/", "/actions/", "/healthz"]
+            .iter()
+            .any(|p| rest.starts_with(p))
+    };
     let rest = (request.uri().path_and_query())
+        .filter(|_| !prefix.is_empty())
         .and_then(|pq| pq.as_str().strip_prefix(prefix.as_str()))
-        .filter(|rest| {
-            !prefix.is_empty() && (rest.starts_with("/hooks/") || rest.starts_with("/actions/"))
-        })
+        .filter(ours)
         .and_then(|rest| rest.parse::<axum::http::Uri>().ok());
-    if let Some(uri) = rest {
-        request.extensions_mut().insert(OriginalUri(uri.clone()));
-        *request.uri_mut() = uri;
-        return tower::ServiceExt::oneshot(routes, request)
-            .await
-            .into_response();
-    }
+    let Some(uri) = rest else {
+        return no_route(state, request).await;
+    };
+    request.extensions_mut().insert(OriginalUri(uri.clone()));
+    *request.uri_mut() = uri;
+    // `routes` has no way back here: what it does not have is `no_route`'s.
+    tower::ServiceExt::oneshot(routes, request)
+        .await
+        .into_response()
+}
+
+/// A path nothing is received at: a post is refused, counted and logged (a proxy or workflow
+/// set up wrong); other requests (scanners' `GET /wp-login.php`) only answered, so that an
+/// alert on refused posts does not fire on the internet's noise.
+async fn no_route(state: AppState, request: axum::extract::Request) -> Response {
     let path: String = request.uri().path().chars().take(64).collect();
-    refused(&state, Route::Hook, UNKNOWN, Refusal::NoRoute { path })
+    let refusal = Refusal::NoRoute { path };
+    if request.method() == axum::http::Method::POST {
+        return refused(&state, Route::Hook, UNKNOWN, refusal);
+    }
+    let status = refusal.answered(Route::Hook.unavailable());
+    refusal.into_response(status, Route::Hook.retry_after(false))
 }
 
 /// `GET /hooks/…` and the like.
@@ -200,7 +220,7 @@ fn refused(state: &AppState, route: Route, id: &str, refusal: Refusal) -> Respon
         .board
         .post(webhook, Post::Refused(refusal.label()));
     let retry_after = route.retry_after(refusal.lasting());
-    refusal.into_response(retry_after, route.unavailable())
+    refusal.into_response(status, retry_after)
 }
 
 /// Which URL a post came to: webhooks and actions share one id space, each at its own path.

@@ -219,14 +219,7 @@ impl<'de> de::Visitor<'de> for BodySeed<'_> {
                 }
                 "objectType" => {
                     let kind = map.next_value::<Flat>()?.text();
-                    b.other_record = match kind.as_deref().map(str::to_ascii_uppercase) {
-                        None => b.other_record,
-                        Some(k) if k == "CONTACT" => b.other_record,
-                        Some(k) if k == "DEAL" => Some("deal"),
-                        Some(k) if k == "COMPANY" => Some("company"),
-                        Some(k) if k == "TICKET" => Some("ticket"),
-                        Some(_) => Some("non-contact record"),
-                    };
+                    b.other_record = kind.as_deref().and_then(other_record).or(b.other_record);
                 }
                 _ => {
                     map.next_value::<IgnoredAny>()?;
@@ -234,6 +227,19 @@ impl<'de> de::Visitor<'de> for BodySeed<'_> {
             }
         }
         Ok(b)
+    }
+}
+
+/// The record an `objectType` names when it is known not to be a contact (by name, by
+/// HubSpot's object type id, or a custom object's `2-…` / `p_…`); a contact's (`CONTACT`,
+/// `0-1`) and unknown ones are not judged.
+fn other_record(kind: &str) -> Option<&'static str> {
+    match kind.to_ascii_uppercase().as_str() {
+        "DEAL" | "DEALS" | "0-3" => Some("deal"),
+        "COMPANY" | "COMPANIES" | "0-2" => Some("company"),
+        "TICKET" | "TICKETS" | "0-5" => Some("ticket"),
+        k if k.starts_with("2-") || k.starts_with("P_") => Some("custom object"),
+        _ => None,
     }
 }
 
@@ -649,8 +655,9 @@ mod tests {
             ),
             (
                 r#"{"objectType": "p_invoice", "objectId": 7}"#,
-                "non-contact record",
+                "custom object",
             ),
+            (r#"{"objectType": "0-3", "objectId": 7}"#, "deal"),
         ] {
             assert_eq!(
                 parse(body.as_bytes()),
@@ -662,6 +669,8 @@ mod tests {
             r#"{"vid": 3, "companyId": 10444744}"#,
             r#"{"hs_object_id": 3, "email": "a@example.com", "dealId": 9}"#,
             r#"{"objectType": "CONTACT", "objectId": 3}"#,
+            r#"{"objectType": "0-1", "objectId": 3}"#,
+            r#"{"objectType": "SOMETHING_NEW", "objectId": 3}"#,
         ] {
             assert_eq!(
                 parse(body.as_bytes()).unwrap().contact_id,

@@ -231,7 +231,8 @@ impl From<PayloadError> for Refusal {
 }
 
 impl Refusal {
-    /// The status answered on a route whose 503 is `unavailable`.
+    /// The status answered on a route whose 503 is `unavailable` (ours to fix, worth
+    /// retrying): a route whose caller may retry only a 429 answers that instead.
     pub fn answered(&self, unavailable: StatusCode) -> StatusCode {
         match self.status() {
             StatusCode::SERVICE_UNAVAILABLE => unavailable,
@@ -239,12 +240,9 @@ impl Refusal {
         }
     }
 
-    /// The answer: a 429 or 503 asks HubSpot to come back after `retry_after` (whose unit
-    /// depends on who calls, see [`super::Route`]).
-    /// `unavailable` stands for 503 (ours to fix, worth retrying): a route whose caller may
-    /// retry only a 429 answers that instead.
-    pub fn into_response(self, retry_after: HeaderValue, unavailable: StatusCode) -> Response {
-        let status = self.answered(unavailable);
+    /// The answer, with `status` ([`Refusal::answered`]): a 429 or 503 asks HubSpot to come
+    /// back after `retry_after` (whose unit depends on who calls, see [`super::Route`]).
+    pub fn into_response(self, status: StatusCode, retry_after: HeaderValue) -> Response {
         let body = json!({"status": "error", "reason": self.label(), "message": self.to_string()});
         let mut response = (status, axum::Json(body)).into_response();
         if matches!(
