@@ -428,9 +428,10 @@ pub struct FileImportArgs {
     /// Column holding the event kind (OPEN, CLICK, SENT, ...).
     #[arg(long, value_name = "COL", conflicts_with = "kind_default")]
     pub kind: Option<String>,
-    /// Kind for every row when the file has no kind column.
-    #[arg(long, value_name = "KIND", default_value = "OPEN")]
-    pub kind_default: String,
+    /// Kind for every row when the file has no kind column [default: OPEN; a file with a
+    /// column named like kind, type or event_type needs --kind or this].
+    #[arg(long, value_name = "KIND")]
+    pub kind_default: Option<String>,
     /// Check the file and show what would be imported; write nothing.
     #[arg(long)]
     pub dry_run: bool,
@@ -1102,12 +1103,13 @@ fn import(
             result
         }
         ImportSource::Csv(args) | ImportSource::Parquet(args) => {
-            let columns = Columns::new(
+            let mut columns = Columns::new(
                 &args.contact,
                 &args.time,
                 args.kind.as_deref(),
-                &args.kind_default,
+                args.kind_default.as_deref().unwrap_or("OPEN"),
             )?;
+            columns.kind_default_chosen = args.kind_default.is_some();
             let options = crate::import::Options {
                 dry_run: args.dry_run,
                 part_rows: args.part_rows,
@@ -1219,7 +1221,15 @@ fn init_logging(default_level: &str) {
 }
 
 fn validate(path: PathBuf, overrides: &Overrides, online: bool) -> ExitCode {
-    let loaded = match Config::load(&path, overrides, EnvCheck::Warn) {
+    // Online, the environment is the one `serve` will have: what it refuses to start
+    // without is an error here too (a static token's connector passed with no client
+    // secret, which `serve` then refused, an audit found).
+    let env = if online {
+        EnvCheck::Require
+    } else {
+        EnvCheck::Warn
+    };
+    let loaded = match Config::load(&path, overrides, env) {
         Ok(loaded) => loaded,
         Err(diags) => {
             eprintln!("{diags}");

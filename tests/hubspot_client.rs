@@ -792,6 +792,48 @@ async fn refused_calls_count_and_oauth_answers_carry_no_daily_headers() {
     assert!(rate.max.is_some() && rate.daily.is_none(), "{rate:?}");
 }
 
+/// A token endpoint's answer that echoes the form it was sent (an edge's page, a proxy's)
+/// reaches the error, which goes to `/status` and logs, without the client secret or the
+/// refresh token.
+#[tokio::test]
+async fn a_token_refusal_that_echoes_the_form_shows_no_secret() {
+    use sendtime::hubspot::auth::{Auth, TOKEN_PATH};
+    let (secret, refresh) = ("app-secret-1234", "refresh-token-5678");
+    let s = standin(Options {
+        oauth: Some(sendtime::hubspot::standin::OAuthApp {
+            client_secret: secret.into(),
+            refresh_token: refresh.into(),
+            ..oauth_app()
+        }),
+        ..Options::default()
+    })
+    .await;
+    let echoed = format!("bad form: client_id=id&client_secret={secret}&refresh_token={refresh}");
+    s.inject(
+        Injection::next(Fault::Status {
+            status: 400,
+            message: echoed,
+        })
+        .on(TOKEN_PATH),
+    );
+    let client = Client::with_auth(
+        &s.url(),
+        Auth::oauth("id", secret, refresh),
+        ClientOptions::default(),
+    )
+    .unwrap();
+    let message = match client.enrollments(1).await.unwrap_err() {
+        ApiError::Permanent { message, .. } | ApiError::NoAccessToken { message, .. } => message,
+        other => panic!("expected the refusal, got {other:?}"),
+    };
+    assert!(message.contains("bad form"), "{message}");
+    assert!(message.contains("<redacted>"), "{message}");
+    assert!(
+        !message.contains(secret) && !message.contains(refresh),
+        "{message}"
+    );
+}
+
 /// An async HTTP client for the stand-in: never through a proxy from the environment.
 fn http() -> reqwest::Client {
     reqwest::Client::builder()

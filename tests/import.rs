@@ -1028,6 +1028,73 @@ fn a_header_that_never_ends_is_refused_in_bounded_memory() {
     assert!(err.len() < 2_000, "a message of {} bytes", err.len());
 }
 
+/// A quote opened in the header and closed rows later takes those rows in as a column name:
+/// refused, nothing imported (the import took the rows after it and said nothing of the
+/// others); so too a short file whose header's quote never closes (it said "no rows").
+#[test]
+fn a_header_that_swallows_rows_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let file = dir.path().join("opens.csv");
+    for text in [
+        "contact,time,\"subject\n1,2025-01-01T10:00:00Z,hello\n2,2025-01-01T11:00:00Z,size 12\"\n3,2025-01-01T12:00:00Z,x\n",
+        "contact,time,\"subject\n1,2025-01-01T10:00:00Z,hello\n",
+    ] {
+        std::fs::write(&file, text).unwrap();
+        let args = [
+            "import",
+            "csv",
+            file.to_str().unwrap(),
+            "--contact",
+            "contact",
+            "--time",
+            "time",
+        ];
+        let err = failed(&sendtime(&data, &args));
+        assert!(err.contains("line 1: the header's column"), "{err}");
+        assert!(files(&data.join("events"), "parquet").is_empty());
+    }
+}
+
+/// A file with a column that looks like the event kind, imported without --kind, is refused
+/// naming it (every row was read as an open, deliveries too); --kind-default says every row
+/// is one kind, and is then taken as said.
+#[test]
+fn a_kind_column_not_named_is_refused_unless_a_kind_is_chosen() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let file = dir.path().join("export.csv");
+    std::fs::write(
+        &file,
+        "contact,time,Event_Type\na@example.com,2025-01-06T10:00:00Z,DELIVERED\na@example.com,2025-01-06T11:00:00Z,OPEN\n",
+    )
+    .unwrap();
+    let path = file.to_str().unwrap();
+    let base = [
+        "import",
+        "csv",
+        path,
+        "--contact",
+        "contact",
+        "--time",
+        "time",
+    ];
+    let err = failed(&sendtime(&data, &base));
+    assert!(
+        err.contains("column \"Event_Type\" looks like the event kind"),
+        "{err}"
+    );
+    assert!(files(&data.join("events"), "parquet").is_empty());
+    let chosen = [&base[..], &["--kind-default", "OPEN"]].concat();
+    let out = sendtime(&data, &chosen);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!files(&data.join("events"), "parquet").is_empty());
+}
+
 /// A pipe cannot be read in place or again: it is refused, saying so, and nothing is imported.
 #[test]
 fn a_pipe_is_refused_with_what_to_do_instead() {

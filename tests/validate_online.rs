@@ -9,6 +9,16 @@ use sendtime::hubspot::standin::{DEFAULT_TOKEN, ListKind, Options, StandIn};
 const APP_URL: &str = "https://hooks.example.com/actions/send-time";
 
 fn validate_online(dir: &std::path::Path, connector: &str, portal_id: u64) -> (bool, String) {
+    validate_online_without(dir, connector, portal_id, None)
+}
+
+/// [`validate_online`] with the variable `unset` left out of the environment.
+fn validate_online_without(
+    dir: &std::path::Path,
+    connector: &str,
+    portal_id: u64,
+    unset: Option<&str>,
+) -> (bool, String) {
     let config = TestConfig {
         env: "ONLINE",
         connector,
@@ -32,14 +42,17 @@ fn validate_online(dir: &std::path::Path, connector: &str, portal_id: u64) -> (b
         + "[[action]]\nid = \"send-time\"\n";
     let path = dir.join("webhooks.toml");
     std::fs::write(&path, config).unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sendtime"))
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_sendtime"));
+    command
         .args(["validate", "--online"])
         .arg(&path)
         .env("ONLINE_SECRET", "s")
         .env("ONLINE_TOKEN", DEFAULT_TOKEN)
-        .env("HUBSPOT_DEVELOPER_API_KEY", "developer-api-key")
-        .output()
-        .unwrap();
+        .env("HUBSPOT_DEVELOPER_API_KEY", "developer-api-key");
+    if let Some(name) = unset {
+        command.env_remove(name);
+    }
+    let out = command.output().unwrap();
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
@@ -67,6 +80,13 @@ fn a_correct_account_passes_and_each_misconfiguration_is_named() {
     let good = correct_account(&rt, Options::default());
     let (ok, text) = validate_online(dir.path(), &format!("api_base = \"{}\"", good.url()), 62515);
     assert!(ok, "{text}");
+    // Online, what `serve` refuses to start without is an error: the client secret too, which
+    // a static token's checks never use (they passed, and `serve` then refused).
+    let api_base = format!("api_base = \"{}\"", good.url());
+    let (ok, no_secret) =
+        validate_online_without(dir.path(), &api_base, 62515, Some("ONLINE_SECRET"));
+    assert!(!ok, "{no_secret}");
+    assert!(no_secret.contains("ONLINE_SECRET"), "{no_secret}");
     for line in [
         "ok   main account: the token works for portal 62515",
         "ok   main webhook nurture workflow 101: exists",

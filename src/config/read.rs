@@ -278,6 +278,21 @@ fn read_server(ctx: &mut Ctx, top: &TableReader, base_dir: &Path) -> Option<Serv
         " (the URL HubSpot calls; request signatures are computed over it)",
         |r, ctx| r.http_url(ctx, "public_url"),
     );
+    // HubSpot calls webhooks and actions over https only, and signs the URL it calls: an
+    // http one (TLS ended at a proxy) is refused in the workflow, or every post's signature
+    // is checked against the wrong scheme (an audit). This machine's is for testing.
+    if let Some(url) = public_url
+        .as_ref()
+        .filter(|u| u.to_ascii_lowercase().starts_with("http://") && !loopback_url(u))
+    {
+        ctx.error(
+            r.get("public_url").map_or(0, |v| v.span().start),
+            format!(
+                "`public_url` must be https: HubSpot calls webhooks and actions over https only, and signs the URL it calls (write the address HubSpot is given, even where TLS ends at a proxy in front); http only to this machine, for testing, found \"{}\"",
+                super::reader::shown_url(url)
+            ),
+        );
+    }
     let data_dir = match r.string(ctx, "data_dir") {
         Some((s, at)) if s.trim().is_empty() => {
             ctx.error(at, "`data_dir` must not be empty");

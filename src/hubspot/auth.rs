@@ -385,7 +385,16 @@ impl OAuth {
         let text = String::from_utf8_lossy(&bytes);
         let json = serde_json::from_str::<serde_json::Value>(&text).ok();
         if !status.is_success() {
-            let message: String = text.trim().chars().take(MESSAGE_CHARS).collect();
+            // An edge's page may echo the form it was sent: the secrets never reach a
+            // message, which goes to outcome rows, `/status` and logs (an audit).
+            let mut message = text.trim().to_string();
+            for secret in [client_secret, refresh_token.as_str()]
+                .iter()
+                .filter(|s| s.len() >= 4)
+            {
+                message = message.replace(secret, "<redacted>");
+            }
+            let message: String = message.chars().take(MESSAGE_CHARS).collect();
             // A 429 there is no refusal of the credentials: the connector waits, as for a 5xx.
             return Err(
                 if matches!(status.as_u16(), 400 | 401 | 403) && json.is_some() {

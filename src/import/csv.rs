@@ -132,6 +132,16 @@ impl CsvReader {
             path.display(),
             MAX_HEADER_BYTES / 1024
         );
+        // A quote opened in the header and closed rows later takes those rows in as a column
+        // name, and the import went on without them (an audit).
+        if let Some(name) = headers.iter().find(|h| h.contains(['\n', '\r'])) {
+            anyhow::bail!(
+                "{}: line 1: the header's column {:?} runs over more than one line (a quote opened in the header and closed later?): nothing imported; fix the header",
+                path.display(),
+                name.chars().take(40).collect::<String>()
+            );
+        }
+        columns.refuse_unread_kind(path, headers.iter())?;
         if headers.iter().all(str::is_empty) {
             anyhow::bail!(
                 "{} is empty: expected a header row naming the columns, then one row per event",

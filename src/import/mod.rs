@@ -47,6 +47,9 @@ pub struct Columns {
     pub time: String,
     pub kind: Option<String>,
     pub kind_default: Kind,
+    /// `kind_default` was chosen (`--kind-default`), not taken for want of one: a file with
+    /// a column that looks like the kind is then read as all of it.
+    pub kind_default_chosen: bool,
     /// The latest time an event may have: now, when the import began, and [`AHEAD_MS`].
     pub latest_ms: i64,
 }
@@ -84,8 +87,36 @@ impl Columns {
             time: time.into(),
             kind: kind.map(Into::into),
             kind_default,
+            kind_default_chosen: true,
             latest_ms: crate::time::now_ms() + AHEAD_MS,
         })
+    }
+
+    /// Refuse a file with a column that looks like the event kind when neither `--kind` nor
+    /// `--kind-default` says how to read it: every row was taken as an open, and an export's
+    /// deliveries (at the sender's own hours) were learnt as engagement (an audit).
+    pub fn refuse_unread_kind<'a>(
+        &self,
+        path: &std::path::Path,
+        names: impl IntoIterator<Item = &'a str>,
+    ) -> anyhow::Result<()> {
+        if self.kind.is_some() || self.kind_default_chosen {
+            return Ok(());
+        }
+        let looks = |n: &str| {
+            let n = n.trim().to_ascii_lowercase().replace(['_', ' ', '-'], "");
+            matches!(
+                n.as_str(),
+                "kind" | "type" | "eventtype" | "eventkind" | "event"
+            )
+        };
+        if let Some(name) = names.into_iter().find(|n| looks(n)) {
+            anyhow::bail!(
+                "{}: column {name:?} looks like the event kind, but --kind does not name it: pass --kind {name:?} (only opens and clicks are learnt from), or --kind-default OPEN if every row is an open",
+                path.display()
+            );
+        }
+        Ok(())
     }
 
     /// The contact in `text`: an email address or a numeric HubSpot id.

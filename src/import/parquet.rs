@@ -63,6 +63,7 @@ impl ParquetFile {
         let mut reader = ParquetReader::new(file.try_clone()?);
         let schema = anyhow::Context::with_context(reader.schema(), cannot_read)?;
         let metadata = anyhow::Context::with_context(reader.get_metadata(), cannot_read)?.clone();
+        columns.refuse_unread_kind(path, schema.iter_names().map(|n| n.as_str()))?;
         let mut names = vec![columns.contact.clone(), columns.time.clone()];
         names.extend(columns.kind.clone());
         let flags = ["--contact", "--time", "--kind"];
