@@ -237,7 +237,8 @@ pub enum Command {
         /// and clicks only.
         #[arg(long, value_name = "COL", conflicts_with = "kind_default")]
         kind: Option<String>,
-        /// Kind of every row of --events when it has no kind column [default: OPEN].
+        /// Kind of every row of --events when it has no kind column [default: OPEN; a file
+        /// with a column named like kind, type, event_type or event needs --kind or this].
         #[arg(long, value_name = "KIND")]
         kind_default: Option<String>,
         /// Tune the model's half-life, prior strength and hour bandwidth on a validation split
@@ -429,7 +430,7 @@ pub struct FileImportArgs {
     #[arg(long, value_name = "COL", conflicts_with = "kind_default")]
     pub kind: Option<String>,
     /// Kind for every row when the file has no kind column [default: OPEN; a file with a
-    /// column named like kind, type or event_type needs --kind or this].
+    /// column named like kind, type, event_type or event needs --kind or this].
     #[arg(long, value_name = "KIND")]
     pub kind_default: Option<String>,
     /// Check the file and show what would be imported; write nothing.
@@ -660,13 +661,13 @@ fn model(command: Command, path: &std::path::Path, overrides: &Overrides) -> any
                 contact.unwrap_or_else(|| "user_id".into()),
                 time.unwrap_or_else(|| "opened".into()),
             );
-            let kind_default = kind_default.unwrap_or_else(|| "OPEN".into());
             let validation_days = validation_days.unwrap_or(180);
             // A file of events needs no data directory, nor a config when there is none (the
             // `[model]` defaults serve).
             let (knobs, events) = match events {
                 Some(file) => {
-                    let columns = Columns::new(&contact, &time, kind.as_deref(), &kind_default)?;
+                    let columns =
+                        Columns::new(&contact, &time, kind.as_deref(), kind_default.as_deref())?;
                     let knobs = if !path.exists() && path == Path::new(DEFAULT_CONFIG) {
                         crate::model::ModelConfig::default()
                     } else {
@@ -1103,13 +1104,12 @@ fn import(
             result
         }
         ImportSource::Csv(args) | ImportSource::Parquet(args) => {
-            let mut columns = Columns::new(
+            let columns = Columns::new(
                 &args.contact,
                 &args.time,
                 args.kind.as_deref(),
-                args.kind_default.as_deref().unwrap_or("OPEN"),
+                args.kind_default.as_deref(),
             )?;
-            columns.kind_default_chosen = args.kind_default.is_some();
             let options = crate::import::Options {
                 dry_run: args.dry_run,
                 part_rows: args.part_rows,

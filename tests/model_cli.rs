@@ -498,21 +498,28 @@ fn backtest_reads_a_kind_column_and_learns_from_opens_and_clicks_only() {
     }
     std::fs::write(&csv, rows).unwrap();
     let data = dir.path().join("data");
-    let run = |extra: &[&str]| {
+    let args_with = |extra: &[&str]| {
         let mut args = vec![
-            "backtest",
-            "--split",
-            "2024-01-15",
-            "--events",
-            csv.to_str().unwrap(),
-            "--contact",
-            "email",
-            "--time",
-            "when",
-            "--json",
+            "backtest".to_string(),
+            "--split".into(),
+            "2024-01-15".into(),
+            "--events".into(),
+            csv.to_str().unwrap().into(),
+            "--contact".into(),
+            "email".into(),
+            "--time".into(),
+            "when".into(),
+            "--json".into(),
         ];
-        args.extend_from_slice(extra);
-        let out = sendtime(&data, &args);
+        args.extend(extra.iter().map(|s| s.to_string()));
+        args
+    };
+    let backtest = |extra: &[&str]| {
+        let args = args_with(extra);
+        sendtime(&data, &args.iter().map(String::as_str).collect::<Vec<_>>())
+    };
+    let run = |extra: &[&str]| {
+        let out = backtest(extra);
         let (stdout, stderr) = text(&out);
         assert!(out.status.success(), "{stderr}");
         serde_json::from_str::<serde_json::Value>(&stdout).unwrap()
@@ -521,8 +528,17 @@ fn backtest_reads_a_kind_column_and_learns_from_opens_and_clicks_only() {
     let report = run(&["--kind", "type"]);
     assert_eq!(report["training_events"], 12, "{report}");
     assert_eq!(report["warm"][0][1]["contacts"], 4, "{report}");
-    // Without it every row is an open.
-    let report = run(&[]);
+    // Without it, the column that looks like the kind is refused unread (every row was read
+    // as an open, an audit found)...
+    let out = backtest(&[]);
+    let (_, stderr) = text(&out);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("column \"type\" looks like the event kind"),
+        "{stderr}"
+    );
+    // ...unless every row is said to be one kind.
+    let report = run(&["--kind-default", "OPEN"]);
     assert_eq!(report["training_events"], 24, "{report}");
 }
 

@@ -427,7 +427,7 @@ pub struct Overrides {
 /// How to treat connector env vars that are unset.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EnvCheck {
-    /// `validate`: the config repo's CI has no secrets, so only warn.
+    /// `validate` without `--online`: the config repo's CI has no secrets, so only warn.
     Warn,
     /// `serve`: a connector that calls HubSpot cannot run without them.
     Require,

@@ -340,8 +340,8 @@ fn check_webhook_target(ctx: &mut Ctx, w: &WebhookDraft) -> Option<Target> {
 }
 
 /// Unset env vars are warnings for `validate` (the config repo's CI has no secrets) and
-/// errors for `serve` and `tick` (which needs only the tokens), except on dry-run
-/// connectors, which call nothing.
+/// errors for `validate --online` and `serve`, and for `tick` (which needs only the
+/// tokens), except on dry-run connectors, which call nothing.
 fn check_env(ctx: &mut Ctx, draft: &ConnectorDraft, env: EnvCheck) {
     let c = &draft.connector;
     let secrets = c

@@ -335,6 +335,13 @@ impl Auth {
     }
 }
 
+/// What a form body escapes: all but letters, digits and `*-._`.
+const FORM: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'*')
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_');
+
 impl OAuth {
     /// A new access token, with the current client secret or, refused, the next one: the
     /// README's rotation names the new secret first before HubSpot takes it.
@@ -388,11 +395,14 @@ impl OAuth {
             // An edge's page may echo the form it was sent: the secrets never reach a
             // message, which goes to outcome rows, `/status` and logs (an audit).
             let mut message = text.trim().to_string();
-            for secret in [client_secret, refresh_token.as_str()]
-                .iter()
-                .filter(|s| s.len() >= 4)
-            {
-                message = message.replace(secret, "<redacted>");
+            for secret in [client_secret, refresh_token.as_str()] {
+                // As sent, and as a form encodes it (`+`, `/`, `=` escaped).
+                let encoded = percent_encoding::utf8_percent_encode(secret, FORM).to_string();
+                for spelling in [secret, encoded.as_str()] {
+                    if spelling.len() >= 8 {
+                        message = message.replace(spelling, "<redacted>");
+                    }
+                }
             }
             let message: String = message.chars().take(MESSAGE_CHARS).collect();
             // A 429 there is no refusal of the credentials: the connector waits, as for a 5xx.

@@ -593,7 +593,7 @@ mod tests {
     #[test]
     fn bad_rows_are_located_by_line_whatever_ends_them() {
         let dir = tempfile::tempdir().unwrap();
-        let columns = Columns::new("contact", "time", None, "OPEN").unwrap();
+        let columns = Columns::new("contact", "time", None, Some("OPEN")).unwrap();
         for end in ["\n", "\r\n", "\r"] {
             let path = dir.path().join("ends.csv");
             let lines = [
@@ -638,7 +638,7 @@ mod tests {
             text += &format!("{i},2025-01-01T11:00:00Z,x\n");
         }
         std::fs::write(&path, &text).unwrap();
-        let columns = Columns::new("contact", "time", None, "OPEN").unwrap();
+        let columns = Columns::new("contact", "time", None, Some("OPEN")).unwrap();
         for chunk in [CHUNK, 1, 16, 50, 90, 200] {
             let (reader, rows, bad) = read_in_chunks(&path, &columns, chunk);
             assert_eq!(rows.len(), 1, "chunk {chunk}");
@@ -664,7 +664,7 @@ mod tests {
     fn rows_a_stray_quote_would_swallow_make_its_row_bad() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("stray.csv");
-        let columns = Columns::new("contact", "time", None, "OPEN").unwrap();
+        let columns = Columns::new("contact", "time", None, Some("OPEN")).unwrap();
         let text = "contact,time,subject\n\
                     1,2025-01-01T10:00:00Z,\"Big sale\n\
                     2,2025-01-01T11:00:00Z,hello\n\
@@ -711,7 +711,7 @@ mod tests {
             text += &format!("{i},2025-01-01T11:00:00Z,y\n");
         }
         std::fs::write(&path, &text).unwrap();
-        let columns = Columns::new("contact", "time", None, "OPEN").unwrap();
+        let columns = Columns::new("contact", "time", None, Some("OPEN")).unwrap();
         let (reader, rows, bad) = read_in_chunks(&path, &columns, 64);
         assert_eq!((rows.len(), bad.len()), (199, 0));
         assert!(reader.buf.capacity() <= 4 * 64, "{}", reader.buf.capacity());
@@ -723,7 +723,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("twice.csv");
         std::fs::write(&path, "contact,time,time\n1,2024-01-01T10:00:00Z,bad\n").unwrap();
-        let columns = Columns::new("contact", "time", None, "OPEN").unwrap();
+        let columns = Columns::new("contact", "time", None, Some("OPEN")).unwrap();
         let err = CsvReader::open(&path, &columns).err().unwrap().to_string();
         assert!(err.contains("2 times, at columns 2, 3"), "{err}");
     }
@@ -764,7 +764,7 @@ mod tests {
              1234567890123456789,2025-01-01T10:00:00Z,OPEN\n",
         )
         .unwrap();
-        let columns = Columns::new("contact", "time", Some("kind"), "OPEN").unwrap();
+        let columns = Columns::new("contact", "time", Some("kind"), Some("OPEN")).unwrap();
         let mut reader = CsvReader::open(&path, &columns).unwrap();
         let mut batch = Batch::default();
         assert!(reader.next_batch(&mut batch).unwrap());
@@ -811,7 +811,7 @@ mod tests {
             text += &format!("{},\"multi\nline\",2025-01-01T10:00:00Z\n", 200 + i);
         }
         std::fs::write(&path, &text).unwrap();
-        let columns = Columns::new("contact", "time", None, "OPEN").unwrap();
+        let columns = Columns::new("contact", "time", None, Some("OPEN")).unwrap();
         for chunk in [CHUNK, 1, 16, 50, 90, 200] {
             let (_, rows, bad) = read_in_chunks(&path, &columns, chunk);
             assert!(bad.is_empty(), "chunk {chunk}: {bad:?}");
@@ -852,7 +852,7 @@ mod tests {
             }
         }
         std::fs::write(&path, &text).unwrap();
-        let columns = Columns::new("contact", "time", Some("kind"), "OPEN").unwrap();
+        let columns = Columns::new("contact", "time", Some("kind"), Some("OPEN")).unwrap();
         let read = |chunk: usize| {
             let (reader, rows, bad) = read_in_chunks(&path, &columns, chunk);
             let offsets: Vec<u64> = bad.iter().map(|(at, _)| *at).collect();

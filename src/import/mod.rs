@@ -55,13 +55,15 @@ pub struct Columns {
 }
 
 impl Columns {
-    /// Columns as given on the command line, `kind_default` checked.
+    /// Columns as given on the command line, `kind_default` checked (OPEN when not given).
     pub fn new(
         contact: &str,
         time: &str,
         kind: Option<&str>,
-        kind_default: &str,
+        kind_default: Option<&str>,
     ) -> anyhow::Result<Self> {
+        let kind_default_chosen = kind_default.is_some();
+        let kind_default = kind_default.unwrap_or("OPEN");
         let kind_default = Kind::parse(kind_default).with_context(|| {
             format!(
                 "--kind-default {kind_default:?} is not an event kind; use one of: {}",
@@ -87,7 +89,7 @@ impl Columns {
             time: time.into(),
             kind: kind.map(Into::into),
             kind_default,
-            kind_default_chosen: true,
+            kind_default_chosen,
             latest_ms: crate::time::now_ms() + AHEAD_MS,
         })
     }
@@ -110,7 +112,9 @@ impl Columns {
                 "kind" | "type" | "eventtype" | "eventkind" | "event"
             )
         };
-        if let Some(name) = names.into_iter().find(|n| looks(n)) {
+        // A column named as the contact or the time is read as that.
+        let named = |n: &str| n == self.contact || n == self.time;
+        if let Some(name) = names.into_iter().find(|n| looks(n) && !named(n)) {
             anyhow::bail!(
                 "{}: column {name:?} looks like the event kind, but --kind does not name it: pass --kind {name:?} (only opens and clicks are learnt from), or --kind-default OPEN if every row is an open",
                 path.display()
@@ -726,7 +730,7 @@ mod tests {
     /// A row's value is cut in its message: a quote never closed can make it megabytes.
     #[test]
     fn a_long_value_is_cut_in_its_message() {
-        let columns = Columns::new("contact", "time", None, "OPEN").unwrap();
+        let columns = Columns::new("contact", "time", None, Some("OPEN")).unwrap();
         let long = format!("é{}", "x".repeat(100_000));
         let messages = [
             columns.time(&long).unwrap_err(),

@@ -372,7 +372,7 @@ mod tests {
                 .finish(&mut df)
                 .unwrap();
         };
-        let columns = Columns::new("contact", "time", None, "OPEN").unwrap();
+        let columns = Columns::new("contact", "time", None, Some("OPEN")).unwrap();
         write(&path, 1000);
         let mut file = ParquetFile::open(&path, &columns).unwrap();
         std::fs::OpenOptions::new()

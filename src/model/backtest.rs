@@ -346,8 +346,7 @@ impl Standing {
         ];
         let gains = gains.into_iter().flatten();
         // Not a number (an NLL of infinities) is no evidence of holding.
-        let unknown =
-            |(g, [lo, hi]): (f64, [f64; 2])| !(g.is_finite() && lo.is_finite() && hi.is_finite());
+        let unknown = |(g, [lo, hi]): (f64, [f64; 2])| g.is_nan() || lo.is_nan() || hi.is_nan();
         if gains.clone().any(|(_, [_, hi])| hi < -1e-9) || gains.clone().any(unknown) {
             Standing::Worse
         } else if gains.clone().any(|(g, _)| g < -1e-9) {
@@ -693,7 +692,8 @@ pub fn tune(
         crate::time::format_minute(first)
     );
     let mut candidates = 0;
-    let mut best = (f64::INFINITY, config);
+    // (hour-of-day loss, hour-of-week loss, config)
+    let mut best = (f64::INFINITY, f64::INFINITY, config);
     for half_life_days in [60.0, 120.0, 240.0, 480.0, 1e9] {
         for prior_strength in [4.0, 8.0, 12.0, 16.0, 24.0, 32.0] {
             for hour_bandwidth in [0.0, 0.5, 0.75, 1.0, 1.25, 1.5] {
@@ -707,9 +707,9 @@ pub fn tune(
                     },
                     ..config
                 };
-                let (hod, _) = validate(cfg, &train, split_ms, days);
+                let (hod, how) = validate(cfg, &train, split_ms, days);
                 if hod < best.0 {
-                    best = (hod, cfg);
+                    best = (hod, how, cfg);
                 }
             }
         }
@@ -721,8 +721,7 @@ pub fn tune(
     // `day_pooling` is kept: chosen on hour-of-week loss it learns the weekdays mail was
     // sent on, and planned other days no better than at random (the account fit leaves it
     // out for that reason; an audit found `--tune` still chose it so).
-    let chosen = best.1;
-    let (_, best_week) = validate(chosen, &train, split_ms, days);
+    let (_, best_week, chosen) = best;
     let tuning = Tuning {
         validation_split: format!(
             "{} windows of {days} days from {}",

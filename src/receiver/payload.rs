@@ -230,15 +230,22 @@ impl<'de> de::Visitor<'de> for BodySeed<'_> {
     }
 }
 
-/// The record an `objectType` names when it is known not to be a contact (by name, by
-/// HubSpot's object type id, or a custom object's `2-…` / `p_…`); a contact's (`CONTACT`,
-/// `0-1`) and unknown ones are not judged.
+/// The record an `objectType` names when it is known not to be a contact: by name, by
+/// HubSpot's object type id (`0-N` but the contacts' `0-1`), or a custom object's (`2-…`,
+/// `p_…`, `p12345_…`); a contact's and unknown names are not judged.
 fn other_record(kind: &str) -> Option<&'static str> {
-    match kind.to_ascii_uppercase().as_str() {
+    let k = kind.to_ascii_uppercase();
+    let custom = k.starts_with("2-")
+        || k.strip_prefix('P')
+            .and_then(|rest| rest.split_once('_'))
+            .is_some_and(|(digits, _)| digits.bytes().all(|b| b.is_ascii_digit()));
+    match k.as_str() {
         "DEAL" | "DEALS" | "0-3" => Some("deal"),
         "COMPANY" | "COMPANIES" | "0-2" => Some("company"),
         "TICKET" | "TICKETS" | "0-5" => Some("ticket"),
-        k if k.starts_with("2-") || k.starts_with("P_") => Some("custom object"),
+        "0-1" => None,
+        _ if k.starts_with("0-") => Some("non-contact record"),
+        _ if custom => Some("custom object"),
         _ => None,
     }
 }
@@ -658,6 +665,14 @@ mod tests {
                 "custom object",
             ),
             (r#"{"objectType": "0-3", "objectId": 7}"#, "deal"),
+            (
+                r#"{"objectType": "p12345_invoice", "objectId": 7}"#,
+                "custom object",
+            ),
+            (
+                r#"{"objectType": "0-7", "objectId": 7}"#,
+                "non-contact record",
+            ),
         ] {
             assert_eq!(
                 parse(body.as_bytes()),
