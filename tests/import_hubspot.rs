@@ -1126,6 +1126,41 @@ fn an_event_without_a_type_and_an_empty_page_with_more_do_not_stop_the_import() 
     assert_eq!(pages, 2 + 2501usize.div_ceil(250), "{pages} requests");
 }
 
+/// A connector given another account's `portal_id` in place imports that account's events
+/// from the first: the old account's cursor would have started the new one's history hours
+/// ago, and its events before never been read.
+#[test]
+fn a_connector_moved_to_another_account_imports_its_history_afresh() {
+    let s = setup(Options::default());
+    let out = s.import();
+    assert!(out.status.success(), "{}", text(&out));
+    let start_of = |request: &sendtime::hubspot::standin::LogEntry| {
+        let query = request.query.clone().unwrap_or_default();
+        let start = query
+            .split('&')
+            .find_map(|p| p.strip_prefix("startTimestamp="));
+        start.and_then(|v| v.parse::<i64>().ok())
+    };
+    // A second run of the same account starts at the last one's end, less the overlap.
+    let before = s.events_requests().len();
+    let out = s.import();
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(start_of(&s.events_requests()[before]).unwrap() > 0);
+    let config = std::fs::read_to_string(&s.config).unwrap();
+    std::fs::write(
+        &s.config,
+        config.replace("portal_id = 1\n", "portal_id = 9\n"),
+    )
+    .unwrap();
+    let before = s.events_requests().len();
+    let out = s.import();
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(start_of(&s.events_requests()[before]), Some(0));
+    let state = std::fs::read_to_string(s.data.join("state/hubspot-main.json")).unwrap();
+    let state: serde_json::Value = serde_json::from_str(&state).unwrap();
+    assert_eq!(state["portal_id"], 9, "{state}");
+}
+
 /// A page that says there is more but gives no new offset to ask for it by: the offset it was
 /// given back (going on would loop), or none (ending the window there marked the events after
 /// it imported, and they were never read). The run fails without marking the window complete,

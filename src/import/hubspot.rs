@@ -43,6 +43,11 @@ struct State {
     complete_until_ms: Option<i64>,
     /// The run in progress, if the last one did not finish.
     run: Option<Cursor>,
+    /// The account the state is of: a connector given another `portal_id` in place starts
+    /// afresh (the old account's cursor skipped the new one's history, an audit found).
+    /// Absent in states written before it was kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    portal_id: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -248,10 +253,26 @@ impl Import {
                         state.version
                     );
                 }
-                Ok(state)
+                let portal = self.connector.portal_id;
+                if let Some(old) = state.portal_id.filter(|p| *p != portal) {
+                    tracing::warn!(
+                        connector = %self.connector.id,
+                        "the import state was portal {old}'s, and the connector now names portal {portal}: importing portal {portal}'s events from the first"
+                    );
+                    return Ok(State {
+                        version: STATE_VERSION,
+                        portal_id: Some(portal),
+                        ..State::default()
+                    });
+                }
+                Ok(State {
+                    portal_id: Some(portal),
+                    ..state
+                })
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(State {
                 version: STATE_VERSION,
+                portal_id: Some(self.connector.portal_id),
                 ..State::default()
             }),
             Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
