@@ -18,6 +18,7 @@ pub mod dispatch;
 pub mod erase;
 pub mod hubspot;
 pub mod import;
+pub mod lenient;
 pub mod lift;
 pub mod local_time;
 pub mod metrics;

@@ -225,17 +225,21 @@ pub struct EmailEvent {
     pub created: i64,
     /// `OPEN`, `CLICK`, `SENT`, ...; empty when absent (HubSpot's UNBOUNCE events have no
     /// type): a type sendtime does not learn from, not a page it cannot read.
-    #[serde(rename = "type", default, deserialize_with = "or_absent")]
+    #[serde(
+        rename = "type",
+        default,
+        deserialize_with = "crate::lenient::or_default"
+    )]
     pub kind: String,
     #[serde(
         default,
-        deserialize_with = "or_absent",
+        deserialize_with = "crate::lenient::or_default",
         skip_serializing_if = "Option::is_none"
     )]
     pub recipient: Option<String>,
     #[serde(
         default,
-        deserialize_with = "or_absent",
+        deserialize_with = "crate::lenient::or_default",
         skip_serializing_if = "Option::is_none"
     )]
     pub email_campaign_id: Option<i64>,
@@ -244,18 +248,6 @@ pub struct EmailEvent {
     pub filtered_event: bool,
     #[serde(flatten)]
     pub extra: serde_json::Map<String, serde_json::Value>,
-}
-
-/// A field of an event read as absent when it comes as another type than HubSpot documents
-/// (a `null` flag, a campaign id as text): a page that cannot be read stops every later
-/// import at the same place (an audit).
-fn or_absent<'de, D, T>(d: D) -> Result<T, D::Error>
-where
-    D: serde::Deserializer<'de>,
-    T: serde::de::DeserializeOwned + Default,
-{
-    let value = serde_json::Value::deserialize(d)?;
-    Ok(serde_json::from_value(value).unwrap_or_default())
 }
 
 /// The filter flag, also as text (`"true"`): a bot's open read as a person's would be

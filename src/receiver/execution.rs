@@ -10,9 +10,10 @@ use std::collections::HashMap;
 
 use serde::Deserialize;
 
-use super::payload::{Portal, or_default, portal_of};
+use super::payload::{Portal, portal_of};
 use super::refusal::{ECHOED_CHARS, clip};
 use crate::config::WebhookType;
+use crate::lenient::or_default;
 
 /// The action's input field that carries the delivery type.
 pub const DELIVERY_TYPE_FIELD: &str = "delivery_type";

@@ -10,6 +10,7 @@ use serde::Deserialize;
 use serde::de::{self, Deserializer, IgnoredAny};
 
 use super::refusal::{ECHOED_CHARS, clip};
+use crate::lenient::Entry;
 use crate::local_time::MAX_ZONE_CHARS;
 
 /// Who the webhook is about.
@@ -127,43 +128,6 @@ impl<'de> Deserialize<'de> for Id {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         id(d).map(Id)
     }
-}
-
-/// A value of the shape `T`, or of any other, which counts as absent: `identity-profiles`
-/// that is an object, or one of its entries of an unexpected shape (a string `is-primary`, a
-/// number), left out without the entries beside it.
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum Entry<T> {
-    Read(T),
-    Other(IgnoredAny),
-}
-
-impl<T> Entry<T> {
-    fn read(&self) -> Option<&T> {
-        match self {
-            Entry::Read(t) => Some(t),
-            Entry::Other(_) => None,
-        }
-    }
-
-    fn into_read(self) -> Option<T> {
-        match self {
-            Entry::Read(t) => Some(t),
-            Entry::Other(_) => None,
-        }
-    }
-}
-
-/// A field read as [`Entry`]: its value when of the shape `T`, else `T`'s default (absent).
-pub(super) fn or_default<'de, D, T>(d: D) -> Result<T, D::Error>
-where
-    D: Deserializer<'de>,
-    T: Deserialize<'de> + Default,
-{
-    Ok(Option::<Entry<T>>::deserialize(d)?
-        .and_then(Entry::into_read)
-        .unwrap_or_default())
 }
 
 struct PortalField(Portal);
