@@ -134,7 +134,8 @@ fn export(path: &Path, rows: std::ops::Range<usize>) {
     std::fs::write(path, text).unwrap();
 }
 
-fn csv_import<'a>(file: &'a str, part_rows: &'a str) -> Vec<&'a str> {
+/// `import csv FILE` of the columns `contact` and `time`.
+fn csv_columns(file: &str) -> Vec<&str> {
     vec![
         "import",
         "csv",
@@ -143,11 +144,13 @@ fn csv_import<'a>(file: &'a str, part_rows: &'a str) -> Vec<&'a str> {
         "contact",
         "--time",
         "time",
-        "--kind",
-        "kind",
-        "--part-rows",
-        part_rows,
     ]
+}
+
+fn csv_import<'a>(file: &'a str, part_rows: &'a str) -> Vec<&'a str> {
+    let mut args = csv_columns(file);
+    args.extend(["--kind", "kind", "--part-rows", part_rows]);
+    args
 }
 
 #[test]
@@ -1010,16 +1013,7 @@ fn a_header_that_never_ends_is_refused_in_bounded_memory() {
         text.push_str(&format!("{i},2024-01-0{}T09:00:00Z\n", 1 + i % 9));
     }
     std::fs::write(&file, &text).unwrap();
-    let args = [
-        "import",
-        "csv",
-        file.to_str().unwrap(),
-        "--contact",
-        "contact",
-        "--time",
-        "time",
-    ];
-    let err = failed(&sendtime(&data, &args));
+    let err = failed(&sendtime(&data, &csv_columns(file.to_str().unwrap())));
     assert!(
         err.contains("does not end within its first 1024 KiB"),
         "{}",
@@ -1041,16 +1035,7 @@ fn a_header_that_swallows_rows_is_refused() {
         "contact,time,\"subject\n1,2025-01-01T10:00:00Z,hello\n",
     ] {
         std::fs::write(&file, text).unwrap();
-        let args = [
-            "import",
-            "csv",
-            file.to_str().unwrap(),
-            "--contact",
-            "contact",
-            "--time",
-            "time",
-        ];
-        let err = failed(&sendtime(&data, &args));
+        let err = failed(&sendtime(&data, &csv_columns(file.to_str().unwrap())));
         assert!(err.contains("line 1: the header's column"), "{err}");
         assert!(files(&data.join("events"), "parquet").is_empty());
     }
@@ -1069,16 +1054,7 @@ fn a_kind_column_not_named_is_refused_unless_a_kind_is_chosen() {
         "contact,time,Event_Type\na@example.com,2025-01-06T10:00:00Z,DELIVERED\na@example.com,2025-01-06T11:00:00Z,OPEN\n",
     )
     .unwrap();
-    let path = file.to_str().unwrap();
-    let base = [
-        "import",
-        "csv",
-        path,
-        "--contact",
-        "contact",
-        "--time",
-        "time",
-    ];
+    let base = csv_columns(file.to_str().unwrap());
     let err = failed(&sendtime(&data, &base));
     assert!(
         err.contains("column \"Event_Type\" looks like the event kind"),

@@ -37,6 +37,17 @@ fn config(dir: &Path, extra_connector: &str) -> std::path::PathBuf {
     .write(dir)
 }
 
+/// The text of a config of [`HOOKS`] on a connector in dry run, to edit before it is written.
+fn dry_run_text() -> String {
+    TestConfig {
+        env: "TEST",
+        connector: "dry_run = true",
+        hooks: HOOKS,
+        ..TestConfig::default()
+    }
+    .text()
+}
+
 fn start(dir: &Path) -> Server {
     Server::start(
         &config(dir, ""),
@@ -136,14 +147,7 @@ fn a_deals_body_is_refused_not_taken_for_a_contact() {
 fn a_public_url_with_a_path_takes_posts_with_or_without_it_and_counts_the_others() {
     let dir = tempfile::tempdir().unwrap();
     let public = format!("{PUBLIC_URL}/sendtime");
-    let text = TestConfig {
-        env: "TEST",
-        connector: "dry_run = true",
-        hooks: HOOKS,
-        ..TestConfig::default()
-    }
-    .text()
-    .replace(
+    let text = dry_run_text().replace(
         &format!("public_url = \"{PUBLIC_URL}\""),
         &format!("public_url = \"{public}\""),
     );
@@ -1016,14 +1020,7 @@ fn a_rotated_secret_is_accepted_until_it_is_removed() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let write = |secrets: &str| {
-        let text = TestConfig {
-            env: "TEST",
-            connector: "dry_run = true",
-            hooks: HOOKS,
-            ..TestConfig::default()
-        }
-        .text()
-        .replace(
+        let text = dry_run_text().replace(
             "client_secret_env = \"TEST_SECRET\"",
             &format!("client_secret_env = {secrets}"),
         );
