@@ -939,6 +939,26 @@ async fn a_slow_early_refresh_holds_only_the_call_making_it() {
     assert_eq!(token_requests(&s), 2);
 }
 
+/// A call dropped while its refresh is under way (a pause, a shutdown) leaves the refresh to
+/// the next call: a second refresh beside it spent the refresh token the first had spent, and
+/// HubSpot, rotating it, refused the connector's credentials.
+#[tokio::test]
+async fn a_refresh_whose_caller_is_dropped_is_taken_up_not_made_twice() {
+    let mut options = oauth_options(Duration::from_secs(1800));
+    options.oauth.as_mut().unwrap().rotate = true;
+    let s = standin(options).await;
+    let oauth = oauth_client(&s);
+    s.inject(
+        Injection::next(Fault::Slow(Duration::from_secs(2)))
+            .on(sendtime::hubspot::auth::TOKEN_PATH),
+    );
+    let dropped = tokio::time::timeout(Duration::from_millis(500), oauth.enrollments(1)).await;
+    assert!(dropped.is_err(), "the call was to be dropped mid-refresh");
+    oauth.enrollments(1).await.unwrap();
+    oauth.enrollments(1).await.unwrap();
+    assert_eq!(token_requests(&s), 1);
+}
+
 /// An edge's HTML 401 is no word on the token: the call is retried as an outage and the token
 /// is not refreshed for it (it was, once per call, for as long as the edge answered so).
 #[tokio::test]

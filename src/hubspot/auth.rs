@@ -58,6 +58,10 @@ struct Refreshed {
     access: Option<Access>,
     /// A failed refresh, and the attempt it was (counting from 1).
     failed: Option<Box<(ApiError, u64)>>,
+    /// A refresh still running whose caller was dropped, and the attempt it is: the next
+    /// caller takes its outcome. A second refresh beside it would spend the refresh token it
+    /// had spent, which HubSpot may have rotated (an audit).
+    under_way: Option<(tokio::task::JoinHandle<Result<Access, ApiError>>, u64)>,
 }
 
 struct Access {
@@ -240,14 +244,6 @@ impl Auth {
         if in_hand.as_ref().is_some_and(|(t, _)| &**t == token) {
             *in_hand = None;
         }
-        drop(in_hand);
-        // A refresh under way replaces it anyway.
-        if let Ok(mut current) = oauth.current.try_lock()
-            && let Some(access) = current.access.as_mut()
-            && &*access.token == token
-        {
-            access.refresh_at = Instant::now();
-        }
     }
 
     /// The token to send. `refused` is a token HubSpot just answered 401 to: a new one is
@@ -279,42 +275,52 @@ impl Auth {
                 }
             }
         };
-        if let Some(access) = &current.access
-            && access.refresh_at > Instant::now()
-            && refused != Some(&*access.token)
-        {
-            return Ok(access.token.clone());
+        if current.under_way.is_none() {
+            // Kept only while in hand: [`Auth::refused`] withdraws it from there, without
+            // waiting for `current`.
+            let in_hand = |token: &str| {
+                let in_hand = oauth.in_hand.lock().unwrap();
+                in_hand.as_ref().is_some_and(|(t, _)| &**t == token)
+            };
+            if let Some(access) = &current.access
+                && access.refresh_at > Instant::now()
+                && in_hand(&access.token)
+            {
+                return Ok(access.token.clone());
+            }
+            // One that failed while this call waited for the lock: its answer is this call's.
+            if let Some((e, attempt)) = current.failed.as_deref()
+                && *attempt > tried
+            {
+                return Err(e.clone());
+            }
+            // In a task of its own: a caller dropped mid-refresh (a pause, a shutdown) would
+            // drop HubSpot's answer with it, and the refresh token it rotates in place of the
+            // one it spent (an audit). The task keeps that token whoever waits for it.
+            let refreshing = {
+                let (oauth, http, base) = (oauth.clone(), http.clone(), base.to_string());
+                tokio::spawn(async move { oauth.refresh(&http, &base).await })
+            };
+            // Counted once finished, so a call that began waiting meanwhile takes its outcome.
+            let attempt = oauth.attempts.load(Ordering::Acquire) + 1;
+            current.under_way = Some((refreshing, attempt));
         }
-        // One that failed while this call waited for the lock: its answer is this call's too.
-        if let Some((e, attempt)) = current.failed.as_deref()
-            && *attempt > tried
-        {
-            return Err(e.clone());
-        }
-        // Counted once finished, so a call that began waiting meanwhile takes its outcome.
-        let attempt = oauth.attempts.load(Ordering::Acquire) + 1;
-        // In a task of its own: a caller dropped mid-refresh (a pause, a shutdown) would drop
-        // HubSpot's answer with it, and the refresh token it rotates in place of the one it
-        // spent (an audit). The task keeps that token whoever waits for it.
-        let refreshing = {
-            let (oauth, http, base) = (oauth.clone(), http.clone(), base.to_string());
-            tokio::spawn(async move { oauth.refresh(&http, &base).await })
-        };
+        let (refreshing, attempt) = current.under_way.as_mut().expect("a refresh under way");
+        let attempt = *attempt;
+        // Dropped here, this call leaves the refresh under way for the next.
         let refreshed = refreshing.await.unwrap_or_else(|e| {
             Err(ApiError::NoAccessToken {
                 status: None,
                 message: format!("refreshing the access token failed: {e}"),
             })
         });
+        current.under_way = None;
         oauth.attempts.store(attempt, Ordering::Release);
         match refreshed {
             Ok(access) => {
                 let token = access.token.clone();
                 *oauth.in_hand.lock().unwrap() = Some((token.clone(), access.keep_until()));
-                *current = Refreshed {
-                    access: Some(access),
-                    failed: None,
-                };
+                (current.access, current.failed) = (Some(access), None);
                 Ok(token)
             }
             Err(e) => {
