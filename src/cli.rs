@@ -770,10 +770,12 @@ fn model(command: Command, path: &std::path::Path, overrides: &Overrides) -> any
                 );
             }
             if respond {
+                // Reading an empty plan would make its folder in whatever folder `--out` named.
+                let plan = out.join(crate::datasets::plan::NAME);
                 anyhow::ensure!(
-                    out.is_dir(),
-                    "no data directory at {}: --respond answers the sends recorded there; give --out the folder `serve` ran on",
-                    out.display()
+                    plan.is_dir(),
+                    "no sends recorded at {}: --respond answers the sends recorded there; give --out the folder `serve` ran on",
+                    plan.display()
                 );
                 let since = since.map(|t| parse_flag("--since", &t)).transpose()?;
                 let response = if flat {

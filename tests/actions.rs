@@ -915,21 +915,27 @@ fn a_callback_hubspot_refuses_fails_alone() {
     let contacts: Vec<(u64, &str)> = (0..5)
         .map(|i| (10 + i as u64, emails[i].as_str()))
         .collect();
-    let played = rt.block_on(standin.play_workflow(&run, &contacts)).unwrap();
+    let mut played = rt.block_on(standin.play_workflow(&run, &contacts)).unwrap();
+    // A contact the workflow reaches again is another execution, held apart (not a repeat).
+    played.extend(
+        rt.block_on(standin.play_workflow(&run, &contacts[..1]))
+            .unwrap(),
+    );
+    assert_ne!(played[0].0, played[5].0);
     for (_, answer) in &played {
         assert_eq!(answer["outputFields"]["hs_execution_state"], "BLOCK");
     }
     // A callback HubSpot does not hold (never registered): refused as not found.
     assert_eq!(execute(&server, "gone", 99, "IMMEDIATE").0, 200);
     eventually(Duration::from_secs(20), || {
-        (plan::read(&plan::dataset(&data).unwrap()).unwrap().len() == 6).then_some(())
+        (plan::read(&plan::dataset(&data).unwrap()).unwrap().len() == 7).then_some(())
     })
     .expect("planned");
     set_clock(&clock, t0 + 60_000);
     let rows = eventually(Duration::from_secs(30), || {
         let rows = outcomes::read(&outcomes::dataset(&data).unwrap()).unwrap();
         let finals = rows.iter().filter(|r| r.status.is_final()).count();
-        (finals == 6).then_some(rows)
+        (finals == 7).then_some(rows)
     })
     .unwrap_or_else(|| panic!("not all final; logs:\n{}", server.logs()));
     for (callback, _) in &played {

@@ -420,17 +420,26 @@ async fn permanent_errors_carry_hubspots_message() {
     })
     .await;
     let c = client(&s);
-    match c.enroll(2, "a@example.com").await.unwrap_err() {
-        ApiError::Permanent {
-            status,
-            message,
-            correlation_id,
-        } => {
-            assert_eq!(status, 404);
-            assert_eq!(message, "Workflow 2 not found");
-            assert!(correlation_id.is_some());
+    // The workflow editor's flow id is no workflow the v2 API knows, as its workflow read says
+    // (every other id is one there).
+    let flows = standin(Options {
+        flow_ids: vec![(5551, 1)],
+        ..Options::default()
+    })
+    .await;
+    for (c, id, flow) in [(&c, 2, ""), (&client(&flows), 5551, " (a flow id)")] {
+        match c.enroll(id, "a@example.com").await.unwrap_err() {
+            ApiError::Permanent {
+                status,
+                message,
+                correlation_id,
+            } => {
+                assert_eq!(status, 404, "{id}{flow}");
+                assert_eq!(message, format!("Workflow {id} not found"));
+                assert!(correlation_id.is_some());
+            }
+            other => panic!("expected Permanent{flow}, got {other:?}"),
         }
-        other => panic!("expected Permanent, got {other:?}"),
     }
     let wrong = Client::new(&s.url(), "not-the-token", ClientOptions::default()).unwrap();
     let err = wrong.enrollments(1).await.unwrap_err();

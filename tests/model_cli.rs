@@ -408,6 +408,41 @@ fn gen_is_reproducible_and_the_model_learns_its_habits() {
         ],
     );
     assert_eq!(o.status.code(), Some(1));
+    // A run stopped before its contacts were written (they come last) left events: a second
+    // run is refused, not added to them.
+    let before = read(&a).len();
+    std::fs::remove_dir_all(a.join("contacts")).unwrap();
+    let o = sendtime(
+        &a,
+        &[
+            "gen",
+            "--contacts",
+            "3",
+            "--events",
+            "30",
+            "--out",
+            a.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o).1);
+    assert_eq!(read(&a).len(), before);
+    // --respond answers the sends of a folder `serve` ran on: another folder is refused and
+    // left as it was.
+    let other = dir.path().join("other");
+    std::fs::create_dir(&other).unwrap();
+    let o = sendtime(
+        &other,
+        &[
+            "gen",
+            "--contacts",
+            "3",
+            "--respond",
+            "--out",
+            other.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o).1);
+    assert_eq!(std::fs::read_dir(&other).unwrap().count(), 0);
     // --events is not taken with --respond (it was accepted and ignored).
     let o = sendtime(
         &a,
@@ -457,7 +492,8 @@ fn gen_is_reproducible_and_the_model_learns_its_habits() {
         assert!(!fresh.exists(), "{contacts} {events}");
     }
 
-    // Synthetic contacts have real habits: the model must beat the population clearly.
+    // Synthetic contacts have real habits: the model must beat the population clearly (read
+    // from `a`'s events alone, their dictionary removed above: that panicked the backtest).
     let o = sendtime(&a, &["backtest", "--split", "2025-10-01", "--json"]);
     let (stdout, stderr) = text(&o);
     assert!(o.status.success(), "{stderr}");

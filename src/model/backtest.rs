@@ -80,9 +80,15 @@ impl Rows {
         Ok(Self::new(rows, contacts.len()))
     }
 
+    /// `contacts` at least, and every index the rows name: events whose dictionary is
+    /// missing (a `gen` or import stopped before it wrote it) panicked the backtest.
     pub fn new(mut rows: Vec<Row>, contacts: usize) -> Self {
         rows.sort_by_key(|r| (r.contact, r.at_ms));
-        Self { rows, contacts }
+        let named = rows.last().map_or(0, |r| r.contact as usize + 1);
+        Self {
+            rows,
+            contacts: contacts.max(named),
+        }
     }
 
     fn engagements(&self) -> impl Iterator<Item = &Row> {

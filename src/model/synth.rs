@@ -255,12 +255,14 @@ pub fn generate(out: &Path, spec: Spec) -> anyhow::Result<usize> {
     let end = spec.end_ms;
     let start = end - 365 * DAY_MS;
     let dictionary = contacts::dataset(out)?;
+    let events_ds = events::dataset(out)?;
+    // The events too: a run stopped before its contacts were written (they come last) left
+    // events that a second run added to, twice over (an audit).
     anyhow::ensure!(
-        dictionary.parts()?.is_empty(),
-        "{} already holds data; generate into an empty folder",
+        dictionary.parts()?.is_empty() && events_ds.parts()?.is_empty(),
+        "{} already holds data (a run stopped half way leaves events): generate into an empty folder",
         out.display()
     );
-    let events_ds = events::dataset(out)?;
     let mut rng = Rng::new(spec.seed);
     let personas = personas(&mut rng, spec.contacts, start, end);
     let total_activity: f64 = personas

@@ -46,17 +46,16 @@ impl World {
         (StatusCode::OK, axum::Json(body)).into_response()
     }
 
+    /// A legacy workflow (what the v2 and v3 APIs know) by this id; a flow id is not one.
     fn workflow_exists(&self, id: u64) -> bool {
-        self.options.workflows.is_empty() || self.options.workflows.contains(&id)
+        (self.options.workflows.is_empty() || self.options.workflows.contains(&id))
+            && !self.options.flow_ids.iter().any(|(flow, _)| *flow == id)
     }
 
-    /// A legacy workflow, by its workflow id; a flow id is not one.
+    /// A legacy workflow, by its workflow id.
     pub(super) fn workflow(&self, id: &str) -> Response {
         match id.parse::<u64>() {
-            Ok(id)
-                if self.workflow_exists(id)
-                    && !self.options.flow_ids.iter().any(|(flow, _)| *flow == id) =>
-            {
+            Ok(id) if self.workflow_exists(id) => {
                 let body = json!({
                     "id": id,
                     "name": format!("Workflow {id}"),
@@ -247,7 +246,7 @@ impl World {
                 None,
             );
         };
-        if !self.options.workflows.is_empty() && !self.options.workflows.contains(&workflow) {
+        if !self.workflow_exists(workflow) {
             return error(
                 StatusCode::NOT_FOUND,
                 &format!("Workflow {workflow} not found"),

@@ -73,10 +73,16 @@ impl StandIn {
         let http = reqwest::Client::builder().no_proxy().build()?;
         let mut out = Vec::with_capacity(contacts.len());
         for (vid, email) in contacts {
-            let callback = format!(
-                "ap-{}-{}-{vid}-0",
-                execution.portal_id, execution.workflow_id
-            );
+            // A contact executed again is another callback (one id per contact made the
+            // demo's repeats duplicates, an audit found).
+            let callback = {
+                let mut world = self.world.lock().unwrap();
+                world.executions += 1;
+                format!(
+                    "ap-{}-{}-{vid}-{}",
+                    execution.portal_id, execution.workflow_id, world.executions
+                )
+            };
             self.add_callback(&callback);
             let body = json!({
                 "callbackId": callback,

@@ -248,6 +248,8 @@ struct World {
     lists: HashMap<String, BTreeSet<String>>,
     /// Workflow-action callbacks HubSpot holds, by id.
     callbacks: HashMap<String, Callback>,
+    /// Workflow executions played so far: each has a callback id of its own, as at HubSpot.
+    executions: u64,
     /// OAuth access tokens issued and when each stops working.
     issued: Vec<(String, Instant)>,
     /// The refresh token that works now (rotated when the app says so).
@@ -327,6 +329,7 @@ impl StandIn {
             enrolled_at: HashMap::new(),
             lists: HashMap::new(),
             callbacks: HashMap::new(),
+            executions: 0,
             issued: Vec::new(),
             refresh_token: options_refresh,
             log: Vec::new(),
