@@ -162,8 +162,9 @@ pub enum Command {
     /// rows name others (a receipt carries both), it says which and deletes nothing (see
     /// --only). Stop `serve` first (its memory holds the same rows, and it refuses to start
     /// while an erase is cut short: run `erase` again, with no contact, to finish one); a dry
-    /// run may run beside it. Events imported again (a CSV that still holds them) come
-    /// back; logs, backups and `quarantine/` are not searched.
+    /// run may run beside it. Imports skip their events afterwards (the emails and ids are
+    /// kept as keyed hashes in state/erased.json); logs, backups and `quarantine/` are not
+    /// searched.
     Erase {
         /// Email addresses and HubSpot contact ids.
         #[arg(value_name = "CONTACT")]

@@ -77,6 +77,12 @@ impl Person {
         }
     }
 
+    /// Their dictionary keys: each email, and `#` and each id.
+    fn keys(&self) -> Vec<String> {
+        let ids = self.ids.iter().map(|id| format!("#{id}"));
+        self.emails.iter().cloned().chain(ids).collect()
+    }
+
     /// Add what a row of this person's names beside what matched.
     fn widen(&mut self, email: Option<&str>, id: Option<i64>) {
         if let Some(e) = email.map(str::trim).filter(|e| !e.is_empty()) {
@@ -268,6 +274,10 @@ pub fn run(
             receipts: receipts.clone(),
         };
         intent.write(&writing)?;
+        // Before their rows go: imports would bring them back (the HubSpot import reads the
+        // hours before its last run again; a file may still hold them).
+        let keys = person.keys();
+        crate::datasets::erased::Erased::record(data_dir, keys.iter().map(String::as_str))?;
     }
     for (dataset, columns) in receipt_datasets(data_dir)? {
         let pick = |df: &DataFrame| pick_receipt_rows(df, &person, &receipts);

@@ -4896,6 +4896,26 @@ fn erase_deletes_a_person_from_every_file_and_nothing_else() {
         contacts.len(),
         "indices kept"
     );
+    // The file her events came from, imported again, brings none back (nor would HubSpot's
+    // next import, which reads the hours before its last run again); what records that she
+    // was erased does not name her.
+    import_events(
+        &config,
+        &data,
+        &[
+            ("ann@example.com".into(), 9),
+            ("7701".into(), 10),
+            ("bob@example.com".into(), 11),
+        ],
+        1..=20,
+    );
+    let indexed = on_disk(&data.join("events"), "contact");
+    assert_eq!(indexed.iter().filter(|c| **c == bob).count(), 20);
+    assert_eq!(indexed.len(), 20, "{indexed:?}");
+    let keys = on_disk(&data, "key");
+    assert!(!keys.iter().any(|k| k == "ann@example.com" || k == "#7701"));
+    let record = std::fs::read_to_string(data.join("state/erased.json")).unwrap();
+    assert!(!record.contains("ann") && !record.contains("7701"));
 
     // Her pending receipt is not sent when its week is up; Bob's is.
     set_clock(&clock, t0 + 12 * DAY);

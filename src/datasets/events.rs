@@ -165,8 +165,8 @@ impl Event {
 }
 
 /// Append events to `{data_dir}/events/` as one part sorted by contact, adding new contacts to
-/// the dictionary first (so every stored index resolves). Events without a contact are
-/// skipped and counted. Returns (stored, skipped).
+/// the dictionary first (so every stored index resolves). Events without a contact, and those
+/// of a contact `sendtime erase` erased, are skipped and counted. Returns (stored, skipped).
 pub fn append(data_dir: &Path, events: &[Event]) -> anyhow::Result<(usize, usize)> {
     Appender::new(data_dir).append(events)
 }
@@ -212,10 +212,19 @@ fn write(
     events: &[Event],
 ) -> anyhow::Result<(usize, usize)> {
     let known = contacts.len();
+    let erased = super::erased::Erased::load(data_dir)?;
     let mut rows: Vec<(u32, &Event)> = Vec::with_capacity(events.len());
     let mut skipped = 0;
     for e in events {
         match e.contact_key() {
+            // (An erased contact has no entry: only a new key may be one.)
+            Some(k)
+                if !erased.is_empty()
+                    && contacts.get(&k).is_none()
+                    && erased.holds_either(e.contact_id, e.email.as_deref()) =>
+            {
+                skipped += 1
+            }
             Some(k) => rows.push((contacts.intern(&k, e.contact_id), e)),
             None => skipped += 1,
         }

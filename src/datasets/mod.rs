@@ -18,6 +18,7 @@ pub const ARCHIVE: &str = "archive";
 pub const KEPT_APART: [&str; 2] = [ARCHIVE, crate::discard::DISCARDED];
 
 pub mod contacts;
+pub mod erased;
 pub mod events;
 pub mod inbox;
 pub mod outcomes;

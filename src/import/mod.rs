@@ -451,6 +451,8 @@ pub fn run<R: Reader>(
         Some(Staged::start(data_dir)?)
     };
     let mut contacts = Contacts::load(data_dir)?;
+    let erased = crate::datasets::erased::Erased::load(data_dir)?;
+    let mut of_erased = 0usize;
     let known = contacts.len();
     let plan = stored::plan(data_dir, known as u32, options.dedup_budget)?;
     let mut part: Vec<Row> = Vec::with_capacity(part_rows.min(PART_ROWS));
@@ -543,6 +545,24 @@ pub fn run<R: Reader>(
                             continue;
                         }
                         (_, LATER) => continue,
+                        // A contact `sendtime erase` erased has no entry: only a new one may
+                        // be theirs.
+                        (Contact::Id(id), NEW)
+                            if !erased.is_empty()
+                                && contacts.get_id(*id).is_none()
+                                && erased.holds_either(Some(*id), None) =>
+                        {
+                            of_erased += 1;
+                            continue;
+                        }
+                        (Contact::Email(email), NEW)
+                            if !erased.is_empty()
+                                && contacts.get(email).is_none()
+                                && erased.holds(email) =>
+                        {
+                            of_erased += 1;
+                            continue;
+                        }
                         (Contact::Id(id), NEW) => {
                             missed += 1;
                             contacts.intern_id(*id)
@@ -599,20 +619,23 @@ pub fn run<R: Reader>(
     }
     // A file still being written: the last line read may be cut short.
     check_unchanged()?;
-    let already = if skipped > 0 {
+    let mut already = if skipped > 0 {
         format!("; {skipped} rows already stored, skipped")
     } else {
         String::new()
     };
-    if summary.events == 0 && skipped > 0 {
-        println!(
-            "nothing to import: all {skipped} rows of {} are already stored",
-            path.display()
-        );
-        return Ok(());
+    if of_erased > 0 {
+        already += &format!("; {of_erased} rows of contacts erased (sendtime erase), skipped");
     }
     if summary.events == 0 {
-        println!("nothing to import: {} has no rows", path.display());
+        match (skipped, of_erased) {
+            (0, 0) => println!("nothing to import: {} has no rows", path.display()),
+            (_, 0) => println!(
+                "nothing to import: all {skipped} rows of {} are already stored",
+                path.display()
+            ),
+            _ => println!("nothing to import from {}{already}", path.display()),
+        }
         return Ok(());
     }
     let Some(staged) = staged else {
