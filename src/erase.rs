@@ -185,6 +185,11 @@ pub fn run(
     dry_run: bool,
 ) -> anyhow::Result<Erased> {
     let data_dir = &config.server.data_dir;
+    // Imports take turns with this on the events lock; taken first: a file import holds it for
+    // as long as it reads its file, and waiting for it with the dispatch lock held kept
+    // `serve` and `tick` from starting all that while (an audit). The locks below are only
+    // tried, never waited for.
+    let _importing = events::lock(data_dir)?;
     let rewriting = crate::dispatch::locks::lock_rewriting(
         data_dir,
         dry_run,
@@ -223,9 +228,7 @@ pub fn run(
             }
         }
     }
-    // Imports take turns with this on the events lock; one that crashed is finished first,
-    // so its hidden parts cannot bring events back.
-    let _importing = events::lock(data_dir)?;
+    // An import that crashed is finished first, so its hidden parts cannot bring events back.
     if !dry_run && let Some(lock) = crate::import::hubspot::running(data_dir)? {
         anyhow::bail!(
             "an import from HubSpot is running ({} is locked): its next pages could bring the \
@@ -306,7 +309,10 @@ pub fn run(
     erased.contacts = indices.len();
     if !dry_run {
         blank(data_dir, &person, &indices).context(CUT_SHORT)?;
-        let stored = data_dir.join("profiles").join("state.json").exists();
+        // Any file there: a first build killed before it named its files in `state.json`
+        // left their weights (an audit).
+        let stored = std::fs::read_dir(data_dir.join("profiles"))
+            .is_ok_and(|mut files| files.next().is_some());
         // Finishing, the rows may have gone in the run cut short, before the rebuild.
         if stored && (finishing || rows > 0 || !indices.is_empty()) {
             crate::model::stored::update(data_dir, config.model, crate::time::now_ms(), true)

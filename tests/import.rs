@@ -1298,3 +1298,48 @@ fn an_erase_sets_a_damaged_part_aside_and_a_dry_run_names_it() {
     assert!(left.iter().all(|(key, ..)| key != "#1001"), "{left:?}");
     assert!(left.iter().any(|(key, ..)| key == "#1002"), "{left:?}");
 }
+
+/// An erase waits for a file import (which holds the events lock for as long as it reads its
+/// file) without holding the dispatch lock meanwhile: `serve` and `tick` could not start for
+/// the length of an unrelated import.
+#[test]
+fn an_erase_waiting_for_an_import_leaves_dispatching_free() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let csv = dir.path().join("opens.csv");
+    std::fs::write(
+        &csv,
+        "contact,time\nann@example.com,2025-03-04T09:15:00Z\nbob@example.com,2025-03-04T10:15:00Z\n",
+    )
+    .unwrap();
+    ok(&sendtime(&data, &csv_columns(csv.to_str().unwrap())));
+    let importing = std::fs::File::open(data.join("events.lock")).unwrap();
+    importing.lock().unwrap();
+    let mut erase = std::process::Command::new(env!("CARGO_BIN_EXE_sendtime"))
+        .arg("--config")
+        .arg(common::shipped_config())
+        .arg("--data")
+        .arg(&data)
+        .args(["erase", "ann@example.com"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    assert!(erase.try_wait().unwrap().is_none(), "the erase waits");
+    let dispatch = std::fs::File::create(data.join("dispatch.lock")).unwrap();
+    assert!(
+        dispatch.try_lock().is_ok(),
+        "the erase held the dispatch lock"
+    );
+    drop(dispatch);
+    drop(importing);
+    let erased = erase.wait_with_output().unwrap();
+    assert!(
+        erased.status.success(),
+        "{}",
+        String::from_utf8_lossy(&erased.stderr)
+    );
+    let keys: Vec<String> = stored(&data).into_iter().map(|r| r.0).collect();
+    assert_eq!(keys, ["bob@example.com"]);
+}

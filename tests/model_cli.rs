@@ -966,3 +966,34 @@ fn backtest_flags_without_what_they_shape_are_refused() {
     );
     assert_eq!(out.status.code(), Some(2), "{}", text(&out).1);
 }
+
+/// A first profile build killed before it named its files in `profiles/state.json` left them,
+/// holding every contact's weights: an erase rebuilds the profiles then too (it left them).
+#[test]
+fn an_erase_rebuilds_profiles_a_killed_first_build_left() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    gen_300_contacts(&data);
+    let o = sendtime(&data, &["profiles"]);
+    assert!(o.status.success(), "{}", text(&o).1);
+    std::fs::remove_file(data.join("profiles/state.json")).unwrap();
+    let contacts = sendtime::datasets::contacts::Contacts::load(&data).unwrap();
+    let theirs = contacts.get("#1").unwrap();
+    let o = sendtime(&data, &["erase", "1"]);
+    assert!(o.status.success(), "{}", text(&o).1);
+    let mut files = 0;
+    for entry in std::fs::read_dir(data.join("profiles")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "parquet") {
+            files += 1;
+            let df = sendtime::store::read_part(&path).unwrap();
+            let contact = df.column("contact").unwrap().u32().unwrap();
+            assert!(
+                contact.iter().all(|c| c != Some(theirs)),
+                "{}",
+                path.display()
+            );
+        }
+    }
+    assert!(files > 0, "no profiles stored");
+}

@@ -379,13 +379,15 @@ impl Dataset {
             let Some(part) = self.merged_by(&path) else {
                 continue;
             };
-            // A clock set back makes an intent look young: it waits for the next start.
+            // A clock set back makes an intent look young: it waits for the next start. Not
+            // so with no grace (a deletion): the sources it hides would keep the rows deleted
+            // (an audit).
             let young = || {
                 fs::metadata(&path)
                     .and_then(|m| m.modified())
                     .is_ok_and(|t| !t.elapsed().is_ok_and(|age| age >= grace))
             };
-            if part.exists() && young() {
+            if !grace.is_zero() && part.exists() && young() {
                 left.insert(part, path);
             } else {
                 self.finish_intent(&path)?;
@@ -1272,6 +1274,38 @@ mod tests {
         ds.recover().unwrap();
         assert_eq!(listed_rows(&ds), 40);
         assert_eq!(ds.parts().unwrap(), [third.part]);
+    }
+
+    /// A deletion removes the part a move hid whatever its intent's age: a clock set back
+    /// made an intent look young, and the hidden part kept the moved rows, deleted from their
+    /// new place, on disk.
+    #[test]
+    fn a_deletion_leaves_no_part_a_move_hid_in_the_future() {
+        let dir = tempfile::tempdir().unwrap();
+        let ds = Dataset::open(dir.path(), "rows").unwrap();
+        let archive = Dataset::open(&dir.path().join("archive"), "rows").unwrap();
+        let mut df = df!("x" => [0i64, 1, 0, 1]).unwrap();
+        ds.write_part(Ulid::generate(), &mut df).unwrap();
+        let zero = |df: &DataFrame| Ok(df.column("x")?.i64()?.equal(0));
+        assert_eq!(ds.move_rows(&archive, &["x"], zero).unwrap(), 2);
+        for entry in fs::read_dir(&ds.dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "intent") {
+                let later = std::time::SystemTime::now() + std::time::Duration::from_secs(3600);
+                let file = File::options().write(true).open(&path).unwrap();
+                file.set_modified(later).unwrap();
+            }
+        }
+        assert_eq!(archive.remove_rows(&["x"], zero).unwrap(), 2);
+        assert_eq!(ds.remove_rows(&["x"], zero).unwrap(), 0);
+        for entry in fs::read_dir(&ds.dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "parquet") {
+                let x = read_part(&path).unwrap();
+                let zeros = x.column("x").unwrap().i64().unwrap().equal(0).sum();
+                assert_eq!(zeros, Some(0), "{}", path.display());
+            }
+        }
     }
 
     /// Recovery at another process's start (an import's, beside a profile build) leaves the
