@@ -914,6 +914,60 @@ fn a_paused_webhook_leaves_the_connector_to_the_others_and_is_spread_when_resume
     assert_eq!(sent, 200);
 }
 
+/// A tick sends what came due since the last, as planned, also when something builds the
+/// ledgers again before it (here a pause of another webhook; a retry, a reload): the rebuild
+/// put what one minute could not take in the minutes after now, which a sparse cron reaches
+/// only at its next fire, so each of its ticks sent a minute's worth (an audit).
+#[test]
+fn a_rebuild_between_ticks_sends_what_came_due_since_the_last() {
+    use sendtime::clock::Clock;
+    use sendtime::config::WebhookType;
+    use sendtime::dispatch::Dispatcher;
+    use sendtime::metrics::Metrics;
+
+    const NOW: i64 = 1_795_947_420_000; // 2026-11-29 10:17 UTC
+    let rt = runtime();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let (a, b) = (IMMEDIATE_A, IMMEDIATE_B);
+    let config = TestConfig {
+        env: "CAPACITY",
+        server: &format!("data_dir = \"{}\"", data.display()),
+        connector: "dry_run = true\nrequests_per_10s = 5",
+        hooks: &[&a, &b],
+        ..TestConfig::default()
+    }
+    .config(&data);
+    let per_minute = sendtime::capacity::Capacity::of(&config.connectors[0]).per_minute
+        / sendtime::capacity::CALL;
+    write_inbox(
+        &data,
+        &receipts_of("a", WebhookType::Immediate, 0..(10 * per_minute), NOW),
+    );
+    let clock = dir.path().join("clock");
+    common::set_clock(&clock, NOW);
+    let mut d = Dispatcher::open(&data, Metrics::new(), Clock::File(clock.clone())).unwrap();
+    let mut tick_at = |at: i64| {
+        common::set_clock(&clock, at);
+        let (_tx, stop) = tokio::sync::watch::channel(false);
+        rt.block_on(d.tick(&config, stop)).unwrap()
+    };
+    let first = tick_at(NOW).dry_run;
+    assert!(first as u64 <= per_minute, "{first}");
+    // Four minutes on (a gap the scheduler counts as planned), with b paused meanwhile.
+    let later = NOW + 4 * MINUTE;
+    let named = sendtime::config::Named::of(&config);
+    sendtime::pauses::set(&named, "b", false, true, later).unwrap();
+    let second = tick_at(later).dry_run;
+    let due = plans(&data)
+        .iter()
+        .filter(|p| p.due_at_ms / MINUTE <= later / MINUTE)
+        .count();
+    assert!(due as u64 > 3 * per_minute, "{due}");
+    assert_eq!(first + second, due, "sent {first} then {second}");
+}
+
 /// A webhook taken out of the config holds its contacts as they come due; put back, its
 /// backlog is spread over the minutes the connector can send, as a resumed pause's is, not
 /// sent in one tick (an audit found it was: the held contacts were queued after the ledgers

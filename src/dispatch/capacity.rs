@@ -257,6 +257,11 @@ impl Dispatcher {
                 .iter()
                 .filter_map(|Queued(item)| route_of(&routes, item)?.quiet_for(item));
             let masks = Masks::build(locals.collect::<Vec<_>>(), now, REBUILD_MASK_HOURS);
+            // What planning put in the minutes since the last tick ended, and nothing moved
+            // since (a retry, a hold, a rebuild), goes now, as it would without a rebuild
+            // (moved, a sparse cron's tick sent a minute's worth, an audit found). The rest
+            // is a backlog nothing planned (all of it after a gap), spread.
+            let planned_since = self.last_tick.map(|(at, _)| at);
             let mut moved = 0usize;
             for Queued(item) in &mut items {
                 let Some(route) = route_of(&routes, item) else {
@@ -280,15 +285,20 @@ impl Dispatcher {
                     item.ready_at_ms = item.ready_at_ms.min(by.max(now));
                 }
                 let at = item.ready_at_ms.max(now);
+                let planned = item.attempts == 0
+                    && item.ready_at_ms == item.due_at_ms
+                    && planned_since.is_some_and(|t| (t..=now).contains(&item.due_at_ms));
                 // Overdue or moved, a timed send still keeps its contact's quiet hours.
                 let local = route.quiet_for(item);
-                let to = if route.holds() || (local.is_none() && ledger.fits(at, route.cost)) {
-                    at
-                } else {
-                    ledger
-                        .first_fit(at, route.cost, |h| masks.allowed(local, h))
-                        .unwrap_or(at)
-                };
+                let to =
+                    if route.holds() || planned || (local.is_none() && ledger.fits(at, route.cost))
+                    {
+                        at
+                    } else {
+                        ledger
+                            .first_fit(at, route.cost, |h| masks.allowed(local, h))
+                            .unwrap_or(at)
+                    };
                 if to.div_euclid(MINUTE_MS) != at.div_euclid(MINUTE_MS) {
                     item.ready_at_ms = to;
                     moved += 1;

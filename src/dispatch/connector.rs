@@ -105,6 +105,11 @@ pub struct Link {
     /// Per kind of call, until when (clock ms) it waits because the token lacks a scope it
     /// needs ([`ApiError::MissingScopes`]): the connector's other kinds of call go on.
     scope_holds: Mutex<[Option<i64>; Action::ALL.len()]>,
+    /// When (clock ms) a call for one contact (an enrollment, a read of its enrollments)
+    /// last went through: a page in place of the API for one such call while others go
+    /// through is that call's, not the route's (a list add or a callback batch is many
+    /// contacts' call).
+    answered: Mutex<Option<i64>>,
     /// The workflows and lists HubSpot refused calls to, read and held.
     pub targets: super::target_holds::TargetHolds,
     /// Largest list batch HubSpot accepted after refusing a larger one.
@@ -164,6 +169,7 @@ impl Link {
             time_zone: Mutex::new(time_zone),
             pause: Mutex::new(None),
             scope_holds: Mutex::new([None; Action::ALL.len()]),
+            answered: Mutex::new(None),
             targets: Default::default(),
             learned_batch: AtomicUsize::new(usize::MAX),
         }
@@ -299,6 +305,32 @@ impl Link {
             .into_iter()
             .filter_map(|a| Some((a, self.scope_held(a, now)?)))
             .collect()
+    }
+
+    /// A call for one contact went through at `now`.
+    pub fn answered(&self, now: i64) {
+        *self.answered.lock().unwrap() = Some(now);
+    }
+
+    /// `e` as the call for one contact that got it at `now` should take it: a page in place of
+    /// the API ([`ApiError::NotTheApi`]) while such calls went through in the last
+    /// [`policy::REFUSED_TOKEN_PAUSE_MS`] is this call's own (an HTML 404 for one record),
+    /// retried with backoff as a transient failure. As the route's, one contact paused the
+    /// connector for five minutes at each try (an audit). A route gone for every call is
+    /// paused once its last success is that old.
+    pub fn own_page(&self, e: ApiError, now: i64) -> ApiError {
+        let recent = (*self.answered.lock().unwrap())
+            .is_some_and(|at| (0..policy::REFUSED_TOKEN_PAUSE_MS).contains(&(now - at)));
+        match e {
+            ApiError::NotTheApi { status, message } if recent => ApiError::Transient {
+                status: Some(status),
+                may_have_reached: false,
+                message: format!(
+                    "HTTP {status} page for this call while others of its kind go through: {message}"
+                ),
+            },
+            e => e,
+        }
     }
 
     /// A call at `now` got a page, not HubSpot's API ([`ApiError::NotTheApi`]): as for a

@@ -162,7 +162,8 @@ pub struct Dispatcher {
     /// The data folder's dispatch lock.
     lock: std::fs::File,
     /// The dispatcher's clock and the system clock (epoch ms) as the last tick ended: the
-    /// scheduler plans the next fire from then.
+    /// scheduler plans the next fire from then, and what came due since was planned for the
+    /// next tick. `None` after an unplanned gap.
     last_tick: Option<(i64, i64)>,
 }
 
@@ -233,8 +234,13 @@ impl Dispatcher {
         // waiting behind it (an audit found it did). A sparse cron's gaps are planned: each
         // of its ticks sends what came due since the last. So is the backlog of a target whose
         // hold ended ([`capacity::Basis`]).
-        if self.unplanned_gap(config) || self.ledgers_outdated(config) {
+        let gap = self.unplanned_gap(config);
+        if gap || self.ledgers_outdated(config) {
             self.capacity = None;
+        }
+        if gap {
+            // Nothing was planned since: all of it is spread.
+            self.last_tick = None;
         }
         // A planning failure (a part of the contact dictionary in quarantine, an unwritable
         // profiles folder) must not stop the contacts planned earlier: an action's hold would

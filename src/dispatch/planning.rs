@@ -119,7 +119,8 @@ impl Dispatcher {
             for mut item in last {
                 item.due_at_ms = now;
                 item.ready_at_ms = now;
-                self.queue.push(Queued(item));
+                // Not booked: the ledgers count it once built again (an audit).
+                self.requeue(item);
             }
             return Err(e);
         }

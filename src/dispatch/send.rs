@@ -995,7 +995,11 @@ pub async fn enroll(
             if let Err(next) = ctx.attempting_enroll(&link, &mut item, &checked).await {
                 return (item, next);
             }
-            match call.enrollments(vid as u64).await {
+            let read = call.enrollments(vid as u64).await;
+            if read.is_ok() {
+                link.answered(ctx.now());
+            }
+            match read {
                 Ok(ref workflows)
                     if let Some(w) = workflows
                         .iter()
@@ -1027,6 +1031,7 @@ pub async fn enroll(
                     continue;
                 }
                 Err(e) => {
+                    let e = link.own_page(e, ctx.now());
                     tracing::debug!(receipt = %item.receipt_id, "enrollments check failed: {e}");
                     // Its transient failures count, as a call's do: a check that keeps
                     // failing backs off and, after the last, gives up below.
@@ -1071,6 +1076,7 @@ pub async fn enroll(
         }
         match call.enroll(workflow, &email).await {
             Ok(()) => {
+                link.answered(ctx.now());
                 link.targets.took(Action::Enroll, &target, ctx.now());
                 let mut r = enrolled_row(&item, &link, workflow, ctx.now());
                 if readdressed {
@@ -1087,7 +1093,9 @@ pub async fn enroll(
                 item.enrolled_at_ms = r.at_ms;
                 return done_if_recorded(&ctx, r, item).await;
             }
-            Err(mut e) => {
+            Err(e) => {
+                // One contact's call (a read of its record, an enrollment by its address).
+                let mut e = link.own_page(e, ctx.now());
                 // Whether this call may have enrolled the contact (not a read made after it).
                 let in_doubt = may_have_reached(&e);
                 // HubSpot enrolls by email: a contact whose address changed since its post is

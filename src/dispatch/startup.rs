@@ -326,8 +326,11 @@ fn spent_by(rows: &[OutcomeRow], now: i64) -> Spent {
             Action::ListAdd => {
                 batches.insert((&r.connector, &r.target, r.at_ms), 1);
             }
+            // (A row read twice after a crash counts once here too: an audit.)
             Action::Complete => {
-                *batches.entry((&r.connector, "", r.at_ms)).or_default() += 1;
+                if attempts.insert((&r.receipt_id, r.attempts)) {
+                    *batches.entry((&r.connector, "", r.at_ms)).or_default() += 1;
+                }
             }
         }
     }
@@ -348,4 +351,33 @@ fn spent_by(rows: &[OutcomeRow], now: i64) -> Spent {
 /// connector's day, in whatever zone.
 pub(super) fn counts_toward_budget(r: &OutcomeRow, now: i64) -> bool {
     r.status == Status::Attempting && r.at_ms >= now - 2 * crate::time::DAY_MS
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A batch of 60 callbacks was one call, its rows read twice after a crash included.
+    #[test]
+    fn callback_rows_read_twice_count_one_call() {
+        let now = 1_795_947_420_000;
+        let row = |n: usize| OutcomeRow {
+            receipt_id: format!("r{n}"),
+            webhook_id: "act".into(),
+            connector: "main".into(),
+            action: Action::Complete,
+            target: format!("cb{n}"),
+            status: Status::Attempting,
+            http_status: None,
+            message: None,
+            attempts: 1,
+            in_doubt: false,
+            retry_at_ms: None,
+            at_ms: now - 60_000,
+            holdout: false,
+        };
+        let rows: Vec<OutcomeRow> = (0..60).chain(0..60).map(row).collect();
+        let spent = spent_by(&rows, now);
+        assert_eq!(spent.today("main", chrono_tz::UTC, now), 1);
+    }
 }
