@@ -601,6 +601,8 @@ pub fn main() -> ExitCode {
                 portal_id: args.portal_id,
                 // It learns of no execution: a completion of any callback is taken.
                 any_callback: true,
+                // Nothing reads its log: a few requests, not days of them.
+                log_limit: 10_000,
                 ..Default::default()
             };
             report(crate::hubspot::standin::run_until_ctrl_c(

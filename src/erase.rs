@@ -272,15 +272,16 @@ pub fn run(
         ..Erased::default()
     };
     if !dry_run {
+        // Before their rows go: imports would bring them back (the HubSpot import reads the
+        // hours before its last run again; a file may still hold them). Before the intent,
+        // which keeps `serve` from starting: a record that cannot be written leaves none.
+        let keys = person.keys();
+        crate::datasets::erased::Erased::record(data_dir, keys.iter().map(String::as_str))?;
         let writing = Intent {
             person: person.clone(),
             receipts: receipts.clone(),
         };
         intent.write(&writing)?;
-        // Before their rows go: imports would bring them back (the HubSpot import reads the
-        // hours before its last run again; a file may still hold them).
-        let keys = person.keys();
-        crate::datasets::erased::Erased::record(data_dir, keys.iter().map(String::as_str))?;
     }
     for (dataset, columns) in receipt_datasets(data_dir)? {
         let pick = |df: &DataFrame| pick_receipt_rows(df, &person, &receipts);

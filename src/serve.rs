@@ -44,6 +44,8 @@ pub fn run(
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
+    // The scheduled import runs on a runtime of its own, which its stop cancels.
+    crate::hubspot::auth::refresh_on(runtime.handle().clone());
     let served = runtime.block_on(serve(config_path, overrides, clock, session));
     // What is left is blocking work of closed connections (a lookup on a hung disk): the
     // data is written and flushed by now, so it is not waited for beyond the grace.

@@ -3426,10 +3426,15 @@ fn a_404_page_for_one_contact_while_others_go_through_holds_only_that_contact() 
             .then_some(())
     });
     assert!(retrying.is_some(), "not retried; logs:\n{}", server.logs());
-    // The connector is not paused: the next contact goes within the minute.
+    // The connector is not paused: the next contact goes, once the tick that retries the
+    // first with backoff (some 20 s) has ended, long before the five minutes of a pause.
     post(&server, "fatigue", 8902, contacts[2]);
     set_clock(&clock, now + 3 * 60_000);
-    wait_enrolled(&standin, &server, "104", contacts[2]);
+    eventually(Duration::from_secs(90), || {
+        let key = ("104".to_string(), contacts[2].to_string());
+        enrollments(&standin.log()).get(&key).copied()
+    })
+    .unwrap_or_else(|| panic!("not enrolled; logs:\n{}", server.logs()));
     let status: serde_json::Value = common::get(server.admin_url("/status"))
         .unwrap()
         .json()

@@ -968,6 +968,34 @@ async fn a_refresh_whose_caller_is_dropped_is_taken_up_not_made_twice() {
     assert_eq!(token_requests(&s), 1);
 }
 
+/// An early refresh whose caller was dropped holds no one while the token in hand may be
+/// kept: the next call takes that token (it waited for the refresh a review found), and the
+/// refresh's token is taken up after, with no second refresh.
+#[tokio::test]
+async fn a_dropped_early_refresh_holds_no_call_the_token_in_hand_serves() {
+    // 30 s: refreshed from 25 s, kept to 27.5 s.
+    let s = standin(oauth_options(Duration::from_secs(30))).await;
+    let oauth = oauth_client(&s);
+    oauth.enrollments(1).await.unwrap();
+    s.inject(
+        Injection::next(Fault::Slow(Duration::from_secs(2)))
+            .on(sendtime::hubspot::auth::TOKEN_PATH),
+    );
+    tokio::time::sleep(Duration::from_millis(25_200)).await;
+    let dropped = tokio::time::timeout(Duration::from_millis(300), oauth.enrollments(1)).await;
+    assert!(dropped.is_err(), "the call was to be dropped mid-refresh");
+    let started = std::time::Instant::now();
+    oauth.enrollments(1).await.unwrap();
+    let waited = started.elapsed();
+    assert!(
+        waited < Duration::from_secs(1),
+        "waited {waited:?} on the refresh"
+    );
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    oauth.enrollments(1).await.unwrap();
+    assert_eq!(token_requests(&s), 2);
+}
+
 /// An edge's HTML 401 is no word on the token: the call is retried as an outage and the token
 /// is not refreshed for it (it was, once per call, for as long as the edge answered so).
 #[tokio::test]
@@ -1300,4 +1328,22 @@ async fn a_lock_or_an_overloaded_hubspot_holds_every_call_of_the_connector() {
             "{status}: next call after {gap:?}"
         );
     }
+}
+
+/// The stand-in's request log keeps at most `log_limit` requests, the latest: the demo runs
+/// for days and reads none (a million were kept, some 200 MB).
+#[tokio::test]
+async fn the_standins_log_keeps_the_latest_requests_within_its_limit() {
+    let s = standin(Options {
+        log_limit: 4,
+        ..Options::default()
+    })
+    .await;
+    let c = client(&s);
+    for _ in 0..10 {
+        c.enrollments(1).await.unwrap();
+    }
+    let log = s.log();
+    assert!(log.len() <= 4, "{}", log.len());
+    assert_eq!(log.last().unwrap().seq, 9);
 }

@@ -89,13 +89,15 @@ impl Erased {
         !self.is_empty() && self.hash(key).is_some_and(|h| self.hashes.contains(&h))
     }
 
-    /// [`Erased::holds`] for an email (any case) or a HubSpot id, as an event names them.
-    pub fn holds_either(&self, contact_id: Option<i64>, email: Option<&str>) -> bool {
-        !self.is_empty()
-            && (contact_id.is_some_and(|id| self.holds(&format!("#{id}")))
-                || email
-                    .map(str::trim)
-                    .is_some_and(|e| !e.is_empty() && self.holds(&e.to_ascii_lowercase())))
+    /// Whether the contact with HubSpot id `id` was erased.
+    pub fn holds_id(&self, id: i64) -> bool {
+        !self.is_empty() && self.holds(&format!("#{id}"))
+    }
+
+    /// Whether the contact with address `email` (any case) was erased.
+    pub fn holds_email(&self, email: &str) -> bool {
+        let email = email.trim();
+        !self.is_empty() && !email.is_empty() && self.holds(&email.to_ascii_lowercase())
     }
 }
 
@@ -111,9 +113,8 @@ mod tests {
         Erased::record(dir.path(), ["bob@example.com"]).unwrap();
         let erased = Erased::load(dir.path()).unwrap();
         assert!(erased.holds("ann@example.com") && erased.holds("bob@example.com"));
-        assert!(erased.holds_either(Some(7), None));
-        assert!(erased.holds_either(None, Some(" Ann@Example.com")));
-        assert!(!erased.holds("cy@example.com") && !erased.holds_either(Some(8), None));
+        assert!(erased.holds_id(7) && erased.holds_email(" Ann@Example.com"));
+        assert!(!erased.holds("cy@example.com") && !erased.holds_id(8));
         let text = std::fs::read_to_string(path(dir.path())).unwrap();
         assert!(!text.contains("ann@") && !text.contains("bob@"), "{text}");
     }

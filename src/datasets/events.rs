@@ -217,11 +217,14 @@ fn write(
     let mut skipped = 0;
     for e in events {
         match e.contact_key() {
-            // (An erased contact has no entry: only a new key may be one.)
+            // An erased contact has no entry: only a new key may be one. An erased id is
+            // judged on its own: `erase ID --only` leaves the entry of an address that carries
+            // it (a review).
             Some(k)
                 if !erased.is_empty()
-                    && contacts.get(&k).is_none()
-                    && erased.holds_either(e.contact_id, e.email.as_deref()) =>
+                    && (e.contact_id.is_some_and(|id| erased.holds_id(id))
+                        || (contacts.get(&k).is_none()
+                            && e.email.as_deref().is_some_and(|m| erased.holds_email(m)))) =>
             {
                 skipped += 1
             }
@@ -663,6 +666,34 @@ pub fn for_each_part(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An event naming an erased HubSpot id is skipped though its address has an entry:
+    /// `erase ID --only` leaves the entry of an address that carries the id (a review).
+    #[test]
+    fn an_event_naming_an_erased_id_is_skipped() {
+        let dir = tempfile::tempdir().unwrap();
+        let event = |id: Option<i64>, email: &str| Event {
+            event_id: None,
+            contact_id: id,
+            email: Some(email.into()),
+            kind: Kind::Open,
+            at_ms: 1_795_947_420_000,
+            filtered: false,
+            source: "test".into(),
+        };
+        append(dir.path(), &[event(None, "ann@example.com")]).unwrap();
+        crate::datasets::erased::Erased::record(dir.path(), ["#7", "bob@example.com"]).unwrap();
+        let (stored, skipped) = append(
+            dir.path(),
+            &[
+                event(Some(7), "ann@example.com"),
+                event(None, "Bob@example.com"),
+                event(Some(8), "ann@example.com"),
+            ],
+        )
+        .unwrap();
+        assert_eq!((stored, skipped), (1, 2));
+    }
 
     /// Two imports appending at once (each with new contacts) lose no contact and give none
     /// another's index.

@@ -257,11 +257,11 @@ impl Dispatcher {
                 .iter()
                 .filter_map(|Queued(item)| route_of(&routes, item)?.quiet_for(item));
             let masks = Masks::build(locals.collect::<Vec<_>>(), now, REBUILD_MASK_HOURS);
-            // What planning put in the minutes since the last tick ended, and nothing moved
+            // What planning put in the minutes since the last tick's `now`, and nothing moved
             // since (a retry, a hold, a rebuild), goes now, as it would without a rebuild
             // (moved, a sparse cron's tick sent a minute's worth, an audit found). The rest
             // is a backlog nothing planned (all of it after a gap), spread.
-            let planned_since = self.last_tick.map(|(at, _)| at);
+            let planned_since = self.planned_from;
             let mut moved = 0usize;
             for Queued(item) in &mut items {
                 let Some(route) = route_of(&routes, item) else {

@@ -8,6 +8,7 @@
 //! [`policy::NO_ACCESS_TOKEN_PAUSE_MS`], in this process only, since a fix should work at once.
 //! Either way its contacts stay queued.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Mutex};
@@ -43,6 +44,17 @@ pub fn request_timeout() -> anyhow::Result<Duration> {
             "{TIMEOUT_ENV}={v:?} is not a timeout: give whole milliseconds above 0 (e.g. 30000), or unset it for the default 30 s"
         ),
     }
+}
+
+/// The route of a call for one contact ([`Link::own_page`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum OneContact {
+    /// An enrollment into this workflow.
+    Enroll(u64),
+    /// A read of the contact's workflow enrollments.
+    Enrollments,
+    /// A read of the contact's record (its address now).
+    Record,
 }
 
 /// Why a connector sends nothing for now.
@@ -105,11 +117,11 @@ pub struct Link {
     /// Per kind of call, until when (clock ms) it waits because the token lacks a scope it
     /// needs ([`ApiError::MissingScopes`]): the connector's other kinds of call go on.
     scope_holds: Mutex<[Option<i64>; Action::ALL.len()]>,
-    /// When (clock ms) a call for one contact (an enrollment, a read of its enrollments)
-    /// last went through: a page in place of the API for one such call while others go
-    /// through is that call's, not the route's (a list add or a callback batch is many
-    /// contacts' call).
-    answered: Mutex<Option<i64>>,
+    /// When (clock ms) a call for one contact last went through, by its route: a page in
+    /// place of the API for one such call while others of its route go through is that
+    /// call's, not the route's (a list add or a callback batch is many contacts' call).
+    /// Entries older than that are let go.
+    answered: Mutex<HashMap<OneContact, i64>>,
     /// The workflows and lists HubSpot refused calls to, read and held.
     pub targets: super::target_holds::TargetHolds,
     /// Largest list batch HubSpot accepted after refusing a larger one.
@@ -169,7 +181,7 @@ impl Link {
             time_zone: Mutex::new(time_zone),
             pause: Mutex::new(None),
             scope_holds: Mutex::new([None; Action::ALL.len()]),
-            answered: Mutex::new(None),
+            answered: Mutex::default(),
             targets: Default::default(),
             learned_batch: AtomicUsize::new(usize::MAX),
         }
@@ -307,19 +319,21 @@ impl Link {
             .collect()
     }
 
-    /// A call for one contact went through at `now`.
-    pub fn answered(&self, now: i64) {
-        *self.answered.lock().unwrap() = Some(now);
+    /// A call for one contact went through `route` at `now`.
+    pub fn answered(&self, route: OneContact, now: i64) {
+        let mut answered = self.answered.lock().unwrap();
+        answered.retain(|_, at| now - *at < policy::REFUSED_TOKEN_PAUSE_MS);
+        answered.insert(route, now);
     }
 
-    /// `e` as the call for one contact that got it at `now` should take it: a page in place of
-    /// the API ([`ApiError::NotTheApi`]) while such calls went through in the last
-    /// [`policy::REFUSED_TOKEN_PAUSE_MS`] is this call's own (an HTML 404 for one record),
-    /// retried with backoff as a transient failure. As the route's, one contact paused the
-    /// connector for five minutes at each try (an audit). A route gone for every call is
-    /// paused once its last success is that old.
-    pub fn own_page(&self, e: ApiError, now: i64) -> ApiError {
-        let recent = (*self.answered.lock().unwrap())
+    /// `e` as the call for one contact through `route` that got it at `now` should take it: a
+    /// page in place of the API ([`ApiError::NotTheApi`]) while calls of that route went
+    /// through in the last [`policy::REFUSED_TOKEN_PAUSE_MS`] is this call's own (an HTML 404
+    /// for one record), retried with backoff as a transient failure. As the route's, one
+    /// contact paused the connector for five minutes at each try (an audit). A route gone
+    /// for every call is paused once its last success is that old.
+    pub fn own_page(&self, route: OneContact, e: ApiError, now: i64) -> ApiError {
+        let recent = (self.answered.lock().unwrap().get(&route))
             .is_some_and(|at| (0..policy::REFUSED_TOKEN_PAUSE_MS).contains(&(now - at)));
         match e {
             ApiError::NotTheApi { status, message } if recent => ApiError::Transient {

@@ -162,9 +162,12 @@ pub struct Dispatcher {
     /// The data folder's dispatch lock.
     lock: std::fs::File,
     /// The dispatcher's clock and the system clock (epoch ms) as the last tick ended: the
-    /// scheduler plans the next fire from then, and what came due since was planned for the
-    /// next tick. `None` after an unplanned gap.
+    /// scheduler plans the next fire from then.
     last_tick: Option<(i64, i64)>,
+    /// The last tick's `now` (clock ms): it sent what was due by then, and what planning put
+    /// after it is this tick's to send ([`Dispatcher::capacities`]). `None` after a gap
+    /// nothing planned.
+    planned_from: Option<i64>,
 }
 
 impl Dispatcher {
@@ -240,7 +243,7 @@ impl Dispatcher {
         }
         if gap {
             // Nothing was planned since: all of it is spread.
-            self.last_tick = None;
+            self.planned_from = None;
         }
         // A planning failure (a part of the contact dictionary in quarantine, an unwritable
         // profiles folder) must not stop the contacts planned earlier: an action's hold would
@@ -320,6 +323,7 @@ impl Dispatcher {
         self.metrics.finished.set(self.done.len() as i64);
         self.metrics.tick_seconds.observe(report.took.as_secs_f64());
         self.last_tick = Some(self.clocks());
+        self.planned_from = Some(now);
         Ok(report)
     }
 

@@ -15,7 +15,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use super::connector::Link;
+use super::connector::{Link, OneContact};
 use super::ids::ReceiptId;
 use super::target_holds::{Gate, Reading, Refused, named};
 use crate::clock::Clock;
@@ -405,7 +405,11 @@ impl Ctx {
                 }
             };
             self.count_call(link, self.now());
-            match call.contact_email(vid as u64).await {
+            let read = call.contact_email(vid as u64).await;
+            if read.is_ok() {
+                link.answered(OneContact::Record, self.now());
+            }
+            match read.map_err(|e| link.own_page(OneContact::Record, e, self.now())) {
                 Ok(Some(now)) if !now.eq_ignore_ascii_case(email) && !readdressed => {
                     return NotFound::Moved(now);
                 }
@@ -997,7 +1001,7 @@ pub async fn enroll(
             }
             let read = call.enrollments(vid as u64).await;
             if read.is_ok() {
-                link.answered(ctx.now());
+                link.answered(OneContact::Enrollments, ctx.now());
             }
             match read {
                 Ok(ref workflows)
@@ -1031,7 +1035,7 @@ pub async fn enroll(
                     continue;
                 }
                 Err(e) => {
-                    let e = link.own_page(e, ctx.now());
+                    let e = link.own_page(OneContact::Enrollments, e, ctx.now());
                     tracing::debug!(receipt = %item.receipt_id, "enrollments check failed: {e}");
                     // Its transient failures count, as a call's do: a check that keeps
                     // failing backs off and, after the last, gives up below.
@@ -1076,7 +1080,7 @@ pub async fn enroll(
         }
         match call.enroll(workflow, &email).await {
             Ok(()) => {
-                link.answered(ctx.now());
+                link.answered(OneContact::Enroll(workflow), ctx.now());
                 link.targets.took(Action::Enroll, &target, ctx.now());
                 let mut r = enrolled_row(&item, &link, workflow, ctx.now());
                 if readdressed {
@@ -1095,7 +1099,7 @@ pub async fn enroll(
             }
             Err(e) => {
                 // One contact's call (a read of its record, an enrollment by its address).
-                let mut e = link.own_page(e, ctx.now());
+                let mut e = link.own_page(OneContact::Enroll(workflow), e, ctx.now());
                 // Whether this call may have enrolled the contact (not a read made after it).
                 let in_doubt = may_have_reached(&e);
                 // HubSpot enrolls by email: a contact whose address changed since its post is

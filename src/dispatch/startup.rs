@@ -301,6 +301,7 @@ impl Dispatcher {
             lookups: Default::default(),
             lock,
             last_tick: None,
+            planned_from: None,
         })
     }
 }

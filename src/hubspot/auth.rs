@@ -58,10 +58,28 @@ struct Refreshed {
     access: Option<Access>,
     /// A failed refresh, and the attempt it was (counting from 1).
     failed: Option<Box<(ApiError, u64)>>,
-    /// A refresh still running whose caller was dropped, and the attempt it is: the next
-    /// caller takes its outcome. A second refresh beside it would spend the refresh token it
-    /// had spent, which HubSpot may have rotated (an audit).
-    under_way: Option<(tokio::task::JoinHandle<Result<Access, ApiError>>, u64)>,
+    /// A refresh still running whose caller was dropped: the next caller takes its outcome.
+    /// A second refresh beside it would spend the refresh token it had spent, which HubSpot
+    /// may have rotated (an audit).
+    under_way: Option<UnderWay>,
+}
+
+/// A refresh in a task of its own ([`OAuth::spawn_refresh`]).
+struct UnderWay {
+    task: tokio::task::JoinHandle<Result<Access, ApiError>>,
+    /// The attempt it is (counting from 1).
+    attempt: u64,
+    started: Instant,
+}
+
+/// Where refreshes run when the process has a runtime for its life (`serve`'s): a refresh
+/// begun by the scheduled import, on a runtime of its own, was cancelled with that runtime
+/// when the import stopped mid-refresh (a review).
+static REFRESHES: std::sync::OnceLock<tokio::runtime::Handle> = std::sync::OnceLock::new();
+
+/// Run OAuth refreshes on `runtime` (one that lives as long as the process) from now on.
+pub fn refresh_on(runtime: tokio::runtime::Handle) {
+    let _ = REFRESHES.set(runtime);
 }
 
 struct Access {
@@ -265,78 +283,94 @@ impl Auth {
         let mut current = match oauth.current.try_lock() {
             Ok(current) => current,
             // A refresh under way: the token in hand, while it may be kept.
-            Err(_) => {
-                let in_hand = oauth.in_hand.lock().unwrap().clone();
-                match in_hand {
-                    Some((token, until)) if refused.is_none() && Instant::now() < until => {
+            Err(_) => match oauth.token_in_hand() {
+                Some(token) if refused.is_none() => return Ok(token),
+                _ => oauth.current.lock().await,
+            },
+        };
+        // A refresh taken up from a caller dropped long before is made again, once, when its
+        // outcome is of no use now.
+        let mut retried = false;
+        loop {
+            if current.under_way.is_none() {
+                if let Some(access) = &current.access
+                    && access.refresh_at > Instant::now()
+                    && oauth.holds(&access.token)
+                {
+                    return Ok(access.token.clone());
+                }
+                // One that failed while this call waited for the lock: its answer is this
+                // call's.
+                if let Some((e, attempt)) = current.failed.as_deref()
+                    && *attempt > tried
+                    && !retried
+                {
+                    return Err(e.clone());
+                }
+                // Counted once finished, so a call that began waiting meanwhile takes its
+                // outcome.
+                let attempt = oauth.attempts.load(Ordering::Acquire) + 1;
+                current.under_way = Some(UnderWay {
+                    task: oauth.spawn_refresh(http, base),
+                    attempt,
+                    started: Instant::now(),
+                });
+            } else if refused.is_none()
+                && let Some(token) = oauth.token_in_hand()
+            {
+                // A refresh a dropped caller began: the token in hand serves meanwhile, as
+                // beside any refresh (a review).
+                return Ok(token);
+            }
+            let under_way = current.under_way.as_mut().expect("a refresh under way");
+            let (attempt, started) = (under_way.attempt, under_way.started);
+            // Dropped here, this call leaves the refresh under way for the next.
+            let refreshed = (&mut under_way.task).await.unwrap_or_else(|e| {
+                Err(ApiError::NoAccessToken {
+                    status: None,
+                    message: format!("refreshing the access token failed: {e}"),
+                })
+            });
+            current.under_way = None;
+            oauth.attempts.store(attempt, Ordering::Release);
+            // Begun by a caller dropped long ago (a connector paused for hours): a failure, or
+            // a token past its use, is no answer now (a review). A rotated refresh token was
+            // kept all the same.
+            let of_no_use = match &refreshed {
+                Ok(access) => Instant::now() >= access.keep_until(),
+                Err(_) => true,
+            };
+            let stale = started.elapsed() > REFRESH_RETRY && of_no_use;
+            if stale && !retried {
+                retried = true;
+                continue;
+            }
+            return match refreshed {
+                Ok(access) => {
+                    let token = access.token.clone();
+                    *oauth.in_hand.lock().unwrap() = Some((token.clone(), access.keep_until()));
+                    (current.access, current.failed) = (Some(access), None);
+                    Ok(token)
+                }
+                Err(e) => {
+                    // Not a refusal, and not for a token HubSpot refused: the one in hand
+                    // serves.
+                    if let (ApiError::NoAccessToken { .. }, None) = (&e, refused)
+                        && let Some(token) = current
+                            .access
+                            .as_mut()
+                            .filter(|a| oauth.holds(&a.token))
+                            .and_then(|a| a.still_good(Instant::now()))
+                    {
+                        tracing::warn!(
+                            "{e}; the current access token is used until it nearly expires"
+                        );
                         return Ok(token);
                     }
-                    _ => oauth.current.lock().await,
+                    current.failed = Some(Box::new((e.clone(), attempt)));
+                    Err(e)
                 }
-            }
-        };
-        if current.under_way.is_none() {
-            // Kept only while in hand: [`Auth::refused`] withdraws it from there, without
-            // waiting for `current`.
-            let in_hand = |token: &str| {
-                let in_hand = oauth.in_hand.lock().unwrap();
-                in_hand.as_ref().is_some_and(|(t, _)| &**t == token)
             };
-            if let Some(access) = &current.access
-                && access.refresh_at > Instant::now()
-                && in_hand(&access.token)
-            {
-                return Ok(access.token.clone());
-            }
-            // One that failed while this call waited for the lock: its answer is this call's.
-            if let Some((e, attempt)) = current.failed.as_deref()
-                && *attempt > tried
-            {
-                return Err(e.clone());
-            }
-            // In a task of its own: a caller dropped mid-refresh (a pause, a shutdown) would
-            // drop HubSpot's answer with it, and the refresh token it rotates in place of the
-            // one it spent (an audit). The task keeps that token whoever waits for it.
-            let refreshing = {
-                let (oauth, http, base) = (oauth.clone(), http.clone(), base.to_string());
-                tokio::spawn(async move { oauth.refresh(&http, &base).await })
-            };
-            // Counted once finished, so a call that began waiting meanwhile takes its outcome.
-            let attempt = oauth.attempts.load(Ordering::Acquire) + 1;
-            current.under_way = Some((refreshing, attempt));
-        }
-        let (refreshing, attempt) = current.under_way.as_mut().expect("a refresh under way");
-        let attempt = *attempt;
-        // Dropped here, this call leaves the refresh under way for the next.
-        let refreshed = refreshing.await.unwrap_or_else(|e| {
-            Err(ApiError::NoAccessToken {
-                status: None,
-                message: format!("refreshing the access token failed: {e}"),
-            })
-        });
-        current.under_way = None;
-        oauth.attempts.store(attempt, Ordering::Release);
-        match refreshed {
-            Ok(access) => {
-                let token = access.token.clone();
-                *oauth.in_hand.lock().unwrap() = Some((token.clone(), access.keep_until()));
-                (current.access, current.failed) = (Some(access), None);
-                Ok(token)
-            }
-            Err(e) => {
-                // Not a refusal, and not for a token HubSpot refused: the one in hand serves.
-                if let (ApiError::NoAccessToken { .. }, None) = (&e, refused)
-                    && let Some(token) = current
-                        .access
-                        .as_mut()
-                        .and_then(|a| a.still_good(Instant::now()))
-                {
-                    tracing::warn!("{e}; the current access token is used until it nearly expires");
-                    return Ok(token);
-                }
-                current.failed = Some(Box::new((e.clone(), attempt)));
-                Err(e)
-            }
         }
     }
 }
@@ -349,6 +383,35 @@ const FORM: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
     .remove(b'_');
 
 impl OAuth {
+    /// Whether `token` is the one in hand: [`Auth::refused`] withdraws a token from there
+    /// without waiting for `current`, and a token is kept only while it is there.
+    fn holds(&self, token: &str) -> bool {
+        let in_hand = self.in_hand.lock().unwrap();
+        in_hand.as_ref().is_some_and(|(t, _)| &**t == token)
+    }
+
+    /// The token in hand, while it may be kept.
+    fn token_in_hand(&self) -> Option<Arc<str>> {
+        let in_hand = self.in_hand.lock().unwrap().clone();
+        in_hand.and_then(|(token, until)| (Instant::now() < until).then_some(token))
+    }
+
+    /// [`OAuth::refresh`] in a task of its own: a caller dropped mid-refresh (a pause, a
+    /// shutdown) would drop HubSpot's answer with it, and the refresh token it rotates in
+    /// place of the one it spent (an audit). The task keeps that token whoever waits for it.
+    fn spawn_refresh(
+        self: &Arc<Self>,
+        http: &reqwest::Client,
+        base: &str,
+    ) -> tokio::task::JoinHandle<Result<Access, ApiError>> {
+        let (oauth, http, base) = (self.clone(), http.clone(), base.to_string());
+        let refresh = async move { oauth.refresh(&http, &base).await };
+        match REFRESHES.get() {
+            Some(runtime) => runtime.spawn(refresh),
+            None => tokio::spawn(refresh),
+        }
+    }
+
     /// A new access token, with the current client secret or, refused, the next one: the
     /// README's rotation names the new secret first before HubSpot takes it.
     async fn refresh(&self, http: &reqwest::Client, base: &str) -> Result<Access, ApiError> {

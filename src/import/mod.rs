@@ -550,7 +550,7 @@ pub fn run<R: Reader>(
                         (Contact::Id(id), NEW)
                             if !erased.is_empty()
                                 && contacts.get_id(*id).is_none()
-                                && erased.holds_either(Some(*id), None) =>
+                                && erased.holds_id(*id) =>
                         {
                             of_erased += 1;
                             continue;

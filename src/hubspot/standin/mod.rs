@@ -103,6 +103,9 @@ pub struct Options {
     /// The scopes the token was granted; `None` means every scope. A call that needs another
     /// gets HubSpot's `MISSING_SCOPES` 403.
     pub scopes: Option<Vec<String>>,
+    /// Requests the log keeps ([`StandIn::log`]); past it, the older half is let go. Tests
+    /// read it; the demo and `hubspot-standin`, which run for days, keep a few.
+    pub log_limit: usize,
     /// The workflow editor's flow ids and the legacy workflow id each maps to.
     pub flow_ids: Vec<(u64, u64)>,
     /// Workflows that exist but are turned off (`enabled: false`). HubSpot enrolls only into
@@ -188,6 +191,7 @@ impl Default for Options {
             lists: Vec::new(),
             scopes: None,
             flow_ids: Vec::new(),
+            log_limit: 1_000_000,
             workflows_off: Vec::new(),
             usage_api: true,
             developer_api_key: "developer-api-key".to_string(),
@@ -254,14 +258,11 @@ struct World {
     issued: Vec<(String, Instant)>,
     /// The refresh token that works now (rotated when the app says so).
     refresh_token: Option<String>,
-    /// The latest requests ([`LOG_LIMIT`] at most: a demo runs for hours).
+    /// The latest requests ([`Options::log_limit`] at most).
     log: Vec<LogEntry>,
     /// Requests received, ever: the next one's `seq`.
     received: u64,
 }
-
-/// Requests the log keeps; past it, the older half is let go.
-const LOG_LIMIT: usize = 1_000_000;
 
 impl World {
     /// Log a request: its `seq` is its place among all received.
@@ -273,8 +274,9 @@ impl World {
         at: SystemTime,
         status: Option<u16>,
     ) {
-        if self.log.len() >= LOG_LIMIT {
-            self.log.drain(..LOG_LIMIT / 2);
+        let limit = self.options.log_limit.max(1);
+        if self.log.len() >= limit {
+            self.log.drain(..limit.div_ceil(2));
         }
         self.log.push(LogEntry {
             seq: self.received,
