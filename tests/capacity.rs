@@ -859,55 +859,95 @@ fn a_reload_keeps_the_calls_made_today_in_the_daily_budget() {
     server.stop();
 }
 
+/// 2026-11-29 10:17 UTC: where the tests that tick a dispatcher by hand start.
+const NOW: i64 = 1_795_947_420_000;
+
+/// A dispatcher on a data folder of its own, ticked by hand at the instants a test gives.
+struct Ticked {
+    rt: tokio::runtime::Runtime,
+    _dir: tempfile::TempDir,
+    data: std::path::PathBuf,
+    clock: std::path::PathBuf,
+    dispatcher: sendtime::dispatch::Dispatcher,
+}
+
+impl Ticked {
+    fn new() -> Ticked {
+        use sendtime::{clock::Clock, metrics::Metrics};
+        let dir = tempfile::tempdir().unwrap();
+        let (data, clock) = (dir.path().join("data"), dir.path().join("clock"));
+        std::fs::create_dir_all(&data).unwrap();
+        common::set_clock(&clock, NOW);
+        let dispatcher =
+            sendtime::dispatch::Dispatcher::open(&data, Metrics::new(), Clock::File(clock.clone()))
+                .unwrap();
+        Ticked {
+            rt: runtime(),
+            _dir: dir,
+            data,
+            clock,
+            dispatcher,
+        }
+    }
+
+    /// A config of `hooks` on this folder, through a dry-run connector allowed 5 calls per
+    /// 10 s.
+    fn config(&self, hooks: &[&Hook]) -> sendtime::config::Config {
+        TestConfig {
+            env: "CAPACITY",
+            server: &format!("data_dir = \"{}\"", self.data.display()),
+            connector: "dry_run = true\nrequests_per_10s = 5",
+            hooks,
+            ..TestConfig::default()
+        }
+        .config(&self.data)
+    }
+
+    /// IMMEDIATE receipts `ns` of `webhook` received at `at`, in the inbox.
+    fn write(&self, webhook: &str, ns: std::ops::Range<u64>, at: i64) {
+        let kind = sendtime::config::WebhookType::Immediate;
+        write_inbox(&self.data, &receipts_of(webhook, kind, ns, at));
+    }
+
+    /// One tick of `config` at `at`.
+    fn tick(
+        &mut self,
+        config: &sendtime::config::Config,
+        at: i64,
+    ) -> sendtime::dispatch::TickReport {
+        common::set_clock(&self.clock, at);
+        let (_tx, stop) = tokio::sync::watch::channel(false);
+        self.rt
+            .block_on(self.dispatcher.tick(config, stop))
+            .unwrap()
+    }
+}
+
+/// The calls `config`'s first connector is planned a minute.
+fn per_minute(config: &sendtime::config::Config) -> u64 {
+    sendtime::capacity::Capacity::of(&config.connectors[0]).per_minute / sendtime::capacity::CALL
+}
+
 /// An operator's pause holds its webhook's contacts without taking the connector's minutes
 /// from the others, and when it ends what it held is spread over the minutes the connector
 /// can send, not sent at once.
 #[test]
 fn a_paused_webhook_leaves_the_connector_to_the_others_and_is_spread_when_resumed() {
-    use sendtime::clock::Clock;
-    use sendtime::config::WebhookType;
-    use sendtime::dispatch::Dispatcher;
-    use sendtime::metrics::Metrics;
-
-    const NOW: i64 = 1_795_947_420_000; // 2026-11-29 10:17 UTC
-    let rt = runtime();
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    std::fs::create_dir_all(&data).unwrap();
-    let (a, b) = (IMMEDIATE_A, IMMEDIATE_B);
-    let config = TestConfig {
-        env: "CAPACITY",
-        server: &format!("data_dir = \"{}\"", data.display()),
-        connector: "dry_run = true\nrequests_per_10s = 5",
-        hooks: &[&a, &b],
-        ..TestConfig::default()
-    }
-    .config(&data);
-    let per_minute = sendtime::capacity::Capacity::of(&config.connectors[0]).per_minute
-        / sendtime::capacity::CALL;
-    let write = |webhook: &str, ns: std::ops::Range<u64>, at: i64| {
-        write_inbox(&data, &receipts_of(webhook, WebhookType::Immediate, ns, at));
-    };
-    let clock = dir.path().join("clock");
-    common::set_clock(&clock, NOW);
-    let mut d = Dispatcher::open(&data, Metrics::new(), Clock::File(clock.clone())).unwrap();
-    let mut tick_at = |at: i64| {
-        common::set_clock(&clock, at);
-        let (_tx, stop) = tokio::sync::watch::channel(false);
-        rt.block_on(d.tick(&config, stop)).unwrap()
-    };
+    let mut t = Ticked::new();
+    let config = t.config(&[&IMMEDIATE_A, &IMMEDIATE_B]);
+    let per_minute = per_minute(&config);
     let named = sendtime::config::Named::of(&config);
     sendtime::pauses::set(&named, "a", false, true, NOW).unwrap();
-    write("a", 0..200, NOW);
-    assert_eq!(tick_at(NOW).dry_run, 0, "a is paused");
-    assert_eq!(tick_at(NOW + MINUTE).dry_run, 0);
+    t.write("a", 0..200, NOW);
+    assert_eq!(t.tick(&config, NOW).dry_run, 0, "a is paused");
+    assert_eq!(t.tick(&config, NOW + MINUTE).dry_run, 0);
     // b's contacts go at once: a's held ones do not fill the minutes.
-    write("b", 1000..1010, NOW + 2 * MINUTE);
-    assert_eq!(tick_at(NOW + 2 * MINUTE).dry_run, 10);
+    t.write("b", 1000..1010, NOW + 2 * MINUTE);
+    assert_eq!(t.tick(&config, NOW + 2 * MINUTE).dry_run, 10);
     sendtime::pauses::set(&named, "a", false, false, NOW + 3 * MINUTE).unwrap();
     let mut sent = 0;
     for k in 3..30 {
-        let report = tick_at(NOW + k * MINUTE);
+        let report = t.tick(&config, NOW + k * MINUTE);
         assert!(report.dry_run as u64 <= per_minute, "{report}");
         sent += report.dry_run;
     }
@@ -920,47 +960,18 @@ fn a_paused_webhook_leaves_the_connector_to_the_others_and_is_spread_when_resume
 /// only at its next fire, so each of its ticks sent a minute's worth (an audit).
 #[test]
 fn a_rebuild_between_ticks_sends_what_came_due_since_the_last() {
-    use sendtime::clock::Clock;
-    use sendtime::config::WebhookType;
-    use sendtime::dispatch::Dispatcher;
-    use sendtime::metrics::Metrics;
-
-    const NOW: i64 = 1_795_947_420_000; // 2026-11-29 10:17 UTC
-    let rt = runtime();
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    std::fs::create_dir_all(&data).unwrap();
-    let (a, b) = (IMMEDIATE_A, IMMEDIATE_B);
-    let config = TestConfig {
-        env: "CAPACITY",
-        server: &format!("data_dir = \"{}\"", data.display()),
-        connector: "dry_run = true\nrequests_per_10s = 5",
-        hooks: &[&a, &b],
-        ..TestConfig::default()
-    }
-    .config(&data);
-    let per_minute = sendtime::capacity::Capacity::of(&config.connectors[0]).per_minute
-        / sendtime::capacity::CALL;
-    write_inbox(
-        &data,
-        &receipts_of("a", WebhookType::Immediate, 0..(10 * per_minute), NOW),
-    );
-    let clock = dir.path().join("clock");
-    common::set_clock(&clock, NOW);
-    let mut d = Dispatcher::open(&data, Metrics::new(), Clock::File(clock.clone())).unwrap();
-    let mut tick_at = |at: i64| {
-        common::set_clock(&clock, at);
-        let (_tx, stop) = tokio::sync::watch::channel(false);
-        rt.block_on(d.tick(&config, stop)).unwrap()
-    };
-    let first = tick_at(NOW).dry_run;
+    let mut t = Ticked::new();
+    let config = t.config(&[&IMMEDIATE_A, &IMMEDIATE_B]);
+    let per_minute = per_minute(&config);
+    t.write("a", 0..(10 * per_minute), NOW);
+    let first = t.tick(&config, NOW).dry_run;
     assert!(first as u64 <= per_minute, "{first}");
     // Four minutes on (a gap the scheduler counts as planned), with b paused meanwhile.
     let later = NOW + 4 * MINUTE;
     let named = sendtime::config::Named::of(&config);
     sendtime::pauses::set(&named, "b", false, true, later).unwrap();
-    let second = tick_at(later).dry_run;
-    let due = plans(&data)
+    let second = t.tick(&config, later).dry_run;
+    let due = plans(&t.data)
         .iter()
         .filter(|p| p.due_at_ms / MINUTE <= later / MINUTE)
         .count();
@@ -974,51 +985,22 @@ fn a_rebuild_between_ticks_sends_what_came_due_since_the_last() {
 /// were built, and the tick sent them all).
 #[test]
 fn a_webhook_back_in_the_config_has_its_held_backlog_spread() {
-    use sendtime::clock::Clock;
-    use sendtime::config::WebhookType;
-    use sendtime::dispatch::Dispatcher;
-    use sendtime::metrics::Metrics;
-
-    const NOW: i64 = 1_795_947_420_000; // 2026-11-29 10:17 UTC
-    let rt = runtime();
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    std::fs::create_dir_all(&data).unwrap();
-    let (a, b) = (IMMEDIATE_A, IMMEDIATE_B);
-    let config_of = |hooks: &[&Hook]| {
-        TestConfig {
-            env: "CAPACITY",
-            server: &format!("data_dir = \"{}\"", data.display()),
-            connector: "dry_run = true\nrequests_per_10s = 5",
-            hooks,
-            ..TestConfig::default()
-        }
-        .config(&data)
-    };
-    let (both, without_a) = (config_of(&[&a, &b]), config_of(&[&b]));
-    let per_minute =
-        sendtime::capacity::Capacity::of(&both.connectors[0]).per_minute / sendtime::capacity::CALL;
-    write_inbox(
-        &data,
-        &receipts_of("a", WebhookType::Immediate, 0..200, NOW),
+    let mut t = Ticked::new();
+    let (both, without_a) = (
+        t.config(&[&IMMEDIATE_A, &IMMEDIATE_B]),
+        t.config(&[&IMMEDIATE_B]),
     );
-    let clock = dir.path().join("clock");
-    common::set_clock(&clock, NOW);
-    let mut d = Dispatcher::open(&data, Metrics::new(), Clock::File(clock.clone())).unwrap();
-    let mut tick_at = |config: &sendtime::config::Config, at: i64| {
-        common::set_clock(&clock, at);
-        let (_tx, stop) = tokio::sync::watch::channel(false);
-        rt.block_on(d.tick(config, stop)).unwrap()
-    };
-    let first = tick_at(&both, NOW).dry_run;
+    let per_minute = per_minute(&both);
+    t.write("a", 0..200, NOW);
+    let first = t.tick(&both, NOW).dry_run;
     assert!(first as u64 <= per_minute && first > 0, "{first}");
     // Taken out: the rest come due over the next minutes and are held, none sent.
     for k in 1..20 {
-        assert_eq!(tick_at(&without_a, NOW + k * MINUTE).dry_run, 0);
+        assert_eq!(t.tick(&without_a, NOW + k * MINUTE).dry_run, 0);
     }
     let mut sent = first;
     for k in 20..40 {
-        let report = tick_at(&both, NOW + k * MINUTE);
+        let report = t.tick(&both, NOW + k * MINUTE);
         assert!(report.dry_run as u64 <= per_minute, "minute {k}: {report}");
         sent += report.dry_run;
     }

@@ -4835,16 +4835,12 @@ fn erase_deletes_a_person_from_every_file_and_nothing_else() {
     let data = dir.path().join("data");
     let config = dry_run_config(dir.path(), &[&HOOKS[3], &HOOKS[2]]);
     std::fs::create_dir_all(&data).unwrap();
-    import_events(
-        &config,
-        &data,
-        &[
-            ("ann@example.com".into(), 9),
-            ("7701".into(), 10),
-            ("bob@example.com".into(), 11),
-        ],
-        1..=20,
-    );
+    let opens = [
+        ("ann@example.com".into(), 9),
+        ("7701".into(), 10),
+        ("bob@example.com".into(), 11),
+    ];
+    import_events(&config, &data, &opens, 1..=20);
     let clock = dir.path().join("clock");
     let t0 = now_ms();
     set_clock(&clock, t0);
@@ -4953,16 +4949,7 @@ fn erase_deletes_a_person_from_every_file_and_nothing_else() {
     // The file her events came from, imported again, brings none back (nor would HubSpot's
     // next import, which reads the hours before its last run again); what records that she
     // was erased does not name her.
-    import_events(
-        &config,
-        &data,
-        &[
-            ("ann@example.com".into(), 9),
-            ("7701".into(), 10),
-            ("bob@example.com".into(), 11),
-        ],
-        1..=20,
-    );
+    import_events(&config, &data, &opens, 1..=20);
     let indexed = on_disk(&data.join("events"), "contact");
     assert_eq!(indexed.iter().filter(|c| **c == bob).count(), 20);
     assert_eq!(indexed.len(), 20, "{indexed:?}");

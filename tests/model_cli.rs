@@ -395,35 +395,15 @@ fn gen_is_reproducible_and_the_model_learns_its_habits() {
         assert!(x.height() > 0 && x.equals_missing(y), "{x}\n{y}");
     }
     // Refuses to write into a folder that already has data.
-    let o = sendtime(
-        &a,
-        &[
-            "gen",
-            "--contacts",
-            "3",
-            "--events",
-            "30",
-            "--out",
-            a.to_str().unwrap(),
-        ],
-    );
+    let small = ["gen", "--contacts", "3", "--events", "30", "--out"];
+    let small_into_a = [&small[..], &[a.to_str().unwrap()]].concat();
+    let o = sendtime(&a, &small_into_a);
     assert_eq!(o.status.code(), Some(1));
     // A run stopped before its contacts were written (they come last) left events: a second
     // run is refused, not added to them.
     let before = read(&a).len();
     std::fs::remove_dir_all(a.join("contacts")).unwrap();
-    let o = sendtime(
-        &a,
-        &[
-            "gen",
-            "--contacts",
-            "3",
-            "--events",
-            "30",
-            "--out",
-            a.to_str().unwrap(),
-        ],
-    );
+    let o = sendtime(&a, &small_into_a);
     assert_eq!(o.status.code(), Some(1), "{}", text(&o).1);
     assert_eq!(read(&a).len(), before);
     // --respond answers the sends of a folder `serve` ran on: another folder is refused and
