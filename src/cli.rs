@@ -1234,6 +1234,15 @@ fn validate(path: PathBuf, overrides: &Overrides, online: bool) -> ExitCode {
     } else {
         EnvCheck::Warn
     };
+    // Read from the environment by `serve` and `tick`, which refuse to start on a value that
+    // is no timeout: judged as the unset variables are (it passed unseen).
+    if let Err(e) = crate::dispatch::request_timeout() {
+        if online {
+            eprintln!("{}: invalid: {e:#}", path.display());
+            return ExitCode::FAILURE;
+        }
+        eprintln!("warning: {e:#} (`serve` and `tick` refuse to start with it)");
+    }
     let loaded = match Config::load(&path, overrides, env) {
         Ok(loaded) => loaded,
         Err(diags) => {

@@ -606,3 +606,31 @@ fn a_sparse_scheduler_a_short_admin_token_and_a_bad_byte_are_reported_where_they
         "{stderr}"
     );
 }
+
+/// A request timeout in the environment that is no timeout is named: `serve` and `tick`
+/// refuse to start with it, and it passed `validate` unseen (a warning here, an error
+/// online, as an unset variable is).
+#[test]
+fn a_request_timeout_that_is_no_timeout_is_named() {
+    for (online, code) in [(false, 0), (true, 1)] {
+        let mut cmd = sendtime();
+        cmd.arg("validate");
+        if online {
+            cmd.arg("--online");
+        }
+        let out = cmd
+            .arg(repo().join("webhooks.toml"))
+            .env(sendtime::dispatch::TIMEOUT_ENV, "30s")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(code), "{stderr}");
+        assert!(
+            stderr.contains(&format!(
+                "{}=\"30s\" is not a timeout",
+                sendtime::dispatch::TIMEOUT_ENV
+            )),
+            "{stderr}"
+        );
+    }
+}

@@ -44,7 +44,7 @@ use crate::store::Dataset;
 use crate::time::{MINUTE_MS, format_rfc3339_ms};
 
 use connector::Link;
-pub use connector::TIMEOUT_ENV;
+pub use connector::{TIMEOUT_ENV, request_timeout};
 use ids::{IdSet, ReceiptId};
 use in_flight::InFlight;
 pub use planning::plan_alone;
