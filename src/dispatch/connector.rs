@@ -46,7 +46,7 @@ pub fn request_timeout() -> anyhow::Result<Duration> {
     }
 }
 
-/// The route of a call for one contact ([`Link::own_page`]).
+/// The route of a call for one contact ([`Link::one_contact`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum OneContact {
     /// An enrollment into this workflow.
@@ -319,31 +319,36 @@ impl Link {
             .collect()
     }
 
-    /// A call for one contact went through `route` at `now`.
-    pub fn answered(&self, route: OneContact, now: i64) {
+    /// `result` of a call for one contact through `route` at `now`, as the caller should take
+    /// it. A success is noted; a page in place of the API ([`ApiError::NotTheApi`]) while
+    /// calls of that route went through in the last [`policy::REFUSED_TOKEN_PAUSE_MS`] is
+    /// this call's own (an HTML 404 for one record), retried with backoff as a transient
+    /// failure. As the route's, one contact paused the connector for five minutes at each
+    /// try (an audit). A route gone for every call is paused once its last success is that
+    /// old.
+    pub fn one_contact<T>(
+        &self,
+        route: OneContact,
+        result: Result<T, ApiError>,
+        now: i64,
+    ) -> Result<T, ApiError> {
         let mut answered = self.answered.lock().unwrap();
-        answered.retain(|_, at| now - *at < policy::REFUSED_TOKEN_PAUSE_MS);
-        answered.insert(route, now);
-    }
-
-    /// `e` as the call for one contact through `route` that got it at `now` should take it: a
-    /// page in place of the API ([`ApiError::NotTheApi`]) while calls of that route went
-    /// through in the last [`policy::REFUSED_TOKEN_PAUSE_MS`] is this call's own (an HTML 404
-    /// for one record), retried with backoff as a transient failure. As the route's, one
-    /// contact paused the connector for five minutes at each try (an audit). A route gone
-    /// for every call is paused once its last success is that old.
-    pub fn own_page(&self, route: OneContact, e: ApiError, now: i64) -> ApiError {
-        let recent = (self.answered.lock().unwrap().get(&route))
-            .is_some_and(|at| (0..policy::REFUSED_TOKEN_PAUSE_MS).contains(&(now - at)));
-        match e {
-            ApiError::NotTheApi { status, message } if recent => ApiError::Transient {
-                status: Some(status),
-                may_have_reached: false,
-                message: format!(
-                    "HTTP {status} page for this call while others of its kind go through: {message}"
-                ),
-            },
-            e => e,
+        answered.retain(|_, at| (0..policy::REFUSED_TOKEN_PAUSE_MS).contains(&(now - *at)));
+        match result {
+            Ok(t) => {
+                answered.insert(route, now);
+                Ok(t)
+            }
+            Err(ApiError::NotTheApi { status, message }) if answered.contains_key(&route) => {
+                Err(ApiError::Transient {
+                    status: Some(status),
+                    may_have_reached: false,
+                    message: format!(
+                        "HTTP {status} page for this call while others of its kind go through: {message}"
+                    ),
+                })
+            }
+            Err(e) => Err(e),
         }
     }
 

@@ -406,10 +406,7 @@ impl Ctx {
             };
             self.count_call(link, self.now());
             let read = call.contact_email(vid as u64).await;
-            if read.is_ok() {
-                link.answered(OneContact::Record, self.now());
-            }
-            match read.map_err(|e| link.own_page(OneContact::Record, e, self.now())) {
+            match link.one_contact(OneContact::Record, read, self.now()) {
                 Ok(Some(now)) if !now.eq_ignore_ascii_case(email) && !readdressed => {
                     return NotFound::Moved(now);
                 }
@@ -1000,10 +997,7 @@ pub async fn enroll(
                 return (item, next);
             }
             let read = call.enrollments(vid as u64).await;
-            if read.is_ok() {
-                link.answered(OneContact::Enrollments, ctx.now());
-            }
-            match read {
+            match link.one_contact(OneContact::Enrollments, read, ctx.now()) {
                 Ok(ref workflows)
                     if let Some(w) = workflows
                         .iter()
@@ -1035,7 +1029,6 @@ pub async fn enroll(
                     continue;
                 }
                 Err(e) => {
-                    let e = link.own_page(OneContact::Enrollments, e, ctx.now());
                     tracing::debug!(receipt = %item.receipt_id, "enrollments check failed: {e}");
                     // Its transient failures count, as a call's do: a check that keeps
                     // failing backs off and, after the last, gives up below.
@@ -1078,9 +1071,9 @@ pub async fn enroll(
         if let Err(next) = ctx.attempting_enroll(&link, &mut item, &target).await {
             return (item, next);
         }
-        match call.enroll(workflow, &email).await {
+        let sent = call.enroll(workflow, &email).await;
+        match link.one_contact(OneContact::Enroll(workflow), sent, ctx.now()) {
             Ok(()) => {
-                link.answered(OneContact::Enroll(workflow), ctx.now());
                 link.targets.took(Action::Enroll, &target, ctx.now());
                 let mut r = enrolled_row(&item, &link, workflow, ctx.now());
                 if readdressed {
@@ -1097,9 +1090,7 @@ pub async fn enroll(
                 item.enrolled_at_ms = r.at_ms;
                 return done_if_recorded(&ctx, r, item).await;
             }
-            Err(e) => {
-                // One contact's call (a read of its record, an enrollment by its address).
-                let mut e = link.own_page(OneContact::Enroll(workflow), e, ctx.now());
+            Err(mut e) => {
                 // Whether this call may have enrolled the contact (not a read made after it).
                 let in_doubt = may_have_reached(&e);
                 // HubSpot enrolls by email: a contact whose address changed since its post is

@@ -1214,23 +1214,31 @@ mod tests {
 
     /// Set every compaction intent in `dir` an hour back: their sources' grace is over.
     fn age_intents(dir: &Path) {
+        date_intents(dir, an_hour_ago());
+    }
+
+    fn an_hour_ago() -> std::time::SystemTime {
+        std::time::SystemTime::now() - std::time::Duration::from_secs(3600)
+    }
+
+    /// Date every compaction intent in `dir` at `at`.
+    fn date_intents(dir: &Path, at: std::time::SystemTime) {
         for entry in fs::read_dir(dir).unwrap() {
             let path = entry.unwrap().path();
             if path.extension().is_some_and(|e| e == "intent") {
-                age_intent(&path);
+                date_intent(&path, at);
             }
         }
     }
 
     /// Set the intent at `path` an hour back.
     fn age_intent(path: &Path) {
-        let hour_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
-        File::options()
-            .write(true)
-            .open(path)
-            .unwrap()
-            .set_modified(hour_ago)
-            .unwrap();
+        date_intent(path, an_hour_ago());
+    }
+
+    fn date_intent(path: &Path, at: std::time::SystemTime) {
+        let file = File::options().write(true).open(path).unwrap();
+        file.set_modified(at).unwrap();
     }
 
     /// A compaction's sources stay for readers that listed them before, and a merged part
@@ -1288,14 +1296,10 @@ mod tests {
         ds.write_part(Ulid::generate(), &mut df).unwrap();
         let zero = |df: &DataFrame| Ok(df.column("x")?.i64()?.equal(0));
         assert_eq!(ds.move_rows(&archive, &["x"], zero).unwrap(), 2);
-        for entry in fs::read_dir(&ds.dir).unwrap() {
-            let path = entry.unwrap().path();
-            if path.extension().is_some_and(|e| e == "intent") {
-                let later = std::time::SystemTime::now() + std::time::Duration::from_secs(3600);
-                let file = File::options().write(true).open(&path).unwrap();
-                file.set_modified(later).unwrap();
-            }
-        }
+        date_intents(
+            &ds.dir,
+            std::time::SystemTime::now() + std::time::Duration::from_secs(3600),
+        );
         assert_eq!(archive.remove_rows(&["x"], zero).unwrap(), 2);
         assert_eq!(ds.remove_rows(&["x"], zero).unwrap(), 0);
         for entry in fs::read_dir(&ds.dir).unwrap() {
