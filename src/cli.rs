@@ -156,7 +156,8 @@ pub enum Command {
     /// Delete what the data folder holds about a person (an erasure request): their receipts'
     /// inbox, plan and outcome rows, live, archived and discarded, their email events, their
     /// contact dictionary entry (left blank), and their stored profile (the profiles are
-    /// rebuilt).
+    /// rebuilt; deleted, for the next build, when the config does not validate: the data
+    /// folder is then read from its TOML alone).
     ///
     /// Give each email address and HubSpot contact id the person is known by: when their
     /// rows name others (a receipt carries both), it says which and deletes nothing (see
@@ -578,11 +579,7 @@ pub fn main() -> ExitCode {
             contacts,
             only,
             dry_run,
-        } => report(
-            load_config_with_data(&config, &overrides)
-                .and_then(|c| crate::erase::run(&c, &contacts, only, dry_run))
-                .map(|erased| print_run(dry_run.then_some("deleted"), erased)),
-        ),
+        } => report(erase(&config, &overrides, &contacts, only, dry_run)),
         Command::Discard { webhook, dry_run } => report(
             load_config_with_data(&config, &overrides)
                 .and_then(|c| crate::discard::run(&c, webhook.as_deref(), dry_run))
@@ -821,6 +818,34 @@ fn print_run(dry_run: Option<&str>, done: impl std::fmt::Display) {
         println!("dry run, nothing {what}");
     }
     print!("{done}");
+}
+
+/// `sendtime erase`: with a config that does not validate too (an erasure request should not
+/// wait for a webhook's fix), the data folder read from its TOML alone, as `pause` reads it.
+fn erase(
+    path: &std::path::Path,
+    overrides: &Overrides,
+    contacts: &[String],
+    only: bool,
+    dry_run: bool,
+) -> anyhow::Result<()> {
+    let (data_dir, model) = match load_config(path, overrides) {
+        Ok(config) => (config.server.data_dir, Some(config.model)),
+        Err(invalid) => {
+            let Ok(named) = crate::config::Named::read(path, overrides) else {
+                return Err(invalid);
+            };
+            tracing::warn!(
+                "config {} does not pass validation (`sendtime validate` lists why): the data folder is read from the TOML alone, and the stored profiles are deleted, not rebuilt",
+                path.display()
+            );
+            (named.data_dir, None)
+        }
+    };
+    require_sendtime_data(&data_dir, path)?;
+    let erased = crate::erase::run(&data_dir, model, contacts, only, dry_run)?;
+    print_run(dry_run.then_some("deleted"), erased);
+    Ok(())
 }
 
 /// `sendtime pause [ID]` and `sendtime resume ID`.

@@ -13,10 +13,10 @@ use polars::prelude::*;
 use serde::{Deserialize, Serialize};
 use ulid::Ulid;
 
-use crate::config::Config;
 use crate::cut_short;
 use crate::datasets::contacts::{self, Contacts, is_email_address};
 use crate::datasets::{KEPT_APART, events, inbox, outcomes, plan};
+use crate::model::ModelConfig;
 use crate::store::{self, Dataset, read_columns_or_null};
 
 /// What an erase that failed once it began removing rows tells the operator.
@@ -117,8 +117,8 @@ pub struct Erased {
     pub rows: Vec<(String, usize)>,
     /// Entries of the contact dictionary blanked.
     pub contacts: usize,
-    /// The stored profiles were rebuilt without them.
-    pub profiles_rebuilt: bool,
+    /// What became of the stored profiles, when there were any.
+    pub profiles: Option<ProfilesErased>,
     /// Files in the quarantine folders (the live datasets', the archive's, what `discard` set
     /// aside), which may hold more and are not read: an earlier version counted the first
     /// alone, before its own rewrites could set a part aside.
@@ -160,13 +160,18 @@ impl std::fmt::Display for Erased {
                 self.contacts
             )?;
         }
-        if self.profiles_rebuilt {
-            writeln!(f, "profiles: rebuilt without them")?;
+        match self.profiles {
+            Some(ProfilesErased::Rebuilt) => writeln!(f, "profiles: rebuilt without them")?,
+            Some(ProfilesErased::Deleted) => writeln!(
+                f,
+                "profiles: deleted (the config does not validate, so they were not rebuilt: `serve`, `tick` and `sendtime profiles` rebuild them)"
+            )?,
+            None => {}
         }
         if self.quarantined > 0 {
             writeln!(
                 f,
-                "warning: the quarantine folders (quarantine/, archive/quarantine/, discarded/quarantine/) hold {} files set aside as unreadable, not searched: they may hold rows of this contact",
+                "warning: the quarantine folders (quarantine/, archive/quarantine/, discarded/quarantine/) hold {} parts set aside as unreadable, not searched: they may hold rows of this contact",
                 self.quarantined
             )?;
         }
@@ -174,17 +179,28 @@ impl std::fmt::Display for Erased {
     }
 }
 
-/// Erase `queries` (emails, HubSpot ids) from the data folder of `config`, or with `dry_run`
-/// only count what would go. Without queries, finish an erase that was cut short. Refused
-/// when their rows name other emails or ids (a HubSpot id is one account's, and an address
-/// may have passed between people: whose they are is the operator's call), unless `only`.
+/// How the stored profiles lose the person's weights.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum ProfilesErased {
+    /// Rebuilt with the config's `[model]` settings.
+    Rebuilt,
+    /// Deleted, for the next start to rebuild: the config does not validate, and an erasure
+    /// request should not wait for a webhook's fix.
+    Deleted,
+}
+
+/// Erase `queries` (emails, HubSpot ids) from `data_dir`, or with `dry_run` only count what
+/// would go. Without queries, finish an erase that was cut short. Refused when their rows name
+/// other emails or ids (a HubSpot id is one account's, and an address may have passed between
+/// people: whose they are is the operator's call), unless `only`. The stored profiles are
+/// rebuilt with `model`, or deleted without it (a config that does not validate).
 pub fn run(
-    config: &Config,
+    data_dir: &Path,
+    model: Option<ModelConfig>,
     queries: &[String],
     only: bool,
     dry_run: bool,
 ) -> anyhow::Result<Erased> {
-    let data_dir = &config.server.data_dir;
     // Imports take turns with this on the events lock; taken first: a file import holds it for
     // as long as it reads its file, and waiting for it with the dispatch lock held kept
     // `serve` and `tick` from starting all that while (an audit). The locks below are only
@@ -316,9 +332,18 @@ pub fn run(
             .is_ok_and(|mut files| files.next().is_some());
         // Finishing, the rows may have gone in the run cut short, before the rebuild.
         if stored && (finishing || rows > 0 || !indices.is_empty()) {
-            crate::model::stored::update(data_dir, config.model, crate::time::now_ms(), true)
-                .context("the contact's rows are erased, but the stored profiles could not be rebuilt: fix the cause and run `sendtime erase` (no contact) to finish")?;
-            erased.profiles_rebuilt = true;
+            const UNFINISHED: &str = "the contact's rows are erased, but their stored profile could not be: fix the cause and run `sendtime erase` (no contact) to finish";
+            erased.profiles = Some(match model {
+                Some(model) => {
+                    crate::model::stored::update(data_dir, model, crate::time::now_ms(), true)
+                        .context(UNFINISHED)?;
+                    ProfilesErased::Rebuilt
+                }
+                None => {
+                    crate::model::stored::delete(data_dir).context(UNFINISHED)?;
+                    ProfilesErased::Deleted
+                }
+            });
         }
         intent.remove()?;
     }
@@ -647,7 +672,8 @@ fn count_files(dir: &Path) -> usize {
             let path = entry.path();
             if path.is_dir() {
                 folders.push(path);
-            } else {
+            } else if path.extension().is_none_or(|e| e != store::checksum::EXT) {
+                // A part's checksum went with it: one file set aside, not two.
                 n += 1;
             }
         }

@@ -977,3 +977,60 @@ fn an_erase_rebuilds_profiles_a_killed_first_build_left() {
     }
     assert!(files > 0, "no profiles stored");
 }
+
+/// An erasure request does not wait for a webhook's fix: with a config that does not
+/// validate, the erase reads the data folder from its TOML, deletes the person's rows and
+/// the stored profiles (no `[model]` settings say how to rebuild them), which the next
+/// build makes again without them.
+#[test]
+fn an_erase_runs_with_a_config_that_does_not_validate() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    gen_300_contacts(&data);
+    let o = sendtime(&data, &["profiles"]);
+    assert!(o.status.success(), "{}", text(&o).1);
+    let contacts = sendtime::datasets::contacts::Contacts::load(&data).unwrap();
+    let theirs = contacts.get("#1").unwrap();
+    let broken = dir.path().join("webhooks.toml");
+    let shipped = std::fs::read_to_string(common::shipped_config()).unwrap();
+    std::fs::write(
+        &broken,
+        format!("{shipped}\n[[webhook]]\nid = \"half-written\"\n"),
+    )
+    .unwrap();
+    let o = common::run(&broken, &data, &["validate"], &[]);
+    assert!(!o.status.success(), "the config validates: {}", text(&o).0);
+
+    let o = common::run(&broken, &data, &["erase", "1"], &[]);
+    assert!(o.status.success(), "{}", text(&o).1);
+    assert!(text(&o).0.contains("profiles: deleted"), "{}", text(&o).0);
+    assert_eq!(parts(&data.join("profiles")), 0, "profiles left");
+    assert!(!data.join("profiles/state.json").exists());
+    let events = sendtime::datasets::events::dataset(&data).unwrap();
+    let parts_read = events.read_all().unwrap();
+    assert!(!parts_read.is_empty());
+    for (path, df) in parts_read {
+        let contact = df.column("contact").unwrap().u32().unwrap();
+        assert!(
+            contact.iter().all(|c| c != Some(theirs)),
+            "{}",
+            path.display()
+        );
+    }
+
+    let o = sendtime(&data, &["profiles"]);
+    assert!(o.status.success(), "{}", text(&o).1);
+    assert!(parts(&data.join("profiles")) > 0, "no profiles rebuilt");
+    for entry in std::fs::read_dir(data.join("profiles")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "parquet") {
+            let df = sendtime::store::read_part(&path).unwrap();
+            let contact = df.column("contact").unwrap().u32().unwrap();
+            assert!(
+                contact.iter().all(|c| c != Some(theirs)),
+                "{}",
+                path.display()
+            );
+        }
+    }
+}

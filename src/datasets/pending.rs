@@ -171,20 +171,23 @@ impl PendingSet {
         let k = contact.key();
         let mut state = self.inner.lock().unwrap();
         // One that gives way stays pending, and the contact's key is the new one's.
-        if let Some(waiting) = state.pending.get(&k) {
-            if unsigned || !state.gives_way(waiting, contact.sends_as) {
+        let displaced = match state.pending.get(&k) {
+            Some(waiting) if unsigned || !state.gives_way(waiting, contact.sends_as) => {
                 return Err(Repeat::Waiting(waiting.0.clone()));
             }
-            let displaced = waiting.0.clone();
-            state.displaced.insert(displaced);
-        }
+            waiting => waiting.map(|w| w.0.clone()),
+        };
         if let Some(body) = contact.body
             && let Some((existing, at)) = state.recent.get(&contact.replay_key(&body))
             && *at >= body.received_at_ms - REPLAY_WINDOW_MS
         {
             // The same body is the same contact: were that receipt waiting, it would be
-            // found above.
+            // found above. (Checked before the waiting one is marked displaced: marked, it
+            // stayed so, and its release was counted twice, an audit found.)
             return Err(Repeat::Finished(existing.clone()));
+        }
+        if let Some(displaced) = displaced {
+            state.displaced.insert(displaced);
         }
         state
             .pending
@@ -539,6 +542,37 @@ mod tests {
             set.insert(post("ada@x.com", "b1", later), "r4", false),
             Err(Finished("r2".into()))
         );
+    }
+
+    /// A signed replay of a finished body while an unsigned receipt of the contact waits is
+    /// that finished receipt's: the waiting one is not displaced, and its release counts it
+    /// out once.
+    #[test]
+    fn a_replay_displaces_no_waiting_receipt() {
+        let set = PendingSet::new(Metrics::new());
+        let post = |hash| Contact {
+            webhook_id: "a",
+            contact_id: Some(7),
+            email: None,
+            callback_id: None,
+            body: Some(Body {
+                hash,
+                received_at_ms: 0,
+            }),
+            sends_as: None,
+        };
+        assert_eq!(set.insert(post("h"), "r0", false), Ok(()));
+        set.release(post("h"), "r0");
+        assert_eq!(set.insert(post("other"), "r1", true), Ok(()));
+        assert_eq!(
+            set.insert(post("h"), "r2", false),
+            Err(Finished("r0".into()))
+        );
+        let gauge = || set.metrics.pending("a").get();
+        assert_eq!(gauge(), 1);
+        set.release(post("other"), "r1");
+        set.release(post("other"), "r1");
+        assert_eq!(gauge(), 0);
     }
 
     /// A workflow that posts the same body every week: the second week's post is a new

@@ -89,6 +89,28 @@ pub fn update(
     Ok((cache.built, update))
 }
 
+/// Delete the stored profiles (an erase whose config does not validate, so that no model
+/// settings say how to rebuild them): the next update rebuilds them from the events.
+/// `state.json` goes first, so a delete cut short leaves files no state names.
+pub fn delete(data_dir: &Path) -> anyhow::Result<()> {
+    let dir = data_dir.join("profiles");
+    if !dir.is_dir() {
+        return Ok(());
+    }
+    let _writing = lock(&dir)?;
+    crate::store::remove_if_exists(&dir.join("state.json"))
+        .with_context(|| format!("cannot remove {}", dir.join("state.json").display()))?;
+    for entry in std::fs::read_dir(&dir)? {
+        let p = entry?.path();
+        if p.is_file() && p.file_name().is_some_and(|n| n != "profiles.lock") {
+            crate::store::remove_if_exists(&p)
+                .with_context(|| format!("cannot remove old profiles {}", p.display()))?;
+        }
+    }
+    crate::store::sync_dir(&dir)?;
+    Ok(())
+}
+
 /// Profiles kept in memory by a long-running process: [`Cache::refresh`] adds only event
 /// parts that appeared since, and stores what they added.
 pub struct Cache {

@@ -291,6 +291,13 @@ struct Identity<'a> {
     is_primary: bool,
 }
 
+/// A text value trimmed, if anything is left.
+fn text(value: Option<&str>) -> Option<String> {
+    Some(value?.trim())
+        .filter(|v| !v.is_empty())
+        .map(str::to_string)
+}
+
 /// Parse the contact out of a webhook body; its zone from the property `zone_property`.
 pub fn parse(body: &[u8], zone_property: &str) -> Result<Contact, PayloadError> {
     // serde would read a struct from a JSON array too; a contact is always an object.
@@ -298,7 +305,7 @@ pub fn parse(body: &[u8], zone_property: &str) -> Result<Contact, PayloadError> 
         return Err(PayloadError::NotJson("expected `{`".into()));
     }
     let mut de = serde_json::Deserializer::from_slice(body);
-    let mut b = de::DeserializeSeed::deserialize(
+    let b = de::DeserializeSeed::deserialize(
         BodySeed {
             zone: zone_property,
         },
@@ -307,13 +314,15 @@ pub fn parse(body: &[u8], zone_property: &str) -> Result<Contact, PayloadError> 
     .and_then(|b| de.end().map(|()| b))
     // serde's message quotes a mistyped value whole.
     .map_err(|e| PayloadError::NotJson(clip(&e.to_string(), 4 * ECHOED_CHARS)))?;
-    let contact_id = b
-        .canonical_vid
-        .or(b.vid)
-        .or(b.object_id)
-        .or(b.hs_object_id)
-        .or(b.properties.as_ref().and_then(|p| p.hs_object_id))
-        .filter(|id| *id > 0);
+    // Each candidate is checked before the next is looked at: an empty or zero first one
+    // (`"email": {"value": ""}` beside a flat `email`) hid a good one, and the post was
+    // refused for good (an audit).
+    let id = |id: Option<i64>| id.filter(|id| *id > 0);
+    let contact_id = id(b.canonical_vid)
+        .or(id(b.vid))
+        .or(id(b.object_id))
+        .or(id(b.hs_object_id))
+        .or_else(|| id(b.properties.as_ref().and_then(|p| p.hs_object_id)));
     let primary_email = || {
         let profiles = b.identity_profiles.as_ref()?;
         let emails = profiles
@@ -323,21 +332,19 @@ pub fn parse(body: &[u8], zone_property: &str) -> Result<Contact, PayloadError> 
             .filter(|i| i.kind.as_deref() == Some("EMAIL"));
         let mut first = None;
         for identity in emails {
+            let Some(value) = text(identity.value.as_deref()) else {
+                continue;
+            };
             if identity.is_primary {
-                return identity.value.clone();
+                return Some(value);
             }
-            first = first.or_else(|| identity.value.clone());
+            first = first.or(Some(value));
         }
         first
     };
-    let email = b
-        .properties
-        .as_ref()
-        .and_then(|p| p.email.clone())
+    let email = text(b.properties.as_ref().and_then(|p| p.email.as_deref()))
         .or_else(primary_email)
-        .or_else(|| b.email.clone())
-        .map(|e| e.trim().to_string())
-        .filter(|e| !e.is_empty());
+        .or_else(|| text(b.email.as_deref()));
     // A deal-, company- or ticket-based workflow posts that record as its API gives it: its
     // id (`objectId`, `hs_object_id`) would be taken for a contact's, and a list add would
     // add whichever contact has it (an audit). A contact's own body (its `vid`, its
@@ -352,13 +359,9 @@ pub fn parse(body: &[u8], zone_property: &str) -> Result<Contact, PayloadError> 
     if contact_id.is_none() && email.is_none() {
         return Err(PayloadError::NoContact);
     }
-    let time_zone = b
-        .properties
-        .as_mut()
-        .and_then(|p| p.zone.take())
-        .or(b.zone.take())
-        .map(|z| z.trim().to_string())
-        .filter(|z| !z.is_empty() && z.len() <= MAX_ZONE_CHARS);
+    let zone = |z: Option<&str>| text(z).filter(|z| z.len() <= MAX_ZONE_CHARS);
+    let time_zone = zone(b.properties.as_ref().and_then(|p| p.zone.as_deref()))
+        .or_else(|| zone(b.zone.as_deref()));
     let mut merged_ids: Vec<i64> = (b.merged_vids.iter().flatten())
         .filter_map(|id| id.0)
         .filter(|id| *id > 0 && Some(*id) != contact_id)
@@ -485,6 +488,19 @@ mod tests {
         assert_eq!(parse(flat).unwrap().time_zone, None);
         let long = format!(r#"{{"vid": 1, "hs_timezone": "{}"}}"#, "x".repeat(65));
         assert_eq!(parse(long.as_bytes()).unwrap().time_zone, None);
+    }
+
+    /// An empty or zero value is no value: the next place that names one is read (an
+    /// empty first email refused the post, and HubSpot does not retry a 400).
+    #[test]
+    fn an_empty_first_value_leaves_the_next_one_read() {
+        let body = br#"{"canonical-vid": 0, "vid": 7, "properties": {"email": {"value": " "}, "hs_timezone": {"value": ""}}, "identity-profiles": [{"identities": [{"type": "EMAIL", "value": "", "is-primary": true}, {"type": "EMAIL", "value": "b@example.com"}]}], "hs_timezone": "Europe/Brussels"}"#;
+        let contact = parse(body).unwrap();
+        assert_eq!(contact.contact_id, Some(7));
+        assert_eq!(contact.email.as_deref(), Some("b@example.com"));
+        assert_eq!(contact.time_zone.as_deref(), Some("Europe/Brussels"));
+        let flat = br#"{"properties": {"email": {"value": ""}}, "email": "a@example.com"}"#;
+        assert_eq!(parse(flat).unwrap().email.as_deref(), Some("a@example.com"));
     }
 
     #[test]
