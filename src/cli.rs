@@ -351,16 +351,20 @@ pub enum ReportCommand {
         /// Only this webhook or action.
         #[arg(long, value_name = "ID")]
         webhook: Option<String>,
-        /// Engagement is known up to this time (from 2000 to a year from now): a receipt
-        /// counts once its windows ended before it. Default: where `serve` imports from
-        /// HubSpot, until when every connector's events are imported, less the three hours
-        /// HubSpot may record an event late; else the newest event imported. After `import
-        /// csv`, give the export's end.
+        /// Engagement is known up to this time (from 2000 to now): a receipt counts once its
+        /// windows ended before it. Default: where `serve` imports from HubSpot, until when
+        /// every connector's events are imported, less the three hours HubSpot may record an
+        /// event late; else the newest event imported. After `import csv`, give the export's
+        /// end.
         #[arg(long, value_name = "TIME")]
         as_of: Option<String>,
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
+        /// Read "now" from this file, as `serve --clock-file` does. For tests of a simulated
+        /// time.
+        #[arg(long, value_name = "FILE", env = "SENDTIME_CLOCK_FILE", hide = true)]
+        clock_file: Option<PathBuf>,
     },
 }
 
@@ -697,16 +701,34 @@ fn model(command: Command, path: &std::path::Path, overrides: &Overrides) -> any
                     webhook,
                     as_of,
                     json,
+                    clock_file,
                 },
         } => {
             let config = load_config_with_data(path, overrides)?;
-            let mut options = crate::lift::report::default_as_of(&config, crate::time::now_ms());
+            let now = clock_file.map_or(crate::clock::Clock::System, crate::clock::Clock::File);
+            let now = now.now_ms();
+            let mut options = crate::lift::report::default_as_of(&config, now);
             options.since_ms = since.map(|t| parse_flag("--since", &t)).transpose()?;
             options.webhook = webhook;
             // A connector never imported is still said to be (an earlier version dropped it
             // with --as-of); a year's typo is refused, as for `tick --now`.
             if let Some(t) = as_of {
                 let at = crate::time::parse_plan_flag("--as-of", &t)?;
+                // No engagement is known after now: the windows ending past it, the optimized
+                // sends' more often (they go later), counted as not engaged (an audit).
+                anyhow::ensure!(
+                    at <= now,
+                    "--as-of {} is after now ({}): engagement is known up to now at most (a time without an offset is UTC)",
+                    crate::time::format_minute(at),
+                    crate::time::format_minute(now)
+                );
+                if config.import.enabled && at > options.as_of_ms {
+                    tracing::warn!(
+                        "--as-of {} is past what the scheduled import has read ({}, less the hours HubSpot may record an event late): engagement after it counts as none",
+                        crate::time::format_minute(at),
+                        crate::time::format_minute(options.as_of_ms)
+                    );
+                }
                 (options.as_of_ms, options.up_to_newest_event) = (at, false);
             }
             // Before reading anything; the report checks it again against the as-of in

@@ -1293,7 +1293,10 @@ fn an_erase_sets_a_damaged_part_aside_and_a_dry_run_names_it() {
     assert!(data.join("quarantine/events").join(name).exists());
     assert!(out.contains("events: "), "{out}");
     // One part, its checksum file not counted as another.
-    assert!(out.contains("hold 1 parts set aside as unreadable"), "{out}");
+    assert!(
+        out.contains("hold 1 parts set aside as unreadable"),
+        "{out}"
+    );
     // Contact 1001's events left in the other parts are gone; the others' are kept.
     let left = stored(&data);
     assert!(left.iter().all(|(key, ..)| key != "#1001"), "{left:?}");

@@ -122,15 +122,21 @@ fn respond(config: &Path, data: &Path, end: &str, extra: &[&str]) {
     sendtime(config, data, &args, ENV);
 }
 
+/// The report as of five days after the sends began, on a clock set there (the sends
+/// began at the real now).
 fn lift(config: &Path, data: &Path, start: i64) -> Value {
-    let as_of = (start + 5 * 24 * HOUR).to_string();
-    let out = sendtime(
-        config,
-        data,
-        &["report", "lift", "--as-of", &as_of, "--json"],
-        ENV,
-    );
-    serde_json::from_str(&out).unwrap()
+    serde_json::from_str(&report(config, data, start, &["--json"])).unwrap()
+}
+
+fn report(config: &Path, data: &Path, start: i64, extra: &[&str]) -> String {
+    let as_of = start + 5 * 24 * HOUR;
+    let clock = data.with_file_name("report-clock");
+    set_clock(&clock, as_of);
+    let clock = clock.display().to_string();
+    let as_of = as_of.to_string();
+    let args = [&["report", "lift", "--as-of", &as_of], extra].concat();
+    let env = [ENV, &[("SENDTIME_CLOCK_FILE", clock.as_str())]].concat();
+    sendtime(config, data, &args, &env)
 }
 
 fn metric<'v>(lift: &'v Value, name: &str, hours: i64) -> &'v Value {
@@ -176,18 +182,30 @@ fn lift_has_the_right_sign_where_send_time_matters_and_covers_zero_where_it_does
     }
     .write(&removed);
     let as_of = (start + 5 * 24 * HOUR).to_string();
-    let named = |webhook: &str| {
-        let args = [
+    let clock = dir.path().join("report-clock");
+    set_clock(&clock, start + 5 * 24 * HOUR);
+    let clock = clock.display().to_string();
+    fn args<'a>(as_of: &'a str, webhook: &'a str) -> [&'a str; 7] {
+        [
             "report",
             "lift",
             "--as-of",
-            &as_of,
+            as_of,
             "--json",
             "--webhook",
             webhook,
-        ];
-        common::run(&removed, &data, &args, ENV)
+        ]
+    }
+    let named = |webhook: &str| {
+        let env = [ENV, &[("SENDTIME_CLOCK_FILE", clock.as_str())]].concat();
+        common::run(&removed, &data, &args(&as_of, webhook), &env)
     };
+    // An as-of after now is refused: the windows past now would count as not engaged.
+    let ahead = common::run(&removed, &data, &args(&as_of, "nurture"), ENV);
+    assert!(
+        String::from_utf8_lossy(&ahead.stderr).contains("is after now"),
+        "{ahead:?}"
+    );
     let alone: Value = serde_json::from_slice(&named("nurture").stdout).unwrap();
     assert_eq!(
         (&alone["optimized_sends"], &alone["holdout_sends"]),
@@ -241,17 +259,7 @@ fn lift_has_the_right_sign_where_send_time_matters_and_covers_zero_where_it_does
         covered >= 5,
         "only {covered} of 8 flat worlds' intervals cover zero"
     );
-    let text = sendtime(
-        &config,
-        &data,
-        &[
-            "report",
-            "lift",
-            "--as-of",
-            &(start + 5 * 24 * HOUR).to_string(),
-        ],
-        ENV,
-    );
+    let text = report(&config, &data, start, &[]);
     assert!(
         text.contains("opened within 24 h: optimized sends did better"),
         "{text}"
