@@ -47,6 +47,17 @@ fn kept(
     Ok(())
 }
 
+/// The parts of dataset `name`, live and archived ([`kept`]), set aside as unreadable: their
+/// rows are missing from what is read.
+pub fn quarantined_parts(data_dir: &Path, name: &str) -> anyhow::Result<usize> {
+    let mut parts = 0;
+    kept(data_dir, name, |dataset| {
+        parts += dataset.quarantined_parts()?;
+        Ok(())
+    })?;
+    Ok(parts)
+}
+
 /// Every row of dataset `name` kept ([`kept`]) as `read` reads them.
 fn read_kept<T>(
     data_dir: &Path,

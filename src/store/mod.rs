@@ -80,6 +80,18 @@ impl Dataset {
         &self.quarantine
     }
 
+    /// The parts in quarantine (their checksum files not counted).
+    pub fn quarantined_parts(&self) -> io::Result<usize> {
+        match fs::read_dir(&self.quarantine) {
+            Ok(entries) => Ok(entries
+                .filter_map(Result::ok)
+                .filter(|e| e.path().extension().is_some_and(|x| x == PART_EXT))
+                .count()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(0),
+            Err(e) => Err(e),
+        }
+    }
+
     /// When the newest part in quarantine was written (epoch ms, from its ULID name), if any:
     /// rows written before then may be missing from what this dataset reads.
     pub fn quarantined_until(&self) -> io::Result<Option<i64>> {
