@@ -114,6 +114,14 @@ pub struct Share {
     pub rate: f64,
 }
 
+/// A group's receipts done with (sent, failed or a dry run) and counted, and of them those
+/// never sent.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct Lost {
+    pub receipts: u64,
+    pub unsent: u64,
+}
+
 /// One metric: optimized against held out.
 #[derive(Debug, Clone, Serialize)]
 pub struct Metric {
@@ -154,6 +162,9 @@ pub enum NoVerdict {
     TooFewSends,
     /// The interval includes zero.
     IncludesZero,
+    /// The groups lost receipts unsent (failed) at shares too different for chance
+    /// ([`Lift::lost`]): those who stay in a group are not like those in the other.
+    LostUnequally,
 }
 
 impl NoVerdict {
@@ -167,6 +178,9 @@ impl NoVerdict {
             }
             NoVerdict::TooFewSends => format!("fewer than {MIN_SENDS} sends in a group"),
             NoVerdict::IncludesZero => "the interval includes zero".into(),
+            NoVerdict::LostUnequally => {
+                "the groups lost unequal shares of their receipts unsent (see the notes)".into()
+            }
         }
     }
 }
@@ -192,6 +206,13 @@ pub struct Lift {
     /// Sends found, per group, whatever their windows.
     pub optimized_sends: u64,
     pub holdout_sends: u64,
+    /// Receipts done with and never sent (failed, or a dry run), per group (optimized, held
+    /// out), of those done with that are counted: the sends compare only who stayed, and an
+    /// optimized receipt waits longer for a failure to reach it (an audit: a contact deleted
+    /// or unsubscribed meanwhile leaves the optimized group alone, likely a non-reader).
+    /// Shares too different for chance withhold every verdict ([`NoVerdict::LostUnequally`]).
+    pub optimized_lost: Lost,
+    pub holdout_lost: Lost,
     pub metrics: Vec<Metric>,
     /// Connectors `serve` imports for none of whose engagement is imported yet.
     pub unimported: Vec<String>,
@@ -350,6 +371,20 @@ pub fn lift(data_dir: &Path, options: &Options) -> anyhow::Result<Lift> {
             *u = (u.0.min(s.received_at_ms), u.1 + 1);
         }
     }
+    // Of the receipts done with and counted (before their webhook's first not done with),
+    // those never sent, per group.
+    let mut lost = [Lost::default(); 2];
+    for s in compared.iter().filter(|s| s.ended) {
+        let counted = unsent
+            .get(s.webhook.as_str())
+            .is_none_or(|&(first, _)| s.received_at_ms < first);
+        if counted {
+            let g = &mut lost[usize::from(s.holdout)];
+            g.receipts += 1;
+            g.unsent += u64::from(s.sent_at_ms.is_none());
+        }
+    }
+    let lost_unequally = lost_unequally(lost);
     // Each webhook at each share it held out (randomized at one share, its two groups span
     // the same days; a share changed, or lifted and set again, would otherwise set one
     // period's optimized sends against another's held-out ones).
@@ -449,6 +484,9 @@ pub fn lift(data_dir: &Path, options: &Options) -> anyhow::Result<Lift> {
                     .map(|s| s.counted_from_ms + hours * HOUR_MS)
                     .min();
             }
+            if lost_unequally && m.verdict.is_some() {
+                (m.verdict, m.no_verdict) = (None, Some(NoVerdict::LostUnequally));
+            }
             m.no_verdict_text = m.no_verdict.map(NoVerdict::text);
             metrics.push(m);
         }
@@ -464,6 +502,8 @@ pub fn lift(data_dir: &Path, options: &Options) -> anyhow::Result<Lift> {
         untimed_receipts: untimed,
         optimized_sends: sends.iter().filter(|s| !s.holdout).count() as u64,
         holdout_sends: sends.iter().filter(|s| s.holdout).count() as u64,
+        optimized_lost: lost[0],
+        holdout_lost: lost[1],
         metrics,
         unimported: options.unimported.clone(),
         unsent: (unsent.into_iter())
@@ -481,6 +521,19 @@ pub fn lift(data_dir: &Path, options: &Options) -> anyhow::Result<Lift> {
     };
     lift.notes = lift.explain();
     Ok(lift)
+}
+
+/// Whether the shares lost (receipts, of them never sent) per group differ beyond chance: a
+/// two-sided test of two proportions at the 1 % level (|z| > 2.576), so that chance alone
+/// withholds a verdict once in a hundred reports.
+fn lost_unequally([a, b]: [Lost; 2]) -> bool {
+    if a.receipts == 0 || b.receipts == 0 {
+        return false;
+    }
+    let (na, nb) = (a.receipts as f64, b.receipts as f64);
+    let pooled = (a.unsent + b.unsent) as f64 / (na + nb);
+    let se = (pooled * (1.0 - pooled) * (1.0 / na + 1.0 / nb)).sqrt();
+    se > 0.0 && ((a.unsent as f64 / na - b.unsent as f64 / nb) / se).abs() > 2.576
 }
 
 fn share((sends, engaged): (u64, u64)) -> Share {
@@ -1005,6 +1058,17 @@ impl Lift {
                 format_minute(self.as_of_ms)
             ));
         }
+        if self
+            .metrics
+            .iter()
+            .any(|m| m.no_verdict == Some(NoVerdict::LostUnequally))
+        {
+            let (o, h) = (self.optimized_lost, self.holdout_lost);
+            notes.push(format!(
+                "no verdict: {} of {} optimized receipts and {} of {} held-out ones done with were never sent (failed): too different for chance, so the groups' sends no longer compare like with like (an optimized receipt waits longer for a contact to be deleted or unsubscribed); the figures stand, without a verdict",
+                o.unsent, o.receipts, h.unsent, h.receipts
+            ));
+        }
         if self.quarantined > 0 {
             notes.push(format!(
                 "{} parts of the plan, outcomes or events are in quarantine, set aside as unreadable: their receipts, sends and events are missing from these figures (README, *Data layout*)",
@@ -1351,6 +1415,8 @@ mod tests {
                 metrics: Vec::new(),
                 unimported: Vec::new(),
                 unsent: Vec::new(),
+                optimized_lost: Lost::default(),
+                holdout_lost: Lost::default(),
                 quarantined: 0,
                 notes: Vec::new(),
             };
@@ -1493,6 +1559,62 @@ mod tests {
                 .any(|n| n.starts_with("1 parts of the plan")),
             "{:?}",
             damaged.notes
+        );
+    }
+
+    /// The optimized group lost 40 of its 100 receipts unsent (failed, likely non-readers)
+    /// and the held-out group none: its sends look far better, and the report gives the
+    /// figures without a verdict, saying why (an earlier version said `optimized_better`).
+    #[test]
+    fn groups_that_lost_unequal_shares_unsent_get_no_verdict() {
+        let ids: Vec<String> = (0..200).map(|i| format!("r{i}")).collect();
+        let ids: &'static [String] = Box::leak(ids.into_boxed_slice());
+        let mut given: Vec<Given> = Vec::new();
+        let mut opens = Vec::new();
+        for i in 0..200i64 {
+            let holdout = i >= 100;
+            let failed = !holdout && i < 40;
+            given.push((&ids[i as usize], i, T, (!failed).then_some(T), holdout));
+            // Every optimized contact sent reads; three in ten held out do.
+            if !failed && (!holdout || i % 10 < 3) {
+                opens.push((i, T + HOUR_MS));
+            }
+        }
+        let dir = world(&given, &opens);
+        let options = Options {
+            as_of_ms: T + 10 * DAY_MS,
+            ..Options::default()
+        };
+        let failed: Vec<OutcomeRow> = (0..40)
+            .map(|i| OutcomeRow {
+                status: Status::Failed,
+                http_status: Some(404),
+                ..enrolled(&ids[i], "w", T, false)
+            })
+            .collect();
+        outcomes::dataset(dir.path())
+            .unwrap()
+            .write_part(
+                ulid::Ulid::generate(),
+                &mut outcomes::frame(&failed).unwrap(),
+            )
+            .unwrap();
+        let lost = lift(dir.path(), &options).unwrap();
+        let m = opened_24h(&lost);
+        assert_eq!((m.optimized.sends, m.holdout.sends), (60, 100));
+        assert!(m.interval.unwrap()[0] > 0.0, "{m:?}");
+        assert_eq!(
+            (m.verdict, m.no_verdict),
+            (None, Some(NoVerdict::LostUnequally))
+        );
+        assert_eq!(
+            (lost.optimized_lost.unsent, lost.optimized_lost.receipts),
+            (40, 100)
+        );
+        assert!(
+            lost.notes
+                .iter()
+                .any(|n| n.starts_with("no verdict: 40 of 100"))
         );
     }
 
