@@ -1034,3 +1034,31 @@ fn an_erase_runs_with_a_config_that_does_not_validate() {
         }
     }
 }
+
+/// Events that name contacts the dictionary does not hold (a writer stopped before it wrote
+/// them): `predict` scores the contacts it can name, and does not panic.
+#[test]
+fn predict_runs_over_events_past_the_dictionary() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    gen_300_contacts(&data);
+    std::fs::remove_dir_all(data.join("contacts")).unwrap();
+    let scores = dir.path().join("scores.csv");
+    let o = sendtime(
+        &data,
+        &[
+            "predict",
+            "--as-of",
+            "2026-01-01",
+            "--out",
+            scores.to_str().unwrap(),
+        ],
+    );
+    assert!(o.status.success(), "{}", text(&o).1);
+    let rows = std::fs::read_to_string(&scores).unwrap();
+    assert_eq!(
+        rows.lines().count(),
+        1,
+        "a contact without a key was scored: {rows}"
+    );
+}

@@ -131,8 +131,13 @@ fn write_predictions(
         if !seen {
             continue;
         }
+        // Events naming an index past the dictionary (its writer killed before it): no key to
+        // print them by (an audit: it panicked).
+        let Some(key) = built.contacts.keys.get(c) else {
+            continue;
+        };
+        let key = key.trim_start_matches('#');
         n += 1;
-        let key = built.contacts.keys[c].trim_start_matches('#');
         let p = built.profiles.profile(Some(c as u32), day);
         for (slot, score) in p.scores.iter().enumerate() {
             writeln!(scores, "{key},{slot},{score:.6}")?;

@@ -633,7 +633,11 @@ fn draw(weights: &[f64], seed: u64) -> usize {
             return i;
         }
     }
-    weights.len() - 1
+    // Rounding left the sum short of `u`: the last index that can be drawn (the last one
+    // may weigh nothing, an hour without an open minute; an audit).
+    (weights.iter())
+        .rposition(|w| *w > 0.0)
+        .unwrap_or(weights.len() - 1)
 }
 
 /// Stable 64-bit hash (FNV-1a): the same contact spreads to the same minute on every host.

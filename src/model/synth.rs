@@ -256,8 +256,8 @@ pub fn generate(out: &Path, spec: Spec) -> anyhow::Result<usize> {
     let start = end - 365 * DAY_MS;
     let dictionary = contacts::dataset(out)?;
     let events_ds = events::dataset(out)?;
-    // The events too: a run stopped before its contacts were written (they come last) left
-    // events that a second run added to, twice over (an audit).
+    // The events too: a run stopped half way leaves events that a second run would add to,
+    // twice over (an audit).
     anyhow::ensure!(
         dictionary.parts()?.is_empty() && events_ds.parts()?.is_empty(),
         "{} already holds data (a run stopped half way leaves events): generate into an empty folder",
@@ -283,6 +283,15 @@ pub fn generate(out: &Path, spec: Spec) -> anyhow::Result<usize> {
         }
         day += 1;
     }
+
+    // Contact `c` is HubSpot id `c + 1`, known by id only. Written first, as every writer of
+    // events writes the contacts they name: events past the dictionary, which a run stopped
+    // before it left, stopped `predict` (an audit).
+    let dict = Contacts::new(
+        (1..=spec.contacts).map(|id| format!("#{id}")).collect(),
+        (1..=spec.contacts as i64).map(Some).collect(),
+    );
+    contacts::write(out, &dict, 0..spec.contacts)?;
 
     let mut part = PartBuilder::default();
     let mut written = 0usize;
@@ -323,13 +332,6 @@ pub fn generate(out: &Path, spec: Spec) -> anyhow::Result<usize> {
         }
     }
     written += part.flush(&events_ds)?;
-
-    // Contact `c` is HubSpot id `c + 1`, known by id only.
-    let dict = Contacts::new(
-        (1..=spec.contacts).map(|id| format!("#{id}")).collect(),
-        (1..=spec.contacts as i64).map(Some).collect(),
-    );
-    contacts::write(out, &dict, 0..spec.contacts)?;
     Ok(written)
 }
 
