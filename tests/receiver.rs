@@ -385,6 +385,14 @@ fn every_rejection_has_its_status_and_stores_nothing() {
     let good = contact_body(7, "seven@example.com");
 
     assert_eq!(post(&server, "no-such-hook", &good, Sig::V2).0, 404);
+    // An id that does not decode is refused as unknown too, in JSON, counted (axum's
+    // plain-text 400 was not).
+    let (status, body) = post(&server, "%FF", &good, Sig::V2);
+    assert_eq!(
+        (status, body["reason"].as_str()),
+        (404, Some("unknown_webhook")),
+        "{body}"
+    );
     let get = common::get(server.url("/hooks/nurture")).unwrap();
     assert_eq!(get.status().as_u16(), 405);
 

@@ -437,6 +437,10 @@ struct Writer {
 impl Writer {
     fn run(&mut self, rx: mpsc::Receiver<Request>) {
         let mut last_flush = Instant::now();
+        // The last flush failed: the next waits for the interval, however many rows wait
+        // (each batch past FLUSH_ROWS tried one, a 4 MiB segment made and removed and every
+        // row encoded, and the slowed writer answered posts 429; an audit).
+        let mut failed = false;
         loop {
             let first = match rx.recv_timeout(FLUSH_INTERVAL) {
                 Ok(r) => Some(r),
@@ -453,10 +457,9 @@ impl Writer {
                 }
                 self.commit(batch);
             }
-            if !self.unflushed.is_empty()
-                && (self.unflushed.len() >= FLUSH_ROWS || last_flush.elapsed() >= FLUSH_INTERVAL)
-            {
-                self.flush();
+            let full = self.unflushed.len() >= FLUSH_ROWS && !failed;
+            if !self.unflushed.is_empty() && (full || last_flush.elapsed() >= FLUSH_INTERVAL) {
+                failed = !self.flush();
                 last_flush = Instant::now();
             } else if !self.unremoved.is_empty() && last_flush.elapsed() >= FLUSH_INTERVAL {
                 self.remove_flushed();
@@ -571,8 +574,9 @@ impl Writer {
     }
 
     /// Write everything logged so far as the Parquet part named after the segment, then
-    /// start a new segment and delete the old one. On failure the rows stay in the log.
-    fn flush(&mut self) {
+    /// start a new segment and delete the old one. On failure (false) the rows stay in the
+    /// log.
+    fn flush(&mut self) -> bool {
         let next = match Segment::create(&self.wal_dir, WAL_PREFIX) {
             Ok(s) => s,
             Err(e) => {
@@ -584,7 +588,7 @@ impl Writer {
                     tracing::error!(suppressed, "{e}");
                 }
                 self.metrics.write_failed(NAME, e);
-                return;
+                return false;
             }
         };
         if !self.unflushed.is_empty() {
@@ -602,7 +606,7 @@ impl Writer {
                 // replays what the part lacks.
                 let _ = self.dataset.remove_part(self.segment.id);
                 let _ = std::fs::remove_file(&next.path);
-                return;
+                return false;
             }
         }
         self.metrics.write_succeeded(NAME);
@@ -611,6 +615,7 @@ impl Writer {
         self.remove_flushed();
         tracing::debug!(rows = self.unflushed.len(), part = %old.id, "inbox flushed");
         self.unflushed.clear();
+        true
     }
 
     /// Remove flushed segments, durably: gone before the compactor may merge (and remove)

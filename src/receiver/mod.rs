@@ -21,6 +21,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Body;
+use axum::extract::rejection::PathRejection;
 use axum::extract::{OriginalUri, Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -146,14 +147,30 @@ fn public_path(public_url: &str) -> &str {
     after_scheme.find('/').map_or("", |i| &after_scheme[i..])
 }
 
+/// The id a post's path names; one that does not decode (`/hooks/%FF`) as its last segment
+/// still escaped, which names no webhook: refused as unknown, counted and logged as every
+/// refusal (axum's plain-text 400 was neither; an audit).
+fn path_id(id: Result<Path<String>, PathRejection>, uri: &axum::http::Uri) -> String {
+    match id {
+        Ok(Path(id)) => id,
+        Err(_) => uri
+            .path()
+            .rsplit('/')
+            .next()
+            .unwrap_or_default()
+            .to_string(),
+    }
+}
+
 /// `POST /hooks/{webhook_id}`: the receipt's id, or the refusal, counted and logged.
 async fn receive(
     State(state): State<AppState>,
-    Path(webhook_id): Path<String>,
+    webhook_id: Result<Path<String>, PathRejection>,
     OriginalUri(uri): OriginalUri,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
+    let webhook_id = path_id(webhook_id, &uri);
     let accepted = async {
         let post = authenticate(&state, Route::Hook, &webhook_id, &uri, &headers, body).await?;
         accept_contact(&state, post).await
@@ -176,11 +193,12 @@ async fn receive(
 /// completes the callback at the planned time.
 async fn receive_action(
     State(state): State<AppState>,
-    Path(action_id): Path<String>,
+    action_id: Result<Path<String>, PathRejection>,
     OriginalUri(uri): OriginalUri,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
+    let action_id = path_id(action_id, &uri);
     let accepted = async {
         let post = authenticate(&state, Route::Action, &action_id, &uri, &headers, body).await?;
         accept_execution(&state, post).await
