@@ -744,7 +744,7 @@ fn model(command: Command, path: &std::path::Path, overrides: &Overrides) -> any
             {
                 anyhow::ensure!(
                     lift.optimized_receipts + lift.holdout_receipts > 0,
-                    "no webhook or action {w:?} in {}, and no receipts of one in the data",
+                    "no webhook or action {w:?} in {}, and no receipts of one in the data while it held some out (a webhook removed from the config is reported from those)",
                     config.path.display()
                 );
             }
