@@ -400,10 +400,13 @@ impl Cache {
         commit_added(&dir, &self.state)
     }
 
-    /// Whether the stored profiles are still the ones this cache last read or wrote.
+    /// Whether the stored profiles are still the ones this cache last read or wrote: the same
+    /// deltas over the same parts (another process's merge of parts, adding no delta, left
+    /// this state naming parts gone, and the next refresh rebuilt everything; an audit).
     fn stored_here(&self) -> bool {
         let dir = self.data_dir.join("profiles");
-        stored_state(&dir).is_some_and(|s| s.deltas == self.state.deltas)
+        stored_state(&dir)
+            .is_some_and(|s| s.deltas == self.state.deltas && s.parts == self.state.parts)
     }
 }
 
@@ -956,6 +959,30 @@ mod tests {
             "the stored profiles could not be read back"
         );
         assert_eq!(reread.contacts, 3);
+    }
+
+    /// Another process (`sendtime profiles`) merges the parts `serve` could not while an
+    /// import held the events lock: `serve` takes the merged state, and does not rebuild.
+    #[test]
+    fn parts_merged_by_another_process_are_taken_not_rebuilt() {
+        let now = 1_700_000_000_000;
+        let cfg = ModelConfig::default();
+        let (dir, mut serving) = serving_one_contact(now);
+        for i in 0..COMPACT_PARTS as i64 + 6 {
+            append(dir.path(), &[ev(i % 13, now - i * crate::time::HOUR_MS)]).unwrap();
+        }
+        {
+            let _importing = events::lock(dir.path()).unwrap();
+            assert!(!serving.refresh(now).unwrap().rebuilt);
+        }
+        let parts = event_parts(dir.path()).unwrap().len();
+        update(dir.path(), cfg, now, false).unwrap();
+        assert!(
+            event_parts(dir.path()).unwrap().len() < parts,
+            "nothing merged"
+        );
+        let update = serving.refresh(now).unwrap();
+        assert!(!update.rebuilt, "rebuilt after another's merge");
     }
 
     /// A `serve` that refreshes after every import page: the stored deltas and the event
