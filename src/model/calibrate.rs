@@ -10,7 +10,7 @@
 //! converges to it. With too little data the file's values (the defaults) are kept, and the fit
 //! says so. `day_pooling` is not fitted: it does not change hour-of-day scores.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -94,7 +94,16 @@ pub struct Recent {
     events: Vec<(u32, u8, i32, u8)>,
     /// Contacts whose [`sample_key`] is below this are kept.
     below: u32,
+    /// Contacts found holding over [`MAX_CONTACT_EVENTS`] of the window's events: machines,
+    /// left out. One such kept the sample halving until it fell out (its key's share of
+    /// contacts), or emptied it when its key was 0 (an audit). Bounded by the events seen.
+    machines: HashSet<u32>,
 }
+
+/// Opens and clicks in the validation days past which a contact is taken for a machine
+/// (some 350 a day: a person who reads mail is far below, and `is_machine` takes it out of
+/// the fit anyway).
+const MAX_CONTACT_EVENTS: usize = MAX_EVENTS / 10;
 
 /// A contact's place in the sample (a multiplicative hash: every contact equally likely).
 fn sample_key(contact: u32) -> u32 {
@@ -109,6 +118,7 @@ impl Recent {
             newest: i32::MIN,
             events: Vec::new(),
             below: u32::MAX,
+            machines: HashSet::new(),
         }
     }
 
@@ -124,15 +134,28 @@ impl Recent {
             return;
         }
         self.newest = self.newest.max(day);
-        if sample_key(contact) >= self.below {
+        if sample_key(contact) >= self.below
+            || (!self.machines.is_empty() && self.machines.contains(&contact))
+        {
             return;
         }
         self.events.push((contact, slot, day, kind));
         if self.events.len() >= 2 * MAX_EVENTS {
-            // Forget what the window has moved past; if that is not enough, halve the sample:
-            // drop the contacts in its upper half.
+            // Forget what the window has moved past and the machines; if that is not enough,
+            // halve the sample: drop the contacts in its upper half.
             let first = self.first_day();
             self.events.retain(|e| e.2 >= first);
+            let mut per_contact: HashMap<u32, usize> = HashMap::new();
+            for e in &self.events {
+                *per_contact.entry(e.0).or_default() += 1;
+            }
+            let machines = (per_contact.into_iter())
+                .filter(|&(_, n)| n > MAX_CONTACT_EVENTS)
+                .map(|(c, _)| c);
+            self.machines.extend(machines);
+            if !self.machines.is_empty() {
+                self.events.retain(|e| !self.machines.contains(&e.0));
+            }
             if self.events.len() >= MAX_EVENTS {
                 let below = if self.below == u32::MAX {
                     1 << 23
@@ -424,6 +447,30 @@ mod tests {
         let exact = |f: &super::Fit| (f.fitted, f.changed, f.prior_strength, f.hour_bandwidth);
         assert_eq!(exact(&a), exact(&b));
         assert_eq!((a.events, a.contacts), (b.events, b.contacts));
+    }
+
+    /// A machine opening over 200,000 times in the validation days, as contact 0 (whose
+    /// sample key is 0, always in the sample): the fit is the people's. Before, the sample
+    /// halved until only that contact was left, and no fit was made.
+    #[test]
+    fn a_machine_that_fills_the_sample_leaves_the_fit_as_it_was() {
+        let until = 1_767_225_600_000; // 2026-01-01
+        let mut rows: Vec<Row> = (1..=60u32)
+            .flat_map(|c| {
+                (1..=90).map(move |d| open(c, until - d * DAY_MS + i64::from(c % 24) * HOUR_MS))
+            })
+            .collect();
+        let people = Rows::new(rows.clone(), 61);
+        rows.extend(
+            (1..=28)
+                .flat_map(|d| (0..7_200).map(move |m| open(0, until - d * DAY_MS + m * 10_000))),
+        );
+        let with_machine = Rows::new(rows, 61);
+        let fit = |rows: &Rows| build(ModelConfig::default(), rows, until).fit.unwrap();
+        let (a, b) = (fit(&people), fit(&with_machine));
+        assert!(a.fitted && b.fitted, "{b:?}");
+        let exact = |f: &super::Fit| (f.prior_strength, f.hour_bandwidth, f.events, f.contacts);
+        assert_eq!(exact(&a), exact(&b));
     }
 
     /// The same when the validation days hold too many opens to keep (8,000 people reading
