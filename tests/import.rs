@@ -1347,3 +1347,32 @@ fn an_erase_waiting_for_an_import_leaves_dispatching_free() {
     let keys: Vec<String> = stored(&data).into_iter().map(|r| r.0).collect();
     assert_eq!(keys, ["bob@example.com"]);
 }
+
+/// A warehouse export whose dates were cast to timestamps (every time at midnight) is
+/// refused as a file of dates, nothing imported; one real time among them is enough to take it.
+#[test]
+fn times_that_are_all_midnight_are_refused_as_dates() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let csv = dir.path().join("dates.csv");
+    let mut text = String::from("contact,time\n");
+    for i in 0..150 {
+        text.push_str(&format!(
+            "{},2025-0{}-{:02} 00:00:00\n",
+            1000 + i % 40,
+            1 + i % 6,
+            1 + i % 28
+        ));
+    }
+    std::fs::write(&csv, &text).unwrap();
+    let said = failed(&sendtime(&data, &csv_columns(csv.to_str().unwrap())));
+    assert!(
+        said.contains("all 150 events are at 00:00:00 UTC"),
+        "{said}"
+    );
+    assert!(parts(&data, "events").is_empty());
+    text.push_str("1000,2025-07-01 09:41:00\n");
+    std::fs::write(&csv, &text).unwrap();
+    let out = ok(&sendtime(&data, &csv_columns(csv.to_str().unwrap())));
+    assert!(out.contains("imported 151 events"), "{out}");
+}

@@ -627,6 +627,7 @@ pub fn run<R: Reader>(
     if of_erased > 0 {
         already += &format!("; {of_erased} rows of contacts erased (sendtime erase), skipped");
     }
+    summary.check_times()?;
     if summary.events == 0 {
         match (skipped, of_erased) {
             (0, 0) => println!("nothing to import: {} has no rows", path.display()),
@@ -674,9 +675,34 @@ struct Summary {
     seen: Vec<u64>,
     first: Option<i64>,
     last: Option<i64>,
+    /// The time of day (ms) every event had so far, or `None` once two differ.
+    one_time_of_day: Option<Option<i64>>,
 }
 
+/// Events past which one time of day shared by all (`2024-01-05 00:00:00`, a date cast to a
+/// timestamp) says the file holds dates, not times.
+const DATES_ONLY_EVENTS: usize = 100;
+
 impl Summary {
+    /// Refused when every one of many events has the same time of day, on a quarter hour
+    /// (midnight, or a zone's midnight in UTC): dates written as times, which the model would
+    /// learn as everyone's hour (an earlier version took them).
+    fn check_times(&self) -> anyhow::Result<()> {
+        if let Some(Some(ms)) = self.one_time_of_day
+            && ms % (15 * 60_000) == 0
+            && self.events >= DATES_ONLY_EVENTS
+        {
+            anyhow::bail!(
+                "all {} events are at {:02}:{:02}:{:02} UTC: the times are dates written as times; {NO_HOUR}; nothing was imported",
+                self.events,
+                ms / 3_600_000,
+                ms / 60_000 % 60,
+                ms / 1000 % 60
+            );
+        }
+        Ok(())
+    }
+
     fn add(&mut self, contact: u32, at_ms: i64) {
         self.events += 1;
         let (word, bit) = (contact as usize / 64, 1 << (contact % 64));
@@ -689,6 +715,12 @@ impl Summary {
         }
         self.first = Some(self.first.map_or(at_ms, |f| f.min(at_ms)));
         self.last = Some(self.last.map_or(at_ms, |l| l.max(at_ms)));
+        let time_of_day = at_ms.rem_euclid(crate::time::DAY_MS);
+        self.one_time_of_day = match self.one_time_of_day {
+            None => Some(Some(time_of_day)),
+            Some(Some(t)) if t != time_of_day => Some(None),
+            same => same,
+        };
     }
 }
 
