@@ -858,8 +858,9 @@ fn erase(
                 return Err(invalid);
             };
             tracing::warn!(
-                "config {} does not pass validation (`sendtime validate` lists why): the data folder is read from the TOML alone, and the stored profiles are deleted, not rebuilt",
-                path.display()
+                "config {} does not pass validation (`sendtime validate` lists why): erasing from {}, the data folder read from the TOML alone; the stored profiles are deleted, not rebuilt",
+                path.display(),
+                named.data_dir.display()
             );
             (named.data_dir, None)
         }

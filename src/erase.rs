@@ -171,7 +171,7 @@ impl std::fmt::Display for Erased {
         if self.quarantined > 0 {
             writeln!(
                 f,
-                "warning: the quarantine folders (quarantine/, archive/quarantine/, discarded/quarantine/) hold {} parts set aside as unreadable, not searched: they may hold rows of this contact",
+                "warning: the quarantine folders (quarantine/, archive/quarantine/, discarded/quarantine/) hold {} files set aside as unreadable (a part and its checksum counted once), not searched: they may hold rows of this contact",
                 self.quarantined
             )?;
         }

@@ -4911,7 +4911,7 @@ fn erase_deletes_a_person_from_every_file_and_nothing_else() {
     let erased = common::sendtime(&config, &data, &["erase", "ann@example.com", "7701"], &[]);
     assert!(
         erased.lines().any(
-            |l| l.starts_with("warning: the quarantine folders") && l.contains(" hold 1 parts")
+            |l| l.starts_with("warning: the quarantine folders") && l.contains(" hold 1 files")
         ),
         "{erased}"
     );

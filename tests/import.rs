@@ -1294,7 +1294,7 @@ fn an_erase_sets_a_damaged_part_aside_and_a_dry_run_names_it() {
     assert!(out.contains("events: "), "{out}");
     // One part, its checksum file not counted as another.
     assert!(
-        out.contains("hold 1 parts set aside as unreadable"),
+        out.contains("hold 1 files set aside as unreadable (a part and its checksum counted once)"),
         "{out}"
     );
     // Contact 1001's events left in the other parts are gone; the others' are kept.

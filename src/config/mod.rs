@@ -489,14 +489,20 @@ impl Named {
                 .filter_map(|t| t.get("id")?.as_str().map(str::to_string))
                 .collect()
         };
-        let data_dir = overrides.data_dir.clone().unwrap_or_else(|| {
-            let dir = doc
-                .get("server")
-                .and_then(|s| s.get("data_dir"))
-                .and_then(toml::Value::as_str)
-                .unwrap_or(Server::DEFAULT_DATA_DIR);
-            read::resolve(read::folder_of(path), dir)
-        });
+        let data_dir = match overrides.data_dir.clone() {
+            Some(dir) => dir,
+            None => {
+                // One that is there and no text is the error, not the default folder (an
+                // erase there would erase from another folder; a review).
+                let dir = match doc.get("server").and_then(|s| s.get("data_dir")) {
+                    None => Server::DEFAULT_DATA_DIR,
+                    Some(dir) => dir.as_str().ok_or_else(|| {
+                        anyhow::anyhow!("server.data_dir is not a text (a folder's path)")
+                    })?,
+                };
+                read::resolve(read::folder_of(path), dir)
+            }
+        };
         Ok(Named {
             path: path.to_path_buf(),
             data_dir,

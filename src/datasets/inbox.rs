@@ -85,6 +85,8 @@ pub fn dataset(data_dir: &Path) -> anyhow::Result<Dataset> {
 
 /// Rows are written to Parquet at least this often.
 pub const FLUSH_INTERVAL: Duration = Duration::from_secs(1);
+/// The longest wait between flushes that fail ([`Writer::flush_retry`]).
+const MAX_FLUSH_RETRY: Duration = Duration::from_secs(5);
 /// ...or as soon as this many are waiting.
 pub const FLUSH_ROWS: usize = 50_000;
 /// Receipts logged but not yet in Parquet past which new posts are refused (503, HubSpot
@@ -342,6 +344,7 @@ impl Inbox {
             metrics,
             append_errors: Throttle::default(),
             flush_errors: Throttle::default(),
+            flush_retry: None,
             unremoved: Vec::new(),
             removal_errors: Throttle::default(),
         };
@@ -428,6 +431,11 @@ struct Writer {
     /// A full disk fails every commit and flush: logged once a minute, not each time.
     append_errors: Throttle,
     flush_errors: Throttle,
+    /// After a failed flush, when the next may be tried and the wait after it fails again
+    /// (a second, doubling to five: a disk that frees up takes posts again within that): every batch tried one, with 50,000 rows waiting or
+    /// after a failed append, a 4 MiB segment made and removed and every row encoded each
+    /// time, and the slowed writer answered posts 429 (an audit).
+    flush_retry: Option<(Instant, Duration)>,
     /// Flushed segments whose removal failed: tried again at each flush, since archiving
     /// waits while one is left.
     unremoved: Vec<PathBuf>,
@@ -437,10 +445,6 @@ struct Writer {
 impl Writer {
     fn run(&mut self, rx: mpsc::Receiver<Request>) {
         let mut last_flush = Instant::now();
-        // The last flush failed: the next waits for the interval, however many rows wait
-        // (each batch past FLUSH_ROWS tried one, a 4 MiB segment made and removed and every
-        // row encoded, and the slowed writer answered posts 429; an audit).
-        let mut failed = false;
         loop {
             let first = match rx.recv_timeout(FLUSH_INTERVAL) {
                 Ok(r) => Some(r),
@@ -457,9 +461,10 @@ impl Writer {
                 }
                 self.commit(batch);
             }
-            let full = self.unflushed.len() >= FLUSH_ROWS && !failed;
-            if !self.unflushed.is_empty() && (full || last_flush.elapsed() >= FLUSH_INTERVAL) {
-                failed = !self.flush();
+            if !self.unflushed.is_empty()
+                && (self.unflushed.len() >= FLUSH_ROWS || last_flush.elapsed() >= FLUSH_INTERVAL)
+            {
+                self.flush();
                 last_flush = Instant::now();
             } else if !self.unremoved.is_empty() && last_flush.elapsed() >= FLUSH_INTERVAL {
                 self.remove_flushed();
@@ -467,6 +472,8 @@ impl Writer {
             }
         }
         if !self.unflushed.is_empty() {
+            // Once more at the stop, however soon after a failure.
+            self.flush_retry = None;
             self.flush();
         }
         tracing::info!("inbox writer stopped; everything logged is in Parquet");
@@ -574,9 +581,24 @@ impl Writer {
     }
 
     /// Write everything logged so far as the Parquet part named after the segment, then
-    /// start a new segment and delete the old one. On failure (false) the rows stay in the
-    /// log.
-    fn flush(&mut self) -> bool {
+    /// start a new segment and delete the old one. On failure the rows stay in the log, and
+    /// the next flush waits ([`Writer::flush_retry`]).
+    fn flush(&mut self) {
+        if self.flush_retry.is_some_and(|(at, _)| Instant::now() < at) {
+            return;
+        }
+        if !self.try_flush() {
+            let wait = self
+                .flush_retry
+                .map_or(FLUSH_INTERVAL, |(_, wait)| (wait * 2).min(MAX_FLUSH_RETRY));
+            self.flush_retry = Some((Instant::now() + wait, wait));
+        } else {
+            self.flush_retry = None;
+        }
+    }
+
+    /// [`Writer::flush`] once: false when it failed.
+    fn try_flush(&mut self) -> bool {
         let next = match Segment::create(&self.wal_dir, WAL_PREFIX) {
             Ok(s) => s,
             Err(e) => {

@@ -115,11 +115,17 @@ pub struct Share {
 }
 
 /// A group's receipts done with (sent, failed or a dry run) and counted, and of them those
-/// never sent.
+/// that failed, never sent.
 #[derive(Debug, Clone, Copy, Default, Serialize)]
 pub struct Lost {
     pub receipts: u64,
-    pub unsent: u64,
+    pub failed: u64,
+}
+
+impl Lost {
+    fn share(self) -> f64 {
+        self.failed as f64 / self.receipts.max(1) as f64
+    }
 }
 
 /// One metric: optimized against held out.
@@ -162,8 +168,9 @@ pub enum NoVerdict {
     TooFewSends,
     /// The interval includes zero.
     IncludesZero,
-    /// The groups lost receipts unsent (failed) at shares too different for chance
-    /// ([`Lift::lost`]): those who stay in a group are not like those in the other.
+    /// The groups lost receipts (failed, never sent) at shares too different for chance, and
+    /// by enough to explain the verdict ([`Lift::optimized_lost`]): those who stay in a group
+    /// are not like those in the other.
     LostUnequally,
 }
 
@@ -179,7 +186,7 @@ impl NoVerdict {
             NoVerdict::TooFewSends => format!("fewer than {MIN_SENDS} sends in a group"),
             NoVerdict::IncludesZero => "the interval includes zero".into(),
             NoVerdict::LostUnequally => {
-                "the groups lost unequal shares of their receipts unsent (see the notes)".into()
+                "the groups lost unequal shares of their receipts (see the notes)".into()
             }
         }
     }
@@ -206,11 +213,11 @@ pub struct Lift {
     /// Sends found, per group, whatever their windows.
     pub optimized_sends: u64,
     pub holdout_sends: u64,
-    /// Receipts done with and never sent (failed, or a dry run), per group (optimized, held
-    /// out), of those done with that are counted: the sends compare only who stayed, and an
-    /// optimized receipt waits longer for a failure to reach it (an audit: a contact deleted
-    /// or unsubscribed meanwhile leaves the optimized group alone, likely a non-reader).
-    /// Shares too different for chance withhold every verdict ([`NoVerdict::LostUnequally`]).
+    /// Receipts done with and counted, and of them those that failed, never sent, per group
+    /// (optimized, held out): the sends compare only who stayed, and an optimized receipt
+    /// waits longer for a failure to reach it (an audit: a contact deleted or unsubscribed
+    /// meanwhile leaves the optimized group alone, likely a non-reader). Shares too different
+    /// for chance, by enough to explain a verdict, withhold it ([`NoVerdict::LostUnequally`]).
     pub optimized_lost: Lost,
     pub holdout_lost: Lost,
     pub metrics: Vec<Metric>,
@@ -249,6 +256,9 @@ pub struct Planned {
     /// Whether it is done with: sent, failed for good, or recorded as a dry run; not still
     /// waiting, retrying or held.
     pub ended: bool,
+    /// Ended failed for good, never sent (not a dry run, which says nothing of the contact):
+    /// lost to its group ([`Lift::optimized_lost`]).
+    pub failed: bool,
     pub holdout: bool,
     /// The webhook's holdout share it was drawn at; none in rows from before it was recorded.
     pub share: Option<f64>,
@@ -372,19 +382,35 @@ pub fn lift(data_dir: &Path, options: &Options) -> anyhow::Result<Lift> {
         }
     }
     // Of the receipts done with and counted (before their webhook's first not done with),
-    // those never sent, per group.
-    let mut lost = [Lost::default(); 2];
+    // those never sent, per group, each webhook at each share apart (as the rates are).
+    let mut lost_in: HashMap<(&str, Option<u64>), [Lost; 2]> = HashMap::new();
     for s in compared.iter().filter(|s| s.ended) {
         let counted = unsent
             .get(s.webhook.as_str())
             .is_none_or(|&(first, _)| s.received_at_ms < first);
         if counted {
-            let g = &mut lost[usize::from(s.holdout)];
+            let stratum = lost_in
+                .entry((&s.webhook, s.share.map(f64::to_bits)))
+                .or_default();
+            let g = &mut stratum[usize::from(s.holdout)];
             g.receipts += 1;
-            g.unsent += u64::from(s.sent_at_ms.is_none());
+            g.failed += u64::from(s.failed);
         }
     }
-    let lost_unequally = lost_unequally(lost);
+    let mut lost = [Lost::default(); 2];
+    for stratum in lost_in.values() {
+        for (total, g) in lost.iter_mut().zip(stratum) {
+            total.receipts += g.receipts;
+            total.failed += g.failed;
+        }
+    }
+    // How far the difference could move were every receipt one group lost more of a reader
+    // (or not), when the losses differ beyond chance: the rate of those left is off by at
+    // most the excess share lost, over the share left.
+    let attrition_bias = lost_unequally(lost_in.values()).then(|| {
+        let [o, h] = lost.map(Lost::share);
+        (o - h) / (1.0 - o.max(h))
+    });
     // Each webhook at each share it held out (randomized at one share, its two groups span
     // the same days; a share changed, or lifted and set again, would otherwise set one
     // period's optimized sends against another's held-out ones).
@@ -485,7 +511,9 @@ pub fn lift(data_dir: &Path, options: &Options) -> anyhow::Result<Lift> {
                     .map(|s| s.counted_from_ms + hours * HOUR_MS)
                     .min();
             }
-            if lost_unequally && m.verdict.is_some() {
+            if let (Some(bias), Some([lo, hi])) = (attrition_bias, m.interval)
+                && explained_by_losses(m.verdict, [lo, hi], bias)
+            {
                 (m.verdict, m.no_verdict) = (None, Some(NoVerdict::LostUnequally));
             }
             m.no_verdict_text = m.no_verdict.map(NoVerdict::text);
@@ -524,17 +552,35 @@ pub fn lift(data_dir: &Path, options: &Options) -> anyhow::Result<Lift> {
     Ok(lift)
 }
 
-/// Whether the shares lost (receipts, of them never sent) per group differ beyond chance: a
-/// two-sided test of two proportions at the 1 % level (|z| > 2.576), so that chance alone
-/// withholds a verdict once in a hundred reports.
-fn lost_unequally([a, b]: [Lost; 2]) -> bool {
-    if a.receipts == 0 || b.receipts == 0 {
-        return false;
+/// Whether a verdict could be the unequal losses' doing: the group that lost more (`bias`
+/// positive: the optimized one) is the one found better, by no more than the losses could
+/// move the difference (a large account's losses, a fraction of a point apart, are beyond
+/// chance and explain nothing of a clear lift).
+fn explained_by_losses(verdict: Option<&str>, [lo, hi]: [f64; 2], bias: f64) -> bool {
+    match verdict {
+        Some("optimized_better") => bias > 0.0 && lo <= bias,
+        Some("holdout_better") => bias < 0.0 && hi >= bias,
+        _ => false,
     }
-    let (na, nb) = (a.receipts as f64, b.receipts as f64);
-    let pooled = (a.unsent + b.unsent) as f64 / (na + nb);
-    let se = (pooled * (1.0 - pooled) * (1.0 / na + 1.0 / nb)).sqrt();
-    se > 0.0 && ((a.unsent as f64 / na - b.unsent as f64 / nb) / se).abs() > 2.576
+}
+
+/// Whether the shares lost (receipts, of them failed) by the two groups (optimized, held
+/// out) differ beyond chance, each webhook at each share a stratum: the Cochran–Mantel–Haenszel
+/// test at the 1 % level (its statistic over 6.635, chi-square with one degree of freedom), so
+/// that chance alone withholds a verdict once in a hundred reports. Pooled, a webhook that
+/// holds out less and fails more would make the groups look unequal by their mix alone.
+fn lost_unequally<'a>(strata: impl Iterator<Item = &'a [Lost; 2]>) -> bool {
+    let (mut excess, mut variance) = (0.0, 0.0);
+    for [a, b] in strata {
+        let (na, nb) = (a.receipts as f64, b.receipts as f64);
+        let (n, lost) = (na + nb, (a.failed + b.failed) as f64);
+        if na == 0.0 || nb == 0.0 {
+            continue;
+        }
+        excess += a.failed as f64 - na * lost / n;
+        variance += na * nb * lost * (n - lost) / (n * n * (n - 1.0));
+    }
+    variance > 0.0 && excess * excess / variance > 6.635
 }
 
 fn share((sends, engaged): (u64, u64)) -> Share {
@@ -831,7 +877,9 @@ pub fn planned(data_dir: &Path) -> anyhow::Result<Vec<Planned>> {
     let mut out = plan_rows(data_dir)?;
     for p in &mut out {
         p.sent_at_ms = sent.get(&p.receipt_id).copied();
-        p.ended |= p.sent_at_ms.is_some() || unsent_ends.contains(&p.receipt_id);
+        let unsent = unsent_ends.get(&p.receipt_id);
+        p.ended |= p.sent_at_ms.is_some() || unsent.is_some();
+        p.failed = p.sent_at_ms.is_none() && unsent == Some(&true);
     }
     Ok(out)
 }
@@ -848,6 +896,7 @@ fn plan_rows(data_dir: &Path) -> anyhow::Result<Vec<Planned>> {
         }
         out.push(Planned {
             ended: p.archived,
+            failed: false,
             sent_at_ms: None,
             receipt_id: p.receipt_id,
             webhook: p.webhook_id,
@@ -862,16 +911,18 @@ fn plan_rows(data_dir: &Path) -> anyhow::Result<Vec<Planned>> {
     Ok(out)
 }
 
-/// Each receipt's first send, and the receipts ended without one. Of the outcomes, only the
-/// final rows are read, and the other steps of the few receipts whose send resolved a doubt
-/// ([`sent_at`]).
-fn first_sends_of(data_dir: &Path) -> anyhow::Result<(HashMap<String, i64>, HashSet<String>)> {
+/// Each receipt's first send, and the receipts ended without one (true: failed, not a dry
+/// run). Of the outcomes, only the final rows are read, and the other steps of the few
+/// receipts whose send resolved a doubt ([`sent_at`]).
+fn first_sends_of(
+    data_dir: &Path,
+) -> anyhow::Result<(HashMap<String, i64>, HashMap<String, bool>)> {
     let ends: Vec<Status> = (Status::ALL.into_iter()).filter(|s| s.is_final()).collect();
     let sends = outcomes::read_kept_with_status(data_dir, &ends)?;
-    let unsent_ends: HashSet<String> = (sends.iter())
-        .filter(|r| !is_send(r.status))
-        .map(|r| r.receipt_id.clone())
-        .collect();
+    let mut unsent_ends: HashMap<String, bool> = HashMap::new();
+    for r in sends.iter().filter(|r| !is_send(r.status)) {
+        *unsent_ends.entry(r.receipt_id.clone()).or_default() |= r.status == Status::Failed;
+    }
     let first = first_sends(&sends);
     let doubts: HashSet<&str> = resolved(&first).collect();
     let steps = if doubts.is_empty() {
@@ -967,8 +1018,9 @@ fn engagement(
         .collect();
     let mut newest = None;
     // With no contact to read, the newest event is still wanted where it sets the as-of
-    // time (an audit: the report said "as of now" when every contact sent was new).
-    if out.is_empty() && !need_newest {
+    // time (an audit: the report said "as of now" when every contact sent was new); with no
+    // send, it sets nothing (`GET /lift` read every event for nothing, an earlier audit).
+    if sends.is_empty() || (out.is_empty() && !need_newest) {
         return Ok((out, newest));
     }
     use events::col;
@@ -1076,8 +1128,8 @@ impl Lift {
         {
             let (o, h) = (self.optimized_lost, self.holdout_lost);
             notes.push(format!(
-                "no verdict: {} of {} optimized receipts and {} of {} held-out ones done with were never sent (failed): too different for chance, so the groups' sends no longer compare like with like (an optimized receipt waits longer for a contact to be deleted or unsubscribed); the figures stand, without a verdict",
-                o.unsent, o.receipts, h.unsent, h.receipts
+                "no verdict where the losses could explain it: {} of {} optimized receipts and {} of {} held-out ones done with failed, never sent: too different for chance, so the groups' sends no longer compare like with like (an optimized receipt waits longer for a contact to be deleted or unsubscribed); the figures stand",
+                o.failed, o.receipts, h.failed, h.receipts
             ));
         }
         if self.quarantined > 0 {
@@ -1586,11 +1638,50 @@ mod tests {
         );
     }
 
-    /// The optimized group lost 40 of its 100 receipts unsent (failed, likely non-readers)
-    /// and the held-out group none: its sends look far better, and the report gives the
-    /// figures without a verdict, saying why (an earlier version said `optimized_better`).
+    /// Webhooks lose receipts at their own rates: one that holds out little and fails often
+    /// makes the optimized group lose more, pooled, by its mix alone. Compared within each
+    /// webhook, as the rates are, the groups lose alike; one that loses more in one group is
+    /// found.
     #[test]
-    fn groups_that_lost_unequal_shares_unsent_get_no_verdict() {
+    fn losses_are_compared_within_each_webhook() {
+        let lost = |receipts, failed| Lost { receipts, failed };
+        let a = [lost(100, 0), lost(100, 0)];
+        let b = [lost(200, 60), lost(10, 3)];
+        assert!(!lost_unequally([a, b].iter()));
+        let c = [lost(200, 60), lost(200, 30)];
+        assert!(lost_unequally([a, c].iter()));
+        assert!(!lost_unequally([a].iter()), "no loss, no test");
+        // Beyond chance, a large account's losses a fraction of a point apart explain only a
+        // verdict as close to zero, and only one for the group that lost more.
+        let bias = 0.0015;
+        assert!(!explained_by_losses(
+            Some("optimized_better"),
+            [0.03, 0.07],
+            bias
+        ));
+        assert!(explained_by_losses(
+            Some("optimized_better"),
+            [0.001, 0.01],
+            bias
+        ));
+        assert!(!explained_by_losses(
+            Some("holdout_better"),
+            [-0.01, -0.001],
+            bias
+        ));
+        assert!(explained_by_losses(
+            Some("holdout_better"),
+            [-0.01, -0.001],
+            -bias
+        ));
+    }
+
+    /// The optimized group lost 40 of its 100 receipts (failed, likely non-readers) and the
+    /// held-out group none: its sends look better by less than the losses could explain, and
+    /// the report gives the figures without a verdict, saying why (an earlier version said
+    /// `optimized_better`).
+    #[test]
+    fn groups_that_lost_unequal_shares_get_no_verdict() {
         let ids: Vec<String> = (0..200).map(|i| format!("r{i}")).collect();
         let ids: &'static [String] = Box::leak(ids.into_boxed_slice());
         let mut given: Vec<Given> = Vec::new();
@@ -1599,8 +1690,8 @@ mod tests {
             let holdout = i >= 100;
             let failed = !holdout && i < 40;
             given.push((&ids[i as usize], i, T, (!failed).then_some(T), holdout));
-            // Every optimized contact sent reads; three in ten held out do.
-            if !failed && (!holdout || i % 10 < 3) {
+            // Six in ten optimized contacts sent read; three in ten held out do.
+            if !failed && i % 10 < if holdout { 3 } else { 6 } {
                 opens.push((i, T + HOUR_MS));
             }
         }
@@ -1632,14 +1723,38 @@ mod tests {
             (None, Some(NoVerdict::LostUnequally))
         );
         assert_eq!(
-            (lost.optimized_lost.unsent, lost.optimized_lost.receipts),
+            (lost.optimized_lost.failed, lost.optimized_lost.receipts),
             (40, 100)
         );
         assert!(
             lost.notes
                 .iter()
-                .any(|n| n.starts_with("no verdict: 40 of 100"))
+                .any(|n| n.starts_with("no verdict where the losses could explain it: 40 of 100"))
         );
+    }
+
+    /// A contact's events come in parts of any order (older events imported after newer
+    /// ones): a send's window finds its open wherever it was read.
+    #[test]
+    fn events_read_out_of_time_order_are_found() {
+        let given: [Given; 2] = [("r1", 1, T, Some(T), true), ("r2", 2, T, Some(T), false)];
+        let dir = world(&given, &[(1, T + 30 * HOUR_MS), (2, T + 30 * HOUR_MS)]);
+        let open = |contact| events::Event {
+            event_id: None,
+            contact_id: Some(contact),
+            email: None,
+            kind: Kind::Open,
+            at_ms: T + HOUR_MS,
+            filtered: false,
+            source: "test".into(),
+        };
+        events::append(dir.path(), &[open(1), open(2)]).unwrap();
+        let options = Options {
+            as_of_ms: T + 10 * DAY_MS,
+            ..Options::default()
+        };
+        let m = opened_24h(&lift(dir.path(), &options).unwrap()).clone();
+        assert_eq!((m.optimized.engaged, m.holdout.engaged), (1, 1));
     }
 
     /// Contacts in the store by HubSpot id (their opens after the sends) and by email (an old
@@ -2202,6 +2317,7 @@ mod tests {
             // Optimized sends go out days after receipt.
             sent_at_ms: Some(day_n * day + if holdout { 0 } else { 3 * day }),
             ended: true,
+            failed: false,
             holdout,
             share: None,
             timed: true,

@@ -395,9 +395,14 @@ impl Cache {
             return Ok(());
         }
         let sources: HashSet<String> = merged.sources.iter().filter_map(|p| file_name(p)).collect();
-        self.state.parts.retain(|p| !sources.contains(p));
-        self.state.parts.extend(file_name(&merged.part));
-        commit_added(&dir, &self.state)
+        // Taken once stored: a state not stored would differ from the disk's, and the next
+        // refresh would take the disk's for another process's and rebuild (a review).
+        let mut state = self.state.clone();
+        state.parts.retain(|p| !sources.contains(p));
+        state.parts.extend(file_name(&merged.part));
+        commit_added(&dir, &state)?;
+        self.state = state;
+        Ok(())
     }
 
     /// Whether the stored profiles are still the ones this cache last read or wrote: the same

@@ -256,11 +256,11 @@ pub fn generate(out: &Path, spec: Spec) -> anyhow::Result<usize> {
     let start = end - 365 * DAY_MS;
     let dictionary = contacts::dataset(out)?;
     let events_ds = events::dataset(out)?;
-    // The events too: a run stopped half way leaves events that a second run would add to,
-    // twice over (an audit).
+    // The events too: a run stopped half way leaves contacts and some events, which a second
+    // run would add to, twice over (an audit).
     anyhow::ensure!(
         dictionary.parts()?.is_empty() && events_ds.parts()?.is_empty(),
-        "{} already holds data (a run stopped half way leaves events): generate into an empty folder",
+        "{} already holds data (a run stopped half way leaves some): generate into an empty folder",
         out.display()
     );
     let mut rng = Rng::new(spec.seed);
