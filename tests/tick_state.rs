@@ -182,6 +182,92 @@ fn a_planning_failure_does_not_hold_the_contacts_planned_before() {
     d.close();
 }
 
+/// While the profiles cannot be built (a contact dictionary part in quarantine), receipts
+/// that need none go all the same: an IMMEDIATE webhook's, and those a webhook holds out
+/// (sent at receipt, as without sendtime); a timed one's waits for them. All waited before.
+#[test]
+fn receipts_that_need_no_profile_go_while_profiles_cannot_be_built() {
+    let rt = runtime();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let text = TestConfig {
+        env: "TICK_STATE",
+        server: &format!("data_dir = \"{}\"", data.display()),
+        connector: "dry_run = true",
+        hooks: &[
+            &Hook {
+                id: "week",
+                kind: "NEXT_WEEK",
+                target: "workflow_id = 7",
+            },
+            &Hook {
+                id: "held",
+                kind: "NEXT_WEEK",
+                target: "workflow_id = 8\nholdout = 0.5",
+            },
+            &Hook {
+                id: "now",
+                kind: "IMMEDIATE",
+                target: "workflow_id = 9",
+            },
+        ],
+        ..TestConfig::default()
+    }
+    .text();
+    let env = sendtime::config::EnvCheck::Warn;
+    let config = Config::from_text(&data.join("webhooks.toml"), &text, &Default::default(), env)
+        .unwrap()
+        .config;
+    let quarantine = data.join("quarantine").join("contacts");
+    std::fs::create_dir_all(&quarantine).unwrap();
+    let part = format!("part-{}.parquet", ulid::Ulid::generate());
+    std::fs::write(quarantine.join(part), b"damaged").unwrap();
+    let row = |n: u64, webhook: &str, kind| Receipt {
+        webhook_type: kind,
+        ..common::inbox_row(
+            &ulid::Ulid::from_parts(NOW as u64, n as u128).to_string(),
+            webhook,
+            n as i64,
+            None,
+            NOW,
+        )
+    };
+    let mut rows = vec![
+        row(1, "week", WebhookType::NextWeek),
+        row(2, "now", WebhookType::Immediate),
+    ];
+    rows.extend((10..50).map(|n| row(n, "held", WebhookType::NextWeek)));
+    common::write_inbox(&data, &rows);
+    let mut d = Dispatcher::open(&data, Metrics::new(), Clock::Fixed(NOW)).unwrap();
+    let (_tx, stop) = tokio::sync::watch::channel(false);
+    let r = rt.block_on(d.tick(&config, stop)).unwrap();
+    assert!(r.planning_error.is_some(), "{r}");
+    let sent: Vec<String> = outcomes::read(&outcomes::dataset(&data).unwrap())
+        .unwrap()
+        .into_iter()
+        .filter(|o| o.status == Status::DryRun)
+        .map(|o| o.receipt_id)
+        .collect();
+    let planned = plan::read(&plan::dataset(&data).unwrap()).unwrap();
+    let held: Vec<&str> = (planned.iter())
+        .filter(|p| p.holdout)
+        .map(|p| p.receipt_id.as_str())
+        .collect();
+    assert!(!held.is_empty() && held.len() < 40, "{held:?}");
+    assert!(
+        sent.contains(&rows[1].receipt_id),
+        "the IMMEDIATE receipt waited: {sent:?}"
+    );
+    assert!(held.iter().all(|h| sent.iter().any(|s| s == h)), "{sent:?}");
+    assert!(
+        !sent.contains(&rows[0].receipt_id),
+        "a timed receipt went unplanned"
+    );
+    assert_eq!(sent.len(), held.len() + 1, "{sent:?}");
+    d.close();
+}
+
 /// A receipt of a webhook type this build does not know (a newer version wrote it) is not
 /// planned with a guessed type: it is left for later, and the rest of its part (a compaction
 /// merges parts) and the parts around it are planned.

@@ -85,16 +85,20 @@ impl Dispatcher {
                 }
             }
         }
-        let result = self
+        let result = match self
             .profiles
             .refresh(config.model, now)
             .context("cannot build contact profiles (from events/, into profiles/)")
-            .and_then(|()| {
-                // Profiles are kept current on every tick (cheap when no event part is new), so
-                // the first tick after start-up loads them and later ticks only add what was
-                // imported.
-                self.record_plans(config, now, &mut fresh)
-            });
+        {
+            // Profiles are kept current on every tick (cheap when no event part is new), so
+            // the first tick after start-up loads them and later ticks only add what was
+            // imported.
+            Ok(()) => self.record_plans(config, now, &mut fresh),
+            Err(e) => {
+                self.plan_without_profiles(config, now, &mut fresh);
+                Err(e)
+            }
+        };
         if let Err(e) = result {
             // Planning is down: an action's contact in its hold's last hour goes now, rather
             // than be moved on by HubSpot without us. The others wait in the inbox for the
@@ -362,6 +366,35 @@ impl Dispatcher {
         // rebuilds them from the queue.
         result?;
         Ok(())
+    }
+
+    /// While the profiles cannot be built, plan the receipts of `fresh` that need none, taking
+    /// them out of it: an untimed type's (IMMEDIATE, UPDATE_ONLY) and those held out, which go
+    /// at receipt whatever the model knows (they waited in the inbox with the rest, an
+    /// audit). A failure to plan them leaves them in `fresh`, to wait with the rest.
+    fn plan_without_profiles(&mut self, config: &Config, now: i64, fresh: &mut Vec<Pending>) {
+        let needs_none = |item: &Pending| {
+            let share = config.webhook(&item.webhook_id).map_or(0.0, |w| w.holdout);
+            let mut buf = [0u8; ulid::ULID_LEN];
+            !item.webhook_type.timed()
+                || crate::lift::held_out(item.receipt_id.as_str(&mut buf), share)
+        };
+        let (mut now_items, waiting): (Vec<Pending>, Vec<Pending>) =
+            std::mem::take(fresh).into_iter().partition(needs_none);
+        *fresh = waiting;
+        if now_items.is_empty() {
+            return;
+        }
+        match self.record_plans(config, now, &mut now_items) {
+            Ok(()) => now_items.into_iter().for_each(|item| self.enqueue(item)),
+            Err(e) => {
+                tracing::warn!(
+                    contacts = now_items.len(),
+                    "cannot plan the receipts that need no profile (untimed, held out) either: {e:#}"
+                );
+                fresh.extend(now_items);
+            }
+        }
     }
 
     /// Plan rows for `items`, sent at `now` unplanned while planning fails: finished
