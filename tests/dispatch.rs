@@ -2317,13 +2317,13 @@ fn a_daily_429_pauses_the_connector_until_the_limit_resets_and_loses_nothing() {
     };
 
     // The day's allowance goes on the first 8; the 9th call meets the DAILY 429, and the
-    // pause, until the next whole hour, is kept where a restart finds it.
+    // pause, until a minute past the next whole hour, is kept where a restart finds it.
     let pause_file = data.join("state").join("dispatch-pause-main");
     let until = eventually(Duration::from_secs(30), || {
         std::fs::read_to_string(&pause_file).ok()
     })
     .unwrap_or_else(|| panic!("no pause; logs:\n{}", server.logs()));
-    assert_eq!(until, (day + 4 * HOUR).to_string());
+    assert_eq!(until, (day + 4 * HOUR + 60_000).to_string());
     // The tick that met the 429 ends once its calls have; from then on, while paused, ticks
     // go on (every second) and HubSpot hears nothing more.
     common::wait_ticks(&server, 1);
@@ -2336,7 +2336,7 @@ fn a_daily_429_pauses_the_connector_until_the_limit_resets_and_loses_nothing() {
     assert_eq!(standin.log().len(), calls, "no calls while paused");
 
     // At the next hour it tries again; HubSpot's day has not ended: paused again, one call.
-    set_clock(&clock, day + 4 * HOUR);
+    set_clock(&clock, day + 4 * HOUR + 60_000);
     eventually(Duration::from_secs(30), || {
         (rate_limited() > first_429s).then_some(())
     })
@@ -2351,7 +2351,7 @@ fn a_daily_429_pauses_the_connector_until_the_limit_resets_and_loses_nothing() {
     assert!(metric(1));
 
     // The account's midnight: everyone left goes, once.
-    set_clock(&clock, day + 5 * HOUR);
+    set_clock(&clock, day + 5 * HOUR + 60_000);
     let all = eventually(Duration::from_secs(30), || {
         (enrolled() == emails.len()).then_some(())
     });
@@ -4329,8 +4329,8 @@ fn a_daily_pause_outlasts_the_process_so_sendtime_tick_does_not_call_again() {
     assert!(out.contains("enrolled=3 "), "{out}\n{err}");
     assert_eq!(
         std::fs::read_to_string(&pause_file).unwrap(),
-        (day + 4 * HOUR).to_string(),
-        "paused until the next whole hour"
+        (day + 4 * HOUR + 60_000).to_string(),
+        "paused until a minute past the next whole hour"
     );
     let calls = standin.log().len();
 
@@ -4343,13 +4343,13 @@ fn a_daily_pause_outlasts_the_process_so_sendtime_tick_does_not_call_again() {
     assert_eq!(standin.log().len(), calls, "no call while paused");
 
     // At the next hour it tries again, and HubSpot's day is not over yet.
-    let (out, err) = tick(day + 4 * HOUR);
+    let (out, err) = tick(day + 4 * HOUR + 60_000);
     assert!(out.contains("enrolled=0 "), "{out}\n{err}");
     assert!(standin.log().len() > calls);
     assert!(pause_file.exists());
 
     // The account's midnight: the rest go, once each; the pause is forgotten.
-    let (out, err) = tick(day + 5 * HOUR);
+    let (out, err) = tick(day + 5 * HOUR + 60_000);
     assert!(out.contains("enrolled=2 "), "{out}\n{err}");
     assert!(!pause_file.exists());
     enrolled_once(&standin, "104", &emails);
@@ -4384,7 +4384,7 @@ fn a_daily_pause_lasts_until_the_reset_hubspot_reports() {
     );
     let calls = standin.log().len();
     // The next whole hour is no longer a probe.
-    let (out, err) = tick(day + 4 * HOUR);
+    let (out, err) = tick(day + 4 * HOUR + 60_000);
     assert!(out.contains("enrolled=0 "), "{out}\n{err}");
     assert_eq!(standin.log().len(), calls, "no call before the reset");
     let (out, err) = tick(reset);

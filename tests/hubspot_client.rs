@@ -290,6 +290,44 @@ async fn daily_limit_gives_a_daily_429() {
     assert_eq!(c.last_rate_limit().unwrap().daily_remaining, Some(0));
 }
 
+/// A 429 page that names no policy (an edge's HTML) while HubSpot's headers say the day's
+/// calls are spent is the daily limit, not a burst to retry in ten seconds all day.
+#[tokio::test]
+async fn a_429_page_with_the_day_spent_is_the_daily_limit() {
+    let s = standin(Options {
+        daily_limit: 2,
+        ..Options::default()
+    })
+    .await;
+    let c = client(&s);
+    s.inject(Injection::next(Fault::Html(429)));
+    let err = c.enrollments(1).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            ApiError::RateLimited {
+                policy: RatePolicy::TenSecondly,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    c.enrollments(1).await.unwrap();
+    c.enrollments(1).await.unwrap();
+    s.inject(Injection::next(Fault::Html(429)));
+    let err = c.enrollments(1).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            ApiError::RateLimited {
+                policy: RatePolicy::Daily,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+}
+
 #[tokio::test]
 async fn the_daily_limit_resets_at_midnight_in_the_accounts_time_zone() {
     const HOUR: i64 = 3_600_000;

@@ -1064,6 +1064,11 @@ async fn classify(resp: reqwest::Response, batch: Option<usize>) -> ApiError {
     let status = resp.status();
     let retry_after = policy::retry_after(resp.headers());
     let page = is_html(resp.headers());
+    // The day's allowance spent, as the headers say: a 429 whose body does not name its policy
+    // (cut short, an edge's page) is the daily one (taken for a burst, it was tried again
+    // every 10 s all day; an audit).
+    let day_spent =
+        RateLimit::from_headers(resp.headers()).and_then(|r| r.daily_remaining) == Some(0);
     // A redirect is never followed: it would resend the body elsewhere ([`ApiError::NotTheApi`]).
     if status.is_redirection() {
         let location = (resp.headers().get(reqwest::header::LOCATION))
@@ -1122,6 +1127,7 @@ async fn classify(resp: reqwest::Response, batch: Option<usize>) -> ApiError {
     if status == StatusCode::TOO_MANY_REQUESTS {
         let policy = match body.policy_name.as_deref() {
             Some("DAILY") => RatePolicy::Daily,
+            None if day_spent => RatePolicy::Daily,
             _ => RatePolicy::TenSecondly,
         };
         return ApiError::RateLimited {

@@ -168,12 +168,13 @@ pub fn connector_wait(e: &ApiError, last: Option<RateLimit>) -> Option<Duration>
 }
 
 /// When a spent daily allowance is worth trying again: HubSpot resets it at midnight in the
-/// account's time zone. Most zones' midnights fall on a whole hour, so at the next one; or, a
-/// minute after (for clocks apart), the midnight of the connector's `time_zone` when that
-/// comes sooner (Asia/Kolkata's is at :30 UTC). A wrong `time_zone` costs nothing: the hourly
-/// tries go on.
+/// account's time zone. Most zones' midnights fall on a whole hour, so a minute after the next
+/// one (for clocks apart: on the hour, a clock ahead of HubSpot's met the spent day again and
+/// lost an hour; an audit); or the midnight of the connector's `time_zone`, a minute after,
+/// when that comes sooner (Asia/Kolkata's is at :30 UTC). A wrong `time_zone` costs nothing:
+/// the hourly tries go on.
 pub fn daily_retry_at(now_ms: i64, zone: Option<chrono_tz::Tz>) -> i64 {
-    let hour = (now_ms.div_euclid(HOUR_MS) + 1) * HOUR_MS;
+    let hour = (now_ms.div_euclid(HOUR_MS) + 1) * HOUR_MS + MINUTE_MS;
     zone.map_or(hour, |z| {
         hour.min(crate::local_time::next_local_day(z, now_ms) + MINUTE_MS)
     })
@@ -313,16 +314,16 @@ mod tests {
     }
 
     #[test]
-    fn a_spent_day_is_tried_again_at_the_next_whole_hour() {
+    fn a_spent_day_is_tried_again_a_minute_after_the_next_whole_hour() {
         let t = 1_795_750_200_000; // 2026-11-27 03:30 UTC
-        assert_eq!(daily_retry_at(t, None), 1_795_752_000_000);
+        assert_eq!(daily_retry_at(t, None), 1_795_752_000_000 + MINUTE_MS);
         assert_eq!(
             daily_retry_at(1_795_752_000_000, None),
-            1_795_752_000_000 + HOUR_MS
+            1_795_752_000_000 + HOUR_MS + MINUTE_MS
         );
         // New York's midnight (05:00 UTC) is a whole hour: the next hour comes first.
         let new_york = Some(chrono_tz::America::New_York);
-        assert_eq!(daily_retry_at(t, new_york), 1_795_752_000_000);
+        assert_eq!(daily_retry_at(t, new_york), 1_795_752_000_000 + MINUTE_MS);
     }
 
     /// In a zone whose midnight is at :30 UTC, the last hour's try lands on it (a minute
@@ -342,7 +343,7 @@ mod tests {
         );
         assert_eq!(
             daily_retry_at(at("2026-11-26T17:10:00Z"), kolkata),
-            at("2026-11-26T18:00:00Z")
+            at("2026-11-26T18:01:00Z")
         );
     }
 }
