@@ -32,8 +32,14 @@ impl InFlight {
         let carried = items
             .into_iter()
             .map(|mut item| {
-                // The call it makes is to the job's workflow.
-                item.doubt_workflow = workflow.and_then(NonZeroU64::new).or(item.doubt_workflow);
+                // The call it makes is to the job's workflow; a doubt of an earlier call keeps
+                // its own, as the send does (after a change of workflow and a panic, the check
+                // looked only in the new one; an audit).
+                let job = workflow.and_then(NonZeroU64::new);
+                item.doubt_workflow = match item.in_doubt {
+                    true => item.doubt_workflow.or(job),
+                    false => job.or(item.doubt_workflow),
+                };
                 item
             })
             .collect();
@@ -154,5 +160,20 @@ mod tests {
         assert_eq!(out[1].0.doubt_workflow, NonZeroU64::new(7));
         assert_eq!(out[2].0.doubt_workflow, None);
         assert!(flight.carried.is_empty(), "nothing kept of ended tasks");
+    }
+
+    /// A contact already in doubt for workflow 3 (its call's answer lost), sent to workflow 7
+    /// since (the config changed) by a task that panics: its check still looks in 3.
+    #[tokio::test]
+    async fn a_panic_keeps_the_workflow_an_earlier_doubt_is_of() {
+        let mut flight = InFlight::default();
+        let doubted = Pending {
+            in_doubt: true,
+            doubt_workflow: NonZeroU64::new(3),
+            ..pending(1)
+        };
+        flight.spawn(vec![doubted], Some(7), async { panic!("a bug") });
+        let (item, _) = flight.next(|| 1_000).await.unwrap().remove(0);
+        assert_eq!(item.doubt_workflow, NonZeroU64::new(3));
     }
 }

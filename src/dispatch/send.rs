@@ -776,8 +776,15 @@ fn row(
 }
 
 /// The row of a call HubSpot refused (`e`) whose contact waits instead of failing (`why`),
-/// until `next`.
-fn waiting_row(base: OutcomeRow, e: &ApiError, why: &str, next: Next) -> OutcomeRow {
+/// until `next`; `in_doubt`: an earlier call's doubt still stands (recorded as not, a restart
+/// sent the contact unchecked; an audit).
+fn waiting_row(
+    base: OutcomeRow,
+    e: &ApiError,
+    why: &str,
+    next: Next,
+    in_doubt: bool,
+) -> OutcomeRow {
     let retry_at_ms = match next {
         Next::Again(t) | Next::Held(t) => Some(t),
         Next::Done(_) => None,
@@ -786,6 +793,7 @@ fn waiting_row(base: OutcomeRow, e: &ApiError, why: &str, next: Next) -> Outcome
         http_status: e.status(),
         message: Some(format!("{e}; {why}")),
         retry_at_ms,
+        in_doubt,
         ..base
     }
 }
@@ -1113,7 +1121,8 @@ pub async fn enroll(
                         }
                         NotFound::Contact(learned) => note = learned,
                         NotFound::Wait(why, next) => {
-                            let r = waiting_row(retrying(&item, ctx.now()), &e, &why, next);
+                            let base = retrying(&item, ctx.now());
+                            let r = waiting_row(base, &e, &why, next, item.in_doubt);
                             ctx.record(vec![r]).await;
                             return (item, next);
                         }
@@ -1318,7 +1327,7 @@ pub async fn list_add(
                                             Status::Retrying,
                                             now,
                                         );
-                                        waiting_row(base, &e, &why, next)
+                                        waiting_row(base, &e, &why, next, i.in_doubt)
                                     })
                                     .collect();
                                 ctx.record(rows).await;
