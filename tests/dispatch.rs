@@ -4309,6 +4309,45 @@ fn a_failing_enrollments_check_gives_up_across_processes() {
     assert_eq!(enrolled.attempts as u64, 1 + tries + 1, "{enrolled:?}");
 }
 
+/// A check HubSpot refuses for good (a JSON 403: the app may not read enrollments) or that
+/// meets a route's page is not the connector's: the contact is sent unchecked at once
+/// (at-least-once), as when HubSpot will not answer a check. Each paused the connector five
+/// minutes, and every process checked again, so the contact was never sent, nor any other.
+#[test]
+fn a_check_refused_for_good_sends_unchecked_and_pauses_nothing() {
+    for (n, fault) in [
+        Fault::Status {
+            status: 403,
+            message: "This app may not read workflow enrollments".into(),
+        },
+        Fault::Html(404),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let rt = runtime();
+        let standin = rt.block_on(StandIn::start(Options::default())).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let email = format!("refused{n}@example.com");
+        let vid = 8340 + n as u64;
+        standin.add_contact(&email, vid);
+        unanswered_call(&data, &email, vid as i64, 104);
+        standin.inject(
+            Injection::next(fault)
+                .times(u64::MAX)
+                .on("/automation/v2/workflows/enrollments/contacts/"),
+        );
+        let config = write_config(dir.path(), &standin.url(), "", &[&HOOKS[3]]);
+        let (out, err) = tick_once(&config, &data, now_ms(), TOKEN);
+        assert_eq!(
+            enrollments(&standin.log()).get(&("104".to_string(), email.clone())),
+            Some(&1),
+            "{out}\n{err}"
+        );
+    }
+}
+
 #[test]
 fn a_daily_pause_outlasts_the_process_so_sendtime_tick_does_not_call_again() {
     const HOUR: i64 = 3_600_000;

@@ -1039,16 +1039,27 @@ pub async fn enroll(
                 Err(e) => {
                     tracing::debug!(receipt = %item.receipt_id, "enrollments check failed: {e}");
                     // Its transient failures count, as a call's do: a check that keeps
-                    // failing backs off and, after the last, gives up below.
-                    let mut decision = ctx.decide_after(
-                        &link,
-                        Action::Enroll,
-                        &e,
-                        std::slice::from_mut(&mut item),
+                    // failing backs off and, after the last, gives up below. A JSON 403 or a
+                    // route's page may be the read's alone (as for target reads): HubSpot will
+                    // not answer it, and pausing the connector for it paused every call, again
+                    // after each pause, for ever (an audit). The send tells whether the token
+                    // or the route is refused.
+                    let read_alone = matches!(
+                        e,
+                        ApiError::Permanent { status: 403, .. } | ApiError::NotTheApi { .. }
                     );
+                    let mut decision = match read_alone {
+                        true => Decision::GiveUp,
+                        false => ctx.decide_after(
+                            &link,
+                            Action::Enroll,
+                            &e,
+                            std::slice::from_mut(&mut item),
+                        ),
+                    };
                     // Past the failure that spent its tries, an outage goes on: checked again
                     // later, not sent again unchecked each time.
-                    if u32::from(item.failures) > Backoff::DISPATCH.give_up_after {
+                    if !read_alone && u32::from(item.failures) > Backoff::DISPATCH.give_up_after {
                         decision = ctx.outlast(decision, &e, &item);
                     }
                     // HubSpot will not answer the check (e.g. no such record id): what is
