@@ -3128,6 +3128,57 @@ fn a_tick_that_cannot_record_an_outcome_fails() {
     assert!(statuses.contains(&Status::Enrolled), "{statuses:?}");
 }
 
+/// A contact posted without a HubSpot id (no check can tell whether a lost answer's call
+/// enrolled it) whose every enrollment HubSpot takes and answers too late: sent twice at most,
+/// then failed, saying an earlier call may have enrolled it. It was sent once per timeout, up
+/// to twelve times.
+#[test]
+fn a_contact_without_an_id_is_sent_at_most_twice_through_timeouts() {
+    let rt = runtime();
+    let standin = rt.block_on(StandIn::start(Options::default())).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let config = write_config(dir.path(), &standin.url(), "", &[&HOOKS[3]]);
+    let email = "slowly@example.com";
+    standin.add_contact(email, 8950);
+    standin.inject(
+        Injection::next(Fault::Slow(Duration::from_millis(1500)))
+            .times(u64::MAX)
+            .on("/automation/v2/workflows/104/enrollments/contacts/"),
+    );
+    let server = start(
+        &config,
+        &data,
+        None,
+        &[("SENDTIME_HUBSPOT_TIMEOUT_MS", "500")],
+    );
+    post_body(
+        &server,
+        "fatigue",
+        format!(r#"{{"portal-id": 62515, "properties": {{"email": {{"value": "{email}"}}}}}}"#),
+    );
+    let failed = eventually(Duration::from_secs(60), || {
+        outcomes(&data)
+            .into_iter()
+            .find(|r| r.status == Status::Failed)
+    })
+    .unwrap_or_else(|| panic!("not failed; logs:\n{}", server.logs()));
+    assert!(
+        failed
+            .message
+            .as_deref()
+            .unwrap_or_default()
+            .contains("may have enrolled it"),
+        "{failed:?}"
+    );
+    common::wait_ticks(&server, 2);
+    server.stop();
+    assert_eq!(
+        enrollments(&standin.log()).get(&("104".to_string(), email.to_string())),
+        Some(&2)
+    );
+}
+
 /// HubSpot takes an enrollment, and the row saying so cannot be written (the outcomes folder
 /// is gone, as on a full disk): once it is back, the contact is recorded as enrolled, at the
 /// time HubSpot took it, and HubSpot is not called again. It was put back in doubt, and a

@@ -1155,12 +1155,17 @@ pub async fn enroll(
                 // again unchecked: it fails, as before.
                 let checkable = item.contact_id.is_some_and(|v| v > 0);
                 let decision = match in_doubt || was_in_doubt {
+                    // A second call that may have reached HubSpot, of a contact no check can
+                    // settle: each such call may have enrolled it, so it fails here, sent at
+                    // most twice (a slow HubSpot enrolled it once per timeout, up to twelve
+                    // times; an audit).
+                    true if !checkable && in_doubt && was_in_doubt => Decision::GiveUp,
                     true if !checkable => decision,
                     _ => ctx.outlast(decision, &e, &item),
                 };
                 // Failed for good after a call whose answer was lost: that call may have
                 // enrolled it, and the row says so (it said nothing, a review found).
-                if matches!(decision, Decision::GiveUp) && was_in_doubt && !in_doubt {
+                if matches!(decision, Decision::GiveUp) && was_in_doubt {
                     note = Some(note.map_or(String::new(), |n| format!("{n}; ")) + MAY_HAVE_GONE);
                 }
                 (item.in_doubt, unchecked) = (in_doubt || was_in_doubt, false);
