@@ -3128,6 +3128,46 @@ fn a_tick_that_cannot_record_an_outcome_fails() {
     assert!(statuses.contains(&Status::Enrolled), "{statuses:?}");
 }
 
+/// Something in front of HubSpot passes an enrollment on and answers a 200 page in its place:
+/// the call may have been taken, so the contact is checked before it is sent again, and found
+/// enrolled. Taken for a call that never went, it was sent again after the pause.
+#[test]
+fn an_enrollment_answered_by_a_2xx_page_is_checked_before_it_is_sent_again() {
+    let rt = runtime();
+    let standin = rt.block_on(StandIn::start(Options::default())).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let email = "paged@example.com";
+    standin.add_contact(email, 8960);
+    planned_with(&data, email, 8960, |_, _| Vec::new());
+    standin.inject(
+        Injection::next(Fault::HtmlAfterProcessing(200))
+            .on("/automation/v2/workflows/104/enrollments/contacts/"),
+    );
+    let config = write_config(dir.path(), &standin.url(), "", &[&HOOKS[3]]);
+    let mut at = now_ms();
+    for _ in 0..3 {
+        tick_once(&config, &data, at, TOKEN);
+        at += 6 * 60_000;
+    }
+    // The page's call (its 200 logged) was the one enrollment call.
+    let calls = (standin.log().iter())
+        .filter(|e| e.method == "POST" && e.path.contains("/enrollments/contacts/"))
+        .count();
+    assert_eq!(calls, 1, "{:?}", standin.log());
+    let enrolled = (outcomes(&data).into_iter())
+        .find(|r| r.status == Status::Enrolled)
+        .expect("recorded as enrolled");
+    assert!(
+        enrolled
+            .message
+            .as_deref()
+            .unwrap_or_default()
+            .contains("already enrolled"),
+        "{enrolled:?}"
+    );
+}
+
 /// A contact posted without a HubSpot id (no check can tell whether a lost answer's call
 /// enrolled it) whose every enrollment HubSpot takes and answers too late: sent twice at most,
 /// then failed, saying an earlier call may have enrolled it. It was sent once per timeout, up

@@ -342,7 +342,8 @@ impl Link {
             Err(ApiError::NotTheApi { status, message }) if answered.contains_key(&route) => {
                 Err(ApiError::Transient {
                     status: Some(status),
-                    may_have_reached: false,
+                    // A 2xx page: something passed the call on, which may have been taken.
+                    may_have_reached: (200..300).contains(&status),
                     message: format!(
                         "HTTP {status} page for this call while others of its kind go through: {message}"
                     ),

@@ -922,11 +922,17 @@ async fn final_if_recorded(ctx: &Ctx, rows: Vec<OutcomeRow>, status: Status) -> 
     }
 }
 
+/// Whether the call may have been acted on: an answer that may have come after HubSpot took
+/// it, or a 2xx page (something passed the call on and answered in HubSpot's place; taken
+/// for one that never went, an enrollment HubSpot took was sent again; an audit).
 fn may_have_reached(e: &ApiError) -> bool {
     matches!(
         e,
         ApiError::Transient {
             may_have_reached: true,
+            ..
+        } | ApiError::NotTheApi {
+            status: 200..=299,
             ..
         }
     )

@@ -31,6 +31,9 @@ pub enum Fault {
     Drop,
     /// An HTML page with this status, as an edge proxy (not HubSpot's API) answers.
     Html(u16),
+    /// Process normally, then answer an HTML page with this status: an edge that passed the
+    /// request on and replaced HubSpot's answer.
+    HtmlAfterProcessing(u16),
     /// 200 with this JSON body instead of the stand-in's own (a page of odd but real shape).
     Json(serde_json::Value),
 }
@@ -99,6 +102,8 @@ pub(super) enum Gate {
     Answer(Response),
     Slow(Duration),
     SlowAnswer(Response, Duration),
+    /// Process normally, answer this instead.
+    Replaced(Response),
     Drop,
     Proceed,
 }
@@ -224,6 +229,9 @@ impl World {
             Fault::Html(status) => Gate::Answer(html(
                 StatusCode::from_u16(status).unwrap_or(StatusCode::FORBIDDEN),
             )),
+            Fault::HtmlAfterProcessing(status) => {
+                Gate::Replaced(html(StatusCode::from_u16(status).unwrap_or(StatusCode::OK)))
+            }
             Fault::Json(body) => Gate::Answer((StatusCode::OK, axum::Json(body)).into_response()),
         }
     }

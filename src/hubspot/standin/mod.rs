@@ -534,6 +534,10 @@ async fn handle(State(world): State<Shared>, req: Request) -> Result<Response, I
         let outcome = match w.scripted(&path, true).map(|f| w.fault(f)) {
             None => Gate::Answer(w.token_endpoint(form, &body)),
             Some(Gate::Slow(d)) => Gate::SlowAnswer(w.token_endpoint(form, &body), d),
+            Some(Gate::Replaced(page)) => {
+                w.token_endpoint(form, &body);
+                Gate::Answer(page)
+            }
             Some(other) => other,
         };
         let status = match &outcome {
@@ -555,6 +559,10 @@ async fn handle(State(world): State<Shared>, req: Request) -> Result<Response, I
             Gate::Proceed => Gate::Answer(w.route(&method, &path, &uri, &body)),
             // Processed now, answered late: like a server that did the work but is slow to say so.
             Gate::Slow(d) => Gate::SlowAnswer(w.route(&method, &path, &uri, &body), d),
+            Gate::Replaced(page) => {
+                w.route(&method, &path, &uri, &body);
+                Gate::Answer(page)
+            }
             other => other,
         };
         let status = match &outcome {
@@ -575,7 +583,7 @@ async fn handle(State(world): State<Shared>, req: Request) -> Result<Response, I
             tokio::time::sleep(d).await;
             Ok(with_rate(resp, rate))
         }
-        Gate::Slow(_) | Gate::Drop | Gate::Proceed => {
+        Gate::Slow(_) | Gate::Drop | Gate::Proceed | Gate::Replaced(_) => {
             if let Some(Killer(k)) = killer {
                 k.notify_one();
             }
