@@ -14,6 +14,14 @@ fn sendtime(data: &Path, args: &[&str]) -> Output {
     common::run(&common::shipped_config(), data, args, &[])
 }
 
+/// `sendtime predict --as-of AS_OF --out OUT` on `data`.
+fn predict(data: &Path, as_of: &str, out: &Path) -> Output {
+    sendtime(
+        data,
+        &["predict", "--as-of", as_of, "--out", out.to_str().unwrap()],
+    )
+}
+
 fn text(o: &Output) -> (String, String) {
     (
         String::from_utf8_lossy(&o.stdout).into_owned(),
@@ -246,16 +254,7 @@ fn import_dry_run_explain_predict_and_backtest_on_the_sample() {
     );
     std::fs::remove_dir(&empty).unwrap();
     assert!(!empty.exists() && !csv.exists());
-    let out = sendtime(
-        &data,
-        &[
-            "predict",
-            "--as-of",
-            "2022-01-01",
-            "--out",
-            csv.to_str().unwrap(),
-        ],
-    );
+    let out = predict(&data, "2022-01-01", &csv);
     assert!(out.status.success(), "{}", text(&out).1);
     let scores = std::fs::read_to_string(&csv).unwrap();
     let mut lines = scores.lines();
@@ -733,16 +732,7 @@ fn predict_cut_short_leaves_no_file_at_its_names() {
     assert!(!scores.exists() && !classes.exists());
 
     // Run whole: the files at their names, no partial one left.
-    let out = sendtime(
-        &data,
-        &[
-            "predict",
-            "--as-of",
-            "2026-01-01",
-            "--out",
-            scores.to_str().unwrap(),
-        ],
-    );
+    let out = predict(&data, "2026-01-01", &scores);
     assert!(out.status.success(), "{}", text(&out).1);
     let lines = std::fs::read_to_string(&scores).unwrap().lines().count();
     let contacts = std::fs::read_to_string(&classes).unwrap().lines().count() - 1;
@@ -1044,16 +1034,7 @@ fn predict_runs_over_events_past_the_dictionary() {
     gen_300_contacts(&data);
     std::fs::remove_dir_all(data.join("contacts")).unwrap();
     let scores = dir.path().join("scores.csv");
-    let o = sendtime(
-        &data,
-        &[
-            "predict",
-            "--as-of",
-            "2026-01-01",
-            "--out",
-            scores.to_str().unwrap(),
-        ],
-    );
+    let o = predict(&data, "2026-01-01", &scores);
     assert!(o.status.success(), "{}", text(&o).1);
     let rows = std::fs::read_to_string(&scores).unwrap();
     assert_eq!(

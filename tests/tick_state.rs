@@ -23,17 +23,25 @@ fn config(data: &Path) -> Config {
     on_portal(data, common::PORTAL_ID)
 }
 
+/// The webhook `week`, a NEXT_WEEK one.
+const WEEK: Hook = Hook {
+    id: "week",
+    kind: "NEXT_WEEK",
+    target: "workflow_id = 7",
+};
+
 /// The test's config, its connector's account `portal`.
 fn on_portal(data: &Path, portal: u64) -> Config {
+    with_hooks(data, &[&WEEK], portal)
+}
+
+/// A config of `hooks`, its connector's account `portal`, in dry run.
+fn with_hooks(data: &Path, hooks: &[&Hook], portal: u64) -> Config {
     let text = TestConfig {
         env: "TICK_STATE",
         server: &format!("data_dir = \"{}\"", data.display()),
         connector: "dry_run = true",
-        hooks: &[&Hook {
-            id: "week",
-            kind: "NEXT_WEEK",
-            target: "workflow_id = 7",
-        }],
+        hooks,
         ..TestConfig::default()
     }
     .text()
@@ -191,34 +199,20 @@ fn receipts_that_need_no_profile_go_while_profiles_cannot_be_built() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     std::fs::create_dir_all(&data).unwrap();
-    let text = TestConfig {
-        env: "TICK_STATE",
-        server: &format!("data_dir = \"{}\"", data.display()),
-        connector: "dry_run = true",
-        hooks: &[
-            &Hook {
-                id: "week",
-                kind: "NEXT_WEEK",
-                target: "workflow_id = 7",
-            },
-            &Hook {
-                id: "held",
-                kind: "NEXT_WEEK",
-                target: "workflow_id = 8\nholdout = 0.5",
-            },
-            &Hook {
-                id: "now",
-                kind: "IMMEDIATE",
-                target: "workflow_id = 9",
-            },
-        ],
-        ..TestConfig::default()
-    }
-    .text();
-    let env = sendtime::config::EnvCheck::Warn;
-    let config = Config::from_text(&data.join("webhooks.toml"), &text, &Default::default(), env)
-        .unwrap()
-        .config;
+    let hooks = [
+        &WEEK,
+        &Hook {
+            id: "held",
+            kind: "NEXT_WEEK",
+            target: "workflow_id = 8\nholdout = 0.5",
+        },
+        &Hook {
+            id: "now",
+            kind: "IMMEDIATE",
+            target: "workflow_id = 9",
+        },
+    ];
+    let config = with_hooks(&data, &hooks, common::PORTAL_ID);
     let quarantine = data.join("quarantine").join("contacts");
     std::fs::create_dir_all(&quarantine).unwrap();
     let part = format!("part-{}.parquet", ulid::Ulid::generate());

@@ -655,7 +655,8 @@ mod tests {
     use crate::time::MINUTE_MS;
 
     const NOW: i64 = 1_795_750_200_000; // 2026-11-27 03:30 UTC
-    const NEXT_HOUR: i64 = 1_795_752_000_000;
+    /// When a day spent at [`NOW`] is tried again: a minute past the next whole hour.
+    const NEXT_HOUR: i64 = 1_795_752_000_000 + MINUTE_MS;
 
     fn connector(requests_per_10s: u32) -> Connector {
         Connector {
@@ -705,7 +706,11 @@ mod tests {
         })
         .await
         .unwrap();
-        let (tick, met) = (midnight - MINUTE_MS, midnight - 20_000);
+        // Met at 22:30: without HubSpot's word, tried again at 23:01.
+        let (tick, met) = (
+            midnight - 2 * crate::time::HOUR_MS,
+            midnight - 90 * MINUTE_MS,
+        );
         let paused_after_reading_at = |read: i64| {
             let client = Client::new(&standin.url(), DEFAULT_TOKEN, ClientOptions::default());
             let link = Link::new("main".into(), client.unwrap(), None);

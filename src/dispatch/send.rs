@@ -1914,7 +1914,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (ctx, _writer) = ctx(dir.path());
         let link = link();
-        let next_hour = 1_795_752_000_000;
+        // A minute past it, for clocks apart.
+        let next_hour = 1_795_752_000_000 + crate::time::MINUTE_MS;
         let daily = limited(RatePolicy::Daily, None);
         assert_eq!(
             ctx.decide(&link, Action::Enroll, &daily, 0),
