@@ -1385,3 +1385,24 @@ async fn the_standins_log_keeps_the_latest_requests_within_its_limit() {
     assert!(log.len() <= 4, "{}", log.len());
     assert_eq!(log.last().unwrap().seq, 9);
 }
+
+/// A list read whose answer does not say the list's processing type (another shape) is taken
+/// as usable, the list add to tell; one that says DYNAMIC is not.
+#[tokio::test]
+async fn a_list_read_that_names_no_processing_type_is_tried() {
+    let s = standin(Options::default()).await;
+    let c = client(&s);
+    let read = |body: serde_json::Value| {
+        s.inject(Injection::next(Fault::Json(body)).on("/crm/lists/2026-03/5"));
+        async {
+            sendtime::hubspot::targets::list(c.admit().await, "5")
+                .await
+                .unwrap()
+        }
+    };
+    let untyped =
+        serde_json::json!({"list": {"listId": "5", "name": "News", "objectTypeId": "0-1"}});
+    assert_eq!(read(untyped).await.unwrap().0, "News");
+    let dynamic = serde_json::json!({"list": {"listId": "5", "name": "News", "objectTypeId": "0-1", "processingType": "DYNAMIC"}});
+    assert!(read(dynamic).await.is_err());
+}

@@ -208,8 +208,11 @@ async fn workflow(client: &Client, id: u64) -> Verdict {
 /// A contact list that exists and accepts manual membership changes.
 async fn list(client: &Client, id: &str) -> Verdict {
     match targets::list(client.admit().await, id).await {
-        Ok(Ok((name, kind))) => Verdict::Ok(format!(
+        Ok(Ok((name, Some(kind)))) => Verdict::Ok(format!(
             "exists ({name}, {kind}): accepts membership changes"
+        )),
+        Ok(Ok((name, None))) => Verdict::Ok(format!(
+            "exists ({name}); HubSpot's answer does not say its processing type: the first list add will tell whether it accepts membership changes"
         )),
         Ok(Err(unusable)) => Verdict::Fail(unusable.to_string()),
         Err(e) => Verdict::Fail(scope_or(&e, "crm.lists.read", "cannot read the list")),

@@ -60,11 +60,12 @@ pub async fn workflow(call: Admitted<'_>, id: u64) -> Result<Result<String, Unus
     }
 }
 
-/// A contact list's name and processing type, or why contacts cannot be added to it.
+/// A contact list's name and processing type (none: not said), or why contacts cannot be
+/// added to it.
 pub async fn list(
     call: Admitted<'_>,
     id: &str,
-) -> Result<Result<(String, String), Unusable>, ApiError> {
+) -> Result<Result<(String, Option<String>), Unusable>, ApiError> {
     let answer = match call.get_json(&super::paths::list(id)).await {
         Ok(answer) => answer,
         Err(ApiError::Permanent { status: 404, .. }) => {
@@ -76,12 +77,15 @@ pub async fn list(
     if list["objectTypeId"].as_str().is_some_and(|t| t != "0-1") {
         return Ok(Err(Unusable::NotContacts(id.to_string())));
     }
-    let kind = list["processingType"].as_str().unwrap_or("?").to_string();
-    Ok(match kind.as_str() {
-        "MANUAL" | "SNAPSHOT" => Ok((list["name"].as_str().unwrap_or("unnamed").into(), kind)),
-        _ => Err(Unusable::NotManual {
+    // A list whose type is not said is tried (the list add says if it refuses): taken for
+    // one that refuses, an answer of another shape held every contact of the list (an audit).
+    let name = || list["name"].as_str().unwrap_or("unnamed").to_string();
+    Ok(match list["processingType"].as_str() {
+        None => Ok((name(), None)),
+        Some(kind @ ("MANUAL" | "SNAPSHOT")) => Ok((name(), Some(kind.into()))),
+        Some(kind) => Err(Unusable::NotManual {
             list: id.to_string(),
-            kind,
+            kind: kind.into(),
         }),
     })
 }
