@@ -842,6 +842,30 @@ fn print_run(dry_run: Option<&str>, done: impl std::fmt::Display) {
     print!("{done}");
 }
 
+/// The config's ids and data folder, and the config when it validates; from the TOML alone when
+/// it does not (`pause`, `erase`), with a warning ending in `how` (the config's own error when
+/// it is not even TOML).
+fn config_or_toml(
+    path: &std::path::Path,
+    overrides: &Overrides,
+    how: impl FnOnce(&crate::config::Named) -> String,
+) -> anyhow::Result<(crate::config::Named, Option<crate::config::Config>)> {
+    match load_config(path, overrides) {
+        Ok(config) => Ok((crate::config::Named::of(&config), Some(config))),
+        Err(invalid) => {
+            let Ok(named) = crate::config::Named::read(path, overrides) else {
+                return Err(invalid);
+            };
+            tracing::warn!(
+                "config {} does not pass validation (`sendtime validate` lists why): {}",
+                path.display(),
+                how(&named)
+            );
+            Ok((named, None))
+        }
+    }
+}
+
 /// `sendtime erase`: with a config that does not validate too (an erasure request should not
 /// wait for a webhook's fix), the data folder read from its TOML alone, as `pause` reads it.
 fn erase(
@@ -851,20 +875,13 @@ fn erase(
     only: bool,
     dry_run: bool,
 ) -> anyhow::Result<()> {
-    let (data_dir, model) = match load_config(path, overrides) {
-        Ok(config) => (config.server.data_dir, Some(config.model)),
-        Err(invalid) => {
-            let Ok(named) = crate::config::Named::read(path, overrides) else {
-                return Err(invalid);
-            };
-            tracing::warn!(
-                "config {} does not pass validation (`sendtime validate` lists why): erasing from {}, the data folder read from the TOML alone; the stored profiles are deleted, not rebuilt",
-                path.display(),
-                named.data_dir.display()
-            );
-            (named.data_dir, None)
-        }
-    };
+    let (named, config) = config_or_toml(path, overrides, |named| {
+        format!(
+            "erasing from {}, the data folder read from the TOML alone; the stored profiles are deleted, not rebuilt",
+            named.data_dir.display()
+        )
+    })?;
+    let (data_dir, model) = (named.data_dir, config.map(|c| c.model));
     require_sendtime_data(&data_dir, path)?;
     let erased = crate::erase::run(&data_dir, model, contacts, only, dry_run)?;
     print_run(dry_run.then_some("deleted"), erased);
@@ -879,21 +896,11 @@ fn pause(
     connector: bool,
     on: bool,
 ) -> anyhow::Result<()> {
-    let named = match load_config(path, overrides) {
-        Ok(config) => crate::config::Named::of(&config),
-        // A bad edit `serve` refused (it keeps the config before it) is when a pause may be
-        // needed most: the ids and the data folder are read from the TOML alone.
-        Err(invalid) => {
-            let Ok(named) = crate::config::Named::read(path, overrides) else {
-                return Err(invalid);
-            };
-            tracing::warn!(
-                "config {} does not pass validation (`sendtime validate` lists why): its ids are read from the TOML alone",
-                path.display()
-            );
-            named
-        }
-    };
+    // A bad edit `serve` refused (it keeps the config before it) is when a pause may be needed
+    // most: the ids and the data folder are read from the TOML alone.
+    let (named, _) = config_or_toml(path, overrides, |_| {
+        "its ids are read from the TOML alone".to_string()
+    })?;
     require_data_dir(&named.data_dir, &named.path)?;
     let Some(id) = id else {
         let pauses = crate::pauses::read(&named.data_dir)?;

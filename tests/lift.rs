@@ -129,14 +129,31 @@ fn lift(config: &Path, data: &Path, start: i64) -> Value {
 }
 
 fn report(config: &Path, data: &Path, start: i64, extra: &[&str]) -> String {
+    let out = run_report(config, data, start, extra, true);
+    assert!(out.status.success(), "{out:?}");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// `report lift` as of five days after `start`, with `extra`; `on_clock`: with "now" read from
+/// a clock set there, else the real now (before that as-of).
+fn run_report(
+    config: &Path,
+    data: &Path,
+    start: i64,
+    extra: &[&str],
+    on_clock: bool,
+) -> std::process::Output {
     let as_of = start + 5 * 24 * HOUR;
     let clock = data.with_file_name("report-clock");
     set_clock(&clock, as_of);
     let clock = clock.display().to_string();
     let as_of = as_of.to_string();
     let args = [&["report", "lift", "--as-of", &as_of], extra].concat();
-    let env = [ENV, &[("SENDTIME_CLOCK_FILE", clock.as_str())]].concat();
-    sendtime(config, data, &args, &env)
+    let env = match on_clock {
+        true => [ENV, &[("SENDTIME_CLOCK_FILE", clock.as_str())]].concat(),
+        false => ENV.to_vec(),
+    };
+    common::run(config, data, &args, &env)
 }
 
 fn metric<'v>(lift: &'v Value, name: &str, hours: i64) -> &'v Value {
@@ -181,37 +198,22 @@ fn lift_has_the_right_sign_where_send_time_matters_and_covers_zero_where_it_does
         ..TestConfig::default()
     }
     .write(&removed);
-    let as_of = (start + 5 * 24 * HOUR).to_string();
-    let clock = dir.path().join("report-clock");
-    set_clock(&clock, start + 5 * 24 * HOUR);
-    let clock = clock.display().to_string();
-    fn args<'a>(as_of: &'a str, webhook: &'a str) -> [&'a str; 7] {
-        [
-            "report",
-            "lift",
-            "--as-of",
-            as_of,
-            "--json",
-            "--webhook",
-            webhook,
-        ]
-    }
-    let named = |webhook: &str| {
-        let env = [ENV, &[("SENDTIME_CLOCK_FILE", clock.as_str())]].concat();
-        common::run(&removed, &data, &args(&as_of, webhook), &env)
+    let named = |webhook: &str, on_clock| {
+        let extra = ["--json", "--webhook", webhook];
+        run_report(&removed, &data, start, &extra, on_clock)
     };
     // An as-of after now is refused: the windows past now would count as not engaged.
-    let ahead = common::run(&removed, &data, &args(&as_of, "nurture"), ENV);
+    let ahead = named("nurture", false);
     assert!(
         String::from_utf8_lossy(&ahead.stderr).contains("is after now"),
         "{ahead:?}"
     );
-    let alone: Value = serde_json::from_slice(&named("nurture").stdout).unwrap();
+    let alone: Value = serde_json::from_slice(&named("nurture", true).stdout).unwrap();
     assert_eq!(
         (&alone["optimized_sends"], &alone["holdout_sends"]),
         (&habit["optimized_sends"], &habit["holdout_sends"])
     );
-    let typo = named("nurtur");
+    let typo = named("nurtur", true);
     assert!(!typo.status.success());
     assert!(
         String::from_utf8_lossy(&typo.stderr).contains("no receipts of one in the data"),

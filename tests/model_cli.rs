@@ -791,6 +791,24 @@ fn gen_300_contacts(out: &Path) {
     assert!(o.status.success(), "{}", text(&o).1);
 }
 
+/// `data`'s stored profiles exist and none of their files holds contact `theirs`.
+fn assert_stored_without(data: &Path, theirs: u32) {
+    let profiles = data.join("profiles");
+    assert!(parts(&profiles) > 0, "no profiles stored");
+    for entry in std::fs::read_dir(&profiles).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "parquet") {
+            let df = sendtime::store::read_part(&path).unwrap();
+            let contact = df.column("contact").unwrap().u32().unwrap();
+            assert!(
+                contact.iter().all(|c| c != Some(theirs)),
+                "{}",
+                path.display()
+            );
+        }
+    }
+}
+
 /// Write a fit of its own into the stored profiles' state in `data`, after `edit`; what
 /// `explain` and `profiles` print of its knobs.
 fn store_a_fit(data: &Path, edit: impl FnOnce(&mut serde_json::Value)) -> &'static str {
@@ -951,21 +969,7 @@ fn an_erase_rebuilds_profiles_a_killed_first_build_left() {
     let theirs = contacts.get("#1").unwrap();
     let o = sendtime(&data, &["erase", "1"]);
     assert!(o.status.success(), "{}", text(&o).1);
-    let mut files = 0;
-    for entry in std::fs::read_dir(data.join("profiles")).unwrap() {
-        let path = entry.unwrap().path();
-        if path.extension().is_some_and(|e| e == "parquet") {
-            files += 1;
-            let df = sendtime::store::read_part(&path).unwrap();
-            let contact = df.column("contact").unwrap().u32().unwrap();
-            assert!(
-                contact.iter().all(|c| c != Some(theirs)),
-                "{}",
-                path.display()
-            );
-        }
-    }
-    assert!(files > 0, "no profiles stored");
+    assert_stored_without(&data, theirs);
 }
 
 /// An erasure request does not wait for a webhook's fix: with a config that does not
@@ -1010,19 +1014,7 @@ fn an_erase_runs_with_a_config_that_does_not_validate() {
 
     let o = sendtime(&data, &["profiles"]);
     assert!(o.status.success(), "{}", text(&o).1);
-    assert!(parts(&data.join("profiles")) > 0, "no profiles rebuilt");
-    for entry in std::fs::read_dir(data.join("profiles")).unwrap() {
-        let path = entry.unwrap().path();
-        if path.extension().is_some_and(|e| e == "parquet") {
-            let df = sendtime::store::read_part(&path).unwrap();
-            let contact = df.column("contact").unwrap().u32().unwrap();
-            assert!(
-                contact.iter().all(|c| c != Some(theirs)),
-                "{}",
-                path.display()
-            );
-        }
-    }
+    assert_stored_without(&data, theirs);
 }
 
 /// Events that name contacts the dictionary does not hold (a writer stopped before it wrote
