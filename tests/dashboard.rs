@@ -754,26 +754,40 @@ fn the_dashboard_shows_what_holds_a_dry_run_connector_without_engagement() {
 #[test]
 fn the_dashboard_says_how_to_give_up_contacts_held_for_a_removed_webhook() {
     let rt = runtime();
+    let standin = rt.block_on(StandIn::start(Options::default())).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let write = |hooks: &[&Hook]| {
         TestConfig {
             env: "DASH",
             tables: "[scheduler]\ncron = \"* * * * * *\"",
-            connector: "api_base = \"http://127.0.0.1:9\"",
+            connector: &format!("api_base = \"{}\"", standin.url()),
             hooks,
             ..TestConfig::default()
         }
         .write(dir.path())
     };
     let config = write(&HOOKS.iter().collect::<Vec<_>>());
-    // The dispatcher's clock a minute behind: the contacts are planned, not yet due.
     let clock = dir.path().join("clock");
-    set_clock(&clock, now_ms() - 60_000);
+    set_clock(&clock, now_ms());
     let clock_env = clock.display().to_string();
     let env = [ENV, &[("SENDTIME_CLOCK_FILE", clock_env.as_str())]].concat();
     let server = Server::start(&config, &data, &env);
     let http = common::http();
+    // One contact enrolled through fatigue before it is removed: the page's total keeps it.
+    standin.add_contact("sent@example.com", 7599);
+    let body = common::contact_body(7599, "sent@example.com");
+    assert_eq!(
+        post_signed(&http, &server, SECRET, "/hooks/fatigue", body),
+        200
+    );
+    set_clock(&clock, now_ms());
+    eventually(Duration::from_secs(20), || {
+        (endpoint(&status(&server), "fatigue")["counts"]["sent"] == 1).then_some(())
+    })
+    .unwrap_or_else(|| panic!("not sent; logs:\n{}", server.logs()));
+    // The dispatcher's clock a minute behind: the contacts are planned, not yet due.
+    set_clock(&clock, now_ms() - 60_000);
     for i in 0..2 {
         let body = common::contact_body(7600 + i, &format!("removed{i}@example.com"));
         assert_eq!(
@@ -803,7 +817,8 @@ fn the_dashboard_says_how_to_give_up_contacts_held_for_a_removed_webhook() {
         &rt,
         &page,
         "return [document.querySelector('#held-for-removed').textContent, \
-         [...document.querySelectorAll('tr[data-endpoint]')].map(r => r.dataset.endpoint)];",
+         [...document.querySelectorAll('tr[data-endpoint]')].map(r => r.dataset.endpoint), \
+         document.querySelector('#sent-total').textContent];",
         "the contacts held for fatigue",
         |v| v[0].as_str().is_some_and(|t| !t.is_empty()).then_some(v),
     );
@@ -815,6 +830,8 @@ fn the_dashboard_says_how_to_give_up_contacts_held_for_a_removed_webhook() {
          (removed, made the other kind, or moved to another account's connector): put it back, or `sendtime discard fatigue` (with serve stopped) gives them up."
     );
     assert_eq!(shown[1], json!(["nurture"]));
+    // Since the start, the removed webhook's send included (the card fell to 0 with its row).
+    assert_eq!(shown[2], "1");
 }
 
 /// A connector's scheduled import skipped by its pause says so, with when, and once resumed

@@ -212,13 +212,25 @@ fn a_public_url_with_a_path_takes_posts_with_or_without_it_and_counts_the_others
         .send()
         .unwrap();
     assert_eq!(got.status().as_u16(), 405);
+    assert_eq!(got.headers()["allow"], "POST");
     let answer: serde_json::Value = got.json().unwrap();
     assert_eq!(answer["reason"], "wrong_method");
     let metrics = common::get(server.admin_url("/metrics"))
         .unwrap()
         .text()
         .unwrap();
+    // On the row of the webhook the path names (a workflow set up with GET), not an unknown
+    // id's.
+    let status: serde_json::Value = common::get(server.admin_url("/status"))
+        .unwrap()
+        .json()
+        .unwrap();
     server.stop();
+    let nurture = (status["webhooks"].as_array().unwrap().iter())
+        .find(|w| w["id"] == "nurture")
+        .unwrap();
+    assert_eq!(nurture["counts"]["refused"]["wrong_method"], 1, "{status}");
+    assert_eq!(status["unknown"], serde_json::json!({"unknown_path": 2}));
     for (reason, n) in [("unknown_path", 2), ("wrong_method", 1)] {
         let line = format!("sendtime_webhooks_rejected_total{{reason=\"{reason}\"}} {n}");
         assert!(metrics.lines().any(|l| l == line), "{line} in\n{metrics}");

@@ -225,6 +225,25 @@ impl Board {
         self.state().held.clone()
     }
 
+    /// Every endpoint's counts added up, those of ids a reload removed too: a total since the
+    /// start does not fall when a webhook is removed (the dashboard's cards did; an audit).
+    pub fn totals(&self) -> Tally {
+        let state = self.state();
+        let mut total = Tally::default();
+        for t in state.endpoints.values() {
+            total.accepted += t.accepted;
+            total.duplicates += t.duplicates;
+            for (reason, n) in &t.refused {
+                *total.refused.entry(reason).or_default() += n;
+            }
+            total.sent += t.sent;
+            total.failed += t.failed;
+            total.dry_run += t.dry_run;
+            total.retrying += t.retrying;
+        }
+        total
+    }
+
     pub fn tally(&self, endpoint: &str) -> Tally {
         self.state()
             .endpoints

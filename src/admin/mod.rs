@@ -61,6 +61,9 @@ pub struct AdminState {
     /// `/status` and `/metrics` reads at once: a hung disk holds a blocking thread per poll
     /// of every open dashboard and scrape, and those threads also serve the receiver.
     status_reading: Arc<tokio::sync::Semaphore>,
+    /// Pauses and resumes written at once: each holds a blocking thread for the pause file's
+    /// lock and fsync (a CLI holding the lock, a hung disk).
+    pausing: Arc<tokio::sync::Semaphore>,
 }
 
 /// Contact lookups that may read `plan/` at once: each reads all of it.
@@ -68,6 +71,8 @@ const LOOKUPS_AT_ONCE: usize = 2;
 /// `/status` and `/metrics` answers that may read the pause file at once (a few open
 /// dashboards, a scraper).
 const STATUS_AT_ONCE: usize = 8;
+/// Pauses and resumes that may wait for the pause file at once (an operator's clicks).
+const PAUSES_AT_ONCE: usize = 4;
 /// The longest id `POST /pause` and `/resume` take (config ids are at most 64 characters).
 const MAX_ID_LEN: usize = 128;
 
@@ -109,6 +114,7 @@ impl AdminState {
             lookups_reading: Arc::new(tokio::sync::Semaphore::new(LOOKUPS_AT_ONCE)),
             pauses: Arc::new(pauses),
             status_reading: Arc::new(tokio::sync::Semaphore::new(STATUS_AT_ONCE)),
+            pausing: Arc::new(tokio::sync::Semaphore::new(PAUSES_AT_ONCE)),
         })
     }
 }
@@ -405,7 +411,10 @@ async fn set_pause(
     let config = state.config.load_full();
     // On the dispatcher's clock, as `/status` reports (the demo's runs fast).
     let now = state.clock.now_ms();
+    let writing = (state.pausing.clone().try_acquire_owned())
+        .map_err(|_| AdminError::Busy("other pauses and resumes are waiting for the pause file"))?;
     let kind = tokio::task::spawn_blocking(move || {
+        let _writing = writing;
         let named = crate::config::Named::of(&config);
         let set = crate::pauses::set(&named, &target.id, target.connector, on, now)?;
         Ok::<_, anyhow::Error>((target.id, set.0, set.1))

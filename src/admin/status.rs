@@ -122,6 +122,7 @@ pub fn status(state: &AdminState) -> Value {
         "webhooks": webhooks,
         "actions": actions,
         "unknown": board.tally(super::board::UNKNOWN).refused,
+        "totals": board.totals(),
         "held_for_removed": board.held(),
         "connectors": connectors,
         "capacity": *state.metrics.forecast(),

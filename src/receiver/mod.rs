@@ -130,15 +130,25 @@ async fn no_route(state: AppState, request: axum::extract::Request) -> Response 
     refusal.into_response(status, Route::Hook.retry_after(false))
 }
 
-/// `GET /hooks/…` and the like.
-async fn wrong_method(State(state): State<AppState>, method: axum::http::Method) -> Response {
+/// `GET /hooks/…` and the like: counted on the webhook or action the path names, so that a
+/// workflow set up with the wrong method shows on its row (it was counted as an unknown id's;
+/// an audit).
+async fn wrong_method(
+    State(state): State<AppState>,
+    id: Result<Path<String>, PathRejection>,
+    method: axum::http::Method,
+    uri: axum::http::Uri,
+) -> Response {
     let method = method.as_str().chars().take(16).collect();
-    refused(
-        &state,
-        Route::Hook,
-        UNKNOWN,
-        Refusal::WrongMethod { method },
-    )
+    let (route, allow) = match uri.path() {
+        "/healthz" => (Route::Hook, "GET, HEAD"),
+        p if p.starts_with("/actions/") => (Route::Action, "POST"),
+        _ => (Route::Hook, "POST"),
+    };
+    let id = id.map_or_else(|_| UNKNOWN.to_string(), |Path(id)| id);
+    let mut response = refused(&state, route, &id, Refusal::WrongMethod { method });
+    (response.headers_mut()).insert(header::ALLOW, HeaderValue::from_static(allow));
+    response
 }
 
 /// The path of `public_url` (`https://example.com/sendtime` → `/sendtime`), empty without one.

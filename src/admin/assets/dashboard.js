@@ -214,14 +214,11 @@ function drawConnectors(connectors) {
 function drawEndpoints(status) {
   const body = $("#endpoints tbody");
   body.replaceChildren();
-  let sent = 0, failed = 0;
   const all = status.webhooks.map((w) => [w, "webhook"]).concat(status.actions.map((a) => [a, "action"]));
   for (const [e, kind] of all) {
     const c = e.counts;
     const refusedTotal = Object.values(c.refused).reduce((a, b) => a + b, 0);
     const refused = Object.entries(c.refused).map(([k, v]) => k.replaceAll("_", " ") + " " + v).join(", ");
-    sent += c.sent;
-    failed += c.failed;
     const cells = {
       received: num(c.accepted + c.duplicates + refusedTotal),
       refused: el("td", refused || "–", "msg"),
@@ -247,8 +244,9 @@ function drawEndpoints(status) {
     tr.dataset.endpoint = e.id;
     body.append(tr);
   }
-  $("#sent-total").textContent = sent.toLocaleString("en-US");
-  $("#failed-total").textContent = failed.toLocaleString("en-US");
+  // Every id's since the start, those a reload removed too: a total that does not fall.
+  $("#sent-total").textContent = status.totals.sent.toLocaleString("en-US");
+  $("#failed-total").textContent = status.totals.failed.toLocaleString("en-US");
   const unknown = Object.values(status.unknown || {}).reduce((a, b) => a + b, 0);
   $("#unknown").textContent = unknown ? unknown + " posts to ids that are not configured were refused." : "";
   $("#held-for-removed").textContent = Object.entries(status.held_for_removed || {})
