@@ -255,6 +255,43 @@ fn an_unset_admin_token_variable_is_a_warning() {
     );
 }
 
+/// `validate --online` checks what `serve` needs: an admin token it would refuse to start with
+/// is an error there (a warning, it let the config pass; an audit).
+#[test]
+fn validate_online_refuses_an_admin_token_serve_would_refuse() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("webhooks.toml");
+    let text = std::fs::read_to_string(
+        repo().join("tests/configs/broken/admin-listen-same-as-listen.toml"),
+    )
+    .unwrap()
+    .replace(
+        "admin_listen = \"127.0.0.1:8080\"",
+        "admin_listen = \"127.0.0.1:8081\"\nadmin_token_env = \"SHORT_ADMIN\"",
+    )
+    // No call to HubSpot is checked (no token to read with): the environment alone decides.
+    .replace("app_id = 54321", "app_id = 54321\ndry_run = true");
+    std::fs::write(&path, text).unwrap();
+    let validate = |token: &str| {
+        let out = sendtime()
+            .args(["validate", "--online"])
+            .arg(&path)
+            .env_remove("HUBSPOT_ACCESS_TOKEN")
+            .env("SHORT_ADMIN", token)
+            .output()
+            .unwrap();
+        (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    let (code, stderr) = validate("short");
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains(":7:19: environment variable SHORT_ADMIN (`admin_token_env`) holds fewer than 16 characters"),
+        "{stderr}"
+    );
+    let (code, stderr) = validate("a-long-enough-admin-token");
+    assert_eq!(code, Some(0), "{stderr}");
+}
+
 /// A holdout where both groups go at receipt measures nothing: a warning.
 #[test]
 fn a_holdout_on_a_type_sent_at_receipt_is_a_warning() {

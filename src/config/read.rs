@@ -101,6 +101,7 @@ pub(super) fn parse(
         lines: Lines::new(text),
         diags: Diagnostics::new(path),
         overrides,
+        env,
     };
     let (doc, syntax) = DeTable::parse_recoverable(text);
     if !syntax.is_empty() {
@@ -248,21 +249,22 @@ fn read_server(ctx: &mut Ctx, top: &TableReader, base_dir: &Path) -> Option<Serv
     };
     let admin_token_env = r.env_name(ctx, "admin_token_env");
     if let Some((name, at)) = &admin_token_env {
-        match super::env_value(name) {
-            None => ctx.warning(
-                *at,
-                format!(
-                    "environment variable {name} (`admin_token_env`) is not set: `serve` refuses to start without it"
-                ),
-            ),
-            Some(token) if token.chars().count() < Server::MIN_ADMIN_TOKEN_CHARS => ctx.warning(
-                *at,
-                format!(
-                    "environment variable {name} (`admin_token_env`) holds fewer than {} characters: `serve` refuses to start with a token that short (use a long random one, e.g. `openssl rand -hex 32`)",
-                    Server::MIN_ADMIN_TOKEN_CHARS
-                ),
-            ),
-            Some(_) => {}
+        let problem = match super::env_value(name) {
+            None => Some(format!(
+                "environment variable {name} (`admin_token_env`) is not set: `serve` refuses to start without it"
+            )),
+            Some(token) if token.chars().count() < Server::MIN_ADMIN_TOKEN_CHARS => Some(format!(
+                "environment variable {name} (`admin_token_env`) holds fewer than {} characters: `serve` refuses to start with a token that short (use a long random one, e.g. `openssl rand -hex 32`)",
+                Server::MIN_ADMIN_TOKEN_CHARS
+            )),
+            Some(_) => None,
+        };
+        // An error where `serve` is what is checked for (`validate --online` passed a config
+        // `serve` then refused; an audit).
+        match problem {
+            Some(p) if ctx.env == EnvCheck::Require => ctx.error(*at, p),
+            Some(p) => ctx.warning(*at, p),
+            None => {}
         }
     }
     // Overridden by `--admin-listen`, the file's address is not the one in use (the flag's is

@@ -26,6 +26,9 @@ pub(super) struct Ctx<'t> {
     /// What the command line sets instead of the file: the file's value is not checked for
     /// what only the address in use decides (a flag's is, once applied).
     pub overrides: &'t super::Overrides,
+    /// What the command needs of the environment: a variable it cannot start without is an
+    /// error for `serve` (and `validate --online`), a warning for the rest.
+    pub env: super::EnvCheck,
 }
 
 impl Ctx<'_> {
