@@ -316,6 +316,33 @@ fn reloads_when_the_file_a_symlink_points_to_changes() {
     wait_for_webhooks(&server, &["first", "sixth"]);
 }
 
+/// A deploy that swaps a symlink on the way to the file (`current -> releases/2`), in a folder
+/// no watch is on: the file the path leads to is looked at every 5 s, and the new one loaded
+/// (it stayed on the old release, without a word; an audit).
+#[test]
+fn reloads_when_a_symlink_on_the_way_to_the_file_is_swapped() {
+    let dir = tempfile::tempdir().unwrap();
+    for (release, id) in [("r1", "first"), ("r2", "second")] {
+        let folder = dir.path().join(release);
+        std::fs::create_dir_all(&folder).unwrap();
+        let text = if id == "first" {
+            VALID.to_string()
+        } else {
+            with_webhook(id)
+        };
+        std::fs::write(folder.join("webhooks.toml"), text).unwrap();
+    }
+    let etc = dir.path().join("etc");
+    std::fs::create_dir_all(&etc).unwrap();
+    std::os::unix::fs::symlink("r1", dir.path().join("current")).unwrap();
+    std::os::unix::fs::symlink("../current/webhooks.toml", etc.join("webhooks.toml")).unwrap();
+    let server = Server::start(&etc.join("webhooks.toml"), &dir.path().join("data"), &[]);
+    assert_eq!(webhook_ids(&server), ["first"]);
+    std::os::unix::fs::symlink("r2", dir.path().join("next")).unwrap();
+    std::fs::rename(dir.path().join("next"), dir.path().join("current")).unwrap();
+    wait_for_webhooks(&server, &["first", "second"]);
+}
+
 /// A file written in place with a pause mid-file (7 s) is loaded once the writer closes it,
 /// not before, even when what was written so far parses: that prefix lacked the webhooks
 /// after it, which then answered HubSpot 404.

@@ -280,7 +280,10 @@ fn validate_online_refuses_an_admin_token_serve_would_refuse() {
             .env("SHORT_ADMIN", token)
             .output()
             .unwrap();
-        (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
     };
     let (code, stderr) = validate("short");
     assert_eq!(code, Some(1), "{stderr}");

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use notify::{RecommendedWatcher, RecursiveMode, Watcher as _};
+use notify::RecursiveMode;
 use tokio::sync::mpsc;
 
 use super::{Config, Diagnostics, EnvCheck, Overrides, Severity, validation};
@@ -37,6 +37,8 @@ const WRITING_QUIET: Duration = Duration::from_secs(5);
 /// that clones afresh): the watch follows the folder it was set on, so edits in the new one
 /// went unseen, and nothing said so.
 const FOLDER_CHECK: Duration = Duration::from_secs(5);
+/// How often the config's folders are read for changes where they cannot be watched.
+const POLL: Duration = Duration::from_secs(2);
 
 /// What a file event says of the config file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -144,43 +146,63 @@ impl Watcher {
         // there, an editor's swap file) must not trigger reloads.
         // Read without a lock by the watch's thread, which `watch` and `unwatch` wait on.
         let followed = Arc::new(ArcSwap::from_pointee(Followed::of(&path, &dir)));
-        let files = followed.clone();
-        let ours = move |p: &PathBuf| {
-            let (Some(folder), Some(name)) = (p.parent(), p.file_name()) else {
-                return false;
+        let handler = |tx: mpsc::UnboundedSender<Change>| {
+            let files = followed.clone();
+            let ours = move |p: &PathBuf| {
+                let (Some(folder), Some(name)) = (p.parent(), p.file_name()) else {
+                    return false;
+                };
+                let data_link = name.to_string_lossy().starts_with("..data");
+                let files = files.load();
+                // By name first: most events in a shared folder are of other files.
+                if !data_link && !files.files.iter().any(|(_, n)| n == name) {
+                    return false;
+                }
+                // Then by folder: a file of the link's name beside its target is another file.
+                let folder = std::fs::canonicalize(folder).unwrap_or_else(|_| folder.to_path_buf());
+                files
+                    .files
+                    .iter()
+                    .any(|(f, n)| *f == folder && (data_link || n == name))
             };
-            let data_link = name.to_string_lossy().starts_with("..data");
-            let files = files.load();
-            // By name first: most events in a shared folder are of other files.
-            if !data_link && !files.files.iter().any(|(_, n)| n == name) {
-                return false;
+            let mut errors = crate::throttle::Throttle::default();
+            move |res: notify::Result<notify::Event>| {
+                if let Err(e) = &res
+                    && let Some(suppressed) = errors.due()
+                {
+                    tracing::warn!(suppressed, "watching the config's folder: {e}");
+                }
+                if let Ok(event) = res
+                    && let Some(change) = Change::of(&event.kind)
+                    // Events were lost (the kernel's queue overflowed): one of them may have been
+                    // the config's, and this one names no file.
+                    && (event.need_rescan() || event.paths.iter().any(&ours))
+                {
+                    let _ = tx.send(change);
+                }
             }
-            // Then by folder: a file of the link's name beside its target is another file.
-            let folder = std::fs::canonicalize(folder).unwrap_or_else(|_| folder.to_path_buf());
-            files
-                .files
-                .iter()
-                .any(|(f, n)| *f == folder && (data_link || n == name))
         };
-        let mut errors = crate::throttle::Throttle::default();
-        let mut inner = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
-            if let Err(e) = &res
-                && let Some(suppressed) = errors.due()
-            {
-                tracing::warn!(suppressed, "watching the config's folder: {e}");
+        // Without inotify to spare (a container host's instances all taken), the folder is
+        // polled: `serve` refused to start, for a convenience SIGHUP stands in for (an audit).
+        let mut inner: Box<dyn notify::Watcher + Send> = match notify::recommended_watcher(handler(
+            tx.clone(),
+        )) {
+            Ok(w) => Box::new(w),
+            Err(e) => {
+                tracing::warn!(
+                    "cannot watch the config's folder for changes ({e}): looking at it every {POLL:?} instead"
+                );
+                let config = notify::Config::default().with_poll_interval(POLL);
+                Box::new(notify::PollWatcher::new(handler(tx), config)?)
             }
-            if let Ok(event) = res
-                && let Some(change) = Change::of(&event.kind)
-                // Events were lost (the kernel's queue overflowed): one of them may have been
-                // the config's, and this one names no file.
-                && (event.need_rescan() || event.paths.iter().any(&ours))
-            {
-                let _ = tx.send(change);
-            }
-        })?;
-        watch(&mut inner, &dir)?;
+        };
+        // A folder that cannot be watched (execute-only) is no reason not to start: its edits
+        // wait for a SIGHUP, and the watch is tried again at each reload.
+        let mut dir_watched = watch(&mut *inner, &dir)
+            .inspect_err(|e| tracing::warn!("{e:#}: edits there are not seen until a SIGHUP"))
+            .is_ok();
         let mut target_dir = None;
-        follow(&mut inner, &dir, &followed.load(), &mut target_dir);
+        follow(&mut *inner, &dir, &followed.load(), &mut target_dir);
 
         let mut hup = hangup
             .then(|| tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()))
@@ -226,18 +248,26 @@ impl Watcher {
                             true
                         }
                         _ = check.tick() => {
+                            let target = std::fs::canonicalize(&path).ok();
                             let now = folder_id(&dir);
-                            if now.is_none() || now == watched {
+                            if target.is_some() && target != followed.load().target {
+                                // A symlink on the way to the file swapped (`current ->
+                                // releases/2`): no folder watched saw it (an audit).
+                                tracing::info!(path = %path.display(), "the config's path leads to another file: reloading");
+                                false
+                            } else if now.is_none() || now == watched {
                                 continue;
+                            } else {
+                                let _ = inner.unwatch(&dir);
+                                if let Err(e) = watch(&mut *inner, &dir) {
+                                    tracing::warn!("{e:#} (the config's folder was replaced; tried again in {FOLDER_CHECK:?})");
+                                    continue;
+                                }
+                                watched = now;
+                                dir_watched = true;
+                                tracing::info!(path = %path.display(), "the config's folder was replaced: watching the new one, reloading");
+                                false
                             }
-                            let _ = inner.unwatch(&dir);
-                            if let Err(e) = watch(&mut inner, &dir) {
-                                tracing::warn!("{e:#} (the config's folder was replaced; tried again in {FOLDER_CHECK:?})");
-                                continue;
-                            }
-                            watched = now;
-                            tracing::info!(path = %path.display(), "the config's folder was replaced: watching the new one, reloading");
-                            false
                         }
                     }
                 };
@@ -268,7 +298,10 @@ impl Watcher {
                     followed.store(Arc::new(now));
                 }
                 // Each reload, so a folder that could not be watched is tried again.
-                follow(&mut inner, &dir, &followed.load(), &mut target_dir);
+                if !dir_watched {
+                    dir_watched = watch(&mut *inner, &dir).is_ok();
+                }
+                follow(&mut *inner, &dir, &followed.load(), &mut target_dir);
             }
         });
         Ok(Self { task })
@@ -307,7 +340,7 @@ fn folder_id(dir: &Path) -> Option<(u64, u64)> {
     std::fs::metadata(dir).ok().map(|m| (m.dev(), m.ino()))
 }
 
-fn watch(inner: &mut RecommendedWatcher, dir: &Path) -> anyhow::Result<()> {
+fn watch(inner: &mut dyn notify::Watcher, dir: &Path) -> anyhow::Result<()> {
     inner
         .watch(dir, RecursiveMode::NonRecursive)
         .map_err(|e| anyhow::anyhow!("cannot watch {} for config changes: {e}", dir.display()))
@@ -316,7 +349,7 @@ fn watch(inner: &mut RecommendedWatcher, dir: &Path) -> anyhow::Result<()> {
 /// Watch the folder of the file `followed` names when it is not `dir` (a symlinked file, into
 /// a checkout elsewhere, say, is edited where it lives), instead of `watching`'s.
 fn follow(
-    inner: &mut RecommendedWatcher,
+    inner: &mut dyn notify::Watcher,
     dir: &Path,
     followed: &Followed,
     watching: &mut Option<PathBuf>,
