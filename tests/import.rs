@@ -1371,6 +1371,23 @@ fn times_that_are_all_midnight_are_refused_as_dates() {
         "{said}"
     );
     assert!(parts(&data, "events").is_empty());
+    // A zone's midnight across a change of summer time: two times an hour apart (taken before).
+    let mut zoned = String::from("contact,time\n");
+    for i in 0..150 {
+        let (month, hour) = if i % 2 == 0 { (1, 23) } else { (7, 22) };
+        zoned.push_str(&format!(
+            "{},2025-0{month}-{:02}T{hour}:00:00Z\n",
+            1000 + i % 40,
+            1 + i % 28
+        ));
+    }
+    std::fs::write(&csv, &zoned).unwrap();
+    let said = failed(&sendtime(&data, &csv_columns(csv.to_str().unwrap())));
+    assert!(
+        said.contains("all 150 events are at 23:00:00 or 22:00:00 UTC"),
+        "{said}"
+    );
+    assert!(parts(&data, "events").is_empty());
     text.push_str("1000,2025-07-01 09:41:00\n");
     std::fs::write(&csv, &text).unwrap();
     let out = ok(&sendtime(&data, &csv_columns(csv.to_str().unwrap())));

@@ -675,8 +675,11 @@ struct Summary {
     seen: Vec<u64>,
     first: Option<i64>,
     last: Option<i64>,
-    /// The time of day (ms) every event had so far, or `None` once two differ.
-    one_time_of_day: Option<Option<i64>>,
+    /// The times of day (ms) the events had so far, while at most two (a zone's midnight in
+    /// winter and in summer, in UTC).
+    times_of_day: Vec<i64>,
+    /// More than two times of day.
+    varied: bool,
 }
 
 /// Events past which one time of day shared by all (`2024-01-05 00:00:00`, a date cast to a
@@ -684,20 +687,34 @@ struct Summary {
 const DATES_ONLY_EVENTS: usize = 100;
 
 impl Summary {
-    /// Refused when every one of many events has the same time of day, on a quarter hour
-    /// (midnight, or a zone's midnight in UTC): dates written as times, which the model would
-    /// learn as everyone's hour (an earlier version took them).
+    /// Refused when every one of many events has the same time of day on a quarter hour
+    /// (midnight, or a zone's midnight in UTC), or one of two an hour apart (a zone's midnight
+    /// across a change of summer time: an audit found such files taken): dates written as
+    /// times, which the model would learn as everyone's hour (an earlier version took them).
     fn check_times(&self) -> anyhow::Result<()> {
-        if let Some(Some(ms)) = self.one_time_of_day
-            && ms % (15 * 60_000) == 0
-            && self.events >= DATES_ONLY_EVENTS
-        {
+        const HOUR: i64 = 3_600_000;
+        let dates = match self.times_of_day[..] {
+            [t] => t % (15 * 60_000) == 0,
+            [a, b] => {
+                let apart = (a - b).rem_euclid(crate::time::DAY_MS);
+                a % (15 * 60_000) == 0 && (apart == HOUR || apart == crate::time::DAY_MS - HOUR)
+            }
+            _ => false,
+        };
+        if dates && !self.varied && self.events >= DATES_ONLY_EVENTS {
+            let at = |ms: &i64| {
+                format!(
+                    "{:02}:{:02}:{:02}",
+                    ms / 3_600_000,
+                    ms / 60_000 % 60,
+                    ms / 1000 % 60
+                )
+            };
+            let times: Vec<String> = self.times_of_day.iter().map(at).collect();
             anyhow::bail!(
-                "all {} events are at {:02}:{:02}:{:02} UTC: the times are dates written as times; {NO_HOUR}; nothing was imported",
+                "all {} events are at {} UTC: the times are dates written as times; {NO_HOUR}; nothing was imported",
                 self.events,
-                ms / 3_600_000,
-                ms / 60_000 % 60,
-                ms / 1000 % 60
+                times.join(" or ")
             );
         }
         Ok(())
@@ -716,11 +733,12 @@ impl Summary {
         self.first = Some(self.first.map_or(at_ms, |f| f.min(at_ms)));
         self.last = Some(self.last.map_or(at_ms, |l| l.max(at_ms)));
         let time_of_day = at_ms.rem_euclid(crate::time::DAY_MS);
-        self.one_time_of_day = match self.one_time_of_day {
-            None => Some(Some(time_of_day)),
-            Some(Some(t)) if t != time_of_day => Some(None),
-            same => same,
-        };
+        if !self.varied && !self.times_of_day.contains(&time_of_day) {
+            self.varied = self.times_of_day.len() == 2;
+            if !self.varied {
+                self.times_of_day.push(time_of_day);
+            }
+        }
     }
 }
 
