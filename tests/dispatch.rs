@@ -1628,6 +1628,84 @@ fn an_unanswered_call_is_found_in_its_workflow_after_workflow_id_changed() {
     );
 }
 
+/// After a restart the check looks in the workflow of the call whose answer was lost, as a
+/// running dispatcher does: not in that of a later call (sent unchecked after the checks
+/// failed), nor in that of the latest call by a clock set back since. Both times the contact
+/// was enrolled into another workflow again (an audit).
+#[test]
+fn after_a_restart_the_check_looks_where_the_lost_call_went() {
+    let rt = runtime();
+    let standin = rt.block_on(StandIn::start(Options::default())).unwrap();
+    let client = sendtime::hubspot::Client::new(
+        &standin.url(),
+        TOKEN,
+        sendtime::hubspot::ClientOptions::default(),
+    )
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    // Enrolled into 104 by a call whose answer was lost; the checks failed, and a send to
+    // 105 (the workflow_id then) is in flight.
+    let checked = "checked@example.com";
+    standin.add_contact(checked, 8330);
+    rt.block_on(client.enroll(104, checked)).unwrap();
+    planned_with(&data, checked, 8330, |id, t| {
+        let doubt = |attempts, at| {
+            let mut r = enroll_row(id, 104, attempts, Status::Retrying, at);
+            r.in_doubt = true;
+            r.retry_at_ms = Some(at);
+            r
+        };
+        vec![
+            enroll_row(id, 104, 1, Status::Attempting, t),
+            doubt(1, t + 1),
+            enroll_row(id, 104, 2, Status::Attempting, t + 2),
+            doubt(2, t + 3),
+            enroll_row(id, 105, 3, Status::Attempting, t + 4),
+        ]
+    });
+    // Enrolled into 105 by its second call, stamped an hour before its first (the clock set
+    // back between them).
+    let stepped = "stepped@example.com";
+    standin.add_contact(stepped, 8331);
+    rt.block_on(client.enroll(105, stepped)).unwrap();
+    planned_with(&data, stepped, 8331, |id, t| {
+        vec![
+            enroll_row(id, 104, 1, Status::Attempting, t + 3_600_000),
+            enroll_row(id, 105, 2, Status::Attempting, t),
+        ]
+    });
+    let config = write_config(
+        dir.path(),
+        &standin.url(),
+        "",
+        &[&Hook {
+            id: "fatigue",
+            kind: "IMMEDIATE",
+            target: "workflow_id = 106",
+        }],
+    );
+    let (out, err) = tick_once(&config, &data, now_ms(), TOKEN);
+    assert!(out.contains("enrolled=2 "), "{out}\n{err}");
+    let enrolled = enrollments(&standin.log());
+    for email in [checked, stepped] {
+        assert_eq!(
+            enrolled.get(&("106".to_string(), email.to_string())),
+            None,
+            "{email}"
+        );
+    }
+    let found: HashMap<String, String> = outcomes(&data)
+        .into_iter()
+        .filter(|r| r.status == Status::Enrolled)
+        .map(|r| (r.receipt_id, r.target))
+        .collect();
+    assert_eq!(found.len(), 2);
+    let mut targets: Vec<&str> = found.values().map(String::as_str).collect();
+    targets.sort();
+    assert_eq!(targets, ["104", "105"]);
+}
+
 /// The check before sending again reads HubSpot's *current* enrollments: a workflow that
 /// sent its email and ended before the check looks like no enrollment, and the contact is
 /// enrolled again, as the README warns (give such workflows a delay step after the email).
@@ -4694,6 +4772,75 @@ fn a_contact_lookup_is_answered_while_a_tick_sends() {
     );
     assert!(took < Duration::from_secs(5), "answered in {took:?}");
     server.stop();
+}
+
+/// Finished receipts whose plan rows are gone (their part in quarantine) leave for the archive
+/// by their inbox rows' time: they stayed in the live datasets, read at every start (an audit).
+#[test]
+fn finished_receipts_without_plan_rows_move_to_the_archive() {
+    const DAY: i64 = 86_400_000;
+    let rt = runtime();
+    let standin = rt.block_on(StandIn::start(Options::default())).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let config = write_config(dir.path(), &standin.url(), "dry_run = true", &[&HOOKS[3]]);
+    let server = start(&config, &data, None, &[]);
+    let sent: Vec<String> = (0..3)
+        .map(|i| {
+            post(
+                &server,
+                "fatigue",
+                7200 + i,
+                &format!("unplanned{i}@example.com"),
+            )
+        })
+        .collect();
+    eventually(Duration::from_secs(30), || {
+        (dry_runs(&data) == 3).then_some(())
+    })
+    .unwrap_or_else(|| panic!("not dispatched; logs:\n{}", server.logs()));
+    server.stop();
+    let plan_ds = Dataset::open(&data, "plan").unwrap();
+    for part in plan_ds.parts().unwrap() {
+        std::fs::remove_file(part).unwrap();
+    }
+    // A start four days on (a `tick --now` that far ahead is taken no later than now for the
+    // replay window).
+    let clock = dir.path().join("clock");
+    set_clock(&clock, now_ms() + 4 * DAY);
+    let server = start(&config, &data, Some(&clock), &[]);
+    common::wait_ticks(&server, 1);
+    let logs = server.logs();
+    server.stop();
+    let receipts = |data: &Path| -> Vec<String> {
+        let mut ids: Vec<String> = sendtime::datasets::inbox::read_keys(
+            &sendtime::datasets::inbox::dataset(data).unwrap(),
+        )
+        .unwrap()
+        .into_iter()
+        .map(|k| k.receipt_id)
+        .collect();
+        ids.sort();
+        ids
+    };
+    assert_eq!(receipts(&data), Vec::<String>::new(), "{logs}");
+    let mut want = sent.clone();
+    want.sort();
+    assert_eq!(receipts(&data.join("archive")), want);
+    assert!(
+        outcomes(&data)
+            .iter()
+            .all(|r| !sent.contains(&r.receipt_id))
+    );
+    let archived =
+        outcomes::read(&Dataset::open(&data.join("archive"), "outcomes").unwrap()).unwrap();
+    assert_eq!(
+        archived
+            .iter()
+            .filter(|r| r.status == Status::DryRun)
+            .count(),
+        3
+    );
 }
 
 /// An archive move that fails at start-up (here `archive` is a file, where its folder goes)

@@ -557,6 +557,34 @@ fn a_contact_id_that_is_not_positive_is_a_bad_row() {
         "{err}"
     );
     assert!(stored(&data).is_empty());
+
+    // Integers written as floats (pandas, for a column with a missing value): the errors say
+    // so, and how to export them (they named only the type, or the value).
+    for (df, column) in [
+        (
+            df!("hs_id" => [12.0f64], "epoch_s" => [1_736_121_600i64]),
+            "hs_id",
+        ),
+        (
+            df!("hs_id" => [12i64], "epoch_s" => [1_736_121_600.5f64]),
+            "epoch_s",
+        ),
+    ] {
+        let err = import_failing(df.unwrap());
+        assert!(err.contains(&format!("column \"{column}\"")), "{err}");
+        assert!(err.contains("integers written as floats"), "{err}");
+    }
+    std::fs::write(
+        &csv,
+        "contact,time,kind\n12345.0,2025-01-06T10:00:00Z,OPEN\n",
+    )
+    .unwrap();
+    let err = failed(&sendtime(&data, &csv_import(csv.to_str().unwrap(), "1000")));
+    assert!(
+        err.contains("ids.csv:2: contact \"12345.0\" in column \"contact\" is neither an email nor a numeric contact id (ids written as floats: export the column as integers)"),
+        "{err}"
+    );
+    assert!(stored(&data).is_empty());
 }
 
 /// 100 rows exported to `dir/export.csv` and imported into `dir/data` in two parts: the data

@@ -728,6 +728,53 @@ fn an_empty_window_is_refused_and_marks_nothing() {
     assert_all_once(&stored(&s.data).0, &s);
 }
 
+/// This machine's clock four hours ahead of HubSpot's: a run marks its window complete up to
+/// HubSpot's time (its `Date`), so an event HubSpot records after the run, stamped before this
+/// machine's "now" then, is read by the next run. Marked complete up to this machine's clock,
+/// it fell before the next window, and every run missed such events (an audit).
+#[test]
+fn a_clock_ahead_of_hubspots_marks_nothing_complete_before_hubspot_has_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = dir.path().join("hubspot-clock");
+    let hour = 3_600_000;
+    let now = chrono::Utc::now().timestamp_millis();
+    common::set_clock(&clock, now - 4 * hour);
+    let event = |id: &str, created: i64| EmailEvent {
+        id: id.into(),
+        created,
+        kind: "OPEN".into(),
+        recipient: Some(format!("{id}@example.com")),
+        email_campaign_id: Some(7),
+        filtered_event: false,
+        extra: Default::default(),
+    };
+    // One HubSpot has at the first run; one it records half an hour after it.
+    let events = vec![
+        event("late", now - 3 * hour - hour / 2),
+        event("early", now - 5 * hour),
+    ];
+    let s = setup_with(
+        events,
+        Options {
+            clock: sendtime::clock::Clock::File(clock.clone()),
+            ..Options::default()
+        },
+    );
+    let out = s.import();
+    assert!(out.status.success(), "{}", text(&out));
+    let ids = |data: &Path| -> Vec<String> {
+        let mut ids: Vec<String> = stored(data).0.into_iter().map(|(id, _)| id).collect();
+        ids.sort();
+        ids
+    };
+    assert_eq!(ids(&s.data), ["early"]);
+    // An hour on, by HubSpot's clock: the late event is there, and the next run reads it.
+    common::set_clock(&clock, now - 3 * hour);
+    let out = s.import();
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(ids(&s.data), ["early", "late"]);
+}
+
 /// A window that starts after the last complete run ends leaves a gap: the mark of what is
 /// complete stays where it was, so the next default run starts there and fills it.
 #[test]

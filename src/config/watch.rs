@@ -490,6 +490,15 @@ fn reload(
                     );
                 }
             }
+            // Signatures are over the URL HubSpot called: the old one's posts are refused from
+            // now (an audit found it unsaid).
+            if loaded.config.server.public_url != current.server.public_url {
+                tracing::warn!(
+                    "server.public_url changed from {} to {}: posts HubSpot signs for the old URL (its retries, workflows not yet pointed at the new one, actions whose actionUrl is not updated) are refused as signature_mismatch from now",
+                    current.server.public_url,
+                    loaded.config.server.public_url
+                );
+            }
             warn_held(&current, &loaded.config);
             tracing::info!(
                 config = %loaded.config.identity,

@@ -241,7 +241,12 @@ impl Settling {
 
     /// Whether `p`, once finished, settles.
     pub(super) fn settles(&self, p: &plan::PlanRow) -> bool {
-        p.received_at_ms < self.before && self.counts_no_call_of(&p.receipt_id)
+        self.settles_received(&p.receipt_id, p.received_at_ms)
+    }
+
+    /// Whether `receipt`, received at `received_at_ms`, once finished, settles.
+    pub(super) fn settles_received(&self, receipt: &str, received_at_ms: i64) -> bool {
+        received_at_ms < self.before && self.counts_no_call_of(receipt)
     }
 
     /// Whether the daily budget counts none of the calls of `receipt`.

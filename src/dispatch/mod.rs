@@ -186,13 +186,17 @@ impl Dispatcher {
         self.writer.as_ref().is_some_and(OutcomeWriter::is_running)
     }
 
-    /// Flush the outcome writer and stop it.
+    /// Flush the outcome writer and stop it, the data folder's lock held until it and its
+    /// compactor are done: a `tick` let it go first, and the next one, taking it, rolled back
+    /// a merge still being written, whose rows were then listed twice (an audit).
     pub fn close(mut self) {
         let writer = self.writer.take();
+        let lock = self.hold_lock().ok();
         drop(self);
         if let Some(w) = writer {
             w.shutdown();
         }
+        drop(lock);
     }
 
     /// The data folder's dispatch lock, held as long as the handle returned is open too: for

@@ -46,11 +46,24 @@ impl Dispatcher {
             finished: u32,
             last_doubt: bool,
             retry_at: Option<i64>,
-            last_attempt_started_at: i64,
-            /// What the latest attempt called (a workflow id for an enrollment).
+            /// What the latest attempt called (a workflow id for an enrollment), latest by
+            /// number: a clock set back made an earlier call the latest by time (an audit).
             last_target: String,
+            /// What the latest result row names: in doubt, the workflow of the call whose
+            /// answer was lost (a later call goes to the config's workflow, checked anyway).
+            finished_target: String,
             /// Attempts that failed in a way worth retrying (a set: rows may be seen twice).
             failed: HashSet<u32>,
+        }
+        impl Seen {
+            /// The workflow a call whose answer was lost may have enrolled into: an earlier
+            /// doubt keeps its own, as a running dispatcher's does.
+            fn doubt_workflow(&self) -> Option<NonZeroU64> {
+                match self.last_doubt {
+                    true => self.finished_target.parse().ok(),
+                    false => self.last_target.parse().ok(),
+                }
+            }
         }
         let mut history: HashMap<String, Seen> = HashMap::new();
         let mut done = IdSet::default();
@@ -70,9 +83,8 @@ impl Dispatcher {
             }
             let h = history.entry(r.receipt_id).or_default();
             if r.status == Status::Attempting {
-                h.started = h.started.max(r.attempts);
-                if r.at_ms >= h.last_attempt_started_at {
-                    h.last_attempt_started_at = r.at_ms;
+                if r.attempts >= h.started {
+                    h.started = r.attempts;
                     h.last_target = r.target;
                 }
             } else {
@@ -89,11 +101,12 @@ impl Dispatcher {
                 if transient {
                     h.failed.insert(r.attempts);
                 }
-            }
-            if r.status != Status::Attempting && r.attempts >= h.finished {
-                h.finished = r.attempts;
-                h.last_doubt = r.in_doubt;
-                h.retry_at = r.retry_at_ms;
+                if r.attempts >= h.finished {
+                    h.finished = r.attempts;
+                    h.last_doubt = r.in_doubt;
+                    h.retry_at = r.retry_at_ms;
+                    h.finished_target = r.target;
+                }
             }
         }
         let mut queue = Vec::new();
@@ -136,7 +149,7 @@ impl Dispatcher {
                 attempts: h.started.max(h.finished),
                 failures: h.failed.len().min(u8::MAX as usize) as u8,
                 in_doubt,
-                doubt_workflow: in_doubt.then(|| h.last_target.parse().ok()).flatten(),
+                doubt_workflow: in_doubt.then(|| h.doubt_workflow()).flatten(),
                 enrolled_at_ms: 0,
                 ready_at_ms: ready,
                 holdout: p.holdout,
@@ -212,12 +225,24 @@ impl Dispatcher {
             if in_inbox.contains(&rid) {
                 if h.started > 0 {
                     let calls = h.started.max(h.finished);
-                    unplanned_calls.insert(rid, (calls, h.last_target.parse().ok()));
+                    unplanned_calls.insert(rid, (calls, h.doubt_workflow()));
                 }
             } else if settling.counts_no_call_of(&id) {
                 settled.insert(id);
             }
         }
+        // Finished with no plan row, in the inbox (their plan part in quarantine, or a plan
+        // row that could not be written for a contact sent in its last hour): by their inbox
+        // row's time. They stayed, and were read at each start, for good (an audit).
+        settled.extend(
+            (receipts.iter())
+                .filter(|r| settling.settles_received(&r.receipt_id, r.received_at_ms))
+                .filter(|r| {
+                    let id = ReceiptId::new(&r.receipt_id);
+                    done.contains(&id) && !done_planned.contains(&id)
+                })
+                .map(|r| r.receipt_id.clone()),
+        );
         let mut buf = [0u8; ulid::ULID_LEN];
         settled.extend(
             done.iter()

@@ -273,6 +273,11 @@ pub struct EventsPage {
     /// stops the import.
     #[serde(skip)]
     pub unreadable: u64,
+    /// When HubSpot answered, by its `Date` header: the import marks its window complete up
+    /// to HubSpot's time, not this machine's (a clock ahead marked events complete before
+    /// HubSpot had them, and no run read them; an audit).
+    #[serde(skip)]
+    pub answered_at_ms: Option<i64>,
 }
 
 /// A page as it comes, each event read on its own.
@@ -296,6 +301,7 @@ impl From<PageAsSent> for EventsPage {
             .filter_map(|e| serde_json::from_value(e).ok())
             .collect();
         EventsPage {
+            answered_at_ms: None,
             unreadable: (total - events.len()) as u64,
             events,
             has_more: page.has_more,
@@ -879,7 +885,15 @@ impl Admitted<'_> {
             }
         }
         let resp = self.send(Method::GET, url, None, None).await?;
-        json_body(resp).await
+        let answered_at_ms = (resp.headers().get(reqwest::header::DATE))
+            .and_then(|v| v.to_str().ok())
+            .and_then(|d| chrono::DateTime::parse_from_rfc2822(d).ok())
+            .map(|d| d.timestamp_millis());
+        let page: EventsPage = json_body(resp).await?;
+        Ok(EventsPage {
+            answered_at_ms,
+            ..page
+        })
     }
 
     /// Enroll a contact, by email, into a workflow

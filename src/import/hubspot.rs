@@ -32,6 +32,8 @@ use crate::time::{format_rfc3339, now_ms};
 /// (opens by clients that were offline, deferred deliveries) after their `created` time.
 pub const OVERLAP: Duration = Duration::from_secs(3 * 3600);
 /// Per-request timeout for the events API (large pages can take a while).
+/// How far this machine's clock may run ahead of HubSpot's before an import says so.
+const CLOCKS_APART_MS: i64 = 60_000;
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 const STATE_VERSION: u32 = 1;
 
@@ -58,6 +60,10 @@ struct Cursor {
     offset: Option<String>,
     pages: u64,
     stored: u64,
+    /// HubSpot's time at the window's first page (its `Date`): the window is complete up to
+    /// it when this machine's clock is ahead. Absent in states written before it was kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    read_at_ms: Option<i64>,
 }
 
 /// What to import.
@@ -356,6 +362,14 @@ impl Import {
                 });
                 let end = until.unwrap_or(now);
                 // An empty window would mark the history before it complete, unread.
+                if start >= end && since.is_none() && until.is_none() {
+                    // A mark set while the clock ran ahead (before HubSpot's time bounded it).
+                    bail!(
+                        "nothing to import: the last complete import reached {}, after this machine's clock now ({}): the clock was ahead then, or is behind now; once it is right, run `sendtime import hubspot --since TIME` once, TIME before the clock went wrong, to read the events missed",
+                        format_rfc3339(start + OVERLAP.as_millis() as i64),
+                        format_rfc3339(end)
+                    );
+                }
                 if start >= end {
                     bail!(
                         "nothing to import: the window starts at {} and ends at {} (with --since and --until, give a --since before --until)",
@@ -369,6 +383,7 @@ impl Import {
                     offset: None,
                     pages: 0,
                     stored: 0,
+                    read_at_ms: None,
                 }
             }
         };
@@ -432,6 +447,20 @@ impl Import {
             // Only now that the events are durable may the cursor move past them. The last
             // page's save also marks the window complete: a crash between two saves left a
             // resume with the end's offset, which HubSpot may refuse (an audit).
+            if cursor.pages == 0 {
+                cursor.read_at_ms = page.answered_at_ms;
+                if let Some(at) = page
+                    .answered_at_ms
+                    .filter(|&at| at < cursor.end_ms - CLOCKS_APART_MS)
+                {
+                    tracing::warn!(
+                        connector = %self.connector.id,
+                        "this machine's clock is {} s ahead of HubSpot's: the window is marked complete up to HubSpot's time, {}",
+                        (cursor.end_ms - at) / 1000,
+                        format_rfc3339(at)
+                    );
+                }
+            }
             cursor.pages += 1;
             cursor.stored += stored as u64;
             cursor.offset = page.offset.clone();
@@ -442,9 +471,10 @@ impl Import {
                 // window's end. A window that starts later leaves a gap the next default run
                 // fills from the old mark (the events of this window are recognised then, not
                 // stored twice).
+                let end = cursor.end_ms.min(cursor.read_at_ms.unwrap_or(i64::MAX));
                 state.complete_until_ms = Some(match state.complete_until_ms {
-                    None => cursor.end_ms,
-                    Some(t) if cursor.start_ms <= t => t.max(cursor.end_ms),
+                    None => end,
+                    Some(t) if cursor.start_ms <= t => t.max(end),
                     Some(t) => t,
                 });
                 state.run = None;

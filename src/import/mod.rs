@@ -140,10 +140,19 @@ impl Columns {
         } else if text.is_empty() {
             Err(format!("empty contact in column {:?}", self.contact))
         } else {
+            // `12345.0`: an id column exported as floats (pandas, with a missing value).
+            let float = text
+                .strip_suffix(".0")
+                .is_some_and(|i| !i.is_empty() && i.bytes().all(|b| b.is_ascii_digit()));
             Err(format!(
-                "contact {} in column {:?} is neither an email nor a numeric contact id",
+                "contact {} in column {:?} is neither an email nor a numeric contact id{}",
                 quoted(text),
-                self.contact
+                self.contact,
+                if float {
+                    " (ids written as floats: export the column as integers)"
+                } else {
+                    ""
+                }
             ))
         }
     }

@@ -230,9 +230,10 @@ impl ParquetFile {
                 })
                 .collect()),
             Err(_) => anyhow::bail!(
-                "{}: column {name:?} (given by --contact) is {}: expected integers (HubSpot contact ids) or text (emails or ids)",
+                "{}: column {name:?} (given by --contact) is {}: expected integers (HubSpot contact ids) or text (emails or ids){}",
                 self.path.display(),
-                column.dtype()
+                column.dtype(),
+                float_hint(column.dtype())
             ),
         }
     }
@@ -289,10 +290,21 @@ impl ParquetFile {
                 .map(|t| t.ok_or_else(missing).and_then(|t| self.columns.time(t)))
                 .collect()),
             other => anyhow::bail!(
-                "{}: column {name:?} (given by --time) is {other}: expected a timestamp, epoch seconds or milliseconds, or text",
-                self.path.display()
+                "{}: column {name:?} (given by --time) is {other}: expected a timestamp, epoch seconds or milliseconds (integers), or text{}",
+                self.path.display(),
+                float_hint(other)
             ),
         }
+    }
+}
+
+/// What to do about a float column: pandas writes integers with a missing value as floats.
+fn float_hint(dtype: &DataType) -> &'static str {
+    match dtype.is_float() {
+        true => {
+            "; integers written as floats (pandas does so for a column with a missing value): cast it to BIGINT, or pandas' Int64, before export"
+        }
+        false => "",
     }
 }
 

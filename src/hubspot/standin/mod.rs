@@ -339,6 +339,10 @@ impl StandIn {
         }));
         let router = axum::Router::new()
             .fallback(handle)
+            .layer(axum::middleware::map_response_with_state(
+                world.clone(),
+                hubspot_date,
+            ))
             .with_state(world.clone());
         let (tx, mut rx) = oneshot::channel::<()>();
         tokio::spawn(async move {
@@ -505,6 +509,18 @@ async fn serve_connection(stream: tokio::net::TcpStream, router: axum::Router) {
         _ = conn => {}
         _ = kill.notified() => {}
     }
+}
+
+/// HubSpot's `Date`, by the stand-in's clock (a test sets it apart from this machine's).
+async fn hubspot_date(State(world): State<Shared>, mut response: Response) -> Response {
+    let now = world.lock().unwrap().options.clock.now_ms();
+    let date = chrono::DateTime::from_timestamp_millis(now)
+        .map(|at| at.format("%a, %d %b %Y %H:%M:%S GMT").to_string())
+        .and_then(|d| HeaderValue::from_str(&d).ok());
+    if let Some(date) = date {
+        response.headers_mut().insert(header::DATE, date);
+    }
+    response
 }
 
 async fn handle(State(world): State<Shared>, req: Request) -> Result<Response, Infallible> {
