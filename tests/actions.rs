@@ -389,12 +389,23 @@ fn a_retry_of_a_waiting_execution_gets_the_first_answer() {
     let (_, fresh) = execute(&server, "cb-new", 1002, "NEXT_WEEK");
     assert_eq!(fresh["outputFields"]["hs_expiration_duration"], "P1DT2H");
     server.stop();
+    // A window of 90 minutes: HubSpot is asked for whole hours (26), and the receipt keeps
+    // the hold asked for, not 25 and a half hours (a contact HubSpot still held was taken
+    // for one whose hold had ended; an audit).
+    let server = start(&config("90m", ""), &data, &clock);
+    let (_, odd) = execute(&server, "cb-odd", 1003, "NEXT_24_HOURS");
+    assert_eq!(odd["outputFields"]["hs_expiration_duration"], "P1DT2H");
+    server.stop();
     let received = sendtime::datasets::inbox::recover(&data).unwrap();
     assert_eq!(
         received.len(),
-        3,
+        4,
         "the retries stored nothing: {received:?}"
     );
+    let odd = (received.iter())
+        .find(|r| r.callback_id.as_deref() == Some("cb-odd"))
+        .unwrap();
+    assert_eq!(odd.hold_ends_ms, Some(odd.received_at_ms + 26 * 3_600_000));
 }
 
 /// A contact held (answered BLOCK) while the connector was live waits through a dry run,

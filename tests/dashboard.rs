@@ -1016,7 +1016,7 @@ fn the_admin_surface_guards_its_data_and_its_buttons() {
     );
     assert_eq!(refused.status.code(), Some(1));
     assert!(
-        String::from_utf8_lossy(&refused.stderr).contains("is shorter than 16 characters"),
+        String::from_utf8_lossy(&refused.stderr).contains("holds fewer than 16 characters"),
         "{}",
         String::from_utf8_lossy(&refused.stderr)
     );

@@ -1630,8 +1630,9 @@ fn an_unanswered_call_is_found_in_its_workflow_after_workflow_id_changed() {
 
 /// After a restart the check looks in the workflow of the call whose answer was lost, as a
 /// running dispatcher does: not in that of a later call (sent unchecked after the checks
-/// failed), nor in that of the latest call by a clock set back since. Both times the contact
-/// was enrolled into another workflow again (an audit).
+/// failed), nor in that of the latest call by a clock set back since; and in that of a send
+/// made after a check found nothing. Each time the contact was enrolled into another
+/// workflow again (an audit, and a review of its first fix).
 #[test]
 fn after_a_restart_the_check_looks_where_the_lost_call_went() {
     let rt = runtime();
@@ -1675,6 +1676,21 @@ fn after_a_restart_the_check_looks_where_the_lost_call_went() {
             enroll_row(id, 105, 2, Status::Attempting, t),
         ]
     });
+    // Enrolled into 105 by a send after a check of 104 found nothing (a check that finds
+    // nothing records no row), its answer lost.
+    let resent = "resent@example.com";
+    standin.add_contact(resent, 8332);
+    rt.block_on(client.enroll(105, resent)).unwrap();
+    planned_with(&data, resent, 8332, |id, t| {
+        let mut doubt = enroll_row(id, 104, 1, Status::Retrying, t + 1);
+        (doubt.in_doubt, doubt.retry_at_ms) = (true, Some(t + 1));
+        vec![
+            enroll_row(id, 104, 1, Status::Attempting, t),
+            doubt,
+            enroll_row(id, 104, 2, Status::Attempting, t + 2),
+            enroll_row(id, 105, 3, Status::Attempting, t + 3),
+        ]
+    });
     let config = write_config(
         dir.path(),
         &standin.url(),
@@ -1686,9 +1702,9 @@ fn after_a_restart_the_check_looks_where_the_lost_call_went() {
         }],
     );
     let (out, err) = tick_once(&config, &data, now_ms(), TOKEN);
-    assert!(out.contains("enrolled=2 "), "{out}\n{err}");
+    assert!(out.contains("enrolled=3 "), "{out}\n{err}");
     let enrolled = enrollments(&standin.log());
-    for email in [checked, stepped] {
+    for email in [checked, stepped, resent] {
         assert_eq!(
             enrolled.get(&("106".to_string(), email.to_string())),
             None,
@@ -1700,10 +1716,10 @@ fn after_a_restart_the_check_looks_where_the_lost_call_went() {
         .filter(|r| r.status == Status::Enrolled)
         .map(|r| (r.receipt_id, r.target))
         .collect();
-    assert_eq!(found.len(), 2);
+    assert_eq!(found.len(), 3);
     let mut targets: Vec<&str> = found.values().map(String::as_str).collect();
     targets.sort();
-    assert_eq!(targets, ["104", "105"]);
+    assert_eq!(targets, ["104", "105", "105"]);
 }
 
 /// The check before sending again reads HubSpot's *current* enrollments: a workflow that

@@ -773,6 +773,28 @@ fn a_clock_ahead_of_hubspots_marks_nothing_complete_before_hubspot_has_it() {
     let out = s.import();
     assert!(out.status.success(), "{}", text(&out));
     assert_eq!(ids(&s.data), ["early", "late"]);
+    // A mark an earlier version set five hours ahead: the default run stops, saying to give
+    // --since; a run with it lowers the mark, and the default runs go on.
+    common::set_clock(&clock, now);
+    let state = s.data.join("state/hubspot-main.json");
+    let mut v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&state).unwrap()).unwrap();
+    v["complete_until_ms"] = serde_json::json!(now + 5 * hour);
+    std::fs::write(&state, v.to_string()).unwrap();
+    let out = s.import();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("--since TIME"), "{}", text(&out));
+    let since = chrono::DateTime::from_timestamp_millis(now - 6 * hour)
+        .unwrap()
+        .to_rfc3339();
+    let out = s
+        .command(Some(DEFAULT_TOKEN))
+        .args(["--since", &since])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let out = s.import();
+    assert!(out.status.success(), "{}", text(&out));
 }
 
 /// A window that starts after the last complete run ends leaves a gap: the mark of what is

@@ -243,10 +243,36 @@ fn a_reload_cannot_take_unsigned_posts_on_the_running_public_listener() {
         "access_token_env = \"HUBSPOT_ACCESS_TOKEN\"\n",
         "access_token_env = \"HUBSPOT_ACCESS_TOKEN\"\nallow_unsigned = true\n",
     );
-    std::fs::write(&config, loopback).unwrap();
+    std::fs::write(&config, &loopback).unwrap();
     wait_reloads(&server, REJECTED_ONCE);
     assert_eq!(status(&server)["config"].as_str().unwrap(), identity);
     assert_eq!(unsigned(), 503);
+    // The refusal, which only the log carries, is at the `allow_unsigned` line and says the
+    // `listen` moved in the file waits for a restart (it was at 1:1, advising that move).
+    let line = 1 + loopback
+        .lines()
+        .position(|l| l == "allow_unsigned = true")
+        .unwrap();
+    let logs = server.logs();
+    let at = format!("webhooks.toml:{line}:18: connector `main` has `allow_unsigned` on");
+    assert!(logs.contains(&at), "{at} in\n{logs}");
+    assert!(logs.contains("`listen` applies on restart"), "{logs}");
+}
+
+/// A file naming an admin token variable the running process does not have (it applies on
+/// restart) is loaded: the webhook edits with it go into force (the reload was refused).
+#[test]
+fn a_reload_naming_an_admin_token_for_the_next_start_is_loaded() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("webhooks.toml");
+    std::fs::write(&config, VALID).unwrap();
+    let server = Server::start(&config, &dir.path().join("data"), &[]);
+    let next = with_webhook("second").replace(
+        "[server]\n",
+        "[server]\nadmin_token_env = \"SENDTIME_RELOAD_TEST_UNSET_ADMIN\"\n",
+    );
+    std::fs::write(&config, next).unwrap();
+    wait_for_webhooks(&server, &["first", "second"]);
 }
 
 /// A Kubernetes ConfigMap volume: `webhooks.toml` links to `..data/webhooks.toml`, and an update

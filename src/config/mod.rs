@@ -431,6 +431,10 @@ pub enum EnvCheck {
     Warn,
     /// `serve`: a connector that calls HubSpot cannot run without them.
     Require,
+    /// A running `serve`'s reload: as [`EnvCheck::Require`], but what applies on restart only
+    /// (the admin token's variable) is the next start's to refuse (a reload was refused for a
+    /// variable the running process does not use; a review).
+    Reload,
     /// `tick`: it calls HubSpot but receives nothing, so only the access tokens are needed.
     RequireTokens,
 }

@@ -362,6 +362,19 @@ pub(super) fn value_position(text: &str, table: &str, key: &str) -> Option<(usiz
     Some(Lines::new(text).line_column(t.get(key)?.span().start))
 }
 
+/// Where `key` of the `[[connector]]` whose id is `id` is in `text` (line, column).
+pub(super) fn connector_value_position(text: &str, id: &str, key: &str) -> Option<(usize, usize)> {
+    let doc = DeTable::parse(text).ok()?;
+    let DeValue::Array(items) = doc.get_ref().get("connector")?.get_ref() else {
+        return None;
+    };
+    let table = items.iter().find_map(|item| match item.get_ref() {
+        DeValue::Table(t) if matches!(t.get("id").map(|v| v.get_ref()), Some(DeValue::String(s)) if s == id) => Some(t),
+        _ => None,
+    })?;
+    Some(Lines::new(text).line_column(table.get(key)?.span().start))
+}
+
 /// Whether an http(s) URL names this machine (`localhost` or a loopback address).
 pub(super) fn loopback_url(url: &str) -> bool {
     reqwest::Url::parse(url).is_ok_and(|url| crate::hubspot::client::is_loopback(&url))

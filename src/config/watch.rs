@@ -39,6 +39,9 @@ const WRITING_QUIET: Duration = Duration::from_secs(5);
 const FOLDER_CHECK: Duration = Duration::from_secs(5);
 /// How often the config's folders are read for changes where they cannot be watched.
 const POLL: Duration = Duration::from_secs(2);
+/// The quiet period after a change seen by polling, which sees no close: as where the watcher
+/// reports none (a writer pausing mid-file longer is loaded half-written).
+const POLLED_QUIET: Duration = Duration::from_secs(5);
 
 /// What a file event says of the config file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -184,11 +187,13 @@ impl Watcher {
         };
         // Without inotify to spare (a container host's instances all taken), the folder is
         // polled: `serve` refused to start, for a convenience SIGHUP stands in for (an audit).
+        let mut polled = false;
         let mut inner: Box<dyn notify::Watcher + Send> = match notify::recommended_watcher(handler(
             tx.clone(),
         )) {
             Ok(w) => Box::new(w),
             Err(e) => {
+                polled = true;
                 tracing::warn!(
                     "cannot watch the config's folder for changes ({e}): looking at it every {POLL:?} instead"
                 );
@@ -226,6 +231,7 @@ impl Watcher {
                             // Let the burst settle, and a write in progress end.
                             loop {
                                 let quiet = match last {
+                                    _ if polled => POLLED_QUIET,
                                     Change::Writing => WRITING_QUIET,
                                     Change::Settled => DEBOUNCE,
                                 };
@@ -248,26 +254,26 @@ impl Watcher {
                             true
                         }
                         _ = check.tick() => {
+                            // The config's folder replaced, or a symlink on the way to the
+                            // file swapped (`current -> releases/2`), which no folder watched
+                            // sees (an audit): one reload for both (a review).
                             let target = std::fs::canonicalize(&path).ok();
+                            let moved = target.is_some() && target != followed.load().target;
                             let now = folder_id(&dir);
-                            if target.is_some() && target != followed.load().target {
-                                // A symlink on the way to the file swapped (`current ->
-                                // releases/2`): no folder watched saw it (an audit).
-                                tracing::info!(path = %path.display(), "the config's path leads to another file: reloading");
-                                false
-                            } else if now.is_none() || now == watched {
-                                continue;
-                            } else {
+                            let mut rewatched = false;
+                            if now.is_some() && now != watched {
                                 let _ = inner.unwatch(&dir);
-                                if let Err(e) = watch(&mut *inner, &dir) {
-                                    tracing::warn!("{e:#} (the config's folder was replaced; tried again in {FOLDER_CHECK:?})");
-                                    continue;
+                                match watch(&mut *inner, &dir) {
+                                    Ok(()) => (watched, dir_watched, rewatched) = (now, true, true),
+                                    Err(e) => tracing::warn!("{e:#} (the config's folder was replaced; tried again in {FOLDER_CHECK:?})"),
                                 }
-                                watched = now;
-                                dir_watched = true;
-                                tracing::info!(path = %path.display(), "the config's folder was replaced: watching the new one, reloading");
-                                false
                             }
+                            match (rewatched, moved) {
+                                (false, false) => continue,
+                                (true, _) => tracing::info!(path = %path.display(), "the config's folder was replaced: watching the new one, reloading"),
+                                (false, true) => tracing::info!(path = %path.display(), "the config's path leads to another file: reloading"),
+                            }
+                            false
                         }
                     }
                 };
@@ -441,14 +447,24 @@ fn reload(
     // The listener in use stays until a restart (below), so a connector taking unsigned posts
     // is checked against it: a file that moves `listen` to loopback does not make it private.
     let running = current.server.listen;
-    let result = Config::load(path, overrides, EnvCheck::Require).and_then(|loaded| {
-        match loaded
-            .config
-            .connectors
-            .iter()
-            .find_map(|c| validation::exposed_unsigned("the running listener", running, c))
-        {
-            Some(error) => Err(Diagnostics::whole_file(path, error)),
+    let result = Config::load(path, overrides, EnvCheck::Reload).and_then(|loaded| {
+        let exposed = loaded.config.connectors.iter().find_map(|c| {
+            validation::exposed_unsigned("the running listener", running, c).map(|e| (c, e))
+        });
+        match exposed {
+            // At its `allow_unsigned`, saying why a `listen` moved in the file does not
+            // help (it was reported at 1:1, with advice the reload ignores; an audit).
+            Some((c, error)) => {
+                let text = std::fs::read_to_string(path).unwrap_or_default();
+                let mut d = Diagnostics::new(path);
+                let at = super::read::connector_value_position(&text, &c.id, "allow_unsigned");
+                d.push(
+                    Severity::Error,
+                    at.unwrap_or((1, 1)),
+                    format!("{error} (`listen` applies on restart: until then the running listener is the one in use)"),
+                );
+                Err(d)
+            }
             None => Ok(loaded),
         }
     });

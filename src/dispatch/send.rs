@@ -982,13 +982,7 @@ pub async fn enroll(
     // until a check settles it, whatever a later failure says of itself, and whichever way
     // the task ends: a review found the doubt lost).
     let mut unchecked = false;
-    // A contact in doubt: its row names the workflow the call whose answer was lost may have
-    // enrolled it into, which a restart checks (it took the latest call's; an audit).
-    let retrying = |i: &Pending, now| {
-        let doubt = (i.doubt_workflow.filter(|_| i.in_doubt)).map(|w| w.to_string());
-        let target = doubt.as_deref().unwrap_or(&target);
-        row(i, &link, Action::Enroll, target, Status::Retrying, now)
-    };
+    let retrying = |i: &Pending, now| row(i, &link, Action::Enroll, &target, Status::Retrying, now);
     loop {
         let call = match ctx
             .admit(

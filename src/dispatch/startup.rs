@@ -46,23 +46,23 @@ impl Dispatcher {
             finished: u32,
             last_doubt: bool,
             retry_at: Option<i64>,
-            /// What the latest attempt called (a workflow id for an enrollment), latest by
-            /// number: a clock set back made an earlier call the latest by time (an audit).
-            last_target: String,
-            /// What the latest result row names: in doubt, the workflow of the call whose
-            /// answer was lost (a later call goes to the config's workflow, checked anyway).
-            finished_target: String,
+            /// The workflow each attempt called (a check calls under the one it looks for).
+            calls: Vec<(u32, Option<NonZeroU64>)>,
             /// Attempts that failed in a way worth retrying (a set: rows may be seen twice).
             failed: HashSet<u32>,
         }
         impl Seen {
-            /// The workflow a call whose answer was lost may have enrolled into: an earlier
-            /// doubt keeps its own, as a running dispatcher's does.
+            /// The workflow a call whose answer was lost may have enrolled into, by the
+            /// attempts' numbers, not their times (a clock set back misled them; an audit): a
+            /// doubt recorded last is of its attempt's workflow, which the call or check
+            /// after it, if in flight, keeps, as a running dispatcher's does; past that, a
+            /// check found nothing (it records no row) and the latest call is the one.
             fn doubt_workflow(&self) -> Option<NonZeroU64> {
-                match self.last_doubt {
-                    true => self.finished_target.parse().ok(),
-                    false => self.last_target.parse().ok(),
-                }
+                let attempt = match self.last_doubt && self.started <= self.finished + 1 {
+                    true => self.finished,
+                    false => self.started,
+                };
+                (self.calls.iter()).find_map(|&(a, w)| (a == attempt).then_some(w)?)
             }
         }
         let mut history: HashMap<String, Seen> = HashMap::new();
@@ -83,10 +83,8 @@ impl Dispatcher {
             }
             let h = history.entry(r.receipt_id).or_default();
             if r.status == Status::Attempting {
-                if r.attempts >= h.started {
-                    h.started = r.attempts;
-                    h.last_target = r.target;
-                }
+                h.started = h.started.max(r.attempts);
+                h.calls.push((r.attempts, r.target.parse().ok()));
             } else {
                 // The failures the dispatcher counted on the contact's tries (no answer, 5xx,
                 // 408, 423, an edge's page for 401 or 403); not the connector's state
@@ -105,7 +103,6 @@ impl Dispatcher {
                     h.finished = r.attempts;
                     h.last_doubt = r.in_doubt;
                     h.retry_at = r.retry_at_ms;
-                    h.finished_target = r.target;
                 }
             }
         }

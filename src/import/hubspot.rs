@@ -31,9 +31,9 @@ use crate::time::{format_rfc3339, now_ms};
 /// How far back a run re-reads before the previous run's end: HubSpot records some events
 /// (opens by clients that were offline, deferred deliveries) after their `created` time.
 pub const OVERLAP: Duration = Duration::from_secs(3 * 3600);
-/// Per-request timeout for the events API (large pages can take a while).
 /// How far this machine's clock may run ahead of HubSpot's before an import says so.
 const CLOCKS_APART_MS: i64 = 60_000;
+/// Per-request timeout for the events API (large pages can take a while).
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 const STATE_VERSION: u32 = 1;
 
@@ -472,8 +472,21 @@ impl Import {
                 // fills from the old mark (the events of this window are recognised then, not
                 // stored twice).
                 let end = cursor.end_ms.min(cursor.read_at_ms.unwrap_or(i64::MAX));
+                // A mark past HubSpot's time was set by a clock ahead (an earlier version): it
+                // is lowered to this window's end, or it stopped every run (a review).
+                let hubspot_now = cursor.read_at_ms.unwrap_or(now);
                 state.complete_until_ms = Some(match state.complete_until_ms {
                     None => end,
+                    Some(t) if t > hubspot_now + CLOCKS_APART_MS => {
+                        tracing::warn!(
+                            connector = %self.connector.id,
+                            "events were marked imported up to {}, past HubSpot's time: an earlier run's clock was ahead; marked up to {} now (events HubSpot recorded between that run and {} may be missing: import from before it with --since)",
+                            format_rfc3339(t),
+                            format_rfc3339(end),
+                            format_rfc3339(cursor.start_ms)
+                        );
+                        end
+                    }
                     Some(t) if cursor.start_ms <= t => t.max(end),
                     Some(t) => t,
                 });

@@ -162,11 +162,15 @@ pub fn parse(body: &[u8], zone_property: &str) -> Result<Execution, ExecutionErr
     })
 }
 
-/// A hold ([`crate::model::plan::hold`]) as HubSpot takes it: an ISO-8601 duration in whole
-/// hours, rounded up.
-pub fn expiration(hold_ms: i64) -> String {
+/// A hold ([`crate::model::plan::hold`]) as HubSpot is asked for it: whole hours, rounded up.
+pub fn asked(hold_ms: i64) -> i64 {
     use crate::time::HOUR_MS;
-    let hours = (hold_ms + HOUR_MS - 1) / HOUR_MS;
+    (hold_ms + HOUR_MS - 1) / HOUR_MS * HOUR_MS
+}
+
+/// A hold as HubSpot takes it: an ISO-8601 duration in whole hours, rounded up ([`asked`]).
+pub fn expiration(hold_ms: i64) -> String {
+    let hours = asked(hold_ms) / crate::time::HOUR_MS;
     match (hours / 24, hours % 24) {
         (days, 0) => format!("P{days}D"),
         (days, hours) => format!("P{days}DT{hours}H"),

@@ -145,7 +145,14 @@ async fn wrong_method(
         p if p.starts_with("/actions/") => (Route::Action, "POST"),
         _ => (Route::Hook, "POST"),
     };
-    let id = id.map_or_else(|_| UNKNOWN.to_string(), |Path(id)| id);
+    // An action's id at `/hooks/` (or the reverse) names nothing there, as a post finds.
+    let kind_here = |id: &String| {
+        (state.config.load().webhook(id))
+            .is_some_and(|w| (w.target == Target::Callback) == (route == Route::Action))
+    };
+    let id = (id.ok().map(|Path(id)| id))
+        .filter(kind_here)
+        .unwrap_or_else(|| UNKNOWN.to_string());
     let mut response = refused(&state, route, &id, Refusal::WrongMethod { method });
     (response.headers_mut()).insert(header::ALLOW, HeaderValue::from_static(allow));
     response
@@ -694,7 +701,9 @@ async fn accept_execution(state: &AppState, post: Authenticated) -> Result<Optio
     let execution = execution::parse(&body.bytes, &connector.time_zone_property)?;
     check_portal(&execution.portal, &connector)?;
     let kind = execution.delivery_type.unwrap_or(webhook.kind);
-    let hold_ms = crate::model::plan::hold(kind, webhook.window);
+    // As asked of HubSpot (whole hours): a contact HubSpot still held was taken for one whose
+    // hold had ended, between the window and the hour it was rounded up to (an audit).
+    let hold_ms = execution::asked(crate::model::plan::hold(kind, webhook.window));
     let received_at_ms = state.clock.receipt_ms();
     let receipt = Receipt {
         receipt_id: Ulid::generate().to_string(),
@@ -713,8 +722,8 @@ async fn accept_execution(state: &AppState, post: Authenticated) -> Result<Optio
         callback_id: Some(execution.callback_id),
         body_hash: replay_hash(signature, &body),
         time_zone: execution.time_zone,
-        // What the BLOCK below asks of HubSpot (it rounds up, and HubSpot starts counting
-        // later): planning keeps to it, even if the config's window changes first.
+        // What the BLOCK below asks of HubSpot (HubSpot starts counting later): planning
+        // keeps to it, even if the config's window changes first.
         hold_ends_ms: (!connector.dry_run).then_some(received_at_ms + hold_ms),
     };
     let stored = store(state, receipt, Vec::new()).await?;
