@@ -166,6 +166,28 @@ fn a_correct_account_passes_and_each_misconfiguration_is_named() {
         assert!(text.contains(line), "{line}\n{text}");
     }
 
+    // The action saved but not published: offered to no workflow, the one failure.
+    let unpublished = correct_account(
+        &rt,
+        Options {
+            actions_unpublished: true,
+            ..Options::default()
+        },
+    );
+    let (ok, text) = validate_online(
+        dir.path(),
+        &format!("api_base = \"{}\"", unpublished.url()),
+        62515,
+    );
+    assert!(!ok, "{text}");
+    for line in [
+        "FAIL main action send-time: registered for app",
+        "but not published",
+        "1 online check failed",
+    ] {
+        assert!(text.contains(line), "{line}\n{text}");
+    }
+
     // The token of another account.
     let (ok, text) = validate_online(dir.path(), &format!("api_base = \"{}\"", good.url()), 99999);
     assert!(!ok, "{text}");

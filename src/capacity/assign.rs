@@ -102,7 +102,8 @@ fn place<'a>(
         moved,
     };
     // The first minute with room from `from` on (outside quiet hours when `quiet`), as a move
-    // of its kind; with none in the search, `from` itself, as an overflow.
+    // of its kind; with none in the search, at once, as an overflow (it was due at the end of
+    // its window, a week on for a weekly type, while its reason said "at once"; an audit).
     let first_fit = |from: i64, quiet: bool, moved: Move| {
         ledger
             .first_fit(
@@ -110,7 +111,7 @@ fn place<'a>(
                 r.cost,
                 |h| if quiet { allowed(h) } else { WHOLE_HOUR },
             )
-            .map_or(outside(from, Move::Overflow), |due| outside(due, moved))
+            .map_or(outside(r.from, Move::Overflow), |due| outside(due, moved))
     };
     let Some(window) = r.window else {
         let placed = first_fit(r.from, false, Move::Delayed);
@@ -255,6 +256,34 @@ mod tests {
             &masks,
             |_, _| {},
         );
+        assert_eq!((placed[0].due, placed[0].moved), (HOUR_MS, Move::Overflow));
+        // With a week's window every hour of which is full: at once too, not at its end.
+        let window = crate::model::plan::window(
+            crate::config::WebhookType::NextWeek,
+            HOUR_MS,
+            HOUR_MS,
+            None,
+            None,
+        )
+        .unwrap();
+        for d in SEARCH_DAYS + 1..=SEARCH_DAYS + 8 {
+            ledgers[0].book(d * day, Cost::Call);
+        }
+        let who = crate::model::plan::Subject {
+            contact: "ada@example.com",
+            receipt: "01J0000000000000000000000",
+        };
+        let population = [1.0 / crate::time::SLOTS as f64; crate::time::SLOTS];
+        let windowed = Request {
+            window: Some(window),
+            preference: crate::model::plan::prefer(&window, None, &population, who, |k| {
+                window.minutes(k)
+            }),
+            ..request.clone()
+        };
+        let placed = assign(&[windowed], &mut ledgers, &masks, |_, o| {
+            o.extend(0..window.hours)
+        });
         assert_eq!((placed[0].due, placed[0].moved), (HOUR_MS, Move::Overflow));
         // Room at the search's end: it goes then, as delayed.
         let mut ledgers = vec![Ledger::new(ledgers[0].capacity)];

@@ -258,11 +258,21 @@ async fn action(
         };
         let page = defs["results"].as_array().map_or(&[][..], Vec::as_slice);
         read += page.len();
-        if page
+        let ours = page
             .iter()
-            .any(|d| d["actionUrl"].as_str() == Some(url.as_str()))
-        {
-            return Verdict::Ok(format!("registered for app {} at {url}", connector.app_id));
+            .filter(|d| d["actionUrl"].as_str() == Some(url.as_str()));
+        // Saved but not published, it is offered to no workflow (it passed; an audit).
+        match ours.map(|d| d["published"] != false).max() {
+            Some(true) => {
+                return Verdict::Ok(format!("registered for app {} at {url}", connector.app_id));
+            }
+            Some(false) => {
+                return Verdict::Fail(format!(
+                    "registered for app {} at {url} but not published: no workflow can use it; publish it (update the definition with \"published\": true)",
+                    connector.app_id
+                ));
+            }
+            None => {}
         }
         match defs["paging"]["next"]["after"].as_str() {
             None => {

@@ -261,15 +261,17 @@ pub fn prefer(
     if !any {
         return None;
     }
+    // The hour of receipt and the window's last hour are halves of one hour of the week: a
+    // contact whose best hour is that one loses nothing by going from one to the other, but
+    // a week. Its regret is against the best other hour, and the other half is its last
+    // choice (its regret was 0, so a busy hour's own contacts went last, a week on; an audit).
+    let twin = |j: usize, k: usize| j != k && window.slot(j) == window.slot(k);
     let (k, regret) = match usable(profile) {
-        Some(_) => (
-            top[0].0,
-            if len > 1 {
-                top[0].1 - top[1].1
-            } else {
-                top[0].1
-            },
-        ),
+        Some(_) => {
+            let (k, best) = top[0];
+            let other = top[1..len].iter().find(|&&(j, _)| !twin(j, k));
+            (k, other.map_or(best, |&(_, s)| best - s))
+        }
         None => {
             let mut weights = [0.0f64; SLOTS + 1];
             let weights = &mut weights[..candidates];
@@ -289,8 +291,9 @@ pub fn prefer(
     };
     let mut next = [0u8; NEXT_CHOICES];
     let mut next_len = 0;
-    for &(j, _) in &top[..len] {
-        if j != k && next_len < NEXT_CHOICES {
+    let others = top[..len].iter().filter(|&&(j, _)| j != k && !twin(j, k));
+    for &(j, _) in others.chain(top[..len].iter().filter(|&&(j, _)| twin(j, k))) {
+        if next_len < NEXT_CHOICES {
             next[next_len] = j as u8;
             next_len += 1;
         }
@@ -767,6 +770,24 @@ mod tests {
         // 30 open minutes of 90: a third.
         let share = second as f64 / f64::from(draws);
         assert!((0.29..0.38).contains(&share), "{share}");
+    }
+
+    /// A week's window holds the hour of receipt twice (its two halves, a week apart): a
+    /// contact whose best hour that is loses by leaving it, and a week on is its last choice.
+    /// Its regret was 0 and a week on its first next choice, so a busy hour's own contacts
+    /// went last and, once their hour was full, a week late (an audit).
+    #[test]
+    fn the_hour_of_receipt_a_week_on_is_the_last_choice() {
+        let received = SUNDAY_MIDNIGHT + 2 * DAY_MS + 10 * HOUR_MS + 40 * MINUTE_MS;
+        let w = window(WebhookType::NextWeek, received, received, None, None).unwrap();
+        assert_eq!(w.hours, 169);
+        let prof = profile_peaking_at(slot_of(received) as usize, Class::Active);
+        let pref = prefer(&w, Some(&prof), &uniform(), WHO, |k| w.minutes(k)).unwrap();
+        assert_eq!(pref.k, 0);
+        assert!(pref.regret > 0.0, "{pref:?}");
+        let next: Vec<usize> = pref.next().collect();
+        assert_eq!(next.last(), Some(&168), "{next:?}");
+        assert_eq!(next.iter().filter(|&&k| k == 168).count(), 1);
     }
 
     /// A reason rates the hour the contact preferred, and the one capacity moved it to, by

@@ -130,11 +130,12 @@ impl World {
             param("after").unwrap_or(0),
         );
         let urls = &self.options.action_urls;
+        let published = !self.options.actions_unpublished;
         let results: Vec<serde_json::Value> = (urls.iter().enumerate())
             .skip(after)
             .take(limit)
             .map(|(i, url)| {
-                json!({"id": (10_646 + i).to_string(), "appId": app, "actionUrl": url, "published": true})
+                json!({"id": (10_646 + i).to_string(), "appId": app, "actionUrl": url, "published": published})
             })
             .collect();
         let mut body = json!({ "results": results });

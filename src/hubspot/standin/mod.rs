@@ -119,6 +119,9 @@ pub struct Options {
     /// registered for the app.
     pub developer_api_key: String,
     pub action_urls: Vec<String>,
+    /// The action definitions are saved but not published (`"published": false`): no
+    /// workflow can use them.
+    pub actions_unpublished: bool,
     /// Only the contacts added with [`StandIn::add_contact`] exist, as in an account: a list
     /// add ignores any other record id and names it in `recordIdsMissing`, as HubSpot does.
     /// Off, every numeric id exists.
@@ -196,6 +199,7 @@ impl Default for Options {
             usage_api: true,
             developer_api_key: "developer-api-key".to_string(),
             action_urls: Vec::new(),
+            actions_unpublished: false,
             known_records_only: false,
             any_callback: false,
             workflows_end_after: None,
