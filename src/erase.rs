@@ -489,8 +489,11 @@ fn find(
     // The accounts of their receipts by email, the (id, account) pairs those carry, and those
     // of receipts by a given id alone.
     let (mut by_email, mut paired, mut by_id) = (BTreeSet::new(), BTreeSet::new(), BTreeSet::new());
+    // Every account receipts come from (a handful).
+    let mut accounts = BTreeSet::new();
     each_receipt_part(data_dir, dry_run, |df| {
         let portals = df.column(inbox::col::PORTAL_ID)?.i64()?;
+        accounts.extend(portals.iter().flatten());
         for ((receipt, email, id), portal) in receipt_rows(df)?.into_iter().zip(portals.iter()) {
             if person.matches(email, id) {
                 wider.widen(email, id);
@@ -512,7 +515,10 @@ fn find(
         Ok(())
     })?;
     // An id is theirs in an account where a receipt of theirs carries it beside their email;
-    // not where theirs carry another id; elsewhere, by the accounts alone.
+    // not where theirs carry another id; elsewhere, by the accounts alone: given with an email
+    // no receipt carries, in no account when there are several (the id's one account was
+    // taken for theirs, and another account's contact erased; an audit).
+    let unsure = !person.emails.is_empty() && accounts.len() > 1;
     let accounts_of = |id: i64| by_id.iter().filter(move |(i, _)| *i == id).count();
     let carries_ids = |p: i64| paired.iter().any(|(_, q)| *q == p);
     let elsewhere = (by_id.iter())
@@ -521,7 +527,7 @@ fn find(
                 && (carries_ids(p)
                     || match by_email.is_empty() {
                         false => !by_email.contains(&p),
-                        true => accounts_of(id) > 1,
+                        true => unsure || accounts_of(id) > 1,
                     })
         })
         .copied()
@@ -782,6 +788,21 @@ mod tests {
             .write_part(Ulid::generate(), &mut plan::frame(&more).unwrap())
             .unwrap();
         let ann = found(&["ann@example.com", "7701", "5555"]);
+        assert_eq!(ann.elsewhere, BTreeSet::from([(7701, 222)]));
+        // Given with an email none of the receipts carry, in a folder of two accounts: the
+        // id's receipts in its one account may be another contact's (they were erased).
+        let dir = tempfile::tempdir().unwrap();
+        let rows = [
+            row("r6", None, 7701, 222),
+            row("r7", Some("zed@example.com"), 9901, 111),
+        ];
+        plan::dataset(dir.path())
+            .unwrap()
+            .write_part(Ulid::generate(), &mut plan::frame(&rows).unwrap())
+            .unwrap();
+        let dictionary = Contacts::load(dir.path()).unwrap();
+        let person = Person::parse(&["ann@example.com".into(), "7701".into()]).unwrap();
+        let ann = find(dir.path(), &dictionary, &person, false).unwrap();
         assert_eq!(ann.elsewhere, BTreeSet::from([(7701, 222)]));
     }
 

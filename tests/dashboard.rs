@@ -460,6 +460,36 @@ fn the_dashboard_shows_status_and_pauses_and_resumes_a_webhook_in_a_real_browser
             && hooks[2].contains("IMMEDIATE: on the next tick"),
         "{hooks:?}"
     );
+    // By its id, whose receipt carries the email its events are of: said as `explain` says
+    // it (the page showed that history as the id's own).
+    rt.block_on(async {
+        let input = page.find(Locator::Css("#lookup")).await.unwrap();
+        input.clear().await.unwrap();
+        input.send_keys("7003").await.unwrap();
+        page.find(Locator::Css("#lookup-form button"))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+    });
+    let by_id = until_page(
+        &rt,
+        &page,
+        "const s = document.querySelector('#lookup-summary'); return s ? s.textContent : null;",
+        "the lookup by id",
+        |v| {
+            v.as_str()
+                .filter(|t| t.starts_with("7003"))
+                .map(str::to_string)
+        },
+    );
+    assert!(
+        by_id.contains(
+            "opens/clicks (the events of reader3@example.com, which its receipts carry), last"
+        ),
+        "{by_id}"
+    );
 
     // Lift: the sends so far, none held out, so nothing to compare yet.
     click(&rt, &page, "#lift-button");

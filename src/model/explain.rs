@@ -32,6 +32,10 @@ pub struct Explanation {
     /// when known: a receipt's email and id can name two, and the one with more history is
     /// taken (an id is one account's: with several, another account's contact may share it).
     pub learned_from: Option<String>,
+    /// The other contact learned from, as said (`HubSpot id 4242`, or an email), when that
+    /// is not the one asked: the dashboard's lookup says so too (it showed another key's
+    /// history as the contact's own; an audit).
+    pub learned_elsewhere: Option<String>,
     pub class: &'static str,
     /// Opens and clicks learned from.
     pub engagements: u32,
@@ -156,13 +160,23 @@ impl Explanation {
                 }
             })
             .collect();
+        let learned_from = built
+            .zip(index)
+            .and_then(|(b, i)| b.contacts.keys.get(i as usize).cloned());
+        let (id, email) = id_or_email(contact);
+        let asked = contact_key(id, email);
+        let learned_elsewhere = (learned_from.as_deref())
+            .filter(|k| asked.as_deref() != Some(*k))
+            .map(|k| match k.strip_prefix('#') {
+                Some(id) => format!("HubSpot id {id}"),
+                None => k.to_string(),
+            });
         Ok(Explanation {
             contact: contact.to_string(),
             as_of_ms: now,
             known: index.is_some(),
-            learned_from: built
-                .zip(index)
-                .and_then(|(b, i)| b.contacts.keys.get(i as usize).cloned()),
+            learned_from,
+            learned_elsewhere,
             class: profile.as_ref().map_or("evaluating", |p| p.class.as_str()),
             engagements: profile.as_ref().map_or(0, |p| p.engagements),
             last_engaged: profile
@@ -208,18 +222,9 @@ impl Explanation {
         let contact = &self.contact;
         if self.known {
             // Learned from another key than the one asked: the id or email its receipts carry.
-            let (id, email) = id_or_email(contact);
-            let asked = contact_key(id, email);
-            let from = match self.learned_from.as_deref() {
-                Some(k) if asked.as_deref() != Some(k) => {
-                    let other = match k.strip_prefix('#') {
-                        Some(id) => format!("HubSpot id {id}"),
-                        None => k.to_string(),
-                    };
-                    format!(" (the events of {other}, which its receipts carry)")
-                }
-                _ => String::new(),
-            };
+            let from = (self.learned_elsewhere.as_deref()).map_or(String::new(), |other| {
+                format!(" (the events of {other}, which its receipts carry)")
+            });
             let _ = writeln!(
                 out,
                 "{contact}: class {}, {} opens/clicks{from}, last {}{}",
@@ -347,9 +352,20 @@ pub fn receipts(data_dir: &Path, contact: &str) -> anyhow::Result<Receipts> {
     });
     rows.dedup_by(|a, b| a.receipt_id == b.receipt_id);
     let latest = rows.iter().max_by_key(|p| p.planned_at_ms);
+    // The latest that carries one: a later post of the id alone (`UPDATE_ONLY`) showed a
+    // contact with history as new (an audit).
+    let newest = |has: fn(&crate::datasets::plan::PlanRow) -> bool| {
+        rows.iter()
+            .filter(|p| has(p))
+            .max_by_key(|p| p.planned_at_ms)
+    };
     let posted = Posted {
-        id: email.and(latest).and_then(|p| p.contact_id),
-        email: id.and(latest).and_then(|p| p.email.clone()),
+        id: email
+            .and(newest(|p| p.contact_id.is_some()))
+            .and_then(|p| p.contact_id),
+        email: id
+            .and(newest(|p| p.email.is_some()))
+            .and_then(|p| p.email.clone()),
         zone: latest.and_then(|p| p.time_zone),
     };
     let total = rows.len();
@@ -458,6 +474,40 @@ fn heat_map(scores: &[f64], best: Option<&str>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Asked by id, the email is the latest that a receipt carries: a later post of the id
+    /// alone left none, and a contact with history was shown as new (an audit).
+    #[test]
+    fn an_id_is_looked_up_with_the_latest_email_its_receipts_carry() {
+        use crate::datasets::plan::{self, PlanRow};
+        let dir = tempfile::tempdir().unwrap();
+        let row = |id: &str, email: Option<&str>, at: i64| PlanRow {
+            receipt_id: id.into(),
+            webhook_id: "w".into(),
+            webhook_type: crate::config::WebhookType::UpdateOnly,
+            contact_id: Some(7701),
+            email: email.map(str::to_string),
+            received_at_ms: at,
+            due_at_ms: at,
+            slot: None,
+            reason: String::new(),
+            planned_at_ms: at,
+            callback_id: None,
+            holdout: false,
+            time_zone: None,
+            hold_ends_ms: None,
+            portal_id: None,
+            holdout_share: None,
+        };
+        let rows = [row("r1", Some("ann@example.com"), 1), row("r2", None, 2)];
+        plan::dataset(dir.path())
+            .unwrap()
+            .write_part(ulid::Ulid::generate(), &mut plan::frame(&rows).unwrap())
+            .unwrap();
+        let found = receipts(dir.path(), "7701").unwrap();
+        assert_eq!(found.total, 2);
+        assert_eq!(found.posted.email.as_deref(), Some("ann@example.com"));
+    }
 
     /// Each hour label stands over its own hour's cells.
     #[test]

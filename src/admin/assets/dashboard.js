@@ -320,15 +320,22 @@ async function refresh() {
   }
 }
 
+// The latest lookup asked: a slower earlier answer must not replace its result.
+let lookups = 0;
+
 async function lookup(event) {
   event.preventDefault();
+  const mine = ++lookups;
   const out = $("#lookup-result");
   out.replaceChildren(el("p", "Looking up…", "note"));
   try {
     const x = await api("contact?q=" + encodeURIComponent($("#lookup").value));
+    if (mine !== lookups) return;
     out.replaceChildren();
+    // As `sendtime explain` says it: another key's history is named as such.
+    const elsewhere = x.learned_elsewhere ? " (the events of " + x.learned_elsewhere + ", which its receipts carry)" : "";
     const summary = x.known
-      ? x.contact + ": class " + x.class + ", " + x.engagements + " opens/clicks, last " +
+      ? x.contact + ": class " + x.class + ", " + x.engagements + " opens/clicks" + elsewhere + ", last " +
         (x.last_engaged || "never") + (x.machine ? "; machine-like: not learned from" : "")
       : x.contact + ": no events for this contact; planned as a new contact (class evaluating)";
     const p = el("p", summary);
@@ -364,7 +371,7 @@ async function lookup(event) {
     }
     out.append(receipts);
   } catch (e) {
-    out.replaceChildren(el("p", e.message, "error"));
+    if (mine === lookups) out.replaceChildren(el("p", e.message, "error"));
   }
 }
 
