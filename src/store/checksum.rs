@@ -63,12 +63,18 @@ impl Write for Hashing<'_> {
 /// Check the part at `path` against its checksum, when it has one: whether it had one. An
 /// error opening or reading is an `io::Error`; a mismatch is a [`Mismatch`].
 pub fn verify(path: &Path) -> anyhow::Result<bool> {
-    let stored = match std::fs::read_to_string(path_of(path)) {
-        Ok(text) => text,
+    let stored = match std::fs::read(path_of(path)) {
+        Ok(bytes) => bytes,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
         Err(e) => return Err(e.into()),
     };
-    let Ok(expected) = u64::from_str_radix(stored.trim(), 16) else {
+    // Bytes that are not its text (a flipped high bit) are a damaged checksum, as other text
+    // is: read as an error opening it, the part was never set aside and stopped every start
+    // (an audit).
+    let expected = std::str::from_utf8(&stored)
+        .ok()
+        .and_then(|text| u64::from_str_radix(text.trim(), 16).ok());
+    let Some(expected) = expected else {
         return Err(Mismatch {
             path: path.to_path_buf(),
             expected: 0,

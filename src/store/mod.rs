@@ -120,10 +120,12 @@ impl Dataset {
     pub fn parts(&self) -> io::Result<Vec<PathBuf>> {
         let mut pending = self.pending()?;
         loop {
+            // A listing cut short by an error is an error: a short dictionary handed out
+            // indices its missing parts use (an audit).
             let mut parts: Vec<PathBuf> = fs::read_dir(&self.dir)?
-                .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| p.extension().is_some_and(|e| e == PART_EXT))
-                .collect();
+                .map(|e| e.map(|e| e.path()))
+                .collect::<io::Result<Vec<_>>>()?;
+            parts.retain(|p| p.extension().is_some_and(|e| e == PART_EXT));
             let after = self.pending()?;
             if after == pending {
                 parts.retain(|p| !pending.contains(p));
@@ -141,7 +143,9 @@ impl Dataset {
         for entry in fs::read_dir(&self.dir)? {
             let path = entry?.path();
             let hides = path.extension().is_some_and(|e| e == PENDING_EXT)
-                || self.merged_by(&path).is_some_and(|part| part.exists());
+                || self
+                    .merged_by(&path)
+                    .map_or(Ok(false), |part| part.try_exists())?;
             if hides {
                 match fs::read_to_string(&path) {
                     Ok(names) => pending.extend(names.lines().map(|n| self.dir.join(n))),
@@ -399,7 +403,7 @@ impl Dataset {
                     .and_then(|m| m.modified())
                     .is_ok_and(|t| !t.elapsed().is_ok_and(|age| age >= grace))
             };
-            if !grace.is_zero() && part.exists() && young() {
+            if !grace.is_zero() && part.try_exists()? && young() {
                 left.insert(part, path);
             } else {
                 self.finish_intent(&path)?;
@@ -413,7 +417,12 @@ impl Dataset {
     /// removals are durable (a source back after a power loss would be listed beside its
     /// merged part for good).
     fn finish_intent(&self, intent: &Path) -> anyhow::Result<()> {
-        if self.merged_by(intent).is_some_and(|part| part.exists()) {
+        // Not found, not "cannot tell": a stat that failed rolled back a finished compaction,
+        // whose part and sources were then both listed for good (an audit).
+        if self
+            .merged_by(intent)
+            .map_or(Ok(false), |part| part.try_exists())?
+        {
             for source in fs::read_to_string(intent)?.lines() {
                 remove_part_files(&self.dir.join(source))?;
             }
@@ -654,11 +663,20 @@ impl Dataset {
             if name.ends_with(".tmp") {
                 fs::remove_file(&path)?;
             } else if name.ends_with(&format!(".{}", checksum::EXT))
-                && !path.with_extension(PART_EXT).exists()
+                && !path.with_extension(PART_EXT).try_exists()?
                 && !publishing.contains(&path.with_extension(PART_EXT))
             {
-                // A checksum whose part never became visible (a crash in between).
-                remove_if_exists(&path)?;
+                // The checksum of a part a crash left half set aside joins it, as evidence
+                // (it was deleted; an audit); else its part never became visible.
+                let part = path.with_extension(PART_EXT);
+                let aside = part.file_name().map(|n| self.quarantine.join(n));
+                match aside.filter(|a| a.exists() && !checksum::path_of(a).exists()) {
+                    Some(aside) => {
+                        fs::rename(&path, checksum::path_of(&aside))?;
+                        sync_dir(&self.quarantine)?;
+                    }
+                    None => remove_if_exists(&path)?,
+                }
             }
         }
         sync_dir(&self.dir)?;
@@ -1174,6 +1192,42 @@ mod tests {
         assert!(ds.compact(&|_| false).unwrap().is_none());
         assert!(part.exists(), "left in place");
         assert!(!dir.path().join("quarantine").join("rows").exists());
+    }
+
+    /// A checksum whose bytes are not text (a flipped high bit) is a damaged one: its part
+    /// is set aside with it, and the read goes on. It was read as a part that could not be
+    /// opened, left in place, and every start failed on it (an audit).
+    #[test]
+    fn a_checksum_that_is_not_text_sets_its_part_aside() {
+        let dir = tempfile::tempdir().unwrap();
+        let ds = Dataset::open(dir.path(), "rows").unwrap();
+        let good = ds
+            .write_part(Ulid::generate(), &mut df!("x" => [1i64]).unwrap())
+            .unwrap();
+        let bad = ds
+            .write_part(Ulid::generate(), &mut df!("x" => [2i64]).unwrap())
+            .unwrap();
+        fs::write(checksum::path_of(&bad), b"\xff\xfe\n").unwrap();
+        let read = ds.read_all().unwrap();
+        assert_eq!(read.iter().map(|(p, _)| p).collect::<Vec<_>>(), [&good]);
+        let set_aside = ds.quarantine_dir().join(bad.file_name().unwrap());
+        assert!(set_aside.exists() && checksum::path_of(&set_aside).exists());
+    }
+
+    /// A crash between a part set aside and its checksum: recovery moves the checksum to it.
+    #[test]
+    fn recovery_finishes_a_part_set_aside_half_way() {
+        let dir = tempfile::tempdir().unwrap();
+        let ds = Dataset::open(dir.path(), "rows").unwrap();
+        let part = ds
+            .write_part(Ulid::generate(), &mut df!("x" => [1i64]).unwrap())
+            .unwrap();
+        create_dir_durably(ds.quarantine_dir()).unwrap();
+        let aside = ds.quarantine_dir().join(part.file_name().unwrap());
+        fs::rename(&part, &aside).unwrap();
+        ds.recover().unwrap();
+        assert!(checksum::path_of(&aside).exists());
+        assert!(!checksum::path_of(&part).exists());
     }
 
     /// A merged part that dwarfs the newcomers is left alone until they add up to a quarter
