@@ -107,10 +107,15 @@ fn stop_early(dir: PathBuf) -> anyhow::Result<EarlyStop> {
             }
             stopping.store(true, Ordering::SeqCst);
             // The demo may be writing its data meanwhile: tried a few times, as serve does.
+            // Said without `eprintln!`, which panics on a stderr gone with the terminal or a
+            // pipe (`| tee`): the thread ended before the exit, and the demo hung for good,
+            // deaf to further signals (an audit).
+            use std::io::Write;
+            let mut err = std::io::stderr();
             if !(0..3).any(|_| std::fs::remove_dir_all(&dir).is_ok() || !dir.exists()) {
-                eprintln!("cannot remove the demo's folder {}", dir.display());
+                let _ = writeln!(err, "cannot remove the demo's folder {}", dir.display());
             }
-            eprintln!("{why} before the demo was ready: stopped");
+            let _ = writeln!(err, "{why} before the demo was ready: stopped");
             std::process::exit(130);
         })
     });

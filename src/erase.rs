@@ -288,16 +288,19 @@ pub fn run(
         ..Erased::default()
     };
     if !dry_run {
-        // Before their rows go: imports would bring them back (the HubSpot import reads the
-        // hours before its last run again; a file may still hold them). Before the intent,
-        // which keeps `serve` from starting: a record that cannot be written leaves none.
-        let keys = person.keys();
-        crate::datasets::erased::Erased::record(data_dir, keys.iter().map(String::as_str))?;
+        // The intent first, which keeps `serve` from starting and has the next run finish
+        // (recorded first, a crash between the two left the person's events kept out of
+        // imports and their rows in place, with nothing to finish; an audit); then the record,
+        // before their rows go: imports would bring them back (the HubSpot import reads the
+        // hours before its last run again; a file may still hold them). A record that fails
+        // leaves the intent, for `sendtime erase` to finish once the disk takes it.
         let writing = Intent {
             person: person.clone(),
             receipts: receipts.clone(),
         };
         intent.write(&writing)?;
+        let keys = person.keys();
+        crate::datasets::erased::Erased::record(data_dir, keys.iter().map(String::as_str))?;
     }
     for (dataset, columns) in receipt_datasets(data_dir)? {
         let pick = |df: &DataFrame| pick_receipt_rows(df, &person, &receipts);

@@ -144,6 +144,10 @@ fn the_demo_sends_every_kind_of_contact_and_stops_cleanly() {
     assert!(count(&metrics, "enrolled") > 0);
     let status: serde_json::Value = common::get(&status_url).unwrap().json().unwrap();
     assert_eq!(status["webhooks"].as_array().unwrap().len(), 5);
+    // Capacity per hour of the demo's clock, an hour of which passes in a second: one call a
+    // minute, the least planned (60,240 an hour were, while a second takes about 19).
+    let capacity = &status["capacity"]["connectors"][0]["capacity_per_hour"];
+    assert_eq!(capacity, 60, "{}", status["capacity"]);
     // SIGTERM twice at once, as `timeout` sends it (to the process and to its group): one
     // stop, not the "second signal" that stops at once (and left the demo's folder behind).
     // Polled closely: the second must come within a moment of the first.
@@ -198,15 +202,28 @@ fn the_demo_stops_when_its_terminal_closes_and_on_a_second_ctrl_c() {
 /// its folder left in the temporary directory.
 #[test]
 fn a_demo_stopped_before_it_is_ready_leaves_no_folder() {
+    // With its stderr gone too (a `| tee` the Ctrl-C ended, a closed terminal): saying why
+    // panicked the handler, and the demo hung for good (an audit).
+    for stderr_gone in [false, true] {
+        stopped_before_ready(stderr_gone);
+    }
+}
+
+fn stopped_before_ready(stderr_gone: bool) {
     let tmp = tempfile::tempdir().unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_sendtime"))
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sendtime"))
         .args(["demo", "--speed", "3600"])
         .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
         .env("TMPDIR", tmp.path())
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(if stderr_gone {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
         .spawn()
         .unwrap();
+    drop(child.stderr.take());
     let mut demo = Killed(child);
     let deadline = Instant::now() + Duration::from_secs(30);
     let folder = loop {
@@ -227,10 +244,13 @@ fn a_demo_stopped_before_it_is_ready_leaves_no_folder() {
         if let Some(s) = demo.0.try_wait().unwrap() {
             break s.code();
         }
-        assert!(Instant::now() < deadline, "the demo did not stop");
+        assert!(
+            Instant::now() < deadline,
+            "the demo did not stop (stderr gone: {stderr_gone})"
+        );
         std::thread::sleep(Duration::from_millis(50));
     };
     // Stopped by the demo's own early handler, not by serve's ordered stop.
-    assert_eq!(code, Some(130));
+    assert_eq!(code, Some(130), "stderr gone: {stderr_gone}");
     assert!(!folder.exists(), "{} left behind", folder.display());
 }

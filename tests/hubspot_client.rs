@@ -911,6 +911,34 @@ fn oauth_client(s: &StandIn) -> Client {
     .unwrap()
 }
 
+/// A token endpoint that fails only at the call's timeout, past the 15 s after which a
+/// dropped caller's refresh is made again, gets one request: the call's own failure is its
+/// answer (it was made again at once: two requests, and twice the wait; an audit).
+#[tokio::test]
+async fn a_token_endpoint_failing_slowly_gets_one_request() {
+    use sendtime::hubspot::auth::{Auth, TOKEN_PATH};
+    let s = standin(oauth_options(oauth_app().lifetime)).await;
+    let slow = Fault::Slow(Duration::from_secs(20));
+    s.inject(Injection::next(slow).times(u64::MAX).on(TOKEN_PATH));
+    let options = ClientOptions {
+        timeout: Duration::from_secs(16),
+        ..ClientOptions::default()
+    };
+    let client =
+        Client::with_auth(&s.url(), Auth::oauth("id", "secret", "refresh"), options).unwrap();
+    let started = std::time::Instant::now();
+    match client.enrollments(1).await.unwrap_err() {
+        ApiError::NoAccessToken { .. } => {}
+        other => panic!("expected no access token, got {other:?}"),
+    }
+    assert_eq!(token_requests(&s), 1);
+    assert!(
+        started.elapsed() < Duration::from_secs(25),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
 /// Requests to HubSpot's token endpoint, by the stand-in's log.
 fn token_requests(s: &StandIn) -> usize {
     let path = sendtime::hubspot::auth::TOKEN_PATH;
@@ -1034,22 +1062,26 @@ async fn a_dropped_early_refresh_holds_no_call_the_token_in_hand_serves() {
     assert_eq!(token_requests(&s), 2);
 }
 
-/// An edge's HTML 401 is no word on the token: the call is retried as an outage and the token
-/// is not refreshed for it (it was, once per call, for as long as the edge answered so).
+/// An edge's 401, a page or a bare status, is no word on the token: the call is retried as
+/// an outage and the token is not refreshed for it (it was, once per call, for as long as the
+/// edge answered so; a bare 401 still was, an audit found).
 #[tokio::test]
 async fn an_edge_401_page_does_not_refresh_the_token() {
     let s = standin(oauth_options(oauth_app().lifetime)).await;
     let oauth = oauth_client(&s);
-    s.inject(Injection::next(Fault::Html(401)).times(3).on("/automation"));
-    for _ in 0..3 {
-        match oauth.enrollments(1).await.unwrap_err() {
-            ApiError::Transient {
-                status: Some(401), ..
-            } => {}
-            other => panic!("expected a transient 401, got {other:?}"),
+    for fault in [Fault::Html(401), Fault::Empty(401)] {
+        s.clear_faults();
+        s.inject(Injection::next(fault.clone()).times(3).on("/automation"));
+        for _ in 0..3 {
+            match oauth.enrollments(1).await.unwrap_err() {
+                ApiError::Transient {
+                    status: Some(401), ..
+                } => {}
+                other => panic!("{fault:?}: expected a transient 401, got {other:?}"),
+            }
         }
+        assert_eq!(token_requests(&s), 1, "{fault:?}");
     }
-    assert_eq!(token_requests(&s), 1);
     oauth.enrollments(1).await.unwrap();
 }
 

@@ -120,10 +120,11 @@ pub(super) struct Basis {
 }
 
 impl Capacities {
-    fn new(config: &Config, basis: Basis) -> Capacities {
+    /// For `config`, on a clock `speed` times real time.
+    fn new(config: &Config, basis: Basis, speed: i64) -> Capacities {
         let mut ledgers: Vec<Ledger> = (config.connectors.iter())
             .zip(&basis.limits)
-            .map(|(c, &limit)| Ledger::new(Capacity::under(c, limit)))
+            .map(|(c, &limit)| Ledger::new(Capacity::under(c, limit).at_speed(speed)))
             .collect();
         ledgers.push(Ledger::new(Capacity {
             per_minute: u64::MAX / 4,
@@ -239,7 +240,7 @@ impl Dispatcher {
             .is_some_and(|c| c.identity == config.identity);
         if !current {
             let basis = self.basis(config);
-            let mut caps = Capacities::new(config, basis);
+            let mut caps = Capacities::new(config, basis, self.clock.speed());
             for (ledger, c) in caps.ledgers.iter_mut().zip(&config.connectors) {
                 let zone = ledger.capacity.day_zone;
                 ledger.spent(

@@ -530,6 +530,7 @@ fn rank(
         .collect();
     out.extend(0..w.hours);
     out.sort_by(|a, b| scores[*b].total_cmp(&scores[*a]));
+    crate::model::plan::last_half_last(&w, out);
 }
 
 /// Where `placed` puts `item`: its due time and slot, its reason appended to `reason`.

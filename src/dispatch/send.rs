@@ -240,6 +240,9 @@ impl Ctx {
             webhooks.iter().all(|w| pauses.holds(w, &link.id))
         };
         // Once this call has read the target, it goes without being made to read it again.
+        // Read again as often in real time whatever the clock's speed (at the demo's 720x,
+        // each workflow was read at every tick; an audit).
+        let every = policy::TARGET_RECHECK_MS.saturating_mul(self.clock.speed());
         let mut recheck = true;
         loop {
             if held() {
@@ -249,7 +252,8 @@ impl Ctx {
             // wait, unbooked, looked at again each minute (the config may name another). The
             // call that finds its hold ended reads it first, the others waiting meanwhile.
             let gate = target.map_or(Gate::Open, |t| {
-                link.targets.gate(action, t, self.now(), recheck)
+                link.targets
+                    .gate(action, t, self.now(), recheck.then_some(every))
             });
             if let Gate::Wait(again) = gate {
                 return Err(Next::Held(again));
@@ -285,7 +289,9 @@ impl Ctx {
             }
             let gate = match (gate, target) {
                 (Gate::Read(reading), _) => Gate::Read(reading),
-                (_, Some(t)) => link.targets.gate(action, t, self.now(), recheck),
+                (_, Some(t)) => link
+                    .targets
+                    .gate(action, t, self.now(), recheck.then_some(every)),
                 (_, None) => Gate::Open,
             };
             if let Gate::Wait(again) = gate {

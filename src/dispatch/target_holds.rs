@@ -166,9 +166,10 @@ impl TargetHolds {
 
     /// What a call of `action` to `target` about to be made at `now` does: as
     /// [`TargetHolds::waits`], and the first call after a hold ends reads the target, as does
-    /// one when it is due to be read again, if it may `recheck` (not right after its own read:
-    /// a clock moved on meanwhile would have it read for ever).
-    pub fn gate(&self, action: Action, target: &str, now: i64, recheck: bool) -> Gate<'_> {
+    /// one when it is due to be read again, `recheck` (clock ms) after it last was, if it
+    /// may (`None` right after its own read: a clock moved on meanwhile would have it read for
+    /// ever).
+    pub fn gate(&self, action: Action, target: &str, now: i64, recheck: Option<i64>) -> Gate<'_> {
         let mut states = self.states.lock().unwrap();
         let key = (action, target.to_string());
         // Under the same lock as what follows: a hold's end read by another call meanwhile
@@ -192,8 +193,9 @@ impl TargetHolds {
             }
             // Read now, or in doubt for a minute after a hold (a read would end the doubt).
             Some(State::Reading(_) | State::Doubting(..)) => Gate::Open,
-            _ if action != Action::Enroll || !recheck => Gate::Open,
+            _ if action != Action::Enroll || recheck.is_none() => Gate::Open,
             _ => {
+                let every = recheck.unwrap_or(policy::TARGET_RECHECK_MS);
                 let mut read_on = self.read_on.lock().unwrap();
                 let last = match read_on.get(&key).copied() {
                     Some(last) if last <= now => last,
@@ -202,10 +204,10 @@ impl TargetHolds {
                     // First called: `validate --online` read it before, and one found off
                     // before is held ([`TargetHolds::keep_in`]), unless what was kept could
                     // not be read.
-                    None if self.off.lock().unwrap().unreadable => now - policy::TARGET_RECHECK_MS,
+                    None if self.off.lock().unwrap().unreadable => now - every,
                     None => now,
                 };
-                if now < last + policy::TARGET_RECHECK_MS {
+                if now < last + every {
                     self.note_read(&mut read_on, &key, last);
                     return Gate::Open;
                 }
@@ -685,10 +687,27 @@ mod tests {
         }
     }
 
+    /// Read again as often as asked: at a demo's 720 times the recheck in clock time, eleven
+    /// clock minutes are no reason to read (each workflow was read at every tick; an audit).
+    #[test]
+    fn a_recheck_is_as_often_as_asked() {
+        let (enroll, at) = (Action::Enroll, 1_000 * MINUTE_MS);
+        let later = at + policy::TARGET_RECHECK_MS + MINUTE_MS;
+        let demo = Some(720 * policy::TARGET_RECHECK_MS);
+        let holds = TargetHolds::default();
+        assert!(matches!(holds.gate(enroll, "104", at, demo), Gate::Open));
+        assert!(matches!(holds.gate(enroll, "104", later, demo), Gate::Open));
+        let real = Some(policy::TARGET_RECHECK_MS);
+        assert!(matches!(
+            holds.gate(enroll, "104", later, real),
+            Gate::Read(_)
+        ));
+    }
+
     /// The wait a call to 104 about to be made at `now` is given, if it waits (not due to be
     /// read again: that is the other test's).
     fn waits(holds: &TargetHolds, now: i64) -> Option<i64> {
-        match holds.gate(Action::Enroll, "104", now, false) {
+        match holds.gate(Action::Enroll, "104", now, None) {
             Gate::Wait(again) => Some(again),
             Gate::Open => None,
             Gate::Read(_) => panic!("reads"),
@@ -740,7 +759,7 @@ mod tests {
         assert_eq!(waits(&holds, ends - 1_000), Some(ends));
         assert!(holds.held(ends).is_empty());
         // At its end the first call reads it, the others waiting for the answer.
-        let Gate::Read(reading) = holds.gate(enroll, "104", ends, false) else {
+        let Gate::Read(reading) = holds.gate(enroll, "104", ends, None) else {
             panic!("the hold's end is not read")
         };
         assert_eq!(
@@ -763,7 +782,7 @@ mod tests {
         assert_eq!(holds.held(at)[0].2, at + policy::TARGET_HOLD_MAX_MS);
         // Usable again: calls go, and the next hold is the shortest.
         let at = at + policy::TARGET_HOLD_MAX_MS;
-        let Gate::Read(reading) = holds.gate(enroll, "104", at, false) else {
+        let Gate::Read(reading) = holds.gate(enroll, "104", at, None) else {
             panic!("the hold's end is not read")
         };
         reading.found("main", at, None);
@@ -777,13 +796,13 @@ mod tests {
         assert_eq!(holds.held(at)[0].2, at + MINUTE_MS);
         // A clock moved back ends a hold.
         assert!(matches!(
-            holds.gate(enroll, "104", at - MINUTE_MS, false),
+            holds.gate(enroll, "104", at - MINUTE_MS, None),
             Gate::Read(_)
         ));
         // One that fails lets the calls go in doubt: the first refused holds them a minute
         // for the hold's why, the contact waiting past its end; one taken makes it usable.
         let at = at + MINUTE_MS;
-        let Gate::Read(reading) = holds.gate(enroll, "104", at, false) else {
+        let Gate::Read(reading) = holds.gate(enroll, "104", at, None) else {
             panic!("the hold's end is not read")
         };
         reading.failed(at);
@@ -795,7 +814,7 @@ mod tests {
         assert_eq!(again, at + 2 * MINUTE_MS);
         assert_eq!(holds.held(at)[0].2, at + MINUTE_MS);
         let at = at + MINUTE_MS;
-        let Gate::Read(reading) = holds.gate(enroll, "104", at, false) else {
+        let Gate::Read(reading) = holds.gate(enroll, "104", at, None) else {
             panic!("the hold's end is not read")
         };
         reading.failed(at);
@@ -814,7 +833,7 @@ mod tests {
         let at = at + policy::TARGET_USABLE_MS;
         read(&holds, "104", at).failed(at);
         let at = at + MINUTE_MS;
-        let Gate::Read(reading) = holds.gate(enroll, "104", at, false) else {
+        let Gate::Read(reading) = holds.gate(enroll, "104", at, None) else {
             panic!("the hold's end is not read")
         };
         reading.failed(at);
@@ -829,10 +848,7 @@ mod tests {
         read(&holds, "104", at).failed(at);
         let (row, _) = holds.waiting(enroll, "104", at).unwrap();
         assert!(row.contains("no workflow 104"), "{row}");
-        assert!(matches!(
-            holds.gate(enroll, "104", at, false),
-            Gate::Wait(_)
-        ));
+        assert!(matches!(holds.gate(enroll, "104", at, None), Gate::Wait(_)));
         // After a refusal, a read that fails holds the calls a minute (not every due contact
         // sent and refused meanwhile); one not made, or one that cannot be made, does not.
         read(&holds, "105", at).failed(at);
@@ -843,13 +859,13 @@ mod tests {
         );
         assert!(holds.held(at).iter().any(|h| h.1 == "105"));
         assert!(matches!(
-            holds.gate(enroll, "105", at + 1, false),
+            holds.gate(enroll, "105", at + 1, None),
             Gate::Wait(_)
         ));
         drop(read(&holds, "106", at));
         read(&holds, "106", at).unread();
         drop(read(&holds, "106", at));
-        assert!(matches!(holds.gate(enroll, "106", at, false), Gate::Open));
+        assert!(matches!(holds.gate(enroll, "106", at, None), Gate::Open));
     }
 
     #[test]
@@ -857,9 +873,14 @@ mod tests {
         let holds = TargetHolds::default();
         let (enroll, t0) = (Action::Enroll, 1_000 * MINUTE_MS);
         let every = policy::TARGET_RECHECK_MS;
-        let goes = |at: i64| matches!(holds.gate(enroll, "104", at, true), Gate::Open);
+        let goes = |at: i64| {
+            matches!(
+                holds.gate(enroll, "104", at, Some(policy::TARGET_RECHECK_MS)),
+                Gate::Open
+            )
+        };
         let due = |at: i64| -> Reading<'_> {
-            match holds.gate(enroll, "104", at, true) {
+            match holds.gate(enroll, "104", at, Some(policy::TARGET_RECHECK_MS)) {
                 Gate::Read(reading) => reading,
                 _ => panic!("not read at {at}"),
             }
@@ -871,7 +892,7 @@ mod tests {
         assert!(goes(t0));
         assert!(goes(t0 + every - 1));
         assert!(matches!(
-            holds.gate(enroll, "104", t0 + every, false),
+            holds.gate(enroll, "104", t0 + every, None),
             Gate::Open
         ));
         let t1 = t0 + every;
@@ -905,7 +926,7 @@ mod tests {
         );
         assert_eq!(holds.held(t3)[0].2, t3 + policy::TARGET_HOLD_MS);
         assert!(matches!(
-            holds.gate(enroll, "104", t3 + 1, true),
+            holds.gate(enroll, "104", t3 + 1, Some(policy::TARGET_RECHECK_MS)),
             Gate::Wait(_)
         ));
         // That read failing does not let its calls go in doubt, as for one gone (a workflow
@@ -916,7 +937,7 @@ mod tests {
         assert!(row.contains("is turned off"), "{row}");
         assert_eq!(holds.held(end)[0].2, end + MINUTE_MS);
         assert!(matches!(
-            holds.gate(enroll, "104", end + 1, true),
+            holds.gate(enroll, "104", end + 1, Some(policy::TARGET_RECHECK_MS)),
             Gate::Wait(_)
         ));
         // On again: its calls go.
@@ -928,12 +949,18 @@ mod tests {
         assert!(goes(on - HOUR));
         assert!(goes(on - HOUR + every - 1));
         assert!(matches!(
-            holds.gate(enroll, "104", on - HOUR + every, true),
+            holds.gate(
+                enroll,
+                "104",
+                on - HOUR + every,
+                Some(policy::TARGET_RECHECK_MS)
+            ),
             Gate::Read(_)
         ));
         // Found off, it is kept for the next process; found on, no more.
         let later = on - HOUR + every;
-        let Gate::Read(reading) = holds.gate(enroll, "104", later, true) else {
+        let Gate::Read(reading) = holds.gate(enroll, "104", later, Some(policy::TARGET_RECHECK_MS))
+        else {
             panic!("not read")
         };
         reading.found("main", later, Some(&off));
@@ -948,33 +975,33 @@ mod tests {
         read(&kept, "104", later).found("main", later, Some(&off));
         let next = TargetHolds::default();
         next.keep_in(files.clone(), later);
-        let Gate::Read(reading) = next.gate(enroll, "104", later, false) else {
+        let Gate::Read(reading) = next.gate(enroll, "104", later, None) else {
             panic!("a workflow found off before is not read first")
         };
         assert!(matches!(
-            next.gate(enroll, "104", later, true),
+            next.gate(enroll, "104", later, Some(policy::TARGET_RECHECK_MS)),
             Gate::Wait(_)
         ));
         reading.failed(later);
         let (row, _) = next.waiting(enroll, "104", later).unwrap();
         assert!(row.contains("is turned off"), "{row}");
-        let Gate::Read(reading) = next.gate(enroll, "104", later + MINUTE_MS, false) else {
+        let Gate::Read(reading) = next.gate(enroll, "104", later + MINUTE_MS, None) else {
             panic!("not read again")
         };
         // A read not made (dropped), or one that cannot be made (a scope), holds it a minute
         // more too.
         drop(reading);
         let at = later + 2 * MINUTE_MS;
-        let Gate::Read(reading) = next.gate(enroll, "104", at, false) else {
+        let Gate::Read(reading) = next.gate(enroll, "104", at, None) else {
             panic!("not read again")
         };
         reading.unread();
         assert!(matches!(
-            next.gate(enroll, "104", at + 1, true),
+            next.gate(enroll, "104", at + 1, Some(policy::TARGET_RECHECK_MS)),
             Gate::Wait(_)
         ));
         let at = at + MINUTE_MS;
-        let Gate::Read(reading) = next.gate(enroll, "104", at, false) else {
+        let Gate::Read(reading) = next.gate(enroll, "104", at, None) else {
             panic!("not read again")
         };
         reading.found("main", at, None);
@@ -984,11 +1011,16 @@ mod tests {
         let after = TargetHolds::default();
         after.keep_in(files.clone(), at);
         assert!(matches!(
-            after.gate(enroll, "104", at + every - 1, true),
+            after.gate(
+                enroll,
+                "104",
+                at + every - 1,
+                Some(policy::TARGET_RECHECK_MS)
+            ),
             Gate::Open
         ));
         assert!(matches!(
-            after.gate(enroll, "104", at + every, true),
+            after.gate(enroll, "104", at + every, Some(policy::TARGET_RECHECK_MS)),
             Gate::Read(_)
         ));
         // That read not made (dropped) writes nothing: the file still has the last one.
@@ -997,11 +1029,14 @@ mod tests {
         // First called in one, it is read an interval later in the next.
         let first = TargetHolds::default();
         first.keep_in(files.clone(), at);
-        assert!(matches!(first.gate(enroll, "106", at, true), Gate::Open));
+        assert!(matches!(
+            first.gate(enroll, "106", at, Some(policy::TARGET_RECHECK_MS)),
+            Gate::Open
+        ));
         let then = TargetHolds::default();
         then.keep_in(files.clone(), at);
         assert!(matches!(
-            then.gate(enroll, "106", at + every, true),
+            then.gate(enroll, "106", at + every, Some(policy::TARGET_RECHECK_MS)),
             Gate::Read(_)
         ));
         // A file that cannot be read: every workflow is read at its first call, those the
@@ -1011,12 +1046,12 @@ mod tests {
         unsure.keep_in(files.clone(), at);
         for workflow in ["104", "105"] {
             assert!(matches!(
-                unsure.gate(enroll, workflow, at, true),
+                unsure.gate(enroll, workflow, at, Some(policy::TARGET_RECHECK_MS)),
                 Gate::Read(_)
             ));
         }
         // Lists are not read so: their refusals say what is wrong.
-        let list = |at| holds.gate(Action::ListAdd, "987", at, true);
+        let list = |at| holds.gate(Action::ListAdd, "987", at, Some(policy::TARGET_RECHECK_MS));
         assert!(matches!(list(t0), Gate::Open));
         assert!(matches!(list(t0 + 10 * every), Gate::Open));
     }

@@ -292,6 +292,10 @@ impl Auth {
         // outcome is of no use now.
         let mut retried = false;
         loop {
+            // Whether this call began the refresh it waits for: its own slow failure is its
+            // answer (taken for a dropped caller's, it was made again at once: two requests
+            // and twice the timeout; an audit).
+            let mut began = false;
             if current.under_way.is_none() {
                 if let Some(access) = &current.access
                     && access.refresh_at > Instant::now()
@@ -315,6 +319,7 @@ impl Auth {
                     attempt,
                     started: Instant::now(),
                 });
+                began = true;
             } else if refused.is_none()
                 && let Some(token) = oauth.token_in_hand()
             {
@@ -340,7 +345,7 @@ impl Auth {
                 Ok(access) => Instant::now() >= access.keep_until(),
                 Err(_) => true,
             };
-            let stale = started.elapsed() > REFRESH_RETRY && of_no_use;
+            let stale = !began && started.elapsed() > REFRESH_RETRY && of_no_use;
             if stale && !retried {
                 retried = true;
                 continue;

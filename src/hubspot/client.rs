@@ -459,6 +459,10 @@ impl Default for ClientOptions {
 #[derive(Clone)]
 pub struct Client {
     http: reqwest::Client,
+    /// The token endpoint's, apart from the calls' connections: a refresh runs on the
+    /// process's runtime (`serve`'s), and a connection the scheduled import opened on its
+    /// own runtime died with it, and the refresh's answer with it (an audit).
+    token_http: reqwest::Client,
     base: String,
     /// Only ever put in the Authorization header; never in Debug output, errors or logs.
     auth: Arc<Auth>,
@@ -535,23 +539,25 @@ impl Client {
         let base = api_base.trim_end_matches('/').to_string();
         let url =
             Url::parse(&base).with_context(|| format!("HubSpot api_base {base:?} is not a URL"))?;
-        let mut http = reqwest::Client::builder();
-        // A proxy from the environment (HTTP_PROXY) cannot reach this machine's loopback, where
-        // only a stand-in (the demo's, a test's) answers.
-        if is_loopback(&url) {
-            http = http.no_proxy();
-        }
-        let http = http
-            .timeout(timeout)
-            .user_agent(concat!("sendtime/", env!("CARGO_PKG_VERSION")))
-            // HubSpot's API answers where it is asked; a redirect would resend the body (the
-            // OAuth form holds the client secret) to wherever it points.
-            .redirect(reqwest::redirect::Policy::none())
-            .referer(false)
-            .build()
-            .context("cannot build the HTTP client")?;
+        let build = || {
+            let mut http = reqwest::Client::builder();
+            // A proxy from the environment (HTTP_PROXY) cannot reach this machine's loopback,
+            // where only a stand-in (the demo's, a test's) answers.
+            if is_loopback(&url) {
+                http = http.no_proxy();
+            }
+            http.timeout(timeout)
+                .user_agent(concat!("sendtime/", env!("CARGO_PKG_VERSION")))
+                // HubSpot's API answers where it is asked; a redirect would resend the body
+                // (the OAuth form holds the client secret) to wherever it points.
+                .redirect(reqwest::redirect::Policy::none())
+                .referer(false)
+                .build()
+                .context("cannot build the HTTP client")
+        };
         Ok(Client {
-            http,
+            http: build()?,
+            token_http: build()?,
             auth,
             limiter,
             share: None,
@@ -624,7 +630,7 @@ impl Client {
     /// row of a call never made.
     pub async fn ensure_token(&self) -> Result<(), ApiError> {
         self.auth
-            .bearer(&self.http, &self.base, None)
+            .bearer(&self.token_http, &self.base, None)
             .await
             .map(drop)
     }
@@ -772,13 +778,14 @@ impl Client {
             }
             req
         };
-        let token = self.auth.bearer(&self.http, &self.base, None).await?;
+        let token = self.auth.bearer(&self.token_http, &self.base, None).await?;
         let mut resp = request(&token).send().await.map_err(transport)?;
-        // An edge's 401 page is no word on the token: refreshing for it would mint a token per
-        // call while the edge answers so.
+        // Only HubSpot's JSON 401 is a word on the token: refreshing for an edge's (a page, a
+        // bare 401: that too minted a token per call; an audit) would mint one per call while
+        // the edge answers so.
         if resp.status() == StatusCode::UNAUTHORIZED
             && self.auth.refreshes()
-            && !is_html(resp.headers())
+            && is_json(resp.headers())
         {
             // An access token HubSpot no longer takes (revoked, or its clock ahead of ours):
             // one refresh and one retry before the refusal counts. The retry is a call like
@@ -792,7 +799,7 @@ impl Client {
             tokio::select! {
                 biased;
                 until = self.held_past(tokio::time::Instant::now(), HOLD_CHECK) => {
-                    self.auth.bearer(&self.http, &self.base, Some(&token)).await?;
+                    self.auth.bearer(&self.token_http, &self.base, Some(&token)).await?;
                     return Err(ApiError::RateLimited {
                         policy: RatePolicy::TenSecondly,
                         retry_after: Some(until.saturating_duration_since(tokio::time::Instant::now())),
@@ -803,7 +810,7 @@ impl Client {
             }
             let fresh = self
                 .auth
-                .bearer(&self.http, &self.base, Some(&token))
+                .bearer(&self.token_http, &self.base, Some(&token))
                 .await?;
             resp = request(&fresh).send().await.map_err(transport)?;
         }
@@ -837,8 +844,16 @@ impl Client {
 /// How often a refused token's retry, waiting its turn, looks for a hold on the connector.
 const HOLD_CHECK: Duration = Duration::from_millis(100);
 
+/// Whether an answer says it is JSON, as HubSpot's API errors are.
+fn is_json(headers: &HeaderMap) -> bool {
+    headers
+        .get(reqwest::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.to_ascii_lowercase().contains("json"))
+}
+
 /// Whether an answer is an HTML page (an edge's, a proxy's, a website's): HubSpot's API
-/// answers JSON or nothing.
+/// answers JSON, or nothing where it has nothing to say.
 fn is_html(headers: &HeaderMap) -> bool {
     headers
         .get(reqwest::header::CONTENT_TYPE)

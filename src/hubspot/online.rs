@@ -239,6 +239,7 @@ async fn action(
     );
     // Paged: an app's definitions past the first page were reported unregistered.
     let (mut after, mut read): (Option<String>, usize) = (None, 0);
+    let mut unpublished = false;
     for _ in 0..MAX_DEFINITION_PAGES {
         let path = match &after {
             Some(a) => format!(
@@ -258,23 +259,29 @@ async fn action(
         };
         let page = defs["results"].as_array().map_or(&[][..], Vec::as_slice);
         read += page.len();
-        let ours = page
+        // Saved but not published, it is offered to no workflow (it passed; an audit): the
+        // pages after may hold a published one.
+        for d in page
             .iter()
-            .filter(|d| d["actionUrl"].as_str() == Some(url.as_str()));
-        // Saved but not published, it is offered to no workflow (it passed; an audit).
-        match ours.map(|d| d["published"] != false).max() {
-            Some(true) => {
-                return Verdict::Ok(format!("registered for app {} at {url}", connector.app_id));
+            .filter(|d| d["actionUrl"].as_str() == Some(url.as_str()))
+        {
+            match d["published"] != false {
+                true => {
+                    return Verdict::Ok(format!(
+                        "registered for app {} at {url}",
+                        connector.app_id
+                    ));
+                }
+                false => unpublished = true,
             }
-            Some(false) => {
+        }
+        match defs["paging"]["next"]["after"].as_str() {
+            None if unpublished => {
                 return Verdict::Fail(format!(
                     "registered for app {} at {url} but not published: no workflow can use it; publish it (update the definition with \"published\": true)",
                     connector.app_id
                 ));
             }
-            None => {}
-        }
-        match defs["paging"]["next"]["after"].as_str() {
             None => {
                 return Verdict::Fail(format!(
                     "no action of app {} posts to {url}; register it with `sendtime hubspot action-definition`",

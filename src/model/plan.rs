@@ -224,6 +224,18 @@ impl Preference {
     }
 }
 
+/// The candidate hours `ranked` (best first) with the window's last hour moved last when it
+/// is the other half of the hour of receipt, a week on ([`prefer`]).
+pub fn last_half_last(window: &Window, ranked: &mut [usize]) {
+    let last = window.hours.saturating_sub(1);
+    if last > 0
+        && window.slot(last) == window.slot(0)
+        && let Some(at) = ranked.iter().position(|&k| k == last)
+    {
+        ranked[at..].rotate_left(1);
+    }
+}
+
 /// The contact's preferred hour among the candidates with minutes `open` (each candidate's
 /// minutes it may go in, as [`Window::minutes`]: none open, `None`).
 ///
@@ -236,8 +248,9 @@ pub fn prefer(
     who: Subject<'_>,
     open: impl Fn(usize) -> u64,
 ) -> Option<Preference> {
-    // The best open candidates, best first.
-    let mut top = [(0usize, f64::MIN); NEXT_CHOICES + 1];
+    // The best open candidates, best first: the preferred hour, its other half a week on
+    // (no next choice), and the next choices.
+    let mut top = [(0usize, f64::MIN); NEXT_CHOICES + 2];
     let mut len = 0;
     let mut any = false;
     let candidates = window.hours.min(SLOTS + 1);
@@ -263,8 +276,9 @@ pub fn prefer(
     }
     // The hour of receipt and the window's last hour are halves of one hour of the week: a
     // contact whose best hour is that one loses nothing by going from one to the other, but
-    // a week. Its regret is against the best other hour, and the other half is its last
-    // choice (its regret was 0, so a busy hour's own contacts went last, a week on; an audit).
+    // a week. Its regret is against the best other hour, and the other half is no next
+    // choice (its regret was 0, so a busy hour's own contacts went last, a week on; an
+    // audit): [`last_half_last`] ranks it after every other hour.
     let twin = |j: usize, k: usize| j != k && window.slot(j) == window.slot(k);
     let (k, regret) = match usable(profile) {
         Some(_) => {
@@ -291,8 +305,8 @@ pub fn prefer(
     };
     let mut next = [0u8; NEXT_CHOICES];
     let mut next_len = 0;
-    let others = top[..len].iter().filter(|&&(j, _)| j != k && !twin(j, k));
-    for &(j, _) in others.chain(top[..len].iter().filter(|&&(j, _)| twin(j, k))) {
+    // The other half is left to the window's ranking, which puts it last.
+    for &(j, _) in top[..len].iter().filter(|&&(j, _)| j != k && !twin(j, k)) {
         if next_len < NEXT_CHOICES {
             next[next_len] = j as u8;
             next_len += 1;
@@ -786,8 +800,17 @@ mod tests {
         assert_eq!(pref.k, 0);
         assert!(pref.regret > 0.0, "{pref:?}");
         let next: Vec<usize> = pref.next().collect();
-        assert_eq!(next.last(), Some(&168), "{next:?}");
-        assert_eq!(next.iter().filter(|&&k| k == 168).count(), 1);
+        assert!(!next.contains(&168), "{next:?}");
+        assert_eq!(next.len(), NEXT_CHOICES);
+        // Ranked with the window's hours, the same hour a week on comes after all of them.
+        let mut ranked: Vec<usize> = (0..w.hours).collect();
+        ranked.sort_by(|a, b| {
+            let score = |k: usize| prof.scores[w.slot(k) as usize];
+            score(*b).total_cmp(&score(*a))
+        });
+        assert_eq!(&ranked[..2], [0, 168]);
+        last_half_last(&w, &mut ranked);
+        assert_eq!((ranked[0], ranked[168]), (0, 168));
     }
 
     /// A reason rates the hour the contact preferred, and the one capacity moved it to, by

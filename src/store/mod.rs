@@ -670,12 +670,14 @@ impl Dataset {
                 // (it was deleted; an audit); else its part never became visible.
                 let part = path.with_extension(PART_EXT);
                 let aside = part.file_name().map(|n| self.quarantine.join(n));
-                match aside.filter(|a| a.exists() && !checksum::path_of(a).exists()) {
-                    Some(aside) => {
+                match aside {
+                    Some(aside)
+                        if aside.try_exists()? && !checksum::path_of(&aside).try_exists()? =>
+                    {
                         fs::rename(&path, checksum::path_of(&aside))?;
                         sync_dir(&self.quarantine)?;
                     }
-                    None => remove_if_exists(&path)?,
+                    _ => remove_if_exists(&path)?,
                 }
             }
         }

@@ -31,6 +31,9 @@ pub enum Fault {
     Drop,
     /// An HTML page with this status, as an edge proxy (not HubSpot's API) answers.
     Html(u16),
+    /// This status with an empty body and no content type, as a bare proxy or an ingress's
+    /// deny answers.
+    Empty(u16),
     /// Process normally, then answer an HTML page with this status: an edge that passed the
     /// request on and replaced HubSpot's answer.
     HtmlAfterProcessing(u16),
@@ -229,6 +232,11 @@ impl World {
             Fault::Html(status) => Gate::Answer(html(
                 StatusCode::from_u16(status).unwrap_or(StatusCode::FORBIDDEN),
             )),
+            Fault::Empty(status) => Gate::Answer(
+                StatusCode::from_u16(status)
+                    .unwrap_or(StatusCode::FORBIDDEN)
+                    .into_response(),
+            ),
             Fault::HtmlAfterProcessing(status) => {
                 Gate::Replaced(html(StatusCode::from_u16(status).unwrap_or(StatusCode::OK)))
             }
