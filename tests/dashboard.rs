@@ -194,6 +194,21 @@ fn until_page<T>(
 
 /// Click `selector`, found afresh if the page redrew it between finding and clicking (it
 /// redraws every few seconds: the element found is then stale).
+/// Look `contact` up in the page's contact lookup.
+fn look_up(rt: &tokio::runtime::Runtime, page: &Client, contact: &str) {
+    rt.block_on(async {
+        let input = page.find(Locator::Css("#lookup")).await.unwrap();
+        input.clear().await.unwrap();
+        input.send_keys(contact).await.unwrap();
+        page.find(Locator::Css("#lookup-form button"))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+    });
+}
+
 fn click(rt: &tokio::runtime::Runtime, page: &Client, selector: &str) {
     rt.block_on(async {
         let mut tries = 0;
@@ -418,16 +433,7 @@ fn the_dashboard_shows_status_and_pauses_and_resumes_a_webhook_in_a_real_browser
     assert!(latest.len() >= 3);
 
     // The contact lookup explains a contact from the profiles in memory.
-    rt.block_on(async {
-        let input = page.find(Locator::Css("#lookup")).await.unwrap();
-        input.send_keys("reader3@example.com").await.unwrap();
-        page.find(Locator::Css("#lookup-form button"))
-            .await
-            .unwrap()
-            .click()
-            .await
-            .unwrap();
-    });
+    look_up(&rt, &page, "reader3@example.com");
     let summary = until_page(
         &rt,
         &page,
@@ -462,17 +468,7 @@ fn the_dashboard_shows_status_and_pauses_and_resumes_a_webhook_in_a_real_browser
     );
     // By its id, whose receipt carries the email its events are of: said as `explain` says
     // it (the page showed that history as the id's own).
-    rt.block_on(async {
-        let input = page.find(Locator::Css("#lookup")).await.unwrap();
-        input.clear().await.unwrap();
-        input.send_keys("7003").await.unwrap();
-        page.find(Locator::Css("#lookup-form button"))
-            .await
-            .unwrap()
-            .click()
-            .await
-            .unwrap();
-    });
+    look_up(&rt, &page, "7003");
     let by_id = until_page(
         &rt,
         &page,

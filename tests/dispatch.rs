@@ -1637,39 +1637,28 @@ fn an_unanswered_call_is_found_in_its_workflow_after_workflow_id_changed() {
 fn after_a_restart_the_check_looks_where_the_lost_call_went() {
     let rt = runtime();
     let standin = rt.block_on(StandIn::start(Options::default())).unwrap();
-    let client = sendtime::hubspot::Client::new(
-        &standin.url(),
-        TOKEN,
-        sendtime::hubspot::ClientOptions::default(),
-    )
-    .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
+    let enrolled_into = |workflow, email: &str, vid| {
+        enrolled_at_standin(&rt, &standin, workflow, email, vid);
+    };
     // Enrolled into 104 by a call whose answer was lost; the checks failed, and a send to
     // 105 (the workflow_id then) is in flight.
     let checked = "checked@example.com";
-    standin.add_contact(checked, 8330);
-    rt.block_on(client.enroll(104, checked)).unwrap();
+    enrolled_into(104, checked, 8330);
     planned_with(&data, checked, 8330, |id, t| {
-        let doubt = |attempts, at| {
-            let mut r = enroll_row(id, 104, attempts, Status::Retrying, at);
-            r.in_doubt = true;
-            r.retry_at_ms = Some(at);
-            r
-        };
         vec![
             enroll_row(id, 104, 1, Status::Attempting, t),
-            doubt(1, t + 1),
+            doubt_row(id, 104, 1, t + 1),
             enroll_row(id, 104, 2, Status::Attempting, t + 2),
-            doubt(2, t + 3),
+            doubt_row(id, 104, 2, t + 3),
             enroll_row(id, 105, 3, Status::Attempting, t + 4),
         ]
     });
     // Enrolled into 105 by its second call, stamped an hour before its first (the clock set
     // back between them).
     let stepped = "stepped@example.com";
-    standin.add_contact(stepped, 8331);
-    rt.block_on(client.enroll(105, stepped)).unwrap();
+    enrolled_into(105, stepped, 8331);
     planned_with(&data, stepped, 8331, |id, t| {
         vec![
             enroll_row(id, 104, 1, Status::Attempting, t + 3_600_000),
@@ -1679,14 +1668,11 @@ fn after_a_restart_the_check_looks_where_the_lost_call_went() {
     // Enrolled into 105 by a send after a check of 104 found nothing (a check that finds
     // nothing records no row), its answer lost.
     let resent = "resent@example.com";
-    standin.add_contact(resent, 8332);
-    rt.block_on(client.enroll(105, resent)).unwrap();
+    enrolled_into(105, resent, 8332);
     planned_with(&data, resent, 8332, |id, t| {
-        let mut doubt = enroll_row(id, 104, 1, Status::Retrying, t + 1);
-        (doubt.in_doubt, doubt.retry_at_ms) = (true, Some(t + 1));
         vec![
             enroll_row(id, 104, 1, Status::Attempting, t),
-            doubt,
+            doubt_row(id, 104, 1, t + 1),
             enroll_row(id, 104, 2, Status::Attempting, t + 2),
             enroll_row(id, 105, 3, Status::Attempting, t + 3),
         ]
@@ -2614,6 +2600,18 @@ fn enrolled_by_a_lost_call(
     email: &str,
     vid: i64,
 ) -> String {
+    enrolled_at_standin(rt, standin, 104, email, vid);
+    unanswered_call(data, email, vid, 104)
+}
+
+/// `email` (`vid`) a contact of the stand-in, enrolled into `workflow` there.
+fn enrolled_at_standin(
+    rt: &tokio::runtime::Runtime,
+    standin: &StandIn,
+    workflow: u64,
+    email: &str,
+    vid: i64,
+) {
     standin.add_contact(email, vid as u64);
     let client = sendtime::hubspot::Client::new(
         &standin.url(),
@@ -2621,8 +2619,16 @@ fn enrolled_by_a_lost_call(
         sendtime::hubspot::ClientOptions::default(),
     )
     .unwrap();
-    rt.block_on(client.enroll(104, email)).unwrap();
-    unanswered_call(data, email, vid, 104)
+    rt.block_on(client.enroll(workflow, email)).unwrap();
+}
+
+/// A failed call's row that leaves `receipt` in doubt, retried at once.
+fn doubt_row(receipt: &str, workflow: u64, attempts: u32, at_ms: i64) -> OutcomeRow {
+    OutcomeRow {
+        in_doubt: true,
+        retry_at_ms: Some(at_ms),
+        ..enroll_row(receipt, workflow, attempts, Status::Retrying, at_ms)
+    }
 }
 
 /// A batch's split (HubSpot refused a batch naming a bad callback; each half is sent again)
