@@ -887,6 +887,16 @@ fn write_config(dir: &Path, api_base: &str, extra: &str, hooks: &[&Hook]) -> Pat
     .write(dir)
 }
 
+/// A config whose one webhook, `fatigue` (IMMEDIATE), enrolls as `target` says.
+fn fatigue_config(dir: &Path, api_base: &str, extra: &str, target: &'static str) -> PathBuf {
+    let hook = Hook {
+        id: "fatigue",
+        kind: "IMMEDIATE",
+        target,
+    };
+    write_config(dir, api_base, extra, &[&hook])
+}
+
 /// A config of `hooks` whose connector is in dry run (and reaches nothing).
 fn dry_run_config(dir: &Path, hooks: &[&Hook]) -> PathBuf {
     write_config(dir, "http://127.0.0.1:9", "dry_run = true", hooks)
@@ -1597,16 +1607,7 @@ fn an_unanswered_call_is_found_in_its_workflow_after_workflow_id_changed() {
     let data = dir.path().join("data");
     let email = "ada@example.com";
     let receipt = enrolled_by_a_lost_call(&rt, &standin, &data, email, 8300);
-    let config = write_config(
-        dir.path(),
-        &standin.url(),
-        "",
-        &[&Hook {
-            id: "fatigue",
-            kind: "IMMEDIATE",
-            target: "workflow_id = 105",
-        }],
-    );
+    let config = fatigue_config(dir.path(), &standin.url(), "", "workflow_id = 105");
     let (out, err) = tick_once(&config, &data, now_ms(), TOKEN);
     assert!(out.contains("enrolled=1 "), "{out}\n{err}");
     let enrolled = enrollments(&standin.log());
@@ -1677,16 +1678,7 @@ fn after_a_restart_the_check_looks_where_the_lost_call_went() {
             enroll_row(id, 105, 3, Status::Attempting, t + 3),
         ]
     });
-    let config = write_config(
-        dir.path(),
-        &standin.url(),
-        "",
-        &[&Hook {
-            id: "fatigue",
-            kind: "IMMEDIATE",
-            target: "workflow_id = 106",
-        }],
-    );
+    let config = fatigue_config(dir.path(), &standin.url(), "", "workflow_id = 106");
     let (out, err) = tick_once(&config, &data, now_ms(), TOKEN);
     assert!(out.contains("enrolled=3 "), "{out}\n{err}");
     let enrolled = enrollments(&standin.log());
@@ -2694,16 +2686,7 @@ impl Outage {
             .on(failing),
         );
         let receipt = unanswered_call(&data, email, vid, 105);
-        let config = write_config(
-            dir.path(),
-            &standin.url(),
-            "",
-            &[&Hook {
-                id: "fatigue",
-                kind: "IMMEDIATE",
-                target: "workflow_id = 105",
-            }],
-        );
+        let config = fatigue_config(dir.path(), &standin.url(), "", "workflow_id = 105");
         let clock = dir.path().join("clock");
         let now = now_ms();
         set_clock(&clock, now);
@@ -4138,15 +4121,11 @@ fn a_long_rate_limit_hold_ends_the_tick_and_never_delays_a_stop() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     // Paced 1.25 s apart, so the others wait on the limiter when the first call's 429 comes.
-    let config = write_config(
+    let config = fatigue_config(
         dir.path(),
         &standin.url(),
         "requests_per_10s = 10",
-        &[&Hook {
-            id: "fatigue",
-            kind: "IMMEDIATE",
-            target: "workflow_id = 105",
-        }],
+        "workflow_id = 105",
     );
     let server = start(&config, &data, None, &[]);
     for i in 0..5u64 {

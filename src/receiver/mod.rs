@@ -146,10 +146,7 @@ async fn wrong_method(
         _ => (Route::Hook, "POST"),
     };
     // An action's id at `/hooks/` (or the reverse) names nothing there, as a post finds.
-    let kind_here = |id: &String| {
-        (state.config.load().webhook(id))
-            .is_some_and(|w| (w.target == Target::Callback) == (route == Route::Action))
-    };
+    let kind_here = |id: &String| (state.config.load().webhook(id)).is_some_and(|w| route.takes(w));
     let id = (id.ok().map(|Path(id)| id))
         .filter(kind_here)
         .unwrap_or_else(|| UNKNOWN.to_string());
@@ -266,6 +263,12 @@ enum Route {
 }
 
 impl Route {
+    /// Whether `w` is received at this route: an action's id at `/hooks/` (or a webhook's at
+    /// `/actions/`) names nothing there.
+    fn takes(self, w: &Webhook) -> bool {
+        (w.target == Target::Callback) == (self == Route::Action)
+    }
+
     /// Five seconds, or a minute for a refusal that lasts until someone fixes it, in the unit
     /// each caller reads: HubSpot's knowledge base says workflow webhooks read `Retry-After`
     /// in milliseconds, its custom-action guide says seconds (and retries an action's 429
@@ -316,7 +319,7 @@ async fn authenticate(
     let config = state.config.load_full();
     let webhook = config
         .webhook(id)
-        .filter(|w| (w.target == Target::Callback) == (route == Route::Action))
+        .filter(|w| route.takes(w))
         .ok_or_else(|| Refusal::UnknownWebhook {
             id: id.chars().take(64).collect(),
         })?

@@ -142,10 +142,8 @@ impl Dataset {
         let mut pending = HashSet::new();
         for entry in fs::read_dir(&self.dir)? {
             let path = entry?.path();
-            let hides = path.extension().is_some_and(|e| e == PENDING_EXT)
-                || self
-                    .merged_by(&path)
-                    .map_or(Ok(false), |part| part.try_exists())?;
+            let hides =
+                path.extension().is_some_and(|e| e == PENDING_EXT) || self.merged_exists(&path)?;
             if hides {
                 match fs::read_to_string(&path) {
                     Ok(names) => pending.extend(names.lines().map(|n| self.dir.join(n))),
@@ -175,6 +173,14 @@ impl Dataset {
         let name = intent.file_name()?.to_str()?;
         let id = name.strip_prefix("compact-")?.strip_suffix(".intent")?;
         Ulid::from_string(id).ok().map(|id| self.part_path(id))
+    }
+
+    /// Whether the part the intent file `intent` names as merged exists: not found, not
+    /// "cannot tell" (a stat that failed rolled back a finished compaction, whose part and
+    /// sources were then both listed for good; an audit).
+    fn merged_exists(&self, intent: &Path) -> io::Result<bool> {
+        self.merged_by(intent)
+            .map_or(Ok(false), |part| part.try_exists())
     }
 
     /// Path of the part with id `id`.
@@ -417,12 +423,7 @@ impl Dataset {
     /// removals are durable (a source back after a power loss would be listed beside its
     /// merged part for good).
     fn finish_intent(&self, intent: &Path) -> anyhow::Result<()> {
-        // Not found, not "cannot tell": a stat that failed rolled back a finished compaction,
-        // whose part and sources were then both listed for good (an audit).
-        if self
-            .merged_by(intent)
-            .map_or(Ok(false), |part| part.try_exists())?
-        {
+        if self.merged_exists(intent)? {
             for source in fs::read_to_string(intent)?.lines() {
                 remove_part_files(&self.dir.join(source))?;
             }
