@@ -2,19 +2,24 @@
 //! synthetic engagement for 2,000 contacts; a HubSpot stand-in runs in-process; a simulated
 //! workflow posts signed contacts to a webhook of every type and executes the workflow action;
 //! `serve` runs on it with a clock `speed` times faster, ticking every second, so a day of
-//! sends passes in minutes.
+//! sends passes in minutes. A share of each webhook's contacts is held out, and the contacts
+//! open the stand-in's mails by the habits their history was drawn from, so the dashboard's
+//! lift has figures once the windows of the first receipts end (a quarter of an hour at the
+//! default speed).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use anyhow::Context;
 
 use crate::clock::Clock;
 use crate::config::{Overrides, Server};
-use crate::hubspot::standin::{DEFAULT_TOKEN, Options, StandIn, WorkflowRun};
+use crate::hubspot::client::EmailEvent;
+use crate::hubspot::standin::{DEFAULT_TOKEN, Mail, Options, StandIn, WorkflowRun};
+use crate::model::synth;
 use crate::receiver::signature::sign_v2;
 use crate::time::now_ms;
 
@@ -25,13 +30,17 @@ const CONTACTS: u64 = 2_000;
 /// default 100 a tick of the demo's best hours ran past the next, a warning each time).
 const REQUESTS_PER_10S: u32 = 190;
 const WEBHOOKS: [(&str, &str, &str); 5] = [
-    ("nurture", "NEXT_24_HOURS", "workflow_id = 101"),
+    (
+        "nurture",
+        "NEXT_24_HOURS",
+        "workflow_id = 101\nholdout = 0.2",
+    ),
     (
         "win-back",
         "NEXT_WEEK_FREQUENCY_OPTIMIZED",
-        "workflow_id = 102",
+        "workflow_id = 102\nholdout = 0.2",
     ),
-    ("webinar", "NEXT_WEEK", "workflow_id = 103"),
+    ("webinar", "NEXT_WEEK", "workflow_id = 103\nholdout = 0.2"),
     ("fatigue", "IMMEDIATE", "workflow_id = 104"),
     ("newsletter", "UPDATE_ONLY", "list_id = \"987\""),
 ];
@@ -143,27 +152,32 @@ fn run_in(
     admin: SocketAddr,
     signals_taken: Arc<AtomicBool>,
 ) -> anyhow::Result<()> {
-    let events = crate::model::synth::generate(
-        &data,
-        crate::model::synth::Spec {
-            contacts: CONTACTS as usize,
-            events: 60_000,
-            seed: 1,
-            end_ms: now_ms(),
-            habits: true,
-        },
-    )?;
+    let spec = synth::Spec {
+        contacts: CONTACTS as usize,
+        events: 60_000,
+        seed: 1,
+        end_ms: now_ms(),
+        habits: true,
+    };
+    let events = synth::generate(&data, spec)?;
+    let clock = Clock::Scaled {
+        origin_ms: now_ms(),
+        speed: speed.max(1),
+    };
     // The stand-in and the simulated workflow run on their own small runtime.
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    // Its account has the demo's contacts and no others, as HubSpot's would.
+    // Its account has the demo's contacts and no others, as HubSpot's would, and its time
+    // is the dispatcher's (the events it serves, the holds of the action).
     let standin = rt.block_on(StandIn::start(Options {
         known_records_only: true,
         // Nothing reads it here: a million requests were some 200 MB after three days.
         log_limit: 10_000,
+        clock: clock.clone(),
+        mail: Some(mail(spec)),
         ..Options::default()
     }))?;
     for id in 1..=CONTACTS {
@@ -174,19 +188,17 @@ fn run_in(
         "sendtime demo: {events} engagement events of {CONTACTS} contacts in {}\n\
          the HubSpot stand-in at {}; a simulated workflow posts to http://{listen}\n\
          dashboard: http://{admin}/   status: http://{admin}/status   metrics: http://{admin}/metrics\n\
-         the clock runs {speed}x; Ctrl-C stops it",
+         the clock runs {speed}x; Ctrl-C stops it. A fifth of the contacts are held out (sent at receipt): \
+         the dashboard's lift compares them with the rest after about {} minutes",
         data.display(),
-        standin.url()
+        standin.url(),
+        first_lift_minutes(speed),
     );
     rt.spawn(simulate(standin, listen, ready));
     let overrides = Overrides {
         data_dir: Some(data),
         listen: Some(listen),
         admin_listen: Some(admin),
-    };
-    let clock = Clock::Scaled {
-        origin_ms: now_ms(),
-        speed: speed.max(1),
     };
     let session = crate::serve::Session {
         hangup_stops: true,
@@ -198,8 +210,41 @@ fn run_in(
     result
 }
 
+/// Real minutes until the lift has its first figures: a receipt counts once a day's window
+/// and the 72 hours after it end (on the demo's clock), less the hours HubSpot may record
+/// an event late, and once the import (every minute) has read that far.
+fn first_lift_minutes(speed: u32) -> u64 {
+    let hours = 24 + 72 + crate::import::hubspot::OVERLAP.as_secs() / 3600;
+    (hours * 3600 / u64::from(speed.max(1)) + 60).div_ceil(60)
+}
+
 fn email(id: u64) -> String {
     format!("contact{id}@example.com")
+}
+
+/// How the contacts generated with `spec` answer the stand-in's mails: by their habits, so
+/// a mail sent at a contact's reading time is opened more often than one sent at receipt.
+fn mail(spec: synth::Spec) -> Mail {
+    let contacts = synth::Responder::new(spec, synth::Response::Habit);
+    let sent = AtomicU64::new(0);
+    Mail(Arc::new(move |vid, at_ms| {
+        let n = sent.fetch_add(1, Ordering::Relaxed);
+        let events = i64::try_from(vid)
+            .ok()
+            .and_then(|id| contacts.respond(id, at_ms, n))
+            .unwrap_or_default();
+        (events.into_iter().enumerate())
+            .map(|(k, e)| EmailEvent {
+                id: format!("demo-{n}-{k}"),
+                created: e.at_ms,
+                kind: e.kind.as_str().to_string(),
+                recipient: Some(email(vid)),
+                email_campaign_id: None,
+                filtered_event: false,
+                extra: Default::default(),
+            })
+            .collect()
+    }))
 }
 
 fn write_config(
@@ -209,7 +254,7 @@ fn write_config(
 ) -> anyhow::Result<PathBuf> {
     let mut text = format!(
         "version = 1\n[server]\npublic_url = \"{PUBLIC_URL}\"\nlisten = \"{listen}\"\n\
-         [scheduler]\ncron = \"* * * * * *\"\n[import]\nenabled = false\n\
+         [scheduler]\ncron = \"* * * * * *\"\n[import]\ncron = \"0 * * * * *\"\n\
          [[connector]]\nid = \"demo\"\nportal_id = 62515\napp_id = 1\n\
          client_secret_env = \"SENDTIME_DEMO_SECRET\"\naccess_token_env = \"SENDTIME_DEMO_TOKEN\"\n\
          api_base = \"{api_base}\"\nquiet_hours = \"22:00-07:00\"\n\
@@ -220,7 +265,7 @@ fn write_config(
             "[[webhook]]\nid = \"{id}\"\ntype = \"{kind}\"\n{target}\n"
         ));
     }
-    text.push_str("[[action]]\nid = \"send-time\"\n");
+    text.push_str("[[action]]\nid = \"send-time\"\nholdout = 0.2\n");
     let path = dir.join("webhooks.toml");
     std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))?;
     Ok(path)

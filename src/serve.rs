@@ -153,6 +153,7 @@ async fn serve(
     let imports = tokio::spawn(crate::import::scheduled::run(
         handle.clone(),
         metrics.clone(),
+        clock.clone(),
         stop_rx.clone(),
     ));
     dispatcher.lookups = crate::dispatch::lookups::Lookups::new(lookups_rx);

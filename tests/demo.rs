@@ -20,12 +20,16 @@ struct Demo {
     _logs: tempfile::TempDir,
 }
 
-/// Start `sendtime demo` and read what it prints once it answers.
+/// Start `sendtime demo` at 3,600× and read what it prints once it answers.
 fn start_demo() -> Demo {
+    start_demo_at("3600")
+}
+
+fn start_demo_at(speed: &str) -> Demo {
     let logs = tempfile::tempdir().unwrap();
     let log = logs.path().join("demo.log");
     let child = Command::new(env!("CARGO_BIN_EXE_sendtime"))
-        .args(["demo", "--speed", "3600"])
+        .args(["demo", "--speed", speed])
         // Ports the system gives: the demo prints them, and its workflow posts to them.
         .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
         .env("RUST_LOG", "info")
@@ -68,6 +72,15 @@ fn start_demo() -> Demo {
         listen,
         folder,
         _logs: logs,
+    }
+}
+
+/// A test that fails leaves no demo folder behind (killed, the demo cannot remove it).
+impl Drop for Demo {
+    fn drop(&mut self) {
+        let _ = self.child.0.kill();
+        let _ = self.child.0.wait();
+        let _ = std::fs::remove_dir_all(&self.folder);
     }
 }
 
@@ -160,6 +173,45 @@ fn the_demo_sends_every_kind_of_contact_and_stops_cleanly() {
         "{} left behind",
         demo.folder.display()
     );
+}
+
+/// The demo holds a fifth of the contacts out, and its contacts open the stand-in's mails by
+/// their habits, which `serve` imports: the dashboard's lift has sends and opens in both
+/// groups. It had none: nothing was held out, and no email event came after the history.
+#[test]
+fn the_demos_lift_compares_held_out_contacts_with_the_rest() {
+    // At 20,000×, a day's window and the 72 hours after it end in 20 s; the import runs
+    // every real minute.
+    let mut demo = start_demo_at("20000");
+    let url = format!("http://{}/lift", demo.admin);
+    let counted = common::eventually(Duration::from_secs(240), || {
+        let lift: serde_json::Value = (common::http().post(&url))
+            .json(&serde_json::json!({}))
+            .send()
+            .ok()?
+            .json()
+            .ok()?;
+        let opened = lift["metrics"]
+            .as_array()?
+            .iter()
+            .find(|m| m["metric"] == "opened" && m["window_hours"] == 24)?
+            .clone();
+        let engaged = |group: &str| opened[group]["engaged"].as_u64().unwrap_or(0);
+        (engaged("optimized") > 0 && engaged("holdout") > 0).then_some(lift)
+    });
+    let lift = counted.unwrap_or_else(|| panic!("no opens in both groups in 4 minutes"));
+    // A fifth of the receipts of the webhooks and the action that hold out, within
+    // sampling error (4 standard deviations).
+    let held = lift["holdout_receipts"].as_f64().unwrap();
+    let all = held + lift["optimized_receipts"].as_f64().unwrap();
+    let sd = (0.2 * 0.8 / all).sqrt();
+    assert!(
+        (held / all - 0.2).abs() < 4.0 * sd,
+        "{held} of {all} held out"
+    );
+    demo.signal(libc::SIGTERM);
+    assert_eq!(demo.exit_code(), Some(0));
+    assert!(!demo.folder.exists());
 }
 
 /// Its terminal closed (SIGHUP), the demo stops and leaves nothing behind: `serve` reloads its

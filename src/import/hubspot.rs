@@ -17,6 +17,7 @@ use anyhow::{Context, bail};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
 
+use crate::clock::Clock;
 use crate::config::{Config, Connector};
 use crate::datasets::events::{self, Event, Kind};
 use crate::hubspot::client::{
@@ -26,7 +27,7 @@ use crate::hubspot::policy::Backoff;
 use crate::import::seen::{BUDGET_MB, Seen};
 use crate::import::stored::MB;
 use crate::store;
-use crate::time::{format_rfc3339, now_ms};
+use crate::time::format_rfc3339;
 
 /// How far back a run re-reads before the previous run's end: HubSpot records some events
 /// (opens by clients that were offline, deferred deliveries) after their `created` time.
@@ -146,15 +147,18 @@ pub fn run(config: &Config, request: &Request) -> anyhow::Result<Summary> {
 /// the share of the connector's limit that planning leaves ([`crate::capacity`]), and on the
 /// same limiter as the dispatcher's sends, so that together they stay under HubSpot's limit.
 /// `stop` is asked after each page and while waiting on HubSpot: once it says why to stop, the
-/// run ends there (its cursor saved, so the next run resumes).
+/// run ends there (its cursor saved, so the next run resumes). `clock` is `serve`'s: the
+/// demo's runs faster, as its HubSpot stand-in's does.
 pub fn run_in_background(
     config: &Config,
     connector: &Connector,
+    clock: Clock,
     stop: impl Fn() -> Option<&'static str> + Send + 'static,
 ) -> anyhow::Result<Summary> {
     let client = Client::for_connector(connector, REQUEST_TIMEOUT)?.with_share(share_of(connector));
     let mut import = Import::new(config, connector, client, MAX_EVENTS_PAGE, BUDGET_MB * MB)?;
     import.stop = Box::new(stop);
+    import.clock = clock;
     import.run(None, None)
 }
 
@@ -210,6 +214,8 @@ struct Import {
     stop: Box<dyn Fn() -> Option<&'static str> + Send>,
     /// Called before each page is asked for, with the client that asks.
     before_page: Box<dyn FnMut(&Client) + Send>,
+    /// "Now": the end of a window without `--until`.
+    clock: Clock,
 }
 
 impl Import {
@@ -234,6 +240,7 @@ impl Import {
             dedup_budget,
             stop: Box::new(|| None),
             before_page: Box::new(|_| {}),
+            clock: Clock::System,
         })
     }
 
@@ -321,7 +328,7 @@ impl Import {
                 account_path.display()
             )
         })?;
-        let now = now_ms();
+        let now = self.clock.now_ms();
         // A window ending later would be marked complete past now, and the events of the time
         // between never imported by the runs that start from that mark.
         if let Some(until) = until.filter(|&u| u > now) {

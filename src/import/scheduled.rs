@@ -9,14 +9,21 @@ use std::sync::{Arc, Mutex};
 use chrono::{DateTime, Utc};
 use tokio::sync::watch;
 
+use crate::clock::Clock;
 use crate::config::ConfigHandle;
 use crate::dispatch::connector;
 use crate::metrics::{ImportStatus, Metrics};
 use crate::scheduler::{RECHECK, next_after};
-use crate::time::now_ms;
 
-/// Run imports until `stop` turns true (a run in progress finishes its page first).
-pub async fn run(config: ConfigHandle, metrics: Metrics, mut stop: watch::Receiver<bool>) {
+/// Run imports until `stop` turns true (a run in progress finishes its page first). The cron
+/// is on the system clock; "now" (a window's end, the times `/status` shows, pauses) is on
+/// `clock`, the dispatcher's.
+pub async fn run(
+    config: ConfigHandle,
+    metrics: Metrics,
+    clock: Clock,
+    mut stop: watch::Receiver<bool>,
+) {
     let mut last_fire: Option<DateTime<Utc>> = None;
     loop {
         let snapshot = config.load_full();
@@ -49,14 +56,14 @@ pub async fn run(config: ConfigHandle, metrics: Metrics, mut stop: watch::Receiv
                 tracing::info!(connector = %connector.id, "scheduled HubSpot import skipped: {why}");
                 continue;
             }
-            if let Some(why) = paused(data_dir, &metrics, &connector.id) {
+            if let Some(why) = paused(data_dir, &metrics, &connector.id, clock.now_ms()) {
                 tracing::info!(connector = %connector.id, "scheduled HubSpot import skipped: the connector is paused ({why})");
                 let why = format!("skipped: the connector is paused ({why})");
-                metrics.import_paused(&connector.id, now_ms(), &why);
+                metrics.import_paused(&connector.id, clock.now_ms(), &why);
                 continue;
             }
             let (handle, config, c) = (config.clone(), snapshot.clone(), connector.clone());
-            let (stopping, watching) = (stop.clone(), metrics.clone());
+            let (stopping, watching, run_clock) = (stop.clone(), metrics.clone(), clock.clone());
             // Why the run stopped, when a pause came while it ran.
             let halted = Arc::new(Mutex::new(None));
             let halting = halted.clone();
@@ -64,12 +71,13 @@ pub async fn run(config: ConfigHandle, metrics: Metrics, mut stop: watch::Receiv
             let result = tokio::task::spawn_blocking(move || {
                 let (data_dir, id) = (config.server.data_dir.clone(), c.id.clone());
                 let pauses = crate::pauses::Watch::new(&data_dir);
-                crate::import::hubspot::run_in_background(&config, &c, move || {
+                let now = run_clock.clone();
+                crate::import::hubspot::run_in_background(&config, &c, run_clock, move || {
                     if *stopping.borrow() {
                         return Some("shutting down");
                     }
                     let why = unconfigured(&handle.load(), &id)
-                        .or_else(|| halted_by(&pauses, &watching, &data_dir, &id))?;
+                        .or_else(|| halted_by(&pauses, &watching, &data_dir, &id, now.now_ms()))?;
                     *halting.lock().unwrap() = Some(why);
                     Some(why)
                 })
@@ -79,7 +87,7 @@ pub async fn run(config: ConfigHandle, metrics: Metrics, mut stop: watch::Receiv
                 Ok(r) => r,
                 Err(e) => Err(anyhow::anyhow!("the import task failed: {e}")),
             };
-            let at = now_ms();
+            let at = clock.now_ms();
             // Cut short by the shutdown or a pause: not a failure (the next run resumes there).
             if result.is_err() && *stop.borrow() {
                 tracing::info!(connector = %connector.id, "scheduled HubSpot import stopped for the shutdown; the next run resumes where it stopped");
@@ -121,9 +129,9 @@ pub async fn run(config: ConfigHandle, metrics: Metrics, mut stop: watch::Receiv
 /// with another integration, and HubSpot would refuse calls under its own pause (a refused
 /// token, the daily limit); a daily-limit pause stored by an earlier run counts before the
 /// dispatcher's first tick shows it.
-fn paused(data_dir: &Path, metrics: &Metrics, connector: &str) -> Option<&'static str> {
+fn paused(data_dir: &Path, metrics: &Metrics, connector: &str, now: i64) -> Option<&'static str> {
     let pauses = crate::pauses::read_or_hold(data_dir);
-    let (link, now) = (metrics.board.link(connector), now_ms());
+    let link = metrics.board.link(connector);
     connector::paused(&pauses, link.as_deref(), connector, now)
         .map(|(why, _)| why)
         .or_else(|| {
@@ -154,6 +162,7 @@ fn halted_by(
     metrics: &Metrics,
     data_dir: &Path,
     connector: &str,
+    now: i64,
 ) -> Option<&'static str> {
     let pauses = pauses.current();
     if pauses.unreadable {
@@ -162,7 +171,6 @@ fn halted_by(
     if pauses.connectors.contains_key(connector) {
         return Some("the connector was paused");
     }
-    let now = now_ms();
     let daily = metrics
         .board
         .link(connector)

@@ -207,29 +207,53 @@ pub fn respond(
     sends: &[(i64, i64, u64)],
     response: Response,
 ) -> anyhow::Result<Vec<events::Event>> {
-    let start = spec.end_ms - 365 * DAY_MS;
-    let personas = personas(&mut Rng::new(spec.seed), spec.contacts, start, spec.end_ms);
+    let responder = Responder::new(spec, response);
     let mut out = Vec::new();
     for &(id, sent, seed) in sends {
-        let persona = usize::try_from(id - 1)
-            .ok()
-            .and_then(|c| personas.get(c))
-            .with_context(|| {
-                format!(
-                    "contact {id} was not generated with --contacts {}: respond with the spec that generated the data",
-                    spec.contacts
-                )
-            })?;
-        if persona.machine || persona.quits_at.is_some_and(|q| q < sent) {
-            continue;
+        out.extend(responder.respond(id, sent, seed).with_context(|| {
+            format!(
+                "contact {id} was not generated with --contacts {}: respond with the spec that generated the data",
+                spec.contacts
+            )
+        })?);
+    }
+    Ok(out)
+}
+
+/// The contacts of one generated world, answering mails one at a time (the demo's HubSpot
+/// stand-in answers each send as it is made).
+pub struct Responder {
+    seed: u64,
+    personas: Vec<Persona>,
+    response: Response,
+}
+
+impl Responder {
+    /// The contacts generated with `spec` (their habits are the generator's first draws).
+    pub fn new(spec: Spec, response: Response) -> Self {
+        let start = spec.end_ms - 365 * DAY_MS;
+        Responder {
+            seed: spec.seed,
+            personas: personas(&mut Rng::new(spec.seed), spec.contacts, start, spec.end_ms),
+            response,
         }
-        let mut rng = Rng::new(spec.seed ^ seed);
-        let chance = match response {
+    }
+
+    /// Contact `id`'s events in answer to a mail sent at `sent` (`seed` differs per send);
+    /// `None` for an id the world does not have.
+    pub fn respond(&self, id: i64, sent: i64, seed: u64) -> Option<Vec<events::Event>> {
+        let persona = self.personas.get(usize::try_from(id - 1).ok()?)?;
+        let mut out = Vec::new();
+        if persona.machine || persona.quits_at.is_some_and(|q| q < sent) {
+            return Some(out);
+        }
+        let mut rng = Rng::new(self.seed ^ seed);
+        let chance = match self.response {
             Response::Flat => OPEN_FLAT,
             Response::Habit => OPEN_AT_PEAK * persona.reading(sent),
         };
         if rng.f64() >= chance {
-            continue;
+            return Some(out);
         }
         let open_at = sent + rng.below(30 * MINUTE_MS as u64) as i64;
         let event = |kind, at_ms| events::Event {
@@ -245,8 +269,8 @@ pub fn respond(
         if rng.f64() < persona.clicks {
             out.push(event(Kind::Click, open_at + MINUTE_MS));
         }
+        Some(out)
     }
-    Ok(out)
 }
 
 /// Generate into `{out}/events/` and `{out}/contacts/`. Returns the number of events written.

@@ -282,6 +282,7 @@ impl World {
         self.enrollments.entry(vid).or_default().insert(workflow);
         self.enrolled_at
             .insert((vid, workflow), std::time::Instant::now());
+        self.mailed(vid);
         StatusCode::NO_CONTENT.into_response()
     }
 
@@ -420,6 +421,9 @@ impl World {
             } else if members.insert(id.clone()) {
                 added.push(id);
             }
+        }
+        for vid in added.iter().filter_map(|id| id.parse().ok()) {
+            self.mailed(vid);
         }
         axum::Json(json!({
             "recordIdsMissing": missing,

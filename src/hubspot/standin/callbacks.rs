@@ -12,10 +12,16 @@ impl StandIn {
     /// A workflow execution HubSpot is holding (blocked) under `callback_id`, until
     /// [`StandIn::answered`] says for how long.
     pub fn add_callback(&self, callback_id: &str) {
+        self.hold(callback_id, None);
+    }
+
+    /// Hold `callback_id`, an execution for `contact` when known (mailed once released).
+    fn hold(&self, callback_id: &str, contact: Option<u64>) {
         self.world.lock().unwrap().callbacks.insert(
             callback_id.to_string(),
             Callback::Blocked {
                 expires_at_ms: None,
+                contact,
             },
         );
     }
@@ -29,8 +35,12 @@ impl StandIn {
         let fields = &answer["outputFields"];
         let mut world = self.world.lock().unwrap();
         if fields["hs_execution_state"] != "BLOCK" {
-            if let Some(Callback::Blocked { .. }) = world.callbacks.get(callback_id) {
+            if let Some(Callback::Blocked { contact, .. }) = world.callbacks.get(callback_id) {
+                let contact = *contact;
                 world.callbacks.remove(callback_id);
+                if let Some(vid) = contact {
+                    world.mailed(vid);
+                }
             }
             return;
         }
@@ -46,8 +56,9 @@ impl StandIn {
                 .entry(callback_id.to_string())
                 .or_insert(Callback::Blocked {
                     expires_at_ms: None,
+                    contact: None,
                 });
-        if let Callback::Blocked { expires_at_ms } = callback {
+        if let Callback::Blocked { expires_at_ms, .. } = callback {
             *expires_at_ms = Some(now.saturating_add(hold));
         }
     }
@@ -83,7 +94,7 @@ impl StandIn {
                     execution.portal_id, execution.workflow_id, world.executions
                 )
             };
-            self.add_callback(&callback);
+            self.hold(&callback, Some(*vid));
             let body = json!({
                 "callbackId": callback,
                 "origin": {"portalId": execution.portal_id, "actionDefinitionId": 1, "actionDefinitionVersion": 1},
@@ -178,6 +189,7 @@ impl World {
                 }
                 Some(Callback::Blocked {
                     expires_at_ms: Some(t),
+                    ..
                 }) if *t <= now => Some(format!("{} (expired)", i.callback_id)),
                 Some(Callback::Blocked { .. }) => None,
             })
@@ -190,8 +202,14 @@ impl World {
             );
         }
         for input in batch.inputs {
-            self.callbacks
+            let held = (self.callbacks)
                 .insert(input.callback_id, Callback::Completed(input.output_fields));
+            if let Some(Callback::Blocked {
+                contact: Some(vid), ..
+            }) = held
+            {
+                self.mailed(vid);
+            }
         }
         StatusCode::NO_CONTENT.into_response()
     }
@@ -202,8 +220,11 @@ pub const MAX_CALLBACK_BATCH: usize = 100;
 
 /// A workflow-action callback HubSpot holds.
 pub(super) enum Callback {
-    /// The contact waits in the action, until `expires_at_ms` when known.
-    Blocked { expires_at_ms: Option<i64> },
+    /// The contact (when known) waits in the action, until `expires_at_ms` when known.
+    Blocked {
+        expires_at_ms: Option<i64>,
+        contact: Option<u64>,
+    },
     /// Completed with these output fields.
     Completed(serde_json::Value),
 }

@@ -135,6 +135,21 @@ pub struct Options {
     /// step): HubSpot's enrollments endpoint lists only current enrollments, so it no longer
     /// names it. `None`: workflows never end.
     pub workflows_end_after: Option<Duration>,
+    /// How contacts answer the email the account sends each one it moves on (enrolled into
+    /// a workflow, added to a list, released from the action): their email events, which the
+    /// events API serves once their time comes. `None`: no one answers (no events appear).
+    pub mail: Option<Mail>,
+}
+
+/// The email events contact `vid`, mailed at an instant (epoch ms, the stand-in's clock),
+/// answers with: the demo draws them from its synthetic contacts' habits.
+#[derive(Clone)]
+pub struct Mail(pub Arc<dyn Fn(u64, i64) -> Vec<EmailEvent> + Send + Sync>);
+
+impl std::fmt::Debug for Mail {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Mail(..)")
+    }
 }
 
 /// How a list's membership is kept (HubSpot's `processingType`).
@@ -203,6 +218,7 @@ impl Default for Options {
             known_records_only: false,
             any_callback: false,
             workflows_end_after: None,
+            mail: None,
         }
     }
 }
@@ -269,6 +285,19 @@ struct World {
 }
 
 impl World {
+    /// Contact `vid` was moved on now: the events it answers the mail with join the others
+    /// ([`Options::mail`]), in their order.
+    fn mailed(&mut self, vid: u64) {
+        let Some(mail) = self.options.mail.clone() else {
+            return;
+        };
+        for event in (mail.0)(vid, self.options.clock.now_ms()) {
+            let at =
+                (self.events).partition_point(|e| (e.created, &e.id) > (event.created, &event.id));
+            self.events.insert(at, event);
+        }
+    }
+
     /// Log a request: its `seq` is its place among all received.
     fn record(
         &mut self,
