@@ -10,7 +10,7 @@ use clap::{Parser, Subcommand};
 use crate::config::{Config, EnvCheck, Overrides, Target};
 use crate::import::csv::Columns;
 use crate::model::commands as model;
-use crate::time::{parse_flag, parse_plan_flag};
+use crate::time::{parse_flag, parse_past_flag, parse_plan_flag};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -103,8 +103,9 @@ pub enum Command {
     /// For a data folder no `serve` is using (e.g. with `serve` stopped, or receipts copied
     /// from elsewhere): `serve` always dispatches, and this refuses to run beside it.
     Tick {
-        /// Pretend it is this time instead of now: a date (2030-01-01, midnight UTC), RFC 3339
-        /// (2030-01-01T09:30:00Z), "YYYY-MM-DD HH:MM:SS" (UTC), or epoch seconds or ms. A
+        /// Pretend it is this time instead of now, from 2000 to a year from now: a date
+        /// (YYYY-MM-DD, midnight UTC), RFC 3339 (YYYY-MM-DDT09:30:00Z), "YYYY-MM-DD HH:MM:SS"
+        /// (UTC), or epoch seconds or ms. A
         /// testing knob, for a copy of the data folder: what is due by then is really sent
         /// (unless `dry_run`). Archiving keeps to the real clock: a future TIME does not end
         /// the replay protection of receipts just received.
@@ -119,7 +120,7 @@ pub enum Command {
         /// The webhook, action or connector id.
         id: Option<String>,
         /// ID names a connector (where a webhook has the same id).
-        #[arg(long)]
+        #[arg(long, requires = "id")]
         connector: bool,
     },
     /// Lift a pause set with `sendtime pause`: the held contacts go at their planned times, or,
@@ -199,7 +200,8 @@ pub enum Command {
     Explain {
         /// The contact: an email address or a HubSpot contact id.
         contact: String,
-        /// Pretend it is this time instead of now.
+        /// Pretend it is this time instead of now (a TIME as for `tick --now`, from 2000 to a
+        /// year from now).
         #[arg(long, value_name = "TIME")]
         at: Option<String>,
     },
@@ -209,7 +211,8 @@ pub enum Command {
     /// Long format `contact_id,slot,score`, slot 0 = Monday 00:00-00:59 UTC; the classes go to
     /// FILE's sibling `<name>.classes.csv`. Only events before --as-of are used.
     Predict {
-        /// Use only events before this time (any TIME form, e.g. 2026-01-01 or RFC 3339; UTC).
+        /// Use only events before this time (any TIME form, e.g. 2026-01-01 or RFC 3339; UTC;
+        /// from 2000 to a year from now).
         #[arg(long, value_name = "TIME")]
         as_of: String,
         /// Where to write the scores; the classes go beside it.
@@ -223,7 +226,8 @@ pub enum Command {
     /// before the split), evaluating ones (fewer) and cold ones (none), with 95% intervals for
     /// the model's gain over each baseline.
     Backtest {
-        /// Train on events before this time, test on the ones after it.
+        /// Train on events before this time, test on the ones after it (from 2000 to a year
+        /// from now).
         #[arg(long, value_name = "TIME")]
         split: String,
         /// Read events from this CSV instead of the events dataset.
@@ -345,7 +349,7 @@ pub enum ReportCommand {
     /// since, with the difference, a bootstrap 95% interval and the sample sizes. A verdict
     /// is given only when the interval excludes zero.
     Lift {
-        /// Only receipts received at or after this time (both groups alike).
+        /// Only receipts received at or after this time (both groups alike; from 2000 to now).
         #[arg(long, value_name = "TIME")]
         since: Option<String>,
         /// Only this webhook or action.
@@ -527,10 +531,15 @@ pub fn main() -> ExitCode {
             "hubspot-standin stands in for HubSpot and reads no config or data folder: drop --config and --data",
         ),
         Command::Gen { .. } if given.0 => Some("gen reads no config: drop --config"),
+        // clap refuses `validate FILE --config PATH`, not `--config PATH validate FILE`
+        // (global arguments join the subcommand after its conflicts are checked).
+        Command::Validate { file: Some(_), .. } if given.0 => {
+            Some("validate takes the config file as CONFIG or with --config, not both: drop one")
+        }
         _ => None,
     };
     if let Some(refusal) = refusal {
-        tracing::error!("{refusal}");
+        eprintln!("error: {refusal}");
         return ExitCode::from(2);
     }
     let config = cli
@@ -550,13 +559,13 @@ pub fn main() -> ExitCode {
                 ..overrides
             };
             let clock = clock_file.map_or(crate::clock::Clock::System, crate::clock::Clock::File);
-            match crate::serve::run(config, overrides, clock, Default::default()) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    tracing::error!("{e:#}");
-                    ExitCode::FAILURE
-                }
-            }
+            // On stderr whatever `RUST_LOG` filters, as every command's failure.
+            report(crate::serve::run(
+                config,
+                overrides,
+                clock,
+                Default::default(),
+            ))
         }
         Command::Tick { now } => report(tick(&config, &overrides, now.as_deref())),
         Command::Import { source } => report(import(&config, &overrides, source)),
@@ -564,13 +573,7 @@ pub fn main() -> ExitCode {
             speed,
             listen,
             admin_listen,
-        } => match crate::demo::run(speed, listen, admin_listen) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                tracing::error!("{e:#}");
-                ExitCode::FAILURE
-            }
-        },
+        } => report(crate::demo::run(speed, listen, admin_listen)),
         Command::Schema => {
             let schema = crate::config::schema::schema();
             println!(
@@ -630,7 +633,7 @@ fn model(command: Command, path: &std::path::Path, overrides: &Overrides) -> any
             model::explain(&load_config_with_data(path, overrides)?, &contact, at)
         }
         Command::Predict { as_of, out } => {
-            let as_of = parse_flag("--as-of", &as_of)?;
+            let as_of = parse_plan_flag("--as-of", &as_of)?;
             model::predict(&load_config_with_data(path, overrides)?, as_of, &out)
         }
         Command::Backtest {
@@ -646,7 +649,7 @@ fn model(command: Command, path: &std::path::Path, overrides: &Overrides) -> any
             relearn,
             json,
         } => {
-            let split_ms = parse_flag("--split", &split)?;
+            let split_ms = parse_plan_flag("--split", &split)?;
             // Flags that shape what they go with are not taken alone (clap's `requires` takes a
             // default for presence): they were ignored.
             anyhow::ensure!(
@@ -708,20 +711,14 @@ fn model(command: Command, path: &std::path::Path, overrides: &Overrides) -> any
             let now = clock_file.map_or(crate::clock::Clock::System, crate::clock::Clock::File);
             let now = now.now_ms();
             let mut options = crate::lift::report::default_as_of(&config, now);
-            options.since_ms = since.map(|t| parse_flag("--since", &t)).transpose()?;
+            options.since_ms = (since.map(|t| parse_past_flag("--since", &t, now))).transpose()?;
             options.webhook = webhook;
             // A connector never imported is still said to be (an earlier version dropped it
-            // with --as-of); a year's typo is refused, as for `tick --now`.
+            // with --as-of); a year's typo is refused. No engagement is known after now: the
+            // windows ending past it, the optimized sends' more often (they go later), counted
+            // as not engaged (an audit).
             if let Some(t) = as_of {
-                let at = crate::time::parse_plan_flag("--as-of", &t)?;
-                // No engagement is known after now: the windows ending past it, the optimized
-                // sends' more often (they go later), counted as not engaged (an audit).
-                anyhow::ensure!(
-                    at <= now,
-                    "--as-of {} is after now ({}): engagement is known up to now at most (a time without an offset is UTC)",
-                    crate::time::format_minute(at),
-                    crate::time::format_minute(now)
-                );
+                let at = parse_past_flag("--as-of", &t, now)?;
                 if config.import.enabled && at > options.as_of_ms {
                     tracing::warn!(
                         "--as-of {} is past what the scheduled import has read ({}, less the hours HubSpot may record an event late): engagement after it counts as none",

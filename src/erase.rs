@@ -205,6 +205,9 @@ pub fn run(
     // as long as it reads its file, and waiting for it with the dispatch lock held kept
     // `serve` and `tick` from starting all that while (an audit). The locks below are only
     // tried, never waited for.
+    // The contacts are read first: one mistyped waited for an import to end, or asked for
+    // `serve` to be stopped, before it was refused (an audit).
+    let given = Person::parse(queries)?;
     let _importing = events::lock(data_dir)?;
     let rewriting = crate::dispatch::locks::lock_rewriting(
         data_dir,
@@ -213,7 +216,6 @@ pub fn run(
     )?;
     let beside = rewriting.beside;
     let intent = cut_short::Intent::of(data_dir, cut_short::Command::Erase);
-    let given = Person::parse(queries)?;
     let mut person = given.clone();
     let unfinished: Intent = intent
         .read("delete it, then erase the person again by every email and id they are known by")?

@@ -176,6 +176,19 @@ pub fn parse_plan_flag(flag: &str, text: &str) -> anyhow::Result<i64> {
     Ok(at)
 }
 
+/// [`parse_flag`] for an instant engagement is known up to (`report lift --as-of`, `--since`):
+/// from 2000 to `now`.
+pub fn parse_past_flag(flag: &str, text: &str, now: i64) -> anyhow::Result<i64> {
+    let at = parse_flag(flag, text)?;
+    anyhow::ensure!(
+        (YEAR_2000_MS..=now).contains(&at),
+        "{flag} {} is out of range: give a time from 2000 to now ({}; a time without an offset is UTC)",
+        format_minute(at),
+        format_minute(now)
+    );
+    Ok(at)
+}
+
 /// `2024-01-07 09:00 UTC`: how plans, reasons and messages show an instant.
 pub fn format_minute(ms: i64) -> String {
     Minute(ms).to_string()

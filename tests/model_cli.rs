@@ -955,6 +955,45 @@ fn backtest_flags_without_what_they_shape_are_refused() {
     assert_eq!(out.status.code(), Some(2), "{}", text(&out).1);
 }
 
+/// Mistyped times and contacts are refused before any work: `predict --as-of` and `backtest
+/// --split` took a year's typo (2062), `report lift --since` one of 0225, and an erase of a
+/// name waited for a file import holding the events' lock before it said the name is no
+/// contact (an audit).
+#[test]
+fn mistyped_times_and_contacts_are_refused_before_any_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    gen_300_contacts(&data);
+    let scores = dir.path().join("scores.csv");
+    for args in [
+        &[
+            "predict",
+            "--as-of",
+            "2062-01-01",
+            "--out",
+            scores.to_str().unwrap(),
+        ][..],
+        &["backtest", "--split", "2062-01-01"],
+        &["report", "lift", "--since", "0225-01-01"],
+        &["report", "lift", "--as-of", "2062-01-01"],
+    ] {
+        let o = sendtime(&data, args);
+        assert_eq!(o.status.code(), Some(1), "{args:?}: {}", text(&o).1);
+        assert!(
+            text(&o).1.contains("is out of range"),
+            "{args:?}: {}",
+            text(&o).1
+        );
+    }
+    assert!(!scores.exists());
+    // The events' lock held, as by a file import reading its file.
+    let lock = std::fs::File::create(data.join("events.lock")).unwrap();
+    lock.lock().unwrap();
+    let o = sendtime(&data, &["erase", "John Smith"]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o).1);
+    assert!(text(&o).1.contains("\"John Smith\""), "{}", text(&o).1);
+}
+
 /// A first profile build killed before it named its files in `profiles/state.json` left them,
 /// holding every contact's weights: an erase rebuilds the profiles then too (it left them).
 #[test]

@@ -126,6 +126,48 @@ fn config_flag_and_default_path_work_too() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot be used with '--config <PATH>'"));
+    // In the other order too: clap checks the conflict before the global argument joins the
+    // subcommand, and the file won, unsaid (an audit).
+    let out = sendtime()
+        .args(["--config", "other.toml", "validate", "webhooks.toml"])
+        .current_dir(repo())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not both"));
+}
+
+/// A command's failure reaches stderr whatever `RUST_LOG` filters: `serve`'s, the demo's and
+/// the refusals of arguments a command does not take were logged, so `RUST_LOG=off` (or a
+/// filter naming another module) left an exit status and no word. And a flag that means
+/// nothing without its argument is refused: `pause --connector` listed every pause.
+#[test]
+fn failures_are_said_whatever_rust_log_filters() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("missing.toml");
+    for (args, code) in [
+        (vec!["--config", missing.to_str().unwrap(), "serve"], 1),
+        (vec!["--data", "x", "schema"], 2),
+    ] {
+        let out = sendtime()
+            .args(&args)
+            .env("RUST_LOG", "off")
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(code), "{args:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.starts_with("error: "), "{args:?}: {stderr:?}");
+    }
+    let out = sendtime()
+        .args([
+            "--data",
+            dir.path().to_str().unwrap(),
+            "pause",
+            "--connector",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
 }
 
 #[test]
