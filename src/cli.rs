@@ -249,7 +249,8 @@ pub enum Command {
         kind_default: Option<String>,
         /// Tune the model's half-life, prior strength and hour bandwidth on a validation split
         /// inside the training period first (day_pooling is kept: chosen on hour-of-week loss,
-        /// it learns the weekdays mail was sent on).
+        /// it learns the weekdays mail was sent on). The tuned values are scored as they are,
+        /// without the fit to the account that `"auto"` keys make (the tuning chose them).
         #[arg(long)]
         tune: bool,
         /// With --tune: length of that validation split, in days before --split, cut into 4
@@ -539,7 +540,8 @@ pub fn main() -> ExitCode {
         _ => None,
     };
     if let Some(refusal) = refusal {
-        eprintln!("error: {refusal}");
+        use std::io::Write;
+        let _ = writeln!(std::io::stderr(), "error: {refusal}");
         return ExitCode::from(2);
     }
     let config = cli
@@ -1040,7 +1042,9 @@ fn report(result: anyhow::Result<()>) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            // Not `eprintln!`, which panics once stderr is gone (a closed terminal, `| tee`).
+            use std::io::Write;
+            let _ = writeln!(std::io::stderr(), "error: {e:#}");
             ExitCode::FAILURE
         }
     }

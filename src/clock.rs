@@ -2,7 +2,7 @@
 //! hours ahead without waiting for them to pass.
 //!
 //! Only the planning and due-time decisions read this clock (and, in the demo, receipts'
-//! times: [`Clock::receipt_ms`]). Real waiting (rate limits,
+//! times and how far HubSpot's events are imported: [`Clock::world_ms`]). Real waiting (rate limits,
 //! backoff, the scheduler's own timer) always uses the real monotonic clock: a fake clock must
 //! never make sendtime call HubSpot faster than HubSpot allows.
 
@@ -49,11 +49,12 @@ impl Clock {
         }
     }
 
-    /// The time a receipt is stamped with. The demo's scaled time, since planning measures a
-    /// receipt's window from it (stamped with the system clock, a receipt of the demo looked
-    /// a day old two minutes in). Otherwise the system clock: a test's clock file moves only
-    /// the dispatcher, which a test may set behind what it receives.
-    pub fn receipt_ms(&self) -> i64 {
+    /// "Now" outside the dispatcher: what a receipt is stamped with, and up to when HubSpot's
+    /// events are imported. The demo's scaled time, which its workflow and HubSpot stand-in
+    /// run on (a receipt stamped with the system clock looked a day old two minutes in).
+    /// Otherwise the system clock: a test's clock file moves only the dispatcher, which a
+    /// test may set behind what it receives.
+    pub fn world_ms(&self) -> i64 {
         match self {
             Clock::Scaled { .. } => self.now_ms(),
             _ => now_ms(),

@@ -2,10 +2,10 @@
 //! synthetic engagement for 2,000 contacts; a HubSpot stand-in runs in-process; a simulated
 //! workflow posts signed contacts to a webhook of every type and executes the workflow action;
 //! `serve` runs on it with a clock `speed` times faster, ticking every second, so a day of
-//! sends passes in minutes. A share of each webhook's contacts is held out, and the contacts
-//! open the stand-in's mails by the habits their history was drawn from, so the dashboard's
-//! lift has figures once the windows of the first receipts end (a quarter of an hour at the
-//! default speed).
+//! sends passes in minutes. A fifth of the timed webhooks' and the action's contacts are held
+//! out, and the contacts open the stand-in's mails by the habits their history was drawn
+//! from, so the dashboard's lift has figures once the windows of the first receipts end
+//! ([`first_lift_minutes`]).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -61,16 +61,23 @@ pub fn run(
     // First: a port in use is the likeliest way for the demo to fail, and it should fail
     // before it prints the addresses or leaves a folder behind. Port 0 becomes the port the
     // system gives, so the addresses printed and posted to are real ones.
-    let free = |addr: SocketAddr, flag: &str| -> anyhow::Result<SocketAddr> {
-        let listener = std::net::TcpListener::bind(addr)
-            .with_context(|| format!("cannot listen on {addr}: choose another with {flag}"))?;
-        Ok(listener.local_addr()?)
+    // Both held until both are bound: one port given to both was taken twice, and `serve`
+    // refused it after the data was made (an audit).
+    let bind = |addr: SocketAddr, flag: &str| {
+        std::net::TcpListener::bind(addr)
+            .with_context(|| format!("cannot listen on {addr}: choose another with {flag}"))
     };
-    let listen = free(listen.unwrap_or(Server::DEFAULT_LISTEN), "--listen")?;
-    let admin = free(
-        admin_listen.unwrap_or(Server::DEFAULT_ADMIN_LISTEN),
-        "--admin-listen",
-    )?;
+    let admin = admin_listen.unwrap_or(Server::DEFAULT_ADMIN_LISTEN);
+    // Its config has no admin token, which `serve` needs off this machine: said here, not
+    // as advice to edit a config the demo makes and deletes (an audit).
+    anyhow::ensure!(
+        admin.ip().is_loopback(),
+        "--admin-listen {admin}: the demo's admin surface has no token, so it listens on this machine only (127.0.0.1 or [::1]); from another machine, forward its port (e.g. ssh -L 8081:127.0.0.1:8081 HOST)"
+    );
+    let public = bind(listen.unwrap_or(Server::DEFAULT_LISTEN), "--listen")?;
+    let private = bind(admin, "--admin-listen")?;
+    let (listen, admin) = (public.local_addr()?, private.local_addr()?);
+    drop((public, private));
     let dir = std::env::temp_dir().join(format!("sendtime-demo-{}", ulid::Ulid::generate()));
     let early = stop_early(dir.clone())?;
     let data = dir.join("data");
@@ -188,8 +195,8 @@ fn run_in(
         "sendtime demo: {events} engagement events of {CONTACTS} contacts in {}\n\
          the HubSpot stand-in at {}; a simulated workflow posts to http://{listen}\n\
          dashboard: http://{admin}/   status: http://{admin}/status   metrics: http://{admin}/metrics\n\
-         the clock runs {speed}x; Ctrl-C stops it. A fifth of the contacts are held out (sent at receipt): \
-         the dashboard's lift compares them with the rest after about {} minutes",
+         the clock runs {speed}x; Ctrl-C stops it. A fifth of the timed webhooks' and the action's contacts are \
+         held out (sent at receipt): the dashboard's lift compares them with the rest after about {} minutes",
         data.display(),
         standin.url(),
         first_lift_minutes(speed),
@@ -211,10 +218,11 @@ fn run_in(
 }
 
 /// Real minutes until the lift has its first figures: a receipt counts once a day's window
-/// and the 72 hours after it end (on the demo's clock), less the hours HubSpot may record
-/// an event late, and once the import (every minute) has read that far.
+/// and the 24 hours after it end (on the demo's clock; the 72 hours' figures come later),
+/// with the hours HubSpot may record an event late, and once the import (every minute) has
+/// read that far.
 fn first_lift_minutes(speed: u32) -> u64 {
-    let hours = 24 + 72 + crate::import::hubspot::OVERLAP.as_secs() / 3600;
+    let hours = 24 + 24 + crate::import::hubspot::OVERLAP.as_secs() / 3600;
     (hours * 3600 / u64::from(speed.max(1)) + 60).div_ceil(60)
 }
 
@@ -336,6 +344,11 @@ async fn simulate(standin: StandIn, listen: SocketAddr, ready: String) {
                 workflow_id: 123,
                 delivery_type: "NEXT_24_HOURS",
             };
+            // The contacts `fatigue` sends at receipt (each webhook has its own: 2,000 is a
+            // multiple of 5), not nurture's at the same instant: both optimized, the two sends
+            // went together, and the lift credits an open to the later of two sends a moment
+            // apart (a review).
+            let id = 1 + ((n + 3) * 7919) % CONTACTS;
             let email = email(id);
             let _ = standin.play_workflow(&run, &[(id, email.as_str())]).await;
         }

@@ -167,24 +167,23 @@ pub fn parse_flag(flag: &str, text: &str) -> anyhow::Result<i64> {
 /// [`parse_flag`] for an instant sendtime plans and sends at (`tick --now`, `explain --at`):
 /// from 2000 to a year from now. A year's typo would send at once every contact pending.
 pub fn parse_plan_flag(flag: &str, text: &str) -> anyhow::Result<i64> {
-    let at = parse_flag(flag, text)?;
-    anyhow::ensure!(
-        (YEAR_2000_MS..now_ms() + 366 * DAY_MS).contains(&at),
-        "{flag} {} is out of range: give a time from 2000 to a year from now",
-        format_minute(at)
-    );
-    Ok(at)
+    parse_flag_up_to(flag, text, now_ms() + 366 * DAY_MS, "a year from now")
 }
 
 /// [`parse_flag`] for an instant engagement is known up to (`report lift --as-of`, `--since`):
 /// from 2000 to `now`.
 pub fn parse_past_flag(flag: &str, text: &str, now: i64) -> anyhow::Result<i64> {
+    let last = format!("now ({})", format_minute(now));
+    parse_flag_up_to(flag, text, now, &last)
+}
+
+/// [`parse_flag`], from 2000 to `last` (said as `last_said`).
+fn parse_flag_up_to(flag: &str, text: &str, last: i64, last_said: &str) -> anyhow::Result<i64> {
     let at = parse_flag(flag, text)?;
     anyhow::ensure!(
-        (YEAR_2000_MS..=now).contains(&at),
-        "{flag} {} is out of range: give a time from 2000 to now ({}; a time without an offset is UTC)",
-        format_minute(at),
-        format_minute(now)
+        (YEAR_2000_MS..=last).contains(&at),
+        "{flag} {} is out of range: give a time from 2000 to {last_said} (a time without an offset is UTC)",
+        format_minute(at)
     );
     Ok(at)
 }

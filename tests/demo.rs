@@ -214,6 +214,38 @@ fn the_demos_lift_compares_held_out_contacts_with_the_rest() {
     assert!(!demo.folder.exists());
 }
 
+/// Addresses the demo cannot serve are refused before it makes its data, saying which flag
+/// to change: an admin address off this machine (its config has no admin token; `serve`
+/// refused it after generating, advising to edit the config the demo deletes) and one port
+/// given to both listeners.
+#[test]
+fn the_demo_refuses_addresses_it_cannot_serve_before_it_starts() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let same = format!("127.0.0.1:{port}");
+    for args in [
+        ["--listen", "127.0.0.1:0", "--admin-listen", "0.0.0.0:0"],
+        ["--listen", same.as_str(), "--admin-listen", same.as_str()],
+    ] {
+        let tmp = tempfile::tempdir().unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_sendtime"))
+            .args(["demo"])
+            .args(args)
+            .env("TMPDIR", tmp.path())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
+        assert!(stderr.starts_with("error: "), "{args:?}: {stderr}");
+        assert!(stderr.contains("--admin-listen"), "{args:?}: {stderr}");
+        assert!(out.stdout.is_empty(), "{args:?}: {stderr}");
+        assert_eq!(std::fs::read_dir(tmp.path()).unwrap().count(), 0);
+    }
+}
+
 /// Its terminal closed (SIGHUP), the demo stops and leaves nothing behind: `serve` reloads its
 /// config on SIGHUP, so the demo ran on, its ports held and its folder growing. An operator's
 /// second Ctrl-C, which stops it at once, removes its folder too.

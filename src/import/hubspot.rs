@@ -148,7 +148,7 @@ pub fn run(config: &Config, request: &Request) -> anyhow::Result<Summary> {
 /// same limiter as the dispatcher's sends, so that together they stay under HubSpot's limit.
 /// `stop` is asked after each page and while waiting on HubSpot: once it says why to stop, the
 /// run ends there (its cursor saved, so the next run resumes). `clock` is `serve`'s: the
-/// demo's runs faster, as its HubSpot stand-in's does.
+/// demo's runs faster, as its HubSpot stand-in's does ([`Clock::world_ms`]).
 pub fn run_in_background(
     config: &Config,
     connector: &Connector,
@@ -328,7 +328,7 @@ impl Import {
                 account_path.display()
             )
         })?;
-        let now = self.clock.now_ms();
+        let now = self.clock.world_ms();
         // A window ending later would be marked complete past now, and the events of the time
         // between never imported by the runs that start from that mark.
         if let Some(until) = until.filter(|&u| u > now) {

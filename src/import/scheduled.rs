@@ -16,8 +16,8 @@ use crate::metrics::{ImportStatus, Metrics};
 use crate::scheduler::{RECHECK, next_after};
 
 /// Run imports until `stop` turns true (a run in progress finishes its page first). The cron
-/// is on the system clock; "now" (a window's end, the times `/status` shows, pauses) is on
-/// `clock`, the dispatcher's.
+/// is on the system clock; the times `/status` shows and pauses are on `clock`, the
+/// dispatcher's, and a window ends at its [`Clock::world_ms`].
 pub async fn run(
     config: ConfigHandle,
     metrics: Metrics,

@@ -54,7 +54,7 @@ pub struct AppState {
     pub bodies: Arc<tokio::sync::Semaphore>,
     /// Per connector, when each warning that every post could repeat was last logged.
     pub warnings: Arc<std::sync::Mutex<HashMap<(String, PostWarning), crate::throttle::Throttle>>>,
-    /// What receipts are stamped with ([`crate::clock::Clock::receipt_ms`]). Signatures are
+    /// What receipts are stamped with ([`crate::clock::Clock::world_ms`]). Signatures are
     /// checked against the system clock.
     pub clock: crate::clock::Clock,
 }
@@ -675,7 +675,7 @@ async fn accept_contact(state: &AppState, post: Authenticated) -> Result<Stored,
         // The account it was taken for, which a portal the body names is (checked above):
         // the dispatcher sends it through no other account's connector.
         portal_id: Some(connector.portal_id as i64),
-        received_at_ms: state.clock.receipt_ms(),
+        received_at_ms: state.clock.world_ms(),
         signature: stored_signature(signature, &connector, false),
         config: config.identity.clone(),
         callback_id: None,
@@ -707,7 +707,7 @@ async fn accept_execution(state: &AppState, post: Authenticated) -> Result<Optio
     // As asked of HubSpot (whole hours): a contact HubSpot still held was taken for one whose
     // hold had ended, between the window and the hour it was rounded up to (an audit).
     let hold_ms = execution::asked(crate::model::plan::hold(kind, webhook.window));
-    let received_at_ms = state.clock.receipt_ms();
+    let received_at_ms = state.clock.world_ms();
     let receipt = Receipt {
         receipt_id: Ulid::generate().to_string(),
         webhook_id: webhook.id.clone(),
