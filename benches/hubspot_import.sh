@@ -19,6 +19,8 @@ read -ra BUDGETS <<< "${BUDGETS[*]}"
 JSON="$BENCH_DIR/events-$EVENTS-$CONTACTS.json"
 FRESH="$BENCH_DIR/fresh"
 STORE="$BENCH_DIR/store"
+# In RAM by default (/dev/shm): removed however the script ends (the JSON is kept for reuse).
+remove_at_exit "$STORE" "$FRESH"
 
 # EVENTS events over the year before 2026-11-01, newest first, as HubSpot's events API has them.
 if [ ! -s "$JSON" ]; then

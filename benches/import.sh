@@ -20,6 +20,8 @@ PY=${PY:-python3}
 CSV="$BENCH_DIR/events-$EVENTS-$CONTACTS.csv"
 PARQUET="$BENCH_DIR/events-$EVENTS-$CONTACTS.parquet"
 STORE="$BENCH_DIR/store"
+# In RAM by default (/dev/shm): removed however the script ends (the inputs are kept for reuse).
+remove_at_exit "$STORE"
 
 has() { "$PY" -c "import $1" 2>/dev/null; }
 HAVE_DUCKDB=$(has duckdb && echo yes || echo no)

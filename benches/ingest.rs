@@ -163,13 +163,14 @@ async fn load(
                         .body(body.clone())
                         .send()
                         .await;
+                    // Only what was taken counts: fast refusals would look like speed.
                     match resp {
                         Ok(r) if r.status().is_success() => {
                             let _ = r.bytes().await;
+                            latencies.push(t.elapsed());
                         }
                         _ => failed += 1,
                     }
-                    latencies.push(t.elapsed());
                 }
                 (latencies, failed)
             })
@@ -184,6 +185,7 @@ async fn load(
     }
     let elapsed = started.elapsed().as_secs_f64();
     latencies.sort();
+    assert!(!latencies.is_empty(), "every post failed ({failed})");
     let pct = |p: f64| {
         latencies[((latencies.len() as f64 * p) as usize).min(latencies.len() - 1)].as_secs_f64()
             * 1000.0

@@ -8,6 +8,7 @@
 setup() {
   local events=$1 contacts=$2 dir=$3
   shift 3
+  need /usr/bin/time time
   EVENTS=${1:-$events}
   CONTACTS=${2:-$contacts}
   RUNS=${3:-3}
@@ -20,15 +21,39 @@ setup() {
   cargo build --release --quiet
 }
 
+# need TOOL PACKAGE: stop, saying what to install, unless TOOL is on this machine.
+need() {
+  command -v "$1" > /dev/null || {
+    echo "$1 is needed and not found: install it (e.g. apt-get install $2)" >&2; exit 1; }
+}
+
+# at_exit COMMAND: run COMMAND when the script ends, however it ends (one trap for every
+# helper's and script's commands: a second `trap ... EXIT` replaced the first); one that
+# fails does not keep the others from running.
+AT_EXIT=()
+at_exit() {
+  AT_EXIT+=("$1")
+  trap 'for c in "${AT_EXIT[@]}"; do eval "$c" || true; done' EXIT
+}
+
+# remove_at_exit PATH...: remove each PATH when the script ends (quoted for `eval`, whatever
+# characters the paths hold).
+remove_at_exit() {
+  at_exit "rm -rf $(printf '%q ' "$@")"
+}
+
 # standin JSON: the HubSpot stand-in serving JSON's events, its limits lifted, until the script
 # ends; $BENCH_DIR/webhooks.toml has a connector pointed at it, whose token is exported.
 standin() {
+  # An earlier run's file would give its address before this one's is written.
+  rm -f "$BENCH_DIR/standin.txt"
   "$BIN" hubspot-standin --events "$1" --limit-per-10s 1000000 --daily-limit 4000000000 \
-    > "$BENCH_DIR/standin.txt" 2>/dev/null &
+    > "$BENCH_DIR/standin.txt" 2> "$BENCH_DIR/standin.err" &
   STANDIN=$!
-  trap 'kill $STANDIN 2>/dev/null || true' EXIT
+  at_exit "kill $STANDIN 2>/dev/null || true"
   until URL=$(grep -o 'http://[^ ]*' "$BENCH_DIR/standin.txt"); do
-    kill -0 $STANDIN || { echo "the stand-in did not start" >&2; exit 1; }
+    kill -0 $STANDIN || {
+      echo "the stand-in did not start:" >&2; tail -20 "$BENCH_DIR/standin.err" >&2; exit 1; }
     sleep 0.2
   done
   cat > "$BENCH_DIR/webhooks.toml" <<EOF
@@ -52,7 +77,9 @@ EOF
 }
 
 # timed CMD...: run CMD once, its output in $BENCH_DIR/out.txt and err.txt (a failure stops the
-# script, showing the error); prints "seconds peak_kb user_s sys_s" from /usr/bin/time.
+# script, showing the error: called as `r=$(timed ...)`, not inside another command's
+# arguments, whose status would hide it); prints "seconds peak_kb user_s sys_s" from
+# /usr/bin/time.
 timed() {
   /usr/bin/time -f "%e %M %U %S" -o "$BENCH_DIR/time.txt" "$@" \
     >"$BENCH_DIR/out.txt" 2>"$BENCH_DIR/err.txt" || {
@@ -98,7 +125,7 @@ alternate() {
   bin=$(echo "$built" | grep -o "([^)]*$bench-[0-9a-f]*)" | tr -d '()') || {
     echo "no bench executable in cargo's output:" >&2; echo "$built" >&2; exit 1; }
   ALTERNATE_DIR=$(mktemp -d "${TMPDIR:-/tmp}/$bench-bench.XXXXXX")
-  trap 'rm -rf "$ALTERNATE_DIR"' EXIT
+  remove_at_exit "$ALTERNATE_DIR"
   "$bin" gen "$ALTERNATE_DIR/data" "$rows"
   for run in $(seq "$runs"); do
     for mode in "$@"; do

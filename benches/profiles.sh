@@ -20,7 +20,13 @@ DATA="$BENCH_DIR/gen-$EVENTS-$CONTACTS"
 if [ ! -d "$DATA/events" ]; then
   "$BIN" gen --contacts "$CONTACTS" --events "$EVENTS" --seed 1 --out "$DATA"
 fi
-if [ ! -x "$BENCH_DIR/venv/bin/python" ]; then
+if ! "$BENCH_DIR/venv/bin/python" -c 'import duckdb, polars' 2> /dev/null; then
+  need python3 python3
+  python3 -c 'import ensurepip' 2> /dev/null || {
+    echo "python3's venv cannot install packages: install python3-venv (e.g. apt-get install python3-venv)" >&2
+    exit 1
+  }
+  rm -rf "$BENCH_DIR/venv"
   python3 -m venv "$BENCH_DIR/venv"
   "$BENCH_DIR/venv/bin/pip" install --quiet duckdb polars
 fi
@@ -66,12 +72,19 @@ prepare() {
   cat "$DATA"/events/*.parquet "$DATA"/contacts/*.parquet > /dev/null
 }
 
-# One timed run: prints "seconds peak_kb user_s sys_s".
+if [ -w /proc/sys/vm/drop_caches ]; then
+  echo "the page cache is dropped before each run" >&2
+else
+  echo "not root: the page cache is NOT dropped before each run (BENCHMARKS.md's runs dropped it)" >&2
+fi
+
+# One timed run (a failure stops the script): prints "seconds peak_kb user_s sys_s".
 run() {
   prepare
-  /usr/bin/time -f "%e %M %U %S" -o "$BENCH_DIR/time.txt" "$@" >/dev/null 2>&1
-  cat "$BENCH_DIR/time.txt"
+  timed "$@"
 }
+# The groups each DuckDB and Polars run counted (the last line they print on stderr).
+declare -A COUNTED
 ENGINES="sendtime sendtime+store duckdb-slot polars-slot duckdb-at polars-at"
 [ -n "${BASE_BIN:-}" ] && ENGINES="sendtime-base $ENGINES"
 [ -n "${FIXED_CONFIG:-}" ] && ENGINES="sendtime-fixed $ENGINES"
@@ -85,9 +98,17 @@ for i in $(seq "$RUNS"); do
       duckdb-*) r=$(run "$PY" "$BENCH_DIR/duck-${who#*-}.py") ;;
       polars-*) r=$(run "$PY" "$BENCH_DIR/pl-${who#*-}.py") ;;
     esac
+    case $who in duckdb-* | polars-*) COUNTED[$who]=$(tail -1 "$BENCH_DIR/err.txt") ;; esac
     record "$who" "$r"
     echo "run $i $who: $t s wall, $u s user, $sy s sys, $m KB peak" >&2
   done
+done
+# DuckDB and Polars must have counted the same groups for each variant.
+for variant in slot at; do
+  if [ "${COUNTED[duckdb-$variant]}" != "${COUNTED[polars-$variant]}" ]; then
+    echo "DuckDB counted ${COUNTED[duckdb-$variant]} groups and Polars ${COUNTED[polars-$variant]} ($variant): their times measure different work" >&2
+    exit 1
+  fi
 done
 table "$RUNS" $ENGINES
 echo

@@ -29,6 +29,7 @@ run() {
   timed "$bin" --config webhooks.toml --data "$store" import csv "$CSV" "${COLS[@]}" "$@"
 }
 rm -rf "$STORE"
+remove_at_exit "$STORE" "$FRESH"
 run "$STORE" "$BIN" > /dev/null
 echo "stored: $(cat "$BENCH_DIR/out.txt")"
 

@@ -17,6 +17,8 @@ PARQUET="$BENCH_DIR/events-$EVENTS-$CONTACTS.parquet"
 [ -s "$PARQUET" ] || { echo "no $PARQUET: run benches/import.sh $EVENTS $CONTACTS 1 first" >&2; exit 1; }
 STORE="$BENCH_DIR/scheduled-store"
 JSON="$BENCH_DIR/recent.json"
+# In RAM by default (/dev/shm): removed however the script ends.
+remove_at_exit "$STORE" "$JSON"
 
 # 1,000 events a minute apart, newest first, the newest an hour ago.
 awk -v now="$(date +%s)000" 'BEGIN {

@@ -8,6 +8,7 @@
 # is measured against the code before it in one run. Uses the debug build, as the tests do.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+command -v bc > /dev/null || { echo "bc is needed: install it (e.g. apt-get install bc)" >&2; exit 1; }
 N=${1:-20000}
 RUNS=${2:-5}
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/cache/sendtime-target}"

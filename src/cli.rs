@@ -1120,7 +1120,7 @@ fn tick(path: &std::path::Path, overrides: &Overrides, now: Option<&str>) -> any
         tracing::warn!("{line}");
     }
     require_sendtime_data(&loaded.config.server.data_dir, &loaded.config.path)?;
-    let report = crate::dispatch::run_once(&loaded.config, now)?;
+    let (report, stopped) = crate::dispatch::run_once(&loaded.config, now)?;
     println!("tick finished: {report}");
     let failed: Vec<String> = [
         report.write_error.map(|e| {
@@ -1131,6 +1131,11 @@ fn tick(path: &std::path::Path, overrides: &Overrides, now: Option<&str>) -> any
         report.planning_error.map(|e| {
             format!(
                 "new receipts could not be planned (the due contacts were sent, and any action's contact in its hold's last hour): {e}"
+            )
+        }),
+        stopped.map(|why| {
+            format!(
+                "stopped by {why}: the calls in flight were recorded; what was due and not called waits for the next run"
             )
         }),
     ]

@@ -2,9 +2,9 @@
 //! hours ahead without waiting for them to pass.
 //!
 //! Only the planning and due-time decisions read this clock (and, in the demo, receipts'
-//! times and how far HubSpot's events are imported: [`Clock::world_ms`]). Real waiting (rate limits,
-//! backoff, the scheduler's own timer) always uses the real monotonic clock: a fake clock must
-//! never make sendtime call HubSpot faster than HubSpot allows.
+//! times and how far HubSpot's events are imported: [`Clock::world_ms`]). Real waiting (rate
+//! limits, backoff, the scheduler's own timer) always uses the real monotonic clock: a fake
+//! clock must never make sendtime call HubSpot faster than HubSpot allows.
 
 use std::path::PathBuf;
 

@@ -279,7 +279,7 @@ const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// behind a full send buffer held a connection for ever). HubSpot reads its answers at once.
 const WRITE_STALL_TIMEOUT: Duration = Duration::from_secs(30);
 /// A signal this soon after the one that began the stop is that one sent twice.
-const SAME_SIGNAL: Duration = Duration::from_millis(250);
+pub(crate) const SAME_SIGNAL: Duration = Duration::from_millis(250);
 /// How long shutdown waits for open connections (a request being answered) before closing
 /// them.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);

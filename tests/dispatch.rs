@@ -6068,3 +6068,72 @@ fn a_webhook_moved_to_another_accounts_connector_holds_what_it_took_before() {
     assert!(!enrollments(&first.log()).contains_key(&("1".into(), "late@example.com".into())));
     assert_eq!(enrollments(&second.log()).len(), 1);
 }
+
+/// `sendtime tick` stopped by Ctrl-C finishes the calls in flight and records them, and
+/// starts no other: it had no handler, so each contact in flight was left in doubt (an
+/// `attempting` row alone) for the next run to check with HubSpot, and the run ended by the
+/// signal without a word (an audit).
+#[test]
+fn a_tick_stopped_by_a_signal_records_its_calls_in_flight() {
+    let rt = runtime();
+    let standin = rt
+        .block_on(StandIn::start(Options {
+            slow_rate: 1.0,
+            slow_by: Duration::from_secs(2),
+            ..Options::default()
+        }))
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let config = fatigue_config(dir.path(), &standin.url(), "", "workflow_id = 104");
+    let now = now_ms();
+    let rows: Vec<_> = (1..=60)
+        .map(|n| {
+            let email = format!("s{n}@example.com");
+            standin.add_contact(&email, n);
+            let id = ulid::Ulid::from_parts(now as u64, u128::from(n)).to_string();
+            common::inbox_row(&id, "fatigue", n as i64, Some(email), now)
+        })
+        .collect();
+    common::write_inbox(&data, &rows);
+    let mut tick = common::Killed(
+        std::process::Command::new(env!("CARGO_BIN_EXE_sendtime"))
+            .arg("--config")
+            .arg(&config)
+            .arg("--data")
+            .arg(&data)
+            .arg("tick")
+            .envs([("DISPATCH_SECRET", SECRET), ("DISPATCH_TOKEN", TOKEN)])
+            // Read once it ended: a verbose log would fill the pipe and hold the tick.
+            .env_remove("RUST_LOG")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    // Calls under way at the stand-in (each answered after 2 s).
+    eventually(Duration::from_secs(30), || {
+        (standin
+            .log()
+            .iter()
+            .any(|e| e.path.contains("/enrollments/")))
+        .then_some(())
+    })
+    .expect("no enrollment called");
+    assert_eq!(unsafe { libc::kill(tick.0.id() as i32, libc::SIGINT) }, 0);
+    let status = eventually(Duration::from_secs(20), || tick.0.try_wait().unwrap())
+        .expect("the tick did not stop");
+    let mut said = String::new();
+    std::io::Read::read_to_string(&mut tick.0.stderr.take().unwrap(), &mut said).unwrap();
+    assert_eq!(status.code(), Some(1), "{said}");
+    assert!(said.contains("stopped by SIGINT"), "{said}");
+    let rows = outcomes::read(&outcomes::dataset(&data).unwrap()).unwrap();
+    let mut last: HashMap<&str, Status> = HashMap::new();
+    for r in &rows {
+        last.insert(&r.receipt_id, r.status);
+    }
+    assert!(!last.is_empty());
+    assert!(last.values().all(|s| *s == Status::Enrolled), "{last:?}");
+    // Nothing new started once stopped: some were left for the next run.
+    assert!(last.len() < 60, "{}", last.len());
+}

@@ -6,12 +6,21 @@
 # v5_test.py (the two variants that passed the third study's rule on validation,
 # REPORT-v5.md); no other variant is scored on it.
 set -e
-cd "$(dirname "$0")"
-PY=${PY:-python3}
 : "${OUTSPOT_CSV:?set OUTSPOT_CSV to Outspot's opens (user_id,opened): they are not in this repository}"
+# Paths given relative to where it was started, made absolute before the cd below (a bare
+# name, a command on PATH, is left as it is).
+abs() { case $1 in /*) echo "$1" ;; */*) echo "$PWD/$1" ;; *) echo "$1" ;; esac; }
+OUTSPOT_CSV=$(abs "$OUTSPOT_CSV")
 export OUTSPOT_CSV
-BIN=${SENDTIME:-${CARGO_TARGET_DIR:-../../target}/release/sendtime}
-OUT=${OUT:-/tmp/sendtime-outspot}
+# The release build of benches/lib.sh, unless SENDTIME names a binary.
+BIN=$(abs "${SENDTIME:-${CARGO_TARGET_DIR:-/var/cache/sendtime-release}/release/sendtime}")
+command -v "$BIN" > /dev/null || {
+  echo "no sendtime binary at $BIN: build it (CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/var/cache/sendtime-release} cargo build --release) or set SENDTIME" >&2
+  exit 1
+}
+PY=$(abs "${PY:-python3}")
+OUT=$(abs "${OUT:-/tmp/sendtime-outspot}")
+cd "$(dirname "$0")"
 mkdir -p "$OUT"
 "$BIN" --config ../../webhooks.toml backtest --split 2022-07-01 --events "$OUTSPOT_CSV" > "$OUT/ref_table.txt"
 "$PY" replicate.py | tee "$OUT/replicate.out"

@@ -609,6 +609,16 @@ impl Dispatcher {
                 list_jobs.push(Job::Complete(link.clone(), chunk));
             }
         }
+        // The batch whose first contact is the most overdue first, whatever its list: out of
+        // a `HashMap`, which batches went before the day's budget ran out mid-tick changed
+        // from run to run (an audit).
+        let first = |job: &Job| match job {
+            Job::List(_, _, items) | Job::Complete(_, items) => {
+                items.first().map(|i| (i.ready_at_ms, i.receipt_id.clone()))
+            }
+            Job::Enroll(..) => None,
+        };
+        list_jobs.sort_by_cached_key(first);
         list_jobs.extend(jobs);
         for (mut item, at) in later {
             item.ready_at_ms = at;
@@ -856,8 +866,15 @@ fn into_batches(items: Vec<Pending>, size: usize) -> Vec<Vec<Pending>> {
     .collect()
 }
 
-/// `sendtime tick`: one tick from the state on disk, for hosts that prefer system cron.
-pub fn run_once(config: &Config, now_ms: Option<i64>) -> anyhow::Result<TickReport> {
+/// `sendtime tick`: one tick from the state on disk, for hosts that prefer system cron. A
+/// first SIGINT or SIGTERM stops it as it stops `serve`'s: the calls in flight finish and are
+/// recorded, and nothing new starts (killed mid-call, each contact in flight was left in
+/// doubt, for the next run to check with HubSpot; an audit); a second stops it at once.
+/// Returns the signal that stopped it, if one did.
+pub fn run_once(
+    config: &Config,
+    now_ms: Option<i64>,
+) -> anyhow::Result<(TickReport, Option<&'static str>)> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -866,13 +883,38 @@ pub fn run_once(config: &Config, now_ms: Option<i64>) -> anyhow::Result<TickRepo
         let data_dir = &config.server.data_dir;
         let metrics = Metrics::new();
         let clock = now_ms.map_or(Clock::System, Clock::Fixed);
+        // Before the dispatcher opens: one that failed after would be dropped unclosed.
+        let mut signals = crate::serve::Signals::install(false)?;
         // Opening replays the inbox log a stopped server left, so its receipts count.
         let mut dispatcher =
             tokio::task::block_in_place(|| Dispatcher::open(data_dir, metrics, clock))?;
-        let (_stop_tx, stop) = watch::channel(false);
+        let (stop_tx, stop) = watch::channel(false);
+        let signalled = Arc::new(std::sync::OnceLock::new());
+        let first_signal = signalled.clone();
+        let handler: tokio::task::JoinHandle<()> = tokio::spawn(async move {
+            let why = signals.next().await;
+            first_signal.get_or_init(|| why);
+            tracing::warn!(
+                "{why}: finishing the calls in flight and recording them; nothing new starts (a second signal stops at once)"
+            );
+            let _ = stop_tx.send(true);
+            let first = Instant::now();
+            loop {
+                let again = signals.next().await;
+                if first.elapsed() >= crate::serve::SAME_SIGNAL {
+                    tracing::error!(
+                        "{again} again: stopping now; the next run checks the calls in flight with HubSpot"
+                    );
+                    std::process::exit(130);
+                }
+            }
+        });
         let report = dispatcher.tick(config, stop).await;
+        // A signal while the dispatcher closes stopped nothing the tick would have done.
+        let stopped = signalled.get().copied();
         tokio::task::block_in_place(|| dispatcher.close());
-        report
+        handler.abort();
+        Ok((report?, stopped))
     })
 }
 

@@ -214,7 +214,7 @@ struct Import {
     stop: Box<dyn Fn() -> Option<&'static str> + Send>,
     /// Called before each page is asked for, with the client that asks.
     before_page: Box<dyn FnMut(&Client) + Send>,
-    /// "Now": the end of a window without `--until`.
+    /// Its [`Clock::world_ms`] ends a window without `--until`.
     clock: Clock,
 }
 

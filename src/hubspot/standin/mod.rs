@@ -55,7 +55,8 @@ pub const DEFAULT_TOKEN: &str = "standin-token";
 const DEFAULT_EVENTS_LIMIT: usize = 100;
 const MAX_EVENTS_LIMIT: usize = 1000;
 /// Events kept where contacts answer mails ([`Options::mail`]): the demo runs for days, and
-/// `serve` imports them within minutes (about 10 hours of the demo's at 1.5 events a second).
+/// `serve` imports them within minutes (about nine hours of a running demo, some 1.5 events a
+/// second).
 const MAILED_EVENTS_KEPT: usize = 50_000;
 /// The account's portal id unless told otherwise.
 pub const DEFAULT_PORTAL_ID: u64 = 62515;
