@@ -105,10 +105,9 @@ pub enum Command {
     Tick {
         /// Pretend it is this time instead of now, from 2000 to a year from now: a date
         /// (YYYY-MM-DD, midnight UTC), RFC 3339 (YYYY-MM-DDT09:30:00Z), "YYYY-MM-DD HH:MM:SS"
-        /// (UTC), or epoch seconds or ms. A
-        /// testing knob, for a copy of the data folder: what is due by then is really sent
-        /// (unless `dry_run`). Archiving keeps to the real clock: a future TIME does not end
-        /// the replay protection of receipts just received.
+        /// (UTC), or epoch seconds or ms. A testing knob, for a copy of the data folder: what
+        /// is due by then is really sent (unless `dry_run`). Archiving keeps to the real clock:
+        /// a future TIME does not end the replay protection of receipts just received.
         #[arg(long, value_name = "TIME")]
         now: Option<String>,
     },
@@ -540,8 +539,7 @@ pub fn main() -> ExitCode {
         _ => None,
     };
     if let Some(refusal) = refusal {
-        use std::io::Write;
-        let _ = writeln!(std::io::stderr(), "error: {refusal}");
+        say_error(refusal);
         return ExitCode::from(2);
     }
     let config = cli
@@ -1042,12 +1040,17 @@ fn report(result: anyhow::Result<()>) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            // Not `eprintln!`, which panics once stderr is gone (a closed terminal, `| tee`).
-            use std::io::Write;
-            let _ = writeln!(std::io::stderr(), "error: {e:#}");
+            say_error(format!("{e:#}"));
             ExitCode::FAILURE
         }
     }
+}
+
+/// `error: ...` on stderr, whatever `RUST_LOG` filters; not with `eprintln!`, which panics
+/// once stderr is gone (a closed terminal, `| tee`).
+fn say_error(error: impl std::fmt::Display) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "error: {error}");
 }
 
 /// Load the config for a command that works on the data directory (secrets only warned about).
