@@ -4887,6 +4887,53 @@ fn an_archive_move_that_fails_at_start_up_is_tried_a_day_later() {
     assert_eq!(archived.len(), 3);
 }
 
+/// A running `serve`'s daily move takes finished receipts without plan rows too, as a start
+/// does (their plan part set aside; an action's contact sent unplanned): they stayed in the
+/// live datasets until the next start (an audit).
+#[test]
+fn the_daily_move_archives_finished_receipts_without_plan_rows() {
+    const DAY: i64 = 86_400_000;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let config = dry_run_config(dir.path(), &[&HOOKS[3]]);
+    let clock = dir.path().join("clock");
+    let t0 = now_ms();
+    set_clock(&clock, t0);
+    let server = start(&config, &data, Some(&clock), &[]);
+    for vid in 7600..7603 {
+        post(&server, "fatigue", vid, &format!("daily{vid}@example.com"));
+    }
+    set_clock(&clock, t0 + 60_000);
+    eventually(Duration::from_secs(20), || {
+        (dry_runs(&data) == 3).then_some(())
+    })
+    .unwrap_or_else(|| panic!("not finished; logs:\n{}", server.logs()));
+    let live = || {
+        let inbox = sendtime::datasets::inbox::dataset(&data).unwrap();
+        sendtime::datasets::inbox::read_keys(&inbox).unwrap().len()
+    };
+    // Their inbox and plan rows in parts (the writers flush on their own pace), then the
+    // plan's set aside.
+    let plan_ds = Dataset::open(&data, "plan").unwrap();
+    eventually(Duration::from_secs(20), || {
+        (live() == 3 && plan::read(&plan_ds).unwrap().len() == 3).then_some(())
+    })
+    .unwrap_or_else(|| panic!("rows not in parts; logs:\n{}", server.logs()));
+    for part in plan_ds.parts().unwrap() {
+        std::fs::remove_file(part).unwrap();
+    }
+    set_clock(&clock, t0 + 4 * DAY);
+    eventually(Duration::from_secs(30), || (live() == 0).then_some(()))
+        .unwrap_or_else(|| panic!("not archived by the daily move; logs:\n{}", server.logs()));
+    server.stop();
+    let archive = data.join("archive");
+    let archived = sendtime::datasets::inbox::read_keys(
+        &sendtime::datasets::inbox::dataset(&archive).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(archived.len(), 3);
+}
+
 /// A `serve` that runs for days archives, once a day, what start-up would, and forgets it:
 /// memory holds the last days' receipts, not every one sent. Here the cut falls inside one
 /// compacted inbox part: the receipts left in the rewritten part are remembered and, read

@@ -195,11 +195,22 @@ impl Dispatcher {
     fn archive_settled(&mut self, now: i64) -> anyhow::Result<usize> {
         let outcomes = outcomes::read(&outcomes::dataset(&self.data_dir)?)?;
         let settling = Settling::new(&outcomes, now, now);
-        let settled: HashSet<String> = plan::read(&self.plan_ds)?
-            .into_iter()
-            .filter(|p| settling.settles(p) && self.done.contains(&ReceiptId::new(&p.receipt_id)))
-            .map(|p| p.receipt_id)
+        let finished = |id: &str| self.done.contains(&ReceiptId::new(id));
+        let plans = plan::read(&self.plan_ds)?;
+        let planned: HashSet<&str> = plans.iter().map(|p| p.receipt_id.as_str()).collect();
+        let mut settled: HashSet<String> = (plans.iter())
+            .filter(|p| settling.settles(p) && finished(&p.receipt_id))
+            .map(|p| p.receipt_id.clone())
             .collect();
+        // Finished with no plan row (their plan part in quarantine, an action's contact sent
+        // unplanned in its hold's last hour), by their inbox row's time, as a start moves
+        // them: they stayed in the live datasets until the next start (an audit).
+        settled.extend(
+            (inbox::read_keys(&inbox::dataset(&self.data_dir)?)?.into_iter())
+                .filter(|r| !planned.contains(r.receipt_id.as_str()) && finished(&r.receipt_id))
+                .filter(|r| settling.settles_received(&r.receipt_id, r.received_at_ms))
+                .map(|r| r.receipt_id),
+        );
         if settled.is_empty() {
             return Ok(0);
         }
