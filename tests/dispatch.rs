@@ -4844,6 +4844,51 @@ fn finished_receipts_without_plan_rows_move_to_the_archive() {
     );
 }
 
+/// A `serve` in dry run on a clock file, which has sent three `fatigue` receipts (contacts
+/// `first_vid` on, `{prefix}{vid}@example.com`) by `t0` and a minute.
+struct ThreeSent {
+    data: PathBuf,
+    config: PathBuf,
+    clock: PathBuf,
+    t0: i64,
+    server: Server,
+}
+
+fn three_sent_in_dry_run(dir: &Path, prefix: &str, first_vid: u64) -> ThreeSent {
+    let data = dir.join("data");
+    let config = dry_run_config(dir, &[&HOOKS[3]]);
+    let clock = dir.join("clock");
+    let t0 = now_ms();
+    set_clock(&clock, t0);
+    let server = start(&config, &data, Some(&clock), &[]);
+    for vid in first_vid..first_vid + 3 {
+        post(
+            &server,
+            "fatigue",
+            vid,
+            &format!("{prefix}{vid}@example.com"),
+        );
+    }
+    set_clock(&clock, t0 + 60_000);
+    eventually(Duration::from_secs(20), || {
+        (dry_runs(&data) == 3).then_some(())
+    })
+    .unwrap_or_else(|| panic!("not finished; logs:\n{}", server.logs()));
+    ThreeSent {
+        data,
+        config,
+        clock,
+        t0,
+        server,
+    }
+}
+
+/// Receipts in the parts of the live inbox under `data`.
+fn live_receipts(data: &Path) -> usize {
+    let inbox = sendtime::datasets::inbox::dataset(data).unwrap();
+    sendtime::datasets::inbox::read_keys(&inbox).unwrap().len()
+}
+
 /// An archive move that fails at start-up (here `archive` is a file, where its folder goes)
 /// does not stop `serve`: it starts, and the running process moves the finished receipts a
 /// day later, once the move can be made.
@@ -4851,30 +4896,20 @@ fn finished_receipts_without_plan_rows_move_to_the_archive() {
 fn an_archive_move_that_fails_at_start_up_is_tried_a_day_later() {
     const DAY: i64 = 86_400_000;
     let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let config = dry_run_config(dir.path(), &[&HOOKS[3]]);
-    let clock = dir.path().join("clock");
-    let t0 = now_ms();
-    set_clock(&clock, t0);
-    let server = start(&config, &data, Some(&clock), &[]);
-    for vid in 7500..7503 {
-        post(&server, "fatigue", vid, &format!("arch{vid}@example.com"));
-    }
-    set_clock(&clock, t0 + 60_000);
-    eventually(Duration::from_secs(20), || {
-        (dry_runs(&data) == 3).then_some(())
-    })
-    .unwrap_or_else(|| panic!("not finished; logs:\n{}", server.logs()));
+    let ThreeSent {
+        data,
+        config,
+        clock,
+        t0,
+        server,
+    } = three_sent_in_dry_run(dir.path(), "arch", 7500);
     server.stop();
 
     let blocker = data.join("archive");
     std::fs::write(&blocker, b"").unwrap();
     set_clock(&clock, t0 + 4 * DAY);
     let server = start(&config, &data, Some(&clock), &[]);
-    let live = || {
-        let inbox = sendtime::datasets::inbox::dataset(&data).unwrap();
-        sendtime::datasets::inbox::read_keys(&inbox).unwrap().len()
-    };
+    let live = || live_receipts(&data);
     let status = common::get(server.admin_url("/status")).unwrap();
     assert_eq!(status.status(), 200, "{}", server.logs());
     assert_eq!(live(), 3, "nothing could be moved");
@@ -4894,24 +4929,14 @@ fn an_archive_move_that_fails_at_start_up_is_tried_a_day_later() {
 fn the_daily_move_archives_finished_receipts_without_plan_rows() {
     const DAY: i64 = 86_400_000;
     let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let config = dry_run_config(dir.path(), &[&HOOKS[3]]);
-    let clock = dir.path().join("clock");
-    let t0 = now_ms();
-    set_clock(&clock, t0);
-    let server = start(&config, &data, Some(&clock), &[]);
-    for vid in 7600..7603 {
-        post(&server, "fatigue", vid, &format!("daily{vid}@example.com"));
-    }
-    set_clock(&clock, t0 + 60_000);
-    eventually(Duration::from_secs(20), || {
-        (dry_runs(&data) == 3).then_some(())
-    })
-    .unwrap_or_else(|| panic!("not finished; logs:\n{}", server.logs()));
-    let live = || {
-        let inbox = sendtime::datasets::inbox::dataset(&data).unwrap();
-        sendtime::datasets::inbox::read_keys(&inbox).unwrap().len()
-    };
+    let ThreeSent {
+        data,
+        clock,
+        t0,
+        server,
+        ..
+    } = three_sent_in_dry_run(dir.path(), "daily", 7600);
+    let live = || live_receipts(&data);
     // Their inbox and plan rows in parts (the writers flush on their own pace), then the
     // plan's set aside.
     let plan_ds = Dataset::open(&data, "plan").unwrap();
