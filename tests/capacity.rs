@@ -234,13 +234,23 @@ fn a_crowded_hour_is_spread_within_capacity_and_nothing_is_rate_limited() {
         "every contact is at its best hour, moved in its window or spilled"
     );
 
-    // What the dispatcher publishes agrees with plan/.
-    let status: serde_json::Value = client
-        .get(server.admin_url("/status"))
-        .send()
-        .unwrap()
-        .json()
-        .unwrap();
+    // What the dispatcher publishes agrees with plan/: once the tick that wrote the last plan
+    // rows has published its forecast, a moment later (read at once, it was the tick
+    // before's on a loaded machine).
+    let status: serde_json::Value = eventually(Duration::from_secs(10), || {
+        let status: serde_json::Value = (client.get(server.admin_url("/status")).send().ok())?
+            .json()
+            .ok()?;
+        let hours = status["capacity"]["connectors"][0]["planned_per_hour"].as_array()?;
+        let planned: u64 = hours.iter().filter_map(|h| h.as_u64()).sum();
+        (planned == CONTACTS).then_some(status)
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "the forecast never counted every contact; logs:\n{}",
+            server.logs()
+        )
+    });
     let forecast = &status["capacity"]["connectors"][0];
     assert_eq!(forecast["connector"], "main");
     assert_eq!(forecast["capacity_per_hour"], per_hour);
