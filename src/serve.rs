@@ -206,15 +206,9 @@ async fn serve(
         }
         let stopping = tokio::time::Instant::now();
         // Everything acknowledged is in the inbox log: a signal from now on stops at once, as
-        // kill -9 would. One within a moment of the stop is the same signal sent twice
-        // (`timeout` sends it to the process and to its group), not an operator's second.
+        // kill -9 would.
         tokio::spawn(async move {
-            let why = loop {
-                let why = signals.next().await;
-                if stopping.elapsed() >= SAME_SIGNAL {
-                    break why;
-                }
-            };
+            let why = signals.next_apart_from(stopping).await;
             tracing::error!("{why} again: stopping now; what was acknowledged is in the inbox log, replayed at the next start");
             // Writers still at work may add a file mid-walk: tried a few times.
             if let Some(dir) = &session.scratch
@@ -279,7 +273,7 @@ const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// behind a full send buffer held a connection for ever). HubSpot reads its answers at once.
 const WRITE_STALL_TIMEOUT: Duration = Duration::from_secs(30);
 /// A signal this soon after the one that began the stop is that one sent twice.
-pub(crate) const SAME_SIGNAL: Duration = Duration::from_millis(250);
+const SAME_SIGNAL: Duration = Duration::from_millis(250);
 /// How long shutdown waits for open connections (a request being answered) before closing
 /// them.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -415,6 +409,17 @@ impl Signals {
                 .then(|| signal(SignalKind::hangup()).context("cannot listen for SIGHUP"))
                 .transpose()?,
         })
+    }
+
+    /// The next signal that is not the one received at `first` sent again (`timeout` sends
+    /// it to the process and to its group, within a moment): an operator's second.
+    pub(crate) async fn next_apart_from(&mut self, first: tokio::time::Instant) -> &'static str {
+        loop {
+            let why = self.next().await;
+            if first.elapsed() >= SAME_SIGNAL {
+                return why;
+            }
+        }
     }
 
     /// The next signal's name.

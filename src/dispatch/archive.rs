@@ -195,21 +195,20 @@ impl Dispatcher {
     fn archive_settled(&mut self, now: i64) -> anyhow::Result<usize> {
         let outcomes = outcomes::read(&outcomes::dataset(&self.data_dir)?)?;
         let settling = Settling::new(&outcomes, now, now);
-        let finished = |id: &str| self.done.contains(&ReceiptId::new(id));
         let plans = plan::read(&self.plan_ds)?;
-        let planned: HashSet<&str> = plans.iter().map(|p| p.receipt_id.as_str()).collect();
-        let mut settled: HashSet<String> = (plans.iter())
-            .filter(|p| settling.settles(p) && finished(&p.receipt_id))
-            .map(|p| p.receipt_id.clone())
+        let planned: IdSet = plans
+            .iter()
+            .map(|p| ReceiptId::new(&p.receipt_id))
             .collect();
-        // Finished with no plan row (their plan part in quarantine, an action's contact sent
-        // unplanned in its hold's last hour), by their inbox row's time, as a start moves
-        // them: they stayed in the live datasets until the next start (an audit).
+        let mut settled: HashSet<String> = (plans.into_iter())
+            .filter(|p| settling.settles(p) && self.done.contains(&ReceiptId::new(&p.receipt_id)))
+            .map(|p| p.receipt_id)
+            .collect();
+        // As a start moves them: they stayed in the live datasets until the next start (an
+        // audit).
+        let keys = inbox::read_keys(&inbox::dataset(&self.data_dir)?)?;
         settled.extend(
-            (inbox::read_keys(&inbox::dataset(&self.data_dir)?)?.into_iter())
-                .filter(|r| !planned.contains(r.receipt_id.as_str()) && finished(&r.receipt_id))
-                .filter(|r| settling.settles_received(&r.receipt_id, r.received_at_ms))
-                .map(|r| r.receipt_id),
+            settling.settled_unplanned(&keys, |id| self.done.contains(id) && !planned.contains(id)),
         );
         if settled.is_empty() {
             return Ok(0);
@@ -253,6 +252,22 @@ impl Settling {
     /// Whether `p`, once finished, settles.
     pub(super) fn settles(&self, p: &plan::PlanRow) -> bool {
         self.settles_received(&p.receipt_id, p.received_at_ms)
+    }
+
+    /// The receipts of `inbox` finished with no plan row (`unplanned_done`) that settle, by
+    /// their inbox row's time: a plan part in quarantine, a plan row that could not be written
+    /// for an action's contact sent in its hold's last hour. A start and the daily move take
+    /// them alike.
+    pub(super) fn settled_unplanned(
+        &self,
+        inbox: &[inbox::ReceiptKey],
+        unplanned_done: impl Fn(&ReceiptId) -> bool,
+    ) -> Vec<String> {
+        (inbox.iter())
+            .filter(|r| self.settles_received(&r.receipt_id, r.received_at_ms))
+            .filter(|r| unplanned_done(&ReceiptId::new(&r.receipt_id)))
+            .map(|r| r.receipt_id.clone())
+            .collect()
     }
 
     /// Whether `receipt`, received at `received_at_ms`, once finished, settles.

@@ -898,16 +898,11 @@ pub fn run_once(
                 "{why}: finishing the calls in flight and recording them; nothing new starts (a second signal stops at once)"
             );
             let _ = stop_tx.send(true);
-            let first = Instant::now();
-            loop {
-                let again = signals.next().await;
-                if first.elapsed() >= crate::serve::SAME_SIGNAL {
-                    tracing::error!(
-                        "{again} again: stopping now; the next run checks the calls in flight with HubSpot"
-                    );
-                    std::process::exit(130);
-                }
-            }
+            let again = signals.next_apart_from(tokio::time::Instant::now()).await;
+            tracing::error!(
+                "{again} again: stopping now; the next run checks the calls in flight with HubSpot"
+            );
+            std::process::exit(130);
         });
         let report = dispatcher.tick(config, stop).await;
         // A signal while the dispatcher closes stopped nothing the tick would have done.

@@ -228,18 +228,10 @@ impl Dispatcher {
                 settled.insert(id);
             }
         }
-        // Finished with no plan row, in the inbox (their plan part in quarantine, or a plan
-        // row that could not be written for a contact sent in its last hour): by their inbox
-        // row's time. They stayed, and were read at each start, for good (an audit).
-        settled.extend(
-            (receipts.iter())
-                .filter(|r| settling.settles_received(&r.receipt_id, r.received_at_ms))
-                .filter(|r| {
-                    let id = ReceiptId::new(&r.receipt_id);
-                    done.contains(&id) && !done_planned.contains(&id)
-                })
-                .map(|r| r.receipt_id.clone()),
-        );
+        // They stayed, and were read at each start, for good (an audit).
+        settled.extend(settling.settled_unplanned(&receipts, |id| {
+            done.contains(id) && !done_planned.contains(id)
+        }));
         let mut buf = [0u8; ulid::ULID_LEN];
         settled.extend(
             done.iter()
