@@ -1085,6 +1085,29 @@ async fn an_edge_401_page_does_not_refresh_the_token() {
     oauth.enrollments(1).await.unwrap();
 }
 
+/// HubSpot's 401 whose content type a proxy dropped is still HubSpot's word on the token:
+/// refreshed and retried, as with the type. The refresh guard read the content type while
+/// the error's sorting read the body, so this one paused the connector without a refresh.
+#[tokio::test]
+async fn hubspots_401_without_a_content_type_refreshes_the_token() {
+    let s = standin(oauth_options(oauth_app().lifetime)).await;
+    let oauth = oauth_client(&s);
+    s.inject(
+        Injection::next(Fault::Untyped {
+            status: 401,
+            message: "The OAuth token used to make this call expired 0 second(s) ago.".into(),
+        })
+        .on("/automation"),
+    );
+    oauth.enrollments(1).await.unwrap();
+    let statuses: Vec<Option<u16>> = (s.log().into_iter())
+        .filter(|e| e.path.starts_with("/automation"))
+        .map(|e| e.status)
+        .collect();
+    assert_eq!(statuses, [Some(401), Some(200)]);
+    assert_eq!(token_requests(&s), 2);
+}
+
 /// A 4xx with JSON from the token endpoint other than a refusal (a path gone, an edge's
 /// timeout) is no access token for now, not refused credentials that pause the connector
 /// for an operator.

@@ -780,13 +780,16 @@ impl Client {
         };
         let token = self.auth.bearer(&self.token_http, &self.base, None).await?;
         let mut resp = request(&token).send().await.map_err(transport)?;
-        // Only HubSpot's JSON 401 is a word on the token: refreshing for an edge's (a page, a
-        // bare 401: that too minted a token per call; an audit) would mint one per call while
-        // the edge answers so.
-        if resp.status() == StatusCode::UNAUTHORIZED
-            && self.auth.refreshes()
-            && is_json(resp.headers())
-        {
+        if resp.status() == StatusCode::UNAUTHORIZED && self.auth.refreshes() {
+            // Only HubSpot's 401 is a word on the token, as `classify` reads it (its JSON body,
+            // whatever the content type says): refreshing for an edge's (a page, a bare 401)
+            // would mint a token per call while the edge answers so; not refreshing for
+            // HubSpot's paused the connector.
+            self.observe(resp.headers());
+            let refused = classify(resp, batch).await;
+            if !matches!(refused, ApiError::Permanent { status: 401, .. }) {
+                return Err(self.back_off(refused));
+            }
             // An access token HubSpot no longer takes (revoked, or its clock ahead of ours):
             // one refresh and one retry before the refusal counts. The retry is a call like
             // any other: paced, so a revoked token under many calls in flight does not send
@@ -814,9 +817,7 @@ impl Client {
                 .await?;
             resp = request(&fresh).send().await.map_err(transport)?;
         }
-        if let Some(rate) = RateLimit::from_headers(resp.headers()) {
-            self.limiter.observe(&rate);
-        }
+        self.observe(resp.headers());
         // HubSpot's API answers JSON or nothing: a 2xx page (a proxy's login or block page, an
         // `api_base` pointing at a website) did not do what was asked. (A 204 carries no page,
         // whatever its content type says.)
@@ -833,24 +834,28 @@ impl Client {
             return Ok(resp);
         }
         let error = classify(resp, batch).await;
-        // Everyone sharing the connector backs off, not only this caller.
+        Err(self.back_off(error))
+    }
+
+    /// Take an answer's rate-limit headers into the connector's limiter.
+    fn observe(&self, headers: &HeaderMap) {
+        if let Some(rate) = RateLimit::from_headers(headers) {
+            self.limiter.observe(&rate);
+        }
+    }
+
+    /// A failed call's error taken into the connector's limiter: everyone sharing the
+    /// connector backs off, not only this caller.
+    fn back_off(&self, error: ApiError) -> ApiError {
         if let Some(wait) = policy::connector_wait(&error, self.last_rate_limit()) {
             self.limiter.pause_for(wait);
         }
-        Err(error)
+        error
     }
 }
 
 /// How often a refused token's retry, waiting its turn, looks for a hold on the connector.
 const HOLD_CHECK: Duration = Duration::from_millis(100);
-
-/// Whether an answer says it is JSON, as HubSpot's API errors are.
-fn is_json(headers: &HeaderMap) -> bool {
-    headers
-        .get(reqwest::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.to_ascii_lowercase().contains("json"))
-}
 
 /// Whether an answer is an HTML page (an edge's, a proxy's, a website's): HubSpot's API
 /// answers JSON, or nothing where it has nothing to say.

@@ -22,6 +22,8 @@ pub enum Fault {
     },
     /// Any status with HubSpot's error body (`{status, message, correlationId}`).
     Status { status: u16, message: String },
+    /// [`Fault::Status`] without its content type, as a proxy that drops the header answers.
+    Untyped { status: u16, message: String },
     /// 477 "Migration in Progress" (the account is moving between data hosting locations),
     /// with `Retry-After` when given, as HubSpot's error-handling guide describes it.
     Migrating { retry_after: Option<Duration> },
@@ -227,6 +229,15 @@ impl World {
                 &message,
                 None,
             )),
+            Fault::Untyped { status, message } => {
+                let mut resp = error(
+                    StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+                    &message,
+                    None,
+                );
+                resp.headers_mut().remove(header::CONTENT_TYPE);
+                Gate::Answer(resp)
+            }
             Fault::Slow(d) => Gate::Slow(d),
             Fault::Drop => Gate::Drop,
             Fault::Html(status) => Gate::Answer(html(
