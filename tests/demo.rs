@@ -196,8 +196,8 @@ fn the_demos_lift_compares_held_out_contacts_with_the_rest() {
             .iter()
             .find(|m| m["metric"] == "opened" && m["window_hours"] == 24)?
             .clone();
-        let engaged = |group: &str| opened[group]["engaged"].as_u64().unwrap_or(0);
-        (engaged("optimized") > 0 && engaged("holdout") > 0).then_some(lift)
+        let engaged = |group: &str| opened[group]["engaged"].as_f64().unwrap_or(0.0);
+        (engaged("optimized") > 0.0 && engaged("holdout") > 0.0).then_some(lift)
     });
     let lift = counted.unwrap_or_else(|| panic!("no opens in both groups in 4 minutes"));
     // A fifth of the receipts of the webhooks and the action that hold out, within

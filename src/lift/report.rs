@@ -107,8 +107,10 @@ pub fn since_before(since: Option<i64>, as_of_ms: i64, newest: bool) -> anyhow::
 pub struct Share {
     /// Sends whose window is complete.
     pub sends: u64,
-    /// Of them, those engaged within it.
-    pub engaged: u64,
+    /// Of them, those engaged within it; a send that went together with others to its
+    /// contact counts its share of their engagement (a half of two), so this may be
+    /// fractional.
+    pub engaged: f64,
     /// Each webhook's share engaged, weighted by its sends in both groups (for one webhook,
     /// `engaged / sends`).
     pub rate: f64,
@@ -285,8 +287,12 @@ struct Send {
     /// either group, until that one is done with (its wait is not known yet, and the longest
     /// wait of those sent would count its held-out twin and leave it out).
     after_unsent: bool,
-    /// The contact's next send of any webhook, if any: engagement after it is that send's.
+    /// The contact's next send of any webhook after those that went with this one, if any:
+    /// engagement after it is that send's.
     next_ms: Option<i64>,
+    /// The sends to the contact that went together with this one, itself included: their
+    /// engagement is theirs in equal shares, which of their mails was read being unknown.
+    together: usize,
     /// Without a store entry (`contact` none): the index of the key it was posted with among
     /// such sends' keys, so one person's sends count as one contact, not one each.
     stranger: usize,
@@ -323,31 +329,33 @@ pub fn lift(data_dir: &Path, options: &Options) -> anyhow::Result<Lift> {
     } else {
         Contacts::default()
     };
-    // Every send to each contact (under each of its entries), of any webhook, type or
-    // receipt time: engagement after a later send is that send's, whether or not that send
-    // is compared.
+    let entries = |s: &Planned| contacts.find_each(s.contact_id, s.email.as_deref());
+    let people = People::joined_by(all.iter().filter(|s| s.sent_at_ms.is_some()).map(entries));
+    // Every send to each person, of any webhook, type or receipt time: engagement after a
+    // later send is that send's, whether or not that send is compared.
     let mut sends_to: HashMap<u32, Vec<i64>> = HashMap::new();
     for s in &all {
-        let Some(at) = s.sent_at_ms else { continue };
-        for c in contacts
-            .find_each(s.contact_id, s.email.as_deref())
-            .into_iter()
-            .flatten()
-        {
-            sends_to.entry(c).or_default().push(at);
+        let [by_email, by_id] = entries(s);
+        if let (Some(at), Some(c)) = (s.sent_at_ms, by_email.or(by_id)) {
+            sends_to.entry(people.of(c)).or_default().push(at);
         }
     }
     sends_to.values_mut().for_each(|v| v.sort_unstable());
-    // The first send after `at_ms` to any of `entries`.
-    let next_send = |entries: [Option<u32>; 2], at_ms: i64| {
-        entries
-            .into_iter()
-            .flatten()
-            .filter_map(|c| {
-                let times = sends_to.get(&c)?;
-                times.get(times.partition_point(|&t| t <= at_ms)).copied()
-            })
-            .min()
+    // How many sends to `c`'s person went together with its send at `at_ms` (each within
+    // [`TOGETHER_MS`] of the one before), and the first send after them.
+    let together = |c: u32, at_ms: i64| {
+        let times = sends_to.get(&people.of(c)).map_or(&[][..], Vec::as_slice);
+        let (mut first, mut end) = (
+            times.partition_point(|&t| t < at_ms),
+            times.partition_point(|&t| t <= at_ms),
+        );
+        while first > 0 && first < end && times[first] - times[first - 1] <= TOGETHER_MS {
+            first -= 1;
+        }
+        while end > first && end < times.len() && times[end] - times[end - 1] <= TOGETHER_MS {
+            end += 1;
+        }
+        ((end - first).max(1), times.get(end).copied())
     };
     all.retain(|s| {
         options.since_ms.is_none_or(|t| s.received_at_ms >= t)
@@ -432,6 +440,7 @@ pub fn lift(data_dir: &Path, options: &Options) -> anyhow::Result<Lift> {
                     *strangers.entry(key).or_insert(n)
                 }
             };
+            let (together, next_ms) = contact.map_or((1, None), |c| together(c, at_ms));
             Some(Send {
                 stratum: *strata
                     .entry((&s.webhook, s.share.map(f64::to_bits)))
@@ -444,16 +453,12 @@ pub fn lift(data_dir: &Path, options: &Options) -> anyhow::Result<Lift> {
                 after_unsent: unsent
                     .get(s.webhook.as_str())
                     .is_some_and(|&(first, _)| s.received_at_ms >= first),
-                // At a later instant: sends of one instant (callbacks completed in one
-                // batch) share their window. Not sends a moment apart (a contact's receipts
-                // of two webhooks, sent in one tick): each open would count for both, where
-                // now it counts once, for the later (a review).
-                next_ms: next_send([by_email, by_id], at_ms),
+                next_ms,
+                together,
                 stranger,
             })
         })
         .collect();
-    let person = people(&sends);
     let (engagement, newest_event_ms) = engagement(data_dir, &sends, options.up_to_newest_event)?;
     let as_of_ms = match (options.up_to_newest_event, newest_event_ms) {
         (true, Some(newest)) => options.as_of_ms.min(newest),
@@ -484,12 +489,12 @@ pub fn lift(data_dir: &Path, options: &Options) -> anyhow::Result<Lift> {
                             .any(|(_, kind)| !clicks_only || *kind == Kind::Click)
                     });
                 let c = clusters
-                    .entry(s.contact.map(&person).ok_or(s.stranger))
+                    .entry(s.contact.map(|c| people.of(c)).ok_or(s.stranger))
                     .or_default()
                     .entry((s.stratum, s.holdout))
                     .or_default();
                 c.0 += 1;
-                c.1 += u64::from(engaged);
+                c.1 += f64::from(u8::from(engaged)) / s.together as f64;
             }
             let clusters: Vec<Cluster> = clusters
                 .into_values()
@@ -585,14 +590,14 @@ fn lost_unequally<'a>(strata: impl Iterator<Item = &'a [Lost; 2]>) -> bool {
     variance > 0.0 && excess * excess / variance > 6.635
 }
 
-fn share((sends, engaged): (u64, u64)) -> Share {
+fn share((sends, engaged): (u64, f64)) -> Share {
     Share {
         sends,
         engaged,
         rate: if sends == 0 {
             0.0
         } else {
-            engaged as f64 / sends as f64
+            engaged / sends as f64
         },
     }
 }
@@ -604,16 +609,23 @@ struct Cell {
     stratum: usize,
     holdout: bool,
     sends: u64,
-    engaged: u64,
+    engaged: f64,
 }
 
 /// One contact's (sends, engaged) per (webhook, held out), as they are counted.
-type Cells = BTreeMap<(usize, bool), (u64, u64)>;
+type Cells = BTreeMap<(usize, bool), (u64, f64)>;
 
 /// A contact's cells, in every webhook and group that sent to it: what the bootstrap
 /// resamples, since a contact's sends are not independent of each other, whichever webhook
 /// sent them and whether they were held out or not.
 type Cluster = Vec<Cell>;
+
+/// Sends to one person at most this far apart go together (a contact's receipts of two
+/// webhooks planned into its one minute go in one tick, seconds apart; callbacks completed in
+/// one batch, at one instant): an open after them may be any one's, so each takes an equal
+/// share. Counted for the later alone, the earlier webhook's rate fell and the later's rose;
+/// counted for each, one open counted twice (an audit, then a review).
+const TOGETHER_MS: i64 = 5 * 60_000;
 
 /// Draws of one resample at most, to find one with sends in every compared group; past
 /// them, the webhooks without are left out of it.
@@ -631,10 +643,10 @@ const EXACT_CLUSTERS: usize = 4000;
 /// nothing to compare and is left out, and so is one with fewer than [`MIN_CONTACTS`] in a
 /// group.
 fn compare(metric: &'static str, hours: i64, strata: usize, clusters: &[Cluster]) -> Metric {
-    let add = |t: (u64, u64), c: &(u64, u64)| (t.0 + c.0, t.1 + c.1);
+    let add = |t: (u64, f64), c: &(u64, f64)| (t.0 + c.0, t.1 + c.1);
     // Each webhook's [optimized, holdout] totals, and contacts (a cluster has one cell per
     // webhook and group); the webhooks compared.
-    let mut totals = vec![[(0u64, 0u64); 2]; strata];
+    let mut totals = vec![[(0u64, 0.0); 2]; strata];
     let mut contacts = vec![[0u64; 2]; strata];
     for c in clusters.iter().flatten() {
         let g = usize::from(c.holdout);
@@ -657,7 +669,7 @@ fn compare(metric: &'static str, hours: i64, strata: usize, clusters: &[Cluster]
         (true, true) => ((0..strata).collect(), false),
     };
     let [mut a, mut b] =
-        [0, 1].map(|g| share(counted.iter().map(|&k| &totals[k][g]).fold((0, 0), add)));
+        [0, 1].map(|g| share(counted.iter().map(|&k| &totals[k][g]).fold((0, 0.0), add)));
     let weights: Vec<f64> = counted
         .iter()
         .map(|&k| (totals[k][0].0 + totals[k][1].0) as f64)
@@ -743,7 +755,7 @@ impl<'w> Resample<'w> {
                     .iter()
                     .filter_map(|c| {
                         let cell = 2 * place[c.stratum]? + usize::from(c.holdout);
-                        Some((cell, c.sends as f64, c.engaged as f64))
+                        Some((cell, c.sends as f64, c.engaged))
                     })
                     .collect::<Vec<_>>()
             })
@@ -849,26 +861,33 @@ impl<'w> Resample<'w> {
 }
 
 /// Who each contact entry is: a person posted with an email and a HubSpot id that are both in
-/// the store has two entries, joined by the sends that carried both, so that the bootstrap
-/// resamples the person whole (one send by email and another by id alone would otherwise be
-/// two contacts, drawn apart). Each entry's person is the least entry joined to it.
-fn people(sends: &[Send]) -> impl Fn(u32) -> u32 {
-    let mut joined: HashMap<u32, u32> = HashMap::new();
-    let root = |joined: &HashMap<u32, u32>, mut c: u32| {
-        while let Some(&p) = joined.get(&c) {
+/// the store has two entries, joined by the sends that carried both (`sends`' entries, by
+/// email and by id), so that the bootstrap resamples the person whole and a send's window
+/// ends at the person's next send (one send by email and another by id alone would otherwise
+/// be two contacts). Each entry's person is the least entry joined to it.
+struct People(HashMap<u32, u32>);
+
+impl People {
+    fn joined_by(sends: impl Iterator<Item = [Option<u32>; 2]>) -> Self {
+        let mut people = People(HashMap::new());
+        for [by_email, by_id] in sends {
+            if let (Some(a), Some(b)) = (by_email, by_id) {
+                let (a, b) = (people.of(a), people.of(b));
+                if a != b {
+                    people.0.insert(a.max(b), a.min(b));
+                }
+            }
+        }
+        people
+    }
+
+    /// The person of contact entry `c`.
+    fn of(&self, mut c: u32) -> u32 {
+        while let Some(&p) = self.0.get(&c) {
             c = p;
         }
         c
-    };
-    for s in sends {
-        if let (Some(a), Some(b)) = (s.contact, s.also) {
-            let (a, b) = (root(&joined, a), root(&joined, b));
-            if a != b {
-                joined.insert(a.max(b), a.min(b));
-            }
-        }
     }
-    move |c| root(&joined, c)
 }
 
 /// Every planned receipt, live and archived, with its first send (enrolled, listed or
@@ -1576,8 +1595,8 @@ mod tests {
             ..Options::default()
         };
         let m = opened_24h(&lift(dir.path(), &options).unwrap()).clone();
-        assert_eq!((m.optimized.sends, m.optimized.engaged), (1, 1));
-        assert_eq!((m.holdout.sends, m.holdout.engaged), (2, 0));
+        assert_eq!((m.optimized.sends, m.optimized.engaged), (1, 1.0));
+        assert_eq!((m.holdout.sends, m.holdout.engaged), (2, 0.0));
     }
 
     /// A send of another webhook ends a send's window as one of its own does, whether that
@@ -1602,11 +1621,11 @@ mod tests {
                 ..Options::default()
             };
             let all = lift(dir.path(), &options).unwrap();
-            assert_eq!(opened_24h(&all).holdout.engaged, 0, "{kind} {holdout}");
+            assert_eq!(opened_24h(&all).holdout.engaged, 0.0, "{kind} {holdout}");
             options.webhook = Some("w".into());
             let named = lift(dir.path(), &options).unwrap();
             assert_eq!(opened_24h(&named).holdout.sends, 1);
-            assert_eq!(opened_24h(&named).holdout.engaged, 0, "{kind} {holdout}");
+            assert_eq!(opened_24h(&named).holdout.engaged, 0.0, "{kind} {holdout}");
         }
     }
 
@@ -1756,7 +1775,7 @@ mod tests {
             ..Options::default()
         };
         let m = opened_24h(&lift(dir.path(), &options).unwrap()).clone();
-        assert_eq!((m.optimized.engaged, m.holdout.engaged), (1, 1));
+        assert_eq!((m.optimized.engaged, m.holdout.engaged), (1.0, 1.0));
     }
 
     /// Contacts in the store by HubSpot id (their opens after the sends) and by email (an old
@@ -1775,7 +1794,7 @@ mod tests {
             ..Options::default()
         };
         let m = opened_24h(&lift(dir.path(), &options).unwrap()).clone();
-        assert_eq!((m.optimized.engaged, m.holdout.engaged), (1, 1));
+        assert_eq!((m.optimized.engaged, m.holdout.engaged), (1.0, 1.0));
     }
 
     /// A later send that names the contact by HubSpot id alone (a list webhook's body) ends
@@ -1796,7 +1815,7 @@ mod tests {
             ..Options::default()
         };
         let m = opened_24h(&lift(dir.path(), &options).unwrap()).clone();
-        assert_eq!((m.holdout.sends, m.holdout.engaged), (1, 0));
+        assert_eq!((m.holdout.sends, m.holdout.engaged), (1, 0.0));
     }
 
     /// Contacts 1 to 5, each received and sent (optimized) at T plus its number in hours.
@@ -1868,22 +1887,33 @@ mod tests {
         assert_eq!((m.too_few_contacts, m.difference), (1, None), "{m:?}");
     }
 
-    /// Two sends to one contact at one instant (callbacks completed in one batch) share the
-    /// window to its next later send: the open after them is each one's, not neither's.
+    /// Sends to one contact that went together, at one instant (callbacks completed in one
+    /// batch) or a moment apart (two webhooks' receipts sent in one tick), share the open
+    /// after them, half each; sends ten minutes apart do not: the open is the later one's.
+    /// Before, the instant's sends took it each (one open counted twice), and of sends a
+    /// moment apart the later took it all (the earlier webhook's rate fell, the later's rose).
     #[test]
-    fn sends_of_one_instant_share_their_window() {
+    fn sends_that_went_together_share_their_engagement() {
+        let h = T + HOUR_MS;
         let sends = [
-            ("r1", 1, T, Some(T + HOUR_MS), true),
-            ("r2", 1, T, Some(T + HOUR_MS), false),
+            ("r1", 1, T, Some(h), true),
+            ("r2", 1, T, Some(h), false),
+            ("r3", 2, T, Some(h), true),
+            ("r4", 2, T, Some(h + 20_000), false),
+            ("r5", 3, T, Some(h), true),
+            ("r6", 3, T, Some(h + 10 * 60_000), false),
         ];
-        let dir = world(&sends, &[(1, T + 2 * HOUR_MS)]);
+        let dir = world(
+            &sends,
+            &[(1, h + HOUR_MS), (2, h + HOUR_MS), (3, h + HOUR_MS)],
+        );
         let options = Options {
             as_of_ms: T + 10 * DAY_MS,
             ..Options::default()
         };
         let m = opened_24h(&lift(dir.path(), &options).unwrap()).clone();
-        assert_eq!((m.optimized.sends, m.optimized.engaged), (1, 1));
-        assert_eq!((m.holdout.sends, m.holdout.engaged), (1, 1));
+        assert_eq!((m.optimized.sends, m.optimized.engaged), (3, 2.0));
+        assert_eq!((m.holdout.sends, m.holdout.engaged), (3, 1.0));
     }
 
     /// A send that resolved a call left in doubt is dated by that call, not by the check that
@@ -2098,12 +2128,12 @@ mod tests {
         let all = lift(dir.path(), &options).unwrap();
         assert_eq!(all.untimed_receipts, 2);
         assert_eq!((all.optimized_receipts, all.holdout_receipts), (1, 2));
-        assert_eq!(opened_24h(&all).holdout.engaged, 0);
+        assert_eq!(opened_24h(&all).holdout.engaged, 0.0);
         options.webhook = Some("now".into());
         let named = lift(dir.path(), &options).unwrap();
         assert_eq!(named.untimed_receipts, 0);
         assert_eq!((named.optimized_receipts, named.holdout_receipts), (1, 1));
-        assert_eq!(opened_24h(&named).holdout.engaged, 1);
+        assert_eq!(opened_24h(&named).holdout.engaged, 1.0);
         // An action whose executions went both ways, named: its IMMEDIATE ones are left out
         // and counted (they were compared, unsaid).
         let timed: [Given; 2] = [
@@ -2159,7 +2189,7 @@ mod tests {
                             stratum,
                             holdout: g == 1,
                             sends,
-                            engaged,
+                            engaged: engaged as f64,
                         }]
                     })
                 })
@@ -2286,7 +2316,7 @@ mod tests {
             [singles(300, 300), vec![]],
         ];
         let m = apart(&strata);
-        assert_eq!((m.optimized.sends, m.optimized.engaged), (100, 10));
+        assert_eq!((m.optimized.sends, m.optimized.engaged), (100, 10.0));
         assert!(
             (m.difference.unwrap() + 0.2).abs() < 1e-9,
             "{:?}",
@@ -2479,7 +2509,7 @@ mod tests {
             stratum,
             holdout,
             sends: 1,
-            engaged: u64::from(engaged),
+            engaged: f64::from(u8::from(engaged)),
         };
         let width = |m: &Metric| m.interval.map(|[lo, hi]| hi - lo).unwrap();
         // `n` contacts per group, each sent by both webhooks, `a` optimized and `b` held out
@@ -2521,7 +2551,7 @@ mod tests {
                         stratum: 0,
                         holdout,
                         sends: 1,
-                        engaged: u64::from(i < 120),
+                        engaged: f64::from(u8::from(i < 120)),
                     })
                     .to_vec()
             })
