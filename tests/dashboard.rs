@@ -1021,31 +1021,34 @@ fn the_admin_surface_guards_its_data_and_its_buttons() {
         &standin.url(),
         "admin_token_env = \"DASH_ADMIN\"",
     );
-    // A token short enough to guess is refused at start.
-    let short = [
-        ("DASH_SECRET", SECRET),
-        ("DASH_TOKEN", TOKEN),
-        ("DASH_ADMIN", "hunter2"),
-    ];
-    // On ports of its own: a busy default port would also end it with 1.
-    let refused = common::run(
-        &config,
-        &data,
-        &[
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--admin-listen",
-            "127.0.0.1:0",
-        ],
-        &short,
-    );
-    assert_eq!(refused.status.code(), Some(1));
-    assert!(
-        String::from_utf8_lossy(&refused.stderr).contains("holds fewer than 16 characters"),
-        "{}",
-        String::from_utf8_lossy(&refused.stderr)
-    );
+    // A token short enough to guess is refused at start, and so is one no request's header
+    // carries as it is (one with an accent started, and every request was refused).
+    for (token, said) in [
+        ("hunter2", "holds fewer than 16 characters"),
+        ("a-long-random-admin-tokén", "beyond printable ASCII"),
+    ] {
+        let env = [
+            ("DASH_SECRET", SECRET),
+            ("DASH_TOKEN", TOKEN),
+            ("DASH_ADMIN", token),
+        ];
+        // On ports of its own: a busy default port would also end it with 1.
+        let refused = common::run(
+            &config,
+            &data,
+            &[
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--admin-listen",
+                "127.0.0.1:0",
+            ],
+            &env,
+        );
+        assert_eq!(refused.status.code(), Some(1), "{token}");
+        let stderr = String::from_utf8_lossy(&refused.stderr);
+        assert!(stderr.contains(said), "{stderr}");
+    }
     let env = [
         ("DASH_SECRET", SECRET),
         ("DASH_TOKEN", TOKEN),
@@ -1207,27 +1210,54 @@ fn the_admin_surface_guards_its_data_and_its_buttons() {
         lift(http.post(server.admin_url("/lift")).json(&json!({}))),
         200
     );
-    // Every refusal is JSON with its label: a typo'd key, a huge id, a missing parameter,
-    // an unknown path, a wrong method.
+    // Every refusal is JSON with its label, which says what was wrong (a body too large or
+    // not JSON was labelled `bad_request`): a typo'd key, a huge id, a value quoted back by
+    // the parser (all of a 100 KB one came back), a missing parameter, an unknown path, a
+    // wrong method.
+    let huge = "x".repeat(100_000);
     let refusals = [
         (
             post("/pause", json!({"id": "fatigue", "conector": true})),
             422,
+            "unprocessable",
         ),
-        (post("/pause", json!({"id": "x".repeat(100_000)})), 400),
-        (get("/contact", Some("a-long-random-admin-token")), 400),
-        (get("/nowhere", Some("a-long-random-admin-token")), 404),
-        (post("/status", json!({})), 405),
-        (post("/healthz", json!({})), 405),
+        (post("/pause", json!({"id": huge})), 400, "bad_request"),
+        (
+            post("/pause", json!({"id": "fatigue", "connector": huge})),
+            422,
+            "unprocessable",
+        ),
+        (
+            (http.post(server.admin_url("/lift")))
+                .bearer_auth("a-long-random-admin-token")
+                .body("{}")
+                .send()
+                .unwrap(),
+            415,
+            "not_json",
+        ),
+        (
+            get("/contact", Some("a-long-random-admin-token")),
+            400,
+            "bad_request",
+        ),
+        (
+            get("/nowhere", Some("a-long-random-admin-token")),
+            404,
+            "not_found",
+        ),
+        (post("/status", json!({})), 405, "method_not_allowed"),
+        (post("/healthz", json!({})), 405, "method_not_allowed"),
     ];
-    for (r, status) in refusals {
-        assert_eq!(r.status(), status);
+    for (r, status, label) in refusals {
+        assert_eq!(r.status(), status, "{label}");
         let body: Value = r.json().unwrap();
+        assert_eq!(body["error"], label, "{body}");
+        assert!(body["message"].is_string(), "{body}");
         assert!(
-            body["error"].is_string() && body["message"].is_string(),
-            "{body}"
+            body.to_string().len() < 1000,
+            "what was sent is echoed back"
         );
-        assert!(body.to_string().len() < 1000, "the id is not echoed back");
     }
     assert!(!sendtime(&config, &data, &["pause"], ENV).contains("fatigue"));
     server.stop();
@@ -1252,5 +1282,22 @@ fn the_admin_surface_guards_its_data_and_its_buttons() {
         status(&format!("localhost:{}", server.admin_addr.port())),
         200
     );
+    // A proxy on this machine passes its upstream's address as the Host: what it passes on
+    // is refused without a token (it opened the surface to whoever reached the proxy).
+    for (name, value) in [
+        ("x-forwarded-for", "203.0.113.9"),
+        ("forwarded", "for=203.0.113.9"),
+        ("x-real-ip", "203.0.113.9"),
+        ("via", "1.1 nginx"),
+    ] {
+        let r = (http.post(server.admin_url("/pause")))
+            .header(name, value)
+            .json(&json!({"id": "fatigue"}))
+            .send()
+            .unwrap();
+        assert_eq!(r.status(), 403, "{name}");
+        assert_eq!(r.json::<Value>().unwrap()["error"], "proxied", "{name}");
+    }
+    assert!(!sendtime(&config, &data, &["pause"], ENV).contains("fatigue"));
     server.stop();
 }

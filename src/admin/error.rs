@@ -16,6 +16,10 @@ pub enum AdminError {
     )]
     ForeignHost,
     #[error(
+        "requests passed on by a proxy (Forwarded, X-Forwarded-For, X-Real-IP or Via) need a token: set server.admin_token_env, or ask from this machine without the proxy"
+    )]
+    Proxied,
+    #[error(
         "requests from other sites' pages are refused (Sec-Fetch-Site): open the dashboard itself"
     )]
     CrossSite,
@@ -30,7 +34,7 @@ pub enum AdminError {
     /// their status.
     #[error("{1}")]
     Unreadable(StatusCode, String),
-    #[error("this path takes another method (GET for data, POST for /pause and /resume)")]
+    #[error("this path takes another method (GET for data, POST for /pause, /resume and /lift)")]
     MethodNotAllowed,
     #[error("{0}; try again")]
     Busy(&'static str),
@@ -39,16 +43,32 @@ pub enum AdminError {
 }
 
 impl AdminError {
+    /// A JSON body the extractor refused, with the body to send instead. Its words are cut
+    /// short: serde's quote what was sent (a 2 MB string came back whole, an audit).
+    pub fn unreadable(rejection: &axum::extract::rejection::JsonRejection, send: &str) -> Self {
+        let said: String = rejection.body_text().chars().take(200).collect();
+        AdminError::Unreadable(
+            rejection.status(),
+            format!("{said}; send {send} as application/json"),
+        )
+    }
+
     /// Stable, for scripts and the dashboard.
     pub fn label(&self) -> &'static str {
         match self {
             AdminError::Unauthorized => "unauthorized",
             AdminError::ForeignHost => "foreign_host",
+            AdminError::Proxied => "proxied",
             AdminError::CrossSite => "cross_site",
             AdminError::NotFound(_) => "not_found",
             AdminError::BadRequest(_) => "bad_request",
             AdminError::Conflict(_) => "conflict",
-            AdminError::Unreadable(..) => "bad_request",
+            AdminError::Unreadable(status, _) => match status.as_u16() {
+                413 => "too_large",
+                415 => "not_json",
+                422 => "unprocessable",
+                _ => "bad_request",
+            },
             AdminError::MethodNotAllowed => "method_not_allowed",
             AdminError::Busy(_) => "busy",
             AdminError::Internal(_) => "internal",
@@ -59,7 +79,7 @@ impl AdminError {
         match self {
             AdminError::Unauthorized => StatusCode::UNAUTHORIZED,
             AdminError::ForeignHost => StatusCode::MISDIRECTED_REQUEST,
-            AdminError::CrossSite => StatusCode::FORBIDDEN,
+            AdminError::Proxied | AdminError::CrossSite => StatusCode::FORBIDDEN,
             AdminError::NotFound(_) => StatusCode::NOT_FOUND,
             AdminError::BadRequest(_) => StatusCode::BAD_REQUEST,
             AdminError::Conflict(_) => StatusCode::CONFLICT,

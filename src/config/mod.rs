@@ -102,6 +102,25 @@ impl Server {
     pub const SMALL_MAX_BODY_BYTES: usize = 32 * 1024;
     /// The shortest admin token `serve` starts with: nothing slows guesses down, only length.
     pub const MIN_ADMIN_TOKEN_CHARS: usize = 16;
+
+    /// Why `token` cannot be the admin surface's, if it cannot ("... holds ..."): too short to
+    /// resist guessing, or not printable ASCII (nor spaced at its ends), which no request's
+    /// header would carry as it is, so that every request was refused.
+    pub fn admin_token_problem(token: &str) -> Option<String> {
+        let advice = "use a long random one, e.g. `openssl rand -hex 32`";
+        if token.chars().count() < Self::MIN_ADMIN_TOKEN_CHARS {
+            Some(format!(
+                "holds fewer than {} characters: anyone who reaches the admin port could guess it; {advice}",
+                Self::MIN_ADMIN_TOKEN_CHARS
+            ))
+        } else if !token.bytes().all(|b| (b' '..=b'~').contains(&b)) || token.trim() != token {
+            Some(format!(
+                "holds characters no request's header carries as they are (beyond printable ASCII, or spaces at its ends): the token could never be given; {advice}"
+            ))
+        } else {
+            None
+        }
+    }
     /// Beyond 64 MiB a "webhook" is not a contact.
     pub const MAX_MAX_BODY_BYTES: usize = 64 * 1024 * 1024;
     /// A century: past it, keeping for good says the same.
@@ -612,6 +631,11 @@ impl Config {
                 .map(|e| (Diagnostics::COMMAND_LINE, e)),
         );
         if errors.is_empty() {
+            if let Some(warning) =
+                (overrides.admin_listen).and_then(|addr| read::plain_admin("--admin-listen", addr))
+            {
+                (loaded.warnings).push(Severity::Warning, Diagnostics::COMMAND_LINE, warning);
+            }
             return Ok(loaded);
         }
         // Reported with the file's warnings, as every other problem is.

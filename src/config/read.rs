@@ -253,11 +253,11 @@ fn read_server(ctx: &mut Ctx, top: &TableReader, base_dir: &Path) -> Option<Serv
             None => Some(format!(
                 "environment variable {name} (`admin_token_env`) is not set: `serve` refuses to start without it"
             )),
-            Some(token) if token.chars().count() < Server::MIN_ADMIN_TOKEN_CHARS => Some(format!(
-                "environment variable {name} (`admin_token_env`) holds fewer than {} characters: `serve` refuses to start with a token that short (use a long random one, e.g. `openssl rand -hex 32`)",
-                Server::MIN_ADMIN_TOKEN_CHARS
-            )),
-            Some(_) => None,
+            Some(token) => Server::admin_token_problem(&token).map(|problem| {
+                format!(
+                    "environment variable {name} (`admin_token_env`) {problem} (`serve` refuses to start with it)"
+                )
+            }),
         };
         // An error where `serve` is what is checked for (`validate --online` passed a config
         // `serve` then refused; an audit).
@@ -269,10 +269,13 @@ fn read_server(ctx: &mut Ctx, top: &TableReader, base_dir: &Path) -> Option<Serv
     }
     // Overridden by `--admin-listen`, the file's address is not the one in use (the flag's is
     // checked once applied): a safe flag over an unsafe file was refused (an audit).
-    if let Some(error) = (admin_listen.filter(|_| ctx.overrides.admin_listen.is_none()))
-        .and_then(|addr| exposed_admin("`admin_listen`", addr, admin_token_env.is_some()))
-    {
-        ctx.error(r.get("admin_listen").map_or(0, |v| v.span().start), error);
+    if let Some(addr) = admin_listen.filter(|_| ctx.overrides.admin_listen.is_none()) {
+        let at = r.get("admin_listen").map_or(0, |v| v.span().start);
+        if let Some(error) = exposed_admin("`admin_listen`", addr, admin_token_env.is_some()) {
+            ctx.error(at, error);
+        } else if let Some(warning) = plain_admin("`admin_listen`", addr) {
+            ctx.warning(at, warning);
+        }
     }
     let public_url = r.required(
         ctx,
@@ -386,6 +389,16 @@ pub(super) fn exposed_admin(what: &str, addr: SocketAddr, token: bool) -> Option
     (!addr.ip().is_loopback() && !token).then(|| {
         format!(
             "{what} {addr} is reachable from other machines, and the admin surface (status, metrics, the dashboard, pause and resume) has no token: set `admin_token_env` to a variable holding a long random token, or listen on loopback"
+        )
+    })
+}
+
+/// An admin surface other machines reach, served over plain HTTP: its token and data travel
+/// in the clear (said in the README alone, an audit).
+pub(super) fn plain_admin(what: &str, addr: SocketAddr) -> Option<String> {
+    (!addr.ip().is_loopback()).then(|| {
+        format!(
+            "{what} {addr} is reachable from other machines over plain HTTP: the admin token and the data travel in the clear; listen on loopback behind a TLS proxy (or a VPN) instead"
         )
     })
 }

@@ -384,6 +384,9 @@ $("#auth").addEventListener("submit", (event) => {
 });
 async function measureLift() {
   const out = $("#lift-result");
+  const button = $("#lift-button");
+  // One report at a time: a second click was refused as busy, and the later answer won.
+  button.disabled = true;
   out.replaceChildren(el("p", "Measuring…", "note"));
   try {
     const lift = await api("lift", {
@@ -413,6 +416,8 @@ async function measureLift() {
     out.append(table);
   } catch (e) {
     out.replaceChildren(el("p", e.message, "error"));
+  } finally {
+    button.disabled = false;
   }
 }
 
