@@ -314,8 +314,10 @@ pub enum Command {
         #[arg(long)]
         flat: bool,
         /// Contacts have no habits of their own: every open's hour is drawn from the whole
-        /// population's (a data set where personal history predicts nothing).
-        #[arg(long, conflicts_with = "respond")]
+        /// population's (a data set where personal history predicts nothing). With
+        /// --respond, for a world generated so: the chance of an open follows the whole
+        /// population's reading at the mail's time, whoever gets it.
+        #[arg(long, conflicts_with = "flat")]
         no_habits: bool,
         /// With --respond: only sends at or after this time.
         #[arg(long, value_name = "TIME")]
@@ -797,10 +799,10 @@ fn model(command: Command, path: &std::path::Path, overrides: &Overrides) -> any
                     plan.display()
                 );
                 let since = since.map(|t| parse_flag("--since", &t)).transpose()?;
-                let response = if flat {
-                    crate::model::synth::Response::Flat
-                } else {
-                    crate::model::synth::Response::Habit
+                let response = match (flat, no_habits) {
+                    (true, _) => crate::model::synth::Response::Flat,
+                    (false, true) => crate::model::synth::Response::Population,
+                    (false, false) => crate::model::synth::Response::Habit,
                 };
                 let draw = draw.unwrap_or(0);
                 return model::respond(contacts, seed, end, &out, since, response, draw);

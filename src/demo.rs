@@ -346,8 +346,7 @@ async fn simulate(standin: StandIn, listen: SocketAddr, ready: String) {
             };
             // The contacts `fatigue` sends at receipt (each webhook has its own: 2,000 is a
             // multiple of 5), not nurture's at the same instant: both optimized, the two sends
-            // went together, and the lift credits an open to the later of two sends a moment
-            // apart (a review).
+            // would go together and share each open in the lift (a review).
             let id = 1 + ((n + 3) * 7919) % CONTACTS;
             let email = email(id);
             let _ = standin.play_workflow(&run, &[(id, email.as_str())]).await;

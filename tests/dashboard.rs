@@ -1287,6 +1287,8 @@ fn the_admin_surface_guards_its_data_and_its_buttons() {
     for (name, value) in [
         ("x-forwarded-for", "203.0.113.9"),
         ("forwarded", "for=203.0.113.9"),
+        ("x-forwarded-host", "admin.example.com"),
+        ("x-forwarded-proto", "https"),
         ("x-real-ip", "203.0.113.9"),
         ("via", "1.1 nginx"),
     ] {

@@ -422,6 +422,18 @@ fn gen_is_reproducible_and_the_model_learns_its_habits() {
     );
     assert_eq!(o.status.code(), Some(1), "{}", text(&o).1);
     assert_eq!(std::fs::read_dir(&other).unwrap().count(), 0);
+    // --no-habits goes with --respond (the population's response: it was refused, and the
+    // habits answered a world generated without), not with --flat.
+    let no_habits = |extra: &[&str]| {
+        let mut args = vec!["gen", "--contacts", "3", "--respond", "--no-habits"];
+        args.extend(extra);
+        args.extend(["--out", other.to_str().unwrap()]);
+        sendtime(&other, &args)
+    };
+    let o = no_habits(&[]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o).1);
+    assert!(text(&o).1.contains("no sends recorded"), "{}", text(&o).1);
+    assert_eq!(no_habits(&["--flat"]).status.code(), Some(2));
     // --events is not taken with --respond (it was accepted and ignored).
     let o = sendtime(
         &a,

@@ -16,7 +16,7 @@ pub enum AdminError {
     )]
     ForeignHost,
     #[error(
-        "requests passed on by a proxy (Forwarded, X-Forwarded-For, X-Real-IP or Via) need a token: set server.admin_token_env, or ask from this machine without the proxy"
+        "requests passed on by a proxy (Forwarded, X-Forwarded-*, X-Real-IP or Via) need a token: set server.admin_token_env, or ask from this machine without the proxy"
     )]
     Proxied,
     #[error(

@@ -172,8 +172,9 @@ async fn guard(
             if !host_is_local(headers, state.config.load().server.admin_listen) {
                 return Err(AdminError::ForeignHost);
             }
-            // A proxy on this machine (nginx passes its upstream's address as the Host) would
-            // open the surface to whoever reaches the proxy.
+            // A proxy on this machine names its upstream, a loopback address, as the Host: what
+            // it passes on would open the surface to whoever reaches it. Only a proxy that says
+            // so is seen (one that adds none of these cannot be told from a local client).
             if PROXY_HEADERS.iter().any(|h| headers.contains_key(*h)) {
                 return Err(AdminError::Proxied);
             }
@@ -192,8 +193,15 @@ async fn guard(
     Ok(response)
 }
 
-/// Headers a proxy adds to the requests it passes on.
-const PROXY_HEADERS: [&str; 4] = ["forwarded", "x-forwarded-for", "x-real-ip", "via"];
+/// Headers a proxy adds to the requests it passes on, as configured in most.
+const PROXY_HEADERS: [&str; 6] = [
+    "forwarded",
+    "x-forwarded-for",
+    "x-forwarded-host",
+    "x-forwarded-proto",
+    "x-real-ip",
+    "via",
+];
 
 /// `Authorization: Bearer <token>`, compared in constant time.
 fn bearer_matches(headers: &HeaderMap, token: &str) -> bool {

@@ -104,8 +104,8 @@ impl Server {
     pub const MIN_ADMIN_TOKEN_CHARS: usize = 16;
 
     /// Why `token` cannot be the admin surface's, if it cannot ("... holds ..."): too short to
-    /// resist guessing, or not printable ASCII (nor spaced at its ends), which no request's
-    /// header would carry as it is, so that every request was refused.
+    /// resist guessing, or not printable ASCII, which no request's header would carry as it
+    /// is, so that every request was refused. (Spaces at its ends are trimmed as it is read.)
     pub fn admin_token_problem(token: &str) -> Option<String> {
         let advice = "use a long random one, e.g. `openssl rand -hex 32`";
         if token.chars().count() < Self::MIN_ADMIN_TOKEN_CHARS {
@@ -113,9 +113,9 @@ impl Server {
                 "holds fewer than {} characters: anyone who reaches the admin port could guess it; {advice}",
                 Self::MIN_ADMIN_TOKEN_CHARS
             ))
-        } else if !token.bytes().all(|b| (b' '..=b'~').contains(&b)) || token.trim() != token {
+        } else if !token.bytes().all(|b| (b' '..=b'~').contains(&b)) {
             Some(format!(
-                "holds characters no request's header carries as they are (beyond printable ASCII, or spaces at its ends): the token could never be given; {advice}"
+                "holds characters beyond printable ASCII, which no request's header carries as they are: the token could never be given; {advice}"
             ))
         } else {
             None

@@ -393,12 +393,19 @@ pub(super) fn exposed_admin(what: &str, addr: SocketAddr, token: bool) -> Option
     })
 }
 
-/// An admin surface other machines reach, served over plain HTTP: its token and data travel
-/// in the clear (said in the README alone, an audit).
+/// An admin surface on every interface or a public address, served over plain HTTP: its
+/// token and data travel in the clear (said in the README alone, an audit). A private address
+/// (a VPN's, a private network's) is the operator's choice, not warned of.
 pub(super) fn plain_admin(what: &str, addr: SocketAddr) -> Option<String> {
-    (!addr.ip().is_loopback()).then(|| {
+    let private = match addr.ip() {
+        std::net::IpAddr::V4(ip) => ip.is_loopback() || ip.is_private() || ip.is_link_local(),
+        std::net::IpAddr::V6(ip) => {
+            ip.is_loopback() || ip.is_unique_local() || ip.is_unicast_link_local()
+        }
+    };
+    (!private).then(|| {
         format!(
-            "{what} {addr} is reachable from other machines over plain HTTP: the admin token and the data travel in the clear; listen on loopback behind a TLS proxy (or a VPN) instead"
+            "{what} {addr} may be reached over plain HTTP from the internet: the admin token and the data would travel in the clear; listen on loopback behind a TLS proxy, or on a private address (a VPN's)"
         )
     })
 }
@@ -1135,6 +1142,25 @@ fn is_numeric_id(s: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An admin surface with a token is warned of on every interface and a public address,
+    /// not on loopback or a private address (a VPN's), which is the operator's choice.
+    #[test]
+    fn plain_http_is_warned_of_where_the_internet_may_reach_it() {
+        for (addr, warned) in [
+            ("0.0.0.0:8081", true),
+            ("[::]:8081", true),
+            ("203.0.113.7:8081", true),
+            ("[2001:db8::1]:8081", true),
+            ("127.0.0.1:8081", false),
+            ("10.8.0.1:8081", false),
+            ("192.168.1.20:8081", false),
+            ("[fd00::1]:8081", false),
+        ] {
+            let warning = plain_admin("`admin_listen`", addr.parse().unwrap());
+            assert_eq!(warning.is_some(), warned, "{addr}");
+        }
+    }
 
     /// croner's nicknames are taken, as before fields were counted (they are one word).
     #[test]

@@ -290,9 +290,10 @@ struct Send {
     /// The contact's next send of any webhook after those that went with this one, if any:
     /// engagement after it is that send's.
     next_ms: Option<i64>,
-    /// The sends to the contact that went together with this one, itself included: their
-    /// engagement is theirs in equal shares, which of their mails was read being unknown.
-    together: usize,
+    /// The times of the sends to the contact that went together with this one, itself
+    /// included; empty when it went alone. An open after several of them is theirs in equal
+    /// shares, which of their mails was read being unknown.
+    together: Vec<i64>,
     /// Without a store entry (`contact` none): the index of the key it was posted with among
     /// such sends' keys, so one person's sends count as one contact, not one each.
     stranger: usize,
@@ -340,22 +341,34 @@ pub fn lift(data_dir: &Path, options: &Options) -> anyhow::Result<Lift> {
             sends_to.entry(people.of(c)).or_default().push(at);
         }
     }
-    sends_to.values_mut().for_each(|v| v.sort_unstable());
-    // How many sends to `c`'s person went together with its send at `at_ms` (each within
-    // [`TOGETHER_MS`] of the one before), and the first send after them.
+    // Each person's sends in time order, and where each group of sends that went together
+    // begins: a group is its first send and those within [`TOGETHER_MS`] of it.
+    let sends_to: HashMap<u32, (Vec<i64>, Vec<usize>)> = (sends_to.into_iter())
+        .map(|(person, mut times)| {
+            times.sort_unstable();
+            let mut starts = vec![0];
+            for (i, &t) in times.iter().enumerate() {
+                if t > times[*starts.last().expect("one group at least")] + TOGETHER_MS {
+                    starts.push(i);
+                }
+            }
+            (person, (times, starts))
+        })
+        .collect();
+    // The sends to `c`'s person that went together with its send at `at_ms` (none when it
+    // went alone), and the first send after them.
     let together = |c: u32, at_ms: i64| {
-        let times = sends_to.get(&people.of(c)).map_or(&[][..], Vec::as_slice);
-        let (mut first, mut end) = (
-            times.partition_point(|&t| t < at_ms),
-            times.partition_point(|&t| t <= at_ms),
-        );
-        while first > 0 && first < end && times[first] - times[first - 1] <= TOGETHER_MS {
-            first -= 1;
-        }
-        while end > first && end < times.len() && times[end] - times[end - 1] <= TOGETHER_MS {
-            end += 1;
-        }
-        ((end - first).max(1), times.get(end).copied())
+        let Some((times, starts)) = sends_to.get(&people.of(c)) else {
+            return (Vec::new(), None);
+        };
+        let group = starts
+            .partition_point(|&i| times[i] <= at_ms)
+            .saturating_sub(1);
+        let end = starts.get(group + 1).copied().unwrap_or(times.len());
+        let members = &times[starts[group]..end];
+        let alone = members.len() < 2 || !members.contains(&at_ms);
+        let next = times[end..].iter().find(|&&t| t > at_ms).copied();
+        (if alone { Vec::new() } else { members.to_vec() }, next)
     };
     all.retain(|s| {
         options.since_ms.is_none_or(|t| s.received_at_ms >= t)
@@ -440,7 +453,7 @@ pub fn lift(data_dir: &Path, options: &Options) -> anyhow::Result<Lift> {
                     *strangers.entry(key).or_insert(n)
                 }
             };
-            let (together, next_ms) = contact.map_or((1, None), |c| together(c, at_ms));
+            let (together, next_ms) = contact.map_or((Vec::new(), None), |c| together(c, at_ms));
             Some(Send {
                 stratum: *strata
                     .entry((&s.webhook, s.share.map(f64::to_bits)))
@@ -478,23 +491,30 @@ pub fn lift(data_dir: &Path, options: &Options) -> anyhow::Result<Lift> {
                     continue;
                 }
                 let end = (s.at_ms + hours * HOUR_MS).min(s.next_ms.unwrap_or(i64::MAX));
-                let engaged = [s.contact, s.also]
+                let first_engaged = [s.contact, s.also]
                     .into_iter()
                     .flatten()
                     .filter_map(|c| engagement.get(&c))
-                    .any(|ev| {
+                    .filter_map(|ev| {
                         let from = ev.partition_point(|(at, _)| *at < s.at_ms);
                         (ev[from..].iter())
                             .take_while(|(at, _)| *at < end)
-                            .any(|(_, kind)| !clicks_only || *kind == Kind::Click)
-                    });
+                            .find(|(_, kind)| !clicks_only || *kind == Kind::Click)
+                            .map(|(at, _)| *at)
+                    })
+                    .min();
+                // Shared by the sends of its group that had gone by then.
+                let engaged = first_engaged.map_or(0.0, |at| {
+                    let by_then = s.together.iter().filter(|&&t| t <= at).count();
+                    1.0 / by_then.max(1) as f64
+                });
                 let c = clusters
                     .entry(s.contact.map(|c| people.of(c)).ok_or(s.stranger))
                     .or_default()
                     .entry((s.stratum, s.holdout))
                     .or_default();
                 c.0 += 1;
-                c.1 += f64::from(u8::from(engaged)) / s.together as f64;
+                c.1 += engaged;
             }
             let clusters: Vec<Cluster> = clusters
                 .into_values()
@@ -620,11 +640,12 @@ type Cells = BTreeMap<(usize, bool), (u64, f64)>;
 /// sent them and whether they were held out or not.
 type Cluster = Vec<Cell>;
 
-/// Sends to one person at most this far apart go together (a contact's receipts of two
-/// webhooks planned into its one minute go in one tick, seconds apart; callbacks completed in
-/// one batch, at one instant): an open after them may be any one's, so each takes an equal
+/// Sends to one person within this of the first of them go together (a contact's receipts of
+/// two webhooks planned into its one minute go in one tick, seconds apart; callbacks completed
+/// in one batch, at one instant): an open after them may be any one's, so each takes an equal
 /// share. Counted for the later alone, the earlier webhook's rate fell and the later's rose;
-/// counted for each, one open counted twice (an audit, then a review).
+/// counted for each, one open counted twice (an audit, then a review). Measured from the
+/// first, not from each to the next: a send every few minutes would chain into one group.
 const TOGETHER_MS: i64 = 5 * 60_000;
 
 /// Draws of one resample at most, to find one with sends in every compared group; past
@@ -1890,30 +1911,37 @@ mod tests {
     /// Sends to one contact that went together, at one instant (callbacks completed in one
     /// batch) or a moment apart (two webhooks' receipts sent in one tick), share the open
     /// after them, half each; sends ten minutes apart do not: the open is the later one's.
+    /// An open between two sends of a group is the earlier's alone, and a send every four
+    /// minutes does not chain into one group: five minutes count from the group's first.
     /// Before, the instant's sends took it each (one open counted twice), and of sends a
     /// moment apart the later took it all (the earlier webhook's rate fell, the later's rose).
     #[test]
     fn sends_that_went_together_share_their_engagement() {
         let h = T + HOUR_MS;
+        let min = 60_000;
         let sends = [
             ("r1", 1, T, Some(h), true),
             ("r2", 1, T, Some(h), false),
             ("r3", 2, T, Some(h), true),
             ("r4", 2, T, Some(h + 20_000), false),
             ("r5", 3, T, Some(h), true),
-            ("r6", 3, T, Some(h + 10 * 60_000), false),
+            ("r6", 3, T, Some(h + 10 * min), false),
+            ("r7", 4, T, Some(h), true),
+            ("r8", 4, T, Some(h + 4 * min), false),
+            ("r9", 5, T, Some(h), true),
+            ("r10", 5, T, Some(h + 4 * min), false),
+            ("r11", 5, T, Some(h + 8 * min), false),
         ];
-        let dir = world(
-            &sends,
-            &[(1, h + HOUR_MS), (2, h + HOUR_MS), (3, h + HOUR_MS)],
-        );
+        let mut opens: Vec<(i64, i64)> = (1..=5).map(|c| (c, h + HOUR_MS)).collect();
+        opens[3].1 = h + 2 * min;
+        let dir = world(&sends, &opens);
         let options = Options {
             as_of_ms: T + 10 * DAY_MS,
             ..Options::default()
         };
         let m = opened_24h(&lift(dir.path(), &options).unwrap()).clone();
-        assert_eq!((m.optimized.sends, m.optimized.engaged), (3, 2.0));
-        assert_eq!((m.holdout.sends, m.holdout.engaged), (3, 1.0));
+        assert_eq!((m.holdout.sends, m.holdout.engaged), (5, 2.0));
+        assert_eq!((m.optimized.sends, m.optimized.engaged), (6, 3.0));
     }
 
     /// A send that resolved a call left in doubt is dated by that call, not by the check that

@@ -168,6 +168,10 @@ pub enum Response {
     Habit,
     /// Send time does not matter: the same chance whenever it arrives.
     Flat,
+    /// Send time matters as it does for everyone (the world `--no-habits` generates): the
+    /// chance follows the whole population's reading at that time, the contact's own habits
+    /// aside, so that the population's best hours are every contact's.
+    Population,
 }
 
 /// Chance of opening a mail that arrives at the contact's likeliest reading time.
@@ -179,25 +183,67 @@ impl Persona {
     /// How likely the contact reads at `at`, against its likeliest time (0 to 1): its two
     /// habits as normal curves of an hour around their local hours, less at weekends.
     fn reading(&self, at: i64) -> f64 {
-        let density = |hour: f64| {
-            let near = |peak: f64| {
-                let d = (hour - peak).rem_euclid(24.0);
-                let d = d.min(24.0 - d);
-                (-0.5 * d * d).exp()
-            };
-            (1.0 - self.second_peak_share) * near(self.peaks[0])
-                + self.second_peak_share * near(self.peaks[1])
+        self.reading_against(at, self.best_density())
+    }
+
+    /// Its habits' density at local `hour`.
+    fn density(&self, hour: f64) -> f64 {
+        let near = |peak: f64| {
+            let d = (hour - peak).rem_euclid(24.0);
+            let d = d.min(24.0 - d);
+            (-0.5 * d * d).exp()
         };
+        (1.0 - self.second_peak_share) * near(self.peaks[0])
+            + self.second_peak_share * near(self.peaks[1])
+    }
+
+    /// The density at its likeliest time of day (to a quarter hour).
+    fn best_density(&self) -> f64 {
+        (0..96)
+            .map(|q| self.density(q as f64 / 4.0))
+            .fold(0.0, f64::max)
+            .max(1e-12)
+    }
+
+    /// [`Persona::reading`] with its best density given.
+    fn reading_against(&self, at: i64, best: f64) -> f64 {
         let local = at + self.utc_offset_h * HOUR_MS;
         let hour = local.rem_euclid(DAY_MS) as f64 / HOUR_MS as f64;
         let weekend = (local.div_euclid(DAY_MS) + 3).rem_euclid(7) >= 5;
-        let best = (0..96)
-            .map(|q| density(q as f64 / 4.0))
-            .fold(0.0, f64::max)
-            .max(1e-12);
-        density(hour) / best * if weekend { self.weekend_factor } else { 1.0 }
+        self.density(hour) / best * if weekend { self.weekend_factor } else { 1.0 }
     }
 }
+
+/// Contacts whose readings make the population's: a sample, enough for a mean to a few
+/// thousandths, so a world of millions is not read 168 times over.
+const POPULATION_SAMPLE: usize = 10_000;
+
+/// The population's reading in each quarter hour of the week (UTC, from Thursday 00:00 as
+/// epoch time does), against its likeliest: the mean of its readers' [`Persona::reading`].
+fn population_reading(personas: &[Persona]) -> Vec<f64> {
+    let readers: Vec<(&Persona, f64)> = (personas.iter())
+        .filter(|p| !p.machine)
+        .take(POPULATION_SAMPLE)
+        .map(|p| (p, p.best_density()))
+        .collect();
+    let quarter = HOUR_MS / 4;
+    let mut week: Vec<f64> = (0..WEEK_QUARTERS)
+        .map(|q| {
+            let at = q * quarter + quarter / 2;
+            let sum: f64 = readers
+                .iter()
+                .map(|(p, best)| p.reading_against(at, *best))
+                .sum();
+            sum / readers.len().max(1) as f64
+        })
+        .collect();
+    let best = week.iter().copied().fold(0.0, f64::max).max(1e-12);
+    week.iter_mut().for_each(|r| *r /= best);
+    week
+}
+
+/// Quarter hours in a week.
+const WEEK_QUARTERS: i64 = 7 * 24 * 4;
 
 /// Draw each synthetic contact's response to the mails sent to it: `sends` are (HubSpot id,
 /// send time, a per-send seed), for contacts generated with `spec`. Returns the events: an
@@ -226,16 +272,36 @@ pub struct Responder {
     seed: u64,
     personas: Vec<Persona>,
     response: Response,
+    /// With [`Response::Population`], its reading in each quarter hour of the week.
+    population: Vec<f64>,
 }
 
 impl Responder {
     /// The contacts generated with `spec` (their habits are the generator's first draws).
     pub fn new(spec: Spec, response: Response) -> Self {
         let start = spec.end_ms - 365 * DAY_MS;
+        let personas = personas(&mut Rng::new(spec.seed), spec.contacts, start, spec.end_ms);
+        let population = match response {
+            Response::Population => population_reading(&personas),
+            Response::Habit | Response::Flat => Vec::new(),
+        };
         Responder {
             seed: spec.seed,
-            personas: personas(&mut Rng::new(spec.seed), spec.contacts, start, spec.end_ms),
+            personas,
             response,
+            population,
+        }
+    }
+
+    /// The chance that `persona` opens a mail sent at `sent`.
+    fn chance(&self, persona: &Persona, sent: i64) -> f64 {
+        match self.response {
+            Response::Flat => OPEN_FLAT,
+            Response::Habit => OPEN_AT_PEAK * persona.reading(sent),
+            Response::Population => {
+                let quarter = (sent.rem_euclid(WEEK_QUARTERS * HOUR_MS / 4)) / (HOUR_MS / 4);
+                OPEN_AT_PEAK * self.population[quarter as usize]
+            }
         }
     }
 
@@ -244,30 +310,34 @@ impl Responder {
     pub fn respond(&self, id: i64, sent: i64, seed: u64) -> Option<Vec<events::Event>> {
         let persona = self.personas.get(usize::try_from(id - 1).ok()?)?;
         let mut out = Vec::new();
-        if persona.machine || persona.quits_at.is_some_and(|q| q < sent) {
-            return Some(out);
-        }
         let mut rng = Rng::new(self.seed ^ seed);
-        let chance = match self.response {
-            Response::Flat => OPEN_FLAT,
-            Response::Habit => OPEN_AT_PEAK * persona.reading(sent),
-        };
-        if rng.f64() >= chance {
-            return Some(out);
-        }
-        let open_at = sent + rng.below(30 * MINUTE_MS as u64) as i64;
-        let event = |kind, at_ms| events::Event {
+        let event = |kind, at_ms, filtered| events::Event {
             event_id: None,
             contact_id: Some(id),
             email: None,
             kind,
             at_ms,
-            filtered: false,
+            filtered,
             source: "gen-respond".into(),
         };
-        out.push(event(Kind::Open, open_at));
+        if persona.quits_at.is_some_and(|q| q < sent) {
+            return Some(out);
+        }
+        // A machine (a security scanner) opens every mail within seconds, whenever it comes,
+        // and HubSpot marks half such opens as filtered, as in the generated history (it
+        // opened none, so its sends always counted as unread).
+        if persona.machine {
+            let at = sent + rng.below(30_000) as i64;
+            out.push(event(Kind::Open, at, rng.f64() < 0.5));
+            return Some(out);
+        }
+        if rng.f64() >= self.chance(persona, sent) {
+            return Some(out);
+        }
+        let open_at = sent + rng.below(30 * MINUTE_MS as u64) as i64;
+        out.push(event(Kind::Open, open_at, false));
         if rng.f64() < persona.clicks {
-            out.push(event(Kind::Click, open_at + MINUTE_MS));
+            out.push(event(Kind::Click, open_at + MINUTE_MS, false));
         }
         Some(out)
     }
@@ -440,6 +510,66 @@ mod tests {
         )
         .unwrap();
         assert_eq!(read(imported.path()).schema(), da.schema());
+    }
+
+    /// Without habits (`gen --respond --no-habits`), a mail's chance of an open is the
+    /// population's at its time, the same for every reader, and the population's best hour
+    /// is every reader's: with its own habits' chance, the responses showed habits the
+    /// history never had. A machine opens every mail within seconds (it opened none).
+    #[test]
+    fn without_habits_every_reader_answers_as_the_population() {
+        let end_ms = 1_700_000_000_000;
+        let spec = Spec {
+            contacts: 2000,
+            events: 0,
+            seed: 9,
+            end_ms,
+            habits: false,
+        };
+        let population = Responder::new(spec, Response::Population);
+        let habit = Responder::new(spec, Response::Habit);
+        let readers: Vec<&Persona> = (population.personas.iter())
+            .filter(|p| !p.machine)
+            .collect();
+        let week: Vec<i64> = (0..7 * 24)
+            .map(|h| end_ms - 8 * DAY_MS + h * HOUR_MS)
+            .collect();
+        let mut best = (0, 0.0);
+        let mut worst = (0, 1.0);
+        let mut habits_differ = false;
+        for &at in &week {
+            let chance = population.chance(readers[0], at);
+            assert!(readers.iter().all(|p| population.chance(p, at) == chance));
+            let own: Vec<f64> = readers.iter().map(|p| habit.chance(p, at)).collect();
+            habits_differ |= own.iter().any(|&c| (c - own[0]).abs() > 0.1);
+            if chance > best.1 {
+                best = (at, chance);
+            }
+            if chance < worst.1 {
+                worst = (at, chance);
+            }
+        }
+        assert!(habits_differ);
+        assert!(best.1 > 0.65 && worst.1 < 0.35, "{best:?} {worst:?}");
+        // The draws follow the chance: opens at the best hour outnumber the worst's.
+        let ids = 1..=spec.contacts as i64;
+        let opened = |at: i64| {
+            (ids.clone())
+                .filter(|&id| !population.personas[id as usize - 1].machine)
+                .filter(|&id| !population.respond(id, at, id as u64).unwrap().is_empty())
+                .count()
+        };
+        let (at_best, at_worst) = (opened(best.0), opened(worst.0));
+        assert!(at_best > 2 * at_worst + 100, "{at_best} {at_worst}");
+        let machine = (population.personas.iter())
+            .position(|p| p.machine && p.quits_at.is_none_or(|q| q > end_ms))
+            .expect("a machine among 2,000 contacts") as i64
+            + 1;
+        for at in [best.0, worst.0] {
+            let answer = population.respond(machine, at, 1).unwrap();
+            assert_eq!(answer.len(), 1);
+            assert!(answer[0].kind == Kind::Open && answer[0].at_ms - at < 30_000);
+        }
     }
 
     /// The data end at `end_ms`, as an export would: opens that would come later are left
