@@ -248,7 +248,7 @@ fn mail(spec: synth::Spec) -> Mail {
                 kind: e.kind.as_str().to_string(),
                 recipient: Some(email(vid)),
                 email_campaign_id: None,
-                filtered_event: false,
+                filtered_event: e.filtered,
                 extra: Default::default(),
             })
             .collect()

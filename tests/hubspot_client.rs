@@ -635,6 +635,34 @@ async fn standin_rejects_a_missing_token_with_hubspots_401() {
     assert_eq!(body["category"], "INVALID_AUTHENTICATION");
 }
 
+/// The events page is 10 events without a `limit` and refuses one outside 1 to 1000, as
+/// HubSpot's events reference says (the stand-in gave 100 and clamped any limit).
+#[tokio::test]
+async fn standin_pages_events_as_hubspots_reference_says() {
+    let now = chrono::Utc::now().timestamp_millis();
+    let events = (0..25)
+        .map(|i| event(i, now - 3_600_000 - i as i64 * 1000))
+        .collect();
+    let s = standin(Options {
+        events,
+        ..Options::default()
+    })
+    .await;
+    let page = |query: &'static str| {
+        let url = format!("{}/email/public/v1/events{query}", s.url());
+        async move {
+            let resp = (http().get(url).bearer_auth(DEFAULT_TOKEN).send().await).unwrap();
+            let status = resp.status().as_u16();
+            let body: serde_json::Value = resp.json().await.unwrap();
+            (status, body["events"].as_array().map_or(0, Vec::len))
+        }
+    };
+    assert_eq!(page("").await, (200, 10));
+    assert_eq!(page("?limit=1000").await, (200, 25));
+    assert_eq!(page("?limit=0").await.0, 400);
+    assert_eq!(page("?limit=1001").await.0, 400);
+}
+
 /// `calls` calls of a client set to `requests_per_10s` against a stand-in allowing 20 per
 /// 10 s, each waiting for the limiter by itself; what the stand-in logged.
 async fn calls_under_a_limit_of_20(
@@ -762,18 +790,29 @@ async fn missing_scopes_dynamic_lists_and_unknown_routes_answer_as_hubspot_does(
         ApiError::Permanent { status: 404, .. } => {}
         other => panic!("expected a missing list, got {other:?}"),
     }
-    // Adding to a list takes both list scopes (HubSpot's 2026-03 lists reference).
-    let write_only = standin(Options {
-        scopes: Some(vec!["crm.lists.write".into()]),
+    // Adding to a list takes any one of three scopes (HubSpot's lists references: "requires
+    // one of the following scopes"; the stand-in required both list scopes), and a token
+    // with none is told all three.
+    let scoped = |scope: &str| Options {
+        scopes: Some(vec![scope.into()]),
         lists: vec![("988".into(), sendtime::hubspot::standin::ListKind::Snapshot)],
         ..Options::default()
-    })
-    .await;
+    };
+    let write_only = standin(scoped("crm.lists.write")).await;
     write_only.add_contact("scoped@example.com", 4);
-    match client(&write_only).add_to_list("988", &["4".into()]).await {
-        Err(ApiError::MissingScopes { scopes, .. }) => {
-            assert_eq!(scopes, ["crm.lists.read", "crm.lists.write"])
-        }
+    let added = client(&write_only).add_to_list("988", &["4".into()]).await;
+    assert_eq!(added.unwrap().record_ids_added, ["4"]);
+    let unlisted = standin(scoped("content")).await;
+    unlisted.add_contact("scoped@example.com", 4);
+    match client(&unlisted).add_to_list("988", &["4".into()]).await {
+        Err(ApiError::MissingScopes { scopes, .. }) => assert_eq!(
+            scopes,
+            [
+                "cms.membership.access_groups.write",
+                "crm.lists.read",
+                "crm.lists.write"
+            ]
+        ),
         other => panic!("expected MISSING_SCOPES, got {other:?}"),
     }
     let resp = http()

@@ -386,7 +386,7 @@ pub(super) fn loopback_url(url: &str) -> bool {
 /// The error for an admin surface at `addr` (named as `what`) that other machines would reach
 /// without a token, if it is one: its Host check is no login, anyone can send `localhost`.
 pub(super) fn exposed_admin(what: &str, addr: SocketAddr, token: bool) -> Option<String> {
-    (!addr.ip().is_loopback() && !token).then(|| {
+    (!addr.ip().to_canonical().is_loopback() && !token).then(|| {
         format!(
             "{what} {addr} is reachable from other machines, and the admin surface (status, metrics, the dashboard, pause and resume) has no token: set `admin_token_env` to a variable holding a long random token, or listen on loopback"
         )
@@ -397,8 +397,12 @@ pub(super) fn exposed_admin(what: &str, addr: SocketAddr, token: bool) -> Option
 /// token and data travel in the clear (said in the README alone, an audit). A private address
 /// (a VPN's, a private network's) is the operator's choice, not warned of.
 pub(super) fn plain_admin(what: &str, addr: SocketAddr) -> Option<String> {
-    let private = match addr.ip() {
-        std::net::IpAddr::V4(ip) => ip.is_loopback() || ip.is_private() || ip.is_link_local(),
+    let private = match addr.ip().to_canonical() {
+        std::net::IpAddr::V4(ip) => {
+            // 100.64.0.0/10, shared address space (Tailscale's addresses).
+            let shared = ip.octets()[0] == 100 && ip.octets()[1] & 0xc0 == 64;
+            ip.is_loopback() || ip.is_private() || ip.is_link_local() || shared
+        }
         std::net::IpAddr::V6(ip) => {
             ip.is_loopback() || ip.is_unique_local() || ip.is_unicast_link_local()
         }
@@ -1156,6 +1160,9 @@ mod tests {
             ("10.8.0.1:8081", false),
             ("192.168.1.20:8081", false),
             ("[fd00::1]:8081", false),
+            ("100.101.102.103:8081", false),
+            ("[::ffff:10.0.0.1]:8081", false),
+            ("[::ffff:203.0.113.7]:8081", true),
         ] {
             let warning = plain_admin("`admin_listen`", addr.parse().unwrap());
             assert_eq!(warning.is_some(), warned, "{addr}");

@@ -290,10 +290,10 @@ struct Send {
     /// The contact's next send of any webhook after those that went with this one, if any:
     /// engagement after it is that send's.
     next_ms: Option<i64>,
-    /// The times of the sends to the contact that went together with this one, itself
-    /// included; empty when it went alone. An open after several of them is theirs in equal
-    /// shares, which of their mails was read being unknown.
-    together: Vec<i64>,
+    /// The sends to the contact that went together with this one, itself included, as its
+    /// person and the range of them in that person's send times; none when it went alone. An
+    /// open after several of them is theirs in equal shares, which mail was read being unknown.
+    together: Option<(u32, std::ops::Range<usize>)>,
     /// Without a store entry (`contact` none): the index of the key it was posted with among
     /// such sends' keys, so one person's sends count as one contact, not one each.
     stranger: usize,
@@ -358,17 +358,17 @@ pub fn lift(data_dir: &Path, options: &Options) -> anyhow::Result<Lift> {
     // The sends to `c`'s person that went together with its send at `at_ms` (none when it
     // went alone), and the first send after them.
     let together = |c: u32, at_ms: i64| {
-        let Some((times, starts)) = sends_to.get(&people.of(c)) else {
-            return (Vec::new(), None);
+        let person = people.of(c);
+        let Some((times, starts)) = sends_to.get(&person) else {
+            return (None, None);
         };
         let group = starts
             .partition_point(|&i| times[i] <= at_ms)
             .saturating_sub(1);
-        let end = starts.get(group + 1).copied().unwrap_or(times.len());
-        let members = &times[starts[group]..end];
-        let alone = members.len() < 2 || !members.contains(&at_ms);
-        let next = times[end..].iter().find(|&&t| t > at_ms).copied();
-        (if alone { Vec::new() } else { members.to_vec() }, next)
+        let members = starts[group]..starts.get(group + 1).copied().unwrap_or(times.len());
+        let next = times[members.end..].iter().find(|&&t| t > at_ms).copied();
+        let alone = members.len() < 2 || times[members.clone()].binary_search(&at_ms).is_err();
+        ((!alone).then_some((person, members)), next)
     };
     all.retain(|s| {
         options.since_ms.is_none_or(|t| s.received_at_ms >= t)
@@ -453,7 +453,7 @@ pub fn lift(data_dir: &Path, options: &Options) -> anyhow::Result<Lift> {
                     *strangers.entry(key).or_insert(n)
                 }
             };
-            let (together, next_ms) = contact.map_or((Vec::new(), None), |c| together(c, at_ms));
+            let (together, next_ms) = contact.map_or((None, None), |c| together(c, at_ms));
             Some(Send {
                 stratum: *strata
                     .entry((&s.webhook, s.share.map(f64::to_bits)))
@@ -505,7 +505,9 @@ pub fn lift(data_dir: &Path, options: &Options) -> anyhow::Result<Lift> {
                     .min();
                 // Shared by the sends of its group that had gone by then.
                 let engaged = first_engaged.map_or(0.0, |at| {
-                    let by_then = s.together.iter().filter(|&&t| t <= at).count();
+                    let by_then = (s.together.clone()).map_or(1, |(person, members)| {
+                        sends_to[&person].0[members].partition_point(|&t| t <= at)
+                    });
                     1.0 / by_then.max(1) as f64
                 });
                 let c = clusters

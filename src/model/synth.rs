@@ -551,6 +551,20 @@ mod tests {
         }
         assert!(habits_differ);
         assert!(best.1 > 0.65 && worst.1 < 0.35, "{best:?} {worst:?}");
+        // At each hour, the readers' mean reading then, against the week's best: a table
+        // looked up at another time of the week (an hour or a day off) would differ.
+        let mean =
+            |at: i64| readers.iter().map(|p| p.reading(at)).sum::<f64>() / readers.len() as f64;
+        let means: Vec<f64> = week.iter().map(|&at| mean(at)).collect();
+        let top = means.iter().copied().fold(0.0, f64::max);
+        for (&at, m) in week.iter().zip(&means) {
+            let chance = population.chance(readers[0], at) / OPEN_AT_PEAK;
+            assert!(
+                (chance - m / top).abs() < 0.05,
+                "{at}: {chance} {}",
+                m / top
+            );
+        }
         // The draws follow the chance: opens at the best hour outnumber the worst's.
         let ids = 1..=spec.contacts as i64;
         let opened = |at: i64| {

@@ -202,9 +202,14 @@ impl World {
             Ok(p) => p,
             Err(message) => return error(StatusCode::BAD_REQUEST, &message, None),
         };
-        let limit = limit
-            .map(|l| (l.max(1) as usize).min(MAX_EVENTS_LIMIT))
-            .unwrap_or(DEFAULT_EVENTS_LIMIT);
+        let limit = match limit {
+            None => DEFAULT_EVENTS_LIMIT,
+            Some(l) if (1..=MAX_EVENTS_LIMIT as i64).contains(&l) => l as usize,
+            Some(l) => {
+                let message = format!("limit {l} is not between 1 and {MAX_EVENTS_LIMIT}");
+                return error(StatusCode::BAD_REQUEST, &message, None);
+            }
+        };
         let offset = offset.unwrap_or(0).max(0) as usize;
         let exclude_filtered = q.get("excludeFilteredEvents").is_some_and(|v| v == "true");
         let event_type = q.get("eventType");

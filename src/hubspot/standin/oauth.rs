@@ -103,8 +103,9 @@ impl World {
     }
 }
 
-/// The scopes a route needs (none: any token will do). Adding to a list takes both list
-/// scopes, as HubSpot's 2026-03 lists reference says.
+/// The scopes a route takes, any one of them (none: any token will do). Adding to a list
+/// takes any of three, as HubSpot's lists references say ("requires one of the following
+/// scopes"; the stand-in required both list scopes).
 pub(super) fn required_scopes(method: &Method, segments: &[&str]) -> &'static [&'static str] {
     let get = *method == Method::GET;
     match segments {
@@ -112,7 +113,11 @@ pub(super) fn required_scopes(method: &Method, segments: &[&str]) -> &'static [&
         ["account-info", ..] => &["oauth"],
         ["automation", ..] => &["automation"],
         ["crm", "lists", ..] | ["crm", "v3", "lists", ..] if get => &["crm.lists.read"],
-        ["crm", "lists", ..] | ["crm", "v3", "lists", ..] => &["crm.lists.read", "crm.lists.write"],
+        ["crm", "lists", ..] | ["crm", "v3", "lists", ..] => &[
+            "cms.membership.access_groups.write",
+            "crm.lists.read",
+            "crm.lists.write",
+        ],
         ["crm", "objects", ..] | ["crm", "v3", "objects", ..] if get => {
             &["crm.objects.contacts.read"]
         }
