@@ -119,8 +119,17 @@ impl Intent {
 pub fn refuse_to_dispatch(data_dir: &Path) -> anyhow::Result<()> {
     for (command, why) in COMMANDS {
         let intent = Intent::of(data_dir, command);
+        // An intent that cannot be looked at (a permission, an I/O error) refuses too: taken
+        // for none, the dispatcher started on a folder cut short (an audit).
+        let cut_short = intent.path.try_exists().with_context(|| {
+            format!(
+                "cannot tell whether {} was cut short: {} cannot be read",
+                command.one(),
+                intent.path.display()
+            )
+        })?;
         anyhow::ensure!(
-            !intent.path.exists(),
+            !cut_short,
             "{} was cut short ({why}): run `sendtime {}` to finish it ({} names what)",
             command.one(),
             command.name(),

@@ -169,7 +169,7 @@ impl Metrics {
         );
         registry.register(
             "plan_moves",
-            "Receipts not planned at their preferred time: capacity (another hour of the window), spilled (past a full window), quiet (quiet hours leave no minute in the window), late (the window was over when planned), delayed (no window: the minutes from receipt were full)",
+            "Receipts not planned at their preferred time: capacity (another hour of the window), spilled (past a full window), quiet (quiet hours leave no minute in the window), late (the window was over when planned), delayed (no window: the minutes from receipt were full), overflow (no minute with room within 400 days, a daily budget far too small for the queue: due at once, held to the budget when sent)",
             plan_moves.clone(),
         );
         registry.register(

@@ -225,7 +225,11 @@ pub async fn run(
             last_fire = Some(finished);
         }
         if ran {
-            write_last_fire(&data_dir, last_fire.unwrap_or(fire), &mut fire_errors);
+            // Off the runtime's worker (an fsync on a hung disk held one of its two threads,
+            // and the posts and admin requests queued on it; an audit), as planning is.
+            tokio::task::block_in_place(|| {
+                write_last_fire(&data_dir, last_fire.unwrap_or(fire), &mut fire_errors)
+            });
         }
     }
     tracing::info!("scheduler stopped");
