@@ -613,29 +613,25 @@ impl Config {
             )));
         }
         // The file's own addresses are checked where they are read; the flags' only here.
-        let flag_errors = [
-            overrides.admin_listen.and_then(|addr| {
-                read::exposed_admin("--admin-listen", addr, server.admin_token_env.is_some())
-            }),
-            overrides.listen.and_then(|addr| {
-                config
-                    .connectors
-                    .iter()
-                    .find_map(|c| validation::exposed_unsigned("--listen", addr, c))
-            }),
-        ];
+        let token = server.admin_token_env.is_some();
+        match (overrides.admin_listen)
+            .and_then(|addr| read::admin_listen_problem("--admin-listen", addr, token))
+        {
+            Some((Severity::Error, error)) => errors.push((Diagnostics::COMMAND_LINE, error)),
+            Some((_, warning)) => {
+                (loaded.warnings).push(Severity::Warning, Diagnostics::COMMAND_LINE, warning)
+            }
+            None => {}
+        }
         errors.extend(
-            flag_errors
-                .into_iter()
-                .flatten()
+            (overrides.listen)
+                .and_then(|addr| {
+                    (config.connectors.iter())
+                        .find_map(|c| validation::exposed_unsigned("--listen", addr, c))
+                })
                 .map(|e| (Diagnostics::COMMAND_LINE, e)),
         );
         if errors.is_empty() {
-            if let Some(warning) =
-                (overrides.admin_listen).and_then(|addr| read::plain_admin("--admin-listen", addr))
-            {
-                (loaded.warnings).push(Severity::Warning, Diagnostics::COMMAND_LINE, warning);
-            }
             return Ok(loaded);
         }
         // Reported with the file's warnings, as every other problem is.

@@ -15,7 +15,7 @@ use super::diagnostics::Lines;
 use super::reader::{Ctx, TableReader, closest, first_line, number, read_array, sub_table};
 use super::{
     Config, Connector, Credentials, Diagnostics, EnvCheck, ImportSchedule, Loaded, Overrides,
-    SUPPORTED_VERSION, Scheduler, Server, Webhook, WebhookType, identity_of, validation,
+    SUPPORTED_VERSION, Scheduler, Server, Severity, Webhook, WebhookType, identity_of, validation,
 };
 use crate::local_time::{DEFAULT_ZONE_PROPERTY, QuietHours, parse_zone};
 use crate::model::ModelConfig;
@@ -271,10 +271,10 @@ fn read_server(ctx: &mut Ctx, top: &TableReader, base_dir: &Path) -> Option<Serv
     // checked once applied): a safe flag over an unsafe file was refused (an audit).
     if let Some(addr) = admin_listen.filter(|_| ctx.overrides.admin_listen.is_none()) {
         let at = r.get("admin_listen").map_or(0, |v| v.span().start);
-        if let Some(error) = exposed_admin("`admin_listen`", addr, admin_token_env.is_some()) {
-            ctx.error(at, error);
-        } else if let Some(warning) = plain_admin("`admin_listen`", addr) {
-            ctx.warning(at, warning);
+        match admin_listen_problem("`admin_listen`", addr, admin_token_env.is_some()) {
+            Some((Severity::Error, error)) => ctx.error(at, error),
+            Some((_, warning)) => ctx.warning(at, warning),
+            None => {}
         }
     }
     let public_url = r.required(
@@ -383,9 +383,21 @@ pub(super) fn loopback_url(url: &str) -> bool {
     reqwest::Url::parse(url).is_ok_and(|url| crate::hubspot::client::is_loopback(&url))
 }
 
+/// What is wrong with an admin surface at `addr` (named as `what`), if anything: an error
+/// where other machines reach it without a token, else a warning where the internet may
+/// reach it over plain HTTP. The file's address and `--admin-listen`'s are checked alike.
+pub(super) fn admin_listen_problem(
+    what: &str,
+    addr: SocketAddr,
+    token: bool,
+) -> Option<(Severity, String)> {
+    (exposed_admin(what, addr, token).map(|error| (Severity::Error, error)))
+        .or_else(|| plain_admin(what, addr).map(|warning| (Severity::Warning, warning)))
+}
+
 /// The error for an admin surface at `addr` (named as `what`) that other machines would reach
 /// without a token, if it is one: its Host check is no login, anyone can send `localhost`.
-pub(super) fn exposed_admin(what: &str, addr: SocketAddr, token: bool) -> Option<String> {
+fn exposed_admin(what: &str, addr: SocketAddr, token: bool) -> Option<String> {
     (!addr.ip().to_canonical().is_loopback() && !token).then(|| {
         format!(
             "{what} {addr} is reachable from other machines, and the admin surface (status, metrics, the dashboard, pause and resume) has no token: set `admin_token_env` to a variable holding a long random token, or listen on loopback"
@@ -396,7 +408,7 @@ pub(super) fn exposed_admin(what: &str, addr: SocketAddr, token: bool) -> Option
 /// An admin surface on every interface or a public address, served over plain HTTP: its
 /// token and data travel in the clear (said in the README alone, an audit). A private address
 /// (a VPN's, a private network's) is the operator's choice, not warned of.
-pub(super) fn plain_admin(what: &str, addr: SocketAddr) -> Option<String> {
+fn plain_admin(what: &str, addr: SocketAddr) -> Option<String> {
     let private = match addr.ip().to_canonical() {
         std::net::IpAddr::V4(ip) => {
             // 100.64.0.0/10, shared address space (Tailscale's addresses).

@@ -43,6 +43,12 @@ pub enum Fault {
     Json(serde_json::Value),
 }
 
+/// HubSpot's error body with `status` (a 500 for a number that is no status).
+fn status_error(status: u16, message: &str) -> Response {
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    error(status, message, None)
+}
+
 /// `Retry-After: d` on `resp`, in whole seconds (at least 1 for a wait that is not zero).
 fn retry_after_header(resp: &mut Response, d: Option<Duration>) {
     if let Some(d) = d {
@@ -224,17 +230,9 @@ impl World {
                 retry_after_header(&mut resp, retry_after);
                 Gate::Answer(resp)
             }
-            Fault::Status { status, message } => Gate::Answer(error(
-                StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
-                &message,
-                None,
-            )),
+            Fault::Status { status, message } => Gate::Answer(status_error(status, &message)),
             Fault::Untyped { status, message } => {
-                let mut resp = error(
-                    StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
-                    &message,
-                    None,
-                );
+                let mut resp = status_error(status, &message);
                 resp.headers_mut().remove(header::CONTENT_TYPE);
                 Gate::Answer(resp)
             }
