@@ -81,9 +81,13 @@ pub fn run(
     let dir = std::env::temp_dir().join(format!("sendtime-demo-{}", ulid::Ulid::generate()));
     let early = stop_early(dir.clone())?;
     let data = dir.join("data");
-    std::fs::create_dir_all(&data).with_context(|| format!("cannot create {}", dir.display()))?;
     let folder = Temporary(dir);
-    let result = run_in(&folder.0, data, speed, listen, admin, early.taken.clone());
+    // Its folder made under the early stop's watch too: a signal between the folder and its
+    // `data` removed the folder, and the failed `data` ended the process with 1, not the
+    // early stop's 130 (a CI run).
+    let result = std::fs::create_dir_all(&data)
+        .with_context(|| format!("cannot create {}", folder.0.display()))
+        .and_then(|()| run_in(&folder.0, data, speed, listen, admin, early.taken.clone()));
     // Its folder removed under it, the start failed: the early stop ends the process.
     if early.stopping.load(Ordering::SeqCst) {
         loop {
