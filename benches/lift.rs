@@ -36,7 +36,7 @@ fn main() {
             let sent = if mode == "whole" {
                 whole(dir)
             } else {
-                sendtime::lift::report::planned(dir)
+                sendtime::lift::sends::planned(dir)
                     .unwrap()
                     .iter()
                     .filter(|p| p.sent_at_ms.is_some())

@@ -2,7 +2,10 @@
 //! (sent at receipt, as the workflow would without sendtime), and `sendtime report lift`
 //! compares how the two groups engaged afterwards.
 
+mod compare;
 pub mod report;
+pub mod sends;
+mod text;
 
 /// The seed of the hold-out draw: fixed, so a receipt planned again (a restart, a replay) is
 /// held out or not exactly as before.

@@ -310,7 +310,7 @@ pub fn respond(
         end_ms: end_ms.unwrap_or(DEFAULT_GEN_END_MS),
         habits: true,
     };
-    let sends: Vec<(i64, i64, u64)> = crate::lift::report::planned(out)?
+    let sends: Vec<(i64, i64, u64)> = crate::lift::sends::planned(out)?
         .into_iter()
         .filter_map(|s| {
             let at = s
