@@ -81,16 +81,28 @@ fn read_kept_where<T>(
     rows: impl Fn(&DataFrame) -> anyhow::Result<Vec<T>>,
 ) -> anyhow::Result<Vec<T>> {
     let mut out = Vec::new();
+    for_each_kept_where(data_dir, name, keep, rows, |part| out.extend(part))?;
+    Ok(out)
+}
+
+/// [`read_kept_where`], each part's rows handed to `f` and not kept: a reader that folds the
+/// whole archive holds one part's rows at a time.
+fn for_each_kept_where<T>(
+    data_dir: &Path,
+    name: &str,
+    keep: impl Fn(&DataFrame) -> anyhow::Result<BooleanChunked>,
+    rows: impl Fn(&DataFrame) -> anyhow::Result<Vec<T>>,
+    mut f: impl FnMut(Vec<T>),
+) -> anyhow::Result<()> {
     kept(data_dir, name, |dataset| {
         dataset.read_each(|_, df| {
             let selected = df.filter(&keep(&df)?)?;
             if selected.height() > 0 {
-                out.extend(rows(&selected)?);
+                f(rows(&selected)?);
             }
             Ok(())
         })
-    })?;
-    Ok(out)
+    })
 }
 
 /// A string column's values.

@@ -58,13 +58,14 @@ pub fn read_kept(data_dir: &Path) -> anyhow::Result<Vec<OutcomeRow>> {
     super::read_kept(data_dir, NAME, read)
 }
 
-/// The rows kept whose status is one of `statuses`, read a part at a time (the lift report
-/// wants the sends of the whole archive, not every step).
-pub fn read_kept_with_status(
+/// The rows kept whose status is one of `statuses`, a part's at a time handed to `f` (the
+/// lift report folds the sends of the whole archive, not every step, into one map).
+pub fn for_each_kept_with_status(
     data_dir: &Path,
     statuses: &[Status],
-) -> anyhow::Result<Vec<OutcomeRow>> {
-    super::read_kept_where(
+    f: impl FnMut(Vec<OutcomeRow>),
+) -> anyhow::Result<()> {
+    super::for_each_kept_where(
         data_dir,
         NAME,
         |df| {
@@ -77,6 +78,7 @@ pub fn read_kept_with_status(
                 .collect::<anyhow::Result<BooleanChunked>>()
         },
         rows,
+        f,
     )
 }
 

@@ -67,14 +67,15 @@ pub fn read_kept(data_dir: &Path) -> anyhow::Result<Vec<PlanRow>> {
     super::read_kept(data_dir, NAME, read)
 }
 
-/// What the lift report needs of a plan row: who, when received, held out or not.
-#[derive(Debug, Clone)]
-pub struct Received {
-    pub receipt_id: String,
-    pub webhook_id: String,
+/// What the lift report needs of a plan row: who, when received, held out or not; borrowed
+/// from the part being read.
+#[derive(Debug, Clone, Copy)]
+pub struct Received<'a> {
+    pub receipt_id: &'a str,
+    pub webhook_id: &'a str,
     pub webhook_type: WebhookType,
     pub contact_id: Option<i64>,
-    pub email: Option<String>,
+    pub email: Option<&'a str>,
     pub received_at_ms: i64,
     pub holdout: bool,
     /// The share it was drawn at; none in older parts.
@@ -83,43 +84,50 @@ pub struct Received {
     pub archived: bool,
 }
 
-/// Every row kept (live and archived) as [`Received`], a part at a time: the archive grows
-/// without end, and a row's reason (most of its bytes) is not kept.
-pub fn read_kept_received(data_dir: &Path) -> anyhow::Result<Vec<Received>> {
-    let mut out = Vec::new();
+/// Every row kept (live and archived) as [`Received`], handed to `f` a part at a time: the
+/// archive grows without end, and the caller keeps what it needs of a row (its reason, most
+/// of its bytes, is not even read out).
+pub fn for_each_kept_received(
+    data_dir: &Path,
+    mut f: impl FnMut(Received<'_>),
+) -> anyhow::Result<()> {
     let archive = data_dir.join(super::ARCHIVE);
     super::kept(data_dir, NAME, |dataset| {
         let archived = dataset.dir.starts_with(&archive);
-        dataset.read_each(|_, df| received(&df, archived, &mut out))
-    })?;
-    Ok(out)
-}
-
-/// The rows of `df` as [`Received`], onto `out`.
-fn received(df: &DataFrame, archived: bool, out: &mut Vec<Received>) -> anyhow::Result<()> {
-    let ids = strs(df, col::RECEIPT_ID)?;
-    let webhooks = strs(df, col::WEBHOOK_ID)?;
-    let types = strs(df, col::WEBHOOK_TYPE)?;
-    let contacts = ints(df, col::CONTACT_ID)?;
-    let emails = strs(df, col::EMAIL)?;
-    let received = ints(df, col::RECEIVED_AT)?;
-    let holdouts = bools_or_false(df, col::HOLDOUT)?;
-    let shares = floats_or_null(df, col::HOLDOUT_SHARE)?;
-    out.reserve(ids.len());
-    for (i, id) in ids.into_iter().enumerate() {
-        out.push(Received {
-            receipt_id: id.unwrap_or_default(),
-            webhook_id: webhooks[i].clone().unwrap_or_default(),
-            webhook_type: stored_enum(col::WEBHOOK_TYPE, types[i].as_deref(), WebhookType::parse)?,
-            contact_id: contacts[i],
-            email: emails[i].clone(),
-            received_at_ms: received[i].unwrap_or_default(),
-            holdout: holdouts[i],
-            holdout_share: shares[i],
-            archived,
-        });
-    }
-    Ok(())
+        dataset.read_each(|_, df| {
+            let [ids, webhooks, types, emails] = [
+                col::RECEIPT_ID,
+                col::WEBHOOK_ID,
+                col::WEBHOOK_TYPE,
+                col::EMAIL,
+            ]
+            .map(|name| df.column(name).and_then(|c| c.str()));
+            let (ids, webhooks, types, emails) = (ids?, webhooks?, types?, emails?);
+            let contacts = ints(&df, col::CONTACT_ID)?;
+            let received = ints(&df, col::RECEIVED_AT)?;
+            let holdouts = bools_or_false(&df, col::HOLDOUT)?;
+            let shares = floats_or_null(&df, col::HOLDOUT_SHARE)?;
+            let rows = ids
+                .iter()
+                .zip(webhooks.iter())
+                .zip(types.iter())
+                .zip(emails.iter());
+            for (i, (((id, webhook), kind), email)) in rows.enumerate() {
+                f(Received {
+                    receipt_id: id.unwrap_or_default(),
+                    webhook_id: webhook.unwrap_or_default(),
+                    webhook_type: stored_enum(col::WEBHOOK_TYPE, kind, WebhookType::parse)?,
+                    contact_id: contacts[i],
+                    email,
+                    received_at_ms: received[i].unwrap_or_default(),
+                    holdout: holdouts[i],
+                    holdout_share: shares[i],
+                    archived,
+                });
+            }
+            Ok(())
+        })
+    })
 }
 
 /// The rows kept of the contact with HubSpot id `id` or, without one, with `email` (in any

@@ -14,7 +14,7 @@ use std::path::Path;
 use serde::Serialize;
 
 use super::compare::{Cell, Cluster, Metric, NoVerdict, compare};
-use super::sends::{Planned, plan_rows, planned};
+use super::sends::{Planned, plan_rows, with_sends};
 use crate::datasets::contacts::{Contacts, contact_key};
 use crate::datasets::events::{self, Kind};
 use crate::datasets::{outcomes, plan};
@@ -199,7 +199,7 @@ fn compared(all: &[Planned]) -> impl Iterator<Item = &Planned> {
     all.iter().filter(move |s| match s.share {
         Some(share) => share > 0.0,
         None => held_out
-            .get(s.webhook.as_str())
+            .get(&*s.webhook)
             .is_some_and(|(first, last)| (*first..=*last).contains(&s.received_at_ms)),
     })
 }
@@ -208,11 +208,9 @@ fn compared(all: &[Planned]) -> impl Iterator<Item = &Planned> {
 pub fn lift(data_dir: &Path, options: &Options) -> anyhow::Result<Lift> {
     // Where no receipt was ever held out, nothing is compared: the outcomes and the contact
     // dictionary are not read (`GET /lift` in `serve` read them all for nothing, an audit).
-    // Else the plan is read again after the outcomes, as the one whole dataset in memory.
     let mut all = plan_rows(data_dir)?;
     let contacts = if compared(&all).next().is_some() {
-        drop(all);
-        all = planned(data_dir)?;
+        with_sends(data_dir, &mut all)?;
         Contacts::load(data_dir)?
     } else {
         Contacts::default()
@@ -259,7 +257,7 @@ pub fn lift(data_dir: &Path, options: &Options) -> anyhow::Result<Lift> {
     };
     all.retain(|s| {
         options.since_ms.is_none_or(|t| s.received_at_ms >= t)
-            && options.webhook.as_ref().is_none_or(|w| *w == s.webhook)
+            && options.webhook.as_deref().is_none_or(|w| *w == *s.webhook)
     });
     // Where both groups go at receipt, nothing is measured but noise that would dilute the
     // rest; a webhook named alone that only ever went at receipt is compared whole (an A/A
@@ -294,7 +292,7 @@ pub fn lift(data_dir: &Path, options: &Options) -> anyhow::Result<Lift> {
     let mut lost_in: HashMap<(&str, Option<u64>), [Lost; 2]> = HashMap::new();
     for s in compared.iter().filter(|s| s.ended) {
         let counted = unsent
-            .get(s.webhook.as_str())
+            .get(&*s.webhook)
             .is_none_or(|&(first, _)| s.received_at_ms < first);
         if counted {
             let stratum = lost_in
@@ -323,7 +321,8 @@ pub fn lift(data_dir: &Path, options: &Options) -> anyhow::Result<Lift> {
     // the same days; a share changed, or lifted and set again, would otherwise set one
     // period's optimized sends against another's held-out ones).
     let mut strata: HashMap<(&str, Option<u64>), usize> = HashMap::new();
-    let mut strangers: HashMap<String, usize> = HashMap::new();
+    // A stranger's contact key, or without one, its receipt.
+    let mut strangers: HashMap<Result<String, u128>, usize> = HashMap::new();
     let sends: Vec<Send> = compared
         .iter()
         .filter_map(|s| {
@@ -334,8 +333,7 @@ pub fn lift(data_dir: &Path, options: &Options) -> anyhow::Result<Lift> {
             let stranger = match contact {
                 Some(_) => 0,
                 None => {
-                    let key = contact_key(s.contact_id, s.email.as_deref())
-                        .unwrap_or_else(|| s.receipt_id.clone());
+                    let key = contact_key(s.contact_id, s.email.as_deref()).ok_or(s.receipt);
                     let n = strangers.len();
                     *strangers.entry(key).or_insert(n)
                 }
@@ -349,9 +347,9 @@ pub fn lift(data_dir: &Path, options: &Options) -> anyhow::Result<Lift> {
                 also: by_email.and(by_id),
                 at_ms,
                 holdout: s.holdout,
-                counted_from_ms: s.received_at_ms + wait[s.webhook.as_str()],
+                counted_from_ms: s.received_at_ms + wait[&*s.webhook],
                 after_unsent: unsent
-                    .get(s.webhook.as_str())
+                    .get(&*s.webhook)
                     .is_some_and(|&(first, _)| s.received_at_ms >= first),
                 next_ms,
                 together,
@@ -608,7 +606,7 @@ mod tests {
     use crate::config::WebhookType;
     use crate::datasets::outcomes::{Action, OutcomeRow, Status};
     use crate::datasets::plan::PlanRow;
-    use crate::lift::sends::{first_sends, is_send, sent_at};
+    use crate::lift::sends::{Ends, is_send, key, planned};
     use crate::lift::text::points;
     use crate::time::DAY_MS;
 
@@ -1287,8 +1285,12 @@ mod tests {
             row("r4", A, None, false, T),
             row("r4", Enrolled, Some(204), false, T + 1),
         ];
-        let sent = sent_at(first_sends(&rows), &rows);
-        let at = |id: &str| sent[id] - T;
+        let mut ends = Ends::default();
+        (rows.iter())
+            .filter(|r| r.status.is_final())
+            .for_each(|r| ends.add(r));
+        ends.date_resolved(&rows);
+        let at = |id: &str| ends.first[&key(id)].0 - T;
         assert_eq!([at("r1"), at("r2"), at("r3"), at("r4")], [0, 5 * m, 0, 1]);
         // The same from the data folder, where only the sends and the steps of the receipts
         // whose send resolved a doubt are read (the steps in a part of their own).
@@ -1307,12 +1309,12 @@ mod tests {
                 .write_part(ulid::Ulid::generate(), &mut outcomes::frame(&rows).unwrap())
                 .unwrap();
         }
-        let planned: HashMap<String, Option<i64>> = planned(dir.path())
+        let planned: HashMap<u128, Option<i64>> = planned(dir.path())
             .unwrap()
             .into_iter()
-            .map(|p| (p.receipt_id, p.sent_at_ms.map(|t| t - T)))
+            .map(|p| (p.receipt, p.sent_at_ms.map(|t| t - T)))
             .collect();
-        let at = |id: &str| planned[id];
+        let at = |id: &str| planned[&key(id)];
         let want = [Some(0), Some(5 * m), Some(0), Some(1)];
         assert_eq!([at("r1"), at("r2"), at("r3"), at("r4")], want);
     }
@@ -1513,7 +1515,7 @@ mod tests {
     fn only_receipts_of_the_held_out_period_are_compared() {
         let day = crate::time::DAY_MS;
         let send = |webhook: &str, day_n: i64, holdout: bool| Planned {
-            receipt_id: format!("{webhook}-{day_n}-{holdout}"),
+            receipt: key(&format!("{webhook}-{day_n}-{holdout}")),
             webhook: webhook.into(),
             contact_id: Some(day_n),
             email: None,
@@ -1530,12 +1532,14 @@ mod tests {
         all.extend((1..=7).flat_map(|d| [send("w", d, true), send("w", d, false)]));
         all.extend((8..=28).map(|d| send("w", d, false)));
         all.extend((0..28).map(|d| send("never", d, false)));
-        let ids: Vec<&str> = compared(&all).map(|s| s.receipt_id.as_str()).collect();
-        assert_eq!(ids.len(), 14, "{ids:?}");
-        assert!(ids.iter().all(|id| {
-            let d: i64 = id.split('-').nth(1).unwrap().parse().unwrap();
-            id.starts_with("w-") && (1..=7).contains(&d)
-        }));
+        let days: Vec<(&str, i64)> = compared(&all)
+            .map(|s| (&*s.webhook, s.contact_id.unwrap()))
+            .collect();
+        assert_eq!(days.len(), 14, "{days:?}");
+        assert!(
+            (days.iter()).all(|&(webhook, d)| webhook == "w" && (1..=7).contains(&d)),
+            "{days:?}"
+        );
     }
 
     /// A data folder of 600 receipts of webhook `w` planned with their holdout share, one

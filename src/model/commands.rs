@@ -316,7 +316,7 @@ pub fn respond(
             let at = s
                 .sent_at_ms
                 .filter(|at| since_ms.is_none_or(|t| *at >= t))?;
-            let seed = xxhash_rust::xxh3::xxh3_64_with_seed(s.receipt_id.as_bytes(), draw);
+            let seed = xxhash_rust::xxh3::xxh3_64_with_seed(&s.receipt.to_le_bytes(), draw);
             Some((s.contact_id?, at, seed))
         })
         .collect();
