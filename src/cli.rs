@@ -182,6 +182,9 @@ pub enum Command {
     /// Print the JSON Schema of webhooks.toml (the repository ships it as webhooks.schema.json;
     /// name it on the config's first line, `#:schema ./webhooks.schema.json`, and editors with
     /// Taplo / Even Better TOML complete and check the file as you type).
+    ///
+    /// The same for every config: --config and --data, listed below as for every command, are
+    /// refused here.
     Schema,
     /// Load engagement events (opens, clicks, sends, ...) into the events dataset.
     Import {
@@ -256,8 +259,9 @@ pub enum Command {
         /// windows of at least 7 days each (so at least 28 days) [default: 180].
         #[arg(long, value_name = "DAYS", value_parser = clap::value_parser!(i64).range(28..=3650))]
         validation_days: Option<i64>,
-        /// The hour (UTC) of the fixed-hour baseline.
-        #[arg(long, value_name = "HOUR", default_value_t = 9)]
+        /// The hour (UTC) of the fixed-hour baseline, 0 to 23.
+        #[arg(long, value_name = "HOUR", default_value_t = 9,
+              value_parser = clap::value_parser!(u8).range(0..=23))]
         fixed_hour: u8,
         /// Learn again every DAYS days of the test period, as `serve` does when it imports
         /// events: each step is scored by profiles (and baselines) rebuilt from every event
@@ -281,6 +285,9 @@ pub enum Command {
         dry_run: bool,
     },
     /// Generate synthetic, realistic engagement data (seeded) into a data directory.
+    ///
+    /// It reads no config, and writes to --out: --config, listed below as for every command, is
+    /// refused here, and --data, if given, must name the --out folder.
     Gen {
         /// How many contacts.
         #[arg(long, value_name = "N")]
@@ -339,6 +346,9 @@ pub enum Command {
     },
     /// Run a local HubSpot stand-in (for trying sendtime without a HubSpot account): the
     /// APIs sendtime calls, with HubSpot's shapes, errors and limits.
+    ///
+    /// It reads no config or data folder: --config and --data, listed below as for every
+    /// command, are refused here.
     #[command(name = "hubspot-standin")]
     HubspotStandin(StandinArgs),
 }
@@ -476,26 +486,32 @@ pub struct StandinArgs {
     /// 404 for an unknown email): one `email` or `email,id` per line.
     #[arg(long, value_name = "FILE")]
     pub contacts: Option<PathBuf>,
-    /// Rolling 10-second request limit.
-    #[arg(long, value_name = "N", default_value_t = 190)]
+    /// Rolling 10-second request limit (at least 1).
+    #[arg(long, value_name = "N", default_value_t = 190,
+          value_parser = clap::value_parser!(u32).range(1..))]
     pub limit_per_10s: u32,
-    /// Requests per day before HubSpot's DAILY 429; resets at the account's midnight.
-    #[arg(long, value_name = "N", default_value_t = 625_000)]
+    /// Requests per day before HubSpot's DAILY 429 (at least 1); resets at the account's
+    /// midnight.
+    #[arg(long, value_name = "N", default_value_t = 625_000,
+          value_parser = clap::value_parser!(u32).range(1..))]
     pub daily_limit: u32,
-    /// The account's time zone as minutes east of UTC (e.g. -300 for UTC-05:00).
+    /// The account's time zone as minutes east of UTC (e.g. -300 for UTC-05:00), -720 to 840
+    /// as the world's zones are.
     #[arg(
         long,
         value_name = "MINUTES",
         default_value_t = 0,
-        allow_hyphen_values = true
+        allow_hyphen_values = true,
+        value_parser = clap::value_parser!(i32).range(-720..=840)
     )]
     pub utc_offset_minutes: i32,
     /// The account's portal id (HubSpot's Hub ID), as its account details name it: one per
     /// stand-in, to try a config of several accounts.
     #[arg(long, value_name = "ID", default_value_t = crate::hubspot::standin::DEFAULT_PORTAL_ID)]
     pub portal_id: u64,
-    /// Bearer token to accept.
-    #[arg(long, value_name = "TOKEN", env = "HUBSPOT_STANDIN_TOKEN", default_value = crate::hubspot::standin::DEFAULT_TOKEN, hide_env_values = true)]
+    /// Bearer token to accept (not empty).
+    #[arg(long, value_name = "TOKEN", env = "HUBSPOT_STANDIN_TOKEN", default_value = crate::hubspot::standin::DEFAULT_TOKEN, hide_env_values = true,
+          value_parser = clap::builder::NonEmptyStringValueParser::new())]
     pub token: String,
 }
 
@@ -852,8 +868,12 @@ fn config_or_toml(
     match load_config(path, overrides) {
         Ok(config) => Ok((crate::config::Named::of(&config), Some(config))),
         Err(invalid) => {
+            // Not even TOML: said with what to do, as the README promised pauses on a bad
+            // edit (an audit found a syntax slip refused without a way on).
             let Ok(named) = crate::config::Named::read(path, overrides) else {
-                return Err(invalid);
+                return Err(anyhow::anyhow!(
+                    "{invalid:#}\nits ids and data folder cannot be read from a file that is not TOML: fix the syntax, or pass --config a copy that reads (such as its last version in git)"
+                ));
             };
             tracing::warn!(
                 "config {} does not pass validation (`sendtime validate` lists why): {}",

@@ -74,7 +74,14 @@ pub fn run(
         admin.ip().is_loopback(),
         "--admin-listen {admin}: the demo's admin surface has no token, so it listens on this machine only (127.0.0.1 or [::1]); from another machine, forward its port (e.g. ssh -L 8081:127.0.0.1:8081 HOST)"
     );
-    let public = bind(listen.unwrap_or(Server::DEFAULT_LISTEN), "--listen")?;
+    let listen = listen.unwrap_or(Server::DEFAULT_LISTEN);
+    // Its own two listeners on one port: the second bind said the port was in use, sending
+    // the user after some other process (an audit).
+    anyhow::ensure!(
+        !crate::config::share_a_port(listen, admin),
+        "--listen {listen} and --admin-listen {admin} share a port: the demo listens on both (the admin surface is never on the public listener); give one of them another port"
+    );
+    let public = bind(listen, "--listen")?;
     let private = bind(admin, "--admin-listen")?;
     let (listen, admin) = (public.local_addr()?, private.local_addr()?);
     drop((public, private));

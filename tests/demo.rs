@@ -226,9 +226,16 @@ fn the_demo_refuses_addresses_it_cannot_serve_before_it_starts() {
         .unwrap()
         .port();
     let same = format!("127.0.0.1:{port}");
-    for args in [
-        ["--listen", "127.0.0.1:0", "--admin-listen", "0.0.0.0:0"],
-        ["--listen", same.as_str(), "--admin-listen", same.as_str()],
+    for (args, why) in [
+        (
+            ["--listen", "127.0.0.1:0", "--admin-listen", "0.0.0.0:0"],
+            "listens on this machine only",
+        ),
+        // Said as such: the second bind's "in use" sent the user after another process.
+        (
+            ["--listen", same.as_str(), "--admin-listen", same.as_str()],
+            "share a port",
+        ),
     ] {
         let tmp = tempfile::tempdir().unwrap();
         let out = Command::new(env!("CARGO_BIN_EXE_sendtime"))
@@ -241,6 +248,7 @@ fn the_demo_refuses_addresses_it_cannot_serve_before_it_starts() {
         assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
         assert!(stderr.starts_with("error: "), "{args:?}: {stderr}");
         assert!(stderr.contains("--admin-listen"), "{args:?}: {stderr}");
+        assert!(stderr.contains(why), "{args:?}: {stderr}");
         assert!(out.stdout.is_empty(), "{args:?}: {stderr}");
         assert_eq!(std::fs::read_dir(tmp.path()).unwrap().count(), 0);
     }

@@ -541,6 +541,46 @@ fn the_hidden_standin_knows_the_recipients_and_the_contacts_file() {
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("line 1"));
+
+    // An event with a field of the wrong kind (`created` as text) is refused naming where it
+    // is and what was expected (it said only that no shape matched).
+    let bad = dir.path().join("bad-events.json");
+    for body in [
+        r#"[{"id":"x","created":"2026-11-01T00:00:00Z","type":"OPEN","recipient":"a@b.c"}]"#,
+        r#"{"events": [{"id":"x","created":"2026-11-01T00:00:00Z","type":"OPEN"}]}"#,
+    ] {
+        std::fs::write(&bad, body).unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_sendtime"))
+            .args(["hubspot-standin", "--events"])
+            .arg(&bad)
+            .output()
+            .unwrap();
+        let said = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{said}");
+        assert!(said.contains("expected i64 at line 1"), "{said}");
+    }
+    // Limits and a time zone no account has, and an empty token, are refused as usage.
+    for args in [
+        ["--limit-per-10s", "0"],
+        ["--daily-limit", "0"],
+        ["--utc-offset-minutes", "5000"],
+        ["--token", ""],
+    ] {
+        // Taken, the stand-in would run until stopped: waited for a while, then stopped.
+        let mut child = Command::new(env!("CARGO_BIN_EXE_sendtime"))
+            .args(["hubspot-standin", "--listen", "127.0.0.1:0"])
+            .args(args)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while child.try_wait().unwrap().is_none() && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let _ = child.kill();
+        assert_eq!(child.wait().unwrap().code(), Some(2), "{args:?}");
+    }
 }
 
 #[test]

@@ -750,6 +750,18 @@ fn predict_cut_short_leaves_no_file_at_its_names() {
     let contacts = std::fs::read_to_string(&classes).unwrap().lines().count() - 1;
     assert_eq!(lines, 1 + 168 * contacts);
     assert!(!partial.exists());
+
+    // A folder named for the scores: refused before anything is written, naming it (the
+    // classes file was published beside the folder, and the error named no path).
+    let folder = dir.path().join("folder");
+    std::fs::create_dir(&folder).unwrap();
+    let out = predict(&data, "2026-01-01", &folder);
+    assert_eq!(out.status.code(), Some(1));
+    let said = format!("{} is a folder", folder.display());
+    assert!(text(&out).1.contains(&said), "{}", text(&out).1);
+    assert!(!dir.path().join("folder.classes.csv").exists());
+    assert!(!dir.path().join("folder.classes.csv.partial").exists());
+    assert_eq!(std::fs::read_dir(&folder).unwrap().count(), 0);
 }
 
 #[test]
@@ -965,6 +977,10 @@ fn backtest_flags_without_what_they_shape_are_refused() {
         ],
     );
     assert_eq!(out.status.code(), Some(2), "{}", text(&out).1);
+    // An hour past the day's: refused by the parser, as the other ranges are (it was 1).
+    let out = sendtime(&data, &["backtest", "--fixed-hour", "24"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out).1);
+    assert!(text(&out).1.contains("0..=23"), "{}", text(&out).1);
 }
 
 /// Mistyped times and contacts are refused before any work: `predict --as-of` and `backtest

@@ -550,6 +550,16 @@ fn pause_works_while_the_config_is_invalid() {
     let unknown = common::run(&config, &data, &["pause", "nope"], &[]);
     assert_eq!(unknown.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&unknown.stderr).contains("it has: first, main"));
+    // Not TOML at all: refused with its error and a way on, and nothing paused.
+    let pauses = data.join("state/pauses.json");
+    let before = std::fs::read_to_string(&pauses).unwrap();
+    std::fs::write(&config, format!("{VALID}id = \"second\n")).unwrap();
+    let slip = common::run(&config, &data, &["pause", "main", "--connector"], &[]);
+    assert_eq!(slip.status.code(), Some(1), "{slip:?}");
+    let said = String::from_utf8_lossy(&slip.stderr);
+    assert!(said.contains("TOML syntax error"), "{said}");
+    assert!(said.contains("pass --config a copy that reads"), "{said}");
+    assert_eq!(std::fs::read_to_string(&pauses).unwrap(), before);
 }
 
 /// A pause written to a data folder no `serve` dispatches from says so: a `serve` started

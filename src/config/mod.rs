@@ -282,7 +282,7 @@ impl Credentials {
 /// Whether two listeners would ask for one port: the same one on the same address, or on
 /// every address of a family (`0.0.0.0` for IPv4; `::`, which takes IPv4 too) and another of
 /// it. Port 0 picks a free port for each (tests do).
-fn share_a_port(a: SocketAddr, b: SocketAddr) -> bool {
+pub(crate) fn share_a_port(a: SocketAddr, b: SocketAddr) -> bool {
     let covers = |any: SocketAddr, other: SocketAddr| {
         any.ip().is_unspecified() && (any.is_ipv6() || other.is_ipv4())
     };

@@ -89,6 +89,28 @@ impl Draft {
     }
 }
 
+/// A `[webhook]` header among `[[webhook]]` ones (or of actions, connectors) is a duplicate
+/// key to TOML, said at the correct headers after it: the line to fix is named too (an
+/// audit).
+fn single_headers(ctx: &mut Ctx, text: &str) {
+    let mut offset = 0;
+    for line in text.split_inclusive('\n') {
+        let code = line.split('#').next().unwrap_or_default().trim();
+        let header = code.strip_prefix('[').and_then(|h| h.strip_suffix(']'));
+        if let Some(key) = header.map(str::trim)
+            && ["webhook", "action", "connector"].contains(&key)
+            && text.contains(&format!("[[{key}]]"))
+        {
+            let at = offset + line.find('[').unwrap_or(0);
+            ctx.error(
+                at,
+                format!("[{key}] opens one table where the others are entries of the `{key}` array: write [[{key}]] here"),
+            );
+        }
+        offset += line.len();
+    }
+}
+
 /// Read and check `text` as the config at `path`. On success the warnings (e.g. unset env
 /// vars) come along.
 pub(super) fn parse(
@@ -112,6 +134,7 @@ pub(super) fn parse(
                 format!("TOML syntax error: {}", first_line(e.message())),
             );
         }
+        single_headers(&mut ctx, text);
         ctx.diags.finish();
         return Err(ctx.diags);
     }

@@ -82,6 +82,17 @@ pub fn predict(config: &Config, as_of: i64, out: &Path) -> anyhow::Result<()> {
     );
     let day = day_of(as_of);
     let classes_path = classes_path(out);
+    // A folder would fail only at the rename, after the classes file was in place (and that
+    // file would sit beside the folder; an audit).
+    for path in [out, classes_path.as_path()] {
+        anyhow::ensure!(
+            !path.is_dir(),
+            "--out {}: {} is a folder; name a file, such as {}",
+            out.display(),
+            path.display(),
+            out.join("predict.csv").display()
+        );
+    }
     // Written under `.partial` names, renamed once whole: a run cut short (Ctrl-C, a full
     // disk) left files at the final names that ended mid-contact and read as complete.
     let partial = |p: &Path| {
@@ -90,9 +101,15 @@ pub fn predict(config: &Config, as_of: i64, out: &Path) -> anyhow::Result<()> {
         p.with_file_name(name)
     };
     let (scores_partial, classes_partial) = (partial(out), partial(&classes_path));
+    let rename = |from: &Path, to: &Path| {
+        std::fs::rename(from, to).with_context(|| format!("cannot write {}", to.display()))
+    };
     let written = write_predictions(&built, day, &scores_partial, &classes_partial).and_then(|n| {
-        std::fs::rename(&classes_partial, &classes_path)?;
-        std::fs::rename(&scores_partial, out)?;
+        rename(&classes_partial, &classes_path)?;
+        // Both files or neither.
+        rename(&scores_partial, out).inspect_err(|_| {
+            let _ = std::fs::remove_file(&classes_path);
+        })?;
         Ok(n)
     });
     let n = match written {
@@ -201,7 +218,6 @@ pub fn backtest(
         relearn_days,
         json,
     } = options;
-    anyhow::ensure!(fixed_hour < 24, "--fixed-hour must be 0..23");
     let rows = match events {
         Events::Csv(file, columns) => Rows::from_events(&csv_import::read(&file, &columns)?),
         Events::Dataset(data_dir) => {

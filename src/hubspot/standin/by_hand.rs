@@ -49,19 +49,21 @@ pub fn run_until_ctrl_c(
             let text = std::fs::read_to_string(path)
                 .with_context(|| format!("cannot read events file {}", path.display()))?;
             #[derive(serde::Deserialize)]
-            #[serde(untagged)]
-            enum File {
-                List(Vec<EmailEvent>),
-                Page { events: Vec<EmailEvent> },
+            struct Page {
+                events: Vec<EmailEvent>,
             }
-            match serde_json::from_str::<File>(&text).with_context(|| {
+            // Read as the shape its first character says: tried as either, serde's error said
+            // only that neither matched, not which event and field (an audit).
+            let read = match text.trim_start().starts_with('[') {
+                true => serde_json::from_str::<Vec<EmailEvent>>(&text),
+                false => serde_json::from_str::<Page>(&text).map(|p| p.events),
+            };
+            read.with_context(|| {
                 format!(
-                    "{}: expected a JSON array of HubSpot email events or {{\"events\": [...]}}",
+                    "{}: expected a JSON array of HubSpot email events (`created` in epoch milliseconds), or {{\"events\": [...]}}",
                     path.display()
                 )
-            })? {
-                File::List(e) | File::Page { events: e } => e,
-            }
+            })?
         }
     };
     let mut contacts = match contacts_file {
