@@ -1189,7 +1189,9 @@ fn import(
             };
             let created = crate::store::create_data_dir(&config.server.data_dir)?;
             let result = crate::import::hubspot::run(&config, &request).map(|_| ());
-            if let (Err(_), Some(created)) = (&result, created) {
+            // Kept only holding something: a failed or empty import leaves no folder (readers
+            // took a bare one for data; an audit).
+            if let Some(created) = created {
                 crate::store::remove_if_unused(&created);
             }
             result
@@ -1223,7 +1225,7 @@ fn import(
             };
             if let Some(dir) = scratch {
                 let _ = std::fs::remove_dir_all(dir);
-            } else if let (Err(_), Some(created)) = (&result, created) {
+            } else if let Some(created) = created {
                 crate::store::remove_if_unused(&created);
             }
             result

@@ -69,6 +69,17 @@ async fn serve(
         tracing::warn!("{line}");
     }
     let mut config = loaded.config;
+    // Both listeners before anything else: a start that cannot listen must not have made a
+    // call (a restart while the old process still holds the port), nor a data folder (an
+    // audit found one made for a start that then failed).
+    let listen = config.server.listen;
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    let admin_listen = config.server.admin_listen;
+    let admin_listener = tokio::net::TcpListener::bind(admin_listen)
+        .await
+        .with_context(|| format!("cannot listen on {admin_listen} (server.admin_listen)"))?;
     crate::store::create_data_dir(&config.server.data_dir)?;
     config.server.data_dir = crate::store::physical(&config.server.data_dir);
     // A file import that died publishing left its parts hidden: shown before profiles load.
@@ -93,7 +104,6 @@ async fn serve(
         data_dir = %config.server.data_dir.display(),
         "config loaded"
     );
-    let listen = config.server.listen;
     let data_dir = config.server.data_dir.clone();
     let ratchet = Arc::new(receiver::ratchet::Ratchet::open(&data_dir)?);
     let metrics = Metrics::new();
@@ -129,15 +139,6 @@ async fn serve(
         clock.clone(),
         lookups_tx,
     )?;
-    // Both listeners before anything runs: a start that cannot listen must not have made a
-    // call (a restart while the old process still holds the port).
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
-        .with_context(|| format!("cannot listen on {listen}"))?;
-    let admin_listen = handle.load().server.admin_listen;
-    let admin_listener = tokio::net::TcpListener::bind(admin_listen)
-        .await
-        .with_context(|| format!("cannot listen on {admin_listen} (server.admin_listen)"))?;
     tracing::info!("listening on {}", listener.local_addr()?);
     tracing::info!(
         "admin surface (dashboard, /status, /metrics) on {}",

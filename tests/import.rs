@@ -1282,10 +1282,16 @@ fn a_file_without_rows_says_there_is_nothing_to_import() {
         out,
         format!("nothing to import: {} has no rows\n", csv.display())
     );
-    assert_eq!(
-        files(&data.join("events"), "parquet"),
-        Vec::<PathBuf>::new()
-    );
+    // Nor does it leave a data folder it made (readers took it for one with data).
+    assert!(!data.exists());
+    // A folder that was there stays, with what it holds.
+    let one = dir.path().join("one.csv");
+    export(&one, 0..1);
+    ok(&sendtime(&data, &csv_import(one.to_str().unwrap(), "1000")));
+    let stored = files(&data.join("events"), "parquet");
+    assert_eq!(stored.len(), 1);
+    ok(&sendtime(&data, &csv_import(csv.to_str().unwrap(), "1000")));
+    assert_eq!(files(&data.join("events"), "parquet"), stored);
 }
 
 /// A damaged events part (its bytes changed after it was written) does not stop an erase:

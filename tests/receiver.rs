@@ -763,6 +763,43 @@ fn no_secret_configured_is_503_so_hubspot_retries() {
     assert_eq!(errors, 1, "{logs}");
 }
 
+/// A start that cannot listen fails before it makes anything: it made the data folder (and
+/// its datasets) first, which readers then took for real data (an audit).
+#[test]
+fn a_start_that_cannot_listen_makes_no_data_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().to_string();
+    let data = dir.path().join("data");
+    for args in [
+        [
+            "serve",
+            "--listen",
+            port.as_str(),
+            "--admin-listen",
+            "127.0.0.1:0",
+        ],
+        [
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            port.as_str(),
+        ],
+    ] {
+        let out = common::run(
+            &config(dir.path(), ""),
+            &data,
+            &args,
+            &[("TEST_SECRET", SECRET)],
+        );
+        let said = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {said}");
+        assert!(said.contains(&format!("cannot listen on {port}")), "{said}");
+        assert!(!data.exists(), "{args:?}");
+    }
+}
+
 #[test]
 fn a_torn_part_is_quarantined_and_the_server_keeps_serving() {
     let dir = tempfile::tempdir().unwrap();
