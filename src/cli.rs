@@ -870,10 +870,18 @@ fn config_or_toml(
         Err(invalid) => {
             // Not even TOML: said with what to do, as the README promised pauses on a bad
             // edit (an audit found a syntax slip refused without a way on).
-            let Ok(named) = crate::config::Named::read(path, overrides) else {
-                return Err(anyhow::anyhow!(
-                    "{invalid:#}\nits ids and data folder cannot be read from a file that is not TOML: fix the syntax, or pass --config a copy that reads (such as its last version in git)"
-                ));
+            let named = match crate::config::Named::read(path, overrides) {
+                Ok(named) => named,
+                Err(e) if e.is::<toml::de::Error>() => {
+                    return Err(anyhow::anyhow!(
+                        "{invalid:#}\nits ids and data folder cannot be read from a file that is not TOML: fix the syntax, or pass --config a copy that reads (such as its last version in git)"
+                    ));
+                }
+                Err(e) => {
+                    return Err(anyhow::anyhow!(
+                        "{invalid:#}\nits ids and data folder cannot be read from it either: {e:#}"
+                    ));
+                }
             };
             tracing::warn!(
                 "config {} does not pass validation (`sendtime validate` lists why): {}",

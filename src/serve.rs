@@ -72,14 +72,8 @@ async fn serve(
     // Both listeners before anything else: a start that cannot listen must not have made a
     // call (a restart while the old process still holds the port), nor a data folder (an
     // audit found one made for a start that then failed).
-    let listen = config.server.listen;
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
-        .with_context(|| format!("cannot listen on {listen}"))?;
-    let admin_listen = config.server.admin_listen;
-    let admin_listener = tokio::net::TcpListener::bind(admin_listen)
-        .await
-        .with_context(|| format!("cannot listen on {admin_listen} (server.admin_listen)"))?;
+    let listener = bind(config.server.listen, "").await?;
+    let admin_listener = bind(config.server.admin_listen, " (server.admin_listen)").await?;
     crate::store::create_data_dir(&config.server.data_dir)?;
     config.server.data_dir = crate::store::physical(&config.server.data_dir);
     // A file import that died publishing left its parts hidden: shown before profiles load.
@@ -306,6 +300,18 @@ fn connection_cap() -> usize {
 /// connections finish, up to [`SHUTDOWN_GRACE`], then close them. Unlike `axum::serve`,
 /// headers must arrive within [`HEADER_READ_TIMEOUT`] and answers be read within
 /// [`WRITE_STALL_TIMEOUT`]; the body's own deadline is the receiver's.
+/// A listener on `addr` (`which` names it in the error); one in use may be another `serve`'s
+/// of this config, which now fails here rather than at the data folder's lock.
+async fn bind(addr: std::net::SocketAddr, which: &str) -> anyhow::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+        let hint = match e.kind() {
+            std::io::ErrorKind::AddrInUse => ": is another `serve` of this config running?",
+            _ => "",
+        };
+        anyhow::Error::new(e).context(format!("cannot listen on {addr}{which}{hint}"))
+    })
+}
+
 async fn serve_http(
     listener: tokio::net::TcpListener,
     app: axum::Router,

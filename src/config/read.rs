@@ -93,21 +93,26 @@ impl Draft {
 /// key to TOML, said at the correct headers after it: the line to fix is named too (an
 /// audit).
 fn single_headers(ctx: &mut Ctx, text: &str) {
+    // Each header line's offset, name and brackets (1 or 2); comments left out.
+    let mut headers = Vec::new();
     let mut offset = 0;
     for line in text.split_inclusive('\n') {
         let code = line.split('#').next().unwrap_or_default().trim();
-        let header = code.strip_prefix('[').and_then(|h| h.strip_suffix(']'));
-        if let Some(key) = header.map(str::trim)
-            && ["webhook", "action", "connector"].contains(&key)
-            && text.contains(&format!("[[{key}]]"))
-        {
-            let at = offset + line.find('[').unwrap_or(0);
+        let double = code.strip_prefix("[[").and_then(|h| h.strip_suffix("]]"));
+        let single = code.strip_prefix('[').and_then(|h| h.strip_suffix(']'));
+        if let Some((name, brackets)) = double.map(|h| (h, 2)).or(single.map(|h| (h, 1))) {
+            headers.push((offset + line.find('[').unwrap_or(0), name.trim(), brackets));
+        }
+        offset += line.len();
+    }
+    for &(at, key, brackets) in &headers {
+        let array = |k: &str| headers.iter().any(|&(_, name, b)| name == k && b == 2);
+        if brackets == 1 && ["webhook", "action", "connector"].contains(&key) && array(key) {
             ctx.error(
                 at,
                 format!("[{key}] opens one table where the others are entries of the `{key}` array: write [[{key}]] here"),
             );
         }
-        offset += line.len();
     }
 }
 

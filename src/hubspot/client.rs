@@ -419,14 +419,17 @@ struct ErrorBody {
 }
 
 impl ErrorBody {
-    /// The scopes a `MISSING_SCOPES` refusal names in `errors[].context.requiredGranularScopes`
-    /// (a few, each cut short: a stranger's text that ends up in logs and `/status`).
+    /// The scopes a `MISSING_SCOPES` refusal names in `errors[].context.requiredGranularScopes`,
+    /// or `requiredScopes` as HubSpot's older bodies say it (one quoted in
+    /// HubSpot/hubspot-api-nodejs#268) (a few, each cut short: a stranger's text that ends up
+    /// in logs and `/status`).
     fn missing_scopes(&self) -> Vec<String> {
         let errors = self.errors.as_ref().and_then(|e| e.as_array());
         let mut scopes: Vec<String> = errors
             .into_iter()
             .flatten()
-            .filter_map(|e| e["context"]["requiredGranularScopes"].as_array())
+            .flat_map(|e| ["requiredGranularScopes", "requiredScopes"].map(|k| &e["context"][k]))
+            .filter_map(|scopes| scopes.as_array())
             .flatten()
             .filter_map(|s| s.as_str())
             .take(8)
@@ -1298,6 +1301,11 @@ mod tests {
             r#"{"message": "m", "category": "MISSING_SCOPES", "errors": [{"context": {"requiredGranularScopes": ["automation", "automation"]}}, {"message": "no context"}]}"#,
         );
         assert_eq!(scoped.missing_scopes(), ["automation"]);
+        // As an older body names them.
+        let older = read(
+            r#"{"message": "m", "category": "MISSING_SCOPES", "errors": [{"message": "One or more of the following scopes are required.", "context": {"requiredScopes": ["contacts"]}}]}"#,
+        );
+        assert_eq!(older.missing_scopes(), ["contacts"]);
         for odd in [
             r#"{"message": "no such workflow", "errors": null}"#,
             r#"{"message": "no such workflow", "errors": "text"}"#,

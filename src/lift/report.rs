@@ -1274,6 +1274,8 @@ mod tests {
             row("r1", A, None, false, T),
             row("r1", Retrying, None, true, T + m),
             row("r1", Enrolled, None, false, T + 30 * m),
+            // After the send: passed over (read from the end, it would stop the search).
+            row("r1", Retrying, Some(503), false, T + 40 * m),
             row("r2", A, None, false, T),
             row("r2", Retrying, Some(503), false, T + m),
             row("r2", A, None, false, T + 5 * m),

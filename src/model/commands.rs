@@ -72,6 +72,17 @@ fn require_events(data_dir: &Path) -> anyhow::Result<()> {
 
 /// `sendtime predict`: every contact's slot scores as of a time, long format.
 pub fn predict(config: &Config, as_of: i64, out: &Path) -> anyhow::Result<()> {
+    let classes_path = classes_path(out);
+    // A folder would fail only at the rename, after the build and with the classes file in
+    // place (beside the folder; an audit).
+    for path in [out, classes_path.as_path()] {
+        anyhow::ensure!(
+            !path.is_dir(),
+            "--out {}: {} is a folder; name another file",
+            out.display(),
+            path.display(),
+        );
+    }
     require_events(&config.server.data_dir)?;
     let built = dataset::build(&config.server.data_dir, config.model, as_of)?;
     anyhow::ensure!(
@@ -81,18 +92,6 @@ pub fn predict(config: &Config, as_of: i64, out: &Path) -> anyhow::Result<()> {
         config.server.data_dir.join("events").display()
     );
     let day = day_of(as_of);
-    let classes_path = classes_path(out);
-    // A folder would fail only at the rename, after the classes file was in place (and that
-    // file would sit beside the folder; an audit).
-    for path in [out, classes_path.as_path()] {
-        anyhow::ensure!(
-            !path.is_dir(),
-            "--out {}: {} is a folder; name a file, such as {}",
-            out.display(),
-            path.display(),
-            out.join("predict.csv").display()
-        );
-    }
     // Written under `.partial` names, renamed once whole: a run cut short (Ctrl-C, a full
     // disk) left files at the final names that ended mid-contact and read as complete.
     let partial = |p: &Path| {
@@ -106,10 +105,7 @@ pub fn predict(config: &Config, as_of: i64, out: &Path) -> anyhow::Result<()> {
     };
     let written = write_predictions(&built, day, &scores_partial, &classes_partial).and_then(|n| {
         rename(&classes_partial, &classes_path)?;
-        // Both files or neither.
-        rename(&scores_partial, out).inspect_err(|_| {
-            let _ = std::fs::remove_file(&classes_path);
-        })?;
+        rename(&scores_partial, out)?;
         Ok(n)
     });
     let n = match written {
