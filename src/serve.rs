@@ -103,13 +103,6 @@ async fn serve(
     let metrics = Metrics::new();
     metrics.configured(&config);
     let handle = Arc::new(ArcSwap::from_pointee(config));
-    let _watcher = Watcher::spawn(
-        handle.clone(),
-        config_path,
-        overrides,
-        metrics.clone(),
-        !session.hangup_stops,
-    )?;
     let mut dispatcher =
         tokio::task::block_in_place(|| Dispatcher::open(&data_dir, metrics.clone(), clock.clone()))
             .with_context(|| {
@@ -132,6 +125,15 @@ async fn serve(
         inbox.clone(),
         clock.clone(),
         lookups_tx,
+    )?;
+    // After every step that can refuse the start: the watch's first look at the file, off
+    // the workers, outlived a refused start and panicked in the runtime's shutdown (an audit).
+    let _watcher = Watcher::spawn(
+        handle.clone(),
+        config_path,
+        overrides,
+        metrics.clone(),
+        !session.hangup_stops,
     )?;
     tracing::info!("listening on {}", listener.local_addr()?);
     tracing::info!(

@@ -798,6 +798,33 @@ fn a_start_that_cannot_listen_makes_no_data_folder() {
         assert!(said.contains(&format!("cannot listen on {port}")), "{said}");
         assert!(!data.exists(), "{args:?}");
     }
+    // Refused by the data folder's lock (another `serve` sends from it): said so, and no
+    // panic (the config's watch, started before the listeners then, panicked in the
+    // runtime's shutdown in most starts refused a port; an audit).
+    let lock = std::fs::File::create({
+        std::fs::create_dir_all(&data).unwrap();
+        data.join("dispatch.lock")
+    })
+    .unwrap();
+    lock.lock().unwrap();
+    for _ in 0..4 {
+        let out = common::run(
+            &config(dir.path(), ""),
+            &data,
+            &[
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--admin-listen",
+                "127.0.0.1:0",
+            ],
+            &[("TEST_SECRET", SECRET)],
+        );
+        let said = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{said}");
+        assert!(said.contains("another sendtime"), "{said}");
+        assert!(!said.contains("panicked"), "{said}");
+    }
 }
 
 #[test]
