@@ -117,6 +117,17 @@ async fn serve(
         Inbox::start(&data_dir, dispatcher.pending().clone(), metrics.clone())
     })
     .with_context(|| format!("cannot open the inbox in {}", data_dir.display()))?;
+    // Removed while `serve` was down: said now, as a reload says it (it was said nowhere
+    // until those contacts came due; an audit).
+    for (id, n) in inbox.pending_by_webhook() {
+        if handle.load().webhook(&id).is_none() {
+            tracing::warn!(
+                webhook = %id,
+                pending = n,
+                "not in the config: the contacts it took before are held (not sent, not deleted) until it is back as it was, or `sendtime discard {id}` gives them up"
+            );
+        }
+    }
     // Before anything starts: a missing admin token stops here.
     let (lookups_tx, lookups_rx) = tokio::sync::mpsc::channel(8);
     let admin_state = AdminState::new(

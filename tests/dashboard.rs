@@ -831,6 +831,9 @@ fn the_dashboard_says_how_to_give_up_contacts_held_for_a_removed_webhook() {
         (status(&server)["config"] == identity.as_str()).then_some(())
     })
     .expect("the config without fatigue loaded");
+    // Shown before they are due (they were only once due: days later for a NEXT_WEEK
+    // webhook's contacts; an audit).
+    assert_eq!(status(&server)["held_for_removed"]["fatigue"], 2);
     set_clock(&clock, now_ms() + 3_600_000);
     eventually(Duration::from_secs(20), || {
         (status(&server)["held_for_removed"]["fatigue"] == 2).then_some(())

@@ -123,7 +123,7 @@ pub fn status(state: &AdminState) -> Value {
         "actions": actions,
         "unknown": board.tally(super::board::UNKNOWN).refused,
         "totals": board.totals(),
-        "held_for_removed": board.held(),
+        "held_for_removed": held_for_removed(board, &config, &state.inbox),
         "connectors": connectors,
         "capacity": *state.metrics.forecast(),
         "population": board.population().map(|p| p.to_vec()),
@@ -195,4 +195,25 @@ fn connectors(
             }
         })
         .collect()
+}
+
+/// The contacts held because the config does not send them as they were taken: those the
+/// dispatcher found so when they came due, and every pending one of an id the config no
+/// longer names, due or not (a removed webhook's showed only once due, days later for a
+/// NEXT_WEEK one, and one removed while `serve` was down not at all; an audit).
+fn held_for_removed(
+    board: &super::board::Board,
+    config: &crate::config::Config,
+    inbox: &crate::datasets::inbox::Inbox,
+) -> std::collections::BTreeMap<String, u64> {
+    let mut held: std::collections::BTreeMap<String, u64> = (board.held().into_iter())
+        .map(|(id, n)| (id, n as u64))
+        .collect();
+    for (id, n) in inbox.pending_by_webhook() {
+        if config.webhook(&id).is_none() {
+            let h = held.entry(id).or_default();
+            *h = (*h).max(n);
+        }
+    }
+    held
 }

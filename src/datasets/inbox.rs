@@ -391,6 +391,11 @@ impl Inbox {
         self.pending.len()
     }
 
+    /// Receipts pending per webhook or action id.
+    pub fn pending_by_webhook(&self) -> std::collections::BTreeMap<String, u64> {
+        self.pending.by_webhook()
+    }
+
     /// Whether as many receipts taken unsigned wait as may: an unsigned post is refused.
     pub fn unsigned_full(&self) -> bool {
         self.pending.unsigned_full()

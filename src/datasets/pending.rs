@@ -11,7 +11,7 @@
 //!
 //! Shared by the inbox writer and the dispatcher; one lock, held for map operations only.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 
 use crate::metrics::Metrics;
@@ -48,6 +48,9 @@ struct State {
     /// Pending receipts whose contact's key a later post took ([`PendingSet::insert`]):
     /// still counted until released.
     displaced: HashSet<String>,
+    /// Pending receipts per webhook or action id, as `sendtime_pending{webhook}` counts them
+    /// (ids the config names or named when they were taken: a bounded set).
+    by_webhook: HashMap<String, u64>,
 }
 
 impl State {
@@ -196,6 +199,10 @@ impl PendingSet {
             state.unsigned.insert(receipt_id.to_string());
         }
         state.remember(contact, receipt_id);
+        *state
+            .by_webhook
+            .entry(contact.webhook_id.to_string())
+            .or_default() += 1;
         self.metrics.pending(contact.webhook_id).inc();
         Ok(())
     }
@@ -257,12 +264,25 @@ impl PendingSet {
             .is_some_and(|(id, _)| id == receipt_id)
         {
             state.pending.remove(&k);
-            state.answers.remove(receipt_id);
-            self.metrics.pending(contact.webhook_id).dec();
-        } else if state.displaced.remove(receipt_id) {
-            state.answers.remove(receipt_id);
-            self.metrics.pending(contact.webhook_id).dec();
+        } else if !state.displaced.remove(receipt_id) {
+            return;
         }
+        state.answers.remove(receipt_id);
+        if let Some(n) = state.by_webhook.get_mut(contact.webhook_id) {
+            *n -= 1;
+            if *n == 0 {
+                state.by_webhook.remove(contact.webhook_id);
+            }
+        }
+        self.metrics.pending(contact.webhook_id).dec();
+    }
+
+    /// Pending receipts per webhook or action id (those with any).
+    pub fn by_webhook(&self) -> BTreeMap<String, u64> {
+        let state = self.inner.lock().unwrap();
+        (state.by_webhook.iter())
+            .map(|(id, n)| (id.clone(), *n))
+            .collect()
     }
 
     /// `receipt_id` could not be stored: forget it entirely, so HubSpot's retry of the post

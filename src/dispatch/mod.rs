@@ -565,11 +565,18 @@ impl Dispatcher {
         for (webhook, n) in newly_held {
             let total = self.held.get(&webhook).map_or(0, Vec::len);
             self.metrics.held(&webhook).set(total as i64);
+            // Which of the causes, where the config says (it listed them all; an audit).
+            let why = match config.webhook(&webhook) {
+                None => "not in the config",
+                Some(_) => {
+                    "changed: made the other kind (a webhook and an action), switched between a list's type and an enrolling one, or moved to another account's connector"
+                }
+            };
             tracing::warn!(
                 webhook = %webhook,
                 newly_held = n,
                 held = total,
-                "webhook is not in the config, is now of the other kind (a webhook made an action or the reverse), now adds to a list where it enrolled or the reverse (its type changed), or now sends through another account's connector: its due contacts are held (not sent, not deleted) until it returns as it was, or `sendtime discard ID` gives them up"
+                "{why}: its due contacts are held (not sent, not deleted) until it returns as it was, or `sendtime discard {webhook}` gives them up"
             );
         }
         if !dry.is_empty() {
