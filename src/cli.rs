@@ -925,7 +925,7 @@ fn pause(
 ) -> anyhow::Result<()> {
     // A bad edit `serve` refused (it keeps the config before it) is when a pause may be needed
     // most: the ids and the data folder are read from the TOML alone.
-    let (named, _) = config_or_toml(path, overrides, |_| {
+    let (named, config) = config_or_toml(path, overrides, |_| {
         "its ids are read from the TOML alone".to_string()
     })?;
     require_data_dir(&named.data_dir, &named.path)?;
@@ -968,10 +968,20 @@ fn pause(
         crate::pauses::Kind::Connector => format!("sendtime resume {id} --connector"),
         _ => format!("sendtime resume {id}"),
     };
-    // HubSpot holds an action's contact only so long, then moves it on by itself.
+    // HubSpot holds an action's contact only so long, then moves it on by itself: said of a
+    // connector's actions too (it was said of an action's pause alone; an audit). Without a
+    // valid config, any action may be on the connector.
+    let has_actions = |c: &str| match &config {
+        Some(config) => (config.webhooks.iter())
+            .any(|w| w.target == Target::Callback && w.connector == c),
+        None => !named.actions.is_empty(),
+    };
     let bound = match kind {
         crate::pauses::Kind::Action => {
             " (at most until HubSpot's hold on each ends, its delivery window and a day: HubSpot then moves the contact on, and its completion is recorded failed)"
+        }
+        crate::pauses::Kind::Connector if on && has_actions(&id) => {
+            " (its actions' contacts at most until HubSpot's hold on each ends, the action's delivery window and a day: HubSpot then moves the contact on, and its completion is recorded failed)"
         }
         _ => "",
     };
