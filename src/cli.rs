@@ -972,8 +972,9 @@ fn pause(
     // connector's actions too (it was said of an action's pause alone; an audit). Without a
     // valid config, any action may be on the connector.
     let has_actions = |c: &str| match &config {
-        Some(config) => (config.webhooks.iter())
-            .any(|w| w.target == Target::Callback && w.connector == c),
+        Some(config) => {
+            (config.webhooks.iter()).any(|w| w.target == Target::Callback && w.connector == c)
+        }
         None => !named.actions.is_empty(),
     };
     let bound = match kind {

@@ -45,7 +45,8 @@ impl Person {
         let mut person = Person::default();
         for q in queries {
             let q = q.trim();
-            match q.parse::<i64>() {
+            // `#1001` as the store's keys (and earlier versions' messages) name an id.
+            match q.strip_prefix('#').unwrap_or(q).parse::<i64>() {
                 Ok(id) if id > 0 => {
                     person.ids.insert(id);
                 }
@@ -96,7 +97,9 @@ impl Person {
         self.emails
             .iter()
             .cloned()
-            .chain(self.ids.iter().map(|id| format!("#{id}")))
+            // As `erase` takes them, to be given back as they are (`#1001` was refused; an
+            // audit).
+            .chain(self.ids.iter().map(|id| id.to_string()))
             .collect::<Vec<_>>()
             .join(", ")
     }
@@ -736,7 +739,12 @@ mod tests {
         assert_eq!(taken, ["ann@example.com"]);
         let dora = Person::parse(&["dora@example.com".into()]).unwrap();
         let links = find(dir.path(), &dictionary, &dora, false).unwrap().linked;
-        assert_eq!(links.names(), "#9999");
+        assert_eq!(links.names(), "9999");
+        // Given back as named, or as the store's keys write it.
+        for given in ["9999", "#9999"] {
+            let both = Person::parse(&["dora@example.com".into(), given.into()]).unwrap();
+            assert!(both.ids.contains(&9999), "{given}");
+        }
     }
 
     /// A given id's receipts by id alone in an account none of the person's receipts by

@@ -562,12 +562,18 @@ fn a_paused_actions_contact_past_its_hold_is_refused_when_resumed() {
     let bound = "at most until HubSpot's hold on each ends";
     let paused = common::run(&config, &data, &["pause", "main", "--connector"], &env);
     assert!(paused.status.success(), "{paused:?}");
-    assert!(String::from_utf8_lossy(&paused.stdout).contains(bound), "{paused:?}");
+    assert!(
+        String::from_utf8_lossy(&paused.stdout).contains(bound),
+        "{paused:?}"
+    );
     let resumed = common::run(&config, &data, &["resume", "main", "--connector"], &env);
     assert!(resumed.status.success(), "{resumed:?}");
     let paused = common::run(&config, &data, &["pause", "send-time"], &env);
     assert!(paused.status.success(), "{paused:?}");
-    assert!(String::from_utf8_lossy(&paused.stdout).contains(bound), "{paused:?}");
+    assert!(
+        String::from_utf8_lossy(&paused.stdout).contains(bound),
+        "{paused:?}"
+    );
     let (status, answer) = reach(&standin, &server, "cb-late", 1000, "NEXT_24_HOURS");
     assert_eq!(
         (status, &answer["outputFields"]["hs_expiration_duration"]),
