@@ -683,11 +683,26 @@ fn the_dashboard_shows_what_holds_a_dry_run_connector_without_engagement() {
     // Empty error lines take no room (two empty pink bars always showed).
     let shown = rt
         .block_on(page.execute(
-            "return ['#pauses-error', '#planning-error', '#write-errors'].map(s => document.querySelector(s).offsetHeight);",
+            "return ['#pauses-error', '#planning-error', '#write-errors', '#config-rejected'].map(s => document.querySelector(s).offsetHeight);",
             vec![],
         ))
         .unwrap();
-    assert_eq!(shown, json!([0, 0, 0]));
+    assert_eq!(shown, json!([0, 0, 0, 0]));
+    // A config edit refused is said while the file stays so (the log alone said it).
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&config, format!("{text}bogus = 1\n")).unwrap();
+    let rejected = "return document.querySelector('#config-rejected').textContent;";
+    let said = until_page(&rt, &page, rejected, "the refused config", |v| {
+        v.as_str().filter(|t| !t.is_empty()).map(str::to_string)
+    });
+    assert!(
+        said.starts_with("The config file was not loaded") && said.contains("bogus"),
+        "{said}"
+    );
+    std::fs::write(&config, text).unwrap();
+    until_page(&rt, &page, rejected, "the refusal gone", |v| {
+        (v == "").then_some(())
+    });
     // An inbox that cannot be written to Parquet (its folder gone, as on a full disk) is said
     // while it lasts.
     let folder = data.join("inbox");

@@ -539,8 +539,10 @@ fn pause_works_while_the_config_is_invalid() {
     std::fs::write(&config, VALID).unwrap();
     let server = Server::start(&config, &data, &[]);
     std::fs::write(&config, format!("{VALID}bogus = 1\n")).unwrap();
-    // The bad edit is refused.
+    // The bad edit is refused, and `/status` says why (the log and a gauge alone said it).
     wait_reloads(&server, REJECTED_ONCE);
+    let why = status(&server)["config_rejected"].clone();
+    assert!(why.as_str().is_some_and(|w| w.contains("bogus")), "{why}");
     let paused = common::run(&config, &data, &["pause", "first"], &[]);
     assert!(paused.status.success(), "{paused:?}");
     eventually(Duration::from_secs(10), || {
@@ -560,6 +562,12 @@ fn pause_works_while_the_config_is_invalid() {
     assert!(said.contains("TOML syntax error"), "{said}");
     assert!(said.contains("pass --config a copy that reads"), "{said}");
     assert_eq!(std::fs::read_to_string(&pauses).unwrap(), before);
+    // Fixed, it is loaded, and `/status` no longer says it was refused.
+    std::fs::write(&config, VALID).unwrap();
+    eventually(Duration::from_secs(10), || {
+        status(&server)["config_rejected"].is_null().then_some(())
+    })
+    .expect("the refusal cleared");
 }
 
 /// A pause written to a data folder no `serve` dispatches from says so: a `serve` started

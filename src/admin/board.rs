@@ -138,6 +138,8 @@ struct State {
     links: BTreeMap<String, Arc<Link>>,
     population: Option<Arc<[f64]>>,
     planning_error: Option<String>,
+    /// Why the config file as it is now was not loaded, while it is not.
+    config_rejected: Option<String>,
     /// Why the last write to a dataset failed, until one succeeds, by dataset.
     write_errors: BTreeMap<&'static str, String>,
     /// Contacts held for ids the config no longer routes, by id.
@@ -201,6 +203,16 @@ impl Board {
 
     pub fn planning_error(&self) -> Option<String> {
         self.state().planning_error.clone()
+    }
+
+    /// Why the config file was not loaded at its last change (`None` once it is, or is the
+    /// config in force again): the log and a gauge said so, the dashboard did not (an audit).
+    pub fn set_config_rejected(&self, why: Option<String>) {
+        self.state().config_rejected = why;
+    }
+
+    pub fn config_rejected(&self) -> Option<String> {
+        self.state().config_rejected.clone()
     }
 
     pub fn set_write_error(&self, dataset: &'static str, error: Option<String>) {

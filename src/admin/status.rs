@@ -133,6 +133,7 @@ pub fn status(state: &AdminState) -> Value {
         "paused_connectors": pauses.connectors,
         "pauses_error": pauses_error,
         "planning_error": board.planning_error(),
+        "config_rejected": board.config_rejected(),
         "write_errors": board.write_errors(),
     })
 }

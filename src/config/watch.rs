@@ -282,7 +282,7 @@ impl Watcher {
                 // the watch: the config in force stays, as for an invalid file.
                 let reloaded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                     tokio::task::block_in_place(|| {
-                        reload(&handle, &path, &overrides, forced, &mut rejected)
+                        reload(&handle, &path, &overrides, forced, &mut rejected, &metrics)
                     })
                 }));
                 let outcome = reloaded.unwrap_or_else(|_| {
@@ -436,6 +436,7 @@ fn reload(
     overrides: &Overrides,
     forced: bool,
     rejected: &mut Option<u64>,
+    metrics: &Metrics,
 ) -> Reload {
     let current = handle.load();
     let content = super::read_head(path).ok().map(|bytes| {
@@ -471,6 +472,7 @@ fn reload(
     match result {
         Ok(mut loaded) => {
             *rejected = None;
+            metrics.board.set_config_rejected(None);
             if loaded.config.identity == current.identity && !forced {
                 return Reload::Current;
             }
@@ -528,11 +530,12 @@ fn reload(
         // Deleted, or mid-replace by a tool that deletes first: not a matter of where `serve`
         // was started (the reader's hint when no file is found).
         Err(_) if content.is_none() && !path.exists() => {
-            tracing::error!(
-                config = %current.identity,
+            let why = format!(
                 "{} is gone (deleted, or being replaced): keeping the config in force until it is back",
                 path.display()
             );
+            tracing::error!(config = %current.identity, "{why}");
+            metrics.board.set_config_rejected(Some(why));
             Reload::Rejected
         }
         Err(diags) => {
@@ -551,6 +554,18 @@ fn reload(
                     Severity::Warning => tracing::warn!("{line}"),
                 }
             }
+            // The first errors, as `validate` prints them (every one is in the log).
+            let errors: Vec<String> = (diags.items.iter().zip(diags.lines()))
+                .filter(|(d, _)| d.severity == Severity::Error)
+                .map(|(_, line)| line.chars().take(300).collect())
+                .take(5)
+                .collect();
+            metrics.board.set_config_rejected(Some(format!(
+                "{} ({}): {}",
+                path.display(),
+                diags.tally(),
+                errors.join("; ")
+            )));
             Reload::Rejected
         }
     }

@@ -276,7 +276,7 @@ impl Link {
         let until = now + policy::REFUSED_TOKEN_PAUSE_MS;
         self.hold(now, until, PauseReason::RefusedToken, metrics, || {
             format!(
-                "HubSpot refused the connector's credentials ({status}: {message}): connector paused and contacts stay queued; set a valid token (access_token_env, or for OAuth refresh_token_env and client_id_env) and restart (it tries once more at the time shown)"
+                "HubSpot refused the connector's credentials ({status}: {message}): connector paused and contacts stay queued; set a valid token (access_token_env, or for OAuth refresh_token_env and client_id_env): a reload that names a variable holding one lifts the pause at the next tick, as does a restart with it set (else it tries once more at the time shown)"
             )
         });
     }

@@ -303,6 +303,9 @@ async function refresh() {
     $("#planning-error").textContent = status.planning_error
       ? "New contacts wait unplanned (the planned ones are still sent, and an action's contact in its hold's last hour): " + status.planning_error
       : "";
+    $("#config-rejected").textContent = status.config_rejected
+      ? "The config file was not loaded, the one in force is kept: " + status.config_rejected
+      : "";
     const writes = Object.entries(status.write_errors || {});
     $("#write-errors").textContent = writes.length
       ? "Cannot write to the data folder (received contacts are safe; contacts wait until it can): "
