@@ -309,10 +309,6 @@ fn connection_cap() -> usize {
     }
 }
 
-/// Serve `app` over HTTP/1.1 until `shutdown` resolves, then stop accepting and let open
-/// connections finish, up to [`SHUTDOWN_GRACE`], then close them. Unlike `axum::serve`,
-/// headers must arrive within [`HEADER_READ_TIMEOUT`] and answers be read within
-/// [`WRITE_STALL_TIMEOUT`]; the body's own deadline is the receiver's.
 /// A listener on `addr` (`which` names it in the error); one in use may be another `serve`'s
 /// of this config, which now fails here rather than at the data folder's lock.
 async fn bind(addr: std::net::SocketAddr, which: &str) -> anyhow::Result<tokio::net::TcpListener> {
@@ -325,6 +321,10 @@ async fn bind(addr: std::net::SocketAddr, which: &str) -> anyhow::Result<tokio::
     })
 }
 
+/// Serve `app` over HTTP/1.1 until `shutdown` resolves, then stop accepting and let open
+/// connections finish, up to [`SHUTDOWN_GRACE`], then close them. Unlike `axum::serve`,
+/// headers must arrive within [`HEADER_READ_TIMEOUT`] and answers be read within
+/// [`WRITE_STALL_TIMEOUT`]; the body's own deadline is the receiver's.
 async fn serve_http(
     listener: tokio::net::TcpListener,
     app: axum::Router,
