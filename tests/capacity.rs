@@ -575,6 +575,20 @@ fn explain_plans_each_webhook_as_planning_does_in_the_contacts_zone() {
         .unwrap();
     assert_ne!(default_due, format_minute(weekly.due_at_ms), "{text}");
     assert_eq!(&default_due[11..13], "02", "{text}");
+    // Each planned receipt says what it waits for: the pause for `soon` (it said "waiting
+    // for its time", due or not), its time for `weekly`.
+    let waits = |webhook: &str| {
+        let at = (lines.iter())
+            .position(|l| l.starts_with(&format!("{webhook} ")) && l.contains(" received "))
+            .unwrap_or_else(|| panic!("no receipt of {webhook}:\n{text}"));
+        lines[at + 2].trim()
+    };
+    assert_eq!(
+        waits("soon"),
+        "held by a pause (sendtime pause): sent once resumed",
+        "{text}"
+    );
+    assert_eq!(waits("weekly"), "waiting for its time", "{text}");
 }
 
 /// Lower limits after planning: the queue is spread again so that no hour holds more than

@@ -518,10 +518,15 @@ fn reload(
                 );
             }
             warn_held(&current, &loaded.config);
+            // Counted as `serve`'s start counts them (it said every action a webhook).
+            let actions = (loaded.config.webhooks.iter())
+                .filter(|w| w.target == super::Target::Callback)
+                .count();
             tracing::info!(
                 config = %loaded.config.identity,
                 previous = %current.identity,
-                webhooks = loaded.config.webhooks.len(),
+                webhooks = loaded.config.webhooks.len() - actions,
+                actions,
                 "config loaded"
             );
             handle.store(Arc::new(loaded.config));

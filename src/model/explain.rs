@@ -106,6 +106,10 @@ pub struct PlannedReceipt {
     pub reason: String,
     /// What became of it, from its latest outcome row; none yet: it waits for its time.
     pub outcome: Option<String>,
+    /// Without an outcome, what it waits for: a pause, its webhook's return, the next tick
+    /// (due already) or its time (it said "waiting for its time" of a contact a pause held
+    /// past its due time; an audit).
+    pub waiting: Option<String>,
     /// An action's receipt: when HubSpot's hold on the contact ends, as asked on receipt.
     pub hold_ends_ms: Option<i64>,
 }
@@ -213,6 +217,18 @@ impl Explanation {
     /// Add the contact's receipts ([`receipts`]).
     pub fn with_receipts(mut self, receipts: Receipts) -> Explanation {
         (self.receipts_total, self.receipts) = (receipts.total, receipts.shown);
+        for p in self.receipts.iter_mut().filter(|p| p.outcome.is_none()) {
+            let webhook = self.webhooks.iter().find(|w| w.webhook == p.webhook);
+            p.waiting = Some(
+                match webhook {
+                    None => "held: its webhook is not in the config (put it back, or `sendtime discard` gives it up)",
+                    Some(w) if w.paused => "held by a pause (sendtime pause): sent once resumed",
+                    Some(_) if p.due_at_ms <= self.as_of_ms => "due: sent at the dispatcher's next tick",
+                    Some(_) => "waiting for its time",
+                }
+                .to_string(),
+            );
+        }
         self
     }
 
@@ -304,7 +320,7 @@ impl Explanation {
                 format_minute(p.received_at_ms),
                 format_minute(p.due_at_ms),
                 p.reason,
-                p.outcome.as_deref().unwrap_or("waiting for its time")
+                (p.outcome.as_deref()).unwrap_or(p.waiting.as_deref().unwrap_or_default())
             );
         }
         out
@@ -378,6 +394,7 @@ pub fn receipts(data_dir: &Path, contact: &str) -> anyhow::Result<Receipts> {
         .into_iter()
         .map(|p| PlannedReceipt {
             outcome: outcomes.remove(&p.receipt_id).map(|o| describe(&o)),
+            waiting: None,
             webhook: p.webhook_id,
             webhook_type: p.webhook_type.as_str(),
             received_at_ms: p.received_at_ms,
