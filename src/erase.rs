@@ -375,7 +375,7 @@ impl Erased {
 /// How the output names receipts of a given id in other accounts.
 fn elsewhere_text(elsewhere: &BTreeSet<(i64, i64)>) -> String {
     let each: Vec<String> = (elsewhere.iter())
-        .map(|(id, portal)| format!("#{id} in portal {portal}"))
+        .map(|(id, portal)| format!("{id} in portal {portal}"))
         .collect();
     format!(
         "receipts by id alone in an account where that id is not known to be theirs: {}",

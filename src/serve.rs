@@ -69,6 +69,12 @@ async fn serve(
         tracing::warn!("{line}");
     }
     let mut config = loaded.config;
+    // SIGHUP reloads the config: taken now, or the default (ending the process) held while
+    // the start reads the data folder (a review), until the watch takes the stream.
+    let hup = (!session.hangup_stops)
+        .then(|| tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()))
+        .transpose()
+        .context("cannot listen for SIGHUP")?;
     // Both listeners before anything else: a start that cannot listen must not have made a
     // call (a restart while the old process still holds the port), nor a data folder (an
     // audit found one made for a start that then failed).
@@ -137,15 +143,6 @@ async fn serve(
         clock.clone(),
         lookups_tx,
     )?;
-    // After every step that can refuse the start: the watch's first look at the file, off
-    // the workers, outlived a refused start and panicked in the runtime's shutdown (an audit).
-    let _watcher = Watcher::spawn(
-        handle.clone(),
-        config_path,
-        overrides,
-        metrics.clone(),
-        !session.hangup_stops,
-    )?;
     tracing::info!("listening on {}", listener.local_addr()?);
     tracing::info!(
         "admin surface (dashboard, /status, /metrics) on {}",
@@ -156,6 +153,10 @@ async fn serve(
     if let Some(taken) = &session.signals_taken {
         taken.store(true, std::sync::atomic::Ordering::SeqCst);
     }
+    // After every step that can refuse the start: the watch's first look at the file, off
+    // the workers, outlived a refused start and panicked in the runtime's shutdown (an audit).
+    // Its SIGHUP was taken at the start, so a reload's signal meanwhile waits for it.
+    let _watcher = Watcher::spawn(handle.clone(), config_path, overrides, metrics.clone(), hup)?;
     let (stop_tx, stop_rx) = watch::channel(false);
     let stop_rx_admin = stop_rx.clone();
     let imports = tokio::spawn(crate::import::scheduled::run(
@@ -397,10 +398,6 @@ async fn serve_http(
     Ok(())
 }
 
-/// SIGINT and SIGTERM, listened for from before the first task starts to exit: a signal between two
-/// waits for one is kept, not lost. One during start-up ends the process at once, as by
-/// default (start-up is safe to kill: it reads, and finishes or clears what a kill left, each
-/// step of which a kill leaves for the next start). A file import listens with it too.
 /// Whether SIGHUP is ignored, as `nohup` leaves it (listening for it would undo that).
 fn hangup_ignored() -> bool {
     // SAFETY: with a null new action, `sigaction` only reads the disposition into `old`.
@@ -411,6 +408,10 @@ fn hangup_ignored() -> bool {
     }
 }
 
+/// SIGINT and SIGTERM, listened for from before the first task starts to exit: a signal between two
+/// waits for one is kept, not lost. One during start-up ends the process at once, as by
+/// default (start-up is safe to kill: it reads, and finishes or clears what a kill left, each
+/// step of which a kill leaves for the next start). A file import listens with it too.
 pub(crate) struct Signals {
     int: tokio::signal::unix::Signal,
     term: tokio::signal::unix::Signal,

@@ -129,14 +129,15 @@ fn from_shell(path: PathBuf) -> PathBuf {
 }
 
 impl Watcher {
-    /// Watch `path`'s directory and, with `hangup`, listen for SIGHUP; reloads go into
-    /// `handle` and are counted in `metrics`.
+    /// Watch `path`'s directory and reload on `hup` (SIGHUP, taken by the caller from the
+    /// start, so one sent meanwhile is kept); reloads go into `handle` and are counted in
+    /// `metrics`.
     pub fn spawn(
         handle: ConfigHandle,
         path: PathBuf,
         overrides: Overrides,
         metrics: Metrics,
-        hangup: bool,
+        mut hup: Option<tokio::signal::unix::Signal>,
     ) -> anyhow::Result<Self> {
         let path = from_shell(path);
         let dir = match path.parent() {
@@ -209,9 +210,6 @@ impl Watcher {
         let mut target_dir = None;
         follow(&mut *inner, &dir, &followed.load(), &mut target_dir);
 
-        let mut hup = hangup
-            .then(|| tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()))
-            .transpose()?;
         let task = tokio::spawn(async move {
             let mut rejected = None;
             let mut watched = folder_id(&dir);
@@ -286,9 +284,9 @@ impl Watcher {
                     })
                 }));
                 let outcome = reloaded.unwrap_or_else(|_| {
-                    tracing::error!(
-                        "reloading the config failed unexpectedly (a bug): the config in force is kept; edit the file again or send SIGHUP to retry"
-                    );
+                    let why = "reloading the config failed unexpectedly (a bug): the config in force is kept; edit the file again or send SIGHUP to retry";
+                    tracing::error!("{why}");
+                    metrics.board.set_config_rejected(Some(why.into()));
                     Reload::Failed
                 });
                 if startup && outcome == Reload::Current {
@@ -541,6 +539,8 @@ fn reload(
             );
             tracing::error!(config = %current.identity, "{why}");
             metrics.board.set_config_rejected(Some(why));
+            // A refused content back after this is said again (and shown for the gone file).
+            *rejected = None;
             Reload::Rejected
         }
         Err(diags) => {
