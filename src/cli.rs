@@ -977,14 +977,13 @@ fn pause(
         }
         None => !named.actions.is_empty(),
     };
+    let hold = "at most until HubSpot's hold on each ends, the action's delivery window and a day: HubSpot then moves the contact on, and its completion is recorded failed";
     let bound = match kind {
-        crate::pauses::Kind::Action => {
-            " (at most until HubSpot's hold on each ends, its delivery window and a day: HubSpot then moves the contact on, and its completion is recorded failed)"
-        }
+        crate::pauses::Kind::Action => format!(" ({hold})"),
         crate::pauses::Kind::Connector if on && has_actions(&id) => {
-            " (its actions' contacts at most until HubSpot's hold on each ends, the action's delivery window and a day: HubSpot then moves the contact on, and its completion is recorded failed)"
+            format!(" (its actions' contacts {hold})")
         }
-        _ => "",
+        _ => String::new(),
     };
     match (on, was) {
         (true, None) => {

@@ -130,7 +130,8 @@ async fn serve(
             tracing::warn!(
                 webhook = %id,
                 pending = n,
-                "not in the config: the contacts it took before are held (not sent, not deleted) until it is back as it was, or `sendtime discard {id}` gives them up"
+                "not in the config: {}",
+                crate::config::held_until_back(&id)
             );
         }
     }

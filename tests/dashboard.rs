@@ -192,6 +192,13 @@ fn until_page<T>(
     })
 }
 
+/// The text `script` returns, once it is not empty.
+fn text_shown(rt: &tokio::runtime::Runtime, page: &Client, script: &str, what: &str) -> String {
+    until_page(rt, page, script, what, |v| {
+        v.as_str().filter(|t| !t.is_empty()).map(str::to_string)
+    })
+}
+
 /// Click `selector`, found afresh if the page redrew it between finding and clicking (it
 /// redraws every few seconds: the element found is then stale).
 /// Look `contact` up in the page's contact lookup.
@@ -304,12 +311,11 @@ fn the_dashboard_shows_status_and_pauses_and_resumes_a_webhook_in_a_real_browser
         15,
         "the imported habit is the population's best hour"
     );
-    let best_text = until_page(
+    let best_text = text_shown(
         &rt,
         &page,
         "return document.querySelector('#heat-best').textContent;",
         "the best hour",
-        |v| v.as_str().filter(|t| !t.is_empty()).map(str::to_string),
     );
     assert_eq!(best_text, "Best hour: Tue 15:00 UTC");
 
@@ -692,9 +698,7 @@ fn the_dashboard_shows_what_holds_a_dry_run_connector_without_engagement() {
     let text = std::fs::read_to_string(&config).unwrap();
     std::fs::write(&config, format!("{text}bogus = 1\n")).unwrap();
     let rejected = "return document.querySelector('#config-rejected').textContent;";
-    let said = until_page(&rt, &page, rejected, "the refused config", |v| {
-        v.as_str().filter(|t| !t.is_empty()).map(str::to_string)
-    });
+    let said = text_shown(&rt, &page, rejected, "the refused config");
     assert!(
         said.starts_with("The config file was not loaded") && said.contains("bogus"),
         "{said}"
@@ -714,9 +718,7 @@ fn the_dashboard_shows_what_holds_a_dry_run_connector_without_engagement() {
         200
     );
     let write_errors = "return document.querySelector('#write-errors').textContent;";
-    let said = until_page(&rt, &page, write_errors, "the write error", |v| {
-        v.as_str().filter(|t| !t.is_empty()).map(str::to_string)
-    });
+    let said = text_shown(&rt, &page, write_errors, "the write error");
     assert!(
         said.starts_with("Cannot write to the data folder") && said.contains("inbox: cannot flush"),
         "{said}"
@@ -1051,18 +1053,7 @@ fn the_admin_surface_guards_its_data_and_its_buttons() {
             ("DASH_ADMIN", token),
         ];
         // On ports of its own: a busy default port would also end it with 1.
-        let refused = common::run(
-            &config,
-            &data,
-            &[
-                "serve",
-                "--listen",
-                "127.0.0.1:0",
-                "--admin-listen",
-                "127.0.0.1:0",
-            ],
-            &env,
-        );
+        let refused = common::run(&config, &data, &common::SERVE_ON_ANY_PORTS, &env);
         assert_eq!(refused.status.code(), Some(1), "{token}");
         let stderr = String::from_utf8_lossy(&refused.stderr);
         assert!(stderr.contains(said), "{stderr}");

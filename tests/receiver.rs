@@ -811,13 +811,7 @@ fn a_start_that_cannot_listen_makes_no_data_folder() {
         let out = common::run(
             &config(dir.path(), ""),
             &data,
-            &[
-                "serve",
-                "--listen",
-                "127.0.0.1:0",
-                "--admin-listen",
-                "127.0.0.1:0",
-            ],
+            &common::SERVE_ON_ANY_PORTS,
             &[("TEST_SECRET", SECRET)],
         );
         let said = String::from_utf8_lossy(&out.stderr);

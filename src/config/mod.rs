@@ -536,6 +536,18 @@ impl Named {
     }
 }
 
+/// Why contacts of a webhook or action the config still names are held: what they were taken
+/// for, it no longer sends ([`Config::route`]).
+pub const HELD_AS_CHANGED: &str = "changed: made the other kind (a webhook and an action), switched between a list's type and an enrolling one, or moved to another account's connector";
+
+/// What becomes of the contacts held for webhook or action `id`, and the way out: said by a
+/// reload, at `serve`'s start and when they come due.
+pub fn held_until_back(id: &str) -> String {
+    format!(
+        "the contacts it took before are held (not sent, not deleted) until it is back as it was, or `sendtime discard {id}` gives them up"
+    )
+}
+
 /// What to do when no config file is where a command looked.
 pub const NO_CONFIG_HINT: &str =
     "run from the folder that holds webhooks.toml, or give its path (--config PATH)";

@@ -413,16 +413,9 @@ fn warn_held(old: &Config, new: &Config) {
         }
         let why = match new.webhook(&was.id) {
             None => "removed: HubSpot's posts to it now get 404, which it does not retry",
-            Some(_) => {
-                "changed: made the other kind (a webhook and an action), switched between a \
-                 list's type and an enrolling one, or moved to another account's connector"
-            }
+            Some(_) => super::HELD_AS_CHANGED,
         };
-        tracing::warn!(
-            webhook = %was.id,
-            "{why}: the contacts it took before are held (not sent, not deleted) until it is back as it was, or `sendtime discard {}` gives them up",
-            was.id
-        );
+        tracing::warn!(webhook = %was.id, "{why}: {}", super::held_until_back(&was.id));
     }
 }
 

@@ -568,15 +568,14 @@ impl Dispatcher {
             // Which of the causes, where the config says (it listed them all; an audit).
             let why = match config.webhook(&webhook) {
                 None => "not in the config",
-                Some(_) => {
-                    "changed: made the other kind (a webhook and an action), switched between a list's type and an enrolling one, or moved to another account's connector"
-                }
+                Some(_) => crate::config::HELD_AS_CHANGED,
             };
             tracing::warn!(
                 webhook = %webhook,
                 newly_held = n,
                 held = total,
-                "{why}: its due contacts are held (not sent, not deleted) until it returns as it was, or `sendtime discard {webhook}` gives them up"
+                "{why}: {}",
+                crate::config::held_until_back(&webhook)
             );
         }
         if !dry.is_empty() {

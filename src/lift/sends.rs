@@ -152,7 +152,7 @@ impl Ends {
     }
 
     /// The receipts whose first send resolved a call left in doubt: no 2xx of its own.
-    pub(super) fn resolved(&self) -> HashSet<&str> {
+    fn resolved(&self) -> HashSet<&str> {
         (self.unanswered.iter())
             .filter(|(receipt, _)| !self.first[*receipt].1)
             .map(|(_, id)| id.as_str())

@@ -364,6 +364,15 @@ const RUN_TIMEOUT: Duration = Duration::from_secs(300);
 /// Run `sendtime --config CONFIG --data DATA ARGS` with `env` set (and the caller's `RUST_LOG`
 /// not), to its end; a command still running after [`RUN_TIMEOUT`] (a `serve` that should
 /// have refused to start) is killed and fails the test rather than hanging it.
+/// `serve` on ports the system picks: one busy elsewhere cannot end it.
+pub const SERVE_ON_ANY_PORTS: [&str; 5] = [
+    "serve",
+    "--listen",
+    "127.0.0.1:0",
+    "--admin-listen",
+    "127.0.0.1:0",
+];
+
 pub fn run(config: &Path, data: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
     use std::io::Read;
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_sendtime"));

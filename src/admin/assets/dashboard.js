@@ -370,7 +370,7 @@ async function lookup(event) {
       receipts.append(row([r.webhook, r.webhook_type, "received " + time(r.received_at_ms),
         "due " + time(r.due_at_ms) + (r.hold_ends_ms != null ? " (held until " + time(r.hold_ends_ms) + ")" : ""),
         el("td", r.reason, "msg"),
-        el("td", r.outcome || r.waiting || "waiting for its time", "msg")]));
+        el("td", r.outcome || r.waiting, "msg")]));
     }
     out.append(receipts);
   } catch (e) {
