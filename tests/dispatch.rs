@@ -3386,6 +3386,62 @@ fn an_enrollment_whose_row_cannot_be_written_is_not_sent_again() {
     assert!(enrolled.at_ms < now + 5 * 60_000, "{enrolled:?}");
 }
 
+/// HubSpot's gateway gives up on an enrollment (a 504, 3 s late) after the outcomes folder
+/// went (as on a full disk): the retry, whose row is not written again, is on `/status` as in
+/// `/metrics`, in the webhook's counts and as the connector's last error. `/status` showed
+/// neither: it counted only rows written.
+#[test]
+fn a_retry_whose_row_cannot_be_written_is_on_status() {
+    use sendtime::hubspot::standin::{Fault, Injection};
+    let rt = runtime();
+    let standin = rt.block_on(StandIn::start(Options::default())).unwrap();
+    standin.inject(
+        Injection::next(Fault::LateStatus {
+            status: 504,
+            after: Duration::from_secs(3),
+        })
+        .on("/automation/v2/workflows/"),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let config = write_config(dir.path(), &standin.url(), "", &[&HOOKS[3]]);
+    let clock = dir.path().join("clock");
+    let now = now_ms();
+    set_clock(&clock, now);
+    let server = start(&config, &data, Some(&clock), &[]);
+    standin.add_contact("late@example.com", 8900);
+    post(&server, "fatigue", 8900, "late@example.com");
+    set_clock(&clock, now + 60_000);
+    eventually(Duration::from_secs(20), || {
+        standin
+            .log()
+            .iter()
+            .any(|e| {
+                e.path
+                    .starts_with("/automation/v2/workflows/104/enrollments")
+            })
+            .then_some(())
+    })
+    .unwrap_or_else(|| panic!("no enrollment call; logs:\n{}", server.logs()));
+    let folder = data.join("outcomes");
+    std::fs::rename(&folder, data.join("outcomes-aside")).unwrap();
+    std::fs::write(&folder, b"not a folder").unwrap();
+    let status = || -> Option<serde_json::Value> {
+        common::get(server.admin_url("/status")).ok()?.json().ok()
+    };
+    let shown = eventually(Duration::from_secs(20), || {
+        let s = status()?;
+        (s["connectors"][0]["last_error"]["http_status"] == 504).then_some(s)
+    })
+    .unwrap_or_else(|| panic!("no last error; /status: {:?}", status()));
+    assert_eq!(shown["webhooks"][0]["counts"]["retrying"], 1, "{shown}");
+    assert_eq!(shown["webhooks"][0]["counts"]["sent"], 0, "{shown}");
+    assert!(shown["write_errors"]["outcomes"].is_string(), "{shown}");
+    let retried = r#"sendtime_dispatch_outcomes_total{status="retrying"}"#;
+    assert_eq!(common::metric(&server, retried), 1);
+    server.stop();
+}
+
 /// Posts answered while the inbox cannot be written to Parquet (its folder gone, as on a full
 /// disk) stay in the log, and `/status` says why they wait; once it can, they are sent and
 /// `/status` says nothing more. It said nothing while they waited.

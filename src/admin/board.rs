@@ -66,7 +66,8 @@ pub struct Latest {
 }
 
 /// What a batch of outcome rows adds to the board: made before the rows are written (they go
-/// to the writer), published once they are durable, so a failed write shows nothing.
+/// to the writer), published once they are durable, so a failed write shows nothing but its
+/// retries (their rows are not written again).
 #[derive(Debug, Default)]
 pub struct Outcomes {
     /// Per webhook: sent, failed, retrying, dry run.

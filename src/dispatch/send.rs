@@ -193,8 +193,8 @@ impl Ctx {
 
     /// Durably record rows; false when they could not be written (nothing is sent then).
     /// A final row is counted once written: one that could not be is recorded again later (a
-    /// call HubSpot took is not made again), and counted then. A retry is counted as it
-    /// happens: its row is not written again.
+    /// call HubSpot took is not made again), and counted then. A retry is counted, and shown
+    /// on `/status` with its error, as it happens: its row is not written again.
     async fn record(&self, rows: Vec<OutcomeRow>) -> bool {
         let mut statuses = Vec::new();
         for s in rows.iter().map(|r| r.status) {
@@ -207,6 +207,11 @@ impl Ctx {
             }
         }
         let board = crate::admin::board::Outcomes::of(&rows);
+        let retries: Vec<OutcomeRow> = rows
+            .iter()
+            .filter(|r| r.status == Status::Retrying)
+            .cloned()
+            .collect();
         // A failure is logged by the writer, once a minute.
         let written = self.log.write(rows).await.is_ok();
         if written {
@@ -214,6 +219,10 @@ impl Ctx {
                 self.metrics.outcome(s.as_str()).inc();
             }
             self.metrics.board.publish(board);
+        } else if !retries.is_empty() {
+            self.metrics
+                .board
+                .publish(crate::admin::board::Outcomes::of(&retries));
         }
         written
     }

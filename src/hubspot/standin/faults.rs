@@ -29,6 +29,8 @@ pub enum Fault {
     Migrating { retry_after: Option<Duration> },
     /// Process normally, answer after this long.
     Slow(Duration),
+    /// [`Fault::Status`] after this long, without processing: a gateway that gave up waiting.
+    LateStatus { status: u16, after: Duration },
     /// Close the connection without answering (and without processing).
     Drop,
     /// An HTML page with this status, as an edge proxy (not HubSpot's API) answers.
@@ -237,6 +239,9 @@ impl World {
                 Gate::Answer(resp)
             }
             Fault::Slow(d) => Gate::Slow(d),
+            Fault::LateStatus { status, after } => {
+                Gate::SlowAnswer(status_error(status, "Gateway Timeout"), after)
+            }
             Fault::Drop => Gate::Drop,
             Fault::Html(status) => Gate::Answer(html(
                 StatusCode::from_u16(status).unwrap_or(StatusCode::FORBIDDEN),
