@@ -1157,8 +1157,21 @@ fn require_data_dir(dir: &std::path::Path, config: &std::path::Path) -> anyhow::
 fn tick(path: &std::path::Path, overrides: &Overrides, now: Option<&str>) -> anyhow::Result<()> {
     let now = now.map(|t| parse_plan_flag("--now", t)).transpose()?;
     require_config_file(path)?;
-    let loaded = Config::load(path, overrides, EnvCheck::RequireTokens)
-        .map_err(|d| anyhow::anyhow!("cannot run with config {}:\n{d}", path.display()))?;
+    let loaded = Config::load(path, overrides, EnvCheck::RequireTokens).map_err(|d| {
+        // From a shell without `serve`'s variables, beside it: the lock is what to say first.
+        let beside = Config::load(path, overrides, EnvCheck::Warn)
+            .ok()
+            .map(|l| l.config.server.data_dir)
+            .filter(|dir| crate::dispatch::locks::dispatching_now(dir));
+        match beside {
+            Some(dir) => anyhow::anyhow!(
+                "another sendtime (serve or tick) dispatches from {}: a tick does not run beside it; stop it first.\nNor would config {} run from this shell:\n{d}",
+                dir.display(),
+                path.display()
+            ),
+            None => anyhow::anyhow!("cannot run with config {}:\n{d}", path.display()),
+        }
+    })?;
     for line in loaded.warnings.lines() {
         tracing::warn!("{line}");
     }

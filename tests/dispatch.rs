@@ -3164,6 +3164,31 @@ fn first_enrollment_answered_late() -> (
     (rt, standin, dir, data, config)
 }
 
+/// `sendtime tick` from a shell without the token's variable, beside a running `serve`: it
+/// says first that another sendtime dispatches from the folder (what stops it), then what the
+/// shell lacks. It named the variable alone, and a user who set it met the lock next.
+#[test]
+fn a_tick_beside_serve_from_a_shell_without_its_token_names_the_serve_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let config = write_config(dir.path(), "http://127.0.0.1:9", "", &[&HOOKS[3]]);
+    let server = start(&config, &data, None, &[]);
+    let said = |out: std::process::Output| {
+        assert!(!out.status.success());
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let beside = said(common::run(&config, &data, &["tick"], &[]));
+    let (lock, token) = (
+        beside.find("another sendtime"),
+        beside.find("DISPATCH_TOKEN"),
+    );
+    assert!(lock.is_some() && lock < token, "{beside}");
+    server.stop();
+    let alone = said(common::run(&config, &data, &["tick"], &[]));
+    assert!(!alone.contains("another sendtime"), "{alone}");
+    assert!(alone.contains("DISPATCH_TOKEN"), "{alone}");
+}
+
 /// `sendtime tick`, run once (from cron), exits non-zero when an outcome row could not be
 /// written (the outcomes folder gone while HubSpot answers), saying so; the next tick records
 /// the enrollment without calling again. It exited 0.

@@ -16,6 +16,13 @@ pub fn dispatching(data_dir: &Path) -> anyhow::Result<bool> {
     Ok(lock.try_lock_shared().is_err())
 }
 
+/// Whether a `serve` or `tick` dispatches from `data_dir` now, making nothing: false when the
+/// folder or its lock file is not there, or the lock cannot be read.
+pub fn dispatching_now(data_dir: &Path) -> bool {
+    let path = data_dir.join(LOCK);
+    path.is_file() && dispatching(data_dir).unwrap_or(false)
+}
+
 /// Take the data folder's dispatch lock, held while the file is open; an error saying `why`
 /// when a `serve`, `tick` or `erase` holds it.
 pub fn lock(data_dir: &Path, why: &str) -> anyhow::Result<std::fs::File> {
