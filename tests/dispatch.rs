@@ -533,7 +533,7 @@ fn a_failing_target_read_holds_its_contacts_instead_of_sending_each() {
         "{target}"
     );
     // Each contact's first refusal may have come before the hold; none was sent again.
-    std::thread::sleep(Duration::from_secs(2));
+    common::wait_ticks(&server, 2);
     let first = calls();
     assert!(first.values().all(|n| *n == 1), "{first:?}");
     let reads_then = reads();
@@ -1299,18 +1299,8 @@ fn every_contact_is_enrolled_or_listed_once_at_its_planned_minute() {
         .collect();
     for step in steps {
         set_clock(&clock, step);
-        server
-            .wait_log(
-                &format!(
-                    "now={} ",
-                    chrono::DateTime::from_timestamp_millis(step)
-                        .unwrap()
-                        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
-                ),
-                Duration::from_secs(30),
-            )
-            .unwrap_or_else(|| panic!("no tick at {step}; logs:\n{}", server.logs()));
-        // The tick that logged it is done; give a following tick no chance to matter.
+        // A whole tick at `step` has run; with the clock still, a following one sends nothing.
+        common::wait_ticks(&server, 2);
         let log = standin.log();
         let enrolled = enrollments(&log);
         let members: HashSet<String> = standin.list_members("987").into_iter().collect();
@@ -3142,7 +3132,7 @@ fn a_stored_daily_limit_pause_shows_before_anything_is_due() {
     assert_eq!(paused, Some(Some(until)), "{logs}");
 }
 
-/// A stand-in that answers its first enrollment 3 s late (time to take the outcomes folder
+/// A stand-in that answers its first enrollment 6 s late (time to take the outcomes folder
 /// away meanwhile), and a config of `fatigue` (workflow 104) on it: the runtime to keep, the
 /// stand-in, the folder, the data folder and the config.
 fn first_enrollment_answered_late() -> (
@@ -3156,7 +3146,7 @@ fn first_enrollment_answered_late() -> (
     let rt = runtime();
     let standin = rt.block_on(StandIn::start(Options::default())).unwrap();
     standin.inject(
-        Injection::next(Fault::Slow(Duration::from_secs(3))).on("/automation/v2/workflows/"),
+        Injection::next(Fault::Slow(Duration::from_secs(6))).on("/automation/v2/workflows/"),
     );
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
@@ -3352,8 +3342,11 @@ fn an_enrollment_whose_row_cannot_be_written_is_not_sent_again() {
     let aside = data.join("outcomes-aside");
     std::fs::rename(&folder, &aside).unwrap();
     std::fs::write(&folder, b"not a folder").unwrap();
-    std::thread::sleep(Duration::from_secs(5));
-    // The answer came after the folder went (3 s late): no row says "enrolled" yet, so what
+    // Said on /status and counted, not only logged.
+    let write_error = || write_error(&server, "outcomes");
+    let said = eventually(Duration::from_secs(20), write_error).expect("a write error on /status");
+    assert!(said.contains("outcomes"), "{said}");
+    // The answer came after the folder went (6 s late): no row says "enrolled" yet, so what
     // follows is the path of a row that could not be written, not the ordinary one.
     let written: Vec<String> = std::fs::read_dir(&aside)
         .unwrap()
@@ -3372,10 +3365,6 @@ fn an_enrollment_whose_row_cannot_be_written_is_not_sent_again() {
         !written.iter().any(|s| s == Status::Enrolled.as_str()),
         "the enrollment was recorded before its folder went: {written:?}"
     );
-    // Said on /status and counted, not only logged.
-    let write_error = || write_error(&server, "outcomes");
-    let said = write_error().expect("a write error on /status");
-    assert!(said.contains("outcomes"), "{said}");
     let failures = r#"sendtime_write_failures_total{dataset="outcomes"}"#;
     assert!(common::metric(&server, failures) >= 1);
     let paused = common::sendtime(&config, &data, &["pause", "fatigue"], &[]);
@@ -3411,7 +3400,7 @@ fn an_enrollment_whose_row_cannot_be_written_is_not_sent_again() {
     assert!(enrolled.at_ms < now + 5 * 60_000, "{enrolled:?}");
 }
 
-/// HubSpot's gateway gives up on an enrollment (a 504, 3 s late) after the outcomes folder
+/// HubSpot's gateway gives up on an enrollment (a 504, 6 s late) after the outcomes folder
 /// went (as on a full disk): the retry, whose row is not written again, is on `/status` as in
 /// `/metrics`, in the webhook's counts and as the connector's last error. `/status` showed
 /// neither: it counted only rows written.
@@ -3423,7 +3412,7 @@ fn a_retry_whose_row_cannot_be_written_is_on_status() {
     standin.inject(
         Injection::next(Fault::LateStatus {
             status: 504,
-            after: Duration::from_secs(3),
+            after: Duration::from_secs(6),
         })
         .on("/automation/v2/workflows/"),
     );
@@ -3829,15 +3818,15 @@ fn a_workflow_turned_off_in_hubspot_holds_its_contacts_until_it_is_on() {
         assert_eq!(held["target"], "101", "{held}");
         let why = held["why"].as_str().unwrap();
         assert!(why.contains("is turned off in HubSpot"), "{why}");
-        std::thread::sleep(Duration::from_secs(2));
-        let fine = status(server)["webhooks"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|w| w["id"] == "fine")
-            .unwrap()
-            .clone();
-        assert_eq!(fine["held"], 5, "{fine}");
+        let fine = || {
+            let s = status(server);
+            let webhooks = s["webhooks"].as_array().unwrap();
+            webhooks.iter().find(|w| w["id"] == "fine").unwrap().clone()
+        };
+        eventually(Duration::from_secs(30), || {
+            (fine()["held"] == 5).then_some(())
+        })
+        .unwrap_or_else(|| panic!("not 5 held: {}", fine()));
     };
     held_off(&server);
     assert_eq!(reads(), 1);
@@ -4113,7 +4102,7 @@ fn a_periodic_read_refused_its_token_pauses_the_connector_before_the_call() {
                 .unwrap_or_else(|| panic!("not paused; logs:\n{}", server.logs()));
             assert_eq!(why, "refused_token");
             assert!(read());
-            std::thread::sleep(Duration::from_secs(2));
+            common::wait_ticks(&server, 2);
             let sent = enrollments(&standin.log());
             assert!(
                 !sent.contains_key(&("101".to_string(), "due@example.com".to_string())),
@@ -5119,7 +5108,7 @@ fn a_running_serve_archives_settled_receipts_daily_and_sends_none_again() {
     // Rounds of inbox compaction (every 10 s) and ticks (every second) after the move.
     std::thread::sleep(Duration::from_secs(12));
     set_clock(&clock, now_ms() + 3 * DAY + 120_000);
-    std::thread::sleep(Duration::from_secs(2));
+    common::wait_ticks(&server, 2);
     server.stop();
 
     for emails in [&early, &late, &new] {
@@ -5698,14 +5687,21 @@ fn a_receipt_sent_in_the_last_two_days_is_not_archived_yet() {
     // Eight days on, the same process: the week's receipt goes, and a day has passed since
     // the start, so the tick archives what is settled.
     set_clock(&clock, t0 + 8 * DAY);
-    server
-        .wait_log_count("moved to archive/", 1, Duration::from_secs(30))
-        .unwrap_or_else(|| panic!("not archived; logs:\n{}", server.logs()));
+    let emails =
+        |rows: Vec<PlanRow>| -> Vec<String> { rows.into_iter().filter_map(|p| p.email).collect() };
+    let archived = || {
+        // Not opened before the move made it (opening makes the folder).
+        let folder = data.join("archive/plan").is_dir();
+        let archive = folder.then(|| Dataset::open(&data.join("archive"), "plan").ok())??;
+        Some(emails(plan::read(&archive).ok()?))
+    };
+    eventually(Duration::from_secs(30), || {
+        archived().filter(|a| !a.is_empty())
+    })
+    .unwrap_or_else(|| panic!("not archived; logs:\n{}", server.logs()));
     assert_eq!(enrollments(&standin.log()).len(), 2);
     server.stop();
     let archive = Dataset::open(&data.join("archive"), "plan").unwrap();
-    let emails =
-        |rows: Vec<PlanRow>| -> Vec<String> { rows.into_iter().filter_map(|p| p.email).collect() };
     assert_eq!(emails(plan::read(&archive).unwrap()), ["now@example.com"]);
     assert_eq!(emails(plans(&data)), ["week@example.com"]);
 

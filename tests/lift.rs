@@ -204,6 +204,7 @@ fn lift_has_the_right_sign_where_send_time_matters_and_covers_zero_where_it_does
     };
     // An as-of after now is refused: the windows past now would count as not engaged.
     let ahead = named("nurture", false);
+    assert!(!ahead.status.success(), "{ahead:?}");
     assert!(
         String::from_utf8_lossy(&ahead.stderr).contains("from 2000 to now"),
         "{ahead:?}"

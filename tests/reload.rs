@@ -143,12 +143,12 @@ fn reloads_on_change_keeps_old_config_when_invalid_and_on_sighup() {
     )
     .unwrap();
     wait_reloads(&server, REJECTED_ONCE);
-    let line = server
-        .wait_log("unknown key `colour`", Duration::from_secs(2))
-        .unwrap();
+    let why = status(&server)["config_rejected"].clone();
     assert!(
-        line.contains("webhooks.toml:18:1: unknown key `colour` in [[webhook]] #1"),
-        "{line}"
+        why.as_str().is_some_and(
+            |w| w.contains("webhooks.toml:18:1: unknown key `colour` in [[webhook]] #1")
+        ),
+        "{why}"
     );
     assert_eq!(status(&server)["config"].as_str().unwrap(), first_identity);
     assert_eq!(webhook_ids(&server), ["first"]);
@@ -189,12 +189,6 @@ fn reloads_on_change_keeps_old_config_when_invalid_and_on_sighup() {
     wait_reloads(&server, want);
     let renamed_identity = status(&server)["config"].as_str().unwrap().to_string();
     assert_ne!(renamed_identity, first_identity);
-    // The identity is logged on every load.
-    assert!(
-        server
-            .logs()
-            .contains(&format!("config={renamed_identity}"))
-    );
 
     // 4. SIGHUP reloads even without a file event.
     server.signal("HUP");
@@ -247,16 +241,19 @@ fn a_reload_cannot_take_unsigned_posts_on_the_running_public_listener() {
     wait_reloads(&server, REJECTED_ONCE);
     assert_eq!(status(&server)["config"].as_str().unwrap(), identity);
     assert_eq!(unsigned(), 503);
-    // The refusal, which only the log carries, is at the `allow_unsigned` line and says the
-    // `listen` moved in the file waits for a restart (it was at 1:1, advising that move).
+    // The refusal is at the `allow_unsigned` line and says the `listen` moved in the file
+    // waits for a restart (it was at 1:1, advising that move).
     let line = 1 + loopback
         .lines()
         .position(|l| l == "allow_unsigned = true")
         .unwrap();
-    let logs = server.logs();
+    let why = status(&server)["config_rejected"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let at = format!("webhooks.toml:{line}:18: connector `main` has `allow_unsigned` on");
-    assert!(logs.contains(&at), "{at} in\n{logs}");
-    assert!(logs.contains("`listen` applies on restart"), "{logs}");
+    assert!(why.contains(&at), "{at} in\n{why}");
+    assert!(why.contains("`listen` applies on restart"), "{why}");
 }
 
 /// A file naming an admin token variable the running process does not have (it applies on
@@ -328,8 +325,13 @@ fn reloads_when_the_file_a_symlink_points_to_changes() {
     let settled = stable_reloads(&server);
     std::fs::write(a.join("prod.toml"), "not the config").unwrap();
     std::fs::write(c.join("webhooks.toml"), "not the config").unwrap();
-    std::thread::sleep(Duration::from_millis(1500));
-    assert_eq!(reloads(&server), settled, "{}", server.logs());
+    // A SIGHUP after them reloads: a reload their writes set off would have come first (the
+    // watch takes a burst whole before it looks for the signal), so it would be counted too.
+    server.signal("HUP");
+    let mut want = settled;
+    want.loaded += 1;
+    wait_reloads(&server, want);
+    assert_eq!(reloads(&server), want, "{}", server.logs());
     // Deleted, then written again: the folder is still watched (the missing file's reload
     // unwatched it, and nothing after was seen).
     let rejected = reloads(&server).rejected;
@@ -623,7 +625,7 @@ fn flags_that_move_the_listeners_to_this_machine_override_an_unsafe_file() {
         ("HUBSPOT_ACCESS_TOKEN", "flag-token"),
     ];
     let data = dir.path().join("data");
-    // As written, the file is refused.
+    // As written, the file is refused, for what the flags then override.
     let refused = std::process::Command::new(env!("CARGO_BIN_EXE_sendtime"))
         .arg("--config")
         .arg(&config)
@@ -631,6 +633,10 @@ fn flags_that_move_the_listeners_to_this_machine_override_an_unsafe_file() {
         .output()
         .unwrap();
     assert_eq!(refused.status.code(), Some(1));
+    let why = [refused.stdout, refused.stderr].concat();
+    let why = String::from_utf8_lossy(&why);
+    assert!(why.contains("`allow_unsigned` on"), "{why}");
+    assert!(why.contains("has no token"), "{why}");
     let args = ["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"];
     let server = Server::start_with(&config, &data, &args, &env);
     let answer = common::http()
@@ -684,7 +690,6 @@ fn sigterm_stops_cleanly() {
         "logs:\n{}",
         server.logs()
     );
-    assert!(server.logs().contains("SIGTERM: shutting down"));
 }
 
 fn replace_atomically(path: &Path, text: &str) {

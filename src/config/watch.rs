@@ -555,7 +555,7 @@ fn reload(
             // The first errors, as `validate` prints them (every one is in the log).
             let errors: Vec<String> = (diags.items.iter().zip(diags.lines()))
                 .filter(|(d, _)| d.severity == Severity::Error)
-                .map(|(_, line)| line.chars().take(300).collect())
+                .map(|(_, line)| line.chars().take(1000).collect())
                 .take(5)
                 .collect();
             metrics.board.set_config_rejected(Some(format!(
