@@ -1355,7 +1355,7 @@ fn validate(path: PathBuf, overrides: &Overrides, online: bool) -> ExitCode {
     };
     // Read from the environment by `serve` and `tick`, which refuse to start on a value that
     // is no timeout: judged as the unset variables are (it passed unseen).
-    if let Err(e) = crate::dispatch::request_timeout() {
+    if let Err(e) = crate::hubspot::policy::request_timeout() {
         if online {
             eprintln!("{}: invalid: {e:#}", path.display());
             return ExitCode::FAILURE;

@@ -62,9 +62,7 @@ pub struct Intent {
 impl Intent {
     pub fn of(data_dir: &Path, command: Command) -> Intent {
         Intent {
-            path: data_dir
-                .join("state")
-                .join(format!("{}.pending", command.name())),
+            path: crate::store::state_dir(data_dir).join(format!("{}.pending", command.name())),
             command,
         }
     }

@@ -336,7 +336,7 @@ pub fn run(
         blank(data_dir, &person, &indices).context(CUT_SHORT)?;
         // Any file there: a first build killed before it named its files in `state.json`
         // left their weights (an audit).
-        let stored = std::fs::read_dir(data_dir.join("profiles"))
+        let stored = std::fs::read_dir(data_dir.join(crate::model::stored::NAME))
             .is_ok_and(|mut files| files.next().is_some());
         // Finishing, the rows may have gone in the run cut short, before the rebuild.
         if stored && (finishing || rows > 0 || !indices.is_empty()) {

@@ -89,7 +89,7 @@ impl Pauses {
 }
 
 fn path(data_dir: &Path) -> PathBuf {
-    data_dir.join("state").join("pauses.json")
+    crate::store::state_dir(data_dir).join("pauses.json")
 }
 
 /// The pauses in force (none when the file does not exist).

@@ -51,7 +51,7 @@ pub fn gap_beyond(cron: &Cron, last: (i64, i64), now: (i64, i64), speed: i64) ->
 }
 
 fn last_fire_path(data_dir: &Path) -> PathBuf {
-    data_dir.join("state").join("scheduler.json")
+    crate::store::state_dir(data_dir).join("scheduler.json")
 }
 
 /// The last fire time a tick ran for, as kept.
@@ -83,7 +83,7 @@ fn write_last_fire(data_dir: &Path, fire: DateTime<Utc>, errors: &mut crate::thr
     };
     let bytes = serde_json::to_vec(&kept).expect("plain values");
     let path = last_fire_path(data_dir);
-    let written = std::fs::create_dir_all(data_dir.join("state"))
+    let written = std::fs::create_dir_all(crate::store::state_dir(data_dir))
         .and_then(|()| crate::store::write_durably(&path, &bytes));
     if let Err(e) = written
         && let Some(suppressed) = errors.due()
@@ -124,7 +124,7 @@ pub async fn run(
         if snapshot.scheduler.cron != cron_text {
             tracing::info!(
                 cron = %snapshot.scheduler.cron,
-                next = %next_after(cron, Utc::now()).format("%Y-%m-%d %H:%M:%S UTC"),
+                next = %crate::time::format_rfc3339(next_after(cron, Utc::now()).timestamp_millis()),
                 "scheduler: ticks follow this cron expression"
             );
             cron_text = snapshot.scheduler.cron.clone();

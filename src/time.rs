@@ -255,6 +255,12 @@ pub fn format_span(ms: i64) -> String {
     }
 }
 
+/// `09:30:00`: a time of day given as milliseconds since midnight.
+pub fn format_time_of_day(ms: i64) -> String {
+    let s = ms.rem_euclid(DAY_MS) / 1000;
+    format!("{:02}:{:02}:{:02}", s / 3600, s / 60 % 60, s % 60)
+}
+
 /// RFC 3339 in UTC to the second (`2026-01-01T00:00:00Z`), as import windows are shown.
 pub fn format_rfc3339(ms: i64) -> String {
     rfc3339(ms, SecondsFormat::Secs)

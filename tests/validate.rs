@@ -702,7 +702,7 @@ fn a_request_timeout_that_is_no_timeout_is_named() {
         }
         let out = cmd
             .arg(repo().join("webhooks.toml"))
-            .env(sendtime::dispatch::TIMEOUT_ENV, "30s")
+            .env(sendtime::hubspot::policy::TIMEOUT_ENV, "30s")
             .output()
             .unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);
@@ -710,7 +710,7 @@ fn a_request_timeout_that_is_no_timeout_is_named() {
         assert!(
             stderr.contains(&format!(
                 "{}=\"30s\" is not a timeout",
-                sendtime::dispatch::TIMEOUT_ENV
+                sendtime::hubspot::policy::TIMEOUT_ENV
             )),
             "{stderr}"
         );

@@ -19,9 +19,8 @@ struct ConnectorStatus {
     paced_per_10s: u32,
     /// Calls this process started in the last 10 s.
     calls_last_10s: usize,
-    /// Why nothing goes out now, if so: `operator`, `daily_limit`, `refused_token`,
-    /// `no_api_route`, `no_access_token` or `pauses_unreadable`.
-    paused: Option<&'static str>,
+    /// Why nothing goes out now, if so.
+    paused: Option<crate::dispatch::connector::PausedBy>,
     /// Until when a HubSpot-imposed pause lasts (clock ms), when that is the reason shown.
     paused_until_ms: Option<i64>,
     /// The kinds of call (`enroll`, `list_add`, `complete`) waiting because the token lacks a

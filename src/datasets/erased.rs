@@ -24,7 +24,7 @@ pub struct Erased {
 }
 
 fn path(data_dir: &Path) -> PathBuf {
-    data_dir.join("state").join("erased.json")
+    crate::store::state_dir(data_dir).join("erased.json")
 }
 
 impl Erased {

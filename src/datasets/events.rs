@@ -629,6 +629,44 @@ pub fn with_damage_hint(e: anyhow::Error) -> anyhow::Error {
     }
 }
 
+/// One stored event as the readers that go event by event take it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Stored {
+    pub contact: u32,
+    /// [`Kind`] as its code.
+    pub kind: u8,
+    pub at_ms: i64,
+    pub filtered: bool,
+}
+
+/// Each event of `parts` that has a contact, kind and time, as [`for_each_part`] reads them.
+pub fn for_each_event(
+    data_dir: &Path,
+    parts: &[PathBuf],
+    mut f: impl FnMut(Stored),
+) -> anyhow::Result<()> {
+    let columns = [col::CONTACT, col::KIND, col::AT, col::FILTERED];
+    for_each_part(data_dir, parts, &columns, |_, df| {
+        let contact = df.column(col::CONTACT)?.u32()?;
+        let kind = df.column(col::KIND)?.u8()?;
+        let at = df.column(col::AT)?.cast(&DataType::Int64)?;
+        let filtered = df.column(col::FILTERED)?.bool()?;
+        let rows = contact.iter().zip(kind.iter()).zip(at.i64()?.iter());
+        for (((c, k), at), filtered) in rows.zip(filtered.iter()) {
+            if let (Some(contact), Some(kind), Some(at_ms)) = (c, k, at) {
+                let filtered = filtered == Some(true);
+                f(Stored {
+                    contact,
+                    kind,
+                    at_ms,
+                    filtered,
+                });
+            }
+        }
+        Ok(())
+    })
+}
+
 /// Decode `parts` (projected to `columns`) on a helper thread, one ahead of `f`, so decoding
 /// and `f`'s work overlap. A part gone (compacted away) is skipped, one that cannot be
 /// opened fails (the file may be fine), one that cannot be decoded is quarantined.

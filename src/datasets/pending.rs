@@ -15,10 +15,9 @@ use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 
 use crate::metrics::Metrics;
-use crate::time::DAY_MS;
 
-/// How long a post's body is remembered: HubSpot retries a webhook for up to three days.
-pub const REPLAY_WINDOW_MS: i64 = 3 * DAY_MS;
+/// How long a post's body is remembered: as long as HubSpot retries it.
+pub const REPLAY_WINDOW_MS: i64 = crate::hubspot::policy::WEBHOOK_RETRIES_MS;
 
 /// The set, cheap to clone (clones share it). Counts each webhook's pending receipts in
 /// `sendtime_pending{webhook}`.
@@ -348,6 +347,7 @@ impl State {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::time::DAY_MS;
     use Repeat::{Finished, Waiting};
 
     /// Receipts taken unsigned are counted while they wait, up to [`MAX_UNSIGNED`]; signed

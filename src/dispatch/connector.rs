@@ -20,7 +20,7 @@ use tokio::time::Instant;
 use super::Dispatcher;
 use crate::config::Connector;
 use crate::datasets::outcomes::Action;
-use crate::hubspot::client::{Admitted, ApiError, DEFAULT_TIMEOUT};
+use crate::hubspot::client::{Admitted, ApiError};
 use crate::hubspot::limiter::Lane;
 use crate::hubspot::{Client, policy};
 use crate::metrics::Metrics;
@@ -28,23 +28,6 @@ use crate::time::format_minute;
 
 /// How often a call waiting on the limiter looks for a 429's hold past its tick's horizon.
 const HOLD_CHECK: Duration = Duration::from_secs(1);
-
-/// Environment variable: HubSpot request timeout in milliseconds (default 30 s).
-pub const TIMEOUT_ENV: &str = "SENDTIME_HUBSPOT_TIMEOUT_MS";
-
-/// The request timeout [`TIMEOUT_ENV`] sets; a value that is not a positive whole number of
-/// milliseconds is refused, not replaced by the default unseen.
-pub fn request_timeout() -> anyhow::Result<Duration> {
-    let Ok(v) = std::env::var(TIMEOUT_ENV) else {
-        return Ok(DEFAULT_TIMEOUT);
-    };
-    match v.trim().parse::<u64>() {
-        Ok(ms) if ms > 0 => Ok(Duration::from_millis(ms)),
-        _ => anyhow::bail!(
-            "{TIMEOUT_ENV}={v:?} is not a timeout: give whole milliseconds above 0 (e.g. 30000), or unset it for the default 30 s"
-        ),
-    }
-}
 
 /// The route of a call for one contact ([`Link::one_contact`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -141,23 +124,49 @@ impl PauseReason {
     }
 }
 
-/// Why `connector` makes no calls at `now`, if it does not, as `/status` shows it: an
-/// unreadable pause file, an operator's pause, or HubSpot's on its `link` (with its end).
+/// Why a connector makes no calls, as `/status` shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PausedBy {
+    /// The pause file cannot be read: every contact is held until it is fixed.
+    PausesUnreadable,
+    /// An operator's `sendtime pause` (or the dashboard's button).
+    Operator,
+    HubSpot(PauseReason),
+}
+
+impl PausedBy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PausedBy::PausesUnreadable => "pauses_unreadable",
+            PausedBy::Operator => "operator",
+            PausedBy::HubSpot(why) => why.as_str(),
+        }
+    }
+}
+
+impl serde::Serialize for PausedBy {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+/// Why `connector` makes no calls at `now`, if it does not: an unreadable pause file, an
+/// operator's pause, or HubSpot's on its `link` (with its end).
 pub fn paused(
     pauses: &crate::pauses::Pauses,
     link: Option<&Link>,
     connector: &str,
     now: i64,
-) -> Option<(&'static str, Option<i64>)> {
+) -> Option<(PausedBy, Option<i64>)> {
     if pauses.unreadable {
-        Some(("pauses_unreadable", None))
+        Some((PausedBy::PausesUnreadable, None))
     } else if pauses.connectors.contains_key(connector) {
         // An operator's pause has no end; HubSpot's under it is not what shows.
-        Some(("operator", None))
+        Some((PausedBy::Operator, None))
     } else {
         link?
             .pause_at(now)
-            .map(|(until, why)| (why.as_str(), Some(until)))
+            .map(|(until, why)| (PausedBy::HubSpot(why), Some(until)))
     }
 }
 
@@ -643,9 +652,7 @@ fn read_pause(path: &Path) -> Option<i64> {
 
 /// Where a connector's daily-limit pause (epoch ms, as text) outlasts the process.
 fn pause_path(data_dir: &Path, connector: &str) -> PathBuf {
-    data_dir
-        .join("state")
-        .join(format!("dispatch-pause-{connector}"))
+    crate::store::state_dir(data_dir).join(format!("dispatch-pause-{connector}"))
 }
 
 #[cfg(test)]

@@ -44,7 +44,6 @@ use crate::store::Dataset;
 use crate::time::{MINUTE_MS, format_rfc3339_ms};
 
 use connector::Link;
-pub use connector::{TIMEOUT_ENV, request_timeout};
 use ids::{IdSet, ReceiptId};
 use in_flight::InFlight;
 pub use planning::plan_alone;
@@ -142,7 +141,7 @@ pub struct Dispatcher {
     /// Receipts not finished, shared with the receiver: finishing one releases it.
     pending: PendingSet,
     links: HashMap<String, (String, Arc<Link>)>,
-    /// Each HubSpot request's ([`connector::TIMEOUT_ENV`]).
+    /// Each HubSpot request's ([`crate::hubspot::policy::TIMEOUT_ENV`]).
     request_timeout: Duration,
     /// The connectors' planned sends, for the config they were built for; `None` to book the
     /// queue again (a new config, or receipts back in the queue at another time).

@@ -12,7 +12,7 @@ use super::archive::{self, Settling};
 use super::ids::{IdSet, ReceiptId};
 use super::profiles::ProfileCache;
 use super::send::Pending;
-use super::{Dispatcher, Queued, connector, intern, locks};
+use super::{Dispatcher, Queued, intern, locks};
 use crate::capacity::Spent;
 use crate::clock::Clock;
 use crate::config::Connector;
@@ -29,7 +29,7 @@ impl Dispatcher {
     /// dispatch lock first: two dispatchers on one folder would send twice, and the inbox of
     /// a running server is its own.
     pub fn open(data_dir: &Path, metrics: Metrics, clock: Clock) -> anyhow::Result<Dispatcher> {
-        let request_timeout = connector::request_timeout()?;
+        let request_timeout = crate::hubspot::policy::request_timeout()?;
         let lock = locks::lock(
             data_dir,
             "two dispatchers on one data folder would enroll contacts twice",

@@ -524,11 +524,7 @@ impl Reading<'_> {
         let until = {
             let mut last_holds = self.holds.last_holds.lock().unwrap();
             last_holds.retain(|_, h| now < h.until + h.lasts);
-            let lasts = last_holds
-                .get(&self.key)
-                .map_or(policy::TARGET_HOLD_MS, |h| {
-                    (2 * h.lasts).min(policy::TARGET_HOLD_MAX_MS)
-                });
+            let lasts = policy::target_hold_ms(last_holds.get(&self.key).map(|h| h.lasts));
             let until = now + lasts;
             last_holds.insert(self.key.clone(), LastHold { until, lasts });
             until

@@ -32,7 +32,7 @@ pub struct Files {
 
 /// Where `connector`'s findings are kept under `data_dir`.
 pub fn files(data_dir: &Path, connector: &str) -> Files {
-    let state = data_dir.join("state");
+    let state = crate::store::state_dir(data_dir);
     Files {
         off: state.join(format!("workflows-off-{connector}.json")),
         reads: state.join(format!("workflows-read-{connector}.json")),

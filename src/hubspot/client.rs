@@ -28,8 +28,6 @@ use super::policy::{self, MAX_HEADER_WAIT};
 use crate::config::Connector;
 
 pub use super::paths::CALLBACKS_COMPLETE;
-/// HubSpot closes its side after 30 s anyway; waiting longer only holds a slot.
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 /// HubSpot's largest page for the email events API.
 pub const MAX_EVENTS_PAGE: u32 = 1000;
 
@@ -452,7 +450,7 @@ pub struct ClientOptions {
 impl Default for ClientOptions {
     fn default() -> Self {
         ClientOptions {
-            timeout: DEFAULT_TIMEOUT,
+            timeout: super::policy::REQUEST_TIMEOUT,
             requests_per_10s: Connector::DEFAULT_REQUESTS_PER_10S,
         }
     }

@@ -69,7 +69,7 @@ async fn check_connector(config: &Config, connector: &Connector, out: &mut Vec<C
             verdict,
         })
     };
-    let client = match Client::for_connector(connector, super::client::DEFAULT_TIMEOUT) {
+    let client = match Client::for_connector(connector, super::policy::REQUEST_TIMEOUT) {
         Ok(c) => c,
         // A dry run calls nothing, and `serve` runs it without credentials.
         Err(e) if connector.dry_run => {

@@ -11,6 +11,30 @@ use reqwest::header::{HeaderMap, RETRY_AFTER};
 use super::client::{ApiError, RateLimit, RatePolicy};
 use crate::time::{HOUR_MS, MINUTE_MS};
 
+/// How long the dispatcher waits for one answer: HubSpot's calls answer in well under a
+/// second, and a longer wait only holds a slot. [`TIMEOUT_ENV`] overrides it.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long the importer waits for one page of email events, which can take a while to
+/// make: a page answered late is still worth having.
+pub const EVENTS_PAGE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Environment variable: the dispatcher's request timeout in milliseconds.
+pub const TIMEOUT_ENV: &str = "SENDTIME_HUBSPOT_TIMEOUT_MS";
+
+/// The dispatcher's request timeout: [`TIMEOUT_ENV`]'s, or [`REQUEST_TIMEOUT`]. A value
+/// that is not a positive whole number of milliseconds is refused, not replaced unseen.
+pub fn request_timeout() -> anyhow::Result<Duration> {
+    let Ok(v) = std::env::var(TIMEOUT_ENV) else {
+        return Ok(REQUEST_TIMEOUT);
+    };
+    match v.trim().parse::<u64>() {
+        Ok(ms) if ms > 0 => Ok(Duration::from_millis(ms)),
+        _ => anyhow::bail!(
+            "{TIMEOUT_ENV}={v:?} is not a timeout: give whole milliseconds above 0 (e.g. 30000), or unset it for the default {} s",
+            REQUEST_TIMEOUT.as_secs()
+        ),
+    }
+}
+
 /// The length of HubSpot's rolling burst window: what a ten-secondly 429 waits when HubSpot
 /// says nothing more precise.
 pub const TEN_SECONDS: Duration = Duration::from_secs(10);
@@ -36,6 +60,12 @@ pub const REFUSED_TOKEN_PAUSE_MS: i64 = 5 * MINUTE_MS;
 /// a call, each time).
 pub const TARGET_HOLD_MS: i64 = 5 * MINUTE_MS;
 pub const TARGET_HOLD_MAX_MS: i64 = HOUR_MS;
+
+/// How long a target found unusable is held: [`TARGET_HOLD_MS`], or twice `last` (its hold
+/// that ended lately), up to [`TARGET_HOLD_MAX_MS`].
+pub fn target_hold_ms(last: Option<i64>) -> i64 {
+    last.map_or(TARGET_HOLD_MS, |l| (2 * l).min(TARGET_HOLD_MAX_MS))
+}
 /// How soon a contact whose call HubSpot refused while its target was being read (after
 /// another refusal), or whose call waited for a read at a hold's end, is tried again: the
 /// read takes a call.
@@ -66,11 +96,15 @@ pub const MIGRATION_PAUSE_MS: i64 = HOUR_MS;
 pub const MIGRATION_PAUSE_MAX_MS: i64 = 24 * HOUR_MS;
 /// The longest a daily-limit pause lasts: a midnight is never further, in any zone.
 pub const DAILY_PAUSE_MAX_MS: i64 = 25 * HOUR_MS;
+/// How long HubSpot retries a workflow's webhook post that was not answered 2xx (or 429):
+/// three days.
+pub const WEBHOOK_RETRIES_MS: i64 = 3 * crate::time::DAY_MS;
+
 /// How long after it was due an enrollment or list add whose tries ran out on failures worth
 /// retrying (an outage: 5xx, no answer) is still tried, at [`spent_wait`]'s pace, before it
-/// fails: three days, as long as HubSpot retries a webhook's post. A callback is tried until
-/// HubSpot's hold on its contact ends instead.
-pub const OUTLAST_MS: i64 = 3 * crate::time::DAY_MS;
+/// fails: as long as HubSpot retries a webhook's post. A callback is tried until HubSpot's
+/// hold on its contact ends instead.
+pub const OUTLAST_MS: i64 = WEBHOOK_RETRIES_MS;
 
 /// How long a call waits after its `failures`-th transient failure in a row, once past
 /// [`Backoff::DISPATCH`]'s tries: the backoff's cap, doubling up to an hour, so that an outage
@@ -105,6 +139,10 @@ pub struct Backoff {
     /// Transient failures after which the caller gives up.
     pub give_up_after: u32,
 }
+
+/// 429s in a row after which an import gives up (the client's limiter waits out each one);
+/// the dispatcher never does: its contacts wait in the queue.
+pub const IMPORT_429S_IN_A_ROW: u32 = 30;
 
 impl Backoff {
     /// The dispatcher's: each contact has its own task, so waiting long costs no other contact.
@@ -167,6 +205,10 @@ pub fn connector_wait(e: &ApiError, last: Option<RateLimit>) -> Option<Duration>
     }
 }
 
+/// How far this machine's clock and HubSpot's may be apart: what a reset time is waited past,
+/// and how far ahead of HubSpot's an import's clock may run before it says so.
+pub const CLOCKS_APART_MS: i64 = MINUTE_MS;
+
 /// When a spent daily allowance is worth trying again: HubSpot resets it at midnight in the
 /// account's time zone. Most zones' midnights fall on a whole hour, so a minute after the next
 /// one (for clocks apart: on the hour, a clock ahead of HubSpot's met the spent day again and
@@ -174,9 +216,9 @@ pub fn connector_wait(e: &ApiError, last: Option<RateLimit>) -> Option<Duration>
 /// when that comes sooner (Asia/Kolkata's is at :30 UTC). A wrong `time_zone` costs nothing:
 /// the hourly tries go on.
 pub fn daily_retry_at(now_ms: i64, zone: Option<chrono_tz::Tz>) -> i64 {
-    let hour = (now_ms.div_euclid(HOUR_MS) + 1) * HOUR_MS + MINUTE_MS;
+    let hour = (now_ms.div_euclid(HOUR_MS) + 1) * HOUR_MS + CLOCKS_APART_MS;
     zone.map_or(hour, |z| {
-        hour.min(crate::local_time::next_local_day(z, now_ms) + MINUTE_MS)
+        hour.min(crate::local_time::next_local_day(z, now_ms) + CLOCKS_APART_MS)
     })
 }
 
@@ -187,7 +229,7 @@ pub fn daily_retry_at(now_ms: i64, zone: Option<chrono_tz::Tz>) -> i64 {
 /// the next day's reset (taken, it held the connector a whole day; an audit found it), or the
 /// answer is broken. The hourly probe then goes on.
 pub fn daily_reset_pause_until(tick_ms: i64, resets_at_ms: i64) -> Option<i64> {
-    let until = resets_at_ms.saturating_add(MINUTE_MS);
+    let until = resets_at_ms.saturating_add(CLOCKS_APART_MS);
     let ahead = resets_at_ms.saturating_sub(tick_ms);
     (until > tick_ms && ahead <= DAILY_RESET_AFTER_MAX_MS).then_some(until)
 }

@@ -23,7 +23,7 @@ use crate::datasets::events::{self, Event, Kind};
 use crate::hubspot::client::{
     ApiError, Client, EmailEvent, EventsPage, EventsQuery, MAX_EVENTS_PAGE, RatePolicy,
 };
-use crate::hubspot::policy::Backoff;
+use crate::hubspot::policy::{self, Backoff};
 use crate::import::seen::{BUDGET_MB, Seen};
 use crate::import::stored::MB;
 use crate::store;
@@ -32,10 +32,6 @@ use crate::time::format_rfc3339;
 /// How far back a run re-reads before the previous run's end: HubSpot records some events
 /// (opens by clients that were offline, deferred deliveries) after their `created` time.
 pub const OVERLAP: Duration = Duration::from_secs(3 * 3600);
-/// How far this machine's clock may run ahead of HubSpot's before an import says so.
-const CLOCKS_APART_MS: i64 = 60_000;
-/// Per-request timeout for the events API (large pages can take a while).
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 const STATE_VERSION: u32 = 1;
 
 /// What the importer remembers between runs, per connector.
@@ -105,8 +101,8 @@ pub struct Summary {
 /// sends were held by the 429s.
 pub fn run(config: &Config, request: &Request) -> anyhow::Result<Summary> {
     let connector = pick_connector(config, request.connector.as_deref())?;
-    let client =
-        Client::for_connector(connector, REQUEST_TIMEOUT)?.with_share(connector.requests_per_10s);
+    let client = Client::for_connector(connector, policy::EVENTS_PAGE_TIMEOUT)?
+        .with_share(connector.requests_per_10s);
     let page_size = request.page_size.clamp(1, MAX_EVENTS_PAGE);
     let mut import = Import::new(config, connector, client, page_size, request.dedup_budget)?;
     // The data folder exists by now (made owner-only by the command).
@@ -155,7 +151,8 @@ pub fn run_in_background(
     clock: Clock,
     stop: impl Fn() -> Option<&'static str> + Send + 'static,
 ) -> anyhow::Result<Summary> {
-    let client = Client::for_connector(connector, REQUEST_TIMEOUT)?.with_share(share_of(connector));
+    let client = Client::for_connector(connector, policy::EVENTS_PAGE_TIMEOUT)?
+        .with_share(share_of(connector));
     let mut import = Import::new(config, connector, client, MAX_EVENTS_PAGE, BUDGET_MB * MB)?;
     import.stop = Box::new(stop);
     import.clock = clock;
@@ -318,7 +315,7 @@ impl Import {
         // And one per account: each run matches the events stored before it began, so two
         // connectors of one portal importing at once stored every event twice.
         let portal = self.connector.portal_id;
-        let account_path = self.data_dir.join("state").join(account_lock(portal));
+        let account_path = store::state_dir(&self.data_dir).join(account_lock(portal));
         let account = store::lock_file(&account_path)?;
         account.try_lock().map_err(|_| {
             anyhow::anyhow!(
@@ -458,7 +455,7 @@ impl Import {
                 cursor.read_at_ms = page.answered_at_ms;
                 if let Some(at) = page
                     .answered_at_ms
-                    .filter(|&at| at < cursor.end_ms - CLOCKS_APART_MS)
+                    .filter(|&at| at < cursor.end_ms - policy::CLOCKS_APART_MS)
                 {
                     tracing::warn!(
                         connector = %self.connector.id,
@@ -484,7 +481,7 @@ impl Import {
                 let hubspot_now = cursor.read_at_ms.unwrap_or(now);
                 state.complete_until_ms = Some(match state.complete_until_ms {
                     None => end,
-                    Some(t) if t > hubspot_now + CLOCKS_APART_MS => {
+                    Some(t) if t > hubspot_now + policy::CLOCKS_APART_MS => {
                         tracing::warn!(
                             connector = %self.connector.id,
                             "events were marked imported up to {}, past HubSpot's time: an earlier run's clock was ahead; marked up to {} now (events HubSpot recorded between that run and {} may be missing: import from before it with --since)",
@@ -651,8 +648,8 @@ impl Import {
                 ApiError::RateLimited { .. } => {
                     // The client holds its limiter for the wait; the next call waits there.
                     rate_limited += 1;
-                    if rate_limited > 30 {
-                        bail!("HubSpot kept answering 429 for 30 attempts: {err}");
+                    if rate_limited > policy::IMPORT_429S_IN_A_ROW {
+                        bail!("HubSpot kept answering 429 for {rate_limited} attempts: {err}");
                     }
                     tracing::warn!("{err}; waiting");
                 }
@@ -798,7 +795,7 @@ fn account_lock(portal: u64) -> String {
 /// events lock a page at a time, so an `erase` between two pages would see the next pages
 /// bring the person's older events back.
 pub fn running(data_dir: &Path) -> anyhow::Result<Option<PathBuf>> {
-    let entries = match std::fs::read_dir(data_dir.join("state")) {
+    let entries = match std::fs::read_dir(store::state_dir(data_dir)) {
         Ok(entries) => entries,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e.into()),
@@ -821,7 +818,5 @@ pub fn running(data_dir: &Path) -> anyhow::Result<Option<PathBuf>> {
 
 /// The state file of `connector` under `data_dir` (for tools and tests).
 pub fn state_path(data_dir: &Path, connector: &str) -> PathBuf {
-    data_dir
-        .join("state")
-        .join(format!("hubspot-{connector}.json"))
+    store::state_dir(data_dir).join(format!("hubspot-{connector}.json"))
 }

@@ -701,25 +701,19 @@ impl Summary {
     /// across a change of summer time: an audit found such files taken): dates written as
     /// times, which the model would learn as everyone's hour (an earlier version took them).
     fn check_times(&self) -> anyhow::Result<()> {
-        const HOUR: i64 = 3_600_000;
+        use crate::time::{DAY_MS, HOUR_MS, MINUTE_MS};
         let dates = match self.times_of_day[..] {
-            [t] => t % (15 * 60_000) == 0,
+            [t] => t % (15 * MINUTE_MS) == 0,
             [a, b] => {
-                let apart = (a - b).rem_euclid(crate::time::DAY_MS);
-                a % (15 * 60_000) == 0 && (apart == HOUR || apart == crate::time::DAY_MS - HOUR)
+                let apart = (a - b).rem_euclid(DAY_MS);
+                a % (15 * MINUTE_MS) == 0 && (apart == HOUR_MS || apart == DAY_MS - HOUR_MS)
             }
             _ => false,
         };
         if dates && !self.varied && self.events >= DATES_ONLY_EVENTS {
-            let at = |ms: &i64| {
-                format!(
-                    "{:02}:{:02}:{:02}",
-                    ms / 3_600_000,
-                    ms / 60_000 % 60,
-                    ms / 1000 % 60
-                )
-            };
-            let times: Vec<String> = self.times_of_day.iter().map(at).collect();
+            let times: Vec<String> = (self.times_of_day.iter())
+                .map(|&t| crate::time::format_time_of_day(t))
+                .collect();
             anyhow::bail!(
                 "all {} events are at {} UTC: the times are dates written as times; {NO_HOUR}; nothing was imported",
                 self.events,

@@ -11,7 +11,7 @@ use tokio::sync::watch;
 
 use crate::clock::Clock;
 use crate::config::ConfigHandle;
-use crate::dispatch::connector;
+use crate::dispatch::connector::{self, PauseReason, PausedBy};
 use crate::metrics::{ImportStatus, Metrics};
 use crate::scheduler::{RECHECK, next_after};
 
@@ -132,12 +132,11 @@ pub async fn run(
 fn paused(data_dir: &Path, metrics: &Metrics, connector: &str, now: i64) -> Option<&'static str> {
     let pauses = crate::pauses::read_or_hold(data_dir);
     let link = metrics.board.link(connector);
+    let stored = || connector::stored_daily_pause(data_dir, connector, now);
     connector::paused(&pauses, link.as_deref(), connector, now)
         .map(|(why, _)| why)
-        .or_else(|| {
-            connector::stored_daily_pause(data_dir, connector, now)
-                .map(|_| connector::PauseReason::DailyLimit.as_str())
-        })
+        .or_else(|| stored().map(|_| PausedBy::HubSpot(PauseReason::DailyLimit)))
+        .map(PausedBy::as_str)
 }
 
 /// Why the config in force no longer has `connector` import, if so: a reload that turned

@@ -33,11 +33,38 @@ pub struct Share {
     pub rate: f64,
 }
 
+/// What a metric counts as engaged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Engagement {
+    /// An open or a click.
+    Opened,
+    Clicked,
+}
+
+impl Engagement {
+    pub const ALL: [Engagement; 2] = [Engagement::Opened, Engagement::Clicked];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Engagement::Opened => "opened",
+            Engagement::Clicked => "clicked",
+        }
+    }
+}
+
+/// Which group did better, when the interval excludes zero.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    OptimizedBetter,
+    HoldoutBetter,
+}
+
 /// One metric: optimized against held out.
 #[derive(Debug, Clone, Serialize)]
 pub struct Metric {
-    /// `opened` (an open or a click) or `clicked`.
-    pub metric: &'static str,
+    pub metric: Engagement,
     pub window_hours: i64,
     pub optimized: Share,
     pub holdout: Share,
@@ -46,8 +73,7 @@ pub struct Metric {
     pub difference: Option<f64>,
     /// Bootstrap 95 % interval of the difference (none when there is no difference).
     pub interval: Option<[f64; 2]>,
-    /// `optimized_better` or `holdout_better` when the interval excludes zero.
-    pub verdict: Option<&'static str>,
+    pub verdict: Option<Verdict>,
     /// Why there is no verdict, when there is none, and as the report says it.
     pub no_verdict: Option<NoVerdict>,
     pub no_verdict_text: Option<String>,
@@ -140,7 +166,7 @@ const EXACT_CLUSTERS: usize = 4000;
 /// nothing to compare and is left out, and so is one with fewer than [`MIN_CONTACTS`] in a
 /// group.
 pub(super) fn compare(
-    metric: &'static str,
+    metric: Engagement,
     hours: i64,
     strata: usize,
     clusters: &[Cluster],
@@ -190,15 +216,16 @@ pub(super) fn compare(
     }
     let difference = (!both.is_empty()).then_some(a.rate - b.rate);
     let interval = (!both.is_empty()).then(|| {
-        let seed = SEED ^ hours as u64 ^ metric.len() as u64;
+        // (Its name's length: the seed reports have been drawn with.)
+        let seed = SEED ^ hours as u64 ^ metric.as_str().len() as u64;
         Resample::new(strata, &both, &weights, clusters).interval(seed)
     });
     let enough = a.sends >= MIN_SENDS && b.sends >= MIN_SENDS;
     let verdict = interval.filter(|_| enough).and_then(|[lo, hi]| {
         if lo > 0.0 {
-            Some("optimized_better")
+            Some(Verdict::OptimizedBetter)
         } else if hi < 0.0 {
-            Some("holdout_better")
+            Some(Verdict::HoldoutBetter)
         } else {
             None
         }
@@ -387,7 +414,7 @@ mod tests {
                 })
             })
             .collect();
-        compare("opened", 24, strata.len(), &clusters)
+        compare(Engagement::Opened, 24, strata.len(), &clusters)
     }
 
     /// The comparison of one webhook's two groups.
@@ -410,7 +437,7 @@ mod tests {
         let better = one_webhook(&singles(400, 200), &singles(400, 120));
         let [lo, hi] = better.interval.unwrap();
         assert!(lo > 0.1 && hi < 0.3, "{lo} {hi}");
-        assert_eq!(better.verdict, Some("optimized_better"));
+        assert_eq!(better.verdict, Some(Verdict::OptimizedBetter));
         assert_eq!(better.no_verdict, None);
         // Large groups use the normal approximation; the interval narrows with size.
         let big = one_webhook(&singles(100_000, 30_500), &singles(100_000, 30_000));
@@ -482,7 +509,7 @@ mod tests {
         let m = one_webhook(&singles(40, 40), &singles(40, 0));
         let [lo, hi] = m.interval.unwrap();
         assert!(lo > 0.8 && hi > 0.999, "{lo} {hi}");
-        assert_eq!(m.verdict, Some("optimized_better"));
+        assert_eq!(m.verdict, Some(Verdict::OptimizedBetter));
     }
 
     /// Two webhooks, each the same for both groups, one holding out half its receipts and
@@ -576,7 +603,7 @@ mod tests {
                 .collect();
             let groups = [singles(n, a), singles(n, b)];
             let separate = apart(&[groups.clone(), groups]);
-            let together = compare("opened", 24, 2, &shared);
+            let together = compare(Engagement::Opened, 24, 2, &shared);
             assert_eq!(together.difference, separate.difference);
             width(&together) / width(&separate)
         };
@@ -605,7 +632,7 @@ mod tests {
                     .to_vec()
             })
             .collect();
-        let together = compare("opened", 24, 1, &paired);
+        let together = compare(Engagement::Opened, 24, 1, &paired);
         let separate = one_webhook(&singles(400, 120), &singles(400, 120));
         let [lo, hi] = together.interval.unwrap();
         assert!(lo <= 0.0 && hi >= 0.0, "{lo} {hi}");

@@ -13,12 +13,12 @@ use std::path::Path;
 
 use serde::Serialize;
 
-use super::compare::{Cell, Cluster, Metric, NoVerdict, compare};
+use super::compare::{Cell, Cluster, Engagement, Metric, NoVerdict, Verdict, compare};
 use super::sends::{Planned, plan_rows, with_sends};
 use crate::datasets::contacts::{Contacts, contact_key};
 use crate::datasets::events::{self, Kind};
 use crate::datasets::{outcomes, plan};
-use crate::time::{HOUR_MS, format_minute};
+use crate::time::{HOUR_MS, MINUTE_MS, format_minute};
 
 /// Hours after a send within which an open or click counts.
 const WINDOWS_H: [i64; 2] = [24, 72];
@@ -365,7 +365,8 @@ pub fn lift(data_dir: &Path, options: &Options) -> anyhow::Result<Lift> {
     let as_of_newest_event = as_of_ms < options.as_of_ms;
     since_before(options.since_ms, as_of_ms, as_of_newest_event)?;
     let mut metrics = Vec::new();
-    for (metric, clicks_only) in [("opened", false), ("clicked", true)] {
+    for metric in Engagement::ALL {
+        let clicks_only = metric == Engagement::Clicked;
         for hours in WINDOWS_H {
             // Per contact (one not in the store by its posted key), per webhook and group: sends and
             // engaged; ordered, so that the seeded bootstrap draws the same contacts each
@@ -470,11 +471,11 @@ pub fn lift(data_dir: &Path, options: &Options) -> anyhow::Result<Lift> {
 /// positive: the optimized one) is the one found better, by no more than the losses could
 /// move the difference (a large account's losses, a fraction of a point apart, are beyond
 /// chance and explain nothing of a clear lift).
-fn explained_by_losses(verdict: Option<&str>, [lo, hi]: [f64; 2], bias: f64) -> bool {
+fn explained_by_losses(verdict: Option<Verdict>, [lo, hi]: [f64; 2], bias: f64) -> bool {
     match verdict {
-        Some("optimized_better") => bias > 0.0 && lo <= bias,
-        Some("holdout_better") => bias < 0.0 && hi >= bias,
-        _ => false,
+        Some(Verdict::OptimizedBetter) => bias > 0.0 && lo <= bias,
+        Some(Verdict::HoldoutBetter) => bias < 0.0 && hi >= bias,
+        None => false,
     }
 }
 
@@ -506,7 +507,7 @@ type Cells = BTreeMap<(usize, bool), (u64, f64)>;
 /// share. Counted for the later alone, the earlier webhook's rate fell and the later's rose;
 /// counted for each, one open counted twice (an audit, then a review). Measured from the
 /// first, not from each to the next: a send every few minutes would chain into one group.
-const TOGETHER_MS: i64 = 5 * 60_000;
+const TOGETHER_MS: i64 = 5 * MINUTE_MS;
 
 /// Who each contact entry is: a person posted with an email and a HubSpot id that are both in
 /// the store has two entries, joined by the sends that carried both (`sends`' entries, by
@@ -539,16 +540,16 @@ impl People {
 }
 
 /// Contact index → its opens and clicks (not filtered as machine or bot) from the first send on.
-type Engagement = HashMap<u32, Vec<(i64, Kind)>>;
+type Engaged = HashMap<u32, Vec<(i64, Kind)>>;
 
 /// The sends' contacts' engagement, and the newest event imported (anyone's, any kind).
 fn engagement(
     data_dir: &Path,
     sends: &[Send],
     need_newest: bool,
-) -> anyhow::Result<(Engagement, Option<i64>)> {
+) -> anyhow::Result<(Engaged, Option<i64>)> {
     let first = sends.iter().map(|s| s.at_ms).min().unwrap_or(i64::MAX);
-    let mut out: Engagement = sends
+    let mut out: Engaged = sends
         .iter()
         .flat_map(|s| [s.contact, s.also])
         .flatten()
@@ -561,37 +562,18 @@ fn engagement(
     if sends.is_empty() || (out.is_empty() && !need_newest) {
         return Ok((out, newest));
     }
-    use events::col;
     let parts = events::dataset(data_dir)?.parts()?;
-    let columns = [col::CONTACT, col::KIND, col::AT, col::FILTERED];
-    events::for_each_part(data_dir, &parts, &columns, |_, df| {
-        let contact = df.column(col::CONTACT)?.u32()?;
-        let kind = df.column(col::KIND)?.u8()?;
-        let at = df
-            .column(col::AT)?
-            .cast(&polars::prelude::DataType::Int64)?;
-        let filtered = df.column(col::FILTERED)?.bool()?;
-        for (((c, k), at), f) in contact
-            .iter()
-            .zip(kind.iter())
-            .zip(at.i64()?.iter())
-            .zip(filtered.iter())
-        {
-            let (Some(c), Some(k), Some(at)) = (c, k, at) else {
-                continue;
-            };
-            newest = newest.max(Some(at));
-            if f == Some(true) || at < first {
-                continue;
-            }
-            let Some(kind) = Kind::from_code(k).filter(|k| k.is_engagement()) else {
-                continue;
-            };
-            if let Some(v) = out.get_mut(&c) {
-                v.push((at, kind));
-            }
+    events::for_each_event(data_dir, &parts, |e| {
+        newest = newest.max(Some(e.at_ms));
+        if e.filtered || e.at_ms < first {
+            return;
         }
-        Ok(())
+        let Some(kind) = Kind::from_code(e.kind).filter(|k| k.is_engagement()) else {
+            return;
+        };
+        if let Some(v) = out.get_mut(&e.contact) {
+            v.push((e.at_ms, kind));
+        }
     })?;
     // In time order, so that a send's window is found by bisection: a daily workflow's
     // contact has a send per day and an event list as long, scanned whole for each.
@@ -790,7 +772,7 @@ mod tests {
         };
         let sends = |lift: &Lift, hours: i64| {
             let m = (lift.metrics.iter())
-                .find(|m| m.metric == "opened" && m.window_hours == hours)
+                .find(|m| m.metric == Engagement::Opened && m.window_hours == hours)
                 .unwrap();
             (m.optimized.sends, m.holdout.sends)
         };
@@ -1000,22 +982,22 @@ mod tests {
         // verdict as close to zero, and only one for the group that lost more.
         let bias = 0.0015;
         assert!(!explained_by_losses(
-            Some("optimized_better"),
+            Some(Verdict::OptimizedBetter),
             [0.03, 0.07],
             bias
         ));
         assert!(explained_by_losses(
-            Some("optimized_better"),
+            Some(Verdict::OptimizedBetter),
             [0.001, 0.01],
             bias
         ));
         assert!(!explained_by_losses(
-            Some("holdout_better"),
+            Some(Verdict::HoldoutBetter),
             [-0.01, -0.001],
             bias
         ));
         assert!(explained_by_losses(
-            Some("holdout_better"),
+            Some(Verdict::HoldoutBetter),
             [-0.01, -0.001],
             -bias
         ));

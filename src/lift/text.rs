@@ -1,6 +1,6 @@
 //! The report as it reads: the notes on what was left out and why, and the table.
 
-use super::compare::{MIN_CONTACTS, NoVerdict, Share};
+use super::compare::{MIN_CONTACTS, NoVerdict, Share, Verdict};
 use super::report::Lift;
 use crate::time::{DAY_MS, format_minute};
 
@@ -127,7 +127,7 @@ impl Lift {
             let _ = writeln!(
                 out,
                 "{:<22} {:>20} {:>20} {:>28}",
-                format!("{} within {} h", m.metric, m.window_hours),
+                format!("{} within {} h", m.metric.as_str(), m.window_hours),
                 pct(&m.optimized),
                 pct(&m.holdout),
                 diff
@@ -135,10 +135,10 @@ impl Lift {
         }
         let _ = writeln!(out);
         for m in &self.metrics {
-            let what = format!("{} within {} h", m.metric, m.window_hours);
+            let what = format!("{} within {} h", m.metric.as_str(), m.window_hours);
             let points = points(m.difference.unwrap_or_default());
             let _ = match (m.verdict, m.no_verdict) {
-                (Some("optimized_better"), _) => writeln!(
+                (Some(Verdict::OptimizedBetter), _) => writeln!(
                     out,
                     "{what}: optimized sends did better ({points} points; the interval excludes zero)"
                 ),

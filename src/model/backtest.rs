@@ -8,23 +8,16 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use polars::prelude::DataType;
 use serde::Serialize;
 
 use super::profile::Profiles;
 use super::{ModelConfig, Params, calibrate};
 use crate::datasets::contacts::Contacts;
-use crate::datasets::events::{self, Event, Kind, col};
+use crate::datasets::events::{self, Event, Kind};
 use crate::time::{DAY_MS, SLOTS, day_of, hours_of_day, slot_of};
 
 /// One event, reduced to what evaluation needs.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Row {
-    pub contact: u32,
-    pub kind: u8,
-    pub at_ms: i64,
-    pub filtered: bool,
-}
+pub type Row = events::Stored;
 
 /// Rows with dense contact indices local to this evaluation, sorted by contact and time.
 #[derive(Debug, Clone, Default)]
@@ -59,24 +52,7 @@ impl Rows {
         let parts = events::dataset(data_dir)?.parts()?;
         let contacts = Contacts::load(data_dir)?;
         let mut rows = Vec::new();
-        let columns = [col::CONTACT, col::KIND, col::FILTERED, col::AT];
-        events::for_each_part(data_dir, &parts, &columns, |_, df| {
-            let c = df.column(col::CONTACT)?.u32()?;
-            let k = df.column(col::KIND)?.u8()?;
-            let f = df.column(col::FILTERED)?.bool()?;
-            let at = df.column(col::AT)?.cast(&DataType::Int64)?;
-            for (((c, k), f), at) in c.iter().zip(k.iter()).zip(f.iter()).zip(at.i64()?.iter()) {
-                if let (Some(contact), Some(kind), Some(at_ms)) = (c, k, at) {
-                    rows.push(Row {
-                        contact,
-                        kind,
-                        at_ms,
-                        filtered: f.unwrap_or(false),
-                    });
-                }
-            }
-            Ok(())
-        })?;
+        events::for_each_event(data_dir, &parts, |row| rows.push(row))?;
         Ok(Self::new(rows, contacts.len()))
     }
 

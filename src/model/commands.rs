@@ -11,6 +11,7 @@ use super::dataset;
 use super::explain::Explanation;
 use super::synth;
 use crate::config::Config;
+use crate::datasets::events;
 use crate::import::csv::{self as csv_import, Columns};
 use crate::time::{day_of, format_minute, now_ms};
 
@@ -51,14 +52,14 @@ pub fn explain(config: &Config, contact: &str, at: Option<i64>) -> anyhow::Resul
         now,
     )?
     .with_receipts(receipts);
-    print!("{}", explanation.text(&data_dir.join("events")));
+    print!("{}", explanation.text(&data_dir.join(events::NAME)));
     Ok(())
 }
 
 /// Fail unless `{data_dir}/events/` holds a part: a command that learns from events has
 /// nothing to say without them, and an empty answer would hide a wrong `--data`.
 fn require_events(data_dir: &Path) -> anyhow::Result<()> {
-    let dir = data_dir.join("events");
+    let dir = data_dir.join(events::NAME);
     let any = std::fs::read_dir(&dir).is_ok_and(|mut d| {
         d.any(|e| e.is_ok_and(|e| e.path().extension().is_some_and(|x| x == "parquet")))
     });
@@ -89,7 +90,7 @@ pub fn predict(config: &Config, as_of: i64, out: &Path) -> anyhow::Result<()> {
         built.seen.iter().any(|s| *s),
         "no events before {} in {}: pick a later --as-of",
         format_minute(as_of),
-        config.server.data_dir.join("events").display()
+        config.server.data_dir.join(events::NAME).display()
     );
     let day = day_of(as_of);
     // Written under `.partial` names, renamed once whole: a run cut short (Ctrl-C, a full

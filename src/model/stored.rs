@@ -30,6 +30,29 @@ use crate::time::{SLOTS, day_of};
 /// new events, which grow with their distance from the reference day, stay in range.
 pub(super) const REBASE_DAYS: i32 = 30;
 
+/// The profiles' folder in the data folder.
+pub const NAME: &str = "profiles";
+/// The ends of a delta's two files' names (`delta-<ulid>.weights.parquet`): each contact's
+/// slot weights, and its counts.
+const WEIGHTS: &str = "weights.parquet";
+const STATS: &str = "stats.parquet";
+
+/// The columns of a delta's files.
+mod col {
+    /// Both files': the contact's index in the dictionary (`u32`).
+    pub const CONTACT: &str = "contact";
+    /// The weights': hour of week (`u8`) and its decayed weight (`f32`).
+    pub const SLOT: &str = "slot";
+    pub const WEIGHT: &str = "weight";
+    /// The stats' ([`super::Stats`]).
+    pub const ENGAGEMENTS: &str = "engagements";
+    pub const ACTIVE_DAYS: &str = "active_days";
+    pub const FIRST_DAY: &str = "first_day";
+    pub const LAST_DAY: &str = "last_day";
+    pub const FAST: &str = "fast";
+    pub const SLOW: &str = "slow";
+}
+
 /// Event parts past which a refresh merges the small ones ([`Cache::compact_events`]).
 const COMPACT_PARTS: usize = 64;
 /// Stored deltas past which a refresh stores the profiles as one.
@@ -93,7 +116,7 @@ pub fn update(
 /// settings say how to rebuild them): the next update rebuilds them from the events.
 /// `state.json` goes first, so a delete cut short leaves files no state names.
 pub fn delete(data_dir: &Path) -> anyhow::Result<()> {
-    let dir = data_dir.join("profiles");
+    let dir = data_dir.join(NAME);
     if !dir.is_dir() {
         return Ok(());
     }
@@ -129,7 +152,7 @@ impl Cache {
         rebuild: bool,
     ) -> anyhow::Result<(Cache, Update)> {
         let started = Instant::now();
-        let dir = data_dir.join("profiles");
+        let dir = data_dir.join(NAME);
         std::fs::create_dir_all(&dir)
             .with_context(|| format!("cannot create {}", dir.display()))?;
         let on_disk = event_parts(data_dir)?;
@@ -212,7 +235,7 @@ impl Cache {
         on_disk: Vec<String>,
         started: Instant,
     ) -> anyhow::Result<(Cache, Update)> {
-        let dir = data_dir.join("profiles");
+        let dir = data_dir.join(NAME);
         let events_dir = data_dir.join(events::NAME);
         let mut on_disk = on_disk;
         let mut tries = 0;
@@ -273,7 +296,7 @@ impl Cache {
         now_ms: i64,
         started: Instant,
     ) -> anyhow::Result<Option<Update>> {
-        let dir = self.data_dir.join("profiles");
+        let dir = self.data_dir.join(NAME);
         let included: HashSet<&String> = self.state.parts.iter().collect();
         let events_dir = self.data_dir.join(events::NAME);
         let new_parts: Vec<PathBuf> = on_disk
@@ -388,7 +411,7 @@ impl Cache {
         let Some(merged) = merged else {
             return Ok(());
         };
-        let dir = self.data_dir.join("profiles");
+        let dir = self.data_dir.join(NAME);
         let _writing = lock(&dir)?;
         // Another process's profiles: it finds the merged parts gone and rebuilds.
         if !self.stored_here() {
@@ -409,7 +432,7 @@ impl Cache {
     /// deltas over the same parts (another process's merge of parts, adding no delta, left
     /// this state naming parts gone, and the next refresh rebuilt everything; an audit).
     fn stored_here(&self) -> bool {
-        let dir = self.data_dir.join("profiles");
+        let dir = self.data_dir.join(NAME);
         stored_state(&dir)
             .is_some_and(|s| s.deltas == self.state.deltas && s.parts == self.state.parts)
     }
@@ -469,7 +492,7 @@ pub fn fit_in_use(
     config: ModelConfig,
     now_ms: i64,
 ) -> anyhow::Result<Option<super::calibrate::Fit>> {
-    let Some(state) = std::fs::read(data_dir.join("profiles").join("state.json"))
+    let Some(state) = std::fs::read(data_dir.join(NAME).join("state.json"))
         .ok()
         .and_then(|b| serde_json::from_slice::<State>(&b).ok())
     else {
@@ -500,11 +523,11 @@ fn load(
 ) -> anyhow::Result<Profiles> {
     let mut p = Profiles::new(config, contacts, state.reference_day);
     for name in &state.deltas {
-        let mut w = read_part(&dir.join(format!("{name}.weights.parquet")))?;
+        let mut w = read_part(&dir.join(format!("{name}.{WEIGHTS}")))?;
         w.rechunk_mut();
-        let c = w.column("contact")?.u32()?.cont_slice()?;
-        let s = w.column("slot")?.u8()?.cont_slice()?;
-        let v = w.column("weight")?.f32()?.cont_slice()?;
+        let c = w.column(col::CONTACT)?.u32()?.cont_slice()?;
+        let s = w.column(col::SLOT)?.u8()?.cont_slice()?;
+        let v = w.column(col::WEIGHT)?.f32()?.cont_slice()?;
         if let Some(max) = c.iter().max() {
             p.grow(*max as usize + 1);
         }
@@ -513,7 +536,7 @@ fn load(
                 p.weights[*c as usize].add(*s as usize, *v);
             }
         }
-        let mut st = read_part(&dir.join(format!("{name}.stats.parquet")))?;
+        let mut st = read_part(&dir.join(format!("{name}.{STATS}")))?;
         st.rechunk_mut();
         let u32s = |n: &str| -> anyhow::Result<Vec<u32>> {
             Ok(st.column(n)?.u32()?.cont_slice()?.to_vec())
@@ -524,9 +547,13 @@ fn load(
         let f32s = |n: &str| -> anyhow::Result<Vec<f32>> {
             Ok(st.column(n)?.f32()?.cont_slice()?.to_vec())
         };
-        let (c, e, a) = (u32s("contact")?, u32s("engagements")?, u32s("active_days")?);
-        let (f, l) = (i32s("first_day")?, i32s("last_day")?);
-        let (fa, sl) = (f32s("fast")?, f32s("slow")?);
+        let (c, e, a) = (
+            u32s(col::CONTACT)?,
+            u32s(col::ENGAGEMENTS)?,
+            u32s(col::ACTIVE_DAYS)?,
+        );
+        let (f, l) = (i32s(col::FIRST_DAY)?, i32s(col::LAST_DAY)?);
+        let (fa, sl) = (f32s(col::FAST)?, f32s(col::SLOW)?);
         if let Some(max) = c.iter().max() {
             p.grow(*max as usize + 1);
         }
@@ -576,9 +603,9 @@ fn write_delta(dir: &Path, delta: Delta) -> anyhow::Result<String> {
     let mut weights = DataFrame::new(
         delta.contact.len(),
         vec![
-            Column::new("contact".into(), delta.contact),
-            Column::new("slot".into(), delta.slot),
-            Column::new("weight".into(), delta.weight),
+            Column::new(col::CONTACT.into(), delta.contact),
+            Column::new(col::SLOT.into(), delta.slot),
+            Column::new(col::WEIGHT.into(), delta.weight),
         ],
     )?;
     let stats = &delta.stats;
@@ -586,36 +613,36 @@ fn write_delta(dir: &Path, delta: Delta) -> anyhow::Result<String> {
         stats.len(),
         vec![
             Column::new(
-                "contact".into(),
+                col::CONTACT.into(),
                 stats.iter().map(|s| s.0).collect::<Vec<_>>(),
             ),
             Column::new(
-                "engagements".into(),
+                col::ENGAGEMENTS.into(),
                 stats.iter().map(|s| s.1.engagements).collect::<Vec<_>>(),
             ),
             Column::new(
-                "active_days".into(),
+                col::ACTIVE_DAYS.into(),
                 stats.iter().map(|s| s.1.active_days).collect::<Vec<_>>(),
             ),
             Column::new(
-                "first_day".into(),
+                col::FIRST_DAY.into(),
                 stats.iter().map(|s| s.1.first_day).collect::<Vec<_>>(),
             ),
             Column::new(
-                "last_day".into(),
+                col::LAST_DAY.into(),
                 stats.iter().map(|s| s.1.last_day).collect::<Vec<_>>(),
             ),
             Column::new(
-                "fast".into(),
+                col::FAST.into(),
                 stats.iter().map(|s| s.1.fast).collect::<Vec<_>>(),
             ),
             Column::new(
-                "slow".into(),
+                col::SLOW.into(),
                 stats.iter().map(|s| s.1.slow).collect::<Vec<_>>(),
             ),
         ],
     )?;
-    let paths = ["weights", "stats"].map(|suffix| dir.join(format!("{name}.{suffix}.parquet")));
+    let paths = [WEIGHTS, STATS].map(|suffix| dir.join(format!("{name}.{suffix}")));
     for (path, df) in paths.iter().zip([&mut weights, &mut st]) {
         let written = std::fs::File::create(path)
             .map_err(anyhow::Error::from)
@@ -669,8 +696,9 @@ fn remove_unnamed(dir: &Path, state: &State) -> anyhow::Result<()> {
         let p = entry?.path();
         let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
         let unnamed = name
-            .strip_suffix(".weights.parquet")
-            .or_else(|| name.strip_suffix(".stats.parquet"))
+            .strip_suffix(WEIGHTS)
+            .or_else(|| name.strip_suffix(STATS))
+            .and_then(|n| n.strip_suffix('.'))
             .is_some_and(|delta| !keep.contains(delta));
         if unnamed || name == "state.tmp" {
             // An error said, not swallowed: an erase must know its profile is gone from disk.

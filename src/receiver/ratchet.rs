@@ -52,7 +52,7 @@ impl Ratchet {
     /// Read what earlier runs saw. A file that cannot be read is an error: starting without
     /// it would take stripped posts again.
     pub fn open(data_dir: &Path) -> anyhow::Result<Ratchet> {
-        let path = data_dir.join("state").join("signatures.json");
+        let path = crate::store::state_dir(data_dir).join("signatures.json");
         let seen = match std::fs::read(&path) {
             Ok(bytes) => serde_json::from_slice(&bytes).with_context(|| {
                 format!(

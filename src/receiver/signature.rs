@@ -9,7 +9,7 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 /// How far a v3 timestamp may be from our clock, either way.
-pub const MAX_SKEW_MS: i64 = 5 * 60 * 1000;
+pub const MAX_SKEW_MS: i64 = 5 * crate::time::MINUTE_MS;
 
 /// A signature version; later versions sign more (v1 the body; v2 also the method and URL;
 /// v3 also a timestamp), so they compare greater.

@@ -766,6 +766,12 @@ pub fn physical(dir: &Path) -> PathBuf {
     dir.to_path_buf()
 }
 
+/// The data folder's `state/`: the small files one process leaves the next (pauses, the
+/// signature ratchet, imports' cursors, the scheduler's last fire, commands' intents).
+pub fn state_dir(data_dir: &Path) -> PathBuf {
+    data_dir.join("state")
+}
+
 /// The data directory, created if needed readable by its owner only: it holds contacts'
 /// emails. One that exists keeps the permissions it has. Called by the commands that may
 /// create it (`serve`, `import`, `gen`) before anything else writes there. The topmost

@@ -1,0 +1,303 @@
+//! Completing a batch of workflow-action callbacks, which releases their contacts.
+
+use std::convert::identity;
+use std::sync::Arc;
+
+use super::rows::{failure_row, final_if_recorded, may_have_reached, row};
+use super::{Ctx, Decision, Next, Pending};
+use crate::datasets::outcomes::{Action, OutcomeRow, Status};
+use crate::dispatch::connector::Link;
+use crate::hubspot::ApiError;
+use crate::hubspot::client::Completion;
+use crate::hubspot::policy;
+use crate::time::MINUTE_MS;
+
+/// The final row of a callback HubSpot will not complete: failed, unless an earlier call for
+/// it went unanswered and HubSpot refuses it as it would a completed one (a 4xx of its own,
+/// not one for the batch's size) while it still holds the contact (`held`): that call then
+/// completed it (done, not failed). Past the hold the refusal says nothing of that call.
+pub(super) fn given_up(
+    item: &Pending,
+    link: &Link,
+    callback: &str,
+    e: &ApiError,
+    now: i64,
+    held: bool,
+) -> (OutcomeRow, Status) {
+    let base = row(
+        item,
+        link,
+        Action::Complete,
+        callback,
+        Status::Retrying,
+        now,
+    );
+    let mut r = failure_row(base, e, &Decision::GiveUp, now, item.in_doubt);
+    let refused_as_done = matches!(
+        e,
+        ApiError::Permanent {
+            status: 400 | 404 | 409 | 410,
+            ..
+        }
+    );
+    if item.in_doubt && refused_as_done && held {
+        r.status = Status::Completed;
+        r.message = Some(format!(
+            "HubSpot refused to complete it again ({e}): an earlier call whose answer was lost had completed it"
+        ));
+    } else if item.in_doubt {
+        r.message = Some(format!(
+            "{e} (an earlier call whose answer was lost may have completed it; HubSpot's refusal does not tell)"
+        ));
+    }
+    let status = r.status;
+    (r, status)
+}
+
+/// Complete a batch of workflow-action callbacks: the contacts go on in their workflows. A
+/// batch HubSpot refuses (too large, or naming a callback it does not take) is split in
+/// halves until the callback at fault is alone, so one bad callback fails no other.
+pub async fn complete(ctx: Arc<Ctx>, link: Arc<Link>, items: Vec<Pending>) -> Vec<(Pending, Next)> {
+    let mut out = Vec::with_capacity(items.len());
+    let (with_id, without): (Vec<Pending>, Vec<Pending>) =
+        items.into_iter().partition(|i| i.callback_id.is_some());
+    if !without.is_empty() {
+        let now = ctx.now();
+        let rows = without
+            .iter()
+            .map(|i| {
+                let mut r = row(i, &link, Action::Complete, "", Status::Failed, now);
+                r.message = Some("the receipt has no callback id to complete".into());
+                r
+            })
+            .collect();
+        let next = final_if_recorded(&ctx, rows, Status::Failed).await;
+        out.extend(without.into_iter().map(|i| (i, next)));
+    }
+    let callback = |i: &Pending| i.callback_id.as_deref().unwrap_or_default().to_string();
+    // The row of a call that failed and is tried again, before its details.
+    let retrying = |i: &Pending, now| {
+        row(
+            i,
+            &link,
+            Action::Complete,
+            &callback(i),
+            Status::Retrying,
+            now,
+        )
+    };
+    let mut work = vec![with_id];
+    'chunks: while let Some(mut chunk) = work.pop() {
+        if chunk.is_empty() {
+            continue;
+        }
+        loop {
+            let attempting = |i: &Pending, now| {
+                row(
+                    i,
+                    &link,
+                    Action::Complete,
+                    &callback(i),
+                    Status::Attempting,
+                    now,
+                )
+            };
+            let call = match ctx
+                .start_batch(
+                    &link,
+                    Action::Complete,
+                    None,
+                    &mut chunk,
+                    attempting,
+                    &mut out,
+                )
+                .await
+            {
+                Ok(call) => call,
+                Err(next) => {
+                    out.extend(chunk.into_iter().map(|i| (i, next)));
+                    continue 'chunks;
+                }
+            };
+            let now = ctx.now();
+            let completions: Vec<Completion> = chunk
+                .iter()
+                .map(|i| Completion::released(callback(i), i.due_at_ms, now))
+                .collect();
+            match call.complete_callbacks(&completions).await {
+                Ok(()) => {
+                    let now = ctx.now();
+                    let rows = chunk
+                        .iter()
+                        .map(|i| {
+                            let mut r = row(
+                                i,
+                                &link,
+                                Action::Complete,
+                                &callback(i),
+                                Status::Completed,
+                                now,
+                            );
+                            r.http_status = Some(204);
+                            r
+                        })
+                        .collect();
+                    // Until the rows are durable the call stays in doubt, as after a crash:
+                    // HubSpot's refusal to complete them again then means they were.
+                    chunk.iter_mut().for_each(|i| i.in_doubt = true);
+                    let next = final_if_recorded(&ctx, rows, Status::Completed).await;
+                    out.extend(chunk.into_iter().map(|i| (i, next)));
+                    continue 'chunks;
+                }
+                Err(
+                    ref e @ (ApiError::BatchTooLarge { .. }
+                    | ApiError::Permanent {
+                        status: 400 | 402 | 404..=499,
+                        ..
+                    }),
+                ) if chunk.len() > 1 => {
+                    // Callbacks whose hold has ended are refused alone too: failed now, not
+                    // split out one by one (a dispatcher down past the holds finds them all
+                    // so, and halving would cost two calls per callback). Those past their
+                    // release-by but still held are split with the rest.
+                    let now = ctx.now();
+                    let (over, live): (Vec<Pending>, Vec<Pending>) =
+                        chunk.into_iter().partition(|i| ctx.hold_end(i) <= now);
+                    chunk = live;
+                    if !over.is_empty() {
+                        tracing::warn!(connector = %link.id, callbacks = over.len(), "HubSpot refused callbacks whose hold had ended: {e}");
+                        for item in over {
+                            let (r, status) =
+                                given_up(&item, &link, &callback(&item), e, now, false);
+                            let next = final_if_recorded(&ctx, vec![r], status).await;
+                            out.push((item, next));
+                        }
+                    }
+                    if chunk.len() <= 1 {
+                        work.push(chunk);
+                        continue 'chunks;
+                    }
+                    let half = chunk.len() / 2;
+                    tracing::warn!(
+                        connector = %link.id,
+                        callbacks = chunk.len(),
+                        "HubSpot refused a batch of callbacks ({e}); splitting it to find the one at fault"
+                    );
+                    let now = ctx.now();
+                    let rows = chunk
+                        .iter()
+                        .map(|i| {
+                            let base = retrying(i, now);
+                            OutcomeRow {
+                                http_status: e.status(),
+                                message: Some(format!(
+                                    "batch of {} refused; split: {e}",
+                                    chunk.len()
+                                )),
+                                retry_at_ms: Some(now),
+                                // Still in doubt after a restart, if an earlier call went
+                                // unanswered: a refusal alone then means it was completed.
+                                in_doubt: i.in_doubt,
+                                ..base
+                            }
+                        })
+                        .collect();
+                    ctx.record(rows).await;
+                    let second = chunk.split_off(half);
+                    work.push(second);
+                    work.push(chunk);
+                    continue 'chunks;
+                }
+                Err(e) => {
+                    if may_have_reached(&e) {
+                        chunk.iter_mut().for_each(|i| i.in_doubt = true);
+                    }
+                    let decision = ctx.decide_after(&link, Action::Complete, &e, &mut chunk);
+                    let now = ctx.now();
+                    // When a callback is tried again at a later tick, within HubSpot's hold:
+                    // after it, the call is refused. Given up on, yet retryable: HubSpot holds
+                    // a contact for days, so however many failures it takes, its callback is
+                    // tried again until its release-by, and only callbacks past it fail; one
+                    // tried past it (a batch's last try, a late tick) is tried until a minute
+                    // before the hold ends. Left to a later tick: at that time, or that
+                    // deadline if sooner (one whose hold is over already waits as it would,
+                    // to fail for good).
+                    let deadline = |i: &Pending| match ctx.release_by(i) {
+                        by if by > now => by,
+                        _ => ctx.hold_end(i) - MINUTE_MS,
+                    };
+                    let later = |i: &Pending| match decision {
+                        Decision::GiveUp => {
+                            policy::retry_past_tries(i.failures, now, deadline(i), identity)
+                        }
+                        Decision::Later(t) => Some(match deadline(i) {
+                            ends if ends > now => t.min(ends),
+                            _ => t,
+                        }),
+                        Decision::Retry(_) => None,
+                    };
+                    let to_later = match decision {
+                        Decision::GiveUp => e.is_retryable(),
+                        Decision::Later(_) => true,
+                        Decision::Retry(_) => false,
+                    };
+                    if to_later {
+                        let (mut again, mut over) = (Vec::new(), Vec::new());
+                        for i in chunk {
+                            match later(&i) {
+                                Some(at) => again.push((i, at)),
+                                None => over.push(i),
+                            }
+                        }
+                        let rows = again
+                            .iter()
+                            .map(|(i, at)| {
+                                let base = retrying(i, now);
+                                failure_row(base, &e, &Decision::Later(*at), now, i.in_doubt)
+                            })
+                            .collect();
+                        ctx.record(rows).await;
+                        out.extend(again.into_iter().map(|(i, at)| (i, Next::Again(at))));
+                        chunk = over;
+                        if chunk.is_empty() {
+                            continue 'chunks;
+                        }
+                    }
+                    if matches!(decision, Decision::GiveUp) {
+                        // A lone callback HubSpot will not complete: failed, or done when an
+                        // earlier call for it went unanswered ([`given_up`]).
+                        let rows: Vec<(OutcomeRow, Status)> = chunk
+                            .iter()
+                            .map(|i| {
+                                let held = now < ctx.hold_end(i);
+                                given_up(i, &link, &callback(i), &e, now, held)
+                            })
+                            .collect();
+                        tracing::warn!(connector = %link.id, callbacks = chunk.len(), "completing callbacks failed: {e}");
+                        for ((r, status), item) in rows.into_iter().zip(chunk) {
+                            let next = final_if_recorded(&ctx, vec![r], status).await;
+                            out.push((item, next));
+                        }
+                        continue 'chunks;
+                    }
+                    let rows = chunk
+                        .iter()
+                        .map(|i| {
+                            let base = retrying(i, now);
+                            failure_row(base, &e, &decision, now, i.in_doubt)
+                        })
+                        .collect();
+                    ctx.record(rows).await;
+                    match ctx.wait_or_requeue(&decision, chunk, &mut out).await {
+                        Some(again) => {
+                            chunk = again;
+                            continue;
+                        }
+                        None => continue 'chunks,
+                    }
+                }
+            }
+        }
+    }
+    out
+}
