@@ -17,7 +17,7 @@ use anyhow::Context;
 
 use crate::clock::Clock;
 use crate::config::{Overrides, Server};
-use crate::hubspot::client::EmailEvent;
+use crate::hubspot::EmailEvent;
 use crate::hubspot::standin::{DEFAULT_TOKEN, Mail, Options, StandIn, WorkflowRun};
 use crate::model::synth;
 use crate::receiver::signature::sign_v2;
@@ -28,7 +28,7 @@ const PUBLIC_URL: &str = "https://demo.sendtime.invalid";
 const CONTACTS: u64 = 2_000;
 /// The connector's pace: the stand-in's limit, a Professional account's burst limit (at the
 /// default 100 a tick of the demo's best hours ran past the next, a warning each time).
-const REQUESTS_PER_10S: u32 = 190;
+const REQUESTS_PER_10S: u32 = crate::hubspot::standin::DEFAULT_LIMIT_PER_10S;
 const WEBHOOKS: [(&str, &str, &str); 5] = [
     (
         "nurture",

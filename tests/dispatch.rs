@@ -866,7 +866,10 @@ fn migration_retry(retry_after: Option<Duration>) -> (i64, i64) {
         .collect();
     // The pause holds the calls after the first answer; one already on its way when it came
     // goes too (two, once, on a loaded machine).
-    assert!((1..5).contains(&refused.len()), "{refused:?}\n{out}\n{err}");
+    assert!(
+        (1..=2).contains(&refused.len()),
+        "{refused:?}\n{out}\n{err}"
+    );
     let rows = outcomes::read(&outcomes::dataset(&data).unwrap()).unwrap();
     assert!(rows.iter().all(|r| !r.status.is_final()), "{rows:?}");
     let retry = rows
@@ -4179,7 +4182,7 @@ fn calls_queued_for_a_workflow_found_gone_leave_the_rate_limiters_queue() {
 /// prompt. They slept the hold out: the tick, and a SIGTERM, waited the ten minutes.
 #[test]
 fn a_long_rate_limit_hold_ends_the_tick_and_never_delays_a_stop() {
-    use sendtime::hubspot::client::RatePolicy;
+    use sendtime::hubspot::RatePolicy;
     use sendtime::hubspot::standin::{Fault, Injection};
     let rt = runtime();
     let standin = rt.block_on(StandIn::start(Options::default())).unwrap();
@@ -5853,7 +5856,7 @@ fn a_pause_set_during_a_tick_holds_the_calls_not_yet_made() {
 /// paused meanwhile; they are listed once it is resumed.
 #[test]
 fn a_pause_set_while_a_mixed_batch_waits_holds_that_webhooks_contacts() {
-    use sendtime::hubspot::client::RatePolicy;
+    use sendtime::hubspot::RatePolicy;
     use sendtime::hubspot::standin::{Fault, Injection};
     let rt = runtime();
     let standin = rt.block_on(StandIn::start(Options::default())).unwrap();

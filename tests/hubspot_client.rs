@@ -4,10 +4,9 @@
 use std::time::Duration;
 
 use sendtime::clock::Clock;
-use sendtime::hubspot::client::{
-    ApiError, Client, ClientOptions, EmailEvent, EventsQuery, RateLimit, RatePolicy,
-};
 use sendtime::hubspot::standin::{DEFAULT_TOKEN, Fault, Injection, LogEntry, Options, StandIn};
+use sendtime::hubspot::wire::EventsQuery;
+use sendtime::hubspot::{ApiError, Client, ClientOptions, EmailEvent, RateLimit, RatePolicy};
 
 fn event(i: usize, created: i64) -> EmailEvent {
     EmailEvent {

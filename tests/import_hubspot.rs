@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use sendtime::hubspot::client::{EmailEvent, RatePolicy};
 use sendtime::hubspot::standin::{DEFAULT_TOKEN, Fault, Injection, Options, StandIn};
+use sendtime::hubspot::{EmailEvent, RatePolicy};
 use sendtime::store::{Dataset, concat_frames};
 
 const TOKEN_ENV: &str = "HS_IMPORT_TEST_TOKEN";

@@ -319,7 +319,7 @@ fn a_refused_refresh_token_pauses_as_refused_and_records_no_call() {
 /// own call had failed, and the page was taken for HubSpot refusing the credentials.
 #[test]
 fn a_token_endpoint_outage_pauses_the_connector_and_fails_no_one() {
-    use sendtime::hubspot::client::RatePolicy;
+    use sendtime::hubspot::RatePolicy;
     let faults = [
         Fault::Status {
             status: 502,

@@ -80,9 +80,14 @@ pub struct Outcomes {
 
 impl Outcomes {
     pub fn of(rows: &[OutcomeRow]) -> Outcomes {
+        Outcomes::of_status(rows, |s| s != Status::Attempting)
+    }
+
+    /// [`Outcomes::of`] the rows whose status is `shown`.
+    pub fn of_status(rows: &[OutcomeRow], shown: impl Fn(Status) -> bool) -> Outcomes {
         let mut tallies: std::collections::HashMap<&str, [u64; 4]> = Default::default();
         let mut errors: std::collections::HashMap<&str, &OutcomeRow> = Default::default();
-        let done = || rows.iter().filter(|r| r.status != Status::Attempting);
+        let done = || rows.iter().filter(|r| shown(r.status));
         for r in done() {
             let at = match r.status {
                 Status::Enrolled | Status::Listed | Status::Completed => 0,
@@ -167,7 +172,8 @@ impl Board {
         }
     }
 
-    /// Publish what a batch of outcome rows added, once the rows are durable.
+    /// Publish what a batch of outcome rows added: once the rows are durable, or its retries
+    /// alone when they could not be written ([`Outcomes`]).
     pub fn publish(&self, outcomes: Outcomes) {
         let mut state = self.state();
         for (webhook, [sent, failed, retrying, dry_run]) in outcomes.tallies {

@@ -1,8 +1,9 @@
 //! The admin surface, on its own listener (`[server] admin_listen`), never where HubSpot
 //! calls: the dashboard at `/`, `/status`, `/metrics`, a contact lookup, and pause and resume.
 //!
-//! With `admin_token_env` set, every request but `/healthz` needs `Authorization: Bearer
-//! <token>` (the page itself holds no data: its script asks for the token and sends it). Without
+//! With `admin_token_env` set, every request but `/healthz`, the page and its two assets needs
+//! `Authorization: Bearer <token>` (the page holds no data: its script asks for the token and
+//! sends it). Without
 //! one, requests must name this machine in `Host` (so a web page cannot reach it through DNS
 //! rebinding), and pause and resume take JSON only (so a cross-site form cannot post them).
 //! Either way, a request a browser marks as sent by another site's page is refused.

@@ -26,6 +26,30 @@ pub const SUPPORTED_VERSION: i64 = 1;
 /// A larger config file is refused: thousands of webhooks fit in a fraction of this.
 pub const MAX_CONFIG_BYTES: u64 = 4 * 1024 * 1024;
 
+/// The `[model]` keys that take a number, and the range each takes: one table for the
+/// reader's checks and the schema.
+pub const MODEL_NUMBERS: [(&str, f64, f64); 8] = [
+    ("prior_strength", 0.0, 1e6),
+    ("hour_bandwidth", 0.0, 24.0),
+    ("half_life_days", 1.0, 1e9),
+    ("click_weight", 0.0, 100.0),
+    ("day_pooling", 0.0, 1.0),
+    ("passive_ratio", 0.0, 1.0),
+    ("machine_per_day", 1.0, 1e9),
+    ("machine_per_year", 1.0, 1e12),
+];
+/// The largest a `[model]` count (of days, or of opens and clicks) may be.
+pub const MAX_MODEL_COUNT: u64 = 100_000;
+
+/// The range of the `[model]` number `key` ([`MODEL_NUMBERS`]).
+pub fn model_range(key: &str) -> (f64, f64) {
+    let (_, min, max) = MODEL_NUMBERS
+        .into_iter()
+        .find(|(k, ..)| *k == key)
+        .expect("a [model] key that takes a number");
+    (min, max)
+}
+
 /// The config file's first [`MAX_CONFIG_BYTES`] + 1 bytes at most: more than the limit says it
 /// is too large. A file of gigabytes, or one growing while it is read (a log redirected into
 /// it by mistake), is never read whole (a reload read it all first, to hash it).

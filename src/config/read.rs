@@ -615,22 +615,19 @@ fn read_model(ctx: &mut Ctx, top: &TableReader) -> Option<ModelConfig> {
     let t = &mut model.thresholds;
     let auto = &mut model.auto;
     // Fitted to the account's data unless the file gives a number.
-    for (key, slot, on, min, max) in [
+    for (key, slot, on) in [
         (
             "prior_strength",
             &mut p.prior_strength,
             &mut auto.prior_strength,
-            0.0,
-            1e6,
         ),
         (
             "hour_bandwidth",
             &mut p.hour_bandwidth,
             &mut auto.hour_bandwidth,
-            0.0,
-            24.0,
         ),
     ] {
+        let (min, max) = super::model_range(key);
         let Some(v) = r.get(key) else { continue };
         match (v.get_ref(), number(v.get_ref())) {
             (DeValue::String(s), _) if s.as_ref() == "auto" => *on = true,
@@ -653,14 +650,15 @@ fn read_model(ctx: &mut Ctx, top: &TableReader) -> Option<ModelConfig> {
             }
         }
     }
-    for (key, slot, min, max) in [
-        ("half_life_days", &mut p.half_life_days, 1.0, 1e9),
-        ("click_weight", &mut p.click_weight, 0.0, 100.0),
-        ("day_pooling", &mut p.day_pooling, 0.0, 1.0),
-        ("passive_ratio", &mut t.passive_ratio, 0.0, 1.0),
-        ("machine_per_day", &mut t.machine_per_day, 1.0, 1e9),
-        ("machine_per_year", &mut t.machine_per_year, 1.0, 1e12),
+    for (key, slot) in [
+        ("half_life_days", &mut p.half_life_days),
+        ("click_weight", &mut p.click_weight),
+        ("day_pooling", &mut p.day_pooling),
+        ("passive_ratio", &mut t.passive_ratio),
+        ("machine_per_day", &mut t.machine_per_day),
+        ("machine_per_year", &mut t.machine_per_year),
     ] {
+        let (min, max) = super::model_range(key);
         if let Some(v) = r.get(key) {
             match number(v.get_ref()) {
                 Some(n) if (min..=max).contains(&n) => *slot = n,
@@ -684,7 +682,7 @@ fn read_model(ctx: &mut Ctx, top: &TableReader) -> Option<ModelConfig> {
         ("recent_days", &mut t.recent_days),
     ] {
         if r.has(key) {
-            match r.positive(ctx, key, 100_000) {
+            match r.positive(ctx, key, super::MAX_MODEL_COUNT) {
                 Some(n) => *slot = n as u32,
                 None => ok = false,
             }

@@ -5,7 +5,10 @@
 
 use serde_json::{Map, Value, json};
 
-use super::{Connector, ImportSchedule, Scheduler, Server, Webhook, WebhookType};
+use super::{
+    Connector, ImportSchedule, MAX_MODEL_COUNT, Scheduler, Server, Webhook, WebhookType,
+    model_range,
+};
 use crate::model::ModelConfig;
 
 /// What the shipped config names on its first line.
@@ -44,7 +47,13 @@ fn holdout() -> Value {
 }
 
 /// A knob the account's data fits (`"auto"`, the default) or the file fixes.
-fn auto_or_number(doc: &str, min: f64, max: f64) -> Value {
+/// A `[model]` number, in its range ([`super::MODEL_NUMBERS`]).
+fn model_number(key: &str, doc: &str, default: f64) -> Value {
+    let (min, max) = model_range(key);
+    number(doc, min, max, default)
+}
+
+fn auto_or_number(doc: &str, (min, max): (f64, f64)) -> Value {
     json!({
         "description": doc,
         "default": "auto",
@@ -215,19 +224,17 @@ pub fn schema() -> Value {
         vec![
             (
                 "half_life_days",
-                number(
+                model_number(
+                    "half_life_days",
                     "Half-life of an event's weight, in days.",
-                    1.0,
-                    1e9,
                     p.half_life_days,
                 ),
             ),
             (
                 "click_weight",
-                number(
+                model_number(
+                    "click_weight",
                     "A click counts this many opens.",
-                    0.0,
-                    100.0,
                     p.click_weight,
                 ),
             ),
@@ -235,72 +242,74 @@ pub fn schema() -> Value {
                 "prior_strength",
                 auto_or_number(
                     "Population prior, in pseudo-events; \"auto\": fitted to the account's data.",
-                    0.0,
-                    1e6,
+                    model_range("prior_strength"),
                 ),
             ),
             (
                 "hour_bandwidth",
                 auto_or_number(
                     "Spread to neighbouring hours (sigma, hours); \"auto\": fitted to the account's data.",
-                    0.0,
-                    24.0,
+                    model_range("hour_bandwidth"),
                 ),
             ),
             (
                 "day_pooling",
-                number(
+                model_number(
+                    "day_pooling",
                     "Share of counts pooled across weekdays.",
-                    0.0,
-                    1.0,
                     p.day_pooling,
                 ),
             ),
             (
                 "passive_ratio",
-                number(
+                model_number(
+                    "passive_ratio",
                     "Recent rate below this share of the long-run rate: passive.",
-                    0.0,
-                    1.0,
                     t.passive_ratio,
                 ),
             ),
             (
                 "machine_per_day",
-                number(
+                model_number(
+                    "machine_per_day",
                     "More events a day than this: machine-like.",
-                    1.0,
-                    1e9,
                     t.machine_per_day,
                 ),
             ),
             (
                 "machine_per_year",
-                number(
+                model_number(
+                    "machine_per_year",
                     "More events a year than this: machine-like.",
-                    1.0,
-                    1e12,
                     t.machine_per_year,
                 ),
             ),
             (
                 "evaluating_below",
                 with_default(
-                    integer("Fewer opens and clicks than this: evaluating.", 1, 100_000),
+                    integer(
+                        "Fewer opens and clicks than this: evaluating.",
+                        1,
+                        MAX_MODEL_COUNT,
+                    ),
                     json!(t.evaluating_below),
                 ),
             ),
             (
                 "inactive_days",
                 with_default(
-                    integer("No open or click for this many days: inactive.", 1, 100_000),
+                    integer(
+                        "No open or click for this many days: inactive.",
+                        1,
+                        MAX_MODEL_COUNT,
+                    ),
                     json!(t.inactive_days),
                 ),
             ),
             (
                 "recent_days",
                 with_default(
-                    integer("Window of recent engagement, in days.", 1, 100_000),
+                    integer("Window of recent engagement, in days.", 1, MAX_MODEL_COUNT),
                     json!(t.recent_days),
                 ),
             ),

@@ -94,11 +94,11 @@ pub(super) fn prune(data_dir: &Path, before: i64) -> anyhow::Result<usize> {
 
 /// Where the time of the last [`prune`] is kept (epoch ms, as text): a `tick` run every
 /// minute by cron is a new process each time, and would prune every minute.
-const PRUNED_AT: &str = "state/archive_pruned";
+const PRUNED_AT: &str = "archive_pruned";
 
 /// When the archive was last pruned; never, if unknown.
 pub(super) fn pruned_at(data_dir: &Path) -> i64 {
-    std::fs::read_to_string(data_dir.join(PRUNED_AT))
+    std::fs::read_to_string(crate::store::state_dir(data_dir).join(PRUNED_AT))
         .ok()
         .and_then(|t| t.trim().parse().ok())
         .unwrap_or(i64::MIN)
@@ -106,8 +106,9 @@ pub(super) fn pruned_at(data_dir: &Path) -> i64 {
 
 /// Keep `at` as the time of the last prune.
 pub(super) fn record_pruned(data_dir: &Path, at: i64) -> anyhow::Result<()> {
-    let path = data_dir.join(PRUNED_AT);
-    crate::store::create_dir_durably(path.parent().expect("PRUNED_AT has a folder"))?;
+    let state = crate::store::state_dir(data_dir);
+    crate::store::create_dir_durably(&state)?;
+    let path = state.join(PRUNED_AT);
     crate::store::write_durably(&path, at.to_string().as_bytes())?;
     Ok(())
 }

@@ -16,8 +16,8 @@ pub fn dispatching(data_dir: &Path) -> anyhow::Result<bool> {
     Ok(lock.try_lock_shared().is_err())
 }
 
-/// Whether a `serve` or `tick` dispatches from `data_dir` now, making nothing: false when the
-/// folder or its lock file is not there, or the lock cannot be read.
+/// [`dispatching`], making nothing: false when the folder or its lock file is not there, or
+/// the lock cannot be read. (An `erase` or `discard` at work holds the lock too.)
 pub fn dispatching_now(data_dir: &Path) -> bool {
     let path = data_dir.join(LOCK);
     path.is_file() && dispatching(data_dir).unwrap_or(false)

@@ -19,7 +19,7 @@ use crate::config::Connector;
 use crate::datasets::outcomes::{self, Action, OutcomeLog, OutcomeRow, Status};
 use crate::datasets::pending::PendingSet;
 use crate::datasets::{inbox, plan};
-use crate::hubspot::client::ApiError;
+use crate::hubspot::ApiError;
 use crate::metrics::Metrics;
 
 impl Dispatcher {

@@ -10,7 +10,7 @@ use crate::receiver::execution::DELIVERY_TYPE_FIELD;
 use crate::time::DAY_MS;
 
 /// Output fields set when a callback is completed (see
-/// [`crate::hubspot::client::Completion::released`]).
+/// [`crate::hubspot::wire::Completion::released`]).
 pub const OUTPUT_FIELDS: [(&str, &str); 3] = [
     ("sendtime_slot", "Planned hour (UTC)"),
     ("sendtime_planned_at", "Planned time"),

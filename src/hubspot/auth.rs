@@ -13,7 +13,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use tokio::time::Instant;
 
-use super::client::{ApiError, MESSAGE_CHARS, read_at_most, transport};
+use super::error::{ApiError, MESSAGE_CHARS, read_at_most, transport};
 use crate::config::{Connector, Credentials, env_value};
 
 /// HubSpot's date-versioned token endpoint (v1, `/oauth/v1/token`, is retired on 2027-02-16).

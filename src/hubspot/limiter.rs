@@ -15,8 +15,55 @@ use arc_swap::ArcSwap;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use tokio::time::Instant;
 
-use super::client::RateLimit;
+use reqwest::header::HeaderMap;
+
 use super::policy::{MAX_HEADER_WAIT, TEN_SECONDS};
+
+/// The `X-HubSpot-RateLimit-*` headers of one response: what is left of the account's limits,
+/// as HubSpot counts them (our own limiter only knows about this process's calls).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RateLimit {
+    /// `X-HubSpot-RateLimit-Max`: calls allowed per interval.
+    pub max: Option<u32>,
+    /// `X-HubSpot-RateLimit-Remaining`: calls left in the current interval.
+    pub remaining: Option<u32>,
+    /// `X-HubSpot-RateLimit-Interval-Milliseconds`.
+    pub interval: Option<Duration>,
+    /// `X-HubSpot-RateLimit-Daily`: calls allowed per day.
+    pub daily: Option<u32>,
+    /// `X-HubSpot-RateLimit-Daily-Remaining`.
+    pub daily_remaining: Option<u32>,
+}
+
+impl RateLimit {
+    pub const MAX: &str = "x-hubspot-ratelimit-max";
+    pub const REMAINING: &str = "x-hubspot-ratelimit-remaining";
+    pub const INTERVAL_MS: &str = "x-hubspot-ratelimit-interval-milliseconds";
+    pub const DAILY: &str = "x-hubspot-ratelimit-daily";
+    pub const DAILY_REMAINING: &str = "x-hubspot-ratelimit-daily-remaining";
+
+    /// Read the headers; `None` when the response carries none of them (some endpoints and
+    /// error paths do not), so "unknown" is never mistaken for "zero left".
+    pub fn from_headers(headers: &HeaderMap) -> Option<RateLimit> {
+        let num = |name: &str| -> Option<u64> {
+            headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse().ok())
+        };
+        let clamp = |v: u64| v.min(u32::MAX as u64) as u32;
+        let rate = RateLimit {
+            max: num(Self::MAX).map(clamp),
+            remaining: num(Self::REMAINING).map(clamp),
+            // HubSpot's windows are seconds to a day; anything longer is not a window.
+            interval: num(Self::INTERVAL_MS)
+                .map(|ms| Duration::from_millis(ms.min(MAX_HEADER_WAIT.as_millis() as u64))),
+            daily: num(Self::DAILY).map(clamp),
+            daily_remaining: num(Self::DAILY_REMAINING).map(clamp),
+        };
+        (rate != RateLimit::default()).then_some(rate)
+    }
+}
 
 /// Where a caller waits for its turn.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -4,7 +4,8 @@
 
 use std::fmt;
 
-use super::client::{ApiError, Client};
+use super::client::Client;
+use super::error::ApiError;
 use super::targets::Unusable;
 use super::{paths, targets};
 use crate::config::{Config, Connector, Target};

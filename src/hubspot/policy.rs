@@ -8,11 +8,12 @@ use std::time::Duration;
 
 use reqwest::header::{HeaderMap, RETRY_AFTER};
 
-use super::client::{ApiError, RateLimit, RatePolicy};
+use super::error::{ApiError, RatePolicy};
+use super::limiter::RateLimit;
 use crate::time::{HOUR_MS, MINUTE_MS};
 
-/// How long the dispatcher waits for one answer: HubSpot's calls answer in well under a
-/// second, and a longer wait only holds a slot. [`TIMEOUT_ENV`] overrides it.
+/// How long a client waits for one answer: HubSpot's calls answer in well under a second,
+/// and a longer wait only holds a slot. [`TIMEOUT_ENV`] overrides it for the dispatcher.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long the importer waits for one page of email events, which can take a while to
 /// make: a page answered late is still worth having.
@@ -140,10 +141,6 @@ pub struct Backoff {
     pub give_up_after: u32,
 }
 
-/// 429s in a row after which an import gives up (the client's limiter waits out each one);
-/// the dispatcher never does: its contacts wait in the queue.
-pub const IMPORT_429S_IN_A_ROW: u32 = 30;
-
 impl Backoff {
     /// The dispatcher's: each contact has its own task, so waiting long costs no other contact.
     pub const DISPATCH: Backoff = Backoff {
@@ -173,6 +170,10 @@ impl Backoff {
         failures >= self.give_up_after
     }
 }
+
+/// 429s for one page past which an import gives up (the client's limiter waits out each
+/// one); the dispatcher never does: its contacts wait in the queue.
+pub const IMPORT_429S: u32 = 30;
 
 /// How long a ten-secondly 429 holds the connector: HubSpot's `Retry-After` when it sent one,
 /// else the interval its rate-limit headers last reported, else ten seconds; at least

@@ -4,7 +4,8 @@
 
 use std::fmt;
 
-use super::client::{Admitted, ApiError};
+use super::client::Admitted;
+use super::error::ApiError;
 
 /// Why a target cannot take a webhook's calls.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -20,10 +20,9 @@ use serde::{Deserialize, Serialize};
 use crate::clock::Clock;
 use crate::config::{Config, Connector};
 use crate::datasets::events::{self, Event, Kind};
-use crate::hubspot::client::{
-    ApiError, Client, EmailEvent, EventsPage, EventsQuery, MAX_EVENTS_PAGE, RatePolicy,
-};
 use crate::hubspot::policy::{self, Backoff};
+use crate::hubspot::wire::{EventsQuery, MAX_EVENTS_PAGE};
+use crate::hubspot::{ApiError, Client, EmailEvent, EventsPage, RatePolicy};
 use crate::import::seen::{BUDGET_MB, Seen};
 use crate::import::stored::MB;
 use crate::store;
@@ -648,8 +647,11 @@ impl Import {
                 ApiError::RateLimited { .. } => {
                     // The client holds its limiter for the wait; the next call waits there.
                     rate_limited += 1;
-                    if rate_limited > policy::IMPORT_429S_IN_A_ROW {
-                        bail!("HubSpot kept answering 429 for {rate_limited} attempts: {err}");
+                    if rate_limited > policy::IMPORT_429S {
+                        bail!(
+                            "HubSpot kept answering 429 for {} attempts: {err}",
+                            policy::IMPORT_429S
+                        );
                     }
                     tracing::warn!("{err}; waiting");
                 }

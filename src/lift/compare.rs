@@ -34,8 +34,7 @@ pub struct Share {
 }
 
 /// What a metric counts as engaged.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Engagement {
     /// An open or a click.
     Opened,
@@ -54,11 +53,32 @@ impl Engagement {
 }
 
 /// Which group did better, when the interval excludes zero.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {
     OptimizedBetter,
     HoldoutBetter,
+}
+
+impl Verdict {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::OptimizedBetter => "optimized_better",
+            Verdict::HoldoutBetter => "holdout_better",
+        }
+    }
+}
+
+// As their names: the report's JSON, its text and the bootstrap's seed say them alike.
+impl Serialize for Engagement {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl Serialize for Verdict {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
 }
 
 /// One metric: optimized against held out.

@@ -142,7 +142,7 @@ impl Lift {
                     out,
                     "{what}: optimized sends did better ({points} points; the interval excludes zero)"
                 ),
-                (Some(_), _) => writeln!(
+                (Some(Verdict::HoldoutBetter), _) => writeln!(
                     out,
                     "{what}: held-out sends did better ({points} points; the interval excludes zero)"
                 ),

@@ -8,8 +8,8 @@ use super::{Ctx, Decision, Next, Pending};
 use crate::datasets::outcomes::{Action, OutcomeRow, Status};
 use crate::dispatch::connector::Link;
 use crate::hubspot::ApiError;
-use crate::hubspot::client::Completion;
 use crate::hubspot::policy;
+use crate::hubspot::wire::Completion;
 use crate::time::MINUTE_MS;
 
 /// The final row of a callback HubSpot will not complete: failed, unless an earlier call for

@@ -219,12 +219,11 @@ impl Ctx {
                 _ => statuses.push(s),
             }
         }
-        let board = crate::admin::board::Outcomes::of(&rows);
-        let retries: Vec<OutcomeRow> = rows
-            .iter()
-            .filter(|r| r.status == Status::Retrying)
-            .cloned()
-            .collect();
+        use crate::admin::board::Outcomes;
+        let board = Outcomes::of(&rows);
+        let retrying = |s| s == Status::Retrying;
+        let retries =
+            (rows.iter().any(|r| retrying(r.status))).then(|| Outcomes::of_status(&rows, retrying));
         // A failure is logged by the writer, once a minute.
         let written = self.log.write(rows).await.is_ok();
         if written {
@@ -232,10 +231,8 @@ impl Ctx {
                 self.metrics.outcome(s.as_str()).inc();
             }
             self.metrics.board.publish(board);
-        } else if !retries.is_empty() {
-            self.metrics
-                .board
-                .publish(crate::admin::board::Outcomes::of(&retries));
+        } else if let Some(retries) = retries {
+            self.metrics.board.publish(retries);
         }
         written
     }

@@ -11,7 +11,7 @@ use serde_json::json;
 
 use super::oauth::unauthenticated;
 use super::{DEFAULT_EVENTS_LIMIT, ListKind, MAX_EVENTS_LIMIT, World, account_day, error};
-use crate::hubspot::client::EmailEvent;
+use crate::hubspot::EmailEvent;
 use crate::time::{DAY_MS, MINUTE_MS};
 
 impl World {

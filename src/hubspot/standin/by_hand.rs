@@ -6,7 +6,7 @@ use std::path::Path;
 use anyhow::Context;
 
 use super::{Options, StandIn};
-use crate::hubspot::client::EmailEvent;
+use crate::hubspot::EmailEvent;
 
 /// `--contacts`: one `email` or `email,id` per line; blank lines are skipped.
 fn read_contacts(path: &Path) -> anyhow::Result<Vec<(String, Option<u64>)>> {

@@ -9,8 +9,8 @@ use serde_json::json;
 use tokio::time::Instant;
 
 use super::{World, account_day, correlation_id, error, html};
-use crate::hubspot::client::{RateLimit, RatePolicy};
 use crate::hubspot::policy::TEN_SECONDS;
+use crate::hubspot::{RateLimit, RatePolicy};
 
 /// A failure to answer with instead of the normal response.
 #[derive(Debug, Clone, PartialEq)]
@@ -240,7 +240,9 @@ impl World {
             }
             Fault::Slow(d) => Gate::Slow(d),
             Fault::LateStatus { status, after } => {
-                Gate::SlowAnswer(status_error(status, "Gateway Timeout"), after)
+                let reason = StatusCode::from_u16(status).ok();
+                let reason = reason.and_then(|s| s.canonical_reason()).unwrap_or("Error");
+                Gate::SlowAnswer(status_error(status, reason), after)
             }
             Fault::Drop => Gate::Drop,
             Fault::Html(status) => Gate::Answer(html(

@@ -45,7 +45,7 @@ use faults::{Gate, Rule};
 use oauth::{missing_scope, required_scopes};
 
 use super::auth::TOKEN_PATH;
-use super::client::{EmailEvent, RateLimit};
+use super::{EmailEvent, RateLimit};
 use crate::clock::Clock;
 use crate::time::{DAY_MS, MINUTE_MS};
 
@@ -61,6 +61,10 @@ const MAX_EVENTS_LIMIT: usize = 1000;
 const MAILED_EVENTS_KEPT: usize = 50_000;
 /// The account's portal id unless told otherwise.
 pub const DEFAULT_PORTAL_ID: u64 = 62515;
+/// A Professional account's limits, HubSpot's usage guidelines: calls per rolling 10 s, and
+/// per day.
+pub const DEFAULT_LIMIT_PER_10S: u32 = 190;
+pub const DEFAULT_DAILY_LIMIT: u32 = 625_000;
 
 /// How the stand-in behaves. `Default` is a well-behaved Professional account (190 calls per
 /// 10 s, 625,000 a day: HubSpot's usage guidelines).
@@ -196,8 +200,8 @@ impl Default for Options {
     fn default() -> Self {
         Options {
             token: DEFAULT_TOKEN.to_string(),
-            limit_per_10s: 190,
-            daily_limit: 625_000,
+            limit_per_10s: DEFAULT_LIMIT_PER_10S,
+            daily_limit: DEFAULT_DAILY_LIMIT,
             utc_offset_minutes: 0,
             portal_id: DEFAULT_PORTAL_ID,
             clock: Clock::System,
