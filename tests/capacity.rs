@@ -587,6 +587,38 @@ fn explain_plans_each_webhook_as_planning_does_in_the_contacts_zone() {
         "{text}"
     );
     assert_eq!(waits("weekly"), "waiting for its time", "{text}");
+
+    // `weekly` made a list's webhook: its receipts, taken to enroll, are held as the
+    // dispatcher holds them (explain said "waiting for its time").
+    TestConfig {
+        env: "CAPACITY",
+        connector: "dry_run = true\nquiet_hours = \"21:00-08:00\"\ntime_zone = \"Asia/Tokyo\"",
+        hooks: &[
+            &Hook {
+                id: "weekly",
+                kind: "UPDATE_ONLY",
+                target: "list_id = \"9\"",
+            },
+            &Hook {
+                id: "soon",
+                kind: "NEXT_24_HOURS",
+                target: "workflow_id = 8\nwindow = \"6h\"",
+            },
+        ],
+        ..TestConfig::default()
+    }
+    .write(dir.path());
+    let text = explain("z1@example.com");
+    let lines: Vec<&str> = text.lines().collect();
+    let weekly = (lines.iter())
+        .position(|l| l.starts_with("weekly ") && l.contains(" received "))
+        .unwrap_or_else(|| panic!("no receipt of weekly:\n{text}"));
+    assert!(
+        lines[weekly + 2]
+            .trim()
+            .starts_with("held: its webhook changed"),
+        "{text}"
+    );
 }
 
 /// Lower limits after planning: the queue is spread again so that no hour holds more than

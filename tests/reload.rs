@@ -190,11 +190,11 @@ fn reloads_on_change_keeps_old_config_when_invalid_and_on_sighup() {
     let renamed_identity = status(&server)["config"].as_str().unwrap().to_string();
     assert_ne!(renamed_identity, first_identity);
     // The identity is logged on every load (the README promises it there too).
-    assert!(
-        server
-            .logs()
-            .contains(&format!("config={renamed_identity}"))
+    let logged = server.wait_log(
+        &format!("config={renamed_identity}"),
+        Duration::from_secs(10),
     );
+    assert!(logged.is_some(), "logs:\n{}", server.logs());
 
     // 4. SIGHUP reloads even without a file event.
     server.signal("HUP");

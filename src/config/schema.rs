@@ -46,13 +46,13 @@ fn holdout() -> Value {
     )
 }
 
-/// A knob the account's data fits (`"auto"`, the default) or the file fixes.
 /// A `[model]` number, in its range ([`super::MODEL_NUMBERS`]).
 fn model_number(key: &str, doc: &str, default: f64) -> Value {
     let (min, max) = model_range(key);
     number(doc, min, max, default)
 }
 
+/// A knob the account's data fits (`"auto"`, the default) or the file fixes.
 fn auto_or_number(doc: &str, (min, max): (f64, f64)) -> Value {
     json!({
         "description": doc,

@@ -10,21 +10,22 @@ use crate::store::lock_file;
 /// The data folder's dispatch lock: one dispatcher (`serve` or `tick`) per folder.
 const LOCK: &str = "dispatch.lock";
 
-/// Whether a `serve` or `tick` dispatches from `data_dir` now.
+/// Whether the dispatch lock of `data_dir` is held: a `serve` or `tick` dispatching, or an
+/// `erase` or `discard` at work.
 pub fn dispatching(data_dir: &Path) -> anyhow::Result<bool> {
     let lock = lock_file(&data_dir.join(LOCK))?;
     Ok(lock.try_lock_shared().is_err())
 }
 
 /// [`dispatching`], making nothing: false when the folder or its lock file is not there, or
-/// the lock cannot be read. (An `erase` or `discard` at work holds the lock too.)
+/// the lock cannot be read.
 pub fn dispatching_now(data_dir: &Path) -> bool {
     let path = data_dir.join(LOCK);
     path.is_file() && dispatching(data_dir).unwrap_or(false)
 }
 
 /// Take the data folder's dispatch lock, held while the file is open; an error saying `why`
-/// when a `serve`, `tick` or `erase` holds it.
+/// when a `serve`, `tick`, `erase` or `discard` holds it.
 pub fn lock(data_dir: &Path, why: &str) -> anyhow::Result<std::fs::File> {
     let lock = lock_file(&data_dir.join(LOCK))?;
     // Tried for a moment: `sendtime pause` looks at the lock ([`dispatching`]) for as long

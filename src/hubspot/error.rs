@@ -1,5 +1,5 @@
 //! HubSpot's failures, sorted by what the caller should do about them ([`ApiError`]), and
-//! how a failed answer is read into one ([`classify`]): the importer and the dispatcher
+//! how a failed answer is read into one (`classify`): the importer and the dispatcher
 //! decide on these, never on raw status codes.
 
 use std::fmt;

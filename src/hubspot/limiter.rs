@@ -13,9 +13,8 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
-use tokio::time::Instant;
-
 use reqwest::header::HeaderMap;
+use tokio::time::Instant;
 
 use super::policy::{MAX_HEADER_WAIT, TEN_SECONDS};
 

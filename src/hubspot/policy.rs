@@ -171,7 +171,7 @@ impl Backoff {
     }
 }
 
-/// 429s for one page past which an import gives up (the client's limiter waits out each
+/// 429s for one page at which an import gives up (the client's limiter waits out each
 /// one); the dispatcher never does: its contacts wait in the queue.
 pub const IMPORT_429S: u32 = 30;
 

@@ -647,11 +647,8 @@ impl Import {
                 ApiError::RateLimited { .. } => {
                     // The client holds its limiter for the wait; the next call waits there.
                     rate_limited += 1;
-                    if rate_limited > policy::IMPORT_429S {
-                        bail!(
-                            "HubSpot kept answering 429 for {} attempts: {err}",
-                            policy::IMPORT_429S
-                        );
+                    if rate_limited >= policy::IMPORT_429S {
+                        bail!("HubSpot kept answering 429 for {rate_limited} attempts: {err}");
                     }
                     tracing::warn!("{err}; waiting");
                 }

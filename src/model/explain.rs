@@ -82,6 +82,9 @@ pub struct WebhookPlan {
     pub dry_run: bool,
     pub due_at_ms: i64,
     pub reason: String,
+    /// Where it sends, and its connector's account: whether a receipt still routes to it.
+    #[serde(skip)]
+    pub sends_to: (Target, u64),
 }
 
 /// What the contact's latest receipt was posted with. Planning looks a contact up by its
@@ -112,6 +115,10 @@ pub struct PlannedReceipt {
     pub waiting: Option<String>,
     /// An action's receipt: when HubSpot's hold on the contact ends, as asked on receipt.
     pub hold_ends_ms: Option<i64>,
+    /// What the dispatcher routes it by ([`crate::config::sends`]): an action's, an enrolling
+    /// type's, and the account it came from.
+    #[serde(skip)]
+    pub routed_as: (bool, Option<bool>, Option<u64>),
 }
 
 impl Explanation {
@@ -205,6 +212,10 @@ impl Explanation {
                         dry_run: config.connector(&w.connector).is_some_and(|c| c.dry_run),
                         due_at_ms: p.due_at_ms,
                         reason: p.reason,
+                        sends_to: (
+                            w.target.clone(),
+                            config.connector(&w.connector).map_or(0, |c| c.portal_id),
+                        ),
                     }
                 })
                 .collect(),
@@ -219,15 +230,23 @@ impl Explanation {
         (self.receipts_total, self.receipts) = (receipts.total, receipts.shown);
         for p in self.receipts.iter_mut().filter(|p| p.outcome.is_none()) {
             let webhook = self.webhooks.iter().find(|w| w.webhook == p.webhook);
-            p.waiting = Some(
-                match webhook {
-                    None => "held: its webhook is not in the config (put it back, or `sendtime discard` gives it up)",
-                    Some(w) if w.paused => "held by a pause (sendtime pause): sent once resumed",
-                    Some(_) if p.due_at_ms <= self.as_of_ms => "due: sent at the dispatcher's next tick",
-                    Some(_) => "waiting for its time",
-                }
-                .to_string(),
-            );
+            let (callback, enrolls, portal) = p.routed_as;
+            let routes = |w: &WebhookPlan| {
+                let (target, portal_id) = &w.sends_to;
+                crate::config::sends(target, *portal_id, callback, enrolls, portal)
+            };
+            p.waiting = Some(match webhook {
+                None => "held: its webhook is not in the config (put it back, or `sendtime discard` gives it up)".to_string(),
+                // As the dispatcher holds it (it read "due" while held; an audit).
+                Some(w) if !routes(w) => format!(
+                    "held: its webhook {}: {}",
+                    crate::config::HELD_AS_CHANGED,
+                    crate::config::held_until_back(&p.webhook)
+                ),
+                Some(w) if w.paused => "held by a pause (sendtime pause): sent once resumed".to_string(),
+                Some(_) if p.due_at_ms <= self.as_of_ms => "due: sent at the dispatcher's next tick".to_string(),
+                Some(_) => "waiting for its time".to_string(),
+            });
         }
         self
     }
@@ -401,6 +420,11 @@ pub fn receipts(data_dir: &Path, contact: &str) -> anyhow::Result<Receipts> {
             due_at_ms: p.due_at_ms,
             reason: p.reason,
             hold_ends_ms: p.hold_ends_ms,
+            routed_as: (
+                p.callback_id.is_some(),
+                Some(p.webhook_type.enrolls()),
+                crate::datasets::inbox::account(p.portal_id).map(std::num::NonZeroU64::get),
+            ),
         })
         .collect();
     Ok(Receipts {

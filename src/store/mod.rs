@@ -6,7 +6,17 @@
 //! checksum ([`checksum`]) is durable before the part is, and is checked before it is read.
 
 pub mod checksum;
+mod files;
+mod frames;
 pub mod wal;
+
+pub use files::{
+    create_data_dir, create_dir_durably, lock_file, physical, remove_if_exists, remove_if_unused,
+    state_dir, sync_dir, write_durably,
+};
+pub use frames::{
+    Undecodable, concat_frames, read_columns_or_null, read_part, read_present_columns, read_with,
+};
 
 use std::collections::{HashMap, HashSet};
 use std::fs::{self, File};
@@ -749,151 +759,6 @@ pub fn finish_publishing(
     }
 }
 
-/// `dir` as the folder it names now, symlinks resolved (as far as it exists): what `serve`
-/// keeps for its life, so that a symlink a deploy swaps meanwhile (`current -> releases/N`)
-/// does not move its data under it.
-pub fn physical(dir: &Path) -> PathBuf {
-    let mut rest = Vec::new();
-    for base in dir.ancestors() {
-        if let Ok(real) = fs::canonicalize(base) {
-            return rest.iter().rev().fold(real, |path, name| path.join(name));
-        }
-        match base.file_name() {
-            Some(name) => rest.push(name),
-            None => break,
-        }
-    }
-    dir.to_path_buf()
-}
-
-/// The data folder's `state/`: the small files one process leaves the next (pauses, the
-/// signature ratchet, imports' cursors, the scheduler's last fire, commands' intents).
-pub fn state_dir(data_dir: &Path) -> PathBuf {
-    data_dir.join("state")
-}
-
-/// The data directory, created if needed readable by its owner only: it holds contacts'
-/// emails. One that exists keeps the permissions it has. Called by the commands that may
-/// create it (`serve`, `import`, `gen`) before anything else writes there. The topmost
-/// folder this call created (the directory, or a parent that did not exist), if any: of two
-/// calls at once, one creates each.
-pub fn create_data_dir(dir: &Path) -> anyhow::Result<Option<PathBuf>> {
-    use std::os::unix::fs::DirBuilderExt;
-    let cannot = || format!("cannot create the data directory {}", dir.display());
-    let missing: Vec<&Path> = dir
-        .ancestors()
-        .take_while(|p| !p.as_os_str().is_empty() && !p.exists())
-        .collect();
-    let mut topmost = None;
-    for (i, folder) in missing.iter().enumerate().rev() {
-        let mode = if i == 0 { 0o700 } else { 0o777 };
-        match fs::DirBuilder::new().mode(mode).create(folder) {
-            Ok(()) => {
-                // Durable in its parent: every acknowledged receipt will be under it.
-                sync_parent(folder).with_context(cannot)?;
-                topmost.get_or_insert_with(|| folder.to_path_buf());
-            }
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists && folder.is_dir() => {}
-            Err(e) => return Err(e).with_context(cannot),
-        }
-    }
-    anyhow::ensure!(dir.is_dir(), "{}: not a directory", cannot());
-    Ok(topmost)
-}
-
-/// Remove a data directory a failed command created, when it holds nothing but folders and
-/// lock files nobody holds: a mistyped `--data` leaves no trace, a partial import (HubSpot's
-/// pages are kept as they come) is kept, and so is a folder another process started using.
-pub fn remove_if_unused(dir: &Path) {
-    /// Folders deepest first, and lock files; `None` when anything else is there.
-    fn contents(dir: &Path, dirs: &mut Vec<PathBuf>, locks: &mut Vec<PathBuf>) -> Option<()> {
-        for entry in fs::read_dir(dir).ok()? {
-            let entry = entry.ok()?;
-            let path = entry.path();
-            if entry.file_type().ok()?.is_dir() {
-                contents(&path, dirs, locks)?;
-            } else if path.extension().is_some_and(|e| e == "lock") {
-                locks.push(path);
-            } else {
-                return None;
-            }
-        }
-        dirs.push(dir.to_path_buf());
-        Some(())
-    }
-    let (mut dirs, mut locks) = (Vec::new(), Vec::new());
-    if contents(dir, &mut dirs, &mut locks).is_none() {
-        return;
-    }
-    // Held while they are removed: a lock another process holds keeps everything.
-    let mut held = Vec::new();
-    for path in &locks {
-        match File::open(path).map(|f| f.try_lock().map(|()| f)) {
-            Ok(Ok(f)) => held.push(f),
-            _ => return,
-        }
-    }
-    for path in &locks {
-        let _ = fs::remove_file(path);
-    }
-    // A folder something was written to since is not empty: it stays.
-    for d in &dirs {
-        let _ = fs::remove_dir(d);
-    }
-}
-
-/// The lock file at `path`, created (with its folder) if needed, for `try_lock` or `lock`:
-/// the lock lasts while the returned file is open. An existing one is opened read-only, which
-/// a lock needs no more than: one left by another user (a `sudo sendtime pause`) still serves.
-pub fn lock_file(path: &Path) -> anyhow::Result<File> {
-    if let Some(dir) = path.parent() {
-        fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    }
-    match File::open(path) {
-        Ok(file) => Ok(file),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            File::create(path).with_context(|| format!("cannot create {}", path.display()))
-        }
-        Err(e) => Err(e).with_context(|| format!("cannot open {}", path.display())),
-    }
-}
-
-/// Read one part file. An error opening it is an `io::Error`, one decoding it a Polars error
-/// ([`read_with`]).
-pub fn read_part(path: &Path) -> anyhow::Result<DataFrame> {
-    read_with(path, |reader| reader.finish())
-}
-
-/// Read the part at `path` through `read`, once its checksum is checked: how every reader of
-/// a part's rows opens it. An I/O error inside Polars is the machine's state (an
-/// `io::Error`), and a part matching its checksum that `read` fails on is [`Undecodable`].
-/// Only the rest says the file is damaged.
-pub fn read_with<T>(
-    path: &Path,
-    read: impl FnOnce(ParquetReader<File>) -> PolarsResult<T>,
-) -> anyhow::Result<T> {
-    let checked = checksum::verify(path)?;
-    let file = File::open(path)?;
-    read(ParquetReader::new(file)).map_err(|e| match e {
-        PolarsError::IO { error, .. } => io::Error::new(error.kind(), error.to_string()).into(),
-        e if checked => Undecodable {
-            path: path.to_path_buf(),
-            source: e,
-        }
-        .into(),
-        e => e.into(),
-    })
-}
-
-/// A part that matches its checksum but cannot be read: its bytes are as written, so the
-/// file is not damaged (a newer build's part, or a bug), and it is left where it is.
-#[derive(Debug, thiserror::Error)]
-#[error("{} matches its checksum but this build cannot read it: {source}", path.display())]
-pub struct Undecodable {
-    path: PathBuf,
-    source: PolarsError,
-}
-
 /// What [`Dataset::compact`] merged.
 #[derive(Debug)]
 pub struct Merged {
@@ -901,97 +766,6 @@ pub struct Merged {
     pub part: PathBuf,
     /// The parts it replaced: no longer listed, and removed after [`SOURCE_GRACE`].
     pub sources: Vec<PathBuf>,
-}
-
-/// Text, plain or as a dictionary.
-fn is_text(dtype: &DataType) -> bool {
-    matches!(
-        dtype,
-        DataType::String | DataType::Categorical(..) | DataType::Enum(..)
-    )
-}
-
-/// Stack frames. Parts written before a column was added lack it: such frames get the column
-/// as nulls, so old and new parts read (and merge) as one.
-pub fn concat_frames(mut frames: Vec<DataFrame>) -> anyhow::Result<DataFrame> {
-    let mut columns: Vec<(PlSmallStr, DataType)> = Vec::new();
-    for df in &frames {
-        for (name, dtype) in df.schema().iter() {
-            match columns.iter_mut().find(|(n, _)| n == name) {
-                None => columns.push((name.clone(), dtype.clone())),
-                // Text stored as a dictionary in some parts (a bulk import's one-value
-                // `source`) and as plain text in others: plain text.
-                Some((_, d)) if d != dtype && is_text(d) && is_text(dtype) => *d = DataType::String,
-                Some(_) => {}
-            }
-        }
-    }
-    for df in &mut frames {
-        let height = df.height();
-        for (name, dtype) in &columns {
-            match df.column(name).map(|c| c.dtype()) {
-                // Only text is unified; other mismatches fail the stacking, as they did.
-                Ok(d) if d != dtype && *dtype == DataType::String && is_text(d) => {
-                    let cast = df.column(name)?.cast(dtype)?;
-                    df.with_column(cast)?;
-                }
-                Ok(_) => {}
-                Err(_) => {
-                    df.with_column(Column::full_null(name.clone(), height, dtype))?;
-                }
-            }
-        }
-        if df.width() != columns.len()
-            || df
-                .get_column_names()
-                .iter()
-                .zip(&columns)
-                .any(|(a, (b, _))| *a != b)
-        {
-            *df = df.select(columns.iter().map(|(n, _)| n.clone()))?;
-        }
-    }
-    let mut iter = frames.into_iter();
-    let Some(mut out) = iter.next() else {
-        anyhow::bail!("nothing to concatenate");
-    };
-    for df in iter {
-        out.vstack_mut_owned(df)?;
-    }
-    out.rechunk_mut();
-    Ok(out)
-}
-
-/// Those of `columns` that the part at `path` has (parts written before a column existed
-/// lack it), and only those: reading whole parts of a large dataset to look at a few
-/// columns is what this avoids.
-pub fn read_present_columns(path: &Path, columns: &[&str]) -> anyhow::Result<DataFrame> {
-    read_with(path, |mut reader| {
-        let schema = reader.schema()?;
-        let present = columns
-            .iter()
-            .filter(|c| schema.contains(c))
-            .map(|c| c.to_string())
-            .collect();
-        reader.with_columns(Some(present)).finish()
-    })
-}
-
-/// [`read_present_columns`], with the absent ones as nulls of `dtype`: for a reader that
-/// needs a column added later.
-pub fn read_columns_or_null(
-    path: &Path,
-    columns: &[(&str, DataType)],
-) -> anyhow::Result<DataFrame> {
-    let names: Vec<&str> = columns.iter().map(|(n, _)| *n).collect();
-    let mut df = read_present_columns(path, &names)?;
-    let height = df.height();
-    for (name, dtype) in columns {
-        if df.column(name).is_err() {
-            df.with_column(Column::full_null((*name).into(), height, dtype))?;
-        }
-    }
-    Ok(df)
 }
 
 /// An error reading `part` in a dry run, which moves nothing: it names the part, and for a
@@ -1033,57 +807,6 @@ pub fn cannot_open(e: &anyhow::Error) -> bool {
 fn remove_part_files(part: &Path) -> io::Result<()> {
     remove_if_exists(part)?;
     remove_if_exists(&checksum::path_of(part))
-}
-
-/// Remove the file at `path`; one already gone is no error.
-pub fn remove_if_exists(path: &Path) -> io::Result<()> {
-    match fs::remove_file(path) {
-        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
-        _ => Ok(()),
-    }
-}
-
-/// Write a small file so that it survives power loss once this returns.
-pub fn write_durably(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let tmp = path.with_extension("tmp");
-    let written = File::create(&tmp).and_then(|mut f| {
-        f.write_all(bytes)?;
-        f.sync_all()
-    });
-    if let Err(e) = written.and_then(|()| fs::rename(&tmp, path)) {
-        let _ = fs::remove_file(&tmp);
-        return Err(e);
-    }
-    sync_dir(path.parent().unwrap_or(Path::new(".")))
-}
-
-/// fsync a directory, making renames and creations in it durable.
-pub fn sync_dir(dir: &Path) -> io::Result<()> {
-    File::open(dir)?.sync_all()
-}
-
-/// Create `dir` and the folders above it that are missing, each made durable in its parent:
-/// files made durable inside a folder whose own entry was not could vanish with it.
-pub fn create_dir_durably(dir: &Path) -> io::Result<()> {
-    if dir.is_dir() {
-        return Ok(());
-    }
-    let missing: Vec<&Path> = dir.ancestors().take_while(|d| !d.exists()).collect();
-    fs::create_dir_all(dir)?;
-    for created in missing.iter().rev() {
-        sync_parent(created)?;
-    }
-    Ok(())
-}
-
-/// Make the folder `created` durable in its parent.
-fn sync_parent(created: &Path) -> io::Result<()> {
-    let parent = created.parent().filter(|p| !p.as_os_str().is_empty());
-    match sync_dir(parent.unwrap_or(Path::new("."))) {
-        // A parent this user may enter but not read (0711) cannot be opened to sync.
-        Err(e) if e.kind() == io::ErrorKind::PermissionDenied => Ok(()),
-        other => other,
-    }
 }
 
 #[cfg(test)]

@@ -61,9 +61,9 @@ const MAX_EVENTS_LIMIT: usize = 1000;
 const MAILED_EVENTS_KEPT: usize = 50_000;
 /// The account's portal id unless told otherwise.
 pub const DEFAULT_PORTAL_ID: u64 = 62515;
-/// A Professional account's limits, HubSpot's usage guidelines: calls per rolling 10 s, and
-/// per day.
+/// A Professional account's calls per rolling 10 s (HubSpot's usage guidelines).
 pub const DEFAULT_LIMIT_PER_10S: u32 = 190;
+/// A Professional account's calls per day (HubSpot's usage guidelines).
 pub const DEFAULT_DAILY_LIMIT: u32 = 625_000;
 
 /// How the stand-in behaves. `Default` is a well-behaved Professional account (190 calls per
