@@ -440,24 +440,28 @@ fn explain_plans_each_webhook_as_planning_does_in_the_contacts_zone() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     std::fs::create_dir_all(&data).unwrap();
-    let config = TestConfig {
-        env: "CAPACITY",
-        connector: "dry_run = true\nquiet_hours = \"21:00-08:00\"\ntime_zone = \"Asia/Tokyo\"",
-        hooks: &[
-            &Hook {
-                id: "weekly",
-                kind: "NEXT_WEEK",
-                target: "workflow_id = 7",
-            },
-            &Hook {
-                id: "soon",
-                kind: "NEXT_24_HOURS",
-                target: "workflow_id = 8\nwindow = \"6h\"",
-            },
-        ],
-        ..TestConfig::default()
-    }
-    .write(dir.path());
+    // The config, with `weekly` as given.
+    let write = |weekly: &Hook| {
+        TestConfig {
+            env: "CAPACITY",
+            connector: "dry_run = true\nquiet_hours = \"21:00-08:00\"\ntime_zone = \"Asia/Tokyo\"",
+            hooks: &[
+                weekly,
+                &Hook {
+                    id: "soon",
+                    kind: "NEXT_24_HOURS",
+                    target: "workflow_id = 8\nwindow = \"6h\"",
+                },
+            ],
+            ..TestConfig::default()
+        }
+        .write(dir.path())
+    };
+    let config = write(&Hook {
+        id: "weekly",
+        kind: "NEXT_WEEK",
+        target: "workflow_id = 7",
+    });
     // Both open at 02:10 UTC: 03:10 in Brussels (quiet), 11:10 in Tokyo.
     let emails = ["z1@example.com".to_string(), "z2@example.com".to_string()];
     import_opens(&config, &data, &emails, 2);
@@ -590,24 +594,11 @@ fn explain_plans_each_webhook_as_planning_does_in_the_contacts_zone() {
 
     // `weekly` made a list's webhook: its receipts, taken to enroll, are held as the
     // dispatcher holds them (explain said "waiting for its time").
-    TestConfig {
-        env: "CAPACITY",
-        connector: "dry_run = true\nquiet_hours = \"21:00-08:00\"\ntime_zone = \"Asia/Tokyo\"",
-        hooks: &[
-            &Hook {
-                id: "weekly",
-                kind: "UPDATE_ONLY",
-                target: "list_id = \"9\"",
-            },
-            &Hook {
-                id: "soon",
-                kind: "NEXT_24_HOURS",
-                target: "workflow_id = 8\nwindow = \"6h\"",
-            },
-        ],
-        ..TestConfig::default()
-    }
-    .write(dir.path());
+    write(&Hook {
+        id: "weekly",
+        kind: "UPDATE_ONLY",
+        target: "list_id = \"9\"",
+    });
     let text = explain("z1@example.com");
     let lines: Vec<&str> = text.lines().collect();
     let weekly = (lines.iter())

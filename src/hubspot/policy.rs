@@ -67,6 +67,7 @@ pub const TARGET_HOLD_MAX_MS: i64 = HOUR_MS;
 pub fn target_hold_ms(last: Option<i64>) -> i64 {
     last.map_or(TARGET_HOLD_MS, |l| (2 * l).min(TARGET_HOLD_MAX_MS))
 }
+
 /// How soon a contact whose call HubSpot refused while its target was being read (after
 /// another refusal), or whose call waited for a read at a hold's end, is tried again: the
 /// read takes a call.
