@@ -333,7 +333,8 @@ async fn contact(
             ));
         }
     };
-    Ok(axum::Json(explanation.with_receipts(receipts)).into_response())
+    let config = state.config.load();
+    Ok(axum::Json(explanation.with_receipts(receipts, &config)).into_response())
 }
 
 /// The body of `POST /lift`: `{}`. A POST of JSON, so that no page of another site can make

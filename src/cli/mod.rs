@@ -669,8 +669,8 @@ fn tick(path: &std::path::Path, overrides: &Overrides, now: Option<&str>) -> any
             .filter(|dir| crate::dispatch::locks::dispatching_now(dir));
         match beside {
             Some(dir) => anyhow::anyhow!(
-                "another sendtime (serve, tick, erase or discard) holds {}: a tick does not run beside it; stop it or let it finish first.\nNor would config {} run from this shell:\n{d}",
-                dir.display(),
+                "{}\nNor would config {} run from this shell:\n{d}",
+                crate::dispatch::locks::held(&dir, "a tick does not run beside it"),
                 path.display()
             ),
             None => anyhow::anyhow!("cannot run with config {}:\n{d}", path.display()),

@@ -46,22 +46,25 @@ fn holdout() -> Value {
     )
 }
 
-/// A `[model]` number, in its range ([`super::MODEL_NUMBERS`]).
-fn model_number(key: &str, doc: &str, default: f64) -> Value {
+/// The `[model]` number `key`, in its range ([`super::MODEL_NUMBERS`]).
+fn model_number<'k>(key: &'k str, doc: &str, default: f64) -> (&'k str, Value) {
     let (min, max) = model_range(key);
-    number(doc, min, max, default)
+    (key, number(doc, min, max, default))
 }
 
-/// A knob the account's data fits (`"auto"`, the default) or the file fixes.
-fn auto_or_number(doc: &str, (min, max): (f64, f64)) -> Value {
-    json!({
+/// The `[model]` knob `key`, which the account's data fits (`"auto"`, the default) or the
+/// file fixes, in its range.
+fn auto_or_number<'k>(key: &'k str, doc: &str) -> (&'k str, Value) {
+    let (min, max) = model_range(key);
+    let value = json!({
         "description": doc,
         "default": "auto",
         "anyOf": [
             {"type": "number", "minimum": min, "maximum": max},
             {"const": "auto"},
         ],
-    })
+    });
+    (key, value)
 }
 
 fn boolean(doc: &str, default: bool) -> Value {
@@ -222,67 +225,43 @@ pub fn schema() -> Value {
     let model = table(
         "Model parameters and engagement-class thresholds.",
         vec![
-            (
+            model_number(
                 "half_life_days",
-                model_number(
-                    "half_life_days",
-                    "Half-life of an event's weight, in days.",
-                    p.half_life_days,
-                ),
+                "Half-life of an event's weight, in days.",
+                p.half_life_days,
             ),
-            (
+            model_number(
                 "click_weight",
-                model_number(
-                    "click_weight",
-                    "A click counts this many opens.",
-                    p.click_weight,
-                ),
+                "A click counts this many opens.",
+                p.click_weight,
             ),
-            (
+            auto_or_number(
                 "prior_strength",
-                auto_or_number(
-                    "Population prior, in pseudo-events; \"auto\": fitted to the account's data.",
-                    model_range("prior_strength"),
-                ),
+                "Population prior, in pseudo-events; \"auto\": fitted to the account's data.",
             ),
-            (
+            auto_or_number(
                 "hour_bandwidth",
-                auto_or_number(
-                    "Spread to neighbouring hours (sigma, hours); \"auto\": fitted to the account's data.",
-                    model_range("hour_bandwidth"),
-                ),
+                "Spread to neighbouring hours (sigma, hours); \"auto\": fitted to the account's data.",
             ),
-            (
+            model_number(
                 "day_pooling",
-                model_number(
-                    "day_pooling",
-                    "Share of counts pooled across weekdays.",
-                    p.day_pooling,
-                ),
+                "Share of counts pooled across weekdays.",
+                p.day_pooling,
             ),
-            (
+            model_number(
                 "passive_ratio",
-                model_number(
-                    "passive_ratio",
-                    "Recent rate below this share of the long-run rate: passive.",
-                    t.passive_ratio,
-                ),
+                "Recent rate below this share of the long-run rate: passive.",
+                t.passive_ratio,
             ),
-            (
+            model_number(
                 "machine_per_day",
-                model_number(
-                    "machine_per_day",
-                    "More events a day than this: machine-like.",
-                    t.machine_per_day,
-                ),
+                "More events a day than this: machine-like.",
+                t.machine_per_day,
             ),
-            (
+            model_number(
                 "machine_per_year",
-                model_number(
-                    "machine_per_year",
-                    "More events a year than this: machine-like.",
-                    t.machine_per_year,
-                ),
+                "More events a year than this: machine-like.",
+                t.machine_per_year,
             ),
             (
                 "evaluating_below",

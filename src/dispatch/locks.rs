@@ -24,6 +24,15 @@ pub fn dispatching_now(data_dir: &Path) -> bool {
     path.is_file() && dispatching(data_dir).unwrap_or(false)
 }
 
+/// What a command refused for the dispatch lock of `data_dir` says, with `why` it must not
+/// run beside the holder.
+pub fn held(data_dir: &Path, why: &str) -> String {
+    format!(
+        "another sendtime (serve, tick, erase or discard) holds {}; stop it or let it finish first ({why})",
+        data_dir.display()
+    )
+}
+
 /// Take the data folder's dispatch lock, held while the file is open; an error saying `why`
 /// when a `serve`, `tick`, `erase` or `discard` holds it.
 pub fn lock(data_dir: &Path, why: &str) -> anyhow::Result<std::fs::File> {
@@ -33,11 +42,7 @@ pub fn lock(data_dir: &Path, why: &str) -> anyhow::Result<std::fs::File> {
     let mut tries = 0;
     while lock.try_lock().is_err() {
         tries += 1;
-        anyhow::ensure!(
-            tries < 20,
-            "another sendtime (serve, tick, erase or discard) holds {}; stop it or let it finish first ({why})",
-            data_dir.display()
-        );
+        anyhow::ensure!(tries < 20, "{}", held(data_dir, why));
         std::thread::sleep(Duration::from_millis(50));
     }
     Ok(lock)

@@ -51,7 +51,7 @@ pub fn explain(config: &Config, contact: &str, at: Option<i64>) -> anyhow::Resul
         &crate::pauses::read_or_hold(data_dir),
         now,
     )?
-    .with_receipts(receipts);
+    .with_receipts(receipts, config);
     print!("{}", explanation.text(&data_dir.join(events::NAME)));
     Ok(())
 }

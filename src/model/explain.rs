@@ -82,9 +82,6 @@ pub struct WebhookPlan {
     pub dry_run: bool,
     pub due_at_ms: i64,
     pub reason: String,
-    /// Where it sends, and its connector's account: whether a receipt still routes to it.
-    #[serde(skip)]
-    pub sends_to: (Target, u64),
 }
 
 /// What the contact's latest receipt was posted with. Planning looks a contact up by its
@@ -115,8 +112,8 @@ pub struct PlannedReceipt {
     pub waiting: Option<String>,
     /// An action's receipt: when HubSpot's hold on the contact ends, as asked on receipt.
     pub hold_ends_ms: Option<i64>,
-    /// What the dispatcher routes it by ([`crate::config::sends`]): an action's, an enrolling
-    /// type's, and the account it came from.
+    /// What the dispatcher routes it by ([`Config::route`]): an action's, an enrolling type's,
+    /// and the account it came from.
     #[serde(skip)]
     pub routed_as: (bool, Option<bool>, Option<u64>),
 }
@@ -212,10 +209,6 @@ impl Explanation {
                         dry_run: config.connector(&w.connector).is_some_and(|c| c.dry_run),
                         due_at_ms: p.due_at_ms,
                         reason: p.reason,
-                        sends_to: (
-                            w.target.clone(),
-                            config.connector(&w.connector).map_or(0, |c| c.portal_id),
-                        ),
                     }
                 })
                 .collect(),
@@ -225,20 +218,20 @@ impl Explanation {
         })
     }
 
-    /// Add the contact's receipts ([`receipts`]).
-    pub fn with_receipts(mut self, receipts: Receipts) -> Explanation {
+    /// Add the contact's receipts ([`receipts`]), each without an outcome with what holds it
+    /// under `config`, as the dispatcher routes it.
+    pub fn with_receipts(mut self, receipts: Receipts, config: &Config) -> Explanation {
         (self.receipts_total, self.receipts) = (receipts.total, receipts.shown);
         for p in self.receipts.iter_mut().filter(|p| p.outcome.is_none()) {
             let webhook = self.webhooks.iter().find(|w| w.webhook == p.webhook);
             let (callback, enrolls, portal) = p.routed_as;
-            let routes = |w: &WebhookPlan| {
-                let (target, portal_id) = &w.sends_to;
-                crate::config::sends(target, *portal_id, callback, enrolls, portal)
-            };
+            let routed = config
+                .route(&p.webhook, callback, enrolls, portal)
+                .is_some();
             p.waiting = Some(match webhook {
                 None => "held: its webhook is not in the config (put it back, or `sendtime discard` gives it up)".to_string(),
                 // As the dispatcher holds it (it read "due" while held; an audit).
-                Some(w) if !routes(w) => format!(
+                Some(_) if !routed => format!(
                     "held: its webhook {}: {}",
                     crate::config::HELD_AS_CHANGED,
                     crate::config::held_until_back(&p.webhook)
