@@ -1,7 +1,9 @@
 //! A tick's call tasks and the contacts each carries. A task that panics gives its contacts
 //! back in doubt, as a restart would find them from their rows, instead of leaving them unsent
-//! until one; after as many panics as a contact has tries, one that cannot be checked (or is
-//! three days past due) is left for a restart.
+//! until one; a callback is tried again within HubSpot's hold, as a failed call's is. After
+//! as many panics as a contact has tries, an enrollment or list add that cannot be checked (or
+//! is three days past due) is left for a restart, and so is at once an enrollment that cannot
+//! be checked whose earlier call may have gone too: sent at most twice, as a send's doubt is.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -14,28 +16,39 @@ use crate::hubspot::policy::{self, Backoff};
 
 type Settled = Vec<(Pending, Next)>;
 
+/// The call a task makes, which decides when its contacts may be sent again after a panic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Call {
+    /// Into this workflow, which the check before sending again must look for.
+    Enroll(u64),
+    List,
+    Complete,
+}
+
 #[derive(Default)]
 pub struct InFlight {
     tasks: JoinSet<Settled>,
-    /// Copies of what each task carries, as it was handed over.
-    carried: HashMap<Id, Vec<Pending>>,
+    /// Copies of what each task carries, as it was handed over, and the call it makes.
+    carried: HashMap<Id, (Call, Vec<Pending>)>,
 }
 
 impl InFlight {
-    /// Run `task` for `items`. `workflow`: the one an enrollment task enrolls into, which
-    /// the check before sending again must look for.
-    pub fn spawn<F>(&mut self, items: Vec<Pending>, workflow: Option<u64>, task: F)
+    /// Run `task`, which makes `call` for `items`.
+    pub fn spawn<F>(&mut self, items: Vec<Pending>, call: Call, task: F)
     where
         F: Future<Output = Settled> + Send + 'static,
     {
         let id = self.tasks.spawn(task).id();
+        let job = match call {
+            Call::Enroll(workflow) => NonZeroU64::new(workflow),
+            Call::List | Call::Complete => None,
+        };
         let carried = items
             .into_iter()
             .map(|mut item| {
                 // The call it makes is to the job's workflow; a doubt of an earlier call keeps
                 // its own, as the send does (after a change of workflow and a panic, the check
                 // looked only in the new one; an audit).
-                let job = workflow.and_then(NonZeroU64::new);
                 item.doubt_workflow = match item.in_doubt {
                     true => item.doubt_workflow.or(job),
                     false => job.or(item.doubt_workflow),
@@ -43,23 +56,29 @@ impl InFlight {
                 item
             })
             .collect();
-        self.carried.insert(id, carried);
+        self.carried.insert(id, (call, carried));
     }
 
-    /// A task that has ended, if any; `now` for a panicked task's retry.
-    pub fn try_next(&mut self, now: i64) -> Option<Settled> {
+    /// A task that has ended, if any; `now` for a panicked task's retry, and `deadline` the
+    /// last time a callback is tried again at ([`super::send::Ctx::callback_deadline`]).
+    pub fn try_next(&mut self, now: i64, deadline: Deadline<'_>) -> Option<Settled> {
         let done = self.tasks.try_join_next_with_id()?;
-        Some(self.settled(done, now))
+        Some(self.settled(done, now, deadline))
     }
 
     /// The next task to end, waiting for it; `None` when none is left. `now` gives the time
     /// when it ends.
-    pub async fn next(&mut self, now: impl Fn() -> i64) -> Option<Settled> {
+    pub async fn next(&mut self, now: impl Fn() -> i64, deadline: Deadline<'_>) -> Option<Settled> {
         let done = self.tasks.join_next_with_id().await?;
-        Some(self.settled(done, now()))
+        Some(self.settled(done, now(), deadline))
     }
 
-    fn settled(&mut self, done: Result<(Id, Settled), JoinError>, now: i64) -> Settled {
+    fn settled(
+        &mut self,
+        done: Result<(Id, Settled), JoinError>,
+        now: i64,
+        deadline: Deadline<'_>,
+    ) -> Settled {
         let e = match done {
             Ok((id, out)) => {
                 self.carried.remove(&id);
@@ -67,26 +86,43 @@ impl InFlight {
             }
             Err(e) => e,
         };
-        let mut items = self.carried.remove(&e.id()).unwrap_or_default();
-        for item in &mut items {
-            // Its call may have gone out: checked before it is sent again. Counted as a
-            // transient failure, so a task that keeps failing is tried less and less often.
-            item.in_doubt = true;
-            item.failures = item.failures.saturating_add(1);
-        }
-        // A contact without a HubSpot id cannot be checked: a panic after its call, over and
-        // over, would send it each time. Out of tries, it is left out of the queue and waits
-        // for a restart; one that can be checked is tried on as an outage's are.
-        let spent = |i: &Pending| Backoff::DISPATCH.exhausted(u32::from(i.failures));
-        let later = |i: &Pending| match spent(i) {
-            false => Some(now + Backoff::DISPATCH.wait(u32::from(i.failures)).as_millis() as i64),
-            true if i.contact_id.is_some_and(|v| v > 0) => {
-                super::send::after_tries(i, now, policy::spread)
+        let (call, items) = self
+            .carried
+            .remove(&e.id())
+            .unwrap_or((Call::List, Vec::new()));
+        let later = |i: &Pending, was_in_doubt: bool| {
+            let spent = Backoff::DISPATCH.exhausted(u32::from(i.failures));
+            let wait = now + Backoff::DISPATCH.wait(u32::from(i.failures)).as_millis() as i64;
+            let checkable = i.contact_id.is_some_and(|v| v > 0);
+            match call {
+                // A second completion is refused, never done twice: tried again until the
+                // hold ends, whatever its tries (a callback past it is then refused, and its
+                // row says so).
+                Call::Complete => {
+                    let ends = deadline(i, now);
+                    Some(match spent {
+                        true => policy::retry_past_tries(i.failures, now, ends, policy::spread)
+                            .unwrap_or(wait),
+                        false if ends > now => wait.min(ends),
+                        false => wait,
+                    })
+                }
+                // No check can settle it, and its earlier call may have enrolled it too.
+                Call::Enroll(_) if !checkable && was_in_doubt => None,
+                _ if !spent => Some(wait),
+                _ if checkable => super::send::after_tries(i, now, policy::spread),
+                _ => None,
             }
-            true => None,
         };
         let (again, spent): (Vec<_>, Vec<_>) = (items.into_iter())
-            .map(|i| (later(&i), i))
+            .map(|mut item| {
+                let was_in_doubt = item.in_doubt;
+                // Its call may have gone out: checked before it is sent again. Counted as a
+                // transient failure, so a task that keeps failing is tried less and less often.
+                item.in_doubt = true;
+                item.failures = item.failures.saturating_add(1);
+                (later(&item, was_in_doubt), item)
+            })
             .partition(|(at, _)| at.is_some());
         tracing::error!(
             contacts = again.len(),
@@ -99,6 +135,9 @@ impl InFlight {
     }
 }
 
+/// The last time a callback is tried again at, given the time now.
+pub type Deadline<'a> = &'a (dyn Fn(&Pending, i64) -> i64 + Sync);
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -108,11 +147,11 @@ mod tests {
     async fn a_panicked_task_gives_its_contacts_back_in_doubt() {
         let mut flight = InFlight::default();
         let ok = pending(1);
-        flight.spawn(vec![ok.clone()], Some(7), async move {
+        flight.spawn(vec![ok.clone()], Call::Enroll(7), async move {
             vec![(ok, Next::Done(crate::datasets::outcomes::Status::Enrolled))]
         });
-        flight.spawn(vec![pending(2)], Some(7), async { panic!("a bug") });
-        flight.spawn(vec![pending(3), pending(4)], None, async {
+        flight.spawn(vec![pending(2)], Call::Enroll(7), async { panic!("a bug") });
+        flight.spawn(vec![pending(3), pending(4)], Call::List, async {
             panic!("another")
         });
         // Out of tries: one that cannot be checked (no HubSpot id), or past the days an
@@ -130,9 +169,9 @@ mod tests {
             spent(6, Some(6), days),
             spent(7, Some(7), 0),
         ];
-        flight.spawn(out_of_tries, None, async { panic!("again") });
+        flight.spawn(out_of_tries, Call::List, async { panic!("again") });
         let mut out = Vec::new();
-        while let Some(done) = flight.next(|| 1_000).await {
+        while let Some(done) = flight.next(|| 1_000, &|_, _| 0).await {
             out.extend(done);
         }
         out.sort_by_key(|(i, _)| i.contact_id);
@@ -162,6 +201,47 @@ mod tests {
         assert!(flight.carried.is_empty(), "nothing kept of ended tasks");
     }
 
+    /// After a panic, a callback comes back before HubSpot's hold ends, however many its
+    /// tries and whether or not it has a HubSpot id; an enrollment no check can settle whose
+    /// earlier call may have gone too is not sent a third time, one that can be checked is.
+    #[tokio::test]
+    async fn a_panic_keeps_callbacks_in_their_hold_and_sends_no_contact_thrice() {
+        let mut flight = InFlight::default();
+        let callback = |n, failures| Pending {
+            contact_id: None,
+            callback_id: Some("c".into()),
+            failures,
+            ..pending(n)
+        };
+        let calls = vec![callback(1, 0), callback(2, 11)];
+        flight.spawn(calls, Call::Complete, async { panic!("a bug") });
+        let doubted = |n, contact_id| Pending {
+            contact_id,
+            in_doubt: true,
+            ..pending(n)
+        };
+        let enrolls = vec![doubted(3, None), doubted(4, Some(4))];
+        flight.spawn(enrolls, Call::Enroll(7), async { panic!("another") });
+        let mut out = Vec::new();
+        while let Some(done) = flight.next(|| 1_000, &|_, _| 1_300).await {
+            out.extend(done);
+        }
+        out.sort_by_key(|(i, _)| i.receipt_id.clone());
+        let back: Vec<_> = out
+            .iter()
+            .map(|(i, n)| (i.receipt_id.to_string(), *n))
+            .collect();
+        assert_eq!(
+            back,
+            [
+                ("r1".into(), Next::Again(1_300)),
+                ("r2".into(), Next::Again(1_300)),
+                ("r4".into(), back[2].1)
+            ]
+        );
+        assert!(matches!(back[2].1, Next::Again(at) if (1_500..=2_500).contains(&at)));
+    }
+
     /// A contact already in doubt for workflow 3 (its call's answer lost), sent to workflow 7
     /// since (the config changed) by a task that panics: its check still looks in 3.
     #[tokio::test]
@@ -172,8 +252,8 @@ mod tests {
             doubt_workflow: NonZeroU64::new(3),
             ..pending(1)
         };
-        flight.spawn(vec![doubted], Some(7), async { panic!("a bug") });
-        let (item, _) = flight.next(|| 1_000).await.unwrap().remove(0);
+        flight.spawn(vec![doubted], Call::Enroll(7), async { panic!("a bug") });
+        let (item, _) = flight.next(|| 1_000, &|_, _| 0).await.unwrap().remove(0);
         assert_eq!(item.doubt_workflow, NonZeroU64::new(3));
     }
 }

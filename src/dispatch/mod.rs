@@ -45,7 +45,7 @@ use crate::time::{MINUTE_MS, format_rfc3339_ms};
 
 use connector::Link;
 use ids::{IdSet, ReceiptId};
-use in_flight::InFlight;
+use in_flight::{Call, Deadline, InFlight};
 pub use planning::plan_alone;
 use profiles::ProfileCache;
 use send::{Ctx, Next, Pending};
@@ -649,6 +649,7 @@ impl Dispatcher {
                 })
                 .collect(),
         });
+        let deadline: Deadline = &|item, now| ctx.callback_deadline(item, now);
         let slots = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
         let mut flight = InFlight::default();
         let mut jobs = list_jobs.into_iter();
@@ -665,12 +666,14 @@ impl Dispatcher {
                 };
                 self.answer(config, lookup);
             };
-            let ctx = ctx.clone();
-            let (carried, workflow) = match &job {
-                Job::Enroll(_, wf, item) => (vec![item.clone()], Some(*wf)),
-                Job::List(_, _, items) | Job::Complete(_, items) => (items.clone(), None),
+            let task_ctx = ctx.clone();
+            let (carried, call) = match &job {
+                Job::Enroll(_, wf, item) => (vec![item.clone()], Call::Enroll(*wf)),
+                Job::List(_, _, items) => (items.clone(), Call::List),
+                Job::Complete(_, items) => (items.clone(), Call::Complete),
             };
-            flight.spawn(carried, workflow, async move {
+            flight.spawn(carried, call, async move {
+                let ctx = task_ctx;
                 let out = match job {
                     Job::Enroll(link, wf, item) => vec![send::enroll(ctx, link, wf, item).await],
                     Job::List(link, list, items) => send::list_add(ctx, link, list, items).await,
@@ -679,7 +682,7 @@ impl Dispatcher {
                 drop(permit);
                 out
             });
-            while let Some(done) = flight.try_next(self.clock.now_ms()) {
+            while let Some(done) = flight.try_next(self.clock.now_ms(), deadline) {
                 self.settle(done, report);
             }
         }
@@ -697,7 +700,7 @@ impl Dispatcher {
         let clock = self.clock.clone();
         loop {
             let lookup = tokio::select! {
-                done = flight.next(|| clock.now_ms()) => match done {
+                done = flight.next(|| clock.now_ms(), deadline) => match done {
                     Some(done) => Ok(done),
                     None => break,
                 },

@@ -10,7 +10,6 @@ use crate::dispatch::connector::Link;
 use crate::hubspot::ApiError;
 use crate::hubspot::policy;
 use crate::hubspot::wire::Completion;
-use crate::time::MINUTE_MS;
 
 /// The final row of a callback HubSpot will not complete: failed, unless an earlier call for
 /// it went unanswered and HubSpot refuses it as it would a completed one (a 4xx of its own,
@@ -217,15 +216,10 @@ pub async fn complete(ctx: Arc<Ctx>, link: Arc<Link>, items: Vec<Pending>) -> Ve
                     // When a callback is tried again at a later tick, within HubSpot's hold:
                     // after it, the call is refused. Given up on, yet retryable: HubSpot holds
                     // a contact for days, so however many failures it takes, its callback is
-                    // tried again until its release-by, and only callbacks past it fail; one
-                    // tried past it (a batch's last try, a late tick) is tried until a minute
-                    // before the hold ends. Left to a later tick: at that time, or that
-                    // deadline if sooner (one whose hold is over already waits as it would,
-                    // to fail for good).
-                    let deadline = |i: &Pending| match ctx.release_by(i) {
-                        by if by > now => by,
-                        _ => ctx.hold_end(i) - MINUTE_MS,
-                    };
+                    // tried again until its deadline, and only callbacks past it fail. Left
+                    // to a later tick: at that time, or that deadline if sooner (one whose
+                    // hold is over already waits as it would, to fail for good).
+                    let deadline = |i: &Pending| ctx.callback_deadline(i, now);
                     let later = |i: &Pending| match decision {
                         Decision::GiveUp => {
                             policy::retry_past_tries(i.failures, now, deadline(i), identity)

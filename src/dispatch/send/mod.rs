@@ -641,6 +641,16 @@ impl Ctx {
         super::planning::release_by(item, self.window_of(item))
     }
 
+    /// The last time `item`'s callback is tried again at, after a failure at `now`: its
+    /// release-by, or once that has gone by (a batch's last try, a late tick), a minute
+    /// before the hold ends, after which the call is refused.
+    pub(in crate::dispatch) fn callback_deadline(&self, item: &Pending, now: i64) -> i64 {
+        match self.release_by(item) {
+            by if by > now => by,
+            _ => self.hold_end(item) - MINUTE_MS,
+        }
+    }
+
     /// When HubSpot's hold on `item`'s contact ends: a refusal of its callback after that
     /// is the hold's end, not the callback's fault.
     fn hold_end(&self, item: &Pending) -> i64 {
