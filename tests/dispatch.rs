@@ -4123,6 +4123,42 @@ fn a_periodic_read_refused_its_token_pauses_the_connector_before_the_call() {
     }
 }
 
+/// A reload naming a token HubSpot takes lifts the refused-token pause at the next tick, and
+/// the contact it held goes then, the clock still: it waited for the pause's five minutes to
+/// end (queued until then, as a pause in force holds contacts).
+#[test]
+fn a_reload_with_a_working_token_lifts_the_refused_token_pause_at_once() {
+    let world = Workflow101::new();
+    let (standin, dir, clock) = (&world.standin, &world.dir, &world.clock);
+    let config = write_config(dir.path(), &standin.url(), "", &[&FINE]);
+    let env = [("DISPATCH_TOKEN", "not-the-token"), ("FIXED_TOKEN", TOKEN)];
+    let server = start(&config, &world.data, Some(clock), &env);
+    standin.add_contact("due@example.com", 7702);
+    post(&server, "fine", 7702, "due@example.com");
+    set_clock(clock, world.t0 + 60_000);
+    let paused = || {
+        status(&server)["connectors"][0]["paused"]
+            .as_str()
+            .map(str::to_string)
+    };
+    let why = eventually(Duration::from_secs(30), paused)
+        .unwrap_or_else(|| panic!("not paused; logs:\n{}", server.logs()));
+    assert_eq!(why, "refused_token");
+    // A tick finds it paused: the contact waits for the pause's end.
+    common::wait_ticks(&server, 2);
+    let fixed = std::fs::read_to_string(&config).unwrap().replace(
+        "access_token_env = \"DISPATCH_TOKEN\"",
+        "access_token_env = \"FIXED_TOKEN\"",
+    );
+    let tmp = config.with_extension("tmp");
+    std::fs::write(&tmp, fixed).unwrap();
+    std::fs::rename(&tmp, &config).unwrap();
+    wait_for_config(&server, &config);
+    wait_enrolled(standin, &server, "101", "due@example.com");
+    assert_eq!(paused(), None);
+    server.stop();
+}
+
 /// Calls queued at the rate limiter for a workflow found gone leave the queue when it is held,
 /// rather than each use a turn to be turned away: the connector's other calls go next. An
 /// earlier version turned them away one turn at a time (1.25 s each here), the other calls

@@ -497,7 +497,14 @@ impl Dispatcher {
         let link = Arc::new(Link::new(connector.id.clone(), client, connector.time_zone));
         // New settings do not lift HubSpot's daily limit: keep a pause it imposed, in this
         // process or (`sendtime tick` runs once a minute) an earlier one. A refused-token
-        // pause is dropped: the new settings may name a token that works.
+        // pause is dropped: the new settings may name a token that works, and the contacts
+        // it held, queued until its end, go at the next tick (they waited for it).
+        let lifted = (self.links.get(&connector.id))
+            .and_then(|(_, old)| old.pause_at(self.clock.now_ms()))
+            .filter(|(_, why)| *why != PauseReason::DailyLimit);
+        if let Some((until, _)) = lifted {
+            self.lifted.push((connector.id.clone(), until));
+        }
         let daily = match self.links.get(&connector.id) {
             Some((_, old)) => old.daily_pause(),
             None => self.stored_pause(&connector.id).inspect(|until| {

@@ -141,6 +141,9 @@ pub struct Dispatcher {
     /// Receipts not finished, shared with the receiver: finishing one releases it.
     pending: PendingSet,
     links: HashMap<String, (String, Arc<Link>)>,
+    /// Connectors whose new settings lifted a pause, and its end: the contacts queued until
+    /// then are due at the next tick.
+    lifted: Vec<(String, i64)>,
     /// Each HubSpot request's ([`crate::hubspot::policy::TIMEOUT_ENV`]).
     request_timeout: Duration,
     /// The connectors' planned sends, for the config they were built for; `None` to book the
@@ -269,6 +272,10 @@ impl Dispatcher {
             .set_population(&self.profiles.population());
         self.publish_forecast(config, now);
         self.load_stored_pauses(config);
+        // New settings lifted a pause (a token that works): the contacts it held go now.
+        for (connector, until) in std::mem::take(&mut self.lifted) {
+            self.release_paused(config, &connector, until, now);
+        }
         self.resume_connectors(now);
 
         let (mut due, mut quiet) = (Vec::new(), Vec::new());
@@ -394,6 +401,32 @@ impl Dispatcher {
     fn requeue(&mut self, item: Pending) {
         self.capacity = None;
         self.enqueue(item);
+    }
+
+    /// The contacts of `connector` queued until the end of its pause `until`, which new
+    /// settings lifted, are due at `now`.
+    fn release_paused(&mut self, config: &Config, connector: &str, until: i64, now: i64) {
+        let mut released = 0;
+        let queue = std::mem::take(&mut self.queue).into_vec();
+        self.queue = (queue.into_iter())
+            .map(|Queued(mut item)| {
+                if item.ready_at_ms == until
+                    && route(config, &item).is_some_and(|w| w.connector == connector)
+                {
+                    item.ready_at_ms = now;
+                    released += 1;
+                }
+                Queued(item)
+            })
+            .collect();
+        if released > 0 {
+            self.capacity = None;
+            tracing::info!(
+                connector,
+                contacts = released,
+                "the connector's new settings lift its pause: the contacts it held are due"
+            );
+        }
     }
 
     /// Contacts of a webhook that is back in the config, as the kind they were received by,

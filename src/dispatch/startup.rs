@@ -303,6 +303,7 @@ impl Dispatcher {
             metrics,
             pending,
             links: HashMap::new(),
+            lifted: Vec::new(),
             request_timeout,
             capacity: None,
             spent,
