@@ -501,7 +501,9 @@ impl Dispatcher {
         // it held, queued until its end, go at the next tick (they waited for it).
         let lifted = (self.links.get(&connector.id))
             .and_then(|(_, old)| old.pause_at(self.clock.now_ms()))
-            .filter(|(_, why)| *why != PauseReason::DailyLimit);
+            .filter(|(_, why)| {
+                matches!(why, PauseReason::RefusedToken | PauseReason::NoAccessToken)
+            });
         if let Some((until, _)) = lifted {
             self.lifted.push((connector.id.clone(), until));
         }

@@ -3,7 +3,9 @@
 //! until one; a callback is tried again within HubSpot's hold, as a failed call's is. After
 //! as many panics as a contact has tries, an enrollment or list add that cannot be checked (or
 //! is three days past due) is left for a restart, and so is at once an enrollment that cannot
-//! be checked whose earlier call may have gone too: sent at most twice, as a send's doubt is.
+//! be checked whose earlier call may have gone too: sent at most twice by one process (no row
+//! is written here: a restart finds it in doubt and sends it once more, as after any lost
+//! answer).
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -96,16 +98,15 @@ impl InFlight {
             let checkable = i.contact_id.is_some_and(|v| v > 0);
             match call {
                 // A second completion is refused, never done twice: tried again until the
-                // hold ends, whatever its tries (a callback past it is then refused, and its
-                // row says so).
+                // hold ends, whatever its tries; out of tries past it, left for a restart
+                // (whose call HubSpot refuses, and the row says so), as a send gives it up.
                 Call::Complete => {
                     let ends = deadline(i, now);
-                    Some(match spent {
-                        true => policy::retry_past_tries(i.failures, now, ends, policy::spread)
-                            .unwrap_or(wait),
-                        false if ends > now => wait.min(ends),
-                        false => wait,
-                    })
+                    match spent {
+                        true => policy::retry_past_tries(i.failures, now, ends, policy::spread),
+                        false if ends > now => Some(wait.min(ends)),
+                        false => Some(wait),
+                    }
                 }
                 // No check can settle it, and its earlier call may have enrolled it too.
                 Call::Enroll(_) if !checkable && was_in_doubt => None,
@@ -202,8 +203,9 @@ mod tests {
     }
 
     /// After a panic, a callback comes back before HubSpot's hold ends, however many its
-    /// tries and whether or not it has a HubSpot id; an enrollment no check can settle whose
-    /// earlier call may have gone too is not sent a third time, one that can be checked is.
+    /// tries and whether or not it has a HubSpot id (out of tries past the hold, it is left for
+    /// a restart); an enrollment no check can settle whose earlier call may have gone too is
+    /// not sent a third time, one that can be checked is.
     #[tokio::test]
     async fn a_panic_keeps_callbacks_in_their_hold_and_sends_no_contact_thrice() {
         let mut flight = InFlight::default();
@@ -213,7 +215,12 @@ mod tests {
             failures,
             ..pending(n)
         };
-        let calls = vec![callback(1, 0), callback(2, 11)];
+        // The third's hold is over (its deadline is now): out of tries, left for a restart.
+        let over = Pending {
+            hold_ends_ms: Some(0),
+            ..callback(5, 11)
+        };
+        let calls = vec![callback(1, 0), callback(2, 11), over];
         flight.spawn(calls, Call::Complete, async { panic!("a bug") });
         let doubted = |n, contact_id| Pending {
             contact_id,
@@ -223,7 +230,11 @@ mod tests {
         let enrolls = vec![doubted(3, None), doubted(4, Some(4))];
         flight.spawn(enrolls, Call::Enroll(7), async { panic!("another") });
         let mut out = Vec::new();
-        while let Some(done) = flight.next(|| 1_000, &|_, _| 1_300).await {
+        let deadline = |i: &Pending, _| match i.hold_ends_ms {
+            Some(0) => 1_000,
+            _ => 1_300,
+        };
+        while let Some(done) = flight.next(|| 1_000, &deadline).await {
             out.extend(done);
         }
         out.sort_by_key(|(i, _)| i.receipt_id.clone());

@@ -205,6 +205,8 @@ impl Dataset {
     }
 
     /// Write `df` durably as the part `id`: tmp file, fsync, checksum, rename, directory fsync.
+    /// A part already under `id` is removed first, so its rows must be held elsewhere too (the
+    /// inbox's log holds them).
     pub fn write_part(&self, id: Ulid, df: &mut DataFrame) -> anyhow::Result<PathBuf> {
         self.write_with(id, |file| {
             ParquetWriter::new(file)
@@ -241,8 +243,8 @@ impl Dataset {
         })
     }
 
-    /// Write a part through `write`: tmp file, fsync, its checksum (durable), rename,
-    /// directory fsync.
+    /// Write a part through `write`: tmp file, fsync, the part under `id` removed if any, its
+    /// checksum (durable), rename, directory fsync.
     fn write_with(
         &self,
         id: Ulid,
@@ -271,8 +273,8 @@ impl Dataset {
             file.sync_all()?;
             // A part rewritten under its id (the inbox's, after a failed flush or a replay
             // cut short) goes first: a crash between the new checksum and the rename would
-            // leave the old bytes under it, set aside as damaged at the next read. Without
-            // it, the inbox's log still holds its rows.
+            // leave the old bytes under it, set aside as damaged at the next read. While it
+            // is gone, the inbox's log holds its rows.
             if path.try_exists()? {
                 remove_part_files(&path)?;
                 sync_dir(&self.dir)?;
