@@ -570,7 +570,7 @@ impl Writer {
             for (reply, stored) in replies {
                 let ok = match &stored {
                     Stored::Duplicate(id, _) => !failed.contains(id.as_str()),
-                    Stored::Finished(_) => true,
+                    Stored::Finished(id) => !failed.contains(id.as_str()),
                     Stored::New(_) => false,
                 };
                 let _ = reply.send(if ok { Ok(stored) } else { Err(StoreError::Io) });

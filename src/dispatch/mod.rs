@@ -133,7 +133,8 @@ pub struct Dispatcher {
     pruned_at_ms: i64,
     /// One shared copy of each webhook id, so receipts carry no string of their own.
     webhook_ids: HashSet<Arc<str>>,
-    seen_parts: HashSet<PathBuf>,
+    /// Inbox parts whose receipts are planned, with their files' inodes.
+    seen_parts: HashSet<(PathBuf, u64)>,
     profiles: ProfileCache,
     log: OutcomeLog,
     writer: Option<OutcomeWriter>,
@@ -403,17 +404,18 @@ impl Dispatcher {
         self.enqueue(item);
     }
 
-    /// The contacts of `connector` queued until the end of its pause `until`, which new
-    /// settings lifted, are due at `now`.
+    /// The contacts queued for `connector`'s pause that ended at `until`, which new settings
+    /// lifted, are due at `now`.
     fn release_paused(&mut self, config: &Config, connector: &str, until: i64, now: i64) {
         let mut released = 0;
         let queue = std::mem::take(&mut self.queue).into_vec();
         self.queue = (queue.into_iter())
             .map(|Queued(mut item)| {
-                if item.ready_at_ms == until
+                if item.paused_until_ms == until
                     && route(config, &item).is_some_and(|w| w.connector == connector)
                 {
                     item.ready_at_ms = now;
+                    item.paused_until_ms = 0;
                     released += 1;
                 }
                 Queued(item)
@@ -571,6 +573,7 @@ impl Dispatcher {
                 }
             };
             if let Some(until) = link.paused_at(now) {
+                item.paused_until_ms = until;
                 later.push((item, until));
                 continue;
             }
@@ -819,8 +822,12 @@ fn quiet_until(config: &Config, item: &Pending, now: i64) -> Option<i64> {
     let release_by = route
         .holds()
         .then(|| planning::release_by(item, route.window));
+    // Judged when it came due, if that was within the last minute, the ticks' step: one due
+    // at a time between two minutes (a retry's, a pause's end) just before its quiet hours
+    // waited for their end, found due only in their first minute (an audit).
+    let at = now.min(item.ready_at_ms.max(now - MINUTE_MS));
     quiet
-        .next_allowed(zone, now)
+        .next_allowed(zone, at)
         .filter(|t| *t > now && release_by.is_none_or(|r| *t <= r))
 }
 
@@ -997,6 +1004,45 @@ fn intern(set: &mut HashSet<Arc<str>>, id: &str) -> Arc<str> {
 mod tests {
     use super::*;
 
+    /// A config of one connector in dry run, with `connector`'s lines, and one webhook `w` of
+    /// type `kind` (into workflow 1).
+    pub(super) fn config(connector: &str, kind: &str) -> Config {
+        let text = format!(
+            "version = 1\n[server]\npublic_url = \"https://hooks.example.com\"\n\n\
+             [[connector]]\nid = \"main\"\nportal_id = 62515\napp_id = 54321\n\
+             client_secret_env = \"DISPATCH_TEST_SECRET\"\n\
+             access_token_env = \"DISPATCH_TEST_TOKEN\"\ndry_run = true\n{connector}\n\n\
+             [[webhook]]\nid = \"w\"\ntype = \"{kind}\"\nworkflow_id = 1\n"
+        );
+        let path = std::path::Path::new("webhooks.toml");
+        let env = crate::config::EnvCheck::Warn;
+        match Config::from_text(path, &text, &Default::default(), env) {
+            Ok(loaded) => loaded.config,
+            Err(d) => panic!("{d:?}"),
+        }
+    }
+
+    /// A timed contact due 40 s before its quiet hours begin goes at the tick in their first
+    /// minute; one due 20 s into them waits for their end (the first waited too).
+    #[test]
+    fn a_contact_due_in_the_minute_before_quiet_hours_is_not_held_for_them() {
+        use crate::time::HOUR_MS;
+        let config = config("quiet_hours = \"21:00-08:00\"", "NEXT_24_HOURS");
+        let midnight = 1_795_737_600_000; // 2026-11-27 00:00 UTC
+        let nine_pm = midnight + 21 * HOUR_MS;
+        let due = |ready_at_ms| Pending {
+            webhook_type: crate::config::WebhookType::Next24Hours,
+            ready_at_ms,
+            ..pending(1)
+        };
+        assert_eq!(quiet_until(&config, &due(nine_pm - 40_000), nine_pm), None);
+        let morning = midnight + 32 * HOUR_MS;
+        assert_eq!(
+            quiet_until(&config, &due(nine_pm + 20_000), nine_pm + MINUTE_MS),
+            Some(morning)
+        );
+    }
+
     pub(super) fn pending(n: u64) -> Pending {
         Pending {
             receipt_id: ReceiptId::new(&format!("r{n}")),
@@ -1010,6 +1056,7 @@ mod tests {
             in_doubt: false,
             doubt_workflow: None,
             enrolled_at_ms: 0,
+            paused_until_ms: 0,
             ready_at_ms: 0,
             holdout: false,
             dry_run_only: false,

@@ -4,6 +4,7 @@
 
 use rayon::prelude::*;
 use std::collections::{BinaryHeap, HashMap, HashSet};
+use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -47,17 +48,27 @@ impl Dispatcher {
             .inbox_ds
             .parts()
             .with_context(|| format!("cannot list {}", self.inbox_ds.dir.display()))?;
-        let listed: HashSet<PathBuf> = parts.iter().cloned().collect();
+        // Each with its file's inode: a part the inbox wrote again under its path (after a
+        // flush whose folder fsync failed) is another file, read again (its receipts planned
+        // already are not planned twice). One gone since the listing was compacted away.
+        let parts: Vec<(PathBuf, u64)> = (parts.into_iter())
+            .filter_map(|p| {
+                let inode = std::fs::metadata(&p).ok()?.ino();
+                Some((p, inode))
+            })
+            .collect();
+        let listed: HashSet<&(PathBuf, u64)> = parts.iter().collect();
         self.seen_parts.retain(|p| listed.contains(p));
         // Receipts read from the inbox, about to be planned: the queue entries to be.
         let mut fresh: Vec<Pending> = Vec::new();
         let mut read = Vec::new();
-        for part in parts {
-            if self.seen_parts.contains(&part) {
+        for seen in &parts {
+            if self.seen_parts.contains(seen) {
                 continue;
             }
+            let part = &seen.0;
             // A part that cannot be read now is left for the next tick; the others go on.
-            let read_part = PlanningColumns::read(&part).and_then(|columns| {
+            let read_part = PlanningColumns::read(part).and_then(|columns| {
                 if let Err(e) = columns.check_webhook_types() {
                     tracing::warn!(
                         part = %part.display(),
@@ -68,7 +79,7 @@ impl Dispatcher {
                     .with_context(|| format!("cannot read receipts from {}", part.display()))
             });
             match read_part {
-                Ok(()) => read.push(part),
+                Ok(()) => read.push(seen.clone()),
                 Err(e) if crate::store::is_not_found(&e) => {}
                 // Bytes that changed since the part was written: set aside, never planned
                 // from (its receipts could be anyone's).
@@ -76,7 +87,7 @@ impl Dispatcher {
                     if e.downcast_ref::<crate::store::checksum::Mismatch>()
                         .is_some() =>
                 {
-                    if let Err(q) = self.inbox_ds.quarantine(&part, &e) {
+                    if let Err(q) = self.inbox_ds.quarantine(part, &e) {
                         tracing::error!(part = %part.display(), "{e:#}; and it cannot be quarantined: {q:#}");
                     }
                 }
@@ -196,6 +207,7 @@ impl Dispatcher {
                 in_doubt: false,
                 doubt_workflow: None,
                 enrolled_at_ms: 0,
+                paused_until_ms: 0,
                 ready_at_ms: 0,
                 holdout: false,
                 dry_run_only: part.signature.get(i).is_some_and(inbox::dry_run_only),
@@ -591,6 +603,7 @@ pub fn plan_alone(
         in_doubt: false,
         doubt_workflow: None,
         enrolled_at_ms: 0,
+        paused_until_ms: 0,
         ready_at_ms: now,
         holdout: false,
         dry_run_only: false,
@@ -726,5 +739,50 @@ fn entry<'a>(
         hold_ends_ms: r.hold_ends_ms,
         portal_id: r.portal.map(|p| p.get() as i64),
         holdout_share: Some(share),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::WebhookType;
+    use crate::datasets::inbox::Receipt;
+
+    /// An inbox part written again under its path with more receipts (the inbox's, after a
+    /// flush whose folder fsync failed) is read again: the receipts it gained are planned, the
+    /// others not twice. Known by its path alone, it was not read again until a restart.
+    #[tokio::test]
+    async fn a_part_written_again_under_its_path_is_read_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let now = 1_795_750_200_000;
+        let config = crate::dispatch::tests::config("", "IMMEDIATE");
+        let clock = crate::clock::Clock::Fixed(now);
+        let mut d = Dispatcher::open(dir.path(), crate::metrics::Metrics::new(), clock).unwrap();
+        let receipt = |n: i64| Receipt {
+            receipt_id: Ulid::from_parts(now as u64, n as u128).to_string(),
+            webhook_id: "w".into(),
+            webhook_type: WebhookType::Immediate,
+            contact_id: Some(n),
+            email: Some(format!("c{n}@example.com")),
+            portal_id: None,
+            received_at_ms: now,
+            signature: "v3".into(),
+            config: "c".into(),
+            callback_id: None,
+            body_hash: None,
+            time_zone: None,
+            hold_ends_ms: None,
+        };
+        let part = Ulid::generate();
+        let write = |d: &Dispatcher, rows: &[Receipt]| {
+            let mut df = inbox::frame(rows).unwrap();
+            d.inbox_ds.write_part(part, &mut df).unwrap();
+        };
+        write(&d, &[receipt(1)]);
+        assert_eq!(d.plan_new(&config, now).unwrap(), 1);
+        write(&d, &[receipt(1), receipt(2)]);
+        assert_eq!(d.plan_new(&config, now).unwrap(), 1);
+        assert_eq!(d.queued(), 2);
+        d.close();
     }
 }

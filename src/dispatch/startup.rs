@@ -148,6 +148,7 @@ impl Dispatcher {
                 in_doubt,
                 doubt_workflow: in_doubt.then(|| h.doubt_workflow()).flatten(),
                 enrolled_at_ms: 0,
+                paused_until_ms: 0,
                 ready_at_ms: ready,
                 holdout: p.holdout,
                 dry_run_only: false,

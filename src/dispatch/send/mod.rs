@@ -71,6 +71,10 @@ pub struct Pending {
     pub enrolled_at_ms: i64,
     /// Not dispatched before this (the due time, or a retry's time).
     pub ready_at_ms: i64,
+    /// The end of its connector's pause it was queued for (clock ms; 0: none): new settings
+    /// that lift the pause send it at once ([`super::Dispatcher::release_paused`]), wherever
+    /// the ledgers moved it since.
+    pub paused_until_ms: i64,
     /// Held out: sent at receipt to measure lift; its outcome rows say so.
     pub holdout: bool,
     /// Taken unsigned in dry run: recorded as a dry run whatever the connector does now.
