@@ -289,17 +289,19 @@ impl Dispatcher {
                 let planned = item.attempts == 0
                     && item.ready_at_ms == item.due_at_ms
                     && planned_since.is_some_and(|t| (t..=now).contains(&item.due_at_ms));
-                // Overdue or moved, a timed send still keeps its contact's quiet hours.
+                // Overdue or moved, a timed send still keeps its contact's quiet hours, judged
+                // as its send judges them (one due in the last minute, at that time).
                 let local = route.quiet_for(item);
-                let to =
-                    if route.holds() || planned || (local.is_none() && ledger.fits(at, route.cost))
-                    {
-                        at
-                    } else {
-                        ledger
-                            .first_fit(at, route.cost, |h| masks.allowed(local, h))
-                            .unwrap_or(at)
-                    };
+                let judged = super::judged_at(item, now);
+                let hour = judged.div_euclid(HOUR_MS) * HOUR_MS;
+                let allowed = masks.allowed(local, hour) >> ((judged - hour) / MINUTE_MS) & 1 == 1;
+                let to = if route.holds() || planned || (allowed && ledger.fits(at, route.cost)) {
+                    at
+                } else {
+                    ledger
+                        .first_fit(at, route.cost, |h| masks.allowed(local, h))
+                        .unwrap_or(at)
+                };
                 if to.div_euclid(MINUTE_MS) != at.div_euclid(MINUTE_MS) {
                     item.ready_at_ms = to;
                     moved += 1;

@@ -133,8 +133,8 @@ pub struct Dispatcher {
     pruned_at_ms: i64,
     /// One shared copy of each webhook id, so receipts carry no string of their own.
     webhook_ids: HashSet<Arc<str>>,
-    /// Inbox parts whose receipts are planned, with their files' inodes.
-    seen_parts: HashSet<(PathBuf, u64)>,
+    /// Inbox parts whose receipts are planned, with their files' stamps.
+    seen_parts: HashSet<(PathBuf, planning::FileStamp)>,
     profiles: ProfileCache,
     log: OutcomeLog,
     writer: Option<OutcomeWriter>,
@@ -411,7 +411,8 @@ impl Dispatcher {
         let queue = std::mem::take(&mut self.queue).into_vec();
         self.queue = (queue.into_iter())
             .map(|Queued(mut item)| {
-                if item.paused_until_ms == until
+                // Queued for it at a tick, or sent back to it by a call it stopped.
+                if (item.paused_until_ms == until || item.ready_at_ms == until)
                     && route(config, &item).is_some_and(|w| w.connector == connector)
                 {
                     item.ready_at_ms = now;
@@ -577,6 +578,7 @@ impl Dispatcher {
                 later.push((item, until));
                 continue;
             }
+            item.paused_until_ms = 0;
             match &webhook.target {
                 Target::Workflow(workflow) => jobs.push(Job::Enroll(link, *workflow, item)),
                 Target::List(_) => {
@@ -809,6 +811,14 @@ fn route<'c>(config: &'c Config, item: &Pending) -> Option<&'c crate::config::We
     config.route(&item.webhook_id, callback, enrolls, item.account())
 }
 
+/// When `item`'s quiet hours are judged at `now`: when it came due, if that was within the last
+/// minute, the ticks' step. One due at a time between two minutes (a retry's, a pause's end)
+/// just before its quiet hours waited for their end, found due only in their first minute (an
+/// audit).
+pub(super) fn judged_at(item: &Pending, now: i64) -> i64 {
+    now.min(item.ready_at_ms.max(now - MINUTE_MS))
+}
+
 /// When a due contact may go, if `now` is in its quiet hours: one that came due while
 /// nothing ran (or between the ticks of a sparse cron) waits for its morning. Timed sends
 /// only, not held out; a workflow action's contact only while HubSpot still holds it.
@@ -822,12 +832,8 @@ fn quiet_until(config: &Config, item: &Pending, now: i64) -> Option<i64> {
     let release_by = route
         .holds()
         .then(|| planning::release_by(item, route.window));
-    // Judged when it came due, if that was within the last minute, the ticks' step: one due
-    // at a time between two minutes (a retry's, a pause's end) just before its quiet hours
-    // waited for their end, found due only in their first minute (an audit).
-    let at = now.min(item.ready_at_ms.max(now - MINUTE_MS));
     quiet
-        .next_allowed(zone, at)
+        .next_allowed(zone, judged_at(item, now))
         .filter(|t| *t > now && release_by.is_none_or(|r| *t <= r))
 }
 
@@ -1041,6 +1047,30 @@ mod tests {
             quiet_until(&config, &due(nine_pm + 20_000), nine_pm + MINUTE_MS),
             Some(morning)
         );
+    }
+
+    /// Ledgers built again keep a retry due in the minute before its contact's quiet hours at
+    /// its time, as its send judges them: they moved it to the morning.
+    #[tokio::test]
+    async fn a_rebuild_keeps_a_retry_due_just_before_quiet_hours() {
+        use crate::time::HOUR_MS;
+        let dir = tempfile::tempdir().unwrap();
+        let config = config("quiet_hours = \"21:00-08:00\"", "NEXT_24_HOURS");
+        let nine_pm = 1_795_737_600_000 + 21 * HOUR_MS; // 2026-11-27 21:00 UTC
+        let clock = crate::clock::Clock::Fixed(nine_pm);
+        let mut d = Dispatcher::open(dir.path(), Metrics::new(), clock).unwrap();
+        d.requeue(Pending {
+            webhook_type: crate::config::WebhookType::Next24Hours,
+            attempts: 1,
+            failures: 1,
+            due_at_ms: nine_pm - 10 * MINUTE_MS,
+            ready_at_ms: nine_pm - 40_000,
+            ..pending(1)
+        });
+        d.capacities(&config, nine_pm);
+        let ready: Vec<i64> = d.queue.iter().map(|q| q.0.ready_at_ms).collect();
+        assert_eq!(ready, [nine_pm - 40_000]);
+        d.close();
     }
 
     pub(super) fn pending(n: u64) -> Pending {

@@ -38,6 +38,25 @@ const LAST_CHANCE_MS: i64 = HOUR_MS;
 /// late, and a day to spill into.
 const MASK_HOURS: usize = ((9 * DAY_MS) / HOUR_MS) as usize;
 
+/// Which file a path names: its inode, size and time of change. A part removed and written
+/// again can get the inode it had back; not its size and time too.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(super) struct FileStamp {
+    inode: u64,
+    len: u64,
+    changed: (i64, i64),
+}
+
+impl FileStamp {
+    fn of(m: &std::fs::Metadata) -> FileStamp {
+        FileStamp {
+            inode: m.ino(),
+            len: m.len(),
+            changed: (m.ctime(), m.ctime_nsec()),
+        }
+    }
+}
+
 impl Dispatcher {
     /// Read inbox parts not seen yet; plan their new receipts and append the plans.
     ///
@@ -48,16 +67,20 @@ impl Dispatcher {
             .inbox_ds
             .parts()
             .with_context(|| format!("cannot list {}", self.inbox_ds.dir.display()))?;
-        // Each with its file's inode: a part the inbox wrote again under its path (after a
-        // flush whose folder fsync failed) is another file, read again (its receipts planned
-        // already are not planned twice). One gone since the listing was compacted away.
-        let parts: Vec<(PathBuf, u64)> = (parts.into_iter())
-            .filter_map(|p| {
-                let inode = std::fs::metadata(&p).ok()?.ino();
-                Some((p, inode))
+        // Each known by its file too: a part the inbox wrote again under its path (after a
+        // flush whose folder fsync failed) is read again (its receipts planned already are
+        // not planned twice). One gone since the listing was compacted away.
+        let parts: Vec<(PathBuf, FileStamp)> = (parts.into_iter())
+            .filter_map(|p| match std::fs::metadata(&p) {
+                Ok(m) => Some((p, FileStamp::of(&m))),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+                Err(e) => {
+                    tracing::warn!(part = %p.display(), "cannot read inbox part (will try again next tick): {e}");
+                    None
+                }
             })
             .collect();
-        let listed: HashSet<&(PathBuf, u64)> = parts.iter().collect();
+        let listed: HashSet<&(PathBuf, FileStamp)> = parts.iter().collect();
         self.seen_parts.retain(|p| listed.contains(p));
         // Receipts read from the inbox, about to be planned: the queue entries to be.
         let mut fresh: Vec<Pending> = Vec::new();
@@ -748,9 +771,10 @@ mod tests {
     use crate::config::WebhookType;
     use crate::datasets::inbox::Receipt;
 
-    /// An inbox part written again under its path with more receipts (the inbox's, after a
-    /// flush whose folder fsync failed) is read again: the receipts it gained are planned, the
-    /// others not twice. Known by its path alone, it was not read again until a restart.
+    /// An inbox part taken back and written again under its path with more receipts (the
+    /// inbox's, after a flush whose folder fsync failed) is read again: the receipts it gained
+    /// are planned, the others not twice. Known by its path alone (or its path and inode,
+    /// which may come back), it was not read again until a restart.
     #[tokio::test]
     async fn a_part_written_again_under_its_path_is_read_again() {
         let dir = tempfile::tempdir().unwrap();
@@ -780,6 +804,8 @@ mod tests {
         };
         write(&d, &[receipt(1)]);
         assert_eq!(d.plan_new(&config, now).unwrap(), 1);
+        // Taken back, as a failed flush does, then written with what came since.
+        d.inbox_ds.remove_part(part).unwrap();
         write(&d, &[receipt(1), receipt(2)]);
         assert_eq!(d.plan_new(&config, now).unwrap(), 1);
         assert_eq!(d.queued(), 2);
