@@ -1281,18 +1281,21 @@ fn a_connector_moved_to_another_account_imports_its_history_afresh() {
 }
 
 /// A page that says there is more but gives no new offset to ask for it by: the offset it was
-/// given back (going on would loop), or none (ending the window there marked the events after
-/// it imported, and they were never read). The run fails without marking the window complete,
-/// and the next run reads it again and stores every event once.
+/// given back or one given before (going on would loop; a loop over two pages went on for
+/// good), or none (ending the window there marked the events after it imported, and they were
+/// never read). The run fails without marking the window complete, and the next run reads it
+/// again and stores every event once.
 #[test]
 fn more_without_a_new_offset_leaves_the_window_for_the_next_run() {
-    let given_back = serde_json::json!({"hasMore": true, "offset": "7", "events": []});
+    let more = |offset: &str| serde_json::json!({"hasMore": true, "offset": offset, "events": []});
     let none = serde_json::json!({"hasMore": true, "events": []});
-    for (page, times) in [(given_back, 2), (none, 1)] {
+    let given_back = vec![more("7"), more("7")];
+    let given_before = vec![more("7"), more("8"), more("7")];
+    for pages in [given_back, vec![none], given_before] {
         let s = setup(Options::default());
-        for _ in 0..times {
-            s.standin
-                .inject(Injection::next(Fault::Json(page.clone())).on(EVENTS));
+        let page = serde_json::Value::from(pages.clone());
+        for p in pages {
+            s.standin.inject(Injection::next(Fault::Json(p)).on(EVENTS));
         }
         let state = || {
             let text = std::fs::read_to_string(s.data.join("state/hubspot-main.json")).unwrap();

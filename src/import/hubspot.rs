@@ -406,6 +406,9 @@ impl Import {
         let progress = Progress::new(&self.connector.id, cursor.start_ms, cursor.end_ms);
         let (mut new_total, mut dup_total, mut skipped_total) = (0u64, 0u64, 0u64);
         let mut resuming_offset = cursor.offset.is_some();
+        // The offsets asked with in this run, hashed: one answered again would loop.
+        let mut asked: std::collections::HashSet<u64> = Default::default();
+        let hash = |offset: &str| xxhash_rust::xxh3::xxh3_64(offset.as_bytes());
         loop {
             (self.before_page)(&self.client);
             let query = EventsQuery {
@@ -415,6 +418,9 @@ impl Import {
                 limit: self.page_size,
                 offset: cursor.offset.clone(),
             };
+            if let Some(offset) = &query.offset {
+                asked.insert(hash(offset));
+            }
             let page = match self.fetch(&query) {
                 // A saved offset HubSpot no longer accepts (they are opaque and may expire):
                 // start the window over; stored events are recognised, so nothing doubles.
@@ -516,16 +522,20 @@ impl Import {
                     cursor.pages
                 );
             }
-            if page.offset == query.offset {
-                // Going on would loop; ending the window here would mark the events after it
-                // imported. The next run reads the window again from its newest event (what
-                // is stored is recognised, not stored twice).
+            if page
+                .offset
+                .as_deref()
+                .is_some_and(|o| asked.contains(&hash(o)))
+            {
+                // Going on would loop (over one page or several); ending the window here would
+                // mark the events after it imported. The next run reads the window again from
+                // its newest event (what is stored is recognised, not stored twice).
                 cursor.offset = None;
                 state.run = Some(cursor.clone());
                 self.save_state(&state)?;
                 bail!(
-                    "HubSpot answered the offset it was given as the next one after page {}: \
-                     the window is left incomplete; the next run reads it again",
+                    "HubSpot answered an offset it was given before as the next one after page \
+                     {}: the window is left incomplete; the next run reads it again",
                     cursor.pages
                 );
             }
