@@ -811,12 +811,15 @@ fn route<'c>(config: &'c Config, item: &Pending) -> Option<&'c crate::config::We
     config.route(&item.webhook_id, callback, enrolls, item.account())
 }
 
-/// When `item`'s quiet hours are judged at `now`: when it came due, if that was within the last
-/// minute, the ticks' step. One due at a time between two minutes (a retry's, a pause's end)
-/// just before its quiet hours waited for their end, found due only in their first minute (an
-/// audit).
+/// When `item`'s quiet hours are judged at `now`: when it comes due, or came due within the
+/// last minute, the ticks' step; `now` for one overdue longer. One due at a time between two
+/// minutes (a retry's, a pause's end) just before its quiet hours waited for their end, found
+/// due only in their first minute (an audit).
 pub(super) fn judged_at(item: &Pending, now: i64) -> i64 {
-    now.min(item.ready_at_ms.max(now - MINUTE_MS))
+    match item.ready_at_ms {
+        at if at >= now - MINUTE_MS => at,
+        _ => now,
+    }
 }
 
 /// When a due contact may go, if `now` is in its quiet hours: one that came due while
@@ -1029,7 +1032,8 @@ mod tests {
     }
 
     /// A timed contact due 40 s before its quiet hours begin goes at the tick in their first
-    /// minute; one due 20 s into them waits for their end (the first waited too).
+    /// minute; one due 20 s into them, or five minutes before them, waits for their end (the
+    /// first waited too).
     #[test]
     fn a_contact_due_in_the_minute_before_quiet_hours_is_not_held_for_them() {
         use crate::time::HOUR_MS;
@@ -1043,6 +1047,12 @@ mod tests {
         };
         assert_eq!(quiet_until(&config, &due(nine_pm - 40_000), nine_pm), None);
         let morning = midnight + 32 * HOUR_MS;
+        // Overdue longer (a sparse cron, a gap): judged now, as before.
+        let overdue = due(nine_pm - 5 * MINUTE_MS);
+        assert_eq!(
+            quiet_until(&config, &overdue, nine_pm + 30_000),
+            Some(morning)
+        );
         assert_eq!(
             quiet_until(&config, &due(nine_pm + 20_000), nine_pm + MINUTE_MS),
             Some(morning)
@@ -1050,7 +1060,8 @@ mod tests {
     }
 
     /// Ledgers built again keep a retry due in the minute before its contact's quiet hours at
-    /// its time, as its send judges them: they moved it to the morning.
+    /// its time, as its send judges them (they moved it to the morning), and move one due in
+    /// them to their end.
     #[tokio::test]
     async fn a_rebuild_keeps_a_retry_due_just_before_quiet_hours() {
         use crate::time::HOUR_MS;
@@ -1070,6 +1081,12 @@ mod tests {
         d.capacities(&config, nine_pm);
         let ready: Vec<i64> = d.queue.iter().map(|q| q.0.ready_at_ms).collect();
         assert_eq!(ready, [nine_pm - 40_000]);
+        // A retry due in them, the ledgers built before they begin: moved to their end.
+        d.capacity = None;
+        d.queue.peek_mut().unwrap().0.ready_at_ms = nine_pm + 30 * MINUTE_MS;
+        d.capacities(&config, nine_pm - 10 * MINUTE_MS);
+        let ready: Vec<i64> = d.queue.iter().map(|q| q.0.ready_at_ms).collect();
+        assert_eq!(ready, [nine_pm + 11 * HOUR_MS]);
         d.close();
     }
 

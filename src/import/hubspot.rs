@@ -430,6 +430,7 @@ impl Import {
                     );
                     resuming_offset = false;
                     cursor.offset = None;
+                    asked.clear();
                     continue;
                 }
                 other => other,
