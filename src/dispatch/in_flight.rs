@@ -2,10 +2,9 @@
 //! back in doubt, as a restart would find them from their rows, instead of leaving them unsent
 //! until one; a callback is tried again within HubSpot's hold, as a failed call's is. After
 //! as many panics as a contact has tries, an enrollment or list add that cannot be checked (or
-//! is three days past due) is left for a restart, and so is at once an enrollment that cannot
-//! be checked whose earlier call may have gone too: sent at most twice by one process (no row
-//! is written here: a restart finds it in doubt and sends it once more, as after any lost
-//! answer).
+//! is three days past due) is left for a restart. An enrollment that cannot be checked whose
+//! earlier call may have gone too fails at once, its row saying so, as a send's does: sent at
+//! most twice.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -13,16 +12,18 @@ use std::num::NonZeroU64;
 
 use tokio::task::{Id, JoinError, JoinSet};
 
-use super::send::{Next, Pending};
+use super::send::{MAY_HAVE_GONE, Next, Pending};
+use crate::datasets::outcomes::{Action, OutcomeRow, Status};
 use crate::hubspot::policy::{self, Backoff};
 
 type Settled = Vec<(Pending, Next)>;
 
 /// The call a task makes, which decides when its contacts may be sent again after a panic.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Call {
-    /// Into this workflow, which the check before sending again must look for.
-    Enroll(u64),
+    /// Into this workflow, which the check before sending again must look for, through this
+    /// connector.
+    Enroll(u64, String),
     List,
     Complete,
 }
@@ -32,6 +33,8 @@ pub struct InFlight {
     tasks: JoinSet<Settled>,
     /// Copies of what each task carries, as it was handed over, and the call it makes.
     carried: HashMap<Id, (Call, Vec<Pending>)>,
+    /// Contacts a panic failed for good, with their rows, for the dispatcher to write.
+    failed: Vec<(Pending, OutcomeRow)>,
 }
 
 impl InFlight {
@@ -42,7 +45,7 @@ impl InFlight {
     {
         let id = self.tasks.spawn(task).id();
         let job = match call {
-            Call::Enroll(workflow) => NonZeroU64::new(workflow),
+            Call::Enroll(workflow, _) => NonZeroU64::new(workflow),
             Call::List | Call::Complete => None,
         };
         let carried = items
@@ -92,7 +95,7 @@ impl InFlight {
             .carried
             .remove(&e.id())
             .unwrap_or((Call::List, Vec::new()));
-        let later = |i: &Pending, was_in_doubt: bool| {
+        let later = |i: &Pending| {
             let spent = Backoff::DISPATCH.exhausted(u32::from(i.failures));
             let wait = now + Backoff::DISPATCH.wait(u32::from(i.failures)).as_millis() as i64;
             let checkable = i.contact_id.is_some_and(|v| v > 0);
@@ -108,31 +111,68 @@ impl InFlight {
                         false => Some(wait),
                     }
                 }
-                // No check can settle it, and its earlier call may have enrolled it too.
-                Call::Enroll(_) if !checkable && was_in_doubt => None,
                 _ if !spent => Some(wait),
                 _ if checkable => super::send::after_tries(i, now, policy::spread),
                 _ => None,
             }
         };
-        let (again, spent): (Vec<_>, Vec<_>) = (items.into_iter())
-            .map(|mut item| {
-                let was_in_doubt = item.in_doubt;
-                // Its call may have gone out: checked before it is sent again. Counted as a
-                // transient failure, so a task that keeps failing is tried less and less often.
-                item.in_doubt = true;
-                item.failures = item.failures.saturating_add(1);
-                (later(&item, was_in_doubt), item)
-            })
-            .partition(|(at, _)| at.is_some());
+        let (mut again, mut spent) = (Vec::new(), 0);
+        for mut item in items {
+            let was_in_doubt = item.in_doubt;
+            // Its call may have gone out: checked before it is sent again. Counted as a
+            // transient failure, so a task that keeps failing is tried less and less often.
+            item.in_doubt = true;
+            item.failures = item.failures.saturating_add(1);
+            let checkable = item.contact_id.is_some_and(|v| v > 0);
+            match &call {
+                // No check can settle it, and its earlier call may have enrolled it too.
+                Call::Enroll(workflow, connector) if !checkable && was_in_doubt => {
+                    let row = failed_row(&item, connector, *workflow, now, &e);
+                    self.failed.push((item, row));
+                }
+                _ => match later(&item) {
+                    Some(at) => again.push((item, Next::Again(at))),
+                    None => spent += 1,
+                },
+            }
+        }
         tracing::error!(
             contacts = again.len(),
-            left_for_a_restart = spent.len(),
+            left_for_a_restart = spent,
             "a dispatch task failed ({e}); its contacts are checked at HubSpot and tried again"
         );
-        (again.into_iter())
-            .filter_map(|(at, item)| Some((item, Next::Again(at?))))
-            .collect()
+        again
+    }
+
+    /// The contacts a panic failed for good since the last call, with their rows: finished
+    /// once the rows are written.
+    pub fn take_failed(&mut self) -> Vec<(Pending, OutcomeRow)> {
+        std::mem::take(&mut self.failed)
+    }
+}
+
+/// The row of an enrollment a panic failed for good.
+fn failed_row(
+    item: &Pending,
+    connector: &str,
+    workflow: u64,
+    now: i64,
+    e: &JoinError,
+) -> OutcomeRow {
+    OutcomeRow {
+        receipt_id: item.receipt_id.to_string(),
+        webhook_id: item.webhook_id.to_string(),
+        connector: connector.to_string(),
+        action: Action::Enroll,
+        target: workflow.to_string(),
+        status: Status::Failed,
+        http_status: None,
+        message: Some(format!("its dispatch task failed ({e}); {MAY_HAVE_GONE}")),
+        attempts: item.attempts,
+        in_doubt: true,
+        retry_at_ms: None,
+        at_ms: now,
+        holdout: item.holdout,
     }
 }
 
@@ -148,10 +188,14 @@ mod tests {
     async fn a_panicked_task_gives_its_contacts_back_in_doubt() {
         let mut flight = InFlight::default();
         let ok = pending(1);
-        flight.spawn(vec![ok.clone()], Call::Enroll(7), async move {
-            vec![(ok, Next::Done(crate::datasets::outcomes::Status::Enrolled))]
+        flight.spawn(
+            vec![ok.clone()],
+            Call::Enroll(7, "main".into()),
+            async move { vec![(ok, Next::Done(crate::datasets::outcomes::Status::Enrolled))] },
+        );
+        flight.spawn(vec![pending(2)], Call::Enroll(7, "main".into()), async {
+            panic!("a bug")
         });
-        flight.spawn(vec![pending(2)], Call::Enroll(7), async { panic!("a bug") });
         flight.spawn(vec![pending(3), pending(4)], Call::List, async {
             panic!("another")
         });
@@ -204,8 +248,8 @@ mod tests {
 
     /// After a panic, a callback comes back before HubSpot's hold ends, however many its
     /// tries and whether or not it has a HubSpot id (out of tries past the hold, it is left for
-    /// a restart); an enrollment no check can settle whose earlier call may have gone too is
-    /// not sent a third time, one that can be checked is.
+    /// a restart); an enrollment no check can settle whose earlier call may have gone too
+    /// fails, never sent a third time, one that can be checked comes back.
     #[tokio::test]
     async fn a_panic_keeps_callbacks_in_their_hold_and_sends_no_contact_thrice() {
         let mut flight = InFlight::default();
@@ -228,7 +272,9 @@ mod tests {
             ..pending(n)
         };
         let enrolls = vec![doubted(3, None), doubted(4, Some(4))];
-        flight.spawn(enrolls, Call::Enroll(7), async { panic!("another") });
+        flight.spawn(enrolls, Call::Enroll(7, "main".into()), async {
+            panic!("another")
+        });
         let mut out = Vec::new();
         let deadline = |i: &Pending, _| match i.hold_ends_ms {
             Some(0) => 1_000,
@@ -251,6 +297,18 @@ mod tests {
             ]
         );
         assert!(matches!(back[2].1, Next::Again(at) if (1_500..=2_500).contains(&at)));
+        // The one no check can settle fails, its row saying so.
+        let failed = flight.take_failed();
+        let rows: Vec<_> = failed.iter().map(|(_, r)| r).collect();
+        assert_eq!(rows.len(), 1, "{rows:?}");
+        let row = rows[0];
+        assert_eq!(
+            (row.receipt_id.as_str(), row.status, row.target.as_str()),
+            ("r3", Status::Failed, "7")
+        );
+        assert_eq!((row.connector.as_str(), row.in_doubt), ("main", true));
+        assert!(row.message.as_deref().unwrap().ends_with(MAY_HAVE_GONE));
+        assert!(flight.take_failed().is_empty(), "taken once");
     }
 
     /// A contact already in doubt for workflow 3 (its call's answer lost), sent to workflow 7
@@ -263,7 +321,9 @@ mod tests {
             doubt_workflow: NonZeroU64::new(3),
             ..pending(1)
         };
-        flight.spawn(vec![doubted], Call::Enroll(7), async { panic!("a bug") });
+        flight.spawn(vec![doubted], Call::Enroll(7, "main".into()), async {
+            panic!("a bug")
+        });
         let (item, _) = flight.next(|| 1_000, &|_, _| 0).await.unwrap().remove(0);
         assert_eq!(item.doubt_workflow, NonZeroU64::new(3));
     }

@@ -706,7 +706,9 @@ impl Dispatcher {
             };
             let task_ctx = ctx.clone();
             let (carried, call) = match &job {
-                Job::Enroll(_, wf, item) => (vec![item.clone()], Call::Enroll(*wf)),
+                Job::Enroll(link, wf, item) => {
+                    (vec![item.clone()], Call::Enroll(*wf, link.id.clone()))
+                }
                 Job::List(_, _, items) => (items.clone(), Call::List),
                 Job::Complete(_, items) => (items.clone(), Call::Complete),
             };
@@ -722,6 +724,7 @@ impl Dispatcher {
             });
             while let Some(done) = flight.try_next(self.clock.now_ms(), deadline) {
                 self.settle(done, report);
+                self.fail_panicked(flight.take_failed(), report).await;
             }
         }
         // Shutting down: what was not started stays queued, untouched.
@@ -745,7 +748,10 @@ impl Dispatcher {
                 lookup = self.lookups.next() => Err(lookup),
             };
             match lookup {
-                Ok(done) => self.settle(done, report),
+                Ok(done) => {
+                    self.settle(done, report);
+                    self.fail_panicked(flight.take_failed(), report).await;
+                }
                 Err(lookup) => self.answer(config, lookup),
             }
         }
@@ -753,6 +759,27 @@ impl Dispatcher {
             self.spent.record(&connector, at, 1);
         }
         self.spent.forget_before(now);
+    }
+
+    /// Record the contacts a panicked task failed for good ([`InFlight::take_failed`]) and
+    /// finish them; rows that cannot be written leave them for a restart, in doubt.
+    async fn fail_panicked(&mut self, failed: Vec<(Pending, OutcomeRow)>, report: &mut TickReport) {
+        if failed.is_empty() {
+            return;
+        }
+        let (items, rows): (Vec<Pending>, Vec<OutcomeRow>) = failed.into_iter().unzip();
+        let board = crate::admin::board::Outcomes::of(&rows);
+        let n = rows.len() as u64;
+        match self.log.write(rows).await {
+            Ok(()) => {
+                self.metrics.outcome(Status::Failed.as_str()).inc_by(n);
+                self.metrics.board.publish(board);
+                for item in items {
+                    self.finish(&item, Status::Failed, report);
+                }
+            }
+            Err(e) => tracing::error!("{e:#} (the contacts are left for a restart, in doubt)"),
+        }
     }
 
     fn settle(&mut self, results: Vec<(Pending, Next)>, report: &mut TickReport) {

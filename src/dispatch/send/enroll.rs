@@ -28,7 +28,7 @@ fn enrolled_row(item: &Pending, link: &Link, workflow: u64, at: i64) -> OutcomeR
 
 /// The note of an enrollment failed for good after an earlier call whose answer was lost and
 /// that no check could settle (a contact without a HubSpot id).
-const MAY_HAVE_GONE: &str = "an earlier call whose answer was lost may have enrolled it";
+pub const MAY_HAVE_GONE: &str = "an earlier call whose answer was lost may have enrolled it";
 
 /// The note of a failed check of whether an earlier call enrolled the contact.
 const CHECKING: &str = "reading the contact's enrollments, to see whether an earlier call whose \

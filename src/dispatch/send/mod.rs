@@ -38,7 +38,7 @@ mod rows;
 use rows::row;
 
 pub use complete::complete;
-pub use enroll::enroll;
+pub use enroll::{MAY_HAVE_GONE, enroll};
 pub use list_add::list_add;
 
 /// A planned receipt waiting to be dispatched. Compact on purpose (no `String`s of its own):
