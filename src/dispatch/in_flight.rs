@@ -116,7 +116,7 @@ impl InFlight {
                 _ => None,
             }
         };
-        let (mut again, mut spent) = (Vec::new(), 0);
+        let (mut again, mut spent, mut failed) = (Vec::new(), 0, 0);
         for mut item in items {
             let was_in_doubt = item.in_doubt;
             // Its call may have gone out: checked before it is sent again. Counted as a
@@ -125,10 +125,14 @@ impl InFlight {
             item.failures = item.failures.saturating_add(1);
             let checkable = item.contact_id.is_some_and(|v| v > 0);
             match &call {
-                // No check can settle it, and its earlier call may have enrolled it too.
-                Call::Enroll(workflow, connector) if !checkable && was_in_doubt => {
+                // No check can settle it, and its earlier call may have enrolled it too (one
+                // HubSpot took, its row left to write, comes back to write it).
+                Call::Enroll(workflow, connector)
+                    if !checkable && was_in_doubt && !item.only_row_left() =>
+                {
                     let row = failed_row(&item, connector, *workflow, now, &e);
                     self.failed.push((item, row));
+                    failed += 1;
                 }
                 _ => match later(&item) {
                     Some(at) => again.push((item, Next::Again(at))),
@@ -139,6 +143,7 @@ impl InFlight {
         tracing::error!(
             contacts = again.len(),
             left_for_a_restart = spent,
+            failed,
             "a dispatch task failed ({e}); its contacts are checked at HubSpot and tried again"
         );
         again
@@ -271,7 +276,12 @@ mod tests {
             in_doubt: true,
             ..pending(n)
         };
-        let enrolls = vec![doubted(3, None), doubted(4, Some(4))];
+        // The fifth's enrollment HubSpot took, its row left to write: it comes back for that.
+        let took = Pending {
+            enrolled_at_ms: 500,
+            ..doubted(5, None)
+        };
+        let enrolls = vec![doubted(3, None), doubted(4, Some(4)), took];
         flight.spawn(enrolls, Call::Enroll(7, "main".into()), async {
             panic!("another")
         });
@@ -293,10 +303,13 @@ mod tests {
             [
                 ("r1".into(), Next::Again(1_300)),
                 ("r2".into(), Next::Again(1_300)),
-                ("r4".into(), back[2].1)
+                ("r4".into(), back[2].1),
+                ("r5".into(), back[3].1)
             ]
         );
-        assert!(matches!(back[2].1, Next::Again(at) if (1_500..=2_500).contains(&at)));
+        for (_, next) in &back[2..] {
+            assert!(matches!(next, Next::Again(at) if (1_500..=2_500).contains(at)));
+        }
         // The one no check can settle fails, its row saying so.
         let failed = flight.take_failed();
         let rows: Vec<_> = failed.iter().map(|(_, r)| r).collect();

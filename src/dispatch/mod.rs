@@ -622,22 +622,10 @@ impl Dispatcher {
                 list_batches,
                 "dry run: recorded the calls it would make"
             );
-            let board = crate::admin::board::Outcomes::of(&dry);
-            let rows = dry.len() as u64;
-            match self.log.write(dry).await {
-                Ok(()) => {
-                    self.metrics.outcome(Status::DryRun.as_str()).inc_by(rows);
-                    self.metrics.board.publish(board);
-                    for item in dry_items {
-                        self.finish(&item, Status::DryRun, report);
-                    }
-                }
-                Err(e) => {
-                    tracing::error!(
-                        "{e:#} (the dry run's receipts are tried again at the next tick)"
-                    );
-                    later.extend(dry_items.into_iter().map(|item| (item, now + MINUTE_MS)));
-                }
+            let recorded = self.finish_recorded(dry_items, dry, Status::DryRun, report);
+            if let Err((dry_items, e)) = recorded.await {
+                tracing::error!("{e:#} (the dry run's receipts are tried again at the next tick)");
+                later.extend(dry_items.into_iter().map(|item| (item, now + MINUTE_MS)));
             }
         }
         // Batches first: a few calls carry many contacts.
@@ -761,24 +749,40 @@ impl Dispatcher {
         self.spent.forget_before(now);
     }
 
+    /// Write `rows`, the final rows (each `status`) of `items`, and finish them; the items
+    /// back when the rows cannot be written.
+    async fn finish_recorded(
+        &mut self,
+        items: Vec<Pending>,
+        rows: Vec<OutcomeRow>,
+        status: Status,
+        report: &mut TickReport,
+    ) -> Result<(), (Vec<Pending>, anyhow::Error)> {
+        let board = crate::admin::board::Outcomes::of(&rows);
+        let n = rows.len() as u64;
+        if let Err(e) = self.log.write(rows).await {
+            return Err((items, e));
+        }
+        self.metrics.outcome(status.as_str()).inc_by(n);
+        self.metrics.board.publish(board);
+        for item in items {
+            self.finish(&item, status, report);
+        }
+        Ok(())
+    }
+
     /// Record the contacts a panicked task failed for good ([`InFlight::take_failed`]) and
     /// finish them; rows that cannot be written leave them for a restart, in doubt.
     async fn fail_panicked(&mut self, failed: Vec<(Pending, OutcomeRow)>, report: &mut TickReport) {
         if failed.is_empty() {
             return;
         }
-        let (items, rows): (Vec<Pending>, Vec<OutcomeRow>) = failed.into_iter().unzip();
-        let board = crate::admin::board::Outcomes::of(&rows);
-        let n = rows.len() as u64;
-        match self.log.write(rows).await {
-            Ok(()) => {
-                self.metrics.outcome(Status::Failed.as_str()).inc_by(n);
-                self.metrics.board.publish(board);
-                for item in items {
-                    self.finish(&item, Status::Failed, report);
-                }
-            }
-            Err(e) => tracing::error!("{e:#} (the contacts are left for a restart, in doubt)"),
+        let (items, rows) = failed.into_iter().unzip();
+        if let Err((_, e)) = self
+            .finish_recorded(items, rows, Status::Failed, report)
+            .await
+        {
+            tracing::error!("{e:#} (the contacts are left for a restart, in doubt)");
         }
     }
 
