@@ -9,21 +9,22 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::num::NonZeroU64;
+use std::sync::Arc;
 
 use tokio::task::{Id, JoinError, JoinSet};
 
-use super::send::{MAY_HAVE_GONE, Next, Pending};
+use super::connector::Link;
+use super::send::{MAY_HAVE_GONE, Next, Pending, row};
 use crate::datasets::outcomes::{Action, OutcomeRow, Status};
 use crate::hubspot::policy::{self, Backoff};
 
 type Settled = Vec<(Pending, Next)>;
 
 /// The call a task makes, which decides when its contacts may be sent again after a panic.
-#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Call {
     /// Into this workflow, which the check before sending again must look for, through this
     /// connector.
-    Enroll(u64, String),
+    Enroll(u64, Arc<Link>),
     List,
     Complete,
 }
@@ -98,7 +99,6 @@ impl InFlight {
         let later = |i: &Pending| {
             let spent = Backoff::DISPATCH.exhausted(u32::from(i.failures));
             let wait = now + Backoff::DISPATCH.wait(u32::from(i.failures)).as_millis() as i64;
-            let checkable = i.contact_id.is_some_and(|v| v > 0);
             match call {
                 // A second completion is refused, never done twice: tried again until the
                 // hold ends, whatever its tries; out of tries past it, left for a restart
@@ -112,7 +112,7 @@ impl InFlight {
                     }
                 }
                 _ if !spent => Some(wait),
-                _ if checkable => super::send::after_tries(i, now, policy::spread),
+                _ if i.checkable_id().is_some() => super::send::after_tries(i, now, policy::spread),
                 _ => None,
             }
         };
@@ -123,14 +123,13 @@ impl InFlight {
             // transient failure, so a task that keeps failing is tried less and less often.
             item.in_doubt = true;
             item.failures = item.failures.saturating_add(1);
-            let checkable = item.contact_id.is_some_and(|v| v > 0);
             match &call {
                 // No check can settle it, and its earlier call may have enrolled it too (one
                 // HubSpot took, its row left to write, comes back to write it).
-                Call::Enroll(workflow, connector)
-                    if !checkable && was_in_doubt && !item.only_row_left() =>
+                Call::Enroll(workflow, link)
+                    if item.checkable_id().is_none() && was_in_doubt && !item.only_row_left() =>
                 {
-                    let row = failed_row(&item, connector, *workflow, now, &e);
+                    let row = failed_row(&item, link, *workflow, now, &e);
                     self.failed.push((item, row));
                     failed += 1;
                 }
@@ -157,27 +156,12 @@ impl InFlight {
 }
 
 /// The row of an enrollment a panic failed for good.
-fn failed_row(
-    item: &Pending,
-    connector: &str,
-    workflow: u64,
-    now: i64,
-    e: &JoinError,
-) -> OutcomeRow {
+fn failed_row(item: &Pending, link: &Link, workflow: u64, now: i64, e: &JoinError) -> OutcomeRow {
+    let target = workflow.to_string();
     OutcomeRow {
-        receipt_id: item.receipt_id.to_string(),
-        webhook_id: item.webhook_id.to_string(),
-        connector: connector.to_string(),
-        action: Action::Enroll,
-        target: workflow.to_string(),
-        status: Status::Failed,
-        http_status: None,
         message: Some(format!("its dispatch task failed ({e}); {MAY_HAVE_GONE}")),
-        attempts: item.attempts,
         in_doubt: true,
-        retry_at_ms: None,
-        at_ms: now,
-        holdout: item.holdout,
+        ..row(item, link, Action::Enroll, &target, Status::Failed, now)
     }
 }
 
@@ -189,16 +173,21 @@ mod tests {
     use super::*;
     use crate::dispatch::tests::pending;
 
+    /// A link to connector `main`, which these tests never call.
+    fn link() -> Arc<Link> {
+        use crate::hubspot::{Client, ClientOptions};
+        let client = Client::new("http://127.0.0.1:9", "token", ClientOptions::default());
+        Arc::new(Link::new("main".into(), client.unwrap(), None))
+    }
+
     #[tokio::test]
     async fn a_panicked_task_gives_its_contacts_back_in_doubt() {
         let mut flight = InFlight::default();
         let ok = pending(1);
-        flight.spawn(
-            vec![ok.clone()],
-            Call::Enroll(7, "main".into()),
-            async move { vec![(ok, Next::Done(crate::datasets::outcomes::Status::Enrolled))] },
-        );
-        flight.spawn(vec![pending(2)], Call::Enroll(7, "main".into()), async {
+        flight.spawn(vec![ok.clone()], Call::Enroll(7, link()), async move {
+            vec![(ok, Next::Done(crate::datasets::outcomes::Status::Enrolled))]
+        });
+        flight.spawn(vec![pending(2)], Call::Enroll(7, link()), async {
             panic!("a bug")
         });
         flight.spawn(vec![pending(3), pending(4)], Call::List, async {
@@ -282,7 +271,7 @@ mod tests {
             ..doubted(5, None)
         };
         let enrolls = vec![doubted(3, None), doubted(4, Some(4)), took];
-        flight.spawn(enrolls, Call::Enroll(7, "main".into()), async {
+        flight.spawn(enrolls, Call::Enroll(7, link()), async {
             panic!("another")
         });
         let mut out = Vec::new();
@@ -334,7 +323,7 @@ mod tests {
             doubt_workflow: NonZeroU64::new(3),
             ..pending(1)
         };
-        flight.spawn(vec![doubted], Call::Enroll(7, "main".into()), async {
+        flight.spawn(vec![doubted], Call::Enroll(7, link()), async {
             panic!("a bug")
         });
         let (item, _) = flight.next(|| 1_000, &|_, _| 0).await.unwrap().remove(0);

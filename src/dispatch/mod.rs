@@ -695,7 +695,7 @@ impl Dispatcher {
             let task_ctx = ctx.clone();
             let (carried, call) = match &job {
                 Job::Enroll(link, wf, item) => {
-                    (vec![item.clone()], Call::Enroll(*wf, link.id.clone()))
+                    (vec![item.clone()], Call::Enroll(*wf, link.clone()))
                 }
                 Job::List(_, _, items) => (items.clone(), Call::List),
                 Job::Complete(_, items) => (items.clone(), Call::Complete),

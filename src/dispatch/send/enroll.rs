@@ -96,7 +96,7 @@ pub async fn enroll(
         };
         if item.in_doubt
             && !unchecked
-            && let Some(vid) = item.contact_id.filter(|v| *v > 0)
+            && let Some(vid) = item.checkable_id()
         {
             let earlier = item.doubt_workflow.map(NonZeroU64::get);
             // The check is an attempt of its own, under the workflow the contact may be in, so
@@ -255,7 +255,7 @@ pub async fn enroll(
                 // An outage outlasted: tried again later, and checked first when in doubt. One
                 // that cannot be checked (posted without a HubSpot id) is not sent again and
                 // again unchecked: it fails, as before.
-                let checkable = item.contact_id.is_some_and(|v| v > 0);
+                let checkable = item.checkable_id().is_some();
                 let decision = match in_doubt || was_in_doubt {
                     // A second call that may have reached HubSpot, of a contact no check can
                     // settle: each such call may have enrolled it, so it fails here, sent at

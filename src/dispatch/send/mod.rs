@@ -35,7 +35,7 @@ mod enroll;
 mod list_add;
 mod rows;
 
-use rows::row;
+pub(in crate::dispatch) use rows::row;
 
 pub use complete::complete;
 pub use enroll::{MAY_HAVE_GONE, enroll};
@@ -106,6 +106,11 @@ impl Pending {
     /// HubSpot took its enrollment and only the row saying so is left to write.
     pub fn only_row_left(&self) -> bool {
         self.enrolled_at_ms > 0
+    }
+
+    /// Its HubSpot id, by which its enrollments can be checked (none: posted without one).
+    pub fn checkable_id(&self) -> Option<i64> {
+        self.contact_id.filter(|v| *v > 0)
     }
 }
 
@@ -403,7 +408,7 @@ impl Ctx {
         let webhooks = [&*item.webhook_id];
         let target = workflow.to_string();
         let mut learned = None;
-        if let Some(vid) = item.contact_id.filter(|v| *v > 0) {
+        if let Some(vid) = item.checkable_id() {
             // Ahead of the queued calls, which a gone workflow would refuse meanwhile.
             let call = match self
                 .admit(

@@ -6,7 +6,7 @@ use crate::dispatch::connector::Link;
 use crate::hubspot::ApiError;
 use crate::time::MINUTE_MS;
 
-pub(super) fn row(
+pub(in crate::dispatch) fn row(
     item: &Pending,
     link: &Link,
     action: Action,
