@@ -1204,11 +1204,11 @@ async fn current_enrollments_are_read_as_one_workflow_or_a_list() {
     }
 }
 
-/// The stand-in holds callback completions to HubSpot's 2026-03 reference: `typedOutputs` is
-/// required, so a client that dropped it would fail here, not in production; v4's batch does
-/// not take it.
+/// The stand-in holds callback completions to HubSpot's references: `outputFields` and
+/// `typedOutputs` are required (on v4's batch too, since 2026-03), so a client that dropped
+/// either would fail here, not in production.
 #[tokio::test]
-async fn a_completion_without_typed_outputs_is_refused() {
+async fn a_completion_without_output_fields_or_typed_outputs_is_refused() {
     let s = standin(Options::default()).await;
     s.add_callback("cb-1");
     let http = http();
@@ -1227,6 +1227,13 @@ async fn a_completion_without_typed_outputs_is_refused() {
     .await
     .unwrap();
     assert_eq!(without.status().as_u16(), 400);
+    assert!(s.completion("cb-1").is_none());
+    let no_outputs = post(serde_json::json!({"inputs": [
+        {"callbackId": "cb-1", "typedOutputs": {}}
+    ]}))
+    .await
+    .unwrap();
+    assert_eq!(no_outputs.status().as_u16(), 400);
     assert!(s.completion("cb-1").is_none());
     let with = post(serde_json::json!({"inputs": [
         {"callbackId": "cb-1", "outputFields": {"hs_execution_state": "SUCCESS"}, "typedOutputs": {}}

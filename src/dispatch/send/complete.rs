@@ -3,26 +3,37 @@
 use std::convert::identity;
 use std::sync::Arc;
 
-use super::rows::{failure_row, final_if_recorded, may_have_reached, row};
+use super::rows::{failure_row, final_if_recorded, may_have_reached, noted, row};
 use super::{Ctx, Decision, Next, Pending};
 use crate::datasets::outcomes::{Action, OutcomeRow, Status};
 use crate::dispatch::connector::Link;
 use crate::hubspot::ApiError;
 use crate::hubspot::policy;
 use crate::hubspot::wire::Completion;
+use crate::time::format_rfc3339;
+
+/// What a callback's row adds when the call came after the hold sendtime asked HubSpot for.
+fn past_hold(hold_end: i64) -> String {
+    format!(
+        "after the hold sendtime asked for ended ({}): HubSpot may have moved the contact on by then",
+        format_rfc3339(hold_end)
+    )
+}
 
 /// The final row of a callback HubSpot will not complete: failed, unless an earlier call for
 /// it went unanswered and HubSpot refuses it as it would a completed one (a 4xx of its own,
-/// not one for the batch's size) while it still holds the contact (`held`): that call then
-/// completed it (done, not failed). Past the hold the refusal says nothing of that call.
+/// not one for the batch's size) while it still holds the contact (before `hold_end`): that
+/// call then completed it (done, not failed). Past the hold the refusal says nothing of that
+/// call, and the row says the hold had ended.
 pub(super) fn given_up(
     item: &Pending,
     link: &Link,
     callback: &str,
     e: &ApiError,
     now: i64,
-    held: bool,
+    hold_end: i64,
 ) -> (OutcomeRow, Status) {
+    let held = now < hold_end;
     let base = row(
         item,
         link,
@@ -48,6 +59,9 @@ pub(super) fn given_up(
         r.message = Some(format!(
             "{e} (an earlier call whose answer was lost may have completed it; HubSpot's refusal does not tell)"
         ));
+    }
+    if !held {
+        r = noted(r, Some(&past_hold(hold_end)));
     }
     let status = r.status;
     (r, status)
@@ -138,6 +152,10 @@ pub async fn complete(ctx: Arc<Ctx>, link: Arc<Link>, items: Vec<Pending>) -> Ve
                                 now,
                             );
                             r.http_status = Some(204);
+                            let hold_end = ctx.hold_end(i);
+                            if now >= hold_end {
+                                r.message = Some(format!("completed {}", past_hold(hold_end)));
+                            }
                             r
                         })
                         .collect();
@@ -166,8 +184,14 @@ pub async fn complete(ctx: Arc<Ctx>, link: Arc<Link>, items: Vec<Pending>) -> Ve
                     if !over.is_empty() {
                         tracing::warn!(connector = %link.id, callbacks = over.len(), "HubSpot refused callbacks whose hold had ended: {e}");
                         for item in over {
-                            let (r, status) =
-                                given_up(&item, &link, &callback(&item), e, now, false);
+                            let (r, status) = given_up(
+                                &item,
+                                &link,
+                                &callback(&item),
+                                e,
+                                now,
+                                ctx.hold_end(&item),
+                            );
                             let next = final_if_recorded(&ctx, vec![r], status).await;
                             out.push((item, next));
                         }
@@ -262,10 +286,7 @@ pub async fn complete(ctx: Arc<Ctx>, link: Arc<Link>, items: Vec<Pending>) -> Ve
                         // earlier call for it went unanswered ([`given_up`]).
                         let rows: Vec<(OutcomeRow, Status)> = chunk
                             .iter()
-                            .map(|i| {
-                                let held = now < ctx.hold_end(i);
-                                given_up(i, &link, &callback(i), &e, now, held)
-                            })
+                            .map(|i| given_up(i, &link, &callback(i), &e, now, ctx.hold_end(i)))
                             .collect();
                         tracing::warn!(connector = %link.id, callbacks = chunk.len(), "completing callbacks failed: {e}");
                         for ((r, status), item) in rows.into_iter().zip(chunk) {

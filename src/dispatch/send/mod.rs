@@ -881,18 +881,21 @@ mod tests {
             (permanent(400), false, Status::Failed),
             (too_large, true, Status::Failed),
         ] {
-            let (row, status) = given_up(&item, &link, "cb", &e, NOW, held);
+            let hold_end = if held { NOW + 1 } else { NOW };
+            let (row, status) = given_up(&item, &link, "cb", &e, NOW, hold_end);
             assert_eq!((status, row.status), (want, want), "{e}, held {held}");
+            let message = row.message.unwrap();
             if want == Status::Failed {
-                assert!(row.message.unwrap().contains("may have completed it"));
+                assert!(message.contains("may have completed it"));
             }
+            assert_eq!(message.contains("hold sendtime asked for ended"), !held);
         }
         // Not in doubt, it failed whatever the refusal.
         let sure = Pending {
             in_doubt: false,
             ..item
         };
-        let (_, status) = given_up(&sure, &link, "cb", &permanent(400), NOW, true);
+        let (_, status) = given_up(&sure, &link, "cb", &permanent(400), NOW, NOW + 1);
         assert_eq!(status, Status::Failed);
     }
 
@@ -1022,6 +1025,49 @@ mod tests {
         assert_eq!(next[&1], Next::Done(Status::Completed), "{next:?}");
         assert_eq!(next[&2], Next::Done(Status::Failed), "{next:?}");
         assert!(standin.completion("late").is_some());
+    }
+
+    /// A callback HubSpot completes after the hold sendtime asked for has ended (a dispatcher
+    /// down past it: HubSpot documents no answer then, and may take it) is completed, its row
+    /// saying HubSpot may have moved the contact on first; one still held says nothing more.
+    #[tokio::test]
+    async fn a_callback_completed_past_its_hold_says_so() {
+        use crate::hubspot::standin::{DEFAULT_TOKEN, Options, StandIn};
+        let dir = tempfile::tempdir().unwrap();
+        let standin = StandIn::start(Options::default()).await.unwrap();
+        standin.add_callback("over");
+        standin.add_callback("held");
+        let (ctx, _writer) = ctx(dir.path());
+        let client = Client::new(&standin.url(), DEFAULT_TOKEN, ClientOptions::default()).unwrap();
+        let link = Arc::new(Link::new("main".into(), client, None));
+        let over = Pending {
+            callback_id: Some("over".into()),
+            hold_ends_ms: Some(NOW - MINUTE_MS),
+            ..super::super::tests::pending(1)
+        };
+        let held = Pending {
+            callback_id: Some("held".into()),
+            hold_ends_ms: Some(NOW + MINUTE_MS),
+            ..super::super::tests::pending(2)
+        };
+        let out = complete(Arc::new(ctx), link, vec![over, held]).await;
+        assert!(
+            out.iter().all(|(_, n)| *n == Next::Done(Status::Completed)),
+            "{out:?}"
+        );
+        let rows = crate::datasets::outcomes::read_kept(dir.path()).unwrap();
+        let message = |callback: &str| {
+            let r = (rows.iter())
+                .find(|r| r.target == callback && r.status == Status::Completed)
+                .unwrap();
+            r.message.clone()
+        };
+        let over = message("over").unwrap();
+        assert!(
+            over.contains("hold sendtime asked for ended (2026-11-27T03:29:00Z)"),
+            "{over}"
+        );
+        assert_eq!(message("held"), None);
     }
 
     #[tokio::test]

@@ -137,7 +137,7 @@ impl World {
         #[serde(rename_all = "camelCase")]
         struct Input {
             callback_id: String,
-            #[serde(default)]
+            /// Required by both references: an input without it is refused.
             output_fields: serde_json::Value,
             /// Required by HubSpot's references, 2026-03's and v4's (since 2026-03): an input
             /// without it is refused.
