@@ -5,6 +5,7 @@
 
 mod common;
 
+use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -1269,6 +1270,21 @@ fn the_admin_surface_guards_its_data_and_its_buttons() {
         );
     }
     assert!(!sendtime(&config, &data, &["pause"], ENV).contains("fatigue"));
+    // A body that never arrives is answered 408 (it held the connection, and 64 such the
+    // surface, for good; an audit): the headers promise 100 bytes, and none come.
+    let mut stalled = std::net::TcpStream::connect(server.admin_addr).unwrap();
+    stalled
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    write!(
+        stalled,
+        "POST /pause HTTP/1.1\r\nhost: localhost\r\nauthorization: Bearer a-long-random-admin-token\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{{"
+    )
+    .unwrap();
+    let mut answer = String::new();
+    let _ = stalled.read_to_string(&mut answer);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains(r#""error":"timeout""#), "{answer}");
     server.stop();
 
     // Without a token: loopback names only (no DNS rebinding).

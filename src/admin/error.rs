@@ -64,6 +64,7 @@ impl AdminError {
             AdminError::BadRequest(_) => "bad_request",
             AdminError::Conflict(_) => "conflict",
             AdminError::Unreadable(status, _) => match status.as_u16() {
+                408 => "timeout",
                 413 => "too_large",
                 415 => "not_json",
                 422 => "unprocessable",

@@ -131,6 +131,7 @@ pub fn router(state: AdminState) -> Router {
         .route("/resume", post(resume))
         .fallback(|| async { AdminError::NotFound("no such page on the admin surface".into()) })
         .method_not_allowed_fallback(|| async { AdminError::MethodNotAllowed })
+        .layer(axum::middleware::from_fn(body_in_time))
         .layer(axum::middleware::from_fn_with_state(state.clone(), guard))
         // Health checks carry no token.
         .route(
@@ -192,6 +193,45 @@ async fn guard(
         HeaderValue::from_static("nosniff"),
     );
     Ok(response)
+}
+
+/// How long a request's body may take to arrive (its bodies are a few bytes of JSON): a
+/// body that never ends held its connection for good, and 64 such locked the surface out.
+const BODY_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// The largest body read, axum's JSON default.
+const MAX_BODY_BYTES: usize = 2 * 1024 * 1024;
+
+/// The request with its body read whole within [`BODY_READ_TIMEOUT`] (after the guard).
+async fn body_in_time(request: Request, next: Next) -> Result<Response, AdminError> {
+    let (parts, body) = request.into_parts();
+    let read = axum::body::to_bytes(body, MAX_BODY_BYTES);
+    let bytes = match tokio::time::timeout(BODY_READ_TIMEOUT, read).await {
+        Ok(Ok(bytes)) => bytes,
+        Ok(Err(e)) => {
+            let too_large = std::error::Error::source(&e)
+                .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
+            return Err(if too_large {
+                AdminError::Unreadable(
+                    axum::http::StatusCode::PAYLOAD_TOO_LARGE,
+                    format!("a body is at most {MAX_BODY_BYTES} bytes"),
+                )
+            } else {
+                AdminError::Unreadable(axum::http::StatusCode::BAD_REQUEST, e.to_string())
+            });
+        }
+        Err(_) => {
+            return Err(AdminError::Unreadable(
+                axum::http::StatusCode::REQUEST_TIMEOUT,
+                format!(
+                    "the request's body did not arrive within {}s",
+                    BODY_READ_TIMEOUT.as_secs()
+                ),
+            ));
+        }
+    };
+    Ok(next
+        .run(Request::from_parts(parts, axum::body::Body::from(bytes)))
+        .await)
 }
 
 /// Headers a proxy adds to the requests it passes on, as configured in most.

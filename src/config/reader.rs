@@ -441,16 +441,19 @@ fn is_env_name(s: &str) -> bool {
 /// A long run of letters and digits without `_` (the output of `openssl rand -hex 32`, or a
 /// password manager's letters of both cases) is a secret pasted where its variable's name
 /// belongs, not a name: refused, and never echoed in "variable ... is not set", which would
-/// write it to every log.
+/// write it to every log. From 16 characters, the shortest admin token `serve` takes.
 fn looks_like_a_secret(s: &str) -> bool {
     let has = |f: fn(&u8) -> bool| s.bytes().any(|c| f(&c));
-    // Random letters change case about every other one; a CamelCase name once a word.
-    let case_changes = (s.as_bytes().windows(2))
-        .filter(|w| w[0].is_ascii_lowercase() != w[1].is_ascii_lowercase())
+    // Random characters change between lower case, upper case and digits about every other
+    // one; a CamelCase name once a word, and a name's number once.
+    let class = |c: u8| (c.is_ascii_lowercase(), c.is_ascii_digit());
+    let changes = (s.as_bytes().windows(2))
+        .filter(|w| class(w[0]) != class(w[1]))
         .count();
-    s.len() >= 24
+    s.len() >= 16
         && !s.contains('_')
-        && (has(u8::is_ascii_digit) && has(u8::is_ascii_alphabetic) || case_changes * 3 >= s.len())
+        && (s.len() >= 24 && has(u8::is_ascii_digit) && has(u8::is_ascii_alphabetic)
+            || changes * 3 >= s.len())
 }
 
 pub(super) fn describe(v: &DeValue) -> String {
@@ -519,6 +522,9 @@ mod tests {
             "a3f9c2e07b1d4e6f8a9b0c1d2e3f4a5b",
             "qZkTwVbNmRtYpLsDxHcGfJaEuWiO",
             "xKpqRmWzTbnLvQasDfGhJkLyU",
+            // Admin tokens as short as `serve` takes them.
+            "k3j5h2g7f9d1s4a6x8",
+            "9f2c4e1a7b3d5f60",
         ] {
             assert!(looks_like_a_secret(secret), "{secret}");
             assert!(!is_env_name(secret), "{secret}");
@@ -527,6 +533,9 @@ mod tests {
             "SendtimeHubspotAccessToken",
             "HUBSPOT_CLIENT_SECRET_NEWER_ONE",
             "HUBSPOTCLIENTSECRETFORPORTAL",
+            "HubspotTokenProd",
+            "HUBSPOTTOKEN2026",
+            "AcmeEu2Token",
             "short2",
         ] {
             assert!(is_env_name(name), "{name}");

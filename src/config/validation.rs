@@ -2,7 +2,7 @@
 //! [`super::read`] read, in the manner of vector's `config::validation`: each pass reports
 //! every problem it finds (errors and warnings apart, by severity) and none stops the others.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 
 use super::Server;
@@ -121,16 +121,21 @@ fn check_shared_account(ctx: &mut Ctx, draft: &Draft) {
 /// execution always names its portal).
 fn check_accounts_apart(ctx: &mut Ctx, draft: &Draft, webhooks: &[Webhook]) {
     let connectors: Vec<&Connector> = draft.connectors.iter().map(|c| &c.connector).collect();
-    let token = |c: &Connector| match &c.credentials {
-        Credentials::Static { access_token_env } => access_token_env.clone(),
-        Credentials::OAuth {
-            refresh_token_env, ..
-        } => refresh_token_env.clone(),
-    };
-    let open = |c: &Connector| {
-        !c.require_portal_id
-            && (webhooks.iter()).any(|w| w.connector == c.id && w.target != Target::Callback)
-    };
+    fn token(c: &Connector) -> &str {
+        match &c.credentials {
+            Credentials::Static { access_token_env } => access_token_env,
+            Credentials::OAuth {
+                refresh_token_env, ..
+            } => refresh_token_env,
+        }
+    }
+    // Found once: a hundred connectors of one app each looked through every webhook for every
+    // earlier connector (connectors² × webhooks at each validation and reload).
+    let with_webhooks: HashSet<&str> = (webhooks.iter())
+        .filter(|w| w.target != Target::Callback)
+        .map(|w| w.connector.as_str())
+        .collect();
+    let open = |c: &Connector| !c.require_portal_id && with_webhooks.contains(c.id.as_str());
     // Each connector is warned of once per kind, naming the first before it that shares: one
     // app installed in a hundred accounts shares its secret with 99 others (a warning per pair
     // was 4,950 lines at each validation and reload).

@@ -167,6 +167,12 @@ impl Lift {
                         self::points(hi)
                     )
                 }
+                // More sends would not even out what the groups lost (an audit: it said so).
+                (None, Some(why @ NoVerdict::LostUnequally)) => writeln!(
+                    out,
+                    "{what}: no verdict ({}): more sends will not settle it while the groups lose unequal shares",
+                    why.text()
+                ),
                 (None, why) => writeln!(
                     out,
                     "{what}: no verdict ({}): more sends are needed to tell",
