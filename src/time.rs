@@ -109,10 +109,10 @@ fn date_alone(naive: &str) -> Option<NaiveDate> {
 /// Whether `text` is a date without a time of day (`2022-07-01`): an instant for a flag, but
 /// no event's time, since the hour is what sendtime learns.
 pub fn is_date_alone(text: &str) -> bool {
-    // (No date alone is longer: `2022-07-01+00:00`. Checked first, as an import asks it of
-    // every row off its fast path.)
-    let t = text.trim();
-    t.len() <= 16 && date_alone(without_utc(t)).is_some()
+    // (No date alone is longer once its UTC suffix is gone. Checked first, as an import asks
+    // it of every row off its fast path; `2022-07-01 +00:00` was longer with it, and taken.)
+    let naive = without_utc(text.trim());
+    naive.len() <= 10 && date_alone(naive).is_some()
 }
 
 /// Epoch seconds with a fraction (`1647617281.5`, as `time.time()` writes them), to the
@@ -373,6 +373,8 @@ mod tests {
             "2022-07-01 UTC",
             "2022-07-01Z",
             "2022-07-01+00:00",
+            "2022-07-01 +00:00",
+            "2022-07-01     UTC",
         ] {
             assert_eq!(parse_instant(date), Some(1_656_633_600_000), "{date}");
             assert!(is_date_alone(date), "{date}");
