@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
 
-use crate::config::Named;
+use crate::config::{Config, Named};
 use crate::store::{lock_file, write_durably};
 
 /// What was paused.
@@ -78,6 +78,18 @@ impl Pauses {
 
     pub fn is_empty(&self) -> bool {
         self.paused.is_empty() && self.connectors.is_empty()
+    }
+
+    /// The pauses of what `config` does not name (renamed or removed since): they hold
+    /// nothing, so a renamed connector's or webhook's contacts go out unpaused.
+    pub fn unmatched<'p>(&'p self, config: &Config) -> Vec<(Kind, &'p str)> {
+        let endpoints = (self.paused.iter())
+            .filter(|(id, _)| config.webhook(id).is_none())
+            .map(|(id, p)| (p.kind, id.as_str()));
+        let connectors = (self.connectors.keys())
+            .filter(|id| config.connector(id).is_none())
+            .map(|id| (Kind::Connector, id.as_str()));
+        endpoints.chain(connectors).collect()
     }
 
     fn map_mut(&mut self, kind: Kind) -> &mut BTreeMap<String, Pause> {

@@ -843,6 +843,8 @@ fn the_dashboard_says_how_to_give_up_contacts_held_for_a_removed_webhook() {
         (endpoint(&status(&server), "fatigue")["pending"] == 2).then_some(())
     })
     .unwrap_or_else(|| panic!("not planned; logs:\n{}", server.logs()));
+    // Its pause holds nothing once it is gone, and the page says so.
+    sendtime(&config, &data, &["pause", "fatigue"], &env);
     write(&[&HOOKS[0]]);
     let identity = sendtime::config::identity_of(&std::fs::read(&config).unwrap());
     eventually(Duration::from_secs(10), || {
@@ -865,7 +867,8 @@ fn the_dashboard_says_how_to_give_up_contacts_held_for_a_removed_webhook() {
         &page,
         "return [document.querySelector('#held-for-removed').textContent, \
          [...document.querySelectorAll('tr[data-endpoint]')].map(r => r.dataset.endpoint), \
-         document.querySelector('#sent-total').textContent];",
+         document.querySelector('#sent-total').textContent, \
+         document.querySelector('#paused-unknown').textContent];",
         "the contacts held for fatigue",
         |v| v[0].as_str().is_some_and(|t| !t.is_empty()).then_some(v),
     );
@@ -879,6 +882,11 @@ fn the_dashboard_says_how_to_give_up_contacts_held_for_a_removed_webhook() {
     assert_eq!(shown[1], json!(["nurture"]));
     // Since the start, the removed webhook's send included (the card fell to 0 with its row).
     assert_eq!(shown[2], "1");
+    assert_eq!(
+        shown[3],
+        "The pause of webhook fatigue holds nothing: the config has no webhook of that id. \
+         If it was renamed, pause the new id; `sendtime resume fatigue` drops this one."
+    );
 }
 
 /// A connector's scheduled import skipped by its pause says so, with when, and once resumed

@@ -578,6 +578,43 @@ fn pause_works_while_the_config_is_invalid() {
     .expect("the refusal cleared");
 }
 
+/// A pause of a connector or webhook the config no longer names (renamed by a reload) holds
+/// nothing: `/status` lists it apart, so an operator sees the hold was lost (a rename lifted
+/// it without a word; an audit), and it can still be resumed.
+#[test]
+fn a_pause_of_a_renamed_connector_is_shown_as_holding_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("webhooks.toml");
+    let data = dir.path().join("data");
+    std::fs::write(&config, VALID).unwrap();
+    let server = Server::start(&config, &data, &[]);
+    for args in [&["pause", "main", "--connector"][..], &["pause", "first"]] {
+        let paused = common::run(&config, &data, args, &[]);
+        assert!(paused.status.success(), "{paused:?}");
+    }
+    let unknown = |server: &Server| status(server)["paused_unknown"].clone();
+    assert_eq!(unknown(&server), serde_json::json!([]));
+    let renamed = VALID
+        .replace("id = \"main\"", "id = \"acme\"")
+        .replace("id = \"first\"", "id = \"second\"");
+    std::fs::write(&config, &renamed).unwrap();
+    wait_for_webhooks(&server, &["second"]);
+    assert_eq!(
+        unknown(&server),
+        serde_json::json!([
+            {"kind": "webhook", "id": "first"},
+            {"kind": "connector", "id": "main"}
+        ])
+    );
+    let resumed = common::run(&config, &data, &["resume", "main", "--connector"], &[]);
+    assert!(resumed.status.success(), "{resumed:?}");
+    assert_eq!(
+        unknown(&server),
+        serde_json::json!([{"kind": "webhook", "id": "first"}])
+    );
+    server.stop();
+}
+
 /// A pause written to a data folder no `serve` dispatches from says so: a `serve` started
 /// before `server.data_dir` changed in the file reads its pauses from its own folder, and its
 /// contacts went out while `pause` said they were held.

@@ -130,6 +130,10 @@ pub fn status(state: &AdminState) -> Value {
         "imports": state.metrics.imports(),
         "paused": pauses.paused,
         "paused_connectors": pauses.connectors,
+        // Pauses that hold nothing: what they named was renamed or removed.
+        "paused_unknown": (pauses.unmatched(&config).iter())
+            .map(|(kind, id)| json!({"kind": kind.as_str(), "id": id}))
+            .collect::<Vec<_>>(),
         "pauses_error": pauses_error,
         "planning_error": board.planning_error(),
         "config_rejected": board.config_rejected(),

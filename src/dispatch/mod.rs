@@ -159,6 +159,8 @@ pub struct Dispatcher {
     pauses_on_disk: HashMap<String, i64>,
     /// A full disk fails that record at every tick: said once a minute.
     pause_write_errors: crate::throttle::Throttle,
+    /// Operators' pauses of what the config does not name, as last said.
+    unmatched_pauses: Vec<(crate::pauses::Kind, String)>,
     clock: Clock,
     /// The dashboard's contact lookups (set by `serve`).
     pub lookups: lookups::Lookups,
@@ -230,6 +232,7 @@ impl Dispatcher {
         let pauses = watch.current();
         // Every tick, due contacts or not.
         self.metrics.set_operator_pauses(&pauses);
+        self.warn_unmatched_pauses(config, &pauses);
         if pauses != self.pauses {
             self.pauses = pauses;
             self.capacity = None;
@@ -430,6 +433,29 @@ impl Dispatcher {
                 "the connector's new settings lift its pause: the contacts it held are due"
             );
         }
+    }
+
+    /// Say once of each operator's pause that names what the config does not (renamed or
+    /// removed since, or at a restart): it holds nothing, so a renamed connector's or
+    /// webhook's contacts go out unpaused (an audit: a rename lifted a pause without a word).
+    fn warn_unmatched_pauses(&mut self, config: &Config, pauses: &crate::pauses::Pauses) {
+        let unmatched: Vec<(crate::pauses::Kind, String)> = (pauses.unmatched(config).into_iter())
+            .map(|(kind, id)| (kind, id.to_string()))
+            .collect();
+        for (kind, id) in unmatched
+            .iter()
+            .filter(|u| !self.unmatched_pauses.contains(u))
+        {
+            let flag = match kind {
+                crate::pauses::Kind::Connector => " --connector",
+                _ => "",
+            };
+            tracing::warn!(
+                "the pause of {} `{id}` holds nothing: the config has no {0} of that id; if it was renamed, its contacts go out unpaused: pause it under its new id (`sendtime pause NEW_ID{flag}`), and `sendtime resume {id}{flag}` to drop this one",
+                kind.as_str()
+            );
+        }
+        self.unmatched_pauses = unmatched;
     }
 
     /// Contacts of a webhook that is back in the config, as the kind they were received by,

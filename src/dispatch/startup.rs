@@ -311,6 +311,7 @@ impl Dispatcher {
             pauses: Default::default(),
             pauses_on_disk: HashMap::new(),
             pause_write_errors: Default::default(),
+            unmatched_pauses: Vec::new(),
             archived_at_ms: clock.replay_now_ms(),
             pruned_at_ms: archive::pruned_at(data_dir),
             clock,

@@ -252,6 +252,14 @@ function drawEndpoints(status) {
   $("#held-for-removed").textContent = Object.entries(status.held_for_removed || {})
     .map(([id, n]) => n + " contacts held for " + id + ", which the config no longer has as it received them (removed, made the other kind, or moved to another account's connector): put it back, or `sendtime discard " + id + "` (with serve stopped) gives them up.")
     .join(" ");
+  // A pause of what the config no longer names holds nothing: renamed, its contacts go out.
+  $("#paused-unknown").textContent = (status.paused_unknown || [])
+    .map(p => {
+      const flag = p.kind === "connector" ? " --connector" : "";
+      return "The pause of " + p.kind + " " + p.id + " holds nothing: the config has no " + p.kind +
+        " of that id. If it was renamed, pause the new id; `sendtime resume " + p.id + flag + "` drops this one.";
+    })
+    .join(" ");
 }
 
 function drawOutcomes(outcomes) {
