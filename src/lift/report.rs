@@ -37,9 +37,20 @@ pub struct Options {
     /// Connectors whose engagement `serve` imports and none of which is imported yet
     /// ([`default_as_of`]): the report says their sends count as not engaged.
     pub unimported: Vec<String>,
+    /// Connectors in dry run whose engagement was imported once, up to when (less the hours
+    /// HubSpot records late): `serve` imports no more of it, so their live sends' windows
+    /// after that count as not engaged, and the report says so.
+    pub imported_until: Vec<ImportedUntil>,
     /// Engagement is known only up to the newest event imported, when that is sooner than
     /// `as_of_ms` ([`default_as_of`] where `serve` imports nothing).
     pub up_to_newest_event: bool,
+}
+
+/// A connector whose engagement is known only up to `until_ms`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ImportedUntil {
+    pub connector: String,
+    pub until_ms: i64,
 }
 
 /// What the report knows engagement up to by default: where `serve` imports from HubSpot,
@@ -56,19 +67,26 @@ pub fn default_as_of(config: &crate::config::Config, now: i64) -> Options {
     use crate::import::hubspot::{OVERLAP, complete_until};
     let data_dir = &config.server.data_dir;
     let late = OVERLAP.as_millis() as i64;
-    let (mut as_of, mut unimported) = (now, Vec::new());
+    let (mut as_of, mut unimported, mut imported_until) = (now, Vec::new(), Vec::new());
     // Only the connectors `serve` imports for: the cursor of one in dry run, or of a run of
     // `import hubspot --until` with the schedule off, would hold every webhook's report at
-    // its time for good.
-    for c in (config.connectors.iter()).filter(|c| config.import.enabled && !c.dry_run) {
-        match complete_until(data_dir, &c.id) {
-            Some(t) => as_of = as_of.min(t - late),
-            None => unimported.push(c.id.clone()),
+    // its time for good. One in dry run is said, since its live sends before may be counted
+    // (an audit: their windows after its import counted as not engaged, unsaid).
+    for c in (config.connectors.iter()).filter(|_| config.import.enabled) {
+        match (complete_until(data_dir, &c.id), c.dry_run) {
+            (Some(t), false) => as_of = as_of.min(t - late),
+            (None, false) => unimported.push(c.id.clone()),
+            (Some(t), true) => imported_until.push(ImportedUntil {
+                connector: c.id.clone(),
+                until_ms: t - late,
+            }),
+            (None, true) => {}
         }
     }
     Options {
         as_of_ms: as_of,
         unimported,
+        imported_until,
         up_to_newest_event: !config.import.enabled,
         ..Options::default()
     }
@@ -136,6 +154,8 @@ pub struct Lift {
     pub metrics: Vec<Metric>,
     /// Connectors `serve` imports for none of whose engagement is imported yet.
     pub unimported: Vec<String>,
+    /// Connectors in dry run whose engagement is imported only up to before the as-of time.
+    pub imported_until: Vec<ImportedUntil>,
     /// Webhooks with receipts not sent yet: each is counted up to the first of them.
     pub unsent: Vec<Unsent>,
     /// Parts of the plan, outcomes and events (live and archived) set aside as unreadable,
@@ -450,6 +470,10 @@ pub fn lift(data_dir: &Path, options: &Options) -> anyhow::Result<Lift> {
         holdout_lost: lost[1],
         metrics,
         unimported: options.unimported.clone(),
+        imported_until: (options.imported_until.iter())
+            .filter(|c| c.until_ms < as_of_ms)
+            .cloned()
+            .collect(),
         unsent: (unsent.into_iter())
             .map(|(webhook, (first, receipts))| Unsent {
                 webhook: webhook.to_string(),
@@ -711,26 +735,32 @@ mod tests {
     fn the_default_as_of_names_a_connector_never_imported() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("webhooks.toml");
-        let connector = |id: &str, portal: u32| {
+        let connector = |id: &str, portal: u32, dry_run: bool| {
             format!(
                 "[[connector]]\nid = \"{id}\"\nportal_id = {portal}\napp_id = 1\n\
-                 client_secret_env = \"S\"\naccess_token_env = \"T_{id}\"\n\
+                 client_secret_env = \"S\"\naccess_token_env = \"T_{id}\"\ndry_run = {dry_run}\n\
                  [[webhook]]\nid = \"w{id}\"\ntype = \"NEXT_WEEK\"\nworkflow_id = 1\nconnector = \"{id}\"\n"
             )
         };
-        std::fs::write(
-            &path,
-            format!(
-                "version = 1\n[server]\npublic_url = \"https://h.example.com\"\ndata_dir = {:?}\n{}{}",
-                dir.path().join("data"),
-                connector("a", 1),
-                connector("b", 2)
-            ),
-        )
-        .unwrap();
-        let loaded =
-            crate::config::Config::load(&path, &Default::default(), crate::config::EnvCheck::Warn);
-        let config = loaded.unwrap().config;
+        let config_of = |a_dry_run: bool| {
+            std::fs::write(
+                &path,
+                format!(
+                    "version = 1\n[server]\npublic_url = \"https://h.example.com\"\ndata_dir = {:?}\n{}{}",
+                    dir.path().join("data"),
+                    connector("a", 1, a_dry_run),
+                    connector("b", 2, false)
+                ),
+            )
+            .unwrap();
+            let loaded = crate::config::Config::load(
+                &path,
+                &Default::default(),
+                crate::config::EnvCheck::Warn,
+            );
+            loaded.unwrap().config
+        };
+        let config = config_of(false);
         let of = |o: Options| (o.as_of_ms, o.unimported, o.up_to_newest_event);
         assert_eq!(
             of(default_as_of(&config, T)),
@@ -749,6 +779,46 @@ mod tests {
             of(default_as_of(&config, T)),
             (imported - late, vec!["b".into()], false)
         );
+        assert_eq!(default_as_of(&config, T).imported_until, []);
+        // In dry run since, it no longer holds the as-of time, and is named with how far its
+        // engagement is known (its live sends before counted as not engaged after it, unsaid).
+        let options = default_as_of(&config_of(true), T);
+        assert_eq!(of(options.clone()), (T, vec!["b".into()], false));
+        let until = ImportedUntil {
+            connector: "a".into(),
+            until_ms: imported - late,
+        };
+        assert_eq!(options.imported_until, [until]);
+    }
+
+    /// A connector in dry run is named in the report only when its engagement is known up to
+    /// before the as-of time: a window that ends after it counts as not engaged.
+    #[test]
+    fn a_dry_run_connector_imported_up_to_before_the_as_of_is_named() {
+        let given: [Given; 1] = [("r1", 1, T, Some(T), true)];
+        let dir = world(&given, &[]);
+        let named = |until_ms| {
+            let options = Options {
+                as_of_ms: T + 10 * DAY_MS,
+                imported_until: vec![ImportedUntil {
+                    connector: "a".into(),
+                    until_ms,
+                }],
+                ..Options::default()
+            };
+            let lift = lift(dir.path(), &options).unwrap();
+            let named = lift.imported_until.len();
+            assert_eq!(
+                lift.explain()
+                    .iter()
+                    .filter(|n| n.contains("connector a is in dry run"))
+                    .count(),
+                named
+            );
+            named
+        };
+        assert_eq!(named(T + DAY_MS), 1);
+        assert_eq!(named(T + 11 * DAY_MS), 0);
     }
 
     /// Where `serve` imports nothing, engagement is known up to the newest event imported:
@@ -825,6 +895,7 @@ mod tests {
                 holdout_sends,
                 metrics: Vec::new(),
                 unimported: Vec::new(),
+                imported_until: Vec::new(),
                 unsent: Vec::new(),
                 optimized_lost: Lost::default(),
                 holdout_lost: Lost::default(),

@@ -57,6 +57,15 @@ impl Lift {
                 "no engagement of connector {c}'s account is imported yet (serve's scheduled import, or `sendtime import hubspot --connector {c}`, has not completed once): its sends count as not engaged until one does"
             ));
         }
+        for c in &self.imported_until {
+            notes.push(format!(
+                "connector {} is in dry run, so `serve` imports none of its engagement: it is known up to {}, and the live sends it made before count as not engaged after that (pass --as-of {} to count only what is known, or import it with `sendtime import hubspot --connector {}`)",
+                c.connector,
+                format_minute(c.until_ms),
+                crate::time::format_rfc3339(c.until_ms),
+                c.connector
+            ));
+        }
         if self.as_of_newest_event {
             notes.push(format!(
                 "as of the newest imported event, {}: `serve` imports no engagement ([import] is off), so none later is known; import newer events, or pass --as-of",
