@@ -201,8 +201,12 @@ const BODY_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// The largest body read, axum's JSON default.
 const MAX_BODY_BYTES: usize = 2 * 1024 * 1024;
 
-/// The request with its body read whole within [`BODY_READ_TIMEOUT`] (after the guard).
+/// A POST with its body read whole within [`BODY_READ_TIMEOUT`] (after the guard; the
+/// other methods' handlers read none).
 async fn body_in_time(request: Request, next: Next) -> Result<Response, AdminError> {
+    if request.method() != axum::http::Method::POST {
+        return Ok(next.run(request).await);
+    }
     let (parts, body) = request.into_parts();
     let read = axum::body::to_bytes(body, MAX_BODY_BYTES);
     let bytes = match tokio::time::timeout(BODY_READ_TIMEOUT, read).await {

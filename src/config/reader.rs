@@ -444,16 +444,18 @@ fn is_env_name(s: &str) -> bool {
 /// write it to every log. From 16 characters, the shortest admin token `serve` takes.
 fn looks_like_a_secret(s: &str) -> bool {
     let has = |f: fn(&u8) -> bool| s.bytes().any(|c| f(&c));
-    // Random characters change between lower case, upper case and digits about every other
-    // one; a CamelCase name once a word, and a name's number once.
-    let class = |c: u8| (c.is_ascii_lowercase(), c.is_ascii_digit());
-    let changes = (s.as_bytes().windows(2))
-        .filter(|w| class(w[0]) != class(w[1]))
-        .count();
-    s.len() >= 16
-        && !s.contains('_')
-        && (s.len() >= 24 && has(u8::is_ascii_digit) && has(u8::is_ascii_alphabetic)
-            || changes * 3 >= s.len())
+    // Random characters change case, or between letters and digits, about every other one;
+    // a CamelCase name changes case twice a word (so that counts from 24 characters only),
+    // and a name's number changes to digits once.
+    let changes = |class: fn(&u8) -> bool| {
+        (s.as_bytes().windows(2))
+            .filter(|w| class(&w[0]) != class(&w[1]))
+            .count()
+    };
+    let long = s.len() >= 24
+        && (has(u8::is_ascii_digit) && has(u8::is_ascii_alphabetic)
+            || changes(u8::is_ascii_lowercase) * 3 >= s.len());
+    !s.contains('_') && (long || s.len() >= 16 && changes(u8::is_ascii_digit) * 3 >= s.len())
 }
 
 pub(super) fn describe(v: &DeValue) -> String {
@@ -534,6 +536,9 @@ mod tests {
             "HUBSPOT_CLIENT_SECRET_NEWER_ONE",
             "HUBSPOTCLIENTSECRETFORPORTAL",
             "HubspotTokenProd",
+            "HubSpotAccessToken",
+            "HubSpotPrivateAppToken",
+            "AdminTokenForSendtime",
             "HUBSPOTTOKEN2026",
             "AcmeEu2Token",
             "short2",

@@ -448,15 +448,13 @@ fn latest_outcomes<'r>(
     Ok(latest)
 }
 
-/// An outcome row for a person: what happened, when, and HubSpot's word when it failed.
+/// An outcome row for a person: what happened, when, and HubSpot's word when it failed (or
+/// what a done row notes, such as a release after HubSpot's hold ended).
 fn describe(o: &OutcomeRow) -> String {
     let at = format_minute(o.at_ms);
+    let message = (o.message.as_deref()).map_or(String::new(), |m| format!(": {m}"));
     let why = |what: &str| {
         let status = o.http_status.map_or(String::new(), |s| format!(" ({s})"));
-        let message = o
-            .message
-            .as_deref()
-            .map_or(String::new(), |m| format!(": {m}"));
         format!("{what}{status} at {at}{message}")
     };
     match o.status {
@@ -469,7 +467,7 @@ fn describe(o: &OutcomeRow) -> String {
         }
         Status::Failed => why("failed for good"),
         Status::Enrolled | Status::Listed | Status::Completed | Status::DryRun => {
-            format!("{} at {at}", o.status.as_str())
+            format!("{} at {at}{message}", o.status.as_str())
         }
     }
 }

@@ -132,10 +132,10 @@ pub async fn complete(ctx: Arc<Ctx>, link: Arc<Link>, items: Vec<Pending>) -> Ve
                     continue 'chunks;
                 }
             };
-            let now = ctx.now();
+            let sent_at = ctx.now();
             let completions: Vec<Completion> = chunk
                 .iter()
-                .map(|i| Completion::released(callback(i), i.due_at_ms, now))
+                .map(|i| Completion::released(callback(i), i.due_at_ms, sent_at))
                 .collect();
             match call.complete_callbacks(&completions).await {
                 Ok(()) => {
@@ -152,8 +152,9 @@ pub async fn complete(ctx: Arc<Ctx>, link: Arc<Link>, items: Vec<Pending>) -> Ve
                                 now,
                             );
                             r.http_status = Some(204);
+                            // Sent in time, it was in time however slow the answer.
                             let hold_end = ctx.hold_end(i);
-                            if now >= hold_end {
+                            if sent_at >= hold_end {
                                 r.message = Some(format!("completed {}", past_hold(hold_end)));
                             }
                             r
