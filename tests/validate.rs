@@ -216,6 +216,27 @@ fn unset_env_vars_are_warnings_with_their_position() {
     .unwrap();
     let stderr = unset(&live);
     assert!(stderr.contains("is not set: signed posts to its webhooks are refused (503) until it is (unsigned ones are accepted: `allow_unsigned`)"), "{stderr}");
+
+    // Set to blanks, it is said to be blank, not unset (which sent people looking for an
+    // export that was there).
+    let out = Command::new(env!("CARGO_BIN_EXE_sendtime"))
+        .arg("validate")
+        .arg(repo().join("webhooks.toml"))
+        .env("HUBSPOT_CLIENT_SECRET", "  \n")
+        .env_remove("HUBSPOT_ACCESS_TOKEN")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(
+            "HUBSPOT_CLIENT_SECRET (`client_secret_env` of connector `main`) is set but blank"
+        ),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("HUBSPOT_ACCESS_TOKEN (`access_token_env` of connector `main`) is not set"),
+        "{stderr}"
+    );
 }
 
 /// A token with a character no header may carry (a line break inside it, pasted over two lines)

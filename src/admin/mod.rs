@@ -91,7 +91,8 @@ impl AdminState {
                 let token = crate::config::env_value(env).unwrap_or_default();
                 anyhow::ensure!(
                     !token.is_empty(),
-                    "server.admin_token_env names {env}, which is not set: set it to a long random token (e.g. `openssl rand -hex 32`), or remove the key"
+                    "server.admin_token_env names {env}, which {}: set it to a long random token (e.g. `openssl rand -hex 32`), or remove the key",
+                    crate::config::env_missing(env)
                 );
                 if let Some(problem) = Server::admin_token_problem(&token) {
                     anyhow::bail!("the admin token in {env} {problem}");

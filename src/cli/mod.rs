@@ -289,8 +289,10 @@ fn model(command: Command, path: &std::path::Path, overrides: &Overrides) -> any
             draw,
             no_habits,
         } => {
+            // The same folder however written (`./g`, `g/`).
+            let same = |d: &PathBuf| std::path::absolute(d).ok() == std::path::absolute(&out).ok();
             anyhow::ensure!(
-                overrides.data_dir.as_ref().is_none_or(|d| *d == out),
+                overrides.data_dir.as_ref().is_none_or(same),
                 "gen writes into the folder given by --out, not --data: drop --data"
             );
             crate::model::synth::check_sizes(contacts, events)?;
@@ -433,6 +435,19 @@ fn pause(
         "its ids are read from the TOML alone".to_string()
     })?;
     require_data_dir(&named.data_dir, &named.path)?;
+    // The command that lifts a pause, with the flags this one was given (pasted as written
+    // elsewhere, it found no config; a first-user audit).
+    let mut flags = String::new();
+    if path != std::path::Path::new(DEFAULT_CONFIG) {
+        flags.push_str(&format!(" --config {}", path.display()));
+    }
+    if let Some(dir) = &overrides.data_dir {
+        flags.push_str(&format!(" --data {}", dir.display()));
+    }
+    let resume_of = |id: &str, connector: bool| {
+        let connector = if connector { " --connector" } else { "" };
+        format!("sendtime resume{flags} {id}{connector}")
+    };
     let Some(id) = id else {
         let pauses = crate::pauses::read(&named.data_dir)?;
         if pauses.is_empty() {
@@ -442,13 +457,15 @@ fn pause(
             let connector = p.kind == crate::pauses::Kind::Connector;
             // Gone, or its id now names something else.
             let gone = crate::pauses::kind_of(&named, id, connector) != Some(p.kind);
-            let resume = if connector { " --connector" } else { "" };
             println!(
                 "{id} ({}) paused since {}{}",
                 p.kind.as_str(),
                 crate::time::format_minute(p.since_ms),
                 if gone {
-                    format!(", not in the config now (`sendtime resume {id}{resume}` lifts it)")
+                    format!(
+                        ", not in the config now (`{}` lifts it)",
+                        resume_of(id, connector)
+                    )
                 } else {
                     String::new()
                 }
@@ -460,18 +477,22 @@ fn pause(
     // A `serve` started before `server.data_dir` changed in the file keeps its folder, and
     // reads its pauses there: said, rather than "held" while its contacts go out.
     if !crate::dispatch::locks::dispatching(&named.data_dir)? {
+        // (With --data, the file's `data_dir` is not the folder asked about.)
+        let moved = match overrides.data_dir {
+            Some(_) => String::new(),
+            None => format!(
+                "; a `serve` started before `server.data_dir` was changed in {} reads its pauses from its own folder (run this again with --data that folder)",
+                named.path.display()
+            ),
+        };
         eprintln!(
-            "note: no `serve` is dispatching from {} now: the change holds from its next start; a `serve` started before `server.data_dir` was changed in {} reads its pauses from its own folder (run this again with --data that folder)",
+            "note: no `serve` is dispatching from {} now: the change holds from its next start{moved}",
             named.data_dir.display(),
-            named.path.display()
         );
     }
     let what = kind.as_str();
     // The command that lifts it: a connector may share its id with a webhook.
-    let resume = match kind {
-        crate::pauses::Kind::Connector => format!("sendtime resume {id} --connector"),
-        _ => format!("sendtime resume {id}"),
-    };
+    let resume = resume_of(&id, kind == crate::pauses::Kind::Connector);
     // HubSpot holds an action's contact only so long, then moves it on by itself: said of a
     // connector's actions too (it was said of an action's pause alone; an audit). Without a
     // valid config, any action may be on the connector.
@@ -502,7 +523,7 @@ fn pause(
             let pauses = crate::pauses::read(&named.data_dir)?;
             let hint =
                 if kind != crate::pauses::Kind::Connector && pauses.connectors.contains_key(&id) {
-                    format!(" (connector {id} is paused: `sendtime resume {id} --connector`)")
+                    format!(" (connector {id} is paused: `{}`)", resume_of(&id, true))
                 } else {
                     String::new()
                 };
@@ -566,6 +587,13 @@ fn action_definition(config: &Config, id: Option<&str>) -> anyhow::Result<()> {
         app = connector.app_id,
         base = connector.api_base,
     );
+    // Taken for testing on this machine; HubSpot could never call it (a first-user audit:
+    // it was printed for registration without a word).
+    if !config.server.public_url.starts_with("https://") {
+        eprintln!(
+            "warning: its actionUrl is http, which HubSpot never calls (https only): register it with `public_url` set to the https address HubSpot will call"
+        );
+    }
     Ok(())
 }
 
@@ -963,10 +991,18 @@ pub fn details(config: &Config) -> String {
                 )
             }
         };
-        if let Some(window) = w.window {
+        // The window in force, the type's default too (only a set one was shown; an
+        // action's default follows the delivery type each execution picks).
+        let window = match (w.window, &w.target) {
+            (Some(window), _) => Some((window, "")),
+            (None, Target::Callback) => None,
+            (None, _) => crate::model::plan::longest_wait(w.kind, None)
+                .map(|window| (window, " (the type's default)")),
+        };
+        if let Some((window, default)) = window {
             let _ = writeln!(
                 out,
-                "  Window:       {} after receipt",
+                "  Window:       {} after receipt{default}",
                 crate::time::format_span(window)
             );
         }

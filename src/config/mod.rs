@@ -322,6 +322,17 @@ pub fn env_value(name: &str) -> Option<String> {
         .filter(|s| !s.is_empty())
 }
 
+/// Why [`env_value`] found nothing in `name`, as a message says it: a variable set to blanks,
+/// or to bytes that are not UTF-8, was said to be "not set", and sent people looking for a
+/// missing export (a first-user audit).
+pub fn env_missing(name: &str) -> &'static str {
+    match std::env::var(name) {
+        Err(std::env::VarError::NotPresent) => "is not set",
+        Err(std::env::VarError::NotUnicode(_)) => "is set but not to UTF-8 text",
+        Ok(_) => "is set but blank",
+    }
+}
+
 /// What happens to a contact posted to a webhook. Stored (inbox, plan, the inbox's log) by
 /// its name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]

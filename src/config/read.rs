@@ -279,7 +279,8 @@ fn read_server(ctx: &mut Ctx, top: &TableReader, base_dir: &Path) -> Option<Serv
     if let Some((name, at)) = &admin_token_env {
         let problem = match super::env_value(name) {
             None => Some(format!(
-                "environment variable {name} (`admin_token_env`) is not set: `serve` refuses to start without it"
+                "environment variable {name} (`admin_token_env`) {}: `serve` refuses to start without it",
+                super::env_missing(name)
             )),
             Some(token) => Server::admin_token_problem(&token).map(|problem| {
                 format!(

@@ -476,10 +476,12 @@ pub(super) fn first_line(s: &str) -> &str {
 
 /// The known key closest to a typo, if it is close enough to be a plausible suggestion.
 pub(super) fn closest<'k>(typo: &str, known: &[&'k str]) -> Option<&'k str> {
-    // `workflow` for `workflow_id`, `secret_env` for `client_secret_env`.
+    // `workflow` for `workflow_id`, `secret_env` for `client_secret_env`; of several, the
+    // nearest (`token_env` is `access_token_env`: the first, `refresh_token_env`, was named).
     if let Some(k) = known
         .iter()
-        .find(|k| typo.len() >= 4 && (k.starts_with(typo) || k.ends_with(typo)))
+        .filter(|k| typo.len() >= 4 && (k.starts_with(typo) || k.ends_with(typo)))
+        .min_by_key(|k| edit_distance(typo, k))
     {
         return Some(k);
     }
@@ -514,6 +516,8 @@ mod tests {
         let known = ["listen", "public_url", "data_dir", "max_body_bytes"];
         assert_eq!(closest("lisen", &known), Some("listen"));
         assert_eq!(closest("zzzzzz", &known), None);
+        let credentials = ["refresh_token_env", "access_token_env"];
+        assert_eq!(closest("token_env", &credentials), Some("access_token_env"));
     }
 
     /// Secrets pasted as names are told from long names: by digits among letters, or by

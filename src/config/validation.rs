@@ -374,8 +374,9 @@ fn check_env(ctx: &mut Ctx, draft: &ConnectorDraft, env: EnvCheck) {
             ctx.warning(
                 at,
                 format!(
-                    "environment variable {name} (an older secret of connector `{}`) is not set: posts signed with it are refused",
-                    c.id
+                    "environment variable {name} (an older secret of connector `{}`) {}: posts signed with it are refused",
+                    c.id,
+                    super::env_missing(name)
                 ),
             );
             continue;
@@ -400,8 +401,9 @@ fn check_env(ctx: &mut Ctx, draft: &ConnectorDraft, env: EnvCheck) {
             continue;
         }
         let message = format!(
-            "environment variable {name} (`{key}` of connector `{}`) is not set",
-            c.id
+            "environment variable {name} (`{key}` of connector `{}`) {}",
+            c.id,
+            super::env_missing(name)
         );
         if env != EnvCheck::Warn && !c.dry_run {
             ctx.error(

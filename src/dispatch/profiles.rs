@@ -39,6 +39,9 @@ impl ProfileCache {
                 }
             },
             _ => {
+                // Dropped first: kept when the open fails, profiles of the old `[model]`
+                // answered lookups while planning stopped (a model audit).
+                self.cache = None;
                 let (cache, update) = Cache::open(&self.data_dir, config, now_ms, false)?;
                 self.cache = Some((cache, key));
                 update

@@ -14,7 +14,7 @@ use serde::Deserialize;
 use tokio::time::Instant;
 
 use super::error::{ApiError, MESSAGE_CHARS, read_at_most, transport};
-use crate::config::{Connector, Credentials, env_value};
+use crate::config::{Connector, Credentials, env_missing, env_value};
 
 /// HubSpot's date-versioned token endpoint (v1, `/oauth/v1/token`, is retired on 2027-02-16).
 pub const TOKEN_PATH: &str = "/oauth/2026-03/token";
@@ -208,8 +208,9 @@ impl Auth {
                     " (sending alone can do without it, with dry_run = true)"
                 };
                 anyhow::anyhow!(
-                    "connector {:?}: environment variable {name} ({key}) is not set: reading from HubSpot needs it{hint}",
-                    connector.id
+                    "connector {:?}: environment variable {name} ({key}) {}: reading from HubSpot needs it{hint}",
+                    connector.id,
+                    env_missing(name)
                 )
             })
         };

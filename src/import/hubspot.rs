@@ -374,8 +374,13 @@ impl Import {
                     );
                 }
                 if start >= end {
+                    // (A --since in the future was told to come before an --until not given.)
+                    let fix = match until {
+                        Some(_) => "give a --since before --until",
+                        None => "--since is not in the past: give a time before now",
+                    };
                     bail!(
-                        "nothing to import: the window starts at {} and ends at {} (with --since and --until, give a --since before --until)",
+                        "nothing to import: the window starts at {} and ends at {} ({fix})",
                         format_rfc3339(start),
                         format_rfc3339(end)
                     );

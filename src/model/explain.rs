@@ -449,7 +449,7 @@ fn latest_outcomes<'r>(
 }
 
 /// An outcome row for a person: what happened, when, and HubSpot's word when it failed (or
-/// what a done row notes, such as a release after HubSpot's hold ended).
+/// what a sent row notes, such as a release after HubSpot's hold ended).
 fn describe(o: &OutcomeRow) -> String {
     let at = format_minute(o.at_ms);
     let message = (o.message.as_deref()).map_or(String::new(), |m| format!(": {m}"));
@@ -466,9 +466,11 @@ fn describe(o: &OutcomeRow) -> String {
             format!("{}{next}", why("failed, retrying"))
         }
         Status::Failed => why("failed for good"),
-        Status::Enrolled | Status::Listed | Status::Completed | Status::DryRun => {
+        Status::Enrolled | Status::Listed | Status::Completed => {
             format!("{} at {at}{message}", o.status.as_str())
         }
+        // Its message is the call it would have made.
+        Status::DryRun => format!("{} at {at}", o.status.as_str()),
     }
 }
 

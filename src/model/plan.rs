@@ -388,6 +388,8 @@ pub struct Standing {
     machine: bool,
     /// Its opens and clicks, when its own history scores its hours (none: the population's do).
     own: Option<u32>,
+    /// It has history, but the fit scores every contact by the population's profile.
+    pooled: bool,
     /// The window's mean score.
     mean: f64,
     /// The contact's preferred candidate and its score: the hour a reason names.
@@ -411,6 +413,7 @@ impl Standing {
             class: profile.map(|p| p.class),
             machine: profile.is_some_and(|p| p.machine),
             own: usable(profile).map(|p| p.engagements),
+            pooled: profile.is_some_and(|p| p.pooled),
             mean,
             preferred,
         }
@@ -503,6 +506,15 @@ pub fn describe(
         debug_assert_eq!(Some(named), standing.preferred.map(|(k, _)| k));
         let preferred = standing.preferred.map_or(f64::NAN, |(_, score)| score);
         match standing.own {
+            // The population's best hour, not a draw: said so, not as its own (a model audit).
+            Some(engagements) if standing.pooled => {
+                let _ = write!(
+                    reason,
+                    "best hour of the population's profile for this {class} contact ({engagements} opens/clicks; the fit found contacts' own hours predict nothing here): {} ({:.1}x the window's average)",
+                    SlotName(window.slot(named)),
+                    times_mean(preferred, standing.mean)
+                );
+            }
             Some(engagements) => {
                 let _ = write!(
                     reason,
@@ -697,6 +709,7 @@ mod tests {
             engagements: 20,
             last_day: Some(0),
             machine: false,
+            pooled: false,
         }
     }
 
@@ -858,6 +871,31 @@ mod tests {
         );
         assert!(
             reason.contains(&best) && reason.contains(&taken),
+            "{reason}"
+        );
+        // Where the fit scores everyone by the population, the reason says so: it named the
+        // population's best hour as the contact's own.
+        let pooled = Profile {
+            pooled: true,
+            ..prof.clone()
+        };
+        let ctx = Grounds {
+            standing: Standing::of(Some(&w), Some(preferred.k), Some(&pooled), &pop),
+            ..ctx
+        };
+        let mut reason = String::new();
+        describe(
+            &ctx,
+            Some(&w),
+            Some(moved),
+            capacity,
+            w.due(moved, 0),
+            &mut reason,
+        );
+        assert!(
+            reason.contains(
+                "best hour of the population's profile for this active contact (20 opens/clicks;"
+            ),
             "{reason}"
         );
     }

@@ -144,6 +144,9 @@ pub struct Profile {
     pub last_day: Option<i32>,
     /// Machine-like volume or cadence: not learned from, treated as cold.
     pub machine: bool,
+    /// The fit gives every contact the population's profile (habits predict nothing in
+    /// this account): `scores` are the population's, whatever the contact's history.
+    pub pooled: bool,
 }
 
 /// Profiles of every contact in the contact dictionary, decayed to `reference_day`.
@@ -532,6 +535,7 @@ impl Profiles {
             engagements: stats.map_or(0, |s| s.engagements),
             last_day: stats.filter(|s| s.engagements > 0).map(|s| s.last_day),
             machine,
+            pooled: self.config.params.prior_strength >= super::calibrate::POPULATION_PRIOR,
         }
     }
 }
