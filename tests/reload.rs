@@ -634,6 +634,16 @@ fn a_pause_where_no_serve_runs_says_so() {
         said.contains(&format!("{note} {}", named.display())),
         "{said}"
     );
+    assert!(said.contains("a `serve` started with another --data"), "{said}");
+    // The command that lifts it names the config and folder it was given, as a shell reads
+    // them from anywhere (without, pasted elsewhere it found no config).
+    let hint = String::from_utf8_lossy(&elsewhere.stdout);
+    let resume = format!(
+        "`sendtime resume --config {} --data {} first`",
+        shlex::try_quote(&config.display().to_string()).unwrap(),
+        shlex::try_quote(&named.display().to_string()).unwrap()
+    );
+    assert!(hint.contains(&resume), "{hint}");
     let here = common::run(&config, &running, &["pause", "first"], &[]);
     assert!(here.status.success(), "{here:?}");
     let said = String::from_utf8_lossy(&here.stderr);

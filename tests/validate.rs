@@ -188,7 +188,7 @@ fn unset_env_vars_are_warnings_with_their_position() {
     let secret_line = line_of(&repo().join("webhooks.toml"), "client_secret_env =");
     assert!(
         stderr.contains(&format!(
-            "webhooks.toml:{secret_line}:21: warning: environment variable HUBSPOT_CLIENT_SECRET (`client_secret_env` of connector `main`) is not set: posts to its webhooks are refused (503) until it is"
+            "webhooks.toml:{secret_line}:21: warning: environment variable HUBSPOT_CLIENT_SECRET (`client_secret_env` of connector `main`) is not set: posts to its webhooks are refused (503) until it holds the secret"
         )),
         "{stderr}"
     );
@@ -215,7 +215,7 @@ fn unset_env_vars_are_warnings_with_their_position() {
     )
     .unwrap();
     let stderr = unset(&live);
-    assert!(stderr.contains("is not set: signed posts to its webhooks are refused (503) until it is (unsigned ones are accepted: `allow_unsigned`)"), "{stderr}");
+    assert!(stderr.contains("is not set: signed posts to its webhooks are refused (503) until it holds the secret (unsigned ones are accepted: `allow_unsigned`)"), "{stderr}");
 
     // Set to blanks, it is said to be blank, not unset (which sent people looking for an
     // export that was there).

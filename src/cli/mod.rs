@@ -290,7 +290,10 @@ fn model(command: Command, path: &std::path::Path, overrides: &Overrides) -> any
             no_habits,
         } => {
             // The same folder however written (`./g`, `g/`).
-            let same = |d: &PathBuf| std::path::absolute(d).ok() == std::path::absolute(&out).ok();
+            let same = |d: &PathBuf| match (std::path::absolute(d), std::path::absolute(&out)) {
+                (Ok(a), Ok(b)) => a == b,
+                _ => *d == out,
+            };
             anyhow::ensure!(
                 overrides.data_dir.as_ref().is_none_or(same),
                 "gen writes into the folder given by --out, not --data: drop --data"
@@ -439,10 +442,10 @@ fn pause(
     // elsewhere, it found no config; a first-user audit).
     let mut flags = String::new();
     if path != std::path::Path::new(DEFAULT_CONFIG) {
-        flags.push_str(&format!(" --config {}", path.display()));
+        flags.push_str(&format!(" --config {}", shell_path(path)));
     }
     if let Some(dir) = &overrides.data_dir {
-        flags.push_str(&format!(" --data {}", dir.display()));
+        flags.push_str(&format!(" --data {}", shell_path(dir)));
     }
     let resume_of = |id: &str, connector: bool| {
         let connector = if connector { " --connector" } else { "" };
@@ -479,7 +482,7 @@ fn pause(
     if !crate::dispatch::locks::dispatching(&named.data_dir)? {
         // (With --data, the file's `data_dir` is not the folder asked about.)
         let moved = match overrides.data_dir {
-            Some(_) => String::new(),
+            Some(_) => "; a `serve` started with another --data reads its pauses there".into(),
             None => format!(
                 "; a `serve` started before `server.data_dir` was changed in {} reads its pauses from its own folder (run this again with --data that folder)",
                 named.path.display()
@@ -531,6 +534,14 @@ fn pause(
         }
     }
     Ok(())
+}
+
+/// `path` as a shell reads it from any folder: absolute, and quoted unless plain.
+fn shell_path(path: &Path) -> String {
+    let path = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    let text = path.to_string_lossy();
+    // (Only a NUL byte cannot be quoted, and no path holds one.)
+    shlex::try_quote(&text).map_or_else(|_| text.to_string(), |q| q.into_owned())
 }
 
 /// `sendtime hubspot action-definition`: the definition's JSON, then how to register it.
@@ -1000,9 +1011,15 @@ pub fn details(config: &Config) -> String {
                 .map(|window| (window, " (the type's default)")),
         };
         if let Some((window, default)) = window {
+            let fading = match w.kind {
+                crate::config::WebhookType::NextWeekFrequencyOptimized => {
+                    " for passive and inactive contacts, at most 24h for the others"
+                }
+                _ => "",
+            };
             let _ = writeln!(
                 out,
-                "  Window:       {} after receipt{default}",
+                "  Window:       {} after receipt{default}{fading}",
                 crate::time::format_span(window)
             );
         }

@@ -438,24 +438,23 @@ fn is_env_name(s: &str) -> bool {
         && !looks_like_a_secret(s)
 }
 
-/// A long run of letters and digits without `_` (the output of `openssl rand -hex 32`, or a
-/// password manager's letters of both cases) is a secret pasted where its variable's name
-/// belongs, not a name: refused, and never echoed in "variable ... is not set", which would
-/// write it to every log. From 16 characters, the shortest admin token `serve` takes.
+/// A run of letters and digits without `_` that changes between lower case, upper case and
+/// digits as random text does (the output of `openssl rand -hex 32`, a password manager's) is
+/// a secret pasted where its variable's name belongs, not a name: refused, and never echoed
+/// in "variable ... is not set", which would write it to every log. From 16 characters, the
+/// shortest admin token `serve` takes.
 fn looks_like_a_secret(s: &str) -> bool {
-    let has = |f: fn(&u8) -> bool| s.bytes().any(|c| f(&c));
-    // Random characters change case, or between letters and digits, about every other one;
-    // a CamelCase name changes case twice a word (so that counts from 24 characters only),
-    // and a name's number changes to digits once.
-    let changes = |class: fn(&u8) -> bool| {
-        (s.as_bytes().windows(2))
-            .filter(|w| class(&w[0]) != class(&w[1]))
-            .count()
-    };
-    let long = s.len() >= 24
-        && (has(u8::is_ascii_digit) && has(u8::is_ascii_alphabetic)
-            || changes(u8::is_ascii_lowercase) * 3 >= s.len());
-    !s.contains('_') && (long || s.len() >= 16 && changes(u8::is_ascii_digit) * 3 >= s.len())
+    // Random characters change class about every other one. A CamelCase name changes once a
+    // word (its capital to its lower case is not counted: counted, `HubSpotAccessToken` and
+    // many longer names were refused), and a name's number once.
+    let class = |c: u8| (c.is_ascii_digit(), c.is_ascii_uppercase());
+    let changes = (s.as_bytes().windows(2))
+        .filter(|w| {
+            let (a, b) = (class(w[0]), class(w[1]));
+            a != b && (a, b) != ((false, true), (false, false))
+        })
+        .count();
+    s.len() >= 16 && !s.contains('_') && changes * 3 >= s.len()
 }
 
 pub(super) fn describe(v: &DeValue) -> String {
@@ -531,6 +530,7 @@ mod tests {
             // Admin tokens as short as `serve` takes them.
             "k3j5h2g7f9d1s4a6x8",
             "9f2c4e1a7b3d5f60",
+            "Tq8vLm2XpR7kWz4N",
         ] {
             assert!(looks_like_a_secret(secret), "{secret}");
             assert!(!is_env_name(secret), "{secret}");
@@ -543,6 +543,12 @@ mod tests {
             "HubSpotAccessToken",
             "HubSpotPrivateAppToken",
             "AdminTokenForSendtime",
+            "HubSpotClientSecretPortal",
+            "HubSpotAccessTokenStaging",
+            "HubSpotPrivateAppTokenEU",
+            "AcmeEuHubSpotAccessToken",
+            "SendtimeHubspotToken2026",
+            "Hubspot2Token2026x",
             "HUBSPOTTOKEN2026",
             "AcmeEu2Token",
             "short2",

@@ -421,9 +421,9 @@ fn check_env(ctx: &mut Ctx, draft: &ConnectorDraft, env: EnvCheck) {
             ctx.warning(at, format!("{message}: {who} to start without it"));
         } else if key == "client_secret_env" {
             let posts = if c.allow_unsigned {
-                "signed posts to its webhooks are refused (503) until it is (unsigned ones are accepted: `allow_unsigned`)"
+                "signed posts to its webhooks are refused (503) until it holds the secret (unsigned ones are accepted: `allow_unsigned`)"
             } else {
-                "posts to its webhooks are refused (503) until it is"
+                "posts to its webhooks are refused (503) until it holds the secret"
             };
             ctx.warning(at, format!("{message}: {posts}"));
         } else {

@@ -59,7 +59,7 @@ impl Lift {
         }
         for c in &self.imported_until {
             notes.push(format!(
-                "connector {} is in dry run, so `serve` imports none of its engagement: it is known up to {}, and the live sends it made before count as not engaged after that (pass --as-of {} to count only what is known, or import it with `sendtime import hubspot --connector {}`)",
+                "connector {} is in dry run, so `serve` imports none of its engagement: it is known up to {}, and any live sends it made before count as not engaged after that (pass --as-of {} to count only what is known, or import it with `sendtime import hubspot --connector {}`)",
                 c.connector,
                 format_minute(c.until_ms),
                 crate::time::format_rfc3339(c.until_ms),

@@ -388,7 +388,7 @@ pub struct Standing {
     machine: bool,
     /// Its opens and clicks, when its own history scores its hours (none: the population's do).
     own: Option<u32>,
-    /// It has history, but the fit scores every contact by the population's profile.
+    /// It has history, but the prior in force scores every contact by the population's.
     pooled: bool,
     /// The window's mean score.
     mean: f64,
@@ -510,7 +510,7 @@ pub fn describe(
             Some(engagements) if standing.pooled => {
                 let _ = write!(
                     reason,
-                    "best hour of the population's profile for this {class} contact ({engagements} opens/clicks; the fit found contacts' own hours predict nothing here): {} ({:.1}x the window's average)",
+                    "best hour of the population's profile for this {class} contact ({engagements} opens/clicks; the prior in force scores every contact by the population's): {} ({:.1}x the window's average)",
                     SlotName(window.slot(named)),
                     times_mean(preferred, standing.mean)
                 );

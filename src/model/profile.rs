@@ -144,8 +144,8 @@ pub struct Profile {
     pub last_day: Option<i32>,
     /// Machine-like volume or cadence: not learned from, treated as cold.
     pub machine: bool,
-    /// The fit gives every contact the population's profile (habits predict nothing in
-    /// this account): `scores` are the population's, whatever the contact's history.
+    /// The prior in force (the fit's, where habits predict nothing in this account) gives
+    /// every contact the population's profile: `scores` are its, whatever the history.
     pub pooled: bool,
 }
 
@@ -485,7 +485,7 @@ impl Profiles {
         let p = &self.config.params;
         // A prior that strong is the population's profile (what the fit picks where personal
         // habits predict nothing): exactly, not nearly.
-        if p.prior_strength >= super::calibrate::POPULATION_PRIOR {
+        if self.pooled() {
             return self.population;
         }
         let Some(c) = contact.filter(|c| (*c as usize) < self.len() && !self.is_machine(*c)) else {
@@ -525,6 +525,11 @@ impl Profiles {
         out
     }
 
+    /// Whether the prior in force scores every contact by the population's profile.
+    fn pooled(&self) -> bool {
+        self.config.params.prior_strength >= super::calibrate::POPULATION_PRIOR
+    }
+
     /// Everything about one contact, for planning and `explain`.
     pub fn profile(&self, contact: Option<u32>, now_day: i32) -> Profile {
         let stats = contact.and_then(|c| self.stats.get(c as usize));
@@ -535,7 +540,7 @@ impl Profiles {
             engagements: stats.map_or(0, |s| s.engagements),
             last_day: stats.filter(|s| s.engagements > 0).map(|s| s.last_day),
             machine,
-            pooled: self.config.params.prior_strength >= super::calibrate::POPULATION_PRIOR,
+            pooled: self.pooled(),
         }
     }
 }

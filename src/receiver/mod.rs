@@ -395,7 +395,10 @@ async fn authenticate(
         if secrets.is_empty() {
             return Err(Refusal::NoSecret {
                 connector: connector.id.clone(),
-                env: connector.client_secret_env.join(", "),
+                env: (connector.client_secret_env.iter())
+                    .map(|name| format!("{name} {}", crate::config::env_missing(name)))
+                    .collect::<Vec<_>>()
+                    .join(", "),
             });
         }
         // Current secret first; during a rotation an older one may still sign HubSpot's posts.

@@ -181,7 +181,7 @@ impl Refusal {
                 expected,
             } => format!(" ({named}; connector {connector} has {expected})"),
             Refusal::NoSecret { connector, env } => {
-                format!(" (connector {connector}: {env} is not set)")
+                format!(" (connector {connector}: {env})")
             }
             _ => String::new(),
         }
