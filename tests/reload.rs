@@ -634,7 +634,10 @@ fn a_pause_where_no_serve_runs_says_so() {
         said.contains(&format!("{note} {}", named.display())),
         "{said}"
     );
-    assert!(said.contains("a `serve` started with another --data"), "{said}");
+    assert!(
+        said.contains("a `serve` started with another --data"),
+        "{said}"
+    );
     // The command that lifts it names the config and folder it was given, as a shell reads
     // them from anywhere (without, pasted elsewhere it found no config).
     let hint = String::from_utf8_lossy(&elsewhere.stdout);

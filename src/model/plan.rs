@@ -848,18 +848,16 @@ mod tests {
             connector: "main",
             holdout: false,
         };
-        let mut reason = String::new();
         let capacity = Move::Capacity {
             preferred: preferred.k,
         };
-        describe(
-            &ctx,
-            Some(&w),
-            Some(moved),
-            capacity,
-            w.due(moved, 0),
-            &mut reason,
-        );
+        let reason_of = |ctx: &Grounds| {
+            let mut reason = String::new();
+            let due = w.due(moved, 0);
+            describe(ctx, Some(&w), Some(moved), capacity, due, &mut reason);
+            reason
+        };
+        let reason = reason_of(&ctx);
         let best = format!(
             "best hour for this active contact (20 opens/clicks): Mon 09:00 UTC ({:.1}x the window's average)",
             0.5 / mean
@@ -883,15 +881,7 @@ mod tests {
             standing: Standing::of(Some(&w), Some(preferred.k), Some(&pooled), &pop),
             ..ctx
         };
-        let mut reason = String::new();
-        describe(
-            &ctx,
-            Some(&w),
-            Some(moved),
-            capacity,
-            w.due(moved, 0),
-            &mut reason,
-        );
+        let reason = reason_of(&ctx);
         assert!(
             reason.contains(
                 "best hour of the population's profile for this active contact (20 opens/clicks;"
