@@ -622,7 +622,8 @@ fn a_pause_of_a_renamed_connector_is_shown_as_holding_nothing() {
 fn a_pause_where_no_serve_runs_says_so() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("webhooks.toml");
-    let (running, named) = (dir.path().join("data"), dir.path().join("moved"));
+    // A folder a shell must have quoted, for the hint below.
+    let (running, named) = (dir.path().join("data"), dir.path().join("moved a$b 'c'"));
     std::fs::write(&config, VALID).unwrap();
     std::fs::create_dir_all(&named).unwrap();
     let server = Server::start(&config, &running, &[]);
@@ -641,12 +642,13 @@ fn a_pause_where_no_serve_runs_says_so() {
     // The command that lifts it names the config and folder it was given, as a shell reads
     // them from anywhere (without, pasted elsewhere it found no config).
     let hint = String::from_utf8_lossy(&elsewhere.stdout);
-    let resume = format!(
-        "`sendtime resume --config {} --data {} first`",
-        shlex::try_quote(&config.display().to_string()).unwrap(),
-        shlex::try_quote(&named.display().to_string()).unwrap()
-    );
-    assert!(hint.contains(&resume), "{hint}");
+    let command = hint.split('`').nth(1).unwrap_or_default();
+    let words = shlex::split(command).unwrap_or_default();
+    let paths = [config.to_str().unwrap(), named.to_str().unwrap()];
+    let want = [
+        "sendtime", "resume", "--config", paths[0], "--data", paths[1], "first",
+    ];
+    assert_eq!(words, want, "{hint}");
     let here = common::run(&config, &running, &["pause", "first"], &[]);
     assert!(here.status.success(), "{here:?}");
     let said = String::from_utf8_lossy(&here.stderr);

@@ -53,6 +53,15 @@ fn shipped_example_is_valid_and_prints_details() {
             "{kind}"
         );
     }
+    // The window in force, set or the type's (only a set one was shown), and the day the
+    // frequency-optimized type keeps active contacts to.
+    for window in [
+        "Window:       24h after receipt\n",
+        "Window:       7d after receipt (the type's default) for passive and inactive contacts, 24h for the others\n",
+        "Window:       7d after receipt (the type's default)\n",
+    ] {
+        assert!(stdout.contains(window), "{window}: {stdout}");
+    }
 }
 
 /// The first line `validate` prints: the file it read and that file's identity.

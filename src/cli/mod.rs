@@ -439,7 +439,8 @@ fn pause(
     })?;
     require_data_dir(&named.data_dir, &named.path)?;
     // The command that lifts a pause, with the flags this one was given (pasted as written
-    // elsewhere, it found no config; a first-user audit).
+    // elsewhere, it found no config; a first-user audit; the default config is named only
+    // when another was given).
     let mut flags = String::new();
     if path != std::path::Path::new(DEFAULT_CONFIG) {
         flags.push_str(&format!(" --config {}", shell_path(path)));
@@ -536,7 +537,8 @@ fn pause(
     Ok(())
 }
 
-/// `path` as a shell reads it from any folder: absolute, and quoted unless plain.
+/// `path` as a shell reads it from any folder: absolute, and quoted unless plain (a path
+/// that is not UTF-8 is shown with its bad bytes replaced).
 fn shell_path(path: &Path) -> String {
     let path = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
     let text = path.to_string_lossy();
@@ -1011,11 +1013,13 @@ pub fn details(config: &Config) -> String {
                 .map(|window| (window, " (the type's default)")),
         };
         if let Some((window, default)) = window {
+            // Active and evaluating contacts keep to a day of it (`plan::window`).
             let fading = match w.kind {
-                crate::config::WebhookType::NextWeekFrequencyOptimized => {
-                    " for passive and inactive contacts, at most 24h for the others"
-                }
-                _ => "",
+                crate::config::WebhookType::NextWeekFrequencyOptimized => format!(
+                    " for passive and inactive contacts, {} for the others",
+                    crate::time::format_span(window.min(crate::time::DAY_MS))
+                ),
+                _ => String::new(),
             };
             let _ = writeln!(
                 out,

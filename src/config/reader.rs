@@ -259,7 +259,7 @@ impl<'a, 'i> TableReader<'a, 'i> {
             ctx.error(
                 at,
                 format!(
-                    "`{key}` must name an environment variable (letters, digits and `_`, not starting with a digit; a long run of letters and digits without `_` is taken for a secret), not hold a value; the secret itself belongs in that variable"
+                    "`{key}` must name an environment variable (letters, digits and `_`, not starting with a digit; a run of 16 or more letters and digits that switches case and digits as random text does is taken for a secret: separate a name's words with `_`), not hold a value; the secret itself belongs in that variable"
                 ),
             );
             None
@@ -290,7 +290,7 @@ impl<'a, 'i> TableReader<'a, 'i> {
                     ctx.error(
                         at,
                         format!(
-                            "`{key}` must name environment variables (letters, digits and `_`, not starting with a digit; a long run of letters and digits without `_` is taken for a secret), not hold values"
+                            "`{key}` must name environment variables (letters, digits and `_`, not starting with a digit; a run of 16 or more letters and digits that switches case and digits as random text does is taken for a secret: separate a name's words with `_`), not hold values"
                         ),
                     );
                     ok = false;
@@ -438,23 +438,27 @@ fn is_env_name(s: &str) -> bool {
         && !looks_like_a_secret(s)
 }
 
-/// A run of letters and digits without `_` that changes between lower case, upper case and
-/// digits as random text does (the output of `openssl rand -hex 32`, a password manager's) is
-/// a secret pasted where its variable's name belongs, not a name: refused, and never echoed
-/// in "variable ... is not set", which would write it to every log. From 16 characters, the
-/// shortest admin token `serve` takes.
+/// A run of letters and digits between `_` that changes between lower case, upper case and
+/// digits as random text does (the output of `openssl rand -hex 32`, a password manager's, a
+/// URL-safe base64 token's runs) is a secret pasted where its variable's name belongs, not a
+/// name: refused, and never echoed in "variable ... is not set", which would write it to every
+/// log. From 16 characters, the shortest admin token `serve` takes. A heuristic: some tokens
+/// pass (letters alone nearly always), and a name such as `HubSpotV2EuToken1` is refused.
 fn looks_like_a_secret(s: &str) -> bool {
     // Random characters change class about every other one. A CamelCase name changes once a
     // word (its capital to its lower case is not counted: counted, `HubSpotAccessToken` and
     // many longer names were refused), and a name's number once.
     let class = |c: u8| (c.is_ascii_digit(), c.is_ascii_uppercase());
-    let changes = (s.as_bytes().windows(2))
-        .filter(|w| {
-            let (a, b) = (class(w[0]), class(w[1]));
-            a != b && (a, b) != ((false, true), (false, false))
-        })
-        .count();
-    s.len() >= 16 && !s.contains('_') && changes * 3 >= s.len()
+    let random = |run: &str| {
+        let changes = (run.as_bytes().windows(2))
+            .filter(|w| {
+                let (a, b) = (class(w[0]), class(w[1]));
+                a != b && (a, b) != ((false, true), (false, false))
+            })
+            .count();
+        run.len() >= 16 && changes * 3 >= run.len()
+    };
+    s.split('_').any(random)
 }
 
 pub(super) fn describe(v: &DeValue) -> String {
@@ -531,6 +535,8 @@ mod tests {
             "k3j5h2g7f9d1s4a6x8",
             "9f2c4e1a7b3d5f60",
             "Tq8vLm2XpR7kWz4N",
+            // A URL-safe base64 token (`secrets.token_urlsafe(32)`) with a `_` in it.
+            "q3XvR9tL0pZk2Wm_7bNcY4sHa1JdE8uGf6Qo5iKrT2w",
         ] {
             assert!(looks_like_a_secret(secret), "{secret}");
             assert!(!is_env_name(secret), "{secret}");
