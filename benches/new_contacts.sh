@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# What a file of many contacts new to the store costs `import csv`: one event per contact, so
+# the contact dictionary is all that grows. Wall time and peak RSS from /usr/bin/time, the
+# median of RUNS, for email addresses and for numeric HubSpot ids.
+#
+#   benches/new_contacts.sh [ROWS...]      (default 1000000 5000000; RUNS=3)
+#
+# The files (seeded) and stores live in $BENCH_DIR (default /dev/shm/sendtime-new-contacts).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source benches/lib.sh
+sizes=("$@")
+[ ${#sizes[@]} -gt 0 ] || sizes=(1000000 5000000)
+setup 0 0 /dev/shm/sendtime-new-contacts 0 0 "${RUNS:-3}"
+STORE="$BENCH_DIR/store"
+remove_at_exit "$STORE"
+echo "| contacts | keys | wall s, median of $RUNS | peak RSS MB | bytes per contact |"
+echo "|---|---|---|---|---|"
+for n in "${sizes[@]}"; do
+  for keys in emails ids; do
+    csv="$BENCH_DIR/$keys-$n.csv"
+    if [ ! -s "$csv" ]; then
+      awk -v n="$n" -v keys="$keys" 'BEGIN {
+        srand(2)
+        start = 1735689600  # 2025-01-01T00:00:00Z
+        print "contact,time,kind"
+        for (i = 0; i < n; i++) {
+          key = keys == "emails" ? sprintf("person%d@example%d.com", i, i % 997) : 1000 + i
+          printf "%s,%s,OPEN\n", key, strftime("%Y-%m-%dT%H:%M:%SZ", start + int(rand() * 31536000), 1)
+        }
+      }' > "$csv.tmp"
+      mv "$csv.tmp" "$csv"
+    fi
+    for i in $(seq "$RUNS"); do
+      cat "$csv" > /dev/null
+      rm -rf "$STORE"
+      r=$(timed "$BIN" --config webhooks.toml --data "$STORE" import csv "$csv" \
+        --contact contact --time time --kind kind)
+      record "$keys-$n" "$r"
+    done
+    t=$(echo "${T[$keys-$n]}" | median); m=$(echo "${M[$keys-$n]}" | median)
+    echo "| $n | $keys | $t | $((m / 1024)) | $((m * 1024 / n)) |"
+  done
+done
+echo
+echo "$(nproc) cores, $(date -u +%Y-%m-%d)"
