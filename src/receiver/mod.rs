@@ -395,7 +395,7 @@ async fn authenticate(
         if secrets.is_empty() {
             return Err(Refusal::NoSecret {
                 connector: connector.id.clone(),
-                env: (connector.client_secret_env.iter())
+                missing: (connector.client_secret_env.iter())
                     .map(|name| format!("{name} {}", crate::config::env_missing(name)))
                     .collect::<Vec<_>>()
                     .join(", "),

@@ -53,7 +53,8 @@ pub enum Refusal {
     #[error("the body did not arrive within {BODY_READ_TIMEOUT:?}")]
     BodyTimeout,
     #[error("this connector has no client secret configured")]
-    NoSecret { connector: String, env: String },
+    /// `missing`: each variable and how it is missing (`NAME is set but blank`).
+    NoSecret { connector: String, missing: String },
     #[error(
         "{} posts taken unsigned are waiting, as many as may: unsigned posts are refused until fewer wait (sign them: allow_unsigned is for local testing)",
         crate::datasets::pending::MAX_UNSIGNED
@@ -180,8 +181,8 @@ impl Refusal {
                 connector,
                 expected,
             } => format!(" ({named}; connector {connector} has {expected})"),
-            Refusal::NoSecret { connector, env } => {
-                format!(" (connector {connector}: {env})")
+            Refusal::NoSecret { connector, missing } => {
+                format!(" (connector {connector}: {missing})")
             }
             _ => String::new(),
         }
