@@ -5,7 +5,10 @@
 #
 #   benches/new_contacts.sh [ROWS...]      (default 1000000 5000000; RUNS=3)
 #
-# The files (seeded) and stores live in $BENCH_DIR (default /dev/shm/sendtime-new-contacts).
+# The files (seeded) and stores live in $BENCH_DIR (default /dev/shm/sendtime-new-contacts;
+# the files, about 0.6 GB at 5M, are kept for reuse, the store removed however it ends). The
+# last column is the peak over the contacts, the process's base included: the difference
+# between two sizes is the cost of a contact.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source benches/lib.sh
@@ -14,7 +17,7 @@ sizes=("$@")
 setup 0 0 /dev/shm/sendtime-new-contacts 0 0 "${RUNS:-3}"
 STORE="$BENCH_DIR/store"
 remove_at_exit "$STORE"
-echo "| contacts | keys | wall s, median of $RUNS | peak RSS MB | bytes per contact |"
+echo "| contacts | keys | wall s, median of $RUNS | peak RSS MiB | peak bytes / contact |"
 echo "|---|---|---|---|---|"
 for n in "${sizes[@]}"; do
   for keys in emails ids; do
