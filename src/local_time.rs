@@ -202,6 +202,12 @@ impl Masks {
         Masks { first_hour, table }
     }
 
+    /// Whether the minute `at_ms` is in is not quiet for `local`.
+    pub fn allows(&self, local: Option<Local>, at_ms: i64) -> bool {
+        let hour = at_ms.div_euclid(HOUR_MS) * HOUR_MS;
+        self.allowed(local, hour) >> ((at_ms - hour) / MINUTE_MS) & 1 == 1
+    }
+
     /// The minutes of the hour starting at `hour_ms` not quiet for `local` (all without one).
     pub fn allowed(&self, local: Option<Local>, hour_ms: i64) -> u64 {
         let Some(local) = local else {

@@ -292,9 +292,7 @@ impl Dispatcher {
                 // Overdue or moved, a timed send still keeps its contact's quiet hours, judged
                 // as its send judges them (one due in the last minute, at that time).
                 let local = route.quiet_for(item);
-                let judged = super::judged_at(item, now);
-                let hour = judged.div_euclid(HOUR_MS) * HOUR_MS;
-                let allowed = masks.allowed(local, hour) >> ((judged - hour) / MINUTE_MS) & 1 == 1;
+                let allowed = masks.allows(local, super::judged_at(item, now));
                 let to = if route.holds() || planned || (allowed && ledger.fits(at, route.cost)) {
                     at
                 } else {

@@ -171,14 +171,7 @@ pub type Deadline<'a> = &'a (dyn Fn(&Pending, i64) -> i64 + Sync);
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::dispatch::tests::pending;
-
-    /// A link to connector `main`, which these tests never call.
-    fn link() -> Arc<Link> {
-        use crate::hubspot::{Client, ClientOptions};
-        let client = Client::new("http://127.0.0.1:9", "token", ClientOptions::default());
-        Arc::new(Link::new("main".into(), client.unwrap(), None))
-    }
+    use crate::dispatch::tests::{link, pending};
 
     #[tokio::test]
     async fn a_panicked_task_gives_its_contacts_back_in_doubt() {

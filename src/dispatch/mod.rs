@@ -1070,6 +1070,13 @@ fn intern(set: &mut HashSet<Arc<str>>, id: &str) -> Arc<str> {
 mod tests {
     use super::*;
 
+    /// A link to connector `main`, which tests never call: nothing listens there.
+    pub(super) fn link() -> Arc<connector::Link> {
+        use crate::hubspot::{Client, ClientOptions};
+        let client = Client::new("http://127.0.0.1:9", "t", ClientOptions::default()).unwrap();
+        Arc::new(connector::Link::new("main".into(), client, None))
+    }
+
     /// A config of one connector in dry run, with `connector`'s lines, and one webhook `w` of
     /// type `kind` (into workflow 1).
     pub(super) fn config(connector: &str, kind: &str) -> Config {

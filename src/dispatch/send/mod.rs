@@ -805,6 +805,7 @@ pub(super) fn after_tries(item: &Pending, now: i64, spread: fn(i64) -> i64) -> O
 #[cfg(test)]
 mod tests {
     //! What each of HubSpot's failures makes a call do next, without HubSpot.
+    use super::super::tests::link;
     use super::complete::given_up;
     use super::*;
     use crate::hubspot::{Client, ClientOptions};
@@ -827,12 +828,6 @@ mod tests {
             holds: Default::default(),
         };
         (ctx, writer)
-    }
-
-    fn link() -> Arc<Link> {
-        // Never called: nothing listens there.
-        let client = Client::new("http://127.0.0.1:9", "t", ClientOptions::default()).unwrap();
-        Arc::new(Link::new("main".into(), client, None))
     }
 
     fn limited(policy: RatePolicy, retry_after: Option<Duration>) -> ApiError {
