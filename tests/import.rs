@@ -51,8 +51,8 @@ fn parts(data: &Path, dataset: &str) -> Vec<PathBuf> {
         .unwrap()
 }
 
-/// Every stored event as (contact key, kind code, at ms, slot), sorted.
-fn stored(data: &Path) -> Vec<(String, u8, i64, u8)> {
+/// The contact dictionary's keys, in index order.
+fn dictionary(data: &Path) -> Vec<String> {
     let mut keys = Vec::new();
     for part in parts(data, "contacts") {
         let df = ParquetReader::new(std::fs::File::open(part).unwrap())
@@ -67,6 +67,12 @@ fn stored(data: &Path) -> Vec<(String, u8, i64, u8)> {
             keys[i as usize] = k.to_string();
         }
     }
+    keys
+}
+
+/// Every stored event as (contact key, kind code, at ms, slot), sorted.
+fn stored(data: &Path) -> Vec<(String, u8, i64, u8)> {
+    let keys = dictionary(data);
     let mut rows = Vec::new();
     for part in parts(data, "events") {
         let df = ParquetReader::new(std::fs::File::open(part).unwrap())
@@ -1292,6 +1298,89 @@ fn a_file_without_rows_says_there_is_nothing_to_import() {
     assert_eq!(stored.len(), 1);
     ok(&sendtime(&data, &csv_import(csv.to_str().unwrap(), "1000")));
     assert_eq!(files(&data.join("events"), "parquet"), stored);
+}
+
+/// Contacts new to the store that come back batch after batch (a file of more than ten 2 MB chunks)
+/// are each one contact, indexed in order of first sight as one thread interning every row
+/// would (the readers look contacts up in an index the importer merges its new ones into);
+/// the file imported again stores nothing, in passes too; and once two contacts are erased,
+/// their rows in it are skipped and they do not come back.
+#[test]
+fn new_contacts_over_many_batches_are_each_one_contact_in_order_of_first_sight() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let csv = dir.path().join("export.csv");
+    let n = 600_000usize;
+    // Every other row a contact's first; the others one seen before, anywhere in the file.
+    let contact = |i: usize| match i % 2 {
+        0 => i / 2,
+        _ => i.wrapping_mul(2_654_435_761) % (i / 2 + 1),
+    };
+    let (name, key) = (
+        |k: usize| match k % 2 {
+            0 => format!("{}", 1 + k),
+            _ => format!("Person{k}@Example.com"),
+        },
+        |k: usize| match k % 2 {
+            0 => format!("#{}", 1 + k),
+            _ => format!("person{k}@example.com"),
+        },
+    );
+    let at_s = |i: usize| 1_736_121_600 + i as i64 * 60;
+    let mut text = String::from("contact,time\n");
+    for i in 0..n {
+        let at = chrono_free_rfc3339(at_s(i));
+        text.push_str(&format!("{},{at}\n", name(contact(i))));
+    }
+    assert!(text.len() > 10 * (2 << 20), "{} bytes", text.len());
+    std::fs::write(&csv, text).unwrap();
+    let file = csv.to_str().unwrap();
+    let args = csv_columns(file);
+    let out = ok(&sendtime(&data, &args));
+    assert!(
+        out.starts_with(&format!(
+            "imported {n} events ({n} events of {} contacts",
+            n / 2
+        )),
+        "{out}"
+    );
+    let in_order: Vec<String> = (0..n / 2).map(key).collect();
+    assert_eq!(dictionary(&data), in_order);
+    let rows: Vec<(String, i64)> = (stored(&data).into_iter())
+        .map(|(key, _, at, _)| (key, at))
+        .collect();
+    let mut expected: Vec<(String, i64)> =
+        (0..n).map(|i| (key(contact(i)), at_s(i) * 1000)).collect();
+    expected.sort();
+    assert!(rows == expected, "the rows stored are not the file's");
+
+    let again = format!("nothing to import: all {n} rows of {file} are already stored\n");
+    assert_eq!(ok(&sendtime(&data, &args)), again);
+    let mut in_passes = args.clone();
+    in_passes.extend(["--dedup-memory", "1"]);
+    assert_eq!(ok(&sendtime(&data, &in_passes)), again);
+
+    for k in [0, 1] {
+        ok(&sendtime(&data, &["erase", &name(k)]));
+    }
+    let theirs = (0..n).filter(|&i| contact(i) < 2).count();
+    assert!(theirs > 2, "{theirs}");
+    assert_eq!(
+        ok(&sendtime(&data, &args)),
+        format!(
+            "nothing to import from {file}; {} rows already stored, skipped; {theirs} rows of \
+             contacts erased (sendtime erase), skipped\n",
+            n - theirs
+        )
+    );
+    let keys = dictionary(&data);
+    assert_eq!(keys.len(), n / 2, "no entry added for them");
+    assert!(
+        keys[..2].iter().all(|k| k.starts_with("~erased-")),
+        "{:?}",
+        &keys[..2]
+    );
+    assert_eq!(stored(&data).len(), n - theirs);
 }
 
 /// A damaged events part (its bytes changed after it was written) does not stop an erase:

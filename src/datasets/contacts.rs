@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 use std::ops::Range;
 use std::path::Path;
+use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard};
 
 use polars::prelude::*;
 use ulid::Ulid;
@@ -81,13 +82,37 @@ pub fn dataset(data_dir: &Path) -> anyhow::Result<Dataset> {
 }
 
 /// The contact dictionary: contact key → dense index (0, 1, 2, ... in order of first sight).
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Default)]
 pub struct Contacts {
     pub keys: Vec<String>,
     pub contact_ids: Vec<Option<i64>>,
     /// Key → index, built on first lookup (or [`Contacts::build_index`]): building profiles
     /// never needs it.
     index: std::sync::OnceLock<KeyIndex>,
+    /// The index while [`Contacts::share`]d: moved there, not copied.
+    shared: Option<Sharing>,
+}
+
+/// The index shared with other threads, and the keys interned since it was last
+/// [`Contacts::merge`]d, which only this dictionary sees.
+#[derive(Debug)]
+struct Sharing {
+    index: Shared,
+    young: KeyIndex,
+}
+
+/// The key index, shared for lookups on other threads while the dictionary grows: they see
+/// the keys interned up to the last [`Contacts::merge`].
+#[derive(Debug, Clone)]
+pub struct Shared(Arc<RwLock<KeyIndex>>);
+
+impl Shared {
+    /// Look keys up; the dictionary cannot merge until the guard is dropped, so hold it for
+    /// one batch, never while waiting on the dictionary's thread.
+    pub fn read(&self) -> Snapshot<'_> {
+        // Readers never write it: a panic while holding it leaves it whole.
+        Snapshot(self.0.read().unwrap_or_else(PoisonError::into_inner))
+    }
 }
 
 /// Key → dense index. `#{id}` keys (contacts known by HubSpot id only) are held by their
@@ -100,11 +125,10 @@ struct KeyIndex {
     text: HashMap<String, u32, rustc_hash::FxBuildHasher>,
 }
 
-/// The dictionary's keys as they were at [`Contacts::snapshot`].
-#[derive(Debug, Default)]
-pub struct Snapshot(KeyIndex);
+/// The shared index's keys, as of the last [`Contacts::merge`].
+pub struct Snapshot<'a>(RwLockReadGuard<'a, KeyIndex>);
 
-impl Snapshot {
+impl Snapshot<'_> {
     /// The index of the contact known by HubSpot id `id` alone (key `#{id}`).
     pub fn get_id(&self, id: i64) -> Option<u32> {
         self.0.ids.get(&id).copied()
@@ -122,6 +146,10 @@ impl KeyIndex {
             Some(id) => self.ids.get(&id).copied(),
             None => self.text.get(key).copied(),
         }
+    }
+
+    fn get_id(&self, id: i64) -> Option<u32> {
+        self.ids.get(&id).copied()
     }
 
     fn insert(&mut self, key: &str, index: u32) {
@@ -153,7 +181,7 @@ impl Contacts {
         Contacts {
             keys,
             contact_ids,
-            index: Default::default(),
+            ..Contacts::default()
         }
     }
 
@@ -231,12 +259,21 @@ impl Contacts {
     }
 
     pub fn get(&self, key: &str) -> Option<u32> {
-        self.index().get(key)
+        self.look(|index| index.get(key))
     }
 
     /// The index of the contact whose key is `#{id}` (known by HubSpot id only).
     pub fn get_id(&self, id: i64) -> Option<u32> {
-        self.index().ids.get(&id).copied()
+        self.look(|index| index.get_id(id))
+    }
+
+    /// `find` in the index, wherever it is: the young keys first, as a key the shared index
+    /// lacked when a reader looked is most likely there.
+    fn look<T>(&self, find: impl Fn(&KeyIndex) -> Option<T>) -> Option<T> {
+        match &self.shared {
+            Some(sharing) => find(&sharing.young).or_else(|| find(&sharing.index.read().0)),
+            None => find(self.index()),
+        }
     }
 
     /// Build the key index now rather than on the first lookup (a noticeable part of a second
@@ -277,22 +314,67 @@ impl Contacts {
 
     /// Whether any contact is keyed by email (the rest are known by HubSpot id alone).
     pub fn has_emails(&self) -> bool {
-        !self.index().text.is_empty()
+        self.look(|index| (!index.text.is_empty()).then_some(()))
+            .is_some()
     }
 
-    /// A copy of the key index as it is now, for lookups on other threads while this
-    /// dictionary grows.
-    pub fn snapshot(&self) -> Snapshot {
-        Snapshot(self.index().clone())
+    /// Share the key index with lookups on other threads while this dictionary grows (a bulk
+    /// import's readers). It is moved, not copied: one index of millions of keys is memory
+    /// enough. Keys interned from now on are seen by the others once [`Contacts::merge`]d.
+    pub fn share(&mut self) -> Shared {
+        if let Some(sharing) = &self.shared {
+            return sharing.index.clone();
+        }
+        self.index();
+        let index = Shared(Arc::new(RwLock::new(self.index.take().unwrap_or_default())));
+        self.shared = Some(Sharing {
+            index: index.clone(),
+            young: KeyIndex::default(),
+        });
+        index
+    }
+
+    /// Move the keys interned since the last merge into the shared index (waiting for its
+    /// readers' guards), so other threads find them too.
+    pub fn merge(&mut self) {
+        let Some(sharing) = &mut self.shared else {
+            return;
+        };
+        if sharing.young.ids.is_empty() && sharing.young.text.is_empty() {
+            return;
+        }
+        let young = std::mem::take(&mut sharing.young);
+        let mut index = (sharing.index.0.write()).unwrap_or_else(PoisonError::into_inner);
+        index.ids.extend(young.ids);
+        index.text.extend(young.text);
+    }
+
+    /// Drop the key index, shared or not, to free its memory; the next lookup builds it again.
+    pub fn forget_index(&mut self) {
+        self.shared = None;
+        self.index = Default::default();
+    }
+
+    /// The index to add keys to, and while shared the index to look in before adding.
+    fn writable(&mut self) -> (&mut KeyIndex, Option<Snapshot<'_>>) {
+        if self.shared.is_none() {
+            self.index();
+        }
+        match &mut self.shared {
+            Some(sharing) => (&mut sharing.young, Some(sharing.index.read())),
+            None => (self.index.get_mut().expect("initialised above"), None),
+        }
     }
 
     /// Index of the contact known by HubSpot id `id` alone (key `#{id}`), adding it if new:
     /// [`Contacts::intern`] without formatting and re-parsing the key, for bulk imports.
     pub fn intern_id(&mut self, id: i64) -> u32 {
-        self.index();
-        let index = self.index.get_mut().expect("initialised above");
         let next = self.keys.len() as u32;
-        let i = *index.ids.entry(id).or_insert(next);
+        let (index, shared) = self.writable();
+        let i = match shared.and_then(|shared| shared.get_id(id)) {
+            Some(i) => i,
+            None => *index.ids.entry(id).or_insert(next),
+        };
         if i == next {
             self.keys.push(format!("#{id}"));
             self.contact_ids.push(Some(id));
@@ -302,12 +384,11 @@ impl Contacts {
 
     /// Index for `key`, adding it if new.
     pub fn intern(&mut self, key: &str, contact_id: Option<i64>) -> u32 {
-        self.index();
-        let index = self.index.get_mut().expect("initialised above");
-        if let Some(i) = index.get(key) {
+        let i = self.keys.len() as u32;
+        let (index, shared) = self.writable();
+        if let Some(i) = index.get(key).or_else(|| shared?.get(key)) {
             return i;
         }
-        let i = self.keys.len() as u32;
         index.insert(key, i);
         self.keys.push(key.to_string());
         self.contact_ids.push(contact_id);
@@ -467,5 +548,55 @@ mod tests {
         assert_eq!((c.get_id(8), c.get("bob@example.com")), (Some(6), Some(7)));
         assert_eq!((c.intern_id(8), c.intern_id(9)), (6, 8));
         assert_eq!((c.get("#9"), c.keys[8].as_str()), (Some(8), "#9"));
+    }
+
+    /// Shared, the index shows other threads the keys of the last merge, and the dictionary
+    /// all of them, with the indices one dictionary never shared gives.
+    #[test]
+    fn a_shared_index_shows_others_what_was_merged() {
+        let mut c = Contacts::new(
+            vec!["#1".into(), "ada@example.com".into()],
+            vec![Some(1), None],
+        );
+        let shared = c.share();
+        assert_eq!((c.intern_id(2), c.intern("bob@example.com", None)), (2, 3));
+        let again = (c.intern_id(1), c.intern("ada@example.com", None));
+        assert_eq!((again, c.intern_id(2), c.len()), ((0, 1), 2, 4));
+        let seen = shared.read();
+        let old = (seen.get_id(1), seen.get("ada@example.com"));
+        let young = (seen.get_id(2), seen.get("bob@example.com"));
+        assert_eq!((old, young), ((Some(0), Some(1)), (None, None)));
+        drop(seen);
+        assert_eq!((c.get_id(2), c.get("bob@example.com")), (Some(2), Some(3)));
+        c.merge();
+        let seen = shared.read();
+        let young = (seen.get_id(2), seen.get("bob@example.com"));
+        assert_eq!(young, (Some(2), Some(3)));
+        drop(seen);
+        assert_eq!(
+            (c.intern_id(2), c.len()),
+            (2, 4),
+            "found in the shared index"
+        );
+        c.forget_index();
+        assert_eq!((c.get_id(2), c.get("bob@example.com")), (Some(2), Some(3)));
+
+        // Keys that repeat across merges: the same indices as never shared.
+        let (mut one, mut other) = (Contacts::default(), Contacts::default());
+        other.share();
+        for n in 0u64..5_000 {
+            let k = n.wrapping_mul(2_654_435_761) % 1_000;
+            let (a, b) = if k % 2 == 0 {
+                (one.intern_id(k as i64), other.intern_id(k as i64))
+            } else {
+                let key = format!("c{k}@example.com");
+                (one.intern(&key, None), other.intern(&key, None))
+            };
+            assert_eq!(a, b, "row {n}");
+            if n % 700 == 0 {
+                other.merge();
+            }
+        }
+        assert_eq!((one.keys, other.len()), (other.keys, 1_000));
     }
 }

@@ -17,11 +17,11 @@ pub mod seen;
 pub mod stored;
 
 use std::path::Path;
-use std::sync::{Arc, Mutex, mpsc};
+use std::sync::{Arc, mpsc};
 
 use anyhow::Context;
 
-use crate::datasets::contacts::{self, Contacts, Snapshot, is_email_address};
+use crate::datasets::contacts::{self, Contacts, Shared, is_email_address};
 use crate::datasets::events::{self, Constant, Kind, PartColumns, Row, Staged};
 use crate::time::{Minute, format_minute, parse_instant};
 use stored::Stored;
@@ -272,7 +272,7 @@ pub struct Parsed {
 pub struct Batch {
     pub rows: Vec<Parsed>,
     pub bad: Vec<(u64, String)>,
-    /// Each row's dense contact index as a [`Snapshot`] of the dictionary had it, or [`NEW`].
+    /// Each row's dense contact index as the [`Shared`] index had it, or [`NEW`].
     known: Vec<u32>,
 }
 
@@ -284,15 +284,16 @@ const MAX_RECYCLED_ROWS: usize = 1 << 20;
 const NEW: u32 = u32::MAX;
 
 impl Batch {
-    /// Look every row's contact up in `snapshot`, on all cores: interning then hashes only
-    /// the contacts new since the snapshot, one row at a time in file order, so indices are
-    /// what interning every row in order would give.
+    /// Look every row's contact up in the `shared` index, on all cores: interning then hashes
+    /// only the contacts new since its last merge, one row at a time in file order, so
+    /// indices are what interning every row in order would give.
     ///
     /// A row of a contact known before the import is checked against the stored events in
     /// `pass` ([`STORED`] when it matches one), or left to the pass that has them ([`LATER`]);
     /// a new contact's row is the first pass's, and [`LATER`] in the others.
-    fn resolve(&mut self, snapshot: &Snapshot, pass: &Pass) {
+    fn resolve(&mut self, shared: &Shared, pass: &Pass) {
         use rayon::prelude::*;
+        let snapshot = shared.read();
         self.rows
             .par_iter()
             .map(|row| {
@@ -303,6 +304,7 @@ impl Batch {
                 .unwrap_or(NEW)
             })
             .collect_into_vec(&mut self.known);
+        drop(snapshot); // a merge waits for it
         // Each row's stored events are far from the last row's: looked for a few rows ahead.
         const CHUNK: usize = 4096;
         self.known
@@ -494,6 +496,11 @@ pub fn run<R: Reader>(
             to_writer.send(columns).is_ok()
         };
         let mut writing = true;
+        // The readers look contacts up in the shared index, which takes this thread's new
+        // contacts once the rows that missed it reach an eighth of its size (and the
+        // dictionary has grown): a merge waits for the readers' lookups, so merges stay few,
+        // and few rows are left for this thread to intern.
+        let shared = contacts.share();
         for (n, range) in plan.ranges.iter().enumerate() {
             if n > 0 {
                 if bad_count > 0 || !writing {
@@ -507,24 +514,19 @@ pub fn run<R: Reader>(
                 first: n == 0,
                 known: known as u32,
             });
-            // Taken again once the rows that missed it reach an eighth of its size (and the
-            // dictionary has grown): copying costs about what a few misses per contact do, so
-            // copies stay a small share, and few rows are left for this thread to intern.
-            let snapshot = Arc::new(Mutex::new(Arc::new(contacts.snapshot())));
-            let (mut snapshot_len, mut missed) = (contacts.len(), 0);
+            let (mut shared_len, mut missed) = (contacts.len(), 0);
             // The reader parses on its own thread, this one interns and gathers parts, the
             // writer encodes and writes them.
             let (tx, rx) = mpsc::sync_channel(4);
             // Batches go back to the reader to be filled again: no fresh memory per batch.
             let (recycle, recycled) = mpsc::sync_channel::<Batch>(8);
             let reading = scope.spawn({
-                let (snapshot, pass) = (snapshot.clone(), pass.clone());
+                let (shared, pass) = (shared.clone(), pass.clone());
                 move || {
                     loop {
                         let mut batch = recycled.try_recv().unwrap_or_default();
                         let next = reader.next_batch(&mut batch).map(|more| {
-                            let snapshot = snapshot.lock().expect("not poisoned").clone();
-                            batch.resolve(&snapshot, &pass);
+                            batch.resolve(&shared, &pass);
                             more.then_some(batch)
                         });
                         let last = !matches!(next, Ok(Some(_)));
@@ -592,9 +594,9 @@ pub fn run<R: Reader>(
                         writing = flush(&mut part, &contacts);
                     }
                 }
-                if contacts.len() > snapshot_len && missed > snapshot_len / 8 {
-                    (snapshot_len, missed) = (contacts.len(), 0);
-                    *snapshot.lock().expect("not poisoned") = Arc::new(contacts.snapshot());
+                if contacts.len() > shared_len && missed > shared_len / 8 {
+                    (shared_len, missed) = (contacts.len(), 0);
+                    contacts.merge();
                 }
                 // One that a long record made huge is not kept for the rest of the file.
                 if batch.rows.capacity() <= MAX_RECYCLED_ROWS {
@@ -662,7 +664,9 @@ pub fn run<R: Reader>(
     };
     // A stop after the last batch (the writer's last part, the checks) is still in time.
     go_on(path)?;
-    // New contacts first: every index a visible event carries resolves.
+    // New contacts first: every index a visible event carries resolves. Without the index
+    // (not needed now), which would otherwise stay beside the part's copy of the new keys.
+    contacts.forget_index();
     if contacts.len() > known {
         contacts::write(data_dir, &contacts, known..contacts.len())?;
     }
