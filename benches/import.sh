@@ -7,6 +7,8 @@
 #   benches/import.sh [EVENTS] [CONTACTS] [RUNS]      (default 10000000 200000 3)
 #   benches/import.sh 100000000 2000000 1
 #
+# OTHER_BIN=path adds that binary's imports (e.g. a build of an earlier commit) to the rounds.
+#
 # The data (seeded; numeric contact ids, RFC 3339 times over 2025, OPEN/CLICK/DELIVERED) lives
 # outside the repository in $BENCH_DIR (default /dev/shm/sendtime-import-bench: 100M events
 # are 3.6 GB of CSV). The CSV is written by awk; the Parquet copy (time as a timestamp) by
@@ -95,10 +97,12 @@ run() {
   timed "$@"
 }
 ENGINES="sendtime-csv"
+[ -n "${OTHER_BIN:-}" ] && ENGINES="$ENGINES other-csv"
 [ $HAVE_DUCKDB = yes ] && ENGINES="$ENGINES duckdb-csv"
 [ $HAVE_POLARS = yes ] && ENGINES="$ENGINES polars-csv"
 if [ -s "$PARQUET" ]; then
   ENGINES="$ENGINES sendtime-parquet"
+  [ -n "${OTHER_BIN:-}" ] && ENGINES="$ENGINES other-parquet"
   [ $HAVE_DUCKDB = yes ] && ENGINES="$ENGINES duckdb-parquet"
   [ $HAVE_POLARS = yes ] && ENGINES="$ENGINES polars-parquet"
 else
@@ -111,6 +115,8 @@ for i in $(seq "$RUNS"); do
     case $who in
       sendtime-csv) r=$(run "$CSV" "${IMPORT[@]}" csv "$CSV" "${COLS[@]}") ;;
       sendtime-parquet) r=$(run "$PARQUET" "${IMPORT[@]}" parquet "$PARQUET" "${COLS[@]}") ;;
+      other-csv) r=$(run "$CSV" "$OTHER_BIN" "${IMPORT[@]:1}" csv "$CSV" "${COLS[@]}") ;;
+      other-parquet) r=$(run "$PARQUET" "$OTHER_BIN" "${IMPORT[@]:1}" parquet "$PARQUET" "${COLS[@]}") ;;
       duckdb-*) r=$(run "$BENCH_DIR/events-$EVENTS-$CONTACTS.${who#*-}" "$PY" "$BENCH_DIR/duck.py" "${who#*-}") ;;
       polars-*) r=$(run "$BENCH_DIR/events-$EVENTS-$CONTACTS.${who#*-}" "$PY" "$BENCH_DIR/pl.py" "${who#*-}") ;;
     esac
@@ -121,12 +127,14 @@ done
 rm -rf "$STORE"
 table "$RUNS" $ENGINES
 # Side by side: the median over rounds of sendtime's wall time over DuckDB's in the same round.
-for fmt in csv parquet; do
-  [ -n "${T[sendtime-$fmt]:-}" ] && [ -n "${T[duckdb-$fmt]:-}" ] || continue
-  ratio=$(paste <(echo "${T[sendtime-$fmt]}" | tr ' ' '\n' | grep -v '^$') \
-                <(echo "${T[duckdb-$fmt]}" | tr ' ' '\n' | grep -v '^$') |
-          awk '{printf "%.3f\n", $1 / $2}' | tr '\n' ' ' | median)
-  echo "sendtime / DuckDB, $fmt: median of per-round wall-time ratios $ratio"
+for who in sendtime other; do
+  for fmt in csv parquet; do
+    [ -n "${T[$who-$fmt]:-}" ] && [ -n "${T[duckdb-$fmt]:-}" ] || continue
+    ratio=$(paste <(echo "${T[$who-$fmt]}" | tr ' ' '\n' | grep -v '^$') \
+                  <(echo "${T[duckdb-$fmt]}" | tr ' ' '\n' | grep -v '^$') |
+            awk '{printf "%.3f\n", $1 / $2}' | tr '\n' ' ' | median)
+    echo "$who / DuckDB, $fmt: median of per-round wall-time ratios $ratio"
+  done
 done
 VERSIONS=$("$PY" -c 'import importlib.metadata as m
 print(", ".join(f"{p} {m.version(p)}" for p in ("duckdb", "polars") if __import__("importlib.util").util.find_spec(p)))')

@@ -5,6 +5,9 @@
 #
 #   benches/new_contacts.sh [ROWS...]      (default 1000000 5000000; RUNS=3)
 #
+# OTHER_BIN=path adds that binary's import of each file (e.g. a build of an earlier commit),
+# alternating with this build's.
+#
 # The files (seeded) and stores live in $BENCH_DIR (default /dev/shm/sendtime-new-contacts;
 # the files, about 0.6 GB at 5M, are kept for reuse, the store removed however it ends). The
 # last column is the peak over the contacts, the process's base included: the difference
@@ -17,8 +20,10 @@ sizes=("$@")
 setup 0 0 /dev/shm/sendtime-new-contacts 0 0 "${RUNS:-3}"
 STORE="$BENCH_DIR/store"
 remove_at_exit "$STORE"
-echo "| contacts | keys | wall s, median of $RUNS | peak RSS MiB | peak bytes / contact |"
-echo "|---|---|---|---|---|"
+ENGINES="sendtime"
+[ -n "${OTHER_BIN:-}" ] && ENGINES="$ENGINES other"
+echo "| contacts | keys | binary | wall s, median of $RUNS | peak RSS MiB | peak bytes / contact |"
+echo "|---|---|---|---|---|---|"
 for n in "${sizes[@]}"; do
   for keys in emails ids; do
     csv="$BENCH_DIR/$keys-$n.csv"
@@ -35,14 +40,20 @@ for n in "${sizes[@]}"; do
       mv "$csv.tmp" "$csv"
     fi
     for i in $(seq "$RUNS"); do
-      cat "$csv" > /dev/null
-      rm -rf "$STORE"
-      r=$(timed "$BIN" --config webhooks.toml --data "$STORE" import csv "$csv" \
-        --contact contact --time time --kind kind)
-      record "$keys-$n" "$r"
+      for who in $ENGINES; do
+        bin=$BIN
+        [ "$who" = other ] && bin=$OTHER_BIN
+        cat "$csv" > /dev/null
+        rm -rf "$STORE"
+        r=$(timed "$bin" --config webhooks.toml --data "$STORE" import csv "$csv" \
+          --contact contact --time time --kind kind)
+        record "$who-$keys-$n" "$r"
+      done
     done
-    t=$(echo "${T[$keys-$n]}" | median); m=$(echo "${M[$keys-$n]}" | median)
-    echo "| $n | $keys | $t | $((m / 1024)) | $((m * 1024 / n)) |"
+    for who in $ENGINES; do
+      t=$(echo "${T[$who-$keys-$n]}" | median); m=$(echo "${M[$who-$keys-$n]}" | median)
+      echo "| $n | $keys | $who | $t | $((m / 1024)) | $((m * 1024 / n)) |"
+    done
   done
 done
 echo

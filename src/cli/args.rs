@@ -397,7 +397,8 @@ pub enum ImportSource {
     /// Pull email opens and clicks (the events the model learns from) from HubSpot's email
     /// events API, resuming where the last run stopped.
     Hubspot(HubspotImportArgs),
-    /// Read events from a CSV file, streaming: memory stays bounded whatever its size.
+    /// Read events from a CSV file, streaming: memory grows with the contacts new to the store
+    /// (about 200 bytes each), not the file's size.
     Csv(FileImportArgs),
     /// Read events from a Parquet file (a warehouse export), streaming, as a CSV file.
     Parquet(FileImportArgs),

@@ -108,10 +108,10 @@ pub struct Shared(Arc<RwLock<KeyIndex>>);
 
 impl Shared {
     /// Look keys up; the dictionary cannot merge until the guard is dropped, so hold it for
-    /// one batch, never while waiting on the dictionary's thread.
-    pub fn read(&self) -> Snapshot<'_> {
+    /// one batch's lookups, never while waiting on the dictionary's thread (nor on it).
+    pub fn read(&self) -> IndexRead<'_> {
         // Readers never write it: a panic while holding it leaves it whole.
-        Snapshot(self.0.read().unwrap_or_else(PoisonError::into_inner))
+        IndexRead(self.0.read().unwrap_or_else(PoisonError::into_inner))
     }
 }
 
@@ -119,19 +119,19 @@ impl Shared {
 /// number, so looking one up hashes an integer and touches one entry, with no key string per
 /// contact; other keys (emails) by their text. FxHash: keys come from our own data, so
 /// SipHash's flooding resistance buys nothing for its cost on millions of lookups.
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Default)]
 struct KeyIndex {
     ids: HashMap<i64, u32, rustc_hash::FxBuildHasher>,
     text: HashMap<String, u32, rustc_hash::FxBuildHasher>,
 }
 
-/// The shared index's keys, as of the last [`Contacts::merge`].
-pub struct Snapshot<'a>(RwLockReadGuard<'a, KeyIndex>);
+/// The shared index's keys, as of the last [`Contacts::merge`], held for reading.
+pub struct IndexRead<'a>(RwLockReadGuard<'a, KeyIndex>);
 
-impl Snapshot<'_> {
+impl IndexRead<'_> {
     /// The index of the contact known by HubSpot id `id` alone (key `#{id}`).
     pub fn get_id(&self, id: i64) -> Option<u32> {
-        self.0.ids.get(&id).copied()
+        self.0.get_id(id)
     }
 
     /// The index of `key` (an email address, lower-cased, or `#{id}`).
@@ -280,7 +280,9 @@ impl Contacts {
     /// for millions of contacts), so a process that will plan receipts does it while loading,
     /// not mid-tick.
     pub fn build_index(&self) {
-        self.index();
+        if self.shared.is_none() {
+            self.index();
+        }
     }
 
     fn index(&self) -> &KeyIndex {
@@ -355,41 +357,46 @@ impl Contacts {
         self.index = Default::default();
     }
 
-    /// The index to add keys to, and while shared the index to look in before adding.
-    fn writable(&mut self) -> (&mut KeyIndex, Option<Snapshot<'_>>) {
+    /// The index of `key` if the dictionary has it, else the index to add it to.
+    fn find_or_writable(
+        &mut self,
+        find: impl Fn(&KeyIndex) -> Option<u32>,
+    ) -> Result<u32, &mut KeyIndex> {
         if self.shared.is_none() {
             self.index();
         }
         match &mut self.shared {
-            Some(sharing) => (&mut sharing.young, Some(sharing.index.read())),
-            None => (self.index.get_mut().expect("initialised above"), None),
+            Some(sharing) => match find(&sharing.young).or_else(|| find(&sharing.index.read().0)) {
+                Some(i) => Ok(i),
+                None => Err(&mut sharing.young),
+            },
+            None => {
+                let index = self.index.get_mut().expect("initialised above");
+                find(index).ok_or(index)
+            }
         }
     }
 
     /// Index of the contact known by HubSpot id `id` alone (key `#{id}`), adding it if new:
     /// [`Contacts::intern`] without formatting and re-parsing the key, for bulk imports.
     pub fn intern_id(&mut self, id: i64) -> u32 {
-        let next = self.keys.len() as u32;
-        let (index, shared) = self.writable();
-        let i = match shared.and_then(|shared| shared.get_id(id)) {
-            Some(i) => i,
-            None => *index.ids.entry(id).or_insert(next),
+        let i = self.keys.len() as u32;
+        match self.find_or_writable(|index| index.get_id(id)) {
+            Ok(i) => return i,
+            Err(index) => index.ids.insert(id, i),
         };
-        if i == next {
-            self.keys.push(format!("#{id}"));
-            self.contact_ids.push(Some(id));
-        }
+        self.keys.push(format!("#{id}"));
+        self.contact_ids.push(Some(id));
         i
     }
 
     /// Index for `key`, adding it if new.
     pub fn intern(&mut self, key: &str, contact_id: Option<i64>) -> u32 {
         let i = self.keys.len() as u32;
-        let (index, shared) = self.writable();
-        if let Some(i) = index.get(key).or_else(|| shared?.get(key)) {
-            return i;
+        match self.find_or_writable(|index| index.get(key)) {
+            Ok(i) => return i,
+            Err(index) => index.insert(key, i),
         }
-        index.insert(key, i);
         self.keys.push(key.to_string());
         self.contact_ids.push(contact_id);
         i
@@ -573,6 +580,11 @@ mod tests {
         let young = (seen.get_id(2), seen.get("bob@example.com"));
         assert_eq!(young, (Some(2), Some(3)));
         drop(seen);
+        let merged = (c.get_id(2), c.get("bob@example.com"), c.get("#1"));
+        assert_eq!(
+            (merged, c.has_emails()),
+            ((Some(2), Some(3), Some(0)), true)
+        );
         assert_eq!(
             (c.intern_id(2), c.len()),
             (2, 4),

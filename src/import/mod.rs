@@ -3,8 +3,9 @@
 //!
 //! A file import streams: a reader thread parses batches of rows and checks them against the
 //! events already stored ([`stored`]) while this one interns contacts and stages parts of at
-//! most `part_rows` rows, so memory stays bounded whatever the file's size (a store too large
-//! for the memory of that check is checked in several passes over the file). The whole file
+//! most `part_rows` rows, so what memory grows with is the contacts new to the store, not the
+//! file's size (a store too large for the memory of that check is checked in several passes
+//! over the file). The whole file
 //! is checked before anything is visible: one unreadable row means nothing is imported (the
 //! staged parts are removed), and the error lists the bad rows by line (CSV) or row (Parquet)
 //! so they can be fixed.
@@ -280,7 +281,7 @@ pub struct Batch {
 /// is some 60,000 rows); a larger one (after a record of many MB) is freed.
 const MAX_RECYCLED_ROWS: usize = 1 << 20;
 
-/// In [`Batch::known`]: a contact the snapshot did not have (so new in this import).
+/// In [`Batch::known`]: a contact the shared index did not have (so new in this import).
 const NEW: u32 = u32::MAX;
 
 impl Batch {
@@ -497,9 +498,8 @@ pub fn run<R: Reader>(
         };
         let mut writing = true;
         // The readers look contacts up in the shared index, which takes this thread's new
-        // contacts once the rows that missed it reach an eighth of its size (and the
-        // dictionary has grown): a merge waits for the readers' lookups, so merges stay few,
-        // and few rows are left for this thread to intern.
+        // contacts after each batch (the cost of the keys added alone), so few rows are left
+        // for this thread to intern.
         let shared = contacts.share();
         for (n, range) in plan.ranges.iter().enumerate() {
             if n > 0 {
@@ -514,7 +514,6 @@ pub fn run<R: Reader>(
                 first: n == 0,
                 known: known as u32,
             });
-            let (mut shared_len, mut missed) = (contacts.len(), 0);
             // The reader parses on its own thread, this one interns and gathers parts, the
             // writer encodes and writes them.
             let (tx, rx) = mpsc::sync_channel(4);
@@ -574,14 +573,8 @@ pub fn run<R: Reader>(
                             of_erased += 1;
                             continue;
                         }
-                        (Contact::Id(id), NEW) => {
-                            missed += 1;
-                            contacts.intern_id(*id)
-                        }
-                        (Contact::Email(email), NEW) => {
-                            missed += 1;
-                            contacts.intern(email, None)
-                        }
+                        (Contact::Id(id), NEW) => contacts.intern_id(*id),
+                        (Contact::Email(email), NEW) => contacts.intern(email, None),
                         (_, index) => index,
                     };
                     let kind = row.kind as u8;
@@ -594,10 +587,7 @@ pub fn run<R: Reader>(
                         writing = flush(&mut part, &contacts);
                     }
                 }
-                if contacts.len() > shared_len && missed > shared_len / 8 {
-                    (shared_len, missed) = (contacts.len(), 0);
-                    contacts.merge();
-                }
+                contacts.merge();
                 // One that a long record made huge is not kept for the rest of the file.
                 if batch.rows.capacity() <= MAX_RECYCLED_ROWS {
                     let _ = recycle.try_send(batch);
