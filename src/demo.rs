@@ -10,7 +10,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -86,7 +86,7 @@ pub fn run(
     let (listen, admin) = (public.local_addr()?, private.local_addr()?);
     drop((public, private));
     let dir = std::env::temp_dir().join(format!("sendtime-demo-{}", ulid::Ulid::generate()));
-    let early = stop_early(dir.clone())?;
+    let handover = stop_early(dir.clone())?;
     let data = dir.join("data");
     let folder = Temporary(dir);
     // Its folder made under the early stop's watch too: a signal between the folder and its
@@ -94,59 +94,62 @@ pub fn run(
     // early stop's 130 (a CI run).
     let result = std::fs::create_dir_all(&data)
         .with_context(|| format!("cannot create {}", folder.0.display()))
-        .and_then(|()| run_in(&folder.0, data, speed, listen, admin, early.taken.clone()));
-    // Its folder removed under it, the start failed: the early stop ends the process.
-    if early.stopping.load(Ordering::SeqCst) {
-        loop {
-            std::thread::park();
-        }
+        .and_then(|()| run_in(&folder.0, data, speed, listen, admin, handover.clone()));
+    // Stopped before it was ready: nothing writes in the folder any more, so it goes for good
+    // (removed from the signal's thread while this one wrote, it was made again: a CI run).
+    if handover.stopping() {
+        drop(folder);
+        std::process::exit(130);
     }
     result
 }
 
-/// The demo's signals until `serve` takes them.
-struct EarlyStop {
-    /// Set once `serve` handles the signals.
-    taken: Arc<AtomicBool>,
-    /// Set once a signal came before that: the folder is being removed, and the process ends.
-    stopping: Arc<AtomicBool>,
-}
+/// How long a signal before the demo is ready waits for the demo's thread to stop (at its
+/// next step, or as `serve` takes the signals) and remove its folder, before it removes it
+/// and ends the process itself.
+const EARLY_STOP_WAIT: Duration = Duration::from_secs(20);
 
-/// Until `serve` handles them, a signal removes the demo's folder `dir` and ends the process:
-/// by default it ended the process and left the folder, while the demo generated its data and
+/// Until `serve` handles them, a signal stops the demo, its folder removed, with 130: by
+/// default it ended the process and left the folder, while the demo generated its data and
 /// started (an audit).
-fn stop_early(dir: PathBuf) -> anyhow::Result<EarlyStop> {
-    let early = EarlyStop {
-        taken: Arc::new(AtomicBool::new(false)),
-        stopping: Arc::new(AtomicBool::new(false)),
-    };
+fn stop_early(dir: PathBuf) -> anyhow::Result<Arc<crate::serve::Handover>> {
+    let handover = Arc::new(crate::serve::Handover::default());
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
     let mut signals = rt.block_on(async { crate::serve::Signals::install(true) })?;
-    let (handed_over, stopping) = (early.taken.clone(), early.stopping.clone());
+    let early = handover.clone();
     std::thread::spawn(move || {
         rt.block_on(async move {
             let why = signals.next().await;
-            if handed_over.load(Ordering::SeqCst) {
+            if !early.stop() {
                 return;
             }
-            stopping.store(true, Ordering::SeqCst);
-            // The demo may be writing its data meanwhile: tried a few times, as serve does.
             // Said without `eprintln!`, which panics on a stderr gone with the terminal or a
             // pipe (`| tee`): the thread ended before the exit, and the demo hung for good,
             // deaf to further signals (an audit).
             use std::io::Write;
             let mut err = std::io::stderr();
+            let _ = writeln!(err, "{why} before the demo was ready: stopping");
+            tokio::time::sleep(EARLY_STOP_WAIT).await;
+            // The demo's thread did not stop (a step that takes longer): removed under it,
+            // tried a few times, as serve does.
             if !(0..3).any(|_| std::fs::remove_dir_all(&dir).is_ok() || !dir.exists()) {
                 let _ = writeln!(err, "cannot remove the demo's folder {}", dir.display());
             }
-            let _ = writeln!(err, "{why} before the demo was ready: stopped");
             std::process::exit(130);
         })
     });
-    Ok(early)
+    Ok(handover)
+}
+
+/// Whether to go on with the demo's start: not once a signal came.
+fn going_on(handover: &crate::serve::Handover) -> anyhow::Result<()> {
+    match handover.stopping() {
+        true => Err(anyhow::anyhow!("stopped before the demo was ready")),
+        false => Ok(()),
+    }
 }
 
 /// The demo's folder: a run leaves nothing behind, whether it ran, failed to start or
@@ -168,7 +171,7 @@ fn run_in(
     speed: u32,
     listen: SocketAddr,
     admin: SocketAddr,
-    signals_taken: Arc<AtomicBool>,
+    handover: Arc<crate::serve::Handover>,
 ) -> anyhow::Result<()> {
     let spec = synth::Spec {
         contacts: CONTACTS as usize,
@@ -178,6 +181,7 @@ fn run_in(
         habits: true,
     };
     let events = synth::generate(&data, spec)?;
+    going_on(&handover)?;
     let clock = Clock::Scaled {
         origin_ms: now_ms(),
         speed: speed.max(1),
@@ -221,7 +225,7 @@ fn run_in(
     let session = crate::serve::Session {
         hangup_stops: true,
         scratch: Some(dir.to_path_buf()),
-        signals_taken: Some(signals_taken),
+        signals: Some(handover),
     };
     let result = crate::serve::run(config, overrides, clock, session);
     rt.shutdown_background();

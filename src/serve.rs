@@ -28,8 +28,40 @@ pub struct Session {
     /// A folder removed when a second signal stops the process at once (the demo's temporary
     /// one, left behind otherwise).
     pub scratch: Option<PathBuf>,
-    /// Set once `serve` handles the signals itself: until then the demo does.
-    pub signals_taken: Option<Arc<std::sync::atomic::AtomicBool>>,
+    /// Who handles the signals: the demo's early stop, until `serve` takes them.
+    pub signals: Option<Arc<Handover>>,
+}
+
+/// The signals handed from the demo's early stop to `serve`: whichever comes first, a signal
+/// or `serve` taking them, decides.
+#[derive(Debug, Default)]
+pub struct Handover(std::sync::atomic::AtomicU8);
+
+impl Handover {
+    const EARLY: u8 = 0;
+    const TAKEN: u8 = 1;
+    const STOPPED: u8 = 2;
+
+    fn decide(&self, to: u8) -> bool {
+        use std::sync::atomic::Ordering::SeqCst;
+        (self.0.compare_exchange(Self::EARLY, to, SeqCst, SeqCst)).is_ok()
+    }
+
+    /// `serve` handles the signals from now on, unless a signal came before (false): then it
+    /// must not start.
+    pub fn take(&self) -> bool {
+        self.decide(Self::TAKEN)
+    }
+
+    /// A signal came: whether before `serve` took the signals (true), so the demo stops.
+    pub fn stop(&self) -> bool {
+        self.decide(Self::STOPPED)
+    }
+
+    /// Whether a signal came before `serve` took the signals.
+    pub fn stopping(&self) -> bool {
+        self.0.load(std::sync::atomic::Ordering::SeqCst) == Self::STOPPED
+    }
 }
 
 /// Run the server until SIGINT or SIGTERM. `clock` is the dispatcher's "now" (the system
@@ -151,8 +183,10 @@ async fn serve(
     );
     // Before the first task starts: a signal from now on stops serve in order.
     let mut signals = Signals::install(session.hangup_stops)?;
-    if let Some(taken) = &session.signals_taken {
-        taken.store(true, std::sync::atomic::Ordering::SeqCst);
+    if let Some(handover) = &session.signals
+        && !handover.take()
+    {
+        anyhow::bail!("stopped before the demo was ready");
     }
     // After every step that can refuse the start: the watch's first look at the file, off
     // the workers, outlived a refused start and panicked in the runtime's shutdown (an audit).

@@ -1245,6 +1245,36 @@ fn an_event_without_a_type_and_an_empty_page_with_more_do_not_stop_the_import() 
     assert_eq!(pages, 2 + 2501usize.div_ceil(250), "{pages} requests");
 }
 
+/// Empty pages that each say more follow, with a new offset each time (so the repeated-offset
+/// check never ends them), stop the run after 50 in a row, saying so, where it went on for
+/// good; the next run resumes there and, once HubSpot answers pages again, stores every event
+/// once.
+#[test]
+fn a_chain_of_empty_pages_saying_more_stops_the_run() {
+    let s = setup(Options::default());
+    // "0", "00", ...: new each time, and the stand-in's first page when it is asked with one.
+    for i in 1..=60 {
+        s.standin.inject(
+            Injection::next(Fault::Json(
+                serde_json::json!({"hasMore": true, "offset": "0".repeat(i), "events": []}),
+            ))
+            .on(EVENTS),
+        );
+    }
+    let out = s.import();
+    assert!(!out.status.success());
+    let said = text(&out);
+    assert!(
+        said.contains("HubSpot answered 50 empty pages in a row, each saying more events follow: stopped after page 50"),
+        "{said}"
+    );
+    assert_eq!(s.events_requests().len(), 50);
+    // Ten more empty pages, then the stand-in's own from its first.
+    let out = s.import();
+    assert!(out.status.success(), "{}", text(&out));
+    assert_all_once(&stored(&s.data).0, &s);
+}
+
 /// A connector given another account's `portal_id` in place imports that account's events
 /// from the first: the old account's cursor would have started the new one's history hours
 /// ago, and its events before never been read.

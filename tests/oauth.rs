@@ -283,6 +283,52 @@ fn the_scheduled_import_and_the_dispatcher_follow_one_rotated_refresh_token() {
     assert!(refused.is_empty(), "{refused:?}");
 }
 
+/// Two connectors of one portal installed by one app (its client id and refresh token), as
+/// validation allows, refresh with one set of credentials: HubSpot's rotated refresh token is
+/// the one both use. Kept per connector, the second to refresh sent the token the first had
+/// spent, was refused, and its contacts waited under a `refused_token` pause (an audit).
+#[test]
+fn two_connectors_of_one_installation_follow_one_rotated_refresh_token() {
+    let rt = runtime();
+    let standin = oauth_standin(&rt, Duration::from_secs(2), true);
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut config = oauth_config(&standin, EVERY_SECOND).replace(
+        "workflow_id = 101\n",
+        "workflow_id = 101\nconnector = \"main\"\n",
+    );
+    config.push_str(&format!(
+        "[[webhook]]\nid = \"also\"\ntype = \"IMMEDIATE\"\nworkflow_id = 102\nconnector = \"second\"\n\
+         [[connector]]\nid = \"second\"\nportal_id = {}\napp_id = {}\n\
+         client_secret_env = \"OAUTH_SECRET\"\napi_base = \"{}\"\nauth = \"oauth\"\n\
+         client_id_env = \"OAUTH_CLIENT_ID\"\nrefresh_token_env = \"OAUTH_REFRESH\"\n",
+        common::PORTAL_ID,
+        common::APP_ID,
+        standin.url()
+    ));
+    let server = serve(dir.path(), &data, &config);
+    let client = common::http();
+    for vid in 500..510 {
+        let email = format!("both{vid}@example.com");
+        standin.add_contact(&email, vid);
+        let hook = ["/hooks/now", "/hooks/also"][vid as usize % 2];
+        let body = contact_body(vid, &email);
+        assert_eq!(post_signed(&client, &server, SECRET, hook, body), 200);
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    let rows = all_enrolled(&server, &data, 10);
+    let by_second = rows
+        .iter()
+        .filter(|r| r.status == Status::Enrolled && r.connector == "second")
+        .count();
+    assert_eq!(by_second, 5);
+    let log = standin.log();
+    let refreshes = refreshes(&log);
+    assert!(refreshes >= 3, "{refreshes} refreshes in {log:?}");
+    let refused = refused(&log);
+    assert!(refused.is_empty(), "{refused:?}");
+}
+
 /// A refresh token HubSpot refuses (400 with its JSON) pauses the connector as a refused
 /// token, telling the operator to fix it, and no row records a call: the refresh is tried
 /// before a call's `attempting` row is written.

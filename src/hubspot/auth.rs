@@ -157,33 +157,42 @@ impl Auth {
     }
 
     /// The credentials every client of `connector` in this process uses: the dispatcher's and
-    /// the scheduled import's, and those built again after a reload. A refresh token HubSpot
-    /// rotated is then the one each refreshes with; credentials built apart, one would
-    /// refresh with the token another had already spent, and be refused.
+    /// the scheduled import's, those built again after a reload, and those of every connector
+    /// of the same installation (one app's client id and refresh token: two connectors of a
+    /// portal, or one renamed). A refresh token HubSpot rotated is then the one each refreshes
+    /// with; credentials built apart, one would refresh with the token another had already
+    /// spent, and be refused.
     ///
-    /// A new installation (another client id or refresh token) replaces the shared ones; new
-    /// client secrets for the same installation are taken into them, with its latest refresh
-    /// token.
+    /// New client secrets for an installation are taken into its shared credentials, with its
+    /// latest refresh token.
     pub fn for_account(connector: &Connector) -> anyhow::Result<Arc<Auth>> {
         use std::collections::HashMap;
         use std::sync::OnceLock;
-        // Keyed by connector ids from the config: a handful, kept for the process's life as
-        // a rotated refresh token must be.
-        static ACCOUNTS: OnceLock<Mutex<HashMap<String, Arc<Auth>>>> = OnceLock::new();
+        /// Whose credentials: keys from the config, a handful, kept for the process's life
+        /// as a rotated refresh token must be.
+        #[derive(PartialEq, Eq, Hash)]
+        enum Holder {
+            Connector(String),
+            /// Client id and the refresh token it was installed with.
+            Installation(String, String),
+        }
+        static ACCOUNTS: OnceLock<Mutex<HashMap<Holder, Arc<Auth>>>> = OnceLock::new();
         let fresh = Auth::for_connector(connector)?;
+        let key = match &fresh {
+            Auth::Static(_) => Holder::Connector(connector.id.clone()),
+            Auth::OAuth(new) => Holder::Installation(new.client_id.clone(), new.installed.clone()),
+        };
         let mut accounts = ACCOUNTS
             .get_or_init(Default::default)
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(shared) = accounts.get(&connector.id) {
+        if let Some(shared) = accounts.get(&key) {
             match (&**shared, &fresh) {
                 (Auth::Static(a), Auth::Static(b)) if a == b => return Ok(shared.clone()),
-                // The same installation: its credentials stay one, with the new secrets. Built
-                // apart, a client still on the old ones (an import under way) refreshed on its
-                // own and could spend the refresh token HubSpot had just rotated.
-                (Auth::OAuth(old), Auth::OAuth(new))
-                    if old.client_id == new.client_id && old.installed == new.installed =>
-                {
+                // Its credentials stay one, with the new secrets. Built apart, a client still
+                // on the old ones (an import under way) refreshed on its own and could spend
+                // the refresh token HubSpot had just rotated.
+                (Auth::OAuth(old), Auth::OAuth(new)) => {
                     let secrets = new.client_secrets.lock().unwrap().clone();
                     *old.client_secrets.lock().unwrap() = secrets;
                     return Ok(shared.clone());
@@ -192,7 +201,7 @@ impl Auth {
             }
         }
         let fresh = Arc::new(fresh);
-        accounts.insert(connector.id.clone(), fresh.clone());
+        accounts.insert(key, fresh.clone());
         Ok(fresh)
     }
 

@@ -76,7 +76,7 @@ pub struct EventsPage {
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct PageAsSent {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "at_most_a_page")]
     events: Vec<serde_json::Value>,
     /// Required: HubSpot always says it, and an answer without it (a proxy's `{}`, an
     /// `api_base` naming some other JSON service) read as a last page marked the window
@@ -84,6 +84,39 @@ struct PageAsSent {
     has_more: bool,
     #[serde(default)]
     offset: Option<String>,
+}
+
+/// A page's events, refused past [`MAX_EVENTS_PAGE`] (more than HubSpot sends): each is read
+/// as a JSON value, a few hundred bytes a key, so millions of tiny objects in a body's 32 MB (a
+/// broken proxy's, another service's at `api_base`) took gigabytes.
+fn at_most_a_page<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Vec<serde_json::Value>, D::Error> {
+    struct Events;
+    impl<'de> serde::de::Visitor<'de> for Events {
+        type Value = Vec<serde_json::Value>;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            write!(f, "a list of at most {MAX_EVENTS_PAGE} events")
+        }
+
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(
+            self,
+            mut seq: A,
+        ) -> Result<Self::Value, A::Error> {
+            let mut events = Vec::new();
+            while let Some(event) = seq.next_element()? {
+                if events.len() == MAX_EVENTS_PAGE as usize {
+                    return Err(serde::de::Error::custom(format!(
+                        "more than {MAX_EVENTS_PAGE} events in one page, the most HubSpot sends: not an answer of the email events API"
+                    )));
+                }
+                events.push(event);
+            }
+            Ok(events)
+        }
+    }
+    d.deserialize_seq(Events)
 }
 
 impl From<PageAsSent> for EventsPage {
@@ -188,6 +221,24 @@ impl Completion {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_page_of_more_events_than_hubspot_sends_is_refused() {
+        let page = |n: usize| {
+            format!(
+                r#"{{"hasMore":false,"events":[{}]}}"#,
+                vec!["{}"; n].join(",")
+            )
+        };
+        let full: EventsPage = serde_json::from_str(&page(1000)).unwrap();
+        assert_eq!((full.events.len(), full.unreadable), (0, 1000));
+        let err = serde_json::from_str::<EventsPage>(&page(1001)).unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("more than 1000 events in one page"),
+            "{err}"
+        );
+    }
 
     #[test]
     fn list_add_accepts_both_spellings() {

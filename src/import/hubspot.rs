@@ -32,6 +32,10 @@ use crate::time::format_rfc3339;
 /// (opens by clients that were offline, deferred deliveries) after their `created` time.
 pub const OVERLAP: Duration = Duration::from_secs(3 * 3600);
 const STATE_VERSION: u32 = 1;
+/// Empty pages in a row, each saying more follow, past which a run stops: HubSpot sends one
+/// now and then, but a chain of new offsets without events would spend the run's share for
+/// good (each new, so the repeated-offset check never ends it).
+const MAX_EMPTY_PAGES: u32 = 50;
 
 /// What the importer remembers between runs, per connector.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -414,6 +418,7 @@ impl Import {
         // The offsets asked with in this run, hashed: one answered again would loop.
         let mut asked: std::collections::HashSet<u64> = Default::default();
         let hash = |offset: &str| xxhash_rust::xxh3::xxh3_64(offset.as_bytes());
+        let mut empty_in_a_row = 0;
         loop {
             (self.before_page)(&self.client);
             let query = EventsQuery {
@@ -542,6 +547,19 @@ impl Import {
                 bail!(
                     "HubSpot answered an offset it was given before as the next one after page \
                      {}: the window is left incomplete; the next run reads it again",
+                    cursor.pages
+                );
+            }
+            empty_in_a_row = if page.events.is_empty() {
+                empty_in_a_row + 1
+            } else {
+                0
+            };
+            if empty_in_a_row >= MAX_EMPTY_PAGES {
+                bail!(
+                    "HubSpot answered {empty_in_a_row} empty pages in a row, each saying more \
+                     events follow: stopped after page {}, as it may go on for good; the next run \
+                     resumes there",
                     cursor.pages
                 );
             }
