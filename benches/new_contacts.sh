@@ -40,7 +40,9 @@ for n in "${sizes[@]}"; do
       mv "$csv.tmp" "$csv"
     fi
     for i in $(seq "$RUNS"); do
-      for who in $ENGINES; do
+      order=$ENGINES
+      [ $((i % 2)) = 0 ] && order=$(echo $ENGINES | tr ' ' '\n' | tac | tr '\n' ' ')
+      for who in $order; do
         bin=$BIN
         [ "$who" = other ] && bin=$OTHER_BIN
         cat "$csv" > /dev/null

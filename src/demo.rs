@@ -90,15 +90,16 @@ pub fn run(
     let data = dir.join("data");
     let folder = Temporary(dir);
     // Its folder made under the early stop's watch too: a signal between the folder and its
-    // `data` removed the folder, and the failed `data` ended the process with 1, not the
-    // early stop's 130 (a CI run).
+    // `data` ended the process with 1 (the failed `data`), not 130 (a CI run).
     let result = std::fs::create_dir_all(&data)
         .with_context(|| format!("cannot create {}", folder.0.display()))
         .and_then(|()| run_in(&folder.0, data, speed, listen, admin, handover.clone()));
     // Stopped before it was ready: nothing writes in the folder any more, so it goes for good
     // (removed from the signal's thread while this one wrote, it was made again: a CI run).
     if handover.stopping() {
-        drop(folder);
+        let dir = folder.0.clone();
+        std::mem::forget(folder);
+        remove_folder(&dir);
         std::process::exit(130);
     }
     result
@@ -123,7 +124,17 @@ fn stop_early(dir: PathBuf) -> anyhow::Result<Arc<crate::serve::Handover>> {
     std::thread::spawn(move || {
         rt.block_on(async move {
             let why = signals.next().await;
+            let first = tokio::time::Instant::now();
             if !early.stop() {
+                // `serve` took the signals first, maybe after this one came, unseen by it: sent
+                // again for it (a repeat within moments is the same signal to `serve`).
+                let sig = match why {
+                    "SIGINT" => libc::SIGINT,
+                    "SIGTERM" => libc::SIGTERM,
+                    _ => libc::SIGHUP,
+                };
+                // SAFETY: `kill` to this process reads no memory of ours.
+                unsafe { libc::kill(libc::getpid(), sig) };
                 return;
             }
             // Said without `eprintln!`, which panics on a stderr gone with the terminal or a
@@ -132,16 +143,30 @@ fn stop_early(dir: PathBuf) -> anyhow::Result<Arc<crate::serve::Handover>> {
             use std::io::Write;
             let mut err = std::io::stderr();
             let _ = writeln!(err, "{why} before the demo was ready: stopping");
-            tokio::time::sleep(EARLY_STOP_WAIT).await;
-            // The demo's thread did not stop (a step that takes longer): removed under it,
-            // tried a few times, as serve does.
-            if !(0..3).any(|_| std::fs::remove_dir_all(&dir).is_ok() || !dir.exists()) {
-                let _ = writeln!(err, "cannot remove the demo's folder {}", dir.display());
+            // The demo's thread did not stop in time (a step that takes longer), or a second
+            // signal: the folder is removed under it.
+            tokio::select! {
+                _ = tokio::time::sleep(EARLY_STOP_WAIT) => {}
+                _ = signals.next_apart_from(first) => {}
             }
+            remove_folder(&dir);
             std::process::exit(130);
         })
     });
     Ok(handover)
+}
+
+/// Remove the demo's folder, tried a few times, as serve does (something may be writing in
+/// it); said without `eprintln!` (see [`stop_early`]).
+fn remove_folder(dir: &std::path::Path) {
+    if !(0..3).any(|_| std::fs::remove_dir_all(dir).is_ok() || !dir.exists()) {
+        use std::io::Write;
+        let _ = writeln!(
+            std::io::stderr(),
+            "cannot remove the demo's folder {}",
+            dir.display()
+        );
+    }
 }
 
 /// Whether to go on with the demo's start: not once a signal came.

@@ -316,8 +316,8 @@ impl Contacts {
 
     /// Whether any contact is keyed by email (the rest are known by HubSpot id alone).
     pub fn has_emails(&self) -> bool {
-        self.look(|index| (!index.text.is_empty()).then_some(()))
-            .is_some()
+        let emails = |index: &KeyIndex| (!index.text.is_empty()).then_some(true);
+        self.look(emails).unwrap_or(false)
     }
 
     /// Share the key index with lookups on other threads while this dictionary grows (a bulk
@@ -345,10 +345,10 @@ impl Contacts {
         if sharing.young.ids.is_empty() && sharing.young.text.is_empty() {
             return;
         }
-        let young = std::mem::take(&mut sharing.young);
+        // Drained, not taken: its room is kept for the next batch's new contacts.
         let mut index = (sharing.index.0.write()).unwrap_or_else(PoisonError::into_inner);
-        index.ids.extend(young.ids);
-        index.text.extend(young.text);
+        index.ids.extend(sharing.young.ids.drain());
+        index.text.extend(sharing.young.text.drain());
     }
 
     /// Drop the key index, shared or not, to free its memory; the next lookup builds it again.

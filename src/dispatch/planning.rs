@@ -110,8 +110,15 @@ impl Dispatcher {
                     if e.downcast_ref::<crate::store::checksum::Mismatch>()
                         .is_some() =>
                 {
-                    if let Err(q) = self.inbox_ds.quarantine(part, &e) {
-                        tracing::error!(part = %part.display(), "{e:#}; and it cannot be quarantined: {q:#}");
+                    match self.inbox_ds.quarantine(part, &e) {
+                        Err(q) => {
+                            tracing::error!(part = %part.display(), "{e:#}; and it cannot be quarantined: {q:#}")
+                        }
+                        // Its receipts, unread, still count as waiting (not fixed: README).
+                        Ok(()) => tracing::error!(
+                            part = %part.display(),
+                            "its receipts are not planned, and later posts of their contacts are answered `duplicate` until serve restarts: restart it"
+                        ),
                     }
                 }
                 Err(e) => {

@@ -1,6 +1,7 @@
 //! How a connector's calls authenticate: a static token, or OAuth access tokens obtained with
 //! the refresh token and refreshed before they expire (HubSpot's last 30 minutes), one refresh
-//! at a time per connector. A refresh token HubSpot rotates is kept for the process's life.
+//! at a time per installation (an app's client id and refresh token, whichever connectors use
+//! it). A refresh token HubSpot rotates is kept for the process's life.
 //! A refresh that fails is the answer of every call that was waiting for it, so a token
 //! endpoint in trouble gets one request, not one per waiting call.
 //! Tokens are never logged: they appear only in the Authorization header and the refresh form.
@@ -27,7 +28,8 @@ const MAX_TOKEN_LIFE_S: u64 = 24 * 3600;
 /// How soon a refresh that got no answer is tried again while the token in hand still lives.
 const REFRESH_RETRY: Duration = Duration::from_secs(15);
 
-/// A connector's credentials, as its client uses them.
+/// A connector's credentials, as its client uses them (shared by the connectors of one
+/// OAuth installation: [`Auth::for_account`]).
 pub enum Auth {
     Static(Arc<str>),
     OAuth(Arc<OAuth>),
@@ -43,7 +45,7 @@ pub struct OAuth {
     installed: String,
     /// The latest refresh token (HubSpot may hand out a new one with each refresh).
     refresh_token: Mutex<String>,
-    /// Held while refreshing, so a connector refreshes once however many calls wait.
+    /// Held while refreshing, so an installation refreshes once however many calls wait.
     current: tokio::sync::Mutex<Refreshed>,
     /// Refreshes finished so far: a call that waited while one was tried takes its outcome.
     attempts: AtomicU64,

@@ -88,7 +88,8 @@ struct PageAsSent {
 
 /// A page's events, refused past [`MAX_EVENTS_PAGE`] (more than HubSpot sends): each is read
 /// as a JSON value, a few hundred bytes a key, so millions of tiny objects in a body's 32 MB (a
-/// broken proxy's, another service's at `api_base`) took gigabytes.
+/// broken proxy's, another service's at `api_base`) took gigabytes. It bounds their number,
+/// not what each nests.
 fn at_most_a_page<'de, D: serde::Deserializer<'de>>(
     d: D,
 ) -> Result<Vec<serde_json::Value>, D::Error> {

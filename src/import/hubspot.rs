@@ -550,11 +550,9 @@ impl Import {
                     cursor.pages
                 );
             }
-            empty_in_a_row = if page.events.is_empty() {
-                empty_in_a_row + 1
-            } else {
-                0
-            };
+            // Unreadable events are events: such pages are not the chain this guards against.
+            let empty = page.events.is_empty() && page.unreadable == 0;
+            empty_in_a_row = if empty { empty_in_a_row + 1 } else { 0 };
             if empty_in_a_row >= MAX_EMPTY_PAGES {
                 bail!(
                     "HubSpot answered {empty_in_a_row} empty pages in a row, each saying more \
