@@ -172,7 +172,7 @@ async fn serve(
     let admin_state = AdminState::new(
         handle.clone(),
         metrics.clone(),
-        inbox.clone(),
+        dispatcher.pending().clone(),
         clock.clone(),
         lookups_tx,
     )?;

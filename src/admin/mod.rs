@@ -33,7 +33,7 @@ pub use error::AdminError;
 
 use crate::clock::Clock;
 use crate::config::{ConfigHandle, Server};
-use crate::datasets::inbox::Inbox;
+use crate::datasets::pending::PendingSet;
 use crate::dispatch::lookups::Lookup;
 use crate::metrics::Metrics;
 
@@ -46,7 +46,10 @@ const LOOKUP_TIMEOUT: Duration = Duration::from_secs(15);
 pub struct AdminState {
     pub config: ConfigHandle,
     pub metrics: Metrics,
-    pub inbox: Inbox,
+    /// The receipts waiting, for counts: not the inbox's handle, which a `/status` read
+    /// stuck on a hung disk would hold, and `serve`'s stop wait for (its writer ends with
+    /// the last handle).
+    pub pending: PendingSet,
     /// The dispatcher's "now".
     pub clock: Clock,
     pub lookups: mpsc::Sender<Lookup>,
@@ -82,7 +85,7 @@ impl AdminState {
     pub fn new(
         config: ConfigHandle,
         metrics: Metrics,
-        inbox: Inbox,
+        pending: PendingSet,
         clock: Clock,
         lookups: mpsc::Sender<Lookup>,
     ) -> anyhow::Result<AdminState> {
@@ -105,7 +108,7 @@ impl AdminState {
         Ok(AdminState {
             config,
             metrics,
-            inbox,
+            pending,
             clock,
             lookups,
             token,

@@ -116,13 +116,13 @@ pub fn status(state: &AdminState) -> Value {
     json!({
         "config": config.identity,
         "now_ms": now,
-        "pending": state.inbox.pending_count(),
+        "pending": state.pending.len(),
         "queued": state.metrics.queued.get(),
         "webhooks": webhooks,
         "actions": actions,
         "unknown": board.tally(super::board::UNKNOWN).refused,
         "totals": board.totals(),
-        "held_for_removed": held_for_removed(board, &config, &state.inbox),
+        "held_for_removed": held_for_removed(board, &config, &state.pending),
         "connectors": connectors,
         "capacity": *state.metrics.forecast(),
         "population": board.population().map(|p| p.to_vec()),
@@ -208,12 +208,12 @@ fn connectors(
 fn held_for_removed(
     board: &super::board::Board,
     config: &crate::config::Config,
-    inbox: &crate::datasets::inbox::Inbox,
+    pending: &crate::datasets::pending::PendingSet,
 ) -> std::collections::BTreeMap<String, u64> {
     let mut held: std::collections::BTreeMap<String, u64> = (board.held().into_iter())
         .map(|(id, n)| (id, n as u64))
         .collect();
-    for (id, n) in inbox.pending_by_webhook() {
+    for (id, n) in pending.by_webhook() {
         if config.webhook(&id).is_none() {
             let h = held.entry(id).or_default();
             *h = (*h).max(n);

@@ -386,11 +386,6 @@ impl Inbox {
         rx.await.unwrap_or(Err(StoreError::ShuttingDown))
     }
 
-    /// Receipts pending, all webhooks.
-    pub fn pending_count(&self) -> usize {
-        self.pending.len()
-    }
-
     /// Receipts pending per webhook or action id.
     pub fn pending_by_webhook(&self) -> std::collections::BTreeMap<String, u64> {
         self.pending.by_webhook()
