@@ -5,10 +5,9 @@
 //! events already stored ([`stored`]) while this one interns contacts and stages parts of at
 //! most `part_rows` rows, so what memory grows with is the contacts new to the store, not the
 //! file's size (a store too large for the memory of that check is checked in several passes
-//! over the file). The whole file
-//! is checked before anything is visible: one unreadable row means nothing is imported (the
-//! staged parts are removed), and the error lists the bad rows by line (CSV) or row (Parquet)
-//! so they can be fixed.
+//! over the file). The whole file is checked before anything is visible: one unreadable row
+//! means nothing is imported (the staged parts are removed), and the error lists the bad rows
+//! by line (CSV) or row (Parquet) so they can be fixed.
 
 pub mod csv;
 pub mod hubspot;
