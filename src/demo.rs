@@ -124,17 +124,7 @@ fn stop_early(dir: PathBuf) -> anyhow::Result<Arc<crate::serve::Handover>> {
     std::thread::spawn(move || {
         rt.block_on(async move {
             let why = signals.next().await;
-            let first = tokio::time::Instant::now();
             if !early.stop() {
-                // `serve` took the signals first, maybe after this one came, unseen by it: sent
-                // again for it (a repeat within moments is the same signal to `serve`).
-                let sig = match why {
-                    "SIGINT" => libc::SIGINT,
-                    "SIGTERM" => libc::SIGTERM,
-                    _ => libc::SIGHUP,
-                };
-                // SAFETY: `kill` to this process reads no memory of ours.
-                unsafe { libc::kill(libc::getpid(), sig) };
                 return;
             }
             // Said without `eprintln!`, which panics on a stderr gone with the terminal or a
@@ -143,6 +133,9 @@ fn stop_early(dir: PathBuf) -> anyhow::Result<Arc<crate::serve::Handover>> {
             use std::io::Write;
             let mut err = std::io::stderr();
             let _ = writeln!(err, "{why} before the demo was ready: stopping");
+            // After the write, which a full pipe may hold: a repeat of this signal seen late
+            // would pass for a second.
+            let first = tokio::time::Instant::now();
             // The demo's thread did not stop in time (a step that takes longer), or a second
             // signal: the folder is removed under it.
             tokio::select! {

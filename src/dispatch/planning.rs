@@ -117,7 +117,7 @@ impl Dispatcher {
                         // Its receipts, unread, still count as waiting (not fixed: README).
                         Ok(()) => tracing::error!(
                             part = %part.display(),
-                            "its receipts are not planned, and later posts of their contacts are answered `duplicate` until serve restarts: restart it"
+                            "its receipts not planned before are not planned, and a running serve answers later posts of their contacts to the same webhook `duplicate` until it restarts: restart it"
                         ),
                     }
                 }
