@@ -162,14 +162,6 @@ fn remove_folder(dir: &std::path::Path) {
     }
 }
 
-/// Whether to go on with the demo's start: not once a signal came.
-fn going_on(handover: &crate::serve::Handover) -> anyhow::Result<()> {
-    match handover.stopping() {
-        true => Err(anyhow::anyhow!("stopped before the demo was ready")),
-        false => Ok(()),
-    }
-}
-
 /// The demo's folder: a run leaves nothing behind, whether it ran, failed to start or
 /// panicked.
 struct Temporary(PathBuf);
@@ -199,7 +191,7 @@ fn run_in(
         habits: true,
     };
     let events = synth::generate(&data, spec)?;
-    going_on(&handover)?;
+    anyhow::ensure!(!handover.stopping(), "stopped before the demo was ready");
     let clock = Clock::Scaled {
         origin_ms: now_ms(),
         speed: speed.max(1),

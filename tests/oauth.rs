@@ -38,10 +38,7 @@ fn oauth_config(standin: &StandIn, tables: &str) -> String {
     TestConfig {
         env: "OAUTH",
         tables,
-        connector: &format!(
-            "api_base = \"{}\"\nauth = \"oauth\"\nclient_id_env = \"OAUTH_CLIENT_ID\"\nrefresh_token_env = \"OAUTH_REFRESH\"",
-            standin.url()
-        ),
+        connector: &oauth_keys(standin),
         hooks: &[&Hook {
             id: "now",
             kind: "IMMEDIATE",
@@ -51,6 +48,14 @@ fn oauth_config(standin: &StandIn, tables: &str) -> String {
     }
     .text()
     .replace("access_token_env = \"OAUTH_TOKEN\"\n", "")
+}
+
+/// A connector's keys for the stand-in's OAuth app, read from the variables [`serve`] sets.
+fn oauth_keys(standin: &StandIn) -> String {
+    format!(
+        "api_base = \"{}\"\nauth = \"oauth\"\nclient_id_env = \"OAUTH_CLIENT_ID\"\nrefresh_token_env = \"OAUTH_REFRESH\"",
+        standin.url()
+    )
 }
 
 /// `config` written as `dir/webhooks.toml`, and `serve` on it with the app's secret, client
@@ -71,14 +76,16 @@ fn serve(dir: &std::path::Path, data: &std::path::Path, config: &str) -> Server 
 
 /// Post contact `vid`, `{prefix}{vid}@example.com` (known to the stand-in), to webhook `now`.
 fn post_contact(standin: &StandIn, server: &Server, prefix: &str, vid: u64) {
+    post_contact_to(standin, server, "/hooks/now", prefix, vid);
+}
+
+/// [`post_contact`] to the webhook at `hook`.
+fn post_contact_to(standin: &StandIn, server: &Server, hook: &str, prefix: &str, vid: u64) {
     let email = format!("{prefix}{vid}@example.com");
     standin.add_contact(&email, vid);
     let client = common::http();
     let body = contact_body(vid, &email);
-    assert_eq!(
-        post_signed(&client, server, SECRET, "/hooks/now", body),
-        200
-    );
+    assert_eq!(post_signed(&client, server, SECRET, hook, body), 200);
 }
 
 /// Wait until `n` contacts are enrolled; the outcome rows then.
@@ -300,20 +307,15 @@ fn two_connectors_of_one_installation_follow_one_rotated_refresh_token() {
     config.push_str(&format!(
         "[[webhook]]\nid = \"also\"\ntype = \"IMMEDIATE\"\nworkflow_id = 102\nconnector = \"second\"\n\
          [[connector]]\nid = \"second\"\nportal_id = {}\napp_id = {}\n\
-         client_secret_env = \"OAUTH_SECRET\"\napi_base = \"{}\"\nauth = \"oauth\"\n\
-         client_id_env = \"OAUTH_CLIENT_ID\"\nrefresh_token_env = \"OAUTH_REFRESH\"\n",
+         client_secret_env = \"OAUTH_SECRET\"\n{}\n",
         common::PORTAL_ID,
         common::APP_ID,
-        standin.url()
+        oauth_keys(&standin)
     ));
     let server = serve(dir.path(), &data, &config);
-    let client = common::http();
     for vid in 500..510 {
-        let email = format!("both{vid}@example.com");
-        standin.add_contact(&email, vid);
         let hook = ["/hooks/now", "/hooks/also"][vid as usize % 2];
-        let body = contact_body(vid, &email);
-        assert_eq!(post_signed(&client, &server, SECRET, hook, body), 200);
+        post_contact_to(&standin, &server, hook, "both", vid);
         std::thread::sleep(Duration::from_secs(1));
     }
     let rows = all_enrolled(&server, &data, 10);

@@ -357,24 +357,19 @@ impl Contacts {
         self.index = Default::default();
     }
 
-    /// The index of `key` if the dictionary has it, else the index to add it to.
+    /// The index of `key` if the dictionary has it (looked for as [`Contacts::look`] does),
+    /// else the index to add it to.
     fn find_or_writable(
         &mut self,
         find: impl Fn(&KeyIndex) -> Option<u32>,
     ) -> Result<u32, &mut KeyIndex> {
-        if self.shared.is_none() {
-            self.index();
+        if let Some(i) = self.look(&find) {
+            return Ok(i);
         }
-        match &mut self.shared {
-            Some(sharing) => match find(&sharing.young).or_else(|| find(&sharing.index.read().0)) {
-                Some(i) => Ok(i),
-                None => Err(&mut sharing.young),
-            },
-            None => {
-                let index = self.index.get_mut().expect("initialised above");
-                find(index).ok_or(index)
-            }
-        }
+        Err(match &mut self.shared {
+            Some(sharing) => &mut sharing.young,
+            None => self.index.get_mut().expect("built by the lookup"),
+        })
     }
 
     /// Index of the contact known by HubSpot id `id` alone (key `#{id}`), adding it if new:
