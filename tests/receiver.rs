@@ -1205,6 +1205,84 @@ fn a_flipped_bit_in_a_part_is_caught_by_its_checksum_and_quarantined() {
     server.stop();
 }
 
+/// An inbox part damaged while `serve` runs, before planning read it, is set aside with its
+/// receipts unplanned: those no longer wait, so a later post of one of their contacts is a new
+/// receipt (it was answered `duplicate`, and never sent, until a restart: an audit). The
+/// receipts of the other parts still wait.
+#[test]
+fn a_part_set_aside_before_it_was_planned_no_longer_holds_its_contacts() {
+    let dir = tempfile::tempdir().unwrap();
+    // A tick every 15 s: time to damage a part between two.
+    let config = TestConfig {
+        env: "TEST",
+        server: "max_body_bytes = 65536",
+        tables: "[scheduler]\ncron = \"*/15 * * * * *\"",
+        connector: "dry_run = true",
+        hooks: HOOKS,
+    }
+    .write(dir.path());
+    let server = Server::start(
+        &config,
+        &dir.path().join("data"),
+        &[("TEST_SECRET", SECRET)],
+    );
+    let inbox_dir = dir.path().join("data/inbox");
+    let parts = || -> Vec<std::path::PathBuf> {
+        let mut v: Vec<_> = std::fs::read_dir(&inbox_dir)
+            .map(|r| r.filter_map(|e| e.ok().map(|e| e.path())).collect())
+            .unwrap_or_default();
+        v.retain(|p: &std::path::PathBuf| p.extension().is_some_and(|e| e == "parquet"));
+        v
+    };
+    let accepted = |vid: i64, email: &str| {
+        let (status, body) = post(&server, "nurture", &contact_body(vid, email), Sig::V2);
+        assert_eq!(status, 200, "{body}");
+        body["status"].as_str().unwrap().to_string()
+    };
+    // A contact planned as usual.
+    assert_eq!(accepted(7_001, "kept@example.com"), "accepted");
+    common::wait_ticks(&server, 1);
+    // Another, whose part is damaged between two ticks (tried again should a tick come first).
+    let mut damaged = None;
+    for vid in 7_100..7_105 {
+        let before = parts();
+        let ticks = common::ticks(&server);
+        assert_eq!(accepted(vid, "lost@example.com"), "accepted");
+        let part = eventually(Duration::from_secs(10), || {
+            parts().into_iter().find(|p| !before.contains(p))
+        })
+        .expect("the post's part is written");
+        let mut bytes = std::fs::read(&part).unwrap();
+        let at = bytes.len() / 2;
+        bytes[at] ^= 0x04;
+        std::fs::write(&part, bytes).unwrap();
+        if common::ticks(&server) == ticks {
+            damaged = Some((vid, part));
+            break;
+        }
+    }
+    let (vid, part) = damaged.expect("a part damaged before a tick read it");
+    let aside = dir
+        .path()
+        .join("data/quarantine/inbox")
+        .join(part.file_name().unwrap());
+    eventually(Duration::from_secs(60), || aside.exists().then_some(()))
+        .unwrap_or_else(|| panic!("the damaged part is set aside; logs:\n{}", server.logs()));
+    // The tick under way (or the next, when the compactor set it aside) lets them go.
+    common::wait_ticks(&server, 1);
+    assert_eq!(
+        accepted(vid, "lost-again@example.com"),
+        "accepted",
+        "its contact is taken again"
+    );
+    assert_eq!(
+        accepted(7_001, "kept-again@example.com"),
+        "duplicate",
+        "the contact planned still waits"
+    );
+    server.stop();
+}
+
 /// The admin surface is never on the public listener: its pages, data and buttons answer
 /// only on `admin_listen`; the public one serves webhooks, actions and `/healthz`.
 #[test]

@@ -630,6 +630,12 @@ impl Writer {
                 let _ = std::fs::remove_file(&next.path);
                 return false;
             }
+            // Before its segment goes: the compactor leaves a part alone while it is there,
+            // so the part is not merged away before its receipts are recorded.
+            (self.pending).flushed(
+                self.segment.id,
+                (self.unflushed.iter()).map(|r| (r.receipt_id.as_str(), r.contact())),
+            );
         }
         self.metrics.write_succeeded(NAME);
         let old = std::mem::replace(&mut self.segment, next);

@@ -1,8 +1,9 @@
 //! The receipts accepted and not yet finished, by webhook and contact: how the receiver knows
 //! that a post repeats one still waiting (HubSpot retries a post whose answer it did not get),
 //! so a retry never becomes a second enrollment. The dispatcher releases a receipt once it is
-//! finished (enrolled, listed, failed for good, dry run); after that, the same contact posted
-//! again is a new receipt.
+//! finished (enrolled, listed, failed for good, dry run), or once the inbox part holding it
+//! is set aside before planning read it; after that, the same contact posted again is a new
+//! receipt.
 //!
 //! It also remembers, for [`REPLAY_WINDOW_MS`], each post's body by webhook: the same body
 //! posted to the same webhook again within that span (HubSpot's retry of a post whose 200 it
@@ -13,6 +14,8 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
+
+use ulid::Ulid;
 
 use crate::metrics::Metrics;
 
@@ -50,6 +53,11 @@ struct State {
     /// Pending receipts per webhook or action id, as `sendtime_pending{webhook}` counts them
     /// (ids the config names or named when they were taken: a bounded set).
     by_webhook: HashMap<String, u64>,
+    /// Receipts flushed into an inbox part that planning has not read yet, by receipt id:
+    /// the part's id and the receipt's key. A part set aside unread (its bytes changed)
+    /// releases them: nothing else would, and later posts of their contacts were answered
+    /// `duplicate` until a restart (an audit).
+    unread: HashMap<String, (Ulid, Key)>,
 }
 
 impl State {
@@ -254,26 +262,55 @@ impl PendingSet {
     /// receipt of the same contact is left alone.
     pub fn release(&self, contact: Contact<'_>, receipt_id: &str) {
         let k = contact.key();
+        self.inner
+            .lock()
+            .unwrap()
+            .release(&k, receipt_id, &self.metrics);
+    }
+
+    /// The receipts of `rows` (a receipt id and its contact each) are in the inbox part
+    /// `part`, written: until planning reads them ([`PendingSet::read`]), that part's loss
+    /// releases them ([`PendingSet::release_unread`]).
+    pub fn flushed<'a>(&self, part: Ulid, rows: impl IntoIterator<Item = (&'a str, Contact<'a>)>) {
         let mut state = self.inner.lock().unwrap();
-        // By its id, unique: counted out even if its contact's key no longer finds it.
-        state.unsigned.remove(receipt_id);
-        if state
-            .pending
-            .get(&k)
-            .is_some_and(|(id, _)| id == receipt_id)
-        {
-            state.pending.remove(&k);
-        } else if !state.displaced.remove(receipt_id) {
+        for (receipt_id, contact) in rows {
+            (state.unread).insert(receipt_id.to_string(), (part, contact.key()));
+        }
+    }
+
+    /// Planning read these receipts from an inbox part.
+    pub fn read<'a>(&self, receipt_ids: impl IntoIterator<Item = &'a str>) {
+        let mut state = self.inner.lock().unwrap();
+        if state.unread.is_empty() {
             return;
         }
-        state.answers.remove(receipt_id);
-        if let Some(n) = state.by_webhook.get_mut(contact.webhook_id) {
-            *n -= 1;
-            if *n == 0 {
-                state.by_webhook.remove(contact.webhook_id);
+        for id in receipt_ids {
+            state.unread.remove(id);
+        }
+    }
+
+    /// The inbox parts holding receipts planning has not read.
+    pub fn unread_parts(&self) -> HashSet<Ulid> {
+        let state = self.inner.lock().unwrap();
+        state.unread.values().map(|(part, _)| *part).collect()
+    }
+
+    /// The inbox parts `gone` are no longer there, and their receipts were not read from
+    /// another (a merge): release the receipts planning did not read, except those it
+    /// `planned` (read before the part was recorded here). Returns how many were released.
+    pub fn release_unread(&self, gone: &HashSet<Ulid>, planned: impl Fn(&str) -> bool) -> usize {
+        let mut state = self.inner.lock().unwrap();
+        let lost: Vec<(String, Key)> = (state.unread)
+            .extract_if(|_, (part, _)| gone.contains(part))
+            .map(|(id, (_, key))| (id, key))
+            .collect();
+        let mut released = 0;
+        for (id, key) in lost {
+            if !planned(&id) && state.release(&key, &id, &self.metrics) {
+                released += 1;
             }
         }
-        self.metrics.pending(contact.webhook_id).dec();
+        released
     }
 
     /// Pending receipts per webhook or action id (those with any).
@@ -320,6 +357,28 @@ impl PendingSet {
 }
 
 impl State {
+    /// `receipt_id` is no longer pending for the contact `k`: false when it was not.
+    fn release(&mut self, k: &Key, receipt_id: &str, metrics: &Metrics) -> bool {
+        // By its id, unique: counted out even if its contact's key no longer finds it.
+        self.unsigned.remove(receipt_id);
+        self.unread.remove(receipt_id);
+        if self.pending.get(k).is_some_and(|(id, _)| id == receipt_id) {
+            self.pending.remove(k);
+        } else if !self.displaced.remove(receipt_id) {
+            return false;
+        }
+        self.answers.remove(receipt_id);
+        let webhook_id = &k.0;
+        if let Some(n) = self.by_webhook.get_mut(webhook_id) {
+            *n -= 1;
+            if *n == 0 {
+                self.by_webhook.remove(webhook_id);
+            }
+        }
+        metrics.pending(webhook_id).dec();
+        true
+    }
+
     /// Remember `contact`'s body (if known and recent) as `receipt_id`'s, and forget the
     /// bodies that left the window.
     fn remember(&mut self, contact: Contact<'_>, receipt_id: &str) {
@@ -656,5 +715,51 @@ mod tests {
             set.insert(execution("refreshed"), "r2", false),
             Err(Finished("r1".into()))
         );
+    }
+
+    /// The receipts of a part that is gone before planning read them are released; those it
+    /// read, or planned before the part was recorded, or finished, are not released again.
+    #[test]
+    fn only_receipts_of_a_lost_part_nothing_read_are_released() {
+        let set = PendingSet::new(Metrics::new());
+        let contact = |id| Contact {
+            webhook_id: "w",
+            contact_id: Some(id),
+            email: None,
+            callback_id: None,
+            body: None,
+            sends_as: None,
+        };
+        let names: Vec<String> = (0..5).map(|i| format!("r{i}")).collect();
+        for (i, name) in names.iter().enumerate() {
+            set.insert(contact(i as i64), name, false).unwrap();
+        }
+        let (lost, kept) = (Ulid::from_parts(1, 1), Ulid::from_parts(2, 2));
+        let rows = |range: std::ops::Range<usize>| {
+            range
+                .map(|i| (names[i].as_str(), contact(i as i64)))
+                .collect::<Vec<_>>()
+        };
+        set.flushed(lost, rows(0..4));
+        set.flushed(kept, rows(4..5));
+        assert_eq!(set.unread_parts(), HashSet::from([lost, kept]));
+        // r0 read, r1 planned before its part was recorded, r2 finished; r3 nothing read.
+        set.read(["r0"]);
+        set.release(contact(2), "r2");
+        let gone = HashSet::from([lost]);
+        assert_eq!(set.release_unread(&gone, |id| id == "r1"), 1);
+        assert_eq!(set.len(), 3, "r0, r1 and r4 wait");
+        assert_eq!(set.metrics.pending("w").get(), 3);
+        assert_eq!(set.insert(contact(3), "r3 again", false), Ok(()));
+        assert_eq!(
+            set.insert(contact(0), "r0 again", false),
+            Err(Waiting("r0".into()))
+        );
+        assert_eq!(
+            set.unread_parts(),
+            HashSet::from([kept]),
+            "the lost part is forgotten"
+        );
+        assert_eq!(set.release_unread(&gone, |_| false), 0, "and released once");
     }
 }

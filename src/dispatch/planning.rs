@@ -63,10 +63,20 @@ impl Dispatcher {
     /// A part counts as seen only once its receipts' plans are durable: if anything fails,
     /// the next tick reads it again.
     pub(super) fn plan_new(&mut self, config: &Config, now: i64) -> anyhow::Result<usize> {
+        // Before the listing: each of these was written by then, so one not listed is gone.
+        let unread_before = self.pending.unread_parts();
         let parts = self
             .inbox_ds
             .parts()
             .with_context(|| format!("cannot list {}", self.inbox_ds.dir.display()))?;
+        let mut listed_ids: HashSet<Ulid> = parts
+            .iter()
+            .filter_map(|p| crate::store::part_id(p))
+            .collect();
+        // Whether every part listed was read (now or before), set aside or gone: only then
+        // is a part no longer listed known to hold receipts nothing read (a merged part not
+        // read yet may hold them).
+        let mut all_read = true;
         // Each known by its file too: a part the inbox wrote again under its path (after a
         // flush whose folder fsync failed) is read again (its receipts planned already are
         // not planned twice). One gone since the listing was compacted away.
@@ -76,6 +86,7 @@ impl Dispatcher {
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
                 Err(e) => {
                     tracing::warn!(part = %p.display(), "cannot read inbox part (will try again next tick): {e}");
+                    all_read = false;
                     None
                 }
             })
@@ -114,16 +125,33 @@ impl Dispatcher {
                         Err(q) => {
                             tracing::error!(part = %part.display(), "{e:#}; and it cannot be quarantined: {q:#}")
                         }
-                        // Its receipts, unread, still count as waiting (not fixed: README).
-                        Ok(()) => tracing::error!(
-                            part = %part.display(),
-                            "its receipts not planned before are not planned, and a running serve answers later posts of their contacts to the same webhook `duplicate` until it restarts: restart it"
-                        ),
+                        Ok(()) => {
+                            tracing::error!(
+                                part = %part.display(),
+                                "its receipts not planned before are not planned; later posts of their contacts are taken as new receipts"
+                            );
+                            if let Some(id) = crate::store::part_id(part) {
+                                listed_ids.remove(&id);
+                            }
+                        }
                     }
                 }
                 Err(e) => {
                     tracing::warn!(part = %part.display(), "cannot read inbox part (will try again next tick): {e:#}");
+                    all_read = false;
                 }
+            }
+        }
+        let gone: HashSet<Ulid> = unread_before.difference(&listed_ids).copied().collect();
+        if all_read && !gone.is_empty() {
+            let planned = &self.planned;
+            let released =
+                (self.pending).release_unread(&gone, |id| planned.contains(&ReceiptId::new(id)));
+            if released > 0 {
+                tracing::warn!(
+                    receipts = released,
+                    "receipts of inbox parts set aside before they were planned no longer wait: a later post of one of their contacts is a new receipt"
+                );
             }
         }
         let result = match self
@@ -204,6 +232,8 @@ impl Dispatcher {
             .filter(|&i| part.webhook_type(i).is_some())
             .collect();
         let ids = &part.receipt_id;
+        // Every row, taken or not: each has been read.
+        self.pending.read(ids.iter().flatten());
         let webhooks = &part.webhook_id;
         let contacts = &part.contact_id;
         let emails = &part.email;
