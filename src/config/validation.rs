@@ -82,6 +82,7 @@ pub(super) fn check(ctx: &mut Ctx, draft: Draft, env: EnvCheck) -> Option<(Draft
         check_allow_unsigned(ctx, c, draft.server.as_ref());
     }
     check_shared_account(ctx, &draft);
+    check_one_installation(ctx, &draft);
     check_accounts_apart(ctx, &draft, &webhooks);
     let complete = draft.version.is_some()
         && draft.server.is_some()
@@ -112,6 +113,43 @@ fn check_shared_account(ctx: &mut Ctx, draft: &Draft) {
                 first.id, c.id, c.portal_id
             ),
         );
+    }
+}
+
+/// Connectors refreshing one installation's token (the same client id and refresh token
+/// variables) share its credentials in `serve` (a rotated refresh token is then the one each
+/// refreshes with): the app's client secrets are one list too, or the last connector built
+/// would set them for both.
+fn check_one_installation(ctx: &mut Ctx, draft: &Draft) {
+    let installation = |c: &Connector| match &c.credentials {
+        Credentials::OAuth {
+            client_id_env,
+            refresh_token_env,
+        } => Some((client_id_env.clone(), refresh_token_env.clone())),
+        Credentials::Static { .. } => None,
+    };
+    let connectors: Vec<&Connector> = draft.connectors.iter().map(|c| &c.connector).collect();
+    for (i, c) in connectors.iter().enumerate() {
+        let Some(mine) = installation(c) else {
+            continue;
+        };
+        let other = connectors[..i].iter().find(|o| {
+            installation(o).as_ref() == Some(&mine) && o.client_secret_env != c.client_secret_env
+        });
+        if let Some(o) = other {
+            ctx.error(
+                draft.connector_at(&c.id),
+                format!(
+                    "connectors `{}` and `{}` refresh one installation's token ({} and {}), so they share its credentials, but name different `client_secret_env` lists ([{}] and [{}]): the app's client secrets are one; name the same list in both",
+                    o.id,
+                    c.id,
+                    mine.0,
+                    mine.1,
+                    o.client_secret_env.join(", "),
+                    c.client_secret_env.join(", ")
+                ),
+            );
+        }
     }
 }
 
