@@ -241,7 +241,7 @@ pub fn recover(data_dir: &Path) -> anyhow::Result<Vec<ReceiptKey>> {
     dataset.recover()?;
     let mut keys = read_keys(&dataset)?;
     let replayed = replay_log(&dataset, data_dir)?;
-    keys.extend(replayed.iter().map(ReceiptKey::of));
+    keys.extend(replayed.iter().map(|(part, r)| ReceiptKey::of(r, *part)));
     Ok(keys)
 }
 
@@ -274,10 +274,12 @@ pub struct ReceiptKey {
     pub portal_id: Option<i64>,
     /// The type of post it was taken as (none: unreadable).
     pub webhook_type: Option<WebhookType>,
+    /// The part it is stored in (none: a name that is no part's).
+    pub part: Option<ulid::Ulid>,
 }
 
 impl ReceiptKey {
-    fn of(r: &Receipt) -> ReceiptKey {
+    fn of(r: &Receipt, part: ulid::Ulid) -> ReceiptKey {
         ReceiptKey {
             receipt_id: r.receipt_id.clone(),
             webhook_id: r.webhook_id.clone(),
@@ -291,6 +293,7 @@ impl ReceiptKey {
             hold_ends_ms: r.hold_ends_ms,
             portal_id: r.portal_id,
             webhook_type: Some(r.webhook_type),
+            part: Some(part),
         }
     }
 
@@ -678,8 +681,8 @@ impl Writer {
 /// replayed into a part (a segment whose part exists was flushed, unless a flush published
 /// its part and failed after, while the segment took more rows). A segment holding a record
 /// that cannot be decoded (written by a newer version?) is moved to `quarantine/wal/` rather
-/// than deleted. Returns the replayed receipts.
-fn replay_log(dataset: &Dataset, data_dir: &Path) -> anyhow::Result<Vec<Receipt>> {
+/// than deleted. Returns the replayed receipts, each with the part it is now in.
+fn replay_log(dataset: &Dataset, data_dir: &Path) -> anyhow::Result<Vec<(ulid::Ulid, Receipt)>> {
     let wal_dir = &data_dir.join(WAL_DIR);
     let mut out = Vec::new();
     let segments = wal::segments(wal_dir, WAL_PREFIX)?;
@@ -758,7 +761,7 @@ fn replay_log(dataset: &Dataset, data_dir: &Path) -> anyhow::Result<Vec<Receipt>
         } else {
             std::fs::remove_file(&path)?;
         }
-        out.extend(receipts);
+        out.extend(receipts.into_iter().map(|r| (part_id, r)));
     }
     // The segments' removal is durable before anything built on the parts (an erase's
     // rewrite) is: a segment back after a power loss would bring its rows back (an audit).
@@ -849,7 +852,12 @@ pub fn frame(rows: &[Receipt]) -> anyhow::Result<DataFrame> {
 /// Every receipt's key in the inbox's parts, each once (a compaction in progress can show a
 /// row in two parts for a moment).
 pub fn read_keys(dataset: &Dataset) -> anyhow::Result<Vec<ReceiptKey>> {
-    let frames: Vec<DataFrame> = dataset.read_all()?.into_iter().map(|(_, df)| df).collect();
+    let read = dataset.read_all()?;
+    // Each row's part.
+    let parts: Vec<Option<ulid::Ulid>> = (read.iter())
+        .flat_map(|(path, df)| std::iter::repeat_n(store::part_id(path), df.height()))
+        .collect();
+    let frames: Vec<DataFrame> = read.into_iter().map(|(_, df)| df).collect();
     if frames.is_empty() {
         return Ok(Vec::new());
     }
@@ -883,6 +891,7 @@ pub fn read_keys(dataset: &Dataset) -> anyhow::Result<Vec<ReceiptKey>> {
                 hold_ends_ms: holds[i],
                 portal_id: portals[i],
                 webhook_type: types[i].as_deref().and_then(WebhookType::parse),
+                part: parts[i],
             });
         }
     }

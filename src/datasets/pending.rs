@@ -53,11 +53,11 @@ struct State {
     /// Pending receipts per webhook or action id, as `sendtime_pending{webhook}` counts them
     /// (ids the config names or named when they were taken: a bounded set).
     by_webhook: HashMap<String, u64>,
-    /// Receipts flushed into an inbox part that planning has not read yet, by receipt id:
-    /// the part's id and the receipt's key. A part set aside unread (its bytes changed)
-    /// releases them: nothing else would, and later posts of their contacts were answered
-    /// `duplicate` until a restart (an audit).
-    unread: HashMap<String, (Ulid, Key)>,
+    /// Receipts in an inbox part that planning has not planned yet, by receipt id: the
+    /// part's id, the receipt's key and its body's. A part set aside unplanned (its bytes
+    /// changed) releases them: nothing else would, and later posts of their contacts were
+    /// answered `duplicate` until a restart (an audit).
+    unread: HashMap<String, Unread>,
 }
 
 impl State {
@@ -122,6 +122,14 @@ pub struct Body<'a> {
 
 /// (webhook or action id, the callback id, else the contact id, else the lower-cased email).
 type Key = (String, String);
+
+/// A receipt in an inbox part not planned yet ([`State::unread`]).
+struct Unread {
+    part: Ulid,
+    key: Key,
+    /// Its body's, as [`State::recent`] knows it.
+    replay: Option<Key>,
+}
 
 /// A contact as the set knows it.
 #[derive(Debug, Clone, Copy)]
@@ -269,45 +277,60 @@ impl PendingSet {
     }
 
     /// The receipts of `rows` (a receipt id and its contact each) are in the inbox part
-    /// `part`, written: until planning reads them ([`PendingSet::read`]), that part's loss
-    /// releases them ([`PendingSet::release_unread`]).
+    /// `part`, written: until planning has planned them ([`PendingSet::read`]), that part's
+    /// loss releases them ([`PendingSet::release_unread`]).
     pub fn flushed<'a>(&self, part: Ulid, rows: impl IntoIterator<Item = (&'a str, Contact<'a>)>) {
+        // Built before the lock, which every post's check takes.
+        let rows: Vec<(String, Unread)> = (rows.into_iter())
+            .map(|(id, contact)| {
+                let unread = Unread {
+                    part,
+                    key: contact.key(),
+                    replay: contact.body.map(|b| contact.replay_key(&b)),
+                };
+                (id.to_string(), unread)
+            })
+            .collect();
+        self.inner.lock().unwrap().unread.extend(rows);
+    }
+
+    /// Planning has planned these receipts, durably.
+    pub fn read(&self, receipt_ids: impl IntoIterator<Item = impl AsRef<str>>) {
         let mut state = self.inner.lock().unwrap();
-        for (receipt_id, contact) in rows {
-            (state.unread).insert(receipt_id.to_string(), (part, contact.key()));
+        let mut ids = receipt_ids.into_iter();
+        // Usually all there is: an id is not made for nothing.
+        while !state.unread.is_empty()
+            && let Some(id) = ids.next()
+        {
+            state.unread.remove(id.as_ref());
         }
     }
 
-    /// Planning read these receipts from an inbox part.
-    pub fn read<'a>(&self, receipt_ids: impl IntoIterator<Item = &'a str>) {
-        let mut state = self.inner.lock().unwrap();
-        if state.unread.is_empty() {
-            return;
-        }
-        for id in receipt_ids {
-            state.unread.remove(id);
-        }
-    }
-
-    /// The inbox parts holding receipts planning has not read.
+    /// The inbox parts holding receipts planning has not planned.
     pub fn unread_parts(&self) -> HashSet<Ulid> {
         let state = self.inner.lock().unwrap();
-        state.unread.values().map(|(part, _)| *part).collect()
+        state.unread.values().map(|u| u.part).collect()
     }
 
-    /// The inbox parts `gone` are no longer there, and their receipts were not read from
-    /// another (a merge): release the receipts planning did not read, except those it
-    /// `planned` (read before the part was recorded here). Returns how many were released.
+    /// The inbox parts `gone` are lost, their receipts in no other part: release those
+    /// receipts, and forget their bodies (a retry of a post lost is taken), except those
+    /// `planned` (planned before their part was recorded here). Returns how many were
+    /// released.
     pub fn release_unread(&self, gone: &HashSet<Ulid>, planned: impl Fn(&str) -> bool) -> usize {
         let mut state = self.inner.lock().unwrap();
-        let lost: Vec<(String, Key)> = (state.unread)
-            .extract_if(|_, (part, _)| gone.contains(part))
-            .map(|(id, (_, key))| (id, key))
+        let lost: Vec<(String, Unread)> = (state.unread)
+            .extract_if(|_, u| gone.contains(&u.part))
             .collect();
         let mut released = 0;
-        for (id, key) in lost {
-            if !planned(&id) && state.release(&key, &id, &self.metrics) {
-                released += 1;
+        for (id, u) in lost {
+            if planned(&id) || !state.release(&u.key, &id, &self.metrics) {
+                continue;
+            }
+            released += 1;
+            if let Some(replay) = u.replay
+                && state.recent.get(&replay).is_some_and(|(r, _)| *r == id)
+            {
+                state.recent.remove(&replay);
             }
         }
         released
@@ -717,33 +740,38 @@ mod tests {
         );
     }
 
-    /// The receipts of a part that is gone before planning read them are released; those it
-    /// read, or planned before the part was recorded, or finished, are not released again.
+    /// The receipts of a part lost before they were planned are released, and their bodies
+    /// forgotten (a retry of the post is taken); those planned, before or after their part
+    /// was recorded, or finished, are not released again.
     #[test]
-    fn only_receipts_of_a_lost_part_nothing_read_are_released() {
+    fn only_receipts_of_a_lost_part_not_planned_are_released() {
         let set = PendingSet::new(Metrics::new());
-        let contact = |id| Contact {
+        let hashes: Vec<String> = (0..5).map(|i| format!("body {i}")).collect();
+        let contact = |i: usize| Contact {
             webhook_id: "w",
-            contact_id: Some(id),
+            contact_id: Some(i as i64),
             email: None,
             callback_id: None,
-            body: None,
+            body: Some(Body {
+                hash: &hashes[i],
+                received_at_ms: 0,
+            }),
             sends_as: None,
         };
         let names: Vec<String> = (0..5).map(|i| format!("r{i}")).collect();
         for (i, name) in names.iter().enumerate() {
-            set.insert(contact(i as i64), name, false).unwrap();
+            set.insert(contact(i), name, false).unwrap();
         }
         let (lost, kept) = (Ulid::from_parts(1, 1), Ulid::from_parts(2, 2));
         let rows = |range: std::ops::Range<usize>| {
             range
-                .map(|i| (names[i].as_str(), contact(i as i64)))
+                .map(|i| (names[i].as_str(), contact(i)))
                 .collect::<Vec<_>>()
         };
         set.flushed(lost, rows(0..4));
         set.flushed(kept, rows(4..5));
         assert_eq!(set.unread_parts(), HashSet::from([lost, kept]));
-        // r0 read, r1 planned before its part was recorded, r2 finished; r3 nothing read.
+        // r0 planned, r1 planned before its part was recorded, r2 finished; r3 not planned.
         set.read(["r0"]);
         set.release(contact(2), "r2");
         let gone = HashSet::from([lost]);
@@ -754,6 +782,11 @@ mod tests {
         assert_eq!(
             set.insert(contact(0), "r0 again", false),
             Err(Waiting("r0".into()))
+        );
+        // The finished one's body is still a replay.
+        assert_eq!(
+            set.insert(contact(2), "r2 again", false),
+            Err(Finished("r2".into()))
         );
         assert_eq!(
             set.unread_parts(),

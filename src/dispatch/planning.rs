@@ -64,18 +64,19 @@ impl Dispatcher {
     /// the next tick reads it again.
     pub(super) fn plan_new(&mut self, config: &Config, now: i64) -> anyhow::Result<usize> {
         // Before the listing: each of these was written by then, so one not listed is gone.
-        let unread_before = self.pending.unread_parts();
+        let unplanned_parts = self.pending.unread_parts();
         let parts = self
             .inbox_ds
             .parts()
             .with_context(|| format!("cannot list {}", self.inbox_ds.dir.display()))?;
-        let mut listed_ids: HashSet<Ulid> = parts
+        let listed_ids: HashSet<Ulid> = parts
             .iter()
             .filter_map(|p| crate::store::part_id(p))
             .collect();
-        // Whether every part listed was read (now or before), set aside or gone: only then
-        // is a part no longer listed known to hold receipts nothing read (a merged part not
-        // read yet may hold them).
+        // Whether every part listed is read, now or before: only then are the receipts of a
+        // part no longer listed in none (a merged part unread may hold them; one vanished
+        // since the listing, in a part merged since; one set aside, its merge undone, in its
+        // sources listed again).
         let mut all_read = true;
         // Each known by its file too: a part the inbox wrote again under its path (after a
         // flush whose folder fsync failed) is read again (its receipts planned already are
@@ -83,7 +84,10 @@ impl Dispatcher {
         let parts: Vec<(PathBuf, FileStamp)> = (parts.into_iter())
             .filter_map(|p| match std::fs::metadata(&p) {
                 Ok(m) => Some((p, FileStamp::of(&m))),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    all_read = false;
+                    None
+                }
                 Err(e) => {
                     tracing::warn!(part = %p.display(), "cannot read inbox part (will try again next tick): {e}");
                     all_read = false;
@@ -112,6 +116,7 @@ impl Dispatcher {
                 self.take_fresh(&columns, &mut fresh)
                     .with_context(|| format!("cannot read receipts from {}", part.display()))
             });
+            all_read &= read_part.is_ok();
             match read_part {
                 Ok(()) => read.push(seen.clone()),
                 Err(e) if crate::store::is_not_found(&e) => {}
@@ -125,33 +130,15 @@ impl Dispatcher {
                         Err(q) => {
                             tracing::error!(part = %part.display(), "{e:#}; and it cannot be quarantined: {q:#}")
                         }
-                        Ok(()) => {
-                            tracing::error!(
-                                part = %part.display(),
-                                "its receipts not planned before are not planned; later posts of their contacts are taken as new receipts"
-                            );
-                            if let Some(id) = crate::store::part_id(part) {
-                                listed_ids.remove(&id);
-                            }
-                        }
+                        Ok(()) => tracing::error!(
+                            part = %part.display(),
+                            "its receipts not planned before are not planned; they stop waiting at a later tick that reads every inbox part, so that a later post of one of their contacts is a new receipt"
+                        ),
                     }
                 }
                 Err(e) => {
                     tracing::warn!(part = %part.display(), "cannot read inbox part (will try again next tick): {e:#}");
-                    all_read = false;
                 }
-            }
-        }
-        let gone: HashSet<Ulid> = unread_before.difference(&listed_ids).copied().collect();
-        if all_read && !gone.is_empty() {
-            let planned = &self.planned;
-            let released =
-                (self.pending).release_unread(&gone, |id| planned.contains(&ReceiptId::new(id)));
-            if released > 0 {
-                tracing::warn!(
-                    receipts = released,
-                    "receipts of inbox parts set aside before they were planned no longer wait: a later post of one of their contacts is a new receipt"
-                );
             }
         }
         let result = match self
@@ -198,6 +185,7 @@ impl Dispatcher {
             return Err(e);
         }
         self.seen_parts.extend(read);
+        self.release_lost(&unplanned_parts, &listed_ids, all_read, &fresh);
         let planned = fresh.len();
         // The planned receipts' vector becomes the heap's (no copy) when it is the larger.
         let mut new: Vec<Queued> = fresh.into_iter().map(Queued).collect();
@@ -216,6 +204,32 @@ impl Dispatcher {
         Ok(planned)
     }
 
+    /// Receipts just planned (`fresh`) no longer depend on their inbox parts; the receipts of
+    /// parts that were recorded unplanned before the listing and are no longer `listed` (set
+    /// aside, before planning read them) stop waiting, when every part listed was read.
+    fn release_lost(
+        &mut self,
+        unplanned_parts: &HashSet<Ulid>,
+        listed: &HashSet<Ulid>,
+        all_read: bool,
+        fresh: &[Pending],
+    ) {
+        (self.pending).read(fresh.iter().map(|p| p.receipt_id.to_string()));
+        let gone: HashSet<Ulid> = unplanned_parts.difference(listed).copied().collect();
+        if !all_read || gone.is_empty() {
+            return;
+        }
+        let planned = &self.planned;
+        let released =
+            (self.pending).release_unread(&gone, |id| planned.contains(&ReceiptId::new(id)));
+        if released > 0 {
+            tracing::warn!(
+                receipts = released,
+                "receipts of inbox parts set aside before they were planned no longer wait: a later post of one of their contacts is a new receipt"
+            );
+        }
+    }
+
     /// The receipts of an inbox part not planned or finished yet, read straight from its
     /// columns; they count as planned from here on (the caller undoes that on failure).
     /// Converting rows is spread over the cores (it mostly touches fresh memory, which costs
@@ -232,8 +246,6 @@ impl Dispatcher {
             .filter(|&i| part.webhook_type(i).is_some())
             .collect();
         let ids = &part.receipt_id;
-        // Every row, taken or not: each has been read.
-        self.pending.read(ids.iter().flatten());
         let webhooks = &part.webhook_id;
         let contacts = &part.contact_id;
         let emails = &part.email;

@@ -273,10 +273,19 @@ impl Dispatcher {
                 // Repeats (a receipt in two parts) keep the first.
                 if pending
                     .insert(r.contact(), &r.receipt_id, r.unsigned)
-                    .is_ok()
-                    && let Some(answer) = r.answered()
+                    .is_err()
                 {
+                    continue;
+                }
+                if let Some(answer) = r.answered() {
                     pending.answered(&r.receipt_id, answer);
+                }
+                // Not planned yet: its part set aside before the first tick plans it
+                // releases it, as one flushed since.
+                if let Some(part) = r.part
+                    && !planned.contains(&ReceiptId::new(&r.receipt_id))
+                {
+                    pending.flushed(part, [(r.receipt_id.as_str(), r.contact())]);
                 }
             }
         }
