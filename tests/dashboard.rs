@@ -522,7 +522,7 @@ fn the_dashboard_shows_status_and_pauses_and_resumes_a_webhook_in_a_real_browser
     assert!(said[0].starts_with("As of 20"), "{said:?}");
     assert!(
         said.iter()
-            .any(|p| p.starts_with("nothing held out: set `holdout = 0.1`")),
+            .any(|p| p.starts_with("nothing held out yet: a webhook or action holds receipts out")),
         "{said:?}"
     );
     rt.block_on(page.close()).unwrap();

@@ -404,12 +404,76 @@ fn a_small_body_limit_and_quiet_hours_that_leave_minutes_are_warnings() {
             .contains(":20:15: warning: `quiet_hours` in [[webhook]] #1 leave 30 minute(s) a day"),
         "{stderr}"
     );
-    // The default and an evening's quiet hours say nothing.
-    let quiet = warnings_of(&[(
+    // An evening's quiet hours say nothing, once the account's zone is set.
+    let evening = (
         "workflow_id = 1234567",
         "workflow_id = 1234567\nquiet_hours = \"21:00-08:00\"",
-    )]);
+    );
+    let quiet = warnings_of(&[evening]);
+    assert!(
+        quiet.contains(":9:6: warning: connector `main` has quiet hours but no `time_zone`: a contact whose zone is not in its `hs_timezone` property keeps them in UTC"),
+        "{quiet}"
+    );
+    let zoned = (
+        "access_token_env = \"HUBSPOT_ACCESS_TOKEN\"",
+        "access_token_env = \"HUBSPOT_ACCESS_TOKEN\"\ntime_zone = \"Europe/Brussels\"",
+    );
+    let quiet = warnings_of(&[evening, zoned]);
     assert!(!quiet.contains("warning"), "{quiet}");
+}
+
+/// A `time_zone` that parses but likely is not the account's (POSIX's inverted sign, a fixed
+/// offset without daylight saving) is a warning; a city's is not.
+#[test]
+fn a_fixed_offset_time_zone_is_a_warning() {
+    let zone = |name: &str| {
+        warnings_of(&[(
+            "access_token_env = \"HUBSPOT_ACCESS_TOKEN\"",
+            &format!("access_token_env = \"HUBSPOT_ACCESS_TOKEN\"\ntime_zone = \"{name}\""),
+        )])
+    };
+    let stderr = zone("Etc/GMT+2");
+    assert!(
+        stderr.contains(":14:13: warning: `time_zone` \"Etc/GMT+2\" is a fixed offset whose sign is inverted (\"Etc/GMT+2\" is UTC-2)"),
+        "{stderr}"
+    );
+    let stderr = zone("EST");
+    assert!(
+        stderr.contains(
+            ":14:13: warning: `time_zone` \"EST\" is a fixed offset that keeps no daylight saving"
+        ),
+        "{stderr}"
+    );
+    for fine in ["Europe/Brussels", "Etc/GMT", "UTC"] {
+        let stderr = zone(fine);
+        assert!(!stderr.contains("warning"), "{fine}: {stderr}");
+    }
+}
+
+/// An archive that deletes a held-out webhook's receipts before `report lift` can count them
+/// (72 hours after the webhook's longest wait, imported) is a warning saying how long to keep
+/// them; one that keeps them long enough, or no holdout, says nothing.
+#[test]
+fn an_archive_too_short_for_the_lift_report_is_a_warning() {
+    let run = |days: u32, holdout: &str| {
+        warnings_of(&[
+            (
+                "listen = \"127.0.0.1:8080\"",
+                &format!("listen = \"127.0.0.1:8080\"\narchive_days = {days}"),
+            ),
+            (
+                "workflow_id = 1234567",
+                &format!("workflow_id = 1234567\n{holdout}"),
+            ),
+        ])
+    };
+    let stderr = run(2, "holdout = 0.5");
+    assert!(
+        stderr.contains(":16:1: warning: `archive_days = 2` deletes the receipts of `nurture` (holdout 0.5) before `report lift` can count them: it counts a receipt once the 72 hours after its longest wait (24 h) have ended and been imported; keep them at least 6 days"),
+        "{stderr}"
+    );
+    assert!(!run(6, "holdout = 0.5").contains("warning"));
+    assert!(!run(2, "").contains("warning"));
 }
 
 /// HubSpot signs custom action requests v2: an action behind a connector that requires v3

@@ -57,8 +57,9 @@ pub enum Command {
     /// or list the contacts that are due.
     ///
     /// Reloads the config when its file changes or on SIGHUP (an invalid new config is logged
-    /// and the running one stays in force). Stops cleanly on SIGINT or SIGTERM. Log level
-    /// follows RUST_LOG (default: info).
+    /// and the running one stays in force); `server.listen`, `admin_listen`, `data_dir` and
+    /// `admin_token_env` apply on restart only (a change is logged). Stops cleanly on SIGINT
+    /// or SIGTERM. Log level follows RUST_LOG (default: info).
     Serve {
         /// Address to listen on; overrides `server.listen`.
         #[arg(long, value_name = "ADDR", value_parser = socket_addr)]

@@ -1040,8 +1040,9 @@ pub fn details(config: &Config) -> String {
         if w.holdout > 0.0 {
             let _ = writeln!(
                 out,
-                "  Holdout:      {:.0}% of receipts sent at receipt, to measure lift (sendtime report lift)",
-                w.holdout * 100.0
+                "  Holdout:      {}% of receipts sent at receipt, to measure lift (sendtime report lift)",
+                // 0.4%, not "0%" (it read as no holdout).
+                (w.holdout * 10_000.0).round() / 100.0
             );
         }
         if c.dry_run {

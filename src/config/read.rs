@@ -774,6 +774,17 @@ fn read_connector(ctx: &mut Ctx, table: &DeTable, at: usize, n: usize) -> Option
             format!("unknown time zone \"{s}\"; use an IANA name such as \"America/New_York\"")
         })
     });
+    // Names that parse but seldom mean what they seem: POSIX's inverted sign, and zones
+    // without daylight saving (HubSpot's account zones are cities).
+    if let Some(v) = r.get("time_zone")
+        && let Some(name) = v.get_ref().as_str()
+        && let Some(why) = misleading_zone(name)
+    {
+        ctx.warning(
+            v.span().start,
+            format!("`time_zone` \"{name}\" {why}: use the account's zone as a city (\"America/New_York\"), as HubSpot's settings name it"),
+        );
+    }
     // HubSpot's day ends at the account's midnight: counted in UTC, one account day can take
     // most of two budgets.
     if let (Some(v), false) = (r.get("daily_budget"), r.has("time_zone")) {
@@ -1038,6 +1049,22 @@ fn read_holdout(ctx: &mut Ctx, r: &TableReader) -> Option<f64> {
 }
 
 /// `quiet_hours`, with a warning when they leave less than an hour a day to send in.
+/// Why a zone `name` that parses likely means another one than the account's: the `Etc/GMT`
+/// zones' sign is POSIX's, the inverse of ISO's (`Etc/GMT+2` is two hours behind UTC), and
+/// these abbreviations are fixed offsets without daylight saving.
+fn misleading_zone(name: &str) -> Option<&'static str> {
+    let lower = name.trim().to_ascii_lowercase();
+    if let Some(offset) = lower.strip_prefix("etc/gmt")
+        && !matches!(offset, "" | "0" | "+0" | "-0")
+    {
+        return Some(
+            "is a fixed offset whose sign is inverted (\"Etc/GMT+2\" is UTC-2) and which keeps no daylight saving",
+        );
+    }
+    matches!(lower.as_str(), "est" | "mst" | "hst")
+        .then_some("is a fixed offset that keeps no daylight saving")
+}
+
 fn read_quiet_hours(ctx: &mut Ctx, r: &TableReader) -> Option<Option<QuietHours>> {
     let quiet = r.parsed(ctx, "quiet_hours", QuietHours::parse);
     if let (Some(Some(q)), Some(v)) = (quiet, r.get("quiet_hours"))

@@ -83,6 +83,8 @@ pub(super) fn check(ctx: &mut Ctx, draft: Draft, env: EnvCheck) -> Option<(Draft
     }
     check_shared_account(ctx, &draft);
     check_one_installation(ctx, &draft);
+    check_quiet_hours_zone(ctx, &draft, &webhooks);
+    check_archive_keeps_lift(ctx, &draft, &webhooks);
     check_accounts_apart(ctx, &draft, &webhooks);
     let complete = draft.version.is_some()
         && draft.server.is_some()
@@ -113,6 +115,63 @@ fn check_shared_account(ctx: &mut Ctx, draft: &Draft) {
                 first.id, c.id, c.portal_id
             ),
         );
+    }
+}
+
+/// Quiet hours are the contact's local hours; a contact whose zone HubSpot does not hold
+/// (`time_zone_property`) has its connector's `time_zone`, and with none set, UTC: an
+/// account in Brussels sent at 23:00 under `"22:00-07:00"`.
+fn check_quiet_hours_zone(ctx: &mut Ctx, draft: &Draft, webhooks: &[Webhook]) {
+    for c in draft.connectors.iter().map(|c| &c.connector) {
+        let quiet = c.quiet_hours.is_some()
+            || (webhooks.iter()).any(|w| w.connector == c.id && w.quiet_hours.is_some());
+        if quiet && c.time_zone.is_none() {
+            ctx.warning(
+                draft.connector_at(&c.id),
+                format!(
+                    "connector `{}` has quiet hours but no `time_zone`: a contact whose zone is not in its `{}` property keeps them in UTC; set `time_zone` to the account's zone",
+                    c.id, c.time_zone_property
+                ),
+            );
+        }
+    }
+}
+
+/// `report lift` counts a receipt once its 72-hour window after its webhook's longest wait
+/// has ended and been imported: an archive that deletes receipts before then leaves nothing to
+/// count, and the report waits for good for a window to end.
+fn check_archive_keeps_lift(ctx: &mut Ctx, draft: &Draft, webhooks: &[Webhook]) {
+    use crate::config::WebhookType;
+    use crate::time::{DAY_MS, HOUR_MS};
+    let Some(days) = draft.server.as_ref().and_then(|s| s.archive_days) else {
+        return;
+    };
+    for w in webhooks.iter().filter(|w| w.holdout > 0.0) {
+        // An action's delivery type is chosen in the workflow editor: any timed one.
+        let kind = match w.target {
+            Target::Callback => WebhookType::NextWeek,
+            _ => w.kind,
+        };
+        let Some(wait) = crate::model::plan::longest_wait(kind, w.window) else {
+            continue;
+        };
+        let late = crate::import::hubspot::OVERLAP.as_millis() as i64;
+        // A day more: the archive is pruned once a day.
+        let needed = (wait + 72 * HOUR_MS + late + DAY_MS - 1) / DAY_MS + 1;
+        if i64::from(days) < needed {
+            let at = (draft.webhooks.iter())
+                .find(|d| d.id.as_ref().is_some_and(|(id, _)| *id == w.id))
+                .map_or(0, |d| d.at);
+            ctx.warning(
+                at,
+                format!(
+                    "`archive_days = {days}` deletes the receipts of `{}` (holdout {}) before `report lift` can count them: it counts a receipt once the 72 hours after its longest wait ({} h) have ended and been imported; keep them at least {needed} days",
+                    w.id,
+                    w.holdout,
+                    wait / HOUR_MS
+                ),
+            );
+        }
     }
 }
 

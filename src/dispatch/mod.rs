@@ -53,8 +53,28 @@ use send::{Ctx, Next, Pending};
 /// Calls (or list batches) in flight at once across all connectors. Enough to keep a 250/10 s
 /// limit busy while HubSpot takes a few seconds per answer; the limiter does the pacing.
 pub const MAX_IN_FLIGHT: usize = 96;
-/// A retry that would wait longer than this is left to a later tick, so one tick stays short.
+/// A retry that would wait longer than this past the time a tick's calls take at their
+/// connectors' pace is left to a later tick, so one tick stays short ([`calls_take`]).
 pub const IN_TICK_RETRY_HORIZON: Duration = Duration::from_secs(30);
+
+/// How long calls take at their connectors' pace (`requests_per_10s`), given each one's
+/// connector: the longest connector's. A tick's retries are waited out up to that and
+/// [`IN_TICK_RETRY_HORIZON`] beyond: from the tick's start alone, a tick sending a minute's
+/// calls left every retry after its first 30 s to the next tick, and a 429 of a second there
+/// every call not yet made (an audit).
+fn calls_take<'a>(connectors: impl Iterator<Item = &'a str>, config: &Config) -> Duration {
+    let mut calls: HashMap<&str, u64> = HashMap::new();
+    for c in connectors {
+        *calls.entry(c).or_default() += 1;
+    }
+    (calls.into_iter())
+        .filter_map(|(c, n)| {
+            let per_10s = u64::from(config.connector(c)?.requests_per_10s.max(1));
+            Some(Duration::from_millis(n * 10_000 / per_10s))
+        })
+        .max()
+        .unwrap_or_default()
+}
 /// How much longer than planned a gap between two ticks is, for the backlog that came due in
 /// it to be spread before a tick sends.
 const BACKLOG_MS: i64 = 5 * MINUTE_MS;
@@ -677,6 +697,14 @@ impl Dispatcher {
         };
         list_jobs.sort_by_cached_key(first);
         list_jobs.extend(jobs);
+        let pacing = calls_take(
+            list_jobs.iter().map(|job| match job {
+                Job::Enroll(link, ..) | Job::List(link, ..) | Job::Complete(link, _) => {
+                    link.id.as_str()
+                }
+            }),
+            config,
+        );
         for (mut item, at) in later {
             item.ready_at_ms = at;
             report.requeued += 1;
@@ -688,7 +716,7 @@ impl Dispatcher {
             clock: self.clock.clone(),
             metrics: self.metrics.clone(),
             stop: stop.clone(),
-            horizon: tokio::time::Instant::now() + IN_TICK_RETRY_HORIZON,
+            horizon: tokio::time::Instant::now() + pacing + IN_TICK_RETRY_HORIZON,
             pauses: pauses_now,
             calls: Default::default(),
             day_left: crate::capacity::DayLeft::new(config, &self.spent, now),
@@ -1093,6 +1121,20 @@ mod tests {
             Ok(loaded) => loaded.config,
             Err(d) => panic!("{d:?}"),
         }
+    }
+
+    /// A tick's calls take as long as their connector's pace allows: a minute's 950 calls at
+    /// 190 per 10 s, 50 s, within which (and 30 s more) its retries are waited out.
+    #[test]
+    fn calls_take_as_long_as_their_connectors_pace() {
+        let config = config("requests_per_10s = 190", "NEXT_24_HOURS");
+        let take = |n: usize| calls_take(std::iter::repeat_n("main", n), &config);
+        assert_eq!(take(950), Duration::from_secs(50));
+        assert_eq!(take(19), Duration::from_secs(1));
+        assert_eq!(take(0), Duration::ZERO);
+        // A connector no longer configured (a link kept from before a reload) counts none.
+        let gone = calls_take(["main", "gone", "gone", "gone"].into_iter(), &config);
+        assert_eq!(gone, Duration::from_millis(10_000 / 190));
     }
 
     /// A timed contact due 40 s before its quiet hours begin goes at the tick in their first

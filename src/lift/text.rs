@@ -27,7 +27,9 @@ impl Lift {
                     "none of {} receipts held out yet: each is held out at random, with the probability its webhook's `holdout` share sets",
                     self.optimized_receipts
                 ),
-                None => "nothing held out: set `holdout = 0.1` (a share) on a webhook or action to measure lift".into(),
+                // Said the same whether a share is set or not (it asked for a share that
+                // was set, before the first receipt: an audit).
+                None => "nothing held out yet: a webhook or action holds receipts out once its `holdout` share is set (`holdout = 0.1`) and it takes receipts".into(),
             });
         } else if self.holdout_sends == 0 || self.optimized_sends == 0 {
             notes.push("a group has receipts and no sends yet: a receipt counts once HubSpot took it (enrolled, listed or released); one recorded as a dry run, waiting or failed is not a send".into());
