@@ -904,6 +904,81 @@ fn a_reload_keeps_the_calls_made_today_in_the_daily_budget() {
     server.stop();
 }
 
+/// Contacts whose calls wait for a scope the token lacks are not booked: they took the
+/// minutes from the hold's end on, so each hold pushed the connector's other calls planned
+/// then (timed list adds, say) behind their backlog (an audit). A list webhook's contacts go
+/// while the enrollments wait.
+#[test]
+fn contacts_held_for_a_missing_scope_book_none_of_the_connectors_minutes() {
+    let rt = runtime();
+    let standin = rt
+        .block_on(StandIn::start(Options {
+            token: TOKEN.into(),
+            scopes: Some(vec!["crm.lists.write".into()]),
+            ..Options::default()
+        }))
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let config = TestConfig {
+        env: "CAPACITY",
+        tables: "[scheduler]\ncron = \"* * * * * *\"",
+        connector: &format!("api_base = \"{}\"\nrequests_per_10s = 5", standin.url()),
+        hooks: &[
+            &IMMEDIATE_A,
+            &Hook {
+                id: "l",
+                kind: "UPDATE_ONLY",
+                target: "list_id = \"987\"",
+            },
+        ],
+        ..TestConfig::default()
+    }
+    .write(dir.path());
+    // The dispatcher's clock stands still, a minute past the posts: they are due, and the
+    // hold never ends.
+    let clock = dir.path().join("clock");
+    common::set_clock(&clock, now_ms() + MINUTE);
+    let server = serve_at(&config, &data, &clock);
+    let client = common::http();
+    const HELD: u64 = 40;
+    for i in 0..HELD {
+        let body = contact_body(20_000 + i, &format!("a{i}@example.com"));
+        assert_eq!(post_signed(&client, &server, SECRET, "/hooks/a", body), 200);
+    }
+    let calls = |path: &str, status: u16| {
+        (standin.log().iter())
+            .filter(|e| e.path.contains(path) && e.status == Some(status))
+            .count()
+    };
+    eventually(Duration::from_secs(30), || {
+        (calls("/automation/", 403) > 0).then_some(())
+    })
+    .unwrap_or_else(|| panic!("no enrollment refused; logs:\n{}", server.logs()));
+    for i in 0..3 {
+        let body = contact_body(30_000 + i, &format!("l{i}@example.com"));
+        assert_eq!(post_signed(&client, &server, SECRET, "/hooks/l", body), 200);
+    }
+    eventually(Duration::from_secs(30), || {
+        (calls("/lists/", 200) > 0).then_some(())
+    })
+    .unwrap_or_else(|| panic!("no list add made; logs:\n{}", server.logs()));
+    // Ticks later, the held enrollments wait unbooked: the hour holds the list adds' calls
+    // alone (booked as they were planned).
+    common::wait_ticks(&server, 2);
+    let status: serde_json::Value = common::get(server.admin_url("/status"))
+        .unwrap()
+        .json()
+        .unwrap();
+    let hours = status["capacity"]["connectors"][0]["planned_per_hour"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{status}"));
+    let booked: u64 = hours.iter().filter_map(|h| h.as_u64()).sum();
+    assert!(booked <= 3, "{status}");
+    assert_eq!(calls("/automation/", 403), 1, "one refusal, then they wait");
+    server.stop();
+}
+
 /// 2026-11-29 10:17 UTC: where the tests that tick a dispatcher by hand start.
 const NOW: i64 = 1_795_947_420_000;
 

@@ -444,7 +444,8 @@ fn a_fixed_offset_time_zone_is_a_warning() {
         ),
         "{stderr}"
     );
-    for fine in ["Europe/Brussels", "Etc/GMT", "UTC"] {
+    // Arizona's and Hawaii's offsets are right where they are used.
+    for fine in ["Europe/Brussels", "Etc/GMT", "UTC", "MST", "HST"] {
         let stderr = zone(fine);
         assert!(!stderr.contains("warning"), "{fine}: {stderr}");
     }

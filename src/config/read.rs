@@ -1048,10 +1048,10 @@ fn read_holdout(ctx: &mut Ctx, r: &TableReader) -> Option<f64> {
     }
 }
 
-/// `quiet_hours`, with a warning when they leave less than an hour a day to send in.
 /// Why a zone `name` that parses likely means another one than the account's: the `Etc/GMT`
 /// zones' sign is POSIX's, the inverse of ISO's (`Etc/GMT+2` is two hours behind UTC), and
-/// these abbreviations are fixed offsets without daylight saving.
+/// `EST` is New York's winter offset all year (`MST` and `HST` are Arizona's and Hawaii's
+/// right zones, which keep no daylight saving: not warned of).
 fn misleading_zone(name: &str) -> Option<&'static str> {
     let lower = name.trim().to_ascii_lowercase();
     if let Some(offset) = lower.strip_prefix("etc/gmt")
@@ -1061,10 +1061,10 @@ fn misleading_zone(name: &str) -> Option<&'static str> {
             "is a fixed offset whose sign is inverted (\"Etc/GMT+2\" is UTC-2) and which keeps no daylight saving",
         );
     }
-    matches!(lower.as_str(), "est" | "mst" | "hst")
-        .then_some("is a fixed offset that keeps no daylight saving")
+    (lower == "est").then_some("is a fixed offset that keeps no daylight saving")
 }
 
+/// `quiet_hours`, with a warning when they leave less than an hour a day to send in.
 fn read_quiet_hours(ctx: &mut Ctx, r: &TableReader) -> Option<Option<QuietHours>> {
     let quiet = r.parsed(ctx, "quiet_hours", QuietHours::parse);
     if let (Some(Some(q)), Some(v)) = (quiet, r.get("quiet_hours"))

@@ -120,11 +120,11 @@ fn check_shared_account(ctx: &mut Ctx, draft: &Draft) {
 
 /// Quiet hours are the contact's local hours; a contact whose zone HubSpot does not hold
 /// (`time_zone_property`) has its connector's `time_zone`, and with none set, UTC: an
-/// account in Brussels sent at 23:00 under `"22:00-07:00"`.
+/// account in Brussels sent at 23:00 under `"22:00-07:00"`. (A webhook's quiet hours, its
+/// connector's inherited, are those of timed sends alone.)
 fn check_quiet_hours_zone(ctx: &mut Ctx, draft: &Draft, webhooks: &[Webhook]) {
     for c in draft.connectors.iter().map(|c| &c.connector) {
-        let quiet = c.quiet_hours.is_some()
-            || (webhooks.iter()).any(|w| w.connector == c.id && w.quiet_hours.is_some());
+        let quiet = (webhooks.iter()).any(|w| w.connector == c.id && w.quiet_hours.is_some());
         if quiet && c.time_zone.is_none() {
             ctx.warning(
                 draft.connector_at(&c.id),

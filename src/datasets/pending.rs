@@ -297,13 +297,17 @@ impl PendingSet {
     /// Planning has planned these receipts, durably.
     pub fn read(&self, receipt_ids: impl IntoIterator<Item = impl AsRef<str>>) {
         let mut state = self.inner.lock().unwrap();
-        let mut ids = receipt_ids.into_iter();
-        // Usually all there is: an id is not made for nothing.
-        while !state.unread.is_empty()
-            && let Some(id) = ids.next()
-        {
+        for id in receipt_ids {
+            if state.unread.is_empty() {
+                return;
+            }
             state.unread.remove(id.as_ref());
         }
+    }
+
+    /// Whether any receipt is recorded as not planned ([`PendingSet::flushed`]).
+    pub fn has_unread(&self) -> bool {
+        !self.inner.lock().unwrap().unread.is_empty()
     }
 
     /// The inbox parts holding receipts planning has not planned.

@@ -105,7 +105,7 @@ pub(super) struct Capacities {
 /// ([`Dispatcher::ledgers_outdated`]).
 #[derive(PartialEq, Eq)]
 pub(super) struct Basis {
-    /// The webhooks whose target is held ([`Dispatcher::held_targets`]): their contacts are
+    /// The webhooks whose calls are held ([`Dispatcher::held_targets`]): their contacts are
     /// not booked. One whose hold ends joins the ledgers, its backlog spread over the minutes
     /// with room (it went in one tick before, for as long as the limiter took), and one that
     /// begins frees the minutes its contacts were booked in.
@@ -239,7 +239,7 @@ impl Dispatcher {
             .as_ref()
             .is_some_and(|c| c.identity == config.identity);
         if !current {
-            let basis = self.basis(config);
+            let basis = self.basis(config, now);
             let mut caps = Capacities::new(config, basis, self.clock.speed());
             for (ledger, c) in caps.ledgers.iter_mut().zip(&config.connectors) {
                 let zone = ledger.capacity.day_zone;
@@ -324,17 +324,17 @@ impl Dispatcher {
     }
 
     /// Whether the ledgers were built for another [`Basis`] than `config`'s now.
-    pub(super) fn ledgers_outdated(&mut self, config: &Config) -> bool {
+    pub(super) fn ledgers_outdated(&mut self, config: &Config, now: i64) -> bool {
         if self.capacity.is_none() {
             return false;
         }
-        let now = self.basis(config);
-        self.capacity.as_ref().is_some_and(|c| c.basis != now)
+        let basis = self.basis(config, now);
+        self.capacity.as_ref().is_some_and(|c| c.basis != basis)
     }
 
-    /// The [`Basis`] of `config`'s ledgers now.
-    fn basis(&mut self, config: &Config) -> Basis {
-        let held = (self.held_targets(config).into_iter())
+    /// The [`Basis`] of `config`'s ledgers at `now`.
+    fn basis(&mut self, config: &Config, now: i64) -> Basis {
+        let held = (self.held_targets(config, now).into_iter())
             .map(String::from)
             .collect();
         let batch = |c: &crate::config::Connector| {
@@ -348,9 +348,12 @@ impl Dispatcher {
     }
 
     /// The webhooks of `config` whose target is held
-    /// ([`super::target_holds::TargetHolds::holding`]). Each connector's link is made first: a
-    /// new process (`sendtime tick`) learns there which workflows an earlier one found off.
-    fn held_targets<'c>(&mut self, config: &'c Config) -> HashSet<&'c str> {
+    /// ([`super::target_holds::TargetHolds::holding`]), or whose kind of call waits at `now`
+    /// for a scope the token lacks (booked, a backlog of those pushed the connector's other
+    /// calls later at each hold's end, again and again: an audit). Each connector's link is
+    /// made first: a new process (`sendtime tick`) learns there which workflows an earlier one
+    /// found off.
+    fn held_targets<'c>(&mut self, config: &'c Config, now: i64) -> HashSet<&'c str> {
         // A dry run's connector calls nothing: no link made for it, no target held.
         let links: HashMap<&str, _> = (config.connectors.iter())
             .filter(|c| !c.dry_run)
@@ -361,7 +364,9 @@ impl Dispatcher {
                 let Some(link) = links.get(w.connector.as_str()) else {
                     return false;
                 };
-                (w.target.id()).is_some_and(|t| link.targets.holding(Action::of(&w.target), &t))
+                let action = Action::of(&w.target);
+                link.scope_held(action, now).is_some()
+                    || (w.target.id()).is_some_and(|t| link.targets.holding(action, &t))
             })
             .map(|w| w.id.as_str())
             .collect()

@@ -101,6 +101,8 @@ pub struct Link {
     /// Per kind of call, until when (clock ms) it waits because the token lacks a scope it
     /// needs ([`ApiError::MissingScopes`]): the connector's other kinds of call go on.
     scope_holds: Mutex<[Option<i64>; Action::ALL.len()]>,
+    /// Told when a scope hold begins: calls of its kind waiting at the limiter leave.
+    scope_held_now: tokio::sync::Notify,
     /// When (clock ms) a call for one contact last went through, by its route: a page in
     /// place of the API for one such call while others of its route go through is that
     /// call's, not the route's (a list add or a callback batch is many contacts' call).
@@ -191,6 +193,7 @@ impl Link {
             time_zone: Mutex::new(time_zone),
             pause: Mutex::new(None),
             scope_holds: Mutex::new([None; Action::ALL.len()]),
+            scope_held_now: tokio::sync::Notify::new(),
             answered: Mutex::default(),
             targets: Default::default(),
             learned_batch: AtomicUsize::new(usize::MAX),
@@ -310,8 +313,26 @@ impl Link {
                     "{e}: these calls wait and their contacts stay queued, while the connector's other calls go on; grant the app the scope (reinstall it with the scope, or give the token it) (it tries once more at the time shown)"
                 );
                 *hold = Some(until);
+                self.scope_held_now.notify_waiters();
                 until
             }
+        }
+    }
+
+    /// Once calls of `action` wait for a missing scope, until when: a call waiting its turn
+    /// at the limiter leaves then, rather than take a turn it would not use (a tick's calls
+    /// queued there each waited their turn, minutes at a low pace, ahead of the connector's
+    /// other calls).
+    pub async fn until_scope_held(&self, action: Action, now: impl Fn() -> i64) -> i64 {
+        loop {
+            let told = self.scope_held_now.notified();
+            let mut told = std::pin::pin!(told);
+            // Listening before looking, so a hold set between the two is not missed.
+            told.as_mut().enable();
+            if let Some(until) = self.scope_held(action, now()) {
+                return until;
+            }
+            told.await;
         }
     }
 

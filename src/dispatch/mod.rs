@@ -268,7 +268,7 @@ impl Dispatcher {
         // of its ticks sends what came due since the last. So is the backlog of a target whose
         // hold ended ([`capacity::Basis`]).
         let gap = self.unplanned_gap(config);
-        if gap || self.ledgers_outdated(config) {
+        if gap || self.ledgers_outdated(config, now) {
             self.capacity = None;
         }
         if gap {

@@ -214,7 +214,11 @@ impl Dispatcher {
         all_read: bool,
         fresh: &[Pending],
     ) {
-        (self.pending).read(fresh.iter().map(|p| p.receipt_id.to_string()));
+        // The ids made before the lock, which every post's check takes.
+        if self.pending.has_unread() {
+            let ids: Vec<String> = fresh.iter().map(|p| p.receipt_id.to_string()).collect();
+            self.pending.read(&ids);
+        }
         let gone: HashSet<Ulid> = unplanned_parts.difference(listed).copied().collect();
         if !all_read || gone.is_empty() {
             return;

@@ -281,8 +281,10 @@ impl Dispatcher {
                     pending.answered(&r.receipt_id, answer);
                 }
                 // Not planned yet: its part set aside before the first tick plans it
-                // releases it, as one flushed since.
+                // releases it, as one flushed since. (Not one of a type this build cannot
+                // read: it waits for a build that can, whatever becomes of its part.)
                 if let Some(part) = r.part
+                    && r.webhook_type.is_some()
                     && !planned.contains(&ReceiptId::new(&r.receipt_id))
                 {
                     pending.flushed(part, [(r.receipt_id.as_str(), r.contact())]);

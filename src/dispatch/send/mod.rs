@@ -299,17 +299,21 @@ impl Ctx {
                 _ => lane,
             };
             let admitted = link.admit(|| self.now(), &self.stop, self.horizon, lane);
-            let call = match (&gate, target) {
-                // Held while it waits its turn, it leaves the queue rather than take a turn it
-                // would not use (looked at first, so a hold that came meanwhile wins).
-                (Gate::Open, Some(t)) => tokio::select! {
-                    biased;
-                    again = link.targets.until_waits(action, t, || self.now()) => {
-                        return Err(Next::Held(again));
+            let target_held = async {
+                match (&gate, target) {
+                    (Gate::Open, Some(t)) => {
+                        link.targets.until_waits(action, t, || self.now()).await
                     }
-                    call = admitted => call,
-                },
-                _ => admitted.await,
+                    _ => std::future::pending().await,
+                }
+            };
+            // Held while it waits its turn, it leaves the queue rather than take a turn it
+            // would not use (looked at first, so a hold that came meanwhile wins).
+            let call = tokio::select! {
+                biased;
+                again = target_held => return Err(Next::Held(again)),
+                until = link.until_scope_held(action, || self.now()) => return Err(Next::Again(until)),
+                call = admitted => call,
             }
             .map_err(Next::Again)?;
             if held() {
