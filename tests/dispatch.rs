@@ -877,6 +877,12 @@ fn migration_retry(retry_after: Option<Duration>) -> (i64, i64) {
         .filter_map(|r| r.retry_at_ms)
         .max()
         .unwrap_or_else(|| panic!("no retry recorded: {rows:?}"));
+    // The move is the account's: the next `sendtime tick` keeps the pause, and calls nothing
+    // (each called into it again).
+    let calls = standin.log().len();
+    let (out, err) = tick_once(&config, &data, at + 60_000, TOKEN);
+    assert!(out.contains("queued=5 "), "{out}\n{err}");
+    assert_eq!(standin.log().len(), calls, "{out}\n{err}");
     (at, retry)
 }
 

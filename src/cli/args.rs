@@ -143,7 +143,9 @@ pub enum Command {
         /// that was cut short.
         #[arg(value_name = "ID")]
         webhook: Option<String>,
-        /// Count what would be discarded; move nothing.
+        /// Count what would be discarded; move no one's rows (what a crashed writer left is
+        /// finished, as a start would: the inbox's log written into parts, a compaction cut
+        /// short completed).
         #[arg(long)]
         dry_run: bool,
     },

@@ -1,7 +1,9 @@
 //! The contacts `sendtime erase` erased, so that no import brings their events back: the
 //! HubSpot import reads the hours before its last run again, and a file may still hold them.
 //! Kept as keyed hashes (HMAC-SHA256 of each contact key, with a key of this folder's made at
-//! the first erase), not as the addresses themselves. Boundary: `state/erased.json`.
+//! the first erase), not as the addresses themselves: the list cannot be read off, but the
+//! key is kept beside it, so whoever holds the folder can test an address (pseudonymous, not
+//! anonymous). Boundary: `state/erased.json`.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};

@@ -57,6 +57,16 @@ pub enum PauseReason {
 }
 
 impl PauseReason {
+    /// Whether a pause of this kind is the account's, not this process's: kept across new
+    /// settings and restarts ([`Dispatcher::store_pauses`]). An account migration's was this
+    /// process's, so every `sendtime tick` (or a reload) called into it again (an audit).
+    pub fn lasts(self) -> bool {
+        matches!(
+            self,
+            PauseReason::DailyLimit | PauseReason::AccountMigrating
+        )
+    }
+
     /// The longest a pause of this kind lasts from when it is set.
     fn longest_ms(self) -> i64 {
         match self {
@@ -214,13 +224,13 @@ impl Link {
             .map(|p| (p.until, p.reason))
     }
 
-    /// A daily-limit pause: the kind that outlasts the process.
-    fn daily_pause(&self) -> Option<i64> {
+    /// A pause of a kind that outlasts the process ([`PauseReason::lasts`]).
+    fn lasting_pause(&self) -> Option<(i64, PauseReason)> {
         self.pause
             .lock()
             .unwrap()
-            .filter(|p| p.reason == PauseReason::DailyLimit)
-            .map(|p| p.until)
+            .filter(|p| p.reason.lasts())
+            .map(|p| (p.until, p.reason))
     }
 
     /// HubSpot answered a DAILY 429 at `now`: pause until the day may be over
@@ -516,8 +526,9 @@ impl Dispatcher {
             crate::hubspot::limiter::Limiter::forget_rate_of(&connector.id);
         }
         let link = Arc::new(Link::new(connector.id.clone(), client, connector.time_zone));
-        // New settings do not lift HubSpot's daily limit: keep a pause it imposed, in this
-        // process or (`sendtime tick` runs once a minute) an earlier one. A refused-token
+        // New settings do not lift HubSpot's daily limit, nor end an account's migration:
+        // keep a pause of those, from this process or (`sendtime tick` runs once a minute)
+        // an earlier one. A refused-token
         // pause is dropped: the new settings may name a token that works, and the contacts
         // it held, queued until its end, go at the next tick (they waited for it).
         let lifted = (self.links.get(&connector.id))
@@ -528,25 +539,31 @@ impl Dispatcher {
         if let Some((until, _)) = lifted {
             self.lifted.push((connector.id.clone(), until));
         }
-        let daily = match self.links.get(&connector.id) {
-            Some((_, old)) => old.daily_pause(),
-            None => self.stored_pause(&connector.id).inspect(|until| {
+        let lasting = match self.links.get(&connector.id) {
+            Some((_, old)) => old.lasting_pause(),
+            None => self.stored_pause(&connector.id).inspect(|(until, why)| {
+                let what = match why {
+                    PauseReason::AccountMigrating => {
+                        "HubSpot was moving the account between data hosting locations"
+                    }
+                    _ => "HubSpot's daily API limit was reached",
+                };
                 tracing::warn!(
                     connector = %connector.id,
                     until = %format_minute(*until),
-                    "HubSpot's daily API limit was reached before this run: connector paused until then; contacts stay queued"
+                    "{what} before this run: connector paused until then; contacts stay queued"
                 );
             }),
         };
         // A pause from before was asked about already, when HubSpot could say.
-        *link.pause.lock().unwrap() = daily.map(|until| Pause {
+        *link.pause.lock().unwrap() = lasting.map(|(until, reason)| Pause {
             asked: true,
             until,
-            reason: PauseReason::DailyLimit,
+            reason,
         });
         self.metrics
             .connector_paused(&connector.id)
-            .set(i64::from(daily.is_some()));
+            .set(i64::from(lasting.is_some()));
         // Workflows found turned off, and when each was last read, as recorded when read (by
         // this process or an earlier one).
         let kept = super::workflow_reads::files(&self.data_dir, &connector.id);
@@ -555,7 +572,7 @@ impl Dispatcher {
         Ok(link)
     }
 
-    /// The links of connectors with a daily-limit pause an earlier run stored, so that it
+    /// The links of connectors with a pause an earlier run stored, so that it
     /// shows (`/status`, metrics) from the first tick, not once a contact comes due.
     pub(super) fn load_stored_pauses(&mut self, config: &crate::config::Config) {
         for c in &config.connectors {
@@ -604,18 +621,19 @@ impl Dispatcher {
         }
     }
 
-    /// A daily-limit pause an earlier run recorded and that is not over yet. The file goes
-    /// once over; one further away than a pause lasts is ignored but kept (`tick --now` in
-    /// the past must not delete the pause a later `serve` needs).
-    fn stored_pause(&mut self, connector: &str) -> Option<i64> {
+    /// A pause an earlier run recorded ([`PauseReason::lasts`]) that is not over yet. The
+    /// file goes once over; one further away than a pause lasts is ignored but kept (`tick
+    /// --now` in the past must not delete the pause a later `serve` needs).
+    fn stored_pause(&mut self, connector: &str) -> Option<(i64, PauseReason)> {
         let now = self.clock.now_ms();
         let path = pause_path(&self.data_dir, connector);
         match read_pause(&path) {
-            Some(until) if in_force(until, now, policy::DAILY_PAUSE_MAX_MS) => {
-                self.pauses_on_disk.insert(connector.to_string(), until);
-                Some(until)
+            Some((until, why)) if in_force(until, now, why.longest_ms()) => {
+                self.pauses_on_disk
+                    .insert(connector.to_string(), (until, why));
+                Some((until, why))
             }
-            Some(until) if until > now => None,
+            Some((until, _)) if until > now => None,
             _ => {
                 let _ = std::fs::remove_file(path);
                 None
@@ -627,19 +645,21 @@ impl Dispatcher {
     /// it once over), so a restart or the next `sendtime tick` does not spend a call on
     /// learning again that the limit still holds.
     pub(super) fn store_pauses(&mut self) {
-        let changed: Vec<(String, Option<i64>)> = self
+        let changed: Vec<(String, Option<(i64, PauseReason)>)> = self
             .links
             .iter()
-            .map(|(id, (_, link))| (id.clone(), link.daily_pause()))
+            .map(|(id, (_, link))| (id.clone(), link.lasting_pause()))
             .filter(|(id, p)| self.pauses_on_disk.get(id).copied() != *p)
             .collect();
         for (id, until) in changed {
             let path = pause_path(&self.data_dir, &id);
             let written = match until {
-                Some(t) => path
+                Some(pause) => path
                     .parent()
                     .map_or(Ok(()), std::fs::create_dir_all)
-                    .and_then(|()| crate::store::write_durably(&path, t.to_string().as_bytes())),
+                    .and_then(|()| {
+                        crate::store::write_durably(&path, pause_text(pause).as_bytes())
+                    }),
                 None => match std::fs::remove_file(&path) {
                     Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
                     _ => Ok(()),
@@ -657,7 +677,7 @@ impl Dispatcher {
                         tracing::warn!(
                             connector = %id,
                             suppressed,
-                            "cannot record the daily-limit pause in {} (a restart would try HubSpot again before it ends): {e}",
+                            "cannot record the connector's pause in {} (a restart would try HubSpot again before it ends): {e}",
                             path.display()
                         );
                     }
@@ -667,21 +687,37 @@ impl Dispatcher {
     }
 }
 
-/// Until when the daily-limit pause a run stored for `connector` lasts, if past `now`: what
-/// a process that has not called yet (its first tick, its scheduled import) must respect.
-pub fn stored_daily_pause(data_dir: &Path, connector: &str, now: i64) -> Option<i64> {
+/// Until when and why the pause a run stored for `connector` lasts, if past `now`: what a
+/// process that has not called yet (its first tick, its scheduled import) must respect.
+pub fn stored_pause_of(data_dir: &Path, connector: &str, now: i64) -> Option<(i64, PauseReason)> {
     read_pause(&pause_path(data_dir, connector))
-        .filter(|until| in_force(*until, now, policy::DAILY_PAUSE_MAX_MS))
+        .filter(|(until, why)| in_force(*until, now, why.longest_ms()))
 }
 
-/// The end of the pause stored at `path`, if readable.
-fn read_pause(path: &Path) -> Option<i64> {
-    std::fs::read_to_string(path)
-        .ok()
-        .and_then(|t| t.trim().parse::<i64>().ok())
+/// A stored pause's text: its end (epoch ms), and why unless the daily limit (the file an
+/// earlier version wrote held the end alone).
+fn pause_text((until, why): (i64, PauseReason)) -> String {
+    match why {
+        PauseReason::DailyLimit => until.to_string(),
+        _ => format!("{until} {}", why.as_str()),
+    }
 }
 
-/// Where a connector's daily-limit pause (epoch ms, as text) outlasts the process.
+/// The pause stored at `path`, if readable ([`pause_text`]); a reason this build does not
+/// keep is none.
+fn read_pause(path: &Path) -> Option<(i64, PauseReason)> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let mut words = text.split_whitespace();
+    let until = words.next()?.parse::<i64>().ok()?;
+    let why = match words.next() {
+        None => PauseReason::DailyLimit,
+        Some(w) if w == PauseReason::AccountMigrating.as_str() => PauseReason::AccountMigrating,
+        Some(_) => return None,
+    };
+    Some((until, why))
+}
+
+/// Where a connector's pause that outlasts the process ([`pause_text`]) is kept.
 fn pause_path(data_dir: &Path, connector: &str) -> PathBuf {
     crate::store::state_dir(data_dir).join(format!("dispatch-pause-{connector}"))
 }
@@ -828,6 +864,54 @@ mod tests {
         d.close();
     }
 
+    /// An account's migration (HubSpot's 477) is the account's, as its daily limit is: its
+    /// pause outlasts new settings and the process (it was this process's: every `sendtime
+    /// tick`, or a reload, called into it again; an audit), and is forgotten once over.
+    #[tokio::test]
+    async fn an_account_migration_pause_outlasts_new_settings_and_the_process() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = pause_path(dir.path(), "main");
+        let mut d = dispatcher(dir.path(), NOW);
+        let link = d.link(&connector(100)).unwrap();
+        let e = ApiError::Migrating {
+            retry_after: Some(Duration::from_secs(3 * 3600)),
+            message: "moving".into(),
+        };
+        let until =
+            link.pause_for_migration(NOW, Some(Duration::from_secs(3 * 3600)), &e, &d.metrics);
+        assert_eq!(until, NOW + 3 * crate::time::HOUR_MS);
+        let rebuilt = d.link(&connector(150)).unwrap();
+        assert!(!Arc::ptr_eq(&link, &rebuilt), "new settings, new client");
+        assert_eq!(
+            rebuilt.pause_at(NOW),
+            Some((until, PauseReason::AccountMigrating))
+        );
+        d.store_pauses();
+        assert_eq!(
+            std::fs::read_to_string(&file).unwrap(),
+            format!("{until} account_migrating")
+        );
+        d.close();
+        let mut d = dispatcher(dir.path(), NOW + MINUTE_MS);
+        let link = d.link(&connector(100)).unwrap();
+        let at = NOW + MINUTE_MS;
+        assert_eq!(
+            link.pause_at(at),
+            Some((until, PauseReason::AccountMigrating))
+        );
+        assert_eq!(
+            stored_pause_of(dir.path(), "main", at),
+            Some((until, PauseReason::AccountMigrating))
+        );
+        d.resume_connectors(until);
+        d.store_pauses();
+        assert!(!file.exists());
+        d.close();
+        // A reason this build does not know is no pause (a newer version's file).
+        std::fs::write(&file, format!("{until} unheard_of")).unwrap();
+        assert_eq!(stored_pause_of(dir.path(), "main", NOW), None);
+    }
+
     #[tokio::test]
     async fn a_new_time_zone_alone_keeps_the_link_and_its_pauses() {
         let dir = tempfile::tempdir().unwrap();
@@ -901,10 +985,10 @@ mod tests {
         let file = pause_path(dir.path(), "main");
         std::fs::create_dir_all(file.parent().unwrap()).unwrap();
         std::fs::write(&file, (ahead + 1).to_string()).unwrap();
-        assert_eq!(stored_daily_pause(dir.path(), "main", NOW), None);
+        assert_eq!(stored_pause_of(dir.path(), "main", NOW), None);
         assert_eq!(
-            stored_daily_pause(dir.path(), "main", ahead),
-            Some(ahead + 1)
+            stored_pause_of(dir.path(), "main", ahead),
+            Some((ahead + 1, PauseReason::DailyLimit))
         );
         assert_eq!(d.stored_pause("main"), None);
         assert!(

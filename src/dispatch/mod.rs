@@ -175,8 +175,9 @@ pub struct Dispatcher {
     /// Operators' pauses as of the last tick: a change builds the ledgers again (what a pause
     /// held is spread when it ends).
     pauses: Arc<crate::pauses::Pauses>,
-    /// Daily-limit pauses as last written under `state/` (connector → until).
-    pauses_on_disk: HashMap<String, i64>,
+    /// Pauses that outlast the process, as last written under `state/` (connector → until,
+    /// why).
+    pauses_on_disk: HashMap<String, (i64, connector::PauseReason)>,
     /// A full disk fails that record at every tick: said once a minute.
     pause_write_errors: crate::throttle::Throttle,
     /// Operators' pauses of what the config does not name, as last said.

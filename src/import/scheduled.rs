@@ -127,15 +127,15 @@ pub async fn run(
 
 /// Why `connector` makes no calls now, if so. An operator's pause may protect a limit shared
 /// with another integration, and HubSpot would refuse calls under its own pause (a refused
-/// token, the daily limit); a daily-limit pause stored by an earlier run counts before the
-/// dispatcher's first tick shows it.
+/// token, the daily limit); a pause stored by an earlier run (the daily limit, an account's
+/// migration) counts before the dispatcher's first tick shows it.
 fn paused(data_dir: &Path, metrics: &Metrics, connector: &str, now: i64) -> Option<&'static str> {
     let pauses = crate::pauses::read_or_hold(data_dir);
     let link = metrics.board.link(connector);
-    let stored = || connector::stored_daily_pause(data_dir, connector, now);
+    let stored = || connector::stored_pause_of(data_dir, connector, now);
     connector::paused(&pauses, link.as_deref(), connector, now)
         .map(|(why, _)| why)
-        .or_else(|| stored().map(|_| PausedBy::HubSpot(PauseReason::DailyLimit)))
+        .or_else(|| stored().map(|(_, why)| PausedBy::HubSpot(why)))
         .map(PausedBy::as_str)
 }
 
@@ -154,8 +154,9 @@ fn unconfigured(config: &crate::config::Config, connector: &str) -> Option<&'sta
 }
 
 /// Why a run under way stops for a pause, if so: an operator's pause of its connector (or a
-/// pause file that cannot be read, which holds everything), or HubSpot's daily limit. HubSpot's
-/// short holds (a refused or missing token) are left to the run's own retries.
+/// pause file that cannot be read, which holds everything), HubSpot's daily limit or an
+/// account's migration. HubSpot's short holds (a refused or missing token) are left to the
+/// run's own retries.
 fn halted_by(
     pauses: &crate::pauses::Watch,
     metrics: &Metrics,
@@ -170,13 +171,17 @@ fn halted_by(
     if pauses.connectors.contains_key(connector) {
         return Some("the connector was paused");
     }
-    let daily = metrics
-        .board
-        .link(connector)
+    let why = (metrics.board.link(connector))
         .and_then(|l| l.pause_at(now))
-        .is_some_and(|(_, why)| why == connector::PauseReason::DailyLimit)
-        || connector::stored_daily_pause(data_dir, connector, now).is_some();
-    daily.then_some("HubSpot's daily limit was reached")
+        .map(|(_, why)| why)
+        .filter(|why| why.lasts())
+        .or_else(|| connector::stored_pause_of(data_dir, connector, now).map(|(_, why)| why));
+    why.map(|why| match why {
+        PauseReason::AccountMigrating => {
+            "HubSpot is moving the account between data hosting locations"
+        }
+        _ => "HubSpot's daily limit was reached",
+    })
 }
 
 /// What `/status` shows for a connector's imports.
