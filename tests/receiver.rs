@@ -1146,19 +1146,21 @@ fn a_rotated_secret_is_accepted_until_it_is_removed() {
     assert_eq!(inbox(dir.path()).height(), 3);
 }
 
+/// The Parquet files in `dir`, sorted (none when it is not there).
+fn parts(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut v: Vec<_> = std::fs::read_dir(dir)
+        .map(|r| r.filter_map(|e| e.ok().map(|e| e.path())).collect())
+        .unwrap_or_default();
+    v.retain(|p: &std::path::PathBuf| p.extension().is_some_and(|e| e == "parquet"));
+    v.sort();
+    v
+}
+
 /// A part whose bytes changed after it was written (one flipped bit) is never read as if it
 /// were fine: it is quarantined with its checksum, and the other parts are read as before.
 #[test]
 fn a_flipped_bit_in_a_part_is_caught_by_its_checksum_and_quarantined() {
     let dir = tempfile::tempdir().unwrap();
-    let parts = |d: &Path| -> Vec<std::path::PathBuf> {
-        let mut v: Vec<_> = std::fs::read_dir(d)
-            .map(|r| r.filter_map(|e| e.ok().map(|e| e.path())).collect())
-            .unwrap_or_default();
-        v.retain(|p: &std::path::PathBuf| p.extension().is_some_and(|e| e == "parquet"));
-        v.sort();
-        v
-    };
     let inbox_dir = dir.path().join("data/inbox");
     for round in 0..2 {
         let server = start(dir.path());
@@ -1233,13 +1235,7 @@ fn a_part_set_aside_before_it_was_planned_no_longer_holds_its_contacts() {
         ],
     );
     let inbox_dir = dir.path().join("data/inbox");
-    let parts = || -> Vec<std::path::PathBuf> {
-        let mut v: Vec<_> = std::fs::read_dir(&inbox_dir)
-            .map(|r| r.filter_map(|e| e.ok().map(|e| e.path())).collect())
-            .unwrap_or_default();
-        v.retain(|p: &std::path::PathBuf| p.extension().is_some_and(|e| e == "parquet"));
-        v
-    };
+    let inbox_parts = || parts(&inbox_dir);
     let answer = |body: &[u8]| {
         let (status, answer) = post(&server, "nurture", body, Sig::V2);
         assert_eq!(status, 200, "{answer}");
@@ -1253,11 +1249,11 @@ fn a_part_set_aside_before_it_was_planned_no_longer_holds_its_contacts() {
     let mut damaged = None;
     for vid in 7_100..7_104 {
         common::wait_ticks(&server, 1);
-        let (before, ticks) = (parts(), common::ticks(&server));
+        let (before, ticks) = (inbox_parts(), common::ticks(&server));
         let body = contact_body(vid, "lost@example.com");
         assert_eq!(answer(&body), "accepted");
         let part = eventually(Duration::from_secs(10), || {
-            parts().into_iter().find(|p| !before.contains(p))
+            inbox_parts().into_iter().find(|p| !before.contains(p))
         })
         .expect("the post's part is written");
         let mut bytes = std::fs::read(&part).unwrap();
