@@ -623,7 +623,8 @@ impl Dispatcher {
 
     /// A pause an earlier run recorded ([`PauseReason::lasts`]) that is not over yet. The
     /// file goes once over; one further away than a pause lasts is ignored but kept (`tick
-    /// --now` in the past must not delete the pause a later `serve` needs).
+    /// --now` in the past must not delete the pause a later `serve` needs), and so is one
+    /// that cannot be read (a newer version's reason: its process may need it again).
     fn stored_pause(&mut self, connector: &str) -> Option<(i64, PauseReason)> {
         let now = self.clock.now_ms();
         let path = pause_path(&self.data_dir, connector);
@@ -634,16 +635,17 @@ impl Dispatcher {
                 Some((until, why))
             }
             Some((until, _)) if until > now => None,
-            _ => {
+            Some(_) => {
                 let _ = std::fs::remove_file(path);
                 None
             }
+            None => None,
         }
     }
 
-    /// Write each connector's daily-limit pause where the next process finds it (and remove
-    /// it once over), so a restart or the next `sendtime tick` does not spend a call on
-    /// learning again that the limit still holds.
+    /// Write each connector's pause that outlasts the process ([`PauseReason::lasts`]) where
+    /// the next process finds it (and remove it once over), so a restart or the next
+    /// `sendtime tick` does not spend a call on learning again that it still holds.
     pub(super) fn store_pauses(&mut self) {
         let changed: Vec<(String, Option<(i64, PauseReason)>)> = self
             .links
@@ -704,7 +706,7 @@ fn pause_text((until, why): (i64, PauseReason)) -> String {
 }
 
 /// The pause stored at `path`, if readable ([`pause_text`]); a reason this build does not
-/// keep is none.
+/// know is none (and its file is kept).
 fn read_pause(path: &Path) -> Option<(i64, PauseReason)> {
     let text = std::fs::read_to_string(path).ok()?;
     let mut words = text.split_whitespace();
@@ -907,9 +909,15 @@ mod tests {
         d.store_pauses();
         assert!(!file.exists());
         d.close();
-        // A reason this build does not know is no pause (a newer version's file).
+        // A reason this build does not know is no pause (a newer version's file), kept.
         std::fs::write(&file, format!("{until} unheard_of")).unwrap();
         assert_eq!(stored_pause_of(dir.path(), "main", NOW), None);
+        let mut d = dispatcher(dir.path(), NOW);
+        let link = d.link(&connector(100)).unwrap();
+        assert_eq!(link.pause_at(NOW), None);
+        d.store_pauses();
+        assert!(file.exists());
+        d.close();
     }
 
     #[tokio::test]
