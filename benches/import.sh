@@ -88,14 +88,6 @@ n = (df.group_by(['contact', ((t.dt.weekday() - 1) * 24 + t.dt.hour()).alias('sl
 print(n, file=sys.stderr)
 PYEOF
 
-# One timed run: prints "seconds peak_kb user_s sys_s"; the input read once first, so every
-# engine finds it in the page cache.
-run() {
-  cat "$1" > /dev/null
-  shift
-  rm -rf "$STORE"
-  timed "$@"
-}
 ENGINES="sendtime-csv"
 [ -n "${OTHER_BIN:-}" ] && ENGINES="$ENGINES other-csv"
 [ $HAVE_DUCKDB = yes ] && ENGINES="$ENGINES duckdb-csv"
@@ -111,18 +103,16 @@ fi
 IMPORT=("$BIN" --config webhooks.toml --data "$STORE" import)
 COLS=(--contact contact --time time --kind kind)
 for i in $(seq "$RUNS"); do
-  # Every other round in reverse: an engine run after one that used gigabytes paid for the
-  # kernel's reclaiming them (sys time up to 0.5 s more), whichever it was.
-  order=$ENGINES
-  [ $((i % 2)) = 0 ] && order=$(echo $ENGINES | tr ' ' '\n' | tac | tr '\n' ' ')
-  for who in $order; do
+  # Every other round in reverse (sys time up to 0.5 s more after an engine that used
+  # gigabytes).
+  for who in $(round_order "$i" $ENGINES); do
     case $who in
-      sendtime-csv) r=$(run "$CSV" "${IMPORT[@]}" csv "$CSV" "${COLS[@]}") ;;
-      sendtime-parquet) r=$(run "$PARQUET" "${IMPORT[@]}" parquet "$PARQUET" "${COLS[@]}") ;;
-      other-csv) r=$(run "$CSV" "$OTHER_BIN" "${IMPORT[@]:1}" csv "$CSV" "${COLS[@]}") ;;
-      other-parquet) r=$(run "$PARQUET" "$OTHER_BIN" "${IMPORT[@]:1}" parquet "$PARQUET" "${COLS[@]}") ;;
-      duckdb-*) r=$(run "$BENCH_DIR/events-$EVENTS-$CONTACTS.${who#*-}" "$PY" "$BENCH_DIR/duck.py" "${who#*-}") ;;
-      polars-*) r=$(run "$BENCH_DIR/events-$EVENTS-$CONTACTS.${who#*-}" "$PY" "$BENCH_DIR/pl.py" "${who#*-}") ;;
+      sendtime-csv) r=$(cold "$CSV" "${IMPORT[@]}" csv "$CSV" "${COLS[@]}") ;;
+      sendtime-parquet) r=$(cold "$PARQUET" "${IMPORT[@]}" parquet "$PARQUET" "${COLS[@]}") ;;
+      other-csv) r=$(cold "$CSV" "$OTHER_BIN" "${IMPORT[@]:1}" csv "$CSV" "${COLS[@]}") ;;
+      other-parquet) r=$(cold "$PARQUET" "$OTHER_BIN" "${IMPORT[@]:1}" parquet "$PARQUET" "${COLS[@]}") ;;
+      duckdb-*) r=$(cold "$BENCH_DIR/events-$EVENTS-$CONTACTS.${who#*-}" "$PY" "$BENCH_DIR/duck.py" "${who#*-}") ;;
+      polars-*) r=$(cold "$BENCH_DIR/events-$EVENTS-$CONTACTS.${who#*-}" "$PY" "$BENCH_DIR/pl.py" "${who#*-}") ;;
     esac
     record "$who" "$r"
     echo "run $i $who: $t s wall, $u s user, $sy s sys, $m KB peak; $(head -c 200 "$BENCH_DIR/out.txt" "$BENCH_DIR/err.txt" | tr '\n' ' ')" >&2

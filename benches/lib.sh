@@ -87,6 +87,33 @@ timed() {
   cat "$BENCH_DIR/time.txt"
 }
 
+# cold FILE COMMAND...: `timed COMMAND` with $STORE emptied and FILE read once just before,
+# so every engine finds its input in the page cache (called as `r=$(cold ...)`).
+cold() {
+  cat "$1" > /dev/null
+  shift
+  rm -rf "$STORE"
+  timed "$@"
+}
+
+# fresh_import BIN CSV: `BIN import csv CSV` (columns contact, time and kind), [`cold`].
+fresh_import() {
+  cold "$2" "$1" --config webhooks.toml --data "$STORE" import csv "$2" \
+    --contact contact --time time --kind kind
+}
+
+# round_order ROUND ENGINE...: the engines in order, reversed in every other round (an engine
+# run after one that used gigabytes pays for the kernel's reclaiming them, whichever it is).
+round_order() {
+  local round=$1
+  shift
+  if [ $((round % 2)) = 0 ]; then
+    printf '%s\n' "$@" | tac | tr '\n' ' '
+  else
+    echo "$@"
+  fi
+}
+
 # Per engine: wall seconds, peak RSS (KB), user and system seconds of every run so far.
 declare -A T M U S
 

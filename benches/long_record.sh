@@ -39,10 +39,7 @@ for i in $(seq "$RUNS"); do
   for who in long short; do
     csv=$LONG
     [ "$who" = short ] && csv=$SHORT
-    cat "$csv" > /dev/null
-    rm -rf "$STORE"
-    r=$(timed "$BIN" --config webhooks.toml --data "$STORE" import csv "$csv" \
-      --contact contact --time time --kind kind)
+    r=$(fresh_import "$BIN" "$csv")
     record "$who" "$r"
   done
 done

@@ -40,15 +40,10 @@ for n in "${sizes[@]}"; do
       mv "$csv.tmp" "$csv"
     fi
     for i in $(seq "$RUNS"); do
-      order=$ENGINES
-      [ $((i % 2)) = 0 ] && order=$(echo $ENGINES | tr ' ' '\n' | tac | tr '\n' ' ')
-      for who in $order; do
+      for who in $(round_order "$i" $ENGINES); do
         bin=$BIN
         [ "$who" = other ] && bin=$OTHER_BIN
-        cat "$csv" > /dev/null
-        rm -rf "$STORE"
-        r=$(timed "$bin" --config webhooks.toml --data "$STORE" import csv "$csv" \
-          --contact contact --time time --kind kind)
+        r=$(fresh_import "$bin" "$csv")
         record "$who-$keys-$n" "$r"
       done
     done
