@@ -979,6 +979,119 @@ fn contacts_held_for_a_missing_scope_book_none_of_the_connectors_minutes() {
     server.stop();
 }
 
+/// When a missing scope's hold ends and the scope is still missing, the contacts it held are
+/// booked after the connector's others at their planned minutes. Booked first, as the oldest,
+/// they moved those later at each hold's end (every 5 minutes while the scope is missing), and
+/// those stayed moved when the first call was refused again and the hold came back.
+#[test]
+fn a_held_backlog_coming_due_again_leaves_the_planned_contacts_their_minutes() {
+    const HELD: u64 = 40;
+    const TIMED: u64 = 5;
+    let rt = runtime();
+    let standin = rt
+        .block_on(StandIn::start(Options {
+            token: TOKEN.into(),
+            scopes: Some(vec!["automation".into()]),
+            ..Options::default()
+        }))
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let config = TestConfig {
+        env: "CAPACITY",
+        tables: "[scheduler]\ncron = \"* * * * * *\"",
+        // One call per list add: the held backlog takes minutes of calls.
+        connector: &format!(
+            "api_base = \"{}\"\nrequests_per_10s = 5\nlist_batch_size = 1",
+            standin.url()
+        ),
+        hooks: &[
+            &Hook {
+                id: "timed",
+                kind: "NEXT_24_HOURS",
+                target: "workflow_id = 101",
+            },
+            &Hook {
+                id: "l",
+                kind: "UPDATE_ONLY",
+                target: "list_id = \"987\"",
+            },
+        ],
+        ..TestConfig::default()
+    }
+    .write(dir.path());
+    let emails: Vec<String> = (0..TIMED).map(|i| format!("t{i}@example.com")).collect();
+    for (i, e) in emails.iter().enumerate() {
+        standin.add_contact(e, 40_000 + i as u64);
+    }
+    // The timed contacts' best hour is two hours on, long after the first hold ends.
+    import_opens(&config, &data, &emails, (now_ms() / HOUR + 2) % 24);
+    let clock = dir.path().join("clock");
+    // The dispatcher's clock stands still, past the posts (they are due), until the test
+    // moves it.
+    let t0 = (now_ms() / MINUTE + 2) * MINUTE;
+    common::set_clock(&clock, t0);
+    let server = serve_at(&config, &data, &clock);
+    let client = common::http();
+    for i in 0..HELD {
+        let body = contact_body(30_000 + i, &format!("l{i}@example.com"));
+        assert_eq!(post_signed(&client, &server, SECRET, "/hooks/l", body), 200);
+    }
+    let refused = || {
+        (standin.log().iter())
+            .filter(|e| e.path.contains("/lists/") && e.status == Some(403))
+            .count()
+    };
+    eventually(Duration::from_secs(30), || (refused() > 0).then_some(()))
+        .unwrap_or_else(|| panic!("no list add refused; logs:\n{}", server.logs()));
+    for (i, e) in emails.iter().enumerate() {
+        let body = contact_body(40_000 + i as u64, e);
+        assert_eq!(
+            post_signed(&client, &server, SECRET, "/hooks/timed", body),
+            200
+        );
+    }
+    let due = eventually(Duration::from_secs(30), || {
+        let timed: Vec<i64> = (plans(&data).iter())
+            .filter(|p| p.webhook_id == "timed")
+            .map(|p| p.due_at_ms)
+            .collect();
+        (timed.len() == TIMED as usize).then(|| timed.into_iter().max().unwrap())
+    })
+    .unwrap_or_else(|| panic!("not planned; logs:\n{}", server.logs()));
+    let minute = due / MINUTE * MINUTE;
+    assert!(minute > t0 + 30 * MINUTE, "{due}");
+    // The minute before theirs, the hold has ended: the held list adds come due, the first is
+    // refused again, and the hold is back.
+    common::set_clock(&clock, minute - MINUTE);
+    eventually(Duration::from_secs(60), || (refused() > 1).then_some(())).unwrap_or_else(|| {
+        panic!(
+            "the list adds were not tried again; logs:\n{}",
+            server.logs()
+        )
+    });
+    common::wait_ticks(&server, 2);
+    // Their minute: they go in it, as planned.
+    common::set_clock(&clock, minute);
+    let enrolled = || {
+        (common::enrollments(&standin.log()).into_iter())
+            .filter(|((wf, _), _)| wf == "101")
+            .count() as u64
+    };
+    eventually(Duration::from_secs(60), || {
+        (enrolled() == TIMED).then_some(())
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "{} of {TIMED} sent in their minute; logs:\n{}",
+            enrolled(),
+            server.logs()
+        )
+    });
+    assert_eq!(refused(), 2, "one refusal at each hold's end");
+    server.stop();
+}
+
 /// 2026-11-29 10:17 UTC: where the tests that tick a dispatcher by hand start.
 const NOW: i64 = 1_795_947_420_000;
 

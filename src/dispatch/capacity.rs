@@ -107,7 +107,8 @@ pub(super) struct Capacities {
 pub(super) struct Basis {
     /// The webhooks whose calls are held ([`Dispatcher::held_targets`]): their contacts are
     /// not booked. One whose hold ends joins the ledgers, its backlog spread over the minutes
-    /// with room (it went in one tick before, for as long as the limiter took), and one that
+    /// with room after the contacts planned at theirs (it went in one tick before, for as
+    /// long as the limiter took), and one that
     /// begins frees the minutes its contacts were booked in.
     held: BTreeSet<String>,
     /// Each connector's limit per 10 s: HubSpot's for the app when a response said a lower
@@ -254,6 +255,19 @@ impl Dispatcher {
             let mut items = std::mem::take(&mut self.queue).into_vec();
             items.sort_unstable();
             items.reverse();
+            // A backlog released since the ledgers were last built (a pause or a hold ended,
+            // a webhook back in the config) is booked after the contacts at their planned
+            // minutes. Booked first, as the oldest, it moved those later, and they stayed
+            // moved when the hold came back (a missing scope is tried again every 5 minutes,
+            // and each time pushed them further: an audit).
+            let released = std::mem::take(&mut self.unbooked);
+            items.sort_by_key(|Queued(item)| released.contains(&*item.webhook_id));
+            let mut unbooked: HashSet<String> = (config.webhooks.iter())
+                .filter(|w| {
+                    self.pauses.holds(&w.id, &w.connector) || caps.basis.held.contains(&w.id)
+                })
+                .map(|w| w.id.clone())
+                .collect();
             let locals = items
                 .iter()
                 .filter_map(|Queued(item)| route_of(&routes, item)?.quiet_for(item));
@@ -275,6 +289,9 @@ impl Dispatcher {
                     || (dry_run && item.held_by_hubspot())
                     || caps.basis.held.contains(&*item.webhook_id)
                 {
+                    if !unbooked.contains(&*item.webhook_id) {
+                        unbooked.insert(item.webhook_id.to_string());
+                    }
                     continue;
                 }
                 let ledger = &mut caps.ledgers[route.ledger];
@@ -314,6 +331,7 @@ impl Dispatcher {
                 );
             }
             self.queue = items.into();
+            self.unbooked = unbooked;
             self.capacity = Some(caps);
         }
         let caps = self.capacity.as_mut().expect("set above");
