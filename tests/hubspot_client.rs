@@ -763,9 +763,38 @@ async fn missing_scopes_dynamic_lists_and_unknown_routes_answer_as_hubspot_does(
     .await;
     let c = client(&s);
     s.add_contact("scoped@example.com", 4);
+    // An older route's refusal names the token it was sent (HubSpot's older form): read as a
+    // missing scope, the token cut out of the text that goes to logs and `/status`.
+    let token = sendtime::hubspot::standin::DEFAULT_TOKEN;
+    let raw = http()
+        .post(format!(
+            "{}/automation/v2/workflows/5/enrollments/contacts/scoped@example.com",
+            s.url()
+        ))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(raw.status().as_u16(), 403);
+    assert!(raw.text().await.unwrap().contains(token));
     match c.enroll(5, "scoped@example.com").await.unwrap_err() {
+        e @ ApiError::MissingScopes { .. } => {
+            let ApiError::MissingScopes { scopes, message } = &e else {
+                unreachable!()
+            };
+            assert_eq!(scopes, &["automation"]);
+            assert!(
+                message.contains("does not have proper permissions"),
+                "{message}"
+            );
+            assert!(!format!("{e} {e:?}").contains(token), "{e:?}");
+        }
+        other => panic!("expected a missing scope, got {other:?}"),
+    }
+    // The newer form, on a newer route.
+    match c.contact_email(4).await.unwrap_err() {
         ApiError::MissingScopes { scopes, message } => {
-            assert_eq!(scopes, ["automation"]);
+            assert_eq!(scopes, ["crm.objects.contacts.read"]);
             assert!(message.contains("required scopes"), "{message}");
         }
         other => panic!("expected MISSING_SCOPES, got {other:?}"),

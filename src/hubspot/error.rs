@@ -182,6 +182,49 @@ impl ErrorBody {
     }
 }
 
+/// HubSpot's older 403 for a missing scope, still given on its older routes:
+/// `This oauth-token (…) does not have proper permissions! (requires any of [automation])`
+/// (quoted in HubSpot/hubspot-cli#380; estuary/connectors#3522, 2025), `hapikey` for a
+/// developer key. It names the credential, so it is cut out before the text goes anywhere
+/// (logs, `/status`, outcome rows); and it is a missing scope, not a refused token (taken for
+/// one, it paused every call of the connector: an audit).
+struct LegacyRefusal {
+    /// The text with the credential replaced.
+    message: String,
+    scopes: Vec<String>,
+}
+
+impl LegacyRefusal {
+    fn read(message: &str) -> Option<LegacyRefusal> {
+        let at = message.find(" does not have proper permissions")?;
+        let (head, tail) = message.split_at(at);
+        let head = match (head.find('('), head.rfind(')')) {
+            (Some(open), Some(close)) if open < close => {
+                format!("{}<redacted>{}", &head[..=open], &head[close..])
+            }
+            // No parentheses: whatever names the credential goes, the words before it stay.
+            _ => head
+                .split_whitespace()
+                .take(2)
+                .collect::<Vec<_>>()
+                .join(" "),
+        };
+        let scopes = (tail.split_once("[").and_then(|(_, s)| s.split_once(']')))
+            .map(|(list, _)| list)
+            .unwrap_or_default()
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .take(8)
+            .map(|s| s.chars().take(100).collect())
+            .collect();
+        Some(LegacyRefusal {
+            message: format!("{head}{tail}"),
+            scopes,
+        })
+    }
+}
+
 /// Whether an answer is an HTML page (an edge's, a proxy's, a website's): HubSpot's API
 /// answers JSON, or nothing where it has nothing to say.
 pub(super) fn is_html(headers: &HeaderMap) -> bool {
@@ -305,7 +348,14 @@ pub(super) async fn classify(resp: reqwest::Response, batch: Option<usize>) -> A
         };
     }
     let body: ErrorBody = parsed.unwrap_or_default();
-    let message = match body.message.as_deref().unwrap_or(text.trim()) {
+    let legacy = (status == StatusCode::FORBIDDEN)
+        .then(|| LegacyRefusal::read(body.message.as_deref()?))
+        .flatten();
+    let message = match legacy
+        .as_ref()
+        .map_or(body.message.as_deref().unwrap_or(text.trim()), |l| {
+            &l.message
+        }) {
         "" => format!("HTTP {status} with no message"),
         m => m.chars().take(MESSAGE_CHARS).collect(),
     };
@@ -356,6 +406,12 @@ pub(super) async fn classify(resp: reqwest::Response, batch: Option<usize>) -> A
             message,
         };
     }
+    if let Some(legacy) = legacy {
+        return ApiError::MissingScopes {
+            scopes: legacy.scopes,
+            message,
+        };
+    }
     if status == StatusCode::FORBIDDEN && body.category.as_deref() == Some("MISSING_SCOPES") {
         return ApiError::MissingScopes {
             scopes: body.missing_scopes(),
@@ -390,6 +446,31 @@ fn says_too_large(message: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// HubSpot's older refusal loses the credential it names, whatever its spelling, and keeps
+    /// the scopes it asks for.
+    #[test]
+    fn an_older_scope_refusal_keeps_no_credential() {
+        let read = |m: &str| LegacyRefusal::read(m).map(|l| (l.message, l.scopes));
+        assert_eq!(
+            read("This hapikey (k-1a2b) does not have proper permissions! (requires any of [content-editor-access, content-access])"),
+            Some((
+                "This hapikey (<redacted>) does not have proper permissions! (requires any of [content-editor-access, content-access])".into(),
+                vec!["content-editor-access".into(), "content-access".into()]
+            ))
+        );
+        assert_eq!(
+            read("This oauth-token CJSP5qf1 does not have proper permissions!"),
+            Some((
+                "This oauth-token does not have proper permissions!".into(),
+                vec![]
+            ))
+        );
+        assert_eq!(
+            read("This app hasn't been granted all required scopes"),
+            None
+        );
+    }
 
     /// A redirect's target is shown by its host: no key in its query, no email in its path.
     #[test]

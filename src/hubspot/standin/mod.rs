@@ -42,7 +42,7 @@ use callbacks::Callback;
 pub use callbacks::MAX_CALLBACK_BATCH;
 pub use faults::{Fault, Injection};
 use faults::{Gate, Rule};
-use oauth::{missing_scope, required_scopes};
+use oauth::{legacy_missing_scope, missing_scope, required_scopes};
 
 use super::auth::TOKEN_PATH;
 use super::{EmailEvent, RateLimit};
@@ -607,6 +607,7 @@ async fn handle(State(world): State<Shared>, req: Request) -> Result<Response, I
         (outcome, RateLimit::default())
     } else {
         let (authorized, oauth) = world.lock().unwrap().authorize(bearer.as_deref());
+        let token = bearer.as_deref().unwrap_or_default();
         let mut w = world.lock().unwrap();
         // A refused call counts toward the limits too, as at HubSpot.
         let gate = match (authorized, w.gate(&path)) {
@@ -615,11 +616,11 @@ async fn handle(State(world): State<Shared>, req: Request) -> Result<Response, I
             (Err(_), limited) => limited,
         };
         let outcome = match gate {
-            Gate::Proceed => Gate::Answer(w.route(&method, &path, &uri, &body)),
+            Gate::Proceed => Gate::Answer(w.route(&method, &path, &uri, &body, token)),
             // Processed now, answered late: like a server that did the work but is slow to say so.
-            Gate::Slow(d) => Gate::SlowAnswer(w.route(&method, &path, &uri, &body), d),
+            Gate::Slow(d) => Gate::SlowAnswer(w.route(&method, &path, &uri, &body, token), d),
             Gate::Replaced(page) => {
-                w.route(&method, &path, &uri, &body);
+                w.route(&method, &path, &uri, &body, token);
                 Gate::Answer(page)
             }
             other => other,
@@ -658,6 +659,7 @@ impl World {
         path: &str,
         uri: &axum::http::Uri,
         body: &[u8],
+        token: &str,
     ) -> Response {
         let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
         let required = required_scopes(method, &segments);
@@ -665,7 +667,11 @@ impl World {
             && !required.is_empty()
             && !(required.iter()).any(|scope| granted.iter().any(|g| g == scope))
         {
-            return missing_scope(required);
+            return if segments.iter().any(|s| matches!(*s, "v1" | "v2")) {
+                legacy_missing_scope(token, required)
+            } else {
+                missing_scope(required)
+            };
         }
         match (method.clone(), segments.as_slice()) {
             (Method::GET, ["account-info", "v3" | "2026-03", "details"]) => self.account_details(),

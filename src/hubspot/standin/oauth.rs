@@ -142,6 +142,21 @@ pub(super) fn missing_scope(scopes: &[&str]) -> Response {
     (StatusCode::FORBIDDEN, axum::Json(body)).into_response()
 }
 
+/// HubSpot's older 403 for a token without a scope, as its older (v1, v2) routes give it:
+/// naming the token it was sent (quoted in HubSpot/hubspot-cli#380, the token masked by the
+/// reporter; estuary/connectors#3522, 2025). HubSpot documents neither form route by route.
+pub(super) fn legacy_missing_scope(token: &str, scopes: &[&str]) -> Response {
+    let body = json!({
+        "status": "error",
+        "message": format!(
+            "This oauth-token ({token}) does not have proper permissions! (requires any of [{}])",
+            scopes.join(", ")
+        ),
+        "correlationId": correlation_id(),
+    });
+    (StatusCode::FORBIDDEN, axum::Json(body)).into_response()
+}
+
 /// HubSpot's 401 for a missing or unknown token.
 pub(super) fn unauthenticated() -> Response {
     error(
