@@ -1471,7 +1471,9 @@ async fn a_lock_or_an_overloaded_hubspot_holds_every_call_of_the_connector() {
     for (status, wait) in [
         (423, Duration::from_secs(2)),
         (502, Duration::from_secs(5)),
+        (503, Duration::from_secs(5)),
         (504, Duration::from_secs(5)),
+        (521, Duration::from_secs(5)),
     ] {
         let c = client(&s);
         s.inject(

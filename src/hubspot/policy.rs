@@ -49,8 +49,8 @@ pub const MIN_RATE_LIMIT_WAIT: Duration = Duration::from_secs(1);
 /// How long a connector waits after a 423: HubSpot's error-handling guide says its locks (on
 /// an account syncing much data) last 2 seconds, and to leave at least that between calls.
 pub const LOCKED_WAIT: Duration = Duration::from_secs(2);
-/// How long a connector waits after a 502 or 504: HubSpot's error-handling guide says they
-/// come when its processing limits are met, and to pause requests for a few seconds.
+/// How long a connector waits after a 502 or 504 (HubSpot's processing limits met), a 503 or
+/// a 521: HubSpot's error-handling guide says to pause requests for a few seconds.
 pub const OVERLOADED_WAIT: Duration = Duration::from_secs(5);
 /// How long a connector whose token HubSpot refused (401, or 403) waits before trying once
 /// more, and calls of a kind the token lacks a scope for wait.
@@ -187,8 +187,10 @@ pub fn rate_limit_wait(retry_after: Option<Duration>, last: Option<RateLimit>) -
 }
 
 /// How long every call of a connector waits after a call failed with `e`, besides the
-/// caller's own retry: after a ten-secondly 429, a 423 or a 502/504, HubSpot asks for a pause
-/// of all calls, not only the one refused. `last`: the rate-limit headers seen last.
+/// caller's own retry: after a ten-secondly 429, a 423, a 502/504, a 503 or a 521, HubSpot
+/// asks for a pause of all calls, not only the one refused (its error-handling page: "pause
+/// your requests for a few seconds"; the 503's and 521's were missed: an audit). `last`: the
+/// rate-limit headers seen last.
 pub fn connector_wait(e: &ApiError, last: Option<RateLimit>) -> Option<Duration> {
     match e {
         ApiError::RateLimited {
@@ -200,7 +202,7 @@ pub fn connector_wait(e: &ApiError, last: Option<RateLimit>) -> Option<Duration>
             status: Some(423), ..
         } => Some(LOCKED_WAIT),
         ApiError::Transient {
-            status: Some(502 | 504),
+            status: Some(502 | 503 | 504 | 521),
             ..
         } => Some(OVERLOADED_WAIT),
         _ => None,
