@@ -1426,6 +1426,34 @@ fn an_erase_sets_a_damaged_part_aside_and_a_dry_run_names_it() {
     assert!(left.iter().any(|(key, ..)| key == "#1002"), "{left:?}");
 }
 
+/// A file import's dry run, which writes nothing, names a damaged part of the contact
+/// dictionary and leaves it where it is (it set it aside into quarantine, beside a running
+/// `serve` too: an audit).
+#[test]
+fn an_imports_dry_run_names_a_damaged_contacts_part_and_moves_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let csv = dir.path().join("export.csv");
+    export(&csv, 0..3000);
+    ok(&sendtime(&data, &csv_import(csv.to_str().unwrap(), "1000")));
+    let contacts = parts(&data, "contacts");
+    let damaged = &contacts[0];
+    let mut bytes = std::fs::read(damaged).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0xff;
+    std::fs::write(damaged, bytes).unwrap();
+    let name = damaged.file_name().unwrap().to_str().unwrap();
+    let mut dry = csv_import(csv.to_str().unwrap(), "1000");
+    dry.push("--dry-run");
+    let said = failed(&sendtime(&data, &dry));
+    assert!(
+        said.contains(name) && said.contains("is damaged: run without --dry-run"),
+        "{said}"
+    );
+    assert!(damaged.exists());
+    assert!(!data.join("quarantine/contacts").exists());
+}
+
 /// An erase waits for a file import (which holds the events lock for as long as it reads its
 /// file) without holding the dispatch lock meanwhile: `serve` and `tick` could not start for
 /// the length of an unrelated import.

@@ -791,7 +791,14 @@ fn import(
             });
             let data_dir = scratch.as_ref().unwrap_or(&config.server.data_dir);
             let created = crate::store::create_data_dir(data_dir)?;
-            stop_import_on_signals()?;
+            // A dry run's own folder goes on a second Ctrl-C too (it was left in the temporary
+            // folder: an audit).
+            let gone = scratch.clone();
+            stop_import_on_signals(move || {
+                if let Some(dir) = gone {
+                    let _ = std::fs::remove_dir_all(dir);
+                }
+            })?;
             let result = if csv {
                 let open = |path: &Path| crate::import::csv::CsvReader::open(path, &columns);
                 crate::import::run(data_dir, &args.file, open, options)
@@ -811,8 +818,9 @@ fn import(
 
 /// Ctrl-C or SIGTERM during a file import: it stops at its next batch and says nothing was
 /// imported (it ended without a word, its staging folder left for the next import to remove);
-/// a second one ends the process at once (an import waiting for `events.lock` reads no batch).
-fn stop_import_on_signals() -> anyhow::Result<()> {
+/// a second one ends the process at once (an import waiting for `events.lock` reads no batch),
+/// after `on_exit`.
+fn stop_import_on_signals(on_exit: impl FnOnce() + Send + 'static) -> anyhow::Result<()> {
     let (ready, installed) = std::sync::mpsc::channel::<anyhow::Result<()>>();
     std::thread::Builder::new()
         .name("signals".into())
@@ -834,6 +842,7 @@ fn stop_import_on_signals() -> anyhow::Result<()> {
                 crate::import::stop();
                 eprintln!("stopping: nothing will be imported, unless its events are already being published (Ctrl-C again to quit at once)");
                 signals.next().await;
+                on_exit();
                 std::process::exit(130);
             });
         })?;

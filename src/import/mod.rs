@@ -461,7 +461,12 @@ pub fn run<R: Reader>(
     } else {
         Some(Staged::start(data_dir)?)
     };
-    let mut contacts = Contacts::load(data_dir)?;
+    // A dry run moves nothing: a damaged part is named, not set aside (an audit found it was,
+    // beside a running `serve`).
+    let mut contacts = match options.dry_run {
+        true => Contacts::load_from(&crate::datasets::contacts::dataset(data_dir)?.for_dry_run())?,
+        false => Contacts::load(data_dir)?,
+    };
     let erased = crate::datasets::erased::Erased::load(data_dir)?;
     let mut of_erased = 0usize;
     let known = contacts.len();
