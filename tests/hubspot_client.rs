@@ -978,6 +978,27 @@ fn oauth_client(s: &StandIn) -> Client {
     .unwrap()
 }
 
+/// A wrong developer API key's 401 (a call made with `hapikey`) is the key's, not the
+/// access token's: the token is neither withdrawn nor refreshed, and the call not made again.
+#[tokio::test]
+async fn a_refused_developer_key_leaves_the_access_token_alone() {
+    use sendtime::hubspot::auth::TOKEN_PATH;
+    let s = standin(oauth_options(oauth_app().lifetime)).await;
+    let client = oauth_client(&s);
+    match client
+        .get_json("/automation/v4/actions/123?hapikey=wrong")
+        .await
+        .unwrap_err()
+    {
+        ApiError::Permanent { status: 401, .. } => {}
+        other => panic!("expected the key refused, got {other:?}"),
+    }
+    let log = s.log();
+    let count = |path: &str| log.iter().filter(|e| e.path.starts_with(path)).count();
+    assert_eq!(count(TOKEN_PATH), 1, "{log:?}");
+    assert_eq!(count("/automation/v4/actions/"), 1, "{log:?}");
+}
+
 /// A token endpoint that fails only at the call's timeout, past the 15 s after which a
 /// dropped caller's refresh is made again, gets one request: the call's own failure is its
 /// answer (it was made again at once: two requests, and twice the wait; an audit).

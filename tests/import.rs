@@ -466,6 +466,43 @@ fn parquet_imports_every_time_type_with_the_same_rules() {
     assert!(err.contains("nothing was imported"), "{err}");
     assert!(stored(&data).is_empty());
 
+    // Every row bad (times out of range, in row groups of 1000): each counted, the first 20
+    // listed with their reason, in order.
+    let at: Vec<i64> = (0..2500i64).map(|i| 4_000_000_000_000_000 + i).collect();
+    df.with_column(Column::new("epoch_s".into(), at)).unwrap();
+    ParquetWriter::new(std::fs::File::create(&bad).unwrap())
+        .with_row_group_size(Some(1000))
+        .finish(&mut df)
+        .unwrap();
+    let err = failed(&sendtime(
+        &data,
+        &[
+            "import",
+            "parquet",
+            bad.to_str().unwrap(),
+            "--contact",
+            "hs_id",
+            "--time",
+            "epoch_s",
+        ],
+    ));
+    assert!(err.contains("2500 rows of "), "{err}");
+    assert!(err.contains("... and 2480 more"), "{err}");
+    let listed: Vec<&str> = err
+        .lines()
+        .filter(|l| l.contains("bad.parquet: row "))
+        .collect();
+    assert_eq!(listed.len(), 20, "{err}");
+    assert!(listed[0].contains("bad.parquet: row 1: "), "{err}");
+    assert!(listed[19].contains("bad.parquet: row 20: "), "{err}");
+    assert!(
+        listed
+            .iter()
+            .all(|l| l.contains("more than a day from now")),
+        "{err}"
+    );
+    assert!(stored(&data).is_empty());
+
     // A column of another type is refused with what it should be.
     let err = failed(&sendtime(
         &data,

@@ -569,6 +569,46 @@ fn backtest_reads_a_kind_column_and_learns_from_opens_and_clicks_only() {
     assert_eq!(report["training_events"], 24, "{report}");
 }
 
+/// A backtest on a file of dates written as times (every event at midnight) is refused, as an
+/// import of it is: it was taken, everyone's hour learnt as midnight (an audit).
+#[test]
+fn backtest_refuses_a_file_of_dates_as_an_import_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dir.path().join("dates.csv");
+    let mut rows = String::from("email,when\n");
+    for i in 0..200 {
+        rows.push_str(&format!(
+            "c{}@example.com,2024-01-{:02}T00:00:00Z\n",
+            i % 20,
+            1 + i % 28
+        ));
+    }
+    std::fs::write(&csv, rows).unwrap();
+    let data = dir.path().join("data");
+    let file = csv.to_str().unwrap();
+    let columns = ["--contact", "email", "--time", "when"];
+    let mut backtest = vec!["backtest", "--split", "2024-01-15", "--events", file];
+    backtest.extend(columns);
+    let mut import = vec!["import", "csv", file];
+    import.extend(columns);
+    for args in [&backtest, &import] {
+        let out = sendtime(&data, args);
+        let (_, stderr) = text(&out);
+        assert!(!out.status.success(), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains(
+                "all 200 events are at 00:00:00 UTC: the times are dates written as times"
+            ),
+            "{args:?}: {stderr}"
+        );
+        assert_eq!(
+            stderr.contains("nothing was imported"),
+            args[0] == "import",
+            "{stderr}"
+        );
+    }
+}
+
 /// A read-only command that finds a damaged part moves it aside, as any reader does, and says
 /// so: an earlier version had no logger outside `serve`, `tick` and `import`, so the part
 /// went to quarantine without a word.

@@ -194,10 +194,6 @@ pub struct Dispatcher {
     /// after it is this tick's to send ([`Dispatcher::capacities`]). `None` after a gap
     /// nothing planned.
     planned_from: Option<i64>,
-    /// The webhooks whose contacts the ledgers were last built without (paused, held, or
-    /// missing from the config): when they are built with them, that backlog is booked after
-    /// the contacts at their planned minutes ([`Dispatcher::capacities`]).
-    unbooked: HashSet<String>,
 }
 
 impl Dispatcher {
@@ -502,7 +498,6 @@ impl Dispatcher {
                 "webhook is back in the config: its held contacts are queued again"
             );
             self.metrics.held(&webhook).set(stay.len() as i64);
-            self.unbooked.insert(webhook.clone());
             if !stay.is_empty() {
                 self.held.insert(webhook, stay);
             }

@@ -330,7 +330,6 @@ impl Dispatcher {
             lock,
             last_tick: None,
             planned_from: None,
-            unbooked: HashSet::new(),
         })
     }
 }

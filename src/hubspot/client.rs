@@ -386,13 +386,19 @@ impl Client {
         };
         let token = self.auth.bearer(&self.token_http, &self.base, None).await?;
         let mut resp = request(&token).send().await.map_err(transport)?;
-        if resp.status() == StatusCode::UNAUTHORIZED && self.auth.refreshes() {
+        // A call made with the developer API key: its 401 refuses the key, not the token
+        // (withdrawn, a good token was refreshed and the call made again: an audit).
+        let key = (url.query_pairs())
+            .find(|(k, _)| k == "hapikey")
+            .map(|(_, v)| v.into_owned());
+        let mut sent: Vec<String> = key.iter().cloned().chain([token.to_string()]).collect();
+        if resp.status() == StatusCode::UNAUTHORIZED && self.auth.refreshes() && key.is_none() {
             // Only HubSpot's 401 is a word on the token, as `classify` reads it (its JSON body,
             // whatever the content type says): refreshing for an edge's (a page, a bare 401)
             // would mint a token per call while the edge answers so; not refreshing for
             // HubSpot's paused the connector.
             self.observe(resp.headers());
-            let refused = classify(resp, batch).await;
+            let refused = classify(resp, batch, &strs(&sent)).await;
             if !matches!(refused, ApiError::Permanent { status: 401, .. }) {
                 return Err(self.back_off(refused));
             }
@@ -422,6 +428,7 @@ impl Client {
                 .bearer(&self.token_http, &self.base, Some(&token))
                 .await?;
             resp = request(&fresh).send().await.map_err(transport)?;
+            sent.push(fresh.to_string());
         }
         self.observe(resp.headers());
         // HubSpot's API answers JSON or nothing: a 2xx page (a proxy's login or block page, an
@@ -439,7 +446,7 @@ impl Client {
         if resp.status().is_success() {
             return Ok(resp);
         }
-        let error = classify(resp, batch).await;
+        let error = classify(resp, batch, &strs(&sent)).await;
         Err(self.back_off(error))
     }
 
@@ -458,6 +465,11 @@ impl Client {
         }
         error
     }
+}
+
+/// Borrowed, for [`classify`].
+fn strs(v: &[String]) -> Vec<&str> {
+    v.iter().map(String::as_str).collect()
 }
 
 /// How often a refused token's retry, waiting its turn, looks for a hold on the connector.

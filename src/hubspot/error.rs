@@ -182,47 +182,22 @@ impl ErrorBody {
     }
 }
 
-/// HubSpot's older 403 for a missing scope, still given on its older routes:
+/// The scopes of HubSpot's older 403 for a missing scope, still given on its older routes:
 /// `This oauth-token (…) does not have proper permissions! (requires any of [automation])`
-/// (quoted in HubSpot/hubspot-cli#380; estuary/connectors#3522, 2025), `hapikey` for a
-/// developer key. It names the credential, so it is cut out before the text goes anywhere
-/// (logs, `/status`, outcome rows); and it is a missing scope, not a refused token (taken for
-/// one, it paused every call of the connector: an audit).
-struct LegacyRefusal {
-    /// The text with the credential replaced.
-    message: String,
-    scopes: Vec<String>,
-}
-
-impl LegacyRefusal {
-    fn read(message: &str) -> Option<LegacyRefusal> {
-        let at = message.find(" does not have proper permissions")?;
-        let (head, tail) = message.split_at(at);
-        let head = match (head.find('('), head.rfind(')')) {
-            (Some(open), Some(close)) if open < close => {
-                format!("{}<redacted>{}", &head[..=open], &head[close..])
-            }
-            // No parentheses: whatever names the credential goes, the words before it stay.
-            _ => head
-                .split_whitespace()
-                .take(2)
-                .collect::<Vec<_>>()
-                .join(" "),
-        };
-        let scopes = (tail.split_once("[").and_then(|(_, s)| s.split_once(']')))
-            .map(|(list, _)| list)
-            .unwrap_or_default()
-            .split(',')
-            .map(str::trim)
+/// (quoted in HubSpot/hubspot-cli#380; estuary/connectors#3522, 2025). A missing scope, not a
+/// refused token: taken for one, it paused every call of the connector (an audit). The token
+/// it names is cut out with the rest of what the call sent ([`classify`]).
+fn older_missing_scopes(message: &str) -> Option<Vec<String>> {
+    let (_, tail) = message.split_once(" does not have proper permissions")?;
+    let list =
+        (tail.split_once('[').and_then(|(_, s)| s.split_once(']'))).map_or("", |(list, _)| list);
+    Some(
+        (list.split(',').map(str::trim))
             .filter(|s| !s.is_empty())
             .take(8)
             .map(|s| s.chars().take(100).collect())
-            .collect();
-        Some(LegacyRefusal {
-            message: format!("{head}{tail}"),
-            scopes,
-        })
-    }
+            .collect(),
+    )
 }
 
 /// Whether an answer is an HTML page (an edge's, a proxy's, a website's): HubSpot's API
@@ -298,7 +273,14 @@ pub(super) fn transport(e: reqwest::Error) -> ApiError {
 const MIGRATING: u16 = 477;
 
 /// Sort a non-2xx answer into what the caller should do.
-pub(super) async fn classify(resp: reqwest::Response, batch: Option<usize>) -> ApiError {
+///
+/// `sent`: the credentials the call was made with, cut from whatever the answer says (HubSpot's
+/// older refusals name the token; the text goes to logs, `/status` and outcome rows).
+pub(super) async fn classify(
+    resp: reqwest::Response,
+    batch: Option<usize>,
+    sent: &[&str],
+) -> ApiError {
     let status = resp.status();
     let retry_after = policy::retry_after(resp.headers());
     let page = is_html(resp.headers());
@@ -320,7 +302,10 @@ pub(super) async fn classify(resp: reqwest::Response, batch: Option<usize>) -> A
     let (bytes, _) = read_at_most(resp, MAX_ERROR_BYTES)
         .await
         .unwrap_or_default();
-    let text = String::from_utf8_lossy(&bytes);
+    let mut text = String::from_utf8_lossy(&bytes).into_owned();
+    for secret in sent.iter().filter(|s| s.len() >= 8) {
+        text = text.replace(secret, "<redacted>");
+    }
     let parsed = serde_json::from_str::<ErrorBody>(&text);
     // A 401 or 403 that is not HubSpot's JSON comes from something in front of the API (an
     // edge block, a proxy), not from HubSpot refusing the token: worth retrying, not a reason
@@ -348,14 +333,7 @@ pub(super) async fn classify(resp: reqwest::Response, batch: Option<usize>) -> A
         };
     }
     let body: ErrorBody = parsed.unwrap_or_default();
-    let legacy = (status == StatusCode::FORBIDDEN)
-        .then(|| LegacyRefusal::read(body.message.as_deref()?))
-        .flatten();
-    let message = match legacy
-        .as_ref()
-        .map_or(body.message.as_deref().unwrap_or(text.trim()), |l| {
-            &l.message
-        }) {
+    let message = match body.message.as_deref().unwrap_or(text.trim()) {
         "" => format!("HTTP {status} with no message"),
         m => m.chars().take(MESSAGE_CHARS).collect(),
     };
@@ -406,17 +384,12 @@ pub(super) async fn classify(resp: reqwest::Response, batch: Option<usize>) -> A
             message,
         };
     }
-    if let Some(legacy) = legacy {
-        return ApiError::MissingScopes {
-            scopes: legacy.scopes,
-            message,
-        };
-    }
-    if status == StatusCode::FORBIDDEN && body.category.as_deref() == Some("MISSING_SCOPES") {
-        return ApiError::MissingScopes {
-            scopes: body.missing_scopes(),
-            message,
-        };
+    if status == StatusCode::FORBIDDEN
+        && let Some(scopes) = (body.category.as_deref() == Some("MISSING_SCOPES"))
+            .then(|| body.missing_scopes())
+            .or_else(|| older_missing_scopes(&message))
+    {
+        return ApiError::MissingScopes { scopes, message };
     }
     ApiError::Permanent {
         status: status.as_u16(),
@@ -447,27 +420,24 @@ fn says_too_large(message: &str) -> bool {
 mod tests {
     use super::*;
 
-    /// HubSpot's older refusal loses the credential it names, whatever its spelling, and keeps
-    /// the scopes it asks for.
+    /// HubSpot's older refusal is a missing scope, its scopes read from the brackets.
     #[test]
-    fn an_older_scope_refusal_keeps_no_credential() {
-        let read = |m: &str| LegacyRefusal::read(m).map(|l| (l.message, l.scopes));
+    fn an_older_scope_refusal_names_its_scopes() {
         assert_eq!(
-            read("This hapikey (k-1a2b) does not have proper permissions! (requires any of [content-editor-access, content-access])"),
-            Some((
-                "This hapikey (<redacted>) does not have proper permissions! (requires any of [content-editor-access, content-access])".into(),
-                vec!["content-editor-access".into(), "content-access".into()]
-            ))
+            older_missing_scopes(
+                "This hapikey (<redacted>) does not have proper permissions! (requires any of [content-editor-access, content-access])"
+            ),
+            Some(vec![
+                "content-editor-access".into(),
+                "content-access".into()
+            ])
         );
         assert_eq!(
-            read("This oauth-token CJSP5qf1 does not have proper permissions!"),
-            Some((
-                "This oauth-token does not have proper permissions!".into(),
-                vec![]
-            ))
+            older_missing_scopes("This oauth-token does not have proper permissions!"),
+            Some(vec![])
         );
         assert_eq!(
-            read("This app hasn't been granted all required scopes"),
+            older_missing_scopes("This app hasn't been granted all required scopes"),
             None
         );
     }

@@ -251,7 +251,7 @@ fn kind_names() -> String {
 }
 
 /// A row's contact as a file names it.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Contact {
     Id(i64),
     /// Lower-cased: the dictionary's key.
@@ -272,6 +272,9 @@ pub struct Parsed {
 pub struct Batch {
     pub rows: Vec<Parsed>,
     pub bad: Vec<(u64, String)>,
+    /// Bad rows past the first [`MAX_LISTED`] of a Parquet slice, counted only (a column of
+    /// bad rows would have held a message per row).
+    pub unlisted: usize,
     /// Each row's dense contact index as the [`Shared`] index had it, or [`NEW`].
     known: Vec<u32>,
 }
@@ -543,7 +546,7 @@ pub fn run<R: Reader>(
                 go_on(path)?;
                 let Some(mut batch) = batch? else { break };
                 if !batch.bad.is_empty() || bad_count > 0 {
-                    bad_count += batch.bad.len();
+                    bad_count += batch.bad.len() + batch.unlisted;
                     let room = MAX_LISTED.saturating_sub(bad.len());
                     bad.extend(batch.bad.drain(..).take(room));
                     // Nothing will be imported: check the rest, stage nothing more.
@@ -632,7 +635,7 @@ pub fn run<R: Reader>(
     if of_erased > 0 {
         already += &format!("; {of_erased} rows of contacts erased (sendtime erase), skipped");
     }
-    summary.check_times()?;
+    (summary.check_times()).map_err(|e| anyhow::anyhow!("{e}; nothing was imported"))?;
     if summary.events == 0 {
         match (skipped, of_erased) {
             (0, 0) => println!("nothing to import: {} has no rows", path.display()),
@@ -713,7 +716,7 @@ impl Summary {
                 .map(|&t| crate::time::format_time_of_day(t))
                 .collect();
             anyhow::bail!(
-                "all {} events are at {} UTC: the times are dates written as times; {NO_HOUR}; nothing was imported",
+                "all {} events are at {} UTC: the times are dates written as times; {NO_HOUR}",
                 self.events,
                 times.join(" or ")
             );

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use polars::prelude::*;
 
-use super::{Batch, Columns, Contact, Parsed, Reader};
+use super::{Batch, Columns, Contact, MAX_LISTED, Parsed, Reader};
 use crate::time::epoch_number;
 
 /// Rows decoded at a time when a row group is larger.
@@ -165,18 +165,15 @@ impl ParquetFile {
                         column.dtype()
                     )
                 })?;
-                Some(
-                    text.iter()
-                        .map(|k| {
-                            k.ok_or_else(|| format!("no kind in column {name:?}"))
-                                .and_then(|k| self.columns.kind(k))
-                        })
-                        .collect(),
-                )
+                Some(listed(text.iter().map(|k| {
+                    k.ok_or_else(|| format!("no kind in column {name:?}"))
+                        .and_then(|k| self.columns.kind(k))
+                })))
             }
         };
         batch.rows.clear();
         batch.bad.clear();
+        batch.unlisted = 0;
         batch.rows.reserve(n);
         for (i, (contact, at_ms)) in contacts.into_iter().zip(times).enumerate() {
             let kind = match &kinds {
@@ -190,7 +187,10 @@ impl ParquetFile {
                     at_ms,
                 }),
                 (Err(why), _, _) | (_, Err(why), _) | (_, _, Err(why)) => {
-                    batch.bad.push(((first + i) as u64, why))
+                    match batch.bad.len() < MAX_LISTED {
+                        true => batch.bad.push(((first + i) as u64, why)),
+                        false => batch.unlisted += 1,
+                    }
                 }
             }
         }
@@ -202,33 +202,24 @@ impl ParquetFile {
         let missing = || format!("no contact in column {name:?}");
         // Cast to i64, an id past its range would read as null ("no contact").
         if column.dtype() == &DataType::UInt64 {
-            return Ok(column
-                .u64()?
-                .iter()
-                .map(|id| {
-                    let id = id.ok_or_else(missing)?;
-                    i64::try_from(id)
-                        .map_err(|_| self.columns.too_large(&id.to_string()))
-                        .and_then(|id| self.columns.id(id))
-                })
-                .collect());
+            return Ok(listed(column.u64()?.iter().map(|id| {
+                let id = id.ok_or_else(missing)?;
+                i64::try_from(id)
+                    .map_err(|_| self.columns.too_large(&id.to_string()))
+                    .and_then(|id| self.columns.id(id))
+            })));
         }
         if column.dtype().is_integer() {
             let ids = column.cast(&DataType::Int64)?;
-            return Ok(ids
-                .i64()?
-                .iter()
-                .map(|id| id.ok_or_else(missing).and_then(|id| self.columns.id(id)))
-                .collect());
+            return Ok(listed((ids.i64()?.iter()).map(|id| {
+                id.ok_or_else(missing).and_then(|id| self.columns.id(id))
+            })));
         }
         match column.str() {
-            Ok(text) => Ok(text
-                .iter()
-                .map(|c| {
-                    c.ok_or_else(missing)
-                        .and_then(|c| self.columns.contact(c.trim()))
-                })
-                .collect()),
+            Ok(text) => Ok(listed(text.iter().map(|c| {
+                c.ok_or_else(missing)
+                    .and_then(|c| self.columns.contact(c.trim()))
+            }))),
             Err(_) => anyhow::bail!(
                 "{}: column {name:?} (given by --contact) is {}: expected integers (HubSpot contact ids) or text (emails or ids){}",
                 self.path.display(),
@@ -252,14 +243,11 @@ impl ParquetFile {
             Ok(column.cast(&DataType::Int64)?.i64()?.iter().collect())
         };
         let from_units = |per_ms: i64| -> anyhow::Result<Vec<Result<i64, String>>> {
-            Ok(physical()?
-                .into_iter()
-                .map(|t| {
-                    check(t.map(|t| t.div_euclid(per_ms)), &|| {
-                        t.map_or_else(String::new, |t| t.to_string())
-                    })
+            Ok(listed(physical()?.into_iter().map(|t| {
+                check(t.map(|t| t.div_euclid(per_ms)), &|| {
+                    t.map_or_else(String::new, |t| t.to_string())
                 })
-                .collect())
+            })))
         };
         match column.dtype() {
             DataType::Datetime(unit, _) => from_units(match unit {
@@ -272,23 +260,21 @@ impl ParquetFile {
                 self.path.display(),
                 super::NO_HOUR
             ),
-            t if t.is_integer() => Ok(physical()?
-                .into_iter()
-                .map(|n| {
-                    let at_ms = match n {
+            t if t.is_integer() => Ok(listed(physical()?.into_iter().map(|n| {
+                let at_ms =
+                    match n {
                         Some(n) => Some(epoch_number(n).ok_or_else(|| {
                             format!("time {n} in column {name:?} is out of range")
                         })?),
                         None => None,
                     };
-                    check(at_ms, &|| n.map_or_else(String::new, |n| n.to_string()))
-                })
-                .collect()),
-            DataType::String => Ok(column
-                .str()?
-                .iter()
-                .map(|t| t.ok_or_else(missing).and_then(|t| self.columns.time(t)))
-                .collect()),
+                check(at_ms, &|| n.map_or_else(String::new, |n| n.to_string()))
+            }))),
+            DataType::String => {
+                Ok(listed((column.str()?.iter()).map(|t| {
+                    t.ok_or_else(missing).and_then(|t| self.columns.time(t))
+                })))
+            }
             other => anyhow::bail!(
                 "{}: column {name:?} (given by --time) is {other}: expected a timestamp, epoch seconds or milliseconds (integers), or text{}",
                 self.path.display(),
@@ -296,6 +282,24 @@ impl ParquetFile {
             ),
         }
     }
+}
+
+/// Each row's result, the reasons past the first [`MAX_LISTED`] bad ones dropped as they are
+/// made: only those are listed, and a column of bad rows (a wrong `--time`) held a message per
+/// row, some 200 MB per row group of a million (an audit).
+fn listed<T>(rows: impl Iterator<Item = Result<T, String>>) -> Vec<Result<T, String>> {
+    let mut bad = 0;
+    rows.map(|row| {
+        row.map_err(|why| {
+            bad += 1;
+            if bad <= MAX_LISTED {
+                why
+            } else {
+                String::new()
+            }
+        })
+    })
+    .collect()
 }
 
 /// What to do about a float column: pandas writes integers with a missing value as floats.
@@ -313,6 +317,7 @@ impl Reader for ParquetFile {
         use rayon::prelude::*;
         batch.rows.clear();
         batch.bad.clear();
+        batch.unlisted = 0;
         let mut slices = Vec::new();
         let mut rows = 0;
         while let Some(&(offset, len)) = self.slices.peek() {
@@ -335,6 +340,7 @@ impl Reader for ParquetFile {
         for piece in &mut pieces {
             batch.rows.append(&mut piece.rows);
             batch.bad.append(&mut piece.bad);
+            batch.unlisted += piece.unlisted;
         }
         self.pieces = pieces;
         read?;

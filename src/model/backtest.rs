@@ -13,7 +13,7 @@ use serde::Serialize;
 use super::profile::Profiles;
 use super::{ModelConfig, Params, calibrate};
 use crate::datasets::contacts::Contacts;
-use crate::datasets::events::{self, Event, Kind};
+use crate::datasets::events::{self, Kind};
 use crate::time::{DAY_MS, SLOTS, day_of, hours_of_day, slot_of};
 
 /// One event, reduced to what evaluation needs.
@@ -27,23 +27,6 @@ pub struct Rows {
 }
 
 impl Rows {
-    pub fn from_events(events: &[Event]) -> Self {
-        let mut index: HashMap<String, u32> = HashMap::new();
-        let mut rows = Vec::with_capacity(events.len());
-        for e in events {
-            let Some(key) = e.contact_key() else { continue };
-            let next = index.len() as u32;
-            let contact = *index.entry(key).or_insert(next);
-            rows.push(Row {
-                contact,
-                kind: e.kind as u8,
-                at_ms: e.at_ms,
-                filtered: e.filtered,
-            });
-        }
-        Self::new(rows, index.len())
-    }
-
     /// Every event of the events dataset under `data_dir`.
     pub fn from_dataset(data_dir: &Path) -> anyhow::Result<Self> {
         // Parts listed before the dictionary is read, as every reader does: an import beside

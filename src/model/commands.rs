@@ -216,7 +216,10 @@ pub fn backtest(
         json,
     } = options;
     let rows = match events {
-        Events::Csv(file, columns) => Rows::from_events(&csv_import::read(&file, &columns)?),
+        Events::Csv(file, columns) => {
+            let (rows, contacts) = csv_import::read(&file, &columns)?;
+            Rows::new(rows, contacts)
+        }
         Events::Dataset(data_dir) => {
             require_events(&data_dir)?;
             Rows::from_dataset(&data_dir)?
