@@ -986,7 +986,7 @@ fn contacts_held_for_a_missing_scope_book_none_of_the_connectors_minutes() {
 #[test]
 fn a_held_backlog_coming_due_again_leaves_the_planned_contacts_their_minutes() {
     const HELD: u64 = 40;
-    const TIMED: usize = 5;
+    const TIMED: u64 = 5;
     let rt = runtime();
     let standin = rt
         .block_on(StandIn::start(Options {
@@ -1051,19 +1051,17 @@ fn a_held_backlog_coming_due_again_leaves_the_planned_contacts_their_minutes() {
             200
         );
     }
-    // Each timed contact has a minute of its own in that hour: the first's is watched.
-    let (minute, in_it) = eventually(Duration::from_secs(30), || {
+    let due = eventually(Duration::from_secs(30), || {
         let timed: Vec<i64> = (plans(&data).iter())
             .filter(|p| p.webhook_id == "timed")
-            .map(|p| p.due_at_ms / MINUTE * MINUTE)
+            .map(|p| p.due_at_ms)
             .collect();
-        let first = *timed.iter().min()?;
-        let in_it = timed.iter().filter(|&&m| m == first).count() as u64;
-        (timed.len() == TIMED).then_some((first, in_it))
+        (timed.len() == TIMED as usize).then(|| timed.into_iter().max().unwrap())
     })
     .unwrap_or_else(|| panic!("not planned; logs:\n{}", server.logs()));
-    assert!(minute > t0 + 30 * MINUTE, "{minute}");
-    // The minute before it, the hold has ended: the held list adds come due, the first is
+    let minute = due / MINUTE * MINUTE;
+    assert!(minute > t0 + 30 * MINUTE, "{due}");
+    // The minute before theirs, the hold has ended: the held list adds come due, the first is
     // refused again, and the hold is back.
     common::set_clock(&clock, minute - MINUTE);
     eventually(Duration::from_secs(60), || (refused() > 1).then_some(())).unwrap_or_else(|| {
@@ -1073,7 +1071,7 @@ fn a_held_backlog_coming_due_again_leaves_the_planned_contacts_their_minutes() {
         )
     });
     common::wait_ticks(&server, 2);
-    // Its minute: the contacts planned in it go, as planned.
+    // Their minute: they go in it, as planned.
     common::set_clock(&clock, minute);
     let enrolled = || {
         (common::enrollments(&standin.log()).into_iter())
@@ -1081,11 +1079,11 @@ fn a_held_backlog_coming_due_again_leaves_the_planned_contacts_their_minutes() {
             .count() as u64
     };
     eventually(Duration::from_secs(60), || {
-        (enrolled() == in_it).then_some(())
+        (enrolled() == TIMED).then_some(())
     })
     .unwrap_or_else(|| {
         panic!(
-            "{} of {in_it} sent in their minute; logs:\n{}",
+            "{} of {TIMED} sent in their minute; logs:\n{}",
             enrolled(),
             server.logs()
         )

@@ -997,6 +997,22 @@ async fn a_refused_developer_key_leaves_the_access_token_alone() {
     let count = |path: &str| log.iter().filter(|e| e.path.starts_with(path)).count();
     assert_eq!(count(TOKEN_PATH), 1, "{log:?}");
     assert_eq!(count("/automation/v4/actions/"), 1, "{log:?}");
+    // An answer that echoes the URL (an edge's) shows the key in neither spelling.
+    let (key, encoded) = ("developer-key-1234", "developer%2Dkey%2D1234");
+    s.inject(
+        Injection::next(Fault::Status {
+            status: 400,
+            message: format!("bad request: /automation/v4/actions/123?hapikey={encoded} ({key})"),
+        })
+        .on("/automation/v4/actions/"),
+    );
+    let e = (client
+        .get_json(&format!("/automation/v4/actions/123?hapikey={encoded}"))
+        .await)
+        .unwrap_err();
+    let shown = format!("{e} {e:?}");
+    assert!(shown.contains("bad request"), "{shown}");
+    assert!(!shown.contains(key) && !shown.contains(encoded), "{shown}");
 }
 
 /// A token endpoint that fails only at the call's timeout, past the 15 s after which a

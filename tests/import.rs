@@ -438,27 +438,28 @@ fn parquet_imports_every_time_type_with_the_same_rules() {
     let at: Vec<Option<i64>> = (0..2500i64)
         .map(|i| (i != 2100).then_some(1_736_121_600 + i))
         .collect();
-    df.with_column(Column::new("epoch_s".into(), at)).unwrap();
     let bad = dir.path().join("bad.parquet");
-    ParquetWriter::new(std::fs::File::create(&bad).unwrap())
-        .with_row_group_size(Some(1000))
-        .finish(&mut df)
-        .unwrap();
     let data = dir.path().join("bad");
-    let err = failed(&sendtime(
-        &data,
-        &[
+    // `df` with these times, in row groups of 1000, imported: its error.
+    let import_with = |df: &mut DataFrame, at: Column| {
+        df.with_column(at).unwrap();
+        ParquetWriter::new(std::fs::File::create(&bad).unwrap())
+            .with_row_group_size(Some(1000))
+            .finish(df)
+            .unwrap();
+        let file = bad.to_str().unwrap();
+        let args = [
             "import",
             "parquet",
-            bad.to_str().unwrap(),
+            file,
             "--contact",
             "hs_id",
             "--time",
             "epoch_s",
-            "--part-rows",
-            "1000",
-        ],
-    ));
+        ];
+        failed(&sendtime(&data, &args))
+    };
+    let err = import_with(&mut df, Column::new("epoch_s".into(), at));
     assert!(
         err.contains("bad.parquet: row 2101: no time in column \"epoch_s\""),
         "{err}"
@@ -469,23 +470,7 @@ fn parquet_imports_every_time_type_with_the_same_rules() {
     // Every row bad (times out of range, in row groups of 1000): each counted, the first 20
     // listed with their reason, in order.
     let at: Vec<i64> = (0..2500i64).map(|i| 4_000_000_000_000_000 + i).collect();
-    df.with_column(Column::new("epoch_s".into(), at)).unwrap();
-    ParquetWriter::new(std::fs::File::create(&bad).unwrap())
-        .with_row_group_size(Some(1000))
-        .finish(&mut df)
-        .unwrap();
-    let err = failed(&sendtime(
-        &data,
-        &[
-            "import",
-            "parquet",
-            bad.to_str().unwrap(),
-            "--contact",
-            "hs_id",
-            "--time",
-            "epoch_s",
-        ],
-    ));
+    let err = import_with(&mut df, Column::new("epoch_s".into(), at));
     assert!(err.contains("2500 rows of "), "{err}");
     assert!(err.contains("... and 2480 more"), "{err}");
     let listed: Vec<&str> = err

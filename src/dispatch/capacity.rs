@@ -107,8 +107,8 @@ pub(super) struct Capacities {
 pub(super) struct Basis {
     /// The webhooks whose calls are held ([`Dispatcher::held_targets`]): their contacts are
     /// not booked. One whose hold ends joins the ledgers, its backlog spread over the minutes
-    /// with room after the contacts still at their planned minutes (it went in one tick
-    /// before, for as long as the limiter took), and one that
+    /// with room after the contacts planned at theirs (it went in one tick before, for as
+    /// long as the limiter took), and one that
     /// begins frees the minutes its contacts were booked in.
     held: BTreeSet<String>,
     /// Each connector's limit per 10 s: HubSpot's for the app when a response said a lower
@@ -227,14 +227,14 @@ impl Capacities {
 
 impl Dispatcher {
     /// Ledgers for `config`: kept while the config is the same; otherwise built again from
-    /// the calls made today and the queue, in due order (the contacts already late after the
-    /// others), and a queued receipt that no longer fits its minute (limits were lowered, or
-    /// it is overdue) is moved to the first minute with room. Receipts an operator's pause
-    /// holds are left out (they are booked when it ends), as are those of a target held (a
-    /// workflow turned off or deleted in HubSpot: they go when it can take them, unbooked; an
-    /// earlier version booked them first, as the oldest, and pushed the other webhooks'
-    /// contacts back by the whole backlog), and a workflow action's stay where they are:
-    /// planning put them before their block expires.
+    /// the calls made today and the queue, in due order (a released backlog after the rest),
+    /// and a queued receipt that no longer fits its minute (limits were lowered, or it is
+    /// overdue) is moved to the first minute with room. Receipts an operator's pause holds are
+    /// left out (they are booked when it ends), as are those of a target held (a workflow
+    /// turned off or deleted in HubSpot: they go when it can take them, unbooked; an earlier
+    /// version booked them first, as the oldest, and pushed the other webhooks' contacts back
+    /// by the whole backlog), and a workflow action's stay where they are: planning put them
+    /// before their block expires.
     pub(super) fn capacities(&mut self, config: &Config, now: i64) -> &mut Capacities {
         let current = self
             .capacity
@@ -256,6 +256,22 @@ impl Dispatcher {
             let mut items = std::mem::take(&mut self.queue).into_vec();
             items.sort_unstable();
             items.reverse();
+            // A backlog released since this process last built the ledgers (a pause or a
+            // hold ended, a webhook back in the config) is booked after the rest, in due order.
+            // Booked first, as the oldest, it moved the contacts at their planned minutes
+            // later, and they stayed moved when the hold came back (a missing scope is tried
+            // again every 5 minutes, and each time pushed them further: an audit). Only what
+            // is released is: a retry or a contact moved before keeps its place (a review).
+            let released = std::mem::take(&mut self.unbooked);
+            if !released.is_empty() {
+                items.sort_by_key(|Queued(item)| released.contains(&*item.webhook_id));
+            }
+            let mut unbooked: HashSet<String> = (config.webhooks.iter())
+                .filter(|w| {
+                    self.pauses.holds(&w.id, &w.connector) || caps.basis.held.contains(&w.id)
+                })
+                .map(|w| w.id.clone())
+                .collect();
             let locals = items
                 .iter()
                 .filter_map(|Queued(item)| route_of(&routes, item)?.quiet_for(item));
@@ -265,19 +281,6 @@ impl Dispatcher {
             // (moved, a sparse cron's tick sent a minute's worth, an audit found). The rest
             // is a backlog nothing planned (all of it after a gap), spread.
             let planned_since = self.planned_from;
-            let planned = |item: &Pending| {
-                item.attempts == 0
-                    && item.ready_at_ms == item.due_at_ms
-                    && planned_since.is_some_and(|t| (t..=now).contains(&item.due_at_ms))
-            };
-            // A backlog already late (a pause or a hold ended, a gap, a retry) is booked after
-            // the contacts still at their planned minutes: booked first, as the oldest, it
-            // moved those later too, and a missing scope's backlog, due again at each 5-minute
-            // hold's end and refused again, pushed them further each time (an audit).
-            let (late, on_time): (Vec<Queued>, Vec<Queued>) = (items.into_iter())
-                .partition(|Queued(item)| item.ready_at_ms < now && !planned(item));
-            let mut items = on_time;
-            items.extend(late);
             let mut moved = 0usize;
             for Queued(item) in &mut items {
                 let Some(route) = route_of(&routes, item) else {
@@ -290,6 +293,9 @@ impl Dispatcher {
                     || (dry_run && item.held_by_hubspot())
                     || caps.basis.held.contains(&*item.webhook_id)
                 {
+                    if !unbooked.contains(&*item.webhook_id) {
+                        unbooked.insert(item.webhook_id.to_string());
+                    }
                     continue;
                 }
                 let ledger = &mut caps.ledgers[route.ledger];
@@ -301,7 +307,9 @@ impl Dispatcher {
                     item.ready_at_ms = item.ready_at_ms.min(by.max(now));
                 }
                 let at = item.ready_at_ms.max(now);
-                let planned = planned(item);
+                let planned = item.attempts == 0
+                    && item.ready_at_ms == item.due_at_ms
+                    && planned_since.is_some_and(|t| (t..=now).contains(&item.due_at_ms));
                 // Overdue or moved, a timed send still keeps its contact's quiet hours, judged
                 // as its send judges them (one due in the last minute, at that time).
                 let local = route.quiet_for(item);
@@ -327,6 +335,7 @@ impl Dispatcher {
                 );
             }
             self.queue = items.into();
+            self.unbooked = unbooked;
             self.capacity = Some(caps);
         }
         let caps = self.capacity.as_mut().expect("set above");

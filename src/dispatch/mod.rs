@@ -194,6 +194,11 @@ pub struct Dispatcher {
     /// after it is this tick's to send ([`Dispatcher::capacities`]). `None` after a gap
     /// nothing planned.
     planned_from: Option<i64>,
+    /// The webhooks whose contacts the ledgers were last built without (paused, or their
+    /// target or kind of call held), and those back in the config since: when the ledgers
+    /// are built with them, that backlog is booked after the rest
+    /// ([`Dispatcher::capacities`]). In memory only: a new process books it in due order.
+    unbooked: HashSet<String>,
 }
 
 impl Dispatcher {
@@ -498,6 +503,7 @@ impl Dispatcher {
                 "webhook is back in the config: its held contacts are queued again"
             );
             self.metrics.held(&webhook).set(stay.len() as i64);
+            self.unbooked.insert(webhook.clone());
             if !stay.is_empty() {
                 self.held.insert(webhook, stay);
             }

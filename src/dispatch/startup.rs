@@ -330,6 +330,7 @@ impl Dispatcher {
             lock,
             last_tick: None,
             planned_from: None,
+            unbooked: HashSet::new(),
         })
     }
 }

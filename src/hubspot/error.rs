@@ -304,7 +304,12 @@ pub(super) async fn classify(
         .unwrap_or_default();
     let mut text = String::from_utf8_lossy(&bytes).into_owned();
     for secret in sent.iter().filter(|s| s.len() >= 8) {
-        text = text.replace(secret, "<redacted>");
+        // As sent, and as a query encodes it (an edge's page may echo the URL).
+        let encoded =
+            percent_encoding::utf8_percent_encode(secret, percent_encoding::NON_ALPHANUMERIC);
+        for spelling in [secret.to_string(), encoded.to_string()] {
+            text = text.replace(&spelling, "<redacted>");
+        }
     }
     let parsed = serde_json::from_str::<ErrorBody>(&text);
     // A 401 or 403 that is not HubSpot's JSON comes from something in front of the API (an
@@ -387,7 +392,7 @@ pub(super) async fn classify(
     if status == StatusCode::FORBIDDEN
         && let Some(scopes) = (body.category.as_deref() == Some("MISSING_SCOPES"))
             .then(|| body.missing_scopes())
-            .or_else(|| older_missing_scopes(&message))
+            .or_else(|| older_missing_scopes(body.message.as_deref()?))
     {
         return ApiError::MissingScopes { scopes, message };
     }
