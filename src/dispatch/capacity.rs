@@ -108,8 +108,8 @@ pub(super) struct Basis {
     /// The webhooks whose calls are held ([`Dispatcher::held_targets`]): their contacts are
     /// not booked. One whose hold ends joins the ledgers, its backlog spread over the minutes
     /// with room after the contacts planned at theirs (it went in one tick before, for as
-    /// long as the limiter took), and one that
-    /// begins frees the minutes its contacts were booked in.
+    /// long as the limiter took), and one that begins frees the minutes its contacts were
+    /// booked in.
     held: BTreeSet<String>,
     /// Each connector's limit per 10 s: HubSpot's for the app when a response said a lower
     /// one than `requests_per_10s`, which calls are paced under ([`Limiter::hubspot_per_10s`]).
