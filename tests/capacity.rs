@@ -904,6 +904,23 @@ fn a_reload_keeps_the_calls_made_today_in_the_daily_budget() {
     server.stop();
 }
 
+/// A stand-in whose token was granted `scope` alone.
+fn scoped_standin(rt: &tokio::runtime::Runtime, scope: &str) -> StandIn {
+    rt.block_on(StandIn::start(Options {
+        token: TOKEN.into(),
+        scopes: Some(vec![scope.into()]),
+        ..Options::default()
+    }))
+    .unwrap()
+}
+
+/// Calls to paths containing `path` that `standin` answered with `status`.
+fn answered(standin: &StandIn, path: &str, status: u16) -> usize {
+    (standin.log().iter())
+        .filter(|e| e.path.contains(path) && e.status == Some(status))
+        .count()
+}
+
 /// Contacts whose calls wait for a scope the token lacks are not booked: they took the
 /// minutes from the hold's end on, so each hold pushed the connector's other calls planned
 /// then (timed list adds, say) behind their backlog (an audit). A list webhook's contacts go
@@ -911,13 +928,7 @@ fn a_reload_keeps_the_calls_made_today_in_the_daily_budget() {
 #[test]
 fn contacts_held_for_a_missing_scope_book_none_of_the_connectors_minutes() {
     let rt = runtime();
-    let standin = rt
-        .block_on(StandIn::start(Options {
-            token: TOKEN.into(),
-            scopes: Some(vec!["crm.lists.write".into()]),
-            ..Options::default()
-        }))
-        .unwrap();
+    let standin = scoped_standin(&rt, "crm.lists.write");
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let config = TestConfig {
@@ -946,11 +957,7 @@ fn contacts_held_for_a_missing_scope_book_none_of_the_connectors_minutes() {
         let body = contact_body(20_000 + i, &format!("a{i}@example.com"));
         assert_eq!(post_signed(&client, &server, SECRET, "/hooks/a", body), 200);
     }
-    let calls = |path: &str, status: u16| {
-        (standin.log().iter())
-            .filter(|e| e.path.contains(path) && e.status == Some(status))
-            .count()
-    };
+    let calls = |path: &str, status: u16| answered(&standin, path, status);
     eventually(Duration::from_secs(30), || {
         (calls("/automation/", 403) > 0).then_some(())
     })
@@ -988,13 +995,7 @@ fn a_held_backlog_coming_due_again_leaves_the_planned_contacts_their_minutes() {
     const HELD: u64 = 40;
     const TIMED: u64 = 5;
     let rt = runtime();
-    let standin = rt
-        .block_on(StandIn::start(Options {
-            token: TOKEN.into(),
-            scopes: Some(vec!["automation".into()]),
-            ..Options::default()
-        }))
-        .unwrap();
+    let standin = scoped_standin(&rt, "automation");
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let config = TestConfig {
@@ -1037,11 +1038,7 @@ fn a_held_backlog_coming_due_again_leaves_the_planned_contacts_their_minutes() {
         let body = contact_body(30_000 + i, &format!("l{i}@example.com"));
         assert_eq!(post_signed(&client, &server, SECRET, "/hooks/l", body), 200);
     }
-    let refused = || {
-        (standin.log().iter())
-            .filter(|e| e.path.contains("/lists/") && e.status == Some(403))
-            .count()
-    };
+    let refused = || answered(&standin, "/lists/", 403);
     eventually(Duration::from_secs(30), || (refused() > 0).then_some(()))
         .unwrap_or_else(|| panic!("no list add refused; logs:\n{}", server.logs()));
     for (i, e) in emails.iter().enumerate() {

@@ -1405,6 +1405,14 @@ fn new_contacts_over_many_batches_are_each_one_contact_in_order_of_first_sight()
     assert_eq!(stored(&data).len(), n - theirs);
 }
 
+/// Change a byte in the middle of `part`, as a disk might after it was written.
+fn damage(part: &Path) {
+    let mut bytes = std::fs::read(part).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0xff;
+    std::fs::write(part, bytes).unwrap();
+}
+
 /// A damaged events part (its bytes changed after it was written) does not stop an erase:
 /// the real run sets it aside into quarantine/ and says so, where every erase used to stop
 /// at it; a dry run, which moves nothing, names it and says what to do.
@@ -1418,10 +1426,7 @@ fn an_erase_sets_a_damaged_part_aside_and_a_dry_run_names_it() {
     let events = parts(&data, "events");
     assert!(events.len() >= 3, "{events:?}");
     let damaged = &events[1];
-    let mut bytes = std::fs::read(damaged).unwrap();
-    let middle = bytes.len() / 2;
-    bytes[middle] ^= 0xff;
-    std::fs::write(damaged, bytes).unwrap();
+    damage(damaged);
     let name = damaged.file_name().unwrap().to_str().unwrap();
 
     let said = failed(&sendtime(&data, &["erase", "--dry-run", "1001"]));
@@ -1460,10 +1465,7 @@ fn an_imports_dry_run_names_a_damaged_contacts_part_and_moves_nothing() {
     ok(&sendtime(&data, &csv_import(csv.to_str().unwrap(), "1000")));
     let contacts = parts(&data, "contacts");
     let damaged = &contacts[0];
-    let mut bytes = std::fs::read(damaged).unwrap();
-    let middle = bytes.len() / 2;
-    bytes[middle] ^= 0xff;
-    std::fs::write(damaged, bytes).unwrap();
+    damage(damaged);
     let name = damaged.file_name().unwrap().to_str().unwrap();
     let mut dry = csv_import(csv.to_str().unwrap(), "1000");
     dry.push("--dry-run");

@@ -14,7 +14,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use tokio::time::Instant;
 
-use super::error::{ApiError, MESSAGE_CHARS, read_at_most, transport};
+use super::error::{ApiError, MESSAGE_CHARS, read_at_most, redacted, transport};
 use crate::config::{Connector, Credentials, env_missing, env_value};
 
 /// HubSpot's date-versioned token endpoint (v1, `/oauth/v1/token`, is retired on 2027-02-16).
@@ -480,16 +480,9 @@ impl OAuth {
         if !status.is_success() {
             // An edge's page may echo the form it was sent: the secrets never reach a
             // message, which goes to outcome rows, `/status` and logs (an audit).
-            let mut message = text.trim().to_string();
-            for secret in [client_secret, refresh_token.as_str()] {
-                // As sent, and as a form encodes it (`+`, `/`, `=` escaped).
-                let encoded = percent_encoding::utf8_percent_encode(secret, FORM).to_string();
-                for spelling in [secret, encoded.as_str()] {
-                    if spelling.len() >= 8 {
-                        message = message.replace(spelling, "<redacted>");
-                    }
-                }
-            }
+            // As sent, and as a form encodes it (`+`, `/`, `=` escaped).
+            let secrets = [client_secret, refresh_token.as_str()];
+            let message = redacted(text.trim().to_string(), secrets, FORM);
             let message: String = message.chars().take(MESSAGE_CHARS).collect();
             // A 429 there is no refusal of the credentials: the connector waits, as for a 5xx.
             return Err(

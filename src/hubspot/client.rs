@@ -398,7 +398,7 @@ impl Client {
             // would mint a token per call while the edge answers so; not refreshing for
             // HubSpot's paused the connector.
             self.observe(resp.headers());
-            let refused = classify(resp, batch, &strs(&sent)).await;
+            let refused = classify(resp, batch, &sent).await;
             if !matches!(refused, ApiError::Permanent { status: 401, .. }) {
                 return Err(self.back_off(refused));
             }
@@ -446,7 +446,7 @@ impl Client {
         if resp.status().is_success() {
             return Ok(resp);
         }
-        let error = classify(resp, batch, &strs(&sent)).await;
+        let error = classify(resp, batch, &sent).await;
         Err(self.back_off(error))
     }
 
@@ -465,11 +465,6 @@ impl Client {
         }
         error
     }
-}
-
-/// Borrowed, for [`classify`].
-fn strs(v: &[String]) -> Vec<&str> {
-    v.iter().map(String::as_str).collect()
 }
 
 /// How often a refused token's retry, waiting its turn, looks for a hold on the connector.

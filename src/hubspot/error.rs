@@ -200,6 +200,24 @@ fn older_missing_scopes(message: &str) -> Option<Vec<String>> {
     )
 }
 
+/// `text` with each of `secrets` cut out, as written and as `encoding` percent-encodes it
+/// (each spelling of 8 characters or more: a shorter one would cut ordinary words).
+pub(super) fn redacted<'s>(
+    mut text: String,
+    secrets: impl IntoIterator<Item = &'s str>,
+    encoding: &'static percent_encoding::AsciiSet,
+) -> String {
+    for secret in secrets {
+        let encoded = percent_encoding::utf8_percent_encode(secret, encoding).to_string();
+        for spelling in [secret, encoded.as_str()] {
+            if spelling.len() >= 8 {
+                text = text.replace(spelling, "<redacted>");
+            }
+        }
+    }
+    text
+}
+
 /// Whether an answer is an HTML page (an edge's, a proxy's, a website's): HubSpot's API
 /// answers JSON, or nothing where it has nothing to say.
 pub(super) fn is_html(headers: &HeaderMap) -> bool {
@@ -279,7 +297,7 @@ const MIGRATING: u16 = 477;
 pub(super) async fn classify(
     resp: reqwest::Response,
     batch: Option<usize>,
-    sent: &[&str],
+    sent: &[String],
 ) -> ApiError {
     let status = resp.status();
     let retry_after = policy::retry_after(resp.headers());
@@ -302,15 +320,12 @@ pub(super) async fn classify(
     let (bytes, _) = read_at_most(resp, MAX_ERROR_BYTES)
         .await
         .unwrap_or_default();
-    let mut text = String::from_utf8_lossy(&bytes).into_owned();
-    for secret in sent.iter().filter(|s| s.len() >= 8) {
-        // As sent, and as a query encodes it (an edge's page may echo the URL).
-        let encoded =
-            percent_encoding::utf8_percent_encode(secret, percent_encoding::NON_ALPHANUMERIC);
-        for spelling in [secret.to_string(), encoded.to_string()] {
-            text = text.replace(&spelling, "<redacted>");
-        }
-    }
+    // As sent, and as a query encodes it (an edge's page may echo the URL).
+    let text = redacted(
+        String::from_utf8_lossy(&bytes).into_owned(),
+        sent.iter().map(String::as_str),
+        percent_encoding::NON_ALPHANUMERIC,
+    );
     let parsed = serde_json::from_str::<ErrorBody>(&text);
     // A 401 or 403 that is not HubSpot's JSON comes from something in front of the API (an
     // edge block, a proxy), not from HubSpot refusing the token: worth retrying, not a reason
