@@ -1089,6 +1089,85 @@ fn a_held_backlog_coming_due_again_leaves_the_planned_contacts_their_minutes() {
     server.stop();
 }
 
+/// The same in the next process: each `sendtime tick` (as a cron runs it) or a restart booked
+/// a held backlog first, as the oldest (the webhooks held were known in memory only), and so
+/// did a `serve` whose cron fires every 5 minutes or more, the hold beginning and ending
+/// between two builds of its ledgers. Here the hold begins in one tick and the next runs at
+/// the planned contacts' minute.
+#[test]
+fn the_next_tick_books_a_held_backlog_after_the_planned_contacts() {
+    use sendtime::config::WebhookType;
+    use sendtime::time::format_rfc3339_ms;
+    const HELD: u64 = 40;
+    const TIMED: u64 = 5;
+    let rt = runtime();
+    let standin = scoped_standin(&rt, "automation");
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let config = TestConfig {
+        env: "CAPACITY",
+        connector: &format!(
+            "api_base = \"{}\"\nrequests_per_10s = 5\nlist_batch_size = 1",
+            standin.url()
+        ),
+        hooks: &[
+            &Hook {
+                id: "timed",
+                kind: "NEXT_24_HOURS",
+                target: "workflow_id = 101",
+            },
+            &Hook {
+                id: "l",
+                kind: "UPDATE_ONLY",
+                target: "list_id = \"987\"",
+            },
+        ],
+        ..TestConfig::default()
+    }
+    .write(dir.path());
+    let emails: Vec<String> = (0..TIMED).map(|i| format!("t{i}@example.com")).collect();
+    for (i, e) in emails.iter().enumerate() {
+        standin.add_contact(e, 40_000 + i as u64);
+    }
+    import_opens(&config, &data, &emails, (now_ms() / HOUR + 2) % 24);
+    let t0 = (now_ms() / MINUTE + 1) * MINUTE;
+    let mut rows = receipts_of("l", WebhookType::UpdateOnly, 30_000..30_000 + HELD, t0);
+    rows.extend(
+        (receipts_of(
+            "timed",
+            WebhookType::Next24Hours,
+            40_000..40_000 + TIMED,
+            t0,
+        )
+        .into_iter())
+        .zip(&emails)
+        .map(|(r, e)| Receipt {
+            email: Some(e.clone()),
+            ..r
+        }),
+    );
+    write_inbox(&data, &rows);
+    // The first list add is refused for the missing scope: the hold begins.
+    tick_at(&config, &data, &format_rfc3339_ms(t0));
+    let refused = || answered(&standin, "/lists/", 403);
+    assert_eq!(refused(), 1);
+    let due = (plans(&data).iter())
+        .filter(|p| p.webhook_id == "timed")
+        .map(|p| p.due_at_ms)
+        .max()
+        .unwrap();
+    let minute = due / MINUTE * MINUTE;
+    assert!(minute > t0 + 30 * MINUTE, "{due}");
+    // Their minute, the hold long over: the held list adds come due, the first is refused
+    // again, and the timed contacts go in their minute, as planned.
+    tick_at(&config, &data, &format_rfc3339_ms(minute));
+    let enrolled = (common::enrollments(&standin.log()).into_iter())
+        .filter(|((wf, _), _)| wf == "101")
+        .count() as u64;
+    assert_eq!(enrolled, TIMED, "sent in their minute");
+    assert_eq!(refused(), 2, "one refusal at each hold's end");
+}
+
 /// 2026-11-29 10:17 UTC: where the tests that tick a dispatcher by hand start.
 const NOW: i64 = 1_795_947_420_000;
 

@@ -256,13 +256,14 @@ impl Dispatcher {
             let mut items = std::mem::take(&mut self.queue).into_vec();
             items.sort_unstable();
             items.reverse();
-            // A backlog released since this process last built the ledgers (a pause or a
-            // hold ended, a webhook back in the config) is booked after the rest, in due order.
+            // A backlog released since the ledgers were last built (a pause or a hold ended, a
+            // webhook back in the config; by this process or the last) is booked after the
+            // rest, in due order.
             // Booked first, as the oldest, it moved the contacts at their planned minutes
             // later, and they stayed moved when the hold came back (a missing scope is tried
             // again every 5 minutes, and each time pushed them further: an audit). Only what
             // is released is: a retry or a contact moved before keeps its place (a review).
-            let released = std::mem::take(&mut self.unbooked);
+            let released = self.unbooked.take();
             if !released.is_empty() {
                 items.sort_by_key(|Queued(item)| released.contains(&*item.webhook_id));
             }
@@ -335,7 +336,7 @@ impl Dispatcher {
                 );
             }
             self.queue = items.into();
-            self.unbooked = unbooked;
+            self.unbooked.set(unbooked);
             self.capacity = Some(caps);
         }
         let caps = self.capacity.as_mut().expect("set above");
@@ -375,7 +376,7 @@ impl Dispatcher {
     /// calls later at each hold's end, again and again: an audit). Each connector's link is
     /// made first: a new process (`sendtime tick`) learns there which workflows an earlier one
     /// found off.
-    fn held_targets<'c>(&mut self, config: &'c Config, now: i64) -> HashSet<&'c str> {
+    pub(super) fn held_targets<'c>(&mut self, config: &'c Config, now: i64) -> HashSet<&'c str> {
         // A dry run's connector calls nothing: no link made for it, no target held.
         let links: HashMap<&str, _> = (config.connectors.iter())
             .filter(|c| !c.dry_run)

@@ -22,6 +22,7 @@ pub mod profiles;
 pub mod send;
 mod startup;
 pub mod target_holds;
+mod unbooked;
 mod workflow_reads;
 
 use std::cmp::Ordering;
@@ -194,11 +195,9 @@ pub struct Dispatcher {
     /// after it is this tick's to send ([`Dispatcher::capacities`]). `None` after a gap
     /// nothing planned.
     planned_from: Option<i64>,
-    /// The webhooks whose contacts the ledgers were last built without (paused, or their
-    /// target or kind of call held), and those back in the config since: when the ledgers
-    /// are built with them, that backlog is booked after the rest
-    /// ([`Dispatcher::capacities`]). In memory only: a new process books it in due order.
-    unbooked: HashSet<String>,
+    /// The webhooks whose contacts the ledgers were last built without, or that were held
+    /// since: their backlog is booked after the rest ([`Dispatcher::capacities`]).
+    unbooked: unbooked::Unbooked,
 }
 
 impl Dispatcher {
@@ -339,6 +338,12 @@ impl Dispatcher {
                 link.learn_daily_reset(now).await;
             }
         }
+        // A hold that began in this tick may end before the ledgers are built again (a cron
+        // of 5 minutes or more, the next `sendtime tick`): its backlog is marked now.
+        for webhook in self.held_targets(config, self.clock.now_ms()) {
+            self.unbooked.insert(webhook);
+        }
+        self.unbooked.save(|w| config.webhook(w).is_some());
         self.store_pauses();
         self.metrics
             .board
@@ -503,7 +508,7 @@ impl Dispatcher {
                 "webhook is back in the config: its held contacts are queued again"
             );
             self.metrics.held(&webhook).set(stay.len() as i64);
-            self.unbooked.insert(webhook.clone());
+            self.unbooked.insert(&webhook);
             if !stay.is_empty() {
                 self.held.insert(webhook, stay);
             }

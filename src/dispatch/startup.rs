@@ -330,7 +330,7 @@ impl Dispatcher {
             lock,
             last_tick: None,
             planned_from: None,
-            unbooked: HashSet::new(),
+            unbooked: super::unbooked::Unbooked::open(data_dir),
         })
     }
 }
