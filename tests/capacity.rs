@@ -1165,7 +1165,7 @@ fn the_next_tick_books_a_held_backlog_after_the_planned_contacts() {
         .filter(|((wf, _), _)| wf == "101")
         .count() as u64;
     assert_eq!(enrolled, TIMED, "sent in their minute");
-    assert_eq!(refused(), 2, "one refusal at each hold's end");
+    assert_eq!(refused(), 2, "one refusal a tick");
 }
 
 /// 2026-11-29 10:17 UTC: where the tests that tick a dispatcher by hand start.
@@ -1177,26 +1177,35 @@ struct Ticked {
     _dir: tempfile::TempDir,
     data: std::path::PathBuf,
     clock: std::path::PathBuf,
-    dispatcher: sendtime::dispatch::Dispatcher,
+    dispatcher: Option<sendtime::dispatch::Dispatcher>,
 }
 
 impl Ticked {
     fn new() -> Ticked {
-        use sendtime::{clock::Clock, metrics::Metrics};
         let dir = tempfile::tempdir().unwrap();
         let (data, clock) = (dir.path().join("data"), dir.path().join("clock"));
         std::fs::create_dir_all(&data).unwrap();
         common::set_clock(&clock, NOW);
-        let dispatcher =
-            sendtime::dispatch::Dispatcher::open(&data, Metrics::new(), Clock::File(clock.clone()))
-                .unwrap();
-        Ticked {
+        let mut t = Ticked {
             rt: runtime(),
             _dir: dir,
             data,
             clock,
-            dispatcher,
+            dispatcher: None,
+        };
+        t.restart();
+        t
+    }
+
+    /// A new dispatcher on the folder, as a restart or the next `sendtime tick` opens it.
+    fn restart(&mut self) {
+        use sendtime::{clock::Clock, metrics::Metrics};
+        if let Some(d) = self.dispatcher.take() {
+            d.close();
         }
+        let clock = Clock::File(self.clock.clone());
+        let d = sendtime::dispatch::Dispatcher::open(&self.data, Metrics::new(), clock);
+        self.dispatcher = Some(d.unwrap());
     }
 
     /// A config of `hooks` on this folder, through a dry-run connector allowed 5 calls per
@@ -1227,7 +1236,7 @@ impl Ticked {
         common::set_clock(&self.clock, at);
         let (_tx, stop) = tokio::sync::watch::channel(false);
         self.rt
-            .block_on(self.dispatcher.tick(config, stop))
+            .block_on(self.dispatcher.as_mut().unwrap().tick(config, stop))
             .unwrap()
     }
 }
@@ -1314,6 +1323,27 @@ fn a_webhook_back_in_the_config_has_its_held_backlog_spread() {
         sent += report.dry_run;
     }
     assert_eq!(sent, 200);
+}
+
+/// So is it after a restart: the webhook's absence is kept with the data, and the contacts the
+/// other webhook has waiting go first, in the minutes they were moved to (the first process
+/// to build the ledgers with it booked its backlog first, as the oldest).
+#[test]
+fn a_webhook_back_in_the_config_after_a_restart_waits_behind_the_others() {
+    let mut t = Ticked::new();
+    let (both, without_a) = (
+        t.config(&[&IMMEDIATE_A, &IMMEDIATE_B]),
+        t.config(&[&IMMEDIATE_B]),
+    );
+    let per_minute = PER_MINUTE_AT_5;
+    t.write("a", 0..200, NOW);
+    // b's contacts, received a minute later, take three minutes: a minute's go at once.
+    t.write("b", 1000..(1000 + 3 * per_minute), NOW + MINUTE);
+    assert_eq!(t.tick(&without_a, NOW + MINUTE).dry_run as u64, per_minute);
+    t.restart();
+    assert_eq!(t.tick(&both, NOW + 2 * MINUTE).dry_run as u64, per_minute);
+    let of_b = released(&t.data).iter().filter(|&&id| id >= 1000).count() as u64;
+    assert_eq!(of_b, 2 * per_minute, "a's backlog went first");
 }
 
 /// IMMEDIATE receipts beyond a minute's capacity wait for the first minute with room: they

@@ -256,6 +256,13 @@ impl Dispatcher {
             let mut items = std::mem::take(&mut self.queue).into_vec();
             items.sort_unstable();
             items.reverse();
+            let mut unbooked: HashSet<String> = (config.webhooks.iter())
+                .filter(|w| {
+                    self.pauses.holds(&w.id, &w.connector) || caps.basis.held.contains(&w.id)
+                })
+                .map(|w| w.id.clone())
+                .chain(self.held.keys().cloned())
+                .collect();
             // A backlog released since the ledgers were last built (a pause or a hold ended, a
             // webhook back in the config; by this process or the last) is booked after the
             // rest, in due order.
@@ -263,16 +270,14 @@ impl Dispatcher {
             // later, and they stayed moved when the hold came back (a missing scope is tried
             // again every 5 minutes, and each time pushed them further: an audit). Only what
             // is released is: a retry or a contact moved before keeps its place (a review).
-            let released = self.unbooked.take();
+            let mut released = self.unbooked.take();
+            released.retain(|w| !unbooked.contains(w));
             if !released.is_empty() {
-                items.sort_by_key(|Queued(item)| released.contains(&*item.webhook_id));
+                let (rest, late): (Vec<_>, Vec<_>) = (items.into_iter())
+                    .partition(|Queued(item)| !released.contains(&*item.webhook_id));
+                items = rest;
+                items.extend(late);
             }
-            let mut unbooked: HashSet<String> = (config.webhooks.iter())
-                .filter(|w| {
-                    self.pauses.holds(&w.id, &w.connector) || caps.basis.held.contains(&w.id)
-                })
-                .map(|w| w.id.clone())
-                .collect();
             let locals = items
                 .iter()
                 .filter_map(|Queued(item)| route_of(&routes, item)?.quiet_for(item));
@@ -284,7 +289,11 @@ impl Dispatcher {
             let planned_since = self.planned_from;
             let mut moved = 0usize;
             for Queued(item) in &mut items {
+                // Out of the config: held at dispatch, booked when it is back.
                 let Some(route) = route_of(&routes, item) else {
+                    if !unbooked.contains(&*item.webhook_id) {
+                        unbooked.insert(item.webhook_id.to_string());
+                    }
                     continue;
                 };
                 // Held by an operator's pause, or by a dry run that releases nothing: booked

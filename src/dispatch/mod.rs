@@ -339,11 +339,20 @@ impl Dispatcher {
             }
         }
         // A hold that began in this tick may end before the ledgers are built again (a cron
-        // of 5 minutes or more, the next `sendtime tick`): its backlog is marked now.
+        // of 5 minutes or more, the next `sendtime tick`): its backlog is marked now, and the
+        // next tick builds them (a target's hold requeues nothing that would; its mark would
+        // wait for an unrelated build, and hold back retries then: a review).
         for webhook in self.held_targets(config, self.clock.now_ms()) {
+            if self.unbooked.insert(webhook) {
+                self.capacity = None;
+            }
+        }
+        // Out of the config: `unhold` marks it when it is back, in this process only.
+        for webhook in self.held.keys() {
             self.unbooked.insert(webhook);
         }
-        self.unbooked.save(|w| config.webhook(w).is_some());
+        let ids = &self.webhook_ids;
+        (self.unbooked).save(|w| config.webhook(w).is_some() || ids.contains(w));
         self.store_pauses();
         self.metrics
             .board

@@ -1,8 +1,9 @@
 //! The webhooks whose backlog the ledgers were last built without (paused, their target or
-//! kind of call held, out of the config): when they are built with it, it is booked after the
-//! rest ([`super::Dispatcher::capacities`]). Kept in `state/dispatch-unbooked`, one id a line:
-//! kept in memory only, the next process (`sendtime tick`, a restart) booked it first, as the
-//! oldest, and moved the contacts at their planned minutes later.
+//! kind of call held, out of the config), or that a tick found held since: when the ledgers
+//! are built with it, it is booked after the rest ([`super::Dispatcher::capacities`]). Kept in
+//! `state/dispatch-unbooked`, one id a line: kept in memory only, the next process (`sendtime
+//! tick`, a restart) booked it first, as the oldest, and moved the contacts at their planned
+//! minutes later.
 
 use std::collections::{BTreeSet, HashSet};
 use std::path::{Path, PathBuf};
@@ -36,10 +37,9 @@ impl Unbooked {
         }
     }
 
-    pub(super) fn insert(&mut self, webhook: &str) {
-        if !self.ids.contains(webhook) {
-            self.ids.insert(webhook.to_string());
-        }
+    /// Whether `webhook` is new to the set.
+    pub(super) fn insert(&mut self, webhook: &str) -> bool {
+        !self.ids.contains(webhook) && self.ids.insert(webhook.to_string())
     }
 
     pub(super) fn take(&mut self) -> HashSet<String> {
@@ -50,7 +50,8 @@ impl Unbooked {
         self.ids = ids;
     }
 
-    /// Written when it changed, keeping only the webhooks `known` (the config's).
+    /// Written when it changed, keeping only the webhooks `known` (the config's, and those of
+    /// receipts held for one it lacks).
     pub(super) fn save(&mut self, known: impl Fn(&str) -> bool) {
         self.ids.retain(|w| known(w));
         let now: BTreeSet<String> = self.ids.iter().cloned().collect();
