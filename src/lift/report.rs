@@ -330,13 +330,7 @@ pub fn lift(data_dir: &Path, options: &Options) -> anyhow::Result<Lift> {
             total.failed += g.failed;
         }
     }
-    // How far the difference could move were every receipt one group lost more of a reader
-    // (or not), when the losses differ beyond chance: the rate of those left is off by at
-    // most the excess share lost, over the share left.
-    let attrition_bias = lost_unequally(lost_in.values()).then(|| {
-        let [o, h] = lost.map(Lost::share);
-        (o - h) / (1.0 - o.max(h))
-    });
+    let attrition_bias = lost_unequally(lost_in.values()).then(|| attrition_bias(lost_in.values()));
     // Each webhook at each share it held out (randomized at one share, its two groups span
     // the same days; a share changed, or lifted and set again, would otherwise set one
     // period's optimized sends against another's held-out ones).
@@ -501,6 +495,24 @@ fn explained_by_losses(verdict: Option<Verdict>, [lo, hi]: [f64; 2], bias: f64) 
         Some(Verdict::HoldoutBetter) => bias < 0.0 && hi >= bias,
         None => false,
     }
+}
+
+/// How far the difference could move were every receipt one group lost more of a reader (or
+/// not): in each webhook at each share, the rate of those left is off by at most the excess
+/// share lost over the share left; weighted by their sends, as the rates are. (Pooled, a
+/// webhook that holds out little and fails often set its sign and size: an audit.)
+fn attrition_bias<'a>(strata: impl Iterator<Item = &'a [Lost; 2]>) -> f64 {
+    let (mut sum, mut weight) = (0.0, 0.0);
+    for [o, h] in strata {
+        let left = 1.0 - o.share().max(h.share());
+        if o.receipts == 0 || h.receipts == 0 || left <= 0.0 {
+            continue;
+        }
+        let sends = (o.receipts - o.failed + h.receipts - h.failed) as f64;
+        sum += sends * (o.share() - h.share()) / left;
+        weight += sends;
+    }
+    if weight > 0.0 { sum / weight } else { 0.0 }
 }
 
 /// Whether the shares lost (receipts, of them failed) by the two groups (optimized, held
@@ -1049,6 +1061,16 @@ mod tests {
         let c = [lost(200, 60), lost(200, 30)];
         assert!(lost_unequally([a, c].iter()));
         assert!(!lost_unequally([a].iter()), "no loss, no test");
+        // A webhook holding out half, both groups losing a fifth, beside one holding out 5 %
+        // whose optimized group loses more: pooled, the held-out group lost more (its mix);
+        // within each, the optimized one did, by about a point.
+        let (half, few) = (
+            [lost(1000, 200), lost(1000, 200)],
+            [lost(95_000, 1900), lost(5000, 50)],
+        );
+        assert!(lost_unequally([half, few].iter()));
+        let bias = attrition_bias([half, few].iter());
+        assert!((0.0095..0.0105).contains(&bias), "{bias}");
         // Beyond chance, a large account's losses a fraction of a point apart explain only a
         // verdict as close to zero, and only one for the group that lost more.
         let bias = 0.0015;

@@ -81,7 +81,7 @@ impl Lift {
         {
             let (o, h) = (self.optimized_lost, self.holdout_lost);
             notes.push(format!(
-                "no verdict where the losses could explain it: {} of {} optimized receipts and {} of {} held-out ones done with failed, never sent: too different for chance, so the groups' sends no longer compare like with like (an optimized receipt waits longer for a contact to be deleted or unsubscribed); the figures stand",
+                "no verdict where the losses could explain it: {} of {} optimized receipts and {} of {} held-out ones done with failed, never sent: too different for chance, compared within each webhook, so the groups' sends no longer compare like with like (an optimized receipt waits longer for a contact to be deleted or unsubscribed); the figures stand",
                 o.failed, o.receipts, h.failed, h.receipts
             ));
         }
@@ -164,7 +164,7 @@ impl Lift {
                     // None: every send waits behind a receipt not yet done with (an audit:
                     // "later" named no cause).
                     m.first_window_end_ms.map_or(
-                        "once the receipts not yet sent (below) are sent or fail".into(),
+                        "once the receipts not yet sent (above) are sent or fail".into(),
                         format_minute
                     )
                 ),
