@@ -38,7 +38,11 @@ pub struct Seen {
 /// Every endpoint's strongest version, as on disk.
 pub struct Ratchet {
     path: PathBuf,
+    /// Read by every signed post on the runtime's threads: never held while the disk writes
+    /// (a stalled disk held it, and each new post then blocked a runtime thread: an audit).
     floors: Mutex<Floors>,
+    /// Held while the file is written, one write at a time (on blocking threads).
+    writing: Mutex<()>,
 }
 
 /// The floors in force, and whether they are on disk.
@@ -46,6 +50,9 @@ struct Floors {
     seen: BTreeMap<String, Seen>,
     /// When writing `seen` last failed (clock ms): it is tried again a minute on, at a post.
     unsaved_since: Option<i64>,
+    /// How many times `seen` has changed, and as of which of them it is on disk.
+    changes: u64,
+    written: u64,
 }
 
 impl Ratchet {
@@ -68,7 +75,10 @@ impl Ratchet {
             floors: Mutex::new(Floors {
                 seen,
                 unsaved_since: None,
+                changes: 0,
+                written: 0,
             }),
+            writing: Mutex::new(()),
         })
     }
 
@@ -93,30 +103,43 @@ impl Ratchet {
     /// be written: stripped posts are refused meanwhile, the write is tried again at a post a
     /// minute on (each failure returned), and only a restart before one succeeds forgets it.
     pub fn raise(&self, endpoint: &str, version: Version, now_ms: i64) -> std::io::Result<()> {
-        let mut floors = self.floors.lock().unwrap();
-        let stronger = floors
-            .seen
-            .get(endpoint)
-            .is_none_or(|s| s.version < version);
-        if !stronger && !floors.retry_due(now_ms) {
+        let (bytes, change) = {
+            let mut floors = self.floors.lock().unwrap();
+            let stronger = floors
+                .seen
+                .get(endpoint)
+                .is_none_or(|s| s.version < version);
+            if !stronger && !floors.retry_due(now_ms) {
+                return Ok(());
+            }
+            if stronger {
+                floors.seen.insert(
+                    endpoint.to_string(),
+                    Seen {
+                        version,
+                        since_ms: now_ms,
+                    },
+                );
+                floors.changes += 1;
+            }
+            let bytes = serde_json::to_vec_pretty(&floors.seen).expect("a map of plain values");
+            (bytes, floors.changes)
+        };
+        let _writing = self.writing.lock().unwrap();
+        // Another post's write, waited for, may have put this change on disk already.
+        if self.floors.lock().unwrap().written >= change {
             return Ok(());
         }
-        if stronger {
-            floors.seen.insert(
-                endpoint.to_string(),
-                Seen {
-                    version,
-                    since_ms: now_ms,
-                },
-            );
-        }
-        let bytes = serde_json::to_vec_pretty(&floors.seen).expect("a map of plain values");
         let dir = self.path.parent().expect("under the data directory");
         let written = create_dir_durably(dir).and_then(|()| write_durably(&self.path, &bytes));
-        floors.unsaved_since = match &written {
-            Ok(()) => None,
-            Err(_) => Some(now_ms),
-        };
+        let mut floors = self.floors.lock().unwrap();
+        match &written {
+            Ok(()) => {
+                floors.written = floors.written.max(change);
+                floors.unsaved_since = None;
+            }
+            Err(_) => floors.unsaved_since = Some(now_ms),
+        }
         written
     }
 }
@@ -172,6 +195,47 @@ mod tests {
         assert!(ratchet.settled("a", Version::V3, 180_000));
         let again = Ratchet::open(dir.path()).unwrap();
         assert_eq!(again.seen("a").map(|s| s.version), Some(Version::V3));
+    }
+
+    /// A write that stalls (the file's temporary name a FIFO no one reads, here) leaves the
+    /// floors readable: every signed post reads them on the runtime's threads.
+    #[test]
+    fn a_stalled_write_leaves_the_floors_readable() {
+        use std::sync::Arc;
+        use std::time::Duration;
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state");
+        std::fs::create_dir(&state).unwrap();
+        let fifo = state.join("signatures.tmp");
+        let made = std::process::Command::new("mkfifo").arg(&fifo).status();
+        assert!(made.unwrap().success());
+        let ratchet = Arc::new(Ratchet::open(dir.path()).unwrap());
+        let writer = std::thread::spawn({
+            let ratchet = ratchet.clone();
+            move || ratchet.raise("a", Version::V3, 0)
+        });
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn({
+            let ratchet = ratchet.clone();
+            move || {
+                // Until the raise has taken the floor, then while it writes.
+                while ratchet.seen("a").is_none() {
+                    std::thread::yield_now();
+                }
+                std::thread::sleep(Duration::from_millis(100));
+                tx.send(ratchet.settled("a", Version::V3, 0)).unwrap();
+            }
+        });
+        let read = rx.recv_timeout(Duration::from_secs(10));
+        // The write goes on once something reads the FIFO (then fails: it is no file).
+        let reader = std::fs::File::open(&fifo);
+        let _ = writer.join().unwrap();
+        drop(reader);
+        assert_eq!(
+            read,
+            Ok(true),
+            "the floor could not be read while it was written"
+        );
     }
 
     #[test]
