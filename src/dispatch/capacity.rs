@@ -261,7 +261,12 @@ impl Dispatcher {
                     self.pauses.holds(&w.id, &w.connector) || caps.basis.held.contains(&w.id)
                 })
                 .map(|w| w.id.clone())
-                .chain(self.held.keys().cloned())
+                .chain(
+                    self.held
+                        .keys()
+                        .filter(|w| config.webhook(w).is_none())
+                        .cloned(),
+                )
                 .collect();
             // A backlog released since the ledgers were last built (a pause or a hold ended, a
             // webhook back in the config; by this process or the last) is booked after the
@@ -289,9 +294,12 @@ impl Dispatcher {
             let planned_since = self.planned_from;
             let mut moved = 0usize;
             for Queued(item) in &mut items {
-                // Out of the config: held at dispatch, booked when it is back.
+                // Held at dispatch, booked when its route is back: a webhook out of the config
+                // is marked (one that takes none of a kind or account it received others as
+                // is not: its other contacts would go last at every build, a review).
                 let Some(route) = route_of(&routes, item) else {
-                    if !unbooked.contains(&*item.webhook_id) {
+                    let gone = config.webhook(&item.webhook_id).is_none();
+                    if gone && !unbooked.contains(&*item.webhook_id) {
                         unbooked.insert(item.webhook_id.to_string());
                     }
                     continue;

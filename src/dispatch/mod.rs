@@ -348,7 +348,7 @@ impl Dispatcher {
             }
         }
         // Out of the config: `unhold` marks it when it is back, in this process only.
-        for webhook in self.held.keys() {
+        for webhook in self.held.keys().filter(|w| config.webhook(w).is_none()) {
             self.unbooked.insert(webhook);
         }
         let ids = &self.webhook_ids;
