@@ -849,6 +849,42 @@ pub fn frame(rows: &[Receipt]) -> anyhow::Result<DataFrame> {
     )?)
 }
 
+/// Each live receipt's id, webhook, type (none: one this build does not know) and receipt
+/// time, a part at a time; a part that cannot be read is passed over and moves nothing (the
+/// lift report reads beside `serve`, whose planning sets it aside).
+pub fn for_each_received(
+    data_dir: &Path,
+    mut f: impl FnMut(&str, &str, Option<WebhookType>, i64),
+) -> anyhow::Result<()> {
+    let columns = [
+        col::RECEIPT_ID,
+        col::WEBHOOK_ID,
+        col::WEBHOOK_TYPE,
+        col::RECEIVED_AT,
+    ];
+    for path in dataset(data_dir)?.parts()? {
+        let Ok(df) = store::read_present_columns(&path, &columns) else {
+            continue;
+        };
+        let [ids, webhooks, types] = [col::RECEIPT_ID, col::WEBHOOK_ID, col::WEBHOOK_TYPE]
+            .map(|name| df.column(name).and_then(|c| c.str()));
+        let received = super::ints(&df, col::RECEIVED_AT)?;
+        for (i, ((id, webhook), kind)) in (ids?.iter().zip(webhooks?.iter()))
+            .zip(types?.iter())
+            .enumerate()
+        {
+            let (id, webhook) = (id.unwrap_or_default(), webhook.unwrap_or_default());
+            f(
+                id,
+                webhook,
+                kind.and_then(WebhookType::parse),
+                received[i].unwrap_or_default(),
+            );
+        }
+    }
+    Ok(())
+}
+
 /// Every receipt's key in the inbox's parts, each once (a compaction in progress can show a
 /// row in two parts for a moment).
 pub fn read_keys(dataset: &Dataset) -> anyhow::Result<Vec<ReceiptKey>> {

@@ -8,7 +8,7 @@
 //! the weeks it was lifted, are other workflows, audiences and dates); receipts planned before
 //! the share was recorded, between the webhook's first and last held-out receipt.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
 
 use serde::Serialize;
@@ -229,7 +229,11 @@ pub fn lift(data_dir: &Path, options: &Options) -> anyhow::Result<Lift> {
     // Where no receipt was ever held out, nothing is compared: the outcomes and the contact
     // dictionary are not read (`GET /lift` in `serve` read them all for nothing, an audit).
     let mut all = plan_rows(data_dir)?;
+    // The live plan's receipts (`ended` says archived until the sends are read): the inbox's
+    // others are not planned yet.
+    let mut live = HashSet::new();
     let contacts = if compared(&all).next().is_some() {
+        live = all.iter().filter(|s| !s.ended).map(|s| s.receipt).collect();
         with_sends(data_dir, &mut all)?;
         Contacts::load(data_dir)?
     } else {
@@ -292,6 +296,7 @@ pub fn lift(data_dir: &Path, options: &Options) -> anyhow::Result<Lift> {
         0
     };
     let compared: Vec<&Planned> = compared(&all).collect();
+    let unplanned = unplanned_timed(data_dir, &compared, &live, options)?;
     let mut wait: HashMap<&str, i64> = HashMap::new();
     let mut receipts = [0u64; 2];
     // Per webhook, the first receipt not done with, and how many are not.
@@ -306,6 +311,10 @@ pub fn lift(data_dir: &Path, options: &Options) -> anyhow::Result<Lift> {
             let u = unsent.entry(&s.webhook).or_insert((i64::MAX, 0));
             *u = (u.0.min(s.received_at_ms), u.1 + 1);
         }
+    }
+    for (webhook, received_at_ms) in &unplanned {
+        let u = unsent.entry(webhook).or_insert((i64::MAX, 0));
+        *u = (u.0.min(*received_at_ms), u.1 + 1);
     }
     // Of the receipts done with and counted (before their webhook's first not done with),
     // those never sent, per group, each webhook at each share apart (as the rates are).
@@ -495,6 +504,33 @@ fn explained_by_losses(verdict: Option<Verdict>, [lo, hi]: [f64; 2], bias: f64) 
         Some(Verdict::HoldoutBetter) => bias < 0.0 && hi >= bias,
         None => false,
     }
+}
+
+/// The timed receipts in the inbox that no plan row has yet, of the webhooks `compared` (as
+/// `options` selects them): while the profiles cannot be built, the held-out ones are planned
+/// and sent at receipt and the optimized ones wait in the inbox, unseen by the plan (an
+/// audit: the held-out group was counted alone for the time they waited).
+fn unplanned_timed(
+    data_dir: &Path,
+    compared: &[&Planned],
+    planned: &HashSet<u128>,
+    options: &Options,
+) -> anyhow::Result<Vec<(String, i64)>> {
+    let webhooks: HashSet<&str> = compared.iter().map(|s| &*s.webhook).collect();
+    if webhooks.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut out = Vec::new();
+    crate::datasets::inbox::for_each_received(data_dir, |id, webhook, kind, received_at_ms| {
+        if kind.is_some_and(|k| k.timed())
+            && webhooks.contains(webhook)
+            && options.since_ms.is_none_or(|t| received_at_ms >= t)
+            && !planned.contains(&super::sends::key(id))
+        {
+            out.push((webhook.to_string(), received_at_ms));
+        }
+    })?;
+    Ok(out)
 }
 
 /// How far the difference could move were every receipt one group lost more of a reader (or
@@ -1520,6 +1556,49 @@ mod tests {
         let all = lift(dir.path(), &options).unwrap();
         assert_eq!(all.optimized_receipts, 3);
         assert!(all.unsent.is_empty(), "{:?}", all.unsent);
+    }
+
+    /// A timed receipt still in the inbox, not planned (the profiles could not be built, so
+    /// only the held-out ones were planned and sent), holds its webhook's count at its receipt
+    /// time as one planned and not sent does; the inbox's planned receipts hold nothing.
+    #[test]
+    fn a_receipt_not_planned_yet_holds_both_groups_at_its_receipt_time() {
+        let dir = world(&THREE, &[(2, T - 10 * DAY_MS)]);
+        let receipt = |id: &str, received_at_ms| crate::datasets::inbox::Receipt {
+            receipt_id: id.into(),
+            webhook_id: "w".into(),
+            webhook_type: WebhookType::Next24Hours,
+            contact_id: Some(3),
+            email: None,
+            portal_id: None,
+            received_at_ms,
+            signature: "v3".into(),
+            config: "test".into(),
+            callback_id: None,
+            body_hash: None,
+            time_zone: None,
+            hold_ends_ms: None,
+        };
+        let rows = [receipt("r2", T + HOUR_MS), receipt("r4", T + 2 * HOUR_MS)];
+        crate::datasets::inbox::dataset(dir.path())
+            .unwrap()
+            .write_part(
+                ulid::Ulid::generate(),
+                &mut crate::datasets::inbox::frame(&rows).unwrap(),
+            )
+            .unwrap();
+        let options = Options {
+            as_of_ms: T + 10 * DAY_MS,
+            ..Options::default()
+        };
+        let all = lift(dir.path(), &options).unwrap();
+        let m = opened_24h(&all);
+        assert_eq!((m.optimized.sends, m.holdout.sends), (1, 1));
+        assert_eq!(all.unsent.len(), 1);
+        assert_eq!(
+            (all.unsent[0].first_received_ms, all.unsent[0].receipts),
+            (T + 2 * HOUR_MS, 1)
+        );
     }
 
     /// An IMMEDIATE webhook's receipts go at receipt in both groups: left out of the report

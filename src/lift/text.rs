@@ -48,7 +48,7 @@ impl Lift {
         }
         for u in &self.unsent {
             notes.push(format!(
-                "{}: counted up to its receipts of {}, when the first of its {} not yet sent (waiting, retrying or held) was received: the receipts after a receipt not done with count, in both groups, once it is sent or fails",
+                "{}: counted up to its receipts of {}, when the first of its {} not yet sent (waiting, retrying, held, or not planned while the profiles cannot be built) was received: the receipts after a receipt not done with count, in both groups, once it is sent or fails",
                 u.webhook,
                 format_minute(u.first_received_ms),
                 u.receipts
