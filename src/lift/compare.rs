@@ -102,6 +102,10 @@ pub struct Metric {
     /// Webhooks with sends in both groups left out, as one of them reached fewer than
     /// [`MIN_CONTACTS`] contacts.
     pub too_few_contacts: usize,
+    /// The webhooks compared (their strata) and their weights: what else is weighed against
+    /// the difference is weighed so too.
+    #[serde(skip)]
+    pub(super) weighed: Vec<(usize, f64)>,
 }
 
 /// Why a metric has no verdict.
@@ -269,6 +273,15 @@ pub(super) fn compare(
         no_verdict_text: None,
         first_window_end_ms: None,
         too_few_contacts,
+        weighed: if both.is_empty() {
+            Vec::new()
+        } else {
+            counted
+                .iter()
+                .copied()
+                .zip(weights.iter().copied())
+                .collect()
+        },
     }
 }
 

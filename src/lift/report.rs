@@ -339,7 +339,7 @@ pub fn lift(data_dir: &Path, options: &Options) -> anyhow::Result<Lift> {
             total.failed += g.failed;
         }
     }
-    let attrition_bias = lost_unequally(lost_in.values()).then(|| attrition_bias(lost_in.values()));
+    let unequal = lost_unequally(lost_in.values());
     // Each webhook at each share it held out (randomized at one share, its two groups span
     // the same days; a share changed, or lifted and set again, would otherwise set one
     // period's optimized sends against another's held-out ones).
@@ -380,6 +380,10 @@ pub fn lift(data_dir: &Path, options: &Options) -> anyhow::Result<Lift> {
             })
         })
         .collect();
+    let mut stratum_keys = vec![("", None); strata.len()];
+    for (&key, &k) in &strata {
+        stratum_keys[k] = key;
+    }
     let (engagement, newest_event_ms) = engagement(data_dir, &sends, options.up_to_newest_event)?;
     let as_of_ms = match (options.up_to_newest_event, newest_event_ms) {
         (true, Some(newest)) => options.as_of_ms.min(newest),
@@ -449,8 +453,14 @@ pub fn lift(data_dir: &Path, options: &Options) -> anyhow::Result<Lift> {
                     .map(|s| s.counted_from_ms + hours * HOUR_MS)
                     .min();
             }
-            if let (Some(bias), Some([lo, hi])) = (attrition_bias, m.interval)
-                && explained_by_losses(m.verdict, [lo, hi], bias)
+            // Over the webhooks this metric compares, as they weigh in it.
+            let bias = || {
+                let weighed = (m.weighed.iter())
+                    .filter_map(|&(k, w)| Some((lost_in.get(stratum_keys.get(k)?)?, w)));
+                attrition_bias(weighed)
+            };
+            if let (true, Some([lo, hi])) = (unequal, m.interval)
+                && explained_by_losses(m.verdict, [lo, hi], bias())
             {
                 (m.verdict, m.no_verdict) = (None, Some(NoVerdict::LostUnequally));
             }
@@ -535,18 +545,18 @@ fn unplanned_timed(
 
 /// How far the difference could move were every receipt one group lost more of a reader (or
 /// not): in each webhook at each share, the rate of those left is off by at most the excess
-/// share lost over the share left; weighted by their sends, as the rates are. (Pooled, a
-/// webhook that holds out little and fails often set its sign and size: an audit.)
-fn attrition_bias<'a>(strata: impl Iterator<Item = &'a [Lost; 2]>) -> f64 {
+/// share lost over the share left; weighted as the difference weighs them. (Pooled, a webhook
+/// that holds out little and fails often set its sign and size: an audit; and one the metric
+/// does not compare, its windows not ended, weighed in: a review.)
+fn attrition_bias<'a>(strata: impl Iterator<Item = (&'a [Lost; 2], f64)>) -> f64 {
     let (mut sum, mut weight) = (0.0, 0.0);
-    for [o, h] in strata {
+    for ([o, h], w) in strata {
         let left = 1.0 - o.share().max(h.share());
         if o.receipts == 0 || h.receipts == 0 || left <= 0.0 {
             continue;
         }
-        let sends = (o.receipts - o.failed + h.receipts - h.failed) as f64;
-        sum += sends * (o.share() - h.share()) / left;
-        weight += sends;
+        sum += w * (o.share() - h.share()) / left;
+        weight += w;
     }
     if weight > 0.0 { sum / weight } else { 0.0 }
 }
@@ -1105,8 +1115,12 @@ mod tests {
             [lost(95_000, 1900), lost(5000, 50)],
         );
         assert!(lost_unequally([half, few].iter()));
-        let bias = attrition_bias([half, few].iter());
+        // Weighed by their sends (1600 and 98,050).
+        let bias = attrition_bias([(&half, 1600.0), (&few, 98_050.0)].into_iter());
         assert!((0.0095..0.0105).contains(&bias), "{bias}");
+        // Each as much as it weighs in the metric.
+        let bias = attrition_bias([(&half, 98_050.0), (&few, 1600.0)].into_iter());
+        assert!((0.0001..0.0002).contains(&bias), "{bias}");
         // Beyond chance, a large account's losses a fraction of a point apart explain only a
         // verdict as close to zero, and only one for the group that lost more.
         let bias = 0.0015;
