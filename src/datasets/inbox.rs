@@ -850,8 +850,8 @@ pub fn frame(rows: &[Receipt]) -> anyhow::Result<DataFrame> {
 }
 
 /// Each live receipt's id, webhook, type (none: one this build does not know) and receipt
-/// time, a part at a time; a part that cannot be read is passed over and moves nothing (the
-/// lift report reads beside `serve`, whose planning sets it aside).
+/// time, a part at a time; a part (or row) that cannot be read is passed over and moves
+/// nothing (the lift report reads beside `serve`, whose planning sets it aside).
 pub fn for_each_received(
     data_dir: &Path,
     mut f: impl FnMut(&str, &str, Option<WebhookType>, i64),
@@ -868,18 +868,20 @@ pub fn for_each_received(
         };
         let [ids, webhooks, types] = [col::RECEIPT_ID, col::WEBHOOK_ID, col::WEBHOOK_TYPE]
             .map(|name| df.column(name).and_then(|c| c.str()));
-        let received = super::ints(&df, col::RECEIVED_AT)?;
-        for (i, ((id, webhook), kind)) in (ids?.iter().zip(webhooks?.iter()))
-            .zip(types?.iter())
+        let (Ok(ids), Ok(webhooks), Ok(types), Ok(received)) =
+            (ids, webhooks, types, super::ints(&df, col::RECEIVED_AT))
+        else {
+            continue;
+        };
+        for (i, ((id, webhook), kind)) in ids
+            .iter()
+            .zip(webhooks.iter())
+            .zip(types.iter())
             .enumerate()
         {
-            let (id, webhook) = (id.unwrap_or_default(), webhook.unwrap_or_default());
-            f(
-                id,
-                webhook,
-                kind.and_then(WebhookType::parse),
-                received[i].unwrap_or_default(),
-            );
+            if let (Some(id), Some(webhook), Some(at)) = (id, webhook, received[i]) {
+                f(id, webhook, kind.and_then(WebhookType::parse), at);
+            }
         }
     }
     Ok(())

@@ -296,7 +296,8 @@ impl Dispatcher {
             for Queued(item) in &mut items {
                 // Held at dispatch, booked when its route is back: a webhook out of the config
                 // is marked (one that takes none of a kind or account it received others as
-                // is not: its other contacts would go last at every build, a review).
+                // is not: its other contacts would go last at every build, a review; so a
+                // change of kind or account undone across a restart books that backlog first).
                 let Some(route) = route_of(&routes, item) else {
                     let gone = config.webhook(&item.webhook_id).is_none();
                     if gone && !unbooked.contains(&*item.webhook_id) {

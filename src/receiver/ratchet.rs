@@ -103,7 +103,7 @@ impl Ratchet {
     /// be written: stripped posts are refused meanwhile, the write is tried again at a post a
     /// minute on (each failure returned), and only a restart before one succeeds forgets it.
     pub fn raise(&self, endpoint: &str, version: Version, now_ms: i64) -> std::io::Result<()> {
-        let stronger = {
+        {
             let mut floors = self.floors.lock().unwrap();
             let stronger = floors
                 .seen
@@ -121,15 +121,18 @@ impl Ratchet {
                     },
                 );
                 floors.changes += 1;
+            } else {
+                // The retry is this call's; the next is due a minute on (every post found it
+                // due while a stalled write went on, and queued one more: a review).
+                floors.unsaved_since = Some(now_ms);
             }
-            stronger
-        };
+        }
         let _writing = self.writing.lock().unwrap();
-        // Looked at again once it is this call's turn: a write waited for may have put every
-        // change on disk, or failed a moment ago (a retry then waits its minute again).
+        // Written from the floors as they are once it is this call's turn: a write waited for
+        // may have put every change on disk.
         let (bytes, change) = {
             let floors = self.floors.lock().unwrap();
-            if floors.written == floors.changes || (!stronger && !floors.retry_due(now_ms)) {
+            if floors.written == floors.changes {
                 return Ok(());
             }
             let bytes = serde_json::to_vec_pretty(&floors.seen).expect("a map of plain values");
