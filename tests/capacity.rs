@@ -986,22 +986,22 @@ fn contacts_held_for_a_missing_scope_book_none_of_the_connectors_minutes() {
     server.stop();
 }
 
-/// When a missing scope's hold ends and the scope is still missing, the contacts it held are
-/// booked after the connector's others at their planned minutes. Booked first, as the oldest,
-/// they moved those later at each hold's end (every 5 minutes while the scope is missing), and
-/// those stayed moved when the first call was refused again and the hold came back.
-#[test]
-fn a_held_backlog_coming_due_again_leaves_the_planned_contacts_their_minutes() {
-    const HELD: u64 = 40;
-    const TIMED: u64 = 5;
-    let rt = runtime();
-    let standin = scoped_standin(&rt, "automation");
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
+/// The contacts of [`timed_beside_a_list`]'s webhook `timed`.
+const TIMED: u64 = 5;
+
+/// A config in `data`'s folder (with `tables`) of a NEXT_24_HOURS webhook `timed` (workflow
+/// 101) and an UPDATE_ONLY one `l` (list 987) through `standin`, paced at 5 calls per 10 s
+/// and one call per list add (a backlog takes minutes of calls); and `timed`'s contacts (ids
+/// from 40,000, in the stand-in), whose best hour is two hours on. The config and their
+/// emails.
+fn timed_beside_a_list(
+    standin: &StandIn,
+    data: &Path,
+    tables: &str,
+) -> (std::path::PathBuf, Vec<String>) {
     let config = TestConfig {
         env: "CAPACITY",
-        tables: "[scheduler]\ncron = \"* * * * * *\"",
-        // One call per list add: the held backlog takes minutes of calls.
+        tables,
         connector: &format!(
             "api_base = \"{}\"\nrequests_per_10s = 5\nlist_batch_size = 1",
             standin.url()
@@ -1020,13 +1020,28 @@ fn a_held_backlog_coming_due_again_leaves_the_planned_contacts_their_minutes() {
         ],
         ..TestConfig::default()
     }
-    .write(dir.path());
+    .write(data.parent().unwrap());
     let emails: Vec<String> = (0..TIMED).map(|i| format!("t{i}@example.com")).collect();
     for (i, e) in emails.iter().enumerate() {
         standin.add_contact(e, 40_000 + i as u64);
     }
-    // The timed contacts' best hour is two hours on, long after the first hold ends.
-    import_opens(&config, &data, &emails, (now_ms() / HOUR + 2) % 24);
+    import_opens(&config, data, &emails, (now_ms() / HOUR + 2) % 24);
+    (config, emails)
+}
+
+/// When a missing scope's hold ends and the scope is still missing, the contacts it held are
+/// booked after the connector's others at their planned minutes. Booked first, as the oldest,
+/// they moved those later at each hold's end (every 5 minutes while the scope is missing), and
+/// those stayed moved when the first call was refused again and the hold came back.
+#[test]
+fn a_held_backlog_coming_due_again_leaves_the_planned_contacts_their_minutes() {
+    const HELD: u64 = 40;
+    let rt = runtime();
+    let standin = scoped_standin(&rt, "automation");
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let (config, emails) =
+        timed_beside_a_list(&standin, &data, "[scheduler]\ncron = \"* * * * * *\"");
     let clock = dir.path().join("clock");
     // The dispatcher's clock stands still, past the posts (they are due), until the test
     // moves it.
@@ -1099,37 +1114,11 @@ fn the_next_tick_books_a_held_backlog_after_the_planned_contacts() {
     use sendtime::config::WebhookType;
     use sendtime::time::format_rfc3339_ms;
     const HELD: u64 = 40;
-    const TIMED: u64 = 5;
     let rt = runtime();
     let standin = scoped_standin(&rt, "automation");
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let config = TestConfig {
-        env: "CAPACITY",
-        connector: &format!(
-            "api_base = \"{}\"\nrequests_per_10s = 5\nlist_batch_size = 1",
-            standin.url()
-        ),
-        hooks: &[
-            &Hook {
-                id: "timed",
-                kind: "NEXT_24_HOURS",
-                target: "workflow_id = 101",
-            },
-            &Hook {
-                id: "l",
-                kind: "UPDATE_ONLY",
-                target: "list_id = \"987\"",
-            },
-        ],
-        ..TestConfig::default()
-    }
-    .write(dir.path());
-    let emails: Vec<String> = (0..TIMED).map(|i| format!("t{i}@example.com")).collect();
-    for (i, e) in emails.iter().enumerate() {
-        standin.add_contact(e, 40_000 + i as u64);
-    }
-    import_opens(&config, &data, &emails, (now_ms() / HOUR + 2) % 24);
+    let (config, emails) = timed_beside_a_list(&standin, &data, "");
     let t0 = (now_ms() / MINUTE + 1) * MINUTE;
     let mut rows = receipts_of("l", WebhookType::UpdateOnly, 30_000..30_000 + HELD, t0);
     rows.extend(

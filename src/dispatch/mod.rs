@@ -352,7 +352,8 @@ impl Dispatcher {
             self.unbooked.insert(webhook);
         }
         let ids = &self.webhook_ids;
-        (self.unbooked).save(|w| config.webhook(w).is_some() || ids.contains(w));
+        self.unbooked
+            .save(|w| config.webhook(w).is_some() || ids.contains(w));
         self.store_pauses();
         self.metrics
             .board

@@ -1,9 +1,9 @@
 //! The webhooks whose backlog the ledgers were last built without (paused, their target or
 //! kind of call held, out of the config), or that a tick found held since: when the ledgers
 //! are built with it, it is booked after the rest ([`super::Dispatcher::capacities`]). Kept in
-//! `state/dispatch-unbooked`, one id a line: kept in memory only, the next process (`sendtime
-//! tick`, a restart) booked it first, as the oldest, and moved the contacts at their planned
-//! minutes later.
+//! `state/dispatch-unbooked`, one id a line (in memory only, the next process, `sendtime
+//! tick` or a restart, booked it first, as the oldest, and moved the contacts at their planned
+//! minutes later).
 
 use std::collections::{BTreeSet, HashSet};
 use std::path::{Path, PathBuf};

@@ -527,9 +527,13 @@ fn unplanned_timed(
     options: &Options,
 ) -> anyhow::Result<Vec<(String, i64)>> {
     let webhooks: HashSet<&str> = compared.iter().map(|s| &*s.webhook).collect();
-    // A plan part set aside leaves its receipts, sent ones too, without a plan row: they
-    // cannot be told from those not planned (its note says rows are missing).
-    if webhooks.is_empty() || crate::datasets::quarantined_parts(data_dir, plan::NAME)? > 0 {
+    // A live plan part set aside leaves its receipts, sent ones too, without a plan row: they
+    // cannot be told from those not planned (its note says rows are missing). One archived
+    // holds none of the live inbox's.
+    let set_aside = plan::dataset(data_dir)?
+        .quarantined_parts()
+        .map_or(true, |n| n > 0);
+    if webhooks.is_empty() || set_aside {
         return Ok(Vec::new());
     }
     let mut out = Vec::new();

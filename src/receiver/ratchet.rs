@@ -148,7 +148,8 @@ impl Ratchet {
                     floors.unsaved_since = None;
                 }
             }
-            Err(_) => floors.unsaved_since = Some(now_ms),
+            // The later of this call's and a claim made while it wrote.
+            Err(_) => floors.unsaved_since = floors.unsaved_since.max(Some(now_ms)),
         }
         written
     }
