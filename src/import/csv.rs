@@ -34,9 +34,7 @@ pub fn read(path: &Path, columns: &Columns) -> anyhow::Result<(Vec<Stored>, usiz
     let mut bad_count = 0;
     let mut batch = Batch::default();
     while reader.next_batch(&mut batch)? {
-        bad_count += batch.bad.len();
-        let room = super::MAX_LISTED.saturating_sub(bad.len());
-        bad.extend(batch.bad.drain(..).take(room));
+        bad_count += batch.take_bad(&mut bad);
         for r in batch.rows.drain(..) {
             let next = index.len() as u32;
             let contact = *index.entry(r.contact).or_insert(next);

@@ -287,6 +287,15 @@ const MAX_RECYCLED_ROWS: usize = 1 << 20;
 const NEW: u32 = u32::MAX;
 
 impl Batch {
+    /// Move this batch's bad rows to `listed`, up to [`MAX_LISTED`] there; how many it had
+    /// (those only counted too).
+    fn take_bad(&mut self, listed: &mut Vec<(u64, String)>) -> usize {
+        let count = self.bad.len() + self.unlisted;
+        let room = MAX_LISTED.saturating_sub(listed.len());
+        listed.extend(self.bad.drain(..).take(room));
+        count
+    }
+
     /// Look every row's contact up in the `shared` index, on all cores: interning then hashes
     /// only the contacts new since its last merge, one row at a time in file order, so
     /// indices are what interning every row in order would give.
@@ -546,9 +555,7 @@ pub fn run<R: Reader>(
                 go_on(path)?;
                 let Some(mut batch) = batch? else { break };
                 if !batch.bad.is_empty() || bad_count > 0 {
-                    bad_count += batch.bad.len() + batch.unlisted;
-                    let room = MAX_LISTED.saturating_sub(bad.len());
-                    bad.extend(batch.bad.drain(..).take(room));
+                    bad_count += batch.take_bad(&mut bad);
                     // Nothing will be imported: check the rest, stage nothing more.
                     continue;
                 }
