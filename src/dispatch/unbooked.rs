@@ -5,7 +5,7 @@
 //! tick` or a restart, booked it first, as the oldest, and moved the contacts at their planned
 //! minutes later).
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
 /// A longer file is not one this build wrote: read as empty.
@@ -15,7 +15,7 @@ pub(super) struct Unbooked {
     path: PathBuf,
     ids: HashSet<String>,
     /// What the file holds, as last read or written.
-    saved: BTreeSet<String>,
+    saved: HashSet<String>,
     write_errors: crate::throttle::Throttle,
 }
 
@@ -23,7 +23,7 @@ impl Unbooked {
     /// The set the last process left in `data_dir` (none if unreadable: booked in due order).
     pub(super) fn open(data_dir: &Path) -> Unbooked {
         let path = crate::store::state_dir(data_dir).join("dispatch-unbooked");
-        let saved: BTreeSet<String> = std::fs::metadata(&path)
+        let saved: HashSet<String> = std::fs::metadata(&path)
             .ok()
             .filter(|m| m.len() <= MAX_BYTES)
             .and_then(|_| std::fs::read_to_string(&path).ok())
@@ -31,7 +31,7 @@ impl Unbooked {
             .unwrap_or_default();
         Unbooked {
             path,
-            ids: saved.iter().cloned().collect(),
+            ids: saved.clone(),
             saved,
             write_errors: Default::default(),
         }
@@ -54,16 +54,17 @@ impl Unbooked {
     /// receipts held for one it lacks).
     pub(super) fn save(&mut self, known: impl Fn(&str) -> bool) {
         self.ids.retain(|w| known(w));
-        let now: BTreeSet<String> = self.ids.iter().cloned().collect();
-        if now == self.saved {
+        if self.ids == self.saved {
             return;
         }
-        let text: String = now.iter().map(|w| format!("{w}\n")).collect();
+        let mut ids: Vec<&String> = self.ids.iter().collect();
+        ids.sort();
+        let text: String = ids.iter().map(|w| format!("{w}\n")).collect();
         let written = (self.path.parent())
             .map_or(Ok(()), std::fs::create_dir_all)
             .and_then(|()| crate::store::write_durably(&self.path, text.as_bytes()));
         match written {
-            Ok(()) => self.saved = now,
+            Ok(()) => self.saved = self.ids.clone(),
             Err(e) => {
                 if let Some(suppressed) = self.write_errors.due() {
                     tracing::warn!(
