@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::ops::Range;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard};
 
 use polars::prelude::*;
@@ -240,6 +240,44 @@ impl Contacts {
         Ok(out)
     }
 
+    /// Add the entries of `parts`, written by another writer since this dictionary was
+    /// loaded, without reading the rest again: two imports at once each add a part a page.
+    /// `false` when they do not just continue it (an entry rewritten by an erase, a gap):
+    /// load it again.
+    pub fn catch_up(&mut self, parts: &[PathBuf]) -> anyhow::Result<bool> {
+        let mut rows: Vec<(u32, String, Option<i64>)> = Vec::new();
+        for part in parts {
+            let df = crate::store::read_part(part)?;
+            let idx = df.column(col::CONTACT)?.u32()?;
+            let keys = df.column(col::KEY)?.str()?;
+            let ids = df.column(col::CONTACT_ID)?.i64()?;
+            for ((i, k), id) in idx.iter().zip(keys.iter()).zip(ids.iter()) {
+                if let (Some(i), Some(k)) = (i, k) {
+                    rows.push((i, k.to_string(), id));
+                }
+            }
+        }
+        rows.sort_unstable_by_key(|r| r.0);
+        for (i, key, id) in rows {
+            match (i as usize).cmp(&self.keys.len()) {
+                std::cmp::Ordering::Less if self.keys[i as usize] == key => continue,
+                std::cmp::Ordering::Equal => {}
+                _ => return Ok(false),
+            }
+            match &mut self.shared {
+                Some(sharing) => sharing.young.insert(&key, i),
+                None => {
+                    if let Some(index) = self.index.get_mut() {
+                        index.insert(&key, i);
+                    }
+                }
+            }
+            self.keys.push(key);
+            self.contact_ids.push(id);
+        }
+        Ok(true)
+    }
+
     pub fn len(&self) -> usize {
         self.keys.len()
     }
@@ -444,6 +482,33 @@ mod tests {
             std::thread::sleep(std::time::Duration::from_millis(2));
         }
         dir
+    }
+
+    /// A part that continues a loaded dictionary is caught up with, found by its key; one
+    /// that rewrites an entry it holds (an erase's blanks, left beside the entries by a
+    /// crash) is not: the dictionary must be loaded again.
+    #[test]
+    fn only_a_part_that_continues_the_dictionary_is_caught_up_with() {
+        let dir = three_parts();
+        let mut contacts = Contacts::load(dir.path()).unwrap();
+        assert_eq!(contacts.get("#1"), Some(1));
+        let part = |i: u32, key: &str| {
+            let mut df = DataFrame::new(
+                1,
+                vec![
+                    Column::new(col::CONTACT.into(), [i]),
+                    Column::new(col::KEY.into(), [key]),
+                    Column::new(col::CONTACT_ID.into(), [None::<i64>]),
+                ],
+            )
+            .unwrap();
+            let dataset = dataset(dir.path()).unwrap();
+            dataset.write_part(Ulid::generate(), &mut df).unwrap()
+        };
+        assert!(contacts.catch_up(&[part(3, "x@y.com")]).unwrap());
+        assert_eq!(contacts.get("x@y.com"), Some(3));
+        assert!(!contacts.catch_up(&[part(1, "~erased-1")]).unwrap());
+        assert!(!contacts.catch_up(&[part(5, "z@y.com")]).unwrap());
     }
 
     /// A dictionary part gone missing is an error, not indices silently reused.

@@ -172,8 +172,9 @@ pub fn append(data_dir: &Path, events: &[Event]) -> anyhow::Result<(usize, usize
 }
 
 /// [`append`] batch after batch (the HubSpot import's pages), keeping the contact dictionary
-/// between batches: loading it for each made a first import quadratic in its pages. It is
-/// loaded again when someone else has changed it.
+/// between batches: loading it for each made a first import quadratic in its pages. The parts
+/// another writer added are read before the next batch, and it is loaded again when its parts
+/// were rewritten (an erase, a compaction).
 pub struct Appender {
     data_dir: PathBuf,
     contacts: Contacts,
@@ -196,7 +197,20 @@ impl Appender {
         let dictionary = contacts::dataset(&self.data_dir)?;
         // Taken, so that a failure below leaves the dictionary to be loaded again.
         let left = self.parts.take();
-        if left.as_ref() != Some(&dictionary.parts()?) {
+        let now = dictionary.parts()?;
+        let caught_up = match &left {
+            Some(left) if left.iter().all(|p| now.binary_search(p).is_ok()) => {
+                let added: Vec<PathBuf> = now
+                    .iter()
+                    .filter(|p| left.binary_search(p).is_err())
+                    .cloned()
+                    .collect();
+                // A part unreadable is left to the load, which sets it aside and says so.
+                self.contacts.catch_up(&added).unwrap_or(false)
+            }
+            _ => false,
+        };
+        if !caught_up {
             self.contacts = Contacts::load(&self.data_dir)?;
         }
         let done = write(&self.data_dir, &mut self.contacts, events)?;
@@ -887,6 +901,68 @@ mod tests {
             ("b@x.com", 1),
             ("c@x.com", 2),
             ("d@x.com", 3),
+        ];
+        assert_eq!(rows, want.map(|(e, i)| (e.to_string(), i)));
+    }
+
+    /// An appender reads only the dictionary parts another writer added since its last
+    /// batch (two imports at once add one a page): the parts it had read are damaged here
+    /// meanwhile, and neither appender reads them again.
+    #[test]
+    fn an_appender_reads_only_the_parts_another_writer_added() {
+        let dir = tempfile::tempdir().unwrap();
+        let event = |email: &str| Event {
+            event_id: None,
+            contact_id: None,
+            email: Some(email.into()),
+            kind: Kind::Open,
+            at_ms: 1_700_000_000_000,
+            filtered: false,
+            source: "test".into(),
+        };
+        let mut a = Appender::new(dir.path());
+        let mut b = Appender::new(dir.path());
+        a.append(&[event("a@x.com")]).unwrap();
+        b.append(&[event("b@x.com")]).unwrap();
+        a.append(&[event("c@x.com")]).unwrap();
+        // The parts both have read: b has not read c's yet.
+        let mut read = contacts::dataset(dir.path()).unwrap().parts().unwrap();
+        read.pop();
+        let kept: Vec<Vec<u8>> = read.iter().map(|p| std::fs::read(p).unwrap()).collect();
+        for part in &read {
+            let mut bytes = std::fs::read(part).unwrap();
+            let middle = bytes.len() / 2;
+            bytes[middle] ^= 0xff;
+            std::fs::write(part, bytes).unwrap();
+        }
+        b.append(&[event("d@x.com"), event("a@x.com")]).unwrap();
+        a.append(&[event("e@x.com"), event("d@x.com")]).unwrap();
+        for (part, bytes) in read.iter().zip(&kept) {
+            std::fs::write(part, bytes).unwrap();
+        }
+        let contacts = Contacts::load(dir.path()).unwrap();
+        let keys = ["a@x.com", "b@x.com", "c@x.com", "d@x.com", "e@x.com"];
+        assert_eq!(contacts.keys, keys);
+        let mut rows: Vec<(String, u32)> = Vec::new();
+        for (_, df) in dataset(dir.path()).unwrap().read_all().unwrap() {
+            let emails = df.column(col::EMAIL).unwrap().str().unwrap().clone();
+            let idx = df.column(col::CONTACT).unwrap().u32().unwrap().clone();
+            rows.extend(
+                emails
+                    .iter()
+                    .zip(idx.iter())
+                    .map(|(e, i)| (e.unwrap().into(), i.unwrap())),
+            );
+        }
+        rows.sort();
+        let want = [
+            ("a@x.com", 0),
+            ("a@x.com", 0),
+            ("b@x.com", 1),
+            ("c@x.com", 2),
+            ("d@x.com", 3),
+            ("d@x.com", 3),
+            ("e@x.com", 4),
         ];
         assert_eq!(rows, want.map(|(e, i)| (e.to_string(), i)));
     }
