@@ -1216,6 +1216,100 @@ fn a_pause_stops_a_scheduled_import_under_way() {
     assert_all_once(&stored(&data).0, &s);
 }
 
+/// Each account's scheduled import runs beside the others': one account's first import
+/// (days, for a large account at the share planning leaves) no longer holds back every other
+/// account's, which waited for it in turn (an audit).
+#[test]
+fn one_accounts_long_import_does_not_hold_back_anothers() {
+    use common::{Server, eventually};
+    let s = setup(Options::default());
+    // The first account's pages are answered 2 s late (and it is first in the config).
+    s.standin.inject(
+        Injection::next(Fault::Slow(Duration::from_secs(2)))
+            .times(u64::MAX)
+            .on(EVENTS),
+    );
+    let quick = s
+        ._rt
+        .block_on(StandIn::start(Options {
+            events: events(),
+            ..Options::default()
+        }))
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("webhooks.toml");
+    let connector = |id: &str, portal: u32, url: &str| {
+        format!(
+            "[[connector]]\nid = \"{id}\"\nportal_id = {portal}\napp_id = 2\nclient_secret_env = \"TWO_SECRET\"\naccess_token_env = \"TWO_TOKEN\"\napi_base = \"{url}\"\n"
+        )
+    };
+    let webhook = |id: &str, on: &str| {
+        format!(
+            "[[webhook]]\nid = \"{id}\"\nconnector = \"{on}\"\ntype = \"IMMEDIATE\"\nworkflow_id = 3\n"
+        )
+    };
+    std::fs::write(
+        &config,
+        format!(
+            "version = 1\n[server]\npublic_url = \"https://hooks.example.com\"\n[import]\ncron = \"*/2 * * * * *\"\n{}{}{}{}",
+            connector("slow", 1, &s.standin.url()),
+            connector("quick", 7, &quick.url()),
+            webhook("a", "slow"),
+            webhook("b", "quick"),
+        ),
+    )
+    .unwrap();
+    let env = [("TWO_SECRET", "two-secret"), ("TWO_TOKEN", DEFAULT_TOKEN)];
+    let data = dir.path().join("data");
+    let server = Server::start(&config, &data, &env);
+    let done = |c: &str| {
+        let series = format!("sendtime_import_runs_total{{connector=\"{c}\",result=\"ok\"}}");
+        common::metric(&server, &series)
+    };
+    eventually(Duration::from_secs(15), || {
+        (done("quick") >= 1).then_some(())
+    })
+    .unwrap_or_else(|| panic!("the quick account waited:\n{}", server.logs()));
+    assert_eq!(
+        done("slow"),
+        0,
+        "the slow account's first import is still under way"
+    );
+    assert!(!s.events_requests().is_empty(), "the slow account's began");
+    eventually(Duration::from_secs(60), || {
+        (done("slow") >= 1).then_some(())
+    })
+    .unwrap_or_else(|| panic!("the slow account never finished:\n{}", server.logs()));
+    server.stop();
+    // The two accounts' imports shared one dictionary: each contact in it once, at the
+    // index every event of its address carries.
+    let frame = |name: &str| {
+        let parts = Dataset::open(&data, name).unwrap().read_all().unwrap();
+        concat_frames(parts.into_iter().map(|(_, df)| df).collect()).unwrap()
+    };
+    let contacts = frame("contacts");
+    let mut keys: Vec<(u32, String)> = (contacts.column("contact").unwrap().u32().unwrap())
+        .iter()
+        .zip(contacts.column("key").unwrap().str().unwrap().iter())
+        .map(|(i, k)| (i.unwrap(), k.unwrap().to_string()))
+        .collect();
+    keys.sort();
+    assert_eq!(keys.len(), 300, "each of the 300 addresses once");
+    assert!(keys.iter().enumerate().all(|(n, (i, _))| n == *i as usize));
+    let events = frame("events");
+    let sources: HashSet<&str> = (events.column("source").unwrap().str().unwrap())
+        .iter()
+        .flatten()
+        .collect();
+    assert_eq!(sources.len(), 2, "both accounts' events: {sources:?}");
+    let pairs = (events.column("contact").unwrap().u32().unwrap())
+        .iter()
+        .zip(events.column("email").unwrap().str().unwrap().iter());
+    for (i, email) in pairs {
+        assert_eq!(keys[i.unwrap() as usize].1, email.unwrap());
+    }
+}
+
 /// Pages of odd but real shape: an event without a type (HubSpot's UNBOUNCE events have
 /// none) is skipped, not a page that cannot be read; an empty page that says there is more
 /// goes on to the next one.

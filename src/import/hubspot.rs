@@ -11,6 +11,7 @@
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
@@ -148,10 +149,13 @@ pub fn run(config: &Config, request: &Request) -> anyhow::Result<Summary> {
 /// `stop` is asked after each page and while waiting on HubSpot: once it says why to stop, the
 /// run ends there (its cursor saved, so the next run resumes). `clock` is `serve`'s: the
 /// demo's runs faster, as its HubSpot stand-in's does ([`Clock::world_ms`]).
+/// `appender` is shared by the imports running at once, so they hold one copy of the contact
+/// dictionary.
 pub fn run_in_background(
     config: &Config,
     connector: &Connector,
     clock: Clock,
+    appender: SharedAppender,
     stop: impl Fn() -> Option<&'static str> + Send + 'static,
 ) -> anyhow::Result<Summary> {
     let client = Client::for_connector(connector, policy::EVENTS_PAGE_TIMEOUT)?
@@ -159,6 +163,7 @@ pub fn run_in_background(
     let mut import = Import::new(config, connector, client, MAX_EVENTS_PAGE, BUDGET_MB * MB)?;
     import.stop = Box::new(stop);
     import.clock = clock;
+    import.appender = appender;
     import.run(None, None)
 }
 
@@ -216,7 +221,11 @@ struct Import {
     before_page: Box<dyn FnMut(&Client) + Send>,
     /// Its [`Clock::world_ms`] ends a window without `--until`.
     clock: Clock,
+    appender: SharedAppender,
 }
+
+/// An events appender imports running at once share (`serve`'s scheduled imports).
+pub type SharedAppender = Arc<Mutex<events::Appender>>;
 
 impl Import {
     fn new(
@@ -241,6 +250,7 @@ impl Import {
             stop: Box::new(|| None),
             before_page: Box::new(|_| {}),
             clock: Clock::System,
+            appender: Arc::new(Mutex::new(events::Appender::new(&config.server.data_dir))),
         })
     }
 
@@ -411,7 +421,6 @@ impl Import {
             let _lock = events::lock(&self.data_dir)?;
             events::recover_locked(&self.data_dir)?;
         }
-        let mut appender = events::Appender::new(&self.data_dir);
         let progress = Progress::new(&self.connector.id, cursor.start_ms, cursor.end_ms);
         let (mut new_total, mut dup_total, mut skipped_total) = (0u64, 0u64, 0u64);
         let mut resuming_offset = cursor.offset.is_some();
@@ -459,6 +468,8 @@ impl Import {
             let (stored, no_contact) = if fresh.is_empty() {
                 (0, 0)
             } else {
+                // Poisoned by a panic mid-batch, it loads the dictionary again (`Appender::append`).
+                let mut appender = self.appender.lock().unwrap_or_else(PoisonError::into_inner);
                 appender.append(&fresh).context("cannot store events")?
             };
             if let Some(oldest) = oldest {

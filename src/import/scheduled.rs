@@ -3,15 +3,18 @@
 //! (the same code and cursor as `sendtime import hubspot`, paced at the share planning
 //! leaves). The dispatcher's profiles take the new event parts on its next tick.
 
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 
 use chrono::{DateTime, Utc};
 use tokio::sync::watch;
 
 use crate::clock::Clock;
-use crate::config::ConfigHandle;
+use crate::config::{ConfigHandle, Connector};
+use crate::datasets::events::Appender;
 use crate::dispatch::connector::{self, PauseReason, PausedBy};
+use crate::import::hubspot::SharedAppender;
 use crate::metrics::{ImportStatus, Metrics};
 use crate::scheduler::{RECHECK, next_after};
 
@@ -25,6 +28,9 @@ pub async fn run(
     mut stop: watch::Receiver<bool>,
 ) {
     let mut last_fire: Option<DateTime<Utc>> = None;
+    let mut rounds: HashMap<u64, tokio::task::JoinHandle<()>> = HashMap::new();
+    // The rounds under way's: one copy of the contact dictionary, gone when they end.
+    let mut appender: Weak<Mutex<Appender>> = Weak::new();
     loop {
         let snapshot = config.load_full();
         let now = Utc::now();
@@ -48,81 +54,130 @@ pub async fn run(
             continue; // disabled, changed, or the once-a-minute look at the config
         }
         last_fire = Some(fire);
-        let data_dir = &snapshot.server.data_dir;
-        for connector in snapshot.connectors.iter().filter(|c| !c.dry_run) {
-            // A round may last hours (a first import): the config in force now decides
-            // whether each connector still imports, not the one the round began with.
-            if let Some(why) = unconfigured(&config.load(), &connector.id) {
-                tracing::info!(connector = %connector.id, "scheduled HubSpot import skipped: {why}");
+        // Each account's round beside the others': an account's first import may take days,
+        // and a round that imported every connector in turn held the others' back that long
+        // (an audit). One account's connectors go in turn (its import lock is one).
+        rounds.retain(|_, round| !round.is_finished());
+        let mut accounts: BTreeMap<u64, Vec<Connector>> = BTreeMap::new();
+        for c in snapshot.connectors.iter().filter(|c| !c.dry_run) {
+            accounts.entry(c.portal_id).or_default().push(c.clone());
+        }
+        for (portal, connectors) in accounts {
+            if rounds.contains_key(&portal) {
+                tracing::info!(
+                    portal,
+                    "scheduled HubSpot import skipped: the account's last round is still under way"
+                );
                 continue;
             }
-            if let Some(why) = paused(data_dir, &metrics, &connector.id, clock.now_ms()) {
-                tracing::info!(connector = %connector.id, "scheduled HubSpot import skipped: the connector is paused ({why})");
-                let why = format!("skipped: the connector is paused ({why})");
-                metrics.import_paused(&connector.id, clock.now_ms(), &why);
-                continue;
-            }
-            let (handle, config, c) = (config.clone(), snapshot.clone(), connector.clone());
-            let (stopping, watching, run_clock) = (stop.clone(), metrics.clone(), clock.clone());
-            // Why the run stopped, when a pause came while it ran.
-            let halted = Arc::new(Mutex::new(None));
-            let halting = halted.clone();
-            let started = std::time::Instant::now();
-            let result = tokio::task::spawn_blocking(move || {
-                let (data_dir, id) = (config.server.data_dir.clone(), c.id.clone());
-                let pauses = crate::pauses::Watch::new(&data_dir);
-                let now = run_clock.clone();
-                crate::import::hubspot::run_in_background(&config, &c, run_clock, move || {
-                    if *stopping.borrow() {
-                        return Some("shutting down");
-                    }
-                    let why = unconfigured(&handle.load(), &id)
-                        .or_else(|| halted_by(&pauses, &watching, &data_dir, &id, now.now_ms()))?;
-                    *halting.lock().unwrap() = Some(why);
-                    Some(why)
-                })
-            })
-            .await;
-            let result = match result {
-                Ok(r) => r,
-                Err(e) => Err(anyhow::anyhow!("the import task failed: {e}")),
-            };
-            let at = clock.now_ms();
-            // Cut short by the shutdown or a pause: not a failure (the next run resumes there).
-            if result.is_err() && *stop.borrow() {
-                tracing::info!(connector = %connector.id, "scheduled HubSpot import stopped for the shutdown; the next run resumes where it stopped");
-                break;
-            }
-            let halted = *halted.lock().unwrap();
-            if let (Err(e), Some(why)) = (&result, halted) {
-                tracing::info!(connector = %connector.id, "scheduled HubSpot import {e:#}");
-                let why = format!("stopped: {why} (the next run resumes where it stopped)");
-                metrics.import_paused(&connector.id, at, &why);
-                continue;
-            }
-            match &result {
-                Ok(summary) => tracing::info!(
-                    connector = %connector.id,
-                    new = summary.stored,
-                    took_ms = started.elapsed().as_millis() as u64,
-                    "scheduled HubSpot import done"
-                ),
-                Err(e) => tracing::warn!(
-                    connector = %connector.id,
-                    "scheduled HubSpot import failed (the next run resumes where it stopped): {e:#}"
-                ),
-            }
-            metrics.import_finished(
-                &connector.id,
-                at,
-                result.as_ref().map_err(|e| format!("{e:#}")),
-            );
-            if *stop.borrow() {
-                break;
-            }
+            let shared = appender.upgrade().unwrap_or_else(|| {
+                let new = Arc::new(Mutex::new(Appender::new(&snapshot.server.data_dir)));
+                appender = Arc::downgrade(&new);
+                new
+            });
+            let round = tokio::spawn(round(
+                config.clone(),
+                snapshot.clone(),
+                connectors,
+                shared,
+                metrics.clone(),
+                clock.clone(),
+                stop.clone(),
+            ));
+            rounds.insert(portal, round);
         }
     }
+    // Each run under way stops after its page.
+    for (_, round) in rounds {
+        let _ = round.await;
+    }
     tracing::info!("import scheduler stopped");
+}
+
+/// One account's connectors' imports, in turn.
+async fn round(
+    config: ConfigHandle,
+    snapshot: Arc<crate::config::Config>,
+    connectors: Vec<Connector>,
+    appender: SharedAppender,
+    metrics: Metrics,
+    clock: Clock,
+    stop: watch::Receiver<bool>,
+) {
+    let data_dir = &snapshot.server.data_dir;
+    for connector in &connectors {
+        // A round may last hours (a first import): the config in force now decides
+        // whether each connector still imports, not the one the round began with.
+        if let Some(why) = unconfigured(&config.load(), &connector.id) {
+            tracing::info!(connector = %connector.id, "scheduled HubSpot import skipped: {why}");
+            continue;
+        }
+        if let Some(why) = paused(data_dir, &metrics, &connector.id, clock.now_ms()) {
+            tracing::info!(connector = %connector.id, "scheduled HubSpot import skipped: the connector is paused ({why})");
+            let why = format!("skipped: the connector is paused ({why})");
+            metrics.import_paused(&connector.id, clock.now_ms(), &why);
+            continue;
+        }
+        let (handle, config, c) = (config.clone(), snapshot.clone(), connector.clone());
+        let (stopping, watching, run_clock) = (stop.clone(), metrics.clone(), clock.clone());
+        let shared = appender.clone();
+        // Why the run stopped, when a pause came while it ran.
+        let halted = Arc::new(Mutex::new(None));
+        let halting = halted.clone();
+        let started = std::time::Instant::now();
+        let result = tokio::task::spawn_blocking(move || {
+            let (data_dir, id) = (config.server.data_dir.clone(), c.id.clone());
+            let pauses = crate::pauses::Watch::new(&data_dir);
+            let now = run_clock.clone();
+            crate::import::hubspot::run_in_background(&config, &c, run_clock, shared, move || {
+                if *stopping.borrow() {
+                    return Some("shutting down");
+                }
+                let why = unconfigured(&handle.load(), &id)
+                    .or_else(|| halted_by(&pauses, &watching, &data_dir, &id, now.now_ms()))?;
+                *halting.lock().unwrap() = Some(why);
+                Some(why)
+            })
+        })
+        .await;
+        let result = match result {
+            Ok(r) => r,
+            Err(e) => Err(anyhow::anyhow!("the import task failed: {e}")),
+        };
+        let at = clock.now_ms();
+        // Cut short by the shutdown or a pause: not a failure (the next run resumes there).
+        if result.is_err() && *stop.borrow() {
+            tracing::info!(connector = %connector.id, "scheduled HubSpot import stopped for the shutdown; the next run resumes where it stopped");
+            return;
+        }
+        let halted = *halted.lock().unwrap();
+        if let (Err(e), Some(why)) = (&result, halted) {
+            tracing::info!(connector = %connector.id, "scheduled HubSpot import {e:#}");
+            let why = format!("stopped: {why} (the next run resumes where it stopped)");
+            metrics.import_paused(&connector.id, at, &why);
+            continue;
+        }
+        match &result {
+            Ok(summary) => tracing::info!(
+                connector = %connector.id,
+                new = summary.stored,
+                took_ms = started.elapsed().as_millis() as u64,
+                "scheduled HubSpot import done"
+            ),
+            Err(e) => tracing::warn!(
+                connector = %connector.id,
+                "scheduled HubSpot import failed (the next run resumes where it stopped): {e:#}"
+            ),
+        }
+        metrics.import_finished(
+            &connector.id,
+            at,
+            result.as_ref().map_err(|e| format!("{e:#}")),
+        );
+        if *stop.borrow() {
+            return;
+        }
+    }
 }
 
 /// Why `connector` makes no calls now, if so. An operator's pause may protect a limit shared
