@@ -1627,6 +1627,60 @@ fn a_reload_that_turns_imports_off_stops_a_run_under_way() {
     server.stop();
 }
 
+/// A reload that lowers `requests_per_10s` slows a scheduled import under way to its new
+/// share from its next page: the share was worked out once, when the run began (a first
+/// import may last days).
+#[test]
+fn a_lowered_limit_slows_a_scheduled_import_under_way() {
+    use common::{Server, eventually, metric};
+    // 40,000 events: 40 pages of HubSpot's 1,000.
+    let now = chrono::Utc::now().timestamp_millis();
+    let many: Vec<EmailEvent> = (0..40_000)
+        .map(|i| EmailEvent {
+            id: format!("ev-{i:05}"),
+            created: now - 3_600_000 - i64::from(i) * 50_000,
+            kind: "OPEN".into(),
+            recipient: Some(format!("person{}@example.com", i % 300)),
+            email_campaign_id: Some(7),
+            filtered_event: false,
+            extra: Default::default(),
+        })
+        .collect();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let standin = rt
+        .block_on(StandIn::start(Options {
+            events: many,
+            ..Options::default()
+        }))
+        .unwrap();
+    let pages = || standin.log().iter().filter(|e| e.path == EVENTS).count();
+    let dir = tempfile::tempdir().unwrap();
+    let config = serve_config(dir.path(), "LOW", "hook", &standin.url());
+    let file = std::fs::read_to_string(&config).unwrap();
+    let base = format!("api_base = \"{}\"\n", standin.url());
+    assert_eq!(file.matches(&base).count(), 1);
+    let at = |limit: u32| file.replace(&base, &format!("{base}requests_per_10s = {limit}\n"));
+    // 190: a share of 19 calls per 10 s, paced about 590 ms apart.
+    std::fs::write(&config, at(190)).unwrap();
+    let env = [("LOW_SECRET", "low-secret"), ("LOW_TOKEN", DEFAULT_TOKEN)];
+    let server = Server::start(&config, &dir.path().join("data"), &env);
+    eventually(Duration::from_secs(30), || (pages() >= 2).then_some(()))
+        .unwrap_or_else(|| panic!("no import began:\n{}", server.logs()));
+    // 50: a share of 5, paced 3.3 s apart.
+    std::fs::write(&config, at(50)).unwrap();
+    eventually(Duration::from_secs(30), || {
+        (metric(&server, "sendtime_config_reloads_total{result=\"loaded\"}") == 1).then_some(())
+    })
+    .unwrap_or_else(|| panic!("no reload:\n{}", server.logs()));
+    let before = pages();
+    std::thread::sleep(Duration::from_secs(10));
+    let during = pages() - before;
+    server.stop();
+    // At most the page in flight at the reload and three at the new pace; 17 at the old.
+    assert!((1..=5).contains(&during), "{during} pages in 10 s");
+    assert!(pages() < 40, "the run ended before the reload");
+}
+
 /// Two connectors of one account do not import at once: each matches the events stored before
 /// it began, so together they stored every event twice. The second is refused while the first
 /// runs; run after it, it stores nothing again.

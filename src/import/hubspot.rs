@@ -19,7 +19,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
 
 use crate::clock::Clock;
-use crate::config::{Config, Connector};
+use crate::config::{Config, ConfigHandle, Connector};
 use crate::datasets::events::{self, Event, Kind};
 use crate::hubspot::policy::{self, Backoff};
 use crate::hubspot::wire::{EventsQuery, MAX_EVENTS_PAGE};
@@ -115,14 +115,16 @@ pub fn run(config: &Config, request: &Request) -> anyhow::Result<Summary> {
     import.before_page = Box::new(move |client: &Client| {
         if !shared && crate::dispatch::locks::dispatching(&data_dir).unwrap_or(false) {
             shared = true;
-            // Worked out now: this run's answers may have said a lower limit since it began.
-            let share = share_of(&paced);
             eprintln!(
-                "the dispatch lock of {} is held (by a `serve` sending from it, most likely): this import paces at {share} calls per 10 s from now on, the share of connector {}'s limit that planning leaves",
+                "the dispatch lock of {} is held (by a `serve` sending from it, most likely): this import paces at {} calls per 10 s from now on, the share of connector {}'s limit that planning leaves",
                 data_dir.display(),
+                share_of(&paced),
                 paced.id,
             );
-            client.share_at(share);
+        }
+        // Worked out at each page: HubSpot's answers may have said a lower limit since.
+        if shared {
+            client.share_at(share_of(&paced));
         }
     });
     let summary = import.run(request.since_ms, request.until_ms)?;
@@ -150,9 +152,10 @@ pub fn run(config: &Config, request: &Request) -> anyhow::Result<Summary> {
 /// run ends there (its cursor saved, so the next run resumes). `clock` is `serve`'s: the
 /// demo's runs faster, as its HubSpot stand-in's does ([`Clock::world_ms`]).
 /// `appender` is shared by the imports running at once, so they hold one copy of the contact
-/// dictionary.
+/// dictionary. The share is worked out again at each page, from the config in force
+/// (`handle`'s) and HubSpot's latest limit: a run may last days.
 pub fn run_in_background(
-    config: &Config,
+    handle: &ConfigHandle,
     connector: &Connector,
     clock: Clock,
     appender: SharedAppender,
@@ -160,7 +163,14 @@ pub fn run_in_background(
 ) -> anyhow::Result<Summary> {
     let client = Client::for_connector(connector, policy::EVENTS_PAGE_TIMEOUT)?
         .with_share(share_of(connector));
-    let mut import = Import::new(config, connector, client, MAX_EVENTS_PAGE, BUDGET_MB * MB)?;
+    let config = handle.load_full();
+    let mut import = Import::new(&config, connector, client, MAX_EVENTS_PAGE, BUDGET_MB * MB)?;
+    let (handle, id) = (handle.clone(), connector.id.clone());
+    import.before_page = Box::new(move |client: &Client| {
+        if let Some(now) = handle.load().connector(&id) {
+            client.share_at(share_of(now));
+        }
+    });
     import.stop = Box::new(stop);
     import.clock = clock;
     import.appender = appender;

@@ -129,7 +129,8 @@ async fn round(
             let (data_dir, id) = (config.server.data_dir.clone(), c.id.clone());
             let pauses = crate::pauses::Watch::new(&data_dir);
             let now = run_clock.clone();
-            crate::import::hubspot::run_in_background(&config, &c, run_clock, shared, move || {
+            let current = handle.clone();
+            crate::import::hubspot::run_in_background(&current, &c, run_clock, shared, move || {
                 if *stopping.borrow() {
                     return Some("shutting down");
                 }
