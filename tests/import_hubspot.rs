@@ -1478,6 +1478,39 @@ fn an_odd_event_is_read_or_skipped_and_the_import_goes_on() {
     assert_all_once(&got, &s);
 }
 
+/// A page none of whose events can be read (HubSpot's answer changed shape: here every time
+/// as text) stops the run before it, progress saved: skipping them marked the window
+/// imported with nothing stored, for good. The next run reads the page again.
+#[test]
+fn a_page_of_unreadable_events_stops_the_run_before_it() {
+    let s = setup(Options::default());
+    let changed: Vec<serde_json::Value> = (0..20)
+        .map(|i| {
+            serde_json::json!({"id": format!("new-{i}"), "created": "2026-12-01T10:00:00Z",
+                "type": "OPEN", "recipient": "new@example.com"})
+        })
+        .collect();
+    s.standin.inject(
+        Injection::next(Fault::Json(
+            serde_json::json!({"hasMore": true, "offset": "0", "events": changed}),
+        ))
+        .on(EVENTS),
+    );
+    let out = s.import();
+    assert!(!out.status.success(), "{}", text(&out));
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains("none of the 20 events of page 1"), "{said}");
+    assert_eq!(stored(&s.data).0.len(), 0);
+    let state: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(sendtime::import::hubspot::state_path(&s.data, "main")).unwrap(),
+    )
+    .unwrap();
+    assert!(state["complete_until_ms"].is_null() && state["run"].is_object(), "{state}");
+    let out = s.import();
+    assert!(out.status.success(), "{}", text(&out));
+    assert_all_once(&stored(&s.data).0, &s);
+}
+
 /// A `serve` stopped while its scheduled import waits out HubSpot's 429 (ten minutes here)
 /// exits at once, not when the wait ends; the import resumes at the next start.
 #[test]

@@ -65,6 +65,9 @@ pub struct EventsPage {
     /// stops the import.
     #[serde(skip)]
     pub unreadable: u64,
+    /// Why the first of them could not be read.
+    #[serde(skip)]
+    pub first_unreadable: Option<String>,
     /// When HubSpot answered, by its `Date` header: the import marks its window complete up
     /// to HubSpot's time, not this machine's (a clock ahead marked events complete before
     /// HubSpot had them, and no run read them; an audit).
@@ -123,12 +126,18 @@ fn at_most_a_page<'de, D: serde::Deserializer<'de>>(
 impl From<PageAsSent> for EventsPage {
     fn from(page: PageAsSent) -> EventsPage {
         let total = page.events.len();
+        let mut first_unreadable = None;
         let events: Vec<EmailEvent> = (page.events.into_iter())
-            .filter_map(|e| serde_json::from_value(e).ok())
+            .filter_map(|e| {
+                serde_json::from_value(e)
+                    .map_err(|e| first_unreadable.get_or_insert_with(|| e.to_string()))
+                    .ok()
+            })
             .collect();
         EventsPage {
             answered_at_ms: None,
             unreadable: (total - events.len()) as u64,
+            first_unreadable,
             events,
             has_more: page.has_more,
             offset: page.offset,

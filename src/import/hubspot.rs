@@ -37,6 +37,10 @@ const STATE_VERSION: u32 = 1;
 /// now and then, but a chain of new offsets without events would spend the run's share for
 /// good (each new, so the repeated-offset check never ends it).
 const MAX_EMPTY_PAGES: u32 = 50;
+/// Events in a page none of which can be read, from which a run stops before its cursor moves
+/// past them: HubSpot's answer has changed shape, and skipping them marked their window
+/// imported with nothing stored. Fewer are odd events, skipped.
+const UNREADABLE_PAGE: u64 = 10;
 
 /// What the importer remembers between runs, per connector.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -472,6 +476,17 @@ impl Import {
                     cursor.pages + 1
                 )
             })?;
+            if page.events.is_empty() && page.unreadable >= UNREADABLE_PAGE {
+                bail!(
+                    "none of the {} events of page {} could be read ({}): HubSpot's answer has \
+                     changed shape, and this version of sendtime cannot read it. The import \
+                     stopped before them (progress is saved); each run reads the page again, and \
+                     a sendtime that reads them imports them",
+                    page.unreadable,
+                    cursor.pages + 1,
+                    page.first_unreadable.as_deref().unwrap_or("unknown")
+                );
+            }
             let oldest = page.events.iter().map(|e| e.created).min();
             let (fresh, dups, skipped) =
                 self.convert(&page, (cursor.start_ms, cursor.end_ms), &mut seen)?;
@@ -623,6 +638,7 @@ impl Import {
         if page.unreadable > 0 {
             tracing::warn!(
                 unreadable = page.unreadable,
+                first = page.first_unreadable.as_deref().unwrap_or("unknown"),
                 "skipping events HubSpot sent without an id or time sendtime can read"
             );
         }
