@@ -1505,7 +1505,10 @@ fn a_page_of_unreadable_events_stops_the_run_before_it() {
         &std::fs::read(sendtime::import::hubspot::state_path(&s.data, "main")).unwrap(),
     )
     .unwrap();
-    assert!(state["complete_until_ms"].is_null() && state["run"].is_object(), "{state}");
+    assert!(
+        state["complete_until_ms"].is_null() && state["run"].is_object(),
+        "{state}"
+    );
     let out = s.import();
     assert!(out.status.success(), "{}", text(&out));
     assert_all_once(&stored(&s.data).0, &s);
@@ -1712,6 +1715,50 @@ fn a_lowered_limit_slows_a_scheduled_import_under_way() {
     // At most the page in flight at the reload and three at the new pace; 17 at the old.
     assert!((1..=5).contains(&during), "{during} pages in 10 s");
     assert!(pages() < 40, "the run ended before the reload");
+}
+
+/// A connector moved to another account by a reload while its round runs is not started again
+/// in a round of the new account: the two runs met at its import lock, and each fire, for the
+/// days a first import lasts, counted a failed run.
+#[test]
+fn a_connector_moved_to_another_account_mid_round_is_not_run_twice() {
+    use common::{Server, eventually, metric};
+    let s = setup(Options::default());
+    let slow = Injection::next(Fault::Slow(Duration::from_secs(2)));
+    s.standin.inject(slow.times(u64::MAX).on(EVENTS));
+    let dir = tempfile::tempdir().unwrap();
+    let config = serve_config(dir.path(), "MOVE", "hook", &s.standin.url());
+    let env = [
+        ("MOVE_SECRET", "move-secret"),
+        ("MOVE_TOKEN", DEFAULT_TOKEN),
+    ];
+    let server = Server::start(&config, &dir.path().join("data"), &env);
+    eventually(Duration::from_secs(30), || {
+        (!s.events_requests().is_empty()).then_some(())
+    })
+    .unwrap_or_else(|| panic!("no import began:\n{}", server.logs()));
+    let file = std::fs::read_to_string(&config).unwrap();
+    let portal = format!("portal_id = {}\n", common::PORTAL_ID);
+    assert_eq!(file.matches(&portal).count(), 1);
+    let moved = format!("portal_id = {}\n", common::PORTAL_ID + 1);
+    std::fs::write(&config, file.replace(&portal, &moved)).unwrap();
+    eventually(Duration::from_secs(30), || {
+        (metric(&server, "sendtime_config_reloads_total{result=\"loaded\"}") == 1).then_some(())
+    })
+    .unwrap_or_else(|| panic!("no reload:\n{}", server.logs()));
+    // Two fires of `*/2` while the first round reads its pages 2 s apart.
+    std::thread::sleep(Duration::from_secs(5));
+    let failed = "sendtime_import_runs_total{connector=\"main\",result=\"error\"}";
+    assert_eq!(metric(&server, failed), 0, "{}", server.logs());
+    eventually(Duration::from_secs(60), || {
+        (metric(
+            &server,
+            "sendtime_import_runs_total{connector=\"main\",result=\"ok\"}",
+        ) >= 1)
+            .then_some(())
+    })
+    .unwrap_or_else(|| panic!("the first round never ended:\n{}", server.logs()));
+    server.stop();
 }
 
 /// Two connectors of one account do not import at once: each matches the events stored before

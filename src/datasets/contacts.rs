@@ -492,23 +492,42 @@ mod tests {
         let dir = three_parts();
         let mut contacts = Contacts::load(dir.path()).unwrap();
         assert_eq!(contacts.get("#1"), Some(1));
-        let part = |i: u32, key: &str| {
+        let part = |rows: &[(u32, &str, Option<i64>)]| {
             let mut df = DataFrame::new(
-                1,
+                rows.len(),
                 vec![
-                    Column::new(col::CONTACT.into(), [i]),
-                    Column::new(col::KEY.into(), [key]),
-                    Column::new(col::CONTACT_ID.into(), [None::<i64>]),
+                    Column::new(
+                        col::CONTACT.into(),
+                        rows.iter().map(|r| r.0).collect::<Vec<_>>(),
+                    ),
+                    Column::new(
+                        col::KEY.into(),
+                        rows.iter().map(|r| r.1).collect::<Vec<_>>(),
+                    ),
+                    Column::new(
+                        col::CONTACT_ID.into(),
+                        rows.iter().map(|r| r.2).collect::<Vec<_>>(),
+                    ),
                 ],
             )
             .unwrap();
             let dataset = dataset(dir.path()).unwrap();
             dataset.write_part(Ulid::generate(), &mut df).unwrap()
         };
-        assert!(contacts.catch_up(&[part(3, "x@y.com")]).unwrap());
-        assert_eq!(contacts.get("x@y.com"), Some(3));
-        assert!(!contacts.catch_up(&[part(1, "~erased-1")]).unwrap());
-        assert!(!contacts.catch_up(&[part(5, "z@y.com")]).unwrap());
+        // A repeat of an entry it holds (an interrupted compaction's) is passed over.
+        let continues = part(&[(4, "#9", Some(9)), (2, "#2", Some(2)), (3, "x@y.com", None)]);
+        assert!(contacts.catch_up(&[continues]).unwrap());
+        assert_eq!(
+            (contacts.get("x@y.com"), contacts.get_id(9)),
+            (Some(3), Some(4))
+        );
+        assert_eq!(contacts.contact_ids[3..], [None, Some(9)]);
+        assert!(
+            !contacts
+                .catch_up(&[part(&[(1, "~erased-1", None)])])
+                .unwrap()
+        );
+        assert!(!contacts.catch_up(&[part(&[(6, "z@y.com", None)])]).unwrap());
     }
 
     /// A dictionary part gone missing is an error, not indices silently reused.

@@ -199,6 +199,9 @@ impl Appender {
         let left = self.parts.take();
         let now = dictionary.parts()?;
         let caught_up = match &left {
+            // A part set aside may be the last one: the load says so, rather than its indices
+            // given again.
+            _ if dictionary.quarantined_until()?.is_some() => false,
             Some(left) if left.iter().all(|p| now.binary_search(p).is_ok()) => {
                 let added: Vec<PathBuf> = now
                     .iter()
@@ -924,10 +927,9 @@ mod tests {
         let mut b = Appender::new(dir.path());
         a.append(&[event("a@x.com")]).unwrap();
         b.append(&[event("b@x.com")]).unwrap();
+        // The parts both have read (b has not read c's, below).
+        let read = contacts::dataset(dir.path()).unwrap().parts().unwrap();
         a.append(&[event("c@x.com")]).unwrap();
-        // The parts both have read: b has not read c's yet.
-        let mut read = contacts::dataset(dir.path()).unwrap().parts().unwrap();
-        read.pop();
         let kept: Vec<Vec<u8>> = read.iter().map(|p| std::fs::read(p).unwrap()).collect();
         for part in &read {
             let mut bytes = std::fs::read(part).unwrap();

@@ -3,7 +3,7 @@
 //! (the same code and cursor as `sendtime import hubspot`, paced at the share planning
 //! leaves). The dispatcher's profiles take the new event parts on its next tick.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
 use std::sync::{Arc, Mutex, Weak};
 
@@ -28,7 +28,8 @@ pub async fn run(
     mut stop: watch::Receiver<bool>,
 ) {
     let mut last_fire: Option<DateTime<Utc>> = None;
-    let mut rounds: HashMap<u64, tokio::task::JoinHandle<()>> = HashMap::new();
+    // Each account's round under way, and its connectors.
+    let mut rounds: HashMap<u64, (tokio::task::JoinHandle<()>, Vec<String>)> = HashMap::new();
     // The rounds under way's: one copy of the contact dictionary, gone when they end.
     let mut appender: Weak<Mutex<Appender>> = Weak::new();
     loop {
@@ -57,19 +58,22 @@ pub async fn run(
         // Each account's round beside the others': an account's first import may take days,
         // and a round that imported every connector in turn held the others' back that long
         // (an audit). One account's connectors go in turn (its import lock is one).
-        rounds.retain(|_, round| !round.is_finished());
+        rounds.retain(|_, (round, _)| !round.is_finished());
         let mut accounts: BTreeMap<u64, Vec<Connector>> = BTreeMap::new();
         for c in snapshot.connectors.iter().filter(|c| !c.dry_run) {
             accounts.entry(c.portal_id).or_default().push(c.clone());
         }
+        // A connector moved to another account by a reload is still in its old round.
+        let busy: HashSet<String> = rounds.values().flat_map(|(_, ids)| ids.clone()).collect();
         for (portal, connectors) in accounts {
-            if rounds.contains_key(&portal) {
+            if rounds.contains_key(&portal) || connectors.iter().any(|c| busy.contains(&c.id)) {
                 tracing::info!(
                     portal,
                     "scheduled HubSpot import skipped: the account's last round is still under way"
                 );
                 continue;
             }
+            let ids = connectors.iter().map(|c| c.id.clone()).collect();
             let shared = appender.upgrade().unwrap_or_else(|| {
                 let new = Arc::new(Mutex::new(Appender::new(&snapshot.server.data_dir)));
                 appender = Arc::downgrade(&new);
@@ -84,11 +88,11 @@ pub async fn run(
                 clock.clone(),
                 stop.clone(),
             ));
-            rounds.insert(portal, round);
+            rounds.insert(portal, (round, ids));
         }
     }
     // Each run under way stops after its page.
-    for (_, round) in rounds {
+    for (_, (round, _)) in rounds {
         let _ = round.await;
     }
     tracing::info!("import scheduler stopped");
