@@ -339,7 +339,6 @@ pub fn lift(data_dir: &Path, options: &Options) -> anyhow::Result<Lift> {
             total.failed += g.failed;
         }
     }
-    let unequal = lost_unequally(lost_in.values());
     // Each webhook at each share it held out (randomized at one share, its two groups span
     // the same days; a share changed, or lifted and set again, would otherwise set one
     // period's optimized sends against another's held-out ones).
@@ -453,14 +452,15 @@ pub fn lift(data_dir: &Path, options: &Options) -> anyhow::Result<Lift> {
                     .map(|s| s.counted_from_ms + hours * HOUR_MS)
                     .min();
             }
-            // Over the webhooks this metric compares, as they weigh in it.
-            let bias = || {
-                let weighed = (m.weighed.iter())
-                    .filter_map(|&(k, w)| Some((lost_in.get(stratum_keys.get(k)?)?, w)));
-                attrition_bias(weighed)
+            // Over the webhooks this metric compares, as they weigh in it: others, their
+            // windows not ended, diluted the test (a review).
+            let losses = || {
+                (m.weighed.iter())
+                    .filter_map(|&(k, w)| Some((lost_in.get(stratum_keys.get(k)?)?, w)))
             };
-            if let (true, Some([lo, hi])) = (unequal, m.interval)
-                && explained_by_losses(m.verdict, [lo, hi], bias())
+            if let Some([lo, hi]) = m.interval
+                && lost_unequally(losses().map(|(lost, _)| lost))
+                && explained_by_losses(m.verdict, [lo, hi], attrition_bias(losses()))
             {
                 (m.verdict, m.no_verdict) = (None, Some(NoVerdict::LostUnequally));
             }
@@ -1150,6 +1150,76 @@ mod tests {
             [-0.01, -0.001],
             -bias
         ));
+    }
+
+    /// The losses are tested over the webhooks a metric compares: here `v`'s sends, losing
+    /// alike, are too recent for the 24-hour windows, and tested with them (an earlier
+    /// version), its 1000 receipts diluted `w`'s unequal losses below the test's level.
+    #[test]
+    fn losses_are_tested_over_the_webhooks_compared() {
+        let ids: Vec<String> = (0..1200).map(|i| format!("r{i}")).collect();
+        let ids: &'static [String] = Box::leak(ids.into_boxed_slice());
+        let (mut w, mut v) = (Vec::new(), Vec::new());
+        let mut opens = Vec::new();
+        for i in 0..200i64 {
+            let holdout = i >= 100;
+            let failed = !holdout && i < 40;
+            w.push((
+                ids[i as usize].as_str(),
+                i,
+                T,
+                (!failed).then_some(T),
+                holdout,
+            ));
+            if !failed && i % 10 < if holdout { 3 } else { 6 } {
+                opens.push((i, T + HOUR_MS));
+            }
+        }
+        let recent = T + 10 * DAY_MS - HOUR_MS;
+        for i in 200..1200i64 {
+            let failed = i % 2 == 0;
+            let given = (
+                ids[i as usize].as_str(),
+                i,
+                recent,
+                (!failed).then_some(recent),
+                i >= 700,
+            );
+            v.push(given);
+        }
+        let dir = world(&w, &opens);
+        receipts(dir.path(), "v", WebhookType::Next24Hours, &v, true);
+        let failed: Vec<OutcomeRow> = (0..40)
+            .map(|i| (&ids[i], "w", T, false))
+            .chain(
+                (200..1200)
+                    .step_by(2)
+                    .map(|i| (&ids[i], "v", recent, i >= 700)),
+            )
+            .map(|(id, webhook, at, holdout)| OutcomeRow {
+                status: Status::Failed,
+                http_status: Some(404),
+                ..enrolled(id, webhook, at, holdout)
+            })
+            .collect();
+        outcomes::dataset(dir.path())
+            .unwrap()
+            .write_part(
+                ulid::Ulid::generate(),
+                &mut outcomes::frame(&failed).unwrap(),
+            )
+            .unwrap();
+        let options = Options {
+            as_of_ms: T + 10 * DAY_MS,
+            ..Options::default()
+        };
+        let report = lift(dir.path(), &options).unwrap();
+        let m = opened_24h(&report);
+        assert_eq!((m.optimized.sends, m.holdout.sends), (60, 100));
+        assert_eq!(
+            (m.verdict, m.no_verdict),
+            (None, Some(NoVerdict::LostUnequally))
+        );
     }
 
     /// The optimized group lost 40 of its 100 receipts (failed, likely non-readers) and the
