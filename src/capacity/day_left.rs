@@ -18,7 +18,8 @@ pub struct DayLeft(Mutex<HashMap<String, Day>>);
 
 #[derive(Debug)]
 struct Day {
-    left: u64,
+    /// Below zero once calls that go whatever the budget (callbacks) overdrew it.
+    left: i64,
     /// When the account's next day begins (clock ms).
     ends_at_ms: i64,
     /// Whether a refusal was logged this tick.
@@ -34,7 +35,7 @@ impl DayLeft {
                 let budget = u64::from(c.daily_budget?);
                 let zone = c.time_zone.unwrap_or(Tz::UTC);
                 let day = Day {
-                    left: budget.saturating_sub(spent.today(&c.id, zone, now_ms)),
+                    left: budget.saturating_sub(spent.today(&c.id, zone, now_ms)) as i64,
                     ends_at_ms: next_local_day(zone, now_ms),
                     told: false,
                 };
@@ -50,6 +51,16 @@ impl DayLeft {
         self.left(connector, 1)
     }
 
+    /// A call that goes whatever the budget (a workflow action's callbacks: HubSpot's hold
+    /// on their contacts runs out), taken from it all the same: the calls held to it later in
+    /// this tick see it spent (the plan books callbacks, but this tick's allowance was read
+    /// before they went).
+    pub fn spend(&self, connector: &str) {
+        if let Some(day) = self.days().get_mut(connector) {
+            day.left -= 1;
+        }
+    }
+
     /// [`Self::take`] without taking: whether a call may still be made today. Asked before
     /// waiting on the limiter, so that a spent budget refuses at once, not at each call's
     /// turn.
@@ -57,12 +68,12 @@ impl DayLeft {
         self.left(connector, 0)
     }
 
-    fn left(&self, connector: &str, taking: u64) -> Result<(), i64> {
+    fn left(&self, connector: &str, taking: i64) -> Result<(), i64> {
         let mut days = self.days();
         let Some(day) = days.get_mut(connector) else {
             return Ok(());
         };
-        if day.left == 0 {
+        if day.left <= 0 {
             if !std::mem::replace(&mut day.told, true) {
                 tracing::warn!(
                     connector,
@@ -110,5 +121,14 @@ mod tests {
         day.give_back("a");
         assert_eq!(day.take("a"), Ok(()));
         assert_eq!(day.take("unbudgeted"), Ok(()));
+        // A callback overdraws it, and a call it took but did not make is given back.
+        day.give_back("a");
+        day.spend("a");
+        day.spend("a");
+        assert_eq!(day.check("a"), Err(77));
+        day.give_back("a");
+        assert_eq!(day.check("a"), Err(77));
+        day.give_back("a");
+        assert_eq!(day.take("a"), Ok(()));
     }
 }

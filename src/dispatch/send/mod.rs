@@ -336,6 +336,8 @@ impl Ctx {
             // Taken once the call may go: a call waiting on the limiter holds none of it.
             if budgeted {
                 self.day_left.take(&link.id).map_err(Next::Again)?;
+            } else {
+                self.day_left.spend(&link.id);
             }
             let (Gate::Read(reading), Some(target)) = (gate, target) else {
                 return Ok(call);
@@ -383,15 +385,11 @@ impl Ctx {
         let later = self.in_a_minute();
         out.extend(held.into_iter().map(|i| (i, later)));
         if batch.is_empty() {
-            if budgeted {
-                self.day_left.give_back(&link.id);
-            }
+            self.day_left.give_back(&link.id);
             return Err(later);
         }
         if let Err(next) = self.attempting(link, action, batch, row_of).await {
-            if budgeted {
-                self.day_left.give_back(&link.id);
-            }
+            self.day_left.give_back(&link.id);
             return Err(next);
         }
         Ok(call)
