@@ -113,6 +113,25 @@ impl Intent {
     }
 }
 
+/// Stop an import from storing events while an erase is cut short: the person's entry may
+/// still be in the contact dictionary beside its blank, and their new events would be stored
+/// under it until the erase is run again.
+pub fn refuse_to_import(data_dir: &Path) -> anyhow::Result<()> {
+    let intent = Intent::of(data_dir, Command::Erase);
+    let cut_short = (intent.path.try_exists()).with_context(|| {
+        format!(
+            "cannot tell whether an erase was cut short: {} cannot be read",
+            intent.path.display()
+        )
+    })?;
+    anyhow::ensure!(
+        !cut_short,
+        "an erase was cut short (the person's new events could be stored again): run `sendtime erase` to finish it ({} names whom), then import",
+        intent.path.display()
+    );
+    Ok(())
+}
+
 /// Stop a dispatcher from starting on a data folder where a command was cut short.
 pub fn refuse_to_dispatch(data_dir: &Path) -> anyhow::Result<()> {
     for (command, why) in COMMANDS {

@@ -941,6 +941,26 @@ fn a_damaged_part_stops_an_import_with_what_to_do() {
     assert_eq!(stored(&data).len(), 100);
 }
 
+/// An erase cut short refuses a file import until it is finished: the person's entry may still
+/// be in the dictionary beside its blank, and their new events were stored under it.
+#[test]
+fn an_erase_cut_short_refuses_an_import() {
+    let dir = tempfile::tempdir().unwrap();
+    let (data, _, _) = imported_in_two_parts(dir.path());
+    let newer = dir.path().join("newer.csv");
+    export(&newer, 100..150);
+    let file = newer.to_str().unwrap();
+    let intent = data.join("state/erase.pending");
+    std::fs::create_dir_all(intent.parent().unwrap()).unwrap();
+    std::fs::write(&intent, "{}").unwrap();
+    let err = failed(&sendtime(&data, &csv_import(file, "50")));
+    assert!(err.contains("an erase was cut short"), "{err}");
+    assert_eq!(stored(&data).len(), 100);
+    std::fs::remove_file(&intent).unwrap();
+    ok(&sendtime(&data, &csv_import(file, "50")));
+    assert_eq!(stored(&data).len(), 150);
+}
+
 /// With less memory for the stored events than they need, a longer export is checked in several
 /// passes over the file and stores exactly what one pass stores: its new rows, the rows it
 /// holds more often than the store, and new contacts' rows, each once.

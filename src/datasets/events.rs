@@ -194,6 +194,7 @@ impl Appender {
     /// [`append`] `events`.
     pub fn append(&mut self, events: &[Event]) -> anyhow::Result<(usize, usize)> {
         let _lock = lock(&self.data_dir)?;
+        crate::cut_short::refuse_to_import(&self.data_dir)?;
         let dictionary = contacts::dataset(&self.data_dir)?;
         // Taken, so that a failure below leaves the dictionary to be loaded again.
         let left = self.parts.take();

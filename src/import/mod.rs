@@ -464,6 +464,7 @@ pub fn run<R: Reader>(
         None
     } else {
         let lock = events::lock(data_dir)?;
+        crate::cut_short::refuse_to_import(data_dir)?;
         // First, as it finishes an interrupted publish: what is stored includes those parts.
         events::recover_locked(data_dir)?;
         Some(lock)
