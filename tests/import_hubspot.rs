@@ -1601,24 +1601,29 @@ fn a_changed_import_cron_does_not_run_the_old_fire() {
     server.stop();
 }
 
-/// A reload that turns imports off stops a scheduled run under way at its next page: the
-/// run went on with the config it began with (a first import may last hours).
-#[test]
-fn a_reload_that_turns_imports_off_stops_a_run_under_way() {
-    use common::{Server, eventually};
-    // 20,000 events over 23 days: 20 pages of HubSpot's 1,000.
+/// `n` opens of 300 people, `apart_ms` apart from an hour ago back.
+fn opens(n: u32, apart_ms: i64) -> Vec<EmailEvent> {
     let now = chrono::Utc::now().timestamp_millis();
-    let many: Vec<EmailEvent> = (0..20_000)
+    (0..n)
         .map(|i| EmailEvent {
             id: format!("ev-{i:05}"),
-            created: now - 3_600_000 - i64::from(i) * 100_000,
+            created: now - 3_600_000 - i64::from(i) * apart_ms,
             kind: "OPEN".into(),
             recipient: Some(format!("person{}@example.com", i % 300)),
             email_campaign_id: Some(7),
             filtered_event: false,
             extra: Default::default(),
         })
-        .collect();
+        .collect()
+}
+
+/// A reload that turns imports off stops a scheduled run under way at its next page: the
+/// run went on with the config it began with (a first import may last hours).
+#[test]
+fn a_reload_that_turns_imports_off_stops_a_run_under_way() {
+    use common::{Server, eventually};
+    // 20,000 events over 23 days: 20 pages of HubSpot's 1,000.
+    let many = opens(20_000, 100_000);
     let rt = tokio::runtime::Runtime::new().unwrap();
     let standin = rt
         .block_on(StandIn::start(Options {
@@ -1670,18 +1675,7 @@ fn a_reload_that_turns_imports_off_stops_a_run_under_way() {
 fn a_lowered_limit_slows_a_scheduled_import_under_way() {
     use common::{Server, eventually, metric};
     // 40,000 events: 40 pages of HubSpot's 1,000.
-    let now = chrono::Utc::now().timestamp_millis();
-    let many: Vec<EmailEvent> = (0..40_000)
-        .map(|i| EmailEvent {
-            id: format!("ev-{i:05}"),
-            created: now - 3_600_000 - i64::from(i) * 50_000,
-            kind: "OPEN".into(),
-            recipient: Some(format!("person{}@example.com", i % 300)),
-            email_campaign_id: Some(7),
-            filtered_event: false,
-            extra: Default::default(),
-        })
-        .collect();
+    let many = opens(40_000, 50_000);
     let rt = tokio::runtime::Runtime::new().unwrap();
     let standin = rt
         .block_on(StandIn::start(Options {

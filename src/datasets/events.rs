@@ -865,12 +865,9 @@ mod tests {
         assert_eq!(c, [0, 0, 1]);
     }
 
-    /// An appender keeps its dictionary between batches, but another writer's contacts (here
-    /// a second appender) are seen before its next batch: no two contacts share an index.
-    #[test]
-    fn an_appender_sees_contacts_another_writer_added() {
-        let dir = tempfile::tempdir().unwrap();
-        let event = |email: &str| Event {
+    /// An open by `email`.
+    fn event(email: &str) -> Event {
+        Event {
             event_id: None,
             contact_id: None,
             email: Some(email.into()),
@@ -878,7 +875,27 @@ mod tests {
             at_ms: 1_700_000_000_000,
             filtered: false,
             source: "test".into(),
-        };
+        }
+    }
+
+    /// The stored events' (email, contact index), sorted.
+    fn emails_stored(data: &Path) -> Vec<(String, u32)> {
+        let mut rows: Vec<(String, u32)> = Vec::new();
+        for (_, df) in dataset(data).unwrap().read_all().unwrap() {
+            let emails = df.column(col::EMAIL).unwrap().str().unwrap().clone();
+            let idx = df.column(col::CONTACT).unwrap().u32().unwrap().clone();
+            let pairs = emails.iter().zip(idx.iter());
+            rows.extend(pairs.map(|(e, i)| (e.unwrap().into(), i.unwrap())));
+        }
+        rows.sort();
+        rows
+    }
+
+    /// An appender keeps its dictionary between batches, but another writer's contacts (here
+    /// a second appender) are seen before its next batch: no two contacts share an index.
+    #[test]
+    fn an_appender_sees_contacts_another_writer_added() {
+        let dir = tempfile::tempdir().unwrap();
         let mut a = Appender::new(dir.path());
         let mut b = Appender::new(dir.path());
         a.append(&[event("a@x.com")]).unwrap();
@@ -887,18 +904,7 @@ mod tests {
         b.append(&[event("d@x.com")]).unwrap();
         let contacts = Contacts::load(dir.path()).unwrap();
         assert_eq!(contacts.keys, ["a@x.com", "b@x.com", "c@x.com", "d@x.com"]);
-        let mut rows: Vec<(String, u32)> = Vec::new();
-        for (_, df) in dataset(dir.path()).unwrap().read_all().unwrap() {
-            let emails = df.column(col::EMAIL).unwrap().str().unwrap().clone();
-            let idx = df.column(col::CONTACT).unwrap().u32().unwrap().clone();
-            rows.extend(
-                emails
-                    .iter()
-                    .zip(idx.iter())
-                    .map(|(e, i)| (e.unwrap().into(), i.unwrap())),
-            );
-        }
-        rows.sort();
+        let rows = emails_stored(dir.path());
         let want = [
             ("a@x.com", 0),
             ("a@x.com", 0),
@@ -915,15 +921,6 @@ mod tests {
     #[test]
     fn an_appender_reads_only_the_parts_another_writer_added() {
         let dir = tempfile::tempdir().unwrap();
-        let event = |email: &str| Event {
-            event_id: None,
-            contact_id: None,
-            email: Some(email.into()),
-            kind: Kind::Open,
-            at_ms: 1_700_000_000_000,
-            filtered: false,
-            source: "test".into(),
-        };
         let mut a = Appender::new(dir.path());
         let mut b = Appender::new(dir.path());
         a.append(&[event("a@x.com")]).unwrap();
@@ -946,18 +943,7 @@ mod tests {
         let contacts = Contacts::load(dir.path()).unwrap();
         let keys = ["a@x.com", "b@x.com", "c@x.com", "d@x.com", "e@x.com"];
         assert_eq!(contacts.keys, keys);
-        let mut rows: Vec<(String, u32)> = Vec::new();
-        for (_, df) in dataset(dir.path()).unwrap().read_all().unwrap() {
-            let emails = df.column(col::EMAIL).unwrap().str().unwrap().clone();
-            let idx = df.column(col::CONTACT).unwrap().u32().unwrap().clone();
-            rows.extend(
-                emails
-                    .iter()
-                    .zip(idx.iter())
-                    .map(|(e, i)| (e.unwrap().into(), i.unwrap())),
-            );
-        }
-        rows.sort();
+        let rows = emails_stored(dir.path());
         let want = [
             ("a@x.com", 0),
             ("a@x.com", 0),
