@@ -77,7 +77,7 @@ impl DayLeft {
             if !std::mem::replace(&mut day.told, true) {
                 tracing::warn!(
                     connector,
-                    "daily_budget is spent for today (calls the plan did not foresee: retries, enrollment checks, workflow reads): the rest wait for the account's next day"
+                    "daily_budget is spent for today (by callbacks, which go whatever it says, or calls the plan did not foresee: retries, enrollment checks, workflow reads): the rest wait for the account's next day"
                 );
             }
             return Err(day.ends_at_ms);

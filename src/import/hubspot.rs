@@ -433,6 +433,7 @@ impl Import {
         )?;
         {
             let _lock = events::lock(&self.data_dir)?;
+            crate::cut_short::refuse_to_import(&self.data_dir)?;
             events::recover_locked(&self.data_dir)?;
         }
         let progress = Progress::new(&self.connector.id, cursor.start_ms, cursor.end_ms);

@@ -81,7 +81,7 @@ impl Lift {
         {
             let (o, h) = (self.optimized_lost, self.holdout_lost);
             notes.push(format!(
-                "no verdict where the losses could explain it: {} of {} optimized receipts and {} of {} held-out ones done with failed, never sent: too different for chance, compared within each webhook, so the groups' sends no longer compare like with like (an optimized receipt waits longer for a contact to be deleted or unsubscribed); the figures stand",
+                "no verdict where the losses could explain it: {} of {} optimized receipts and {} of {} held-out ones done with failed, never sent (over every webhook); in the webhooks such a metric compares, each with itself, too different for chance, so the groups' sends no longer compare like with like (an optimized receipt waits longer for a contact to be deleted or unsubscribed); the figures stand",
                 o.failed, o.receipts, h.failed, h.receipts
             ));
         }
