@@ -117,41 +117,39 @@ impl Intent {
 /// still be in the contact dictionary beside its blank, and their new events would be stored
 /// under it until the erase is run again.
 pub fn refuse_to_import(data_dir: &Path) -> anyhow::Result<()> {
-    let intent = Intent::of(data_dir, Command::Erase);
-    let cut_short = (intent.path.try_exists()).with_context(|| {
-        format!(
-            "cannot tell whether an erase was cut short: {} cannot be read",
-            intent.path.display()
-        )
-    })?;
-    anyhow::ensure!(
-        !cut_short,
-        "an erase was cut short (the person's new events could be stored again): run `sendtime erase` to finish it ({} names whom), then import",
-        intent.path.display()
-    );
-    Ok(())
+    refuse_if_cut_short(
+        data_dir,
+        Command::Erase,
+        "the person's new events could be stored again: import once it is finished",
+    )
 }
 
 /// Stop a dispatcher from starting on a data folder where a command was cut short.
 pub fn refuse_to_dispatch(data_dir: &Path) -> anyhow::Result<()> {
     for (command, why) in COMMANDS {
-        let intent = Intent::of(data_dir, command);
-        // An intent that cannot be looked at (a permission, an I/O error) refuses too: taken
-        // for none, the dispatcher started on a folder cut short (an audit).
-        let cut_short = intent.path.try_exists().with_context(|| {
-            format!(
-                "cannot tell whether {} was cut short: {} cannot be read",
-                command.one(),
-                intent.path.display()
-            )
-        })?;
-        anyhow::ensure!(
-            !cut_short,
-            "{} was cut short ({why}): run `sendtime {}` to finish it ({} names what)",
-            command.one(),
-            command.name(),
-            intent.path.display()
-        );
+        refuse_if_cut_short(data_dir, command, why)?;
     }
+    Ok(())
+}
+
+/// An error saying `why` if `command` was cut short in `data_dir`.
+fn refuse_if_cut_short(data_dir: &Path, command: Command, why: &str) -> anyhow::Result<()> {
+    let intent = Intent::of(data_dir, command);
+    // An intent that cannot be looked at (a permission, an I/O error) refuses too: taken for
+    // none, the dispatcher started on a folder cut short (an audit).
+    let cut_short = intent.path.try_exists().with_context(|| {
+        format!(
+            "cannot tell whether {} was cut short: {} cannot be read",
+            command.one(),
+            intent.path.display()
+        )
+    })?;
+    anyhow::ensure!(
+        !cut_short,
+        "{} was cut short ({why}): run `sendtime {}` to finish it ({} names what)",
+        command.one(),
+        command.name(),
+        intent.path.display()
+    );
     Ok(())
 }

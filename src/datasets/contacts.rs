@@ -259,21 +259,15 @@ impl Contacts {
         }
         rows.sort_unstable_by_key(|r| r.0);
         for (i, key, id) in rows {
-            match (i as usize).cmp(&self.keys.len()) {
-                std::cmp::Ordering::Less if self.keys[i as usize] == key => continue,
-                std::cmp::Ordering::Equal => {}
-                _ => return Ok(false),
+            let continues = match self.keys.get(i as usize) {
+                // A repeat of an entry it holds, or the same index rewritten.
+                Some(held) => *held == key,
+                // Added at the end; past it (a gap), or a key it holds, at another index.
+                None => self.intern(&key, id) == i,
+            };
+            if !continues {
+                return Ok(false);
             }
-            match &mut self.shared {
-                Some(sharing) => sharing.young.insert(&key, i),
-                None => {
-                    if let Some(index) = self.index.get_mut() {
-                        index.insert(&key, i);
-                    }
-                }
-            }
-            self.keys.push(key);
-            self.contact_ids.push(id);
         }
         Ok(true)
     }

@@ -1152,6 +1152,37 @@ mod tests {
         ));
     }
 
+    /// Receipts `ids[..200]` of contacts 0..200 at T, the last 100 held out, and the opens
+    /// after them: the first 40 optimized ones failed (their outcomes: [`record_failed`]), six
+    /// in ten optimized contacts sent read and three in ten held out do.
+    fn forty_lost_of_a_hundred(ids: &'static [String]) -> (Vec<Given>, Vec<(i64, i64)>) {
+        let (mut given, mut opens) = (Vec::new(), Vec::new());
+        for i in 0..200i64 {
+            let holdout = i >= 100;
+            let failed = !holdout && i < 40;
+            given.push((&*ids[i as usize], i, T, (!failed).then_some(T), holdout));
+            if !failed && i % 10 < if holdout { 3 } else { 6 } {
+                opens.push((i, T + HOUR_MS));
+            }
+        }
+        (given, opens)
+    }
+
+    /// Receipts (id, webhook, at, held out) failed for good (HubSpot's 404).
+    fn record_failed<'a>(data: &Path, failed: impl Iterator<Item = (&'a str, &'a str, i64, bool)>) {
+        let rows: Vec<OutcomeRow> = failed
+            .map(|(id, webhook, at, holdout)| OutcomeRow {
+                status: Status::Failed,
+                http_status: Some(404),
+                ..enrolled(id, webhook, at, holdout)
+            })
+            .collect();
+        outcomes::dataset(data)
+            .unwrap()
+            .write_part(ulid::Ulid::generate(), &mut outcomes::frame(&rows).unwrap())
+            .unwrap();
+    }
+
     /// The losses are tested over the webhooks a metric compares: here `v`'s sends, losing
     /// alike, are too recent for the 24-hour windows, and tested with them (an earlier
     /// version), its 1000 receipts diluted `w`'s unequal losses below the test's level.
@@ -1159,22 +1190,8 @@ mod tests {
     fn losses_are_tested_over_the_webhooks_compared() {
         let ids: Vec<String> = (0..1200).map(|i| format!("r{i}")).collect();
         let ids: &'static [String] = Box::leak(ids.into_boxed_slice());
-        let (mut w, mut v) = (Vec::new(), Vec::new());
-        let mut opens = Vec::new();
-        for i in 0..200i64 {
-            let holdout = i >= 100;
-            let failed = !holdout && i < 40;
-            w.push((
-                ids[i as usize].as_str(),
-                i,
-                T,
-                (!failed).then_some(T),
-                holdout,
-            ));
-            if !failed && i % 10 < if holdout { 3 } else { 6 } {
-                opens.push((i, T + HOUR_MS));
-            }
-        }
+        let (w, opens) = forty_lost_of_a_hundred(ids);
+        let mut v = Vec::new();
         let recent = T + 10 * DAY_MS - HOUR_MS;
         for i in 200..1200i64 {
             let failed = i % 2 == 0;
@@ -1189,26 +1206,12 @@ mod tests {
         }
         let dir = world(&w, &opens);
         receipts(dir.path(), "v", WebhookType::Next24Hours, &v, true);
-        let failed: Vec<OutcomeRow> = (0..40)
-            .map(|i| (&ids[i], "w", T, false))
-            .chain(
-                (200..1200)
-                    .step_by(2)
-                    .map(|i| (&ids[i], "v", recent, i >= 700)),
-            )
-            .map(|(id, webhook, at, holdout)| OutcomeRow {
-                status: Status::Failed,
-                http_status: Some(404),
-                ..enrolled(id, webhook, at, holdout)
-            })
-            .collect();
-        outcomes::dataset(dir.path())
-            .unwrap()
-            .write_part(
-                ulid::Ulid::generate(),
-                &mut outcomes::frame(&failed).unwrap(),
-            )
-            .unwrap();
+        let failed = (0..40).map(|i| (&*ids[i], "w", T, false)).chain(
+            (200..1200)
+                .step_by(2)
+                .map(|i| (&*ids[i], "v", recent, i >= 700)),
+        );
+        record_failed(dir.path(), failed);
         let options = Options {
             as_of_ms: T + 10 * DAY_MS,
             ..Options::default()
@@ -1230,36 +1233,13 @@ mod tests {
     fn groups_that_lost_unequal_shares_get_no_verdict() {
         let ids: Vec<String> = (0..200).map(|i| format!("r{i}")).collect();
         let ids: &'static [String] = Box::leak(ids.into_boxed_slice());
-        let mut given: Vec<Given> = Vec::new();
-        let mut opens = Vec::new();
-        for i in 0..200i64 {
-            let holdout = i >= 100;
-            let failed = !holdout && i < 40;
-            given.push((&ids[i as usize], i, T, (!failed).then_some(T), holdout));
-            // Six in ten optimized contacts sent read; three in ten held out do.
-            if !failed && i % 10 < if holdout { 3 } else { 6 } {
-                opens.push((i, T + HOUR_MS));
-            }
-        }
+        let (given, opens) = forty_lost_of_a_hundred(ids);
         let dir = world(&given, &opens);
         let options = Options {
             as_of_ms: T + 10 * DAY_MS,
             ..Options::default()
         };
-        let failed: Vec<OutcomeRow> = (0..40)
-            .map(|i| OutcomeRow {
-                status: Status::Failed,
-                http_status: Some(404),
-                ..enrolled(&ids[i], "w", T, false)
-            })
-            .collect();
-        outcomes::dataset(dir.path())
-            .unwrap()
-            .write_part(
-                ulid::Ulid::generate(),
-                &mut outcomes::frame(&failed).unwrap(),
-            )
-            .unwrap();
+        record_failed(dir.path(), (0..40).map(|i| (&*ids[i], "w", T, false)));
         let lost = lift(dir.path(), &options).unwrap();
         let m = opened_24h(&lost);
         assert_eq!((m.optimized.sends, m.holdout.sends), (60, 100));
