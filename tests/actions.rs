@@ -539,6 +539,55 @@ fn callbacks_past_their_hold_fail_without_splitting() {
     );
 }
 
+/// A callback whose last try before its hold ends meets a wait (here the day's limit) fails
+/// then, its contact still held, rather than being tried again once HubSpot has moved the
+/// contact on (its failed row a day late).
+#[test]
+fn a_callback_whose_last_try_meets_a_wait_fails_then() {
+    use sendtime::hubspot::RatePolicy;
+    use sendtime::hubspot::standin::{Fault, Injection};
+    let Setup {
+        rt: _rt,
+        standin,
+        dir: _dir,
+        data,
+        config,
+        clock,
+    } = Setup::holds_by_the_clock();
+    set_clock(&clock, now_ms() - 86_400_000);
+    let server = start(&config, &data, &clock);
+    assert_eq!(reach(&standin, &server, "cb-0", 1000, "IMMEDIATE").0, 200);
+    eventually(Duration::from_secs(20), || {
+        let rows = plan::read(&plan::dataset(&data).unwrap()).ok()?;
+        (rows.len() == 1).then_some(())
+    })
+    .unwrap_or_else(|| panic!("not planned; logs:\n{}", server.logs()));
+    let received = sendtime::datasets::inbox::recover(&data).unwrap();
+    let hold_end = received[0].hold_ends_ms.unwrap();
+    standin.inject(
+        Injection::next(Fault::RateLimited {
+            policy: RatePolicy::Daily,
+            retry_after: None,
+        })
+        .on(COMPLETE),
+    );
+    // Half a minute before the hold ends: the one try left.
+    set_clock(&clock, hold_end - 30_000);
+    let failed = eventually(Duration::from_secs(30), || {
+        let rows = outcomes::read(&outcomes::dataset(&data).unwrap()).ok()?;
+        rows.into_iter().find(|r| r.status == Status::Failed)
+    })
+    .unwrap_or_else(|| panic!("not failed; logs:\n{}", server.logs()));
+    server.stop();
+    assert_eq!(complete_calls(&standin), [429]);
+    assert_eq!(failed.http_status, Some(429), "{failed:?}");
+    assert!(failed.at_ms < hold_end, "{failed:?}");
+    assert!(
+        (failed.message.as_deref()).is_some_and(|m| m.contains("last try before")),
+        "{failed:?}"
+    );
+}
+
 /// An operator's pause of an action holds its contacts at most until HubSpot's hold on each
 /// ends (the README says so): HubSpot then moves the contact on, and the completion after
 /// the resume is refused and recorded failed, with HubSpot's message. Nothing is called while

@@ -242,17 +242,14 @@ pub async fn complete(ctx: Arc<Ctx>, link: Arc<Link>, items: Vec<Pending>) -> Ve
                     // after it, the call is refused. Given up on, yet retryable: HubSpot holds
                     // a contact for days, so however many failures it takes, its callback is
                     // tried again until its deadline, and only callbacks past it fail. Left
-                    // to a later tick: at that time, or that deadline if sooner (one whose
-                    // hold is over already waits as it would, to fail for good).
+                    // to a later tick: at that time, or that deadline if sooner; past it (the
+                    // last try failed), it fails now rather than once the hold has ended.
                     let deadline = |i: &Pending| ctx.callback_deadline(i, now);
                     let later = |i: &Pending| match decision {
                         Decision::GiveUp => {
                             policy::retry_past_tries(i.failures, now, deadline(i), identity)
                         }
-                        Decision::Later(t) => Some(match deadline(i) {
-                            ends if ends > now => t.min(ends),
-                            _ => t,
-                        }),
+                        Decision::Later(t) => (deadline(i) > now).then(|| t.min(deadline(i))),
                         Decision::Retry(_) => None,
                     };
                     let to_later = match decision {
@@ -282,12 +279,19 @@ pub async fn complete(ctx: Arc<Ctx>, link: Arc<Link>, items: Vec<Pending>) -> Ve
                             continue 'chunks;
                         }
                     }
-                    if matches!(decision, Decision::GiveUp) {
-                        // A lone callback HubSpot will not complete: failed, or done when an
-                        // earlier call for it went unanswered ([`given_up`]).
+                    if matches!(decision, Decision::GiveUp | Decision::Later(_)) {
+                        // A lone callback HubSpot will not complete, or one whose last try
+                        // before its hold ends has failed: failed, or done when an earlier
+                        // call for it went unanswered ([`given_up`]).
+                        let last_try = matches!(decision, Decision::Later(_))
+                            .then_some("its last try before HubSpot's hold ends failed");
                         let rows: Vec<(OutcomeRow, Status)> = chunk
                             .iter()
-                            .map(|i| given_up(i, &link, &callback(i), &e, now, ctx.hold_end(i)))
+                            .map(|i| {
+                                let (r, status) =
+                                    given_up(i, &link, &callback(i), &e, now, ctx.hold_end(i));
+                                (noted(r, last_try), status)
+                            })
                             .collect();
                         tracing::warn!(connector = %link.id, callbacks = chunk.len(), "completing callbacks failed: {e}");
                         for ((r, status), item) in rows.into_iter().zip(chunk) {
