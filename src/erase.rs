@@ -120,6 +120,9 @@ pub struct Erased {
     pub rows: Vec<(String, usize)>,
     /// Entries of the contact dictionary blanked.
     pub contacts: usize,
+    /// Other emails' dictionary entries that carried one of the ids given (`--only`), which
+    /// lose it.
+    pub unlinked: usize,
     /// What became of the stored profiles, when there were any.
     pub profiles: Option<ProfilesErased>,
     /// Files in the quarantine folders (the live datasets', the archive's, what `discard` set
@@ -161,6 +164,13 @@ impl std::fmt::Display for Erased {
                 f,
                 "contacts: {} dictionary entries (left blank: events index contacts by position)",
                 self.contacts
+            )?;
+        }
+        if self.unlinked > 0 {
+            writeln!(
+                f,
+                "contacts: {} entries of other emails no longer carry the ids given",
+                self.unlinked
             )?;
         }
         match self.profiles {
@@ -332,8 +342,13 @@ pub fn run(
     };
     erased.record(data_dir, &events_ds, rows);
     erased.contacts = indices.len();
+    erased.unlinked = (0..dictionary.len())
+        .filter(|&i| !is_theirs(&person, &dictionary, i))
+        .filter(|&i| dictionary.contact_ids[i].is_some_and(|id| person.ids.contains(&id)))
+        .count();
     if !dry_run {
         blank(data_dir, &person, &indices).context(CUT_SHORT)?;
+        unlink(data_dir, &person).context(CUT_SHORT)?;
         // Any file there: a first build killed before it named its files in `state.json`
         // left their weights (an audit).
         let stored = std::fs::read_dir(data_dir.join(crate::model::stored::NAME))
@@ -672,6 +687,61 @@ fn blank(data_dir: &Path, person: &Person, indices: &HashSet<u32>) -> anyhow::Re
             .map(|k| k.is_some_and(|k| person.has_key(k)))
             .collect())
     })?;
+    Ok(())
+}
+
+/// Take `person`'s ids off the entries of other emails that carry them (`--only` left those
+/// emails): a file import of such an email writes its entry's id into each event. Each entry
+/// is written again without the id before the one with it goes, so a crash leaves the entry
+/// (twice: the next erase finishes it), never a gap.
+fn unlink(data_dir: &Path, person: &Person) -> anyhow::Result<()> {
+    if person.ids.is_empty() {
+        return Ok(());
+    }
+    let dataset = contacts::dataset(data_dir)?;
+    let columns = [contacts::col::KEY, contacts::col::CONTACT_ID];
+    let carries = |df: &DataFrame| -> anyhow::Result<BooleanChunked> {
+        let keys = df.column(contacts::col::KEY)?.str()?;
+        let ids = df.column(contacts::col::CONTACT_ID)?.i64()?;
+        Ok((keys.iter().zip(ids.iter()))
+            .map(|(k, id)| {
+                id.is_some_and(|id| person.ids.contains(&id))
+                    && k.is_some_and(|k| !person.has_key(k))
+            })
+            .collect())
+    };
+    let (mut index, mut keys) = (Vec::<u32>::new(), Vec::<String>::new());
+    for part in dataset.parts()? {
+        let mut df = crate::store::read_present_columns(
+            &part,
+            &[
+                contacts::col::CONTACT,
+                contacts::col::KEY,
+                contacts::col::CONTACT_ID,
+            ],
+        )?;
+        df = df.filter(&carries(&df)?)?;
+        index.extend(
+            df.column(contacts::col::CONTACT)?
+                .u32()?
+                .into_no_null_iter(),
+        );
+        keys.extend((df.column(contacts::col::KEY)?.str()?.iter().flatten()).map(String::from));
+    }
+    if index.is_empty() {
+        return Ok(());
+    }
+    let ids = vec![None::<i64>; index.len()];
+    let mut df = DataFrame::new(
+        index.len(),
+        vec![
+            Column::new(contacts::col::CONTACT.into(), index),
+            Column::new(contacts::col::KEY.into(), keys),
+            Column::new(contacts::col::CONTACT_ID.into(), ids),
+        ],
+    )?;
+    dataset.write_part(Ulid::generate(), &mut df)?;
+    dataset.remove_rows(&columns, carries)?;
     Ok(())
 }
 

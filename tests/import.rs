@@ -961,6 +961,58 @@ fn an_erase_cut_short_refuses_an_import() {
     assert_eq!(stored(&data).len(), 150);
 }
 
+/// An erase of a HubSpot id with `--only` takes it off the entry of the email it was stored
+/// beside: a later file import of that email stored the erased id in each of its events.
+#[test]
+fn an_id_erased_alone_is_not_stored_again_by_an_import_of_its_email() {
+    use sendtime::datasets::events::{Event, Kind, append};
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let opened = |email: &str, id: Option<i64>, at_ms: i64| Event {
+        event_id: None,
+        contact_id: id,
+        email: Some(email.into()),
+        kind: Kind::Open,
+        at_ms,
+        filtered: false,
+        source: "hubspot:main".into(),
+    };
+    let t = 1_736_121_600_000;
+    append(
+        &data,
+        &[
+            opened("carl@example.com", Some(7701), t),
+            opened("dora@example.com", Some(9999), t),
+        ],
+    )
+    .unwrap();
+    let said = failed(&sendtime(&data, &["erase", "7701"]));
+    assert!(said.contains("carl@example.com"), "{said}");
+    let out = ok(&sendtime(&data, &["erase", "7701", "--only"]));
+    assert!(
+        out.contains("1 entries of other emails no longer carry the ids given"),
+        "{out}"
+    );
+    let csv = dir.path().join("opens.csv");
+    std::fs::write(
+        &csv,
+        "contact,time\ncarl@example.com,2025-02-03T08:00:00Z\ndora@example.com,2025-02-03T08:00:00Z\n",
+    )
+    .unwrap();
+    ok(&sendtime(&data, &csv_columns(csv.to_str().unwrap())));
+    let mut ids = Vec::new();
+    for part in parts(&data, "events") {
+        let df = ParquetReader::new(std::fs::File::open(part).unwrap())
+            .finish()
+            .unwrap();
+        ids.extend(df.column("contact_id").unwrap().i64().unwrap().iter());
+    }
+    ids.sort();
+    assert_eq!(ids, [None, Some(9999), Some(9999)]);
+    // Carl's entry is kept, once, under his email.
+    assert_eq!(dictionary(&data), ["carl@example.com", "dora@example.com"]);
+}
+
 /// With less memory for the stored events than they need, a longer export is checked in several
 /// passes over the file and stores exactly what one pass stores: its new rows, the rows it
 /// holds more often than the store, and new contacts' rows, each once.
