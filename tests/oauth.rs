@@ -331,6 +331,105 @@ fn two_connectors_of_one_installation_follow_one_rotated_refresh_token() {
     assert!(refused.is_empty(), "{refused:?}");
 }
 
+/// A client secret rotated while an account's import round runs: the next connector's import
+/// takes the secrets in force at its turn. Its client, built from the config the round began
+/// with, put back the secrets the rotation had replaced: HubSpot refused the next refresh, its
+/// run failed and the connectors paused (an audit).
+#[test]
+fn a_secret_rotated_during_an_import_round_holds_for_the_rest_of_it() {
+    use sendtime::hubspot::wire::EmailEvent;
+    let rt = runtime();
+    let now = chrono::Utc::now().timestamp_millis();
+    let events = (0..4000)
+        .map(|i| EmailEvent {
+            id: format!("ev-{i:05}"),
+            created: now - 3_600_000 - i64::from(i) * 60_000,
+            kind: "OPEN".into(),
+            recipient: Some(format!("person{}@example.com", i % 300)),
+            email_campaign_id: Some(7),
+            filtered_event: false,
+            extra: Default::default(),
+        })
+        .collect();
+    let standin = rt
+        .block_on(StandIn::start(Options {
+            oauth: Some(OAuthApp {
+                client_id: "app-client-id".into(),
+                client_secret: SECRET.into(),
+                refresh_token: "first-refresh-token".into(),
+                lifetime: Duration::from_secs(2),
+                rotate: false,
+                says_expires_in: true,
+            }),
+            events,
+            ..Options::default()
+        }))
+        .unwrap();
+    // The first connector's pages, 2 s each: its run lasts past the rotation.
+    standin.inject(
+        Injection::next(Fault::Slow(Duration::from_secs(2)))
+            .times(u64::MAX)
+            .on("/email/public/v1/events"),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let tables = format!("{EVERY_SECOND}\n[import]\ncron = \"*/2 * * * * *\"");
+    let mut config = oauth_config(&standin, &tables).replace(
+        "workflow_id = 101\n",
+        "workflow_id = 101\nconnector = \"main\"\n",
+    );
+    config.push_str(&format!(
+        "[[connector]]\nid = \"second\"\nportal_id = {}\napp_id = {}\n\
+         client_secret_env = \"OAUTH_SECRET\"\n{}\n",
+        common::PORTAL_ID,
+        common::APP_ID,
+        oauth_keys(&standin)
+    ));
+    let path = dir.path().join("webhooks.toml");
+    std::fs::write(&path, &config).unwrap();
+    let server = Server::start(
+        &path,
+        &data,
+        &[
+            ("OAUTH_SECRET", SECRET),
+            ("OAUTH_NEW", "the-secret-after-rotation"),
+            ("OAUTH_CLIENT_ID", "app-client-id"),
+            ("OAUTH_REFRESH", "first-refresh-token"),
+        ],
+    );
+    eventually(Duration::from_secs(30), || {
+        let log = standin.log();
+        log.iter()
+            .any(|e| e.path.starts_with("/email/"))
+            .then_some(())
+    })
+    .unwrap_or_else(|| panic!("no import began:\n{}", server.logs()));
+    // The README's rotation: the new secret named first, then rotated in HubSpot.
+    let rotated = config.replace(
+        "client_secret_env = \"OAUTH_SECRET\"",
+        "client_secret_env = [\"OAUTH_NEW\", \"OAUTH_SECRET\"]",
+    );
+    assert_ne!(rotated, config);
+    std::fs::write(&path, rotated).unwrap();
+    eventually(Duration::from_secs(30), || {
+        (common::metric(&server, "sendtime_config_reloads_total{result=\"loaded\"}") == 1)
+            .then_some(())
+    })
+    .unwrap_or_else(|| panic!("no reload:\n{}", server.logs()));
+    standin.set_client_secret("the-secret-after-rotation");
+    let runs = |c: &str, result: &str| {
+        let series = format!("sendtime_import_runs_total{{connector=\"{c}\",result=\"{result}\"}}");
+        common::metric(&server, &series)
+    };
+    eventually(Duration::from_secs(90), || {
+        (runs("second", "ok") + runs("second", "error") >= 1).then_some(())
+    })
+    .unwrap_or_else(|| panic!("the second connector never imported:\n{}", server.logs()));
+    let failed = (runs("main", "error"), runs("second", "error"));
+    assert_eq!(failed, (0, 0), "{}", server.logs());
+    server.stop();
+}
+
 /// A refresh token HubSpot refuses (400 with its JSON) pauses the connector as a refused
 /// token, telling the operator to fix it, and no row records a call: the refresh is tried
 /// before a call's `attempting` row is written.

@@ -112,10 +112,21 @@ async fn round(
     for connector in &connectors {
         // A round may last hours (a first import): the config in force now decides
         // whether each connector still imports, not the one the round began with.
-        if let Some(why) = unconfigured(&config.load(), &connector.id) {
+        let now_config = config.load_full();
+        if let Some(why) = unconfigured(&now_config, &connector.id) {
             tracing::info!(connector = %connector.id, "scheduled HubSpot import skipped: {why}");
             continue;
         }
+        // And its settings: its client, built from the round's, put the installation's
+        // client secrets back as they were, when a rotation had changed them since (an audit).
+        let Some(connector) = (now_config.connector(&connector.id))
+            .filter(|c| c.portal_id == connector.portal_id)
+            .cloned()
+        else {
+            tracing::info!(connector = %connector.id, "scheduled HubSpot import skipped: the connector was moved to another account; it imports in that account's rounds");
+            continue;
+        };
+        drop(now_config);
         if let Some(why) = paused(data_dir, &metrics, &connector.id, clock.now_ms()) {
             tracing::info!(connector = %connector.id, "scheduled HubSpot import skipped: the connector is paused ({why})");
             let why = format!("skipped: the connector is paused ({why})");

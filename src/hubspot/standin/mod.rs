@@ -441,6 +441,14 @@ impl StandIn {
         self.world.lock().unwrap().options.limit_per_10s = limit;
     }
 
+    /// Rotate the OAuth app's client secret, as its settings in HubSpot do: a refresh with the
+    /// old one is refused from now on.
+    pub fn set_client_secret(&self, secret: &str) {
+        if let Some(app) = self.world.lock().unwrap().options.oauth.as_mut() {
+            app.client_secret = secret.to_string();
+        }
+    }
+
     /// Change the random fault rates while running.
     pub fn set_fault_rates(&self, error_rate: f64, slow_rate: f64, drop_rate: f64) {
         let mut w = self.world.lock().unwrap();
