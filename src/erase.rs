@@ -169,7 +169,7 @@ impl std::fmt::Display for Erased {
         if self.unlinked > 0 {
             writeln!(
                 f,
-                "contacts: {} entries of other emails no longer carry the ids given",
+                "contacts: {} entries of other emails carry an id given (--only takes it off them)",
                 self.unlinked
             )?;
         }

@@ -588,6 +588,59 @@ fn a_callback_whose_last_try_meets_a_wait_fails_then() {
     );
 }
 
+/// A callback whose connector is paused past its hold (here five minutes for a refused token,
+/// met three minutes before the hold ends) fails at its last try, its contact still held,
+/// without a call: before, it waited out the pause and was refused once the hold had ended.
+#[test]
+fn a_callback_whose_hold_ends_during_a_pause_fails_at_its_last_try() {
+    use sendtime::hubspot::standin::{Fault, Injection};
+    let Setup {
+        rt: _rt,
+        standin,
+        dir: _dir,
+        data,
+        config,
+        clock,
+    } = Setup::holds_by_the_clock();
+    set_clock(&clock, now_ms() - 86_400_000);
+    let server = start(&config, &data, &clock);
+    assert_eq!(reach(&standin, &server, "cb-0", 1000, "IMMEDIATE").0, 200);
+    eventually(Duration::from_secs(20), || {
+        let rows = plan::read(&plan::dataset(&data).unwrap()).ok()?;
+        (rows.len() == 1).then_some(())
+    })
+    .unwrap_or_else(|| panic!("not planned; logs:\n{}", server.logs()));
+    let received = sendtime::datasets::inbox::recover(&data).unwrap();
+    let hold_end = received[0].hold_ends_ms.unwrap();
+    standin.inject(
+        Injection::next(Fault::Status {
+            status: 401,
+            message: "Authentication credentials not found.".into(),
+        })
+        .on(COMPLETE),
+    );
+    set_clock(&clock, hold_end - 3 * 60_000);
+    eventually(Duration::from_secs(20), || {
+        (complete_calls(&standin) == [401]).then_some(())
+    })
+    .unwrap_or_else(|| panic!("not tried; logs:\n{}", server.logs()));
+    std::thread::sleep(Duration::from_secs(3));
+    // Its last try, a minute before the hold ends: the pause lasts two minutes past it.
+    set_clock(&clock, hold_end - 50_000);
+    let failed = eventually(Duration::from_secs(30), || {
+        let rows = outcomes::read(&outcomes::dataset(&data).unwrap()).ok()?;
+        rows.into_iter().find(|r| r.status == Status::Failed)
+    })
+    .unwrap_or_else(|| panic!("not failed; logs:\n{}", server.logs()));
+    server.stop();
+    assert_eq!(complete_calls(&standin), [401]);
+    assert!(failed.at_ms < hold_end, "{failed:?}");
+    assert!(
+        (failed.message.as_deref()).is_some_and(|m| m.contains("the connector is paused until")),
+        "{failed:?}"
+    );
+}
+
 /// An operator's pause of an action holds its contacts at most until HubSpot's hold on each
 /// ends (the README says so): HubSpot then moves the contact on, and the completion after
 /// the resume is refused and recorded failed, with HubSpot's message. Nothing is called while

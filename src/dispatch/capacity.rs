@@ -320,8 +320,10 @@ impl Dispatcher {
                 let ledger = &mut caps.ledgers[route.ledger];
                 // An earlier version planned an action's contact up to a minute before
                 // HubSpot's hold ends: kept to its release-by now. (A retry may come later,
-                // until a minute before: pulled forward, it would lose its backoff.)
-                if route.holds() && item.attempts == 0 {
+                // until a minute before: pulled forward, it would lose its backoff. One put off by
+                // its connector's pause keeps its time: pulled to now, it came back at every
+                // tick, each rebuilding the ledgers, for the rest of the pause; an audit.)
+                if route.holds() && item.attempts == 0 && item.paused_until_ms <= now {
                     let by = super::planning::release_by(item, route.window);
                     item.ready_at_ms = item.ready_at_ms.min(by.max(now));
                 }

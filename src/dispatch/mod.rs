@@ -551,6 +551,8 @@ impl Dispatcher {
         // Finished once their rows are durable: a receipt finished without one could be
         // archived with no outcome anywhere.
         let mut dry_items = Vec::new();
+        // Callbacks whose hold ends during their connector's pause, failed.
+        let (mut lost, mut lost_items) = (Vec::new(), Vec::new());
         let mut later = Vec::new();
         let mut newly_held: HashMap<String, usize> = HashMap::new();
         let pauses = pauses_now.current();
@@ -643,7 +645,18 @@ impl Dispatcher {
             };
             if let Some(until) = link.paused_at(now) {
                 item.paused_until_ms = until;
-                later.push((item, until));
+                // A callback whose hold ends before the pause does waits until its last try,
+                // and fails then, its contact still held (its failed row came once the pause
+                // ended, up to a day late).
+                let last = planning::callback_deadline(&item, webhook.window, now);
+                match item.held_by_hubspot() && until > last {
+                    true if now >= last => {
+                        lost.push(paused_past_hold(&item, &link, &target, until, now));
+                        lost_items.push(item);
+                    }
+                    true => later.push((item, last)),
+                    false => later.push((item, until)),
+                }
                 continue;
             }
             item.paused_until_ms = 0;
@@ -694,6 +707,17 @@ impl Dispatcher {
             if let Err((dry_items, e)) = recorded.await {
                 tracing::error!("{e:#} (the dry run's receipts are tried again at the next tick)");
                 later.extend(dry_items.into_iter().map(|item| (item, now + MINUTE_MS)));
+            }
+        }
+        if !lost.is_empty() {
+            tracing::warn!(
+                callbacks = lost.len(),
+                "callbacks failed: HubSpot's hold on their contacts ends while their connector is paused"
+            );
+            let recorded = self.finish_recorded(lost_items, lost, Status::Failed, report);
+            if let Err((items, e)) = recorded.await {
+                tracing::error!("{e:#} (the callbacks are looked at again at the next tick)");
+                later.extend(items.into_iter().map(|item| (item, now + MINUTE_MS)));
             }
         }
         // Batches first: a few calls carry many contacts.
@@ -996,6 +1020,22 @@ fn number_dry_batches(dry: &mut [OutcomeRow], config: &Config) -> usize {
     total
 }
 
+/// The failed row of a callback whose connector is paused until `until`, past its last try
+/// (`now`): HubSpot moves its contact on when the hold ends.
+fn paused_past_hold(item: &Pending, link: &Link, target: &str, until: i64, now: i64) -> OutcomeRow {
+    let mut r = send::rows::row(item, link, Action::Complete, target, Status::Failed, now);
+    let mut message = format!(
+        "the connector is paused until {}, past HubSpot's hold on the contact: not completed, HubSpot moves it on when the hold ends",
+        crate::time::format_rfc3339(until)
+    );
+    if item.in_doubt {
+        message.push_str(" (an earlier call whose answer was lost may have completed it)");
+    }
+    r.message = Some(message);
+    r.in_doubt = item.in_doubt;
+    r
+}
+
 fn dry_run_message(action: Action, item: &Pending, target: &str) -> String {
     let who = item
         .email
@@ -1215,6 +1255,46 @@ mod tests {
         d.capacities(&config, nine_pm - 10 * MINUTE_MS);
         let ready: Vec<i64> = d.queue.iter().map(|q| q.0.ready_at_ms).collect();
         assert_eq!(ready, [nine_pm + 11 * HOUR_MS]);
+        d.close();
+    }
+
+    /// A callback put off by its connector's pause keeps its time when the ledgers are built
+    /// again, though its release-by has gone by: pulled to now, it came back at every tick,
+    /// each building them again, for the rest of the pause (an audit).
+    #[tokio::test]
+    async fn a_rebuild_keeps_a_callback_put_off_by_a_pause_at_its_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = "version = 1\n[server]\npublic_url = \"https://hooks.example.com\"\n\
+                    [[connector]]\nid = \"main\"\nportal_id = 62515\napp_id = 54321\n\
+                    client_secret_env = \"DISPATCH_TEST_SECRET\"\n\
+                    access_token_env = \"DISPATCH_TEST_TOKEN\"\n\
+                    [[action]]\nid = \"w\"\nname = \"Send at the best time\"\n";
+        let env = crate::config::EnvCheck::Warn;
+        let path = std::path::Path::new("webhooks.toml");
+        let config = Config::from_text(path, text, &Default::default(), env)
+            .unwrap_or_else(|d| panic!("{d:?}"))
+            .config;
+        let now = 1_795_737_600_000;
+        let clock = crate::clock::Clock::Fixed(now);
+        let mut d = Dispatcher::open(dir.path(), Metrics::new(), clock).unwrap();
+        // Its release-by five minutes ago; its last try in four minutes, before the pause ends.
+        let item = |paused_until_ms| Pending {
+            callback_id: Some("cb".into()),
+            hold_ends_ms: Some(now + 5 * MINUTE_MS),
+            ready_at_ms: now + 4 * MINUTE_MS,
+            paused_until_ms,
+            ..pending(1)
+        };
+        d.requeue(item(now + 10 * MINUTE_MS));
+        d.capacities(&config, now);
+        let ready: Vec<i64> = d.queue.iter().map(|q| q.0.ready_at_ms).collect();
+        assert_eq!(ready, [now + 4 * MINUTE_MS]);
+        // Not put off by a pause: kept to its release-by, which is now.
+        d.queue.clear();
+        d.requeue(item(0));
+        d.capacities(&config, now);
+        let ready: Vec<i64> = d.queue.iter().map(|q| q.0.ready_at_ms).collect();
+        assert_eq!(ready, [now]);
         d.close();
     }
 

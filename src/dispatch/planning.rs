@@ -27,7 +27,7 @@ use crate::model::plan::{
     prefer, score, window, within_hold,
 };
 use crate::model::profile::Profile;
-use crate::time::{DAY_MS, HOUR_MS, SLOTS, day_of, slot_of};
+use crate::time::{DAY_MS, HOUR_MS, MINUTE_MS, SLOTS, day_of, slot_of};
 use chrono_tz::Tz;
 
 /// Receipts planned by one task and written as one row group of the plan part.
@@ -556,6 +556,16 @@ impl Dispatcher {
 /// HubSpot's hold on it ends ([`hold_end`]).
 pub(super) fn release_by(item: &Pending, window: Option<i64>) -> i64 {
     hold_end(item, window) - RELEASE_MARGIN_MS
+}
+
+/// The last time a workflow action's callback is tried at, at `now`: its release-by, or once
+/// that has gone by (a batch's last try, a late tick), a minute before the hold ends, after
+/// which HubSpot refuses the call.
+pub(super) fn callback_deadline(item: &Pending, window: Option<i64>, now: i64) -> i64 {
+    match release_by(item, window) {
+        by if by > now => by,
+        _ => hold_end(item, window) - MINUTE_MS,
+    }
 }
 
 /// When HubSpot moves a workflow action's contact on without us: the hold asked for on

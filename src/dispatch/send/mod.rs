@@ -33,7 +33,7 @@ use crate::time::MINUTE_MS;
 mod complete;
 mod enroll;
 mod list_add;
-mod rows;
+pub(super) mod rows;
 
 pub(in crate::dispatch) use rows::row;
 
@@ -645,21 +645,11 @@ impl Ctx {
         }
     }
 
-    /// When `item`'s contact must be released by ([`super::planning::release_by`]): its
-    /// callback is tried until then. An action not in the config: as its delivery type's
-    /// default window.
-    fn release_by(&self, item: &Pending) -> i64 {
-        super::planning::release_by(item, self.window_of(item))
-    }
-
     /// The last time `item`'s callback is tried again at, after a failure at `now`: its
     /// release-by, or once that has gone by (a batch's last try, a late tick), a minute
     /// before the hold ends, after which the call is refused.
     pub(in crate::dispatch) fn callback_deadline(&self, item: &Pending, now: i64) -> i64 {
-        match self.release_by(item) {
-            by if by > now => by,
-            _ => self.hold_end(item) - MINUTE_MS,
-        }
+        super::planning::callback_deadline(item, self.window_of(item), now)
     }
 
     /// When HubSpot's hold on `item`'s contact ends: a refusal of its callback after that
@@ -959,11 +949,11 @@ mod tests {
             hold_ends_ms: Some(NOW + 2 * MINUTE_MS + RELEASE_MARGIN_MS),
             ..super::super::tests::pending(1)
         };
-        let release_by = ctx.release_by(&item);
+        let release_by = NOW + 2 * MINUTE_MS;
         // Below the shortest wait, so the cap decides.
         assert!(release_by < NOW + 150_000);
-        // One whose hold is over already waits its backoff, to fail for good (brought back
-        // at a past time, it was called again at every tick).
+        // One whose hold is over already fails now: no later try is within it (an earlier
+        // version brought it back at a past time, and called it again at every tick).
         let over = Pending {
             callback_id: Some("cb2".into()),
             hold_ends_ms: Some(NOW - 10 * MINUTE_MS),
@@ -984,11 +974,7 @@ mod tests {
             *next
         };
         assert_eq!(next("cb"), Next::Again(release_by));
-        assert!(
-            matches!(next("cb2"), Next::Again(t) if t > NOW),
-            "{:?}",
-            next("cb2")
-        );
+        assert_eq!(next("cb2"), Next::Done(Status::Failed));
         assert_eq!(next("cb3"), Next::Again(NOW + 2 * MINUTE_MS));
     }
 
