@@ -651,7 +651,9 @@ impl Dispatcher {
                 let last = planning::callback_deadline(&item, webhook.window, now);
                 match item.held_by_hubspot() && until > last {
                     true if now >= last => {
-                        lost.push(paused_past_hold(&item, &link, &target, until, now));
+                        let hold_end = planning::hold_end(&item, webhook.window);
+                        let r = paused_past_hold(&item, &link, &target, (until, hold_end), now);
+                        lost.push(r);
                         lost_items.push(item);
                     }
                     true => later.push((item, last)),
@@ -712,7 +714,7 @@ impl Dispatcher {
         if !lost.is_empty() {
             tracing::warn!(
                 callbacks = lost.len(),
-                "callbacks failed: HubSpot's hold on their contacts ends while their connector is paused"
+                "callbacks failed: their connector is paused past HubSpot's hold on their contacts"
             );
             let recorded = self.finish_recorded(lost_items, lost, Status::Failed, report);
             if let Err((items, e)) = recorded.await {
@@ -1021,13 +1023,25 @@ fn number_dry_batches(dry: &mut [OutcomeRow], config: &Config) -> usize {
 }
 
 /// The failed row of a callback whose connector is paused until `until`, past its last try
-/// (`now`): HubSpot moves its contact on when the hold ends.
-fn paused_past_hold(item: &Pending, link: &Link, target: &str, until: i64, now: i64) -> OutcomeRow {
+/// (`now`): HubSpot moves its contact on when the hold (ending at `hold_end`) ends.
+fn paused_past_hold(
+    item: &Pending,
+    link: &Link,
+    target: &str,
+    (until, hold_end): (i64, i64),
+    now: i64,
+) -> OutcomeRow {
+    use crate::time::format_rfc3339;
     let mut r = send::rows::row(item, link, Action::Complete, target, Status::Failed, now);
-    let mut message = format!(
-        "the connector is paused until {}, past HubSpot's hold on the contact: not completed, HubSpot moves it on when the hold ends",
-        crate::time::format_rfc3339(until)
-    );
+    let (until, ends) = (format_rfc3339(until), format_rfc3339(hold_end));
+    let mut message = match now < hold_end {
+        true => format!(
+            "the connector is paused until {until}, past HubSpot's hold on the contact (it ends {ends}): not completed; HubSpot moves it on then"
+        ),
+        false => format!(
+            "the connector is paused until {until}; HubSpot's hold on the contact ended {ends}: not completed; HubSpot moved it on then"
+        ),
+    };
     if item.in_doubt {
         message.push_str(" (an earlier call whose answer was lost may have completed it)");
     }

@@ -128,7 +128,17 @@ pub async fn complete(ctx: Arc<Ctx>, link: Arc<Link>, items: Vec<Pending>) -> Ve
             {
                 Ok(call) => call,
                 Err(next) => {
-                    out.extend(chunk.into_iter().map(|i| (i, next)));
+                    // Put off (a pause met while it waited its turn): back by its last try at
+                    // the latest, where a pause outlasting it fails it (the dispatcher's
+                    // `paused_past_hold`), not at the pause's end, past its hold.
+                    let now = ctx.now();
+                    out.extend(chunk.into_iter().map(|i| match next {
+                        Next::Again(at) => {
+                            let last = ctx.callback_deadline(&i, now).max(now);
+                            (i, Next::Again(at.min(last)))
+                        }
+                        other => (i, other),
+                    }));
                     continue 'chunks;
                 }
             };

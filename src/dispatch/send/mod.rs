@@ -978,6 +978,42 @@ mod tests {
         assert_eq!(next("cb3"), Next::Again(NOW + 2 * MINUTE_MS));
     }
 
+    /// Callbacks a pause stops before their call (met while they waited their turn) come back
+    /// by their last try at the latest, where a pause outlasting it fails them, not at the
+    /// pause's end: past the hold, it was refused there, its failed row up to a day late (a
+    /// review).
+    #[tokio::test]
+    async fn a_callback_a_pause_stops_comes_back_by_its_last_try() {
+        let dir = tempfile::tempdir().unwrap();
+        let (ctx, _writer) = ctx(dir.path());
+        let link = link();
+        let next_hour = link.pause_for_the_day(NOW, &ctx.metrics);
+        let callback = |id: &str, hold_end| Pending {
+            callback_id: Some(id.into()),
+            hold_ends_ms: Some(hold_end),
+            ..super::super::tests::pending(1)
+        };
+        // Released by in five minutes; one past it, by a minute before its hold ends; one
+        // whose hold outlasts the pause, at the pause's end.
+        let items = vec![
+            callback("soon", NOW + 5 * MINUTE_MS + RELEASE_MARGIN_MS),
+            callback("late", NOW + 5 * MINUTE_MS),
+            callback("long", next_hour + 2 * RELEASE_MARGIN_MS),
+        ];
+        let out = complete(Arc::new(ctx), link, items).await;
+        let next: Vec<(String, Next)> = (out.into_iter())
+            .map(|(i, next)| (i.callback_id.unwrap().to_string(), next))
+            .collect();
+        assert_eq!(
+            next,
+            [
+                ("soon".into(), Next::Again(NOW + 5 * MINUTE_MS)),
+                ("late".into(), Next::Again(NOW + 4 * MINUTE_MS)),
+                ("long".into(), Next::Again(next_hour)),
+            ]
+        );
+    }
+
     /// A batch refused for another callback's fault is split: one past its release-by that
     /// HubSpot still holds is completed alone. An earlier version failed it with the batch,
     /// as one whose hold had ended.
