@@ -539,6 +539,30 @@ fn callbacks_past_their_hold_fail_without_splitting() {
     );
 }
 
+/// `s`'s dispatcher a day behind, and callback `cb-0` (IMMEDIATE) received and planned: the
+/// server and when HubSpot's hold on its contact ends.
+fn one_held_callback(s: &Setup) -> (Server, i64) {
+    set_clock(&s.clock, now_ms() - 86_400_000);
+    let server = start(&s.config, &s.data, &s.clock);
+    assert_eq!(reach(&s.standin, &server, "cb-0", 1000, "IMMEDIATE").0, 200);
+    eventually(Duration::from_secs(20), || {
+        let rows = plan::read(&plan::dataset(&s.data).unwrap()).ok()?;
+        (rows.len() == 1).then_some(())
+    })
+    .unwrap_or_else(|| panic!("not planned; logs:\n{}", server.logs()));
+    let received = sendtime::datasets::inbox::recover(&s.data).unwrap();
+    (server, received[0].hold_ends_ms.unwrap())
+}
+
+/// The first failed outcome row, once there is one.
+fn first_failed(server: &Server, data: &Path) -> outcomes::OutcomeRow {
+    eventually(Duration::from_secs(30), || {
+        let rows = outcomes::read(&outcomes::dataset(data).unwrap()).ok()?;
+        rows.into_iter().find(|r| r.status == Status::Failed)
+    })
+    .unwrap_or_else(|| panic!("not failed; logs:\n{}", server.logs()))
+}
+
 /// A callback whose last try before its hold ends meets a wait (here the day's limit) fails
 /// then, its contact still held, rather than being tried again once HubSpot has moved the
 /// contact on (its failed row a day late).
@@ -546,24 +570,14 @@ fn callbacks_past_their_hold_fail_without_splitting() {
 fn a_callback_whose_last_try_meets_a_wait_fails_then() {
     use sendtime::hubspot::RatePolicy;
     use sendtime::hubspot::standin::{Fault, Injection};
+    let s = Setup::holds_by_the_clock();
+    let (server, hold_end) = one_held_callback(&s);
     let Setup {
-        rt: _rt,
         standin,
-        dir: _dir,
         data,
-        config,
         clock,
-    } = Setup::holds_by_the_clock();
-    set_clock(&clock, now_ms() - 86_400_000);
-    let server = start(&config, &data, &clock);
-    assert_eq!(reach(&standin, &server, "cb-0", 1000, "IMMEDIATE").0, 200);
-    eventually(Duration::from_secs(20), || {
-        let rows = plan::read(&plan::dataset(&data).unwrap()).ok()?;
-        (rows.len() == 1).then_some(())
-    })
-    .unwrap_or_else(|| panic!("not planned; logs:\n{}", server.logs()));
-    let received = sendtime::datasets::inbox::recover(&data).unwrap();
-    let hold_end = received[0].hold_ends_ms.unwrap();
+        ..
+    } = &s;
     standin.inject(
         Injection::next(Fault::RateLimited {
             policy: RatePolicy::Daily,
@@ -572,14 +586,10 @@ fn a_callback_whose_last_try_meets_a_wait_fails_then() {
         .on(COMPLETE),
     );
     // Half a minute before the hold ends: the one try left.
-    set_clock(&clock, hold_end - 30_000);
-    let failed = eventually(Duration::from_secs(30), || {
-        let rows = outcomes::read(&outcomes::dataset(&data).unwrap()).ok()?;
-        rows.into_iter().find(|r| r.status == Status::Failed)
-    })
-    .unwrap_or_else(|| panic!("not failed; logs:\n{}", server.logs()));
+    set_clock(clock, hold_end - 30_000);
+    let failed = first_failed(&server, data);
     server.stop();
-    assert_eq!(complete_calls(&standin), [429]);
+    assert_eq!(complete_calls(standin), [429]);
     assert_eq!(failed.http_status, Some(429), "{failed:?}");
     assert!(failed.at_ms < hold_end, "{failed:?}");
     assert!(
@@ -594,24 +604,14 @@ fn a_callback_whose_last_try_meets_a_wait_fails_then() {
 #[test]
 fn a_callback_whose_hold_ends_during_a_pause_fails_at_its_last_try() {
     use sendtime::hubspot::standin::{Fault, Injection};
+    let s = Setup::holds_by_the_clock();
+    let (server, hold_end) = one_held_callback(&s);
     let Setup {
-        rt: _rt,
         standin,
-        dir: _dir,
         data,
-        config,
         clock,
-    } = Setup::holds_by_the_clock();
-    set_clock(&clock, now_ms() - 86_400_000);
-    let server = start(&config, &data, &clock);
-    assert_eq!(reach(&standin, &server, "cb-0", 1000, "IMMEDIATE").0, 200);
-    eventually(Duration::from_secs(20), || {
-        let rows = plan::read(&plan::dataset(&data).unwrap()).ok()?;
-        (rows.len() == 1).then_some(())
-    })
-    .unwrap_or_else(|| panic!("not planned; logs:\n{}", server.logs()));
-    let received = sendtime::datasets::inbox::recover(&data).unwrap();
-    let hold_end = received[0].hold_ends_ms.unwrap();
+        ..
+    } = &s;
     standin.inject(
         Injection::next(Fault::Status {
             status: 401,
@@ -619,21 +619,17 @@ fn a_callback_whose_hold_ends_during_a_pause_fails_at_its_last_try() {
         })
         .on(COMPLETE),
     );
-    set_clock(&clock, hold_end - 3 * 60_000);
+    set_clock(clock, hold_end - 3 * 60_000);
     eventually(Duration::from_secs(20), || {
-        (complete_calls(&standin) == [401]).then_some(())
+        (complete_calls(standin) == [401]).then_some(())
     })
     .unwrap_or_else(|| panic!("not tried; logs:\n{}", server.logs()));
     std::thread::sleep(Duration::from_secs(3));
     // Its last try, a minute before the hold ends: the pause lasts two minutes past it.
-    set_clock(&clock, hold_end - 50_000);
-    let failed = eventually(Duration::from_secs(30), || {
-        let rows = outcomes::read(&outcomes::dataset(&data).unwrap()).ok()?;
-        rows.into_iter().find(|r| r.status == Status::Failed)
-    })
-    .unwrap_or_else(|| panic!("not failed; logs:\n{}", server.logs()));
+    set_clock(clock, hold_end - 50_000);
+    let failed = first_failed(&server, data);
     server.stop();
-    assert_eq!(complete_calls(&standin), [401]);
+    assert_eq!(complete_calls(standin), [401]);
     assert!(failed.at_ms < hold_end, "{failed:?}");
     assert!(
         (failed.message.as_deref()).is_some_and(|m| m.contains("the connector is paused until")),
