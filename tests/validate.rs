@@ -811,3 +811,46 @@ fn a_request_timeout_that_is_no_timeout_is_named() {
         );
     }
 }
+
+/// Two connectors whose client id and refresh token variables differ by name but hold the same
+/// values are one installation to `serve`, which shares its credentials: different secret
+/// lists are refused as they are for the same names (they passed, and whichever connector was
+/// built last set the secrets for both; an audit). The values are not printed.
+#[test]
+fn one_installation_under_two_names_needs_one_secret_list() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("webhooks.toml");
+    let broken = repo().join("tests/configs/broken/oauth-installation-with-two-secret-lists.toml");
+    let text = std::fs::read_to_string(broken).unwrap();
+    let (first, second) = text.split_once("id = \"second\"").unwrap();
+    let second = second
+        .replace("HUBSPOT_CLIENT_ID", "OTHER_CLIENT_ID")
+        .replace("HUBSPOT_REFRESH_TOKEN", "OTHER_REFRESH_TOKEN");
+    std::fs::write(&file, format!("{first}id = \"second\"{second}")).unwrap();
+    let validate = |other_refresh: &str| {
+        sendtime()
+            .arg("validate")
+            .arg(&file)
+            .env("HUBSPOT_CLIENT_ID", "app-client-id")
+            .env("HUBSPOT_REFRESH_TOKEN", "the-refresh-token")
+            .env("OTHER_CLIENT_ID", "app-client-id")
+            .env("OTHER_REFRESH_TOKEN", other_refresh)
+            .output()
+            .unwrap()
+    };
+    let out = validate("the-refresh-token");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("refresh one installation's token (HUBSPOT_CLIENT_ID and HUBSPOT_REFRESH_TOKEN; OTHER_CLIENT_ID and OTHER_REFRESH_TOKEN, which hold the same)"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("the-refresh-token"), "{stderr}");
+    // Another installation (another refresh token): its own secrets.
+    let out = validate("another-refresh-token");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -175,17 +175,29 @@ fn check_archive_keeps_lift(ctx: &mut Ctx, draft: &Draft, webhooks: &[Webhook]) 
     }
 }
 
-/// Connectors refreshing one installation's token (the same client id and refresh token
-/// variables) share its credentials in `serve` (a rotated refresh token is then the one each
-/// refreshes with): the app's client secrets are one list too, or the last connector built
-/// would set them for both.
+/// Connectors refreshing one installation's token (the same client id and refresh token)
+/// share its credentials in `serve` (a rotated refresh token is then the one each refreshes
+/// with): the app's client secrets are one list too, or the last connector built would set
+/// them for both. Told apart as `serve` does, by the variables' values where they are set (two
+/// variables holding the same passed; an audit), else by their names.
 fn check_one_installation(ctx: &mut Ctx, draft: &Draft) {
     let installation = |c: &Connector| match &c.credentials {
         Credentials::OAuth {
             client_id_env,
             refresh_token_env,
-        } => Some((client_id_env.clone(), refresh_token_env.clone())),
+        } => {
+            let value = |name: &str| super::env_value(name).ok_or_else(|| name.to_string());
+            Some((value(client_id_env), value(refresh_token_env)))
+        }
         Credentials::Static { .. } => None,
+    };
+    // The variables, for the message: the values are secrets.
+    let named = |c: &Connector| match &c.credentials {
+        Credentials::OAuth {
+            client_id_env,
+            refresh_token_env,
+        } => format!("{client_id_env} and {refresh_token_env}"),
+        Credentials::Static { .. } => String::new(),
     };
     let connectors: Vec<&Connector> = draft.connectors.iter().map(|c| &c.connector).collect();
     for (i, c) in connectors.iter().enumerate() {
@@ -196,14 +208,16 @@ fn check_one_installation(ctx: &mut Ctx, draft: &Draft) {
             installation(o).as_ref() == Some(&mine) && o.client_secret_env != c.client_secret_env
         });
         if let Some(o) = other {
+            let names = match (named(o), named(c)) {
+                (a, b) if a == b => a,
+                (a, b) => format!("{a}; {b}, which hold the same"),
+            };
             ctx.error(
                 draft.connector_at(&c.id),
                 format!(
-                    "connectors `{}` and `{}` refresh one installation's token ({} and {}), so they share its credentials, but name different `client_secret_env` lists ([{}] and [{}]): the app's client secrets are one; name the same list in both",
+                    "connectors `{}` and `{}` refresh one installation's token ({names}), so they share its credentials, but name different `client_secret_env` lists ([{}] and [{}]): the app's client secrets are one; name the same list in both",
                     o.id,
                     c.id,
-                    mine.0,
-                    mine.1,
                     o.client_secret_env.join(", "),
                     c.client_secret_env.join(", ")
                 ),
