@@ -853,4 +853,29 @@ fn one_installation_under_two_names_needs_one_secret_list() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // One installation's secrets named apart, holding the same: one list.
+    let text = std::fs::read_to_string(&file).unwrap();
+    let apart = text.replacen(
+        "client_secret_env = \"HUBSPOT_CLIENT_SECRET\"",
+        "client_secret_env = [\"OTHER_SECRET\", \"OTHER_EU\"]",
+        1,
+    );
+    assert_ne!(apart, text);
+    std::fs::write(&file, apart).unwrap();
+    let out = sendtime()
+        .arg("validate")
+        .arg(&file)
+        .env("HUBSPOT_CLIENT_ID", "app-client-id")
+        .env("HUBSPOT_REFRESH_TOKEN", "the-refresh-token")
+        .env("OTHER_CLIENT_ID", "app-client-id")
+        .env("OTHER_REFRESH_TOKEN", "the-refresh-token")
+        .env("OTHER_SECRET", "s")
+        .env("OTHER_EU", "s")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

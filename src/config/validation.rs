@@ -204,9 +204,15 @@ fn check_one_installation(ctx: &mut Ctx, draft: &Draft) {
         let Some(mine) = installation(c) else {
             continue;
         };
-        let other = connectors[..i].iter().find(|o| {
-            installation(o).as_ref() == Some(&mine) && o.client_secret_env != c.client_secret_env
-        });
+        // The secrets by value too: per-connector variables holding the same are one list.
+        let secrets = |c: &Connector| -> Vec<Result<String, String>> {
+            (c.client_secret_env.iter())
+                .map(|name| super::env_value(name).ok_or_else(|| name.clone()))
+                .collect()
+        };
+        let other = connectors[..i]
+            .iter()
+            .find(|o| installation(o).as_ref() == Some(&mine) && secrets(o) != secrets(c));
         if let Some(o) = other {
             let names = match (named(o), named(c)) {
                 (a, b) if a == b => a,

@@ -128,12 +128,16 @@ pub async fn complete(ctx: Arc<Ctx>, link: Arc<Link>, items: Vec<Pending>) -> Ve
             {
                 Ok(call) => call,
                 Err(next) => {
-                    // Put off (a pause met while it waited its turn): back by its last try at
-                    // the latest, where a pause outlasting it fails it (the dispatcher's
-                    // `paused_past_hold`), not at the pause's end, past its hold.
+                    // Put off by a pause of its connector met while it waited its turn: back
+                    // by its last try at the latest, where a pause outlasting it fails it (the
+                    // dispatcher's `paused_past_hold`), not at the pause's end, past its hold.
+                    // (Other holds, a limiter held by a 429, a missing scope, are waited out.)
                     let now = ctx.now();
-                    out.extend(chunk.into_iter().map(|i| match next {
-                        Next::Again(at) => {
+                    let paused = link.paused_at(now).is_some();
+                    out.extend(chunk.into_iter().map(|mut i| match next {
+                        Next::Again(at) if paused => {
+                            // Sent at once by settings that lift the pause, as at a tick.
+                            i.paused_until_ms = at;
                             let last = ctx.callback_deadline(&i, now).max(now);
                             (i, Next::Again(at.min(last)))
                         }
