@@ -11,7 +11,6 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use polars::prelude::*;
 use serde::{Deserialize, Serialize};
-use ulid::Ulid;
 
 use crate::cut_short;
 use crate::datasets::contacts::{self, Contacts, is_email_address};
@@ -670,15 +669,7 @@ fn blank(data_dir: &Path, person: &Person, indices: &HashSet<u32>) -> anyhow::Re
             .map(|i| format!("{}{i}", contacts::ERASED))
             .collect();
         let ids = vec![None::<i64>; sorted.len()];
-        let mut df = DataFrame::new(
-            sorted.len(),
-            vec![
-                Column::new(contacts::col::CONTACT.into(), sorted),
-                Column::new(contacts::col::KEY.into(), keys),
-                Column::new(contacts::col::CONTACT_ID.into(), ids),
-            ],
-        )?;
-        dataset.write_part(Ulid::generate(), &mut df)?;
+        contacts::write_entries(&dataset, sorted, keys, ids)?;
     }
     dataset.remove_rows(&[contacts::col::KEY], |df| {
         let keys = df.column(contacts::col::KEY)?.str()?;
@@ -732,15 +723,7 @@ fn unlink(data_dir: &Path, person: &Person) -> anyhow::Result<()> {
         return Ok(());
     }
     let ids = vec![None::<i64>; index.len()];
-    let mut df = DataFrame::new(
-        index.len(),
-        vec![
-            Column::new(contacts::col::CONTACT.into(), index),
-            Column::new(contacts::col::KEY.into(), keys),
-            Column::new(contacts::col::CONTACT_ID.into(), ids),
-        ],
-    )?;
-    dataset.write_part(Ulid::generate(), &mut df)?;
+    contacts::write_entries(&dataset, index, keys, ids)?;
     dataset.remove_rows(&columns, carries)?;
     Ok(())
 }
@@ -770,6 +753,7 @@ mod tests {
     use super::*;
     use crate::datasets::events::{Event, Kind, append};
     use crate::datasets::plan::PlanRow;
+    use ulid::Ulid;
 
     fn event(email: &str, id: Option<i64>) -> Event {
         Event {

@@ -191,6 +191,12 @@ fn check_one_installation(ctx: &mut Ctx, draft: &Draft) {
         }
         Credentials::Static { .. } => None,
     };
+    // The secrets by value too: per-connector variables holding the same are one list.
+    let secrets = |c: &Connector| -> Vec<Result<String, String>> {
+        (c.client_secret_env.iter())
+            .map(|name| super::env_value(name).ok_or_else(|| name.clone()))
+            .collect()
+    };
     // The variables, for the message: the values are secrets.
     let named = |c: &Connector| match &c.credentials {
         Credentials::OAuth {
@@ -203,12 +209,6 @@ fn check_one_installation(ctx: &mut Ctx, draft: &Draft) {
     for (i, c) in connectors.iter().enumerate() {
         let Some(mine) = installation(c) else {
             continue;
-        };
-        // The secrets by value too: per-connector variables holding the same are one list.
-        let secrets = |c: &Connector| -> Vec<Result<String, String>> {
-            (c.client_secret_env.iter())
-                .map(|name| super::env_value(name).ok_or_else(|| name.clone()))
-                .collect()
         };
         let other = connectors[..i]
             .iter()

@@ -432,25 +432,34 @@ impl Contacts {
 
 /// Append the dictionary's entries `new` (indices not stored yet) as one part.
 pub fn write(data_dir: &Path, contacts: &Contacts, new: Range<usize>) -> anyhow::Result<()> {
+    let index = new.clone().map(|i| i as u32).collect();
+    let keys: Vec<&str> = contacts.keys[new.clone()]
+        .iter()
+        .map(String::as_str)
+        .collect();
+    let ids = contacts.contact_ids[new].to_vec();
+    write_entries(&dataset(data_dir)?, index, keys, ids)?;
+    Ok(())
+}
+
+/// Write entries (index, key, HubSpot id) as one part of `dataset`: new ones, or ones written
+/// again (an erase's blanks and the entries it takes an id off); the part's path.
+pub fn write_entries<K: AsRef<str>>(
+    dataset: &Dataset,
+    index: Vec<u32>,
+    keys: Vec<K>,
+    ids: Vec<Option<i64>>,
+) -> anyhow::Result<PathBuf> {
+    let keys: Vec<&str> = keys.iter().map(AsRef::as_ref).collect();
     let mut df = DataFrame::new(
-        new.len(),
+        index.len(),
         vec![
-            Column::new(
-                col::CONTACT.into(),
-                new.clone().map(|i| i as u32).collect::<Vec<_>>(),
-            ),
-            Column::new(
-                col::KEY.into(),
-                contacts.keys[new.clone()]
-                    .iter()
-                    .map(String::as_str)
-                    .collect::<Vec<_>>(),
-            ),
-            Column::new(col::CONTACT_ID.into(), contacts.contact_ids[new].to_vec()),
+            Column::new(col::CONTACT.into(), index),
+            Column::new(col::KEY.into(), keys),
+            Column::new(col::CONTACT_ID.into(), ids),
         ],
     )?;
-    dataset(data_dir)?.write_part(Ulid::generate(), &mut df)?;
-    Ok(())
+    dataset.write_part(Ulid::generate(), &mut df)
 }
 
 #[cfg(test)]
@@ -487,26 +496,13 @@ mod tests {
         let mut contacts = Contacts::load(dir.path()).unwrap();
         assert_eq!(contacts.get("#1"), Some(1));
         let part = |rows: &[(u32, &str, Option<i64>)]| {
-            let mut df = DataFrame::new(
-                rows.len(),
-                vec![
-                    Column::new(
-                        col::CONTACT.into(),
-                        rows.iter().map(|r| r.0).collect::<Vec<_>>(),
-                    ),
-                    Column::new(
-                        col::KEY.into(),
-                        rows.iter().map(|r| r.1).collect::<Vec<_>>(),
-                    ),
-                    Column::new(
-                        col::CONTACT_ID.into(),
-                        rows.iter().map(|r| r.2).collect::<Vec<_>>(),
-                    ),
-                ],
-            )
-            .unwrap();
             let dataset = dataset(dir.path()).unwrap();
-            dataset.write_part(Ulid::generate(), &mut df).unwrap()
+            let (index, keys, ids) = (
+                rows.iter().map(|r| r.0).collect(),
+                rows.iter().map(|r| r.1).collect(),
+                rows.iter().map(|r| r.2).collect(),
+            );
+            write_entries::<&str>(&dataset, index, keys, ids).unwrap()
         };
         // A repeat of an entry it holds (an interrupted compaction's) is passed over.
         let continues = part(&[(4, "#9", Some(9)), (2, "#2", Some(2)), (3, "x@y.com", None)]);
