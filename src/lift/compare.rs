@@ -417,14 +417,30 @@ impl<'w> Resample<'w> {
             return [-1.0, 1.0];
         }
         diffs.sort_by(f64::total_cmp);
-        let at = |q: f64| diffs[((q * diffs.len() as f64) as usize).min(diffs.len() - 1)];
-        [at(0.025), at(0.975)]
+        central_95(&diffs)
     }
+}
+
+/// The bounds of `sorted`'s (not empty) central 95%: as many draws outside each (the upper
+/// bound, one place too high, left one fewer above it than below the lower: an audit).
+fn central_95(sorted: &[f64]) -> [f64; 2] {
+    let out = ((0.025 * sorted.len() as f64) as usize).min((sorted.len() - 1) / 2);
+    [sorted[out], sorted[sorted.len() - 1 - out]]
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_interval_leaves_as_many_draws_out_on_each_side() {
+        let draws: Vec<f64> = (0..4000).map(f64::from).collect();
+        let [lo, hi] = central_95(&draws);
+        let below = draws.iter().filter(|&&d| d < lo).count();
+        let above = draws.iter().filter(|&&d| d > hi).count();
+        assert_eq!((below, above), (100, 100));
+        assert_eq!(central_95(&draws[..1]), [0.0, 0.0]);
+    }
 
     /// Per webhook, [optimized, held out]: each contact's (sends, engaged).
     type Groups = [Vec<(u64, u64)>; 2];

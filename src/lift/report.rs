@@ -133,6 +133,8 @@ pub struct Lift {
     pub as_of_newest_event: bool,
     /// The newest event imported: windows after it are counted as not engaged.
     pub newest_event_ms: Option<i64>,
+    /// No engagement event is imported at all: every send counts as not engaged.
+    pub no_events: bool,
     pub webhook: Option<String>,
     /// Receipts compared, per group, sent or not: a group whose receipts were sent less
     /// (failed, still waiting) is compared on fewer of them.
@@ -389,6 +391,11 @@ pub fn lift(data_dir: &Path, options: &Options) -> anyhow::Result<Lift> {
         _ => options.as_of_ms,
     };
     let as_of_newest_event = as_of_ms < options.as_of_ms;
+    // Said apart from the notes on a connector's first import (an audit: a report before
+    // any import showed 0% in both groups, with no word why).
+    let no_events = newest_event_ms.is_none()
+        && !sends.is_empty()
+        && events::dataset(data_dir)?.parts()?.is_empty();
     since_before(options.since_ms, as_of_ms, as_of_newest_event)?;
     let mut metrics = Vec::new();
     for metric in Engagement::ALL {
@@ -473,6 +480,7 @@ pub fn lift(data_dir: &Path, options: &Options) -> anyhow::Result<Lift> {
         as_of_newest_event,
         as_of_ms,
         newest_event_ms,
+        no_events,
         webhook: options.webhook.clone(),
         optimized_receipts: receipts[0],
         holdout_receipts: receipts[1],
@@ -941,6 +949,29 @@ mod tests {
         assert_eq!(lift(dir.path(), &options).unwrap().as_of_ms, newest);
     }
 
+    /// Sends and no event imported at all: every send is "not engaged", and the report says
+    /// why (it showed 0% in both groups, with no word, an audit found); once one event is
+    /// imported, it does not.
+    #[test]
+    fn a_report_before_any_import_says_none_is_imported() {
+        let given: [Given; 2] = [
+            ("r1", 1, T, Some(T), true),
+            ("r2", 2, T, Some(T + HOUR_MS), false),
+        ];
+        let said = |lift: &Lift| (lift.notes.iter()).any(|n| n.starts_with("no engagement event"));
+        for up_to_newest_event in [true, false] {
+            let options = Options {
+                as_of_ms: T + 10 * DAY_MS,
+                up_to_newest_event,
+                ..Options::default()
+            };
+            let none = lift(world(&given, &[]).path(), &options).unwrap();
+            assert!(none.no_events && said(&none), "{:?}", none.notes);
+            let one = lift(world(&given, &[(9, T + 9 * DAY_MS)]).path(), &options).unwrap();
+            assert!(!one.no_events && !said(&one), "{:?}", one.notes);
+        }
+    }
+
     /// Receipts held out and none sent (a dry run) are not "nothing held out": the hint
     /// asked for a `holdout` that was set.
     #[test]
@@ -951,6 +982,7 @@ mod tests {
                 as_of_newest_event: false,
                 as_of_ms: T,
                 newest_event_ms: None,
+                no_events: false,
                 webhook: None,
                 optimized_receipts,
                 holdout_receipts,
@@ -1714,6 +1746,8 @@ mod tests {
             ),
             (1, 1, 1)
         );
+        let hint = |lift: &Lift| (lift.notes.iter()).any(|n| n.contains("--webhook"));
+        assert!(hint(&all) && !hint(&mixed), "{:?}", mixed.notes);
     }
 
     /// Windows are counted from receipt plus the webhook's longest wait (1 h here), for both

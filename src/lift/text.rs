@@ -10,8 +10,14 @@ impl Lift {
     pub fn explain(&self) -> Vec<String> {
         let mut notes = Vec::new();
         if self.untimed_receipts > 0 {
+            // Named, the webhook also went at a chosen time: naming it is no A/A check (an
+            // audit: the hint asked for what was done).
+            let hint = match self.webhook {
+                Some(_) => "its timed receipts are compared alone",
+                None => "name such a webhook with --webhook for an A/A check",
+            };
             notes.push(format!(
-                "{} receipts of IMMEDIATE and UPDATE_ONLY deliveries left out: both groups go at receipt (name such a webhook with --webhook for an A/A check)",
+                "{} receipts of IMMEDIATE and UPDATE_ONLY deliveries left out: both groups go at receipt ({hint})",
                 self.untimed_receipts
             ));
         }
@@ -90,6 +96,9 @@ impl Lift {
                 "{} parts of the plan, outcomes or events are in quarantine, set aside as unreadable: their receipts, sends and events are missing from these figures (README, *Data layout*)",
                 self.quarantined
             ));
+        }
+        if self.no_events && self.unimported.is_empty() {
+            notes.push("no engagement event is imported yet: every send counts as not engaged (`sendtime import hubspot` or `import csv`, or `serve`'s scheduled import, brings them)".into());
         }
         if let Some(newest) = self.newest_event_ms.filter(|t| *t < self.as_of_ms - DAY_MS) {
             notes.push(format!(
