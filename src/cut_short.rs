@@ -84,20 +84,20 @@ impl Intent {
 
     /// Name what the run is about to do, durably, before it deletes or moves a row.
     pub fn write<T: Serialize>(&self, what: &T) -> anyhow::Result<()> {
-        crate::store::create_dir_durably(self.folder())
-            .and_then(|()| crate::store::write_durably(&self.path, &serde_json::to_vec(what)?))
-            .with_context(|| {
-                format!(
-                    "cannot write {} (nothing was {} yet)",
-                    self.path.display(),
-                    self.command.done()
-                )
-            })
+        crate::store::write_durably(&self.path, &serde_json::to_vec(what)?).with_context(|| {
+            format!(
+                "cannot write {} (nothing was {} yet)",
+                self.path.display(),
+                self.command.done()
+            )
+        })
     }
 
-    /// The run is done.
+    /// The run is done. A temporary copy a crash left mid-write goes too: an erase's names
+    /// the person (an audit).
     pub fn remove(&self) -> anyhow::Result<()> {
-        std::fs::remove_file(&self.path)
+        crate::store::remove_if_exists(&crate::store::temp_of(&self.path))
+            .and_then(|()| std::fs::remove_file(&self.path))
             .and_then(|()| crate::store::sync_dir(self.folder()))
             .with_context(|| {
                 format!(
@@ -152,4 +152,26 @@ fn refuse_if_cut_short(data_dir: &Path, command: Command, why: &str) -> anyhow::
         intent.path.display()
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A copy of the intent a crash left mid-write (an erase's names the person) goes when
+    /// the run is done, and two files whose names differ after a dot are written through
+    /// temporary files of their own.
+    #[test]
+    fn a_done_run_leaves_no_copy_of_its_intent() {
+        let dir = tempfile::tempdir().unwrap();
+        let intent = Intent::of(dir.path(), Command::Erase);
+        intent.write(&["ann@example.com"]).unwrap();
+        let copy = crate::store::temp_of(&intent.path);
+        std::fs::write(&copy, "[\"ann@example.com\"").unwrap();
+        intent.remove().unwrap();
+        let left: Vec<_> = std::fs::read_dir(intent.folder()).unwrap().collect();
+        assert!(left.is_empty(), "{left:?}");
+        let [main, backup] = ["pause-eu.main", "pause-eu.backup"].map(|n| dir.path().join(n));
+        assert_ne!(crate::store::temp_of(&main), crate::store::temp_of(&backup));
+    }
 }

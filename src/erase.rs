@@ -407,7 +407,7 @@ fn receipt_datasets(data_dir: &Path) -> anyhow::Result<Vec<(Dataset, Vec<&'stati
             (plan::NAME, RECEIPT_COLUMNS.to_vec()),
             (outcomes::NAME, vec![outcomes::col::RECEIPT_ID]),
         ] {
-            if dir.join(name).is_dir() {
+            if store::is_dir(&dir.join(name))? {
                 out.push((Dataset::open(&dir, name)?, columns));
             }
         }
@@ -765,6 +765,20 @@ mod tests {
             filtered: false,
             source: "t".into(),
         }
+    }
+
+    /// A kept-apart folder that cannot be looked at fails the erase (taken for none, its
+    /// receipts' rows were kept while the erase said it was done: an audit). `archive` a
+    /// file makes the look fail, as a permission or I/O error would.
+    #[test]
+    fn an_archive_that_cannot_be_looked_at_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(receipt_datasets(dir.path()).unwrap().len(), 0);
+        std::fs::write(dir.path().join(crate::datasets::ARCHIVE), "not a folder").unwrap();
+        let Err(e) = receipt_datasets(dir.path()) else {
+            panic!("an error, not no archive");
+        };
+        assert!(format!("{e:#}").contains("cannot look at"), "{e:#}");
     }
 
     /// Another email's dictionary entry carrying one of the ids given is another person's

@@ -83,8 +83,7 @@ fn write_last_fire(data_dir: &Path, fire: DateTime<Utc>, errors: &mut crate::thr
     };
     let bytes = serde_json::to_vec(&kept).expect("plain values");
     let path = last_fire_path(data_dir);
-    let written = std::fs::create_dir_all(crate::store::state_dir(data_dir))
-        .and_then(|()| crate::store::write_durably(&path, &bytes));
+    let written = crate::store::write_durably(&path, &bytes);
     if let Err(e) = written
         && let Some(suppressed) = errors.due()
     {

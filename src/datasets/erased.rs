@@ -69,7 +69,6 @@ impl Erased {
             erased.hashes.insert(hash);
         }
         let path = path(data_dir);
-        crate::store::create_dir_durably(path.parent().expect("in state/"))?;
         let bytes = serde_json::to_vec_pretty(&erased).expect("serialisable");
         crate::store::write_durably(&path, &bytes)
             .with_context(|| format!("cannot write {}", path.display()))

@@ -810,9 +810,12 @@ fn logged(wal_dir: &Path, part: &Path) -> bool {
 /// it moved back.
 pub fn any_part_logged(data_dir: &Path) -> anyhow::Result<bool> {
     let dataset = dataset(data_dir)?;
-    Ok(wal::segments(&data_dir.join(WAL_DIR), WAL_PREFIX)?
-        .into_iter()
-        .any(|(id, _)| dataset.part_path(id).exists()))
+    for (id, _) in wal::segments(&data_dir.join(WAL_DIR), WAL_PREFIX)? {
+        if store::exists(&dataset.part_path(id))? {
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }
 
 /// Receipts as a frame in schema order: the one writer of the inbox schema.

@@ -41,7 +41,7 @@ fn kept(
 ) -> anyhow::Result<()> {
     f(&Dataset::open(data_dir, name)?)?;
     let archive = data_dir.join(ARCHIVE);
-    if archive.join(name).is_dir() {
+    if crate::store::is_dir(&archive.join(name))? {
         f(&Dataset::open(&archive, name)?)?;
     }
     Ok(())

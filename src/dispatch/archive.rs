@@ -14,7 +14,7 @@ use super::ids::{IdSet, ReceiptId};
 use super::startup::counts_toward_budget;
 use crate::datasets::outcomes::OutcomeRow;
 use crate::datasets::{ARCHIVE, KEPT_APART, inbox, outcomes, plan};
-use crate::store::Dataset;
+use crate::store::{self, Dataset};
 
 /// The archived datasets, in the order rows move and go: inbox and plan first, outcomes
 /// last, so a move cut short leaves no receipt to plan without the outcome that finished it.
@@ -71,7 +71,7 @@ pub(super) fn prune(data_dir: &Path, before: i64) -> anyhow::Result<usize> {
     let mut deleted = 0;
     for folder in KEPT_APART {
         for (name, id_column) in DATASETS {
-            if !data_dir.join(folder).join(name).is_dir() {
+            if !store::is_dir(&data_dir.join(folder).join(name))? {
                 continue;
             }
             let kept = open(data_dir, folder, name)?;
@@ -106,9 +106,7 @@ pub(super) fn pruned_at(data_dir: &Path) -> i64 {
 
 /// Keep `at` as the time of the last prune.
 pub(super) fn record_pruned(data_dir: &Path, at: i64) -> anyhow::Result<()> {
-    let state = crate::store::state_dir(data_dir);
-    crate::store::create_dir_durably(&state)?;
-    let path = state.join(PRUNED_AT);
+    let path = crate::store::state_dir(data_dir).join(PRUNED_AT);
     crate::store::write_durably(&path, at.to_string().as_bytes())?;
     Ok(())
 }
@@ -122,7 +120,8 @@ impl Dispatcher {
         let archive = self.data_dir.join(crate::datasets::ARCHIVE);
         let archived = [inbox::NAME, plan::NAME, outcomes::NAME]
             .into_iter()
-            .filter(|name| archive.join(name).is_dir())
+            // One that cannot be looked at is opened, so that its failure is said.
+            .filter(|name| store::is_dir(&archive.join(name)).unwrap_or(true))
             .map(|name| Dataset::open(&archive, name));
         let datasets = [
             Ok(self.inbox_ds.clone()),

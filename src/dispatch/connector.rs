@@ -656,12 +656,7 @@ impl Dispatcher {
         for (id, until) in changed {
             let path = pause_path(&self.data_dir, &id);
             let written = match until {
-                Some(pause) => path
-                    .parent()
-                    .map_or(Ok(()), std::fs::create_dir_all)
-                    .and_then(|()| {
-                        crate::store::write_durably(&path, pause_text(pause).as_bytes())
-                    }),
+                Some(pause) => crate::store::write_durably(&path, pause_text(pause).as_bytes()),
                 None => match std::fs::remove_file(&path) {
                     Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
                     _ => Ok(()),

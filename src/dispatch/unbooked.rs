@@ -60,10 +60,7 @@ impl Unbooked {
         let mut ids: Vec<&String> = self.ids.iter().collect();
         ids.sort();
         let text: String = ids.iter().map(|w| format!("{w}\n")).collect();
-        let written = (self.path.parent())
-            .map_or(Ok(()), std::fs::create_dir_all)
-            .and_then(|()| crate::store::write_durably(&self.path, text.as_bytes()));
-        match written {
+        match crate::store::write_durably(&self.path, text.as_bytes()) {
             Ok(()) => self.saved = self.ids.clone(),
             Err(e) => {
                 if let Some(suppressed) = self.write_errors.due() {

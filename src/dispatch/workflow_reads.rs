@@ -65,9 +65,6 @@ pub fn store<T: Serialize>(path: &Path, kept: &BTreeMap<String, T>) -> io::Resul
     if kept.is_empty() {
         return crate::store::remove_if_exists(path);
     }
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
     let bytes = serde_json::to_vec_pretty(kept).map_err(io::Error::other)?;
     crate::store::write_durably(path, &bytes)
 }

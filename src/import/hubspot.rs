@@ -318,8 +318,6 @@ impl Import {
 
     fn save_state(&self, state: &State) -> anyhow::Result<()> {
         let path = self.state_path();
-        let dir = path.parent().expect("state path has a folder");
-        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
         let bytes = serde_json::to_vec_pretty(state).expect("state serializes");
         store::write_durably(&path, &bytes)
             .with_context(|| format!("cannot save import state {}", path.display()))

@@ -117,15 +117,16 @@ pub fn update(
 /// `state.json` goes first, so a delete cut short leaves files no state names.
 pub fn delete(data_dir: &Path) -> anyhow::Result<()> {
     let dir = data_dir.join(NAME);
-    if !dir.is_dir() {
+    if !crate::store::is_dir(&dir)? {
         return Ok(());
     }
     let _writing = lock(&dir)?;
     crate::store::remove_if_exists(&dir.join("state.json"))
         .with_context(|| format!("cannot remove {}", dir.join("state.json").display()))?;
     for entry in std::fs::read_dir(&dir)? {
-        let p = entry?.path();
-        if p.is_file() && p.file_name().is_some_and(|n| n != "profiles.lock") {
+        let entry = entry?;
+        let p = entry.path();
+        if entry.file_type()?.is_file() && p.file_name().is_some_and(|n| n != "profiles.lock") {
             crate::store::remove_if_exists(&p)
                 .with_context(|| format!("cannot remove old profiles {}", p.display()))?;
         }
@@ -688,8 +689,8 @@ fn write_state(dir: &Path, state: &State) -> anyhow::Result<()> {
 }
 
 /// Remove the delta files `state` does not name, and a state a writer killed mid-write left
-/// as `state.tmp` (tens of MB each, for every `profiles` killed). Hold [`lock`]: writers
-/// write under it.
+/// as `state.json.tmp` (`state.tmp` before; tens of MB each, for every `profiles` killed).
+/// Hold [`lock`]: writers write under it.
 fn remove_unnamed(dir: &Path, state: &State) -> anyhow::Result<()> {
     let keep: HashSet<&str> = state.deltas.iter().map(String::as_str).collect();
     for entry in std::fs::read_dir(dir)? {
@@ -700,7 +701,7 @@ fn remove_unnamed(dir: &Path, state: &State) -> anyhow::Result<()> {
             .or_else(|| name.strip_suffix(STATS))
             .and_then(|n| n.strip_suffix('.'))
             .is_some_and(|delta| !keep.contains(delta));
-        if unnamed || name == "state.tmp" {
+        if unnamed || name == "state.json.tmp" || name == "state.tmp" {
             // An error said, not swallowed: an erase must know its profile is gone from disk.
             crate::store::remove_if_exists(&p)
                 .with_context(|| format!("cannot remove old profiles {}", p.display()))?;
@@ -860,7 +861,7 @@ mod tests {
         assert!(u.rebuilt, "700 opens: more than twice the 300 of the fit");
     }
 
-    /// A `profiles` killed as it wrote left its delta files and `state.tmp`, tens of MB each,
+    /// A `profiles` killed as it wrote left its delta files and `state.json.tmp`, tens of MB each,
     /// until some later update stored profiles: the next update of any kind removes them.
     #[test]
     fn files_a_killed_writer_left_go_at_the_next_update() {
@@ -882,6 +883,7 @@ mod tests {
         for left in [
             "delta-01KILLED.weights.parquet",
             "delta-01KILLED.stats.parquet",
+            "state.json.tmp",
             "state.tmp",
         ] {
             std::fs::write(profiles.join(left), "half").unwrap();

@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use super::signature::Version;
 use crate::config::{Target, Webhook};
-use crate::store::{create_dir_durably, write_durably};
+use crate::store::write_durably;
 
 /// An endpoint's key: a webhook's id, an action's `action:ID`. An id may change kind in a
 /// reload, and an action's executions carry v2 whatever its namesake webhook took (keyed alike,
@@ -138,8 +138,7 @@ impl Ratchet {
             let bytes = serde_json::to_vec_pretty(&floors.seen).expect("a map of plain values");
             (bytes, floors.changes)
         };
-        let dir = self.path.parent().expect("under the data directory");
-        let written = create_dir_durably(dir).and_then(|()| write_durably(&self.path, &bytes));
+        let written = write_durably(&self.path, &bytes);
         let mut floors = self.floors.lock().unwrap();
         match &written {
             Ok(()) => {
@@ -218,7 +217,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let state = dir.path().join("state");
         std::fs::create_dir(&state).unwrap();
-        let fifo = state.join("signatures.tmp");
+        let fifo = crate::store::temp_of(&state.join("signatures.json"));
         let made = std::process::Command::new("mkfifo").arg(&fifo).status();
         assert!(made.unwrap().success());
         let ratchet = Arc::new(Ratchet::open(dir.path()).unwrap());

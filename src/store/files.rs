@@ -105,7 +105,7 @@ pub fn remove_if_unused(dir: &Path) {
 /// a lock needs no more than: one left by another user (a `sudo sendtime pause`) still serves.
 pub fn lock_file(path: &Path) -> anyhow::Result<File> {
     if let Some(dir) = path.parent() {
-        fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        create_dir_durably(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     }
     match File::open(path) {
         Ok(file) => Ok(file),
@@ -124,9 +124,12 @@ pub fn remove_if_exists(path: &Path) -> io::Result<()> {
     }
 }
 
-/// Write a small file so that it survives power loss once this returns.
+/// Write a small file so that it survives power loss once this returns (its folder made
+/// durably if missing).
 pub fn write_durably(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let tmp = path.with_extension("tmp");
+    let dir = path.parent().unwrap_or(Path::new("."));
+    create_dir_durably(dir)?;
+    let tmp = temp_of(path);
     let written = File::create(&tmp).and_then(|mut f| {
         f.write_all(bytes)?;
         f.sync_all()
@@ -135,7 +138,32 @@ pub fn write_durably(path: &Path, bytes: &[u8]) -> io::Result<()> {
         let _ = fs::remove_file(&tmp);
         return Err(e);
     }
-    sync_dir(path.parent().unwrap_or(Path::new(".")))
+    sync_dir(dir)
+}
+
+/// The temporary file [`write_durably`] writes `path` through: its whole name and `.tmp`
+/// (`pause-eu.main` and `pause-eu.backup` shared one before, an audit).
+pub fn temp_of(path: &Path) -> PathBuf {
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(".tmp");
+    path.with_file_name(name)
+}
+
+/// Whether `path` is a folder; a look that fails other than "not found" is an error, not
+/// "no folder" (an audit: an unreadable `archive/` was skipped by an erase that then said
+/// it was done).
+pub fn is_dir(path: &Path) -> anyhow::Result<bool> {
+    match fs::metadata(path) {
+        Ok(meta) => Ok(meta.is_dir()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(e).with_context(|| format!("cannot look at {}", path.display())),
+    }
+}
+
+/// Whether `path` exists, as [`is_dir`]: a failed look is an error.
+pub fn exists(path: &Path) -> anyhow::Result<bool> {
+    path.try_exists()
+        .with_context(|| format!("cannot look at {}", path.display()))
 }
 
 /// fsync a directory, making renames and creations in it durable.

@@ -11,8 +11,8 @@ mod frames;
 pub mod wal;
 
 pub use files::{
-    create_data_dir, create_dir_durably, lock_file, physical, remove_if_exists, remove_if_unused,
-    state_dir, sync_dir, write_durably,
+    create_data_dir, create_dir_durably, exists, is_dir, lock_file, physical, remove_if_exists,
+    remove_if_unused, state_dir, sync_dir, temp_of, write_durably,
 };
 pub use frames::{
     Undecodable, concat_frames, read_columns_or_null, read_part, read_present_columns, read_with,
@@ -348,7 +348,7 @@ impl Dataset {
         let mut dest = self.quarantine.join(name);
         // A part of that name set aside before (a log segment's part, rewritten by replay and
         // damaged again) is kept too.
-        if dest.exists() {
+        if exists(&dest)? {
             let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("part");
             dest = self
                 .quarantine
@@ -360,7 +360,7 @@ impl Dataset {
         // Its checksum goes with it: the evidence of what the bytes were. (After the part: a
         // part left without its checksum would be read unchecked.)
         let sum = checksum::path_of(path);
-        if sum.exists() {
+        if exists(&sum)? {
             fs::rename(&sum, checksum::path_of(&dest))?;
         }
         sync_dir(&self.quarantine)?;
@@ -765,10 +765,10 @@ pub fn finish_publishing(
         let from = staging_dir.join(name);
         let to = target_dir.join(name);
         // The checksum first: a part is never without it.
-        if checksum::path_of(&from).exists() {
+        if exists(&checksum::path_of(&from))? {
             fs::rename(checksum::path_of(&from), checksum::path_of(&to))?;
         }
-        if from.exists() {
+        if exists(&from)? {
             fs::rename(&from, &to)?;
         }
     }
@@ -1482,6 +1482,24 @@ mod tests {
         assert_eq!(publish(&staging, &target).unwrap(), 1);
         assert_eq!(target.parts().unwrap().len(), 4);
         assert!(!staging.dir.exists());
+    }
+
+    /// A staged part that cannot be looked at fails the publish and keeps the staging folder
+    /// (taken for gone, it was removed with the folder and the import said it was done: an
+    /// audit). A file where a folder is named makes the look fail, as an I/O error would.
+    #[test]
+    fn a_publish_that_cannot_look_at_a_part_keeps_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = Dataset::open(dir.path(), "rows").unwrap();
+        let staging = Dataset::open(dir.path(), "rows/.import-c").unwrap();
+        let mut df = DataFrame::new(1, vec![Column::new("v".into(), [1i64])]).unwrap();
+        let part = staging.write_part(Ulid::generate(), &mut df).unwrap();
+        fs::write(staging.dir.join("blocked"), "a file").unwrap();
+        let pending = target.dir.join(format!(".import-c.{PENDING_EXT}"));
+        let name = part.file_name().unwrap().to_str().unwrap();
+        write_durably(&pending, format!("blocked/{name}\n{name}").as_bytes()).unwrap();
+        assert!(finish_publishing(&pending, &staging.dir, &target.dir).is_err());
+        assert!(staging.dir.join("blocked").exists() && pending.exists());
     }
 
     #[test]
