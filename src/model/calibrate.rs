@@ -267,7 +267,13 @@ pub fn fit(profiles: &Profiles, counts: &[f64], mut recent: Recent, auto: Auto) 
         below => f64::from(1u32 << 24) / f64::from(below),
     };
     for &(c, s, d, k) in &recent.events {
-        if (c as usize) < profiles.len() && (s as usize) < SLOTS && !profiles.is_machine(c) {
+        // Clicks at `click_weight = 0` are not learned, so not judged on either (an audit:
+        // they counted towards the events a fit needs, scored at weight 0).
+        if (c as usize) < profiles.len()
+            && (s as usize) < SLOTS
+            && !profiles.is_machine(c)
+            && weight(k) > 0.0
+        {
             let w = weight(k) * decay(d);
             by_contact.entry(c).or_default().push((s, w));
             let x = &mut population_counts[s as usize];
@@ -501,6 +507,31 @@ mod tests {
         // (Before, 3.1780 against 3.1845 here: the population scored worse at 18:00.)
         let (x, y) = (a.population_loss.unwrap(), b.population_loss.unwrap());
         assert!((x - y).abs() <= 1e-4 * x, "{a:?} {b:?}");
+    }
+
+    /// At `click_weight = 0` clicks are not learned, and the fit is judged without them: the
+    /// same as with none.
+    #[test]
+    fn clicks_weighing_nothing_leave_the_fit_as_without_them() {
+        let until = 1_767_225_600_000; // 2026-01-01
+        let opens: Vec<Row> = (0..60u32)
+            .flat_map(|c| {
+                (1..=90).map(move |d| open(c, until - d * DAY_MS + i64::from(c % 24) * HOUR_MS))
+            })
+            .collect();
+        let clicks = opens.iter().map(|r| Row {
+            kind: crate::datasets::events::Kind::Click as u8,
+            at_ms: r.at_ms + 5 * HOUR_MS,
+            ..*r
+        });
+        let both: Vec<Row> = opens.iter().copied().chain(clicks).collect();
+        let mut config = ModelConfig::default();
+        config.params.click_weight = 0.0;
+        let fit = |rows: Vec<Row>| build(config, &Rows::new(rows, 60), until).fit.unwrap();
+        let (a, b) = (fit(opens), fit(both));
+        let exact = |f: &super::Fit| (f.prior_strength, f.hour_bandwidth, f.events, f.contacts);
+        assert!(a.fitted, "{a:?}");
+        assert_eq!(exact(&a), exact(&b));
     }
 
     /// Ten people's last weeks, however many opens: too few contacts to tell noise from a
