@@ -94,9 +94,10 @@ impl Intent {
     }
 
     /// The run is done. A temporary copy a crash left mid-write goes too: an erase's names
-    /// the person (an audit).
+    /// the person (an audit); `erase.tmp` is an earlier version's name for it.
     pub fn remove(&self) -> anyhow::Result<()> {
         crate::store::remove_if_exists(&crate::store::temp_of(&self.path))
+            .and_then(|()| crate::store::remove_if_exists(&self.path.with_extension("tmp")))
             .and_then(|()| std::fs::remove_file(&self.path))
             .and_then(|()| crate::store::sync_dir(self.folder()))
             .with_context(|| {
@@ -168,6 +169,7 @@ mod tests {
         intent.write(&["ann@example.com"]).unwrap();
         let copy = crate::store::temp_of(&intent.path);
         std::fs::write(&copy, "[\"ann@example.com\"").unwrap();
+        std::fs::write(intent.path.with_extension("tmp"), "[\"ann@").unwrap();
         intent.remove().unwrap();
         let left: Vec<_> = std::fs::read_dir(intent.folder()).unwrap().collect();
         assert!(left.is_empty(), "{left:?}");

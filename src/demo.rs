@@ -290,7 +290,7 @@ fn write_config(
          [scheduler]\ncron = \"* * * * * *\"\n[import]\ncron = \"0 * * * * *\"\n\
          [[connector]]\nid = \"demo\"\nportal_id = 62515\napp_id = 1\n\
          client_secret_env = \"SENDTIME_DEMO_SECRET\"\naccess_token_env = \"SENDTIME_DEMO_TOKEN\"\n\
-         api_base = \"{api_base}\"\nquiet_hours = \"22:00-07:00\"\n\
+         api_base = \"{api_base}\"\nquiet_hours = \"22:00-07:00\"\ntime_zone = \"UTC\"\n\
          requests_per_10s = {REQUESTS_PER_10S}\n"
     );
     for (id, kind, target) in WEBHOOKS {

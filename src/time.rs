@@ -255,6 +255,24 @@ pub fn format_span(ms: i64) -> String {
     }
 }
 
+/// A length of time as a reader takes it in: days, hours and minutes, the parts that are not
+/// 0 (`448d 5h 45m`, `30s` under a minute); a scheduler's gap read `645465m` (an audit).
+pub fn format_gap(ms: i64) -> String {
+    if ms < MINUTE_MS {
+        return format!("{}s", ms / 1000);
+    }
+    let parts = [
+        (ms / DAY_MS, "d"),
+        (ms % DAY_MS / HOUR_MS, "h"),
+        (ms % HOUR_MS / MINUTE_MS, "m"),
+    ];
+    let shown: Vec<String> = (parts.iter())
+        .filter(|(n, _)| *n > 0)
+        .map(|(n, unit)| format!("{n}{unit}"))
+        .collect();
+    shown.join(" ")
+}
+
 /// `09:30:00`: a time of day given as milliseconds since midnight.
 pub fn format_time_of_day(ms: i64) -> String {
     let s = ms.rem_euclid(DAY_MS) / 1000;
@@ -308,6 +326,15 @@ fn put_digits(out: &mut [u8], mut n: u32) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_gap_reads_in_days_hours_and_minutes() {
+        let gap = |d: i64, h: i64, m: i64| d * DAY_MS + h * HOUR_MS + m * MINUTE_MS;
+        assert_eq!(format_gap(gap(448, 5, 45)), "448d 5h 45m");
+        assert_eq!(format_gap(gap(23, 0, 15)), "23d 15m");
+        assert_eq!(format_gap(gap(0, 2, 0)), "2h");
+        assert_eq!(format_gap(30_000), "30s");
+    }
 
     /// The smallest i64 (how pandas stores NaT as a plain integer) is a number of
     /// milliseconds, not an overflow.

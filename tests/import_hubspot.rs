@@ -1514,6 +1514,68 @@ fn a_page_of_unreadable_events_stops_the_run_before_it() {
     assert_all_once(&stored(&s.data).0, &s);
 }
 
+/// A `--since` window that replaces an unfinished first import of the whole history marks
+/// nothing complete: it marked every event before it imported, and the next default run
+/// started hours ago, the history never read (an audit).
+#[test]
+fn a_since_replacing_an_unfinished_first_import_leaves_the_history_to_read() {
+    let s = setup(Options::default());
+    // The first run stops at its first page (unreadable), its cursor kept from the start.
+    let unreadable: Vec<serde_json::Value> = (0..20)
+        .map(|i| {
+            serde_json::json!({"id": format!("new-{i}"), "created": "2026-12-01T10:00:00Z",
+                "type": "OPEN", "recipient": "new@example.com"})
+        })
+        .collect();
+    s.standin.inject(
+        Injection::next(Fault::Json(
+            serde_json::json!({"hasMore": true, "offset": "0", "events": unreadable.clone()}),
+        ))
+        .on(EVENTS),
+    );
+    assert!(!s.import().status.success());
+    let state = || -> serde_json::Value {
+        let path = sendtime::import::hubspot::state_path(&s.data, "main");
+        serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
+    };
+    assert_eq!(state()["run"]["start_ms"], 0, "{}", state());
+    let since = (chrono::Utc::now() - chrono::Duration::days(5)).to_rfc3339();
+    let out = s
+        .command(Some(DEFAULT_TOKEN))
+        .args(["--since", &since])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(state()["complete_until_ms"].is_null(), "{}", state());
+    // The next default run reads the whole history.
+    let out = s.import();
+    assert!(out.status.success(), "{}", text(&out));
+    assert_all_once(&stored(&s.data).0, &s);
+    assert!(state()["complete_until_ms"].is_i64(), "{}", state());
+    // An unfinished `--since` window replaced by another was not the whole history: the
+    // second marks its window as a first `--since` run does.
+    let s = setup(Options::default());
+    s.standin.inject(
+        Injection::next(Fault::Json(
+            serde_json::json!({"hasMore": true, "offset": "0", "events": unreadable}),
+        ))
+        .on(EVENTS),
+    );
+    let since_run = |days: i64| {
+        let since = (chrono::Utc::now() - chrono::Duration::days(days)).to_rfc3339();
+        let out = s
+            .command(Some(DEFAULT_TOKEN))
+            .args(["--since", &since])
+            .output();
+        out.unwrap().status.success()
+    };
+    assert!(!since_run(10));
+    assert!(since_run(5));
+    let path = sendtime::import::hubspot::state_path(&s.data, "main");
+    let state: serde_json::Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+    assert!(state["complete_until_ms"].is_i64(), "{state}");
+}
+
 /// A `serve` stopped while its scheduled import waits out HubSpot's 429 (ten minutes here)
 /// exits at once, not when the wait ends; the import resumes at the next start.
 #[test]

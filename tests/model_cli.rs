@@ -688,6 +688,9 @@ fn a_mistyped_data_directory_is_refused_not_created() {
         &["report", "lift"],
         &predict,
         &["tick"],
+        &["pause"],
+        &["pause", "nurture-step-2"],
+        &["resume", "nurture-step-2"],
     ] {
         let out = common::run(&common::shipped_config(), &other, args, &env);
         let (_, err) = text(&out);

@@ -48,8 +48,9 @@ pub enum Command {
         /// Also check the config against each connector's live HubSpot account (needs its
         /// credentials): the token works for `portal_id`, each workflow id exists (a flow id
         /// from the workflow editor names the id to paste), each list accepts membership
-        /// changes, the token has the scopes the config needs, each action is registered
-        /// (with HUBSPOT_DEVELOPER_API_KEY). One line per check; exit 1 on any failure.
+        /// changes, the token has the scopes these reads need (one only a write needs shows
+        /// at the first send), each action is registered (with HUBSPOT_DEVELOPER_API_KEY).
+        /// One line per check; exit 1 on any failure.
         #[arg(long)]
         online: bool,
     },
@@ -518,13 +519,23 @@ fn socket_addr(text: &str) -> Result<SocketAddr, String> {
     if let Ok(addr) = text.parse() {
         return Ok(addr);
     }
-    let resolved = text.to_socket_addrs().map(|mut all| all.next());
-    match resolved {
+    match text.to_socket_addrs().map(preferred) {
         Ok(Some(addr)) => Ok(addr),
         _ => Err(format!(
             "{text:?} is not an address to listen on: give IP:PORT (127.0.0.1:8080, [::1]:8080) or HOST:PORT (localhost:8080)"
         )),
     }
+}
+
+/// Of the addresses a name resolves to, the first IPv4 one, else the first: `localhost` is
+/// `::1` first where `/etc/hosts` says so, and listening there alone refused a proxy sent to
+/// `127.0.0.1` (an audit).
+fn preferred(mut addrs: impl Iterator<Item = SocketAddr>) -> Option<SocketAddr> {
+    let first = addrs.next()?;
+    Some(match first.is_ipv4() {
+        true => first,
+        false => addrs.find(SocketAddr::is_ipv4).unwrap_or(first),
+    })
 }
 
 /// A memory size in MB, more than 0 (a fraction is fine).
@@ -534,5 +545,20 @@ fn megabytes(text: &str) -> Result<f64, String> {
         _ => Err(format!(
             "{text:?} is not a number of megabytes above 0, e.g. 384 or 0.5"
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_name_listens_on_its_ipv4_address_first() {
+        let [v6, v4, v4b]: [SocketAddr; 3] =
+            ["[::1]:8080", "127.0.0.1:8080", "127.0.0.2:8080"].map(|a| a.parse().unwrap());
+        assert_eq!(preferred([v6, v4, v4b].into_iter()), Some(v4));
+        assert_eq!(preferred([v4b, v4].into_iter()), Some(v4b));
+        assert_eq!(preferred([v6].into_iter()), Some(v6));
+        assert_eq!(preferred(std::iter::empty()), None);
     }
 }

@@ -437,7 +437,13 @@ fn pause(
     let (named, config) = config_or_toml(path, overrides, |_| {
         "its ids are read from the TOML alone".to_string()
     })?;
+    // Some other folder (a mistyped --data) is refused: a pause written there held nothing,
+    // and a resume said "not paused" of what `serve` still held (an audit). A folder with
+    // only pauses in it yet (`state/`) is sendtime's.
     require_data_dir(&named.data_dir, &named.path)?;
+    if !crate::store::is_dir(&crate::store::state_dir(&named.data_dir))? {
+        require_sendtime_data(&named.data_dir, &named.path)?;
+    }
     // The command that lifts a pause, with the flags this one was given (pasted as written
     // elsewhere, it found no config; a first-user audit; the default config is named only
     // when another was given).
@@ -480,7 +486,7 @@ fn pause(
     let (kind, was) = crate::pauses::set(&named, &id, connector, on, crate::time::now_ms())?;
     // A `serve` started before `server.data_dir` changed in the file keeps its folder, and
     // reads its pauses there: said, rather than "held" while its contacts go out.
-    if !crate::dispatch::locks::dispatching(&named.data_dir)? {
+    if !crate::dispatch::locks::dispatching_now(&named.data_dir) {
         // (With --data, the file's `data_dir` is not the folder asked about.)
         let moved = match overrides.data_dir {
             Some(_) => "; a `serve` started with another --data reads its pauses there".into(),

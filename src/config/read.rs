@@ -475,7 +475,7 @@ fn read_scheduler(ctx: &mut Ctx, top: &TableReader) -> Option<Scheduler> {
             at,
             format!(
                 "the scheduler goes up to {} without a run: contacts due in between wait for the next run (the day of month and the day of week must both match)",
-                crate::time::format_span(gap.num_milliseconds())
+                crate::time::format_gap(gap.num_milliseconds())
             ),
         );
     }

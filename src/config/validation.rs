@@ -329,7 +329,7 @@ fn check_action_ticks(ctx: &mut Ctx, draft: &Draft) {
             at,
             format!(
                 "action `{id}`: the scheduler goes up to {} without a run, so a callback due in the last minutes of HubSpot's hold on its contact can go after it (HubSpot then moves the contact on without sendtime's release): run [scheduler] cron every minute",
-                crate::time::format_span(gap.num_milliseconds())
+                crate::time::format_gap(gap.num_milliseconds())
             ),
         );
     }

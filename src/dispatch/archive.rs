@@ -120,8 +120,7 @@ impl Dispatcher {
         let archive = self.data_dir.join(crate::datasets::ARCHIVE);
         let archived = [inbox::NAME, plan::NAME, outcomes::NAME]
             .into_iter()
-            // One that cannot be looked at is opened, so that its failure is said.
-            .filter(|name| store::is_dir(&archive.join(name)).unwrap_or(true))
+            .filter(|name| store::is_dir(&archive.join(name)).unwrap_or(false))
             .map(|name| Dataset::open(&archive, name));
         let datasets = [
             Ok(self.inbox_ds.clone()),

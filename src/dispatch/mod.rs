@@ -49,7 +49,7 @@ use ids::{IdSet, ReceiptId};
 use in_flight::{Call, Deadline, InFlight};
 pub use planning::plan_alone;
 use profiles::ProfileCache;
-use send::{Ctx, Next, Pending};
+use send::{Ctx, HeldBy, Next, Pending};
 
 /// Calls (or list batches) in flight at once across all connectors. Enough to keep a 250/10 s
 /// limit busy while HubSpot takes a few seconds per answer; the limiter does the pacing.
@@ -652,7 +652,14 @@ impl Dispatcher {
                 match item.held_by_hubspot() && until > last {
                     true if now >= last => {
                         let hold_end = planning::hold_end(&item, webhook.window);
-                        let r = paused_past_hold(&item, &link, &target, (until, hold_end), now);
+                        let r = send::held_past_hold(
+                            &item,
+                            &link,
+                            &target,
+                            HeldBy::Pause,
+                            (until, hold_end),
+                            now,
+                        );
                         lost.push(r);
                         lost_items.push(item);
                     }
@@ -1020,34 +1027,6 @@ fn number_dry_batches(dry: &mut [OutcomeRow], config: &Config) -> usize {
         }
     }
     total
-}
-
-/// The failed row of a callback whose connector is paused until `until`, past its last try
-/// (`now`): HubSpot moves its contact on when the hold (ending at `hold_end`) ends.
-fn paused_past_hold(
-    item: &Pending,
-    link: &Link,
-    target: &str,
-    (until, hold_end): (i64, i64),
-    now: i64,
-) -> OutcomeRow {
-    use crate::time::format_rfc3339;
-    let mut r = send::rows::row(item, link, Action::Complete, target, Status::Failed, now);
-    let (until, ends) = (format_rfc3339(until), format_rfc3339(hold_end));
-    let mut message = match now < hold_end {
-        true => format!(
-            "the connector is paused until {until}, past HubSpot's hold on the contact (it ends {ends}): not completed; HubSpot moves it on then"
-        ),
-        false => format!(
-            "the connector is paused until {until}; HubSpot's hold on the contact ended {ends}: not completed; HubSpot moved it on then"
-        ),
-    };
-    if item.in_doubt {
-        message.push_str(" (an earlier call whose answer was lost may have completed it)");
-    }
-    r.message = Some(message);
-    r.in_doubt = item.in_doubt;
-    r
 }
 
 fn dry_run_message(action: Action, item: &Pending, target: &str) -> String {

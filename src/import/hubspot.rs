@@ -69,6 +69,11 @@ struct Cursor {
     /// it when this machine's clock is ahead. Absent in states written before it was kept.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     read_at_ms: Option<i64>,
+    /// Where an unfinished first import this window replaced began, before this window: the
+    /// history between is unread, so completing this window marks nothing complete (it
+    /// marked every event before it imported, and that history was never read: an audit).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    history_from_ms: Option<i64>,
 }
 
 /// What to import.
@@ -411,6 +416,11 @@ impl Import {
                         format_rfc3339(end)
                     );
                 }
+                // (Another `--since` window left unfinished was not the whole history.)
+                let history_from_ms = (state.run.as_ref())
+                    .filter(|_| state.complete_until_ms.is_none())
+                    .and_then(|old| old.history_from_ms.or((old.start_ms == 0).then_some(0)))
+                    .filter(|&from| from < start);
                 Cursor {
                     start_ms: start,
                     end_ms: end,
@@ -418,6 +428,7 @@ impl Import {
                     pages: 0,
                     stored: 0,
                     read_at_ms: None,
+                    history_from_ms,
                 }
             }
         };
@@ -530,9 +541,18 @@ impl Import {
                 // A mark past HubSpot's time was set by a clock ahead (an earlier version): it
                 // is lowered to this window's end, or it stopped every run (a review).
                 let hubspot_now = cursor.read_at_ms.unwrap_or(now);
-                state.complete_until_ms = Some(match state.complete_until_ms {
-                    None => end,
-                    Some(t) if t > hubspot_now + policy::CLOCKS_APART_MS => {
+                state.complete_until_ms = match (state.complete_until_ms, cursor.history_from_ms) {
+                    (None, Some(from)) => {
+                        tracing::warn!(
+                            connector = %self.connector.id,
+                            "the events from {} are imported; the unfinished import of the history from {} that this run replaced is not: nothing is marked complete, and the next run without --since reads the whole history (what is stored is recognised, not stored twice)",
+                            format_rfc3339(cursor.start_ms),
+                            format_rfc3339(from)
+                        );
+                        None
+                    }
+                    (None, None) => Some(end),
+                    (Some(t), _) if t > hubspot_now + policy::CLOCKS_APART_MS => {
                         tracing::warn!(
                             connector = %self.connector.id,
                             "events were marked imported up to {}, past HubSpot's time: an earlier run's clock was ahead; marked up to {} now (events HubSpot recorded between that run and {} may be missing: import from before it with --since)",
@@ -540,11 +560,11 @@ impl Import {
                             format_rfc3339(end),
                             format_rfc3339(cursor.start_ms)
                         );
-                        end
+                        Some(end)
                     }
-                    Some(t) if cursor.start_ms <= t => t.max(end),
-                    Some(t) => t,
-                });
+                    (Some(t), _) if cursor.start_ms <= t => Some(t.max(end)),
+                    (Some(t), _) => Some(t),
+                };
                 state.run = None;
             } else {
                 state.run = Some(cursor.clone());

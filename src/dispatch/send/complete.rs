@@ -20,6 +20,55 @@ fn past_hold(hold_end: i64) -> String {
     )
 }
 
+/// What keeps a callback's connector from calling past the callback's last try.
+#[derive(Debug, Clone, Copy)]
+pub(in crate::dispatch) enum HeldBy {
+    /// HubSpot's daily limit, a refused token, no API route: [`Link::paused_at`].
+    Pause,
+    /// The app lacks the scope to complete callbacks (HubSpot's 403), asked again later.
+    Scope,
+    /// HubSpot's rate limit (a ten-secondly 429's `Retry-After`).
+    RateLimit,
+}
+
+impl HeldBy {
+    fn text(self) -> &'static str {
+        match self {
+            HeldBy::Pause => "the connector is paused",
+            HeldBy::Scope => "callbacks wait for a scope the app lacks (HubSpot's 403)",
+            HeldBy::RateLimit => "HubSpot's rate limit (a 429's Retry-After) holds the calls",
+        }
+    }
+}
+
+/// The failed row of a callback whose connector is held (`by`) until `until`, past its last
+/// try (`now`): HubSpot moves its contact on when the hold (ending at `hold_end`) ends.
+pub(in crate::dispatch) fn held_past_hold(
+    item: &Pending,
+    link: &Link,
+    target: &str,
+    by: HeldBy,
+    (until, hold_end): (i64, i64),
+    now: i64,
+) -> OutcomeRow {
+    let mut r = row(item, link, Action::Complete, target, Status::Failed, now);
+    let (by, until, ends) = (by.text(), format_rfc3339(until), format_rfc3339(hold_end));
+    let mut message = match now < hold_end {
+        true => format!(
+            "{by} until {until}, past HubSpot's hold on the contact (it ends {ends}): not completed; HubSpot moves it on then"
+        ),
+        false => format!(
+            "{by} until {until}; HubSpot's hold on the contact ended {ends}: not completed; HubSpot moved it on then"
+        ),
+    };
+    if item.in_doubt {
+        message.push_str(" (an earlier call whose answer was lost may have completed it)");
+    }
+    r.message = Some(message);
+    r.in_doubt = item.in_doubt;
+    r
+}
+
 /// The final row of a callback HubSpot will not complete: failed, unless an earlier call for
 /// it went unanswered and HubSpot refuses it as it would a completed one (a 4xx of its own,
 /// not one for the batch's size) while it still holds the contact (before `hold_end`): that
@@ -128,21 +177,49 @@ pub async fn complete(ctx: Arc<Ctx>, link: Arc<Link>, items: Vec<Pending>) -> Ve
             {
                 Ok(call) => call,
                 Err(next) => {
-                    // Put off by a pause of its connector met while it waited its turn: back
-                    // by its last try at the latest, where a pause outlasting it fails it (the
-                    // dispatcher's `paused_past_hold`), not at the pause's end, past its hold.
-                    // (Other holds, a limiter held by a 429, a missing scope, are waited out.)
+                    // What held it, where a hold of the connector did: a failed write of the
+                    // `attempting` rows, a token refresh failing or a stop goes on as it was.
                     let now = ctx.now();
-                    let paused = link.paused_at(now).is_some();
-                    out.extend(chunk.into_iter().map(|mut i| match next {
-                        Next::Again(at) if paused => {
+                    let by = match next {
+                        Next::Again(at) if link.paused_at(now) == Some(at) => Some(HeldBy::Pause),
+                        Next::Again(at) if link.scope_held(Action::Complete, now) == Some(at) => {
+                            Some(HeldBy::Scope)
+                        }
+                        Next::Again(_) if link.client.held_until().is_some() => {
+                            Some(HeldBy::RateLimit)
+                        }
+                        _ => None,
+                    };
+                    let (Next::Again(at), Some(by)) = (next, by) else {
+                        out.extend(chunk.into_iter().map(|i| (i, next)));
+                        continue 'chunks;
+                    };
+                    let mut failed = Vec::new();
+                    for mut i in chunk {
+                        if let HeldBy::Pause = by {
                             // Sent at once by settings that lift the pause, as at a tick.
                             i.paused_until_ms = at;
-                            let last = ctx.callback_deadline(&i, now).max(now);
-                            (i, Next::Again(at.min(last)))
                         }
-                        other => (i, other),
-                    }));
+                        // Held past its last try: back by then, not after its hold ends (it
+                        // was refused then, its failed row up to a day late). A pause met
+                        // there fails it at the tick; another hold, here (pulled to its
+                        // release-by by each ledger rebuild, it came back every tick).
+                        let last = ctx.callback_deadline(&i, now).max(now);
+                        if at <= last {
+                            out.push((i, next));
+                        } else if matches!(by, HeldBy::Pause) || ctx.release_by(&i) > now {
+                            out.push((i, Next::Again(last)));
+                        } else {
+                            let held = (at, ctx.hold_end(&i));
+                            let r = held_past_hold(&i, &link, &callback(&i), by, held, now);
+                            failed.push((i, r));
+                        }
+                    }
+                    if !failed.is_empty() {
+                        let rows = failed.iter().map(|(_, r)| r.clone()).collect();
+                        let next = final_if_recorded(&ctx, rows, Status::Failed).await;
+                        out.extend(failed.into_iter().map(|(i, _)| (i, next)));
+                    }
                     continue 'chunks;
                 }
             };

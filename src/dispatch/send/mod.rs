@@ -38,6 +38,7 @@ pub(super) mod rows;
 pub(in crate::dispatch) use rows::row;
 
 pub use complete::complete;
+pub(in crate::dispatch) use complete::{HeldBy, held_past_hold};
 pub use enroll::{MAY_HAVE_GONE, enroll};
 pub use list_add::list_add;
 
@@ -652,6 +653,11 @@ impl Ctx {
         super::planning::callback_deadline(item, self.window_of(item), now)
     }
 
+    /// When `item`'s contact is released by, at the latest ([`super::planning::release_by`]).
+    fn release_by(&self, item: &Pending) -> i64 {
+        super::planning::release_by(item, self.window_of(item))
+    }
+
     /// When HubSpot's hold on `item`'s contact ends: a refusal of its callback after that
     /// is the hold's end, not the callback's fault.
     fn hold_end(&self, item: &Pending) -> i64 {
@@ -1011,6 +1017,51 @@ mod tests {
                 ("late".into(), Next::Again(NOW + 4 * MINUTE_MS)),
                 ("long".into(), Next::Again(next_hour)),
             ]
+        );
+    }
+
+    /// So do callbacks a missing scope's hold stops: back by their release-by, or, past it
+    /// and held beyond their last try, failed then, without a call and saying why (they waited
+    /// the hold out and were refused after HubSpot's hold; each ledger rebuild meanwhile
+    /// brought them back). One whose last try the hold ends before waits it out.
+    #[tokio::test]
+    async fn a_callback_a_missing_scope_holds_past_its_last_try_fails_then() {
+        let dir = tempfile::tempdir().unwrap();
+        let (ctx, _writer) = ctx(dir.path());
+        let link = link();
+        let refused = ApiError::MissingScopes {
+            scopes: vec!["automation".into()],
+            message: "missing".into(),
+        };
+        let until = link.hold_for_scopes(Action::Complete, NOW, &refused);
+        let callback = |id: &str, hold_end| Pending {
+            callback_id: Some(id.into()),
+            hold_ends_ms: Some(hold_end),
+            ..super::super::tests::pending(1)
+        };
+        let items = vec![
+            callback("soon", NOW + 3 * MINUTE_MS + RELEASE_MARGIN_MS),
+            callback("late", NOW + 3 * MINUTE_MS),
+            callback("long", NOW + crate::time::HOUR_MS),
+        ];
+        let out = complete(Arc::new(ctx), link, items).await;
+        let next: std::collections::BTreeMap<String, Next> = (out.into_iter())
+            .map(|(i, next)| (i.callback_id.unwrap().to_string(), next))
+            .collect();
+        let want = [
+            ("late", Next::Done(Status::Failed)),
+            ("long", Next::Again(until)),
+            ("soon", Next::Again(NOW + 3 * MINUTE_MS)),
+        ];
+        assert_eq!(next, want.map(|(id, n)| (id.to_string(), n)).into());
+        let rows = crate::datasets::outcomes::read_kept(dir.path()).unwrap();
+        let failed: Vec<(&str, &str)> = (rows.iter())
+            .filter(|r| r.status == Status::Failed)
+            .map(|r| (r.target.as_str(), r.message.as_deref().unwrap_or_default()))
+            .collect();
+        assert!(
+            matches!(failed[..], [("late", why)] if why.starts_with("callbacks wait for a scope")),
+            "{failed:?}"
         );
     }
 
