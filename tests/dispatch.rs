@@ -3328,6 +3328,45 @@ fn a_contact_without_an_id_is_sent_at_most_twice_through_timeouts() {
     );
 }
 
+/// A contact posted without a HubSpot id whose first call's answer was lost and whose second
+/// was in flight at a crash (its `attempting` row alone): two calls may each have enrolled it
+/// and no check can tell, so it fails without a third (a restart sent it again, once per
+/// crash: an audit). One doubt alone (the crash's call its first) is sent once more.
+#[test]
+fn a_contact_without_an_id_in_doubt_twice_across_a_crash_is_not_sent_again() {
+    let rt = runtime();
+    let standin = rt.block_on(StandIn::start(Options::default())).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let (twice, once) = ("twice@example.com", "once@example.com");
+    standin.add_contact(twice, 8960);
+    standin.add_contact(once, 8961);
+    // Id 0: none to check by, as a post without one.
+    let doubted = planned_with(&data, twice, 0, |id, t| {
+        vec![
+            enroll_row(id, 104, 1, Status::Attempting, t + 1000),
+            doubt_row(id, 104, 1, t + 2000),
+            enroll_row(id, 104, 2, Status::Attempting, t + 3000),
+        ]
+    });
+    planned_with(&data, once, 0, |id, t| {
+        vec![enroll_row(id, 104, 1, Status::Attempting, t + 1000)]
+    });
+    let config = write_config(dir.path(), &standin.url(), "", &[&HOOKS[3]]);
+    tick_once(&config, &data, now_ms(), TOKEN);
+    let sent = enrollments(&standin.log());
+    let key = |email: &str| ("104".to_string(), email.to_string());
+    assert_eq!(
+        (sent.get(&key(twice)), sent.get(&key(once))),
+        (None, Some(&1))
+    );
+    let failed = (outcomes(&data).into_iter())
+        .find(|r| r.receipt_id == doubted && r.status == Status::Failed)
+        .expect("a failed row");
+    let why = failed.message.unwrap_or_default();
+    assert!(why.contains("may have enrolled it"), "{why}");
+}
+
 /// HubSpot takes an enrollment, and the row saying so cannot be written (the outcomes folder
 /// is gone, as on a full disk): once it is back, the contact is recorded as enrolled, at the
 /// time HubSpot took it, and HubSpot is not called again. It was put back in doubt, and a

@@ -689,7 +689,6 @@ fn a_mistyped_data_directory_is_refused_not_created() {
         &predict,
         &["tick"],
         &["pause"],
-        &["pause", "nurture-step-2"],
         &["resume", "nurture-step-2"],
     ] {
         let out = common::run(&common::shipped_config(), &other, args, &env);
@@ -712,6 +711,16 @@ fn a_mistyped_data_directory_is_refused_not_created() {
             "{args:?}: {err}"
         );
     }
+    // A pause may be set in an empty folder before `serve` first starts, not in another's.
+    let notes = other.join("notes.txt");
+    std::fs::write(&notes, "mine").unwrap();
+    let args = ["pause", "nurture-step-2"];
+    let out = common::run(&common::shipped_config(), &other, &args, &env);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out).1);
+    assert_eq!(std::fs::read_dir(&other).unwrap().count(), 1);
+    std::fs::remove_file(&notes).unwrap();
+    let out = common::run(&common::shipped_config(), &other, &args, &env);
+    assert!(out.status.success(), "{}", text(&out).1);
 }
 
 #[test]
@@ -805,6 +814,13 @@ fn predict_cut_short_leaves_no_file_at_its_names() {
     assert!(!dir.path().join("folder.classes.csv").exists());
     assert!(!dir.path().join("folder.classes.csv.partial").exists());
     assert_eq!(std::fs::read_dir(&folder).unwrap().count(), 0);
+    // A folder that is not there: refused before the build, naming it (found only at the
+    // end, after the whole build: an audit).
+    let missing = dir.path().join("missing");
+    let out = predict(&data, "2026-01-01", &missing.join("scores.csv"));
+    assert_eq!(out.status.code(), Some(1));
+    let said = format!("no folder {}", missing.display());
+    assert!(text(&out).1.contains(&said), "{}", text(&out).1);
 }
 
 #[test]

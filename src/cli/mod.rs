@@ -439,9 +439,14 @@ fn pause(
     })?;
     // Some other folder (a mistyped --data) is refused: a pause written there held nothing,
     // and a resume said "not paused" of what `serve` still held (an audit). A folder with
-    // only pauses in it yet (`state/`) is sendtime's.
+    // only pauses in it yet (`state/`) is sendtime's, and an empty one may take a pause
+    // before `serve` first starts.
     require_data_dir(&named.data_dir, &named.path)?;
-    if !crate::store::is_dir(&crate::store::state_dir(&named.data_dir))? {
+    let empty =
+        || -> anyhow::Result<bool> { Ok(std::fs::read_dir(&named.data_dir)?.next().is_none()) };
+    let pausing = on && id.is_some();
+    let has_state = crate::store::is_dir(&crate::store::state_dir(&named.data_dir))?;
+    if !(has_state || pausing && empty()?) {
         require_sendtime_data(&named.data_dir, &named.path)?;
     }
     // The command that lifts a pause, with the flags this one was given (pasted as written

@@ -1302,6 +1302,7 @@ mod tests {
             attempts: 0,
             failures: 0,
             in_doubt: false,
+            doubted_twice: false,
             doubt_workflow: None,
             enrolled_at_ms: 0,
             paused_until_ms: 0,

@@ -146,6 +146,8 @@ impl Dispatcher {
                 attempts: h.started.max(h.finished),
                 failures: h.failed.len().min(u8::MAX as usize) as u8,
                 in_doubt,
+                // Calls never answered (one per crash), and a doubt recorded after the last.
+                doubted_twice: h.started.saturating_sub(h.finished) + u32::from(h.last_doubt) >= 2,
                 doubt_workflow: in_doubt.then(|| h.doubt_workflow()).flatten(),
                 enrolled_at_ms: 0,
                 paused_until_ms: 0,

@@ -104,8 +104,10 @@ pub struct Limiter {
 struct Pace {
     /// Nobody starts a call before this (set after a 429).
     not_before: Option<Instant>,
-    /// Minimum gap between call starts while HubSpot says the window is nearly spent.
-    spacing: Option<Duration>,
+    /// Minimum gap between call starts while HubSpot says the window is nearly spent, and the
+    /// end of that window: past it the window has rolled over, whatever answers came since
+    /// (one without the headers left the gap for good: an audit).
+    spacing: Option<(Duration, Instant)>,
     last_start: Option<Instant>,
     /// Call starts in the last ten seconds (at most the paced limit), for the dashboard.
     recent: std::collections::VecDeque<Instant>,
@@ -119,7 +121,7 @@ impl Pace {
     /// HubSpot says the window is nearly spent.
     fn wait_until(&self) -> Option<Instant> {
         let spaced = match (self.spacing, self.last_start) {
-            (Some(gap), Some(last)) => Some(last + gap),
+            (Some((gap, until)), Some(last)) => Some((last + gap).min(until)),
             _ => None,
         };
         [self.not_before, spaced].into_iter().flatten().max()
@@ -366,7 +368,8 @@ impl Limiter {
         // Our own pacing leaves about 2 % of the window unused; less than that left means
         // someone else shares the limit (or the window drifted): spread what remains.
         let reserve = (max / 50).max(1);
-        pace.spacing = (remaining < reserve).then(|| interval / (remaining + 1));
+        let gap = interval / (remaining + 1);
+        pace.spacing = (remaining < reserve).then(|| (gap, Instant::now() + interval));
     }
 }
 
@@ -487,6 +490,30 @@ mod tests {
         limiter.until_ready(Lane::Queue).await;
         // Not spread any more (that would wait 2 s); room for a loaded machine.
         assert!(start.elapsed() < Duration::from_millis(1000));
+    }
+
+    /// The spacing ends with the window HubSpot spoke of, though no answer since said how the
+    /// next stands (an edge's page, an endpoint without the headers).
+    #[tokio::test]
+    async fn spacing_ends_with_the_window_hubspot_spoke_of() {
+        let limiter = Limiter::new(1000);
+        limiter.until_ready(Lane::Queue).await;
+        limiter.observe(&RateLimit {
+            max: Some(100),
+            remaining: Some(0),
+            interval: Some(Duration::from_millis(400)),
+            ..RateLimit::default()
+        });
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        limiter.until_ready(Lane::Queue).await;
+        let start = Instant::now();
+        limiter.until_ready(Lane::Queue).await;
+        // Spaced, it would wait 400 ms.
+        assert!(
+            start.elapsed() < Duration::from_millis(300),
+            "{:?}",
+            start.elapsed()
+        );
     }
 
     /// Callers start in the order they came, and one in the first lane starts behind at most

@@ -84,6 +84,16 @@ pub fn predict(config: &Config, as_of: i64, out: &Path) -> anyhow::Result<()> {
             path.display(),
         );
     }
+    // Said before the build, which may take minutes, not after it (an audit).
+    let folder = (out.parent())
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    anyhow::ensure!(
+        crate::store::is_dir(folder)?,
+        "--out {}: no folder {} to write it in",
+        out.display(),
+        folder.display()
+    );
     require_events(&config.server.data_dir)?;
     let built = dataset::build(&config.server.data_dir, config.model, as_of)?;
     anyhow::ensure!(

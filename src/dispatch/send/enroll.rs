@@ -48,6 +48,9 @@ pub async fn enroll(
         return done_if_recorded(&ctx, r, item).await;
     }
     let target = workflow.to_string();
+    if item.doubted_twice && item.checkable_id().is_none() {
+        return given_up_unchecked(&ctx, &link, &target, item).await;
+    }
     let Some(mut email) = item
         .email
         .as_deref()
@@ -281,6 +284,8 @@ pub async fn enroll(
                 let r = noted(failed, note.as_deref());
                 if matches!(decision, Decision::GiveUp) {
                     tracing::warn!(receipt = %item.receipt_id, webhook = %item.webhook_id, "enrollment failed: {e}");
+                    // Its row not written, the next try writes it, not a third call.
+                    item.doubted_twice |= !checkable && in_doubt && was_in_doubt;
                     return done_if_recorded(&ctx, r, item).await;
                 }
                 ctx.record(vec![r]).await;
@@ -292,4 +297,27 @@ pub async fn enroll(
             }
         }
     }
+}
+
+/// The failed row of a contact two calls may have enrolled, with no HubSpot id to check by
+/// ([`Pending::doubted_twice`]): not sent a third time.
+async fn given_up_unchecked(
+    ctx: &Ctx,
+    link: &Link,
+    target: &str,
+    item: Pending,
+) -> (Pending, Next) {
+    let mut r = row(
+        &item,
+        link,
+        Action::Enroll,
+        target,
+        Status::Failed,
+        ctx.now(),
+    );
+    r.message = Some(format!(
+        "two calls whose answers were lost may each have enrolled it, and it was posted without a HubSpot id to check by: not sent again ({MAY_HAVE_GONE})"
+    ));
+    r.in_doubt = true;
+    done_if_recorded(ctx, r, item).await
 }

@@ -63,6 +63,10 @@ pub struct Pending {
     pub failures: u8,
     /// An earlier call may have reached HubSpot without an answer.
     pub in_doubt: bool,
+    /// Two calls may have, and no check can settle it (posted without a HubSpot id): failed
+    /// without another call (after a restart between them, or when the failed row could not
+    /// be written, the send was made again: an audit).
+    pub doubted_twice: bool,
     /// The workflow that unanswered call enrolled into, when it was an enrollment: the check
     /// before sending again looks for it too, since `workflow_id` may have changed since.
     pub doubt_workflow: Option<NonZeroU64>,
