@@ -3338,9 +3338,14 @@ fn a_contact_without_an_id_in_doubt_twice_across_a_crash_is_not_sent_again() {
     let standin = rt.block_on(StandIn::start(Options::default())).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let (twice, once) = ("twice@example.com", "once@example.com");
+    let (twice, once, crashed) = (
+        "twice@example.com",
+        "once@example.com",
+        "crashed@example.com",
+    );
     standin.add_contact(twice, 8960);
     standin.add_contact(once, 8961);
+    standin.add_contact(crashed, 8962);
     // Id 0: none to check by, as a post without one.
     let doubted = planned_with(&data, twice, 0, |id, t| {
         vec![
@@ -3352,19 +3357,27 @@ fn a_contact_without_an_id_in_doubt_twice_across_a_crash_is_not_sent_again() {
     planned_with(&data, once, 0, |id, t| {
         vec![enroll_row(id, 104, 1, Status::Attempting, t + 1000)]
     });
+    // Two crashes, each in a call.
+    let crashed_twice = planned_with(&data, crashed, 0, |id, t| {
+        vec![
+            enroll_row(id, 104, 1, Status::Attempting, t + 1000),
+            enroll_row(id, 104, 2, Status::Attempting, t + 2000),
+        ]
+    });
     let config = write_config(dir.path(), &standin.url(), "", &[&HOOKS[3]]);
     tick_once(&config, &data, now_ms(), TOKEN);
     let sent = enrollments(&standin.log());
     let key = |email: &str| ("104".to_string(), email.to_string());
-    assert_eq!(
-        (sent.get(&key(twice)), sent.get(&key(once))),
-        (None, Some(&1))
-    );
-    let failed = (outcomes(&data).into_iter())
-        .find(|r| r.receipt_id == doubted && r.status == Status::Failed)
-        .expect("a failed row");
-    let why = failed.message.unwrap_or_default();
-    assert!(why.contains("may have enrolled it"), "{why}");
+    let sent = [twice, once, crashed].map(|e| sent.get(&key(e)).copied());
+    assert_eq!(sent, [None, Some(1), None]);
+    let rows = outcomes(&data);
+    for receipt in [&doubted, &crashed_twice] {
+        let failed = (rows.iter())
+            .find(|r| r.receipt_id == *receipt && r.status == Status::Failed)
+            .expect("a failed row");
+        let why = failed.message.as_deref().unwrap_or_default();
+        assert!(why.contains("may have enrolled it"), "{why}");
+    }
 }
 
 /// HubSpot takes an enrollment, and the row saying so cannot be written (the outcomes folder

@@ -143,7 +143,7 @@ pub struct Dispatcher {
     /// Receipts with calls recorded but no plan row at start-up (their plan part is in
     /// quarantine): the calls made and the workflow of the last. In doubt when planned again,
     /// and their attempts numbered on from there (the daily budget counts calls by them).
-    unplanned_calls: HashMap<ReceiptId, (u32, Option<NonZeroU64>)>,
+    unplanned_calls: HashMap<ReceiptId, (u32, Option<NonZeroU64>, bool)>,
     /// Receipts with a final outcome, not archived: a compacted inbox part repeats them.
     done: IdSet,
     /// When finished receipts were last archived ([`Dispatcher::archive_if_due`]), by the

@@ -321,10 +321,12 @@ impl Dispatcher {
         // Kept, not taken: a tick whose plans cannot be written plans them again.
         if !self.unplanned_calls.is_empty() {
             for item in &mut fresh[start..] {
-                if let Some(&(calls, workflow)) = self.unplanned_calls.get(&item.receipt_id) {
+                if let Some(&(calls, workflow, twice)) = self.unplanned_calls.get(&item.receipt_id)
+                {
                     item.attempts = calls;
                     item.in_doubt = true;
                     item.doubt_workflow = workflow;
+                    item.doubted_twice = twice && item.checkable_id().is_none();
                 }
             }
         }

@@ -64,6 +64,13 @@ impl Dispatcher {
                 };
                 (self.calls.iter()).find_map(|&(a, w)| (a == attempt).then_some(w)?)
             }
+
+            /// Whether two calls may have reached HubSpot unanswered: those never answered
+            /// (one per crash; a call cut short counts, whether it left or not) and a doubt
+            /// recorded after the last answered ([`Pending::doubted_twice`]).
+            fn doubted_twice(&self) -> bool {
+                self.started.saturating_sub(self.finished) + u32::from(self.last_doubt) >= 2
+            }
         }
         let mut history: HashMap<String, Seen> = HashMap::new();
         let mut done = IdSet::default();
@@ -146,8 +153,7 @@ impl Dispatcher {
                 attempts: h.started.max(h.finished),
                 failures: h.failed.len().min(u8::MAX as usize) as u8,
                 in_doubt,
-                // Calls never answered (one per crash), and a doubt recorded after the last.
-                doubted_twice: h.started.saturating_sub(h.finished) + u32::from(h.last_doubt) >= 2,
+                doubted_twice: h.doubted_twice() && p.contact_id.is_none_or(|v| v <= 0),
                 doubt_workflow: in_doubt.then(|| h.doubt_workflow()).flatten(),
                 enrolled_at_ms: 0,
                 paused_until_ms: 0,
@@ -225,7 +231,7 @@ impl Dispatcher {
             if in_inbox.contains(&rid) {
                 if h.started > 0 {
                     let calls = h.started.max(h.finished);
-                    unplanned_calls.insert(rid, (calls, h.doubt_workflow()));
+                    unplanned_calls.insert(rid, (calls, h.doubt_workflow(), h.doubted_twice()));
                 }
             } else if settling.counts_no_call_of(&id) {
                 settled.insert(id);

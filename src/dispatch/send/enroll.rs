@@ -259,12 +259,13 @@ pub async fn enroll(
                 // that cannot be checked (posted without a HubSpot id) is not sent again and
                 // again unchecked: it fails, as before.
                 let checkable = item.checkable_id().is_some();
+                let twice = !checkable && in_doubt && was_in_doubt;
                 let decision = match in_doubt || was_in_doubt {
                     // A second call that may have reached HubSpot, of a contact no check can
                     // settle: each such call may have enrolled it, so it fails here, sent at
                     // most twice (a slow HubSpot enrolled it once per timeout, up to twelve
                     // times; an audit).
-                    true if !checkable && in_doubt && was_in_doubt => Decision::GiveUp,
+                    true if twice => Decision::GiveUp,
                     true if !checkable => decision,
                     _ => ctx.outlast(decision, &e, &item),
                 };
@@ -285,7 +286,7 @@ pub async fn enroll(
                 if matches!(decision, Decision::GiveUp) {
                     tracing::warn!(receipt = %item.receipt_id, webhook = %item.webhook_id, "enrollment failed: {e}");
                     // Its row not written, the next try writes it, not a third call.
-                    item.doubted_twice |= !checkable && in_doubt && was_in_doubt;
+                    item.doubted_twice |= twice;
                     return done_if_recorded(&ctx, r, item).await;
                 }
                 ctx.record(vec![r]).await;

@@ -11,6 +11,51 @@ use crate::dispatch::connector::Link;
 use crate::hubspot::ApiError;
 use crate::time::MINUTE_MS;
 
+/// The smallest batch a refusal not said to be of its size splits: down to it, a refusal of
+/// every batch costs about 2 × size / SPLIT_FLOOR calls, not 2 × size.
+const SPLIT_FLOOR: usize = 100;
+
+/// Split `chunk`, refused (`size`, `status`, what HubSpot `said`), in halves onto `work`;
+/// refused as too large (`learn`), send batches of at most half from now on (a refusal for
+/// another reason, a systematic one, shrank every later batch).
+async fn split(
+    ctx: &Ctx,
+    link: &Link,
+    list_id: &str,
+    mut chunk: Vec<Pending>,
+    (size, status, said, learn): (usize, u16, &str, bool),
+    work: &mut Vec<Vec<Pending>>,
+) {
+    let half = chunk.len() / 2;
+    if learn {
+        link.learned_batch.fetch_min(half.max(1), Ordering::Relaxed);
+    }
+    let from_now = match learn {
+        true => format!(" and sending batches of at most {half} from now on"),
+        false => String::new(),
+    };
+    tracing::warn!(
+        connector = %link.id,
+        list = %list_id,
+        "HubSpot refused a list batch of {size} {said}; splitting it{from_now}"
+    );
+    let now = ctx.now();
+    let rows = chunk
+        .iter()
+        .map(|i| {
+            let mut r = row(i, link, Action::ListAdd, list_id, Status::Retrying, now);
+            r.http_status = Some(status);
+            r.message = Some(format!("batch of {size} refused {said}; split"));
+            r.retry_at_ms = Some(now);
+            r
+        })
+        .collect();
+    ctx.record(rows).await;
+    let second = chunk.split_off(half);
+    work.push(second);
+    work.push(chunk);
+}
+
 /// Add a batch of contacts to a list; a batch HubSpot finds too large is split and sent on.
 pub async fn list_add(
     ctx: Arc<Ctx>,
@@ -106,30 +151,9 @@ pub async fn list_add(
                     status,
                     message,
                 }) if chunk.len() > 1 => {
-                    let half = chunk.len() / 2;
-                    link.learned_batch.fetch_min(half.max(1), Ordering::Relaxed);
-                    tracing::warn!(
-                        connector = %link.id,
-                        list = %list_id,
-                        "HubSpot refused a list batch of {size} as too large ({message}); splitting it and sending batches of at most {half} from now on"
-                    );
-                    let now = ctx.now();
-                    let rows = chunk
-                        .iter()
-                        .map(|i| {
-                            let mut r =
-                                row(i, &link, Action::ListAdd, &list_id, Status::Retrying, now);
-                            r.http_status = Some(status);
-                            r.message =
-                                Some(format!("batch of {size} too large; split: {message}"));
-                            r.retry_at_ms = Some(now);
-                            r
-                        })
-                        .collect();
-                    ctx.record(rows).await;
-                    let second = chunk.split_off(half);
-                    work.push(second);
-                    work.push(chunk);
+                    let said = format!("as too large ({message})");
+                    let refused = (size, status, said.as_str(), true);
+                    split(&ctx, &link, &list_id, chunk, refused, &mut work).await;
                     continue 'chunks;
                 }
                 Err(mut e) => {
@@ -139,7 +163,7 @@ pub async fn list_add(
                     if matches!(
                         e,
                         ApiError::Permanent {
-                            status: 400 | 404,
+                            status: 400 | 404 | 422,
                             ..
                         }
                     ) {
@@ -148,6 +172,21 @@ pub async fn list_add(
                             .check_target(&link, Action::ListAdd, &webhooks, &list_id)
                             .await
                         {
+                            // HubSpot ignores records it does not have: with the list usable,
+                            // a refusal of a large batch is of its size, however worded (it
+                            // failed thousands of contacts for good, an audit found). Split
+                            // down to SPLIT_FLOOR, then failed together.
+                            // (Unread too: one read that failed lost the batch.)
+                            TargetCheck::Usable | TargetCheck::Unread(_)
+                                if chunk.len() > SPLIT_FLOOR
+                                    && matches!(e.status(), Some(400 | 422)) =>
+                            {
+                                let (size, status) = (chunk.len(), e.status().unwrap_or(400));
+                                let said = format!("({e})");
+                                let refused = (size, status, said.as_str(), false);
+                                split(&ctx, &link, &list_id, chunk, refused, &mut work).await;
+                                continue 'chunks;
+                            }
                             TargetCheck::Usable => {}
                             TargetCheck::Wait(why, next) => {
                                 let now = ctx.now();

@@ -1069,6 +1069,50 @@ mod tests {
         );
     }
 
+    /// A list batch HubSpot refuses with a 400 not worded as "too large", the list usable, is
+    /// split and sent on (HubSpot ignores records it does not have: such a refusal is of the
+    /// batch's size): it failed every contact of the batch for good. One of SPLIT_FLOOR
+    /// contacts or fewer fails together, as before.
+    #[tokio::test]
+    async fn a_large_list_batch_refused_however_worded_is_split_not_failed() {
+        use crate::hubspot::standin::{DEFAULT_TOKEN, Fault, Injection, Options, StandIn};
+        let dir = tempfile::tempdir().unwrap();
+        let standin = StandIn::start(Options::default()).await.unwrap();
+        let (ctx, _writer) = ctx(dir.path());
+        let ctx = Arc::new(ctx);
+        let client = Client::new(&standin.url(), DEFAULT_TOKEN, ClientOptions::default()).unwrap();
+        let link = Arc::new(Link::new("main".into(), client, None));
+        let refused = |status| {
+            let invalid = Fault::Status {
+                status,
+                message: "Invalid input".into(),
+            };
+            Injection::next(invalid).on("/crm/lists/2026-03/77/memberships/add")
+        };
+        let batch = |ns: std::ops::RangeInclusive<u64>| -> Vec<Pending> {
+            ns.map(super::super::tests::pending).collect()
+        };
+        standin.inject(refused(422));
+        let out = list_add(ctx.clone(), link.clone(), "77".into(), batch(1..=150)).await;
+        assert!(
+            out.iter().all(|(_, n)| *n == Next::Done(Status::Listed)),
+            "{out:?}"
+        );
+        assert_eq!(standin.list_members("77").len(), 150);
+        // Not taken for a size limit: later batches keep their size.
+        assert_eq!(
+            link.learned_batch
+                .load(std::sync::atomic::Ordering::Relaxed),
+            usize::MAX
+        );
+        standin.inject(refused(400));
+        let out = list_add(ctx, link, "77".into(), batch(201..=250)).await;
+        assert!(
+            out.iter().all(|(_, n)| *n == Next::Done(Status::Failed)),
+            "{out:?}"
+        );
+    }
+
     /// A batch refused for another callback's fault is split: one past its release-by that
     /// HubSpot still holds is completed alone. An earlier version failed it with the batch,
     /// as one whose hold had ended.
