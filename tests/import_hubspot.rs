@@ -1478,24 +1478,30 @@ fn an_odd_event_is_read_or_skipped_and_the_import_goes_on() {
     assert_all_once(&got, &s);
 }
 
-/// A page none of whose events can be read (HubSpot's answer changed shape: here every time
-/// as text) stops the run before it, progress saved: skipping them marked the window
-/// imported with nothing stored, for good. The next run reads the page again.
-#[test]
-fn a_page_of_unreadable_events_stops_the_run_before_it() {
-    let s = setup(Options::default());
+/// HubSpot's next events page holds 20 events none of which can be read (every time as
+/// text): the run stops before it, its cursor kept.
+fn an_unreadable_page_next(standin: &StandIn) {
     let changed: Vec<serde_json::Value> = (0..20)
         .map(|i| {
             serde_json::json!({"id": format!("new-{i}"), "created": "2026-12-01T10:00:00Z",
                 "type": "OPEN", "recipient": "new@example.com"})
         })
         .collect();
-    s.standin.inject(
+    standin.inject(
         Injection::next(Fault::Json(
             serde_json::json!({"hasMore": true, "offset": "0", "events": changed}),
         ))
         .on(EVENTS),
     );
+}
+
+/// A page none of whose events can be read (HubSpot's answer changed shape: here every time
+/// as text) stops the run before it, progress saved: skipping them marked the window
+/// imported with nothing stored, for good. The next run reads the page again.
+#[test]
+fn a_page_of_unreadable_events_stops_the_run_before_it() {
+    let s = setup(Options::default());
+    an_unreadable_page_next(&s.standin);
     let out = s.import();
     assert!(!out.status.success(), "{}", text(&out));
     let said = String::from_utf8_lossy(&out.stderr);
@@ -1521,18 +1527,7 @@ fn a_page_of_unreadable_events_stops_the_run_before_it() {
 fn a_since_replacing_an_unfinished_first_import_leaves_the_history_to_read() {
     let s = setup(Options::default());
     // The first run stops at its first page (unreadable), its cursor kept from the start.
-    let unreadable: Vec<serde_json::Value> = (0..20)
-        .map(|i| {
-            serde_json::json!({"id": format!("new-{i}"), "created": "2026-12-01T10:00:00Z",
-                "type": "OPEN", "recipient": "new@example.com"})
-        })
-        .collect();
-    s.standin.inject(
-        Injection::next(Fault::Json(
-            serde_json::json!({"hasMore": true, "offset": "0", "events": unreadable.clone()}),
-        ))
-        .on(EVENTS),
-    );
+    an_unreadable_page_next(&s.standin);
     assert!(!s.import().status.success());
     let state = || -> serde_json::Value {
         let path = sendtime::import::hubspot::state_path(&s.data, "main");
@@ -1555,12 +1550,7 @@ fn a_since_replacing_an_unfinished_first_import_leaves_the_history_to_read() {
     // An unfinished `--since` window replaced by another was not the whole history: the
     // second marks its window as a first `--since` run does.
     let s = setup(Options::default());
-    s.standin.inject(
-        Injection::next(Fault::Json(
-            serde_json::json!({"hasMore": true, "offset": "0", "events": unreadable}),
-        ))
-        .on(EVENTS),
-    );
+    an_unreadable_page_next(&s.standin);
     let since_run = |days: i64| {
         let since = (chrono::Utc::now() - chrono::Duration::days(days)).to_rfc3339();
         let out = s

@@ -127,7 +127,9 @@ pub fn remove_if_exists(path: &Path) -> io::Result<()> {
 /// Write a small file so that it survives power loss once this returns (its folder made
 /// durably if missing).
 pub fn write_durably(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
+    let dir = (path.parent())
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     create_dir_durably(dir)?;
     let tmp = temp_of(path);
     let written = File::create(&tmp).and_then(|mut f| {

@@ -216,9 +216,10 @@ pub async fn complete(ctx: Arc<Ctx>, link: Arc<Link>, items: Vec<Pending>) -> Ve
                         }
                     }
                     if !failed.is_empty() {
-                        let rows = failed.iter().map(|(_, r)| r.clone()).collect();
+                        let (items, rows): (Vec<Pending>, Vec<OutcomeRow>) =
+                            failed.into_iter().unzip();
                         let next = final_if_recorded(&ctx, rows, Status::Failed).await;
-                        out.extend(failed.into_iter().map(|(i, _)| (i, next)));
+                        out.extend(items.into_iter().map(|i| (i, next)));
                     }
                     continue 'chunks;
                 }
