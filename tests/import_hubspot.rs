@@ -136,6 +136,13 @@ impl Setup {
         self.command(Some(DEFAULT_TOKEN)).output().unwrap()
     }
 
+    /// An import with `--since` `days` ago.
+    fn import_since_days_ago(&self, days: i64) -> Output {
+        let since = (chrono::Utc::now() - chrono::Duration::days(days)).to_rfc3339();
+        let mut cmd = self.command(Some(DEFAULT_TOKEN));
+        cmd.args(["--since", &since]).output().unwrap()
+    }
+
     fn events_requests(&self) -> Vec<sendtime::hubspot::standin::LogEntry> {
         self.standin
             .log()
@@ -739,12 +746,7 @@ fn an_erase_is_refused_while_an_import_from_hubspot_runs() {
     // The next runs do not bring them back: the default one reads the hours before the last
     // run's end again, and one over the whole history (a connector renamed) reads them all.
     assert!(s.import().status.success());
-    let since = (chrono::Utc::now() - chrono::Duration::days(400)).to_rfc3339();
-    let again = s
-        .command(Some(DEFAULT_TOKEN))
-        .args(["--since", &since])
-        .output()
-        .unwrap();
+    let again = s.import_since_days_ago(400);
     assert!(again.status.success(), "{}", text(&again));
     assert_eq!(stored(&s.data).0, kept);
 }
@@ -1534,12 +1536,7 @@ fn a_since_replacing_an_unfinished_first_import_leaves_the_history_to_read() {
         serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
     };
     assert_eq!(state()["run"]["start_ms"], 0, "{}", state());
-    let since = (chrono::Utc::now() - chrono::Duration::days(5)).to_rfc3339();
-    let out = s
-        .command(Some(DEFAULT_TOKEN))
-        .args(["--since", &since])
-        .output()
-        .unwrap();
+    let out = s.import_since_days_ago(5);
     assert!(out.status.success(), "{}", text(&out));
     assert!(state()["complete_until_ms"].is_null(), "{}", state());
     // The next default run reads the whole history.
@@ -1551,16 +1548,8 @@ fn a_since_replacing_an_unfinished_first_import_leaves_the_history_to_read() {
     // second marks its window as a first `--since` run does.
     let s = setup(Options::default());
     an_unreadable_page_next(&s.standin);
-    let since_run = |days: i64| {
-        let since = (chrono::Utc::now() - chrono::Duration::days(days)).to_rfc3339();
-        let out = s
-            .command(Some(DEFAULT_TOKEN))
-            .args(["--since", &since])
-            .output();
-        out.unwrap().status.success()
-    };
-    assert!(!since_run(10));
-    assert!(since_run(5));
+    assert!(!s.import_since_days_ago(10).status.success());
+    assert!(s.import_since_days_ago(5).status.success());
     let path = sendtime::import::hubspot::state_path(&s.data, "main");
     let state: serde_json::Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
     assert!(state["complete_until_ms"].is_i64(), "{state}");
