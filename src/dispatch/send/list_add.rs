@@ -12,7 +12,7 @@ use crate::hubspot::ApiError;
 use crate::time::MINUTE_MS;
 
 /// The smallest batch a refusal not said to be of its size splits: down to it, a refusal of
-/// every batch costs about 2 × size / SPLIT_FLOOR calls, not 2 × size.
+/// every batch costs at most about 4 × size / SPLIT_FLOOR calls, not 2 × size.
 const SPLIT_FLOOR: usize = 100;
 
 /// Split `chunk`, refused (`size`, `status`, what HubSpot `said`), in halves onto `work`;
