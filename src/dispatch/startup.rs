@@ -143,7 +143,7 @@ impl Dispatcher {
             }
             lost_rows_doubt += usize::from(lost_rows);
             let ready = p.due_at_ms.max(h.retry_at.unwrap_or(i64::MIN));
-            queue.push(Queued(Pending {
+            let mut item = Pending {
                 receipt_id: id,
                 webhook_id: intern(&mut webhook_ids, &p.webhook_id),
                 contact_id: p.contact_id,
@@ -153,7 +153,7 @@ impl Dispatcher {
                 attempts: h.started.max(h.finished),
                 failures: h.failed.len().min(u8::MAX as usize) as u8,
                 in_doubt,
-                doubted_twice: h.doubted_twice() && p.contact_id.is_none_or(|v| v <= 0),
+                doubted_twice: false,
                 doubt_workflow: in_doubt.then(|| h.doubt_workflow()).flatten(),
                 enrolled_at_ms: 0,
                 paused_until_ms: 0,
@@ -165,7 +165,9 @@ impl Dispatcher {
                 received_at_ms: p.received_at_ms,
                 hold_ends_ms: p.hold_ends_ms,
                 portal: inbox::account(p.portal_id),
-            }));
+            };
+            item.doubted_twice = h.doubted_twice() && item.checkable_id().is_none();
+            queue.push(Queued(item));
         }
         let mut queue = BinaryHeap::from(queue);
         if lost_rows_doubt > 0 {

@@ -85,9 +85,7 @@ pub fn predict(config: &Config, as_of: i64, out: &Path) -> anyhow::Result<()> {
         );
     }
     // Said before the build, which may take minutes, not after it (an audit).
-    let folder = (out.parent())
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
+    let folder = crate::store::folder_of(out);
     anyhow::ensure!(
         crate::store::is_dir(folder)?,
         "--out {}: no folder {} to write it in",

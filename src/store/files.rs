@@ -127,9 +127,7 @@ pub fn remove_if_exists(path: &Path) -> io::Result<()> {
 /// Write a small file so that it survives power loss once this returns (its folder made
 /// durably if missing).
 pub fn write_durably(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let dir = (path.parent())
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
+    let dir = folder_of(path);
     create_dir_durably(dir)?;
     let tmp = temp_of(path);
     let written = File::create(&tmp).and_then(|mut f| {
@@ -141,6 +139,13 @@ pub fn write_durably(path: &Path, bytes: &[u8]) -> io::Result<()> {
         return Err(e);
     }
     sync_dir(dir)
+}
+
+/// The folder `path` is in; a bare file name's is the current one.
+pub fn folder_of(path: &Path) -> &Path {
+    (path.parent())
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
 }
 
 /// The temporary file [`write_durably`] writes `path` through: its whole name and `.tmp`

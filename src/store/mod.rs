@@ -11,8 +11,8 @@ mod frames;
 pub mod wal;
 
 pub use files::{
-    create_data_dir, create_dir_durably, exists, is_dir, lock_file, physical, remove_if_exists,
-    remove_if_unused, state_dir, sync_dir, temp_of, write_durably,
+    create_data_dir, create_dir_durably, exists, folder_of, is_dir, lock_file, physical,
+    remove_if_exists, remove_if_unused, state_dir, sync_dir, temp_of, write_durably,
 };
 pub use frames::{
     Undecodable, concat_frames, read_columns_or_null, read_part, read_present_columns, read_with,
