@@ -93,11 +93,10 @@ impl Intent {
         })
     }
 
-    /// The run is done. A temporary copy a crash left mid-write goes too: an erase's names
-    /// the person (an audit); `erase.tmp` is an earlier version's name for it.
+    /// The run is done. A temporary copy a crash left mid-write goes too (an erase's names
+    /// the person).
     pub fn remove(&self) -> anyhow::Result<()> {
-        crate::store::remove_if_exists(&crate::store::temp_of(&self.path))
-            .and_then(|()| crate::store::remove_if_exists(&self.path.with_extension("tmp")))
+        self.remove_copies()
             .and_then(|()| std::fs::remove_file(&self.path))
             .and_then(|()| crate::store::sync_dir(self.folder()))
             .with_context(|| {
@@ -107,6 +106,12 @@ impl Intent {
                     self.path.display()
                 )
             })
+    }
+
+    /// The temporary copies of a write cut short; `erase.tmp` is an earlier version's name.
+    fn remove_copies(&self) -> std::io::Result<()> {
+        crate::store::remove_if_exists(&crate::store::temp_of(&self.path))?;
+        crate::store::remove_if_exists(&self.path.with_extension("tmp"))
     }
 
     fn folder(&self) -> &Path {
@@ -125,10 +130,16 @@ pub fn refuse_to_import(data_dir: &Path) -> anyhow::Result<()> {
     )
 }
 
-/// Stop a dispatcher from starting on a data folder where a command was cut short.
+/// Stop a dispatcher from starting on a data folder where a command was cut short. Called
+/// under the dispatch lock, which a run writing its intent holds: a copy left by a crash
+/// mid-write, with no intent (nothing was done yet), is removed. An erase's names the
+/// person, and stayed until an erase was run again (an audit).
 pub fn refuse_to_dispatch(data_dir: &Path) -> anyhow::Result<()> {
     for (command, why) in COMMANDS {
         refuse_if_cut_short(data_dir, command, why)?;
+        let intent = Intent::of(data_dir, command);
+        (intent.remove_copies())
+            .with_context(|| format!("cannot remove {}", intent.path.display()))?;
     }
     Ok(())
 }
@@ -175,5 +186,10 @@ mod tests {
         assert!(left.is_empty(), "{left:?}");
         let [main, backup] = ["pause-eu.main", "pause-eu.backup"].map(|n| dir.path().join(n));
         assert_ne!(crate::store::temp_of(&main), crate::store::temp_of(&backup));
+        // A run cut short writing its intent did nothing yet: a dispatcher's start removes
+        // the copy, and starts.
+        std::fs::write(&copy, "[\"ann@example.com\"").unwrap();
+        refuse_to_dispatch(dir.path()).unwrap();
+        assert!(!copy.exists());
     }
 }

@@ -266,24 +266,8 @@ pub fn set(
 ) -> anyhow::Result<(Kind, Option<i64>)> {
     let data_dir = &named.data_dir;
     let file = path(data_dir);
-    let lock = lock_file(&file.with_extension("lock"))?;
-    lock.lock()
-        .with_context(|| format!("cannot lock {}", file.display()))?;
-    let mut pauses = read(data_dir)?;
-    // A pause of something since removed from the config can still be lifted (before a
-    // connector of the same id is taken for what `id` names).
-    let map = if connector {
-        &pauses.connectors
-    } else {
-        &pauses.paused
-    };
-    let stale = map.get(id).map(|p| p.kind).filter(|_| !on);
-    let kind = match kind_of(named, id, connector) {
-        Some(Kind::Connector) if !connector => stale.or(Some(Kind::Connector)),
-        Some(k) => Some(k),
-        None => stale,
-    }
-    .ok_or_else(|| {
+    let named_kind = kind_of(named, id, connector);
+    let unknown = || {
         let connectors = named.connectors.iter().cloned();
         let known = if connector {
             connectors.collect()
@@ -306,7 +290,30 @@ pub fn set(
             config: named.path.clone(),
             known,
         }
-    })?;
+    };
+    // Refused before the lock file is made when no pause of it can be there to lift (a typo
+    // left `state/pauses.lock` behind; an audit).
+    if named_kind.is_none() && (on || !crate::store::exists(&file)?) {
+        return Err(unknown().into());
+    }
+    let lock = lock_file(&file.with_extension("lock"))?;
+    lock.lock()
+        .with_context(|| format!("cannot lock {}", file.display()))?;
+    let mut pauses = read(data_dir)?;
+    // A pause of something since removed from the config can still be lifted (before a
+    // connector of the same id is taken for what `id` names).
+    let map = if connector {
+        &pauses.connectors
+    } else {
+        &pauses.paused
+    };
+    let stale = map.get(id).map(|p| p.kind).filter(|_| !on);
+    let kind = match named_kind {
+        Some(Kind::Connector) if !connector => stale.or(Some(Kind::Connector)),
+        Some(k) => Some(k),
+        None => stale,
+    }
+    .ok_or_else(unknown)?;
     let map = pauses.map_mut(kind);
     let was = map.get(id).map(|p| p.since_ms);
     if on {
@@ -403,6 +410,11 @@ mod tests {
         };
         let config = load(&path);
         let data = &config.data_dir;
+        // An id it does not name is refused before any file is made (the lock was left).
+        let zzz = set(&config, "zzz", false, true, 1).unwrap_err();
+        assert!(zzz.downcast_ref::<Unknown>().is_some());
+        assert!(set(&config, "zzz", false, false, 1).is_err());
+        assert!(!data.join("state").exists());
         assert_eq!(
             set(&config, "main", false, true, 1).unwrap(),
             (Kind::Webhook, None)
