@@ -325,8 +325,9 @@ impl Responder {
         }
         // A machine (a security scanner) opens every mail within seconds, whenever it comes,
         // and HubSpot marks half such opens as filtered, as in the generated history (it
-        // opened none, so its sends always counted as unread).
-        if persona.machine {
+        // opened none, so its sends always counted as unread). Not in a world without habits:
+        // its history has it read at people's times, as everyone (an audit).
+        if persona.machine && self.response != Response::Population {
             let at = sent + rng.below(30_000) as i64;
             out.push(event(Kind::Open, at, rng.f64() < 0.5));
             return Some(out);
@@ -335,7 +336,11 @@ impl Responder {
             return Some(out);
         }
         let open_at = sent + rng.below(30 * MINUTE_MS as u64) as i64;
-        out.push(event(Kind::Open, open_at, false));
+        out.push(event(
+            Kind::Open,
+            open_at,
+            persona.machine && rng.f64() < 0.5,
+        ));
         if rng.f64() < persona.clicks {
             out.push(event(Kind::Click, open_at + MINUTE_MS, false));
         }
@@ -515,7 +520,8 @@ mod tests {
     /// Without habits (`gen --respond --no-habits`), a mail's chance of an open is the
     /// population's at its time, the same for every reader, and the population's best hour
     /// is every reader's: with its own habits' chance, the responses showed habits the
-    /// history never had. A machine opens every mail within seconds (it opened none).
+    /// history never had. A machine does too (the history has it read at people's times),
+    /// half its opens filtered: it opened every mail within seconds.
     #[test]
     fn without_habits_every_reader_answers_as_the_population() {
         let end_ms = 1_700_000_000_000;
@@ -579,11 +585,18 @@ mod tests {
             .position(|p| p.machine && p.quits_at.is_none_or(|q| q > end_ms))
             .expect("a machine among 2,000 contacts") as i64
             + 1;
-        for at in [best.0, worst.0] {
-            let answer = population.respond(machine, at, 1).unwrap();
-            assert_eq!(answer.len(), 1);
-            assert!(answer[0].kind == Kind::Open && answer[0].at_ms - at < 30_000);
-        }
+        let sends = (1..=400).map(|seed| (population.respond(machine, best.0, seed).unwrap()));
+        let opens: Vec<_> = sends.flatten().filter(|e| e.kind == Kind::Open).collect();
+        let filtered = opens.iter().filter(|e| e.filtered).count();
+        let expected = 400.0 * best.1;
+        assert!(
+            (opens.len() as f64 - expected).abs() < 50.0,
+            "{} {expected}",
+            opens.len()
+        );
+        assert!(filtered > opens.len() / 4 && filtered < 3 * opens.len() / 4);
+        let late = opens.iter().filter(|e| e.at_ms - best.0 > 30_000).count();
+        assert!(late > opens.len() / 2, "{late}");
     }
 
     /// The data end at `end_ms`, as an export would: opens that would come later are left
