@@ -585,7 +585,7 @@ mod tests {
             .position(|p| p.machine && p.quits_at.is_none_or(|q| q > end_ms))
             .expect("a machine among 2,000 contacts") as i64
             + 1;
-        let sends = (1..=400).map(|seed| (population.respond(machine, best.0, seed).unwrap()));
+        let sends = (1..=400).map(|seed| population.respond(machine, best.0, seed).unwrap());
         let opens: Vec<_> = sends.flatten().filter(|e| e.kind == Kind::Open).collect();
         let filtered = opens.iter().filter(|e| e.filtered).count();
         let expected = 400.0 * best.1;
