@@ -664,6 +664,53 @@ fn a_merged_contact_is_a_duplicate_of_a_receipt_of_a_contact_merged_into_it() {
     assert_eq!(inbox(dir.path()).height(), 3);
 }
 
+/// A post answered `duplicate` while its contact's first receipt waits (here a merged
+/// contact's) stays one when HubSpot retries it after that receipt is sent: it was taken and
+/// sent again.
+#[test]
+fn a_post_answered_duplicate_stays_one_once_the_first_is_sent() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = TestConfig {
+        env: "TEST",
+        server: "max_body_bytes = 65536",
+        tables: "[scheduler]\ncron = \"*/5 * * * * *\"",
+        connector: "dry_run = true",
+        hooks: &[&Hook {
+            id: "now",
+            kind: "IMMEDIATE",
+            target: "workflow_id = 1",
+        }],
+    }
+    .write(dir.path());
+    let server = Server::start(
+        &config,
+        &dir.path().join("data"),
+        &[("TEST_SECRET", SECRET)],
+    );
+    let body = String::from_utf8(contact_body(101, "ada@example.com")).unwrap();
+    let after_merge = body
+        .replace(r#""merged-vids": []"#, r#""merged-vids": [102]"#)
+        .into_bytes();
+    let answer = |body: &[u8]| {
+        let (status, answer) = post(&server, "now", body, Sig::V3);
+        assert_eq!(status, 200, "{answer}");
+        answer
+    };
+    // Both between two ticks, so the first still waits when the second comes.
+    common::wait_ticks(&server, 1);
+    let first = answer(&contact_body(102, "bob@example.com"));
+    let again = answer(&after_merge);
+    assert_eq!(again["status"], "duplicate", "{again}");
+    common::wait_ticks(&server, 2);
+    let pending = "sendtime_pending_contacts{webhook=\"now\"}";
+    assert_eq!(common::metric(&server, pending), 0, "the first was sent");
+    let retry = answer(&after_merge);
+    assert_eq!(retry["status"], "duplicate", "{retry}");
+    assert_eq!(retry["receipt_id"], first["receipt_id"]);
+    server.stop();
+    assert_eq!(inbox(dir.path()).height(), 1);
+}
+
 /// `allow_unsigned` takes unsigned posts, warned about, until the endpoint has taken a signed
 /// one (with `min_signature_version = "auto"`).
 #[test]

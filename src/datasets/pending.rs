@@ -7,8 +7,9 @@
 //!
 //! It also remembers, for [`REPLAY_WINDOW_MS`], each post's body by webhook: the same body
 //! posted to the same webhook again within that span (HubSpot's retry of a post whose 200 it
-//! lost, or a captured post replayed) is a duplicate even once its contact was sent. The same
-//! body to another webhook is a new receipt.
+//! lost, or a captured post replayed) is a duplicate even once its contact was sent; so is a
+//! body answered as a waiting receipt's repeat, remembered as that receipt's (in memory only).
+//! The same body to another webhook is a new receipt.
 //!
 //! Shared by the inbox writer and the dispatcher; one lock, held for map operations only.
 
@@ -127,8 +128,6 @@ type Key = (String, String);
 struct Unread {
     part: Ulid,
     key: Key,
-    /// Its body's, as [`State::recent`] knows it.
-    replay: Option<Key>,
 }
 
 /// A contact as the set knows it.
@@ -195,9 +194,13 @@ impl PendingSet {
             }
             waiting => waiting.map(|w| w.0.clone()),
         };
+        // Not the waiting receipt that gives way: the same bytes as its (a fixed body, or
+        // HubSpot's retry of the post from before the config changed) were answered as its
+        // repeat, and the contact never sent (an audit).
         if let Some(body) = contact.body
             && let Some((existing, at)) = state.recent.get(&contact.replay_key(&body))
             && *at >= body.received_at_ms - REPLAY_WINDOW_MS
+            && displaced.as_ref() != Some(existing)
         {
             // The same body is the same contact: were that receipt waiting, it would be
             // found above. (Checked before the waiting one is marked displaced: marked, it
@@ -260,8 +263,9 @@ impl PendingSet {
         self.inner.lock().unwrap().answers.get(receipt_id).copied()
     }
 
-    /// Remember the body of a receipt that is already finished (at start-up), so a replay of
-    /// it within the window is still a duplicate.
+    /// Remember the body of a receipt that is already finished (at start-up), or of a post
+    /// answered as the repeat of `receipt_id`, as that receipt's: a replay of it within the
+    /// window is still a duplicate.
     pub fn remember(&self, contact: Contact<'_>, receipt_id: &str) {
         self.inner.lock().unwrap().remember(contact, receipt_id);
     }
@@ -286,7 +290,6 @@ impl PendingSet {
                 let unread = Unread {
                     part,
                     key: contact.key(),
-                    replay: contact.body.map(|b| contact.replay_key(&b)),
                 };
                 (id.to_string(), unread)
             })
@@ -325,19 +328,17 @@ impl PendingSet {
         let lost: Vec<(String, Unread)> = (state.unread)
             .extract_if(|_, u| gone.contains(&u.part))
             .collect();
-        let mut released = 0;
+        let mut released = HashSet::new();
         for (id, u) in lost {
-            if planned(&id) || !state.release(&u.key, &id, &self.metrics) {
-                continue;
-            }
-            released += 1;
-            if let Some(replay) = u.replay
-                && state.recent.get(&replay).is_some_and(|(r, _)| *r == id)
-            {
-                state.recent.remove(&replay);
+            if !planned(&id) && state.release(&u.key, &id, &self.metrics) {
+                released.insert(id);
             }
         }
-        released
+        // Its body and those of the posts answered as its repeats (a rare loss: one pass).
+        if !released.is_empty() {
+            state.recent.retain(|_, (r, _)| !released.contains(r));
+        }
+        released.len()
     }
 
     /// Pending receipts per webhook or action id (those with any).
@@ -560,6 +561,34 @@ mod tests {
         }
         set.release(contact(2, None), "older");
         assert_eq!(set.metrics.pending("w").get(), 0);
+        // The same bytes as the waiting one's (a fixed body, HubSpot's retry of the post
+        // from before the change) too: it was answered as that one's repeat, never sent.
+        let body = Some(Body {
+            hash: "fixed",
+            received_at_ms: 0,
+        });
+        let fixed = |sends_as| Contact {
+            body,
+            ..contact(3, sends_as)
+        };
+        set.insert(fixed(as_(true, Some(7))), "before", false)
+            .unwrap();
+        set.insert(fixed(as_(false, Some(7))), "after", false)
+            .unwrap();
+        assert_eq!(
+            set.insert(fixed(as_(false, Some(7))), "retry", false),
+            Err(Waiting("after".into()))
+        );
+        // A stranger's unsigned copy of HubSpot's post: the signed one is taken.
+        let copy = Contact {
+            body: Some(Body {
+                hash: "copied",
+                received_at_ms: 0,
+            }),
+            ..contact(4, None)
+        };
+        set.insert(copy, "stranger", true).unwrap();
+        assert_eq!(set.insert(copy, "hubspot", false), Ok(()));
     }
 
     #[test]
