@@ -314,6 +314,26 @@ fn warnings_of(edits: &[(&str, &str)]) -> String {
     stderr
 }
 
+/// An `api_base` whose scheme is in capitals is https, and a listener on an IPv4-mapped
+/// loopback address is loopback: both were refused (an audit).
+#[test]
+fn a_capital_scheme_and_a_mapped_loopback_address_are_taken() {
+    warnings_of(&[
+        (
+            "public_url = \"https://hooks.example.com\"",
+            "public_url = \"http://127.0.0.1:8080\"",
+        ),
+        (
+            "listen = \"127.0.0.1:8080\"\n",
+            "listen = \"[::ffff:127.0.0.1]:8080\"\n",
+        ),
+        (
+            "access_token_env = \"HUBSPOT_ACCESS_TOKEN\"",
+            "access_token_env = \"HUBSPOT_ACCESS_TOKEN\"\napi_base = \"HTTPS://api.hubapi.com\"\nallow_unsigned = true",
+        ),
+    ]);
+}
+
 /// An admin token variable that is not set is a warning: `serve` would refuse to start.
 #[test]
 fn an_unset_admin_token_variable_is_a_warning() {

@@ -574,7 +574,7 @@ fn check_allow_unsigned(ctx: &mut Ctx, draft: &ConnectorDraft, server: Option<&S
 /// `what`) that other machines reach, and calls HubSpot for them, if it is one: anyone could
 /// enroll any email in the account's workflows.
 pub(super) fn exposed_unsigned(what: &str, addr: SocketAddr, c: &Connector) -> Option<String> {
-    (c.allow_unsigned && !c.dry_run && !addr.ip().is_loopback()).then(|| {
+    (c.allow_unsigned && !c.dry_run && !addr.ip().to_canonical().is_loopback()).then(|| {
         format!(
             "connector `{}` has `allow_unsigned` on and calls HubSpot, on {what} {addr}, which other machines reach: anyone could enroll any contact; listen on 127.0.0.1, set `dry_run = true`, or turn `allow_unsigned` off",
             c.id
