@@ -499,6 +499,25 @@ fn reload(
                     );
                 }
             }
+            // So does moving a webhook to a connector in dry run (of the same account, no
+            // route changes and nothing else says it; an audit).
+            let dry = |config: &Config, c: &str| config.connector(c).is_some_and(|c| c.dry_run);
+            for w in &loaded.config.webhooks {
+                if let Some(was) = current.webhook(&w.id)
+                    && w.target != super::Target::Callback
+                    && was.connector != w.connector
+                    && dry(&loaded.config, &w.connector)
+                    && !dry(&current, &was.connector)
+                {
+                    tracing::warn!(
+                        webhook = %w.id,
+                        "moved from connector `{}` to `{}`, which is in dry run: its contacts that come due are recorded as dry runs, and not sent when it moves back; to hold them instead, `sendtime pause {}`",
+                        was.connector,
+                        w.connector,
+                        w.id
+                    );
+                }
+            }
             // Signatures are over the URL HubSpot called: the old one's posts are refused from
             // now (an audit found it unsaid).
             if loaded.config.server.public_url != current.server.public_url {
