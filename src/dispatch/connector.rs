@@ -526,6 +526,15 @@ impl Dispatcher {
             crate::hubspot::limiter::Limiter::forget_rate_of(&connector.id);
         }
         let link = Arc::new(Link::new(connector.id.clone(), client, connector.time_zone));
+        // The same account through the same API: the list batch HubSpot took is still the one
+        // to send (a rotated secret, a new rate, relearned it at twice the cost; an audit).
+        if let Some((k, old)) = self.links.get(&connector.id)
+            && k.starts_with(&account)
+        {
+            let learned = old.learned_batch.load(std::sync::atomic::Ordering::Relaxed);
+            link.learned_batch
+                .store(learned, std::sync::atomic::Ordering::Relaxed);
+        }
         // New settings do not lift HubSpot's daily limit, nor end an account's migration:
         // keep a pause of those, from this process or (`sendtime tick` runs once a minute)
         // an earlier one. A refused-token
@@ -724,6 +733,7 @@ mod tests {
     use super::*;
     use crate::clock::Clock;
     use crate::time::MINUTE_MS;
+    use std::sync::atomic::Ordering;
 
     const NOW: i64 = 1_795_750_200_000; // 2026-11-27 03:30 UTC
     /// When a day spent at [`NOW`] is tried again: a minute past the next whole hour.
@@ -974,6 +984,28 @@ mod tests {
         assert!(!file.exists());
         d.close();
     }
+    /// The list batch HubSpot took stays through a link rebuilt for the same account (a new
+    /// rate, a rotated secret), not for another token.
+    #[tokio::test]
+    async fn a_new_rate_keeps_the_list_batch_learned_another_token_does_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut d = dispatcher(dir.path(), NOW);
+        let learned = |link: &Link| link.learned_batch.load(Ordering::Relaxed);
+        let link = d.link(&connector(100)).unwrap();
+        link.learned_batch.store(4, Ordering::Relaxed);
+        let mut rotated = connector(50);
+        rotated.client_secret_env = vec!["NEW".into(), "UNUSED".into()];
+        let rebuilt = d.link(&rotated).unwrap();
+        assert!(!Arc::ptr_eq(&link, &rebuilt));
+        assert_eq!(learned(&rebuilt), 4);
+        let mut other = connector(50);
+        other.credentials = crate::config::Credentials::Static {
+            access_token_env: "HOME".into(),
+        };
+        assert_eq!(learned(&d.link(&other).unwrap()), usize::MAX);
+        d.close();
+    }
+
     #[tokio::test]
     async fn pauses_set_by_a_clock_since_set_back_end_at_once() {
         let dir = tempfile::tempdir().unwrap();
