@@ -3387,6 +3387,19 @@ fn a_contact_without_an_id_in_doubt_twice_across_a_crash_is_not_sent_again() {
 /// An operator's pause set meanwhile does not hold the row back (it held it until resumed).
 #[test]
 fn an_enrollment_whose_row_cannot_be_written_is_not_sent_again() {
+    row_left_to_write(false);
+}
+
+/// Nor does a reload that removes its webhook meanwhile: the row waited, unrecorded, among the
+/// contacts held for a webhook that is gone (an audit).
+#[test]
+fn an_enrollment_whose_row_cannot_be_written_is_recorded_with_its_webhook_removed() {
+    row_left_to_write(true);
+}
+
+/// HubSpot takes an enrollment of webhook `fatigue` whose row cannot be written; meanwhile
+/// the webhook is paused, or (`removed`) a reload removes it.
+fn row_left_to_write(removed: bool) {
     let (_rt, standin, dir, data, config) = first_enrollment_answered_late();
     let clock = dir.path().join("clock");
     let now = now_ms();
@@ -3430,8 +3443,13 @@ fn an_enrollment_whose_row_cannot_be_written_is_not_sent_again() {
     );
     let failures = r#"sendtime_write_failures_total{dataset="outcomes"}"#;
     assert!(common::metric(&server, failures) >= 1);
-    let paused = common::sendtime(&config, &data, &["pause", "fatigue"], &[]);
-    assert!(paused.contains("webhook fatigue paused"), "{paused}");
+    if removed {
+        write_config(dir.path(), &standin.url(), "", &[&FINE]);
+        wait_for_config(&server, &config);
+    } else {
+        let paused = common::sendtime(&config, &data, &["pause", "fatigue"], &[]);
+        assert!(paused.contains("webhook fatigue paused"), "{paused}");
+    }
     std::fs::remove_file(&folder).unwrap();
     std::fs::rename(&aside, &folder).unwrap();
     // Past the minute it waits after a row that could not be written.

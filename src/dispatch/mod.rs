@@ -37,7 +37,7 @@ use tokio::sync::{Semaphore, watch};
 
 use crate::capacity::Spent;
 use crate::clock::Clock;
-use crate::config::{Config, Target};
+use crate::config::{Config, Connector, Target};
 use crate::datasets::outcomes::{Action, OutcomeLog, OutcomeRow, OutcomeWriter, Status};
 use crate::datasets::pending::{Contact, PendingSet};
 use crate::metrics::Metrics;
@@ -557,20 +557,12 @@ impl Dispatcher {
         let mut newly_held: HashMap<String, usize> = HashMap::new();
         let pauses = pauses_now.current();
         for mut item in due {
-            let Some(webhook) = route(config, &item) else {
-                *newly_held.entry(item.webhook_id.to_string()).or_default() += 1;
-                self.held
-                    .entry(item.webhook_id.to_string())
-                    .or_default()
-                    .push(item);
-                continue;
-            };
-            let connector = config
-                .connector(&webhook.connector)
-                .expect("validated: webhook connectors exist");
-            // No pause holds the row left to write, and a dry run would record the
-            // enrollment HubSpot took as never sent.
-            if item.only_row_left() {
+            // No pause holds the row left to write, nor a reload that removed or changed its
+            // webhook (it waited unrecorded among the held; an audit), and a dry run would
+            // record the enrollment HubSpot took as never sent.
+            if item.only_row_left()
+                && let Some(connector) = row_connector(config, &item)
+            {
                 match self.link(connector) {
                     Ok(link) => {
                         let took = item.doubt_workflow.map_or(0, NonZeroU64::get);
@@ -583,6 +575,17 @@ impl Dispatcher {
                 }
                 continue;
             }
+            let Some(webhook) = route(config, &item) else {
+                *newly_held.entry(item.webhook_id.to_string()).or_default() += 1;
+                self.held
+                    .entry(item.webhook_id.to_string())
+                    .or_default()
+                    .push(item);
+                continue;
+            };
+            let connector = config
+                .connector(&webhook.connector)
+                .expect("validated: webhook connectors exist");
             // Paused by an operator: held in the queue, looked at again next minute (not booked:
             // when the pause ends, the ledgers are built again and spread what it held).
             if pauses.holds(&webhook.id, &connector.id) {
@@ -945,6 +948,16 @@ impl Dispatcher {
 /// the same id since (or the reverse), which has no callback to complete for a webhook's
 /// receipt and would enroll a contact HubSpot holds in the action, one whose type changed
 /// between a list's and an enrolling one, or one moved to another account's connector.
+/// The connector that writes the row of an enrollment HubSpot took ([`Pending::only_row_left`]):
+/// its webhook's, else one of the account it was taken for (its webhook removed or moved).
+fn row_connector<'c>(config: &'c Config, item: &Pending) -> Option<&'c Connector> {
+    let account = |c: &&Connector| item.account().is_none_or(|a| c.portal_id == a);
+    (config.webhook(&item.webhook_id))
+        .and_then(|w| config.connector(&w.connector))
+        .filter(account)
+        .or_else(|| config.connectors.iter().find(account))
+}
+
 fn route<'c>(config: &'c Config, item: &Pending) -> Option<&'c crate::config::Webhook> {
     let callback = item.callback_id.is_some();
     let enrolls = Some(item.webhook_type.enrolls());
