@@ -228,6 +228,7 @@ async fn serve(
         warnings: Default::default(),
         bodies: receiver::body::budget(),
         clock,
+        unsigned_taken: Arc::new(receiver::unsigned_rate()),
     };
     let mut admin_stop = stop_rx_admin;
     let admin = tokio::spawn(serve_http(

@@ -34,6 +34,7 @@ use crate::config::{Config, ConfigHandle, Connector, Target, Webhook};
 use crate::datasets::contacts::is_email_address;
 use crate::datasets::inbox::{self, Inbox, Receipt, Stored};
 use crate::datasets::pending::Answered;
+use crate::datasets::pending::MAX_UNSIGNED;
 use crate::metrics::Metrics;
 use crate::time::now_ms;
 use payload::Portal;
@@ -57,6 +58,16 @@ pub struct AppState {
     /// What receipts are stamped with ([`crate::clock::Clock::world_ms`]). Signatures are
     /// checked against the system clock.
     pub clock: crate::clock::Clock,
+    /// Posts taken unsigned, at most [`MAX_UNSIGNED`] an hour ([`unsigned_rate`]).
+    pub unsigned_taken: Arc<governor::DefaultDirectRateLimiter>,
+}
+
+/// How many posts may be taken unsigned: [`MAX_UNSIGNED`] an hour. How many wait at once was
+/// bounded, not how many were stored: a dry-run connector listening publicly took some
+/// 10,000 a minute from anyone, kept for good (an audit).
+pub fn unsigned_rate() -> governor::DefaultDirectRateLimiter {
+    let per_hour = std::num::NonZeroU32::new(MAX_UNSIGNED as u32).expect("MAX_UNSIGNED > 0");
+    governor::RateLimiter::direct(governor::Quota::per_hour(per_hour))
 }
 
 /// A warning about posts that are taken, logged at most once a minute per connector.
@@ -380,6 +391,9 @@ async fn authenticate(
         // Anyone's: how many wait is bounded, as each may wait a week.
         if state.inbox.unsigned_full() {
             return Err(Refusal::UnsignedFull);
+        }
+        if state.unsigned_taken.check().is_err() {
+            return Err(Refusal::UnsignedRate);
         }
         if let Some(suppressed) = due(state, &connector.id, PostWarning::Unsigned) {
             tracing::warn!(
@@ -744,4 +758,15 @@ async fn accept_execution(state: &AppState, post: Authenticated) -> Result<Optio
         Stored::Finished(_) => None,
         _ => Some(hold_ms),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    /// An hour's unsigned posts are bounded, however few wait.
+    #[test]
+    fn an_hours_unsigned_posts_are_bounded() {
+        let taken = super::unsigned_rate();
+        assert!((0..super::MAX_UNSIGNED).all(|_| taken.check().is_ok()));
+        assert!(taken.check().is_err());
+    }
 }

@@ -60,6 +60,11 @@ pub enum Refusal {
         crate::datasets::pending::MAX_UNSIGNED
     )]
     UnsignedFull,
+    #[error(
+        "{} posts were taken unsigned in the last hour, as many as may: unsigned posts are refused for a while (sign them: allow_unsigned is for local testing)",
+        crate::datasets::pending::MAX_UNSIGNED
+    )]
+    UnsignedRate,
     #[error("{error}")]
     Signature {
         error: SignatureError,
@@ -117,9 +122,10 @@ impl Refusal {
             | Refusal::BodyTimeout
             | Refusal::Store(StoreError::Busy)
             | Refusal::Store(StoreError::ShuttingDown) => StatusCode::TOO_MANY_REQUESTS,
-            Refusal::NoSecret { .. } | Refusal::UnsignedFull | Refusal::Store(StoreError::Io) => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            Refusal::NoSecret { .. }
+            | Refusal::UnsignedFull
+            | Refusal::UnsignedRate
+            | Refusal::Store(StoreError::Io) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -135,6 +141,7 @@ impl Refusal {
             Refusal::BodyTimeout => "body_timeout",
             Refusal::NoSecret { .. } => "no_secret",
             Refusal::UnsignedFull => "unsigned_full",
+            Refusal::UnsignedRate => "unsigned_rate",
             Refusal::Signature { error, .. } => error.label(),
             Refusal::Payload(PayloadError::NotJson(_)) => "bad_json",
             Refusal::Payload(PayloadError::NoContact) => "no_contact",
