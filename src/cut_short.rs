@@ -96,22 +96,30 @@ impl Intent {
     /// The run is done. A temporary copy a crash left mid-write goes too (an erase's names
     /// the person).
     pub fn remove(&self) -> anyhow::Result<()> {
-        self.remove_copies()
-            .and_then(|()| std::fs::remove_file(&self.path))
+        let done = || format!("the {} is done, but not cleared", self.command.name());
+        self.remove_copies().with_context(done)?;
+        std::fs::remove_file(&self.path)
             .and_then(|()| crate::store::sync_dir(self.folder()))
             .with_context(|| {
                 format!(
-                    "the {} is done, but {} could not be removed: remove it by hand",
-                    self.command.name(),
+                    "{}: {} could not be removed: remove it by hand",
+                    done(),
                     self.path.display()
                 )
             })
     }
 
     /// The temporary copies of a write cut short; `erase.tmp` is an earlier version's name.
-    fn remove_copies(&self) -> std::io::Result<()> {
-        crate::store::remove_if_exists(&crate::store::temp_of(&self.path))?;
-        crate::store::remove_if_exists(&self.path.with_extension("tmp"))
+    fn remove_copies(&self) -> anyhow::Result<()> {
+        for copy in [
+            crate::store::temp_of(&self.path),
+            self.path.with_extension("tmp"),
+        ] {
+            crate::store::remove_if_exists(&copy).with_context(|| {
+                format!("{} could not be removed: remove it by hand", copy.display())
+            })?;
+        }
+        Ok(())
     }
 
     fn folder(&self) -> &Path {
@@ -132,14 +140,15 @@ pub fn refuse_to_import(data_dir: &Path) -> anyhow::Result<()> {
 
 /// Stop a dispatcher from starting on a data folder where a command was cut short. Called
 /// under the dispatch lock, which a run writing its intent holds: a copy left by a crash
-/// mid-write, with no intent (nothing was done yet), is removed. An erase's names the
+/// mid-write, with no intent (nothing was done yet), is removed (said if it cannot be). An erase's names the
 /// person, and stayed until an erase was run again (an audit).
 pub fn refuse_to_dispatch(data_dir: &Path) -> anyhow::Result<()> {
     for (command, why) in COMMANDS {
         refuse_if_cut_short(data_dir, command, why)?;
-        let intent = Intent::of(data_dir, command);
-        (intent.remove_copies())
-            .with_context(|| format!("cannot remove {}", intent.path.display()))?;
+        // Not a reason to stop: nothing was done.
+        if let Err(e) = Intent::of(data_dir, command).remove_copies() {
+            tracing::warn!("{e:#}");
+        }
     }
     Ok(())
 }

@@ -314,14 +314,14 @@ fn warnings_of(edits: &[(&str, &str)]) -> String {
     stderr
 }
 
-/// An `api_base` whose scheme is in capitals is https, and a listener on an IPv4-mapped
-/// loopback address is loopback: both were refused (an audit).
+/// An `api_base` whose scheme is in capitals is https, and a listener or `public_url` on an
+/// IPv4-mapped loopback address is loopback: each was refused (an audit).
 #[test]
 fn a_capital_scheme_and_a_mapped_loopback_address_are_taken() {
     warnings_of(&[
         (
             "public_url = \"https://hooks.example.com\"",
-            "public_url = \"http://127.0.0.1:8080\"",
+            "public_url = \"http://[::ffff:127.0.0.1]:8080\"",
         ),
         (
             "listen = \"127.0.0.1:8080\"\n",

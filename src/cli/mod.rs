@@ -613,7 +613,7 @@ fn action_definition(config: &Config, id: Option<&str>) -> anyhow::Result<()> {
     );
     // Taken for testing on this machine; HubSpot could never call it (a first-user audit:
     // it was printed for registration without a word).
-    if !config.server.public_url.starts_with("https://") {
+    if !crate::config::is_https(&config.server.public_url) {
         eprintln!(
             "warning: its actionUrl is http, which HubSpot never calls (https only): register it with `public_url` set to the https address HubSpot will call"
         );

@@ -313,6 +313,13 @@ pub(crate) fn share_a_port(a: SocketAddr, b: SocketAddr) -> bool {
     a.port() == b.port() && a.port() != 0 && (a.ip() == b.ip() || covers(a, b) || covers(b, a))
 }
 
+/// Whether `url` is https, its scheme written in any case (`HTTPS://` was taken for http;
+/// an audit).
+pub(crate) fn is_https(url: &str) -> bool {
+    url.get(..8)
+        .is_some_and(|s| s.eq_ignore_ascii_case("https://"))
+}
+
 /// An environment variable's value without surrounding white space (a secret file's final
 /// newline, CRLF line ends), if set and not blank: no token or secret contains white space.
 pub fn env_value(name: &str) -> Option<String> {

@@ -709,9 +709,7 @@ fn read_connector(ctx: &mut Ctx, table: &DeTable, at: usize, n: usize) -> Option
     let api_base = match r.has("api_base") {
         false => Some(Connector::DEFAULT_API_BASE.to_string()),
         true => r.http_url(ctx, "api_base").filter(|url| {
-            // The scheme in any case, as `public_url`'s (an audit).
-            let https = url.get(..8).is_some_and(|s| s.eq_ignore_ascii_case("https://"));
-            let plain = !https && !loopback_url(url);
+            let plain = !super::is_https(url) && !loopback_url(url);
             if plain {
                 ctx.error(
                     r.get("api_base").map_or(0, |v| v.span().start),

@@ -499,15 +499,21 @@ fn reload(
                     );
                 }
             }
-            // So does moving a webhook to a connector in dry run (of the same account, no
-            // route changes and nothing else says it; an audit).
-            let dry = |config: &Config, c: &str| config.connector(c).is_some_and(|c| c.dry_run);
-            for w in &loaded.config.webhooks {
-                if let Some(was) = current.webhook(&w.id)
-                    && w.target != super::Target::Callback
-                    && was.connector != w.connector
-                    && dry(&loaded.config, &w.connector)
-                    && !dry(&current, &was.connector)
+            // So does moving a webhook to a connector of the same account already in dry run
+            // (its contacts are not held, and nothing else says it; an audit). Another
+            // account's holds them, and a connector just turned to dry run is said above.
+            let new = &loaded.config;
+            for w in &new.webhooks {
+                let (Some(was), Some(to)) = (current.webhook(&w.id), new.connector(&w.connector))
+                else {
+                    continue;
+                };
+                let from = current.connector(&was.connector);
+                if w.target != super::Target::Callback
+                    && to.dry_run
+                    && from
+                        .is_some_and(|f| !f.dry_run && f.id != to.id && f.portal_id == to.portal_id)
+                    && current.connector(&to.id).is_none_or(|c| c.dry_run)
                 {
                     tracing::warn!(
                         webhook = %w.id,

@@ -499,10 +499,6 @@ impl Writer {
         }
         let started = Instant::now();
         let mut new = Vec::new();
-        // Posts answered as the repeat of a waiting receipt: their bodies are remembered as
-        // its, once answered, so HubSpot's retry of one after that receipt is sent is no new
-        // receipt (it was taken and sent again; an audit).
-        let mut repeats = Vec::new();
         let mut replies = Vec::with_capacity(batch.len());
         for Request {
             receipt,
@@ -524,7 +520,6 @@ impl Writer {
             match repeat {
                 Err(Repeat::Waiting(existing)) => {
                     let answer = self.pending.answer_of(&existing);
-                    repeats.push((receipt, existing.clone()));
                     replies.push((reply, Stored::Duplicate(existing, answer)))
                 }
                 Err(Repeat::Finished(existing)) => {
@@ -570,11 +565,7 @@ impl Writer {
             // A duplicate of an earlier, durable receipt is still fine to acknowledge; a
             // duplicate of one in this failed batch is not.
             let failed: HashSet<&str> = new.iter().map(|r| r.receipt_id.as_str()).collect();
-            for (r, existing) in &repeats {
-                if !failed.contains(existing.as_str()) {
-                    self.pending.remember(r.contact(), existing);
-                }
-            }
+            self.pending.forget_repeats_of(&failed);
             for (reply, stored) in replies {
                 let ok = match &stored {
                     Stored::Duplicate(id, _) => !failed.contains(id.as_str()),
@@ -588,9 +579,6 @@ impl Writer {
             return;
         }
         self.unflushed.extend(new);
-        for (r, existing) in &repeats {
-            self.pending.remember(r.contact(), existing);
-        }
         for (reply, stored) in replies {
             let _ = reply.send(Ok(stored));
         }

@@ -178,7 +178,8 @@ impl PendingSet {
 
     /// Record `receipt_id` (taken `unsigned` or not) as pending for `contact`, unless one is
     /// already, or its body was posted to the same webhook within [`REPLAY_WINDOW_MS`]: then
-    /// the earlier receipt.
+    /// the earlier receipt. A repeat of a waiting receipt has its body remembered as that
+    /// receipt's, under the lock that decided it (a part lost meanwhile forgets it).
     pub fn insert(
         &self,
         contact: Contact<'_>,
@@ -190,7 +191,9 @@ impl PendingSet {
         // One that gives way stays pending, and the contact's key is the new one's.
         let displaced = match state.pending.get(&k) {
             Some(waiting) if unsigned || !state.gives_way(waiting, contact.sends_as) => {
-                return Err(Repeat::Waiting(waiting.0.clone()));
+                let existing = waiting.0.clone();
+                state.remember(contact, &existing);
+                return Err(Repeat::Waiting(existing));
             }
             waiting => waiting.map(|w| w.0.clone()),
         };
@@ -237,8 +240,8 @@ impl PendingSet {
         if ids.is_empty() {
             return None;
         }
-        let state = self.inner.lock().unwrap();
-        ids.iter().find_map(|&id| {
+        let mut state = self.inner.lock().unwrap();
+        let existing = ids.iter().find_map(|&id| {
             let merged = Contact {
                 contact_id: Some(id),
                 email: None,
@@ -248,7 +251,9 @@ impl PendingSet {
             };
             let waiting = state.pending.get(&merged.key())?;
             (unsigned || !state.gives_way(waiting, contact.sends_as)).then(|| waiting.0.clone())
-        })
+        })?;
+        state.remember(contact, &existing);
+        Some(existing)
     }
 
     /// Record what execution `receipt_id`, just inserted, was answered (kept until it is
@@ -263,9 +268,8 @@ impl PendingSet {
         self.inner.lock().unwrap().answers.get(receipt_id).copied()
     }
 
-    /// Remember the body of a receipt that is already finished (at start-up), or of a post
-    /// answered as the repeat of `receipt_id`, as that receipt's: a replay of it within the
-    /// window is still a duplicate.
+    /// Remember the body of a receipt that is already finished (at start-up), so a replay of
+    /// it within the window is still a duplicate.
     pub fn remember(&self, contact: Contact<'_>, receipt_id: &str) {
         self.inner.lock().unwrap().remember(contact, receipt_id);
     }
@@ -364,6 +368,13 @@ impl PendingSet {
                 state.recent.remove(&key);
             }
         }
+    }
+
+    /// The receipts `ids` could not be stored: forget the bodies of the posts answered as their
+    /// repeats too ([`PendingSet::withdraw`] forgets each one's own).
+    pub fn forget_repeats_of(&self, ids: &HashSet<&str>) {
+        let mut state = self.inner.lock().unwrap();
+        state.recent.retain(|_, (r, _)| !ids.contains(r.as_str()));
     }
 
     /// Whether as many receipts taken unsigned wait as may ([`MAX_UNSIGNED`]).
@@ -579,16 +590,6 @@ mod tests {
             set.insert(fixed(as_(false, Some(7))), "retry", false),
             Err(Waiting("after".into()))
         );
-        // A stranger's unsigned copy of HubSpot's post: the signed one is taken.
-        let copy = Contact {
-            body: Some(Body {
-                hash: "copied",
-                received_at_ms: 0,
-            }),
-            ..contact(4, None)
-        };
-        set.insert(copy, "stranger", true).unwrap();
-        assert_eq!(set.insert(copy, "hubspot", false), Ok(()));
     }
 
     #[test]
@@ -776,6 +777,48 @@ mod tests {
     /// The receipts of a part lost before they were planned are released, and their bodies
     /// forgotten (a retry of the post is taken); those planned, before or after their part
     /// was recorded, or finished, are not released again.
+    /// A post answered as the repeat of a waiting receipt (a later pass, a contact merged into
+    /// it) stays one once that receipt is sent: HubSpot's retry of it was taken and sent
+    /// again. Not once that receipt is lost before planning, or could not be stored.
+    #[test]
+    fn a_repeat_stays_one_once_its_receipt_is_sent_not_once_it_is_lost() {
+        let set = PendingSet::new(Metrics::new());
+        let post = |id, hash| Contact {
+            webhook_id: "w",
+            contact_id: Some(id),
+            email: None,
+            callback_id: None,
+            body: Some(Body {
+                hash,
+                received_at_ms: 0,
+            }),
+            sends_as: None,
+        };
+        set.insert(post(1, "first"), "r1", false).unwrap();
+        let later = set.insert(post(1, "later"), "x", false);
+        assert_eq!(later, Err(Waiting("r1".into())));
+        let merged = set.waiting_for_any(post(9, "merged"), &[1], false);
+        assert_eq!(merged, Some("r1".into()));
+        set.release(post(1, "first"), "r1");
+        for (id, hash) in [(1, "later"), (9, "merged")] {
+            let retry = set.insert(post(id, hash), "retry", false);
+            assert_eq!(retry, Err(Finished("r1".into())), "{hash}");
+        }
+        set.insert(post(2, "second"), "r2", false).unwrap();
+        let again = set.insert(post(2, "again"), "x", false);
+        assert_eq!(again, Err(Waiting("r2".into())));
+        let part = Ulid::from_parts(1, 1);
+        set.flushed(part, [("r2", post(2, "second"))]);
+        assert_eq!(set.release_unread(&HashSet::from([part]), |_| false), 1);
+        assert_eq!(set.insert(post(2, "again"), "r3", false), Ok(()));
+        set.insert(post(3, "third"), "r4", false).unwrap();
+        let again = set.insert(post(3, "third again"), "x", false);
+        assert_eq!(again, Err(Waiting("r4".into())));
+        set.withdraw(post(3, "third"), "r4");
+        set.forget_repeats_of(&HashSet::from(["r4"]));
+        assert_eq!(set.insert(post(3, "third again"), "r5", false), Ok(()));
+    }
+
     #[test]
     fn only_receipts_of_a_lost_part_not_planned_are_released() {
         let set = PendingSet::new(Metrics::new());

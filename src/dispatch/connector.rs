@@ -519,21 +519,19 @@ impl Dispatcher {
         // The account's one limiter paces at the newest config's limit (a scheduled import
         // started on an older config built its client with the old one).
         client.pace_at(connector.requests_per_10s);
-        // Another token or API base: what HubSpot said of the old one's limit is no word on it.
-        if let Some((k, _)) = self.links.get(&connector.id)
-            && !k.starts_with(&account)
-        {
-            crate::hubspot::limiter::Limiter::forget_rate_of(&connector.id);
-        }
         let link = Arc::new(Link::new(connector.id.clone(), client, connector.time_zone));
-        // The same account through the same API: the list batch HubSpot took is still the one
-        // to send (a rotated secret, a new rate, relearned it at twice the cost; an audit).
-        if let Some((k, old)) = self.links.get(&connector.id)
-            && k.starts_with(&account)
-        {
-            let learned = old.learned_batch.load(std::sync::atomic::Ordering::Relaxed);
-            link.learned_batch
-                .store(learned, std::sync::atomic::Ordering::Relaxed);
+        if let Some((k, old)) = self.links.get(&connector.id) {
+            if k.starts_with(&account) {
+                // The same token through the same API: the list batch HubSpot took is still
+                // the one to send (a rotated secret, a new rate, relearned it at twice the
+                // cost; an audit).
+                let learned = old.learned_batch.load(std::sync::atomic::Ordering::Relaxed);
+                link.learned_batch
+                    .store(learned, std::sync::atomic::Ordering::Relaxed);
+            } else {
+                // What HubSpot said of the old one's limit is no word on it.
+                crate::hubspot::limiter::Limiter::forget_rate_of(&connector.id);
+            }
         }
         // New settings do not lift HubSpot's daily limit, nor end an account's migration:
         // keep a pause of those, from this process or (`sendtime tick` runs once a minute)

@@ -944,20 +944,24 @@ impl Dispatcher {
     }
 }
 
-/// The webhook that sends `item` now ([`Config::route`]): none for one made an action of
-/// the same id since (or the reverse), which has no callback to complete for a webhook's
-/// receipt and would enroll a contact HubSpot holds in the action, one whose type changed
-/// between a list's and an enrolling one, or one moved to another account's connector.
 /// The connector that writes the row of an enrollment HubSpot took ([`Pending::only_row_left`]):
-/// its webhook's, else one of the account it was taken for (its webhook removed or moved).
+/// its webhook's, else one of the account it was taken for (its webhook removed or moved; an
+/// older version's receipt names no account, and only its webhook's may).
 fn row_connector<'c>(config: &'c Config, item: &Pending) -> Option<&'c Connector> {
     let account = |c: &&Connector| item.account().is_none_or(|a| c.portal_id == a);
     (config.webhook(&item.webhook_id))
         .and_then(|w| config.connector(&w.connector))
         .filter(account)
-        .or_else(|| config.connectors.iter().find(account))
+        .or_else(|| {
+            let a = item.account()?;
+            config.connectors.iter().find(|c| c.portal_id == a)
+        })
 }
 
+/// The webhook that sends `item` now ([`Config::route`]): none for one made an action of
+/// the same id since (or the reverse), which has no callback to complete for a webhook's
+/// receipt and would enroll a contact HubSpot holds in the action, one whose type changed
+/// between a list's and an enrolling one, or one moved to another account's connector.
 fn route<'c>(config: &'c Config, item: &Pending) -> Option<&'c crate::config::Webhook> {
     let callback = item.callback_id.is_some();
     let enrolls = Some(item.webhook_type.enrolls());

@@ -39,7 +39,7 @@ pub fn is_loopback(url: &Url) -> bool {
                 .trim_start_matches('[')
                 .trim_end_matches(']')
                 .parse::<std::net::IpAddr>()
-                .is_ok_and(|ip| ip.is_loopback())
+                .is_ok_and(|ip| ip.to_canonical().is_loopback())
     })
 }
 
