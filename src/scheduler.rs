@@ -30,6 +30,14 @@ pub const RECHECK: Duration = Duration::from_secs(60);
 /// last it ran: a tick is not run again for a step of seconds, nor held an hour by a long one.
 const STEP_BACK_WAITED: chrono::TimeDelta = chrono::TimeDelta::minutes(2);
 
+/// Whether `last`, a fire time kept, lies further ahead of `now` than a step back is waited
+/// ([`STEP_BACK_WAITED`]): the clock went back (NTP correcting a wrong boot time), and the
+/// next fire is planned from now, not from it. The dispatcher's ticks and the scheduled
+/// import alike (the import waited out the whole step; an audit).
+pub(crate) fn ahead_of_the_clock(last: DateTime<Utc>, now: DateTime<Utc>) -> bool {
+    last > now + STEP_BACK_WAITED
+}
+
 /// The first fire time strictly after `after`.
 pub fn next_after(cron: &Cron, after: DateTime<Utc>) -> DateTime<Utc> {
     cron.find_next_occurrence(&after, false)
@@ -61,20 +69,30 @@ struct LastFire {
 }
 
 /// The last fire time kept; none when there is no record (a new data folder, or one last run
-/// by a version that kept none) or it is unreadable, so whether a fire was missed is unknown.
+/// by a version that kept none), it is unreadable, or it is ahead of the clock (kept while the
+/// clock ran ahead: a fire missed since would wait for the next), so whether a fire was
+/// missed is unknown.
 fn read_last_fire(data_dir: &Path) -> Option<DateTime<Utc>> {
     let path = last_fire_path(data_dir);
     let bytes = std::fs::read(&path).ok()?;
     let kept = serde_json::from_slice::<LastFire>(&bytes)
         .ok()
         .and_then(|k| DateTime::from_timestamp_millis(k.last_fire_ms));
-    if kept.is_none() {
+    let Some(kept) = kept else {
         tracing::warn!(
             path = %path.display(),
             "the last tick's fire time is unreadable: ticking at once, in case a fire was missed while stopped"
         );
+        return None;
+    };
+    if ahead_of_the_clock(kept, Utc::now()) {
+        tracing::warn!(
+            path = %path.display(),
+            "the last tick's fire time is ahead of the clock (it went back): ticking at once, in case a fire was missed while stopped"
+        );
+        return None;
     }
-    kept
+    Some(kept)
 }
 
 fn write_last_fire(data_dir: &Path, fire: DateTime<Utc>, errors: &mut crate::throttle::Throttle) {
@@ -134,7 +152,7 @@ pub async fn run(
         // [`STEP_BACK_WAITED`]: schedule from now, not from a fire time far in the future. A
         // smaller step waits for the fire time after the last (an earlier version ran the last
         // again after a step of seconds; an audit found it).
-        if last_fire.is_some_and(|l| l > now + STEP_BACK_WAITED) {
+        if last_fire.is_some_and(|l| ahead_of_the_clock(l, now)) {
             tracing::warn!("the clock went back: scheduling from now");
             last_fire = None;
         }

@@ -6069,7 +6069,7 @@ fn receipts_whose_outcomes_were_quarantined_are_checked_not_sent_again() {
 
 /// A sparse cron (a tick a day): a start after its time passed while `serve` was down ticks at
 /// once, and what came due meanwhile goes then, not at the next day's fire; so does a start
-/// with no record of the last tick.
+/// with no record of the last tick, or one ahead of the clock.
 #[test]
 fn a_tick_missed_while_stopped_runs_at_the_next_start() {
     let dir = tempfile::tempdir().unwrap();
@@ -6132,6 +6132,22 @@ fn a_tick_missed_while_stopped_runs_at_the_next_start() {
     let server = start(&config("0 0 0 1 1 *"), &data, None, &[]);
     let sent = eventually(Duration::from_secs(20), || {
         (dry_runs(&data) == 2).then_some(())
+    });
+    assert!(sent.is_some(), "not caught up; logs:\n{}", server.logs());
+    server.stop();
+
+    // A record ahead of the clock (kept while it ran two days ahead, since corrected): the
+    // same (the start waited for the day after the one recorded; an audit).
+    record(now_ms());
+    let server = start(&config("0 0 0 1 1 *"), &data, None, &[]);
+    post(&server, "fatigue", 9102, "ahead@example.com");
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(common::ticks(&server), 0, "logs:\n{}", server.logs());
+    server.stop();
+    record(now_ms() + 2 * 86_400_000);
+    let server = start(&config("0 0 0 * * *"), &data, None, &[]);
+    let sent = eventually(Duration::from_secs(20), || {
+        (dry_runs(&data) == 3).then_some(())
     });
     assert!(sent.is_some(), "not caught up; logs:\n{}", server.logs());
     server.stop();

@@ -35,6 +35,10 @@ pub async fn run(
     loop {
         let snapshot = config.load_full();
         let now = Utc::now();
+        if last_fire.is_some_and(|l| crate::scheduler::ahead_of_the_clock(l, now)) {
+            tracing::warn!("the clock went back: scheduling imports from now");
+            last_fire = None;
+        }
         let from = last_fire.map_or(now, |l| l.max(now));
         let fire = next_after(&snapshot.import.schedule, from);
         let wait = (fire - now).to_std().unwrap_or_default().min(RECHECK);
