@@ -227,9 +227,10 @@ const MAX_DAYS_AHEAD: i32 = super::stored::REBASE_DAYS + 1;
 fn lookup(table: &[f32], age: i32, half_life: f64) -> f32 {
     match usize::try_from(age) {
         Ok(a) if a < table.len() => table[a],
-        Ok(_) => 0.0,
-        // Events after the reference day weigh more than 1: exact, and rare.
-        Err(_) => 0.5f64.powf(age.max(-MAX_DAYS_AHEAD) as f64 / half_life) as f32,
+        // Events older than the table (from 2000 on are imported) and after the reference day
+        // (weighing more than 1): exact, and rare. The old ones weighed 0, a second decay
+        // rule that a half-life of a billion days ("do not decay") met (an audit).
+        _ => 0.5f64.powf(age.max(-MAX_DAYS_AHEAD) as f64 / half_life) as f32,
     }
 }
 
@@ -898,6 +899,10 @@ mod tests {
         a.add(2, Kind::Open as u8, 5, 1000 + hl, false);
         let most = 0.5f64.powf(-31.0 / f64::from(hl)) as f32;
         assert!((a.weights[2].get(5) - most).abs() < 1e-6);
+        // One older than the table decays as any (it weighed nothing).
+        a.add(3, Kind::Open as u8, 5, 1000 - 8000, false);
+        let old = 0.5f64.powf(8000.0 / f64::from(hl)) as f32;
+        assert!(old > 0.0 && (a.weights[3].get(5) / old - 1.0).abs() < 1e-3);
     }
 
     #[test]
