@@ -591,6 +591,36 @@ fn explain_plans_each_webhook_as_planning_does_in_the_contacts_zone() {
         "{text}"
     );
     assert_eq!(waits("weekly"), "waiting for its time", "{text}");
+    // Past its time, in Brussels's quiet hours (after a dispatcher that was down): held until
+    // they end, as the dispatcher holds it (it said "due" all night; an audit).
+    let late = (weekly.due_at_ms / DAY + 1) * DAY - 2 * HOUR; // 22:00 UTC
+    let local = DateTime::from_timestamp_millis(late)
+        .unwrap()
+        .with_timezone(&Tz::Europe__Brussels);
+    let day = local.date_naive() + chrono::Days::new(u64::from(local.hour() >= 21));
+    let morning = (day.and_hms_opt(8, 0, 0).unwrap())
+        .and_local_timezone(Tz::Europe__Brussels)
+        .unwrap()
+        .timestamp_millis();
+    let late_text = sendtime::time::format_rfc3339(late);
+    let out = sendtime(
+        &config,
+        &data,
+        &["explain", "z1@example.com", "--at", &late_text],
+    );
+    let late_text = String::from_utf8(out.stdout).unwrap();
+    let held = (late_text.lines())
+        .skip_while(|l| !(l.starts_with("weekly ") && l.contains(" received ")))
+        .nth(2)
+        .unwrap_or_else(|| panic!("{late_text}"));
+    assert_eq!(
+        held.trim(),
+        format!(
+            "held by its quiet hours until {}: sent then",
+            format_minute(morning)
+        ),
+        "{late_text}"
+    );
 
     // `weekly` made a list's webhook: its receipts, taken to enroll, are held as the
     // dispatcher holds them (explain said "waiting for its time").

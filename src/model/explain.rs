@@ -116,6 +116,10 @@ pub struct PlannedReceipt {
     /// and the account it came from.
     #[serde(skip)]
     pub routed_as: (bool, Option<bool>, Option<u64>),
+    /// Whether quiet hours hold it (a timed send, not held out), and the zone it was posted
+    /// with.
+    #[serde(skip)]
+    pub quiet_as: (bool, Option<chrono_tz::Tz>),
 }
 
 impl Explanation {
@@ -237,7 +241,10 @@ impl Explanation {
                     crate::config::held_until_back(&p.webhook)
                 ),
                 Some(w) if w.paused => "held by a pause (sendtime pause): sent once resumed".to_string(),
-                Some(_) if p.due_at_ms <= self.as_of_ms => "due: sent at the dispatcher's next tick".to_string(),
+                Some(_) if p.due_at_ms <= self.as_of_ms => match quiet_until(config, p, self.as_of_ms) {
+                    Some(until) => format!("held by its quiet hours until {}: sent then", format_minute(until)),
+                    None => "due: sent at the dispatcher's next tick".to_string(),
+                },
                 Some(_) => "waiting for its time".to_string(),
             });
         }
@@ -418,6 +425,7 @@ pub fn receipts(data_dir: &Path, contact: &str) -> anyhow::Result<Receipts> {
                 Some(p.webhook_type.enrolls()),
                 crate::datasets::inbox::account(p.portal_id).map(std::num::NonZeroU64::get),
             ),
+            quiet_as: (p.webhook_type.timed() && !p.holdout, p.time_zone),
         })
         .collect();
     Ok(Receipts {
@@ -425,6 +433,18 @@ pub fn receipts(data_dir: &Path, contact: &str) -> anyhow::Result<Receipts> {
         shown,
         posted,
     })
+}
+
+/// Until when its webhook's quiet hours hold a due receipt at `now`, as the dispatcher judges
+/// it (in its zone, else its connector's; an action's only while HubSpot holds it): it was
+/// said to be due at the next tick all night (an audit).
+fn quiet_until(config: &Config, p: &PlannedReceipt, now: i64) -> Option<i64> {
+    let (timed, zone) = p.quiet_as;
+    let w = config.webhook(&p.webhook).filter(|_| timed)?;
+    let zone = zone.or(config.connector(&w.connector)?.time_zone);
+    (w.quiet_hours?
+        .next_allowed(zone.unwrap_or(chrono_tz::Tz::UTC), now))
+    .filter(|t| *t > now && p.hold_ends_ms.is_none_or(|h| *t <= h))
 }
 
 /// The latest outcome row of each of `receipts` that has one.
