@@ -153,6 +153,34 @@ impl QuietHours {
             (mask != 0).then(|| (hour + i64::from(mask.trailing_zeros()) * MINUTE_MS).max(from_ms))
         })
     }
+
+    /// Until when these quiet hours hold a queued contact in `zone` that may go from
+    /// `ready_at_ms`, at `now` ([`judged_at`]); none when they do not, or would hold it past
+    /// `release_by` (an action's contact, which HubSpot moves on after). The dispatcher and
+    /// `explain` alike.
+    pub fn hold_until(
+        self,
+        zone: Tz,
+        ready_at_ms: i64,
+        release_by: Option<i64>,
+        now: i64,
+    ) -> Option<i64> {
+        (self.next_allowed(zone, judged_at(ready_at_ms, now)))
+            .filter(|t| *t > now && release_by.is_none_or(|r| *t <= r))
+    }
+}
+
+/// When the quiet hours of a queued contact that may go from `ready_at_ms` are judged at
+/// `now`: then, if that was within the last minute, the ticks' step; `now` for one overdue
+/// longer (it came due while nothing ran, and waits for its morning). One due between two
+/// minutes (a retry's, a pause's end) just before its quiet hours waited for their end,
+/// found due only in their first minute (an audit).
+pub fn judged_at(ready_at_ms: i64, now: i64) -> i64 {
+    if ready_at_ms >= now - MINUTE_MS {
+        ready_at_ms
+    } else {
+        now
+    }
 }
 
 impl fmt::Display for QuietHours {
@@ -225,6 +253,26 @@ impl Masks {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A contact overdue in its quiet hours waits for their end, unless that is past its
+    /// release-by; one found due within a minute of coming due, just before them, goes.
+    #[test]
+    fn quiet_hours_hold_a_due_contact_until_they_end_or_its_release_by() {
+        let quiet = QuietHours::parse("21:00-08:00").unwrap();
+        let day = 1_795_737_600_000; // 2026-11-27 00:00 UTC
+        let (at_23, at_8) = (day + 23 * HOUR_MS, day + 32 * HOUR_MS);
+        assert_eq!(quiet.hold_until(Tz::UTC, at_23, None, at_23), Some(at_8));
+        let overdue = day + 18 * HOUR_MS;
+        assert_eq!(quiet.hold_until(Tz::UTC, overdue, None, at_23), Some(at_8));
+        let release_by = at_8 - 5 * MINUTE_MS;
+        assert_eq!(
+            quiet.hold_until(Tz::UTC, at_23, Some(release_by), at_23),
+            None
+        );
+        let (due, found) = (day + 21 * HOUR_MS - 30_000, day + 21 * HOUR_MS + 10_000);
+        assert_eq!(quiet.hold_until(Tz::UTC, due, None, found), None);
+        assert_eq!(quiet.hold_until(Tz::UTC, at_8, None, at_8), None);
+    }
 
     #[test]
     fn the_next_day_begins_at_local_midnight_across_daylight_saving() {

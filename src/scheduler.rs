@@ -10,7 +10,8 @@
 //! a tick takes everything due by its own "now". The last fire time a tick ran for is kept
 //! (`{data_dir}/state/scheduler.json`): a start after a fire that was missed while `serve` was
 //! down ticks at once, so a sparse cron (a tick a day) does not wait for its next time, and so
-//! does a start without that record (whether a fire was missed is unknown).
+//! does a start without that record, or with one unreadable or ahead of the clock (whether a
+//! fire was missed is unknown).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -161,7 +162,7 @@ pub async fn run(
                 tracing::info!("scheduler: a scheduled tick was missed while stopped; ticking now");
             } else {
                 tracing::info!(
-                    "scheduler: no record of the last tick (a new data folder, or the first start of this version); ticking now"
+                    "scheduler: no usable record of the last tick (a new data folder, the first start of this version, or a record said above to be unreadable or ahead of the clock); ticking now"
                 );
             }
             waiting = Some(now);

@@ -934,11 +934,11 @@ fn a_reload_keeps_the_calls_made_today_in_the_daily_budget() {
     server.stop();
 }
 
-/// A stand-in whose token was granted `scope` alone.
-fn scoped_standin(rt: &tokio::runtime::Runtime, scope: &str) -> StandIn {
+/// A stand-in whose token was granted `scopes` alone.
+fn scoped_standin(rt: &tokio::runtime::Runtime, scopes: &[&str]) -> StandIn {
     rt.block_on(StandIn::start(Options {
         token: TOKEN.into(),
-        scopes: Some(vec![scope.into()]),
+        scopes: Some(scopes.iter().map(|s| s.to_string()).collect()),
         ..Options::default()
     }))
     .unwrap()
@@ -958,7 +958,7 @@ fn answered(standin: &StandIn, path: &str, status: u16) -> usize {
 #[test]
 fn contacts_held_for_a_missing_scope_book_none_of_the_connectors_minutes() {
     let rt = runtime();
-    let standin = scoped_standin(&rt, "crm.lists.write");
+    let standin = scoped_standin(&rt, &["crm.lists.read", "crm.lists.write"]);
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let config = TestConfig {
@@ -1067,7 +1067,7 @@ fn timed_beside_a_list(
 fn a_held_backlog_coming_due_again_leaves_the_planned_contacts_their_minutes() {
     const HELD: u64 = 40;
     let rt = runtime();
-    let standin = scoped_standin(&rt, "automation");
+    let standin = scoped_standin(&rt, &["automation"]);
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let (config, emails) =
@@ -1145,7 +1145,7 @@ fn the_next_tick_books_a_held_backlog_after_the_planned_contacts() {
     use sendtime::time::format_rfc3339_ms;
     const HELD: u64 = 40;
     let rt = runtime();
-    let standin = scoped_standin(&rt, "automation");
+    let standin = scoped_standin(&rt, &["automation"]);
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let (config, emails) = timed_beside_a_list(&standin, &data, "");

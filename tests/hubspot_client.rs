@@ -818,30 +818,42 @@ async fn missing_scopes_dynamic_lists_and_unknown_routes_answer_as_hubspot_does(
         ApiError::Permanent { status: 404, .. } => {}
         other => panic!("expected a missing list, got {other:?}"),
     }
-    // Adding to a list takes any one of three scopes (HubSpot's lists references: "requires
-    // one of the following scopes"; the stand-in required both list scopes), and a token
-    // with none is told all three.
-    let scoped = |scope: &str| Options {
-        scopes: Some(vec![scope.into()]),
+    // Adding to a list takes `crm.lists.read` with either write scope (HubSpot's OpenAPI
+    // spec; its reference page says "one of the following scopes", which the stand-in took
+    // literally), and a token without is told all three.
+    let scoped = |scopes: &[&str]| Options {
+        scopes: Some(scopes.iter().map(|s| s.to_string()).collect()),
         lists: vec![("988".into(), sendtime::hubspot::standin::ListKind::Snapshot)],
         ..Options::default()
     };
-    let write_only = standin(scoped("crm.lists.write")).await;
-    write_only.add_contact("scoped@example.com", 4);
-    let added = client(&write_only).add_to_list("988", &["4".into()]).await;
-    assert_eq!(added.unwrap().record_ids_added, ["4"]);
-    let unlisted = standin(scoped("content")).await;
-    unlisted.add_contact("scoped@example.com", 4);
-    match client(&unlisted).add_to_list("988", &["4".into()]).await {
-        Err(ApiError::MissingScopes { scopes, .. }) => assert_eq!(
-            scopes,
-            [
-                "cms.membership.access_groups.write",
-                "crm.lists.read",
-                "crm.lists.write"
-            ]
+    let cases: [(&[&str], bool); 5] = [
+        (&["crm.lists.read", "crm.lists.write"], true),
+        (
+            &["crm.lists.read", "cms.membership.access_groups.write"],
+            true,
         ),
-        other => panic!("expected MISSING_SCOPES, got {other:?}"),
+        (&["crm.lists.write"], false),
+        (&["crm.lists.read"], false),
+        (&["content"], false),
+    ];
+    for (scopes, takes) in cases {
+        let scoped = standin(scoped(scopes)).await;
+        scoped.add_contact("scoped@example.com", 4);
+        match (
+            client(&scoped).add_to_list("988", &["4".into()]).await,
+            takes,
+        ) {
+            (Ok(added), true) => assert_eq!(added.record_ids_added, ["4"]),
+            (Err(ApiError::MissingScopes { scopes: named, .. }), false) => assert_eq!(
+                named,
+                [
+                    "cms.membership.access_groups.write",
+                    "crm.lists.read",
+                    "crm.lists.write"
+                ]
+            ),
+            (other, _) => panic!("{scopes:?}: {other:?}"),
+        }
     }
     let resp = http()
         .get(format!("{}/no/such/route", s.url()))
@@ -904,6 +916,37 @@ async fn refused_calls_count_and_oauth_answers_carry_no_daily_headers() {
     oauth.enrollments(1).await.unwrap();
     let rate = oauth.last_rate_limit().unwrap();
     assert!(rate.max.is_some() && rate.daily.is_none(), "{rate:?}");
+}
+
+/// OAuth apps have no daily limit at HubSpot ("there is no daily limit for these calls"): the
+/// stand-in counts none of their calls, and a static token's stay limited (it applied the
+/// limit to both; an audit).
+#[tokio::test]
+async fn oauth_calls_meet_no_daily_limit_a_static_tokens_do() {
+    use sendtime::hubspot::auth::Auth;
+    let s = standin(Options {
+        daily_limit: 1,
+        oauth: Some(oauth_app()),
+        ..Options::default()
+    })
+    .await;
+    let oauth = Client::with_auth(
+        &s.url(),
+        Auth::oauth("id", "secret", "refresh"),
+        ClientOptions::default(),
+    )
+    .unwrap();
+    for _ in 0..3 {
+        oauth.enrollments(1).await.unwrap();
+    }
+    client(&s).enrollments(1).await.unwrap();
+    match client(&s).enrollments(1).await.unwrap_err() {
+        ApiError::RateLimited {
+            policy: sendtime::hubspot::RatePolicy::Daily,
+            ..
+        } => {}
+        other => panic!("expected the daily limit, got {other:?}"),
+    }
 }
 
 /// A token endpoint's answer that echoes the form it was sent (an edge's page, a proxy's)

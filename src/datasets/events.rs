@@ -718,7 +718,10 @@ pub fn for_each_part(
                 Err(e) if cannot_open(&e) => {
                     return Err(e.context(format!("cannot open {}", path.display())));
                 }
-                Err(e) => dataset.quarantine(&path, &e)?,
+                // A merged part's sources listed again are read by the next listing.
+                Err(e) => {
+                    dataset.quarantine(&path, &e)?;
+                }
             }
         }
         Ok(())

@@ -565,7 +565,11 @@ impl Writer {
             // A duplicate of an earlier, durable receipt is still fine to acknowledge; a
             // duplicate of one in this failed batch is not.
             let failed: HashSet<&str> = new.iter().map(|r| r.receipt_id.as_str()).collect();
-            self.pending.forget_repeats_of(&failed);
+            // (Only then: a scan of three days of bodies, under the lock every post takes.)
+            let repeats = |(_, stored): &(_, Stored)| matches!(stored, Stored::Duplicate(id, _) if failed.contains(id.as_str()));
+            if replies.iter().any(repeats) {
+                self.pending.forget_repeats_of(&failed);
+            }
             for (reply, stored) in replies {
                 let ok = match &stored {
                     Stored::Duplicate(id, _) => !failed.contains(id.as_str()),

@@ -774,9 +774,6 @@ mod tests {
         );
     }
 
-    /// The receipts of a part lost before they were planned are released, and their bodies
-    /// forgotten (a retry of the post is taken); those planned, before or after their part
-    /// was recorded, or finished, are not released again.
     /// A post answered as the repeat of a waiting receipt (a later pass, a contact merged into
     /// it) stays one once that receipt is sent: HubSpot's retry of it was taken and sent
     /// again. Not once that receipt is lost before planning, or could not be stored.
@@ -819,6 +816,9 @@ mod tests {
         assert_eq!(set.insert(post(3, "third again"), "r5", false), Ok(()));
     }
 
+    /// The receipts of a part lost before they were planned are released, and their bodies
+    /// forgotten (a retry of the post is taken); those planned, before or after their part
+    /// was recorded, or finished, are not released again.
     #[test]
     fn only_receipts_of_a_lost_part_not_planned_are_released() {
         let set = PendingSet::new(Metrics::new());

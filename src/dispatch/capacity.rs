@@ -334,7 +334,8 @@ impl Dispatcher {
                 // Overdue or moved, a timed send still keeps its contact's quiet hours, judged
                 // as its send judges them (one due in the last minute, at that time).
                 let local = route.quiet_for(item);
-                let allowed = masks.allows(local, super::judged_at(item, now));
+                let allowed =
+                    masks.allows(local, crate::local_time::judged_at(item.ready_at_ms, now));
                 let to = if route.holds() || planned || (allowed && ledger.fits(at, route.cost)) {
                     at
                 } else {

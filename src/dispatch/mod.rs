@@ -968,17 +968,6 @@ fn route<'c>(config: &'c Config, item: &Pending) -> Option<&'c crate::config::We
     config.route(&item.webhook_id, callback, enrolls, item.account())
 }
 
-/// When `item`'s quiet hours are judged at `now`: when it comes due, or came due within the
-/// last minute, the ticks' step; `now` for one overdue longer. One due at a time between two
-/// minutes (a retry's, a pause's end) just before its quiet hours waited for their end, found
-/// due only in their first minute (an audit).
-pub(super) fn judged_at(item: &Pending, now: i64) -> i64 {
-    match item.ready_at_ms {
-        at if at >= now - MINUTE_MS => at,
-        _ => now,
-    }
-}
-
 /// When a due contact may go, if `now` is in its quiet hours: one that came due while
 /// nothing ran (or between the ticks of a sparse cron) waits for its morning. Timed sends
 /// only, not held out; a workflow action's contact only while HubSpot still holds it.
@@ -992,9 +981,7 @@ fn quiet_until(config: &Config, item: &Pending, now: i64) -> Option<i64> {
     let release_by = route
         .holds()
         .then(|| planning::release_by(item, route.window));
-    quiet
-        .next_allowed(zone, judged_at(item, now))
-        .filter(|t| *t > now && release_by.is_none_or(|r| *t <= r))
+    quiet.hold_until(zone, item.ready_at_ms, release_by, now)
 }
 
 /// Say in each dry-run list add which batch it would go in (batches of the connector's

@@ -23,7 +23,7 @@ use crate::datasets::inbox::{self, PlanningColumns};
 use crate::datasets::plan::{self, Entry};
 use crate::local_time::{Local, Masks, parse_zone};
 use crate::model::plan::{
-    Grounds, Move, Plan, RELEASE_MARGIN_MS, Standing, Subject, Window, describe, hold, minute_hash,
+    Grounds, Move, Plan, RELEASE_MARGIN_MS, Standing, Subject, Window, describe, minute_hash,
     prefer, score, window, within_hold,
 };
 use crate::model::profile::Profile;
@@ -130,7 +130,9 @@ impl Dispatcher {
                         Err(q) => {
                             tracing::error!(part = %part.display(), "{e:#}; and it cannot be quarantined: {q:#}")
                         }
-                        Ok(()) => tracing::error!(
+                        // The parts it merged, listed again, are planned at the next tick.
+                        Ok(true) => {}
+                        Ok(false) => tracing::error!(
                             part = %part.display(),
                             "its receipts not planned before are not planned; they stop waiting at a later tick that reads every inbox part, so that a later post of one of their contacts is a new receipt"
                         ),
@@ -571,12 +573,11 @@ pub(super) fn callback_deadline(item: &Pending, window: Option<i64>, now: i64) -
     }
 }
 
-/// When HubSpot moves a workflow action's contact on without us: the hold asked for on
-/// receipt, whatever `window` says now (a retry of the execution gets that first answer
-/// too). A receipt of an older version, which does not record its hold, goes by `window`
-/// ([`hold`]).
+/// When HubSpot moves a workflow action's contact on without us
+/// ([`crate::model::plan::hold_end`]).
 pub(super) fn hold_end(item: &Pending, window: Option<i64>) -> i64 {
-    (item.hold_ends_ms).unwrap_or_else(|| item.received_at_ms + hold(item.webhook_type, window))
+    let received = item.received_at_ms;
+    crate::model::plan::hold_end(item.hold_ends_ms, received, item.webhook_type, window)
 }
 
 /// `item`'s request to [`assign`] on `route`, from its contact's `profile` (none: a

@@ -106,9 +106,9 @@ pub struct PlannedReceipt {
     pub reason: String,
     /// What became of it, from its latest outcome row; none yet: it waits for its time.
     pub outcome: Option<String>,
-    /// Without an outcome, what it waits for: a pause, its webhook's return, the next tick
-    /// (due already) or its time (it said "waiting for its time" of a contact a pause held
-    /// past its due time; an audit).
+    /// Without an outcome, what it waits for: a pause, its webhook's return, its quiet hours
+    /// or the next tick (due already) or its time (it said "waiting for its time" of a
+    /// contact a pause held past its due time; an audit).
     pub waiting: Option<String>,
     /// An action's receipt: when HubSpot's hold on the contact ends, as asked on receipt.
     pub hold_ends_ms: Option<i64>,
@@ -116,10 +116,10 @@ pub struct PlannedReceipt {
     /// and the account it came from.
     #[serde(skip)]
     pub routed_as: (bool, Option<bool>, Option<u64>),
-    /// Whether quiet hours hold it (a timed send, not held out), and the zone it was posted
-    /// with.
+    /// Whether quiet hours hold it (a timed send, not held out), the zone it was posted with
+    /// and its type.
     #[serde(skip)]
-    pub quiet_as: (bool, Option<chrono_tz::Tz>),
+    pub quiet_as: (bool, Option<chrono_tz::Tz>, WebhookType),
 }
 
 impl Explanation {
@@ -425,7 +425,11 @@ pub fn receipts(data_dir: &Path, contact: &str) -> anyhow::Result<Receipts> {
                 Some(p.webhook_type.enrolls()),
                 crate::datasets::inbox::account(p.portal_id).map(std::num::NonZeroU64::get),
             ),
-            quiet_as: (p.webhook_type.timed() && !p.holdout, p.time_zone),
+            quiet_as: (
+                p.webhook_type.timed() && !p.holdout,
+                p.time_zone,
+                p.webhook_type,
+            ),
         })
         .collect();
     Ok(Receipts {
@@ -436,15 +440,20 @@ pub fn receipts(data_dir: &Path, contact: &str) -> anyhow::Result<Receipts> {
 }
 
 /// Until when its webhook's quiet hours hold a due receipt at `now`, as the dispatcher judges
-/// it (in its zone, else its connector's; an action's only while HubSpot holds it): it was
-/// said to be due at the next tick all night (an audit).
+/// it ([`crate::local_time::QuietHours::hold_until`]: in its zone, else its connector's; an
+/// action's only until its release-by): it was said to be due at the next tick all night (an
+/// audit). Judged from its planned time (a ledger rebuild may have moved it since).
 fn quiet_until(config: &Config, p: &PlannedReceipt, now: i64) -> Option<i64> {
-    let (timed, zone) = p.quiet_as;
+    let (timed, zone, kind) = p.quiet_as;
     let w = config.webhook(&p.webhook).filter(|_| timed)?;
     let zone = zone.or(config.connector(&w.connector)?.time_zone);
-    (w.quiet_hours?
-        .next_allowed(zone.unwrap_or(chrono_tz::Tz::UTC), now))
-    .filter(|t| *t > now && p.hold_ends_ms.is_none_or(|h| *t <= h))
+    let release_by = (w.target == Target::Callback).then(|| {
+        let end = super::plan::hold_end(p.hold_ends_ms, p.received_at_ms, kind, w.window);
+        end - super::plan::RELEASE_MARGIN_MS
+    });
+    let zone = zone.unwrap_or(chrono_tz::Tz::UTC);
+    w.quiet_hours?
+        .hold_until(zone, p.due_at_ms, release_by, now)
 }
 
 /// The latest outcome row of each of `receipts` that has one.

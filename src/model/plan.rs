@@ -126,6 +126,19 @@ const SPARE_HOLD_MS: i64 = DAY_MS;
 /// a contact received late in a minute could be released after HubSpot had moved it on.
 pub const RELEASE_MARGIN_MS: i64 = 10 * crate::time::MINUTE_MS;
 
+/// When HubSpot moves a workflow action's contact on without us: the hold asked for on
+/// receipt (`hold_ends_ms`), whatever the window says now (a retry of the execution gets
+/// that first answer too); a receipt of an older version, which does not record its hold,
+/// by `span` ([`hold`]).
+pub fn hold_end(
+    hold_ends_ms: Option<i64>,
+    received_at_ms: i64,
+    kind: WebhookType,
+    span: Option<i64>,
+) -> i64 {
+    hold_ends_ms.unwrap_or_else(|| received_at_ms + hold(kind, span))
+}
+
 /// The window (as `span`) of an action's receipt whose hold was asked to end at `hold_ends`:
 /// `span`, or the window that hold was asked for if shorter (the config's window may have
 /// grown since).

@@ -58,11 +58,12 @@ pub struct AppState {
     /// What receipts are stamped with ([`crate::clock::Clock::world_ms`]). Signatures are
     /// checked against the system clock.
     pub clock: crate::clock::Clock,
-    /// Posts taken unsigned, at most [`MAX_UNSIGNED`] an hour ([`unsigned_rate`]).
+    /// Posts taken unsigned, about [`MAX_UNSIGNED`] an hour ([`unsigned_rate`]).
     pub unsigned_taken: Arc<governor::DefaultDirectRateLimiter>,
 }
 
-/// How many posts may be taken unsigned: [`MAX_UNSIGNED`] an hour. How many wait at once was
+/// How many posts may be taken unsigned: a burst of [`MAX_UNSIGNED`], then as many an hour
+/// (one every 0.36 s), so at most twice that in any hour. How many wait at once was
 /// bounded, not how many were stored: a dry-run connector listening publicly took some
 /// 10,000 a minute from anyone, kept for good (an audit).
 pub fn unsigned_rate() -> governor::DefaultDirectRateLimiter {

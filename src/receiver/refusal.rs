@@ -61,7 +61,7 @@ pub enum Refusal {
     )]
     UnsignedFull,
     #[error(
-        "{} posts were taken unsigned in the last hour, as many as may: unsigned posts are refused for a while (sign them: allow_unsigned is for local testing)",
+        "about {} posts an hour have been taken unsigned, as many as may: unsigned posts are refused for a while (sign them: allow_unsigned is for local testing)",
         crate::datasets::pending::MAX_UNSIGNED
     )]
     UnsignedRate,

@@ -30,6 +30,9 @@ use ulid::Ulid;
 const PART_EXT: &str = "parquet";
 /// A list of parts being published together, hidden from readers while it exists.
 const PENDING_EXT: &str = "pending";
+/// What the name of a merged part set aside says when the parts it merged were listed again
+/// ([`Dataset::quarantine`]): no row of it is missing.
+const SOURCES_KEPT: &str = "sources-kept";
 
 /// Rows per part below which a part counts as small and is merged by [`Dataset::compact`].
 pub const SMALL_PART_ROWS: usize = 200_000;
@@ -90,33 +93,65 @@ impl Dataset {
         &self.quarantine
     }
 
-    /// The parts in quarantine (their checksum files not counted).
-    pub fn quarantined_parts(&self) -> io::Result<usize> {
-        match fs::read_dir(&self.quarantine) {
-            Ok(entries) => Ok(entries
-                .filter_map(Result::ok)
-                .filter(|e| e.path().extension().is_some_and(|x| x == PART_EXT))
-                .count()),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(0),
-            Err(e) => Err(e),
-        }
-    }
-
-    /// When the newest part in quarantine was written (epoch ms, from its ULID name), if any:
-    /// rows written before then may be missing from what this dataset reads.
-    pub fn quarantined_until(&self) -> io::Result<Option<i64>> {
+    /// The parts in quarantine whose rows are missing from what is read (their checksum
+    /// files not counted, nor a merged part whose sources came back: [`SOURCES_KEPT`]).
+    fn lost_parts(&self) -> io::Result<Vec<PathBuf>> {
         let entries = match fs::read_dir(&self.quarantine) {
             Ok(entries) => entries,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
             Err(e) => return Err(e),
         };
-        let mut newest = None;
+        let mut lost = Vec::new();
         for entry in entries {
-            if let Some(id) = part_id(&entry?.path()) {
-                newest = newest.max(Some(id.timestamp_ms() as i64));
+            let path = entry?.path();
+            let name = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or_default();
+            if path.extension().is_some_and(|x| x == PART_EXT) && !name.contains(SOURCES_KEPT) {
+                lost.push(path);
             }
         }
-        Ok(newest)
+        Ok(lost)
+    }
+
+    /// The parts in quarantine whose rows are missing from what is read.
+    pub fn quarantined_parts(&self) -> io::Result<usize> {
+        Ok(self.lost_parts()?.len())
+    }
+
+    /// When the newest part in quarantine whose rows are missing was written (epoch ms, from
+    /// its ULID name), if any: rows written before then may be missing from what this dataset
+    /// reads. A second part set aside under one name (`part-{id}-{ulid}`) counts too (it was
+    /// not read as a part's name).
+    pub fn quarantined_until(&self) -> io::Result<Option<i64>> {
+        let id_of = |path: &Path| {
+            let name = path.file_name()?.to_str()?.strip_prefix("part-")?;
+            Ulid::from_string(name.get(..26)?).ok()
+        };
+        let lost = self.lost_parts()?;
+        Ok((lost.iter().filter_map(|p| id_of(p)))
+            .map(|id| id.timestamp_ms() as i64)
+            .max())
+    }
+
+    /// Whether `part` is a compaction's merged part whose sources are all still on disk
+    /// (younger than [`SOURCE_GRACE`]): set aside, they are listed again, and no row is lost.
+    fn sources_kept(&self, part: &Path) -> io::Result<bool> {
+        let Some(id) = part_id(part) else {
+            return Ok(false);
+        };
+        let names = match fs::read_to_string(self.dir.join(format!("compact-{id}.intent"))) {
+            Ok(names) => names,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+            Err(e) => return Err(e),
+        };
+        for name in names.lines() {
+            if !self.dir.join(name).try_exists()? {
+                return Ok(false);
+            }
+        }
+        Ok(!names.is_empty())
     }
 
     /// The committed parts, oldest first (ULID names sort by creation time).
@@ -331,10 +366,7 @@ impl Dataset {
                     Err(e) if cannot_open(&e) => {
                         return Err(e.context(format!("cannot open {}", path.display())));
                     }
-                    Err(e) => {
-                        self.quarantine(&path, &e)?;
-                        list_again = true;
-                    }
+                    Err(e) => list_again |= self.quarantine(&path, &e)?,
                 }
             }
             if !list_again {
@@ -344,13 +376,20 @@ impl Dataset {
     }
 
     /// Move an unreadable part aside so the server keeps serving and nobody loses the bytes.
-    pub fn quarantine(&self, path: &Path, why: &anyhow::Error) -> anyhow::Result<()> {
+    /// Returns whether the parts it merged are listed again ([`Dataset::sources_kept`]): a
+    /// reader lists the parts again to read them.
+    pub fn quarantine(&self, path: &Path, why: &anyhow::Error) -> anyhow::Result<bool> {
         if self.names_damage {
             return Err(named_for_dry_run(path, anyhow::anyhow!("{why:#}")));
         }
         create_dir_durably(&self.quarantine)?;
+        let kept = self.sources_kept(path)?;
         let name = path.file_name().context("part without a file name")?;
         let mut dest = self.quarantine.join(name);
+        if kept {
+            let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("part");
+            dest = (self.quarantine).join(format!("{stem}.{SOURCES_KEPT}.{PART_EXT}"));
+        }
         // A part of that name set aside before (a log segment's part, rewritten by replay and
         // damaged again) is kept too.
         if exists(&dest)? {
@@ -373,9 +412,10 @@ impl Dataset {
         tracing::error!(
             part = %path.display(),
             moved_to = %dest.display(),
-            "quarantined unreadable part: {why:#}"
+            "quarantined unreadable part{}: {why:#}",
+            if kept { " (the parts it merged are read instead: no row is lost)" } else { "" }
         );
-        Ok(())
+        Ok(kept)
     }
 
     /// Merge small parts into one.
@@ -527,7 +567,9 @@ impl Dataset {
                 Err(e) if cannot_open(&e) => {
                     tracing::warn!(part = %path.display(), "cannot open part to compact: {e:#}");
                 }
-                Err(e) => self.quarantine(&path, &e)?,
+                Err(e) => {
+                    self.quarantine(&path, &e)?;
+                }
             }
         }
         if sources.len() < 2 {
@@ -891,6 +933,10 @@ mod tests {
             .collect();
         kept.sort_by_key(|k| k.1);
         assert_eq!(kept.iter().map(|k| k.1).collect::<Vec<_>>(), [1, 2]);
+        // Both count as lost, the one set aside under a second name too.
+        assert_eq!(ds.quarantined_parts().unwrap(), 2);
+        let until = ds.quarantined_until().unwrap();
+        assert_eq!(until, Some(id.timestamp_ms() as i64));
     }
 
     /// Only folders and lock files nobody holds are removed; data, or a held lock, keeps all.
@@ -1189,8 +1235,8 @@ mod tests {
         assert_eq!(ds.parts().unwrap(), [merged.part]);
     }
 
-    /// A read that sets aside a damaged merged part reads the parts it merged, still on disk:
-    /// it read neither (a start took their rows for lost; an audit).
+    /// A read that sets aside a damaged merged part reads the parts it merged, still on disk,
+    /// and counts no loss: it read neither, and a start took their rows for lost (an audit).
     #[test]
     fn a_read_that_sets_a_merged_part_aside_reads_its_sources() {
         let dir = tempfile::tempdir().unwrap();
@@ -1212,6 +1258,23 @@ mod tests {
             .sum();
         assert_eq!(read, 30);
         assert!(!merged.part.exists(), "set aside");
+        // Nothing is missing: not counted as a loss (a start put every receipt before the
+        // merge in doubt), unlike a part that was no merge.
+        assert_eq!(ds.quarantined_parts().unwrap(), 0);
+        assert_eq!(ds.quarantined_until().unwrap(), None);
+        let lone = ds.parts().unwrap().remove(0);
+        let lone_id = part_id(&lone).unwrap();
+        std::fs::write(&lone, b"damaged").unwrap();
+        let read: usize = ds
+            .read_all()
+            .unwrap()
+            .iter()
+            .map(|(_, df)| df.height())
+            .sum();
+        assert_eq!(read, 20);
+        assert_eq!(ds.quarantined_parts().unwrap(), 1);
+        let until = ds.quarantined_until().unwrap();
+        assert_eq!(until, Some(lone_id.timestamp_ms() as i64));
     }
 
     /// Rows moved out of a merged part whose sources are still on disk: the sources go

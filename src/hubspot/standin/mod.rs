@@ -618,7 +618,7 @@ async fn handle(State(world): State<Shared>, req: Request) -> Result<Response, I
         let token = bearer.as_deref().unwrap_or_default();
         let mut w = world.lock().unwrap();
         // A refused call counts toward the limits too, as at HubSpot.
-        let gate = match (authorized, w.gate(&path)) {
+        let gate = match (authorized, w.gate(&path, oauth)) {
             (Ok(()), gate) => gate,
             (Err(refusal), Gate::Proceed) => Gate::Answer(refusal),
             (Err(_), limited) => limited,
@@ -673,12 +673,13 @@ impl World {
         let required = required_scopes(method, &segments);
         if let Some(granted) = &self.options.scopes
             && !required.is_empty()
-            && !(required.iter()).any(|scope| granted.iter().any(|g| g == scope))
+            && !oauth::granted_one_of(required, granted)
         {
+            let required = oauth::named(required);
             return if segments.iter().any(|s| matches!(*s, "v1" | "v2")) {
-                legacy_missing_scope(token, required)
+                legacy_missing_scope(token, &required)
             } else {
-                missing_scope(required)
+                missing_scope(&required)
             };
         }
         match (method.clone(), segments.as_slice()) {

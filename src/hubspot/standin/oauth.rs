@@ -103,27 +103,47 @@ impl World {
     }
 }
 
-/// The scopes a route takes, any one of them (none: any token will do). Adding to a list
-/// takes any of three, as HubSpot's lists references say ("requires one of the following
-/// scopes"; the stand-in required both list scopes).
-pub(super) fn required_scopes(method: &Method, segments: &[&str]) -> &'static [&'static str] {
+/// The scopes a route takes: any one of these sets, each whole (none: any token will do), as
+/// HubSpot's OpenAPI specs give them (`security`). Adding to a list takes `crm.lists.read`
+/// with either write scope (HubSpot-public-api-spec-collection, lists 2026-03); its reference
+/// page flattens the sets into "one of the following scopes", which an earlier stand-in took
+/// literally, so a read-only token passed here and was refused by HubSpot (an audit).
+pub(super) fn required_scopes(
+    method: &Method,
+    segments: &[&str],
+) -> &'static [&'static [&'static str]] {
     let get = *method == Method::GET;
     match segments {
-        ["email", ..] => &["content"],
-        ["account-info", ..] => &["oauth"],
-        ["automation", ..] => &["automation"],
-        ["crm", "lists", ..] | ["crm", "v3", "lists", ..] if get => &["crm.lists.read"],
+        ["email", ..] => &[&["content"]],
+        ["account-info", ..] => &[&["oauth"]],
+        ["automation", ..] => &[&["automation"]],
+        ["crm", "lists", ..] | ["crm", "v3", "lists", ..] if get => &[&["crm.lists.read"]],
         ["crm", "lists", ..] | ["crm", "v3", "lists", ..] => &[
-            "cms.membership.access_groups.write",
-            "crm.lists.read",
-            "crm.lists.write",
+            &["cms.membership.access_groups.write", "crm.lists.read"],
+            &["crm.lists.read", "crm.lists.write"],
         ],
         ["crm", "objects", ..] | ["crm", "v3", "objects", ..] if get => {
-            &["crm.objects.contacts.read"]
+            &[&["crm.objects.contacts.read"]]
         }
-        ["crm", "objects", ..] | ["crm", "v3", "objects", ..] => &["crm.objects.contacts.write"],
+        ["crm", "objects", ..] | ["crm", "v3", "objects", ..] => &[&["crm.objects.contacts.write"]],
         _ => &[],
     }
+}
+
+/// Whether `granted` holds one of the `required` sets whole.
+pub(super) fn granted_one_of(required: &[&[&str]], granted: &[String]) -> bool {
+    (required.iter()).any(|set| set.iter().all(|s| granted.iter().any(|g| g == s)))
+}
+
+/// Every scope `required` names, once each, in order.
+pub(super) fn named(required: &[&[&'static str]]) -> Vec<&'static str> {
+    let mut scopes: Vec<&str> = required
+        .iter()
+        .flat_map(|set| set.iter().copied())
+        .collect();
+    scopes.sort_unstable();
+    scopes.dedup();
+    scopes
 }
 
 /// HubSpot's 403 for a token without a scope the call needs, naming every scope it needs.
