@@ -368,7 +368,9 @@ impl Limiter {
         // Our own pacing leaves about 2 % of the window unused; less than that left means
         // someone else shares the limit (or the window drifted): spread what remains.
         let reserve = (max / 50).max(1);
-        let gap = interval / (remaining + 1);
+        // (Saturating: a header of 2^32 - 1 left overflowed, and the panic, under the lock,
+        // poisoned the connector's limiter for the rest of the run; an audit.)
+        let gap = interval / remaining.saturating_add(1);
         pace.spacing = (remaining < reserve).then(|| (gap, Instant::now() + interval));
     }
 }
@@ -496,6 +498,12 @@ mod tests {
     /// next stands (an edge's page, an endpoint without the headers).
     #[tokio::test]
     async fn spacing_ends_with_the_window_hubspot_spoke_of() {
+        // Any number a header says is taken without a panic.
+        let mut headers = HeaderMap::new();
+        headers.insert(RateLimit::MAX, "190".parse().unwrap());
+        headers.insert(RateLimit::REMAINING, "99999999999".parse().unwrap());
+        let huge = RateLimit::from_headers(&headers).unwrap();
+        Limiter::new(1000).observe(&huge);
         let limiter = Limiter::new(1000);
         limiter.until_ready(Lane::Queue).await;
         limiter.observe(&RateLimit {
