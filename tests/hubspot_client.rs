@@ -158,6 +158,26 @@ async fn a_contacts_address_now_is_read_by_its_id() {
         "archived": false,
     }))));
     assert_eq!(c.contact_email(6).await.unwrap(), None);
+    // An answer far larger than a contact's is refused, not read and parsed whole (every
+    // answer was read up to an events page's 32 MB), and one that cannot be read says so in
+    // a few hundred characters, not by quoting megabytes.
+    let filler = "x".repeat(3 << 20);
+    s.inject(Injection::next(Fault::Json(
+        serde_json::json!({"id": "6", "properties": {"email": filler}}),
+    )));
+    match c.contact_email(6).await.unwrap_err() {
+        ApiError::Transient { message, .. } => {
+            assert!(message.contains("larger than 2 MB"), "{message}")
+        }
+        other => panic!("expected Transient, got {other:?}"),
+    }
+    s.inject(Injection::next(Fault::Json(
+        serde_json::json!({"id": "6", "properties": "x".repeat(1 << 20)}),
+    )));
+    match c.contact_email(6).await.unwrap_err() {
+        ApiError::Transient { message, .. } => assert!(message.len() < 400, "{}", message.len()),
+        other => panic!("expected Transient, got {other:?}"),
+    }
     let scoped = standin(Options {
         scopes: Some(vec!["automation".into()]),
         ..Options::default()

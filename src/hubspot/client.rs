@@ -306,7 +306,7 @@ impl Client {
         let resp = self
             .send(Lane::Queue, Method::POST, self.url(path), Some(body), None)
             .await?;
-        json_body(resp).await
+        json_body(resp, AnswerKind::Other).await
     }
 
     /// When HubSpot says the account's daily allowance resets (epoch ms), from its daily
@@ -513,7 +513,7 @@ impl Admitted<'_> {
             .and_then(|v| v.to_str().ok())
             .and_then(|d| chrono::DateTime::parse_from_rfc2822(d).ok())
             .map(|d| d.timestamp_millis());
-        let page: EventsPage = json_body(resp).await?;
+        let page: EventsPage = json_body(resp, AnswerKind::EventsPage).await?;
         Ok(EventsPage {
             answered_at_ms,
             ..page
@@ -540,7 +540,7 @@ impl Admitted<'_> {
             Many(Vec<Workflow>),
             One(Workflow),
         }
-        Ok(match json_body(resp).await? {
+        Ok(match json_body(resp, AnswerKind::Other).await? {
             Answer::Many(all) => all,
             Answer::One(one) => vec![one],
         })
@@ -550,7 +550,7 @@ impl Admitted<'_> {
     pub async fn get_json(self, path: &str) -> Result<serde_json::Value, ApiError> {
         let url = self.client.url(path);
         let resp = self.send(Method::GET, url, None, None).await?;
-        json_body(resp).await
+        json_body(resp, AnswerKind::Other).await
     }
 
     /// A contact's email address now, by its id
@@ -565,7 +565,7 @@ impl Admitted<'_> {
             #[serde(default)]
             properties: std::collections::HashMap<String, Option<String>>,
         }
-        let contact: Contact = json_body(resp).await?;
+        let contact: Contact = json_body(resp, AnswerKind::Other).await?;
         Ok(contact
             .properties
             .get("email")
@@ -601,7 +601,7 @@ impl Admitted<'_> {
         let resp = self
             .send(Method::PUT, url, Some(body), Some(record_ids.len()))
             .await?;
-        let bytes = answer_body(resp).await?;
+        let bytes = answer_body(resp, AnswerKind::ListAdd).await?;
         if bytes.iter().all(u8::is_ascii_whitespace) {
             return Ok(ListAddResult::default());
         }
@@ -609,29 +609,48 @@ impl Admitted<'_> {
     }
 }
 
-/// The most of a successful answer read: a page of 1,000 email events is a few MB.
-const MAX_ANSWER_BYTES: usize = 32 << 20;
+/// The most of a successful answer read, by what was asked: a page of 1,000 email events is a
+/// few MB, a list add's ids at most 100,000, anything else (a workflow, a contact, the daily
+/// usage) far less. Parsed into JSON values, an answer takes many times its size: every answer
+/// was read up to the events' bound (an audit).
+#[derive(Debug, Clone, Copy)]
+enum AnswerKind {
+    EventsPage,
+    ListAdd,
+    Other,
+}
 
-/// A 2xx answer's body, refused when larger than any HubSpot answer.
-async fn answer_body(resp: reqwest::Response) -> Result<Vec<u8>, ApiError> {
-    match read_at_most(resp, MAX_ANSWER_BYTES)
-        .await
-        .map_err(transport)?
-    {
+impl AnswerKind {
+    fn max_bytes(self) -> usize {
+        match self {
+            AnswerKind::EventsPage => 32 << 20,
+            AnswerKind::ListAdd => 8 << 20,
+            AnswerKind::Other => 2 << 20,
+        }
+    }
+}
+
+/// A 2xx answer's body, refused when larger than any HubSpot answer of its kind.
+async fn answer_body(resp: reqwest::Response, kind: AnswerKind) -> Result<Vec<u8>, ApiError> {
+    let max = kind.max_bytes();
+    match read_at_most(resp, max).await.map_err(transport)? {
         (_, true) => Err(ApiError::Transient {
             status: None,
             may_have_reached: true,
             message: format!(
                 "HubSpot's answer is larger than {} MB: not an answer this client expects",
-                MAX_ANSWER_BYTES >> 20
+                max >> 20
             ),
         }),
         (bytes, false) => Ok(bytes),
     }
 }
 
-async fn json_body<T: serde::de::DeserializeOwned>(resp: reqwest::Response) -> Result<T, ApiError> {
-    let bytes = answer_body(resp).await?;
+async fn json_body<T: serde::de::DeserializeOwned>(
+    resp: reqwest::Response,
+    kind: AnswerKind,
+) -> Result<T, ApiError> {
+    let bytes = answer_body(resp, kind).await?;
     serde_json::from_slice(&bytes).map_err(|e| bad_body(&e))
 }
 

@@ -255,7 +255,15 @@ pub(super) fn bad_body(e: &serde_json::Error) -> ApiError {
     ApiError::Transient {
         status: None,
         may_have_reached: true,
-        message: format!("unexpected response body from HubSpot: {e}"),
+        // Clipped: serde quotes what it could not read, which may be megabytes, and the
+        // message goes into every row of a batch, logs and `/status` (an audit).
+        message: format!(
+            "unexpected response body from HubSpot: {}",
+            e.to_string()
+                .chars()
+                .take(MESSAGE_CHARS)
+                .collect::<String>()
+        ),
     }
 }
 
