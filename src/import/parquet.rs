@@ -16,6 +16,9 @@ use crate::time::epoch_number;
 
 /// Rows decoded at a time when a row group is larger.
 const SLICE_ROWS: usize = 1 << 20;
+/// The most rows a file's footer may claim: a trillion, some thousand times the largest
+/// import measured (a slice of a million listed for each, 16 MB of them at most).
+const MAX_FILE_ROWS: usize = 1 << 40;
 /// Rows of smaller row groups gathered into one batch, their groups decoded on all cores.
 const BATCH_ROWS: usize = 1 << 18;
 /// Rows of adjacent small row groups decoded together as one slice: a batch of thousands of
@@ -93,6 +96,16 @@ impl ParquetFile {
                 );
             }
         }
+        // What the footer says is checked before slices are made of it: a footer claiming 2^62
+        // rows had a slice listed for each million before any was read (an audit).
+        let rows = (metadata.row_groups.iter())
+            .try_fold(0usize, |n, g| n.checked_add(g.num_rows()))
+            .filter(|n| *n <= MAX_FILE_ROWS);
+        anyhow::ensure!(
+            rows.is_some(),
+            "{}: its footer claims more than {MAX_FILE_ROWS} rows: not a file this import reads (damaged, or not written as Parquet says)",
+            path.display()
+        );
         let mut slices = Vec::new();
         let mut offset = 0;
         for group in &metadata.row_groups {
