@@ -415,9 +415,16 @@ impl Metrics {
         self.import_run(connector, if result.is_ok() { "ok" } else { "error" })
             .inc();
         if let Ok(summary) = &result {
-            self.import_lag
-                .get_or_create(&vec![("connector", connector.to_string())])
-                .set((at_ms - summary.complete_until_ms).max(0) / 1000);
+            let labels = vec![("connector", connector.to_string())];
+            match summary.complete_until_ms {
+                Some(until) => {
+                    (self.import_lag.get_or_create(&labels)).set((at_ms - until).max(0) / 1000);
+                }
+                // Unknown while the history is left to read (it read about 0).
+                None => {
+                    self.import_lag.remove(&labels);
+                }
+            }
         }
         let mut imports = self.imports.lock().unwrap();
         let status = crate::import::scheduled::status(imports.get(connector), at_ms, result);

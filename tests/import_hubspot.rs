@@ -1539,6 +1539,13 @@ fn a_since_replacing_an_unfinished_first_import_leaves_the_history_to_read() {
     let out = s.import_since_days_ago(5);
     assert!(out.status.success(), "{}", text(&out));
     assert!(state()["complete_until_ms"].is_null(), "{}", state());
+    // Nor does the run say so (it said every event before its window's end was imported).
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(!said.contains("every event before"), "{said}");
+    assert!(
+        said.contains("the history before it is left to read"),
+        "{said}"
+    );
     // The next default run reads the whole history.
     let out = s.import();
     assert!(out.status.success(), "{}", text(&out));

@@ -100,8 +100,10 @@ pub struct Summary {
     /// clicks, outside it, recipients that are no email address).
     pub already_stored: u64,
     pub skipped: u64,
-    /// Every event created before this (epoch ms) is imported.
-    pub complete_until_ms: i64,
+    /// Every event created before this (epoch ms) is imported; none while the history before
+    /// the window is left to read (a `--since` window that replaced an unfinished first import
+    /// reported its own end, as if the history were read; an audit).
+    pub complete_until_ms: Option<i64>,
     pub pages: u64,
     /// The window this run read (epoch ms): the mark above may lie past it.
     pub window: (i64, i64),
@@ -137,9 +139,14 @@ pub fn run(config: &Config, request: &Request) -> anyhow::Result<Summary> {
         }
     });
     let summary = import.run(request.since_ms, request.until_ms)?;
+    let complete = match summary.complete_until_ms {
+        Some(until) => format!("every event before {} is imported", format_rfc3339(until)),
+        None => "the history before it is left to read: the next run without --since reads it"
+            .to_string(),
+    };
     println!(
         "imported {} new event{} from HubSpot (connector {}) in {} page{}; {} already stored, \
-         {} skipped; read {} .. {}, every event before {} is imported",
+         {} skipped; read {} .. {}, {complete}",
         summary.stored,
         if summary.stored == 1 { "" } else { "s" },
         connector.id,
@@ -149,7 +156,6 @@ pub fn run(config: &Config, request: &Request) -> anyhow::Result<Summary> {
         summary.skipped,
         format_rfc3339(summary.window.0),
         format_rfc3339(summary.window.1),
-        format_rfc3339(summary.complete_until_ms),
     );
     Ok(summary)
 }
@@ -638,7 +644,7 @@ impl Import {
             stored: new_total,
             already_stored: dup_total,
             skipped: skipped_total,
-            complete_until_ms: state.complete_until_ms.unwrap_or(cursor.end_ms),
+            complete_until_ms: state.complete_until_ms,
             pages: cursor.pages,
             window: (cursor.start_ms, cursor.end_ms),
         })

@@ -159,8 +159,14 @@ impl Columns {
 
     /// The error for a numeric contact past any HubSpot record id (a `uint64` beyond `i64`).
     pub fn too_large(&self, digits: &str) -> String {
+        // At most 60 of them, as any value quoted (a hash column given as `--contact` was
+        // printed whole; an audit).
+        let shown = match digits.get(..60).filter(|_| digits.len() > 60) {
+            Some(head) => format!("{head}... ({} digits)", digits.len()),
+            None => digits.to_string(),
+        };
         format!(
-            "contact id {digits} in column {:?} is larger than any HubSpot record id (at most {})",
+            "contact id {shown} in column {:?} is larger than any HubSpot record id (at most {})",
             self.contact,
             i64::MAX
         )
@@ -831,6 +837,12 @@ mod tests {
                 .time("soon")
                 .unwrap_err()
                 .contains("\"soon\" in column")
+        );
+        let digits = columns.contact(&"9".repeat(100_000)).unwrap_err();
+        assert!(
+            digits.len() < 200 && digits.contains("(100000 digits)"),
+            "{}",
+            &digits[..200]
         );
     }
 }

@@ -271,7 +271,7 @@ pub fn status(
     match result {
         Ok(summary) => {
             s.last_success_at_ms = Some(at_ms);
-            s.complete_until_ms = Some(summary.complete_until_ms);
+            s.complete_until_ms = summary.complete_until_ms;
             s.last_new_events = summary.stored;
             s.last_error = None;
         }
