@@ -1637,3 +1637,26 @@ async fn a_list_read_that_names_no_processing_type_is_tried() {
     let dynamic = serde_json::json!({"list": {"listId": "5", "name": "News", "objectTypeId": "0-1", "processingType": "DYNAMIC"}});
     assert!(read(dynamic).await.is_err());
 }
+
+/// A workflow's whole definition may be large: read past the 2 MB other answers are held to,
+/// into its name and whether it is on; a field of another type counts as absent.
+#[tokio::test]
+async fn a_large_workflow_definition_is_read_for_its_name_and_state() {
+    let s = standin(Options::default()).await;
+    let c = client(&s);
+    let read = |body: serde_json::Value| {
+        s.inject(Injection::next(Fault::Json(body)).on("/automation/v3/workflows/7"));
+        async {
+            sendtime::hubspot::targets::workflow(c.admit().await, 7)
+                .await
+                .unwrap()
+        }
+    };
+    let actions: Vec<serde_json::Value> = (0..3000)
+        .map(|i| serde_json::json!({"type": "DELAY", "actionId": i, "note": "x".repeat(1000)}))
+        .collect();
+    let big = serde_json::json!({"name": "Nurture", "enabled": false, "actions": actions});
+    assert!(read(big).await.is_err(), "off");
+    let odd = serde_json::json!({"name": 5, "enabled": "yes"});
+    assert_eq!(read(odd).await.unwrap(), "unnamed");
+}

@@ -718,10 +718,7 @@ pub fn for_each_part(
                 Err(e) if cannot_open(&e) => {
                     return Err(e.context(format!("cannot open {}", path.display())));
                 }
-                // A merged part's sources listed again are read by the next listing.
-                Err(e) => {
-                    dataset.quarantine(&path, &e)?;
-                }
+                Err(e) => dataset.quarantine(&path, &e)?,
             }
         }
         Ok(())

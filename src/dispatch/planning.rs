@@ -23,8 +23,8 @@ use crate::datasets::inbox::{self, PlanningColumns};
 use crate::datasets::plan::{self, Entry};
 use crate::local_time::{Local, Masks, parse_zone};
 use crate::model::plan::{
-    Grounds, Move, Plan, RELEASE_MARGIN_MS, Standing, Subject, Window, describe, minute_hash,
-    prefer, score, window, within_hold,
+    Grounds, Move, Plan, Standing, Subject, Window, describe, minute_hash, prefer, score, window,
+    within_hold,
 };
 use crate::model::profile::Profile;
 use crate::time::{DAY_MS, HOUR_MS, MINUTE_MS, SLOTS, day_of, slot_of};
@@ -130,9 +130,7 @@ impl Dispatcher {
                         Err(q) => {
                             tracing::error!(part = %part.display(), "{e:#}; and it cannot be quarantined: {q:#}")
                         }
-                        // The parts it merged, listed again, are planned at the next tick.
-                        Ok(true) => {}
-                        Ok(false) => tracing::error!(
+                        Ok(()) => tracing::error!(
                             part = %part.display(),
                             "its receipts not planned before are not planned; they stop waiting at a later tick that reads every inbox part, so that a later post of one of their contacts is a new receipt"
                         ),
@@ -560,7 +558,8 @@ impl Dispatcher {
 /// When a workflow action's contact must be released by: [`RELEASE_MARGIN_MS`] before
 /// HubSpot's hold on it ends ([`hold_end`]).
 pub(super) fn release_by(item: &Pending, window: Option<i64>) -> i64 {
-    hold_end(item, window) - RELEASE_MARGIN_MS
+    let received = item.received_at_ms;
+    crate::model::plan::release_by(item.hold_ends_ms, received, item.webhook_type, window)
 }
 
 /// The last time a workflow action's callback is tried at, at `now`: its release-by, or once

@@ -553,6 +553,24 @@ impl Admitted<'_> {
         json_body(resp, AnswerKind::Other).await
     }
 
+    /// A legacy workflow's name and whether it is on (none: not said). Its definition, every
+    /// action and branch, may be large: read up to an events page's bound, into these two
+    /// fields alone.
+    pub async fn workflow(self, id: u64) -> Result<(Option<String>, Option<bool>), ApiError> {
+        let url = self.client.url(&paths::workflow(id));
+        let resp = self.send(Method::GET, url, None, None).await?;
+        // A field of another type counts as absent, as it did read as a JSON value.
+        #[derive(Deserialize)]
+        struct Workflow {
+            #[serde(default, deserialize_with = "crate::lenient::or_default")]
+            name: Option<String>,
+            #[serde(default, deserialize_with = "crate::lenient::or_default")]
+            enabled: Option<bool>,
+        }
+        let w: Workflow = json_body(resp, AnswerKind::Workflow).await?;
+        Ok((w.name, w.enabled))
+    }
+
     /// A contact's email address now, by its id
     /// (`GET /crm/objects/2026-03/contacts/{id}?properties=email`); `None` when it has none.
     /// A contact that no longer exists is HubSpot's 404.
@@ -616,6 +634,8 @@ impl Admitted<'_> {
 #[derive(Debug, Clone, Copy)]
 enum AnswerKind {
     EventsPage,
+    /// A workflow's whole definition, read into two fields.
+    Workflow,
     ListAdd,
     Other,
 }
@@ -623,7 +643,7 @@ enum AnswerKind {
 impl AnswerKind {
     fn max_bytes(self) -> usize {
         match self {
-            AnswerKind::EventsPage => 32 << 20,
+            AnswerKind::EventsPage | AnswerKind::Workflow => 32 << 20,
             AnswerKind::ListAdd => 8 << 20,
             AnswerKind::Other => 2 << 20,
         }

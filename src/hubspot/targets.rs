@@ -48,10 +48,10 @@ impl fmt::Display for Unusable {
 /// A legacy workflow's name, or why nothing can be enrolled into it (gone, or turned off:
 /// `enabled` is taken as on when not said).
 pub async fn workflow(call: Admitted<'_>, id: u64) -> Result<Result<String, Unusable>, ApiError> {
-    match call.get_json(&super::paths::workflow(id)).await {
-        Ok(w) => {
-            let name = w["name"].as_str().unwrap_or("unnamed").to_string();
-            Ok(match w["enabled"].as_bool() {
+    match call.workflow(id).await {
+        Ok((name, enabled)) => {
+            let name = name.unwrap_or_else(|| "unnamed".into());
+            Ok(match enabled {
                 Some(false) => Err(Unusable::WorkflowOff { id, name }),
                 _ => Ok(name),
             })

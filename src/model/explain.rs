@@ -447,10 +447,8 @@ fn quiet_until(config: &Config, p: &PlannedReceipt, now: i64) -> Option<i64> {
     let (timed, zone, kind) = p.quiet_as;
     let w = config.webhook(&p.webhook).filter(|_| timed)?;
     let zone = zone.or(config.connector(&w.connector)?.time_zone);
-    let release_by = (w.target == Target::Callback).then(|| {
-        let end = super::plan::hold_end(p.hold_ends_ms, p.received_at_ms, kind, w.window);
-        end - super::plan::RELEASE_MARGIN_MS
-    });
+    let release_by = (w.target == Target::Callback)
+        .then(|| super::plan::release_by(p.hold_ends_ms, p.received_at_ms, kind, w.window));
     let zone = zone.unwrap_or(chrono_tz::Tz::UTC);
     w.quiet_hours?
         .hold_until(zone, p.due_at_ms, release_by, now)

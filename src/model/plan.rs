@@ -139,6 +139,17 @@ pub fn hold_end(
     hold_ends_ms.unwrap_or_else(|| received_at_ms + hold(kind, span))
 }
 
+/// When a workflow action's contact must be released by: [`RELEASE_MARGIN_MS`] before
+/// HubSpot's hold on it ends ([`hold_end`]).
+pub fn release_by(
+    hold_ends_ms: Option<i64>,
+    received_at_ms: i64,
+    kind: WebhookType,
+    span: Option<i64>,
+) -> i64 {
+    hold_end(hold_ends_ms, received_at_ms, kind, span) - RELEASE_MARGIN_MS
+}
+
 /// The window (as `span`) of an action's receipt whose hold was asked to end at `hold_ends`:
 /// `span`, or the window that hold was asked for if shorter (the config's window may have
 /// grown since).

@@ -30,9 +30,6 @@ use ulid::Ulid;
 const PART_EXT: &str = "parquet";
 /// A list of parts being published together, hidden from readers while it exists.
 const PENDING_EXT: &str = "pending";
-/// What the name of a merged part set aside says when the parts it merged were listed again
-/// ([`Dataset::quarantine`]): no row of it is missing.
-const SOURCES_KEPT: &str = "sources-kept";
 
 /// Rows per part below which a part counts as small and is merged by [`Dataset::compact`].
 pub const SMALL_PART_ROWS: usize = 200_000;
@@ -93,65 +90,39 @@ impl Dataset {
         &self.quarantine
     }
 
-    /// The parts in quarantine whose rows are missing from what is read (their checksum
-    /// files not counted, nor a merged part whose sources came back: [`SOURCES_KEPT`]).
-    fn lost_parts(&self) -> io::Result<Vec<PathBuf>> {
+    /// The parts in quarantine (their checksum files not counted).
+    pub fn quarantined_parts(&self) -> io::Result<usize> {
+        match fs::read_dir(&self.quarantine) {
+            Ok(entries) => Ok(entries
+                .filter_map(Result::ok)
+                .filter(|e| e.path().extension().is_some_and(|x| x == PART_EXT))
+                .count()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(0),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// When the newest part in quarantine was written (epoch ms, from its ULID name), if any:
+    /// rows written before then may be missing from what this dataset reads. A second part
+    /// set aside under one name (`part-{id}-{ulid}`) counts too (it was not read as a part's
+    /// name; an audit).
+    pub fn quarantined_until(&self) -> io::Result<Option<i64>> {
         let entries = match fs::read_dir(&self.quarantine) {
             Ok(entries) => entries,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(e),
         };
-        let mut lost = Vec::new();
-        for entry in entries {
-            let path = entry?.path();
-            let name = path
-                .file_name()
-                .and_then(|n| n.to_str())
-                .unwrap_or_default();
-            if path.extension().is_some_and(|x| x == PART_EXT) && !name.contains(SOURCES_KEPT) {
-                lost.push(path);
-            }
-        }
-        Ok(lost)
-    }
-
-    /// The parts in quarantine whose rows are missing from what is read.
-    pub fn quarantined_parts(&self) -> io::Result<usize> {
-        Ok(self.lost_parts()?.len())
-    }
-
-    /// When the newest part in quarantine whose rows are missing was written (epoch ms, from
-    /// its ULID name), if any: rows written before then may be missing from what this dataset
-    /// reads. A second part set aside under one name (`part-{id}-{ulid}`) counts too (it was
-    /// not read as a part's name).
-    pub fn quarantined_until(&self) -> io::Result<Option<i64>> {
         let id_of = |path: &Path| {
             let name = path.file_name()?.to_str()?.strip_prefix("part-")?;
             Ulid::from_string(name.get(..26)?).ok()
         };
-        let lost = self.lost_parts()?;
-        Ok((lost.iter().filter_map(|p| id_of(p)))
-            .map(|id| id.timestamp_ms() as i64)
-            .max())
-    }
-
-    /// Whether `part` is a compaction's merged part whose sources are all still on disk
-    /// (younger than [`SOURCE_GRACE`]): set aside, they are listed again, and no row is lost.
-    fn sources_kept(&self, part: &Path) -> io::Result<bool> {
-        let Some(id) = part_id(part) else {
-            return Ok(false);
-        };
-        let names = match fs::read_to_string(self.dir.join(format!("compact-{id}.intent"))) {
-            Ok(names) => names,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
-            Err(e) => return Err(e),
-        };
-        for name in names.lines() {
-            if !self.dir.join(name).try_exists()? {
-                return Ok(false);
+        let mut newest = None;
+        for entry in entries {
+            if let Some(id) = id_of(&entry?.path()) {
+                newest = newest.max(Some(id.timestamp_ms() as i64));
             }
         }
-        Ok(!names.is_empty())
+        Ok(newest)
     }
 
     /// The committed parts, oldest first (ULID names sort by creation time).
@@ -352,44 +323,35 @@ impl Dataset {
         let mut seen = HashSet::new();
         loop {
             // A part that compaction removed after the listing: its rows are in a newer part,
-            // which a second listing finds. A merged part set aside brings back the parts it
-            // merged, which a second listing finds too (a start that set one aside read
-            // neither, and took their rows for lost; an audit).
-            let mut list_again = false;
+            // which a second listing finds.
+            let mut vanished = false;
             for path in self.parts()? {
                 if !seen.insert(path.clone()) {
                     continue;
                 }
                 match read_part(&path) {
                     Ok(df) => f(&path, df)?,
-                    Err(e) if is_not_found(&e) => list_again = true,
+                    Err(e) if is_not_found(&e) => vanished = true,
                     Err(e) if cannot_open(&e) => {
                         return Err(e.context(format!("cannot open {}", path.display())));
                     }
-                    Err(e) => list_again |= self.quarantine(&path, &e)?,
+                    Err(e) => self.quarantine(&path, &e)?,
                 }
             }
-            if !list_again {
+            if !vanished {
                 return Ok(());
             }
         }
     }
 
     /// Move an unreadable part aside so the server keeps serving and nobody loses the bytes.
-    /// Returns whether the parts it merged are listed again ([`Dataset::sources_kept`]): a
-    /// reader lists the parts again to read them.
-    pub fn quarantine(&self, path: &Path, why: &anyhow::Error) -> anyhow::Result<bool> {
+    pub fn quarantine(&self, path: &Path, why: &anyhow::Error) -> anyhow::Result<()> {
         if self.names_damage {
             return Err(named_for_dry_run(path, anyhow::anyhow!("{why:#}")));
         }
         create_dir_durably(&self.quarantine)?;
-        let kept = self.sources_kept(path)?;
         let name = path.file_name().context("part without a file name")?;
         let mut dest = self.quarantine.join(name);
-        if kept {
-            let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("part");
-            dest = (self.quarantine).join(format!("{stem}.{SOURCES_KEPT}.{PART_EXT}"));
-        }
         // A part of that name set aside before (a log segment's part, rewritten by replay and
         // damaged again) is kept too.
         if exists(&dest)? {
@@ -412,10 +374,9 @@ impl Dataset {
         tracing::error!(
             part = %path.display(),
             moved_to = %dest.display(),
-            "quarantined unreadable part{}: {why:#}",
-            if kept { " (the parts it merged are read instead: no row is lost)" } else { "" }
+            "quarantined unreadable part: {why:#}"
         );
-        Ok(kept)
+        Ok(())
     }
 
     /// Merge small parts into one.
@@ -567,9 +528,7 @@ impl Dataset {
                 Err(e) if cannot_open(&e) => {
                     tracing::warn!(part = %path.display(), "cannot open part to compact: {e:#}");
                 }
-                Err(e) => {
-                    self.quarantine(&path, &e)?;
-                }
+                Err(e) => self.quarantine(&path, &e)?,
             }
         }
         if sources.len() < 2 {
@@ -933,8 +892,8 @@ mod tests {
             .collect();
         kept.sort_by_key(|k| k.1);
         assert_eq!(kept.iter().map(|k| k.1).collect::<Vec<_>>(), [1, 2]);
-        // Both count as lost, the one set aside under a second name too.
-        assert_eq!(ds.quarantined_parts().unwrap(), 2);
+        // The one set aside under a second name counts on its own.
+        fs::remove_file(ds.quarantine_dir().join(format!("part-{id}.{PART_EXT}"))).unwrap();
         let until = ds.quarantined_until().unwrap();
         assert_eq!(until, Some(id.timestamp_ms() as i64));
     }
@@ -1233,48 +1192,6 @@ mod tests {
         ds.recover().unwrap();
         assert!(sources.iter().all(|p| !p.exists()));
         assert_eq!(ds.parts().unwrap(), [merged.part]);
-    }
-
-    /// A read that sets aside a damaged merged part reads the parts it merged, still on disk,
-    /// and counts no loss: it read neither, and a start took their rows for lost (an audit).
-    #[test]
-    fn a_read_that_sets_a_merged_part_aside_reads_its_sources() {
-        let dir = tempfile::tempdir().unwrap();
-        let ds = Dataset::open(dir.path(), "rows").unwrap();
-        for x in 0..3 {
-            let mut df = df!("x" => vec![x; 10]).unwrap();
-            ds.write_part(Ulid::generate(), &mut df).unwrap();
-        }
-        let merged = ds.compact(&|_| false).unwrap().unwrap();
-        let mut bytes = std::fs::read(&merged.part).unwrap();
-        let middle = bytes.len() / 2;
-        bytes[middle] ^= 0xff;
-        std::fs::write(&merged.part, bytes).unwrap();
-        let read: usize = ds
-            .read_all()
-            .unwrap()
-            .iter()
-            .map(|(_, df)| df.height())
-            .sum();
-        assert_eq!(read, 30);
-        assert!(!merged.part.exists(), "set aside");
-        // Nothing is missing: not counted as a loss (a start put every receipt before the
-        // merge in doubt), unlike a part that was no merge.
-        assert_eq!(ds.quarantined_parts().unwrap(), 0);
-        assert_eq!(ds.quarantined_until().unwrap(), None);
-        let lone = ds.parts().unwrap().remove(0);
-        let lone_id = part_id(&lone).unwrap();
-        std::fs::write(&lone, b"damaged").unwrap();
-        let read: usize = ds
-            .read_all()
-            .unwrap()
-            .iter()
-            .map(|(_, df)| df.height())
-            .sum();
-        assert_eq!(read, 20);
-        assert_eq!(ds.quarantined_parts().unwrap(), 1);
-        let until = ds.quarantined_until().unwrap();
-        assert_eq!(until, Some(lone_id.timestamp_ms() as i64));
     }
 
     /// Rows moved out of a merged part whose sources are still on disk: the sources go
