@@ -140,8 +140,8 @@ pub fn refuse_to_import(data_dir: &Path) -> anyhow::Result<()> {
 
 /// Stop a dispatcher from starting on a data folder where a command was cut short. Called
 /// under the dispatch lock, which a run writing its intent holds: a copy left by a crash
-/// mid-write, with no intent (nothing was done yet), is removed (said if it cannot be). An erase's names the
-/// person, and stayed until an erase was run again (an audit).
+/// mid-write, with no intent (nothing was done yet), is removed (said if it cannot be). An
+/// erase's names the person, and stayed until an erase was run again (an audit).
 pub fn refuse_to_dispatch(data_dir: &Path) -> anyhow::Result<()> {
     for (command, why) in COMMANDS {
         refuse_if_cut_short(data_dir, command, why)?;

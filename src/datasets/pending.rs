@@ -448,6 +448,21 @@ mod tests {
     use crate::time::DAY_MS;
     use Repeat::{Finished, Waiting};
 
+    /// A post of contact `id` to `webhook` whose body hashes to `hash`, received at 0.
+    fn posted<'a>(webhook_id: &'a str, id: i64, hash: &'a str) -> Contact<'a> {
+        Contact {
+            webhook_id,
+            contact_id: Some(id),
+            email: None,
+            callback_id: None,
+            body: Some(Body {
+                hash,
+                received_at_ms: 0,
+            }),
+            sends_as: None,
+        }
+    }
+
     /// Receipts taken unsigned are counted while they wait, up to [`MAX_UNSIGNED`]; signed
     /// ones and those released (finished, or withdrawn) are not.
     #[test]
@@ -689,17 +704,7 @@ mod tests {
     #[test]
     fn a_replay_displaces_no_waiting_receipt() {
         let set = PendingSet::new(Metrics::new());
-        let post = |hash| Contact {
-            webhook_id: "a",
-            contact_id: Some(7),
-            email: None,
-            callback_id: None,
-            body: Some(Body {
-                hash,
-                received_at_ms: 0,
-            }),
-            sends_as: None,
-        };
+        let post = |hash| posted("a", 7, hash);
         assert_eq!(set.insert(post("h"), "r0", false), Ok(()));
         set.release(post("h"), "r0");
         assert_eq!(set.insert(post("other"), "r1", true), Ok(()));
@@ -780,17 +785,7 @@ mod tests {
     #[test]
     fn a_repeat_stays_one_once_its_receipt_is_sent_not_once_it_is_lost() {
         let set = PendingSet::new(Metrics::new());
-        let post = |id, hash| Contact {
-            webhook_id: "w",
-            contact_id: Some(id),
-            email: None,
-            callback_id: None,
-            body: Some(Body {
-                hash,
-                received_at_ms: 0,
-            }),
-            sends_as: None,
-        };
+        let post = |id, hash| posted("w", id, hash);
         set.insert(post(1, "first"), "r1", false).unwrap();
         let later = set.insert(post(1, "later"), "x", false);
         assert_eq!(later, Err(Waiting("r1".into())));
