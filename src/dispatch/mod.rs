@@ -970,7 +970,8 @@ fn route<'c>(config: &'c Config, item: &Pending) -> Option<&'c crate::config::We
 
 /// When a due contact may go, if `now` is in its quiet hours: one that came due while
 /// nothing ran (or between the ticks of a sparse cron) waits for its morning. Timed sends
-/// only, not held out; a workflow action's contact only while HubSpot still holds it.
+/// only, not held out; a workflow action's contact only when its quiet hours end by its
+/// release-by.
 fn quiet_until(config: &Config, item: &Pending, now: i64) -> Option<i64> {
     // Quiet hours do not hold a row left to write.
     if item.only_row_left() {

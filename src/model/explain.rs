@@ -441,8 +441,8 @@ pub fn receipts(data_dir: &Path, contact: &str) -> anyhow::Result<Receipts> {
 
 /// Until when its webhook's quiet hours hold a due receipt at `now`, as the dispatcher judges
 /// it ([`crate::local_time::QuietHours::hold_until`]: in its zone, else its connector's; an
-/// action's only until its release-by): it was said to be due at the next tick all night (an
-/// audit). Judged from its planned time (a ledger rebuild may have moved it since).
+/// action's only when they end by its release-by, else not at all): it was said to be due at
+/// the next tick all night (an audit). Judged from its planned time (a ledger rebuild may have moved it since).
 fn quiet_until(config: &Config, p: &PlannedReceipt, now: i64) -> Option<i64> {
     let (timed, zone, kind) = p.quiet_as;
     let w = config.webhook(&p.webhook).filter(|_| timed)?;
