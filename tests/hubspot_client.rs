@@ -906,7 +906,6 @@ fn oauth_app() -> sendtime::hubspot::standin::OAuthApp {
 /// daily-limit headers.
 #[tokio::test]
 async fn refused_calls_count_and_oauth_answers_carry_no_daily_headers() {
-    use sendtime::hubspot::auth::Auth;
     let s = standin(Options {
         limit_per_10s: 3,
         oauth: Some(oauth_app()),
@@ -927,12 +926,7 @@ async fn refused_calls_count_and_oauth_answers_carry_no_daily_headers() {
         other => panic!("refused calls did not count: {other:?}"),
     }
     tokio::time::sleep(Duration::from_secs(10)).await;
-    let oauth = Client::with_auth(
-        &s.url(),
-        Auth::oauth("id", "secret", "refresh"),
-        ClientOptions::default(),
-    )
-    .unwrap();
+    let oauth = oauth_client(&s);
     oauth.enrollments(1).await.unwrap();
     let rate = oauth.last_rate_limit().unwrap();
     assert!(rate.max.is_some() && rate.daily.is_none(), "{rate:?}");
@@ -943,19 +937,13 @@ async fn refused_calls_count_and_oauth_answers_carry_no_daily_headers() {
 /// limit to both; an audit).
 #[tokio::test]
 async fn oauth_calls_meet_no_daily_limit_a_static_tokens_do() {
-    use sendtime::hubspot::auth::Auth;
     let s = standin(Options {
         daily_limit: 1,
         oauth: Some(oauth_app()),
         ..Options::default()
     })
     .await;
-    let oauth = Client::with_auth(
-        &s.url(),
-        Auth::oauth("id", "secret", "refresh"),
-        ClientOptions::default(),
-    )
-    .unwrap();
+    let oauth = oauth_client(&s);
     for _ in 0..3 {
         oauth.enrollments(1).await.unwrap();
     }
@@ -1451,14 +1439,8 @@ async fn the_retry_after_a_refused_token_is_paced_like_any_call() {
 /// a shutdown could take the hour. The call fails as held, for the caller's retry to wait.
 #[tokio::test]
 async fn the_retry_after_a_refused_token_does_not_wait_out_a_429s_hold() {
-    use sendtime::hubspot::auth::Auth;
     let s = standin(oauth_options(oauth_app().lifetime)).await;
-    let oauth = Client::with_auth(
-        &s.url(),
-        Auth::oauth("id", "secret", "refresh"),
-        ClientOptions::default(),
-    )
-    .unwrap();
+    let oauth = oauth_client(&s);
     s.inject(
         Injection::next(Fault::RateLimited {
             policy: RatePolicy::TenSecondly,
