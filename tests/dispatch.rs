@@ -6084,8 +6084,7 @@ fn a_tick_missed_while_stopped_runs_at_the_next_start() {
         }
         .write(dir.path())
     };
-    // Once a year, and a tick just recorded (a start without a record ticks at once):
-    // nothing is dispatched while the contact is posted.
+    // The last tick's fire time, as `serve` keeps it.
     let record = |at_ms: i64| {
         std::fs::create_dir_all(data.join("state")).unwrap();
         std::fs::write(
@@ -6094,26 +6093,36 @@ fn a_tick_missed_while_stopped_runs_at_the_next_start() {
         )
         .unwrap();
     };
+    // A contact posted under the yearly cron: no tick to wait for (none is due this year),
+    // real time, for one started at once (as a catch-up is) to have run, and then no tick at
+    // all, not only nothing dispatched (a tick at the start, before the post, would dispatch
+    // nothing either).
+    let posted_untouched = |vid: u64, email: &str| {
+        let server = start(&config("0 0 0 1 1 *"), &data, None, &[]);
+        post(&server, "fatigue", vid, email);
+        std::thread::sleep(Duration::from_secs(2));
+        assert_eq!(common::ticks(&server), 0, "logs:\n{}", server.logs());
+        server.stop();
+    };
+    // A start under `cron` that catches up at once: `sent` dry runs in all.
+    let caught_up = |cron: &str, sent: usize| {
+        let server = start(&config(cron), &data, None, &[]);
+        let done = eventually(Duration::from_secs(20), || {
+            (dry_runs(&data) == sent).then_some(())
+        });
+        assert!(done.is_some(), "not caught up; logs:\n{}", server.logs());
+        server.stop();
+    };
+    // Once a year, and a tick just recorded (a start without a record ticks at once):
+    // nothing is dispatched while the contact is posted.
     record(now_ms());
-    let server = start(&config("0 0 0 1 1 *"), &data, None, &[]);
-    post(&server, "fatigue", 9100, "missed@example.com");
-    // No tick to wait for (none is due this year): real time, for one started at once (as a
-    // catch-up is) to have run, and then no tick at all, not only nothing dispatched (a tick
-    // at the start, before the post, would dispatch nothing either).
-    std::thread::sleep(Duration::from_secs(2));
-    assert_eq!(common::ticks(&server), 0, "logs:\n{}", server.logs());
-    server.stop();
+    posted_untouched(9100, "missed@example.com");
     assert!(outcomes(&data).is_empty());
 
     // The last tick ran two days ago; midnight passed since, while serve was down.
     let two_days_ago = now_ms() - 2 * 86_400_000;
     record(two_days_ago);
-    let server = start(&config("0 0 0 * * *"), &data, None, &[]);
-    let sent = eventually(Duration::from_secs(20), || {
-        (dry_runs(&data) > 0).then_some(())
-    });
-    assert!(sent.is_some(), "not caught up; logs:\n{}", server.logs());
-    server.stop();
+    caught_up("0 0 0 * * *", 1);
     // The tick it ran is kept: the next start has nothing to catch up.
     let kept: serde_json::Value =
         serde_json::from_slice(&std::fs::read(data.join("state/scheduler.json")).unwrap()).unwrap();
@@ -6122,35 +6131,17 @@ fn a_tick_missed_while_stopped_runs_at_the_next_start() {
     // A contact posted under the yearly cron again, then the record removed, as in a data
     // folder last run by a version that kept none: whether a fire was missed is unknown, so
     // the start ticks at once.
-    let server = start(&config("0 0 0 1 1 *"), &data, None, &[]);
-    post(&server, "fatigue", 9101, "upgraded@example.com");
-    std::thread::sleep(Duration::from_secs(2));
-    assert_eq!(common::ticks(&server), 0, "logs:\n{}", server.logs());
-    server.stop();
+    posted_untouched(9101, "upgraded@example.com");
     assert_eq!(dry_runs(&data), 1);
     std::fs::remove_file(data.join("state/scheduler.json")).unwrap();
-    let server = start(&config("0 0 0 1 1 *"), &data, None, &[]);
-    let sent = eventually(Duration::from_secs(20), || {
-        (dry_runs(&data) == 2).then_some(())
-    });
-    assert!(sent.is_some(), "not caught up; logs:\n{}", server.logs());
-    server.stop();
+    caught_up("0 0 0 1 1 *", 2);
 
     // A record ahead of the clock (kept while it ran two days ahead, since corrected): the
     // same (the start waited for the day after the one recorded; an audit).
     record(now_ms());
-    let server = start(&config("0 0 0 1 1 *"), &data, None, &[]);
-    post(&server, "fatigue", 9102, "ahead@example.com");
-    std::thread::sleep(Duration::from_secs(2));
-    assert_eq!(common::ticks(&server), 0, "logs:\n{}", server.logs());
-    server.stop();
+    posted_untouched(9102, "ahead@example.com");
     record(now_ms() + 2 * 86_400_000);
-    let server = start(&config("0 0 0 * * *"), &data, None, &[]);
-    let sent = eventually(Duration::from_secs(20), || {
-        (dry_runs(&data) == 3).then_some(())
-    });
-    assert!(sent.is_some(), "not caught up; logs:\n{}", server.logs());
-    server.stop();
+    caught_up("0 0 0 * * *", 3);
 }
 
 /// A running `serve` whose clock jumps past its contacts' due times into the night (a host
