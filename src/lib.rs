@@ -27,6 +27,7 @@ pub mod pauses;
 pub mod prefetch;
 pub mod receiver;
 pub mod scheduler;
+pub mod secret;
 pub mod serve;
 pub mod store;
 pub mod throttle;

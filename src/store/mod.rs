@@ -456,7 +456,7 @@ impl Dataset {
         let mut left = HashMap::new();
         for entry in fs::read_dir(&self.dir)? {
             let path = entry?.path();
-            let Some((_, part, state)) = self.rewrite_of(&path)? else {
+            let Some((kind, part, state)) = self.rewrite_of(&path)? else {
                 continue;
             };
             // A clock set back makes an intent look young: it waits for the next start. Not
@@ -467,7 +467,9 @@ impl Dataset {
                     .and_then(|m| m.modified())
                     .is_ok_and(|t| !t.elapsed().is_ok_and(|age| age >= grace))
             };
-            if !grace.is_zero() && state == NewPart::Written && young() {
+            // A deletion's sources keep no reader's rows: they go at once (after a crash).
+            let keeps = kind != Rewrite::Deletion && state == NewPart::Written;
+            if !grace.is_zero() && keeps && young() {
                 left.insert(part, path);
             } else {
                 self.finish_intent(&path)?;
@@ -663,52 +665,65 @@ impl Dataset {
         };
         let unfinished = self.finish_intents(grace)?;
         let mut taken = 0;
-        for path in self.parts()? {
-            let Some(keys) = self.read_or_set_aside(&path, read_present_columns(&path, columns))?
-            else {
-                continue;
-            };
-            let mask = picked(&keys)?;
-            let n = mask.sum().unwrap_or(0) as usize;
-            if n == 0 {
-                continue;
-            }
-            let Some(df) = self.read_or_set_aside(&path, read_part(&path))? else {
-                continue;
-            };
-            if let Some(into) = into {
-                into.write_part(Ulid::generate(), &mut df.filter(&mask)?)?;
-            }
-            let earlier = unfinished.get(&path);
-            if n < df.height() {
-                // As a compaction of one part: once the rest is written the part is hidden,
-                // so a crash before it goes never leaves its rows listed twice. Its own
-                // compaction's sources are hidden with it and go with it.
-                let mut sources = vec![path.clone()];
-                if let Some(intent) = earlier {
-                    let names = fs::read_to_string(intent)?;
-                    sources.extend(names.lines().map(|n| self.dir.join(n)));
+        let mut seen = HashSet::new();
+        // Listed again after a part vanished or was set aside: a merged part's sources come
+        // back, holding rows to take (left, the archive's receipts, forgotten by the
+        // dispatcher, were planned again from them; a review).
+        let mut relist = true;
+        while std::mem::take(&mut relist) {
+            for path in self.parts()? {
+                if !seen.insert(path.clone()) {
+                    continue;
                 }
-                let id = Ulid::generate();
-                let kind = match into {
-                    Some(_) => Rewrite::Move,
-                    None => Rewrite::Deletion,
+                let Some(keys) =
+                    self.read_or_set_aside(&path, read_present_columns(&path, columns))?
+                else {
+                    relist = true;
+                    continue;
                 };
-                let intent = self.write_intent(kind, id, &sources)?;
-                self.write_part(id, &mut df.filter(&!&mask)?)?;
-                if into.is_none() {
-                    self.finish_intent(&intent)?;
+                let mask = picked(&keys)?;
+                let n = mask.sum().unwrap_or(0) as usize;
+                if n == 0 {
+                    continue;
                 }
-            } else {
-                // Its rows are all taken: moved, a reader that listed it finds them in the
-                // archive, which it lists after.
-                if let Some(intent) = earlier {
-                    self.finish_intent(intent)?;
+                let Some(df) = self.read_or_set_aside(&path, read_part(&path))? else {
+                    relist = true;
+                    continue;
+                };
+                if let Some(into) = into {
+                    into.write_part(Ulid::generate(), &mut df.filter(&mask)?)?;
                 }
-                remove_part_files(&path)?;
-                sync_dir(&self.dir)?;
+                let earlier = unfinished.get(&path);
+                if n < df.height() {
+                    // As a compaction of one part: once the rest is written the part is hidden,
+                    // so a crash before it goes never leaves its rows listed twice. Its own
+                    // compaction's sources are hidden with it and go with it.
+                    let mut sources = vec![path.clone()];
+                    if let Some(intent) = earlier {
+                        let names = fs::read_to_string(intent)?;
+                        sources.extend(names.lines().map(|n| self.dir.join(n)));
+                    }
+                    let id = Ulid::generate();
+                    let kind = match into {
+                        Some(_) => Rewrite::Move,
+                        None => Rewrite::Deletion,
+                    };
+                    let intent = self.write_intent(kind, id, &sources)?;
+                    self.write_part(id, &mut df.filter(&!&mask)?)?;
+                    if into.is_none() {
+                        self.finish_intent(&intent)?;
+                    }
+                } else {
+                    // Its rows are all taken: moved, a reader that listed it finds them in the
+                    // archive, which it lists after.
+                    if let Some(intent) = earlier {
+                        self.finish_intent(intent)?;
+                    }
+                    remove_part_files(&path)?;
+                    sync_dir(&self.dir)?;
+                }
+                taken += n;
             }
-            taken += n;
         }
         Ok(taken)
     }
@@ -1433,6 +1448,47 @@ mod tests {
         assert_eq!(intents.filter(|p| Rewrite::of(p).is_some()).count(), 0);
     }
 
+    /// A move that meets a young merged part set aside as damaged takes its rows from the
+    /// merged part's sources, listed again: it took none, and the receipts the dispatcher then
+    /// forgot came back with them (a review).
+    #[test]
+    fn a_move_takes_rows_from_the_sources_of_a_merged_part_it_finds_damaged() {
+        let dir = tempfile::tempdir().unwrap();
+        let ds = Dataset::open(dir.path(), "rows").unwrap();
+        let archive = Dataset::open(&dir.path().join("archive"), "rows").unwrap();
+        for ids in [0i64..10, 10..20] {
+            let mut df = df!("id" => ids.collect::<Vec<_>>()).unwrap();
+            ds.write_part(Ulid::generate(), &mut df).unwrap();
+        }
+        let merged = ds.compact(&|_| false).unwrap().unwrap();
+        damage(&merged.part);
+        let moved = ds
+            .move_rows(&archive, &["id"], |df| {
+                Ok(df["id"].i64()?.iter().map(|id| id >= Some(5)).collect())
+            })
+            .unwrap();
+        assert_eq!(moved, 15);
+        assert_eq!(listed_ids(&ds), (0..5).collect::<Vec<_>>());
+        assert_eq!(listed_ids(&archive), (5..20).collect::<Vec<_>>());
+    }
+
+    /// A deletion cut short by a crash after its new part was written is finished by the next
+    /// start however young: its sources hold rows deleted, and keep no reader's.
+    #[test]
+    fn recovery_finishes_a_deletion_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let ds = Dataset::open(dir.path(), "rows").unwrap();
+        let mut df = df!("id" => (0i64..20).collect::<Vec<_>>()).unwrap();
+        let source = ds.write_part(Ulid::generate(), &mut df).unwrap();
+        let id = Ulid::generate();
+        (ds.write_intent(Rewrite::Deletion, id, std::slice::from_ref(&source))).unwrap();
+        let mut left = df!("id" => (0i64..10).collect::<Vec<_>>()).unwrap();
+        ds.write_part(id, &mut left).unwrap();
+        ds.recover().unwrap();
+        assert!(!source.exists());
+        assert_eq!(listed_ids(&ds), (0..10).collect::<Vec<_>>());
+    }
+
     /// Each rewrite cut short by a crash after its new part was written, that part then set
     /// aside as damaged: a compaction's sources are listed again (they hold its rows), a
     /// move's and a deletion's are not (they hold the rows taken too); at the next start a
@@ -1458,7 +1514,11 @@ mod tests {
                 Rewrite::Compaction => (0..20).collect(),
                 Rewrite::Move | Rewrite::Deletion => vec![],
             };
-            assert_eq!(listed_ids(&ds), again, "{kind:?}: read with the part set aside");
+            assert_eq!(
+                listed_ids(&ds),
+                again,
+                "{kind:?}: read with the part set aside"
+            );
             assert!(source.exists(), "{kind:?}");
             ds.recover().unwrap();
             assert_eq!(listed_ids(&ds), again, "{kind:?}");

@@ -592,10 +592,20 @@ async fn handle(State(world): State<Shared>, req: Request) -> Result<Response, I
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
-    let body = axum::body::to_bytes(req.into_body(), 64 * 1024 * 1024)
-        .await
-        .unwrap_or_default();
-    let (outcome, rate) = if method == Method::POST && path == TOKEN_PATH {
+    // Read only for a call that may be made (the token endpoint's, or one whose token is
+    // good): a stranger's body of up to 64 MiB was read before its token was looked at.
+    let token_call = method == Method::POST && path == TOKEN_PATH;
+    let (authorized, oauth) = match token_call {
+        true => (Ok(()), false),
+        false => world.lock().unwrap().authorize(bearer.as_deref()),
+    };
+    let body = match authorized {
+        Ok(()) => axum::body::to_bytes(req.into_body(), 64 * 1024 * 1024)
+            .await
+            .unwrap_or_default(),
+        Err(_) => Default::default(),
+    };
+    let (outcome, rate) = if token_call {
         // Outside the API's limits; only faults scripted for its path reach it.
         let mut w = world.lock().unwrap();
         let outcome = match w.scripted(&path, true).map(|f| w.fault(f)) {
@@ -614,7 +624,6 @@ async fn handle(State(world): State<Shared>, req: Request) -> Result<Response, I
         w.record(&method, path, query, received, status);
         (outcome, RateLimit::default())
     } else {
-        let (authorized, oauth) = world.lock().unwrap().authorize(bearer.as_deref());
         let token = bearer.as_deref().unwrap_or_default();
         let mut w = world.lock().unwrap();
         // A refused call counts toward the limits too, as at HubSpot.

@@ -10,6 +10,7 @@ use tokio::time::Instant;
 
 use super::{World, correlation_id, error};
 use crate::hubspot::policy::TEN_SECONDS;
+use crate::secret::same_secret;
 
 impl World {
     /// Whether `bearer` may call: the account's static token, or an OAuth access token
@@ -18,11 +19,11 @@ impl World {
         let Some(token) = bearer else {
             return (Err(unauthenticated()), false);
         };
-        if token == self.options.token {
+        if same_secret(token, &self.options.token) {
             return (Ok(()), false);
         }
         let now = Instant::now();
-        match self.issued.iter().find(|(t, _)| t == token) {
+        match self.issued.iter().find(|(t, _)| same_secret(token, t)) {
             Some((_, until)) if *until > now => (Ok(()), true),
             Some((_, until)) => {
                 let ago = now.duration_since(*until).as_secs();
@@ -73,13 +74,15 @@ impl World {
         let Some(app) = self.options.oauth.clone() else {
             return bad("no OAuth app is installed in this account");
         };
+        let secret = |k: &str, held: &str| field(k).is_some_and(|given| same_secret(given, held));
         if field("grant_type") != Some("refresh_token")
             || field("client_id") != Some(app.client_id.as_str())
-            || field("client_secret") != Some(app.client_secret.as_str())
+            || !secret("client_secret", &app.client_secret)
         {
             return bad("missing or unknown client id, client secret or grant type");
         }
-        if field("refresh_token") != self.refresh_token.as_deref() {
+        let refresh = self.refresh_token.clone();
+        if !refresh.is_some_and(|held| secret("refresh_token", &held)) {
             return bad("missing or unknown refresh token");
         }
         let n = self.issued.len() + 1;
