@@ -1180,6 +1180,18 @@ fn the_action_url_is_shown_where_it_is_wired() {
 /// taken as done, and each receipt ends with one final outcome.
 #[test]
 fn kill_9_during_an_unanswered_completion_ends_with_one_final_outcome_each() {
+    completion_killed_unanswered(false);
+}
+
+/// As above, but a proxy's HTML page answers the second completion's 400: it says nothing of
+/// the callback, so none is taken as completed (each was: an earlier version recorded them
+/// done on any 400), and each ends failed, saying it may have been.
+#[test]
+fn a_proxy_s_page_refusing_a_completion_in_doubt_is_not_taken_as_done() {
+    completion_killed_unanswered(true);
+}
+
+fn completion_killed_unanswered(then_a_page: bool) {
     use sendtime::hubspot::standin::{Fault, Injection};
     let Setup {
         rt: _rt,
@@ -1219,6 +1231,9 @@ fn kill_9_during_an_unanswered_completion_ends_with_one_final_outcome_each() {
     server.child.kill().unwrap(); // SIGKILL, the answer still on its way
     server.child.wait().unwrap();
     drop(server);
+    if then_a_page {
+        standin.inject(Injection::next(Fault::Html(400)).times(100).on(COMPLETE));
+    }
 
     let server = start(&config, &data, &clock);
     let rows = eventually(Duration::from_secs(30), || {
@@ -1227,19 +1242,23 @@ fn kill_9_during_an_unanswered_completion_ends_with_one_final_outcome_each() {
     })
     .unwrap_or_else(|| panic!("not completed after the restart; logs:\n{}", server.logs()));
     server.stop();
+    let (status, says) = match then_a_page {
+        false => (Status::Completed, "had completed it"),
+        true => (Status::Failed, "may have completed it"),
+    };
     for cb in callbacks {
         let finals: Vec<_> = rows
             .iter()
             .filter(|r| r.target == cb && r.status.is_final())
             .collect();
         assert_eq!(finals.len(), 1, "{cb}: {finals:?}");
-        assert_eq!(finals[0].status, Status::Completed, "{:?}", finals[0]);
+        assert_eq!(finals[0].status, status, "{:?}", finals[0]);
         assert!(
             finals[0]
                 .message
                 .as_deref()
                 .unwrap_or_default()
-                .contains("earlier call"),
+                .contains(says),
             "{:?}",
             finals[0]
         );

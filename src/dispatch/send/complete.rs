@@ -70,8 +70,8 @@ pub(in crate::dispatch) fn held_past_hold(
 }
 
 /// The final row of a callback HubSpot will not complete: failed, unless an earlier call for
-/// it went unanswered and HubSpot refuses it as it would a completed one (a 4xx of its own,
-/// not one for the batch's size) while it still holds the contact (before `hold_end`): that
+/// it went unanswered and HubSpot refuses it as it would a completed one (a 4xx in its own
+/// error body, not one for the batch's size) while it still holds the contact (before `hold_end`): that
 /// call then completed it (done, not failed). Past the hold the refusal says nothing of that
 /// call, and the row says the hold had ended.
 pub(super) fn given_up(
@@ -92,10 +92,13 @@ pub(super) fn given_up(
         now,
     );
     let mut r = failure_row(base, e, &Decision::GiveUp, now, item.in_doubt);
+    // HubSpot's own refusal, whose error body always carries a correlation id: a proxy's
+    // page says nothing of the callback (taken as done, it was recorded completed).
     let refused_as_done = matches!(
         e,
         ApiError::Permanent {
             status: 400 | 404 | 409 | 410,
+            correlation_id: Some(_),
             ..
         }
     );
