@@ -4,7 +4,7 @@
 mod common;
 
 use common::{Hook, TestConfig};
-use sendtime::hubspot::standin::{DEFAULT_TOKEN, ListKind, Options, StandIn};
+use sendtime::hubspot::standin::{DEFAULT_TOKEN, Fault, Injection, ListKind, Options, StandIn};
 
 const APP_URL: &str = "https://hooks.example.com/actions/send-time";
 
@@ -95,6 +95,61 @@ fn a_correct_account_passes_and_each_misconfiguration_is_named() {
         "ok   main email events: readable",
         "ok   main time zone: the account's zone is UTC; `time_zone` is not set (UTC)",
         "6 online checks passed",
+    ] {
+        assert!(text.contains(line), "{line}\n{text}");
+    }
+    // Action definitions are read on HubSpot's date-versioned path; where it refuses the
+    // developer key, on the legacy path while that lasts; refused on both, the check fails
+    // saying how to skip it.
+    let definitions = |from: u64| -> Vec<String> {
+        (good.log().into_iter())
+            .filter(|e| e.seq >= from && e.path.contains("/actions/"))
+            .map(|e| e.path)
+            .collect()
+    };
+    let read = definitions(0);
+    assert!(!read.is_empty(), "{read:?}");
+    assert!(
+        read.iter()
+            .all(|p| p == "/automation/actions/2026-03/54321"),
+        "{read:?}"
+    );
+    let refuse = |prefix: &str| {
+        let message = "The API key provided is invalid.".to_string();
+        good.inject(
+            Injection::next(Fault::Status {
+                status: 401,
+                message,
+            })
+            .on(prefix),
+        );
+    };
+    let seen = good.log().len() as u64;
+    refuse("/automation/actions/2026-03/");
+    let (ok, text) = validate_online(dir.path(), &api_base, 62515);
+    assert!(ok, "{text}");
+    assert!(
+        text.contains("ok   main action send-time: registered for app"),
+        "{text}"
+    );
+    let read = definitions(seen);
+    assert_eq!(read[0], "/automation/actions/2026-03/54321");
+    assert!(read.len() > 1, "{read:?}");
+    assert!(
+        read[1..]
+            .iter()
+            .all(|p| p == "/automation/v4/actions/54321"),
+        "{read:?}"
+    );
+    refuse("/automation/actions/2026-03/");
+    refuse("/automation/v4/actions/");
+    let (ok, text) = validate_online(dir.path(), &api_base, 62515);
+    assert!(!ok, "{text}");
+    for line in [
+        "FAIL main action send-time: cannot list app 54321's actions with HUBSPOT_DEVELOPER_API_KEY",
+        "on HubSpot's legacy path (v4, until 2027-03-30)",
+        "(unset it to skip this check)",
+        "1 online check failed",
     ] {
         assert!(text.contains(line), "{line}\n{text}");
     }

@@ -604,10 +604,13 @@ fn action_definition(config: &Config, id: Option<&str>) -> anyhow::Result<()> {
     println!("{}", serde_json::to_string_pretty(&body)?);
     eprintln!(
         "\nSave the JSON above as action.json and register it for app {app}:\n  \
-         curl -X POST \"{base}/automation/v4/actions/{app}?hapikey=$HUBSPOT_DEVELOPER_API_KEY\" \\\n    \
+         curl -X POST \"{base}{dated}?hapikey=$HUBSPOT_DEVELOPER_API_KEY\" \\\n    \
          -H 'Content-Type: application/json' -d @action.json\n\
-         (HubSpot's legacy path with the developer account's API key; for an app on HubSpot's \
-         developer platform, declare the same fields in the project's workflow-action file)",
+         (with the developer account's API key; if HubSpot refuses it there, its legacy path \
+         {legacy} takes it until 2027-03-30; for an app on HubSpot's developer platform, \
+         declare the same fields in the project's workflow-action file)",
+        dated = crate::hubspot::paths::action_definitions(connector.app_id),
+        legacy = crate::hubspot::paths::legacy_action_definitions(connector.app_id),
         app = connector.app_id,
         base = connector.api_base,
     );

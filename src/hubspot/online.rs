@@ -233,10 +233,46 @@ async fn action(
         ));
     };
     let url = config.action_url(action);
+    let app = connector.app_id;
+    // The date-versioned path first; HubSpot's spec for it has named the developer key and,
+    // lately, an OAuth token only: the legacy path, while it lasts, when it refuses the key.
+    let dated = registered(client, &paths::action_definitions(app), &key, &url, app).await;
+    let refused = |e: &ApiError| match e {
+        ApiError::Permanent { status, .. } | ApiError::NotTheApi { status, .. } => {
+            matches!(status, 401 | 403 | 404)
+        }
+        e => matches!(e, ApiError::MissingScopes { .. }),
+    };
+    let verdict = match dated {
+        Err(e) if refused(&e) => {
+            let legacy = paths::legacy_action_definitions(app);
+            registered(client, &legacy, &key, &url, app)
+                .await
+                .map_err(|legacy| {
+                    format!("{e}; on HubSpot's legacy path (v4, until 2027-03-30): {legacy}")
+                })
+        }
+        other => other.map_err(|e| e.to_string()),
+    };
+    verdict.unwrap_or_else(|e| {
+        Verdict::Fail(format!(
+            "cannot list app {app}'s actions with {DEVELOPER_API_KEY_ENV}: {e} (unset it to skip this check)"
+        ))
+    })
+}
+
+/// Whether an action of `app` posts to `url`, from its definitions at `definitions` read with
+/// the developer key `key`; the first page's failure as an error.
+async fn registered(
+    client: &Client,
+    definitions: &str,
+    key: &str,
+    url: &str,
+    app: u64,
+) -> Result<Verdict, ApiError> {
     let first = format!(
-        "{}?hapikey={}",
-        paths::action_definitions(connector.app_id),
-        percent_encoding::utf8_percent_encode(&key, percent_encoding::NON_ALPHANUMERIC)
+        "{definitions}?hapikey={}",
+        percent_encoding::utf8_percent_encode(key, percent_encoding::NON_ALPHANUMERIC)
     );
     // Paged: an app's definitions past the first page were reported unregistered.
     let (mut after, mut read): (Option<String>, usize) = (None, 0);
@@ -251,43 +287,33 @@ async fn action(
         };
         let defs = match client.get_json(&path).await {
             Ok(defs) => defs,
+            Err(e) if after.is_none() => return Err(e),
             Err(e) => {
-                return Verdict::Fail(format!(
-                    "cannot list app {}'s actions: {e}",
-                    connector.app_id
-                ));
+                return Ok(Verdict::Fail(format!(
+                    "cannot list app {app}'s actions past the first {read}: {e}"
+                )));
             }
         };
         let page = defs["results"].as_array().map_or(&[][..], Vec::as_slice);
         read += page.len();
         // Saved but not published, it is offered to no workflow (it passed; an audit): the
         // pages after may hold a published one.
-        for d in page
-            .iter()
-            .filter(|d| d["actionUrl"].as_str() == Some(url.as_str()))
-        {
+        for d in page.iter().filter(|d| d["actionUrl"].as_str() == Some(url)) {
             match d["published"] != false {
-                true => {
-                    return Verdict::Ok(format!(
-                        "registered for app {} at {url}",
-                        connector.app_id
-                    ));
-                }
+                true => return Ok(Verdict::Ok(format!("registered for app {app} at {url}"))),
                 false => unpublished = true,
             }
         }
         match defs["paging"]["next"]["after"].as_str() {
             None if unpublished => {
-                return Verdict::Fail(format!(
-                    "registered for app {} at {url} but not published: no workflow can use it; publish it (update the definition with \"published\": true)",
-                    connector.app_id
-                ));
+                return Ok(Verdict::Fail(format!(
+                    "registered for app {app} at {url} but not published: no workflow can use it; publish it (update the definition with \"published\": true)"
+                )));
             }
             None => {
-                return Verdict::Fail(format!(
-                    "no action of app {} posts to {url}; register it with `sendtime hubspot action-definition`",
-                    connector.app_id
-                ));
+                return Ok(Verdict::Fail(format!(
+                    "no action of app {app} posts to {url}; register it with `sendtime hubspot action-definition`"
+                )));
             }
             // A cursor given again would loop.
             Some(next) if after.as_deref() == Some(next) => break,
@@ -295,12 +321,11 @@ async fn action(
         }
     }
     // Not found in what was read; the rest is unknown, so no verdict on it.
-    Verdict::Skip(format!(
-        "none of the first {read} action definitions of app {} posts to {url}, and sendtime \
+    Ok(Verdict::Skip(format!(
+        "none of the first {read} action definitions of app {app} posts to {url}, and sendtime \
          reads no further (at most {MAX_DEFINITION_PAGES} pages, and never a page twice): check \
-         the app's actions in HubSpot",
-        connector.app_id
-    ))
+         the app's actions in HubSpot"
+    )))
 }
 
 /// The most pages of an app's action definitions read (a broken cursor must not loop).

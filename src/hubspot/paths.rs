@@ -50,8 +50,14 @@ pub const WORKFLOW_ID_MAPPINGS: &str = "/automation/v4/workflow-id-mappings/batc
 /// Complete workflow-action callbacks in a batch (date-versioned).
 pub const CALLBACKS_COMPLETE: &str = "/automation/actions/callbacks/2026-03/complete";
 
-/// An app's workflow-action definitions (v4, with the developer API key).
+/// An app's workflow-action definitions (date-versioned).
 pub fn action_definitions(app_id: u64) -> String {
+    format!("/automation/actions/2026-03/{app_id}")
+}
+
+/// An app's workflow-action definitions on HubSpot's legacy path (v4, unsupported from
+/// 2027-03-30), which takes the developer API key.
+pub fn legacy_action_definitions(app_id: u64) -> String {
     format!("/automation/v4/actions/{app_id}")
 }
 

@@ -107,7 +107,8 @@ impl World {
         (StatusCode::OK, axum::Json(body)).into_response()
     }
 
-    /// The app's action definitions, with the developer API key (`hapikey`).
+    /// The app's action definitions, with the developer API key (`hapikey`), on either path
+    /// (the date-versioned one's spec named the key until 2026-04; a test scripts a refusal).
     pub(super) fn action_definitions(&self, app: &str, uri: &axum::http::Uri) -> Response {
         let key = uri
             .query()

@@ -707,9 +707,10 @@ impl World {
             (Method::POST, ["automation", "v4", "workflow-id-mappings", "batch", "read"]) => {
                 self.workflow_id_mappings(body)
             }
-            (Method::GET, ["automation", "v4", "actions", app]) => {
-                self.action_definitions(app, uri)
-            }
+            (
+                Method::GET,
+                ["automation", "actions", "2026-03", app] | ["automation", "v4", "actions", app],
+            ) => self.action_definitions(app, uri),
             (Method::GET, ["crm", "lists", "2026-03", list] | ["crm", "v3", "lists", list]) => {
                 self.list(list)
             }
