@@ -835,6 +835,38 @@ fn error(status: StatusCode, message: &str, category: Option<&str>) -> Response 
     (status, axum::Json(body)).into_response()
 }
 
+/// A random UUID (version 4), as HubSpot's `correlationId` is (its spec: `format: uuid`).
 fn correlation_id() -> String {
-    ulid::Ulid::generate().to_string().to_ascii_lowercase()
+    let (hi, lo) = (fastrand::u64(..), fastrand::u64(..));
+    let hi = (hi & !0xf000) | 0x4000;
+    let lo = (lo & !(0b11 << 62)) | (0b10 << 62);
+    format!(
+        "{:08x}-{:04x}-{:04x}-{:04x}-{:012x}",
+        hi >> 32,
+        (hi >> 16) & 0xffff,
+        hi & 0xffff,
+        lo >> 48,
+        lo & 0xffff_ffff_ffff
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    /// A correlation id is a version-4 UUID in its canonical form.
+    #[test]
+    fn a_correlation_id_is_a_uuid() {
+        for _ in 0..100 {
+            let id = super::correlation_id();
+            let groups: Vec<&str> = id.split('-').collect();
+            let lengths: Vec<usize> = groups.iter().map(|g| g.len()).collect();
+            assert_eq!(lengths, [8, 4, 4, 4, 12], "{id}");
+            assert!(
+                id.chars()
+                    .all(|c| c == '-' || c.is_ascii_hexdigit() && !c.is_ascii_uppercase()),
+                "{id}"
+            );
+            assert!(groups[2].starts_with('4'), "{id}");
+            assert!(groups[3].starts_with(['8', '9', 'a', 'b']), "{id}");
+        }
+    }
 }
