@@ -517,7 +517,7 @@ fn pause(
         }
         None => !named.actions.is_empty(),
     };
-    let hold = "at most until HubSpot's hold on each ends, the action's delivery window and a day: HubSpot then moves the contact on, and its completion is recorded failed";
+    let hold = "at most until HubSpot's hold on each ends, the action's delivery window and a day: HubSpot then moves the contact on, and it is recorded failed then, without a call";
     let bound = match kind {
         crate::pauses::Kind::Action => format!(" ({hold})"),
         crate::pauses::Kind::Connector if on && has_actions(&id) => {

@@ -587,8 +587,28 @@ impl Dispatcher {
                 .connector(&webhook.connector)
                 .expect("validated: webhook connectors exist");
             // Paused by an operator: held in the queue, looked at again next minute (not booked:
-            // when the pause ends, the ledgers are built again and spread what it held).
+            // when the pause ends, the ledgers are built again and spread what it held). An
+            // action's contact whose hold has ended, HubSpot moved on: failed then, without a
+            // call (it was sent after the resume, refused and failed, days late; an audit).
             if pauses.holds(&webhook.id, &connector.id) {
+                let hold_end = planning::hold_end(&item, webhook.window);
+                if item.held_by_hubspot()
+                    && now >= hold_end
+                    && let Ok(link) = self.link(connector)
+                {
+                    let target = item.callback_id.clone().unwrap_or_default();
+                    let held = (None, hold_end);
+                    lost.push(send::held_past_hold(
+                        &item,
+                        &link,
+                        &target,
+                        HeldBy::Operator,
+                        held,
+                        now,
+                    ));
+                    lost_items.push(item);
+                    continue;
+                }
                 item.ready_at_ms = now + MINUTE_MS;
                 report.requeued += 1;
                 self.enqueue(item);
@@ -660,7 +680,7 @@ impl Dispatcher {
                             &link,
                             &target,
                             HeldBy::Pause,
-                            (until, hold_end),
+                            (Some(until), hold_end),
                             now,
                         );
                         lost.push(r);
@@ -724,7 +744,7 @@ impl Dispatcher {
         if !lost.is_empty() {
             tracing::warn!(
                 callbacks = lost.len(),
-                "callbacks failed: their connector is paused past HubSpot's hold on their contacts"
+                "callbacks failed: paused (their connector, or by an operator) past HubSpot's hold on their contacts"
             );
             let recorded = self.finish_recorded(lost_items, lost, Status::Failed, report);
             if let Err((items, e)) = recorded.await {

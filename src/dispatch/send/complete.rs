@@ -29,6 +29,8 @@ pub(in crate::dispatch) enum HeldBy {
     Scope,
     /// HubSpot's rate limit (a ten-secondly 429's `Retry-After`).
     RateLimit,
+    /// An operator's pause (`sendtime pause`), until resumed.
+    Operator,
 }
 
 impl HeldBy {
@@ -37,28 +39,34 @@ impl HeldBy {
             HeldBy::Pause => "the connector is paused",
             HeldBy::Scope => "callbacks wait for a scope the app lacks (HubSpot's 403)",
             HeldBy::RateLimit => "HubSpot's rate limit (a 429's Retry-After) holds the calls",
+            HeldBy::Operator => "an operator's pause holds it",
         }
     }
 }
 
-/// The failed row of a callback whose connector is held (`by`) until `until`, past its last
-/// try (`now`): HubSpot moves its contact on when the hold (ending at `hold_end`) ends.
+/// The failed row of a callback whose connector is held (`by`) until `until` (unknown: until
+/// resumed), past its last try (`now`): HubSpot moves its contact on when the hold (ending at
+/// `hold_end`) ends.
 pub(in crate::dispatch) fn held_past_hold(
     item: &Pending,
     link: &Link,
     target: &str,
     by: HeldBy,
-    (until, hold_end): (i64, i64),
+    (until, hold_end): (Option<i64>, i64),
     now: i64,
 ) -> OutcomeRow {
     let mut r = row(item, link, Action::Complete, target, Status::Failed, now);
-    let (by, until, ends) = (by.text(), format_rfc3339(until), format_rfc3339(hold_end));
+    let by = match until {
+        Some(until) => format!("{} until {}", by.text(), format_rfc3339(until)),
+        None => by.text().to_string(),
+    };
+    let ends = format_rfc3339(hold_end);
     let mut message = match now < hold_end {
         true => format!(
-            "{by} until {until}, past HubSpot's hold on the contact (it ends {ends}): not completed; HubSpot moves it on then"
+            "{by}, past HubSpot's hold on the contact (it ends {ends}): not completed; HubSpot moves it on then"
         ),
         false => format!(
-            "{by} until {until}; HubSpot's hold on the contact ended {ends}: not completed; HubSpot moved it on then"
+            "{by}; HubSpot's hold on the contact ended {ends}: not completed; HubSpot moved it on then"
         ),
     };
     if item.in_doubt {
@@ -213,7 +221,7 @@ pub async fn complete(ctx: Arc<Ctx>, link: Arc<Link>, items: Vec<Pending>) -> Ve
                         } else if matches!(by, HeldBy::Pause) || ctx.release_by(&i) > now {
                             out.push((i, Next::Again(last)));
                         } else {
-                            let held = (at, ctx.hold_end(&i));
+                            let held = (Some(at), ctx.hold_end(&i));
                             let r = held_past_hold(&i, &link, &callback(&i), by, held, now);
                             failed.push((i, r));
                         }

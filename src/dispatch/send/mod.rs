@@ -848,11 +848,12 @@ mod tests {
         }
     }
 
+    /// HubSpot's refusal, in its error body (with a correlation id).
     fn permanent(status: u16) -> ApiError {
         ApiError::Permanent {
             status,
             message: "no".into(),
-            correlation_id: None,
+            correlation_id: Some("4f6c1c7e-0b1a-4d2e-9c3f-2a1b0c9d8e7f".into()),
         }
     }
 
@@ -877,6 +878,16 @@ mod tests {
             (permanent(400), true, Status::Completed),
             (permanent(400), false, Status::Failed),
             (too_large, true, Status::Failed),
+            // A proxy's page: not HubSpot's word on the callback.
+            (
+                ApiError::Permanent {
+                    status: 400,
+                    message: "<html>Bad Request</html>".into(),
+                    correlation_id: None,
+                },
+                true,
+                Status::Failed,
+            ),
         ] {
             let hold_end = if held { NOW + 1 } else { NOW };
             let (row, status) = given_up(&item, &link, "cb", &e, NOW, hold_end);
