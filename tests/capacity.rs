@@ -621,6 +621,51 @@ fn explain_plans_each_webhook_as_planning_does_in_the_contacts_zone() {
         ),
         "{late_text}"
     );
+    // HubSpot's daily limit met, its pause stored by the dispatcher: said for the connector's
+    // webhooks and for the receipt due (it said "held by its quiet hours" or "due").
+    let resets = late + 3 * HOUR;
+    let pause_file = data.join("state").join("dispatch-pause-main");
+    std::fs::write(&pause_file, resets.to_string()).unwrap();
+    let out = sendtime(
+        &config,
+        &data,
+        &[
+            "explain",
+            "z1@example.com",
+            "--at",
+            &sendtime::time::format_rfc3339(late),
+        ],
+    );
+    let paused_text = String::from_utf8(out.stdout).unwrap();
+    let lines: Vec<&str> = paused_text.lines().collect();
+    let weekly_receipt = (lines.iter())
+        .position(|l| l.starts_with("weekly ") && l.contains(" received "))
+        .unwrap_or_else(|| panic!("{paused_text}"));
+    assert_eq!(
+        lines[weekly_receipt + 2].trim(),
+        format!(
+            "held: its connector is paused (daily_limit) until {}: sent after",
+            format_minute(resets)
+        ),
+        "{paused_text}"
+    );
+    let said = format!(
+        "its connector is paused by HubSpot's answer (daily_limit) until {}: nothing sent until then",
+        format_minute(resets)
+    );
+    let webhook = |id: &str| {
+        let at = (lines.iter())
+            .position(|l| l.starts_with(&format!("webhook {id} (")))
+            .unwrap();
+        lines[at + 2..]
+            .iter()
+            .take_while(|l| l.starts_with("  "))
+            .map(|l| l.trim())
+            .collect::<Vec<_>>()
+    };
+    assert!(webhook("weekly").contains(&said.as_str()), "{paused_text}");
+    assert!(webhook("soon").contains(&said.as_str()), "{paused_text}");
+    std::fs::remove_file(&pause_file).unwrap();
 
     // `weekly` made a list's webhook: its receipts, taken to enroll, are held as the
     // dispatcher holds them (explain said "waiting for its time").

@@ -355,6 +355,7 @@ fn a_contact_looked_up_by_email_is_found_by_the_id_its_receipts_carry() {
         "c4@example.com",
         posted,
         &pauses,
+        &|_| None,
         NOW,
     )
     .unwrap();

@@ -393,6 +393,7 @@ impl Dispatcher {
         // The id a queued or held receipt of that email carries, as planning used it; else
         // the one its receipts on disk carry (finished, or archived). The email asked by id
         // and the zone are the latest plan row's.
+        let now = self.clock.now_ms();
         let email = contact.trim();
         let posted_id = self
             .queue
@@ -415,7 +416,14 @@ impl Dispatcher {
                 ..on_disk
             },
             pauses,
-            self.clock.now_ms(),
+            &|connector| {
+                let (until_ms, why) = (self.links.get(connector))
+                    .and_then(|(_, link)| link.pause_at(now))
+                    .or_else(|| connector::stored_pause_of(&self.data_dir, connector, now))?;
+                let why = why.as_str();
+                Some(crate::model::explain::ConnectorPaused { until_ms, why })
+            },
+            now,
         )
     }
 

@@ -8,7 +8,7 @@ use anyhow::Context;
 use super::ModelConfig;
 use super::backtest::{self, Rows};
 use super::dataset;
-use super::explain::Explanation;
+use super::explain::{ConnectorPaused, Explanation};
 use super::synth;
 use crate::config::Config;
 use crate::datasets::events;
@@ -49,6 +49,14 @@ pub fn explain(config: &Config, contact: &str, at: Option<i64>) -> anyhow::Resul
         contact,
         receipts.posted.clone(),
         &crate::pauses::read_or_hold(data_dir),
+        &|connector| {
+            crate::dispatch::connector::stored_pause_of(data_dir, connector, now).map(
+                |(until_ms, why)| ConnectorPaused {
+                    until_ms,
+                    why: why.as_str(),
+                },
+            )
+        },
         now,
     )?
     .with_receipts(receipts, config);

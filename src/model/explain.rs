@@ -80,8 +80,18 @@ pub struct WebhookPlan {
     pub paused: bool,
     /// Its connector is in dry run: recorded, not sent.
     pub dry_run: bool,
+    /// Its connector is paused by HubSpot's answer (its daily limit, a refused token, ...).
+    pub connector_paused: Option<ConnectorPaused>,
     pub due_at_ms: i64,
     pub reason: String,
+}
+
+/// A pause HubSpot's answer set on a connector: nothing is sent through it until then.
+#[derive(Debug, Clone, Serialize)]
+pub struct ConnectorPaused {
+    pub until_ms: i64,
+    /// As `/status` says it (`daily_limit`, `refused_token`, ...).
+    pub why: &'static str,
 }
 
 /// What the contact's latest receipt was posted with. Planning looks a contact up by its
@@ -124,14 +134,16 @@ pub struct PlannedReceipt {
 
 impl Explanation {
     /// Explain `contact` (an email or a HubSpot id) at `now` from `built` (none: no events yet),
-    /// what its receipts were `posted` with and the operators' `pauses`; its planned receipts
-    /// come from [`Explanation::with_receipts`].
+    /// what its receipts were `posted` with, the operators' `pauses` and the pause HubSpot's
+    /// answers set on each connector (`paused`, by connector id); its planned receipts come
+    /// from [`Explanation::with_receipts`].
     pub fn new(
         config: &Config,
         built: Option<&Built>,
         contact: &str,
         posted: Posted,
         pauses: &Pauses,
+        paused: &dyn Fn(&str) -> Option<ConnectorPaused>,
         now: i64,
     ) -> anyhow::Result<Explanation> {
         let contact = contact.trim();
@@ -211,6 +223,7 @@ impl Explanation {
                         holdout: w.holdout,
                         paused: pauses.holds(&w.id, &w.connector),
                         dry_run: config.connector(&w.connector).is_some_and(|c| c.dry_run),
+                        connector_paused: paused(&w.connector),
                         due_at_ms: p.due_at_ms,
                         reason: p.reason,
                     }
@@ -241,9 +254,10 @@ impl Explanation {
                     crate::config::held_until_back(&p.webhook)
                 ),
                 Some(w) if w.paused => "held by a pause (sendtime pause): sent once resumed".to_string(),
-                Some(_) if p.due_at_ms <= self.as_of_ms => match quiet_until(config, p, self.as_of_ms) {
-                    Some(until) => format!("held by its quiet hours until {}: sent then", format_minute(until)),
-                    None => "due: sent at the dispatcher's next tick".to_string(),
+                Some(w) if p.due_at_ms <= self.as_of_ms => match (&w.connector_paused, quiet_until(config, p, self.as_of_ms)) {
+                    (Some(c), _) => format!("held: its connector is paused ({}) until {}: sent after", c.why, format_minute(c.until_ms)),
+                    (None, Some(until)) => format!("held by its quiet hours until {}: sent then", format_minute(until)),
+                    (None, None) => "due: sent at the dispatcher's next tick".to_string(),
                 },
                 Some(_) => "waiting for its time".to_string(),
             });
@@ -313,6 +327,14 @@ impl Explanation {
                 let _ = writeln!(
                     out,
                     "  PAUSED (sendtime pause): held, not sent, until resumed"
+                );
+            }
+            if let Some(c) = &w.connector_paused {
+                let _ = writeln!(
+                    out,
+                    "  its connector is paused by HubSpot's answer ({}) until {}: nothing sent until then",
+                    c.why,
+                    format_minute(c.until_ms)
                 );
             }
             if w.dry_run {
