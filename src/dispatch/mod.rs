@@ -594,21 +594,21 @@ impl Dispatcher {
             let connector = config
                 .connector(&webhook.connector)
                 .expect("validated: webhook connectors exist");
+            let action = Action::of(&webhook.target);
+            let target = (webhook.target.id())
+                .unwrap_or_else(|| item.callback_id.as_deref().unwrap_or_default().to_string());
             // Paused by an operator: held in the queue, looked at again next minute (not booked:
             // when the pause ends, the ledgers are built again and spread what it held). An
             // action's contact whose hold has ended, HubSpot moved on: failed then, without a
-            // call (it was sent after the resume, refused and failed, days late; an audit).
+            // call (it was sent after the resume, refused and failed, days late; an audit). A
+            // dry run's is recorded as one once resumed, as when its hold ends unpaused.
             if pauses.holds(&webhook.id, &connector.id) {
                 let hold_end = planning::hold_end(&item, webhook.window);
-                if item.held_by_hubspot()
-                    && now >= hold_end
-                    && let Ok(link) = self.link(connector)
-                {
-                    let target = item.callback_id.clone().unwrap_or_default();
+                if item.held_by_hubspot() && !connector.dry_run && now >= hold_end {
                     let held = (None, hold_end);
                     lost.push(send::held_past_hold(
                         &item,
-                        &link,
+                        &connector.id,
                         &target,
                         HeldBy::Operator,
                         held,
@@ -622,9 +622,6 @@ impl Dispatcher {
                 self.enqueue(item);
                 continue;
             }
-            let action = Action::of(&webhook.target);
-            let target = (webhook.target.id())
-                .unwrap_or_else(|| item.callback_id.as_deref().unwrap_or_default().to_string());
             // A contact HubSpot holds for us: a dry run releases nothing, so it waits for the
             // connector to go live again, until it must be released.
             let release_by = planning::release_by(&item, webhook.window);
@@ -685,7 +682,7 @@ impl Dispatcher {
                         let hold_end = planning::hold_end(&item, webhook.window);
                         let r = send::held_past_hold(
                             &item,
-                            &link,
+                            &link.id,
                             &target,
                             HeldBy::Pause,
                             (Some(until), hold_end),

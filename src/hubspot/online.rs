@@ -238,27 +238,28 @@ async fn action(
     // lately, an OAuth token only: the legacy path, while it lasts, when it refuses the key.
     let dated = registered(client, &paths::action_definitions(app), &key, &url, app).await;
     let refused = |e: &ApiError| match e {
-        ApiError::Permanent { status, .. } | ApiError::NotTheApi { status, .. } => {
-            matches!(status, 401 | 403 | 404)
-        }
-        e => matches!(e, ApiError::MissingScopes { .. }),
+        ApiError::Permanent { status, .. } => matches!(status, 401 | 403 | 404),
+        e => matches!(
+            e,
+            ApiError::MissingScopes { .. } | ApiError::NotTheApi { .. }
+        ),
     };
-    let verdict = match dated {
+    match dated {
         Err(e) if refused(&e) => {
             let legacy = paths::legacy_action_definitions(app);
-            registered(client, &legacy, &key, &url, app)
-                .await
-                .map_err(|legacy| {
-                    format!("{e}; on HubSpot's legacy path (v4, until 2027-03-30): {legacy}")
-                })
+            match registered(client, &legacy, &key, &url, app).await {
+                Ok(verdict) => verdict,
+                Err(old) if refused(&old) => Verdict::Fail(format!(
+                    "cannot list app {app}'s actions with {DEVELOPER_API_KEY_ENV}: {e}; on HubSpot's legacy path (v4, until 2027-03-30): {old} (unset it to skip this check)"
+                )),
+                Err(old) => Verdict::Fail(format!(
+                    "cannot list app {app}'s actions on HubSpot's legacy path (v4, until 2027-03-30): {old}"
+                )),
+            }
         }
-        other => other.map_err(|e| e.to_string()),
-    };
-    verdict.unwrap_or_else(|e| {
-        Verdict::Fail(format!(
-            "cannot list app {app}'s actions with {DEVELOPER_API_KEY_ENV}: {e} (unset it to skip this check)"
-        ))
-    })
+        Err(e) => Verdict::Fail(format!("cannot list app {app}'s actions: {e}")),
+        Ok(verdict) => verdict,
+    }
 }
 
 /// Whether an action of `app` posts to `url`, from its definitions at `definitions` read with

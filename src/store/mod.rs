@@ -446,9 +446,11 @@ impl Dataset {
         self.finish_intents(SOURCE_GRACE).map(|_| ())
     }
 
-    /// [`Self::finish_compactions`]' work, under the rewrite lock, for intents at least
-    /// `grace` old; the merged parts of those left, each with its intent (not to be merged
-    /// or rewritten again before their sources go, or the sources would be listed again).
+    /// [`Self::finish_compactions`]' work, under the rewrite lock: an intent whose new part is
+    /// written is finished once `grace` old (a deletion's at any age), any other at once
+    /// (rolled back, or a move's set aside); the merged parts of those left, each with its
+    /// intent (not to be merged or rewritten again before their sources go, or the sources
+    /// would be listed again).
     fn finish_intents(
         &self,
         grace: std::time::Duration,

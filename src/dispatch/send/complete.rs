@@ -3,7 +3,7 @@
 use std::convert::identity;
 use std::sync::Arc;
 
-use super::rows::{failure_row, final_if_recorded, may_have_reached, noted, row};
+use super::rows::{failure_row, final_if_recorded, may_have_reached, noted, row, row_of};
 use super::{Ctx, Decision, Next, Pending};
 use crate::datasets::outcomes::{Action, OutcomeRow, Status};
 use crate::dispatch::connector::Link;
@@ -20,7 +20,8 @@ fn past_hold(hold_end: i64) -> String {
     )
 }
 
-/// What keeps a callback's connector from calling past the callback's last try.
+/// What keeps a callback from being completed past its last try: its connector's holds, or
+/// an operator's pause of it or its connector.
 #[derive(Debug, Clone, Copy)]
 pub(in crate::dispatch) enum HeldBy {
     /// HubSpot's daily limit, a refused token, no API route: [`Link::paused_at`].
@@ -29,7 +30,7 @@ pub(in crate::dispatch) enum HeldBy {
     Scope,
     /// HubSpot's rate limit (a ten-secondly 429's `Retry-After`).
     RateLimit,
-    /// An operator's pause (`sendtime pause`), until resumed.
+    /// An operator's pause of the action or its connector (`sendtime pause`), until resumed.
     Operator,
 }
 
@@ -44,18 +45,25 @@ impl HeldBy {
     }
 }
 
-/// The failed row of a callback whose connector is held (`by`) until `until` (unknown: until
-/// resumed), past its last try (`now`): HubSpot moves its contact on when the hold (ending at
-/// `hold_end`) ends.
+/// The failed row of a callback held (`by`) until `until` (unknown: until an operator
+/// resumes it), past its last try or its hold's end (`now`): HubSpot moves its contact on when
+/// the hold (ending at `hold_end`) ends. `connector`: the id its row names.
 pub(in crate::dispatch) fn held_past_hold(
     item: &Pending,
-    link: &Link,
+    connector: &str,
     target: &str,
     by: HeldBy,
     (until, hold_end): (Option<i64>, i64),
     now: i64,
 ) -> OutcomeRow {
-    let mut r = row(item, link, Action::Complete, target, Status::Failed, now);
+    let mut r = row_of(
+        item,
+        connector,
+        Action::Complete,
+        target,
+        Status::Failed,
+        now,
+    );
     let by = match until {
         Some(until) => format!("{} until {}", by.text(), format_rfc3339(until)),
         None => by.text().to_string(),
@@ -222,7 +230,7 @@ pub async fn complete(ctx: Arc<Ctx>, link: Arc<Link>, items: Vec<Pending>) -> Ve
                             out.push((i, Next::Again(last)));
                         } else {
                             let held = (Some(at), ctx.hold_end(&i));
-                            let r = held_past_hold(&i, &link, &callback(&i), by, held, now);
+                            let r = held_past_hold(&i, &link.id, &callback(&i), by, held, now);
                             failed.push((i, r));
                         }
                     }
@@ -323,7 +331,7 @@ pub async fn complete(ctx: Arc<Ctx>, link: Arc<Link>, items: Vec<Pending>) -> Ve
                                 )),
                                 retry_at_ms: Some(now),
                                 // Still in doubt after a restart, if an earlier call went
-                                // unanswered: a refusal alone then means it was completed.
+                                // unanswered: HubSpot's own refusal then means it was completed.
                                 in_doubt: i.in_doubt,
                                 ..base
                             }

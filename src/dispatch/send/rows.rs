@@ -14,10 +14,22 @@ pub(in crate::dispatch) fn row(
     status: Status,
     at_ms: i64,
 ) -> OutcomeRow {
+    row_of(item, &link.id, action, target, status, at_ms)
+}
+
+/// [`row`] for the connector of id `connector`, with no link at hand.
+pub(in crate::dispatch) fn row_of(
+    item: &Pending,
+    connector: &str,
+    action: Action,
+    target: &str,
+    status: Status,
+    at_ms: i64,
+) -> OutcomeRow {
     OutcomeRow {
         receipt_id: item.receipt_id.to_string(),
         webhook_id: item.webhook_id.to_string(),
-        connector: link.id.clone(),
+        connector: connector.to_string(),
         action,
         target: target.to_string(),
         status,
