@@ -52,9 +52,7 @@ impl Person {
                 _ if is_email_address(q) => {
                     person.emails.insert(q.to_ascii_lowercase());
                 }
-                _ => anyhow::bail!(
-                    "{q:?} is neither an email address nor a HubSpot contact id (a positive number)"
-                ),
+                _ => anyhow::bail!(crate::datasets::contacts::not_a_contact(q)),
             }
         }
         Ok(person)

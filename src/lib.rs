@@ -30,6 +30,7 @@ pub mod scheduler;
 pub mod secret;
 pub mod serve;
 pub mod store;
+pub mod text;
 pub mod throttle;
 pub mod time;
 pub mod write_deadline;

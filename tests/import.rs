@@ -168,13 +168,17 @@ fn csv_imports_in_parts_adds_only_what_is_new_and_refuses_a_bad_row_anywhere() {
     export(&csv, 0..4500);
     let file = csv.to_str().unwrap();
 
-    let out = ok(&sendtime(&data, &csv_import(file, "1000")));
+    let first = sendtime(&data, &csv_import(file, "1000"));
+    let out = ok(&first);
     assert!(
         out.starts_with(
             "imported 4500 events (4500 events of 350 contacts, 2025-01-06 00:00 UTC to "
         ),
         "{out}"
     );
+    // The data folder it made is named (a mistyped --data started a store without a word).
+    let new_folder = "did not exist: importing into it as a new data folder";
+    assert!(String::from_utf8_lossy(&first.stderr).contains(new_folder));
     // Parts of at most 1000 rows.
     let sizes: Vec<usize> = files(&events, "parquet")
         .iter()
@@ -195,7 +199,9 @@ fn csv_imports_in_parts_adds_only_what_is_new_and_refuses_a_bad_row_anywhere() {
     assert!(rows.contains(&("#1100".into(), 7, 1_736_343_600_000, 24 + 24 + 13)));
 
     // The same file again adds nothing; a longer export adds only its new rows.
-    let out = ok(&sendtime(&data, &csv_import(file, "1000")));
+    let again = sendtime(&data, &csv_import(file, "1000"));
+    assert!(!String::from_utf8_lossy(&again.stderr).contains(new_folder));
+    let out = ok(&again);
     assert!(
         out.starts_with("nothing to import: all 4500 rows of "),
         "{out}"

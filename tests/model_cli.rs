@@ -975,6 +975,16 @@ fn explain_refuses_what_names_no_contact() {
             "{contact}: {err}"
         );
     }
+    // A number past any id says so; a pasted blob is shown clipped, not whole.
+    let out = sendtime(&data, &["explain", "99999999999999999999"]);
+    let (_, err) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("larger than any HubSpot contact id"), "{err}");
+    let blob = format!("{}@x", "a".repeat(5000));
+    let out = sendtime(&data, &["explain", &blob]);
+    let (_, err) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.len() < 400 && err.contains("(5002 bytes)"), "{err}");
     let out = sendtime(&data, &["explain", "5"]);
     assert!(out.status.success(), "{}", text(&out).1);
 }

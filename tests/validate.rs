@@ -144,6 +144,18 @@ fn config_flag_and_default_path_work_too() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("not both"));
+    // A data folder that is a file (`--data` here) fails: the first import failed on it.
+    let out = sendtime()
+        .args(["--data", "webhooks.toml", "validate", other_name])
+        .current_dir(repo())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("the data folder") && err.contains("is a file"),
+        "{err}"
+    );
 }
 
 /// A command's failure reaches stderr whatever `RUST_LOG` filters: `serve`'s, the demo's and
@@ -431,7 +443,7 @@ fn a_small_body_limit_and_quiet_hours_that_leave_minutes_are_warnings() {
     );
     let quiet = warnings_of(&[evening]);
     assert!(
-        quiet.contains(":9:6: warning: connector `main` has quiet hours but no `time_zone`: a contact whose zone is not in its `hs_timezone` property keeps them in UTC"),
+        quiet.contains(":9:6: warning: connector `main` has webhooks with quiet hours (theirs or its own) but no `time_zone`: a contact whose zone is not in its `hs_timezone` property keeps them in UTC"),
         "{quiet}"
     );
     let zoned = (

@@ -65,7 +65,7 @@ pub enum Command {
         /// Address to listen on; overrides `server.listen`.
         #[arg(long, value_name = "ADDR", value_parser = socket_addr)]
         listen: Option<SocketAddr>,
-        /// Address of the admin surface (`/status`, `/metrics`); overrides
+        /// Address of the admin surface (the dashboard, `/status`, `/metrics`); overrides
         /// `server.admin_listen`.
         #[arg(long, value_name = "ADDR", value_parser = socket_addr)]
         admin_listen: Option<SocketAddr>,
@@ -77,7 +77,7 @@ pub enum Command {
     /// See it work with no HubSpot account and no setup: `serve` on a temporary data folder
     /// with synthetic engagement, an in-process HubSpot stand-in, a simulated workflow posting
     /// signed contacts of every type and executing the action, and a faster clock. Prints the
-    /// status and metrics URLs; stops on Ctrl-C.
+    /// dashboard's URL (and `/status`'s and `/metrics`'); stops on Ctrl-C.
     ///
     /// It makes its own config and data folder: --config and --data, listed below as for
     /// every command, are refused here.
@@ -242,9 +242,10 @@ pub enum Command {
         /// and clicks only.
         #[arg(long, value_name = "COL", conflicts_with = "kind_default")]
         kind: Option<String>,
-        /// Kind of every row of --events when it has no kind column [default: OPEN; a file
-        /// with a column named like kind, type, event_type or event needs --kind or this].
-        #[arg(long, value_name = "KIND")]
+        /// Kind of every row of --events when it has no kind column: OPEN, CLICK, SENT, ...
+        /// [default: OPEN; a file with a column named like kind, type, event_type or event
+        /// needs --kind or this].
+        #[arg(long, value_name = "KIND", value_parser = event_kind)]
         kind_default: Option<String>,
         /// Tune the model's half-life, prior strength and hour bandwidth on a validation split
         /// inside the training period first (day_pooling is kept: chosen on hour-of-week loss,
@@ -401,8 +402,9 @@ pub enum ImportSource {
     /// Pull email opens and clicks (the events the model learns from) from HubSpot's email
     /// events API, resuming where the last run stopped.
     Hubspot(HubspotImportArgs),
-    /// Read events from a CSV file, streaming: memory grows with the contacts new to the store
-    /// (about 200 bytes each), not the file's size.
+    /// Read events from a CSV file, streaming: memory grows with the file's contacts (about
+    /// 205 bytes each new to the store, 135 for numeric ids; those stored cost too), not with
+    /// its size.
     Csv(FileImportArgs),
     /// Read events from a Parquet file (a warehouse export), streaming, as a CSV file.
     Parquet(FileImportArgs),
@@ -449,9 +451,10 @@ pub struct FileImportArgs {
     /// Column holding the event kind (OPEN, CLICK, SENT, ...).
     #[arg(long, value_name = "COL", conflicts_with = "kind_default")]
     pub kind: Option<String>,
-    /// Kind for every row when the file has no kind column [default: OPEN; a file with a
-    /// column named like kind, type, event_type or event needs --kind or this].
-    #[arg(long, value_name = "KIND")]
+    /// Kind for every row when the file has no kind column: OPEN, CLICK, SENT, DELIVERED, ...
+    /// [default: OPEN; a file with a column named like kind, type, event_type or event needs
+    /// --kind or this].
+    #[arg(long, value_name = "KIND", value_parser = event_kind)]
     pub kind_default: Option<String>,
     /// Check the file and show what would be imported; write nothing.
     #[arg(long)]
@@ -539,6 +542,18 @@ fn preferred(mut addrs: impl Iterator<Item = SocketAddr>) -> Option<SocketAddr> 
 }
 
 /// A memory size in MB, more than 0 (a fraction is fine).
+/// An event kind as `--kind-default` names one (refused here: a usage error, exit 2).
+fn event_kind(text: &str) -> Result<String, String> {
+    use crate::datasets::events::Kind;
+    match Kind::parse(text) {
+        Some(_) => Ok(text.to_string()),
+        None => Err(format!(
+            "{text:?} is not an event kind; use one of: {}",
+            Kind::ALL.map(Kind::as_str).join(", ")
+        )),
+    }
+}
+
 fn megabytes(text: &str) -> Result<f64, String> {
     match text.parse::<f64>() {
         Ok(mb) if mb > 0.0 && mb.is_finite() => Ok(mb),

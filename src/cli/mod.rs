@@ -624,6 +624,17 @@ fn action_definition(config: &Config, id: Option<&str>) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Say that an import made `data_dir` (`made`): a mistyped `--data` would otherwise start a
+/// second store without a word (a first-user audit).
+fn say_new_data_dir(made: bool, data_dir: &Path) {
+    if made {
+        eprintln!(
+            "note: {} did not exist: importing into it as a new data folder (if you meant an existing one, check --data or `server.data_dir`)",
+            data_dir.display()
+        );
+    }
+}
+
 /// A command whose reader goes away (`sendtime report lift | head`) ends quietly, as Unix tools
 /// do: Rust ignores SIGPIPE, so `println!` would panic. Commands that receive, send or import
 /// keep ignoring it: a closed log pipe must not stop them half way.
@@ -778,6 +789,7 @@ fn import(
                 dedup_budget: megabytes_to_bytes(args.dedup_memory),
             };
             let created = crate::store::create_data_dir(&config.server.data_dir)?;
+            say_new_data_dir(created.is_some(), &config.server.data_dir);
             let result = crate::import::hubspot::run(&config, &request).map(|_| ());
             // Kept only holding something: a failed or empty import leaves no folder (readers
             // took a bare one for data; an audit).
@@ -805,6 +817,7 @@ fn import(
             });
             let data_dir = scratch.as_ref().unwrap_or(&config.server.data_dir);
             let created = crate::store::create_data_dir(data_dir)?;
+            say_new_data_dir(created.is_some() && scratch.is_none(), data_dir);
             // A dry run's own folder goes on a second Ctrl-C too (it was left in the temporary
             // folder: an audit).
             let gone = scratch.clone();
@@ -915,6 +928,17 @@ fn validate(path: PathBuf, overrides: &Overrides, online: bool) -> ExitCode {
     };
     if !loaded.warnings.is_empty() {
         eprintln!("{}", loaded.warnings);
+    }
+    // The folder every command reads and writes (`--data` or `data_dir`): a file there
+    // passed, and the first import failed (a first-user audit).
+    let data_dir = &loaded.config.server.data_dir;
+    if data_dir.is_file() {
+        eprintln!(
+            "{}: invalid: the data folder {} is a file: point `data_dir` (or --data) at a folder, made if missing",
+            path.display(),
+            data_dir.display()
+        );
+        return ExitCode::FAILURE;
     }
     print!("{}", details(&loaded.config));
     if !online {

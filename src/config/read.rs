@@ -591,7 +591,7 @@ fn read_cron(ctx: &mut Ctx, r: &TableReader, default: &str) -> Option<(String, c
                 ctx.error(
                     at,
                     format!(
-                        "invalid cron expression \"{s}\": {why}; six fields, seconds first, e.g. \"{}\" for every minute",
+                        "invalid cron expression \"{s}\": {why}; six fields: second (0-59), minute (0-59), hour (0-23), day of month (1-31), month (1-12 or JAN-DEC), day of week (0-7, 0 and 7 Sunday, or SUN-SAT); e.g. \"{}\" for every minute",
                         Scheduler::DEFAULT_CRON
                     ),
                 );

@@ -129,7 +129,7 @@ fn check_quiet_hours_zone(ctx: &mut Ctx, draft: &Draft, webhooks: &[Webhook]) {
             ctx.warning(
                 draft.connector_at(&c.id),
                 format!(
-                    "connector `{}` has quiet hours but no `time_zone`: a contact whose zone is not in its `{}` property keeps them in UTC; set `time_zone` to the account's zone",
+                    "connector `{}` has webhooks with quiet hours (theirs or its own) but no `time_zone`: a contact whose zone is not in its `{}` property keeps them in UTC; set `time_zone` to the account's zone",
                     c.id, c.time_zone_property
                 ),
             );

@@ -43,6 +43,21 @@ pub fn is_contact_query(s: &str) -> bool {
     s.parse::<i64>().is_ok_and(|id| id > 0) || is_email_address(s)
 }
 
+/// Why `s` is no contact to ask about ([`is_contact_query`]), showing at most 60 characters
+/// of it (a pasted blob was echoed whole).
+pub fn not_a_contact(s: &str) -> String {
+    let shown = crate::text::quoted(s);
+    match !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) && s.parse::<i64>().is_err() {
+        true => format!(
+            "{shown} is larger than any HubSpot contact id (at most {})",
+            i64::MAX
+        ),
+        false => format!(
+            "{shown} is neither an email address nor a HubSpot contact id (a positive number)"
+        ),
+    }
+}
+
 /// Whether `s` is an email address as sendtime takes one (from a webhook, an execution, a CSV
 /// import): one `@` between a local part of at most 64 and a domain with a dot, at most 254 in
 /// all, nothing but visible characters. Enough to keep out what is no address (`..` once

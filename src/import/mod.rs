@@ -23,6 +23,7 @@ use anyhow::Context;
 
 use crate::datasets::contacts::{self, Contacts, Shared, is_email_address};
 use crate::datasets::events::{self, Constant, Kind, PartColumns, Row, Staged};
+use crate::text::quoted;
 use crate::time::{Minute, format_minute, parse_instant};
 use stored::Stored;
 
@@ -161,10 +162,7 @@ impl Columns {
     pub fn too_large(&self, digits: &str) -> String {
         // At most 60 of them, as any value quoted (a hash column given as `--contact` was
         // printed whole; an audit).
-        let shown = match digits.get(..60).filter(|_| digits.len() > 60) {
-            Some(head) => format!("{head}... ({} digits)", digits.len()),
-            None => digits.to_string(),
-        };
+        let shown = crate::text::clipped(digits);
         format!(
             "contact id {shown} in column {:?} is larger than any HubSpot record id (at most {})",
             self.contact,
@@ -245,13 +243,6 @@ impl Columns {
 }
 
 /// `text` quoted for a message, cut after 60 characters: a row's value can be megabytes.
-fn quoted(text: &str) -> String {
-    match text.char_indices().nth(60) {
-        None => format!("{text:?}"),
-        Some((cut, _)) => format!("{:?}... ({} bytes)", &text[..cut], text.len()),
-    }
-}
-
 fn kind_names() -> String {
     Kind::ALL.map(Kind::as_str).join(", ")
 }
@@ -840,7 +831,7 @@ mod tests {
         );
         let digits = columns.contact(&"9".repeat(100_000)).unwrap_err();
         assert!(
-            digits.len() < 200 && digits.contains("(100000 digits)"),
+            digits.len() < 200 && digits.contains("(100000 bytes)"),
             "{}",
             &digits[..200]
         );

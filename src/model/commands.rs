@@ -20,7 +20,7 @@ pub fn explain(config: &Config, contact: &str, at: Option<i64>) -> anyhow::Resul
     let contact = contact.trim();
     anyhow::ensure!(
         crate::datasets::contacts::is_contact_query(contact),
-        "{contact:?} is neither an email address nor a HubSpot contact id (a positive number)"
+        crate::datasets::contacts::not_a_contact(contact)
     );
     let now = at.unwrap_or_else(now_ms);
     let data_dir = &config.server.data_dir;
