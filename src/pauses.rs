@@ -217,7 +217,7 @@ pub struct Unreadable {
 
 /// Nothing of that name to pause, nor a pause of it to lift: the admin surface's 404.
 #[derive(Debug, thiserror::Error)]
-#[error("no {what} {id:?} in {}; {}", config.display(), self.choices())]
+#[error("no {what} {} in {}; {}", crate::text::quoted(.id), config.display(), self.choices())]
 pub struct Unknown {
     what: &'static str,
     id: String,

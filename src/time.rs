@@ -162,7 +162,8 @@ pub fn parse_utc_seconds(b: &[u8]) -> Option<i64> {
 pub fn parse_flag(flag: &str, text: &str) -> anyhow::Result<i64> {
     parse_instant(text).ok_or_else(|| {
         anyhow::anyhow!(
-            "{flag} {text:?} is not a time; use e.g. 2022-07-01, 2022-07-01T09:30:00Z or epoch milliseconds"
+            "{flag} {} is not a time; use e.g. 2022-07-01, 2022-07-01T09:30:00Z, epoch seconds or epoch milliseconds",
+            crate::text::quoted(text)
         )
     })
 }

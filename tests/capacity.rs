@@ -543,17 +543,7 @@ fn explain_plans_each_webhook_as_planning_does_in_the_contacts_zone() {
     // What holds each back: the pause, and the connector's dry run.
     let text = &texts[0];
     let lines: Vec<&str> = text.lines().collect();
-    let after = |webhook: &str| {
-        let at = lines
-            .iter()
-            .position(|l| l.starts_with(&format!("webhook {webhook} (")))
-            .unwrap();
-        lines[at + 2..]
-            .iter()
-            .take_while(|l| l.starts_with("  "))
-            .map(|l| l.trim())
-            .collect::<Vec<_>>()
-    };
+    let after = |webhook: &str| notes_of(&lines, webhook);
     let dry_run = "its connector is in dry run: recorded, not sent";
     assert_eq!(after("weekly"), [dry_run], "{text}");
     assert_eq!(
@@ -626,17 +616,22 @@ fn explain_plans_each_webhook_as_planning_does_in_the_contacts_zone() {
     let resets = late + 3 * HOUR;
     let pause_file = data.join("state").join("dispatch-pause-main");
     std::fs::write(&pause_file, resets.to_string()).unwrap();
-    let out = sendtime(
-        &config,
-        &data,
-        &[
-            "explain",
-            "z1@example.com",
-            "--at",
-            &sendtime::time::format_rfc3339(late),
-        ],
-    );
-    let paused_text = String::from_utf8(out.stdout).unwrap();
+    let dry = std::fs::read_to_string(&config).unwrap();
+    assert!(dry.contains("dry_run = true\n"));
+    let explain_late = |toml: &str| {
+        std::fs::write(&config, toml).unwrap();
+        let late = sendtime::time::format_rfc3339(late);
+        let out = sendtime(
+            &config,
+            &data,
+            &["explain", "z1@example.com", "--at", &late],
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    // A dry run calls nothing: no pause of HubSpot's is said of it.
+    assert!(!explain_late(&dry).contains("paused by HubSpot's answer"));
+    let paused_text = explain_late(&dry.replacen("dry_run = true\n", "", 1));
+    std::fs::write(&config, &dry).unwrap();
     let lines: Vec<&str> = paused_text.lines().collect();
     let weekly_receipt = (lines.iter())
         .position(|l| l.starts_with("weekly ") && l.contains(" received "))
@@ -644,27 +639,21 @@ fn explain_plans_each_webhook_as_planning_does_in_the_contacts_zone() {
     assert_eq!(
         lines[weekly_receipt + 2].trim(),
         format!(
-            "held: its connector is paused (daily_limit) until {}: sent after",
+            "held: its connector is paused by HubSpot's answer (daily limit) until {}: sent after",
             format_minute(resets)
         ),
         "{paused_text}"
     );
     let said = format!(
-        "its connector is paused by HubSpot's answer (daily_limit) until {}: nothing sent until then",
+        "its connector is paused by HubSpot's answer (daily limit) until {}: nothing sent until then",
         format_minute(resets)
     );
-    let webhook = |id: &str| {
-        let at = (lines.iter())
-            .position(|l| l.starts_with(&format!("webhook {id} (")))
-            .unwrap();
-        lines[at + 2..]
-            .iter()
-            .take_while(|l| l.starts_with("  "))
-            .map(|l| l.trim())
-            .collect::<Vec<_>>()
-    };
-    assert!(webhook("weekly").contains(&said.as_str()), "{paused_text}");
-    assert!(webhook("soon").contains(&said.as_str()), "{paused_text}");
+    for webhook in ["weekly", "soon"] {
+        assert!(
+            notes_of(&lines, webhook).contains(&said.as_str()),
+            "{paused_text}"
+        );
+    }
     std::fs::remove_file(&pause_file).unwrap();
 
     // `weekly` made a list's webhook: its receipts, taken to enroll, are held as the
@@ -685,6 +674,17 @@ fn explain_plans_each_webhook_as_planning_does_in_the_contacts_zone() {
             .starts_with("held: its webhook changed"),
         "{text}"
     );
+}
+
+/// The notes `explain` prints under `webhook`'s plan (after its time and reason), trimmed.
+fn notes_of<'t>(lines: &[&'t str], webhook: &str) -> Vec<&'t str> {
+    let at = (lines.iter())
+        .position(|l| l.starts_with(&format!("webhook {webhook} (")))
+        .unwrap_or_else(|| panic!("no plan of {webhook}"));
+    (lines[at + 2..].iter())
+        .take_while(|l| l.starts_with("  "))
+        .map(|l| l.trim())
+        .collect()
 }
 
 /// Lower limits after planning: the queue is spread again so that no hour holds more than

@@ -616,6 +616,11 @@ fn a_pause_set_by_the_cli_shows_in_lookups_and_metrics_before_a_tick() {
         hooks: &HOOKS.iter().collect::<Vec<_>>(),
     }
     .write(dir.path());
+    // HubSpot's daily limit met, as a dispatcher before this one stored it: the lookup says so
+    // of each webhook of the connector (only `/status` did).
+    let resets = sendtime::time::now_ms() + 3 * 3_600_000;
+    std::fs::create_dir_all(data.join("state")).unwrap();
+    std::fs::write(data.join("state/dispatch-pause-main"), resets.to_string()).unwrap();
     let server = Server::start(&config, &data, ENV);
     let http = common::http();
     let lookup = || -> Value {
@@ -630,7 +635,13 @@ fn a_pause_set_by_the_cli_shows_in_lookups_and_metrics_before_a_tick() {
         let webhooks = x["webhooks"].as_array().unwrap();
         webhooks.iter().find(|w| w["webhook"] == id).unwrap()["paused"].clone()
     };
-    assert_eq!(paused(&lookup(), "nurture"), false);
+    let x = lookup();
+    assert_eq!(paused(&x, "nurture"), false);
+    for w in x["webhooks"].as_array().unwrap() {
+        let by_hubspot = &w["connector_paused"];
+        assert_eq!(by_hubspot["why"], "daily_limit", "{x}");
+        assert_eq!(by_hubspot["until_ms"], resets, "{x}");
+    }
     sendtime(&config, &data, &["pause", "nurture"], ENV);
     let x = lookup();
     assert_eq!(paused(&x, "nurture"), true, "{x}");

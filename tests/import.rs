@@ -1071,6 +1071,14 @@ fn a_store_larger_than_the_dedup_memory_is_checked_in_passes_to_the_same_rows() 
     let mut args = csv_import(file, "1000");
     args.extend(["--dedup-memory", "0"]);
     assert!(failed_usage(&sendtime(&passes, &args)).contains("not a number of megabytes above 0"));
+    // So is a kind that is none, naming the kinds (it failed as a run, exit 1).
+    let mut args = csv_columns(file);
+    args.extend(["--kind-default", "BOGUS"]);
+    let err = failed_usage(&sendtime(&passes, &args));
+    assert!(
+        err.contains("\"BOGUS\" is not an event kind; use one of: SENT,"),
+        "{err}"
+    );
 }
 
 fn failed_usage(o: &Output) -> String {

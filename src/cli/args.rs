@@ -525,7 +525,8 @@ fn socket_addr(text: &str) -> Result<SocketAddr, String> {
     match text.to_socket_addrs().map(preferred) {
         Ok(Some(addr)) => Ok(addr),
         _ => Err(format!(
-            "{text:?} is not an address to listen on: give IP:PORT (127.0.0.1:8080, [::1]:8080) or HOST:PORT (localhost:8080)"
+            "{} is not an address to listen on: give IP:PORT (127.0.0.1:8080, [::1]:8080) or HOST:PORT (localhost:8080)",
+            crate::text::quoted(text)
         )),
     }
 }
@@ -541,24 +542,26 @@ fn preferred(mut addrs: impl Iterator<Item = SocketAddr>) -> Option<SocketAddr> 
     })
 }
 
-/// A memory size in MB, more than 0 (a fraction is fine).
 /// An event kind as `--kind-default` names one (refused here: a usage error, exit 2).
 fn event_kind(text: &str) -> Result<String, String> {
     use crate::datasets::events::Kind;
     match Kind::parse(text) {
         Some(_) => Ok(text.to_string()),
         None => Err(format!(
-            "{text:?} is not an event kind; use one of: {}",
+            "{} is not an event kind; use one of: {}",
+            crate::text::quoted(text),
             Kind::ALL.map(Kind::as_str).join(", ")
         )),
     }
 }
 
+/// A memory size in MB, more than 0 (a fraction is fine).
 fn megabytes(text: &str) -> Result<f64, String> {
     match text.parse::<f64>() {
         Ok(mb) if mb > 0.0 && mb.is_finite() => Ok(mb),
         _ => Err(format!(
-            "{text:?} is not a number of megabytes above 0, e.g. 384 or 0.5"
+            "{} is not a number of megabytes above 0, e.g. 384 or 0.5",
+            crate::text::quoted(text)
         )),
     }
 }

@@ -263,7 +263,8 @@ fn model(command: Command, path: &std::path::Path, overrides: &Overrides) -> any
             {
                 anyhow::ensure!(
                     lift.optimized_receipts + lift.holdout_receipts > 0,
-                    "no webhook or action {w:?} in {}, and no receipts of one in the data while it held some out (a webhook removed from the config is reported from those)",
+                    "no webhook or action {} in {}, and no receipts of one in the data while it held some out (a webhook removed from the config is reported from those)",
+                    crate::text::quoted(w),
                     config.path.display()
                 );
             }
@@ -816,6 +817,12 @@ fn import(
                 std::env::temp_dir().join(format!("sendtime-dry-run-{}", ulid::Ulid::generate()))
             });
             let data_dir = scratch.as_ref().unwrap_or(&config.server.data_dir);
+            if scratch.is_some() {
+                eprintln!(
+                    "note: {} does not exist: the file is checked against an empty store (an import would make it)",
+                    config.server.data_dir.display()
+                );
+            }
             let created = crate::store::create_data_dir(data_dir)?;
             say_new_data_dir(created.is_some() && scratch.is_none(), data_dir);
             // A dry run's own folder goes on a second Ctrl-C too (it was left in the temporary

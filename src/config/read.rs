@@ -479,6 +479,19 @@ fn read_scheduler(ctx: &mut Ctx, top: &TableReader) -> Option<Scheduler> {
             ),
         );
     }
+    // Capacity books one list add and one callback batch a minute: each run sends its own
+    // (runs every 10 s made six calls where one was booked, past `daily_budget`; an audit).
+    if let (Some((_, schedule)), Some(at)) = (&cron, r.get("cron").map(|v| v.span().start))
+        && fires_within_a_minute(schedule, chrono::Utc::now())
+    {
+        ctx.warning(
+            at,
+            format!(
+                "the dispatcher runs more than once a minute: each run sends its own list adds and callback batches, which planning books once a minute, so they take more calls (and more of `daily_budget`) than planned; \"{}\" runs every minute",
+                Scheduler::DEFAULT_CRON
+            ),
+        );
+    }
     r.finish(ctx);
     let (cron, schedule) = cron?;
     Some(Scheduler { cron, schedule })

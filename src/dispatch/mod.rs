@@ -605,12 +605,16 @@ impl Dispatcher {
             if pauses.holds(&webhook.id, &connector.id) {
                 let hold_end = planning::hold_end(&item, webhook.window);
                 if item.held_by_hubspot() && !connector.dry_run && now >= hold_end {
+                    let by = match pauses.unreadable {
+                        true => HeldBy::PausesUnreadable,
+                        false => HeldBy::Operator,
+                    };
                     let held = (None, hold_end);
                     lost.push(send::held_past_hold(
                         &item,
                         &connector.id,
                         &target,
-                        HeldBy::Operator,
+                        by,
                         held,
                         now,
                     ));

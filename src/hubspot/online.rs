@@ -250,7 +250,7 @@ async fn action(
             match registered(client, &legacy, &key, &url, app).await {
                 Ok(verdict) => verdict,
                 Err(old) if refused(&old) => Verdict::Fail(format!(
-                    "cannot list app {app}'s actions with {DEVELOPER_API_KEY_ENV}: {e}; on HubSpot's legacy path (v4, until 2027-03-30): {old} (unset it to skip this check)"
+                    "cannot list app {app}'s actions: {e}; on HubSpot's legacy path (v4, until 2027-03-30): {old} (if HubSpot refuses the developer key, unset {DEVELOPER_API_KEY_ENV} to skip this check)"
                 )),
                 Err(old) => Verdict::Fail(format!(
                     "cannot list app {app}'s actions on HubSpot's legacy path (v4, until 2027-03-30): {old}"

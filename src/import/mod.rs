@@ -242,7 +242,6 @@ impl Columns {
     }
 }
 
-/// `text` quoted for a message, cut after 60 characters: a row's value can be megabytes.
 fn kind_names() -> String {
     Kind::ALL.map(Kind::as_str).join(", ")
 }

@@ -94,6 +94,18 @@ pub struct ConnectorPaused {
     pub why: &'static str,
 }
 
+impl ConnectorPaused {
+    /// As `explain` says it: "its connector is paused by HubSpot's answer (daily limit) until
+    /// ...", the reason as the dashboard's status table words it.
+    fn text(&self) -> String {
+        format!(
+            "its connector is paused by HubSpot's answer ({}) until {}",
+            self.why.replace('_', " "),
+            format_minute(self.until_ms)
+        )
+    }
+}
+
 /// What the contact's latest receipt was posted with. Planning looks a contact up by its
 /// email and its HubSpot id (events imported by id know no email; HubSpot's carry emails),
 /// spreads it over the minutes of an hour by its email, and keeps quiet hours in its zone.
@@ -223,7 +235,11 @@ impl Explanation {
                         holdout: w.holdout,
                         paused: pauses.holds(&w.id, &w.connector),
                         dry_run: config.connector(&w.connector).is_some_and(|c| c.dry_run),
-                        connector_paused: paused(&w.connector),
+                        // A dry run calls nothing: no pause of HubSpot's holds it.
+                        connector_paused: config
+                            .connector(&w.connector)
+                            .filter(|c| !c.dry_run)
+                            .and_then(|c| paused(&c.id)),
                         due_at_ms: p.due_at_ms,
                         reason: p.reason,
                     }
@@ -253,9 +269,17 @@ impl Explanation {
                     crate::config::HELD_AS_CHANGED,
                     crate::config::held_until_back(&p.webhook)
                 ),
-                Some(w) if w.paused => "held by a pause (sendtime pause): sent once resumed".to_string(),
+                // An action's contact HubSpot moves on at its hold's end, paused or not: the
+                // dispatcher fails it then (it said "sent once resumed"; a review).
+                Some(w) if w.paused => match hold_end(config, p) {
+                    Some(end) => format!("held by a pause (sendtime pause): sent once resumed, or failed when HubSpot's hold ends ({}) if still paused", format_minute(end)),
+                    None => "held by a pause (sendtime pause): sent once resumed".to_string(),
+                },
                 Some(w) if p.due_at_ms <= self.as_of_ms => match (&w.connector_paused, quiet_until(config, p, self.as_of_ms)) {
-                    (Some(c), _) => format!("held: its connector is paused ({}) until {}: sent after", c.why, format_minute(c.until_ms)),
+                    (Some(c), _) => match hold_end(config, p).filter(|end| *end <= c.until_ms) {
+                        Some(end) => format!("held: {}, past HubSpot's hold on the contact (it ends {}): failed at its last try, not completed", c.text(), format_minute(end)),
+                        None => format!("held: {}: sent after", c.text()),
+                    },
                     (None, Some(until)) => format!("held by its quiet hours until {}: sent then", format_minute(until)),
                     (None, None) => "due: sent at the dispatcher's next tick".to_string(),
                 },
@@ -330,12 +354,7 @@ impl Explanation {
                 );
             }
             if let Some(c) = &w.connector_paused {
-                let _ = writeln!(
-                    out,
-                    "  its connector is paused by HubSpot's answer ({}) until {}: nothing sent until then",
-                    c.why,
-                    format_minute(c.until_ms)
-                );
+                let _ = writeln!(out, "  {}: nothing sent until then", c.text());
             }
             if w.dry_run {
                 let _ = writeln!(out, "  its connector is in dry run: recorded, not sent");
@@ -474,6 +493,20 @@ fn quiet_until(config: &Config, p: &PlannedReceipt, now: i64) -> Option<i64> {
     let zone = zone.unwrap_or(chrono_tz::Tz::UTC);
     w.quiet_hours?
         .hold_until(zone, p.due_at_ms, release_by, now)
+}
+
+/// When HubSpot's hold on an action's receipt `p` ends; `None` for a webhook's.
+fn hold_end(config: &Config, p: &PlannedReceipt) -> Option<i64> {
+    let w = config
+        .webhook(&p.webhook)
+        .filter(|w| w.target == Target::Callback)?;
+    let (_, _, kind) = p.quiet_as;
+    Some(super::plan::hold_end(
+        p.hold_ends_ms,
+        p.received_at_ms,
+        kind,
+        w.window,
+    ))
 }
 
 /// The latest outcome row of each of `receipts` that has one.

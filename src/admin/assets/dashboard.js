@@ -365,7 +365,10 @@ async function lookup(event) {
     hooks.id = "lookup-webhooks";
     hooks.append(row([el("th", "webhook"), el("th", "type"), el("th", "would go at"), el("th", "why")]));
     for (const w of x.webhooks) {
+      const hubspot = w.connector_paused;
       const why = w.reason + (w.paused ? "; PAUSED: held, not sent, until resumed" : "") +
+        (hubspot ? "; its connector is paused by HubSpot's answer (" + hubspot.why.replaceAll("_", " ") +
+          ") until " + time(hubspot.until_ms) + ": nothing sent until then" : "") +
         (w.dry_run ? "; its connector is in dry run: recorded, not sent" : "") +
         (w.holdout > 0 ? "; " + Math.round(w.holdout * 100) + "% held out go at receipt" : "");
       hooks.append(row([(w.action ? "action " : "") + w.webhook, w.webhook_type, time(w.due_at_ms), el("td", why, "msg")]));

@@ -32,6 +32,8 @@ pub(in crate::dispatch) enum HeldBy {
     RateLimit,
     /// An operator's pause of the action or its connector (`sendtime pause`), until resumed.
     Operator,
+    /// The operators' pause file cannot be read: it holds every contact until fixed.
+    PausesUnreadable,
 }
 
 impl HeldBy {
@@ -41,6 +43,7 @@ impl HeldBy {
             HeldBy::Scope => "callbacks wait for a scope the app lacks (HubSpot's 403)",
             HeldBy::RateLimit => "HubSpot's rate limit (a 429's Retry-After) holds the calls",
             HeldBy::Operator => "an operator's pause holds it",
+            HeldBy::PausesUnreadable => "the pause file cannot be read, which holds every contact",
         }
     }
 }
@@ -87,9 +90,9 @@ pub(in crate::dispatch) fn held_past_hold(
 
 /// The final row of a callback HubSpot will not complete: failed, unless an earlier call for
 /// it went unanswered and HubSpot refuses it as it would a completed one (a 4xx in its own
-/// error body, not one for the batch's size) while it still holds the contact (before `hold_end`): that
-/// call then completed it (done, not failed). Past the hold the refusal says nothing of that
-/// call, and the row says the hold had ended.
+/// error body, not one for the batch's size) while it still holds the contact (before
+/// `hold_end`): that call then completed it (done, not failed). Past the hold the refusal
+/// says nothing of that call, and the row says the hold had ended.
 pub(super) fn given_up(
     item: &Pending,
     link: &Link,
