@@ -194,7 +194,7 @@ impl Dataset {
     /// (a stat that failed rolled back a finished compaction, whose part and sources were
     /// then both listed for good; an audit).
     fn rewrite_of(&self, intent: &Path) -> io::Result<Option<(Rewrite, PathBuf, NewPart)>> {
-        let Some((kind, id)) = Rewrite::of(intent) else {
+        let Some((mut kind, id)) = Rewrite::of(intent) else {
             return Ok(None);
         };
         let part = self.part_path(id);
@@ -207,6 +207,16 @@ impl Dataset {
         } else {
             NewPart::Missing
         };
+        // An earlier version noted moves as compactions; a compaction merges two parts or
+        // more, so one naming a single part was a move (or a deletion, alike here).
+        if kind == Rewrite::Compaction && state == NewPart::SetAside {
+            match fs::read_to_string(intent) {
+                Ok(names) if names.lines().count() == 1 => kind = Rewrite::Move,
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+                Err(e) => return Err(e),
+            }
+        }
         Ok(Some((kind, part, state)))
     }
 
@@ -1474,6 +1484,28 @@ mod tests {
         assert_eq!(listed_ids(&archive), (5..20).collect::<Vec<_>>());
     }
 
+    /// A move an earlier version noted as a compaction (`compact-`, one source) whose new part
+    /// is set aside is taken as a move: the part it was taken from stays hidden.
+    #[test]
+    fn an_earlier_version_s_move_is_taken_as_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let ds = Dataset::open(dir.path(), "rows").unwrap();
+        let mut df = df!("id" => (0i64..20).collect::<Vec<_>>()).unwrap();
+        let source = ds.write_part(Ulid::generate(), &mut df).unwrap();
+        let id = Ulid::generate();
+        (ds.write_intent(Rewrite::Compaction, id, std::slice::from_ref(&source))).unwrap();
+        let mut left = df!("id" => (0i64..10).collect::<Vec<_>>()).unwrap();
+        damage(&ds.write_part(id, &mut left).unwrap());
+        assert_eq!(listed_ids(&ds), [0i64; 0]);
+        ds.recover().unwrap();
+        assert!(
+            ds.quarantine_dir()
+                .join(source.file_name().unwrap())
+                .exists()
+        );
+        assert_eq!(listed_ids(&ds), [0i64; 0]);
+    }
+
     /// A deletion cut short by a crash after its new part was written is finished by the next
     /// start however young: its sources hold rows deleted, and keep no reader's.
     #[test]
@@ -1500,11 +1532,16 @@ mod tests {
         for kind in Rewrite::ALL {
             let dir = tempfile::tempdir().unwrap();
             let ds = Dataset::open(dir.path(), "rows").unwrap();
-            let mut df = df!("id" => (0i64..20).collect::<Vec<_>>()).unwrap();
-            let source = ds.write_part(Ulid::generate(), &mut df).unwrap();
+            // Two sources, as a compaction has at least.
+            let sources: Vec<PathBuf> = [0i64..10, 10..20]
+                .into_iter()
+                .map(|ids| {
+                    let mut df = df!("id" => ids.collect::<Vec<_>>()).unwrap();
+                    ds.write_part(Ulid::generate(), &mut df).unwrap()
+                })
+                .collect();
             let id = Ulid::generate();
-            ds.write_intent(kind, id, std::slice::from_ref(&source))
-                .unwrap();
+            ds.write_intent(kind, id, &sources).unwrap();
             let new = ds
                 .write_part(
                     id,
@@ -1521,12 +1558,14 @@ mod tests {
                 again,
                 "{kind:?}: read with the part set aside"
             );
-            assert!(source.exists(), "{kind:?}");
+            assert!(sources.iter().all(|s| s.exists()), "{kind:?}");
             ds.recover().unwrap();
             assert_eq!(listed_ids(&ds), again, "{kind:?}");
-            let aside = ds.quarantine_dir().join(source.file_name().unwrap());
-            assert_eq!(source.exists(), kind == Rewrite::Compaction, "{kind:?}");
-            assert_eq!(aside.exists(), kind == Rewrite::Move, "{kind:?}");
+            for source in &sources {
+                let aside = ds.quarantine_dir().join(source.file_name().unwrap());
+                assert_eq!(source.exists(), kind == Rewrite::Compaction, "{kind:?}");
+                assert_eq!(aside.exists(), kind == Rewrite::Move, "{kind:?}");
+            }
             assert!(!ds.dir.join(kind.file_name(id)).exists(), "{kind:?}");
         }
     }
