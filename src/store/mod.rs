@@ -1484,18 +1484,25 @@ mod tests {
         assert_eq!(listed_ids(&archive), (5..20).collect::<Vec<_>>());
     }
 
+    /// A rewrite `kind` of one part (ids 0..20) that a crash cut short once its new part (ids
+    /// 0..10) was written: the part rewritten and the new one.
+    fn cut_short(ds: &Dataset, kind: Rewrite) -> (PathBuf, PathBuf) {
+        let mut df = df!("id" => (0i64..20).collect::<Vec<_>>()).unwrap();
+        let source = ds.write_part(Ulid::generate(), &mut df).unwrap();
+        let id = Ulid::generate();
+        (ds.write_intent(kind, id, std::slice::from_ref(&source))).unwrap();
+        let mut left = df!("id" => (0i64..10).collect::<Vec<_>>()).unwrap();
+        (source, ds.write_part(id, &mut left).unwrap())
+    }
+
     /// A move an earlier version noted as a compaction (`compact-`, one source) whose new part
     /// is set aside is taken as a move: the part it was taken from stays hidden.
     #[test]
     fn an_earlier_version_s_move_is_taken_as_one() {
         let dir = tempfile::tempdir().unwrap();
         let ds = Dataset::open(dir.path(), "rows").unwrap();
-        let mut df = df!("id" => (0i64..20).collect::<Vec<_>>()).unwrap();
-        let source = ds.write_part(Ulid::generate(), &mut df).unwrap();
-        let id = Ulid::generate();
-        (ds.write_intent(Rewrite::Compaction, id, std::slice::from_ref(&source))).unwrap();
-        let mut left = df!("id" => (0i64..10).collect::<Vec<_>>()).unwrap();
-        damage(&ds.write_part(id, &mut left).unwrap());
+        let (source, new) = cut_short(&ds, Rewrite::Compaction);
+        damage(&new);
         assert_eq!(listed_ids(&ds), [0i64; 0]);
         ds.recover().unwrap();
         assert!(
@@ -1512,12 +1519,7 @@ mod tests {
     fn recovery_finishes_a_deletion_at_once() {
         let dir = tempfile::tempdir().unwrap();
         let ds = Dataset::open(dir.path(), "rows").unwrap();
-        let mut df = df!("id" => (0i64..20).collect::<Vec<_>>()).unwrap();
-        let source = ds.write_part(Ulid::generate(), &mut df).unwrap();
-        let id = Ulid::generate();
-        (ds.write_intent(Rewrite::Deletion, id, std::slice::from_ref(&source))).unwrap();
-        let mut left = df!("id" => (0i64..10).collect::<Vec<_>>()).unwrap();
-        ds.write_part(id, &mut left).unwrap();
+        let (source, _) = cut_short(&ds, Rewrite::Deletion);
         ds.recover().unwrap();
         assert!(!source.exists());
         assert_eq!(listed_ids(&ds), (0..10).collect::<Vec<_>>());
