@@ -271,7 +271,7 @@ impl Explanation {
                 ),
                 // An action's contact HubSpot moves on at its hold's end, paused or not: the
                 // dispatcher fails it then (it said "sent once resumed"; a review).
-                Some(w) if w.paused => match hold_end(config, p) {
+                Some(w) if w.paused => match hold_end(config, p).filter(|_| !w.dry_run) {
                     Some(end) => format!("held by a pause (sendtime pause): sent once resumed, or failed when HubSpot's hold ends ({}) if still paused", format_minute(end)),
                     None => "held by a pause (sendtime pause): sent once resumed".to_string(),
                 },

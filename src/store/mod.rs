@@ -207,11 +207,12 @@ impl Dataset {
         } else {
             NewPart::Missing
         };
-        // An earlier version noted moves as compactions; a compaction merges two parts or
-        // more, so one naming a single part was a move (or a deletion, alike here).
+        // An earlier version noted moves and deletions as compactions; a compaction merges two
+        // parts or more, so one naming a single part was one of those: its source goes as a
+        // deletion's (which of the two cannot be told, and a deletion's rows must not be kept).
         if kind == Rewrite::Compaction && state == NewPart::SetAside {
             match fs::read_to_string(intent) {
-                Ok(names) if names.lines().count() == 1 => kind = Rewrite::Move,
+                Ok(names) if names.lines().count() == 1 => kind = Rewrite::Deletion,
                 Ok(_) => {}
                 Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
                 Err(e) => return Err(e),
@@ -1495,18 +1496,20 @@ mod tests {
         (source, ds.write_part(id, &mut left).unwrap())
     }
 
-    /// A move an earlier version noted as a compaction (`compact-`, one source) whose new part
-    /// is set aside is taken as a move: the part it was taken from stays hidden.
+    /// A move or deletion an earlier version noted as a compaction (`compact-`, one source)
+    /// whose new part is set aside is finished as a deletion: the part it was taken from is
+    /// never listed again, nor kept (it may hold a person's rows an erase deleted).
     #[test]
-    fn an_earlier_version_s_move_is_taken_as_one() {
+    fn an_earlier_version_s_move_is_finished_as_a_deletion() {
         let dir = tempfile::tempdir().unwrap();
         let ds = Dataset::open(dir.path(), "rows").unwrap();
         let (source, new) = cut_short(&ds, Rewrite::Compaction);
         damage(&new);
         assert_eq!(listed_ids(&ds), [0i64; 0]);
         ds.recover().unwrap();
+        assert!(!source.exists());
         assert!(
-            ds.quarantine_dir()
+            !(ds.quarantine_dir())
                 .join(source.file_name().unwrap())
                 .exists()
         );
