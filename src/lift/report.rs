@@ -1026,6 +1026,12 @@ mod tests {
                 && since.contains("no receipts of a webhook or action holding some out since"),
             "{since}"
         );
+        // Receipts since then, none held out by chance: said so (it said there were none).
+        let since = text(Some(T - DAY_MS), 30, 0, 0);
+        assert!(
+            since.contains("none of 30 receipts since ") && since.contains(" held out yet"),
+            "{since}"
+        );
     }
 
     /// Before any send's window has ended the report says so, and when the first one ends:

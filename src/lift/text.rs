@@ -23,15 +23,17 @@ impl Lift {
         }
         if self.holdout_receipts == 0 {
             notes.push(match self.since_ms {
+                // A share is set, and chance has drawn none yet (an audit: the note asked
+                // for a share that was set; with --since it said none were taken since).
+                _ if self.optimized_receipts > 0 => format!(
+                    "none of {} receipts{} held out yet: each is held out at random, with the probability its webhook's `holdout` share sets",
+                    self.optimized_receipts,
+                    self.since_ms
+                        .map_or(String::new(), |t| format!(" since {}", format_minute(t)))
+                ),
                 Some(since) => format!(
                     "no receipts of a webhook or action holding some out since {}",
                     format_minute(since)
-                ),
-                // A share is set, and chance has drawn none yet (an audit: the note asked
-                // for a share that was set).
-                None if self.optimized_receipts > 0 => format!(
-                    "none of {} receipts held out yet: each is held out at random, with the probability its webhook's `holdout` share sets",
-                    self.optimized_receipts
                 ),
                 // Said the same whether a share is set or not (it asked for a share that
                 // was set, before the first receipt: an audit).
