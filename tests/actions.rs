@@ -676,6 +676,17 @@ fn a_paused_actions_contact_fails_when_its_hold_ends_without_a_call() {
         (status, &answer["outputFields"]["hs_expiration_duration"]),
         (200, &"P2D".into())
     );
+    // Planned, `explain` says what becomes of it (it said "sent once resumed").
+    eventually(Duration::from_secs(20), || {
+        (plan::read(&plan::dataset(&data).unwrap()).unwrap().len() == 1).then_some(())
+    })
+    .expect("planned");
+    let explained = common::run(&config, &data, &["explain", "c1000@example.com"], &env);
+    let text = String::from_utf8_lossy(&explained.stdout);
+    assert!(
+        text.contains("held by a pause (sendtime pause): sent once resumed, or failed when HubSpot's hold ends ("),
+        "{text}"
+    );
     // Three days on, still paused: the hold (two days) has ended; failed, nothing called.
     set_clock(&clock, t0 + 3 * 86_400_000);
     let failed = eventually(Duration::from_secs(30), || {

@@ -626,10 +626,19 @@ fn explain_plans_each_webhook_as_planning_does_in_the_contacts_zone() {
             &data,
             &["explain", "z1@example.com", "--at", &late],
         );
+        assert!(out.status.success(), "{out:?}");
         String::from_utf8(out.stdout).unwrap()
     };
     // A dry run calls nothing: no pause of HubSpot's is said of it.
-    assert!(!explain_late(&dry).contains("paused by HubSpot's answer"));
+    let dry_text = explain_late(&dry);
+    assert!(
+        dry_text.contains("its connector is in dry run"),
+        "{dry_text}"
+    );
+    assert!(
+        !dry_text.contains("paused by HubSpot's answer"),
+        "{dry_text}"
+    );
     let paused_text = explain_late(&dry.replacen("dry_run = true\n", "", 1));
     std::fs::write(&config, &dry).unwrap();
     let lines: Vec<&str> = paused_text.lines().collect();

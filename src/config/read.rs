@@ -487,7 +487,8 @@ fn read_scheduler(ctx: &mut Ctx, top: &TableReader) -> Option<Scheduler> {
         ctx.warning(
             at,
             format!(
-                "the dispatcher runs more than once a minute: each run sends its own list adds and callback batches, which planning books once a minute, so they take more calls (and more of `daily_budget`) than planned; \"{}\" runs every minute",
+                "{}: each run sends its own list adds and callback batches, which planning books once a minute, so they take more calls (and more of `daily_budget`) than planned; \"{}\" runs every minute",
+                super::FAST_DISPATCH_WARNING,
                 Scheduler::DEFAULT_CRON
             ),
         );

@@ -253,7 +253,7 @@ async fn action(
                     "cannot list app {app}'s actions: {e}; on HubSpot's legacy path (v4, until 2027-03-30): {old} (if HubSpot refuses the developer key, unset {DEVELOPER_API_KEY_ENV} to skip this check)"
                 )),
                 Err(old) => Verdict::Fail(format!(
-                    "cannot list app {app}'s actions on HubSpot's legacy path (v4, until 2027-03-30): {old}"
+                    "cannot list app {app}'s actions: {e}; on HubSpot's legacy path (v4, until 2027-03-30): {old}"
                 )),
             }
         }

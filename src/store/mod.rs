@@ -208,11 +208,12 @@ impl Dataset {
             NewPart::Missing
         };
         // An earlier version noted moves and deletions as compactions; a compaction merges two
-        // parts or more, so one naming a single part was one of those: its source goes as a
-        // deletion's (which of the two cannot be told, and a deletion's rows must not be kept).
+        // parts or more, so one naming a single part was one of those, almost surely a move
+        // (a deletion's intent lived for the moment between two writes, a move's ten minutes):
+        // its source is set aside intact, as a move's, holding rows found nowhere else.
         if kind == Rewrite::Compaction && state == NewPart::SetAside {
             match fs::read_to_string(intent) {
-                Ok(names) if names.lines().count() == 1 => kind = Rewrite::Deletion,
+                Ok(names) if names.lines().count() == 1 => kind = Rewrite::Move,
                 Ok(_) => {}
                 Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
                 Err(e) => return Err(e),
@@ -459,7 +460,7 @@ impl Dataset {
 
     /// [`Self::finish_compactions`]' work, under the rewrite lock: an intent whose new part is
     /// written is finished once `grace` old (a deletion's at any age), any other at once
-    /// (rolled back, or a move's set aside); the merged parts of those left, each with its
+    /// (rolled back; a move's or a deletion's whose new part was set aside, finished); the merged parts of those left, each with its
     /// intent (not to be merged or rewritten again before their sources go, or the sources
     /// would be listed again).
     fn finish_intents(
@@ -1496,11 +1497,11 @@ mod tests {
         (source, ds.write_part(id, &mut left).unwrap())
     }
 
-    /// A move or deletion an earlier version noted as a compaction (`compact-`, one source)
-    /// whose new part is set aside is finished as a deletion: the part it was taken from is
-    /// never listed again, nor kept (it may hold a person's rows an erase deleted).
+    /// A move an earlier version noted as a compaction (`compact-`, one source) whose new part
+    /// is set aside is finished as a move: the part it was taken from is never listed again,
+    /// and is set aside intact (the rows the move left are nowhere else whole).
     #[test]
-    fn an_earlier_version_s_move_is_finished_as_a_deletion() {
+    fn an_earlier_version_s_move_is_finished_as_one() {
         let dir = tempfile::tempdir().unwrap();
         let ds = Dataset::open(dir.path(), "rows").unwrap();
         let (source, new) = cut_short(&ds, Rewrite::Compaction);
@@ -1509,7 +1510,7 @@ mod tests {
         ds.recover().unwrap();
         assert!(!source.exists());
         assert!(
-            !(ds.quarantine_dir())
+            (ds.quarantine_dir())
                 .join(source.file_name().unwrap())
                 .exists()
         );
