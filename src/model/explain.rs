@@ -272,17 +272,16 @@ impl Explanation {
                 // An action's contact HubSpot moves on at its hold's end, paused or not: the
                 // dispatcher fails it then (it said "sent once resumed"; a review).
                 Some(w) if w.paused => match action_hold(config, p).filter(|_| !w.dry_run) {
-                    Some((_, end)) if end <= self.as_of_ms => format!("held by a pause (sendtime pause) past HubSpot's hold on the contact (it ended {}): recorded failed at the dispatcher's next tick", format_minute(end)),
-                    Some((_, end)) => format!("held by a pause (sendtime pause): sent once resumed, or failed when HubSpot's hold ends ({}) if still paused", format_minute(end)),
+                    Some(end) if end <= self.as_of_ms => format!("held by a pause (sendtime pause) past HubSpot's hold on the contact (it ended {}): recorded failed at the dispatcher's next tick", format_minute(end)),
+                    Some(end) => format!("held by a pause (sendtime pause): sent once resumed, or failed when HubSpot's hold ends ({}) if still paused", format_minute(end)),
                     None => "held by a pause (sendtime pause): sent once resumed".to_string(),
                 },
                 Some(w) if p.due_at_ms <= self.as_of_ms => match (&w.connector_paused, quiet_until(config, p, self.as_of_ms)) {
-                    // The dispatcher's last try: its release-by, or a minute before the hold
-                    // ends once that is past (`callback_deadline`).
-                    (Some(c), _) => match action_hold(config, p).map(|(by, end)| match by > self.as_of_ms {
-                        true => by,
-                        false => end - crate::time::MINUTE_MS,
-                    }) {
+                    // The dispatcher's last try, a minute before the hold ends: a callback
+                    // the pause outlasts fails there (held to its release-by, then looked at
+                    // again; `callback_deadline` at each tick).
+                    (Some(c), _) => match action_hold(config, p).map(|end| end - crate::time::MINUTE_MS) {
+                        Some(last) if c.until_ms > last && last <= self.as_of_ms => format!("held: {}, past its last try before HubSpot's hold ends ({}): recorded failed at the dispatcher's next tick", c.text(), format_minute(last)),
                         Some(last) if c.until_ms > last => format!("held: {}, past its last try ({}) before HubSpot's hold ends: failed then, not completed", c.text(), format_minute(last)),
                         _ => format!("held: {}: sent after", c.text()),
                     },
@@ -501,18 +500,14 @@ fn quiet_until(config: &Config, p: &PlannedReceipt, now: i64) -> Option<i64> {
         .hold_until(zone, p.due_at_ms, release_by, now)
 }
 
-/// An action's receipt `p`'s release-by and when HubSpot's hold on its contact ends; `None`
-/// for a webhook's.
-fn action_hold(config: &Config, p: &PlannedReceipt) -> Option<(i64, i64)> {
+/// When HubSpot's hold on an action's receipt `p` ends; `None` for a webhook's.
+fn action_hold(config: &Config, p: &PlannedReceipt) -> Option<i64> {
     let w = config
         .webhook(&p.webhook)
         .filter(|w| w.target == Target::Callback)?;
     let (_, _, kind) = p.quiet_as;
     let (hold, received) = (p.hold_ends_ms, p.received_at_ms);
-    Some((
-        super::plan::release_by(hold, received, kind, w.window),
-        super::plan::hold_end(hold, received, kind, w.window),
-    ))
+    Some(super::plan::hold_end(hold, received, kind, w.window))
 }
 
 /// The latest outcome row of each of `receipts` that has one.
