@@ -27,7 +27,7 @@ use crate::model::plan::{
     within_hold,
 };
 use crate::model::profile::Profile;
-use crate::time::{DAY_MS, HOUR_MS, MINUTE_MS, SLOTS, day_of, slot_of};
+use crate::time::{DAY_MS, HOUR_MS, SLOTS, day_of, slot_of};
 use chrono_tz::Tz;
 
 /// Receipts planned by one task and written as one row group of the plan part.
@@ -568,7 +568,7 @@ pub(super) fn release_by(item: &Pending, window: Option<i64>) -> i64 {
 pub(super) fn callback_deadline(item: &Pending, window: Option<i64>, now: i64) -> i64 {
     match release_by(item, window) {
         by if by > now => by,
-        _ => hold_end(item, window) - MINUTE_MS,
+        _ => crate::model::plan::last_try(hold_end(item, window)),
     }
 }
 

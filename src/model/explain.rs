@@ -280,7 +280,7 @@ impl Explanation {
                     // The dispatcher's last try, a minute before the hold ends: a callback
                     // the pause outlasts fails there (held to its release-by, then looked at
                     // again; `callback_deadline` at each tick).
-                    (Some(c), _) => match action_hold(config, p).map(|end| end - crate::time::MINUTE_MS) {
+                    (Some(c), _) => match action_hold(config, p).map(super::plan::last_try) {
                         Some(last) if c.until_ms > last && last <= self.as_of_ms => format!("held: {}, past its last try before HubSpot's hold ends ({}): recorded failed at the dispatcher's next tick", c.text(), format_minute(last)),
                         Some(last) if c.until_ms > last => format!("held: {}, past its last try ({}) before HubSpot's hold ends: failed then, not completed", c.text(), format_minute(last)),
                         _ => format!("held: {}: sent after", c.text()),

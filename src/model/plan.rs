@@ -139,6 +139,12 @@ pub fn hold_end(
     hold_ends_ms.unwrap_or_else(|| received_at_ms + hold(kind, span))
 }
 
+/// A workflow action's last try once its release-by is past: a minute before HubSpot's hold
+/// on it ends at `hold_end` (the dispatcher's, and what `explain` says of it).
+pub fn last_try(hold_end: i64) -> i64 {
+    hold_end - crate::time::MINUTE_MS
+}
+
 /// When a workflow action's contact must be released by: [`RELEASE_MARGIN_MS`] before
 /// HubSpot's hold on it ends ([`hold_end`]).
 pub fn release_by(
